@@ -1,0 +1,1 @@
+"""Shared foundation of every Trading Tools service: settings, logging, telemetry, gRPC, storage."""

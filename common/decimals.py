@@ -1,0 +1,39 @@
+"""Decimal parsing and formatting for money, prices and sizes (never float)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+# Money, prices and sizes never need more than 10^30 or finer than 10^-30.
+MAX_EXPONENT = 30
+
+
+def parse_decimal(value: object) -> Decimal:
+    """A finite Decimal from a string, int or float-looking JSON number (via ``str``); raises ValueError."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a decimal: {value!r}")
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    if not text or len(text) > 64:
+        raise ValueError(f"not a decimal: {text[:70]!r}")
+    try:
+        result = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal: {text!r}") from None
+    if not result.is_finite():
+        raise ValueError(f"not a finite decimal: {text!r}")
+    if result and not -MAX_EXPONENT <= result.adjusted() <= MAX_EXPONENT:
+        raise ValueError(f"decimal out of range: {text!r}")
+    return result
+
+
+def fmt(value: Decimal) -> str:
+    """Canonical decimal string: no exponent, no trailing zeros ("0" for zero)."""
+    if value == 0:
+        return "0"
+    text = format(value.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

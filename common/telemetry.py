@@ -1,0 +1,53 @@
+"""OpenTelemetry set-up and trace-context propagation through protobuf events."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_configured = False
+
+
+def setup_telemetry(service: str) -> None:
+    """Install tracer and meter providers; export over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    resource = Resource.create({"service.name": f"tradingtools-{service}"})
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[Any] = []
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def inject(carrier_msg: Any) -> None:
+    """Write the current span's W3C context into a ``TraceContext`` proto message."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    carrier_msg.traceparent = carrier.get("traceparent", "")
+    carrier_msg.tracestate = carrier.get("tracestate", "")
+
+
+def extract(carrier_msg: Any) -> otel_context.Context:
+    """A context whose parent is the span recorded in a ``TraceContext`` proto message."""
+    carrier = {"traceparent": carrier_msg.traceparent}
+    if carrier_msg.tracestate:
+        carrier["tracestate"] = carrier_msg.tracestate
+    return _PROPAGATOR.extract(carrier)

@@ -1,0 +1,80 @@
+"""Session fixtures: real PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL are set)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
+from common.storage import apply_migrations
+from tests.helpers import database_url
+
+TEMPLATE_DB = "tt_test_template"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real PostgreSQL server for the whole session."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    pgdata = Path(tmp_path_factory.mktemp("pg")) / "data"
+    url = start_postgres(pgdata)
+    try:
+        yield url
+    finally:
+        stop_postgres(pgdata)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server_url: str) -> str:
+    """Name of a template database with every migration applied."""
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    apply_migrations(database_url(pg_server_url, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def db_url(pg_server_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"tt_test_{os.getpid()}_{next(_db_counter)}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        yield database_url(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Redis server for the whole session."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    url, pid = start_redis(Path(tmp_path_factory.mktemp("redis")), durable=False)
+    try:
+        yield url
+    finally:
+        stop_pid(pid)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session Redis, flushed for this test."""
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    client.close()
+    return redis_server_url

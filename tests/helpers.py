@@ -1,0 +1,55 @@
+"""Test helpers shared by every test module."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 10.0,
+                     interval_s: float = 0.02, message: str = "condition not met") -> T:
+    """Retry ``check`` until it returns a truthy value without raising AssertionError; return it."""
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+                result = await result  # type: ignore[misc]
+            if result:
+                return result  # type: ignore[return-value]
+            last_error = None
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} within {timeout_s}s") from last_error
+        await asyncio.sleep(interval_s)
+
+
+def eventually_sync(check: Callable[[], T], *, timeout_s: float = 10.0, interval_s: float = 0.02,
+                    message: str = "condition not met") -> T:
+    """Blocking variant of :func:`eventually`."""
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last_error = None
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} within {timeout_s}s") from last_error
+        time.sleep(interval_s)
+
+
+def database_url(url: str, dbname: str) -> str:
+    """``url`` pointing at database ``dbname`` instead (socket and TCP URLs alike)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, parts.fragment))

@@ -1,0 +1,82 @@
+"""The shared foundation: settings helpers, ids, decimals, migrations, real servers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+import redis
+
+from common.config import ConfigError, Secret, env_int, env_url, load_tokens, redact_url
+from common.decimals import fmt, parse_decimal
+from common.ids import hash_id, new_id, ulid
+from common.storage import apply_migrations
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", Decimal(1)), ("0.050", Decimal("0.050")), (0.1, Decimal("0.1")), (5, Decimal(5)),
+     ("  2.5 ", Decimal("2.5"))],
+)
+def test_parse_decimal_accepts(raw: object, expected: Decimal) -> None:
+    assert parse_decimal(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "NaN", "Infinity", None, True, "1" * 80, "1e999999999"])
+def test_parse_decimal_rejects(raw: object) -> None:
+    with pytest.raises(ValueError):
+        parse_decimal(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal("1.500"), "1.5"), (Decimal("0"), "0"), (Decimal("1E+2"), "100"), (Decimal("0.0001"), "0.0001")],
+)
+def test_fmt_is_canonical(value: Decimal, text: str) -> None:
+    assert fmt(value) == text
+
+
+def test_ids() -> None:
+    assert new_id("sub").startswith("sub_") and len(new_id("sub")) == 30
+    assert ulid(1, b"\0" * 10) < ulid(2, b"\0" * 10)
+    assert hash_id("lt", "a", "b") == hash_id("lt", "a", "b") != hash_id("lt", "ab", "")
+
+
+def test_secret_is_redacted() -> None:
+    assert "hunter2" not in repr(Secret("hunter2"))
+    assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [({"X": "abc"}, "X must be an integer"), ({"X": "-1"}, "X must be >= 0")],
+)
+def test_env_int_errors_name_the_variable(env: dict[str, str], error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        env_int(env, "X", 1, minimum=0)
+
+
+def test_env_url_rejects_wrong_scheme() -> None:
+    with pytest.raises(ConfigError, match="TT_RTDS_URL"):
+        env_url({"TT_RTDS_URL": "http://x"}, "TT_RTDS_URL", "", schemes=("ws", "wss"))
+
+
+def test_tokens_must_be_64_hex(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = "a" * 64
+    assert [t.value for t in load_tokens({"CONTROL_API_TOKEN": f"{good}, {'b' * 64}"})] == [good, "b" * 64]
+    with pytest.raises(ConfigError, match="entry 1"):
+        load_tokens({"CONTROL_API_TOKEN": f"{good},short"})
+    with pytest.raises(ConfigError):
+        load_tokens({"TT_RUN_DIR": str(tmp_path)})
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    assert apply_migrations(db_url) == []
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 0  # type: ignore[index]
+
+
+def test_redis_is_real(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    assert client.set("k", "v", nx=True) and not client.set("k", "w", nx=True)
