@@ -1,0 +1,1 @@
+"""The five Trading Tools services; each runs as `python -m services.<name>`."""
