@@ -1,0 +1,155 @@
+"""Market state in Redis shared by ingest (writer), router, executor and guard (readers).
+
+Keys:
+- ``tt:book:{asset}`` STRING, JSON of :class:`BookSnapshot` (levels best-first: bids descending, asks ascending).
+- ``tt:market:{asset}`` HASH of :class:`MarketInfo` fields (tick size, minimum order size, neg-risk, closed...).
+- ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
+  (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from common.decimals import fmt
+
+WATCH_POSITIONS = "tt:watch:positions"
+WATCH_TRIGGERS = "tt:watch:triggers"
+WATCH_CHANNEL = "tt:watch:changed"
+
+Level = tuple[Decimal, Decimal]
+
+
+def book_key(asset_id: str) -> str:
+    """Key of one asset's book snapshot."""
+    return f"tt:book:{asset_id}"
+
+
+def market_key(asset_id: str) -> str:
+    """Key of one asset's market info."""
+    return f"tt:market:{asset_id}"
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    """An asset's order book, levels best-first, with when it was last updated."""
+
+    asset_id: str
+    condition_id: str
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    tick_size: Decimal
+    venue_time_ms: int
+    updated_ms: int
+    last_trade_price: Decimal | None = None
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        """Highest bid, or None when there are no bids."""
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        """Lowest ask, or None when there are no asks."""
+        return self.asks[0][0] if self.asks else None
+
+    def is_stale(self, now_ms: int, max_age_ms: int) -> bool:
+        """True when the book has not been updated within ``max_age_ms``."""
+        return now_ms - self.updated_ms > max_age_ms
+
+    def to_json(self) -> bytes:
+        """Serialized form stored in Redis."""
+        return orjson.dumps({
+            "assetId": self.asset_id, "conditionId": self.condition_id,
+            "bids": [[fmt(p), fmt(s)] for p, s in self.bids],
+            "asks": [[fmt(p), fmt(s)] for p, s in self.asks],
+            "tickSize": fmt(self.tick_size), "venueTimeMs": self.venue_time_ms,
+            "updatedMs": self.updated_ms,
+            "lastTradePrice": fmt(self.last_trade_price) if self.last_trade_price is not None else "",
+        })
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> BookSnapshot:
+        """Parse the stored form."""
+        d: Any = orjson.loads(raw)
+        return cls(
+            asset_id=d["assetId"], condition_id=d.get("conditionId", ""),
+            bids=tuple((Decimal(p), Decimal(s)) for p, s in d["bids"]),
+            asks=tuple((Decimal(p), Decimal(s)) for p, s in d["asks"]),
+            tick_size=Decimal(d["tickSize"]), venue_time_ms=int(d["venueTimeMs"]),
+            updated_ms=int(d["updatedMs"]),
+            last_trade_price=Decimal(d["lastTradePrice"]) if d.get("lastTradePrice") else None,
+        )
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    """Trading rules of one asset's market (from CLOB market info, refreshed on tick_size_change)."""
+
+    asset_id: str
+    condition_id: str
+    tick_size: Decimal
+    min_order_size: Decimal
+    neg_risk: bool = False
+    closed: bool = False
+    accepting_orders: bool = True
+    market_slug: str = ""
+    event_slug: str = ""
+    updated_ms: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_hash(self) -> dict[str, str]:
+        """Fields stored in the Redis hash."""
+        return {
+            "asset_id": self.asset_id, "condition_id": self.condition_id,
+            "tick_size": fmt(self.tick_size), "min_order_size": fmt(self.min_order_size),
+            "neg_risk": "1" if self.neg_risk else "0", "closed": "1" if self.closed else "0",
+            "accepting_orders": "1" if self.accepting_orders else "0",
+            "market_slug": self.market_slug, "event_slug": self.event_slug,
+            "updated_ms": str(self.updated_ms), **self.extra,
+        }
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> MarketInfo:
+        """Parse the stored hash (string values)."""
+        known = {"asset_id", "condition_id", "tick_size", "min_order_size", "neg_risk", "closed",
+                 "accepting_orders", "market_slug", "event_slug", "updated_ms"}
+        return cls(
+            asset_id=h["asset_id"], condition_id=h.get("condition_id", ""),
+            tick_size=Decimal(h["tick_size"]), min_order_size=Decimal(h.get("min_order_size") or "0"),
+            neg_risk=h.get("neg_risk") == "1", closed=h.get("closed") == "1",
+            accepting_orders=h.get("accepting_orders", "1") == "1",
+            market_slug=h.get("market_slug", ""), event_slug=h.get("event_slug", ""),
+            updated_ms=int(h.get("updated_ms") or 0),
+            extra={k: v for k, v in h.items() if k not in known},
+        )
+
+
+async def read_book(redis: Any, asset_id: str) -> BookSnapshot | None:
+    """The stored book of an asset, or None."""
+    raw = await redis.get(book_key(asset_id))
+    return BookSnapshot.from_json(raw) if raw else None
+
+
+async def write_book(redis: Any, book: BookSnapshot) -> None:
+    """Store an asset's book."""
+    await redis.set(book_key(book.asset_id), book.to_json())
+
+
+async def read_market(redis: Any, asset_id: str) -> MarketInfo | None:
+    """The stored market info of an asset, or None."""
+    raw = await redis.hgetall(market_key(asset_id))
+    if not raw:
+        return None
+    h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+         for k, v in raw.items()}
+    return MarketInfo.from_hash(h)
+
+
+async def write_market(redis: Any, info: MarketInfo) -> None:
+    """Store an asset's market info."""
+    await redis.hset(market_key(info.asset_id), mapping=info.to_hash())

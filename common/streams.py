@@ -1,0 +1,252 @@
+"""Durable event logs between layers: Redis Streams behind gRPC server streams, resumable consumers.
+
+Every event a layer emits is appended to a Redis Stream (field ``p`` = serialized protobuf) before
+it is streamed; the gRPC stream serves the log from a cursor (the stream entry id). A consumer
+handles each item, then saves its cursor in Redis, so a restart of either side resumes where it
+left off: nothing is lost, and an item is redelivered only if the consumer died between handling
+it and saving the cursor (downstream idempotency keys make that harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+
+from common.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LEADER_TRADES = "tt:stream:leader_trades"
+PRICE_TICKS = "tt:stream:price_ticks"
+ROUTED_TRADES = "tt:stream:routed_trades"
+ORDER_EVENTS = "tt:stream:order_events"
+TRIGGER_EVENTS = "tt:stream:trigger_events"
+
+START_NEW = ""  # only events appended after the reader starts
+START_OLDEST = "0"  # everything still kept in the log
+
+
+def create_stream_redis(url: str, *, block_s: float = 5.0) -> aioredis.Redis:
+    """A bytes-mode Redis client whose socket timeout outlasts a blocking XREAD."""
+    return aioredis.from_url(url, decode_responses=False, socket_timeout=block_s + 5.0,
+                             socket_connect_timeout=2.0, health_check_interval=10)
+
+
+class DurableLog:
+    """One Redis Stream of serialized protobuf events."""
+
+    def __init__(self, redis: aioredis.Redis, name: str, *, maxlen: int = 1_000_000,
+                 block_ms: int = 1000) -> None:
+        self.redis = redis
+        self.name = name
+        self.maxlen = maxlen
+        self.block_ms = block_ms
+
+    async def append(self, payload: bytes) -> str:
+        """Append one event; returns its cursor once Redis has it."""
+        entry_id = await self.redis.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def append_many(self, payloads: list[bytes]) -> list[str]:
+        """Append several events in one round trip; returns their cursors in order."""
+        if not payloads:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
+        ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def last_cursor(self) -> str:
+        """Cursor of the newest entry ("0-0" when the log is empty)."""
+        last = await self.redis.xrevrange(self.name, count=1)
+        if not last:
+            return "0-0"
+        entry_id = last[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def read(self, after: str, *, count: int = 512, block_ms: int | None = None) -> list[tuple[str, bytes]]:
+        """Entries strictly after ``after`` (a concrete cursor), waiting up to ``block_ms`` for the first."""
+        block = self.block_ms if block_ms is None else block_ms
+        result = await self.redis.xread({self.name: after}, count=count, block=block or None)
+        out: list[tuple[str, bytes]] = []
+        for _stream, entries in result or []:
+            for entry_id, fields in entries:
+                cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                out.append((cursor, fields.get(b"p", b"")))
+        return out
+
+    async def resolve(self, after: str) -> str:
+        """Turn START_NEW / START_OLDEST into a concrete cursor."""
+        if after == START_NEW:
+            return await self.last_cursor()
+        if after == START_OLDEST:
+            return "0-0"
+        return after
+
+    async def tail(self, after: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Every entry after ``after``, forever (used by the gRPC stream servicers)."""
+        cursor = await self.resolve(after)
+        while True:
+            for cursor_, payload in await self.read(cursor):
+                cursor = cursor_
+                yield cursor_, payload
+
+
+async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
+    """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response."""
+    async for cursor, payload in log_.tail(after_cursor):
+        yield build(cursor, payload)
+
+
+class CursorStore(Protocol):
+    """Where a consumer keeps its position."""
+
+    async def get(self, consumer: str) -> str | None:
+        """The saved cursor, or None."""
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        """Save the cursor."""
+
+
+class RedisCursorStore:
+    """Cursors in Redis under ``tt:cursor:<consumer>``."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def get(self, consumer: str) -> str | None:
+        """The saved cursor, or None."""
+        raw = await self.redis.get(f"tt:cursor:{consumer}")
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        """Save the cursor."""
+        await self.redis.set(f"tt:cursor:{consumer}", cursor)
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of a resumable consumer (also exported as metrics by the services)."""
+
+    handled: int = 0
+    reconnects: int = 0
+    handler_errors: int = 0
+    dead_lettered: int = 0
+    last_cursor: str = ""
+    connected: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+OpenStream = Callable[[str], AsyncIterator[tuple[str, T]]]
+
+
+class ResumableConsumer(Generic[T]):
+    """Consume an upstream stream from the saved cursor, handle each item, save the cursor, reconnect on failure.
+
+    ``open_stream(after_cursor)`` yields ``(cursor, item)``: typically a gRPC server stream. A handler
+    that keeps failing for an item (``max_handler_attempts``) has that item dead-lettered through
+    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline.
+    """
+
+    def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
+                 cursors: CursorStore, *, start: str = START_NEW,
+                 dead_letter: Callable[[str, T, BaseException], Awaitable[None]] | None = None,
+                 backoff: Backoff = Backoff(0.05, 2.0), max_handler_attempts: int = 5,
+                 rng: random.Random | None = None) -> None:
+        self.name = name
+        self.open_stream = open_stream
+        self.handle = handle
+        self.cursors = cursors
+        self.start = start
+        self.dead_letter = dead_letter
+        self.backoff = backoff
+        self.max_handler_attempts = max_handler_attempts
+        self.rng = rng or random.Random()
+        self.stats = ConsumerStats()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        attempt = 0
+        while True:
+            cursor = await self._saved_cursor()
+            try:
+                async for item_cursor, item in self.open_stream(cursor):
+                    self.stats.connected = True
+                    attempt = 0
+                    await self._handle_one(item_cursor, item)
+                raise ConnectionError("upstream stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any upstream failure means reconnect
+                self.stats.connected = False
+                self.stats.reconnects += 1
+                delay = self.backoff.delay(attempt, self.rng.random())
+                attempt += 1
+                log.warning("consumer reconnecting", extra={"consumer": self.name, "error": repr(exc)[:300],
+                                                            "delay_s": round(delay, 3)})
+                await asyncio.sleep(delay)
+
+    async def _saved_cursor(self) -> str:
+        while True:
+            try:
+                saved = await self.cursors.get(self.name)
+                return saved if saved is not None else self.start
+            except Exception as exc:  # noqa: BLE001 - Redis may be briefly unavailable
+                log.warning("cursor read failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
+                await asyncio.sleep(0.5)
+
+    async def _handle_one(self, cursor: str, item: T) -> None:
+        for attempt in range(self.max_handler_attempts):
+            try:
+                await self.handle(item)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+                self.stats.handler_errors += 1
+                log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,
+                                                       "attempt": attempt + 1})
+                if attempt + 1 == self.max_handler_attempts:
+                    self.stats.dead_lettered += 1
+                    if self.dead_letter is not None:
+                        await self.dead_letter(cursor, item, exc)
+                    break
+                await asyncio.sleep(self.backoff.delay(attempt, self.rng.random()))
+        await self._save(cursor)
+        self.stats.handled += 1
+        self.stats.last_cursor = cursor
+
+    async def _save(self, cursor: str) -> None:
+        for attempt in range(1000):
+            try:
+                await self.cursors.set(self.name, cursor)
+                return
+            except Exception as exc:  # noqa: BLE001 - must not advance without saving
+                log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
+                await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
+        raise RuntimeError(f"consumer {self.name}: cannot save cursor")
+
+
+class DeadLetters:
+    """Dead-lettered items in a Redis Stream ``tt:dlq:<consumer>`` for an operator to inspect."""
+
+    def __init__(self, redis: aioredis.Redis, consumer: str, encode: Callable[[Any], bytes]) -> None:
+        self.redis = redis
+        self.key = f"tt:dlq:{consumer}"
+        self.encode = encode
+
+    async def __call__(self, cursor: str, item: Any, error: BaseException) -> None:
+        """Record one dead-lettered item."""
+        await self.redis.xadd(self.key, {b"cursor": cursor.encode(), b"error": repr(error)[:1000].encode(),
+                                         b"p": self.encode(item)}, maxlen=100_000, approximate=True)

@@ -1,0 +1,26 @@
+"""Market state round trips through real Redis."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from common.marketstate import BookSnapshot, MarketInfo, read_book, read_market, write_book, write_market
+
+D = Decimal
+
+
+async def test_book_and_market_round_trip(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    book = BookSnapshot("123", "0xc", ((D("0.48"), D("10")), (D("0.47"), D("5"))), ((D("0.5"), D("7")),),
+                        D("0.01"), 1000, 2000, D("0.49"))
+    await write_book(r, book)
+    got = await read_book(r, "123")
+    assert got == book and got.best_bid == D("0.48") and got.best_ask == D("0.5")
+    assert got.is_stale(now_ms=2000 + 5001, max_age_ms=5000) and not got.is_stale(2100, 5000)
+    assert await read_book(r, "nope") is None
+    info = MarketInfo("123", "0xc", D("0.001"), D("5"), neg_risk=True, market_slug="m", updated_ms=7)
+    await write_market(r, info)
+    assert await read_market(r, "123") == info
+    await r.aclose()

@@ -1,0 +1,123 @@
+"""Durable logs and resumable consumers on real Redis, served over a real gRPC stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from common.grpcserver import start_server
+from common.retry import Backoff
+from common.streams import (
+    START_NEW,
+    START_OLDEST,
+    DeadLetters,
+    DurableLog,
+    RedisCursorStore,
+    ResumableConsumer,
+    create_stream_redis,
+    serve_log,
+)
+from tests.helpers import eventually
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rand", "expected"),
+    [(0, 0.0, 0.05), (0, 1.0, 0.1), (1, 0.0, 0.1), (3, 0.5, 0.6), (10, 0.0, 15.0), (10, 1.0, 30.0),
+     (1000, 1.0, 30.0)],
+)
+def test_backoff_delay(attempt: int, rand: float, expected: float) -> None:
+    assert Backoff(0.1, 30.0).delay(attempt, rand) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("attempt", "rand"), [(-1, 0.5), (0, 1.5), (0, -0.1)])
+def test_backoff_rejects_bad_input(attempt: int, rand: float) -> None:
+    with pytest.raises(ValueError):
+        Backoff().delay(attempt, rand)
+
+
+async def test_log_append_read_resolve(redis_url: str) -> None:
+    r = create_stream_redis(redis_url)
+    log_ = DurableLog(r, "tt:stream:test", block_ms=50)
+    assert await log_.last_cursor() == "0-0"
+    first = await log_.append(b"a")
+    ids = await log_.append_many([b"b", b"c"])
+    assert [p for _, p in await log_.read(first)] == [b"b", b"c"]
+    assert [p for _, p in await log_.read(await log_.resolve(START_OLDEST))] == [b"a", b"b", b"c"]
+    assert await log_.resolve(START_NEW) == ids[-1]
+    assert await log_.read(ids[-1]) == []
+    await r.aclose()
+
+
+class _Ingest(mgrpc.IngestServiceServicer):
+    def __init__(self, log_: DurableLog) -> None:
+        self.log = log_
+
+    async def StreamLeaderTrades(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        def build(cursor: str, payload: bytes) -> mpb.StreamLeaderTradesResponse:
+            return mpb.StreamLeaderTradesResponse(cursor=cursor, event=mpb.LeaderTradeEvent.FromString(payload))
+
+        async for item in serve_log(self.log, request.after_cursor, build):
+            yield item
+
+
+async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -> None:
+    r = create_stream_redis(redis_url)
+    log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
+    srv = await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s),
+                                                         ["tradingtools.market.v1.IngestService"])[1])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+    stub = mgrpc.IngestServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
+        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
+            yield resp.cursor, resp.event
+
+    seen: list[str] = []
+
+    async def handle(ev: mpb.LeaderTradeEvent) -> None:
+        if ev.id == "poison":
+            raise ValueError("bad event")
+        seen.append(ev.id)
+
+    def make_consumer() -> ResumableConsumer[mpb.LeaderTradeEvent]:
+        return ResumableConsumer("router", open_stream, handle, RedisCursorStore(r), start=START_OLDEST,
+                                 dead_letter=DeadLetters(r, "router", lambda e: e.SerializeToString()),
+                                 backoff=Backoff(0.001, 0.01), rng=random.Random(1))
+
+    for i in range(3):
+        await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString())
+    consumer = make_consumer()
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: len(seen) == 3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    for i in (3, 4):
+        await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString())
+    await log_.append(mpb.LeaderTradeEvent(id="poison").SerializeToString())
+    await log_.append(mpb.LeaderTradeEvent(id="lt_5").SerializeToString())
+    consumer = make_consumer()
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: len(seen) == 6)
+    assert seen == [f"lt_{i}" for i in range(6)]
+    assert consumer.stats.dead_lettered == 1
+    assert await r.xlen("tt:dlq:router") == 1
+
+    # The upstream server goes away and comes back: the consumer reconnects and resumes.
+    await srv.stop(0)
+    await log_.append(mpb.LeaderTradeEvent(id="lt_6").SerializeToString())
+    srv2 = await start_server("127.0.0.1", srv.port, lambda s: (
+        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+    await eventually(lambda: seen[-1:] == ["lt_6"], timeout_s=15)
+    assert seen.count("lt_6") == 1 and consumer.stats.reconnects >= 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await channel.close()
+    await srv2.stop(0)
+    await r.aclose()
