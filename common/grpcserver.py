@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ class GrpcServer:
     """A started grpc.aio server with its health servicer and bound port."""
 
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     service_names: tuple[str, ...]
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -47,7 +49,7 @@ class GrpcServer:
         for callback in reversed(self._on_stop):
             try:
                 await callback()
-            except Exception:  # noqa: BLE001 - shutdown must finish
+            except Exception:
                 log.exception("stop hook failed")
 
 
@@ -73,7 +75,7 @@ async def start_server(
         ],
     )
     names = tuple(register(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*names, HEALTH_SERVICE, REFLECTION_SERVICE), server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -101,7 +103,7 @@ async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
         task.cancel()
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run an async main on uvloop."""
     import uvloop
 

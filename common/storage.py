@@ -66,7 +66,7 @@ def apply_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 if path.name in done:
                     continue
                 with conn.transaction():
-                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute(path.read_text().encode())
                     conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
                 applied_now.append(path.name)
                 log.info("migration applied", extra={"migration": path.name})

@@ -76,7 +76,7 @@ class DurableLog:
     async def read(self, after: str, *, count: int = 512, block_ms: int | None = None) -> list[tuple[str, bytes]]:
         """Entries strictly after ``after`` (a concrete cursor), waiting up to ``block_ms`` for the first."""
         block = self.block_ms if block_ms is None else block_ms
-        result = await self.redis.xread({self.name: after}, count=count, block=block or None)
+        result: Any = await self.redis.xread({self.name: after}, count=count, block=block or None)
         out: list[tuple[str, bytes]] = []
         for _stream, entries in result or []:
             for entry_id, fields in entries:
@@ -148,6 +148,8 @@ class ConsumerStats:
     errors: list[str] = field(default_factory=list)
 
 
+DEFAULT_BACKOFF = Backoff(0.05, 2.0)
+
 OpenStream = Callable[[str], AsyncIterator[tuple[str, T]]]
 
 
@@ -162,7 +164,7 @@ class ResumableConsumer(Generic[T]):
     def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
                  cursors: CursorStore, *, start: str = START_NEW,
                  dead_letter: Callable[[str, T, BaseException], Awaitable[None]] | None = None,
-                 backoff: Backoff = Backoff(0.05, 2.0), max_handler_attempts: int = 5,
+                 backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
                  rng: random.Random | None = None) -> None:
         self.name = name
         self.open_stream = open_stream
@@ -213,7 +215,7 @@ class ResumableConsumer(Generic[T]):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+            except Exception as exc:
                 self.stats.handler_errors += 1
                 log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,
                                                        "attempt": attempt + 1})

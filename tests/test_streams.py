@@ -58,7 +58,7 @@ class _Ingest(mgrpc.IngestServiceServicer):
     def __init__(self, log_: DurableLog) -> None:
         self.log = log_
 
-    async def StreamLeaderTrades(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def StreamLeaderTrades(self, request, context):  # type: ignore[no-untyped-def]
         def build(cursor: str, payload: bytes) -> mpb.StreamLeaderTradesResponse:
             return mpb.StreamLeaderTradesResponse(cursor=cursor, event=mpb.LeaderTradeEvent.FromString(payload))
 
