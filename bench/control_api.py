@@ -1,0 +1,313 @@
+"""Control REST API through Envoy, on the real stack: create+get of a subscription, list of 500.
+
+Open-loop load: request *i* is due at ``t0 + i / rate`` whatever happened to the others, and its
+latency counts from when it was due (a slow answer delays no later request, so queueing shows up
+in the percentiles instead of hiding). By default a private stack (embedded PostgreSQL and Redis,
+the control service and Envoy, on free ports in a temporary run folder) is started and stopped;
+``--use-running`` measures the stack that ``make up`` started instead.
+
+    python -m bench control_api [--rate 200] [--samples 5000] [--list-rate 5] [--list-samples 300]
+
+First an unloaded baseline (one request at a time, through Envoy and direct over gRPC) separates
+the edge's cost from the control service's; then the open-loop runs measure latency under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import print_table, save_results, summarize
+from common.config import env_port, grpc_port, load_tokens
+from common.embedded import free_port
+from tools import stack
+
+TARGET_P99_MS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to send requests."""
+
+    base_url: str
+    token: str
+
+
+def subscription_body(follower: str, leader: str) -> bytes:
+    """A full create body, as the Insiders backend sends it."""
+    return orjson.dumps({
+        "followerUserId": "u_bench", "followerWalletId": f"w_{follower[2:10]}", "followerProxy": follower,
+        "leaderProxy": leader, "label": "bench", "mode": "EXECUTION_MODE_PAPER",
+        "sizing": {"mode": "SIZING_MODE_PROPORTIONAL", "ratio": "0.05", "minOrderUsd": "1", "maxOrderUsd": "250"},
+        "filters": {"minPrice": "0.05", "maxPrice": "0.95", "minLeaderTradeUsd": "50",
+                    "marketDenylist": ["btc-updown-5m"], "copySells": True, "maxSlippageBps": 200},
+        "risk": {"maxMarketExposureUsd": "500", "maxTotalExposureUsd": "2000", "maxOpenPositions": 20,
+                 "dailyLossLimitUsd": "300"},
+        "exits": {"takeProfitPct": "40", "stopLossPct": "25",
+                  "ladder": [{"gainPct": "20", "sellFraction": "0.5"}, {"gainPct": "50", "sellFraction": "1"}]},
+        "perf": {"lossStopUsd": "400", "profitScaleAtUsd": "1000", "profitScaleMultiplier": "1.5"},
+    })
+
+
+def address() -> str:
+    """A fresh random proxy address."""
+    return "0x" + secrets.token_hex(20)
+
+
+async def paced(rate: float, count: int, one: Callable[[float], Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Start ``one(due_time)`` ``count`` times at ``rate`` per second, open loop; gather the results."""
+    start = time.monotonic() + 0.05
+    tasks: list[asyncio.Task[Any]] = []
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    return await asyncio.gather(*tasks)
+
+
+class Errors(Exception):
+    """A request answered something other than 200."""
+
+
+async def _request(session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],
+                   body: bytes | None = None) -> bytes:
+    async with session.request(method, url, data=body, headers=headers) as reply:
+        data = await reply.read()
+        if reply.status != 200:
+            raise Errors(f"{method} {url}: {reply.status} {data[:200]!r}")
+        return data
+
+
+async def create_get(target: Target, rate: float, warmup: int, samples: int) -> dict[str, Any]:
+    """POST /subscriptions then GET /subscriptions/{id}, ``rate`` pairs per second."""
+    headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(due: float) -> tuple[float, ...] | str:
+            try:
+                sent = time.monotonic()
+                created = await _request(session, "POST", f"{target.base_url}/subscriptions", headers,
+                                         subscription_body(address(), address()))
+                got_created = time.monotonic()
+                sub_id = orjson.loads(created)["id"]
+                await _request(session, "GET", f"{target.base_url}/subscriptions/{sub_id}", headers)
+            except (Errors, aiohttp.ClientError, TimeoutError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            done = time.monotonic()
+            return got_created - due, done - got_created, done - due, sent - due, done
+
+        await paced(rate, warmup, one)
+        started = time.monotonic()
+        results = await paced(rate, samples, one)
+    ok = [r for r in results if not isinstance(r, str)]
+    ms = [[r[i] * 1000 for r in ok] for i in range(4)]
+    return {"create": summarize(ms[0]), "get": summarize(ms[1]), "create+get": summarize(ms[2]),
+            "start_lag_max_ms": round(max(ms[3], default=0.0), 3), **_outcome(results, ok, started)}
+
+
+async def list_500(target: Target, rate: float, warmup: int, samples: int) -> dict[str, Any]:
+    """One follower with 500 subscriptions; GET /subscriptions?followerProxy=…&pageSize=500."""
+    headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    follower = address()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        gate = asyncio.Semaphore(16)
+
+        async def create(_: int) -> None:
+            async with gate:
+                await _request(session, "POST", f"{target.base_url}/subscriptions", headers,
+                               subscription_body(follower, address()))
+
+        await asyncio.gather(*(create(i) for i in range(500)))
+        url = f"{target.base_url}/subscriptions?followerProxy={follower}&pageSize=500"
+        first = orjson.loads(await _request(session, "GET", url, headers))
+        if len(first.get("subscriptions", [])) != 500:
+            raise Errors(f"list returned {len(first.get('subscriptions', []))} subscriptions, expected 500")
+        body_bytes = len(orjson.dumps(first))
+
+        async def one(due: float) -> tuple[float, ...] | str:
+            try:
+                sent = time.monotonic()
+                await _request(session, "GET", url, headers)
+            except (Errors, aiohttp.ClientError, TimeoutError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            done = time.monotonic()
+            return done - due, sent - due, done
+
+        await paced(rate, warmup, one)
+        started = time.monotonic()
+        results = await paced(rate, samples, one)
+    ok = [r for r in results if not isinstance(r, str)]
+    return {"list_500": summarize([r[0] * 1000 for r in ok]), "response_bytes": body_bytes,
+            "start_lag_max_ms": round(max((r[1] for r in ok), default=0.0) * 1000, 3),
+            **_outcome(results, ok, started)}
+
+
+def _outcome(results: list[Any], ok: list[tuple[float, ...]], started: float) -> dict[str, Any]:
+    """Failures (first few reasons) and the throughput actually achieved."""
+    failed = [r for r in results if isinstance(r, str)]
+    elapsed = (max(r[-1] for r in ok) - started) if ok else 0.0
+    return {"failed": len(failed), "failure_examples": sorted(set(failed))[:3],
+            "achieved_per_s": round(len(ok) / elapsed, 1) if elapsed > 0 else 0.0}
+
+
+async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> dict[str, Any]:
+    """Closed loop (one request at a time): the service time through Envoy and direct over gRPC.
+
+    Tells the edge's share of the latency from the control service's own.
+    """
+    import grpc
+    from google.protobuf import json_format
+
+    from tradingtools.control.v1 import control_pb2, control_pb2_grpc
+
+    headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    metadata = (("authorization", f"Bearer {target.token}"),)
+    out: dict[str, list[float]] = {k: [] for k in ("rest create", "rest get", "grpc create", "grpc get",
+                                                   "rest list 500", "grpc list 500")}
+    follower = address()
+    async with aiohttp.ClientSession() as session, grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        stub = control_pb2_grpc.SubscriptionServiceStub(ch)
+        for _ in range(500):
+            await _request(session, "POST", f"{target.base_url}/subscriptions", headers,
+                           subscription_body(follower, address()))
+        for _ in range(pairs):
+            t0 = time.monotonic()
+            sub_id = orjson.loads(await _request(session, "POST", f"{target.base_url}/subscriptions", headers,
+                                                 subscription_body(address(), address())))["id"]
+            t1 = time.monotonic()
+            await _request(session, "GET", f"{target.base_url}/subscriptions/{sub_id}", headers)
+            t2 = time.monotonic()
+            request = control_pb2.CreateSubscriptionRequest()
+            json_format.Parse(subscription_body(address(), address()), request.subscription)
+            t3 = time.monotonic()
+            created = await stub.CreateSubscription(request, metadata=metadata, timeout=10)
+            t4 = time.monotonic()
+            await stub.GetSubscription(control_pb2.GetSubscriptionRequest(id=created.id), metadata=metadata,
+                                       timeout=10)
+            t5 = time.monotonic()
+            for key, ms in (("rest create", t1 - t0), ("rest get", t2 - t1), ("grpc create", t4 - t3),
+                            ("grpc get", t5 - t4)):
+                out[key].append(ms * 1000)
+        url = f"{target.base_url}/subscriptions?followerProxy={follower}&pageSize=500"
+        listing = control_pb2.ListSubscriptionsRequest(follower_proxy=follower, page_size=500)
+        for _ in range(lists):
+            t0 = time.monotonic()
+            await _request(session, "GET", url, headers)
+            t1 = time.monotonic()
+            await stub.ListSubscriptions(listing, metadata=metadata, timeout=10)
+            t2 = time.monotonic()
+            out["rest list 500"].append((t1 - t0) * 1000)
+            out["grpc list 500"].append((t2 - t1) * 1000)
+    return {k: summarize(v[max(1, len(v) // 10):]) for k, v in out.items()}
+
+
+def _private_env(run: Path) -> dict[str, str]:
+    env = stack.resolve_env()
+    for name in ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN"):
+        env.pop(name, None)
+    env.update({
+        "TT_RUN_DIR": str(run), "TT_STACK_SERVICES": "control", "TT_STACK_SIMULATOR": "0",
+        "TT_GATEWAY_PORT": str(free_port()), "TT_GATEWAY_ADMIN_PORT": str(free_port()),
+        "TT_CONTROL_GRPC_PORT": str(free_port()),
+    })
+    return env
+
+
+async def measure(target: Target, grpc_port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Unloaded baseline, then both open-loop measurements, one after the other."""
+    baseline: dict[str, Any] = {}
+    if args.baseline > 0:
+        lists = max(10, args.baseline // 5)
+        print(f"unloaded baseline: {args.baseline} create+get and {lists} list calls, one at a time, "
+              "through Envoy and direct gRPC", flush=True)
+        baseline = await unloaded(target, grpc_port, args.baseline, lists)
+    print(f"create+get: {args.rate:g} pairs/s ({2 * args.rate:g} requests/s), {args.warmup} warm-up, "
+          f"{args.samples} samples (~{(args.warmup + args.samples) / args.rate:.0f}s)", flush=True)
+    pair = await create_get(target, args.rate, args.warmup, args.samples)
+    print(f"list of 500: {args.list_rate:g}/s, {args.list_warmup} warm-up, {args.list_samples} samples "
+          f"(~{(args.list_warmup + args.list_samples) / args.list_rate:.0f}s)", flush=True)
+    listed = await list_500(target, args.list_rate, args.list_warmup, args.list_samples)
+    return {"baseline": baseline, "pair": pair, "list": listed}
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark, print the percentiles and save them under ``bench/results/``."""
+    parser = argparse.ArgumentParser(prog="python -m bench control_api")
+    parser.add_argument("--rate", type=float, default=200.0, help="create+get pairs per second")
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--list-rate", type=float, default=5.0)
+    parser.add_argument("--list-samples", type=int, default=300)
+    parser.add_argument("--list-warmup", type=int, default=30)
+    parser.add_argument("--baseline", type=int, default=300, help="unloaded create+get pairs (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (few samples)")
+    parser.add_argument("--use-running", action="store_true", help="measure the stack make up started")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.warmup, args.list_samples, args.list_warmup, args.baseline = 400, 100, 40, 10, 50
+
+    with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
+        env = stack.resolve_env() if args.use_running else _private_env(Path(tmp) / "run")
+        started_here = not args.use_running
+        if args.use_running and stack.status(env, out=lambda _t: None) != 0:
+            print("error: --use-running but the stack is down (make up)")
+            return 1
+        if started_here and stack.up(env, out=lambda t: print(f"  [stack] {t}", flush=True)) != 0:
+            stack.down(env, out=lambda _t: None)
+            return 1
+        try:
+            target = Target(f"http://127.0.0.1:{env_port(env, 'TT_GATEWAY_PORT', 9110)}",
+                            load_tokens(env)[0].value)
+            import uvloop
+
+            results = uvloop.run(measure(target, grpc_port(env, "control"), args))
+        except (Errors, aiohttp.ClientError) as exc:
+            print(f"error: {exc}")
+            return 1
+        finally:
+            if started_here:
+                stack.down(env, out=lambda _t: None)
+
+    if results["baseline"]:
+        print("-- unloaded, one request at a time (service time; rest = through Envoy, grpc = direct):")
+        print_table(results["baseline"])
+    rows = {"create": results["pair"]["create"], "get": results["pair"]["get"],
+            "create+get": results["pair"]["create+get"], "list 500": results["list"]["list_500"]}
+    print(f"-- open loop through Envoy: create+get at {args.rate:g}/s, list 500 at {args.list_rate:g}/s "
+          "(latency counted from when each request was due):")
+    print_table(rows, TARGET_P99_MS)
+    for name in ("pair", "list"):
+        r = results[name]
+        print(f"{name}: achieved {r['achieved_per_s']}/s, {r['failed']} failed"
+              + (f" (e.g. {r['failure_examples'][0]})" if r["failed"] else ""))
+    print(f"list response: {results['list']['response_bytes']} bytes; max start lag "
+          f"{results['pair']['start_lag_max_ms']} ms / {results['list']['start_lag_max_ms']} ms")
+    if args.samples < 5000:
+        print(f"note: {args.samples} create+get samples (< 5000): p99.9 is indicative only")
+    if not args.no_save:
+        path = save_results("control_api", {
+            "config": {"rate_pairs_per_s": args.rate, "samples": args.samples, "warmup": args.warmup,
+                       "list_rate_per_s": args.list_rate, "list_samples": args.list_samples,
+                       "list_warmup": args.list_warmup, "stack": "running" if args.use_running else "private",
+                       "path": "client -> Envoy (REST/JSON) -> control (gRPC) -> PostgreSQL/Redis"},
+            "target_p99_ms": TARGET_P99_MS,
+            "results": results,
+            "meets_target": {k: v["p99_ms"] <= TARGET_P99_MS for k, v in rows.items()},
+        })
+        print(f"saved {path}")
+    return 0

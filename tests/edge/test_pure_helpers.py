@@ -1,0 +1,41 @@
+"""Pure helpers of the bench and the demo."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import percentile, summarize
+from tools.demo import compact, prune
+
+
+@pytest.mark.parametrize(
+    ("values", "pct", "expected"),
+    [([1.0], 50, 1.0), ([1.0, 2.0], 50, 1.0), ([1.0, 2.0], 51, 2.0), (list(range(1, 101)), 99, 99),
+     (list(range(1, 1001)), 99.9, 999), (list(range(1, 101)), 100, 100)],
+)
+def test_percentile_is_nearest_rank(values: list[float], pct: float, expected: float) -> None:
+    assert percentile(values, pct) == expected
+
+
+def test_summarize() -> None:
+    s = summarize([float(v) for v in range(1000, 0, -1)])
+    assert (s["n"], s["p50_ms"], s["p99_ms"], s["p99_9_ms"], s["max_ms"]) == (1000, 500, 990, 999, 1000)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [('{"a": "", "b": {"c": "", "d": [], "e": 1}}', '{"a":"","b":{"e":1}}'),
+     ('{"fills": [], "nextPageToken": ""}', '{"fills":[],"nextPageToken":""}'),
+     ("not json", "not json"), ("", "")],
+)
+def test_compact_drops_nested_empties(body: str, expected: str) -> None:
+    assert compact(body) == expected
+
+
+def test_compact_cuts_long_bodies() -> None:
+    text = compact('{"a": "' + "x" * 500 + '"}', width=40)
+    assert len(text) == 40 and text.endswith("…")
+
+
+def test_prune_keeps_falsy_values_that_mean_something() -> None:
+    assert prune({"x": {"n": 0, "b": False, "s": ""}}) == {"x": {"n": 0, "b": False}}

@@ -1,0 +1,362 @@
+"""The process supervisor behind ``make up``: one process per layer, restarted when it crashes.
+
+Like a PM2 set-up: every program runs as its own child process with its output appended to
+``<run dir>/logs/<name>.log``. A program that exits is restarted after a backoff that doubles
+with each fast crash (one that ran less than ``min_uptime_s``); after ``max_fast_crashes`` fast
+crashes in a row the supervisor gives up on it loudly (error log, state ``errored``) and keeps the
+others running. SIGTERM/SIGINT stop the gateway first, then every service, then the supervisor.
+The supervisor's view of its children is kept in ``<run dir>/supervisor.json`` for ``up``,
+``down`` and ``status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from common.config import env_float_seconds, env_int
+
+log = logging.getLogger("tools.supervisor")
+
+STATE_FILE = "supervisor.json"
+GATEWAY = "envoy"
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """One supervised process."""
+
+    name: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """When and how fast crashed programs come back."""
+
+    min_uptime_s: float = 5.0
+    max_fast_crashes: int = 5
+    base_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    stop_grace_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RestartPolicy:
+        """``TT_STACK_MIN_UPTIME_S``, ``TT_STACK_MAX_FAST_CRASHES``, ``TT_STACK_BACKOFF_S``,
+        ``TT_STACK_MAX_BACKOFF_S``, ``TT_STACK_STOP_GRACE_S``."""
+        return cls(
+            min_uptime_s=env_float_seconds(env, "TT_STACK_MIN_UPTIME_S", 5.0),
+            max_fast_crashes=env_int(env, "TT_STACK_MAX_FAST_CRASHES", 5, minimum=1),
+            base_backoff_s=env_float_seconds(env, "TT_STACK_BACKOFF_S", 0.5, minimum=0.01),
+            max_backoff_s=env_float_seconds(env, "TT_STACK_MAX_BACKOFF_S", 30.0, minimum=0.01),
+            stop_grace_s=env_float_seconds(env, "TT_STACK_STOP_GRACE_S", 10.0, minimum=0.1),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a program exited."""
+
+    give_up: bool
+    delay_s: float
+    fast_crashes: int
+
+
+def after_exit(policy: RestartPolicy, fast_crashes: int, uptime_s: float) -> Decision:
+    """Restart (after a backoff) or give up, given the crash streak so far and this run's uptime."""
+    streak = fast_crashes + 1 if uptime_s < policy.min_uptime_s else 0
+    if streak >= policy.max_fast_crashes:
+        return Decision(give_up=True, delay_s=0.0, fast_crashes=streak)
+    delay = min(policy.base_backoff_s * (2 ** streak), policy.max_backoff_s)
+    return Decision(give_up=False, delay_s=delay, fast_crashes=streak)
+
+
+def proc_starttime(pid: int) -> int | None:
+    """The kernel start time of ``pid`` (clock ticks since boot), None when it does not exist.
+
+    Together with the pid it names one process, so a recycled pid is never mistaken for ours.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields and fields[0] == "Z":  # a zombie has exited already
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, starttime: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``starttime`` still runs."""
+    return pid > 0 and starttime is not None and proc_starttime(pid) == starttime
+
+
+def terminate(pid: int, starttime: int | None, grace_s: float) -> bool:
+    """SIGTERM one verified process, SIGKILL after ``grace_s``; whether it was running."""
+    if not is_alive(pid, starttime):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and is_alive(pid, starttime):
+        time.sleep(0.05)
+    if is_alive(pid, starttime):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+@dataclass
+class Child:
+    """A program and its current process."""
+
+    program: Program
+    state: str = "starting"
+    pid: int = 0
+    starttime: int | None = None
+    restarts: int = 0
+    fast_crashes: int = 0
+    last_exit: int | None = None
+    started_mono: float = 0.0
+    restart_at: float | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Runs programs, restarts them when they exit, stops them on SIGTERM/SIGINT."""
+
+    def __init__(self, programs: Sequence[Program], run_dir: Path, policy: RestartPolicy,
+                 env: Mapping[str, str]) -> None:
+        self.children = [Child(p) for p in programs]
+        self.run_dir = run_dir
+        self.logs_dir = run_dir / "logs"
+        self.policy = policy
+        self.env = dict(env)
+        self.stopping = False
+        self.state_path = run_dir / STATE_FILE
+
+    def log_path(self, name: str) -> Path:
+        """Where a program's output goes."""
+        return self.logs_dir / f"{name}.log"
+
+    def _note(self, child: Child, text: str) -> None:
+        """Append a supervisor line to the program's own log, so its story reads in one place."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.log_path(child.program.name).open("a") as fh:
+            fh.write(f"[supervisor {stamp}] {text}\n")
+
+    def _spawn(self, child: Child) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        out: IO[bytes] = self.log_path(child.program.name).open("ab")
+        try:
+            proc = subprocess.Popen(list(child.program.argv), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=self.env, close_fds=True)
+        except OSError as exc:
+            out.close()
+            log.error("cannot start program", extra={"program": child.program.name, "error": str(exc)})
+            self._note(child, f"cannot start: {exc}")
+            self._exited(child, 127)
+            return
+        out.close()
+        child.proc = proc
+        child.pid = proc.pid
+        child.starttime = proc_starttime(proc.pid)
+        child.started_mono = time.monotonic()
+        child.state = "running"
+        child.restart_at = None
+        log.info("program started", extra={"program": child.program.name, "pid": proc.pid,
+                                            "restarts": child.restarts})
+
+    def _exited(self, child: Child, code: int) -> None:
+        uptime = time.monotonic() - child.started_mono if child.started_mono else 0.0
+        child.proc = None
+        child.pid = 0
+        child.starttime = None
+        child.last_exit = code
+        if self.stopping:
+            child.state = "stopped"
+            return
+        decision = after_exit(self.policy, child.fast_crashes, uptime)
+        child.fast_crashes = decision.fast_crashes
+        if decision.give_up:
+            child.state = "errored"
+            log.error("program keeps crashing; giving up on it",
+                      extra={"program": child.program.name, "exit_code": code,
+                             "fast_crashes": decision.fast_crashes, "log": str(self.log_path(child.program.name))})
+            self._note(child, f"exited with {code}; {decision.fast_crashes} fast crashes in a row: "
+                              "GIVING UP (fix it, then make down && make up)")
+            return
+        child.state = "backoff"
+        child.restart_at = time.monotonic() + decision.delay_s
+        log.warning("program exited; restarting", extra={"program": child.program.name, "exit_code": code,
+                                                          "uptime_s": round(uptime, 3),
+                                                          "delay_s": decision.delay_s})
+        self._note(child, f"exited with {code} after {uptime:.1f}s; restarting in {decision.delay_s:.1f}s")
+
+    def write_state(self) -> None:
+        """Publish the children's state atomically."""
+        data: dict[str, Any] = {
+            "pid": os.getpid(),
+            "starttime": proc_starttime(os.getpid()),
+            "pgid": os.getpgid(0),
+            "stopping": self.stopping,
+            "programs": [
+                {"name": c.program.name, "state": c.state, "pid": c.pid, "starttime": c.starttime,
+                 "restarts": c.restarts, "last_exit": c.last_exit,
+                 "log": str(self.log_path(c.program.name))}
+                for c in self.children
+            ],
+        }
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def _reap(self) -> bool:
+        changed = False
+        for child in self.children:
+            if child.proc is not None:
+                code = child.proc.poll()
+                if code is not None:
+                    self._exited(child, code)
+                    changed = True
+        return changed
+
+    def _due_restarts(self) -> bool:
+        now = time.monotonic()
+        changed = False
+        for child in self.children:
+            if child.state == "backoff" and child.restart_at is not None and child.restart_at <= now:
+                child.restarts += 1
+                self._spawn(child)
+                changed = True
+        return changed
+
+    def _next_wakeup(self) -> float:
+        due = [c.restart_at for c in self.children if c.state == "backoff" and c.restart_at is not None]
+        if not due:
+            return 1.0
+        return max(0.0, min(1.0, min(due) - time.monotonic()))
+
+    def _stop_group(self, children: Sequence[Child]) -> None:
+        live = [c for c in children if c.proc is not None]
+        for child in live:
+            assert child.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.policy.stop_grace_s
+        for child in live:
+            assert child.proc is not None
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("program ignored SIGTERM; killing it", extra={"program": child.program.name})
+                child.proc.kill()
+                child.proc.wait()
+            code = child.proc.returncode
+            self._exited(child, code)
+            log.info("program stopped", extra={"program": child.program.name, "exit_code": code})
+        for child in children:
+            if child.state in ("backoff", "starting"):
+                child.state = "stopped"
+
+    def stop_all(self) -> None:
+        """Stop the gateway first (no new requests), then every other program at once."""
+        self.stopping = True
+        self.write_state()
+        self._stop_group([c for c in self.children if c.program.name == GATEWAY])
+        self._stop_group([c for c in self.children if c.program.name != GATEWAY])
+        self.write_state()
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the exit code."""
+        rfd, wfd = socket.socketpair()
+        rfd.setblocking(False)
+        wfd.setblocking(False)
+        signal.set_wakeup_fd(wfd.fileno(), warn_on_full_buffer=False)
+
+        def on_stop(signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log.info("supervisor started", extra={"programs": [c.program.name for c in self.children]})
+        for child in self.children:
+            self._spawn(child)
+        self.write_state()
+        while not self.stopping:
+            select.select([rfd], [], [], self._next_wakeup())
+            try:
+                while rfd.recv(512):
+                    pass
+            except BlockingIOError:
+                pass
+            if self.stopping:
+                break
+            if self._reap() | self._due_restarts():
+                self.write_state()
+        log.info("supervisor stopping")
+        self.stop_all()
+        log.info("supervisor stopped")
+        return 0
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    """The supervisor's last published state, or None."""
+    path = run_dir / STATE_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data
+
+
+def supervisor_alive(state: Mapping[str, Any] | None) -> bool:
+    """Whether the supervisor that wrote ``state`` still runs."""
+    if not state:
+        return False
+    return is_alive(int(state.get("pid") or 0), state.get("starttime"))
+
+
+def programs_to_json(programs: Sequence[Program]) -> str:
+    """Serialise the program list handed to the supervisor process."""
+    return json.dumps([asdict(p) for p in programs], indent=1)
+
+
+def programs_from_json(text: str) -> list[Program]:
+    """Inverse of :func:`programs_to_json`."""
+    return [Program(name=p["name"], argv=tuple(p["argv"])) for p in json.loads(text)]
+
+
+def main(spec_path: Path, run_dir: Path) -> int:
+    """Entry point of the detached supervisor process."""
+    from common.logs import setup_logging
+
+    setup_logging("supervisor")
+    programs = programs_from_json(spec_path.read_text())
+    supervisor = Supervisor(programs, run_dir, RestartPolicy.from_env(os.environ), os.environ)
+    try:
+        return supervisor.run()
+    except Exception:
+        log.exception("supervisor crashed; stopping every program")
+        supervisor.stop_all()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
