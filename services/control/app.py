@@ -1,0 +1,104 @@
+"""Assembly of the control service: migrations, pool, Redis, hot-index rebuild, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from common.grpcserver import GrpcServer
+from common.storage import apply_migrations, create_redis
+from services.control import idempotency
+from services.control.config import Settings
+from services.control.db import Database, create_pool
+from services.control.errors import is_redis_outage, short_reason
+from services.control.hotsync import IndexSync
+from services.control.internal import InternalUseCases
+from services.control.readiness import Readiness
+from services.control.server import start_grpc
+from services.control.servicer import InternalServicer, ProbeServicer, SubscriptionServicer, TriggerServicer
+from services.control.subscriptions import SubscriptionUseCases
+from services.control.triggers import TriggerUseCases
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    """The wall clock, UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunningControl:
+    """A started control service."""
+
+    server: GrpcServer
+    sync: IndexSync
+    db: Database
+    redis: Any
+    grace_s: float
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port."""
+        return self.server.port
+
+    async def stop(self) -> None:
+        """Stop taking calls, finish in-flight ones, stop the resync loop, close pool and Redis."""
+        await self.server.stop(self.grace_s)
+
+
+async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) -> RunningControl:
+    """Apply migrations, open PostgreSQL and Redis, rebuild the hot index, start gRPC."""
+    url = settings.storage.database_url.value
+    await asyncio.to_thread(apply_migrations, url)
+    pool = await create_pool(url, max_size=settings.db_pool_max, acquire_timeout_s=settings.db_timeout_s,
+                             statement_timeout_s=max(settings.db_timeout_s, 5.0))
+    redis = create_redis(settings.storage.redis_url.value)
+    ttl = timedelta(seconds=settings.idempotency_ttl_s)
+    try:
+        db = Database(pool)
+        sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s)
+        try:
+            await sync.resync()
+        except Exception as exc:
+            if not is_redis_outage(exc):
+                raise
+            sync.mark_dirty()
+            log.warning("redis unreachable at start-up; the index will be rebuilt when it is back",
+                        extra={"error": short_reason(exc)})
+        readiness = Readiness(db, redis, url, timeout_s=settings.ready_timeout_s,
+                              services=settings.ready_services)
+        server = await start_grpc(
+            settings,
+            subscriptions=SubscriptionServicer(SubscriptionUseCases(
+                db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl)),
+            triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl)),
+            probes=ProbeServicer(readiness),
+            internal=InternalServicer(InternalUseCases(db, sync, now=now)),
+        )
+    except BaseException:
+        await pool.close()
+        await redis.aclose()
+        raise
+
+    async def housekeeping() -> None:
+        async with db.transaction() as conn:
+            await idempotency.purge(conn, now(), ttl)
+
+    loop_task = asyncio.create_task(sync.run(housekeeping), name="control-index-resync")
+
+    async def close() -> None:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+        await pool.close()
+        await redis.aclose()
+
+    server.on_stop(close)
+    log.info("control started", extra={"port": server.port, "live_enabled": settings.live_enabled})
+    return RunningControl(server=server, sync=sync, db=db, redis=redis, grace_s=settings.grace_s)

@@ -1,0 +1,39 @@
+"""Who is calling, and the audit-log rows every mutation writes in its own transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from services.control.db import Conn
+
+
+def token_id(token: str) -> str:
+    """The audit identity of a bearer token: first 12 hex of its sha256 (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated caller of one RPC."""
+
+    token_id: str
+    method: str
+    request_id: str
+    idempotency_key: str | None = None
+
+
+async def write(conn: Conn, caller: Caller, *, entity_type: str, entity_id: str,
+                before: dict[str, Any] | None, after: dict[str, Any] | None, at: datetime) -> None:
+    """Insert one audit row in the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO audit_log (at, token_id, method, entity_type, entity_id, before, after, request_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (at, caller.token_id, caller.method, entity_type, entity_id,
+         None if before is None else Jsonb(before), None if after is None else Jsonb(after),
+         caller.request_id),
+    )

@@ -1,0 +1,102 @@
+"""Settings of the control service, read once from the environment.
+
+| variable | default | meaning |
+|---|---|---|
+| ``TT_CONTROL_HOST`` | 127.0.0.1 | gRPC bind address |
+| ``TT_CONTROL_GRPC_PORT`` | 50055 | gRPC port (0 = any free port) |
+| ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
+| ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | bearer tokens, comma-separated |
+| ``TT_INSIDERS_API_URL`` | unset | when unset, LIVE subscriptions are refused |
+| ``TT_CONTROL_INDEX_RESYNC_S`` | 30 | hot-index resync period |
+| ``TT_CONTROL_INDEX_RETRY_S`` | 1 | resync delay after a failed index update |
+| ``TT_CONTROL_DB_POOL_MAX`` | 10 | PostgreSQL pool size |
+| ``TT_CONTROL_DB_TIMEOUT_S`` | 2 | wait for a pooled connection / statement and lock timeout |
+| ``TT_CONTROL_READY_TIMEOUT_S`` | 1 | per-dependency readiness check timeout |
+| ``TT_CONTROL_READY_SERVICES`` | "" | pipeline services whose gRPC health /ready also checks (e.g. ``ingest,router``) |
+| ``TT_CONTROL_IDEMPOTENCY_TTL_S`` | 86400 | how long an Idempotency-Key replays its first response |
+| ``TT_CONTROL_GRACE_S`` | 5 | graceful-shutdown grace for in-flight calls |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.config import (
+    SERVICE_PORTS,
+    ConfigError,
+    Secret,
+    StorageSettings,
+    env_float_seconds,
+    env_int,
+    env_str,
+    env_url,
+    grpc_port,
+    grpc_target,
+    load_tokens,
+    redact_url,
+)
+
+PIPELINE_SERVICES = ("ingest", "router", "executor", "guard")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Settings:
+    """Everything the control service needs from its environment."""
+
+    storage: StorageSettings
+    tokens: tuple[Secret, ...]
+    host: str = "127.0.0.1"
+    grpc_port: int = SERVICE_PORTS["control"]
+    insiders_api_url: str = ""
+    index_resync_s: float = 30.0
+    index_retry_s: float = 1.0
+    db_pool_max: int = 10
+    db_timeout_s: float = 2.0
+    ready_timeout_s: float = 1.0
+    ready_services: tuple[tuple[str, str], ...] = ()
+    idempotency_ttl_s: float = 86_400.0
+    grace_s: float = 5.0
+
+    @property
+    def live_enabled(self) -> bool:
+        """True when LIVE subscriptions can execute (an Insiders API is configured)."""
+        return bool(self.insiders_api_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate; raises ConfigError naming the variable at fault."""
+        env = os.environ if env is None else env
+        services: list[tuple[str, str]] = []
+        for name in (s.strip().lower() for s in env_str(env, "TT_CONTROL_READY_SERVICES").split(",")):
+            if not name:
+                continue
+            if name not in PIPELINE_SERVICES:
+                raise ConfigError(f"TT_CONTROL_READY_SERVICES: unknown service {name!r} "
+                                  f"(one of {', '.join(PIPELINE_SERVICES)})")
+            services.append((name, grpc_target(env, name)))
+        return cls(
+            storage=StorageSettings.from_env(env),
+            tokens=load_tokens(env),
+            host=env_str(env, "TT_CONTROL_HOST", "127.0.0.1"),
+            grpc_port=grpc_port(env, "control"),
+            insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
+            index_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_RESYNC_S", 30.0, minimum=0.05),
+            index_retry_s=env_float_seconds(env, "TT_CONTROL_INDEX_RETRY_S", 1.0, minimum=0.01),
+            db_pool_max=env_int(env, "TT_CONTROL_DB_POOL_MAX", 10, minimum=1, maximum=200),
+            db_timeout_s=env_float_seconds(env, "TT_CONTROL_DB_TIMEOUT_S", 2.0, minimum=0.1),
+            ready_timeout_s=env_float_seconds(env, "TT_CONTROL_READY_TIMEOUT_S", 1.0, minimum=0.05),
+            ready_services=tuple(services),
+            idempotency_ttl_s=env_float_seconds(env, "TT_CONTROL_IDEMPOTENCY_TTL_S", 86_400.0, minimum=1.0),
+            grace_s=env_float_seconds(env, "TT_CONTROL_GRACE_S", 5.0),
+        )
+
+    def __repr__(self) -> str:
+        return (f"Settings(host={self.host!r}, grpc_port={self.grpc_port}, storage={self.storage!r}, "
+                f"tokens={len(self.tokens)} x Secret('***'), "
+                f"insiders_api_url={redact_url(self.insiders_api_url)!r}, "
+                f"index_resync_s={self.index_resync_s}, index_retry_s={self.index_retry_s}, "
+                f"db_pool_max={self.db_pool_max}, db_timeout_s={self.db_timeout_s}, "
+                f"ready_timeout_s={self.ready_timeout_s}, ready_services={self.ready_services!r}, "
+                f"idempotency_ttl_s={self.idempotency_ttl_s}, grace_s={self.grace_s})")

@@ -1,0 +1,93 @@
+"""Domain errors of the control service and the ONE mapping from any error to a gRPC status.
+
+Envoy maps the status to HTTP: INVALID_ARGUMENT and FAILED_PRECONDITION → 400, NOT_FOUND → 404,
+ALREADY_EXISTS → 409, UNAUTHENTICATED → 401, UNAVAILABLE → 503, INTERNAL → 500.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from grpc import StatusCode
+
+
+class ControlError(Exception):
+    """Base of every error the control service reports to its caller on purpose."""
+
+    code: StatusCode = StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ControlError):
+    """A request field is missing, malformed or out of range; the message starts with its JSON path."""
+
+    code = StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(ControlError):
+    """The addressed entity does not exist."""
+
+    code = StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ControlError):
+    """The change would create a duplicate (second ACTIVE subscription for one wallet and leader)."""
+
+    code = StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ControlError):
+    """The entity's state does not allow the change (e.g. pausing a STOPPED subscription)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(ControlError):
+    """A dependency (PostgreSQL, Redis) cannot be reached; nothing was written."""
+
+    code = StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(ControlError):
+    """Missing or wrong bearer token."""
+
+    code = StatusCode.UNAUTHENTICATED
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's text, bounded (no secrets: URLs are not echoed)."""
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return line[:limit]
+
+
+def is_postgres_outage(exc: BaseException) -> bool:
+    """True for errors meaning PostgreSQL is unreachable or went away mid-call."""
+    return isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def is_redis_outage(exc: BaseException) -> bool:
+    """True for errors meaning Redis is unreachable."""
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+
+
+def status_for(exc: BaseException) -> tuple[StatusCode, str]:
+    """The gRPC status code and message for any exception raised while serving a call."""
+    if isinstance(exc, ControlError):
+        return exc.code, exc.message
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return StatusCode.UNAVAILABLE, "postgres unavailable: no connection available"
+    if is_postgres_outage(exc):
+        return StatusCode.UNAVAILABLE, f"postgres unavailable: {short_reason(exc)}"
+    if is_redis_outage(exc):
+        return StatusCode.UNAVAILABLE, f"redis unavailable: {short_reason(exc)}"
+    return StatusCode.INTERNAL, "internal error"

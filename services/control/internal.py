@@ -1,0 +1,136 @@
+"""Internal use cases (gRPC only, never through Envoy): funded balances and guard's perf actions.
+
+- RecordFunding keeps the reading with the latest ``asOf``: an older or equally old reading is ignored
+  (``applied`` false). A reading more than 5 minutes in the future is rejected.
+- ApplyPerfAction is idempotent by ``decisionId``: a replay changes nothing and returns ``applied`` false;
+  the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE
+  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP); SCALE sets
+  ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.decimals import fmt
+from services.control import audit, internal_repo, sub_repo
+from services.control import subscription_rules as rules
+from services.control import validation as v
+from services.control.audit import Caller
+from services.control.codec import audit_subscription, short
+from services.control.db import Database
+from services.control.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.control.hotsync import IndexSync
+from services.control.internal_repo import Funding, PerfRecord
+from services.control.lifecycle import SubscriptionCommand, apply_subscription
+from tradingtools.control.v1 import control_pb2 as cpb
+from tradingtools.control.v1 import subscription_pb2 as spb
+
+MAX_FUTURE = timedelta(minutes=5)
+DEFAULT_PERF_PAUSE_REASON = "PERF_LOSS_STOP"
+_MULTIPLIER = v.Range(Decimal(0), False, rules.MAX_PROFIT_SCALE, True)
+
+
+def _funding_json(f: Funding | None) -> dict[str, str] | None:
+    if f is None:
+        return None
+    return {"followerWalletId": f.follower_wallet_id, "balanceUsd": fmt(f.balance_usd),
+            "asOf": f.as_of.isoformat()}
+
+
+def _ts(dt: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(dt)
+    return out
+
+
+class InternalUseCases:
+    """Funding and perf actions."""
+
+    def __init__(self, db: Database, sync: IndexSync, *, now: Callable[[], datetime]) -> None:
+        self.db = db
+        self.sync = sync
+        self.now = now
+
+    async def record_funding(self, req: cpb.RecordFundingRequest, caller: Caller) -> cpb.RecordFundingResponse:
+        """Record a balance reading unless a newer one is on record."""
+        wallet = v.identifier("followerWalletId", req.follower_wallet_id)
+        balance = v.decimal("balanceUsd", req.balance_usd, v.NON_NEGATIVE)
+        if not req.HasField("as_of"):
+            raise InvalidArgument("asOf", "required")
+        try:
+            as_of = req.as_of.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            raise InvalidArgument("asOf", "invalid timestamp") from None
+        now = self.now()
+        if as_of > now + MAX_FUTURE:
+            raise InvalidArgument("asOf", f"is in the future ({as_of.isoformat()})")
+        async with self.db.transaction() as conn:
+            before = await internal_repo.get_funding(conn, wallet, for_update=True)
+            applied = await internal_repo.upsert_funding(conn, Funding(wallet, balance, as_of), now)
+            current = await internal_repo.get_funding(conn, wallet)
+            assert current is not None
+            if applied:
+                await audit.write(conn, caller, entity_type="funding", entity_id=wallet,
+                                  before=_funding_json(before), after=_funding_json(current), at=now)
+        return cpb.RecordFundingResponse(follower_wallet_id=wallet, balance_usd=fmt(current.balance_usd),
+                                         as_of=_ts(current.as_of), applied=applied)
+
+    async def get_funding(self, follower_wallet_id: str) -> cpb.GetFundingResponse:
+        """The balance on record."""
+        wallet = v.identifier("followerWalletId", follower_wallet_id)
+        async with self.db.read() as conn:
+            current = await internal_repo.get_funding(conn, wallet)
+        if current is None:
+            raise NotFound(f"no funding recorded for followerWalletId {wallet}")
+        return cpb.GetFundingResponse(follower_wallet_id=wallet, balance_usd=fmt(current.balance_usd),
+                                      as_of=_ts(current.as_of))
+
+    async def apply_perf_action(self, req: cpb.ApplyPerfActionRequest,
+                                caller: Caller) -> cpb.ApplyPerfActionResponse:
+        """Pause or scale a subscription once per decision."""
+        sid = v.identifier("id", req.id)
+        v.enum("action", req.action, cpb.PerfAction.DESCRIPTOR)
+        action = short(cpb.PerfAction, req.action)
+        decision = v.identifier("decisionId", req.decision_id)
+        reason = v.text("reason", req.reason)
+        multiplier: Decimal | None = None
+        if req.action == cpb.PERF_ACTION_SCALE:
+            multiplier = v.decimal("multiplier", req.multiplier, _MULTIPLIER)
+        await self.sync.ensure_redis()
+        now = self.now()
+        async with self.db.transaction() as conn:
+            stored = await sub_repo.get(conn, sid, for_update=True)
+            if stored is None:
+                raise NotFound(f"subscription {sid} not found")
+            current = stored.sub
+            prior = await internal_repo.get_perf(conn, decision)
+            if prior is not None:
+                if (prior.subscription_id, prior.action) != (sid, action):
+                    raise FailedPrecondition(
+                        f"decisionId: {decision} was already used for {prior.action} of {prior.subscription_id}")
+                return cpb.ApplyPerfActionResponse(subscription=current, applied=False)
+            changed = spb.Subscription()
+            changed.CopyFrom(current)
+            if req.action == cpb.PERF_ACTION_PAUSE:
+                changed.state = apply_subscription(current.state, SubscriptionCommand.PAUSE, sid)  # type: ignore[assignment]
+                if current.state == spb.SUBSCRIPTION_STATE_ACTIVE:
+                    changed.paused_reason = reason or DEFAULT_PERF_PAUSE_REASON
+            else:
+                apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
+                changed.perf.applied_multiplier = fmt(multiplier or Decimal(1))
+            if not await internal_repo.insert_perf(conn, PerfRecord(decision, sid, action, multiplier), reason,
+                                                   caller.token_id, now):
+                raise FailedPrecondition(f"decisionId: {decision} was just applied to another subscription")
+            version = stored.version
+            if changed != current:
+                changed.update_time.FromDatetime(now)
+                version = await sub_repo.update(conn, changed, stored.version)
+            await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
+                              before=audit_subscription(current), after=audit_subscription(changed), at=now)
+        await self.sync.subscription_changed(changed, version)
+        return cpb.ApplyPerfActionResponse(subscription=changed, applied=True)

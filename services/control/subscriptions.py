@@ -1,0 +1,241 @@
+"""Subscription use cases: validate, write in one transaction with its audit row, then sync the index.
+
+Every mutation first checks Redis (UNAVAILABLE, nothing written, when it is down), then commits the
+row, the audit row (and the idempotency record) together, then updates the hot index. No-op
+requests (pausing a PAUSED subscription, a PATCH that changes nothing, deleting a STOPPED one)
+return the subscription as it is and write nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from common.ids import new_id
+from services.control import audit, idempotency, pagination, sub_repo, trigger_repo
+from services.control import subscription_rules as rules
+from services.control import validation as v
+from services.control.audit import Caller
+from services.control.codec import (
+    audit_subscription,
+    fill_from_row,
+    short,
+    subscription_from_row,
+    to_json,
+    zero_stats,
+)
+from services.control.db import Conn, Database
+from services.control.errors import AlreadyExists, NotFound
+from services.control.hotsync import IndexSync
+from services.control.lifecycle import SubscriptionCommand, apply_subscription
+from tradingtools.control.v1 import control_pb2 as pb
+from tradingtools.control.v1 import subscription_pb2 as spb
+from tradingtools.control.v1 import trigger_pb2 as tpb
+
+DEFAULT_PAUSE_REASON = "PAUSED_BY_USER"
+STOPPED_REASON = "SUBSCRIPTION_STOPPED"
+
+
+def _ms(now: datetime) -> int:
+    return int(now.timestamp() * 1000)
+
+
+class SubscriptionUseCases:
+    """Create, read, change, pause, resume and stop subscriptions."""
+
+    def __init__(self, db: Database, sync: IndexSync, *, live_enabled: bool, now: Callable[[], datetime],
+                 idempotency_ttl: timedelta) -> None:
+        self.db = db
+        self.sync = sync
+        self.live_enabled = live_enabled
+        self.now = now
+        self.ttl = idempotency_ttl
+
+    async def create(self, raw: spb.Subscription, caller: Caller) -> spb.Subscription:
+        """A new ACTIVE subscription (or the first response of an idempotent replay)."""
+        key = v.idempotency_key(caller.idempotency_key, raw.request_id if raw.HasField("request_id") else None)
+        caller = replace(caller, idempotency_key=key)
+        sub = rules.new_subscription(raw)
+        rules.check_live_allowed(sub.mode, self.live_enabled)
+        await self.sync.ensure_redis()
+        now = self.now()
+        try:
+            async with self.db.transaction() as conn:
+                if key is not None:
+                    request = spb.Subscription()
+                    request.CopyFrom(raw)
+                    request.ClearField("request_id")
+                    digest = idempotency.request_hash(request)
+                    replay = await idempotency.claim(conn, caller, digest, now, self.ttl)
+                    if replay is not None:
+                        return spb.Subscription.FromString(replay)
+                sub.id = new_id("sub", _ms(now))
+                sub.state = spb.SUBSCRIPTION_STATE_ACTIVE
+                sub.create_time.FromDatetime(now)
+                sub.update_time.FromDatetime(now)
+                version = await sub_repo.insert(conn, zero_stats(sub))
+                await audit.write(conn, caller, entity_type="subscription", entity_id=sub.id, before=None,
+                                  after=audit_subscription(sub), at=now)
+                if key is not None:
+                    await idempotency.store(conn, caller, sub)
+        except Exception as exc:
+            if sub_repo.is_duplicate_active(exc):
+                raise await self._duplicate(sub) from None
+            raise
+        await self.sync.subscription_changed(sub, version)
+        return sub
+
+    async def get(self, subscription_id: str) -> spb.Subscription:
+        """One subscription with live stats."""
+        sid = v.identifier("id", subscription_id)
+        async with self.db.read() as conn:
+            return (await self._must_get(conn, sid)).sub
+
+    async def list_page(self, *, follower_proxy: str, leader_proxy: str, state: int, page_size: int,
+                        page_token: str) -> pb.ListSubscriptionsResponse:
+        """One follower's subscriptions, oldest first."""
+        follower = v.address("followerProxy", follower_proxy)
+        leader = v.address("leaderProxy", leader_proxy) if leader_proxy.strip() else ""
+        v.enum("state", state, spb.SubscriptionState.DESCRIPTOR, required=False)
+        stored_state = short(spb.SubscriptionState, state) if state else ""
+        size = v.page_size(page_size)
+        fp = pagination.fingerprint(follower, leader, stored_state)
+        after = pagination.decode(page_token, "subs", fp)
+        async with self.db.read() as conn:
+            rows = await sub_repo.list_page(conn, follower_proxy=follower, leader_proxy=leader,
+                                            state=stored_state, after=after, limit=size + 1)
+        out = pb.ListSubscriptionsResponse()
+        add = out.subscriptions.add
+        for row in rows[:size]:
+            subscription_from_row(row, add())
+        if len(rows) > size:
+            last = rows[size - 1]
+            out.next_page_token = pagination.encode("subs", fp, pagination.Cursor(last["create_time"], last["id"]))
+        return out
+
+    async def fills_page(self, subscription_id: str, *, page_size: int,
+                         page_token: str) -> pb.ListSubscriptionFillsResponse:
+        """A subscription's fills, newest first."""
+        sid = v.identifier("id", subscription_id)
+        size = v.page_size(page_size)
+        fp = pagination.fingerprint(sid)
+        after = pagination.decode(page_token, "fills", fp)
+        async with self.db.read() as conn:
+            await self._must_get(conn, sid)
+            rows = await sub_repo.fills_page(conn, sid, after=after, limit=size + 1)
+        out = pb.ListSubscriptionFillsResponse()
+        for row in rows[:size]:
+            fill_from_row(row, out.fills.add())
+        if len(rows) > size:
+            last = rows[size - 1]
+            out.next_page_token = pagination.encode("fills", fp, pagination.Cursor(last["fill_time"], last["id"]))
+        return out
+
+    async def update(self, subscription_id: str, patch: spb.Subscription, mask: FieldMask,
+                     caller: Caller) -> spb.Subscription:
+        """Change label, mode or config; identity and leader are immutable; STOPPED cannot change."""
+        sid = v.identifier("id", subscription_id)
+        await self.sync.ensure_redis()
+        async with self.db.transaction() as conn:
+            locked = await self._must_get(conn, sid, for_update=True)
+            current = locked.sub
+            apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
+            merged = rules.merge_patch(current, patch, list(mask.paths))
+            if merged.mode != current.mode:
+                rules.check_live_allowed(merged.mode, self.live_enabled)
+            if rules.config_equal(merged, current):
+                return current
+            version = await self._write(conn, caller, locked, merged)
+        await self.sync.subscription_changed(merged, version)
+        return merged
+
+    async def pause(self, subscription_id: str, reason: str, caller: Caller) -> spb.Subscription:
+        """ACTIVE → PAUSED with a reason (PAUSED stays PAUSED; STOPPED is FAILED_PRECONDITION)."""
+        sid = v.identifier("id", subscription_id)
+        why = v.text("reason", reason) or DEFAULT_PAUSE_REASON
+        return await self._transition(sid, SubscriptionCommand.PAUSE, caller, paused_reason=why)
+
+    async def resume(self, subscription_id: str, caller: Caller) -> spb.Subscription:
+        """PAUSED → ACTIVE unless another ACTIVE subscription copies the same leader for the wallet."""
+        sid = v.identifier("id", subscription_id)
+        return await self._transition(sid, SubscriptionCommand.RESUME, caller, paused_reason="")
+
+    async def stop(self, subscription_id: str, caller: Caller) -> None:
+        """→ STOPPED; its ARMED triggers are CANCELLED (SUBSCRIPTION_STOPPED) in the same transaction."""
+        sid = v.identifier("id", subscription_id)
+        await self.sync.ensure_redis()
+        now = self.now()
+        async with self.db.transaction() as conn:
+            locked = await self._must_get(conn, sid, for_update=True)
+            current = locked.sub
+            if current.state == spb.SUBSCRIPTION_STATE_STOPPED:
+                return
+            changed = spb.Subscription()
+            changed.CopyFrom(current)
+            changed.state = apply_subscription(current.state, SubscriptionCommand.STOP, sid)  # type: ignore[assignment]
+            version = await self._write(conn, caller, locked, changed)
+            cancelled = await trigger_repo.cancel_armed_of_subscription(conn, sid, STOPPED_REASON, now)
+            for t in cancelled:
+                after = tpb.Trigger()
+                after.CopyFrom(t)
+                after.state = tpb.TRIGGER_STATE_CANCELLED
+                after.state_reason = STOPPED_REASON
+                after.update_time.FromDatetime(now)
+                await audit.write(conn, caller, entity_type="trigger", entity_id=t.id, before=to_json(t),
+                                  after=to_json(after), at=now)
+        await self.sync.subscription_changed(changed, version)
+        for t in cancelled:
+            await self.sync.trigger_changed(t.id, "remove")
+
+    async def _transition(self, sid: str, command: SubscriptionCommand, caller: Caller, *,
+                          paused_reason: str) -> spb.Subscription:
+        await self.sync.ensure_redis()
+        try:
+            async with self.db.transaction() as conn:
+                locked = await self._must_get(conn, sid, for_update=True)
+                current = locked.sub
+                state = apply_subscription(current.state, command, sid)
+                if state == current.state:
+                    return current
+                if state == spb.SUBSCRIPTION_STATE_ACTIVE:
+                    rules.check_live_allowed(current.mode, self.live_enabled)
+                changed = spb.Subscription()
+                changed.CopyFrom(current)
+                changed.state = state  # type: ignore[assignment]
+                changed.paused_reason = paused_reason
+                version = await self._write(conn, caller, locked, changed)
+        except Exception as exc:
+            if sub_repo.is_duplicate_active(exc):
+                raise await self._duplicate(current) from None
+            raise
+        await self.sync.subscription_changed(changed, version)
+        return changed
+
+    async def _write(self, conn: Conn, caller: Caller, locked: sub_repo.Stored,
+                     changed: spb.Subscription) -> int:
+        """Write ``changed`` (update time set here) with its audit row; returns the new row version."""
+        now = self.now()
+        changed.update_time.FromDatetime(now)
+        version = await sub_repo.update(conn, changed, locked.version)
+        await audit.write(conn, caller, entity_type="subscription", entity_id=changed.id,
+                          before=audit_subscription(locked.sub), after=audit_subscription(changed), at=now)
+        return version
+
+    async def _duplicate(self, sub: spb.Subscription) -> AlreadyExists:
+        """The 409, naming the ACTIVE subscription in the way when it can still be read."""
+        existing = None
+        with contextlib.suppress(Exception):
+            async with self.db.read() as conn:
+                existing = await sub_repo.active_id(conn, sub.follower_wallet_id, sub.leader_proxy)
+        return sub_repo.duplicate_active(sub.follower_wallet_id, sub.leader_proxy, existing)
+
+    @staticmethod
+    async def _must_get(conn: Conn, sid: str, *, for_update: bool = False) -> sub_repo.Stored:
+        stored = await sub_repo.get(conn, sid, for_update=for_update)
+        if stored is None:
+            raise NotFound(f"subscription {sid} not found")
+        return stored

@@ -1,0 +1,73 @@
+"""SQL for triggers and the positions they guard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.control import codec
+from services.control.db import Conn
+from services.control.pagination import Cursor
+from tradingtools.control.v1 import trigger_pb2 as tpb
+
+_COLUMNS = ("id", "wallet", "follower_wallet_id", "subscription_id", "asset_id", "kind", "trigger_price",
+            "trail_pct", "activation_price", "size", "sell_fraction", "oco_group", "price_source", "state",
+            "state_reason", "high_water_mark", "source", "create_time", "update_time")
+_UPDATABLE = ("trigger_price", "trail_pct", "activation_price", "size", "sell_fraction", "state",
+              "state_reason", "update_time")
+
+
+async def get(conn: Conn, trigger_id: str, *, for_update: bool = False) -> tpb.Trigger | None:
+    """One trigger; locks the row when ``for_update``."""
+    sql = "SELECT * FROM triggers WHERE id = %s" + (" FOR UPDATE" if for_update else "")
+    row = await (await conn.execute(sql, (trigger_id,))).fetchone()
+    return None if row is None else codec.trigger_from_row(row)
+
+
+async def insert(conn: Conn, trigger: tpb.Trigger) -> None:
+    """Insert a new trigger."""
+    sql = (f"INSERT INTO triggers ({', '.join(_COLUMNS)}) VALUES"
+           f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)})")
+    await conn.execute(sql, codec.trigger_params(trigger))
+
+
+async def update(conn: Conn, trigger: tpb.Trigger) -> None:
+    """Write the changeable columns and bump the version guard reloads on."""
+    sets = ", ".join(f"{c} = %({c})s" for c in _UPDATABLE)
+    sql = f"UPDATE triggers SET {sets}, version = version + 1 WHERE id = %(id)s"
+    await conn.execute(sql, codec.trigger_params(trigger))
+
+
+async def cancel_armed_of_subscription(conn: Conn, subscription_id: str, reason: str,
+                                       now: datetime) -> list[tpb.Trigger]:
+    """Cancel every ARMED trigger of a subscription; returns them as they were before."""
+    before = await (await conn.execute(
+        "SELECT * FROM triggers WHERE subscription_id = %s AND state = 'ARMED' ORDER BY id FOR UPDATE",
+        (subscription_id,))).fetchall()
+    if before:
+        await conn.execute(
+            "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
+            " version = version + 1 WHERE subscription_id = %s AND state = 'ARMED'",
+            (reason, now, subscription_id))
+    return [codec.trigger_from_row(r) for r in before]
+
+
+async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None,
+                    limit: int) -> list[codec.Row]:
+    """Up to ``limit`` trigger rows of a wallet after ``after``, oldest first."""
+    where = ["wallet = %(w)s"]
+    if state:
+        where.append("state = %(state)s")
+    if after is not None:
+        where.append("(create_time, id) > (%(t)s, %(i)s)")
+    sql = f"SELECT * FROM triggers WHERE {' AND '.join(where)} ORDER BY create_time, id LIMIT %(limit)s"
+    params = {"w": wallet, "state": state, "limit": limit,
+              "t": after.time if after else None, "i": after.id if after else None}
+    return await (await conn.execute(sql, params)).fetchall()
+
+
+async def has_position(conn: Conn, follower_wallet_id: str, asset_id: str) -> bool:
+    """True when the wallet holds a non-zero position in ``asset_id``."""
+    row = await (await conn.execute(
+        "SELECT 1 AS held FROM positions WHERE follower_wallet_id = %s AND asset_id = %s AND size > 0",
+        (follower_wallet_id, asset_id))).fetchone()
+    return row is not None

@@ -1,0 +1,115 @@
+"""Trigger input rules (pure): validation of creates and PATCH merging.
+
+- ``TAKE_PROFIT`` / ``STOP_LOSS`` need ``triggerPrice`` in (0, 1); ``trailPct`` and ``activationPrice``
+  must be absent or "0".
+- ``TRAILING_STOP`` needs ``trailPct`` in (0, 100); ``activationPrice`` is "0" (track at once) or in
+  (0, 1); ``triggerPrice`` must be absent or "0".
+- Exactly one of ``size`` (shares, > 0) and ``sellFraction`` (in (0, 1]) is non-zero.
+- ``priceSource`` defaults to BEST_BID, ``source`` to MANUAL.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from services.control import validation as v
+from services.control.errors import InvalidArgument
+from services.control.subscription_rules import json_path
+from tradingtools.control.v1 import trigger_pb2 as tpb
+
+VALUE_FIELDS = ("trigger_price", "trail_pct", "activation_price", "size", "sell_fraction")
+IMMUTABLE_FIELDS = ("wallet", "follower_wallet_id", "subscription_id", "asset_id", "kind", "oco_group",
+                    "price_source", "source")
+
+
+def new_trigger(raw: tpb.Trigger) -> tpb.Trigger:
+    """A validated, normalized ARMED-to-be trigger from a create request (output-only fields ignored)."""
+    t = tpb.Trigger(
+        wallet=v.address("wallet", raw.wallet),
+        follower_wallet_id=v.identifier("followerWalletId", raw.follower_wallet_id),
+        subscription_id=v.identifier("subscriptionId", raw.subscription_id, required=False),
+        asset_id=v.token_id("assetId", raw.asset_id),
+        kind=v.enum("kind", raw.kind, tpb.TriggerKind.DESCRIPTOR),  # type: ignore[arg-type]
+        oco_group=v.identifier("ocoGroup", raw.oco_group, required=False),
+        price_source=(v.enum("priceSource", raw.price_source, tpb.PriceSource.DESCRIPTOR, required=False)
+                      or tpb.PRICE_SOURCE_BEST_BID),  # type: ignore[arg-type]
+        source=(v.enum("source", raw.source, tpb.TriggerSource.DESCRIPTOR, required=False)
+                or tpb.TRIGGER_SOURCE_MANUAL),  # type: ignore[arg-type]
+        high_water_mark="0",
+    )
+    for field in VALUE_FIELDS:
+        setattr(t, field, getattr(raw, field) if raw.HasField(field) else "0")
+    validate_values(t)
+    return t
+
+
+def validate_values(t: tpb.Trigger) -> None:
+    """Check price, trail, activation, size and fraction against the kind; canonicalize (in place)."""
+    kind_name = tpb.TriggerKind.Name(t.kind)
+    trailing = t.kind == tpb.TRIGGER_KIND_TRAILING_STOP
+    if trailing:
+        _unused(t, "trigger_price", kind_name)
+        t.trail_pct = _required(t.trail_pct, "trail_pct", v.PERCENT_OPEN, kind_name)
+        t.activation_price = _optional(t.activation_price, "activation_price", v.PRICE)
+    else:
+        t.trigger_price = _required(t.trigger_price, "trigger_price", v.PRICE, kind_name)
+        _unused(t, "trail_pct", kind_name)
+        _unused(t, "activation_price", kind_name)
+    t.size = _optional(t.size, "size", v.POSITIVE)
+    t.sell_fraction = _optional(t.sell_fraction, "sell_fraction", v.FRACTION)
+    size_set, fraction_set = t.size != "0", t.sell_fraction != "0"
+    if size_set and fraction_set:
+        raise InvalidArgument("size", "exactly one of size and sellFraction may be non-zero")
+    if not size_set and not fraction_set:
+        raise InvalidArgument("sellFraction", "required: exactly one of size (shares) and sellFraction "
+                                              "(of the position, in (0, 1]) must be non-zero")
+
+
+def merge_trigger_patch(current: tpb.Trigger, patch: tpb.Trigger) -> tpb.Trigger:
+    """The trigger after a PATCH of its price, trail, activation, size or fraction."""
+    if patch.id.strip() and patch.id.strip() != current.id:
+        raise InvalidArgument("id", "does not match the trigger addressed")
+    for field in IMMUTABLE_FIELDS:
+        value = getattr(patch, field)
+        if isinstance(value, str):
+            value = value.strip().lower() if field == "wallet" else value.strip()
+        if value and value != getattr(current, field):
+            raise InvalidArgument(json_path(field), "cannot change")
+    if patch.state and patch.state != current.state:
+        raise InvalidArgument("state", "output only: DELETE cancels a trigger")
+    merged = tpb.Trigger()
+    merged.CopyFrom(current)
+    for field in VALUE_FIELDS:
+        if patch.HasField(field):
+            setattr(merged, field, getattr(patch, field))
+    validate_values(merged)
+    return merged
+
+
+def values_equal(a: tpb.Trigger, b: tpb.Trigger) -> bool:
+    """True when every changeable value is equal."""
+    return all(getattr(a, f) == getattr(b, f) for f in VALUE_FIELDS)
+
+
+def _is_zero(raw: str) -> bool:
+    try:
+        return bool(Decimal(raw.strip() or "0") == 0)
+    except ArithmeticError:
+        return False
+
+
+def _required(raw: str, field: str, within: v.Range, kind_name: str) -> str:
+    path = json_path(field)
+    if _is_zero(raw):
+        raise InvalidArgument(path, f"required for {kind_name}: a decimal {within.describe()}")
+    return v.canonical(path, raw, within)
+
+
+def _optional(raw: str, field: str, within: v.Range) -> str:
+    return "0" if _is_zero(raw) else v.canonical(json_path(field), raw, within)
+
+
+def _unused(t: tpb.Trigger, field: str, kind_name: str) -> None:
+    if not _is_zero(getattr(t, field)):
+        raise InvalidArgument(json_path(field), f'not used by {kind_name}: leave it out or "0"')
+    setattr(t, field, "0")

@@ -1,0 +1,128 @@
+"""The one error → gRPC status mapping, the state-transition tables and page tokens (pure)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import psycopg
+import psycopg_pool
+import pytest
+import redis.exceptions
+from grpc import StatusCode
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.control import pagination
+from services.control.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    status_for,
+)
+from services.control.lifecycle import (
+    SubscriptionCommand,
+    TriggerCommand,
+    apply_subscription,
+    apply_trigger,
+)
+from tradingtools.control.v1 import subscription_pb2 as spb
+from tradingtools.control.v1 import trigger_pb2 as tpb
+
+
+@pytest.mark.parametrize(("exc", "code", "message"), [
+    (InvalidArgument("sizing.ratio", "must be a decimal > 0, got \"abc\""), StatusCode.INVALID_ARGUMENT,
+     'sizing.ratio: must be a decimal > 0, got "abc"'),
+    (NotFound("subscription sub_1 not found"), StatusCode.NOT_FOUND, "subscription sub_1 not found"),
+    (AlreadyExists("dup"), StatusCode.ALREADY_EXISTS, "dup"),
+    (FailedPrecondition("stopped"), StatusCode.FAILED_PRECONDITION, "stopped"),
+    (Unavailable("redis unavailable: x"), StatusCode.UNAVAILABLE, "redis unavailable: x"),
+    (Unauthenticated("no"), StatusCode.UNAUTHENTICATED, "no"),
+    (psycopg.OperationalError("connection refused\n\tIs the server running?"), StatusCode.UNAVAILABLE,
+     "postgres unavailable: connection refused"),
+    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), StatusCode.UNAVAILABLE,
+     "postgres unavailable: canceling statement due to statement timeout"),
+    (psycopg.InterfaceError("the connection is closed"), StatusCode.UNAVAILABLE,
+     "postgres unavailable: the connection is closed"),
+    (psycopg_pool.PoolTimeout("couldn't get a connection after 2.00 sec"), StatusCode.UNAVAILABLE,
+     "postgres unavailable: no connection available"),
+    (redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+     StatusCode.UNAVAILABLE, "redis unavailable: Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    (redis.exceptions.TimeoutError("Timeout reading from socket"), StatusCode.UNAVAILABLE,
+     "redis unavailable: Timeout reading from socket"),
+    (ValueError("postgresql://user:secret@host/db exploded"), StatusCode.INTERNAL, "internal error"),
+    (KeyError("x"), StatusCode.INTERNAL, "internal error"),
+])
+def test_status_for(exc: BaseException, code: StatusCode, message: str) -> None:
+    assert status_for(exc) == (code, message)
+
+
+_A, _P, _S = spb.SUBSCRIPTION_STATE_ACTIVE, spb.SUBSCRIPTION_STATE_PAUSED, spb.SUBSCRIPTION_STATE_STOPPED
+_C = SubscriptionCommand
+
+
+@pytest.mark.parametrize(("state", "command", "after"), [
+    (_A, _C.PAUSE, _P), (_P, _C.PAUSE, _P), (_S, _C.PAUSE, None),
+    (_A, _C.RESUME, _A), (_P, _C.RESUME, _A), (_S, _C.RESUME, None),
+    (_A, _C.STOP, _S), (_P, _C.STOP, _S), (_S, _C.STOP, _S),
+    (_A, _C.UPDATE, _A), (_P, _C.UPDATE, _P), (_S, _C.UPDATE, None),
+])
+def test_subscription_transitions(state: int, command: SubscriptionCommand, after: int | None) -> None:
+    if after is None:
+        with pytest.raises(FailedPrecondition, match=f"^subscription sub_1 is SUBSCRIPTION_STATE_STOPPED: "
+                                                     f"cannot {command.value} it"):
+            apply_subscription(state, command, "sub_1")
+    else:
+        assert apply_subscription(state, command, "sub_1") == after
+
+
+@pytest.mark.parametrize("state", [tpb.TRIGGER_STATE_ARMED, tpb.TRIGGER_STATE_FIRED, tpb.TRIGGER_STATE_DONE,
+                                   tpb.TRIGGER_STATE_FAILED, tpb.TRIGGER_STATE_CANCELLED])
+@pytest.mark.parametrize("command", list(TriggerCommand))
+def test_trigger_transitions(state: int, command: TriggerCommand) -> None:
+    table = {(tpb.TRIGGER_STATE_ARMED, TriggerCommand.UPDATE): tpb.TRIGGER_STATE_ARMED,
+             (tpb.TRIGGER_STATE_ARMED, TriggerCommand.CANCEL): tpb.TRIGGER_STATE_CANCELLED,
+             (tpb.TRIGGER_STATE_CANCELLED, TriggerCommand.CANCEL): tpb.TRIGGER_STATE_CANCELLED}
+    if (state, command) in table:
+        assert apply_trigger(state, command, "trg_1") == table[(state, command)]
+    else:
+        with pytest.raises(FailedPrecondition, match=r"^trigger trg_1 is TRIGGER_STATE_"):
+            apply_trigger(state, command, "trg_1")
+
+
+def test_page_token_round_trip() -> None:
+    cursor = pagination.Cursor(datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=UTC), "sub_01")
+    fp = pagination.fingerprint("0xabc", "", "ACTIVE")
+    token = pagination.encode("subs", fp, cursor)
+    assert "=" not in token and pagination.decode(token, "subs", fp) == cursor
+    assert pagination.decode("", "subs", fp) is None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    ("!!!", "pageToken: invalid page token"),
+    ("abc", "pageToken: invalid page token"),
+    (_b64(b"not json"), "pageToken: invalid page token"),
+    (_b64(b"[1,2]"), "pageToken: invalid page token"),
+    (_b64(b'{"k":"fills","f":"x","t":1,"i":"a"}'), "pageToken: invalid page token"),
+    (_b64(b'{"k":"subs","f":"x","t":"1","i":"a"}'), "pageToken: invalid page token"),
+    (_b64(b'{"k":"subs","f":"x","t":99999999999999999999999,"i":"a"}'), "pageToken: invalid page token"),
+    (_b64(b'{"k":"subs","f":"other","t":1,"i":"a"}'), "pageToken: page token belongs to a list with other filters"),
+    ("A" * 600, "pageToken: invalid page token"),
+])
+def test_garbage_page_tokens(token: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        pagination.decode(token, "subs", "x")
+    assert err.value.message == message
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)), st.text(max_size=40))
+def test_cursor_round_trip_property(moment: datetime, ident: str) -> None:
+    cursor = pagination.Cursor(moment.replace(tzinfo=UTC), ident)
+    assert pagination.decode(pagination.encode("k", "f", cursor), "k", "f") == cursor

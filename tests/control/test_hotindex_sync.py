@@ -1,0 +1,130 @@
+"""The Redis hot index follows PostgreSQL: live updates within 100 ms, invalidations, and self-healing resync."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+
+from common import hotindex
+from services.control.app import RunningControl, start
+from services.control.config import Settings
+from tests.control.conftest import AUTH, LEADER, Stubs, leader, stubs_for, subscription
+from tests.helpers import eventually
+from tradingtools.control.v1 import control_pb2 as pb
+from tradingtools.control.v1 import subscription_pb2 as spb
+
+
+async def _subscribe(client: aioredis.Redis) -> Any:
+    pubsub = client.pubsub()
+    await pubsub.subscribe(hotindex.CHANNEL)
+    await pubsub.get_message(timeout=1)
+    return pubsub
+
+
+async def _change_within(pubsub: Any, seconds: float) -> hotindex.IndexChange:
+    """The next invalidation, which must arrive within ``seconds`` of now."""
+    deadline = time.monotonic() + seconds
+    while True:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=max(0.0, deadline - time.monotonic()))
+        if msg is not None:
+            return hotindex.IndexChange.parse(msg["data"])
+        assert time.monotonic() < deadline, f"no invalidation within {seconds * 1000:.0f} ms"
+
+
+async def test_every_change_reaches_the_index_within_100ms(stubs: Stubs, redis_client: aioredis.Redis) -> None:
+    pubsub = await _subscribe(redis_client)
+    started = time.monotonic()
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    change = await _change_within(pubsub, 0.1)
+    assert time.monotonic() - started < 1.0
+    assert (change.leader, change.subscription_id, change.op) == (LEADER, sub.id, "upsert")
+    [indexed] = await hotindex.subscriptions_of(redis_client, LEADER)
+    expected = spb.Subscription()
+    expected.CopyFrom(sub)
+    expected.ClearField("stats")
+    assert indexed == expected and await hotindex.leaders(redis_client) == {LEADER}
+
+    await stubs.subs.UpdateSubscription(pb.UpdateSubscriptionRequest(
+        id=sub.id, subscription=spb.Subscription(sizing=spb.Sizing(ratio="0.2"))), metadata=AUTH)
+    assert (await _change_within(pubsub, 0.1)).op == "upsert"
+    [indexed] = await hotindex.subscriptions_of(redis_client, LEADER)
+    assert indexed.sizing.ratio == "0.2"
+
+    await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=sub.id), metadata=AUTH)
+    assert (await _change_within(pubsub, 0.1)).op == "remove"
+    assert await hotindex.subscriptions_of(redis_client, LEADER) == []
+    assert await hotindex.leaders(redis_client) == set()
+
+    await stubs.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=sub.id), metadata=AUTH)
+    assert (await _change_within(pubsub, 0.1)).op == "upsert"
+    assert len(await hotindex.subscriptions_of(redis_client, LEADER)) == 1
+
+    version = await hotindex.version(redis_client)
+    await stubs.subs.DeleteSubscription(pb.DeleteSubscriptionRequest(id=sub.id), metadata=AUTH)
+    change = await _change_within(pubsub, 0.1)
+    assert change.op == "remove" and change.version == version + 1
+    assert await hotindex.subscriptions_of(redis_client, LEADER) == []
+    await pubsub.aclose()
+
+
+async def test_failed_requests_do_not_touch_the_index(stubs: Stubs, redis_client: aioredis.Redis) -> None:
+    await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    version = await hotindex.version(redis_client)
+    bad = subscription(leader_proxy=leader(1))
+    bad.sizing.ratio = "-1"
+    for request in (pb.CreateSubscriptionRequest(subscription=bad),
+                    pb.CreateSubscriptionRequest(subscription=subscription())):  # invalid, then duplicate
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await stubs.subs.CreateSubscription(request, metadata=AUTH)
+    assert await hotindex.version(redis_client) == version
+
+
+async def test_resync_heals_lost_and_stale_entries(control: RunningControl, stubs: Stubs,
+                                                   redis_client: aioredis.Redis) -> None:
+    subs = [await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+        subscription=subscription(leader_proxy=leader(i))), metadata=AUTH) for i in range(3)]
+    paused = await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=subs[2].id), metadata=AUTH)
+    assert (await control.sync.resync()).upserted == 0  # already in line: nothing rewritten
+    await redis_client.delete(hotindex.leader_key(leader(0)))  # lost entry
+    await redis_client.hset(hotindex.leader_key(leader(1)), subs[1].id, "{}")  # corrupted entry
+    await redis_client.hset(hotindex.leader_key(leader(1)), "sub_ghost", "{}")  # unknown id
+    await hotindex.upsert(redis_client, _active(paused))  # paused but indexed
+    await redis_client.hset(hotindex.leader_key(leader(9)), "sub_orphan", "{}")  # hash outside tt:leaders
+    report = await control.sync.resync()
+    assert (report.upserted, report.removed) == (2, 3)
+    assert await hotindex.leaders(redis_client) == {leader(0), leader(1)}
+    assert [s.id for s in await hotindex.subscriptions_of(redis_client, leader(0))] == [subs[0].id]
+    assert [s.id for s in await hotindex.subscriptions_of(redis_client, leader(1))] == [subs[1].id]
+    assert await redis_client.exists(hotindex.leader_key(leader(9)), hotindex.leader_key(leader(2))) == 0
+
+
+def _active(sub: spb.Subscription) -> spb.Subscription:
+    copy = spb.Subscription()
+    copy.CopyFrom(sub)
+    copy.state = spb.SUBSCRIPTION_STATE_ACTIVE
+    return copy
+
+
+async def test_index_is_rebuilt_at_start_and_periodically(settings_factory: Callable[..., Settings],
+                                                          redis_client: aioredis.Redis) -> None:
+    first = await start(settings_factory())
+    stubs = stubs_for(first.port)
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    await stubs.channel.close()
+    await first.stop()
+
+    await redis_client.flushdb()
+    second = await start(settings_factory(index_resync_s=0.1))
+    try:
+        [indexed] = await hotindex.subscriptions_of(redis_client, LEADER)  # rebuilt before serving
+        assert indexed.id == sub.id
+        await redis_client.flushdb()
+        await eventually(lambda: hotindex.leaders(redis_client), timeout_s=5)  # healed by the loop
+        assert [s.id for s in await hotindex.subscriptions_of(redis_client, LEADER)] == [sub.id]
+    finally:
+        await second.stop()

@@ -1,0 +1,389 @@
+"""Validation rules (pure, table-driven): every field of CONTROL_API.md, messages naming the JSON path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from google.protobuf.message import Message
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.control import subscription_rules as rules
+from services.control import trigger_rules
+from services.control import validation as v
+from services.control.errors import FailedPrecondition, InvalidArgument
+from tests.control.conftest import ASSET, FOLLOWER, LEADER, subscription, trigger
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.control.v1 import subscription_pb2 as spb
+from tradingtools.control.v1 import trigger_pb2 as tpb
+
+Edit = Callable[[Message], None]
+
+
+def _set(path: str, value: object) -> Edit:
+    """An edit setting a (dotted, snake_case) field."""
+    def edit(msg: Message) -> None:
+        *parents, last = path.split(".")
+        target = msg
+        for p in parents:
+            target = getattr(target, p)
+        if isinstance(value, list):
+            target.ClearField(last)
+            getattr(target, last).extend(value)
+        else:
+            setattr(target, last, value)
+    return edit
+
+
+def _clear(path: str) -> Edit:
+    def edit(msg: Message) -> None:
+        *parents, last = path.split(".")
+        target = msg
+        for p in parents:
+            target = getattr(target, p)
+        target.ClearField(last)
+    return edit
+
+
+def _ladder(*steps: tuple[str, str]) -> Edit:
+    def edit(msg: Message) -> None:
+        msg.exits.ClearField("ladder")  # type: ignore[attr-defined]
+        for gain, fraction in steps:
+            msg.exits.ladder.add(gain_pct=gain, sell_fraction=fraction)  # type: ignore[attr-defined]
+    return edit
+
+
+def _many(*edits: Edit) -> Edit:
+    def edit(msg: Message) -> None:
+        for e in edits:
+            e(msg)
+    return edit
+
+
+BAD_SUBSCRIPTIONS: list[tuple[Edit, str]] = [
+    (_set("follower_user_id", ""), "followerUserId: required"),
+    (_set("follower_user_id", "u 1"), "followerUserId: must be printable with no spaces"),
+    (_set("follower_wallet_id", "  "), "followerWalletId: required"),
+    (_set("follower_wallet_id", "w" * 129), "followerWalletId: must be at most 128 characters"),
+    (_set("follower_proxy", "0x123"), 'followerProxy: must be 0x + 40 hex characters, got "0x123"'),
+    (_set("follower_proxy", "6af75d4e4aaf700450efbac3708cce1665810ff1"), "followerProxy: must be 0x + 40 hex"),
+    (_set("leader_proxy", ""), "leaderProxy: required"),
+    (_set("leader_proxy", "0x" + "g" * 40), "leaderProxy: must be 0x + 40 hex"),
+    (_set("leader_proxy", FOLLOWER.upper().replace("0X", "0x")), "leaderProxy: must differ from followerProxy"),
+    (_set("mode", 0), "mode: required: one of EXECUTION_MODE_LIVE, EXECUTION_MODE_PAPER"),
+    (_set("mode", 99), "mode: unknown value 99"),
+    (_set("label", "x" * 201), "label: must be at most 200 characters"),
+    (_set("label", "bad\x00label"), "label: must not contain control characters"),
+    (_set("sizing.mode", 0), "sizing.mode: required"),
+    (_set("sizing.ratio", "abc"), 'sizing.ratio: must be a decimal > 0, got "abc"'),
+    (_set("sizing.ratio", "0"), 'sizing.ratio: must be a decimal > 0, got "0"'),
+    (_set("sizing.ratio", "-0.5"), 'sizing.ratio: must be a decimal > 0, got "-0.5"'),
+    (_set("sizing.ratio", "NaN"), 'sizing.ratio: must be a decimal > 0, got "NaN"'),
+    (_set("sizing.ratio", "Infinity"), "sizing.ratio: must be a decimal > 0"),
+    (_set("sizing.ratio", "1e999"), "sizing.ratio: must be a decimal > 0"),
+    (_clear("sizing.ratio"), "sizing.ratio: required when sizing.mode is SIZING_MODE_PROPORTIONAL"),
+    (_set("sizing.mode", spb.SIZING_MODE_FIXED_USD),
+     "sizing.fixedUsd: required when sizing.mode is SIZING_MODE_FIXED_USD"),
+    (_many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "0")),
+     'sizing.fixedUsd: must be a decimal > 0, got "0"'),
+    (_set("sizing.fixed_usd", "-1"), 'sizing.fixedUsd: must be a decimal >= 0, got "-1"'),
+    (_many(_set("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), _set("sizing.percent_of_balance", "150")),
+     'sizing.percentOfBalance: must be a decimal in (0, 100], got "150"'),
+    (_many(_set("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), _set("sizing.percent_of_balance", "0")),
+     "sizing.percentOfBalance: must be a decimal in (0, 100]"),
+    (_set("sizing.percent_of_balance", "101"), "sizing.percentOfBalance: must be a decimal in [0, 100]"),
+    (_set("sizing.min_order_usd", "-1"), 'sizing.minOrderUsd: must be a decimal >= 0, got "-1"'),
+    (_set("sizing.max_order_usd", "0"), 'sizing.maxOrderUsd: must be a decimal > 0, got "0"'),
+    (_many(_set("sizing.min_order_usd", "10"), _set("sizing.max_order_usd", "5")),
+     "sizing.maxOrderUsd: must be >= sizing.minOrderUsd (10)"),
+    (_set("filters.min_price", "1"), 'filters.minPrice: must be a decimal in (0, 1), got "1"'),
+    (_set("filters.max_price", "0"), 'filters.maxPrice: must be a decimal in (0, 1), got "0"'),
+    (_set("filters.max_price", "x"), "filters.maxPrice: must be a decimal in (0, 1)"),
+    (_many(_set("filters.min_price", "0.6"), _set("filters.max_price", "0.5")),
+     "filters.maxPrice: must be >= filters.minPrice (0.6)"),
+    (_set("filters.min_leader_trade_usd", "-3"), "filters.minLeaderTradeUsd: must be a decimal >= 0"),
+    (_set("filters.market_denylist", [""]), "filters.marketDenylist[0]: required"),
+    (_set("filters.market_allowlist", ["ok", "has space"]), "filters.marketAllowlist[1]: must be printable"),
+    (_many(_set("filters.market_allowlist", ["BTC-UPDOWN-5M"])),
+     'filters.marketDenylist[0]: "btc-updown-5m" is also in filters.marketAllowlist'),
+    (_set("filters.market_denylist", ["m"] * 1001), "filters.marketDenylist: at most 1000 entries"),
+    (_set("filters.max_slippage_bps", 10_001), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
+    (_set("filters.max_slippage_bps", -1), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
+    (_set("risk.max_market_exposure_usd", "-5"), "risk.maxMarketExposureUsd: must be a decimal >= 0"),
+    (_set("risk.max_total_exposure_usd", "lots"), "risk.maxTotalExposureUsd: must be a decimal >= 0"),
+    (_set("risk.daily_loss_limit_usd", "-0.01"), "risk.dailyLossLimitUsd: must be a decimal >= 0"),
+    (_set("risk.max_open_positions", -1), "risk.maxOpenPositions: must be an integer in [0, 100000]"),
+    (_set("exits.take_profit_pct", "-1"), "exits.takeProfitPct: must be a decimal >= 0"),
+    (_set("exits.stop_loss_pct", "100"), 'exits.stopLossPct: must be a decimal in [0, 100), got "100"'),
+    (_set("exits.trailing_stop_pct", "120"), "exits.trailingStopPct: must be a decimal in [0, 100)"),
+    (_ladder(("20", "0.5"), ("10", "1")), "exits.ladder[1].gainPct: must be greater than the previous step's"),
+    (_ladder(("0", "0.5")), 'exits.ladder[0].gainPct: must be a decimal > 0, got "0"'),
+    (_ladder(("20", "1.5")), 'exits.ladder[0].sellFraction: must be a decimal in (0, 1], got "1.5"'),
+    (_ladder(("20", "0")), "exits.ladder[0].sellFraction: must be a decimal in (0, 1]"),
+    (_ladder(*[(str(i + 1), "0.1") for i in range(21)]), "exits.ladder: at most 20 steps"),
+    (_set("perf.loss_stop_usd", "-400"), "perf.lossStopUsd: must be a decimal >= 0"),
+    (_set("perf.profit_scale_at_usd", "?"), "perf.profitScaleAtUsd: must be a decimal >= 0"),
+    (_set("perf.profit_scale_multiplier", "0"), 'perf.profitScaleMultiplier: must be a decimal in (0, 10], got "0"'),
+    (_set("perf.profit_scale_multiplier", "11"), "perf.profitScaleMultiplier: must be a decimal in (0, 10]"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), BAD_SUBSCRIPTIONS)
+def test_bad_subscription_is_rejected_naming_the_field(edit: Edit, message: str) -> None:
+    raw = subscription()
+    edit(raw)
+    with pytest.raises(InvalidArgument) as err:
+        rules.new_subscription(raw)
+    assert err.value.message.startswith(message), err.value.message
+    assert err.value.message.startswith(err.value.field + ": ")
+
+
+def test_new_subscription_normalizes_and_applies_defaults() -> None:
+    raw = subscription(follower_proxy=FOLLOWER.upper().replace("0X", "0x"),
+                       leader_proxy=LEADER.upper().replace("0X", "0x"))
+    raw.sizing.ratio = "0.050"
+    raw.filters.ClearField("market_denylist")
+    raw.filters.market_denylist.extend([" BTC-Updown-5m ", "btc-updown-5m", "0xABC"])
+    raw.exits.ladder.add(gain_pct="20.0", sell_fraction="0.50")
+    raw.id, raw.state, raw.paused_reason = "sub_fake", spb.SUBSCRIPTION_STATE_STOPPED, "x"  # output only
+    raw.stats.copied = 9
+    raw.perf.applied_multiplier = "7"
+    sub = rules.new_subscription(raw)
+    assert (sub.follower_proxy, sub.leader_proxy) == (FOLLOWER, LEADER)
+    assert sub.sizing.ratio == "0.05" and sub.sizing.min_order_usd == "1" and sub.sizing.max_order_usd == "250"
+    assert not sub.sizing.HasField("fixed_usd")
+    assert list(sub.filters.market_denylist) == ["btc-updown-5m", "0xabc"]
+    assert sub.filters.copy_sells is True and sub.filters.max_slippage_bps == 200
+    assert sub.filters.min_leader_trade_usd == "0"
+    assert (sub.risk.max_market_exposure_usd, sub.risk.max_open_positions) == ("0", 0)
+    step = sub.exits.ladder[0]
+    assert (sub.exits.take_profit_pct, step.gain_pct, step.sell_fraction) == ("0", "20", "0.5")
+    assert (sub.perf.profit_scale_multiplier, sub.perf.applied_multiplier) == ("1", "1")
+    assert (sub.id, sub.state, sub.paused_reason, sub.stats.copied) == ("", 0, "", 0)
+
+
+def test_unused_sizing_fields_may_be_zero() -> None:
+    raw = subscription(sizing=spb.Sizing(mode=spb.SIZING_MODE_FIXED_USD, fixed_usd="25", ratio="0",
+                                         percent_of_balance="0"))
+    sub = rules.new_subscription(raw)
+    assert (sub.sizing.fixed_usd, sub.sizing.ratio, sub.sizing.percent_of_balance) == ("25", "0", "0")
+
+
+def test_live_needs_the_insiders_api() -> None:
+    with pytest.raises(FailedPrecondition, match=r"^mode: EXECUTION_MODE_LIVE needs the Insiders API"):
+        rules.check_live_allowed(cpb.EXECUTION_MODE_LIVE, live_enabled=False)
+    rules.check_live_allowed(cpb.EXECUTION_MODE_LIVE, live_enabled=True)
+    rules.check_live_allowed(cpb.EXECUTION_MODE_PAPER, live_enabled=False)
+
+
+def _current() -> spb.Subscription:
+    sub = rules.new_subscription(subscription(filters=spb.Filters(market_allowlist=["a", "b"], min_price="0.1")))
+    sub.id, sub.state = "sub_1", spb.SUBSCRIPTION_STATE_ACTIVE
+    sub.perf.applied_multiplier = "1.5"
+    return sub
+
+
+BAD_PATCHES: list[tuple[Edit, tuple[str, ...], str]] = [
+    (_set("leader_proxy", "0x" + "1" * 40), (), "leaderProxy: cannot change"),
+    (_set("follower_proxy", "0x" + "1" * 40), (), "followerProxy: cannot change"),
+    (_set("follower_user_id", "u_other"), (), "followerUserId: cannot change"),
+    (_set("follower_wallet_id", "w_other"), (), "followerWalletId: cannot change"),
+    (_set("id", "sub_2"), (), "id: does not match"),
+    (_set("state", spb.SUBSCRIPTION_STATE_PAUSED), (), "state: output only"),
+    (_set("sizing.ratio", "zero"), (), 'sizing.ratio: must be a decimal > 0, got "zero"'),
+    (_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), (), "sizing.fixedUsd: required when"),
+    (lambda m: None, ("filters.bogus",), 'updateMask: unknown field "filters.bogus"'),
+    (lambda m: None, ("nothing",), 'updateMask: unknown field "nothing"'),
+    (lambda m: None, ("filters.minPrice.x",), "updateMask: unknown field"),
+    (lambda m: None, ("stats",), 'updateMask: "stats" is output only'),
+    (lambda m: None, ("perf.appliedMultiplier",), 'updateMask: "perf.appliedMultiplier" is output only'),
+    (lambda m: None, ("leaderProxy",), "leaderProxy: cannot change"),
+    (lambda m: None, ("mode",), "mode: required"),
+    (lambda m: None, ("sizing",), "sizing.mode: required"),
+]
+
+
+@pytest.mark.parametrize(("edit", "mask", "message"), BAD_PATCHES)
+def test_bad_patch_is_rejected_naming_the_field(edit: Edit, mask: tuple[str, ...], message: str) -> None:
+    patch = spb.Subscription()
+    edit(patch)
+    with pytest.raises(InvalidArgument) as err:
+        rules.merge_patch(_current(), patch, mask)
+    assert err.value.message.startswith(message), err.value.message
+
+
+def test_patch_changes_only_present_fields() -> None:
+    current = _current()
+    patch = spb.Subscription(sizing=spb.Sizing(ratio="0.10"), label="new",
+                             leader_proxy=current.leader_proxy.upper().replace("0X", "0x"))
+    patch.perf.applied_multiplier = "9"  # output only: ignored
+    merged = rules.merge_patch(current, patch)
+    assert merged.sizing.ratio == "0.1" and merged.label == "new"
+    assert merged.sizing.max_order_usd == "250" and list(merged.filters.market_allowlist) == ["a", "b"]
+    assert merged.perf.applied_multiplier == "1.5"
+    assert not rules.config_equal(merged, current)
+    assert rules.config_equal(rules.merge_patch(current, spb.Subscription()), current)
+
+
+@pytest.mark.parametrize("path", ["filters.marketAllowlist", "filters.market_allowlist"])
+def test_update_mask_clears_a_list(path: str) -> None:
+    merged = rules.merge_patch(_current(), spb.Subscription(), [path])
+    assert list(merged.filters.market_allowlist) == []
+
+
+def test_update_mask_sets_or_resets_to_default() -> None:
+    current = _current()
+    merged = rules.merge_patch(current, spb.Subscription(), ["filters.minPrice", "filters.copySells", "label"])
+    assert not merged.filters.HasField("min_price")
+    assert merged.filters.copy_sells is True and merged.label == ""
+    replaced = rules.merge_patch(current, spb.Subscription(sizing=spb.Sizing(
+        mode=spb.SIZING_MODE_FIXED_USD, fixed_usd="10")), ["sizing"])
+    assert replaced.sizing == spb.Sizing(mode=spb.SIZING_MODE_FIXED_USD, fixed_usd="10", min_order_usd="1")
+    assert replaced.perf.applied_multiplier == "1.5"
+    listed = rules.merge_patch(current, spb.Subscription(filters=spb.Filters(market_allowlist=["C"])),
+                               ["filters.market_allowlist"])
+    assert list(listed.filters.market_allowlist) == ["c"]
+
+
+BAD_TRIGGERS: list[tuple[Edit, str]] = [
+    (_set("wallet", "0xabc"), 'wallet: must be 0x + 40 hex characters, got "0xabc"'),
+    (_set("wallet", ""), "wallet: required"),
+    (_set("follower_wallet_id", ""), "followerWalletId: required"),
+    (_set("asset_id", ""), "assetId: required"),
+    (_set("asset_id", "0xabc"), 'assetId: must be a decimal token id, got "0xabc"'),
+    (_set("kind", 0), "kind: required: one of TRIGGER_KIND_TAKE_PROFIT"),
+    (_set("kind", 7), "kind: unknown value 7"),
+    (_set("price_source", 9), "priceSource: unknown value 9"),
+    (_set("source", 5), "source: unknown value 5"),
+    (_set("oco_group", "a b"), "ocoGroup: must be printable with no spaces"),
+    (_set("subscription_id", "s" * 200), "subscriptionId: must be at most 128 characters"),
+    (_clear("trigger_price"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS: a decimal in (0, 1)"),
+    (_set("trigger_price", "0"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS"),
+    (_set("trigger_price", "1"), 'triggerPrice: must be a decimal in (0, 1), got "1"'),
+    (_set("trigger_price", "-0.2"), 'triggerPrice: must be a decimal in (0, 1), got "-0.2"'),
+    (_set("trigger_price", "cheap"), 'triggerPrice: must be a decimal in (0, 1), got "cheap"'),
+    (_many(_set("kind", tpb.TRIGGER_KIND_TAKE_PROFIT), _clear("trigger_price")),
+     "triggerPrice: required for TRIGGER_KIND_TAKE_PROFIT"),
+    (_set("trail_pct", "5"), 'trailPct: not used by TRIGGER_KIND_STOP_LOSS: leave it out or "0"'),
+    (_set("activation_price", "0.3"), "activationPrice: not used by TRIGGER_KIND_STOP_LOSS"),
+    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price")),
+     "trailPct: required for TRIGGER_KIND_TRAILING_STOP: a decimal in (0, 100)"),
+    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price"), _set("trail_pct", "100")),
+     'trailPct: must be a decimal in (0, 100), got "100"'),
+    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _set("trail_pct", "10")),
+     "triggerPrice: not used by TRIGGER_KIND_TRAILING_STOP"),
+    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price"), _set("trail_pct", "10"),
+           _set("activation_price", "1.2")), 'activationPrice: must be a decimal in (0, 1), got "1.2"'),
+    (_set("sell_fraction", "0.5"), "size: exactly one of size and sellFraction may be non-zero"),
+    (_set("size", "0"), "sellFraction: required: exactly one of size (shares) and sellFraction"),
+    (_clear("size"), "sellFraction: required"),
+    (_set("size", "-1"), 'size: must be a decimal > 0, got "-1"'),
+    (_many(_clear("size"), _set("sell_fraction", "1.5")), 'sellFraction: must be a decimal in (0, 1], got "1.5"'),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), BAD_TRIGGERS)
+def test_bad_trigger_is_rejected_naming_the_field(edit: Edit, message: str) -> None:
+    raw = trigger()
+    edit(raw)
+    with pytest.raises(InvalidArgument) as err:
+        trigger_rules.new_trigger(raw)
+    assert err.value.message.startswith(message), err.value.message
+
+
+def test_new_trigger_defaults_and_canonical_values() -> None:
+    t = trigger_rules.new_trigger(trigger(wallet=FOLLOWER.upper().replace("0X", "0x"), trigger_price="0.220"))
+    assert (t.wallet, t.trigger_price, t.trail_pct, t.activation_price, t.size, t.sell_fraction) == (
+        FOLLOWER, "0.22", "0", "0", "10", "0")
+    assert (t.price_source, t.source, t.high_water_mark) == (tpb.PRICE_SOURCE_BEST_BID, tpb.TRIGGER_SOURCE_MANUAL, "0")
+    trailing = trigger_rules.new_trigger(tpb.Trigger(
+        wallet=FOLLOWER, follower_wallet_id="w", asset_id=ASSET, kind=tpb.TRIGGER_KIND_TRAILING_STOP,
+        trail_pct="10", activation_price="0.4", sell_fraction="1", source=tpb.TRIGGER_SOURCE_COPY))
+    assert (trailing.trail_pct, trailing.activation_price, trailing.sell_fraction, trailing.trigger_price) == (
+        "10", "0.4", "1", "0")
+    assert trailing.source == tpb.TRIGGER_SOURCE_COPY
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    (tpb.Trigger(wallet="0x" + "2" * 40), "wallet: cannot change"),
+    (tpb.Trigger(kind=tpb.TRIGGER_KIND_TAKE_PROFIT), "kind: cannot change"),
+    (tpb.Trigger(asset_id="1"), "assetId: cannot change"),
+    (tpb.Trigger(oco_group="g2"), "ocoGroup: cannot change"),
+    (tpb.Trigger(state=tpb.TRIGGER_STATE_CANCELLED), "state: output only"),
+    (tpb.Trigger(sell_fraction="0.5"), "size: exactly one of size and sellFraction"),
+    (tpb.Trigger(trigger_price="2"), "triggerPrice: must be a decimal in (0, 1)"),
+])
+def test_bad_trigger_patch(patch: tpb.Trigger, message: str) -> None:
+    current = trigger_rules.new_trigger(trigger())
+    current.id, current.state = "trg_1", tpb.TRIGGER_STATE_ARMED
+    with pytest.raises(InvalidArgument) as err:
+        trigger_rules.merge_trigger_patch(current, patch)
+    assert err.value.message.startswith(message), err.value.message
+
+
+def test_trigger_patch_switches_size_to_fraction() -> None:
+    current = trigger_rules.new_trigger(trigger())
+    merged = trigger_rules.merge_trigger_patch(current, tpb.Trigger(size="0", sell_fraction="0.5",
+                                                                    trigger_price="0.2", wallet=FOLLOWER))
+    assert (merged.size, merged.sell_fraction, merged.trigger_price) == ("0", "0.5", "0.2")
+    assert not trigger_rules.values_equal(merged, current)
+
+
+@pytest.mark.parametrize(("within", "text"), [
+    (v.POSITIVE, "> 0"), (v.NON_NEGATIVE, ">= 0"), (v.PRICE, "in (0, 1)"), (v.PERCENT, "in (0, 100]"),
+    (v.FRACTION, "in (0, 1]"), (v.PERCENT_OR_ZERO, "in [0, 100]"),
+])
+def test_range_descriptions(within: v.Range, text: str) -> None:
+    assert within.describe() == text
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 100), (1, 1), (500, 500)])
+def test_page_size_accepts(value: int, expected: int) -> None:
+    assert v.page_size(value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, 501, 10_000])
+def test_page_size_rejects(value: int) -> None:
+    with pytest.raises(InvalidArgument, match=r"^pageSize: must be between 1 and 500"):
+        v.page_size(value)
+
+
+@pytest.mark.parametrize(("header", "body", "expected"), [
+    (None, None, None), ("k1", None, "k1"), (None, "k2", "k2"), ("k3", "k3", "k3"), (" ", "", None),
+])
+def test_idempotency_key_sources(header: str | None, body: str | None, expected: str | None) -> None:
+    assert v.idempotency_key(header, body) == expected
+
+
+@pytest.mark.parametrize(("header", "body", "message"), [
+    ("a", "b", "requestId: differs from the Idempotency-Key header"),
+    ("k" * 256, None, "requestId: idempotency key must be 1..255 printable characters"),
+])
+def test_idempotency_key_rejects(header: str, body: str | None, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"^{message}"):
+        v.idempotency_key(header, body)
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF", min_size=40, max_size=40))
+def test_addresses_are_stored_lower_case(hex40: str) -> None:
+    assert v.address("x", "0x" + hex40) == "0x" + hex40.lower()
+
+
+@given(st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("0.999999"), places=6))
+def test_canonical_price_keeps_the_value(price: Decimal) -> None:
+    text = v.canonical("p", str(price), v.PRICE)
+    assert Decimal(text) == price and "E" not in text
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=4,
+                   min_value=Decimal("-1000"), max_value=Decimal("1000")))
+def test_ratio_accepted_iff_positive(ratio: Decimal) -> None:
+    raw = subscription()
+    raw.sizing.ratio = str(ratio)
+    if ratio > 0:
+        assert Decimal(rules.new_subscription(raw).sizing.ratio) == ratio
+    else:
+        with pytest.raises(InvalidArgument, match=r"^sizing\.ratio: must be a decimal > 0"):
+            rules.new_subscription(raw)
