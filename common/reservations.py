@@ -1,0 +1,221 @@
+"""In-flight exposure reservations in Redis, shared by the router (reserves) and the executor (releases).
+
+Every copy order the router emits claims its client order id and reserves what it may consume
+until the executor reports it terminal:
+- a BUY reserves its ``amount_usd`` against the follower wallet and the market (condition id);
+- a SELL reserves its ``size`` in shares against the follower wallet and the asset, so a second
+  leader exit does not sell shares an in-flight SELL already sells.
+Amounts are integer micro-units (1e-6 USD or share), never floats.
+
+Keys:
+- ``tt:order:{client_order_id}`` STRING claim + reservation record ``wallet|field|micro|owner``;
+  SET NX, so a client order id is claimed once. On release it becomes ``-`` + record with a TTL
+  (``keep_s``), so the claim still dedupes for a while after the order ended. An unreleased claim
+  never expires: a leaked reservation stays visible instead of silently vanishing.
+- ``tt:resv:{wallet_id}`` HASH ``usd:{condition_id}`` → micro-USD and ``sh:{asset_id}`` → micro-shares
+  reserved by the wallet's in-flight orders.
+Ids must not contain ``|``, ``,``, tabs or newlines (they are the record separators).
+
+The executor calls :func:`release` once an order is terminal (filled, cancelled, rejected, failed,
+lost, or dropped before submission); it is idempotent and a no-op for unknown ids. The scripts
+build keys from ids inside Lua, so they assume one Redis node (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+ORDER_PREFIX = "tt:order:"
+WALLET_PREFIX = "tt:resv:"
+USD = "usd"
+SHARES = "sh"
+MICRO = Decimal(1_000_000)
+DEFAULT_KEEP_S = 7 * 86_400
+
+# Lua functions for scripts that claim orders or read reservations in bulk (prepend to the script).
+# Records travel as one ARGV string (lines of tab-separated fields, see ``Reservation.line``) so a
+# fan-out to a thousand followers packs a few arguments instead of thousands.
+#   tt_claim_line(line) -> 1 claimed and reserved | 0 already claimed
+#   tt_unclaim_line(line) undoes a claim made by this same script call
+#   tt_summary(wallet_id, market, asset) -> "totalUsd\tmarketUsd\tassetShares\tmarket1,market2"
+LUA_FUNCTIONS = """
+local TT_ORDER_PREFIX = '""" + ORDER_PREFIX + """'
+local TT_WALLET_PREFIX = '""" + WALLET_PREFIX + """'
+local function tt_split(line)
+  return string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+end
+local function tt_claim_line(line)
+  local coid, wallet, fld, micro, owner = tt_split(line)
+  local record = wallet .. '|' .. fld .. '|' .. micro .. '|' .. owner
+  if not redis.call('SET', TT_ORDER_PREFIX .. coid, record, 'NX') then return 0 end
+  redis.call('HINCRBY', TT_WALLET_PREFIX .. wallet, fld, micro)
+  return 1
+end
+local function tt_unclaim_line(line)
+  local coid, wallet, fld, micro, owner = tt_split(line)
+  redis.call('DEL', TT_ORDER_PREFIX .. coid)
+  local left = redis.call('HINCRBY', TT_WALLET_PREFIX .. wallet, fld, '-' .. micro)
+  if left <= 0 then redis.call('HDEL', TT_WALLET_PREFIX .. wallet, fld) end
+end
+local function tt_summary(wallet, market, asset)
+  local h = redis.call('HGETALL', TT_WALLET_PREFIX .. wallet)
+  local total, here, shares, markets = 0, 0, 0, {}
+  for i = 1, #h, 2 do
+    local f, v = h[i], tonumber(h[i + 1])
+    if v > 0 then
+      if string.sub(f, 1, 4) == 'usd:' then
+        total = total + v
+        markets[#markets + 1] = string.sub(f, 5)
+        if f == 'usd:' .. market then here = v end
+      elseif f == 'sh:' .. asset then
+        shares = v
+      end
+    end
+  end
+  return string.format('%d\\t%d\\t%d\\t', total, here, shares) .. table.concat(markets, ',')
+end
+"""
+
+_RESERVE = LUA_FUNCTIONS + """
+local out = {}
+for line in string.gmatch(ARGV[1], '[^\\n]+') do out[#out + 1] = tt_claim_line(line) end
+return out
+"""
+
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, 1) == '-' then return '0' end
+local wallet, fld, micro = string.match(v, '^([^|]*)|([^|]*)|(%d+)|')
+if not wallet then return redis.error_reply('bad reservation record ' .. v) end
+local wkey = ARGV[1] .. wallet
+local left = redis.call('HINCRBY', wkey, fld, '-' .. micro)
+if left <= 0 then redis.call('HDEL', wkey, fld) end
+redis.call('SET', KEYS[1], '-' .. v, 'EX', ARGV[2])
+return micro
+"""
+
+_READ = LUA_FUNCTIONS + """
+local out = {}
+for w in string.gmatch(ARGV[3], '[^\\n]+') do out[#out + 1] = tt_summary(w, ARGV[1], ARGV[2]) end
+return table.concat(out, '\\n')
+"""
+
+
+def order_key(client_order_id: str) -> str:
+    """Claim / reservation record of one client order id."""
+    return ORDER_PREFIX + client_order_id
+
+
+def wallet_key(wallet_id: str) -> str:
+    """Reserved amounts of one follower wallet."""
+    return WALLET_PREFIX + wallet_id
+
+
+def to_micro(value: Decimal) -> int:
+    """Integer micro-units, rounded up (a reservation never under-counts)."""
+    return int((value * MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_micro(micro: int) -> Decimal:
+    """Decimal units from micro-units."""
+    return Decimal(micro) / MICRO
+
+
+_ID_OK = re.compile(r"[^|,\t\n]+\Z").match
+
+
+def _check_id(value: str, name: str) -> str:
+    if not _ID_OK(value):
+        raise ValueError(f"{name} must be non-empty and contain no '|', ',', tab or newline: {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one order reserves: ``kind`` USD against a market, or SHARES against an asset."""
+
+    client_order_id: str
+    wallet_id: str
+    kind: str  # USD or SHARES
+    key: str  # condition id (USD) or asset id (SHARES)
+    micro: int
+    owner: str = ""  # who claimed it (the router puts the leader trade id)
+
+    def __post_init__(self) -> None:
+        if self.kind not in (USD, SHARES):
+            raise ValueError(f"kind must be {USD!r} or {SHARES!r}, got {self.kind!r}")
+        if self.micro <= 0:
+            raise ValueError(f"micro must be > 0, got {self.micro}")
+        _check_id(self.wallet_id, "wallet_id")
+        _check_id(self.key, "key")
+        _check_id(self.client_order_id, "client_order_id")
+
+    @property
+    def field(self) -> str:
+        """Field of the wallet hash this reservation adds to."""
+        return f"{self.kind}:{self.key}"
+
+    def line(self) -> str:
+        """The record as ``tt_claim_line`` reads it: client order id, wallet, field, micro, owner."""
+        return f"{self.client_order_id}\t{self.wallet_id}\t{self.kind}:{self.key}\t{self.micro}\t{self.owner}"
+
+
+def lines(items: Iterable[Reservation]) -> str:
+    """Several records as one script argument."""
+    return "\n".join(r.line() for r in items)
+
+@dataclass(frozen=True, slots=True)
+class WalletReserved:
+    """A wallet's in-flight reservations for one trade's market and asset, in micro-units."""
+
+    total_usd_micro: int = 0
+    market_usd_micro: int = 0
+    asset_shares_micro: int = 0
+    markets: frozenset[str] = frozenset()
+
+
+NOTHING_RESERVED = WalletReserved()
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def parse_summary(line: str) -> WalletReserved:
+    """Parse one ``tt_summary`` line."""
+    if line.startswith("0\t0\t0\t") and len(line) == 6:
+        return NOTHING_RESERVED
+    total, here, shares, markets = line.split("\t", 3)
+    return WalletReserved(int(total), int(here), int(shares), frozenset(markets.split(",")) if markets else frozenset())
+
+
+async def reserve(redis: Any, items: Sequence[Reservation]) -> list[bool]:
+    """Claim and reserve several orders in one Lua call; False for ids already claimed (nothing reserved)."""
+    if not items:
+        return []
+    result = await redis.eval(_RESERVE, 0, lines(items))
+    return [int(x) == 1 for x in result]
+
+
+async def release(redis: Any, client_order_id: str, *, keep_s: int = DEFAULT_KEEP_S) -> int:
+    """Release an order's reservation once it is terminal; returns the micro-units released (0 if none).
+
+    Idempotent: a second call, or a call for an id never reserved, releases nothing.
+    """
+    released = await redis.eval(_RELEASE, 1, order_key(client_order_id), WALLET_PREFIX, str(keep_s))
+    return int(_s(released))
+
+
+async def read(redis: Any, wallet_ids: Iterable[str], market: str = "",
+               asset_id: str = "") -> dict[str, WalletReserved]:
+    """In-flight reservations of several wallets in one Lua call: USD total and markets, plus the USD
+    reserved in ``market`` and the shares reserved in ``asset_id`` when given."""
+    ids = list(dict.fromkeys(wallet_ids))
+    if not ids:
+        return {}
+    reply = _s(await redis.eval(_READ, 0, market, asset_id, "\n".join(ids)))
+    return {w: parse_summary(line) for w, line in zip(ids, reply.split("\n"), strict=True)}

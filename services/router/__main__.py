@@ -1,0 +1,136 @@
+"""``python -m services.router``: build the real clients, wire the router, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+
+from common.grpcserver import GrpcServer, run, wait_for_termination
+from common.logs import setup_logging
+from common.retry import Backoff
+from common.storage import apply_migrations, create_redis
+from common.streams import (
+    ROUTED_TRADES,
+    DeadLetters,
+    DurableLog,
+    RedisCursorStore,
+    ResumableConsumer,
+    create_stream_redis,
+)
+from common.telemetry import setup_telemetry
+from services.router import server
+from services.router.adapters.balances import InsidersBalances, NoBalances
+from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
+from services.router.adapters.redis_state import RedisState
+from services.router.adapters.store import RouterStore, create_autocommit_pool
+from services.router.adapters.subscriptions import SubscriptionCache
+from services.router.config import Settings
+from services.router.metrics import RouterMetrics
+from services.router.outbox import Emitter
+from services.router.router import Knobs, Router
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
+
+log = logging.getLogger("services.router")
+
+
+@dataclass
+class RunningRouter:
+    """A wired, running router (what ``serve`` hands to its caller)."""
+
+    settings: Settings
+    grpc: GrpcServer
+    router: Router
+    consumer: ResumableConsumer[mpb.LeaderTradeEvent]
+    subscriptions: SubscriptionCache
+    metrics: RouterMetrics
+
+
+async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[None]]) -> None:
+    """Run the router until ``until(running)`` returns, then shut down in order."""
+    db_url = settings.storage.database_url.value
+    redis_url = settings.storage.redis_url.value
+    await asyncio.to_thread(apply_migrations, db_url)
+    async with AsyncExitStack() as stack:
+        pool = await create_autocommit_pool(db_url)
+        stack.push_async_callback(pool.close)
+        redis = create_redis(redis_url)
+        stack.push_async_callback(redis.aclose)
+        stream_redis = create_stream_redis(redis_url)
+        stack.push_async_callback(stream_redis.aclose)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        stack.push_async_callback(session.close)
+        channel = grpc.aio.insecure_channel(settings.ingest_target)
+        stack.push_async_callback(channel.close, None)
+
+        metrics = RouterMetrics()
+        subscriptions = SubscriptionCache(redis, check_interval_s=settings.index_check_interval_s)
+        redis_state = RedisState(redis, ROUTED_TRADES, marker_ttl_s=settings.dedupe_ttl_s,
+                                 stream_maxlen=settings.stream_maxlen)
+        store = RouterStore(pool)
+        markets = MarketInfoCache(
+            redis, ClobMarketInfo(session, settings.clob_api_url, timeout_s=settings.http_timeout_s),
+            ttl_ms=int(settings.market_info_ttl_s * 1000), clock_ms=lambda: time.time_ns() // 1_000_000)
+        balances = (InsidersBalances(session, settings.insiders_api_url, settings.insiders_api_token,
+                                     ttl_s=settings.balance_cache_ttl_s, timeout_s=settings.http_timeout_s)
+                    if settings.insiders_api_url else NoBalances())
+        emitter = Emitter(redis_state, store)
+        router = Router(followers=subscriptions, redis_state=redis_state, store=store, markets=markets,
+                        balances=balances, emitter=emitter,
+                        knobs=Knobs(max_trade_age_ms=int(settings.max_trade_age_s * 1000),
+                                    marketable_buy_min_usd=settings.marketable_buy_min_usd,
+                                    default_max_slippage_bps=settings.default_max_slippage_bps),
+                        metrics=metrics)
+        stub = mgrpc.IngestServiceStub(channel)
+
+        async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
+            request = mpb.StreamLeaderTradesRequest(after_cursor=after, consumer=settings.consumer_name)
+            async for resp in stub.StreamLeaderTrades(request):
+                yield resp.cursor, resp.event
+
+        consumer: ResumableConsumer[mpb.LeaderTradeEvent] = ResumableConsumer(
+            settings.consumer_name, open_stream, router.handle, RedisCursorStore(redis),
+            start=settings.start_cursor,
+            dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda e: e.SerializeToString()),
+            backoff=Backoff(0.05, 2.0), max_handler_attempts=settings.handler_attempts)
+
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
+        await subscriptions.ready.wait()
+        await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
+        tasks.append(asyncio.create_task(
+            emitter.run(interval_s=settings.outbox_interval_s, min_age_s=settings.outbox_min_age_s), name="outbox"))
+        srv = await server.start(settings.grpc_port, DurableLog(stream_redis, ROUTED_TRADES),
+                                 host=settings.grpc_host)
+        tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
+        log.info("router started", extra={"port": srv.port, "ingest": settings.ingest_target})
+        try:
+            await until(RunningRouter(settings, srv, router, consumer, subscriptions, metrics))
+        finally:
+            with suppress(Exception):
+                await srv.stop(2.0)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
+            with suppress(Exception):
+                await emitter.flush()
+
+
+async def main() -> None:
+    """Entry point: settings from the environment, serve until SIGTERM/SIGINT."""
+    settings = Settings.from_env()
+    setup_logging("router", settings.log_level)
+    setup_telemetry("router")
+    await serve(settings, lambda running: wait_for_termination(running.grpc))
+
+
+if __name__ == "__main__":
+    run(main)

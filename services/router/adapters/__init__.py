@@ -1,0 +1,1 @@
+"""I/O behind small ports: Redis, PostgreSQL, CLOB REST, Insiders balances."""

@@ -1,0 +1,158 @@
+"""Market info (tick size, minimum order size, neg-risk, closed/accepting) from the CLOB REST API,
+cached in Redis (``common.marketstate``: ``tt:market:{asset}``, which ingest also updates on
+``tick_size_change``).
+
+Cache policy: a cached entry younger than the TTL is used as is; an older one is used and refreshed
+in the background; a missing one is fetched before routing. To force a refresh (e.g. the executor
+got INVALID_ORDER_MIN_TICK_SIZE), DEL ``tt:market:{asset}``: the next trade in that asset refetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+
+from common.decimals import parse_decimal
+from common.marketstate import MarketInfo, write_market
+
+log = logging.getLogger(__name__)
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_decimal(value)
+    except ValueError:
+        return None
+
+
+def parse_market_info(asset_id: str, market: dict[str, Any] | None, book: dict[str, Any] | None,
+                      now_ms: int) -> list[MarketInfo]:
+    """MarketInfo for the asset (and its sibling tokens) from ``GET /markets/{condition}`` and/or
+    ``GET /book?token_id=`` bodies (FORMATS.md §4). The book's tick and minimum win: they are current.
+    The asset is left out when the market lists tokens without it and no book confirms it.
+    Raises ValueError when neither gives a tick size."""
+    tick = _dec(book.get("tick_size")) if book else None
+    min_size = _dec(book.get("min_order_size")) if book else None
+    neg_risk = bool(book.get("neg_risk", False)) if book else False
+    condition = str(book.get("market") or "") if book else ""
+    closed, accepting, slug = False, True, ""
+    tokens: list[str] = []
+    if market:
+        tick = tick or _dec(market.get("minimum_tick_size"))
+        min_size = min_size if min_size is not None else _dec(market.get("minimum_order_size"))
+        neg_risk = bool(market.get("neg_risk", neg_risk))
+        condition = str(market.get("condition_id") or condition)
+        closed = bool(market.get("closed", False))
+        accepting = bool(market.get("accepting_orders", True))
+        slug = str(market.get("market_slug") or "")
+        tokens = [str(t.get("token_id")) for t in market.get("tokens") or [] if t.get("token_id")]
+    if tick is None or tick <= 0:
+        raise ValueError(f"no tick size for asset {asset_id}")
+    known = [asset_id] if book is not None or not tokens or asset_id in tokens else []
+    infos = []
+    for token in dict.fromkeys([*known, *tokens]):
+        infos.append(MarketInfo(asset_id=token, condition_id=condition.lower(), tick_size=tick,
+                                min_order_size=min_size or Decimal(0), neg_risk=neg_risk, closed=closed,
+                                accepting_orders=accepting, market_slug=slug, updated_ms=now_ms))
+    return infos
+
+
+class ClobMarketInfo:
+    """CLOB REST client for market info."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any] | None:
+        try:
+            async with self.session.get(self.base_url + path, params=params, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    log.warning("clob market info request failed",
+                                extra={"path": path, "status": resp.status})
+                    return None
+                body = orjson.loads(await resp.read())
+                return body if isinstance(body, dict) else None
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            log.warning("clob market info request failed", extra={"path": path, "error": repr(exc)[:200]})
+            return None
+
+    async def fetch(self, asset_id: str, condition_id: str, now_ms: int, *, attempts: int = 2) -> list[MarketInfo]:
+        """Market info of the asset's market; [] when the CLOB does not answer usefully (after ``attempts``)."""
+        for attempt in range(attempts):
+            infos = await self._fetch_once(asset_id, condition_id, now_ms)
+            if infos or attempt + 1 == attempts:
+                return infos
+            await asyncio.sleep(0.05 * (attempt + 1))
+        return []
+
+    async def _fetch_once(self, asset_id: str, condition_id: str, now_ms: int) -> list[MarketInfo]:
+        market_req = self._get(f"/markets/{condition_id}") if condition_id else None
+        book_req = self._get("/book", {"token_id": asset_id})
+        if market_req is not None:
+            market, book = await asyncio.gather(market_req, book_req)
+        else:
+            market, book = None, await book_req
+        if market is None and book is None:
+            return []
+        try:
+            return parse_market_info(asset_id, market, book, now_ms)
+        except ValueError as exc:
+            log.warning("clob market info unusable", extra={"asset_id": asset_id, "error": str(exc)})
+            return []
+
+
+class MarketInfoCache:
+    """Resolves an asset's market info: Redis cache first, CLOB REST when missing or old."""
+
+    def __init__(self, redis: Any, clob: ClobMarketInfo, *, ttl_ms: int, clock_ms: Callable[[], int]) -> None:
+        self.redis = redis
+        self.clob = clob
+        self.ttl_ms = ttl_ms
+        self.clock_ms = clock_ms
+        self._inflight: dict[str, asyncio.Task[MarketInfo | None]] = {}
+
+    def _usable(self, cached: MarketInfo | None) -> bool:
+        return cached is not None and cached.tick_size > 0
+
+    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None) -> MarketInfo | None:
+        """Market info to route with, or None when unknown and the CLOB does not answer."""
+        if cached is not None and self._usable(cached):
+            if self.clock_ms() - cached.updated_ms > self.ttl_ms:
+                self._refresh(asset_id, condition_id, cached)
+            return cached
+        return await asyncio.shield(self._refresh(asset_id, condition_id, cached))
+
+    def _refresh(self, asset_id: str, condition_id: str,
+                 cached: MarketInfo | None) -> asyncio.Task[MarketInfo | None]:
+        task = self._inflight.get(asset_id)
+        if task is None:
+            task = asyncio.create_task(self._fetch(asset_id, condition_id or (cached.condition_id if cached else ""),
+                                                   cached.event_slug if cached else ""))
+            self._inflight[asset_id] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(asset_id, None))
+        return task
+
+    async def _fetch(self, asset_id: str, condition_id: str, event_slug: str) -> MarketInfo | None:
+        infos = await self.clob.fetch(asset_id, condition_id, self.clock_ms())
+        mine = None
+        for info in infos:
+            if event_slug and not info.event_slug:
+                info = replace(info, event_slug=event_slug)  # the CLOB does not know event slugs
+            try:
+                await write_market(self.redis, info)
+            except Exception:  # noqa: BLE001 - the cache is an optimisation; routing goes on
+                log.warning("market info cache write failed", extra={"asset_id": info.asset_id})
+            if info.asset_id == asset_id:
+                mine = info
+        return mine

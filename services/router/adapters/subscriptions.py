@@ -1,0 +1,126 @@
+"""In-memory cache of the hot index (leader → parsed active subscriptions), kept fresh by the
+invalidation channel: a change message reloads its leader; (re)subscribing or a version gap reloads
+everything; a periodic version check is the safety net for lost messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from common import hotindex
+from common.retry import Backoff
+from services.router.domain.model import Follower
+from services.router.inbound import parse_follower
+
+log = logging.getLogger(__name__)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _parse(raw: dict[Any, Any]) -> tuple[Follower, ...]:
+    followers = []
+    for value in raw.values():
+        try:
+            followers.append(parse_follower(hotindex.decode(value)))
+        except Exception:  # one unreadable entry must not hide the others
+            log.exception("unreadable hot-index entry")
+    return tuple(sorted(followers, key=lambda f: f.subscription_id))
+
+
+class SubscriptionCache:
+    """Followers per leader, from Redis, refreshed by ``tt:index:changed``."""
+
+    def __init__(self, redis: Any, *, check_interval_s: float = 5.0,
+                 backoff: Backoff | None = None) -> None:
+        self.redis = redis
+        self.check_interval_s = check_interval_s
+        self.backoff = backoff or Backoff(0.05, 2.0)
+        self.version = -1
+        self.reloads = 0
+        self.ready = asyncio.Event()
+        self._by_leader: dict[str, tuple[Follower, ...]] = {}
+
+    async def followers_of(self, leader: str) -> tuple[Follower, ...]:
+        """Active followers of a leader (reads Redis directly on a miss, e.g. a subscription created
+        a moment ago whose change message is still in flight)."""
+        leader = leader.lower()
+        hit = self._by_leader.get(leader)
+        if hit is not None:
+            return hit
+        followers = _parse(await self.redis.hgetall(hotindex.leader_key(leader)))
+        if followers:
+            self._by_leader[leader] = followers
+        return followers
+
+    async def reload_all(self) -> None:
+        """Reload every leader (version read first, so later changes are not missed)."""
+        version = await hotindex.version(self.redis)
+        leaders = sorted(await hotindex.leaders(self.redis))
+        pipe = self.redis.pipeline(transaction=False)
+        for leader in leaders:
+            pipe.hgetall(hotindex.leader_key(leader))
+        raws = await pipe.execute() if leaders else []
+        self._by_leader = {leader: _parse(raw) for leader, raw in zip(leaders, raws, strict=True)}
+        self.version = version
+        self.reloads += 1
+        self.ready.set()
+        log.info("subscriptions reloaded", extra={"leaders": len(leaders), "version": version})
+
+    async def reload_leader(self, leader: str) -> None:
+        """Reload one leader's followers."""
+        leader = leader.lower()
+        followers = _parse(await self.redis.hgetall(hotindex.leader_key(leader)))
+        if followers:
+            self._by_leader[leader] = followers
+        else:
+            self._by_leader.pop(leader, None)
+
+    async def apply(self, change: hotindex.IndexChange) -> None:
+        """Handle one change message."""
+        if change.version <= self.version:
+            return
+        if change.version != self.version + 1:
+            await self.reload_all()
+            return
+        await self.reload_leader(change.leader)
+        self.version = change.version
+
+    async def run(self) -> None:
+        """Follow the invalidation channel until cancelled, resubscribing (and reloading) on failure."""
+        attempt = 0
+        rng = random.Random()
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(hotindex.CHANNEL)
+                await self.reload_all()
+                attempt = 0
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.check_interval_s)
+                    if msg is None:
+                        if await hotindex.version(self.redis) != self.version:
+                            await self.reload_all()
+                        continue
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        change = hotindex.IndexChange.parse(_s(msg["data"]))
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("bad index change message", extra={"data": _s(msg.get("data"))[:200]})
+                        continue
+                    await self.apply(change)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis trouble: resubscribe and reload
+                delay = self.backoff.delay(attempt, rng.random())
+                attempt += 1
+                log.warning("subscription cache resubscribing", extra={"error": repr(exc)[:200], "delay_s": delay})
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

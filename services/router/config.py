@@ -1,0 +1,85 @@
+"""Router settings from the environment (invalid values raise ConfigError at start-up)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from common.config import (
+    ConfigError,
+    Secret,
+    StorageSettings,
+    env_decimal,
+    env_float_seconds,
+    env_int,
+    env_str,
+    env_url,
+    grpc_port,
+    grpc_target,
+)
+from common.streams import START_NEW, START_OLDEST
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the router needs to run."""
+
+    storage: StorageSettings
+    grpc_port: int
+    ingest_target: str
+    clob_api_url: str
+    insiders_api_url: str
+    insiders_api_token: Secret
+    start_cursor: str = START_OLDEST
+    consumer_name: str = "router"
+    max_trade_age_s: float = 300.0
+    market_info_ttl_s: float = 300.0
+    balance_cache_ttl_s: float = 30.0
+    http_timeout_s: float = 2.0
+    dedupe_ttl_s: int = 86_400
+    stream_maxlen: int = 1_000_000
+    default_max_slippage_bps: int = 200
+    marketable_buy_min_usd: Decimal = Decimal(1)
+    index_check_interval_s: float = 5.0
+    outbox_interval_s: float = 2.0
+    outbox_min_age_s: float = 2.0
+    handler_attempts: int = 20
+    grpc_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate ``TT_ROUTER_*`` and the shared variables."""
+        env = os.environ if env is None else env
+        start = env_str(env, "TT_ROUTER_START", "oldest").lower()
+        if start not in {"oldest", "new"}:
+            raise ConfigError(f"TT_ROUTER_START must be 'oldest' or 'new', got {start!r}")
+        return cls(
+            storage=StorageSettings.from_env(env),
+            grpc_port=grpc_port(env, "router"),
+            ingest_target=grpc_target(env, "ingest"),
+            clob_api_url=env_url(env, "TT_CLOB_API_URL", "https://clob.polymarket.com"),
+            insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
+            insiders_api_token=Secret(env_str(env, "TT_INSIDERS_API_TOKEN")),
+            start_cursor=START_OLDEST if start == "oldest" else START_NEW,
+            consumer_name=env_str(env, "TT_ROUTER_CONSUMER", "router"),
+            max_trade_age_s=env_float_seconds(env, "TT_ROUTER_MAX_TRADE_AGE_S", 300.0, minimum=1.0),
+            market_info_ttl_s=env_float_seconds(env, "TT_ROUTER_MARKET_INFO_TTL_S", 300.0, minimum=1.0),
+            balance_cache_ttl_s=env_float_seconds(env, "TT_ROUTER_BALANCE_CACHE_TTL_S", 30.0),
+            http_timeout_s=env_float_seconds(env, "TT_ROUTER_HTTP_TIMEOUT_S", 2.0, minimum=0.05),
+            dedupe_ttl_s=env_int(env, "TT_ROUTER_DEDUPE_TTL_S", 86_400, minimum=60),
+            stream_maxlen=env_int(env, "TT_ROUTER_STREAM_MAXLEN", 1_000_000, minimum=1000),
+            default_max_slippage_bps=env_int(env, "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", 200, minimum=0,
+                                             maximum=10_000),
+            marketable_buy_min_usd=env_decimal(env, "TT_ROUTER_MARKETABLE_BUY_MIN_USD", Decimal(1),
+                                               minimum=Decimal(0)),
+            index_check_interval_s=env_float_seconds(env, "TT_ROUTER_INDEX_CHECK_INTERVAL_S", 5.0,
+                                                     minimum=0.05),
+            outbox_interval_s=env_float_seconds(env, "TT_ROUTER_OUTBOX_INTERVAL_S", 2.0, minimum=0.05),
+            outbox_min_age_s=env_float_seconds(env, "TT_ROUTER_OUTBOX_MIN_AGE_S", 2.0),
+            handler_attempts=env_int(env, "TT_ROUTER_HANDLER_ATTEMPTS", 20, minimum=1),
+            grpc_host=env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1"),
+            log_level=env_str(env, "TT_ROUTER_LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,125 @@
+"""One decision per follower for one leader trade: an order to emit or a skip with a reason.
+
+BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → daily loss →
+open positions → exposure headroom → round down to the cent → market minimum.
+SELL: copySells and market lists → SELL sizing (see ``sells``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from common.decimals import fmt
+from common.ids import hash_id
+from services.router.domain import filters, risk, sells, sizing
+from services.router.domain.market_rules import buy_minimum_usd, floor_cents
+from services.router.domain.model import (
+    Decision,
+    Follower,
+    FollowerState,
+    LeaderTrade,
+    MarketRules,
+    OrderIntent,
+    Policy,
+    Reason,
+    Side,
+    Skip,
+)
+
+_EMPTY_STATE = FollowerState()
+
+
+def client_order_id(leader_trade_id: str, follower_wallet_id: str, asset_id: str) -> str:
+    """The idempotency key of a copy: one order per (leader trade, follower wallet, asset)."""
+    return hash_id("co", leader_trade_id, follower_wallet_id, asset_id)
+
+
+def _skip(f: Follower, reason: Reason, detail: str) -> Skip:
+    return Skip(f.subscription_id, f.follower_wallet_id, reason, detail)
+
+
+def _slippage(f: Follower, policy: Policy) -> int:
+    bps = f.filters.max_slippage_bps
+    return policy.default_max_slippage_bps if bps is None else bps
+
+
+def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
+               policy: Policy, market_min: Decimal | None = None) -> Decision:
+    """Size a copied BUY or say why not (``market_min``: precomputed ``buy_minimum_usd``)."""
+    sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
+    if not isinstance(sized, sizing.Sized):
+        return _skip(f, *sized)
+    rejected = risk.daily_loss(f.risk, state) or risk.open_positions(f.risk, state, trade.condition_id)
+    if rejected is not None:
+        return _skip(f, *rejected)
+    capped = risk.cap_exposure(f.risk, state, sized.amount)
+    if not isinstance(capped, risk.Capped):
+        return _skip(f, *capped)
+    amount = floor_cents(capped.amount)
+    if market_min is None:
+        market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
+    if capped.cut_by is not None:
+        wanted_min = max(market_min, f.sizing.min_order_usd or market_min)
+        if amount < wanted_min:
+            return _skip(f, capped.cut_by, f"{capped.detail}, below the minimum order ${fmt(wanted_min)}")
+    if amount < market_min:
+        return _skip(f, Reason.BELOW_MARKET_MINIMUM,
+                     f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
+                     f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)}, "
+                     f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
+    return OrderIntent(f.subscription_id, f.follower_wallet_id,
+                       client_order_id(trade.id, f.follower_wallet_id, trade.asset_id),
+                       Side.BUY, amount, None, _slippage(f, policy))
+
+
+def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
+                leader_before: Decimal | None, policy: Policy) -> Decision:
+    """Size a copied SELL or say why not."""
+    size = sells.size_sell(state, trade.size, leader_before, market.min_order_size)
+    if not isinstance(size, Decimal):
+        return _skip(f, *size)
+    return OrderIntent(f.subscription_id, f.follower_wallet_id,
+                       client_order_id(trade.id, f.follower_wallet_id, trade.asset_id),
+                       Side.SELL, None, size, _slippage(f, policy))
+
+
+def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
+           leader_before: Decimal | None, policy: Policy, *, ids: tuple[str, str, str] | None = None,
+           market_min: Decimal | None = None) -> Decision:
+    """The decision for one follower (trade-wide gates are checked by ``route``, which also passes the
+    per-trade ``ids`` and ``market_min`` computed once)."""
+    if f.invalid:
+        return _skip(f, Reason.INVALID_SUBSCRIPTION, f.invalid)
+    rejected = filters.subscription_filters(f.filters, trade, market, ids)
+    if rejected is not None:
+        return _skip(f, *rejected)
+    if trade.side is Side.BUY:
+        return decide_buy(trade, f, market, state, policy, market_min)
+    return decide_sell(trade, f, market, state, leader_before, policy)
+
+
+def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules | None,
+          states: Mapping[str, FollowerState], leader_before: Decimal | None,
+          policy: Policy) -> list[Decision]:
+    """Decisions for every follower of the leader, in the followers' order.
+
+    ``states`` is keyed by follower wallet id; a missing wallet has no positions, fills or reservations.
+    """
+    if market is None:
+        return [_skip(f, Reason.MARKET_INFO_UNAVAILABLE,
+                      f"no market info for asset {trade.asset_id} (CLOB market info unavailable)")
+                for f in followers]
+    gate = filters.trade_gate(trade, market, policy)
+    if gate is not None:
+        return [_skip(f, *gate) for f in followers]
+    ids = filters.market_identifiers(trade, market)
+    market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
+    return [decide(trade, f, market, states.get(f.follower_wallet_id, _EMPTY_STATE), leader_before, policy,
+                   ids=ids, market_min=market_min)
+            for f in followers]
+
+
+def invalid_trade(followers: Sequence[Follower], detail: str) -> list[Decision]:
+    """Every follower skipped because the leader trade itself cannot be copied."""
+    return [_skip(f, Reason.INVALID_TRADE, detail) for f in followers]

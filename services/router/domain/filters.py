@@ -1,0 +1,99 @@
+"""Which leader trades are copied: trade-wide gates and per-subscription filters.
+
+A rejection is ``(Reason, detail)``; ``None`` means the trade passes.
+
+Rules:
+- Trade-wide (same answer for every follower): the market must be open and accepting orders, the
+  leader trade must not be older than ``Policy.max_trade_age_ms`` (venue time; protects against
+  replays of old history), and its price must lie within the market's [tick, 1 − tick].
+- Market lists match the trade's condition id exactly and its market or event slug either exactly
+  or as a series prefix ending at a ``-`` boundary ("btc-updown-5m" matches
+  "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
+- Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
+  mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
+  ``copySells`` and the market lists apply to SELLs too.
+"""
+
+from __future__ import annotations
+
+from common.decimals import fmt
+from services.router.domain.market_rules import within_tick_bounds
+from services.router.domain.model import FilterRules, LeaderTrade, MarketRules, Policy, Reason, Side
+
+Rejection = tuple[Reason, str]
+
+
+def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejection | None:
+    """Checks that depend only on the trade, the market and the time."""
+    if market.closed or not market.accepting_orders:
+        state = "closed" if market.closed else "not accepting orders"
+        return Reason.MARKET_CLOSED, f"market {trade.condition_id or trade.asset_id} is {state}"
+    age_ms = policy.now_ms - trade.venue_time_ms
+    if trade.venue_time_ms > 0 and age_ms > policy.max_trade_age_ms:
+        return (Reason.TRADE_TOO_OLD,
+                f"leader trade is {age_ms / 1000:.1f}s old, max age {policy.max_trade_age_ms / 1000:.1f}s")
+    if not within_tick_bounds(trade.price, market.tick_size):
+        return (Reason.PRICE_OUTSIDE_TICK_BOUNDS,
+                f"leader price {fmt(trade.price)} outside [{fmt(market.tick_size)}, "
+                f"{fmt(1 - market.tick_size)}] for tick {fmt(market.tick_size)}")
+    return None
+
+
+def market_identifiers(trade: LeaderTrade, market: MarketRules) -> tuple[str, str, str]:
+    """(condition id, market slug, event slug) of the trade, lower-cased, from the trade or the market info."""
+    return (trade.condition_id.lower(), (trade.market_slug or market.market_slug).lower(),
+            (trade.event_slug or market.event_slug).lower())
+
+
+def _slug_matches(entry: str, slug: str) -> bool:
+    return bool(slug) and (slug == entry or slug.startswith(entry + "-"))
+
+
+def listed(entries: tuple[str, ...], ids: tuple[str, str, str]) -> str | None:
+    """The first entry matching the market (see module rules), or None."""
+    condition, market_slug, event_slug = ids
+    for entry in entries:
+        if entry == condition and condition:
+            return entry
+        if _slug_matches(entry, market_slug) or _slug_matches(entry, event_slug):
+            return entry
+    return None
+
+
+def market_lists(filters: FilterRules, ids: tuple[str, str, str]) -> Rejection | None:
+    """Deny- and allowlist check."""
+    denied = listed(filters.denylist, ids)
+    if denied is not None:
+        return Reason.MARKET_DENIED, f"market {ids[1] or ids[0]} matches denylist entry {denied!r}"
+    if filters.allowlist and listed(filters.allowlist, ids) is None:
+        return (Reason.MARKET_NOT_ALLOWED,
+                f"market {ids[1] or ids[0]} (event {ids[2] or '?'}) is not in the allowlist "
+                f"({len(filters.allowlist)} entries)")
+    return None
+
+
+def entry_filters(filters: FilterRules, trade: LeaderTrade) -> Rejection | None:
+    """Price bounds and minimum leader notional (BUYs only)."""
+    if filters.min_price is not None and trade.price < filters.min_price:
+        return Reason.PRICE_BELOW_MIN, f"leader price {fmt(trade.price)} < minPrice {fmt(filters.min_price)}"
+    if filters.max_price is not None and trade.price > filters.max_price:
+        return Reason.PRICE_ABOVE_MAX, f"leader price {fmt(trade.price)} > maxPrice {fmt(filters.max_price)}"
+    if filters.min_leader_trade_usd is not None and trade.notional_usd < filters.min_leader_trade_usd:
+        return (Reason.LEADER_TRADE_TOO_SMALL,
+                f"leader notional ${fmt(trade.notional_usd)} < minLeaderTradeUsd "
+                f"${fmt(filters.min_leader_trade_usd)}")
+    return None
+
+
+def subscription_filters(filters: FilterRules, trade: LeaderTrade, market: MarketRules,
+                         ids: tuple[str, str, str] | None = None) -> Rejection | None:
+    """Every per-subscription filter for this trade's side (``ids``: precomputed ``market_identifiers``)."""
+    if trade.side is Side.SELL and not filters.copy_sells:
+        return Reason.COPY_SELLS_DISABLED, "leader SELL not copied: copySells is off"
+    if filters.denylist or filters.allowlist:
+        rejected = market_lists(filters, ids or market_identifiers(trade, market))
+        if rejected is not None:
+            return rejected
+    if trade.side is Side.BUY:
+        return entry_filters(filters, trade)
+    return None

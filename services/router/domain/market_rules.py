@@ -1,0 +1,38 @@
+"""Market rules: tick grid, price bounds [tick, 1 − tick], minimum order sizes."""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+
+from services.router.domain.model import CENT, ONE, SHARE_QUANTUM, Side
+
+
+def within_tick_bounds(price: Decimal, tick: Decimal) -> bool:
+    """True when ``tick <= price <= 1 - tick`` (the only prices an order can have)."""
+    return tick > 0 and tick <= price <= ONE - tick
+
+
+def snap_to_tick(price: Decimal, tick: Decimal, side: Side) -> Decimal:
+    """The nearest grid price that does not worsen the order: BUY rounds down, SELL rounds up,
+    then clamped into [tick, 1 − tick]."""
+    if tick <= 0:
+        raise ValueError(f"tick size must be > 0, got {tick}")
+    steps = (price / tick).to_integral_value(rounding=ROUND_FLOOR if side is Side.BUY else ROUND_CEILING)
+    snapped = steps * tick
+    return min(max(snapped, tick), ONE - tick)
+
+
+def floor_cents(amount: Decimal) -> Decimal:
+    """USD amount rounded down to the cent (never spend more than decided)."""
+    return amount.quantize(CENT, rounding=ROUND_DOWN)
+
+
+def floor_shares(size: Decimal) -> Decimal:
+    """Share size rounded down to the venue's share accuracy (never sell more than held)."""
+    return size.quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
+
+
+def buy_minimum_usd(price: Decimal, min_order_size: Decimal, marketable_min_usd: Decimal) -> Decimal:
+    """Smallest BUY the venue accepts at ``price``: min_order_size shares × price, and at least the
+    marketable-BUY minimum ($1)."""
+    return max(min_order_size * price, marketable_min_usd)

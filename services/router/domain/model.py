@@ -1,0 +1,189 @@
+"""Domain values of the router: the leader trade, a follower's rules and state, and the decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+CENT = Decimal("0.01")
+# Share sizes are sent with at most 2 decimals (the venue's accuracy for SELL maker amounts).
+SHARE_QUANTUM = Decimal("0.01")
+
+
+class Side(StrEnum):
+    """Side of a trade or order."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class SizingMode(StrEnum):
+    """How a copied BUY is sized."""
+
+    FIXED_USD = "FIXED_USD"
+    PROPORTIONAL = "PROPORTIONAL"
+    PERCENT_OF_BALANCE = "PERCENT_OF_BALANCE"
+
+
+class Reason(StrEnum):
+    """Machine-readable skip reasons (UPPER_SNAKE)."""
+
+    INVALID_TRADE = "INVALID_TRADE"
+    MARKET_INFO_UNAVAILABLE = "MARKET_INFO_UNAVAILABLE"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    TRADE_TOO_OLD = "TRADE_TOO_OLD"
+    PRICE_OUTSIDE_TICK_BOUNDS = "PRICE_OUTSIDE_TICK_BOUNDS"
+    INVALID_SUBSCRIPTION = "INVALID_SUBSCRIPTION"
+    COPY_SELLS_DISABLED = "COPY_SELLS_DISABLED"
+    MARKET_DENIED = "MARKET_DENIED"
+    MARKET_NOT_ALLOWED = "MARKET_NOT_ALLOWED"
+    PRICE_BELOW_MIN = "PRICE_BELOW_MIN"
+    PRICE_ABOVE_MAX = "PRICE_ABOVE_MAX"
+    LEADER_TRADE_TOO_SMALL = "LEADER_TRADE_TOO_SMALL"
+    BALANCE_UNKNOWN = "BALANCE_UNKNOWN"
+    SIZE_ZERO = "SIZE_ZERO"
+    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    MARKET_EXPOSURE_LIMIT = "MARKET_EXPOSURE_LIMIT"
+    TOTAL_EXPOSURE_LIMIT = "TOTAL_EXPOSURE_LIMIT"
+    BELOW_MARKET_MINIMUM = "BELOW_MARKET_MINIMUM"
+    NOTHING_HELD = "NOTHING_HELD"
+    SELL_BELOW_MARKET_MINIMUM = "SELL_BELOW_MARKET_MINIMUM"
+    DUPLICATE_ORDER = "DUPLICATE_ORDER"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderTrade:
+    """One fill of a leader's order, with decimals parsed."""
+
+    id: str
+    tx_hash: str
+    wallet: str
+    asset_id: str
+    condition_id: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    notional_usd: Decimal
+    market_slug: str = ""
+    event_slug: str = ""
+    venue_time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """Trading rules of the traded asset's market."""
+
+    tick_size: Decimal
+    min_order_size: Decimal
+    neg_risk: bool = False
+    closed: bool = False
+    accepting_orders: bool = True
+    market_slug: str = ""
+    event_slug: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SizingRules:
+    """Sizing of copied BUYs; ``None`` means unset."""
+
+    mode: SizingMode
+    fixed_usd: Decimal | None = None
+    ratio: Decimal | None = None
+    percent_of_balance: Decimal | None = None
+    min_order_usd: Decimal | None = None
+    max_order_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FilterRules:
+    """Which leader trades are copied. Lists hold lower-cased entries."""
+
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    min_leader_trade_usd: Decimal | None = None
+    allowlist: tuple[str, ...] = ()
+    denylist: tuple[str, ...] = ()
+    copy_sells: bool = True
+    max_slippage_bps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRules:
+    """Risk caps; ``None`` means no cap (the API's "0")."""
+
+    max_market_exposure_usd: Decimal | None = None
+    max_total_exposure_usd: Decimal | None = None
+    max_open_positions: int | None = None
+    daily_loss_limit_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """One ACTIVE subscription, parsed once when the hot index changes."""
+
+    subscription_id: str
+    follower_user_id: str
+    follower_wallet_id: str
+    follower_proxy: str
+    mode: str  # "LIVE" or "PAPER"
+    sizing: SizingRules
+    filters: FilterRules
+    risk: RiskRules
+    multiplier: Decimal = ONE
+    invalid: str = ""  # non-empty: why the subscription cannot be routed
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerState:
+    """A follower wallet's exposure, holdings and in-flight reservations when the trade arrives."""
+
+    total_exposure_usd: Decimal = ZERO
+    market_exposure_usd: Decimal = ZERO
+    open_markets: frozenset[str] = frozenset()
+    held_size: Decimal = ZERO
+    realized_pnl_today_usd: Decimal = ZERO
+    reserved_total_usd: Decimal = ZERO
+    reserved_market_usd: Decimal = ZERO
+    reserved_markets: frozenset[str] = frozenset()
+    reserved_sell_size: Decimal = ZERO
+    balance_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Router-wide knobs and the current time for one decision."""
+
+    now_ms: int
+    max_trade_age_ms: int = 300_000
+    marketable_buy_min_usd: Decimal = ONE
+    default_max_slippage_bps: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A copy order to emit: BUY spends ``amount_usd``, SELL sells ``size`` shares."""
+
+    subscription_id: str
+    follower_wallet_id: str
+    client_order_id: str
+    side: Side
+    amount_usd: Decimal | None
+    size: Decimal | None
+    max_slippage_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A follower not copied, with an UPPER_SNAKE reason and the numbers behind it."""
+
+    subscription_id: str
+    follower_wallet_id: str
+    reason: Reason
+    detail: str
+
+
+Decision = OrderIntent | Skip

@@ -1,0 +1,53 @@
+"""SELL sizing: mirror the fraction of its position the leader sold on the follower's real position.
+
+Rules:
+- The leader's position before the sell comes from the router's own record of the leader's net
+  shares per asset (every leader trade it routes adds BUYs and subtracts SELLs, floored at 0).
+  When that record is unknown or zero, or the leader sold at least what we saw it hold, the
+  leader is treated as closing: fraction = 1 (sell everything the follower holds).
+- The follower's sellable size = shares held (positions table) − shares of its SELL copies still
+  in flight (reserved). Nothing sellable → NOTHING_HELD.
+- size = sellable × fraction, rounded down to 0.01 share; never more than held.
+- If what would remain is positive but below the market's minimum order size, sell everything
+  instead (a remainder that can never be sold is worse than a slightly larger exit).
+- If the size is below the market's minimum order size → SELL_BELOW_MARKET_MINIMUM (the follower
+  keeps the position and follows the leader's next exit).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from common.decimals import fmt
+from services.router.domain.market_rules import floor_shares
+from services.router.domain.model import ONE, ZERO, FollowerState, Reason
+
+Rejection = tuple[Reason, str]
+
+
+def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
+    """Fraction of its position the leader sold (1 when closing or unknown)."""
+    if leader_before is None or leader_before <= ZERO or sold >= leader_before:
+        return ONE
+    return sold / leader_before
+
+
+def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None,
+              min_order_size: Decimal) -> Decimal | Rejection:
+    """Shares the follower sells, or why not."""
+    sellable = state.held_size - state.reserved_sell_size
+    if sellable <= ZERO:
+        in_flight = f" ({fmt(state.reserved_sell_size)} already being sold)" if state.reserved_sell_size else ""
+        return Reason.NOTHING_HELD, f"follower holds {fmt(state.held_size)} shares{in_flight}"
+    fraction = leader_fraction(leader_before, sold)
+    everything = floor_shares(sellable)
+    size = everything if fraction == ONE else floor_shares(sellable * fraction)
+    remainder = sellable - size
+    if ZERO < remainder < min_order_size:
+        size = everything
+    if size <= ZERO or size < min_order_size:
+        known = "unknown (treated as closing)" if leader_before is None else fmt(leader_before)
+        return (Reason.SELL_BELOW_MARKET_MINIMUM,
+                f"leader sold {fmt(sold)} of {known} shares (fraction {fmt(fraction.quantize(Decimal('0.0001')))}); "
+                f"follower's share {fmt(size)} of {fmt(sellable)} < market minimum {fmt(min_order_size)}")
+    return size

@@ -1,0 +1,103 @@
+"""Domain decisions → the ``RoutedTrade`` proto, and the reservations an emitted RoutedTrade makes.
+
+Order fields the router fills (the executor relies on them): client_order_id, origin COPY,
+subscription_id, follower_user_id, follower_wallet_id, follower_proxy, asset_id, condition_id,
+outcome, side, order_type FAK, amount_usd (BUY only), size (SELL only), limit_price "" (the
+executor derives it from the book), reference_price (the leader's price), max_slippage_bps,
+tick_size, min_order_size, neg_risk, mode, leader_trade_id, leader_tx_hash,
+leader_venue_time_ms, received_time_ns, routed_time_ns, trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from common import reservations
+from common.decimals import fmt, parse_decimal
+from services.router.domain.model import Decision, Follower, MarketRules, OrderIntent, Reason, Skip
+from tradingtools.common.v1 import common_pb2
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.market.v1 import market_pb2 as mpb
+
+_MODE = {"LIVE": common_pb2.EXECUTION_MODE_LIVE, "PAPER": common_pb2.EXECUTION_MODE_PAPER}
+
+
+def market_of(condition_id: str, asset_id: str) -> str:
+    """The market an exposure is counted against: the condition id (the asset id when unknown)."""
+    return condition_id or asset_id
+
+
+def order_template(event: mpb.LeaderTradeEvent, market: MarketRules | None, routed_time_ns: int,
+                   trace: common_pb2.TraceContext) -> epb.Order:
+    """The fields every copy order of one leader trade shares."""
+    return epb.Order(
+        origin=epb.ORDER_ORIGIN_COPY, asset_id=event.asset_id, condition_id=event.condition_id.lower(),
+        outcome=event.outcome, side=event.side, order_type=epb.ORDER_TYPE_FAK,
+        reference_price=event.price,
+        tick_size=fmt(market.tick_size) if market else "",
+        min_order_size=fmt(market.min_order_size) if market else "",
+        neg_risk=market.neg_risk if market else False,
+        leader_trade_id=event.id, leader_tx_hash=event.tx_hash,
+        leader_venue_time_ms=event.venue_time_ms, received_time_ns=event.received_time_ns,
+        routed_time_ns=routed_time_ns, trace=trace,
+    )
+
+
+def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
+                 followers: Mapping[str, Follower], template: epb.Order) -> epb.RoutedTrade:
+    """One RoutedTrade: the trade, one Order per intent, one Skip per skip (followers keyed by subscription id)."""
+    routed = epb.RoutedTrade(trade=event)
+    orders = routed.orders
+    skips = routed.skips
+    for d in decisions:
+        if isinstance(d, OrderIntent):
+            f = followers[d.subscription_id]
+            o = orders.add()
+            o.MergeFrom(template)
+            o.client_order_id = d.client_order_id
+            o.subscription_id = d.subscription_id
+            o.follower_user_id = f.follower_user_id
+            o.follower_wallet_id = d.follower_wallet_id
+            o.follower_proxy = f.follower_proxy
+            if d.amount_usd is not None:
+                o.amount_usd = fmt(d.amount_usd)
+            if d.size is not None:
+                o.size = fmt(d.size)
+            o.max_slippage_bps = d.max_slippage_bps
+            o.mode = _MODE[f.mode]
+        elif isinstance(d, Skip):
+            skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
+                      reason=d.reason.value, detail=d.detail)
+    return routed
+
+
+def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
+    """What each order of a RoutedTrade reserves (derived from the orders alone, so a re-emit after a
+    crash reserves exactly the same)."""
+    out: list[reservations.Reservation] = []
+    if not routed.orders:
+        return out
+    first = routed.orders[0]
+    buy = first.side == common_pb2.SIDE_BUY  # every order of a RoutedTrade has the leader trade's side
+    kind = reservations.USD if buy else reservations.SHARES
+    key = market_of(first.condition_id, first.asset_id) if buy else first.asset_id
+    owner = first.leader_trade_id
+    for o in routed.orders:
+        out.append(reservations.Reservation(o.client_order_id, o.follower_wallet_id, kind, key,
+                                            reservations.to_micro(parse_decimal(o.amount_usd if buy else o.size)),
+                                            owner))
+    return out
+
+
+def drop_orders(routed: epb.RoutedTrade, indexes: Sequence[int], detail: str) -> epb.RoutedTrade:
+    """A copy of ``routed`` without the orders at ``indexes``, each turned into a DUPLICATE_ORDER skip."""
+    gone = set(indexes)
+    out = epb.RoutedTrade(trade=routed.trade)
+    out.skips.extend(routed.skips)
+    for i, o in enumerate(routed.orders):
+        if i in gone:
+            out.skips.add(subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id,
+                          reason=Reason.DUPLICATE_ORDER.value, detail=f"{o.client_order_id}: {detail}")
+        else:
+            out.orders.append(o)
+    return out

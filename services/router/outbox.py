@@ -1,0 +1,88 @@
+"""Emitting RoutedTrades: the atomic Redis emit, conflict handling, and the outbox that re-emits
+anything persisted in PostgreSQL but never appended (a crash or Redis failure in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.router.adapters.redis_state import RedisState
+from services.router.adapters.store import ExistingRouted, RouterStore
+from services.router.outbound import drop_orders, reservations_of
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+log = logging.getLogger(__name__)
+
+
+class Emitter:
+    """Appends RoutedTrades exactly once per leader trade and records their cursors."""
+
+    def __init__(self, redis_state: RedisState, store: RouterStore) -> None:
+        self.redis_state = redis_state
+        self.store = store
+        self._appended: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+
+    async def emit(self, leader_trade_id: str, routed: epb.RoutedTrade, payload: bytes) -> tuple[str, bool]:
+        """Append (or find appended) a leader trade's RoutedTrade; returns (cursor, appended_now)."""
+        for _ in range(3):
+            result = await self.redis_state.emit(leader_trade_id, payload, reservations_of(routed))
+            if result.status in ("ok", "dup"):
+                self._appended.append((leader_trade_id, result.cursor))
+                self._wake.set()
+                return result.cursor, result.status == "ok"
+            log.error("client order ids already claimed; dropping those orders",
+                      extra={"leader_trade_id": leader_trade_id, "orders": list(result.conflicts)})
+            routed = drop_orders(routed, result.conflicts, "client order id already claimed in Redis")
+            payload = routed.SerializeToString()
+        raise RuntimeError(f"could not emit routed trade {leader_trade_id}")
+
+    async def re_emit(self, leader_trade_id: str, existing: ExistingRouted) -> tuple[str, bool]:
+        """Finish a leader trade persisted before: append its stored RoutedTrade unless already done."""
+        if existing.cursor is not None:
+            return existing.cursor, False
+        routed = epb.RoutedTrade.FromString(existing.payload)
+        return await self.emit(leader_trade_id, routed, existing.payload)
+
+    async def flush(self) -> None:
+        """Record appended cursors in PostgreSQL (batched, off the hot path)."""
+        if not self._appended:
+            return
+        batch, self._appended = self._appended, []
+        try:
+            await self.store.mark_appended(batch)
+        except Exception:
+            self._appended[:0] = batch
+            raise
+
+    async def sweep(self, *, older_than_s: float, limit: int = 200) -> int:
+        """Re-emit persisted but unmarked RoutedTrades; returns how many were appended now."""
+        appended = 0
+        for leader_trade_id, payload in await self.store.unappended(older_than_s=older_than_s, limit=limit):
+            _cursor, now = await self.emit(leader_trade_id, epb.RoutedTrade.FromString(payload), payload)
+            appended += int(now)
+            if now:
+                log.warning("re-emitted a routed trade from the outbox", extra={"leader_trade_id": leader_trade_id})
+        await self.flush()
+        return appended
+
+    async def run(self, *, interval_s: float, min_age_s: float) -> None:
+        """Flush cursors as they come and sweep the outbox every ``interval_s`` until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
+        while True:
+            self._wake.clear()
+            try:
+                if loop.time() >= next_sweep:
+                    await self.sweep(older_than_s=min_age_s)
+                    next_sweep = loop.time() + interval_s
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # retried next round
+                log.exception("outbox round failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_sweep - loop.time()))
+                await asyncio.sleep(0.02)  # let a burst of appends batch up
+            except TimeoutError:
+                pass

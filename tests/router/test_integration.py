@@ -1,0 +1,185 @@
+"""The router end to end on real PostgreSQL and Redis, with a real gRPC ingest stand-in and a real
+HTTP stand-in for the CLOB market info and the Insiders balance endpoint."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import grpc
+import psycopg
+
+from common import reservations
+from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
+from services.router.outbound import order_template
+from tests.helpers import eventually
+from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.control.v1 import subscription_pb2 as spb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+from tradingtools.market.v1 import market_pb2 as mpb
+
+D = Decimal
+
+
+def _sql(db_url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(db_url) as conn:
+        cur = conn.execute(sql, args)  # type: ignore[arg-type]
+        return list(cur.fetchall()) if cur.description else []
+
+
+async def _routed_count(stack: Stack, n: int) -> list[epb.RoutedTrade]:
+    async def check() -> list[epb.RoutedTrade] | None:
+        got = await stack.routed()
+        return got if len(got) >= n else None
+
+    return await eventually(check, timeout_s=15)
+
+
+async def test_one_order_per_matching_follower_with_the_right_amount(stack: Stack) -> None:
+    _sql(stack.db_url, "INSERT INTO funding (follower_wallet_id, balance_usd, as_of, updated_at)"
+                       " VALUES ('w_pct', 1000, now(), now())")
+    await stack.add(
+        subscription("sub_fixed", "w_fixed"),
+        subscription("sub_prop", "w_prop", mode=cpb.EXECUTION_MODE_PAPER,
+                     sizing=spb.Sizing(mode=spb.SIZING_MODE_PROPORTIONAL, ratio="0.05", min_order_usd="1")),
+        subscription("sub_pct", "w_pct", sizing=spb.Sizing(mode=spb.SIZING_MODE_PERCENT_OF_BALANCE,
+                                                           percent_of_balance="2")),
+        subscription("sub_bal", "w_bal", sizing=spb.Sizing(mode=spb.SIZING_MODE_PERCENT_OF_BALANCE,
+                                                           percent_of_balance="2")),
+        subscription("sub_cheap", "w_cheap", filters=spb.Filters(max_price="0.3")),
+        subscription("sub_other", "w_other", leader="0x" + "11" * 20),
+    )
+    await stack.start_router()
+    ev = leader_trade("lt_a")  # BUY 250 @ 0.40 = $100
+    await stack.publish(ev)
+    [routed] = await _routed_count(stack, 1)
+    amounts = {o.subscription_id: o.amount_usd for o in routed.orders}
+    assert amounts == {"sub_fixed": "25", "sub_prop": "5", "sub_pct": "20", "sub_bal": "10"}
+    assert [(s.subscription_id, s.reason) for s in routed.skips] == [("sub_cheap", "PRICE_ABOVE_MAX")]
+    by_sub = {o.subscription_id: o for o in routed.orders}
+    o = by_sub["sub_prop"]
+    assert o.origin == epb.ORDER_ORIGIN_COPY and o.order_type == epb.ORDER_TYPE_FAK and o.side == cpb.SIDE_BUY
+    assert (o.asset_id, o.condition_id, o.reference_price, o.tick_size, o.min_order_size) == (
+        YES, COND, "0.4", "0.01", "5")
+    assert o.mode == cpb.EXECUTION_MODE_PAPER and by_sub["sub_fixed"].mode == cpb.EXECUTION_MODE_LIVE
+    assert (o.leader_trade_id, o.received_time_ns, o.max_slippage_bps) == ("lt_a", ev.received_time_ns, 200)
+    assert o.routed_time_ns >= ev.received_time_ns
+    # one trace per leader trade: the order carries the leader trade's trace id (router span as parent)
+    assert o.trace.traceparent.split("-")[1] == ev.trace.traceparent.split("-")[1]
+    assert o.client_order_id == reservations.order_key(o.client_order_id)[len("tt:order:"):]
+    assert stack.http.auth == ["Bearer tok"]  # the balance endpoint was asked for w_bal only
+    # persisted: orders, the skip and its count
+    rows = _sql(stack.db_url, "SELECT subscription_id, amount_usd FROM routed_orders ORDER BY 1")
+    assert rows == [("sub_bal", D(10)), ("sub_fixed", D(25)), ("sub_pct", D(20)), ("sub_prop", D(5))]
+    assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_cheap", "PRICE_ABOVE_MAX")]
+    assert _sql(stack.db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_cheap'") == [(1,)]
+    # reserved: in-flight BUYs count against exposure until the executor releases them
+    got = await reservations.read(stack.redis, ["w_fixed"], COND, YES)
+    assert (got["w_fixed"].market_usd_micro, got["w_fixed"].markets) == (25_000_000, {COND})
+    assert await reservations.release(stack.redis, by_sub["sub_fixed"].client_order_id) == 25_000_000
+    assert stack.running is not None and stack.running.metrics.skip_reasons["PRICE_ABOVE_MAX"] == 1
+
+
+async def test_same_trade_from_both_feeds_gives_one_routed_trade(stack: Stack) -> None:
+    await stack.add(subscription("sub_1", "w_1"), subscription("sub_2", "w_2"))
+    await stack.start_router()
+    ev = leader_trade("lt_dup")
+    await stack.publish(ev, leader_trade("lt_dup", source=mpb.FEED_SOURCE_DATA_API), leader_trade("lt_next"))
+    await _routed_count(stack, 2)
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)
+    routed = await stack.routed()
+    assert [r.trade.id for r in routed] == ["lt_dup", "lt_next"]
+    ids = [o.client_order_id for r in routed for o in r.orders]
+    assert len(ids) == 4 == len(set(ids))
+    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(4,)]
+    assert stack.running is not None and stack.running.metrics.counts["duplicate_redis"] == 1
+
+
+async def test_sell_is_sized_from_the_follower_position(stack: Stack) -> None:
+    _sql(stack.db_url, "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                       " cost_usd) VALUES ('w_1', %s, %s, '0xa', 100, 0.4, 40)", YES, COND)
+    await stack.add(subscription("sub_1", "w_1"), subscription("sub_2", "w_2"),
+                    subscription("sub_3", "w_3", filters=spb.Filters(copy_sells=False)))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_buy", size="300"),
+                        leader_trade("lt_sell", side=cpb.SIDE_SELL, size="100", price="0.5"),
+                        leader_trade("lt_sell2", side=cpb.SIDE_SELL, size="200", price="0.5"))
+    buy, sell, sell2 = await _routed_count(stack, 3)
+    assert len(buy.orders) == 3
+    [o] = sell.orders  # the leader sold 1/3 of its 300 shares: 1/3 of the follower's 100
+    assert (o.subscription_id, o.side, o.size, o.amount_usd) == ("sub_1", cpb.SIDE_SELL, "33.33", "")
+    assert sorted((s.subscription_id, s.reason) for s in sell.skips) == [
+        ("sub_2", "NOTHING_HELD"), ("sub_3", "COPY_SELLS_DISABLED")]
+    # the leader closed: the follower sells what is left, minus the shares already being sold
+    [o2] = sell2.orders
+    assert o2.size == "66.67"
+    assert _sql(stack.db_url, "SELECT size FROM leader_positions WHERE leader_wallet = %s", LEADER) == [(D(0),)]
+
+
+async def test_skips_with_a_reason_for_every_follower_when_the_trade_cannot_be_copied(stack: Stack) -> None:
+    await stack.add(subscription("sub_1", "w_1"))
+    await stack.start_router()
+    stale = leader_trade("lt_old", venue_time_ms=1)  # a replay of old history
+    bad = leader_trade("lt_bad", price="1.5")
+    unknown = leader_trade("lt_unknown", asset="999")  # the CLOB has no such market
+    redeem = leader_trade("lt_redeem")
+    redeem.activity_type = mpb.ACTIVITY_TYPE_REDEEM
+    await stack.publish(stale, bad, unknown, redeem)
+    routed = await _routed_count(stack, 3)
+    assert [(r.trade.id, [s.reason for s in r.skips]) for r in routed] == [
+        ("lt_old", ["TRADE_TOO_OLD"]), ("lt_bad", ["INVALID_TRADE"]), ("lt_unknown", ["MARKET_INFO_UNAVAILABLE"])]
+    await eventually(lambda: stack.running and stack.running.metrics.counts["ignored"] == 1)
+    assert _sql(stack.db_url, "SELECT skipped FROM subscription_stats") == [(3,)]
+
+
+async def test_routed_trades_are_served_over_grpc(stack: Stack) -> None:
+    await stack.add(subscription("sub_1", "w_1"))
+    running = await stack.start_router()
+    await stack.publish(leader_trade("lt_1"), leader_trade("lt_2"))
+    await _routed_count(stack, 2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.grpc.port}") as channel:
+        stub = egrpc.RouterServiceStub(channel)
+        call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor="0", consumer="test"))
+        first = await call.read()
+        second = await call.read()
+        assert [first.routed.trade.id, second.routed.trade.id] == ["lt_1", "lt_2"]
+        call.cancel()
+        rest = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor=first.cursor))
+        assert (await rest.read()).routed.trade.id == "lt_2"
+        rest.cancel()
+        bad = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor="yesterday"))
+        try:
+            await bad.read()
+            raise AssertionError("expected INVALID_ARGUMENT")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: Stack) -> None:
+    """The crash window between the PostgreSQL write and the Redis append: the outbox heals it, and a
+    redelivery of the trade re-emits the stored decision instead of deciding again."""
+    await stack.add(subscription("sub_1", "w_1"))
+    pool = await create_autocommit_pool(stack.db_url, min_size=1, max_size=1)
+    store = RouterStore(pool)
+    for lt in ("lt_crashed", "lt_crashed2"):
+        ev = leader_trade(lt)
+        decided = epb.RoutedTrade(trade=ev)
+        o = decided.orders.add()
+        o.MergeFrom(order_template(ev, None, 1, ev.trace))
+        o.client_order_id, o.subscription_id, o.follower_wallet_id, o.amount_usd = f"co_{lt}", "sub_1", "w_1", "25"
+        await store.persist(RoutedRow(lt, LEADER, YES, COND, "BUY", decided.SerializeToString(), D(250),
+                                      [f"co_{lt}"], ["sub_1"], ["w_1"], [D(25)], [None], ["LIVE"]))
+    await pool.close()
+    await stack.publish(leader_trade("lt_crashed2"))  # the consumer had not saved its cursor: redelivered
+    await stack.start_router()  # the start-up sweep finds both
+    await _routed_count(stack, 2)
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
+    await stack.publish(leader_trade("lt_crashed"))
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 2)
+    routed = await stack.routed()
+    assert sorted(r.trade.id for r in routed) == ["lt_crashed", "lt_crashed2"]
+    assert sorted(o.client_order_id for r in routed for o in r.orders) == ["co_lt_crashed", "co_lt_crashed2"]
+    await eventually(lambda: _sql(stack.db_url, "SELECT count(*) FROM routed_trades"
+                                                " WHERE appended_cursor IS NULL") == [(0,)])
+    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(2,)]

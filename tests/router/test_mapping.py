@@ -1,0 +1,132 @@
+"""Proto ↔ domain: leader trades, subscriptions, RoutedTrade orders and their reservations."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from common import reservations
+from services.router.domain.model import OrderIntent, Reason, Side, SizingMode, Skip
+from services.router.inbound import TradeError, parse_follower, parse_trade
+from services.router.outbound import build_routed, drop_orders, order_template, reservations_of
+from tests.router.factories import ASSET, CONDITION, follower, market
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.control.v1 import subscription_pb2 as spb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.market.v1 import market_pb2 as mpb
+
+D = Decimal
+
+
+def _event(**kw: object) -> mpb.LeaderTradeEvent:
+    base = dict(id="lt_1", tx_hash="0xabc", wallet="0xF5" + "84" * 19, asset_id=ASSET, condition_id="0x" + "AB" * 32,
+                side=cpb.SIDE_BUY, price="0.4", size="250", notional_usd="100", outcome="Yes",
+                market_slug="will-it-rain", event_slug="weather-2026", activity_type=mpb.ACTIVITY_TYPE_TRADE,
+                venue_time_ms=1_790_272_255_000, received_time_ns=1_790_272_256_000_000_000,
+                trace=cpb.TraceContext(traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"))
+    base.update(kw)
+    return mpb.LeaderTradeEvent(**base)  # type: ignore[arg-type]
+
+
+def test_parse_trade() -> None:
+    t = parse_trade(_event())
+    assert (t.side, t.price, t.size, t.notional_usd) == (Side.BUY, D("0.4"), D("250"), D("100"))
+    assert t.wallet == t.wallet.lower()
+    assert parse_trade(_event(notional_usd="")).notional_usd == D("100.0")
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"side": cpb.SIDE_UNSPECIFIED}, "side"), ({"asset_id": ""}, "asset"), ({"price": "abc"}, "price"),
+     ({"price": "1.2"}, "price"), ({"price": "0"}, "price"), ({"size": "-1"}, "size"), ({"size": "nan"}, "size"),
+     ({"notional_usd": "x"}, "notionalUsd")],
+)
+def test_parse_trade_rejects(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(TradeError, match=field):
+        parse_trade(_event(**kw))
+
+
+def _sub(**kw: object) -> spb.Subscription:
+    base = dict(id="sub_1", follower_user_id="u_1", follower_wallet_id="w_1", follower_proxy="0x" + "6A" * 20,
+                leader_proxy="0x" + "f5" * 20, state=spb.SUBSCRIPTION_STATE_ACTIVE, mode=cpb.EXECUTION_MODE_PAPER,
+                sizing=spb.Sizing(mode=spb.SIZING_MODE_PROPORTIONAL, ratio="0.05", min_order_usd="1",
+                                  max_order_usd="250"),
+                filters=spb.Filters(min_price="0.05", max_price="0.95", market_denylist=["BTC-UpDown-5m"],
+                                    copy_sells=False, max_slippage_bps=150),
+                risk=spb.Risk(max_market_exposure_usd="500", max_total_exposure_usd="0", max_open_positions=20,
+                              daily_loss_limit_usd="300"),
+                perf=spb.Perf(applied_multiplier="1.5"))
+    base.update(kw)
+    return spb.Subscription(**base)  # type: ignore[arg-type]
+
+
+def test_parse_follower() -> None:
+    f = parse_follower(_sub())
+    assert not f.invalid
+    assert f.mode == "PAPER" and f.follower_proxy == "0x" + "6a" * 20
+    assert (f.sizing.mode, f.sizing.ratio, f.sizing.min_order_usd) == (SizingMode.PROPORTIONAL, D("0.05"), D("1"))
+    assert f.filters.denylist == ("btc-updown-5m",) and f.filters.copy_sells is False
+    assert f.filters.max_slippage_bps == 150
+    assert f.risk.max_total_exposure_usd is None  # "0" = no cap
+    assert (f.risk.max_market_exposure_usd, f.risk.max_open_positions) == (D("500"), 20)
+    assert f.multiplier == D("1.5")
+
+
+def test_parse_follower_defaults() -> None:
+    f = parse_follower(_sub(filters=spb.Filters(), risk=spb.Risk(), perf=spb.Perf()))
+    assert f.filters.copy_sells is True and f.filters.max_slippage_bps is None
+    assert f.risk.max_open_positions is None and f.multiplier == D(1)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"sizing": spb.Sizing(mode=spb.SIZING_MODE_FIXED_USD, fixed_usd="abc")}, "sizing.fixedUsd"),
+     ({"sizing": spb.Sizing()}, "sizing.mode"),
+     ({"risk": spb.Risk(max_market_exposure_usd="-5")}, "risk.maxMarketExposureUsd"),
+     ({"perf": spb.Perf(applied_multiplier="0")}, "appliedMultiplier"),
+     ({"mode": cpb.EXECUTION_MODE_UNSPECIFIED}, "mode"),
+     ({"follower_wallet_id": ""}, "followerWalletId")],
+)
+def test_parse_follower_marks_bad_config_invalid(kw: dict[str, object], field: str) -> None:
+    f = parse_follower(_sub(**kw))
+    assert field in f.invalid
+
+
+def test_build_routed_fills_every_order_field() -> None:
+    ev = _event()
+    fs = {"sub_1": follower("sub_1", "w_1", mode="PAPER"), "sub_2": follower("sub_2", "w_2")}
+    decisions = [OrderIntent("sub_1", "w_1", "co_1", Side.BUY, D("25.5"), None, 150),
+                 Skip("sub_2", "w_2", Reason.PRICE_ABOVE_MAX, "leader price 0.4 > maxPrice 0.3")]
+    trace = cpb.TraceContext(traceparent="00-" + "1" * 32 + "-" + "3" * 16 + "-01")
+    routed = build_routed(ev, decisions, fs, order_template(ev, market(neg_risk=True), 123, trace))
+    assert routed.trade == ev
+    [o] = routed.orders
+    assert o == epb.Order(
+        client_order_id="co_1", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_1", follower_user_id="u_w_1",
+        follower_wallet_id="w_1", follower_proxy="0x" + "6a" * 20, asset_id=ASSET, condition_id=CONDITION,
+        outcome="Yes", side=cpb.SIDE_BUY, order_type=epb.ORDER_TYPE_FAK, amount_usd="25.5", size="",
+        limit_price="", reference_price="0.4", max_slippage_bps=150, tick_size="0.01", min_order_size="5",
+        neg_risk=True, mode=cpb.EXECUTION_MODE_PAPER, leader_trade_id="lt_1", leader_tx_hash="0xabc",
+        leader_venue_time_ms=ev.venue_time_ms, received_time_ns=ev.received_time_ns, routed_time_ns=123,
+        trace=trace)
+    [s] = routed.skips
+    assert (s.subscription_id, s.follower_wallet_id, s.reason) == ("sub_2", "w_2", "PRICE_ABOVE_MAX")
+
+
+def test_reservations_and_drop_orders() -> None:
+    ev = _event(side=cpb.SIDE_SELL)
+    fs = {"sub_1": follower("sub_1", "w_1"), "sub_2": follower("sub_2", "w_2")}
+    decisions = [OrderIntent("sub_1", "w_1", "co_1", Side.SELL, None, D("12.34"), 200),
+                 OrderIntent("sub_2", "w_2", "co_2", Side.SELL, None, D("5"), 200)]
+    routed = build_routed(ev, decisions, fs, order_template(ev, market(), 1, cpb.TraceContext()))
+    items = reservations_of(routed)
+    assert [(r.kind, r.key, r.micro, r.owner) for r in items] == [
+        (reservations.SHARES, ASSET, 12_340_000, "lt_1"), (reservations.SHARES, ASSET, 5_000_000, "lt_1")]
+    buy = build_routed(_event(), [OrderIntent("sub_1", "w_1", "co_1", Side.BUY, D("25.01"), None, 200)], fs,
+                       order_template(_event(), market(), 1, cpb.TraceContext()))
+    [r] = reservations_of(buy)
+    assert (r.kind, r.key, r.micro) == (reservations.USD, CONDITION, 25_010_000)
+    dropped = drop_orders(routed, [0], "already claimed")
+    assert [o.client_order_id for o in dropped.orders] == ["co_2"]
+    assert [s.reason for s in dropped.skips] == ["DUPLICATE_ORDER"]

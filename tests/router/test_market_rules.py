@@ -1,0 +1,75 @@
+"""Market rules: tick bounds, tick snapping, rounding, the BUY minimum."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.router.domain.market_rules import (
+    buy_minimum_usd,
+    floor_cents,
+    floor_shares,
+    snap_to_tick,
+    within_tick_bounds,
+)
+from services.router.domain.model import Side
+
+D = Decimal
+
+
+@pytest.mark.parametrize(
+    ("price", "tick", "ok"),
+    [("0.01", "0.01", True), ("0.99", "0.01", True), ("0.5", "0.01", True), ("0.009", "0.01", False),
+     ("0.995", "0.01", False), ("0.995", "0.001", True), ("0.999", "0.001", True), ("0.9995", "0.001", False),
+     ("0.001", "0.001", True), ("0.0005", "0.001", False), ("0.5", "0", False)],
+)
+def test_within_tick_bounds(price: str, tick: str, ok: bool) -> None:
+    assert within_tick_bounds(D(price), D(tick)) is ok
+
+
+@pytest.mark.parametrize(
+    ("price", "tick", "side", "expected"),
+    [("0.4567", "0.01", Side.BUY, "0.45"), ("0.4567", "0.01", Side.SELL, "0.46"),
+     ("0.45", "0.01", Side.BUY, "0.45"), ("0.45", "0.01", Side.SELL, "0.45"),
+     ("0.9597472099", "0.001", Side.BUY, "0.959"), ("0.9597472099", "0.001", Side.SELL, "0.96"),
+     ("0.999", "0.01", Side.SELL, "0.99"), ("0.001", "0.01", Side.BUY, "0.01"),
+     ("0.0001", "0.001", Side.SELL, "0.001")],
+)
+def test_snap_to_tick(price: str, tick: str, side: Side, expected: str) -> None:
+    assert snap_to_tick(D(price), D(tick), side) == D(expected)
+
+
+def test_snap_rejects_zero_tick() -> None:
+    with pytest.raises(ValueError):
+        snap_to_tick(D("0.5"), D(0), Side.BUY)
+
+
+@given(price=st.decimals(min_value=D("0.0001"), max_value=D("0.9999"), places=6),
+       tick=st.sampled_from([D("0.1"), D("0.01"), D("0.001"), D("0.0001")]),
+       side=st.sampled_from([Side.BUY, Side.SELL]))
+def test_snapped_price_is_on_grid_and_in_bounds(price: Decimal, tick: Decimal, side: Side) -> None:
+    snapped = snap_to_tick(price, tick, side)
+    assert within_tick_bounds(snapped, tick)
+    assert (snapped / tick) == (snapped / tick).to_integral_value()
+
+
+@pytest.mark.parametrize(("amount", "expected"), [("12.349", "12.34"), ("0.999", "0.99"), ("5", "5.00")])
+def test_floor_cents(amount: str, expected: str) -> None:
+    assert floor_cents(D(amount)) == D(expected)
+
+
+@pytest.mark.parametrize(("size", "expected"), [("714.2857", "714.28"), ("0.009", "0.00"), ("3", "3")])
+def test_floor_shares(size: str, expected: str) -> None:
+    assert floor_shares(D(size)) == D(expected)
+
+
+@pytest.mark.parametrize(
+    ("price", "min_size", "expected"),
+    [("0.40", "5", "2.00"), ("0.10", "5", "1"), ("0.031", "5", "1"), ("0.95", "15", "14.25"), ("0.5", "0", "1")],
+)
+def test_buy_minimum_is_min_size_times_price_but_at_least_one_dollar(price: str, min_size: str,
+                                                                      expected: str) -> None:
+    assert buy_minimum_usd(D(price), D(min_size), D(1)) == D(expected)

@@ -1,0 +1,72 @@
+"""Reservations on real Redis: claim once, reserve, release idempotently, read per wallet."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from common import reservations
+from common.reservations import SHARES, USD, Reservation
+
+D = Decimal
+
+
+@pytest.fixture
+async def r(redis_url: str):  # type: ignore[no-untyped-def]
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("value", "micro"), [("25", 25_000_000), ("0.000001", 1), ("0.0000011", 2),
+                                              ("12.34", 12_340_000)])
+def test_micro_rounds_up(value: str, micro: int) -> None:
+    assert reservations.to_micro(D(value)) == micro
+    assert reservations.from_micro(12_340_000) == D("12.34")
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"kind": "eur"}, "kind"), ({"micro": 0}, "micro"),
+                                           ({"wallet_id": "w|1"}, "wallet_id"), ({"key": ""}, "key"),
+                                           ({"client_order_id": "co\n1"}, "client_order_id"),
+                                           ({"key": "a,b"}, "key")])
+def test_reservation_validates(kw: dict[str, object], field: str) -> None:
+    base: dict[str, object] = dict(client_order_id="co_1", wallet_id="w_1", kind=USD, key="0xc", micro=1)
+    base.update(kw)
+    with pytest.raises(ValueError, match=field):
+        Reservation(**base)  # type: ignore[arg-type]
+
+
+async def test_reserve_read_release(r: aioredis.Redis) -> None:
+    items = [Reservation("co_1", "w_1", USD, "0xm1", 25_000_000, "lt_1"),
+             Reservation("co_2", "w_1", USD, "0xm2", 5_000_000, "lt_1"),
+             Reservation("co_3", "w_1", SHARES, "111", 7_500_000, "lt_2"),
+             Reservation("co_4", "w_2", USD, "0xm1", 1_000_000, "lt_1")]
+    assert await reservations.reserve(r, items) == [True, True, True, True]
+    # a client order id is claimed once: nothing reserved again
+    assert await reservations.reserve(r, [Reservation("co_1", "w_1", USD, "0xm1", 99_000_000)]) == [False]
+    got = await reservations.read(r, ["w_1", "w_2", "w_3"], "0xm1", "111")
+    assert got["w_1"] == reservations.WalletReserved(30_000_000, 25_000_000, 7_500_000, frozenset({"0xm1", "0xm2"}))
+    assert got["w_2"] == reservations.WalletReserved(1_000_000, 1_000_000, 0, frozenset({"0xm1"}))
+    assert got["w_3"] == reservations.NOTHING_RESERVED
+    assert (await reservations.read(r, ["w_1"], "0xm2", "222"))["w_1"].market_usd_micro == 5_000_000
+
+    assert await reservations.release(r, "co_1") == 25_000_000
+    assert await reservations.release(r, "co_1") == 0  # idempotent
+    assert await reservations.release(r, "co_unknown") == 0
+    assert await reservations.release(r, "co_3") == 7_500_000
+    got = await reservations.read(r, ["w_1"], "0xm1", "111")
+    assert got["w_1"] == reservations.WalletReserved(5_000_000, 0, 0, frozenset({"0xm2"}))
+    # the released claim still dedupes, for a while
+    assert await reservations.reserve(r, [Reservation("co_1", "w_1", USD, "0xm1", 1)]) == [False]
+    assert 0 < await r.ttl(reservations.order_key("co_1")) <= reservations.DEFAULT_KEEP_S
+    assert await r.ttl(reservations.order_key("co_2")) == -1  # an unreleased claim never expires
+
+
+async def test_release_works_on_a_bytes_client(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url, decode_responses=False)
+    await reservations.reserve(client, [Reservation("co_9", "w_9", USD, "0xm", 3)])
+    assert await reservations.release(client, "co_9") == 3
+    assert (await reservations.read(client, ["w_9"], "0xm", "1"))["w_9"] == reservations.NOTHING_RESERVED
+    await client.aclose()

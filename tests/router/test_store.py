@@ -1,0 +1,113 @@
+"""The router's PostgreSQL access on a real, migrated database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
+from services.router.domain.model import Side
+
+D = Decimal
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+async def store(db_url: str):  # type: ignore[no-untyped-def]
+    pool = await create_autocommit_pool(db_url, min_size=1, max_size=2)
+    await pool.wait()
+    yield RouterStore(pool)
+    await pool.close()
+
+
+HUNDRED = D("100")
+
+
+def _row(lt: str = "lt_1", delta: Decimal | None = HUNDRED) -> RoutedRow:
+    return RoutedRow(
+        leader_trade_id=lt, leader_wallet="0xleader", asset_id="111", condition_id="0xc", side="BUY",
+        payload=b"\x00\x01payload", leader_delta=delta,
+        order_ids=[f"co_{lt}_1", f"co_{lt}_2"], order_subs=["sub_1", "sub_2"], order_wallets=["w_1", "w_2"],
+        order_amounts=[D("25"), D("5.5")], order_sizes=[None, None], order_modes=["LIVE", "PAPER"],
+        skip_subs=["sub_3", "sub_4"], skip_wallets=["w_3", "w_4"], skip_reasons=["PRICE_ABOVE_MAX", "NOTHING_HELD"],
+        skip_details=["leader price 0.97 > maxPrice 0.95", "follower holds 0 shares"])
+
+
+def _count(db_url: str, sql: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_persist_once_then_nothing(store: RouterStore, db_url: str) -> None:
+    assert await store.persist(_row()) is True
+    assert await store.persist(_row()) is False  # same leader trade: nothing written again
+    assert _count(db_url, "SELECT count(*) FROM routed_orders") == 2
+    assert _count(db_url, "SELECT count(*) FROM copy_skips") == 2
+    assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 1
+    assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 100
+    assert await store.persist(_row("lt_2", D("-30"))) is True
+    assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 70
+    assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 2
+    assert await store.persist(_row("lt_3", D("-500"))) is True
+    assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 0  # floored
+
+
+async def test_client_order_id_is_unique_in_postgres(store: RouterStore, db_url: str) -> None:
+    await store.persist(_row())
+    with psycopg.connect(db_url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO routed_orders (client_order_id, leader_trade_id, subscription_id,"
+                     " follower_wallet_id, asset_id, side, amount_usd, mode)"
+                     " VALUES ('co_lt_1_1', 'lt_x', 'sub_1', 'w_1', '111', 'BUY', 1, 'LIVE')")
+
+
+async def test_outbox_rows(store: RouterStore) -> None:
+    await store.persist(_row("lt_1"))
+    await store.persist(_row("lt_2", None))
+    pending = await store.unappended(older_than_s=0, limit=10)
+    assert [lt for lt, _ in pending] == ["lt_1", "lt_2"] and pending[0][1] == b"\x00\x01payload"
+    await store.mark_appended([("lt_1", "1-0")])
+    assert [lt for lt, _ in await store.unappended(older_than_s=0, limit=10)] == ["lt_2"]
+    assert await store.unappended(older_than_s=3600, limit=10) == []
+    existing = await store.existing("lt_1")
+    assert existing is not None and existing.cursor == "1-0"
+    assert await store.existing("lt_9") is None
+
+
+async def test_load_batches_everything(store: RouterStore, db_url: str) -> None:
+    now_ms = 20_000 * DAY_MS + 3_600_000
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd)"
+            " VALUES ('w_1', '111', '0xc', '0xa', 100, 0.4, 40), ('w_1', '222', '0xc', '0xa', 10, 0.5, 5),"
+            " ('w_1', '333', '0xd', '0xa', 20, 0.5, 10), ('w_1', '444', '', '0xa', 0, 0, 0),"
+            " ('w_2', '999', '', '0xb', 3, 0.3, 0.9)")
+        conn.execute("INSERT INTO funding (follower_wallet_id, balance_usd, as_of, updated_at)"
+                     " VALUES ('w_2', 1520.55, now(), now())")
+        fills = [("f1", "w_1", "111", "BUY", 100, 0.4, 40, now_ms - DAY_MS),
+                 ("f2", "w_1", "111", "SELL", 50, 0.3, 15, now_ms - 60_000),
+                 ("f3", "w_1", "333", "BUY", 20, 0.5, 10, now_ms - DAY_MS)]
+        for fid, w, a, side, size, price, notional, t in fills:
+            conn.execute("INSERT INTO fills (id, follower_wallet_id, order_id, asset_id, side, size, price,"
+                         " notional_usd, venue, fill_time) VALUES (%s, %s, 'co', %s, %s, %s, %s, %s, 'PAPER',"
+                         " to_timestamp(%s / 1000.0))", (fid, w, a, side, size, price, notional, t))
+    await store.persist(_row("lt_0", D("42")))
+    view = await store.load(leader_trade_id="lt_1", leader="0xleader", asset_id="111", market="0xc",
+                            wallets=["w_1", "w_2", "w_3"], fills_since_ms=now_ms - now_ms % DAY_MS,
+                            funding_wallets=["w_2", "w_3"])
+    assert view.existing is None and view.leader_before == D(42)
+    p1 = view.positions["w_1"]
+    assert (p1.total_cost_usd, p1.market_cost_usd, p1.asset_size) == (D(55), D(45), D(100))
+    assert p1.markets == {"0xc", "0xd"}  # the closed position (size 0) does not count
+    assert view.positions["w_2"].markets == {"999"}  # no condition id: the asset stands for the market
+    assert "w_3" not in view.positions
+    assert [f.side for f in view.fills["w_1"]["111"]] == [Side.BUY, Side.SELL]
+    assert "333" not in view.fills["w_1"]  # no sell today in that asset: not loaded
+    assert view.funding == {"w_2": D("1520.55")}
+    again = await store.load(leader_trade_id="lt_0", leader="0xnobody", asset_id="111", market="0xc", wallets=[],
+                             fills_since_ms=None, funding_wallets=[])
+    assert again.existing is not None and again.existing.payload == b"\x00\x01payload"
+    assert again.leader_before is None and again.positions == {}
