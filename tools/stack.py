@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,8 @@ from common.config import (
     SERVICE_PORTS,
     ConfigError,
     env_float_seconds,
+    env_port,
+    env_str,
     grpc_port,
     project_root,
     run_dir,
@@ -35,6 +39,7 @@ from tools.supervisor import (
     GATEWAY,
     Program,
     proc_starttime,
+    programs_from_json,
     programs_to_json,
     read_state,
     supervisor_alive,
@@ -42,6 +47,8 @@ from tools.supervisor import (
 )
 
 SERVICE_ORDER = ("control", "ingest", "router", "executor", "guard")
+SIM_PORTS = {"TT_SIM_RTDS_PORT": 9201, "TT_SIM_CLOB_PORT": 9202, "TT_SIM_DATA_API_PORT": 9203,
+             "TT_SIM_INSIDERS_PORT": 9204}
 Printer = Callable[[str], None]
 
 
@@ -78,14 +85,52 @@ def selected_services(env: Mapping[str, str], root: Path | None = None) -> list[
     return [n for n in found if n in wanted]
 
 
+def simulator_enabled(env: Mapping[str, str], root: Path | None = None) -> bool:
+    """Whether the stack runs its own simulator (``TT_STACK_SIMULATOR``, on by default when it exists)."""
+    root = root or project_root()
+    return (root / "sim" / "__main__.py").exists() and env.get("TT_STACK_SIMULATOR", "1").strip() not in ("0", "")
+
+
+def simulator_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The simulator's fixed ports, by variable."""
+    return {name: env_port(env, name, default) for name, default in SIM_PORTS.items()}
+
+
+def wire_simulator(env: dict[str, str]) -> list[str]:
+    """Point every feed URL left unset (and the Insiders API when unset) at the stack's own simulator.
+
+    URLs that are set are kept: the simulator then runs beside them unused. Returns the variables
+    wired. When the Insiders API is wired, the simulator also runs its Insiders fake
+    (``TT_STACK_SIM_INSIDERS=1``) with ``TT_INSIDERS_API_TOKEN`` (generated when unset).
+    """
+    host = env_str(env, "TT_SIM_HOST", "127.0.0.1")
+    ports = simulator_ports(env)
+    urls = {
+        "TT_RTDS_URL": f"ws://{host}:{ports['TT_SIM_RTDS_PORT']}",
+        "TT_CLOB_WS_URL": f"ws://{host}:{ports['TT_SIM_CLOB_PORT']}/ws/market",
+        "TT_CLOB_API_URL": f"http://{host}:{ports['TT_SIM_CLOB_PORT']}",
+        "TT_DATA_API_URL": f"http://{host}:{ports['TT_SIM_DATA_API_PORT']}",
+        "TT_INSIDERS_API_URL": f"http://{host}:{ports['TT_SIM_INSIDERS_PORT']}",
+    }
+    wired = [name for name in urls if not env.get(name, "").strip()]
+    for name in wired:
+        env[name] = urls[name]
+    if "TT_INSIDERS_API_URL" in wired:
+        env["TT_STACK_SIM_INSIDERS"] = "1"
+        if not env.get("TT_INSIDERS_API_TOKEN", "").strip():
+            env["TT_INSIDERS_API_TOKEN"] = secrets.token_hex(16)
+    return wired
+
+
 def build_programs(env: Mapping[str, str], paths: StackPaths, settings: envoy_config.GatewaySettings,
                    root: Path | None = None) -> list[Program]:
-    """The supervised programs: the simulator (when present), every service, then Envoy."""
+    """The supervised programs: the simulator (when enabled), every service, then Envoy."""
     root = root or project_root()
     python = sys.executable
     programs: list[Program] = []
-    if (root / "sim" / "__main__.py").exists() and env.get("TT_STACK_SIMULATOR", "1") != "0":
-        programs.append(Program("sim", (python, "-m", "sim")))
+    if simulator_enabled(env, root):
+        insiders = ("--insiders",) if env.get("TT_STACK_SIM_INSIDERS") == "1" else ()
+        programs.append(Program("sim", (python, "-m", "sim", *insiders)))
     programs += [Program(name, (python, "-m", f"services.{name}")) for name in selected_services(env, root)]
     programs.append(Program(GATEWAY, tuple(envoy_config.envoy_command(paths.envoy_config, settings))))
     return programs
@@ -104,6 +149,9 @@ def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
     """Fail early, naming the variable, when a port the stack needs is taken."""
     wanted = [("TT_GATEWAY_PORT", settings.gateway_port), ("TT_GATEWAY_ADMIN_PORT", settings.admin_port)]
     wanted += [(f"TT_{s.upper()}_GRPC_PORT", grpc_port(env, s)) for s in services if s in SERVICE_PORTS]
+    if simulator_enabled(env):
+        wanted += [(name, port) for name, port in simulator_ports(env).items()
+                   if port and (name != "TT_SIM_INSIDERS_PORT" or env.get("TT_STACK_SIM_INSIDERS") == "1")]
     busy = [f"{name}={port}" for name, port in wanted if _port_in_use(port)]
     if busy:
         raise StackError(f"ports already in use: {', '.join(busy)} (another stack running? set these "
@@ -210,6 +258,10 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
             return 0
         ensure_token(full, paths, out)
         settings = envoy_config.GatewaySettings.from_env(full)  # validates the tokens and ports
+        if simulator_enabled(full):
+            wired = wire_simulator(full)
+            out(f"simulator: runs on loopback; {', '.join(wired) if wired else 'no URL'} pointed at it"
+                + ("" if len(wired) == 5 else " (the URLs that are set are used)"))
         services = selected_services(full)
         check_ports(full, settings, services)
         ensure_storage(full, paths, out)
@@ -254,6 +306,35 @@ def down(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
     stopped += stop_storage(paths)
     out(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
+
+
+def attach_simulator(env: Mapping[str, str] | None = None, out: Printer = print, timeout_s: float = 20.0) -> int:
+    """Add the standalone simulator (``python -m sim --insiders`` on its fixed ports) to a running stack.
+
+    ``make demo`` runs its simulator in-process; with ``KEEP=1`` it hands the ports over to this
+    program so the stack it leaves up still has its feeds and Insiders API. 0 once it runs.
+    """
+    full = resolve_env(env)
+    paths = StackPaths(Path(full["TT_RUN_DIR"]))
+    state = read_state(paths.run)
+    if not supervisor_alive(state):
+        out("stack is down: nothing to attach the simulator to")
+        return 1
+    assert state is not None
+    programs = programs_from_json(paths.spec.read_text())
+    if not any(p.name == "sim" for p in programs):
+        programs.insert(0, Program("sim", (sys.executable, "-m", "sim", "--insiders")))
+        paths.spec.write_text(programs_to_json(programs))
+        os.kill(int(state["pid"]), signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sim = [p for p in (read_state(paths.run) or {}).get("programs", []) if p["name"] == "sim"]
+        if sim and sim[0]["state"] == "running":
+            out(f"simulator: now supervised (pid {sim[0]['pid']}, log {sim[0]['log']})")
+            return 0
+        time.sleep(0.05)
+    out(f"simulator: not running after {timeout_s:.0f}s\n{tail(paths.log('sim'))}")
+    return 1
 
 
 def _print_status(state: Mapping[str, Any], out: Printer) -> None:

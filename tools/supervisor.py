@@ -7,6 +7,11 @@ crashes in a row the supervisor gives up on it loudly (error log, state ``errore
 others running. SIGTERM/SIGINT stop the gateway first, then every service, then the supervisor.
 The supervisor's view of its children is kept in ``<run dir>/supervisor.json`` for ``up``,
 ``down`` and ``status``.
+
+SIGHUP reloads the program list from the spec file: programs added since are started, programs
+removed are stopped, the others keep running. A one-shot environment for the next start of one
+program can be left in ``<run dir>/once/<name>.json`` (a JSON object of variables): the supervisor
+applies it to that start only and deletes the file (tests use it to arm a crash hook).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from common.config import env_float_seconds, env_int
 log = logging.getLogger("tools.supervisor")
 
 STATE_FILE = "supervisor.json"
+ONCE_DIR = "once"
 GATEWAY = "envoy"
 
 
@@ -159,12 +165,29 @@ class Supervisor:
         with self.log_path(child.program.name).open("a") as fh:
             fh.write(f"[supervisor {stamp}] {text}\n")
 
+    def _once_env(self, child: Child) -> dict[str, str]:
+        """The one-shot variables left for this program's next start (consumed), or {}."""
+        path = self.run_dir / ONCE_DIR / f"{child.program.name}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as exc:
+            self._note(child, f"ignoring unreadable one-shot environment {path}: {exc}")
+            data = {}
+        path.unlink(missing_ok=True)
+        extra = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if extra:
+            self._note(child, f"one-shot environment for this start: {', '.join(sorted(extra))}")
+        return extra
+
     def _spawn(self, child: Child) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, **self._once_env(child)}
         out: IO[bytes] = self.log_path(child.program.name).open("ab")
         try:
             proc = subprocess.Popen(list(child.program.argv), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=self.env, close_fds=True)
+                                    stderr=subprocess.STDOUT, env=env, close_fds=True)
         except OSError as exc:
             out.close()
             log.error("cannot start program", extra={"program": child.program.name, "error": str(exc)})
@@ -181,13 +204,13 @@ class Supervisor:
         log.info("program started", extra={"program": child.program.name, "pid": proc.pid,
                                             "restarts": child.restarts})
 
-    def _exited(self, child: Child, code: int) -> None:
+    def _exited(self, child: Child, code: int, *, stopped: bool = False) -> None:
         uptime = time.monotonic() - child.started_mono if child.started_mono else 0.0
         child.proc = None
         child.pid = 0
         child.starttime = None
         child.last_exit = code
-        if self.stopping:
+        if self.stopping or stopped:
             child.state = "stopped"
             return
         decision = after_exit(self.policy, child.fast_crashes, uptime)
@@ -267,7 +290,7 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
             code = child.proc.returncode
-            self._exited(child, code)
+            self._exited(child, code, stopped=True)
             log.info("program stopped", extra={"program": child.program.name, "exit_code": code})
         for child in children:
             if child.state in ("backoff", "starting"):
@@ -281,18 +304,42 @@ class Supervisor:
         self._stop_group([c for c in self.children if c.program.name != GATEWAY])
         self.write_state()
 
-    def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; returns the exit code."""
+    def reload(self, programs: Sequence[Program]) -> None:
+        """Adopt a new program list: start the new ones, stop the removed ones, keep the rest."""
+        wanted = {p.name: p for p in programs}
+        removed = [c for c in self.children if c.program.name not in wanted or c.program != wanted[c.program.name]]
+        if removed:
+            self._stop_group(removed)
+            self.children = [c for c in self.children if c not in removed]
+        known = {c.program.name for c in self.children}
+        for program in programs:
+            if program.name not in known:
+                child = Child(program)
+                self.children.append(child)
+                self._spawn(child)
+        order = list(wanted)
+        self.children.sort(key=lambda c: order.index(c.program.name))
+        log.info("programs reloaded", extra={"programs": order, "stopped": [c.program.name for c in removed]})
+
+    def run(self, spec_path: Path | None = None) -> int:
+        """Supervise until SIGTERM/SIGINT (SIGHUP reloads ``spec_path``); returns the exit code."""
         rfd, wfd = socket.socketpair()
         rfd.setblocking(False)
         wfd.setblocking(False)
         signal.set_wakeup_fd(wfd.fileno(), warn_on_full_buffer=False)
 
+        reload_wanted = False
+
         def on_stop(signum: int, _frame: object) -> None:
             self.stopping = True
 
+        def on_hup(signum: int, _frame: object) -> None:
+            nonlocal reload_wanted
+            reload_wanted = True
+
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log.info("supervisor started", extra={"programs": [c.program.name for c in self.children]})
@@ -308,7 +355,15 @@ class Supervisor:
                 pass
             if self.stopping:
                 break
-            if self._reap() | self._due_restarts():
+            changed = self._reap() | self._due_restarts()
+            if reload_wanted and spec_path is not None:
+                reload_wanted = False
+                try:
+                    self.reload(programs_from_json(spec_path.read_text()))
+                except (OSError, ValueError, KeyError) as exc:
+                    log.error("cannot reload the program list", extra={"error": str(exc)})
+                changed = True
+            if changed:
                 self.write_state()
         log.info("supervisor stopping")
         self.stop_all()
@@ -351,7 +406,7 @@ def main(spec_path: Path, run_dir: Path) -> int:
     programs = programs_from_json(spec_path.read_text())
     supervisor = Supervisor(programs, run_dir, RestartPolicy.from_env(os.environ), os.environ)
     try:
-        return supervisor.run()
+        return supervisor.run(spec_path)
     except Exception:
         log.exception("supervisor crashed; stopping every program")
         supervisor.stop_all()

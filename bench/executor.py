@@ -1,0 +1,291 @@
+"""Executor fan-out: one RoutedTrade with 1,000 orders → the last order POST received by the Insiders fake.
+
+    python -m bench executor [--orders 1000] [--runs 20] [--warmup 2] [--no-transports] [--transport-runs 3]
+
+The executor runs as its own process (``python -m services.executor``) against embedded PostgreSQL
+and Redis; this process serves it the routed-trade stream (a router stand-in over the real durable
+log) and hosts the Insiders fake, which records each POST's arrival time. Each run appends one
+RoutedTrade; the clock starts just before the append and stops at the fake's last POST arrival.
+Runs are separated: the next starts once every order of the previous one is terminal. "executor
+CPU" is the executor process's user+system time from the append until this process saw the last
+POST (polled every 20 ms, so it includes some processing of the venue's answers): on this 2-core
+machine the executor, the fake, PostgreSQL and Redis share the cores, so CPU per fan-out is the
+figure that moves when the executor gets cheaper, whatever else runs.
+
+The transport comparison (default on; ``--no-transports`` skips it) measures the HTTP clients alone:
+1,000 concurrent POSTs (after a warm-up burst on the same client, so connections are open) from
+this process to the fake in its own process, to the last arrival, for ``services.executor.http1``
+(the executor's transport), aiohttp and httpx's default transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+import psycopg
+
+from bench import print_table, save_results, summarize
+from common.config import Secret, project_root
+from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
+from common.grpcserver import GrpcServer, start_server
+from common.marketstate import BookSnapshot, write_book
+from common.storage import apply_migrations, create_redis
+from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from services.executor.insiders_api import InsidersVenue, request_body
+from services.executor.venue import PlaceRequest
+from sim.insiders import InsidersFake, StaticBooks
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+TARGET_LAST_POST_P99_MS = 200.0
+TOKEN = "bench-insiders-token"
+ASSET = "5034" + "9" * 72
+CONDITION = "0x" + "ef" * 32
+
+
+class _Router(egrpc.RouterServiceServicer):
+    def __init__(self, log_: DurableLog) -> None:
+        self.log = log_
+        self.connected = asyncio.Event()
+
+    async def StreamRoutedTrades(self, request, context):
+        self.connected.set()
+
+        def build(cursor: str, payload: bytes) -> epb.StreamRoutedTradesResponse:
+            return epb.StreamRoutedTradesResponse(cursor=cursor, routed=epb.RoutedTrade.FromString(payload))
+
+        async for item in serve_log(self.log, request.after_cursor, build):
+            yield item
+
+
+def _routed(run: int, n: int, now_ns: int) -> epb.RoutedTrade:
+    orders = [epb.Order(
+        client_order_id=f"co_bench_{run:03d}_{i:05d}", origin=epb.ORDER_ORIGIN_COPY, subscription_id=f"sub_{i:05d}",
+        follower_user_id=f"u_{i}", follower_wallet_id=f"w_{i:05d}", follower_proxy="0x" + f"{i:040x}",
+        asset_id=ASSET, condition_id=CONDITION, outcome="Yes", side=cpb.SIDE_BUY, order_type=epb.ORDER_TYPE_FAK,
+        amount_usd="10", reference_price="0.50", max_slippage_bps=200, tick_size="0.01", min_order_size="5",
+        mode=cpb.EXECUTION_MODE_LIVE, leader_trade_id=f"lt_bench_{run}", leader_tx_hash="0x" + "ab" * 32,
+        leader_venue_time_ms=now_ns // 1_000_000, received_time_ns=now_ns, routed_time_ns=now_ns)
+        for i in range(n)]
+    return epb.RoutedTrade(orders=orders)
+
+
+def _cpu_ms(pid: int) -> float:
+    """User + system CPU time of a process so far, in ms (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _terminal_count(db_url: str, prefix: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT count(*) FROM orders WHERE client_order_id LIKE %s AND terminal_at IS NOT NULL",
+                           (prefix + "%",)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_path: Path) -> dict[str, Any]:
+    books = StaticBooks()
+    books.set(ASSET, bids=[("0.49", "100000000")], asks=[("0.50", "100000000"), ("0.51", "100000000")])
+    fake = InsidersFake(books, token=TOKEN, settle_s=0.05)
+    await fake.start()
+    redis = create_redis(redis_url)
+    b, a = books.levels(ASSET)
+    now_ms = int(time.time() * 1000)
+    await write_book(redis, BookSnapshot(ASSET, CONDITION, tuple(b), tuple(a), Decimal("0.01"), now_ms,
+                                         now_ms + 3_600_000))
+    stream_redis = create_stream_redis(redis_url)
+    log_ = DurableLog(stream_redis, ROUTED_TRADES)
+    router = _Router(log_)
+    srv: GrpcServer = await start_server("127.0.0.1", 0, lambda s: (
+        egrpc.add_RouterServiceServicer_to_server(router, s), ["tradingtools.execution.v1.RouterService"])[1])
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "TT_EXECUTOR_GRPC_PORT": "0",
+           "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{srv.port}", "TT_INSIDERS_API_URL": fake.url,
+           "TT_INSIDERS_API_TOKEN": TOKEN, "TT_EXECUTOR_MAX_ORDER_AGE_S": "0"}
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", cwd=project_root(),
+                                                env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+    last_ms: list[float] = []
+    first_ms: list[float] = []
+    cpu_ms: list[float] = []
+    try:
+        await asyncio.wait_for(router.connected.wait(), timeout=60)
+        for run in range(args.warmup + args.runs):
+            start_index = len(fake.posts)
+            cpu0 = _cpu_ms(proc.pid)
+            t0 = time.time_ns()
+            await log_.append(_routed(run, args.orders, t0).SerializeToString())
+            deadline = time.monotonic() + 30
+            while len(fake.posts) - start_index < args.orders:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run}: only {len(fake.posts) - start_index} POSTs arrived")
+                await asyncio.sleep(0.02)
+            arrivals = sorted(p.arrival_ns for p in fake.posts[start_index:])
+            if arrivals[0] < t0:
+                raise AssertionError(f"run {run}: a POST arrived before the trade was appended")
+            cpu = _cpu_ms(proc.pid) - cpu0  # executor CPU until the last POST was seen (±20 ms polling)
+            if run >= args.warmup:
+                last_ms.append((arrivals[-1] - t0) / 1e6)
+                first_ms.append((arrivals[0] - t0) / 1e6)
+                cpu_ms.append(cpu)
+                print(f"run {run - args.warmup + 1:>3}: first POST {first_ms[-1]:7.1f} ms, "
+                      f"last POST {last_ms[-1]:7.1f} ms, executor CPU meanwhile {cpu:6.0f} ms", flush=True)
+            prefix = f"co_bench_{run:03d}_"
+            deadline = time.monotonic() + 60
+            while await asyncio.to_thread(_terminal_count, db_url, prefix) < args.orders:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run}: orders did not all end")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+        counts = fake.post_counts()
+        doubles = sum(1 for n in counts.values() if n > 1)
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+        await srv.stop(0)
+        await fake.stop()
+        await redis.aclose()
+        await stream_redis.aclose()
+    return {"last_post": summarize(last_ms), "first_post": summarize(first_ms),
+            "executor_cpu_to_last_post": summarize(cpu_ms), "runs_last_ms": last_ms,
+            "orders_per_run": args.orders, "double_posts": doubles}
+
+
+def _burst_requests(prefix: str, n: int) -> list[PlaceRequest]:
+    return [PlaceRequest(f"co_{prefix}_{i}", "u", f"w_{i}", "0xp", ASSET, "BUY", "FAK", Decimal("1"), None,
+                         Decimal("0.51")) for i in range(n)]
+
+
+async def _burst_http1(url: str, n: int, run: int) -> int:
+    venue = InsidersVenue(url, Secret(TOKEN), post_timeout_s=120)
+    await asyncio.gather(*(venue.place(r) for r in _burst_requests(f"http1w_{run}", n)))  # warm connections
+    reqs = _burst_requests(f"http1_{run}", n)
+    t0 = time.time_ns()
+    await asyncio.gather(*(venue.place(r) for r in reqs))
+    await venue.close()
+    return t0
+
+
+async def _burst_aiohttp(url: str, n: int, run: int) -> int:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+        async def one(r: PlaceRequest) -> None:
+            headers = {"Idempotency-Key": r.client_order_id, "Content-Type": "application/json"}
+            async with s.post(f"{url}/v1/orders", data=request_body(r), headers=headers) as resp:
+                await resp.read()
+
+        await asyncio.gather(*(one(r) for r in _burst_requests(f"aiohttpw_{run}", n)))  # warm connections
+        reqs = _burst_requests(f"aiohttp_{run}", n)
+        t0 = time.time_ns()
+        await asyncio.gather(*(one(r) for r in reqs))
+    return t0
+
+
+async def _burst_httpx(url: str, n: int, run: int) -> int:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as client:
+        def one(r: PlaceRequest) -> Any:
+            return client.post(f"{url}/v1/orders", content=request_body(r),
+                               headers={"Idempotency-Key": r.client_order_id, "Content-Type": "application/json"})
+
+        await asyncio.gather(*(one(r) for r in _burst_requests(f"httpxw_{run}", n)))  # warm connections
+        reqs = _burst_requests(f"httpx_{run}", n)
+        t0 = time.time_ns()
+        await asyncio.gather(*(one(r) for r in reqs))
+    return t0
+
+
+async def _transports(args: argparse.Namespace) -> dict[str, Any]:
+    """Each client alone from this process, 1,000 concurrent POSTs to the fake in its own process."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim.insiders", "--port", "0", "--token", TOKEN,
+                                                cwd=project_root(), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        url = (await proc.stdout.readline()).decode().strip()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as admin:
+            book = {"bids": [["0.49", "1000000000"]], "asks": [["0.50", "1000000000"]]}
+            async with admin.put(f"{url}/_sim/books/{ASSET}", data=orjson.dumps(book)) as r:
+                r.raise_for_status()
+            bursts = (("http1", _burst_http1), ("aiohttp", _burst_aiohttp), ("httpx", _burst_httpx))
+            results: dict[str, list[float]] = {name: [] for name, _ in bursts}
+            for run in range(args.transport_runs):
+                for name, burst in bursts:
+                    async with admin.get(f"{url}/_sim/posts?since=0") as r:
+                        since = (await r.json())["next"]
+                    t0 = await burst(url, args.orders, run)
+                    async with admin.get(f"{url}/_sim/posts?since={since}") as r:
+                        posts = [p for p in (await r.json())["posts"]
+                                 if p["clientOrderId"].startswith(f"co_{name}_{run}_")]
+                    last = max(p["arrivalNs"] for p in posts)
+                    results[name].append((last - t0) / 1e6)
+                    print(f"transport {name:<8} run {run + 1}: last of {len(posts)} POSTs at "
+                          f"{results[name][-1]:7.1f} ms", flush=True)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return {name: summarize(v) for name, v in results.items()}
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; non-zero when the p99 target is missed."""
+    parser = argparse.ArgumentParser(prog="bench executor")
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--transport-runs", type=int, default=3)
+    parser.add_argument("--no-transports", action="store_true")
+    args, _ = parser.parse_known_args(argv)
+    import uvloop
+
+    with tempfile.TemporaryDirectory(prefix="tt-bench-executor-") as tmp:
+        pgdata = Path(tmp) / "pg"
+        db_url = start_postgres(pgdata)
+        redis_url, redis_pid = start_redis(Path(tmp) / "redis", durable=False)
+        log_path = Path(tmp) / "executor.log"
+        try:
+            apply_migrations(db_url)
+            result = uvloop.run(_fanout(args, db_url, redis_url, log_path))
+            transports = {} if args.no_transports else uvloop.run(_transports(args))
+        except BaseException:
+            if log_path.exists():
+                print(log_path.read_text()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            stop_pid(redis_pid)
+            stop_postgres(pgdata)
+    print(f"executor: one RoutedTrade of {args.orders} orders appended -> POSTs received by the Insiders fake "
+          f"({args.runs} runs)")
+    rows = {"last POST": result["last_post"], "first POST": result["first_post"],
+            "executor CPU (ms)": result["executor_cpu_to_last_post"]}
+    rows.update({f"{k} {args.orders} POSTs": v for k, v in transports.items()})
+    print_table(rows)
+    path = save_results("executor", {"what": "RoutedTrade appended -> order POSTs received by the Insiders fake",
+                                     "load_average_1m_after": round(_load(), 2),
+                                     "transport": "services.executor.http1", **result, "transports_alone": transports})
+    print(f"saved {path}")
+    ok = result["last_post"]["p99_ms"] <= TARGET_LAST_POST_P99_MS and result["double_posts"] == 0
+    print(f"target: last POST p99 <= {TARGET_LAST_POST_P99_MS:g} ms, no double POST: {'met' if ok else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,350 @@
+"""Guard: 100,000 armed triggers over 5,000 assets, price ticks at 10,000/s.
+
+    python -m bench guard [--triggers 100000] [--assets 5000] [--rate 10000] [--seconds 20] [--warmup-s 3]
+                          [--engine-ticks 200000] [--no-service]
+
+Two measurements:
+
+1. **Engine, in-process**: the triggers are loaded from PostgreSQL exactly as guard loads them at
+   start-up (timed), then a random-walk tick stream is evaluated: tick parsed → fire decision
+   (``ticks.view`` + ``Engine.on_tick``), per tick, and for the ticks that fired.
+2. **Service**: ``python -m services.guard`` runs as its own process against embedded PostgreSQL and
+   Redis; this process serves it the PriceTick stream (an ingest stand-in over the real durable log,
+   fed at ``--rate`` ticks/s) and hosts an executor stand-in that records when each SubmitOrder
+   arrives. Latency = SubmitOrder received − the tick's ``received_time_ns`` (stamped just before the
+   tick enters the log, i.e. when ingest would have received the frame); the guard-side decision
+   time (``Order.routed_time_ns``) is reported too. Also: guard's start-up load time (from its log)
+   and its RSS after the load and at its peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import print_table, save_results, summarize
+from common.config import project_root
+from common.decimals import fmt
+from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
+from common.grpcserver import GrpcServer, start_server
+from common.marketstate import MarketInfo, write_market
+from common.storage import apply_migrations, create_pool, create_redis
+from common.streams import PRICE_TICKS, DurableLog, create_stream_redis, serve_log
+from services.guard import ticks as tickview
+from services.guard.engine import load
+from services.guard.store import TriggerStore
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
+
+TOKEN = "cd" * 32
+TARGET_P99_MS = 5.0
+TARGET_LOAD_S = 3.0
+TARGET_RSS_MB = 300.0
+CENT = Decimal("0.01")
+
+
+def _asset(i: int) -> str:
+    return f"{7_000_000_000 + i:d}" + "1" * 66
+
+
+def _seed(db_url: str, n_triggers: int, n_assets: int, rng: random.Random) -> None:
+    """Positions and ARMED triggers (TP / SL / trailing, some in OCO pairs), written with COPY."""
+    per_asset = max(1, n_triggers // n_assets)
+    now = datetime.now(UTC)
+    with psycopg.connect(db_url) as conn:
+        with conn.cursor().copy("COPY positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                                " cost_usd) FROM STDIN") as cp:
+            for a in range(n_assets):
+                for k in range(per_asset):
+                    cp.write_row((f"w_{k}", _asset(a), "0x" + "ab" * 32, "0x" + f"{k:040x}", 100, 0.5, 50))
+        with conn.cursor().copy(
+                "COPY triggers (id, wallet, follower_wallet_id, asset_id, kind, trigger_price, trail_pct,"
+                " activation_price, size, sell_fraction, oco_group, price_source, state, state_reason,"
+                " high_water_mark, source, create_time, update_time) FROM STDIN") as cp:
+            for a in range(n_assets):
+                for k in range(per_asset):
+                    kind = ("TAKE_PROFIT", "STOP_LOSS", "TRAILING_STOP", "TAKE_PROFIT", "STOP_LOSS")[k % 5]
+                    price = trail = Decimal(0)
+                    # prices spread so that the random walk below fires a few dozen a second
+                    if kind == "TAKE_PROFIT":
+                        price = Decimal(rng.randint(58, 95)) / 100
+                    elif kind == "STOP_LOSS":
+                        price = Decimal(rng.randint(5, 42)) / 100
+                    else:
+                        trail = Decimal(rng.randint(15, 45))
+                    oco = f"grp_{a}_{k // 2}" if k % 5 in (3, 4) else ""
+                    cp.write_row((f"trg_{a}_{k}", "0x" + f"{k:040x}", f"w_{k}", _asset(a), kind, price, trail, 0, 0,
+                                  1, oco, "BEST_BID", "ARMED", "", 0, "MANUAL", now, now))
+        conn.commit()
+
+
+class _Walk:
+    """A random walk per asset on the 0.01 grid, kept inside [0.02, 0.97]."""
+
+    def __init__(self, n_assets: int, rng: random.Random) -> None:
+        self.prices = [50] * n_assets
+        self.rng = rng
+
+    def step(self) -> tuple[int, Decimal]:
+        a = self.rng.randrange(len(self.prices))
+        p = min(97, max(2, self.prices[a] + self.rng.choice((-1, 0, 1))))
+        self.prices[a] = p
+        return a, Decimal(p) / 100
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return round(values.get("VmRSS", 0.0), 1), round(values.get("VmHWM", 0.0), 1)
+
+
+async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    store = TriggerStore(pool, lambda: datetime.now(UTC))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    c0, t0 = time.process_time(), time.perf_counter()
+    specs = await store.load_armed()
+    t1 = time.perf_counter()
+    engine = load(specs)
+    c2, t2 = time.process_time(), time.perf_counter()
+    await pool.close()
+    del specs
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    walk = _Walk(args.assets, random.Random(7))
+    all_ms: list[float] = []
+    fired_ms: list[float] = []
+    fires = 0
+    max_age = 2_000_000_000
+    started = time.perf_counter()
+    for _ in range(args.engine_ticks):
+        a, p = walk.step()
+        now = time.time_ns()
+        tick = mpb.PriceTick(asset_id=_asset(a), best_bid=fmt(p), best_ask=fmt(p + CENT), mid=fmt(p + CENT / 2),
+                             received_time_ns=now, kind=mpb.TICK_KIND_PRICE_CHANGE)
+        s = time.perf_counter_ns()
+        view = tickview.view(tick, now, max_age)
+        out = engine.on_tick(view.asset_id, view.prices, stale=view.stale)
+        e = time.perf_counter_ns()
+        all_ms.append((e - s) / 1e6)
+        if out.fired:
+            fires += len(out.fired)
+            fired_ms.append((e - s) / 1e6)
+    elapsed = time.perf_counter() - started
+    return {"load_db_s": round(t1 - t0, 3), "build_engine_s": round(t2 - t1, 3), "load_total_s": round(t2 - t0, 3),
+            "load_cpu_s": round(c2 - c0, 3),
+            "loaded": len(engine) + fires, "bench_process_maxrss_growth_mb": round(rss1 - rss0, 1),
+            "tick_to_decision": summarize(all_ms), "tick_to_decision_fired": summarize(fired_ms), "fires": fires,
+            "ticks": args.engine_ticks, "ticks_per_s_capacity": round(args.engine_ticks / elapsed)}
+
+
+class _Ingest(mgrpc.IngestServiceServicer):
+    def __init__(self, log_: DurableLog) -> None:
+        self.log = log_
+        self.connected = asyncio.Event()
+
+    async def StreamPriceTicks(self, request, context):
+        def build(cursor: str, payload: bytes) -> mpb.StreamPriceTicksResponse:
+            return mpb.StreamPriceTicksResponse(cursor=cursor, tick=mpb.PriceTick.FromString(payload))
+
+        cursor = await self.log.resolve(request.after_cursor)
+        self.connected.set()
+        async for item in serve_log(self.log, cursor, build):
+            yield item
+
+
+@dataclass
+class _Executor(egrpc.ExecutorServiceServicer):
+    arrivals: list[tuple[int, epb.Order]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    async def SubmitOrder(self, request, context):
+        arrival = time.time_ns()
+        order = request.order
+        duplicate = order.client_order_id in self.seen
+        self.seen.add(order.client_order_id)
+        self.arrivals.append((arrival, order))
+        return epb.SubmitOrderResponse(client_order_id=order.client_order_id, duplicate=duplicate)
+
+    async def StreamOrderEvents(self, request, context):
+        await asyncio.Event().wait()
+        yield epb.StreamOrderEventsResponse()  # pragma: no cover - never reached
+
+
+def _load_s_from_log(path: Path) -> float | None:
+    for line in path.read_text(errors="replace").splitlines():
+        if '"armed triggers loaded"' in line:
+            try:
+                return float(json.loads(line)["load_s"])
+            except (ValueError, KeyError):
+                return None
+    return None
+
+
+async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
+    redis = create_redis(redis_url)
+    for a in range(args.assets):
+        await write_market(redis, MarketInfo(_asset(a), "0x" + "ab" * 32, CENT, Decimal(1)))
+    stream_redis = create_stream_redis(redis_url)
+    log_ = DurableLog(stream_redis, PRICE_TICKS, maxlen=200_000)
+    ingest = _Ingest(log_)
+    executor = _Executor()
+    servers: list[GrpcServer] = [
+        await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(ingest, s),
+                                                      ["tradingtools.market.v1.IngestService"])[1]),
+        await start_server("127.0.0.1", 0, lambda s: (egrpc.add_ExecutorServiceServicer_to_server(executor, s),
+                                                      ["tradingtools.execution.v1.ExecutorService"])[1])]
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
+           "TT_GUARD_GRPC_PORT": "0", "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{servers[0].port}",
+           "TT_EXECUTOR_GRPC_TARGET": f"127.0.0.1:{servers[1].port}", "TT_CONTROL_GRPC_TARGET": "127.0.0.1:1",
+           "TT_GUARD_PERF_INTERVAL_S": "3600", "TT_GUARD_TICK_MAX_AGE_S": "5",
+           "TT_GUARD_STATS_LOG_S": "2", "TT_GUARD_TICK_SOURCE": args.source}
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
+    spawned = time.perf_counter()
+    with log_path.open("ab") as out:
+        profile = os.environ.get("TT_BENCH_GUARD_PROFILE")  # a path: run guard under cProfile
+        cmd = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "services.guard"]
+        proc = await asyncio.create_subprocess_exec(*cmd, cwd=project_root(), env=env, stdout=out,
+                                                    stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while '"guard started"' not in (text := await asyncio.to_thread(log_path.read_text, errors="replace")):
+            if time.monotonic() > deadline or proc.returncode is not None:
+                raise RuntimeError("guard did not start: " + text[-2000:])
+            await asyncio.sleep(0.05)
+        if args.source == "grpc":
+            await asyncio.wait_for(ingest.connected.wait(), timeout=60)
+        ready_s = time.perf_counter() - spawned
+        await asyncio.sleep(0.5)
+        rss_loaded = _rss_mb(proc.pid)
+        walk = _Walk(args.assets, random.Random(11))
+        prices = {p: (fmt(Decimal(p) / 100), fmt(Decimal(p + 1) / 100), fmt(Decimal(2 * p + 1) / 200))
+                  for p in range(1, 100)}
+        assets = [_asset(a) for a in range(args.assets)]
+        batch = max(1, args.rate // 200)  # every 5 ms
+        interval = batch / args.rate
+        total = int(args.rate * (args.warmup_s + args.seconds))
+        warm_until_ns = time.time_ns() + int(args.warmup_s * 1e9)
+        sent = 0
+        cpu0 = _cpu_s(proc.pid)
+        started = next_at = time.perf_counter()
+        while sent < total:
+            now_ns = time.time_ns()
+            payloads = []
+            for _ in range(batch):
+                a, p = walk.step()
+                bid, ask, mid = prices[int(p * 100)]
+                payloads.append(mpb.PriceTick(
+                    asset_id=assets[a], kind=mpb.TICK_KIND_PRICE_CHANGE, best_bid=bid, best_ask=ask, mid=mid,
+                    tick_size="0.01", venue_time_ms=now_ns // 1_000_000, received_time_ns=now_ns).SerializeToString())
+            await log_.append_many(payloads)
+            sent += batch
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        produce_s = time.perf_counter() - started
+        guard_cpu = (_cpu_s(proc.pid) - cpu0) / produce_s
+        await asyncio.sleep(2.0)
+        rss_end = _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+        for srv in servers:
+            await srv.stop(0)
+        await redis.aclose()
+        await stream_redis.aclose()
+    samples = [(arr, o) for arr, o in executor.arrivals if o.received_time_ns >= warm_until_ns]
+    sell_ms = [(arr - o.received_time_ns) / 1e6 for arr, o in samples]
+    decision_ms = [(o.routed_time_ns - o.received_time_ns) / 1e6 for _a, o in samples]
+    doubles = len(executor.arrivals) - len(executor.seen)
+    return {"tick_source": args.source, "tick_to_sell_received": summarize(sell_ms),
+            "tick_to_order_built_in_guard": summarize(decision_ms),
+            "sells": len(executor.arrivals), "double_submits": doubles,
+            "ticks_sent": sent, "guard_cpu_fraction_of_one_core": round(guard_cpu, 2), "rate_target": args.rate,
+            "rate_achieved": round(sent / max(produce_s, 1e-9)),
+            "guard_start_to_streaming_s": round(ready_s, 3), "guard_load_s": _load_s_from_log(log_path),
+            "guard_rss_after_load_mb": rss_loaded[0], "guard_rss_end_mb": rss_end[0], "guard_rss_peak_mb": rss_end[1]}
+
+
+async def _run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="tt-bench-guard-") as tmp:
+        pgdata = Path(tmp) / "pg"
+        os.chmod(tmp, 0o755)
+        db_url = start_postgres(pgdata)
+        redis_url, redis_pid = start_redis(Path(tmp) / "redis", durable=False)
+        try:
+            apply_migrations(db_url)
+            t0 = time.perf_counter()
+            _seed(db_url, args.triggers, args.assets, random.Random(3))
+            print(f"seeded {args.triggers} triggers over {args.assets} assets in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+            engine = await _engine_bench(db_url, args)
+            print(f"start-up load in-process: {engine['load_total_s']} s (query {engine['load_db_s']} s, engine "
+                  f"{engine['build_engine_s']} s; {engine['load_cpu_s']} s CPU); engine capacity "
+                  f"{engine['ticks_per_s_capacity']} ticks/s, {engine['fires']} fires", flush=True)
+            rows = {"engine tick→decision": engine["tick_to_decision"],
+                    "engine (fired ticks)": engine["tick_to_decision_fired"]}
+            result: dict[str, Any] = {"triggers": args.triggers, "assets": args.assets, "engine": engine}
+            if not args.no_service:
+                log_path = Path(os.environ.get("TT_BENCH_GUARD_LOG", str(Path(tmp) / "guard.log")))
+                service = await _service_bench(db_url, redis_url, args, log_path)
+                result["service"] = service
+                rows["tick→order built"] = service["tick_to_order_built_in_guard"]
+                rows["tick→SELL received"] = service["tick_to_sell_received"]
+                print(f"service: {service['ticks_sent']} ticks at {service['rate_achieved']}/s, "
+                      f"{service['sells']} SELLs, {service['double_submits']} double submits, guard CPU "
+                      f"{service['guard_cpu_fraction_of_one_core']:.0%} of a core; guard load "
+                      f"{service['guard_load_s']} s, RSS after load {service['guard_rss_after_load_mb']} MB, "
+                      f"peak {service['guard_rss_peak_mb']} MB", flush=True)
+            print_table(rows, TARGET_P99_MS)
+            path = save_results("guard", result)
+            print(f"saved {path.relative_to(project_root())}", flush=True)
+        finally:
+            stop_pid(redis_pid)
+            stop_postgres(pgdata)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run the guard benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench guard")
+    parser.add_argument("--triggers", type=int, default=100_000)
+    parser.add_argument("--assets", type=int, default=5_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="ticks per second into guard")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--engine-ticks", type=int, default=200_000)
+    parser.add_argument("--no-service", action="store_true", help="only the in-process engine measurement")
+    parser.add_argument("--source", choices=("grpc", "log"), default="log",
+                        help="how guard reads ticks (TT_GUARD_TICK_SOURCE)")
+    args = parser.parse_args(argv)
+    return asyncio.run(_run(args))

@@ -1,0 +1,31 @@
+"""Executor: depth check, venue submission (Insiders API or paper), lifecycle, fills and positions.
+
+Flow: ``RouterService.StreamRoutedTrades`` → :mod:`fanout` (prepare each order: venue, staleness,
+depth check and limit price; persist the intents in growing chunks; start a runner per new
+order) → :mod:`engine` (submit, settle, track; every change through :func:`lifecycle.apply`,
+persisted by :mod:`journal` with its OrderEvent in an outbox, then appended to
+``tt:stream:order_events``, served as ``ExecutorService.StreamOrderEvents``).
+
+Decisions worth knowing:
+
+- **Intent before POST.** An order's row is inserted (``ON CONFLICT DO NOTHING``) before its first
+  POST; a conflict means it was handled already and is resumed, never sent again.
+- **Ambiguity is settled by query.** A timeout, a dropped connection or an unreadable answer makes
+  the order UNKNOWN; ``GET ?clientOrderId`` settles it; three consecutive not-found make it LOST
+  (reservation released). After a restart, an order persisted in SUBMITTING whose POST is not
+  known to have left is queried the same way; only if the venue still has never heard of it after
+  three queries, and the order is younger than ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S``, is it POSTed
+  again with the same Idempotency-Key (otherwise LOST).
+- **Retries** only for 425/429/5xx/disconnects, with backoff, same Idempotency-Key, behind the
+  breaker. When retries end after a 5xx (the venue may hold the order) the order is settled by
+  query rather than failed.
+- **Breaker** (per venue; state mirrored in ``tt:breaker:{venue}``): 5 consecutive failures open it
+  for 60 s, then one half-open probe. A new order meeting an OPEN breaker is FAILED at once with
+  reason BREAKER_OPEN (a copy sent a minute late is worse than none); while the half-open probe is
+  out, new orders wait for its verdict up to ``TT_EXECUTOR_BREAKER_WAIT_S``, then fail the same way.
+- **Fills are booked when final** (``confirmed``, a resting order's growing match, or a
+  cancellation after a partial match): fills row, position and subscription stats in the journal's
+  transaction; ``tt:watch:positions`` follows positions opened and closed.
+- **Depth check** applies to copies (skip below 50 % within the slippage); exits and GTC orders go
+  out for whatever fills within the limit.
+"""

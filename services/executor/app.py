@@ -1,0 +1,165 @@
+"""Wiring of the executor: real clients, the journal, venues, engine, gRPC server and the routed-trade consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+
+from common import reservations
+from common.grpcserver import GrpcServer
+from common.retry import Backoff
+from common.storage import apply_migrations, create_pool
+from common.streams import (
+    ORDER_EVENTS,
+    START_NEW,
+    START_OLDEST,
+    DeadLetters,
+    DurableLog,
+    RedisCursorStore,
+    ResumableConsumer,
+    create_stream_redis,
+)
+from services.executor import server
+from services.executor.breaker import BreakerConfig
+from services.executor.breakergate import BreakerGate
+from services.executor.config import Settings
+from services.executor.engine import Engine, EngineConfig
+from services.executor.fanout import Fanout
+from services.executor.insiders_api import InsidersVenue
+from services.executor.intake import IntakeRules
+from services.executor.journal import Journal
+from services.executor.model import INSIDERS, PAPER
+from services.executor.paper import PaperVenue
+from services.executor.servicer import ExecutorServicer
+from services.executor.store import Store
+from services.executor.venue import Venue
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+log = logging.getLogger("services.executor")
+
+
+@dataclass
+class Running:
+    """A started executor and what to stop."""
+
+    server: GrpcServer
+    engine: Engine
+    fanout: Fanout
+    journal: Journal
+    consumer: ResumableConsumer[epb.RoutedTrade]
+    gates: dict[str, BreakerGate]
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop consuming and serving, cancel runners (non-terminal orders resume at the next start),
+        write what the journal holds, close clients."""
+        consumers = [t for t in self.tasks if t.get_name() != "journal"]
+        for t in consumers:
+            t.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+        await self.server.stop(grace_s)
+        await self.engine.close()
+        await self.journal.drain(max(1.0, grace_s))
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for gate in self.gates.values():
+            await gate.close()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("close failed")
+
+
+def _blocking_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """A string-mode client whose pool waits for a free connection instead of failing a burst of 1,000 calls."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10,
+                                                    decode_responses=True, socket_timeout=5.0,
+                                                    socket_connect_timeout=5.0, health_check_interval=10)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def start(settings: Settings, database_url: str, redis_url: str) -> Running:
+    """Build and start everything; resume unfinished orders before taking new ones."""
+    await asyncio.to_thread(apply_migrations, database_url)
+    pool = await create_pool(database_url, min_size=2, max_size=8)
+    redis = _blocking_redis(redis_url)
+    stream_redis = create_stream_redis(redis_url)
+    events_log = DurableLog(stream_redis, ORDER_EVENTS)
+    store = Store(pool)  # type: ignore[arg-type]  # common.storage.create_pool sets dict_row
+    journal = Journal(store, redis, events_log, reservations.release, max_batch=settings.journal_batch)
+
+    cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))
+    venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps)}
+    gates = {PAPER: BreakerGate("paper", redis, cfg, _now_ms)}
+    if settings.live_configured:
+        insiders = InsidersVenue(settings.insiders_url, settings.insiders_token,
+                                 post_timeout_s=settings.post_timeout_s, query_timeout_s=settings.query_timeout_s,
+                                 max_connections=settings.http_connections)
+        venues[INSIDERS] = insiders
+        gates[INSIDERS] = BreakerGate("insiders", redis, cfg, _now_ms)
+        if settings.http_warm_connections:
+            await insiders.warm_up(settings.http_warm_connections)
+    else:
+        log.error("TT_INSIDERS_API_URL is not set: LIVE orders are REFUSED (REJECTED, reason "
+                  "LIVE_VENUE_NOT_CONFIGURED); paper orders still run")
+    for gate in gates.values():
+        await gate.load()
+
+    engine = Engine(journal=journal, venues=venues, gates=gates, redis=redis, config=EngineConfig(
+        max_submit_attempts=settings.max_submit_attempts,
+        retry_backoff=Backoff(settings.retry_base_s, settings.retry_cap_s),
+        breaker_wait_s=settings.breaker_wait_s, poll_initial_s=settings.poll_initial_s,
+        poll_max_s=settings.poll_max_s, settle_interval_s=settings.settle_interval_s,
+        lost_after=settings.lost_after, resubmit_max_age_s=settings.resubmit_max_age_s,
+        max_inflight=settings.max_inflight), rng=random.Random())
+    fanout = Fanout(engine, store, redis, IntakeRules(
+        live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
+        min_depth_ratio=settings.min_depth_ratio))
+
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal")]
+    resumed = await engine.resume(await store.open_orders())
+    if resumed:
+        log.info("resumed unfinished orders", extra={"count": resumed})
+
+    servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s)
+    grpc_server = await server.start(servicer, settings.grpc_port, settings.host)
+
+    channel = grpc.aio.insecure_channel(settings.router_target)
+    stub = egrpc.RouterServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
+        call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor=after,
+                                                                     consumer=settings.consumer_name))
+        async for resp in call:
+            yield resp.cursor, resp.routed
+
+    consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
+        settings.consumer_name, open_stream, fanout.handle, RedisCursorStore(redis),
+        start=START_OLDEST if settings.start_oldest else START_NEW,
+        dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()))
+    tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
+
+    async def close_venues() -> None:
+        for venue in venues.values():
+            await venue.close()
+
+    closers = [pool.close, redis.aclose, stream_redis.aclose, channel.close, close_venues]
+    log.info("executor started", extra={"port": grpc_server.port, "router": settings.router_target,
+                                        "live": settings.live_configured})
+    return Running(grpc_server, engine, fanout, journal, consumer, gates, tasks, closers)

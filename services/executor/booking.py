@@ -1,0 +1,145 @@
+"""Booking fills in bulk: ``fills`` rows, ``positions`` and ``subscription_stats``, inside the journal's
+transaction, in five statements per batch whatever its size.
+
+A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a
+restart conflicts and books nothing. Positions are locked in a fixed order (wallet, asset) before
+being read, so concurrent executors cannot deadlock or lose an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+
+from common.decimals import ZERO
+from services.executor.model import Booking, Ticket
+from services.executor.positions import FillEffect, Position, apply_fill
+
+_INSERT_FILLS = """
+INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
+                   condition_id, outcome, side, size, price, notional_usd, venue, fill_time, leader_trade_time,
+                   copy_latency_ms)
+SELECT r.id, NULLIF(r.sub, ''), r.wallet, r.coid, r.lt, r.tx, r.asset, r.cond, r.outcome, r.side, r.size, r.price,
+       r.notional, r.venue, to_timestamp(r.fill_ms / 1000.0),
+       CASE WHEN r.lt_ms > 0 THEN to_timestamp(r.lt_ms / 1000.0) END, r.latency
+FROM json_to_recordset(%s::json) AS r(id text, sub text, wallet text, coid text, lt text, tx text, asset text,
+     cond text, outcome text, side text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint,
+     lt_ms bigint, latency numeric)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+_ENSURE_POSITIONS = """
+INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet)
+SELECT r.w, r.a, r.c, r.p FROM json_to_recordset(%s::json) AS r(w text, a text, c text, p text)
+ON CONFLICT (follower_wallet_id, asset_id) DO NOTHING
+"""
+
+_LOCK_POSITIONS = """
+SELECT follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd FROM positions
+WHERE (follower_wallet_id, asset_id) IN (SELECT r.w, r.a FROM json_to_recordset(%s::json) AS r(w text, a text))
+ORDER BY follower_wallet_id, asset_id
+FOR UPDATE
+"""
+
+_UPDATE_POSITIONS = """
+UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
+    opened_at = CASE WHEN r.opened THEN now() ELSE p.opened_at END, updated_at = now(),
+    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END
+FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
+     pnl numeric, opened boolean)
+WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
+"""
+
+_UPSERT_STATS = """
+INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, realized_pnl_usd, updated_at)
+SELECT r.sub, r.copied, r.exposure, r.pnl, now()
+FROM json_to_recordset(%s::json) AS r(sub text, copied bigint, exposure numeric, pnl numeric)
+ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied + EXCLUDED.copied,
+    exposure_usd = GREATEST(0, subscription_stats.exposure_usd + EXCLUDED.exposure_usd),
+    realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """A fill that was booked now (not a replay), with its effect on the position."""
+
+    ticket: Ticket
+    effect: FillEffect
+
+
+def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
+    o = t.order
+    latency = t.copy_latency_ms()
+    return {"id": b.fill_id, "sub": o.subscription_id, "wallet": o.follower_wallet_id, "coid": t.client_order_id,
+            "lt": o.leader_trade_id, "tx": o.leader_tx_hash, "asset": o.asset_id, "cond": o.condition_id,
+            "outcome": o.outcome, "side": t.side, "size": str(b.size), "price": str(b.price),
+            "notional": str(b.notional), "venue": t.venue, "fill_ms": b.fill_time_ms,
+            "lt_ms": o.leader_venue_time_ms, "latency": str(latency) if latency is not None else None}
+
+
+@dataclass
+class _Stats:
+    copied: int = 0
+    exposure: Decimal = ZERO
+    pnl: Decimal = ZERO
+
+
+def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]]
+           ) -> tuple[list[Booked], dict[str, _Stats], set[tuple[str, str]]]:
+    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and the keys opened."""
+    booked: list[Booked] = []
+    stats: dict[str, _Stats] = {}
+    opened: set[tuple[str, str]] = set()
+    for t, b in fills:
+        key = (t.order.follower_wallet_id, t.order.asset_id)
+        effect = apply_fill(positions.get(key, Position()), buying=t.buying, size=b.size, price=b.price,
+                            fee_shares=b.fee_shares, notional=b.notional)
+        positions[key] = effect.position
+        if effect.opened:
+            opened.add(key)
+        booked.append(Booked(t, effect))
+        sub = t.order.subscription_id
+        if sub:
+            s = stats.setdefault(sub, _Stats())
+            s.copied += 1 if b.first_fill and t.origin == "COPY" else 0
+            s.exposure += effect.exposure_delta_usd
+            s.pnl += effect.realized_pnl_usd
+    return booked, stats, opened
+
+
+async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]]) -> list[Booked]:
+    """Book ``fills`` (in order) in the cursor's transaction; replays book nothing."""
+    if not fills:
+        return []
+    await cur.execute(_INSERT_FILLS, (orjson.dumps([_fill_row(t, b) for t, b in fills]).decode(),))
+    new_ids = {r["id"] for r in await cur.fetchall()}
+    fresh = [(t, b) for t, b in fills if b.fill_id in new_ids]
+    if not fresh:
+        return []
+    keys: dict[tuple[str, str], Ticket] = {}
+    for t, _ in fresh:
+        keys.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
+    key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy} for (w, a), t in keys.items()]
+    key_json = orjson.dumps(key_rows).decode()
+    await cur.execute(_ENSURE_POSITIONS, (key_json,))
+    await cur.execute(_LOCK_POSITIONS, (key_json,))
+    positions = {(r["follower_wallet_id"], r["asset_id"]): Position(r["size"], r["avg_price"], r["cost_usd"],
+                                                                     r["realized_pnl_usd"])
+                 for r in await cur.fetchall()}
+    booked, stats, opened = settle(positions, fresh)
+    await cur.execute(_UPDATE_POSITIONS, (orjson.dumps([
+        {"w": w, "a": a, "c": keys[(w, a)].order.condition_id, "size": str(p.size), "avg": str(p.avg_price),
+         "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd), "opened": (w, a) in opened}
+        for (w, a), p in positions.items() if (w, a) in keys]).decode(),))
+    if stats:
+        await cur.execute(_UPSERT_STATS, (orjson.dumps([
+            {"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
+            for sub, s in stats.items()]).decode(),))
+    return booked

@@ -1,0 +1,97 @@
+"""Small asyncio gates for the fan-out: bounded slots with a cheap fast path, and the burst gate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+
+class Slots:
+    """A counting semaphore whose uncontended acquire allocates nothing (``asyncio.Semaphore.locked``
+    walks its waiters on every call)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in FIFO order when none is free."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        """Give a slot back (to the first waiter, if any)."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
+class BurstGate:
+    """Holds back work on venue answers while a burst of POSTs is still going out.
+
+    An answer waits while more than ``min_pending`` POSTs are pending (a fan-out in progress; a
+    trickle of single orders never waits), and never longer than ``max_wait_s``.
+    """
+
+    def __init__(self, max_wait_s: float, min_pending: int = 0) -> None:
+        self.max_wait_s = max_wait_s
+        self.min_pending = min_pending
+        self.pending = 0
+        self._released: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self) -> None:
+        """One more POST is about to go out."""
+        self.pending += 1
+
+    def done(self) -> None:
+        """A POST of the burst came back (or will never be sent)."""
+        self.pending = max(0, self.pending - 1)
+        if self.pending <= self.min_pending:
+            self._release()
+
+    async def wait(self) -> None:
+        """Return once at most ``min_pending`` POSTs are pending, or after ``max_wait_s``."""
+        if self.pending <= self.min_pending or self.max_wait_s <= 0:
+            return
+        if self._released is None:
+            loop = asyncio.get_running_loop()
+            self._released = loop.create_future()
+            self._timer = loop.call_later(self.max_wait_s, self._release)
+        await asyncio.shield(self._released)
+
+    def _release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._released is not None and not self._released.done():
+            self._released.set_result(None)
+        self._released = None
+
+
+class Once:
+    """Calls ``action`` the first time :meth:`fire` is called (no-op without an action)."""
+
+    def __init__(self, action: Callable[[], None] | None) -> None:
+        self.action = action
+
+    def fire(self) -> bool:
+        """Run the action if it has not run; True when it ran now."""
+        action, self.action = self.action, None
+        if action is None:
+            return False
+        action()
+        return True

@@ -1,0 +1,108 @@
+"""Executor settings from the environment (one frozen dataclass; invalid values raise ConfigError)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from common.config import (
+    ConfigError,
+    Secret,
+    env_bool,
+    env_decimal,
+    env_float_seconds,
+    env_int,
+    env_str,
+    env_url,
+    grpc_port,
+    grpc_target,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the executor can be tuned with."""
+
+    host: str
+    grpc_port: int
+    router_target: str
+    insiders_url: str
+    insiders_token: Secret
+    post_timeout_s: float
+    query_timeout_s: float
+    max_submit_attempts: int
+    retry_base_s: float
+    retry_cap_s: float
+    breaker_threshold: int
+    breaker_open_s: float
+    breaker_wait_s: float
+    poll_initial_s: float
+    poll_max_s: float
+    settle_interval_s: float
+    lost_after: int
+    resubmit_max_age_s: float
+    max_order_age_s: float
+    max_inflight: int
+    http_connections: int
+    http_warm_connections: int
+    paper_fee_bps: Decimal
+    min_depth_ratio: Decimal
+    submit_wait_s: float
+    consumer_name: str
+    start_oldest: bool
+    journal_batch: int
+    grace_s: float
+
+    @property
+    def live_configured(self) -> bool:
+        """True when live orders have somewhere to go."""
+        return bool(self.insiders_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate ``TT_EXECUTOR_*`` and the shared variables."""
+        env = os.environ if env is None else env
+        url = env_url(env, "TT_INSIDERS_API_URL", "")
+        token = Secret(env_str(env, "TT_INSIDERS_API_TOKEN"))
+        if url and not token:
+            raise ConfigError("TT_INSIDERS_API_TOKEN must be set when TT_INSIDERS_API_URL is")
+        ratio = env_decimal(env, "TT_EXECUTOR_MIN_DEPTH_RATIO", Decimal("0.5"), minimum=Decimal(0))
+        if ratio > 1:
+            raise ConfigError(f"TT_EXECUTOR_MIN_DEPTH_RATIO must be <= 1, got {ratio}")
+        poll_initial = env_float_seconds(env, "TT_EXECUTOR_POLL_INITIAL_S", 0.2, minimum=0.001)
+        poll_max = env_float_seconds(env, "TT_EXECUTOR_POLL_MAX_S", 2.0, minimum=0.001)
+        if poll_max < poll_initial:
+            raise ConfigError("TT_EXECUTOR_POLL_MAX_S must be >= TT_EXECUTOR_POLL_INITIAL_S")
+        return cls(
+            host=env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1"),
+            grpc_port=grpc_port(env, "executor"),
+            router_target=grpc_target(env, "router"),
+            insiders_url=url,
+            insiders_token=token,
+            post_timeout_s=env_float_seconds(env, "TT_EXECUTOR_POST_TIMEOUT_S", 5.0, minimum=0.01),
+            query_timeout_s=env_float_seconds(env, "TT_EXECUTOR_QUERY_TIMEOUT_S", 5.0, minimum=0.01),
+            max_submit_attempts=env_int(env, "TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS", 4, minimum=1, maximum=20),
+            retry_base_s=env_float_seconds(env, "TT_EXECUTOR_RETRY_BASE_S", 0.1, minimum=0.001),
+            retry_cap_s=env_float_seconds(env, "TT_EXECUTOR_RETRY_CAP_S", 2.0, minimum=0.001),
+            breaker_threshold=env_int(env, "TT_EXECUTOR_BREAKER_THRESHOLD", 5, minimum=1),
+            breaker_open_s=env_float_seconds(env, "TT_EXECUTOR_BREAKER_OPEN_S", 60.0, minimum=0.01),
+            breaker_wait_s=env_float_seconds(env, "TT_EXECUTOR_BREAKER_WAIT_S", 5.0),
+            poll_initial_s=poll_initial,
+            poll_max_s=poll_max,
+            settle_interval_s=env_float_seconds(env, "TT_EXECUTOR_SETTLE_INTERVAL_S", 1.0, minimum=0.001),
+            lost_after=env_int(env, "TT_EXECUTOR_LOST_AFTER", 3, minimum=1),
+            resubmit_max_age_s=env_float_seconds(env, "TT_EXECUTOR_RESUBMIT_MAX_AGE_S", 30.0),
+            max_order_age_s=env_float_seconds(env, "TT_EXECUTOR_MAX_ORDER_AGE_S", 60.0),
+            max_inflight=env_int(env, "TT_EXECUTOR_MAX_INFLIGHT", 2048, minimum=1),
+            http_connections=env_int(env, "TT_EXECUTOR_HTTP_CONNECTIONS", 0, minimum=0),
+            http_warm_connections=env_int(env, "TT_EXECUTOR_HTTP_WARM_CONNECTIONS", 0, minimum=0),
+            paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0)),
+            min_depth_ratio=ratio,
+            submit_wait_s=env_float_seconds(env, "TT_EXECUTOR_SUBMIT_WAIT_S", 10.0),
+            consumer_name=env_str(env, "TT_EXECUTOR_CONSUMER", "executor"),
+            start_oldest=env_bool(env, "TT_EXECUTOR_START_OLDEST", True),
+            journal_batch=env_int(env, "TT_EXECUTOR_JOURNAL_BATCH", 1000, minimum=1),
+            grace_s=env_float_seconds(env, "TT_EXECUTOR_GRACE_S", 5.0),
+        )

@@ -1,0 +1,373 @@
+"""Runs each order from intent to a terminal state: submit (retries behind the breaker), settle an
+UNKNOWN outcome by status queries, poll a placed order until the venue says it is final.
+
+Every state change goes through :func:`lifecycle.apply` and is persisted by the journal before the
+runner moves on; a restart resumes every non-terminal order from PostgreSQL (:meth:`Engine.resume`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from opentelemetry import trace
+
+from common import telemetry
+from common.decimals import ONE, ZERO, fmt
+from common.ids import hash_id
+from common.marketstate import market_key
+from common.retry import Backoff
+from services.executor import lifecycle as lc
+from services.executor import venue as v
+from services.executor.breakergate import BreakerGate
+from services.executor.concurrency import BurstGate, Once, Slots
+from services.executor.events import build_event
+from services.executor.journal import Journal
+from services.executor.model import Booking, Ticket
+from services.executor.policy import (
+    PRICE_QUANTUM,
+    accepted,
+    classify,
+    decide_status,
+    decide_submit,
+    decide_unknown,
+    fill_increment,
+)
+from services.executor.store import Change, row_life, ticket_from_row
+
+log = logging.getLogger(__name__)
+MAX_RUNNER_ERRORS = 5
+_tracer = trace.get_tracer("tradingtools.executor")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Timing and retry knobs of the runners."""
+
+    max_submit_attempts: int = 4
+    retry_backoff: Backoff = field(default_factory=lambda: Backoff(0.1, 2.0))
+    breaker_wait_s: float = 5.0
+    poll_initial_s: float = 0.2
+    poll_max_s: float = 2.0
+    settle_interval_s: float = 1.0
+    lost_after: int = 3
+    resubmit_max_age_s: float = 30.0
+    max_inflight: int = 2048
+    # While a burst of POSTs is still going out (more than answer_defer_min_pending pending), answers
+    # wait (up to answer_defer_s) before being processed and persisted, so the last POST of a
+    # 1,000-order fan-out does not queue behind them.
+    answer_defer_s: float = 1.0
+    answer_defer_min_pending: int = 32
+
+
+class Engine:
+    """Owns the running orders of this process."""
+
+    def __init__(self, *, journal: Journal, venues: dict[str, v.Venue], gates: dict[str, BreakerGate],
+                 redis: Any, config: EngineConfig, rng: random.Random | None = None) -> None:
+        self.journal = journal
+        self.venues = venues
+        self.gates = gates
+        self.redis = redis
+        self.cfg = config
+        self.rng = rng or random.Random()
+        self.slots = Slots(config.max_inflight)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._first_event: dict[str, asyncio.Event] = {}
+        # orders started whose first POST has not come back yet
+        self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
+
+    def running(self, client_order_id: str) -> bool:
+        """True when this process is already working on the order."""
+        return client_order_id in self.tasks
+
+    def start(self, ticket: Ticket, life: lc.OrderLife, *, venue_may_hold: bool = False,
+              notify: bool = False) -> None:
+        """Run an order (its intent is persisted) in the background; ``notify`` lets
+        :meth:`wait_first_event` wait for its first OrderEvent."""
+        coid = ticket.client_order_id
+        if coid in self.tasks:
+            return
+        if notify:
+            self._first_event[coid] = asyncio.Event()
+        if life.state is lc.State.SUBMITTING:
+            self.burst.add()
+        self.tasks[coid] = asyncio.create_task(self._run(ticket, life, venue_may_hold), name=f"order:{coid}")
+
+    async def wait_first_event(self, client_order_id: str, timeout_s: float) -> None:
+        """Wait until the order (started with ``notify``) emitted an OrderEvent, or its runner ended
+        (or ``timeout_s``)."""
+        ev = self._first_event.get(client_order_id)
+        if ev is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout=timeout_s)
+
+    async def refuse(self, tickets: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
+        """Record orders refused before any venue call (REJECTED); returns the ids that were new."""
+        if not tickets:
+            return set()
+        now = time.time_ns()
+        changes = [Change(t, life, build_event(t, life, lc.OrderRejected(life.reason, life.detail), now_ns=now))
+                   for t, life in tickets]
+        inserted = await self.journal.write([], inserts=changes)
+        for t, life in tickets:
+            if t.client_order_id in inserted:
+                log.info("order refused", extra={"client_order_id": t.client_order_id, "reason": life.reason,
+                                                 "detail": life.detail})
+        return inserted
+
+    async def resume(self, rows: list[dict[str, Any]]) -> int:
+        """Resume tracking stored non-terminal orders (start-up recovery, or a replayed intent)."""
+        now = time.time_ns()
+        runs: list[tuple[Ticket, lc.OrderLife]] = []
+        changes: list[Change] = []
+        for row in rows:
+            life = row_life(row)
+            if life.terminal or life.client_order_id in self.tasks:
+                continue
+            if row["venue"] not in self.venues:
+                log.error("unfinished order for a venue that is not configured: left as it is",
+                          extra={"client_order_id": life.client_order_id, "venue": row["venue"],
+                                 "state": life.state.value})
+                continue
+            ticket = ticket_from_row(row)
+            if life.state in (lc.State.NEW, lc.State.SUBMITTING):
+                # Whether the POST left is unknown: settle by status query, never a blind re-POST.
+                event = lc.OrderTimedOut("EXECUTOR_RESTARTED", surely_sent=row["post_sent_ns"] is not None)
+                life = lc.apply(life, event)
+                changes.append(Change(ticket, life, build_event(ticket, life, event, now_ns=now)))
+            runs.append((ticket, life))
+        if changes:
+            await self._persist(changes)
+        for ticket, life in runs:
+            self.start(ticket, life, venue_may_hold=True)
+        return len(runs)
+
+    async def close(self) -> None:
+        """Cancel every runner (their orders stay non-terminal in PostgreSQL and resume at the next start)."""
+        tasks = list(self.tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- runners --------------------------------------------------------------------------------
+
+    async def _run(self, t: Ticket, life: lc.OrderLife, may_hold: bool) -> None:
+        coid = t.client_order_id
+        first_answer = Once(self.burst.done if life.state is lc.State.SUBMITTING else None)
+        span = _tracer.start_span("executor.order", context=telemetry.extract(t.order.trace), attributes={
+            "order.client_order_id": coid, "order.venue": t.venue, "order.side": t.side,
+            "order.asset_id": t.order.asset_id})
+        crashes = 0
+        try:
+            while not life.terminal:
+                try:
+                    life, may_hold = await self._step(t, life, may_hold, span, first_answer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    crashes += 1
+                    log.exception("order runner error", extra={"client_order_id": coid, "state": life.state.value,
+                                                               "attempt": crashes})
+                    if crashes >= MAX_RUNNER_ERRORS:
+                        log.error("order runner gave up; the order resumes at the next start",
+                                  extra={"client_order_id": coid})
+                        return
+                    await asyncio.sleep(min(30.0, 0.5 * 2 ** crashes))
+                    if life.state is lc.State.SUBMITTING:
+                        # whatever happened, a POST may have left: settle by query, never re-POST blindly
+                        life = await self._transition(t, life, [lc.OrderTimedOut("EXECUTOR_ERROR")])
+        finally:
+            if span.is_recording():
+                span.set_attribute("order.state", life.state.value)
+                if life.reason:
+                    span.set_attribute("order.reason", life.reason)
+                span.end()
+            first_answer.fire()
+            self.tasks.pop(coid, None)
+            self._first_event.pop(coid, None)
+
+    async def _step(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
+                    first_answer: Once) -> tuple[lc.OrderLife, bool]:
+        if life.state is lc.State.SUBMITTING:
+            return await self._submit(t, life, may_hold, span, first_answer)
+        if life.state is lc.State.UNKNOWN:
+            return await self._settle(t, life), may_hold
+        if life.state is lc.State.NEW:
+            return await self._transition(t, life, [lc.OrderSubmitted()]), may_hold
+        if span.is_recording():
+            span.set_attribute("order.state", life.state.value)
+            span.end()
+        return await self._track(t, life), may_hold
+
+    async def _submit(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
+                      first_answer: Once) -> tuple[lc.OrderLife, bool]:
+        gate = self.gates[t.venue]
+        venue = self.venues[t.venue]
+        assert t.request is not None
+        waited = 0.0
+        while life.state is lc.State.SUBMITTING:
+            admission = gate.admit()
+            if not admission.allowed:
+                if may_hold:
+                    return await self._transition(t, life, [lc.OrderTimedOut("BREAKER_OPEN")]), may_hold
+                if gate.probing and waited < self.cfg.breaker_wait_s:
+                    began = time.monotonic()
+                    await gate.wait_change(self.cfg.breaker_wait_s - waited)
+                    waited += time.monotonic() - began
+                    continue
+                failed = lc.OrderFailed("BREAKER_OPEN", f"{gate.venue} breaker open")
+                return await self._transition(t, life, [failed]), may_hold
+            try:
+                await self.slots.acquire()
+                try:
+                    if not t.post_sent_ns:
+                        t.post_sent_ns = time.time_ns()
+                    result = await venue.place(t.request, traceparent=_traceparent(span))
+                finally:
+                    self.slots.release()
+            except asyncio.CancelledError:
+                if admission.probe:
+                    gate.abandon()
+                raise
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the order: settle it
+                result = v.VenueError("disconnect", 0, "", repr(exc)[:300])
+            if first_answer.fire():
+                await self.burst.wait()
+            c = classify(result)
+            gate.record(c.breaker_failure)
+            if c.invalidate_market:
+                await self._invalidate_market(t.order.asset_id)
+            if isinstance(result, v.VenueOrder):
+                return await self._transition(t, life, accepted(life, result), result), True
+            events = decide_submit(life, c, max_attempts=self.cfg.max_submit_attempts, may_retry_now=gate.closed,
+                                   venue_may_hold_already=may_hold)
+            may_hold = may_hold or c.venue_may_hold
+            life = await self._transition(t, life, events)
+            if life.state is lc.State.SUBMITTING:
+                await asyncio.sleep(self.cfg.retry_backoff.delay(max(0, life.attempts - 2), self.rng.random()))
+        return life, may_hold
+
+    async def _settle(self, t: Ticket, life: lc.OrderLife) -> lc.OrderLife:
+        venue = self.venues[t.venue]
+        while life.state is lc.State.UNKNOWN:
+            await asyncio.sleep(self.cfg.settle_interval_s)
+            result = await _safe(venue.query_by_client_id(t.client_order_id))
+            if isinstance(result, v.VenueOrder):
+                return await self._transition(t, life, accepted(life, result), result)
+            age_s = (time.time_ns() - t.created_ns) / 1e9
+            allowed = self.cfg.resubmit_max_age_s > 0 and age_s <= self.cfg.resubmit_max_age_s
+            events = decide_unknown(life, classify(result), lost_after=self.cfg.lost_after, resubmit_allowed=allowed)
+            if events:
+                life = await self._transition(t, life, events)
+        return life
+
+    async def _track(self, t: Ticket, life: lc.OrderLife) -> lc.OrderLife:
+        venue = self.venues[t.venue]
+        delay = self.cfg.poll_initial_s
+        while not life.terminal:
+            await asyncio.sleep(delay)
+            await self.burst.wait()  # status polls yield to a fan-out's POSTs
+            if life.venue_order_id:
+                result = await _safe(venue.query(life.venue_order_id))
+            else:
+                result = await _safe(venue.query_by_client_id(t.client_order_id))
+            if isinstance(result, v.VenueOrder):
+                events = decide_status(life, result)
+                if events:
+                    life = await self._transition(t, life, events, result)
+                    delay = self.cfg.poll_initial_s
+                    continue
+            elif result.http_status == 404:
+                log.warning("placed order not found at the venue", extra={"client_order_id": t.client_order_id,
+                                                                           "venue_order_id": life.venue_order_id})
+            delay = min(delay * 2, self.cfg.poll_max_s)
+        return life
+
+    # -- state changes --------------------------------------------------------------------------
+
+    async def _transition(self, t: Ticket, life: lc.OrderLife, events: list[lc.Event],
+                          order: v.VenueOrder | None = None) -> lc.OrderLife:
+        now_ns = time.time_ns()
+        changes: list[Change] = []
+        for event in events:
+            before = life
+            life = lc.apply(life, event)
+            booking = None
+            size = price = fee = ZERO
+            if life.filled_size > before.filled_size:
+                size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
+                price = min(max(price, ZERO), ONE)
+                notional = _exact_notional(t, order, size) or size * price
+                price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
+                fee = max(ZERO, (order.fee_shares if order else ZERO) - t.fee_booked)
+                t.fee_booked += fee
+                t.notional_booked += notional
+                booking = Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional,
+                                  fee, before.filled_size == 0, now_ns // 1_000_000)
+            proto = build_event(t, life, event, now_ns=now_ns, fill_size=size, fill_price=price, fee_shares=fee)
+            changes.append(Change(t, life, proto, booking))
+        await self._persist(changes)
+        if any(c.event is not None for c in changes):
+            ev = self._first_event.get(t.client_order_id)
+            if ev is not None:
+                ev.set()
+        if life.terminal:
+            log.info("order terminal", extra={"client_order_id": t.client_order_id, "state": life.state.value,
+                                              "reason": life.reason, "filled_size": fmt(life.filled_size)})
+        return life
+
+    async def _persist(self, changes: list[Change]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.journal.write(changes)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("order state not persisted; retrying",
+                              extra={"client_order_id": changes[0].life.client_order_id if changes else ""})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _invalidate_market(self, asset_id: str) -> None:
+        try:
+            await self.redis.delete(market_key(asset_id))
+        except Exception as exc:  # noqa: BLE001 - the router refreshes on its own schedule too
+            log.warning("market cache invalidation failed", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
+
+
+def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:
+    """USD of this fill from the venue's cumulative amounts, when they are present and plausible."""
+    if order is None:
+        return None
+    cumulative = order.making_amount if t.buying else order.taking_amount
+    notional = cumulative - t.notional_booked
+    if notional <= 0 or notional > size:  # a price above 1 means the amounts are not what we think
+        return None
+    return notional
+
+
+async def _safe(call: Any) -> v.VenueResult:
+    try:
+        result: v.VenueResult = await call
+        return result
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing query is retried later
+        return v.VenueError("disconnect", 0, "", repr(exc)[:300])
+
+
+def _traceparent(span: trace.Span) -> str:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return ""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"

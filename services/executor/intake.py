@@ -1,0 +1,160 @@
+"""From an ``Order`` to a venue request, or a refusal with a reason (pure: book and time passed in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from common.decimals import fmt, parse_decimal
+from common.marketstate import BookSnapshot
+from services.executor.bookmath import quantize_size
+from services.executor.lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
+from services.executor.model import INSIDERS, ORDER_TYPES, PAPER, Ticket
+from services.executor.pricing import (
+    DepthQuote,
+    clamp_to_bounds,
+    judge_depth,
+    quote_depth,
+    slipped_limit,
+    snap_safe,
+    valid_tick,
+)
+from services.executor.venue import PlaceRequest
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRules:
+    """Settings the intake applies."""
+
+    live_configured: bool
+    max_order_age_ns: int = 60_000_000_000  # 0 disables the staleness check
+    min_depth_ratio: Decimal = Decimal("0.5")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An order ready for the venue (``life`` in SUBMITTING) or refused (``life`` in REJECTED)."""
+
+    ticket: Ticket
+    life: OrderLife
+
+    @property
+    def refused(self) -> bool:
+        """True when the order never goes to a venue."""
+        return self.life.terminal
+
+
+class _Refusal(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+_PARSED: dict[str, Decimal] = {}  # a fan-out repeats the same tick, prices and amounts: parse each once
+_PARSED_MAX = 4096
+
+
+def _decimal(field: str, raw: str, *, required: bool) -> Decimal | None:
+    if not raw:
+        if required:
+            raise _Refusal("INVALID_ORDER", f"{field} is required")
+        return None
+    value = _PARSED.get(raw)
+    if value is not None:
+        return value
+    try:
+        value = parse_decimal(raw)
+    except ValueError:
+        raise _Refusal("INVALID_ORDER", f"{field} is not a decimal: {raw[:40]!r}") from None
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[raw] = value
+    return value
+
+
+QuoteCache = dict[tuple[str, bool, Decimal, int, Decimal | None], DepthQuote]
+
+
+def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now_ns: int,
+            quotes: QuoteCache | None = None) -> Prepared:
+    """Validate, pick the venue, run the depth check and derive the limit price.
+
+    ``quotes`` memoizes the book walk for orders alike (same asset, side, tick, slippage, given
+    limit) within one batch: a fan-out walks the book once, not once per follower.
+    """
+    venue = PAPER if order.mode == cpb.EXECUTION_MODE_PAPER else INSIDERS
+    ticket = Ticket(order, venue, None, now_ns)
+    life = OrderLife(order.client_order_id)
+    try:
+        request, limit, detail = _request(order, venue, book, rules, now_ns, {} if quotes is None else quotes)
+    except _Refusal as r:
+        return Prepared(ticket, apply(life, OrderRejected(r.reason, r.detail)))
+    ticket.request = request
+    submitted = apply(life, OrderSubmitted(limit))
+    return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted)
+
+
+def _request(order: epb.Order, venue: str, book: BookSnapshot | None, rules: IntakeRules,
+             now_ns: int, quotes: QuoteCache) -> tuple[PlaceRequest, Decimal, str]:
+    if not order.client_order_id:
+        raise _Refusal("INVALID_ORDER", "client_order_id is required")
+    if not order.asset_id:
+        raise _Refusal("INVALID_ORDER", "asset_id is required")
+    if order.side not in (cpb.SIDE_BUY, cpb.SIDE_SELL):
+        raise _Refusal("INVALID_ORDER", "side must be BUY or SELL")
+    if order.mode not in (cpb.EXECUTION_MODE_LIVE, cpb.EXECUTION_MODE_PAPER):
+        raise _Refusal("INVALID_ORDER", "mode must be LIVE or PAPER")
+    if venue == INSIDERS and not rules.live_configured:
+        raise _Refusal("LIVE_VENUE_NOT_CONFIGURED", "TT_INSIDERS_API_URL is not set: live orders are refused")
+    stamp = order.routed_time_ns or order.received_time_ns
+    if rules.max_order_age_ns and stamp and now_ns - stamp > rules.max_order_age_ns:
+        raise _Refusal("STALE_ORDER", f"order is {(now_ns - stamp) / 1e9:.1f}s old")
+    buying = order.side == cpb.SIDE_BUY
+    order_type = ORDER_TYPES.get(order.order_type, "FAK")
+    amount = _decimal("amount_usd", order.amount_usd, required=buying and order_type != "GTC")
+    size = _decimal("size", order.size, required=not buying or order_type == "GTC")
+    quantity = amount if buying and amount is not None else size
+    if quantity is None or quantity <= 0:
+        raise _Refusal("INVALID_ORDER", f"{'amount_usd' if buying else 'size'} must be positive")
+    tick = _decimal("tick_size", order.tick_size, required=False) or (book.tick_size if book else None)
+    if tick is None or not valid_tick(tick):
+        raise _Refusal("INVALID_TICK_SIZE", f"tick size {order.tick_size or 'unknown'}")
+    given = _decimal("limit_price", order.limit_price, required=False)
+    reference = _decimal("reference_price", order.reference_price, required=False)
+    detail = ""
+    if book is not None:
+        key = (order.asset_id, buying, tick, order.max_slippage_bps, given)
+        quote = quotes.get(key)
+        if quote is None:
+            quote = quotes[key] = quote_depth(buying=buying, opposite=book.asks if buying else book.bids, tick=tick,
+                                              max_slippage_bps=order.max_slippage_bps, given_limit=given)
+        # Copies are skipped when the book is too thin; exits (trigger, manual) go out for whatever fills,
+        # and a GTC order rests for what does not fill now.
+        ratio = (rules.min_depth_ratio if order.origin == epb.ORDER_ORIGIN_COPY and order_type != "GTC"
+                 else Decimal(0))
+        decision = judge_depth(quote, buying=buying, quantity=quantity, tick=tick, min_ratio=ratio)
+        if not decision.ok or decision.limit_price is None:
+            raise _Refusal(decision.reason, decision.detail)
+        limit = decision.limit_price
+    elif venue == PAPER:
+        raise _Refusal("NO_BOOK", f"no book for {order.asset_id}: the paper venue cannot fill")
+    elif given is not None:
+        limit = clamp_to_bounds(snap_safe(given, tick, buying), tick)
+        detail = "no book: depth not checked"
+    elif reference is not None and reference > 0:
+        limit = slipped_limit(reference, order.max_slippage_bps, tick, buying)
+        detail = f"no book: limit from reference price {fmt(reference)}"
+    else:
+        raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")
+    if order_type == "GTC" and size is None and amount is not None:
+        size = quantize_size(amount / limit)
+    request = PlaceRequest(
+        client_order_id=order.client_order_id, user_id=order.follower_user_id, wallet_id=order.follower_wallet_id,
+        proxy=order.follower_proxy, token_id=order.asset_id, side="BUY" if buying else "SELL",
+        order_type=order_type, amount_usd=amount if buying and order_type != "GTC" else None,
+        size=None if buying and order_type != "GTC" else size, limit_price=limit, neg_risk=order.neg_risk)
+    return request, limit, detail
+

@@ -1,0 +1,189 @@
+"""Write-behind journal: batches state changes into one PostgreSQL transaction, then publishes.
+
+Callers await durability (the commit). After each commit the journal appends the new OrderEvents to
+``tt:stream:order_events`` (marking them published in the outbox), keeps ``tt:watch:positions`` in
+step with opened/closed positions and releases the reserved exposure of orders that became
+terminal. Anything the post-commit step could not do is picked up by a sweep from PostgreSQL, so
+a crash or a Redis outage delays events and releases but never drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS
+from common.streams import DurableLog
+from services.executor.booking import Booked
+from services.executor.store import Change, Store
+
+log = logging.getLogger(__name__)
+
+Release = Callable[[Any, str], Awaitable[Any]]
+RELEASE_CONCURRENCY = 32
+
+
+@dataclass
+class _Batch:
+    inserts: list[Change]
+    changes: list[Change]
+    done: asyncio.Future[set[str]]
+
+
+@dataclass
+class JournalStats:
+    """Counters."""
+
+    commits: int = 0
+    changes: int = 0
+    published: int = 0
+    released: int = 0
+    errors: int = 0
+    errors_list: list[str] = field(default_factory=list)
+
+
+class Journal:
+    """Single writer of order state; run :meth:`run` as a task."""
+
+    def __init__(self, store: Store, redis: Any, events_log: DurableLog, release: Release, *,
+                 max_batch: int = 1000, sweep_interval_s: float = 2.0) -> None:
+        self.store = store
+        self.redis = redis
+        self.events_log = events_log
+        self.release = release
+        self.max_batch = max_batch
+        self.sweep_interval_s = sweep_interval_s
+        self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
+        self.stats = JournalStats()
+
+    async def write(self, changes: list[Change], inserts: list[Change] | None = None) -> set[str]:
+        """Persist ``changes`` (updates of existing orders) and ``inserts`` (orders refused before any
+        venue call, inserted unless they already exist). Returns the ids inserted now."""
+        fut: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Batch(inserts or [], changes, fut))
+        return await fut
+
+    async def run(self) -> None:
+        """Flush batches until cancelled; sweep the outbox and releases when idle."""
+        await self.sweep(min_age_s=0.0)
+        while True:
+            try:
+                first = await asyncio.wait_for(self.queue.get(), timeout=self.sweep_interval_s)
+            except TimeoutError:
+                await self._safe_sweep()
+                continue
+            batches = [first]
+            size = len(first.changes) + len(first.inserts)
+            while not self.queue.empty() and size < self.max_batch:
+                b = self.queue.get_nowait()
+                batches.append(b)
+                size += len(b.changes) + len(b.inserts)
+            await self._flush(batches)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) until everything queued so far is written; used at shutdown."""
+        fut: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Batch([], [], fut))
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(fut, timeout=timeout_s)
+
+    async def _flush(self, batches: list[_Batch]) -> None:
+        inserts = [c for b in batches for c in b.inserts]
+        changes = [c for b in batches for c in b.changes]
+        try:
+            inserted, booked = await self._apply_with_retry(inserts, changes)
+        except Exception as exc:
+            if len(batches) == 1:
+                self.stats.errors += 1
+                log.exception("journal write failed")
+                if not batches[0].done.done():
+                    batches[0].done.set_exception(exc)
+                return
+            for b in batches:
+                await self._flush([b])
+            return
+        self.stats.commits += 1
+        self.stats.changes += len(changes) + len(inserted)
+        for b in batches:
+            if not b.done.done():
+                b.done.set_result({c.life.client_order_id for c in b.inserts} & inserted)
+        await self._after_commit([c for c in inserts if c.life.client_order_id in inserted] + changes, booked)
+
+    async def _apply_with_retry(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
+        delay = 0.05
+        for attempt in range(8):
+            try:
+                return await self.store.apply(inserts, changes)
+            except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                    psycopg.errors.DeadlockDetected) as exc:
+                if attempt == 7:
+                    raise
+                log.warning("journal write retry", extra={"error": repr(exc)[:300], "attempt": attempt + 1})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def _after_commit(self, written: list[Change], booked: list[Booked]) -> None:
+        events = [c.event for c in written if c.event is not None]
+        try:
+            if events:
+                await self.events_log.append_many([e.SerializeToString() for e in events])
+                await self.store.mark_published_ids([e.event_id for e in events])
+                self.stats.published += len(events)
+            await self._watch(booked)
+            terminal = [c.life.client_order_id for c in written if c.life.terminal]
+            if terminal:
+                await self._release(terminal)
+        except Exception as exc:  # noqa: BLE001 - the sweep retries from PostgreSQL
+            self.stats.errors += 1
+            log.warning("journal post-commit step failed; the sweep will retry", extra={"error": repr(exc)[:300]})
+
+    async def _watch(self, booked: list[Booked]) -> None:
+        opened = {b.ticket.order.asset_id for b in booked if b.effect.opened}
+        closed = {b.ticket.order.asset_id for b in booked if b.effect.closed} - opened
+        gone = [a for a in closed if not await self.store.asset_held(a)]
+        if not opened and not gone:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if opened:
+            pipe.sadd(WATCH_POSITIONS, *opened)
+        if gone:
+            pipe.srem(WATCH_POSITIONS, *gone)
+        pipe.publish(WATCH_CHANNEL, "positions")
+        await pipe.execute()
+
+    async def _release(self, ids: list[str]) -> None:
+        results: list[Any] = []
+        for start in range(0, len(ids), RELEASE_CONCURRENCY):
+            chunk = ids[start:start + RELEASE_CONCURRENCY]
+            results += await asyncio.gather(*(self.release(self.redis, c) for c in chunk), return_exceptions=True)
+        ok = [c for c, r in zip(ids, results, strict=True) if not isinstance(r, BaseException)]
+        for c, r in zip(ids, results, strict=True):
+            if isinstance(r, BaseException):
+                log.warning("reservation release failed", extra={"client_order_id": c, "error": repr(r)[:300]})
+        await self.store.mark_released(ok)
+        self.stats.released += len(ok)
+
+    async def _safe_sweep(self) -> None:
+        try:
+            await self.sweep(min_age_s=self.sweep_interval_s)
+        except Exception as exc:  # noqa: BLE001 - retried at the next idle moment
+            log.warning("journal sweep failed", extra={"error": repr(exc)[:300]})
+
+    async def sweep(self, *, min_age_s: float) -> None:
+        """Publish outbox events and release reservations that the post-commit step missed."""
+        pending = await self.store.unpublished(min_age_s)
+        if pending:
+            await self.events_log.append_many([p for _, p in pending])
+            await self.store.mark_published([s for s, _ in pending])
+            self.stats.published += len(pending)
+            log.info("outbox events published by sweep", extra={"count": len(pending)})
+        ids = await self.store.unreleased(min_age_s)
+        if ids:
+            await self._release(ids)

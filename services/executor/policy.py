@@ -1,0 +1,162 @@
+"""How the executor reads venue answers: retry classification and the events each answer implies (pure)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.executor import venue as v
+from services.executor.lifecycle import (
+    Event,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFailed,
+    OrderFilled,
+    OrderLife,
+    OrderLost,
+    OrderNotFound,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
+    OrderTimedOut,
+    State,
+    SubmitAttemptFailed,
+)
+
+NON_RETRYABLE_CODES = frozenset({
+    "INVALID_ORDER_MIN_SIZE", "INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_NOT_ENOUGH_BALANCE",
+    "FOK_ORDER_NOT_FILLED_ERROR", "MARKET_CLOSED", "INVALID_ORDER_DUPLICATED",
+})
+# Rejections that mean the router's cached market rules were stale: drop ``tt:market:{asset}``.
+INVALIDATES_MARKET = frozenset({"INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_MIN_SIZE", "MARKET_CLOSED"})
+NOT_FOUND_CODE = "ORDER_NOT_FOUND"
+PRICE_QUANTUM = Decimal("0.00000001")
+
+
+class Verdict(enum.Enum):
+    """What to do with a venue answer."""
+
+    OK = "OK"  # an order came back
+    RETRY = "RETRY"  # try again (same Idempotency-Key), behind the breaker
+    REJECT = "REJECT"  # refused for good
+    NOT_FOUND = "NOT_FOUND"  # a status query found nothing
+    SETTLE = "SETTLE"  # outcome unknowable from this answer (timeout): settle it with a status query
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """A venue answer read for retries, the breaker and the market cache."""
+
+    verdict: Verdict
+    reason: str = ""
+    venue_may_hold: bool = False  # the venue might have taken the order despite the error
+    breaker_failure: bool = False  # counts towards opening the circuit breaker
+    invalidate_market: bool = False
+
+
+def classify(result: v.VenueResult) -> Classification:
+    """Classify one venue answer (POST or GET)."""
+    if isinstance(result, v.VenueOrder):
+        return Classification(Verdict.OK)
+    kind, status, code = result.kind, result.http_status, result.code
+    if kind == "timeout":
+        return Classification(Verdict.SETTLE, "VENUE_TIMEOUT", venue_may_hold=True, breaker_failure=True)
+    if kind == "disconnect":
+        return Classification(Verdict.RETRY, "VENUE_DISCONNECTED", venue_may_hold=True, breaker_failure=True)
+    if kind == "connect":
+        return Classification(Verdict.RETRY, "VENUE_UNREACHABLE", breaker_failure=True)
+    if kind == "protocol":
+        return Classification(Verdict.SETTLE, "VENUE_BAD_RESPONSE", venue_may_hold=True)
+    if status == 425:
+        return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True)
+    if status == 429:
+        return Classification(Verdict.RETRY, "VENUE_RATE_LIMITED", breaker_failure=True)
+    if status >= 500:
+        return Classification(Verdict.RETRY, f"VENUE_HTTP_{status}", venue_may_hold=True, breaker_failure=True)
+    if status == 404 and code in (NOT_FOUND_CODE, ""):
+        return Classification(Verdict.NOT_FOUND, NOT_FOUND_CODE)
+    if status in (401, 403):
+        return Classification(Verdict.REJECT, "VENUE_UNAUTHORIZED")
+    if code in NON_RETRYABLE_CODES:
+        return Classification(Verdict.REJECT, code, invalidate_market=code in INVALIDATES_MARKET)
+    return Classification(Verdict.REJECT, _code(code) or f"VENUE_HTTP_{status}")
+
+
+def _code(code: str) -> str:
+    cleaned = "".join(c for c in code.upper() if c.isalnum() or c == "_")[:64]
+    return cleaned
+
+
+def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_retry_now: bool,
+                  venue_may_hold_already: bool) -> list[Event]:
+    """Events after one POST attempt of an order in SUBMITTING (the accepted case is :func:`accepted`).
+
+    ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
+    says an earlier attempt of this order may have reached the venue.
+    """
+    may_hold = venue_may_hold_already or c.venue_may_hold
+    if c.verdict is Verdict.REJECT:
+        return [OrderRejected(c.reason)]
+    if c.verdict is Verdict.SETTLE:
+        return [OrderTimedOut(c.reason)]
+    if c.verdict is Verdict.NOT_FOUND:  # a POST answered 404: the venue refused the route, treat as reject
+        return [OrderRejected("VENUE_HTTP_404")]
+    # RETRY
+    if life.attempts < max_attempts and may_retry_now:
+        return [SubmitAttemptFailed(c.reason)]
+    if may_hold:
+        return [OrderTimedOut(c.reason)]
+    if not may_retry_now:
+        return [OrderFailed("BREAKER_OPEN", f"last error {c.reason}")]
+    return [OrderFailed("RETRIES_EXHAUSTED", f"{life.attempts} attempts, last error {c.reason}")]
+
+
+def accepted(life: OrderLife, order: v.VenueOrder) -> list[Event]:
+    """Events when the venue returns the order to a SUBMITTING or UNKNOWN order: accepted, then its status."""
+    first: list[Event] = [OrderAccepted(order.order_id, order.status)]
+    placed = OrderLife(life.client_order_id, State.PLACED, order.order_id, order.status,
+                       filled_size=life.filled_size, avg_price=life.avg_price)
+    return first + decide_status(placed, order)
+
+
+def decide_status(life: OrderLife, order: v.VenueOrder) -> list[Event]:
+    """Events implied by a status of a PLACED or PARTIALLY_FILLED order (empty when nothing changed).
+
+    Fills are booked when the venue says they are final (``confirmed``), when a resting order's
+    matched size grows (``live``), or when the order ends ``cancelled`` with something matched.
+    """
+    status = order.status
+    fs = max(order.filled_size, life.filled_size)
+    ap = order.avg_price if order.filled_size >= life.filled_size else life.avg_price
+    if status == v.FAILED:
+        return [OrderFailed("VENUE_FAILED", f"venue order {order.order_id} failed")]
+    if status == v.CONFIRMED:
+        return [OrderFilled(fs, ap)] if fs > 0 else [OrderCancelled("NOT_FILLED")]
+    if status == v.CANCELLED:
+        return [OrderCancelled("VENUE_CANCELLED" if fs > 0 else "NOT_FILLED", fs, ap)]
+    if status == v.LIVE and order.filled_size > life.filled_size:
+        return [OrderPartiallyFilled(fs, ap)]
+    return []
+
+
+def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
+                   resubmit_allowed: bool) -> list[Event]:
+    """Events after a status query of an UNKNOWN order that did not return the order."""
+    if c.verdict is not Verdict.NOT_FOUND:
+        return []  # transient error: ask again later; it does not count as not-found
+    if life.not_found + 1 < lost_after:
+        return [OrderNotFound()]
+    if life.maybe_unsent and resubmit_allowed:
+        return [OrderNotFound(), OrderSubmitted()]
+    return [OrderNotFound(), OrderLost("VENUE_NOT_FOUND")]
+
+
+def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
+                   new_avg: Decimal) -> tuple[Decimal, Decimal]:
+    """Shares and price of the fill between two cumulative (size, average price) readings."""
+    inc = new_size - old_size
+    if inc <= 0:
+        return Decimal(0), Decimal(0)
+    price = ((new_size * new_avg - old_size * old_avg) / inc).quantize(PRICE_QUANTUM)
+    return inc, price

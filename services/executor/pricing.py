@@ -1,0 +1,113 @@
+"""Tick snapping, price bounds, limit price and the depth check (pure, Decimal only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from common.decimals import ONE, ZERO, fmt
+from services.executor.bookmath import Levels, notional_within, volume_within
+
+BPS = Decimal(10_000)
+DEFAULT_MIN_DEPTH_RATIO = Decimal("0.5")
+
+
+def valid_tick(tick: Decimal) -> bool:
+    """A usable tick size: strictly between 0 and 0.5."""
+    return ZERO < tick < Decimal("0.5")
+
+
+def snap_down(price: Decimal, tick: Decimal) -> Decimal:
+    """The highest grid price ≤ ``price``."""
+    return ((price / tick).to_integral_value(rounding=ROUND_FLOOR) * tick).quantize(tick)
+
+
+def snap_up(price: Decimal, tick: Decimal) -> Decimal:
+    """The lowest grid price ≥ ``price``."""
+    return ((price / tick).to_integral_value(rounding=ROUND_CEILING) * tick).quantize(tick)
+
+
+def snap_safe(price: Decimal, tick: Decimal, buying: bool) -> Decimal:
+    """Snap a limit so it never exceeds the tolerance: down for a BUY, up for a SELL."""
+    return snap_down(price, tick) if buying else snap_up(price, tick)
+
+
+def clamp_to_bounds(price: Decimal, tick: Decimal) -> Decimal:
+    """``price`` held inside the tradable range [tick, 1 − tick]."""
+    return max(tick, min(ONE - tick, price)).quantize(tick)
+
+
+def slipped_limit(best: Decimal, max_slippage_bps: int, tick: Decimal, buying: bool) -> Decimal:
+    """Best opposite price moved by the slippage tolerance against us, snapped safely, kept in bounds."""
+    factor = Decimal(max(0, max_slippage_bps)) / BPS
+    raw = best * (ONE + factor) if buying else best * (ONE - factor)
+    return clamp_to_bounds(snap_safe(raw, tick, buying), tick)
+
+
+@dataclass(frozen=True, slots=True)
+class DepthDecision:
+    """Outcome of the depth check: go with ``limit_price``, or skip with an UPPER_SNAKE reason."""
+
+    ok: bool
+    limit_price: Decimal | None
+    available: Decimal
+    required: Decimal
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DepthQuote:
+    """The limit for one side of a book and what is available within it (shared by every order alike)."""
+
+    limit_price: Decimal | None
+    available: Decimal  # USD for a BUY, shares for a SELL
+    reason: str = ""  # set when no limit can be derived
+
+
+def quote_depth(*, buying: bool, opposite: Levels, tick: Decimal, max_slippage_bps: int,
+                given_limit: Decimal | None = None) -> DepthQuote:
+    """The limit (given one snapped safely, or best opposite ± slippage) and the depth within it."""
+    if not valid_tick(tick):
+        return DepthQuote(None, ZERO, "INVALID_TICK_SIZE")
+    if given_limit is not None:
+        limit = clamp_to_bounds(snap_safe(given_limit, tick, buying), tick)
+    elif not opposite:
+        return DepthQuote(None, ZERO, "NO_LIQUIDITY")
+    else:
+        limit = slipped_limit(opposite[0][0], max_slippage_bps, tick, buying)
+    available = notional_within(opposite, limit, buying) if buying else volume_within(opposite, limit, buying)
+    return DepthQuote(limit, available)
+
+
+def judge_depth(q: DepthQuote, *, buying: bool, quantity: Decimal, tick: Decimal,
+                min_ratio: Decimal = DEFAULT_MIN_DEPTH_RATIO) -> DepthDecision:
+    """Go or skip for one order of ``quantity`` (USD for a BUY, shares for a SELL) against a quote."""
+    if q.reason == "INVALID_TICK_SIZE":
+        return DepthDecision(False, None, ZERO, quantity, q.reason, f"tick size {fmt(tick)}")
+    if quantity <= 0:
+        return DepthDecision(False, None, ZERO, quantity, "INVALID_QUANTITY", f"quantity {fmt(quantity)}")
+    if q.reason or q.limit_price is None:
+        return DepthDecision(False, None, ZERO, quantity, q.reason or "NO_LIQUIDITY",
+                             f"no {'asks' if buying else 'bids'} in the book")
+    if q.available < quantity * min_ratio:
+        unit = "USD" if buying else "shares"
+        return DepthDecision(False, q.limit_price, q.available, quantity, "INSUFFICIENT_DEPTH",
+                             f"{fmt(q.available)} {unit} within limit {fmt(q.limit_price)}, need "
+                             f"{fmt(quantity * min_ratio)} of {fmt(quantity)}")
+    return DepthDecision(True, q.limit_price, q.available, quantity)
+
+
+def check_depth(*, buying: bool, quantity: Decimal, opposite: Levels, tick: Decimal, max_slippage_bps: int,
+                given_limit: Decimal | None = None,
+                min_ratio: Decimal = DEFAULT_MIN_DEPTH_RATIO) -> DepthDecision:
+    """Decide whether enough of the order can fill within the slippage tolerance.
+
+    ``quantity`` is USD to spend for a BUY and shares for a SELL; ``opposite`` is the side the
+    order takes from, best first (asks for a BUY, bids for a SELL). The limit is the given one
+    (snapped safely) or the best opposite price ± ``max_slippage_bps``; the order is skipped when
+    less than ``min_ratio`` of ``quantity`` is available at or better than that limit.
+    """
+    q = quote_depth(buying=buying, opposite=opposite, tick=tick, max_slippage_bps=max_slippage_bps,
+                    given_limit=given_limit)
+    return judge_depth(q, buying=buying, quantity=quantity, tick=tick, min_ratio=min_ratio)

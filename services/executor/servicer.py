@@ -1,0 +1,69 @@
+"""gRPC surface of the executor: SubmitOrder (idempotent) and the OrderEvent stream (thin: proto ↔ domain)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import psycopg
+import redis.exceptions
+
+from common.streams import DurableLog, serve_log
+from services.executor.engine import Engine
+from services.executor.fanout import Fanout
+from services.executor.store import Store
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+log = logging.getLogger(__name__)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The one mapping of executor errors to gRPC status."""
+    if isinstance(exc, psycopg.OperationalError | redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+                  | TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, f"storage unavailable: {type(exc).__name__}"
+    if isinstance(exc, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:300]
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
+class ExecutorServicer(egrpc.ExecutorServiceServicer):
+    """SubmitOrder and StreamOrderEvents."""
+
+    def __init__(self, fanout: Fanout, engine: Engine, store: Store, events_log: DurableLog, *,
+                 submit_wait_s: float) -> None:
+        self.fanout = fanout
+        self.engine = engine
+        self.store = store
+        self.events_log = events_log
+        self.submit_wait_s = submit_wait_s
+
+    async def SubmitOrder(self, request: epb.SubmitOrderRequest, context: Any) -> epb.SubmitOrderResponse:
+        """Place one order once; a known client order id returns its latest event with duplicate=true."""
+        coid = request.order.client_order_id
+        if not coid:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order.client_order_id is required")
+        try:
+            duplicate, _ = await self.fanout.submit(request.order)
+            if not duplicate:
+                await self.engine.wait_first_event(coid, self.submit_wait_s)
+            last = await self.store.last_event(coid)
+        except Exception as exc:
+            code, message = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("SubmitOrder failed", extra={"client_order_id": coid})
+            await context.abort(code, message)
+        return epb.SubmitOrderResponse(client_order_id=coid, duplicate=duplicate,
+                                       last_event=last if last is not None else epb.OrderEvent())
+
+    async def StreamOrderEvents(self, request: epb.StreamOrderEventsRequest,
+                                context: Any) -> AsyncIterator[epb.StreamOrderEventsResponse]:
+        """Order events from the durable log, resumable from a cursor."""
+        def build(cursor: str, payload: bytes) -> epb.StreamOrderEventsResponse:
+            return epb.StreamOrderEventsResponse(cursor=cursor, event=epb.OrderEvent.FromString(payload))
+
+        async for item in serve_log(self.events_log, request.after_cursor, build):
+            yield item

@@ -1,0 +1,1 @@
+"""Guard: take-profit / stop-loss / trailing / ladder / OCO triggers and performance rules."""

@@ -1,0 +1,161 @@
+"""Adapters behind guard's ports: the executor and control over gRPC, market state in Redis, upstream streams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+import grpc
+
+from common.decimals import fmt
+from common.marketstate import BookSnapshot, MarketInfo, book_key, market_key, read_market
+from services.guard.ports import PerfActionRefused, SubmitRejected
+from tradingtools.control.v1 import control_pb2 as cpb
+from tradingtools.control.v1 import control_pb2_grpc as cgrpc
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
+
+# Codes after which the same request would fail the same way.
+PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                       grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
+                       grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OUT_OF_RANGE,
+                       grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.ALREADY_EXISTS})
+
+
+class GrpcExecutor:
+    """``ExecutorService.SubmitOrder`` with a deadline."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout_s: float) -> None:
+        self.stub = egrpc.ExecutorServiceStub(channel)
+        self.timeout_s = timeout_s
+
+    async def submit(self, order: epb.Order) -> epb.SubmitOrderResponse:
+        """Place the order; permanent refusals raise SubmitRejected."""
+        try:
+            return await self.stub.SubmitOrder(epb.SubmitOrderRequest(order=order), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in PERMANENT:
+                raise SubmitRejected(exc.code().name, exc.details() or "") from exc
+            raise
+
+
+class GrpcControl:
+    """``InternalControlService.ApplyPerfAction`` with the bearer token."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, *, timeout_s: float) -> None:
+        self.stub = cgrpc.InternalControlServiceStub(channel)
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.timeout_s = timeout_s
+
+    async def apply_perf_action(self, *, subscription_id: str, action: str, multiplier: Decimal | None,
+                                reason: str, decision_id: str) -> bool:
+        """Apply a decision; True when applied now."""
+        request = cpb.ApplyPerfActionRequest(
+            id=subscription_id, action=cpb.PERF_ACTION_PAUSE if action == "PAUSE" else cpb.PERF_ACTION_SCALE,
+            multiplier=fmt(multiplier) if multiplier is not None else "", reason=reason, decision_id=decision_id)
+        try:
+            resp = await self.stub.ApplyPerfAction(request, metadata=self.metadata, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in PERMANENT:
+                raise PerfActionRefused(f"{exc.code().name}: {exc.details()}") from exc
+            raise
+        return bool(resp.applied)
+
+
+def mark_of(book: BookSnapshot) -> Decimal | None:
+    """Mid when both sides exist, else best bid, else last trade."""
+    bid, ask = book.best_bid, book.best_ask
+    if bid is not None and ask is not None:
+        return (bid + ask) / 2
+    if bid is not None:
+        return bid
+    return book.last_trade_price
+
+
+class RedisMarkets:
+    """Market info (cached for ``cache_s``) and marks from ingest's Redis state."""
+
+    def __init__(self, redis: Any, *, cache_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.redis = redis
+        self.cache_s = cache_s
+        self.clock = clock
+        self._cache: dict[str, tuple[float, MarketInfo]] = {}
+
+    async def market(self, asset_id: str) -> MarketInfo | None:
+        """Market info, from the cache when fresh (an unknown market is asked again every time)."""
+        now = self.clock()
+        hit = self._cache.get(asset_id)
+        if hit is not None and now - hit[0] < self.cache_s:
+            return hit[1]
+        info = await read_market(self.redis, asset_id)
+        if info is not None:
+            self._cache[asset_id] = (now, info)
+        return info
+
+    async def prefetch(self, asset_ids: Iterable[str]) -> int:
+        """Cache the market info of many assets in pipelined round trips (start-up); returns how many exist."""
+        ids = list(asset_ids)
+        found = 0
+        now = self.clock()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for asset_id in chunk:
+                pipe.hgetall(market_key(asset_id))
+            for asset_id, raw in zip(chunk, await pipe.execute(), strict=True):
+                if raw:
+                    self._cache[asset_id] = (now, MarketInfo.from_hash(raw))
+                    found += 1
+        return found
+
+    def forget(self, asset_id: str) -> None:
+        """Drop a cached entry (the tick size changed)."""
+        self._cache.pop(asset_id, None)
+
+    async def books(self, asset_ids: Iterable[str]) -> dict[str, BookSnapshot]:
+        """Stored books of the assets that have one."""
+        ids = list(asset_ids)
+        out: dict[str, BookSnapshot] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            raws = await self.redis.mget([book_key(a) for a in chunk])
+            for asset_id, raw in zip(chunk, raws, strict=True):
+                if raw:
+                    out[asset_id] = BookSnapshot.from_json(raw)
+        return out
+
+    async def marks(self, asset_ids: Iterable[str]) -> dict[str, Decimal]:
+        """Marks of the assets with a book."""
+        out = {}
+        for asset_id, book in (await self.books(asset_ids)).items():
+            mark = mark_of(book)
+            if mark is not None:
+                out[asset_id] = mark
+        return out
+
+
+def tick_stream(channel: grpc.aio.Channel, consumer: str) -> Callable[[str], AsyncIterator[tuple[str, mpb.PriceTick]]]:
+    """``IngestService.StreamPriceTicks`` as an ``open_stream(after_cursor)``."""
+    stub = mgrpc.IngestServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.PriceTick]]:
+        async for resp in stub.StreamPriceTicks(mpb.StreamPriceTicksRequest(after_cursor=after, consumer=consumer)):
+            yield resp.cursor, resp.tick
+
+    return open_stream
+
+
+def order_event_stream(channel: grpc.aio.Channel,
+                       consumer: str) -> Callable[[str], AsyncIterator[tuple[str, epb.OrderEvent]]]:
+    """``ExecutorService.StreamOrderEvents`` as an ``open_stream(after_cursor)``."""
+    stub = egrpc.ExecutorServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, epb.OrderEvent]]:
+        async for resp in stub.StreamOrderEvents(epb.StreamOrderEventsRequest(after_cursor=after, consumer=consumer)):
+            yield resp.cursor, resp.event
+
+    return open_stream

@@ -1,0 +1,165 @@
+"""Wiring of the guard service: real clients, the core, its consumers and loops, the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from common.grpcserver import GrpcServer
+from common.storage import apply_migrations, create_pool, create_redis
+from common.streams import (
+    PRICE_TICKS,
+    TRIGGER_EVENTS,
+    DeadLetters,
+    DurableLog,
+    RedisCursorStore,
+    ResumableConsumer,
+    create_stream_redis,
+)
+from services.guard.adapters import GrpcControl, GrpcExecutor, RedisMarkets, order_event_stream, tick_stream
+from services.guard.config import Settings
+from services.guard.core import Guard
+from services.guard.exitstore import ExitStore
+from services.guard.perfmon import PerfMonitor
+from services.guard.perfstore import PerfStore
+from services.guard.publish import OutboxPublisher, WatchPublisher
+from services.guard.server import start_grpc
+from services.guard.store import TriggerStore
+from services.guard.sync import TickFeed, TriggerSync, log_tick_stream
+from services.guard.tasks import reraise_if_cancelled, stop_tasks
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+log = logging.getLogger(__name__)
+
+ORDERS_CONSUMER = "guard-orders"
+TICKS_CONSUMER = "guard-ticks"
+
+
+def utcnow() -> datetime:
+    """Wall-clock time for rows (the adapters' clock)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Running:
+    """A started guard and what must be closed on stop."""
+
+    settings: Settings
+    guard: Guard
+    server: GrpcServer
+    sync: TriggerSync
+    ticks: TickFeed
+    orders: ResumableConsumer[epb.OrderEvent]
+    perf: PerfMonitor
+    outbox: OutboxPublisher
+    watch: WatchPublisher
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        """Stop serving, let in-flight fires finish within the grace period, close everything (once)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            await asyncio.wait_for(self.server.stop(self.settings.grace_s), self.settings.grace_s + 5)
+        except TimeoutError:
+            log.warning("gRPC server stop timed out")
+        await stop_tasks(self.tasks, timeout_s=self.settings.grace_s + 5)
+        try:
+            await asyncio.wait_for(self.guard.drain(), timeout=self.settings.grace_s)
+        except TimeoutError:
+            await self.guard.cancel_tasks()
+        for final in (self.guard.firer.submitted, self.outbox):
+            try:
+                await asyncio.wait_for(final.step(), timeout=max(self.settings.grace_s, 1.0))
+            except Exception as exc:  # noqa: BLE001 - the next start re-submits / re-publishes
+                log.warning(f"final {final.name} failed", extra={"error": repr(exc)[:300]})
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:  # shutdown must finish
+                log.exception("close failed")
+
+
+def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        fn()
+    return call
+
+
+async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], name: str) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - periodic housekeeping survives outages
+            reraise_if_cancelled()
+            log.warning(f"{name} failed", extra={"error": repr(exc)[:300]})
+
+
+async def start(settings: Settings) -> Running:
+    """Apply migrations, connect, load armed triggers, start consumers and the gRPC server."""
+    db_url = settings.storage.database_url.value
+    await asyncio.to_thread(apply_migrations, db_url)
+    pool = await create_pool(db_url, min_size=2, max_size=settings.db_pool_max)
+    redis = create_redis(settings.storage.redis_url.value)
+    stream_redis = create_stream_redis(settings.storage.redis_url.value)
+    ingest_ch = grpc.aio.insecure_channel(settings.ingest_target)
+    executor_ch = grpc.aio.insecure_channel(settings.executor_target)
+    control_ch = grpc.aio.insecure_channel(settings.control_target)
+
+    events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=settings.stream_maxlen)
+    triggers = TriggerStore(pool, utcnow)
+    markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
+    outbox = OutboxPublisher(pool, events_log, utcnow)
+    watch = WatchPublisher(redis, lambda: guard.assets())
+    guard = Guard(store=triggers, exit_store=ExitStore(pool, utcnow),
+                  executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
+                  outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
+                  book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
+                  crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency)
+
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
+                                      asyncio.create_task(watch.run(), name="watch"),
+                                      asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
+    sync = TriggerSync(redis, guard, check_s=settings.trigger_check_s, initial=guard.start)
+    tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
+    await sync.ready.wait()
+    await guard.catch_up()
+
+    ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if settings.tick_source == "grpc"
+                    else log_tick_stream(DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)))
+    feed = TickFeed(ticks_source, guard.on_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
+    orders = ResumableConsumer(ORDERS_CONSUMER, order_event_stream(executor_ch, ORDERS_CONSUMER),
+                               guard.on_order_event, RedisCursorStore(redis), start=settings.orders_start,
+                               dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))
+    perf = PerfMonitor(PerfStore(pool, utcnow),
+                       GrpcControl(control_ch, settings.control_token.value, timeout_s=settings.control_timeout_s),
+                       markets, interval_s=settings.perf_interval_s)
+    tasks += [asyncio.create_task(feed.run(), name="ticks"), asyncio.create_task(orders.run(), name="orders"),
+              asyncio.create_task(perf.run(), name="perf"),
+              asyncio.create_task(_every(settings.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
+              asyncio.create_task(_every(settings.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]
+    server = await start_grpc(settings.host, settings.grpc_port, events_log)
+    log.info("guard started", extra={"port": server.port, "triggers": len(guard.engine),
+                                     "load_s": round(guard.stats.load_s, 3)})
+
+    async def close_clients() -> None:
+        await guard.flush_marks()
+        for ch in (ingest_ch, executor_ch, control_ch):
+            await ch.close(None)
+        await redis.aclose()
+        await stream_redis.aclose()
+        await pool.close()
+
+    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, tasks, [close_clients])

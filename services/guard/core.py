@@ -1,0 +1,360 @@
+"""Guard's core: ticks → engine → fires; order events → DONE/FAILED and copy exits; trigger changes → engine.
+
+The engine and every in-memory structure are touched only from the event loop; PostgreSQL stays
+the source of truth (conditional updates settle any race with control).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from common.decimals import ZERO
+from common.retry import Backoff
+from services.guard import orders, ticks
+from services.guard.adapters import RedisMarkets
+from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
+from services.guard.exitstore import CopyFill, ExitStore
+from services.guard.firing import Firer
+from services.guard.model import Reason, State
+from services.guard.ports import Executor
+from services.guard.publish import Kicked
+from services.guard.store import TickInfo, TriggerStore
+from services.guard.tasks import reraise_if_cancelled, stop_tasks
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.market.v1 import market_pb2 as mpb
+
+log = logging.getLogger(__name__)
+_NOTHING = Outcome()
+_PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
+                          mpb.TICK_KIND_LAST_TRADE_PRICE})
+
+
+@dataclass
+class GuardStats:
+    """Counters of the core."""
+
+    ticks: int = 0
+    unchanged_ticks: int = 0
+    stale_ticks: int = 0
+    bad_ticks: int = 0
+    ignored_ticks: int = 0
+    held: int = 0
+    resolved_cancelled: int = 0
+    order_events: int = 0
+    exits_created: int = 0
+    exits_cancelled: int = 0
+    reloads: int = 0
+    resyncs: int = 0
+    load_s: float = 0.0
+    loaded: int = 0
+    tick_lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # every 16th tick
+
+    def summary(self) -> dict[str, Any]:
+        """Counters and lag percentiles for the periodic stats log."""
+        lags = sorted(self.tick_lag_ms)
+        out: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int | float)}
+        if lags:
+            out["tick_lag_p50_ms"] = round(lags[len(lags) // 2], 2)
+            out["tick_lag_p99_ms"] = round(lags[min(len(lags) - 1, len(lags) * 99 // 100)], 2)
+        return out
+
+
+class Guard:
+    """Runs the engine against live prices and keeps it in line with PostgreSQL."""
+
+    def __init__(self, *, store: TriggerStore, exit_store: ExitStore, executor: Executor, markets: RedisMarkets,
+                 outbox: Kicked, watch: Kicked, clock_ns: Callable[[], int] = time.time_ns,
+                 tick_max_age_s: float = 2.0, book_max_age_s: float = 30.0, max_slippage_bps: int = 300,
+                 crash_after: str = "", fire_concurrency: int = 8, defer_s: float = 0.25) -> None:
+        self.engine = Engine()
+        self.store = store
+        self.exit_store = exit_store
+        self.markets = markets
+        self.outbox = outbox
+        self.watch = watch
+        self.clock_ns = clock_ns
+        self.tick_max_age_ns = int(tick_max_age_s * 1e9)
+        self.book_max_age_ms = int(book_max_age_s * 1000)
+        self.defer_s = defer_s
+        self.stats = GuardStats()
+        self.firer = Firer(store, executor, markets, on_order_event=self.on_order_event, rearm=self.rearm,
+                           clock_ns=clock_ns, max_slippage_bps=max_slippage_bps, crash_after=crash_after,
+                           concurrency=fire_concurrency)
+        self._conditions: dict[str, set[str]] = {}
+        # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
+        # anything (the engine is unchanged since), so it is skipped without parsing.
+        self._last_prices: dict[str, tuple[str, str, str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rng = random.Random()
+
+    # start-up
+
+    async def start(self) -> None:
+        """Load every ARMED trigger, re-send unacknowledged SELLs, publish pending events and the watch set."""
+        started = time.perf_counter()
+        self.engine = load(await self.store.load_armed())
+        self.stats.load_s = time.perf_counter() - started
+        self.stats.loaded = len(self.engine)
+        log.info("armed triggers loaded", extra={"triggers": len(self.engine), "assets": len(self.engine.assets()),
+                                                 "load_s": round(self.stats.load_s, 3)})
+        await self.markets.prefetch(self.engine.assets())
+        resent = await self.firer.resubmit_unsubmitted()
+        if resent:
+            log.info("re-submitted unacknowledged SELLs", extra={"count": resent})
+        self.outbox.kick()
+        self.watch.kick()
+
+    # ticks
+
+    async def on_tick(self, tick: mpb.PriceTick) -> Outcome:
+        """Evaluate one tick; fires run as tasks so the next tick is not held up."""
+        self.stats.ticks += 1
+        if not self.stats.ticks & 15 and tick.received_time_ns:
+            self.stats.tick_lag_ms.append((self.clock_ns() - tick.received_time_ns) / 1e6)
+        raw = (tick.best_bid, tick.mid, tick.last_trade_price)
+        if tick.kind in _PRICE_KINDS:
+            if not self.engine.watches(tick.asset_id):
+                self.stats.ignored_ticks += 1  # no armed trigger on this asset
+                return _NOTHING
+            if (not tick.stale and self._last_prices.get(tick.asset_id) == raw
+                    and self.clock_ns() - tick.received_time_ns <= self.tick_max_age_ns):
+                self.stats.unchanged_ticks += 1
+                return _NOTHING
+        try:
+            view = ticks.view(tick, self.clock_ns(), self.tick_max_age_ns)
+        except ticks.BadTick as exc:
+            self.stats.bad_ticks += 1
+            log.warning("malformed tick ignored", extra={"asset_id": tick.asset_id, "error": str(exc)})
+            return Outcome()
+        if view.condition_id:
+            self._conditions.setdefault(view.condition_id, set()).add(view.asset_id)
+        if tick.kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
+            self.markets.forget(view.asset_id)
+        if view.resolved:
+            self._spawn(self._resolve(view))
+            return Outcome()
+        if view.stale or not self.engine.watches(view.asset_id):
+            self._last_prices.pop(view.asset_id, None)
+        else:
+            self._last_prices[view.asset_id] = raw
+        return self.evaluate(view.asset_id, view.prices, stale=view.stale,
+                             info=TickInfo(None, view.venue_time_ms, view.received_time_ns,
+                                           tick.trace if tick.HasField("trace") else None))
+
+    def changed(self, asset_id: str) -> None:
+        """The engine's triggers on ``asset_id`` changed: the next tick must be evaluated whatever its prices."""
+        self._last_prices.pop(asset_id, None)
+
+    def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo) -> Outcome:
+        """Run the engine for one asset's prices and act on the outcome."""
+        out = self.engine.on_tick(asset_id, prices, stale=stale)
+        if stale:
+            self.stats.stale_ticks += 1
+        if not out:
+            return out
+        by_winner: dict[str, list[Cancelled]] = {}
+        for c in out.cancelled:
+            by_winner.setdefault(c.by, []).append(c)
+        for f in out.fired:
+            self._spawn(self.firer.fire(f, by_winner.get(f.spec.id, []),
+                                        TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace)))
+        if out.held:
+            self.stats.held += len(out.held)
+            price = out.held[0].price
+            self._spawn(self._hold([h.spec.id for h in out.held], True,
+                                   TickInfo(price, info.venue_time_ms, info.received_time_ns)))
+        if out.released:
+            self._spawn(self._hold([s.id for s in out.released], False, info))
+        if out.fired or out.cancelled:
+            self.watch.kick()
+        return out
+
+    async def catch_up(self) -> int:
+        """Evaluate the stored books of every watched asset (after a start or a reconnect of the tick stream)."""
+        return await self.recheck(*self.engine.assets())
+
+    async def recheck(self, *asset_ids: str) -> int:
+        """Evaluate the stored books of these assets (a stale book holds, a fresh one may fire)."""
+        now_ms = self.clock_ns() // 1_000_000
+        books = await self.markets.books(asset_ids)
+        for asset_id, book in books.items():
+            bid, ask = book.best_bid, book.best_ask
+            prices = Prices(best_bid=bid, mid=(bid + ask) / 2 if bid is not None and ask is not None else None,
+                            last_trade=book.last_trade_price)
+            self.evaluate(asset_id, prices, stale=book.is_stale(now_ms, self.book_max_age_ms),
+                          info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
+        return len(books)
+
+    async def _hold(self, ids: list[str], held: bool, info: TickInfo) -> None:
+        await self.store.set_hold(ids, held, info)
+        self.outbox.kick()
+
+    async def _resolve(self, view: ticks.TickView) -> None:
+        assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())
+        assets |= self._conditions.get(view.condition_id, set()) if view.condition_id else set()
+        for asset_id in assets:
+            self.engine.resolve(asset_id)
+        rows = await self.store.cancel_assets(assets, Reason.MARKET_RESOLVED.value,
+                                              TickInfo(None, view.venue_time_ms, view.received_time_ns))
+        self.stats.resolved_cancelled += len(rows)
+        log.info("market resolved: triggers cancelled", extra={"assets": sorted(assets), "cancelled": len(rows)})
+        self.outbox.kick()
+        self.watch.kick()
+
+    # order events
+
+    async def on_order_event(self, ev: epb.OrderEvent) -> None:
+        """Settle trigger SELLs, register / resize / cancel copy exits."""
+        self.stats.order_events += 1
+        if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
+            row = await self.store.find_by_order(ev.trigger_id, ev.client_order_id)
+            if row is not None and row.state is State.FIRED:
+                oc = orders.outcome(ev)
+                await self.store.settle(row.id, ev.client_order_id, oc.move, oc.reason, oc.filled_size, oc.avg_price)
+        if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
+            market = await self.markets.market(ev.asset_id)
+            change = await self.exit_store.on_buy_fill(CopyFill(
+                follower_wallet_id=ev.follower_wallet_id, wallet=ev.follower_proxy, asset_id=ev.asset_id,
+                subscription_id=ev.subscription_id, client_order_id=ev.client_order_id,
+                filled_size=_dec(ev.filled_size), avg_price=_dec(ev.avg_price)),
+                market.tick_size if market else ZERO)
+            for row in change.created:
+                self.engine.upsert(row.spec())
+                self.changed(row.asset_id)
+            self.stats.exits_created += len(change.created)
+            if change.created:
+                log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),
+                                                         "skipped": list(change.skipped)})
+        if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
+            change = await self.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
+            for row in change.cancelled:
+                self.engine.remove(row.id)
+            self.stats.exits_cancelled += len(change.cancelled)
+        self.outbox.kick()
+        self.watch.kick()
+
+    # trigger changes made by control
+
+    async def reload(self, trigger_id: str, *, observed: bool = True) -> None:
+        """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
+        records an event for a change made elsewhere."""
+        self.stats.reloads += 1
+        if trigger_id in self.firer.in_flight:
+            return
+        row = await self.store.get(trigger_id)
+        if trigger_id in self.firer.in_flight:
+            return
+        known = self.engine.get(trigger_id)
+        if row is not None and row.state is State.ARMED:
+            self.engine.upsert(row.spec())
+            self.changed(row.asset_id)
+            if observed:
+                await self.store.record_observed(row, "UPDATED" if known else "ARMED",
+                                                 Reason.UPDATED.value if known else Reason.ARMED.value)
+        elif known is not None:
+            self.engine.remove(trigger_id)
+            if observed and row is not None and row.state is State.CANCELLED:
+                await self.store.record_observed(row, "CANCELLED", row.state_reason or Reason.CANCELLED_BY_USER.value)
+        self.outbox.kick()
+        self.watch.kick()
+
+    async def resync(self) -> tuple[int, int]:
+        """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed)."""
+        self.stats.resyncs += 1
+        specs = await self.store.load_armed()
+        busy = set(self.firer.in_flight)
+        wanted = {s.id: s for s in specs if s.id not in busy}
+        removed = 0
+        for tid in self.engine.ids() - wanted.keys() - busy:
+            self.engine.remove(tid)
+            removed += 1
+        changed = 0
+        for tid, spec in wanted.items():
+            current = self.engine.get(tid)
+            if current is None or current.with_mark(ZERO) != spec.with_mark(ZERO):
+                self.engine.upsert(spec)
+                self.changed(spec.asset_id)
+                changed += 1
+        if changed or removed:
+            log.info("triggers resynced", extra={"changed": changed, "removed": removed})
+            self.watch.kick()
+        return changed, removed
+
+    def rearm(self, trigger_ids: list[str], recheck_asset: str = "") -> None:
+        """Reload triggers a fire took out of the engine without recording them (retried until PostgreSQL
+        answers); with ``recheck_asset``, evaluate that asset's stored book again after ``defer_s``."""
+        if trigger_ids:
+            self._spawn(self._rearm(list(trigger_ids), recheck_asset))
+
+    async def _rearm(self, trigger_ids: list[str], recheck_asset: str) -> None:
+        backoff = Backoff(0.1, 5.0)
+        for attempt in range(1_000_000):
+            try:
+                for tid in trigger_ids:
+                    await self.reload(tid, observed=False)
+                if recheck_asset:
+                    await asyncio.sleep(self.defer_s)
+                    await self.recheck(recheck_asset)
+                return
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL may be down; keep trying
+                reraise_if_cancelled()
+                log.warning("re-arm failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(backoff.delay(min(attempt, 8), self._rng.random()))
+
+    # housekeeping
+
+    async def flush_marks(self) -> int:
+        """Persist trailing high-water marks that rose."""
+        marks = self.engine.take_dirty_marks()
+        await self.store.save_marks(marks)
+        return sum(len(ids) for _m, ids in marks)
+
+    def assets(self) -> set[str]:
+        """Assets with armed triggers (the watch set)."""
+        return self.engine.assets()
+
+    def log_stats(self) -> None:
+        """One log line with the counters and the recent tick lag and fire stage durations."""
+        stages = sorted(self.firer.stats.stages_ms, key=sum)
+        fire: dict[str, Any] = {k: v for k, v in vars(self.firer.stats).items() if isinstance(v, int)}
+        if stages:
+            mid = stages[len(stages) // 2]
+            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "txn": round(mid[1], 2), "submit": round(mid[2], 2)}
+        log.info("guard stats", extra={"armed": len(self.engine), "assets": len(self.engine.assets()),
+                                       **self.stats.summary(), "fire": fire})
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("guard task failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for every fire and bookkeeping task started so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel_tasks(self) -> None:
+        """Cancel background tasks (shutdown after the grace period)."""
+        await stop_tasks(list(self._tasks))
+
+
+def _dec(raw: str) -> Decimal:
+    try:
+        return Decimal(raw) if raw else ZERO
+    except ArithmeticError:
+        return ZERO
+

@@ -1,0 +1,352 @@
+"""The trigger engine: ARMED triggers per asset in price-ordered structures (pure, no I/O, no clock).
+
+A tick costs O(log n + fired) for its asset: take-profits sit in ascending trigger price order
+(the ones at or below the price fire: a prefix), stop-losses likewise (the ones at or above the
+price fire: a suffix), trailing stops in a :class:`TrailBook`. A trigger leaves the engine when it
+fires or is cancelled, so it can fire at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import NamedTuple
+
+from sortedcontainers import SortedList
+
+from services.guard.model import Kind, Reason, Source, TriggerSpec
+from services.guard.trailing import TrailBook
+
+_MAX_ID = "\U0010ffff"
+_KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
+
+
+class Prices(NamedTuple):
+    """The prices of one tick, per source (None when the tick has no such price)."""
+
+    best_bid: Decimal | None = None
+    mid: Decimal | None = None
+    last_trade: Decimal | None = None
+
+    def get(self, source: Source) -> Decimal | None:
+        """The price a trigger with ``source`` watches."""
+        if source is Source.BEST_BID:
+            return self.best_bid
+        if source is Source.MID:
+            return self.mid
+        return self.last_trade
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A trigger crossed on a fresh price: a SELL must be sent."""
+
+    spec: TriggerSpec
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A trigger left the engine without firing."""
+
+    spec: TriggerSpec
+    reason: Reason
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A trigger would have fired, but the price was stale: nothing is sent."""
+
+    spec: TriggerSpec
+    price: Decimal
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one tick did."""
+
+    fired: list[Fired] = field(default_factory=list)
+    cancelled: list[Cancelled] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    released: list[TriggerSpec] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.fired or self.cancelled or self.held or self.released)
+
+
+class _SourceBook:
+    __slots__ = ("sl", "tp", "trail")
+
+    def __init__(self) -> None:
+        self.tp: SortedList = SortedList()  # (trigger price, id)
+        self.sl: SortedList = SortedList()  # (trigger price, id)
+        self.trail: TrailBook | None = None  # created with the first trailing stop
+
+    def __len__(self) -> int:
+        return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
+
+    def add(self, spec: TriggerSpec) -> None:
+        if spec.kind is Kind.TAKE_PROFIT:
+            self.tp.add((spec.trigger_price, spec.id))
+        elif spec.kind is Kind.STOP_LOSS:
+            self.sl.add((spec.trigger_price, spec.id))
+        else:
+            if self.trail is None:
+                self.trail = TrailBook()
+            self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark)
+
+    def remove(self, spec: TriggerSpec) -> None:
+        if spec.kind is Kind.TAKE_PROFIT:
+            self.tp.remove((spec.trigger_price, spec.id))
+        elif spec.kind is Kind.STOP_LOSS:
+            self.sl.remove((spec.trigger_price, spec.id))
+        elif self.trail is not None:
+            self.trail.remove(spec.id)
+
+    def take(self, price: Decimal) -> list[tuple[str, Decimal | None]]:
+        """Remove and return what fires at ``price``: (id, mark for trailing stops)."""
+        out: list[tuple[str, Decimal | None]] = []
+        tp, sl = self.tp, self.sl
+        if tp and tp[0][0] <= price:  # the lowest take-profit first: usually nothing crosses
+            end = tp.bisect_right((price, _MAX_ID))
+            out.extend((tid, None) for _p, tid in tp.islice(0, end))
+            del tp[:end]
+        if sl and sl[-1][0] >= price:
+            start = sl.bisect_left((price,))
+            out.extend((tid, None) for _p, tid in sl.islice(start))
+            del sl[start:]
+        if self.trail is not None and len(self.trail):
+            out.extend(self.trail.tick(price))
+        return out
+
+    def peek(self, price: Decimal) -> list[str]:
+        """What would fire at ``price``; changes nothing."""
+        out = [tid for _p, tid in self.tp.islice(0, self.tp.bisect_right((price, _MAX_ID)))]
+        out.extend(tid for _p, tid in self.sl.islice(self.sl.bisect_left((price,))))
+        if self.trail is not None and len(self.trail):
+            out.extend(self.trail.would_fire(price))
+        return out
+
+
+class Engine:
+    """Every ARMED trigger guard watches, indexed by asset and price source."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TriggerSpec] = {}
+        self._books: dict[str, dict[Source, _SourceBook]] = {}
+        self._by_asset: dict[str, set[str]] = {}
+        self._oco: dict[str, set[str]] = {}
+        self._held: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, trigger_id: object) -> bool:
+        return trigger_id in self._specs
+
+    def get(self, trigger_id: str) -> TriggerSpec | None:
+        """The armed trigger with this id, with its current high-water mark."""
+        spec = self._specs.get(trigger_id)
+        if spec is None or spec.kind is not Kind.TRAILING_STOP:
+            return spec
+        trail = self._book(spec).trail
+        return spec.with_mark(trail.mark_of(spec.id) if trail is not None else spec.high_water_mark)
+
+    def watches(self, asset_id: str) -> bool:
+        """True when at least one armed trigger is on ``asset_id``."""
+        return asset_id in self._by_asset
+
+    def assets(self) -> set[str]:
+        """Assets with at least one armed trigger."""
+        return set(self._by_asset)
+
+    def ids(self) -> set[str]:
+        """Ids of every armed trigger."""
+        return set(self._specs)
+
+    def asset_ids(self, asset_id: str) -> set[str]:
+        """Ids of the armed triggers on one asset."""
+        return set(self._by_asset.get(asset_id, ()))
+
+    def upsert(self, spec: TriggerSpec) -> None:
+        """Watch a trigger, replacing any previous version (a trailing mark never falls)."""
+        old = self.get(spec.id)
+        if old is not None:
+            self._detach(old)
+            if (old.kind is Kind.TRAILING_STOP and spec.kind is Kind.TRAILING_STOP
+                    and old.asset_id == spec.asset_id and old.source is spec.source
+                    and old.high_water_mark > spec.high_water_mark):
+                spec = spec.with_mark(old.high_water_mark)
+        self._specs[spec.id] = spec
+        _book_for(self._books, spec.asset_id, spec.source).add(spec)
+        self._by_asset.setdefault(spec.asset_id, set()).add(spec.id)
+        if spec.oco_group:
+            self._oco.setdefault(spec.oco_group, set()).add(spec.id)
+
+    def remove(self, trigger_id: str) -> TriggerSpec | None:
+        """Stop watching a trigger; returns it (with its mark) or None when unknown."""
+        spec = self.get(trigger_id)
+        if spec is not None:
+            self._detach(spec)
+        return spec
+
+    def on_tick(self, asset_id: str, prices: Prices, *, stale: bool) -> Outcome:
+        """Evaluate one asset's triggers against a tick.
+
+        Fresh: fire what crosses (OCO rules applied) and release held triggers. Stale: fire
+        nothing, report what would have fired and was not held already.
+        """
+        books = self._books.get(asset_id)
+        if not books:
+            return Outcome()
+        if stale:
+            return self._hold(asset_id, books, prices)
+        crossed: list[tuple[TriggerSpec, Decimal]] = []
+        for source, book in books.items():
+            price = prices.get(source)
+            if price is None or price <= 0:
+                continue
+            for tid, mark in book.take(price):
+                spec = self._specs[tid]
+                crossed.append((spec.with_mark(mark) if mark is not None else spec, price))
+        out = Outcome()
+        if crossed:
+            crossed.sort(key=lambda c: (_KIND_ORDER[c[0].kind], c[0].id))
+            self._settle(crossed, out)
+        held = self._held.pop(asset_id, None)
+        if held:
+            out.released.extend(self._specs[t] for t in held if t in self._specs)
+        self._prune(asset_id)
+        return out
+
+    def resolve(self, asset_id: str, reason: Reason = Reason.MARKET_RESOLVED) -> list[Cancelled]:
+        """Cancel every trigger on an asset (its market resolved)."""
+        out = []
+        for tid in sorted(self._by_asset.get(asset_id, ())):
+            spec = self.remove(tid)
+            if spec is not None:
+                out.append(Cancelled(spec, reason))
+        return out
+
+    def take_dirty_marks(self) -> list[tuple[Decimal, list[str]]]:
+        """Trailing marks that rose since the last call, with the triggers carrying them."""
+        out: list[tuple[Decimal, list[str]]] = []
+        for books in self._books.values():
+            for book in books.values():
+                if book.trail is not None and len(book.trail):
+                    out.extend(book.trail.take_dirty_marks())
+        return out
+
+    # internals
+
+    def _settle(self, crossed: list[tuple[TriggerSpec, Decimal]], out: Outcome) -> None:
+        closers: dict[str, str] = {}
+        for spec, _price in crossed:
+            if spec.oco_group and spec.closing and spec.oco_group not in closers:
+                closers[spec.oco_group] = spec.id
+        for spec, price in crossed:
+            self._forget(spec)
+            winner = closers.get(spec.oco_group) if spec.oco_group else None
+            if winner is None or winner == spec.id:
+                out.fired.append(Fired(spec, price))
+            else:
+                out.cancelled.append(Cancelled(spec, Reason.OCO_SIBLING_FIRED, winner))
+        for group, winner in closers.items():
+            for tid in sorted(self._oco.get(group, ())):
+                sibling = self.remove(tid)
+                if sibling is not None:
+                    out.cancelled.append(Cancelled(sibling, Reason.OCO_SIBLING_FIRED, winner))
+
+    def _hold(self, asset_id: str, books: dict[Source, _SourceBook], prices: Prices) -> Outcome:
+        out = Outcome()
+        held = self._held.setdefault(asset_id, set())
+        for source, book in books.items():
+            price = prices.get(source)
+            if price is None or price <= 0:
+                continue
+            for tid in book.peek(price):
+                if tid not in held:
+                    held.add(tid)
+                    out.held.append(Held(self.get(tid) or self._specs[tid], price))
+        if not held:
+            del self._held[asset_id]
+        return out
+
+    def _book(self, spec: TriggerSpec) -> _SourceBook:
+        return self._books[spec.asset_id][spec.source]
+
+    def _detach(self, spec: TriggerSpec) -> None:
+        self._book(spec).remove(spec)
+        self._forget(spec)
+        self._prune(spec.asset_id)
+
+    def _forget(self, spec: TriggerSpec) -> None:
+        """Drop the bookkeeping of a trigger already out of its price structure."""
+        del self._specs[spec.id]
+        ids = self._by_asset.get(spec.asset_id)
+        if ids is not None:
+            ids.discard(spec.id)
+        held = self._held.get(spec.asset_id)
+        if held is not None:
+            held.discard(spec.id)
+            if not held:
+                del self._held[spec.asset_id]
+        if spec.oco_group:
+            members = self._oco.get(spec.oco_group)
+            if members is not None:
+                members.discard(spec.id)
+                if not members:
+                    del self._oco[spec.oco_group]
+
+    def _prune(self, asset_id: str) -> None:
+        books = self._books.get(asset_id)
+        if books is None:
+            return
+        for source in [s for s, b in books.items() if not len(b)]:
+            del books[source]
+        if not books:
+            del self._books[asset_id]
+            self._by_asset.pop(asset_id, None)
+
+
+def load(specs: Iterable[TriggerSpec]) -> Engine:
+    """An engine watching ``specs`` (built in bulk: each price structure is sorted once)."""
+    engine = Engine()
+    tp: dict[tuple[str, Source], list[tuple[Decimal, str]]] = {}
+    sl: dict[tuple[str, Source], list[tuple[Decimal, str]]] = {}
+    trailing: list[TriggerSpec] = []
+    for spec in specs:
+        if spec.id in engine._specs:
+            raise ValueError(f"duplicate trigger {spec.id}")
+        engine._specs[spec.id] = spec
+        ids = engine._by_asset.get(spec.asset_id)
+        if ids is None:
+            ids = engine._by_asset[spec.asset_id] = set()
+        ids.add(spec.id)
+        if spec.oco_group:
+            engine._oco.setdefault(spec.oco_group, set()).add(spec.id)
+        if spec.kind is Kind.TAKE_PROFIT:
+            tp.setdefault((spec.asset_id, spec.source), []).append((spec.trigger_price, spec.id))
+        elif spec.kind is Kind.STOP_LOSS:
+            sl.setdefault((spec.asset_id, spec.source), []).append((spec.trigger_price, spec.id))
+        else:
+            trailing.append(spec)
+    for (asset_id, source), items in tp.items():
+        _book_for(engine._books, asset_id, source).tp.update(items)
+    for (asset_id, source), items in sl.items():
+        _book_for(engine._books, asset_id, source).sl.update(items)
+    for spec in trailing:
+        _book_for(engine._books, spec.asset_id, spec.source).add(spec)
+    return engine
+
+
+def _book_for(books: dict[str, dict[Source, _SourceBook]], asset_id: str, source: Source) -> _SourceBook:
+    by_source = books.get(asset_id)
+    if by_source is None:
+        by_source = books[asset_id] = {}
+    book = by_source.get(source)
+    if book is None:
+        book = by_source[source] = _SourceBook()
+    return book

@@ -1,0 +1,167 @@
+"""PostgreSQL adapter for copy exits: register a position's exits, resize them, close them with the position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from common.decimals import fmt
+from services.guard import exits
+from services.guard.model import Reason
+from services.guard.rows import TriggerRow, event
+from services.guard.store import Clock, dict_pool, insert_events
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFill:
+    """A copy BUY's fill as the order event reports it."""
+
+    follower_wallet_id: str
+    wallet: str
+    asset_id: str
+    subscription_id: str
+    client_order_id: str
+    filled_size: Decimal
+    avg_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ExitsChange:
+    """What a fill did to a position's exits: ``created`` / ``updated`` / ``cancelled`` rows, and why."""
+
+    outcome: str  # CREATED | RESIZED | POSITION_CLOSED | NO_POSITION | NO_SUBSCRIPTION | ALREADY_REGISTERED | OPEN
+    created: tuple[TriggerRow, ...] = ()
+    updated: tuple[TriggerRow, ...] = ()
+    cancelled: tuple[TriggerRow, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class ExitStore:
+    """``guard_position_exits`` and the COPY triggers it groups."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
+        self.pool = dict_pool(pool)
+        self.clock = clock
+
+    async def on_buy_fill(self, fill: CopyFill, tick_size: Decimal) -> ExitsChange:
+        """Register the subscription's exits for the position the fill opened, or resize the open ones.
+
+        Exits are priced from the position's average entry price and snapshot the subscription's
+        ``exits`` at that moment, so a later PATCH applies to new positions only. A group whose exits
+        were all used up (its closing exit fired) is closed and a fresh one registered.
+        """
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_LOCK, (fill.follower_wallet_id, fill.asset_id))
+            pos = await (await conn.execute(
+                "SELECT size, avg_price, wallet FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+                (fill.follower_wallet_id, fill.asset_id))).fetchone()
+            held: Decimal = pos["size"] if pos else fill.filled_size
+            entry: Decimal = pos["avg_price"] if pos and pos["avg_price"] else fill.avg_price
+            wallet: str = (pos["wallet"] if pos else fill.wallet).lower()
+            if held <= 0:
+                return ExitsChange("NO_POSITION")
+            group = await (await conn.execute(
+                "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
+                " AND state = 'OPEN' FOR UPDATE", (fill.follower_wallet_id, fill.asset_id))).fetchone()
+            if group is not None:
+                live = await (await conn.execute(
+                    "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
+                    (group["oco_group"],))).fetchone()
+                planned = len(group["exits"].get("planned", []))
+                if (live is not None and live["n"] > 0) or planned == 0:
+                    return await self._resize(conn, group, held, now)
+                await conn.execute(
+                    "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = 'EXITS_USED', updated_at = %s"
+                    " WHERE oco_group = %s", (now, group["oco_group"]))
+            sub = await (await conn.execute("SELECT exits FROM subscriptions WHERE id = %s",
+                                            (fill.subscription_id,))).fetchone()
+            if sub is None:
+                return ExitsChange("NO_SUBSCRIPTION")
+            config_json = sub["exits"] or {}
+            oco_group = exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id)
+            plan = exits.plan(exits.ExitsConfig.from_json(config_json), oco_group=oco_group, entry_price=entry,
+                              tick_size=tick_size)
+            inserted = await (await conn.execute(
+                "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
+                " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'OPEN', %s, %s)"
+                " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group",
+                (oco_group, fill.follower_wallet_id, fill.asset_id, wallet, fill.subscription_id,
+                 fill.client_order_id, entry, held,
+                 Jsonb({"config": config_json, "planned": [e.name for e in plan.exits]}),
+                 Jsonb([{"exit": n, "reason": r} for n, r in plan.skipped]), now, now))).fetchone()
+            if inserted is None:
+                return ExitsChange("ALREADY_REGISTERED")
+            created: list[TriggerRow] = []
+            for e in plan.exits:
+                row = await (await conn.execute(
+                    "INSERT INTO triggers (id, wallet, follower_wallet_id, subscription_id, asset_id, kind,"
+                    " trigger_price, trail_pct, activation_price, size, sell_fraction, oco_group, price_source,"
+                    " state, state_reason, high_water_mark, source, create_time, update_time)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, 'BEST_BID', 'ARMED', '', %s, 'COPY',"
+                    " %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+                    (e.id, wallet, fill.follower_wallet_id, fill.subscription_id, fill.asset_id, e.kind.value,
+                     e.trigger_price, e.trail_pct, e.sell_fraction, oco_group, e.high_water_mark, now,
+                     now))).fetchone()
+                if row is not None:
+                    created.append(TriggerRow.from_row(row))
+            await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
+        return ExitsChange("CREATED", created=tuple(created), skipped=plan.skipped)
+
+    async def _resize(self, conn: Any, group: dict[str, Any], held: Decimal, now: Any) -> ExitsChange:
+        old: Decimal = group["position_size"]
+        updated: list[TriggerRow] = []
+        if held != old:
+            rows = await (await conn.execute(
+                "SELECT id, size FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY'"
+                " AND size > 0 FOR UPDATE", (group["oco_group"],))).fetchall()
+            for r in rows:
+                new_size = Decimal(fmt(exits.resized(r["size"], old, held)))
+                row = await (await conn.execute(
+                    "UPDATE triggers SET size = %s, update_time = %s, version = version + 1 WHERE id = %s"
+                    " RETURNING *", (new_size, now, r["id"]))).fetchone()
+                updated.append(TriggerRow.from_row(row))
+            await conn.execute("UPDATE guard_position_exits SET position_size = %s, updated_at = %s"
+                               " WHERE oco_group = %s", (held, now, group["oco_group"]))
+            await insert_events(conn, [event(r, "UPDATED", reason="POSITION_RESIZED") for r in updated])
+        return ExitsChange("RESIZED", updated=tuple(updated))
+
+    async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
+        """After a SELL filled: when the position is gone, cancel its exits (POSITION_CLOSED) and close the group."""
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_LOCK, (follower_wallet_id, asset_id))
+            pos = await (await conn.execute(
+                "SELECT size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+                (follower_wallet_id, asset_id))).fetchone()
+            if pos is not None and pos["size"] > 0:
+                return ExitsChange("OPEN")
+            group = await (await conn.execute(
+                "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s"
+                " WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN' RETURNING oco_group",
+                (Reason.POSITION_CLOSED.value, now, follower_wallet_id, asset_id))).fetchone()
+            if group is None:
+                return ExitsChange("NO_POSITION")
+            rows = await (await conn.execute(
+                "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+                " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
+                (Reason.POSITION_CLOSED.value, now, group["oco_group"]))).fetchall()
+            cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
+            await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
+        return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
+
+    async def group(self, follower_wallet_id: str, asset_id: str) -> dict[str, Any] | None:
+        """The OPEN exits group of a position (for inspection and tests)."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
+                " AND state = 'OPEN'", (follower_wallet_id, asset_id))).fetchone()
+        return None if row is None else dict(row)
+

@@ -1,0 +1,217 @@
+"""Firing a trigger: record the decision in PostgreSQL, then send the SELL (idempotent), exactly once.
+
+Order of events for a fire, and what a crash at each point leaves:
+
+1. The engine decides (in memory). Crash → the row is still ARMED; the next crossing tick after the
+   restart fires it.
+2. The decision is committed: FIRED with the client order id ``co_`` + hash(trigger id, fire number)
+   and the serialized Order (or CANCELLED / FAILED with the reason when nothing can be sold). Crash
+   → at start-up every FIRED trigger whose SELL was not acknowledged is re-submitted with the same
+   bytes, so the same client order id.
+3. ``SubmitOrder``. The executor is idempotent by client order id: a second submission sends nothing.
+4. ``submitted_at`` is set. Crash before → one more (duplicate, harmless) submission at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, trace
+
+from common.decimals import ZERO
+from common.retry import Backoff
+from common.telemetry import extract, inject
+from services.guard import orders, sizing
+from services.guard.engine import Cancelled, Fired
+from services.guard.model import Move, Reason, State
+from services.guard.ports import Executor, Markets, SubmitRejected
+from services.guard.publish import SubmittedMarker
+from services.guard.rows import TriggerRow, client_order_id
+from services.guard.store import FireDecision, FireFacts, FireResult, TickInfo, TriggerStore
+from services.guard.tasks import reraise_if_cancelled
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("tradingtools.guard")
+_METER = metrics.get_meter("tradingtools.guard")
+_TICK_TO_ORDER = _METER.create_histogram(
+    "guard.tick_to_order", unit="ms", description="Tick received by ingest → trigger SELL built by guard")
+_FIRES = _METER.create_counter("guard.fires", description="Fire decisions recorded, by outcome")
+
+CRASH_POINTS = frozenset({"", "decision", "submit"})
+
+
+def crash_if(point: str, configured: str) -> None:
+    """Test hook: die like ``kill -9`` right after ``point`` when TT_GUARD_CRASH_AFTER names it."""
+    if configured and configured == point:
+        log.error("crashing on purpose", extra={"crash_after": point})
+        os._exit(137)
+
+
+@dataclass
+class FireStats:
+    """Counters of the firing path, and the last stage durations in ms (slot wait, transaction, submit)."""
+
+    decided: int = 0
+    fired: int = 0
+    not_sent: int = 0
+    lost_race: int = 0
+    deferred: int = 0
+    submitted: int = 0
+    duplicates: int = 0
+    submit_retries: int = 0
+    submit_rejected: int = 0
+    record_errors: int = 0
+    stages_ms: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class Firer:
+    """Turns the engine's fire decisions into recorded FIRED triggers and SELLs."""
+
+    def __init__(self, store: TriggerStore, executor: Executor, markets: Markets, *,
+                 on_order_event: Callable[[epb.OrderEvent], object],
+                 rearm: Callable[..., object],
+                 clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
+                 concurrency: int = 8, backoff: Backoff | None = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.markets = markets
+        self.on_order_event = on_order_event
+        self.rearm = rearm
+        self.clock_ns = clock_ns
+        self.max_slippage_bps = max_slippage_bps
+        self.crash_after = crash_after
+        self.backoff = backoff or Backoff(0.05, 2.0)
+        self.rng = random.Random()
+        self.stats = FireStats()
+        self.in_flight: set[str] = set()
+        self.submitted = SubmittedMarker(store.mark_submitted)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def fire(self, fired: Fired, siblings: list[Cancelled], tick: TickInfo) -> FireResult | None:
+        """Record one fire (and its OCO cancellations), then submit its SELL."""
+        spec = fired.spec
+        sibling_ids = [c.spec.id for c in siblings]
+        self.in_flight.update([spec.id, *sibling_ids])
+        try:
+            self.stats.decided += 1
+            market = await self.markets.market(spec.asset_id)
+
+            def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
+                size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
+                                        in_flight=facts.in_flight,
+                                        min_order_size=market.min_order_size if market else ZERO)
+                if not size.sendable and facts.in_flight > 0:
+                    # another SELL on this position is still settling: decide again once it has
+                    return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value, held=size.available)
+                if not size.sendable:
+                    state = State.CANCELLED if size.reason is Reason.NO_POSITION else State.FAILED
+                    return FireDecision(state, size.reason.value, held=size.available)
+                coid = client_order_id(row.id, row.fire_count + 1)
+                ctx = orders.SellContext(
+                    condition_id=facts.condition_id or (market.condition_id if market else ""),
+                    tick_size=market.tick_size if market else ZERO,
+                    min_order_size=market.min_order_size if market else ZERO,
+                    neg_risk=market.neg_risk if market else False, follower_user_id=facts.follower_user_id,
+                    mode_paper=facts.mode_paper, max_slippage_bps=self.max_slippage_bps,
+                    venue_time_ms=tick.venue_time_ms, received_time_ns=tick.received_time_ns)
+                order_trace = cpb.TraceContext()
+                inject(order_trace)  # the fire's span, a child of the tick's trace
+                now_ns = self.clock_ns()
+                order = orders.build_sell(row, client_order_id=coid, size=size.size, price=fired.price, ctx=ctx,
+                                          now_ns=now_ns, trace=order_trace)
+                if tick.received_time_ns:
+                    _TICK_TO_ORDER.record((now_ns - tick.received_time_ns) / 1e6)
+                return FireDecision(State.FIRED, size.reason.value, size.size, size.available, coid,
+                                    order.SerializeToString())
+
+            parent = extract(tick.trace) if tick.trace is not None else None
+            t0 = time.perf_counter()
+            try:
+                with _TRACER.start_as_current_span("guard.fire", context=parent,
+                                                   attributes={"trigger.id": spec.id, "asset.id": spec.asset_id}):
+                    async with self._slots:
+                        t1 = time.perf_counter()
+                        result = await self.store.fire(spec.id, sibling_ids, spec.high_water_mark, tick, decide)
+                        t2 = time.perf_counter()
+            except Exception:  # nothing recorded: watch the triggers again, a later tick retries
+                reraise_if_cancelled()
+                self.stats.record_errors += 1
+                log.exception("fire not recorded; re-arming", extra={"trigger_id": spec.id})
+                self.in_flight.difference_update([spec.id, *sibling_ids])
+                self.rearm([spec.id, *sibling_ids])
+                return None
+            if result.row is None and result.current_state is State.ARMED:
+                self.stats.deferred += 1
+                self.in_flight.difference_update([spec.id, *sibling_ids])
+                self.rearm([spec.id, *sibling_ids], spec.asset_id)
+                return result
+            if result.row is None:
+                # Control cancelled or changed it first: nothing sent; siblings are untouched in PostgreSQL.
+                self.stats.lost_race += 1
+                self.in_flight.difference_update(sibling_ids)
+                self.rearm(sibling_ids)
+                return result
+            crash_if("decision", self.crash_after)
+            decision = result.decision
+            assert decision is not None
+            _FIRES.add(1, {"outcome": decision.state.value})
+            if decision.state is State.FIRED and decision.order is not None:
+                self.stats.fired += 1
+                await self.submit(result.row.id, decision.order_id, decision.order)
+                self.stats.stages_ms.append(((t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3))
+            else:
+                self.stats.not_sent += 1
+            return result
+        finally:
+            self.in_flight.difference_update([spec.id, *sibling_ids])
+
+    async def submit(self, trigger_id: str, order_id: str, order_bytes: bytes) -> None:
+        """Send a recorded SELL until the executor answers (same bytes, same client order id every time)."""
+        order = epb.Order.FromString(order_bytes)
+        attempt = 0
+        while True:
+            try:
+                resp = await self.executor.submit(order)
+                break
+            except SubmitRejected as exc:
+                self.stats.submit_rejected += 1
+                log.warning("SELL refused by the executor", extra={"trigger_id": trigger_id, "code": exc.code})
+                await self.store.settle(trigger_id, order_id, Move.FAIL,
+                                        f"{Reason.SUBMIT_REJECTED.value}:{exc.code}", ZERO, ZERO)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - transient: the same id makes a retry safe
+                reraise_if_cancelled()
+                self.stats.submit_retries += 1
+                delay = self.backoff.delay(min(attempt, 6), self.rng.random())
+                attempt += 1
+                log.warning("SubmitOrder failed; retrying", extra={"trigger_id": trigger_id,
+                                                                   "error": repr(exc)[:300], "delay_s": delay})
+                await asyncio.sleep(delay)
+        self.stats.submitted += 1
+        if resp.duplicate:
+            self.stats.duplicates += 1
+        crash_if("submit", self.crash_after)
+        self.submitted.add(trigger_id, order_id)
+        if resp.HasField("last_event") and resp.last_event.client_order_id:
+            result = self.on_order_event(resp.last_event)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def resubmit_unsubmitted(self) -> int:
+        """At start-up: re-send every FIRED SELL the executor may not have."""
+        rows = await self.store.unsubmitted()
+        for row in rows:
+            if row.fire_order:
+                await self.submit(row.id, row.order_id, bytes(row.fire_order))
+        return len(rows)

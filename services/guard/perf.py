@@ -1,0 +1,149 @@
+"""Performance rules (pure): a subscription's PnL from its fills and marks, and the loss-stop /
+profit-scale decisions it calls for.
+
+PnL uses average cost per asset: a BUY adds its notional to the cost, a SELL realizes its proceeds
+minus the average cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset
+without a mark counts at cost (and is reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from common.decimals import ONE, ZERO, fmt, parse_decimal
+from common.ids import hash_id
+
+
+class Action(StrEnum):
+    """A performance action applied through control."""
+
+    PAUSE = "PAUSE"
+    SCALE = "SCALE"
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    """One fill of a subscription's order."""
+
+    asset_id: str
+    side: str  # "BUY" | "SELL"
+    size: Decimal
+    price: Decimal
+    notional_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Pnl:
+    """Realized + unrealized PnL of one subscription, USD."""
+
+    realized: Decimal
+    unrealized: Decimal
+    held: Mapping[str, tuple[Decimal, Decimal]]  # asset -> (shares, cost)
+    unmarked: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> Decimal:
+        """Realized plus unrealized."""
+        return self.realized + self.unrealized
+
+
+def pnl(fills: Iterable[FillRow], marks: Mapping[str, Decimal]) -> Pnl:
+    """PnL of fills in time order, with open shares valued at ``marks``."""
+    held: dict[str, tuple[Decimal, Decimal]] = {}
+    realized = ZERO
+    for f in fills:
+        shares, cost = held.get(f.asset_id, (ZERO, ZERO))
+        notional = f.notional_usd if f.notional_usd > 0 else f.size * f.price
+        if f.side == "BUY":
+            held[f.asset_id] = (shares + f.size, cost + notional)
+            continue
+        sold = min(f.size, shares)
+        if sold <= 0:
+            continue
+        cost_out = cost * sold / shares
+        realized += notional * sold / f.size - cost_out
+        held[f.asset_id] = (shares - sold, cost - cost_out)
+    unrealized = ZERO
+    unmarked = []
+    open_positions = {a: v for a, v in held.items() if v[0] > 0}
+    for asset, (shares, cost) in sorted(open_positions.items()):
+        mark = marks.get(asset)
+        if mark is None:
+            unmarked.append(asset)
+            continue
+        unrealized += shares * mark - cost
+    return Pnl(realized, unrealized, open_positions, tuple(unmarked))
+
+
+@dataclass(frozen=True, slots=True)
+class PerfRules:
+    """A subscription's ``perf`` ("0" = off)."""
+
+    loss_stop_usd: Decimal = ZERO
+    profit_scale_at_usd: Decimal = ZERO
+    profit_scale_multiplier: Decimal = ONE
+
+    @property
+    def active(self) -> bool:
+        """True when any rule is on."""
+        return self.loss_stop_usd > 0 or self.profit_scale_at_usd > 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PerfRules:
+        """From the proto3 JSON of ``Perf`` (as control stores it); raises ValueError on bad decimals."""
+        def dec(name: str, default: Decimal) -> Decimal:
+            raw = data.get(name)
+            return parse_decimal(raw) if raw not in (None, "") else default
+
+        return cls(dec("lossStopUsd", ZERO), dec("profitScaleAtUsd", ZERO), dec("profitScaleMultiplier", ONE))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A performance action to apply, with the numbers behind it."""
+
+    decision_id: str
+    subscription_id: str
+    action: Action
+    multiplier: Decimal | None
+    pnl: Pnl
+    threshold_usd: Decimal
+    reason: str
+
+
+def loss_stop_id(subscription_id: str, pauses_before: int) -> str:
+    """Decision id of the loss-stop that follows ``pauses_before`` earlier ones."""
+    return hash_id("perf", subscription_id, "PAUSE", str(pauses_before + 1))
+
+
+def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decimal) -> str:
+    """Decision id of the one profit-scale at this threshold and multiplier."""
+    return hash_id("perf", subscription_id, "SCALE", fmt(threshold), fmt(multiplier))
+
+
+def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before: int,
+           scaled_ids: frozenset[str]) -> Decision | None:
+    """The action an ACTIVE subscription's PnL calls for, or None.
+
+    Loss-stop when PnL <= -loss_stop_usd (each pause after a resume is a new decision); otherwise
+    profit-scale once when PnL >= profit_scale_at_usd (once per threshold and multiplier).
+    """
+    total = result.total
+    numbers = f"pnl {fmt(total)} (realized {fmt(result.realized)}, unrealized {fmt(result.unrealized)})"
+    if rules.loss_stop_usd > 0 and total <= -rules.loss_stop_usd:
+        return Decision(loss_stop_id(subscription_id, pauses_before), subscription_id, Action.PAUSE, None,
+                        result, rules.loss_stop_usd,
+                        f"LOSS_STOP: {numbers} <= -{fmt(rules.loss_stop_usd)}")
+    if rules.profit_scale_at_usd > 0 and total >= rules.profit_scale_at_usd and rules.profit_scale_multiplier > 0:
+        did = profit_scale_id(subscription_id, rules.profit_scale_at_usd, rules.profit_scale_multiplier)
+        if did in scaled_ids:
+            return None
+        return Decision(did, subscription_id, Action.SCALE, rules.profit_scale_multiplier, result,
+                        rules.profit_scale_at_usd,
+                        f"PROFIT_SCALE: {numbers} >= {fmt(rules.profit_scale_at_usd)},"
+                        f" x{fmt(rules.profit_scale_multiplier)}")
+    return None

@@ -1,0 +1,118 @@
+"""The performance-rule loop: evaluate every ACTIVE subscription's PnL, record decisions, apply them via control.
+
+A decision is recorded in PostgreSQL before control is called, with a deterministic id that control
+treats as an idempotency key: a crash in between re-sends the same decision at the next start-up
+and changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.guard import perf
+from services.guard.perfstore import DecisionRow, PerfStore
+from services.guard.ports import Control, Markets, PerfActionRefused
+from services.guard.tasks import reraise_if_cancelled
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PerfStats:
+    """Counters of the loop."""
+
+    evaluations: int = 0
+    decisions: int = 0
+    applied: int = 0
+    refused: int = 0
+    errors: int = 0
+
+
+class PerfMonitor:
+    """Loss-stop and profit-scale for every ACTIVE subscription with perf rules."""
+
+    def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float) -> None:
+        self.store = store
+        self.control = control
+        self.markets = markets
+        self.interval_s = interval_s
+        self.stats = PerfStats()
+
+    async def run(self) -> None:
+        """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
+        while True:
+            try:
+                await self.resend_unapplied()
+                await self.evaluate_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive outages
+                reraise_if_cancelled()
+                self.stats.errors += 1
+                log.warning("perf evaluation failed", extra={"error": repr(exc)[:300]})
+            await asyncio.sleep(self.interval_s)
+
+    async def resend_unapplied(self) -> int:
+        """Apply decisions recorded but never acknowledged."""
+        pending = await self.store.unapplied()
+        for row in pending:
+            await self._apply(row)
+        return len(pending)
+
+    async def evaluate_all(self) -> list[perf.Decision]:
+        """One pass over every ACTIVE subscription with rules; returns the decisions applied."""
+        out = []
+        for sub in await self.store.active_subscriptions():
+            try:
+                rules = perf.PerfRules.from_json(sub.perf)
+            except ValueError:
+                log.warning("subscription perf rules unreadable", extra={"subscription_id": sub.id})
+                continue
+            if not rules.active:
+                continue
+            decision = await self.evaluate(sub.id, rules)
+            if decision is not None:
+                out.append(decision)
+        return out
+
+    async def evaluate(self, subscription_id: str, rules: perf.PerfRules) -> perf.Decision | None:
+        """Evaluate one subscription; record and apply a decision when its PnL crossed a rule."""
+        self.stats.evaluations += 1
+        fills = await self.store.fills(subscription_id)
+        if not fills:
+            return None
+        held_assets = {f.asset_id for f in fills}
+        marks = await self.markets.marks(held_assets)
+        result = perf.pnl(fills, marks)
+        prior = await self.store.decisions(subscription_id)
+        if any(p.applied_at is None for p in prior):
+            return None  # an earlier decision is still being applied
+        decision = perf.decide(subscription_id, rules, result,
+                               pauses_before=sum(1 for p in prior if p.action == "PAUSE"),
+                               scaled_ids=frozenset(p.decision_id for p in prior if p.action == "SCALE"))
+        if decision is None:
+            return None
+        self.stats.decisions += 1
+        log.info("perf decision", extra={"subscription_id": subscription_id, "action": decision.action.value,
+                                         "reason": decision.reason, "decision_id": decision.decision_id})
+        if await self.store.record(decision):
+            await self._apply(DecisionRow(decision.decision_id, subscription_id, decision.action.value,
+                                          decision.multiplier, decision.reason, None))
+        return decision
+
+    async def _apply(self, row: DecisionRow) -> None:
+        multiplier = Decimal(row.multiplier) if row.multiplier is not None else None
+        try:
+            applied = await self.control.apply_perf_action(
+                subscription_id=row.subscription_id, action=row.action, multiplier=multiplier, reason=row.reason,
+                decision_id=row.decision_id)
+        except PerfActionRefused as exc:
+            self.stats.refused += 1
+            log.warning("perf action refused", extra={"decision_id": row.decision_id, "error": str(exc)[:300]})
+            await self.store.settle(row.decision_id, False, str(exc)[:500])
+            return
+        self.stats.applied += 1
+        await self.store.settle(row.decision_id, applied)

@@ -1,0 +1,158 @@
+"""Background publishers: the trigger-event outbox → durable log, and the watched-asset set for ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS
+from common.streams import DurableLog
+from services.guard.store import Clock, dict_pool
+from services.guard.tasks import reraise_if_cancelled
+
+log = logging.getLogger(__name__)
+
+
+class Kicked:
+    """A loop that runs ``step`` whenever kicked (coalescing kicks), retrying after ``retry_s`` on failure."""
+
+    def __init__(self, name: str, retry_s: float = 0.5) -> None:
+        self.name = name
+        self.retry_s = retry_s
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def kick(self) -> None:
+        """Ask for a run soon."""
+        self._wake.set()
+        self._idle.clear()
+
+    async def step(self) -> None:
+        """One run (overridden)."""
+
+    async def drained(self) -> None:
+        """Wait until no kick is pending (tests, shutdown)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried; the loop must survive outages
+                reraise_if_cancelled()
+                log.warning(f"{self.name} failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(self.retry_s)
+                self._wake.set()
+                continue
+            if not self._wake.is_set():
+                self._idle.set()
+
+
+class OutboxPublisher(Kicked):
+    """Appends unpublished ``guard_trigger_events`` rows to the durable log, in order, then marks them."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], log_: DurableLog, clock: Clock, *, batch: int = 500,
+                 keep_s: float = 86_400.0, prune_every: int = 1000) -> None:
+        super().__init__("outbox publisher")
+        self.pool = dict_pool(pool)
+        self.log = log_
+        self.clock = clock
+        self.batch = batch
+        self.keep_s = keep_s
+        self.prune_every = prune_every
+        self.published = 0
+        self._steps = 0
+
+    async def step(self) -> None:
+        """Publish everything pending; now and then drop rows published more than ``keep_s`` ago."""
+        self._steps += 1
+        if self._steps % self.prune_every == 1:
+            async with self.pool.connection() as conn:
+                await conn.execute("DELETE FROM guard_trigger_events WHERE published_at < %s",
+                                   (self.clock() - timedelta(seconds=self.keep_s),))
+        while True:
+            async with self.pool.connection() as conn:
+                rows = await (await conn.execute(
+                    "SELECT seq, payload FROM guard_trigger_events WHERE published_at IS NULL ORDER BY seq LIMIT %s",
+                    (self.batch,))).fetchall()
+            if not rows:
+                return
+            await self.log.append_many([bytes(r["payload"]) for r in rows])
+            async with self.pool.connection() as conn:
+                await conn.execute("UPDATE guard_trigger_events SET published_at = %s WHERE seq = ANY(%s)",
+                                   (self.clock(), [r["seq"] for r in rows]))
+            self.published += len(rows)
+            if len(rows) < self.batch:
+                return
+
+
+class WatchPublisher(Kicked):
+    """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest."""
+
+    def __init__(self, redis: Any, assets: Callable[[], set[str]]) -> None:
+        super().__init__("watch publisher")
+        self.redis = redis
+        self.assets = assets
+        self.current: set[str] | None = None
+
+    async def step(self) -> None:
+        """Write the difference (everything on the first run) and publish on ``tt:watch:changed``."""
+        wanted = self.assets()
+        if self.current is None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(WATCH_TRIGGERS)
+            items = sorted(wanted)
+            for start in range(0, len(items), 1000):
+                pipe.sadd(WATCH_TRIGGERS, *items[start:start + 1000])
+            pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "reset": True}))
+            await pipe.execute()
+            self.current = wanted
+            return
+        added, removed = wanted - self.current, self.current - wanted
+        if not added and not removed:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        if added:
+            pipe.sadd(WATCH_TRIGGERS, *sorted(added))
+        if removed:
+            pipe.srem(WATCH_TRIGGERS, *sorted(removed))
+        pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "added": sorted(added),
+                                                  "removed": sorted(removed)}))
+        await pipe.execute()
+        self.current = wanted
+
+
+class SubmittedMarker(Kicked):
+    """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
+
+    def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]]) -> None:
+        super().__init__("submitted marker")
+        self.mark = mark
+        self.pending: dict[str, str] = {}
+
+    def add(self, trigger_id: str, order_id: str) -> None:
+        """Queue one acknowledged SELL."""
+        self.pending[trigger_id] = order_id
+        self.kick()
+
+    async def step(self) -> None:
+        """Write everything queued."""
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await self.mark(list(batch.items()))
+            except BaseException:
+                self.pending = {**batch, **self.pending}
+                raise

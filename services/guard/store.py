@@ -1,0 +1,308 @@
+"""PostgreSQL adapter for triggers: start-up load, fire decisions, state changes, the event outbox.
+
+Every state change is a conditional UPDATE (``WHERE state = …``), so PostgreSQL is the final word
+when guard and control race: a trigger that is no longer ARMED is never fired, one that is no
+longer FIRED is never settled twice. Every change writes its TriggerEvent to the outbox
+``guard_trigger_events`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from common.decimals import ZERO
+from services.guard.model import Move, Reason, State, TriggerSpec, apply
+from services.guard.rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
+from tradingtools.guard.v1 import guard_pb2 as gpb
+
+Clock = Callable[[], datetime]
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+
+def dict_pool(pool: AsyncConnectionPool[Any]) -> Pool:
+    """The pool typed with the dict rows ``common.storage.create_pool`` configures."""
+    return cast(Pool, pool)
+
+
+@dataclass(frozen=True, slots=True)
+class FireFacts:
+    """What PostgreSQL says about the trigger's position when it fires (read under the position lock)."""
+
+    held: Decimal
+    in_flight: Decimal
+    condition_id: str
+    follower_user_id: str
+    mode_paper: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FireDecision:
+    """What to record for a fire: FIRED with an order, CANCELLED / FAILED with a reason, or ARMED (deferred:
+    nothing recorded, evaluate again once the SELLs in flight on the position have settled)."""
+
+    state: State
+    reason: str
+    size: Decimal = ZERO
+    held: Decimal = ZERO
+    order_id: str = ""
+    order: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """The trigger after the fire transaction (None when it was no longer ARMED) and the siblings cancelled."""
+
+    row: TriggerRow | None
+    decision: FireDecision | None
+    cancelled: tuple[TriggerRow, ...]
+    current_state: State | None
+
+
+@dataclass(frozen=True, slots=True)
+class TickInfo:
+    """The price that caused a change, for the events."""
+
+    price: Decimal | None = None
+    venue_time_ms: int = 0
+    received_time_ns: int = 0
+    trace: Any = None  # the tick's common.v1.TraceContext, when it carried one
+
+
+async def insert_events(conn: AsyncConnection[Any], events: Sequence[gpb.TriggerEvent]) -> None:
+    """Write events to the outbox (a replayed event id is ignored)."""
+    if not events:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO guard_trigger_events (event_id, trigger_id, payload) VALUES (%s, %s, %s)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            [(e.event_id, e.trigger.id, e.SerializeToString()) for e in events])
+
+
+_FACTS_SQL = (
+    "SELECT p.size AS held, p.condition_id AS cond, s.follower_user_id AS user_id, s.mode AS mode,"
+    # SELLs sent but not yet in the position: what the executor has not booked as fills (fills and
+    # positions are written in one transaction, so this statement sees both at the same moment).
+    " (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
+    "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
+    "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
+    "   AND f.state = 'FIRED') AS in_flight"
+    " FROM triggers t"
+    " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"
+    " LEFT JOIN subscriptions s ON s.id = t.subscription_id"
+    " WHERE t.id = %s")
+
+
+class TriggerStore:
+    """Trigger rows in PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
+        self.pool = dict_pool(pool)
+        self.clock = clock
+
+    async def load_armed(self) -> list[TriggerSpec]:
+        """Every ARMED trigger as an engine spec (the start-up load)."""
+        specs: list[TriggerSpec] = []
+        # a server-side cursor read in chunks: the rows never sit in memory all at once next to the specs
+        async with self.pool.connection() as conn, conn.transaction(), \
+                conn.cursor("guard_load_armed", row_factory=tuple_row) as cur:
+            await cur.execute(f"SELECT {', '.join(SPEC_COLUMNS)} FROM triggers WHERE state = 'ARMED'")
+            while rows := await cur.fetchmany(10_000):
+                specs.extend(spec_from_tuple(r) for r in rows)
+        return specs
+
+    async def get(self, trigger_id: str) -> TriggerRow | None:
+        """One trigger."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute("SELECT * FROM triggers WHERE id = %s", (trigger_id,))).fetchone()
+        return None if row is None else TriggerRow.from_row(row)
+
+    async def fire(self, trigger_id: str, siblings: Sequence[str], mark: Decimal, tick: TickInfo,
+                   decide: Callable[[TriggerRow, FireFacts], FireDecision]) -> FireResult:
+        """Record a fire decision and cancel the OCO siblings in one transaction.
+
+        The position is locked (advisory lock on wallet + asset) so concurrent fires on one position
+        size against each other's in-flight SELLs; ``decide`` turns the locked row and the position
+        facts into what is recorded.
+        """
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            async with conn.pipeline():
+                # One round trip: lock the position (wallet + asset never change), then the row, then read
+                # what the size depends on. Statements run in order, so every fire locks in the same order.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
+                    " FROM triggers WHERE id = %s", (trigger_id,))
+                locked_cur = await conn.execute("SELECT * FROM triggers WHERE id = %s FOR UPDATE", (trigger_id,))
+                facts_cur = await conn.execute(_FACTS_SQL, (trigger_id,))
+                locked = await locked_cur.fetchone()
+                facts_row = await facts_cur.fetchone()
+            if locked is None or facts_row is None:
+                return FireResult(None, None, (), None)
+            row = TriggerRow.from_row(locked)
+            if row.state is not State.ARMED:
+                return FireResult(None, None, (), row.state)
+            facts = FireFacts(held=facts_row["held"] or ZERO, in_flight=facts_row["in_flight"] or ZERO,
+                              condition_id=facts_row["cond"] or "", follower_user_id=facts_row["user_id"] or "",
+                              mode_paper=facts_row["mode"] == "PAPER")
+            decision = decide(row, facts)
+            if decision.state is State.ARMED:  # deferred: nothing is recorded, the trigger stays ARMED
+                return FireResult(None, decision, (), State.ARMED)
+            move = Move.FIRE if decision.state is State.FIRED else (
+                Move.CANCEL if decision.state is State.CANCELLED else Move.FAIL)
+            apply(row.state, move)
+            inc = 1 if decision.state is State.FIRED else 0
+            after = replace(row, state=decision.state, state_reason=decision.reason, fire_count=row.fire_count + inc,
+                            order_id=decision.order_id, fired_time=now, update_time=now, version=row.version + 1,
+                            high_water_mark=max(row.high_water_mark, mark), fire_price=tick.price or ZERO,
+                            fire_size=decision.size, fire_order=decision.order)
+            kind = {State.FIRED: "FIRED", State.CANCELLED: "CANCELLED", State.FAILED: "FAILED"}[decision.state]
+            events = [event(after, kind, reason=decision.reason, price=tick.price, venue_time_ms=tick.venue_time_ms,
+                            received_time_ns=tick.received_time_ns)]
+            async with conn.pipeline():
+                # Every write in one round trip where possible (the fired row is locked: its after-image is known).
+                sib_cur = await conn.execute(
+                    "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
+                    " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *",
+                    (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings))) if siblings else None
+                await conn.execute(
+                    "UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
+                    " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
+                    " fire_price = %(price)s, fire_size = %(size)s, fire_held = %(held)s, fire_order = %(order)s,"
+                    " high_water_mark = GREATEST(high_water_mark, %(mark)s), update_time = %(now)s,"
+                    " version = version + 1 WHERE id = %(id)s",
+                    {"state": decision.state.value, "reason": decision.reason, "inc": inc,
+                     "order_id": decision.order_id, "now": now, "price": tick.price or ZERO, "size": decision.size,
+                     "held": decision.held, "order": decision.order, "mark": mark, "id": trigger_id})
+                cancelled = sorted((TriggerRow.from_row(r) for r in await sib_cur.fetchall()),
+                                   key=lambda r: r.id) if sib_cur is not None else []
+                events += [event(c, "CANCELLED", reason=c.state_reason, price=tick.price,
+                                 venue_time_ms=tick.venue_time_ms, received_time_ns=tick.received_time_ns)
+                           for c in cancelled]
+                await insert_events(conn, events)
+        return FireResult(after, decision, tuple(cancelled), after.state)
+
+    async def mark_submitted(self, items: Sequence[tuple[str, str]]) -> None:
+        """The executor has these SELLs ((trigger id, order id)): no re-submit needed at the next start-up."""
+        if not items:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE triggers t SET submitted_at = %s FROM unnest(%s::text[], %s::text[]) AS s(id, order_id)"
+                " WHERE t.id = s.id AND t.order_id = s.order_id AND t.submitted_at IS NULL",
+                (self.clock(), [i for i, _o in items], [o for _i, o in items]))
+
+    async def unsubmitted(self) -> list[TriggerRow]:
+        """FIRED triggers whose SELL the executor may not have (crash between decision and submit)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT * FROM triggers WHERE state = 'FIRED' AND submitted_at IS NULL ORDER BY fired_time")).fetchall()
+        return [TriggerRow.from_row(r) for r in rows]
+
+    async def find_by_order(self, trigger_id: str, order_id: str) -> TriggerRow | None:
+        """The trigger that sent ``order_id``."""
+        async with self.pool.connection() as conn:
+            if trigger_id:
+                row = await (await conn.execute("SELECT * FROM triggers WHERE id = %s AND order_id = %s",
+                                                (trigger_id, order_id))).fetchone()
+            else:
+                row = await (await conn.execute("SELECT * FROM triggers WHERE order_id = %s AND order_id <> ''",
+                                                (order_id,))).fetchone()
+        return None if row is None else TriggerRow.from_row(row)
+
+    async def settle(self, trigger_id: str, order_id: str, move: Move | None, reason: str, filled: Decimal,
+                     avg_price: Decimal) -> TriggerRow | None:
+        """Apply an order event to a FIRED trigger: DONE / FAILED, or just the fill so far; None when not FIRED."""
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            if move is None:
+                await conn.execute(
+                    "UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
+                    " WHERE id = %s AND order_id = %s AND state = 'FIRED'", (filled, avg_price, trigger_id, order_id))
+                return None
+            target = apply(State.FIRED, move)
+            updated = await (await conn.execute(
+                "UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
+                " avg_fill_price = %s, done_time = %s, update_time = %s, version = version + 1"
+                " WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *",
+                (target.value, reason, filled, avg_price, now, now, trigger_id, order_id))).fetchone()
+            if updated is None:
+                return None
+            row = TriggerRow.from_row(updated)
+            await insert_events(conn, [event(row, "DONE" if target is State.DONE else "FAILED", reason=reason,
+                                             price=avg_price if avg_price > 0 else None)])
+        return row
+
+    async def cancel(self, trigger_ids: Iterable[str], reason: str, tick: TickInfo | None = None) -> list[TriggerRow]:
+        """Cancel ARMED triggers (those not ARMED any more are left alone); returns the cancelled rows."""
+        ids = sorted(set(trigger_ids))
+        if not ids:
+            return []
+        async with self.pool.connection() as conn, conn.transaction():
+            rows = await self._cancel(conn, ids, reason, self.clock())
+            tick = tick or TickInfo()
+            await insert_events(conn, [event(r, "CANCELLED", reason=reason, price=tick.price,
+                                             venue_time_ms=tick.venue_time_ms,
+                                             received_time_ns=tick.received_time_ns) for r in rows])
+        return rows
+
+    async def cancel_assets(self, asset_ids: Iterable[str], reason: str, tick: TickInfo) -> list[TriggerRow]:
+        """Cancel every ARMED trigger on these assets (market resolution)."""
+        assets = sorted(set(asset_ids))
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT id FROM triggers WHERE asset_id = ANY(%s) AND state = 'ARMED'",
+                                             (assets,))).fetchall()
+        return await self.cancel([r["id"] for r in rows], reason, tick)
+
+    async def set_hold(self, trigger_ids: Sequence[str], held: bool, tick: TickInfo) -> list[TriggerRow]:
+        """Mark ARMED triggers held by a stale book (state_reason BOOK_STALE, HELD_STALE event) or release them."""
+        if not trigger_ids:
+            return []
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            if held:
+                sql = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
+                       " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
+            else:
+                sql = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
+                       " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+            rows = [TriggerRow.from_row(r) for r in
+                    await (await conn.execute(sql, (now, list(trigger_ids)))).fetchall()]
+            kind, reason = ("HELD_STALE", Reason.BOOK_STALE.value) if held else ("UPDATED", Reason.BOOK_FRESH.value)
+            await insert_events(conn, [event(r, kind, reason=reason, price=tick.price,
+                                             venue_time_ms=tick.venue_time_ms,
+                                             received_time_ns=tick.received_time_ns) for r in rows])
+        return rows
+
+    async def save_marks(self, marks: Sequence[tuple[Decimal, list[str]]]) -> None:
+        """Persist trailing high-water marks in one statement (never lowered)."""
+        ids = [tid for _m, group in marks for tid in group]
+        if not ids:
+            return
+        values = [m for m, group in marks for _tid in group]
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE triggers t SET high_water_mark = v.mark FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)"
+                " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark", (ids, values))
+
+    async def record_observed(self, row: TriggerRow, kind: str, reason: str) -> None:
+        """Write the event of a change another service made (control's create / PATCH / DELETE)."""
+        async with self.pool.connection() as conn:
+            await insert_events(conn, [event(row, kind, reason=reason)])
+
+    @staticmethod
+    async def _cancel(conn: AsyncConnection[Any], ids: Sequence[str], reason: str, now: datetime) -> list[TriggerRow]:
+        if not ids:
+            return []
+        rows = await (await conn.execute(
+            "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+            " WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *", (reason, now, list(ids)))).fetchall()
+        return sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)

@@ -1,0 +1,84 @@
+"""Reading a PriceTick: its prices per source and whether it may fire anything (pure)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import NamedTuple
+
+from common.decimals import parse_decimal
+from services.guard.engine import Prices
+from tradingtools.market.v1 import market_pb2 as mpb
+
+RESOLVED = mpb.TICK_KIND_MARKET_RESOLVED
+
+
+class BadTick(ValueError):
+    """A tick whose prices do not parse or are out of (0, 1]."""
+
+
+class TickView(NamedTuple):
+    """What guard takes from one tick."""
+
+    asset_id: str
+    condition_id: str
+    prices: Prices
+    stale: bool
+    resolved: bool
+    winning_asset_id: str
+    venue_time_ms: int
+    received_time_ns: int
+
+
+# Prices sit on a tick grid, so few distinct strings recur: parse each once.
+_PARSED: dict[str, Decimal] = {}
+_PARSED_MAX = 100_000
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+
+
+def _price(raw: str, name: str) -> Decimal | None:
+    if not raw:
+        return None
+    value = _PARSED.get(raw)
+    if value is not None:
+        return value
+    try:
+        value = parse_decimal(raw)
+    except ValueError as exc:
+        raise BadTick(f"{name}: {exc}") from None
+    if not _ZERO < value <= _ONE:
+        raise BadTick(f"{name} out of (0, 1]: {raw}")
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[raw] = value
+    return value
+
+
+def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
+    """True when the tick must not fire: flagged stale by ingest, a STALE tick, or older than ``max_age_ns``.
+
+    The age is measured from when ingest received the frame, so ticks replayed from the durable
+    log after a restart never fire on an old price.
+    """
+    if tick.stale or tick.kind == mpb.TICK_KIND_STALE:
+        return True
+    if tick.received_time_ns <= 0:
+        return True
+    return now_ns - tick.received_time_ns > max_age_ns
+
+
+def view(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> TickView:
+    """Parse a tick; raises BadTick on a malformed price."""
+    if not tick.asset_id:
+        raise BadTick("asset_id is empty")
+    return TickView(
+        asset_id=tick.asset_id,
+        condition_id=tick.condition_id,
+        prices=Prices(best_bid=_price(tick.best_bid, "best_bid"), mid=_price(tick.mid, "mid"),
+                      last_trade=_price(tick.last_trade_price, "last_trade_price")),
+        stale=is_stale(tick, now_ns, max_age_ns),
+        resolved=tick.kind == RESOLVED,
+        winning_asset_id=tick.winning_asset_id,
+        venue_time_ms=tick.venue_time_ms,
+        received_time_ns=tick.received_time_ns,
+    )

@@ -1,0 +1,229 @@
+"""``python -m services.ingest`` runs the service; ``python -m services.ingest normalize FILE`` prints events.
+
+This is the only module that builds real clients (Redis, PostgreSQL, httpx, websockets) and wires
+the pieces together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from common.config import ConfigError, StorageSettings
+from common.logs import setup_logging
+from common.retry import Backoff
+from common.storage import apply_migrations, create_pool, create_redis
+from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
+from common.telemetry import setup_telemetry
+from services.ingest import server
+from services.ingest.bookpub import BookPublisher, MarketSync
+from services.ingest.books import BookState
+from services.ingest.clob_feed import ClobFeed, ClobHandler
+from services.ingest.config import IngestSettings
+from services.ingest.identity import Identified
+from services.ingest.metrics import IngestMetrics
+from services.ingest.persist import PgActivityStore, TradeWriter
+from services.ingest.poller import Poller
+from services.ingest.ratelimit import TokenBucket
+from services.ingest.recorder import Recorder
+from services.ingest.restclient import ClobRest, DataApi, RestGetter
+from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
+from services.ingest.servicer import IngestServicer
+from services.ingest.sink import SinkWorker, TradeSink
+from services.ingest.targets import FollowedLeaders, HotIndexWatcher
+from services.ingest.watch import WatchSet
+
+log = logging.getLogger("services.ingest")
+
+
+class Ingest:
+    """The wired service: every component, so tests and benchmarks can look inside."""
+
+    def __init__(self, settings: IngestSettings, redis_url: str, database_url: str) -> None:
+        s = settings
+        self.settings = s
+        self.metrics = IngestMetrics()
+        self.redis = create_stream_redis(redis_url)
+        self.redis_text = create_redis(redis_url, timeout_s=10.0)
+        self.database_url = database_url
+        self.pool: Any = None
+        self.http = httpx.AsyncClient(timeout=s.http_timeout_s, headers={"User-Agent": s.user_agent})
+        self.recorder = Recorder(s.record_dir) if s.record_dir else None
+        self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen)
+        self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=s.stream_maxlen)
+        self.followed = FollowedLeaders()
+        self.books = BookState()
+        self.watch: WatchSet | None = None
+        # the hot path's own client: no socket_timeout, so redis-py sends without an asyncio.wait_for task
+        # per command; TradeSink bounds each call with asyncio.timeout instead
+        self.redis_hot = aioredis.from_url(redis_url, decode_responses=False, socket_timeout=None,
+                                           socket_connect_timeout=2.0, health_check_interval=10)
+        self.sink = TradeSink(self.redis_hot, self.metrics, dedupe_ttl_s=s.dedupe_ttl_s, maxlen=s.stream_maxlen,
+                              on_kept=self._kept)
+        self.worker = SinkWorker(self.sink)
+        bucket = TokenBucket(s.poll_rate_per_s, s.poll_burst, time.monotonic())
+        getter = RestGetter(self.http, bucket, feed="data_api", recorder=self.recorder, on_status=self.metrics.poll)
+        self.poller = Poller(DataApi(getter, s.data_api_url, endpoint=s.poll_endpoint, page_limit=s.poll_page_limit,
+                                     max_offset=s.poll_max_offset),
+                             self.sink, self.followed, self.redis_text, self.metrics, interval_s=s.poll_interval_s,
+                             overlap_s=s.poll_overlap_s, max_lookback_s=s.poll_max_lookback_s,
+                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency)
+        self.index = HotIndexWatcher(self.redis_text, self.followed, on_new_leader=self.poller.on_new_leader,
+                                     check_interval_s=s.index_check_s, lookback_s=s.poll_new_leader_lookback_s)
+        mfb = s.max_frame_bytes
+        self.rtds = RtdsFeed(
+            s.rtds_url, RtdsHandler(self.followed.__contains__, self.worker.put, self.metrics,
+                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb),
+            self.metrics, on_gap=self.poller.on_gap if s.poll_enabled else (lambda _t: None),
+            recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
+            stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,
+            backoff=_backoff(s))
+        self.publisher = BookPublisher(self.redis, self.books, self.metrics, depth=s.book_depth_levels,
+                                       maxlen=s.stream_maxlen)
+        clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
+                                 recorder=self.recorder)
+        self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
+                                      self.redis_text, self.metrics, stale_s=s.book_stale_s)
+        self.publisher.on_market = self.market_sync.want_market
+        clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb)
+        self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
+                             ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
+                             backoff=_backoff(s), max_frame_bytes=mfb)
+        if s.clob_enabled:
+            self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
+                                  refresh_s=s.watch_refresh_s)
+        self.writer: TradeWriter | None = None
+        self.grpc: Any = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _kept(self, item: Identified) -> None:
+        if self.watch is not None:
+            self.watch.note_trade_asset(item.fill.asset_id)
+            self.market_sync.want_market(item.fill.asset_id, item.fill.condition_id)
+
+    async def start(self) -> int:
+        """Start every loop and the gRPC server; returns the bound gRPC port."""
+        s = self.settings
+        self.pool = await create_pool(self.database_url, min_size=1, max_size=4)
+        self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
+                                  batch=s.persist_batch)
+        self.poller.activity = PgActivityStore(self.pool)
+        self._spawn(self.index.run(), self.worker.run(), self.writer.run())
+        await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
+        self._spawn(self.rtds.run())
+        if s.poll_enabled:
+            self._spawn(self.poller.run())
+        if self.watch is not None:
+            self._spawn(self.watch.run(), self.clob.run(), self.publisher.run(), self.market_sync.run(),
+                        self.market_sync.run_stale_checker())
+        if self.recorder is not None:
+            self._spawn(self.recorder.run())
+        self.grpc = await server.start(IngestServicer(self.trades_log, self.ticks_log), s.grpc_port, s.grpc_host)
+        log.info("ingest ready", extra={"grpc_port": self.grpc.port, "leaders": len(self.followed),
+                                        "rtds": s.rtds_url, "clob": s.clob_ws_url, "data_api": s.data_api_url})
+        return int(self.grpc.port)
+
+    def _spawn(self, *coros: Coroutine[Any, Any, None]) -> None:
+        for coro in coros:
+            self.tasks.append(asyncio.create_task(coro))
+
+    async def wait_failure(self) -> BaseException | None:
+        """Returns when a loop died (its exception), which ends the service."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Stop serving (open streams get ``grace_s``), cancel the loops, close clients."""
+        if self.grpc is not None:
+            await self.grpc.stop(grace_s)
+        await cancel_all(self.tasks)
+        if self.recorder is not None:
+            self.recorder.close()
+        await self.http.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+        await self.redis.aclose()
+        await self.redis_hot.aclose()
+        await self.redis_text.aclose()
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]], *, attempts: int = 40) -> None:
+    """Cancel tasks and wait for them, cancelling again while any is still running: redis-py can
+    swallow a cancellation that lands during a read timeout and retry the command."""
+    for _ in range(attempts):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.25)
+    log.error("tasks did not stop", extra={"pending": [t.get_name() for t in tasks if not t.done()]})
+
+
+def _backoff(s: IngestSettings) -> Backoff:
+    return Backoff(s.reconnect_base_s, s.reconnect_cap_s)
+
+
+async def serve(settings: IngestSettings, storage: StorageSettings,
+                on_ready: Callable[[Ingest], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit code 0) or until a loop dies (exit code 1)."""
+    app = Ingest(settings, storage.redis_url.value, storage.database_url.value)
+    await app.start()
+    gc.collect()
+    gc.freeze()  # start-up objects (10k leaders, modules) leave the collector's scans: shorter GC pauses
+    if on_ready is not None:
+        on_ready(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    failure = asyncio.ensure_future(app.wait_failure())
+    await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if failure.done() and failure.result() is not None:
+        log.error("ingest loop died", extra={"error": repr(failure.result())})
+        code = 1
+    stopper.cancel()
+    failure.cancel()
+    await app.stop()
+    return code
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry point."""
+    if argv and argv[0] == "normalize":
+        from services.ingest.normalize_cli import main as normalize_main
+
+        return normalize_main(argv[1:])
+    if argv:
+        print("usage: python -m services.ingest [normalize FILE [--activity]]", file=sys.stderr)
+        return 2
+    try:
+        settings = IngestSettings.from_env()
+        storage = StorageSettings.from_env()
+    except ConfigError as exc:
+        print(f"ingest: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("ingest")
+    setup_telemetry("ingest")
+    apply_migrations(storage.database_url.value)
+    import uvloop
+
+    return int(uvloop.run(serve(settings, storage)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

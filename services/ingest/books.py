@@ -1,0 +1,211 @@
+"""Order books of watched assets, kept from CLOB snapshots and deltas (pure: time is passed in).
+
+Wire order is bids ascending / asks descending (best = last element); :class:`BookSnapshot` stores
+levels best-first. A tick goes out only when the top of book (best bid/ask, last trade, tick size,
+staleness) changes, or on tick-size changes and resolutions; depth changes update the snapshot only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sortedcontainers import SortedDict
+
+from common.decimals import fmt
+from common.marketstate import BookSnapshot
+from services.ingest import clob
+from tradingtools.market.v1 import market_pb2 as mpb
+
+DEFAULT_TICK = Decimal("0.01")
+_TWO = Decimal(2)
+
+Top = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal, bool]
+
+
+class AssetBook:
+    """One asset's book."""
+
+    def __init__(self, asset_id: str) -> None:
+        self.asset_id = asset_id
+        self.condition_id = ""
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.synced = False
+        self.tick_size = DEFAULT_TICK
+        self.last_trade_price: Decimal | None = None
+        self.hint_bid: Decimal | None = None
+        self.hint_ask: Decimal | None = None
+        self.venue_ms = 0
+        self.updated_ms = 0
+        self.stale = False
+        self.winner = ""
+        self.emitted: Top | None = None
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        """Highest bid (from the book once a snapshot arrived, else the venue's hint)."""
+        if self.synced:
+            return self.bids.peekitem(-1)[0] if self.bids else None
+        return self.hint_bid
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        """Lowest ask (from the book once a snapshot arrived, else the venue's hint)."""
+        if self.synced:
+            return self.asks.peekitem(0)[0] if self.asks else None
+        return self.hint_ask
+
+    def top(self) -> Top:
+        """What a price tick reports."""
+        return (self.best_bid, self.best_ask, self.last_trade_price, self.tick_size, self.stale)
+
+    def set_level(self, side: str, price: Decimal, size: Decimal) -> None:
+        """Set a level's aggregate size; 0 removes it."""
+        levels = self.bids if side == "BUY" else self.asks
+        if size == 0:
+            levels.pop(price, None)
+        else:
+            levels[price] = size
+
+    def snapshot(self, depth: int) -> BookSnapshot:
+        """Best-first snapshot for Redis."""
+        bids = tuple(reversed(self.bids.items()[-depth:])) if self.synced else ()
+        asks = tuple(self.asks.items()[:depth]) if self.synced else ()
+        return BookSnapshot(self.asset_id, self.condition_id, bids, asks, self.tick_size, self.venue_ms,
+                            self.updated_ms, self.last_trade_price)
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """An asset changed by a message: ``kind`` of tick and whether a tick must go out."""
+
+    asset_id: str
+    kind: int
+    emit: bool
+
+
+class BookState:
+    """Books of the tracked assets; messages for other assets are ignored."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, AssetBook] = {}
+
+    def track(self, asset_id: str) -> None:
+        """Start keeping an asset's book (empty until its snapshot arrives)."""
+        self.books.setdefault(asset_id, AssetBook(asset_id))
+
+    def forget(self, asset_id: str) -> None:
+        """Stop keeping an asset's book."""
+        self.books.pop(asset_id, None)
+
+    def desync_all(self) -> None:
+        """After a reconnect: deltas wait for fresh snapshots."""
+        for book in self.books.values():
+            book.synced = False
+
+    def apply(self, msg: clob.ClobMsg, now_ms: int) -> list[Touched]:
+        """Apply one message; returns the assets it changed."""
+        if isinstance(msg, clob.BookMsg):
+            return self._book(msg, now_ms)
+        if isinstance(msg, clob.PriceChangeMsg):
+            return self._price_change(msg, now_ms)
+        if isinstance(msg, clob.LastTradeMsg):
+            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+            if book is None:
+                return []
+            book.last_trade_price = msg.price
+            return [self._result(book, mpb.TICK_KIND_LAST_TRADE_PRICE)]
+        if isinstance(msg, clob.TickSizeMsg):
+            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+            if book is None:
+                return []
+            book.tick_size = msg.new_tick_size
+            return [self._result(book, mpb.TICK_KIND_TICK_SIZE_CHANGE, force=True)]
+        if isinstance(msg, clob.BestBidAskMsg):
+            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+            if book is None:
+                return []
+            book.hint_bid, book.hint_ask = msg.best_bid, msg.best_ask
+            return [self._result(book, mpb.TICK_KIND_BEST_BID_ASK)]
+        if isinstance(msg, clob.ResolvedMsg):
+            out = []
+            for asset_id in msg.asset_ids:
+                book = self._touch(asset_id, msg.market, msg.venue_ms, now_ms)
+                if book is not None:
+                    book.winner = msg.winning_asset_id
+                    out.append(self._result(book, mpb.TICK_KIND_MARKET_RESOLVED, force=True))
+            return out
+        return []
+
+    def mark_stale(self, now_ms: int, max_age_ms: int) -> list[Touched]:
+        """Books not updated within ``max_age_ms`` become stale; each emits one STALE tick."""
+        out = []
+        for book in self.books.values():
+            if not book.stale and now_ms - book.updated_ms > max_age_ms:
+                book.stale = True
+                out.append(self._result(book, mpb.TICK_KIND_STALE, force=True))
+        return out
+
+    def price_tick(self, asset_id: str, kind: int, received_ns: int) -> mpb.PriceTick:
+        """The tick describing an asset's top of book now."""
+        book = self.books[asset_id]
+        bid, ask = book.best_bid, book.best_ask
+        mid = (bid + ask) / _TWO if bid is not None and ask is not None else None
+        return mpb.PriceTick(
+            asset_id=asset_id, condition_id=book.condition_id, kind=kind,  # type: ignore[arg-type]
+            best_bid=_s(bid), best_ask=_s(ask), mid=_s(mid), last_trade_price=_s(book.last_trade_price),
+            tick_size=fmt(book.tick_size), stale=book.stale,
+            winning_asset_id=book.winner if kind == mpb.TICK_KIND_MARKET_RESOLVED else "",
+            venue_time_ms=book.venue_ms, received_time_ns=received_ns)
+
+    def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int) -> AssetBook | None:
+        book = self.books.get(asset_id)
+        if book is None:
+            return None
+        if market:
+            book.condition_id = market
+        book.venue_ms = max(book.venue_ms, venue_ms)
+        book.updated_ms = now_ms
+        book.stale = False
+        return book
+
+    def _book(self, msg: clob.BookMsg, now_ms: int) -> list[Touched]:
+        book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+        if book is None:
+            return []
+        book.bids = SortedDict({p: s for p, s in msg.bids if s != 0})
+        book.asks = SortedDict({p: s for p, s in msg.asks if s != 0})
+        book.synced = True
+        if msg.tick_size is not None:
+            book.tick_size = msg.tick_size
+        if msg.last_trade_price is not None:
+            book.last_trade_price = msg.last_trade_price
+        return [self._result(book, mpb.TICK_KIND_BOOK)]
+
+    def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
+        touched: dict[str, AssetBook] = {}
+        for change in msg.changes:
+            book = self._touch(change.asset_id, msg.market, msg.venue_ms, now_ms)
+            if book is None:
+                continue
+            if change.size is not None:
+                book.set_level(change.side, change.price, change.size)
+            if change.best_bid is not None:
+                book.hint_bid = change.best_bid if change.best_bid > 0 else None
+            if change.best_ask is not None:
+                book.hint_ask = change.best_ask if change.best_ask < 1 else None
+            touched[book.asset_id] = book
+        return [self._result(b, mpb.TICK_KIND_PRICE_CHANGE) for b in touched.values()]
+
+    @staticmethod
+    def _result(book: AssetBook, kind: int, *, force: bool = False) -> Touched:
+        top = book.top()
+        emit = force or top != book.emitted
+        if emit:
+            book.emitted = top
+        return Touched(book.asset_id, kind, emit)
+
+
+def _s(value: Decimal | None) -> str:
+    return fmt(value) if value is not None else ""

@@ -1,0 +1,179 @@
+"""CLOB market-channel book feed: frame handling and the websocket client with dynamic subscriptions.
+
+Assets are added and removed with ``{"operation": "subscribe"|"unsubscribe"}`` frames on the open
+socket. ``PING`` goes out every ``ping_interval_s``; the server's ``PONG`` counts as liveness here
+(book traffic can be quiet), and a socket silent for ``stall_s`` is hard-closed and reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from common.retry import Backoff
+from services.ingest import clob
+from services.ingest.aio import reraise_if_cancelling
+from services.ingest.books import BookState, Touched
+from services.ingest.frames import decode, require_object
+from services.ingest.metrics import IngestMetrics
+from services.ingest.model import ParseError
+from services.ingest.recorder import Recorder
+
+log = logging.getLogger(__name__)
+FEED = "clob"
+RECONNECT_BACKOFF = Backoff(0.25, 30.0)
+
+
+class ClobHandler:
+    """Applies market-channel frames to the books; never raises on bad input."""
+
+    def __init__(self, books: BookState, on_touched: Callable[[Touched, int], None], metrics: IngestMetrics,
+                 *, max_frame_bytes: int = 1_048_576) -> None:
+        self.books = books
+        self.on_touched = on_touched
+        self.metrics = metrics
+        self.max_frame_bytes = max_frame_bytes
+
+    def handle(self, raw: str | bytes, recv_ns: int) -> bool:
+        """Process one frame; True when it was data (not PONG / empty)."""
+        self.metrics.frame(FEED)
+        try:
+            messages = decode(raw, self.max_frame_bytes)
+        except ParseError as exc:
+            self.metrics.parse_error(FEED, exc.kind)
+            return True
+        if messages is None:
+            return False
+        now_ms = recv_ns // 1_000_000
+        for item in messages:
+            try:
+                msg = clob.parse_event(require_object(item))
+                for touched in self.books.apply(msg, now_ms):
+                    self.on_touched(touched, recv_ns)
+            except ParseError as exc:
+                self.metrics.parse_error(FEED, exc.kind)
+            except Exception:  # a parser bug must not kill the feed
+                self.metrics.parse_error(FEED, "INTERNAL")
+                log.exception("clob message handling failed")
+        return True
+
+
+class ClobFeed:
+    """The market-channel websocket client; :meth:`set_assets` changes subscriptions live."""
+
+    def __init__(self, url: str, handler: ClobHandler, metrics: IngestMetrics, *,
+                 recorder: Recorder | None = None, ping_interval_s: float = 10.0, stall_s: float = 30.0,
+                 max_frame_bytes: int = 1_048_576, backoff: Backoff = RECONNECT_BACKOFF,
+                 rng: random.Random | None = None) -> None:
+        self.url = url
+        self.handler = handler
+        self.metrics = metrics
+        self.recorder = recorder
+        self.ping_interval_s = ping_interval_s
+        self.stall_s = stall_s
+        self.max_frame_bytes = max_frame_bytes
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.wanted: set[str] = set()
+        self.subscribed: set[str] = set()
+        self.connections = 0
+        self._ws: ClientConnection | None = None
+        self._lock = asyncio.Lock()
+        self._has_assets = asyncio.Event()
+        self._last_rx = time.monotonic()
+        self._got_data = False
+
+    async def set_assets(self, assets: set[str]) -> None:
+        """Follow exactly ``assets``: subscribe the new ones and unsubscribe the dropped ones in place."""
+        async with self._lock:
+            self.wanted = set(assets)
+            for asset_id in self.wanted:
+                self.handler.books.track(asset_id)
+            for asset_id in list(self.handler.books.books):
+                if asset_id not in self.wanted:
+                    self.handler.books.forget(asset_id)
+            if self.wanted:
+                self._has_assets.set()
+            ws = self._ws
+            if ws is None:
+                return
+            added = sorted(self.wanted - self.subscribed)
+            removed = sorted(self.subscribed - self.wanted)
+            try:
+                if added:
+                    await ws.send(orjson.dumps({"assets_ids": added, "operation": "subscribe",
+                                                "custom_feature_enabled": True}).decode())
+                if removed:
+                    await ws.send(orjson.dumps({"assets_ids": removed, "operation": "unsubscribe"}).decode())
+                self.subscribed = set(self.wanted)
+            except websockets.ConnectionClosed:
+                pass  # the reconnect subscribes to everything wanted
+
+    async def run(self) -> None:
+        """Connect (once there is something to follow), read, reconnect forever."""
+        attempt = 0
+        while True:
+            await self._has_assets.wait()
+            self._got_data = False
+            try:
+                async with websockets.connect(
+                        self.url, ping_interval=None, compression=None, open_timeout=10, close_timeout=1,
+                        max_size=self.max_frame_bytes * 16, max_queue=4096) as ws:
+                    async with self._lock:
+                        self.handler.books.desync_all()
+                        self.subscribed = set(self.wanted)
+                        await ws.send(orjson.dumps({"assets_ids": sorted(self.subscribed), "type": "market",
+                                                    "custom_feature_enabled": True}).decode())
+                        self._ws = ws
+                    self.connections += 1
+                    await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
+                reraise_if_cancelling()
+                log.warning("clob connection failed", extra={"error": repr(exc)[:300]})
+            finally:
+                self._ws = None
+            if self._got_data:
+                attempt = 0
+            self.metrics.reconnect(FEED)
+            delay = self.backoff.delay(min(attempt, 20), self.rng.random())
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._last_rx = time.monotonic()
+        tasks = [asyncio.create_task(self._pinger(ws)), asyncio.create_task(self._watchdog(ws))]
+        try:
+            async for raw in ws:
+                recv_ns = time.time_ns()
+                self._last_rx = time.monotonic()
+                if self.recorder is not None:
+                    self.recorder.write(FEED, raw, recv_ns)
+                if self.handler.handle(raw, recv_ns):
+                    self._got_data = True
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pinger(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            await ws.send("PING")
+
+    async def _watchdog(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_s / 5))
+            if time.monotonic() - self._last_rx > self.stall_s:
+                self.metrics.stall(FEED)
+                log.warning("clob feed silent; reconnecting", extra={"silent_s": self.stall_s})
+                ws.transport.abort()
+                return

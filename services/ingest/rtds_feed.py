@@ -1,0 +1,179 @@
+"""RTDS leader feed: frame handling (target filter, parse, identity) and the websocket client.
+
+The client sends the application ping every ``ping_interval_s`` and a watchdog hard-closes the
+socket when no data frame (keep-alives do not count) arrived for ``stall_s``: RTDS is known to go
+silent with the socket open. Every disconnect or stall reports a gap (so the poller backfills at
+once) and reconnects with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from common.retry import Backoff
+from services.ingest import rtds
+from services.ingest.aio import reraise_if_cancelling
+from services.ingest.frames import decode, require_object
+from services.ingest.identity import Identified, OccurrenceCounter, identify
+from services.ingest.metrics import IngestMetrics
+from services.ingest.model import RTDS_ORDERS_MATCHED, RTDS_TRADES, SERVER_ERROR, ParseError
+from services.ingest.recorder import Recorder
+
+log = logging.getLogger(__name__)
+FEED = "rtds"
+INTERNAL = "INTERNAL"
+RECONNECT_BACKOFF = Backoff(0.25, 30.0)
+
+
+class RtdsHandler:
+    """Turns RTDS frames into identified trades of accepted wallets; never raises on bad input."""
+
+    def __init__(self, accept: Callable[[str], bool], emit: Callable[[Identified], None],
+                 metrics: IngestMetrics, *, max_frame_bytes: int = 1_048_576, occurrence_ttl_s: float = 900.0,
+                 source_override: str = "") -> None:
+        self.accept = accept
+        self.emit = emit
+        self.metrics = metrics
+        self.max_frame_bytes = max_frame_bytes
+        self.source_override = source_override
+        self.counters = {RTDS_TRADES: OccurrenceCounter(occurrence_ttl_s),
+                         RTDS_ORDERS_MATCHED: OccurrenceCounter(occurrence_ttl_s)}
+
+    def handle(self, raw: str | bytes, recv_ns: int) -> bool:
+        """Process one frame; True when it was data (anything but a keep-alive)."""
+        self.metrics.frame(FEED)
+        try:
+            messages = decode(raw, self.max_frame_bytes)
+        except ParseError as exc:
+            self.metrics.parse_error(FEED, exc.kind)
+            return True
+        if messages is None:
+            return False
+        for item in messages:
+            try:
+                self.message(require_object(item), recv_ns)
+            except ParseError as exc:
+                self.metrics.parse_error(FEED, exc.kind)
+            except Exception:  # a parser bug must not kill the feed
+                self.metrics.parse_error(FEED, INTERNAL)
+                log.exception("rtds message handling failed")
+        return True
+
+    def message(self, msg: dict[str, Any], recv_ns: int) -> None:
+        """Process one decoded RTDS message."""
+        route, source = rtds.route(msg)
+        if route == rtds.ROUTE_TRADE:
+            payload = rtds.payload_of(msg)
+            if not self.accept(rtds.wallet_of(payload)):
+                self.metrics.filtered(source)
+                return
+            fill = rtds.parse_trade(payload, self.source_override or source, recv_ns)
+            self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)
+            self.emit(identify(fill, self.counters[source], recv_ns / 1e9))
+        elif route == rtds.ROUTE_SERVER_ERROR:
+            self.metrics.parse_error(FEED, SERVER_ERROR)
+            log.error("rtds server error", extra={"reply": str(msg)[:300]})
+
+
+class RtdsFeed:
+    """The RTDS websocket client loop."""
+
+    def __init__(self, url: str, handler: RtdsHandler, metrics: IngestMetrics, *,
+                 on_gap: Callable[[float], None] = lambda _t: None,
+                 on_connected: Callable[[], None] = lambda: None,
+                 recorder: Recorder | None = None, ping_interval_s: float = 5.0, ping_text: str = "PING",
+                 stall_s: float = 15.0, extra_topics: str = "", max_frame_bytes: int = 1_048_576,
+                 backoff: Backoff = RECONNECT_BACKOFF, rng: random.Random | None = None) -> None:
+        self.url = url
+        self.handler = handler
+        self.metrics = metrics
+        self.on_gap = on_gap
+        self.on_connected = on_connected
+        self.recorder = recorder
+        self.ping_interval_s = ping_interval_s
+        self.ping_text = ping_text
+        self.stall_s = stall_s
+        self.subscribe = orjson.dumps(rtds.subscribe_message(extra_topics)).decode()
+        self.max_frame_bytes = max_frame_bytes
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.connected = False
+        self.connections = 0
+        self.last_data_wall_s = time.time()
+        self._last_data = time.monotonic()
+        self._got_data = False
+
+    async def run(self) -> None:
+        """Connect, read, and reconnect forever (until cancelled)."""
+        attempt = 0
+        while True:
+            self._got_data = False
+            try:
+                async with websockets.connect(
+                        self.url, ping_interval=None, compression=None, open_timeout=10, close_timeout=1,
+                        max_size=self.max_frame_bytes * 16, max_queue=4096,
+                        user_agent_header="tradingtools-ingest/2.0") as ws:
+                    await ws.send(self.subscribe)
+                    self.connected = True
+                    self.connections += 1
+                    self._last_data = time.monotonic()
+                    self.on_connected()
+                    await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except websockets.ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == 1009:  # a frame beyond max_size
+                    self.metrics.parse_error(FEED, "TOO_LARGE")
+                log.warning("rtds closed", extra={"error": repr(exc)[:200]})
+            except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
+                reraise_if_cancelling()
+                log.warning("rtds connection failed", extra={"error": repr(exc)[:300]})
+            self.connected = False
+            if self._got_data:
+                attempt = 0
+            self.metrics.reconnect(FEED)
+            self.on_gap(self.last_data_wall_s)
+            delay = self.backoff.delay(min(attempt, 20), self.rng.random())
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        """Read until the socket closes or stalls (``_got_data`` tells whether any data arrived)."""
+        tasks = [asyncio.create_task(self._pinger(ws)), asyncio.create_task(self._watchdog(ws))]
+        try:
+            async for raw in ws:
+                recv_ns = time.time_ns()
+                if self.recorder is not None:
+                    self.recorder.write(FEED, raw, recv_ns)
+                if self.handler.handle(raw, recv_ns):
+                    self._last_data = time.monotonic()
+                    self.last_data_wall_s = recv_ns / 1e9
+                    self._got_data = True
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pinger(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            await ws.send(self.ping_text)
+
+    async def _watchdog(self, ws: ClientConnection) -> None:
+        step = min(1.0, self.stall_s / 5)
+        while True:
+            await asyncio.sleep(step)
+            if time.monotonic() - self._last_data > self.stall_s:
+                self.metrics.stall(FEED)
+                log.warning("rtds stalled; reconnecting", extra={"silent_s": self.stall_s})
+                ws.transport.abort()
+                return

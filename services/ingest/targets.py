@@ -1,0 +1,142 @@
+"""The target filter: followed leaders from the Redis hot index, kept fresh by its invalidations.
+
+A full reload happens on every (re)subscribe to the invalidation channel and whenever a message's
+version is not the next one (a message was missed); a periodic version check covers a silent
+channel. A leader that appears (new follow) is announced with the time to backfill from: its
+subscriptions' creation time, bounded by ``lookback_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common import hotindex
+from common.retry import Backoff
+from services.ingest.aio import reraise_if_cancelling
+
+log = logging.getLogger(__name__)
+_RETRY = Backoff(0.2, 5.0)
+
+
+class FollowedLeaders:
+    """The set of followed leader wallets (lower-case); membership is the hot-path check."""
+
+    def __init__(self, leaders: set[str] | None = None) -> None:
+        self.leaders: set[str] = set(leaders or ())
+        self.version = -1
+        self.loaded = asyncio.Event()
+
+    def __contains__(self, wallet: object) -> bool:
+        return wallet in self.leaders
+
+    def __len__(self) -> int:
+        return len(self.leaders)
+
+
+async def follow_since_s(redis: Any, leader: str, now_s: float, lookback_s: float) -> float:
+    """When to backfill a newly followed leader from: the earliest creation time of its active
+    subscriptions, but no earlier than ``now_s - lookback_s`` (a resumed follow is not history)."""
+    floor = now_s - lookback_s
+    created = []
+    for sub in await hotindex.subscriptions_of(redis, leader):
+        if sub.create_time.seconds:
+            created.append(sub.create_time.seconds + sub.create_time.nanos / 1e9)
+    return max(min(created), floor) if created else floor
+
+
+class HotIndexWatcher:
+    """Keeps :class:`FollowedLeaders` equal to the hot index; calls ``on_new_leader(leader, since_s)``."""
+
+    def __init__(self, redis: Any, followed: FollowedLeaders, *,
+                 on_new_leader: Callable[[str, float], None] | None = None,
+                 on_reload: Callable[[], None] | None = None,
+                 check_interval_s: float = 5.0, lookback_s: float = 120.0,
+                 clock: Callable[[], float] = time.time, backoff: Backoff = _RETRY) -> None:
+        self.redis = redis
+        self.followed = followed
+        self.on_new_leader = on_new_leader or (lambda _l, _s: None)
+        self.on_reload = on_reload or (lambda: None)
+        self.check_interval_s = check_interval_s
+        self.lookback_s = lookback_s
+        self.clock = clock
+        self.backoff = backoff
+        self.reloads = 0
+
+    async def reload(self) -> None:
+        """Read the whole index; announce leaders that were not followed before (except on first load)."""
+        version = await hotindex.version(self.redis)
+        leaders = await hotindex.leaders(self.redis)
+        first = self.followed.version < 0
+        added = leaders - self.followed.leaders
+        self.followed.leaders = leaders
+        self.followed.version = version
+        self.reloads += 1
+        self.followed.loaded.set()
+        self.on_reload()
+        if not first:
+            for leader in added:
+                await self._announce(leader)
+
+    async def _announce(self, leader: str) -> None:
+        since = await follow_since_s(self.redis, leader, self.clock(), self.lookback_s)
+        self.on_new_leader(leader, since)
+
+    async def apply(self, raw: str | bytes) -> None:
+        """Apply one invalidation message (reload when it is not the next version)."""
+        try:
+            change = hotindex.IndexChange.parse(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("bad hot-index message; reloading")
+            await self.reload()
+            return
+        if change.version <= self.followed.version:
+            return
+        if change.version != self.followed.version + 1:
+            await self.reload()
+            return
+        self.followed.version = change.version
+        leader = change.leader.lower()
+        if change.op == "upsert":
+            if leader not in self.followed.leaders:
+                self.followed.leaders.add(leader)
+                await self._announce(leader)
+        elif not await self.redis.sismember(hotindex.LEADERS_KEY, leader):
+            self.followed.leaders.discard(leader)
+
+    async def run(self) -> None:
+        """Run until cancelled, resubscribing (and reloading) after any Redis failure."""
+        rng = random.Random()
+        attempt = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(hotindex.CHANNEL)
+                await self.reload()
+                attempt = 0
+                next_check = time.monotonic() + self.check_interval_s
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=min(self.check_interval_s, 1.0))
+                    if msg is not None and msg.get("type") == "message":
+                        await self.apply(msg["data"])
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + self.check_interval_s
+                        if await hotindex.version(self.redis) != self.followed.version:
+                            await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: resubscribe and reload
+                reraise_if_cancelling()
+                delay = self.backoff.delay(min(attempt, 8), rng.random())
+                attempt += 1
+                log.warning("hot index watch failed", extra={"error": repr(exc)[:300], "delay_s": delay})
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    await pubsub.aclose()

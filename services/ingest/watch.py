@@ -1,0 +1,109 @@
+"""Which assets the book feed follows: open positions ∪ armed triggers ∪ recent leader-trade assets.
+
+Positions and triggers are Redis sets maintained by executor and guard (``common.marketstate``),
+announced on ``tt:watch:changed``; recent leader-trade assets are kept for ``recent_ttl_s`` in
+memory and in the ZSET ``tt:ingest:recent_assets`` (score = expiry, seconds) so a restart keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS, WATCH_TRIGGERS
+from common.retry import Backoff
+from services.ingest.aio import reraise_if_cancelling
+
+log = logging.getLogger(__name__)
+RECENT_KEY = "tt:ingest:recent_assets"
+
+
+class WatchSet:
+    """Computes the watched assets and calls ``on_change(assets)`` whenever the set changes."""
+
+    def __init__(self, redis: Any, on_change: Callable[[set[str]], Awaitable[None]], *,
+                 recent_ttl_s: float = 3600.0, refresh_s: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.on_change = on_change
+        self.recent_ttl_s = recent_ttl_s
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.recent: dict[str, float] = {}
+        self.current: set[str] = set()
+        self._pending: dict[str, float] = {}
+        self._wake = asyncio.Event()
+
+    def note_trade_asset(self, asset_id: str) -> None:
+        """A followed leader traded ``asset_id``: watch it for the next ``recent_ttl_s``."""
+        expiry = self.clock() + self.recent_ttl_s
+        known = asset_id in self.recent
+        self.recent[asset_id] = expiry
+        self._pending[asset_id] = expiry
+        if not known:
+            self._wake.set()
+
+    async def load_recent(self) -> None:
+        """Restore recent assets saved before a restart."""
+        now = self.clock()
+        await self.redis.zremrangebyscore(RECENT_KEY, "-inf", now)
+        for member, score in await self.redis.zrange(RECENT_KEY, 0, -1, withscores=True):
+            asset_id = member.decode() if isinstance(member, bytes) else str(member)
+            self.recent[asset_id] = max(self.recent.get(asset_id, 0.0), float(score))
+
+    async def compute(self) -> set[str]:
+        """The current watched set (also saves pending recent assets)."""
+        now = self.clock()
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            await self.redis.zadd(RECENT_KEY, pending)
+        for asset_id in [a for a, exp in self.recent.items() if exp <= now]:
+            del self.recent[asset_id]
+        positions = await self.redis.smembers(WATCH_POSITIONS)
+        triggers = await self.redis.smembers(WATCH_TRIGGERS)
+        out = {a.decode() if isinstance(a, bytes) else str(a) for a in (*positions, *triggers)}
+        return out | set(self.recent)
+
+    async def refresh(self) -> None:
+        """Recompute and announce a change."""
+        assets = await self.compute()
+        if assets != self.current:
+            self.current = assets
+            await self.on_change(set(assets))
+
+    async def run(self) -> None:
+        """Follow the watch channel and refresh periodically until cancelled."""
+        rng = random.Random()
+        attempt = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(WATCH_CHANNEL)
+                await self.load_recent()
+                await self.refresh()
+                attempt = 0
+                next_refresh = time.monotonic() + self.refresh_s
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+                    due = time.monotonic() >= next_refresh
+                    if msg is not None or self._wake.is_set() or due:
+                        self._wake.clear()
+                        await self.refresh()
+                        if due:
+                            next_refresh = time.monotonic() + self.refresh_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: resubscribe
+                reraise_if_cancelling()
+                delay = Backoff(0.2, 5.0).delay(min(attempt, 8), rng.random())
+                attempt += 1
+                log.warning("watch set refresh failed", extra={"error": repr(exc)[:300], "delay_s": delay})
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    await pubsub.aclose()

@@ -1,0 +1,160 @@
+"""Fixtures for executor integration tests: the Insiders fake, a router stand-in, the executor in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from common.grpcserver import GrpcServer, start_server
+from common.marketstate import BookSnapshot, write_book
+from common.streams import ORDER_EVENTS, ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from services.executor.app import Running, start
+from services.executor.config import Settings
+from sim.insiders import InsidersFake, StaticBooks
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+TOKEN = "test-insiders-token"
+ASSET = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
+CONDITION = "0x" + "c" * 64
+
+FAST_ENV = {
+    "TT_EXECUTOR_GRPC_PORT": "0",
+    "TT_EXECUTOR_POST_TIMEOUT_S": "0.5",
+    "TT_EXECUTOR_QUERY_TIMEOUT_S": "0.5",
+    "TT_EXECUTOR_RETRY_BASE_S": "0.01",
+    "TT_EXECUTOR_RETRY_CAP_S": "0.05",
+    "TT_EXECUTOR_POLL_INITIAL_S": "0.02",
+    "TT_EXECUTOR_POLL_MAX_S": "0.1",
+    "TT_EXECUTOR_SETTLE_INTERVAL_S": "0.05",
+    "TT_EXECUTOR_BREAKER_WAIT_S": "0.2",
+    "TT_EXECUTOR_SUBMIT_WAIT_S": "5",
+}
+
+
+class RouterStandIn(egrpc.RouterServiceServicer):
+    """Serves ``tt:stream:routed_trades`` like the router does."""
+
+    def __init__(self, log_: DurableLog) -> None:
+        self.log = log_
+
+    async def StreamRoutedTrades(self, request, context):  # type: ignore[no-untyped-def]
+        def build(cursor: str, payload: bytes) -> epb.StreamRoutedTradesResponse:
+            return epb.StreamRoutedTradesResponse(cursor=cursor, routed=epb.RoutedTrade.FromString(payload))
+
+        async for item in serve_log(self.log, request.after_cursor, build):
+            yield item
+
+
+class Harness:
+    """Everything an integration test drives."""
+
+    def __init__(self, redis_url: str, db_url: str) -> None:
+        self.redis_url = redis_url
+        self.db_url = db_url
+        self.books = StaticBooks()
+        self.fake = InsidersFake(self.books, token=TOKEN, settle_s=0.02)
+        self.redis = aioredis.from_url(redis_url, decode_responses=True)
+        self.sredis = create_stream_redis(redis_url, block_s=0.2)
+        self.routed = DurableLog(self.sredis, ROUTED_TRADES, block_ms=100)
+        self.events = DurableLog(self.sredis, ORDER_EVENTS, block_ms=50)
+        self.router: GrpcServer | None = None
+        self.executor: Running | None = None
+
+    async def start(self) -> None:
+        await self.fake.start()
+        self.router = await start_server("127.0.0.1", 0, lambda s: (
+            egrpc.add_RouterServiceServicer_to_server(RouterStandIn(self.routed), s),
+            ["tradingtools.execution.v1.RouterService"])[1])
+
+    def env(self, *, live: bool = True, **extra: str) -> dict[str, str]:
+        assert self.router is not None
+        env = {**FAST_ENV, "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.router.port}"}
+        if live:
+            env.update(TT_INSIDERS_API_URL=self.fake.url, TT_INSIDERS_API_TOKEN=TOKEN)
+        return {**env, **extra}
+
+    async def start_executor(self, *, live: bool = True, **extra: str) -> Running:
+        self.executor = await start(Settings.from_env(self.env(live=live, **extra)), self.db_url, self.redis_url)
+        return self.executor
+
+    async def stop(self) -> None:
+        if self.executor is not None:
+            await self.executor.stop(0)
+        if self.router is not None:
+            await self.router.stop(0)
+        await self.fake.stop()
+        await self.redis.aclose()
+        await self.sredis.aclose()
+
+    async def set_book(self, asset: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
+                       tick: str = "0.01") -> None:
+        """The same book at the fake and in Redis (where the executor's depth check reads it)."""
+        self.books.set(asset, bids=bids, asks=asks)
+        b, a = self.books.levels(asset)
+        now = int(time.time() * 1000)
+        await write_book(self.redis, BookSnapshot(asset, CONDITION, tuple(b), tuple(a), Decimal(tick), now, now))
+
+    async def route(self, *orders: epb.Order) -> str:
+        return await self.routed.append(epb.RoutedTrade(orders=list(orders)).SerializeToString())
+
+    async def all_events(self) -> list[epb.OrderEvent]:
+        out = []
+        cursor = "0-0"
+        while True:
+            batch = await self.events.read(cursor, count=5000, block_ms=0)
+            if not batch:
+                return out
+            cursor = batch[-1][0]
+            out.extend(epb.OrderEvent.FromString(p) for _, p in batch)
+
+    async def events_of(self, coid: str) -> list[epb.OrderEvent]:
+        return [e for e in await self.all_events() if e.client_order_id == coid]
+
+    async def all_terminal(self, orders: list[epb.Order]) -> bool:
+        """True once every order has a terminal event."""
+        done = {e.client_order_id for e in await self.all_events() if e.type in TERMINAL_TYPES}
+        return all(o.client_order_id in done for o in orders)
+
+    async def terminal(self, coid: str) -> epb.OrderEvent | None:
+        for e in reversed(await self.events_of(coid)):
+            if e.type in TERMINAL_TYPES:
+                return e
+        return None
+
+
+TERMINAL_TYPES = {epb.ORDER_EVENT_TYPE_FILLED, epb.ORDER_EVENT_TYPE_CANCELLED, epb.ORDER_EVENT_TYPE_REJECTED,
+                  epb.ORDER_EVENT_TYPE_LOST, epb.ORDER_EVENT_TYPE_FAILED}
+
+
+def make_order(i: int = 0, **kw: Any) -> epb.Order:
+    """A copy order as the router emits it."""
+    base: dict[str, Any] = dict(
+        client_order_id=f"co_test{i:05d}", origin=epb.ORDER_ORIGIN_COPY, subscription_id=f"sub_{i % 7}",
+        follower_user_id=f"u_{i}", follower_wallet_id=f"w_{i}", follower_proxy="0x" + f"{i:040x}",
+        asset_id=ASSET, condition_id=CONDITION, outcome="Yes", side=cpb.SIDE_BUY, order_type=epb.ORDER_TYPE_FAK,
+        amount_usd="10", reference_price="0.50", max_slippage_bps=200, tick_size="0.01", min_order_size="1",
+        mode=cpb.EXECUTION_MODE_LIVE, leader_trade_id="lt_1", leader_tx_hash="0x" + "a" * 64,
+        leader_venue_time_ms=int(time.time() * 1000) - 500, received_time_ns=time.time_ns() - 2_000_000,
+        routed_time_ns=time.time_ns())
+    base.update(kw)
+    return epb.Order(**base)
+
+
+@pytest.fixture
+async def harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
+    h = Harness(redis_url, db_url)
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+Check = Callable[[], Awaitable[Any]]

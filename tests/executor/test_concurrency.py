@@ -1,0 +1,77 @@
+"""Slots and the burst gate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.executor.concurrency import BurstGate, Slots
+
+
+async def test_slots_bound_concurrency_in_fifo_order() -> None:
+    slots = Slots(2)
+    running = 0
+    peak = 0
+    order: list[int] = []
+
+    async def work(i: int) -> None:
+        nonlocal running, peak
+        await slots.acquire()
+        try:
+            running += 1
+            peak = max(peak, running)
+            order.append(i)
+            await asyncio.sleep(0.001)
+        finally:
+            running -= 1
+            slots.release()
+
+    await asyncio.gather(*(work(i) for i in range(10)))
+    assert peak == 2 and order == list(range(10)) and slots.free == 2
+
+
+async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    slots.release()
+    assert slots.free == 1
+    await asyncio.wait_for(slots.acquire(), 1)
+
+
+async def test_burst_gate_releases_when_all_sent() -> None:
+    gate = BurstGate(5.0)
+    gate.add()
+    gate.add()
+    waiter = asyncio.create_task(gate.wait())
+    gate.done()
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    gate.done()
+    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(gate.wait(), 0.1)  # nothing pending: no wait
+
+
+async def test_burst_gate_lets_a_trickle_through() -> None:
+    gate = BurstGate(5.0, min_pending=3)
+    for _ in range(3):
+        gate.add()
+    await asyncio.wait_for(gate.wait(), 0.1)  # three pending is not a burst
+    gate.add()
+    waiter = asyncio.create_task(gate.wait())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    gate.done()
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_burst_gate_wait_is_bounded() -> None:
+    gate = BurstGate(0.05)
+    gate.add()
+    began = time.monotonic()
+    await asyncio.gather(gate.wait(), gate.wait())
+    assert 0.04 <= time.monotonic() - began < 1.0
+    assert gate.pending == 1

@@ -1,0 +1,195 @@
+"""The keep-alive HTTP/1.1 client against real servers on loopback (aiohttp and raw asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+from services.executor.http1 import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionDropped,
+    Http1Client,
+    ResponseTimeout,
+    _Parser,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({"method": request.method, "path": request.path_qs, "len": len(body),
+                              "auth": request.headers.get("Authorization", ""),
+                              "key": request.headers.get("Idempotency-Key", ""), "host": request.host})
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for part in (b'{"a":', b' "x" * 3', b"}"):
+        await resp.write(part)
+        await asyncio.sleep(0.01)
+    await resp.write_eof()
+    return resp
+
+
+async def _close(request: web.Request) -> web.Response:
+    return web.Response(text="bye", headers={"Connection": "close"})
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(1.0)
+    return web.Response(text="late")
+
+
+async def _drop(request: web.Request) -> web.Response:
+    assert request.transport is not None
+    request.transport.close()
+    await asyncio.sleep(0.2)
+    return web.Response(text="never")
+
+
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/echo", _echo)
+    app.router.add_get("/chunked", _chunked)
+    app.router.add_get("/close", _close)
+    app.router.add_get("/slow", _slow)
+    app.router.add_get("/drop", _drop)
+    app.router.add_get("/204", _no_content)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_keep_alive_reuses_one_connection(server: str) -> None:
+    client = Http1Client(server + "/", default_headers={"Authorization": "Bearer t"})
+    for i in range(3):
+        r = await client.request("POST", f"/echo?i={i}", body=b'{"x":1}', headers={"Idempotency-Key": f"k{i}"},
+                                 timeout_s=2)
+        assert r.status == 200 and r.headers["content-type"].startswith("application/json")
+        import orjson
+        d = orjson.loads(r.body)
+        assert d == {"method": "POST", "path": f"/echo?i={i}", "len": 7, "auth": "Bearer t", "key": f"k{i}",
+                     "host": server.removeprefix("http://")}
+    assert client.open_connections == 1
+    await client.close()
+    assert client.open_connections == 0
+
+
+async def test_concurrent_requests_and_a_connection_cap(server: str) -> None:
+    client = Http1Client(server)
+    rs = await asyncio.gather(*(client.request("GET", "/echo", timeout_s=5) for _ in range(50)))
+    assert {r.status for r in rs} == {200} and 1 <= client.open_connections <= 50
+    capped = Http1Client(server, max_connections=2)
+    rs = await asyncio.gather(*(capped.request("GET", "/echo", timeout_s=5) for _ in range(20)))
+    assert {r.status for r in rs} == {200} and capped.open_connections <= 2
+    await client.close()
+    await capped.close()
+
+
+async def test_chunked_close_and_no_content(server: str) -> None:
+    client = Http1Client(server)
+    r = await client.request("GET", "/chunked", timeout_s=2)
+    assert r.body == b'{"a": "x" * 3}'
+    r = await client.request("GET", "/close", timeout_s=2)
+    assert r.body == b"bye"
+    r = await client.request("GET", "/204", timeout_s=2)
+    assert (r.status, r.body) == (204, b"")
+    assert (await client.request("GET", "/echo", timeout_s=2)).status == 200
+    await client.close()
+
+
+async def test_timeout_drop_and_refused(server: str) -> None:
+    client = Http1Client(server)
+    with pytest.raises(ResponseTimeout):
+        await client.request("GET", "/slow", timeout_s=0.1)
+    with pytest.raises(ConnectionDropped):
+        await client.request("GET", "/drop", timeout_s=2)
+    assert (await client.request("GET", "/echo", timeout_s=2)).status == 200  # the client recovers
+    assert client.open_connections == 1
+    await client.close()
+    port = int(server.rsplit(":", 1)[1])
+    refused = Http1Client("http://127.0.0.1:1")
+    with pytest.raises(ConnectFailed):
+        await refused.request("GET", "/", timeout_s=1)
+    assert port > 0 and refused.open_connections == 0
+    with pytest.raises(ValueError):
+        await Http1Client(server).request("GET", "/echo", headers={"X": "a\r\nInjected: 1"}, timeout_s=1)
+    with pytest.raises(ValueError):
+        Http1Client("ftp://x")
+
+
+async def _raw_server(reply: Callable[[bytes], bytes | None]) -> tuple[asyncio.Server, str]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                out = reply(head)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if b"Connection: close" in out or b"HTTP/1.0" in out[:9]:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("raw", "body"), [
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+    (b"HTTP/1.0 200 OK\r\n\r\nuntil close", b"until close"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nTrailer: 1\r\n\r\n", b"abc"),
+])
+async def test_raw_responses(raw: bytes, body: bytes) -> None:
+    srv, url = await _raw_server(lambda _head: raw)
+    client = Http1Client(url)
+    r = await client.request("GET", "/", timeout_s=2)
+    assert (r.status, r.body) == (200, body)
+    await client.close()
+    srv.close()
+
+
+async def test_garbage_is_a_bad_response() -> None:
+    srv, url = await _raw_server(lambda _head: b"SMTP ready\r\n\r\n")
+    client = Http1Client(url)
+    with pytest.raises(BadResponse):
+        await client.request("GET", "/", timeout_s=2)
+    srv.close()
+
+
+async def test_server_closing_an_idle_connection_is_noticed() -> None:
+    srv, url = await _raw_server(lambda _head: b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1")
+    client = Http1Client(url)
+    for _ in range(3):
+        assert (await client.request("GET", "/", timeout_s=2)).body == b"1"
+    assert client.open_connections == 0
+    srv.close()
+
+
+@pytest.mark.parametrize("split", [1, 3, 7, 1000])
+def test_parser_handles_any_split(split: int) -> None:
+    raw = b"HTTP/1.1 201 Created\r\nX-A: 1\r\nX-A: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    p = _Parser()
+    done = False
+    for i in range(0, len(raw), split):
+        done = p.feed(raw[i:i + split])
+    assert done and p.response().body == b"hello" and p.response().headers["x-a"] == "1, 2"

@@ -1,0 +1,110 @@
+"""Paper fills (pure book walk) and the intake: venue choice, refusals, depth, limit price."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from common.marketstate import BookSnapshot
+from services.executor import venue as v
+from services.executor.intake import IntakeRules, prepare
+from services.executor.lifecycle import State
+from services.executor.paper import decode_order, encode_order, paper_fill
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+D = Decimal
+ASKS = ((D("0.50"), D("20")), (D("0.51"), D("30")), (D("0.60"), D("100")))
+BIDS = ((D("0.49"), D("10")), (D("0.47"), D("40")))
+
+
+def req(side: str, otype: str, *, amount: str | None = None, size: str | None = None,
+        limit: str = "0.51") -> v.PlaceRequest:
+    return v.PlaceRequest("co_1", "u", "w", "0xp", "tok", side, otype, D(amount) if amount else None,
+                          D(size) if size else None, D(limit))
+
+
+@pytest.mark.parametrize(("request_", "fee_bps", "status", "size", "avg", "fee"), [
+    # $20 at 0.51 limit: 20 @ 0.50 ($10) then $10 / 0.51 = 19.60 shares ($9.996).
+    (req("BUY", "FAK", amount="20"), D("0"), "confirmed", D("39.60"), D("0.50494949"), D("0")),
+    (req("BUY", "FAK", amount="20"), D("100"), "confirmed", D("39.60"), D("0.50494949"), D("0.3960")),
+    # More than the limit allows: FAK takes all 50 shares within 0.51 ($25.30).
+    (req("BUY", "FAK", amount="100"), D("0"), "confirmed", D("50"), D("0.506"), D("0")),
+    (req("BUY", "FOK", amount="25.30"), D("0"), "confirmed", D("50"), D("0.506"), D("0")),
+    (req("BUY", "FAK", amount="5", limit="0.49"), D("0"), "cancelled", D("0"), D("0"), D("0")),
+    (req("SELL", "FAK", size="30", limit="0.47"), D("100"), "confirmed", D("30"), D("0.47666667"), D("0")),
+    (req("SELL", "FAK", size="80", limit="0.47"), D("0"), "confirmed", D("50"), D("0.474"), D("0")),
+    (req("SELL", "FOK", size="50", limit="0.47"), D("0"), "confirmed", D("50"), D("0.474"), D("0")),
+])
+def test_paper_fill_walks_the_book(request_, fee_bps, status, size, avg, fee) -> None:  # type: ignore[no-untyped-def]
+    o = paper_fill(request_, BIDS, ASKS, fee_bps)
+    assert isinstance(o, v.VenueOrder)
+    assert (o.status, o.filled_size, o.avg_price, o.fee_shares) == (status, size, avg, fee)
+    assert decode_order(encode_order(o)) == o
+    assert paper_fill(request_, BIDS, ASKS, fee_bps) == o  # deterministic
+
+
+@pytest.mark.parametrize(("request_", "code"), [
+    (req("BUY", "FOK", amount="25.31"), "FOK_ORDER_NOT_FILLED_ERROR"),
+    (req("SELL", "FOK", size="50.01", limit="0.47"), "FOK_ORDER_NOT_FILLED_ERROR"),
+    (req("BUY", "GTC", size="10"), "PAPER_ORDER_TYPE_UNSUPPORTED"),
+    (req("BUY", "FAK", amount="0"), "INVALID_ORDER_MIN_SIZE"),
+])
+def test_paper_refusals(request_, code) -> None:  # type: ignore[no-untyped-def]
+    r = paper_fill(request_, BIDS, ASKS, D("0"))
+    assert isinstance(r, v.VenueError) and r.http_status == 400 and r.code == code
+
+
+BOOK = BookSnapshot("tok", "0xc", BIDS, ASKS, D("0.01"), 1, 1)
+NOW = 10**18
+RULES = IntakeRules(live_configured=True)
+
+
+def order(**kw) -> epb.Order:  # type: ignore[no-untyped-def]
+    base = dict(client_order_id="co_1", origin=epb.ORDER_ORIGIN_COPY, follower_wallet_id="w", asset_id="tok",
+                side=cpb.SIDE_BUY, order_type=epb.ORDER_TYPE_FAK, amount_usd="20", max_slippage_bps=200,
+                tick_size="0.01", mode=cpb.EXECUTION_MODE_LIVE, routed_time_ns=NOW - 1000)
+    base.update(kw)
+    return epb.Order(**base)
+
+
+@pytest.mark.parametrize(("o", "book", "rules", "state", "reason", "limit"), [
+    (order(), BOOK, RULES, State.SUBMITTING, "", D("0.51")),
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20"), BOOK, RULES, State.SUBMITTING, "", D("0.49")),
+    (order(), BOOK, IntakeRules(live_configured=False), State.REJECTED, "LIVE_VENUE_NOT_CONFIGURED", None),
+    (order(mode=cpb.EXECUTION_MODE_PAPER), BOOK, IntakeRules(live_configured=False), State.SUBMITTING, "", D("0.51")),
+    (order(mode=cpb.EXECUTION_MODE_PAPER), None, RULES, State.REJECTED, "NO_BOOK", None),
+    (order(), None, RULES, State.REJECTED, "NO_BOOK", None),
+    (order(reference_price="0.40"), None, RULES, State.SUBMITTING, "", D("0.40")),  # 0.408 snapped down
+    (order(limit_price="0.555"), None, RULES, State.SUBMITTING, "", D("0.55")),
+    (order(amount_usd="60"), BOOK, RULES, State.REJECTED, "INSUFFICIENT_DEPTH", None),  # $25.30 < $30
+    # An exit is not skipped for depth: it goes out for whatever fills within the limit.
+    (order(amount_usd="60", origin=epb.ORDER_ORIGIN_TRIGGER), BOOK, RULES, State.SUBMITTING, "", D("0.51")),
+    (order(routed_time_ns=NOW - 61 * 10**9), BOOK, RULES, State.REJECTED, "STALE_ORDER", None),
+    (order(amount_usd=""), BOOK, RULES, State.REJECTED, "INVALID_ORDER", None),
+    (order(amount_usd="abc"), BOOK, RULES, State.REJECTED, "INVALID_ORDER", None),
+    (order(side=cpb.SIDE_UNSPECIFIED), BOOK, RULES, State.REJECTED, "INVALID_ORDER", None),
+    (order(mode=cpb.EXECUTION_MODE_UNSPECIFIED), BOOK, RULES, State.REJECTED, "INVALID_ORDER", None),
+    (order(tick_size="0.7"), BOOK, RULES, State.REJECTED, "INVALID_TICK_SIZE", None),
+    (order(tick_size=""), BOOK, RULES, State.SUBMITTING, "", D("0.51")),  # the book's tick
+])
+def test_prepare(o, book, rules, state, reason, limit) -> None:  # type: ignore[no-untyped-def]
+    p = prepare(o, book, rules, NOW)
+    assert (p.life.state, p.life.reason) == (state, reason)
+    if state is State.SUBMITTING:
+        assert p.ticket.request is not None and p.ticket.request.limit_price == limit
+        assert p.life.limit_price == limit and p.life.attempts == 1
+    else:
+        assert p.refused and p.ticket.request is None
+
+
+def test_prepare_builds_the_venue_request() -> None:
+    p = prepare(order(follower_user_id="u_1", follower_proxy="0xabc", neg_risk=True), BOOK, RULES, NOW)
+    assert p.ticket.request == v.PlaceRequest("co_1", "u_1", "w", "0xabc", "tok", "BUY", "FAK", D("20"), None,
+                                              D("0.51"), True)
+    sell = prepare(order(side=cpb.SIDE_SELL, amount_usd="", size="12.5"), BOOK, RULES, NOW)
+    assert sell.ticket.request is not None
+    assert (sell.ticket.request.amount_usd, sell.ticket.request.size) == (None, D("12.5"))
+    assert p.ticket.venue == "INSIDERS"
+    assert prepare(order(mode=cpb.EXECUTION_MODE_PAPER), BOOK, RULES, NOW).ticket.venue == "PAPER"

@@ -1,0 +1,62 @@
+"""Fixtures: stand-ins for guard's upstreams and an in-process guard on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from common.config import Secret, StorageSettings
+from common.storage import create_redis
+from services.guard.app import Running, start
+from services.guard.config import Settings
+from tests.guard.standins import TOKEN, StandIns, start_standins
+
+
+@pytest.fixture
+async def standins(db_url: str, redis_url: str) -> AsyncIterator[StandIns]:
+    """Ingest, executor and control stand-ins on free ports."""
+    s = await start_standins(db_url, redis_url)
+    yield s
+    await s.close()
+
+
+def guard_settings(db_url: str, redis_url: str, s: StandIns, **overrides: Any) -> Settings:
+    """Settings pointing guard at the stand-ins, with short periods for tests."""
+    base: dict[str, Any] = dict(
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), control_token=Secret(TOKEN), grpc_port=0,
+        ingest_target=s.target(0), executor_target=s.target(1), control_target=s.target(2),
+        perf_interval_s=0.1, mark_flush_s=0.05, trigger_check_s=0.3, tick_max_age_s=2.0, grace_s=0.0,
+        tick_source="grpc")
+    base.update(overrides)
+    return Settings(**base)
+
+
+GuardFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def make_guard(db_url: str, redis_url: str, standins: StandIns) -> AsyncIterator[GuardFactory]:
+    """Start guards in-process (``await make_guard(**settings_overrides)``); stopped at teardown."""
+    started: list[Running] = []
+
+    async def factory(**overrides: Any) -> Running:
+        running = await start(guard_settings(db_url, redis_url, standins, **overrides))
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        # in a task of its own, bounded: a hung shutdown fails the test instead of the session
+        await asyncio.wait_for(running.stop(), 30)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    """A string-mode Redis client."""
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+

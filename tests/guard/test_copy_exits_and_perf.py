@@ -1,0 +1,222 @@
+"""Copy fills register a position's exits, a mirrored exit cancels them; loss-stop and profit-scale fire."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from common.ids import new_id
+from common.marketstate import BookSnapshot, write_book
+from services.guard import perf
+from tests.guard.conftest import GuardFactory
+from tests.guard.standins import (
+    ASSET,
+    BUY,
+    CONDITION,
+    SELL,
+    TOKEN,
+    WALLET_ID,
+    StandIns,
+    add_market,
+    copy_fill,
+    db,
+    insert_subscription,
+    set_position,
+    wait_connected,
+)
+from tests.helpers import eventually
+from tradingtools.control.v1 import control_pb2 as ctl
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+pytestmark = pytest.mark.integration
+
+EXITS = {"takeProfitPct": "40", "stopLossPct": "25", "trailingStopPct": "10",
+         "ladder": [{"gainPct": "20", "sellFraction": "0.5"}, {"gainPct": "300", "sellFraction": "1"}]}
+
+
+async def _copy_triggers(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM triggers WHERE source = 'COPY'" + (" AND state = %s" if state else "") + " ORDER BY id"
+    return [dict(r) for r in await (await conn.execute(sql, (state,) if state else ())).fetchall()]
+
+
+async def test_copy_fill_registers_exits_and_a_mirrored_exit_cancels_them(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits=EXITS)
+    await add_market(redis)
+    running = await make_guard()
+    guard = running.guard
+    # the executor books the copy BUY (position) and emits FILLED
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+
+    async def registered() -> list[dict[str, Any]]:
+        return await _copy_triggers(conn, "ARMED")
+
+    rows = await eventually(lambda: _count(registered, 4))
+    by_price = {(r["kind"], r["trigger_price"], r["trail_pct"], r["sell_fraction"], r["high_water_mark"]) for r in rows}
+    assert by_price == {
+        ("TAKE_PROFIT", Decimal("0.56"), Decimal(0), Decimal(1), Decimal(0)),
+        ("STOP_LOSS", Decimal("0.3"), Decimal(0), Decimal(1), Decimal(0)),
+        ("TRAILING_STOP", Decimal(0), Decimal(10), Decimal(1), Decimal("0.4")),
+        ("TAKE_PROFIT", Decimal("0.48"), Decimal(0), Decimal("0.5"), Decimal(0)),
+    }
+    assert len({r["oco_group"] for r in rows}) == 1 and all(r["subscription_id"] == "sub_1" for r in rows)
+    group = await running.guard.exit_store.group(WALLET_ID, ASSET)
+    assert group is not None and group["skipped"] == [{"exit": "ladder_1", "reason": "PRICE_ABOVE_MAX"}]
+    assert {r["id"] for r in rows} <= guard.engine.ids()
+    await eventually(lambda: _watching(redis))
+
+    # a replay of the same event and a later BUY change nothing but the size basis (fraction-based exits)
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    await set_position(conn, "150", "0.42")
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.46"))
+    await eventually(lambda: guard.stats.order_events == 3)
+    await guard.drain()
+    assert len(await _copy_triggers(conn)) == 4
+    group = await running.guard.exit_store.group(WALLET_ID, ASSET)
+    assert group is not None and group["position_size"] == Decimal(150)
+
+    # the leader exits; the mirrored SELL closes the position: the exits are cancelled
+    await set_position(conn, "0", "0.42")
+    await standins.executor.emit(copy_fill("co_sell1", SELL, filled="150", price="0.35"))
+
+    async def closed() -> bool:
+        rows = await _copy_triggers(conn)
+        return all(r["state"] == "CANCELLED" and r["state_reason"] == "POSITION_CLOSED" for r in rows)
+
+    await eventually(closed)
+    assert guard.engine.ids() == set()
+    assert await running.guard.exit_store.group(WALLET_ID, ASSET) is None
+
+    # PATCH of the subscription's exits applies to the next position only
+    await conn.execute("UPDATE subscriptions SET exits = %s::jsonb WHERE id = 'sub_1'", ('{"stopLossPct": "50"}',))
+    await set_position(conn, "10", "0.60")
+    await standins.executor.emit(copy_fill("co_buy3", BUY, filled="10", price="0.60"))
+    rows = await eventually(lambda: _count(registered, 1))
+    assert [(r["kind"], r["trigger_price"]) for r in rows] == [("STOP_LOSS", Decimal("0.3"))]
+    await conn.close()
+
+
+async def _count(fetch: Any, n: int) -> list[dict[str, Any]] | None:
+    rows = await fetch()
+    return rows if len(rows) == n else None
+
+
+async def _watching(redis: Any) -> bool:
+    return ASSET in await redis.smembers("tt:watch:triggers")
+
+
+async def test_copy_exit_fires_and_partial_rung_leaves_the_rest_armed(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "50", "ladder": [
+        {"gainPct": "25", "sellFraction": "0.5"}]})
+    await add_market(redis, min_size="1")
+    running = await make_guard()
+    await set_position(conn, "20", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="20", price="0.40"))
+    await eventually(lambda: len(running.guard.engine) == 2)
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.50", ask="0.52")  # the 25% rung: sells half
+    await eventually(lambda: len(standins.executor.sells) == 1)
+    sell = standins.executor.sells[0]
+    assert (sell.size, sell.subscription_id, sell.mode) == ("10", "sub_1", 2)  # PAPER like the subscription
+    await eventually(lambda: len(running.guard.engine) == 1)  # the stop-loss guards the rest
+    await standins.ingest.tick(bid="0.20", ask="0.22")
+    await eventually(lambda: len(standins.executor.sells) == 2)
+    assert standins.executor.sells[1].size == "10"
+    await conn.close()
+
+
+async def _fill_row(conn: Any, sub_id: str, side: str, size: str, price: str) -> None:
+    await conn.execute(
+        "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, side, size,"
+        " price, notional_usd, venue, fill_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'PAPER', now())",
+        (new_id("fill"), sub_id, WALLET_ID, new_id("co"), ASSET, CONDITION, side, Decimal(size), Decimal(price),
+         Decimal(size) * Decimal(price)))
+
+
+async def _book(redis: Any, bid: str, ask: str) -> None:
+    await write_book(redis, BookSnapshot(ASSET, CONDITION, ((Decimal(bid), Decimal(100)),),
+                                         ((Decimal(ask), Decimal(100)),), Decimal("0.01"), 0, 0))
+
+
+async def test_loss_stop_pauses_the_subscription_once(db_url: str, redis: Any, standins: StandIns,
+                                                      make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_loss", perf={"lossStopUsd": "400"})
+    await insert_subscription(conn, "sub_fine", perf={"lossStopUsd": "400"}, leader="0x" + "1" * 40)
+    await _fill_row(conn, "sub_loss", "BUY", "1000", "0.60")
+    await _fill_row(conn, "sub_loss", "SELL", "500", "0.30")  # realized -150
+    await _fill_row(conn, "sub_fine", "BUY", "1000", "0.10")
+    await _book(redis, "0.09", "0.11")  # mark 0.10: sub_loss unrealized 500 x 0.1 - 300 = -250 → -400 total
+    running = await make_guard()
+    calls = standins.control.calls
+    await eventually(lambda: len(calls) == 1)
+    call = calls[0]
+    assert call.authorization == f"Bearer {TOKEN}"
+    assert (call.request.id, call.request.action) == ("sub_loss", ctl.PERF_ACTION_PAUSE)
+    assert call.request.decision_id == perf.loss_stop_id("sub_loss", 0)
+    assert "LOSS_STOP" in call.request.reason
+
+    async def recorded() -> dict[str, Any] | None:
+        row = await (await conn.execute("SELECT * FROM guard_perf_decisions WHERE subscription_id = 'sub_loss'")
+                     ).fetchone()
+        return dict(row) if row and row["applied_at"] is not None else None
+
+    row = await eventually(recorded)
+    assert (row["action"], row["realized_pnl_usd"], row["unrealized_pnl_usd"], row["pnl_usd"],
+            row["threshold_usd"], row["applied"]) == ("PAUSE", Decimal(-150), Decimal(-250), Decimal(-400),
+                                                      Decimal(400), True)
+    state = await (await conn.execute("SELECT state FROM subscriptions WHERE id = 'sub_loss'")).fetchone()
+    assert state is not None and state["state"] == "PAUSED"
+    evaluations = running.perf.stats.evaluations
+    await eventually(lambda: running.perf.stats.evaluations >= evaluations + 3)
+    assert len(calls) == 1  # a paused subscription is not evaluated again; sub_fine never crossed
+    await conn.close()
+
+
+async def test_profit_scale_scales_once_and_survives_a_restart(db_url: str, redis: Any, standins: StandIns,
+                                                               make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_win", perf={"profitScaleAtUsd": "100", "profitScaleMultiplier": "1.5"})
+    await _fill_row(conn, "sub_win", "BUY", "1000", "0.20")
+    await _book(redis, "0.30", "0.32")  # mark 0.31: unrealized +110
+    running = await make_guard()
+    calls = standins.control.calls
+    await eventually(lambda: len(calls) == 1)
+    assert (calls[0].request.action, calls[0].request.multiplier) == (ctl.PERF_ACTION_SCALE, "1.5")
+    evaluations = running.perf.stats.evaluations
+    await eventually(lambda: running.perf.stats.evaluations >= evaluations + 3)
+    assert len(calls) == 1  # once
+    await running.stop()
+    # a decision recorded but not acknowledged (crash before control answered) is re-sent with the same id
+    await conn.execute("UPDATE guard_perf_decisions SET applied_at = NULL")
+    running = await make_guard()
+    await eventually(lambda: len(calls) == 2)
+    assert calls[1].request.decision_id == calls[0].request.decision_id
+    sub = await (await conn.execute("SELECT applied_multiplier FROM subscriptions WHERE id = 'sub_win'")).fetchone()
+    assert sub is not None and sub["applied_multiplier"] == Decimal("1.5")  # applied once
+    evaluations = running.perf.stats.evaluations
+    await eventually(lambda: running.perf.stats.evaluations >= evaluations + 3)
+    assert len(calls) == 2
+    await conn.close()
+
+
+def test_order_outcomes() -> None:
+    from services.guard import orders
+    from services.guard.model import Move
+
+    def ev(kind: int, filled: str = "", reason: str = "") -> epb.OrderEvent:
+        return epb.OrderEvent(type=kind, filled_size=filled, avg_price="0.5", reason=reason)  # type: ignore[arg-type]
+
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_FILLED, "10")).move is Move.FILL
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED, "4")).move is Move.FILL
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED)).reason == "ORDER_CANCELLED"
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_REJECTED, reason="INSUFFICIENT_DEPTH")).reason == "INSUFFICIENT_DEPTH"
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_LOST)).move is Move.FAIL
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PLACED)).move is None
+    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED, "3")).move is None

@@ -1,0 +1,195 @@
+"""Pure rules of guard: state machine, SELL sizing, copy exits, PnL and perf decisions, tick reading."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.guard import exits, perf, sizing, ticks
+from services.guard.model import IllegalTransition, Kind, Move, Reason, State, apply
+from tradingtools.market.v1 import market_pb2 as mpb
+
+D = Decimal
+
+
+@pytest.mark.parametrize(("state", "move", "after"), [
+    (State.ARMED, Move.FIRE, State.FIRED),
+    (State.ARMED, Move.CANCEL, State.CANCELLED),
+    (State.ARMED, Move.FAIL, State.FAILED),
+    (State.FIRED, Move.FILL, State.DONE),
+    (State.FIRED, Move.FAIL, State.FAILED),
+])
+def test_legal_transitions(state: State, move: Move, after: State) -> None:
+    assert apply(state, move) is after
+
+
+@pytest.mark.parametrize(("state", "move"), [
+    (State.FIRED, Move.FIRE), (State.FIRED, Move.CANCEL), (State.DONE, Move.FAIL), (State.CANCELLED, Move.FIRE),
+    (State.FAILED, Move.FILL), (State.ARMED, Move.FILL), (State.DONE, Move.FIRE),
+])
+def test_illegal_transitions_raise(state: State, move: Move) -> None:
+    with pytest.raises(IllegalTransition):
+        apply(state, move)
+
+
+@pytest.mark.parametrize(("size", "fraction", "held", "in_flight", "minimum", "expected", "reason"), [
+    ("10", "0", "100", "0", "5", "10", Reason.PRICE_CROSSED),
+    ("150", "0", "100", "0", "5", "100", Reason.SIZE_CAPPED_TO_POSITION),
+    ("10", "0", "100", "95", "1", "5", Reason.SIZE_CAPPED_TO_POSITION),
+    ("0", "1", "33.3312", "0", "5", "33.3312", Reason.PRICE_CROSSED),
+    ("0", "0.5", "100", "0", "5", "50", Reason.PRICE_CROSSED),
+    ("0", "0.333", "10", "0", "0", "3.33", Reason.PRICE_CROSSED),  # rounded down to 0.01 shares
+    ("0", "0.9", "50", "0", "6", "50", Reason.REMAINDER_BELOW_MIN_SOLD_WHOLE),
+    ("48", "0", "50", "0", "5", "50", Reason.REMAINDER_BELOW_MIN_SOLD_WHOLE),
+    ("0", "0.1", "20", "0", "5", "0", Reason.SIZE_BELOW_MIN_ORDER),
+    ("0", "1", "3", "0", "5", "0", Reason.SIZE_BELOW_MIN_ORDER),
+    ("0", "1", "0", "0", "5", "0", Reason.NO_POSITION),
+    ("0", "0.5", "10", "10", "0", "0", Reason.NO_POSITION),
+    ("5", "0", "5", "0", "5", "5", Reason.PRICE_CROSSED),  # exactly the minimum
+])
+def test_sell_size(size: str, fraction: str, held: str, in_flight: str, minimum: str, expected: str,
+                   reason: Reason) -> None:
+    out = sizing.sell_size(size=D(size), sell_fraction=D(fraction), held=D(held), in_flight=D(in_flight),
+                           min_order_size=D(minimum))
+    assert (out.size, out.reason) == (D(expected), reason)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.decimals(min_value=0, max_value=1000, places=2), st.decimals(min_value=0, max_value=1, places=3),
+       st.decimals(min_value=0, max_value=1000, places=4), st.decimals(min_value=0, max_value=500, places=2),
+       st.decimals(min_value=0, max_value=10, places=1))
+def test_sell_size_never_exceeds_what_is_held_and_never_sends_below_minimum(
+        size: Decimal, fraction: Decimal, held: Decimal, in_flight: Decimal, minimum: Decimal) -> None:
+    out = sizing.sell_size(size=size, sell_fraction=fraction if size == 0 else D(0), held=held,
+                           in_flight=in_flight, min_order_size=minimum)
+    assert 0 <= out.size <= max(held - in_flight, D(0))
+    if out.sendable:
+        assert out.size >= minimum
+        remainder = held - in_flight - out.size
+        assert remainder == 0 or remainder >= minimum
+
+
+def test_exit_plan_prices_from_entry_and_skips_unreachable_exits() -> None:
+    config = exits.ExitsConfig.from_json({
+        "takeProfitPct": "40", "stopLossPct": "25", "trailingStopPct": "10",
+        "ladder": [{"gainPct": "20", "sellFraction": "0.5"}, {"gainPct": "50", "sellFraction": "1"},
+                   {"gainPct": "300", "sellFraction": "1"}],
+    })
+    group = exits.group_id("w_1", "123", "co_open")
+    out = exits.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
+    got = {e.name: (e.kind, e.trigger_price, e.trail_pct, e.high_water_mark, e.sell_fraction) for e in out.exits}
+    assert got == {
+        "take_profit": (Kind.TAKE_PROFIT, D("0.52"), D(0), D(0), D(1)),  # 0.518 rounded up to the tick
+        "stop_loss": (Kind.STOP_LOSS, D("0.27"), D(0), D(0), D(1)),  # 0.2775 rounded down
+        "trailing_stop": (Kind.TRAILING_STOP, D(0), D("10"), D("0.37"), D(1)),
+        "ladder_0": (Kind.TAKE_PROFIT, D("0.45"), D(0), D(0), D("0.5")),  # 0.444 up
+        "ladder_1": (Kind.TAKE_PROFIT, D("0.56"), D(0), D(0), D(1)),  # 0.555 up
+    }
+    assert out.skipped == (("ladder_2", "PRICE_ABOVE_MAX"),)
+    again = exits.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
+    assert [e.id for e in again.exits] == [e.id for e in out.exits]  # deterministic ids
+
+
+@pytest.mark.parametrize(("data", "entry", "skipped"), [
+    ({"stopLossPct": "100"}, "0.5", (("stop_loss", "PRICE_BELOW_MIN"),)),
+    ({"takeProfitPct": "100"}, "0.5", (("take_profit", "PRICE_ABOVE_MAX"),)),
+    ({"takeProfitPct": "10"}, "1", (("all", "ENTRY_PRICE_OUT_OF_RANGE"),)),
+    ({"ladder": [{"gainPct": "0", "sellFraction": "0.5"}]}, "0.5", (("ladder_0", "GAIN_NOT_POSITIVE"),)),
+    ({}, "0.5", ()),
+])
+def test_exit_plan_skips(data: dict[str, object], entry: str, skipped: tuple[tuple[str, str], ...]) -> None:
+    out = exits.plan(exits.ExitsConfig.from_json(data), oco_group="g", entry_price=D(entry), tick_size=D("0.01"))
+    assert out.skipped == skipped
+
+
+def test_resize_scales_size_based_exits_only() -> None:
+    assert exits.resized(D(10), D(100), D(150)) == D(15)
+    assert exits.resized(D(0), D(100), D(150)) == D(0)
+    assert exits.resized(D(10), D(0), D(150)) == D(10)
+
+
+def _fill(asset: str, side: str, size: str, price: str) -> perf.FillRow:
+    return perf.FillRow(asset, side, D(size), D(price), D(size) * D(price))
+
+
+@pytest.mark.parametrize(("fills", "marks", "realized", "unrealized", "unmarked"), [
+    ([_fill("a", "BUY", "100", "0.5")], {"a": D("0.6")}, "0", "10", ()),
+    ([_fill("a", "BUY", "100", "0.5"), _fill("a", "SELL", "50", "0.7")], {"a": D("0.4")}, "10", "-5", ()),
+    ([_fill("a", "BUY", "100", "0.5"), _fill("a", "BUY", "100", "0.3"), _fill("a", "SELL", "200", "0.2")],
+     {}, "-40", "0", ()),
+    ([_fill("a", "BUY", "10", "0.5"), _fill("b", "BUY", "10", "0.5")], {"a": D("0.1")}, "0", "-4", ("b",)),
+    ([_fill("a", "SELL", "10", "0.5")], {}, "0", "0", ()),
+])
+def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str, unrealized: str,
+             unmarked: tuple[str, ...]) -> None:
+    out = perf.pnl(fills, marks)
+    assert (out.realized, out.unrealized, out.unmarked) == (D(realized), D(unrealized), unmarked)
+
+
+def _pnl(total: str) -> perf.Pnl:
+    return perf.Pnl(D(total), D(0), {})
+
+
+@pytest.mark.parametrize(("rules", "total", "pauses", "scaled", "action"), [
+    (perf.PerfRules(D(400)), "-400", 0, False, perf.Action.PAUSE),
+    (perf.PerfRules(D(400)), "-399.99", 0, False, None),
+    (perf.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, False, perf.Action.SCALE),
+    (perf.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, True, None),
+    (perf.PerfRules(D(0), D(1000), D("1.5")), "999", 0, False, None),
+    (perf.PerfRules(D(400), D(1000), D("1.5")), "-500", 2, False, perf.Action.PAUSE),
+    (perf.PerfRules(), "-10000", 0, False, None),
+])
+def test_perf_decisions(rules: perf.PerfRules, total: str, pauses: int, scaled: bool,
+                        action: perf.Action | None) -> None:
+    scale_id = perf.profit_scale_id("sub_1", rules.profit_scale_at_usd, rules.profit_scale_multiplier)
+    out = perf.decide("sub_1", rules, _pnl(total), pauses_before=pauses,
+                      scaled_ids=frozenset({scale_id}) if scaled else frozenset())
+    assert (out.action if out else None) == action
+    if out is not None and action is perf.Action.PAUSE:
+        assert out.decision_id == perf.loss_stop_id("sub_1", pauses)
+        assert out.reason.startswith("LOSS_STOP") and total in out.reason
+    if out is not None and action is perf.Action.SCALE:
+        assert out.decision_id == scale_id and out.multiplier == D("1.5")
+
+
+def test_perf_rules_from_json() -> None:
+    rules = perf.PerfRules.from_json({"lossStopUsd": "400", "profitScaleAtUsd": "1000",
+                                      "profitScaleMultiplier": "1.5"})
+    assert rules == perf.PerfRules(D(400), D(1000), D("1.5")) and rules.active
+    assert not perf.PerfRules.from_json({}).active
+
+
+NOW = 1_700_000_000_000_000_000
+MAX_AGE = 2_000_000_000
+
+
+@pytest.mark.parametrize(("tick", "stale"), [
+    (mpb.PriceTick(asset_id="a", best_bid="0.5", received_time_ns=NOW - 1), False),
+    (mpb.PriceTick(asset_id="a", best_bid="0.5", received_time_ns=NOW - MAX_AGE), False),
+    (mpb.PriceTick(asset_id="a", best_bid="0.5", received_time_ns=NOW - MAX_AGE - 1), True),
+    (mpb.PriceTick(asset_id="a", best_bid="0.5", received_time_ns=NOW, stale=True), True),
+    (mpb.PriceTick(asset_id="a", best_bid="0.5", received_time_ns=NOW, kind=mpb.TICK_KIND_STALE), True),
+    (mpb.PriceTick(asset_id="a", best_bid="0.5"), True),
+])
+def test_tick_staleness(tick: mpb.PriceTick, stale: bool) -> None:
+    assert ticks.view(tick, NOW, MAX_AGE).stale is stale
+
+
+@pytest.mark.parametrize("bad", [
+    mpb.PriceTick(asset_id="a", best_bid="abc"), mpb.PriceTick(asset_id="a", mid="1.5"),
+    mpb.PriceTick(asset_id="a", last_trade_price="-0.1"), mpb.PriceTick(best_bid="0.5"),
+])
+def test_malformed_ticks_raise(bad: mpb.PriceTick) -> None:
+    with pytest.raises(ticks.BadTick):
+        ticks.view(bad, NOW, MAX_AGE)
+
+
+def test_tick_prices_and_resolution() -> None:
+    out = ticks.view(mpb.PriceTick(asset_id="a", condition_id="c", best_bid="0.4", best_ask="0.6", mid="0.5",
+                                   kind=mpb.TICK_KIND_MARKET_RESOLVED, winning_asset_id="b",
+                                   received_time_ns=NOW), NOW, MAX_AGE)
+    assert (out.prices.best_bid, out.prices.mid, out.prices.last_trade) == (D("0.4"), D("0.5"), None)
+    assert out.resolved and out.winning_asset_id == "b"

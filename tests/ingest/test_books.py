@@ -1,0 +1,134 @@
+"""Book state from snapshots and deltas (pure)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.ingest import clob
+from services.ingest.books import BookState
+from tradingtools.market.v1 import market_pb2 as mpb
+
+FIXTURES = Path(__file__).parent / "fixtures"
+T1 = "31415926535897932384626433832795028841971693993751058209749445923078164062862"
+T2 = "27182818284590452353602874713526624977572470936999595749669676277240766303535"
+D = Decimal
+
+
+def msg(name: str) -> clob.ClobMsg:
+    return clob.parse_event(orjson.loads((FIXTURES / name).read_bytes()))
+
+
+def state(*assets: str) -> BookState:
+    s = BookState()
+    for a in assets:
+        s.track(a)
+    return s
+
+
+def test_snapshot_is_best_first_and_best_is_last_on_the_wire() -> None:
+    s = state(T1)
+    [touched] = s.apply(msg("clob_book.json"), 1000)
+    assert touched.emit and touched.kind == mpb.TICK_KIND_BOOK
+    snap = s.books[T1].snapshot(10)
+    assert snap.best_bid == D("0.6") and snap.best_ask == D("0.62")
+    assert [p for p, _ in snap.bids] == [D("0.6"), D("0.59"), D("0.58")]
+    assert [p for p, _ in snap.asks] == [D("0.62"), D("0.63"), D("0.64")]
+    assert s.books[T1].snapshot(1).bids == ((D("0.6"), D("30")),)
+    tick = s.price_tick(T1, touched.kind, 5)
+    assert (tick.best_bid, tick.best_ask, tick.mid, tick.last_trade_price, tick.tick_size) == (
+        "0.6", "0.62", "0.61", "0.61", "0.01")
+
+
+def test_v2_delta_removes_level_and_untracked_assets_are_ignored() -> None:
+    s = state(T1)
+    s.apply(msg("clob_book.json"), 1000)
+    touched = s.apply(msg("clob_price_change_v2.json"), 1001)
+    assert [t.asset_id for t in touched] == [T1]  # T2 is not followed
+    assert s.books[T1].best_bid == D("0.59") and touched[0].emit
+
+
+def test_v1_and_v0_deltas() -> None:
+    s = state(T1)
+    s.apply(msg("clob_book.json"), 1000)
+    s.apply(msg("clob_price_change_v1.json"), 1001)
+    book = s.books[T1]
+    assert book.best_bid == D("0.61") and book.best_ask == D("0.63")
+    s.apply(msg("clob_price_change_v0.json"), 1002)
+    assert book.asks[D("0.65")] == D("9")
+
+
+def test_depth_only_change_does_not_emit_a_tick() -> None:
+    s = state(T1)
+    s.apply(msg("clob_book.json"), 1000)
+    change = clob.PriceChangeMsg("", (clob.LevelChange(T1, "BUY", D("0.58"), D("1")),), 1)
+    [touched] = s.apply(change, 1001)
+    assert not touched.emit and s.books[T1].bids[D("0.58")] == D("1")
+
+
+def test_deltas_before_a_snapshot_use_the_venue_hints() -> None:
+    s = state(T1)
+    s.apply(msg("clob_price_change_v2.json"), 1000)
+    assert (s.books[T1].best_bid, s.books[T1].best_ask) == (D("0.59"), D("0.62"))
+    assert s.books[T1].snapshot(5).bids == ()
+    s.apply(clob.BestBidAskMsg(T1, "", None, D("0.7"), 1), 1001)
+    assert s.books[T1].best_ask == D("0.7")
+
+
+def test_tick_size_last_trade_resolution() -> None:
+    s = state(T1, T2)
+    s.apply(msg("clob_book.json"), 1000)
+    [t] = s.apply(msg("clob_tick_size_change.json"), 1001)
+    assert t.kind == mpb.TICK_KIND_TICK_SIZE_CHANGE and t.emit and s.books[T1].tick_size == D("0.001")
+    [t] = s.apply(msg("clob_last_trade_price.json"), 1002)
+    assert t.emit and s.books[T1].last_trade_price == D("0.62")
+    resolved = s.apply(msg("clob_market_resolved.json"), 1003)
+    assert [(r.asset_id, r.kind) for r in resolved] == [(T1, mpb.TICK_KIND_MARKET_RESOLVED),
+                                                         (T2, mpb.TICK_KIND_MARKET_RESOLVED)]
+    assert s.price_tick(T2, mpb.TICK_KIND_MARKET_RESOLVED, 0).winning_asset_id == T1
+
+
+def test_stale_once_then_fresh_again() -> None:
+    s = state(T1)
+    s.apply(msg("clob_book.json"), 1000)
+    assert s.mark_stale(1500, 1000) == []
+    [t] = s.mark_stale(2001, 1000)
+    assert t.kind == mpb.TICK_KIND_STALE and s.price_tick(T1, t.kind, 0).stale
+    assert s.mark_stale(9000, 1000) == []  # only once
+    [t] = s.apply(msg("clob_last_trade_price.json"), 9001)
+    assert t.emit and not s.books[T1].stale
+
+
+def test_reconnect_desyncs_until_the_next_snapshot() -> None:
+    s = state(T1)
+    s.apply(msg("clob_book.json"), 1000)
+    s.desync_all()
+    assert s.books[T1].snapshot(5).bids == ()
+    s.apply(msg("clob_book.json"), 1001)
+    assert s.books[T1].synced
+
+
+levels_st = st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]),
+                               st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=2),
+                               st.decimals(min_value=D(0), max_value=D(1000), places=2)), max_size=60)
+
+
+@given(levels_st)
+def test_property_snapshot_is_sorted_best_first_without_empty_levels(changes: list[tuple[str, D, D]]) -> None:
+    s = state(T1)
+    s.apply(clob.BookMsg(T1, "", (), (), None, None, 0), 0)
+    expected: dict[tuple[str, D], D] = {}
+    for side, price, size in changes:
+        s.apply(clob.PriceChangeMsg("", (clob.LevelChange(T1, side, price, size),), 1), 1)
+        if size == 0:
+            expected.pop((side, price), None)
+        else:
+            expected[(side, price)] = size
+    snap = s.books[T1].snapshot(1000)
+    assert [p for p, _ in snap.bids] == sorted((p for (sd, p) in expected if sd == "BUY"), reverse=True)
+    assert [p for p, _ in snap.asks] == sorted(p for (sd, p) in expected if sd == "SELL")
+    assert all(size > 0 for _, size in (*snap.bids, *snap.asks))

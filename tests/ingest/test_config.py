@@ -1,0 +1,41 @@
+"""Ingest settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.config import ConfigError
+from services.ingest.config import IngestSettings
+
+
+def test_defaults_are_the_venue_and_documented_intervals() -> None:
+    s = IngestSettings.from_env({})
+    assert s.rtds_url == "wss://ws-live-data.polymarket.com"
+    assert s.clob_ws_url == "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    assert (s.clob_api_url, s.data_api_url) == ("https://clob.polymarket.com", "https://data-api.polymarket.com")
+    assert (s.grpc_port, s.rtds_ping_interval_s, s.rtds_stall_s, s.clob_ping_interval_s, s.poll_interval_s) == (
+        50051, 5.0, 15.0, 10.0, 60.0)
+    assert s.record_dir == "" and s.poll_rate_per_s <= 20  # data-api /trades allows 200 req / 10 s
+
+
+def test_overrides() -> None:
+    s = IngestSettings.from_env({"TT_RTDS_URL": "ws://127.0.0.1:1/", "TT_INGEST_GRPC_PORT": "0",
+                                 "TT_INGEST_RTDS_STALL_S": "0.5", "TT_INGEST_RTDS_PING_INTERVAL_S": "0.1",
+                                 "TT_INGEST_POLL_ENDPOINT": "trades", "TT_RECORD_DIR": "/tmp/rec"})
+    assert (s.rtds_url, s.grpc_port, s.rtds_stall_s, s.poll_endpoint, s.record_dir) == (
+        "ws://127.0.0.1:1", 0, 0.5, "trades", "/tmp/rec")
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"TT_RTDS_URL": "http://x"}, "TT_RTDS_URL"),
+    ({"TT_DATA_API_URL": "ftp://x"}, "TT_DATA_API_URL"),
+    ({"TT_INGEST_RTDS_STALL_S": "0"}, "TT_INGEST_RTDS_STALL_S"),
+    ({"TT_INGEST_RTDS_STALL_S": "soon"}, "TT_INGEST_RTDS_STALL_S"),
+    ({"TT_INGEST_POLL_ENDPOINT": "positions"}, "TT_INGEST_POLL_ENDPOINT"),
+    ({"TT_INGEST_GRPC_PORT": "70000"}, "TT_INGEST_GRPC_PORT"),
+    ({"TT_INGEST_RTDS_PING_INTERVAL_S": "20"}, "TT_INGEST_RTDS_PING_INTERVAL_S"),
+    ({"TT_INGEST_CLOB_ENABLED": "maybe"}, "TT_INGEST_CLOB_ENABLED"),
+])
+def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        IngestSettings.from_env(env)

@@ -1,0 +1,3 @@
+"""stub"""
+def check_copy_flow(world, result, stats, walker):
+    pass

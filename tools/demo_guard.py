@@ -1,0 +1,3 @@
+"""stub"""
+def run(world, walker):
+    pass

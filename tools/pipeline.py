@@ -1,0 +1,212 @@
+"""Harness: the simulator in this process, the whole stack as supervised subprocesses wired to it.
+
+``Pipeline.start`` starts the simulated Polymarket (RTDS, CLOB ws + REST, data-api) and the Insiders
+API fake on a background loop (:mod:`tools.simthread`), then brings the stack up exactly as
+``make up`` does (:func:`tools.stack.up`: storage, migrations, Envoy config, the detached
+supervisor running control, ingest, router, executor, guard and Envoy) with ``TT_RTDS_URL``,
+``TT_CLOB_WS_URL``, ``TT_CLOB_API_URL``, ``TT_DATA_API_URL``, ``TT_INSIDERS_API_URL`` /
+``TT_INSIDERS_API_TOKEN`` pointing at the simulator and the stack's own simulator off. The demo
+and the end-to-end tests script the simulator through ``pipeline.sim`` and reach the stack through
+``pipeline.rest()`` (Envoy) and ``pipeline.channel(service)`` (gRPC).
+
+Processes can be killed (``kill``) and the supervisor restarts them; ``once_env`` arms variables for
+the next start of one program only (e.g. ``TT_GUARD_CRASH_AFTER``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from common.config import SERVICE_PORTS, grpc_port, load_tokens
+from common.embedded import free_port
+from tools import stack
+from tools.simthread import SimPorts, SimThread
+from tools.stack_logs import tail
+from tools.stack_storage import StackPaths
+from tools.supervisor import ONCE_DIR, read_state
+
+Printer = Callable[[str], None]
+
+# Faster loops than production defaults, so scripted scenarios finish in seconds. Each can be
+# overridden by the caller's environment.
+HARNESS_TUNING: dict[str, str] = {
+    "TT_INGEST_POLL_INTERVAL_S": "2",  # data-api safety net (60 s in production)
+    "TT_INGEST_POLL_GAP_FOLLOWUP_S": "2",
+    "TT_EXECUTOR_BREAKER_OPEN_S": "2",  # breaker stays open 60 s in production
+    "TT_EXECUTOR_SETTLE_INTERVAL_S": "0.2",
+    "TT_GUARD_PERF_INTERVAL_S": "0.5",  # performance rules every 5 s in production
+    "TT_GUARD_MARK_FLUSH_S": "0.5",
+    "TT_ROUTER_OUTBOX_INTERVAL_S": "0.5",
+    "TT_ROUTER_OUTBOX_MIN_AGE_S": "0.5",
+    "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
+    "TT_STACK_MIN_UPTIME_S": "1",
+    "TT_STACK_STOP_GRACE_S": "5",
+    "TT_STACK_READY_TIMEOUT_S": "120",
+}
+
+ISOLATED_PREFIXES = ("TT_",)
+ISOLATED_NAMES = ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN", "KEEP")
+
+
+class PipelineError(RuntimeError):
+    """The pipeline could not be started."""
+
+
+def isolated_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default the process environment) without any stack setting, for a self-contained stack."""
+    src = os.environ if base is None else base
+    return {k: v for k, v in src.items() if not k.startswith(ISOLATED_PREFIXES) and k not in ISOLATED_NAMES}
+
+
+def free_port_env() -> dict[str, str]:
+    """Free ports for Envoy and every service (tests: never the fixed defaults)."""
+    env = {f"TT_{name.upper()}_GRPC_PORT": str(free_port()) for name in SERVICE_PORTS}
+    env["TT_GATEWAY_PORT"] = str(free_port())
+    env["TT_GATEWAY_ADMIN_PORT"] = str(free_port())
+    return env
+
+
+@dataclass
+class Pipeline:
+    """A running simulator + stack (see the module docstring)."""
+
+    run_dir: Path
+    env: dict[str, str]
+    sim: SimThread
+    out: Printer = print
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, run_dir: Path, *, env: Mapping[str, str] | None = None, sim_ports: SimPorts = SimPorts(),
+              seed: int | None = 1, tuning: Mapping[str, str] | None = None, out: Printer = print) -> Pipeline:
+        """Start the simulator and the stack; raises PipelineError (with the laggard's log) on failure.
+
+        ``env`` is the stack's environment (storage URLs, ports, tokens; the process environment when
+        None); ``tuning`` overrides :data:`HARNESS_TUNING` defaults, and ``env`` overrides both.
+        """
+        base = dict(os.environ if env is None else env)
+        full: dict[str, str] = {**HARNESS_TUNING, **(tuning or {}), **base}
+        full["TT_RUN_DIR"] = str(run_dir.resolve())
+        full["TT_STACK_SIMULATOR"] = "0"  # this process is the simulator
+        full.pop("TT_STACK_SIM_INSIDERS", None)
+        token = full.get("TT_INSIDERS_API_TOKEN", "").strip() or "sim-" + os.urandom(12).hex()
+        sim = SimThread(seed=seed, ports=sim_ports, insiders_token=token).start()
+        full.update(sim.env())
+        pipeline = cls(run_dir.resolve(), full, sim, out)
+        try:
+            if stack.supervisor_alive(read_state(pipeline.paths.run)):
+                raise PipelineError(f"a stack is already up in {pipeline.paths.run} (make down first)")
+            if stack.up(full, out=out) != 0:
+                raise PipelineError("the stack did not come up (see the lines above)")
+        except BaseException:
+            pipeline.stop(quiet=True)
+            raise
+        return pipeline
+
+    def stop(self, *, quiet: bool = False, keep_stack: bool = False) -> None:
+        """Stop the stack (unless ``keep_stack``) and the simulator; safe to repeat."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        if not keep_stack:
+            stack.down(self.env, out=(lambda _t: None) if quiet else self.out)
+        self.sim.stop()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(quiet=True)
+
+    # -- reaching the stack ---------------------------------------------------------------------
+
+    @property
+    def paths(self) -> StackPaths:
+        """The run folder's layout."""
+        return StackPaths(self.run_dir)
+
+    @property
+    def token(self) -> str:
+        """The control API bearer token."""
+        return load_tokens(self.env)[0].value
+
+    @property
+    def gateway_url(self) -> str:
+        """Envoy's REST base URL."""
+        return f"http://127.0.0.1:{self.env.get('TT_GATEWAY_PORT') or 9110}"
+
+    def rest(self, timeout_s: float = 10.0) -> httpx.Client:
+        """An HTTP client on Envoy carrying the bearer token."""
+        return httpx.Client(base_url=self.gateway_url, timeout=timeout_s,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+    def grpc_target(self, service: str) -> str:
+        """``127.0.0.1:<port>`` of a service."""
+        return f"127.0.0.1:{grpc_port(self.env, service)}"
+
+    def channel(self, service: str) -> grpc.Channel:
+        """A (cached) blocking gRPC channel to a service."""
+        if service not in self._channels:
+            self._channels[service] = grpc.insecure_channel(self.grpc_target(service))
+        return self._channels[service]
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata carrying the bearer token (control's gRPC port checks it too)."""
+        return (("authorization", f"Bearer {self.token}"),)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def program(self, name: str) -> dict[str, Any]:
+        """The supervisor's record of one program (state, pid, restarts, ...)."""
+        state = read_state(self.paths.run) or {}
+        for prog in state.get("programs", []):
+            if prog["name"] == name:
+                return dict(prog)
+        raise KeyError(f"{name} is not supervised here")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` (kill -9 by default) to a running program; returns the pid it had."""
+        prog = self.program(name)
+        pid = int(prog.get("pid") or 0)
+        if prog["state"] != "running" or pid <= 0:
+            raise PipelineError(f"{name} is not running ({prog['state']})")
+        os.kill(pid, sig)
+        return pid
+
+    def wait_restarted(self, name: str, old_pid: int, timeout_s: float = 60.0) -> int:
+        """Wait until the supervisor runs ``name`` again under a new pid and it answers health checks."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            prog = self.program(name)
+            if prog["state"] == "errored":
+                raise PipelineError(f"{name} keeps crashing:\n{tail(self.paths.log(name))}")
+            pid = int(prog.get("pid") or 0)
+            if prog["state"] == "running" and pid not in (0, old_pid) and (
+                    name not in SERVICE_PORTS or stack._grpc_serving(grpc_port(self.env, name))):
+                return pid
+            time.sleep(0.05)
+        raise PipelineError(f"{name} did not come back within {timeout_s:.0f}s:\n{tail(self.paths.log(name))}")
+
+    def once_env(self, name: str, variables: Mapping[str, str]) -> None:
+        """Variables for the next start of ``name`` only (the supervisor consumes the file)."""
+        folder = self.paths.run / ONCE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(dict(variables)))
+        os.replace(tmp, folder / f"{name}.json")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        """The last lines of one program's log."""
+        return tail(self.paths.log(name), lines)
