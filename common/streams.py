@@ -191,6 +191,7 @@ class ResumableConsumer(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any upstream failure means reconnect
+                _raise_if_cancelling(exc)
                 self.stats.connected = False
                 self.stats.reconnects += 1
                 delay = self.backoff.delay(attempt, self.rng.random())
@@ -205,6 +206,7 @@ class ResumableConsumer(Generic[T]):
                 saved = await self.cursors.get(self.name)
                 return saved if saved is not None else self.start
             except Exception as exc:  # noqa: BLE001 - Redis may be briefly unavailable
+                _raise_if_cancelling(exc)
                 log.warning("cursor read failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(0.5)
 
@@ -215,7 +217,8 @@ class ResumableConsumer(Generic[T]):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+                _raise_if_cancelling(exc)
                 self.stats.handler_errors += 1
                 log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,
                                                        "attempt": attempt + 1})
@@ -235,9 +238,17 @@ class ResumableConsumer(Generic[T]):
                 await self.cursors.set(self.name, cursor)
                 return
             except Exception as exc:  # noqa: BLE001 - must not advance without saving
+                _raise_if_cancelling(exc)
                 log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
         raise RuntimeError(f"consumer {self.name}: cannot save cursor")
+
+
+def _raise_if_cancelling(exc: BaseException) -> None:
+    """Re-raise a cancellation that a client library turned into another exception (redis-py does)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 class DeadLetters:
