@@ -217,7 +217,7 @@ class ResumableConsumer(Generic[T]):
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+            except Exception as exc:
                 _raise_if_cancelling(exc)
                 self.stats.handler_errors += 1
                 log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,

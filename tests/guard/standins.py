@@ -25,6 +25,7 @@ from common.grpcserver import GrpcServer, start_server
 from common.ids import new_id
 from common.marketstate import MarketInfo, write_market
 from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log
+from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as ctl
 from tradingtools.control.v1 import control_pb2_grpc as ctlgrpc
@@ -328,6 +329,4 @@ def ids_of(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 async def wait_connected(ingest: IngestStandIn) -> None:
     """Until a tick stream is open."""
-    from tests.helpers import eventually
-
     await eventually(lambda: ingest.connected > 0)

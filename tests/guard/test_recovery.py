@@ -24,6 +24,7 @@ from tests.guard.standins import (
     insert_trigger,
     set_position,
     trigger_row,
+    wait_connected,
 )
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -85,8 +86,6 @@ async def test_a_sell_waits_for_the_one_in_flight_instead_of_giving_up(
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.3", fraction="1")
     standins.executor.auto_fill = False
     running = await make_guard()
-    from tests.guard.standins import wait_connected
-
     await wait_connected(standins.ingest)
     await standins.ingest.tick(bid="0.65", ask="0.7")
     await eventually(lambda: len(standins.executor.sells) == 1)  # TP: all 10 shares, not filled yet

@@ -119,8 +119,12 @@ async def test_rest_triggers_and_perf_actions_through_the_real_control(
         rows = await (await conn.execute("SELECT action, token_id FROM perf_actions WHERE subscription_id = %s",
                                          (sub.id,))).fetchall()
         assert [r["action"] for r in rows] == ["PAUSE"]
-        decision = await (await conn.execute("SELECT applied, pnl_usd FROM guard_perf_decisions")).fetchone()
-        assert decision is not None and decision["applied"] is True and decision["pnl_usd"] == Decimal(-200)
+        async def settled() -> dict[str, Any] | None:  # guard records control's answer after it returns
+            row = await (await conn.execute("SELECT applied, pnl_usd FROM guard_perf_decisions")).fetchone()
+            return dict(row) if row is not None and row["applied"] is not None else None
+
+        decision = await eventually(settled)
+        assert decision["applied"] is True and decision["pnl_usd"] == Decimal(-200)
     finally:
         await channel.close()
         await conn.close()
