@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,12 +13,27 @@ from psycopg_pool import AsyncConnectionPool
 
 Conn = AsyncConnection[DictRow]
 
+# A connection returned to the pool this recently is trusted without a round trip; an idle one is
+# checked, so a restarted PostgreSQL still heals at once without taxing every request under load.
+TRUST_RECENT_S = 1.0
+_returned_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+
+async def _stamp_return(conn: Conn) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn: Conn) -> None:
+    returned = _returned_at.get(conn)
+    if returned is None or time.monotonic() - returned > TRUST_RECENT_S:
+        await AsyncConnectionPool.check_connection(conn)
+
 
 async def create_pool(url: str, *, max_size: int, acquire_timeout_s: float,
                       statement_timeout_s: float) -> AsyncConnectionPool[Conn]:
-    """An open pool that checks each connection on checkout, so a restarted PostgreSQL heals at once.
+    """An open pool that checks idle connections on checkout, so a restarted PostgreSQL heals at once.
 
-    Unlike ``common.storage.create_pool`` it validates connections (one empty round trip), bounds
+    Unlike ``common.storage.create_pool`` it validates idle connections (one empty round trip), bounds
     statement and lock waits, so an outage surfaces as UNAVAILABLE instead of a hang, and runs in
     autocommit: single reads cost no BEGIN/COMMIT; writes use explicit transactions.
     """
@@ -28,7 +45,8 @@ async def create_pool(url: str, *, max_size: int, acquire_timeout_s: float,
         timeout=acquire_timeout_s,
         kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, int(acquire_timeout_s)),
                 "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"},
-        check=AsyncConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_stamp_return,
         open=False,
         reconnect_timeout=0,
         name="control",
