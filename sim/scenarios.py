@@ -7,12 +7,15 @@ them to a running :class:`~sim.polymarket.PolymarketSim` and must run on the sim
 another thread: ``SimThread.run(...)``).
 
 The session, for three leaders (``sports``, ``politics``, ``crypto``) and a few unfollowed wallets:
+- opening: a $5 trade of each leader in each of its markets, below every follower's minimum
+  leader trade (skipped), which puts those markets on ingest's book feed;
 - entries: ordinary BUYs on several markets, two same-transaction multi-fills (one with two
   identical fills: distinct leader trades by occurrence), a BUY on a thin book (a depth skip),
   BUYs that filters reject (price above a maximum, a denied market series, too small a trade);
 - exits: the sports leader sells half of its position in one market, then the rest (mirrored as
   proportional SELLs), and the crypto leader sells something its follower never bought;
-- burst: BUYs sent while the Insiders API answers 5xx (retries, the breaker opening and closing).
+- retry / storm / recovered: BUYs while the Insiders API answers 503 twice (retried), then eight
+  times (the executor's circuit breaker opens), then after the breaker's open period (it closes).
 """
 
 from __future__ import annotations
@@ -93,6 +96,12 @@ class Phase:
     title: str
     fills: list[LeaderFill] = field(default_factory=list)
     insiders_5xx: int = 0  # POSTs answered 503 from the start of the phase
+    after_breaker: bool = False  # start once an open circuit breaker may probe again
+    wait_books: bool = False  # end once ingest has every market's book
+
+
+OPENING = {"sports": ("nba", "ucl", "g-tp", "g-trail", "g-sl", "thin"), "politics": ("senate", "fed"),
+           "crypto": ("fed", "btc5m", "longshot", "snow")}
 
 
 def _price(rng: random.Random, mid: str, spread_ticks: int = 3) -> Decimal:
@@ -103,6 +112,12 @@ def demo_session(seed: int = 7) -> list[Phase]:
     """The demo session (about a hundred leader fills), deterministic for a seed."""
     rng = random.Random(seed)
     tx = lambda: random_hex(32, rng)  # noqa: E731 - a tiny local factory
+    opening = Phase("opening", "opening trades, below every follower's minimum: skipped, and their markets join "
+                               "ingest's book feed", wait_books=True)
+    mids = {m.key: Decimal(m.mid) for m in demo_markets()}
+    for leader, keys in OPENING.items():
+        for key in keys:
+            opening.fills.append(LeaderFill(leader, key, "BUY", mids[key], Decimal(5), tx(), "opening trade"))
     entries = Phase("entries", "entries: BUYs, multi-fills, a thin book, filtered trades")
     f = entries.fills
     # ordinary BUYs of the three leaders, interleaved as they would arrive
@@ -141,7 +156,8 @@ def demo_session(seed: int = 7) -> list[Phase]:
     f.append(LeaderFill("noise", "nba", "BUY", Decimal("0.55"), Decimal(500), tx(), "unfollowed wallet"))
 
     exits = Phase("exits", "exits: the sports leader halves, then closes, its NBA position")
-    held = sum((x.size for x in f if x.leader == "sports" and x.market == "nba" and x.side == "BUY"), Decimal(0))
+    held = sum((x.size for x in [*opening.fills, *f] if x.leader == "sports" and x.market == "nba"
+                and x.side == "BUY"), Decimal(0))
     half = (held / 2).quantize(Decimal(1))
     exits.fills += [
         LeaderFill("sports", "nba", "SELL", Decimal("0.58"), half, tx(), f"leader sells {half} of {held} (half)"),
@@ -154,11 +170,17 @@ def demo_session(seed: int = 7) -> list[Phase]:
                                   f"leader sells its last {held - half} (closing)"))
     close.fills.append(LeaderFill("politics", "fed", "BUY", Decimal("0.31"), Decimal(200), tx()))
 
-    burst = Phase("burst", "Insiders API 5xx burst: retries, the breaker opens, then recovers", insiders_5xx=6)
-    for i in range(4):
-        burst.fills.append(LeaderFill("sports", "ucl", "BUY", Decimal("0.62"), Decimal(100 + 10 * i), tx()))
-    burst.fills.append(LeaderFill("politics", "senate", "BUY", Decimal("0.42"), Decimal(150), tx()))
-    return [entries, exits, close, burst]
+    retry = Phase("retry", "Insiders API blip: two POSTs answered 503, retried with the same Idempotency-Key",
+                  insiders_5xx=2)
+    retry.fills.append(LeaderFill("sports", "ucl", "BUY", Decimal("0.62"), Decimal(100), tx()))
+    storm = Phase("storm", "Insiders API 5xx storm: the circuit breaker opens", insiders_5xx=8)
+    for i in range(2):
+        storm.fills.append(LeaderFill("sports", "ucl", "BUY", Decimal("0.62"), Decimal(110 + 10 * i), tx()))
+    storm.fills.append(LeaderFill("politics", "senate", "BUY", Decimal("0.42"), Decimal(150), tx()))
+    recovered = Phase("recovered", "after the breaker's open period: the half-open probe closes it",
+                      after_breaker=True)
+    recovered.fills.append(LeaderFill("sports", "ucl", "BUY", Decimal("0.62"), Decimal(140), tx()))
+    return [opening, entries, exits, close, retry, storm, recovered]
 
 
 def publish_fill(sim: PolymarketSim, markets: dict[str, SimMarket], wallets: dict[str, str],

@@ -109,7 +109,8 @@ def _walk(environ: Mapping[str, str], say: Printer) -> int:
 
 
 def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
-    from tools import demo_copy, demo_guard
+    from tools import demo_copy, demo_guard, demo_report
+    from tools.demo_checks import check_copy_flow
     from tools.pipeline import Pipeline, PipelineError
 
     started = time.monotonic()
@@ -132,11 +133,12 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
             section(say, "   Replayed session: leader trade → follower order → fill (copy latency)")
             result = demo_copy.run_session(world, say)
             section(say, "   Summary")
-            stats = demo_copy.summary(world, result, say)
-            demo_copy_checks(world, result, stats, walker)
+            stats = demo_report.summary(world, result, say)
+            check_copy_flow(world, result, stats, walker)
             section(say, "3. Guard: exits on a simulated price path, a loss-stop")
-            demo_guard.run(world, walker)
+            demo_guard.run(world, result, walker)
             if not keep:
+                section(say, "   Cleanup: the demo's subscriptions stopped (KEEP=1 leaves them)")
                 for sub_id in world.subs.values():
                     walker.call("DELETE", f"/subscriptions/{sub_id}", 200, body_line=False)
         say(f"\nDemo passed in {time.monotonic() - started:.0f}s: {walker.calls} REST calls answered as the "
@@ -147,7 +149,7 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
     finally:
         if world is not None:
             world.stop()
-        if keep and code == 0:
+        if keep:  # up for inspection, also after a failure
             pipeline.stop(keep_stack=True)
             stack.attach_simulator(pipeline.env, out=say)
             usage_hint(pipeline.env, say)
@@ -155,13 +157,6 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
             say("\nStopping the stack (KEEP=1 leaves it up)…")
             pipeline.stop()
     return code
-
-
-def demo_copy_checks(world: object, result: object, stats: object, walker: Walker) -> None:
-    """The copy flow's checks (printed)."""
-    from tools.demo_checks import check_copy_flow
-
-    check_copy_flow(world, result, stats, walker)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -17,16 +17,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any
 
-import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 import redis
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.config import StorageSettings
+from common.marketstate import book_key
 from sim.polymarket import SimMarket
 from sim.scenarios import LeaderFill, Phase, demo_markets, demo_session, install_markets, play_phase
+from tools.demo_report import SessionResult, copy_lines
 from tools.demo_rest import DemoFailure, Walker, random_address
 from tools.demo_streams import StreamTap, order_tap, routed_tap, terminal_events
 from tools.pipeline import Pipeline
@@ -35,7 +36,6 @@ from tradingtools.control.v1 import control_pb2_grpc as cgrpc
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 Printer = Callable[[str], None]
-CENT = Decimal("0.01")
 LIVE, PAPER = "EXECUTION_MODE_LIVE", "EXECUTION_MODE_PAPER"
 LEADER_NAMES = {"sports": "sports whale", "politics": "politics pro", "crypto": "crypto degen"}
 
@@ -66,16 +66,18 @@ class FollowerSpec:
 
 FOLLOWERS = (
     FollowerSpec("ava", "sports", LIVE, {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "25"},
-                 {"minPrice": "0.05", "maxPrice": "0.95", "copySells": True}),
+                 {"minPrice": "0.05", "maxPrice": "0.95", "minLeaderTradeUsd": "10", "copySells": True}),
     FollowerSpec("ben", "sports", LIVE, {"mode": "SIZING_MODE_PROPORTIONAL", "ratio": "0.2", "minOrderUsd": "1",
-                                         "maxOrderUsd": "100"}, {"copySells": True, "maxSlippageBps": 300}),
+                                         "maxOrderUsd": "100"},
+                 {"minLeaderTradeUsd": "10", "copySells": True, "maxSlippageBps": 300}),
     FollowerSpec("cleo", "politics", LIVE, {"mode": "SIZING_MODE_PERCENT_OF_BALANCE", "percentOfBalance": "2"},
-                 {"copySells": True}, funding_usd="2500"),
+                 {"minLeaderTradeUsd": "10", "copySells": True}, funding_usd="2500"),
     FollowerSpec("dan", "crypto", LIVE, {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "10"},
                  {"minPrice": "0.1", "maxPrice": "0.9", "minLeaderTradeUsd": "20",
                   "marketDenylist": ["btc-updown-5m"], "copySells": True}),
     FollowerSpec("eve", "politics", PAPER, {"mode": "SIZING_MODE_PROPORTIONAL", "ratio": "0.25",
-                                            "maxOrderUsd": "40"}, {"copySells": True}, perf={"lossStopUsd": "25"}),
+                                            "maxOrderUsd": "40"}, {"minLeaderTradeUsd": "10", "copySells": True},
+                 perf={"lossStopUsd": "25"}),
 )
 
 
@@ -186,33 +188,72 @@ def _routed_key(r: epb.RoutedTrade) -> tuple[str, str, str, Decimal, Decimal]:
 def start_taps(world: World) -> None:
     """Read the router's and the executor's streams (from the oldest event; only this run's)."""
     p = world.pipeline
-    followed = {world.leaders[k] for k in LEADER_NAMES}
+    ours = set(world.leaders.values())  # the unfollowed "noise" wallet too: it must never be routed
     subs = set(world.subs.values())
-    world.routed = routed_tap(p.channel("router"), keep=lambda r: r.trade.wallet.lower() in followed).start()
+    world.routed = routed_tap(p.channel("router"), keep=lambda r: r.trade.wallet.lower() in ours).start()
     world.orders = order_tap(p.channel("executor"), keep=lambda e: e.subscription_id in subs).start()
 
 
+BREAKER_KEY = "tt:breaker:insiders"
+
+
+def _redis(world: World) -> redis.Redis:
+    return redis.Redis.from_url(StorageSettings.from_env(world.pipeline.env).redis_url.value, decode_responses=True)
+
+
 def watch_breaker(world: World, stop: threading.Event) -> threading.Thread:
-    """Record the Insiders breaker's state changes (mirrored by the executor in Redis)."""
-    client = redis.Redis.from_url(StorageSettings.from_env(world.pipeline.env).redis_url.value, decode_responses=True)
+    """Record the Insiders breaker's state changes (the executor mirrors them in Redis)."""
+    client = _redis(world)
 
     def run() -> None:
-        last = ""
+        last = world.breaker_states[-1] if world.breaker_states else "CLOSED"
         try:
             while not stop.is_set():
-                h = client.hgetall("tt:breaker:INSIDERS")
-                state = f"{h.get('state', 'CLOSED')}" + (f" ({h.get('failures')} failures)" if h.get("state") == "OPEN"
-                                                          else "")
-                if h and state != last:
+                h: dict[str, str] = client.hgetall(BREAKER_KEY)  # type: ignore[assignment]
+                state = h.get("state", "CLOSED")
+                if state == "OPEN":
+                    state += f" after {h.get('failures')} failures"
+                if state != last:
                     world.breaker_states.append(state)
                     last = state
-                stop.wait(0.02)
+                stop.wait(0.01)
         finally:
             client.close()
 
     thread = threading.Thread(target=run, name="breaker-watch", daemon=True)
     thread.start()
     return thread
+
+
+def wait_breaker_may_probe(world: World, timeout_s: float = 90.0) -> float:
+    """Wait until an open breaker's open period has passed (the next call probes); returns the seconds waited."""
+    open_s = float(world.pipeline.env.get("TT_EXECUTOR_BREAKER_OPEN_S") or 60)
+    client = _redis(world)
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < timeout_s:
+            h = client.hgetall(BREAKER_KEY)
+            if h.get("state") != "OPEN" or time.time() * 1000 >= int(h.get("opened_at_ms") or 0) + open_s * 1000:
+                return time.monotonic() - began
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise DemoFailure(f"the breaker stayed OPEN for {timeout_s:g}s")
+
+
+def wait_books(world: World, timeout_s: float = 20.0) -> int:
+    """Wait until ingest has published every demo market's book to Redis; returns how many."""
+    client = _redis(world)
+    keys = [book_key(m.tokens[0]) for m in world.markets.values()]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while client.exists(*keys) < len(keys):
+            if time.monotonic() > deadline:
+                raise DemoFailure(f"ingest has {client.exists(*keys)} of {len(keys)} books after {timeout_s:g}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+    return len(keys)
 
 
 def routed_for(world: World, fills: list[LeaderFill], timeout_s: float) -> list[epb.RoutedTrade]:
@@ -254,152 +295,48 @@ def run_session(world: World, out: Printer) -> SessionResult:
     start_taps(world)
     wait_followed(p, [world.leaders[k] for k in LEADER_NAMES])
     result = SessionResult()
+    phases = demo_session()
+    fills = [f for ph in phases for f in ph.fills]
+    followed = sum(1 for f in fills if f.leader in LEADER_NAMES)
+    out(f"  {len(fills)} leader fills ({followed} of the three leaders, {len(fills) - followed} of an unfollowed "
+        "wallet), each published on RTDS and on the data-api like the venue does. A line per copy:")
+    out("  time since the first fill, leader, leader fill, market → follower, copy order → outcome at the venue, "
+        "copy latency (frame received by ingest → order POST sent)")
     world.t0_ns = time.time_ns()
-    for phase in demo_session():
-        out(f"\n  ▸ {phase.title}")
-        stop_watch = threading.Event()
-        watcher = watch_breaker(world, stop_watch) if phase.insiders_5xx else None
-        if phase.insiders_5xx:
+    stop_watch = threading.Event()
+    watcher = watch_breaker(world, stop_watch)
+    try:
+        for phase in phases:
+            out(f"\n  ▸ {phase.title}")
+            if phase.after_breaker:
+                waited = wait_breaker_may_probe(world)
+                out(f"    (waited {waited:.1f}s: TT_EXECUTOR_BREAKER_OPEN_S="
+                    f"{p.env.get('TT_EXECUTOR_BREAKER_OPEN_S', '60')} in this demo, 60 by default)")
             p.sim.call(_arm_5xx, p.sim.insiders, phase.insiders_5xx)
-            out(f"    !! the Insiders API answers 503 to the next {phase.insiders_5xx} POSTs")
-        played = p.sim.run(play_phase(p.sim.sim, world.markets, world.leaders, phase))
-        world.played += [(phase, f, t) for f, t in played]
-        routed = routed_for(world, phase.fills, 30.0)
-        terminal = terminal_for(world, routed, 45.0)
-        if watcher is not None:
-            stop_watch.set()
-            watcher.join(2.0)
-        result.add(phase, routed, terminal)
-        for line in copy_lines(world, routed, terminal):
-            out(line)
-        if phase.insiders_5xx:
-            out(f"    breaker INSIDERS: {' → '.join(['CLOSED', *world.breaker_states]) or 'CLOSED'}")
+            if phase.insiders_5xx:
+                out(f"    !! the Insiders API answers 503 to the next {phase.insiders_5xx} POSTs")
+            seen_states = len(world.breaker_states)
+            played = p.sim.run(play_phase(p.sim.sim, world.markets, world.leaders, phase))
+            world.played += [(phase, f, t) for f, t in played]
+            routed = routed_for(world, phase.fills, 30.0)
+            terminal = terminal_for(world, routed, 45.0)
+            result.add(phase, routed, terminal)
+            if phase.wait_books:
+                reasons = Counter(s.reason for r in routed for s in r.skips)
+                out(f"    {len(routed)} trades → {sum(len(r.orders) for r in routed)} copies, {sum(reasons.values())} "
+                    f"skips ({', '.join(f'{k} {v}' for k, v in reasons.items())}); "
+                    f"books on ingest's feed: {wait_books(world)} markets")
+            else:
+                for line in copy_lines(world, routed, terminal):
+                    out(line)
+            if len(world.breaker_states) > seen_states:
+                out(f"    circuit breaker (tt:breaker:insiders): {' → '.join(world.breaker_states[seen_states:])}")
+    finally:
+        stop_watch.set()
+        watcher.join(2.0)
     return result
 
 
 def _arm_5xx(insiders: Any, n: int) -> None:
     insiders.faults.fail_posts = n
     insiders.faults.fail_status = 503
-
-
-# -- lines and summary ------------------------------------------------------------------------
-
-
-@dataclass
-class SessionResult:
-    """Decisions and outcomes of the whole session."""
-
-    routed: list[epb.RoutedTrade] = field(default_factory=list)
-    terminal: dict[str, epb.OrderEvent] = field(default_factory=dict)
-    by_phase: dict[str, list[epb.RoutedTrade]] = field(default_factory=dict)
-
-    def add(self, phase: Phase, routed: list[epb.RoutedTrade], terminal: dict[str, epb.OrderEvent]) -> None:
-        self.routed += routed
-        self.terminal.update(terminal)
-        self.by_phase[phase.name] = routed
-
-    def orders(self) -> list[tuple[epb.RoutedTrade, epb.Order]]:
-        return [(r, o) for r in self.routed for o in r.orders]
-
-
-def _d(text: str) -> str:
-    return format(Decimal(text or "0").normalize(), "f")
-
-
-def _money(text: str) -> str:
-    return f"${Decimal(text or '0').quantize(CENT)}"
-
-
-def copy_lines(world: World, routed: list[epb.RoutedTrade], terminal: dict[str, epb.OrderEvent]) -> list[str]:
-    """One line per copy (or skip) of each routed leader trade."""
-    lines: list[str] = []
-    slugs, names = world.slug_by_asset, world.sub_key
-    posts = world.pipeline.sim.call(lambda: Counter(
-        (r.client_order_id, r.outcome) for r in world.pipeline.sim.insiders.posts))
-    for r in routed:
-        t = r.trade
-        side = "BUY " if t.side == 1 else "SELL"
-        at = (t.received_time_ns - world.t0_ns) / 1e9
-        head = (f"    {at:6.2f}s {world.leader_key(t.wallet):<8} {side} {_d(t.size):>5}@{_d(t.price):<4} "
-                f"{slugs.get(t.asset_id, t.asset_id[:10])[:22]:<22}")
-        for o in r.orders:
-            who = names.get(o.subscription_id, "?").capitalize()
-            what = f"BUY {_money(o.amount_usd)}" if o.side == 1 else f"SELL {_d(o.size)} sh"
-            e = terminal.get(o.client_order_id)
-            lines.append(f"{head} → {who:<4} {what:<13} → {_outcome(e, posts, o)}")
-        for s in r.skips:
-            who = names.get(s.subscription_id, "?").capitalize()
-            lines.append(f"{head} → {who:<4} skipped {s.reason}: {s.detail[:70]}")
-    return lines
-
-
-def _outcome(e: epb.OrderEvent | None, posts: Counter[tuple[str, str]], o: epb.Order) -> str:
-    if e is None:
-        return "NO TERMINAL EVENT"
-    kind = epb.OrderEventType.Name(e.type).removeprefix("ORDER_EVENT_TYPE_")
-    venue = "paper" if o.mode == 2 else "insiders"
-    faults = posts[(o.client_order_id, "fault")]
-    retry = f", after {faults} × 503" if faults else ""
-    latency = f"  {Decimal(e.copy_latency_ms).quantize(Decimal('0.1'))} ms" if e.copy_latency_ms else ""
-    if e.type == epb.ORDER_EVENT_TYPE_FILLED:
-        return f"{kind} {_d(e.filled_size)}@{_d(e.avg_price)} {venue}{retry}{latency}"
-    return f"{kind} {e.reason}{retry}: {e.detail[:60]}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (0 when empty)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def summary(world: World, result: SessionResult, out: Printer) -> dict[str, Any]:
-    """The summary table, skips by reason (PostgreSQL ``copy_skips``) and latency percentiles."""
-    names = world.sub_key
-    rows: dict[str, Counter[str]] = {k: Counter() for k in world.subs}
-    spent: dict[str, Decimal] = defaultdict(Decimal)
-    for _r, o in result.orders():
-        key = names[o.subscription_id]
-        e = result.terminal[o.client_order_id]
-        rows[key]["copies"] += 1
-        rows[key]["filled" if e.type == epb.ORDER_EVENT_TYPE_FILLED else "not filled"] += 1
-        if e.type == epb.ORDER_EVENT_TYPE_FILLED:
-            notional = Decimal(e.filled_size or "0") * Decimal(e.avg_price or "0")
-            spent[key] += notional if o.side == 1 else -notional
-    for r in result.routed:
-        for s in r.skips:
-            rows[names[s.subscription_id]]["skipped"] += 1
-    out("\n  follower  leader    mode   sizing                          copies  filled  not filled  skipped  net USD")
-    for key, c in rows.items():
-        f = world.followers[key]
-        out(f"  {f.name:<9} {f.leader:<9} {f.mode.removeprefix('EXECUTION_MODE_'):<6} {f.describe()[5:]:<31} "
-            f"{c['copies']:>6}  {c['filled']:>6}  {c['not filled']:>10}  {c['skipped']:>7}  "
-            f"{spent[key].quantize(CENT):>7}")
-    stored = skips_in_postgres(world)
-    streamed = Counter(s.reason for r in result.routed for s in r.skips)
-    rejected = Counter(e.reason for e in result.terminal.values() if e.type != epb.ORDER_EVENT_TYPE_FILLED)
-    out("  skips by reason (PostgreSQL copy_skips): "
-        + ", ".join(f"{k} {v}" for k, v in sorted(stored.items(), key=lambda kv: -kv[1])))
-    out("  not filled by the executor: " + (", ".join(f"{k} {v}" for k, v in rejected.items()) or "none"))
-    latencies = [float(e.copy_latency_ms) for e in result.terminal.values()
-                 if e.type == epb.ORDER_EVENT_TYPE_FILLED and e.copy_latency_ms]
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    out(f"  copy latency, leader frame received by ingest → order POST sent: p50 {p50:.1f} ms, "
-        f"p99 {p99:.1f} ms, max {max(latencies, default=0):.1f} ms (n={len(latencies)})")
-    return {"stored_skips": stored, "streamed_skips": streamed, "rejected": rejected, "latencies": latencies}
-
-
-def skips_in_postgres(world: World) -> Counter[str]:
-    """Skip reasons recorded in ``copy_skips`` for this run's subscriptions."""
-    url = StorageSettings.from_env(world.pipeline.env).database_url.value
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT reason, count(*) FROM copy_skips WHERE subscription_id = ANY(%s) GROUP BY reason",
-                            (list(world.subs.values()),)).fetchall()
-    return Counter({reason: int(n) for reason, n in rows})
-
-
-def floor_cents(value: Decimal) -> Decimal:
-    """Round down to the cent."""
-    return value.quantize(CENT, rounding=ROUND_DOWN)

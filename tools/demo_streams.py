@@ -96,7 +96,8 @@ class StreamTap(Generic[T]):
             return list(self._items)
 
 
-def routed_tap(channel: grpc.Channel, keep: Callable[[epb.RoutedTrade], bool], **kw: Any) -> StreamTap[epb.RoutedTrade]:
+def routed_tap(channel: grpc.Channel, keep: Callable[[epb.RoutedTrade], bool],
+               **kw: Any) -> StreamTap[epb.RoutedTrade]:
     """The router's decisions (one RoutedTrade per leader trade)."""
     stub = egrpc.RouterServiceStub(channel)
     return StreamTap("routed", lambda c: stub.StreamRoutedTrades(
@@ -110,7 +111,8 @@ def order_tap(channel: grpc.Channel, keep: Callable[[epb.OrderEvent], bool], **k
         epb.StreamOrderEventsRequest(after_cursor=c, consumer="tap")), lambda r: (r.cursor, r.event), keep=keep, **kw)
 
 
-def trigger_tap(channel: grpc.Channel, keep: Callable[[gpb.TriggerEvent], bool], **kw: Any) -> StreamTap[gpb.TriggerEvent]:
+def trigger_tap(channel: grpc.Channel, keep: Callable[[gpb.TriggerEvent], bool],
+                **kw: Any) -> StreamTap[gpb.TriggerEvent]:
     """Guard's trigger events."""
     stub = ggrpc.GuardServiceStub(channel)
     return StreamTap("triggers", lambda c: stub.StreamTriggerEvents(

@@ -54,6 +54,7 @@ HARNESS_TUNING: dict[str, str] = {
     "TT_STACK_READY_TIMEOUT_S": "120",
 }
 
+FREE_PORTS = SimPorts()
 ISOLATED_PREFIXES = ("TT_",)
 ISOLATED_NAMES = ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN", "KEEP")
 
@@ -89,7 +90,7 @@ class Pipeline:
     # -- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, run_dir: Path, *, env: Mapping[str, str] | None = None, sim_ports: SimPorts = SimPorts(),
+    def start(cls, run_dir: Path, *, env: Mapping[str, str] | None = None, sim_ports: SimPorts = FREE_PORTS,
               seed: int | None = 1, tuning: Mapping[str, str] | None = None, out: Printer = print) -> Pipeline:
         """Start the simulator and the stack; raises PipelineError (with the laggard's log) on failure.
 

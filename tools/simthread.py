@@ -36,14 +36,14 @@ class SimPorts:
 class SimThread:
     """A started :class:`PolymarketSim` plus :class:`InsidersFake` on one loop in a background thread."""
 
-    def __init__(self, *, seed: int | None = 1, host: str = "127.0.0.1", ports: SimPorts = SimPorts(),
+    def __init__(self, *, seed: int | None = 1, host: str = "127.0.0.1", ports: SimPorts | None = None,
                  insiders_token: str = "insiders-sim-token", settle_s: float = 0.05) -> None:
         self.host = host
-        self.ports = ports
+        self.ports = ports or SimPorts()
         self.insiders_token = insiders_token
         self.sim = PolymarketSim(seed=seed)
         self.sim.data.strict_user_agent = True
-        self.insiders = InsidersFake(self.sim.books, token=insiders_token, host=host, port=ports.insiders,
+        self.insiders = InsidersFake(self.sim.books, token=insiders_token, host=host, port=self.ports.insiders,
                                      settle_s=settle_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -33,6 +33,7 @@ from common.config import (
     run_dir,
 )
 from tools import envoy_config
+from tools.procs import terminate
 from tools.stack_logs import follow_logs, tail
 from tools.stack_storage import StackPaths, ensure_storage, ensure_token, stop_storage
 from tools.supervisor import (
@@ -43,7 +44,6 @@ from tools.supervisor import (
     programs_to_json,
     read_state,
     supervisor_alive,
-    terminate,
 )
 
 SERVICE_ORDER = ("control", "ingest", "router", "executor", "guard")

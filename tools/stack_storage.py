@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tools.supervisor import is_alive, proc_starttime, terminate
+from tools.procs import is_alive, proc_starttime, terminate
 
 Printer = Callable[[str], None]
 T = TypeVar("T")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.config import env_float_seconds, env_int
+from tools.procs import is_alive, proc_starttime
 
 log = logging.getLogger("tools.supervisor")
 
@@ -87,43 +88,6 @@ def after_exit(policy: RestartPolicy, fast_crashes: int, uptime_s: float) -> Dec
         return Decision(give_up=True, delay_s=0.0, fast_crashes=streak)
     delay = min(policy.base_backoff_s * (2 ** streak), policy.max_backoff_s)
     return Decision(give_up=False, delay_s=delay, fast_crashes=streak)
-
-
-def proc_starttime(pid: int) -> int | None:
-    """The kernel start time of ``pid`` (clock ticks since boot), None when it does not exist.
-
-    Together with the pid it names one process, so a recycled pid is never mistaken for ours.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields and fields[0] == "Z":  # a zombie has exited already
-        return None
-    return int(fields[19])
-
-
-def is_alive(pid: int, starttime: int | None) -> bool:
-    """Whether the process ``pid`` that started at ``starttime`` still runs."""
-    return pid > 0 and starttime is not None and proc_starttime(pid) == starttime
-
-
-def terminate(pid: int, starttime: int | None, grace_s: float) -> bool:
-    """SIGTERM one verified process, SIGKILL after ``grace_s``; whether it was running."""
-    if not is_alive(pid, starttime):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and is_alive(pid, starttime):
-        time.sleep(0.05)
-    if is_alive(pid, starttime):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return True
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""One whole stack for the end-to-end module: the simulator in-process, every service a real subprocess.
+
+``pipeline`` starts :class:`tools.pipeline.Pipeline` once per module: its own migrated PostgreSQL
+database (from the session template), its own Redis database number, free ports for Envoy and every
+service, the supervisor restarting what a test kills. Tests use fresh leader and follower addresses
+so they never see each other's orders.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+
+from tests.helpers import database_url
+from tools.pipeline import Pipeline, free_port_env, isolated_env
+
+E2E_REDIS_DB = 11
+
+
+def redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="module")
+def e2e_db(pg_server_url: str, pg_template: str) -> Iterator[str]:
+    """A migrated database for the module's stack."""
+    name = f"tt_e2e_{os.getpid()}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        yield database_url(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def pipeline(e2e_db: str, redis_server_url: str) -> Iterator[Pipeline]:
+    """The simulator and the whole stack (Envoy, control, ingest, router, executor, guard)."""
+    rurl = redis_db(redis_server_url, E2E_REDIS_DB)
+    client = redis.Redis.from_url(rurl)
+    client.flushdb()
+    client.close()
+    env = isolated_env()
+    env.update(free_port_env())
+    env.update({"DATABASE_URL": e2e_db, "REDIS_URL": rurl, "TT_STACK_READY_TIMEOUT_S": "90"})
+    # outside pytest's numbered base folders, which a concurrent session may prune
+    with tempfile.TemporaryDirectory(prefix="tt-e2e-") as tmp:
+        p = Pipeline.start(Path(tmp) / "run", env=env, seed=None, out=lambda _line: None)
+        try:
+            yield p
+        finally:
+            p.stop(quiet=True)

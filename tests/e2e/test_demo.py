@@ -1,0 +1,61 @@
+"""``make demo`` as a test: it must pass its own checks on free ports and leave nothing running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from common.config import project_root
+from tests.e2e.conftest import redis_db
+from tests.helpers import database_url
+from tools.pipeline import free_port_env, isolated_env
+from tools.supervisor import read_state
+
+pytestmark = pytest.mark.integration
+DEMO_REDIS_DB = 12
+SIM_PORT_VARS = ("TT_SIM_RTDS_PORT", "TT_SIM_CLOB_PORT", "TT_SIM_DATA_API_PORT", "TT_SIM_INSIDERS_PORT")
+
+
+@pytest.fixture
+def demo_db(pg_server_url: str, pg_template: str) -> Iterator[str]:
+    name = f"tt_demo_{os.getpid()}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        yield database_url(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.timeout(180)
+def test_make_demo_passes_its_checks_and_stops_everything(demo_db: str, redis_server_url: str) -> None:
+    from common.embedded import free_port
+
+    rurl = redis_db(redis_server_url, DEMO_REDIS_DB)
+    client = redis.Redis.from_url(rurl)
+    client.flushdb()
+    client.close()
+    with tempfile.TemporaryDirectory(prefix="tt-demo-") as tmp:
+        env = isolated_env()
+        env.update(free_port_env())
+        env.update({name: str(free_port()) for name in SIM_PORT_VARS})
+        env.update({"DATABASE_URL": demo_db, "REDIS_URL": rurl, "TT_RUN_DIR": str(Path(tmp) / "run")})
+        proc = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=project_root(), env=env,
+                              capture_output=True, text=True, timeout=170, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-6000:]
+        assert "Demo passed" in out and "✗" not in out
+        for shown in ("FILLED", "skipped MARKET_DENIED", "INSUFFICIENT_DEPTH", "after 1 × 503", "OPEN after",
+                      "TriggerEvent FIRED", "LOSS_STOP", "copy latency"):
+            assert shown in out, f"{shown!r} not in the demo's output"
+        assert not read_state(Path(tmp) / "run")  # the supervisor's state is gone: make down ran
