@@ -1,6 +1,7 @@
 """End to end through the real stack: RTDS frame received by ingest → order POST received by the Insiders fake.
 
-``python -m bench pipeline [--quick] [--only a,b,c]`` starts the simulator in this process and every
+``python -m bench pipeline [--quick] [--only a,b,c,e] [--rate-a 200] [--followers 1000] [--triggers 100000]
+[--assets 5000] [--no-save]`` starts the simulator in this process and every
 service as a supervised subprocess (:class:`tools.pipeline.Pipeline`, embedded PostgreSQL and Redis
 under a temporary run folder), then measures:
 
@@ -8,7 +9,10 @@ under a temporary run folder), then measures:
 (b) one leader trade fanned out to 1,000 LIVE followers, 20 runs: frame received → last POST
     (target ≤ 200 ms at p99 of the runs);
 (c) 100 followed-leader trades/s × 10 followers each for 60 s: first vs second half (backlog growth);
-(d) VmRSS of every supervised process at the end (target ≤ 250 MB each).
+(d) VmRSS of every supervised process at the end (target ≤ 250 MB each);
+(e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``).
+
+``--quick`` shortens every scenario (5 s drives, 200-follower fan-out, 10,000 triggers) for iteration.
 
 Clocks: ingest stamps ``received_time_ns`` (``time.time_ns()``) on the LeaderTradeEvent, the router
 copies it into every Order with its own ``routed_time_ns``; the Insiders fake stamps ``arrival_ns``
@@ -37,7 +41,7 @@ from bench import print_table, save_results, summarize
 from bench._pipeline_guard import scenario_e
 from common.streams import ROUTED_TRADES
 from sim.polymarket import SimMarket
-from tools.pipeline import Pipeline, free_port_env, isolated_env
+from tools.pipeline import Pipeline, PipelineError, free_port_env, isolated_env
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 TUNING = {"TT_INGEST_POLL_INTERVAL_S": "60", "TT_INGEST_POLL_GAP_FOLLOWUP_S": "60",
@@ -205,22 +209,24 @@ def scenario_b(b: Bench, followers: int, runs: int) -> dict[str, Any]:
     sim_lasts: list[float] = []
     routed: list[float] = []
     seen: set[str] = set()
+    incomplete: list[dict[str, int]] = []
     for i in range(runs + 1):  # the first run warms up
         before = len(seen)
         b.drive(1000.0, 0.0005, [(leader, market)])
         records = [r for r in b.wait_posts(wallets, before + followers, 30) if r.client_order_id not in seen]
         seen |= {r.client_order_id for r in records}
         h = b.hops(records)
+        if i and len(h["ingest→POST"]) != followers:
+            incomplete.append({"run": i, "posts": len(records), "joined": len(h["ingest→POST"])})
         if i == 0 or not h["ingest→POST"]:
             continue
         firsts.append(min(h["ingest→POST"]))
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
-        if len(h["ingest→POST"]) != followers:
-            print(f"  run {i}: {len(h['ingest→POST'])}/{followers} POSTs", flush=True)
         time.sleep(0.3)
-    return {"followers": followers, "runs": len(lasts), "subscribe_s": round(setup_s, 1),
+    return {"followers": followers, "runs": len(lasts), "incomplete_runs": incomplete,
+            "subscribe_s": round(setup_s, 1),
             "latency": {"ingest→first POST": summarize(firsts), "ingest→last POST": summarize(lasts),
                         "sim→last POST": summarize(sim_lasts), "ingest→routed": summarize(routed)},
             "target_last_ms": 200, **b.load_summary()}
@@ -274,7 +280,12 @@ def start_pipeline(run_dir: Path) -> Pipeline:
     env = isolated_env()
     env.update(free_port_env())
     env.update({"TT_STACK_READY_TIMEOUT_S": "120"})
-    return Pipeline.start(run_dir, env=env, seed=None, tuning=TUNING, out=lambda _line: None)
+    lines: list[str] = []
+    try:
+        return Pipeline.start(run_dir, env=env, seed=None, tuning=TUNING, out=lines.append)
+    except PipelineError:
+        print("\n".join(lines), flush=True)
+        raise
 
 
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
@@ -290,6 +301,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default="a,b,c,e", help="comma-separated scenarios among a,b,c,e")
     parser.add_argument("--triggers", type=int, default=100_000, help="armed triggers for (e)")
     parser.add_argument("--assets", type=int, default=5_000, help="assets of those triggers for (e)")
+    parser.add_argument("--rate-a", type=float, default=200.0, help="leader trades/s for (a)")
     parser.add_argument("--followers", type=int, default=1000, help="fan-out size for (b)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
@@ -297,7 +309,7 @@ def main(argv: list[str]) -> int:
     duration = 5.0 if args.quick else 60.0
     results: dict[str, Any] = {"quick": args.quick}
     steps: dict[str, Callable[[Bench], dict[str, Any]]] = {
-        "a": lambda b: scenario_a(b, 200.0, duration, 2.0 if args.quick else 5.0),
+        "a": lambda b: scenario_a(b, args.rate_a, duration, 2.0 if args.quick else 5.0),
         "b": lambda b: scenario_b(b, args.followers if not args.quick else min(args.followers, 200),
                                   3 if args.quick else 20),
         "c": lambda b: scenario_c(b, 100.0, 10, 10, duration),
@@ -313,7 +325,7 @@ def main(argv: list[str]) -> int:
             for key in ("a", "b", "c", "e"):
                 if key in only:
                     results[key] = steps[key](b)
-                    _show({"a": "(a) 1 follower, 200 trades/s", "b": "(b) fan-out, per run",
+                    _show({"a": f"(a) 1 follower, {args.rate_a:g} trades/s", "b": "(b) fan-out, per run",
                            "c": "(c) 100 trades/s x 10 followers",
                            "e": "(e) guard: price tick → SELL POST"}[key], results[key],
                           {"a": 10.0, "b": 200.0, "c": None, "e": 5.0}[key])

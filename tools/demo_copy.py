@@ -327,7 +327,8 @@ def run_session(world: World, out: Printer) -> SessionResult:
                     f"skips ({', '.join(f'{k} {v}' for k, v in reasons.items())}); "
                     f"books on ingest's feed: {wait_books(world)} markets")
             else:
-                for line in copy_lines(world, routed, terminal):
+                notes = [f.note for f in phase.fills if f.leader in LEADER_NAMES]
+                for line in copy_lines(world, routed, terminal, notes):
                     out(line)
             if len(world.breaker_states) > seen_states:
                 out(f"    circuit breaker (tt:breaker:insiders): {' → '.join(world.breaker_states[seen_states:])}")

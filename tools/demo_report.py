@@ -14,7 +14,7 @@ from common.config import StorageSettings
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from sim.scenarios import Phase
     from tools.demo_copy import World
@@ -47,13 +47,18 @@ def _money(text: str) -> str:
     return f"${Decimal(text or '0').quantize(CENT)}"
 
 
-def copy_lines(world: World, routed: list[epb.RoutedTrade], terminal: dict[str, epb.OrderEvent]) -> list[str]:
-    """One line per copy (or skip) of each routed leader trade."""
+def copy_lines(world: World, routed: list[epb.RoutedTrade], terminal: dict[str, epb.OrderEvent],
+               notes: Sequence[str] = ()) -> list[str]:
+    """One line per copy (or skip) of each routed leader trade (``notes[i]``: a remark on the i-th trade)."""
     lines: list[str] = []
     slugs, names = world.slug_by_asset, world.sub_key
     posts = post_outcomes(world)
-    for r in routed:
+    for i, r in enumerate(routed):
         t = r.trade
+        note = notes[i] if i < len(notes) else ""
+        if note:
+            multi = f" (tx {t.tx_hash[:10]}…, occurrence {t.occurrence})" if note.startswith("multi-fill") else ""
+            lines.append(f"    {'':7} # {note}{multi}")
         side = "BUY " if t.side == 1 else "SELL"
         at = (t.received_time_ns - world.t0_ns) / 1e9
         head = (f"    {at:6.2f}s {world.leader_key(t.wallet):<8} {side} {_d(t.size):>5}@{_d(t.price):<4} "

@@ -49,9 +49,8 @@ HARNESS_TUNING: dict[str, str] = {
     "TT_ROUTER_OUTBOX_INTERVAL_S": "0.5",
     "TT_ROUTER_OUTBOX_MIN_AGE_S": "0.5",
     "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
-    "TT_STACK_MIN_UPTIME_S": "1",
     "TT_STACK_STOP_GRACE_S": "5",
-    "TT_STACK_READY_TIMEOUT_S": "120",
+    "TT_STACK_READY_TIMEOUT_S": "90",
 }
 
 FREE_PORTS = SimPorts()
