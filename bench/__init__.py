@@ -82,11 +82,11 @@ def save_results(name: str, data: Mapping[str, Any], directory: Path = RESULTS_D
 
 def print_table(rows: Mapping[str, Mapping[str, float]], target_p99_ms: float | None = None) -> None:
     """Percentile table, one row per measurement."""
-    print(f"{'measurement':<22}{'n':>7}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}",
+    print(f"{'measurement':<22}{'n':>7}{'p50 ms':>11}{'p90 ms':>11}{'p99 ms':>11}{'p99.9 ms':>12}{'max ms':>11}",
           flush=True)
     for label, s in rows.items():
         verdict = ""
         if target_p99_ms is not None:
             verdict = "  ok" if s["p99_ms"] <= target_p99_ms else f"  OVER {target_p99_ms:g} ms p99"
-        print(f"{label:<22}{int(s['n']):>7}{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-              f"{s['p99_9_ms']:>10.2f}{s['max_ms']:>9.2f}{verdict}", flush=True)
+        print(f"{label:<22}{int(s['n']):>7}{s['p50_ms']:>11.2f}{s['p90_ms']:>11.2f}{s['p99_ms']:>11.2f}"
+              f"{s['p99_9_ms']:>12.2f}{s['max_ms']:>11.2f}{verdict}", flush=True)
