@@ -17,12 +17,19 @@ Decisions worth knowing:
   three queries, and the order is younger than ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S``, is it POSTed
   again with the same Idempotency-Key (otherwise LOST).
 - **Retries** only for 425/429/5xx/disconnects, with backoff, same Idempotency-Key, behind the
-  breaker. When retries end after a 5xx (the venue may hold the order) the order is settled by
-  query rather than failed.
+  breaker. When the fast retries end after a retryable answer, the order is settled by query
+  rather than failed; an order whose last POST was *answered* with 5xx/425/429 was not taken when
+  the venue says not-found, so after the not-founds it is POSTed again (same key: the venue can
+  only ever return the original order) while younger than ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S``; past
+  that it ends FAILED ``VENUE_UNAVAILABLE``. A timeout (truly unknown) ends LOST after three
+  not-found once too old to re-POST.
 - **Breaker** (per venue; state mirrored in ``tt:breaker:{venue}``): 5 consecutive failures open it
-  for 60 s, then one half-open probe. A new order meeting an OPEN breaker is FAILED at once with
-  reason BREAKER_OPEN (a copy sent a minute late is worse than none); while the half-open probe is
-  out, new orders wait for its verdict up to ``TT_EXECUTOR_BREAKER_WAIT_S``, then fail the same way.
+  for 60 s, then one half-open probe. An order (new, retrying or re-POSTing) meeting a refusing
+  breaker waits at the gate for the open period to end or the probe's verdict, until it is
+  ``max(TT_EXECUTOR_RESUBMIT_MAX_AGE_S, TT_EXECUTOR_BREAKER_WAIT_S)`` old (from its creation);
+  then it ends FAILED ``BREAKER_OPEN``, or, if an earlier attempt may have reached the venue, is
+  settled by query. (Chosen over failing new orders at once: a storm shorter than the resubmit
+  window should cost latency, not copies; the age bound keeps a late copy from going out.)
 - **Fills are booked when final** (``confirmed``, a resting order's growing match, or a
   cancellation after a partial match): fills row, position and subscription stats in the journal's
   transaction; ``tt:watch:positions`` follows positions opened and closed.

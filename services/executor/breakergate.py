@@ -69,6 +69,13 @@ class BreakerGate:
         """True while the half-open probe is out."""
         return self.state.state is br.BreakerState.HALF_OPEN and self.state.probe_out
 
+    def reopens_in_s(self) -> float:
+        """Seconds until an OPEN breaker lets its half-open probe out (a long wait otherwise: the
+        change comes as an event)."""
+        if self.state.state is br.BreakerState.OPEN:
+            return max(0.001, (self.state.opened_at_ms + self.cfg.open_ms - self.now_ms()) / 1000)
+        return 3600.0
+
     def admit(self) -> br.Admission:
         """May a call go out now?"""
         decision, new = br.admit(self.state, self.now_ms(), self.cfg)

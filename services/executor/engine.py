@@ -32,6 +32,7 @@ from services.executor.journal import Journal
 from services.executor.model import Booking, Ticket
 from services.executor.policy import (
     PRICE_QUANTUM,
+    RESTART_REASON,
     accepted,
     classify,
     decide_status,
@@ -140,7 +141,7 @@ class Engine:
             ticket = ticket_from_row(row)
             if life.state in (lc.State.NEW, lc.State.SUBMITTING):
                 # Whether the POST left is unknown: settle by status query, never a blind re-POST.
-                event = lc.OrderTimedOut("EXECUTOR_RESTARTED", surely_sent=row["post_sent_ns"] is not None)
+                event = lc.OrderTimedOut(RESTART_REASON, surely_sent=row["post_sent_ns"] is not None)
                 life = lc.apply(life, event)
                 changes.append(Change(ticket, life, build_event(ticket, life, event, now_ns=now)))
             runs.append((ticket, life))
@@ -212,17 +213,18 @@ class Engine:
         gate = self.gates[t.venue]
         venue = self.venues[t.venue]
         assert t.request is not None
-        waited = 0.0
+        deadline = t.created_ns / 1e9 + max(self.cfg.resubmit_max_age_s, self.cfg.breaker_wait_s)
+        answered = False
         while life.state is lc.State.SUBMITTING:
             admission = gate.admit()
             if not admission.allowed:
-                if may_hold:
-                    return await self._transition(t, life, [lc.OrderTimedOut("BREAKER_OPEN")]), may_hold
-                if gate.probing and waited < self.cfg.breaker_wait_s:
-                    began = time.monotonic()
-                    await gate.wait_change(self.cfg.breaker_wait_s - waited)
-                    waited += time.monotonic() - began
+                remaining = deadline - time.time()
+                if remaining > 0:  # wait (bounded by the order's age) for the open period to end or the probe's verdict
+                    await gate.wait_change(min(remaining, gate.reopens_in_s()))
                     continue
+                if may_hold:  # an earlier attempt may have reached the venue: settle by query
+                    timed_out = lc.OrderTimedOut("BREAKER_OPEN", answered=answered)
+                    return await self._transition(t, life, [timed_out]), may_hold
                 failed = lc.OrderFailed("BREAKER_OPEN", f"{gate.venue} breaker open")
                 return await self._transition(t, life, [failed]), may_hold
             try:
@@ -247,7 +249,10 @@ class Engine:
                 await self._invalidate_market(t.order.asset_id)
             if isinstance(result, v.VenueOrder):
                 return await self._transition(t, life, accepted(life, result), result), True
-            events = decide_submit(life, c, max_attempts=self.cfg.max_submit_attempts, may_retry_now=gate.closed,
+            answered = c.answered
+            # an open breaker does not end the order: the next attempt waits at the gate (bounded by age)
+            may_retry = gate.closed or time.time() < deadline
+            events = decide_submit(life, c, max_attempts=self.cfg.max_submit_attempts, may_retry_now=may_retry,
                                    venue_may_hold_already=may_hold)
             may_hold = may_hold or c.venue_may_hold
             life = await self._transition(t, life, events)

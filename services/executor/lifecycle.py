@@ -8,6 +8,7 @@
      │                       └──OrderTimedOut──> UNKNOWN ──OrderAccepted──> PLACED
      │                                            │  ▲ OrderNotFound
      │                                            └──┴──OrderLost──> LOST
+     │                                            └──OrderFailed──> FAILED (not taken, resubmit window over)
      └── OrderRejected / OrderFailed (executor's own checks, breaker open)
 
 Terminal states: FILLED, CANCELLED, REJECTED, LOST, FAILED.
@@ -66,10 +67,14 @@ class SubmitAttemptFailed:
 @dataclass(frozen=True, slots=True)
 class OrderTimedOut:
     """The POST's outcome is unknown (timeout, a retryable error after which the venue may hold it, or a
-    restart between persisting the intent and learning the outcome: ``surely_sent`` False)."""
+    restart between persisting the intent and learning the outcome: ``surely_sent`` False).
+
+    ``answered``: the venue answered the last attempt with a retryable error (5xx/425/429, or the
+    breaker refused the retry), so a not-found means it was not taken and a re-POST is safe."""
 
     reason: str
     surely_sent: bool = True
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,7 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (S.UNKNOWN, OrderAccepted): S.PLACED,
     (S.UNKNOWN, OrderLost): S.LOST,
     (S.UNKNOWN, OrderSubmitted): S.SUBMITTING,
+    (S.UNKNOWN, OrderFailed): S.FAILED,
     (S.PLACED, OrderPartiallyFilled): S.PARTIALLY_FILLED,
     (S.PLACED, OrderFilled): S.FILLED,
     (S.PLACED, OrderCancelled): S.CANCELLED,
@@ -208,8 +214,8 @@ def apply(life: OrderLife, event: Event) -> OrderLife:
                            limit_price=lp if lp is not None else life.limit_price)
         case SubmitAttemptFailed(reason=r):
             return _evolve(life, state=target, attempts=life.attempts + 1, detail=r)
-        case OrderTimedOut(reason=r, surely_sent=sent):
-            return _evolve(life, state=target, detail=r, not_found=0, maybe_unsent=not sent)
+        case OrderTimedOut(reason=r, surely_sent=sent, answered=ans):
+            return _evolve(life, state=target, detail=r, not_found=0, maybe_unsent=not sent or ans)
         case OrderAccepted(venue_order_id=vid, venue_status=st):
             return _evolve(life, state=target, venue_order_id=vid or life.venue_order_id, venue_status=st,
                            not_found=0)

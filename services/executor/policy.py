@@ -53,6 +53,7 @@ class Classification:
     venue_may_hold: bool = False  # the venue might have taken the order despite the error
     breaker_failure: bool = False  # counts towards opening the circuit breaker
     invalidate_market: bool = False
+    answered: bool = False  # the venue answered with a retryable error (5xx/425/429): not found later = not taken
 
 
 def classify(result: v.VenueResult) -> Classification:
@@ -69,11 +70,12 @@ def classify(result: v.VenueResult) -> Classification:
     if kind == "protocol":
         return Classification(Verdict.SETTLE, "VENUE_BAD_RESPONSE", venue_may_hold=True)
     if status == 425:
-        return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True)
+        return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True, answered=True)
     if status == 429:
-        return Classification(Verdict.RETRY, "VENUE_RATE_LIMITED", breaker_failure=True)
+        return Classification(Verdict.RETRY, "VENUE_RATE_LIMITED", breaker_failure=True, answered=True)
     if status >= 500:
-        return Classification(Verdict.RETRY, f"VENUE_HTTP_{status}", venue_may_hold=True, breaker_failure=True)
+        return Classification(Verdict.RETRY, f"VENUE_HTTP_{status}", venue_may_hold=True, breaker_failure=True,
+                              answered=True)
     if status == 404 and code in (NOT_FOUND_CODE, ""):
         return Classification(Verdict.NOT_FOUND, NOT_FOUND_CODE)
     if status in (401, 403):
@@ -105,8 +107,8 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
     # RETRY
     if life.attempts < max_attempts and may_retry_now:
         return [SubmitAttemptFailed(c.reason)]
-    if may_hold:
-        return [OrderTimedOut(c.reason)]
+    if may_hold or c.answered:  # settle by query; a not-found then re-POSTs within the resubmit window
+        return [OrderTimedOut(c.reason, answered=c.answered)]
     if not may_retry_now:
         return [OrderFailed("BREAKER_OPEN", f"last error {c.reason}")]
     return [OrderFailed("RETRIES_EXHAUSTED", f"{life.attempts} attempts, last error {c.reason}")]
@@ -140,15 +142,27 @@ def decide_status(life: OrderLife, order: v.VenueOrder) -> list[Event]:
     return []
 
 
+RESTART_REASON = "EXECUTOR_RESTARTED"
+
+
 def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
                    resubmit_allowed: bool) -> list[Event]:
-    """Events after a status query of an UNKNOWN order that did not return the order."""
+    """Events after a status query of an UNKNOWN order that did not return the order.
+
+    ``lost_after`` consecutive not-found settle it: an order that may be unsent (a restart before the
+    outcome, or a retryable answer such as a 5xx) is POSTed again with the same Idempotency-Key while
+    ``resubmit_allowed``; past that, one the venue answered with an error is FAILED (it was not taken),
+    anything else LOST.
+    """
     if c.verdict is not Verdict.NOT_FOUND:
         return []  # transient error: ask again later; it does not count as not-found
     if life.not_found + 1 < lost_after:
         return [OrderNotFound()]
     if life.maybe_unsent and resubmit_allowed:
         return [OrderNotFound(), OrderSubmitted()]
+    if life.maybe_unsent and life.detail != RESTART_REASON:
+        return [OrderNotFound(), OrderFailed("VENUE_UNAVAILABLE",
+                                             f"not taken after {life.detail}; resubmit window over")]
     return [OrderNotFound(), OrderLost("VENUE_NOT_FOUND")]
 
 

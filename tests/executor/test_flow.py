@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import psycopg
@@ -131,7 +130,8 @@ async def test_not_found_three_times_is_lost_and_releases_the_reservation(harnes
 async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, db_url: str) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.fail_posts = 1000
-    await harness.start_executor(TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS="3")
+    # A storm longer than the resubmit window: orders wait at the open breaker, then give up.
+    await harness.start_executor(TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS="3", TT_EXECUTOR_RESUBMIT_MAX_AGE_S="1")
     orders = [make_order(i) for i in range(20)]
     await harness.route(*orders)
     await eventually(lambda: harness.all_terminal(orders), timeout_s=20)
@@ -140,20 +140,43 @@ async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, 
     assert all(n <= 1 for n in harness.fake.taken_counts().values())
     assert harness.fake.orders == {}  # nothing reached the book
     finals = {o.client_order_id: await harness.terminal(o.client_order_id) for o in orders}
-    # Every POST of the burst got a 5xx: the venue may hold them, so each was settled by status
-    # queries (not found three times: LOST) instead of being called failed.
+    # Every POST got a 5xx and the venue never had them: FAILED (not taken), never LOST.
     assert {(e.type, e.reason) for e in finals.values() if e is not None} <= {
-        (epb.ORDER_EVENT_TYPE_LOST, "VENUE_NOT_FOUND"), (epb.ORDER_EVENT_TYPE_FAILED, "BREAKER_OPEN")}
+        (epb.ORDER_EVENT_TYPE_FAILED, "VENUE_UNAVAILABLE"), (epb.ORDER_EVENT_TYPE_FAILED, "BREAKER_OPEN")}
     posts_before = len(harness.fake.posts)
     later = [make_order(100 + i) for i in range(5)]
     await harness.route(*later)
     await eventually(lambda: harness.all_terminal(later), timeout_s=10)
-    for o in later:  # the open breaker refuses new orders at once, without a POST
+    for o in later:  # the breaker stays open past their age bound: they fail without a POST
         e = await harness.terminal(o.client_order_id)
         assert e is not None and (e.type, e.reason) == (epb.ORDER_EVENT_TYPE_FAILED, "BREAKER_OPEN")
     assert len(harness.fake.posts) == posts_before
     rows = _rows(db_url, "SELECT state, reason FROM orders")
-    assert len(rows) == 25 and all(state in ("FAILED", "LOST") and reason for state, reason in rows)
+    assert len(rows) == 25 and all(state == "FAILED" and reason for state, reason in rows)
+
+
+async def test_5xx_storm_that_opens_the_breaker_loses_no_copy(harness: Harness) -> None:
+    await harness.set_book(ASSET, BIDS, [("0.50", "1000"), ("0.51", "1000")])
+    harness.fake.faults.fail_posts = 12  # more than the breaker's threshold: it opens mid-storm
+    await harness.start_executor(TT_EXECUTOR_BREAKER_OPEN_S="0.3", TT_EXECUTOR_RESUBMIT_MAX_AGE_S="20")
+    orders = [make_order(i) for i in range(8)]
+    await harness.route(*orders)
+
+    async def opened() -> bool:
+        return await harness.redis.hget(breaker_key("insiders"), "state") == "OPEN"
+    await eventually(opened, timeout_s=10)
+    await eventually(lambda: harness.all_terminal(orders), timeout_s=30)
+    for o in orders:
+        e = await harness.terminal(o.client_order_id)
+        assert e is not None and e.type == epb.ORDER_EVENT_TYPE_FILLED, (o.client_order_id, e)
+        created = [p for p in harness.fake.posts_for(o.client_order_id) if p.outcome == "created"]
+        assert len(created) == 1  # accepted exactly once at the venue, whatever the re-POSTs
+    assert harness.fake.faults.fail_posts == 0
+    assert sum(p.outcome == "fault" for p in harness.fake.posts) == 12
+
+    async def closed() -> bool:
+        return await harness.redis.hget(breaker_key("insiders"), "state") == "CLOSED"
+    await eventually(closed, timeout_s=5)
 
 
 async def test_rejections_are_final_and_a_stale_tick_invalidates_the_market(harness: Harness) -> None:
@@ -268,14 +291,20 @@ async def test_breaker_half_open_probe_closes_it_again(harness: Harness) -> None
     await harness.start_executor(TT_EXECUTOR_BREAKER_OPEN_S="0.5", TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS="1")
     first = [make_order(i) for i in range(5)]
     await harness.route(*first)
+
+    async def opened() -> bool:
+        return await harness.redis.hget(breaker_key("insiders"), "state") == "OPEN"
+    await eventually(opened, timeout_s=10)
+    # the orders wait out the open period; the half-open probe succeeds and they all go through
     await eventually(lambda: harness.all_terminal(first), timeout_s=10)
-    assert (await harness.redis.hgetall(breaker_key("insiders")))["state"] == "OPEN"
-    await asyncio.sleep(0.6)  # the breaker's open period is a duration under test, not a wait for a condition
-    probe = make_order(50)
-    await harness.route(probe)
-    done = await eventually(lambda: harness.terminal(probe.client_order_id), timeout_s=10)
-    assert done.type == epb.ORDER_EVENT_TYPE_FILLED
+    for o in first:
+        e = await harness.terminal(o.client_order_id)
+        assert e is not None and e.type == epb.ORDER_EVENT_TYPE_FILLED
 
     async def closed() -> bool:
         return await harness.redis.hget(breaker_key("insiders"), "state") == "CLOSED"
     await eventually(closed, timeout_s=5)
+    later = make_order(50)
+    await harness.route(later)
+    done = await eventually(lambda: harness.terminal(later.client_order_id), timeout_s=10)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED

@@ -36,6 +36,7 @@ EXPECTED = {
     (State.UNKNOWN, lc.OrderAccepted): State.PLACED,
     (State.UNKNOWN, lc.OrderLost): State.LOST,
     (State.UNKNOWN, lc.OrderSubmitted): State.SUBMITTING,
+    (State.UNKNOWN, lc.OrderFailed): State.FAILED,  # answered 5xx, not found, too old to re-POST
     (State.PLACED, lc.OrderPartiallyFilled): State.PARTIALLY_FILLED,
     (State.PLACED, lc.OrderFilled): State.FILLED,
     (State.PLACED, lc.OrderCancelled): State.CANCELLED,
@@ -119,3 +120,11 @@ def test_terminal_reason_is_kept() -> None:
     assert (life.state, life.reason) == (State.LOST, "VENUE_NOT_FOUND")
     life = lc.apply(lc.OrderLife("co_2"), lc.OrderRejected("INSUFFICIENT_DEPTH", "0 USD within 0.51"))
     assert (life.reason, life.detail) == ("INSUFFICIENT_DEPTH", "0 USD within 0.51")
+
+
+def test_an_answered_retryable_error_marks_the_order_resubmittable() -> None:
+    timed_out = lc.OrderTimedOut("VENUE_HTTP_503", answered=True)
+    life = lc.apply(lc.OrderLife("co_1", State.SUBMITTING, attempts=4), timed_out)
+    assert life.state is State.UNKNOWN and life.maybe_unsent
+    life = lc.apply(life, lc.OrderFailed("VENUE_UNAVAILABLE"))
+    assert life.state is State.FAILED and life.reason == "VENUE_UNAVAILABLE"

@@ -63,11 +63,17 @@ RETRY_429 = classify(v.VenueError("http", 429))
 
 @pytest.mark.parametrize(("life", "c", "may_retry", "held_before", "expected"), [
     (SUB1, RETRY_5XX, True, False, [lc.SubmitAttemptFailed("VENUE_HTTP_503")]),
-    (SUB4, RETRY_5XX, True, False, [lc.OrderTimedOut("VENUE_HTTP_503")]),  # the venue may hold it: settle
-    (SUB1, RETRY_5XX, False, False, [lc.OrderTimedOut("VENUE_HTTP_503")]),
-    (SUB4, RETRY_429, True, False, [lc.OrderFailed("RETRIES_EXHAUSTED", "4 attempts, last error VENUE_RATE_LIMITED")]),
-    (SUB1, RETRY_429, False, False, [lc.OrderFailed("BREAKER_OPEN", "last error VENUE_RATE_LIMITED")]),
-    (SUB4, RETRY_429, True, True, [lc.OrderTimedOut("VENUE_RATE_LIMITED")]),  # an earlier 5xx may have landed
+    # the venue may hold it: settle by query; answered, so a not-found re-POSTs
+    (SUB4, RETRY_5XX, True, False, [lc.OrderTimedOut("VENUE_HTTP_503", answered=True)]),
+    (SUB1, RETRY_5XX, False, False, [lc.OrderTimedOut("VENUE_HTTP_503", answered=True)]),
+    (SUB4, RETRY_429, True, False, [lc.OrderTimedOut("VENUE_RATE_LIMITED", answered=True)]),
+    (SUB1, RETRY_429, False, False, [lc.OrderTimedOut("VENUE_RATE_LIMITED", answered=True)]),
+    (SUB4, RETRY_429, True, True, [lc.OrderTimedOut("VENUE_RATE_LIMITED", answered=True)]),
+    (SUB4, classify(v.VenueError("connect")), True, False,
+     [lc.OrderFailed("RETRIES_EXHAUSTED", "4 attempts, last error VENUE_UNREACHABLE")]),
+    (SUB1, classify(v.VenueError("connect")), False, False,
+     [lc.OrderFailed("BREAKER_OPEN", "last error VENUE_UNREACHABLE")]),
+    (SUB4, classify(v.VenueError("disconnect")), True, False, [lc.OrderTimedOut("VENUE_DISCONNECTED")]),
     (SUB1, classify(v.VenueError("timeout")), True, False, [lc.OrderTimedOut("VENUE_TIMEOUT")]),
     (SUB1, classify(v.VenueError("http", 400, "MARKET_CLOSED")), True, False, [lc.OrderRejected("MARKET_CLOSED")]),
     (SUB1, classify(v.VenueError("connect")), True, False, [lc.SubmitAttemptFailed("VENUE_UNREACHABLE")]),
@@ -126,8 +132,15 @@ UNK = lc.OrderLife("co_1", lc.State.UNKNOWN)
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2), NF, True, [lc.OrderNotFound(), lc.OrderLost()]),
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True), NF, True,
      [lc.OrderNotFound(), lc.OrderSubmitted()]),
-    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True), NF, False,
-     [lc.OrderNotFound(), lc.OrderLost()]),
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True, detail="EXECUTOR_RESTARTED"), NF,
+     False, [lc.OrderNotFound(), lc.OrderLost()]),
+    # a 5xx was answered: not found means not taken; re-POST while young, FAILED (not LOST) after
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True, detail="VENUE_HTTP_503"), NF, True,
+     [lc.OrderNotFound(), lc.OrderSubmitted()]),
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True, detail="VENUE_HTTP_503"), NF, False,
+     [lc.OrderNotFound(), lc.OrderFailed("VENUE_UNAVAILABLE", "not taken after VENUE_HTTP_503; resubmit window over")]),
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, detail="VENUE_TIMEOUT"), NF, True,
+     [lc.OrderNotFound(), lc.OrderLost()]),  # a timeout is truly unknown: today's semantics
     (UNK, classify(v.VenueError("http", 503)), True, []),
     (UNK, classify(v.VenueError("timeout")), True, []),
 ])
