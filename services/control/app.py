@@ -72,7 +72,8 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
             log.warning("redis unreachable at start-up; the index will be rebuilt when it is back",
                         extra={"error": short_reason(exc)})
         readiness = Readiness(db, redis, url, timeout_s=settings.ready_timeout_s,
-                              services=settings.ready_services)
+                              services=settings.ready_services,
+                              breaker_venues=("insiders", "paper") if settings.live_enabled else ("paper",))
         server = await start_grpc(
             settings,
             subscriptions=SubscriptionServicer(SubscriptionUseCases(

@@ -1,9 +1,16 @@
-"""Readiness: PostgreSQL, Redis and (optionally) the pipeline services' gRPC health, checked concurrently."""
+"""Readiness: PostgreSQL, Redis and (optionally) the pipeline services' gRPC health, checked concurrently,
+plus the executor's circuit breaker per venue (``tt:breaker:{venue}``, mirrored there by the executor).
+
+A breaker is shown (``breaker.insiders: "open since 2026-…Z after 5 failures"``) but never makes
+/ready fail: an open breaker is the executor protecting a failing venue, not control being unable to
+serve, and a probe that flapped with the venue would get control restarted for nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -15,25 +22,69 @@ from services.control.errors import short_reason
 
 Check = Callable[[], Awaitable[None]]
 
+BREAKER_PREFIX = "breaker."
+
+
+def breaker_key(venue: str) -> str:
+    """Redis key where the executor mirrors a venue's circuit breaker."""
+    return f"tt:breaker:{venue}"
+
+
+def describe_breaker(raw: dict[Any, Any]) -> str:
+    """``closed`` / ``open since <UTC time> after N failures`` / ``half_open (probe out)`` from the hash
+    (an absent hash is a breaker that never changed: closed)."""
+    h = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+         for k, v in raw.items()}
+    state = h.get("state", "CLOSED").lower()
+    failures = h.get("failures", "0")
+    if state == "open":
+        try:
+            since = datetime.fromtimestamp(int(h.get("opened_at_ms", "0")) / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            return f"open after {failures} failures"
+        return f"open since {since.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} after {failures} failures"
+    if state == "half_open":
+        return "half_open (probe out)" if h.get("probe_out") == "1" else "half_open"
+    if state == "closed":
+        return "closed" if failures in ("", "0") else f"closed ({failures} recent failures)"
+    return f"unknown state {state[:40]!r}"
+
+
+def is_ready(checks: dict[str, str]) -> bool:
+    """True when every dependency is ok (breaker states are information, not readiness)."""
+    return all(state == "ok" for name, state in checks.items() if not name.startswith(BREAKER_PREFIX))
+
 
 class Readiness:
     """Runs every dependency check; the overall answer names what is down."""
 
     def __init__(self, db: Database, redis: Any, database_url: str, *, timeout_s: float,
-                 services: tuple[tuple[str, str], ...] = ()) -> None:
+                 services: tuple[tuple[str, str], ...] = (), breaker_venues: tuple[str, ...] = ()) -> None:
         self.db = db
         self.redis = redis
         self.database_url = database_url
         self.timeout_s = timeout_s
         self.services = services
+        self.breaker_venues = breaker_venues
 
     async def check(self) -> dict[str, str]:
-        """``{"postgres": "ok", "redis": "connection refused", ...}``, in a stable order."""
+        """``{"postgres": "ok", "redis": "connection refused", ..., "breaker.paper": "closed"}``, in a stable order."""
         checks: dict[str, Check] = {"postgres": self._postgres, "redis": self._redis}
         for name, target in self.services:
             checks[name] = self._grpc_health(target)
-        results = await asyncio.gather(*(self._run(c) for c in checks.values()))
-        return dict(zip(checks, results, strict=True))
+        results = await asyncio.gather(*(self._run(c) for c in checks.values()),
+                                       *(self._breaker(v) for v in self.breaker_venues))
+        names = [*checks, *(BREAKER_PREFIX + v for v in self.breaker_venues)]
+        return dict(zip(names, results, strict=True))
+
+    async def _breaker(self, venue: str) -> str:
+        try:
+            raw = await asyncio.wait_for(self.redis.hgetall(breaker_key(venue)), self.timeout_s)
+        except TimeoutError:
+            return f"unknown (no answer from redis within {self.timeout_s:g}s)"
+        except Exception as exc:  # noqa: BLE001 - an unreadable breaker is an answer too
+            return "unknown (" + short_reason(exc, 100) + ")"
+        return describe_breaker(raw or {})
 
     async def _run(self, check: Check) -> str:
         try:
@@ -68,6 +119,7 @@ class Readiness:
 
 
 def summary(checks: dict[str, str]) -> str:
-    """``not ready: postgres (connection refused), redis ok``."""
-    parts = [f"{name} ok" if state == "ok" else f"{name} ({state})" for name, state in checks.items()]
+    """``not ready: postgres (connection refused), redis ok, breaker.paper closed``."""
+    parts = [f"{name} {state}" if state == "ok" or name.startswith(BREAKER_PREFIX) else f"{name} ({state})"
+             for name, state in checks.items()]
     return "not ready: " + ", ".join(parts)

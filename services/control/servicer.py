@@ -13,7 +13,7 @@ from services.control.audit import Caller
 from services.control.auth import current_token_id
 from services.control.errors import Unavailable, status_for
 from services.control.internal import InternalUseCases
-from services.control.readiness import Readiness, summary
+from services.control.readiness import Readiness, is_ready, summary
 from services.control.subscriptions import SubscriptionUseCases
 from services.control.triggers import TriggerUseCases
 from tradingtools.control.v1 import control_pb2 as pb
@@ -140,7 +140,7 @@ class ProbeServicer(pb_grpc.ProbeServiceServicer):
     async def GetReady(self, request: pb.GetReadyRequest, context: Context) -> pb.GetReadyResponse:
         async def work(_: Caller) -> pb.GetReadyResponse:
             checks = await self.readiness.check()
-            if any(state != "ok" for state in checks.values()):
+            if not is_ready(checks):
                 raise Unavailable(summary(checks))
             return pb.GetReadyResponse(status="READY", checks=checks)
 

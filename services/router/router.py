@@ -62,8 +62,9 @@ class FollowerSource(Protocol):
 class MarketSource(Protocol):
     """Market info of an asset."""
 
-    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None) -> MarketInfo | None:
-        """Info to route with, or None when unknown."""
+    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None, *,
+                      has_book: bool = True) -> MarketInfo | None:
+        """Info to route with, or None when unknown; stores the asset's book first when ``has_book`` is False."""
 
 
 class BalanceSource(Protocol):
@@ -197,7 +198,8 @@ class Router:
             return
         info = rview.market
         if trade is not None:
-            info = await self.markets.resolve(event.asset_id, event.condition_id.lower(), rview.market)
+            info = await self.markets.resolve(event.asset_id, event.condition_id.lower(), rview.market,
+                                              has_book=rview.has_book)
         market = market_rules(info)
         balances = dict(pview.funding)
         unfunded = [w for w in funding_wallets if w not in balances]

@@ -97,7 +97,8 @@ async def test_every_gated_service_needs_the_token(stubs: Stubs) -> None:
 async def test_probes_health_and_reflection_are_open(stubs: Stubs) -> None:
     assert (await stubs.probes.GetHealth(pb.GetHealthRequest())).status == "SERVING"
     ready = await stubs.probes.GetReady(pb.GetReadyRequest())
-    assert ready.status == "READY" and dict(ready.checks) == {"postgres": "ok", "redis": "ok"}
+    assert ready.status == "READY" and dict(ready.checks) == {
+        "postgres": "ok", "redis": "ok", "breaker.insiders": "closed", "breaker.paper": "closed"}
     health = health_pb2_grpc.HealthStub(stubs.channel)
     for service in ("", "tradingtools.control.v1.SubscriptionService"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))

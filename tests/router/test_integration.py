@@ -3,12 +3,14 @@ HTTP stand-in for the CLOB market info and the Insiders balance endpoint."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import grpc
 import psycopg
 
 from common import reservations
+from common.marketstate import MarketInfo, read_book, write_market
 from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
 from services.router.outbound import order_template
 from tests.helpers import eventually
@@ -183,3 +185,16 @@ async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: St
     await eventually(lambda: _sql(stack.db_url, "SELECT count(*) FROM routed_trades"
                                                 " WHERE appended_cursor IS NULL") == [(0,)])
     assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(2,)]
+
+
+async def test_first_copy_in_an_unwatched_asset_has_its_book_stored_before_it_is_routed(stack: Stack) -> None:
+    # market info cached (e.g. by an earlier trade of the sibling token), but ingest has no book yet
+    await write_market(stack.redis, MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=int(time.time() * 1000)))
+    await stack.add(subscription("sub_1", "w_1"))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_book"))
+    [routed] = await _routed_count(stack, 1)
+    assert routed.orders
+    book = await read_book(stack.redis, YES)  # there by the time the executor reads the routed trade
+    assert book is not None and (book.best_bid, book.best_ask) == (D("0.39"), D("0.41"))
+    assert stack.http.requests == [f"/book?token_id={YES}"]  # the book alone: market info was cached

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from common.marketstate import MarketInfo, market_key, read_market, write_market
+from common.marketstate import BookSnapshot, MarketInfo, market_key, read_book, read_market, write_book, write_market
+from services.router.adapters.clob_book import parse_book
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache, parse_market_info
 from tests.helpers import eventually
 from tests.router.fakes import FakeHttp, load
@@ -115,3 +118,77 @@ async def test_unreachable_clob_gives_none(env) -> None:  # type: ignore[no-unty
     fake, _r, cache, _now = env
     fake.fail = True
     assert await cache.resolve(YES, COND, None) is None
+
+
+# --- books: the /book answer is stored for the executor unless Redis has a newer one -----------------
+
+def _book_body(**overrides: object) -> dict[str, object]:
+    return {**BOOK, **overrides}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    # wire order is best-LAST; stored best-first
+    (_book_body(), ((("0.39", "80"), ("0.38", "120.5")), (("0.41", "55.25"), ("0.42", "300")), "0.01", 1790272269309)),
+    (_book_body(asks=None, tick_size="", timestamp=None),
+     ((("0.39", "80"), ("0.38", "120.5")), (), "0.001", 0)),  # tick falls back to market info
+    (_book_body(bids=[{"price": "0.30", "size": "0"}, {"price": "0.31", "size": "2"}], asks=[]),
+     ((("0.31", "2"),), (), "0.01", 1790272269309)),  # zero-size levels dropped
+])
+def test_parse_book_orders_levels_best_first(body: dict[str, object], expected: tuple[Any, ...]) -> None:
+    book = parse_book(YES, body, fallback_tick=D("0.001"), now_ms=7)
+    assert book is not None
+    bids, asks, tick, venue_ms = expected
+    assert book.bids == tuple((D(p), D(s)) for p, s in bids)
+    assert book.asks == tuple((D(p), D(s)) for p, s in asks)
+    assert (book.tick_size, book.venue_time_ms, book.updated_ms, book.condition_id) == (D(tick), venue_ms, 7, COND)
+
+
+@pytest.mark.parametrize("body", [
+    None, {}, _book_body(asset_id=NO), _book_body(bids=[{"price": "abc", "size": "1"}]),
+    _book_body(asks=[{"price": "1.5", "size": "1"}]), _book_body(bids="nope"), _book_body(timestamp="soon"),
+])
+def test_unusable_book_bodies_are_not_stored(body: dict[str, object] | None) -> None:
+    assert parse_book(YES, body, fallback_tick=D("0.01"), now_ms=7) is None
+    assert parse_book(YES, _book_body(tick_size=None), fallback_tick=None, now_ms=7) is None
+
+
+async def test_first_fetch_stores_the_book_best_first(env) -> None:  # type: ignore[no-untyped-def]
+    _fake, r, cache, _now = env
+    assert await read_book(r, YES) is None
+    await cache.resolve(YES, COND, None, has_book=False)
+    book = await read_book(r, YES)  # stored before resolve returned: no waiting
+    assert book is not None and book.best_bid == D("0.39") and book.best_ask == D("0.41")
+    assert (book.updated_ms, book.venue_time_ms, book.tick_size) == (1_000_000, 1790272269309, D("0.01"))
+
+
+async def test_cached_info_without_a_book_fetches_the_book_only(env) -> None:  # type: ignore[no-untyped-def]
+    fake, r, cache, _now = env
+    fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
+    assert await cache.resolve(YES, COND, fresh) == fresh and fake.requests == []  # has a book: no request
+    assert await cache.resolve(YES, COND, fresh, has_book=False) == fresh
+    assert fake.requests == [f"/book?token_id={YES}"]
+    book = await read_book(r, YES)
+    assert book is not None and book.best_ask == D("0.41")
+
+
+async def test_a_newer_stored_book_is_never_overwritten(env) -> None:  # type: ignore[no-untyped-def]
+    _fake, r, cache, _now = env
+    fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
+    ws = BookSnapshot(YES, COND, ((D("0.5"), D("1")),), ((D("0.6"), D("1")),), D("0.01"),
+                      venue_time_ms=1790272269309 + 1, updated_ms=5)
+    await write_book(r, ws)
+    await cache.resolve(YES, COND, fresh, has_book=False)  # e.g. ingest wrote between read and fetch
+    assert await read_book(r, YES) == ws
+    older = replace(ws, venue_time_ms=1790272269309 - 1)
+    await write_book(r, older)
+    await cache.resolve(YES, COND, fresh, has_book=False)
+    stored = await read_book(r, YES)
+    assert stored is not None and stored.best_bid == D("0.39") and stored.venue_time_ms == 1790272269309
+
+
+async def test_no_book_from_the_clob_still_routes_with_cached_info(env) -> None:  # type: ignore[no-untyped-def]
+    fake, r, cache, _now = env
+    fake.fail = True
+    fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
+    assert await cache.resolve(YES, COND, fresh, has_book=False) == fresh
+    assert await read_book(r, YES) is None

@@ -73,3 +73,6 @@ async def test_read_returns_marker_market_and_reservations(r: aioredis.Redis) ->
     assert view.reserved["w_0"].market_usd_micro == 1_000_000 and view.reserved["w_0"].markets == {"0xm"}
     assert view.reserved["w_9"] == reservations.NOTHING_RESERVED
     assert (await state.read("lt_2", "123", "0xm", [])).reserved == {}
+    assert view.has_book is False
+    await r.set("tt:book:123", b"{}")
+    assert (await state.read("lt_1", "123", "0xm", [])).has_book is True

@@ -5,6 +5,11 @@ cached in Redis (``common.marketstate``: ``tt:market:{asset}``, which ingest als
 Cache policy: a cached entry younger than the TTL is used as is; an older one is used and refreshed
 in the background; a missing one is fetched before routing. To force a refresh (e.g. the executor
 got INVALID_ORDER_MIN_TICK_SIZE), DEL ``tt:market:{asset}``: the next trade in that asset refetches.
+
+Books: every ``/book`` answer is also stored as ``tt:book:{asset}`` unless Redis holds a newer book
+(``clob_book.BookStore``), so the executor has a book for the first copy in an asset ingest is not
+watching yet. When the market info is cached but the asset has no stored book, the book alone is
+fetched before routing; assets with a book pay nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import aiohttp
 import orjson
 
 from common.decimals import parse_decimal
-from common.marketstate import MarketInfo, write_market
+from common.marketstate import BookSnapshot, MarketInfo, write_market
+from services.router.adapters.clob_book import BookStore, parse_book
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +95,25 @@ class ClobMarketInfo:
 
     async def fetch(self, asset_id: str, condition_id: str, now_ms: int, *, attempts: int = 2) -> list[MarketInfo]:
         """Market info of the asset's market; [] when the CLOB does not answer usefully (after ``attempts``)."""
-        for attempt in range(attempts):
-            infos = await self._fetch_once(asset_id, condition_id, now_ms)
-            if infos or attempt + 1 == attempts:
-                return infos
-            await asyncio.sleep(0.05 * (attempt + 1))
-        return []
+        return (await self.fetch_with_book(asset_id, condition_id, now_ms, attempts=attempts))[0]
 
-    async def _fetch_once(self, asset_id: str, condition_id: str, now_ms: int) -> list[MarketInfo]:
+    async def fetch_with_book(self, asset_id: str, condition_id: str, now_ms: int, *,
+                              attempts: int = 2) -> tuple[list[MarketInfo], BookSnapshot | None]:
+        """Market info of the asset's market and the asset's book (None when ``/book`` gave none usable)."""
+        for attempt in range(attempts):
+            infos, book = await self._fetch_once(asset_id, condition_id, now_ms)
+            if infos or attempt + 1 == attempts:
+                return infos, book
+            await asyncio.sleep(0.05 * (attempt + 1))
+        return [], None
+
+    async def fetch_book(self, asset_id: str, now_ms: int, *, fallback_tick: Decimal | None) -> BookSnapshot | None:
+        """The asset's book alone (one attempt: the caller already has market info to route with)."""
+        return parse_book(asset_id, await self._get("/book", {"token_id": asset_id}),
+                          fallback_tick=fallback_tick, now_ms=now_ms)
+
+    async def _fetch_once(self, asset_id: str, condition_id: str,
+                          now_ms: int) -> tuple[list[MarketInfo], BookSnapshot | None]:
         market_req = self._get(f"/markets/{condition_id}") if condition_id else None
         book_req = self._get("/book", {"token_id": asset_id})
         if market_req is not None:
@@ -104,12 +121,14 @@ class ClobMarketInfo:
         else:
             market, book = None, await book_req
         if market is None and book is None:
-            return []
+            return [], None
         try:
-            return parse_market_info(asset_id, market, book, now_ms)
+            infos = parse_market_info(asset_id, market, book, now_ms)
         except ValueError as exc:
             log.warning("clob market info unusable", extra={"asset_id": asset_id, "error": str(exc)})
-            return []
+            return [], None
+        tick = next((i.tick_size for i in infos if i.asset_id == asset_id), None)
+        return infos, parse_book(asset_id, book, fallback_tick=tick, now_ms=now_ms)
 
 
 class MarketInfoCache:
@@ -120,18 +139,48 @@ class MarketInfoCache:
         self.clob = clob
         self.ttl_ms = ttl_ms
         self.clock_ms = clock_ms
+        self.books = BookStore(redis)
         self._inflight: dict[str, asyncio.Task[MarketInfo | None]] = {}
+        self._book_inflight: dict[str, asyncio.Task[None]] = {}
 
     def _usable(self, cached: MarketInfo | None) -> bool:
         return cached is not None and cached.tick_size > 0
 
-    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None) -> MarketInfo | None:
-        """Market info to route with, or None when unknown and the CLOB does not answer."""
+    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None, *,
+                      has_book: bool = True) -> MarketInfo | None:
+        """Market info to route with, or None when unknown and the CLOB does not answer. Before it
+        returns, the asset's book is stored when Redis had none (``has_book`` False) and the CLOB gave one."""
         if cached is not None and self._usable(cached):
             if self.clock_ms() - cached.updated_ms > self.ttl_ms:
                 self._refresh(asset_id, condition_id, cached)
+            if not has_book:
+                await asyncio.shield(self._book_only(asset_id, cached.tick_size))
             return cached
         return await asyncio.shield(self._refresh(asset_id, condition_id, cached))
+
+    def _book_only(self, asset_id: str, tick: Decimal) -> asyncio.Task[None]:
+        refresh = self._inflight.get(asset_id)
+        task = self._book_inflight.get(asset_id)
+        if task is None:
+            task = asyncio.create_task(self._fetch_book(asset_id, tick, refresh))
+            self._book_inflight[asset_id] = task
+            task.add_done_callback(lambda _t: self._book_inflight.pop(asset_id, None))
+        return task
+
+    async def _fetch_book(self, asset_id: str, tick: Decimal,
+                          refresh: asyncio.Task[MarketInfo | None] | None) -> None:
+        if refresh is not None:
+            await refresh  # a market refresh in flight fetches (and stores) the book too
+            return
+        await self._store_book(await self.clob.fetch_book(asset_id, self.clock_ms(), fallback_tick=tick))
+
+    async def _store_book(self, book: BookSnapshot | None) -> None:
+        if book is None:
+            return
+        try:
+            await self.books.store_if_newer(book)
+        except Exception:  # noqa: BLE001 - the executor copes without it (NO_BOOK / no depth check)
+            log.warning("book cache write failed", extra={"asset_id": book.asset_id})
 
     def _refresh(self, asset_id: str, condition_id: str,
                  cached: MarketInfo | None) -> asyncio.Task[MarketInfo | None]:
@@ -144,7 +193,8 @@ class MarketInfoCache:
         return task
 
     async def _fetch(self, asset_id: str, condition_id: str, event_slug: str) -> MarketInfo | None:
-        infos = await self.clob.fetch(asset_id, condition_id, self.clock_ms())
+        infos, book = await self.clob.fetch_with_book(asset_id, condition_id, self.clock_ms())
+        await self._store_book(book)
         mine = None
         for info in infos:
             if event_slug and not info.event_slug:

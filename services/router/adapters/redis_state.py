@@ -1,7 +1,7 @@
 """The router's Redis round trips per leader trade: one read script and one emit script.
 
-- read: the routed marker of the trade, the asset's cached market info and every follower wallet's
-  in-flight reservations (summed in Lua: one short line per wallet), in one Lua call.
+- read: the routed marker of the trade, the asset's cached market info, whether its book is stored,
+  and every follower wallet's in-flight reservations (summed in Lua: one short line per wallet), in one Lua call.
 - emit: all-or-nothing in one Lua call — claim every order's client order id (SET NX), reserve its
   USD / shares, append the RoutedTrade to the durable log and set the trade's routed marker. A
   trade whose marker exists is not appended again, so a re-emit after a crash is harmless.
@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import reservations
-from common.marketstate import MarketInfo, market_key
+from common.marketstate import MarketInfo, book_key, market_key
 from common.reservations import WalletReserved
 
 MARKER_PREFIX = "tt:router:routed:"
 
-# KEYS: marker, market info. ARGV: market, asset, wallet ids (one per line).
+# KEYS: marker, market info, book. ARGV: market, asset, wallet ids (one per line).
 _READ = reservations.LUA_FUNCTIONS + """
 local out = {}
 for w in string.gmatch(ARGV[3], '[^\\n]+') do out[#out + 1] = tt_summary(w, ARGV[1], ARGV[2]) end
-return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]), table.concat(out, '\\n')}
+return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]), table.concat(out, '\\n'),
+        redis.call('EXISTS', KEYS[3])}
 """
 
 # KEYS: marker, stream. ARGV: payload, marker ttl s, stream maxlen, reservation lines.
@@ -61,6 +62,7 @@ class RedisView:
     marker: str | None
     market: MarketInfo | None
     reserved: dict[str, WalletReserved] = field(default_factory=dict)
+    has_book: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class RedisState:
     async def read(self, leader_trade_id: str, asset_id: str, market: str,
                    wallet_ids: Sequence[str]) -> RedisView:
         """Marker, market info and the wallets' reservations (for ``market`` and the asset) in one round trip."""
-        reply = await self._read(keys=[marker_key(leader_trade_id), market_key(asset_id)],
+        reply = await self._read(keys=[marker_key(leader_trade_id), market_key(asset_id), book_key(asset_id)],
                                  args=[market, asset_id, "\n".join(wallet_ids)])
         marker = _s(reply[0]) or None
         flat = reply[1]
@@ -100,7 +102,7 @@ class RedisState:
                 info = None  # unusable cache entry: refetched
         summaries = _s(reply[2]).split("\n") if wallet_ids else []
         reserved = {w: reservations.parse_summary(line) for w, line in zip(wallet_ids, summaries, strict=True)}
-        return RedisView(marker, info, reserved)
+        return RedisView(marker, info, reserved, has_book=bool(int(reply[3])))
 
     async def emit(self, leader_trade_id: str, payload: bytes,
                    items: Sequence[reservations.Reservation]) -> EmitResult:
