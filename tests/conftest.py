@@ -13,7 +13,7 @@ import redis
 
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.storage import apply_migrations
-from tests.helpers import database_url
+from tests.helpers import database_url, template_database
 
 TEMPLATE_DB = "tt_test_template"
 _db_counter = itertools.count()
@@ -47,14 +47,8 @@ def pg_template(pg_server_url: str) -> str:
 @pytest.fixture
 def db_url(pg_server_url: str, pg_template: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"tt_test_{os.getpid()}_{next(_db_counter)}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    try:
-        yield database_url(pg_server_url, name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with template_database(pg_server_url, pg_template, f"tt_test_{os.getpid()}_{next(_db_counter)}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

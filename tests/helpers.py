@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,3 +54,23 @@ def database_url(url: str, dbname: str) -> str:
     """``url`` pointing at database ``dbname`` instead (socket and TCP URLs alike)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, parts.fragment))
+
+
+def redis_db(url: str, db: int) -> str:
+    """``url`` pointing at Redis database number ``db``."""
+    return database_url(url, str(db))
+
+
+@contextmanager
+def template_database(server_url: str, template: str, name: str) -> Iterator[str]:
+    """A database ``name`` cloned from ``template`` (replacing any leftover), dropped afterwards; yields its URL."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield database_url(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

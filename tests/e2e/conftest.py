@@ -12,35 +12,23 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import redis
 
-from tests.helpers import database_url
+from tests.helpers import redis_db, template_database
 from tools.pipeline import Pipeline, free_port_env, isolated_env
 
 E2E_REDIS_DB = 11
 
-
-def redis_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="module")
 def e2e_db(pg_server_url: str, pg_template: str) -> Iterator[str]:
     """A migrated database for the module's stack."""
     name = f"tt_e2e_{os.getpid()}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    try:
-        yield database_url(pg_server_url, name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with template_database(pg_server_url, pg_template, name) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
 from common.config import project_root
-from tests.e2e.conftest import redis_db
-from tests.helpers import database_url
+from tests.helpers import redis_db, template_database
 from tools.pipeline import free_port_env, isolated_env
 from tools.supervisor import read_state
 
@@ -27,14 +25,8 @@ SIM_PORT_VARS = ("TT_SIM_RTDS_PORT", "TT_SIM_CLOB_PORT", "TT_SIM_DATA_API_PORT",
 @pytest.fixture
 def demo_db(pg_server_url: str, pg_template: str) -> Iterator[str]:
     name = f"tt_demo_{os.getpid()}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    try:
-        yield database_url(pg_server_url, name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with template_database(pg_server_url, pg_template, name) as url:
+        yield url
 
 
 @pytest.mark.timeout(180)

@@ -18,18 +18,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import httpx
 import orjson
-import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.config import Secret, project_root
 from common.embedded import free_port
-from tests.helpers import database_url, eventually_sync
+from tests.helpers import eventually_sync, redis_db, template_database
 from tools import envoy_config
 
 EDGE_REDIS_DB = 9
@@ -159,11 +157,6 @@ def start_envoy(workdir: Path, control_port: int, tokens: tuple[str, ...], **ove
     return envoy
 
 
-def redis_db(url: str, db: int) -> str:
-    """``url`` pointing at Redis database number ``db``."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
 
 @dataclass
 class EdgeStack:
@@ -195,14 +188,8 @@ class EdgeStack:
 def edge_db(pg_server_url: str, pg_template: str) -> Iterator[str]:
     """A migrated database for the edge stack."""
     name = f"tt_edge_{os.getpid()}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    try:
-        yield database_url(pg_server_url, name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with template_database(pg_server_url, pg_template, name) as url:
+        yield url
 
 
 @pytest.fixture(scope="package")
