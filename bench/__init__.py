@@ -90,3 +90,54 @@ def print_table(rows: Mapping[str, Mapping[str, float]], target_p99_ms: float | 
             verdict = "  ok" if s["p99_ms"] <= target_p99_ms else f"  OVER {target_p99_ms:g} ms p99"
         print(f"{label:<22}{int(s['n']):>7}{s['p50_ms']:>11.2f}{s['p90_ms']:>11.2f}{s['p99_ms']:>11.2f}"
               f"{s['p99_9_ms']:>12.2f}{s['max_ms']:>11.2f}{verdict}", flush=True)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (0.0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def storage_pids(run_dir: Path) -> dict[str, list[int]]:
+    """PostgreSQL (postmaster and backends) and Redis processes of a stack whose files are under ``run_dir``."""
+    marker = str(run_dir.resolve())
+    redis_url = run_dir / "redis_url"
+    redis_port = redis_url.read_text().strip().rsplit(":", 1)[-1].split("/")[0] if redis_url.exists() else "-"
+    postmasters: list[int] = []
+    found: dict[str, list[int]] = {"postgres": [], "redis": []}
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if "redis-server" in cmdline and f":{redis_port}" in cmdline:
+            found["redis"].append(int(entry.name))
+        elif marker in cmdline and "postgres" in cmdline:
+            postmasters.append(int(entry.name))
+    found["postgres"] = postmasters + [pid for pid, ppid in parents.items() if ppid in postmasters]
+    return found
+
+
+class CpuMeter:
+    """CPU seconds of named process groups between :meth:`start` and :meth:`stop` (children started later count
+    from zero; processes that ended are lost, so keep phases short)."""
+
+    def __init__(self, groups: Mapping[str, Sequence[int]]) -> None:
+        self.groups = {name: list(pids) for name, pids in groups.items()}
+        self.begin: dict[int, float] = {}
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self.begin = {pid: process_cpu_s(pid) for pids in self.groups.values() for pid in pids}
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per group since :meth:`start`."""
+        return {name: round(sum(process_cpu_s(pid) - self.begin.get(pid, 0.0) for pid in pids), 3)
+                for name, pids in self.groups.items()}

@@ -1,28 +1,58 @@
-"""(e) of ``bench pipeline``: armed triggers in bulk, a CLOB price move → the SELL POST at the Insiders fake.
+"""(e) of ``bench pipeline``: armed triggers in bulk, price ticks at 10,000/s, a CLOB move → the SELL POST.
 
 ``N`` ARMED triggers over ``A`` assets (positions + triggers written with COPY, as ``bench/guard.py``
-seeds them) plus ``hot`` sim markets, each with one held position and one STOP_LOSS at 0.45 on its
-best bid. Guard is restarted (kill -9; the supervisor starts it again) so it loads them all; ingest
-then follows every armed asset on the CLOB websocket. For each hot market in turn the simulator
-replaces the book around a best bid of 0.44 (one ``book`` frame on the CLOB websocket); latency =
-the Insiders fake's arrival time of that asset's SELL POST − the wall time just before the frame was
-sent.
+seeds them); every two seeded assets form one simulated market (CLOB REST knows it, each token has a
+10-level book). Guard is restarted (kill -9; the supervisor starts it again) so it loads them all
+(timed, from its log); ingest then follows every armed asset on the simulated CLOB websocket.
+
+Background load, through the real path (simulator CLOB websocket → ingest → Redis → guard): ``rate``
+top-of-book changes per second over the seeded assets, one ``price_change`` frame per market move
+carrying both tokens (each token's book moves one tick: new best level in, far level out, like the
+venue's paired entries), i.e. ``rate`` / 2 frames and ``rate`` PriceTicks per second. The walks cross
+some seeded triggers, whose SELLs also go out.
+
+Measured crossings, during that load: ``hot`` extra sim markets each with one held position and one
+STOP_LOSS at 0.45 on its best bid; one at a time the simulator replaces the book around a best bid of
+0.44 (one ``book`` frame). ``sim→POST`` = the Insiders fake's arrival time of that asset's SELL POST −
+the wall time just before the frame was sent (stricter than "frame received by ingest");
+``ingest→POST`` = the same arrival − ingest's receive stamp carried in guard's FIRED event (also for
+the seeded triggers the walk crossed). Also: achieved tick rate (entries added to the PriceTick log),
+guard's tick lag (its stats log: ingest receive → handled, i.e. the backlog), CPU per tick of each
+process, guard's RSS.
+
+Tuning: ``TT_BENCH_TICK_RATE`` (background ticks/s, default 10000; 0 = no load), ``TT_BENCH_MEASURE_S``
+(cap of the crossing phase, default 60 s), ``TT_BENCH_PYSPY=<dir>`` (py-spy profiles of ingest, guard
+and the executor during the measurement).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import random
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
+import redis as redis_sync
 
 from bench import summarize
-from bench.guard import _seed
+from bench.guard import _asset, _seed
+from common.streams import PRICE_TICKS, TRIGGER_EVENTS
 from sim.scenarios import set_best_bid
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.guard.v1 import guard_pb2 as gpb
+
+LEVELS = 10
+LEVEL_SIZE = "1000"
 
 
 def _guard_load_s(text: str) -> float | None:
@@ -35,20 +65,161 @@ def _guard_load_s(text: str) -> float | None:
     return found
 
 
-def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int) -> dict[str, Any]:
-    """Seed, restart guard, fire ``hot`` stop-losses one at a time; sim frame → SELL POST (ms)."""
+def _guard_lags(text: str, since_ms: int) -> list[tuple[float, float]]:
+    """(tick lag p50, p99) of guard's stats lines logged after ``since_ms``."""
+    out = []
+    for line in text.splitlines():
+        if '"guard stats"' not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError):
+            d = json.loads(line)
+            ts = d.get("ts") or ""
+            stamp = datetime.fromisoformat(ts).replace(tzinfo=UTC).timestamp() * 1000 if ts else since_ms
+            if stamp >= since_ms - 1000 and "tick_lag_p99_ms" in d:
+                out.append((float(d["tick_lag_p50_ms"]), float(d["tick_lag_p99_ms"])))
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc); 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _pids(p: Any) -> dict[str, int]:
+    """Pids of the supervised programs, the embedded Redis and PostgreSQL (when found) and this process."""
+    out = {"bench+sim": os.getpid()}
+    for name in ("ingest", "guard", "executor", "router", "control"):
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            out[name] = int(p.program(name).get("pid") or 0)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            exe = os.path.basename(cmd[0].decode(errors="replace"))
+            if exe.startswith("redis-server") and str(p.run_dir) in b" ".join(cmd).decode(errors="replace"):
+                out["redis"] = int(proc.name)
+    return out
+
+
+class _Walks:
+    """Books of the background markets in the simulator, moved one tick at a time (run on the sim loop)."""
+
+    def __init__(self, sim: Any, markets: list[tuple[str, str, str]], rng: random.Random) -> None:
+        self.sim = sim
+        self.markets = markets  # (condition id, token 0, token 1)
+        self.price = {t: 49 for _c, a, b in markets for t in (a, b)}  # add_market's best bid
+        self.rng = rng
+
+    def _move(self, token: str) -> list[dict[str, str]]:
+        """One token's best bid moves one cent (up or down); the book keeps ``LEVELS`` a side."""
+        p = self.price[token]
+        up = p <= 12 or (p < 88 and self.rng.random() < 0.5)
+        book = self.sim.books.books[token]
+        s = LEVEL_SIZE
+        if up:  # bid p+1 in, bid p-9 out; ask p+1 out, ask p+11 in
+            edits = [("BUY", p + 1, s), ("BUY", p - LEVELS + 1, "0"), ("SELL", p + 1, "0"), ("SELL", p + LEVELS + 1, s)]
+            p += 1
+        else:  # bid p out, bid p-10 in; ask p in, ask p+10 out
+            edits = [("BUY", p, "0"), ("BUY", p - LEVELS, s), ("SELL", p, s), ("SELL", p + LEVELS, "0")]
+            p -= 1
+        self.price[token] = p
+        best_bid, best_ask = f"0.{p:02d}", f"0.{p + 1:02d}"
+        out = []
+        for side, cents, size_s in edits:
+            price = f"0.{cents:02d}"
+            levels = book.bids if side == "BUY" else book.asks
+            key = _CENTS[cents]
+            if size_s == "0":
+                levels.pop(key, None)
+            else:
+                levels[key] = _SIZE
+            out.append({"asset_id": token, "price": price, "size": size_s, "side": side,
+                        "hash": f"{self.rng.getrandbits(64):016x}", "best_bid": best_bid, "best_ask": best_ask})
+        return out
+
+    def frame(self) -> tuple[str, str]:
+        """One market move: (token 0, frame text) with both tokens' entries."""
+        cid, a, b = self.markets[self.rng.randrange(len(self.markets))]
+        now = str(int(time.time() * 1000))
+        text = orjson.dumps({"market": cid, "price_changes": self._move(a) + self._move(b),
+                             "timestamp": now, "event_type": "price_change"}).decode()
+        return a, text
+
+
+_CENTS = {c: Decimal(c) / 100 for c in range(101)}
+_SIZE = Decimal(LEVEL_SIZE)
+
+
+async def _background(sim: Any, walks: _Walks, rate: float, stop: threading.Event) -> dict[str, Any]:
+    """``rate`` ticks/s (``rate`` / 2 frames of two tokens) until ``stop``; paced every 2 ms."""
+    clob = sim.clob
+    frames_per_s = rate / 2
+    step_s = 0.002
+    start = time.perf_counter()
+    sent = 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - start) * frames_per_s)
+        while sent < due:
+            token, text = walks.frame()
+            for client in clob.clients:
+                if token in client.subs:
+                    client.send(text)
+            sent += 1
+        await asyncio.sleep(step_s)
+    elapsed = time.perf_counter() - start
+    return {"frames": sent, "elapsed_s": round(elapsed, 2), "frames_per_s": round(sent / elapsed)}
+
+
+def _last_stats(text: str) -> dict[str, Any]:
+    """Guard's last stats line (counters and median fire stages)."""
+    found: dict[str, Any] = {}
+    for line in text.splitlines():
+        if '"guard stats"' in line:
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+    return {k: found[k] for k in ("ticks", "unchanged_ticks", "stale_ticks", "ignored_ticks", "held", "fire")
+            if k in found}
+
+
+def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float | None = None,
+               warmup_s: float = 3.0) -> dict[str, Any]:
+    """Seed, restart guard, background ticks at ``rate``/s, fire ``hot`` stop-losses one at a time."""
+    if rate is None:
+        rate = float(os.environ.get("TT_BENCH_TICK_RATE", "10000"))
     p = b.p
     db_url = (p.run_dir / "database_url").read_text().strip()
+    r = redis_sync.Redis.from_url((p.run_dir / "redis_url").read_text().strip())
     markets = [b.market() for _ in range(hot)]
     started = time.monotonic()
+    n_assets -= n_assets % 2
     if n_triggers:
         _seed(db_url, n_triggers, n_assets, random.Random(5))
+    pairs = [(f"0x{0xe0000000 + i:064x}", _asset(i), _asset(i + 1)) for i in range(0, n_assets, 2)]
+
+    def add_markets() -> None:
+        for cid, t0, t1 in pairs:
+            p.sim.sim.add_market(condition_id=cid, tokens=(t0, t1), levels=LEVELS, level_size=LEVEL_SIZE)
+
+    p.sim.call(add_markets, timeout_s=120)
     now = datetime.now(UTC)
-    wallets = {}
     with psycopg.connect(db_url) as conn:
         for i, m in enumerate(markets):
             wallet, wid = "0x" + f"{0xbeef0000 + i:040x}", f"w_hot_{i}"
-            wallets[m.tokens[0]] = wid
             conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
                          " cost_usd) VALUES (%s, %s, %s, %s, 100, 0.5, 50)", (wid, m.tokens[0], m.condition_id, wallet))
             conn.execute("INSERT INTO triggers (id, wallet, follower_wallet_id, asset_id, kind, trigger_price,"
@@ -57,6 +228,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int) -> dict[str, An
                          (f"trg_hot_{i}", wallet, wid, m.tokens[0], now, now))
         conn.commit()
     seed_s = time.monotonic() - started
+    p.once_env("guard", {"TT_GUARD_STATS_LOG_S": "2"})
     p.wait_restarted("guard", p.kill("guard"), timeout_s=120)
     load_s = None
     deadline = time.monotonic() + 120
@@ -64,21 +236,44 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int) -> dict[str, An
         load_s = _guard_load_s(p.log_tail("guard", 400))
         time.sleep(0.1)
 
+    wanted = {m.tokens[0] for m in markets} | {t for _c, a, b_ in pairs for t in (a, b_)}
+
     def subscribed() -> bool:
         subs: set[str] = set()
         for client in list(p.sim.sim.clob.clients):
             subs |= set(getattr(client, "subs", ()))
-        return all(m.tokens[0] in subs for m in markets)
+        return wanted <= subs
 
     deadline = time.monotonic() + 60
     while not p.sim.call(subscribed) and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.0)  # snapshots in, guard has a first price
+    time.sleep(2.0)  # snapshots in, guard has a first price
+
+    # background load in its own thread (it blocks on the simulator's loop)
+    stop = threading.Event()
+    walks = _Walks(p.sim.sim, pairs, random.Random(9))
+    bg: dict[str, Any] = {}
+    pids = _pids(p)
+    xlen0 = r.xlen(PRICE_TICKS)
+    thread = threading.Thread(target=lambda: bg.update(p.sim.run(_background(p.sim.sim, walks, rate, stop),
+                                                                 timeout_s=3600)), daemon=True)
+    if rate > 0:
+        thread.start()
+    time.sleep(warmup_s)
+    profilers = _profile(pids, 8.0)
+    cpu0 = {n: _cpu_s(pid) for n, pid in pids.items()}
+    xlen1, t_meas, since_ms = r.xlen(PRICE_TICKS), time.perf_counter(), int(time.time() * 1000)
+    load_samples = [os.getloadavg()[0]]
 
     samples: list[float] = []
+    sent_at: dict[str, int] = {}
     missing = 0
+    measure_until = time.monotonic() + float(os.environ.get("TT_BENCH_MEASURE_S", "60"))
     for m in markets:
+        if time.monotonic() > measure_until:  # bounded: a lagging guard would make every crossing wait 3 s
+            break
         token = m.tokens[0]
+        n_posts = p.sim.call(lambda: len(p.sim.insiders.posts))
 
         def move(m: Any = m) -> int:
             t = time.time_ns()
@@ -86,19 +281,109 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int) -> dict[str, An
             return t
 
         sent = p.sim.call(move)
+        sent_at[token] = sent
         got = None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3
         while got is None and time.monotonic() < deadline:
-            got = p.sim.call(lambda token=token: next(
-                (r.arrival_ns for r in p.sim.insiders.posts
-                 if (r.body or {}).get("tokenId") == token and (r.body or {}).get("side") == "SELL"), None))
+            got = p.sim.call(lambda token=token, n=n_posts: next(
+                (q.arrival_ns for q in p.sim.insiders.posts[n:]
+                 if (q.body or {}).get("tokenId") == token and (q.body or {}).get("side") == "SELL"), None))
             if got is None:
-                time.sleep(0.01)
+                time.sleep(0.005)
         if got is None:
             missing += 1
         else:
             samples.append((got - sent) / 1e6)
-        time.sleep(0.05)
+        load_samples.append(os.getloadavg()[0])
+        time.sleep(0.1)
+    meas_s = time.perf_counter() - t_meas
+    cpu1 = {n: _cpu_s(pid) for n, pid in pids.items()}
+    xlen2 = r.xlen(PRICE_TICKS)
+    stop.set()
+    if rate > 0:
+        thread.join(30)
+    for prof in profilers:
+        prof.wait(30)
+    ticks = max(0, xlen2 - xlen1)
+    cpu_us_per_tick = {n: round((cpu1[n] - cpu0[n]) * 1e6 / max(ticks, 1), 1) for n in pids}
+    cpu_cores = {n: round((cpu1[n] - cpu0[n]) / meas_s, 2) for n in pids}
+    time.sleep(1.0)
+    ingest_ms, hot_ingest_ms = _ingest_to_post(p, r, {m.tokens[0] for m in markets})
+    stages = _hot_stages(p, db_url)
+    guard_log = p.log_tail("guard", 3000)
+    lags = _guard_lags(guard_log, since_ms)
+    guard_pid = pids.get("guard", 0)
+    r.close()
     return {"triggers": n_triggers + hot, "assets": n_assets + hot, "seed_s": round(seed_s, 1),
-            "guard_load_s": load_s, "fired": len(samples), "missing": missing,
-            "latency": {"sim tick→SELL POST": summarize(samples)}, **b.load_summary()}
+            "guard_load_s": load_s, "hot_planned": hot, "fired": len(samples), "missing": missing,
+            "background": {**bg, "rate_target": rate, "ticks_logged_during_measure": ticks,
+                           "ticks_per_s_achieved": round(ticks / meas_s), "measure_s": round(meas_s, 1),
+                           "ticks_logged_total": xlen2 - xlen0},
+            "guard_tick_lag_ms": {"p50_of_p50s": _med([x for x, _ in lags]), "max_p99": max((y for _, y in lags),
+                                                                                            default=None)},
+            "cpu_us_per_tick": cpu_us_per_tick, "cpu_cores": cpu_cores,
+            "guard_rss_mb": _rss_mb(guard_pid), "guard_stats": _last_stats(guard_log),
+            "ticks_log_capped": xlen2 >= 950_000,
+            "latency": {"hot: sim frame→SELL POST": summarize(samples),
+                        "hot: ingest→SELL POST": summarize(hot_ingest_ms),
+                        "walk fires: ingest→SELL POST": summarize(ingest_ms),
+                        **{f"hot: {k}": summarize(v) for k, v in stages.items()}},
+            "load1_max": round(max(load_samples), 2), "load_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _profile(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With ``TT_BENCH_PYSPY=<dir>``: py-spy profiles of ingest and guard during the measurement."""
+    folder = os.environ.get("TT_BENCH_PYSPY")
+    if not folder:
+        return []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "-p", str(pids[name]), "-r", "200", "-f", "raw", "-o",
+                              f"{folder}/{name}.txt", "-d", str(int(seconds))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name in ("ingest", "guard", "executor") if pids.get(name)]
+
+
+def _hot_stages(p: Any, db_url: str) -> dict[str, list[float]]:
+    """Hot fires split at guard's decision (``Order.routed_time_ns``, from the recorded SELL)."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT fire_order FROM triggers WHERE id LIKE 'trg_hot_%%' AND fire_order IS NOT NULL"
+                            ).fetchall()
+    orders = [epb.Order.FromString(bytes(r[0])) for r in rows]
+    arrivals = p.sim.call(lambda: {q.client_order_id: q.arrival_ns for q in p.sim.insiders.posts})
+    out: dict[str, list[float]] = {"ingest→guard decided": [], "guard decided→SELL POST": []}
+    for o in orders:
+        if o.client_order_id in arrivals and o.received_time_ns:
+            out["ingest→guard decided"].append((o.routed_time_ns - o.received_time_ns) / 1e6)
+            out["guard decided→SELL POST"].append((arrivals[o.client_order_id] - o.routed_time_ns) / 1e6)
+    return out
+
+
+def _med(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def _ingest_to_post(p: Any, r: Any, hot_tokens: set[str]) -> tuple[list[float], list[float]]:
+    """POST arrival − ingest receive (from guard's FIRED events), for walk fires and hot fires."""
+    fired: dict[str, tuple[int, str]] = {}
+    pos = "-"
+    while True:
+        rows: Any = r.xrange(TRIGGER_EVENTS, min=pos, count=2000)
+        if not rows:
+            break
+        for _entry_id, fields in rows:
+            ev = gpb.TriggerEvent.FromString(fields[b"p"])
+            if ev.type == gpb.TRIGGER_EVENT_TYPE_FIRED and ev.trigger.order_id and ev.received_time_ns:
+                fired[ev.trigger.order_id] = (ev.received_time_ns, ev.trigger.asset_id)
+        pos = "(" + rows[-1][0].decode()
+    posts = p.sim.call(lambda: [(q.client_order_id, q.arrival_ns) for q in p.sim.insiders.posts
+                                if (q.body or {}).get("side") == "SELL"])
+    walk: list[float] = []
+    hot: list[float] = []
+    seen: set[str] = set()
+    for coid, arrival in posts:
+        hit = fired.get(coid)
+        if hit is None or coid in seen:
+            continue
+        seen.add(coid)
+        (hot if hit[1] in hot_tokens else walk).append((arrival - hit[0]) / 1e6)
+    return walk, hot

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
 import secrets
 import tempfile
 import time
@@ -31,6 +33,7 @@ from bench import print_table, save_results, summarize
 from common.config import env_port, grpc_port, load_tokens
 from common.embedded import free_port
 from tools import stack
+from tools.supervisor import GATEWAY, read_state
 
 TARGET_P99_MS = 10.0
 
@@ -65,20 +68,62 @@ def address() -> str:
 
 
 async def paced(rate: float, count: int, one: Callable[[float], Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Start ``one(due_time)`` ``count`` times at ``rate`` per second, open loop; gather the results."""
-    start = time.monotonic() + 0.05
-    tasks: list[asyncio.Task[Any]] = []
-    for i in range(count):
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
-    return await asyncio.gather(*tasks)
+    """Start ``one(due_time)`` ``count`` times at ``rate`` per second, open loop; gather the results.
+
+    The client's cyclic garbage collector is off meanwhile (collected before and after): a full
+    collection over thousands of live tasks pauses this loop for tens of milliseconds, which would
+    be measured as the service's latency.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.monotonic() + 0.05
+        tasks: list[asyncio.Task[Any]] = []
+        for i in range(count):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(due)))
+        return await asyncio.gather(*tasks)
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 class Errors(Exception):
     """A request answered something other than 200."""
+
+
+CpuSnapshot = Callable[[], dict[str, float]]
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_meter(pids: dict[str, int]) -> CpuSnapshot:
+    """CPU seconds used so far by each named process (the bench's own included as ``client``)."""
+    def snapshot() -> dict[str, float]:
+        out = {"client": time.process_time()}
+        for name, pid in pids.items():
+            used = _cpu_seconds(pid)
+            if used is not None:
+                out[name] = used
+        return out
+    return snapshot
+
+
+def cpu_per_request_us(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """CPU microseconds per request of each process between two snapshots."""
+    return {name: round((after[name] - before[name]) * 1e6 / max(1, requests), 1)
+            for name in before if name in after}
 
 
 async def _request(session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],
@@ -90,7 +135,8 @@ async def _request(session: aiohttp.ClientSession, method: str, url: str, header
         return data
 
 
-async def create_get(target: Target, rate: float, warmup: int, samples: int) -> dict[str, Any]:
+async def create_get(target: Target, rate: float, warmup: int, samples: int,
+                     cpu: CpuSnapshot | None = None) -> dict[str, Any]:
     """POST /subscriptions then GET /subscriptions/{id}, ``rate`` pairs per second."""
     headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
@@ -111,14 +157,18 @@ async def create_get(target: Target, rate: float, warmup: int, samples: int) -> 
 
         await paced(rate, warmup, one)
         started = time.monotonic()
+        before = cpu() if cpu else {}
         results = await paced(rate, samples, one)
+        used = cpu_per_request_us(before, cpu(), 2 * samples) if cpu else {}
     ok = [r for r in results if not isinstance(r, str)]
     ms = [[r[i] * 1000 for r in ok] for i in range(4)]
     return {"create": summarize(ms[0]), "get": summarize(ms[1]), "create+get": summarize(ms[2]),
-            "start_lag_max_ms": round(max(ms[3], default=0.0), 3), **_outcome(results, ok, started)}
+            "start_lag_max_ms": round(max(ms[3], default=0.0), 3), "cpu_us_per_request": used,
+            **_outcome(results, ok, started)}
 
 
-async def list_500(target: Target, rate: float, warmup: int, samples: int) -> dict[str, Any]:
+async def list_500(target: Target, rate: float, warmup: int, samples: int,
+                   cpu: CpuSnapshot | None = None) -> dict[str, Any]:
     """One follower with 500 subscriptions; GET /subscriptions?followerProxy=…&pageSize=500."""
     headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
     follower = address()
@@ -149,9 +199,12 @@ async def list_500(target: Target, rate: float, warmup: int, samples: int) -> di
 
         await paced(rate, warmup, one)
         started = time.monotonic()
+        before = cpu() if cpu else {}
         results = await paced(rate, samples, one)
+        used = cpu_per_request_us(before, cpu(), samples) if cpu else {}
     ok = [r for r in results if not isinstance(r, str)]
     return {"list_500": summarize([r[0] * 1000 for r in ok]), "response_bytes": body_bytes,
+            "cpu_us_per_request": used,
             "start_lag_max_ms": round(max((r[1] for r in ok), default=0.0) * 1000, 3),
             **_outcome(results, ok, started)}
 
@@ -215,6 +268,14 @@ async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> di
     return {k: summarize(v[max(1, len(v) // 10):]) for k, v in out.items()}
 
 
+def _stack_pids(env: dict[str, str]) -> dict[str, int]:
+    """Pids of the stack's control and Envoy processes (from the supervisor's state), if known."""
+    state = read_state(Path(env["TT_RUN_DIR"])) if env.get("TT_RUN_DIR") else None
+    names = {"control": "control", GATEWAY: "envoy"}
+    return {names[p["name"]]: int(p["pid"]) for p in (state or {}).get("programs", [])
+            if p.get("name") in names and p.get("pid")}
+
+
 def _private_env(run: Path) -> dict[str, str]:
     env = stack.resolve_env()
     for name in ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN"):
@@ -227,7 +288,8 @@ def _private_env(run: Path) -> dict[str, str]:
     return env
 
 
-async def measure(target: Target, grpc_port: int, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(target: Target, grpc_port: int, args: argparse.Namespace,
+                  cpu: CpuSnapshot | None = None) -> dict[str, Any]:
     """Unloaded baseline, then both open-loop measurements, one after the other."""
     baseline: dict[str, Any] = {}
     if args.baseline > 0:
@@ -237,10 +299,10 @@ async def measure(target: Target, grpc_port: int, args: argparse.Namespace) -> d
         baseline = await unloaded(target, grpc_port, args.baseline, lists)
     print(f"create+get: {args.rate:g} pairs/s ({2 * args.rate:g} requests/s), {args.warmup} warm-up, "
           f"{args.samples} samples (~{(args.warmup + args.samples) / args.rate:.0f}s)", flush=True)
-    pair = await create_get(target, args.rate, args.warmup, args.samples)
+    pair = await create_get(target, args.rate, args.warmup, args.samples, cpu)
     print(f"list of 500: {args.list_rate:g}/s, {args.list_warmup} warm-up, {args.list_samples} samples "
           f"(~{(args.list_warmup + args.list_samples) / args.list_rate:.0f}s)", flush=True)
-    listed = await list_500(target, args.list_rate, args.list_warmup, args.list_samples)
+    listed = await list_500(target, args.list_rate, args.list_warmup, args.list_samples, cpu)
     return {"baseline": baseline, "pair": pair, "list": listed}
 
 
@@ -275,7 +337,7 @@ def main(argv: list[str]) -> int:
                             load_tokens(env)[0].value)
             import uvloop
 
-            results = uvloop.run(measure(target, grpc_port(env, "control"), args))
+            results = uvloop.run(measure(target, grpc_port(env, "control"), args, cpu_meter(_stack_pids(env))))
         except (Errors, aiohttp.ClientError) as exc:
             print(f"error: {exc}")
             return 1
@@ -295,6 +357,10 @@ def main(argv: list[str]) -> int:
         r = results[name]
         print(f"{name}: achieved {r['achieved_per_s']}/s, {r['failed']} failed"
               + (f" (e.g. {r['failure_examples'][0]})" if r["failed"] else ""))
+    for name, label in (("pair", "create+get"), ("list", "list 500")):
+        used = results[name].get("cpu_us_per_request") or {}
+        if used:
+            print(f"CPU per {label} request: " + ", ".join(f"{k} {v / 1000:.2f} ms" for k, v in used.items()))
     print(f"list response: {results['list']['response_bytes']} bytes; max start lag "
           f"{results['pair']['start_lag_max_ms']} ms / {results['list']['start_lag_max_ms']} ms")
     if args.samples < 5000:

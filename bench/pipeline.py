@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from bench import print_table, save_results, summarize
+from bench import CpuMeter, print_table, save_results, storage_pids, summarize
 from bench._pipeline_guard import scenario_e
 from common.streams import ROUTED_TRADES
 from sim.polymarket import SimMarket
@@ -48,6 +48,7 @@ TUNING = {"TT_INGEST_POLL_INTERVAL_S": "60", "TT_INGEST_POLL_GAP_FOLLOWUP_S": "6
           "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "268435456")}
 FIXED = {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "5"}
 RSS_TARGET_MB = 250.0
+FINAL = ("confirmed", "failed", "cancelled")
 
 
 def address() -> str:
@@ -171,6 +172,31 @@ class Bench:
                 out["sim→POST"].append((r.arrival_ns - sent) / 1e6)
         return out
 
+    def cpu_meter(self) -> CpuMeter:
+        """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""
+        groups: dict[str, list[int]] = {}
+        for name in ("control", "ingest", "router", "executor", "guard", "envoy"):
+            try:
+                groups[name] = [int(self.p.program(name).get("pid") or 0)]
+            except KeyError:
+                continue
+        groups.update(storage_pids(self.p.run_dir))
+        groups["sim+bench"] = [os.getpid()]
+        return CpuMeter(groups)
+
+    def wait_idle(self, wallets: set[str], orders: int, timeout_s: float = 30.0) -> None:
+        """Until every created order of these wallets was confirmed at the fake (status polled to a final
+        state), so the next fan-out run starts on a stack that is not still settling the previous one."""
+        fake = self.p.sim.insiders
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = self.p.sim.call(lambda: sum(1 for o in fake.orders.values()
+                                               if o.wallet_id in wallets and o.status in FINAL))
+            if done >= orders:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)  # the executor's journal and guard finish their last writes
+
     def load_summary(self) -> dict[str, Any]:
         """Load averages sampled during the last drive (and now)."""
         samples, self.load = self.load, []
@@ -190,10 +216,14 @@ def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dic
     warm = b.drive(rate, warmup_s, [(leader, market)])
     b.wait_posts(wallets, warm, 30)
     skip = {r.client_order_id for r in b.posts(wallets)}
+    meter = b.cpu_meter()
+    meter.start()
     sent = b.drive(rate, duration_s, [(leader, market)])
     records = [r for r in b.wait_posts(wallets, warm + sent, 240) if r.client_order_id not in skip]
+    cpu = meter.stop()
     rows = {k: summarize(v) for k, v in b.hops(records).items()}
     return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records),
+            "cpu_ms_per_trade": {k: round(v * 1e3 / max(1, sent), 3) for k, v in cpu.items()},
             "latency": rows, "targets": {"p50_ms": 3, "p99_ms": 10}, **b.load_summary()}
 
 
@@ -224,7 +254,7 @@ def scenario_b(b: Bench, followers: int, runs: int) -> dict[str, Any]:
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
-        time.sleep(0.3)
+        b.wait_idle(wallets, len(seen))
     return {"followers": followers, "runs": len(lasts), "incomplete_runs": incomplete,
             "subscribe_s": round(setup_s, 1),
             "latency": {"ingest→first POST": summarize(firsts), "ingest→last POST": summarize(lasts),

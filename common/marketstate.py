@@ -34,6 +34,21 @@ def market_key(asset_id: str) -> str:
     return f"tt:market:{asset_id}"
 
 
+# Canonical strings of the prices and sizes written (books are rewritten on every change, and the
+# same values recur); bounded.
+_STRS: dict[Decimal, str] = {}
+_STRS_MAX = 200_000
+
+
+def _fmt(value: Decimal) -> str:
+    text = _STRS.get(value)
+    if text is None:
+        if len(_STRS) >= _STRS_MAX:
+            _STRS.clear()
+        text = _STRS[value] = fmt(value)
+    return text
+
+
 @dataclass(frozen=True)
 class BookSnapshot:
     """An asset's order book, levels best-first, with when it was last updated."""
@@ -65,11 +80,11 @@ class BookSnapshot:
         """Serialized form stored in Redis."""
         return orjson.dumps({
             "assetId": self.asset_id, "conditionId": self.condition_id,
-            "bids": [[fmt(p), fmt(s)] for p, s in self.bids],
-            "asks": [[fmt(p), fmt(s)] for p, s in self.asks],
-            "tickSize": fmt(self.tick_size), "venueTimeMs": self.venue_time_ms,
+            "bids": [[_fmt(p), _fmt(s)] for p, s in self.bids],
+            "asks": [[_fmt(p), _fmt(s)] for p, s in self.asks],
+            "tickSize": _fmt(self.tick_size), "venueTimeMs": self.venue_time_ms,
             "updatedMs": self.updated_ms,
-            "lastTradePrice": fmt(self.last_trade_price) if self.last_trade_price is not None else "",
+            "lastTradePrice": _fmt(self.last_trade_price) if self.last_trade_price is not None else "",
         })
 
     @classmethod

@@ -10,6 +10,7 @@ it and saving the cursor (downstream idempotency keys make that harmless).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
+from common.livefeed import LiveFeed
 from common.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -41,29 +43,50 @@ def create_stream_redis(url: str, *, block_s: float = 5.0) -> aioredis.Redis:
 
 
 class DurableLog:
-    """One Redis Stream of serialized protobuf events."""
+    """One Redis Stream of serialized protobuf events.
+
+    With ``live`` (a :class:`~common.livefeed.LiveFeed`), this process is the log's only writer: every
+    append is also kept in memory, and :meth:`tail` serves from memory once a reader has caught up.
+    Appends made outside :meth:`append` / :meth:`append_many` (Lua scripts) must be handed to
+    :meth:`published` in log order, and :meth:`prime` must run once at start-up.
+    """
 
     def __init__(self, redis: aioredis.Redis, name: str, *, maxlen: int = 1_000_000,
-                 block_ms: int = 1000) -> None:
+                 block_ms: int = 1000, live: LiveFeed | None = None) -> None:
         self.redis = redis
         self.name = name
         self.maxlen = maxlen
         self.block_ms = block_ms
+        self.live = live
+        self._append_lock = asyncio.Lock()
+
+    async def prime(self) -> None:
+        """Let memory cover the log from its current end (no-op without ``live``)."""
+        if self.live is not None:
+            self.live.prime(await self.last_cursor())
+
+    def published(self, cursor: str, payload: bytes) -> None:
+        """Record an entry appended by a script of this process (in log order)."""
+        if self.live is not None:
+            self.live.publish(cursor, payload)
 
     async def append(self, payload: bytes) -> str:
         """Append one event; returns its cursor once Redis has it."""
-        entry_id = await self.redis.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return (await self.append_many([payload]))[0]
 
     async def append_many(self, payloads: list[bytes]) -> list[str]:
         """Append several events in one round trip; returns their cursors in order."""
         if not payloads:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for payload in payloads:
-            pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
-        ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        async with self._append_lock:  # concurrent appenders would publish out of order
+            pipe = self.redis.pipeline(transaction=False)
+            for payload in payloads:
+                pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await pipe.execute()]
+            if self.live is not None:
+                for cursor, payload in zip(ids, payloads, strict=True):
+                    self.live.publish(cursor, payload)
+        return ids
 
     async def last_cursor(self) -> str:
         """Cursor of the newest entry ("0-0" when the log is empty)."""
@@ -84,6 +107,11 @@ class DurableLog:
                 out.append((cursor, fields.get(b"p", b"")))
         return out
 
+    async def entry(self, cursor: str) -> bytes | None:
+        """The payload of the entry at ``cursor`` (None when the log no longer has it)."""
+        rows: Any = await self.redis.xrange(self.name, min=cursor, max=cursor, count=1)
+        return rows[0][1].get(b"p", b"") if rows else None
+
     async def resolve(self, after: str) -> str:
         """Turn START_NEW / START_OLDEST into a concrete cursor."""
         if after == START_NEW:
@@ -95,10 +123,32 @@ class DurableLog:
     async def tail(self, after: str) -> AsyncIterator[tuple[str, bytes]]:
         """Every entry after ``after``, forever (used by the gRPC stream servicers)."""
         cursor = await self.resolve(after)
+        live = self.live
         while True:
-            for cursor_, payload in await self.read(cursor):
+            if live is not None and live.covers(cursor):
+                changed = live.changed()
+                batch = live.after(cursor)
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), timeout=self.block_ms / 1000 or 1.0)
+                    continue
+            else:
+                # catching up from Redis; once it has nothing newer, memory holds the rest
+                primed = live is not None and live.covered_after is not None
+                batch = await self.read(cursor, block_ms=0 if primed else self.block_ms)
+                if not batch and live is not None and live.covered_after is not None:
+                    cursor = _covered_cursor(live)
+                    continue
+            for cursor_, payload in batch:
                 cursor = cursor_
                 yield cursor_, payload
+
+
+def _covered_cursor(live: LiveFeed) -> str:
+    """Where memory coverage starts (a reader Redis has nothing more for continues from there)."""
+    covered = live.covered_after
+    assert covered is not None
+    return f"{covered[0]}-{covered[1]}"
 
 
 async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
@@ -158,14 +208,16 @@ class ResumableConsumer(Generic[T]):
 
     ``open_stream(after_cursor)`` yields ``(cursor, item)``: typically a gRPC server stream. A handler
     that keeps failing for an item (``max_handler_attempts``) has that item dead-lettered through
-    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline.
+    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline. The cursor is
+    saved behind the handling, at most once per ``save_interval_s``: a crash redelivers at most the
+    items of that interval (downstream idempotency keys make that harmless).
     """
 
     def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
                  cursors: CursorStore, *, start: str = START_NEW,
                  dead_letter: Callable[[str, T, BaseException], Awaitable[None]] | None = None,
                  backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, save_interval_s: float = 0.02) -> None:
         self.name = name
         self.open_stream = open_stream
         self.handle = handle
@@ -175,13 +227,29 @@ class ResumableConsumer(Generic[T]):
         self.backoff = backoff
         self.max_handler_attempts = max_handler_attempts
         self.rng = rng or random.Random()
+        self.save_interval_s = save_interval_s
         self.stats = ConsumerStats()
+        self._pending: str | None = None
+        self._saved: str | None = None
+        self._dirty = asyncio.Event()
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled (the last handled cursor is saved on the way out)."""
+        saver = asyncio.create_task(self._saver(), name=f"cursor-saver:{self.name}")
+        try:
+            await self._consume()
+        finally:
+            saver.cancel()
+            # bounded: a client library that swallows the cancellation must not hang shutdown
+            await asyncio.wait({saver}, timeout=1.0)
+            if self._pending is not None and self._pending != self._saved:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.cursors.set(self.name, self._pending), timeout=1.0)
+
+    async def _consume(self) -> None:
         attempt = 0
         while True:
-            cursor = await self._saved_cursor()
+            cursor = self._pending if self._pending is not None else await self._saved_cursor()
             try:
                 async for item_cursor, item in self.open_stream(cursor):
                     self.stats.connected = True
@@ -228,9 +296,31 @@ class ResumableConsumer(Generic[T]):
                         await self.dead_letter(cursor, item, exc)
                     break
                 await asyncio.sleep(self.backoff.delay(attempt, self.rng.random()))
-        await self._save(cursor)
         self.stats.handled += 1
         self.stats.last_cursor = cursor
+        self._pending = cursor
+        self._dirty.set()
+
+    async def _saver(self) -> None:
+        """Save the newest handled cursor, one write at a time: a burst of items costs a few writes, and
+        the next item never waits for Redis (a crash can redeliver the items handled since the last save;
+        downstream idempotency keys make that harmless)."""
+        while True:
+            _raise_if_cancelled_task()
+            await self._dirty.wait()
+            if self.save_interval_s:
+                await asyncio.sleep(self.save_interval_s)
+            self._dirty.clear()
+            cursor = self._pending
+            if cursor is None or cursor == self._saved:
+                continue
+            try:
+                await self._save(cursor)
+            except RuntimeError:
+                log.exception("cursor not saved; retrying", extra={"consumer": self.name})
+                self._dirty.set()
+                continue
+            self._saved = cursor
 
     async def _save(self, cursor: str) -> None:
         for attempt in range(1000):
@@ -242,6 +332,13 @@ class ResumableConsumer(Generic[T]):
                 log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
         raise RuntimeError(f"consumer {self.name}: cannot save cursor")
+
+
+def _raise_if_cancelled_task() -> None:
+    """Raise when this task was asked to stop (redis-py can swallow a cancellation mid-command)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _raise_if_cancelling(exc: BaseException) -> None:

@@ -77,7 +77,8 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
         server = await start_grpc(
             settings,
             subscriptions=SubscriptionServicer(SubscriptionUseCases(
-                db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl)),
+                db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl,
+                list_cache_entries=settings.list_cache_entries)),
             triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl)),
             probes=ProbeServicer(readiness),
             internal=InternalServicer(InternalUseCases(db, sync, now=now)),

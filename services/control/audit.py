@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg.types.json import Jsonb
 
 from services.control.db import Conn
@@ -34,6 +35,7 @@ async def write(conn: Conn, caller: Caller, *, entity_type: str, entity_id: str,
         "INSERT INTO audit_log (at, token_id, method, entity_type, entity_id, before, after, request_id)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (at, caller.token_id, caller.method, entity_type, entity_id,
-         None if before is None else Jsonb(before), None if after is None else Jsonb(after),
+         None if before is None else Jsonb(before, dumps=orjson.dumps),
+         None if after is None else Jsonb(after, dumps=orjson.dumps),
          caller.request_id),
     )

@@ -53,6 +53,7 @@ class TokenCheck:
         self._tokens = tuple(t.encode() for t in tokens)
         if not self._tokens:
             raise ValueError("at least one token is required")
+        self._ids = tuple(token_id(t.decode()) for t in self._tokens)
 
     def verify(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[str | None, str]:
         """(token id, "") when authorized, else (None, why)."""
@@ -69,12 +70,10 @@ class TokenCheck:
         if match.group(1).lower() != "bearer":
             return None, "unsupported authorization scheme (expected Bearer)"
         candidate = match.group(2).encode()
-        ok = False
-        for token in self._tokens:
-            ok |= hmac.compare_digest(token, candidate)
-        if not ok:
+        matched = [hmac.compare_digest(token, candidate) for token in self._tokens]  # every token, no early exit
+        if not any(matched):
             return None, "invalid token"
-        return token_id(match.group(2)), ""
+        return self._ids[matched.index(True)], ""
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

@@ -26,19 +26,22 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext
 
 
-def _metadata(context: Context, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item[0] == key:
-            value = item[1]
-            return value.decode("latin-1") if isinstance(value, bytes) else value
-    return None
-
-
 def caller_of(context: Context, method: str) -> Caller:
     """Who calls, what, under which request id and idempotency key."""
-    request_id = (_metadata(context, "x-request-id") or "").strip()[:128] or new_id("req")
-    return Caller(token_id=current_token_id(), method=method, request_id=request_id,
-                  idempotency_key=_metadata(context, "idempotency-key"))
+    request_id: str | bytes | None = None
+    key: str | bytes | None = None
+    for name, value in context.invocation_metadata() or ():  # one pass; the first value of each counts
+        if name == "x-request-id" and request_id is None:
+            request_id = value
+        elif name == "idempotency-key" and key is None:
+            key = value
+    rid = _text(request_id or "").strip()[:128] or new_id("req")
+    return Caller(token_id=current_token_id(), method=method, request_id=rid,
+                  idempotency_key=None if key is None else _text(key))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 async def serve(context: Context, method: str, work: Callable[[Caller], Awaitable[T]]) -> T:

@@ -8,8 +8,10 @@ ACTIVE subscription for one (follower wallet, leader) would appear; callers map 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg.errors
+from psycopg.rows import tuple_row
 
 from services.control import codec
 from services.control.db import Conn
@@ -54,12 +56,61 @@ async def get(conn: Conn, subscription_id: str, *, for_update: bool = False) -> 
     return None if row is None else _stored(row)
 
 
-async def insert(conn: Conn, sub: spb.Subscription) -> int:
-    """Queue the insert of a new subscription; returns its version (1)."""
+async def insert(conn: Conn, sub: spb.Subscription, doc: codec.Row | None = None) -> int:
+    """Queue the insert of a new subscription (``doc``: its ``codec.audit_subscription`` when known);
+    returns its version (1)."""
     sql = (f"INSERT INTO subscriptions ({', '.join(_COLUMNS)}) VALUES"
            f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)})")
-    await conn.execute(sql, codec.subscription_params(sub))
+    await conn.execute(sql, codec.subscription_params(sub, doc))
     return 1
+
+
+# A create in ONE statement (one implicit transaction in autocommit, one round trip): the row, its
+# audit row and, with an idempotency key, the key's claim with the response to replay. With a key
+# the row is inserted only when the claim succeeds (a key seen before inserts nothing: the caller
+# then takes the transactional replay path). A failure of any part (e.g. the one-ACTIVE index)
+# fails the whole statement.
+_AUDIT_OF_CREATED = (
+    "a AS (INSERT INTO audit_log (at, token_id, method, entity_type, entity_id, before, after, request_id)"
+    " SELECT %(create_time)s, %(a_token_id)s, %(a_method)s, 'subscription', s.id, NULL, %(a_after)s,"
+    " %(a_request_id)s FROM s)"
+)
+_CREATE_SQL = (
+    f"WITH s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join('%(' + c + ')s' for c in _COLUMNS)}) RETURNING id), {_AUDIT_OF_CREATED}"
+    " SELECT count(*) AS created FROM s"
+)
+_CREATE_KEYED_SQL = (
+    "WITH k AS (INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at, response)"
+    " VALUES (%(a_token_id)s, %(a_method)s, %(k_key)s, %(k_hash)s, %(create_time)s, %(k_response)s)"
+    " ON CONFLICT DO NOTHING RETURNING 1),"
+    f" s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
+    f" SELECT {', '.join('%(' + c + ')s' for c in _COLUMNS)} WHERE EXISTS (SELECT 1 FROM k) RETURNING id),"
+    f" {_AUDIT_OF_CREATED}"
+    " SELECT count(*) AS created FROM s"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An idempotency key to claim together with a create, and the response it will replay."""
+
+    key: str
+    request_hash: str
+    response: bytes
+
+
+async def insert_created(conn: Conn, sub: spb.Subscription, doc: codec.Row, *, token_id: str, method: str,
+                         request_id: str, claim: IdempotencyClaim | None = None) -> bool:
+    """Insert a new subscription (``doc`` = its ``codec.audit_subscription``) with its audit row in one
+    autocommit statement; with ``claim``, only if the key was never used (False: nothing written)."""
+    params = codec.subscription_params(sub, doc)
+    params.update(a_token_id=token_id, a_method=method, a_request_id=request_id, a_after=codec.jsonb(doc))
+    if claim is not None:
+        params.update(k_key=claim.key, k_hash=claim.request_hash, k_response=claim.response)
+    sql = _CREATE_SQL if claim is None else _CREATE_KEYED_SQL
+    row = await (await conn.execute(sql, params)).fetchone()
+    return row is not None and int(row["created"]) == 1
 
 
 async def update(conn: Conn, sub: spb.Subscription, locked_version: int) -> int:
@@ -112,6 +163,36 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
     return await (await conn.execute(sql, params)).fetchall()
 
 
+ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized)
+
+
+async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
+                     after: Cursor | None, limit: int) -> list[ListHead]:
+    """Like :func:`list_page` but only each row's id, version, create time and live stats (the rest
+    comes from ``list_cache`` when the version matches)."""
+    where = ["s.follower_proxy = %(fp)s"]
+    if leader_proxy:
+        where.append("s.leader_proxy = %(lp)s")
+    if state:
+        where.append("s.state = %(state)s")
+    if after is not None:
+        where.append("(s.create_time, s.id) > (%(t)s, %(i)s)")
+    sql = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
+           " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
+           f" WHERE {' AND '.join(where)} ORDER BY s.create_time, s.id LIMIT %(limit)s")
+    params = {"fp": follower_proxy, "lp": leader_proxy, "state": state, "limit": limit,
+              "t": after.time if after else None, "i": after.id if after else None}
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def get_many(conn: Conn, ids: list[str]) -> list[Stored]:
+    """The subscriptions with these ids (any order; unknown ids are absent)."""
+    rows = await (await conn.execute(_SELECT + " WHERE s.id = ANY(%s)", (ids,))).fetchall()
+    return [_stored(r) for r in rows]
+
+
 async def active_of_leader(conn: Conn, leader_proxy: str) -> list[Stored]:
     """Every ACTIVE subscription copying ``leader_proxy`` (stats not read: the index omits them)."""
     rows = await (await conn.execute(
@@ -120,11 +201,11 @@ async def active_of_leader(conn: Conn, leader_proxy: str) -> list[Stored]:
     return [_stored(r) for r in rows]
 
 
-async def active_leaders(conn: Conn) -> set[str]:
-    """Every leader with at least one ACTIVE subscription."""
-    rows = await (await conn.execute(
-        "SELECT DISTINCT leader_proxy FROM subscriptions WHERE state = 'ACTIVE'")).fetchall()
-    return {str(r["leader_proxy"]) for r in rows}
+async def active_versions(conn: Conn) -> list[tuple[str, str, int]]:
+    """(id, leader proxy, version) of every ACTIVE subscription."""
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT id, leader_proxy, version FROM subscriptions WHERE state = 'ACTIVE'")
+    return await cur.fetchall()
 
 
 async def fills_page(conn: Conn, subscription_id: str, *, after: Cursor | None,

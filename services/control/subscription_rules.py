@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import lru_cache
 
 from google.protobuf.message import Message
 
@@ -60,6 +61,7 @@ _DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+@lru_cache(maxsize=1024)
 def json_path(path: str) -> str:
     """``filters.market_allowlist`` → ``filters.marketAllowlist``."""
     return ".".join(re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), p) for p in path.split("."))

@@ -12,17 +12,20 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from common.ids import new_id
-from services.control import audit, idempotency, pagination, sub_repo, trigger_repo
+from services.control import audit, idempotency, list_cache, pagination, sub_repo, trigger_repo
 from services.control import subscription_rules as rules
 from services.control import validation as v
 from services.control.audit import Caller
 from services.control.codec import (
     audit_subscription,
+    dec,
     fill_from_row,
+    index_json,
     short,
     subscription_from_row,
     to_json,
@@ -44,50 +47,79 @@ def _ms(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
+def _request_hash(raw: spb.Subscription) -> str:
+    """The idempotency digest of a create request (``request_id`` left out)."""
+    request = spb.Subscription()
+    request.CopyFrom(raw)
+    request.ClearField("request_id")
+    return idempotency.request_hash(request)
+
+
 class SubscriptionUseCases:
     """Create, read, change, pause, resume and stop subscriptions."""
 
     def __init__(self, db: Database, sync: IndexSync, *, live_enabled: bool, now: Callable[[], datetime],
-                 idempotency_ttl: timedelta) -> None:
+                 idempotency_ttl: timedelta, list_cache_entries: int = 50_000) -> None:
         self.db = db
+        self.list_cache = list_cache.SubscriptionBytesCache(list_cache_entries)
+        self._stats_fields: dict[tuple[Any, ...], bytes] = {}
         self.sync = sync
         self.live_enabled = live_enabled
         self.now = now
         self.ttl = idempotency_ttl
 
     async def create(self, raw: spb.Subscription, caller: Caller) -> spb.Subscription:
-        """A new ACTIVE subscription (or the first response of an idempotent replay)."""
+        """A new ACTIVE subscription (or the first response of an idempotent replay).
+
+        The common case is one autocommit statement (row + audit row + idempotency claim with its
+        response); a key seen before takes the transactional path that replays or re-claims it.
+        """
         key = v.idempotency_key(caller.idempotency_key, raw.request_id if raw.HasField("request_id") else None)
         caller = replace(caller, idempotency_key=key)
         sub = rules.new_subscription(raw)
         rules.check_live_allowed(sub.mode, self.live_enabled)
         await self.sync.ensure_redis()
         now = self.now()
+        sub.id = new_id("sub", _ms(now))
+        sub.state = spb.SUBSCRIPTION_STATE_ACTIVE
+        sub.create_time.FromDatetime(now)
+        sub.update_time.FromDatetime(now)
+        zero_stats(sub)
+        doc = audit_subscription(sub)
+        claim = None
+        if key is not None:
+            claim = sub_repo.IdempotencyClaim(key, _request_hash(raw), sub.SerializeToString())
         try:
-            async with self.db.transaction() as conn:
-                if key is not None:
-                    request = spb.Subscription()
-                    request.CopyFrom(raw)
-                    request.ClearField("request_id")
-                    digest = idempotency.request_hash(request)
-                    replay = await idempotency.claim(conn, caller, digest, now, self.ttl)
-                    if replay is not None:
-                        return spb.Subscription.FromString(replay)
-                sub.id = new_id("sub", _ms(now))
-                sub.state = spb.SUBSCRIPTION_STATE_ACTIVE
-                sub.create_time.FromDatetime(now)
-                sub.update_time.FromDatetime(now)
-                version = await sub_repo.insert(conn, zero_stats(sub))
-                await audit.write(conn, caller, entity_type="subscription", entity_id=sub.id, before=None,
-                                  after=audit_subscription(sub), at=now)
-                if key is not None:
-                    await idempotency.store(conn, caller, sub)
+            async with self.db.read() as conn:
+                created = await sub_repo.insert_created(conn, sub, doc, token_id=caller.token_id,
+                                                        method=caller.method, request_id=caller.request_id,
+                                                        claim=claim)
+            if not created:
+                if claim is None:  # without a key the statement inserts or raises
+                    raise RuntimeError("create statement inserted nothing")
+                replay = await self._create_seen_key(sub, doc, caller, claim.request_hash, now)
+                if replay is not None:
+                    return replay
         except Exception as exc:
             if sub_repo.is_duplicate_active(exc):
                 raise await self._duplicate(sub) from None
             raise
-        await self.sync.subscription_changed(sub, version)
+        await self.sync.subscription_changed(sub, 1, index_json(doc))
         return sub
+
+    async def _create_seen_key(self, sub: spb.Subscription, doc: dict[str, Any], caller: Caller, digest: str,
+                               now: datetime) -> spb.Subscription | None:
+        """A create whose key was used before: the stored response to replay, or None once ``sub`` is
+        written under the re-claimed key (the first attempt failed or expired)."""
+        async with self.db.transaction() as conn:
+            replay = await idempotency.claim(conn, caller, digest, now, self.ttl)
+            if replay is not None:
+                return spb.Subscription.FromString(replay)
+            await sub_repo.insert(conn, sub, doc)
+            await audit.write(conn, caller, entity_type="subscription", entity_id=sub.id, before=None,
+                              after=doc, at=now)
+            await idempotency.store(conn, caller, sub)
+        return None
 
     async def get(self, subscription_id: str) -> spb.Subscription:
         """One subscription with live stats."""
@@ -106,8 +138,31 @@ class SubscriptionUseCases:
         fp = pagination.fingerprint(follower, leader, stored_state)
         after = pagination.decode(page_token, "subs", fp)
         async with self.db.read() as conn:
-            rows = await sub_repo.list_page(conn, follower_proxy=follower, leader_proxy=leader,
-                                            state=stored_state, after=after, limit=size + 1)
+            heads = await sub_repo.list_heads(conn, follower_proxy=follower, leader_proxy=leader,
+                                              state=stored_state, after=after, limit=size + 1)
+            page = heads[:size]
+            cache = self.list_cache
+            found = {h[0]: parts for h in page if (parts := cache.get(h[0], h[1])) is not None}
+            if len(found) < len(page):  # not cached yet, or changed since: read those rows whole
+                versions = {h[0]: h[1] for h in page}
+                for stored in await sub_repo.get_many(conn, [h[0] for h in page if h[0] not in found]):
+                    if stored.version != versions[stored.sub.id]:
+                        # Changed again since the page query: decode the page as one snapshot instead.
+                        return await self._decoded_page(conn, follower, leader, stored_state, after, size, fp)
+                    found[stored.sub.id] = cache.put(stored.sub, stored.version)
+        out = pb.ListSubscriptionsResponse.FromString(list_cache.page_bytes(
+            (found[h[0]], self._stats_field(h)) for h in page if h[0] in found))
+        if len(heads) > size:
+            last = heads[size - 1]
+            out.next_page_token = pagination.encode("subs", fp, pagination.Cursor(last[2], last[0]))
+        return out
+
+    @staticmethod
+    async def _decoded_page(conn: Conn, follower: str, leader: str, state: str, after: pagination.Cursor | None,
+                            size: int, fp: str) -> pb.ListSubscriptionsResponse:
+        """A page read whole in one statement and decoded row by row (no cache)."""
+        rows = await sub_repo.list_page(conn, follower_proxy=follower, leader_proxy=leader, state=state,
+                                        after=after, limit=size + 1)
         out = pb.ListSubscriptionsResponse()
         add = out.subscriptions.add
         for row in rows[:size]:
@@ -116,6 +171,19 @@ class SubscriptionUseCases:
             last = rows[size - 1]
             out.next_page_token = pagination.encode("subs", fp, pagination.Cursor(last["create_time"], last["id"]))
         return out
+
+    def _stats_field(self, head: sub_repo.ListHead) -> bytes:
+        """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
+        key = head[3:]
+        field = self._stats_fields.get(key)
+        if field is None:
+            if len(self._stats_fields) > 10_000:
+                self._stats_fields.clear()
+            copied, skipped, exposure, realized, unrealized = key
+            field = self._stats_fields[key] = list_cache.stats_field(spb.Stats(
+                copied=copied or 0, skipped=skipped or 0, exposure_usd=dec(exposure), realized_pnl_usd=dec(realized),
+                unrealized_pnl_usd=dec(unrealized)))
+        return field
 
     async def fills_page(self, subscription_id: str, *, page_size: int,
                          page_token: str) -> pb.ListSubscriptionFillsResponse:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from google.protobuf.descriptor import EnumDescriptor
 
@@ -67,9 +68,23 @@ def decimal(path: str, raw: str, within: Range) -> Decimal:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _canonical_or_none(raw: str, within: Range) -> str | None:
+    """Memo of valid inputs (a create validates ~20 decimals, most of them repeats)."""
+    try:
+        value = parse_decimal(raw)
+    except ValueError:
+        return None
+    return fmt(value) if within.contains(value) else None
+
+
 def canonical(path: str, raw: str, within: Range) -> str:
     """The canonical decimal string (``fmt``) of a valid value."""
-    return fmt(decimal(path, raw, within))
+    text = _canonical_or_none(raw, within)
+    if text is None:
+        decimal(path, raw, within)  # raises, naming the field
+        raise AssertionError("unreachable")  # pragma: no cover
+    return text
 
 
 def address(path: str, raw: str) -> str:

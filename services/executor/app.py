@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from common import reservations
 from common.grpcserver import GrpcServer
+from common.livefeed import LiveFeed
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool
 from common.streams import (
@@ -100,9 +101,10 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     pool = await create_pool(database_url, min_size=2, max_size=8)
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)
-    events_log = DurableLog(stream_redis, ORDER_EVENTS)
+    events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
+    await events_log.prime()  # before the journal appends anything
     store = Store(pool)  # type: ignore[arg-type]  # common.storage.create_pool sets dict_row
-    journal = Journal(store, redis, events_log, reservations.release, max_batch=settings.journal_batch)
+    journal = Journal(store, redis, events_log, reservations.release_many, max_batch=settings.journal_batch)
 
     cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps)}

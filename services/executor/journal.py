@@ -1,10 +1,11 @@
 """Write-behind journal: batches state changes into one PostgreSQL transaction, then publishes.
 
 Callers await durability (the commit). After each commit the journal appends the new OrderEvents to
-``tt:stream:order_events`` (marking them published in the outbox), keeps ``tt:watch:positions`` in
-step with opened/closed positions and releases the reserved exposure of orders that became
-terminal. Anything the post-commit step could not do is picked up by a sweep from PostgreSQL, so
-a crash or a Redis outage delays events and releases but never drops them.
+``tt:stream:order_events``, keeps ``tt:watch:positions`` in step with opened/closed positions and
+releases the reserved exposure of orders that became terminal (one Lua call); the outbox marks
+(published, released) follow in one coalesced statement. Anything the post-commit step could not do
+is picked up by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but
+never drops them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from services.executor.store import Change, Store
 
 log = logging.getLogger(__name__)
 
-Release = Callable[[Any, str], Awaitable[Any]]
-RELEASE_CONCURRENCY = 32
+Release = Callable[[Any, list[str]], Awaitable[list[int]]]
+RELEASE_CHUNK = 500
+MARKS_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -61,6 +63,10 @@ class Journal:
         self.sweep_interval_s = sweep_interval_s
         self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self.stats = JournalStats()
+        # published / released ids recorded in PostgreSQL by one coalesced statement off the write path
+        self._marks_published: list[str] = []
+        self._marks_released: list[str] = []
+        self._marks_due = asyncio.Event()
 
     async def write(self, changes: list[Change], inserts: list[Change] | None = None) -> set[str]:
         """Persist ``changes`` (updates of existing orders) and ``inserts`` (orders refused before any
@@ -72,6 +78,16 @@ class Journal:
     async def run(self) -> None:
         """Flush batches until cancelled; sweep the outbox and releases when idle."""
         await self.sweep(min_age_s=0.0)
+        marker = asyncio.create_task(self._run_marks(), name="journal-marks")
+        try:
+            await self._run_batches()
+        finally:
+            marker.cancel()
+            await asyncio.wait({marker}, timeout=1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush_marks(), timeout=2.0)
+
+    async def _run_batches(self) -> None:
         while True:
             try:
                 first = await asyncio.wait_for(self.queue.get(), timeout=self.sweep_interval_s)
@@ -134,7 +150,8 @@ class Journal:
         try:
             if events:
                 await self.events_log.append_many([e.SerializeToString() for e in events])
-                await self.store.mark_published_ids([e.event_id for e in events])
+                self._marks_published += [e.event_id for e in events]
+                self._marks_due.set()
                 self.stats.published += len(events)
             await self._watch(booked)
             terminal = [c.life.client_order_id for c in written if c.life.terminal]
@@ -159,16 +176,49 @@ class Journal:
         await pipe.execute()
 
     async def _release(self, ids: list[str]) -> None:
-        results: list[Any] = []
-        for start in range(0, len(ids), RELEASE_CONCURRENCY):
-            chunk = ids[start:start + RELEASE_CONCURRENCY]
-            results += await asyncio.gather(*(self.release(self.redis, c) for c in chunk), return_exceptions=True)
-        ok = [c for c, r in zip(ids, results, strict=True) if not isinstance(r, BaseException)]
-        for c, r in zip(ids, results, strict=True):
-            if isinstance(r, BaseException):
-                log.warning("reservation release failed", extra={"client_order_id": c, "error": repr(r)[:300]})
-        await self.store.mark_released(ok)
+        ok: list[str] = []
+        for start in range(0, len(ids), RELEASE_CHUNK):
+            chunk = ids[start:start + RELEASE_CHUNK]
+            try:
+                results = await self.release(self.redis, chunk)
+            except Exception as exc:  # noqa: BLE001 - the sweep retries them
+                log.warning("reservation release failed", extra={"orders": len(chunk), "error": repr(exc)[:300]})
+                continue
+            for c, micro in zip(chunk, results, strict=True):
+                if micro < 0:
+                    log.error("unreadable reservation record left in place", extra={"client_order_id": c})
+                else:
+                    ok.append(c)
+        self._marks_released += ok
+        self._marks_due.set()
         self.stats.released += len(ok)
+
+    async def flush_marks(self) -> None:
+        """Record published events and released reservations (one statement for everything pending)."""
+        published, self._marks_published = self._marks_published, []
+        released, self._marks_released = self._marks_released, []
+        if not published and not released:
+            return
+        try:
+            await self.store.mark_done(published, released)
+        except Exception:
+            self._marks_published[:0] = published
+            self._marks_released[:0] = released
+            raise
+
+    async def _run_marks(self) -> None:
+        """Coalesce marks: while one statement runs, the next batch gathers. A crash before a mark is
+        written only means the sweep publishes or releases again (both idempotent downstream)."""
+        while True:
+            await self._marks_due.wait()
+            await asyncio.sleep(MARKS_INTERVAL_S)  # gather more: one statement per interval at most
+            self._marks_due.clear()
+            try:
+                await self.flush_marks()
+            except Exception as exc:  # noqa: BLE001 - kept and retried
+                log.warning("journal marks not recorded; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(0.5)
+                self._marks_due.set()
 
     async def _safe_sweep(self) -> None:
         try:
@@ -178,6 +228,7 @@ class Journal:
 
     async def sweep(self, *, min_age_s: float) -> None:
         """Publish outbox events and release reservations that the post-commit step missed."""
+        await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
         pending = await self.store.unpublished(min_age_s)
         if pending:
             await self.events_log.append_many([p for _, p in pending])

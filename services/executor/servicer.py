@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,7 +48,9 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
         if not coid:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order.client_order_id is required")
         try:
-            duplicate, _ = await self.fanout.submit(request.order)
+            # shielded: a caller that goes away (guard killed mid-call) must not leave a persisted intent
+            # without its runner
+            duplicate, _ = await asyncio.shield(self.fanout.submit(request.order))
             if not duplicate:
                 await self.engine.wait_first_event(coid, self.submit_wait_s)
             last = await self.store.last_event(coid)

@@ -187,13 +187,6 @@ class Store:
             async with self.pool.connection() as conn:
                 await conn.execute("UPDATE order_events SET published_at = now() WHERE seq = ANY(%s)", (seqs,))
 
-    async def mark_published_ids(self, event_ids: list[str]) -> None:
-        """Record outbox events (by id) as appended."""
-        if event_ids:
-            async with self.pool.connection() as conn:
-                await conn.execute("UPDATE order_events SET published_at = now() WHERE event_id = ANY(%s)",
-                                   (event_ids,))
-
     async def unreleased(self, min_age_s: float, limit: int = 5000) -> list[str]:
         """Terminal orders whose reservation release is not recorded yet."""
         async with self.pool.connection() as conn:
@@ -203,12 +196,23 @@ class Store:
                 (min_age_s, limit))
             return [r["client_order_id"] for r in await cur.fetchall()]
 
+    async def mark_done(self, event_ids: list[str], released_ids: list[str]) -> None:
+        """Record outbox events (by id) as appended and reservations as released, in one statement."""
+        async with self.pool.connection() as conn:
+            await conn.execute(_MARK_DONE, (event_ids, released_ids))
+
     async def mark_released(self, ids: list[str]) -> None:
         """Record reservations as released."""
         if ids:
             async with self.pool.connection() as conn:
                 await conn.execute("UPDATE orders SET reservation_released = true WHERE client_order_id = ANY(%s)",
                                    (ids,))
+
+
+_MARK_DONE = """
+WITH p AS (UPDATE order_events SET published_at = now() WHERE event_id = ANY(%s::text[]) AND published_at IS NULL)
+UPDATE orders SET reservation_released = true WHERE client_order_id = ANY(%s::text[]) AND NOT reservation_released
+"""
 
 
 def row_life(row: dict[str, Any]) -> OrderLife:

@@ -7,6 +7,7 @@ the source of truth (conditional updates settle any race with control).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -20,10 +21,10 @@ from common.decimals import ZERO
 from common.retry import Backoff
 from services.guard import orders, ticks
 from services.guard.adapters import RedisMarkets
-from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
+from services.guard.engine import Band, Cancelled, Engine, Outcome, Prices, load
 from services.guard.exitstore import CopyFill, ExitStore
 from services.guard.firing import Firer
-from services.guard.model import Reason, State
+from services.guard.model import Reason, Source, State
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
 from services.guard.store import TickInfo, TriggerStore
@@ -34,6 +35,7 @@ from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
 _NOTHING = Outcome()
+_SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # order of the tick's raw prices
 _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                           mpb.TICK_KIND_LAST_TRADE_PRICE})
 
@@ -44,6 +46,7 @@ class GuardStats:
 
     ticks: int = 0
     unchanged_ticks: int = 0
+    quiet_ticks: int = 0
     stale_ticks: int = 0
     bad_ticks: int = 0
     ignored_ticks: int = 0
@@ -94,6 +97,8 @@ class Guard:
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._holds: list[tuple[list[str], bool, TickInfo]] = []
+        self._holds_running = False
         self._rng = random.Random()
 
     # start-up
@@ -102,6 +107,10 @@ class Guard:
         """Load every ARMED trigger, re-send unacknowledged SELLs, publish pending events and the watch set."""
         started = time.perf_counter()
         self.engine = load(await self.store.load_armed())
+        # The loaded triggers live as long as they stay armed: out of the collector's sight, a full
+        # collection does not walk 100,000 triggers' objects in the middle of a tick.
+        gc.collect()
+        gc.freeze()
         self.stats.load_s = time.perf_counter() - started
         self.stats.loaded = len(self.engine)
         log.info("armed triggers loaded", extra={"triggers": len(self.engine), "assets": len(self.engine.assets()),
@@ -129,6 +138,9 @@ class Guard:
                     and self.clock_ns() - tick.received_time_ns <= self.tick_max_age_ns):
                 self.stats.unchanged_ticks += 1
                 return _NOTHING
+            band = self.engine.band(tick.asset_id)
+            if band is not None and _quiet(raw, band):
+                return self._quiet_tick(tick, raw)
         try:
             view = ticks.view(tick, self.clock_ns(), self.tick_max_age_ns)
         except ticks.BadTick as exc:
@@ -148,7 +160,24 @@ class Guard:
             self._last_prices[view.asset_id] = raw
         return self.evaluate(view.asset_id, view.prices, stale=view.stale,
                              info=TickInfo(None, view.venue_time_ms, view.received_time_ns,
-                                           tick.trace if tick.HasField("trace") else None))
+                                           tick.trace if tick.HasField("trace") else None, self.clock_ns()))
+
+    def _quiet_tick(self, tick: mpb.PriceTick, raw: tuple[str, str, str]) -> Outcome:
+        """A tick whose prices are inside every band of its asset: it cannot fire, hold or release anything."""
+        self.stats.quiet_ticks += 1
+        asset_id = tick.asset_id
+        if tick.condition_id:
+            members = self._conditions.get(tick.condition_id)
+            if members is None:
+                self._conditions[tick.condition_id] = {asset_id}
+            elif asset_id not in members:
+                members.add(asset_id)
+        if ticks.is_stale(tick, self.clock_ns(), self.tick_max_age_ns):
+            self.stats.stale_ticks += 1
+            self._last_prices.pop(asset_id, None)
+        else:
+            self._last_prices[asset_id] = raw
+        return _NOTHING
 
     def changed(self, asset_id: str) -> None:
         """The engine's triggers on ``asset_id`` changed: the next tick must be evaluated whatever its prices."""
@@ -166,14 +195,15 @@ class Guard:
             by_winner.setdefault(c.by, []).append(c)
         for f in out.fired:
             self._spawn(self.firer.fire(f, by_winner.get(f.spec.id, []),
-                                        TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace)))
+                                        TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace,
+                                                 info.handled_ns)))
         if out.held:
             self.stats.held += len(out.held)
             price = out.held[0].price
-            self._spawn(self._hold([h.spec.id for h in out.held], True,
-                                   TickInfo(price, info.venue_time_ms, info.received_time_ns)))
+            self._queue_hold([h.spec.id for h in out.held], True,
+                             TickInfo(price, info.venue_time_ms, info.received_time_ns))
         if out.released:
-            self._spawn(self._hold([s.id for s in out.released], False, info))
+            self._queue_hold([s.id for s in out.released], False, info)
         if out.fired or out.cancelled:
             self.watch.kick()
         return out
@@ -194,9 +224,22 @@ class Guard:
                           info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
         return len(books)
 
-    async def _hold(self, ids: list[str], held: bool, info: TickInfo) -> None:
-        await self.store.set_hold(ids, held, info)
-        self.outbox.kick()
+    def _queue_hold(self, ids: list[str], held: bool, info: TickInfo) -> None:
+        """Record holds / releases in order; while one write is under way the next ones gather into one
+        transaction (a lagging feed marks many books stale at once: one write each would feed the lag)."""
+        self._holds.append((ids, held, info))
+        if not self._holds_running:
+            self._holds_running = True
+            self._spawn(self._write_holds())
+
+    async def _write_holds(self) -> None:
+        try:
+            while self._holds:
+                batch, self._holds = self._holds, []
+                await self.store.set_holds(batch)
+                self.outbox.kick()
+        finally:
+            self._holds_running = False
 
     async def _resolve(self, view: ticks.TickView) -> None:
         assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())
@@ -216,6 +259,7 @@ class Guard:
         """Settle trigger SELLs, register / resize / cancel copy exits."""
         self.stats.order_events += 1
         if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
+            await self.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
             row = await self.store.find_by_order(ev.trigger_id, ev.client_order_id)
             if row is not None and row.state is State.FIRED:
                 oc = orders.outcome(ev)
@@ -328,7 +372,13 @@ class Guard:
         fire: dict[str, Any] = {k: v for k, v in vars(self.firer.stats).items() if isinstance(v, int)}
         if stages:
             mid = stages[len(stages) // 2]
-            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "txn": round(mid[1], 2), "submit": round(mid[2], 2)}
+            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
+                                      "submit": round(mid[3], 2)}
+        before = sorted(self.firer.stats.before_ms, key=sum)
+        if before:
+            mid4 = before[len(before) // 2]
+            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
+                                             "handled_to_fire_task": round(mid4[1], 2)}
         log.info("guard stats", extra={"armed": len(self.engine), "assets": len(self.engine.assets()),
                                        **self.stats.summary(), "fire": fire})
 
@@ -350,6 +400,26 @@ class Guard:
     async def cancel_tasks(self) -> None:
         """Cancel background tasks (shutdown after the grace period)."""
         await stop_tasks(list(self._tasks))
+
+
+def _quiet(raw: tuple[str, str, str], band: Band) -> bool:
+    """True when every price of the tick is known valid and each watched one is strictly inside its band."""
+    prices: list[Decimal | None] = []
+    for text in raw:
+        if not text:
+            prices.append(None)
+            continue
+        price = ticks.known_price(text)
+        if price is None:
+            return False  # not parsed yet (or malformed): the full path decides
+        prices.append(price)
+    for source, lo, hi in band:
+        price = prices[_SOURCE_INDEX[source]]
+        if price is None:
+            continue
+        if (lo is not None and price <= lo) or (hi is not None and price >= hi):
+            return False
+    return True
 
 
 def _dec(raw: str) -> Decimal:

@@ -130,10 +130,14 @@ class _SourceBook:
         return out
 
 
+Band = tuple[tuple[Source, Decimal | None, Decimal | None], ...]
+
+
 class Engine:
     """Every ARMED trigger guard watches, indexed by asset and price source."""
 
     def __init__(self) -> None:
+        self._bands: dict[str, Band] = {}
         self._specs: dict[str, TriggerSpec] = {}
         self._books: dict[str, dict[Source, _SourceBook]] = {}
         self._by_asset: dict[str, set[str]] = {}
@@ -158,6 +162,32 @@ class Engine:
         """True when at least one armed trigger is on ``asset_id``."""
         return asset_id in self._by_asset
 
+    def band(self, asset_id: str) -> Band | None:
+        """Per price source of the asset's triggers, (source, lo, hi): while every source's price is strictly
+        between its lo and hi (None = unbounded), a tick changes nothing, fresh or stale, so it need not
+        be evaluated. None when the asset has no trigger or has held ones (a fresh tick releases them)."""
+        if asset_id in self._held:
+            return None
+        band = self._bands.get(asset_id)
+        if band is not None:
+            return band
+        books = self._books.get(asset_id)
+        if not books:
+            return None
+        out = []
+        for source, book in books.items():
+            lo = book.sl[-1][0] if book.sl else None
+            hi = book.tp[0][0] if book.tp else None
+            if book.trail is not None and len(book.trail):
+                t_lo, t_hi = book.trail.band()
+                if t_lo is not None and (lo is None or t_lo > lo):
+                    lo = t_lo
+                if t_hi is not None and (hi is None or t_hi < hi):
+                    hi = t_hi
+            out.append((source, lo, hi))
+        band = self._bands[asset_id] = tuple(out)
+        return band
+
     def assets(self) -> set[str]:
         """Assets with at least one armed trigger."""
         return set(self._by_asset)
@@ -180,6 +210,7 @@ class Engine:
                     and old.high_water_mark > spec.high_water_mark):
                 spec = spec.with_mark(old.high_water_mark)
         self._specs[spec.id] = spec
+        self._bands.pop(spec.asset_id, None)
         _book_for(self._books, spec.asset_id, spec.source).add(spec)
         self._by_asset.setdefault(spec.asset_id, set()).add(spec.id)
         if spec.oco_group:
@@ -201,8 +232,9 @@ class Engine:
         books = self._books.get(asset_id)
         if not books:
             return Outcome()
-        if stale:
+        if stale:  # changes nothing but the held set, which band() checks first
             return self._hold(asset_id, books, prices)
+        self._bands.pop(asset_id, None)
         crossed: list[tuple[TriggerSpec, Decimal]] = []
         for source, book in books.items():
             price = prices.get(source)
@@ -278,12 +310,14 @@ class Engine:
         return self._books[spec.asset_id][spec.source]
 
     def _detach(self, spec: TriggerSpec) -> None:
+        self._bands.pop(spec.asset_id, None)
         self._book(spec).remove(spec)
         self._forget(spec)
         self._prune(spec.asset_id)
 
     def _forget(self, spec: TriggerSpec) -> None:
         """Drop the bookkeeping of a trigger already out of its price structure."""
+        self._bands.pop(spec.asset_id, None)
         del self._specs[spec.id]
         ids = self._by_asset.get(spec.asset_id)
         if ids is not None:

@@ -4,11 +4,16 @@ Order of events for a fire, and what a crash at each point leaves:
 
 1. The engine decides (in memory). Crash → the row is still ARMED; the next crossing tick after the
    restart fires it.
-2. The decision is committed: FIRED with the client order id ``co_`` + hash(trigger id, fire number)
-   and the serialized Order (or CANCELLED / FAILED with the reason when nothing can be sold). Crash
-   → at start-up every FIRED trigger whose SELL was not acknowledged is re-submitted with the same
-   bytes, so the same client order id.
-3. ``SubmitOrder``. The executor is idempotent by client order id: a second submission sends nothing.
+2. In one transaction, under the position's lock: the row and the position are read and the SELL is
+   decided (client order id ``co_`` + hash(trigger id, fire number), so the same fire always gets
+   the same id). ``SubmitOrder`` starts right then, while FIRED and the serialized Order (or
+   CANCELLED / FAILED with the reason when nothing can be sold) are written and committed: the
+   commit is off the tick → SELL path. Crash (or a failed commit) before the commit → the row is
+   still ARMED with the same fire number: the next fire computes the same client order id, so a
+   SELL the executor already has is not sent again. Crash after → at start-up every FIRED trigger
+   whose SELL was not acknowledged is re-submitted with the same bytes.
+3. The executor is idempotent by client order id: a second submission sends nothing. Its answer
+   (and any order event) is applied only once the decision is committed.
 4. ``submitted_at`` is set. Crash before → one more (duplicate, harmless) submission at start-up.
 """
 
@@ -58,7 +63,8 @@ def crash_if(point: str, configured: str) -> None:
 
 @dataclass
 class FireStats:
-    """Counters of the firing path, and the last stage durations in ms (slot wait, transaction, submit)."""
+    """Counters of the firing path, and the last stage durations in ms (slot wait, locked reads up to the
+    decision, decision → commit, decision → executor's answer)."""
 
     decided: int = 0
     fired: int = 0
@@ -70,7 +76,8 @@ class FireStats:
     submit_retries: int = 0
     submit_rejected: int = 0
     record_errors: int = 0
-    stages_ms: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
+    stages_ms: deque[tuple[float, float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
+    before_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Firer:
@@ -95,12 +102,24 @@ class Firer:
         self.in_flight: set[str] = set()
         self.submitted = SubmittedMarker(store.mark_submitted)
         self._slots = asyncio.Semaphore(concurrency)
+        self._recording: dict[str, asyncio.Event] = {}
+
+    async def recorded(self, trigger_id: str) -> None:
+        """Wait until a fire of ``trigger_id`` being recorded now is committed (or failed)."""
+        done = self._recording.get(trigger_id)
+        if done is not None:
+            await done.wait()
 
     async def fire(self, fired: Fired, siblings: list[Cancelled], tick: TickInfo) -> FireResult | None:
         """Record one fire (and its OCO cancellations), then submit its SELL."""
         spec = fired.spec
         sibling_ids = [c.spec.id for c in siblings]
         self.in_flight.update([spec.id, *sibling_ids])
+        recording = self._recording[spec.id] = asyncio.Event()
+        if tick.handled_ns and tick.received_time_ns:
+            started_ns = self.clock_ns()
+            self.stats.before_ms.append(((tick.handled_ns - tick.received_time_ns) / 1e6,
+                                         (started_ns - tick.handled_ns) / 1e6))
         try:
             self.stats.decided += 1
             market = await self.markets.market(spec.asset_id)
@@ -130,8 +149,18 @@ class Firer:
                                           now_ns=now_ns, trace=order_trace)
                 if tick.received_time_ns:
                     _TICK_TO_ORDER.record((now_ns - tick.received_time_ns) / 1e6)
+                built.append(order)
                 return FireDecision(State.FIRED, size.reason.value, size.size, size.available, coid,
                                     order.SerializeToString())
+
+            built: list[epb.Order] = []
+            sending: list[asyncio.Task[epb.SubmitOrderResponse]] = []
+            decided_at: list[float] = []
+
+            def send_now(decision: FireDecision) -> None:
+                decided_at.append(time.perf_counter())
+                if decision.state is State.FIRED and built:
+                    sending.append(asyncio.get_running_loop().create_task(self.executor.submit(built[-1])))
 
             parent = extract(tick.trace) if tick.trace is not None else None
             t0 = time.perf_counter()
@@ -140,10 +169,13 @@ class Firer:
                                                    attributes={"trigger.id": spec.id, "asset.id": spec.asset_id}):
                     async with self._slots:
                         t1 = time.perf_counter()
-                        result = await self.store.fire(spec.id, sibling_ids, spec.high_water_mark, tick, decide)
+                        result = await self.store.fire(spec.id, sibling_ids, spec.high_water_mark, tick, decide,
+                                                       send_now)
                         t2 = time.perf_counter()
             except Exception:  # nothing recorded: watch the triggers again, a later tick retries
                 reraise_if_cancelled()
+                for task in sending:  # a SELL already sent keeps its id: the next fire of this row reuses it
+                    task.add_done_callback(_consume)
                 self.stats.record_errors += 1
                 log.exception("fire not recorded; re-arming", extra={"trigger_id": spec.id})
                 self.in_flight.difference_update([spec.id, *sibling_ids])
@@ -166,21 +198,37 @@ class Firer:
             _FIRES.add(1, {"outcome": decision.state.value})
             if decision.state is State.FIRED and decision.order is not None:
                 self.stats.fired += 1
-                await self.submit(result.row.id, decision.order_id, decision.order)
-                self.stats.stages_ms.append(((t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3))
+                first = sending[0] if sending else None
+                answered: list[float] = []
+                if first is not None:
+                    first.add_done_callback(lambda _t: answered.append(time.perf_counter()))
+                recording.set()
+                await self.submit(result.row.id, decision.order_id, decision.order, first=first)
+                t_dec = decided_at[0] if decided_at else t2
+                self.stats.stages_ms.append(((t1 - t0) * 1e3, (t_dec - t1) * 1e3, (t2 - t_dec) * 1e3,
+                                             ((answered[0] if answered else time.perf_counter()) - t_dec) * 1e3))
             else:
                 self.stats.not_sent += 1
             return result
         finally:
+            recording.set()
+            if self._recording.get(spec.id) is recording:
+                del self._recording[spec.id]
             self.in_flight.difference_update([spec.id, *sibling_ids])
 
-    async def submit(self, trigger_id: str, order_id: str, order_bytes: bytes) -> None:
-        """Send a recorded SELL until the executor answers (same bytes, same client order id every time)."""
+    async def submit(self, trigger_id: str, order_id: str, order_bytes: bytes,
+                     first: asyncio.Task[epb.SubmitOrderResponse] | None = None) -> None:
+        """Send a recorded SELL until the executor answers (same bytes, same client order id every time);
+        ``first`` is an attempt already under way."""
         order = epb.Order.FromString(order_bytes)
         attempt = 0
         while True:
             try:
-                resp = await self.executor.submit(order)
+                if first is not None:
+                    call, first = first, None
+                    resp = await call
+                else:
+                    resp = await self.executor.submit(order)
                 break
             except SubmitRejected as exc:
                 self.stats.submit_rejected += 1
@@ -215,3 +263,9 @@ class Firer:
             if row.fire_order:
                 await self.submit(row.id, row.order_id, bytes(row.fire_order))
         return len(rows)
+
+
+def _consume(task: asyncio.Task[object]) -> None:
+    """Retrieve the outcome of a SELL sent for a fire that was not recorded (logged, never raised)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("SELL of an unrecorded fire failed", extra={"error": repr(task.exception())[:300]})

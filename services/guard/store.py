@@ -74,6 +74,7 @@ class TickInfo:
     venue_time_ms: int = 0
     received_time_ns: int = 0
     trace: Any = None  # the tick's common.v1.TraceContext, when it carried one
+    handled_ns: int = 0  # when guard evaluated the tick (stage timings)
 
 
 async def insert_events(conn: AsyncConnection[Any], events: Sequence[gpb.TriggerEvent]) -> None:
@@ -101,6 +102,12 @@ _FACTS_SQL = (
     " WHERE t.id = %s")
 
 
+_HOLD_SQL = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
+             " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
+_RELEASE_SQL = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
+                " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+
+
 class TriggerStore:
     """Trigger rows in PostgreSQL."""
 
@@ -126,25 +133,28 @@ class TriggerStore:
         return None if row is None else TriggerRow.from_row(row)
 
     async def fire(self, trigger_id: str, siblings: Sequence[str], mark: Decimal, tick: TickInfo,
-                   decide: Callable[[TriggerRow, FireFacts], FireDecision]) -> FireResult:
+                   decide: Callable[[TriggerRow, FireFacts], FireDecision],
+                   on_decided: Callable[[FireDecision], object] | None = None) -> FireResult:
         """Record a fire decision and cancel the OCO siblings in one transaction.
 
         The position is locked (advisory lock on wallet + asset) so concurrent fires on one position
         size against each other's in-flight SELLs; ``decide`` turns the locked row and the position
-        facts into what is recorded.
+        facts into what is recorded. ``on_decided`` runs as soon as the decision is made, the lock
+        still held, before the writes and the commit (the caller starts sending the SELL there).
+
+        Two round trips in all: BEGIN + lock + reads, then the writes + COMMIT (pipeline mode).
         """
         now = self.clock()
-        async with self.pool.connection() as conn, conn.transaction():
-            async with conn.pipeline():
-                # One round trip: lock the position (wallet + asset never change), then the row, then read
-                # what the size depends on. Statements run in order, so every fire locks in the same order.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
-                    " FROM triggers WHERE id = %s", (trigger_id,))
-                locked_cur = await conn.execute("SELECT * FROM triggers WHERE id = %s FOR UPDATE", (trigger_id,))
-                facts_cur = await conn.execute(_FACTS_SQL, (trigger_id,))
-                locked = await locked_cur.fetchone()
-                facts_row = await facts_cur.fetchone()
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            # One round trip: lock the position (wallet + asset never change), then the row, then read
+            # what the size depends on. Statements run in order, so every fire locks in the same order.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
+                " FROM triggers WHERE id = %s", (trigger_id,))
+            locked_cur = await conn.execute("SELECT * FROM triggers WHERE id = %s FOR UPDATE", (trigger_id,))
+            facts_cur = await conn.execute(_FACTS_SQL, (trigger_id,))
+            locked = await locked_cur.fetchone()
+            facts_row = await facts_cur.fetchone()
             if locked is None or facts_row is None:
                 return FireResult(None, None, (), None)
             row = TriggerRow.from_row(locked)
@@ -156,6 +166,8 @@ class TriggerStore:
             decision = decide(row, facts)
             if decision.state is State.ARMED:  # deferred: nothing is recorded, the trigger stays ARMED
                 return FireResult(None, decision, (), State.ARMED)
+            if on_decided is not None:
+                on_decided(decision)
             move = Move.FIRE if decision.state is State.FIRED else (
                 Move.CANCEL if decision.state is State.CANCELLED else Move.FAIL)
             apply(row.state, move)
@@ -167,27 +179,26 @@ class TriggerStore:
             kind = {State.FIRED: "FIRED", State.CANCELLED: "CANCELLED", State.FAILED: "FAILED"}[decision.state]
             events = [event(after, kind, reason=decision.reason, price=tick.price, venue_time_ms=tick.venue_time_ms,
                             received_time_ns=tick.received_time_ns)]
-            async with conn.pipeline():
-                # Every write in one round trip where possible (the fired row is locked: its after-image is known).
-                sib_cur = await conn.execute(
-                    "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
-                    " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *",
-                    (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings))) if siblings else None
-                await conn.execute(
-                    "UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
-                    " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
-                    " fire_price = %(price)s, fire_size = %(size)s, fire_held = %(held)s, fire_order = %(order)s,"
-                    " high_water_mark = GREATEST(high_water_mark, %(mark)s), update_time = %(now)s,"
-                    " version = version + 1 WHERE id = %(id)s",
-                    {"state": decision.state.value, "reason": decision.reason, "inc": inc,
-                     "order_id": decision.order_id, "now": now, "price": tick.price or ZERO, "size": decision.size,
-                     "held": decision.held, "order": decision.order, "mark": mark, "id": trigger_id})
-                cancelled = sorted((TriggerRow.from_row(r) for r in await sib_cur.fetchall()),
-                                   key=lambda r: r.id) if sib_cur is not None else []
-                events += [event(c, "CANCELLED", reason=c.state_reason, price=tick.price,
-                                 venue_time_ms=tick.venue_time_ms, received_time_ns=tick.received_time_ns)
-                           for c in cancelled]
-                await insert_events(conn, events)
+            # Every write in one round trip with the COMMIT (the fired row is locked: its after-image is known).
+            sib_cur = await conn.execute(
+                "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
+                " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *",
+                (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings))) if siblings else None
+            await conn.execute(
+                "UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
+                " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
+                " fire_price = %(price)s, fire_size = %(size)s, fire_held = %(held)s, fire_order = %(order)s,"
+                " high_water_mark = GREATEST(high_water_mark, %(mark)s), update_time = %(now)s,"
+                " version = version + 1 WHERE id = %(id)s",
+                {"state": decision.state.value, "reason": decision.reason, "inc": inc,
+                 "order_id": decision.order_id, "now": now, "price": tick.price or ZERO, "size": decision.size,
+                 "held": decision.held, "order": decision.order, "mark": mark, "id": trigger_id})
+            cancelled = sorted((TriggerRow.from_row(r) for r in await sib_cur.fetchall()),
+                               key=lambda r: r.id) if sib_cur is not None else []
+            events += [event(c, "CANCELLED", reason=c.state_reason, price=tick.price,
+                             venue_time_ms=tick.venue_time_ms, received_time_ns=tick.received_time_ns)
+                       for c in cancelled]
+            await insert_events(conn, events)
         return FireResult(after, decision, tuple(cancelled), after.state)
 
     async def mark_submitted(self, items: Sequence[tuple[str, str]]) -> None:
@@ -268,12 +279,7 @@ class TriggerStore:
             return []
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            if held:
-                sql = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
-                       " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
-            else:
-                sql = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
-                       " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+            sql = _HOLD_SQL if held else _RELEASE_SQL
             rows = [TriggerRow.from_row(r) for r in
                     await (await conn.execute(sql, (now, list(trigger_ids)))).fetchall()]
             kind, reason = ("HELD_STALE", Reason.BOOK_STALE.value) if held else ("UPDATED", Reason.BOOK_FRESH.value)
@@ -281,6 +287,26 @@ class TriggerStore:
                                              venue_time_ms=tick.venue_time_ms,
                                              received_time_ns=tick.received_time_ns) for r in rows])
         return rows
+
+    async def set_holds(self, changes: Sequence[tuple[Sequence[str], bool, TickInfo]]) -> int:
+        """Several :meth:`set_hold` changes, in order, in one transaction and one round trip; returns rows changed."""
+        changes = [c for c in changes if c[0]]
+        if not changes:
+            return 0
+        now = self.clock()
+        changed = 0
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            curs = [await conn.execute(_HOLD_SQL if held else _RELEASE_SQL, (now, list(ids)))
+                    for ids, held, _tick in changes]
+            events = []
+            for cur, (_ids, held, tick) in zip(curs, changes, strict=True):
+                kind, reason = ("HELD_STALE", Reason.BOOK_STALE.value) if held else ("UPDATED", Reason.BOOK_FRESH.value)
+                for r in await cur.fetchall():
+                    changed += 1
+                    events.append(event(TriggerRow.from_row(r), kind, reason=reason, price=tick.price,
+                                        venue_time_ms=tick.venue_time_ms, received_time_ns=tick.received_time_ns))
+            await insert_events(conn, events)
+        return changed
 
     async def save_marks(self, marks: Sequence[tuple[Decimal, list[str]]]) -> None:
         """Persist trailing high-water marks in one statement (never lowered)."""

@@ -155,8 +155,10 @@ class TickFeed:
                     self.cursor = cursor
                     self.handled += 1
                     # A backlog is handled without awaiting anything: yield to the loop now and then, and
-                    # after every tick while fires are in flight, so their I/O is not held up by ticks.
-                    if not self.handled & 31 or (self.urgent is not None and self.urgent()):
+                    # every 4th tick (~0.1 ms) while fires are in flight, so their I/O is not held up by
+                    # ticks (a loop turn per tick costs as much as the tick itself).
+                    if not self.handled & 3 and (not self.handled & 31
+                                                 or (self.urgent is not None and self.urgent())):
                         await asyncio.sleep(0)
                     try:
                         await self.handle(tick)

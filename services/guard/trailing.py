@@ -106,6 +106,14 @@ class TrailBook:
             return self._fire(price)
         return []
 
+    def band(self) -> tuple[Decimal | None, Decimal | None]:
+        """(lo, hi): a price strictly between them fires, activates and lifts nothing (None = unbounded)."""
+        lo = self._by_threshold[-1][0] if self._by_threshold else None
+        hi = self._by_mark[0][0] if self._by_mark else None
+        if self._pending and (hi is None or self._pending[0][0] < hi):
+            hi = self._pending[0][0]
+        return lo, hi
+
     def would_fire(self, price: Decimal) -> list[str]:
         """Stops at or below their level at ``price`` with today's marks; changes nothing."""
         out: list[str] = []

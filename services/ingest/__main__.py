@@ -19,6 +19,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from common.config import ConfigError, StorageSettings
+from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
@@ -58,7 +59,7 @@ class Ingest:
         self.pool: Any = None
         self.http = httpx.AsyncClient(timeout=s.http_timeout_s, headers={"User-Agent": s.user_agent})
         self.recorder = Recorder(s.record_dir) if s.record_dir else None
-        self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen)
+        self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen, live=LiveFeed())
         self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=s.stream_maxlen)
         self.followed = FollowedLeaders()
         self.books = BookState()
@@ -68,7 +69,7 @@ class Ingest:
         self.redis_hot = aioredis.from_url(redis_url, decode_responses=False, socket_timeout=None,
                                            socket_connect_timeout=2.0, health_check_interval=10)
         self.sink = TradeSink(self.redis_hot, self.metrics, dedupe_ttl_s=s.dedupe_ttl_s, maxlen=s.stream_maxlen,
-                              on_kept=self._kept)
+                              on_kept=self._kept, on_appended=self.trades_log.published)
         self.worker = SinkWorker(self.sink)
         bucket = TokenBucket(s.poll_rate_per_s, s.poll_burst, time.monotonic())
         getter = RestGetter(self.http, bucket, feed="data_api", recorder=self.recorder, on_status=self.metrics.poll)
@@ -117,6 +118,7 @@ class Ingest:
         self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
                                   batch=s.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)
+        await self.trades_log.prime()
         self._spawn(self.index.run(), self.worker.run(), self.writer.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())

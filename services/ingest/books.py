@@ -7,8 +7,8 @@ staleness) changes, or on tick-size changes and resolutions; depth changes updat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -76,8 +76,7 @@ class AssetBook:
                             self.updated_ms, self.last_trade_price)
 
 
-@dataclass(frozen=True, slots=True)
-class Touched:
+class Touched(NamedTuple):
     """An asset changed by a message: ``kind`` of tick and whether a tick must go out."""
 
     asset_id: str
@@ -151,11 +150,18 @@ class BookState:
         """The tick describing an asset's top of book now."""
         book = self.books[asset_id]
         bid, ask = book.best_bid, book.best_ask
-        mid = (bid + ask) / _TWO if bid is not None and ask is not None else None
+        if bid is not None and ask is not None:
+            mid = _MIDS.get((bid, ask))
+            if mid is None:
+                if len(_MIDS) >= _CACHE_MAX:
+                    _MIDS.clear()
+                mid = _MIDS[(bid, ask)] = fmt((bid + ask) / _TWO)
+        else:
+            mid = ""
         return mpb.PriceTick(
             asset_id=asset_id, condition_id=book.condition_id, kind=kind,  # type: ignore[arg-type]
-            best_bid=_s(bid), best_ask=_s(ask), mid=_s(mid), last_trade_price=_s(book.last_trade_price),
-            tick_size=fmt(book.tick_size), stale=book.stale,
+            best_bid=_s(bid), best_ask=_s(ask), mid=mid, last_trade_price=_s(book.last_trade_price),
+            tick_size=_s(book.tick_size), stale=book.stale,
             winning_asset_id=book.winner if kind == mpb.TICK_KIND_MARKET_RESOLVED else "",
             venue_time_ms=book.venue_ms, received_time_ns=received_ns)
 
@@ -186,16 +192,18 @@ class BookState:
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
         touched: dict[str, AssetBook] = {}
         for change in msg.changes:
-            book = self._touch(change.asset_id, msg.market, msg.venue_ms, now_ms)
+            book = touched.get(change.asset_id)
             if book is None:
-                continue
+                book = self._touch(change.asset_id, msg.market, msg.venue_ms, now_ms)
+                if book is None:
+                    continue
+                touched[book.asset_id] = book
             if change.size is not None:
                 book.set_level(change.side, change.price, change.size)
             if change.best_bid is not None:
                 book.hint_bid = change.best_bid if change.best_bid > 0 else None
             if change.best_ask is not None:
                 book.hint_ask = change.best_ask if change.best_ask < 1 else None
-            touched[book.asset_id] = book
         return [self._result(b, mpb.TICK_KIND_PRICE_CHANGE) for b in touched.values()]
 
     @staticmethod
@@ -207,5 +215,18 @@ class BookState:
         return Touched(book.asset_id, kind, emit)
 
 
+# Canonical strings of the prices seen (few distinct values on a tick grid); bounded.
+_STRS: dict[Decimal, str] = {}
+_MIDS: dict[tuple[Decimal, Decimal], str] = {}
+_CACHE_MAX = 100_000
+
+
 def _s(value: Decimal | None) -> str:
-    return fmt(value) if value is not None else ""
+    if value is None:
+        return ""
+    text = _STRS.get(value)
+    if text is None:
+        if len(_STRS) >= _CACHE_MAX:
+            _STRS.clear()
+        text = _STRS[value] = fmt(value)
+    return text

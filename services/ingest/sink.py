@@ -43,8 +43,11 @@ class TradeSink:
 
     def __init__(self, redis: Any, metrics: IngestMetrics, *, dedupe_ttl_s: int = 7 * 86_400,
                  maxlen: int = 1_000_000, stream: str = LEADER_TRADES,
-                 on_kept: Callable[[Identified], None] | None = None, timeout_s: float = 5.0) -> None:
+                 on_kept: Callable[[Identified], None] | None = None, timeout_s: float = 5.0,
+                 on_appended: Callable[[str, bytes], None] | None = None) -> None:
         self.redis = redis
+        self.on_appended = on_appended
+        self._lock = asyncio.Lock()  # the worker and the poller both submit: appends stay in log order
         self.metrics = metrics
         self.dedupe_ttl_s = dedupe_ttl_s
         self.maxlen = maxlen
@@ -64,12 +67,17 @@ class TradeSink:
                 telemetry.inject(event.trace)
             calls.append((SEEN_PREFIX + item.id, self.stream, self.dedupe_ttl_s, event.SerializeToString(),
                           self.maxlen))
-        async with asyncio.timeout(self.timeout_s):
-            try:
-                replies = await self._run(calls)
-            except NoScriptError:  # Redis restarted or flushed its script cache: load again, retry (idempotent)
-                self._sha = ""
-                replies = await self._run(calls)
+        async with self._lock:
+            async with asyncio.timeout(self.timeout_s):
+                try:
+                    replies = await self._run(calls)
+                except NoScriptError:  # Redis restarted or flushed its script cache: load again, retry (idempotent)
+                    self._sha = ""
+                    replies = await self._run(calls)
+            if self.on_appended is not None:
+                for call, reply in zip(calls, replies, strict=True):
+                    if reply:
+                        self.on_appended(reply.decode() if isinstance(reply, bytes) else str(reply), call[3])
         out: list[str | None] = []
         for item, reply in zip(items, replies, strict=True):
             source = item.fill.source

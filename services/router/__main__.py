@@ -13,6 +13,7 @@ import aiohttp
 import grpc
 
 from common.grpcserver import GrpcServer, run, wait_for_termination
+from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
 from common.storage import apply_migrations, create_redis
@@ -81,7 +82,8 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         balances = (InsidersBalances(session, settings.insiders_api_url, settings.insiders_api_token,
                                      ttl_s=settings.balance_cache_ttl_s, timeout_s=settings.http_timeout_s)
                     if settings.insiders_api_url else NoBalances())
-        emitter = Emitter(redis_state, store)
+        routed_log = DurableLog(stream_redis, ROUTED_TRADES, live=LiveFeed())
+        emitter = Emitter(redis_state, store, on_appended=routed_log.published, fetch=routed_log.entry)
         router = Router(followers=subscriptions, redis_state=redis_state, store=store, markets=markets,
                         balances=balances, emitter=emitter,
                         knobs=Knobs(max_trade_age_ms=int(settings.max_trade_age_s * 1000),
@@ -103,10 +105,11 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
 
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
         await subscriptions.ready.wait()
+        await routed_log.prime()
         await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
         tasks.append(asyncio.create_task(
             emitter.run(interval_s=settings.outbox_interval_s, min_age_s=settings.outbox_min_age_s), name="outbox"))
-        srv = await server.start(settings.grpc_port, DurableLog(stream_redis, ROUTED_TRADES),
+        srv = await server.start(settings.grpc_port, routed_log,
                                  host=settings.grpc_host)
         tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
         log.info("router started", extra={"port": srv.port, "ingest": settings.ingest_target})

@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 
 from common import reservations
 from common.decimals import fmt, parse_decimal
-from services.router.domain.model import Decision, Follower, MarketRules, OrderIntent, Reason, Skip
+from services.router.adapters.store import RoutedRow
+from services.router.domain.model import Decision, Follower, LeaderTrade, MarketRules, OrderIntent, Reason, Skip
+from services.router.domain.positions import leader_delta
 from tradingtools.common.v1 import common_pb2
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -69,6 +71,33 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
             skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
                       reason=d.reason.value, detail=d.detail)
     return routed
+
+
+_MODE_NAME = {v: k for k, v in _MODE.items()}
+
+
+def routed_row(routed: epb.RoutedTrade, payload: bytes, trade: LeaderTrade | None,
+               cursor: str | None) -> RoutedRow:
+    """The PostgreSQL rows of one RoutedTrade as emitted (``trade`` parsed from ``routed.trade``, None when
+    invalid; ``cursor`` where it was appended)."""
+    event = routed.trade
+    row = RoutedRow(leader_trade_id=event.id, leader_wallet=event.wallet.lower(), asset_id=event.asset_id,
+                    condition_id=event.condition_id.lower(), side=trade.side.value if trade else "UNKNOWN",
+                    payload=payload, leader_delta=leader_delta(trade.side, trade.size) if trade else None,
+                    appended_cursor=cursor)
+    for o in routed.orders:
+        row.order_ids.append(o.client_order_id)
+        row.order_subs.append(o.subscription_id)
+        row.order_wallets.append(o.follower_wallet_id)
+        row.order_amounts.append(parse_decimal(o.amount_usd) if o.amount_usd else None)
+        row.order_sizes.append(parse_decimal(o.size) if o.size else None)
+        row.order_modes.append(_MODE_NAME.get(o.mode, "PAPER"))
+    for k in routed.skips:
+        row.skip_subs.append(k.subscription_id)
+        row.skip_wallets.append(k.follower_wallet_id)
+        row.skip_reasons.append(k.reason)
+        row.skip_details.append(k.detail)
+    return row
 
 
 def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:

@@ -1,10 +1,12 @@
 """Emitting RoutedTrades: the atomic Redis emit, conflict handling, and the outbox that re-emits
-anything persisted in PostgreSQL but never appended (a crash or Redis failure in between)."""
+anything persisted in PostgreSQL but never appended (rows an earlier version persisted first)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
@@ -14,23 +16,44 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 log = logging.getLogger(__name__)
 
 
+class Emitted(NamedTuple):
+    """An appended RoutedTrade: its cursor, whether this call appended it, and what was appended (orders
+    whose client order id was already claimed are dropped as skips)."""
+
+    cursor: str
+    appended_now: bool
+    routed: epb.RoutedTrade
+    payload: bytes
+
+
 class Emitter:
     """Appends RoutedTrades exactly once per leader trade and records their cursors."""
 
-    def __init__(self, redis_state: RedisState, store: RouterStore) -> None:
+    def __init__(self, redis_state: RedisState, store: RouterStore, *,
+                 on_appended: Callable[[str, bytes], None] | None = None,
+                 fetch: Callable[[str], Awaitable[bytes | None]] | None = None) -> None:
         self.redis_state = redis_state
         self.store = store
+        self.on_appended = on_appended
+        self.fetch = fetch
         self._appended: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # the consumer and the outbox sweep both emit: appends stay in log order
 
-    async def emit(self, leader_trade_id: str, routed: epb.RoutedTrade, payload: bytes) -> tuple[str, bool]:
-        """Append (or find appended) a leader trade's RoutedTrade; returns (cursor, appended_now)."""
+    async def emit(self, leader_trade_id: str, routed: epb.RoutedTrade, payload: bytes, *,
+                   mark: bool = True) -> Emitted:
+        """Append (or find appended) a leader trade's RoutedTrade. ``mark`` records the cursor in
+        PostgreSQL later (for rows persisted before; a row persisted after the emit carries its cursor)."""
         for _ in range(3):
-            result = await self.redis_state.emit(leader_trade_id, payload, reservations_of(routed))
+            async with self._lock:
+                result = await self.redis_state.emit(leader_trade_id, payload, reservations_of(routed))
+                if result.status == "ok" and self.on_appended is not None:
+                    self.on_appended(result.cursor, payload)
             if result.status in ("ok", "dup"):
-                self._appended.append((leader_trade_id, result.cursor))
-                self._wake.set()
-                return result.cursor, result.status == "ok"
+                if mark:
+                    self._appended.append((leader_trade_id, result.cursor))
+                    self._wake.set()
+                return Emitted(result.cursor, result.status == "ok", routed, payload)
             log.error("client order ids already claimed; dropping those orders",
                       extra={"leader_trade_id": leader_trade_id, "orders": list(result.conflicts)})
             routed = drop_orders(routed, result.conflicts, "client order id already claimed in Redis")
@@ -42,7 +65,12 @@ class Emitter:
         if existing.cursor is not None:
             return existing.cursor, False
         routed = epb.RoutedTrade.FromString(existing.payload)
-        return await self.emit(leader_trade_id, routed, existing.payload)
+        done = await self.emit(leader_trade_id, routed, existing.payload)
+        return done.cursor, done.appended_now
+
+    async def appended_payload(self, cursor: str) -> bytes | None:
+        """The RoutedTrade bytes appended at ``cursor`` (None when unknown or gone from the log)."""
+        return await self.fetch(cursor) if self.fetch is not None else None
 
     async def flush(self) -> None:
         """Record appended cursors in PostgreSQL (batched, off the hot path)."""
@@ -59,7 +87,7 @@ class Emitter:
         """Re-emit persisted but unmarked RoutedTrades; returns how many were appended now."""
         appended = 0
         for leader_trade_id, payload in await self.store.unappended(older_than_s=older_than_s, limit=limit):
-            _cursor, now = await self.emit(leader_trade_id, epb.RoutedTrade.FromString(payload), payload)
+            now = (await self.emit(leader_trade_id, epb.RoutedTrade.FromString(payload), payload)).appended_now
             appended += int(now)
             if now:
                 log.warning("re-emitted a routed trade from the outbox", extra={"leader_trade_id": leader_trade_id})

@@ -1,13 +1,13 @@
 """Routing one leader trade: read state (Redis ∥ PostgreSQL), decide for every follower (pure),
-persist the decision (one statement), emit the RoutedTrade (one atomic Lua call).
+emit the RoutedTrade (one atomic Lua call), then persist the decision (one statement).
 
 Exactly-once per leader trade:
-- Redis marker set → already appended: nothing to do.
-- PostgreSQL row present → persisted before (a crash, or the same trade from the other feed while
-  the first was in flight): its stored RoutedTrade is appended unless already appended; nothing
-  is decided again, so amounts never change between attempts.
-- Otherwise decide, persist (the unique trade row gates every other write), then emit; a crash
-  between persist and emit is healed by the next delivery of the trade or by the outbox sweep.
+- Redis marker set → already appended: nothing to do (but write its rows from the log when
+  PostgreSQL lacks them: a crash between the emit and the persist).
+- PostgreSQL row present without a marker → persisted by an earlier version before it was appended:
+  its stored RoutedTrade is appended unless already appended (the outbox sweep does the same).
+- Otherwise decide, emit (claims every client order id, reserves, appends and sets the marker, all or
+  nothing), then persist with the log cursor. The executor sees the orders before the rows exist.
 """
 
 from __future__ import annotations
@@ -26,27 +26,26 @@ from common.marketstate import MarketInfo
 from common.reservations import NOTHING_RESERVED, WalletReserved, from_micro
 from common.telemetry import extract, inject
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import PgView, PositionAgg, RoutedRow, RouterStore
+from services.router.adapters.store import PgView, PositionAgg, RouterStore
 from services.router.domain.decide import invalid_trade, route
 from services.router.domain.model import (
     ZERO,
-    Decision,
     Follower,
     FollowerState,
     LeaderTrade,
     MarketRules,
-    OrderIntent,
     Policy,
     Side,
     SizingMode,
     Skip,
 )
-from services.router.domain.positions import leader_delta, realized_pnl_since, utc_day_start_ms
+from services.router.domain.positions import realized_pnl_since, utc_day_start_ms
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
-from services.router.outbound import build_routed, market_of, order_template
+from services.router.outbound import build_routed, market_of, order_template, routed_row
 from services.router.outbox import Emitter
 from tradingtools.common.v1 import common_pb2
+from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -116,28 +115,6 @@ def follower_states(wallets: Sequence[str], pg: PgView, reserved: dict[str, Wall
     return states
 
 
-def routed_row(event: mpb.LeaderTradeEvent, trade: LeaderTrade | None, decisions: Sequence[Decision],
-               followers: dict[str, Follower], payload: bytes) -> RoutedRow:
-    """The PostgreSQL rows of one routing decision."""
-    row = RoutedRow(leader_trade_id=event.id, leader_wallet=event.wallet.lower(), asset_id=event.asset_id,
-                    condition_id=event.condition_id.lower(), side=trade.side.value if trade else "UNKNOWN",
-                    payload=payload, leader_delta=leader_delta(trade.side, trade.size) if trade else None)
-    for d in decisions:
-        if isinstance(d, OrderIntent):
-            row.order_ids.append(d.client_order_id)
-            row.order_subs.append(d.subscription_id)
-            row.order_wallets.append(d.follower_wallet_id)
-            row.order_amounts.append(d.amount_usd)
-            row.order_sizes.append(d.size)
-            row.order_modes.append(followers[d.subscription_id].mode)
-        else:
-            row.skip_subs.append(d.subscription_id)
-            row.skip_wallets.append(d.follower_wallet_id)
-            row.skip_reasons.append(d.reason.value)
-            row.skip_details.append(d.detail)
-    return row
-
-
 class Router:
     """Handles leader trades one at a time (the consumer's handler)."""
 
@@ -166,6 +143,15 @@ class Router:
             span.set_attribute("leader_trade_id", event.id)
             await self._route(event)
 
+    async def _persist_appended(self, cursor: str, trade: LeaderTrade | None) -> None:
+        """Write the rows of a RoutedTrade appended earlier (idempotent: existing rows stay)."""
+        payload = await self.emitter.appended_payload(cursor)
+        if payload is None:
+            log.error("appended routed trade not found in the log; its rows are missing",
+                      extra={"cursor": cursor})
+            return
+        await self.store.persist(routed_row(epb.RoutedTrade.FromString(payload), payload, trade, cursor))
+
     async def _route(self, event: mpb.LeaderTradeEvent) -> None:
         started = time.perf_counter()
         followers = await self.followers.followers_of(event.wallet)
@@ -190,6 +176,8 @@ class Router:
                             fills_since_ms=day_start_ms if needs_fills else None,
                             funding_wallets=funding_wallets))
         if rview.marker is not None:
+            if pview.existing is None:  # appended, then a crash before the rows were written
+                await self._persist_appended(rview.marker, trade)
             self.metrics.duplicate("redis")
             return
         if pview.existing is not None:
@@ -218,14 +206,15 @@ class Router:
         if not ctx.traceparent:
             ctx.CopyFrom(event.trace)
         routed = build_routed(event, decisions, by_sub, order_template(event, market, routed_ns, ctx))
-        payload = routed.SerializeToString()
-        if not await self.store.persist(routed_row(event, trade, decisions, by_sub, payload)):
-            existing = await self.store.existing(event.id)
-            if existing is not None:
-                await self.emitter.re_emit(event.id, existing)
-            self.metrics.duplicate("postgres")
+        # Emit first: the Redis marker makes the append exactly-once and the executor starts at once; the
+        # rows follow (awaited, so the next trade reads them), and a crash in between is healed when the
+        # trade is delivered again (the marker is set, the rows are missing: written from the log).
+        done = await self.emitter.emit(event.id, routed, routed.SerializeToString(), mark=False)
+        if not done.appended_now:
+            await self._persist_appended(done.cursor, trade)
+            self.metrics.duplicate("redis")
             return
-        await self.emitter.emit(event.id, routed, payload)
+        await self.store.persist(routed_row(done.routed, done.payload, trade, done.cursor))
         copy_ms = (routed_ns - event.received_time_ns) / 1e6 if event.received_time_ns else None
         self.metrics.routed(len(routed.orders), [d.reason.value for d in decisions if isinstance(d, Skip)],
                             (time.perf_counter() - started) * 1e3, copy_ms)

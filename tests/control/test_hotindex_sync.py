@@ -14,6 +14,7 @@ from common import hotindex
 from services.control.app import RunningControl, start
 from services.control.config import Settings
 from tests.control.conftest import AUTH, LEADER, Stubs, leader, stubs_for, subscription
+from tests.control.support import execute
 from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -128,3 +129,19 @@ async def test_index_is_rebuilt_at_start_and_periodically(settings_factory: Call
         assert [s.id for s in await hotindex.subscriptions_of(redis_client, LEADER)] == [sub.id]
     finally:
         await second.stop()
+
+
+async def test_steady_resync_rereads_nothing_and_catches_changes_made_behind_it(
+        control: RunningControl, stubs: Stubs, redis_client: aioredis.Redis, db_url: str) -> None:
+    subs = [await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+        subscription=subscription(leader_proxy=leader(i))), metadata=AUTH) for i in range(1, 5)]
+    report = await control.sync.resync()
+    assert (report.leaders, report.reread, report.upserted, report.removed) == (4, 0, 0, 0)
+    # Another writer changes a row (and its version) without telling this process.
+    execute(db_url, "UPDATE subscriptions SET label = 'changed elsewhere', version = version + 1 WHERE id = %s",
+            (subs[2].id,))
+    report = await control.sync.resync()
+    assert (report.reread, report.upserted) == (1, 1)
+    [indexed] = await hotindex.subscriptions_of(redis_client, leader(3))
+    assert indexed.label == "changed elsewhere"
+    assert (await control.sync.resync()).reread == 0

@@ -71,6 +71,7 @@ def test_settings_defaults_and_redaction() -> None:
     assert (s.host, s.grpc_port, s.insiders_api_url, s.live_enabled) == ("127.0.0.1", 50055, "", False)
     assert (s.index_resync_s, s.db_pool_max, s.db_timeout_s, s.idempotency_ttl_s) == (30.0, 10, 2.0, 86_400.0)
     assert [t.value for t in s.tokens] == [TOKEN, TOKEN_2] and s.ready_services == ()
+    assert s.list_cache_entries == 50_000
     text = repr(s)
     assert TOKEN not in text and "hunter2" not in text
 
@@ -79,9 +80,10 @@ def test_settings_overrides() -> None:
     s = Settings.from_env({**BASE_ENV, "TT_CONTROL_GRPC_PORT": "0", "TT_CONTROL_HOST": "0.0.0.0",
                            "TT_INSIDERS_API_URL": "https://user:pw@insiders.example/api/",
                            "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
-                           "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60"})
+                           "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
+                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0"})
     assert (s.grpc_port, s.host, s.index_resync_s) == (0, "0.0.0.0", 5.0)
-    assert (s.idempotency_ttl_s, s.live_enabled) == (60.0, True)
+    assert (s.idempotency_ttl_s, s.live_enabled, s.list_cache_entries) == (60.0, True, 0)
     assert s.insiders_api_url == "https://user:pw@insiders.example/api"
     assert s.ready_services == (("router", "127.0.0.1:6000"), ("guard", "127.0.0.1:50054"))
     assert "pw@" not in repr(s)
@@ -90,6 +92,7 @@ def test_settings_overrides() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_CONTROL_INDEX_RESYNC_S", "-1"),
     ("TT_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
+    ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"),
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
 ])
 def test_settings_errors_name_the_variable(name: str, value: str) -> None:

@@ -111,6 +111,10 @@ class ExecutorStandIn(egrpc.ExecutorServiceServicer):
         if self.fail_next > 0:
             self.fail_next -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in outage")
+        # Like the real executor, an order it took is carried through even if the caller goes away (kill -9).
+        return await asyncio.shield(self._submit(order))
+
+    async def _submit(self, order: epb.Order) -> epb.SubmitOrderResponse:
         duplicate = order.client_order_id in self.orders
         self.calls.append(Submitted(order, duplicate))
         if not duplicate:

@@ -57,7 +57,8 @@ async def test_killed_between_decision_and_record_sells_exactly_once(
     row = await trigger_row(conn, "trg_sl")
     expected_id = hash_id("co", "trg_sl", "1")
     assert (row["state"], row["order_id"], row["submitted_at"]) == ("FIRED", expected_id, None)
-    assert len(standins.executor.calls) == (0 if crash_after == "decision" else 1)
+    # The SELL starts as soon as it is decided, before the commit: at "decision" it may already be out.
+    assert len(standins.executor.calls) in ((0, 1) if crash_after == "decision" else (1,))
 
     proc = await _spawn(db_url, redis_url, standins, log_path)
     try:

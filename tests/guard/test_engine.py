@@ -307,3 +307,29 @@ def test_a_trailing_high_water_mark_never_falls(stops: list[tuple[int, Decimal]]
                 assert mark >= last.get(tid, D(0))
                 assert tid in fired or mark >= p
                 last[tid] = mark
+
+
+def _inside(band: tuple[tuple[Source, Decimal | None, Decimal | None], ...], p: Prices) -> bool:
+    for source, lo, hi in band:
+        price = p.get(source)
+        if price is not None and ((lo is not None and price <= lo) or (hi is not None and price >= hi)):
+            return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs(), paths, st.lists(st.booleans(), min_size=60, max_size=60))
+def test_a_tick_inside_the_band_changes_nothing(all_specs: list[TriggerSpec], path: list[Decimal],
+                                                 stale_flags: list[bool]) -> None:
+    """The quiet band guard uses to skip ticks: whatever it calls quiet, the engine agrees is a no-op."""
+    engine = load(all_specs)
+    for price, stale in zip(path, stale_flags, strict=False):
+        p = Prices(best_bid=price, mid=price + D("0.0005"))
+        band = engine.band(A)
+        if band is not None and _inside(band, p):
+            before = {tid: engine.get(tid) for tid in engine.ids()}
+            out = engine.on_tick(A, p, stale=stale)
+            assert not out
+            assert {tid: engine.get(tid) for tid in engine.ids()} == before
+        else:
+            engine.on_tick(A, p, stale=stale)

@@ -52,7 +52,11 @@ async def test_price_path_drives_one_sell_of_the_right_size_and_the_fill_settles
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.30", fraction="0.5")
     await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.80", size="20")
     running = await make_guard()
-    assert await redis.smembers("tt:watch:triggers") == {ASSET}
+
+    async def watched() -> bool:
+        return await redis.smembers("tt:watch:triggers") == {ASSET}
+
+    await eventually(watched)  # the watch set is published in the background after start-up
     await wait_connected(standins.ingest)
     for bid in ("0.40", "0.35", "0.31", "0.45"):
         await standins.ingest.tick(bid=bid, ask="0.5")

@@ -11,8 +11,10 @@ import psycopg
 
 from common import reservations
 from common.marketstate import MarketInfo, read_book, write_market
+from common.streams import ROUTED_TRADES
+from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
-from services.router.outbound import order_template
+from services.router.outbound import order_template, reservations_of
 from tests.helpers import eventually
 from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -198,3 +200,37 @@ async def test_first_copy_in_an_unwatched_asset_has_its_book_stored_before_it_is
     book = await read_book(stack.redis, YES)  # there by the time the executor reads the routed trade
     assert book is not None and (book.best_bid, book.best_ask) == (D("0.39"), D("0.41"))
     assert stack.http.requests == [f"/book?token_id={YES}"]  # the book alone: market info was cached
+
+
+async def test_a_trade_appended_but_not_persisted_gets_its_rows_from_the_log(stack: Stack) -> None:
+    """The crash window between the Redis append and the PostgreSQL write: the redelivered trade finds the
+    marker, writes the rows of what was appended (with its cursor) and appends nothing again."""
+    await stack.add(subscription("sub_1", "w_1"))
+    ev = leader_trade("lt_appended")
+    decided = epb.RoutedTrade(trade=ev)
+    o = decided.orders.add()
+    o.MergeFrom(order_template(ev, None, 1, ev.trace))
+    o.client_order_id, o.subscription_id, o.follower_wallet_id, o.amount_usd = "co_app", "sub_1", "w_1", "25"
+    o.mode = cpb.EXECUTION_MODE_LIVE
+    decided.skips.add(subscription_id="sub_x", follower_wallet_id="w_x", reason="PRICE_ABOVE_MAX", detail="d")
+    state = RedisState(stack.redis, ROUTED_TRADES, marker_ttl_s=60, stream_maxlen=1000)
+    emitted = await state.emit("lt_appended", decided.SerializeToString(), reservations_of(decided))
+    assert emitted.status == "ok"
+    await stack.publish(ev)  # redelivered: the consumer had not saved its cursor
+    await stack.start_router()
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
+    assert [r.trade.id for r in await stack.routed()] == ["lt_appended"]  # appended once
+    assert _sql(stack.db_url, "SELECT appended_cursor, orders, skips FROM routed_trades") == [(emitted.cursor, 1, 1)]
+    assert _sql(stack.db_url, "SELECT client_order_id, amount_usd, mode FROM routed_orders") == [
+        ("co_app", D(25), "LIVE")]
+    assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_x", "PRICE_ABOVE_MAX")]
+    assert _sql(stack.db_url, "SELECT size FROM leader_positions") == [(D(250),)]
+
+
+async def test_rows_carry_the_cursor_of_the_append(stack: Stack) -> None:
+    await stack.add(subscription("sub_1", "w_1"))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_c"))
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
+    [(cursor,)] = _sql(stack.db_url, "SELECT appended_cursor FROM routed_trades")
+    assert cursor and await stack.routed_log.entry(str(cursor)) is not None

@@ -70,3 +70,16 @@ async def test_release_works_on_a_bytes_client(redis_url: str) -> None:
     assert await reservations.release(client, "co_9") == 3
     assert (await reservations.read(client, ["w_9"], "0xm", "1"))["w_9"] == reservations.NOTHING_RESERVED
     await client.aclose()
+
+
+async def test_release_many_is_release_for_each(r: aioredis.Redis) -> None:
+    await reservations.reserve(r, [Reservation("co_a", "w_1", USD, "0xm1", 2_000_000),
+                                   Reservation("co_b", "w_1", USD, "0xm1", 3_000_000),
+                                   Reservation("co_c", "w_2", SHARES, "111", 4_000_000)])
+    await r.set(reservations.order_key("co_bad"), "garbage")
+    assert await reservations.release_many(r, ["co_a", "co_unknown", "co_c", "co_a", "co_bad"]) == [
+        2_000_000, 0, 4_000_000, 0, -1]
+    got = await reservations.read(r, ["w_1", "w_2"], "0xm1", "111")
+    assert got["w_1"].market_usd_micro == 3_000_000 and got["w_2"] == reservations.NOTHING_RESERVED
+    assert await r.get(reservations.order_key("co_bad")) == "garbage"  # left for an operator
+    assert await reservations.release_many(r, []) == []

@@ -80,3 +80,27 @@ async def test_miss_reads_redis_directly_and_bad_entries_are_invalid(r: aioredis
     await hotindex.upsert(r, _sub("sub_1", fixed="abc"))
     followers = await cache.followers_of(LEADER)  # no message processed: read on the miss
     assert [(f.subscription_id, "sizing.fixedUsd" in f.invalid) for f in followers] == [("sub_1", True)]
+
+
+async def test_a_change_rereads_only_its_subscription(r: aioredis.Redis) -> None:
+    for i in range(5):
+        await hotindex.upsert(r, _sub(f"sub_{i}", wallet=f"w_{i}"))
+    cache = SubscriptionCache(r)
+    await cache.reload_all()
+    # an entry changed behind the cache's back stays as loaded: only the named subscription is re-read
+    await r.hset(hotindex.leader_key(LEADER), "sub_0", hotindex.encode(_sub("sub_0", fixed="99")))
+    v = await hotindex.upsert(r, _sub("sub_3", fixed="7", wallet="w_3"))
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_3", "upsert", v))
+    by_id = {f.subscription_id: f for f in await cache.followers_of(LEADER)}
+    assert [str(by_id[s].sizing.fixed_usd) for s in ("sub_0", "sub_3")] == ["25", "7"]
+    v = await hotindex.remove(r, LEADER, "sub_4")
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_4", "remove", v))
+    v = await hotindex.upsert(r, _sub("sub_5", wallet="w_5"))
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_5", "upsert", v))
+    assert [f.subscription_id for f in await cache.followers_of(LEADER)] == [
+        "sub_0", "sub_1", "sub_2", "sub_3", "sub_5"]
+    assert cache.reloads == 1
+    for i in (0, 1, 2, 3, 5):
+        v = await hotindex.remove(r, LEADER, f"sub_{i}")
+        await cache.apply(hotindex.IndexChange(LEADER, f"sub_{i}", "remove", v))
+    assert LEADER not in cache._by_leader

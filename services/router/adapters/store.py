@@ -1,5 +1,5 @@
 """PostgreSQL: everything one leader trade needs in one statement, and the routing decision
-persisted in one statement before the RoutedTrade is appended (the outbox).
+persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
 aggregated per wallet, today's SELL fills history for the daily loss limit, funded balances and
@@ -88,6 +88,7 @@ class RoutedRow:
     skip_wallets: list[str] = field(default_factory=list)
     skip_reasons: list[str] = field(default_factory=list)
     skip_details: list[str] = field(default_factory=list)
+    appended_cursor: str | None = None  # the log cursor when the RoutedTrade was appended before persisting
 
 
 _EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
@@ -134,8 +135,10 @@ FROM (SELECT 1) AS one LEFT JOIN routed_trades r ON r.leader_trade_id = %(lt)s
 # One statement, one implicit transaction: nothing else is written unless the trade row is new.
 _PERSIST = """
 WITH t AS (
-    INSERT INTO routed_trades (leader_trade_id, leader_wallet, asset_id, side, orders, skips, payload)
-    VALUES (%(lt)s, %(leader)s, %(asset)s, %(side)s, %(n_orders)s, %(n_skips)s, %(payload)s)
+    INSERT INTO routed_trades (leader_trade_id, leader_wallet, asset_id, side, orders, skips, payload,
+                               appended_cursor, appended_at)
+    VALUES (%(lt)s, %(leader)s, %(asset)s, %(side)s, %(n_orders)s, %(n_skips)s, %(payload)s,
+            %(cursor)s::text, CASE WHEN %(cursor)s::text IS NULL THEN NULL ELSE now() END)
     ON CONFLICT (leader_trade_id) DO NOTHING
     RETURNING leader_trade_id
 ), o AS (
@@ -242,6 +245,7 @@ class RouterStore:
             "o_amounts": _join_num(row.order_amounts), "o_sizes": _join_num(row.order_sizes),
             "o_modes": _join(row.order_modes), "s_subs": _join(row.skip_subs), "s_wallets": _join(row.skip_wallets),
             "s_reasons": _join(row.skip_reasons), "s_details": _join(row.skip_details), "sep": SEP,
+            "cursor": row.appended_cursor,
         }
         async with self.pool.connection() as conn:
             cur = await conn.execute(_PERSIST, params)

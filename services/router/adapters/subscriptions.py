@@ -22,13 +22,16 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _parse_one(value: Any) -> Follower | None:
+    try:
+        return parse_follower(hotindex.decode(value))
+    except Exception:  # one unreadable entry must not hide the others
+        log.exception("unreadable hot-index entry")
+        return None
+
+
 def _parse(raw: dict[Any, Any]) -> tuple[Follower, ...]:
-    followers = []
-    for value in raw.values():
-        try:
-            followers.append(parse_follower(hotindex.decode(value)))
-        except Exception:  # one unreadable entry must not hide the others
-            log.exception("unreadable hot-index entry")
+    followers = [f for f in map(_parse_one, raw.values()) if f is not None]
     return tuple(sorted(followers, key=lambda f: f.subscription_id))
 
 
@@ -80,6 +83,23 @@ class SubscriptionCache:
         else:
             self._by_leader.pop(leader, None)
 
+    async def reload_subscription(self, leader: str, subscription_id: str) -> None:
+        """Re-read one subscription of a leader (present → upserted, absent → removed): a change costs one
+        entry, not the leader's whole follower list (a leader with 1,000 followers gaining 1,000 more
+        would otherwise re-parse a million entries)."""
+        leader = leader.lower()
+        raw = await self.redis.hget(hotindex.leader_key(leader), subscription_id)
+        follower = _parse_one(raw) if raw is not None else None
+        current = self._by_leader.get(leader, ())
+        kept = [f for f in current if f.subscription_id != subscription_id]
+        if follower is not None:
+            kept.append(follower)
+            kept.sort(key=lambda f: f.subscription_id)
+        if kept:
+            self._by_leader[leader] = tuple(kept)
+        else:
+            self._by_leader.pop(leader, None)
+
     async def apply(self, change: hotindex.IndexChange) -> None:
         """Handle one change message."""
         if change.version <= self.version:
@@ -87,7 +107,10 @@ class SubscriptionCache:
         if change.version != self.version + 1:
             await self.reload_all()
             return
-        await self.reload_leader(change.leader)
+        if change.subscription_id:
+            await self.reload_subscription(change.leader, change.subscription_id)
+        else:
+            await self.reload_leader(change.leader)
         self.version = change.version
 
     async def run(self) -> None:

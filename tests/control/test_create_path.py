@@ -1,0 +1,74 @@
+"""The create's one-statement write (row + audit row + idempotency claim) and the index string it
+reuses, against real gRPC, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import redis.asyncio as aioredis
+
+from common import hotindex
+from services.control.app import start
+from services.control.codec import audit_subscription, index_json
+from services.control.config import Settings
+from services.control.hotsync import index_copy
+from tests.control.conftest import AUTH, LEADER, Stubs, stubs_for, subscription
+from tests.control.support import count, expect, query
+from tradingtools.control.v1 import control_pb2 as pb
+from tradingtools.control.v1 import subscription_pb2 as spb
+
+KEY = (("idempotency-key", "create-path-1"),)
+
+
+def test_index_json_is_what_hotindex_encodes() -> None:
+    sub = subscription(label="déjà vu \u2603")
+    sub.id = "sub_1"
+    sub.state = spb.SUBSCRIPTION_STATE_ACTIVE
+    sub.create_time.FromSeconds(1_700_000_000)
+    sub.stats.copied = 5
+    assert index_json(audit_subscription(sub)) == hotindex.encode(index_copy(sub))
+
+
+async def test_keyed_create_writes_row_audit_and_replay_together(stubs: Stubs, db_url: str,
+                                                                 redis_client: aioredis.Redis) -> None:
+    request = pb.CreateSubscriptionRequest(subscription=subscription())
+    created = await stubs.subs.CreateSubscription(request, metadata=AUTH + KEY)
+    [(response,)] = query(db_url, "SELECT response FROM idempotency_keys")
+    assert spb.Subscription.FromString(bytes(response)) == created
+    [(after, method)] = query(db_url, "SELECT after, method FROM audit_log")
+    assert after == audit_subscription(created) and method == "CreateSubscription"
+    assert await redis_client.hget(hotindex.leader_key(LEADER), created.id) == hotindex.encode(index_copy(created))
+    assert await stubs.subs.CreateSubscription(request, metadata=AUTH + KEY) == created
+    assert count(db_url, "subscriptions") == 1 and count(db_url, "audit_log") == 1
+
+
+async def test_a_refused_create_leaves_no_audit_row_and_no_key(stubs: Stubs, db_url: str) -> None:
+    await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    await expect(stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                               metadata=AUTH + KEY), grpc.StatusCode.ALREADY_EXISTS)
+    assert count(db_url, "audit_log") == 1 and count(db_url, "idempotency_keys") == 0
+
+
+async def test_an_expired_key_creates_again_through_the_transactional_path(
+        settings_factory: Callable[..., Settings], db_url: str) -> None:
+    clock = [datetime.now(UTC)]
+    running = await start(settings_factory(idempotency_ttl_s=3600.0), now=lambda: clock[0])
+    stubs = stubs_for(running.port)
+    try:
+        first = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                                    metadata=AUTH + KEY)
+        await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=first.id), metadata=AUTH)
+        clock[0] += timedelta(hours=2)
+        again = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                                    metadata=AUTH + KEY)
+        assert again.id != first.id and again.state == spb.SUBSCRIPTION_STATE_ACTIVE
+        [(response,)] = query(db_url, "SELECT response FROM idempotency_keys")
+        assert spb.Subscription.FromString(bytes(response)) == again
+        assert count(db_url, "audit_log", "method = 'CreateSubscription'") == 2
+        assert await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                                   metadata=AUTH + KEY) == again
+    finally:
+        await stubs.channel.close(None)
+        await running.stop()

@@ -1,0 +1,87 @@
+"""The book path's fast paths: cached number parsing keeps every rule, a flush writes every tick in order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from common.marketstate import read_book
+from common.streams import PRICE_TICKS
+from services.ingest import clob
+from services.ingest.bookpub import BookPublisher
+from services.ingest.books import BookState
+from services.ingest.metrics import IngestMetrics
+from services.ingest.model import ParseError
+from tradingtools.market.v1 import market_pb2 as mpb
+
+D = Decimal
+T1 = "1" * 70
+
+
+def change(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"event_type": "price_change", "market": "0x" + "ab" * 32, "timestamp": "1",
+                            "price_changes": [{"asset_id": T1, "price": "0.5", "size": "10", "side": "BUY"}]}
+    base["price_changes"][0].update(fields)
+    return base
+
+
+@pytest.mark.parametrize(("fields", "kind"), [
+    ({"price": "1.5"}, "BAD_FIELD"),
+    ({"price": "-0.1"}, "BAD_FIELD"),
+    ({"size": "-1"}, "BAD_FIELD"),
+    ({"side": "HOLD"}, "BAD_FIELD"),
+    ({"price": "abc"}, "BAD_NUMBER"),
+    ({"asset_id": ""}, "MISSING_FIELD"),
+    ({"asset_id": 7}, "BAD_FIELD"),
+])
+def test_bad_values_are_refused_even_after_good_ones_were_cached(fields: dict[str, Any], kind: str) -> None:
+    clob.parse_event(change())  # "0.5" / "10" now cached
+    with pytest.raises(ParseError) as exc:
+        clob.parse_event(change(**fields))
+    assert exc.value.kind == kind
+
+
+@pytest.mark.parametrize(("fields", "price", "size", "side"), [
+    ({}, D("0.5"), D("10"), "BUY"),
+    ({"price": 0.25, "size": 3}, D("0.25"), D("3"), "BUY"),  # JSON numbers: parsed via str, never cached
+    ({"side": "sell", "size": "0"}, D("0.5"), D("0"), "SELL"),
+    ({"size": None}, D("0.5"), None, "BUY"),
+])
+def test_good_values_parse_the_same_cached_or_not(fields: dict[str, Any], price: Decimal, size: Decimal | None,
+                                                  side: str) -> None:
+    for _ in range(2):
+        msg = clob.parse_event(change(**fields))
+        assert isinstance(msg, clob.PriceChangeMsg)
+        [c] = msg.changes
+        assert (c.price, c.size, c.side) == (price, size, side)
+
+
+async def test_a_flush_appends_every_tick_in_order_and_writes_each_book(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url, decode_responses=False)
+    books = BookState()
+    assets = [f"{i:070d}" for i in range(1, 31)]
+    for a in assets:
+        books.track(a)
+    pub = BookPublisher(r, books, IngestMetrics())
+    for a in assets:  # synced, empty books: each BUY level below becomes the new best bid
+        books.apply(clob.parse_event({"event_type": "book", "asset_id": a, "market": "0x" + "ab" * 32,
+                                      "bids": [], "asks": [], "timestamp": "1"}), 1000)
+    expected: list[tuple[str, str]] = []
+    for step in range(60):  # 60 moves x 30 assets = 1,800 ticks: more than one append chunk
+        for a in assets:
+            price = f"0.{10 + step:02d}"
+            msg = clob.parse_event(change(asset_id=a, price=price, size="5"))
+            for touched in books.apply(msg, 1000 + step):
+                pub.mark(touched, 1)
+            expected.append((a, str(D(price).normalize())))
+    await pub.flush()
+    rows: Any = await r.xrange(PRICE_TICKS, count=10_000)
+    got = [(t.asset_id, t.best_bid) for t in (mpb.PriceTick.FromString(f[b"p"]) for _i, f in rows)]
+    assert got == expected
+    for a in assets:
+        book = await read_book(r, a)
+        assert book is not None and book.best_bid == D("0.69") and len(book.bids) == 60
+    await r.aclose()
