@@ -16,6 +16,31 @@ from services.guard.rows import TriggerRow, event
 from services.guard.store import Clock, dict_pool, insert_events
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
+_OPEN_GROUP = ("SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s"
+               " AND state = 'OPEN'")
+_PEEK = ("SELECT (SELECT exits FROM subscriptions WHERE id = %(sub)s) AS exits,"
+         " EXISTS (SELECT 1 FROM subscriptions WHERE id = %(sub)s) AS has_sub,"
+         " (SELECT coalesce(jsonb_array_length(exits -> 'planned'), 0) FROM guard_position_exits"
+         "  WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN' LIMIT 1) AS open_planned")
+# A later fill of a position whose open group has no exits: only the group's size basis changes.
+_RESIZE_EMPTY = (
+    "UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
+    " FROM (SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s),"
+    " %(filled)s) AS held) AS h"
+    " WHERE g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s AND g.state = 'OPEN' AND h.held > 0"
+    " AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING g.oco_group"
+)
+# The empty group of a position whose subscription has no exits (same values as the full path writes).
+_REGISTER_EMPTY = (
+    "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
+    " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
+    " SELECT %(g)s, %(w)s, %(a)s, lower(coalesce(p.wallet, %(wallet)s)), %(sub)s, %(coid)s,"
+    " coalesce(nullif(p.avg_price, 0), %(avg)s), coalesce(p.size, %(filled)s), %(doc)s, '[]'::jsonb, 'OPEN',"
+    " %(now)s, %(now)s"
+    " FROM (SELECT 1) AS one LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
+    f" WHERE coalesce(p.size, %(filled)s) > 0 AND NOT EXISTS ({_OPEN_GROUP})"
+    " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +82,9 @@ class ExitStore:
         were all used up (its closing exit fired) is closed and a fresh one registered.
         """
         now = self.clock()
+        quick = await self._register_without_exits(fill, now)
+        if quick is not None:
+            return quick
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_LOCK, (fill.follower_wallet_id, fill.asset_id))
             pos = await (await conn.execute(
@@ -114,6 +142,35 @@ class ExitStore:
                     created.append(TriggerRow.from_row(row))
             await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
         return ExitsChange("CREATED", created=tuple(created), skipped=plan.skipped)
+
+    async def _register_without_exits(self, fill: CopyFill, now: Any) -> ExitsChange | None:
+        """The common cases in two statements instead of a locked transaction of eight: a position whose
+        open group has no exits (only its size basis changes), or no open group and a subscription without
+        exits (the empty group is still recorded: a later PATCH of the exits applies to new positions
+        only). None: anything else, for the full path to handle."""
+        params = {"sub": fill.subscription_id, "w": fill.follower_wallet_id, "a": fill.asset_id}
+        async with self.pool.connection() as conn:
+            peek = await (await conn.execute(_PEEK, params)).fetchone()
+            if peek is None:
+                return None
+            if peek["open_planned"] == 0:
+                row = await (await conn.execute(_RESIZE_EMPTY, {**params, "filled": fill.filled_size,
+                                                                "now": now})).fetchone()
+                return ExitsChange("RESIZED") if row is not None else None
+            if peek["open_planned"] is not None or not peek["has_sub"]:
+                return None
+            config_json = peek["exits"] or {}
+            try:
+                if not exits.ExitsConfig.from_json(config_json).empty:
+                    return None
+            except (ValueError, ArithmeticError, AttributeError, TypeError):
+                return None
+            row = await (await conn.execute(_REGISTER_EMPTY, {
+                **params, "g": exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
+                "wallet": fill.wallet, "coid": fill.client_order_id, "avg": fill.avg_price,
+                "filled": fill.filled_size, "doc": Jsonb({"config": config_json, "planned": []}), "now": now,
+            })).fetchone()
+        return ExitsChange("CREATED") if row is not None else None
 
     async def _resize(self, conn: Any, group: dict[str, Any], held: Decimal, now: Any) -> ExitsChange:
         old: Decimal = group["position_size"]

@@ -100,6 +100,33 @@ async def test_copy_fill_registers_exits_and_a_mirrored_exit_cancels_them(
     await conn.close()
 
 
+async def test_a_position_opened_without_exits_keeps_none_after_a_patch(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={})
+    await add_market(redis)
+    running = await make_guard()
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+
+    async def grouped() -> dict[str, Any] | None:
+        return await running.guard.exit_store.group(WALLET_ID, ASSET)
+
+    group = await eventually(grouped)  # recorded with no exits (the two-statement path)
+    assert (group["exits"]["planned"], group["skipped"], group["position_size"], group["entry_price"]) == (
+        [], [], Decimal(100), Decimal("0.40"))
+    # exits added later apply to new positions only: more shares of this one create nothing
+    await conn.execute("UPDATE subscriptions SET exits = %s::jsonb WHERE id = 'sub_1'", ('{"stopLossPct": "50"}',))
+    await set_position(conn, "150", "0.42")
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.46"))
+    await eventually(lambda: running.guard.stats.order_events == 2)
+    await running.guard.drain()
+    assert await _copy_triggers(conn) == []
+    group = await grouped()
+    assert group is not None and group["position_size"] == Decimal(150)
+    await conn.close()
+
+
 async def _count(fetch: Any, n: int) -> list[dict[str, Any]] | None:
     rows = await fetch()
     return rows if len(rows) == n else None

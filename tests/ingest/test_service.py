@@ -40,6 +40,8 @@ async def test_followed_trades_stream_once_and_others_are_filtered(
     await follow(redis_url, LEADER)
     app = await run_ingest()
     await sim.rtds.wait_subscribed()
+    # the new leader's backfill poll has run: the trade below is first seen on RTDS, not raced by the poller
+    await eventually(lambda: any(q.get("user") == LEADER for _p, q in sim.data.requests))
     market = sim.add_market()
     mine = sim.trade(LEADER, market=market, side="SELL", price="0.37", size="12.5", fee="0.02")
     sim.trade(OTHER, market=market)
