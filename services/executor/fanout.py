@@ -1,7 +1,8 @@
 """Turns routed trades (and single submitted orders) into running orders, as fast as the first is ready.
 
 Orders are prepared and their intents inserted in growing chunks (8, 32, 128, 512, …): the first
-POSTs leave after one small INSERT while the rest are still being written. An intent that already
+POSTs leave after one small INSERT; the later chunks are inserted side by side, each chunk's orders
+starting as soon as its INSERT commits. An intent that already
 exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its stored order is
 resumed instead when this process is not already running it.
 """
@@ -59,14 +60,23 @@ class Fanout:
         books: dict[str, BookSnapshot | None] = {}
         quotes: QuoteCache = {}
         i, size = 0, FIRST_CHUNK
+        later: list[asyncio.Task[set[str]]] = []
         while i < len(orders):
             chunk = orders[i:i + size]
+            first = i == 0
             i += size
             size = min(size * CHUNK_GROWTH, MAX_CHUNK)
             for asset in {o.asset_id for o in chunk} - books.keys():
                 books[asset] = await self._book(asset)
             now = time.time_ns()
-            await self.admit([prepare(o, books.get(o.asset_id), self.rules, now, quotes) for o in chunk])
+            prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes) for o in chunk]
+            if first:  # the first POSTs leave after one small insert
+                await self.admit(prepared)
+            else:  # the other chunks insert side by side (disjoint orders), each starting as it commits
+                later.append(asyncio.create_task(self.admit(prepared)))
+                await asyncio.sleep(0)
+        if later:
+            await asyncio.gather(*later)
         self.handled_trades += 1
 
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
