@@ -92,12 +92,12 @@ def print_table(rows: Mapping[str, Mapping[str, float]], target_p99_ms: float | 
               f"{s['p99_9_ms']:>12.2f}{s['max_ms']:>11.2f}{verdict}", flush=True)
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (0.0 when it is gone)."""
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (None when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -135,9 +135,9 @@ class CpuMeter:
 
     def start(self) -> None:
         """Take the first reading."""
-        self.begin = {pid: process_cpu_s(pid) for pids in self.groups.values() for pid in pids}
+        self.begin = {pid: process_cpu_s(pid) or 0.0 for pids in self.groups.values() for pid in pids}
 
     def stop(self) -> dict[str, float]:
         """CPU seconds per group since :meth:`start`."""
-        return {name: round(sum(process_cpu_s(pid) - self.begin.get(pid, 0.0) for pid in pids), 3)
+        return {name: round(sum((process_cpu_s(pid) or 0.0) - self.begin.get(pid, 0.0) for pid in pids), 3)
                 for name, pids in self.groups.items()}

@@ -44,7 +44,7 @@ import orjson
 import psycopg
 import redis as redis_sync
 
-from bench import summarize
+from bench import process_cpu_s, summarize
 from bench.guard import _asset, _seed
 from common.streams import PRICE_TICKS, TRIGGER_EVENTS
 from sim.scenarios import set_best_bid
@@ -78,15 +78,6 @@ def _guard_lags(text: str, since_ms: int) -> list[tuple[float, float]]:
             if stamp >= since_ms - 1000 and "tick_lag_p99_ms" in d:
                 out.append((float(d["tick_lag_p50_ms"]), float(d["tick_lag_p99_ms"])))
     return out
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc); 0 when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -261,7 +252,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
         thread.start()
     time.sleep(warmup_s)
     profilers = _profile(pids, 8.0)
-    cpu0 = {n: _cpu_s(pid) for n, pid in pids.items()}
+    cpu0 = {n: process_cpu_s(pid) or 0.0 for n, pid in pids.items()}
     xlen1, t_meas, since_ms = r.xlen(PRICE_TICKS), time.perf_counter(), int(time.time() * 1000)
     load_samples = [os.getloadavg()[0]]
 
@@ -297,7 +288,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
         load_samples.append(os.getloadavg()[0])
         time.sleep(0.1)
     meas_s = time.perf_counter() - t_meas
-    cpu1 = {n: _cpu_s(pid) for n, pid in pids.items()}
+    cpu1 = {n: process_cpu_s(pid) or 0.0 for n, pid in pids.items()}
     xlen2 = r.xlen(PRICE_TICKS)
     stop.set()
     if rate > 0:

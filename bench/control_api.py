@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import secrets
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench import print_table, save_results, summarize
+from bench import print_table, process_cpu_s, save_results, summarize
 from common.config import env_port, grpc_port, load_tokens
 from common.embedded import free_port
 from tools import stack
@@ -98,22 +97,12 @@ class Errors(Exception):
 CpuSnapshot = Callable[[], dict[str, float]]
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used (None when it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_meter(pids: dict[str, int]) -> CpuSnapshot:
     """CPU seconds used so far by each named process (the bench's own included as ``client``)."""
     def snapshot() -> dict[str, float]:
         out = {"client": time.process_time()}
         for name, pid in pids.items():
-            used = _cpu_seconds(pid)
+            used = process_cpu_s(pid)
             if used is not None:
                 out[name] = used
         return out

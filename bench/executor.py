@@ -36,7 +36,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench import print_table, save_results, summarize
+from bench import print_table, process_cpu_s, save_results, summarize
 from common.config import Secret, project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
@@ -83,12 +83,6 @@ def _routed(run: int, n: int, now_ns: int) -> epb.RoutedTrade:
     return epb.RoutedTrade(orders=orders)
 
 
-def _cpu_ms(pid: int) -> float:
-    """User + system CPU time of a process so far, in ms (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def _terminal_count(db_url: str, prefix: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT count(*) FROM orders WHERE client_order_id LIKE %s AND terminal_at IS NOT NULL",
@@ -128,7 +122,7 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
         await asyncio.wait_for(router.connected.wait(), timeout=60)
         for run in range(args.warmup + args.runs):
             start_index = len(fake.posts)
-            cpu0 = _cpu_ms(proc.pid)
+            cpu0 = (process_cpu_s(proc.pid) or 0.0) * 1000
             t0 = time.time_ns()
             await log_.append(_routed(run, args.orders, t0).SerializeToString())
             deadline = time.monotonic() + 30
@@ -139,7 +133,8 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
             arrivals = sorted(p.arrival_ns for p in fake.posts[start_index:])
             if arrivals[0] < t0:
                 raise AssertionError(f"run {run}: a POST arrived before the trade was appended")
-            cpu = _cpu_ms(proc.pid) - cpu0  # executor CPU until the last POST was seen (±20 ms polling)
+            # executor CPU until the last POST was seen (±20 ms polling)
+            cpu = (process_cpu_s(proc.pid) or 0.0) * 1000 - cpu0
             if run >= args.warmup:
                 last_ms.append((arrivals[-1] - t0) / 1e6)
                 first_ms.append((arrivals[0] - t0) / 1e6)

@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from bench import print_table, save_results, summarize
+from bench import print_table, process_cpu_s, save_results, summarize
 from common.config import project_root
 from common.decimals import fmt
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
@@ -107,12 +107,6 @@ class _Walk:
         p = min(97, max(2, self.prices[a] + self.rng.choice((-1, 0, 1))))
         self.prices[a] = p
         return a, Decimal(p) / 100
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:
@@ -251,7 +245,7 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
         total = int(args.rate * (args.warmup_s + args.seconds))
         warm_until_ns = time.time_ns() + int(args.warmup_s * 1e9)
         sent = 0
-        cpu0 = _cpu_s(proc.pid)
+        cpu0 = process_cpu_s(proc.pid) or 0.0
         started = next_at = time.perf_counter()
         while sent < total:
             now_ns = time.time_ns()
@@ -269,7 +263,7 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
             if delay > 0:
                 await asyncio.sleep(delay)
         produce_s = time.perf_counter() - started
-        guard_cpu = (_cpu_s(proc.pid) - cpu0) / produce_s
+        guard_cpu = ((process_cpu_s(proc.pid) or 0.0) - cpu0) / produce_s
         await asyncio.sleep(2.0)
         rss_end = _rss_mb(proc.pid)
     finally:

@@ -24,6 +24,8 @@ from typing import Any
 import grpc
 import orjson
 
+from bench import process_cpu_s
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
@@ -47,8 +49,9 @@ def proc_stats(pid: int) -> dict[str, float]:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(("VmRSS:", "VmHWM:")):
                 out[line.split(":")[0]] = int(line.split()[1]) / 1024
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu = process_cpu_s(pid)
+        if cpu is not None:
+            out["cpu_s"] = cpu
     except (OSError, IndexError, ValueError):
         pass
     return out

@@ -41,7 +41,6 @@ class LiveFeed:
         self._entries: deque[tuple[str, bytes]] = deque()
         self._bytes = 0
         self._covered_after: EntryKey | None = None
-        self._primed_at: EntryKey | None = None
         self._changed = asyncio.Event()
         self.published = 0
         self.out_of_order = 0
@@ -57,7 +56,6 @@ class LiveFeed:
         key = entry_key(last_cursor)
         while self._keys and self._keys[0] <= key:
             self._drop_oldest()
-        self._primed_at = key
         self._covered_after = key if self._covered_after is None or key > self._covered_after else self._covered_after
 
     def publish(self, cursor: str, payload: bytes) -> None:

@@ -86,18 +86,6 @@ for line in string.gmatch(ARGV[1], '[^\\n]+') do out[#out + 1] = tt_claim_line(l
 return out
 """
 
-_RELEASE = """
-local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, 1) == '-' then return '0' end
-local wallet, fld, micro = string.match(v, '^([^|]*)|([^|]*)|(%d+)|')
-if not wallet then return redis.error_reply('bad reservation record ' .. v) end
-local wkey = ARGV[1] .. wallet
-local left = redis.call('HINCRBY', wkey, fld, '-' .. micro)
-if left <= 0 then redis.call('HDEL', wkey, fld) end
-redis.call('SET', KEYS[1], '-' .. v, 'EX', ARGV[2])
-return micro
-"""
-
 # ARGV: wallet key prefix, keep seconds, then one client order id per argument. Returns released micros.
 _RELEASE_MANY = """
 local out = {}
@@ -229,8 +217,10 @@ async def release(redis: Any, client_order_id: str, *, keep_s: int = DEFAULT_KEE
 
     Idempotent: a second call, or a call for an id never reserved, releases nothing.
     """
-    released = await redis.eval(_RELEASE, 1, order_key(client_order_id), WALLET_PREFIX, str(keep_s))
-    return int(_s(released))
+    [released] = await release_many(redis, [client_order_id], keep_s=keep_s)
+    if released < 0:
+        raise ValueError(f"bad reservation record for {client_order_id}")
+    return released
 
 
 async def release_many(redis: Any, client_order_ids: Sequence[str], *, keep_s: int = DEFAULT_KEEP_S) -> list[int]:

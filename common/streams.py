@@ -306,7 +306,7 @@ class ResumableConsumer(Generic[T]):
         the next item never waits for Redis (a crash can redeliver the items handled since the last save;
         downstream idempotency keys make that harmless)."""
         while True:
-            _raise_if_cancelled_task()
+            _raise_if_cancelling()
             await self._dirty.wait()
             if self.save_interval_s:
                 await asyncio.sleep(self.save_interval_s)
@@ -334,15 +334,9 @@ class ResumableConsumer(Generic[T]):
         raise RuntimeError(f"consumer {self.name}: cannot save cursor")
 
 
-def _raise_if_cancelled_task() -> None:
-    """Raise when this task was asked to stop (redis-py can swallow a cancellation mid-command)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _raise_if_cancelling(exc: BaseException) -> None:
-    """Re-raise a cancellation that a client library turned into another exception (redis-py does)."""
+def _raise_if_cancelling(exc: BaseException | None = None) -> None:
+    """Raise when this task was asked to stop: a client library can turn a cancellation into another
+    exception, or swallow it mid-command (redis-py does both)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc

@@ -201,13 +201,6 @@ class Store:
         async with self.pool.connection() as conn:
             await conn.execute(_MARK_DONE, (event_ids, released_ids))
 
-    async def mark_released(self, ids: list[str]) -> None:
-        """Record reservations as released."""
-        if ids:
-            async with self.pool.connection() as conn:
-                await conn.execute("UPDATE orders SET reservation_released = true WHERE client_order_id = ANY(%s)",
-                                   (ids,))
-
 
 _MARK_DONE = """
 WITH p AS (UPDATE order_events SET published_at = now() WHERE event_id = ANY(%s::text[]) AND published_at IS NULL)
