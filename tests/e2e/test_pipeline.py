@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -77,7 +78,9 @@ def test_rest_subscription_gets_one_correctly_sized_order_per_leader_trade(pipel
     assert {f["orderId"] for f in listed_fills} == set(created(p, fixed.wallet_id))
     assert {f["leaderTxHash"] for f in listed_fills} == {t.tx_hash for t in trades}
     assert all(Decimal(f["copyLatencyMs"]) > 0 and f["subscriptionId"] == fixed.sub_id for f in listed_fills)
-    assert [f["fillTime"] for f in listed_fills] == sorted((f["fillTime"] for f in listed_fills), reverse=True)
+    # newest first, compared as times: proto3 JSON prints a whole second without a fraction ("...02Z")
+    times = [datetime.fromisoformat(f["fillTime"].replace("Z", "+00:00")) for f in listed_fills]
+    assert times == sorted(times, reverse=True)
 
 
 def test_the_same_trade_on_rtds_and_the_data_api_poller_is_copied_once(pipeline: Pipeline) -> None:
