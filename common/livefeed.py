@@ -58,6 +58,14 @@ class LiveFeed:
             self._drop_oldest()
         self._covered_after = key if self._covered_after is None or key > self._covered_after else self._covered_after
 
+    def invalidate(self) -> None:
+        """Forget everything: readers go back to the durable log until the next :meth:`prime`."""
+        self._keys.clear()
+        self._entries.clear()
+        self._bytes = 0
+        self._covered_after = None
+        self._wake()
+
     def publish(self, cursor: str, payload: bytes) -> None:
         """Record an entry the process appended (in log order)."""
         key = entry_key(cursor)

@@ -65,6 +65,11 @@ class DurableLog:
         if self.live is not None:
             self.live.prime(await self.last_cursor())
 
+    def invalidate(self) -> None:
+        """The writer lost track of what it appended: readers read Redis until the next :meth:`prime`."""
+        if self.live is not None:
+            self.live.invalidate()
+
     def published(self, cursor: str, payload: bytes) -> None:
         """Record an entry appended by a script of this process (in log order)."""
         if self.live is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -14,11 +15,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
+_exporting = False
+
+
+def tracing_enabled() -> bool:
+    """True when spans are exported (``OTEL_EXPORTER_OTLP_ENDPOINT``): hot paths skip spans otherwise."""
+    return _exporting
 
 
 def setup_telemetry(service: str) -> None:
     """Install tracer and meter providers; export over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
-    global _configured
+    global _configured, _exporting
     if _configured:
         return
     _configured = True
@@ -32,9 +39,18 @@ def setup_telemetry(service: str) -> None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _exporting = True
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def new_traceparent() -> str:
+    """A fresh W3C ``traceparent`` (new trace, sampled) without creating a span: for hot paths whose
+    spans are not exported, so the next layers still share one trace id."""
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
 def inject(carrier_msg: Any) -> None:

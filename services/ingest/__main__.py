@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
 from common.config import ConfigError, StorageSettings
 from common.livefeed import LiveFeed
@@ -36,10 +35,11 @@ from services.ingest.persist import PgActivityStore, TradeWriter
 from services.ingest.poller import Poller
 from services.ingest.ratelimit import TokenBucket
 from services.ingest.recorder import Recorder
+from services.ingest.resp import RespConnection
 from services.ingest.restclient import ClobRest, DataApi, RestGetter
 from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
 from services.ingest.servicer import IngestServicer
-from services.ingest.sink import SinkWorker, TradeSink
+from services.ingest.sink import TradeSink
 from services.ingest.targets import FollowedLeaders, HotIndexWatcher
 from services.ingest.watch import WatchSet
 
@@ -64,13 +64,9 @@ class Ingest:
         self.followed = FollowedLeaders()
         self.books = BookState()
         self.watch: WatchSet | None = None
-        # the hot path's own client: no socket_timeout, so redis-py sends without an asyncio.wait_for task
-        # per command; TradeSink bounds each call with asyncio.timeout instead
-        self.redis_hot = aioredis.from_url(redis_url, decode_responses=False, socket_timeout=None,
-                                           socket_connect_timeout=2.0, health_check_interval=10)
-        self.sink = TradeSink(self.redis_hot, self.metrics, dedupe_ttl_s=s.dedupe_ttl_s, maxlen=s.stream_maxlen,
-                              on_kept=self._kept, on_appended=self.trades_log.published)
-        self.worker = SinkWorker(self.sink)
+        # the hot path's own pipelined connection: the websocket handler writes each trade's append at once
+        self.sink = TradeSink(lambda: RespConnection.open(redis_url), self.trades_log, self.metrics,
+                              dedupe_ttl_s=s.dedupe_ttl_s, maxlen=s.stream_maxlen, on_kept=self._kept)
         bucket = TokenBucket(s.poll_rate_per_s, s.poll_burst, time.monotonic())
         getter = RestGetter(self.http, bucket, feed="data_api", recorder=self.recorder, on_status=self.metrics.poll)
         self.poller = Poller(DataApi(getter, s.data_api_url, endpoint=s.poll_endpoint, page_limit=s.poll_page_limit,
@@ -82,7 +78,7 @@ class Ingest:
                                      check_interval_s=s.index_check_s, lookback_s=s.poll_new_leader_lookback_s)
         mfb = s.max_frame_bytes
         self.rtds = RtdsFeed(
-            s.rtds_url, RtdsHandler(self.followed.__contains__, self.worker.put, self.metrics,
+            s.rtds_url, RtdsHandler(self.followed.__contains__, self.sink.put, self.metrics,
                                     occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb),
             self.metrics, on_gap=self.poller.on_gap if s.poll_enabled else (lambda _t: None),
             recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
@@ -119,7 +115,7 @@ class Ingest:
                                   batch=s.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)
         await self.trades_log.prime()
-        self._spawn(self.index.run(), self.worker.run(), self.writer.run())
+        self._spawn(self.index.run(), self.sink.run(), self.writer.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
         if s.poll_enabled:
@@ -157,7 +153,6 @@ class Ingest:
         if self.pool is not None:
             await self.pool.close()
         await self.redis.aclose()
-        await self.redis_hot.aclose()
         await self.redis_text.aclose()
 
 

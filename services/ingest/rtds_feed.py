@@ -77,8 +77,8 @@ class RtdsHandler:
                 self.metrics.filtered(source)
                 return
             fill = rtds.parse_trade(payload, self.source_override or source, recv_ns)
-            self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)
             self.emit(identify(fill, self.counters[source], recv_ns / 1e9))
+            self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)  # after the append is on its way
         elif route == rtds.ROUTE_SERVER_ERROR:
             self.metrics.parse_error(FEED, SERVER_ERROR)
             log.error("rtds server error", extra={"reply": str(msg)[:300]})

@@ -1,8 +1,18 @@
 """Cross-feed dedupe and durable append of leader trades: one atomic Redis script per trade.
 
-``SET tt:ingest:seen:{id} NX EX ttl`` and the ``XADD`` to the leader-trade log run in one Lua call,
-so a crash can never mark a trade seen without logging it (nor log it twice). A retried batch whose
-reply was lost finds its ids already set: nothing doubles.
+The seen-key check, the ``XADD`` to the leader-trade log and ``SET tt:ingest:seen:{id} EX ttl`` run
+in one Lua call, so a crash can never mark a trade seen without logging it (nor log it twice).
+
+The websocket handler hands each trade to :meth:`TradeSink.put`, which writes the script call on
+the sink's own pipelined connection at once (no queue, no task switch); the reply comes back in
+write order, and the appended entry is published to the in-memory tail right there, so the log's
+readers get trades in log order without a lock.
+
+A lost connection leaves the outcome of the unanswered calls unknown: Redis may have applied them,
+or may still apply them from its input buffer. Recovery therefore (1) drops the in-memory tail so
+readers read Redis, (2) sends every unanswered trade again (the seen-key makes a repeat a no-op, and
+once a repeat has set it, a late original can no longer append), (3) after those replies reads the
+log's last id and lets memory cover from there. Only then do new trades flow again.
 """
 
 from __future__ import annotations
@@ -10,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from typing import Any
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from opentelemetry import trace
-from redis.exceptions import NoScriptError
 
 from common import telemetry
 from common.retry import Backoff
@@ -23,6 +35,7 @@ from services.ingest.aio import reraise_if_cancelling
 from services.ingest.events import leader_trade_event
 from services.ingest.identity import Identified
 from services.ingest.metrics import IngestMetrics
+from services.ingest.resp import RespClosed, RespConnection, RespError
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tradingtools.ingest")
@@ -30,113 +43,214 @@ _tracer = trace.get_tracer("tradingtools.ingest")
 SEEN_PREFIX = "tt:ingest:seen:"
 _RETRY = Backoff(0.05, 2.0)
 
-_DEDUPE_APPEND = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2])
+# The append goes first: a script is not rolled back, so a refused XADD must leave no seen-key behind.
+DEDUPE_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
 end
-return false
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return id
 """
+_SCRIPT = DEDUPE_APPEND.encode()
+
+
+class LiveTail(Protocol):
+    """The log's in-memory tail (``common.streams.DurableLog``)."""
+
+    def published(self, cursor: str, payload: bytes) -> None:
+        """An entry this process appended, in log order."""
+
+    def invalidate(self) -> None:
+        """Forget memory: readers read the durable log until :meth:`prime`."""
+
+    async def prime(self) -> None:
+        """Let memory cover the log from its current end."""
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    item: Identified
+    payload: bytes
+    waiter: asyncio.Future[str | None] | None  # set for submit(); put() has nobody waiting
+    publish: bool = True
 
 
 class TradeSink:
-    """Dedupe + append for identified trades; ``on_kept`` hears about each new trade's asset."""
+    """Dedupe + append of identified trades over one pipelined connection; :meth:`run` keeps it up."""
 
-    def __init__(self, redis: Any, metrics: IngestMetrics, *, dedupe_ttl_s: int = 7 * 86_400,
-                 maxlen: int = 1_000_000, stream: str = LEADER_TRADES,
-                 on_kept: Callable[[Identified], None] | None = None, timeout_s: float = 5.0,
-                 on_appended: Callable[[str, bytes], None] | None = None) -> None:
-        self.redis = redis
-        self.on_appended = on_appended
-        self._lock = asyncio.Lock()  # the worker and the poller both submit: appends stay in log order
+    def __init__(self, connect: Callable[[], Awaitable[RespConnection]], tail: LiveTail, metrics: IngestMetrics, *,
+                 dedupe_ttl_s: int = 7 * 86_400, maxlen: int = 1_000_000, stream: str = LEADER_TRADES,
+                 on_kept: Callable[[Identified], None] | None = None, reply_timeout_s: float = 10.0,
+                 backoff: Backoff = _RETRY, rng: random.Random | None = None) -> None:
+        self.connect = connect
+        self.tail = tail
         self.metrics = metrics
         self.dedupe_ttl_s = dedupe_ttl_s
         self.maxlen = maxlen
         self.stream = stream
         self.on_kept = on_kept
-        self.timeout_s = timeout_s
-        self._sha = ""
-
-    async def submit(self, items: list[Identified]) -> list[str | None]:
-        """Dedupe and append in one round trip; the log cursor of each new trade, None for duplicates."""
-        if not items:
-            return []
-        calls = []
-        for item in items:
-            with _tracer.start_as_current_span("ingest.leader_trade", attributes={"trade.id": item.id}):
-                event = leader_trade_event(item)
-                telemetry.inject(event.trace)
-            calls.append((SEEN_PREFIX + item.id, self.stream, self.dedupe_ttl_s, event.SerializeToString(),
-                          self.maxlen))
-        async with self._lock:
-            async with asyncio.timeout(self.timeout_s):
-                try:
-                    replies = await self._run(calls)
-                except NoScriptError:  # Redis restarted or flushed its script cache: load again, retry (idempotent)
-                    self._sha = ""
-                    replies = await self._run(calls)
-            if self.on_appended is not None:
-                for call, reply in zip(calls, replies, strict=True):
-                    if reply:
-                        self.on_appended(reply.decode() if isinstance(reply, bytes) else str(reply), call[3])
-        out: list[str | None] = []
-        for item, reply in zip(items, replies, strict=True):
-            source = item.fill.source
-            if reply:
-                cursor = reply.decode() if isinstance(reply, bytes) else str(reply)
-                out.append(cursor)
-                self.metrics.kept(source)
-                if self.on_kept is not None:
-                    self.on_kept(item)
-            else:
-                out.append(None)
-                self.metrics.duplicate(source)
-        return out
-
-
-    async def _run(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        if not self._sha:
-            self._sha = await self.redis.script_load(_DEDUPE_APPEND)
-        if len(calls) == 1:
-            seen, stream, *args = calls[0]
-            return [await self.redis.evalsha(self._sha, 2, seen, stream, *args)]
-        pipe = self.redis.pipeline(transaction=False)
-        for seen, stream, *args in calls:
-            pipe.evalsha(self._sha, 2, seen, stream, *args)
-        return list(await pipe.execute())
-
-
-class SinkWorker:
-    """Drains a queue of identified trades into the sink in batches, retrying until Redis takes them."""
-
-    def __init__(self, sink: TradeSink, *, max_batch: int = 256, backoff: Backoff = _RETRY,
-                 rng: random.Random | None = None) -> None:
-        self.sink = sink
-        self.queue: asyncio.Queue[Identified] = asyncio.Queue()
-        self.max_batch = max_batch
+        self.reply_timeout_s = reply_timeout_s
         self.backoff = backoff
         self.rng = rng or random.Random()
+        self._conn: RespConnection | None = None  # set only while trades may be written straight away
+        self._waiting: deque[_Job] = deque()  # not written yet (no connection, or sent again after a loss)
+        self._in_flight: deque[_Job] = deque()  # written on the current connection, unanswered
+        self._wake = asyncio.Event()
+        self.recoveries = 0
 
     def put(self, item: Identified) -> None:
-        """Queue one trade (never blocks the websocket reader)."""
-        self.queue.put_nowait(item)
+        """Dedupe and append one trade as soon as possible (never blocks; the websocket handler's entry)."""
+        self._enqueue([_Job(item, self._payload(item), None)])
+
+    async def submit(self, items: list[Identified]) -> list[str | None]:
+        """Dedupe and append; waits for the log cursor of each new trade (None for a duplicate)."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(item, self._payload(item), loop.create_future()) for item in items]
+        self._enqueue(jobs)
+        return [await job.waiter for job in jobs if job.waiter is not None]
+
+    @property
+    def backlog(self) -> int:
+        """Trades not yet confirmed by Redis."""
+        return len(self._waiting) + len(self._in_flight)
+
+    def _payload(self, item: Identified) -> bytes:
+        event = leader_trade_event(item)
+        if telemetry.tracing_enabled():
+            with _tracer.start_as_current_span("ingest.leader_trade", attributes={"trade.id": item.id}):
+                telemetry.inject(event.trace)
+        else:
+            event.trace.traceparent = telemetry.new_traceparent()
+        return event.SerializeToString()
+
+    def _enqueue(self, jobs: list[_Job]) -> None:
+        if self._conn is not None and not self._waiting:
+            self._write(self._conn, jobs)
+        else:
+            self._waiting.extend(jobs)
+            self._wake.set()
+
+    def _write(self, conn: RespConnection, jobs: list[_Job]) -> None:
+        try:
+            conn.write([((b"EVAL", _SCRIPT, 2, SEEN_PREFIX + job.item.id, self.stream, self.dedupe_ttl_s,
+                          job.payload, self.maxlen), self._answer_for(conn, job)) for job in jobs])
+        except RespClosed:
+            self._waiting.extend(jobs)
+            self._wake.set()
+            return
+        self._in_flight.extend(jobs)
+
+    def _answer_for(self, conn: RespConnection, job: _Job) -> Callable[[Any], None]:
+        def answered(reply: Any) -> None:
+            if isinstance(reply, RespError):  # e.g. OOM: the connection is recycled and the trade sent again
+                log.error("trade append refused by redis", extra={"error": str(reply)[:300]})
+                conn.close(reply)
+                return
+            done = self._in_flight.popleft()
+            assert done is job
+            self._settle(job, reply)
+        return answered
+
+    def _settle(self, job: _Job, reply: Any) -> None:
+        source = job.item.fill.source
+        if reply:
+            cursor = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if job.publish:
+                self.tail.published(cursor, job.payload)
+            self.metrics.kept(source)
+            if self.on_kept is not None:
+                self.on_kept(job.item)
+        else:
+            cursor = None
+            self.metrics.duplicate(source)
+        if job.waiter is not None and not job.waiter.done():
+            job.waiter.set_result(cursor)
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Keep the connection up until cancelled: connect, recover after a loss, resend, watch for stalls."""
+        attempt = 0
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            attempt = 0
-            while True:
+            try:
+                conn = await self.connect()
                 try:
-                    await self.sink.submit(batch)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - Redis down: retry, never drop a trade
-                    reraise_if_cancelling()
-                    delay = self.backoff.delay(min(attempt, 10), self.rng.random())
-                    attempt += 1
-                    log.warning("trade append failed; retrying",
-                                extra={"error": repr(exc)[:300], "batch": len(batch), "delay_s": delay})
-                    await asyncio.sleep(delay)
+                    await self._recover(conn)
+                    attempt = 0
+                    await self._serve(conn)
+                finally:
+                    self._conn = None
+                    conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis down: retry, never drop a trade
+                reraise_if_cancelling()
+                delay = self.backoff.delay(min(attempt, 10), self.rng.random())
+                attempt += 1
+                log.warning("trade append connection failed; retrying",
+                            extra={"error": repr(exc)[:300], "backlog": self.backlog, "delay_s": delay})
+                await asyncio.sleep(delay)
+            self._requeue_in_flight()
+
+    def _requeue_in_flight(self) -> None:
+        """Unanswered trades of a lost connection go first in line again, in their order."""
+        if self._in_flight:
+            self._waiting.extendleft(reversed(self._in_flight))
+            self._in_flight.clear()
+
+    async def _recover(self, conn: RespConnection) -> None:
+        """Send what is waiting; when any of it may already be in the log, re-prime the tail after the replies."""
+        self._requeue_in_flight()
+        if not self._waiting:
+            self._conn = conn
+            return
+        self.recoveries += 1
+        self.tail.invalidate()
+        jobs = list(self._waiting)
+        self._waiting.clear()
+        for job in jobs:
+            job.publish = False
+        loop = asyncio.get_running_loop()
+        last: asyncio.Future[None] = loop.create_future()
+        self._write(conn, jobs)
+        if self._in_flight:  # resolves after the last resent reply (replies come in order)
+            def resent(_reply: Any) -> None:
+                if not last.done():
+                    last.set_result(None)
+
+            conn.write([((b"PING",), resent)])
+            closed = asyncio.ensure_future(conn.wait_closed())
+            try:
+                await asyncio.wait([last, closed], timeout=self.reply_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+            if not last.done():
+                raise RespClosed("connection lost while resending trades")
+        await self.tail.prime()
+        self._conn = conn
+        if self._waiting:  # trades put while recovering
+            jobs, self._waiting = list(self._waiting), deque()
+            self._write(conn, jobs)
+
+    async def _serve(self, conn: RespConnection) -> None:
+        """Write anything queued, and recycle the connection when it closes or stops answering."""
+        closed = asyncio.ensure_future(conn.wait_closed())
+        try:
+            while not conn.closed:
+                reraise_if_cancelling()  # redis-py (the tail's prime) can swallow a cancellation
+                self._wake.clear()
+                if self._waiting and self._conn is conn:
+                    jobs, self._waiting = list(self._waiting), deque()
+                    self._write(conn, jobs)
+                waited = conn.oldest_pending_s(time.monotonic())
+                if waited > self.reply_timeout_s:
+                    raise RespClosed(f"no reply from redis for {waited:.1f}s")
+                wake = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([wake, closed], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+        finally:
+            closed.cancel()
+        raise RespClosed(f"connection closed: {conn.close_reason!r}")
