@@ -16,8 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import websockets
-from websockets.asyncio.client import ClientConnection
 
 from common.retry import Backoff
 from services.ingest import rtds
@@ -27,6 +25,7 @@ from services.ingest.identity import Identified, OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import RTDS_ORDERS_MATCHED, RTDS_TRADES, SERVER_ERROR, ParseError
 from services.ingest.recorder import Recorder
+from services.ingest.wsconn import WsConnection
 
 log = logging.getLogger(__name__)
 FEED = "rtds"
@@ -118,22 +117,22 @@ class RtdsFeed:
         while True:
             self._got_data = False
             try:
-                async with websockets.connect(
-                        self.url, ping_interval=None, compression=None, open_timeout=10, close_timeout=1,
-                        max_size=self.max_frame_bytes * 16, max_queue=4096,
-                        user_agent_header="tradingtools-ingest/2.0") as ws:
-                    await ws.send(self.subscribe)
+                conn = await WsConnection.connect(self.url, self._on_message, max_size=self.max_frame_bytes * 16,
+                                                  open_timeout_s=10.0, user_agent="tradingtools-ingest/2.0")
+                try:
+                    conn.send_text(self.subscribe)
                     self.connected = True
                     self.connections += 1
                     self._last_data = time.monotonic()
                     self.on_connected()
-                    await self._session(ws)
+                    await self._session(conn)
+                finally:
+                    await conn.close()
+                if conn.close_code_sent == 1009:  # a frame beyond max_size
+                    self.metrics.parse_error(FEED, "TOO_LARGE")
+                log.warning("rtds closed", extra={"error": repr(conn.close_error)[:200]})
             except asyncio.CancelledError:
                 raise
-            except websockets.ConnectionClosed as exc:
-                if exc.sent is not None and exc.sent.code == 1009:  # a frame beyond max_size
-                    self.metrics.parse_error(FEED, "TOO_LARGE")
-                log.warning("rtds closed", extra={"error": repr(exc)[:200]})
             except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
                 reraise_if_cancelling()
                 log.warning("rtds connection failed", extra={"error": repr(exc)[:300]})
@@ -146,34 +145,36 @@ class RtdsFeed:
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _session(self, ws: ClientConnection) -> None:
-        """Read until the socket closes or stalls (``_got_data`` tells whether any data arrived)."""
-        tasks = [asyncio.create_task(self._pinger(ws)), asyncio.create_task(self._watchdog(ws))]
+    def _on_message(self, raw: str | bytes, recv_ns: int) -> None:
+        """Every message, from inside the socket's read callback."""
+        if self.recorder is not None:
+            self.recorder.write(FEED, raw, recv_ns)
+        if self.handler.handle(raw, recv_ns):
+            self._last_data = time.monotonic()
+            self.last_data_wall_s = recv_ns / 1e9
+            self._got_data = True
+
+    async def _session(self, conn: WsConnection) -> None:
+        """Until the socket closes or stalls (``_got_data`` tells whether any data arrived)."""
+        tasks = [asyncio.create_task(self._pinger(conn)), asyncio.create_task(self._watchdog(conn))]
         try:
-            async for raw in ws:
-                recv_ns = time.time_ns()
-                if self.recorder is not None:
-                    self.recorder.write(FEED, raw, recv_ns)
-                if self.handler.handle(raw, recv_ns):
-                    self._last_data = time.monotonic()
-                    self.last_data_wall_s = recv_ns / 1e9
-                    self._got_data = True
+            await conn.wait_closed()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _pinger(self, ws: ClientConnection) -> None:
+    async def _pinger(self, conn: WsConnection) -> None:
         while True:
             await asyncio.sleep(self.ping_interval_s)
-            await ws.send(self.ping_text)
+            conn.send_text(self.ping_text)
 
-    async def _watchdog(self, ws: ClientConnection) -> None:
+    async def _watchdog(self, conn: WsConnection) -> None:
         step = min(1.0, self.stall_s / 5)
         while True:
             await asyncio.sleep(step)
             if time.monotonic() - self._last_data > self.stall_s:
                 self.metrics.stall(FEED)
                 log.warning("rtds stalled; reconnecting", extra={"silent_s": self.stall_s})
-                ws.transport.abort()
+                conn.abort()
                 return
