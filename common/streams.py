@@ -134,8 +134,10 @@ class DurableLog:
                 changed = live.changed()
                 batch = live.after(cursor)
                 if not batch:
+                    # asyncio.timeout rather than wait_for: no task per wait, the publish wakes this one directly
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout=self.block_ms / 1000 or 1.0)
+                        async with asyncio.timeout(self.block_ms / 1000 or 1.0):
+                            await changed.wait()
                     continue
             else:
                 # catching up from Redis; once it has nothing newer, memory holds the rest
