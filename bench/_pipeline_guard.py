@@ -44,7 +44,7 @@ import orjson
 import psycopg
 import redis as redis_sync
 
-from bench import process_cpu_s, summarize
+from bench import CpuMeter, process_cpu_s, storage_pids, summarize
 from bench.guard import _asset, _seed
 from common.streams import PRICE_TICKS, TRIGGER_EVENTS
 from sim.scenarios import set_best_bid
@@ -183,8 +183,8 @@ def _last_stats(text: str) -> dict[str, Any]:
         if '"guard stats"' in line:
             with contextlib.suppress(ValueError):
                 found = json.loads(line)
-    return {k: found[k] for k in ("ticks", "unchanged_ticks", "stale_ticks", "ignored_ticks", "held", "fire")
-            if k in found}
+    return {k: found[k] for k in ("ticks", "unchanged_ticks", "quiet_ticks", "stale_ticks", "ignored_ticks", "held",
+                                  "fire") if k in found}
 
 
 def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float | None = None,
@@ -252,6 +252,8 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
         thread.start()
     time.sleep(warmup_s)
     profilers = _profile(pids, 8.0)
+    storage = CpuMeter(storage_pids(p.run_dir))  # PostgreSQL backends and Redis do part of the work
+    storage.start()
     cpu0 = {n: process_cpu_s(pid) or 0.0 for n, pid in pids.items()}
     xlen1, t_meas, since_ms = r.xlen(PRICE_TICKS), time.perf_counter(), int(time.time() * 1000)
     load_samples = [os.getloadavg()[0]]
@@ -289,6 +291,8 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
         time.sleep(0.1)
     meas_s = time.perf_counter() - t_meas
     cpu1 = {n: process_cpu_s(pid) or 0.0 for n, pid in pids.items()}
+    for name, used_s in storage.stop().items():
+        cpu0[name], cpu1[name], pids[name] = 0.0, used_s, 0
     xlen2 = r.xlen(PRICE_TICKS)
     stop.set()
     if rate > 0:
@@ -311,7 +315,8 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
                            "ticks_per_s_achieved": round(ticks / meas_s), "measure_s": round(meas_s, 1),
                            "ticks_logged_total": xlen2 - xlen0},
             "guard_tick_lag_ms": {"p50_of_p50s": _med([x for x, _ in lags]), "max_p99": max((y for _, y in lags),
-                                                                                            default=None)},
+                                                                                            default=None),
+                                  "p50_series": [round(x) for x, _ in lags]},
             "cpu_us_per_tick": cpu_us_per_tick, "cpu_cores": cpu_cores,
             "guard_rss_mb": _rss_mb(guard_pid), "guard_stats": _last_stats(guard_log),
             "ticks_log_capped": xlen2 >= 950_000,

@@ -12,6 +12,7 @@ import grpc
 from common.decimals import fmt
 from common.marketstate import BookSnapshot, MarketInfo, book_key, market_key, read_market
 from services.guard.ports import PerfActionRefused, SubmitRejected
+from services.guard.tickread import OpenTicks, TickBatch
 from tradingtools.control.v1 import control_pb2 as cpb
 from tradingtools.control.v1 import control_pb2_grpc as cgrpc
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -138,13 +139,13 @@ class RedisMarkets:
         return out
 
 
-def tick_stream(channel: grpc.aio.Channel, consumer: str) -> Callable[[str], AsyncIterator[tuple[str, mpb.PriceTick]]]:
-    """``IngestService.StreamPriceTicks`` as an ``open_stream(after_cursor)``."""
+def tick_stream(channel: grpc.aio.Channel, consumer: str) -> OpenTicks:
+    """``IngestService.StreamPriceTicks`` as an ``open_stream(after_cursor)`` (batches of one tick)."""
     stub = mgrpc.IngestServiceStub(channel)
 
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.PriceTick]]:
+    async def open_stream(after: str) -> AsyncIterator[TickBatch]:
         async for resp in stub.StreamPriceTicks(mpb.StreamPriceTicksRequest(after_cursor=after, consumer=consumer)):
-            yield resp.cursor, resp.tick
+            yield resp.cursor, [resp.tick]
 
     return open_stream
 

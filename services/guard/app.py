@@ -31,8 +31,9 @@ from services.guard.perfstore import PerfStore
 from services.guard.publish import OutboxPublisher, WatchPublisher
 from services.guard.server import start_grpc
 from services.guard.store import TriggerStore
-from services.guard.sync import TickFeed, TriggerSync, log_tick_stream
+from services.guard.sync import TickFeed, TriggerSync
 from services.guard.tasks import reraise_if_cancelled, stop_tasks
+from services.guard.tickread import log_tick_stream
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ async def start(settings: Settings) -> Running:
     triggers = TriggerStore(pool, utcnow)
     markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
     outbox = OutboxPublisher(pool, events_log, utcnow)
-    watch = WatchPublisher(redis, lambda: guard.assets())
+    watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
     guard = Guard(store=triggers, exit_store=ExitStore(pool, utcnow),
                   executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
                   outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
@@ -146,7 +147,7 @@ async def start(settings: Settings) -> Running:
 
     ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if settings.tick_source == "grpc"
                     else log_tick_stream(DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)))
-    feed = TickFeed(ticks_source, guard.on_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
+    feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
     orders = ResumableConsumer(ORDERS_CONSUMER, order_event_stream(executor_ch, ORDERS_CONSUMER),
                                guard.on_order_event, RedisCursorStore(redis), start=settings.orders_start,
                                dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))

@@ -35,6 +35,7 @@ from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
 _NOTHING = Outcome()
+_HANDLED_EVENTS_KEPT = 10_000
 _SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # order of the tick's raw prices
 _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                           mpb.TICK_KIND_LAST_TRADE_PRICE})
@@ -53,6 +54,7 @@ class GuardStats:
     held: int = 0
     resolved_cancelled: int = 0
     order_events: int = 0
+    repeated_events: int = 0
     exits_created: int = 0
     exits_cancelled: int = 0
     reloads: int = 0
@@ -97,6 +99,7 @@ class Guard:
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handled_events: dict[str, None] = {}  # ids of order events handled to the end, oldest first
         self._holds: list[tuple[list[str], bool, TickInfo]] = []
         self._holds_running = False
         self._rng = random.Random()
@@ -125,6 +128,10 @@ class Guard:
     # ticks
 
     async def on_tick(self, tick: mpb.PriceTick) -> Outcome:
+        """Evaluate one tick (:meth:`handle_tick` as a coroutine)."""
+        return self.handle_tick(tick)
+
+    def handle_tick(self, tick: mpb.PriceTick) -> Outcome:
         """Evaluate one tick; fires run as tasks so the next tick is not held up."""
         self.stats.ticks += 1
         if not self.stats.ticks & 15 and tick.received_time_ns:
@@ -139,8 +146,14 @@ class Guard:
                 self.stats.unchanged_ticks += 1
                 return _NOTHING
             band = self.engine.band(tick.asset_id)
-            if band is not None and _quiet(raw, band):
-                return self._quiet_tick(tick, raw)
+            prices = _known(raw) if band is not None else None
+            if prices is not None and band is not None:
+                stale = ticks.is_stale(tick, self.clock_ns(), self.tick_max_age_ns)
+                if _inside(prices, band):
+                    if stale or not self.engine.holds(tick.asset_id):  # a fresh tick releases held triggers
+                        return self._quiet_tick(tick, raw, stale)
+                elif stale and self.engine.stale_covered(tick.asset_id, Prices(*prices)):
+                    return self._quiet_tick(tick, raw, stale)
         try:
             view = ticks.view(tick, self.clock_ns(), self.tick_max_age_ns)
         except ticks.BadTick as exc:
@@ -162,8 +175,9 @@ class Guard:
                              info=TickInfo(None, view.venue_time_ms, view.received_time_ns,
                                            tick.trace if tick.HasField("trace") else None, self.clock_ns()))
 
-    def _quiet_tick(self, tick: mpb.PriceTick, raw: tuple[str, str, str]) -> Outcome:
-        """A tick whose prices are inside every band of its asset: it cannot fire, hold or release anything."""
+    def _quiet_tick(self, tick: mpb.PriceTick, raw: tuple[str, str, str], stale: bool) -> Outcome:
+        """A tick whose prices are inside every band of its asset, stale or with nothing held: it cannot fire,
+        hold or release anything."""
         self.stats.quiet_ticks += 1
         asset_id = tick.asset_id
         if tick.condition_id:
@@ -172,7 +186,7 @@ class Guard:
                 self._conditions[tick.condition_id] = {asset_id}
             elif asset_id not in members:
                 members.add(asset_id)
-        if ticks.is_stale(tick, self.clock_ns(), self.tick_max_age_ns):
+        if stale:
             self.stats.stale_ticks += 1
             self._last_prices.pop(asset_id, None)
         else:
@@ -256,14 +270,33 @@ class Guard:
     # order events
 
     async def on_order_event(self, ev: epb.OrderEvent) -> None:
-        """Settle trigger SELLs, register / resize / cancel copy exits."""
+        """Settle trigger SELLs, register / resize / cancel copy exits.
+
+        An event already handled to the end (the executor's answer carries the last event, which the order
+        event stream then delivers again) is skipped: handling is idempotent, so this only saves the work.
+        """
+        if ev.event_id and ev.event_id in self._handled_events:
+            self.stats.repeated_events += 1
+            return
+        await self._order_event(ev)
+        if ev.event_id:
+            self._handled_events[ev.event_id] = None
+            if len(self._handled_events) > _HANDLED_EVENTS_KEPT:
+                del self._handled_events[next(iter(self._handled_events))]
+
+    async def _order_event(self, ev: epb.OrderEvent) -> None:
         self.stats.order_events += 1
         if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
             await self.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
-            row = await self.store.find_by_order(ev.trigger_id, ev.client_order_id)
-            if row is not None and row.state is State.FIRED:
-                oc = orders.outcome(ev)
-                await self.store.settle(row.id, ev.client_order_id, oc.move, oc.reason, oc.filled_size, oc.avg_price)
+            oc = orders.outcome(ev)
+            if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
+                trigger_id = ev.trigger_id
+                if not trigger_id:
+                    row = await self.store.find_by_order("", ev.client_order_id)
+                    trigger_id = row.id if row is not None and row.state is State.FIRED else ""
+                if trigger_id:  # settle changes the row only while it is FIRED with this order
+                    await self.store.settle(trigger_id, ev.client_order_id, oc.move, oc.reason, oc.filled_size,
+                                            oc.avg_price)
         if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
             market = await self.markets.market(ev.asset_id)
             change = await self.exit_store.on_buy_fill(CopyFill(
@@ -402,8 +435,9 @@ class Guard:
         await stop_tasks(list(self._tasks))
 
 
-def _quiet(raw: tuple[str, str, str], band: Band) -> bool:
-    """True when every price of the tick is known valid and each watched one is strictly inside its band."""
+def _known(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
+    """The tick's prices (best bid, mid, last trade; None when absent) when each is known valid, else None
+    (not parsed yet, or malformed: the full path decides)."""
     prices: list[Decimal | None] = []
     for text in raw:
         if not text:
@@ -411,13 +445,18 @@ def _quiet(raw: tuple[str, str, str], band: Band) -> bool:
             continue
         price = ticks.known_price(text)
         if price is None:
-            return False  # not parsed yet (or malformed): the full path decides
+            return None
         prices.append(price)
-    for source, lo, hi in band:
+    return prices
+
+
+def _inside(prices: list[Decimal | None], band: Band) -> bool:
+    """True when each watched price is inside its band."""
+    for source, lo, hi, inclusive in band:
         price = prices[_SOURCE_INDEX[source]]
         if price is None:
             continue
-        if (lo is not None and price <= lo) or (hi is not None and price >= hi):
+        if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
             return False
     return True
 

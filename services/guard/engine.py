@@ -8,6 +8,7 @@ fires or is cancelled, so it can fire at most once.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,7 @@ from services.guard.model import Kind, Reason, Source, TriggerSpec
 from services.guard.trailing import TrailBook
 
 _MAX_ID = "\U0010ffff"
+_ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
 
 
@@ -130,7 +132,7 @@ class _SourceBook:
         return out
 
 
-Band = tuple[tuple[Source, Decimal | None, Decimal | None], ...]
+Band = tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...]  # (source, lo, hi, hi_inclusive)
 
 
 class Engine:
@@ -141,8 +143,12 @@ class Engine:
         self._specs: dict[str, TriggerSpec] = {}
         self._books: dict[str, dict[Source, _SourceBook]] = {}
         self._by_asset: dict[str, set[str]] = {}
+        self._epoch = next(_ENGINES)
+        self._asset_changes = 0
         self._oco: dict[str, set[str]] = {}
         self._held: dict[str, set[str]] = {}
+        # Per asset and source, the lowest and highest stale price evaluated since its triggers last changed.
+        self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -163,11 +169,10 @@ class Engine:
         return asset_id in self._by_asset
 
     def band(self, asset_id: str) -> Band | None:
-        """Per price source of the asset's triggers, (source, lo, hi): while every source's price is strictly
-        between its lo and hi (None = unbounded), a tick changes nothing, fresh or stale, so it need not
-        be evaluated. None when the asset has no trigger or has held ones (a fresh tick releases them)."""
-        if asset_id in self._held:
-            return None
+        """Per price source of the asset's triggers, (source, lo, hi, hi_inclusive): while every source's price
+        is above its lo and below its hi (or equal to hi when hi_inclusive; None = unbounded), a stale tick
+        changes nothing, and so does a fresh one unless the asset has held triggers (:meth:`holds`: a fresh
+        tick releases them), so it need not be evaluated. None when the asset has no trigger."""
         band = self._bands.get(asset_id)
         if band is not None:
             return band
@@ -178,15 +183,43 @@ class Engine:
         for source, book in books.items():
             lo = book.sl[-1][0] if book.sl else None
             hi = book.tp[0][0] if book.tp else None
+            inclusive = False  # a take-profit fires at its price
             if book.trail is not None and len(book.trail):
-                t_lo, t_hi = book.trail.band()
+                t_lo, t_hi, t_inclusive = book.trail.band()
                 if t_lo is not None and (lo is None or t_lo > lo):
                     lo = t_lo
                 if t_hi is not None and (hi is None or t_hi < hi):
-                    hi = t_hi
-            out.append((source, lo, hi))
+                    hi, inclusive = t_hi, t_inclusive
+            out.append((source, lo, hi, inclusive))
         band = self._bands[asset_id] = tuple(out)
         return band
+
+    def stale_covered(self, asset_id: str, prices: Prices) -> bool:
+        """True when a stale tick at ``prices`` would hold nothing new: each watched price lies within the
+        range of stale prices already evaluated since the asset's triggers last changed. (Stale ticks move
+        no mark, and what a price would fire only grows towards either end of that range: take-profits
+        upwards, stop-losses and trailing stops downwards; the held set only shrinks by a change.)"""
+        seen = self._stale_seen.get(asset_id)
+        books = self._books.get(asset_id)
+        if not seen or not books:
+            return False
+        for source in books:
+            price = prices.get(source)
+            if price is None or price <= 0:
+                continue
+            span = seen.get(source)
+            if span is None or not span[0] <= price <= span[1]:
+                return False
+        return True
+
+    def holds(self, asset_id: str) -> bool:
+        """True when triggers of ``asset_id`` are held (they crossed on a stale price)."""
+        return asset_id in self._held
+
+    @property
+    def assets_version(self) -> tuple[int, int]:
+        """Changes whenever an asset gains its first or loses its last trigger (unique per engine)."""
+        return self._epoch, self._asset_changes
 
     def assets(self) -> set[str]:
         """Assets with at least one armed trigger."""
@@ -210,9 +243,13 @@ class Engine:
                     and old.high_water_mark > spec.high_water_mark):
                 spec = spec.with_mark(old.high_water_mark)
         self._specs[spec.id] = spec
-        self._bands.pop(spec.asset_id, None)
+        self._changed(spec.asset_id)
         _book_for(self._books, spec.asset_id, spec.source).add(spec)
-        self._by_asset.setdefault(spec.asset_id, set()).add(spec.id)
+        ids = self._by_asset.get(spec.asset_id)
+        if ids is None:
+            ids = self._by_asset[spec.asset_id] = set()
+            self._asset_changes += 1
+        ids.add(spec.id)
         if spec.oco_group:
             self._oco.setdefault(spec.oco_group, set()).add(spec.id)
 
@@ -234,7 +271,7 @@ class Engine:
             return Outcome()
         if stale:  # changes nothing but the held set, which band() checks first
             return self._hold(asset_id, books, prices)
-        self._bands.pop(asset_id, None)
+        self._changed(asset_id)
         crossed: list[tuple[TriggerSpec, Decimal]] = []
         for source, book in books.items():
             price = prices.get(source)
@@ -294,10 +331,13 @@ class Engine:
     def _hold(self, asset_id: str, books: dict[Source, _SourceBook], prices: Prices) -> Outcome:
         out = Outcome()
         held = self._held.setdefault(asset_id, set())
+        seen = self._stale_seen.setdefault(asset_id, {})
         for source, book in books.items():
             price = prices.get(source)
             if price is None or price <= 0:
                 continue
+            span = seen.get(source)
+            seen[source] = (price, price) if span is None else (min(span[0], price), max(span[1], price))
             for tid in book.peek(price):
                 if tid not in held:
                     held.add(tid)
@@ -306,18 +346,23 @@ class Engine:
             del self._held[asset_id]
         return out
 
+    def _changed(self, asset_id: str) -> None:
+        """The asset's triggers or marks may have changed: its band and stale ranges are recomputed."""
+        self._bands.pop(asset_id, None)
+        self._stale_seen.pop(asset_id, None)
+
     def _book(self, spec: TriggerSpec) -> _SourceBook:
         return self._books[spec.asset_id][spec.source]
 
     def _detach(self, spec: TriggerSpec) -> None:
-        self._bands.pop(spec.asset_id, None)
+        self._changed(spec.asset_id)
         self._book(spec).remove(spec)
         self._forget(spec)
         self._prune(spec.asset_id)
 
     def _forget(self, spec: TriggerSpec) -> None:
         """Drop the bookkeeping of a trigger already out of its price structure."""
-        self._bands.pop(spec.asset_id, None)
+        self._changed(spec.asset_id)
         del self._specs[spec.id]
         ids = self._by_asset.get(spec.asset_id)
         if ids is not None:
@@ -342,7 +387,8 @@ class Engine:
             del books[source]
         if not books:
             del self._books[asset_id]
-            self._by_asset.pop(asset_id, None)
+            if self._by_asset.pop(asset_id, None) is not None:
+                self._asset_changes += 1
 
 
 def load(specs: Iterable[TriggerSpec]) -> Engine:

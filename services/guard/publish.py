@@ -101,14 +101,19 @@ class OutboxPublisher(Kicked):
 class WatchPublisher(Kicked):
     """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest."""
 
-    def __init__(self, redis: Any, assets: Callable[[], set[str]]) -> None:
+    def __init__(self, redis: Any, assets: Callable[[], set[str]], version: Callable[[], object] | None = None) -> None:
         super().__init__("watch publisher")
         self.redis = redis
         self.assets = assets
+        self.version = version  # when given: a value that changes whenever the set may have (skips the diff)
         self.current: set[str] | None = None
+        self._written: object = None
 
     async def step(self) -> None:
         """Write the difference (everything on the first run) and publish on ``tt:watch:changed``."""
+        version = self.version() if self.version is not None else None
+        if version is not None and self.current is not None and version == self._written:
+            return  # kicked on every fire and order event: most leave the set as it was
         wanted = self.assets()
         if self.current is None:
             pipe = self.redis.pipeline(transaction=True)
@@ -118,10 +123,11 @@ class WatchPublisher(Kicked):
                 pipe.sadd(WATCH_TRIGGERS, *items[start:start + 1000])
             pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "reset": True}))
             await pipe.execute()
-            self.current = wanted
+            self.current, self._written = wanted, version
             return
         added, removed = wanted - self.current, self.current - wanted
         if not added and not removed:
+            self._written = version
             return
         pipe = self.redis.pipeline(transaction=True)
         if added:
@@ -131,7 +137,7 @@ class WatchPublisher(Kicked):
         pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "added": sorted(added),
                                                   "removed": sorted(removed)}))
         await pipe.execute()
-        self.current = wanted
+        self.current, self._written = wanted, version
 
 
 class SubmittedMarker(Kicked):

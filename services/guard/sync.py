@@ -15,14 +15,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
 from common.retry import Backoff
-from common.streams import START_NEW, DurableLog
+from common.streams import START_NEW
 from services.guard.tasks import reraise_if_cancelled
+from services.guard.tickread import OpenTicks
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,10 @@ class TriggerSync:
         await self.target.reload(trigger_id)
 
 
-OpenTicks = Callable[[str], AsyncIterator[tuple[str, mpb.PriceTick]]]
-
-
 class TickFeed:
-    """Follows the price-tick stream and hands each tick to ``handle``; reconnects with backoff."""
+    """Follows the price-tick stream in batches and hands each tick to ``handle``; reconnects with backoff."""
 
-    def __init__(self, open_stream: OpenTicks, handle: Callable[[mpb.PriceTick], Awaitable[object]],
+    def __init__(self, open_stream: OpenTicks, handle: Callable[[mpb.PriceTick], object],
                  on_connect: Callable[[], Awaitable[object]] | None = None, *,
                  urgent: Callable[[], bool] | None = None, backoff: Backoff | None = None) -> None:
         self.open_stream = open_stream
@@ -135,16 +133,18 @@ class TickFeed:
         self.reconnects = 0
         self.handler_errors = 0
         self.handled = 0
+        self.batches = 0
 
     async def run(self) -> None:
         """Run until cancelled."""
         rng = random.Random()
         attempt = 0
+        handle = self.handle
         while True:
             try:
                 stream = self.open_stream(self.cursor)
                 first = True
-                async for cursor, tick in stream:
+                async for cursor, batch in stream:
                     if first:
                         first = False
                         self.connected = True
@@ -152,22 +152,21 @@ class TickFeed:
                             # the stream is open again: books changed while it was down are evaluated now
                             await self._catch_up()
                         attempt = 0
+                    self.batches += 1
+                    for tick in batch:
+                        self.handled += 1
+                        # A batch is handled without awaiting anything: yield to the loop now and then, and
+                        # every 16th tick (~0.1 ms) while fires are in flight, so their I/O is not held up by
+                        # ticks (a loop turn costs more than a tick that changes nothing).
+                        if not self.handled & 15 and (not self.handled & 63
+                                                      or (self.urgent is not None and self.urgent())):
+                            await asyncio.sleep(0)
+                        try:
+                            handle(tick)
+                        except Exception:  # one bad tick must not stop the feed
+                            self.handler_errors += 1
+                            log.exception("tick handler failed", extra={"asset_id": tick.asset_id})
                     self.cursor = cursor
-                    self.handled += 1
-                    # A backlog is handled without awaiting anything: yield to the loop now and then, and
-                    # every 4th tick (~0.1 ms) while fires are in flight, so their I/O is not held up by
-                    # ticks (a loop turn per tick costs as much as the tick itself).
-                    if not self.handled & 3 and (not self.handled & 31
-                                                 or (self.urgent is not None and self.urgent())):
-                        await asyncio.sleep(0)
-                    try:
-                        await self.handle(tick)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:  # one bad tick must not stop the feed
-                        reraise_if_cancelled()
-                        self.handler_errors += 1
-                        log.exception("tick handler failed", extra={"asset_id": tick.asset_id})
                 raise ConnectionError("tick stream ended")
             except asyncio.CancelledError:
                 raise
@@ -190,61 +189,3 @@ class TickFeed:
             raise
         except Exception as exc:  # noqa: BLE001 - best effort: ticks keep coming
             log.warning("catch-up after reconnect failed", extra={"error": repr(exc)[:300]})
-
-
-# XRANGE after a cursor, framed into one bulk string ("<id> <len> <payload>" per entry): redis-py's
-# pure-Python reply parser costs ~100 µs per stream entry (five reply elements each), one bulk string
-# costs nothing per entry.
-_BATCH_READ = """
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
-local out = {}
-for i, e in ipairs(entries) do
-  local fields = e[2]
-  local p = ''
-  for j = 1, #fields, 2 do
-    if fields[j] == 'p' then p = fields[j + 1] end
-  end
-  out[i] = e[1] .. ' ' .. #p .. ' ' .. p
-end
-return table.concat(out)
-"""
-
-
-def unframe(buf: bytes) -> list[tuple[str, bytes]]:
-    """Split a framed batch into (cursor, payload) pairs."""
-    out = []
-    pos, end = 0, len(buf)
-    while pos < end:
-        sp = buf.index(b" ", pos)
-        sp2 = buf.index(b" ", sp + 1)
-        start = sp2 + 1
-        stop = start + int(buf[sp + 1:sp2])
-        out.append((buf[pos:sp].decode(), buf[start:stop]))
-        pos = stop
-    return out
-
-
-def log_tick_stream(log_: DurableLog, *, batch: int = 1024) -> OpenTicks:
-    """The PRICE_TICKS durable log read directly, in batches (ingest appends every tick it streams there).
-
-    Same items and cursors as ``IngestService.StreamPriceTicks`` without a message per tick: one Python
-    gRPC stream tops out near 7,000 messages/s on this machine, a framed batch read does not. When
-    caught up it waits with a blocking XREAD, then reads the new entries in a batch again.
-    """
-    script = log_.redis.register_script(_BATCH_READ)
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.PriceTick]]:
-        cursor = await log_.resolve(after)
-        while True:
-            raw = await script(keys=[log_.name], args=[cursor, batch])
-            items = unframe(raw) if raw else []
-            for item_cursor, payload in items:
-                cursor = item_cursor
-                yield item_cursor, mpb.PriceTick.FromString(payload)
-            if len(items) < batch:
-                # caught up: wait for the next entry (parsed by redis-py: one entry is cheap), then batch again
-                for item_cursor, payload in await log_.read(cursor, count=1):
-                    cursor = item_cursor
-                    yield item_cursor, mpb.PriceTick.FromString(payload)
-
-    return open_stream

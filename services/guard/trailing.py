@@ -106,13 +106,16 @@ class TrailBook:
             return self._fire(price)
         return []
 
-    def band(self) -> tuple[Decimal | None, Decimal | None]:
-        """(lo, hi): a price strictly between them fires, activates and lifts nothing (None = unbounded)."""
+    def band(self) -> tuple[Decimal | None, Decimal | None, bool]:
+        """(lo, hi, hi_inclusive): a price above lo and below hi (or equal to it when ``hi_inclusive``) fires,
+        activates and lifts nothing (None = unbounded). A price equal to the lowest mark lifts nothing; one
+        equal to the lowest activation price activates."""
         lo = self._by_threshold[-1][0] if self._by_threshold else None
         hi = self._by_mark[0][0] if self._by_mark else None
-        if self._pending and (hi is None or self._pending[0][0] < hi):
-            hi = self._pending[0][0]
-        return lo, hi
+        inclusive = hi is not None
+        if self._pending and (hi is None or self._pending[0][0] <= hi):
+            hi, inclusive = self._pending[0][0], False
+        return lo, hi, inclusive
 
     def would_fire(self, price: Decimal) -> list[str]:
         """Stops at or below their level at ``price`` with today's marks; changes nothing."""

@@ -197,14 +197,30 @@ def parse_book(d: dict[str, Any]) -> BookMsg:
 
 
 def _change(d: dict[str, Any], asset_id: str) -> LevelChange:
-    price = price_or_none(d, "price")
+    # Thousands a second: strings already seen are looked up inline, anything else takes the checked path.
+    get = d.get
+    raw = get("price")
+    price = _PRICES.get(raw) if raw.__class__ is str else None
     if price is None:
-        raise m.ParseError(m.MISSING_FIELD, "price")
-    size = size_or_none(d, "size")
-    side = d.get("side")
-    if side not in ("BUY", "SELL"):
+        price = price_or_none(d, "price")
+        if price is None:
+            raise m.ParseError(m.MISSING_FIELD, "price")
+    raw = get("size")
+    size = _SIZES.get(raw) if raw.__class__ is str else None
+    if size is None and raw is not None:
+        size = size_or_none(d, "size")
+    side = get("side")
+    if side != "BUY" and side != "SELL":
         side = m.side(d, "side")
-    return LevelChange(asset_id, side, price, size, price_or_none(d, "best_bid"), price_or_none(d, "best_ask"))
+    raw = get("best_bid")
+    best_bid = _PRICES.get(raw) if raw.__class__ is str else None
+    if best_bid is None and raw is not None:
+        best_bid = price_or_none(d, "best_bid")
+    raw = get("best_ask")
+    best_ask = _PRICES.get(raw) if raw.__class__ is str else None
+    if best_ask is None and raw is not None:
+        best_ask = price_or_none(d, "best_ask")
+    return LevelChange(asset_id, side, price, size, best_bid, best_ask)
 
 
 def _asset_of(d: dict[str, Any]) -> str:
@@ -214,10 +230,20 @@ def _asset_of(d: dict[str, Any]) -> str:
     return asset(d, "asset_id")
 
 
+def _millis(d: dict[str, Any]) -> int:
+    """``timestamp`` in milliseconds: a plain digit string directly, anything else through the checked path."""
+    raw = d.get("timestamp")
+    if raw.__class__ is str and 0 < len(raw) < 16 and raw.isascii() and raw.isdigit():
+        value = int(raw)
+        if value < m.MAX_MS:
+            return value
+    return m.millis(d, "timestamp")
+
+
 def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
     """A ``price_change`` in the current (v2) or either legacy schema."""
     market = m.text(d, "market").lower()
-    venue_ms = m.millis(d, "timestamp")
+    venue_ms = _millis(d)
     if "price_changes" in d:
         raw = d["price_changes"]
         if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):

@@ -197,8 +197,12 @@ prices = st.integers(min_value=1, max_value=999).map(lambda n: D(n) / 1000)
 paths = st.lists(prices, min_size=1, max_size=60)
 
 
+coarse = st.integers(min_value=1, max_value=20).map(lambda n: D(n) / 20)  # equal prices are frequent
+coarse_paths = st.lists(coarse, min_size=1, max_size=60)
+
+
 @st.composite
-def specs(draw: st.DrawFn) -> list[TriggerSpec]:
+def specs(draw: st.DrawFn, prices: st.SearchStrategy[Decimal] = prices) -> list[TriggerSpec]:
     out = []
     for i in range(draw(st.integers(1, 25))):
         kind = draw(st.sampled_from(list(Kind)))
@@ -309,27 +313,65 @@ def test_a_trailing_high_water_mark_never_falls(stops: list[tuple[int, Decimal]]
                 last[tid] = mark
 
 
-def _inside(band: tuple[tuple[Source, Decimal | None, Decimal | None], ...], p: Prices) -> bool:
-    for source, lo, hi in band:
+def _inside(band: tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...], p: Prices) -> bool:
+    for source, lo, hi, inclusive in band:
         price = p.get(source)
-        if price is not None and ((lo is not None and price <= lo) or (hi is not None and price >= hi)):
+        if price is None:
+            continue
+        if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
             return False
     return True
 
 
 @settings(max_examples=300, deadline=None)
-@given(specs(), paths, st.lists(st.booleans(), min_size=60, max_size=60))
-def test_a_tick_inside_the_band_changes_nothing(all_specs: list[TriggerSpec], path: list[Decimal],
+@given(st.one_of(st.tuples(specs(), paths), st.tuples(specs(coarse), coarse_paths)),
+       st.lists(st.booleans(), min_size=60, max_size=60))
+def test_a_tick_inside_the_band_changes_nothing(case: tuple[list[TriggerSpec], list[Decimal]],
                                                  stale_flags: list[bool]) -> None:
-    """The quiet band guard uses to skip ticks: whatever it calls quiet, the engine agrees is a no-op."""
+    """The checks guard uses to skip ticks: whatever it calls quiet (a stale tick inside the band or inside
+    the range of stale prices already evaluated, or a fresh one inside the band with nothing held), the
+    engine agrees is a no-op."""
+    all_specs, path = case
     engine = load(all_specs)
     for price, stale in zip(path, stale_flags, strict=False):
         p = Prices(best_bid=price, mid=price + D("0.0005"))
         band = engine.band(A)
-        if band is not None and _inside(band, p):
+        quiet = band is not None and _inside(band, p) and (stale or not engine.holds(A))
+        if quiet or (stale and engine.stale_covered(A, p)):
             before = {tid: engine.get(tid) for tid in engine.ids()}
             out = engine.on_tick(A, p, stale=stale)
             assert not out
             assert {tid: engine.get(tid) for tid in engine.ids()} == before
         else:
             engine.on_tick(A, p, stale=stale)
+
+
+def test_the_assets_version_moves_only_when_the_set_of_watched_assets_does() -> None:
+    engine = Engine()
+    v0 = engine.assets_version
+    engine.upsert(tp("t1", "0.6"))
+    v1 = engine.assets_version
+    assert v1 != v0
+    engine.upsert(sl("s1", "0.4"))  # same asset: the set is unchanged
+    engine.on_tick(A, bid("0.5"), stale=False)
+    assert engine.assets_version == v1
+    engine.remove("t1")
+    assert engine.assets_version == v1
+    engine.remove("s1")  # the last trigger of the asset
+    assert engine.assets_version not in (v0, v1)
+    assert load([]).assets_version != Engine().assets_version  # unique per engine
+
+
+@pytest.mark.parametrize(("price", "quiet"), [("0.60", True), ("0.601", False), ("0.55", True), ("0.54", False)])
+def test_a_price_at_the_trailing_mark_is_quiet_but_one_above_it_or_at_the_stop_level_is_not(
+        price: str, quiet: bool) -> None:
+    engine = load([ts("r", "10", mark="0.60")])  # level 0.54
+    band = engine.band(A)
+    assert band is not None and _inside(band, bid(price)) is quiet
+
+
+def test_a_price_at_an_activation_price_is_never_quiet() -> None:
+    engine = load([ts("r", "10", activation="0.70"), ts("q", "10", mark="0.70", asset=A)])
+    band = engine.band(A)
+    assert band is not None and not _inside(band, bid("0.70"))
+    assert engine.on_tick(A, bid("0.70"), stale=False) is not None and engine.get("r").high_water_mark == D("0.70")  # type: ignore[union-attr]

@@ -11,7 +11,6 @@ import pytest
 from common.config import ConfigError
 from common.marketstate import BookSnapshot, write_book
 from services.guard.config import Settings
-from services.guard.sync import unframe
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
     ASSET,
@@ -70,11 +69,6 @@ async def test_log_source_and_catch_up_from_stored_books(db_url: str, redis: Any
     assert standins.executor.sells[1].trigger_id == "trg_tick"
     assert (await trigger_row(conn, "trg_old"))["state"] == "ARMED"
     await conn.close()
-
-
-def test_unframe() -> None:
-    assert unframe(b"1-0 3 abc2-5 0 17-1 2 \x00 ") == [("1-0", b"abc"), ("2-5", b""), ("17-1", b"\x00 ")]
-    assert unframe(b"") == []
 
 
 async def test_a_sell_waits_for_the_one_in_flight_instead_of_giving_up(

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from common.marketstate import read_book
 from common.streams import PRICE_TICKS
-from services.ingest import clob
+from services.ingest import clob, model
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.metrics import IngestMetrics
@@ -57,6 +57,35 @@ def test_good_values_parse_the_same_cached_or_not(fields: dict[str, Any], price:
         assert isinstance(msg, clob.PriceChangeMsg)
         [c] = msg.changes
         assert (c.price, c.size, c.side) == (price, size, side)
+
+
+@pytest.mark.parametrize("stamp", ["1700000000000", "0", "007", 1700000000000, "1.7e12", "", None, "abc", "-5",
+                                   "\u0661\u0662", "99999999999999999", "1" * 15, " 12", True])
+def test_the_timestamp_fast_path_agrees_with_the_checked_parser(stamp: Any) -> None:
+    d = change()
+    d["timestamp"] = stamp
+    try:
+        expected: Any = model.millis(d, "timestamp")
+    except ParseError as exc:
+        expected = exc.kind
+    try:
+        msg = clob.parse_event(d)
+        assert isinstance(msg, clob.PriceChangeMsg)
+        got: Any = msg.venue_ms
+    except ParseError as exc:
+        got = exc.kind
+    assert got == expected
+
+
+@pytest.mark.parametrize("fields", [{"best_bid": "0.49", "best_ask": "0.51"}, {"best_bid": "", "best_ask": None},
+                                    {"best_bid": 0.4, "best_ask": "0.6"}, {"size": ""}, {"side": "buy"}])
+def test_level_change_fast_path_agrees_with_the_checked_parsers(fields: dict[str, Any]) -> None:
+    item = change(**fields)["price_changes"][0]
+    for _ in range(2):  # uncached, then cached
+        [c] = clob.parse_event(change(**fields)).changes  # type: ignore[union-attr]
+        assert c == clob.LevelChange(T1, model.side(item, "side"), clob.price_or_none(item, "price"),  # type: ignore[arg-type]
+                                     clob.size_or_none(item, "size"), clob.price_or_none(item, "best_bid"),
+                                     clob.price_or_none(item, "best_ask"))
 
 
 async def test_a_flush_appends_every_tick_in_order_and_writes_each_book(redis_url: str) -> None:

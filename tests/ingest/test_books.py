@@ -132,3 +132,26 @@ def test_property_snapshot_is_sorted_best_first_without_empty_levels(changes: li
     assert [p for p, _ in snap.bids] == sorted((p for (sd, p) in expected if sd == "BUY"), reverse=True)
     assert [p for p, _ in snap.asks] == sorted(p for (sd, p) in expected if sd == "SELL")
     assert all(size > 0 for _, size in (*snap.bids, *snap.asks))
+
+
+@given(st.lists(st.tuples(st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=2),
+                          st.decimals(min_value=D(0), max_value=D(100), places=1)), max_size=20),
+       levels_st, st.integers(min_value=1, max_value=5))
+def test_property_levels_best_prices_and_depth_match_a_naive_book(
+        snapshot: list[tuple[D, D]], changes: list[tuple[str, D, D]], depth: int) -> None:
+    s = state(T1)
+    s.apply(clob.BookMsg(T1, "", tuple(snapshot), tuple(snapshot), None, None, 0), 0)
+    model = {side: {p: size for p, size in snapshot if size != 0} for side in ("BUY", "SELL")}
+    for side, price, size in changes:
+        s.apply(clob.PriceChangeMsg("", (clob.LevelChange(T1, side, price, size),), 1), 1)
+        if size == 0:
+            model[side].pop(price, None)
+        else:
+            model[side][price] = size
+        book = s.books[T1]
+        assert book.best_bid == (max(model["BUY"]) if model["BUY"] else None)
+        assert book.best_ask == (min(model["SELL"]) if model["SELL"] else None)
+    snap = s.books[T1].snapshot(depth)
+    assert list(snap.bids) == sorted(model["BUY"].items(), reverse=True)[:depth]
+    assert list(snap.asks) == sorted(model["SELL"].items())[:depth]
+    assert s.books[T1].bids == model["BUY"] and s.books[T1].asks == model["SELL"]

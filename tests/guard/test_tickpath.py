@@ -1,0 +1,107 @@
+"""Guard's per-tick path in process: which ticks are skipped cheaply, and that skipping changes no outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from services.guard import ticks
+from services.guard.core import Guard
+from services.guard.engine import load
+from services.guard.model import Kind, TriggerSpec
+from services.guard.store import TickInfo
+from tradingtools.market.v1 import market_pb2 as mpb
+
+A = "asset-1"
+NOW_NS = 1_700_000_000_000_000_000
+D = Decimal
+
+
+class _Store:
+    """Records hold / release writes; nothing else is reached by these ticks."""
+
+    def __init__(self) -> None:
+        self.holds: list[tuple[list[str], bool]] = []
+
+    async def mark_submitted(self, *_a: Any) -> None:
+        return None
+
+    async def set_holds(self, changes: Sequence[tuple[Sequence[str], bool, TickInfo]]) -> int:
+        self.holds.extend((list(ids), held) for ids, held, _t in changes)
+        return len(changes)
+
+
+class _Kick:
+    def kick(self) -> None:
+        return None
+
+
+def _guard(specs: list[TriggerSpec]) -> tuple[Guard, _Store]:
+    store = _Store()
+    guard = Guard(store=store, exit_store=None, executor=None, markets=None,  # type: ignore[arg-type]
+                  outbox=_Kick(), watch=_Kick(), clock_ns=lambda: NOW_NS)  # type: ignore[arg-type]
+    guard.engine = load(specs)
+    return guard, store
+
+
+def _tick(bid: str, *, age_s: float = 0.0, asset: str = A) -> mpb.PriceTick:
+    return mpb.PriceTick(asset_id=asset, kind=mpb.TICK_KIND_PRICE_CHANGE, best_bid=bid,
+                         received_time_ns=NOW_NS - int(age_s * 1e9))
+
+
+async def test_a_stale_tick_inside_the_band_of_a_held_asset_is_skipped_and_a_fresh_one_releases() -> None:
+    guard, store = _guard([TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.40")),
+                           TriggerSpec("t", A, Kind.TAKE_PROFIT, trigger_price=D("0.80"))])
+    await guard.on_tick(_tick("0.50"))
+    held = await guard.on_tick(_tick("0.35", age_s=5))  # crosses the stop-loss on a stale price: held
+    assert [h.spec.id for h in held.held] == ["s"]
+    for bid in ("0.45", "0.60", "0.46"):
+        ticks.view(_tick(bid), NOW_NS, 10**9)  # the quiet check only trusts prices parsed once already
+    quiet_before = guard.stats.quiet_ticks
+    for bid in ("0.45", "0.60", "0.46"):  # stale, inside (0.40, 0.80): nothing to do, skipped
+        out = await guard.on_tick(_tick(bid, age_s=5))
+        assert not out
+    assert guard.stats.quiet_ticks == quiet_before + 3
+    assert guard.engine.holds(A)
+    released = await guard.on_tick(_tick("0.45"))  # fresh, inside the band: releases the held stop-loss
+    assert [s.id for s in released.released] == ["s"]
+    assert not guard.engine.holds(A)
+    await guard.drain()
+    assert store.holds == [(["s"], True), (["s"], False)]
+
+
+async def test_a_stale_tick_crossing_another_trigger_of_a_held_asset_holds_it() -> None:
+    guard, store = _guard([TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.40")),
+                           TriggerSpec("s2", A, Kind.STOP_LOSS, trigger_price=D("0.30"))])
+    await guard.on_tick(_tick("0.50"))
+    await guard.on_tick(_tick("0.35", age_s=5))
+    out = await guard.on_tick(_tick("0.25", age_s=5))
+    assert [h.spec.id for h in out.held] == ["s2"]
+    guard.firer.fire = _no_fire  # type: ignore[method-assign,assignment]
+    fired = await guard.on_tick(_tick("0.20"))
+    assert sorted(f.spec.id for f in fired.fired) == ["s", "s2"]
+    await guard.drain()
+    assert store.holds == [(["s"], True), (["s2"], True)]
+
+
+async def _no_fire(*_a: Any) -> None:
+    return None
+
+
+async def test_a_stale_tick_within_the_stale_prices_already_seen_is_skipped() -> None:
+    guard, store = _guard([TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.40")),
+                           TriggerSpec("s2", A, Kind.STOP_LOSS, trigger_price=D("0.30")),
+                           TriggerSpec("t", A, Kind.TAKE_PROFIT, trigger_price=D("0.80"))])
+    for bid in ("0.50", "0.35", "0.36", "0.38", "0.31", "0.29"):
+        ticks.view(_tick(bid), NOW_NS, 10**9)
+    await guard.on_tick(_tick("0.50"))
+    await guard.on_tick(_tick("0.35", age_s=5))  # holds s; stale prices seen: [0.35, 0.35]
+    await guard.on_tick(_tick("0.38", age_s=5))  # below the band, not seen yet: evaluated
+    quiet = guard.stats.quiet_ticks
+    out = await guard.on_tick(_tick("0.36", age_s=5))  # within [0.35, 0.38]: nothing new can be held
+    assert not out and guard.stats.quiet_ticks == quiet + 1
+    out = await guard.on_tick(_tick("0.29", age_s=5))  # beyond: evaluated, s2 held
+    assert [h.spec.id for h in out.held] == ["s2"] and guard.stats.quiet_ticks == quiet + 1
+    await guard.drain()
+    assert store.holds == [(["s"], True), (["s2"], True)]
