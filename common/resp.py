@@ -1,11 +1,12 @@
-"""A pipelined Redis connection for ingest's hot path: commands are written at once, replies answered in order.
+"""A pipelined Redis connection for hot paths: commands are written at once, replies answered in order.
 
 redis-py's asyncio client takes a connection from its pool, packs, writes, and parks the caller on a
 stream reader for every command: about a tenth of a millisecond of Python per call on this machine,
 and one caller at a time per connection. Here a command is one ``transport.write`` from whatever
-code has the data (the websocket handler itself), and the reply is handed to the command's callback
-inside ``data_received``, in the order the commands were written. Ordered callbacks are what lets
-the trade sink publish appended entries in log order without a lock.
+code has the data (ingest's websocket handler itself), and the reply is handed to the command's
+callback inside ``data_received`` (hiredis parses), in the order the commands were written. Ordered
+callbacks are what lets ingest's trade sink publish appended entries in log order without a lock;
+:meth:`RespConnection.call` is the plain awaitable form (guard's blocking tick reads).
 """
 
 from __future__ import annotations
@@ -71,33 +72,46 @@ class RespConnection:
     async def open(cls, url: str, *, connect_timeout_s: float = 2.0) -> RespConnection:
         """Connect to ``url`` (redis://, rediss:// or unix://), authenticate and select the database."""
         opts = parse_url(url)
+        tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
+        return await cls._open(opts.get("host", "localhost"), int(opts.get("port", 6379)), path=opts.get("path"),
+                               tls=tls, username=opts.get("username"), password=opts.get("password"),
+                               db=int(opts.get("db", 0) or 0), connect_timeout_s=connect_timeout_s)
+
+    @classmethod
+    async def open_tcp(cls, host: str, port: int, *, username: str | None = None, password: str | None = None,
+                       db: int = 0, connect_timeout_s: float = 2.0) -> RespConnection:
+        """Connect over plain TCP, authenticate and select ``db``."""
+        return await cls._open(host, port, path=None, tls=None, username=username, password=password, db=db,
+                               connect_timeout_s=connect_timeout_s)
+
+    @classmethod
+    async def _open(cls, host: str, port: int, *, path: str | None, tls: ssl.SSLContext | None,
+                    username: str | None, password: str | None, db: int, connect_timeout_s: float) -> RespConnection:
         conn = cls()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_timeout_s):
-            if "path" in opts:
-                transport, _ = await loop.create_unix_connection(lambda: _Protocol(conn), opts["path"])
+            if path:
+                transport, _ = await loop.create_unix_connection(lambda: _Protocol(conn), path)
             else:
-                tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
-                transport, _ = await loop.create_connection(
-                    lambda: _Protocol(conn), opts.get("host", "localhost"), int(opts.get("port", 6379)), ssl=tls)
+                transport, _ = await loop.create_connection(lambda: _Protocol(conn), host, port, ssl=tls)
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            conn._transport = transport
+            conn._transport = transport  # uvloop's transports do not subclass asyncio's
             try:
-                if opts.get("password"):
-                    user = opts.get("username")
-                    await (conn.call("AUTH", user, opts["password"]) if user else conn.call("AUTH", opts["password"]))
-                if int(opts.get("db", 0) or 0):
-                    await conn.call("SELECT", int(opts["db"]))
+                if password:
+                    await (conn.call("AUTH", username, password) if username else conn.call("AUTH", password))
+                if db:
+                    await conn.call("SELECT", db)
             except BaseException:
                 conn.close()
                 raise
         return conn
 
-    async def call(self, *args: Arg) -> Any:
-        """Send one command and wait for its reply (an error reply raises :class:`RespError`)."""
+    async def call(self, *args: Arg, timeout_s: float | None = None) -> Any:
+        """Send one command and wait for its reply. An error reply raises :class:`RespError`; a lost
+        connection, or no reply within ``timeout_s`` (the connection is then closed), :class:`RespClosed`."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def answered(reply: Any) -> None:
@@ -111,7 +125,14 @@ class RespConnection:
         self.write([(args, answered)])
         self._waiters.append(fut)
         try:
-            return await fut
+            if timeout_s is None:
+                return await fut
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await fut
+            except TimeoutError:
+                self.close(RespClosed("redis reply timed out"))
+                raise RespClosed(f"redis reply timed out after {timeout_s}s") from None
         finally:
             self._waiters.remove(fut)
 

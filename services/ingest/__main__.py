@@ -20,6 +20,7 @@ import httpx
 from common.config import ConfigError, StorageSettings
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
+from common.resp import RespConnection
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
@@ -35,7 +36,6 @@ from services.ingest.persist import PgActivityStore, TradeWriter
 from services.ingest.poller import Poller
 from services.ingest.ratelimit import TokenBucket
 from services.ingest.recorder import Recorder
-from services.ingest.resp import RespConnection
 from services.ingest.restclient import ClobRest, DataApi, RestGetter
 from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
 from services.ingest.servicer import IngestServicer

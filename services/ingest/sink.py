@@ -29,13 +29,13 @@ from typing import Any, Protocol
 from opentelemetry import trace
 
 from common import telemetry
+from common.resp import RespClosed, RespConnection, RespError
 from common.retry import Backoff
 from common.streams import LEADER_TRADES
 from services.ingest.aio import reraise_if_cancelling
 from services.ingest.events import leader_trade_event
 from services.ingest.identity import Identified
 from services.ingest.metrics import IngestMetrics
-from services.ingest.resp import RespClosed, RespConnection, RespError
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tradingtools.ingest")

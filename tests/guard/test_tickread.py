@@ -9,8 +9,9 @@ from typing import Any, cast
 import pytest
 import uvloop
 
+from common.resp import RespClosed, RespConnection, RespError
 from common.streams import PRICE_TICKS, DurableLog, create_stream_redis
-from services.guard.tickread import RespConnection, RespError, TickBatch, log_tick_stream, pack, parse_entries
+from services.guard.tickread import TickBatch, log_tick_stream, parse_entries
 from tradingtools.market.v1 import market_pb2 as mpb
 
 
@@ -77,36 +78,33 @@ async def test_works_on_uvloop(ticks_log: DurableLog) -> None:
     kw = ticks_log.redis.connection_pool.connection_kwargs
 
     async def ping() -> Any:
-        conn = await RespConnection.open(kw["host"], kw["port"])
+        conn = await RespConnection.open_tcp(kw["host"], kw["port"])
         try:
-            return await conn.call(5, b"PING")
+            return await conn.call(b"PING", timeout_s=5)
         finally:
             conn.close()
 
     assert await asyncio.to_thread(uvloop.run, ping()) == b"PONG"
 
 
-def test_pack_is_resp2() -> None:
-    assert pack(b"GET", b"k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-
-
 async def test_error_replies_and_a_lost_connection_raise(ticks_log: DurableLog) -> None:
     kw = ticks_log.redis.connection_pool.connection_kwargs
-    conn = await RespConnection.open(kw["host"], kw["port"], db=int(kw.get("db") or 0))
-    with pytest.raises(RespError, match="redis error"):
-        await conn.call(5, b"NOSUCHCOMMAND")
-    assert await conn.call(5, b"PING") == b"PONG"
-    pending = asyncio.ensure_future(conn.call(5, b"BLPOP", b"tt:test:never", b"10"))
+    conn = await RespConnection.open_tcp(kw["host"], kw["port"], db=int(kw.get("db") or 0))
+    with pytest.raises(RespError, match="unknown command"):
+        await conn.call(b"NOSUCHCOMMAND", timeout_s=5)
+    assert await conn.call(b"PING", timeout_s=5) == b"PONG"
+    pending = asyncio.ensure_future(conn.call(b"BLPOP", b"tt:test:never", b"10", timeout_s=5))
     await asyncio.sleep(0.05)
     conn.close()
-    with pytest.raises(RespError, match="lost"):
+    with pytest.raises(RespClosed, match="closed"):
         await pending
-    with pytest.raises(RespError):
-        await conn.call(5, b"PING")
+    with pytest.raises(RespClosed):
+        await conn.call(b"PING", timeout_s=5)
 
 
 async def test_a_reply_that_never_comes_times_out(ticks_log: DurableLog) -> None:
     kw = ticks_log.redis.connection_pool.connection_kwargs
-    conn = await RespConnection.open(kw["host"], kw["port"])
-    with pytest.raises(RespError, match="timed out"):
-        await conn.call(0.2, b"BLPOP", b"tt:test:never", b"10")
+    conn = await RespConnection.open_tcp(kw["host"], kw["port"])
+    with pytest.raises(RespClosed, match="timed out"):
+        await conn.call(b"BLPOP", b"tt:test:never", b"10", timeout_s=0.2)
+    assert conn.closed
