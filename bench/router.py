@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -26,10 +27,11 @@ import uvloop
 from bench import print_table, save_results, summarize
 from common import hotindex, reservations
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
-from common.marketstate import MarketInfo, write_market
+from common.marketstate import BookSnapshot, MarketInfo, write_market
 from common.storage import apply_migrations, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.adapters.balances import NoBalances
+from services.router.adapters.clob_book import BookStore
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RouterStore, create_autocommit_pool
@@ -92,8 +94,12 @@ async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[st
     for sub in subs:
         await hotindex.upsert(redis, sub)
     await asyncio.to_thread(_seed, db_url, [s.follower_wallet_id for s in subs])
-    await write_market(redis, MarketInfo(ASSET, CONDITION, Decimal("0.01"), Decimal("5"),
-                                         updated_ms=time.time_ns() // 1_000_000))
+    now_ms = time.time_ns() // 1_000_000
+    await write_market(redis, MarketInfo(ASSET, CONDITION, Decimal("0.01"), Decimal("5"), updated_ms=now_ms))
+    # a stored book, as ingest keeps for watched assets: without one every trade would fetch it first
+    await BookStore(redis).store_if_newer(BookSnapshot(
+        ASSET, CONDITION, ((Decimal("0.39"), Decimal("5000")),), ((Decimal("0.41"), Decimal("5000")),),
+        Decimal("0.01"), now_ms, now_ms))
     cache = SubscriptionCache(redis)
     await cache.reload_all()
     stream_redis = create_stream_redis(redis_url)
@@ -118,6 +124,9 @@ async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[st
                 await reservations.release(redis, order.client_order_id)
         return elapsed
 
+    gc.collect()  # as ``python -m services.router`` does once serving
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     for i in range(50):  # warm-up: connections, prepared statements, scripts
         await timed(_event(-1 - i, one))
     one_ms = [await timed(_event(i, one)) for i in range(args.samples)]

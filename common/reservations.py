@@ -179,6 +179,26 @@ def lines(items: Iterable[Reservation]) -> str:
     """Several records as one script argument."""
     return "\n".join(r.line() for r in items)
 
+
+def lines_for(kind: str, key: str, owner: str, orders: Iterable[tuple[str, str, int]]) -> str:
+    """Records of many orders sharing ``kind``, ``key`` and ``owner`` (client order id, wallet id, micro per
+    order) as one script argument: what :func:`lines` of the matching :class:`Reservation` values gives,
+    validated the same way, without building an object per order (a fan-out emits a thousand)."""
+    if kind not in (USD, SHARES):
+        raise ValueError(f"kind must be {USD!r} or {SHARES!r}, got {kind!r}")
+    _check_id(key, "key")
+    fld = f"{kind}:{key}"
+    out = []
+    for client_order_id, wallet_id, micro in orders:
+        if micro <= 0:
+            raise ValueError(f"micro must be > 0, got {micro}")
+        if not _ID_OK(wallet_id):
+            _check_id(wallet_id, "wallet_id")
+        if not _ID_OK(client_order_id):
+            _check_id(client_order_id, "client_order_id")
+        out.append(f"{client_order_id}\t{wallet_id}\t{fld}\t{micro}\t{owner}")
+    return "\n".join(out)
+
 @dataclass(frozen=True, slots=True)
 class WalletReserved:
     """A wallet's in-flight reservations for one trade's market and asset, in micro-units."""

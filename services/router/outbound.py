@@ -10,7 +10,7 @@ leader_venue_time_ms, received_time_ns, routed_time_ns, trace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from common import reservations
 from common.decimals import fmt, parse_decimal
@@ -51,22 +51,16 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
     routed = epb.RoutedTrade(trade=event)
     orders = routed.orders
     skips = routed.skips
+    shared = template.SerializeToString()  # merged as bytes: cheaper than MergeFrom per order
     for d in decisions:
         if isinstance(d, OrderIntent):
             f = followers[d.subscription_id]
-            o = orders.add()
-            o.MergeFrom(template)
-            o.client_order_id = d.client_order_id
-            o.subscription_id = d.subscription_id
-            o.follower_user_id = f.follower_user_id
-            o.follower_wallet_id = d.follower_wallet_id
-            o.follower_proxy = f.follower_proxy
-            if d.amount_usd is not None:
-                o.amount_usd = fmt(d.amount_usd)
-            if d.size is not None:
-                o.size = fmt(d.size)
-            o.max_slippage_bps = d.max_slippage_bps
-            o.mode = _MODE[f.mode]
+            orders.add(client_order_id=d.client_order_id, subscription_id=d.subscription_id,
+                       follower_user_id=f.follower_user_id, follower_wallet_id=d.follower_wallet_id,
+                       follower_proxy=f.follower_proxy,
+                       amount_usd=fmt(d.amount_usd) if d.amount_usd is not None else "",
+                       size=fmt(d.size) if d.size is not None else "",
+                       max_slippage_bps=d.max_slippage_bps, mode=_MODE[f.mode]).MergeFromString(shared)
         elif isinstance(d, Skip):
             skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
                       reason=d.reason.value, detail=d.detail)
@@ -116,6 +110,28 @@ def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
                                             reservations.to_micro(parse_decimal(o.amount_usd if buy else o.size)),
                                             owner))
     return out
+
+
+def reservation_lines(routed: epb.RoutedTrade) -> str:
+    """:func:`reservations_of` as the emit script's argument (``reservations.lines`` of it), built without
+    an object per order."""
+    if not routed.orders:
+        return ""
+    first = routed.orders[0]
+    buy = first.side == common_pb2.SIDE_BUY
+    micros: dict[str, int] = {}  # followers of one trade mostly share a few amounts
+
+    def rows() -> Iterator[tuple[str, str, int]]:
+        for o in routed.orders:
+            text = o.amount_usd if buy else o.size
+            micro = micros.get(text)
+            if micro is None:
+                micro = micros[text] = reservations.to_micro(parse_decimal(text))
+            yield o.client_order_id, o.follower_wallet_id, micro
+
+    return reservations.lines_for(reservations.USD if buy else reservations.SHARES,
+                                  market_of(first.condition_id, first.asset_id) if buy else first.asset_id,
+                                  first.leader_trade_id, rows())
 
 
 def drop_orders(routed: epb.RoutedTrade, indexes: Sequence[int], detail: str) -> epb.RoutedTrade:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
-from services.router.outbound import drop_orders, reservations_of
+from services.router.outbound import drop_orders, reservation_lines
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Emitter:
         PostgreSQL later (for rows persisted before; a row persisted after the emit carries its cursor)."""
         for _ in range(3):
             async with self._lock:
-                result = await self.redis_state.emit(leader_trade_id, payload, reservations_of(routed))
+                result = await self.redis_state.emit(leader_trade_id, payload, reservation_lines(routed))
                 if result.status == "ok" and self.on_appended is not None:
                     self.on_appended(result.cursor, payload)
             if result.status in ("ok", "dup"):

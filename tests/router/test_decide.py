@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.ids import hash_id
-from services.router.domain.decide import client_order_id, decide, invalid_trade, route
+from services.router.domain.decide import client_order_id, client_order_ids, decide, invalid_trade, route
 from services.router.domain.model import (
     FilterRules,
     FollowerState,
@@ -143,6 +143,11 @@ def test_idempotency_key(a: tuple[str, str, str], b: tuple[str, str, str], same:
     assert (client_order_id(*a) == client_order_id(*b)) is same
     assert client_order_id(*a) == hash_id("co", *a)
     assert client_order_id(*a).startswith("co_") and len(client_order_id(*a)) == 35
+
+
+@given(st.text(), st.text(), st.text())
+def test_trade_keys_equal_the_idempotency_key(lt: str, wallet: str, asset: str) -> None:
+    assert client_order_ids(lt, asset)(wallet) == client_order_id(lt, wallet, asset)
 
 
 money = st.decimals(min_value=D("0"), max_value=D("5000"), places=2)

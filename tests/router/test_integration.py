@@ -73,7 +73,8 @@ async def test_one_order_per_matching_follower_with_the_right_amount(stack: Stac
     assert o.trace.traceparent.split("-")[1] == ev.trace.traceparent.split("-")[1]
     assert o.client_order_id == reservations.order_key(o.client_order_id)[len("tt:order:"):]
     assert stack.http.auth == ["Bearer tok"]  # the balance endpoint was asked for w_bal only
-    # persisted: orders, the skip and its count
+    # persisted: orders, the skip and its count (written right after the emit: wait for the handler to finish)
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
     rows = _sql(stack.db_url, "SELECT subscription_id, amount_usd FROM routed_orders ORDER BY 1")
     assert rows == [("sub_bal", D(10)), ("sub_fixed", D(25)), ("sub_pct", D(20)), ("sub_prop", D(5))]
     assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_cheap", "PRICE_ABOVE_MAX")]
@@ -118,6 +119,7 @@ async def test_sell_is_sized_from_the_follower_position(stack: Stack) -> None:
     # the leader closed: the follower sells what is left, minus the shares already being sold
     [o2] = sell2.orders
     assert o2.size == "66.67"
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)  # rows follow the emit
     assert _sql(stack.db_url, "SELECT size FROM leader_positions WHERE leader_wallet = %s", LEADER) == [(D(0),)]
 
 

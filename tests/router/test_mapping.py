@@ -9,7 +9,7 @@ import pytest
 from common import reservations
 from services.router.domain.model import OrderIntent, Reason, Side, SizingMode, Skip
 from services.router.inbound import TradeError, parse_follower, parse_trade
-from services.router.outbound import build_routed, drop_orders, order_template, reservations_of
+from services.router.outbound import build_routed, drop_orders, order_template, reservation_lines, reservations_of
 from tests.router.factories import ASSET, CONDITION, follower, market
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -127,6 +127,10 @@ def test_reservations_and_drop_orders() -> None:
                        order_template(_event(), market(), 1, cpb.TraceContext()))
     [r] = reservations_of(buy)
     assert (r.kind, r.key, r.micro) == (reservations.USD, CONDITION, 25_010_000)
+    assert reservation_lines(routed) == reservations.lines(items)
+    assert reservation_lines(buy) == reservations.lines([r])
+    assert reservation_lines(build_routed(_event(), [], fs, order_template(_event(), market(), 1,
+                                                                             cpb.TraceContext()))) == ""
     dropped = drop_orders(routed, [0], "already claimed")
     assert [o.client_order_id for o in dropped.orders] == ["co_2"]
     assert [s.reason for s in dropped.skips] == ["DUPLICATE_ORDER"]

@@ -36,6 +36,16 @@ def test_reservation_validates(kw: dict[str, object], field: str) -> None:
     base.update(kw)
     with pytest.raises(ValueError, match=field):
         Reservation(**base)  # type: ignore[arg-type]
+    one = (str(base["client_order_id"]), str(base["wallet_id"]), int(base["micro"]))  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=field):
+        reservations.lines_for(str(base["kind"]), str(base["key"]), "", [one])
+
+
+def test_lines_for_matches_lines() -> None:
+    items = [Reservation("co_1", "w_1", USD, "0xm1", 25_000_000, "lt_1"),
+             Reservation("co_2", "w_2", USD, "0xm1", 3, "lt_1")]
+    assert reservations.lines_for(USD, "0xm1", "lt_1", [(r.client_order_id, r.wallet_id, r.micro) for r in items]) \
+        == reservations.lines(items)
 
 
 async def test_reserve_read_release(r: aioredis.Redis) -> None:

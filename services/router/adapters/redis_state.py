@@ -105,11 +105,11 @@ class RedisState:
         return RedisView(marker, info, reserved, has_book=bool(int(reply[3])))
 
     async def emit(self, leader_trade_id: str, payload: bytes,
-                   items: Sequence[reservations.Reservation]) -> EmitResult:
-        """Claim, reserve, append and mark in one atomic script."""
+                   items: Sequence[reservations.Reservation] | str) -> EmitResult:
+        """Claim, reserve, append and mark in one atomic script (``items`` may come as ``reservations.lines``)."""
+        lines = items if isinstance(items, str) else reservations.lines(items)
         reply = await self._emit(keys=[marker_key(leader_trade_id), self.stream],
-                                 args=[payload, str(self.marker_ttl_s), str(self.stream_maxlen),
-                                       reservations.lines(items)])
+                                 args=[payload, str(self.marker_ttl_s), str(self.stream_maxlen), lines])
         status = _s(reply[0])
         if status == "conflict":
             return EmitResult(status, conflicts=tuple(int(i) - 1 for i in reply[1]))

@@ -7,7 +7,8 @@ SELL: copySells and market lists → SELL sizing (see ``sells``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from common.decimals import fmt
@@ -35,6 +36,19 @@ def client_order_id(leader_trade_id: str, follower_wallet_id: str, asset_id: str
     return hash_id("co", leader_trade_id, follower_wallet_id, asset_id)
 
 
+def client_order_ids(leader_trade_id: str, asset_id: str) -> Callable[[str], str]:
+    """``client_order_id`` of one trade's copies by follower wallet (the trade's part hashed once)."""
+    head = hashlib.sha256(f"{leader_trade_id}\x00".encode())
+    tail = f"\x00{asset_id}"
+
+    def key(follower_wallet_id: str) -> str:
+        h = head.copy()
+        h.update((follower_wallet_id + tail).encode())
+        return "co_" + h.hexdigest()[:32]
+
+    return key
+
+
 def _skip(f: Follower, reason: Reason, detail: str) -> Skip:
     return Skip(f.subscription_id, f.follower_wallet_id, reason, detail)
 
@@ -45,8 +59,10 @@ def _slippage(f: Follower, policy: Policy) -> int:
 
 
 def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
-               policy: Policy, market_min: Decimal | None = None) -> Decision:
-    """Size a copied BUY or say why not (``market_min``: precomputed ``buy_minimum_usd``)."""
+               policy: Policy, market_min: Decimal | None = None,
+               coid: Callable[[str], str] | None = None) -> Decision:
+    """Size a copied BUY or say why not (``market_min``: precomputed ``buy_minimum_usd``; ``coid``:
+    the trade's ``client_order_ids``)."""
     sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
     if not isinstance(sized, sizing.Sized):
         return _skip(f, *sized)
@@ -68,35 +84,33 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
                      f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
                      f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)}, "
                      f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
-    return OrderIntent(f.subscription_id, f.follower_wallet_id,
-                       client_order_id(trade.id, f.follower_wallet_id, trade.asset_id),
-                       Side.BUY, amount, None, _slippage(f, policy))
+    key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
+    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, _slippage(f, policy))
 
 
 def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
-                leader_before: Decimal | None, policy: Policy) -> Decision:
+                leader_before: Decimal | None, policy: Policy, coid: Callable[[str], str] | None = None) -> Decision:
     """Size a copied SELL or say why not."""
     size = sells.size_sell(state, trade.size, leader_before, market.min_order_size)
     if not isinstance(size, Decimal):
         return _skip(f, *size)
-    return OrderIntent(f.subscription_id, f.follower_wallet_id,
-                       client_order_id(trade.id, f.follower_wallet_id, trade.asset_id),
-                       Side.SELL, None, size, _slippage(f, policy))
+    key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
+    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, size, _slippage(f, policy))
 
 
 def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
            leader_before: Decimal | None, policy: Policy, *, ids: tuple[str, str, str] | None = None,
-           market_min: Decimal | None = None) -> Decision:
+           market_min: Decimal | None = None, coid: Callable[[str], str] | None = None) -> Decision:
     """The decision for one follower (trade-wide gates are checked by ``route``, which also passes the
-    per-trade ``ids`` and ``market_min`` computed once)."""
+    per-trade ``ids``, ``market_min`` and ``coid`` computed once)."""
     if f.invalid:
         return _skip(f, Reason.INVALID_SUBSCRIPTION, f.invalid)
     rejected = filters.subscription_filters(f.filters, trade, market, ids)
     if rejected is not None:
         return _skip(f, *rejected)
     if trade.side is Side.BUY:
-        return decide_buy(trade, f, market, state, policy, market_min)
-    return decide_sell(trade, f, market, state, leader_before, policy)
+        return decide_buy(trade, f, market, state, policy, market_min, coid)
+    return decide_sell(trade, f, market, state, leader_before, policy, coid)
 
 
 def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules | None,
@@ -115,8 +129,9 @@ def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules
         return [_skip(f, *gate) for f in followers]
     ids = filters.market_identifiers(trade, market)
     market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
+    coid = client_order_ids(trade.id, trade.asset_id)
     return [decide(trade, f, market, states.get(f.follower_wallet_id, _EMPTY_STATE), leader_before, policy,
-                   ids=ids, market_min=market_min)
+                   ids=ids, market_min=market_min, coid=coid)
             for f in followers]
 
 

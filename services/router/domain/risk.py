@@ -72,10 +72,13 @@ def _cut_detail(kind: str, exposure: Decimal, reserved: Decimal, cap_name: str, 
 def cap_exposure(risk: RiskRules, state: FollowerState, amount: Decimal) -> Capped | Rejection:
     """Cut ``amount`` to the market and total exposure headroom; skip when there is none."""
     capped = Capped(amount)
+    market_cap, total_cap = risk.max_market_exposure_usd, risk.max_total_exposure_usd
+    if market_cap is None and total_cap is None:
+        return capped
     checks = (
-        (risk.max_market_exposure_usd, state.market_exposure_usd, state.reserved_market_usd,
+        (market_cap, state.market_exposure_usd, state.reserved_market_usd,
          Reason.MARKET_EXPOSURE_LIMIT, "market", "maxMarketExposureUsd"),
-        (risk.max_total_exposure_usd, state.total_exposure_usd, state.reserved_total_usd,
+        (total_cap, state.total_exposure_usd, state.reserved_total_usd,
          Reason.TOTAL_EXPOSURE_LIMIT, "total", "maxTotalExposureUsd"),
     )
     for cap, exposure, reserved, reason, kind, cap_name in checks:
