@@ -192,3 +192,17 @@ async def test_no_book_from_the_clob_still_routes_with_cached_info(env) -> None:
     fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
     assert await cache.resolve(YES, COND, fresh, has_book=False) == fresh
     assert await read_book(r, YES) is None
+
+
+async def test_a_failed_book_fetch_is_not_retried_on_every_trade(env) -> None:  # type: ignore[no-untyped-def]
+    fake, r, cache, now = env
+    fake.fail = True
+    fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
+    for _ in range(3):
+        assert await cache.resolve(YES, COND, fresh, has_book=False) == fresh
+    assert fake.requests == [f"/book?token_id={YES}"]  # asked once, not once per trade
+    fake.fail = False
+    now["ms"] += 5_000  # the retry interval passed: asked again, and this time stored
+    assert await cache.resolve(YES, COND, fresh, has_book=False) == fresh
+    assert fake.requests == [f"/book?token_id={YES}"] * 2
+    assert await read_book(r, YES) is not None

@@ -134,14 +134,18 @@ class ClobMarketInfo:
 class MarketInfoCache:
     """Resolves an asset's market info: Redis cache first, CLOB REST when missing or old."""
 
-    def __init__(self, redis: Any, clob: ClobMarketInfo, *, ttl_ms: int, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, redis: Any, clob: ClobMarketInfo, *, ttl_ms: int, clock_ms: Callable[[], int],
+                 book_retry_ms: int = 5_000) -> None:
         self.redis = redis
         self.clob = clob
         self.ttl_ms = ttl_ms
         self.clock_ms = clock_ms
+        self.book_retry_ms = book_retry_ms
         self.books = BookStore(redis)
         self._inflight: dict[str, asyncio.Task[MarketInfo | None]] = {}
         self._book_inflight: dict[str, asyncio.Task[None]] = {}
+        # asset → when its book-only fetch last failed: not asked again (per trade) for book_retry_ms
+        self._book_failed_ms: dict[str, int] = {}
 
     def _usable(self, cached: MarketInfo | None) -> bool:
         return cached is not None and cached.tick_size > 0
@@ -153,10 +157,19 @@ class MarketInfoCache:
         if cached is not None and self._usable(cached):
             if self.clock_ms() - cached.updated_ms > self.ttl_ms:
                 self._refresh(asset_id, condition_id, cached)
-            if not has_book:
+            if not has_book and not self._book_recently_failed(asset_id):
                 await asyncio.shield(self._book_only(asset_id, cached.tick_size))
             return cached
         return await asyncio.shield(self._refresh(asset_id, condition_id, cached))
+
+    def _book_recently_failed(self, asset_id: str) -> bool:
+        failed = self._book_failed_ms.get(asset_id)
+        if failed is None:
+            return False
+        if self.clock_ms() - failed < self.book_retry_ms:
+            return True
+        del self._book_failed_ms[asset_id]
+        return False
 
     def _book_only(self, asset_id: str, tick: Decimal) -> asyncio.Task[None]:
         refresh = self._inflight.get(asset_id)
@@ -172,7 +185,14 @@ class MarketInfoCache:
         if refresh is not None:
             await refresh  # a market refresh in flight fetches (and stores) the book too
             return
-        await self._store_book(await self.clob.fetch_book(asset_id, self.clock_ms(), fallback_tick=tick))
+        book = await self.clob.fetch_book(asset_id, self.clock_ms(), fallback_tick=tick)
+        if book is None:
+            if len(self._book_failed_ms) > 10_000:
+                self._book_failed_ms.clear()
+            self._book_failed_ms[asset_id] = self.clock_ms()
+            return
+        self._book_failed_ms.pop(asset_id, None)
+        await self._store_book(book)
 
     async def _store_book(self, book: BookSnapshot | None) -> None:
         if book is None:
