@@ -1,13 +1,14 @@
 """End to end through the real stack: RTDS frame received by ingest → order POST received by the Insiders fake.
 
 ``python -m bench pipeline [--quick] [--only a,b,c,e] [--rate-a 200] [--followers 1000] [--triggers 100000]
-[--assets 5000] [--no-save]`` starts the simulator in this process and every
+[--assets 5000] [--quiet-runs] [--no-save]`` starts the simulator in this process and every
 service as a supervised subprocess (:class:`tools.pipeline.Pipeline`, embedded PostgreSQL and Redis
 under a temporary run folder), then measures:
 
 (a) one follower, leader trades at 200/s for 60 s (targets p50 ≤ 3 ms, p99 ≤ 10 ms);
 (b) one leader trade fanned out to 1,000 LIVE followers, 20 runs: frame received → last POST
-    (target ≤ 200 ms at p99 of the runs);
+    (target ≤ 200 ms at p99 of the runs), with each process's CPU per fan-out until the last POST and
+    while settling; ``--quiet-runs`` starts each run only once the previous one's settling is over;
 (c) 100 followed-leader trades/s × 10 followers each for 60 s: first vs second half (backlog growth);
 (d) VmRSS of every supervised process at the end (target ≤ 250 MB each);
 (e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``).
@@ -128,17 +129,23 @@ class Bench:
 
     # -- collecting -----------------------------------------------------------------------------
 
-    def posts(self, wallets: set[str]) -> list[Any]:
-        """Created POSTs of these wallets (the fake's record)."""
-        return self.p.sim.call(lambda: [r for r in self.p.sim.insiders.posts
+    def posts(self, wallets: set[str], since: int = 0) -> list[Any]:
+        """Created POSTs of these wallets (the fake's record), from its ``since``-th POST on."""
+        return self.p.sim.call(lambda: [r for r in self.p.sim.insiders.posts[since:]
                                         if r.outcome == "created" and (r.body or {}).get("walletId") in wallets])
 
-    def wait_posts(self, wallets: set[str], count: int, timeout_s: float) -> list[Any]:
-        """Wait until ``count`` orders of these wallets were created (or time out; returns what came)."""
+    def post_count(self) -> int:
+        """POSTs the fake recorded so far (a later POST is recorded after this index)."""
+        return self.p.sim.call(lambda: len(self.p.sim.insiders.posts))
+
+    def wait_posts(self, wallets: set[str], count: int, timeout_s: float, since: int = 0) -> list[Any]:
+        """Wait until ``count`` orders of these wallets were created from the fake's ``since``-th POST on
+        (or time out; returns what came). ``since`` keeps the fake's loop from rescanning old POSTs while
+        it is timing new ones."""
         deadline = time.monotonic() + timeout_s
         got: list[Any] = []
         while time.monotonic() < deadline:
-            got = self.posts(wallets)
+            got = self.posts(wallets, since)
             if len(got) >= count:
                 return got
             time.sleep(0.05)
@@ -184,9 +191,10 @@ class Bench:
         groups["sim+bench"] = [os.getpid()]
         return CpuMeter(groups)
 
-    def wait_idle(self, wallets: set[str], orders: int, timeout_s: float = 30.0) -> None:
+    def wait_idle(self, wallets: set[str], orders: int, timeout_s: float = 30.0, *, quiet: bool = False) -> None:
         """Until every created order of these wallets was confirmed at the fake (status polled to a final
-        state), so the next fan-out run starts on a stack that is not still settling the previous one."""
+        state), so the next fan-out run starts on a stack that is not still settling the previous one;
+        with ``quiet``, also until the services' CPU use has died down (:meth:`wait_quiet`)."""
         fake = self.p.sim.insiders
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -196,6 +204,20 @@ class Bench:
                 break
             time.sleep(0.05)
         time.sleep(0.2)  # the executor's journal and guard finish their last writes
+        if quiet:
+            self.wait_quiet()
+
+    def wait_quiet(self, window_s: float = 0.1, max_busy: float = 0.1, timeout_s: float = 15.0) -> None:
+        """Until the services and storage together use under ``max_busy`` of one core over ``window_s``
+        (the previous run's confirmations, journal writes and guard bookkeeping are done)."""
+        meter = self.cpu_meter()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            meter.start()
+            time.sleep(window_s)
+            used = sum(v for k, v in meter.stop().items() if k != "sim+bench")
+            if used < window_s * max_busy:
+                return
 
     def load_summary(self) -> dict[str, Any]:
         """Load averages sampled during the last drive (and now)."""
@@ -227,8 +249,10 @@ def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dic
             "latency": rows, "targets": {"p50_ms": 3, "p99_ms": 10}, **b.load_summary()}
 
 
-def scenario_b(b: Bench, followers: int, runs: int) -> dict[str, Any]:
-    """One leader trade → ``followers`` LIVE orders, ``runs`` times: first and last POST after the frame."""
+def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict[str, Any]:
+    """One leader trade → ``followers`` LIVE orders, ``runs`` times: first and last POST after the frame.
+    With ``quiet`` each run starts once the previous one's settling (confirmations, journal, guard) is
+    done, so a run measures one fan-out alone rather than one on top of the last one's tail."""
     leader, market = address(), b.market()
     started = time.monotonic()
     wallets = set(b.subscribe([leader], followers)[leader])
@@ -240,10 +264,15 @@ def scenario_b(b: Bench, followers: int, runs: int) -> dict[str, Any]:
     routed: list[float] = []
     seen: set[str] = set()
     incomplete: list[dict[str, int]] = []
+    send_cpu: dict[str, float] = {}  # CPU from the frame until every POST arrived, summed over the runs
+    settle_cpu: dict[str, float] = {}  # CPU from then until every order was confirmed
     for i in range(runs + 1):  # the first run warms up
-        before = len(seen)
+        since = b.post_count()
+        meter = b.cpu_meter()
+        meter.start()
         b.drive(1000.0, 0.0005, [(leader, market)])
-        records = [r for r in b.wait_posts(wallets, before + followers, 30) if r.client_order_id not in seen]
+        records = [r for r in b.wait_posts(wallets, followers, 30, since) if r.client_order_id not in seen]
+        sent_cpu = meter.stop()
         seen |= {r.client_order_id for r in records}
         h = b.hops(records)
         if i and len(h["ingest→POST"]) != followers:
@@ -254,9 +283,17 @@ def scenario_b(b: Bench, followers: int, runs: int) -> dict[str, Any]:
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
-        b.wait_idle(wallets, len(seen))
-    return {"followers": followers, "runs": len(lasts), "incomplete_runs": incomplete,
+        meter.start()
+        b.wait_idle(wallets, len(seen), quiet=quiet)
+        idle_cpu = meter.stop()
+        for name, cpu_s in sent_cpu.items():
+            send_cpu[name] = send_cpu.get(name, 0.0) + cpu_s
+            settle_cpu[name] = settle_cpu.get(name, 0.0) + idle_cpu.get(name, 0.0)
+    n = max(1, len(lasts))
+    return {"followers": followers, "runs": len(lasts), "quiet_between_runs": quiet, "incomplete_runs": incomplete,
             "subscribe_s": round(setup_s, 1),
+            "cpu_ms_per_fanout_to_last_post": {k: round(v * 1e3 / n, 1) for k, v in send_cpu.items()},
+            "cpu_ms_per_fanout_settling": {k: round(v * 1e3 / n, 1) for k, v in settle_cpu.items()},
             "latency": {"ingest→first POST": summarize(firsts), "ingest→last POST": summarize(lasts),
                         "sim→last POST": summarize(sim_lasts), "ingest→routed": summarize(routed)},
             "target_last_ms": 200, **b.load_summary()}
@@ -333,6 +370,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--assets", type=int, default=5_000, help="assets of those triggers for (e)")
     parser.add_argument("--rate-a", type=float, default=200.0, help="leader trades/s for (a)")
     parser.add_argument("--followers", type=int, default=1000, help="fan-out size for (b)")
+    parser.add_argument("--quiet-runs", action="store_true",
+                        help="(b): start each run once the stack's CPU use from the previous one died down")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -341,7 +380,7 @@ def main(argv: list[str]) -> int:
     steps: dict[str, Callable[[Bench], dict[str, Any]]] = {
         "a": lambda b: scenario_a(b, args.rate_a, duration, 2.0 if args.quick else 5.0),
         "b": lambda b: scenario_b(b, args.followers if not args.quick else min(args.followers, 200),
-                                  3 if args.quick else 20),
+                                  3 if args.quick else 20, args.quiet_runs),
         "c": lambda b: scenario_c(b, 100.0, 10, 10, duration),
         "e": lambda b: scenario_e(b, args.triggers if not args.quick else min(args.triggers, 10_000),
                                   args.assets if not args.quick else min(args.assets, 500), 20 if args.quick else 200),

@@ -28,13 +28,13 @@ from bench import print_table, save_results, summarize
 from common import hotindex, reservations
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.marketstate import BookSnapshot, MarketInfo, write_market
-from common.storage import apply_migrations, create_redis
+from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.adapters.balances import NoBalances
 from services.router.adapters.clob_book import BookStore
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RouterStore, create_autocommit_pool
+from services.router.adapters.store import RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
@@ -86,7 +86,7 @@ def _seed(db_url: str, wallets: list[str]) -> None:
 
 async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[str, Any]:
     redis = create_redis(redis_url)
-    pool = await create_autocommit_pool(db_url)
+    pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True)
     await pool.wait()
     session = aiohttp.ClientSession()
     one, many = "0x" + "01" * 20, "0x" + "02" * 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
@@ -16,15 +17,24 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 7_310_001
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
-                      timeout_s: float = 5.0) -> AsyncConnectionPool:
-    """An open async connection pool with dict rows, autocommit off, connect timeout bounded."""
-    pool = AsyncConnectionPool(
+async def _set_autocommit(conn: Any) -> None:
+    await conn.set_autocommit(True)
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
+                      autocommit: bool = False) -> AsyncConnectionPool[Any]:
+    """An open async connection pool with dict rows and a bounded connect timeout.
+
+    ``autocommit``: a single statement is one round trip with no BEGIN/COMMIT; statements that must
+    hold together use ``conn.transaction()``.
+    """
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout_s,
         kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))},
+        configure=_set_autocommit if autocommit else None,
         open=False,
         reconnect_timeout=0,
     )

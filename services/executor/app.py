@@ -98,12 +98,12 @@ def _now_ms() -> int:
 async def start(settings: Settings, database_url: str, redis_url: str) -> Running:
     """Build and start everything; resume unfinished orders before taking new ones."""
     await asyncio.to_thread(apply_migrations, database_url)
-    pool = await create_pool(database_url, min_size=2, max_size=8)
+    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True)
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
     await events_log.prime()  # before the journal appends anything
-    store = Store(pool)  # type: ignore[arg-type]  # common.storage.create_pool sets dict_row
+    store = Store(pool)
     journal = Journal(store, redis, events_log, reservations.release_many, max_batch=settings.journal_batch)
 
     cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))

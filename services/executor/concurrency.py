@@ -53,13 +53,13 @@ class BurstGate:
         self._released: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self) -> None:
-        """One more POST is about to go out."""
-        self.pending += 1
+    def add(self, n: int = 1) -> None:
+        """``n`` more POSTs are about to go out."""
+        self.pending += n
 
-    def done(self) -> None:
-        """A POST of the burst came back (or will never be sent)."""
-        self.pending = max(0, self.pending - 1)
+    def done(self, n: int = 1) -> None:
+        """``n`` POSTs of the burst came back (or will never be sent)."""
+        self.pending = max(0, self.pending - n)
         if self.pending <= self.min_pending:
             self._release()
 

@@ -163,9 +163,7 @@ class Engine:
     async def _run(self, t: Ticket, life: lc.OrderLife, may_hold: bool) -> None:
         coid = t.client_order_id
         first_answer = Once(self.burst.done if life.state is lc.State.SUBMITTING else None)
-        span = _tracer.start_span("executor.order", context=telemetry.extract(t.order.trace), attributes={
-            "order.client_order_id": coid, "order.venue": t.venue, "order.side": t.side,
-            "order.asset_id": t.order.asset_id})
+        span = order_span(t)
         crashes = 0
         try:
             while not life.terminal:
@@ -232,7 +230,7 @@ class Engine:
                 try:
                     if not t.post_sent_ns:
                         t.post_sent_ns = time.time_ns()
-                    result = await venue.place(t.request, traceparent=_traceparent(span))
+                    result = await venue.place(t.request, traceparent=post_traceparent(span, t))
                 finally:
                     self.slots.release()
             except asyncio.CancelledError:
@@ -325,8 +323,12 @@ class Engine:
             if ev is not None:
                 ev.set()
         if life.terminal:
-            log.info("order terminal", extra={"client_order_id": t.client_order_id, "state": life.state.value,
-                                              "reason": life.reason, "filled_size": fmt(life.filled_size)})
+            # a fan-out fills a thousand orders at once: the usual outcome logs at DEBUG (it is in the events)
+            level = logging.DEBUG if life.state is lc.State.FILLED else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "order terminal", extra={"client_order_id": t.client_order_id,
+                                                        "state": life.state.value, "reason": life.reason,
+                                                        "filled_size": fmt(life.filled_size)})
         return life
 
     async def _persist(self, changes: list[Change]) -> None:
@@ -369,6 +371,31 @@ async def _safe(call: Any) -> v.VenueResult:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing query is retried later
         return v.VenueError("disconnect", 0, "", repr(exc)[:300])
+
+
+_PARENTS: dict[tuple[str, str], Any] = {}  # the orders of one fan-out share their parent: extract it once
+_PARENTS_MAX = 256
+
+
+def order_span(t: Ticket) -> trace.Span:
+    """The order's span (a child of the routed trade's), or a non-recording one when spans are not exported."""
+    if not telemetry.tracing_enabled():
+        return trace.INVALID_SPAN
+    tc = t.order.trace
+    key = (tc.traceparent, tc.tracestate)
+    parent = _PARENTS.get(key)
+    if parent is None:
+        if len(_PARENTS) >= _PARENTS_MAX:
+            _PARENTS.clear()
+        parent = _PARENTS[key] = telemetry.extract(tc)
+    return _tracer.start_span("executor.order", context=parent, attributes={
+        "order.client_order_id": t.client_order_id, "order.venue": t.venue, "order.side": t.side,
+        "order.asset_id": t.order.asset_id})
+
+
+def post_traceparent(span: trace.Span, t: Ticket) -> str:
+    """The ``traceparent`` a venue call carries: the order's span, else the routed trade's context."""
+    return _traceparent(span) or t.order.trace.traceparent
 
 
 def _traceparent(span: trace.Span) -> str:

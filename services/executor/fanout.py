@@ -55,29 +55,48 @@ class Fanout:
             return None
 
     async def handle(self, routed: epb.RoutedTrade) -> None:
-        """Admit every order of one routed trade; returns once all intents are persisted."""
+        """Admit every order of one routed trade; returns once all intents are persisted.
+
+        The whole trade counts as pending in the engine's burst gate from the start (each chunk hands
+        its share over as its orders start), so venue answers to the first chunks wait while later
+        chunks are still being inserted, instead of competing with them for the CPU and PostgreSQL.
+        """
         orders = routed.orders
         books: dict[str, BookSnapshot | None] = {}
         quotes: QuoteCache = {}
         i, size = 0, FIRST_CHUNK
         later: list[asyncio.Task[set[str]]] = []
-        while i < len(orders):
-            chunk = orders[i:i + size]
-            first = i == 0
-            i += size
-            size = min(size * CHUNK_GROWTH, MAX_CHUNK)
-            for asset in {o.asset_id for o in chunk} - books.keys():
-                books[asset] = await self._book(asset)
-            now = time.time_ns()
-            prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes) for o in chunk]
-            if first:  # the first POSTs leave after one small insert
-                await self.admit(prepared)
-            else:  # the other chunks insert side by side (disjoint orders), each starting as it commits
-                later.append(asyncio.create_task(self.admit(prepared)))
-                await asyncio.sleep(0)
+        burst = self.engine.burst
+        held = len(orders)  # burst slots not yet handed to a chunk
+        burst.add(held)
+        try:
+            while i < len(orders):
+                chunk = orders[i:i + size]
+                first = i == 0
+                i += size
+                size = min(size * CHUNK_GROWTH, MAX_CHUNK)
+                for asset in {o.asset_id for o in chunk} - books.keys():
+                    books[asset] = await self._book(asset)
+                now = time.time_ns()
+                prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes) for o in chunk]
+                held -= len(chunk)
+                if first:  # the first POSTs leave after one small insert
+                    await self._admit_chunk(prepared)
+                else:  # the other chunks insert side by side (disjoint orders), each starting as it commits
+                    later.append(asyncio.create_task(self._admit_chunk(prepared)))
+                    await asyncio.sleep(0)
+        finally:
+            burst.done(held)
         if later:
             await asyncio.gather(*later)
         self.handled_trades += 1
+
+    async def _admit_chunk(self, prepared: list[Prepared]) -> set[str]:
+        """:meth:`admit`, then give back the chunk's burst slots (its started orders hold their own)."""
+        try:
+            return await self.admit(prepared)
+        finally:
+            self.engine.burst.done(len(prepared))
 
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
         """Admit one order (SubmitOrder); returns whether its client order id was known already."""

@@ -119,13 +119,14 @@ class Store:
         self.pool = pool
 
     async def insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> set[str]:
-        """Insert order rows; returns the client order ids inserted now (the others already existed)."""
+        """Insert order rows (one statement: all or none); returns the client order ids inserted now
+        (the others already existed)."""
         if not items:
             return set()
         async with self.pool.connection() as conn:
             cur = await conn.execute(_INSERT_INTENTS, (intent_json(items),))
             rows = await cur.fetchall()
-            await conn.commit()
+            await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
         return {r["client_order_id"] for r in rows}
 
     async def apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
@@ -133,7 +134,9 @@ class Store:
         events to the outbox and book their fills. Returns the inserted ids and the fills booked now."""
         booked: list[Booked] = []
         inserted: set[str] = set()
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        # Pipeline mode: statements whose results are not read go out with the next one, so BEGIN, the
+        # updates, the events and the fills insert share one round trip, and the last ones the COMMIT's.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             if inserts:
                 await cur.execute(_INSERT_INTENTS, (intent_json([(c.ticket, c.life) for c in inserts]),))
                 inserted = {r["client_order_id"] for r in await cur.fetchall()}

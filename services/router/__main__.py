@@ -17,7 +17,7 @@ from common.grpcserver import GrpcServer, run, wait_for_termination
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
-from common.storage import apply_migrations, create_redis
+from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import (
     ROUTED_TRADES,
     DeadLetters,
@@ -31,7 +31,7 @@ from services.router import server
 from services.router.adapters.balances import InsidersBalances, NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RouterStore, create_autocommit_pool
+from services.router.adapters.store import RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
 from services.router.metrics import RouterMetrics
@@ -61,7 +61,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
     redis_url = settings.storage.redis_url.value
     await asyncio.to_thread(apply_migrations, db_url)
     async with AsyncExitStack() as stack:
-        pool = await create_autocommit_pool(db_url)
+        pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True)
         stack.push_async_callback(pool.close)
         redis = create_redis(redis_url)
         stack.push_async_callback(redis.aclose)

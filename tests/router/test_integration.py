@@ -11,9 +11,10 @@ import psycopg
 
 from common import reservations
 from common.marketstate import MarketInfo, read_book, write_market
+from common.storage import create_pool
 from common.streams import ROUTED_TRADES
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
+from services.router.adapters.store import RoutedRow, RouterStore
 from services.router.outbound import order_template, reservations_of
 from tests.helpers import eventually
 from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
@@ -166,7 +167,7 @@ async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: St
     """The crash window between the PostgreSQL write and the Redis append: the outbox heals it, and a
     redelivery of the trade re-emits the stored decision instead of deciding again."""
     await stack.add(subscription("sub_1", "w_1"))
-    pool = await create_autocommit_pool(stack.db_url, min_size=1, max_size=1)
+    pool = await create_pool(stack.db_url, min_size=1, max_size=1, autocommit=True)
     store = RouterStore(pool)
     for lt in ("lt_crashed", "lt_crashed2"):
         ev = leader_trade(lt)

@@ -7,7 +7,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from services.router.adapters.store import RoutedRow, RouterStore, create_autocommit_pool
+from common.storage import create_pool
+from services.router.adapters.store import RoutedRow, RouterStore
 from services.router.domain.model import Side
 
 D = Decimal
@@ -16,7 +17,7 @@ DAY_MS = 86_400_000
 
 @pytest.fixture
 async def store(db_url: str):  # type: ignore[no-untyped-def]
-    pool = await create_autocommit_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     await pool.wait()
     yield RouterStore(pool)
     await pool.close()

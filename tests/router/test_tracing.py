@@ -13,11 +13,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from common import hotindex
 from common.marketstate import MarketInfo, write_market
+from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.adapters.balances import NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RouterStore, create_autocommit_pool
+from services.router.adapters.store import RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
@@ -32,7 +33,7 @@ async def test_router_span_is_a_child_of_the_event_trace(db_url: str, redis_url:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     r = aioredis.from_url(redis_url, decode_responses=True)
     sr = create_stream_redis(redis_url)
-    pool = await create_autocommit_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     session = aiohttp.ClientSession()
     await hotindex.upsert(r, subscription("sub_1", "w_1"))
     await write_market(r, MarketInfo(YES, COND, Decimal("0.01"), Decimal("5"), updated_ms=time.time_ns() // 10**6))

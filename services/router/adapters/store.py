@@ -16,26 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.router.domain.model import ZERO, Side
 from services.router.domain.positions import FillRow
-
-
-async def _autocommit(conn: AsyncConnection[Any]) -> None:
-    await conn.set_autocommit(True)
-
-
-async def create_autocommit_pool(url: str, *, min_size: int = 2, max_size: int = 8,
-                                 timeout_s: float = 5.0) -> AsyncConnectionPool[Any]:
-    """A pool whose connections run each statement in its own implicit transaction (no extra COMMIT trip)."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout_s,
-                               kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))},
-                               configure=_autocommit, open=False, reconnect_timeout=0)
-    await pool.open(wait=False)
-    return pool
 
 
 @dataclass(frozen=True, slots=True)

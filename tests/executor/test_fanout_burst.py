@@ -1,0 +1,86 @@
+"""A routed trade holds the burst gate for all its orders from the start, and gives back exactly what it holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.executor import lifecycle as lc
+from services.executor.concurrency import BurstGate
+from services.executor.fanout import Fanout
+from services.executor.intake import IntakeRules
+from services.executor.model import Ticket
+from tests.executor.conftest import make_order
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+
+class FakeEngine:
+    """The part of the engine the fan-out uses; started orders hold a burst slot until answered."""
+
+    def __init__(self) -> None:
+        self.burst = BurstGate(5.0, min_pending=32)
+        self.started: list[str] = []
+
+    def running(self, client_order_id: str) -> bool:
+        return client_order_id in self.started
+
+    def start(self, ticket: Ticket, life: lc.OrderLife, *, notify: bool = False) -> None:
+        if life.state is lc.State.SUBMITTING:
+            self.burst.add()
+        self.started.append(ticket.client_order_id)
+
+    async def refuse(self, tickets: list[Any]) -> set[str]:
+        return set()
+
+    async def resume(self, rows: list[Any]) -> int:
+        return 0
+
+
+class FakeStore:
+    """Records the gate's pending count at each intent insert; can fail an insert."""
+
+    def __init__(self, engine: FakeEngine, fail_at: int = -1) -> None:
+        self.engine = engine
+        self.fail_at = fail_at
+        self.pending_at_insert: list[int] = []
+
+    async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
+        self.pending_at_insert.append(self.engine.burst.pending)
+        if len(self.pending_at_insert) - 1 == self.fail_at:
+            raise RuntimeError("insert failed")
+        return {t.client_order_id for t, _ in items}
+
+    async def order_row(self, client_order_id: str) -> None:
+        return None
+
+
+class NoRedis:
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionError("no redis here")
+
+
+def routed(n: int) -> epb.RoutedTrade:
+    return epb.RoutedTrade(orders=[make_order(i) for i in range(n)])
+
+
+async def test_answers_wait_for_the_whole_trade_not_just_the_chunks_started() -> None:
+    engine = FakeEngine()
+    store = FakeStore(engine)
+    fanout = Fanout(engine, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    await fanout.handle(routed(100))
+    assert len(store.pending_at_insert) == 3  # chunks of 8, 32, 60
+    assert all(p >= 100 for p in store.pending_at_insert)  # answers of chunk 1 wait while chunk 3 is inserted
+    assert engine.burst.pending == 100  # what is left is held by the started orders themselves
+    engine.burst.done(100)
+    assert engine.burst.pending == 0
+
+
+@pytest.mark.parametrize("fail_at", [0, 2])
+async def test_a_failed_chunk_gives_back_its_slots(fail_at: int) -> None:
+    engine = FakeEngine()
+    store = FakeStore(engine, fail_at=fail_at)
+    fanout = Fanout(engine, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        await fanout.handle(routed(100))
+    assert engine.burst.pending == len(engine.started)  # only the started orders still hold a slot
