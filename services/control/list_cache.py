@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -25,6 +26,7 @@ _STATS_TAG = bytes([(STATS_FIELD << 3) | 2])
 _REPEATED_SUBSCRIPTIONS_TAG = bytes([(1 << 3) | 2])  # ListSubscriptionsResponse.subscriptions = 1
 
 Parts = tuple[bytes, bytes]
+T = TypeVar("T")
 
 
 def varint(value: int) -> bytes:
@@ -96,20 +98,20 @@ def page_bytes(entries: Iterable[tuple[Parts, bytes]]) -> bytes:
     return b"".join(out)
 
 
-class SubscriptionBytesCache:
-    """LRU of (id → version, parts); a lookup at another version misses."""
+class VersionedLru(Generic[T]):
+    """LRU of (id → version, value); a lookup at another version misses."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[int, Parts]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, T]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, subscription_id: str, version: int) -> Parts | None:
-        """The cached parts of ``subscription_id`` at exactly ``version``."""
+    def get(self, subscription_id: str, version: int) -> T | None:
+        """The cached value of ``subscription_id`` at exactly ``version``."""
         entry = self._entries.get(subscription_id)
         if entry is None or entry[0] != version:
             self.misses += 1
@@ -118,14 +120,21 @@ class SubscriptionBytesCache:
         self.hits += 1
         return entry[1]
 
-    def put(self, sub: spb.Subscription, version: int) -> Parts:
-        """Remember ``sub`` as read at ``version`` (an older version never replaces a newer one)."""
-        current = self._entries.get(sub.id)
-        parts = parts_of(sub)
+    def remember(self, subscription_id: str, version: int, value: T) -> T:
+        """Keep ``value`` as read at ``version`` (an older version never replaces a newer one)."""
+        current = self._entries.get(subscription_id)
         if current is not None and current[0] > version:
-            return parts
-        self._entries[sub.id] = (version, parts)
-        self._entries.move_to_end(sub.id)
+            return value
+        self._entries[subscription_id] = (version, value)
+        self._entries.move_to_end(subscription_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        return parts
+        return value
+
+
+class SubscriptionBytesCache(VersionedLru[Parts]):
+    """LRU of (id → version, serialized parts); a lookup at another version misses."""
+
+    def put(self, sub: spb.Subscription, version: int) -> Parts:
+        """Remember ``sub`` as read at ``version`` (an older version never replaces a newer one)."""
+        return self.remember(sub.id, version, parts_of(sub))

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.api import httpbody_pb2
 
 from common.ids import new_id
 from services.control.audit import Caller
@@ -24,6 +25,7 @@ from tradingtools.control.v1 import trigger_pb2 as tpb
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext
+JSON = "application/json"
 
 
 def caller_of(context: Context, method: str) -> Caller:
@@ -78,6 +80,16 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         return await serve(context, "ListSubscriptions", lambda c: self.subs.list_page(
             follower_proxy=request.follower_proxy, leader_proxy=request.leader_proxy, state=request.state,
             page_size=request.page_size, page_token=request.page_token))
+
+    async def ListSubscriptionsJson(self, request: pb.ListSubscriptionsRequest,
+                                    context: Context) -> httpbody_pb2.HttpBody:
+        async def work(_: Caller) -> httpbody_pb2.HttpBody:
+            body = await self.subs.list_page_json(
+                follower_proxy=request.follower_proxy, leader_proxy=request.leader_proxy, state=request.state,
+                page_size=request.page_size, page_token=request.page_token)
+            return httpbody_pb2.HttpBody(content_type=JSON, data=body)
+
+        return await serve(context, "ListSubscriptionsJson", work)
 
     async def ListSubscriptionFills(self, request: pb.ListSubscriptionFillsRequest,
                                     context: Context) -> pb.ListSubscriptionFillsResponse:

@@ -182,7 +182,7 @@ async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, stat
            f" WHERE {' AND '.join(where)} ORDER BY s.create_time, s.id LIMIT %(limit)s")
     params = {"fp": follower_proxy, "lp": leader_proxy, "state": state, "limit": limit,
               "t": after.time if after else None, "i": after.id if after else None}
-    cur = conn.cursor(row_factory=tuple_row)
+    cur = conn.cursor(row_factory=tuple_row, binary=True)  # binary rows decode faster (timestamps above all)
     await cur.execute(sql, params)
     return await cur.fetchall()
 

@@ -17,17 +17,14 @@ from typing import Any
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from common.ids import new_id
-from services.control import audit, idempotency, list_cache, pagination, sub_repo, trigger_repo
+from services.control import audit, idempotency, pagination, sub_repo, trigger_repo
 from services.control import subscription_rules as rules
 from services.control import validation as v
 from services.control.audit import Caller
 from services.control.codec import (
     audit_subscription,
-    dec,
     fill_from_row,
     index_json,
-    short,
-    subscription_from_row,
     to_json,
     zero_stats,
 )
@@ -35,6 +32,7 @@ from services.control.db import Conn, Database
 from services.control.errors import AlreadyExists, NotFound
 from services.control.hotsync import IndexSync
 from services.control.lifecycle import SubscriptionCommand, apply_subscription
+from services.control.sub_pages import SubscriptionPages, page_query
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
@@ -61,8 +59,7 @@ class SubscriptionUseCases:
     def __init__(self, db: Database, sync: IndexSync, *, live_enabled: bool, now: Callable[[], datetime],
                  idempotency_ttl: timedelta, list_cache_entries: int = 50_000) -> None:
         self.db = db
-        self.list_cache = list_cache.SubscriptionBytesCache(list_cache_entries)
-        self._stats_fields: dict[tuple[Any, ...], bytes] = {}
+        self.pages = SubscriptionPages(db, list_cache_entries)
         self.sync = sync
         self.live_enabled = live_enabled
         self.now = now
@@ -129,61 +126,17 @@ class SubscriptionUseCases:
 
     async def list_page(self, *, follower_proxy: str, leader_proxy: str, state: int, page_size: int,
                         page_token: str) -> pb.ListSubscriptionsResponse:
-        """One follower's subscriptions, oldest first."""
-        follower = v.address("followerProxy", follower_proxy)
-        leader = v.address("leaderProxy", leader_proxy) if leader_proxy.strip() else ""
-        v.enum("state", state, spb.SubscriptionState.DESCRIPTOR, required=False)
-        stored_state = short(spb.SubscriptionState, state) if state else ""
-        size = v.page_size(page_size)
-        fp = pagination.fingerprint(follower, leader, stored_state)
-        after = pagination.decode(page_token, "subs", fp)
-        async with self.db.read() as conn:
-            heads = await sub_repo.list_heads(conn, follower_proxy=follower, leader_proxy=leader,
-                                              state=stored_state, after=after, limit=size + 1)
-            page = heads[:size]
-            cache = self.list_cache
-            found = {h[0]: parts for h in page if (parts := cache.get(h[0], h[1])) is not None}
-            if len(found) < len(page):  # not cached yet, or changed since: read those rows whole
-                versions = {h[0]: h[1] for h in page}
-                for stored in await sub_repo.get_many(conn, [h[0] for h in page if h[0] not in found]):
-                    if stored.version != versions[stored.sub.id]:
-                        # Changed again since the page query: decode the page as one snapshot instead.
-                        return await self._decoded_page(conn, follower, leader, stored_state, after, size, fp)
-                    found[stored.sub.id] = cache.put(stored.sub, stored.version)
-        out = pb.ListSubscriptionsResponse.FromString(list_cache.page_bytes(
-            (found[h[0]], self._stats_field(h)) for h in page if h[0] in found))
-        if len(heads) > size:
-            last = heads[size - 1]
-            out.next_page_token = pagination.encode("subs", fp, pagination.Cursor(last[2], last[0]))
-        return out
+        """One follower's subscriptions, oldest first (gRPC ListSubscriptions)."""
+        return await self.pages.message(page_query(
+            follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state, page_size=page_size,
+            page_token=page_token))
 
-    @staticmethod
-    async def _decoded_page(conn: Conn, follower: str, leader: str, state: str, after: pagination.Cursor | None,
-                            size: int, fp: str) -> pb.ListSubscriptionsResponse:
-        """A page read whole in one statement and decoded row by row (no cache)."""
-        rows = await sub_repo.list_page(conn, follower_proxy=follower, leader_proxy=leader, state=state,
-                                        after=after, limit=size + 1)
-        out = pb.ListSubscriptionsResponse()
-        add = out.subscriptions.add
-        for row in rows[:size]:
-            subscription_from_row(row, add())
-        if len(rows) > size:
-            last = rows[size - 1]
-            out.next_page_token = pagination.encode("subs", fp, pagination.Cursor(last["create_time"], last["id"]))
-        return out
-
-    def _stats_field(self, head: sub_repo.ListHead) -> bytes:
-        """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
-        key = head[3:]
-        field = self._stats_fields.get(key)
-        if field is None:
-            if len(self._stats_fields) > 10_000:
-                self._stats_fields.clear()
-            copied, skipped, exposure, realized, unrealized = key
-            field = self._stats_fields[key] = list_cache.stats_field(spb.Stats(
-                copied=copied or 0, skipped=skipped or 0, exposure_usd=dec(exposure), realized_pnl_usd=dec(realized),
-                unrealized_pnl_usd=dec(unrealized)))
-        return field
+    async def list_page_json(self, *, follower_proxy: str, leader_proxy: str, state: int, page_size: int,
+                             page_token: str) -> bytes:
+        """The same page as the JSON body of REST ``GET /subscriptions`` (see ``list_json``)."""
+        return await self.pages.json(page_query(
+            follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state, page_size=page_size,
+            page_token=page_token))
 
     async def fills_page(self, subscription_id: str, *, page_size: int,
                          page_token: str) -> pb.ListSubscriptionFillsResponse:

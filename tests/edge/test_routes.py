@@ -237,5 +237,5 @@ def test_access_log_is_json_without_the_token(edge: EdgeStack) -> None:
 
     entry = eventually_sync(logged, message="access log line")[0]
     assert entry["status"] == 200 and entry["method"] == "GET" and entry["idempotency_key"] == "k-log"
-    assert entry["grpc_method"] == "/tradingtools.control.v1.SubscriptionService/ListSubscriptions"
+    assert entry["grpc_method"] == "/tradingtools.control.v1.SubscriptionService/ListSubscriptionsJson"
     assert edge.tokens[0] not in edge.envoy.access_log.read_text()

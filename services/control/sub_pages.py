@@ -1,0 +1,146 @@
+"""Pages of one follower's subscriptions: the gRPC message (ListSubscriptions) and the REST JSON body
+(ListSubscriptionsJson), both assembled from per-(id, row version) caches plus live stats.
+
+A page query reads each row's id, version and live stats; every subscription whose version is
+cached is taken from the cache, the others are read whole (and cached). If one of those changed
+again between the two queries, the page is read again in one statement and decoded row by row,
+so a page is always one consistent snapshot. Only control writes ``subscriptions`` and every write
+bumps ``version``, so a cached entry is never served after a change by any writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.control import list_cache, list_json, pagination, sub_repo
+from services.control import validation as v
+from services.control.codec import dec, short, subscription_from_row
+from services.control.db import Conn, Database
+from tradingtools.control.v1 import control_pb2 as pb
+from tradingtools.control.v1 import subscription_pb2 as spb
+
+T = TypeVar("T")
+_STATS_MEMO_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """A validated list request."""
+
+    follower: str
+    leader: str
+    state: str  # stored short name, "" for any
+    size: int
+    after: pagination.Cursor | None
+    fingerprint: str
+
+
+def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size: int, page_token: str) -> PageQuery:
+    """Validate a ListSubscriptionsRequest's fields (InvalidArgument naming the field)."""
+    follower = v.address("followerProxy", follower_proxy)
+    leader = v.address("leaderProxy", leader_proxy) if leader_proxy.strip() else ""
+    v.enum("state", state, spb.SubscriptionState.DESCRIPTOR, required=False)
+    stored_state = short(spb.SubscriptionState, state) if state else ""
+    size = v.page_size(page_size)
+    fp = pagination.fingerprint(follower, leader, stored_state)
+    after = pagination.decode(page_token, "subs", fp)
+    return PageQuery(follower, leader, stored_state, size, after, fp)
+
+
+def _stats_of(key: tuple[Any, ...]) -> spb.Stats:
+    copied, skipped, exposure, realized, unrealized = key
+    return spb.Stats(copied=copied or 0, skipped=skipped or 0, exposure_usd=dec(exposure),
+                     realized_pnl_usd=dec(realized), unrealized_pnl_usd=dec(unrealized))
+
+
+class SubscriptionPages:
+    """List pages over the database, with the gRPC and the JSON caches."""
+
+    def __init__(self, db: Database, cache_entries: int) -> None:
+        self.db = db
+        self.bytes_cache = list_cache.SubscriptionBytesCache(cache_entries)
+        self.json_cache = list_json.SubscriptionJsonCache(cache_entries)
+        self._stats_fields: dict[tuple[Any, ...], bytes] = {}
+        self._stats_json: dict[tuple[Any, ...], bytes] = {}
+
+    async def message(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
+        """The page as a ListSubscriptionsResponse (gRPC)."""
+        cached = await self._cached(q, self.bytes_cache, list_cache.parts_of)
+        if cached is None:
+            return await self._decoded(q)
+        rows, token = cached
+        out = pb.ListSubscriptionsResponse.FromString(list_cache.page_bytes(
+            (parts, self._stats_field(head)) for parts, head in rows))
+        out.next_page_token = token
+        return out
+
+    async def json(self, q: PageQuery) -> bytes:
+        """The page as the transcoder's JSON of a ListSubscriptionsResponse (REST)."""
+        cached = await self._cached(q, self.json_cache, list_json.parts_of)
+        if cached is None:
+            return list_json.response_json(await self._decoded(q))
+        rows, token = cached
+        return list_json.page_json_of_rows(((parts, self._stats_object(head)) for parts, head in rows), token)
+
+    async def _cached(self, q: PageQuery, cache: list_cache.VersionedLru[T], encode: Callable[[spb.Subscription], T],
+                      ) -> tuple[list[tuple[T, sub_repo.ListHead]], str] | None:
+        """Each row's cached value with its head, and the next page token; None when a row changed
+        between the page query and the read of the uncached rows (read the page as one snapshot)."""
+        async with self.db.read() as conn:
+            heads = await sub_repo.list_heads(conn, follower_proxy=q.follower, leader_proxy=q.leader, state=q.state,
+                                              after=q.after, limit=q.size + 1)
+            page = heads[:q.size]
+            found = {h[0]: value for h in page if (value := cache.get(h[0], h[1])) is not None}
+            if len(found) < len(page):  # not cached yet, or changed since: read those rows whole
+                versions = {h[0]: h[1] for h in page}
+                for stored in await sub_repo.get_many(conn, [h[0] for h in page if h[0] not in found]):
+                    if stored.version != versions[stored.sub.id]:
+                        return None
+                    found[stored.sub.id] = cache.remember(stored.sub.id, stored.version, encode(stored.sub))
+        token = ""
+        if len(heads) > q.size:
+            last = heads[q.size - 1]
+            token = pagination.encode("subs", q.fingerprint, pagination.Cursor(last[2], last[0]))
+        return [(found[h[0]], h) for h in page if h[0] in found], token
+
+    async def _decoded(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
+        """A page read whole in one statement and decoded row by row (no cache)."""
+        async with self.db.read() as conn:
+            return await decoded_page(conn, q)
+
+    def _stats_field(self, head: sub_repo.ListHead) -> bytes:
+        """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
+        key = head[3:]
+        field = self._stats_fields.get(key)
+        if field is None:
+            if len(self._stats_fields) > _STATS_MEMO_MAX:
+                self._stats_fields.clear()
+            field = self._stats_fields[key] = list_cache.stats_field(_stats_of(key))
+        return field
+
+    def _stats_object(self, head: sub_repo.ListHead) -> bytes:
+        """The JSON ``stats`` object of a list row (memoized like :meth:`_stats_field`)."""
+        key = head[3:]
+        obj = self._stats_json.get(key)
+        if obj is None:
+            if len(self._stats_json) > _STATS_MEMO_MAX:
+                self._stats_json.clear()
+            obj = self._stats_json[key] = list_json.stats_json(_stats_of(key))
+        return obj
+
+
+async def decoded_page(conn: Conn, q: PageQuery) -> pb.ListSubscriptionsResponse:
+    """A page read whole in one statement on ``conn`` and decoded row by row."""
+    rows = await sub_repo.list_page(conn, follower_proxy=q.follower, leader_proxy=q.leader, state=q.state,
+                                    after=q.after, limit=q.size + 1)
+    out = pb.ListSubscriptionsResponse()
+    add = out.subscriptions.add
+    for row in rows[:q.size]:
+        subscription_from_row(row, add())
+    if len(rows) > q.size:
+        last = rows[q.size - 1]
+        out.next_page_token = pagination.encode("subs", q.fingerprint,
+                                                pagination.Cursor(last["create_time"], last["id"]))
+    return out
