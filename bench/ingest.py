@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -200,6 +201,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(ingest)
         await wait_serving(grpc_port)
         samples: list[tuple[int, float]] = []
+        # This process stands in for the stream's production consumer (the router): same GC settings
+        # as the router's __main__, so its collections are not charged to ingest.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         ready = asyncio.Event()
         consumer = asyncio.create_task(consume(grpc_port, samples, ready, after="0"))
         await ready.wait()
