@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -76,6 +77,31 @@ def free_port_env() -> dict[str, str]:
     return env
 
 
+def _url_ports(env: Mapping[str, str]) -> set[int]:
+    """Ports of the URLs among ``env``'s values."""
+    ports: set[int] = set()
+    for value in env.values():
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            continue
+        if port:
+            ports.add(port)
+    return ports
+
+
+def _move_off(env: dict[str, str], taken: set[int]) -> None:
+    """Give the stack fresh ports where one it was given is now the simulator's: a port picked free
+    before the simulator bound its own (port 0) servers can be handed to one of them."""
+    keys = ["TT_GATEWAY_PORT", "TT_GATEWAY_ADMIN_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
+    for key in keys:
+        if key in env and int(env[key] or 0) in taken:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            env[key] = str(port)
+
+
 @dataclass
 class Pipeline:
     """A running simulator + stack (see the module docstring)."""
@@ -104,6 +130,7 @@ class Pipeline:
         token = full.get("TT_INSIDERS_API_TOKEN", "").strip() or "sim-" + os.urandom(12).hex()
         sim = SimThread(seed=seed, ports=sim_ports, insiders_token=token).start()
         full.update(sim.env())
+        _move_off(full, _url_ports(sim.env()))
         pipeline = cls(run_dir.resolve(), full, sim, out)
         try:
             if stack.supervisor_alive(read_state(pipeline.paths.run)):

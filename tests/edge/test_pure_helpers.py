@@ -39,3 +39,16 @@ def test_compact_cuts_long_bodies() -> None:
 
 def test_prune_keeps_falsy_values_that_mean_something() -> None:
     assert prune({"x": {"n": 0, "b": False, "s": ""}}) == {"x": {"n": 0, "b": False}}
+
+
+def test_stack_ports_the_simulator_took_are_moved() -> None:
+    from tools.pipeline import _move_off, _url_ports
+
+    sim = {"TT_RTDS_URL": "ws://127.0.0.1:41893", "TT_INSIDERS_API_URL": "http://127.0.0.1:41900/v1",
+           "TT_INSIDERS_API_TOKEN": "x"}
+    taken = _url_ports(sim)
+    assert taken == {41893, 41900}
+    env = {"TT_GATEWAY_PORT": "41893", "TT_GATEWAY_ADMIN_PORT": "41894", "TT_ROUTER_GRPC_PORT": "41900"}
+    _move_off(env, taken)
+    assert env["TT_GATEWAY_ADMIN_PORT"] == "41894"  # not taken: kept
+    assert int(env["TT_GATEWAY_PORT"]) not in taken | {41893} and int(env["TT_ROUTER_GRPC_PORT"]) not in taken
