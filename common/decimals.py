@@ -37,3 +37,18 @@ def fmt(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+# Prices on a tick grid and recurring sizes give few distinct values: their strings are remembered.
+_FMT_MEMO: dict[Decimal, str] = {}
+_FMT_MEMO_MAX = 200_000
+
+
+def fmt_memo(value: Decimal) -> str:
+    """:func:`fmt`, remembered per value (bounded) for hot paths that print the same values again."""
+    text = _FMT_MEMO.get(value)
+    if text is None:
+        if len(_FMT_MEMO) >= _FMT_MEMO_MAX:
+            _FMT_MEMO.clear()
+        text = _FMT_MEMO[value] = fmt(value)
+    return text

@@ -58,12 +58,13 @@ class LiveFeed:
             self._drop_oldest()
         self._covered_after = key if self._covered_after is None or key > self._covered_after else self._covered_after
 
-    def invalidate(self) -> None:
-        """Forget everything: readers go back to the durable log until the next :meth:`prime`."""
+    def invalidate(self, covered_after: EntryKey | None = None) -> None:
+        """Forget every entry: readers go back to the durable log, which memory covers again only after
+        ``covered_after`` (None: not until the next :meth:`prime`)."""
         self._keys.clear()
         self._entries.clear()
         self._bytes = 0
-        self._covered_after = None
+        self._covered_after = covered_after
         self._wake()
 
     def publish(self, cursor: str, payload: bytes) -> None:
@@ -74,11 +75,7 @@ class LiveFeed:
             self.out_of_order += 1
             log.error("live feed entry out of order; readers fall back to the durable log",
                       extra={"cursor": cursor})
-            self._keys.clear()
-            self._entries.clear()
-            self._bytes = 0
-            self._covered_after = key if self._covered_after is not None else None
-            self._wake()
+            self.invalidate(key if self._covered_after is not None else None)
             return
         self._keys.append(key)
         self._entries.append((cursor, payload))

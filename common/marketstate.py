@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from common.decimals import fmt
+from common.decimals import fmt, fmt_memo
 
 WATCH_POSITIONS = "tt:watch:positions"
 WATCH_TRIGGERS = "tt:watch:triggers"
@@ -32,21 +32,6 @@ def book_key(asset_id: str) -> str:
 def market_key(asset_id: str) -> str:
     """Key of one asset's market info."""
     return f"tt:market:{asset_id}"
-
-
-# Canonical strings of the prices and sizes written (books are rewritten on every change, and the
-# same values recur); bounded.
-_STRS: dict[Decimal, str] = {}
-_STRS_MAX = 200_000
-
-
-def _fmt(value: Decimal) -> str:
-    text = _STRS.get(value)
-    if text is None:
-        if len(_STRS) >= _STRS_MAX:
-            _STRS.clear()
-        text = _STRS[value] = fmt(value)
-    return text
 
 
 @dataclass(frozen=True)
@@ -80,11 +65,11 @@ class BookSnapshot:
         """Serialized form stored in Redis."""
         return orjson.dumps({
             "assetId": self.asset_id, "conditionId": self.condition_id,
-            "bids": [[_fmt(p), _fmt(s)] for p, s in self.bids],
-            "asks": [[_fmt(p), _fmt(s)] for p, s in self.asks],
-            "tickSize": _fmt(self.tick_size), "venueTimeMs": self.venue_time_ms,
+            "bids": [[fmt_memo(p), fmt_memo(s)] for p, s in self.bids],
+            "asks": [[fmt_memo(p), fmt_memo(s)] for p, s in self.asks],
+            "tickSize": fmt_memo(self.tick_size), "venueTimeMs": self.venue_time_ms,
             "updatedMs": self.updated_ms,
-            "lastTradePrice": _fmt(self.last_trade_price) if self.last_trade_price is not None else "",
+            "lastTradePrice": fmt_memo(self.last_trade_price) if self.last_trade_price is not None else "",
         })
 
     @classmethod

@@ -154,11 +154,6 @@ class RespConnection:
         """How long the oldest unanswered command has waited (0 when none)."""
         return now - self._pending[0][1] if self._pending else 0.0
 
-    @property
-    def in_flight(self) -> int:
-        """Commands written and not yet answered."""
-        return len(self._pending)
-
     def close(self, reason: BaseException | None = None) -> None:
         """Close the socket; unanswered commands get no reply (:meth:`call` raises :class:`RespClosed`)."""
         if self._transport is not None and not self.closed:

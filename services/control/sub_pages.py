@@ -112,23 +112,22 @@ class SubscriptionPages:
 
     def _stats_field(self, head: sub_repo.ListHead) -> bytes:
         """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
-        key = head[3:]
-        field = self._stats_fields.get(key)
-        if field is None:
-            if len(self._stats_fields) > _STATS_MEMO_MAX:
-                self._stats_fields.clear()
-            field = self._stats_fields[key] = list_cache.stats_field(_stats_of(key))
-        return field
+        return _memo(self._stats_fields, head[3:], list_cache.stats_field)
 
     def _stats_object(self, head: sub_repo.ListHead) -> bytes:
         """The JSON ``stats`` object of a list row (memoized like :meth:`_stats_field`)."""
-        key = head[3:]
-        obj = self._stats_json.get(key)
-        if obj is None:
-            if len(self._stats_json) > _STATS_MEMO_MAX:
-                self._stats_json.clear()
-            obj = self._stats_json[key] = list_json.stats_json(_stats_of(key))
-        return obj
+        return _memo(self._stats_json, head[3:], list_json.stats_json)
+
+
+def _memo(memo: dict[tuple[Any, ...], bytes], key: tuple[Any, ...],
+          render: Callable[[spb.Stats], bytes]) -> bytes:
+    """``render`` of the stats in ``key``, remembered (the memo is emptied when it outgrows its bound)."""
+    out = memo.get(key)
+    if out is None:
+        if len(memo) > _STATS_MEMO_MAX:
+            memo.clear()
+        out = memo[key] = render(_stats_of(key))
+    return out
 
 
 async def decoded_page(conn: Conn, q: PageQuery) -> pb.ListSubscriptionsResponse:

@@ -146,10 +146,9 @@ def duplicate_active(follower_wallet_id: str, leader_proxy: str, existing: str |
                          f"for followerWalletId {follower_wallet_id}")
 
 
-async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
-                    after: Cursor | None, limit: int) -> list[codec.Row]:
-    """Up to ``limit`` subscription rows of a follower after ``after``, oldest first
-    (decode with ``codec.subscription_from_row``)."""
+def _page_filter(follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
+                 limit: int) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause and parameters of one page of a follower's subscriptions."""
     where = ["s.follower_proxy = %(fp)s"]
     if leader_proxy:
         where.append("s.leader_proxy = %(lp)s")
@@ -157,9 +156,17 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
         where.append("s.state = %(state)s")
     if after is not None:
         where.append("(s.create_time, s.id) > (%(t)s, %(i)s)")
-    sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY s.create_time, s.id LIMIT %(limit)s"
     params = {"fp": follower_proxy, "lp": leader_proxy, "state": state, "limit": limit,
               "t": after.time if after else None, "i": after.id if after else None}
+    return " AND ".join(where), params
+
+
+async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
+                    after: Cursor | None, limit: int) -> list[codec.Row]:
+    """Up to ``limit`` subscription rows of a follower after ``after``, oldest first
+    (decode with ``codec.subscription_from_row``)."""
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    sql = f"{_SELECT} WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s"
     return await (await conn.execute(sql, params)).fetchall()
 
 
@@ -170,18 +177,10 @@ async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, stat
                      after: Cursor | None, limit: int) -> list[ListHead]:
     """Like :func:`list_page` but only each row's id, version, create time and live stats (the rest
     comes from ``list_cache`` when the version matches)."""
-    where = ["s.follower_proxy = %(fp)s"]
-    if leader_proxy:
-        where.append("s.leader_proxy = %(lp)s")
-    if state:
-        where.append("s.state = %(state)s")
-    if after is not None:
-        where.append("(s.create_time, s.id) > (%(t)s, %(i)s)")
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
     sql = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
            " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
-           f" WHERE {' AND '.join(where)} ORDER BY s.create_time, s.id LIMIT %(limit)s")
-    params = {"fp": follower_proxy, "lp": leader_proxy, "state": state, "limit": limit,
-              "t": after.time if after else None, "i": after.id if after else None}
+           f" WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s")
     cur = conn.cursor(row_factory=tuple_row, binary=True)  # binary rows decode faster (timestamps above all)
     await cur.execute(sql, params)
     return await cur.fetchall()

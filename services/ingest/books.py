@@ -11,7 +11,7 @@ from bisect import bisect_left, insort
 from decimal import Decimal
 from typing import NamedTuple
 
-from common.decimals import fmt
+from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
 from services.ingest import clob
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -235,18 +235,10 @@ class BookState:
         return Touched(book.asset_id, kind, emit)
 
 
-# Canonical strings of the prices seen (few distinct values on a tick grid); bounded.
-_STRS: dict[Decimal, str] = {}
+# Canonical strings of the mids seen (few distinct bid/ask pairs on a tick grid); bounded.
 _MIDS: dict[tuple[Decimal, Decimal], str] = {}
 _CACHE_MAX = 100_000
 
 
 def _s(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    text = _STRS.get(value)
-    if text is None:
-        if len(_STRS) >= _CACHE_MAX:
-            _STRS.clear()
-        text = _STRS[value] = fmt(value)
-    return text
+    return "" if value is None else fmt_memo(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -121,35 +122,32 @@ _CACHE_MAX = 200_000
 
 def price_or_none(d: dict[str, Any], key: str) -> Decimal | None:
     """A price in [0, 1] or None when absent."""
-    raw = d.get(key)
-    if raw.__class__ is str:
-        hit = _PRICES.get(raw)
-        if hit is not None:
-            return hit
-    value = m.decimal(d, key, required=False)
-    if value is not None and not _ZERO <= value <= _ONE:
-        raise m.ParseError(m.BAD_FIELD, f"{key} must be in [0, 1]")
-    if value is not None and raw.__class__ is str:
-        if len(_PRICES) >= _CACHE_MAX:
-            _PRICES.clear()
-        _PRICES[raw] = value
-    return value
+    return _remembered(d, key, _PRICES, lambda v: _ZERO <= v <= _ONE, "must be in [0, 1]")
 
 
 def size_or_none(d: dict[str, Any], key: str) -> Decimal | None:
     """A size >= 0 or None when absent."""
+    return _remembered(d, key, _SIZES, lambda v: v >= _ZERO, "must be >= 0")
+
+
+def _remembered(d: dict[str, Any], key: str, cache: dict[str, Decimal], valid: Callable[[Decimal], bool],
+                rule: str) -> Decimal | None:
+    """``d[key]`` as a Decimal passing ``valid`` (BAD_FIELD naming ``rule`` otherwise), None when absent;
+    valid string values are parsed once."""
     raw = d.get(key)
     if raw.__class__ is str:
-        hit = _SIZES.get(raw)
+        hit = cache.get(raw)
         if hit is not None:
             return hit
     value = m.decimal(d, key, required=False)
-    if value is not None and value < _ZERO:
-        raise m.ParseError(m.BAD_FIELD, f"{key} must be >= 0")
-    if value is not None and raw.__class__ is str:
-        if len(_SIZES) >= _CACHE_MAX:
-            _SIZES.clear()
-        _SIZES[raw] = value
+    if value is None:
+        return None
+    if not valid(value):
+        raise m.ParseError(m.BAD_FIELD, f"{key} {rule}")
+    if raw.__class__ is str:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[raw] = value
     return value
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -45,3 +46,34 @@ def execute(db_url: str, sql: str, params: tuple[Any, ...] = ()) -> None:
     """Run a statement and commit."""
     with psycopg.connect(db_url) as conn:
         conn.execute(sql, params)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any, raced_id: str) -> AsyncIterator[Any]:
+    """``SubscriptionUseCases`` on their own pool, where every list reads its page heads and then, before
+    the rest of the page, ``raced_id`` is changed by another writer (label 'raced', version + 1)."""
+    from datetime import UTC, datetime, timedelta
+
+    from common.storage import create_redis
+    from services.control import sub_repo
+    from services.control.db import Database, create_pool
+    from services.control.hotsync import IndexSync
+    from services.control.subscriptions import SubscriptionUseCases
+
+    heads_of = sub_repo.list_heads
+
+    async def heads_then_a_concurrent_write(*args: object, **kwargs: object) -> list[sub_repo.ListHead]:
+        heads = await heads_of(*args, **kwargs)  # type: ignore[arg-type]
+        execute(db_url, "UPDATE subscriptions SET label = 'raced', version = version + 1 WHERE id = %s", (raced_id,))
+        return heads
+
+    monkeypatch.setattr(sub_repo, "list_heads", heads_then_a_concurrent_write)
+    pool = await create_pool(db_url, max_size=2, acquire_timeout_s=2, statement_timeout_s=2)
+    redis = create_redis(redis_url)
+    try:
+        db = Database(pool)
+        yield SubscriptionUseCases(db, IndexSync(db, redis, interval_s=3600), live_enabled=False,
+                                   now=lambda: datetime.now(UTC), idempotency_ttl=timedelta(days=1))
+    finally:
+        await pool.close()
+        await redis.aclose()

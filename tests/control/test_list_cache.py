@@ -11,7 +11,7 @@ from services.control import list_cache
 from services.control.codec import subscription_from_row
 from services.control.db import Database, create_pool
 from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription
-from tests.control.support import execute
+from tests.control.support import execute, use_cases_racing_a_write
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -143,33 +143,9 @@ async def test_cached_page_equals_decoding_every_row(stubs: Stubs, db_url: str) 
 
 async def test_a_row_changed_between_the_two_page_queries_is_read_as_one_snapshot(
         stubs: Stubs, db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from common.storage import create_redis
-    from services.control import sub_repo
-    from services.control.hotsync import IndexSync
-    from services.control.subscriptions import SubscriptionUseCases
-
     subs = [await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
         subscription=subscription(leader_proxy=leader(i), label=f"s{i}")), metadata=AUTH) for i in range(1, 4)]
-    heads_of = sub_repo.list_heads
-
-    async def heads_then_a_concurrent_write(*args: object, **kwargs: object) -> list[sub_repo.ListHead]:
-        heads = await heads_of(*args, **kwargs)  # type: ignore[arg-type]
-        execute(db_url, "UPDATE subscriptions SET label = 'raced', version = version + 1 WHERE id = %s",
-                (subs[1].id,))
-        return heads
-
-    monkeypatch.setattr(sub_repo, "list_heads", heads_then_a_concurrent_write)
-    pool = await create_pool(db_url, max_size=2, acquire_timeout_s=2, statement_timeout_s=2)
-    redis = create_redis(redis_url)
-    try:
-        db = Database(pool)
-        uc = SubscriptionUseCases(db, IndexSync(db, redis, interval_s=3600), live_enabled=False,
-                                  now=lambda: datetime.now(UTC), idempotency_ttl=timedelta(days=1))
+    async with use_cases_racing_a_write(db_url, redis_url, monkeypatch, subs[1].id) as uc:
         page = await uc.list_page(follower_proxy=FOLLOWER, leader_proxy="", state=0, page_size=2, page_token="")
-    finally:
-        await pool.close()
-        await redis.aclose()
     assert [s.label for s in page.subscriptions] == ["s1", "raced"] and page.next_page_token
     assert page.subscriptions[0] == subs[0]
