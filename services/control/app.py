@@ -16,6 +16,7 @@ from services.control import idempotency
 from services.control.config import Settings
 from services.control.db import Database, create_pool
 from services.control.errors import is_redis_outage, short_reason
+from services.control.fastredis import HotRedis
 from services.control.hotsync import IndexSync
 from services.control.internal import InternalUseCases
 from services.control.readiness import Readiness
@@ -25,6 +26,8 @@ from services.control.subscriptions import SubscriptionUseCases
 from services.control.triggers import TriggerUseCases
 
 log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S = 2.0  # connect and reply timeout of the request path's Redis commands (as create_redis's)
 
 
 def utc_now() -> datetime:
@@ -59,10 +62,12 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
     pool = await create_pool(url, max_size=settings.db_pool_max, acquire_timeout_s=settings.db_timeout_s,
                              statement_timeout_s=max(settings.db_timeout_s, 5.0))
     redis = create_redis(settings.storage.redis_url.value)
+    hot = HotRedis(settings.storage.redis_url.value, timeout_s=REDIS_TIMEOUT_S)
     ttl = timedelta(seconds=settings.idempotency_ttl_s)
     try:
         db = Database(pool)
-        sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s)
+        sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s,
+                         hot=hot)
         try:
             await sync.resync()
         except Exception as exc:
@@ -86,6 +91,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
     except BaseException:
         await pool.close()
         await redis.aclose()
+        hot.close()
         raise
 
     async def housekeeping() -> None:
@@ -100,6 +106,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
             await loop_task
         await pool.close()
         await redis.aclose()
+        hot.close()
 
     server.on_stop(close)
     log.info("control started", extra={"port": server.port, "live_enabled": settings.live_enabled})

@@ -34,6 +34,7 @@ from common import hotindex
 from services.control import sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, short_reason
+from services.control.fastredis import HotRedis, Script
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,18 @@ def _digest(encoded: str) -> bytes:
     return hashlib.blake2b(encoded.encode(), digest_size=16).digest()
 
 
-async def _upsert_encoded(redis: Any, sub: spb.Subscription, encoded: str) -> int:
-    """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
+_UPSERT = Script(hotindex._UPSERT)
+
+
+async def _upsert_encoded(redis: Any, hot: HotRedis | None, sub: spb.Subscription, encoded: str) -> int:
+    """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode),
+    on ``hot`` when given."""
     leader = sub.leader_proxy.lower()
-    return int(await redis.eval(hotindex._UPSERT, 3, hotindex.leader_key(leader), hotindex.LEADERS_KEY,
-                                hotindex.VERSION_KEY, sub.id, encoded, leader, hotindex.CHANNEL))
+    keys = (hotindex.leader_key(leader), hotindex.LEADERS_KEY, hotindex.VERSION_KEY)
+    args = (sub.id, encoded, leader, hotindex.CHANNEL)
+    if hot is not None:
+        return int(await hot.run_script(_UPSERT, keys, args))
+    return int(await redis.eval(hotindex._UPSERT, 3, *keys, *args))
 
 
 @dataclass
@@ -86,9 +94,11 @@ class ResyncReport:
 class IndexSync:
     """Writer of the Redis hot index and trigger notifications."""
 
-    def __init__(self, db: Database, redis: Any, *, interval_s: float, retry_interval_s: float = 1.0) -> None:
+    def __init__(self, db: Database, redis: Any, *, interval_s: float, retry_interval_s: float = 1.0,
+                 hot: HotRedis | None = None) -> None:
         self.db = db
         self.redis = redis
+        self.hot = hot  # the request path's PING and upserts, when given (redis-py otherwise)
         self.interval_s = interval_s
         self.retry_interval_s = retry_interval_s
         self.dirty = False
@@ -103,7 +113,7 @@ class IndexSync:
     async def ensure_redis(self) -> None:
         """Raise Unavailable unless Redis answers (checked before a mutation writes anything)."""
         try:
-            await self.redis.ping()
+            await (self.hot.ensure_reachable() if self.hot is not None else self.redis.ping())
         except Exception as exc:
             if is_redis_outage(exc):
                 raise Unavailable(f"redis unavailable: {short_reason(exc)}") from exc
@@ -132,7 +142,7 @@ class IndexSync:
         if sub.state == spb.SUBSCRIPTION_STATE_ACTIVE:
             if encoded is None:
                 encoded = hotindex.encode(index_copy(sub))
-            await _upsert_encoded(self.redis, sub, encoded)
+            await _upsert_encoded(self.redis, self.hot, sub, encoded)
             self._expected[sub.id] = (version, _digest(encoded))
         else:
             await hotindex.remove(self.redis, sub.leader_proxy, sub.id)
