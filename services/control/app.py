@@ -83,7 +83,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
             settings,
             subscriptions=SubscriptionServicer(SubscriptionUseCases(
                 db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl,
-                list_cache_entries=settings.list_cache_entries)),
+                list_cache_entries=settings.list_cache_entries, page_cache_bytes=settings.page_cache_mb << 20)),
             triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl)),
             probes=ProbeServicer(readiness),
             internal=InternalServicer(InternalUseCases(db, sync, now=now)),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from services.control import list_cache, list_json, pagination, sub_repo
+from services.control import list_cache, list_json, page_cache, pagination, sub_repo
 from services.control import validation as v
 from services.control.codec import dec, short, subscription_from_row
 from services.control.db import Conn, Database
@@ -58,10 +58,11 @@ def _stats_of(key: tuple[Any, ...]) -> spb.Stats:
 class SubscriptionPages:
     """List pages over the database, with the gRPC and the JSON caches."""
 
-    def __init__(self, db: Database, cache_entries: int) -> None:
+    def __init__(self, db: Database, cache_entries: int, page_cache_bytes: int = 0) -> None:
         self.db = db
         self.bytes_cache = list_cache.SubscriptionBytesCache(cache_entries)
         self.json_cache = list_json.SubscriptionJsonCache(cache_entries)
+        self.json_pages = page_cache.PageCache(page_cache_bytes)
         self._stats_fields: dict[tuple[Any, ...], bytes] = {}
         self._stats_json: dict[tuple[Any, ...], bytes] = {}
 
@@ -70,24 +71,35 @@ class SubscriptionPages:
         cached = await self._cached(q, self.bytes_cache, list_cache.parts_of)
         if cached is None:
             return await self._decoded(q)
-        rows, token = cached
+        rows, token, _ = cached
         out = pb.ListSubscriptionsResponse.FromString(list_cache.page_bytes(
             (parts, self._stats_field(head)) for parts, head in rows))
         out.next_page_token = token
         return out
 
     async def json(self, q: PageQuery) -> bytes:
-        """The page as the transcoder's JSON of a ListSubscriptionsResponse (REST)."""
+        """The page as the transcoder's JSON of a ListSubscriptionsResponse (REST): the page kept in
+        ``json_pages`` when its rows' digest is unchanged, else built (and kept)."""
+        kept = self.json_pages.get(q)
+        if kept is not None:
+            async with self.db.read() as conn:
+                digest = await sub_repo.page_digest(conn, follower_proxy=q.follower, leader_proxy=q.leader,
+                                                    state=q.state, after=q.after, limit=q.size + 1)
+            if digest == kept.digest:
+                return kept.body
         cached = await self._cached(q, self.json_cache, list_json.parts_of)
         if cached is None:
             return list_json.response_json(await self._decoded(q))
-        rows, token = cached
-        return list_json.page_json_of_rows(((parts, self._stats_object(head)) for parts, head in rows), token)
+        rows, token, digest = cached
+        body = list_json.page_json_of_rows(((parts, self._stats_object(head)) for parts, head in rows), token)
+        self.json_pages.put(q, digest, body)
+        return body
 
     async def _cached(self, q: PageQuery, cache: list_cache.VersionedLru[T], encode: Callable[[spb.Subscription], T],
-                      ) -> tuple[list[tuple[T, sub_repo.ListHead]], str] | None:
-        """Each row's cached value with its head, and the next page token; None when a row changed
-        between the page query and the read of the uncached rows (read the page as one snapshot)."""
+                      ) -> tuple[list[tuple[T, sub_repo.ListHead]], str, str | None] | None:
+        """Each row's cached value with its head, the next page token and the digest of the rows; None
+        when a row changed between the page query and the read of the uncached rows (read the page
+        as one snapshot)."""
         async with self.db.read() as conn:
             heads = await sub_repo.list_heads(conn, follower_proxy=q.follower, leader_proxy=q.leader, state=q.state,
                                               after=q.after, limit=q.size + 1)
@@ -103,7 +115,8 @@ class SubscriptionPages:
         if len(heads) > q.size:
             last = heads[q.size - 1]
             token = pagination.encode("subs", q.fingerprint, pagination.Cursor(last[2], last[0]))
-        return [(found[h[0]], h) for h in page if h[0] in found], token
+        digest = heads[0][-1] if heads else None
+        return [(found[h[0]], h) for h in page if h[0] in found], token, digest
 
     async def _decoded(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
         """A page read whole in one statement and decoded row by row (no cache)."""
@@ -112,11 +125,11 @@ class SubscriptionPages:
 
     def _stats_field(self, head: sub_repo.ListHead) -> bytes:
         """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
-        return _memo(self._stats_fields, head[3:], list_cache.stats_field)
+        return _memo(self._stats_fields, head[3:8], list_cache.stats_field)
 
     def _stats_object(self, head: sub_repo.ListHead) -> bytes:
         """The JSON ``stats`` object of a list row (memoized like :meth:`_stats_field`)."""
-        return _memo(self._stats_json, head[3:], list_json.stats_json)
+        return _memo(self._stats_json, head[3:8], list_json.stats_json)
 
 
 def _memo(memo: dict[tuple[Any, ...], bytes], key: tuple[Any, ...],

@@ -170,20 +170,39 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
     return await (await conn.execute(sql, params)).fetchall()
 
 
-ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized)
+ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized, digest)
+
+_HEADS = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
+          " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
+          " WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s")
+# The state of a page: every row's id, version and live stats, in page order. Every write of a
+# subscription bumps its version, and everything else a listed row shows is immutable, so equal
+# digests mean byte-identical pages.
+_DIGEST = ("md5(string_agg(format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', h.id, h.version, h.copied, h.skipped,"
+           " h.exposure_usd, h.realized_pnl_usd, h.unrealized_pnl_usd), ',' ORDER BY h.create_time, h.id))")
 
 
 async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
                      after: Cursor | None, limit: int) -> list[ListHead]:
     """Like :func:`list_page` but only each row's id, version, create time and live stats (the rest
-    comes from ``list_cache`` when the version matches)."""
+    comes from ``list_cache`` when the version matches), each row ending with the page's
+    :func:`page_digest` (read in the same statement, so it describes exactly these rows)."""
     where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
-    sql = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
-           " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
-           f" WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s")
+    sql = (f"WITH h AS MATERIALIZED ({_HEADS.format(where=where)})"
+           f" SELECT h.*, d.digest FROM h, (SELECT {_DIGEST} AS digest FROM h) d ORDER BY h.create_time, h.id")
     cur = conn.cursor(row_factory=tuple_row, binary=True)  # binary rows decode faster (timestamps above all)
     await cur.execute(sql, params)
     return await cur.fetchall()
+
+
+async def page_digest(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
+                      after: Cursor | None, limit: int) -> str | None:
+    """The digest of the rows :func:`list_heads` would return now (None for an empty page)."""
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(f"WITH h AS ({_HEADS.format(where=where)}) SELECT {_DIGEST} FROM h", params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
 
 
 async def get_many(conn: Conn, ids: list[str]) -> list[Stored]:

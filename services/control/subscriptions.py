@@ -57,9 +57,9 @@ class SubscriptionUseCases:
     """Create, read, change, pause, resume and stop subscriptions."""
 
     def __init__(self, db: Database, sync: IndexSync, *, live_enabled: bool, now: Callable[[], datetime],
-                 idempotency_ttl: timedelta, list_cache_entries: int = 50_000) -> None:
+                 idempotency_ttl: timedelta, list_cache_entries: int = 50_000, page_cache_bytes: int = 0) -> None:
         self.db = db
-        self.pages = SubscriptionPages(db, list_cache_entries)
+        self.pages = SubscriptionPages(db, list_cache_entries, page_cache_bytes)
         self.sync = sync
         self.live_enabled = live_enabled
         self.now = now

@@ -1,0 +1,108 @@
+"""Whole REST list pages kept with their rows' digest: the LRU (pure) and its freshness on real
+PostgreSQL, including stats that change and change back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from services.control import sub_repo
+from services.control.db import Database, create_pool
+from services.control.page_cache import PageCache
+from services.control.sub_pages import SubscriptionPages, page_query
+from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription
+from tests.control.support import execute
+from tradingtools.control.v1 import control_pb2 as pb
+
+
+def test_pages_are_bounded_by_bytes_least_recent_first() -> None:
+    cache = PageCache(max_bytes=10)
+    cache.put("a", "d1", b"aaaa")
+    cache.put("b", "d2", b"bbbb")
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", "d3", b"cccc")  # 12 bytes: evicts b
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.bytes == 8 and len(cache) == 2
+    cache.put("a", "d4", b"A")  # replaced, not added
+    kept = cache.get("a")
+    assert kept is not None and (kept.digest, kept.body) == ("d4", b"A") and cache.bytes == 5
+    cache.put("a", None, b"x")  # no digest (empty page): nothing kept, the old page dropped
+    cache.put("big", "d5", b"x" * 11)  # larger than the whole cache
+    assert cache.get("a") is None and cache.get("big") is None and cache.bytes == 4
+
+
+@pytest.fixture
+async def pages(control: Any, db_url: str) -> AsyncIterator[SubscriptionPages]:
+    pool = await create_pool(db_url, max_size=2, acquire_timeout_s=2, statement_timeout_s=2)
+    try:
+        yield SubscriptionPages(Database(pool), cache_entries=100, page_cache_bytes=1 << 20)
+    finally:
+        await pool.close()
+
+
+def _query(size: int = 500, token: str = "") -> Any:
+    return page_query(follower_proxy=FOLLOWER, leader_proxy="", state=0, page_size=size, page_token=token)
+
+
+async def _create(stubs: Stubs, n: int, first: int = 1) -> list[str]:
+    return [(await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+        subscription=subscription(leader_proxy=leader(i))), metadata=AUTH)).id for i in range(first, first + n)]
+
+
+def _stats(body: bytes) -> list[Any]:
+    return [s.get("stats") for s in orjson.loads(body)["subscriptions"]]
+
+
+async def test_an_unchanged_page_is_answered_from_the_kept_bytes(stubs: Stubs, pages: SubscriptionPages) -> None:
+    await _create(stubs, 3)
+    first = await pages.json(_query())
+    kept = pages.json_pages.get(_query())
+    assert kept is not None and kept.body == first
+    assert await pages.json(_query()) is kept.body
+
+
+async def test_stats_that_change_and_change_back_are_always_current(stubs: Stubs, pages: SubscriptionPages,
+                                                                   db_url: str) -> None:
+    ids = await _create(stubs, 2)
+    before = await pages.json(_query())
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, updated_at)"
+            " VALUES (%s, 4, 3.5, now())", (ids[1],))
+    changed = await pages.json(_query())
+    assert _stats(changed)[1]["copied"] == "4" and _stats(changed)[1]["exposureUsd"] == "3.5"
+    execute(db_url, "UPDATE subscription_stats SET copied = 5 WHERE subscription_id = %s", (ids[1],))
+    assert _stats(await pages.json(_query()))[1]["copied"] == "5"
+    execute(db_url, "UPDATE subscription_stats SET copied = 4 WHERE subscription_id = %s", (ids[1],))
+    assert await pages.json(_query()) == changed  # back to an earlier state: that state's page
+    execute(db_url, "DELETE FROM subscription_stats WHERE subscription_id = %s", (ids[1],))
+    assert await pages.json(_query()) == before
+    execute(db_url, "UPDATE subscriptions SET label = 'renamed', version = version + 1 WHERE id = %s", (ids[0],))
+    assert orjson.loads(await pages.json(_query()))["subscriptions"][0]["label"] == "renamed"
+
+
+async def test_a_new_row_beyond_the_page_changes_its_token(stubs: Stubs, pages: SubscriptionPages) -> None:
+    await _create(stubs, 2)
+    assert orjson.loads(await pages.json(_query(size=2)))["nextPageToken"] == ""
+    await _create(stubs, 1, first=3)
+    assert orjson.loads(await pages.json(_query(size=2)))["nextPageToken"] != ""
+
+
+async def test_the_digest_read_alone_equals_the_one_read_with_the_rows(stubs: Stubs, pages: SubscriptionPages,
+                                                                       db_url: str) -> None:
+    ids = await _create(stubs, 5)
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied, skipped, exposure_usd,"
+            " realized_pnl_usd, unrealized_pnl_usd, updated_at) VALUES (%s, 9007199254740993, 2, 12.50, -1.250,"
+            " 0.001, now())", (ids[2],))
+    token = orjson.loads(await pages.json(_query(size=2)))["nextPageToken"]
+    for q in (_query(), _query(size=2), _query(size=2, token=token)):
+        args = {"follower_proxy": q.follower, "leader_proxy": q.leader, "state": q.state, "after": q.after,
+                "limit": q.size + 1}
+        async with pages.db.read() as conn:
+            heads = await sub_repo.list_heads(conn, **args)
+            alone = await sub_repo.page_digest(conn, **args)
+        assert alone is not None and {h[-1] for h in heads} == {alone}
+    async with pages.db.read() as conn:
+        assert await sub_repo.page_digest(conn, follower_proxy="0x" + "1" * 40, leader_proxy="", state="",
+                                          after=None, limit=10) is None
