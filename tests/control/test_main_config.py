@@ -81,8 +81,10 @@ def test_settings_overrides() -> None:
                            "TT_INSIDERS_API_URL": "https://user:pw@insiders.example/api/",
                            "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
                            "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
-                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0", "TT_CONTROL_MALLOC_KEEP_BYTES": "0"})
+                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0", "TT_CONTROL_MALLOC_KEEP_BYTES": "0",
+                           "TT_CONTROL_PAGE_CACHE_MB": "0"})
     assert (s.grpc_port, s.host, s.index_resync_s, s.malloc_keep_bytes) == (0, "0.0.0.0", 5.0, 0)
+    assert s.page_cache_mb == 0 and Settings.from_env(BASE_ENV).page_cache_mb == 64
     assert (s.idempotency_ttl_s, s.live_enabled, s.list_cache_entries) == (60.0, True, 0)
     assert s.insiders_api_url == "https://user:pw@insiders.example/api"
     assert s.ready_services == (("router", "127.0.0.1:6000"), ("guard", "127.0.0.1:50054"))
@@ -93,6 +95,7 @@ def test_settings_overrides() -> None:
     ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_CONTROL_INDEX_RESYNC_S", "-1"),
     ("TT_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
     ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"), ("TT_CONTROL_MALLOC_KEEP_BYTES", "-1"),
+    ("TT_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_CONTROL_PAGE_CACHE_MB", "lots"),
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
 ])
 def test_settings_errors_name_the_variable(name: str, value: str) -> None:
