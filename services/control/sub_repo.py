@@ -182,14 +182,23 @@ _DIGEST = ("md5(string_agg(format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', h.id, h.version
            " h.exposure_usd, h.realized_pnl_usd, h.unrealized_pnl_usd), ',' ORDER BY h.create_time, h.id))")
 
 
+def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
+                    limit: int) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of :func:`list_heads`."""
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    # The digest is an uncorrelated scalar subquery, an InitPlan computed once whatever the plan: as a
+    # joined aggregate, a generic plan on a table without statistics re-ran it for every row.
+    return (f"WITH h AS MATERIALIZED ({_HEADS.format(where=where)})"
+            f" SELECT h.*, (SELECT {_DIGEST} FROM h) AS digest FROM h ORDER BY h.create_time, h.id"), params
+
+
 async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
                      after: Cursor | None, limit: int) -> list[ListHead]:
     """Like :func:`list_page` but only each row's id, version, create time and live stats (the rest
     comes from ``list_cache`` when the version matches), each row ending with the page's
     :func:`page_digest` (read in the same statement, so it describes exactly these rows)."""
-    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
-    sql = (f"WITH h AS MATERIALIZED ({_HEADS.format(where=where)})"
-           f" SELECT h.*, d.digest FROM h, (SELECT {_DIGEST} AS digest FROM h) d ORDER BY h.create_time, h.id")
+    sql, params = heads_statement(follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state,
+                                  after=after, limit=limit)
     cur = conn.cursor(row_factory=tuple_row, binary=True)  # binary rows decode faster (timestamps above all)
     await cur.execute(sql, params)
     return await cur.fetchall()

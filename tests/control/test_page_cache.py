@@ -106,3 +106,25 @@ async def test_the_digest_read_alone_equals_the_one_read_with_the_rows(stubs: St
     async with pages.db.read() as conn:
         assert await sub_repo.page_digest(conn, follower_proxy="0x" + "1" * 40, leader_proxy="", state="",
                                           after=None, limit=10) is None
+
+
+def _loops_of_aggregates(plan: dict[str, Any]) -> list[int]:
+    found = [plan["Actual Loops"]] if plan["Node Type"] == "Aggregate" else []
+    for child in plan.get("Plans", []):
+        found += _loops_of_aggregates(child)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stubs, pages: SubscriptionPages,
+                                                                       mode: str) -> None:
+    await _create(stubs, 30)  # no ANALYZE: the planner guesses, as it does for a table that just grew
+    sql, params = sub_repo.heads_statement(follower_proxy=FOLLOWER, leader_proxy="", state="", after=None,
+                                           limit=501)
+    async with pages.db.read() as conn:
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        cur = await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        row = await cur.fetchone()
+        await conn.execute("RESET plan_cache_mode")
+    assert row is not None
+    assert _loops_of_aggregates(next(iter(row.values()))[0]["Plan"]) == [1]
