@@ -232,7 +232,8 @@ async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> di
     session = _pool(target, limit=4)
     metadata = (("authorization", f"Bearer {target.token}"),)
     out: dict[str, list[float]] = {k: [] for k in ("rest create", "rest get", "grpc create", "grpc get",
-                                                   "rest list 500", "grpc list 500")}
+                                                   "rest list 500", "grpc list 500",
+                                                   "rest list 500, one row changed")}
     follower = address()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
         stub = control_pb2_grpc.SubscriptionServiceStub(ch)
@@ -258,14 +259,22 @@ async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> di
                 out[key].append(ms * 1000)
         url = f"/subscriptions?followerProxy={follower}&pageSize=500"
         listing = control_pb2.ListSubscriptionsRequest(follower_proxy=follower, page_size=500)
-        for _ in range(lists):
+        some_id = orjson.loads(await _request(session, "GET", url, headers))["subscriptions"][0]["id"]
+        for i in range(lists):
             t0 = time.monotonic()
             await _request(session, "GET", url, headers)
             t1 = time.monotonic()
             await stub.ListSubscriptions(listing, metadata=metadata, timeout=10)
             t2 = time.monotonic()
+            # One subscription of the page changed since the last list: the page is rebuilt.
+            await _request(session, "PATCH", f"/subscriptions/{some_id}", headers,
+                           orjson.dumps({"label": f"bench {i}"}))
+            t3 = time.monotonic()
+            await _request(session, "GET", url, headers)
+            t4 = time.monotonic()
             out["rest list 500"].append((t1 - t0) * 1000)
             out["grpc list 500"].append((t2 - t1) * 1000)
+            out["rest list 500, one row changed"].append((t4 - t3) * 1000)
     session.close()
     return {k: summarize(v[max(1, len(v) // 10):]) for k, v in out.items()}
 
