@@ -7,14 +7,16 @@ resting ``live``. BUYs spend ``amountUsd``, SELLs sell ``size`` shares. A matche
 the original order, never a second one.
 
 Every POST is recorded with its arrival time (``time.time_ns()`` when its first bytes reached the
-process) in
-:attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count
+process) in :attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count
 POSTs per client order id independently of the fake's own idempotency.
 
 Faults (:class:`Faults`): 5xx bursts for the next N requests (or POSTs), timeouts after the order
 was taken (the response is held past the client's timeout; the order stays recorded, or is dropped
 to simulate a venue that never heard of it), not-found for the next N status queries, partial
 fills, on-chain failures, and rejections with any error code (per token or from a scripted queue).
+
+It serves HTTP/1.1 through :mod:`sim.httpserve` (not aiohttp): it shares the machine with the system it
+measures, so its CPU per POST is kept small.
 
 Run standalone: ``python -m sim.insiders --port 0 --token T`` prints its URL; ``/_sim/*`` routes
 (same bearer token) read the POST log, script faults and set books.
@@ -30,21 +32,20 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_server import Server
 
-from common.decimals import ZERO, fmt, parse_decimal
+from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
+from sim.httpserve import HttpServer, Request, Response, json_response
 
 log = logging.getLogger(__name__)
 
 Level = tuple[Decimal, Decimal]
+Route = Callable[[Request, str], "Response | Awaitable[Response]"]
 SIZE_QUANTUM = Decimal("0.01")
 PRICE_QUANTUM = Decimal("0.00000001")
 ERROR_CODES = ("INVALID_ORDER_MIN_SIZE", "INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_NOT_ENOUGH_BALANCE",
@@ -107,8 +108,6 @@ class PostRecord:
     body: dict[str, Any] | None = None
 
 
-RECORD_KEY = web.RequestKey("record", PostRecord)
-
 
 @dataclass
 class FakeOrder:
@@ -139,9 +138,9 @@ class FakeOrder:
         """The order as the API returns it."""
         buying = self.side == "BUY"
         return {"orderId": self.order_id, "clientOrderId": self.client_order_id, "status": self.status,
-                "filledSize": fmt(self.filled_size), "avgPrice": fmt(self.avg_price),
-                "makingAmount": fmt(self.cost if buying else self.filled_size),
-                "takingAmount": fmt(self.filled_size if buying else self.cost), "txHashes": self.tx_hashes}
+                "filledSize": fmt_memo(self.filled_size), "avgPrice": fmt_memo(self.avg_price),
+                "makingAmount": fmt_memo(self.cost if buying else self.filled_size),
+                "takingAmount": fmt_memo(self.filled_size if buying else self.cost), "txHashes": self.tx_hashes}
 
 
 @dataclass
@@ -188,45 +187,33 @@ class InsidersFake:
         self.by_client_id: dict[str, str] = {}
         self.queries = 0
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
+        self._auth = f"Bearer {token}"
         self.url = ""
+        # exact paths, then /v1/orders/{order_id}, /v1/wallets/{wallet_id}/..., /_sim/books/{asset_id}
+        self._routes: dict[tuple[str, str], Route] = {
+            ("GET", "/v1/orders"): self._get_by_client_id,
+            ("POST", "/v1/redeem"): self._redeem, ("GET", "/_sim/posts"): self._admin_posts,
+            ("POST", "/_sim/faults"): self._admin_faults, ("POST", "/_sim/reset"): self._admin_reset}
+        self._param_routes: dict[tuple[str, str, str], Route] = {
+            ("GET", "/v1/orders/", ""): self._get_order, ("DELETE", "/v1/orders/", ""): self._delete_order,
+            ("GET", "/v1/wallets/", "/balance"): self._balance, ("GET", "/v1/wallets/", "/positions"): self._positions,
+            ("PUT", "/_sim/books/", ""): self._admin_book}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        """The aiohttp application (routes of INSIDERS_API.md plus ``/_sim`` admin routes)."""
-        app = web.Application(middlewares=[self._middleware], client_max_size=1024 * 1024)
-        app.router.add_post("/v1/orders", self._post_order)
-        app.router.add_get("/v1/orders", self._get_by_client_id)
-        app.router.add_get("/v1/orders/{order_id}", self._get_order)
-        app.router.add_delete("/v1/orders/{order_id}", self._delete_order)
-        app.router.add_get("/v1/wallets/{wallet_id}/balance", self._balance)
-        app.router.add_get("/v1/wallets/{wallet_id}/positions", self._positions)
-        app.router.add_post("/v1/redeem", self._redeem)
-        app.router.add_get("/_sim/posts", self._admin_posts)
-        app.router.add_post("/_sim/faults", self._admin_faults)
-        app.router.add_put("/_sim/books/{asset_id}", self._admin_book)
-        app.router.add_post("/_sim/reset", self._admin_reset)
-        return app
-
     async def start(self) -> str:
         """Listen on ``host:port`` (0 = a free port); returns the base URL."""
-        self._runner = _StampingRunner(self.app(), access_log=None, handle_signals=False, keepalive_timeout=120)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1]
+        self._server = HttpServer(self._handle, host=self.host, port=self.port, backlog=4096)
+        self.port = await self._server.start()
         self.url = f"http://{self.host}:{self.port}"
         return self.url
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     # -- inspection helpers ---------------------------------------------------------------------
 
@@ -262,25 +249,18 @@ class InsidersFake:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        arrival = _arrival(request)
-        try:
-            return await self._dispatch(request, handler, arrival)
-        finally:
-            _done(request)
-
-    async def _dispatch(self, request: web.Request, handler: Any, arrival: int) -> web.StreamResponse:
+    def _handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Every request: record POSTs, check the token, inject request faults, route."""
+        path, method = request.path, request.method
         record: PostRecord | None = None
-        if request.method == "POST" and request.path == "/v1/orders":
-            record = PostRecord(arrival, request.headers.get("Idempotency-Key", ""))
+        if method == "POST" and path == "/v1/orders":
+            record = PostRecord(request.arrival_ns, request.headers.get("idempotency-key", ""))
             self.posts.append(record)
-            request[RECORD_KEY] = record
-        if request.headers.get("Authorization", "") != f"Bearer {self.token}":
+        if request.headers.get("authorization", "") != self._auth:
             if record is not None:
                 record.status, record.outcome = 401, "unauthorized"
             return _json({"error": "UNAUTHORIZED", "message": "missing or wrong bearer token"}, 401)
-        if not request.path.startswith("/_sim/"):
+        if not path.startswith("/_sim/"):
             f = self.faults
             if f.fail_requests > 0 or (record is not None and f.fail_posts > 0):
                 if f.fail_requests > 0:
@@ -290,14 +270,35 @@ class InsidersFake:
                 if record is not None:
                     record.status, record.outcome = f.fail_status, "fault"
                 return _json({"error": "SERVICE_UNAVAILABLE", "message": "injected fault"}, f.fail_status)
-        response: web.StreamResponse = await handler(request)
-        return response
+        if record is not None:
+            return self._post_order(request, record)
+        route, param = self._route(method, path)
+        if route is None or param is None:
+            return _json({"error": "NOT_FOUND" if param is None else "METHOD_NOT_ALLOWED", "message": path},
+                         404 if param is None else 405)
+        return route(request, param)
 
-    async def _post_order(self, request: web.Request) -> web.Response:
-        record = request[RECORD_KEY]
+    def _route(self, method: str, path: str) -> tuple[Route | None, str | None]:
+        """The handler and its path parameter; (None, None) for an unknown path, (None, "") for a known
+        path with another method."""
+        exact = self._routes.get((method, path))
+        if exact is not None:
+            return exact, ""
+        known = any(p == path for _m, p in self._routes)
+        for (m, prefix, suffix), handler in self._param_routes.items():
+            if path.startswith(prefix) and path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
+                param = path[len(prefix):len(path) - len(suffix)]
+                if "/" in param:
+                    continue
+                if m == method:
+                    return handler, param
+                known = True
+        return None, "" if known else None
+
+    def _post_order(self, request: Request, record: PostRecord) -> Response | Awaitable[Response]:
         key = record.idempotency_key
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(request.body)
             if not isinstance(body, dict):
                 raise ValueError("body must be an object")
         except ValueError as exc:
@@ -329,8 +330,7 @@ class InsidersFake:
         if f.lose_posts > 0:
             f.lose_posts -= 1
             record.status, record.outcome = 0, "lost"
-            await asyncio.sleep(f.timeout_delay_s)
-            return _json({"error": "GATEWAY_TIMEOUT", "message": "lost"}, 504)
+            return _later(f.timeout_delay_s, _json({"error": "GATEWAY_TIMEOUT", "message": "lost"}, 504))
         try:
             self._match(order)
         except _Reject as r:
@@ -341,11 +341,10 @@ class InsidersFake:
         if f.timeout_posts > 0:
             f.timeout_posts -= 1
             record.status, record.outcome = 200, "timeout"
-            await asyncio.sleep(f.timeout_delay_s)
-        else:
-            record.status, record.outcome = 200, "created"
-            if f.post_delay_s:
-                await asyncio.sleep(f.post_delay_s)
+            return _later(f.timeout_delay_s, _json(order.to_json()))
+        record.status, record.outcome = 200, "created"
+        if f.post_delay_s:
+            return _later(f.post_delay_s, _json(order.to_json()))
         return _json(order.to_json())
 
     def _validate(self, body: dict[str, Any]) -> FakeOrder:
@@ -355,9 +354,9 @@ class InsidersFake:
         if side not in ("BUY", "SELL") or order_type not in ("FOK", "FAK", "GTC") or not token:
             raise _Reject("INVALID_ORDER", "side, orderType and tokenId are required")
         try:
-            limit = parse_decimal(body.get("limitPrice"))
-            amount = parse_decimal(body["amountUsd"]) if body.get("amountUsd") is not None else None
-            size = parse_decimal(body["size"]) if body.get("size") is not None else None
+            limit = _parse(body.get("limitPrice"))
+            amount = _parse(body["amountUsd"]) if body.get("amountUsd") is not None else None
+            size = _parse(body["size"]) if body.get("size") is not None else None
         except (ValueError, KeyError) as exc:
             raise _Reject("INVALID_ORDER", f"bad decimal: {exc}") from None
         if side == "BUY" and order_type != "GTC" and (amount is None or amount <= 0):
@@ -468,14 +467,14 @@ class InsidersFake:
                 o.status = "mined"
         return o
 
-    def _query_fault(self) -> web.Response | None:
+    def _query_fault(self) -> Response | None:
         self.queries += 1
         if self.faults.not_found_queries > 0:
             self.faults.not_found_queries -= 1
             return _json({"error": "ORDER_NOT_FOUND", "message": "injected not-found"}, 404)
         return None
 
-    async def _get_by_client_id(self, request: web.Request) -> web.Response:
+    def _get_by_client_id(self, request: Request, _param: str) -> Response:
         coid = request.query.get("clientOrderId", "")
         if not coid:
             return _json({"error": "INVALID_QUERY", "message": "clientOrderId is required"}, 400)
@@ -487,37 +486,35 @@ class InsidersFake:
             return _json({"error": "ORDER_NOT_FOUND", "message": coid}, 404)
         return _json(self._view(o).to_json())
 
-    async def _get_order(self, request: web.Request) -> web.Response:
+    def _get_order(self, request: Request, order_id: str) -> Response:
         fault = self._query_fault()
         if fault is not None:
             return fault
-        o = self.orders.get(request.match_info["order_id"])
+        o = self.orders.get(order_id)
         if o is None:
-            return _json({"error": "ORDER_NOT_FOUND", "message": request.match_info["order_id"]}, 404)
+            return _json({"error": "ORDER_NOT_FOUND", "message": order_id}, 404)
         return _json(self._view(o).to_json())
 
-    async def _delete_order(self, request: web.Request) -> web.Response:
-        o = self.orders.get(request.match_info["order_id"])
+    def _delete_order(self, request: Request, order_id: str) -> Response:
+        o = self.orders.get(order_id)
         if o is None:
-            return _json({"error": "ORDER_NOT_FOUND", "message": request.match_info["order_id"]}, 404)
+            return _json({"error": "ORDER_NOT_FOUND", "message": order_id}, 404)
         if o.status == "live":
             o.status = "cancelled"
         return _json(self._view(o).to_json())
 
-    async def _balance(self, request: web.Request) -> web.Response:
-        wallet = request.match_info["wallet_id"]
+    def _balance(self, request: Request, wallet: str) -> Response:
         return _json({"walletId": wallet, "usd": fmt(self.balance(wallet)),
                       "asOf": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
-    async def _positions(self, request: web.Request) -> web.Response:
-        wallet = request.match_info["wallet_id"]
+    def _positions(self, request: Request, wallet: str) -> Response:
         out = [{"tokenId": token, "conditionId": "", "size": fmt(size),
                 "avgPrice": fmt((cost / size).quantize(PRICE_QUANTUM)) if size else "0"}
                for token, (size, cost) in self.positions.get(wallet, {}).items() if size > 0]
         return _json({"positions": out})
 
-    async def _redeem(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read() or b"{}")
+    def _redeem(self, request: Request, _param: str) -> Response:
+        body = orjson.loads(request.body or b"{}")
         if not isinstance(body, dict) or not body.get("walletId") or not body.get("conditionId"):
             return _json({"error": "INVALID_BODY", "message": "walletId and conditionId are required"}, 400)
         tx = "0x" + hashlib.sha256(f"{body['walletId']}{body['conditionId']}".encode()).hexdigest()
@@ -525,14 +522,14 @@ class InsidersFake:
 
     # -- admin ----------------------------------------------------------------------------------
 
-    async def _admin_posts(self, request: web.Request) -> web.Response:
+    def _admin_posts(self, request: Request, _param: str) -> Response:
         since = int(request.query.get("since", "0"))
         rows = [{"clientOrderId": p.client_order_id, "idempotencyKey": p.idempotency_key, "arrivalNs": p.arrival_ns,
                  "status": p.status, "outcome": p.outcome} for p in self.posts[since:]]
         return _json({"posts": rows, "next": since + len(rows)})
 
-    async def _admin_faults(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read() or b"{}")
+    def _admin_faults(self, request: Request, _param: str) -> Response:
+        body = orjson.loads(request.body or b"{}")
         f = self.faults
         for name in ("fail_requests", "fail_posts", "fail_status", "timeout_posts", "lose_posts",
                      "not_found_queries", "fail_settlements"):
@@ -549,61 +546,18 @@ class InsidersFake:
             f.reject_queue.append(str(code))
         return _json({"ok": True})
 
-    async def _admin_book(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read() or b"{}")
+    def _admin_book(self, request: Request, asset_id: str) -> Response:
+        body = orjson.loads(request.body or b"{}")
         setter = getattr(self.books, "set", None) or getattr(self.books, "set_book", None)
         if setter is None:
             return _json({"error": "UNSUPPORTED", "message": "book source cannot be set"}, 400)
-        setter(request.match_info["asset_id"], bids=body.get("bids", []), asks=body.get("asks", []))
+        setter(asset_id, bids=body.get("bids", []), asks=body.get("asks", []))
         return _json({"ok": True})
 
-    async def _admin_reset(self, request: web.Request) -> web.Response:
+    def _admin_reset(self, request: Request, _param: str) -> Response:
         self.posts.clear()
         self.faults = Faults()
         return _json({"ok": True})
-
-
-class _StampingRequestHandler(RequestHandler):
-    """Notes when request bytes reach the process (``data_received``), so a POST's arrival time does not
-    include the time it waited behind the fake's own work on earlier requests."""
-
-    def data_received(self, data: bytes) -> None:
-        if not self.__dict__.get("tt_busy"):  # bytes of a new request (not the body of the current one)
-            self.__dict__.setdefault("tt_stamps", []).append(time.time_ns())
-        super().data_received(data)
-
-
-class _StampingServer(Server):
-    def __call__(self) -> RequestHandler:
-        return _StampingRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class _StampingRunner(web.AppRunner):
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        server.__class__ = _StampingServer
-        return server
-
-
-def _arrival(request: web.Request) -> int:
-    """When the first bytes of this request arrived (handler entry when unknown); marks the connection
-    busy until :func:`_done` so body bytes arriving later are not taken for the next request."""
-    state = getattr(request.protocol, "__dict__", None)
-    if state is None:
-        return time.time_ns()
-    state["tt_busy"] = True
-    stamps = state.get("tt_stamps")
-    if not stamps:
-        return time.time_ns()
-    first = min(stamps)
-    stamps.clear()
-    return first
-
-
-def _done(request: web.Request) -> None:
-    state = getattr(request.protocol, "__dict__", None)
-    if state is not None:
-        state["tt_busy"] = False
 
 
 class _Reject(Exception):
@@ -612,6 +566,21 @@ class _Reject(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+_PARSED: dict[str, Decimal] = {}  # a fan-out's POSTs repeat their amounts and limit: parse each string once
+
+
+def _parse(raw: Any) -> Decimal:
+    """:func:`parse_decimal`, remembered for strings (bounded)."""
+    if not isinstance(raw, str):
+        return parse_decimal(raw)
+    value = _PARSED.get(raw)
+    if value is None:
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        value = _PARSED[raw] = parse_decimal(raw)
+    return value
 
 
 def _scale(fills: list[Level], ratio: Decimal) -> list[Level]:
@@ -627,8 +596,14 @@ def _scale(fills: list[Level], ratio: Decimal) -> list[Level]:
     return out
 
 
-def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+def _json(payload: dict[str, Any], status: int = 200) -> Response:
+    return json_response(payload, status)
+
+
+async def _later(delay_s: float, response: Response) -> Response:
+    """``response`` after ``delay_s`` (held answers: timeouts, slow venue)."""
+    await asyncio.sleep(delay_s)
+    return response
 
 
 async def _serve(port: int, token: str, settle_s: float) -> None:

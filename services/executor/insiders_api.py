@@ -16,19 +16,20 @@ from urllib.parse import quote
 import orjson
 
 from common.config import Secret
-from common.decimals import ZERO, fmt, parse_decimal
+from common.decimals import ZERO, fmt_memo, parse_decimal
 from services.executor import venue as v
 from services.executor.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 
 
 def request_body(req: v.PlaceRequest) -> bytes:
-    """JSON body of ``POST /v1/orders``."""
+    """JSON body of ``POST /v1/orders`` (the orders of a fan-out repeat their amounts and limit: their
+    strings are remembered)."""
     return orjson.dumps({
         "clientOrderId": req.client_order_id, "userId": req.user_id, "walletId": req.wallet_id,
         "proxy": req.proxy, "tokenId": req.token_id, "side": req.side, "orderType": req.order_type,
-        "amountUsd": fmt(req.amount_usd) if req.amount_usd is not None else None,
-        "size": fmt(req.size) if req.size is not None else None,
-        "limitPrice": fmt(req.limit_price), "negRisk": req.neg_risk,
+        "amountUsd": fmt_memo(req.amount_usd) if req.amount_usd is not None else None,
+        "size": fmt_memo(req.size) if req.size is not None else None,
+        "limitPrice": fmt_memo(req.limit_price), "negRisk": req.neg_risk,
     })
 
 
