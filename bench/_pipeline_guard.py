@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -115,33 +116,39 @@ class _Walks:
         self.markets = markets  # (condition id, token 0, token 1)
         self.price = {t: 49 for _c, a, b in markets for t in (a, b)}  # add_market's best bid
         self.rng = rng
+        self._hashes = itertools.count(rng.getrandbits(40))
 
     def _move(self, token: str) -> list[dict[str, str]]:
-        """One token's best bid moves one cent (up or down); the book keeps ``LEVELS`` a side."""
+        """One token's best bid moves one cent (up or down); the book keeps ``LEVELS`` a side.
+
+        Runs 5,000 times a second on the machine under test: strings and Decimal keys come from tables, and
+        each entry's (opaque) hash is a counter, not a random draw."""
         p = self.price[token]
         up = p <= 12 or (p < 88 and self.rng.random() < 0.5)
         book = self.sim.books.books[token]
+        bids, asks = book.bids, book.asks
         s = LEVEL_SIZE
         if up:  # bid p+1 in, bid p-9 out; ask p+1 out, ask p+11 in
-            edits = [("BUY", p + 1, s), ("BUY", p - LEVELS + 1, "0"), ("SELL", p + 1, "0"), ("SELL", p + LEVELS + 1, s)]
+            bids[_CENTS[p + 1]] = _SIZE
+            bids.pop(_CENTS[p - LEVELS + 1], None)
+            asks.pop(_CENTS[p + 1], None)
+            asks[_CENTS[p + LEVELS + 1]] = _SIZE
+            edits = (("BUY", p + 1, s), ("BUY", p - LEVELS + 1, "0"), ("SELL", p + 1, "0"),
+                     ("SELL", p + LEVELS + 1, s))
             p += 1
         else:  # bid p out, bid p-10 in; ask p in, ask p+10 out
-            edits = [("BUY", p, "0"), ("BUY", p - LEVELS, s), ("SELL", p, s), ("SELL", p + LEVELS, "0")]
+            bids.pop(_CENTS[p], None)
+            bids[_CENTS[p - LEVELS]] = _SIZE
+            asks[_CENTS[p]] = _SIZE
+            asks.pop(_CENTS[p + LEVELS], None)
+            edits = (("BUY", p, "0"), ("BUY", p - LEVELS, s), ("SELL", p, s), ("SELL", p + LEVELS, "0"))
             p -= 1
         self.price[token] = p
-        best_bid, best_ask = f"0.{p:02d}", f"0.{p + 1:02d}"
-        out = []
-        for side, cents, size_s in edits:
-            price = f"0.{cents:02d}"
-            levels = book.bids if side == "BUY" else book.asks
-            key = _CENTS[cents]
-            if size_s == "0":
-                levels.pop(key, None)
-            else:
-                levels[key] = _SIZE
-            out.append({"asset_id": token, "price": price, "size": size_s, "side": side,
-                        "hash": f"{self.rng.getrandbits(64):016x}", "best_bid": best_bid, "best_ask": best_ask})
-        return out
+        best_bid, best_ask = _PX[p], _PX[p + 1]
+        n = next(self._hashes)
+        return [{"asset_id": token, "price": _PX[cents], "size": size_s, "side": side,
+                 "hash": f"{n:012x}{i:04x}", "best_bid": best_bid, "best_ask": best_ask}
+                for i, (side, cents, size_s) in enumerate(edits)]
 
     def frame(self) -> tuple[str, str]:
         """One market move: (token 0, frame text) with both tokens' entries."""
@@ -153,6 +160,7 @@ class _Walks:
 
 
 _CENTS = {c: Decimal(c) / 100 for c in range(101)}
+_PX = [f"0.{c:02d}" for c in range(101)]
 _SIZE = Decimal(LEVEL_SIZE)
 
 

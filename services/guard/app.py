@@ -129,13 +129,14 @@ async def start(settings: Settings) -> Running:
     events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=settings.stream_maxlen)
     triggers = TriggerStore(pool, utcnow)
     markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
-    outbox = OutboxPublisher(pool, events_log, utcnow)
+    outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=settings.bookkeeping_interval_s)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
     guard = Guard(store=triggers, exit_store=ExitStore(pool, utcnow),
                   executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
                   outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
                   book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
-                  crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency)
+                  crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency,
+                  bookkeeping_interval_s=settings.bookkeeping_interval_s)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),

@@ -12,6 +12,7 @@
 | ``TT_GUARD_BOOK_MAX_AGE_S`` | 30 | catch-up: a stored book older than this never fires |
 | ``TT_GUARD_PERF_INTERVAL_S`` | 5 | performance-rule evaluation period |
 | ``TT_GUARD_MARK_FLUSH_S`` | 2 | how often risen trailing high-water marks are persisted |
+| ``TT_GUARD_BOOKKEEPING_INTERVAL_S`` | 0.05 | least time between two runs of the event outbox / "SELL acked" marker |
 | ``TT_GUARD_TRIGGER_CHECK_S`` | 5 | safety-net comparison of ``tt:triggers:version`` |
 | ``TT_GUARD_MAX_SLIPPAGE_BPS`` | 300 | slippage tolerance of trigger SELLs (executor's depth check) |
 | ``TT_GUARD_SUBMIT_TIMEOUT_S`` / ``TT_GUARD_CONTROL_TIMEOUT_S`` | 5 / 5 | RPC deadlines |
@@ -62,6 +63,7 @@ class Settings:
     book_max_age_s: float = 30.0
     perf_interval_s: float = 5.0
     mark_flush_s: float = 2.0
+    bookkeeping_interval_s: float = 0.05
     trigger_check_s: float = 5.0
     max_slippage_bps: int = 300
     submit_timeout_s: float = 5.0
@@ -101,6 +103,7 @@ class Settings:
             book_max_age_s=_positive(env, "TT_GUARD_BOOK_MAX_AGE_S", 30.0),
             perf_interval_s=_positive(env, "TT_GUARD_PERF_INTERVAL_S", 5.0),
             mark_flush_s=_positive(env, "TT_GUARD_MARK_FLUSH_S", 2.0),
+            bookkeeping_interval_s=env_float_seconds(env, "TT_GUARD_BOOKKEEPING_INTERVAL_S", 0.05),
             trigger_check_s=_positive(env, "TT_GUARD_TRIGGER_CHECK_S", 5.0),
             max_slippage_bps=env_int(env, "TT_GUARD_MAX_SLIPPAGE_BPS", 300, minimum=0, maximum=10_000),
             submit_timeout_s=_positive(env, "TT_GUARD_SUBMIT_TIMEOUT_S", 5.0),

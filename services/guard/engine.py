@@ -149,6 +149,8 @@ class Engine:
         self._held: dict[str, set[str]] = {}
         # Per asset and source, the lowest and highest stale price evaluated since its triggers last changed.
         self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
+        # Books whose trailing marks rose since take_dirty_marks: the flush visits only these.
+        self._dirty_books: dict[int, _SourceBook] = {}
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -280,6 +282,8 @@ class Engine:
             for tid, mark in book.take(price):
                 spec = self._specs[tid]
                 crossed.append((spec.with_mark(mark) if mark is not None else spec, price))
+            if book.trail is not None and book.trail.dirty:
+                self._dirty_books[id(book)] = book
         out = Outcome()
         if crossed:
             crossed.sort(key=lambda c: (_KIND_ORDER[c[0].kind], c[0].id))
@@ -302,10 +306,10 @@ class Engine:
     def take_dirty_marks(self) -> list[tuple[Decimal, list[str]]]:
         """Trailing marks that rose since the last call, with the triggers carrying them."""
         out: list[tuple[Decimal, list[str]]] = []
-        for books in self._books.values():
-            for book in books.values():
-                if book.trail is not None and len(book.trail):
-                    out.extend(book.trail.take_dirty_marks())
+        books, self._dirty_books = self._dirty_books, {}
+        for book in books.values():
+            if book.trail is not None:
+                out.extend(book.trail.take_dirty_marks())
         return out
 
     # internals

@@ -81,11 +81,16 @@ async def insert_events(conn: AsyncConnection[Any], events: Sequence[gpb.Trigger
     """Write events to the outbox (a replayed event id is ignored)."""
     if not events:
         return
+    if len(events) == 1:  # the usual case (a fire, a settle): executemany's set-up costs more than the row
+        e = events[0]
+        await conn.execute(_INSERT_EVENT, (e.event_id, e.trigger.id, e.SerializeToString()))
+        return
     async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO guard_trigger_events (event_id, trigger_id, payload) VALUES (%s, %s, %s)"
-            " ON CONFLICT (event_id) DO NOTHING",
-            [(e.event_id, e.trigger.id, e.SerializeToString()) for e in events])
+        await cur.executemany(_INSERT_EVENT, [(e.event_id, e.trigger.id, e.SerializeToString()) for e in events])
+
+
+_INSERT_EVENT = ("INSERT INTO guard_trigger_events (event_id, trigger_id, payload) VALUES (%s, %s, %s)"
+                 " ON CONFLICT (event_id) DO NOTHING")
 
 
 _FACTS_SQL = (
@@ -233,18 +238,21 @@ class TriggerStore:
                      avg_price: Decimal) -> TriggerRow | None:
         """Apply an order event to a FIRED trigger: DONE / FAILED, or just the fill so far; None when not FIRED."""
         now = self.clock()
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode: BEGIN and the UPDATE go in one round trip, the event INSERT with the COMMIT in another.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             if move is None:
                 await conn.execute(
                     "UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
                     " WHERE id = %s AND order_id = %s AND state = 'FIRED'", (filled, avg_price, trigger_id, order_id))
                 return None
             target = apply(State.FIRED, move)
+            # An event about the order means the executor has it: submitted_at is set here too, so the batched
+            # "acknowledged" mark of a SELL settled at once need not be written.
             updated = await (await conn.execute(
                 "UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
-                " avg_fill_price = %s, done_time = %s, update_time = %s, version = version + 1"
-                " WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *",
-                (target.value, reason, filled, avg_price, now, now, trigger_id, order_id))).fetchone()
+                " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
+                " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *",
+                (target.value, reason, filled, avg_price, now, now, now, trigger_id, order_id))).fetchone()
             if updated is None:
                 return None
             row = TriggerRow.from_row(updated)

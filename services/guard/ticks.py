@@ -30,8 +30,8 @@ class TickView(NamedTuple):
 
 
 # Prices sit on a tick grid, so few distinct strings recur: parse each once.
-_PARSED: dict[str, Decimal] = {}
-_PARSED_MAX = 100_000
+PARSED: dict[str, Decimal] = {}
+PARSED_MAX = 100_000
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
@@ -39,7 +39,7 @@ _ONE = Decimal(1)
 def _price(raw: str, name: str) -> Decimal | None:
     if not raw:
         return None
-    value = _PARSED.get(raw)
+    value = PARSED.get(raw)
     if value is not None:
         return value
     try:
@@ -48,15 +48,15 @@ def _price(raw: str, name: str) -> Decimal | None:
         raise BadTick(f"{name}: {exc}") from None
     if not _ZERO < value <= _ONE:
         raise BadTick(f"{name} out of (0, 1]: {raw}")
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[raw] = value
+    if len(PARSED) >= PARSED_MAX:
+        PARSED.clear()
+    PARSED[raw] = value
     return value
 
 
 def known_price(raw: str) -> Decimal | None:
     """A price string already parsed and found valid, else None (parse it with :func:`view`)."""
-    return _PARSED.get(raw)
+    return PARSED.get(raw)
 
 
 def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:

@@ -90,6 +90,11 @@ class TrailBook:
         self._index(group)
         return True
 
+    @property
+    def dirty(self) -> bool:
+        """True when marks changed since :meth:`take_dirty_marks` last ran."""
+        return bool(self._dirty)
+
     def mark_of(self, trigger_id: str) -> Decimal:
         """The stop's high-water mark (0 while not yet active)."""
         gid = self._where.get(trigger_id)

@@ -17,6 +17,8 @@ from services.ingest import clob
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
 _TWO = Decimal(2)
 
 Top = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal, bool]
@@ -63,7 +65,11 @@ class AssetBook:
 
     def top(self) -> Top:
         """What a price tick reports."""
-        return (self.best_bid, self.best_ask, self.last_trade_price, self.tick_size, self.stale)
+        if self.synced:  # best_bid / best_ask inline: this runs for every change
+            bids, asks = self._bid_px, self._ask_px
+            return (bids[-1] if bids else None, asks[0] if asks else None, self.last_trade_price, self.tick_size,
+                    self.stale)
+        return (self.hint_bid, self.hint_ask, self.last_trade_price, self.tick_size, self.stale)
 
     def set_level(self, side: str, price: Decimal, size: Decimal) -> None:
         """Set a level's aggregate size; 0 removes it."""
@@ -71,13 +77,14 @@ class AssetBook:
             levels, prices = self.bids, self._bid_px
         else:
             levels, prices = self.asks, self._ask_px
-        if size == 0:
+        if not size:
             if levels.pop(price, None) is not None:
                 del prices[bisect_left(prices, price)]
         else:
-            if price not in levels:
+            n = len(levels)
+            levels[price] = size  # one hash of the Decimal key: a new level grows the dict
+            if len(levels) != n:
                 insort(prices, price)
-            levels[price] = size
 
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
         """Replace both sides (a snapshot); zero sizes must already be left out."""
@@ -192,7 +199,8 @@ class BookState:
             return None
         if market:
             book.condition_id = market
-        book.venue_ms = max(book.venue_ms, venue_ms)
+        if venue_ms > book.venue_ms:
+            book.venue_ms = venue_ms
         book.updated_ms = now_ms
         book.stale = False
         return book
@@ -210,21 +218,22 @@ class BookState:
         return [self._result(book, mpb.TICK_KIND_BOOK)]
 
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
-        touched: dict[str, AssetBook] = {}
-        for change in msg.changes:
-            book = touched.get(change.asset_id)
+        touched: dict[str, AssetBook | None] = {}
+        for asset_id, side, price, size, best_bid, best_ask in msg.changes:
+            book = touched.get(asset_id)
             if book is None:
-                book = self._touch(change.asset_id, msg.market, msg.venue_ms, now_ms)
+                if asset_id in touched:  # not tracked
+                    continue
+                book = touched[asset_id] = self._touch(asset_id, msg.market, msg.venue_ms, now_ms)
                 if book is None:
                     continue
-                touched[book.asset_id] = book
-            if change.size is not None:
-                book.set_level(change.side, change.price, change.size)
-            if change.best_bid is not None:
-                book.hint_bid = change.best_bid if change.best_bid > 0 else None
-            if change.best_ask is not None:
-                book.hint_ask = change.best_ask if change.best_ask < 1 else None
-        return [self._result(b, mpb.TICK_KIND_PRICE_CHANGE) for b in touched.values()]
+            if size is not None:
+                book.set_level(side, price, size)
+            if best_bid is not None:
+                book.hint_bid = best_bid if best_bid > _ZERO else None
+            if best_ask is not None:
+                book.hint_ask = best_ask if best_ask < _ONE else None
+        return [self._result(b, mpb.TICK_KIND_PRICE_CHANGE) for b in touched.values() if b is not None]
 
     @staticmethod
     def _result(book: AssetBook, kind: int, *, force: bool = False) -> Touched:

@@ -171,6 +171,23 @@ def test_dirty_marks_report_rises_once() -> None:
     assert [(m, sorted(ids)) for m, ids in engine.take_dirty_marks()] == [(D("0.55"), ["r1", "r2"])]
 
 
+def test_dirty_marks_cover_every_asset_and_source_that_rose() -> None:
+    engine = load([ts("a1", "10"), ts("b1", "10", asset="b"), ts("b2", "10", asset="b", source=Source.MID),
+                   ts("c1", "10", asset="c", mark="0.6"), ts("d1", "10", asset="d")])
+    engine.on_tick(A, bid("0.5"), stale=False)
+    engine.on_tick("b", Prices(best_bid=D("0.4"), mid=D("0.45")), stale=False)
+    engine.on_tick("c", bid("0.55"), stale=False)  # below its loaded mark: nothing rises
+    engine.on_tick("d", bid("0.3"), stale=True)  # stale prices move no mark
+    assert sorted((m, sorted(ids)) for m, ids in engine.take_dirty_marks()) == [
+        (D("0.4"), ["b1"]), (D("0.45"), ["b2"]), (D("0.5"), ["a1"])]
+    engine.on_tick(A, bid("0.52"), stale=False)
+    engine.on_tick(A, bid("0.53"), stale=False)
+    assert engine.take_dirty_marks() == [(D("0.53"), ["a1"])]
+    engine.on_tick(A, bid("0.6"), stale=False)
+    engine.remove("a1")  # risen, then gone before the flush: nothing to write
+    assert engine.take_dirty_marks() == []
+
+
 def test_trailing_groups_merge_and_fire_in_trail_order() -> None:
     book = TrailBook()
     book.add("wide", D("30"), D("0"))

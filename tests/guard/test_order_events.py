@@ -32,8 +32,11 @@ class _Store:
         return self.row
 
     async def settle(self, trigger_id: str, order_id: str, move: Move | None, reason: str, filled: Decimal,
-                     avg: Decimal) -> None:
+                     avg: Decimal) -> _Row | None:
         self.calls.append(("settle", trigger_id, order_id, move, filled))
+        return self.settled
+
+    settled: _Row | None = None
 
 
 class _Exits:
@@ -108,3 +111,15 @@ async def test_an_event_handled_once_is_skipped_when_it_comes_again_unless_it_fa
     failing.settle = _Store.settle.__get__(failing)  # type: ignore[method-assign]
     await guard.on_order_event(ev)  # redelivered: handled this time
     assert [c[0] for c in failing.calls] == ["settle"]
+
+
+@pytest.mark.parametrize(("settled", "kept"), [(_Row("trg_1", State.DONE), False), (None, True)])
+async def test_a_settled_sell_needs_no_separate_acknowledged_mark(settled: _Row | None, kept: bool) -> None:
+    store = _Store()
+    store.settled = settled
+    guard = _guard(store)
+    guard.firer.submitted.pending["trg_1"] = "co_1"  # acknowledged, mark not written yet
+    guard.firer.submitted.pending["trg_2"] = "co_9"
+    await guard.on_order_event(_ev(epb.ORDER_EVENT_TYPE_FILLED, filled="10"))
+    # the settle wrote submitted_at along with DONE; a settle that changed nothing leaves the mark queued
+    assert guard.firer.submitted.pending == ({"trg_1": "co_1", "trg_2": "co_9"} if kept else {"trg_2": "co_9"})

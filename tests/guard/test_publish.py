@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
+from common.config import ConfigError
 from common.marketstate import WATCH_TRIGGERS
-from services.guard.publish import WatchPublisher
+from services.guard.config import Settings
+from services.guard.publish import Kicked, WatchPublisher
+from tests.helpers import eventually
 
 
 async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_work(redis: Any) -> None:
@@ -37,3 +43,39 @@ async def test_without_a_version_every_step_compares(redis: Any) -> None:
     assets.add("b")
     await pub.step()
     assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"}
+
+
+class _Counting(Kicked):
+    def __init__(self, min_interval_s: float) -> None:
+        super().__init__("counting", min_interval_s=min_interval_s)
+        self.steps = 0
+
+    async def step(self) -> None:
+        self.steps += 1
+
+
+@pytest.mark.parametrize(("min_interval_s", "steps"), [(0.0, 6), (60.0, 1)])
+async def test_kicks_soon_after_a_run_share_the_next_one(min_interval_s: float, steps: int) -> None:
+    loop = _Counting(min_interval_s)
+    task = asyncio.create_task(loop.run())
+    try:
+        loop.kick()
+        await eventually(lambda: loop.steps == 1)
+        for _ in range(5):  # each kick lands after the previous run finished
+            loop.kick()
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await eventually(lambda: loop.steps == steps)
+        assert loop.steps == steps  # with an interval, the five kicks wait together for the next run
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_bookkeeping_interval_setting() -> None:
+    base = {"CONTROL_API_TOKEN": "ab" * 32, "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x:1/0"}
+    env = {**base, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "0.2"}
+    assert Settings.from_env(env).bookkeeping_interval_s == 0.2
+    assert Settings.from_env(base).bookkeeping_interval_s == 0.05
+    with pytest.raises(ConfigError):
+        Settings.from_env({**env, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "-1"})
