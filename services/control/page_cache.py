@@ -3,7 +3,10 @@
 A follower's page rarely changes between two reads, yet building it means decoding every row's
 head and joining ~0.6 MB. With a page kept here, a read first asks PostgreSQL for the page's
 current digest (``sub_repo.page_digest``: one row back instead of 500) and answers with the kept
-bytes when it is unchanged. The cache is an LRU bounded by the bytes it holds.
+bytes when it is unchanged. A page found changed at its last build (an active follower's stats
+move with every fill) is marked ``changing``: its next read builds at once instead of paying for a
+digest check first, until a build finds it as it was. The cache is an LRU bounded by the bytes it
+holds.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A page's body and the digest of its rows."""
+    """A page's body, the digest of its rows, and whether it had changed since the page kept before it."""
 
     digest: str
     body: bytes
+    changing: bool = False
 
 
 class PageCache:
@@ -46,7 +50,7 @@ class PageCache:
             self.bytes -= len(old.body)
         if digest is None or len(body) > self.max_bytes:
             return
-        self._pages[key] = Page(digest, body)
+        self._pages[key] = Page(digest, body, changing=old is not None and old.digest != digest)
         self.bytes += len(body)
         while self.bytes > self.max_bytes:
             _, evicted = self._pages.popitem(last=False)

@@ -68,7 +68,7 @@ class SubscriptionPages:
 
     async def message(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
         """The page as a ListSubscriptionsResponse (gRPC)."""
-        cached = await self._cached(q, self.bytes_cache, list_cache.parts_of)
+        cached = await self._cached(q, self.bytes_cache, list_cache.parts_of, with_digest=False)
         if cached is None:
             return await self._decoded(q)
         rows, token, _ = cached
@@ -81,13 +81,14 @@ class SubscriptionPages:
         """The page as the transcoder's JSON of a ListSubscriptionsResponse (REST): the page kept in
         ``json_pages`` when its rows' digest is unchanged, else built (and kept)."""
         kept = self.json_pages.get(q)
-        if kept is not None:
+        if kept is not None and not kept.changing:
             async with self.db.read() as conn:
                 digest = await sub_repo.page_digest(conn, follower_proxy=q.follower, leader_proxy=q.leader,
                                                     state=q.state, after=q.after, limit=q.size + 1)
             if digest == kept.digest:
                 return kept.body
-        cached = await self._cached(q, self.json_cache, list_json.parts_of)
+        cached = await self._cached(q, self.json_cache, list_json.parts_of,
+                                    with_digest=self.json_pages.max_bytes > 0)
         if cached is None:
             return list_json.response_json(await self._decoded(q))
         rows, token, digest = cached
@@ -96,13 +97,13 @@ class SubscriptionPages:
         return body
 
     async def _cached(self, q: PageQuery, cache: list_cache.VersionedLru[T], encode: Callable[[spb.Subscription], T],
-                      ) -> tuple[list[tuple[T, sub_repo.ListHead]], str, str | None] | None:
-        """Each row's cached value with its head, the next page token and the digest of the rows; None
-        when a row changed between the page query and the read of the uncached rows (read the page
-        as one snapshot)."""
+                      *, with_digest: bool) -> tuple[list[tuple[T, sub_repo.ListHead]], str, str | None] | None:
+        """Each row's cached value with its head, the next page token and (``with_digest``) the digest of
+        the rows; None when a row changed between the page query and the read of the uncached rows
+        (read the page as one snapshot)."""
         async with self.db.read() as conn:
             heads = await sub_repo.list_heads(conn, follower_proxy=q.follower, leader_proxy=q.leader, state=q.state,
-                                              after=q.after, limit=q.size + 1)
+                                              after=q.after, limit=q.size + 1, with_digest=with_digest)
             page = heads[:q.size]
             found = {h[0]: value for h in page if (value := cache.get(h[0], h[1])) is not None}
             if len(found) < len(page):  # not cached yet, or changed since: read those rows whole
@@ -115,7 +116,7 @@ class SubscriptionPages:
         if len(heads) > q.size:
             last = heads[q.size - 1]
             token = pagination.encode("subs", q.fingerprint, pagination.Cursor(last[2], last[0]))
-        digest = heads[0][-1] if heads else None
+        digest = heads[0][-1] if heads and with_digest else None
         return [(found[h[0]], h) for h in page if h[0] in found], token, digest
 
     async def _decoded(self, q: PageQuery) -> pb.ListSubscriptionsResponse:

@@ -170,7 +170,7 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
     return await (await conn.execute(sql, params)).fetchall()
 
 
-ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized, digest)
+ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized[, digest])
 
 _HEADS = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
           " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
@@ -183,9 +183,11 @@ _DIGEST = ("md5(string_agg(format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', h.id, h.version
 
 
 def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
-                    limit: int) -> tuple[str, dict[str, Any]]:
+                    limit: int, with_digest: bool = True) -> tuple[str, dict[str, Any]]:
     """The SQL and parameters of :func:`list_heads`."""
     where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    if not with_digest:
+        return _HEADS.format(where=where), params
     # The digest is an uncorrelated scalar subquery, an InitPlan computed once whatever the plan: as a
     # joined aggregate, a generic plan on a table without statistics re-ran it for every row.
     return (f"WITH h AS MATERIALIZED ({_HEADS.format(where=where)})"
@@ -193,12 +195,12 @@ def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after
 
 
 async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
-                     after: Cursor | None, limit: int) -> list[ListHead]:
+                     after: Cursor | None, limit: int, with_digest: bool = False) -> list[ListHead]:
     """Like :func:`list_page` but only each row's id, version, create time and live stats (the rest
-    comes from ``list_cache`` when the version matches), each row ending with the page's
-    :func:`page_digest` (read in the same statement, so it describes exactly these rows)."""
+    comes from ``list_cache`` when the version matches); ``with_digest``: each row ends with the
+    page's :func:`page_digest` (read in the same statement, so it describes exactly these rows)."""
     sql, params = heads_statement(follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state,
-                                  after=after, limit=limit)
+                                  after=after, limit=limit, with_digest=with_digest)
     cur = conn.cursor(row_factory=tuple_row, binary=True)  # binary rows decode faster (timestamps above all)
     await cur.execute(sql, params)
     return await cur.fetchall()

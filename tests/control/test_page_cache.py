@@ -100,7 +100,7 @@ async def test_the_digest_read_alone_equals_the_one_read_with_the_rows(stubs: St
         args = {"follower_proxy": q.follower, "leader_proxy": q.leader, "state": q.state, "after": q.after,
                 "limit": q.size + 1}
         async with pages.db.read() as conn:
-            heads = await sub_repo.list_heads(conn, **args)
+            heads = await sub_repo.list_heads(conn, **args, with_digest=True)
             alone = await sub_repo.page_digest(conn, **args)
         assert alone is not None and {h[-1] for h in heads} == {alone}
     async with pages.db.read() as conn:
@@ -128,3 +128,39 @@ async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stu
         await conn.execute("RESET plan_cache_mode")
     assert row is not None
     assert _loops_of_aggregates(next(iter(row.values()))[0]["Plan"]) == [1]
+
+
+def test_a_page_that_changed_is_marked_until_a_build_finds_it_unchanged() -> None:
+    cache = PageCache(max_bytes=100)
+    cache.put("a", "d1", b"x")
+    assert cache.get("a").changing is False  # type: ignore[union-attr]
+    cache.put("a", "d2", b"y")
+    assert cache.get("a").changing is True  # type: ignore[union-attr]
+    cache.put("a", "d2", b"y")
+    assert cache.get("a").changing is False  # type: ignore[union-attr]
+
+
+async def test_a_changing_page_is_built_without_a_digest_check_first(stubs: Stubs, pages: SubscriptionPages,
+                                                                     db_url: str, monkeypatch: Any) -> None:
+    ids = await _create(stubs, 2)
+    checks: list[str | None] = []
+    digest_of = sub_repo.page_digest
+
+    async def counted(*args: Any, **kwargs: Any) -> str | None:
+        checks.append(await digest_of(*args, **kwargs))
+        return checks[-1]
+
+    monkeypatch.setattr(sub_repo, "page_digest", counted)
+    await pages.json(_query())  # built
+    assert len(checks) == 0
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied, updated_at) VALUES (%s, 1, now())",
+            (ids[0],))
+    assert _stats(await pages.json(_query()))[0]["copied"] == "1"  # checked, changed, rebuilt
+    assert len(checks) == 1
+    execute(db_url, "UPDATE subscription_stats SET copied = 2 WHERE subscription_id = %s", (ids[0],))
+    assert _stats(await pages.json(_query()))[0]["copied"] == "2"  # changing: rebuilt without a check
+    assert len(checks) == 1
+    assert _stats(await pages.json(_query()))[0]["copied"] == "2"  # rebuilt, found unchanged
+    assert len(checks) == 1
+    kept = await pages.json(_query())  # stable again: checked and answered from the kept bytes
+    assert len(checks) == 2 and kept is pages.json_pages.get(_query()).body  # type: ignore[union-attr]
