@@ -7,10 +7,10 @@ and Redis; this process serves it the routed-trade stream (a router stand-in ove
 log) and hosts the Insiders fake, which records each POST's arrival time. Each run appends one
 RoutedTrade; the clock starts just before the append and stops at the fake's last POST arrival.
 Runs are separated: the next starts once every order of the previous one is terminal. "executor
-CPU" is the executor process's user+system time from the append until this process saw the last
-POST (polled every 20 ms, so it includes some processing of the venue's answers): on this 2-core
-machine the executor, the fake, PostgreSQL and Redis share the cores, so CPU per fan-out is the
-figure that moves when the executor gets cheaper, whatever else runs.
+CPU" is the executor process's CPU time (its kernel CPU clock, ns resolution, sampled every 2 ms by
+a thread) from the append to the last POST's arrival: on this 2-core machine the executor, the
+fake, PostgreSQL and Redis share the cores, so CPU per fan-out is the figure that moves when the
+executor gets cheaper, whatever else runs.
 
 The transport comparison (default on; ``--no-transports`` skips it) measures the HTTP clients alone:
 1,000 concurrent POSTs (after a warm-up burst on the same client, so connections are open) from
@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +37,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench import print_table, process_cpu_s, save_results, summarize
+from bench import print_table, save_results, summarize
 from common.config import Secret, project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
@@ -83,6 +84,44 @@ def _routed(run: int, n: int, now_ns: int) -> epb.RoutedTrade:
     return epb.RoutedTrade(orders=orders)
 
 
+class _CpuSampler:
+    """Samples a process's CPU clock (``clock_gettime`` on its CPU clock id: ns, not 10 ms ticks) every
+    ``interval_s`` in a thread, so the CPU used up to a given instant can be read afterwards."""
+
+    def __init__(self, pid: int, interval_s: float = 0.002) -> None:
+        self.clock = (~pid << 3) | 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+        self.interval_s = interval_s
+        self.samples: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self._thread.start()
+
+    def now_ns(self) -> int:
+        """The process's CPU time so far."""
+        return time.clock_gettime_ns(self.clock)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.samples.append((time.time_ns(), self.now_ns()))
+            except OSError:
+                return
+            if len(self.samples) > 100_000:
+                del self.samples[:50_000]
+
+    def at(self, wall_ns: int) -> int:
+        """CPU time at the first sample taken at or after ``wall_ns`` (the latest sample if none is)."""
+        for t, cpu in self.samples:
+            if t >= wall_ns:
+                return cpu
+        return self.samples[-1][1] if self.samples else self.now_ns()
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
 def _terminal_count(db_url: str, prefix: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT count(*) FROM orders WHERE client_order_id LIKE %s AND terminal_at IS NOT NULL",
@@ -118,11 +157,12 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
     last_ms: list[float] = []
     first_ms: list[float] = []
     cpu_ms: list[float] = []
+    sampler = _CpuSampler(proc.pid)
     try:
         await asyncio.wait_for(router.connected.wait(), timeout=60)
         for run in range(args.warmup + args.runs):
             start_index = len(fake.posts)
-            cpu0 = (process_cpu_s(proc.pid) or 0.0) * 1000
+            cpu0 = sampler.now_ns()
             t0 = time.time_ns()
             await log_.append(_routed(run, args.orders, t0).SerializeToString())
             deadline = time.monotonic() + 30
@@ -133,14 +173,14 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
             arrivals = sorted(p.arrival_ns for p in fake.posts[start_index:])
             if arrivals[0] < t0:
                 raise AssertionError(f"run {run}: a POST arrived before the trade was appended")
-            # executor CPU until the last POST was seen (±20 ms polling)
-            cpu = (process_cpu_s(proc.pid) or 0.0) * 1000 - cpu0
+            await asyncio.sleep(0.01)  # a sample after the last arrival
+            cpu = (sampler.at(arrivals[-1]) - cpu0) / 1e6  # executor CPU from the append to the last POST
             if run >= args.warmup:
                 last_ms.append((arrivals[-1] - t0) / 1e6)
                 first_ms.append((arrivals[0] - t0) / 1e6)
                 cpu_ms.append(cpu)
                 print(f"run {run - args.warmup + 1:>3}: first POST {first_ms[-1]:7.1f} ms, "
-                      f"last POST {last_ms[-1]:7.1f} ms, executor CPU meanwhile {cpu:6.0f} ms", flush=True)
+                      f"last POST {last_ms[-1]:7.1f} ms, executor CPU meanwhile {cpu:6.1f} ms", flush=True)
             prefix = f"co_bench_{run:03d}_"
             deadline = time.monotonic() + 60
             while await asyncio.to_thread(_terminal_count, db_url, prefix) < args.orders:
@@ -151,6 +191,7 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
         counts = fake.post_counts()
         doubles = sum(1 for n in counts.values() if n > 1)
     finally:
+        sampler.stop()
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 15)

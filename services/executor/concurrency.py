@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 
 class Slots:
@@ -39,29 +40,64 @@ class Slots:
         self.free += 1
 
 
+@runtime_checkable
+class AnswerHolder(Protocol):
+    """A venue client that can keep answers unread while a burst is written."""
+
+    def hold_answers(self) -> None:
+        """Start holding answers."""
+
+    def release_answers(self) -> None:
+        """Process what was held and stop holding."""
+
+
 class BurstGate:
     """Holds back work on venue answers while a burst of POSTs is still going out.
 
-    An answer waits while more than ``min_pending`` POSTs are pending (a fan-out in progress; a
-    trickle of single orders never waits), and never longer than ``max_wait_s``.
+    ``pending`` counts POSTs not answered yet, ``unsent`` POSTs not written yet. Work on an answer
+    waits (:meth:`wait`) while more than ``min_pending`` POSTs are pending (a fan-out in progress; a
+    trickle of single orders never waits), and never longer than ``max_wait_s``. Once more than
+    ``min_pending`` POSTs are unsent, the registered holders keep answers unread altogether until
+    none is (at most ``max_wait_s``; after such a timeout holding resumes only once the burst is over).
     """
 
     def __init__(self, max_wait_s: float, min_pending: int = 0) -> None:
         self.max_wait_s = max_wait_s
         self.min_pending = min_pending
         self.pending = 0
+        self.unsent = 0
         self._released: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._holders: list[AnswerHolder] = []
+        self.holding = False
+        self._hold_armed = True
+        self._hold_timer: asyncio.TimerHandle | None = None
+
+    def hold_answers_with(self, holder: AnswerHolder) -> None:
+        """Let ``holder`` keep answers unread while a burst is written."""
+        self._holders.append(holder)
 
     def add(self, n: int = 1) -> None:
         """``n`` more POSTs are about to go out."""
         self.pending += n
+        self.unsent += n
+        self._check_hold()
+
+    def sent(self, n: int = 1) -> None:
+        """``n`` POSTs of the burst were written (or will never be)."""
+        self.unsent = max(0, self.unsent - n)
+        self._check_hold()
 
     def done(self, n: int = 1) -> None:
         """``n`` POSTs of the burst came back (or will never be sent)."""
         self.pending = max(0, self.pending - n)
         if self.pending <= self.min_pending:
             self._release()
+
+    def give_back(self, n: int) -> None:
+        """``n`` POSTs announced by :meth:`add` will not be sent by whoever announced them."""
+        self.sent(n)
+        self.done(n)
 
     async def wait(self) -> None:
         """Return once at most ``min_pending`` POSTs are pending, or after ``max_wait_s``."""
@@ -80,6 +116,28 @@ class BurstGate:
         if self._released is not None and not self._released.done():
             self._released.set_result(None)
         self._released = None
+
+    def _check_hold(self) -> None:
+        if self.holding:
+            if self.unsent == 0:  # a burst is held until its last POST is written
+                self._end_hold(True)
+        elif self.unsent > self.min_pending:
+            if self._hold_armed and self._holders and self.max_wait_s > 0:
+                self.holding = True
+                self._hold_timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._end_hold, False)
+                for holder in self._holders:
+                    holder.hold_answers()
+        else:
+            self._hold_armed = True
+
+    def _end_hold(self, rearm: bool) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self.holding = False
+        self._hold_armed = rearm
+        for holder in self._holders:
+            holder.release_answers()
 
 
 class Once:

@@ -26,7 +26,7 @@ from common.retry import Backoff
 from services.executor import lifecycle as lc
 from services.executor import venue as v
 from services.executor.breakergate import BreakerGate
-from services.executor.concurrency import BurstGate, Once, Slots
+from services.executor.concurrency import AnswerHolder, BurstGate, Once, Slots
 from services.executor.events import build_event
 from services.executor.journal import Journal
 from services.executor.model import Booking, Ticket
@@ -62,7 +62,8 @@ class EngineConfig:
     max_inflight: int = 2048
     # While a burst of POSTs is still going out (more than answer_defer_min_pending pending), answers
     # wait (up to answer_defer_s) before being processed and persisted, so the last POST of a
-    # 1,000-order fan-out does not queue behind them.
+    # 1,000-order fan-out does not queue behind them; while more than that many are not even written,
+    # venues that can hold answers keep them unread (parsed only after the burst's last POST).
     answer_defer_s: float = 1.0
     answer_defer_min_pending: int = 32
 
@@ -83,6 +84,9 @@ class Engine:
         self._first_event: dict[str, asyncio.Event] = {}
         # orders started whose first POST has not come back yet
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
+        for venue in venues.values():
+            if isinstance(venue, AnswerHolder):
+                self.burst.hold_answers_with(venue)
 
     def running(self, client_order_id: str) -> bool:
         """True when this process is already working on the order."""
@@ -162,13 +166,16 @@ class Engine:
 
     async def _run(self, t: Ticket, life: lc.OrderLife, may_hold: bool) -> None:
         coid = t.client_order_id
-        first_answer = Once(self.burst.done if life.state is lc.State.SUBMITTING else None)
+        submitting = life.state is lc.State.SUBMITTING
+        first_answer = Once(self.burst.done if submitting else None)
+        # the first POST counts as written once the step that sends it is over (or the runner ends)
+        first_send = Once(self._sent_soon if submitting else None)
         span = order_span(t)
         crashes = 0
         try:
             while not life.terminal:
                 try:
-                    life, may_hold = await self._step(t, life, may_hold, span, first_answer)
+                    life, may_hold = await self._step(t, life, may_hold, span, first_answer, first_send)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -189,14 +196,18 @@ class Engine:
                 if life.reason:
                     span.set_attribute("order.reason", life.reason)
                 span.end()
+            first_send.fire()
             first_answer.fire()
             self.tasks.pop(coid, None)
             self._first_event.pop(coid, None)
 
+    def _sent_soon(self) -> None:
+        asyncio.get_running_loop().call_soon(self.burst.sent)
+
     async def _step(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
-                    first_answer: Once) -> tuple[lc.OrderLife, bool]:
+                    first_answer: Once, first_send: Once) -> tuple[lc.OrderLife, bool]:
         if life.state is lc.State.SUBMITTING:
-            return await self._submit(t, life, may_hold, span, first_answer)
+            return await self._submit(t, life, may_hold, span, first_answer, first_send)
         if life.state is lc.State.UNKNOWN:
             return await self._settle(t, life), may_hold
         if life.state is lc.State.NEW:
@@ -207,13 +218,14 @@ class Engine:
         return await self._track(t, life), may_hold
 
     async def _submit(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
-                      first_answer: Once) -> tuple[lc.OrderLife, bool]:
+                      first_answer: Once, first_send: Once) -> tuple[lc.OrderLife, bool]:
         gate = self.gates[t.venue]
         venue = self.venues[t.venue]
         assert t.request is not None
         deadline = t.created_ns / 1e9 + max(self.cfg.resubmit_max_age_s, self.cfg.breaker_wait_s)
         answered = False
         while life.state is lc.State.SUBMITTING:
+            first_send.fire()  # counted after this step: the POST is written in it unless it waits
             admission = gate.admit()
             if not admission.allowed:
                 remaining = deadline - time.time()

@@ -19,7 +19,7 @@ import psycopg
 
 from common.marketstate import BookSnapshot, read_book
 from services.executor.engine import Engine
-from services.executor.intake import IntakeRules, Prepared, QuoteCache, prepare
+from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -57,13 +57,15 @@ class Fanout:
     async def handle(self, routed: epb.RoutedTrade) -> None:
         """Admit every order of one routed trade; returns once all intents are persisted.
 
-        The whole trade counts as pending in the engine's burst gate from the start (each chunk hands
-        its share over as its orders start), so venue answers to the first chunks wait while later
-        chunks are still being inserted, instead of competing with them for the CPU and PostgreSQL.
+        The whole trade counts as pending and unsent in the engine's burst gate from the start (each
+        chunk hands its share over as its orders start), so venue answers to the first chunks stay
+        unread (and their work waits) while later chunks are still being inserted and written, instead
+        of competing with them for the CPU and PostgreSQL.
         """
         orders = routed.orders
         books: dict[str, BookSnapshot | None] = {}
         quotes: QuoteCache = {}
+        shapes: ShapeCache = {}  # followers' orders alike are validated and priced once
         i, size = 0, FIRST_CHUNK
         later: list[asyncio.Task[set[str]]] = []
         burst = self.engine.burst
@@ -78,7 +80,7 @@ class Fanout:
                 for asset in {o.asset_id for o in chunk} - books.keys():
                     books[asset] = await self._book(asset)
                 now = time.time_ns()
-                prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes) for o in chunk]
+                prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes, shapes) for o in chunk]
                 held -= len(chunk)
                 if first:  # the first POSTs leave after one small insert
                     await self._admit_chunk(prepared)
@@ -86,7 +88,7 @@ class Fanout:
                     later.append(asyncio.create_task(self._admit_chunk(prepared)))
                     await asyncio.sleep(0)
         finally:
-            burst.done(held)
+            burst.give_back(held)
         if later:
             await asyncio.gather(*later)
         self.handled_trades += 1
@@ -96,7 +98,7 @@ class Fanout:
         try:
             return await self.admit(prepared)
         finally:
-            self.engine.burst.done(len(prepared))
+            self.engine.burst.give_back(len(prepared))
 
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
         """Admit one order (SubmitOrder); returns whether its client order id was known already."""

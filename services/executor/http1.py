@@ -12,6 +12,8 @@ a whole-request timeout (a timed-out connection is closed, never reused). Idle c
 reused newest first; a connection the server closed is dropped as soon as the loss is noticed.
 Errors come back as exceptions the caller classifies: :class:`ConnectFailed` (nothing was sent),
 :class:`ResponseTimeout`, :class:`ConnectionDropped` (sent, no complete answer), :class:`BadResponse`.
+Response parsing lives in :mod:`services.executor.http1parse`. Timeouts share one loop timer; answers
+can be held unread while a burst of requests is written (:meth:`Http1Client.hold_answers`).
 """
 
 from __future__ import annotations
@@ -19,181 +21,49 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_BODY_BYTES = 8 * 1024 * 1024
-_SIZE_LINE = -1  # chunked decoding: expecting a chunk-size line
-_TRAILERS = -2  # chunked decoding: after the last chunk, reading trailers up to an empty line
+from services.executor.http1parse import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionDropped,
+    HttpError,
+    Response,
+    ResponseTimeout,
+    _Parser,
+)
+
+_TIMER_SLACK_S = 0.001  # a loop timer may fire up to its clock resolution early
+
+__all__ = ["BadResponse", "ConnectFailed", "ConnectionDropped", "Http1Client", "HttpError", "Response",
+           "ResponseTimeout"]
 
 
-class HttpError(Exception):
-    """A request that produced no usable response."""
+class _Hold:
+    """Whether answers are being held, and the connections holding some."""
 
+    __slots__ = ("active", "conns")
 
-class ConnectFailed(HttpError):
-    """The connection could not be opened: the request was not sent."""
+    def __init__(self) -> None:
+        self.active = False
+        self.conns: list[_Connection] = []
 
-
-class ResponseTimeout(HttpError):
-    """No complete response within the timeout (the request may have been processed)."""
-
-
-class ConnectionDropped(HttpError):
-    """The connection closed before a complete response (the request may have been processed)."""
-
-
-class BadResponse(HttpError):
-    """The bytes received are not an HTTP/1.x response we can read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """Status, lower-cased headers and body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class _Parser:
-    """Incremental HTTP/1.x response parser (one response at a time)."""
-
-    def __init__(self, head_request: bool = False) -> None:
-        self.buf = bytearray()
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.keep_alive = True
-        self._head_done = False
-        self._length: int | None = None
-        self._chunked = False
-        self._until_close = False
-        self._body = bytearray()
-        self._chunk_left = _SIZE_LINE  # or bytes left in the current chunk, or _TRAILERS
-        self._done = False
-        self._head_request = head_request
-
-    def feed(self, data: bytes) -> bool:
-        """Add bytes; True once the response is complete."""
-        self.buf += data
-        while not self._done:
-            if not self._head_done:
-                if not self._parse_head():
-                    return False
-                continue
-            if not self._parse_body():
-                return False
-        return True
-
-    def eof(self) -> bool:
-        """The connection closed: True when that completes the response (read-to-close bodies)."""
-        if self._head_done and self._until_close:
-            self._body += self.buf
-            self.buf.clear()
-            self._done = True
-        return self._done
-
-    def response(self) -> Response:
-        """The parsed response."""
-        return Response(self.status, self.headers, bytes(self._body))
-
-    def _parse_head(self) -> bool:
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buf) > MAX_HEAD_BYTES:
-                raise BadResponse("response head too large")
-            return False
-        lines = bytes(self.buf[:end]).split(b"\r\n")
-        del self.buf[:end + 4]
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadResponse(f"bad status line {lines[0][:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadResponse(f"bad header line {line[:80]!r}")
-            key = name.strip().lower().decode("latin-1")
-            val = value.strip().decode("latin-1")
-            headers[key] = f"{headers[key]}, {val}" if key in headers else val
-        if 100 <= status < 200:
-            return True  # interim response: parse the next head
-        self.status, self.headers, self._head_done = status, headers, True
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = parts[0] == b"HTTP/1.1" and "close" not in connection
-        if self._head_request or status in (204, 304):
-            self._done = True
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._chunked = True
-        elif "content-length" in headers:
-            try:
-                self._length = int(headers["content-length"])
-            except ValueError:
-                raise BadResponse("bad Content-Length") from None
-            if self._length < 0 or self._length > MAX_BODY_BYTES:
-                raise BadResponse("Content-Length out of range")
-        else:
-            self._until_close = True
-            self.keep_alive = False
-        return True
-
-    def _parse_body(self) -> bool:
-        if self._length is not None:
-            if len(self.buf) < self._length:
-                return False
-            self._body += self.buf[:self._length]
-            del self.buf[:self._length]
-            self._done = True
-            return True
-        if self._chunked:
-            return self._parse_chunk()
-        if len(self.buf) + len(self._body) > MAX_BODY_BYTES:
-            raise BadResponse("body too large")
-        self._body += self.buf
-        self.buf.clear()
-        return False  # read to close
-
-    def _parse_chunk(self) -> bool:
-        if self._chunk_left == _SIZE_LINE:
-            end = self.buf.find(b"\r\n")
-            if end < 0:
-                return False
-            size_text = bytes(self.buf[:end]).split(b";", 1)[0].strip()
-            del self.buf[:end + 2]
-            try:
-                self._chunk_left = int(size_text, 16)
-            except ValueError:
-                raise BadResponse(f"bad chunk size {size_text[:20]!r}") from None
-            if self._chunk_left == 0:
-                self._chunk_left = _TRAILERS
-            elif len(self._body) + self._chunk_left > MAX_BODY_BYTES:
-                raise BadResponse("body too large")
-            return True
-        if self._chunk_left == _TRAILERS:
-            end = self.buf.find(b"\r\n")
-            if end < 0:
-                return False
-            line = bytes(self.buf[:end])
-            del self.buf[:end + 2]
-            if not line:
-                self._done = True
-            return True
-        if len(self.buf) < self._chunk_left + 2:
-            return False
-        self._body += self.buf[:self._chunk_left]
-        del self.buf[:self._chunk_left + 2]
-        self._chunk_left = _SIZE_LINE
-        return True
+    def flush(self) -> None:
+        """Process every held answer (holding goes on if active)."""
+        conns, self.conns = self.conns, []
+        for conn in conns:
+            conn.flush_held()
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: _Hold) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._hold = hold
+        self._held: list[bytes] = []
+        self._head_request = False
         self._parser: _Parser | None = None
         self._waiter: asyncio.Future[Response] | None = None
 
@@ -201,9 +71,26 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None or self._waiter is None:
+        if self._hold.active:  # a burst is being written: keep the answer unread for now
+            if not self._held:
+                self._hold.conns.append(self)
+            self._held.append(data)
+            return
+        self._receive(data)
+
+    def flush_held(self) -> None:
+        """Process the bytes kept while answers were held."""
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        if self._waiter is None:
             self.close()  # unsolicited bytes: the connection is out of step
             return
+        if self._parser is None:  # made on the first bytes: not while a burst of requests is written
+            self._parser = _Parser(self._head_request)
         try:
             complete = self._parser.feed(data)
         except BadResponse as exc:
@@ -219,6 +106,7 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(parser.response())
 
     def eof_received(self) -> bool | None:
+        self.flush_held()
         if self._parser is not None and self._waiter is not None and self._parser.eof():
             waiter, parser = self._waiter, self._parser
             self._waiter = self._parser = None
@@ -227,6 +115,7 @@ class _Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.flush_held()
         self.closed = True
         if self._parser is not None and self._waiter is not None and self._parser.eof():
             waiter, parser = self._waiter, self._parser
@@ -243,7 +132,8 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, head_request: bool) -> asyncio.Future[Response]:
         assert self.transport is not None and self._waiter is None
-        self._parser = _Parser(head_request)
+        self._parser = None
+        self._head_request = head_request
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._waiter
@@ -280,29 +170,35 @@ class Http1Client:
         self._open = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._hold = _Hold()
+        self._deadlines = _Deadlines(self._hold)
 
     async def request(self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None,
-                      timeout_s: float) -> Response:
-        """Send one request and read its response; raises an :class:`HttpError` subclass on failure."""
+                      raw_headers: bytes = b"", timeout_s: float) -> Response:
+        """Send one request and read its response; raises an :class:`HttpError` subclass on failure.
+
+        ``raw_headers``: header lines already encoded (``Name: value\\r\\n`` each, values free of CR
+        and LF), sent after the client's fixed headers and before ``headers``.
+        """
         if self._closed:
             raise ConnectFailed("client closed")
-        head = [f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
-        for k, v in (headers or {}).items():
-            head.append(f"{k}: {_check(v)}\r\n".encode("latin-1"))
+        head = [f"{method} {self.base_path}{path} HTTP/1.1\r\n".encode("latin-1"), self._fixed, raw_headers]
+        if headers:
+            for k, v in headers.items():
+                head.append(f"{k}: {_check(v)}\r\n".encode("latin-1"))
         if body or method in ("POST", "PUT", "PATCH"):
-            head.append(f"Content-Length: {len(body)}\r\n".encode("latin-1"))
-        head.append(b"\r\n")
-        payload = b"".join(head) + body
+            head.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            head.append(body)
+        else:
+            head.append(b"\r\n")
+        payload = b"".join(head)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         conn = await self._acquire(deadline)
         try:
             waiter = conn.send(payload, method == "HEAD")
-            timer = loop.call_at(deadline, _expire, waiter)
-            try:
-                response = await waiter
-            finally:
-                timer.cancel()
+            self._deadlines.add(loop, timeout_s, deadline, waiter)
+            response = await waiter
         except BaseException:
             conn.close()
             self._release(conn)
@@ -328,7 +224,8 @@ class Http1Client:
         try:
             _, conn = await asyncio.wait_for(
                 asyncio.get_running_loop().create_connection(
-                    _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None),
+                    lambda: _Connection(self._hold), self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None),
                 timeout=min(self.connect_timeout_s, max(0.001, deadline - asyncio.get_running_loop().time())))
         except BaseException as exc:
             self._open -= 1
@@ -352,6 +249,16 @@ class Http1Client:
                 fut.set_result(None)
                 return
 
+    def hold_answers(self) -> None:
+        """Until :meth:`release_answers`, bytes that arrive are kept unread: while a burst of requests is
+        written, the answers to its first ones do not interleave their parsing with the later sends."""
+        self._hold.active = True
+
+    def release_answers(self) -> None:
+        """Stop holding and process what was held."""
+        self._hold.active = False
+        self._hold.flush()
+
     @property
     def open_connections(self) -> int:
         """Connections open now (idle or busy)."""
@@ -365,9 +272,62 @@ class Http1Client:
             self._open -= 1
 
 
-def _expire(waiter: asyncio.Future[Response]) -> None:
-    if not waiter.done():
-        waiter.set_exception(ResponseTimeout("no complete response in time"))
+class _Deadlines:
+    """Request timeouts with one loop timer in all, not one per request (a timer's start and cancel
+    cost as much as a fan-out POST's own Python work). Requests with the same timeout end in the order
+    they started, so each timeout value keeps a FIFO of (deadline, waiter); the timer is set for the
+    earliest unanswered head."""
+
+    def __init__(self, hold: _Hold) -> None:
+        self._hold = hold
+        self._queues: dict[float, deque[tuple[float, asyncio.Future[Response]]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, timeout_s: float, deadline: float,
+            waiter: asyncio.Future[Response]) -> None:
+        """Fail ``waiter`` with :class:`ResponseTimeout` if it is not done by ``deadline`` (loop time)."""
+        if self._loop is not loop:  # a client reused on another loop: the old one's timer is gone
+            self._queues.clear()
+            self._timer = None
+            self._loop = loop
+        queue = self._queues.get(timeout_s)
+        if queue is None:
+            queue = self._queues[timeout_s] = deque()
+        while queue and queue[0][1].done():  # answered heads: drop them as we go
+            queue.popleft()
+        queue.append((deadline, waiter))
+        if self._timer is None or deadline < self._when:
+            self._schedule(loop, deadline)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._when = when
+        self._timer = loop.call_at(when, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._hold.flush()  # an answer that arrived is never reported as a timeout
+        now = loop.time() + _TIMER_SLACK_S
+        earliest: float | None = None
+        for timeout_s, queue in list(self._queues.items()):
+            while queue and (queue[0][1].done() or queue[0][0] <= now):
+                _, waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_exception(ResponseTimeout("no complete response in time"))
+            if not queue:
+                del self._queues[timeout_s]
+            elif earliest is None or queue[0][0] < earliest:
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._schedule(loop, earliest)
+
+    @property
+    def tracked(self) -> int:
+        """Requests still in the queues (answered ones leave lazily)."""
+        return sum(len(q) for q in self._queues.values())
 
 
 def _check(value: str) -> str:

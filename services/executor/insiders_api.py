@@ -81,10 +81,10 @@ class InsidersVenue:
                                 connect_timeout_s=min(5.0, post_timeout_s),
                                 default_headers={"Authorization": f"Bearer {token.value}"})
 
-    async def _call(self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None,
+    async def _call(self, method: str, path: str, *, body: bytes = b"", raw_headers: bytes = b"",
                     timeout_s: float) -> v.VenueResult:
         try:
-            resp = await self.http.request(method, path, body=body, headers=headers, timeout_s=timeout_s)
+            resp = await self.http.request(method, path, body=body, raw_headers=raw_headers, timeout_s=timeout_s)
         except ResponseTimeout:
             return v.VenueError("timeout", 0, "", f"{method} {path}: no answer within {timeout_s}s")
         except ConnectFailed as exc:
@@ -101,10 +101,13 @@ class InsidersVenue:
         """``POST /v1/orders`` with the client order id as Idempotency-Key."""
         if not _SAFE_ID.match(request.client_order_id):
             return v.VenueError("http", 400, "INVALID_CLIENT_ORDER_ID", "client order id has unsafe characters")
-        headers = {"Idempotency-Key": request.client_order_id, "Content-Type": "application/json"}
-        if traceparent:
-            headers["traceparent"] = traceparent
-        return await self._call("POST", "/v1/orders", body=request_body(request), headers=headers,
+        # header lines pre-encoded (the id is checked above; a traceparent is hex and dashes when valid)
+        if traceparent and _SAFE_ID.match(traceparent):
+            raw = b"Idempotency-Key: %b\r\nContent-Type: application/json\r\ntraceparent: %b\r\n" % (
+                request.client_order_id.encode(), traceparent.encode())
+        else:
+            raw = b"Idempotency-Key: %b\r\nContent-Type: application/json\r\n" % request.client_order_id.encode()
+        return await self._call("POST", "/v1/orders", body=request_body(request), raw_headers=raw,
                                 timeout_s=self.post_timeout_s)
 
     async def query_by_client_id(self, client_order_id: str) -> v.VenueResult:
@@ -134,6 +137,14 @@ class InsidersVenue:
     async def warm_up(self, connections: int) -> None:
         """Open up to ``connections`` keep-alive connections (cheap GETs) so a burst needs no handshakes."""
         await asyncio.gather(*(self.query_by_client_id("warm-up") for _ in range(connections)))
+
+    def hold_answers(self) -> None:
+        """Keep answers unread while a burst of POSTs is written (see :meth:`Http1Client.hold_answers`)."""
+        self.http.hold_answers()
+
+    def release_answers(self) -> None:
+        """Process the held answers and stop holding."""
+        self.http.release_answers()
 
     async def close(self) -> None:
         """Close the connection pool."""

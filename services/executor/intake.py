@@ -78,29 +78,91 @@ def _decimal(field: str, raw: str, *, required: bool) -> Decimal | None:
 QuoteCache = dict[tuple[str, bool, Decimal, int, Decimal | None], DepthQuote]
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What orders alike share (all but their ids and follower): the venue request's terms."""
+
+    side: str
+    order_type: str
+    amount: Decimal | None
+    size: Decimal | None
+    limit: Decimal
+    detail: str
+
+
+# A shape's outcome: the terms, or the refusal and whether it comes before the staleness check.
+ShapeCache = dict[tuple[object, ...], "_Shape | tuple[_Refusal, bool]"]
+
+
 def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now_ns: int,
-            quotes: QuoteCache | None = None) -> Prepared:
+            quotes: QuoteCache | None = None, shapes: ShapeCache | None = None) -> Prepared:
     """Validate, pick the venue, run the depth check and derive the limit price.
 
     ``quotes`` memoizes the book walk for orders alike (same asset, side, tick, slippage, given
-    limit) within one batch: a fan-out walks the book once, not once per follower.
+    limit) within one batch: a fan-out walks the book once, not once per follower. ``shapes``
+    memoizes the whole outcome for orders that differ only in ids and follower (one batch, one
+    book per asset, one ``rules``): only the order's own checks (ids, age) run per order.
     """
     venue = PAPER if order.mode == cpb.EXECUTION_MODE_PAPER else INSIDERS
     ticket = Ticket(order, venue, None, now_ns)
     life = OrderLife(order.client_order_id)
     try:
-        request, limit, detail = _request(order, venue, book, rules, now_ns, {} if quotes is None else quotes)
+        if not order.client_order_id:
+            raise _Refusal("INVALID_ORDER", "client_order_id is required")
+        if shapes is None:
+            shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, None)
+        else:
+            key = (venue, order.asset_id, order.side, order.mode, order.order_type, order.amount_usd, order.size,
+                   order.tick_size, order.limit_price, order.reference_price, order.max_slippage_bps,
+                   order.origin, id(book))
+            known = shapes.get(key)
+            if known is None:
+                shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, (shapes, key))
+            elif isinstance(known, _Shape):
+                _check_age(order, rules, now_ns)
+                shape = known
+            else:
+                refusal, early = known
+                if not early:
+                    _check_age(order, rules, now_ns)
+                raise _Refusal(refusal.reason, refusal.detail)
     except _Refusal as r:
         return Prepared(ticket, apply(life, OrderRejected(r.reason, r.detail)))
-    ticket.request = request
-    submitted = apply(life, OrderSubmitted(limit))
-    return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted)
+    ticket.request = PlaceRequest(
+        client_order_id=order.client_order_id, user_id=order.follower_user_id, wallet_id=order.follower_wallet_id,
+        proxy=order.follower_proxy, token_id=order.asset_id, side=shape.side, order_type=shape.order_type,
+        amount_usd=shape.amount, size=shape.size, limit_price=shape.limit, neg_risk=order.neg_risk)
+    submitted = apply(life, OrderSubmitted(shape.limit))
+    return Prepared(ticket, replace(submitted, detail=shape.detail) if shape.detail else submitted)
 
 
-def _request(order: epb.Order, venue: str, book: BookSnapshot | None, rules: IntakeRules,
-             now_ns: int, quotes: QuoteCache) -> tuple[PlaceRequest, Decimal, str]:
-    if not order.client_order_id:
-        raise _Refusal("INVALID_ORDER", "client_order_id is required")
+def _check_age(order: epb.Order, rules: IntakeRules, now_ns: int) -> None:
+    stamp = order.routed_time_ns or order.received_time_ns
+    if rules.max_order_age_ns and stamp and now_ns - stamp > rules.max_order_age_ns:
+        raise _Refusal("STALE_ORDER", f"order is {(now_ns - stamp) / 1e9:.1f}s old")
+
+
+def _shape(order: epb.Order, venue: str, book: BookSnapshot | None, rules: IntakeRules, now_ns: int,
+           quotes: QuoteCache, memo: tuple[ShapeCache, tuple[object, ...]] | None) -> _Shape:
+    try:
+        _check_order(order, venue, rules)
+    except _Refusal as r:
+        if memo is not None:
+            memo[0][memo[1]] = (r, True)
+        raise
+    _check_age(order, rules, now_ns)
+    try:
+        shape = _terms(order, venue, book, rules, quotes)
+    except _Refusal as r:
+        if memo is not None:
+            memo[0][memo[1]] = (r, False)
+        raise
+    if memo is not None:
+        memo[0][memo[1]] = shape
+    return shape
+
+
+def _check_order(order: epb.Order, venue: str, rules: IntakeRules) -> None:
     if not order.asset_id:
         raise _Refusal("INVALID_ORDER", "asset_id is required")
     if order.side not in (cpb.SIDE_BUY, cpb.SIDE_SELL):
@@ -109,9 +171,10 @@ def _request(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Int
         raise _Refusal("INVALID_ORDER", "mode must be LIVE or PAPER")
     if venue == INSIDERS and not rules.live_configured:
         raise _Refusal("LIVE_VENUE_NOT_CONFIGURED", "TT_INSIDERS_API_URL is not set: live orders are refused")
-    stamp = order.routed_time_ns or order.received_time_ns
-    if rules.max_order_age_ns and stamp and now_ns - stamp > rules.max_order_age_ns:
-        raise _Refusal("STALE_ORDER", f"order is {(now_ns - stamp) / 1e9:.1f}s old")
+
+
+def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: IntakeRules,
+           quotes: QuoteCache) -> _Shape:
     buying = order.side == cpb.SIDE_BUY
     order_type = ORDER_TYPES.get(order.order_type, "FAK")
     amount = _decimal("amount_usd", order.amount_usd, required=buying and order_type != "GTC")
@@ -151,10 +214,5 @@ def _request(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Int
         raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")
     if order_type == "GTC" and size is None and amount is not None:
         size = quantize_size(amount / limit)
-    request = PlaceRequest(
-        client_order_id=order.client_order_id, user_id=order.follower_user_id, wallet_id=order.follower_wallet_id,
-        proxy=order.follower_proxy, token_id=order.asset_id, side="BUY" if buying else "SELL",
-        order_type=order_type, amount_usd=amount if buying and order_type != "GTC" else None,
-        size=None if buying and order_type != "GTC" else size, limit_price=limit, neg_risk=order.neg_risk)
-    return request, limit, detail
-
+    return _Shape("BUY" if buying else "SELL", order_type, amount if buying and order_type != "GTC" else None,
+                  None if buying and order_type != "GTC" else size, limit, detail)

@@ -17,8 +17,10 @@ Terminal states: FILLED, CANCELLED, REJECTED, LOST, FAILED.
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from common.decimals import ZERO
 
@@ -195,12 +197,13 @@ class OrderLife:
 
 def _evolve(life: OrderLife, **changes: object) -> OrderLife:
     """A copy of ``life`` with ``changes`` (``dataclasses.replace`` without its per-call introspection)."""
-    values = {name: getattr(life, name) for name in _FIELDS}
+    values: dict[str, Any] = dict(zip(_FIELDS, _VALUES(life), strict=True))
     values.update(changes)
     return OrderLife(**values)
 
 
 _FIELDS = tuple(OrderLife.__dataclass_fields__)
+_VALUES = operator.attrgetter(*_FIELDS)
 
 
 def apply(life: OrderLife, event: Event) -> OrderLife:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from services.executor.concurrency import BurstGate, Slots
+from tests.helpers import eventually
 
 
 async def test_slots_bound_concurrency_in_fifo_order() -> None:
@@ -75,3 +76,54 @@ async def test_burst_gate_wait_is_bounded() -> None:
     await asyncio.gather(gate.wait(), gate.wait())
     assert 0.04 <= time.monotonic() - began < 1.0
     assert gate.pending == 1
+
+
+class Holder:
+    """Records hold/release calls like a venue client that holds answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def hold_answers(self) -> None:
+        self.calls.append("hold")
+
+    def release_answers(self) -> None:
+        self.calls.append("release")
+
+
+async def test_answers_are_held_while_a_burst_is_unsent_and_released_once_written() -> None:
+    gate = BurstGate(5.0, min_pending=2)
+    holder = Holder()
+    gate.hold_answers_with(holder)
+    gate.add(2)
+    assert holder.calls == [] and not gate.holding  # a trickle is not held
+    gate.add(8)
+    assert holder.calls == ["hold"] and gate.holding
+    gate.sent(8)
+    assert holder.calls == ["hold"]  # 2 still unsent: held until the burst's last POST is written
+    gate.sent(1)
+    gate.give_back(1)  # one that will never be sent
+    assert holder.calls == ["hold", "release"] and not gate.holding
+    assert (gate.unsent, gate.pending) == (0, 9)  # answers still pending: their work waits at wait()
+    gate.add(2)
+    assert holder.calls == ["hold", "release"]  # a trickle again
+    gate.add(5)
+    assert holder.calls == ["hold", "release", "hold"]  # the next burst holds again
+    gate.sent(7)
+    assert holder.calls[-1] == "release" and gate.unsent == 0
+
+
+async def test_answer_hold_is_bounded_and_not_renewed_within_the_same_burst() -> None:
+    gate = BurstGate(0.05, min_pending=0)
+    holder = Holder()
+    gate.hold_answers_with(holder)
+    gate.add(3)  # e.g. orders stuck behind an open breaker never get written
+    assert holder.calls == ["hold"]
+    await eventually(lambda: holder.calls == ["hold", "release"], timeout_s=2)
+    gate.add(1)
+    assert holder.calls == ["hold", "release"] and not gate.holding  # the same burst: not held again
+    gate.sent(4)
+    gate.add(2)
+    assert holder.calls[-1] == "hold"  # a new burst holds again
+    gate.sent(2)
+    assert holder.calls[-1] == "release"

@@ -16,6 +16,7 @@ from services.executor.http1 import (
     ResponseTimeout,
     _Parser,
 )
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +194,77 @@ def test_parser_handles_any_split(split: int) -> None:
     for i in range(0, len(raw), split):
         done = p.feed(raw[i:i + split])
     assert done and p.response().body == b"hello" and p.response().headers["x-a"] == "1, 2"
+
+
+async def test_timeouts_of_different_lengths_expire_in_deadline_order(server: str) -> None:
+    client = Http1Client(server)
+    long = asyncio.create_task(client.request("GET", "/slow", timeout_s=0.6))
+    await asyncio.sleep(0)
+    short = [asyncio.create_task(client.request("GET", "/slow", timeout_s=0.1)) for _ in range(5)]
+    fast = await client.request("GET", "/echo", timeout_s=0.05)  # answered well inside its own timeout
+    assert fast.status == 200
+    _, pending = await asyncio.wait([long, *short], return_when=asyncio.FIRST_COMPLETED)
+    assert long in pending  # a later-added shorter timeout is not held back by the longer one
+    for t in short:
+        with pytest.raises(ResponseTimeout):
+            await t
+    assert not long.done()
+    with pytest.raises(ResponseTimeout):
+        await long
+    assert client._deadlines.tracked == 0  # expired and answered requests leave the queues
+    await client.close()
+
+
+async def test_many_requests_share_one_loop_timer(server: str) -> None:
+    loop = asyncio.get_running_loop()
+    scheduled = getattr(loop, "_scheduled", None)
+    if scheduled is None:
+        pytest.skip("the loop does not expose its timers")
+    srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)  # takes requests, never answers
+    client = Http1Client(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+    before = sum(1 for h in scheduled if not h.cancelled())
+    tasks = [asyncio.create_task(client.request("GET", "/", timeout_s=5)) for _ in range(20)]
+    await eventually(lambda: client._deadlines.tracked == 20)
+    assert sum(1 for h in scheduled if not h.cancelled()) - before == 1  # one timer for all, not one each
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()
+    srv.close()
+
+
+async def test_held_answers_wait_unread_until_released(server: str) -> None:
+    client = Http1Client(server)
+    assert (await client.request("GET", "/echo", timeout_s=2)).status == 200  # a warm connection
+    client.hold_answers()
+    task = asyncio.create_task(client.request("POST", "/echo", body=b"x" * 5, timeout_s=5))
+    await eventually(lambda: len(client._hold.conns) == 1)  # the answer arrived and is kept unread
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    client.release_answers()
+    r = await asyncio.wait_for(task, 2)
+    assert r.status == 200 and b'"len":5' in r.body.replace(b" ", b"")
+    assert (await client.request("GET", "/echo", timeout_s=2)).status == 200  # not held any more
+    await client.close()
+
+
+async def test_a_held_answer_is_never_reported_as_a_timeout() -> None:
+    srv, url = await _raw_server(lambda _head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    client = Http1Client(url)
+    client.hold_answers()  # and never released
+    r = await client.request("GET", "/", timeout_s=0.2)
+    assert (r.status, r.body) == (200, b"ok")
+    await client.close()
+    srv.close()
+
+
+async def test_a_held_answer_survives_the_server_closing_the_connection() -> None:
+    srv, url = await _raw_server(lambda _head: b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+    client = Http1Client(url)
+    client.hold_answers()
+    r = await client.request("GET", "/", timeout_s=5)  # the close delivers what was held
+    assert (r.status, r.body) == (200, b"bye")
+    client.release_answers()
+    assert client.open_connections == 0
+    await client.close()
+    srv.close()

@@ -1,0 +1,42 @@
+"""A fan-out's venue answers are held unread until its POSTs are written, and every order still ends once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.executor.insiders_api import InsidersVenue
+from services.executor.model import INSIDERS
+from tests.executor.conftest import ASSET, Harness, make_order
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Harness) -> None:
+    await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "100000"), ("0.51", "100000")])
+    running = await harness.start_executor()
+    venue = running.engine.venues[INSIDERS]
+    assert isinstance(venue, InsidersVenue)
+    releases: list[dict[str, Any]] = []
+    release = venue.release_answers
+
+    def recording_release() -> None:
+        releases.append({"held": len(venue.http._hold.conns), "unsent": running.engine.burst.unsent,
+                         "posts": len(harness.fake.posts)})
+        release()
+
+    venue.release_answers = recording_release  # type: ignore[method-assign]
+    orders = [make_order(i) for i in range(200)]
+    await harness.route(*orders)
+    async def all_terminal() -> bool:
+        return await harness.all_terminal(orders)
+
+    await eventually(all_terminal, timeout_s=30)  # type: ignore[arg-type]  # helpers.eventually typing
+
+    assert releases and releases[0]["held"] > 0  # answers came in while the burst was written, and waited
+    assert releases[0]["unsent"] <= running.engine.burst.min_pending
+    assert all(n == 1 for n in harness.fake.post_counts().values()) and len(harness.fake.post_counts()) == 200
+    assert not running.engine.burst.holding and running.engine.burst.unsent == 0
+    assert running.engine.burst.pending == 0
