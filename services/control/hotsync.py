@@ -9,11 +9,12 @@ change notifications.
 - ``resync`` diffs every leader's index hash against PostgreSQL and fixes only the differences; it
   runs at start-up and periodically, and sooner (``retry_interval_s``) after a failed update, so a
   Redis outage or a crash between commit and index update heals by itself. It reads the ids and
-  versions of all ACTIVE subscriptions in one query and the index hashes in pipelined batches, and
-  compares each entry with a digest of the string expected at that version (remembered when it was
-  written or last checked); only a leader that differs (or is unknown) is re-read and fixed, under
-  its lock, exactly as before. A steady index thus costs one query and a few Redis round trips,
-  not two round trips per leader.
+  versions of all ACTIVE subscriptions in one query and, per batch of leader hashes, one script
+  that returns each entry's SHA1 (not the ~1 KB strings themselves), and compares each with the
+  digest of the string expected at that version (remembered when it was written or last checked);
+  only a leader that differs (or is unknown) is re-read and fixed, under its lock, exactly as
+  before. A steady index thus costs one query and a few Redis round trips, not two round trips per
+  leader, and little of the event loop's time.
 - Trigger changes are published on ``tt:triggers:changed`` as ``{"triggerId","op","version"}`` with
   ``version`` = INCR ``tt:triggers:version``; a failed publish is retried by the same loop.
 
@@ -62,8 +63,26 @@ def index_copy(sub: spb.Subscription) -> spb.Subscription:
     return copy
 
 
-def _digest(encoded: str) -> bytes:
-    return hashlib.blake2b(encoded.encode(), digest_size=16).digest()
+def _digest(encoded: str) -> str:
+    """SHA1 (hex) of an index string, as Redis's ``redis.sha1hex`` computes it in :data:`_DIGESTS`."""
+    return hashlib.sha1(encoded.encode(), usedforsecurity=False).hexdigest()
+
+
+# Per leader hash in KEYS: its fields, each followed by the SHA1 of its value. A resync compares these
+# with the digests it expects, so the index strings (about 1 KB each) are not sent and decoded.
+_DIGESTS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  local row = {}
+  for j = 1, #flat, 2 do
+    row[#row + 1] = flat[j]
+    row[#row + 1] = redis.sha1hex(flat[j + 1])
+  end
+  out[i] = row
+end
+return out
+"""
 
 
 _UPSERT = Script(hotindex._UPSERT)
@@ -108,7 +127,7 @@ class IndexSync:
         self._written: dict[str, int] = {}  # subscription id → highest row version written to the index
         # subscription id → (row version, digest of its index string at that version): a memo of
         # ``hotindex.encode`` (a version's content never changes), so a resync need not re-encode.
-        self._expected: dict[str, tuple[int, bytes]] = {}
+        self._expected: dict[str, tuple[int, str]] = {}
 
     async def ensure_redis(self) -> None:
         """Raise Unavailable unless Redis answers (checked before a mutation writes anything)."""
@@ -185,12 +204,11 @@ class IndexSync:
             if start:
                 await asyncio.sleep(_RESYNC_PAUSE_S)
             batch = leaders[start:start + _RESYNC_BATCH]
-            pipe = self.redis.pipeline(transaction=False)
-            for leader in batch:
-                pipe.hgetall(hotindex.leader_key(leader))
-            for leader, actual in zip(batch, await pipe.execute(), strict=True):
+            rows = await self.redis.eval(_DIGESTS, len(batch), *(hotindex.leader_key(leader) for leader in batch))
+            for leader, row in zip(batch, rows, strict=True):
                 report.leaders += 1
-                if self._in_line(wanted.get(leader, {}), actual):
+                digests = dict(zip(row[::2], row[1::2], strict=True))
+                if self._in_line(wanted.get(leader, {}), digests):
                     continue
                 report.reread += 1
                 async with self._lock(leader):
@@ -205,14 +223,15 @@ class IndexSync:
                                                   "triggers_published": report.triggers_published})
         return report
 
-    def _in_line(self, wanted: dict[str, int], actual: dict[str, str]) -> bool:
-        """True when ``actual`` (a leader's index hash) holds exactly the ``wanted`` ids at the strings
-        expected for their versions. Unknown expectations and empty leaders are never in line."""
-        if not wanted or wanted.keys() != actual.keys():
+    def _in_line(self, wanted: dict[str, int], digests: dict[str, str]) -> bool:
+        """True when a leader's index hash (``digests``: field → SHA1 of its value) holds exactly the
+        ``wanted`` ids at the strings expected for their versions. Unknown expectations and empty
+        leaders are never in line."""
+        if not wanted or wanted.keys() != digests.keys():
             return False
         for sid, version in wanted.items():
             expected = self._expected.get(sid)
-            if expected is None or expected[0] != version or expected[1] != _digest(actual[sid]):
+            if expected is None or expected[0] != version or expected[1] != digests[sid]:
                 return False
         return True
 

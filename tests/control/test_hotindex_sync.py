@@ -145,3 +145,17 @@ async def test_steady_resync_rereads_nothing_and_catches_changes_made_behind_it(
     [indexed] = await hotindex.subscriptions_of(redis_client, leader(3))
     assert indexed.label == "changed elsewhere"
     assert (await control.sync.resync()).reread == 0
+
+
+async def test_resync_compares_values_by_their_digest_in_redis(control: RunningControl, stubs: Stubs,
+                                                               redis_client: aioredis.Redis) -> None:
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+        subscription=subscription(leader_proxy=leader(1), label="caf\u00e9 \u2602")), metadata=AUTH)
+    assert (await control.sync.resync()).reread == 0  # the non-ASCII label digests alike in Redis and here
+    key = hotindex.leader_key(leader(1))
+    good = await redis_client.hget(key, sub.id)
+    assert good is not None
+    await redis_client.hset(key, sub.id, good + " ")  # same fields, another value
+    report = await control.sync.resync()
+    assert (report.reread, report.upserted) == (1, 1)
+    assert await redis_client.hget(key, sub.id) == good
