@@ -10,8 +10,9 @@ the control service and Envoy, on free ports in a temporary run folder) is start
 
 First an unloaded baseline (one request at a time, through Envoy and direct over gRPC) separates
 the edge's cost from the control service's; then the open-loop runs measure latency under load.
-The client is ``bench._http`` (keep-alive HTTP/1.1, a tenth of aiohttp's CPU per request), so the
-load generator takes as little as it can of the two cores it shares with the stack.
+The client is the executor's ``Http1Client`` (keep-alive HTTP/1.1, about half of aiohttp's CPU per
+request here), so the load generator takes as little as it can of the two cores it shares with the
+stack.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from typing import Any
 import orjson
 
 from bench import print_table, process_cpu_s, save_results, summarize
-from bench._http import HttpError, HttpPool
 from common.config import env_port, grpc_port, load_tokens
 from common.embedded import free_port
+from services.executor.http1 import Http1Client, HttpError
 from tools import stack
 from tools.supervisor import GATEWAY, read_state
 
@@ -121,16 +122,15 @@ def _headers(target: Target) -> bytes:
     return f"Authorization: Bearer {target.token}\r\nContent-Type: application/json\r\n".encode()
 
 
-def _pool(target: Target, limit: int = 256) -> HttpPool:
-    host, _, port = target.base_url.removeprefix("http://").partition(":")
-    return HttpPool(host, int(port), limit=limit)
+def _pool(target: Target, limit: int = 256) -> Http1Client:
+    return Http1Client(target.base_url, max_connections=limit)
 
 
-async def _request(http: HttpPool, method: str, path: str, headers: bytes, body: bytes | None = None) -> bytes:
-    status, data = await http.request(method, path, headers, body)
-    if status != 200:
-        raise Errors(f"{method} {path}: {status} {data[:200]!r}")
-    return data
+async def _request(http: Http1Client, method: str, path: str, headers: bytes, body: bytes | None = None) -> bytes:
+    reply = await http.request(method, path, body=body or b"", raw_headers=headers, timeout_s=60.0)
+    if reply.status != 200:
+        raise Errors(f"{method} {path}: {reply.status} {reply.body[:200]!r}")
+    return reply.body
 
 
 async def create_get(target: Target, rate: float, warmup: int, samples: int,
@@ -159,7 +159,7 @@ async def create_get(target: Target, rate: float, warmup: int, samples: int,
         results = await paced(rate, samples, one)
         used = cpu_per_request_us(before, cpu(), 2 * samples) if cpu else {}
     finally:
-        session.close()
+        await session.close()
     ok = [r for r in results if not isinstance(r, str)]
     ms = [[r[i] * 1000 for r in ok] for i in range(4)]
     return {"create": summarize(ms[0]), "get": summarize(ms[1]), "create+get": summarize(ms[2]),
@@ -202,7 +202,7 @@ async def list_500(target: Target, rate: float, warmup: int, samples: int,
         results = await paced(rate, samples, one)
         used = cpu_per_request_us(before, cpu(), samples) if cpu else {}
     finally:
-        session.close()
+        await session.close()
     ok = [r for r in results if not isinstance(r, str)]
     return {"list_500": summarize([r[0] * 1000 for r in ok]), "response_bytes": body_bytes,
             "cpu_us_per_request": used,
@@ -274,7 +274,7 @@ async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> di
             t0 = time.monotonic()
             await _request(session, "GET", url, headers)
             out["rest list 500, a row changed each time"].append((time.monotonic() - t0) * 1000)
-    session.close()
+    await session.close()
     return {k: summarize(v[max(1, len(v) // 10):]) for k, v in out.items()}
 
 
@@ -402,7 +402,7 @@ def main(argv: list[str]) -> int:
                        "list_rate_per_s": args.list_rate, "list_samples": args.list_samples,
                        "list_warmup": args.list_warmup, "stack": "running" if args.use_running else "private",
                        "path": "client -> Envoy (REST/JSON) -> control (gRPC) -> PostgreSQL/Redis",
-                       "client": "bench._http keep-alive HTTP/1.1"},
+                       "client": "services.executor.http1.Http1Client"},
             "target_p99_ms": TARGET_P99_MS,
             "results": results,
             "meets_target": {k: v["p99_ms"] <= TARGET_P99_MS for k, v in rows.items()},

@@ -88,15 +88,11 @@ return out
 _UPSERT = Script(hotindex._UPSERT)
 
 
-async def _upsert_encoded(redis: Any, hot: HotRedis | None, sub: spb.Subscription, encoded: str) -> int:
-    """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode),
-    on ``hot`` when given."""
+async def _upsert_encoded(hot: HotRedis, sub: spb.Subscription, encoded: str) -> int:
+    """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
     leader = sub.leader_proxy.lower()
     keys = (hotindex.leader_key(leader), hotindex.LEADERS_KEY, hotindex.VERSION_KEY)
-    args = (sub.id, encoded, leader, hotindex.CHANNEL)
-    if hot is not None:
-        return int(await hot.run_script(_UPSERT, keys, args))
-    return int(await redis.eval(hotindex._UPSERT, 3, *keys, *args))
+    return int(await hot.run_script(_UPSERT, keys, (sub.id, encoded, leader, hotindex.CHANNEL)))
 
 
 @dataclass
@@ -114,10 +110,10 @@ class IndexSync:
     """Writer of the Redis hot index and trigger notifications."""
 
     def __init__(self, db: Database, redis: Any, *, interval_s: float, retry_interval_s: float = 1.0,
-                 hot: HotRedis | None = None) -> None:
+                 hot: HotRedis) -> None:
         self.db = db
         self.redis = redis
-        self.hot = hot  # the request path's PING and upserts, when given (redis-py otherwise)
+        self.hot = hot  # the request path's PING and upserts
         self.interval_s = interval_s
         self.retry_interval_s = retry_interval_s
         self.dirty = False
@@ -132,7 +128,7 @@ class IndexSync:
     async def ensure_redis(self) -> None:
         """Raise Unavailable unless Redis answers (checked before a mutation writes anything)."""
         try:
-            await (self.hot.ensure_reachable() if self.hot is not None else self.redis.ping())
+            await self.hot.ensure_reachable()
         except Exception as exc:
             if is_redis_outage(exc):
                 raise Unavailable(f"redis unavailable: {short_reason(exc)}") from exc
@@ -161,7 +157,7 @@ class IndexSync:
         if sub.state == spb.SUBSCRIPTION_STATE_ACTIVE:
             if encoded is None:
                 encoded = hotindex.encode(index_copy(sub))
-            await _upsert_encoded(self.redis, self.hot, sub, encoded)
+            await _upsert_encoded(self.hot, sub, encoded)
             self._expected[sub.id] = (version, _digest(encoded))
         else:
             await hotindex.remove(self.redis, sub.leader_proxy, sub.id)

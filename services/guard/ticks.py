@@ -54,11 +54,6 @@ def _price(raw: str, name: str) -> Decimal | None:
     return value
 
 
-def known_price(raw: str) -> Decimal | None:
-    """A price string already parsed and found valid, else None (parse it with :func:`view`)."""
-    return PARSED.get(raw)
-
-
 def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
     """True when the tick must not fire: flagged stale by ingest, a STALE tick, or older than ``max_age_ns``.
 
