@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -200,6 +201,8 @@ class ConsumerStats:
     reconnects: int = 0
     handler_errors: int = 0
     dead_lettered: int = 0
+    batches: int = 0
+    batch_fallbacks: int = 0
     last_cursor: str = ""
     connected: bool = False
     errors: list[str] = field(default_factory=list)
@@ -218,16 +221,28 @@ class ResumableConsumer(Generic[T]):
     ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline. The cursor is
     saved behind the handling, at most once per ``save_interval_s``: a crash redelivers at most the
     items of that interval (downstream idempotency keys make that harmless).
+
+    With ``handle_batch``, the items that arrived while the previous batch was being handled go
+    together, in stream order, up to ``max_batch`` (a lone item is handed over at once, as a list of
+    one). A batch that raises is handled again item by item through ``handle``, with the retries and
+    dead-lettering above, so ``handle_batch`` must leave things such that re-handling its items one
+    by one is correct (it must anyway: a crash redelivers them).
     """
 
     def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
                  cursors: CursorStore, *, start: str = START_NEW,
                  dead_letter: Callable[[str, T, BaseException], Awaitable[None]] | None = None,
                  backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
-                 rng: random.Random | None = None, save_interval_s: float = 0.02) -> None:
+                 rng: random.Random | None = None, save_interval_s: float = 0.02,
+                 handle_batch: Callable[[list[T]], Awaitable[None]] | None = None,
+                 max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.name = name
         self.open_stream = open_stream
         self.handle = handle
+        self.handle_batch = handle_batch
+        self.max_batch = max_batch
         self.cursors = cursors
         self.start = start
         self.dead_letter = dead_letter
@@ -236,6 +251,7 @@ class ResumableConsumer(Generic[T]):
         self.rng = rng or random.Random()
         self.save_interval_s = save_interval_s
         self.stats = ConsumerStats()
+        self._attempt = 0
         self._pending: str | None = None
         self._saved: str | None = None
         self._dirty = asyncio.Event()
@@ -254,13 +270,15 @@ class ResumableConsumer(Generic[T]):
                     await asyncio.wait_for(self.cursors.set(self.name, self._pending), timeout=1.0)
 
     async def _consume(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while True:
             cursor = self._pending if self._pending is not None else await self._saved_cursor()
             try:
+                if self.handle_batch is not None:
+                    await self._consume_batches(cursor)
                 async for item_cursor, item in self.open_stream(cursor):
                     self.stats.connected = True
-                    attempt = 0
+                    self._attempt = 0
                     await self._handle_one(item_cursor, item)
                 raise ConnectionError("upstream stream ended")
             except asyncio.CancelledError:
@@ -269,11 +287,70 @@ class ResumableConsumer(Generic[T]):
                 _raise_if_cancelling(exc)
                 self.stats.connected = False
                 self.stats.reconnects += 1
-                delay = self.backoff.delay(attempt, self.rng.random())
-                attempt += 1
+                delay = self.backoff.delay(self._attempt, self.rng.random())
+                self._attempt += 1
                 log.warning("consumer reconnecting", extra={"consumer": self.name, "error": repr(exc)[:300],
                                                             "delay_s": round(delay, 3)})
                 await asyncio.sleep(delay)
+
+    async def _consume_batches(self, cursor: str) -> None:
+        """Read ahead on a second task (bounded) and hand over whatever has arrived as one batch."""
+        queue: deque[tuple[str, T]] = deque()
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        limit = 4 * self.max_batch
+
+        async def read() -> None:
+            try:
+                async for item in self.open_stream(cursor):
+                    self.stats.connected = True
+                    self._attempt = 0
+                    queue.append(item)
+                    ready.set()
+                    if len(queue) >= limit:
+                        room.clear()
+                        await room.wait()
+                raise ConnectionError("upstream stream ended")
+            finally:
+                ready.set()
+
+        reader = asyncio.create_task(read(), name=f"consumer-reader:{self.name}")
+        try:
+            while True:
+                if not queue:
+                    if reader.done():
+                        # items read before the failure were handled; resume after the last of them
+                        raise reader.exception() or ConnectionError("upstream stream ended")
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                if not room.is_set():
+                    room.set()
+                await self._handle_batch(batch)
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
+
+    async def _handle_batch(self, batch: list[tuple[str, T]]) -> None:
+        assert self.handle_batch is not None
+        try:
+            await self.handle_batch([item for _, item in batch])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: retry the items one by one
+            _raise_if_cancelling(exc)
+            self.stats.batch_fallbacks += 1
+            log.warning("batch failed; handling its items one by one",
+                        extra={"consumer": self.name, "items": len(batch), "error": repr(exc)[:300]})
+            for item_cursor, item in batch:
+                await self._handle_one(item_cursor, item)
+            return
+        self.stats.batches += 1
+        self.stats.handled += len(batch)
+        self.stats.last_cursor = self._pending = batch[-1][0]
+        self._dirty.set()
 
     async def _saved_cursor(self) -> str:
         while True:

@@ -121,3 +121,95 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
     await channel.close()
     await srv2.stop(0)
     await r.aclose()
+
+
+async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis_url: str) -> None:
+    r = create_stream_redis(redis_url)
+    log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
+    srv = await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s),
+                                                         ["tradingtools.market.v1.IngestService"])[1])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+    stub = mgrpc.IngestServiceStub(channel)
+
+    delivered: list[str] = []
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
+        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
+            delivered.append(resp.event.id)
+            yield resp.cursor, resp.event
+
+    batches: list[list[str]] = []
+    singles: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(ev: mpb.LeaderTradeEvent) -> None:
+        if ev.id == "poison":
+            raise ValueError("bad event")
+        singles.append(ev.id)
+
+    async def handle_batch(events: list[mpb.LeaderTradeEvent]) -> None:
+        if any(e.id == "poison" for e in events):
+            raise ValueError("bad batch")
+        batches.append([e.id for e in events])
+        if len(batches) == 1:
+            await gate.wait()  # hold the first batch while more arrive
+
+    def make_consumer() -> ResumableConsumer[mpb.LeaderTradeEvent]:
+        return ResumableConsumer("router", open_stream, handle, RedisCursorStore(r), start=START_OLDEST,
+                                 dead_letter=DeadLetters(r, "router", lambda e: e.SerializeToString()),
+                                 backoff=Backoff(0.001, 0.01), rng=random.Random(1),
+                                 handle_batch=handle_batch, max_batch=3)
+
+    consumer = make_consumer()
+    task = asyncio.create_task(consumer.run())
+    await log_.append(mpb.LeaderTradeEvent(id="lt_0").SerializeToString())
+    await eventually(lambda: batches == [["lt_0"]])  # a lone item goes at once
+    await log_.append_many([mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString() for i in range(1, 6)])
+    await eventually(lambda: len(delivered) == 6)  # read ahead while the first batch is held
+    assert consumer.stats.handled == 0 and len(batches) == 1
+    gate.set()
+    await eventually(lambda: consumer.stats.handled == 6)
+    assert batches == [["lt_0"], ["lt_1", "lt_2", "lt_3"], ["lt_4", "lt_5"]]  # in order, at most max_batch
+    assert singles == [] and consumer.stats.batches == 3
+
+    # A failing batch is handled again item by item: only the poison item is dead-lettered.
+    await log_.append_many([mpb.LeaderTradeEvent(id=i).SerializeToString() for i in ("lt_6", "poison", "lt_7")])
+    await eventually(lambda: consumer.stats.handled == 9)
+    handled = [i for b in batches for i in b] + singles
+    assert sorted(handled) == [f"lt_{i}" for i in range(8)]  # each once, whichever way it went
+    assert consumer.stats.batch_fallbacks == 1 and consumer.stats.dead_lettered == 1
+    assert await r.xlen("tt:dlq:router") == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    # The saved cursor is the last handled item's: a new consumer starts after it.
+    batches.clear()
+    await log_.append(mpb.LeaderTradeEvent(id="lt_8").SerializeToString())
+    consumer = make_consumer()
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: batches == [["lt_8"]])
+
+    # The upstream goes away and comes back: the batch reader reconnects and resumes, nothing twice.
+    await eventually(lambda: consumer.stats.handled == 1)
+    await srv.stop(0)
+    await log_.append(mpb.LeaderTradeEvent(id="lt_9").SerializeToString())
+    srv2 = await start_server("127.0.0.1", srv.port, lambda s: (
+        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+    await eventually(lambda: batches[-1:] == [["lt_9"]], timeout_s=15)
+    assert [i for b in batches for i in b] == ["lt_8", "lt_9"] and consumer.stats.reconnects >= 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await channel.close()
+    await srv2.stop(0)
+    await r.aclose()
+
+
+def test_batch_consumer_rejects_empty_batches() -> None:
+    async def nothing(_: str) -> AsyncIterator[tuple[str, int]]:
+        yield "1", 1
+
+    async def handle(_: object) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="max_batch"):
+        ResumableConsumer("x", nothing, handle, RedisCursorStore(None), handle_batch=None, max_batch=0)
