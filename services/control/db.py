@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import select
 import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 Conn = AsyncConnection[DictRow]
 
-# A connection returned to the pool this recently is trusted without a round trip; an idle one is
-# checked, so a restarted PostgreSQL still heals at once without taxing every request under load.
-TRUST_RECENT_S = 1.0
+# A connection checked out of the pool is trusted without a round trip when its socket has nothing to
+# read: PostgreSQL says goodbye (an error message, then EOF) to every connection when it stops or
+# restarts, so a dead connection shows up as a readable socket and gets the full check. The pool
+# hands connections out in turn, so at a low request rate every checkout would otherwise look "idle"
+# and pay a round trip. One unused for longer than TRUST_QUIET_S is checked anyway.
+TRUST_QUIET_S = 30.0
 _returned_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
 
 
@@ -23,17 +28,28 @@ async def _stamp_return(conn: Conn) -> None:
     _returned_at[conn] = time.monotonic()
 
 
+def _quiet(conn: Conn) -> bool:
+    """True when the connection's socket has nothing waiting (no goodbye, no EOF)."""
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+
+
 async def _check_if_idle(conn: Conn) -> None:
     returned = _returned_at.get(conn)
-    if returned is None or time.monotonic() - returned > TRUST_RECENT_S:
-        await AsyncConnectionPool.check_connection(conn)
+    if returned is not None and time.monotonic() - returned <= TRUST_QUIET_S and _quiet(conn):
+        return
+    await AsyncConnectionPool.check_connection(conn)
 
 
 async def create_pool(url: str, *, max_size: int, acquire_timeout_s: float,
                       statement_timeout_s: float) -> AsyncConnectionPool[Conn]:
     """An open pool that checks idle connections on checkout, so a restarted PostgreSQL heals at once.
 
-    Unlike ``common.storage.create_pool`` it validates idle connections (one empty round trip), bounds
+    Unlike ``common.storage.create_pool`` it validates suspect connections (one empty round trip), bounds
     statement and lock waits, so an outage surfaces as UNAVAILABLE instead of a hang, and runs in
     autocommit: single reads cost no BEGIN/COMMIT; writes use explicit transactions.
     """
