@@ -52,10 +52,10 @@ def timestamp(ts: datetime | None) -> Timestamp | None:
     return None if ts is None else timestamp_of(ts)
 
 
-_DEC_CACHE: dict[Decimal | int, str] = {}
+_DEC_CACHE: dict[Decimal | int | str, str] = {}
 
 
-def dec(value: Decimal | int | None) -> str:
+def dec(value: Decimal | int | str | None) -> str:
     """A numeric column as a canonical decimal string ("0" for NULL or zero); memoized (hot path)."""
     if not value:
         return "0"

@@ -5,24 +5,35 @@ head and joining ~0.6 MB. With a page kept here, a read first asks PostgreSQL fo
 current digest (``sub_repo.page_digest``: one row back instead of 500) and answers with the kept
 bytes when it is unchanged. A page found changed at its last build (an active follower's stats
 move with every fill) is marked ``changing``: its next read builds at once instead of paying for a
-digest check first, until a build finds it as it was. The cache is an LRU bounded by the bytes it
-holds.
+digest check first, until a build finds it as it was. A page also keeps each row's JSON by the row's
+head (id, version, live stats), so a rebuild after one row changed reuses the other 499 as they were.
+The cache is an LRU bounded by the bytes it holds (body and rows).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_EMPTY: Mapping[Any, bytes] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A page's body, the digest of its rows, and whether it had changed since the page kept before it."""
+    """A page's body, the digest of its rows, whether it had changed since the page kept before it, and
+    each row's JSON by the row's head."""
 
     digest: str
     body: bytes
     changing: bool = False
+    rows: Mapping[Any, bytes] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def size(self) -> int:
+        """Bytes this page holds (its rows' JSON is about as big as the body)."""
+        return len(self.body) * (2 if self.rows else 1)
 
 
 class PageCache:
@@ -43,15 +54,17 @@ class PageCache:
             self._pages.move_to_end(key)
         return page
 
-    def put(self, key: Hashable, digest: str | None, body: bytes) -> None:
-        """Keep ``body`` for ``key`` as built from rows with ``digest`` (None: nothing is kept)."""
+    def put(self, key: Hashable, digest: str | None, body: bytes, rows: Mapping[Any, bytes] = _EMPTY) -> None:
+        """Keep ``body`` for ``key`` as built from rows with ``digest`` (None: nothing is kept), with
+        ``rows`` (head → that row's JSON) for the next rebuild to reuse."""
         old = self._pages.pop(key, None)
         if old is not None:
-            self.bytes -= len(old.body)
-        if digest is None or len(body) > self.max_bytes:
+            self.bytes -= old.size
+        page = Page(digest or "", body, changing=old is not None and old.digest != digest, rows=rows)
+        if digest is None or page.size > self.max_bytes:
             return
-        self._pages[key] = Page(digest, body, changing=old is not None and old.digest != digest)
-        self.bytes += len(body)
+        self._pages[key] = page
+        self.bytes += page.size
         while self.bytes > self.max_bytes:
             _, evicted = self._pages.popitem(last=False)
-            self.bytes -= len(evicted.body)
+            self.bytes -= evicted.size

@@ -10,9 +10,9 @@ bumps ``version``, so a cached entry is never served after a change by any write
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from services.control import list_cache, list_json, page_cache, pagination, sub_repo
 from services.control import validation as v
@@ -49,9 +49,10 @@ def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size:
     return PageQuery(follower, leader, stored_state, size, after, fp)
 
 
-def _stats_of(key: tuple[Any, ...]) -> spb.Stats:
-    copied, skipped, exposure, realized, unrealized = key
-    return spb.Stats(copied=copied or 0, skipped=skipped or 0, exposure_usd=dec(exposure),
+def _stats_of(text: str) -> spb.Stats:
+    """The Stats of a head's :func:`sub_repo.stats_text` (empty fields: no stats row yet)."""
+    copied, skipped, exposure, realized, unrealized = text.split("|")
+    return spb.Stats(copied=int(copied or 0), skipped=int(skipped or 0), exposure_usd=dec(exposure),
                      realized_pnl_usd=dec(realized), unrealized_pnl_usd=dec(unrealized))
 
 
@@ -63,8 +64,8 @@ class SubscriptionPages:
         self.bytes_cache = list_cache.SubscriptionBytesCache(cache_entries)
         self.json_cache = list_json.SubscriptionJsonCache(cache_entries)
         self.json_pages = page_cache.PageCache(page_cache_bytes)
-        self._stats_fields: dict[tuple[Any, ...], bytes] = {}
-        self._stats_json: dict[tuple[Any, ...], bytes] = {}
+        self._stats_fields: dict[str, bytes] = {}
+        self._stats_json: dict[str, bytes] = {}
 
     async def message(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
         """The page as a ListSubscriptionsResponse (gRPC)."""
@@ -73,7 +74,7 @@ class SubscriptionPages:
             return await self._decoded(q)
         rows, token, _ = cached
         out = pb.ListSubscriptionsResponse.FromString(list_cache.page_bytes(
-            (parts, self._stats_field(head)) for parts, head in rows))
+            (parts, self._stats_field(head)) for parts, head in rows if parts is not None))
         out.next_page_token = token
         return out
 
@@ -87,24 +88,36 @@ class SubscriptionPages:
                                                     state=q.state, after=q.after, limit=q.size + 1)
             if digest == kept.digest:
                 return kept.body
+        reuse = kept.rows if kept is not None else None
         cached = await self._cached(q, self.json_cache, list_json.parts_of,
-                                    with_digest=self.json_pages.max_bytes > 0)
+                                    with_digest=self.json_pages.max_bytes > 0, reuse=reuse)
         if cached is None:
             return list_json.response_json(await self._decoded(q))
         rows, token, digest = cached
-        body = list_json.page_json_of_rows(((parts, self._stats_object(head)) for parts, head in rows), token)
-        self.json_pages.put(q, digest, body)
+        if digest is None:
+            return list_json.page_json_of_rows(((parts, self._stats_object(head)) for parts, head in rows
+                                                if parts is not None), token)
+        items: dict[str, bytes] = {}
+        for parts, head in rows:
+            key = head[sub_repo.HEAD_KEY]
+            items[key] = list_json.item(parts, self._stats_object(head)) if parts is not None else reuse[key]  # type: ignore[index]
+        body = list_json.page_json(items.values(), token)
+        self.json_pages.put(q, digest, body, items)
         return body
 
     async def _cached(self, q: PageQuery, cache: list_cache.VersionedLru[T], encode: Callable[[spb.Subscription], T],
-                      *, with_digest: bool) -> tuple[list[tuple[T, sub_repo.ListHead]], str, str | None] | None:
+                      *, with_digest: bool, reuse: Mapping[str, bytes] | None = None,
+                      ) -> tuple[list[tuple[T | None, sub_repo.ListHead]], str, str | None] | None:
         """Each row's cached value with its head, the next page token and (``with_digest``) the digest of
         the rows; None when a row changed between the page query and the read of the uncached rows
-        (read the page as one snapshot)."""
+        (read the page as one snapshot). A row whose head is in ``reuse`` comes with None: the caller
+        has its output already."""
         async with self.db.read() as conn:
             heads = await sub_repo.list_heads(conn, follower_proxy=q.follower, leader_proxy=q.leader, state=q.state,
                                               after=q.after, limit=q.size + 1, with_digest=with_digest)
             page = heads[:q.size]
+            if reuse:
+                page = [h for h in page if h[sub_repo.HEAD_KEY] not in reuse]
             found = {h[0]: value for h in page if (value := cache.get(h[0], h[1])) is not None}
             if len(found) < len(page):  # not cached yet, or changed since: read those rows whole
                 versions = {h[0]: h[1] for h in page}
@@ -117,6 +130,9 @@ class SubscriptionPages:
             last = heads[q.size - 1]
             token = pagination.encode("subs", q.fingerprint, pagination.Cursor(last[2], last[0]))
         digest = heads[0][-1] if heads and with_digest else None
+        if reuse:
+            return ([(found.get(h[0]), h) for h in heads[:q.size] if h[0] in found or h[sub_repo.HEAD_KEY] in reuse],
+                    token, digest)
         return [(found[h[0]], h) for h in page if h[0] in found], token, digest
 
     async def _decoded(self, q: PageQuery) -> pb.ListSubscriptionsResponse:
@@ -126,15 +142,14 @@ class SubscriptionPages:
 
     def _stats_field(self, head: sub_repo.ListHead) -> bytes:
         """The serialized ``stats`` of a list row (memoized: most rows share a few values)."""
-        return _memo(self._stats_fields, head[3:8], list_cache.stats_field)
+        return _memo(self._stats_fields, sub_repo.stats_text(head), list_cache.stats_field)
 
     def _stats_object(self, head: sub_repo.ListHead) -> bytes:
         """The JSON ``stats`` object of a list row (memoized like :meth:`_stats_field`)."""
-        return _memo(self._stats_json, head[3:8], list_json.stats_json)
+        return _memo(self._stats_json, sub_repo.stats_text(head), list_json.stats_json)
 
 
-def _memo(memo: dict[tuple[Any, ...], bytes], key: tuple[Any, ...],
-          render: Callable[[spb.Stats], bytes]) -> bytes:
+def _memo(memo: dict[str, bytes], key: str, render: Callable[[spb.Stats], bytes]) -> bytes:
     """``render`` of the stats in ``key``, remembered (the memo is emptied when it outgrows its bound)."""
     out = memo.get(key)
     if out is None:

@@ -170,16 +170,26 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
     return await (await conn.execute(sql, params)).fetchall()
 
 
-ListHead = tuple[Any, ...]  # (id, version, create_time, copied, skipped, exposure, realized, unrealized[, digest])
+# (id, version, create_time, state key[, digest]). The state key is the text of the row's id, version
+# and live stats (copied|skipped|exposure|realized|unrealized, empty without a stats row): equal keys
+# mean the row lists identically, and :func:`stats_text` is all a page needs of the stats.
+ListHead = tuple[Any, ...]
+HEAD_KEY = 3  # index of the state key
 
-_HEADS = ("SELECT s.id, s.version, s.create_time, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
-          " st.unrealized_pnl_usd FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
+_HEADS = ("SELECT s.id, s.version, s.create_time, format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', s.id, s.version,"
+          " st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd, st.unrealized_pnl_usd) AS k"
+          " FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
           " WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s")
-# The state of a page: every row's id, version and live stats, in page order. Every write of a
-# subscription bumps its version, and everything else a listed row shows is immutable, so equal
-# digests mean byte-identical pages.
-_DIGEST = ("md5(string_agg(format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', h.id, h.version, h.copied, h.skipped,"
-           " h.exposure_usd, h.realized_pnl_usd, h.unrealized_pnl_usd), ',' ORDER BY h.create_time, h.id))")
+
+
+def stats_text(head: ListHead) -> str:
+    """The live-stats part of a head's state key: ``copied|skipped|exposure|realized|unrealized``."""
+    return str(head[HEAD_KEY]).split("|", 2)[2]
+
+
+# The state of a page: every row's state key, in page order. Every write of a subscription bumps its
+# version, and everything else a listed row shows is immutable, so equal digests mean byte-identical pages.
+_DIGEST = "md5(string_agg(h.k, ',' ORDER BY h.create_time, h.id))"
 
 
 def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,

@@ -164,3 +164,18 @@ async def test_a_changing_page_is_built_without_a_digest_check_first(stubs: Stub
     assert len(checks) == 1
     kept = await pages.json(_query())  # stable again: checked and answered from the kept bytes
     assert len(checks) == 2 and kept is pages.json_pages.get(_query()).body  # type: ignore[union-attr]
+
+
+async def test_a_rebuild_reuses_the_unchanged_rows_and_equals_a_fresh_build(stubs: Stubs, pages: SubscriptionPages,
+                                                                           db_url: str) -> None:
+    ids = await _create(stubs, 5)
+    await pages.json(_query())
+    looked_up = pages.json_cache.hits + pages.json_cache.misses
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, updated_at)"
+            " VALUES (%s, 3, 12.50, now())", (ids[2],))
+    execute(db_url, "UPDATE subscriptions SET label = 'renamed', version = version + 1 WHERE id = %s", (ids[4],))
+    body = await pages.json(_query())
+    assert pages.json_cache.hits + pages.json_cache.misses - looked_up == 2  # only the two changed rows
+    fresh = SubscriptionPages(pages.db, cache_entries=100, page_cache_bytes=0)
+    assert body == await fresh.json(_query())
+    assert _stats(body)[2]["exposureUsd"] == "12.5" and orjson.loads(body)["subscriptions"][4]["label"] == "renamed"
