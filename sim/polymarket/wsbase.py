@@ -27,16 +27,50 @@ class WsClient:
         self.queue.put_nowait(data)
 
     async def run_sender(self) -> None:
-        """Send queued frames in order until the client goes away."""
+        """Send queued frames in order until the client goes away; what is queued together goes out in
+        one socket write, as a venue's TCP stack would coalesce a burst (one write per frame cost the
+        simulator ~10 µs a frame, on the same two cores as the system it drives)."""
         while True:
-            item = await self.queue.get()
-            if item is None:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            end = batch.index(None) if None in batch else len(batch)
+            await self._send_all(batch[:end])  # type: ignore[arg-type]
+            if end < len(batch):
                 return
-            if isinstance(item, bytes):
-                await self.ws.send_bytes(item)
-            else:
-                await self.ws.send_str(item)
-            self.sent += 1
+
+    async def _send_all(self, frames: list[str | bytes]) -> None:
+        writer = getattr(self.ws, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if len(frames) < 2 or transport is None or transport.is_closing():
+            for item in frames:
+                if isinstance(item, bytes):
+                    await self.ws.send_bytes(item)
+                else:
+                    await self.ws.send_str(item)
+                self.sent += 1
+            return
+        transport.write(b"".join(ws_frame(item) for item in frames))
+        self.sent += len(frames)
+        protocol = getattr(writer, "protocol", None)
+        if protocol is not None and getattr(protocol, "_paused", False):
+            await protocol._drain_helper()
+
+
+def ws_frame(payload: str | bytes) -> bytes:
+    """One unmasked, uncompressed server frame (RFC 6455 §5.2): text for ``str``, binary for ``bytes``."""
+    if isinstance(payload, str):
+        data, opcode = payload.encode(), 0x81
+    else:
+        data, opcode = payload, 0x82
+    n = len(data)
+    if n < 126:
+        header = bytes((opcode, n))
+    elif n < 1 << 16:
+        header = bytes((opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((opcode, 127)) + n.to_bytes(8, "big")
+    return header + data
 
 
 class WsServer:
