@@ -34,6 +34,10 @@ class RespClosed(ConnectionError):
     """The connection closed before the command's reply arrived."""
 
 
+class RespTimeout(RespClosed):
+    """No reply came in time (the connection was closed: later replies would be out of step)."""
+
+
 def pack(args: tuple[Arg, ...]) -> bytes:
     """One command in the RESP wire format."""
     out = [b"*%d\r\n" % len(args)]
@@ -132,7 +136,7 @@ class RespConnection:
                     return await fut
             except TimeoutError:
                 self.close(RespClosed("redis reply timed out"))
-                raise RespClosed(f"redis reply timed out after {timeout_s}s") from None
+                raise RespTimeout(f"redis reply timed out after {timeout_s}s") from None
         finally:
             self._waiters.remove(fut)
 
