@@ -2,7 +2,12 @@
 ``Router.handle`` → its RoutedTrade appended to the durable log (reads, decisions, the PostgreSQL
 write and the Redis emit), for one follower and for a fan-out to many followers.
 
-    python -m bench router [--samples 2000] [--fanout 1000] [--fanout-runs 20]
+    python -m bench router [--samples 2000] [--fanout 1000] [--fanout-runs 20] [--batch 32] [--no-save]
+
+``cpu_ms_per_trade`` is the router process's CPU time (``time.process_time``) inside ``Router.handle``
+per one-follower trade (PostgreSQL and Redis run in their own processes and are not counted);
+``batch_cpu_ms_per_trade`` and ``batch_trades_per_s`` the same for ``--samples`` one-follower trades
+handed to ``Router.handle_batch`` ``--batch`` at a time (what the consumer does under load).
 
 Market info is pre-cached (no CLOB call); positions, fills and funding exist for every follower so
 the batched reads return rows.
@@ -27,6 +32,7 @@ import uvloop
 from bench import print_table, save_results, summarize
 from common import hotindex, reservations
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
+from common.fastredis import FastRedis
 from common.marketstate import BookSnapshot, MarketInfo, write_market
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
@@ -105,7 +111,8 @@ async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[st
     stream_redis = create_stream_redis(redis_url)
     redis_log = DurableLog(stream_redis, ROUTED_TRADES)
     last = ["0-0"]
-    redis_state = RedisState(redis, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=100_000)
+    fast = FastRedis(redis_url)
+    redis_state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=100_000)
     store = RouterStore(pool)
     metrics = RouterMetrics()
     router = Router(followers=cache, redis_state=redis_state, store=store,
@@ -113,10 +120,13 @@ async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[st
                                             ttl_ms=3_600_000, clock_ms=lambda: time.time_ns() // 1_000_000),
                     balances=NoBalances(), emitter=Emitter(redis_state, store), knobs=Knobs(), metrics=metrics)
 
+    cpu = [0.0]
+
     async def timed(ev: mpb.LeaderTradeEvent) -> float:
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         await router.handle(ev)
         elapsed = (time.perf_counter() - started) * 1e3
+        cpu[0] += time.process_time() - cpu0
         # the executor releases each order's reservation when it ends; do the same, off the clock
         for _cursor, payload in await redis_log.read(last[0], count=10, block_ms=0):
             last[0] = _cursor
@@ -129,15 +139,36 @@ async def _run(args: argparse.Namespace, db_url: str, redis_url: str) -> dict[st
     gc.set_threshold(50_000, 20, 100)
     for i in range(50):  # warm-up: connections, prepared statements, scripts
         await timed(_event(-1 - i, one))
+    cpu[0] = 0.0
     one_ms = [await timed(_event(i, one)) for i in range(args.samples)]
+    cpu_ms_per_trade = round(cpu[0] * 1e3 / max(1, args.samples), 3)
+    batch_cpu, batch_wall, n_batched = 0.0, 0.0, 0
+    for b in range(args.samples // args.batch):
+        evs = [_event(100_000 + b * args.batch + i, one) for i in range(args.batch)]
+        started, cpu0 = time.perf_counter(), time.process_time()
+        await router.handle_batch(evs)
+        batch_wall += time.perf_counter() - started
+        batch_cpu += time.process_time() - cpu0
+        n_batched += len(evs)
+        for _cursor, payload in await redis_log.read(last[0], count=10_000, block_ms=0):
+            last[0] = _cursor
+            for order in epb.RoutedTrade.FromString(payload).orders:
+                await reservations.release(redis, order.client_order_id)
     await timed(_event(-1, many))
+    cpu[0] = 0.0
     fan_ms = [await timed(_event(i, many)) for i in range(args.fanout_runs)]
+    fan_cpu_ms = round(cpu[0] * 1e3 / max(1, args.fanout_runs), 2)
     orders = metrics.counts["orders"]
+    fast.close()
     await session.close()
+    await store.close()
     await pool.close()
     await redis.aclose()
     await stream_redis.aclose()
-    return {"one_follower": summarize(one_ms), f"fanout_{args.fanout}": summarize(fan_ms), "orders": orders}
+    return {"one_follower": summarize(one_ms), f"fanout_{args.fanout}": summarize(fan_ms), "orders": orders,
+            "cpu_ms_per_trade": cpu_ms_per_trade, "fanout_cpu_ms_per_trade": fan_cpu_ms, "batch": args.batch,
+            "batch_cpu_ms_per_trade": round(batch_cpu * 1e3 / max(1, n_batched), 3),
+            "batch_trades_per_s": round(n_batched / batch_wall) if batch_wall else 0}
 
 
 def main(argv: list[str]) -> int:
@@ -146,6 +177,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--fanout", type=int, default=1000)
     parser.add_argument("--fanout-runs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32, help="trades per handle_batch call")
+    parser.add_argument("--no-save", action="store_true", help="print only, write no result file")
     args, _ = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory(prefix="tt-bench-router-") as tmp:
         pgdata = Path(tmp) / "pg"
@@ -162,8 +195,13 @@ def main(argv: list[str]) -> int:
     result["loadavg_1m_5m"] = [round(load1, 2), round(load5, 2)]
     print(f"router: leader trade handed to the router -> RoutedTrade appended (load average {load1:.2f})")
     print_table(rows)
-    path = save_results("router", {"what": "Router.handle: trade in -> RoutedTrade appended", **result})
-    print(f"saved {path}")
+    print(f"cpu_ms_per_trade (one follower, one trade per handle): {result['cpu_ms_per_trade']}")
+    print(f"fanout_cpu_ms_per_trade: {result['fanout_cpu_ms_per_trade']}")
+    print(f"batch_cpu_ms_per_trade (one follower, {args.batch} trades per handle_batch):"
+          f" {result['batch_cpu_ms_per_trade']}, batch_trades_per_s: {result['batch_trades_per_s']}")
+    if not args.no_save:
+        path = save_results("router", {"what": "Router.handle: trade in -> RoutedTrade appended", **result})
+        print(f"saved {path}")
     ok = (result["one_follower"]["p99_ms"] <= TARGET_ONE_P99_MS
           and result[f"fanout_{args.fanout}"]["p99_ms"] <= TARGET_FANOUT_P99_MS)
     print(f"targets: one follower p99 <= {TARGET_ONE_P99_MS} ms, fan-out p99 <= {TARGET_FANOUT_P99_MS} ms:"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import grpc
 
+from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer, run, wait_for_termination
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
@@ -22,7 +23,6 @@ from common.streams import (
     ROUTED_TRADES,
     DeadLetters,
     DurableLog,
-    RedisCursorStore,
     ResumableConsumer,
     create_stream_redis,
 )
@@ -67,6 +67,8 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stack.push_async_callback(redis.aclose)
         stream_redis = create_stream_redis(redis_url)
         stack.push_async_callback(stream_redis.aclose)
+        fast = FastRedis(redis_url, timeout_s=settings.redis_timeout_s)
+        stack.callback(fast.close)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         stack.push_async_callback(session.close)
         channel = grpc.aio.insecure_channel(settings.ingest_target)
@@ -74,9 +76,10 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
 
         metrics = RouterMetrics()
         subscriptions = SubscriptionCache(redis, check_interval_s=settings.index_check_interval_s)
-        redis_state = RedisState(redis, ROUTED_TRADES, marker_ttl_s=settings.dedupe_ttl_s,
+        redis_state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=settings.dedupe_ttl_s,
                                  stream_maxlen=settings.stream_maxlen)
         store = RouterStore(pool)
+        stack.push_async_callback(store.close)
         markets = MarketInfoCache(
             redis, ClobMarketInfo(session, settings.clob_api_url, timeout_s=settings.http_timeout_s),
             ttl_ms=int(settings.market_info_ttl_s * 1000), clock_ms=lambda: time.time_ns() // 1_000_000)
@@ -99,10 +102,11 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
                 yield resp.cursor, resp.event
 
         consumer: ResumableConsumer[mpb.LeaderTradeEvent] = ResumableConsumer(
-            settings.consumer_name, open_stream, router.handle, RedisCursorStore(redis),
+            settings.consumer_name, open_stream, router.handle, FastCursorStore(fast),
             start=settings.start_cursor,
             dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda e: e.SerializeToString()),
-            backoff=Backoff(0.05, 2.0), max_handler_attempts=settings.handler_attempts)
+            backoff=Backoff(0.05, 2.0), max_handler_attempts=settings.handler_attempts,
+            handle_batch=router.handle_batch, max_batch=settings.max_batch)
 
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
         await subscriptions.ready.wait()

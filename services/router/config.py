@@ -46,6 +46,8 @@ class Settings:
     outbox_interval_s: float = 2.0
     outbox_min_age_s: float = 2.0
     handler_attempts: int = 20
+    redis_timeout_s: float = 5.0
+    max_batch: int = 256
     grpc_host: str = "127.0.0.1"
     log_level: str = "INFO"
 
@@ -80,6 +82,8 @@ class Settings:
             outbox_interval_s=env_float_seconds(env, "TT_ROUTER_OUTBOX_INTERVAL_S", 2.0, minimum=0.05),
             outbox_min_age_s=env_float_seconds(env, "TT_ROUTER_OUTBOX_MIN_AGE_S", 2.0),
             handler_attempts=env_int(env, "TT_ROUTER_HANDLER_ATTEMPTS", 20, minimum=1),
+            redis_timeout_s=env_float_seconds(env, "TT_ROUTER_REDIS_TIMEOUT_S", 5.0, minimum=0.05),
+            max_batch=env_int(env, "TT_ROUTER_MAX_BATCH", 256, minimum=1, maximum=10_000),
             grpc_host=env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1"),
             log_level=env_str(env, "TT_ROUTER_LOG_LEVEL", "INFO").upper(),
         )

@@ -19,6 +19,8 @@ class RouterMetrics:
         self._ignored = meter.create_counter("router.ignored", description="non-trade activity ignored")
         self._route_ms = meter.create_histogram("router.route_duration", unit="ms",
                                                 description="leader trade received by router -> appended")
+        self._batch = meter.create_histogram("router.batch_size", unit="{trade}",
+                                             description="leader trades decided from one read")
         self._copy_ms = meter.create_histogram("router.received_to_routed", unit="ms",
                                                description="frame received by ingest -> routed")
         self.counts: Counter[str] = Counter()
@@ -37,6 +39,11 @@ class RouterMetrics:
         self._route_ms.record(route_ms)
         if copy_ms is not None:
             self._copy_ms.record(copy_ms)
+
+    def batch(self, trades: int) -> None:
+        """One read of state (one Redis script, one PostgreSQL statement) for ``trades`` leader trades."""
+        self._batch.record(trades)
+        self.counts["batches"] += 1
 
     def duplicate(self, where: str) -> None:
         """A leader trade already routed (``where``: redis marker, postgres row, re-emitted)."""

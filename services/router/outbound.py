@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from common import reservations
-from common.decimals import fmt, parse_decimal
+from common.decimals import fmt, fmt_memo, parse_decimal
 from services.router.adapters.store import RoutedRow
 from services.router.domain.model import Decision, Follower, LeaderTrade, MarketRules, OrderIntent, Reason, Skip
 from services.router.domain.positions import leader_delta
@@ -36,8 +36,8 @@ def order_template(event: mpb.LeaderTradeEvent, market: MarketRules | None, rout
         origin=epb.ORDER_ORIGIN_COPY, asset_id=event.asset_id, condition_id=event.condition_id.lower(),
         outcome=event.outcome, side=event.side, order_type=epb.ORDER_TYPE_FAK,
         reference_price=event.price,
-        tick_size=fmt(market.tick_size) if market else "",
-        min_order_size=fmt(market.min_order_size) if market else "",
+        tick_size=fmt_memo(market.tick_size) if market else "",
+        min_order_size=fmt_memo(market.min_order_size) if market else "",
         neg_risk=market.neg_risk if market else False,
         leader_trade_id=event.id, leader_tx_hash=event.tx_hash,
         leader_venue_time_ms=event.venue_time_ms, received_time_ns=event.received_time_ns,

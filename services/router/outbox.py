@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from services.router.adapters.redis_state import RedisState
+from services.router.adapters.redis_state import BatchEmitResult, RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
 from services.router.outbound import drop_orders, reservation_lines
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -59,6 +59,17 @@ class Emitter:
             routed = drop_orders(routed, result.conflicts, "client order id already claimed in Redis")
             payload = routed.SerializeToString()
         raise RuntimeError(f"could not emit routed trade {leader_trade_id}")
+
+    async def emit_batch(self, items: list[tuple[str, bytes, str]]) -> BatchEmitResult:
+        """Append several ``(leader trade id, payload, reservation lines)`` in order in one script call; it
+        stops at the first trade appended before or with a client order id already claimed (see
+        ``RedisState.emit_batch``). The caller persists the rows with their cursors."""
+        async with self._lock:
+            done = await self.redis_state.emit_batch(items)
+            if self.on_appended is not None:
+                for (_lt, payload, _lines), cursor in zip(items, done.cursors, strict=False):
+                    self.on_appended(cursor, payload)
+        return done
 
     async def re_emit(self, leader_trade_id: str, existing: ExistingRouted) -> tuple[str, bool]:
         """Finish a leader trade persisted before: append its stored RoutedTrade unless already done."""

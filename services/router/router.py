@@ -1,5 +1,7 @@
-"""Routing one leader trade: read state (Redis ∥ PostgreSQL), decide for every follower (pure),
-emit the RoutedTrade (one atomic Lua call), then persist the decision (one statement).
+"""Routing a batch of leader trades (in stream order): read state once (one Redis script ∥ one
+PostgreSQL statement), decide every trade for every follower (pure) carrying what earlier trades of
+the batch reserved and moved (``domain.carry``), emit the RoutedTrades (one atomic Lua call), then
+persist the decisions (one statement). A lone trade is a batch of one.
 
 Exactly-once per leader trade:
 - Redis marker set → already appended: nothing to do (but write its rows from the log when
@@ -7,7 +9,10 @@ Exactly-once per leader trade:
 - PostgreSQL row present without a marker → persisted by an earlier version before it was appended:
   its stored RoutedTrade is appended unless already appended (the outbox sweep does the same).
 - Otherwise decide, emit (claims every client order id, reserves, appends and sets the marker, all or
-  nothing), then persist with the log cursor. The executor sees the orders before the rows exist.
+  nothing per trade), then persist with the log cursors. The executor sees the orders before the rows.
+A trade that needs one of the recovery paths, or that the emit script stops at (marker set or a client
+order id already claimed meanwhile), is finished alone after the trades before it are emitted and
+persisted; the trades after it are routed again from a fresh read, so they see its effects.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from opentelemetry import trace
 
 from common.marketstate import MarketInfo
 from common.reservations import NOTHING_RESERVED, WalletReserved, from_micro
-from common.telemetry import extract, inject
-from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import PgView, PositionAgg, RouterStore
+from common.telemetry import extract
+from services.router.adapters.redis_state import BatchView, RedisState
+from services.router.adapters.store import ExistingRouted, PgBatch, PositionAgg, RouterStore
+from services.router.domain.carry import InFlight
 from services.router.domain.decide import invalid_trade, route
 from services.router.domain.model import (
     ZERO,
@@ -42,7 +48,7 @@ from services.router.domain.model import (
 from services.router.domain.positions import realized_pnl_since, utc_day_start_ms
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
-from services.router.outbound import build_routed, market_of, order_template, routed_row
+from services.router.outbound import build_routed, market_of, order_template, reservation_lines, routed_row
 from services.router.outbox import Emitter
 from tradingtools.common.v1 import common_pb2
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -90,33 +96,79 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
                        info.market_slug, info.event_slug)
 
 
-_NO_POSITION = PositionAgg()
 
 
-def follower_states(wallets: Sequence[str], pg: PgView, reserved: dict[str, WalletReserved],
-                    balances: dict[str, Decimal], day_start_ms: int) -> dict[str, FollowerState]:
-    """Each wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis)."""
-    states: dict[str, FollowerState] = {}
-    for w in wallets:
-        pos = pg.positions.get(w, _NO_POSITION)
-        res = reserved.get(w, NOTHING_RESERVED)
-        realized = ZERO
-        fills = pg.fills.get(w)
-        if fills:
-            for rows in fills.values():
-                realized += realized_pnl_since(rows, day_start_ms)
-        states[w] = FollowerState(
-            pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
-            from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
-            from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
-            res.markets,
-            from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO,
-            balances.get(w))
-    return states
+def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
+                   balance: Decimal | None) -> FollowerState:
+    """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis)."""
+    return FollowerState(
+        pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
+        from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
+        from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
+        res.markets,
+        from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO,
+        balance)
+
+
+def realized_today(pg: PgBatch, wallet: str, day_start_ms: int) -> Decimal:
+    """A wallet's realized PnL since ``day_start_ms`` from its loaded fills."""
+    realized = ZERO
+    fills = pg.fills.get(wallet)
+    if fills:
+        for rows in fills.values():
+            realized += realized_pnl_since(rows, day_start_ms)
+    return realized
+
+
+def _trace_context(span: trace.Span, fallback: common_pb2.TraceContext) -> common_pb2.TraceContext:
+    """The W3C context of ``span`` (what ``common.telemetry.inject`` writes inside it, without making it
+    current), or ``fallback`` when tracing is off."""
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return fallback
+    ctx = common_pb2.TraceContext(traceparent=f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}")
+    if sc.trace_state:
+        ctx.tracestate = sc.trace_state.to_header()
+    return ctx
+
+
+@dataclass(slots=True)
+class _Item:
+    """One leader trade of a batch, with what its reads need."""
+
+    index: int
+    event: mpb.LeaderTradeEvent
+    followers: tuple[Follower, ...]
+    trade: LeaderTrade | None
+    bad: str
+    wallets: list[str]
+    market_id: str
+    funding_wallets: list[str]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A decided trade waiting for the batch's emit and persist."""
+
+    item: _Item
+    routed: epb.RoutedTrade
+    payload: bytes
+    skip_reasons: list[str]
+    routed_ns: int
+    span: trace.Span
+
+
+@dataclass(slots=True)
+class _Read:
+    redis: BatchView
+    pg: PgBatch
+    balances: dict[str, Decimal]
+    day_start_ms: int
+    policy: Policy
 
 
 class Router:
-    """Handles leader trades one at a time (the consumer's handler)."""
+    """Handles leader trades in batches (the consumer's batch handler) or one at a time."""
 
     def __init__(self, *, followers: FollowerSource, redis_state: RedisState, store: RouterStore,
                  markets: MarketSource, balances: BalanceSource, emitter: Emitter, knobs: Knobs,
@@ -135,13 +187,204 @@ class Router:
 
     async def handle(self, event: mpb.LeaderTradeEvent) -> None:
         """Route one leader trade (non-trade activity is ignored)."""
-        if event.activity_type != mpb.ACTIVITY_TYPE_TRADE:
-            self.metrics.ignored()
-            return
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events: Sequence[mpb.LeaderTradeEvent]) -> None:
+        """Route leader trades in stream order, deciding exactly as one by one would (safe to re-run item
+        by item after a failure: every trade is exactly-once on its own)."""
+        pending: list[mpb.LeaderTradeEvent] = []
+        for ev in events:
+            if ev.activity_type != mpb.ACTIVITY_TYPE_TRADE:
+                self.metrics.ignored()
+            else:
+                pending.append(ev)
+        while pending:
+            pending = await self._route(pending)
+
+    async def _item(self, index: int, event: mpb.LeaderTradeEvent) -> _Item:
+        followers = await self.followers.followers_of(event.wallet)
+        trade: LeaderTrade | None
+        try:
+            trade, bad = parse_trade(event), ""
+        except TradeError as exc:
+            trade, bad = None, str(exc)
+        wallets = list(dict.fromkeys(f.follower_wallet_id for f in followers))
+        funding = list(dict.fromkeys(
+            f.follower_wallet_id for f in followers if f.sizing.mode is SizingMode.PERCENT_OF_BALANCE
+            and not f.invalid))
+        return _Item(index, event, followers, trade, bad, wallets,
+                     market_of(event.condition_id.lower(), event.asset_id), funding)
+
+    async def _read(self, items: list[_Item]) -> _Read:
+        """One Redis script and one PostgreSQL statement for the whole batch, concurrently."""
+        now_ms = self.clock_ns() // 1_000_000
+        day_start_ms = utc_day_start_ms(now_ms)
+        valid = [it for it in items if it.trade is not None]
+        wallets = list(dict.fromkeys(w for it in items for w in it.wallets))
+        queries: dict[tuple[str, str], dict[str, None]] = {}  # (market, asset) -> wallets, ordered and unique
+        for it in valid:
+            queries.setdefault((it.market_id, it.event.asset_id), {}).update(dict.fromkeys(it.wallets))
+        assets = list(dict.fromkeys(it.event.asset_id for it in valid))
+        needs_fills = any(it.trade.side is Side.BUY and any(f.risk.daily_loss_limit_usd is not None
+                                                             for f in it.followers)
+                          for it in valid if it.trade is not None)
+        funding = list(dict.fromkeys(w for it in items for w in it.funding_wallets))
+        ids = [it.event.id for it in items]
+        loading = asyncio.ensure_future(self.store.load_batch(
+            leader_trade_ids=ids, wallets=wallets, markets=list(dict.fromkeys(it.market_id for it in valid)),
+            assets=assets,
+            leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
+            fills_since_ms=day_start_ms if needs_fills else None, funding_wallets=funding))
+        try:
+            rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
+        except BaseException:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            raise
+        pg = await loading
+        balances = dict(pg.funding)
+        unfunded = list(dict.fromkeys(w for it in valid if it.trade is not None and it.trade.side is Side.BUY
+                                      for w in it.funding_wallets if w not in balances))
+        if unfunded:
+            balances.update(await self.balances.get_many(unfunded))
+        policy = Policy(now_ms=now_ms, max_trade_age_ms=self.knobs.max_trade_age_ms,
+                        marketable_buy_min_usd=self.knobs.marketable_buy_min_usd,
+                        default_max_slippage_bps=self.knobs.default_max_slippage_bps)
+        return _Read(rview, pg, balances, day_start_ms, policy)
+
+    async def _route(self, events: list[mpb.LeaderTradeEvent]) -> list[mpb.LeaderTradeEvent]:
+        """Route a batch; returns the trades still to route (after one that had to be finished alone)."""
+        started = time.perf_counter()
+        items = [await self._item(i, ev) for i, ev in enumerate(events)]
+        read = await self._read(items)
+        self.metrics.batch(len(items))
+        carry = InFlight()
+        infos: dict[str, MarketInfo | None] = {}
+        realized: dict[str, Decimal] = {}
+        seen: set[str] = set()
+        duplicates: list[int] = []  # indexes of trades already appended and persisted: nothing to do
+        plans: list[_Plan] = []
+        alone: tuple[_Item, str | None, ExistingRouted | None] | None = None
+        try:
+            for it in items:
+                lt = it.event.id
+                marker, existing = read.redis.markers.get(lt), read.pg.existing.get(lt)
+                if lt in seen or (marker is not None and existing is not None):
+                    duplicates.append(it.index)
+                    continue
+                if marker is not None or existing is not None:
+                    alone = (it, marker, existing)
+                    break
+                seen.add(lt)
+                plans.append(await self._decide(it, read, carry, infos, realized, last=it.index == len(items) - 1))
+            stop = await self._commit(plans, started)
+        finally:
+            for p in plans:
+                p.span.end()
+        if stop is not None:
+            end = plans[stop].item.index
+        elif alone is not None:
+            end = alone[0].index
+        else:
+            end = len(items)
+        for i in duplicates:
+            if i < end:
+                self.metrics.duplicate("redis")
+        if stop is None and alone is not None:
+            await self._recover(*alone)
+        return events[end + 1:]
+
+    async def _decide(self, it: _Item, read: _Read, carry: InFlight, infos: dict[str, MarketInfo | None],
+                      realized: dict[str, Decimal], *, last: bool) -> _Plan:
+        """Decide one trade from the batch's reads plus what the trades before it changed."""
+        event, trade = it.event, it.trade
         parent = extract(event.trace) if event.trace.traceparent else None
-        with self.tracer.start_as_current_span("router.route", context=parent) as span:
-            span.set_attribute("leader_trade_id", event.id)
-            await self._route(event)
+        span = self.tracer.start_span("router.route", context=parent)
+        span.set_attribute("leader_trade_id", event.id)
+        asset = event.asset_id
+        info = read.redis.markets.get(asset)
+        if trade is not None:
+            if asset not in infos:
+                infos[asset] = await self.markets.resolve(asset, event.condition_id.lower(), info,
+                                                          has_book=read.redis.has_book.get(asset, True))
+            info = infos[asset]
+        market = market_rules(info)
+        if trade is not None:
+            states: dict[str, FollowerState] = {}
+            market_id, fills, carried = it.market_id, read.pg.fills, carry.wallets
+            reserved, position, balance = read.redis.reserved.get, read.pg.position, read.balances.get
+            for w in it.wallets:
+                res = reserved((w, market_id, asset), NOTHING_RESERVED)
+                if w in carried:
+                    res = carry.reserved(w, market_id, asset, res)
+                pnl = ZERO
+                if w in fills:
+                    cached = realized.get(w)
+                    if cached is None:
+                        cached = realized[w] = realized_today(read.pg, w, read.day_start_ms)
+                    pnl = cached
+                states[w] = follower_state(position(w, market_id, asset), res, pnl, balance(w))
+            recorded = read.pg.leaders.get((trade.wallet, asset))
+            decisions = route(trade, it.followers, market, states,
+                              carry.leader_before(trade.wallet, asset, recorded), read.policy)
+            if not last:  # what the trades after it in this batch must see
+                carry.add(trade, market_id, decisions, recorded)
+        else:
+            decisions = invalid_trade(it.followers, it.bad)
+        by_sub = {f.subscription_id: f for f in it.followers}
+        routed_ns = self.clock_ns()
+        ctx = _trace_context(span, event.trace)
+        routed = build_routed(event, decisions, by_sub, order_template(event, market, routed_ns, ctx))
+        return _Plan(it, routed, routed.SerializeToString(), [d.reason.value for d in decisions if isinstance(d, Skip)],
+                     routed_ns, span)
+
+    async def _commit(self, plans: list[_Plan], started: float) -> int | None:
+        """Emit the plans (one script), then persist what was appended (one statement). Returns the index of
+        the plan the emit stopped at (finished alone here), or None when all were appended."""
+        if not plans:
+            return None
+        # Emit first: the Redis marker makes the append exactly-once and the executor starts at once; the
+        # rows follow (awaited, so the next batch reads them), and a crash in between is healed when the
+        # trade is delivered again (the marker is set, the rows are missing: written from the log).
+        done = await self.emitter.emit_batch([(p.item.event.id, p.payload, reservation_lines(p.routed))
+                                              for p in plans])
+        ok = plans[:len(done.cursors)]
+        await self.store.persist_many([routed_row(p.routed, p.payload, p.item.trade, cursor)
+                                       for p, cursor in zip(ok, done.cursors, strict=True)])
+        for p in ok:
+            self._routed(p, started)
+        if done.stopped is None:
+            return None
+        p = plans[len(ok)]
+        if done.stopped.status == "dup":  # appended meanwhile: write its rows from the log
+            await self._persist_appended(done.stopped.cursor, p.item.trade)
+            self.metrics.duplicate("redis")
+            return len(ok)
+        # client order ids claimed meanwhile: the emitter drops those orders and appends the rest
+        single = await self.emitter.emit(p.item.event.id, p.routed, p.payload, mark=False)
+        if not single.appended_now:
+            await self._persist_appended(single.cursor, p.item.trade)
+            self.metrics.duplicate("redis")
+            return len(ok)
+        await self.store.persist(routed_row(single.routed, single.payload, p.item.trade, single.cursor))
+        p.routed = single.routed
+        self._routed(p, started)
+        return len(ok)
+
+    def _routed(self, p: _Plan, started: float) -> None:
+        received = p.item.event.received_time_ns
+        self.metrics.routed(len(p.routed.orders), p.skip_reasons, (time.perf_counter() - started) * 1e3,
+                            (p.routed_ns - received) / 1e6 if received else None)
+
+    async def _recover(self, it: _Item, marker: str | None, existing: ExistingRouted | None) -> None:
+        """Finish a trade decided before: rows from the log, or its stored RoutedTrade appended."""
+        if marker is not None:  # appended, then a crash before the rows were written
+            await self._persist_appended(marker, it.trade)
+            self.metrics.duplicate("redis")
+            return
+        assert existing is not None
+        _cursor, now = await self.emitter.re_emit(it.event.id, existing)
+        self.metrics.duplicate("reemitted" if now else "postgres")
 
     async def _persist_appended(self, cursor: str, trade: LeaderTrade | None) -> None:
         """Write the rows of a RoutedTrade appended earlier (idempotent: existing rows stay)."""
@@ -151,70 +394,3 @@ class Router:
                       extra={"cursor": cursor})
             return
         await self.store.persist(routed_row(epb.RoutedTrade.FromString(payload), payload, trade, cursor))
-
-    async def _route(self, event: mpb.LeaderTradeEvent) -> None:
-        started = time.perf_counter()
-        followers = await self.followers.followers_of(event.wallet)
-        trade: LeaderTrade | None
-        try:
-            trade, bad = parse_trade(event), ""
-        except TradeError as exc:
-            trade, bad = None, str(exc)
-        wallets = list(dict.fromkeys(f.follower_wallet_id for f in followers))
-        now_ms = self.clock_ns() // 1_000_000
-        day_start_ms = utc_day_start_ms(now_ms)
-        needs_fills = trade is not None and trade.side is Side.BUY and any(
-            f.risk.daily_loss_limit_usd is not None for f in followers)
-        funding_wallets = list(dict.fromkeys(
-            f.follower_wallet_id for f in followers if f.sizing.mode is SizingMode.PERCENT_OF_BALANCE
-            and not f.invalid))
-        market_id = market_of(event.condition_id.lower(), event.asset_id)
-        rview, pview = await asyncio.gather(
-            self.redis_state.read(event.id, event.asset_id, market_id, wallets),
-            self.store.load(leader_trade_id=event.id, leader=event.wallet.lower(), asset_id=event.asset_id,
-                            market=market_id, wallets=wallets,
-                            fills_since_ms=day_start_ms if needs_fills else None,
-                            funding_wallets=funding_wallets))
-        if rview.marker is not None:
-            if pview.existing is None:  # appended, then a crash before the rows were written
-                await self._persist_appended(rview.marker, trade)
-            self.metrics.duplicate("redis")
-            return
-        if pview.existing is not None:
-            _cursor, now = await self.emitter.re_emit(event.id, pview.existing)
-            self.metrics.duplicate("reemitted" if now else "postgres")
-            return
-        info = rview.market
-        if trade is not None:
-            info = await self.markets.resolve(event.asset_id, event.condition_id.lower(), rview.market,
-                                              has_book=rview.has_book)
-        market = market_rules(info)
-        balances = dict(pview.funding)
-        unfunded = [w for w in funding_wallets if w not in balances]
-        if unfunded and trade is not None and trade.side is Side.BUY:
-            balances.update(await self.balances.get_many(unfunded))
-        states = follower_states(wallets, pview, rview.reserved, balances, day_start_ms)
-        policy = Policy(now_ms=now_ms, max_trade_age_ms=self.knobs.max_trade_age_ms,
-                        marketable_buy_min_usd=self.knobs.marketable_buy_min_usd,
-                        default_max_slippage_bps=self.knobs.default_max_slippage_bps)
-        decisions = (route(trade, followers, market, states, pview.leader_before, policy) if trade is not None
-                     else invalid_trade(followers, bad))
-        by_sub = {f.subscription_id: f for f in followers}
-        routed_ns = self.clock_ns()
-        ctx = common_pb2.TraceContext()
-        inject(ctx)
-        if not ctx.traceparent:
-            ctx.CopyFrom(event.trace)
-        routed = build_routed(event, decisions, by_sub, order_template(event, market, routed_ns, ctx))
-        # Emit first: the Redis marker makes the append exactly-once and the executor starts at once; the
-        # rows follow (awaited, so the next trade reads them), and a crash in between is healed when the
-        # trade is delivered again (the marker is set, the rows are missing: written from the log).
-        done = await self.emitter.emit(event.id, routed, routed.SerializeToString(), mark=False)
-        if not done.appended_now:
-            await self._persist_appended(done.cursor, trade)
-            self.metrics.duplicate("redis")
-            return
-        await self.store.persist(routed_row(done.routed, done.payload, trade, done.cursor))
-        copy_ms = (routed_ns - event.received_time_ns) / 1e6 if event.received_time_ns else None
-        self.metrics.routed(len(routed.orders), [d.reason.value for d in decisions if isinstance(d, Skip)],
-                            (time.perf_counter() - started) * 1e3, copy_ms)

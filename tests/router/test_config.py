@@ -20,23 +20,27 @@ def test_defaults() -> None:
     assert (s.start_cursor, s.max_trade_age_s, s.dedupe_ttl_s, s.default_max_slippage_bps) == (
         START_OLDEST, 300.0, 86_400, 200)
     assert s.marketable_buy_min_usd == Decimal(1)
+    assert (s.redis_timeout_s, s.max_batch) == (5.0, 256)
 
 
 def test_overrides() -> None:
     s = Settings.from_env({**BASE, "TT_ROUTER_GRPC_PORT": "0", "TT_INGEST_GRPC_PORT": "6000",
                            "TT_CLOB_API_URL": "http://127.0.0.1:9/", "TT_INSIDERS_API_URL": "http://127.0.0.1:8",
                            "TT_INSIDERS_API_TOKEN": "secret", "TT_ROUTER_START": "new",
-                           "TT_ROUTER_MAX_TRADE_AGE_S": "30", "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS": "50"})
+                           "TT_ROUTER_MAX_TRADE_AGE_S": "30", "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS": "50",
+                           "TT_ROUTER_REDIS_TIMEOUT_S": "0.5", "TT_ROUTER_MAX_BATCH": "16"})
     assert (s.grpc_port, s.ingest_target, s.clob_api_url) == (0, "127.0.0.1:6000", "http://127.0.0.1:9")
     assert s.insiders_api_token.value == "secret" and "secret" not in repr(s)
     assert (s.start_cursor, s.max_trade_age_s, s.default_max_slippage_bps) == (START_NEW, 30.0, 50)
+    assert (s.redis_timeout_s, s.max_batch) == (0.5, 16)
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [("TT_ROUTER_START", "middle"), ("TT_ROUTER_MAX_TRADE_AGE_S", "soon"), ("TT_ROUTER_DEDUPE_TTL_S", "5"),
      ("TT_CLOB_API_URL", "ftp://x"), ("TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", "-1"),
-     ("TT_ROUTER_MARKETABLE_BUY_MIN_USD", "abc"), ("TT_ROUTER_GRPC_PORT", "70000"), ("REDIS_URL", "http://x")],
+     ("TT_ROUTER_MARKETABLE_BUY_MIN_USD", "abc"), ("TT_ROUTER_GRPC_PORT", "70000"), ("REDIS_URL", "http://x"),
+     ("TT_ROUTER_MAX_BATCH", "0"), ("TT_ROUTER_REDIS_TIMEOUT_S", "0")],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

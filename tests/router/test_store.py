@@ -19,7 +19,9 @@ DAY_MS = 86_400_000
 async def store(db_url: str):  # type: ignore[no-untyped-def]
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     await pool.wait()
-    yield RouterStore(pool)
+    store = RouterStore(pool)
+    yield store
+    await store.close()
     await pool.close()
 
 
@@ -112,3 +114,48 @@ async def test_load_batches_everything(store: RouterStore, db_url: str) -> None:
                              fills_since_ms=None, funding_wallets=[])
     assert again.existing is not None and again.existing.payload == b"\x00\x01payload"
     assert again.leader_before is None and again.positions == {}
+
+
+async def test_persist_many_writes_as_one_by_one(store: RouterStore, db_url: str) -> None:
+    """One statement for a batch: the leader position is floored after every trade (not only at the end),
+    a trade persisted before writes nothing again (its change is not applied twice), skips add up."""
+    await store.persist(_row("lt_0", D("20")))
+    batch = [_row("lt_1", D("100")), _row("lt_0", D("999")), _row("lt_2", D("-300")), _row("lt_3", None),
+             _row("lt_4", D("50"))]
+    assert await store.persist_many(batch) == {"lt_1", "lt_2", "lt_3", "lt_4"}
+    assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 50  # 120 -> 0 -> 50
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT last_trade_id FROM leader_positions").fetchone()
+    assert row == ("lt_4",)
+    assert _count(db_url, "SELECT count(*) FROM routed_trades") == 5
+    assert _count(db_url, "SELECT count(*) FROM routed_orders") == 10
+    assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 5
+    assert await store.persist_many(batch) == set()
+
+
+async def test_load_batch_answers_per_market_and_asset(store: RouterStore, db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd)"
+            " VALUES ('w_1', '111', '0xc', '0xa', 100, 0.4, 40), ('w_1', '333', '0xd', '0xa', 20, 0.5, 10)")
+    await store.persist(_row("lt_0", D("42")))
+    b = await store.load_batch(leader_trade_ids=["lt_0", "lt_1"], wallets=["w_1", "w_2"], markets=["0xc", "0xd"],
+                               assets=["111", "333"], leader_assets=[("0xleader", "111"), ("0xleader", "333")],
+                               fills_since_ms=None, funding_wallets=[])
+    assert list(b.existing) == ["lt_0"]
+    assert b.leaders == {("0xleader", "111"): D(42)}
+    here, there = b.position("w_1", "0xc", "111"), b.position("w_1", "0xd", "333")
+    assert (here.total_cost_usd, here.market_cost_usd, here.asset_size) == (D(50), D(40), D(100))
+    assert (there.market_cost_usd, there.asset_size, there.markets) == (D(10), D(20), {"0xc", "0xd"})
+    assert b.position("w_2", "0xc", "111").total_cost_usd == 0
+
+
+async def test_a_lost_routing_connection_is_replaced(store: RouterStore, db_url: str) -> None:
+    await store.persist(_row("lt_1"))
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the routing path's connection dies
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(psycopg.OperationalError):
+        await store.persist(_row("lt_2"))
+    assert await store.persist(_row("lt_2")) is True  # a fresh connection from the pool
+    assert _count(db_url, "SELECT count(*) FROM routed_trades") == 2

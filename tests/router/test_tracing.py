@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from common import hotindex
+from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
@@ -39,7 +40,8 @@ async def test_router_span_is_a_child_of_the_event_trace(db_url: str, redis_url:
     await write_market(r, MarketInfo(YES, COND, Decimal("0.01"), Decimal("5"), updated_ms=time.time_ns() // 10**6))
     subs = SubscriptionCache(r)
     await subs.reload_all()
-    state = RedisState(r, ROUTED_TRADES, marker_ttl_s=60, stream_maxlen=1000)
+    fast = FastRedis(redis_url)
+    state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=60, stream_maxlen=1000)
     store = RouterStore(pool)
     router = Router(followers=subs, redis_state=state, store=store,
                     markets=MarketInfoCache(r, ClobMarketInfo(session, "http://127.0.0.1:9", timeout_s=0.1),
@@ -56,7 +58,9 @@ async def test_router_span_is_a_child_of_the_event_trace(db_url: str, redis_url:
     [(_, payload)] = await DurableLog(sr, ROUTED_TRADES).read("0-0", block_ms=0)
     [order] = epb.RoutedTrade.FromString(payload).orders
     assert order.trace.traceparent.split("-")[1:3] == [trace_id, f"{span.context.span_id:016x}"]
+    fast.close()
     await session.close()
+    await store.close()
     await pool.close()
     await sr.aclose()
     await r.aclose()

@@ -1,49 +1,71 @@
-"""The router's Redis round trips per leader trade: one read script and one emit script.
+"""The router's Redis round trips per batch of leader trades: one read script and one emit script,
+on the pipelined :class:`~common.fastredis.FastRedis` connection.
 
-- read: the routed marker of the trade, the asset's cached market info, whether its book is stored,
-  and every follower wallet's in-flight reservations (summed in Lua: one short line per wallet), in one Lua call.
-- emit: all-or-nothing in one Lua call — claim every order's client order id (SET NX), reserve its
-  USD / shares, append the RoutedTrade to the durable log and set the trade's routed marker. A
-  trade whose marker exists is not appended again, so a re-emit after a crash is harmless.
+- read: the routed marker of every trade, each asset's cached market info and whether its book is
+  stored, and follower wallets' in-flight reservations (summed in Lua: one short line per wallet,
+  market and asset asked for), in one Lua call.
+- emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
+  NX), reserve its USD / shares, append the RoutedTrade to the durable log and set the trade's routed
+  marker. The script stops at the first trade whose marker exists ("dup") or one of whose client
+  order ids is already claimed ("conflict"; nothing of that trade is written), so what follows it is
+  never appended ahead of it. A trade whose marker exists is not appended again: a re-emit after a
+  crash is harmless.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from common import reservations
+from common.fastredis import FastRedis, Script
 from common.marketstate import MarketInfo, book_key, market_key
 from common.reservations import WalletReserved
 
 MARKER_PREFIX = "tt:router:routed:"
 
-# KEYS: marker, market info, book. ARGV: market, asset, wallet ids (one per line).
-_READ = reservations.LUA_FUNCTIONS + """
-local out = {}
-for w in string.gmatch(ARGV[3], '[^\\n]+') do out[#out + 1] = tt_summary(w, ARGV[1], ARGV[2]) end
-return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2]), table.concat(out, '\\n'),
-        redis.call('EXISTS', KEYS[3])}
-"""
+# KEYS: n_trades markers, then n_assets market-info keys, then n_assets book keys.
+# ARGV: n_trades, n_assets, then per (market, asset) group: market, asset, wallet ids (one per line).
+_READ = Script(reservations.LUA_FUNCTIONS + """
+local nt, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local markers, infos, books, groups = {}, {}, {}, {}
+for i = 1, nt do markers[i] = redis.call('GET', KEYS[i]) or '' end
+for i = 1, na do
+  infos[i] = redis.call('HGETALL', KEYS[nt + i])
+  books[i] = redis.call('EXISTS', KEYS[nt + na + i])
+end
+for g = 3, #ARGV, 3 do
+  local out = {}
+  for w in string.gmatch(ARGV[g + 2], '[^\\n]+') do out[#out + 1] = tt_summary(w, ARGV[g], ARGV[g + 1]) end
+  groups[#groups + 1] = table.concat(out, '\\n')
+end
+return {markers, infos, books, groups}
+""")
 
-# KEYS: marker, stream. ARGV: payload, marker ttl s, stream maxlen, reservation lines.
-_EMIT = reservations.LUA_FUNCTIONS + """
-local m = redis.call('GET', KEYS[1])
-if m then return {'dup', m} end
-local lines, taken, got = {}, {}, {}
-for line in string.gmatch(ARGV[4], '[^\\n]+') do lines[#lines + 1] = line end
-for i, line in ipairs(lines) do
-  if tt_claim_line(line) == 0 then taken[#taken + 1] = i else got[#got + 1] = i end
+# KEYS: the stream. ARGV: marker ttl s, stream maxlen, then per trade: marker key, payload, reservation lines.
+# Returns {appended cursors in order, status of the trade it stopped at ('' = none), its detail}.
+_EMIT = Script(reservations.LUA_FUNCTIONS + """
+local ids = {}
+for t = 3, #ARGV, 3 do
+  local mkey = ARGV[t]
+  local m = redis.call('GET', mkey)
+  if m then return {ids, 'dup', m} end
+  local lines, taken, got = {}, {}, {}
+  for line in string.gmatch(ARGV[t + 2], '[^\\n]+') do lines[#lines + 1] = line end
+  for i, line in ipairs(lines) do
+    if tt_claim_line(line) == 0 then taken[#taken + 1] = i else got[#got + 1] = i end
+  end
+  if #taken > 0 then
+    for _, i in ipairs(got) do tt_unclaim_line(lines[i]) end
+    return {ids, 'conflict', taken}
+  end
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 1])
+  redis.call('SET', mkey, id, 'EX', ARGV[1])
+  ids[#ids + 1] = id
 end
-if #taken > 0 then
-  for _, i in ipairs(got) do tt_unclaim_line(lines[i]) end
-  return {'conflict', taken}
-end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[1])
-redis.call('SET', KEYS[1], id, 'EX', ARGV[2])
-return {'ok', id}
-"""
+return {ids, '', ''}
+""")
 
 
 def marker_key(leader_trade_id: str) -> str:
@@ -53,6 +75,16 @@ def marker_key(leader_trade_id: str) -> str:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _market_info(flat: list[Any]) -> MarketInfo | None:
+    if not flat:
+        return None
+    h = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    try:
+        return MarketInfo.from_hash(h)
+    except (KeyError, ValueError, ArithmeticError):
+        return None  # unusable cache entry: refetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +97,19 @@ class RedisView:
     has_book: bool = True
 
 
+Query = tuple[str, str, str]  # (wallet, market, asset)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """What Redis knows about a batch of leader trades before routing them."""
+
+    markers: dict[str, str]  # leader trade id -> cursor, for trades appended before
+    markets: dict[str, MarketInfo | None]  # asset -> cached market info
+    has_book: dict[str, bool]  # asset -> book stored
+    reserved: dict[Query, WalletReserved]
+
+
 @dataclass(frozen=True, slots=True)
 class EmitResult:
     """``status`` "ok" (appended now), "dup" (appended before) or "conflict" (``conflicts`` = 0-based
@@ -75,42 +120,75 @@ class EmitResult:
     conflicts: tuple[int, ...] = ()
 
 
-class RedisState:
-    """The router's per-trade Redis scripts."""
+@dataclass(frozen=True, slots=True)
+class BatchEmitResult:
+    """The cursors of the trades appended now (a prefix of the batch) and, when the script stopped
+    early, how the next trade ended (``stopped.status`` "dup" or "conflict")."""
 
-    def __init__(self, redis: Any, stream: str, *, marker_ttl_s: int, stream_maxlen: int) -> None:
+    cursors: list[str]
+    stopped: EmitResult | None
+
+
+class RedisState:
+    """The router's per-batch Redis scripts."""
+
+    def __init__(self, redis: FastRedis, stream: str, *, marker_ttl_s: int, stream_maxlen: int) -> None:
         self.redis = redis
         self.stream = stream
         self.marker_ttl_s = marker_ttl_s
         self.stream_maxlen = stream_maxlen
-        self._read = redis.register_script(_READ)
-        self._emit = redis.register_script(_EMIT)
+
+    async def read_batch(self, leader_trade_ids: Sequence[str], assets: Sequence[str],
+                         queries: Mapping[tuple[str, str], Sequence[str]]) -> BatchView:
+        """Markers, market info and book presence per asset, and the reservations of the wallets of each
+        (market, asset) in ``queries``, in one round trip. Ids must not contain tabs or newlines."""
+        keys: list[str | bytes | int] = [marker_key(lt) for lt in leader_trade_ids]
+        keys += [market_key(a) for a in assets]
+        keys += [book_key(a) for a in assets]
+        args: list[str | bytes | int] = [len(leader_trade_ids), len(assets)]
+        for (market, asset), wallets in queries.items():
+            args += [market, asset, "\n".join(wallets)]
+        reply = await self.redis.run_script(_READ, keys, args)
+        markers = {lt: _s(m) for lt, m in zip(leader_trade_ids, reply[0], strict=True) if m}
+        markets = {a: _market_info(flat) for a, flat in zip(assets, reply[1], strict=True)}
+        books = {a: bool(int(b)) for a, b in zip(assets, reply[2], strict=True)}
+        reserved: dict[Query, WalletReserved] = {}
+        parse = reservations.parse_summary
+        for ((market, asset), wallets), text in zip(queries.items(), reply[3], strict=True):
+            if wallets:
+                for w, line in zip(wallets, _s(text).split("\n"), strict=True):
+                    reserved[(w, market, asset)] = parse(line)
+        return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved)
 
     async def read(self, leader_trade_id: str, asset_id: str, market: str,
                    wallet_ids: Sequence[str]) -> RedisView:
         """Marker, market info and the wallets' reservations (for ``market`` and the asset) in one round trip."""
-        reply = await self._read(keys=[marker_key(leader_trade_id), market_key(asset_id), book_key(asset_id)],
-                                 args=[market, asset_id, "\n".join(wallet_ids)])
-        marker = _s(reply[0]) or None
-        flat = reply[1]
-        info = None
-        if flat:
-            h = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-            try:
-                info = MarketInfo.from_hash(h)
-            except (KeyError, ValueError, ArithmeticError):
-                info = None  # unusable cache entry: refetched
-        summaries = _s(reply[2]).split("\n") if wallet_ids else []
-        reserved = {w: reservations.parse_summary(line) for w, line in zip(wallet_ids, summaries, strict=True)}
-        return RedisView(marker, info, reserved, has_book=bool(int(reply[3])))
+        view = await self.read_batch([leader_trade_id], [asset_id], {(market, asset_id): list(wallet_ids)})
+        return RedisView(view.markers.get(leader_trade_id), view.markets[asset_id],
+                         {w: view.reserved[(w, market, asset_id)] for w in wallet_ids}, view.has_book[asset_id])
+
+    async def emit_batch(self, items: Sequence[tuple[str, bytes, str]]) -> BatchEmitResult:
+        """Claim, reserve, append and mark each ``(leader trade id, payload, reservation lines)`` in order,
+        in one atomic script that stops at the first trade it cannot append."""
+        if not items:
+            return BatchEmitResult([], None)
+        args: list[str | bytes | int] = [self.marker_ttl_s, self.stream_maxlen]
+        for lt, payload, lines in items:
+            args += [marker_key(lt), payload, lines]
+        ids, status, detail = await self.redis.run_script(_EMIT, [self.stream], args)
+        cursors = [_s(c) for c in ids]
+        status = _s(status)
+        if status == "dup":
+            return BatchEmitResult(cursors, EmitResult("dup", cursor=_s(detail)))
+        if status == "conflict":
+            return BatchEmitResult(cursors, EmitResult("conflict", conflicts=tuple(int(i) - 1 for i in detail)))
+        return BatchEmitResult(cursors, None)
 
     async def emit(self, leader_trade_id: str, payload: bytes,
                    items: Sequence[reservations.Reservation] | str) -> EmitResult:
-        """Claim, reserve, append and mark in one atomic script (``items`` may come as ``reservations.lines``)."""
+        """Claim, reserve, append and mark one trade (``items`` may come as ``reservations.lines``)."""
         lines = items if isinstance(items, str) else reservations.lines(items)
-        reply = await self._emit(keys=[marker_key(leader_trade_id), self.stream],
-                                 args=[payload, str(self.marker_ttl_s), str(self.stream_maxlen), lines])
-        status = _s(reply[0])
-        if status == "conflict":
-            return EmitResult(status, conflicts=tuple(int(i) - 1 for i in reply[1]))
-        return EmitResult(status, cursor=_s(reply[1]))
+        done = await self.emit_batch([(leader_trade_id, payload, lines)])
+        if done.stopped is not None:
+            return done.stopped
+        return EmitResult("ok", cursor=done.cursors[0])

@@ -16,6 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.router.domain.model import ZERO, Side
@@ -52,6 +54,31 @@ class PgView:
 
 
 @dataclass(frozen=True, slots=True)
+class PgBatch:
+    """What PostgreSQL knows for a batch of leader trades (positions at cost per wallet; market costs
+    and asset sizes for the batch's markets and assets)."""
+
+    existing: dict[str, ExistingRouted] = field(default_factory=dict)  # by leader trade id
+    totals: dict[str, tuple[Decimal, frozenset[str]]] = field(default_factory=dict)  # wallet -> (cost, markets)
+    market_costs: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, market)
+    asset_sizes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, asset)
+    fills: dict[str, dict[str, list[FillRow]]] = field(default_factory=dict)
+    funding: dict[str, Decimal] = field(default_factory=dict)
+    leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
+
+    def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
+        """A wallet's open positions aggregated for one trade's market and asset."""
+        total = self.totals.get(wallet)
+        if total is None:
+            return _NO_POSITION
+        return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO),
+                           self.asset_sizes.get((wallet, asset), ZERO), total[1])
+
+
+_NO_POSITION = PositionAgg()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutedRow:
     """The decision to persist for one leader trade."""
 
@@ -77,22 +104,26 @@ class RoutedRow:
 
 _EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
-# Everything one leader trade needs, in ONE statement (one round trip, no pipeline bookkeeping).
-# Wallet lists arrive as one SEP-joined string and are joined against unnest(): a hash/index join,
-# where "= ANY(array parameter)" would compare every row against every wallet. Per-wallet rows come
-# back as compact JSON text with decimals as strings (parsed with orjson, then Decimal).
+# Everything a batch of leader trades needs, in ONE statement (one round trip, no pipeline bookkeeping).
+# Lists arrive as one SEP-joined string and are joined against unnest(): a hash/index join, where
+# "= ANY(array parameter)" would compare every row against every wallet. Per-wallet rows come back as
+# compact JSON text with decimals as strings (parsed with orjson, then Decimal).
 _LOAD = """
 WITH w AS (SELECT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
-pos AS (
-    SELECT p.follower_wallet_id AS w,
-           coalesce(sum(p.cost_usd), 0) AS total_cost,
-           coalesce(sum(p.cost_usd) FILTER (WHERE coalesce(nullif(p.condition_id, ''), p.asset_id) = %(market)s),
-                    0) AS market_cost,
-           coalesce(sum(p.size) FILTER (WHERE p.asset_id = %(asset)s), 0) AS asset_size,
-           string_agg(DISTINCT coalesce(nullif(p.condition_id, ''), p.asset_id), ',') AS markets
+p AS (
+    SELECT p.follower_wallet_id AS w, coalesce(nullif(p.condition_id, ''), p.asset_id) AS m, p.asset_id AS a,
+           p.cost_usd, p.size
     FROM w JOIN positions p ON p.follower_wallet_id = w.id
     WHERE p.size > 0
-    GROUP BY p.follower_wallet_id
+),
+pos AS (SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(DISTINCT m, ',') AS markets FROM p GROUP BY w),
+pm AS (
+    SELECT p.w, p.m, coalesce(sum(p.cost_usd), 0) AS cost
+    FROM p JOIN (SELECT DISTINCT unnest(string_to_array(%(markets)s, %(sep)s)) AS m) k ON k.m = p.m GROUP BY p.w, p.m
+),
+pa AS (
+    SELECT p.w, p.a, coalesce(sum(p.size), 0) AS size
+    FROM p JOIN (SELECT DISTINCT unnest(string_to_array(%(assets)s, %(sep)s)) AS a) k ON k.a = p.a GROUP BY p.w, p.a
 ),
 sold AS (
     SELECT DISTINCT x.follower_wallet_id, x.asset_id FROM w JOIN fills x ON x.follower_wallet_id = w.id
@@ -101,46 +132,71 @@ sold AS (
 fl AS (
     SELECT y.follower_wallet_id AS w, y.asset_id, y.side, y.size, y.notional_usd, y.fill_time, y.id
     FROM sold JOIN fills y ON y.follower_wallet_id = sold.follower_wallet_id AND y.asset_id = sold.asset_id
+),
+ex AS (
+    SELECT r.leader_trade_id, r.payload, r.appended_cursor
+    FROM unnest(string_to_array(%(lts)s, %(sep)s)) AS q(lt) JOIN routed_trades r ON r.leader_trade_id = q.lt
 )
-SELECT r.payload, r.appended_cursor, r.leader_trade_id IS NOT NULL AS routed,
-    (SELECT size::text FROM leader_positions WHERE leader_wallet = %(leader)s AND asset_id = %(asset)s)
-        AS leader_size,
-    (SELECT json_agg(json_build_array(w, total_cost::text, market_cost::text, asset_size::text, markets))::text
-        FROM pos) AS positions,
+SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
+    (SELECT array_agg(appended_cursor) FROM ex) AS ex_cursors,
+    (SELECT json_agg(json_build_array(l.leader_wallet, l.asset_id, l.size::text))::text
+        FROM unnest(string_to_array(%(lp_leaders)s, %(sep)s), string_to_array(%(lp_assets)s, %(sep)s)) AS q(l, a)
+        JOIN leader_positions l ON l.leader_wallet = q.l AND l.asset_id = q.a) AS leaders,
+    (SELECT json_agg(json_build_array(w, total_cost::text, markets))::text FROM pos) AS positions,
+    (SELECT json_agg(json_build_array(w, m, cost::text))::text FROM pm) AS market_costs,
+    (SELECT json_agg(json_build_array(w, a, size::text))::text FROM pa) AS asset_sizes,
     (SELECT json_agg(json_build_array(w, asset_id, side, size::text, notional_usd::text,
                                       (extract(epoch FROM fill_time) * 1000)::bigint)
                      ORDER BY w, asset_id, fill_time, id)::text FROM fl) AS fills,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)
         JOIN funding g ON g.follower_wallet_id = f.id) AS funding
-FROM (SELECT 1) AS one LEFT JOIN routed_trades r ON r.leader_trade_id = %(lt)s
 """
 
-# One statement, one implicit transaction: nothing else is written unless the trade row is new.
+# One statement, one implicit transaction, for a batch of decisions: a trade's orders, skips and leader
+# position change are written only when its trade row is new (the row gates everything). The leader's
+# position is floored at 0 after each trade; for several trades of one (leader, asset) that is
+# max(before + S_n, S_n - min_k S_k) over the prefix sums S_k of the new trades' changes, in batch order.
+# The payloads travel as one bytea cut server-side (psycopg's text dump of a bytea[] escapes every byte
+# in Python: ~6 ms for a 1,000-follower RoutedTrade).
 _PERSIST = """
-WITH t AS (
+WITH inp AS (
+    SELECT * FROM unnest(string_to_array(%(lts)s, %(sep)s), string_to_array(%(leaders)s, %(sep)s),
+                         string_to_array(%(assets)s, %(sep)s), string_to_array(%(conds)s, %(sep)s),
+                         string_to_array(%(sides)s, %(sep)s), string_to_array(%(n_orders)s, %(sep)s)::int[],
+                         string_to_array(%(n_skips)s, %(sep)s)::int[],
+                         string_to_array(%(p_starts)s, %(sep)s)::int[], string_to_array(%(p_lens)s, %(sep)s)::int[],
+                         string_to_array(%(cursors)s, %(sep)s, 'N'),
+                         string_to_array(%(deltas)s, %(sep)s, 'N')::numeric[])
+        WITH ORDINALITY AS u(lt, leader, asset, cond, side, n_orders, n_skips, p_start, p_len, cursor, delta, seq)
+), t AS (
     INSERT INTO routed_trades (leader_trade_id, leader_wallet, asset_id, side, orders, skips, payload,
                                appended_cursor, appended_at)
-    VALUES (%(lt)s, %(leader)s, %(asset)s, %(side)s, %(n_orders)s, %(n_skips)s, %(payload)s,
-            %(cursor)s::text, CASE WHEN %(cursor)s::text IS NULL THEN NULL ELSE now() END)
+    SELECT lt, leader, asset, side, n_orders, n_skips, substring(%(payloads)s::bytea FROM p_start FOR p_len), cursor,
+           CASE WHEN cursor IS NULL THEN NULL ELSE now() END
+    FROM inp ORDER BY seq
     ON CONFLICT (leader_trade_id) DO NOTHING
     RETURNING leader_trade_id
 ), o AS (
     INSERT INTO routed_orders (client_order_id, leader_trade_id, subscription_id, follower_wallet_id,
                                asset_id, condition_id, side, amount_usd, size, mode)
-    SELECT u.coid, t.leader_trade_id, u.sub, u.wallet, %(asset)s, %(cond)s, %(side)s, u.amount, u.size, u.mode
-    FROM t, unnest(string_to_array(%(o_ids)s, %(sep)s), string_to_array(%(o_subs)s, %(sep)s),
-                   string_to_array(%(o_wallets)s, %(sep)s), string_to_array(%(o_amounts)s, %(sep)s, 'N')::numeric[],
-                   string_to_array(%(o_sizes)s, %(sep)s, 'N')::numeric[], string_to_array(%(o_modes)s, %(sep)s))
-         AS u(coid, sub, wallet, amount, size, mode)
+    SELECT u.coid, u.lt, u.sub, u.wallet, i.asset, i.cond, i.side, u.amount, u.size, u.mode
+    FROM unnest(string_to_array(%(o_lts)s, %(sep)s), string_to_array(%(o_ids)s, %(sep)s),
+                string_to_array(%(o_subs)s, %(sep)s), string_to_array(%(o_wallets)s, %(sep)s),
+                string_to_array(%(o_amounts)s, %(sep)s, 'N')::numeric[],
+                string_to_array(%(o_sizes)s, %(sep)s, 'N')::numeric[], string_to_array(%(o_modes)s, %(sep)s))
+         AS u(lt, coid, sub, wallet, amount, size, mode)
+    JOIN t ON t.leader_trade_id = u.lt JOIN inp i ON i.lt = u.lt
     ON CONFLICT (client_order_id) DO NOTHING
     RETURNING client_order_id
 ), s AS (
     INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
-    SELECT u.sub, t.leader_trade_id, u.wallet, u.reason, u.detail
-    FROM t, unnest(string_to_array(%(s_subs)s, %(sep)s), string_to_array(%(s_wallets)s, %(sep)s),
-                   string_to_array(%(s_reasons)s, %(sep)s), string_to_array(%(s_details)s, %(sep)s))
-         AS u(sub, wallet, reason, detail)
+    SELECT u.sub, u.lt, u.wallet, u.reason, u.detail
+    FROM unnest(string_to_array(%(s_lts)s, %(sep)s), string_to_array(%(s_subs)s, %(sep)s),
+                string_to_array(%(s_wallets)s, %(sep)s), string_to_array(%(s_reasons)s, %(sep)s),
+                string_to_array(%(s_details)s, %(sep)s))
+         AS u(lt, sub, wallet, reason, detail)
+    JOIN t ON t.leader_trade_id = u.lt
     ON CONFLICT (leader_trade_id, subscription_id) DO NOTHING
     RETURNING subscription_id
 ), st AS (
@@ -148,15 +204,23 @@ WITH t AS (
     SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id
     ON CONFLICT (subscription_id) DO UPDATE
         SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
+), lpd AS (
+    SELECT i.leader, i.asset, i.lt, i.seq, i.delta,
+           sum(i.delta) OVER (PARTITION BY i.leader, i.asset ORDER BY i.seq) AS sk
+    FROM inp i JOIN t ON t.leader_trade_id = i.lt
+    WHERE i.delta IS NOT NULL
+), lpa AS (
+    SELECT leader, asset, sum(delta) AS s, sum(delta) - min(sk) AS m, (array_agg(lt ORDER BY seq DESC))[1] AS last
+    FROM lpd GROUP BY leader, asset
 ), lp AS (
     INSERT INTO leader_positions (leader_wallet, asset_id, size, last_trade_id)
-    SELECT %(leader)s, %(asset)s, greatest(0, %(delta)s::numeric), t.leader_trade_id
-    FROM t WHERE %(delta)s::numeric IS NOT NULL
+    SELECT leader, asset, greatest(m, s), last FROM lpa
     ON CONFLICT (leader_wallet, asset_id) DO UPDATE
-        SET size = greatest(0, leader_positions.size + %(delta)s::numeric),
+        SET size = (SELECT greatest(a.m, leader_positions.size + a.s) FROM lpa a
+                    WHERE a.leader = EXCLUDED.leader_wallet AND a.asset = EXCLUDED.asset_id),
             last_trade_id = EXCLUDED.last_trade_id, updated_at = now()
 )
-SELECT (SELECT count(*) FROM t) AS inserted, (SELECT count(*) FROM o) AS orders_inserted
+SELECT (SELECT array_agg(leader_trade_id) FROM t) AS inserted, (SELECT count(*) FROM o) AS orders_inserted
 """
 _MARK = """
 UPDATE routed_trades r SET appended_cursor = u.cursor, appended_at = now()
@@ -183,6 +247,15 @@ def _join_num(values: Sequence[Decimal | None]) -> str:
     return SEP.join("N" if v is None else str(v) for v in values)
 
 
+def _starts(lengths: Sequence[int]) -> list[int]:
+    """1-based offsets of consecutive parts of the given lengths (SQL ``substring`` positions)."""
+    out, at = [], 1
+    for n in lengths:
+        out.append(at)
+        at += n
+    return out
+
+
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -192,49 +265,102 @@ class RouterStore:
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
+        self._hot: AsyncConnection[Any] | None = None
+
+    async def _hot_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """One statement of the routing path on a connection kept out of the pool (taking and returning a
+        pooled connection costs ~50 µs of CPU per statement); a failed connection goes back to the pool,
+        which checks it, and the next statement takes another."""
+        conn = self._hot
+        if conn is None or conn.closed:
+            conn = self._hot = await self.pool.getconn()
+        try:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, params, prepare=True)
+            return await cur.fetchone()
+        except BaseException:
+            if self._hot is conn:
+                self._hot = None
+                await self.pool.putconn(conn)
+            raise
+
+    async def close(self) -> None:
+        """Give the routing path's connection back to the pool (before the pool closes)."""
+        conn, self._hot = self._hot, None
+        if conn is not None:
+            await self.pool.putconn(conn)
+
+    async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
+                         markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
+                         fills_since_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
+        """Everything for a batch of trades in one statement (fills only when ``fills_since_ms`` is given)."""
+        params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
+                  "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
+                  "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
+                  "sep": SEP, "want_fills": fills_since_ms is not None, "since": _ts(fills_since_ms or 0)}
+        row = await self._hot_one(_LOAD, params)
+        assert row is not None
+        ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, fills_, funding_ = row
+        existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
+                    in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
+        totals = {w: (Decimal(total), frozenset(markets_.split(",")) if markets_ else frozenset())
+                  for w, total, markets_ in orjson.loads(positions or "[]")}
+        market_costs = {(w, m): Decimal(c) for w, m, c in orjson.loads(market_costs_ or "[]")}
+        asset_sizes = {(w, a): Decimal(z) for w, a, z in orjson.loads(asset_sizes_ or "[]")}
+        fills: dict[str, dict[str, list[FillRow]]] = defaultdict(lambda: defaultdict(list))
+        for w, asset, side, size, notional, t in orjson.loads(fills_ or "[]"):
+            fills[w][asset].append(FillRow(Side(side), Decimal(size), Decimal(notional), int(t)))
+        funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
+        leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
+        return PgBatch(existing, totals, market_costs, asset_sizes, {w: dict(a) for w, a in fills.items()}, funding,
+                       leaders)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], fills_since_ms: int | None,
                    funding_wallets: Sequence[str]) -> PgView:
-        """Everything for one trade in one statement (fills only when ``fills_since_ms`` is given)."""
-        params = {"lt": leader_trade_id, "leader": leader, "asset": asset_id, "market": market,
-                  "wallets": _join(wallets), "funding": _join(funding_wallets), "sep": SEP,
-                  "want_fills": fills_since_ms is not None, "since": _ts(fills_since_ms or 0)}
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_LOAD, params)
-            row = await cur.fetchone()
-        assert row is not None
-        existing = ExistingRouted(bytes(row["payload"]), row["appended_cursor"]) if row["routed"] else None
-        leader_before = Decimal(row["leader_size"]) if row["leader_size"] is not None else None
-        positions = {}
-        for w, total, here, size, markets in orjson.loads(row["positions"] or "[]"):
-            positions[w] = PositionAgg(Decimal(total), Decimal(here), Decimal(size),
-                                       frozenset(markets.split(",")) if markets else frozenset())
-        fills: dict[str, dict[str, list[FillRow]]] = defaultdict(lambda: defaultdict(list))
-        for w, asset, side, size, notional, t in orjson.loads(row["fills"] or "[]"):
-            fills[w][asset].append(FillRow(Side(side), Decimal(size), Decimal(notional), int(t)))
-        funding = {w: Decimal(balance) for w, balance in orjson.loads(row["funding"] or "[]")}
-        return PgView(existing, positions, {w: dict(a) for w, a in fills.items()}, funding, leader_before)
+        """Everything for one trade (see :meth:`load_batch`)."""
+        b = await self.load_batch(leader_trade_ids=[leader_trade_id], wallets=wallets, markets=[market],
+                                  assets=[asset_id], leader_assets=[(leader, asset_id)],
+                                  fills_since_ms=fills_since_ms, funding_wallets=funding_wallets)
+        positions = {w: b.position(w, market, asset_id) for w in wallets if w in b.totals}
+        return PgView(b.existing.get(leader_trade_id), positions, b.fills, b.funding, b.leaders.get((leader, asset_id)))
+
+    async def persist_many(self, rows: Sequence[RoutedRow]) -> set[str]:
+        """Write a batch of decisions (trade rows, orders, skips, skip stats, leader positions) in one
+        statement, in order. Returns the leader trade ids written now (one persisted before: nothing)."""
+        if not rows:
+            return set()
+        # each order's / skip's leader trade id: the row's id repeated (joined without a call per element)
+        o_lts = SEP.join(SEP.join([_join([r.leader_trade_id])] * len(r.order_ids)) for r in rows if r.order_ids)
+        s_lts = SEP.join(SEP.join([_join([r.leader_trade_id])] * len(r.skip_subs)) for r in rows if r.skip_subs)
+
+        def cat(name: str) -> list[Any]:
+            out: list[Any] = []
+            for r in rows:
+                out += getattr(r, name)
+            return out
+
+        params = {
+            "lts": _join([r.leader_trade_id for r in rows]), "leaders": _join([r.leader_wallet for r in rows]),
+            "assets": _join([r.asset_id for r in rows]), "conds": _join([r.condition_id for r in rows]),
+            "sides": _join([r.side for r in rows]), "n_orders": SEP.join(str(len(r.order_ids)) for r in rows),
+            "n_skips": SEP.join(str(len(r.skip_subs)) for r in rows), "payloads": b"".join(r.payload for r in rows),
+            "p_starts": SEP.join(str(x) for x in _starts([len(r.payload) for r in rows])),
+            "p_lens": SEP.join(str(len(r.payload)) for r in rows),
+            "cursors": SEP.join("N" if r.appended_cursor is None else r.appended_cursor for r in rows),
+            "deltas": _join_num([r.leader_delta for r in rows]),
+            "o_lts": o_lts, "o_ids": _join(cat("order_ids")), "o_subs": _join(cat("order_subs")),
+            "o_wallets": _join(cat("order_wallets")), "o_amounts": _join_num(cat("order_amounts")),
+            "o_sizes": _join_num(cat("order_sizes")), "o_modes": _join(cat("order_modes")),
+            "s_lts": s_lts, "s_subs": _join(cat("skip_subs")), "s_wallets": _join(cat("skip_wallets")),
+            "s_reasons": _join(cat("skip_reasons")), "s_details": _join(cat("skip_details")), "sep": SEP,
+        }
+        result = await self._hot_one(_PERSIST, params)
+        return set(result[0] or ()) if result else set()
 
     async def persist(self, row: RoutedRow) -> bool:
-        """Write the decision (trade row, orders, skips, skip stats, leader position) in one statement.
-
-        Returns False when the trade was already persisted (nothing written).
-        """
-        params = {
-            "lt": row.leader_trade_id, "leader": row.leader_wallet, "asset": row.asset_id,
-            "cond": row.condition_id, "side": row.side, "payload": row.payload,
-            "n_orders": len(row.order_ids), "n_skips": len(row.skip_subs), "delta": row.leader_delta,
-            "o_ids": _join(row.order_ids), "o_subs": _join(row.order_subs), "o_wallets": _join(row.order_wallets),
-            "o_amounts": _join_num(row.order_amounts), "o_sizes": _join_num(row.order_sizes),
-            "o_modes": _join(row.order_modes), "s_subs": _join(row.skip_subs), "s_wallets": _join(row.skip_wallets),
-            "s_reasons": _join(row.skip_reasons), "s_details": _join(row.skip_details), "sep": SEP,
-            "cursor": row.appended_cursor,
-        }
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_PERSIST, params)
-            result = await cur.fetchone()
-        return bool(result and result["inserted"])
+        """Write one decision (see :meth:`persist_many`); False when the trade was already persisted."""
+        return row.leader_trade_id in await self.persist_many([row])
 
     async def existing(self, leader_trade_id: str) -> ExistingRouted | None:
         """The persisted RoutedTrade of a leader trade, if any."""
