@@ -1,7 +1,7 @@
 """Guard: 100,000 armed triggers over 5,000 assets, price ticks at 10,000/s.
 
     python -m bench guard [--triggers 100000] [--assets 5000] [--rate 10000] [--seconds 20] [--warmup-s 3]
-                          [--engine-ticks 200000] [--no-service]
+                          [--engine-ticks 200000] [--no-service] [--order-rate 0] [--no-save]
 
 Two measurements:
 
@@ -15,6 +15,8 @@ Two measurements:
    tick enters the log, i.e. when ingest would have received the frame); the guard-side decision
    time (``Order.routed_time_ns``) is reported too. Also: guard's start-up load time (from its log)
    and its RSS after the load and at its peak.
+3. **Order events** (``--order-rate N``, after the ticks): copy BUYs placed and filled on seeded positions,
+   N events/s written to the executor's order-event log: guard's CPU per event, PostgreSQL commits per event.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,17 +40,18 @@ from typing import Any
 
 import psycopg
 
-from bench import print_table, process_cpu_s, save_results, summarize
+from bench import CpuMeter, print_table, process_cpu_s, save_results, storage_pids, summarize
 from common.config import project_root
 from common.decimals import fmt
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
 from common.marketstate import MarketInfo, write_market
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import PRICE_TICKS, DurableLog, create_stream_redis, serve_log
+from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log
 from services.guard import ticks as tickview
 from services.guard.engine import load
 from services.guard.store import TriggerStore
+from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -245,10 +249,17 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
         total = int(args.rate * (args.warmup_s + args.seconds))
         warm_until_ns = time.time_ns() + int(args.warmup_s * 1e9)
         sent = 0
+        pg_meter = CpuMeter({"postgres": storage_pids(args.run_dir)["postgres"]})
+        sampler = _PgSampler(db_url)
         cpu0 = process_cpu_s(proc.pid) or 0.0
         started = next_at = time.perf_counter()
+        measuring = False
         while sent < total:
             now_ns = time.time_ns()
+            if not measuring and now_ns >= warm_until_ns:
+                measuring, measure_sent, measure_t0 = True, sent, time.perf_counter()
+                pg_meter.start()
+                sampler.start()
             payloads = []
             for _ in range(batch):
                 a, p = walk.step()
@@ -264,7 +275,11 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
                 await asyncio.sleep(delay)
         produce_s = time.perf_counter() - started
         guard_cpu = ((process_cpu_s(proc.pid) or 0.0) - cpu0) / produce_s
+        pg_cpu_s = pg_meter.stop()["postgres"] if measuring else 0.0
+        pg_statements = sampler.stop()
+        measured_ticks = max(1, sent - measure_sent) if measuring else 1
         await asyncio.sleep(2.0)
+        orders = await _orders_phase(db_url, stream_redis, proc.pid, args) if args.order_rate else {}
         rss_end = _rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -284,9 +299,99 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
             "tick_to_order_built_in_guard": summarize(decision_ms),
             "sells": len(executor.arrivals), "double_submits": doubles,
             "ticks_sent": sent, "guard_cpu_fraction_of_one_core": round(guard_cpu, 2), "rate_target": args.rate,
+            "guard_cpu_us_per_tick": round(guard_cpu * 1e6 / max(sent / max(produce_s, 1e-9), 1), 1),
+            "postgres_cpu_us_per_tick": round(pg_cpu_s * 1e6 / measured_ticks, 1),
+            "postgres_busy_by_statement": pg_statements,
+            "measure_s": round(time.perf_counter() - measure_t0, 1) if measuring else 0.0,
             "rate_achieved": round(sent / max(produce_s, 1e-9)),
             "guard_start_to_streaming_s": round(ready_s, 3), "guard_load_s": _load_s_from_log(log_path),
-            "guard_rss_after_load_mb": rss_loaded[0], "guard_rss_end_mb": rss_end[0], "guard_rss_peak_mb": rss_end[1]}
+            "guard_rss_after_load_mb": rss_loaded[0], "guard_rss_end_mb": rss_end[0], "guard_rss_peak_mb": rss_end[1],
+            "orders": orders}
+
+
+class _PgSampler:
+    """Samples ``pg_stat_activity`` every 10 ms on a thread: which statements PostgreSQL is busy with (share of
+    samples with that statement active, by its first words)."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            while not self._stop.wait(0.01):
+                self.samples += 1
+                for (query,) in conn.execute("SELECT query FROM pg_stat_activity WHERE state = 'active'"
+                                             " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"):
+                    key = " ".join((query or "").split()[:6])[:70]
+                    self.counts[key] = self.counts.get(key, 0) + 1
+
+    def stop(self) -> dict[str, float]:
+        if not self._thread.is_alive():
+            return {}
+        self._stop.set()
+        self._thread.join(5)
+        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:12]
+        return {k: round(v / max(self.samples, 1), 3) for k, v in top}
+
+
+async def _orders_phase(db_url: str, stream_redis: Any, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Copy BUYs on seeded positions (subscriptions without exits) at ``--order-rate`` events/s into the
+    order-event log, each a PLACED then a FILLED: guard's CPU per event and PostgreSQL commits per event."""
+    n_positions = min(200, args.assets)
+    now = datetime.now(UTC)
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy, leader_proxy, label,"
+            " state, mode, sizing, filters, risk, exits, perf, create_time, update_time) VALUES ('sub_bench', 'u_1',"
+            " 'w_0', %s, %s, '', 'ACTIVE', 'PAPER', '{}', '{}', '{}', '{}', '{}', %s, %s) ON CONFLICT DO NOTHING",
+            ("0x" + "0" * 40, "0x" + "e" * 40, now, now))
+        conn.commit()
+
+    def commits() -> int:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                               ).fetchone()
+            return int(row[0]) if row else 0
+
+    log_ = DurableLog(stream_redis, ORDER_EVENTS)
+    total = int(args.order_rate * args.seconds)
+    batch = max(1, args.order_rate // 200)
+    interval = batch / args.order_rate
+    sent = 0
+    commits0 = await asyncio.to_thread(commits)
+    cpu0 = process_cpu_s(pid) or 0.0
+    started = next_at = time.perf_counter()
+    while sent < total:
+        payloads = []
+        for _ in range(batch):
+            k, kind = divmod(sent, 2)
+            a = k % n_positions
+            ev = epb.OrderEvent(
+                event_id=f"oev_b{sent}", type=epb.ORDER_EVENT_TYPE_FILLED if kind else epb.ORDER_EVENT_TYPE_PLACED,
+                client_order_id=f"co_b{k}", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_bench",
+                follower_wallet_id="w_0", follower_proxy="0x" + "0" * 40, asset_id=_asset(a), side=cpb.SIDE_BUY,
+                filled_size="5" if kind else "", avg_price="0.5" if kind else "")
+            payloads.append(ev.SerializeToString())
+            sent += 1
+        await log_.append_many(payloads)
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    produce_s = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # the last events handled
+    cpu = (process_cpu_s(pid) or 0.0) - cpu0
+    await asyncio.sleep(1.0)  # PostgreSQL's statistics flushed
+    used = await asyncio.to_thread(commits) - commits0 - 2
+    return {"events": sent, "rate_achieved": round(sent / produce_s),
+            "guard_cpu_us_per_event": round(cpu * 1e6 / sent, 1), "pg_commits_per_event": round(used / sent, 3)}
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -309,6 +414,7 @@ async def _run(args: argparse.Namespace) -> int:
                     "engine (fired ticks)": engine["tick_to_decision_fired"]}
             result: dict[str, Any] = {"triggers": args.triggers, "assets": args.assets, "engine": engine}
             if not args.no_service:
+                args.run_dir = Path(tmp)
                 log_path = Path(os.environ.get("TT_BENCH_GUARD_LOG", str(Path(tmp) / "guard.log")))
                 service = await _service_bench(db_url, redis_url, args, log_path)
                 result["service"] = service
@@ -319,9 +425,15 @@ async def _run(args: argparse.Namespace) -> int:
                       f"{service['guard_cpu_fraction_of_one_core']:.0%} of a core; guard load "
                       f"{service['guard_load_s']} s, RSS after load {service['guard_rss_after_load_mb']} MB, "
                       f"peak {service['guard_rss_peak_mb']} MB", flush=True)
+                print(f"CPU per tick: guard {service['guard_cpu_us_per_tick']} µs, PostgreSQL "
+                      f"{service['postgres_cpu_us_per_tick']} µs; PostgreSQL busy with (share of samples): "
+                      f"{service['postgres_busy_by_statement']}", flush=True)
+                if service["orders"]:
+                    print(f"order events: {service['orders']}", flush=True)
             print_table(rows, TARGET_P99_MS)
-            path = save_results("guard", result)
-            print(f"saved {path.relative_to(project_root())}", flush=True)
+            if not args.no_save:
+                path = save_results("guard", result)
+                print(f"saved {path.relative_to(project_root())}", flush=True)
         finally:
             stop_pid(redis_pid)
             stop_postgres(pgdata)
@@ -338,6 +450,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--engine-ticks", type=int, default=200_000)
     parser.add_argument("--no-service", action="store_true", help="only the in-process engine measurement")
+    parser.add_argument("--order-rate", type=int, default=0,
+                        help="after the ticks: copy order events per second into guard (0 = none)")
+    parser.add_argument("--no-save", action="store_true", help="do not write a result file")
     parser.add_argument("--source", choices=("grpc", "log"), default="log",
                         help="how guard reads ticks (TT_GUARD_TICK_SOURCE)")
     args = parser.parse_args(argv)

@@ -11,18 +11,25 @@ from typing import Any
 
 import grpc
 
+from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import (
+    ORDER_EVENTS,
     PRICE_TICKS,
     TRIGGER_EVENTS,
     DeadLetters,
     DurableLog,
-    RedisCursorStore,
     ResumableConsumer,
     create_stream_redis,
 )
-from services.guard.adapters import GrpcControl, GrpcExecutor, RedisMarkets, order_event_stream, tick_stream
+from services.guard.adapters import (
+    GrpcControl,
+    GrpcExecutor,
+    RedisMarkets,
+    order_event_stream,
+    tick_stream,
+)
 from services.guard.config import Settings
 from services.guard.core import Guard
 from services.guard.exitstore import ExitStore
@@ -33,7 +40,7 @@ from services.guard.server import start_grpc
 from services.guard.store import TriggerStore
 from services.guard.sync import TickFeed, TriggerSync
 from services.guard.tasks import reraise_if_cancelled, stop_tasks
-from services.guard.tickread import log_tick_stream
+from services.guard.tickread import log_order_stream, log_tick_stream
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -136,7 +143,8 @@ async def start(settings: Settings) -> Running:
                   outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
                   book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
                   crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency,
-                  bookkeeping_interval_s=settings.bookkeeping_interval_s)
+                  bookkeeping_interval_s=settings.bookkeeping_interval_s,
+                  submitted_mark_delay_s=settings.submitted_mark_delay_s)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
@@ -149,8 +157,15 @@ async def start(settings: Settings) -> Running:
     ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if settings.tick_source == "grpc"
                     else log_tick_stream(DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)))
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
-    orders = ResumableConsumer(ORDERS_CONSUMER, order_event_stream(executor_ch, ORDERS_CONSUMER),
-                               guard.on_order_event, RedisCursorStore(redis), start=settings.orders_start,
+    orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if settings.orders_source == "grpc"
+                     else log_order_stream(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
+                                           min_interval_s=settings.orders_gather_s))
+    # Batches: the copy fills that arrived while the previous batch was handled share one transaction.
+    # Cursors are saved at most every 0.1 s: a crash redelivers those events, whose handling is idempotent.
+    cursor_redis = FastRedis(settings.storage.redis_url.value)
+    cursors = FastCursorStore(cursor_redis)
+    orders = ResumableConsumer(ORDERS_CONSUMER, orders_source, guard.on_order_event, cursors,
+                               start=settings.orders_start, handle_batch=guard.on_order_events, save_interval_s=0.1,
                                dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))
     perf = PerfMonitor(PerfStore(pool, utcnow),
                        GrpcControl(control_ch, settings.control_token.value, timeout_s=settings.control_timeout_s),
@@ -169,6 +184,7 @@ async def start(settings: Settings) -> Running:
             await ch.close(None)
         await redis.aclose()
         await stream_redis.aclose()
+        cursor_redis.close()
         await pool.close()
 
     return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, tasks, [close_clients])

@@ -8,11 +8,14 @@
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage |
 | ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | the first token authenticates perf actions |
 | ``TT_GUARD_TICK_SOURCE`` | log | ``log``: ingest's tick log in Redis, batched; ``grpc``: ``StreamPriceTicks`` |
+| ``TT_GUARD_ORDERS_SOURCE`` | log | ``log``: the executor's order-event log in Redis, batched; ``grpc``: the RPC |
+| ``TT_GUARD_ORDERS_GATHER_S`` | 0.025 | log source: least time between two reads of order events (batches under load) |
 | ``TT_GUARD_TICK_MAX_AGE_S`` | 2 | a tick older than this (since ingest received it) never fires |
 | ``TT_GUARD_BOOK_MAX_AGE_S`` | 30 | catch-up: a stored book older than this never fires |
 | ``TT_GUARD_PERF_INTERVAL_S`` | 5 | performance-rule evaluation period |
-| ``TT_GUARD_MARK_FLUSH_S`` | 2 | how often risen trailing high-water marks are persisted |
+| ``TT_GUARD_MARK_FLUSH_S`` | 10 | how often risen trailing high-water marks are persisted (lost on a crash since) |
 | ``TT_GUARD_BOOKKEEPING_INTERVAL_S`` | 0.05 | least time between two runs of the event outbox / "SELL acked" marker |
+| ``TT_GUARD_SUBMITTED_MARK_DELAY_S`` | 1 | an acknowledged SELL is marked this late (a settled one needs no mark) |
 | ``TT_GUARD_TRIGGER_CHECK_S`` | 5 | safety-net comparison of ``tt:triggers:version`` |
 | ``TT_GUARD_MAX_SLIPPAGE_BPS`` | 300 | slippage tolerance of trigger SELLs (executor's depth check) |
 | ``TT_GUARD_SUBMIT_TIMEOUT_S`` / ``TT_GUARD_CONTROL_TIMEOUT_S`` | 5 / 5 | RPC deadlines |
@@ -59,11 +62,14 @@ class Settings:
     executor_target: str = "127.0.0.1:50053"
     control_target: str = "127.0.0.1:50055"
     tick_source: str = "log"
+    orders_source: str = "log"
+    orders_gather_s: float = 0.025
     tick_max_age_s: float = 2.0
     book_max_age_s: float = 30.0
     perf_interval_s: float = 5.0
-    mark_flush_s: float = 2.0
+    mark_flush_s: float = 10.0
     bookkeeping_interval_s: float = 0.05
+    submitted_mark_delay_s: float = 1.0
     trigger_check_s: float = 5.0
     max_slippage_bps: int = 300
     submit_timeout_s: float = 5.0
@@ -87,6 +93,9 @@ class Settings:
         tick_source = env_str(env, "TT_GUARD_TICK_SOURCE", "log").lower()
         if tick_source not in {"grpc", "log"}:
             raise ConfigError(f"TT_GUARD_TICK_SOURCE must be 'grpc' or 'log', got {tick_source!r}")
+        orders_source = env_str(env, "TT_GUARD_ORDERS_SOURCE", "log").lower()
+        if orders_source not in {"grpc", "log"}:
+            raise ConfigError(f"TT_GUARD_ORDERS_SOURCE must be 'grpc' or 'log', got {orders_source!r}")
         crash = env_str(env, "TT_GUARD_CRASH_AFTER").lower()
         if crash not in CRASH_POINTS:
             raise ConfigError(f"TT_GUARD_CRASH_AFTER must be one of {sorted(CRASH_POINTS)}, got {crash!r}")
@@ -99,11 +108,14 @@ class Settings:
             executor_target=grpc_target(env, "executor"),
             control_target=grpc_target(env, "control"),
             tick_source=tick_source,
+            orders_source=orders_source,
+            orders_gather_s=env_float_seconds(env, "TT_GUARD_ORDERS_GATHER_S", 0.025),
             tick_max_age_s=_positive(env, "TT_GUARD_TICK_MAX_AGE_S", 2.0),
             book_max_age_s=_positive(env, "TT_GUARD_BOOK_MAX_AGE_S", 30.0),
             perf_interval_s=_positive(env, "TT_GUARD_PERF_INTERVAL_S", 5.0),
-            mark_flush_s=_positive(env, "TT_GUARD_MARK_FLUSH_S", 2.0),
+            mark_flush_s=_positive(env, "TT_GUARD_MARK_FLUSH_S", 10.0),
             bookkeeping_interval_s=env_float_seconds(env, "TT_GUARD_BOOKKEEPING_INTERVAL_S", 0.05),
+            submitted_mark_delay_s=env_float_seconds(env, "TT_GUARD_SUBMITTED_MARK_DELAY_S", 1.0),
             trigger_check_s=_positive(env, "TT_GUARD_TRIGGER_CHECK_S", 5.0),
             max_slippage_bps=env_int(env, "TT_GUARD_MAX_SLIPPAGE_BPS", 300, minimum=0, maximum=10_000),
             submit_timeout_s=_positive(env, "TT_GUARD_SUBMIT_TIMEOUT_S", 5.0),

@@ -19,23 +19,22 @@ from typing import Any
 
 from common.decimals import ZERO
 from common.retry import Backoff
-from services.guard import orders, ticks
+from services.guard import ticks
 from services.guard.adapters import RedisMarkets
 from services.guard.engine import Band, Cancelled, Engine, Outcome, Prices, load
-from services.guard.exitstore import CopyFill, ExitStore
+from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
 from services.guard.model import Reason, Source, State
+from services.guard.orderflow import OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
 from services.guard.store import TickInfo, TriggerStore
 from services.guard.tasks import reraise_if_cancelled, stop_tasks
-from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
 _NOTHING = Outcome()
-_HANDLED_EVENTS_KEPT = 10_000
 _SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # order of the tick's raw prices
 _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                           mpb.TICK_KIND_LAST_TRADE_PRICE})
@@ -80,7 +79,7 @@ class Guard:
                  outbox: Kicked, watch: Kicked, clock_ns: Callable[[], int] = time.time_ns,
                  tick_max_age_s: float = 2.0, book_max_age_s: float = 30.0, max_slippage_bps: int = 300,
                  crash_after: str = "", fire_concurrency: int = 8, defer_s: float = 0.25,
-                 bookkeeping_interval_s: float = 0.0) -> None:
+                 bookkeeping_interval_s: float = 0.0, submitted_mark_delay_s: float = 0.0) -> None:
         self.engine = Engine()
         self.store = store
         self.exit_store = exit_store
@@ -94,13 +93,14 @@ class Guard:
         self.stats = GuardStats()
         self.firer = Firer(store, executor, markets, on_order_event=self.on_order_event, rearm=self.rearm,
                            clock_ns=clock_ns, max_slippage_bps=max_slippage_bps, crash_after=crash_after,
-                           concurrency=fire_concurrency, bookkeeping_interval_s=bookkeeping_interval_s)
+                           concurrency=fire_concurrency, bookkeeping_interval_s=bookkeeping_interval_s,
+                           submitted_mark_delay_s=submitted_mark_delay_s)
         self._conditions: dict[str, set[str]] = {}
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._handled_events: dict[str, None] = {}  # ids of order events handled to the end, oldest first
+        self.orders = OrderFlow(self)
         self._holds: list[tuple[list[str], bool, TickInfo]] = []
         self._holds_running = False
         self._rng = random.Random()
@@ -274,59 +274,15 @@ class Guard:
         self.outbox.kick()
         self.watch.kick()
 
-    # order events
+    # order events (services.guard.orderflow)
 
     async def on_order_event(self, ev: epb.OrderEvent) -> None:
-        """Settle trigger SELLs, register / resize / cancel copy exits.
+        """Settle trigger SELLs, register / resize / cancel copy exits (:meth:`OrderFlow.on_event`)."""
+        await self.orders.on_event(ev)
 
-        An event already handled to the end (the executor's answer carries the last event, which the order
-        event stream then delivers again) is skipped: handling is idempotent, so this only saves the work.
-        """
-        if ev.event_id and ev.event_id in self._handled_events:
-            self.stats.repeated_events += 1
-            return
-        await self._order_event(ev)
-        if ev.event_id:
-            self._handled_events[ev.event_id] = None
-            if len(self._handled_events) > _HANDLED_EVENTS_KEPT:
-                del self._handled_events[next(iter(self._handled_events))]
-
-    async def _order_event(self, ev: epb.OrderEvent) -> None:
-        self.stats.order_events += 1
-        if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
-            await self.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
-            oc = orders.outcome(ev)
-            if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
-                trigger_id = ev.trigger_id
-                if not trigger_id:
-                    row = await self.store.find_by_order("", ev.client_order_id)
-                    trigger_id = row.id if row is not None and row.state is State.FIRED else ""
-                if trigger_id:  # settle changes the row only while it is FIRED with this order
-                    settled = await self.store.settle(trigger_id, ev.client_order_id, oc.move, oc.reason,
-                                                      oc.filled_size, oc.avg_price)
-                    if settled is not None:  # submitted_at recorded with it
-                        self.firer.submitted.discard(trigger_id, ev.client_order_id)
-        if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
-            market = await self.markets.market(ev.asset_id)
-            change = await self.exit_store.on_buy_fill(CopyFill(
-                follower_wallet_id=ev.follower_wallet_id, wallet=ev.follower_proxy, asset_id=ev.asset_id,
-                subscription_id=ev.subscription_id, client_order_id=ev.client_order_id,
-                filled_size=_dec(ev.filled_size), avg_price=_dec(ev.avg_price)),
-                market.tick_size if market else ZERO)
-            for row in change.created:
-                self.engine.upsert(row.spec())
-                self.changed(row.asset_id)
-            self.stats.exits_created += len(change.created)
-            if change.created:
-                log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),
-                                                         "skipped": list(change.skipped)})
-        if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
-            change = await self.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
-            for row in change.cancelled:
-                self.engine.remove(row.id)
-            self.stats.exits_cancelled += len(change.cancelled)
-        self.outbox.kick()
-        self.watch.kick()
+    async def on_order_events(self, events: list[epb.OrderEvent]) -> None:
+        """A batch of order events (:meth:`OrderFlow.on_events`)."""
+        await self.orders.on_events(events)
 
     # trigger changes made by control
 
@@ -469,11 +425,3 @@ def _inside(prices: list[Decimal | None], band: Band) -> bool:
         if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
             return False
     return True
-
-
-def _dec(raw: str) -> Decimal:
-    try:
-        return Decimal(raw) if raw else ZERO
-    except ArithmeticError:
-        return ZERO
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from common.decimals import fmt
 from services.guard import exits
 from services.guard.model import Reason
 from services.guard.rows import TriggerRow, event
-from services.guard.store import Clock, dict_pool, insert_events
+from services.guard.store import Clock, autocommitted, dict_pool, insert_events
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
 _OPEN_GROUP = ("SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s"
@@ -39,6 +40,39 @@ _REGISTER_EMPTY = (
     " %(now)s, %(now)s"
     " FROM (SELECT 1) AS one LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
     f" WHERE coalesce(p.size, %(filled)s) > 0 AND NOT EXISTS ({_OPEN_GROUP})"
+    " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group"
+)
+
+# The same two cases for a batch of positions (one row each, ``k.i`` its index), in one statement:
+# every position's open group without exits is resized, and the positions not resized are peeked at.
+_RESIZE_OR_PEEK_MANY = (
+    "WITH k AS (SELECT * FROM unnest(%(i)s::int[], %(w)s::text[], %(a)s::text[], %(filled)s::numeric[],"
+    " %(sub)s::text[]) AS k(i, w, a, filled, sub)),"
+    " resized AS (UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
+    "  FROM (SELECT k.i, k.w, k.a, coalesce(p.size, k.filled) AS held FROM k"
+    "   LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a) AS h"
+    "  WHERE g.follower_wallet_id = h.w AND g.asset_id = h.a AND g.state = 'OPEN' AND h.held > 0"
+    "  AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING h.i)"
+    " SELECT k.i, r.i IS NOT NULL AS resized, s.exits, s.id IS NOT NULL AS has_sub,"
+    " CASE WHEN r.i IS NULL THEN (SELECT coalesce(jsonb_array_length(g.exits -> 'planned'), 0)"
+    "  FROM guard_position_exits g WHERE g.follower_wallet_id = k.w AND g.asset_id = k.a AND g.state = 'OPEN'"
+    "  LIMIT 1) END AS open_planned"
+    " FROM k LEFT JOIN resized r ON r.i = k.i LEFT JOIN subscriptions s ON s.id = k.sub AND r.i IS NULL"
+)
+_SELL_PEEK = ("SELECT (SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s) AS size,"
+              f" EXISTS ({_OPEN_GROUP}) AS has_group")
+# ``first``: the opening fill's size (the condition), ``last``: the batch's last fill of the position (the
+# size basis when ``positions`` has no row: what resizing after each later fill would leave).
+_REGISTER_EMPTY_MANY = (
+    "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
+    " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
+    " SELECT k.g, k.w, k.a, lower(coalesce(p.wallet, k.wallet)), k.sub, k.coid,"
+    " coalesce(nullif(p.avg_price, 0), k.avg), coalesce(p.size, k.last), k.doc, '[]'::jsonb, 'OPEN', %s, %s"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],"
+    " %s::numeric[], %s::numeric[], %s::jsonb[]) AS k(g, w, a, wallet, sub, coid, avg, first, last, doc)"
+    " LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a"
+    " WHERE coalesce(p.size, k.first) > 0 AND NOT EXISTS (SELECT 1 FROM guard_position_exits o"
+    "  WHERE o.follower_wallet_id = k.w AND o.asset_id = k.a AND o.state = 'OPEN')"
     " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group"
 )
 
@@ -172,6 +206,64 @@ class ExitStore:
             })).fetchone()
         return ExitsChange("CREATED") if row is not None else None
 
+    async def on_buy_fills_quick(self, fills: Sequence[CopyFill]) -> list[ExitsChange | None]:
+        """:meth:`_register_without_exits` for a batch of fills (in stream order), with the results
+        one-by-one handling would give, in one statement (two when a position is new).
+
+        Positions are independent, so each is decided on its own: its first fill as the single-fill path
+        would (a resize of an open group without exits, or the registration of an empty group), its later
+        fills as resizes of that group. One statement resizes every position whose group exists (the
+        usual case) and peeks at the others; one more registers the new ones. Each statement is atomic
+        and re-checks what it relies on, so they run in autocommit (one round trip each). A position that
+        needs more (exits to plan, no position, a race) gets None for all of its fills, for the caller to
+        handle one by one, in order.
+        """
+        if not fills:
+            return []
+        by_position: dict[tuple[str, str], list[int]] = {}
+        for i, fill in enumerate(fills):
+            by_position.setdefault((fill.follower_wallet_id, fill.asset_id), []).append(i)
+        positions = list(by_position.values())
+        lasts = [fills[idx[-1]] for idx in positions]
+        out: list[ExitsChange | None] = [None] * len(fills)
+        now = self.clock()
+        async with autocommitted(self.pool) as conn:
+            rows = await (await conn.execute(_RESIZE_OR_PEEK_MANY, {
+                "i": list(range(len(positions))), "w": [f.follower_wallet_id for f in lasts],
+                "a": [f.asset_id for f in lasts], "filled": [f.filled_size for f in lasts],
+                "sub": [fills[idx[0]].subscription_id for idx in positions], "now": now})).fetchall()
+            register: list[tuple[int, dict[str, Any]]] = []  # positions whose empty group is recorded
+            for row in rows:
+                if row["resized"]:
+                    for i in positions[row["i"]]:
+                        out[i] = ExitsChange("RESIZED")
+                # an open group without exits that was not resized has no position left: the full path says so
+                elif row["open_planned"] is None and row["has_sub"]:
+                    config_json = row["exits"] or {}
+                    try:
+                        if exits.ExitsConfig.from_json(config_json).empty:
+                            register.append((row["i"], config_json))
+                    except (ValueError, ArithmeticError, AttributeError, TypeError):
+                        pass
+            if register:
+                groups: dict[str, int] = {}
+                cols: list[list[Any]] = [[] for _ in range(10)]
+                for k, config_json in register:
+                    first, last = fills[positions[k][0]], fills[positions[k][-1]]
+                    g = exits.group_id(first.follower_wallet_id, first.asset_id, first.client_order_id)
+                    groups[g] = k
+                    for col, value in zip(cols, (
+                            g, first.follower_wallet_id, first.asset_id, first.wallet, first.subscription_id,
+                            first.client_order_id, first.avg_price, first.filled_size, last.filled_size,
+                            Jsonb({"config": config_json, "planned": []})), strict=True):
+                        col.append(value)
+                for row in await (await conn.execute(_REGISTER_EMPTY_MANY, (now, now, *cols))).fetchall():
+                    first_i, *later = positions[groups[row["oco_group"]]]
+                    out[first_i] = ExitsChange("CREATED")
+                    for i in later:
+                        out[i] = ExitsChange("RESIZED")
+        return out
+
     async def _resize(self, conn: Any, group: dict[str, Any], held: Decimal, now: Any) -> ExitsChange:
         old: Decimal = group["position_size"]
         updated: list[TriggerRow] = []
@@ -192,6 +284,14 @@ class ExitStore:
 
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """After a SELL filled: when the position is gone, cancel its exits (POSITION_CLOSED) and close the group."""
+        # The usual cases in one autocommit statement: shares are left, or the position has no open group
+        # (a trigger SELL of a position opened without copy exits). Nothing changes in either.
+        async with autocommitted(self.pool) as conn:
+            peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
+        if peek is not None and peek["size"] is not None and peek["size"] > 0:
+            return ExitsChange("OPEN")
+        if peek is not None and not peek["has_group"]:
+            return ExitsChange("NO_POSITION")
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_LOCK, (follower_wallet_id, asset_id))

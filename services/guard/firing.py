@@ -87,7 +87,8 @@ class Firer:
                  on_order_event: Callable[[epb.OrderEvent], object],
                  rearm: Callable[..., object],
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
-                 concurrency: int = 8, backoff: Backoff | None = None, bookkeeping_interval_s: float = 0.0) -> None:
+                 concurrency: int = 8, backoff: Backoff | None = None, bookkeeping_interval_s: float = 0.0,
+                 submitted_mark_delay_s: float = 0.0) -> None:
         self.store = store
         self.executor = executor
         self.markets = markets
@@ -100,7 +101,8 @@ class Firer:
         self.rng = random.Random()
         self.stats = FireStats()
         self.in_flight: set[str] = set()
-        self.submitted = SubmittedMarker(store.mark_submitted, min_interval_s=bookkeeping_interval_s)
+        self.submitted = SubmittedMarker(store.mark_submitted, min_interval_s=bookkeeping_interval_s,
+                                         delay_s=submitted_mark_delay_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._recording: dict[str, asyncio.Event] = {}
 

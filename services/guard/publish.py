@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 class Kicked:
     """A loop that runs ``step`` whenever kicked (coalescing kicks), retrying after ``retry_s`` on failure."""
 
-    def __init__(self, name: str, retry_s: float = 0.5, min_interval_s: float = 0.0) -> None:
+    def __init__(self, name: str, retry_s: float = 0.5, min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
         self.name = name
         self.retry_s = retry_s
         self.min_interval_s = min_interval_s  # > 0: kicks within this long after a run wait and share the next one
+        self.delay_s = delay_s  # > 0: a run starts this long after the kick (work made moot meanwhile is skipped)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -46,6 +47,8 @@ class Kicked:
         """Run until cancelled."""
         while True:
             await self._wake.wait()
+            if self.delay_s > 0:
+                await asyncio.sleep(self.delay_s)
             self._wake.clear()
             try:
                 await self.step()
@@ -149,10 +152,11 @@ class SubmittedMarker(Kicked):
     """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
 
     def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]], *,
-                 min_interval_s: float = 0.0) -> None:
+                 min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
         # A mark that is late (or lost in a crash) only means one more, harmless, submission at start-up:
-        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL.
-        super().__init__("submitted marker", min_interval_s=min_interval_s)
+        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL; and a SELL that
+        # settles within ``delay_s`` (the settle records submitted_at) needs none at all.
+        super().__init__("submitted marker", min_interval_s=min_interval_s, delay_s=delay_s)
         self.mark = mark
         self.pending: dict[str, str] = {}
 

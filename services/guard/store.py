@@ -8,7 +8,8 @@ longer FIRED is never settled twice. Every change writes its TriggerEvent to the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -30,6 +31,21 @@ Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 def dict_pool(pool: AsyncConnectionPool[Any]) -> Pool:
     """The pool typed with the dict rows ``common.storage.create_pool`` configures."""
     return cast(Pool, pool)
+
+
+@asynccontextmanager
+async def autocommitted(pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
+    """A pooled connection in autocommit for the block: a statement that stands alone is one round trip
+    (no BEGIN, no COMMIT). The pool's transaction mode is restored before the connection goes back."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            try:
+                await conn.set_autocommit(False)
+            except Exception:  # noqa: BLE001 - not idle (broken): the pool must not get it back as it is
+                await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +123,13 @@ _FACTS_SQL = (
     " WHERE t.id = %s")
 
 
+_FILLED_SO_FAR_SQL = ("UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
+                      " WHERE id = %s AND order_id = %s AND state = 'FIRED'")
+# An event about the order means the executor has it: submitted_at is set here too, so the batched
+# "acknowledged" mark of a SELL settled at once need not be written.
+_SETTLE_SQL = ("UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
+               " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
+               " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *")
 _HOLD_SQL = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
              " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
 _RELEASE_SQL = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
@@ -241,24 +264,48 @@ class TriggerStore:
         # Pipeline mode: BEGIN and the UPDATE go in one round trip, the event INSERT with the COMMIT in another.
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             if move is None:
-                await conn.execute(
-                    "UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
-                    " WHERE id = %s AND order_id = %s AND state = 'FIRED'", (filled, avg_price, trigger_id, order_id))
+                await conn.execute(_FILLED_SO_FAR_SQL, (filled, avg_price, trigger_id, order_id))
                 return None
             target = apply(State.FIRED, move)
-            # An event about the order means the executor has it: submitted_at is set here too, so the batched
-            # "acknowledged" mark of a SELL settled at once need not be written.
-            updated = await (await conn.execute(
-                "UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
-                " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
-                " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *",
-                (target.value, reason, filled, avg_price, now, now, now, trigger_id, order_id))).fetchone()
+            updated = await (await conn.execute(_SETTLE_SQL, (target.value, reason, filled, avg_price, now, now, now,
+                                                              trigger_id, order_id))).fetchone()
             if updated is None:
                 return None
             row = TriggerRow.from_row(updated)
             await insert_events(conn, [event(row, "DONE" if target is State.DONE else "FAILED", reason=reason,
                                              price=avg_price if avg_price > 0 else None)])
         return row
+
+    async def settle_many(self, items: Sequence[tuple[str, str, Move | None, str, Decimal, Decimal]]
+                          ) -> list[TriggerRow | None]:
+        """:meth:`settle` for several order events (trigger id, order id, move, reason, filled, average price),
+        in order, in one transaction of two round trips: the same statements, queued together."""
+        if not items:
+            return []
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            curs: list[tuple[Any, State] | None] = []
+            for trigger_id, order_id, move, reason, filled, avg_price in items:
+                if move is None:
+                    await conn.execute(_FILLED_SO_FAR_SQL, (filled, avg_price, trigger_id, order_id))
+                    curs.append(None)
+                    continue
+                target = apply(State.FIRED, move)
+                curs.append((await conn.execute(_SETTLE_SQL, (target.value, reason, filled, avg_price, now, now, now,
+                                                              trigger_id, order_id)), target))
+            out: list[TriggerRow | None] = []
+            events = []
+            for queued, (_tid, _oid, _move, reason, _filled, avg_price) in zip(curs, items, strict=True):
+                updated = await queued[0].fetchone() if queued is not None else None
+                if queued is None or updated is None:
+                    out.append(None)
+                    continue
+                row = TriggerRow.from_row(updated)
+                out.append(row)
+                events.append(event(row, "DONE" if queued[1] is State.DONE else "FAILED", reason=reason,
+                                    price=avg_price if avg_price > 0 else None))
+            await insert_events(conn, events)
+        return out
 
     async def cancel(self, trigger_ids: Iterable[str], reason: str, tick: TickInfo | None = None) -> list[TriggerRow]:
         """Cancel ARMED triggers (those not ARMED any more are left alone); returns the cancelled rows."""
@@ -316,16 +363,21 @@ class TriggerStore:
             await insert_events(conn, events)
         return changed
 
-    async def save_marks(self, marks: Sequence[tuple[Decimal, list[str]]]) -> None:
-        """Persist trailing high-water marks in one statement (never lowered)."""
-        ids = [tid for _m, group in marks for tid in group]
-        if not ids:
+    async def save_marks(self, marks: Sequence[tuple[Decimal, list[str]]], *, chunk: int = 500) -> None:
+        """Persist trailing high-water marks (never lowered), ``chunk`` rows per statement, each statement its
+        own transaction: a fire waiting for one of those rows' lock waits for one small statement, not for
+        thousands of rows."""
+        pairs = sorted((tid, m) for m, group in marks for tid in group)
+        if not pairs:
             return
-        values = [m for m, group in marks for _tid in group]
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE triggers t SET high_water_mark = v.mark FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)"
-                " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark", (ids, values))
+        async with autocommitted(self.pool) as conn:
+            for start in range(0, len(pairs), chunk):
+                part = pairs[start:start + chunk]
+                await conn.execute(
+                    "UPDATE triggers t SET high_water_mark = v.mark"
+                    " FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)"
+                    " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark",
+                    ([tid for tid, _m in part], [m for _tid, m in part]))
 
     async def record_observed(self, row: TriggerRow, kind: str, reason: str) -> None:
         """Write the event of a change another service made (control's create / PATCH / DELETE)."""

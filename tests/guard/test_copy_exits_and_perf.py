@@ -249,3 +249,21 @@ def test_order_outcomes() -> None:
     assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_LOST)).move is Move.FAIL
     assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PLACED)).move is None
     assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED, "3")).move is None
+
+
+@pytest.mark.parametrize("source", ["grpc", "log"])
+async def test_order_events_arrive_from_either_source(source: str, db_url: str, redis: Any, standins: StandIns,
+                                                      make_guard: GuardFactory) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={})
+    await add_market(redis)
+    running = await make_guard(orders_source=source)
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+
+    async def grouped() -> dict[str, Any] | None:
+        return await running.guard.exit_store.group(WALLET_ID, ASSET)
+
+    group: Any = await eventually(grouped)
+    assert group["opening_order_id"] == "co_buy1" and running.orders.stats.batches >= 1
+    await conn.close()

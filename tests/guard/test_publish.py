@@ -10,7 +10,7 @@ import pytest
 from common.config import ConfigError
 from common.marketstate import WATCH_TRIGGERS
 from services.guard.config import Settings
-from services.guard.publish import Kicked, WatchPublisher
+from services.guard.publish import Kicked, SubmittedMarker, WatchPublisher
 from tests.helpers import eventually
 
 
@@ -79,3 +79,27 @@ def test_bookkeeping_interval_setting() -> None:
     assert Settings.from_env(base).bookkeeping_interval_s == 0.05
     with pytest.raises(ConfigError):
         Settings.from_env({**env, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "-1"})
+
+
+async def test_a_delayed_submitted_mark_is_skipped_for_a_sell_that_settled_meanwhile() -> None:
+    written: list[list[tuple[str, str]]] = []
+
+    async def mark(items: list[tuple[str, str]]) -> None:
+        written.append(items)
+
+    marker = SubmittedMarker(mark, delay_s=0.2)
+    task = asyncio.create_task(marker.run())
+    try:
+        marker.add("trg_1", "co_1")
+        marker.add("trg_2", "co_2")
+        await asyncio.sleep(0.05)  # the marker's task is awake, waiting out the delay
+        marker.discard("trg_1", "co_1")  # settled before the delay ran out: its settle recorded submitted_at
+        await eventually(lambda: bool(written))
+        assert written == [[("trg_2", "co_2")]]
+        await marker.step()  # the final step at shutdown writes what is left without waiting
+        marker.pending["trg_3"] = "co_3"
+        await marker.step()
+        assert written[-1] == [("trg_3", "co_3")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

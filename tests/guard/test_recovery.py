@@ -110,13 +110,16 @@ def test_settings_from_env() -> None:
         0, "exec:1", 1.5, "decision", "log")
     assert s.control_token.value == TOKEN and TOKEN not in repr(s)
     assert s.ingest_target == "127.0.0.1:50051" and s.control_target == "127.0.0.1:50055"
+    assert (s.orders_source, s.orders_gather_s) == ("log", 0.025)
+    s = Settings.from_env({**BASE_ENV, "TT_GUARD_ORDERS_SOURCE": "grpc", "TT_GUARD_ORDERS_GATHER_S": "0"})
+    assert (s.orders_source, s.orders_gather_s) == ("grpc", 0.0)
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("TT_GUARD_TICK_MAX_AGE_S", "0"), ("TT_GUARD_TICK_MAX_AGE_S", "abc"), ("TT_GUARD_CRASH_AFTER", "later"),
     ("TT_GUARD_ORDERS_START", "middle"), ("TT_GUARD_TICK_SOURCE", "carrier-pigeon"),
     ("TT_GUARD_FIRE_CONCURRENCY", "50"), ("TT_GUARD_GRPC_PORT", "70000"), ("CONTROL_API_TOKEN", "short"),
-    ("TT_GUARD_MAX_SLIPPAGE_BPS", "-1"),
+    ("TT_GUARD_MAX_SLIPPAGE_BPS", "-1"), ("TT_GUARD_ORDERS_SOURCE", "pigeon"), ("TT_GUARD_ORDERS_GATHER_S", "-1"),
 ])
 def test_invalid_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

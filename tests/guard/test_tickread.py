@@ -9,9 +9,11 @@ from typing import Any, cast
 import pytest
 import uvloop
 
+from common.fastredis import FastCursorStore, FastRedis
 from common.resp import RespClosed, RespConnection, RespError
-from common.streams import PRICE_TICKS, DurableLog, create_stream_redis
-from services.guard.tickread import TickBatch, log_tick_stream, parse_entries
+from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
+from services.guard.tickread import TickBatch, log_order_stream, log_tick_stream, parse_entries
+from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
 
@@ -108,3 +110,57 @@ async def test_a_reply_that_never_comes_times_out(ticks_log: DurableLog) -> None
     with pytest.raises(RespClosed, match="timed out"):
         await conn.call(b"BLPOP", b"tt:test:never", b"10", timeout_s=0.2)
     assert conn.closed
+
+
+async def test_the_order_log_reader_yields_each_event_with_its_cursor_and_skips_bad_entries(
+        redis_url: str) -> None:
+    client = create_stream_redis(redis_url)
+    try:
+        events_log = DurableLog(client, ORDER_EVENTS)
+        first = await events_log.append(epb.OrderEvent(event_id="oev_0").SerializeToString())
+        await client.xadd(ORDER_EVENTS, {b"p": b"\xff\xff not a proto"})
+        cursors = [await events_log.append(epb.OrderEvent(event_id=f"oev_{i}").SerializeToString()) for i in (1, 2)]
+        stream = cast(AsyncGenerator[tuple[str, epb.OrderEvent], None],
+                      log_order_stream(events_log, batch=2, block_ms=100)(first))
+        got = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        assert [(c, e.event_id) for c, e in got] == [(cursors[0], "oev_1"), (cursors[1], "oev_2")]
+        await stream.aclose()
+    finally:
+        await client.aclose()
+
+
+async def test_the_fast_cursor_store_shares_redis_cursor_store_keys_and_reconnects(redis_url: str) -> None:
+    client = create_stream_redis(redis_url)
+    fast = FastRedis(redis_url)
+    store = FastCursorStore(fast)
+    try:
+        old = RedisCursorStore(client)
+        await old.set("guard-orders", "5-0")  # saved by an older guard
+        assert await store.get("guard-orders") == "5-0"
+        assert await store.get("nobody") is None
+        await store.set("guard-orders", "6-1")
+        assert await old.get("guard-orders") == "6-1"
+        (await fast.connection()).close()  # the connection drops: the next command reconnects
+        await store.set("guard-orders", "7-0")
+        assert await old.get("guard-orders") == "7-0"
+    finally:
+        fast.close()
+        await client.aclose()
+
+
+async def test_a_least_interval_between_reads_gathers_entries_under_load(ticks_log: DurableLog) -> None:
+    first = await ticks_log.append(_tick(0))
+    stream = _open(ticks_log, "0-0", block_ms=2000, min_interval_s=0.3)
+    assert (await asyncio.wait_for(anext(stream), 5))[0] == first  # the first read is not held back
+    waiting = asyncio.ensure_future(anext(stream))  # started within 0.3 s of the last read: waits, then reads
+    for i in (1, 2, 3):
+        await ticks_log.append(_tick(i))
+    _cursor, batch = await asyncio.wait_for(waiting, 5)
+    assert [t.asset_id for t in batch] == ["a1", "a2", "a3"]
+    await asyncio.sleep(0.35)  # quiet for longer than the interval: the next entry is read at once
+    started = asyncio.get_running_loop().time()
+    waiting = asyncio.ensure_future(anext(stream))
+    await ticks_log.append(_tick(4))
+    _cursor, batch = await asyncio.wait_for(waiting, 5)
+    assert [t.asset_id for t in batch] == ["a4"] and asyncio.get_running_loop().time() - started < 0.25
+    await stream.aclose()

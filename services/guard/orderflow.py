@@ -1,0 +1,181 @@
+"""Order events → trigger SELLs settled (DONE / FAILED), copy exits registered, resized or cancelled.
+
+Events come one by one (the executor's answer to a SELL) or in batches (the order-event consumer); a
+batch leaves the rows handling its events one by one leaves, with fewer round trips.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from common.decimals import ZERO
+from services.guard import orders
+from services.guard.exitstore import CopyFill
+from services.guard.model import State
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+if TYPE_CHECKING:
+    from services.guard.core import Guard
+
+log = logging.getLogger(__name__)
+_HANDLED_EVENTS_KEPT = 10_000
+
+
+class OrderFlow:
+    """Applies order events to PostgreSQL and the guard's engine."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self._handled_events: dict[str, None] = {}  # ids of order events handled to the end, oldest first
+
+    async def on_event(self, ev: epb.OrderEvent) -> None:
+        """Settle trigger SELLs, register / resize / cancel copy exits.
+
+        An event already handled to the end (the executor's answer carries the last event, which the order
+        event stream then delivers again) is skipped: handling is idempotent, so this only saves the work.
+        """
+        if ev.event_id and ev.event_id in self._handled_events:
+            self.guard.stats.repeated_events += 1
+            return
+        await self._order_event(ev)
+        self._handled(ev)
+
+    async def on_events(self, events: list[epb.OrderEvent]) -> None:
+        """A batch of order events (stream order), with the results of :meth:`on_event` one by one.
+
+        Consecutive copy BUY fills go through :meth:`ExitStore.on_buy_fills_quick` together; consecutive
+        events of trigger SELLs settle in one transaction (:meth:`TriggerStore.settle_many`); an event that
+        changes nothing (a copy order placed) costs no round trip; anything else is handled on its own, after
+        what gathered before it. Safe to re-run item by item after a failure part-way (every step is
+        idempotent, and an event counts as handled only once its step is done).
+        """
+        fills: list[epb.OrderEvent] = []
+        sells: list[epb.OrderEvent] = []
+        gathered: set[str] = set()  # event ids in ``fills`` and ``sells``
+        for ev in events:
+            if ev.event_id and (ev.event_id in self._handled_events or ev.event_id in gathered):
+                self.guard.stats.repeated_events += 1
+                continue
+            copy_buy_fill = ev.origin == epb.ORDER_ORIGIN_COPY and ev.side == cpb.SIDE_BUY and orders.is_fill(ev)
+            if (ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id) and ev.trigger_id and not copy_buy_fill:
+                if fills:
+                    await self._copy_buy_fills(fills)
+                    fills = []
+                sells.append(ev)
+                gathered.add(ev.event_id)
+                continue
+            if ev.origin == epb.ORDER_ORIGIN_COPY and not ev.trigger_id:
+                if not orders.is_fill(ev):
+                    self.guard.stats.order_events += 1  # a copy order that moved no shares: nothing to change
+                    self._handled(ev)
+                    continue
+                if copy_buy_fill:
+                    if sells:
+                        await self._trigger_events(sells)
+                        sells = []
+                    fills.append(ev)
+                    gathered.add(ev.event_id)
+                    continue
+            if fills:
+                await self._copy_buy_fills(fills)
+                fills = []
+            if sells:
+                await self._trigger_events(sells)
+                sells = []
+            gathered = set()
+            await self.on_event(ev)
+        if fills:
+            await self._copy_buy_fills(fills)
+        if sells:
+            await self._trigger_events(sells)
+
+    async def _copy_buy_fills(self, events: list[epb.OrderEvent]) -> None:
+        quick = await self.guard.exit_store.on_buy_fills_quick([_copy_fill(ev) for ev in events])
+        for ev, change in zip(events, quick, strict=True):
+            if change is None:  # needs the full path (exits to plan, ...): one by one, in order
+                await self.on_event(ev)
+            else:
+                self.guard.stats.order_events += 1
+                self._handled(ev)
+
+    async def _trigger_events(self, events: list[epb.OrderEvent]) -> None:
+        """Events of trigger SELLs (each with its trigger id): every settle in one transaction, then each
+        SELL fill's exits (a settle and a position's exits touch different rows: the order between them
+        does not matter)."""
+        settling: list[epb.OrderEvent] = []
+        items = []
+        for ev in events:
+            self.guard.stats.order_events += 1
+            await self.guard.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
+            oc = orders.outcome(ev)
+            if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
+                settling.append(ev)
+                items.append((ev.trigger_id, ev.client_order_id, oc.move, oc.reason, oc.filled_size, oc.avg_price))
+        for ev, settled in zip(settling, await self.guard.store.settle_many(items), strict=True):
+            if settled is not None:  # submitted_at recorded with it
+                self.guard.firer.submitted.discard(ev.trigger_id, ev.client_order_id)
+        for ev in events:
+            if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
+                change = await self.guard.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
+                for row in change.cancelled:
+                    self.guard.engine.remove(row.id)
+                self.guard.stats.exits_cancelled += len(change.cancelled)
+            self._handled(ev)
+        self.guard.outbox.kick()
+        self.guard.watch.kick()
+
+    def _handled(self, ev: epb.OrderEvent) -> None:
+        if ev.event_id:
+            self._handled_events[ev.event_id] = None
+            if len(self._handled_events) > _HANDLED_EVENTS_KEPT:
+                del self._handled_events[next(iter(self._handled_events))]
+
+    async def _order_event(self, ev: epb.OrderEvent) -> None:
+        self.guard.stats.order_events += 1
+        if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
+            await self.guard.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
+            oc = orders.outcome(ev)
+            if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
+                trigger_id = ev.trigger_id
+                if not trigger_id:
+                    row = await self.guard.store.find_by_order("", ev.client_order_id)
+                    trigger_id = row.id if row is not None and row.state is State.FIRED else ""
+                if trigger_id:  # settle changes the row only while it is FIRED with this order
+                    settled = await self.guard.store.settle(trigger_id, ev.client_order_id, oc.move, oc.reason,
+                                                      oc.filled_size, oc.avg_price)
+                    if settled is not None:  # submitted_at recorded with it
+                        self.guard.firer.submitted.discard(trigger_id, ev.client_order_id)
+        if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
+            market = await self.guard.markets.market(ev.asset_id)
+            change = await self.guard.exit_store.on_buy_fill(_copy_fill(ev), market.tick_size if market else ZERO)
+            for row in change.created:
+                self.guard.engine.upsert(row.spec())
+                self.guard.changed(row.asset_id)
+            self.guard.stats.exits_created += len(change.created)
+            if change.created:
+                log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),
+                                                         "skipped": list(change.skipped)})
+        if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
+            change = await self.guard.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
+            for row in change.cancelled:
+                self.guard.engine.remove(row.id)
+            self.guard.stats.exits_cancelled += len(change.cancelled)
+        self.guard.outbox.kick()
+        self.guard.watch.kick()
+
+
+def _copy_fill(ev: epb.OrderEvent) -> CopyFill:
+    return CopyFill(follower_wallet_id=ev.follower_wallet_id, wallet=ev.follower_proxy, asset_id=ev.asset_id,
+                    subscription_id=ev.subscription_id, client_order_id=ev.client_order_id,
+                    filled_size=_dec(ev.filled_size), avg_price=_dec(ev.avg_price))
+
+
+def _dec(raw: str) -> Decimal:
+    try:
+        return Decimal(raw) if raw else ZERO
+    except ArithmeticError:
+        return ZERO
+
