@@ -1,6 +1,7 @@
 """Executor fan-out: one RoutedTrade with 1,000 orders → the last order POST received by the Insiders fake.
 
     python -m bench executor [--orders 1000] [--runs 20] [--warmup 2] [--no-transports] [--transport-runs 3]
+                             [--single-rate 200 [--single-s 10] [--single-only]] [--no-save]
 
 The executor runs as its own process (``python -m services.executor``) against embedded PostgreSQL
 and Redis; this process serves it the routed-trade stream (a router stand-in over the real durable
@@ -16,6 +17,12 @@ The transport comparison (default on; ``--no-transports`` skips it) measures the
 1,000 concurrent POSTs (after a warm-up burst on the same client, so connections are open) from
 this process to the fake in its own process, to the last arrival, for ``services.executor.http1``
 (the executor's transport), aiohttp and httpx's default transport.
+
+``--single-rate R`` adds the issue-4 (a) shape: RoutedTrades of one order each at R/s for
+``--single-s`` seconds (after one second of warm-up), reporting executor CPU per order (from the
+first append until every order is terminal, i.e. intent, POST, fill and booking), PostgreSQL CPU per
+order (every backend: they all serve the executor here) and the statements and transactions the
+executor sent per order (counted from PostgreSQL's statement log, by application name).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench import print_table, save_results, summarize
+from bench import print_table, process_cpu_s, save_results, storage_pids, summarize
 from common.config import Secret, project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
@@ -133,38 +140,84 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
+class _Stack:
+    """The executor subprocess with its router stand-in and Insiders fake (see the module docstring)."""
+
+    def __init__(self, db_url: str, redis_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.db_url = db_url
+        self.redis_url = redis_url
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+
+    async def __aenter__(self) -> _Stack:
+        books = StaticBooks()
+        books.set(ASSET, bids=[("0.49", "100000000")], asks=[("0.50", "100000000"), ("0.51", "100000000")])
+        self.fake = InsidersFake(books, token=TOKEN, settle_s=0.05)
+        await self.fake.start()
+        self.redis = create_redis(self.redis_url)
+        b, a = books.levels(ASSET)
+        now_ms = int(time.time() * 1000)
+        await write_book(self.redis, BookSnapshot(ASSET, CONDITION, tuple(b), tuple(a), Decimal("0.01"), now_ms,
+                                                  now_ms + 3_600_000))
+        self.stream_redis = create_stream_redis(self.redis_url)
+        self.log = DurableLog(self.stream_redis, ROUTED_TRADES)
+        self.router = _Router(self.log)
+        self.srv: GrpcServer = await start_server("127.0.0.1", 0, lambda s: (
+            egrpc.add_RouterServiceServicer_to_server(self.router, s), ["tradingtools.execution.v1.RouterService"])[1])
+        env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url, "TT_EXECUTOR_GRPC_PORT": "0",
+               "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.srv.port}", "TT_INSIDERS_API_URL": self.fake.url,
+               "TT_INSIDERS_API_TOKEN": TOKEN, "TT_EXECUTOR_MAX_ORDER_AGE_S": "0", **self.extra_env}
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
+        self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor",
+                                                         cwd=project_root(), env=env,
+                                                         stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
+        self.sampler = _CpuSampler(self.proc.pid)
+        try:
+            await asyncio.wait_for(self._ready(), timeout=60)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _ready(self) -> None:
+        """The executor reads routed trades (through the router stand-in, or from the log directly)."""
+        while not self.router.connected.is_set():
+            if b'"executor started"' in self.log_path.read_bytes():
+                return
+            await asyncio.sleep(0.05)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.sampler.stop()
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 15)
+        except TimeoutError:
+            self.proc.kill()
+        await self.srv.stop(0)
+        await self.fake.stop()
+        await self.redis.aclose()
+        await self.stream_redis.aclose()
+
+    async def wait_terminal(self, prefix: str, n: int, timeout_s: float = 60.0) -> None:
+        """Wait until ``n`` orders whose id starts with ``prefix`` are terminal."""
+        deadline = time.monotonic() + timeout_s
+        while await asyncio.to_thread(_terminal_count, self.db_url, prefix) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{prefix}: orders did not all end")
+            await asyncio.sleep(0.1)
+
+
 async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_path: Path) -> dict[str, Any]:
-    books = StaticBooks()
-    books.set(ASSET, bids=[("0.49", "100000000")], asks=[("0.50", "100000000"), ("0.51", "100000000")])
-    fake = InsidersFake(books, token=TOKEN, settle_s=0.05)
-    await fake.start()
-    redis = create_redis(redis_url)
-    b, a = books.levels(ASSET)
-    now_ms = int(time.time() * 1000)
-    await write_book(redis, BookSnapshot(ASSET, CONDITION, tuple(b), tuple(a), Decimal("0.01"), now_ms,
-                                         now_ms + 3_600_000))
-    stream_redis = create_stream_redis(redis_url)
-    log_ = DurableLog(stream_redis, ROUTED_TRADES)
-    router = _Router(log_)
-    srv: GrpcServer = await start_server("127.0.0.1", 0, lambda s: (
-        egrpc.add_RouterServiceServicer_to_server(router, s), ["tradingtools.execution.v1.RouterService"])[1])
-    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "TT_EXECUTOR_GRPC_PORT": "0",
-           "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{srv.port}", "TT_INSIDERS_API_URL": fake.url,
-           "TT_INSIDERS_API_TOKEN": TOKEN, "TT_EXECUTOR_MAX_ORDER_AGE_S": "0"}
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", cwd=project_root(),
-                                                env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
     last_ms: list[float] = []
     first_ms: list[float] = []
     cpu_ms: list[float] = []
-    sampler = _CpuSampler(proc.pid)
-    try:
-        await asyncio.wait_for(router.connected.wait(), timeout=60)
+    async with _Stack(db_url, redis_url, log_path) as st:
+        fake, sampler = st.fake, st.sampler
         for run in range(args.warmup + args.runs):
             start_index = len(fake.posts)
             cpu0 = sampler.now_ns()
             t0 = time.time_ns()
-            await log_.append(_routed(run, args.orders, t0).SerializeToString())
+            await st.log.append(_routed(run, args.orders, t0).SerializeToString())
             deadline = time.monotonic() + 30
             while len(fake.posts) - start_index < args.orders:
                 if time.monotonic() > deadline:
@@ -181,29 +234,105 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
                 cpu_ms.append(cpu)
                 print(f"run {run - args.warmup + 1:>3}: first POST {first_ms[-1]:7.1f} ms, "
                       f"last POST {last_ms[-1]:7.1f} ms, executor CPU meanwhile {cpu:6.1f} ms", flush=True)
-            prefix = f"co_bench_{run:03d}_"
-            deadline = time.monotonic() + 60
-            while await asyncio.to_thread(_terminal_count, db_url, prefix) < args.orders:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"run {run}: orders did not all end")
-                await asyncio.sleep(0.1)
+            await st.wait_terminal(f"co_bench_{run:03d}_", args.orders)
             await asyncio.sleep(0.3)
         counts = fake.post_counts()
         doubles = sum(1 for n in counts.values() if n > 1)
-    finally:
-        sampler.stop()
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-        await srv.stop(0)
-        await fake.stop()
-        await redis.aclose()
-        await stream_redis.aclose()
     return {"last_post": summarize(last_ms), "first_post": summarize(first_ms),
             "executor_cpu_to_last_post": summarize(cpu_ms), "runs_last_ms": last_ms,
             "orders_per_run": args.orders, "double_posts": doubles}
+
+
+APP_NAME = "tt-bench-executor"
+
+
+def _log_statements(db_url: str) -> None:
+    """Make PostgreSQL log every statement with its application name (to count the executor's)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+        conn.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def _count_statements(log_file: Path, start: int) -> tuple[int, int, dict[str, int]]:
+    """(statements, transactions, statements by first words) the executor sent, from the PostgreSQL log
+    after byte ``start``."""
+    statements = begins = 0
+    kinds: dict[str, int] = {}
+    with log_file.open("rb") as f:
+        f.seek(start)
+        lines = f.read().split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.startswith(APP_NAME.encode() + b"|"):
+            continue
+        for marker in (b"LOG:  statement: ", b"LOG:  execute "):
+            at = line.find(marker)
+            if at < 0:
+                continue
+            text = line[at + len(marker):].decode(errors="replace")
+            if marker.startswith(b"LOG:  execute"):
+                text = text.split(":", 1)[-1]
+            if not text.strip() and i + 1 < len(lines):  # the SQL starts on the next line
+                text = lines[i + 1].decode(errors="replace")
+            kind = " ".join(text.split()[:3])[:40]
+            kinds[kind] = kinds.get(kind, 0) + 1
+            statements += 1
+            if text.strip() == "BEGIN":
+                begins += 1
+    return statements, begins, dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def _single(i: int, now_ns: int) -> epb.RoutedTrade:
+    o = _routed(0, 1, now_ns).orders[0]
+    o.client_order_id = f"co_single_{i:06d}"
+    o.leader_trade_id = f"lt_single_{i}"
+    o.subscription_id = "sub_single"
+    o.follower_wallet_id = "w_single"
+    return epb.RoutedTrade(orders=[o])
+
+
+async def _singles(args: argparse.Namespace, db_url: str, redis_url: str, log_path: Path,
+                   pgdata: Path, run_dir: Path) -> dict[str, Any]:
+    """``--single-rate`` RoutedTrades of one order per second for ``--single-s``: executor (and PostgreSQL)
+    CPU per order, from the first append until every order is terminal, and the executor's statements."""
+    _log_statements(db_url)
+    pg_log = pgdata / "log"
+    async with _Stack(db_url, redis_url, log_path, {"PGAPPNAME": APP_NAME}) as st:
+        n_warm = max(1, int(args.single_rate))
+        for i in range(n_warm):  # one second of warm-up
+            await st.log.append(_single(i, time.time_ns()).SerializeToString())
+            await asyncio.sleep(1 / args.single_rate)
+        await st.wait_terminal("co_single_", n_warm)
+        await asyncio.sleep(0.5)
+        log_start = pg_log.stat().st_size
+        pg_pids = storage_pids(run_dir)["postgres"]
+        pg_begin = {pid: process_cpu_s(pid) or 0.0 for pid in pg_pids}
+        cpu0 = st.sampler.now_ns()
+        n = int(args.single_rate * args.single_s)
+        t0 = time.monotonic()
+        for k in range(n):
+            delay = t0 + k / args.single_rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await st.log.append(_single(n_warm + k, time.time_ns()).SerializeToString())
+        drive_s = time.monotonic() - t0
+        cpu_drive = (st.sampler.now_ns() - cpu0) / 1e6
+        await st.wait_terminal("co_single_", n_warm + n, timeout_s=120)
+        await asyncio.sleep(0.3)  # the outbox marks follow within 0.1 s
+        cpu_all = (st.sampler.now_ns() - cpu0) / 1e6
+        pg_cpu = sum((process_cpu_s(pid) or 0.0) - pg_begin.get(pid, 0.0)
+                     for pid in storage_pids(run_dir)["postgres"]) * 1e3
+        statements, transactions, kinds = _count_statements(pg_log, log_start)
+        posts = sum(1 for p in st.fake.posts if p.client_order_id.startswith("co_single_"))
+        doubles = sum(1 for c, k in st.fake.post_counts().items() if k > 1 and c.startswith("co_single_"))
+    return {"rate_per_s": args.single_rate, "orders": n, "drive_s": round(drive_s, 2),
+            "executor_cpu_ms_per_order": round(cpu_all / n, 3),
+            "executor_cpu_ms_per_order_while_driving": round(cpu_drive / n, 3),
+            "postgres_cpu_ms_per_order": round(pg_cpu / n, 3),
+            "pg_statements_per_order": round(statements / n, 2),
+            "pg_transactions_per_order": round(transactions / n, 2),
+            "posts": posts, "double_posts": doubles,
+            "pg_statements_by_kind": {k: round(v / n, 2) for k, v in kinds.items()}}
 
 
 def _burst_requests(prefix: str, n: int) -> list[PlaceRequest]:
@@ -289,9 +418,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--transport-runs", type=int, default=3)
     parser.add_argument("--no-transports", action="store_true")
+    parser.add_argument("--single-rate", type=float, default=0.0,
+                        help="also (or, with --single-only, only) send one-order RoutedTrades at this rate")
+    parser.add_argument("--single-s", type=float, default=10.0)
+    parser.add_argument("--single-only", action="store_true")
+    parser.add_argument("--no-save", action="store_true")
     args, _ = parser.parse_known_args(argv)
     import uvloop
 
+    result: dict[str, Any] = {}
+    transports: dict[str, Any] = {}
+    singles: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tt-bench-executor-") as tmp:
         pgdata = Path(tmp) / "pg"
         db_url = start_postgres(pgdata)
@@ -299,8 +436,11 @@ def main(argv: list[str]) -> int:
         log_path = Path(tmp) / "executor.log"
         try:
             apply_migrations(db_url)
-            result = uvloop.run(_fanout(args, db_url, redis_url, log_path))
-            transports = {} if args.no_transports else uvloop.run(_transports(args))
+            if not args.single_only:
+                result = uvloop.run(_fanout(args, db_url, redis_url, log_path))
+                transports = {} if args.no_transports else uvloop.run(_transports(args))
+            if args.single_rate > 0:
+                singles = uvloop.run(_singles(args, db_url, redis_url, log_path, pgdata, Path(tmp)))
         except BaseException:
             if log_path.exists():
                 print(log_path.read_text()[-4000:], file=sys.stderr)
@@ -308,18 +448,25 @@ def main(argv: list[str]) -> int:
         finally:
             stop_pid(redis_pid)
             stop_postgres(pgdata)
-    print(f"executor: one RoutedTrade of {args.orders} orders appended -> POSTs received by the Insiders fake "
-          f"({args.runs} runs)")
-    rows = {"last POST": result["last_post"], "first POST": result["first_post"],
-            "executor CPU (ms)": result["executor_cpu_to_last_post"]}
-    rows.update({f"{k} {args.orders} POSTs": v for k, v in transports.items()})
-    print_table(rows)
-    path = save_results("executor", {"what": "RoutedTrade appended -> order POSTs received by the Insiders fake",
-                                     "load_average_1m_after": round(_load(), 2),
-                                     "transport": "services.executor.http1", **result, "transports_alone": transports})
-    print(f"saved {path}")
-    ok = result["last_post"]["p99_ms"] <= TARGET_LAST_POST_P99_MS and result["double_posts"] == 0
-    print(f"target: last POST p99 <= {TARGET_LAST_POST_P99_MS:g} ms, no double POST: {'met' if ok else 'MISSED'}")
+    ok = True
+    if result:
+        print(f"executor: one RoutedTrade of {args.orders} orders appended -> POSTs received by the Insiders fake "
+              f"({args.runs} runs)")
+        rows = {"last POST": result["last_post"], "first POST": result["first_post"],
+                "executor CPU (ms)": result["executor_cpu_to_last_post"]}
+        rows.update({f"{k} {args.orders} POSTs": v for k, v in transports.items()})
+        print_table(rows)
+        ok = result["last_post"]["p99_ms"] <= TARGET_LAST_POST_P99_MS and result["double_posts"] == 0
+        print(f"target: last POST p99 <= {TARGET_LAST_POST_P99_MS:g} ms, no double POST: {'met' if ok else 'MISSED'}")
+    if singles:
+        print("single-order RoutedTrades: " + ", ".join(f"{k} {v}" for k, v in singles.items()))
+        ok = ok and singles["double_posts"] == 0 and singles["posts"] >= singles["orders"]
+    if not args.no_save:
+        path = save_results("executor", {"what": "RoutedTrade appended -> order POSTs received by the Insiders fake",
+                                         "load_average_1m_after": round(_load(), 2),
+                                         "transport": "services.executor.http1", **result,
+                                         "transports_alone": transports, "single_orders": singles})
+        print(f"saved {path}")
     return 0 if ok else 1
 
 

@@ -59,6 +59,7 @@ class DurableLog:
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.live = live
+        self.malformed = 0  # entries serve_log skipped
         self._append_lock = asyncio.Lock()
 
     async def prime(self) -> None:
@@ -160,9 +161,19 @@ def _covered_cursor(live: LiveFeed) -> str:
 
 
 async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
-    """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response."""
+    """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response.
+
+    An entry ``build`` cannot turn into a response (a payload that does not parse) is logged, counted
+    in ``log_.malformed`` and skipped: it would otherwise end every reader's stream at the same place."""
     async for cursor, payload in log_.tail(after_cursor):
-        yield build(cursor, payload)
+        try:
+            item = build(cursor, payload)
+        except Exception as exc:  # noqa: BLE001 - whatever the payload's parser raises
+            log_.malformed += 1
+            log.warning("malformed log entry skipped", extra={"log": log_.name, "cursor": cursor,
+                                                               "error": repr(exc)[:300]})
+            continue
+        yield item
 
 
 class CursorStore(Protocol):

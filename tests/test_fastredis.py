@@ -78,3 +78,14 @@ async def test_redis_py_forms_and_a_silent_server_times_out(redis_url: str) -> N
     assert not mute.connected  # closed: a late reply would answer the next command
     server.close()
     await server.wait_closed()
+
+
+async def test_concurrent_commands_share_the_connection_and_keep_their_replies(redis_url: str) -> None:
+    fast = FastRedis(redis_url, timeout_s=5.0)
+    await asyncio.gather(*(fast.set(f"tt:test:{i}", str(i)) for i in range(50)))
+    assert await asyncio.gather(*(fast.get(f"tt:test:{i}") for i in range(50))) == [str(i).encode() for i in range(50)]
+    await fast.call("RPUSH", "tt:test:list", "x")
+    with pytest.raises(redis.exceptions.ResponseError):
+        await fast.get("tt:test:list")  # WRONGTYPE
+    assert await fast.get("tt:test:none") is None  # the connection is still in step
+    fast.close()

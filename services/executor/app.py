@@ -14,17 +14,18 @@ import grpc
 import redis.asyncio as aioredis
 
 from common import reservations
+from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer
 from common.livefeed import LiveFeed
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool
 from common.streams import (
     ORDER_EVENTS,
+    ROUTED_TRADES,
     START_NEW,
     START_OLDEST,
     DeadLetters,
     DurableLog,
-    RedisCursorStore,
     ResumableConsumer,
     create_stream_redis,
 )
@@ -34,11 +35,13 @@ from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
+from services.executor.fastredis import append_events
 from services.executor.insiders_api import InsidersVenue
 from services.executor.intake import IntakeRules
 from services.executor.journal import Journal
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
+from services.executor.routedread import routed_trade_stream
 from services.executor.servicer import ExecutorServicer
 from services.executor.store import Store
 from services.executor.venue import Venue
@@ -103,8 +106,17 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
     await events_log.prime()  # before the journal appends anything
-    store = Store(pool)
-    journal = Journal(store, redis, events_log, reservations.release_many, max_batch=settings.journal_batch)
+    store = Store(pool, intents_url=database_url)
+    fast = FastRedis(redis_url)  # the per-order commands: book reads, cursor saves, reservation releases
+
+    async def release(_redis: Any, ids: list[str]) -> list[int]:
+        return await reservations.release_many(fast, ids)
+
+    async def append(payloads: list[bytes]) -> list[str]:
+        return await append_events(fast, events_log, payloads)
+
+    journal = Journal(store, redis, events_log, release, max_batch=settings.journal_batch,
+                      min_interval_s=settings.journal_min_interval_s, append=append)
 
     cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps)}
@@ -130,7 +142,7 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
         poll_max_s=settings.poll_max_s, settle_interval_s=settings.settle_interval_s,
         lost_after=settings.lost_after, resubmit_max_age_s=settings.resubmit_max_age_s,
         max_inflight=settings.max_inflight), rng=random.Random())
-    fanout = Fanout(engine, store, redis, IntakeRules(
+    fanout = Fanout(engine, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
         min_depth_ratio=settings.min_depth_ratio))
 
@@ -145,23 +157,29 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     channel = grpc.aio.insecure_channel(settings.router_target)
     stub = egrpc.RouterServiceStub(channel)
 
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
+    async def from_router(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
         call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor=after,
                                                                      consumer=settings.consumer_name))
         async for resp in call:
             yield resp.cursor, resp.routed
 
+    # the same entries and cursors either way; the log read costs neither process a gRPC message per trade
+    open_stream = (routed_trade_stream(DurableLog(stream_redis, ROUTED_TRADES), redis_url)
+                   if settings.routed_source == "log" else from_router)
+
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
-        settings.consumer_name, open_stream, fanout.handle, RedisCursorStore(redis),
+        settings.consumer_name, open_stream, fanout.handle, FastCursorStore(fast),
         start=START_OLDEST if settings.start_oldest else START_NEW,
-        dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()))
+        dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()),
+        save_interval_s=settings.cursor_save_interval_s, handle_batch=fanout.handle_batch,
+        max_batch=settings.consumer_max_batch)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
 
     async def close_venues() -> None:
         for venue in venues.values():
             await venue.close()
 
-    closers = [pool.close, redis.aclose, stream_redis.aclose, channel.close, close_venues]
+    closers = [pool.close, store.close, redis.aclose, fast.aclose, stream_redis.aclose, channel.close, close_venues]
     log.info("executor started", extra={"port": grpc_server.port, "router": settings.router_target,
-                                        "live": settings.live_configured})
+                                        "routed_source": settings.routed_source, "live": settings.live_configured})
     return Running(grpc_server, engine, fanout, journal, consumer, gates, tasks, closers)

@@ -1,9 +1,10 @@
 """Booking fills in bulk: ``fills`` rows, ``positions`` and ``subscription_stats``, inside the journal's
-transaction, in five statements per batch whatever its size.
+transaction, in three statements per batch whatever its size (the ``fills`` insert can ride along
+with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`).
 
 A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a
-restart conflicts and books nothing. Positions are locked in a fixed order (wallet, asset) before
-being read, so concurrent executors cannot deadlock or lose an update.
+restart conflicts and books nothing. Positions are locked in a fixed order (wallet, asset) as they
+are read, so concurrent executors cannot deadlock or lose an update.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from common.decimals import ZERO
 from services.executor.model import Booking, Ticket
 from services.executor.positions import FillEffect, Position, apply_fill
 
-_INSERT_FILLS = """
+INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
                    condition_id, outcome, side, size, price, notional_usd, venue, fill_time, leader_trade_time,
                    copy_latency_ms)
@@ -34,26 +35,15 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
-_ENSURE_POSITIONS = """
+# Creates the missing positions and locks every one (the no-op update takes the row lock), returning
+# the current values: one statement instead of an insert and a SELECT ... FOR UPDATE. Rows are
+# taken in (wallet, asset) order, so concurrent executors cannot deadlock.
+_LOCK_POSITIONS = """
 INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet)
 SELECT r.w, r.a, r.c, r.p FROM json_to_recordset(%s::json) AS r(w text, a text, c text, p text)
-ON CONFLICT (follower_wallet_id, asset_id) DO NOTHING
-"""
-
-_LOCK_POSITIONS = """
-SELECT follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd FROM positions
-WHERE (follower_wallet_id, asset_id) IN (SELECT r.w, r.a FROM json_to_recordset(%s::json) AS r(w text, a text))
-ORDER BY follower_wallet_id, asset_id
-FOR UPDATE
-"""
-
-_UPDATE_POSITIONS = """
-UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
-    opened_at = CASE WHEN r.opened THEN now() ELSE p.opened_at END, updated_at = now(),
-    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END
-FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
-     pnl numeric, opened boolean)
-WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
+ORDER BY r.w, r.a
+ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = positions.size
+RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd
 """
 
 _UPSERT_STATS = """
@@ -63,6 +53,17 @@ FROM json_to_recordset(%s::json) AS r(sub text, copied bigint, exposure numeric,
 ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied + EXCLUDED.copied,
     exposure_usd = GREATEST(0, subscription_stats.exposure_usd + EXCLUDED.exposure_usd),
     realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now()
+"""
+
+# The subscriptions' deltas and the positions' new values, in one statement.
+_UPDATE_POSITIONS_AND_STATS = f"""
+WITH s AS ({_UPSERT_STATS.strip()})
+UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
+    opened_at = CASE WHEN r.opened THEN now() ELSE p.opened_at END, updated_at = now(),
+    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END
+FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
+     pnl numeric, opened boolean)
+WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 """
 
 
@@ -114,32 +115,38 @@ def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket,
     return booked, stats, opened
 
 
+def fills_json(fills: list[tuple[Ticket, Booking]]) -> str:
+    """The JSON parameter of :data:`INSERT_FILLS`."""
+    return orjson.dumps([_fill_row(t, b) for t, b in fills]).decode()
+
+
 async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]]) -> list[Booked]:
     """Book ``fills`` (in order) in the cursor's transaction; replays book nothing."""
     if not fills:
         return []
-    await cur.execute(_INSERT_FILLS, (orjson.dumps([_fill_row(t, b) for t, b in fills]).decode(),))
+    await cur.execute(INSERT_FILLS, (fills_json(fills),))
     new_ids = {r["id"] for r in await cur.fetchall()}
-    fresh = [(t, b) for t, b in fills if b.fill_id in new_ids]
+    return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids])
+
+
+async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
+    """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), in the
+    cursor's transaction: two statements whatever the batch size."""
     if not fresh:
         return []
     keys: dict[tuple[str, str], Ticket] = {}
     for t, _ in fresh:
         keys.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
     key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy} for (w, a), t in keys.items()]
-    key_json = orjson.dumps(key_rows).decode()
-    await cur.execute(_ENSURE_POSITIONS, (key_json,))
-    await cur.execute(_LOCK_POSITIONS, (key_json,))
+    await cur.execute(_LOCK_POSITIONS, (orjson.dumps(key_rows).decode(),))
     positions = {(r["follower_wallet_id"], r["asset_id"]): Position(r["size"], r["avg_price"], r["cost_usd"],
                                                                      r["realized_pnl_usd"])
                  for r in await cur.fetchall()}
     booked, stats, opened = settle(positions, fresh)
-    await cur.execute(_UPDATE_POSITIONS, (orjson.dumps([
+    stats_json = orjson.dumps([{"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
+                               for sub, s in stats.items()]).decode()
+    await cur.execute(_UPDATE_POSITIONS_AND_STATS, (stats_json, orjson.dumps([
         {"w": w, "a": a, "c": keys[(w, a)].order.condition_id, "size": str(p.size), "avg": str(p.avg_price),
          "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd), "opened": (w, a) in opened}
-        for (w, a), p in positions.items() if (w, a) in keys]).decode(),))
-    if stats:
-        await cur.execute(_UPSERT_STATS, (orjson.dumps([
-            {"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
-            for sub, s in stats.items()]).decode(),))
+        for (w, a), p in positions.items() if (w, a) in keys]).decode()))
     return booked

@@ -20,6 +20,17 @@ from common.config import (
     grpc_target,
 )
 
+ROUTED_SOURCES = ("log", "router")
+
+
+def _routed_source(env: Mapping[str, str]) -> str:
+    """Where routed trades are read: ``log`` (tt:stream:routed_trades in Redis, directly) or ``router``
+    (RouterService.StreamRoutedTrades over gRPC)."""
+    value = env_str(env, "TT_EXECUTOR_ROUTED_SOURCE", "router").lower()
+    if value not in ROUTED_SOURCES:
+        raise ConfigError(f"TT_EXECUTOR_ROUTED_SOURCE must be one of {', '.join(ROUTED_SOURCES)}, got {value!r}")
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -53,6 +64,10 @@ class Settings:
     consumer_name: str
     start_oldest: bool
     journal_batch: int
+    journal_min_interval_s: float
+    consumer_max_batch: int
+    cursor_save_interval_s: float
+    routed_source: str
     grace_s: float
 
     @property
@@ -104,5 +119,9 @@ class Settings:
             consumer_name=env_str(env, "TT_EXECUTOR_CONSUMER", "executor"),
             start_oldest=env_bool(env, "TT_EXECUTOR_START_OLDEST", True),
             journal_batch=env_int(env, "TT_EXECUTOR_JOURNAL_BATCH", 1000, minimum=1),
+            journal_min_interval_s=env_float_seconds(env, "TT_EXECUTOR_JOURNAL_MIN_INTERVAL_S", 0.05),
+            consumer_max_batch=env_int(env, "TT_EXECUTOR_CONSUMER_MAX_BATCH", 256, minimum=1),
+            cursor_save_interval_s=env_float_seconds(env, "TT_EXECUTOR_CURSOR_SAVE_INTERVAL_S", 0.1),
+            routed_source=_routed_source(env),
             grace_s=env_float_seconds(env, "TT_EXECUTOR_GRACE_S", 5.0),
         )

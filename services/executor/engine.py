@@ -114,14 +114,15 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=timeout_s)
 
-    async def refuse(self, tickets: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
-        """Record orders refused before any venue call (REJECTED); returns the ids that were new."""
+    async def refuse(self, tickets: list[tuple[Ticket, lc.OrderLife]], *, urgent: bool = False) -> set[str]:
+        """Record orders refused before any venue call (REJECTED); returns the ids that were new.
+        ``urgent``: a caller waits for the answer (the journal writes without waiting for company)."""
         if not tickets:
             return set()
         now = time.time_ns()
         changes = [Change(t, life, build_event(t, life, lc.OrderRejected(life.reason, life.detail), now_ns=now))
                    for t, life in tickets]
-        inserted = await self.journal.write([], inserts=changes)
+        inserted = await self.journal.write([], inserts=changes, urgent=urgent)
         for t, life in tickets:
             if t.client_order_id in inserted:
                 log.info("order refused", extra={"client_order_id": t.client_order_id, "reason": life.reason,
@@ -329,11 +330,10 @@ class Engine:
                                   fee, before.filled_size == 0, now_ns // 1_000_000)
             proto = build_event(t, life, event, now_ns=now_ns, fill_size=size, fill_price=price, fee_shares=fee)
             changes.append(Change(t, life, proto, booking))
-        await self._persist(changes)
-        if any(c.event is not None for c in changes):
-            ev = self._first_event.get(t.client_order_id)
-            if ev is not None:
-                ev.set()
+        ev = self._first_event.get(t.client_order_id)
+        await self._persist(changes, urgent=ev is not None and not ev.is_set())
+        if ev is not None and any(c.event is not None for c in changes):
+            ev.set()
         if life.terminal:
             # a fan-out fills a thousand orders at once: the usual outcome logs at DEBUG (it is in the events)
             level = logging.DEBUG if life.state is lc.State.FILLED else logging.INFO
@@ -343,11 +343,11 @@ class Engine:
                                                         "filled_size": fmt(life.filled_size)})
         return life
 
-    async def _persist(self, changes: list[Change]) -> None:
+    async def _persist(self, changes: list[Change], *, urgent: bool = False) -> None:
         delay = 0.1
         while True:
             try:
-                await self.journal.write(changes)
+                await self.journal.write(changes, urgent=urgent)
                 return
             except asyncio.CancelledError:
                 raise

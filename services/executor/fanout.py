@@ -1,5 +1,9 @@
 """Turns routed trades (and single submitted orders) into running orders, as fast as the first is ready.
 
+Routed trades that arrived together (the consumer's batches) are admitted as one set of orders: one
+book read per asset, one intent INSERT for the first chunk (single-order trades on an unchanged book
+are priced from a memo kept with the parsed book).
+
 Orders are prepared and their intents inserted in growing chunks (8, 32, 128, 512, …): the first
 POSTs leave after one small INSERT; the later chunks are inserted side by side, each chunk's orders
 starting as soon as its INSERT commits. An intent that already
@@ -17,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from common.marketstate import BookSnapshot, read_book
+from common.marketstate import BookSnapshot, book_key
 from services.executor.engine import Engine
 from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.store import Store
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 FIRST_CHUNK = 8
 CHUNK_GROWTH = 4
 MAX_CHUNK = 512
+PARSED_BOOKS_MAX = 4096
+MEMO_MAX = 4096
+MAX_BATCH_ORDERS = 1024  # routed trades admitted together hold at most this many orders
 
 BookReader = Callable[[str], Awaitable[BookSnapshot | None]]
 
@@ -46,26 +53,82 @@ class Fanout:
         self.admitted = 0
         self.refused = 0
         self.duplicates = 0
+        # asset → (stored form, parsed book, memos of prepare() for that very book object)
+        self._parsed: dict[str, tuple[bytes | str, BookSnapshot, QuoteCache, ShapeCache]] = {}
 
     async def _book(self, asset_id: str) -> BookSnapshot | None:
+        """The asset's book as stored now (read every time; parsed again only when the stored form changed)."""
         try:
-            return await read_book(self.redis, asset_id)
+            raw = await self.redis.get(book_key(asset_id))
+            if not raw:
+                self._parsed.pop(asset_id, None)
+                return None
+            known = self._parsed.get(asset_id)
+            if known is not None and known[0] == raw:
+                return known[1]
+            book = BookSnapshot.from_json(raw)
         except Exception as exc:  # noqa: BLE001 - a live order can go without the book (limit from reference)
             log.warning("book unreadable", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
             return None
+        if len(self._parsed) >= PARSED_BOOKS_MAX:
+            self._parsed.clear()
+        self._parsed[asset_id] = (raw, book, {}, {})
+        return book
+
+    def _memos(self, book: BookSnapshot | None, batch: tuple[QuoteCache, ShapeCache]) -> tuple[QuoteCache, ShapeCache]:
+        """prepare()'s memos for orders priced on ``book``: kept with the parsed book while it is the
+        stored one (single-order trades on an unchanged book are priced once), else the batch's own."""
+        if book is not None:
+            known = self._parsed.get(book.asset_id)
+            if known is not None and known[1] is book:
+                if len(known[3]) > MEMO_MAX:
+                    known[2].clear()
+                    known[3].clear()
+                return known[2], known[3]
+        return batch
 
     async def handle(self, routed: epb.RoutedTrade) -> None:
-        """Admit every order of one routed trade; returns once all intents are persisted.
+        """Admit every order of one routed trade; returns once all intents are persisted."""
+        await self._handle_orders(routed.orders)
+        self.handled_trades += 1
 
-        The whole trade counts as pending and unsent in the engine's burst gate from the start (each
+    async def handle_batch(self, trades: list[epb.RoutedTrade]) -> None:
+        """Admit the orders of several routed trades (in stream order) as if they were one trade: one
+        book read per asset, one intent INSERT for the first chunk of orders. Safe to re-run trade by
+        trade after a failure: a persisted intent is resumed, never sent again."""
+        if len(trades) == 1:
+            await self.handle(trades[0])
+            return
+        group: list[epb.Order] = []
+        for rt in trades:  # groups of at most MAX_BATCH_ORDERS (a bigger trade is a group of its own)
+            if group and len(group) + len(rt.orders) > MAX_BATCH_ORDERS:
+                await self._handle_orders(group)
+                group = []
+            group.extend(rt.orders)
+        if group:
+            await self._handle_orders(group)
+        self.handled_trades += len(trades)
+
+    async def _books(self, assets: set[str], books: dict[str, BookSnapshot | None]) -> None:
+        """Read the books of ``assets`` into ``books`` (side by side: they share the connection's round trip)."""
+        if len(assets) == 1:
+            (asset,) = assets
+            books[asset] = await self._book(asset)
+        elif assets:
+            ordered = list(assets)
+            for asset, book in zip(ordered, await asyncio.gather(*(self._book(a) for a in ordered)), strict=True):
+                books[asset] = book
+
+    async def _handle_orders(self, orders: Sequence[epb.Order]) -> None:
+        """Prepare, persist and start ``orders`` in growing chunks.
+
+        The whole set counts as pending and unsent in the engine's burst gate from the start (each
         chunk hands its share over as its orders start), so venue answers to the first chunks stay
         unread (and their work waits) while later chunks are still being inserted and written, instead
         of competing with them for the CPU and PostgreSQL.
         """
-        orders = routed.orders
         books: dict[str, BookSnapshot | None] = {}
-        quotes: QuoteCache = {}
-        shapes: ShapeCache = {}  # followers' orders alike are validated and priced once
+        batch_memos: tuple[QuoteCache, ShapeCache] = ({}, {})  # followers' orders alike are priced once
         i, size = 0, FIRST_CHUNK
         later: list[asyncio.Task[set[str]]] = []
         burst = self.engine.burst
@@ -77,10 +140,13 @@ class Fanout:
                 first = i == 0
                 i += size
                 size = min(size * CHUNK_GROWTH, MAX_CHUNK)
-                for asset in {o.asset_id for o in chunk} - books.keys():
-                    books[asset] = await self._book(asset)
+                await self._books({o.asset_id for o in chunk} - books.keys(), books)
                 now = time.time_ns()
-                prepared = [prepare(o, books.get(o.asset_id), self.rules, now, quotes, shapes) for o in chunk]
+                prepared = []
+                for o in chunk:
+                    book = books.get(o.asset_id)
+                    q, sh = self._memos(book, batch_memos)
+                    prepared.append(prepare(o, book, self.rules, now, q, sh))
                 held -= len(chunk)
                 if first:  # the first POSTs leave after one small insert
                     await self._admit_chunk(prepared)
@@ -91,7 +157,6 @@ class Fanout:
             burst.give_back(held)
         if later:
             await asyncio.gather(*later)
-        self.handled_trades += 1
 
     async def _admit_chunk(self, prepared: list[Prepared]) -> set[str]:
         """:meth:`admit`, then give back the chunk's burst slots (its started orders hold their own)."""
@@ -114,7 +179,7 @@ class Fanout:
             if p.ticket.client_order_id in inserted:
                 self.engine.start(p.ticket, p.life, notify=notify)
         refused = [p for p in prepared if p.refused and not self.engine.running(p.ticket.client_order_id)]
-        new_refused = await self.engine.refuse([(p.ticket, p.life) for p in refused])
+        new_refused = await self.engine.refuse([(p.ticket, p.life) for p in refused], urgent=notify)
         known = [p.ticket.client_order_id for p in [*gos, *refused]
                  if p.ticket.client_order_id not in inserted and p.ticket.client_order_id not in new_refused]
         if known:

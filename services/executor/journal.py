@@ -1,6 +1,8 @@
 """Write-behind journal: batches state changes into one PostgreSQL transaction, then publishes.
 
-Callers await durability (the commit). After each commit the journal appends the new OrderEvents to
+Callers await durability (the commit). Transactions start at most every ``min_interval_s`` under
+load, so the changes of the orders that moved meanwhile share one (a lone change after a quiet
+spell is written at once). After each commit the journal appends the new OrderEvents to
 ``tt:stream:order_events``, keeps ``tt:watch:positions`` in step with opened/closed positions and
 releases the reserved exposure of orders that became terminal (one Lua call); the outbox marks
 (published, released) follow in one coalesced statement. Anything the post-commit step could not do
@@ -36,6 +38,7 @@ class _Batch:
     inserts: list[Change]
     changes: list[Change]
     done: asyncio.Future[set[str]]
+    urgent: bool = False
 
 
 @dataclass
@@ -54,13 +57,20 @@ class Journal:
     """Single writer of order state; run :meth:`run` as a task."""
 
     def __init__(self, store: Store, redis: Any, events_log: DurableLog, release: Release, *,
-                 max_batch: int = 1000, sweep_interval_s: float = 2.0) -> None:
+                 max_batch: int = 1000, sweep_interval_s: float = 2.0, min_interval_s: float = 0.0,
+                 append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None) -> None:
         self.store = store
         self.redis = redis
         self.events_log = events_log
+        self.append = append or events_log.append_many  # how a commit's events reach the log
         self.release = release
         self.max_batch = max_batch
         self.sweep_interval_s = sweep_interval_s
+        # Under load a transaction starts at most every min_interval_s: the changes of every order
+        # that moved meanwhile share it. A change arriving after a quiet spell is written at once.
+        self.min_interval_s = min_interval_s
+        self._last_flush = float("-inf")
+        self._urgent = asyncio.Event()
         self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self.stats = JournalStats()
         # published / released ids recorded in PostgreSQL by one coalesced statement off the write path
@@ -68,11 +78,15 @@ class Journal:
         self._marks_released: list[str] = []
         self._marks_due = asyncio.Event()
 
-    async def write(self, changes: list[Change], inserts: list[Change] | None = None) -> set[str]:
+    async def write(self, changes: list[Change], inserts: list[Change] | None = None, *,
+                    urgent: bool = False) -> set[str]:
         """Persist ``changes`` (updates of existing orders) and ``inserts`` (orders refused before any
-        venue call, inserted unless they already exist). Returns the ids inserted now."""
+        venue call, inserted unless they already exist). Returns the ids inserted now. ``urgent``
+        (someone waits for the outcome, e.g. a SubmitOrder call) skips the ``min_interval_s`` wait."""
         fut: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Batch(inserts or [], changes, fut))
+        self.queue.put_nowait(_Batch(inserts or [], changes, fut, urgent))
+        if urgent:
+            self._urgent.set()
         return await fut
 
     async def run(self) -> None:
@@ -94,6 +108,14 @@ class Journal:
             except TimeoutError:
                 await self._safe_sweep()
                 continue
+            if self.min_interval_s > 0:
+                loop = asyncio.get_running_loop()
+                wait = self._last_flush + self.min_interval_s - loop.time()
+                if wait > 0 and not first.urgent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), timeout=wait)
+                self._urgent.clear()
+                self._last_flush = loop.time()
             batches = [first]
             size = len(first.changes) + len(first.inserts)
             while not self.queue.empty() and size < self.max_batch:
@@ -149,7 +171,7 @@ class Journal:
         events = [c.event for c in written if c.event is not None]
         try:
             if events:
-                await self.events_log.append_many([e.SerializeToString() for e in events])
+                await self.append([e.SerializeToString() for e in events])
                 self._marks_published += [e.event_id for e in events]
                 self._marks_due.set()
                 self.stats.published += len(events)

@@ -13,7 +13,8 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
-from services.executor.booking import Booked, book
+from services.executor.booking import INSERT_FILLS, Booked, book, book_new, fills_json
+from services.executor.intents import IntentConnection
 
 __all__ = ["Change", "Store", "row_life", "ticket_from_row"]
 from services.executor import venue as v
@@ -58,6 +59,16 @@ FROM json_array_elements(%s::json) WITH ORDINALITY AS e(doc, n)
 ORDER BY e.n
 ON CONFLICT (event_id) DO NOTHING
 """
+
+# The common journal write in one statement: order updates, their events and their fills (the fills
+# inserted now are returned; positions follow in the same transaction). Without fills it is the whole
+# write, atomic on its own, so it needs no BEGIN / COMMIT.
+_APPLY_CHANGES = f"""
+WITH u AS ({_UPDATE_ORDERS.strip()}),
+ev AS ({_INSERT_EVENTS.strip()})
+{INSERT_FILLS.strip()}
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -112,19 +123,34 @@ def events_json(events: list[epb.OrderEvent]) -> str:
                           "p": base64.b64encode(e.SerializeToString()).decode()} for e in events]).decode()
 
 
+# Inserts of up to this many intents (single-order trades, a few batched together) take the dedicated
+# connection; a fan-out's chunks keep going through the pool, side by side.
+DEDICATED_MAX_INTENTS = 4
+
+
 class Store:
     """The executor's tables (``orders``, ``order_events``) and the shared ``fills``/``positions``/stats."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "") -> None:
         self.pool = pool
+        # with a URL, intent inserts go through a dedicated connection whenever it is free (see intents.py)
+        self.intents = IntentConnection(intents_url, _INSERT_INTENTS) if intents_url else None
+
+    async def close(self) -> None:
+        """Close the dedicated intent connection (the pool is closed by its owner)."""
+        if self.intents is not None:
+            await self.intents.close()
 
     async def insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> set[str]:
         """Insert order rows (one statement: all or none); returns the client order ids inserted now
         (the others already existed)."""
         if not items:
             return set()
+        payload = intent_json(items)
+        if self.intents is not None and not self.intents.busy and len(items) <= DEDICATED_MAX_INTENTS:
+            return await self.intents.insert(payload)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_INSERT_INTENTS, (intent_json(items),))
+            cur = await conn.execute(_INSERT_INTENTS, (payload,))
             rows = await cur.fetchall()
             await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
         return {r["client_order_id"] for r in rows}
@@ -132,6 +158,8 @@ class Store:
     async def apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
         events to the outbox and book their fills. Returns the inserted ids and the fills booked now."""
+        if not inserts and changes:
+            return set(), await self._apply_changes(changes)
         booked: list[Booked] = []
         inserted: set[str] = set()
         # Pipeline mode: statements whose results are not read go out with the next one, so BEGIN, the
@@ -148,6 +176,22 @@ class Store:
                 await cur.execute(_INSERT_EVENTS, (events_json(events),))
             booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None])
         return inserted, booked
+
+    async def _apply_changes(self, changes: list[Change]) -> list[Booked]:
+        events = [c.event for c in changes if c.event is not None]
+        fills = [(c.ticket, c.booking) for c in changes if c.booking is not None]
+        params = (update_json(changes), events_json(events), fills_json(fills))
+        if not fills:
+            async with self.pool.connection() as conn:
+                await conn.execute(_APPLY_CHANGES, params)
+                await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
+            return []
+        # Not in pipeline mode: measured here, a flush of 10 orders' accepts and fills costs ~15% less
+        # executor CPU as plain statements (BEGIN, 3 statements, COMMIT) than pipelined.
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(_APPLY_CHANGES, params)
+            new_ids = {r["id"] for r in await cur.fetchall()}
+            return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids])
 
     async def asset_held(self, asset_id: str) -> bool:
         """True when any wallet holds the asset."""

@@ -30,7 +30,7 @@ class FakeEngine:
             self.burst.add()
         self.started.append(ticket.client_order_id)
 
-    async def refuse(self, tickets: list[Any]) -> set[str]:
+    async def refuse(self, tickets: list[Any], *, urgent: bool = False) -> set[str]:
         return set()
 
     async def resume(self, rows: list[Any]) -> int:

@@ -1,0 +1,173 @@
+"""Several routed trades admitted together: one intent INSERT, and safe to redo trade by trade after a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.executor import lifecycle as lc
+from services.executor.fanout import Fanout
+from services.executor.intake import IntakeRules
+from services.executor.model import Ticket
+from tests.executor.conftest import ASSET, Harness, make_order
+from tests.executor.test_fanout_burst import FakeEngine
+from tests.helpers import eventually
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+
+class IntentTable:
+    """``orders`` as the fan-out sees it: ``ON CONFLICT DO NOTHING`` inserts; can fail chosen inserts."""
+
+    def __init__(self, fail_at: set[int] | None = None) -> None:
+        self.rows: set[str] = set()
+        self.inserts: list[list[str]] = []
+        self.fail_at = fail_at or set()
+
+    async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
+        self.inserts.append([t.client_order_id for t, _ in items])
+        if len(self.inserts) - 1 in self.fail_at:
+            raise RuntimeError("insert failed")
+        new = {t.client_order_id for t, _ in items} - self.rows
+        self.rows |= new
+        return new
+
+    async def order_row(self, client_order_id: str) -> dict[str, Any] | None:
+        return None  # resumed orders are not the point here
+
+
+class Books:
+    """Counts book reads (every order here carries a reference price, so a missing book is fine)."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    async def get(self, key: str) -> None:
+        self.reads.append(key)
+        return None
+
+
+def trades(n: int, per_trade: int = 1, start: int = 0) -> list[epb.RoutedTrade]:
+    return [epb.RoutedTrade(orders=[make_order(start + t * per_trade + i) for i in range(per_trade)])
+            for t in range(n)]
+
+
+async def test_a_batch_of_single_order_trades_is_one_insert_and_one_book_read() -> None:
+    engine, table, books = FakeEngine(), IntentTable(), Books()
+    fanout = Fanout(engine, table, books, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    batch = trades(5)
+    await fanout.handle_batch(batch)
+    assert table.inserts == [[o.client_order_id for rt in batch for o in rt.orders]]
+    assert len(books.reads) == 1  # one asset
+    assert engine.started == [o.client_order_id for rt in batch for o in rt.orders]  # in stream order
+    assert fanout.handled_trades == 5
+    engine.burst.done(len(engine.started))
+    assert engine.burst.pending == 0  # the batch gave back every slot it held
+
+
+async def test_one_trade_in_a_batch_goes_the_fan_out_way() -> None:
+    engine, table = FakeEngine(), IntentTable()
+    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    await fanout.handle_batch(trades(1, per_trade=100))
+    assert [len(i) for i in table.inserts] == [8, 32, 60]
+    assert fanout.handled_trades == 1
+
+
+@pytest.mark.parametrize("fail_at", [0, 1, 2])
+async def test_a_failed_batch_redone_trade_by_trade_starts_every_order_exactly_once(fail_at: int) -> None:
+    """What the consumer does when ``handle_batch`` raises: each trade again through ``handle``."""
+    engine, table = FakeEngine(), IntentTable(fail_at={fail_at})
+    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    batch = [*trades(3, per_trade=20), *trades(4, start=60)]  # 64 orders: chunks of 8, 32, 24
+    with pytest.raises(RuntimeError):
+        await fanout.handle_batch(batch)
+    for rt in batch:
+        await fanout.handle(rt)
+    coids = [o.client_order_id for rt in batch for o in rt.orders]
+    assert sorted(engine.started) == sorted(coids)  # none lost, none started twice
+    assert table.rows == set(coids)
+    assert engine.burst.pending == len(engine.started)  # only started orders hold a burst slot
+
+
+async def test_trades_waiting_in_the_stream_are_admitted_in_batches_each_order_posted_once(harness: Harness) -> None:
+    await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
+    orders = [make_order(i) for i in range(40)]
+    for o in orders:  # waiting before the executor starts: they arrive faster than one at a time
+        await harness.route(o)
+    running = await harness.start_executor()
+    await eventually(lambda: harness.all_terminal(orders), timeout_s=30)  # type: ignore[arg-type,return-value]
+    assert running.consumer.stats.handled == 40
+    assert 0 < running.consumer.stats.batches < 40
+    assert harness.fake.post_counts() == {o.client_order_id: 1 for o in orders}
+    assert {(await harness.terminal(o.client_order_id)).type for o in orders} == {  # type: ignore[union-attr]
+        epb.ORDER_EVENT_TYPE_FILLED}
+
+
+class StoredBooks:
+    """``GET tt:book:{asset}`` answers from a dict (the stored JSON)."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.raw.get(key)
+
+
+async def test_the_book_is_read_every_time_and_parsed_again_only_when_it_changed() -> None:
+    from decimal import Decimal as D
+
+    from common.marketstate import BookSnapshot, book_key
+
+    stored = StoredBooks()
+    fanout = Fanout(FakeEngine(), IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    first = BookSnapshot(ASSET, "0xc", ((D("0.49"), D("10")),), ((D("0.50"), D("10")),), D("0.01"), 1, 1)
+    stored.raw[book_key(ASSET)] = first.to_json()
+    a = await fanout._book(ASSET)
+    assert a == first and await fanout._book(ASSET) is a  # unchanged: the parsed book is reused
+    moved = BookSnapshot(ASSET, "0xc", ((D("0.59"), D("10")),), ((D("0.60"), D("10")),), D("0.01"), 2, 2)
+    stored.raw[book_key(ASSET)] = moved.to_json()
+    assert await fanout._book(ASSET) == moved  # a new book is seen at once
+    del stored.raw[book_key(ASSET)]
+    assert await fanout._book(ASSET) is None
+
+
+class RecordingEngine(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tickets: list[Ticket] = []
+
+    def start(self, ticket: Ticket, life: lc.OrderLife, *, notify: bool = False) -> None:
+        super().start(ticket, life, notify=notify)
+        self.tickets.append(ticket)
+
+
+async def test_orders_are_priced_on_the_book_stored_when_they_arrive() -> None:
+    from decimal import Decimal as D
+
+    from common.marketstate import BookSnapshot, book_key
+
+    stored, engine = StoredBooks(), RecordingEngine()
+    fanout = Fanout(engine, IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+
+    def store_book(ask: str) -> None:
+        stored.raw[book_key(ASSET)] = BookSnapshot(ASSET, "0xc", ((D("0.10"), D("1000")),),
+                                                   ((D(ask), D("1000")),), D("0.01"), 1, 1).to_json()
+
+    store_book("0.50")
+    await fanout.handle(trades(1)[0])
+    await fanout.handle(trades(1, start=1)[0])  # same book: priced from the memo
+    store_book("0.60")
+    await fanout.handle(trades(1, start=2)[0])
+    limits = [t.request.limit_price for t in engine.tickets if t.request is not None]
+    assert len(limits) == 3 and limits[0] == limits[1] and limits[2] > limits[1]
+
+
+async def test_a_batch_of_many_orders_is_admitted_in_groups() -> None:
+    engine, table = FakeEngine(), IntentTable()
+    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    batch = [*trades(3, per_trade=400), *trades(2, per_trade=1, start=1200)]  # 1,202 orders
+    await fanout.handle_batch(batch)
+    firsts = [ids[0] for ids in table.inserts if len(ids) == 8]  # each group starts with a chunk of 8
+    assert firsts == ["co_test00000", "co_test00800"]  # 800 + 402 orders, not all 1,202 at once
+    assert sorted(engine.started) == sorted(o.client_order_id for rt in batch for o in rt.orders)
+    assert fanout.handled_trades == 5
