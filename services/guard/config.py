@@ -8,7 +8,7 @@
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage |
 | ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | the first token authenticates perf actions |
 | ``TT_GUARD_TICK_SOURCE`` | log | ``log``: ingest's tick log in Redis, batched; ``grpc``: ``StreamPriceTicks`` |
-| ``TT_GUARD_ORDERS_SOURCE`` | log | ``log``: the executor's order-event log in Redis, batched; ``grpc``: the RPC |
+| ``TT_GUARD_ORDERS_SOURCE`` | grpc | ``grpc``: ``StreamOrderEvents``; ``log``: the executor's order log in Redis |
 | ``TT_GUARD_ORDERS_GATHER_S`` | 0.025 | log source: least time between two reads of order events (batches under load) |
 | ``TT_GUARD_TICK_MAX_AGE_S`` | 2 | a tick older than this (since ingest received it) never fires |
 | ``TT_GUARD_BOOK_MAX_AGE_S`` | 30 | catch-up: a stored book older than this never fires |
@@ -62,7 +62,7 @@ class Settings:
     executor_target: str = "127.0.0.1:50053"
     control_target: str = "127.0.0.1:50055"
     tick_source: str = "log"
-    orders_source: str = "log"
+    orders_source: str = "grpc"
     orders_gather_s: float = 0.025
     tick_max_age_s: float = 2.0
     book_max_age_s: float = 30.0
@@ -93,7 +93,7 @@ class Settings:
         tick_source = env_str(env, "TT_GUARD_TICK_SOURCE", "log").lower()
         if tick_source not in {"grpc", "log"}:
             raise ConfigError(f"TT_GUARD_TICK_SOURCE must be 'grpc' or 'log', got {tick_source!r}")
-        orders_source = env_str(env, "TT_GUARD_ORDERS_SOURCE", "log").lower()
+        orders_source = env_str(env, "TT_GUARD_ORDERS_SOURCE", "grpc").lower()
         if orders_source not in {"grpc", "log"}:
             raise ConfigError(f"TT_GUARD_ORDERS_SOURCE must be 'grpc' or 'log', got {orders_source!r}")
         crash = env_str(env, "TT_GUARD_CRASH_AFTER").lower()

@@ -110,9 +110,9 @@ def test_settings_from_env() -> None:
         0, "exec:1", 1.5, "decision", "log")
     assert s.control_token.value == TOKEN and TOKEN not in repr(s)
     assert s.ingest_target == "127.0.0.1:50051" and s.control_target == "127.0.0.1:50055"
-    assert (s.orders_source, s.orders_gather_s) == ("log", 0.025)
-    s = Settings.from_env({**BASE_ENV, "TT_GUARD_ORDERS_SOURCE": "grpc", "TT_GUARD_ORDERS_GATHER_S": "0"})
-    assert (s.orders_source, s.orders_gather_s) == ("grpc", 0.0)
+    assert (s.orders_source, s.orders_gather_s) == ("grpc", 0.025)
+    s = Settings.from_env({**BASE_ENV, "TT_GUARD_ORDERS_SOURCE": "LOG", "TT_GUARD_ORDERS_GATHER_S": "0"})
+    assert (s.orders_source, s.orders_gather_s) == ("log", 0.0)
 
 
 @pytest.mark.parametrize(("name", "value"), [
