@@ -84,8 +84,8 @@ class Ingest:
             recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
             stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,
             backoff=_backoff(s))
-        self.publisher = BookPublisher(self.redis, self.books, self.metrics, depth=s.book_depth_levels,
-                                       maxlen=s.stream_maxlen)
+        self.publisher = BookPublisher(lambda: RespConnection.open(redis_url), self.books, self.metrics,
+                                       depth=s.book_depth_levels, maxlen=s.stream_maxlen)
         clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
                                  recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,

@@ -238,12 +238,51 @@ def _millis(d: dict[str, Any]) -> int:
     return m.millis(d, "timestamp")
 
 
+_new_tuple = tuple.__new__
+
+
+def _changes_seen(raw: Any) -> tuple[LevelChange, ...] | None:
+    """v2 ``price_changes`` whose every value is a string parsed before (or absent where allowed), else None.
+
+    The feed's hot path: plain lookups, no checks beyond what a cache hit already proves (only valid
+    strings are cached). Anything else returns None and the caller takes the checked path, which gives
+    the same values or the same error."""
+    prices, sizes = _PRICES.get, _SIZES.get
+    out = []
+    try:
+        for c in raw:
+            get = c.get
+            price = prices(get("price"))
+            if price is None:
+                return None
+            raw_size = get("size")
+            size = None if raw_size is None else sizes(raw_size)
+            raw_bid = get("best_bid")
+            best_bid = None if raw_bid is None else prices(raw_bid)
+            raw_ask = get("best_ask")
+            best_ask = None if raw_ask is None else prices(raw_ask)
+            side = get("side")
+            asset_id = get("asset_id")
+            if ((size is None and raw_size is not None) or (best_bid is None and raw_bid is not None)
+                    or (best_ask is None and raw_ask is not None) or (side != "BUY" and side != "SELL")
+                    or asset_id.__class__ is not str or not 0 < len(asset_id) <= 100):
+                return None
+            out.append(_new_tuple(LevelChange, (asset_id, side, price, size, best_bid, best_ask)))
+    except (AttributeError, TypeError):  # not an object, an unhashable value: the checked path says which
+        return None
+    return tuple(out)
+
+
 def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
     """A ``price_change`` in the current (v2) or either legacy schema."""
     market = m.text(d, "market").lower()
     venue_ms = _millis(d)
     if "price_changes" in d:
         raw = d["price_changes"]
+        if raw.__class__ is list:
+            seen = _changes_seen(raw)
+            if seen is not None:
+                return PriceChangeMsg(market, seen, venue_ms)
         if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
             raise m.ParseError(m.BAD_FIELD, "price_changes must be an array of objects")
         return PriceChangeMsg(market, tuple([_change(c, _asset_of(c)) for c in raw]), venue_ms)

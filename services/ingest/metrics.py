@@ -90,9 +90,9 @@ class IngestMetrics:
         """Trades the poller found that the websocket had not delivered."""
         self.tally["backfilled",] += n
 
-    def tick(self, kind: str) -> None:
-        """A price tick emitted."""
-        self.tally["ticks", kind] += 1
+    def tick(self, kind: str, n: int = 1) -> None:
+        """Price ticks emitted."""
+        self.tally["ticks", kind] += n
 
     def poll(self, status: str) -> None:
         """A data-api request finished with ``status`` (ok, 429, error...)."""

@@ -10,7 +10,6 @@ answered by the protocol; fragmented messages are assembled up to ``max_size``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
@@ -161,8 +160,10 @@ class WsConnection:
     def _deliver(self, data: bytes, text: bool, recv_ns: int) -> None:
         message: str | bytes = data
         if text:
-            with contextlib.suppress(UnicodeDecodeError):  # if not UTF-8, the callback gets the bytes and judges them
+            try:
                 message = data.decode()
+            except UnicodeDecodeError:  # not UTF-8: the callback gets the bytes and judges them
+                message = data
         self._on_message(message, recv_ns)
 
     def _closing(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from decimal import Decimal
 from typing import Any
 
@@ -9,12 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from common.marketstate import read_book
+from common.resp import RespConnection
 from common.streams import PRICE_TICKS
 from services.ingest import clob, model
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError
+from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
@@ -94,7 +98,7 @@ async def test_a_flush_appends_every_tick_in_order_and_writes_each_book(redis_ur
     assets = [f"{i:070d}" for i in range(1, 31)]
     for a in assets:
         books.track(a)
-    pub = BookPublisher(r, books, IngestMetrics())
+    pub = BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
     for a in assets:  # synced, empty books: each BUY level below becomes the new best bid
         books.apply(clob.parse_event({"event_type": "book", "asset_id": a, "market": "0x" + "ab" * 32,
                                       "bids": [], "asks": [], "timestamp": "1"}), 1000)
@@ -113,4 +117,75 @@ async def test_a_flush_appends_every_tick_in_order_and_writes_each_book(redis_ur
     for a in assets:
         book = await read_book(r, a)
         assert book is not None and book.best_bid == D("0.69") and len(book.bids) == 60
+    pub.close()
     await r.aclose()
+
+
+@pytest.mark.parametrize("bad", [{"price": ["0.5"]}, {"size": {"n": 1}}, {"best_bid": [1]}, {"best_ask": "2"},
+                                 {"asset_id": None}, {"asset_id": "x" * 101}, {"side": None}, {"size": "-1"}])
+def test_every_entry_of_a_message_of_cached_values_is_still_checked(bad: dict[str, Any]) -> None:
+    clob.parse_event(change(best_bid="0.4", best_ask="0.6"))  # every value below is cached
+    d = change(best_bid="0.4", best_ask="0.6")
+    d["price_changes"].append({**d["price_changes"][0], **bad})
+    with pytest.raises(ParseError):
+        clob.parse_event(d)
+    d["price_changes"][1] = "not an object"
+    with pytest.raises(ParseError):
+        clob.parse_event(d)
+
+
+async def _has(r: Any, n: int) -> bool:
+    return bool(await r.xlen(PRICE_TICKS) == n)
+
+
+def _tick_of(books: BookState, pub: BookPublisher, asset: str, price: str) -> None:
+    for touched in books.apply(clob.parse_event(change(asset_id=asset, price=price, size="5")), 1000):
+        pub.mark(touched, 1)
+
+
+async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url, decode_responses=False)
+    books = BookState()
+    books.track(T1)
+    books.apply(clob.parse_event({"event_type": "book", "asset_id": T1, "market": "0x" + "ab" * 32,
+                                  "bids": [], "asks": [], "timestamp": "1"}), 1000)
+    pub = BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
+    await r.set(PRICE_TICKS, "not a stream")  # every XADD fails (WRONGTYPE)
+    _tick_of(books, pub, T1, "0.10")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await pub.flush()
+    _tick_of(books, pub, T1, "0.11")
+    await r.delete(PRICE_TICKS)
+    await pub.flush()
+    rows: Any = await r.xrange(PRICE_TICKS)
+    assert [mpb.PriceTick.FromString(f[b"p"]).best_bid for _i, f in rows] == ["0.1", "0.11"]
+    pub.close()
+    await r.aclose()
+
+
+async def test_running_publisher_writes_without_flush_calls_and_survives_a_killed_connection(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url, decode_responses=False)
+    books = BookState()
+    books.track(T1)
+    books.apply(clob.parse_event({"event_type": "book", "asset_id": T1, "market": "0x" + "ab" * 32,
+                                  "bids": [], "asks": [], "timestamp": "1"}), 1000)
+    pub = BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
+    task = asyncio.create_task(pub.run())
+    try:
+        for step in range(10):
+            _tick_of(books, pub, T1, f"0.{10 + step}")
+        await eventually(lambda: _has(r, 10))
+        await r.client_kill_filter(_type="normal", skipme=True)  # drops the publisher's connection
+        for step in range(10, 20):
+            _tick_of(books, pub, T1, f"0.{10 + step}")
+        await eventually(lambda: _has(r, 20))
+        book = await read_book(r, T1)
+        assert book is not None and book.best_bid == D("0.29")
+        rows: Any = await r.xrange(PRICE_TICKS)
+        assert [mpb.PriceTick.FromString(f[b"p"]).best_bid for _i, f in rows] == [f"0.{n}".rstrip("0")
+                                                                                  for n in range(10, 30)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await r.aclose()

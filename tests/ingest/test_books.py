@@ -155,3 +155,44 @@ def test_property_levels_best_prices_and_depth_match_a_naive_book(
     assert list(snap.bids) == sorted(model["BUY"].items(), reverse=True)[:depth]
     assert list(snap.asks) == sorted(model["SELL"].items())[:depth]
     assert s.books[T1].bids == model["BUY"] and s.books[T1].asks == model["SELL"]
+
+
+@given(st.lists(st.tuples(st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=3),
+                          st.decimals(min_value=D(0), max_value=D(10_000), places=2)), max_size=20),
+       levels_st, st.integers(min_value=1, max_value=8), st.sampled_from(["", "0x" + "ab" * 32, 'we"ird\\id']),
+       st.one_of(st.none(), st.decimals(min_value=D("0.001"), max_value=D("0.999"), places=3)),
+       st.integers(min_value=0, max_value=2**62))
+def test_property_stored_book_bytes_are_the_snapshot_json(
+        snapshot: list[tuple[D, D]], changes: list[tuple[str, D, D]], depth: int, market: str,
+        last: D | None, venue_ms: int) -> None:
+    s = state(T1)
+    book = s.books[T1]
+    assert book.snapshot_json(depth) == book.snapshot(depth).to_json()  # not synced yet: no levels
+    s.apply(clob.BookMsg(T1, market, tuple(snapshot), tuple(reversed(snapshot)), D("0.001"), last, venue_ms), 7)
+    assert book.snapshot_json(depth) == book.snapshot(depth).to_json()
+    for i, (side, price, size) in enumerate(changes):
+        s.apply(clob.PriceChangeMsg(market if i % 3 else "0x" + "cd" * 32,
+                                    (clob.LevelChange(T1, side, price, size),), venue_ms + i), 8 + i)
+        assert book.snapshot_json(depth) == book.snapshot(depth).to_json()
+        assert book.snapshot_json(1000) == book.snapshot(1000).to_json()
+
+
+@given(levels_st, st.sampled_from(list(mpb.TickKind.values())), st.booleans(), st.booleans(),
+       st.integers(min_value=0, max_value=2**63 - 1), st.integers(min_value=0, max_value=2**62),
+       st.sampled_from(["", "0x" + "ab" * 32]), st.sampled_from([T1, "7", "9" * 100]))
+def test_property_tick_bytes_are_the_serialized_price_tick(
+        changes: list[tuple[str, D, D]], kind: int, synced: bool, stale: bool, received_ns: int, venue_ms: int,
+        market: str, asset: str) -> None:
+    s = state(asset)
+    if synced:
+        s.apply(clob.BookMsg(asset, market, (), (), None, None, venue_ms), 1)
+    for side, price, size in changes:  # unsynced: the prices become the venue's hints
+        s.apply(clob.PriceChangeMsg(market, (clob.LevelChange(asset, side, price, size, price, price + D("0.01")),),
+                                    venue_ms), 2)
+        assert s.tick_bytes(asset, kind, received_ns) == s.price_tick(asset, kind, received_ns).SerializeToString()
+    book = s.books[asset]
+    book.stale, book.winner = stale, T2
+    if changes:
+        book.last_trade_price = changes[0][1]
+        book.tick_size = D("0.001")
+    assert s.tick_bytes(asset, kind, received_ns) == s.price_tick(asset, kind, received_ns).SerializeToString()
