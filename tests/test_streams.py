@@ -19,6 +19,7 @@ from common.streams import (
     RedisCursorStore,
     ResumableConsumer,
     create_stream_redis,
+    read_log_items,
     serve_log,
 )
 from tests.helpers import eventually
@@ -213,3 +214,20 @@ def test_batch_consumer_rejects_empty_batches() -> None:
 
     with pytest.raises(ValueError, match="max_batch"):
         ResumableConsumer("x", nothing, handle, RedisCursorStore(None), handle_batch=None, max_batch=0)
+
+
+async def test_a_log_read_from_redis_yields_each_item_with_its_cursor_and_skips_bad_entries(redis_url: str) -> None:
+    client = create_stream_redis(redis_url)
+    try:
+        log_ = DurableLog(client, "tt:stream:leader_trades")
+        first = await log_.append(mpb.LeaderTradeEvent(id="lt_0").SerializeToString())
+        await client.xadd("tt:stream:leader_trades", {b"p": b"\xff\xff not a proto"})
+        await client.xadd("tt:stream:leader_trades", {b"other": b"no payload field"})
+        cursors = [await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString()) for i in (1, 2)]
+        stream = read_log_items(log_, mpb.LeaderTradeEvent.FromString, batch=2, block_ms=100)(first)
+        got = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]  # type: ignore[arg-type]
+        assert [(c, e.id) for c, e in got] == [(cursors[0], "lt_1"), (cursors[1], "lt_2")]
+        assert log_.malformed == 2
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
+from common.protowire import read_varint, varint
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 STATS_FIELD = spb.Subscription.DESCRIPTOR.fields_by_name["stats"].number
@@ -29,41 +30,20 @@ Parts = tuple[bytes, bytes]
 T = TypeVar("T")
 
 
-def varint(value: int) -> bytes:
-    """The protobuf base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
 def split_at_field(data: bytes, number: int) -> Parts:
     """``data`` (a serialized message, fields in number order) cut before the first field > ``number``."""
     pos = 0
     while pos < len(data):
-        tag, after_tag = _read_varint(data, pos)
+        tag, after_tag = read_varint(data, pos)
         if tag >> 3 > number:
             break
         wire = tag & 7
         if wire == 0:
-            _, pos = _read_varint(data, after_tag)
+            _, pos = read_varint(data, after_tag)
         elif wire == 1:
             pos = after_tag + 8
         elif wire == 2:
-            length, start = _read_varint(data, after_tag)
+            length, start = read_varint(data, after_tag)
             pos = start + length
         elif wire == 5:
             pos = after_tag + 4

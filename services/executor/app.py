@@ -28,6 +28,7 @@ from common.streams import (
     DurableLog,
     ResumableConsumer,
     create_stream_redis,
+    read_log_items,
 )
 from services.executor import server
 from services.executor.breaker import BreakerConfig
@@ -41,7 +42,6 @@ from services.executor.intake import IntakeRules
 from services.executor.journal import Journal
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
-from services.executor.routedread import routed_trade_stream
 from services.executor.servicer import ExecutorServicer
 from services.executor.store import Store
 from services.executor.venue import Venue
@@ -164,7 +164,7 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
             yield resp.cursor, resp.routed
 
     # the same entries and cursors either way; the log read costs neither process a gRPC message per trade
-    open_stream = (routed_trade_stream(DurableLog(stream_redis, ROUTED_TRADES), redis_url)
+    open_stream = (read_log_items(DurableLog(stream_redis, ROUTED_TRADES), epb.RoutedTrade.FromString)
                    if settings.routed_source == "log" else from_router)
 
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(

@@ -22,6 +22,7 @@ from common.streams import (
     DurableLog,
     ResumableConsumer,
     create_stream_redis,
+    read_log_items,
 )
 from services.guard.adapters import (
     GrpcControl,
@@ -40,7 +41,7 @@ from services.guard.server import start_grpc
 from services.guard.store import TriggerStore
 from services.guard.sync import TickFeed, TriggerSync
 from services.guard.tasks import reraise_if_cancelled, stop_tasks
-from services.guard.tickread import log_order_stream, log_tick_stream
+from services.guard.tickread import log_tick_stream
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,8 @@ async def start(settings: Settings) -> Running:
                     else log_tick_stream(DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)))
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
     orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if settings.orders_source == "grpc"
-                     else log_order_stream(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
-                                           min_interval_s=settings.orders_gather_s))
+                     else read_log_items(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
+                                         epb.OrderEvent.FromString, min_interval_s=settings.orders_gather_s))
     # Batches: the copy fills that arrived while the previous batch was handled share one transaction.
     # Cursors are saved at most every 0.1 s: a crash redelivers those events, whose handling is idempotent.
     cursor_redis = FastRedis(settings.storage.redis_url.value)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import protowire
 from services.control import list_cache
 from services.control.codec import subscription_from_row
 from services.control.db import Database, create_pool
@@ -28,11 +29,12 @@ def _full(sub_id: str = "sub_1", label: str = "x", paused: str = "") -> spb.Subs
     return sub
 
 
-@pytest.mark.parametrize("value", [1, 127, 128, 300, 16_383, 16_384, 2**32, 2**63 - 1])
+@pytest.mark.parametrize("value", [1, 127, 128, 300, 16_383, 16_384, 2**32, 2**63 - 1, -1, -(2**63)])
 def test_varint_matches_protobuf(value: int) -> None:
     encoded = spb.Stats(copied=value).SerializeToString()
-    assert encoded == b"\x08" + list_cache.varint(value)
-    assert list_cache.varint(0) == b"\x00"
+    assert encoded == b"\x08" + protowire.varint(value)
+    assert protowire.read_varint(encoded, 1) == (value % (1 << 64), len(encoded))
+    assert protowire.varint(0) == b"\x00"
 
 
 @pytest.mark.parametrize("paused", ["", "PAUSED_BY_USER"])

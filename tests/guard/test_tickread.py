@@ -11,9 +11,8 @@ import uvloop
 
 from common.fastredis import FastCursorStore, FastRedis
 from common.resp import RespClosed, RespConnection, RespError
-from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
-from services.guard.tickread import TickBatch, log_order_stream, log_tick_stream, parse_entries
-from tradingtools.execution.v1 import execution_pb2 as epb
+from common.streams import PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
+from services.guard.tickread import TickBatch, log_tick_stream, parse_entries
 from tradingtools.market.v1 import market_pb2 as mpb
 
 
@@ -110,23 +109,6 @@ async def test_a_reply_that_never_comes_times_out(ticks_log: DurableLog) -> None
     with pytest.raises(RespClosed, match="timed out"):
         await conn.call(b"BLPOP", b"tt:test:never", b"10", timeout_s=0.2)
     assert conn.closed
-
-
-async def test_the_order_log_reader_yields_each_event_with_its_cursor_and_skips_bad_entries(
-        redis_url: str) -> None:
-    client = create_stream_redis(redis_url)
-    try:
-        events_log = DurableLog(client, ORDER_EVENTS)
-        first = await events_log.append(epb.OrderEvent(event_id="oev_0").SerializeToString())
-        await client.xadd(ORDER_EVENTS, {b"p": b"\xff\xff not a proto"})
-        cursors = [await events_log.append(epb.OrderEvent(event_id=f"oev_{i}").SerializeToString()) for i in (1, 2)]
-        stream = cast(AsyncGenerator[tuple[str, epb.OrderEvent], None],
-                      log_order_stream(events_log, batch=2, block_ms=100)(first))
-        got = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
-        assert [(c, e.event_id) for c, e in got] == [(cursors[0], "oev_1"), (cursors[1], "oev_2")]
-        await stream.aclose()
-    finally:
-        await client.aclose()
 
 
 async def test_the_fast_cursor_store_shares_redis_cursor_store_keys_and_reconnects(redis_url: str) -> None:
