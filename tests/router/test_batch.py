@@ -171,8 +171,9 @@ async def _outcome(env: Env) -> dict[str, Any]:
         "orders": rows("SELECT leader_trade_id, client_order_id, follower_wallet_id, side, amount_usd, size"
                        " FROM routed_orders ORDER BY 1, 2"),
         "skips": rows("SELECT leader_trade_id, subscription_id, reason, detail FROM copy_skips ORDER BY 1, 2"),
-        "trades": rows("SELECT leader_trade_id, orders, skips, payload, appended_cursor IS NOT NULL"
-                       " FROM routed_trades ORDER BY 1"),
+        "trades": [(*row[:3], _untraced(epb.RoutedTrade.FromString(row[3])), *row[4:])
+                   for row in rows("SELECT leader_trade_id, orders, skips, payload, appended_cursor IS NOT NULL"
+                                   " FROM routed_trades ORDER BY 1")],
         "stats": rows("SELECT subscription_id, skipped FROM subscription_stats ORDER BY 1"),
         "leader": rows("SELECT leader_wallet, asset_id, size, last_trade_id FROM leader_positions ORDER BY 1, 2"),
         "reserved": {k: await env.redis.hgetall(k) for k in keys},
