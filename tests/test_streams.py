@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -67,11 +68,16 @@ class _Ingest(mgrpc.IngestServiceServicer):
             yield item
 
 
+async def _serve(log_: DurableLog, port: int = 0) -> Any:
+    """``log_`` behind a real IngestService.StreamLeaderTrades on 127.0.0.1."""
+    return await start_server("127.0.0.1", port, lambda s: (
+        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+
+
 async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
-    srv = await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s),
-                                                         ["tradingtools.market.v1.IngestService"])[1])
+    srv = await _serve(log_)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
     stub = mgrpc.IngestServiceStub(channel)
 
@@ -113,8 +119,7 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
     # The upstream server goes away and comes back: the consumer reconnects and resumes.
     await srv.stop(0)
     await log_.append(mpb.LeaderTradeEvent(id="lt_6").SerializeToString())
-    srv2 = await start_server("127.0.0.1", srv.port, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+    srv2 = await _serve(log_, srv.port)
     await eventually(lambda: seen[-1:] == ["lt_6"], timeout_s=15)
     assert seen.count("lt_6") == 1 and consumer.stats.reconnects >= 1
     task.cancel()
@@ -127,8 +132,7 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
 async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
-    srv = await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s),
-                                                         ["tradingtools.market.v1.IngestService"])[1])
+    srv = await _serve(log_)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
     stub = mgrpc.IngestServiceStub(channel)
 
@@ -194,8 +198,7 @@ async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis
     await eventually(lambda: consumer.stats.handled == 1)
     await srv.stop(0)
     await log_.append(mpb.LeaderTradeEvent(id="lt_9").SerializeToString())
-    srv2 = await start_server("127.0.0.1", srv.port, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+    srv2 = await _serve(log_, srv.port)
     await eventually(lambda: batches[-1:] == [["lt_9"]], timeout_s=15)
     assert [i for b in batches for i in b] == ["lt_8", "lt_9"] and consumer.stats.reconnects >= 1
     task.cancel()

@@ -52,45 +52,40 @@ class OrderFlow:
         what gathered before it. Safe to re-run item by item after a failure part-way (every step is
         idempotent, and an event counts as handled only once its step is done).
         """
-        fills: list[epb.OrderEvent] = []
-        sells: list[epb.OrderEvent] = []
-        gathered: set[str] = set()  # event ids in ``fills`` and ``sells``
+        run: list[epb.OrderEvent] = []  # consecutive events handled together
+        run_kind = ""  # what ``run`` holds: "fills" (copy BUY fills) or "sells" (events of trigger SELLs)
+        gathered: set[str] = set()  # event ids gathered since the last event handled alone
         for ev in events:
             if ev.event_id and (ev.event_id in self._handled_events or ev.event_id in gathered):
                 self.guard.stats.repeated_events += 1
                 continue
+            copy = ev.origin == epb.ORDER_ORIGIN_COPY and not ev.trigger_id
             copy_buy_fill = ev.origin == epb.ORDER_ORIGIN_COPY and ev.side == cpb.SIDE_BUY and orders.is_fill(ev)
-            if (ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id) and ev.trigger_id and not copy_buy_fill:
-                if fills:
-                    await self._copy_buy_fills(fills)
-                    fills = []
-                sells.append(ev)
+            if ev.trigger_id and not copy_buy_fill:
+                kind = "sells"
+            elif copy and not orders.is_fill(ev):
+                self.guard.stats.order_events += 1  # a copy order that moved no shares: nothing to change
+                self._handled(ev)
+                continue
+            elif copy and copy_buy_fill:
+                kind = "fills"
+            else:
+                kind = ""  # handled alone
+            if run and kind != run_kind:
+                await self._run(run_kind, run)
+                run = []
+            if kind:
+                run_kind = kind
+                run.append(ev)
                 gathered.add(ev.event_id)
                 continue
-            if ev.origin == epb.ORDER_ORIGIN_COPY and not ev.trigger_id:
-                if not orders.is_fill(ev):
-                    self.guard.stats.order_events += 1  # a copy order that moved no shares: nothing to change
-                    self._handled(ev)
-                    continue
-                if copy_buy_fill:
-                    if sells:
-                        await self._trigger_events(sells)
-                        sells = []
-                    fills.append(ev)
-                    gathered.add(ev.event_id)
-                    continue
-            if fills:
-                await self._copy_buy_fills(fills)
-                fills = []
-            if sells:
-                await self._trigger_events(sells)
-                sells = []
             gathered = set()
             await self.on_event(ev)
-        if fills:
-            await self._copy_buy_fills(fills)
-        if sells:
-            await self._trigger_events(sells)
+        if run:
+            await self._run(run_kind, run)
+
+    async def _run(self, kind: str, events: list[epb.OrderEvent]) -> None:
+        await (self._copy_buy_fills(events) if kind == "fills" else self._trigger_events(events))
 
     async def _copy_buy_fills(self, events: list[epb.OrderEvent]) -> None:
         quick = await self.guard.exit_store.on_buy_fills_quick([_copy_fill(ev) for ev in events])

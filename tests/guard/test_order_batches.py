@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,35 @@ pytestmark = pytest.mark.integration
 
 ASSETS = [f"7{i:03d}" + "1" * 70 for i in range(5)]
 EXITS = {"takeProfitPct": "40", "stopLossPct": "25"}
+
+
+OpenPool = Callable[[int], Awaitable[Any]]
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[Any]:
+    """A connection for seeding and reading the rows."""
+    c = await db(db_url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def pools(db_url: str) -> AsyncIterator[OpenPool]:
+    """Opens the pool a test runs guard on, of the size it asks for (closed afterwards)."""
+    opened: list[Any] = []
+
+    async def open_pool(max_size: int) -> Any:
+        opened.append(await create_pool(db_url, min_size=1, max_size=max_size))
+        return opened[-1]
+
+    try:
+        yield open_pool
+    finally:
+        for pool in opened:
+            await pool.close()
 
 
 class _Kick:
@@ -187,168 +216,138 @@ async def _one_by_one(guard: Guard, events: list[epb.OrderEvent]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-async def test_a_batch_leaves_the_rows_one_by_one_handling_leaves(db_url: str, seed: int) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=3)
-    try:
-        events = _events(random.Random(seed))
-        single = await _run(conn, pool, events, _one_by_one)
+async def test_a_batch_leaves_the_rows_one_by_one_handling_leaves(conn: Any, pools: OpenPool, seed: int) -> None:
+    pool = await pools(3)
+    events = _events(random.Random(seed))
+    single = await _run(conn, pool, events, _one_by_one)
 
-        async def in_batches(guard: Guard, evs: list[epb.OrderEvent]) -> None:
-            rng = random.Random(seed + 100)
-            i = 0
-            while i < len(evs):
-                size = rng.randint(1, 12)
-                await guard.on_order_events(evs[i:i + size])
-                i += size
+    async def in_batches(guard: Guard, evs: list[epb.OrderEvent]) -> None:
+        rng = random.Random(seed + 100)
+        i = 0
+        while i < len(evs):
+            size = rng.randint(1, 12)
+            await guard.on_order_events(evs[i:i + size])
+            i += size
 
-        batched = await _run(conn, pool, events, in_batches)
-        assert batched == single
-        assert single[0]["groups"]  # the stream did register something
-    finally:
-        await pool.close()
-        await conn.close()
+    batched = await _run(conn, pool, events, in_batches)
+    assert batched == single
+    assert single[0]["groups"]  # the stream did register something
 
 
-async def test_a_batch_of_fills_is_one_statement_or_two_in_autocommit(db_url: str) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=1)
-    try:
-        await _seed(conn)
-        counting = _Counting(pool)
-        store = ExitStore(pool, _clock)
-        store.pool = counting  # type: ignore[assignment]
-        fills = [CopyFill(WALLET_ID, WALLET, asset, "sub_plain", f"co_{n}_{asset[:4]}", Decimal(5), Decimal("0.4"))
-                 for n in range(20) for asset in ASSETS[:2]]
-        changes = await store.on_buy_fills_quick(fills)
-        # per position: the first fill records the empty group, the later ones resize it
-        assert [c.outcome if c else None for c in changes] == ["CREATED", "CREATED"] + ["RESIZED"] * 38
-        assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 2)
-        groups = {r["asset_id"]: r for r in (await _snapshot(conn))["groups"]}
-        assert {a: (g["opening_order_id"], g["position_size"]) for a, g in groups.items()} == {
-            ASSETS[0]: (f"co_0_{ASSETS[0][:4]}", Decimal(100)), ASSETS[1]: (f"co_0_{ASSETS[1][:4]}", Decimal(50))}
+async def test_a_batch_of_fills_is_one_statement_or_two_in_autocommit(conn: Any, pools: OpenPool) -> None:
+    pool = await pools(1)
+    await _seed(conn)
+    counting = _Counting(pool)
+    store = ExitStore(pool, _clock)
+    store.pool = counting  # type: ignore[assignment]
+    fills = [CopyFill(WALLET_ID, WALLET, asset, "sub_plain", f"co_{n}_{asset[:4]}", Decimal(5), Decimal("0.4"))
+             for n in range(20) for asset in ASSETS[:2]]
+    changes = await store.on_buy_fills_quick(fills)
+    # per position: the first fill records the empty group, the later ones resize it
+    assert [c.outcome if c else None for c in changes] == ["CREATED", "CREATED"] + ["RESIZED"] * 38
+    assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 2)
+    groups = {r["asset_id"]: r for r in (await _snapshot(conn))["groups"]}
+    assert {a: (g["opening_order_id"], g["position_size"]) for a, g in groups.items()} == {
+        ASSETS[0]: (f"co_0_{ASSETS[0][:4]}", Decimal(100)), ASSETS[1]: (f"co_0_{ASSETS[1][:4]}", Decimal(50))}
 
-        # both groups exist now: one statement resizes them (the steady state of a followed position)
+    # both groups exist now: one statement resizes them (the steady state of a followed position)
+    counting.checkouts = counting.transactions = counting.statements = 0
+    changes = await store.on_buy_fills_quick(fills[:4])
+    assert [c.outcome if c else None for c in changes] == ["RESIZED"] * 4
+    assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 1)
+
+    # resizes, and a new position's registration
+    counting.checkouts = counting.transactions = counting.statements = 0
+    changes = await store.on_buy_fills_quick(
+        [*fills[:4], CopyFill(WALLET_ID, WALLET, ASSETS[4], "sub_plain", "co_new", Decimal(5), Decimal("0.4"))])
+    assert [c.outcome if c else None for c in changes] == ["RESIZED"] * 4 + ["CREATED"]
+    assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 2)
+
+    # a closed position, a subscription with exits: left to the full path, all of that position's fills
+    changes = await store.on_buy_fills_quick([
+        CopyFill(WALLET_ID, WALLET, ASSETS[2], "sub_plain", "co_closed", Decimal(5), Decimal("0.4")),
+        CopyFill(WALLET_ID, WALLET, ASSETS[3], "sub_exits", "co_exits", Decimal(5), Decimal("0.4")),
+        CopyFill(WALLET_ID, WALLET, ASSETS[3], "sub_plain", "co_plain", Decimal(5), Decimal("0.4")),
+        CopyFill(WALLET_ID, WALLET, ASSETS[0], "sub_plain", "co_more", Decimal(5), Decimal("0.4"))])
+    assert [c.outcome if c else None for c in changes] == [None, None, None, "RESIZED"]
+    async with pool.connection() as pooled:  # autocommit was for those statements only
+        assert not pooled.autocommit
+
+
+async def test_copy_buy_fills_of_a_batch_reach_postgresql_together(conn: Any, pools: OpenPool) -> None:
+    pool = await pools(2)
+    await _seed(conn)
+    counting = _Counting(pool)
+    guard = _guard(counting)
+    events = [copy_fill(f"co_{n}", BUY, filled="5", price="0.4", sub_id="sub_plain", asset_id=ASSETS[n % 2],
+                        kind=kind)
+              for n in range(30) for kind in (epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_FILLED)]
+    await guard.on_order_events(events)
+    assert counting.checkouts == 1 and counting.statements == 2  # resizes and peeks, the registrations
+    assert guard.stats.order_events == 60
+    assert isinstance(guard.outbox, _Kick) and guard.outbox.kicks == 0  # no trigger event was written
+
+
+async def test_a_batch_that_fails_part_way_and_is_rerun_one_by_one_ends_the_same(conn: Any, pools: OpenPool) -> None:
+    pool = await pools(3)
+    events = [*_events(random.Random(42)), _trigger_sell(epb.ORDER_EVENT_TYPE_FILLED, "20", "oev_last")]
+    events += _events(random.Random(43))
+    single = await _run(conn, pool, events, _one_by_one)
+
+    async def failing_then_rerun(guard: Guard, evs: list[epb.OrderEvent]) -> None:
+        settle_many = guard.store.settle_many
+        failed: list[bool] = []
+
+        async def down_once(*args: Any) -> Any:
+            if not failed:
+                failed.append(True)
+                raise ConnectionError("postgres gone")
+            return await settle_many(*args)
+
+        guard.store.settle_many = down_once  # type: ignore[method-assign,assignment]
+        with pytest.raises(ConnectionError):
+            await guard.on_order_events(evs)
+        assert failed
+        for ev in evs:  # what the consumer does with a batch that raised
+            await guard.on_order_event(ev)
+
+    rerun = await _run(conn, pool, events, failing_then_rerun)
+    assert rerun[:2] == single[:2]
+
+
+async def test_a_sell_fill_that_leaves_shares_or_has_no_exits_costs_one_statement(conn: Any, pools: OpenPool) -> None:
+    pool = await pools(1)
+    await _seed(conn)  # ASSETS[0] holds 100, ASSETS[2] is closed, ASSETS[4] has no position
+    counting = _Counting(pool)
+    store = ExitStore(pool, _clock)
+    store.pool = counting  # type: ignore[assignment]
+    for asset, outcome in [(ASSETS[0], "OPEN"), (ASSETS[2], "NO_POSITION"), (ASSETS[4], "NO_POSITION")]:
         counting.checkouts = counting.transactions = counting.statements = 0
-        changes = await store.on_buy_fills_quick(fills[:4])
-        assert [c.outcome if c else None for c in changes] == ["RESIZED"] * 4
+        assert (await store.on_sell_fill(WALLET_ID, asset)).outcome == outcome
         assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 1)
 
-        # resizes, and a new position's registration
-        counting.checkouts = counting.transactions = counting.statements = 0
-        changes = await store.on_buy_fills_quick(
-            [*fills[:4], CopyFill(WALLET_ID, WALLET, ASSETS[4], "sub_plain", "co_new", Decimal(5), Decimal("0.4"))])
-        assert [c.outcome if c else None for c in changes] == ["RESIZED"] * 4 + ["CREATED"]
-        assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 2)
-
-        # a closed position, a subscription with exits: left to the full path, all of that position's fills
-        changes = await store.on_buy_fills_quick([
-            CopyFill(WALLET_ID, WALLET, ASSETS[2], "sub_plain", "co_closed", Decimal(5), Decimal("0.4")),
-            CopyFill(WALLET_ID, WALLET, ASSETS[3], "sub_exits", "co_exits", Decimal(5), Decimal("0.4")),
-            CopyFill(WALLET_ID, WALLET, ASSETS[3], "sub_plain", "co_plain", Decimal(5), Decimal("0.4")),
-            CopyFill(WALLET_ID, WALLET, ASSETS[0], "sub_plain", "co_more", Decimal(5), Decimal("0.4"))])
-        assert [c.outcome if c else None for c in changes] == [None, None, None, "RESIZED"]
-        async with pool.connection() as pooled:  # autocommit was for those statements only
-            assert not pooled.autocommit
-    finally:
-        await pool.close()
-        await conn.close()
+    # a closed position whose group has exits: the locked path cancels them
+    await store.on_buy_fill(CopyFill(WALLET_ID, WALLET, ASSETS[1], "sub_exits", "co_x", Decimal(50),
+                                     Decimal("0.4")), Decimal("0.01"))
+    await set_position(conn, "0", "0.40", asset_id=ASSETS[1])
+    counting.checkouts = counting.transactions = counting.statements = 0
+    change = await store.on_sell_fill(WALLET_ID, ASSETS[1])
+    assert change.outcome == "POSITION_CLOSED" and len(change.cancelled) == 2
+    assert counting.transactions == 1
+    async with pool.connection() as pooled:
+        assert not pooled.autocommit
 
 
-async def test_copy_buy_fills_of_a_batch_reach_postgresql_together(db_url: str) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=2)
-    try:
-        await _seed(conn)
-        counting = _Counting(pool)
-        guard = _guard(counting)
-        events = [copy_fill(f"co_{n}", BUY, filled="5", price="0.4", sub_id="sub_plain", asset_id=ASSETS[n % 2],
-                            kind=kind)
-                  for n in range(30) for kind in (epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_FILLED)]
-        await guard.on_order_events(events)
-        assert counting.checkouts == 1 and counting.statements == 2  # resizes and peeks, the registrations
-        assert guard.stats.order_events == 60
-        assert isinstance(guard.outbox, _Kick) and guard.outbox.kicks == 0  # no trigger event was written
-    finally:
-        await pool.close()
-        await conn.close()
-
-
-async def test_a_batch_that_fails_part_way_and_is_rerun_one_by_one_ends_the_same(db_url: str) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=3)
-    try:
-        events = [*_events(random.Random(42)), _trigger_sell(epb.ORDER_EVENT_TYPE_FILLED, "20", "oev_last")]
-        events += _events(random.Random(43))
-        single = await _run(conn, pool, events, _one_by_one)
-
-        async def failing_then_rerun(guard: Guard, evs: list[epb.OrderEvent]) -> None:
-            settle_many = guard.store.settle_many
-            failed: list[bool] = []
-
-            async def down_once(*args: Any) -> Any:
-                if not failed:
-                    failed.append(True)
-                    raise ConnectionError("postgres gone")
-                return await settle_many(*args)
-
-            guard.store.settle_many = down_once  # type: ignore[method-assign,assignment]
-            with pytest.raises(ConnectionError):
-                await guard.on_order_events(evs)
-            assert failed
-            for ev in evs:  # what the consumer does with a batch that raised
-                await guard.on_order_event(ev)
-
-        rerun = await _run(conn, pool, events, failing_then_rerun)
-        assert rerun[:2] == single[:2]
-    finally:
-        await pool.close()
-        await conn.close()
-
-
-async def test_a_sell_fill_that_leaves_shares_or_has_no_exits_costs_one_statement(db_url: str) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=1)
-    try:
-        await _seed(conn)  # ASSETS[0] holds 100, ASSETS[2] is closed, ASSETS[4] has no position
-        counting = _Counting(pool)
-        store = ExitStore(pool, _clock)
-        store.pool = counting  # type: ignore[assignment]
-        for asset, outcome in [(ASSETS[0], "OPEN"), (ASSETS[2], "NO_POSITION"), (ASSETS[4], "NO_POSITION")]:
-            counting.checkouts = counting.transactions = counting.statements = 0
-            assert (await store.on_sell_fill(WALLET_ID, asset)).outcome == outcome
-            assert (counting.checkouts, counting.transactions, counting.statements) == (1, 0, 1)
-
-        # a closed position whose group has exits: the locked path cancels them
-        await store.on_buy_fill(CopyFill(WALLET_ID, WALLET, ASSETS[1], "sub_exits", "co_x", Decimal(50),
-                                         Decimal("0.4")), Decimal("0.01"))
-        await set_position(conn, "0", "0.40", asset_id=ASSETS[1])
-        counting.checkouts = counting.transactions = counting.statements = 0
-        change = await store.on_sell_fill(WALLET_ID, ASSETS[1])
-        assert change.outcome == "POSITION_CLOSED" and len(change.cancelled) == 2
-        assert counting.transactions == 1
-        async with pool.connection() as pooled:
-            assert not pooled.autocommit
-    finally:
-        await pool.close()
-        await conn.close()
-
-
-async def test_trigger_sells_of_a_batch_settle_in_one_transaction(db_url: str) -> None:
-    conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=2)
-    try:
-        await _seed(conn)
-        counting = _Counting(pool)
-        guard = _guard(counting)
-        events = [_trigger_sell(epb.ORDER_EVENT_TYPE_PLACED, "0", trigger_id=t) for t in sorted(_SELLS)]
-        events += [_trigger_sell(epb.ORDER_EVENT_TYPE_FILLED, "10", trigger_id=t) for t in sorted(_SELLS)]
-        await guard.on_order_events(events)
-        # one transaction settles the three; each SELL fill then looks at its position (shares left: one read)
-        assert (counting.transactions, counting.checkouts) == (1, 4)
-        states = await (await conn.execute("SELECT id, state FROM triggers ORDER BY id")).fetchall()
-        assert [(r["id"], r["state"]) for r in states] == [("trg_m", "DONE"), ("trg_n", "DONE"), ("trg_o", "DONE")]
-        assert guard.stats.order_events == 6
-    finally:
-        await pool.close()
-        await conn.close()
+async def test_trigger_sells_of_a_batch_settle_in_one_transaction(conn: Any, pools: OpenPool) -> None:
+    pool = await pools(2)
+    await _seed(conn)
+    counting = _Counting(pool)
+    guard = _guard(counting)
+    events = [_trigger_sell(epb.ORDER_EVENT_TYPE_PLACED, "0", trigger_id=t) for t in sorted(_SELLS)]
+    events += [_trigger_sell(epb.ORDER_EVENT_TYPE_FILLED, "10", trigger_id=t) for t in sorted(_SELLS)]
+    await guard.on_order_events(events)
+    # one transaction settles the three; each SELL fill then looks at its position (shares left: one read)
+    assert (counting.transactions, counting.checkouts) == (1, 4)
+    states = await (await conn.execute("SELECT id, state FROM triggers ORDER BY id")).fetchall()
+    assert [(r["id"], r["state"]) for r in states] == [("trg_m", "DONE"), ("trg_n", "DONE"), ("trg_o", "DONE")]
+    assert guard.stats.order_events == 6

@@ -143,13 +143,18 @@ def _tick_of(books: BookState, pub: BookPublisher, asset: str, price: str) -> No
         pub.mark(touched, 1)
 
 
-async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: str) -> None:
-    r = aioredis.from_url(redis_url, decode_responses=False)
+def _empty_book_and_publisher(redis_url: str) -> tuple[BookState, BookPublisher]:
+    """T1 followed with an empty book, and a publisher writing to ``redis_url``."""
     books = BookState()
     books.track(T1)
     books.apply(clob.parse_event({"event_type": "book", "asset_id": T1, "market": "0x" + "ab" * 32,
                                   "bids": [], "asks": [], "timestamp": "1"}), 1000)
-    pub = BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
+    return books, BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
+
+
+async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url, decode_responses=False)
+    books, pub = _empty_book_and_publisher(redis_url)
     await r.set(PRICE_TICKS, "not a stream")  # every XADD fails (WRONGTYPE)
     _tick_of(books, pub, T1, "0.10")
     with pytest.raises(Exception, match="WRONGTYPE"):
@@ -165,11 +170,7 @@ async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: st
 
 async def test_running_publisher_writes_without_flush_calls_and_survives_a_killed_connection(redis_url: str) -> None:
     r = aioredis.from_url(redis_url, decode_responses=False)
-    books = BookState()
-    books.track(T1)
-    books.apply(clob.parse_event({"event_type": "book", "asset_id": T1, "market": "0x" + "ab" * 32,
-                                  "bids": [], "asks": [], "timestamp": "1"}), 1000)
-    pub = BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
+    books, pub = _empty_book_and_publisher(redis_url)
     task = asyncio.create_task(pub.run())
     try:
         for step in range(10):
