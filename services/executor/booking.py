@@ -55,10 +55,15 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
     realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now()
 """
 
-# The subscriptions' deltas and the positions' new values, in one statement.
+# The subscriptions' deltas and the positions' new values, in one statement. ``pnl_day_realized_usd``
+# adds this booking's realized change (new minus stored) to what the position realized earlier on the
+# same UTC day; the first booking of a day starts from zero.
 _UPDATE_POSITIONS_AND_STATS = f"""
 WITH s AS ({_UPSERT_STATS.strip()})
 UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
+    pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
+                                ELSE 0 END + (r.pnl - p.realized_pnl_usd),
+    pnl_day = (now() AT TIME ZONE 'UTC')::date,
     opened_at = CASE WHEN r.opened THEN now() ELSE p.opened_at END, updated_at = now(),
     condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END
 FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,

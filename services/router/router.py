@@ -45,7 +45,7 @@ from services.router.domain.model import (
     SizingMode,
     Skip,
 )
-from services.router.domain.positions import realized_pnl_since, utc_day_start_ms
+from services.router.domain.positions import utc_day_start_ms
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
 from services.router.outbound import build_routed, market_of, order_template, reservation_lines, routed_row
@@ -110,16 +110,6 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
         balance)
 
 
-def realized_today(pg: PgBatch, wallet: str, day_start_ms: int) -> Decimal:
-    """A wallet's realized PnL since ``day_start_ms`` from its loaded fills."""
-    realized = ZERO
-    fills = pg.fills.get(wallet)
-    if fills:
-        for rows in fills.values():
-            realized += realized_pnl_since(rows, day_start_ms)
-    return realized
-
-
 def _trace_context(span: trace.Span, fallback: common_pb2.TraceContext) -> common_pb2.TraceContext:
     """The W3C context of ``span`` (what ``common.telemetry.inject`` writes inside it, without making it
     current), or ``fallback`` when tracing is off."""
@@ -163,7 +153,6 @@ class _Read:
     redis: BatchView
     pg: PgBatch
     balances: dict[str, Decimal]
-    day_start_ms: int
     policy: Policy
 
 
@@ -225,7 +214,7 @@ class Router:
         for it in valid:
             queries.setdefault((it.market_id, it.event.asset_id), {}).update(dict.fromkeys(it.wallets))
         assets = list(dict.fromkeys(it.event.asset_id for it in valid))
-        needs_fills = any(it.trade.side is Side.BUY and any(f.risk.daily_loss_limit_usd is not None
+        needs_pnl = any(it.trade.side is Side.BUY and any(f.risk.daily_loss_limit_usd is not None
                                                              for f in it.followers)
                           for it in valid if it.trade is not None)
         funding = list(dict.fromkeys(w for it in items for w in it.funding_wallets))
@@ -234,7 +223,7 @@ class Router:
             leader_trade_ids=ids, wallets=wallets, markets=list(dict.fromkeys(it.market_id for it in valid)),
             assets=assets,
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
-            fills_since_ms=day_start_ms if needs_fills else None, funding_wallets=funding))
+            pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding))
         try:
             rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
         except BaseException:
@@ -250,7 +239,7 @@ class Router:
         policy = Policy(now_ms=now_ms, max_trade_age_ms=self.knobs.max_trade_age_ms,
                         marketable_buy_min_usd=self.knobs.marketable_buy_min_usd,
                         default_max_slippage_bps=self.knobs.default_max_slippage_bps)
-        return _Read(rview, pg, balances, day_start_ms, policy)
+        return _Read(rview, pg, balances, policy)
 
     async def _route(self, events: list[mpb.LeaderTradeEvent]) -> list[mpb.LeaderTradeEvent]:
         """Route a batch; returns the trades still to route (after one that had to be finished alone)."""
@@ -260,7 +249,6 @@ class Router:
         self.metrics.batch(len(items))
         carry = InFlight()
         infos: dict[str, MarketInfo | None] = {}
-        realized: dict[str, Decimal] = {}
         seen: set[str] = set()
         duplicates: list[int] = []  # indexes of trades already appended and persisted: nothing to do
         plans: list[_Plan] = []
@@ -276,7 +264,7 @@ class Router:
                     alone = (it, marker, existing)
                     break
                 seen.add(lt)
-                plans.append(await self._decide(it, read, carry, infos, realized, last=it.index == len(items) - 1))
+                plans.append(await self._decide(it, read, carry, infos, last=it.index == len(items) - 1))
             stop = await self._commit(plans, started)
         finally:
             for p in plans:
@@ -295,7 +283,7 @@ class Router:
         return events[end + 1:]
 
     async def _decide(self, it: _Item, read: _Read, carry: InFlight, infos: dict[str, MarketInfo | None],
-                      realized: dict[str, Decimal], *, last: bool) -> _Plan:
+                      *, last: bool) -> _Plan:
         """Decide one trade from the batch's reads plus what the trades before it changed."""
         event, trade = it.event, it.trade
         parent = extract(event.trace) if event.trace.traceparent else None
@@ -311,19 +299,14 @@ class Router:
         market = market_rules(info)
         if trade is not None:
             states: dict[str, FollowerState] = {}
-            market_id, fills, carried = it.market_id, read.pg.fills, carry.wallets
+            market_id, carried = it.market_id, carry.wallets
             reserved, position, balance = read.redis.reserved.get, read.pg.position, read.balances.get
+            realized = read.pg.realized_today.get
             for w in it.wallets:
                 res = reserved((w, market_id, asset), NOTHING_RESERVED)
                 if w in carried:
                     res = carry.reserved(w, market_id, asset, res)
-                pnl = ZERO
-                if w in fills:
-                    cached = realized.get(w)
-                    if cached is None:
-                        cached = realized[w] = realized_today(read.pg, w, read.day_start_ms)
-                    pnl = cached
-                states[w] = follower_state(position(w, market_id, asset), res, pnl, balance(w))
+                states[w] = follower_state(position(w, market_id, asset), res, realized(w, ZERO), balance(w))
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
                               carry.leader_before(trade.wallet, asset, recorded), read.policy)

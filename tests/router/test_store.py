@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import psycopg
@@ -9,7 +10,6 @@ import pytest
 
 from common.storage import create_pool
 from services.router.adapters.store import RoutedRow, RouterStore
-from services.router.domain.model import Side
 
 D = Decimal
 DAY_MS = 86_400_000
@@ -36,6 +36,10 @@ def _row(lt: str = "lt_1", delta: Decimal | None = HUNDRED) -> RoutedRow:
         order_amounts=[D("25"), D("5.5")], order_sizes=[None, None], order_modes=["LIVE", "PAPER"],
         skip_subs=["sub_3", "sub_4"], skip_wallets=["w_3", "w_4"], skip_reasons=["PRICE_ABOVE_MAX", "NOTHING_HELD"],
         skip_details=["leader price 0.97 > maxPrice 0.95", "follower holds 0 shares"])
+
+
+def _day(ms: int) -> date:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
 def _count(db_url: str, sql: str) -> int:
@@ -82,24 +86,20 @@ async def test_outbox_rows(store: RouterStore) -> None:
 
 async def test_load_batches_everything(store: RouterStore, db_url: str) -> None:
     now_ms = 20_000 * DAY_MS + 3_600_000
+    today, yesterday = _day(now_ms), _day(now_ms - DAY_MS)
     with psycopg.connect(db_url) as conn:
         conn.execute(
-            "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd)"
-            " VALUES ('w_1', '111', '0xc', '0xa', 100, 0.4, 40), ('w_1', '222', '0xc', '0xa', 10, 0.5, 5),"
-            " ('w_1', '333', '0xd', '0xa', 20, 0.5, 10), ('w_1', '444', '', '0xa', 0, 0, 0),"
-            " ('w_2', '999', '', '0xb', 3, 0.3, 0.9)")
+            "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd,"
+            " pnl_day, pnl_day_realized_usd)"
+            " VALUES ('w_1', '111', '0xc', '0xa', 100, 0.4, 40, %(t)s, -5), ('w_1', '222', '0xc', '0xa', 10, 0.5, 5,"
+            " %(y)s, -70), ('w_1', '333', '0xd', '0xa', 20, 0.5, 10, NULL, 0),"
+            " ('w_1', '444', '', '0xa', 0, 0, 0, %(t)s, 2.5), ('w_2', '999', '', '0xb', 3, 0.3, 0.9, %(y)s, -1)",
+            {"t": today, "y": yesterday})
         conn.execute("INSERT INTO funding (follower_wallet_id, balance_usd, as_of, updated_at)"
                      " VALUES ('w_2', 1520.55, now(), now())")
-        fills = [("f1", "w_1", "111", "BUY", 100, 0.4, 40, now_ms - DAY_MS),
-                 ("f2", "w_1", "111", "SELL", 50, 0.3, 15, now_ms - 60_000),
-                 ("f3", "w_1", "333", "BUY", 20, 0.5, 10, now_ms - DAY_MS)]
-        for fid, w, a, side, size, price, notional, t in fills:
-            conn.execute("INSERT INTO fills (id, follower_wallet_id, order_id, asset_id, side, size, price,"
-                         " notional_usd, venue, fill_time) VALUES (%s, %s, 'co', %s, %s, %s, %s, %s, 'PAPER',"
-                         " to_timestamp(%s / 1000.0))", (fid, w, a, side, size, price, notional, t))
     await store.persist(_row("lt_0", D("42")))
     view = await store.load(leader_trade_id="lt_1", leader="0xleader", asset_id="111", market="0xc",
-                            wallets=["w_1", "w_2", "w_3"], fills_since_ms=now_ms - now_ms % DAY_MS,
+                            wallets=["w_1", "w_2", "w_3"], pnl_day_ms=now_ms - now_ms % DAY_MS,
                             funding_wallets=["w_2", "w_3"])
     assert view.existing is None and view.leader_before == D(42)
     p1 = view.positions["w_1"]
@@ -107,13 +107,13 @@ async def test_load_batches_everything(store: RouterStore, db_url: str) -> None:
     assert p1.markets == {"0xc", "0xd"}  # the closed position (size 0) does not count
     assert view.positions["w_2"].markets == {"999"}  # no condition id: the asset stands for the market
     assert "w_3" not in view.positions
-    assert [f.side for f in view.fills["w_1"]["111"]] == [Side.BUY, Side.SELL]
-    assert "333" not in view.fills["w_1"]  # no sell today in that asset: not loaded
+    # today's realized PnL of every position, the closed one too; yesterday's does not count
+    assert view.realized_today == {"w_1": D("-2.5")}
     assert view.funding == {"w_2": D("1520.55")}
-    again = await store.load(leader_trade_id="lt_0", leader="0xnobody", asset_id="111", market="0xc", wallets=[],
-                             fills_since_ms=None, funding_wallets=[])
+    again = await store.load(leader_trade_id="lt_0", leader="0xnobody", asset_id="111", market="0xc", wallets=["w_1"],
+                             pnl_day_ms=None, funding_wallets=[])
     assert again.existing is not None and again.existing.payload == b"\x00\x01payload"
-    assert again.leader_before is None and again.positions == {}
+    assert again.leader_before is None and again.realized_today == {}
 
 
 async def test_persist_many_writes_as_one_by_one(store: RouterStore, db_url: str) -> None:
@@ -141,7 +141,7 @@ async def test_load_batch_answers_per_market_and_asset(store: RouterStore, db_ur
     await store.persist(_row("lt_0", D("42")))
     b = await store.load_batch(leader_trade_ids=["lt_0", "lt_1"], wallets=["w_1", "w_2"], markets=["0xc", "0xd"],
                                assets=["111", "333"], leader_assets=[("0xleader", "111"), ("0xleader", "333")],
-                               fills_since_ms=None, funding_wallets=[])
+                               pnl_day_ms=None, funding_wallets=[])
     assert list(b.existing) == ["lt_0"]
     assert b.leaders == {("0xleader", "111"): D(42)}
     here, there = b.position("w_1", "0xc", "111"), b.position("w_1", "0xd", "333")

@@ -2,16 +2,15 @@
 persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
-aggregated per wallet, today's SELL fills history for the daily loss limit, funded balances and
+aggregated per wallet, each wallet's realized PnL of the day for the daily loss limit, funded balances and
 the leader's recorded net position in the asset.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,8 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.router.domain.model import ZERO, Side
-from services.router.domain.positions import FillRow
+from services.router.domain.model import ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +46,7 @@ class PgView:
 
     existing: ExistingRouted | None = None
     positions: dict[str, PositionAgg] = field(default_factory=dict)
-    fills: dict[str, dict[str, list[FillRow]]] = field(default_factory=dict)
+    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> realized PnL of the day
     funding: dict[str, Decimal] = field(default_factory=dict)
     leader_before: Decimal | None = None
 
@@ -62,7 +60,7 @@ class PgBatch:
     totals: dict[str, tuple[Decimal, frozenset[str]]] = field(default_factory=dict)  # wallet -> (cost, markets)
     market_costs: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, market)
     asset_sizes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, asset)
-    fills: dict[str, dict[str, list[FillRow]]] = field(default_factory=dict)
+    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> realized PnL of the day
     funding: dict[str, Decimal] = field(default_factory=dict)
     leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
 
@@ -125,14 +123,6 @@ pa AS (
     SELECT p.w, p.a, coalesce(sum(p.size), 0) AS size
     FROM p JOIN (SELECT DISTINCT unnest(string_to_array(%(assets)s, %(sep)s)) AS a) k ON k.a = p.a GROUP BY p.w, p.a
 ),
-sold AS (
-    SELECT DISTINCT x.follower_wallet_id, x.asset_id FROM w JOIN fills x ON x.follower_wallet_id = w.id
-    WHERE %(want_fills)s AND x.side = 'SELL' AND x.fill_time >= %(since)s
-),
-fl AS (
-    SELECT y.follower_wallet_id AS w, y.asset_id, y.side, y.size, y.notional_usd, y.fill_time, y.id
-    FROM sold JOIN fills y ON y.follower_wallet_id = sold.follower_wallet_id AND y.asset_id = sold.asset_id
-),
 ex AS (
     SELECT r.leader_trade_id, r.payload, r.appended_cursor
     FROM unnest(string_to_array(%(lts)s, %(sep)s)) AS q(lt) JOIN routed_trades r ON r.leader_trade_id = q.lt
@@ -145,9 +135,10 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
     (SELECT json_agg(json_build_array(w, total_cost::text, markets))::text FROM pos) AS positions,
     (SELECT json_agg(json_build_array(w, m, cost::text))::text FROM pm) AS market_costs,
     (SELECT json_agg(json_build_array(w, a, size::text))::text FROM pa) AS asset_sizes,
-    (SELECT json_agg(json_build_array(w, asset_id, side, size::text, notional_usd::text,
-                                      (extract(epoch FROM fill_time) * 1000)::bigint)
-                     ORDER BY w, asset_id, fill_time, id)::text FROM fl) AS fills,
+    (SELECT json_agg(json_build_array(d.w, d.realized::text))::text FROM (
+        SELECT x.follower_wallet_id AS w, sum(x.pnl_day_realized_usd) AS realized
+        FROM w JOIN positions x ON x.follower_wallet_id = w.id
+        WHERE %(want_pnl)s AND x.pnl_day = %(day)s GROUP BY x.follower_wallet_id) AS d) AS realized,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)
         JOIN funding g ON g.follower_wallet_id = f.id) AS funding
@@ -256,8 +247,9 @@ def _starts(lengths: Sequence[int]) -> list[int]:
     return out
 
 
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def _day(ms: int) -> date:
+    """The UTC date of ``ms`` (epoch milliseconds)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
 class RouterStore:
@@ -292,38 +284,38 @@ class RouterStore:
 
     async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
-                         fills_since_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
-        """Everything for a batch of trades in one statement (fills only when ``fills_since_ms`` is given)."""
+                         pnl_day_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
+        """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
+        at ``pnl_day_ms`` only when it is given)."""
         params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
                   "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
                   "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
-                  "sep": SEP, "want_fills": fills_since_ms is not None, "since": _ts(fills_since_ms or 0)}
+                  "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
         row = await self._hot_one(_LOAD, params)
         assert row is not None
-        ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, fills_, funding_ = row
+        ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
         totals = {w: (Decimal(total), frozenset(markets_.split(",")) if markets_ else frozenset())
                   for w, total, markets_ in orjson.loads(positions or "[]")}
         market_costs = {(w, m): Decimal(c) for w, m, c in orjson.loads(market_costs_ or "[]")}
         asset_sizes = {(w, a): Decimal(z) for w, a, z in orjson.loads(asset_sizes_ or "[]")}
-        fills: dict[str, dict[str, list[FillRow]]] = defaultdict(lambda: defaultdict(list))
-        for w, asset, side, size, notional, t in orjson.loads(fills_ or "[]"):
-            fills[w][asset].append(FillRow(Side(side), Decimal(size), Decimal(notional), int(t)))
+        realized = {w: Decimal(pnl) for w, pnl in orjson.loads(realized_ or "[]")}
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
-        return PgBatch(existing, totals, market_costs, asset_sizes, {w: dict(a) for w, a in fills.items()}, funding,
+        return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
                        leaders)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
-                   wallets: Sequence[str], fills_since_ms: int | None,
+                   wallets: Sequence[str], pnl_day_ms: int | None,
                    funding_wallets: Sequence[str]) -> PgView:
         """Everything for one trade (see :meth:`load_batch`)."""
         b = await self.load_batch(leader_trade_ids=[leader_trade_id], wallets=wallets, markets=[market],
                                   assets=[asset_id], leader_assets=[(leader, asset_id)],
-                                  fills_since_ms=fills_since_ms, funding_wallets=funding_wallets)
+                                  pnl_day_ms=pnl_day_ms, funding_wallets=funding_wallets)
         positions = {w: b.position(w, market, asset_id) for w in wallets if w in b.totals}
-        return PgView(b.existing.get(leader_trade_id), positions, b.fills, b.funding, b.leaders.get((leader, asset_id)))
+        return PgView(b.existing.get(leader_trade_id), positions, b.realized_today, b.funding,
+                      b.leaders.get((leader, asset_id)))
 
     async def persist_many(self, rows: Sequence[RoutedRow]) -> set[str]:
         """Write a batch of decisions (trade rows, orders, skips, skip stats, leader positions) in one

@@ -1,9 +1,7 @@
-"""Leader net position per asset (as the router saw it) and the follower's realized PnL of the day."""
+"""Leader net position per asset (as the router saw it) and the UTC day."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 
 from services.router.domain.model import ZERO, Side
@@ -24,39 +22,3 @@ def apply_leader_trade(before: Decimal | None, side: Side, size: Decimal) -> Dec
 def utc_day_start_ms(now_ms: int) -> int:
     """Start of the current UTC day, Unix milliseconds."""
     return now_ms - now_ms % DAY_MS
-
-
-@dataclass(frozen=True, slots=True)
-class FillRow:
-    """One follower fill of one asset, oldest first."""
-
-    side: Side
-    size: Decimal
-    notional_usd: Decimal
-    fill_time_ms: int
-
-
-def realized_pnl_since(fills: Iterable[FillRow], since_ms: int) -> Decimal:
-    """Realized PnL of SELL fills at or after ``since_ms`` for one asset, average-cost method.
-
-    ``fills`` is the asset's full fill history, oldest first: BUYs raise the average cost, SELLs
-    realize (notional − size × average cost) and lower the held size.
-    """
-    held = ZERO
-    cost = ZERO
-    realized = ZERO
-    for f in fills:
-        if f.side is Side.BUY:
-            held += f.size
-            cost += f.notional_usd
-            continue
-        avg = cost / held if held > ZERO else ZERO
-        sold = min(f.size, held) if held > ZERO else ZERO
-        if f.fill_time_ms >= since_ms and sold > ZERO:
-            # Shares sold beyond what the history shows held have an unknown cost: counted at zero PnL.
-            realized += f.notional_usd * sold / f.size - sold * avg
-        held -= sold
-        cost -= sold * avg
-        if held <= ZERO:
-            held, cost = ZERO, ZERO
-    return realized
