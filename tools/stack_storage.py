@@ -87,6 +87,28 @@ def quiet(call: Callable[[], T]) -> T:
         return call()
 
 
+def _listener_ports(env: Mapping[str, str]) -> set[int]:
+    """Ports the stack's services and Envoy will listen on: configured (``TT_*_PORT``) or default."""
+    from common.config import SERVICE_PORTS
+
+    ports = {*SERVICE_PORTS.values(), 9110}
+    for key, value in env.items():
+        if key.startswith("TT_") and key.endswith("_PORT") and value.strip().isdigit():
+            ports.add(int(value))
+    return ports
+
+
+def _free_port_off(taken: set[int]) -> int:
+    """A free port that is not in ``taken`` (a port picked free earlier for a service that has not
+    bound it yet would otherwise be handed out again: embedded Redis took control's port once)."""
+    from common.embedded import free_port
+
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
 def ensure_storage(env: dict[str, str], paths: StackPaths, out: Printer) -> dict[str, Any]:
     """Start embedded PostgreSQL / Redis where no URL is configured; return what was started."""
     from common.embedded import start_postgres, start_redis
@@ -107,7 +129,7 @@ def ensure_storage(env: dict[str, str], paths: StackPaths, out: Printer) -> dict
                 and _ping_redis(url_file.read_text().strip())):
             out(f"redis: embedded (already running, pid {pid})")
         else:
-            url, pid = start_redis(paths.redis_dir, durable=True)
+            url, pid = start_redis(paths.redis_dir, _free_port_off(_listener_ports(env)), durable=True)
             _write_private(url_file, url + "\n")
             owned["redis_pid"] = pid
             owned["redis_starttime"] = proc_starttime(pid)

@@ -37,6 +37,16 @@ def test_restart_policy(streak: int, uptime_s: float, expected: Decision) -> Non
     assert after_exit(POLICY, streak, uptime_s) == expected
 
 
+def test_embedded_redis_never_takes_a_port_meant_for_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import stack_storage
+
+    offered = iter([50055, 9110, 41234, 41235])
+    monkeypatch.setattr("common.embedded.free_port", lambda: next(offered))
+    taken = stack_storage._listener_ports({"TT_GATEWAY_ADMIN_PORT": "41234", "TT_ROUTER_GRPC_PORT": " "})
+    assert {50051, 50055, 9110, 41234} <= taken  # defaults and configured ports
+    assert stack_storage._free_port_off(taken) == 41235
+
+
 def test_backoff_is_capped() -> None:
     policy = RestartPolicy(max_fast_crashes=100, base_backoff_s=1.0, max_backoff_s=4.0)
     assert after_exit(policy, 10, 0.0).delay_s == 4.0
