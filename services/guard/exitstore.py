@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,9 +46,11 @@ _REGISTER_EMPTY = (
 
 # The same two cases for a batch of positions (one row each, ``k.i`` its index), in one statement:
 # every position's open group without exits is resized, and the positions not resized are peeked at.
+# The positions come as one JSON array: with typed arrays, PostgreSQL planned the statement again for
+# each call (~0.5 ms of its CPU per fill batch) since it sized each call's arrays exactly.
 _RESIZE_OR_PEEK_MANY = (
-    "WITH k AS (SELECT * FROM unnest(%(i)s::int[], %(w)s::text[], %(a)s::text[], %(filled)s::numeric[],"
-    " %(sub)s::text[]) AS k(i, w, a, filled, sub)),"
+    "WITH k AS (SELECT * FROM json_to_recordset(%(rows)s::json)"
+    " AS k(i int, w text, a text, filled numeric, sub text)),"
     " resized AS (UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
     "  FROM (SELECT k.i, k.w, k.a, coalesce(p.size, k.filled) AS held FROM k"
     "   LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a) AS h"
@@ -228,10 +231,10 @@ class ExitStore:
         out: list[ExitsChange | None] = [None] * len(fills)
         now = self.clock()
         async with autocommitted(self.pool) as conn:
-            rows = await (await conn.execute(_RESIZE_OR_PEEK_MANY, {
-                "i": list(range(len(positions))), "w": [f.follower_wallet_id for f in lasts],
-                "a": [f.asset_id for f in lasts], "filled": [f.filled_size for f in lasts],
-                "sub": [fills[idx[0]].subscription_id for idx in positions], "now": now})).fetchall()
+            keys = orjson.dumps([{"i": n, "w": last.follower_wallet_id, "a": last.asset_id,
+                                  "filled": str(last.filled_size), "sub": fills[idx[0]].subscription_id}
+                                 for n, (idx, last) in enumerate(zip(positions, lasts, strict=True))]).decode()
+            rows = await (await conn.execute(_RESIZE_OR_PEEK_MANY, {"rows": keys, "now": now})).fetchall()
             register: list[tuple[int, dict[str, Any]]] = []  # positions whose empty group is recorded
             for row in rows:
                 if row["resized"]:
