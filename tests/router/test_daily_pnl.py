@@ -10,10 +10,8 @@ import time
 from decimal import Decimal
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
-from common.storage import create_pool
 from services.executor.booking import book
 from services.executor.model import Booking, Ticket
 from services.router.adapters.store import RouterStore
@@ -22,16 +20,6 @@ from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 D = Decimal
-
-
-@pytest.fixture
-async def store(db_url: str):  # type: ignore[no-untyped-def]
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    await pool.wait()
-    store = RouterStore(pool)
-    yield store
-    await store.close()
-    await pool.close()
 
 
 def _fill(n: int, wallet: str, asset: str, side: int, size: str, price: str) -> tuple[Ticket, Booking]:

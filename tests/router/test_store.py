@@ -8,21 +8,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from common.storage import create_pool
 from services.router.adapters.store import RoutedRow, RouterStore
 
 D = Decimal
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-async def store(db_url: str):  # type: ignore[no-untyped-def]
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    await pool.wait()
-    store = RouterStore(pool)
-    yield store
-    await store.close()
-    await pool.close()
 
 
 HUNDRED = D("100")
