@@ -46,13 +46,15 @@ ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = positions.size
 RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd
 """
 
+# ``fills_version`` counts the bookings of the subscription's fills (readers cache by it).
 _UPSERT_STATS = """
-INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, realized_pnl_usd, updated_at)
-SELECT r.sub, r.copied, r.exposure, r.pnl, now()
+INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, realized_pnl_usd, updated_at, fills_version)
+SELECT r.sub, r.copied, r.exposure, r.pnl, now(), 1
 FROM json_to_recordset(%s::json) AS r(sub text, copied bigint, exposure numeric, pnl numeric)
 ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied + EXCLUDED.copied,
     exposure_usd = GREATEST(0, subscription_stats.exposure_usd + EXCLUDED.exposure_usd),
-    realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now()
+    realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now(),
+    fills_version = subscription_stats.fills_version + 1
 """
 
 # The subscriptions' deltas and the positions' new values, in one statement. ``pnl_day_realized_usd``

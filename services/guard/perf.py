@@ -51,8 +51,16 @@ class Pnl:
         return self.realized + self.unrealized
 
 
-def pnl(fills: Iterable[FillRow], marks: Mapping[str, Decimal]) -> Pnl:
-    """PnL of fills in time order, with open shares valued at ``marks``."""
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What a subscription's fills add up to: realized PnL and the open (shares, cost) per asset."""
+
+    realized: Decimal
+    held: Mapping[str, tuple[Decimal, Decimal]]  # asset -> (shares, cost), open positions only
+
+
+def holdings(fills: Iterable[FillRow]) -> Holdings:
+    """Replay fills in time order, average cost per asset."""
     held: dict[str, tuple[Decimal, Decimal]] = {}
     realized = ZERO
     for f in fills:
@@ -67,16 +75,25 @@ def pnl(fills: Iterable[FillRow], marks: Mapping[str, Decimal]) -> Pnl:
         cost_out = cost * sold / shares
         realized += notional * sold / f.size - cost_out
         held[f.asset_id] = (shares - sold, cost - cost_out)
+    return Holdings(realized, {a: v for a, v in held.items() if v[0] > 0})
+
+
+def valued(book: Holdings, marks: Mapping[str, Decimal]) -> Pnl:
+    """PnL of ``book`` with its open shares valued at ``marks``."""
     unrealized = ZERO
     unmarked = []
-    open_positions = {a: v for a, v in held.items() if v[0] > 0}
-    for asset, (shares, cost) in sorted(open_positions.items()):
+    for asset, (shares, cost) in sorted(book.held.items()):
         mark = marks.get(asset)
         if mark is None:
             unmarked.append(asset)
             continue
         unrealized += shares * mark - cost
-    return Pnl(realized, unrealized, open_positions, tuple(unmarked))
+    return Pnl(book.realized, unrealized, book.held, tuple(unmarked))
+
+
+def pnl(fills: Iterable[FillRow], marks: Mapping[str, Decimal]) -> Pnl:
+    """PnL of fills in time order, with open shares valued at ``marks``."""
+    return valued(holdings(fills), marks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ class PerfStats:
     """Counters of the loop."""
 
     evaluations: int = 0
+    fill_reads: int = 0  # evaluations that read the subscription's fills (the others reused them)
     decisions: int = 0
     applied: int = 0
     refused: int = 0
@@ -40,6 +41,9 @@ class PerfMonitor:
         self.markets = markets
         self.interval_s = interval_s
         self.stats = PerfStats()
+        # subscription -> (fills version, what its fills add up to): fills are read again only when the
+        # executor booked more of them (the version moved)
+        self._books: dict[str, tuple[int, perf.Holdings]] = {}
 
     async def run(self) -> None:
         """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
@@ -65,7 +69,10 @@ class PerfMonitor:
     async def evaluate_all(self) -> list[perf.Decision]:
         """One pass over every ACTIVE subscription with rules; returns the decisions applied."""
         out = []
-        for sub in await self.store.active_subscriptions():
+        subs = await self.store.active_subscriptions()
+        for gone in self._books.keys() - {s.id for s in subs}:
+            del self._books[gone]
+        for sub in subs:
             try:
                 rules = perf.PerfRules.from_json(sub.perf)
             except ValueError:
@@ -73,20 +80,22 @@ class PerfMonitor:
                 continue
             if not rules.active:
                 continue
-            decision = await self.evaluate(sub.id, rules)
+            decision = await self.evaluate(sub.id, rules, sub.fills_version)
             if decision is not None:
                 out.append(decision)
         return out
 
-    async def evaluate(self, subscription_id: str, rules: perf.PerfRules) -> perf.Decision | None:
-        """Evaluate one subscription; record and apply a decision when its PnL crossed a rule."""
+    async def evaluate(self, subscription_id: str, rules: perf.PerfRules,
+                       fills_version: int | None = None) -> perf.Decision | None:
+        """Evaluate one subscription; record and apply a decision when its PnL crossed a rule.
+
+        ``fills_version`` (read before this call) lets the fills' sum be reused while it is unchanged;
+        None (no stats row) reads them every time."""
         self.stats.evaluations += 1
-        fills = await self.store.fills(subscription_id)
-        if not fills:
+        book = await self._holdings(subscription_id, fills_version)
+        if book is None:
             return None
-        held_assets = {f.asset_id for f in fills}
-        marks = await self.markets.marks(held_assets)
-        result = perf.pnl(fills, marks)
+        result = perf.valued(book, await self.markets.marks(set(book.held)))
         prior = await self.store.decisions(subscription_id)
         if any(p.applied_at is None for p in prior):
             return None  # an earlier decision is still being applied
@@ -102,6 +111,23 @@ class PerfMonitor:
             await self._apply(DecisionRow(decision.decision_id, subscription_id, decision.action.value,
                                           decision.multiplier, decision.reason, None))
         return decision
+
+    async def _holdings(self, subscription_id: str, fills_version: int | None) -> perf.Holdings | None:
+        """The subscription's holdings (None: no fills), reused while its fills version is unchanged."""
+        kept = self._books.get(subscription_id)
+        book: perf.Holdings | None
+        if kept is not None and fills_version is not None and kept[0] == fills_version:
+            book = kept[1]
+        else:
+            self.stats.fill_reads += 1
+            fills = await self.store.fills(subscription_id)
+            book = perf.holdings(fills) if fills else None
+            if book is not None and fills_version is not None:
+                # read after the version: these fills hold at least what that version counted
+                self._books[subscription_id] = (fills_version, book)
+            else:
+                self._books.pop(subscription_id, None)
+        return book
 
     async def _apply(self, row: DecisionRow) -> None:
         multiplier = Decimal(row.multiplier) if row.multiplier is not None else None

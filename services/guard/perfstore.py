@@ -13,10 +13,12 @@ from services.guard.store import Clock, dict_pool
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionRules:
-    """An ACTIVE subscription and the proto3 JSON of its ``perf``."""
+    """An ACTIVE subscription, the proto3 JSON of its ``perf`` and the version of its fills (None without a
+    stats row: no fill booked by the executor)."""
 
     id: str
     perf: dict[str, Any]
+    fills_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +44,10 @@ class PerfStore:
         """ACTIVE subscriptions whose perf rules are set."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT id, perf FROM subscriptions WHERE state = 'ACTIVE' AND perf <> '{}'::jsonb ORDER BY id"
-            )).fetchall()
-        return [SubscriptionRules(r["id"], r["perf"] or {}) for r in rows]
+                "SELECT s.id, s.perf, st.fills_version FROM subscriptions s"
+                " LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
+                " WHERE s.state = 'ACTIVE' AND s.perf <> '{}'::jsonb ORDER BY s.id")).fetchall()
+        return [SubscriptionRules(r["id"], r["perf"] or {}, r["fills_version"]) for r in rows]
 
     async def fills(self, subscription_id: str) -> list[FillRow]:
         """A subscription's fills in time order."""
