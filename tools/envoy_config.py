@@ -65,12 +65,13 @@ class GatewaySettings:
         env = os.environ if env is None else env
         rate = env_int(env, "TT_GATEWAY_RATE_LIMIT_RPS", 1000, minimum=1)
         control_port = grpc_port(env, "control")
+        gateway_port, admin_port = listen_ports(env)
         if control_port == 0:
             raise ConfigError("TT_CONTROL_GRPC_PORT must be a fixed port for Envoy, got 0")
         return cls(
             tokens=load_tokens(env),
-            gateway_port=env_port(env, "TT_GATEWAY_PORT", 9110),
-            admin_port=env_port(env, "TT_GATEWAY_ADMIN_PORT", 9901),
+            gateway_port=gateway_port,
+            admin_port=admin_port,
             control_host=env_str(env, "TT_CONTROL_GRPC_HOST", "127.0.0.1"),
             control_port=control_port,
             descriptor_path=Path(env_str(env, "TT_GATEWAY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR))),
@@ -84,6 +85,11 @@ class GatewaySettings:
             concurrency=env_int(env, "TT_GATEWAY_CONCURRENCY", 1, minimum=1, maximum=64),
             listen_address=env_str(env, "TT_GATEWAY_HOST", "127.0.0.1"),
         )
+
+
+def listen_ports(env: Mapping[str, str]) -> tuple[int, int]:
+    """Envoy's REST and admin ports: ``TT_GATEWAY_PORT`` (9110) and ``TT_GATEWAY_ADMIN_PORT`` (9901)."""
+    return env_port(env, "TT_GATEWAY_PORT", 9110), env_port(env, "TT_GATEWAY_ADMIN_PORT", 9901)
 
 
 def validate_tokens(tokens: Sequence[Secret | str]) -> tuple[str, ...]:

@@ -88,14 +88,11 @@ def quiet(call: Callable[[], T]) -> T:
 
 
 def _listener_ports(env: Mapping[str, str]) -> set[int]:
-    """Ports the stack's services and Envoy will listen on: configured (``TT_*_PORT``) or default."""
-    from common.config import SERVICE_PORTS
+    """Ports the stack's services and Envoy will listen on, resolved as they resolve them."""
+    from common.config import SERVICE_PORTS, grpc_port
+    from tools.envoy_config import listen_ports
 
-    ports = {*SERVICE_PORTS.values(), 9110}
-    for key, value in env.items():
-        if key.startswith("TT_") and key.endswith("_PORT") and value.strip().isdigit():
-            ports.add(int(value))
-    return ports
+    return {*(grpc_port(env, name) for name in SERVICE_PORTS), *listen_ports(env)}
 
 
 def _free_port_off(taken: set[int]) -> int:
