@@ -26,9 +26,22 @@ _FIELDS = (
     " CASE WHEN s.config_pb IS NULL THEN jsonb_build_object('sizing', s.sizing, 'filters', s.filters,"
     " 'risk', s.risk, 'exits', s.exits, 'perf', s.perf) END AS config_json"
 )
+
+
+def _with_stats(alias: str) -> str:
+    """The LEFT JOIN of ``alias``'s stats row (``st``; ``st.sx`` its xmin) as one primary-key lookup per row.
+
+    OFFSET 0 keeps PostgreSQL from flattening the lookup into a plain join, which it would run as a
+    hash join over the whole stats table (~20 ms per page at 100,000 subscriptions).
+    """
+    return (" LEFT JOIN LATERAL (SELECT st.xmin AS sx, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd,"
+            f" st.unrealized_pnl_usd FROM subscription_stats st WHERE st.subscription_id = {alias}.id OFFSET 0)"
+            " st ON true")
+
+
 _SELECT = (
     f"SELECT {_FIELDS}, st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd, st.unrealized_pnl_usd"
-    " FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
+    " FROM subscriptions s" + _with_stats("s")
 )
 _COLUMNS = ("id", "follower_user_id", "follower_wallet_id", "follower_proxy", "leader_proxy", "label",
             "state", "mode", "sizing", "filters", "risk", "exits", "perf", "config_pb", "applied_multiplier",
@@ -165,21 +178,34 @@ async def list_page(conn: Conn, *, follower_proxy: str, leader_proxy: str, state
                     after: Cursor | None, limit: int) -> list[codec.Row]:
     """Up to ``limit`` subscription rows of a follower after ``after``, oldest first
     (decode with ``codec.subscription_from_row``)."""
-    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
-    sql = f"{_SELECT} WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s"
+    sql, params = page_statement(follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state,
+                                 after=after, limit=limit)
     return await (await conn.execute(sql, params)).fetchall()
 
 
-# (id, version, create_time, state key[, digest]). The state key is the text of the row's id, version
-# and live stats (copied|skipped|exposure|realized|unrealized, empty without a stats row): equal keys
-# mean the row lists identically, and :func:`stats_text` is all a page needs of the stats.
+def page_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
+                   limit: int) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of :func:`list_page`."""
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    return f"{_SELECT} WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s", params
+
+
+# (id, version, create_time, state key, change key[, digest]). The state key is the text of the row's
+# id, version and live stats (copied|skipped|exposure|realized|unrealized, empty without a stats row):
+# equal keys mean the row lists identically, and :func:`stats_text` is all a page needs of the stats.
 ListHead = tuple[Any, ...]
 HEAD_KEY = 3  # index of the state key
 
-_HEADS = ("SELECT s.id, s.version, s.create_time, format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', s.id, s.version,"
-          " st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd, st.unrealized_pnl_usd) AS k"
-          " FROM subscriptions s LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
-          " WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s")
+# The page's rows are chosen (index order, LIMIT) before their stats are looked up.
+_PAGE = ("(SELECT s.id, s.version, s.create_time FROM subscriptions s"
+         " WHERE {where} ORDER BY s.create_time, s.id LIMIT %(limit)s) p" + _with_stats("p"))
+# What changes when a listed row changes: its id, its version (control bumps it on every write) and
+# the xmin of its stats row (every UPDATE, by any writer, writes the row again under its own
+# transaction id). Cheaper for PostgreSQL than formatting the stats values of every row.
+_CHANGE_KEY = "p.id || ':' || p.version || ':' || coalesce(st.sx::text, '-')"
+_HEADS = ("SELECT p.id, p.version, p.create_time, format('%%s|%%s|%%s|%%s|%%s|%%s|%%s', p.id, p.version,"
+          " st.copied, st.skipped, st.exposure_usd, st.realized_pnl_usd, st.unrealized_pnl_usd) AS k,"
+          f" {_CHANGE_KEY} AS c FROM {_PAGE} ORDER BY p.create_time, p.id")
 
 
 def stats_text(head: ListHead) -> str:
@@ -187,9 +213,9 @@ def stats_text(head: ListHead) -> str:
     return str(head[HEAD_KEY]).split("|", 2)[2]
 
 
-# The state of a page: every row's state key, in page order. Every write of a subscription bumps its
-# version, and everything else a listed row shows is immutable, so equal digests mean byte-identical pages.
-_DIGEST = "md5(string_agg(h.k, ',' ORDER BY h.create_time, h.id))"
+# The state of a page: every row's change key, in page order. Everything else a listed row shows is
+# immutable or moves with one of them, so equal digests mean byte-identical pages.
+_DIGEST = "md5(string_agg({key}, ',' ORDER BY {order}))"
 
 
 def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
@@ -200,8 +226,9 @@ def heads_statement(*, follower_proxy: str, leader_proxy: str, state: str, after
         return _HEADS.format(where=where), params
     # The digest is an uncorrelated scalar subquery, an InitPlan computed once whatever the plan: as a
     # joined aggregate, a generic plan on a table without statistics re-ran it for every row.
+    digest = _DIGEST.format(key="h.c", order="h.create_time, h.id")
     return (f"WITH h AS MATERIALIZED ({_HEADS.format(where=where)})"
-            f" SELECT h.*, (SELECT {_DIGEST} FROM h) AS digest FROM h ORDER BY h.create_time, h.id"), params
+            f" SELECT h.*, (SELECT {digest} FROM h) AS digest FROM h ORDER BY h.create_time, h.id"), params
 
 
 async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
@@ -219,11 +246,20 @@ async def list_heads(conn: Conn, *, follower_proxy: str, leader_proxy: str, stat
 async def page_digest(conn: Conn, *, follower_proxy: str, leader_proxy: str, state: str,
                       after: Cursor | None, limit: int) -> str | None:
     """The digest of the rows :func:`list_heads` would return now (None for an empty page)."""
-    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    sql, params = digest_statement(follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state,
+                                   after=after, limit=limit)
     cur = conn.cursor(row_factory=tuple_row)
-    await cur.execute(f"WITH h AS ({_HEADS.format(where=where)}) SELECT {_DIGEST} FROM h", params)
+    await cur.execute(sql, params)
     row = await cur.fetchone()
     return None if row is None else row[0]
+
+
+def digest_statement(*, follower_proxy: str, leader_proxy: str, state: str, after: Cursor | None,
+                     limit: int) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of :func:`page_digest`."""
+    where, params = _page_filter(follower_proxy, leader_proxy, state, after, limit)
+    digest = _DIGEST.format(key=_CHANGE_KEY, order="p.create_time, p.id")
+    return f"SELECT {digest} FROM {_PAGE.format(where=where)}", params
 
 
 async def get_many(conn: Conn, ids: list[str]) -> list[Stored]:

@@ -130,6 +130,41 @@ async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stu
     assert _loops_of_aggregates(next(iter(row.values()))[0]["Plan"]) == [1]
 
 
+def _scans_of(plan: dict[str, Any], relation: str) -> list[str]:
+    found = [plan["Node Type"]] if plan.get("Relation Name") == relation else []
+    for child in plan.get("Plans", []):
+        found += _scans_of(child, relation)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stats_table(
+        stubs: Stubs, pages: SubscriptionPages, db_url: str, mode: str) -> None:
+    ids = await _create(stubs, 20)
+    # A full page of the follower's, and everyone else's stats: as a plain join, PostgreSQL hash-joined
+    # the whole stats table into every page.
+    execute(db_url, "INSERT INTO subscriptions SELECT (jsonb_populate_record(NULL::subscriptions, to_jsonb(s)"
+            " || jsonb_build_object('id', s.id || '-' || g, 'follower_wallet_id', s.follower_wallet_id || '-' || g,"
+            " 'create_time', s.create_time + g * interval '1 ms'))).* FROM subscriptions s, generate_series(1, 480) g"
+            " WHERE s.id = %s", (ids[-1],))
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied) SELECT 'other-' || g, 1"
+            " FROM generate_series(1, 20000) g")
+    execute(db_url, "INSERT INTO subscription_stats (subscription_id, copied) VALUES (%s, 7)", (ids[3],))
+    execute(db_url, "ANALYZE subscriptions; ANALYZE subscription_stats")
+    args = {"follower_proxy": FOLLOWER, "leader_proxy": "", "state": "", "after": None, "limit": 501}
+    statements = {"digest": sub_repo.digest_statement(**args), "heads": sub_repo.heads_statement(**args),
+                  "page": sub_repo.page_statement(**args)}
+    async with pages.db.read() as conn:
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        for name, (sql, params) in statements.items():
+            row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + sql, params)).fetchone()
+            assert row is not None
+            scans = _scans_of(next(iter(row.values()))[0]["Plan"], "subscription_stats")
+            assert scans == ["Index Scan"], (name, scans)
+        await conn.execute("RESET plan_cache_mode")
+    assert _stats(await pages.json(_query()))[3]["copied"] == "7"
+
+
 def test_a_page_that_changed_is_marked_until_a_build_finds_it_unchanged() -> None:
     cache = PageCache(max_bytes=100)
     cache.put("a", "d1", b"x")
