@@ -59,10 +59,19 @@ class Holdings:
     held: Mapping[str, tuple[Decimal, Decimal]]  # asset -> (shares, cost), open positions only
 
 
-def holdings(fills: Iterable[FillRow]) -> Holdings:
-    """Replay fills in time order, average cost per asset."""
-    held: dict[str, tuple[Decimal, Decimal]] = {}
-    realized = ZERO
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """The running average-cost sums of a subscription's fills: realized PnL and (shares, cost) of every
+    asset traded, closed ones included, so that folding more fills later equals folding them all at once."""
+
+    realized: Decimal
+    assets: Mapping[str, tuple[Decimal, Decimal]]
+
+
+def fold(fills: Iterable[FillRow], start: Ledger | None = None) -> Ledger:
+    """``start`` (nothing when None) followed by ``fills`` in order, average cost per asset."""
+    held: dict[str, tuple[Decimal, Decimal]] = dict(start.assets) if start is not None else {}
+    realized = start.realized if start is not None else ZERO
     for f in fills:
         shares, cost = held.get(f.asset_id, (ZERO, ZERO))
         notional = f.notional_usd if f.notional_usd > 0 else f.size * f.price
@@ -75,7 +84,17 @@ def holdings(fills: Iterable[FillRow]) -> Holdings:
         cost_out = cost * sold / shares
         realized += notional * sold / f.size - cost_out
         held[f.asset_id] = (shares - sold, cost - cost_out)
-    return Holdings(realized, {a: v for a, v in held.items() if v[0] > 0})
+    return Ledger(realized, held)
+
+
+def open_holdings(ledger: Ledger) -> Holdings:
+    """The ledger's realized PnL and its open positions."""
+    return Holdings(ledger.realized, {a: v for a, v in ledger.assets.items() if v[0] > 0})
+
+
+def holdings(fills: Iterable[FillRow]) -> Holdings:
+    """Replay fills in time order, average cost per asset."""
+    return open_holdings(fold(fills))
 
 
 def valued(book: Holdings, marks: Mapping[str, Decimal]) -> Pnl:

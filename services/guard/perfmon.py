@@ -26,10 +26,22 @@ class PerfStats:
 
     evaluations: int = 0
     fill_reads: int = 0  # evaluations that read the subscription's fills (the others reused them)
+    fills_read: int = 0  # fills those reads returned (only the ones not seen before)
     decisions: int = 0
     applied: int = 0
     refused: int = 0
     errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Book:
+    """What guard knows of a subscription's fills: their sum (``ledger``) as of ``snapshot`` (the PostgreSQL
+    snapshot of the read), and the subscription's fills version then (None: no stats row)."""
+
+    version: int | None
+    snapshot: str
+    ledger: perf.Ledger
+    any_fills: bool  # False: no fill yet (nothing to evaluate)
 
 
 class PerfMonitor:
@@ -41,9 +53,7 @@ class PerfMonitor:
         self.markets = markets
         self.interval_s = interval_s
         self.stats = PerfStats()
-        # subscription -> (fills version, what its fills add up to): fills are read again only when the
-        # executor booked more of them (the version moved)
-        self._books: dict[str, tuple[int, perf.Holdings]] = {}
+        self._books: dict[str, _Book] = {}
 
     async def run(self) -> None:
         """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
@@ -113,21 +123,19 @@ class PerfMonitor:
         return decision
 
     async def _holdings(self, subscription_id: str, fills_version: int | None) -> perf.Holdings | None:
-        """The subscription's holdings (None: no fills), reused while its fills version is unchanged."""
+        """The subscription's holdings (None: no fills). Fills are read only when its fills version moved
+        (every pass without a version), and then only the ones the previous read could not see; they are
+        folded in the order the reads find them (time order within one read), as the executor books them."""
         kept = self._books.get(subscription_id)
-        book: perf.Holdings | None
-        if kept is not None and fills_version is not None and kept[0] == fills_version:
-            book = kept[1]
-        else:
+        if kept is None or fills_version is None or kept.version != fills_version:
             self.stats.fill_reads += 1
-            fills = await self.store.fills(subscription_id)
-            book = perf.holdings(fills) if fills else None
-            if book is not None and fills_version is not None:
-                # read after the version: these fills hold at least what that version counted
-                self._books[subscription_id] = (fills_version, book)
-            else:
-                self._books.pop(subscription_id, None)
-        return book
+            # the version was read before these fills: they hold at least what it counted
+            fills, snapshot = await self.store.fills_since(subscription_id, kept.snapshot if kept else None)
+            self.stats.fills_read += len(fills)
+            ledger = perf.fold(fills, kept.ledger if kept else None)
+            kept = _Book(fills_version, snapshot, ledger, bool(fills) or (kept is not None and kept.any_fills))
+            self._books[subscription_id] = kept
+        return perf.open_holdings(kept.ledger) if kept.any_fills else None
 
     async def _apply(self, row: DecisionRow) -> None:
         multiplier = Decimal(row.multiplier) if row.multiplier is not None else None

@@ -10,6 +10,12 @@ from psycopg_pool import AsyncConnectionPool
 from services.guard.perf import Decision, FillRow
 from services.guard.store import Clock, dict_pool
 
+# Fills inserted by transactions a snapshot did not see: those running when it was taken or started
+# since (the xmin bound lets the (subscription_id, xact) index skip everything older). pg_current_snapshot()
+# is the snapshot of the statement that reads the fills.
+_UNSEEN = (" AND xact >= pg_snapshot_xmin(%(seen)s::pg_snapshot)"
+           " AND NOT pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot)")
+
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionRules:
@@ -49,14 +55,20 @@ class PerfStore:
                 " WHERE s.state = 'ACTIVE' AND s.perf <> '{}'::jsonb ORDER BY s.id")).fetchall()
         return [SubscriptionRules(r["id"], r["perf"] or {}, r["fills_version"]) for r in rows]
 
-    async def fills(self, subscription_id: str) -> list[FillRow]:
-        """A subscription's fills in time order."""
+    async def fills_since(self, subscription_id: str, seen: str | None) -> tuple[list[FillRow], str]:
+        """The subscription's fills that snapshot ``seen`` (a ``pg_snapshot`` this returned before) could not
+        see, all of them when None, in time order; with the snapshot of this read, for the next one."""
+        since = _UNSEEN if seen is not None else ""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT asset_id, side, size, price, notional_usd FROM fills WHERE subscription_id = %s"
-                " ORDER BY fill_time, created_at, id", (subscription_id,))).fetchall()
-        return [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"])
-                for r in rows]
+                "SELECT s.snap::text AS snap, f.asset_id, f.side, f.size, f.price, f.notional_usd"
+                " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN LATERAL (SELECT asset_id, side, size, price,"
+                " notional_usd, fill_time, created_at, id FROM fills"
+                f" WHERE subscription_id = %(sid)s{since}) f ON true ORDER BY f.fill_time, f.created_at, f.id",
+                {"sid": subscription_id, "seen": seen})).fetchall()
+        fills = [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"])
+                 for r in rows if r["asset_id"] is not None]
+        return fills, rows[0]["snap"]
 
     async def decisions(self, subscription_id: str) -> list[DecisionRow]:
         """Decisions recorded for a subscription, oldest first."""

@@ -1,8 +1,10 @@
-"""Performance rules read a subscription's fills only when the executor booked more of them.
+"""Performance rules read a subscription's fills only when the executor booked more of them, and then
+only the new ones.
 
 The executor's booking bumps ``subscription_stats.fills_version`` with every booking of a
-subscription's fills; guard keeps what the fills add up to by that version. Real PostgreSQL, real
-booking code, fakes for control and the marks.
+subscription's fills; guard keeps what the fills add up to by that version, with the snapshot of its
+last read, and next reads only the fills that snapshot could not see. Real PostgreSQL, real booking
+code, fakes for control and the marks.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ async def test_fills_are_read_again_only_after_a_booking(db_url: str) -> None:
 
 
 async def test_fills_without_a_booking_version_are_read_every_time(db_url: str) -> None:
-    """Fills written without the executor's booking (no stats row) are never served from memory."""
+    """Fills written without the executor's booking (no stats row) are looked for at every pass."""
     conn = await db(db_url)
     await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "400"})
     await conn.execute(
@@ -97,6 +99,64 @@ async def test_fills_without_a_booking_version_are_read_every_time(db_url: str) 
     monitor = PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks({ASSET: D("0.5")}), interval_s=60)
     await monitor.evaluate_all()
     await monitor.evaluate_all()
-    assert monitor.stats.fill_reads == 2
+    assert (monitor.stats.fill_reads, monitor.stats.fills_read) == (2, 1)
+    await conn.execute(
+        "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size, price,"
+        " notional_usd, venue, fill_time) VALUES ('f_y', 'sub_1', %s, 'co_y', %s, 'SELL', 1000, 0.1, 100, 'PAPER',"
+        " now())", (WALLET_ID, ASSET))
+    [decision] = await monitor.evaluate_all()  # realized -500 on the one new fill read
+    assert decision.pnl.realized == D(-500) and monitor.stats.fills_read == 2
+    await pool.close()
+    await conn.close()
+
+
+async def _monitor(db_url: str, prices: dict[str, Decimal]) -> tuple[PerfMonitor, Any]:
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    await pool.wait()
+    return PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks(prices), interval_s=60), pool
+
+
+async def test_a_booking_reads_only_the_fills_it_added(db_url: str) -> None:
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "10000"})
+    for n in range(1, 21):
+        await _book(db_url, n, cpb.SIDE_BUY, "10", "0.50")
+    monitor, pool = await _monitor(db_url, {ASSET: D("0.5")})
+    await monitor.evaluate_all()
+    assert monitor.stats.fills_read == 20
+    await _book(db_url, 21, cpb.SIDE_SELL, "100", "0.60")  # realized 100 x (0.60 - 0.50)
+    await monitor.evaluate_all()
+    assert (monitor.stats.fill_reads, monitor.stats.fills_read) == (2, 21)
+    book = await monitor._holdings("sub_1", None)
+    assert book is not None and book.realized == D(10) and book.held[ASSET] == (D(100), D(50))
+    await pool.close()
+    await conn.close()
+
+
+async def test_a_fill_whose_transaction_began_first_but_committed_later_is_not_missed(db_url: str) -> None:
+    """Transaction A takes its id, B books and commits, guard reads (A's fill not visible yet), then A books
+    and commits: the next read finds A's fill although its transaction id is below B's."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "10000"})
+    await _book(db_url, 1, cpb.SIDE_BUY, "100", "0.50")
+    monitor, pool = await _monitor(db_url, {ASSET: D("0.5")})
+    await monitor.evaluate_all()
+    order = epb.Order(client_order_id="co_late", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_1",
+                      follower_wallet_id=WALLET_ID, follower_proxy=WALLET, asset_id=ASSET, side=cpb.SIDE_SELL)
+    late = Booking("f_late", D(40), D("0.75"), D(30), D(0), True, int(time.time() * 1000))
+    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row) as slow, slow.transaction():
+        first = await (await slow.execute("SELECT pg_current_xact_id()::text AS x")).fetchone()
+        await _book(db_url, 2, cpb.SIDE_BUY, "100", "0.70")  # another transaction, a later id, committed
+        await monitor.evaluate_all()
+        assert monitor.stats.fills_read == 2
+        await book(slow.cursor(), [(Ticket(order, "PAPER", None, 0), late)])
+    await monitor.evaluate_all()
+    assert monitor.stats.fills_read == 3
+    row = await (await conn.execute("SELECT xact::text AS x FROM fills WHERE id = 'f_late'")).fetchone()
+    assert first is not None and row is not None and row["x"] == first["x"]
+    kept = await monitor._holdings("sub_1", None)
+    assert kept is not None
+    # 200 shares for 120 (avg 0.60), 40 sold at 0.75: realized 6, 160 shares for 96 left
+    assert (kept.realized, kept.held[ASSET]) == (D(6), (D(160), D(96)))
     await pool.close()
     await conn.close()

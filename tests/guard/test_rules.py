@@ -129,6 +129,21 @@ def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str
     assert (out.realized, out.unrealized, out.unmarked) == (D(realized), D(unrealized), unmarked)
 
 
+_FILLS = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["BUY", "SELL"]),
+                            st.integers(1, 500), st.integers(1, 99)), max_size=30)
+
+
+@given(_FILLS, st.integers(0, 30))
+@settings(max_examples=200, deadline=None)
+def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[str, str, int, int]],
+                                                                cut: int) -> None:
+    fills = [_fill(a, side, str(size), f"0.{price:02d}") for a, side, size, price in raw]
+    whole = perf.fold(fills)
+    assert perf.fold(fills[cut:], perf.fold(fills[:cut])) == whole
+    assert perf.open_holdings(whole) == perf.holdings(fills)
+    assert all(shares > 0 for shares, _ in perf.holdings(fills).held.values())
+
+
 def _pnl(total: str) -> perf.Pnl:
     return perf.Pnl(D(total), D(0), {})
 
