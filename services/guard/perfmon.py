@@ -100,7 +100,7 @@ class PerfMonitor:
         """Evaluate one subscription; record and apply a decision when its PnL crossed a rule.
 
         ``fills_version`` (read before this call) lets the fills' sum be reused while it is unchanged;
-        None (no stats row) reads them every time."""
+        None (no stats row) looks for new fills every time."""
         self.stats.evaluations += 1
         book = await self._holdings(subscription_id, fills_version)
         if book is None:

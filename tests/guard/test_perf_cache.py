@@ -59,14 +59,19 @@ async def _book(db_url: str, n: int, side: int, size: str, price: str, sub_id: s
         await book(conn.cursor(), [(Ticket(order, "PAPER", None, 0), fill)])
 
 
+async def _monitor(db_url: str, marks: FixedMarks, control: FakeControl | None = None) -> tuple[PerfMonitor, Any]:
+    """A performance monitor on its own pool (returned to be closed)."""
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    await pool.wait()
+    return PerfMonitor(PerfStore(pool, now), control or FakeControl(), marks, interval_s=60), pool
+
+
 async def test_fills_are_read_again_only_after_a_booking(db_url: str) -> None:
     conn = await db(db_url)
     await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "400"})
     await _book(db_url, 1, cpb.SIDE_BUY, "1000", "0.60")
-    pool = await create_pool(db_url, min_size=1, max_size=2)
-    await pool.wait()
     control, marks = FakeControl(), FixedMarks({ASSET: D("0.45")})
-    monitor = PerfMonitor(PerfStore(pool, now), control, marks, interval_s=60)
+    monitor, pool = await _monitor(db_url, marks, control)
     for _ in range(3):  # unrealized -150: nothing to do, and the fills are read once
         assert await monitor.evaluate_all() == []
     assert (monitor.stats.evaluations, monitor.stats.fill_reads) == (3, 1)
@@ -94,9 +99,7 @@ async def test_fills_without_a_booking_version_are_read_every_time(db_url: str) 
         "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size, price,"
         " notional_usd, venue, fill_time) VALUES ('f_x', 'sub_1', %s, 'co_x', %s, 'BUY', 1000, 0.6, 600, 'PAPER',"
         " now())", (WALLET_ID, ASSET))
-    pool = await create_pool(db_url, min_size=1, max_size=2)
-    await pool.wait()
-    monitor = PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks({ASSET: D("0.5")}), interval_s=60)
+    monitor, pool = await _monitor(db_url, FixedMarks({ASSET: D("0.5")}))
     await monitor.evaluate_all()
     await monitor.evaluate_all()
     assert (monitor.stats.fill_reads, monitor.stats.fills_read) == (2, 1)
@@ -110,18 +113,12 @@ async def test_fills_without_a_booking_version_are_read_every_time(db_url: str) 
     await conn.close()
 
 
-async def _monitor(db_url: str, prices: dict[str, Decimal]) -> tuple[PerfMonitor, Any]:
-    pool = await create_pool(db_url, min_size=1, max_size=2)
-    await pool.wait()
-    return PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks(prices), interval_s=60), pool
-
-
 async def test_a_booking_reads_only_the_fills_it_added(db_url: str) -> None:
     conn = await db(db_url)
     await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "10000"})
     for n in range(1, 21):
         await _book(db_url, n, cpb.SIDE_BUY, "10", "0.50")
-    monitor, pool = await _monitor(db_url, {ASSET: D("0.5")})
+    monitor, pool = await _monitor(db_url, FixedMarks({ASSET: D("0.5")}))
     await monitor.evaluate_all()
     assert monitor.stats.fills_read == 20
     await _book(db_url, 21, cpb.SIDE_SELL, "100", "0.60")  # realized 100 x (0.60 - 0.50)
@@ -139,7 +136,7 @@ async def test_a_fill_whose_transaction_began_first_but_committed_later_is_not_m
     conn = await db(db_url)
     await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "10000"})
     await _book(db_url, 1, cpb.SIDE_BUY, "100", "0.50")
-    monitor, pool = await _monitor(db_url, {ASSET: D("0.5")})
+    monitor, pool = await _monitor(db_url, FixedMarks({ASSET: D("0.5")}))
     await monitor.evaluate_all()
     order = epb.Order(client_order_id="co_late", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_1",
                       follower_wallet_id=WALLET_ID, follower_proxy=WALLET, asset_id=ASSET, side=cpb.SIDE_SELL)
