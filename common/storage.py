@@ -22,18 +22,22 @@ async def _set_autocommit(conn: Any) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
-                      autocommit: bool = False) -> AsyncConnectionPool[Any]:
+                      autocommit: bool = False, options: str = "") -> AsyncConnectionPool[Any]:
     """An open async connection pool with dict rows and a bounded connect timeout.
 
     ``autocommit``: a single statement is one round trip with no BEGIN/COMMIT; statements that must
-    hold together use ``conn.transaction()``.
+    hold together use ``conn.transaction()``. ``options``: server settings of every connection
+    (libpq's ``options``, e.g. ``-c enable_hashjoin=off``).
     """
+    kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))}
+    if options:
+        kwargs["options"] = options
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout_s,
-        kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))},
+        kwargs=kwargs,
         configure=_set_autocommit if autocommit else None,
         open=False,
         reconnect_timeout=0,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
@@ -74,3 +74,26 @@ def template_database(server_url: str, template: str, name: str) -> Iterator[str
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def plan_scans(plan: dict[str, Any], relation: str) -> list[str]:
+    """Node types of every scan of ``relation`` in an ``EXPLAIN (FORMAT JSON)`` plan tree."""
+    kind = plan["Node Type"]
+    found = [kind] if plan.get("Relation Name") == relation and kind.endswith("Scan") else []
+    for child in plan.get("Plans", []):
+        found += plan_scans(child, relation)
+    return found
+
+
+def generic_plan_scans(db_url: str, sql: str, params: Any, relations: Sequence[str], *,
+                       options: str = "") -> dict[str, list[str]]:
+    """How a generic plan of ``sql`` (the kind a connection caches) made on the tables as they are now
+    reaches each of ``relations``; ``options``: the connection's server settings."""
+    import psycopg
+
+    with psycopg.connect(db_url, options=options) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
+    assert row is not None
+    plan = row[0][0]["Plan"]
+    return {r: plan_scans(plan, r) for r in relations}

@@ -43,7 +43,7 @@ from services.executor.journal import Journal
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
 from services.executor.servicer import ExecutorServicer
-from services.executor.store import Store
+from services.executor.store import PLANNER_OPTIONS, Store
 from services.executor.venue import Venue
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -101,7 +101,7 @@ def _now_ms() -> int:
 async def start(settings: Settings, database_url: str, redis_url: str) -> Running:
     """Build and start everything; resume unfinished orders before taking new ones."""
     await asyncio.to_thread(apply_migrations, database_url)
-    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True)
+    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True, options=PLANNER_OPTIONS)
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())

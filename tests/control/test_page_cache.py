@@ -15,6 +15,7 @@ from services.control.page_cache import PageCache
 from services.control.sub_pages import SubscriptionPages, page_query
 from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription
 from tests.control.support import execute
+from tests.helpers import plan_scans
 from tradingtools.control.v1 import control_pb2 as pb
 
 
@@ -130,13 +131,6 @@ async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stu
     assert _loops_of_aggregates(next(iter(row.values()))[0]["Plan"]) == [1]
 
 
-def _scans_of(plan: dict[str, Any], relation: str) -> list[str]:
-    found = [plan["Node Type"]] if plan.get("Relation Name") == relation else []
-    for child in plan.get("Plans", []):
-        found += _scans_of(child, relation)
-    return found
-
-
 @pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
 async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stats_table(
         stubs: Stubs, pages: SubscriptionPages, db_url: str, mode: str) -> None:
@@ -159,7 +153,7 @@ async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stat
         for name, (sql, params) in statements.items():
             row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + sql, params)).fetchone()
             assert row is not None
-            scans = _scans_of(next(iter(row.values()))[0]["Plan"], "subscription_stats")
+            scans = plan_scans(next(iter(row.values()))[0]["Plan"], "subscription_stats")
             assert scans == ["Index Scan"], (name, scans)
         await conn.execute("RESET plan_cache_mode")
     assert _stats(await pages.json(_query()))[3]["copied"] == "7"

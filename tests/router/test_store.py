@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
 
+from common.storage import create_pool
 from services.router.adapters.store import RoutedRow, RouterStore
+from tests.helpers import eventually
 
 D = Decimal
 DAY_MS = 86_400_000
@@ -148,3 +151,43 @@ async def test_a_lost_routing_connection_is_replaced(store: RouterStore, db_url:
         await store.persist(_row("lt_2"))
     assert await store.persist(_row("lt_2")) is True  # a fresh connection from the pool
     assert _count(db_url, "SELECT count(*) FROM routed_trades") == 2
+
+
+async def test_the_batch_read_planned_on_empty_tables_still_reads_them_by_key_once_they_grew(db_url: str) -> None:
+    # A fresh database: the plan the routing connection caches now is the one it keeps as the tables grow
+    # (a hash join planned here read the whole routed_trades table on every batch a minute later).
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
+    store = RouterStore(pool)
+    args: dict[str, Any] = {"leader_trade_ids": ["lt_new"], "wallets": ["w_1", "w_2"], "markets": ["0xc"],
+                            "assets": ["111"], "leader_assets": [("0xleader", "111")], "pnl_day_ms": DAY_MS,
+                            "funding_wallets": ["w_1"]}
+    try:
+        for _ in range(8):
+            await store.load_batch(**args)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO routed_trades (leader_trade_id, leader_wallet, asset_id, side, orders, skips,"
+                         " payload) SELECT 'lt_' || g, '0xleader', '111', 'BUY', 1, 0, '\\x00'::bytea"
+                         " FROM generate_series(1, 5000) g")
+            for table, row in (("positions", "(follower_wallet_id, asset_id, wallet, size) SELECT 'w_' || g, '111',"
+                                             " '0xa', 1"),
+                               ("leader_positions", "(leader_wallet, asset_id, size, last_trade_id)"
+                                                    " SELECT '0xl' || g, '111', 1, 'lt'"),
+                               ("funding", "(follower_wallet_id, balance_usd, as_of, updated_at) SELECT 'w_' || g,"
+                                           " 1, now(), now()")):
+                conn.execute(f"INSERT INTO {table} {row} FROM generate_series(1, 5000) g")
+        before = _scans(db_url)
+        view = await store.load_batch(**args)
+        assert view.asset_sizes == {("w_1", "111"): D(1), ("w_2", "111"): D(1)} and view.funding == {"w_1": D(1)}
+    finally:
+        await store.close()
+        await pool.close()  # the session ends: its scan counts reach the statistics
+    after = await eventually(lambda: (now := _scans(db_url))["routed_trades"][1] > before["routed_trades"][1] and now)
+    assert {t: seq for t, (seq, _idx) in after.items()} == {t: seq for t, (seq, _idx) in before.items()}
+
+
+def _scans(db_url: str) -> dict[str, tuple[int, int]]:
+    """(sequential scans, index scans) of the tables the batch read looks up."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT relname, seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname IN"
+                            " ('routed_trades', 'positions', 'leader_positions', 'funding')").fetchall()
+    return {name: (int(seq), int(idx)) for name, seq, idx in rows}

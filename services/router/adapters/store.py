@@ -8,6 +8,7 @@ the leader's recorded net position in the asset.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -103,45 +104,52 @@ class RoutedRow:
 _EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
 # Everything a batch of leader trades needs, in ONE statement (one round trip, no pipeline bookkeeping).
-# Lists arrive as one SEP-joined string and are joined against unnest(): a hash/index join, where
-# "= ANY(array parameter)" would compare every row against every wallet. Per-wallet rows come back as
-# compact JSON text with decimals as strings (parsed with orjson, then Decimal).
+# Lists arrive as one SEP-joined string split server-side (string_to_array); per-wallet rows come back
+# as compact JSON text with decimals as strings (parsed with orjson, then Decimal).
+# Every table is reached by key, one LATERAL lookup per input value (OFFSET 0 keeps PostgreSQL from
+# flattening it into a join): a plan the connection caches while a table is still small (a fresh
+# database) would otherwise hash-join it, reading the whole table on every call as it grows.
 _LOAD = """
-WITH w AS (SELECT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
+WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 p AS (
-    SELECT p.follower_wallet_id AS w, coalesce(nullif(p.condition_id, ''), p.asset_id) AS m, p.asset_id AS a,
-           p.cost_usd, p.size
-    FROM w JOIN positions p ON p.follower_wallet_id = w.id
-    WHERE p.size > 0
+    SELECT w.id AS w, coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
+           x.pnl_day, x.pnl_day_realized_usd
+    FROM w CROSS JOIN LATERAL (SELECT * FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) x
 ),
-pos AS (SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(DISTINCT m, ',') AS markets FROM p GROUP BY w),
+held AS (SELECT * FROM p WHERE size > 0),
+pos AS (
+    SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(DISTINCT m, ',') AS markets FROM held GROUP BY w
+),
 pm AS (
-    SELECT p.w, p.m, coalesce(sum(p.cost_usd), 0) AS cost
-    FROM p JOIN (SELECT DISTINCT unnest(string_to_array(%(markets)s, %(sep)s)) AS m) k ON k.m = p.m GROUP BY p.w, p.m
+    SELECT h.w, h.m, coalesce(sum(h.cost_usd), 0) AS cost
+    FROM held h JOIN (SELECT DISTINCT unnest(string_to_array(%(markets)s, %(sep)s)) AS m) k ON k.m = h.m
+    GROUP BY h.w, h.m
 ),
 pa AS (
-    SELECT p.w, p.a, coalesce(sum(p.size), 0) AS size
-    FROM p JOIN (SELECT DISTINCT unnest(string_to_array(%(assets)s, %(sep)s)) AS a) k ON k.a = p.a GROUP BY p.w, p.a
+    SELECT h.w, h.a, coalesce(sum(h.size), 0) AS size
+    FROM held h JOIN (SELECT DISTINCT unnest(string_to_array(%(assets)s, %(sep)s)) AS a) k ON k.a = h.a
+    GROUP BY h.w, h.a
 ),
 ex AS (
     SELECT r.leader_trade_id, r.payload, r.appended_cursor
-    FROM unnest(string_to_array(%(lts)s, %(sep)s)) AS q(lt) JOIN routed_trades r ON r.leader_trade_id = q.lt
+    FROM unnest(string_to_array(%(lts)s, %(sep)s)) AS q(lt)
+    CROSS JOIN LATERAL (SELECT * FROM routed_trades x WHERE x.leader_trade_id = q.lt OFFSET 0) r
 )
 SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
     (SELECT array_agg(appended_cursor) FROM ex) AS ex_cursors,
     (SELECT json_agg(json_build_array(l.leader_wallet, l.asset_id, l.size::text))::text
         FROM unnest(string_to_array(%(lp_leaders)s, %(sep)s), string_to_array(%(lp_assets)s, %(sep)s)) AS q(l, a)
-        JOIN leader_positions l ON l.leader_wallet = q.l AND l.asset_id = q.a) AS leaders,
+        CROSS JOIN LATERAL (SELECT * FROM leader_positions x
+                            WHERE x.leader_wallet = q.l AND x.asset_id = q.a OFFSET 0) l) AS leaders,
     (SELECT json_agg(json_build_array(w, total_cost::text, markets))::text FROM pos) AS positions,
     (SELECT json_agg(json_build_array(w, m, cost::text))::text FROM pm) AS market_costs,
     (SELECT json_agg(json_build_array(w, a, size::text))::text FROM pa) AS asset_sizes,
     (SELECT json_agg(json_build_array(d.w, d.realized::text))::text FROM (
-        SELECT x.follower_wallet_id AS w, sum(x.pnl_day_realized_usd) AS realized
-        FROM w JOIN positions x ON x.follower_wallet_id = w.id
-        WHERE %(want_pnl)s AND x.pnl_day = %(day)s GROUP BY x.follower_wallet_id) AS d) AS realized,
+        SELECT w, sum(pnl_day_realized_usd) AS realized FROM p
+        WHERE %(want_pnl)s AND pnl_day = %(day)s GROUP BY w) AS d) AS realized,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)
-        JOIN funding g ON g.follower_wallet_id = f.id) AS funding
+        CROSS JOIN LATERAL (SELECT * FROM funding x WHERE x.follower_wallet_id = f.id OFFSET 0) g) AS funding
 """
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's orders, skips and leader
@@ -252,6 +260,16 @@ def _day(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
+def load_statement(*, leader_trade_ids: Sequence[str], wallets: Sequence[str], markets: Sequence[str],
+                   assets: Sequence[str], leader_assets: Sequence[tuple[str, str]], pnl_day_ms: int | None,
+                   funding_wallets: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The batch read (:meth:`RouterStore.load_batch`) as SQL and parameters."""
+    return _LOAD, {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
+                   "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
+                   "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
+                   "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
+
+
 class RouterStore:
     """The router's PostgreSQL access."""
 
@@ -262,10 +280,21 @@ class RouterStore:
     async def _hot_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """One statement of the routing path on a connection kept out of the pool (taking and returning a
         pooled connection costs ~50 µs of CPU per statement); a failed connection goes back to the pool,
-        which checks it, and the next statement takes another."""
-        conn = self._hot
-        if conn is None or conn.closed:
-            conn = self._hot = await self.pool.getconn()
+        which checks it, and the next statement takes another.
+
+        The connection keeps one generic plan per statement: the statements reach every table by key,
+        so that plan holds however the tables grow, and PostgreSQL's default would plan the batch read
+        afresh on every call (its custom plans look cheaper than the generic one), ~0.4 ms each time."""
+        hot = self._hot
+        if hot is None or hot.closed:
+            hot = await self.pool.getconn()
+            try:
+                await hot.execute("SET plan_cache_mode = force_generic_plan")
+            except BaseException:
+                await self.pool.putconn(hot)
+                raise
+            self._hot = hot
+        conn: AsyncConnection[Any] = hot
         try:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(sql, params, prepare=True)
@@ -273,25 +302,29 @@ class RouterStore:
         except BaseException:
             if self._hot is conn:
                 self._hot = None
-                await self.pool.putconn(conn)
+                await self._give_back(conn)
             raise
+
+    async def _give_back(self, conn: AsyncConnection[Any]) -> None:
+        with contextlib.suppress(Exception):  # a broken connection: the pool checks and replaces it
+            await conn.execute("RESET plan_cache_mode")
+        await self.pool.putconn(conn)
 
     async def close(self) -> None:
         """Give the routing path's connection back to the pool (before the pool closes)."""
         conn, self._hot = self._hot, None
         if conn is not None:
-            await self.pool.putconn(conn)
+            await self._give_back(conn)
 
     async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
                          pnl_day_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given)."""
-        params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
-                  "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
-                  "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
-                  "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
-        row = await self._hot_one(_LOAD, params)
+        sql, params = load_statement(leader_trade_ids=leader_trade_ids, wallets=wallets, markets=markets,
+                                     assets=assets, leader_assets=leader_assets, pnl_day_ms=pnl_day_ms,
+                                     funding_wallets=funding_wallets)
+        row = await self._hot_one(sql, params)
         assert row is not None
         ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor

@@ -1,0 +1,39 @@
+"""The executor's journal statements reach orders and positions by key whatever the planner thinks of
+the tables' sizes (a fresh database's plans are the ones its connections keep)."""
+
+from __future__ import annotations
+
+import orjson
+import psycopg
+import pytest
+
+from services.executor import booking, store
+from tests.helpers import generic_plan_scans, plan_scans
+
+STATEMENTS = {
+    "order updates": (store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
+                      "orders"),
+    "position updates": (booking._UPDATE_POSITIONS_AND_STATS,
+                         ("[]", orjson.dumps([{"w": "w_1", "a": "111", "size": "1"}]).decode()), "positions"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_journal_writes_look_rows_up_by_key_on_an_empty_table(db_url: str, name: str) -> None:
+    sql, params, table = STATEMENTS[name]
+    assert generic_plan_scans(db_url, sql, params, [table], options=store.PLANNER_OPTIONS)[table] == ["Index Scan"]
+
+
+def test_without_the_executor_settings_the_same_plan_reads_the_whole_table(db_url: str) -> None:
+    sql, params, table = STATEMENTS["order updates"]
+    assert generic_plan_scans(db_url, sql, params, [table])[table] == ["Seq Scan"]
+
+
+def test_whether_an_asset_is_still_held_is_one_index_probe(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                     " SELECT 'w_' || g, 'a_' || (g % 500), '0xa', g % 3 FROM generate_series(1, 5000) g")
+        conn.execute("ANALYZE positions")
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + store.ASSET_HELD, ("a_7",)).fetchone()
+    assert row is not None
+    assert plan_scans(row[0][0]["Plan"], "positions") in (["Index Scan"], ["Index Only Scan"], ["Bitmap Heap Scan"])
