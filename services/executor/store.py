@@ -29,9 +29,10 @@ _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 # Settings of the executor's connections. Every join it runs looks rows up by key (orders by client
 # order id, positions by wallet and asset) for a JSON list of changes; a plan cached while a table is
 # still small (a fresh database) hash-joins it instead and then reads the whole table on every journal
-# write as it grows, until autovacuum happens to analyze it. Without hash and merge joins the only plan
-# left is one index lookup per change, whatever the table's size.
-PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off"
+# write as it grows, until autovacuum happens to analyze it; one the statistics saw tiny scans it once per
+# change. Without hash and merge joins and sequential scans where an index serves, the plan left is one
+# index lookup per change, whatever the table's size.
+PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
 
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.

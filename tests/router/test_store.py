@@ -154,13 +154,17 @@ async def test_a_lost_routing_connection_is_replaced(store: RouterStore, db_url:
 
 
 async def test_the_batch_read_planned_on_empty_tables_still_reads_them_by_key_once_they_grew(db_url: str) -> None:
-    # A fresh database: the plan the routing connection caches now is the one it keeps as the tables grow
-    # (a hash join planned here read the whole routed_trades table on every batch a minute later).
+    # A young database: the plan the routing connection caches now is the one it keeps as the tables grow
+    # (planned on empty tables, a hash join read all of routed_trades on every batch a minute later).
     pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
     store = RouterStore(pool)
     args: dict[str, Any] = {"leader_trade_ids": ["lt_new"], "wallets": ["w_1", "w_2"], "markets": ["0xc"],
                             "assets": ["111"], "leader_assets": [("0xleader", "111")], "pnl_day_ms": DAY_MS,
                             "funding_wallets": ["w_1"]}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                     " VALUES ('w_0', '111', '0xa', 1)")
+        conn.execute("ANALYZE routed_trades, positions, leader_positions, funding")
     try:
         for _ in range(8):
             await store.load_batch(**args)
