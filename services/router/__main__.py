@@ -31,7 +31,7 @@ from services.router import server
 from services.router.adapters.balances import InsidersBalances, NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RouterStore
+from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
 from services.router.metrics import RouterMetrics
@@ -61,7 +61,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
     redis_url = settings.storage.redis_url.value
     await asyncio.to_thread(apply_migrations, db_url)
     async with AsyncExitStack() as stack:
-        pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True)
+        pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True, options=PLANNER_OPTIONS)
         stack.push_async_callback(pool.close)
         redis = create_redis(redis_url)
         stack.push_async_callback(redis.aclose)

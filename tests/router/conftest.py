@@ -19,7 +19,7 @@ from common.grpcserver import GrpcServer
 from common.storage import create_pool
 from common.streams import LEADER_TRADES, ROUTED_TRADES, START_OLDEST, DurableLog, create_stream_redis
 from services.router.__main__ import RunningRouter, serve
-from services.router.adapters.store import RouterStore
+from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
 from services.router.config import Settings
 from tests.router.fakes import FakeHttp, load, start_ingest
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -121,7 +121,7 @@ class Stack:
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[RouterStore]:
     """The router's PostgreSQL access on a real, migrated database."""
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True, options=PLANNER_OPTIONS)
     await pool.wait()
     store = RouterStore(pool)
     yield store

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from common.storage import create_pool
-from services.router.adapters.store import RoutedRow, RouterStore
+from services.router.adapters.store import PLANNER_OPTIONS, RoutedRow, RouterStore
 from tests.helpers import eventually
 
 D = Decimal
@@ -156,7 +156,7 @@ async def test_a_lost_routing_connection_is_replaced(store: RouterStore, db_url:
 async def test_the_batch_read_planned_on_empty_tables_still_reads_them_by_key_once_they_grew(db_url: str) -> None:
     # A young database: the plan the routing connection caches now is the one it keeps as the tables grow
     # (planned on empty tables, a hash join read all of routed_trades on every batch a minute later).
-    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True, options=PLANNER_OPTIONS)
     store = RouterStore(pool)
     args: dict[str, Any] = {"leader_trade_ids": ["lt_new"], "wallets": ["w_1", "w_2"], "markets": ["0xc"],
                             "assets": ["111"], "leader_assets": [("0xleader", "111")], "pnl_day_ms": DAY_MS,

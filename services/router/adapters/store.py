@@ -8,7 +8,6 @@ the leader's recorded net position in the asset.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -100,6 +99,12 @@ class RoutedRow:
     skip_details: list[str] = field(default_factory=list)
     appended_cursor: str | None = None  # the log cursor when the RoutedTrade was appended before persisting
 
+
+# Settings of the router's connections. Every table its statements read is reached by key, so one
+# generic plan per statement holds however the tables grow, planned without sequential scans (a table
+# the statistics saw tiny would otherwise be scanned once per key); PostgreSQL's default would plan the
+# batch read afresh on every call (its custom plans look cheaper), ~0.4 ms each time.
+PLANNER_OPTIONS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
 
 _EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
@@ -260,16 +265,6 @@ def _day(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
 
 
-def load_statement(*, leader_trade_ids: Sequence[str], wallets: Sequence[str], markets: Sequence[str],
-                   assets: Sequence[str], leader_assets: Sequence[tuple[str, str]], pnl_day_ms: int | None,
-                   funding_wallets: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """The batch read (:meth:`RouterStore.load_batch`) as SQL and parameters."""
-    return _LOAD, {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
-                   "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
-                   "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
-                   "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
-
-
 class RouterStore:
     """The router's PostgreSQL access."""
 
@@ -280,22 +275,10 @@ class RouterStore:
     async def _hot_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """One statement of the routing path on a connection kept out of the pool (taking and returning a
         pooled connection costs ~50 µs of CPU per statement); a failed connection goes back to the pool,
-        which checks it, and the next statement takes another.
-
-        The connection keeps one generic plan per statement, planned without sequential scans: the
-        statements reach every table by key, so that plan holds however the tables grow (a table the
-        statistics saw tiny would otherwise be scanned once per key), and PostgreSQL's default would plan
-        the batch read afresh on every call (its custom plans look cheaper), ~0.4 ms each time."""
-        hot = self._hot
-        if hot is None or hot.closed:
-            hot = await self.pool.getconn()
-            try:
-                await hot.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-            except BaseException:
-                await self.pool.putconn(hot)
-                raise
-            self._hot = hot
-        conn: AsyncConnection[Any] = hot
+        which checks it, and the next statement takes another."""
+        conn = self._hot
+        if conn is None or conn.closed:
+            conn = self._hot = await self.pool.getconn()
         try:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(sql, params, prepare=True)
@@ -303,29 +286,25 @@ class RouterStore:
         except BaseException:
             if self._hot is conn:
                 self._hot = None
-                await self._give_back(conn)
+                await self.pool.putconn(conn)
             raise
-
-    async def _give_back(self, conn: AsyncConnection[Any]) -> None:
-        with contextlib.suppress(Exception):  # a broken connection: the pool checks and replaces it
-            await conn.execute("RESET plan_cache_mode; RESET enable_seqscan")
-        await self.pool.putconn(conn)
 
     async def close(self) -> None:
         """Give the routing path's connection back to the pool (before the pool closes)."""
         conn, self._hot = self._hot, None
         if conn is not None:
-            await self._give_back(conn)
+            await self.pool.putconn(conn)
 
     async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
                          pnl_day_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given)."""
-        sql, params = load_statement(leader_trade_ids=leader_trade_ids, wallets=wallets, markets=markets,
-                                     assets=assets, leader_assets=leader_assets, pnl_day_ms=pnl_day_ms,
-                                     funding_wallets=funding_wallets)
-        row = await self._hot_one(sql, params)
+        params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
+                  "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
+                  "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
+                  "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
+        row = await self._hot_one(_LOAD, params)
         assert row is not None
         ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
