@@ -9,7 +9,9 @@ the control service and Envoy, on free ports in a temporary run folder) is start
     python -m bench control_api [--rate 100] [--samples 5000] [--list-rate 5] [--list-samples 300]
 
 First an unloaded baseline (one request at a time, through Envoy and direct over gRPC) separates
-the edge's cost from the control service's; then the open-loop runs measure latency under load.
+the edge's cost from the control service's; then the open-loop runs measure latency under load:
+create+get, then the list asking for gzip (as most HTTP clients do by default), then the same list
+without ``Accept-Encoding``.
 The client is the executor's ``Http1Client`` (keep-alive HTTP/1.1, about half of aiohttp's CPU per
 request here), so the load generator takes as little as it can of the two cores it shares with the
 stack.
@@ -23,6 +25,7 @@ import gc
 import secrets
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +130,12 @@ def _pool(target: Target, limit: int = 256) -> Http1Client:
 
 
 async def _request(http: Http1Client, method: str, path: str, headers: bytes, body: bytes | None = None) -> bytes:
+    """The response body, inflated when it came gzipped (the client's work is part of the latency)."""
     reply = await http.request(method, path, body=body or b"", raw_headers=headers, timeout_s=60.0)
     if reply.status != 200:
         raise Errors(f"{method} {path}: {reply.status} {reply.body[:200]!r}")
+    if reply.headers.get("content-encoding") == "gzip":
+        return zlib.decompress(reply.body, 16 + zlib.MAX_WBITS)
     return reply.body
 
 
@@ -170,9 +176,8 @@ async def create_get(target: Target, rate: float, warmup: int, samples: int,
             **_outcome(results, ok, started)}
 
 
-async def list_500(target: Target, rate: float, warmup: int, samples: int,
-                   cpu: CpuSnapshot | None = None) -> dict[str, Any]:
-    """One follower with 500 subscriptions; GET /subscriptions?followerProxy=…&pageSize=500."""
+async def follower_with_500(target: Target) -> str:
+    """A new follower with 500 subscriptions (its list is what ``list_500`` reads)."""
     headers = _headers(target)
     follower = address()
     session = _pool(target, limit=64)
@@ -184,11 +189,26 @@ async def list_500(target: Target, rate: float, warmup: int, samples: int,
                 await _request(session, "POST", "/subscriptions", headers, subscription_body(follower, address()))
 
         await asyncio.gather(*(create(i) for i in range(500)))
-        url = f"/subscriptions?followerProxy={follower}&pageSize=500"
+    finally:
+        await session.close()
+    return follower
+
+
+async def list_500(target: Target, follower: str, rate: float, warmup: int, samples: int,
+                   cpu: CpuSnapshot | None = None, *, gzip: bool = True) -> dict[str, Any]:
+    """GET /subscriptions?followerProxy=…&pageSize=500 of ``follower_with_500``'s follower, asking for
+    gzip as httpx, requests, aiohttp and browsers do by default (``gzip=False``: without it). Each
+    latency includes inflating the body."""
+    headers = _headers(target) + (b"Accept-Encoding: gzip, deflate\r\n" if gzip else b"")
+    session = _pool(target, limit=64)
+    url = f"/subscriptions?followerProxy={follower}&pageSize=500"
+    try:
         first = orjson.loads(await _request(session, "GET", url, headers))
         if len(first.get("subscriptions", [])) != 500:
             raise Errors(f"list returned {len(first.get('subscriptions', []))} subscriptions, expected 500")
         body_bytes = len(orjson.dumps(first))
+        wire = await session.request("GET", url, raw_headers=headers, timeout_s=60.0)
+        wire_bytes = len(wire.body)
 
         async def one(due: float) -> tuple[float, ...] | str:
             try:
@@ -208,6 +228,7 @@ async def list_500(target: Target, rate: float, warmup: int, samples: int,
         await session.close()
     ok = [r for r in results if not isinstance(r, str)]
     return {"list_500": summarize([r[0] * 1000 for r in ok]), "response_bytes": body_bytes,
+            "wire_bytes": wire_bytes, "content_coding": wire.headers.get("content-encoding", "identity"),
             "cpu_us_per_request": used,
             "start_lag_max_ms": round(max((r[1] for r in ok), default=0.0) * 1000, 3),
             **_outcome(results, ok, started)}
@@ -315,8 +336,11 @@ async def measure(target: Target, grpc_port: int, args: argparse.Namespace,
     pair = await create_get(target, args.rate, args.warmup, args.samples, cpu)
     print(f"list of 500: {args.list_rate:g}/s, {args.list_warmup} warm-up, {args.list_samples} samples "
           f"(~{(args.list_warmup + args.list_samples) / args.list_rate:.0f}s)", flush=True)
-    listed = await list_500(target, args.list_rate, args.list_warmup, args.list_samples, cpu)
-    return {"baseline": baseline, "pair": pair, "list": listed}
+    follower = await follower_with_500(target)
+    listed = await list_500(target, follower, args.list_rate, args.list_warmup, args.list_samples, cpu)
+    print("list of 500 without Accept-Encoding: same pace and counts", flush=True)
+    identity = await list_500(target, follower, args.list_rate, args.list_warmup, args.list_samples, cpu, gzip=False)
+    return {"baseline": baseline, "pair": pair, "list": listed, "list_identity": identity}
 
 
 def keep_client_memory() -> bool:
@@ -383,22 +407,28 @@ def main(argv: list[str]) -> int:
         print("-- unloaded, one request at a time (service time; rest = through Envoy, grpc = direct):")
         print_table(results["baseline"])
     rows = {"create+get requests": results["pair"]["create+get requests"], "create": results["pair"]["create"],
-            "get": results["pair"]["get"], "list 500": results["list"]["list_500"]}
+            "get": results["pair"]["get"], "list 500": results["list"]["list_500"],
+            "list 500, identity": results["list_identity"]["list_500"]}
     print(f"-- open loop through Envoy: create+get at {2 * args.rate:g} requests/s, list 500 at {args.list_rate:g}/s "
           "(each request's latency, counted from when it was due):")
     print_table(rows, TARGET_P99_MS)
     print("-- extra: a create and then its get, one after the other (both latencies added):")
     print_table({"create→get sequence": results["pair"]["create→get sequence"]})
-    for name in ("pair", "list"):
+    for name in ("pair", "list", "list_identity"):
         r = results[name]
         print(f"{name}: achieved {r['achieved_per_s']}/s, {r['failed']} failed"
               + (f" (e.g. {r['failure_examples'][0]})" if r["failed"] else ""))
-    for name, label in (("pair", "create+get"), ("list", "list 500")):
+    for name, label in (("pair", "create+get"), ("list", "list 500"), ("list_identity", "list 500, identity")):
         used = results[name].get("cpu_us_per_request") or {}
         if used:
             print(f"CPU per {label} request: " + ", ".join(f"{k} {v / 1000:.2f} ms" for k, v in used.items()))
-    print(f"list response: {results['list']['response_bytes']} bytes; max start lag "
-          f"{results['pair']['start_lag_max_ms']} ms / {results['list']['start_lag_max_ms']} ms")
+    listed, identity = results["list"], results["list_identity"]
+    print(f"list response: {listed['response_bytes']} bytes of JSON, {listed['wire_bytes']} on the wire "
+          f"({listed['content_coding']}; {identity['wire_bytes']} without Accept-Encoding); max start lag "
+          f"{results['pair']['start_lag_max_ms']} ms / {listed['start_lag_max_ms']} ms / "
+          f"{identity['start_lag_max_ms']} ms")
+    print("list 500 asks for gzip as httpx, requests, aiohttp and browsers do by default (the client inflates "
+          "it inside the measured time); 'list 500, identity' sends no Accept-Encoding")
     if args.samples < 5000:
         print(f"note: {args.samples} create+get samples (< 5000): p99.9 is indicative only")
     if not args.no_save:

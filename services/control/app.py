@@ -67,7 +67,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
     try:
         db = Database(pool)
         sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s,
-                         hot=hot)
+                         full_interval_s=settings.index_full_resync_s, hot=hot)
         try:
             await sync.resync()
         except Exception as exc:

@@ -55,6 +55,7 @@ class Settings:
     insiders_api_url: str = ""
     index_resync_s: float = 30.0
     index_retry_s: float = 1.0
+    index_full_resync_s: float = 600.0
     db_pool_max: int = 10
     db_timeout_s: float = 2.0
     ready_timeout_s: float = 1.0
@@ -90,6 +91,7 @@ class Settings:
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
             index_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_RESYNC_S", 30.0, minimum=0.05),
             index_retry_s=env_float_seconds(env, "TT_CONTROL_INDEX_RETRY_S", 1.0, minimum=0.01),
+            index_full_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_FULL_RESYNC_S", 600.0, minimum=0.05),
             db_pool_max=env_int(env, "TT_CONTROL_DB_POOL_MAX", 10, minimum=1, maximum=200),
             db_timeout_s=env_float_seconds(env, "TT_CONTROL_DB_TIMEOUT_S", 2.0, minimum=0.1),
             ready_timeout_s=env_float_seconds(env, "TT_CONTROL_READY_TIMEOUT_S", 1.0, minimum=0.05),
@@ -107,6 +109,7 @@ class Settings:
                 f"tokens={len(self.tokens)} x Secret('***'), "
                 f"insiders_api_url={redact_url(self.insiders_api_url)!r}, "
                 f"index_resync_s={self.index_resync_s}, index_retry_s={self.index_retry_s}, "
+                f"index_full_resync_s={self.index_full_resync_s}, "
                 f"db_pool_max={self.db_pool_max}, db_timeout_s={self.db_timeout_s}, "
                 f"ready_timeout_s={self.ready_timeout_s}, ready_services={self.ready_services!r}, "
                 f"idempotency_ttl_s={self.idempotency_ttl_s}, grace_s={self.grace_s}, "

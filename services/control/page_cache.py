@@ -7,33 +7,38 @@ bytes when it is unchanged. A page found changed at its last build (an active fo
 move with every fill) is marked ``changing``: its next read builds at once instead of paying for a
 digest check first, until a build finds it as it was. A page also keeps each row's JSON by the row's
 head (id, version, live stats), so a rebuild after one row changed reuses the other 499 as they were.
-The cache is an LRU bounded by the bytes it holds (body and rows).
+A kept page is gzipped on its first read by a client that accepts gzip, and kept so: a page that
+changes with every read is never compressed, one that is read unchanged is compressed once.
+The cache is an LRU bounded by the bytes it holds (body, rows and gzipped body).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from services.control import content_coding
 
 _EMPTY: Mapping[Any, bytes] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A page's body, the digest of its rows, whether it had changed since the page kept before it, and
-    each row's JSON by the row's head."""
+    """A page's body, the digest of its rows, whether it had changed since the page kept before it,
+    each row's JSON by the row's head, and the body gzipped (once asked for)."""
 
     digest: str
     body: bytes
     changing: bool = False
     rows: Mapping[Any, bytes] = field(default_factory=lambda: _EMPTY)
+    gzipped: bytes | None = None
 
     @property
     def size(self) -> int:
         """Bytes this page holds (its rows' JSON is about as big as the body)."""
-        return len(self.body) * (2 if self.rows else 1)
+        return len(self.body) * (2 if self.rows else 1) + len(self.gzipped or b"")
 
 
 class PageCache:
@@ -54,6 +59,18 @@ class PageCache:
             self._pages.move_to_end(key)
         return page
 
+    def gzipped(self, key: Hashable, page: Page) -> bytes:
+        """``page.body`` gzipped: compressed on the first call and kept with the page while ``page`` is
+        still the one kept for ``key``."""
+        if page.gzipped is not None:
+            return page.gzipped
+        packed = content_coding.gzip(page.body)
+        if self._pages.get(key) is page:
+            self._pages[key] = replace(page, gzipped=packed)
+            self.bytes += len(packed)
+            self._evict()
+        return packed
+
     def put(self, key: Hashable, digest: str | None, body: bytes, rows: Mapping[Any, bytes] = _EMPTY) -> None:
         """Keep ``body`` for ``key`` as built from rows with ``digest`` (None: nothing is kept), with
         ``rows`` (head → that row's JSON) for the next rebuild to reuse."""
@@ -65,6 +82,9 @@ class PageCache:
             return
         self._pages[key] = page
         self.bytes += page.size
+        self._evict()
+
+    def _evict(self) -> None:
         while self.bytes > self.max_bytes:
             _, evicted = self._pages.popitem(last=False)
             self.bytes -= evicted.size

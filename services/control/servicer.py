@@ -12,6 +12,7 @@ from google.api import httpbody_pb2
 from common.ids import new_id
 from services.control.audit import Caller
 from services.control.auth import current_token_id
+from services.control.content_coding import accepts_gzip
 from services.control.errors import Unavailable, status_for
 from services.control.internal import InternalUseCases
 from services.control.readiness import Readiness, is_ready, summary
@@ -40,6 +41,11 @@ def caller_of(context: Context, method: str) -> Caller:
     rid = _text(request_id or "").strip()[:128] or new_id("req")
     return Caller(token_id=current_token_id(), method=method, request_id=rid,
                   idempotency_key=None if key is None else _text(key))
+
+
+def _metadata_value(context: Context, name: str) -> str:
+    """Every value of the request metadata ``name``, joined with "," as HTTP joins repeated headers."""
+    return ",".join(_text(v) for k, v in context.invocation_metadata() or () if k == name)
 
 
 def _text(value: str | bytes) -> str:
@@ -86,8 +92,11 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         async def work(_: Caller) -> httpbody_pb2.HttpBody:
             body = await self.subs.list_page_json(
                 follower_proxy=request.follower_proxy, leader_proxy=request.leader_proxy, state=request.state,
-                page_size=request.page_size, page_token=request.page_token)
-            return httpbody_pb2.HttpBody(content_type=JSON, data=body)
+                page_size=request.page_size, page_token=request.page_token,
+                gzip_ok=accepts_gzip(_metadata_value(context, "accept-encoding")))
+            if body.encoding:  # Envoy turns these into the response's headers
+                await context.send_initial_metadata((("content-encoding", body.encoding), ("vary", "accept-encoding")))
+            return httpbody_pb2.HttpBody(content_type=JSON, data=body.data)
 
         return await serve(context, "ListSubscriptionsJson", work)
 

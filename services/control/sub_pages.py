@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from services.control import list_cache, list_json, page_cache, pagination, sub_repo
+from services.control import content_coding, list_cache, list_json, page_cache, pagination, sub_repo
 from services.control import validation as v
 from services.control.codec import dec, short, subscription_from_row
 from services.control.db import Conn, Database
@@ -23,6 +23,13 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 
 T = TypeVar("T")
 _STATS_MEMO_MAX = 10_000
+
+
+class EncodedBody(NamedTuple):
+    """A REST body and its content coding ("" for none)."""
+
+    data: bytes
+    encoding: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +88,24 @@ class SubscriptionPages:
     async def json(self, q: PageQuery) -> bytes:
         """The page as the transcoder's JSON of a ListSubscriptionsResponse (REST): the page kept in
         ``json_pages`` when its rows' digest is unchanged, else built (and kept)."""
+        return (await self.encoded_json(q, gzip_ok=False)).data
+
+    async def encoded_json(self, q: PageQuery, *, gzip_ok: bool) -> EncodedBody:
+        """Like :meth:`json`; a kept page goes out gzipped when ``gzip_ok`` (a page just built goes out
+        as it is: compressing it would cost more than sending it, and it may change again at once)."""
         kept = self.json_pages.get(q)
         if kept is not None and not kept.changing:
             async with self.db.read() as conn:
                 digest = await sub_repo.page_digest(conn, follower_proxy=q.follower, leader_proxy=q.leader,
                                                     state=q.state, after=q.after, limit=q.size + 1)
             if digest == kept.digest:
-                return kept.body
+                if gzip_ok:
+                    return EncodedBody(self.json_pages.gzipped(q, kept), content_coding.GZIP)
+                return EncodedBody(kept.body)
+        return EncodedBody(await self._built_json(q, kept))
+
+    async def _built_json(self, q: PageQuery, kept: page_cache.Page | None) -> bytes:
+        """The page built from the row caches (reusing ``kept``'s rows that are unchanged), and kept."""
         reuse = kept.rows if kept is not None else None
         cached = await self._cached(q, self.json_cache, list_json.parts_of,
                                     with_digest=self.json_pages.max_bytes > 0, reuse=reuse)

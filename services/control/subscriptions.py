@@ -32,7 +32,7 @@ from services.control.db import Conn, Database
 from services.control.errors import AlreadyExists, NotFound
 from services.control.hotsync import IndexSync
 from services.control.lifecycle import SubscriptionCommand, apply_subscription
-from services.control.sub_pages import SubscriptionPages, page_query
+from services.control.sub_pages import EncodedBody, SubscriptionPages, page_query
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
@@ -132,11 +132,12 @@ class SubscriptionUseCases:
             page_token=page_token))
 
     async def list_page_json(self, *, follower_proxy: str, leader_proxy: str, state: int, page_size: int,
-                             page_token: str) -> bytes:
-        """The same page as the JSON body of REST ``GET /subscriptions`` (see ``list_json``)."""
-        return await self.pages.json(page_query(
+                             page_token: str, gzip_ok: bool = False) -> EncodedBody:
+        """The same page as the JSON body of REST ``GET /subscriptions`` (see ``list_json``), gzipped
+        when ``gzip_ok`` and the page is one kept unchanged (see ``content_coding``)."""
+        return await self.pages.encoded_json(page_query(
             follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state, page_size=page_size,
-            page_token=page_token))
+            page_token=page_token), gzip_ok=gzip_ok)
 
     async def fills_page(self, subscription_id: str, *, page_size: int,
                          page_token: str) -> pb.ListSubscriptionFillsResponse:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common import hotindex
+from common.embedded import start_redis, stop_pid
 from services.control.app import RunningControl, start
 from services.control.config import Settings
-from tests.control.conftest import AUTH, LEADER, Stubs, leader, stubs_for, subscription
+from services.control.hotsync import SYNCED_KEY
+from tests.control.conftest import AUTH, LEADER, Stubs, leader, make_settings, stubs_for, subscription
 from tests.control.support import execute
 from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
@@ -159,3 +163,69 @@ async def test_resync_compares_values_by_their_digest_in_redis(control: RunningC
     report = await control.sync.resync()
     assert (report.reread, report.upserted) == (1, 1)
     assert await redis_client.hget(key, sub.id) == good
+
+
+async def test_a_steady_index_is_checked_without_a_pass_until_redis_is_flushed_or_an_update_fails(
+        control: RunningControl, stubs: Stubs, redis_client: aioredis.Redis) -> None:
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                              metadata=AUTH)
+    passes = control.sync.passes
+    assert await control.sync.tick() is None and control.sync.passes == passes  # one round trip, no pass
+    await redis_client.flushdb()  # the marker goes with everything else
+    report = await control.sync.tick()
+    assert report is not None and report.upserted == 1
+    assert [s.id for s in await hotindex.subscriptions_of(redis_client, LEADER)] == [sub.id]
+    assert await control.sync.tick() is None
+    control.sync.mark_dirty()  # a failed update
+    assert await control.sync.tick() is not None
+    assert await control.sync.tick() is None
+
+
+async def test_a_full_pass_runs_every_full_interval_whatever_the_check_says(
+        settings_factory: Callable[..., Settings], redis_client: aioredis.Redis) -> None:
+    running = await start(settings_factory(index_full_resync_s=1.0))
+    stubs = stubs_for(running.port)
+    try:
+        sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                                  metadata=AUTH)
+        assert await running.sync.in_line()
+        await redis_client.delete(hotindex.leader_key(LEADER))  # behind control's back, marker untouched
+        report = await eventually(lambda: running.sync.tick(), timeout_s=10)
+        assert report.upserted == 1
+        assert [s.id for s in await hotindex.subscriptions_of(redis_client, LEADER)] == [sub.id]
+    finally:
+        await stubs.channel.close()
+        await running.stop()
+
+
+async def test_a_restarted_redis_is_resynced_even_when_its_data_came_back(tmp_path: Path, db_url: str) -> None:
+    workdir = tmp_path / "redis"
+    url, pid = start_redis(workdir, durable=True)
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    running = await start(make_settings(db_url, url))
+    stubs = stubs_for(running.port)
+    raw = aioredis.from_url(url, decode_responses=True)
+    try:
+        sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                                  metadata=AUTH)
+        assert await running.sync.in_line()
+        stop_pid(pid)
+        start_redis(workdir, port=port, durable=True)  # reloads its append-only file, the marker included
+        assert await raw.get(SYNCED_KEY) is not None
+        await raw.delete(hotindex.leader_key(LEADER))  # a write the file had not got before the restart
+
+        async def ticked() -> object:
+            with contextlib.suppress(RedisConnectionError, OSError):  # the client's first call after the restart
+                return await running.sync.tick()
+            return None
+
+        report = await eventually(ticked, timeout_s=10)
+        assert report.upserted == 1  # type: ignore[attr-defined]
+        assert [s.id for s in await hotindex.subscriptions_of(raw, LEADER)] == [sub.id]
+    finally:
+        await raw.aclose()
+        await stubs.channel.close()
+        await running.stop()
+        pidfile = workdir / "redis.pid"
+        if pidfile.exists():
+            stop_pid(int(pidfile.read_text().strip()))

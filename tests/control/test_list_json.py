@@ -4,6 +4,7 @@ per-(id, version) cache over the real gRPC server, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -263,6 +264,20 @@ async def test_json_list_fails_like_the_grpc_list(stubs: Stubs, request_fields: 
     assert json_err.details() == grpc_err.details() and json_err.details()
 
 
+async def test_a_kept_page_is_answered_gzipped_with_its_content_coding_in_the_metadata(stubs: Stubs) -> None:
+    await _create(stubs, leader_proxy=leader(1))
+    request = pb.ListSubscriptionsRequest(follower_proxy=FOLLOWER, page_size=500)
+    wanted = (*AUTH, ("accept-encoding", "deflate"), ("accept-encoding", "gzip"))  # repeated: counts as one list
+    replies = []
+    for _ in range(2):
+        call = stubs.subs.ListSubscriptionsJson(request, metadata=wanted)
+        replies.append((await call, dict(await call.initial_metadata())))
+    (built, built_md), (kept, kept_md) = replies
+    assert "content-encoding" not in built_md
+    assert (kept_md["content-encoding"], kept_md["vary"]) == ("gzip", "accept-encoding")
+    assert kept.content_type == "application/json" and gzip.decompress(kept.data) == built.data
+
+
 async def test_json_list_needs_a_token(stubs: Stubs) -> None:
     err = await rpc_error(stubs.subs.ListSubscriptionsJson(pb.ListSubscriptionsRequest(follower_proxy=FOLLOWER)))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -274,6 +289,6 @@ async def test_a_row_changed_between_the_two_page_queries_is_printed_from_one_sn
     async with use_cases_racing_a_write(db_url, redis_url, monkeypatch, subs[1].id) as uc:
         body = await uc.list_page_json(follower_proxy=FOLLOWER, leader_proxy="", state=0, page_size=2,
                                        page_token="")
-    page = orjson.loads(body)
+    page = orjson.loads(body.data)
     assert [s["label"] for s in page["subscriptions"]] == ["s1", "raced"] and page["nextPageToken"]
     assert page["subscriptions"][0] == transcoder_dict(subs[0])

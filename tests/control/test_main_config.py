@@ -70,6 +70,7 @@ def test_settings_defaults_and_redaction() -> None:
     s = Settings.from_env(BASE_ENV)
     assert (s.host, s.grpc_port, s.insiders_api_url, s.live_enabled) == ("127.0.0.1", 50055, "", False)
     assert (s.index_resync_s, s.db_pool_max, s.db_timeout_s, s.idempotency_ttl_s) == (30.0, 10, 2.0, 86_400.0)
+    assert s.index_full_resync_s == 600.0
     assert [t.value for t in s.tokens] == [TOKEN, TOKEN_2] and s.ready_services == ()
     assert s.list_cache_entries == 50_000 and s.malloc_keep_bytes == 256 * 1024 * 1024
     text = repr(s)
@@ -82,7 +83,8 @@ def test_settings_overrides() -> None:
                            "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
                            "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
                            "TT_CONTROL_LIST_CACHE_ENTRIES": "0", "TT_CONTROL_MALLOC_KEEP_BYTES": "0",
-                           "TT_CONTROL_PAGE_CACHE_MB": "0"})
+                           "TT_CONTROL_PAGE_CACHE_MB": "0", "TT_CONTROL_INDEX_FULL_RESYNC_S": "120"})
+    assert s.index_full_resync_s == 120.0
     assert (s.grpc_port, s.host, s.index_resync_s, s.malloc_keep_bytes) == (0, "0.0.0.0", 5.0, 0)
     assert s.page_cache_mb == 0 and Settings.from_env(BASE_ENV).page_cache_mb == 64
     assert (s.idempotency_ttl_s, s.live_enabled, s.list_cache_entries) == (60.0, True, 0)
@@ -93,6 +95,7 @@ def test_settings_overrides() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_CONTROL_INDEX_RESYNC_S", "-1"),
+    ("TT_CONTROL_INDEX_FULL_RESYNC_S", "0"),
     ("TT_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
     ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"), ("TT_CONTROL_MALLOC_KEEP_BYTES", "-1"),
     ("TT_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_CONTROL_PAGE_CACHE_MB", "lots"),

@@ -3,6 +3,7 @@ PostgreSQL, including stats that change and change back."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,44 @@ def test_pages_are_bounded_by_bytes_least_recent_first() -> None:
     cache.put("a", None, b"x")  # no digest (empty page): nothing kept, the old page dropped
     cache.put("big", "d5", b"x" * 11)  # larger than the whole cache
     assert cache.get("a") is None and cache.get("big") is None and cache.bytes == 4
+
+
+def test_a_kept_page_is_gzipped_once_and_counted_in_the_bound() -> None:
+    body = b'{"a":"' + b"x" * 1000 + b'"}'
+    cache = PageCache(max_bytes=10_000)
+    cache.put("a", "d1", body)
+    page = cache.get("a")
+    assert page is not None and page.gzipped is None and cache.bytes == len(body)
+    packed = cache.gzipped("a", page)
+    assert gzip.decompress(packed) == body
+    kept = cache.get("a")
+    assert kept is not None and kept.gzipped == packed and cache.bytes == len(body) + len(packed)
+    assert cache.gzipped("a", kept) is packed  # not compressed again
+    cache.put("a", "d2", b"{}")  # replaced: the old gzip goes with the old body
+    assert cache.get("a").gzipped is None and cache.bytes == 2  # type: ignore[union-attr]
+    assert gzip.decompress(cache.gzipped("a", page)) == body and cache.bytes == 2  # a stale page is not kept
+
+
+def test_a_gzipped_page_that_outgrows_the_bound_evicts_the_oldest_first() -> None:
+    cache = PageCache(max_bytes=2_100)
+    old, new = bytes(range(256)) * 4, bytes(reversed(range(256))) * 4  # barely compressible
+    cache.put("old", "d1", old)
+    cache.put("new", "d2", new)
+    page = cache.get("new")
+    assert page is not None
+    cache.gzipped("new", page)
+    assert cache.get("old") is None and cache.get("new") is not None and cache.bytes <= 2_100
+
+
+async def test_a_page_read_unchanged_goes_out_gzipped_when_accepted(stubs: Stubs, pages: SubscriptionPages) -> None:
+    await _create(stubs, 3)
+    built = await pages.encoded_json(_query(), gzip_ok=True)
+    assert built.encoding == ""  # just built: sent as it is
+    kept = await pages.encoded_json(_query(), gzip_ok=True)
+    assert kept.encoding == "gzip" and gzip.decompress(kept.data) == built.data
+    assert (await pages.encoded_json(_query(), gzip_ok=True)).data is kept.data
+    plain = await pages.encoded_json(_query(), gzip_ok=False)
+    assert plain.encoding == "" and plain.data == built.data
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.edge.conftest import EdgeStack, raw_request
@@ -90,6 +91,32 @@ def test_list_body_is_byte_for_byte_what_the_transcoder_prints(edge: EdgeStack,
         assert other.content == b'{"subscriptions":[],"nextPageToken":""}'
         empty = c.get("/subscriptions", params={"follower_proxy": address()})  # snake_case binds too
         assert empty.content == b'{"subscriptions":[],"nextPageToken":""}'
+
+
+@pytest.mark.parametrize("accept", ["gzip", "gzip, deflate, br", "x-gzip;q=0.5", "*"])
+def test_a_kept_page_goes_out_gzipped_to_a_client_that_accepts_it(edge: EdgeStack, listed: tuple[str, list[str]],
+                                                                    accept: str) -> None:
+    follower, ids = listed
+    with edge.client() as c:
+        expected = envelope(_gets(c, ids))
+        for _ in range(3):  # built (sent as it is), then kept: compressed once, then sent from the cache
+            reply = c.get("/subscriptions", params={"followerProxy": follower}, headers={"Accept-Encoding": accept})
+            assert reply.status_code == 200 and reply.content == expected  # httpx inflates it
+        assert reply.headers["content-encoding"] == "gzip" and reply.headers["vary"] == "accept-encoding"
+        assert reply.headers["content-type"] == "application/json"
+        assert int(reply.headers["content-length"]) < len(expected)
+
+
+@pytest.mark.parametrize("accept", [None, "identity", "gzip;q=0", "deflate, br", "*;q=0"])
+def test_a_client_that_does_not_accept_gzip_gets_the_page_as_it_is(edge: EdgeStack, listed: tuple[str, list[str]],
+                                                                    accept: str | None) -> None:
+    follower, ids = listed
+    headers = edge.auth() | ({"Accept-Encoding": accept} if accept is not None else {})
+    for _ in range(3):
+        status, got, body = raw_request(edge.envoy.port, "GET", f"/subscriptions?followerProxy={follower}", headers)
+        assert status == 200 and "content-encoding" not in got
+    with edge.client() as c:
+        assert body == orjson.loads(envelope(_gets(c, ids)))
 
 
 def test_pages_and_tokens_through_the_edge(edge: EdgeStack, listed: tuple[str, list[str]]) -> None:
