@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from services.control import sub_repo
@@ -196,6 +197,25 @@ async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stat
             assert scans == ["Index Scan"], (name, scans)
         await conn.execute("RESET plan_cache_mode")
     assert _stats(await pages.json(_query()))[3]["copied"] == "7"
+
+
+async def test_a_page_digest_reads_the_follower_s_rows_from_the_index_alone_in_page_order(
+        stubs: Stubs, pages: SubscriptionPages, db_url: str) -> None:
+    await _create(stubs, 3)
+    execute(db_url, "INSERT INTO subscriptions SELECT (jsonb_populate_record(NULL::subscriptions, to_jsonb(s)"
+            " || jsonb_build_object('id', s.id || '-' || g, 'follower_proxy', '0x' || lpad(to_hex(g), 40, '0'),"
+            " 'follower_wallet_id', s.follower_wallet_id || '-' || g))).* FROM subscriptions s,"
+            " generate_series(1, 3000) g WHERE s.follower_proxy = %s", (FOLLOWER,))
+    with psycopg.connect(db_url, autocommit=True) as conn:  # autovacuum's work on a table grown by inserts
+        conn.execute("VACUUM ANALYZE subscriptions")
+    sql, params = sub_repo.digest_statement(follower_proxy=FOLLOWER, leader_proxy="", state="", after=None,
+                                            limit=501)
+    async with pages.db.read() as conn:
+        row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + sql, params)).fetchone()
+    assert row is not None
+    plan = next(iter(row.values()))[0]["Plan"]
+    assert plan_scans(plan, "subscriptions") == ["Index Only Scan"]
+    assert "Sort" not in orjson.dumps(plan).decode()
 
 
 def test_a_page_that_changed_is_marked_until_a_build_finds_it_unchanged() -> None:
