@@ -270,11 +270,9 @@ async def unloaded(target: Target, grpc_port: int, pairs: int, lists: int) -> di
     out: dict[str, list[float]] = {k: [] for k in ("rest create", "rest get", "grpc create", "grpc get",
                                                    "rest list 500", "grpc list 500",
                                                    "rest list 500, a row changed each time")}
-    follower = address()
+    follower = await follower_with_500(target)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
         stub = control_pb2_grpc.SubscriptionServiceStub(ch)
-        for _ in range(500):
-            await _request(session, "POST", "/subscriptions", headers, subscription_body(follower, address()))
         for _ in range(pairs):
             t0 = time.monotonic()
             sub_id = orjson.loads(await _request(session, "POST", "/subscriptions", headers,

@@ -214,8 +214,8 @@ class IndexSync:
         return str(info["run_id"]) == synced[0] and marker == self._token
 
     async def tick(self) -> ResyncReport | None:
-        """One period of the loop: a resync when an update failed or the index is not :meth:`in_line`."""
-        if self.dirty or not await self.in_line():
+        """One period of the loop: a resync unless the index is :meth:`in_line` (never after a failed update)."""
+        if not await self.in_line():
             return await self.resync()
         return None
 
