@@ -20,6 +20,11 @@ the seeded triggers the walk crossed). Also: achieved tick rate (entries added t
 guard's tick lag (its stats log: ingest receive → handled, i.e. the backlog), CPU per tick of each
 process, guard's RSS.
 
+Walks: ``TT_BENCH_WALK=crossing`` (default) lets each best bid wander over [0.12, 0.88], so the walks cross
+seeded take-profits, stop-losses and trailing stops (~80 SELLs a second through guard, the executor and
+the fake, on top of the ticks); ``TT_BENCH_WALK=inside`` keeps them in [0.47, 0.52], where no seeded trigger
+fires (the ticks alone; only the measured crossings sell).
+
 Tuning: ``TT_BENCH_TICK_RATE`` (background ticks/s, default 10000; 0 = no load), ``TT_BENCH_MEASURE_S``
 (cap of the crossing phase, default 60 s), ``TT_BENCH_PYSPY=<dir>`` (py-spy profiles of ingest, guard
 and the executor during the measurement).
@@ -54,6 +59,8 @@ from tradingtools.guard.v1 import guard_pb2 as gpb
 
 LEVELS = 10
 LEVEL_SIZE = "1000"
+# best-bid bounds (cents) of the background walks: "inside" stays where no seeded trigger fires
+WALKS = {"crossing": (12, 88), "inside": (47, 52)}
 
 
 def _guard_load_s(text: str) -> float | None:
@@ -111,8 +118,10 @@ def _pids(p: Any) -> dict[str, int]:
 class _Walks:
     """Books of the background markets in the simulator, moved one tick at a time (run on the sim loop)."""
 
-    def __init__(self, sim: Any, markets: list[tuple[str, str, str]], rng: random.Random) -> None:
+    def __init__(self, sim: Any, markets: list[tuple[str, str, str]], rng: random.Random, *,
+                 lo_cents: int = 12, hi_cents: int = 88) -> None:
         self.sim = sim
+        self.lo, self.hi = lo_cents, hi_cents  # the best bid stays within [lo, hi] cents
         self.markets = markets  # (condition id, token 0, token 1)
         self.price = {t: 49 for _c, a, b in markets for t in (a, b)}  # add_market's best bid
         self.rng = rng
@@ -124,7 +133,7 @@ class _Walks:
         Runs 5,000 times a second on the machine under test: strings and Decimal keys come from tables, and
         each entry's (opaque) hash is a counter, not a random draw."""
         p = self.price[token]
-        up = p <= 12 or (p < 88 and self.rng.random() < 0.5)
+        up = p <= self.lo or (p < self.hi and self.rng.random() < 0.5)
         book = self.sim.books.books[token]
         bids, asks = book.bids, book.asks
         s = LEVEL_SIZE
@@ -250,7 +259,10 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
 
     # background load in its own thread (it blocks on the simulator's loop)
     stop = threading.Event()
-    walks = _Walks(p.sim.sim, pairs, random.Random(9))
+    walk = os.environ.get("TT_BENCH_WALK", "crossing")
+    if walk not in WALKS:
+        raise ValueError(f"TT_BENCH_WALK must be one of {sorted(WALKS)}, got {walk!r}")
+    walks = _Walks(p.sim.sim, pairs, random.Random(9), lo_cents=WALKS[walk][0], hi_cents=WALKS[walk][1])
     bg: dict[str, Any] = {}
     pids = _pids(p)
     xlen0 = r.xlen(PRICE_TICKS)
@@ -319,7 +331,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
     r.close()
     return {"triggers": n_triggers + hot, "assets": n_assets + hot, "seed_s": round(seed_s, 1),
             "guard_load_s": load_s, "hot_planned": hot, "fired": len(samples), "missing": missing,
-            "background": {**bg, "rate_target": rate, "ticks_logged_during_measure": ticks,
+            "background": {**bg, "walk": walk, "rate_target": rate, "ticks_logged_during_measure": ticks,
                            "ticks_per_s_achieved": round(ticks / meas_s), "measure_s": round(meas_s, 1),
                            "ticks_logged_total": xlen2 - xlen0},
             "guard_tick_lag_ms": {"p50_of_p50s": _med([x for x, _ in lags]), "max_p99": max((y for _, y in lags),

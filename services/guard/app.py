@@ -145,7 +145,8 @@ async def start(settings: Settings) -> Running:
                   book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
                   crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency,
                   bookkeeping_interval_s=settings.bookkeeping_interval_s,
-                  submitted_mark_delay_s=settings.submitted_mark_delay_s)
+                  submitted_mark_delay_s=settings.submitted_mark_delay_s,
+                  answers_gather_s=settings.orders_gather_s)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),

@@ -25,7 +25,7 @@ from services.guard.engine import Band, Cancelled, Engine, Outcome, Prices, load
 from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
 from services.guard.model import Reason, Source, State
-from services.guard.orderflow import OrderFlow
+from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
 from services.guard.store import TickInfo, TriggerStore
@@ -79,7 +79,8 @@ class Guard:
                  outbox: Kicked, watch: Kicked, clock_ns: Callable[[], int] = time.time_ns,
                  tick_max_age_s: float = 2.0, book_max_age_s: float = 30.0, max_slippage_bps: int = 300,
                  crash_after: str = "", fire_concurrency: int = 8, defer_s: float = 0.25,
-                 bookkeeping_interval_s: float = 0.0, submitted_mark_delay_s: float = 0.0) -> None:
+                 bookkeeping_interval_s: float = 0.0, submitted_mark_delay_s: float = 0.0,
+                 answers_gather_s: float = 0.0) -> None:
         self.engine = Engine()
         self.store = store
         self.exit_store = exit_store
@@ -91,7 +92,11 @@ class Guard:
         self.book_max_age_ms = int(book_max_age_s * 1000)
         self.defer_s = defer_s
         self.stats = GuardStats()
-        self.firer = Firer(store, executor, markets, on_order_event=self.on_order_event, rearm=self.rearm,
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.orders = OrderFlow(self)
+        # the executor's answers to SELLs: settled in batches (one transaction for those that came together)
+        self.answers = Answers(self.on_order_events, self._spawn, gather_s=answers_gather_s)
+        self.firer = Firer(store, executor, markets, on_order_event=self.answers.add, rearm=self.rearm,
                            clock_ns=clock_ns, max_slippage_bps=max_slippage_bps, crash_after=crash_after,
                            concurrency=fire_concurrency, bookkeeping_interval_s=bookkeeping_interval_s,
                            submitted_mark_delay_s=submitted_mark_delay_s)
@@ -99,8 +104,6 @@ class Guard:
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.orders = OrderFlow(self)
         self._holds: list[tuple[list[str], bool, TickInfo]] = []
         self._holds_running = False
         self._rng = random.Random()

@@ -6,14 +6,17 @@ batch leaves the rows handling its events one by one leaves, with fewer round tr
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.decimals import ZERO
 from services.guard import orders
 from services.guard.exitstore import CopyFill
 from services.guard.model import State
+from services.guard.tasks import reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -160,6 +163,47 @@ class OrderFlow:
             self.guard.stats.exits_cancelled += len(change.cancelled)
         self.guard.outbox.kick()
         self.guard.watch.kick()
+
+
+class Answers:
+    """Order events carried by the executor's answers to SELLs, handled in batches.
+
+    A fire's SELL is settled from the answer's last event without waiting for the order-event stream,
+    but in a batch with the answers that came in meanwhile (one transaction for all of them rather than
+    one per fire). A batch that fails is only logged: the durable order-event stream delivers the same
+    events again, and handling them is idempotent.
+    """
+
+    def __init__(self, handle_batch: Callable[[list[epb.OrderEvent]], Awaitable[None]],
+                 spawn: Callable[[Coroutine[Any, Any, Any]], None], *, gather_s: float = 0.0) -> None:
+        self.handle_batch = handle_batch
+        self.spawn = spawn
+        self.gather_s = gather_s
+        self.failed_batches = 0
+        self._pending: list[epb.OrderEvent] = []
+        self._running = False
+
+    def add(self, ev: epb.OrderEvent) -> None:
+        """Handle ``ev`` with the next batch (within ``gather_s``)."""
+        self._pending.append(ev)
+        if not self._running:
+            self._running = True
+            self.spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(self.gather_s)
+                batch, self._pending = self._pending, []
+                try:
+                    await self.handle_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - the order-event stream brings them again
+                    reraise_if_cancelled()
+                    self.failed_batches += 1
+                    log.warning("answered order events not handled; the order-event stream will bring them",
+                                extra={"events": len(batch), "error": repr(exc)[:300]})
+        finally:
+            self._running = False
 
 
 def _copy_fill(ev: epb.OrderEvent) -> CopyFill:
