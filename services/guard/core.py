@@ -29,7 +29,7 @@ from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
 from services.guard.store import TickInfo, TriggerStore
-from services.guard.tasks import reraise_if_cancelled, stop_tasks
+from services.guard.tasks import Batches, reraise_if_cancelled, stop_tasks
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -104,8 +104,7 @@ class Guard:
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
-        self._holds: list[tuple[list[str], bool, TickInfo]] = []
-        self._holds_running = False
+        self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self._spawn)
         self._rng = random.Random()
 
     # start-up
@@ -251,19 +250,11 @@ class Guard:
     def _queue_hold(self, ids: list[str], held: bool, info: TickInfo) -> None:
         """Record holds / releases in order; while one write is under way the next ones gather into one
         transaction (a lagging feed marks many books stale at once: one write each would feed the lag)."""
-        self._holds.append((ids, held, info))
-        if not self._holds_running:
-            self._holds_running = True
-            self._spawn(self._write_holds())
+        self._holds.add((ids, held, info))
 
-    async def _write_holds(self) -> None:
-        try:
-            while self._holds:
-                batch, self._holds = self._holds, []
-                await self.store.set_holds(batch)
-                self.outbox.kick()
-        finally:
-            self._holds_running = False
+    async def _write_holds(self, batch: list[tuple[list[str], bool, TickInfo]]) -> None:
+        await self.store.set_holds(batch)
+        self.outbox.kick()
 
     async def _resolve(self, view: ticks.TickView) -> None:
         assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())

@@ -6,7 +6,6 @@ batch leaves the rows handling its events one by one leaves, with fewer round tr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
@@ -16,7 +15,7 @@ from common.decimals import ZERO
 from services.guard import orders
 from services.guard.exitstore import CopyFill
 from services.guard.model import State
-from services.guard.tasks import reraise_if_cancelled
+from services.guard.tasks import Batches, reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -165,7 +164,7 @@ class OrderFlow:
         self.guard.watch.kick()
 
 
-class Answers:
+class Answers(Batches[epb.OrderEvent]):
     """Order events carried by the executor's answers to SELLs, handled in batches.
 
     A fire's SELL is settled from the answer's last event without waiting for the order-event stream,
@@ -176,34 +175,18 @@ class Answers:
 
     def __init__(self, handle_batch: Callable[[list[epb.OrderEvent]], Awaitable[None]],
                  spawn: Callable[[Coroutine[Any, Any, Any]], None], *, gather_s: float = 0.0) -> None:
+        super().__init__(self._settle, spawn, gather_s=gather_s)
         self.handle_batch = handle_batch
-        self.spawn = spawn
-        self.gather_s = gather_s
         self.failed_batches = 0
-        self._pending: list[epb.OrderEvent] = []
-        self._running = False
 
-    def add(self, ev: epb.OrderEvent) -> None:
-        """Handle ``ev`` with the next batch (within ``gather_s``)."""
-        self._pending.append(ev)
-        if not self._running:
-            self._running = True
-            self.spawn(self._run())
-
-    async def _run(self) -> None:
+    async def _settle(self, batch: list[epb.OrderEvent]) -> None:
         try:
-            while self._pending:
-                await asyncio.sleep(self.gather_s)
-                batch, self._pending = self._pending, []
-                try:
-                    await self.handle_batch(batch)
-                except Exception as exc:  # noqa: BLE001 - the order-event stream brings them again
-                    reraise_if_cancelled()
-                    self.failed_batches += 1
-                    log.warning("answered order events not handled; the order-event stream will bring them",
-                                extra={"events": len(batch), "error": repr(exc)[:300]})
-        finally:
-            self._running = False
+            await self.handle_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - the order-event stream brings them again
+            reraise_if_cancelled()
+            self.failed_batches += 1
+            log.warning("answered order events not handled; the order-event stream will bring them",
+                        extra={"events": len(batch), "error": repr(exc)[:300]})
 
 
 def _copy_fill(ev: epb.OrderEvent) -> CopyFill:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,34 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 5
     if names:
         log.warning("tasks did not stop", extra={"tasks": names})
     return names
+
+
+class Batches(Generic[T]):
+    """Items handled in batches, one batch at a time: what is added while a batch is handled (or within
+    ``gather_s`` of the first item) goes into the next one. A failing ``handle`` ends the running task with
+    its exception (``spawn`` decides what happens to it); the next :meth:`add` starts a new one."""
+
+    def __init__(self, handle: Callable[[list[T]], Awaitable[None]],
+                 spawn: Callable[[Coroutine[Any, Any, Any]], None], *, gather_s: float = 0.0) -> None:
+        self.handle = handle
+        self.spawn = spawn
+        self.gather_s = gather_s
+        self._pending: list[T] = []
+        self._running = False
+
+    def add(self, item: T) -> None:
+        """Handle ``item`` with the next batch."""
+        self._pending.append(item)
+        if not self._running:
+            self._running = True
+            self.spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                if self.gather_s > 0:
+                    await asyncio.sleep(self.gather_s)
+                batch, self._pending = self._pending, []
+                await self.handle(batch)
+        finally:
+            self._running = False
