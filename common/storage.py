@@ -21,14 +21,6 @@ async def _set_autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
 
-# Server settings for connections whose statements reach their rows by key (the executor's, guard's). A
-# plan made while a table is still small (a fresh database, before autovacuum analyzes it) hash-joins it
-# or scans it whole, and keeps doing so on every call as the table grows; one the statistics saw tiny
-# scans it once per key. Without hash and merge joins and sequential scans where an index serves, the
-# plan left is one index lookup per key, whatever the table's size and statistics.
-KEY_LOOKUPS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
-
-
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
                       autocommit: bool = False, options: str = "") -> AsyncConnectionPool[Any]:
     """An open async connection pool with dict rows and a bounded connect timeout.

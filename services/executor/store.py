@@ -13,7 +13,6 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
-from common.storage import KEY_LOOKUPS
 from services.executor.booking import INSERT_FILLS, Booked, book, book_new, fills_json
 from services.executor.intents import IntentConnection
 
@@ -27,9 +26,13 @@ ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1" 
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
-# Settings of the executor's connections: every join it runs looks rows up by key (orders by client order
-# id, positions by wallet and asset) for a JSON list of changes.
-PLANNER_OPTIONS = KEY_LOOKUPS
+# Settings of the executor's connections. Every join it runs looks rows up by key (orders by client
+# order id, positions by wallet and asset) for a JSON list of changes; a plan cached while a table is
+# still small (a fresh database) hash-joins it instead and then reads the whole table on every journal
+# write as it grows, until autovacuum happens to analyze it; one the statistics saw tiny scans it once per
+# change. Without hash and merge joins and sequential scans where an index serves, the plan left is one
+# index lookup per change, whatever the table's size.
+PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
 
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.

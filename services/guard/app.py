@@ -13,7 +13,7 @@ import grpc
 
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer
-from common.storage import KEY_LOOKUPS, apply_migrations, create_pool, create_redis
+from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import (
     ORDER_EVENTS,
     PRICE_TICKS,
@@ -121,11 +121,9 @@ async def start(settings: Settings) -> Running:
     db_url = settings.storage.database_url.value
     await asyncio.to_thread(apply_migrations, db_url)
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
-    # PostgreSQL backend (a fork, ~10 ms here) misses the latency target. Key lookups whatever the
-    # statistics: on a never-analyzed triggers table the trailing-mark flush hash-joined every ARMED
-    # trigger (55 ms a 500-row chunk, 13 ms without; the start-up load keeps its plan).
+    # PostgreSQL backend (a fork, ~10 ms here) misses the latency target.
     pool = await create_pool(db_url, min_size=min(settings.fire_concurrency + 2, settings.db_pool_max),
-                             max_size=settings.db_pool_max, options=KEY_LOOKUPS)
+                             max_size=settings.db_pool_max)
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong
