@@ -258,8 +258,12 @@ class Store:
             await conn.execute(_MARK_DONE, (event_ids, released_ids))
 
 
+# By event id alone: with "AND published_at IS NULL" the planner ANDs in the partial index of unpublished
+# events, whose entries for published (dead) rows only a vacuum removes: every mark then read all the
+# events published since the last vacuum (15,000 after a minute at 200 trades/s, 0.7 ms a mark; millions
+# between two vacuums of a large table). COALESCE keeps the first time when the sweep marked it already.
 _MARK_DONE = """
-WITH p AS (UPDATE order_events SET published_at = now() WHERE event_id = ANY(%s::text[]) AND published_at IS NULL)
+WITH p AS (UPDATE order_events SET published_at = COALESCE(published_at, now()) WHERE event_id = ANY(%s::text[]))
 UPDATE orders SET reservation_released = true WHERE client_order_id = ANY(%s::text[]) AND NOT reservation_released
 """
 

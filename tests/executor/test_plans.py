@@ -3,6 +3,8 @@ the tables' sizes (a fresh database's plans are the ones its connections keep)."
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import psycopg
 import pytest
@@ -37,3 +39,24 @@ def test_whether_an_asset_is_still_held_is_one_index_probe(db_url: str) -> None:
         row = conn.execute("EXPLAIN (FORMAT JSON) " + store.ASSET_HELD, ("a_7",)).fetchone()
     assert row is not None
     assert plan_scans(row[0][0]["Plan"], "positions") in (["Index Scan"], ["Index Only Scan"], ["Bitmap Heap Scan"])
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    return ({plan["Index Name"]} if "Index Name" in plan else set()).union(
+        *(_index_names(child) for child in plan.get("Plans", [])))
+
+
+def test_marking_events_published_does_not_read_the_events_published_before(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload)"
+                     " SELECT 'oev_' || g, 'co_' || g, 'ORDER_PLACED', '\\x00' FROM generate_series(1, 20000) g")
+        conn.execute("UPDATE order_events SET published_at = now()")  # dead entries in the unpublished index
+        conn.execute("ANALYZE order_events")
+    with psycopg.connect(db_url, options=store.PLANNER_OPTIONS) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + store._MARK_DONE,
+                           (["oev_19990", "oev_19991"], ["co_1"])).fetchone()
+    assert row is not None
+    used = _index_names(row[0][0]["Plan"])
+    assert "order_events_event_id_key" in used
+    assert "order_events_unpublished" not in used
