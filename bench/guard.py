@@ -129,7 +129,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 
 async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    pool = await create_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     store = TriggerStore(pool, lambda: datetime.now(UTC))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     c0, t0 = time.process_time(), time.perf_counter()

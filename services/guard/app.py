@@ -123,7 +123,7 @@ async def start(settings: Settings) -> Running:
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target.
     pool = await create_pool(db_url, min_size=min(settings.fire_concurrency + 2, settings.db_pool_max),
-                             max_size=settings.db_pool_max)
+                             max_size=settings.db_pool_max, autocommit=True)
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong

@@ -15,7 +15,7 @@ from common.decimals import fmt
 from services.guard import exits
 from services.guard.model import Reason
 from services.guard.rows import TriggerRow, event
-from services.guard.store import Clock, autocommitted, dict_pool, insert_events
+from services.guard.store import Clock, dict_pool, insert_events
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
 _OPEN_GROUP = ("SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s"
@@ -230,7 +230,7 @@ class ExitStore:
         lasts = [fills[idx[-1]] for idx in positions]
         out: list[ExitsChange | None] = [None] * len(fills)
         now = self.clock()
-        async with autocommitted(self.pool) as conn:
+        async with self.pool.connection() as conn:
             keys = orjson.dumps([{"i": n, "w": last.follower_wallet_id, "a": last.asset_id,
                                   "filled": str(last.filled_size), "sub": fills[idx[0]].subscription_id}
                                  for n, (idx, last) in enumerate(zip(positions, lasts, strict=True))]).decode()
@@ -289,7 +289,7 @@ class ExitStore:
         """After a SELL filled: when the position is gone, cancel its exits (POSITION_CLOSED) and close the group."""
         # The usual cases in one autocommit statement: shares are left, or the position has no open group
         # (a trigger SELL of a position opened without copy exits). Nothing changes in either.
-        async with autocommitted(self.pool) as conn:
+        async with self.pool.connection() as conn:
             peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] > 0:
             return ExitsChange("OPEN")

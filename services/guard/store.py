@@ -8,8 +8,7 @@ longer FIRED is never settled twice. Every change writes its TriggerEvent to the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -29,23 +28,11 @@ Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
 def dict_pool(pool: AsyncConnectionPool[Any]) -> Pool:
-    """The pool typed with the dict rows ``common.storage.create_pool`` configures."""
+    """The pool typed with the dict rows ``common.storage.create_pool`` configures. Guard's pool is in
+    autocommit: a statement that stands alone is one round trip (no BEGIN, no COMMIT, no transaction
+    left open while the event loop is busy with ticks); statements that hold together use
+    ``conn.transaction()``."""
     return cast(Pool, pool)
-
-
-@asynccontextmanager
-async def autocommitted(pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
-    """A pooled connection in autocommit for the block: a statement that stands alone is one round trip
-    (no BEGIN, no COMMIT). The pool's transaction mode is restored before the connection goes back."""
-    async with pool.connection() as conn:
-        await conn.set_autocommit(True)
-        try:
-            yield conn
-        finally:
-            try:
-                await conn.set_autocommit(False)
-            except Exception:  # noqa: BLE001 - not idle (broken): the pool must not get it back as it is
-                await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +357,7 @@ class TriggerStore:
         pairs = sorted((tid, m) for m, group in marks for tid in group)
         if not pairs:
             return
-        async with autocommitted(self.pool) as conn:
+        async with self.pool.connection() as conn:
             for start in range(0, len(pairs), chunk):
                 part = pairs[start:start + chunk]
                 await conn.execute(

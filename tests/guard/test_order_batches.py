@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from psycopg.pq import TransactionStatus
 
 from common.marketstate import MarketInfo
 from common.storage import create_pool
@@ -54,7 +55,7 @@ async def pools(db_url: str) -> AsyncIterator[OpenPool]:
     opened: list[Any] = []
 
     async def open_pool(max_size: int) -> Any:
-        opened.append(await create_pool(db_url, min_size=1, max_size=max_size))
+        opened.append(await create_pool(db_url, min_size=1, max_size=max_size, autocommit=True))
         return opened[-1]
 
     try:
@@ -106,9 +107,6 @@ class _Counting:
 
             def pipeline(self) -> Any:
                 return self.conn.pipeline()
-
-            async def set_autocommit(self, value: bool) -> None:
-                await self.conn.set_autocommit(value)
 
             def cursor(self, *args: Any, **kwargs: Any) -> Any:
                 return self.conn.cursor(*args, **kwargs)
@@ -270,8 +268,8 @@ async def test_a_batch_of_fills_is_one_statement_or_two_in_autocommit(conn: Any,
         CopyFill(WALLET_ID, WALLET, ASSETS[3], "sub_plain", "co_plain", Decimal(5), Decimal("0.4")),
         CopyFill(WALLET_ID, WALLET, ASSETS[0], "sub_plain", "co_more", Decimal(5), Decimal("0.4"))])
     assert [c.outcome if c else None for c in changes] == [None, None, None, "RESIZED"]
-    async with pool.connection() as pooled:  # autocommit was for those statements only
-        assert not pooled.autocommit
+    async with pool.connection() as pooled:  # nothing left open on the connection
+        assert pooled.info.transaction_status is TransactionStatus.IDLE
 
 
 async def test_copy_buy_fills_of_a_batch_reach_postgresql_together(conn: Any, pools: OpenPool) -> None:
@@ -334,8 +332,8 @@ async def test_a_sell_fill_that_leaves_shares_or_has_no_exits_costs_one_statemen
     change = await store.on_sell_fill(WALLET_ID, ASSETS[1])
     assert change.outcome == "POSITION_CLOSED" and len(change.cancelled) == 2
     assert counting.transactions == 1
-    async with pool.connection() as pooled:
-        assert not pooled.autocommit
+    async with pool.connection() as pooled:  # nothing left open on the connection
+        assert pooled.info.transaction_status is TransactionStatus.IDLE
 
 
 async def test_trigger_sells_of_a_batch_settle_in_one_transaction(conn: Any, pools: OpenPool) -> None:

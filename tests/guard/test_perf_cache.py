@@ -61,7 +61,7 @@ async def _book(db_url: str, n: int, side: int, size: str, price: str, sub_id: s
 
 async def _monitor(db_url: str, marks: FixedMarks, control: FakeControl | None = None) -> tuple[PerfMonitor, Any]:
     """A performance monitor on its own pool (returned to be closed)."""
-    pool = await create_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     await pool.wait()
     return PerfMonitor(PerfStore(pool, now), control or FakeControl(), marks, interval_s=60), pool
 

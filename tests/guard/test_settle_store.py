@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_a_settle_records_submitted_at_so_no_separate_mark_is_needed(db_url: str, move: Move,
                                                                            state: str) -> None:
     conn = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         await insert_trigger(conn, "trg_1", "STOP_LOSS", price="0.3", fraction="1")
         await conn.execute("UPDATE triggers SET state = 'FIRED', order_id = 'co_1', fire_count = 1 WHERE id = 'trg_1'")
@@ -43,7 +43,7 @@ async def test_a_settle_records_submitted_at_so_no_separate_mark_is_needed(db_ur
 async def test_marks_are_saved_in_small_transactions_that_a_locked_row_does_not_hold_back(db_url: str) -> None:
     conn = await db(db_url)
     locker = await db(db_url)
-    pool = await create_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         for i in range(5):
             await insert_trigger(conn, f"trg_{i}", "TRAILING_STOP", trail="10", fraction="1", mark="0.5")
