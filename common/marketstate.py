@@ -4,7 +4,9 @@ Keys:
 - ``tt:book:{asset}`` STRING, JSON of :class:`BookSnapshot` (levels best-first: bids descending, asks ascending).
 - ``tt:market:{asset}`` HASH of :class:`MarketInfo` fields (tick size, minimum order size, neg-risk, closed...).
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
-  (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``.
+  (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
+  difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
+  in the order the set changed) or as the set's name (read it again).
 """
 
 from __future__ import annotations
@@ -21,7 +23,51 @@ WATCH_POSITIONS = "tt:watch:positions"
 WATCH_TRIGGERS = "tt:watch:triggers"
 WATCH_CHANNEL = "tt:watch:changed"
 
+WATCH_SETS = (WATCH_POSITIONS, WATCH_TRIGGERS)
+
 Level = tuple[Decimal, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChange:
+    """One ``tt:watch:changed`` message: assets added to / removed from ``key``, or ``reread`` of ``key``
+    (every watch set when ``key`` is empty)."""
+
+    key: str = ""
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    reread: bool = False
+
+
+def watch_diff(key: str, added: Any = (), removed: Any = (), *, reset: bool = False) -> bytes:
+    """The ``tt:watch:changed`` message for a change of ``key`` (``reset``: the set was rewritten)."""
+    if reset:
+        return orjson.dumps({"set": key, "reset": True})
+    return orjson.dumps({"set": key, "added": sorted(added), "removed": sorted(removed)})
+
+
+def parse_watch_change(data: str | bytes) -> WatchChange | None:
+    """A ``tt:watch:changed`` message as a change; None when it is not one this version understands (the
+    reader then reads every set again). A bare set name (or ``positions``, as older executors sent) asks
+    for that set to be read again."""
+    text = data.decode() if isinstance(data, bytes) else data
+    if text in WATCH_SETS:
+        return WatchChange(text, reread=True)
+    if text == "positions":
+        return WatchChange(WATCH_POSITIONS, reread=True)
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict) or msg.get("set") not in WATCH_SETS:
+        return None
+    if msg.get("reset") is True:
+        return WatchChange(msg["set"], reread=True)
+    added, removed = msg.get("added", []), msg.get("removed", [])
+    if not (isinstance(added, list) and isinstance(removed, list)
+            and all(isinstance(a, str) for a in (*added, *removed))):
+        return None
+    return WatchChange(msg["set"], tuple(added), tuple(removed))
 
 
 def book_key(asset_id: str) -> str:

@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from psycopg_pool import AsyncConnectionPool
 
-from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS
+from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS, watch_diff
 from common.streams import DurableLog
 from services.guard.store import Clock, dict_pool
 from services.guard.tasks import reraise_if_cancelled
@@ -129,7 +128,7 @@ class WatchPublisher(Kicked):
             items = sorted(wanted)
             for start in range(0, len(items), 1000):
                 pipe.sadd(WATCH_TRIGGERS, *items[start:start + 1000])
-            pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "reset": True}))
+            pipe.publish(WATCH_CHANNEL, watch_diff(WATCH_TRIGGERS, reset=True))
             await pipe.execute()
             self.current, self._written = wanted, version
             return
@@ -142,8 +141,7 @@ class WatchPublisher(Kicked):
             pipe.sadd(WATCH_TRIGGERS, *sorted(added))
         if removed:
             pipe.srem(WATCH_TRIGGERS, *sorted(removed))
-        pipe.publish(WATCH_CHANNEL, orjson.dumps({"set": WATCH_TRIGGERS, "added": sorted(added),
-                                                  "removed": sorted(removed)}))
+        pipe.publish(WATCH_CHANNEL, watch_diff(WATCH_TRIGGERS, added, removed))
         await pipe.execute()
         self.current, self._written = wanted, version
 

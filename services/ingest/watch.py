@@ -1,7 +1,7 @@
 """Which assets the book feed follows: open positions ∪ armed triggers ∪ recent leader-trade assets.
 
 Positions and triggers are Redis sets maintained by executor and guard (``common.marketstate``),
-announced on ``tt:watch:changed``; recent leader-trade assets are kept for ``recent_ttl_s`` in
+their changes announced on ``tt:watch:changed``; recent leader-trade assets are kept for ``recent_ttl_s`` in
 memory and in the ZSET ``tt:ingest:recent_assets`` (score = expiry, seconds) so a restart keeps them.
 """
 
@@ -13,18 +13,33 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS, WATCH_TRIGGERS
+from common.marketstate import WATCH_CHANNEL, WATCH_SETS, parse_watch_change
 from common.retry import Backoff
 from services.ingest.aio import reraise_if_cancelling
 
 log = logging.getLogger(__name__)
 RECENT_KEY = "tt:ingest:recent_assets"
+DRAIN_MAX = 1000  # change messages applied before the watched set is announced again
+
+
+@dataclass
+class WatchStats:
+    """How the watched set was kept: whole reads of a watch set, differences applied, messages not understood."""
+
+    full_reads: int = 0
+    diffs: int = 0
+    unknown_messages: int = 0
 
 
 class WatchSet:
-    """Computes the watched assets and calls ``on_change(assets)`` whenever the set changes."""
+    """Computes the watched assets and calls ``on_change(assets)`` whenever the set changes.
+
+    The watch sets are kept here too: a message carrying a difference is applied as it is (O(change),
+    however many assets are watched); a set is read whole at start, on a message asking for it, and
+    every ``refresh_s`` (which also heals a message lost with the subscription)."""
 
     def __init__(self, redis: Any, on_change: Callable[[set[str]], Awaitable[None]], *,
                  recent_ttl_s: float = 3600.0, refresh_s: float = 30.0,
@@ -36,6 +51,8 @@ class WatchSet:
         self.clock = clock
         self.recent: dict[str, float] = {}
         self.current: set[str] = set()
+        self.sources: dict[str, set[str]] = {key: set() for key in WATCH_SETS}
+        self.stats = WatchStats()
         self._pending: dict[str, float] = {}
         self._wake = asyncio.Event()
 
@@ -56,25 +73,54 @@ class WatchSet:
             asset_id = member.decode() if isinstance(member, bytes) else str(member)
             self.recent[asset_id] = max(self.recent.get(asset_id, 0.0), float(score))
 
-    async def compute(self) -> set[str]:
-        """The current watched set (also saves pending recent assets)."""
+    async def _read(self, key: str) -> None:
+        members = await self.redis.smembers(key)
+        self.sources[key] = {a.decode() if isinstance(a, bytes) else str(a) for a in members}
+        self.stats.full_reads += 1
+
+    async def _union(self) -> set[str]:
+        """The watched set from the kept watch sets and the recent assets (also saves pending recent assets)."""
         now = self.clock()
         if self._pending:
             pending, self._pending = self._pending, {}
             await self.redis.zadd(RECENT_KEY, pending)
         for asset_id in [a for a, exp in self.recent.items() if exp <= now]:
             del self.recent[asset_id]
-        positions = await self.redis.smembers(WATCH_POSITIONS)
-        triggers = await self.redis.smembers(WATCH_TRIGGERS)
-        out = {a.decode() if isinstance(a, bytes) else str(a) for a in (*positions, *triggers)}
-        return out | set(self.recent)
+        return set().union(*self.sources.values(), self.recent)
 
-    async def refresh(self) -> None:
-        """Recompute and announce a change."""
-        assets = await self.compute()
+    async def compute(self) -> set[str]:
+        """The current watched set, every watch set read whole."""
+        for key in WATCH_SETS:
+            await self._read(key)
+        return await self._union()
+
+    async def apply(self, data: str | bytes) -> None:
+        """Apply one ``tt:watch:changed`` message to the kept watch sets (a difference as it is; a set to read
+        again, or every set when the message is not understood)."""
+        change = parse_watch_change(data)
+        if change is None:
+            self.stats.unknown_messages += 1
+            log.warning("watch change message not understood; reading every watch set",
+                        extra={"message": str(data)[:200]})
+            for key in WATCH_SETS:
+                await self._read(key)
+        elif change.reread:
+            await self._read(change.key)
+        else:
+            kept = self.sources[change.key]
+            kept.update(change.added)
+            kept.difference_update(change.removed)
+            self.stats.diffs += 1
+
+    async def announce(self, assets: set[str]) -> None:
+        """Call ``on_change`` when ``assets`` differs from the set announced last."""
         if assets != self.current:
             self.current = assets
             await self.on_change(set(assets))
+
+    async def refresh(self) -> None:
+        """Read every watch set again; announce a change."""
+        await self.announce(await self.compute())
 
     async def run(self) -> None:
         """Follow the watch channel and refresh periodically until cancelled."""
@@ -91,11 +137,21 @@ class WatchSet:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
                     due = time.monotonic() >= next_refresh
-                    if msg is not None or self._wake.is_set() or due:
+                    if due:
                         self._wake.clear()
                         await self.refresh()
-                        if due:
-                            next_refresh = time.monotonic() + self.refresh_s
+                        next_refresh = time.monotonic() + self.refresh_s
+                        continue
+                    if msg is None and not self._wake.is_set():
+                        continue
+                    self._wake.clear()
+                    drained = 0
+                    while msg is not None:  # what was announced meanwhile, then one announcement
+                        await self.apply(msg["data"])
+                        drained += 1
+                        msg = (await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+                               if drained < DRAIN_MAX else None)
+                    await self.announce(await self._union())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis hiccup: resubscribe

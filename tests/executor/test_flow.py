@@ -8,7 +8,15 @@ import psycopg
 import pytest
 
 from common import reservations
-from common.marketstate import WATCH_POSITIONS, MarketInfo, market_key, write_market
+from common.marketstate import (
+    WATCH_CHANNEL,
+    WATCH_POSITIONS,
+    MarketInfo,
+    WatchChange,
+    market_key,
+    parse_watch_change,
+    write_market,
+)
 from services.executor.breakergate import breaker_key
 from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order
 from tests.helpers import eventually
@@ -28,6 +36,8 @@ def _rows(db_url: str, sql: str, *args: object) -> list[tuple]:  # type: ignore[
 
 async def test_each_order_is_posted_once_filled_and_booked(harness: Harness, db_url: str) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
+    watch = harness.redis.pubsub()
+    await watch.subscribe(WATCH_CHANNEL)
     await harness.start_executor()
     orders = [make_order(i, amount_usd=str(5 + i)) for i in range(6)]
     await harness.route(*orders)
@@ -57,6 +67,16 @@ async def test_each_order_is_posted_once_filled_and_booked(harness: Harness, db_
     assert stats == [(1,)]
     assert await harness.redis.sismember(WATCH_POSITIONS, ASSET)
     assert _rows(db_url, "SELECT count(*) FROM orders WHERE state = 'FILLED'") == [(6,)]
+    # the opened position is announced as a difference (ingest applies it without reading the set)
+    opened, changes = WatchChange(WATCH_POSITIONS, added=(ASSET,)), []
+    for _ in range(20):  # None also answers the subscription's own confirmation
+        msg = await watch.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if msg is not None:
+            changes.append(parse_watch_change(msg["data"]))
+        if opened in changes:
+            break
+    assert opened in changes
+    await watch.aclose()
 
 
 async def test_executor_refusals_are_recorded_and_never_posted(harness: Harness, db_url: str) -> None:

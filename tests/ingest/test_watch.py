@@ -1,0 +1,116 @@
+"""The watched set: differences announced on ``tt:watch:changed`` are applied as they are, sets are read
+whole only when asked (or when a message is not understood), on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from common.marketstate import (
+    WATCH_CHANNEL,
+    WATCH_POSITIONS,
+    WATCH_TRIGGERS,
+    WatchChange,
+    parse_watch_change,
+    watch_diff,
+)
+from services.ingest.watch import WatchSet
+from tests.helpers import eventually
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    (watch_diff(WATCH_TRIGGERS, {"b", "a"}, {"c"}), WatchChange(WATCH_TRIGGERS, ("a", "b"), ("c",))),
+    (watch_diff(WATCH_POSITIONS, [], ["x"]), WatchChange(WATCH_POSITIONS, (), ("x",))),
+    (watch_diff(WATCH_TRIGGERS, reset=True), WatchChange(WATCH_TRIGGERS, reread=True)),
+    (WATCH_POSITIONS, WatchChange(WATCH_POSITIONS, reread=True)),
+    (WATCH_TRIGGERS.encode(), WatchChange(WATCH_TRIGGERS, reread=True)),
+    ("positions", WatchChange(WATCH_POSITIONS, reread=True)),  # what executors sent before differences
+    ('{"set": "tt:watch:other", "added": ["a"]}', None),
+    ('{"set": "tt:watch:triggers", "added": "a"}', None),
+    ('{"set": "tt:watch:triggers", "added": [1]}', None),
+    ("[1, 2]", None),
+    ("{not json", None),
+    ("", None),
+])
+def test_watch_change_messages(message: str | bytes, expected: WatchChange | None) -> None:
+    assert parse_watch_change(message) == expected
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def _change(r: aioredis.Redis, key: str, added: list[str] = [], removed: list[str] = []) -> None:  # noqa: B006
+    pipe = r.pipeline(transaction=True)
+    if added:
+        pipe.sadd(key, *added)
+    if removed:
+        pipe.srem(key, *removed)
+    pipe.publish(WATCH_CHANNEL, watch_diff(key, added, removed))
+    await pipe.execute()
+
+
+@pytest.fixture
+async def watching(r: aioredis.Redis) -> AsyncIterator[tuple[WatchSet, list[set[str]]]]:
+    await r.sadd(WATCH_TRIGGERS, *(f"t{i}" for i in range(500)))
+    await r.sadd(WATCH_POSITIONS, "p1", "shared")
+    announced: list[set[str]] = []
+
+    async def on_change(assets: set[str]) -> None:
+        announced.append(assets)
+
+    ws = WatchSet(r, on_change, refresh_s=3600)
+    task = asyncio.create_task(ws.run())
+    await eventually(lambda: announced and len(announced[-1]) == 502)
+    yield ws, announced
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+
+@pytest.mark.integration
+async def test_differences_are_applied_without_reading_the_sets_again(
+        r: aioredis.Redis, watching: tuple[WatchSet, list[set[str]]]) -> None:
+    ws, announced = watching
+    reads = ws.stats.full_reads
+    await _change(r, WATCH_TRIGGERS, added=["new", "shared"], removed=["t0", "t1"])
+    await eventually(lambda: "new" in announced[-1] and "t0" not in announced[-1])
+    # an asset leaving one set stays watched while the other set holds it
+    await _change(r, WATCH_TRIGGERS, removed=["shared"])
+    await _change(r, WATCH_POSITIONS, added=["p2"], removed=["p1"])
+    await eventually(lambda: "p2" in announced[-1])
+    assert "shared" in announced[-1] and "p1" not in announced[-1]
+    assert announced[-1] == await ws.compute()  # what Redis holds
+    assert ws.stats.full_reads == reads + 2  # only the compute() just above
+    assert ws.stats.diffs == 3
+
+
+@pytest.mark.integration
+async def test_a_set_name_is_read_again_and_a_message_not_understood_rereads_everything(
+        r: aioredis.Redis, watching: tuple[WatchSet, list[set[str]]]) -> None:
+    ws, announced = watching
+    await r.sadd(WATCH_POSITIONS, "quiet")  # written without a difference
+    await r.publish(WATCH_CHANNEL, WATCH_POSITIONS)
+    await eventually(lambda: "quiet" in announced[-1])
+    await r.srem(WATCH_TRIGGERS, "t5")
+    await r.publish(WATCH_CHANNEL, "{garbage")
+    await eventually(lambda: "t5" not in announced[-1])
+    assert ws.stats.unknown_messages == 1
+    await _change(r, WATCH_TRIGGERS, added=["after"])  # the loop goes on
+    await eventually(lambda: "after" in announced[-1])
+
+
+@pytest.mark.integration
+async def test_a_recent_leader_trade_asset_is_announced_without_reading_the_sets(
+        watching: tuple[WatchSet, list[set[str]]]) -> None:
+    ws, announced = watching
+    reads = ws.stats.full_reads
+    ws.note_trade_asset("traded")
+    await eventually(lambda: "traded" in announced[-1])
+    assert ws.stats.full_reads == reads
