@@ -97,7 +97,7 @@ class Ingest:
                              backoff=_backoff(s), max_frame_bytes=mfb)
         if s.clob_enabled:
             self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
-                                  refresh_s=s.watch_refresh_s)
+                                  refresh_s=s.watch_refresh_s, metrics=self.metrics)
         self.writer: TradeWriter | None = None
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []

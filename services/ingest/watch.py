@@ -19,6 +19,7 @@ from typing import Any
 from common.marketstate import WATCH_CHANNEL, WATCH_SETS, parse_watch_change
 from common.retry import Backoff
 from services.ingest.aio import reraise_if_cancelling
+from services.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 RECENT_KEY = "tt:ingest:recent_assets"
@@ -43,8 +44,9 @@ class WatchSet:
 
     def __init__(self, redis: Any, on_change: Callable[[set[str]], Awaitable[None]], *,
                  recent_ttl_s: float = 3600.0, refresh_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: IngestMetrics | None = None) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.on_change = on_change
         self.recent_ttl_s = recent_ttl_s
         self.refresh_s = refresh_s
@@ -100,6 +102,8 @@ class WatchSet:
         change = parse_watch_change(data)
         if change is None:
             self.stats.unknown_messages += 1
+            if self.metrics is not None:
+                self.metrics.parse_error("watch", "NOT_A_WATCH_CHANGE")
             log.warning("watch change message not understood; reading every watch set",
                         extra={"message": str(data)[:200]})
             for key in WATCH_SETS:

@@ -17,6 +17,7 @@ from common.marketstate import (
     parse_watch_change,
     watch_diff,
 )
+from services.ingest.metrics import IngestMetrics
 from services.ingest.watch import WatchSet
 from tests.helpers import eventually
 
@@ -65,7 +66,7 @@ async def watching(r: aioredis.Redis) -> AsyncIterator[tuple[WatchSet, list[set[
     async def on_change(assets: set[str]) -> None:
         announced.append(assets)
 
-    ws = WatchSet(r, on_change, refresh_s=3600)
+    ws = WatchSet(r, on_change, refresh_s=3600, metrics=IngestMetrics())
     task = asyncio.create_task(ws.run())
     await eventually(lambda: announced and len(announced[-1]) == 502)
     yield ws, announced
@@ -102,6 +103,7 @@ async def test_a_set_name_is_read_again_and_a_message_not_understood_rereads_eve
     await r.publish(WATCH_CHANNEL, "{garbage")
     await eventually(lambda: "t5" not in announced[-1])
     assert ws.stats.unknown_messages == 1
+    assert ws.metrics is not None and ws.metrics.count("parse_errors", "watch", "NOT_A_WATCH_CHANGE") == 1
     await _change(r, WATCH_TRIGGERS, added=["after"])  # the loop goes on
     await eventually(lambda: "after" in announced[-1])
 
