@@ -30,10 +30,10 @@ Level = tuple[Decimal, Decimal]
 
 @dataclass(frozen=True, slots=True)
 class WatchChange:
-    """One ``tt:watch:changed`` message: assets added to / removed from ``key``, or ``reread`` of ``key``
-    (every watch set when ``key`` is empty)."""
+    """One ``tt:watch:changed`` message: assets added to / removed from the watch set ``key``, or ``reread``:
+    read that set again."""
 
-    key: str = ""
+    key: str
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     reread: bool = False

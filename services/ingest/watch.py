@@ -141,7 +141,7 @@ class WatchSet:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
                     due = time.monotonic() >= next_refresh
-                    if due:
+                    if due:  # a message taken now is in the sets read whole (it came after its change)
                         self._wake.clear()
                         await self.refresh()
                         next_refresh = time.monotonic() + self.refresh_s
