@@ -11,6 +11,7 @@ Keys:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,18 @@ def watch_diff(key: str, added: Any = (), removed: Any = (), *, reset: bool = Fa
     if reset:
         return orjson.dumps({"set": key, "reset": True})
     return orjson.dumps({"set": key, "added": sorted(added), "removed": sorted(removed)})
+
+
+async def change_watch_set(redis: Any, key: str, added: Collection[str], removed: Collection[str]) -> None:
+    """Add and remove assets of the watch set ``key`` and announce the difference, in one MULTI (so the
+    announcements come in the order the set changed)."""
+    pipe = redis.pipeline(transaction=True)
+    if added:
+        pipe.sadd(key, *sorted(added))
+    if removed:
+        pipe.srem(key, *sorted(removed))
+    pipe.publish(WATCH_CHANNEL, watch_diff(key, added, removed))
+    await pipe.execute()
 
 
 def parse_watch_change(data: str | bytes) -> WatchChange | None:

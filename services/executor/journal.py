@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS, watch_diff
+from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.booking import Booked
 from services.executor.store import Change, Store
@@ -189,14 +189,7 @@ class Journal:
         gone = [a for a in closed if not await self.store.asset_held(a)]
         if not opened and not gone:
             return
-        # One MULTI: the set changes and its announcement (the difference) reach ingest in the same order.
-        pipe = self.redis.pipeline(transaction=True)
-        if opened:
-            pipe.sadd(WATCH_POSITIONS, *opened)
-        if gone:
-            pipe.srem(WATCH_POSITIONS, *gone)
-        pipe.publish(WATCH_CHANNEL, watch_diff(WATCH_POSITIONS, opened, gone))
-        await pipe.execute()
+        await change_watch_set(self.redis, WATCH_POSITIONS, opened, gone)
 
     async def _release(self, ids: list[str]) -> None:
         ok: list[str] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS, watch_diff
+from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS, change_watch_set, watch_diff
 from common.streams import DurableLog
 from services.guard.store import Clock, dict_pool
 from services.guard.tasks import reraise_if_cancelled
@@ -136,13 +136,7 @@ class WatchPublisher(Kicked):
         if not added and not removed:
             self._written = version
             return
-        pipe = self.redis.pipeline(transaction=True)
-        if added:
-            pipe.sadd(WATCH_TRIGGERS, *sorted(added))
-        if removed:
-            pipe.srem(WATCH_TRIGGERS, *sorted(removed))
-        pipe.publish(WATCH_CHANNEL, watch_diff(WATCH_TRIGGERS, added, removed))
-        await pipe.execute()
+        await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
         self.current, self._written = wanted, version
 
 

@@ -14,6 +14,7 @@ from common.marketstate import (
     WATCH_POSITIONS,
     WATCH_TRIGGERS,
     WatchChange,
+    change_watch_set,
     parse_watch_change,
     watch_diff,
 )
@@ -47,16 +48,6 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def _change(r: aioredis.Redis, key: str, added: list[str] = [], removed: list[str] = []) -> None:  # noqa: B006
-    pipe = r.pipeline(transaction=True)
-    if added:
-        pipe.sadd(key, *added)
-    if removed:
-        pipe.srem(key, *removed)
-    pipe.publish(WATCH_CHANNEL, watch_diff(key, added, removed))
-    await pipe.execute()
-
-
 @pytest.fixture
 async def watching(r: aioredis.Redis) -> AsyncIterator[tuple[WatchSet, list[set[str]]]]:
     await r.sadd(WATCH_TRIGGERS, *(f"t{i}" for i in range(500)))
@@ -80,11 +71,11 @@ async def test_differences_are_applied_without_reading_the_sets_again(
         r: aioredis.Redis, watching: tuple[WatchSet, list[set[str]]]) -> None:
     ws, announced = watching
     reads = ws.stats.full_reads
-    await _change(r, WATCH_TRIGGERS, added=["new", "shared"], removed=["t0", "t1"])
+    await change_watch_set(r, WATCH_TRIGGERS, ["new", "shared"], ["t0", "t1"])
     await eventually(lambda: "new" in announced[-1] and "t0" not in announced[-1])
     # an asset leaving one set stays watched while the other set holds it
-    await _change(r, WATCH_TRIGGERS, removed=["shared"])
-    await _change(r, WATCH_POSITIONS, added=["p2"], removed=["p1"])
+    await change_watch_set(r, WATCH_TRIGGERS, [], ["shared"])
+    await change_watch_set(r, WATCH_POSITIONS, ["p2"], ["p1"])
     await eventually(lambda: "p2" in announced[-1])
     assert "shared" in announced[-1] and "p1" not in announced[-1]
     assert announced[-1] == await ws.compute()  # what Redis holds
@@ -104,7 +95,7 @@ async def test_a_set_name_is_read_again_and_a_message_not_understood_rereads_eve
     await eventually(lambda: "t5" not in announced[-1])
     assert ws.stats.unknown_messages == 1
     assert ws.metrics is not None and ws.metrics.count("parse_errors", "watch", "NOT_A_WATCH_CHANGE") == 1
-    await _change(r, WATCH_TRIGGERS, added=["after"])  # the loop goes on
+    await change_watch_set(r, WATCH_TRIGGERS, ["after"], [])  # the loop goes on
     await eventually(lambda: "after" in announced[-1])
 
 
