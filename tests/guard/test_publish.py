@@ -1,17 +1,22 @@
-"""The watched-asset publisher on real Redis: writes differences, skips the diff while the version stands."""
+"""Guard's publishers on real Redis and PostgreSQL: the watched-asset set follows the armed triggers (the
+diff skipped while the version stands); the trigger-event outbox publishes in order and prunes old rows."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from common.config import ConfigError
 from common.marketstate import WATCH_TRIGGERS
+from common.storage import create_pool
+from common.streams import DurableLog, create_stream_redis
 from services.guard.config import Settings
-from services.guard.publish import Kicked, SubmittedMarker, WatchPublisher
-from tests.helpers import eventually
+from services.guard.publish import PRUNE, Kicked, OutboxPublisher, SubmittedMarker, WatchPublisher
+from tests.helpers import eventually, plan_scans
 
 
 async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_work(redis: Any) -> None:
@@ -103,3 +108,40 @@ async def test_a_delayed_submitted_mark_is_skipped_for_a_sell_that_settled_meanw
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+async def test_outbox_publishes_pending_events_in_order_and_prunes_only_old_published_ones(
+        db_url: str, redis_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO guard_trigger_events (event_id, trigger_id, payload, published_at) VALUES"
+            " ('old', 't', 'o', %(old)s), ('recent', 't', 'r', %(recent)s),"
+            " ('pending_1', 't', 'p1', NULL), ('pending_2', 't', 'p2', NULL)",
+            {"old": NOW - timedelta(hours=2), "recent": NOW - timedelta(minutes=10)})
+    pool = await create_pool(db_url, autocommit=True)
+    stream_redis = create_stream_redis(redis_url)
+    log_ = DurableLog(stream_redis, "tt:test:trigger_events")
+    try:
+        outbox = OutboxPublisher(pool, log_, lambda: NOW, keep_s=3600, prune_every=1)
+        await outbox.step()
+        assert [p for _c, p in await log_.read("0-0")] == [b"p1", b"p2"]
+        with psycopg.connect(db_url) as conn:
+            rows = dict(conn.execute("SELECT event_id, published_at FROM guard_trigger_events").fetchall())
+        assert rows == {"recent": NOW - timedelta(minutes=10), "pending_1": NOW, "pending_2": NOW}
+        assert outbox.published == 2
+    finally:
+        await pool.close()
+        await stream_redis.aclose()
+
+
+def test_the_prune_reads_only_the_old_rows_of_a_large_outbox(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO guard_trigger_events (event_id, trigger_id, payload, published_at)"
+                     " SELECT 'tev_' || g, 't', '\\x00', now() FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE guard_trigger_events")
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + PRUNE, (NOW - timedelta(days=400),)).fetchone()
+    assert row is not None
+    assert plan_scans(row[0][0]["Plan"], "guard_trigger_events") in (["Index Scan"], ["Bitmap Heap Scan"])
