@@ -126,7 +126,7 @@ class FastRedis:
 
 
 class FastCursorStore:
-    """Consumer cursors under ``tt:cursor:<consumer>`` (the keys of ``common.streams.RedisCursorStore``)
+    """Consumer cursors under ``tt:cursor:<consumer>`` (the keys of ``common.consumer.RedisCursorStore``)
     on a :class:`FastRedis` connection."""
 
     def __init__(self, redis: FastRedis) -> None:

@@ -55,7 +55,7 @@ async def test_cursor_store(redis_url: str) -> None:
     await cursors.set("router", "17-3")
     assert await cursors.get("router") == "17-3"
     r = aioredis.from_url(redis_url, decode_responses=True)
-    assert await r.get("tt:cursor:router") == "17-3"  # where common.streams.RedisCursorStore keeps it
+    assert await r.get("tt:cursor:router") == "17-3"  # where common.consumer.RedisCursorStore keeps it
     await r.aclose()
     fast.close()
 

@@ -10,19 +10,11 @@ from typing import Any
 import grpc
 import pytest
 
+from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer
 from common.grpcserver import start_server
+from common.logread import read_log_items
 from common.retry import Backoff
-from common.streams import (
-    START_NEW,
-    START_OLDEST,
-    DeadLetters,
-    DurableLog,
-    RedisCursorStore,
-    ResumableConsumer,
-    create_stream_redis,
-    read_log_items,
-    serve_log,
-)
+from common.streams import START_NEW, START_OLDEST, DurableLog, create_stream_redis, serve_log
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc

@@ -1,7 +1,7 @@
 """Executor: depth check, venue submission (Insiders API or paper), lifecycle, fills and positions.
 
 Flow: ``RouterService.StreamRoutedTrades`` (or, with ``TT_EXECUTOR_ROUTED_SOURCE=log``, the router's
-log ``tt:stream:routed_trades`` read from Redis by ``common.streams.read_log_items``; the trades that arrived together
+log ``tt:stream:routed_trades`` read from Redis by ``common.logread.read_log_items``; the trades that arrived together
 go as one batch) → :mod:`fanout` (prepare each order: venue, staleness, depth check
 and limit price; persist the intents in growing chunks; start a runner per new order) →
 :mod:`engine` (submit, settle, track; every change through :func:`lifecycle.apply`, persisted by

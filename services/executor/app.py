@@ -14,22 +14,14 @@ import grpc
 import redis.asyncio as aioredis
 
 from common import reservations
+from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer
 from common.livefeed import LiveFeed
+from common.logread import read_log_items
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool
-from common.streams import (
-    ORDER_EVENTS,
-    ROUTED_TRADES,
-    START_NEW,
-    START_OLDEST,
-    DeadLetters,
-    DurableLog,
-    ResumableConsumer,
-    create_stream_redis,
-    read_log_items,
-)
+from common.streams import ORDER_EVENTS, ROUTED_TRADES, START_NEW, START_OLDEST, DurableLog, create_stream_redis
 from services.executor import server
 from services.executor.breaker import BreakerConfig
 from services.executor.breakergate import BreakerGate

@@ -11,19 +11,12 @@ from typing import Any
 
 import grpc
 
+from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer
+from common.logread import read_log_items
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import (
-    ORDER_EVENTS,
-    PRICE_TICKS,
-    TRIGGER_EVENTS,
-    DeadLetters,
-    DurableLog,
-    ResumableConsumer,
-    create_stream_redis,
-    read_log_items,
-)
+from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
 from services.guard.adapters import (
     GrpcControl,
     GrpcExecutor,

@@ -1,5 +1,5 @@
 """Reading ingest's PriceTick log straight from Redis, a batch per blocking ``XREAD``
-(:func:`common.streams.read_raw_entries`).
+(:func:`common.logread.read_raw_entries`).
 
 One Python gRPC stream tops out near 7,000 messages/s on this machine, below the tick rate guard
 must follow, so guard takes ingest's tick log from Redis in batches instead of one message per tick;
@@ -14,7 +14,8 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from common.streams import DurableLog, entry_cursor, entry_payload, read_raw_entries
+from common.logread import entry_cursor, entry_payload, read_raw_entries
+from common.streams import DurableLog
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 
 from common.config import ConfigError, StorageSettings
+from common.consumer import RedisCursorStore
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.resp import RespConnection
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
+from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
 from services.ingest.bookpub import BookPublisher, MarketSync

@@ -18,9 +18,10 @@ import orjson
 from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
+from common.consumer import RedisCursorStore
 from common.decimals import fmt
 from common.retry import Backoff
-from common.streams import START_OLDEST, DurableLog, RedisCursorStore
+from common.streams import START_OLDEST, DurableLog
 from services.ingest.aio import reraise_if_cancelling
 from services.ingest.identity import Identified
 from tradingtools.common.v1 import common_pb2

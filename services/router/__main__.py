@@ -13,19 +13,14 @@ from dataclasses import dataclass
 import aiohttp
 import grpc
 
+from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcserver import GrpcServer, run, wait_for_termination
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import (
-    ROUTED_TRADES,
-    DeadLetters,
-    DurableLog,
-    ResumableConsumer,
-    create_stream_redis,
-)
+from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.router import server
 from services.router.adapters.balances import InsidersBalances, NoBalances

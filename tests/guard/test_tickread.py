@@ -9,9 +9,10 @@ from typing import Any, cast
 import pytest
 import uvloop
 
+from common.consumer import RedisCursorStore
 from common.fastredis import FastCursorStore, FastRedis
 from common.resp import RespClosed, RespConnection, RespError
-from common.streams import PRICE_TICKS, DurableLog, RedisCursorStore, create_stream_redis
+from common.streams import PRICE_TICKS, DurableLog, create_stream_redis
 from services.guard.tickread import TickBatch, log_tick_stream, parse_entries
 from tradingtools.market.v1 import market_pb2 as mpb
 

@@ -16,9 +16,10 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from common.consumer import RedisCursorStore, ResumableConsumer
 from common.embedded import free_port
 from common.retry import Backoff
-from common.streams import START_OLDEST, RedisCursorStore, ResumableConsumer
+from common.streams import START_OLDEST
 from sim.polymarket import PolymarketSim
 from tests.helpers import eventually
 from tests.ingest.conftest import follow

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import psycopg
 
+from common.consumer import RedisCursorStore
 from common.storage import create_pool, create_redis
-from common.streams import LEADER_TRADES, DurableLog, RedisCursorStore, create_stream_redis
+from common.streams import LEADER_TRADES, DurableLog, create_stream_redis
 from services.ingest.persist import CHUNK, TradeWriter
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.market.v1 import market_pb2 as mpb

@@ -1,0 +1,301 @@
+"""Resumable consumers of an upstream stream: handle each item, save the cursor, reconnect on failure.
+
+A consumer saves its cursor only after handling an item, so nothing is lost, and an item is
+redelivered only if the consumer died between handling it and saving the cursor (downstream
+idempotency keys make that harmless). Items a handler keeps failing on are dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+
+from common.retry import Backoff
+from common.streams import START_NEW
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CursorStore(Protocol):
+    """Where a consumer keeps its position."""
+
+    async def get(self, consumer: str) -> str | None:
+        """The saved cursor, or None."""
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        """Save the cursor."""
+
+
+class RedisCursorStore:
+    """Cursors in Redis under ``tt:cursor:<consumer>``."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def get(self, consumer: str) -> str | None:
+        """The saved cursor, or None."""
+        raw = await self.redis.get(f"tt:cursor:{consumer}")
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        """Save the cursor."""
+        await self.redis.set(f"tt:cursor:{consumer}", cursor)
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of a resumable consumer (also exported as metrics by the services)."""
+
+    handled: int = 0
+    reconnects: int = 0
+    handler_errors: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    batch_fallbacks: int = 0
+    last_cursor: str = ""
+    connected: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+DEFAULT_BACKOFF = Backoff(0.05, 2.0)
+
+OpenStream = Callable[[str], AsyncIterator[tuple[str, T]]]
+
+
+class ResumableConsumer(Generic[T]):
+    """Consume an upstream stream from the saved cursor, handle each item, save the cursor, reconnect on failure.
+
+    ``open_stream(after_cursor)`` yields ``(cursor, item)``: typically a gRPC server stream. A handler
+    that keeps failing for an item (``max_handler_attempts``) has that item dead-lettered through
+    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline. The cursor is
+    saved behind the handling, at most once per ``save_interval_s``: a crash redelivers at most the
+    items of that interval (downstream idempotency keys make that harmless).
+
+    With ``handle_batch``, the items that arrived while the previous batch was being handled go
+    together, in stream order, up to ``max_batch`` (a lone item is handed over at once, as a list of
+    one). A batch that raises is handled again item by item through ``handle``, with the retries and
+    dead-lettering above, so ``handle_batch`` must leave things such that re-handling its items one
+    by one is correct (it must anyway: a crash redelivers them).
+    """
+
+    def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
+                 cursors: CursorStore, *, start: str = START_NEW,
+                 dead_letter: Callable[[str, T, BaseException], Awaitable[None]] | None = None,
+                 backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
+                 rng: random.Random | None = None, save_interval_s: float = 0.02,
+                 handle_batch: Callable[[list[T]], Awaitable[None]] | None = None,
+                 max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.name = name
+        self.open_stream = open_stream
+        self.handle = handle
+        self.handle_batch = handle_batch
+        self.max_batch = max_batch
+        self.cursors = cursors
+        self.start = start
+        self.dead_letter = dead_letter
+        self.backoff = backoff
+        self.max_handler_attempts = max_handler_attempts
+        self.rng = rng or random.Random()
+        self.save_interval_s = save_interval_s
+        self.stats = ConsumerStats()
+        self._attempt = 0
+        self._pending: str | None = None
+        self._saved: str | None = None
+        self._dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until cancelled (the last handled cursor is saved on the way out)."""
+        saver = asyncio.create_task(self._saver(), name=f"cursor-saver:{self.name}")
+        try:
+            await self._consume()
+        finally:
+            saver.cancel()
+            # bounded: a client library that swallows the cancellation must not hang shutdown
+            await asyncio.wait({saver}, timeout=1.0)
+            if self._pending is not None and self._pending != self._saved:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.cursors.set(self.name, self._pending), timeout=1.0)
+
+    async def _consume(self) -> None:
+        self._attempt = 0
+        while True:
+            cursor = self._pending if self._pending is not None else await self._saved_cursor()
+            try:
+                if self.handle_batch is not None:
+                    await self._consume_batches(cursor)
+                async for item_cursor, item in self.open_stream(cursor):
+                    self.stats.connected = True
+                    self._attempt = 0
+                    await self._handle_one(item_cursor, item)
+                raise ConnectionError("upstream stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any upstream failure means reconnect
+                _raise_if_cancelling(exc)
+                self.stats.connected = False
+                self.stats.reconnects += 1
+                delay = self.backoff.delay(self._attempt, self.rng.random())
+                self._attempt += 1
+                log.warning("consumer reconnecting", extra={"consumer": self.name, "error": repr(exc)[:300],
+                                                            "delay_s": round(delay, 3)})
+                await asyncio.sleep(delay)
+
+    async def _consume_batches(self, cursor: str) -> None:
+        """Read ahead on a second task (bounded) and hand over whatever has arrived as one batch."""
+        queue: deque[tuple[str, T]] = deque()
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        limit = 4 * self.max_batch
+
+        async def read() -> None:
+            try:
+                async for item in self.open_stream(cursor):
+                    self.stats.connected = True
+                    self._attempt = 0
+                    queue.append(item)
+                    ready.set()
+                    if len(queue) >= limit:
+                        room.clear()
+                        await room.wait()
+                raise ConnectionError("upstream stream ended")
+            finally:
+                ready.set()
+
+        reader = asyncio.create_task(read(), name=f"consumer-reader:{self.name}")
+        try:
+            while True:
+                if not queue:
+                    if reader.done():
+                        # items read before the failure were handled; resume after the last of them
+                        raise reader.exception() or ConnectionError("upstream stream ended")
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                if not room.is_set():
+                    room.set()
+                await self._handle_batch(batch)
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
+
+    async def _handle_batch(self, batch: list[tuple[str, T]]) -> None:
+        assert self.handle_batch is not None
+        try:
+            await self.handle_batch([item for _, item in batch])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: retry the items one by one
+            _raise_if_cancelling(exc)
+            self.stats.batch_fallbacks += 1
+            log.warning("batch failed; handling its items one by one",
+                        extra={"consumer": self.name, "items": len(batch), "error": repr(exc)[:300]})
+            for item_cursor, item in batch:
+                await self._handle_one(item_cursor, item)
+            return
+        self.stats.batches += 1
+        self.stats.handled += len(batch)
+        self.stats.last_cursor = self._pending = batch[-1][0]
+        self._dirty.set()
+
+    async def _saved_cursor(self) -> str:
+        while True:
+            try:
+                saved = await self.cursors.get(self.name)
+                return saved if saved is not None else self.start
+            except Exception as exc:  # noqa: BLE001 - Redis may be briefly unavailable
+                _raise_if_cancelling(exc)
+                log.warning("cursor read failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
+                await asyncio.sleep(0.5)
+
+    async def _handle_one(self, cursor: str, item: T) -> None:
+        for attempt in range(self.max_handler_attempts):
+            try:
+                await self.handle(item)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _raise_if_cancelling(exc)
+                self.stats.handler_errors += 1
+                log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,
+                                                       "attempt": attempt + 1})
+                if attempt + 1 == self.max_handler_attempts:
+                    self.stats.dead_lettered += 1
+                    if self.dead_letter is not None:
+                        await self.dead_letter(cursor, item, exc)
+                    break
+                await asyncio.sleep(self.backoff.delay(attempt, self.rng.random()))
+        self.stats.handled += 1
+        self.stats.last_cursor = cursor
+        self._pending = cursor
+        self._dirty.set()
+
+    async def _saver(self) -> None:
+        """Save the newest handled cursor, one write at a time: a burst of items costs a few writes, and
+        the next item never waits for Redis (a crash can redeliver the items handled since the last save;
+        downstream idempotency keys make that harmless)."""
+        while True:
+            _raise_if_cancelling()
+            await self._dirty.wait()
+            if self.save_interval_s:
+                await asyncio.sleep(self.save_interval_s)
+            self._dirty.clear()
+            cursor = self._pending
+            if cursor is None or cursor == self._saved:
+                continue
+            try:
+                await self._save(cursor)
+            except RuntimeError:
+                log.exception("cursor not saved; retrying", extra={"consumer": self.name})
+                self._dirty.set()
+                continue
+            self._saved = cursor
+
+    async def _save(self, cursor: str) -> None:
+        for attempt in range(1000):
+            try:
+                await self.cursors.set(self.name, cursor)
+                return
+            except Exception as exc:  # noqa: BLE001 - must not advance without saving
+                _raise_if_cancelling(exc)
+                log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
+                await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
+        raise RuntimeError(f"consumer {self.name}: cannot save cursor")
+
+
+def _raise_if_cancelling(exc: BaseException | None = None) -> None:
+    """Raise when this task was asked to stop: a client library can turn a cancellation into another
+    exception, or swallow it mid-command (redis-py does both)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
+class DeadLetters:
+    """Dead-lettered items in a Redis Stream ``tt:dlq:<consumer>`` for an operator to inspect."""
+
+    def __init__(self, redis: aioredis.Redis, consumer: str, encode: Callable[[Any], bytes]) -> None:
+        self.redis = redis
+        self.key = f"tt:dlq:{consumer}"
+        self.encode = encode
+
+    async def __call__(self, cursor: str, item: Any, error: BaseException) -> None:
+        """Record one dead-lettered item."""
+        await self.redis.xadd(self.key, {b"cursor": cursor.encode(), b"error": repr(error)[:1000].encode(),
+                                         b"p": self.encode(item)}, maxlen=100_000, approximate=True)
