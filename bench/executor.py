@@ -53,7 +53,8 @@ from common.storage import apply_migrations, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
 from services.executor.insiders_api import InsidersVenue, request_body
 from services.executor.venue import PlaceRequest
-from sim.insiders import InsidersFake, StaticBooks
+from sim.insiders import InsidersFake
+from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc

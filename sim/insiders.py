@@ -1,16 +1,13 @@
 """A fake Insiders execution API (``../shared/INSIDERS_API.md``) on loopback, with fault injection.
 
-Orders fill against a :class:`BookSource` (``sim.books.SimBooks`` or the tiny :class:`StaticBooks`):
-FOK all or nothing, FAK what is available within the limit, GTC the marketable part with the rest
-resting ``live``. BUYs spend ``amountUsd``, SELLs sell ``size`` shares. A matched order becomes
-``mined`` then ``confirmed`` (or ``failed``) after ``settle_s``. ``Idempotency-Key`` replays return
-the original order, never a second one.
+The venue behind it (orders, balances, positions, matching against a book source) is
+:class:`sim.venue.FakeVenue`. ``Idempotency-Key`` replays return the original order, never a second one.
 
 Every POST is recorded with its arrival time (``time.time_ns()`` when its first bytes reached the
 process) in :attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count
 POSTs per client order id independently of the fake's own idempotency.
 
-Faults (:class:`Faults`): 5xx bursts for the next N requests (or POSTs), timeouts after the order
+Faults (:class:`sim.venue.Faults`): 5xx bursts for the next N requests (or POSTs), timeouts after the order
 was taken (the response is held past the client's timeout; the order stays recorded, or is dropped
 to simulate a venue that never heard of it), not-found for the next N status queries, partial
 fills, on-chain failures, and rejections with any error code (per token or from a scripted queue).
@@ -28,72 +25,22 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import orjson
 
-from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
+from common.decimals import fmt, parse_decimal
 from sim.httpserve import HttpServer, Request, Response, json_response
+from sim.venue import PRICE_QUANTUM, BookSource, FakeVenue, Faults, Rejected, StaticBooks
 
 log = logging.getLogger(__name__)
 
-Level = tuple[Decimal, Decimal]
 Route = Callable[[Request, str], "Response | Awaitable[Response]"]
-SIZE_QUANTUM = Decimal("0.01")
-PRICE_QUANTUM = Decimal("0.00000001")
-ERROR_CODES = ("INVALID_ORDER_MIN_SIZE", "INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_NOT_ENOUGH_BALANCE",
-               "FOK_ORDER_NOT_FILLED_ERROR", "MARKET_CLOSED", "INVALID_ORDER_DUPLICATED")
-
-
-class BookSource(Protocol):
-    """Where the fake finds liquidity: best-first levels, and taking liquidity like a taker of ``side``."""
-
-    def levels(self, asset_id: str) -> tuple[Sequence[Level], Sequence[Level]]:
-        """(bids best-first, asks best-first)."""
-        ...
-
-    def consume(self, asset_id: str, side: str, size: Decimal) -> Any:
-        """Take ``size`` shares as a ``side`` (BUY takes asks, SELL takes bids) taker."""
-        ...
-
-
-class StaticBooks:
-    """A minimal BookSource: books set by hand, consumed by fills."""
-
-    def __init__(self) -> None:
-        self.books: dict[str, tuple[list[Level], list[Level]]] = {}
-
-    def set(self, asset_id: str, *, bids: Sequence[tuple[Any, Any]] = (), asks: Sequence[tuple[Any, Any]] = ()) -> None:
-        """Replace a book (any order; sorted best-first here)."""
-        b = sorted(((Decimal(str(p)), Decimal(str(s))) for p, s in bids), key=lambda lv: lv[0], reverse=True)
-        a = sorted(((Decimal(str(p)), Decimal(str(s))) for p, s in asks), key=lambda lv: lv[0])
-        self.books[asset_id] = (b, a)
-
-    def levels(self, asset_id: str) -> tuple[Sequence[Level], Sequence[Level]]:
-        """(bids best-first, asks best-first)."""
-        bids, asks = self.books.get(asset_id, ([], []))
-        return tuple(bids), tuple(asks)
-
-    def consume(self, asset_id: str, side: str, size: Decimal) -> None:
-        """Remove ``size`` shares from the side a ``side`` taker hits."""
-        bids, asks = self.books.get(asset_id, ([], []))
-        levels = asks if side == "BUY" else bids
-        remaining = size
-        while remaining > 0 and levels:
-            price, level_size = levels[0]
-            take = min(level_size, remaining)
-            remaining -= take
-            if take == level_size:
-                levels.pop(0)
-            else:
-                levels[0] = (price, level_size - take)
 
 
 @dataclass
@@ -108,85 +55,20 @@ class PostRecord:
     body: dict[str, Any] | None = None
 
 
-
-@dataclass
-class FakeOrder:
-    """An order the fake holds."""
-
-    order_id: str
-    client_order_id: str
-    wallet_id: str
-    token_id: str
-    side: str
-    order_type: str
-    amount_usd: Decimal | None
-    size: Decimal | None
-    limit_price: Decimal
-    status: str
-    filled_size: Decimal = ZERO
-    cost: Decimal = ZERO
-    tx_hashes: list[str] = field(default_factory=list)
-    matched_at: float = 0.0
-    final: str = "confirmed"  # what a matched order settles to: confirmed | failed
-
-    @property
-    def avg_price(self) -> Decimal:
-        """Average fill price."""
-        return (self.cost / self.filled_size).quantize(PRICE_QUANTUM) if self.filled_size else ZERO
-
-    def to_json(self) -> dict[str, Any]:
-        """The order as the API returns it."""
-        buying = self.side == "BUY"
-        return {"orderId": self.order_id, "clientOrderId": self.client_order_id, "status": self.status,
-                "filledSize": fmt_memo(self.filled_size), "avgPrice": fmt_memo(self.avg_price),
-                "makingAmount": fmt_memo(self.cost if buying else self.filled_size),
-                "takingAmount": fmt_memo(self.filled_size if buying else self.cost), "txHashes": self.tx_hashes}
-
-
-@dataclass
-class Faults:
-    """Scripted misbehaviour; every counter counts down as it fires."""
-
-    fail_requests: int = 0  # next N requests of any kind answer ``fail_status``
-    fail_posts: int = 0  # next N POSTs answer ``fail_status`` (nothing recorded)
-    fail_status: int = 503
-    timeout_posts: int = 0  # next N POSTs: order taken, answer held ``timeout_delay_s``
-    lose_posts: int = 0  # next N POSTs: answer held ``timeout_delay_s`` and the order is NOT recorded
-    timeout_delay_s: float = 10.0
-    not_found_queries: int = 0  # next N status queries answer 404 even if the order exists
-    partial_ratio: Decimal | None = None  # fill only this fraction of what the book would give
-    fail_settlements: int = 0  # next N matched orders settle ``failed``
-    reject_tokens: dict[str, str] = field(default_factory=dict)  # token id → error code for every POST
-    reject_queue: deque[str] = field(default_factory=deque)  # error codes for the next POSTs, in order
-    post_delay_s: float = 0.0  # every POST answer waits this long (after taking the order)
-
-
-class InsidersFake:
-    """The fake API server. ``await start()`` returns its base URL."""
+class InsidersFake(FakeVenue):
+    """The fake API server in front of a :class:`FakeVenue`. ``await start()`` returns its base URL."""
 
     def __init__(self, books: BookSource, *, token: str = "insiders-test-token", host: str = "127.0.0.1",
                  port: int = 0, settle_s: float = 0.05, default_balance: Decimal = Decimal(1_000_000),
                  tick_sizes: dict[str, Decimal] | None = None, min_sizes: dict[str, Decimal] | None = None,
                  default_tick: Decimal = Decimal("0.01"), enforce_positions: bool = False) -> None:
-        self.books = books
+        super().__init__(books, settle_s=settle_s, default_balance=default_balance, tick_sizes=tick_sizes,
+                         min_sizes=min_sizes, default_tick=default_tick, enforce_positions=enforce_positions)
         self.token = token
         self.host = host
         self.port = port
-        self.settle_s = settle_s
-        self.default_balance = default_balance
-        self.tick_sizes = tick_sizes or {}
-        self.min_sizes = min_sizes or {}
-        self.default_tick = default_tick
-        self.enforce_positions = enforce_positions
-        self.closed_markets: set[str] = set()
-        self.balances: dict[str, Decimal] = {}
-        self.positions: dict[str, dict[str, list[Decimal]]] = {}  # wallet → token → [size, cost]
-        self.faults = Faults()
         self.posts: list[PostRecord] = []
-        self.orders: dict[str, FakeOrder] = {}  # by order id
-        self.by_client_id: dict[str, str] = {}
         self.queries = 0
-        self._ids = itertools.count(1)
         self._server: HttpServer | None = None
         self._auth = f"Bearer {token}"
         self.url = ""
@@ -237,15 +119,6 @@ class InsidersFake:
                 key = p.client_order_id or p.idempotency_key
                 counts[key] = counts.get(key, 0) + 1
         return counts
-
-    def order(self, client_order_id: str) -> FakeOrder | None:
-        """The order held for a client order id."""
-        oid = self.by_client_id.get(client_order_id)
-        return self.orders.get(oid) if oid else None
-
-    def balance(self, wallet_id: str) -> Decimal:
-        """A wallet's USD balance."""
-        return self.balances.setdefault(wallet_id, self.default_balance)
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -316,15 +189,15 @@ class InsidersFake:
         existing = self.order(key)
         if existing is not None:
             record.status, record.outcome = 200, "replayed"
-            return _json(self._view(existing).to_json())
+            return _json(self.view(existing).to_json())
         f = self.faults
         code = f.reject_tokens.get(str(body.get("tokenId"))) or (f.reject_queue.popleft() if f.reject_queue else "")
         if code:
             record.status, record.outcome = 400, "rejected"
             return _json({"error": code, "message": "injected rejection"}, 400)
         try:
-            order = self._validate(body)
-        except _Reject as r:
+            order = self.validate(body)
+        except Rejected as r:
             record.status, record.outcome = r.status, "rejected"
             return _json({"error": r.code, "message": r.message}, r.status)
         if f.lose_posts > 0:
@@ -332,8 +205,8 @@ class InsidersFake:
             record.status, record.outcome = 0, "lost"
             return _later(f.timeout_delay_s, _json({"error": "GATEWAY_TIMEOUT", "message": "lost"}, 504))
         try:
-            self._match(order)
-        except _Reject as r:
+            self.match(order)
+        except Rejected as r:
             record.status, record.outcome = r.status, "rejected"
             return _json({"error": r.code, "message": r.message}, r.status)
         self.orders[order.order_id] = order
@@ -346,126 +219,6 @@ class InsidersFake:
         if f.post_delay_s:
             return _later(f.post_delay_s, _json(order.to_json()))
         return _json(order.to_json())
-
-    def _validate(self, body: dict[str, Any]) -> FakeOrder:
-        side = str(body.get("side") or "").upper()
-        order_type = str(body.get("orderType") or "").upper()
-        token = str(body.get("tokenId") or "")
-        if side not in ("BUY", "SELL") or order_type not in ("FOK", "FAK", "GTC") or not token:
-            raise _Reject("INVALID_ORDER", "side, orderType and tokenId are required")
-        try:
-            limit = _parse(body.get("limitPrice"))
-            amount = _parse(body["amountUsd"]) if body.get("amountUsd") is not None else None
-            size = _parse(body["size"]) if body.get("size") is not None else None
-        except (ValueError, KeyError) as exc:
-            raise _Reject("INVALID_ORDER", f"bad decimal: {exc}") from None
-        if side == "BUY" and order_type != "GTC" and (amount is None or amount <= 0):
-            raise _Reject("INVALID_ORDER", "BUY FOK/FAK needs amountUsd")
-        if (side == "SELL" or order_type == "GTC") and (size is None or size <= 0):
-            raise _Reject("INVALID_ORDER", "SELL and GTC need size")
-        if token in self.closed_markets:
-            raise _Reject("MARKET_CLOSED", "market is closed")
-        tick = self.tick_sizes.get(token, self.default_tick)
-        if limit < tick or limit > 1 - tick or (limit / tick) != (limit / tick).to_integral_value():
-            raise _Reject("INVALID_ORDER_MIN_TICK_SIZE", f"limitPrice {fmt(limit)} is not on the {fmt(tick)} grid")
-        shares = size if size is not None else (amount or ZERO) / limit
-        if shares < self.min_sizes.get(token, ZERO):
-            raise _Reject("INVALID_ORDER_MIN_SIZE", f"size {fmt(shares)} below minimum")
-        wallet = str(body.get("walletId") or "")
-        if side == "BUY" and (amount or (size or ZERO) * limit) > self.balance(wallet):
-            raise _Reject("INVALID_ORDER_NOT_ENOUGH_BALANCE", "not enough balance")
-        if side == "SELL" and self.enforce_positions:
-            held = self.positions.get(wallet, {}).get(token, [ZERO, ZERO])[0]
-            if held < (size or ZERO):
-                raise _Reject("INVALID_ORDER_NOT_ENOUGH_BALANCE", "not enough shares")
-        oid = "io_" + hashlib.sha256(f"{body.get('clientOrderId')}{next(self._ids)}".encode()).hexdigest()[:24]
-        return FakeOrder(oid, str(body.get("clientOrderId")), wallet, token, side, order_type, amount, size, limit,
-                         "live")
-
-    def _match(self, o: FakeOrder) -> None:
-        bids, asks = self.books.levels(o.token_id)
-        buying = o.side == "BUY"
-        levels = asks if buying else bids
-        budget = o.amount_usd if buying and o.order_type != "GTC" else None
-        want = o.size if budget is None else None
-        fills: list[Level] = []
-        for price, level_size in levels:
-            if (buying and price > o.limit_price) or (not buying and price < o.limit_price):
-                break
-            if budget is not None:
-                take = min(level_size, (budget / price).quantize(SIZE_QUANTUM, rounding=ROUND_DOWN))
-                if take <= 0:
-                    break
-                budget -= take * price
-            else:
-                assert want is not None
-                take = min(level_size, want)
-                want -= take
-            fills.append((price, take))
-            if (budget is not None and budget <= 0) or (want is not None and want <= 0):
-                break
-        if o.order_type == "FOK":
-            within = [(p, s) for p, s in levels if (p <= o.limit_price if buying else p >= o.limit_price)]
-            enough = (sum((p * s for p, s in within), ZERO) >= (o.amount_usd or ZERO) if budget is not None
-                      else sum((s for _, s in within), ZERO) >= (o.size or ZERO))
-            if not enough:
-                raise _Reject("FOK_ORDER_NOT_FILLED_ERROR", "order could not be fully filled")
-        ratio = self.faults.partial_ratio
-        if ratio is not None and fills:
-            fills = _scale(fills, ratio)
-        size = sum((s for _, s in fills), ZERO)
-        cost = sum((p * s for p, s in fills), ZERO)
-        if size > 0:
-            self.books.consume(o.token_id, o.side, size)
-            self._settle_wallet(o, size, cost)
-            o.filled_size, o.cost = size, cost
-            o.tx_hashes = ["0x" + hashlib.sha256(o.order_id.encode()).hexdigest()]
-        resting = o.order_type == "GTC" and (o.size or ZERO) > size
-        if resting:
-            o.status = "live"
-        elif size > 0:
-            o.status, o.matched_at = "matched", time.monotonic()
-            if self.faults.fail_settlements > 0:
-                self.faults.fail_settlements -= 1
-                o.final = "failed"
-        else:
-            o.status = "unmatched"
-
-    def _settle_wallet(self, o: FakeOrder, size: Decimal, cost: Decimal) -> None:
-        pos = self.positions.setdefault(o.wallet_id, {}).setdefault(o.token_id, [ZERO, ZERO])
-        if o.side == "BUY":
-            self.balances[o.wallet_id] = self.balance(o.wallet_id) - cost
-            pos[0] += size
-            pos[1] += cost
-        else:
-            self.balances[o.wallet_id] = self.balance(o.wallet_id) + cost
-            if pos[0] > 0:
-                pos[1] -= pos[1] * min(size, pos[0]) / pos[0]
-            pos[0] = max(ZERO, pos[0] - size)
-
-    def fill_resting(self, client_order_id: str, size: Decimal, price: Decimal) -> None:
-        """Match part of a resting (``live``) GTC order, as if a taker arrived."""
-        o = self.order(client_order_id)
-        if o is None or o.status != "live":
-            raise KeyError(client_order_id)
-        size = min(size, (o.size or ZERO) - o.filled_size)
-        o.filled_size += size
-        o.cost += size * price
-        self._settle_wallet(o, size, size * price)
-        if o.filled_size >= (o.size or ZERO):
-            o.status, o.matched_at = "matched", time.monotonic()
-
-    def _view(self, o: FakeOrder) -> FakeOrder:
-        """Advance a matched order through mined → confirmed/failed as time passes."""
-        if o.status == "unmatched":
-            o.status = "cancelled"
-        if o.status in ("matched", "mined"):
-            elapsed = time.monotonic() - o.matched_at
-            if elapsed >= self.settle_s:
-                o.status = o.final
-            elif elapsed >= self.settle_s / 2:
-                o.status = "mined"
-        return o
 
     def _query_fault(self) -> Response | None:
         self.queries += 1
@@ -484,7 +237,7 @@ class InsidersFake:
         o = self.order(coid)
         if o is None:
             return _json({"error": "ORDER_NOT_FOUND", "message": coid}, 404)
-        return _json(self._view(o).to_json())
+        return _json(self.view(o).to_json())
 
     def _get_order(self, request: Request, order_id: str) -> Response:
         fault = self._query_fault()
@@ -493,7 +246,7 @@ class InsidersFake:
         o = self.orders.get(order_id)
         if o is None:
             return _json({"error": "ORDER_NOT_FOUND", "message": order_id}, 404)
-        return _json(self._view(o).to_json())
+        return _json(self.view(o).to_json())
 
     def _delete_order(self, request: Request, order_id: str) -> Response:
         o = self.orders.get(order_id)
@@ -501,7 +254,7 @@ class InsidersFake:
             return _json({"error": "ORDER_NOT_FOUND", "message": order_id}, 404)
         if o.status == "live":
             o.status = "cancelled"
-        return _json(self._view(o).to_json())
+        return _json(self.view(o).to_json())
 
     def _balance(self, request: Request, wallet: str) -> Response:
         return _json({"walletId": wallet, "usd": fmt(self.balance(wallet)),
@@ -558,42 +311,6 @@ class InsidersFake:
         self.posts.clear()
         self.faults = Faults()
         return _json({"ok": True})
-
-
-class _Reject(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(code)
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-_PARSED: dict[str, Decimal] = {}  # a fan-out's POSTs repeat their amounts and limit: parse each string once
-
-
-def _parse(raw: Any) -> Decimal:
-    """:func:`parse_decimal`, remembered for strings (bounded)."""
-    if not isinstance(raw, str):
-        return parse_decimal(raw)
-    value = _PARSED.get(raw)
-    if value is None:
-        if len(_PARSED) >= 4096:
-            _PARSED.clear()
-        value = _PARSED[raw] = parse_decimal(raw)
-    return value
-
-
-def _scale(fills: list[Level], ratio: Decimal) -> list[Level]:
-    total = sum((s for _, s in fills), ZERO)
-    target = (total * ratio).quantize(SIZE_QUANTUM, rounding=ROUND_DOWN)
-    out: list[Level] = []
-    for price, size in fills:
-        if target <= 0:
-            break
-        take = min(size, target)
-        out.append((price, take))
-        target -= take
-    return out
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:

@@ -15,7 +15,8 @@ from common.marketstate import BookSnapshot, write_book
 from common.streams import ORDER_EVENTS, ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
 from services.executor.app import Running, start
 from services.executor.config import Settings
-from sim.insiders import InsidersFake, StaticBooks
+from sim.insiders import InsidersFake
+from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc

@@ -13,7 +13,8 @@ import pytest
 from common.config import Secret
 from services.executor import venue as v
 from services.executor.insiders_api import InsidersVenue
-from sim.insiders import InsidersFake, StaticBooks
+from sim.insiders import InsidersFake
+from sim.venue import StaticBooks
 
 pytestmark = pytest.mark.integration
 D = Decimal

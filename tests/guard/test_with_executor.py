@@ -19,7 +19,8 @@ from services.executor.app import start as start_executor
 from services.executor.config import Settings as ExecutorSettings
 from services.guard.app import start as start_guard
 from services.guard.config import Settings as GuardSettings
-from sim.insiders import InsidersFake, StaticBooks
+from sim.insiders import InsidersFake
+from sim.venue import StaticBooks
 from tests.guard.standins import ASSET, CONDITION, TOKEN, WALLET, WALLET_ID, add_market, db, insert_subscription
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
