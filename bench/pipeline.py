@@ -311,9 +311,12 @@ def scenario_c(b: Bench, rate: float, leaders: int, followers: int, duration_s: 
     warm = b.drive(rate, 2.0, plan)
     b.wait_posts(wallets, warm * followers, 30)
     skip = {r.client_order_id for r in b.posts(wallets)}
+    meter = b.cpu_meter()
+    meter.start()
     t0 = time.time_ns()
     sent = b.drive(rate, duration_s, plan)
     records = [r for r in b.wait_posts(wallets, (warm + sent) * followers, 240) if r.client_order_id not in skip]
+    cpu = meter.stop()
     mid = t0 + int(duration_s * 1e9 / 2)
     b.read_orders()
 
@@ -327,6 +330,7 @@ def scenario_c(b: Bench, rate: float, leaders: int, followers: int, duration_s: 
     rows |= {f"2nd half {k}": summarize(v) for k, v in second.items() if k in ("ingest→POST", "sim→POST")}
     return {"rate_per_s": rate, "leaders": leaders, "followers_per_leader": followers, "duration_s": duration_s,
             "trades": sent, "posts_expected": sent * followers, "posts": len(records), "latency": rows,
+            "cpu_ms_per_order": {k: round(v * 1e3 / max(1, len(records)), 3) for k, v in cpu.items()},
             **b.load_summary()}
 
 
