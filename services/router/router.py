@@ -29,7 +29,7 @@ from opentelemetry import trace
 
 from common.marketstate import MarketInfo
 from common.reservations import NOTHING_RESERVED, WalletReserved, from_micro
-from common.telemetry import extract
+from common.telemetry import extract, tracing_enabled
 from services.router.adapters.redis_state import BatchView, RedisState
 from services.router.adapters.store import ExistingRouted, PgBatch, PositionAgg, RouterStore
 from services.router.domain.carry import InFlight
@@ -172,7 +172,7 @@ class Router:
         self.knobs = knobs
         self.metrics = metrics
         self.clock_ns = clock_ns
-        self.tracer = tracer or trace.get_tracer("tradingtools.router")
+        self.tracer = tracer  # None: spans only while they are exported (telemetry.tracing_enabled)
 
     async def handle(self, event: mpb.LeaderTradeEvent) -> None:
         """Route one leader trade (non-trade activity is ignored)."""
@@ -225,6 +225,7 @@ class Router:
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
             pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding))
         try:
+            await asyncio.sleep(0)  # the statement, the longer of the two reads, leaves first
             rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
         except BaseException:
             loading.cancel()
@@ -286,9 +287,7 @@ class Router:
                       *, last: bool) -> _Plan:
         """Decide one trade from the batch's reads plus what the trades before it changed."""
         event, trade = it.event, it.trade
-        parent = extract(event.trace) if event.trace.traceparent else None
-        span = self.tracer.start_span("router.route", context=parent)
-        span.set_attribute("leader_trade_id", event.id)
+        span = self._span(event)
         asset = event.asset_id
         info = read.redis.markets.get(asset)
         if trade is not None:
@@ -321,6 +320,19 @@ class Router:
         return _Plan(it, routed, routed.SerializeToString(), [d.reason.value for d in decisions if isinstance(d, Skip)],
                      routed_ns, span)
 
+    def _span(self, event: mpb.LeaderTradeEvent) -> trace.Span:
+        """The trade's routing span (a child of the event's context), or a non-recording one when spans are
+        not exported: the orders then carry the event's context on, so the trace stays one."""
+        tracer = self.tracer
+        if tracer is None:
+            if not tracing_enabled():
+                return trace.INVALID_SPAN
+            tracer = self.tracer = trace.get_tracer("tradingtools.router")
+        parent = extract(event.trace) if event.trace.traceparent else None
+        span = tracer.start_span("router.route", context=parent)
+        span.set_attribute("leader_trade_id", event.id)
+        return span
+
     async def _commit(self, plans: list[_Plan], started: float) -> int | None:
         """Emit the plans (one script), then persist what was appended (one statement). Returns the index of
         the plan the emit stopped at (finished alone here), or None when all were appended."""
@@ -332,6 +344,7 @@ class Router:
         done = await self.emitter.emit_batch([(p.item.event.id, p.payload, reservation_lines(p.routed))
                                               for p in plans])
         ok = plans[:len(done.cursors)]
+        await asyncio.sleep(0)  # the log's readers (the executor's stream) are served before the rows are built
         await self.store.persist_many([routed_row(p.routed, p.payload, p.item.trade, cursor)
                                        for p, cursor in zip(ok, done.cursors, strict=True)])
         for p in ok:
