@@ -18,7 +18,6 @@ from typing import Any
 
 from opentelemetry import trace
 
-from common import telemetry
 from common.decimals import ONE, ZERO, fmt
 from common.ids import hash_id
 from common.marketstate import market_key
@@ -41,10 +40,10 @@ from services.executor.policy import (
     fill_increment,
 )
 from services.executor.store import Change, row_life, ticket_from_row
+from services.executor.tracing import order_span, post_traceparent
 
 log = logging.getLogger(__name__)
 MAX_RUNNER_ERRORS = 5
-_tracer = trace.get_tracer("tradingtools.executor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,35 +382,3 @@ async def _safe(call: Any) -> v.VenueResult:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing query is retried later
         return v.VenueError("disconnect", 0, "", repr(exc)[:300])
-
-
-_PARENTS: dict[tuple[str, str], Any] = {}  # the orders of one fan-out share their parent: extract it once
-_PARENTS_MAX = 256
-
-
-def order_span(t: Ticket) -> trace.Span:
-    """The order's span (a child of the routed trade's), or a non-recording one when spans are not exported."""
-    if not telemetry.tracing_enabled():
-        return trace.INVALID_SPAN
-    tc = t.order.trace
-    key = (tc.traceparent, tc.tracestate)
-    parent = _PARENTS.get(key)
-    if parent is None:
-        if len(_PARENTS) >= _PARENTS_MAX:
-            _PARENTS.clear()
-        parent = _PARENTS[key] = telemetry.extract(tc)
-    return _tracer.start_span("executor.order", context=parent, attributes={
-        "order.client_order_id": t.client_order_id, "order.venue": t.venue, "order.side": t.side,
-        "order.asset_id": t.order.asset_id})
-
-
-def post_traceparent(span: trace.Span, t: Ticket) -> str:
-    """The ``traceparent`` a venue call carries: the order's span, else the routed trade's context."""
-    return _traceparent(span) or t.order.trace.traceparent
-
-
-def _traceparent(span: trace.Span) -> str:
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return ""
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"

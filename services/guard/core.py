@@ -14,17 +14,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from common.decimals import ZERO
 from common.retry import Backoff
 from services.guard import ticks
 from services.guard.adapters import RedisMarkets
-from services.guard.engine import Band, Cancelled, Engine, Outcome, Prices, load
+from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
 from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
-from services.guard.model import Reason, Source, State
+from services.guard.model import Reason, State
 from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
@@ -35,7 +34,6 @@ from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
 _NOTHING = Outcome()
-_SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # order of the tick's raw prices
 _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                           mpb.TICK_KIND_LAST_TRADE_PRICE})
 
@@ -156,9 +154,9 @@ class Guard:
                 stats.unchanged_ticks += 1
                 return _NOTHING
             band = engine.band(asset_id)
-            prices = _known(raw) if band is not None else None
+            prices = ticks.known_prices(raw) if band is not None else None
             if prices is not None and band is not None:
-                if _inside(prices, band):
+                if ticks.inside_band(prices, band):
                     if stale or not engine.holds(asset_id):  # a fresh tick releases held triggers
                         return self._quiet_tick(tick, asset_id, raw, stale)
                 elif stale and engine.stale_covered(asset_id, Prices(*prices)):
@@ -392,30 +390,3 @@ class Guard:
     async def cancel_tasks(self) -> None:
         """Cancel background tasks (shutdown after the grace period)."""
         await stop_tasks(list(self._tasks))
-
-
-def _known(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
-    """The tick's prices (best bid, mid, last trade; None when absent) when each is known valid, else None
-    (not parsed yet, or malformed: the full path decides)."""
-    prices: list[Decimal | None] = []
-    known = ticks.PARSED.get
-    for text in raw:
-        if not text:
-            prices.append(None)
-            continue
-        price = known(text)
-        if price is None:
-            return None
-        prices.append(price)
-    return prices
-
-
-def _inside(prices: list[Decimal | None], band: Band) -> bool:
-    """True when each watched price is inside its band."""
-    for source, lo, hi, inclusive in band:
-        price = prices[_SOURCE_INDEX[source]]
-        if price is None:
-            continue
-        if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
-            return False
-    return True

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
-from sortedcontainers import SortedList
-
 from services.guard.model import Kind, Reason, Source, TriggerSpec
-from services.guard.trailing import TrailBook
+from services.guard.sourcebook import SourceBook, book_for
 
-_MAX_ID = "\U0010ffff"
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
 
@@ -78,60 +75,6 @@ class Outcome:
         return bool(self.fired or self.cancelled or self.held or self.released)
 
 
-class _SourceBook:
-    __slots__ = ("sl", "tp", "trail")
-
-    def __init__(self) -> None:
-        self.tp: SortedList = SortedList()  # (trigger price, id)
-        self.sl: SortedList = SortedList()  # (trigger price, id)
-        self.trail: TrailBook | None = None  # created with the first trailing stop
-
-    def __len__(self) -> int:
-        return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
-
-    def add(self, spec: TriggerSpec) -> None:
-        if spec.kind is Kind.TAKE_PROFIT:
-            self.tp.add((spec.trigger_price, spec.id))
-        elif spec.kind is Kind.STOP_LOSS:
-            self.sl.add((spec.trigger_price, spec.id))
-        else:
-            if self.trail is None:
-                self.trail = TrailBook()
-            self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark)
-
-    def remove(self, spec: TriggerSpec) -> None:
-        if spec.kind is Kind.TAKE_PROFIT:
-            self.tp.remove((spec.trigger_price, spec.id))
-        elif spec.kind is Kind.STOP_LOSS:
-            self.sl.remove((spec.trigger_price, spec.id))
-        elif self.trail is not None:
-            self.trail.remove(spec.id)
-
-    def take(self, price: Decimal) -> list[tuple[str, Decimal | None]]:
-        """Remove and return what fires at ``price``: (id, mark for trailing stops)."""
-        out: list[tuple[str, Decimal | None]] = []
-        tp, sl = self.tp, self.sl
-        if tp and tp[0][0] <= price:  # the lowest take-profit first: usually nothing crosses
-            end = tp.bisect_right((price, _MAX_ID))
-            out.extend((tid, None) for _p, tid in tp.islice(0, end))
-            del tp[:end]
-        if sl and sl[-1][0] >= price:
-            start = sl.bisect_left((price,))
-            out.extend((tid, None) for _p, tid in sl.islice(start))
-            del sl[start:]
-        if self.trail is not None and len(self.trail):
-            out.extend(self.trail.tick(price))
-        return out
-
-    def peek(self, price: Decimal) -> list[str]:
-        """What would fire at ``price``; changes nothing."""
-        out = [tid for _p, tid in self.tp.islice(0, self.tp.bisect_right((price, _MAX_ID)))]
-        out.extend(tid for _p, tid in self.sl.islice(self.sl.bisect_left((price,))))
-        if self.trail is not None and len(self.trail):
-            out.extend(self.trail.would_fire(price))
-        return out
-
-
 Band = tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...]  # (source, lo, hi, hi_inclusive)
 
 
@@ -141,7 +84,7 @@ class Engine:
     def __init__(self) -> None:
         self._bands: dict[str, Band] = {}
         self._specs: dict[str, TriggerSpec] = {}
-        self._books: dict[str, dict[Source, _SourceBook]] = {}
+        self._books: dict[str, dict[Source, SourceBook]] = {}
         self._by_asset: dict[str, set[str]] = {}
         self._epoch = next(_ENGINES)
         self._asset_changes = 0
@@ -150,7 +93,7 @@ class Engine:
         # Per asset and source, the lowest and highest stale price evaluated since its triggers last changed.
         self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
         # Books whose trailing marks rose since take_dirty_marks: the flush visits only these.
-        self._dirty_books: dict[int, _SourceBook] = {}
+        self._dirty_books: dict[int, SourceBook] = {}
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -246,7 +189,7 @@ class Engine:
                 spec = spec.with_mark(old.high_water_mark)
         self._specs[spec.id] = spec
         self._changed(spec.asset_id)
-        _book_for(self._books, spec.asset_id, spec.source).add(spec)
+        book_for(self._books, spec.asset_id, spec.source).add(spec)
         ids = self._by_asset.get(spec.asset_id)
         if ids is None:
             ids = self._by_asset[spec.asset_id] = set()
@@ -332,7 +275,7 @@ class Engine:
                 if sibling is not None:
                     out.cancelled.append(Cancelled(sibling, Reason.OCO_SIBLING_FIRED, winner))
 
-    def _hold(self, asset_id: str, books: dict[Source, _SourceBook], prices: Prices) -> Outcome:
+    def _hold(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices) -> Outcome:
         out = Outcome()
         held = self._held.setdefault(asset_id, set())
         seen = self._stale_seen.setdefault(asset_id, {})
@@ -355,7 +298,7 @@ class Engine:
         self._bands.pop(asset_id, None)
         self._stale_seen.pop(asset_id, None)
 
-    def _book(self, spec: TriggerSpec) -> _SourceBook:
+    def _book(self, spec: TriggerSpec) -> SourceBook:
         return self._books[spec.asset_id][spec.source]
 
     def _detach(self, spec: TriggerSpec) -> None:
@@ -418,19 +361,9 @@ def load(specs: Iterable[TriggerSpec]) -> Engine:
         else:
             trailing.append(spec)
     for (asset_id, source), items in tp.items():
-        _book_for(engine._books, asset_id, source).tp.update(items)
+        book_for(engine._books, asset_id, source).tp.update(items)
     for (asset_id, source), items in sl.items():
-        _book_for(engine._books, asset_id, source).sl.update(items)
+        book_for(engine._books, asset_id, source).sl.update(items)
     for spec in trailing:
-        _book_for(engine._books, spec.asset_id, spec.source).add(spec)
+        book_for(engine._books, spec.asset_id, spec.source).add(spec)
     return engine
-
-
-def _book_for(books: dict[str, dict[Source, _SourceBook]], asset_id: str, source: Source) -> _SourceBook:
-    by_source = books.get(asset_id)
-    if by_source is None:
-        by_source = books[asset_id] = {}
-    book = by_source.get(source)
-    if book is None:
-        book = by_source[source] = _SourceBook()
-    return book

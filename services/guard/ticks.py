@@ -6,10 +6,12 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from common.decimals import parse_decimal
-from services.guard.engine import Prices
+from services.guard.engine import Band, Prices
+from services.guard.model import Source
 from tradingtools.market.v1 import market_pb2 as mpb
 
 RESOLVED = mpb.TICK_KIND_MARKET_RESOLVED
+_SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # order of a tick's raw prices
 
 
 class BadTick(ValueError):
@@ -82,3 +84,30 @@ def view(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> TickView:
         venue_time_ms=tick.venue_time_ms,
         received_time_ns=tick.received_time_ns,
     )
+
+
+def known_prices(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
+    """The tick's prices (best bid, mid, last trade; None when absent) when each is known valid, else None
+    (not parsed yet, or malformed: the full path decides)."""
+    prices: list[Decimal | None] = []
+    known = PARSED.get
+    for text in raw:
+        if not text:
+            prices.append(None)
+            continue
+        price = known(text)
+        if price is None:
+            return None
+        prices.append(price)
+    return prices
+
+
+def inside_band(prices: list[Decimal | None], band: Band) -> bool:
+    """True when each watched price is inside its band."""
+    for source, lo, hi, inclusive in band:
+        price = prices[_SOURCE_INDEX[source]]
+        if price is None:
+            continue
+        if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
+            return False
+    return True

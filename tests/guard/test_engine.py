@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from services.guard.engine import Engine, Prices, load
 from services.guard.model import Kind, Reason, Source, TriggerSpec
+from services.guard.ticks import inside_band
 from services.guard.trailing import TrailBook
 
 D = Decimal
@@ -331,13 +332,8 @@ def test_a_trailing_high_water_mark_never_falls(stops: list[tuple[int, Decimal]]
 
 
 def _inside(band: tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...], p: Prices) -> bool:
-    for source, lo, hi, inclusive in band:
-        price = p.get(source)
-        if price is None:
-            continue
-        if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
-            return False
-    return True
+    """The core's quiet-tick check (ticks.inside_band) on this tick's prices."""
+    return inside_band([p.get(Source.BEST_BID), p.get(Source.MID), p.get(Source.LAST_TRADE)], band)
 
 
 @settings(max_examples=300, deadline=None)
