@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -99,6 +100,23 @@ def process_cpu_s(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def address() -> str:
+    """A fresh random 0x + 40 hex proxy address."""
+    return "0x" + secrets.token_hex(20)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """``VmRSS`` and ``VmHWM`` (peak) of process ``pid`` in MB (empty when it is gone)."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        return {}
+    return out
 
 
 def storage_pids(run_dir: Path) -> dict[str, list[int]]:

@@ -50,8 +50,8 @@ import orjson
 import psycopg
 import redis as redis_sync
 
-from bench import CpuMeter, process_cpu_s, storage_pids, summarize
-from bench.guard import _asset, _seed
+from bench import CpuMeter, memory_mb, process_cpu_s, storage_pids, summarize
+from bench._triggers import asset_id, seed_triggers
 from common.streams import PRICE_TICKS, TRIGGER_EVENTS
 from sim.scenarios import set_best_bid
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -86,16 +86,6 @@ def _guard_lags(text: str, since_ms: int) -> list[tuple[float, float]]:
             if stamp >= since_ms - 1000 and "tick_lag_p99_ms" in d:
                 out.append((float(d["tick_lag_p50_ms"]), float(d["tick_lag_p99_ms"])))
     return out
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
 
 
 def _pids(p: Any) -> dict[str, int]:
@@ -216,8 +206,8 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
     started = time.monotonic()
     n_assets -= n_assets % 2
     if n_triggers:
-        _seed(db_url, n_triggers, n_assets, random.Random(5))
-    pairs = [(f"0x{0xe0000000 + i:064x}", _asset(i), _asset(i + 1)) for i in range(0, n_assets, 2)]
+        seed_triggers(db_url, n_triggers, n_assets, random.Random(5))
+    pairs = [(f"0x{0xe0000000 + i:064x}", asset_id(i), asset_id(i + 1)) for i in range(0, n_assets, 2)]
 
     def add_markets() -> None:
         for cid, t0, t1 in pairs:
@@ -338,7 +328,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
                                                                                             default=None),
                                   "p50_series": [round(x) for x, _ in lags]},
             "cpu_us_per_tick": cpu_us_per_tick, "cpu_cores": cpu_cores,
-            "guard_rss_mb": _rss_mb(guard_pid), "guard_stats": _last_stats(guard_log),
+            "guard_rss_mb": round(memory_mb(guard_pid).get("VmRSS", 0.0), 1), "guard_stats": _last_stats(guard_log),
             "ticks_log_capped": xlen2 >= 950_000,
             "latency": {"hot: sim frame→SELL POST": summarize(samples),
                         "hot: ingest→SELL POST": summarize(hot_ingest_ms),

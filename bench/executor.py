@@ -39,20 +39,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import httpx
-import orjson
 import psycopg
 
 from bench import print_table, process_cpu_s, save_results, storage_pids, summarize
-from common.config import Secret, project_root
+from bench._transports import compare_transports
+from common.config import project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
 from common.marketstate import BookSnapshot, write_book
 from common.storage import apply_migrations, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
-from services.executor.insiders_api import InsidersVenue, request_body
-from services.executor.venue import PlaceRequest
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -336,81 +332,6 @@ async def _singles(args: argparse.Namespace, db_url: str, redis_url: str, log_pa
             "pg_statements_by_kind": {k: round(v / n, 2) for k, v in kinds.items()}}
 
 
-def _burst_requests(prefix: str, n: int) -> list[PlaceRequest]:
-    return [PlaceRequest(f"co_{prefix}_{i}", "u", f"w_{i}", "0xp", ASSET, "BUY", "FAK", Decimal("1"), None,
-                         Decimal("0.51")) for i in range(n)]
-
-
-async def _burst_http1(url: str, n: int, run: int) -> int:
-    venue = InsidersVenue(url, Secret(TOKEN), post_timeout_s=120)
-    await asyncio.gather(*(venue.place(r) for r in _burst_requests(f"http1w_{run}", n)))  # warm connections
-    reqs = _burst_requests(f"http1_{run}", n)
-    t0 = time.time_ns()
-    await asyncio.gather(*(venue.place(r) for r in reqs))
-    await venue.close()
-    return t0
-
-
-async def _burst_aiohttp(url: str, n: int, run: int) -> int:
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, headers={"Authorization": f"Bearer {TOKEN}"}) as s:
-        async def one(r: PlaceRequest) -> None:
-            headers = {"Idempotency-Key": r.client_order_id, "Content-Type": "application/json"}
-            async with s.post(f"{url}/v1/orders", data=request_body(r), headers=headers) as resp:
-                await resp.read()
-
-        await asyncio.gather(*(one(r) for r in _burst_requests(f"aiohttpw_{run}", n)))  # warm connections
-        reqs = _burst_requests(f"aiohttp_{run}", n)
-        t0 = time.time_ns()
-        await asyncio.gather(*(one(r) for r in reqs))
-    return t0
-
-
-async def _burst_httpx(url: str, n: int, run: int) -> int:
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as client:
-        def one(r: PlaceRequest) -> Any:
-            return client.post(f"{url}/v1/orders", content=request_body(r),
-                               headers={"Idempotency-Key": r.client_order_id, "Content-Type": "application/json"})
-
-        await asyncio.gather(*(one(r) for r in _burst_requests(f"httpxw_{run}", n)))  # warm connections
-        reqs = _burst_requests(f"httpx_{run}", n)
-        t0 = time.time_ns()
-        await asyncio.gather(*(one(r) for r in reqs))
-    return t0
-
-
-async def _transports(args: argparse.Namespace) -> dict[str, Any]:
-    """Each client alone from this process, 1,000 concurrent POSTs to the fake in its own process."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sim.insiders", "--port", "0", "--token", TOKEN,
-                                                cwd=project_root(), stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        url = (await proc.stdout.readline()).decode().strip()
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession(headers=headers) as admin:
-            book = {"bids": [["0.49", "1000000000"]], "asks": [["0.50", "1000000000"]]}
-            async with admin.put(f"{url}/_sim/books/{ASSET}", data=orjson.dumps(book)) as r:
-                r.raise_for_status()
-            bursts = (("http1", _burst_http1), ("aiohttp", _burst_aiohttp), ("httpx", _burst_httpx))
-            results: dict[str, list[float]] = {name: [] for name, _ in bursts}
-            for run in range(args.transport_runs):
-                for name, burst in bursts:
-                    async with admin.get(f"{url}/_sim/posts?since=0") as r:
-                        since = (await r.json())["next"]
-                    t0 = await burst(url, args.orders, run)
-                    async with admin.get(f"{url}/_sim/posts?since={since}") as r:
-                        posts = [p for p in (await r.json())["posts"]
-                                 if p["clientOrderId"].startswith(f"co_{name}_{run}_")]
-                    last = max(p["arrivalNs"] for p in posts)
-                    results[name].append((last - t0) / 1e6)
-                    print(f"transport {name:<8} run {run + 1}: last of {len(posts)} POSTs at "
-                          f"{results[name][-1]:7.1f} ms", flush=True)
-    finally:
-        proc.terminate()
-        await proc.wait()
-    return {name: summarize(v) for name, v in results.items()}
-
-
 def main(argv: list[str]) -> int:
     """Run the benchmark; non-zero when the p99 target is missed."""
     parser = argparse.ArgumentParser(prog="bench executor")
@@ -439,7 +360,8 @@ def main(argv: list[str]) -> int:
             apply_migrations(db_url)
             if not args.single_only:
                 result = uvloop.run(_fanout(args, db_url, redis_url, log_path))
-                transports = {} if args.no_transports else uvloop.run(_transports(args))
+                if not args.no_transports:
+                    transports = uvloop.run(compare_transports(args.orders, args.transport_runs, TOKEN, ASSET))
             if args.single_rate > 0:
                 singles = uvloop.run(_singles(args, db_url, redis_url, log_path, pgdata, Path(tmp)))
         except BaseException:

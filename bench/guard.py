@@ -40,7 +40,8 @@ from typing import Any
 
 import psycopg
 
-from bench import CpuMeter, print_table, process_cpu_s, save_results, storage_pids, summarize
+from bench import CpuMeter, memory_mb, print_table, process_cpu_s, save_results, storage_pids, summarize
+from bench._triggers import Walk, asset_id, seed_triggers
 from common.config import project_root
 from common.decimals import fmt
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
@@ -64,70 +65,6 @@ TARGET_RSS_MB = 300.0
 CENT = Decimal("0.01")
 
 
-def _asset(i: int) -> str:
-    return f"{7_000_000_000 + i:d}" + "1" * 66
-
-
-def _seed(db_url: str, n_triggers: int, n_assets: int, rng: random.Random) -> None:
-    """Positions and ARMED triggers (TP / SL / trailing, some in OCO pairs), written with COPY."""
-    per_asset = max(1, n_triggers // n_assets)
-    now = datetime.now(UTC)
-    with psycopg.connect(db_url) as conn:
-        with conn.cursor().copy("COPY positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                                " cost_usd) FROM STDIN") as cp:
-            for a in range(n_assets):
-                for k in range(per_asset):
-                    cp.write_row((f"w_{k}", _asset(a), "0x" + "ab" * 32, "0x" + f"{k:040x}", 100, 0.5, 50))
-        with conn.cursor().copy(
-                "COPY triggers (id, wallet, follower_wallet_id, asset_id, kind, trigger_price, trail_pct,"
-                " activation_price, size, sell_fraction, oco_group, price_source, state, state_reason,"
-                " high_water_mark, source, create_time, update_time) FROM STDIN") as cp:
-            for a in range(n_assets):
-                for k in range(per_asset):
-                    kind = ("TAKE_PROFIT", "STOP_LOSS", "TRAILING_STOP", "TAKE_PROFIT", "STOP_LOSS")[k % 5]
-                    price = trail = Decimal(0)
-                    # prices spread so that the random walk below fires a few dozen a second
-                    if kind == "TAKE_PROFIT":
-                        price = Decimal(rng.randint(58, 95)) / 100
-                    elif kind == "STOP_LOSS":
-                        price = Decimal(rng.randint(5, 42)) / 100
-                    else:
-                        trail = Decimal(rng.randint(15, 45))
-                    oco = f"grp_{a}_{k // 2}" if k % 5 in (3, 4) else ""
-                    cp.write_row((f"trg_{a}_{k}", "0x" + f"{k:040x}", f"w_{k}", _asset(a), kind, price, trail, 0, 0,
-                                  1, oco, "BEST_BID", "ARMED", "", 0, "MANUAL", now, now))
-        conn.commit()
-        # Statistics, as a database that gathered these rows over time has them (autovacuum would analyze
-        # only a minute or so later): without them the planner takes the 100,000 rows for a handful, and
-        # e.g. the trailing-mark flush hash-joins every ARMED trigger (63 ms a 500-row chunk, 11 ms with).
-        conn.execute("ANALYZE positions")
-        conn.execute("ANALYZE triggers")
-        conn.commit()
-
-
-class _Walk:
-    """A random walk per asset on the 0.01 grid, kept inside [0.02, 0.97]."""
-
-    def __init__(self, n_assets: int, rng: random.Random) -> None:
-        self.prices = [50] * n_assets
-        self.rng = rng
-
-    def step(self) -> tuple[int, Decimal]:
-        a = self.rng.randrange(len(self.prices))
-        p = min(97, max(2, self.prices[a] + self.rng.choice((-1, 0, 1))))
-        self.prices[a] = p
-        return a, Decimal(p) / 100
-
-
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            values[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return round(values.get("VmRSS", 0.0), 1), round(values.get("VmHWM", 0.0), 1)
-
-
 async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     store = TriggerStore(pool, lambda: datetime.now(UTC))
@@ -140,7 +77,7 @@ async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]
     await pool.close()
     del specs
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    walk = _Walk(args.assets, random.Random(7))
+    walk = Walk(args.assets, random.Random(7))
     all_ms: list[float] = []
     fired_ms: list[float] = []
     fires = 0
@@ -149,7 +86,7 @@ async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]
     for _ in range(args.engine_ticks):
         a, p = walk.step()
         now = time.time_ns()
-        tick = mpb.PriceTick(asset_id=_asset(a), best_bid=fmt(p), best_ask=fmt(p + CENT), mid=fmt(p + CENT / 2),
+        tick = mpb.PriceTick(asset_id=asset_id(a), best_bid=fmt(p), best_ask=fmt(p + CENT), mid=fmt(p + CENT / 2),
                              received_time_ns=now, kind=mpb.TICK_KIND_PRICE_CHANGE)
         s = time.perf_counter_ns()
         view = tickview.view(tick, now, max_age)
@@ -213,7 +150,7 @@ def _load_s_from_log(path: Path) -> float | None:
 async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
     redis = create_redis(redis_url)
     for a in range(args.assets):
-        await write_market(redis, MarketInfo(_asset(a), "0x" + "ab" * 32, CENT, Decimal(1)))
+        await write_market(redis, MarketInfo(asset_id(a), "0x" + "ab" * 32, CENT, Decimal(1)))
     stream_redis = create_stream_redis(redis_url)
     log_ = DurableLog(stream_redis, PRICE_TICKS, maxlen=200_000)
     ingest = _Ingest(log_)
@@ -245,11 +182,11 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
             await asyncio.wait_for(ingest.connected.wait(), timeout=60)
         ready_s = time.perf_counter() - spawned
         await asyncio.sleep(0.5)
-        rss_loaded = _rss_mb(proc.pid)
-        walk = _Walk(args.assets, random.Random(11))
+        rss_loaded = memory_mb(proc.pid)
+        walk = Walk(args.assets, random.Random(11))
         prices = {p: (fmt(Decimal(p) / 100), fmt(Decimal(p + 1) / 100), fmt(Decimal(2 * p + 1) / 200))
                   for p in range(1, 100)}
-        assets = [_asset(a) for a in range(args.assets)]
+        assets = [asset_id(a) for a in range(args.assets)]
         batch = max(1, args.rate // 200)  # every 5 ms
         interval = batch / args.rate
         total = int(args.rate * (args.warmup_s + args.seconds))
@@ -286,7 +223,7 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
         measured_ticks = max(1, sent - measure_sent) if measuring else 1
         await asyncio.sleep(2.0)
         orders = await _orders_phase(db_url, stream_redis, proc.pid, args) if args.order_rate else {}
-        rss_end = _rss_mb(proc.pid)
+        rss_end = memory_mb(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -311,7 +248,9 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
             "measure_s": round(time.perf_counter() - measure_t0, 1) if measuring else 0.0,
             "rate_achieved": round(sent / max(produce_s, 1e-9)),
             "guard_start_to_streaming_s": round(ready_s, 3), "guard_load_s": _load_s_from_log(log_path),
-            "guard_rss_after_load_mb": rss_loaded[0], "guard_rss_end_mb": rss_end[0], "guard_rss_peak_mb": rss_end[1],
+            "guard_rss_after_load_mb": round(rss_loaded.get("VmRSS", 0.0), 1),
+            "guard_rss_end_mb": round(rss_end.get("VmRSS", 0.0), 1),
+            "guard_rss_peak_mb": round(rss_end.get("VmHWM", 0.0), 1),
             "orders": orders}
 
 
@@ -382,7 +321,7 @@ async def _orders_phase(db_url: str, stream_redis: Any, pid: int, args: argparse
             ev = epb.OrderEvent(
                 event_id=f"oev_b{sent}", type=epb.ORDER_EVENT_TYPE_FILLED if kind else epb.ORDER_EVENT_TYPE_PLACED,
                 client_order_id=f"co_b{k}", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_bench",
-                follower_wallet_id="w_0", follower_proxy="0x" + "0" * 40, asset_id=_asset(a), side=cpb.SIDE_BUY,
+                follower_wallet_id="w_0", follower_proxy="0x" + "0" * 40, asset_id=asset_id(a), side=cpb.SIDE_BUY,
                 filled_size="5" if kind else "", avg_price="0.5" if kind else "")
             payloads.append(ev.SerializeToString())
             sent += 1
@@ -409,7 +348,7 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             apply_migrations(db_url)
             t0 = time.perf_counter()
-            _seed(db_url, args.triggers, args.assets, random.Random(3))
+            seed_triggers(db_url, args.triggers, args.assets, random.Random(3))
             print(f"seeded {args.triggers} triggers over {args.assets} assets in {time.perf_counter() - t0:.1f} s",
                   flush=True)
             engine = await _engine_bench(db_url, args)

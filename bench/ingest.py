@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import orjson
 
-from bench import process_cpu_s
+from bench import memory_mb, process_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -45,16 +45,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def proc_stats(pid: int) -> dict[str, float]:
     """RSS / peak RSS (MB) and CPU seconds of a process."""
-    out: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1]) / 1024
-        cpu = process_cpu_s(pid)
-        if cpu is not None:
-            out["cpu_s"] = cpu
-    except (OSError, IndexError, ValueError):
-        pass
+    out = memory_mb(pid)
+    cpu = process_cpu_s(pid)
+    if cpu is not None:
+        out["cpu_s"] = cpu
     return out
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from bench import CpuMeter, print_table, save_results, storage_pids, summarize
+from bench import CpuMeter, address, memory_mb, print_table, save_results, storage_pids, summarize
 from bench._pipeline_guard import scenario_e
 from common.streams import ROUTED_TRADES
 from sim.polymarket import SimMarket
@@ -50,11 +50,6 @@ TUNING = {"TT_INGEST_POLL_INTERVAL_S": "60", "TT_INGEST_POLL_GAP_FOLLOWUP_S": "6
 FIXED = {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "5"}
 RSS_TARGET_MB = 250.0
 FINAL = ("confirmed", "failed", "cancelled")
-
-
-def address() -> str:
-    """A fresh 0x + 40 hex address."""
-    return "0x" + secrets.token_hex(20)
 
 
 class Bench:
@@ -340,9 +335,8 @@ def rss(p: Pipeline) -> dict[str, float]:
     for name in ("control", "ingest", "router", "executor", "guard", "envoy"):
         try:
             pid = int(p.program(name).get("pid") or 0)
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out[name] = round(int(line.split()[1]) / 1024, 1)
+            if "VmRSS" in (mem := memory_mb(pid)):
+                out[name] = round(mem["VmRSS"], 1)
         except (KeyError, OSError, ValueError):
             continue
     return out
