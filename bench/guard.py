@@ -136,6 +136,10 @@ class _Executor(egrpc.ExecutorServiceServicer):
         await asyncio.Event().wait()
         yield epb.StreamOrderEventsResponse()  # pragma: no cover - never reached
 
+    async def StreamOrderEventBatches(self, request, context):
+        await asyncio.Event().wait()
+        yield epb.StreamOrderEventBatchesResponse()  # pragma: no cover - never reached
+
 
 def _load_s_from_log(path: Path) -> float | None:
     for line in path.read_text(errors="replace").splitlines():

@@ -22,6 +22,7 @@ from common.livefeed import LiveFeed
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 LEADER_TRADES = "tt:stream:leader_trades"
 PRICE_TICKS = "tt:stream:price_ticks"
@@ -125,6 +126,12 @@ class DurableLog:
 
     async def tail(self, after: str) -> AsyncIterator[tuple[str, bytes]]:
         """Every entry after ``after``, forever (used by the gRPC stream servicers)."""
+        async for batch in self.tail_batches(after):
+            for item in batch:
+                yield item
+
+    async def tail_batches(self, after: str) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """Every entry after ``after``, forever, in the (never empty) batches that were ready together."""
         cursor = await self.resolve(after)
         live = self.live
         while True:
@@ -144,9 +151,9 @@ class DurableLog:
                 if not batch and live is not None and live.covered_after is not None:
                     cursor = _covered_cursor(live)
                     continue
-            for cursor_, payload in batch:
-                cursor = cursor_
-                yield cursor_, payload
+            if batch:
+                cursor = batch[-1][0]
+                yield batch
 
 
 def _covered_cursor(live: LiveFeed) -> str:
@@ -156,17 +163,44 @@ def _covered_cursor(live: LiveFeed) -> str:
     return f"{covered[0]}-{covered[1]}"
 
 
+def _built(log_: DurableLog, build: Callable[[str, bytes], T], cursor: str, payload: bytes) -> T | None:
+    """``build(cursor, payload)``, or None (logged and counted in ``log_.malformed``) when it raises."""
+    try:
+        return build(cursor, payload)
+    except Exception as exc:  # noqa: BLE001 - whatever the payload's parser raises
+        log_.malformed += 1
+        log.warning("malformed log entry skipped", extra={"log": log_.name, "cursor": cursor,
+                                                           "error": repr(exc)[:300]})
+        return None
+
+
 async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
     """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response.
 
     An entry ``build`` cannot turn into a response (a payload that does not parse) is logged, counted
     in ``log_.malformed`` and skipped: it would otherwise end every reader's stream at the same place."""
     async for cursor, payload in log_.tail(after_cursor):
-        try:
-            item = build(cursor, payload)
-        except Exception as exc:  # noqa: BLE001 - whatever the payload's parser raises
-            log_.malformed += 1
-            log.warning("malformed log entry skipped", extra={"log": log_.name, "cursor": cursor,
-                                                               "error": repr(exc)[:300]})
-            continue
-        yield item
+        item = _built(log_, build, cursor, payload)
+        if item is not None:
+            yield item
+
+
+async def serve_log_batches(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T],
+                            pack: Callable[[list[T]], R], max_items: int) -> AsyncIterator[R]:
+    """Like :func:`serve_log`, but one response per batch of entries that were ready together
+    (``pack`` of at most ``max_items`` built entries): a busy log costs a gRPC message per batch, not per
+    entry, and an entry that comes alone still leaves at once."""
+    if max_items < 1:
+        raise ValueError(f"max_items must be >= 1, got {max_items}")
+    async for batch in log_.tail_batches(after_cursor):
+        items: list[T] = []
+        for cursor, payload in batch:
+            item = _built(log_, build, cursor, payload)
+            if item is None:
+                continue
+            items.append(item)
+            if len(items) >= max_items:
+                yield pack(items)
+                items = []
+        if items:
+            yield pack(items)

@@ -14,7 +14,7 @@ from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer
 from common.grpcserver import start_server
 from common.logread import read_log_items
 from common.retry import Backoff
-from common.streams import START_NEW, START_OLDEST, DurableLog, create_stream_redis, serve_log
+from common.streams import START_NEW, START_OLDEST, DurableLog, create_stream_redis, serve_log, serve_log_batches
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
@@ -224,5 +224,34 @@ async def test_a_log_read_from_redis_yields_each_item_with_its_cursor_and_skips_
         assert [(c, e.id) for c, e in got] == [(cursors[0], "lt_1"), (cursors[1], "lt_2")]
         assert log_.malformed == 2
         await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+
+
+async def test_log_batches_carry_what_was_ready_together_in_order_and_skip_bad_entries(redis_url: str) -> None:
+    client = create_stream_redis(redis_url)
+    try:
+        log_ = DurableLog(client, "tt:stream:batched", block_ms=100)
+        cursors = [await log_.append(b"bad" if i == 4 else mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString())
+                   for i in range(9)]
+
+        def build(cursor: str, payload: bytes) -> tuple[str, str]:
+            if payload == b"bad":
+                raise ValueError("not a trade")
+            return cursor, mpb.LeaderTradeEvent.FromString(payload).id
+
+        batches = serve_log_batches(log_, START_OLDEST, build, list, 3)
+        got = [await asyncio.wait_for(anext(batches), 5) for _ in range(3)]  # type: ignore[arg-type]
+        assert [[i for _, i in b] for b in got] == [
+            ["lt_0", "lt_1", "lt_2"], ["lt_3", "lt_5", "lt_6"], ["lt_7", "lt_8"]]
+        assert [c for b in got for c, _ in b] == [c for i, c in enumerate(cursors) if i != 4]
+        assert log_.malformed == 1
+        later = asyncio.ensure_future(anext(batches))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        await log_.append(mpb.LeaderTradeEvent(id="lt_9").SerializeToString())
+        assert [i for _, i in await asyncio.wait_for(later, 5)] == ["lt_9"]  # one that comes alone leaves alone
+        await batches.aclose()  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="max_items"):
+            await anext(serve_log_batches(log_, START_OLDEST, build, list, 0))  # type: ignore[arg-type]
     finally:
         await client.aclose()

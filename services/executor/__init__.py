@@ -6,7 +6,8 @@ go as one batch) → :mod:`fanout` (prepare each order: venue, staleness, depth 
 and limit price; persist the intents in growing chunks; start a runner per new order) →
 :mod:`engine` (submit, settle, track; every change through :func:`lifecycle.apply`, persisted by
 :mod:`journal` with its OrderEvent in an outbox, then appended to ``tt:stream:order_events``, served
-as ``ExecutorService.StreamOrderEvents``). Under load the journal starts a transaction at most every
+as ``ExecutorService.StreamOrderEvents``, one event per message, and ``StreamOrderEventBatches``, the events
+that were ready together per message: what guard reads). Under load the journal starts a transaction at most every
 ``TT_EXECUTOR_JOURNAL_MIN_INTERVAL_S``, so the orders that moved meanwhile share it. The per-order
 Redis commands (book reads, cursor saves, event appends, reservation releases) go over one pipelined
 connection (:mod:`fastredis`), single-order intent inserts over a dedicated one (:mod:`intents`).

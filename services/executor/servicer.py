@@ -11,12 +11,15 @@ import grpc
 import psycopg
 import redis.exceptions
 
-from common.streams import DurableLog, serve_log
+from common.streams import DurableLog, serve_log, serve_log_batches
 from services.executor.engine import Engine
 from services.executor.fanout import Fanout
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+DEFAULT_EVENT_BATCH = 256  # events in one StreamOrderEventBatches response when the request does not say
+MAX_EVENT_BATCH = 1024  # and at most (a response stays far below gRPC's 4 MB default receive limit)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class ExecutorServicer(egrpc.ExecutorServiceServicer):
-    """SubmitOrder and StreamOrderEvents."""
+    """SubmitOrder, StreamOrderEvents and StreamOrderEventBatches."""
 
     def __init__(self, fanout: Fanout, engine: Engine, store: Store, events_log: DurableLog, *,
                  submit_wait_s: float) -> None:
@@ -65,8 +68,23 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
     async def StreamOrderEvents(self, request: epb.StreamOrderEventsRequest,
                                 context: Any) -> AsyncIterator[epb.StreamOrderEventsResponse]:
         """Order events from the durable log, resumable from a cursor."""
-        def build(cursor: str, payload: bytes) -> epb.StreamOrderEventsResponse:
-            return epb.StreamOrderEventsResponse(cursor=cursor, event=epb.OrderEvent.FromString(payload))
-
-        async for item in serve_log(self.events_log, request.after_cursor, build):
+        async for item in serve_log(self.events_log, request.after_cursor, order_event_entry):
             yield item
+
+    async def StreamOrderEventBatches(self, request: epb.StreamOrderEventBatchesRequest,
+                                      context: Any) -> AsyncIterator[epb.StreamOrderEventBatchesResponse]:
+        """Order events from the durable log in the batches they were ready in, resumable from a cursor."""
+        async for item in serve_log_batches(self.events_log, request.after_cursor, order_event_entry,
+                                            order_event_batch,
+                                            min(request.max_events or DEFAULT_EVENT_BATCH, MAX_EVENT_BATCH)):
+            yield item
+
+
+def order_event_entry(cursor: str, payload: bytes) -> epb.StreamOrderEventsResponse:
+    """One entry of the order-event log as a stream response (raises on a payload that does not parse)."""
+    return epb.StreamOrderEventsResponse(cursor=cursor, event=epb.OrderEvent.FromString(payload))
+
+
+def order_event_batch(entries: list[epb.StreamOrderEventsResponse]) -> epb.StreamOrderEventBatchesResponse:
+    """Entries that were ready together as one batched stream response."""
+    return epb.StreamOrderEventBatchesResponse(entries=entries)

@@ -8,7 +8,7 @@
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage |
 | ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | the first token authenticates perf actions |
 | ``TT_GUARD_TICK_SOURCE`` | log | ``log``: ingest's tick log in Redis, batched; ``grpc``: ``StreamPriceTicks`` |
-| ``TT_GUARD_ORDERS_SOURCE`` | grpc | ``grpc``: ``StreamOrderEvents``; ``log``: the executor's order log in Redis |
+| ``TT_GUARD_ORDERS_SOURCE`` | grpc | ``grpc``: ``StreamOrderEventBatches``; ``log``: the executor's log in Redis |
 | ``TT_GUARD_ORDERS_GATHER_S`` | 0.025 | least time between order-event reads (log source); SELL answers' settle batch |
 | ``TT_GUARD_TICK_MAX_AGE_S`` | 2 | a tick older than this (since ingest received it) never fires |
 | ``TT_GUARD_BOOK_MAX_AGE_S`` | 30 | catch-up: a stored book older than this never fires |

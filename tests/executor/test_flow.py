@@ -274,6 +274,11 @@ async def test_submit_order_is_idempotent(harness: Harness) -> None:
     first_streamed = await call.read()
     assert first_streamed.event.client_order_id == o.client_order_id
     call.cancel()
+    # and in batches: the same events with the same cursors
+    batches = stub.StreamOrderEventBatches(epb.StreamOrderEventBatchesRequest(after_cursor="0", consumer="test"))
+    first_batch = await batches.read()
+    assert first_batch.entries[0] == first_streamed
+    batches.cancel()
     await channel.close()
 
 

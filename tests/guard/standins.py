@@ -24,7 +24,8 @@ from common.decimals import fmt
 from common.grpcserver import GrpcServer, start_server
 from common.ids import new_id
 from common.marketstate import MarketInfo, write_market
-from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log
+from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log, serve_log_batches
+from services.executor.servicer import order_event_batch, order_event_entry
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as ctl
@@ -128,10 +129,12 @@ class ExecutorStandIn(egrpc.ExecutorServiceServicer):
                                        last_event=self.last_events[order.client_order_id])
 
     async def StreamOrderEvents(self, request, context):  # type: ignore[no-untyped-def]
-        def build(cursor: str, payload: bytes) -> epb.StreamOrderEventsResponse:
-            return epb.StreamOrderEventsResponse(cursor=cursor, event=epb.OrderEvent.FromString(payload))
+        async for item in serve_log(self.log, request.after_cursor, order_event_entry):
+            yield item
 
-        async for item in serve_log(self.log, request.after_cursor, build):
+    async def StreamOrderEventBatches(self, request, context):  # type: ignore[no-untyped-def]
+        async for item in serve_log_batches(self.log, request.after_cursor, order_event_entry, order_event_batch,
+                                            request.max_events or 256):
             yield item
 
     @staticmethod
