@@ -45,6 +45,10 @@ class SimBook:
         return (sorted(self.bids.items(), key=lambda lv: lv[0], reverse=True),
                 sorted(self.asks.items(), key=lambda lv: lv[0]))
 
+    def best_prices(self) -> tuple[str, str]:
+        """(best bid, best ask) as wire strings ("0" / "1" for an empty side), without sorting the book."""
+        return (fmt(max(self.bids)) if self.bids else "0", fmt(min(self.asks)) if self.asks else "1")
+
     def frame(self, event_type: str = "book") -> dict[str, Any]:
         """A ``book`` frame (or REST body when ``event_type`` is ""), venue ordering."""
         bids, asks = self.best_first()
@@ -169,9 +173,7 @@ class SimBooks:
             self._emit(asset_id, frame)
 
     def _price_change(self, book: SimBook, changes: list[tuple[str, Decimal, Decimal]]) -> dict[str, Any]:
-        bids, asks = book.best_first()
-        best_bid = fmt(bids[0][0]) if bids else "0"
-        best_ask = fmt(asks[0][0]) if asks else "1"
+        best_bid, best_ask = book.best_prices()
         return {"market": book.market, "price_changes": [
             {"asset_id": book.asset_id, "price": fmt(p), "size": fmt(s), "side": side,
              "hash": hashlib.sha1(f"{book.asset_id}{p}{s}{time.time_ns()}".encode()).hexdigest(),

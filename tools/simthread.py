@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import uvloop
+
 from sim.insiders import InsidersFake
 from sim.polymarket import PolymarketSim
 
@@ -60,7 +62,7 @@ class SimThread:
         return self
 
     def _main(self, started: concurrent.futures.Future[None]) -> None:
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()  # the services' loop: the simulator shares their machine, so it costs less
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
