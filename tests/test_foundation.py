@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import psycopg
@@ -80,3 +81,23 @@ def test_migrations_are_idempotent(db_url: str) -> None:
 def test_redis_is_real(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert client.set("k", "v", nx=True) and not client.set("k", "w", nx=True)
+
+
+# What a fill booking writes to a position (the lock, then the new values): the hottest rows there are.
+_BOOKING_WRITES = ("size", "avg_price", "cost_usd", "realized_pnl_usd", "pnl_day_realized_usd", "pnl_day", "opened_at",
+                   "updated_at", "condition_id")
+
+
+def test_position_bookings_can_be_hot_updates(db_url: str) -> None:
+    """No index of ``positions`` reads a column a booking writes (key, included or predicate column), and its
+    pages keep room: so a booking's new row version stays on its page with no new index entries."""
+    with psycopg.connect(db_url) as conn:
+        defs = [r[0] for r in conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'positions'::regclass").fetchall()]
+        options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'positions'::regclass").fetchone()
+    assert defs
+    for d in defs:
+        columns = set(re.findall(r"[a-z_]+", d.split(" USING ", 1)[1]))
+        assert not columns & set(_BOOKING_WRITES), d
+    assert options is not None and any(o.startswith("fillfactor=") and int(o.split("=")[1]) <= 70
+                                       for o in options[0] or [])

@@ -22,7 +22,7 @@ from services.executor.lifecycle import TERMINAL, OrderLife, State
 from services.executor.model import Booking, Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
-ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_held_asset
+ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
