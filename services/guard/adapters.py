@@ -153,13 +153,27 @@ def tick_stream(channel: grpc.aio.Channel, consumer: str) -> OpenTicks:
 def order_event_stream(channel: grpc.aio.Channel,
                        consumer: str) -> Callable[[str], AsyncIterator[tuple[str, epb.OrderEvent]]]:
     """``ExecutorService.StreamOrderEventBatches`` as an ``open_stream(after_cursor)`` of single events (a
-    gRPC message per batch costs a fraction of one per event: the consumer re-batches them anyway)."""
+    gRPC message per batch costs a fraction of one per event: the consumer re-batches them anyway). An
+    executor without that RPC (older than this guard, during a rolling upgrade) is read event by event
+    through ``StreamOrderEvents`` instead."""
     stub = egrpc.ExecutorServiceStub(channel)
+    batched = True
 
     async def open_stream(after: str) -> AsyncIterator[tuple[str, epb.OrderEvent]]:
-        request = epb.StreamOrderEventBatchesRequest(after_cursor=after, consumer=consumer)
-        async for resp in stub.StreamOrderEventBatches(request):
-            for entry in resp.entries:
-                yield entry.cursor, entry.event
+        nonlocal batched
+        if batched:
+            request = epb.StreamOrderEventBatchesRequest(after_cursor=after, consumer=consumer)
+            try:
+                async for resp in stub.StreamOrderEventBatches(request):
+                    for entry in resp.entries:
+                        yield entry.cursor, entry.event
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                batched = False
+            else:
+                return
+        async for one in stub.StreamOrderEvents(epb.StreamOrderEventsRequest(after_cursor=after, consumer=consumer)):
+            yield one.cursor, one.event
 
     return open_stream
