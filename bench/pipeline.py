@@ -138,7 +138,6 @@ class Bench:
         (or time out; returns what came). ``since`` keeps the fake's loop from rescanning old POSTs while
         it is timing new ones."""
         deadline = time.monotonic() + timeout_s
-        got: list[Any] = []
         while time.monotonic() < deadline:
             if self.post_count() - since >= count:  # cheap check first: the scan runs on the fake's loop
                 got = self.posts(wallets, since)
