@@ -1,0 +1,72 @@
+"""The far end of ``bench hops``' one-way measurements: ``python -m bench._hops_peer tcp|grpc PORT_FILE GAP_S COUNT``.
+
+``tcp``: accepts one connection and writes ``COUNT`` 8-byte send times (``time.time_ns``), one every
+``GAP_S``. ``grpc``: a grpc.aio server whose one server-streaming method yields the same. Either way
+the process sleeps between messages, as a pipeline stage does between leader trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import uvloop
+
+
+def _ident(b: bytes) -> bytes:
+    return b
+
+
+def _announce(port_file: Path, port: int) -> None:
+    port_file.write_text(str(port))
+
+
+async def _tcp(port_file: Path, gap_s: float, count: int) -> None:
+    done = asyncio.Event()
+
+    async def serve(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(count):
+            await asyncio.sleep(gap_s)
+            writer.write(time.time_ns().to_bytes(8, "little"))
+        await writer.drain()
+        writer.close()
+        done.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    _announce(port_file, server.sockets[0].getsockname()[1])
+    await done.wait()
+    server.close()
+
+
+async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
+    done = asyncio.Event()
+
+    async def stream(_request: bytes, _context: object) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            await asyncio.sleep(gap_s)
+            yield time.time_ns().to_bytes(8, "little")
+        done.set()
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Hops", {"Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _announce(port_file, port)
+    await done.wait()
+    await server.stop(1.0)
+
+
+def main() -> None:
+    """Entry point (see the module docstring)."""
+    kind, port_file, gap_s, count = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    uvloop.run({"tcp": _tcp, "grpc": _grpc}[kind](port_file, gap_s, count))
+
+
+if __name__ == "__main__":
+    main()
