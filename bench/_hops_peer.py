@@ -1,13 +1,19 @@
-"""The far end of ``bench hops``' one-way measurements: ``python -m bench._hops_peer tcp|grpc PORT_FILE GAP_S COUNT``.
+"""The processes of ``bench hops``' one-way measurements.
 
-``tcp``: accepts one connection and writes ``COUNT`` 8-byte send times (``time.time_ns``), one every
-``GAP_S``. ``grpc``: a grpc.aio server whose one server-streaming method yields the same. Either way
-the process sleeps between messages, as a pipeline stage does between leader trades.
+``python -m bench._hops_peer tcp|grpc PORT_FILE GAP_S COUNT``: ``tcp`` accepts one connection and
+writes ``COUNT`` 8-byte send times (``time.time_ns``), one every ``GAP_S``; ``grpc`` is a grpc.aio
+server whose one server-streaming method yields the same. Either way the process sleeps between
+messages, as a pipeline stage does between leader trades.
+
+``python -m bench._hops_peer grpc-client PORT COUNT``: reads that stream and prints one JSON list of
+``[sent_ns, received_ns]`` pairs (a process of its own, so ``GRPC_EXPERIMENTS`` in its environment
+applies: gRPC reads it when first imported).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -62,8 +68,22 @@ async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
     await server.stop(1.0)
 
 
+async def _grpc_client(port: int, count: int) -> list[list[int]]:
+    pairs: list[list[int]] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        method = channel.unary_stream("/bench.Hops/Stream", request_serializer=_ident, response_deserializer=_ident)
+        async for raw in method(b""):
+            pairs.append([int.from_bytes(raw, "little"), time.time_ns()])
+            if len(pairs) >= count:
+                break
+    return pairs
+
+
 def main() -> None:
     """Entry point (see the module docstring)."""
+    if sys.argv[1] == "grpc-client":
+        print(json.dumps(uvloop.run(_grpc_client(int(sys.argv[2]), int(sys.argv[3])))))
+        return
     kind, port_file, gap_s, count = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     uvloop.run({"tcp": _tcp, "grpc": _grpc}[kind](port_file, gap_s, count))
 

@@ -11,7 +11,8 @@ few milliseconds takes far longer to wake than one that was busy a moment ago, s
 
 Each transport is measured between separate processes on loopback, one message every ``gap``
 (both ends sleep in between, as the pipeline's stages do between trades): one-way for raw TCP
-(the websocket and HTTP hops are a TCP write each) and a grpc.aio server stream, round trips for
+(the websocket and HTTP hops are a TCP write each) and a grpc.aio server stream (read with the
+``GRPC_EXPERIMENTS`` the services set, and with gRPC's default EventEngine client), round trips for
 Redis (``GET``), PostgreSQL (prepared ``SELECT 1``) and a PostgreSQL ``INSERT`` with its commit.
 The sum of those hops along the copy path is the transport floor of *frame received → POST
 received* at that spacing, before any of the services' own work. Results go to
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -31,12 +33,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import psycopg
 import uvloop
 
 from bench import save_results, summarize
 from common.fastredis import FastRedis
+from services import GRPC_EXPERIMENTS as SERVICES_GRPC_EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 20
@@ -68,11 +70,12 @@ async def _round_trips(call: Callable[[], Awaitable[Any]], gap_s: float, n: int)
     return out
 
 
-def _peer(kind: str, tmp: Path, gap_s: float, count: int) -> tuple[subprocess.Popen[bytes], int]:
+def _peer(kind: str, tmp: Path, gap_s: float, count: int,
+          env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / f"{kind}.port"
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "bench._hops_peer", kind, str(port_file), str(gap_s),
-                             str(count)], cwd=ROOT)
+                             str(count)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while not (port_file.exists() and port_file.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -100,17 +103,19 @@ async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
         proc.wait(timeout=30)
 
 
-async def _grpc_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
-    proc, port = _peer("grpc", tmp, gap_s, n + WARMUP)
+async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
+    """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``."""
+    env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
+    proc, port = _peer("grpc", tmp, gap_s, n + WARMUP, env)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            method = channel.unary_stream("/bench.Hops/Stream", request_serializer=lambda b: b,
-                                          response_deserializer=lambda b: b)
-            stamps, received = [], []
-            async for raw in method(b""):
-                received.append(time.time_ns())
-                stamps.append(int.from_bytes(raw, "little"))
-        return _one_way_ms(stamps, received)
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench._hops_peer", "grpc-client", str(port), str(n + WARMUP),
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await client.communicate()
+        if client.returncode != 0:
+            raise RuntimeError(f"grpc client peer exited with {client.returncode}")
+        pairs = json.loads(out)
+        return _one_way_ms([s for s, _ in pairs], [r for _, r in pairs])
     finally:
         proc.wait(timeout=30)
 
@@ -127,7 +132,8 @@ async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], s
             n = samples if gap_s < 0.02 else max(50, samples // 5)
             runs: dict[str, list[float]] = {
                 "tcp_one_way": await _tcp_one_way(tmp, gap_s, n),
-                "grpc_one_way": await _grpc_one_way(tmp, gap_s, n),
+                "grpc_one_way": await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS),
+                "grpc_one_way_event_engine_client": await _grpc_one_way(tmp, gap_s, n, ""),
                 "redis_rtt": await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n),
                 "pg_rtt": await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n),
                 "pg_insert_rtt": await _round_trips(
@@ -156,6 +162,9 @@ def _show(results: dict[str, Any]) -> None:
     for label, t in CHAIN:
         print(f"{label:40}" + "".join(f"{results[g][t]['p50_ms']:>13.3f} / {results[g][t]['p99_ms']:<6.3f}"
                                       for g in gaps))
+    extra = "grpc_one_way_event_engine_client"
+    print(f"{'(gRPC hop, grpc default client)':40}" + "".join(
+        f"{results[g][extra]['p50_ms']:>13.3f} / {results[g][extra]['p99_ms']:<6.3f}" for g in gaps))
     sums = chains(results)
     print(f"{'transport floor of frame → POST':40}" + "".join(
         f"{sums[g]['p50_sum_ms']:>13.3f} / {sums[g]['p99_sum_ms']:<6.3f}" for g in gaps))
