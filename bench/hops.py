@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -84,21 +85,21 @@ def _peer(kind: str, tmp: Path, gap_s: float, count: int,
     return proc, int(port_file.read_text())
 
 
-def _one_way_ms(stamps: list[int], received: list[int]) -> list[float]:
-    return [(r - s) / 1e6 for s, r in list(zip(stamps, received, strict=True))[WARMUP:]]
+def _one_way_ms(pairs: list[tuple[int, int]] | list[list[int]]) -> list[float]:
+    """Milliseconds from send to receipt of each ``(sent_ns, received_ns)`` after the warm-up."""
+    return [(r - s) / 1e6 for s, r in pairs[WARMUP:]]
 
 
 async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
     proc, port = _peer("tcp", tmp, gap_s, n + WARMUP)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        stamps, received = [], []
+        pairs = []
         for _ in range(n + WARMUP):
             raw = await reader.readexactly(8)
-            received.append(time.time_ns())
-            stamps.append(int.from_bytes(raw, "little"))
+            pairs.append((int.from_bytes(raw, "little"), time.time_ns()))
         writer.close()
-        return _one_way_ms(stamps, received)
+        return _one_way_ms(pairs)
     finally:
         proc.wait(timeout=30)
 
@@ -114,8 +115,7 @@ async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> li
         out, _ = await client.communicate()
         if client.returncode != 0:
             raise RuntimeError(f"grpc client peer exited with {client.returncode}")
-        pairs = json.loads(out)
-        return _one_way_ms([s for s, _ in pairs], [r for _, r in pairs])
+        return _one_way_ms(json.loads(out))
     finally:
         proc.wait(timeout=30)
 
@@ -144,6 +144,8 @@ async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], s
                 f"{k} p50 {s['p50_ms']:.3f}" for k, s in out[f"{gap_s * 1000:g} ms"].items()), flush=True)
     finally:
         redis.close()
+        with contextlib.suppress(psycopg.Error):  # the scratch table must not stay in a DATABASE_URL database
+            await conn.execute("DROP TABLE IF EXISTS bench_hops")
         await conn.close()
     return out
 
