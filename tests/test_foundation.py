@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ import redis
 
 from common.config import ConfigError, Secret, env_int, env_url, load_tokens, redact_url
 from common.decimals import fmt, parse_decimal
+from common.embedded import EMBEDDED_PG_SETTINGS
 from common.ids import hash_id, new_id, ulid
 from common.storage import apply_migrations
 
@@ -76,6 +78,15 @@ def test_migrations_are_idempotent(db_url: str) -> None:
     assert apply_migrations(db_url) == []
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 0  # type: ignore[index]
+
+
+def test_embedded_postgres_has_its_settings(pg_server_url: str) -> None:
+    """The embedded server runs with EMBEDDED_PG_SETTINGS (seen by a new session), whatever it was started with."""
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("DATABASE_URL: not the embedded server")
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        for name, value in EMBEDDED_PG_SETTINGS.items():
+            assert conn.execute(f"SHOW {name}").fetchone() == (value,), name
 
 
 def test_redis_is_real(redis_url: str) -> None:
