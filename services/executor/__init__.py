@@ -4,7 +4,8 @@ Flow: ``RouterService.StreamRoutedTrades`` (or, with ``TT_EXECUTOR_ROUTED_SOURCE
 log ``tt:stream:routed_trades`` read from Redis by ``common.logread.read_log_items``; the trades that arrived together
 go as one batch) → :mod:`fanout` (prepare each order: venue, staleness, depth check
 and limit price; persist the intents in growing chunks; start a runner per new order) →
-:mod:`engine` (submit, settle, track; every change through :func:`lifecycle.apply`, persisted by
+:mod:`engine` (submit, settle; then :mod:`tracker` polls the placed order, one scheduler for all of them,
+at most ``TT_EXECUTOR_MAX_STATUS_QUERIES`` queries at once; every change through :func:`lifecycle.apply`, persisted by
 :mod:`journal` with its OrderEvent in an outbox, then appended to ``tt:stream:order_events``, served
 as ``ExecutorService.StreamOrderEvents``, one event per message, and ``StreamOrderEventBatches``, the events
 that were ready together per message: what guard reads). Under load the journal starts a transaction at most every

@@ -56,6 +56,7 @@ class Settings:
     resubmit_max_age_s: float
     max_order_age_s: float
     max_inflight: int
+    max_status_queries: int
     http_connections: int
     http_warm_connections: int
     paper_fee_bps: Decimal
@@ -111,6 +112,7 @@ class Settings:
             resubmit_max_age_s=env_float_seconds(env, "TT_EXECUTOR_RESUBMIT_MAX_AGE_S", 30.0),
             max_order_age_s=env_float_seconds(env, "TT_EXECUTOR_MAX_ORDER_AGE_S", 60.0),
             max_inflight=env_int(env, "TT_EXECUTOR_MAX_INFLIGHT", 2048, minimum=1),
+            max_status_queries=env_int(env, "TT_EXECUTOR_MAX_STATUS_QUERIES", 256, minimum=1),
             http_connections=env_int(env, "TT_EXECUTOR_HTTP_CONNECTIONS", 0, minimum=0),
             http_warm_connections=env_int(env, "TT_EXECUTOR_HTTP_WARM_CONNECTIONS", 0, minimum=0),
             paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0)),

@@ -1,5 +1,5 @@
 """Runs each order from intent to a terminal state: submit (retries behind the breaker), settle an
-UNKNOWN outcome by status queries, poll a placed order until the venue says it is final.
+UNKNOWN outcome by status queries; then the tracker polls a placed order until the venue says it is final.
 
 Every state change goes through :func:`lifecycle.apply` and is persisted by the journal before the
 runner moves on; a restart resumes every non-terminal order from PostgreSQL (:meth:`Engine.resume`).
@@ -41,9 +41,11 @@ from services.executor.policy import (
 )
 from services.executor.store import Change, row_life, ticket_from_row
 from services.executor.tracing import order_span, post_traceparent
+from services.executor.tracker import Tracker
 
 log = logging.getLogger(__name__)
 MAX_RUNNER_ERRORS = 5
+TRACKED = frozenset({lc.State.PLACED, lc.State.PARTIALLY_FILLED})  # at the venue: polled by the tracker
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class EngineConfig:
     lost_after: int = 3
     resubmit_max_age_s: float = 30.0
     max_inflight: int = 2048
+    max_status_queries: int = 256  # status queries of placed orders in flight at once
     # While a burst of POSTs is still going out (more than answer_defer_min_pending pending), answers
     # wait (up to answer_defer_s) before being processed and persisted, so the last POST of a
     # 1,000-order fan-out does not queue behind them; while more than that many are not even written,
@@ -80,6 +83,8 @@ class Engine:
         self.rng = rng or random.Random()
         self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.tracker = Tracker(self._poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
+                               max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS)
         self._first_event: dict[str, asyncio.Event] = {}
         # orders started whose first POST has not come back yet
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
@@ -88,15 +93,15 @@ class Engine:
                 self.burst.hold_answers_with(venue)
 
     def running(self, client_order_id: str) -> bool:
-        """True when this process is already working on the order."""
-        return client_order_id in self.tasks
+        """True when this process is already working on the order (running it, or tracking it placed)."""
+        return client_order_id in self.tasks or client_order_id in self.tracker
 
     def start(self, ticket: Ticket, life: lc.OrderLife, *, venue_may_hold: bool = False,
               notify: bool = False) -> None:
         """Run an order (its intent is persisted) in the background; ``notify`` lets
         :meth:`wait_first_event` wait for its first OrderEvent."""
         coid = ticket.client_order_id
-        if coid in self.tasks:
+        if self.running(coid):
             return
         if notify:
             self._first_event[coid] = asyncio.Event()
@@ -156,11 +161,13 @@ class Engine:
         return len(runs)
 
     async def close(self) -> None:
-        """Cancel every runner (their orders stay non-terminal in PostgreSQL and resume at the next start)."""
+        """Cancel every runner and the tracker (their orders stay non-terminal in PostgreSQL and resume at
+        the next start)."""
         tasks = list(self.tasks.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tracker.close()
 
     # -- runners --------------------------------------------------------------------------------
 
@@ -174,6 +181,9 @@ class Engine:
         crashes = 0
         try:
             while not life.terminal:
+                if life.state in TRACKED:  # at the venue: the tracker polls it from here on
+                    self.tracker.add(t, life)
+                    break
                 try:
                     life, may_hold = await self._step(t, life, may_hold, span, first_answer, first_send)
                 except asyncio.CancelledError:
@@ -212,10 +222,7 @@ class Engine:
             return await self._settle(t, life), may_hold
         if life.state is lc.State.NEW:
             return await self._transition(t, life, [lc.OrderSubmitted()]), may_hold
-        if span.is_recording():
-            span.set_attribute("order.state", life.state.value)
-            span.end()
-        return await self._track(t, life), may_hold
+        raise AssertionError(f"no runner step for {life.state.value}")
 
     async def _submit(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
                       first_answer: Once, first_send: Once) -> tuple[lc.OrderLife, bool]:
@@ -284,27 +291,23 @@ class Engine:
                 life = await self._transition(t, life, events)
         return life
 
-    async def _track(self, t: Ticket, life: lc.OrderLife) -> lc.OrderLife:
+    async def _poll(self, t: Ticket, life: lc.OrderLife) -> tuple[lc.OrderLife, bool]:
+        """One status query of a placed order (the tracker's): its state after the answer, and whether it
+        changed."""
+        await self.burst.wait()  # status queries yield to a fan-out's POSTs
         venue = self.venues[t.venue]
-        delay = self.cfg.poll_initial_s
-        while not life.terminal:
-            await asyncio.sleep(delay)
-            await self.burst.wait()  # status polls yield to a fan-out's POSTs
-            if life.venue_order_id:
-                result = await _safe(venue.query(life.venue_order_id))
-            else:
-                result = await _safe(venue.query_by_client_id(t.client_order_id))
-            if isinstance(result, v.VenueOrder):
-                events = decide_status(life, result)
-                if events:
-                    life = await self._transition(t, life, events, result)
-                    delay = self.cfg.poll_initial_s
-                    continue
-            elif result.http_status == 404:
-                log.warning("placed order not found at the venue", extra={"client_order_id": t.client_order_id,
-                                                                           "venue_order_id": life.venue_order_id})
-            delay = min(delay * 2, self.cfg.poll_max_s)
-        return life
+        if life.venue_order_id:
+            result = await _safe(venue.query(life.venue_order_id))
+        else:
+            result = await _safe(venue.query_by_client_id(t.client_order_id))
+        if isinstance(result, v.VenueOrder):
+            events = decide_status(life, result)
+            if events:
+                return await self._transition(t, life, events, result), True
+        elif result.http_status == 404:
+            log.warning("placed order not found at the venue", extra={"client_order_id": t.client_order_id,
+                                                                       "venue_order_id": life.venue_order_id})
+        return life, False
 
     # -- state changes --------------------------------------------------------------------------
 

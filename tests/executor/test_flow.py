@@ -333,3 +333,20 @@ async def test_breaker_half_open_probe_closes_it_again(harness: Harness) -> None
     await harness.route(later)
     done = await eventually(lambda: harness.terminal(later.client_order_id), timeout_s=10)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED
+
+
+async def test_placed_orders_wait_for_confirmation_in_the_tracker_not_in_tasks(harness: Harness) -> None:
+    """Orders at the venue awaiting confirmation hold no task of their own; they still end FILLED."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = 1.0  # matched, then confirmed a second later
+    running = await harness.start_executor()
+    orders = [make_order(i, amount_usd="5") for i in range(10)]
+    await harness.route(*orders)
+    engine = running.engine
+    await eventually(lambda: len(engine.tracker) == 10, timeout_s=10)
+    assert not engine.tasks and all(engine.running(o.client_order_id) for o in orders)
+    await eventually(lambda: harness.all_terminal(orders), timeout_s=15)
+    assert len(engine.tracker) == 0
+    for o in orders:
+        kinds = [e.type for e in await harness.events_of(o.client_order_id)]
+        assert kinds == [epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_FILLED]
