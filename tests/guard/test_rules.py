@@ -142,6 +142,24 @@ def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[
     assert perf.fold(fills[cut:], perf.fold(fills[:cut])) == whole
     assert perf.open_holdings(whole) == perf.holdings(fills)
     assert all(shares > 0 for shares, _ in perf.holdings(fills).held.values())
+    assert all(shares > 0 for shares, _ in whole.assets.values())  # closed assets are not kept
+
+
+@pytest.mark.parametrize(("fills", "assets", "realized"), [
+    # bought at three prices, sold all: no residue of the average cost is left, the asset is gone
+    ([_fill("a", "BUY", "3", "0.1"), _fill("a", "BUY", "7", "0.37"), _fill("a", "BUY", "11", "0.73"),
+      _fill("a", "SELL", "21", "0.5")], {}, "-0.42"),
+    # sold a third, then the rest: the asset is gone once nothing is held
+    ([_fill("a", "BUY", "30", "0.4"), _fill("a", "SELL", "10", "0.5"), _fill("a", "SELL", "20", "0.1")],
+     {}, "-5"),
+    ([_fill("a", "BUY", "30", "0.4"), _fill("a", "SELL", "10", "0.5")], {"a": (D(20), D(8))}, "1"),
+    ([_fill("a", "BUY", "10", "0.4"), _fill("a", "SELL", "10", "0.5"), _fill("a", "BUY", "5", "0.2")],
+     {"a": (D(5), D(1))}, "1"),  # bought again after closing: a fresh cost basis
+])
+def test_fold_keeps_open_assets_only(fills: list[perf.FillRow], assets: dict[str, tuple[Decimal, Decimal]],
+                                     realized: str) -> None:
+    ledger = perf.fold(fills)
+    assert ledger.assets == assets and ledger.realized == D(realized)
 
 
 def _pnl(total: str) -> perf.Pnl:
