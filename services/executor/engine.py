@@ -140,7 +140,7 @@ class Engine:
         changes: list[Change] = []
         for row in rows:
             life = row_life(row)
-            if life.terminal or life.client_order_id in self.tasks:
+            if life.terminal or self.running(life.client_order_id):
                 continue
             if row["venue"] not in self.venues:
                 log.error("unfinished order for a venue that is not configured: left as it is",

@@ -54,8 +54,7 @@ class Tracker:
     """Schedules the status queries of every placed order of this process; run by :meth:`add`."""
 
     def __init__(self, poll: Poll, *, initial_s: float, max_s: float, max_concurrent: int = 256,
-                 max_errors: int = 5, error_backoff_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_errors: int = 5, error_backoff_s: float = 0.5) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.poll = poll
@@ -63,7 +62,6 @@ class Tracker:
         self.max_s = max_s
         self.max_errors = max_errors
         self.error_backoff_s = error_backoff_s
-        self.clock = clock
         self._orders: dict[str, _Tracked] = {}
         self._due: list[tuple[float, int, str]] = []  # (due, tie-break, client order id); one entry per order
         self._seq = itertools.count()
@@ -99,7 +97,7 @@ class Tracker:
         self._due.clear()
 
     def _schedule(self, coid: str, delay_s: float) -> None:
-        due = self.clock() + delay_s
+        due = time.monotonic() + delay_s
         if not self._due or due < self._due[0][0]:
             self._wake.set()
         heapq.heappush(self._due, (due, next(self._seq), coid))
@@ -107,7 +105,7 @@ class Tracker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            wait_s = self._due[0][0] - self.clock() if self._due else None
+            wait_s = self._due[0][0] - time.monotonic() if self._due else None
             if wait_s is None or wait_s > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
