@@ -11,7 +11,8 @@ under a temporary run folder), then measures:
     while settling; ``--quiet-runs`` starts each run only once the previous one's settling is over;
 (c) 100 followed-leader trades/s × 10 followers each for 60 s: first vs second half (backlog growth);
 (d) VmRSS of every supervised process at the end (target ≤ 250 MB each);
-(e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``).
+(e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``);
+(f) the executor stopped 10 s under (c)'s load: its peak VmRSS and the backlog's drain (``bench/_pipeline_stall.py``).
 
 ``--quick`` shortens every scenario (5 s drives, 200-follower fan-out, 10,000 triggers) for iteration.
 
@@ -27,199 +28,21 @@ trades again and dedupe them; it is slowed to its production 60 s interval).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from bench import CpuMeter, address, memory_mb, print_table, save_results, storage_pids, summarize
+from bench import address, memory_mb, print_table, save_results, summarize
 from bench._pipeline_guard import scenario_e
-from common.streams import ROUTED_TRADES
-from sim.polymarket import SimMarket
+from bench._pipeline_harness import RSS_TARGET_MB, Bench
+from bench._pipeline_stall import scenario_f
 from tools.pipeline import Pipeline, PipelineError, free_port_env, isolated_env
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 TUNING = {"TT_INGEST_POLL_INTERVAL_S": "60", "TT_INGEST_POLL_GAP_FOLLOWUP_S": "60",
           "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "268435456")}
-FIXED = {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "5"}
-RSS_TARGET_MB = 250.0
-FINAL = ("confirmed", "failed", "cancelled")
-
-
-class Bench:
-    """A running pipeline plus the joins between its logs."""
-
-    def __init__(self, p: Pipeline) -> None:
-        self.p = p
-        self.redis = redis.Redis.from_url((p.run_dir / "redis_url").read_text().strip())
-        self.stream_pos = "0-0"
-        self.orders: dict[str, epb.Order] = {}
-        self.sent_ns: dict[str, int] = {}
-        self.load: list[tuple[float, float, float]] = []
-
-    # -- setup ----------------------------------------------------------------------------------
-
-    def market(self) -> SimMarket:
-        """A market with very deep books so depth checks never bind."""
-        return self.p.sim.call(self.p.sim.sim.add_market, levels=5, level_size="2000000")
-
-    def subscribe(self, leaders: Iterable[str], per_leader: int) -> dict[str, list[str]]:
-        """``per_leader`` fresh LIVE followers per leader through REST (Envoy); leader → wallet ids."""
-        out: dict[str, list[str]] = {}
-        with self.p.rest(timeout_s=30) as rest:
-            for leader in leaders:
-                for _ in range(per_leader):
-                    wallet = f"w_{secrets.token_hex(6)}"
-                    body = {"followerUserId": f"u_{wallet}", "followerWalletId": wallet, "followerProxy": address(),
-                            "leaderProxy": leader, "mode": "EXECUTION_MODE_LIVE", "sizing": FIXED,
-                            "filters": {"copySells": True}}
-                    reply = rest.post("/subscriptions", json=body)
-                    if reply.status_code != 200:
-                        raise RuntimeError(f"subscription: {reply.status_code} {reply.text}")
-                    out.setdefault(leader, []).append(wallet)
-        return out
-
-    def wait_followed(self, leaders: Iterable[str], timeout_s: float = 60.0) -> None:
-        """Ingest follows every leader once its poller asked the data-api about it."""
-        want = set(leaders)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            asked = self.p.sim.call(lambda: {q.get("user") for _p, q in self.p.sim.sim.data.requests})
-            if want <= asked:
-                time.sleep(0.5)  # the RTDS subscription follows the backfill
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"ingest does not follow {len(want - asked)} leaders")
-
-    # -- driving --------------------------------------------------------------------------------
-
-    def drive(self, rate_per_s: float, duration_s: float, plan: list[tuple[str, SimMarket]]) -> int:
-        """Leader trades at ``rate_per_s`` for ``duration_s`` (round robin over ``plan``) on RTDS."""
-        sim, sent = self.p.sim.sim, self.sent_ns
-
-        async def run() -> int:
-            loop = asyncio.get_running_loop()
-            start, interval, n = loop.time(), 1.0 / rate_per_s, 0
-            while n * interval < duration_s:
-                delay = start + n * interval - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                leader, market = plan[n % len(plan)]
-                tx = "0x" + secrets.token_hex(32)
-                sent[tx] = time.time_ns()
-                sim.trade(leader, market=market, token=market.tokens[0], price="0.51", size="100", tx=tx,
-                          feeds=("rtds",))
-                n += 1
-                if n % max(1, int(rate_per_s)) == 0:
-                    self.load.append(os.getloadavg())
-            return n
-
-        return self.p.sim.run(run(), timeout_s=duration_s + 60)
-
-    # -- collecting -----------------------------------------------------------------------------
-
-    def posts(self, wallets: set[str], since: int = 0) -> list[Any]:
-        """Created POSTs of these wallets (the fake's record), from its ``since``-th POST on."""
-        return self.p.sim.call(lambda: [r for r in self.p.sim.insiders.posts[since:]
-                                        if r.outcome == "created" and (r.body or {}).get("walletId") in wallets])
-
-    def post_count(self) -> int:
-        """POSTs the fake recorded so far (a later POST is recorded after this index)."""
-        return self.p.sim.call(lambda: len(self.p.sim.insiders.posts))
-
-    def wait_posts(self, wallets: set[str], count: int, timeout_s: float, since: int = 0) -> list[Any]:
-        """Wait until ``count`` orders of these wallets were created from the fake's ``since``-th POST on
-        (or time out; returns what came). ``since`` keeps the fake's loop from rescanning old POSTs while
-        it is timing new ones."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.post_count() - since >= count:  # cheap check first: the scan runs on the fake's loop
-                got = self.posts(wallets, since)
-                if len(got) >= count:
-                    return got
-            time.sleep(0.05)
-        return self.posts(wallets, since)
-
-    def read_orders(self) -> None:
-        """New Orders from the router's durable log, by client order id."""
-        while True:
-            rows: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(  # type: ignore[assignment]
-                ROUTED_TRADES, min=f"({self.stream_pos}", count=500)
-            if not rows:
-                return
-            for entry_id, fields in rows:
-                routed = epb.RoutedTrade.FromString(fields[b"p"])
-                for order in routed.orders:
-                    self.orders[order.client_order_id] = order
-                self.stream_pos = entry_id.decode()
-
-    def hops(self, records: list[Any]) -> dict[str, list[float]]:
-        """Per-POST latencies (ms) of each hop; POSTs whose Order is not in the log are skipped."""
-        self.read_orders()
-        out: dict[str, list[float]] = {"ingest→POST": [], "ingest→routed": [], "routed→POST": [], "sim→POST": []}
-        for r in records:
-            o = self.orders.get(r.client_order_id)
-            if o is None or not o.received_time_ns:
-                continue
-            out["ingest→POST"].append((r.arrival_ns - o.received_time_ns) / 1e6)
-            out["ingest→routed"].append((o.routed_time_ns - o.received_time_ns) / 1e6)
-            out["routed→POST"].append((r.arrival_ns - o.routed_time_ns) / 1e6)
-            if (sent := self.sent_ns.get(o.leader_tx_hash)) is not None:
-                out["sim→POST"].append((r.arrival_ns - sent) / 1e6)
-        return out
-
-    def cpu_meter(self) -> CpuMeter:
-        """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""
-        groups: dict[str, list[int]] = {}
-        for name in ("control", "ingest", "router", "executor", "guard", "envoy"):
-            try:
-                groups[name] = [int(self.p.program(name).get("pid") or 0)]
-            except KeyError:
-                continue
-        groups.update(storage_pids(self.p.run_dir))
-        groups["sim+bench"] = [os.getpid()]
-        return CpuMeter(groups)
-
-    def wait_idle(self, wallets: set[str], orders: int, timeout_s: float = 30.0, *, quiet: bool = False) -> None:
-        """Until every created order of these wallets was confirmed at the fake (status polled to a final
-        state), so the next fan-out run starts on a stack that is not still settling the previous one;
-        with ``quiet``, also until the services' CPU use has died down (:meth:`wait_quiet`)."""
-        fake = self.p.sim.insiders
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            done = self.p.sim.call(lambda: sum(1 for o in fake.orders.values()
-                                               if o.wallet_id in wallets and o.status in FINAL))
-            if done >= orders:
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)  # the executor's journal and guard finish their last writes
-        if quiet:
-            self.wait_quiet()
-
-    def wait_quiet(self, window_s: float = 0.1, max_busy: float = 0.1, timeout_s: float = 15.0) -> None:
-        """Until the services and storage together use under ``max_busy`` of one core over ``window_s``
-        (the previous run's confirmations, journal writes and guard bookkeeping are done)."""
-        meter = self.cpu_meter()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            meter.start()
-            time.sleep(window_s)
-            used = sum(v for k, v in meter.stop().items() if k != "sim+bench")
-            if used < window_s * max_busy:
-                return
-
-    def load_summary(self) -> dict[str, Any]:
-        """Load averages sampled during the last drive (and now)."""
-        samples, self.load = self.load, []
-        now = os.getloadavg()
-        peak = max((s[0] for s in samples), default=now[0])
-        return {"load1_max": round(peak, 2), "load_at_end": [round(x, 2) for x in now]}
 
 
 # -- the scenarios ----------------------------------------------------------------------------------
@@ -365,7 +188,7 @@ def main(argv: list[str]) -> int:
     """Run the scenarios; print and save the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench pipeline")
     parser.add_argument("--quick", action="store_true", help="short durations (seconds, not minutes)")
-    parser.add_argument("--only", default="a,b,c,e", help="comma-separated scenarios among a,b,c,e")
+    parser.add_argument("--only", default="a,b,c,e,f", help="comma-separated scenarios among a,b,c,e,f")
     parser.add_argument("--triggers", type=int, default=100_000, help="armed triggers for (e)")
     parser.add_argument("--assets", type=int, default=5_000, help="assets of those triggers for (e)")
     parser.add_argument("--hot", type=int, default=500,
@@ -387,6 +210,8 @@ def main(argv: list[str]) -> int:
         "e": lambda b: scenario_e(b, args.triggers if not args.quick else min(args.triggers, 10_000),
                                   args.assets if not args.quick else min(args.assets, 500),
                                   min(args.hot, 20) if args.quick else args.hot),
+        "f": lambda b: scenario_f(b, duration_s=8.0 if args.quick else 40.0, stall_at_s=2.0 if args.quick else 10.0,
+                                  stall_s=2.0 if args.quick else 10.0),
     }
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
         started = time.monotonic()
@@ -394,9 +219,12 @@ def main(argv: list[str]) -> int:
         print(f"stack up in {time.monotonic() - started:.1f}s", flush=True)
         try:
             b = Bench(p)
-            for key in ("a", "b", "c", "e"):
+            for key in ("a", "b", "c", "e", "f"):
                 if key in only:
                     results[key] = steps[key](b)
+                    if key == "f":
+                        print(f"--- (f) executor stopped under load: {results[key]}", flush=True)
+                        continue
                     _show({"a": f"(a) 1 follower, {args.rate_a:g} trades/s", "b": "(b) fan-out, per run",
                            "c": "(c) 100 trades/s x 10 followers",
                            "e": "(e) guard: price tick → SELL POST"}[key], results[key],

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.pipeline import Bench, scenario_a, scenario_b, start_pipeline
+from bench._pipeline_harness import Bench
+from bench._pipeline_stall import scenario_f
+from bench.pipeline import scenario_a, scenario_b, start_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +21,14 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
             b = Bench(p)
             a = scenario_a(b, 20.0, 1.0, 0.5)
             fan = scenario_b(b, 5, 2)
+            stall = scenario_f(b, rate=10.0, leaders=2, followers=2, duration_s=3.0, stall_at_s=1.0, stall_s=1.0)
         finally:
             p.stop(quiet=True)
     assert a["posts"] == a["trades"] == 20
     assert a["latency"]["ingest→POST"]["n"] == 20 and a["latency"]["sim→POST"]["n"] == 20
     assert a["latency"]["ingest→POST"]["p50_ms"] > 0
     assert fan["runs"] == 2 and fan["latency"]["ingest→last POST"]["n"] == 2
+    # the executor stopped for a second: every order still POSTed once, its memory and the drain measured
+    assert stall["posts"] == stall["orders_expected"] == 60 and stall["posted_twice"] == 0
+    assert stall["executor_rss_mb"]["peak"] >= stall["executor_rss_mb"]["before_stall"] > 0
+    assert stall["backlog_drained_s"] is not None and stall["restarts"] == 0

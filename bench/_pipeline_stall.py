@@ -1,0 +1,81 @@
+"""(f) of ``bench pipeline``: the executor stalls under load, then drains its backlog; its memory is measured.
+
+The load of (c) (100 followed-leader trades/s x 10 followers each, 1,000 orders/s) runs for ``duration_s``;
+``stall_at_s`` into it the executor is stopped (SIGSTOP) for ``stall_s`` and then continued, so the orders
+routed meanwhile (``stall_s`` x 1,000) reach it at once. Measured: the executor's VmRSS sampled every
+0.25 s (before the stall, peak; target ≤ 250 MB like every service), how long after the continue the last
+order routed before it reached the Insiders fake (the backlog drained), and that every order was POSTed
+exactly once there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from bench import address, memory_mb
+from bench._pipeline_harness import RSS_TARGET_MB, Bench
+
+
+def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: int = 10, duration_s: float = 40.0,
+               stall_at_s: float = 10.0, stall_s: float = 10.0) -> dict[str, Any]:
+    """Drive (c)'s load, stall the executor ``stall_s`` in the middle, and report its memory and catch-up."""
+    names = [address() for _ in range(leaders)]
+    plan = [(leader, b.market()) for leader in names]
+    wallets = {w for ws in b.subscribe(names, followers).values() for w in ws}
+    b.wait_followed(names)
+    warm = b.drive(rate, 2.0, plan)
+    b.wait_posts(wallets, warm * followers, 30)
+    since = b.post_count()
+    pid = int(b.p.program("executor")["pid"])
+    rss: list[tuple[float, float]] = []
+    marks: dict[str, float] = {}
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while not done.is_set():
+            mb = memory_mb(pid).get("VmRSS")
+            if mb is not None:
+                rss.append((time.monotonic() - t0, mb))
+            time.sleep(0.25)
+
+    def stall() -> None:
+        if done.wait(stall_at_s):
+            return
+        os.kill(pid, signal.SIGSTOP)
+        marks["stopped"] = time.monotonic() - t0
+        try:
+            done.wait(stall_s)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            marks["continued_ns"] = time.time_ns()
+
+    threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=stall, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        sent = b.drive(rate, duration_s, plan)
+        expected = sent * followers
+        records = b.wait_posts(wallets, expected, 240, since)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=stall_s + 5)
+    ids = [r.client_order_id for r in records]
+    before = [mb for at, mb in rss if at < marks.get("stopped", stall_at_s)]
+    b.read_orders()
+    continued = int(marks.get("continued_ns", 0))
+    backlog = [r.arrival_ns for r in records
+               if (o := b.orders.get(r.client_order_id)) is not None and 0 < o.routed_time_ns < continued]
+    return {"rate_per_s": rate, "orders_per_s": rate * followers, "stall_s": stall_s,
+            "orders_backlogged": int(stall_s * rate * followers), "orders_expected": expected,
+            "posts": len(ids), "posted_twice": len(ids) - len(set(ids)),
+            "executor_rss_mb": {"before_stall": round(max(before, default=0.0), 1),
+                                "peak": round(max((mb for _, mb in rss), default=0.0), 1),
+                                "end": round(rss[-1][1], 1) if rss else 0.0, "target": RSS_TARGET_MB},
+            "backlog_drained_s": round((max(backlog) - continued) / 1e9, 2) if backlog and continued else None,
+            "restarts": b.p.program("executor").get("restarts")}
