@@ -1,4 +1,39 @@
-"""Executor settings from the environment (one frozen dataclass; invalid values raise ConfigError)."""
+"""Executor settings from the environment (one frozen dataclass; invalid values raise ConfigError).
+
+| variable | default | meaning |
+|---|---|---|
+| ``TT_EXECUTOR_HOST`` | 127.0.0.1 | gRPC bind address |
+| ``TT_EXECUTOR_GRPC_PORT`` | 50053 | gRPC port (0 = any free port) |
+| ``TT_ROUTER_GRPC_TARGET`` | 127.0.0.1:<router port> | where ``StreamRoutedTrades`` is read |
+| ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
+| ``TT_INSIDERS_API_URL`` / ``TT_INSIDERS_API_TOKEN`` | unset | the live venue; unset: LIVE orders are REJECTED |
+| ``TT_EXECUTOR_ROUTED_SOURCE`` | router | ``router``: the gRPC stream; ``log``: the router's log read from Redis |
+| ``TT_EXECUTOR_CONSUMER`` | executor | consumer name (its cursor and dead letters) |
+| ``TT_EXECUTOR_START_OLDEST`` | true | first start reads the routed log from its oldest entry (false: new ones) |
+| ``TT_EXECUTOR_CONSUMER_MAX_BATCH`` | 256 | routed trades admitted together at most |
+| ``TT_EXECUTOR_CURSOR_SAVE_INTERVAL_S`` | 0.1 | least time between two cursor saves |
+| ``TT_EXECUTOR_MAX_ORDER_AGE_S`` | 60 | an order older than this (since routed) is REJECTED ``STALE_ORDER``; 0 = off |
+| ``TT_EXECUTOR_MIN_DEPTH_RATIO`` | 0.5 | less of a copy's size within slippage: ``INSUFFICIENT_DEPTH`` |
+| ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares |
+| ``TT_EXECUTOR_POST_TIMEOUT_S`` / ``TT_EXECUTOR_QUERY_TIMEOUT_S`` | 5 / 5 | venue deadlines (a POST timeout: UNKNOWN) |
+| ``TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS`` | 4 | POSTs of an order on retryable answers before settling it by query |
+| ``TT_EXECUTOR_RETRY_BASE_S`` / ``TT_EXECUTOR_RETRY_CAP_S`` | 0.1 / 2 | retry backoff (doubling, jittered, capped) |
+| ``TT_EXECUTOR_BREAKER_THRESHOLD`` | 5 | consecutive venue failures that open the breaker |
+| ``TT_EXECUTOR_BREAKER_OPEN_S`` | 60 | open period before the half-open probe |
+| ``TT_EXECUTOR_BREAKER_WAIT_S`` | 5 | least time an order waits at an open breaker (see ``RESUBMIT_MAX_AGE_S``) |
+| ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S`` | 30 | an order may be re-POSTed or wait at the breaker until this old |
+| ``TT_EXECUTOR_SETTLE_INTERVAL_S`` | 1 | status query period of an UNKNOWN order |
+| ``TT_EXECUTOR_LOST_AFTER`` | 3 | consecutive not-found that settle an UNKNOWN order (LOST or re-POST) |
+| ``TT_EXECUTOR_POLL_INITIAL_S`` / ``TT_EXECUTOR_POLL_MAX_S`` | 0.2 / 2 | placed order's status queries |
+| ``TT_EXECUTOR_MAX_STATUS_QUERIES`` | 256 | status queries of placed orders in flight at once |
+| ``TT_EXECUTOR_MAX_INFLIGHT`` | 2048 | POSTs in flight at once |
+| ``TT_EXECUTOR_HTTP_CONNECTIONS`` | 0 | cap of connections to the Insiders API (0 = no cap) |
+| ``TT_EXECUTOR_HTTP_WARM_CONNECTIONS`` | 0 | connections opened at start-up |
+| ``TT_EXECUTOR_SUBMIT_WAIT_S`` | 10 | ``SubmitOrder`` waits this long for the order's first event |
+| ``TT_EXECUTOR_JOURNAL_BATCH`` | 1000 | state changes written in one transaction at most |
+| ``TT_EXECUTOR_JOURNAL_MIN_INTERVAL_S`` | 0.05 | least time between two journal transactions under load |
+| ``TT_EXECUTOR_GRACE_S`` | 5 | graceful-shutdown grace |
+"""
 
 from __future__ import annotations
 

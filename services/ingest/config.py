@@ -1,4 +1,7 @@
-"""Ingest settings from the environment (one frozen dataclass; invalid values raise ConfigError)."""
+"""Ingest settings from the environment (one frozen dataclass; invalid values raise ConfigError).
+
+Every variable, its default and its meaning: the Configuration table of ``services/ingest/README.md``.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ class IngestSettings:
             data_api_url=env_url(env, "TT_DATA_API_URL", DEFAULT_DATA_API_URL),
             record_dir=env_str(env, "TT_RECORD_DIR"),
             grpc_port=grpc_port(env, "ingest"),
-            grpc_host=env_str(env, "TT_INGEST_GRPC_HOST", "0.0.0.0"),
+            grpc_host=env_str(env, "TT_INGEST_GRPC_HOST", "127.0.0.1"),
             rtds_ping_interval_s=_pos(env, "TT_INGEST_RTDS_PING_INTERVAL_S", 5.0),
             rtds_ping_text=env_str(env, "TT_INGEST_RTDS_PING_TEXT", "PING"),
             rtds_stall_s=_pos(env, "TT_INGEST_RTDS_STALL_S", 15.0),

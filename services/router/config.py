@@ -1,4 +1,34 @@
-"""Router settings from the environment (invalid values raise ConfigError at start-up)."""
+"""Router settings from the environment (invalid values raise ConfigError at start-up).
+
+| variable | default | meaning |
+|---|---|---|
+| ``TT_ROUTER_GRPC_HOST`` | 127.0.0.1 | gRPC bind address |
+| ``TT_ROUTER_GRPC_PORT`` | 50052 | gRPC port of ``StreamRoutedTrades`` (0 = any free port) |
+| ``TT_INGEST_GRPC_TARGET`` | 127.0.0.1:<port> | upstream ingest (``StreamLeaderTrades``) |
+| ``TT_INGEST_GRPC_PORT`` | 50051 | the <port> above, used when ``TT_INGEST_GRPC_TARGET`` is unset |
+| ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
+| ``TT_RUN_DIR`` | ``.run/`` | where the embedded servers' URL files are read when the URLs are unset |
+| ``TT_CLOB_API_URL`` | https://clob.polymarket.com | CLOB REST API: market info and books |
+| ``TT_INSIDERS_API_URL`` | unset | balance API for PERCENT_OF_BALANCE; unset: only funded balances on record |
+| ``TT_INSIDERS_API_TOKEN`` | unset | bearer token of the balance requests |
+| ``TT_ROUTER_START`` | oldest | first start of the trade consumer (no saved cursor): ``oldest`` or ``new`` |
+| ``TT_ROUTER_CONSUMER`` | router | consumer name: cursor ``tt:cursor:<name>``, dead letters ``tt:dlq:<name>`` |
+| ``TT_ROUTER_MAX_TRADE_AGE_S`` | 300 | a leader trade older than this (venue time) is skipped, TRADE_TOO_OLD |
+| ``TT_ROUTER_MARKET_INFO_TTL_S`` | 300 | older market info is used and refreshed from the CLOB in the background |
+| ``TT_ROUTER_BALANCE_CACHE_TTL_S`` | 30 | how long a wallet's balance from the balance API is cached |
+| ``TT_ROUTER_HTTP_TIMEOUT_S`` | 2 | total timeout of one CLOB or balance API request |
+| ``TT_ROUTER_DEDUPE_TTL_S`` | 86400 | TTL of the ``tt:router:routed:{leader_trade_id}`` markers |
+| ``TT_ROUTER_STREAM_MAXLEN`` | 1000000 | approximate length cap of ``tt:stream:routed_trades`` |
+| ``TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS`` | 200 | slippage tolerance of copied orders when the subscription sets none |
+| ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
+| ``TT_ROUTER_INDEX_CHECK_INTERVAL_S`` | 5 | hot-index version check after this long without a change message |
+| ``TT_ROUTER_OUTBOX_INTERVAL_S`` | 2 | period of the outbox sweep (re-emits persisted, never appended trades) |
+| ``TT_ROUTER_OUTBOX_MIN_AGE_S`` | 2 | the sweep only takes rows routed at least this long ago |
+| ``TT_ROUTER_HANDLER_ATTEMPTS`` | 20 | tries per leader trade before it is dead-lettered |
+| ``TT_ROUTER_REDIS_TIMEOUT_S`` | 5 | connect and command timeout of the hot-path Redis connection |
+| ``TT_ROUTER_MAX_BATCH`` | 256 | most leader trades routed together |
+| ``TT_ROUTER_LOG_LEVEL`` | INFO | log level |
+"""
 
 from __future__ import annotations
 

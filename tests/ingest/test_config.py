@@ -16,6 +16,7 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
     assert (s.grpc_port, s.rtds_ping_interval_s, s.rtds_stall_s, s.clob_ping_interval_s, s.poll_interval_s) == (
         50051, 5.0, 15.0, 10.0, 60.0)
     assert s.record_dir == "" and s.poll_rate_per_s <= 20  # data-api /trades allows 200 req / 10 s
+    assert s.grpc_host == "127.0.0.1"  # loopback unless set, like every service
 
 
 def test_overrides() -> None:
