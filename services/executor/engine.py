@@ -41,7 +41,7 @@ from services.executor.policy import (
 )
 from services.executor.store import Change, row_life, ticket_from_row
 from services.executor.tracing import order_span, post_traceparent
-from services.executor.tracker import Tracker
+from services.executor.tracker import ERROR_BACKOFF_S, Tracker, error_delay
 
 log = logging.getLogger(__name__)
 MAX_RUNNER_ERRORS = 5
@@ -84,7 +84,8 @@ class Engine:
         self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.tracker = Tracker(self._poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
-                               max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS)
+                               max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
+                               error_backoff_s=ERROR_BACKOFF_S)
         self._first_event: dict[str, asyncio.Event] = {}
         # orders started whose first POST has not come back yet
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
@@ -196,7 +197,7 @@ class Engine:
                         log.error("order runner gave up; the order resumes at the next start",
                                   extra={"client_order_id": coid})
                         return
-                    await asyncio.sleep(min(30.0, 0.5 * 2 ** crashes))
+                    await asyncio.sleep(error_delay(crashes, ERROR_BACKOFF_S))
                     if life.state is lc.State.SUBMITTING:
                         # whatever happened, a POST may have left: settle by query, never re-POST blindly
                         life = await self._transition(t, life, [lc.OrderTimedOut("EXECUTOR_ERROR")])

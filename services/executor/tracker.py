@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # One status query of a placed order: the order's state after it, and whether it changed.
 Poll = Callable[[Ticket, OrderLife], Awaitable[tuple[OrderLife, bool]]]
 
+ERROR_BACKOFF_S = 0.5  # after a failure: 2 x this, doubling per failure in a row
 ERROR_BACKOFF_MAX_S = 30.0
 
 
@@ -38,7 +39,8 @@ def next_delay(delay_s: float, *, changed: bool, initial_s: float, max_s: float)
 
 
 def error_delay(errors: int, base_s: float) -> float:
-    """Seconds before querying again after ``errors`` failed queries in a row (doubling, at most 30 s)."""
+    """Seconds before trying an order again after ``errors`` failures in a row (doubling, at most 30 s); the
+    runners' submit and settle steps back off the same way."""
     return min(ERROR_BACKOFF_MAX_S, base_s * 2 ** errors)
 
 
@@ -54,7 +56,7 @@ class Tracker:
     """Schedules the status queries of every placed order of this process; run by :meth:`add`."""
 
     def __init__(self, poll: Poll, *, initial_s: float, max_s: float, max_concurrent: int = 256,
-                 max_errors: int = 5, error_backoff_s: float = 0.5) -> None:
+                 max_errors: int = 5, error_backoff_s: float = ERROR_BACKOFF_S) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.poll = poll

@@ -62,7 +62,7 @@ class Holdings:
 @dataclass(frozen=True, slots=True)
 class Ledger:
     """The running average-cost sums of a subscription's fills: realized PnL and (shares, cost) of every
-    asset with shares or cost left, so that folding more fills later equals folding them all at once.
+    asset with shares held, so that folding more fills later equals folding them all at once.
     A closed asset (selling all its shares takes all its cost) is dropped: folding it again starts from
     (0, 0) either way, and the ledger stays the size of the open book rather than of every asset ever
     traded (a copy of a five-minute-market trader closes hundreds a day)."""
