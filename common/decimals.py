@@ -8,6 +8,9 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 # Money, prices and sizes never need more than 10^30 or finer than 10^-30.
 MAX_EXPONENT = 30
+# Orders carry share sizes in steps of 0.01: a holding smaller than that (what a full exit leaves when
+# the fee was taken in shares) can never be sold, so it counts as no position at all.
+MIN_HELD_SHARES = Decimal("0.01")
 
 
 def parse_decimal(value: object) -> Decimal:

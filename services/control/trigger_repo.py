@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from common.decimals import MIN_HELD_SHARES
 from services.control import codec
 from services.control.db import Conn
 from services.control.pagination import Cursor
@@ -66,8 +67,8 @@ async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None
 
 
 async def has_position(conn: Conn, follower_wallet_id: str, asset_id: str) -> bool:
-    """True when the wallet holds a non-zero position in ``asset_id``."""
+    """True when the wallet holds a sellable position in ``asset_id`` (at least ``MIN_HELD_SHARES``)."""
     row = await (await conn.execute(
-        "SELECT 1 AS held FROM positions WHERE follower_wallet_id = %s AND asset_id = %s AND size > 0",
-        (follower_wallet_id, asset_id))).fetchone()
+        "SELECT 1 AS held FROM positions WHERE follower_wallet_id = %s AND asset_id = %s AND size >= %s",
+        (follower_wallet_id, asset_id, MIN_HELD_SHARES))).fetchone()
     return row is not None

@@ -11,7 +11,7 @@ import orjson
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from common.decimals import fmt
+from common.decimals import MIN_HELD_SHARES, fmt
 from services.guard import exits
 from services.guard.model import Reason
 from services.guard.rows import TriggerRow, event
@@ -291,7 +291,7 @@ class ExitStore:
         # (a trigger SELL of a position opened without copy exits). Nothing changes in either.
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
-        if peek is not None and peek["size"] is not None and peek["size"] > 0:
+        if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
             return ExitsChange("OPEN")
         if peek is not None and not peek["has_group"]:
             return ExitsChange("NO_POSITION")
@@ -301,7 +301,7 @@ class ExitStore:
             pos = await (await conn.execute(
                 "SELECT size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
                 (follower_wallet_id, asset_id))).fetchone()
-            if pos is not None and pos["size"] > 0:
+            if pos is not None and pos["size"] >= MIN_HELD_SHARES:  # a smaller remainder can never be sold
                 return ExitsChange("OPEN")
             group = await (await conn.execute(
                 "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s"

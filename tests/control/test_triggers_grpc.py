@@ -71,6 +71,8 @@ async def test_sell_fraction_needs_a_position(stubs: Stubs, db_url: str) -> None
     execute(db_url, "INSERT INTO positions (follower_wallet_id, asset_id, wallet, size) VALUES ('w_456', %s, %s, 0)",
             (ASSET, FOLLOWER))
     await expect(create(stubs, size="0", sell_fraction="0.5"), PRECONDITION, "sellFraction:")
+    execute(db_url, "UPDATE positions SET size = 0.004")  # less than one share step: nothing that can be sold
+    await expect(create(stubs, size="0", sell_fraction="0.5"), PRECONDITION, "sellFraction:")
     by_size = await create(stubs)
     await expect(stubs.triggers.UpdateTrigger(pb.UpdateTriggerRequest(
         id=by_size.id, trigger=tpb.Trigger(size="0", sell_fraction="1")), metadata=AUTH), PRECONDITION, "sellFraction:")

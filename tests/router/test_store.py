@@ -142,6 +142,22 @@ async def test_load_batch_answers_per_market_and_asset(store: RouterStore, db_ur
     assert b.position("w_2", "0xc", "111").total_cost_usd == 0
 
 
+async def test_a_remainder_below_one_share_step_is_no_open_position(store: RouterStore, db_url: str) -> None:
+    """A full exit of a BUY whose fee was taken in shares leaves e.g. 0.003 shares: it can never be sold, so
+    it must not hold a maxOpenPositions slot (or count as held) for ever."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd)"
+            " VALUES ('w_1', '111', '0xc', '0xa', 0.003, 0.37, 0.00111),"
+            " ('w_1', '333', '0xd', '0xa', 0.01, 0.5, 0.005)")
+    b = await store.load_batch(leader_trade_ids=["lt_1"], wallets=["w_1"], markets=["0xc", "0xd"],
+                               assets=["111", "333"], leader_assets=[], pnl_day_ms=None, funding_wallets=[])
+    dust, step = b.position("w_1", "0xc", "111"), b.position("w_1", "0xd", "333")
+    assert dust.markets == {"0xd"}
+    assert (dust.asset_size, dust.market_cost_usd) == (0, 0)
+    assert (step.asset_size, step.market_cost_usd) == (D("0.01"), D("0.005"))
+
+
 async def test_a_lost_routing_connection_is_replaced(store: RouterStore, db_url: str) -> None:
     await store.persist(_row("lt_1"))
     with psycopg.connect(db_url, autocommit=True) as conn:  # the routing path's connection dies

@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from common.decimals import MIN_HELD_SHARES
 from services.router.domain.model import ZERO
 
 
@@ -121,7 +122,7 @@ p AS (
            x.pnl_day, x.pnl_day_realized_usd
     FROM w CROSS JOIN LATERAL (SELECT * FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) x
 ),
-held AS (SELECT * FROM p WHERE size > 0),
+held AS (SELECT * FROM p WHERE size >= %(min_held)s),
 pos AS (
     SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(DISTINCT m, ',') AS markets FROM held GROUP BY w
 ),
@@ -303,7 +304,8 @@ class RouterStore:
         params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
                   "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
                   "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
-                  "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0)}
+                  "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0),
+                  "min_held": MIN_HELD_SHARES}
         row = await self._hot_one(_LOAD, params)
         assert row is not None
         ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_ = row
