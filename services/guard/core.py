@@ -12,8 +12,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from common.decimals import ZERO
@@ -23,7 +24,7 @@ from services.guard.adapters import RedisMarkets
 from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
 from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
-from services.guard.model import Reason, State
+from services.guard.model import Kind, Reason, State
 from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
@@ -278,9 +279,10 @@ class Guard:
 
     # trigger changes made by control
 
-    async def reload(self, trigger_id: str, *, observed: bool = True) -> None:
+    async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
         """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
-        records an event for a change made elsewhere."""
+        records an event for a change made elsewhere; ``mark``: a trailing high-water mark this process
+        tracked and PostgreSQL may not have yet (kept when higher than the row's, and saved)."""
         self.stats.reloads += 1
         if trigger_id in self.firer.in_flight:
             return
@@ -289,7 +291,11 @@ class Guard:
             return
         known = self.engine.get(trigger_id)
         if row is not None and row.state is State.ARMED:
-            self.engine.upsert(row.spec())
+            spec = row.spec()
+            if spec.kind is Kind.TRAILING_STOP and mark > spec.high_water_mark:
+                spec = spec.with_mark(mark)
+                await self.store.save_marks([(mark, [spec.id])])
+            self.engine.upsert(spec)
             self.changed(row.asset_id)
             if observed:
                 await self.store.record_observed(row, "UPDATED" if known else "ARMED",
@@ -323,18 +329,21 @@ class Guard:
             self.watch.kick()
         return changed, removed
 
-    def rearm(self, trigger_ids: list[str], recheck_asset: str = "") -> None:
+    def rearm(self, trigger_ids: list[str], recheck_asset: str = "",
+              marks: Mapping[str, Decimal] | None = None) -> None:
         """Reload triggers a fire took out of the engine without recording them (retried until PostgreSQL
-        answers); with ``recheck_asset``, evaluate that asset's stored book again after ``defer_s``."""
+        answers); with ``recheck_asset``, evaluate that asset's stored book again after ``defer_s``.
+        ``marks``: the trailing high-water marks they had in the engine (PostgreSQL's may lag behind:
+        marks are saved every few seconds), so a re-armed trailing stop keeps its level."""
         if trigger_ids:
-            self._spawn(self._rearm(list(trigger_ids), recheck_asset))
+            self._spawn(self._rearm(list(trigger_ids), recheck_asset, dict(marks or {})))
 
-    async def _rearm(self, trigger_ids: list[str], recheck_asset: str) -> None:
+    async def _rearm(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:
         backoff = Backoff(0.1, 5.0)
         for attempt in range(1_000_000):
             try:
                 for tid in trigger_ids:
-                    await self.reload(tid, observed=False)
+                    await self.reload(tid, observed=False, mark=marks.get(tid, ZERO))
                 if recheck_asset:
                     await asyncio.sleep(self.defer_s)
                     await self.recheck(recheck_asset)

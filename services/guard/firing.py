@@ -35,7 +35,7 @@ from common.retry import Backoff
 from common.telemetry import extract, inject
 from services.guard import orders, sizing
 from services.guard.engine import Cancelled, Fired
-from services.guard.model import Move, Reason, State
+from services.guard.model import Kind, Move, Reason, State
 from services.guard.ports import Executor, Markets, SubmitRejected
 from services.guard.publish import SubmittedMarker
 from services.guard.rows import TriggerRow, client_order_id
@@ -116,6 +116,8 @@ class Firer:
         """Record one fire (and its OCO cancellations), then submit its SELL."""
         spec = fired.spec
         sibling_ids = [c.spec.id for c in siblings]
+        marks = {t.id: t.high_water_mark for t in (spec, *(c.spec for c in siblings))
+                 if t.kind is Kind.TRAILING_STOP and t.high_water_mark > 0}
         self.in_flight.update([spec.id, *sibling_ids])
         recording = self._recording[spec.id] = asyncio.Event()
         if tick.handled_ns and tick.received_time_ns:
@@ -181,18 +183,18 @@ class Firer:
                 self.stats.record_errors += 1
                 log.exception("fire not recorded; re-arming", extra={"trigger_id": spec.id})
                 self.in_flight.difference_update([spec.id, *sibling_ids])
-                self.rearm([spec.id, *sibling_ids])
+                self.rearm([spec.id, *sibling_ids], marks=marks)
                 return None
             if result.row is None and result.current_state is State.ARMED:
                 self.stats.deferred += 1
                 self.in_flight.difference_update([spec.id, *sibling_ids])
-                self.rearm([spec.id, *sibling_ids], spec.asset_id)
+                self.rearm([spec.id, *sibling_ids], spec.asset_id, marks=marks)
                 return result
             if result.row is None:
                 # Control cancelled or changed it first: nothing sent; siblings are untouched in PostgreSQL.
                 self.stats.lost_race += 1
                 self.in_flight.difference_update(sibling_ids)
-                self.rearm(sibling_ids)
+                self.rearm(sibling_ids, marks=marks)
                 return result
             crash_if("decision", self.crash_after)
             decision = result.decision

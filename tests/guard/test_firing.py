@@ -16,6 +16,7 @@ from tests.guard.standins import (
     CONDITION,
     WALLET,
     WALLET_ID,
+    ExecutorStandIn,
     StandIns,
     add_market,
     db,
@@ -341,3 +342,40 @@ async def test_stream_trigger_events_over_grpc(db_url: str, redis: Any, standins
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await channel.close()
     await conn.close()
+
+
+async def test_a_deferred_trailing_stop_keeps_its_high_water_mark(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """A trailing stop deferred by a SELL in flight on its position is re-armed from PostgreSQL, whose mark
+    lags the engine's (saved every few seconds): the re-armed stop keeps the mark it had (and PostgreSQL gets
+    it), so it still fires at its level once the other SELL is gone."""
+    conn = await db(db_url)
+    await set_position(conn, "100")
+    await add_market(redis, min_size="1")
+    await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.58", fraction="1")
+    await insert_trigger(conn, "trg_trail", "TRAILING_STOP", trail="10", activation="0.5", fraction="1")
+    standins.executor.auto_fill = False  # SELLs stay in flight until answered
+    guard = (await make_guard(mark_flush_s=10.0)).guard
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.50", ask="0.70")  # the trailing stop activates: mark 0.50
+    await standins.ingest.tick(bid="0.60", ask="0.70")  # mark 0.60 (level 0.54); the take-profit fires
+    await eventually(lambda: len(standins.executor.sells) == 1)
+    await eventually(lambda: (s := guard.engine.get("trg_trail")) is not None and s.high_water_mark == Decimal("0.60"))
+    await standins.ingest.tick(bid="0.54", ask="0.70")  # crosses 0.54 while nothing is available: deferred
+    await eventually(lambda: guard.firer.stats.deferred >= 1 and "trg_trail" in guard.engine)
+    spec = guard.engine.get("trg_trail")
+    assert spec is not None and spec.high_water_mark == Decimal("0.60")
+    assert (await trigger_row(conn, "trg_trail"))["high_water_mark"] == Decimal("0.60")
+    # the take-profit's SELL is killed unfilled: the 100 shares are still held
+    await standins.executor.emit(ExecutorStandIn.event(standins.executor.sells[0], epb.ORDER_EVENT_TYPE_CANCELLED))
+
+    async def tp_failed() -> bool:
+        return (await trigger_row(conn, "trg_tp"))["state"] == "FAILED"
+
+    await eventually(tp_failed)
+    await standins.ingest.tick(bid="0.53", ask="0.70")  # below 0.60 × 0.9
+    try:
+        await eventually(lambda: len(standins.executor.sells) == 2)
+        assert standins.executor.sells[1].size == "100"
+    finally:
+        await conn.close()
