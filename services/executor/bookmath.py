@@ -98,7 +98,9 @@ def walk_buy_usd(asks: Levels, amount_usd: Decimal, limit: Decimal) -> Walk:
             break
         take = quantize_size(min(level_size, remaining / price))
         if take <= 0:
-            break
+            if quantize_size(remaining / price) <= 0:
+                break  # what is left buys less than one share step
+            continue  # a level smaller than one share step (a remnant): the levels behind it still count
         size += take
         cost += take * price
         remaining -= take * price

@@ -84,6 +84,12 @@ def test_walk_buy_usd(amount: Decimal, limit: Decimal, expected: Walk) -> None:
     assert walk_buy_usd(ASKS, amount, limit) == expected
 
 
+def test_walk_buy_usd_steps_over_a_level_smaller_than_one_share_step() -> None:
+    """A remnant of 0.005 shares at the best ask buys nothing; the level behind it still fills the order."""
+    asks = ((D("0.50"), D("0.005")), (D("0.51"), D("100")))
+    assert walk_buy_usd(asks, D("10"), D("0.52")) == Walk(D("19.60"), D("9.9960"))
+
+
 @pytest.mark.parametrize(("size", "limit", "expected"), [
     (D("50"), D("0.49"), Walk(D("50"), D("24.50"))),
     (D("100"), D("0.48"), Walk(D("100"), D("48.80"))),

@@ -45,6 +45,14 @@ def test_paper_fill_walks_the_book(request_, fee_bps, status, size, avg, fee) ->
     assert paper_fill(request_, BIDS, ASKS, fee_bps) == o  # deterministic
 
 
+@pytest.mark.parametrize("otype", ["FAK", "FOK"])
+def test_paper_buy_fills_behind_an_ask_remnant_smaller_than_one_share_step(otype: str) -> None:
+    asks = ((D("0.50"), D("0.005")), (D("0.51"), D("100")))
+    o = paper_fill(req("BUY", otype, amount="10", limit="0.52"), BIDS, asks, D("0"))
+    assert isinstance(o, v.VenueOrder)
+    assert (o.status, o.filled_size) == ("confirmed", D("19.60"))
+
+
 @pytest.mark.parametrize(("request_", "code"), [
     (req("BUY", "FOK", amount="25.31"), "FOK_ORDER_NOT_FILLED_ERROR"),
     (req("SELL", "FOK", size="50.01", limit="0.47"), "FOK_ORDER_NOT_FILLED_ERROR"),
