@@ -326,7 +326,7 @@ class Engine:
                 price = min(max(price, ZERO), ONE)
                 notional = _exact_notional(t, order, size) or size * price
                 price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
-                fee = max(ZERO, (order.fee_shares if order else ZERO) - t.fee_booked)
+                fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
                 t.fee_booked += fee
                 t.notional_booked += notional
                 booking = Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional,

@@ -52,6 +52,16 @@ class VenueOrder:
     tx_hashes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def fee_shares(order: VenueOrder, *, buying: bool) -> Decimal:
+    """Shares the venue kept as the fee of an order so far (cumulative): ``feeShares`` when the answer says;
+    else, on a BUY, what was filled beyond what was delivered (``takingAmount`` is the shares received)."""
+    if order.fee_shares > 0 or not buying:
+        return order.fee_shares
+    if ZERO < order.taking_amount < order.filled_size:
+        return order.filled_size - order.taking_amount
+    return ZERO
+
+
 @dataclass(frozen=True, slots=True)
 class VenueError:
     """A call that did not return an order.

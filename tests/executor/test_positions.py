@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.executor import venue as v
 from services.executor.positions import Position, apply_fill
 
 D = Decimal
@@ -70,3 +71,18 @@ def test_settle_applies_a_batch_in_order_and_aggregates_stats() -> None:
     assert opened == {("w", "a")} and [b.effect.opened for b in booked] == [True, False, False, False]
     s = stats["sub_1"]
     assert (s.copied, s.exposure, s.pnl) == (2, D("12") - D("3.0"), D("1.0")) and set(stats) == {"sub_1"}
+
+
+@pytest.mark.parametrize(("answer", "buying", "fee"), [
+    # the contract's answer: 100 shares filled and delivered, no fee
+    (v.VenueOrder("io", "co", "matched", D("100"), D("0.5"), D("50"), D("100")), True, D("0")),
+    # takingAmount (the shares received on a BUY) short of filledSize: the venue kept 2 shares as the fee
+    (v.VenueOrder("io", "co", "matched", D("100"), D("0.5"), D("50"), D("98")), True, D("2")),
+    (v.VenueOrder("io", "co", "matched", D("100"), D("0.5"), D("50"), D("98"), D("1.5")), True, D("1.5")),  # said
+    (v.VenueOrder("io", "co", "live", D("0"), D("0"), D("0"), D("0")), True, D("0")),
+    (v.VenueOrder("io", "co", "matched", D("100"), D("0.5"), D("50"), D("0")), True, D("0")),  # not reported
+    # a SELL's takingAmount is the USD received, never a fee in shares
+    (v.VenueOrder("io", "co", "matched", D("100"), D("0.5"), D("100"), D("50")), False, D("0")),
+])
+def test_fee_shares_of_a_venue_answer(answer: v.VenueOrder, buying: bool, fee: Decimal) -> None:
+    assert v.fee_shares(answer, buying=buying) == fee
