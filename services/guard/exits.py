@@ -112,9 +112,10 @@ def plan(config: ExitsConfig, *, oco_group: str, entry_price: Decimal, tick_size
         if config.trailing_stop_pct >= _HUNDRED:
             skipped.append(("trailing_stop", "TRAIL_OUT_OF_RANGE"))
         else:
+            # No mark and no activation price: the mark starts at the first price the stop watches (the best
+            # bid). Seeded with the entry (an ask-side price), a spread wider than the trail fired it at once.
             exits.append(PlannedExit(hash_id("trg", oco_group, "trailing_stop"), "trailing_stop",
-                                     Kind.TRAILING_STOP, trail_pct=config.trailing_stop_pct,
-                                     high_water_mark=entry_price))
+                                     Kind.TRAILING_STOP, trail_pct=config.trailing_stop_pct))
     for i, (gain, fraction) in enumerate(config.ladder):
         take_profit(f"ladder_{i}", gain, fraction)
     return ExitPlan(oco_group, tuple(exits), tuple(skipped))

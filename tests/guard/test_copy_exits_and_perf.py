@@ -60,7 +60,7 @@ async def test_copy_fill_registers_exits_and_a_mirrored_exit_cancels_them(
     assert by_price == {
         ("TAKE_PROFIT", Decimal("0.56"), Decimal(0), Decimal(1), Decimal(0)),
         ("STOP_LOSS", Decimal("0.3"), Decimal(0), Decimal(1), Decimal(0)),
-        ("TRAILING_STOP", Decimal(0), Decimal(10), Decimal(1), Decimal("0.4")),
+        ("TRAILING_STOP", Decimal(0), Decimal(10), Decimal(1), Decimal(0)),
         ("TAKE_PROFIT", Decimal("0.48"), Decimal(0), Decimal("0.5"), Decimal(0)),
     }
     assert len({r["oco_group"] for r in rows}) == 1 and all(r["subscription_id"] == "sub_1" for r in rows)

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.guard import exits, perf, sizing, ticks
-from services.guard.model import IllegalTransition, Kind, Move, Reason, State, apply
+from services.guard.engine import Prices, load
+from services.guard.model import IllegalTransition, Kind, Move, Reason, Source, State, TriggerSpec, apply
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
@@ -84,13 +85,26 @@ def test_exit_plan_prices_from_entry_and_skips_unreachable_exits() -> None:
     assert got == {
         "take_profit": (Kind.TAKE_PROFIT, D("0.52"), D(0), D(0), D(1)),  # 0.518 rounded up to the tick
         "stop_loss": (Kind.STOP_LOSS, D("0.27"), D(0), D(0), D(1)),  # 0.2775 rounded down
-        "trailing_stop": (Kind.TRAILING_STOP, D(0), D("10"), D("0.37"), D(1)),
+        "trailing_stop": (Kind.TRAILING_STOP, D(0), D("10"), D(0), D(1)),  # the mark starts at the first bid
         "ladder_0": (Kind.TAKE_PROFIT, D("0.45"), D(0), D(0), D("0.5")),  # 0.444 up
         "ladder_1": (Kind.TAKE_PROFIT, D("0.56"), D(0), D(0), D(1)),  # 0.555 up
     }
     assert out.skipped == (("ladder_2", "PRICE_ABOVE_MAX"),)
     again = exits.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
     assert [e.id for e in again.exits] == [e.id for e in out.exits]  # deterministic ids
+
+
+def test_a_copy_trailing_stop_trails_the_bid_from_the_first_one_not_the_entry() -> None:
+    """Bought at the ask (0.55) with the book at 0.52 / 0.55: a 5 % trailing stop seeded with the entry would
+    fire on the first bid; its mark starts at that bid instead, so it fires only 5 % below the highest bid."""
+    plan = exits.plan(exits.ExitsConfig(trailing_stop_pct=D(5)), oco_group="grp", entry_price=D("0.55"),
+                      tick_size=D("0.01"))
+    (trail,) = plan.exits
+    engine = load([TriggerSpec(trail.id, "asset", Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=trail.trail_pct,
+                               high_water_mark=trail.high_water_mark, oco_group="grp")])
+    fired = [engine.on_tick("asset", Prices(best_bid=D(bid)), stale=False).fired
+             for bid in ("0.52", "0.56", "0.54", "0.53")]
+    assert [[f.spec.id for f in out] for out in fired] == [[], [], [], [trail.id]]  # 0.53 ≤ 0.56 × 0.95 = 0.532
 
 
 @pytest.mark.parametrize(("data", "entry", "skipped"), [
