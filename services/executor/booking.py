@@ -24,13 +24,13 @@ from services.executor.positions import FillEffect, Position, apply_fill
 INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
                    condition_id, outcome, side, size, price, notional_usd, venue, fill_time, leader_trade_time,
-                   copy_latency_ms)
+                   copy_latency_ms, fee_shares)
 SELECT r.id, NULLIF(r.sub, ''), r.wallet, r.coid, r.lt, r.tx, r.asset, r.cond, r.outcome, r.side, r.size, r.price,
        r.notional, r.venue, to_timestamp(r.fill_ms / 1000.0),
-       CASE WHEN r.lt_ms > 0 THEN to_timestamp(r.lt_ms / 1000.0) END, r.latency
+       CASE WHEN r.lt_ms > 0 THEN to_timestamp(r.lt_ms / 1000.0) END, r.latency, r.fee
 FROM json_to_recordset(%s::json) AS r(id text, sub text, wallet text, coid text, lt text, tx text, asset text,
      cond text, outcome text, side text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint,
-     lt_ms bigint, latency numeric)
+     lt_ms bigint, latency numeric, fee numeric)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -89,7 +89,8 @@ def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
             "lt": o.leader_trade_id, "tx": o.leader_tx_hash, "asset": o.asset_id, "cond": o.condition_id,
             "outcome": o.outcome, "side": t.side, "size": str(b.size), "price": str(b.price),
             "notional": str(b.notional), "venue": t.venue, "fill_ms": b.fill_time_ms,
-            "lt_ms": o.leader_venue_time_ms, "latency": str(latency) if latency is not None else None}
+            "lt_ms": o.leader_venue_time_ms, "latency": str(latency) if latency is not None else None,
+            "fee": str(max(ZERO, b.fee_shares)) if t.buying else "0"}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Performance rules (pure): a subscription's PnL from its fills and marks, and the loss-stop /
 profit-scale decisions it calls for.
 
-PnL uses average cost per asset: a BUY adds its notional to the cost, a SELL realizes its proceeds
-minus the average cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset
-without a mark counts at cost (and is reported).
+PnL uses average cost per asset: a BUY adds its notional to the cost and its shares net of the fee
+shares the venue kept (as executor/positions.apply_fill), a SELL realizes its proceeds minus the average
+cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset without a mark counts at
+cost (and is reported).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FillRow:
-    """One fill of a subscription's order."""
+    """One fill of a subscription's order; ``size`` is the gross size filled."""
 
     asset_id: str
     side: str  # "BUY" | "SELL"
     size: Decimal
     price: Decimal
     notional_usd: Decimal
+    fee_shares: Decimal = ZERO  # of a BUY: shares the venue kept as its fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +74,22 @@ class Ledger:
 
 
 def fold(fills: Iterable[FillRow], start: Ledger | None = None) -> Ledger:
-    """``start`` (nothing when None) followed by ``fills`` in order, average cost per asset."""
+    """``start`` (nothing when None) followed by ``fills`` in order, average cost per asset.
+
+    A BUY adds ``size - fee_shares`` shares (never fewer than none) at the cost of its whole notional; one
+    whose fee took every share of an asset not held is a realized loss of that notional.
+    """
     held: dict[str, tuple[Decimal, Decimal]] = dict(start.assets) if start is not None else {}
     realized = start.realized if start is not None else ZERO
     for f in fills:
         shares, cost = held.get(f.asset_id, (ZERO, ZERO))
         notional = f.notional_usd if f.notional_usd > 0 else f.size * f.price
         if f.side == "BUY":
-            held[f.asset_id] = (shares + f.size, cost + notional)
+            net = max(ZERO, f.size - max(ZERO, f.fee_shares))
+            if shares + net > 0:
+                held[f.asset_id] = (shares + net, cost + notional)
+            else:
+                realized -= notional
             continue
         sold = min(f.size, shares)
         if sold <= 0:

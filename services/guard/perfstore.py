@@ -56,17 +56,18 @@ class PerfStore:
         return [SubscriptionRules(r["id"], r["perf"] or {}, r["fills_version"]) for r in rows]
 
     async def fills_since(self, subscription_id: str, seen: str | None) -> tuple[list[FillRow], str]:
-        """The subscription's fills that snapshot ``seen`` (a ``pg_snapshot`` this returned before) could not
-        see, all of them when None, in time order; with the snapshot of this read, for the next one."""
+        """The subscription's fills (with the fee shares of each BUY) that snapshot ``seen`` (a ``pg_snapshot``
+        this returned before) could not see, all of them when None, in time order; with the snapshot of this
+        read, for the next one."""
         since = _UNSEEN if seen is not None else ""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT s.snap::text AS snap, f.asset_id, f.side, f.size, f.price, f.notional_usd"
+                "SELECT s.snap::text AS snap, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
                 " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN LATERAL (SELECT asset_id, side, size, price,"
-                " notional_usd, fill_time, created_at, id FROM fills"
+                " notional_usd, fee_shares, fill_time, created_at, id FROM fills"
                 f" WHERE subscription_id = %(sid)s{since}) f ON true ORDER BY f.fill_time, f.created_at, f.id",
                 {"sid": subscription_id, "seen": seen})).fetchall()
-        fills = [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"])
+        fills = [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"], r["fee_shares"])
                  for r in rows if r["asset_id"] is not None]
         return fills, rows[0]["snap"]
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.executor.positions import Position, apply_fill
 from services.guard import exits, perf, sizing, ticks
 from services.guard.engine import Prices, load
 from services.guard.model import IllegalTransition, Kind, Move, Reason, Source, State, TriggerSpec, apply
@@ -125,8 +126,8 @@ def test_resize_scales_size_based_exits_only() -> None:
     assert exits.resized(D(10), D(0), D(150)) == D(10)
 
 
-def _fill(asset: str, side: str, size: str, price: str) -> perf.FillRow:
-    return perf.FillRow(asset, side, D(size), D(price), D(size) * D(price))
+def _fill(asset: str, side: str, size: str, price: str, fee: str = "0") -> perf.FillRow:
+    return perf.FillRow(asset, side, D(size), D(price), D(size) * D(price), D(fee))
 
 
 @pytest.mark.parametrize(("fills", "marks", "realized", "unrealized", "unmarked"), [
@@ -136,6 +137,10 @@ def _fill(asset: str, side: str, size: str, price: str) -> perf.FillRow:
      {}, "-40", "0", ()),
     ([_fill("a", "BUY", "10", "0.5"), _fill("b", "BUY", "10", "0.5")], {"a": D("0.1")}, "0", "-4", ("b",)),
     ([_fill("a", "SELL", "10", "0.5")], {}, "0", "0", ()),
+    # BUY fees are taken in shares: 98 of 100 are held at a cost of 50, selling them all loses the fee
+    ([_fill("a", "BUY", "100", "0.5", "2")], {"a": D("0.5")}, "0", "-1", ()),
+    ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "98", "0.5")], {"a": D("0.5")}, "-1", "0", ()),
+    ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "49", "0.6")], {"a": D("0.5")}, "4.4", "-0.5", ()),
 ])
 def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str, unrealized: str,
              unmarked: tuple[str, ...]) -> None:
@@ -144,14 +149,17 @@ def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str
 
 
 _FILLS = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["BUY", "SELL"]),
-                            st.integers(1, 500), st.integers(1, 99)), max_size=30)
+                            st.integers(1, 500), st.integers(1, 99), st.sampled_from([0, 0, 1, 3, 100])),
+                  max_size=30)
 
 
 @given(_FILLS, st.integers(0, 30))
 @settings(max_examples=200, deadline=None)
-def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[str, str, int, int]],
+def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[str, str, int, int, int]],
                                                                 cut: int) -> None:
-    fills = [_fill(a, side, str(size), f"0.{price:02d}") for a, side, size, price in raw]
+    # fee in percent of the size: none, usual ones, and one that takes every share
+    fills = [_fill(a, side, str(size), f"0.{price:02d}", str(D(size) * fee / 100))
+             for a, side, size, price, fee in raw]
     whole = perf.fold(fills)
     assert perf.fold(fills[cut:], perf.fold(fills[:cut])) == whole
     assert perf.open_holdings(whole) == perf.holdings(fills)
@@ -169,11 +177,41 @@ def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[
     ([_fill("a", "BUY", "30", "0.4"), _fill("a", "SELL", "10", "0.5")], {"a": (D(20), D(8))}, "1"),
     ([_fill("a", "BUY", "10", "0.4"), _fill("a", "SELL", "10", "0.5"), _fill("a", "BUY", "5", "0.2")],
      {"a": (D(5), D(1))}, "1"),  # bought again after closing: a fresh cost basis
+    # the fee shares never reach the holding: selling what is held closes the asset
+    ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "98", "0.5")], {}, "-1"),
+    ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "100", "0.5")], {}, "-1"),  # oversold: 98 sold
+    ([_fill("a", "BUY", "100", "0.5", "2")], {"a": (D(98), D(50))}, "0"),
+    ([_fill("a", "BUY", "10", "0.5", "0.1"), _fill("a", "BUY", "10", "0.3", "0.1")], {"a": (D("19.8"), D(8))}, "0"),
+    # a fee that takes every share of an asset not held loses the notional; of one held, adds to its cost
+    ([_fill("a", "BUY", "1", "0.5", "1")], {}, "-0.5"),
+    ([_fill("a", "BUY", "10", "0.5"), _fill("a", "BUY", "1", "0.5", "1")], {"a": (D(10), D("5.5"))}, "0"),
+    # a SELL's fee is not in shares, a negative one counts as none
+    ([_fill("a", "BUY", "10", "0.5"), _fill("a", "SELL", "10", "0.5", "1")], {}, "0"),
+    ([_fill("a", "BUY", "10", "0.5", "-1")], {"a": (D(10), D(5))}, "0"),
 ])
 def test_fold_keeps_open_assets_only(fills: list[perf.FillRow], assets: dict[str, tuple[Decimal, Decimal]],
                                      realized: str) -> None:
     ledger = perf.fold(fills)
     assert ledger.assets == assets and ledger.realized == D(realized)
+
+
+@pytest.mark.parametrize(("fee", "sell_price"), [("2", "0.5"), ("0.37", "0.61"), ("0", "0.42"), ("5.5", "0.07")])
+def test_fold_holds_and_realizes_what_the_executor_books(fee: str, sell_price: str) -> None:
+    buy = apply_fill(Position(), buying=True, size=D(100), price=D("0.5"), fee_shares=D(fee), notional=D(50))
+    assert perf.fold([_fill("a", "BUY", "100", "0.5", fee)]).assets == {"a": (buy.position.size, D(50))}
+    sell = apply_fill(buy.position, buying=False, size=buy.position.size, price=D(sell_price))
+    ledger = perf.fold([_fill("a", "BUY", "100", "0.5", fee), _fill("a", "SELL", str(buy.position.size), sell_price)])
+    assert ledger.assets == {} and sell.position.size == 0
+    assert abs(ledger.realized - sell.realized_pnl_usd) < D("0.0001")
+
+
+def test_loss_stop_counts_a_loss_made_of_fee_shares() -> None:
+    fills = [_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "98", "0.5")]
+    result = perf.pnl(fills, {"a": D("0.5")})
+    assert result.total == D(-1) and not result.held
+    decision = perf.decide("sub_1", perf.PerfRules(loss_stop_usd=D(1)), result, pauses_before=0,
+                           scaled_ids=frozenset())
+    assert decision is not None and decision.action is perf.Action.PAUSE
 
 
 def _pnl(total: str) -> perf.Pnl:
