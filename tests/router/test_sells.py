@@ -29,7 +29,6 @@ def test_leader_fraction(before: Decimal | None, sold: Decimal, expected: Decima
     [
         ("100", "0", "50", "200", "5", D("25")),  # leader sold 25% -> follower sells 25%
         ("100", "0", "200", "200", "5", D("100")),  # leader closed -> sell everything
-        ("100", "0", "10", None, "5", D("100")),  # leader position unknown -> treated as closing
         ("714.2857", "0", "1", "1", "5", D("714.28")),  # never more than held: rounded down to 0.01
         ("33.333", "0", "1", "3", "5", D("11.11")),
         ("8", "0", "50", "100", "5", D("8")),  # 4 would leave 4 < min 5 unsellable: sell all
@@ -52,10 +51,16 @@ def test_size_sell(held: str, in_flight: str, sold: str, before: Decimal | None,
         ("100", "0", "1", "100", "5", Reason.SELL_BELOW_MARKET_MINIMUM),  # 1 share < min 5, 99 remain
         ("3", "0", "100", "100", "5", Reason.SELL_BELOW_MARKET_MINIMUM),  # whole position below min
         ("0.004", "0", "1", "1", "0", Reason.SELL_BELOW_MARKET_MINIMUM),  # dust below the share step
+        # the router never saw this leader buy: the follower's shares came from elsewhere (another leader)
+        ("100", "0", "1", None, "5", Reason.LEADER_POSITION_UNKNOWN),
+        ("100", "0", "500", None, "5", Reason.LEADER_POSITION_UNKNOWN),
+        ("0", "0", "1", None, "5", Reason.NOTHING_HELD),
     ],
 )
-def test_size_sell_skips(held: str, in_flight: str, sold: str, before: str, min_size: str, reason: Reason) -> None:
-    result = size_sell(state(held_size=D(held), reserved_sell_size=D(in_flight)), D(sold), D(before), D(min_size))
+def test_size_sell_skips(held: str, in_flight: str, sold: str, before: str | None, min_size: str,
+                         reason: Reason) -> None:
+    result = size_sell(state(held_size=D(held), reserved_sell_size=D(in_flight)), D(sold),
+                       D(before) if before is not None else None, D(min_size))
     assert isinstance(result, tuple) and result[0] is reason and result[1]
 
 

@@ -3,8 +3,12 @@
 Rules:
 - The leader's position before the sell comes from the router's own record of the leader's net
   shares per asset (every leader trade it routes adds BUYs and subtracts SELLs, floored at 0).
-  When that record is unknown or zero, or the leader sold at least what we saw it hold, the
-  leader is treated as closing: fraction = 1 (sell everything the follower holds).
+  When that record is zero, or the leader sold at least what we saw it hold, the leader is
+  treated as closing: fraction = 1 (sell everything the follower holds).
+- No record at all means the router never saw this leader buy the asset, so the follower's
+  shares were not bought by copying this leader (another subscription of the wallet, or its
+  own trading): LEADER_POSITION_UNKNOWN, nothing is sold. (Treating it as a close sold a
+  whole position on a one-share sell of a leader who never bought it for this follower.)
 - The follower's sellable size = shares held (positions table) − shares of its SELL copies still
   in flight (reserved). Nothing sellable → NOTHING_HELD.
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
@@ -39,6 +43,10 @@ def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None
     if sellable <= ZERO:
         in_flight = f" ({fmt(state.reserved_sell_size)} already being sold)" if state.reserved_sell_size else ""
         return Reason.NOTHING_HELD, f"follower holds {fmt(state.held_size)} shares{in_flight}"
+    if leader_before is None:
+        return (Reason.LEADER_POSITION_UNKNOWN,
+                f"the leader sold {fmt(sold)} shares of an asset it was never seen buying: the follower's "
+                f"{fmt(sellable)} shares were not bought by copying this leader")
     fraction = leader_fraction(leader_before, sold)
     everything = floor_shares(sellable)
     size = everything if fraction == ONE else floor_shares(sellable * fraction)
@@ -46,8 +54,7 @@ def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None
     if ZERO < remainder < min_order_size:
         size = everything
     if size <= ZERO or size < min_order_size:
-        known = "unknown (treated as closing)" if leader_before is None else fmt(leader_before)
         return (Reason.SELL_BELOW_MARKET_MINIMUM,
-                f"leader sold {fmt(sold)} of {known} shares (fraction {fmt(fraction.quantize(Decimal('0.0001')))}); "
+                f"leader sold {fmt(sold)} of {fmt(leader_before)} shares (fraction {fmt(fraction.quantize(Decimal('0.0001')))}); "
                 f"follower's share {fmt(size)} of {fmt(sellable)} < market minimum {fmt(min_order_size)}")
     return size
