@@ -39,6 +39,11 @@ PROP = SizingMode.PROPORTIONAL
         (SizingRules(FIXED, fixed_usd=D("25")), RiskRules(max_market_exposure_usd=D("500")),
          state(market_exposure_usd=D("480")), D("20")),
         (SizingRules(PROP, ratio=D("0.1"), max_order_usd=D("7.5")), RiskRules(), state(), D("7.5")),
+        # clamp to [minOrderUsd, maxOrderUsd] first, then to the headroom: $3 left is sent (market minimum $2)
+        (SizingRules(FIXED, fixed_usd=D("25"), min_order_usd=D("5")), RiskRules(max_market_exposure_usd=D("500")),
+         state(market_exposure_usd=D("497")), D("3")),
+        (SizingRules(PROP, ratio=D("0.001"), min_order_usd=D("5")), RiskRules(max_total_exposure_usd=D("100")),
+         state(total_exposure_usd=D("96")), D("4")),  # $0.05 raised to $5, cut to $4
     ],
 )
 def test_buy_amounts(sizing: SizingRules, risk: RiskRules, st: FollowerState, expected: Decimal | None) -> None:
@@ -61,9 +66,6 @@ def test_buy_amounts(sizing: SizingRules, risk: RiskRules, st: FollowerState, ex
         # maxOrderUsd below the market minimum
         (SizingRules(FIXED, fixed_usd=D("25"), max_order_usd=D("1.99")), RiskRules(), state(), trade(), market(),
          Reason.BELOW_MARKET_MINIMUM),
-        # headroom $3 left, but minOrderUsd is $5: the cap's reason is recorded
-        (SizingRules(FIXED, fixed_usd=D("25"), min_order_usd=D("5")), RiskRules(max_market_exposure_usd=D("500")),
-         state(market_exposure_usd=D("497")), trade(), market(), Reason.MARKET_EXPOSURE_LIMIT),
         # headroom $1 left, below the market minimum $2
         (SizingRules(FIXED, fixed_usd=D("25")), RiskRules(max_total_exposure_usd=D("100")),
          state(total_exposure_usd=D("99")), trade(), market(), Reason.TOTAL_EXPOSURE_LIMIT),

@@ -75,10 +75,10 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
     amount = floor_cents(capped.amount)
     if market_min is None:
         market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
-    if capped.cut_by is not None:
-        wanted_min = max(market_min, f.sizing.min_order_usd or market_min)
-        if amount < wanted_min:
-            return _skip(f, capped.cut_by, f"{capped.detail}, below the minimum order ${fmt(wanted_min)}")
+    # minOrderUsd raised the sizing before the risk cut (the contract's order: clamp to [min, max], then to
+    # headroom); what the cut leaves is sent when the market takes it, else the cap is why it was not.
+    if capped.cut_by is not None and amount < market_min:
+        return _skip(f, capped.cut_by, f"{capped.detail}, below the market minimum ${fmt(market_min)}")
     if amount < market_min:
         return _skip(f, Reason.BELOW_MARKET_MINIMUM,
                      f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
