@@ -60,6 +60,8 @@ def test_buy_amounts(sizing: SizingRules, risk: RiskRules, st: FollowerState, ex
     [
         # $1.50 < 5 shares x 0.40 = $2
         (SizingRules(FIXED, fixed_usd=D("1.5")), RiskRules(), state(), trade(), market(), Reason.BELOW_MARKET_MINIMUM),
+        # $2.03 < 5 shares at up to 0.40 + 2 % slippage = $2.04 (the 4.97 shares it could buy could never be sold)
+        (SizingRules(FIXED, fixed_usd=D("2.03")), RiskRules(), state(), trade(), market(), Reason.BELOW_MARKET_MINIMUM),
         # $0.90 < the $1 marketable BUY minimum
         (SizingRules(FIXED, fixed_usd=D("0.9")), RiskRules(), state(), trade(price=D("0.1")),
          market(min_order_size=D("1")), Reason.BELOW_MARKET_MINIMUM),
@@ -174,4 +176,4 @@ def test_buy_never_exceeds_headroom_nor_goes_below_market_minimum(fixed, price, 
             assert d.amount_usd <= mcap - mexp - rm
         if tcap is not None:
             assert d.amount_usd <= tcap - texp - rt
-        assert d.amount_usd >= max(D(5) * price, D(1))
+        assert d.amount_usd >= max(D(5) * price * D("1.02"), D(1))  # the default 200 bps of slippage

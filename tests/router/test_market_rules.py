@@ -73,3 +73,13 @@ def test_floor_shares(size: str, expected: str) -> None:
 def test_buy_minimum_is_min_size_times_price_but_at_least_one_dollar(price: str, min_size: str,
                                                                       expected: str) -> None:
     assert buy_minimum_usd(D(price), D(min_size), D(1)) == D(expected)
+
+
+@pytest.mark.parametrize(
+    ("price", "min_size", "bps", "expected"),
+    [("0.40", "5", 200, "2.04"),  # 5 shares at up to 0.408: $2 at 0.40 would buy 4.9, never to be sold again
+     ("0.40", "5", 0, "2.00"), ("0.99", "10", 500, "10"), ("0.10", "5", 200, "1")],  # at most 1; at least $1
+)
+def test_buy_minimum_buys_the_minimum_size_at_the_worst_price_allowed(price: str, min_size: str, bps: int,
+                                                                      expected: str) -> None:
+    assert buy_minimum_usd(D(price), D(min_size), D(1), bps) == D(expected)

@@ -59,10 +59,10 @@ def _slippage(f: Follower, policy: Policy) -> int:
 
 
 def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
-               policy: Policy, market_min: Decimal | None = None,
+               policy: Policy, market_mins: dict[int, Decimal] | None = None,
                coid: Callable[[str], str] | None = None) -> Decision:
-    """Size a copied BUY or say why not (``market_min``: precomputed ``buy_minimum_usd``; ``coid``:
-    the trade's ``client_order_ids``)."""
+    """Size a copied BUY or say why not (``market_mins``: the trade's ``buy_minimum_usd`` by slippage
+    tolerance, filled as needed; ``coid``: the trade's ``client_order_ids``)."""
     sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
     if not isinstance(sized, sizing.Sized):
         return _skip(f, *sized)
@@ -73,8 +73,12 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
     if not isinstance(capped, risk.Capped):
         return _skip(f, *capped)
     amount = floor_cents(capped.amount)
+    bps = _slippage(f, policy)
+    mins = market_mins if market_mins is not None else {}
+    market_min = mins.get(bps)
     if market_min is None:
-        market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
+        market_min = mins[bps] = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd,
+                                                 bps)
     # minOrderUsd raised the sizing before the risk cut (the contract's order: clamp to [min, max], then to
     # headroom); what the cut leaves is sent when the market takes it, else the cap is why it was not.
     if capped.cut_by is not None and amount < market_min:
@@ -82,10 +86,10 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
     if amount < market_min:
         return _skip(f, Reason.BELOW_MARKET_MINIMUM,
                      f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
-                     f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)}, "
+                     f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)} + {bps} bps slippage, "
                      f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
-    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, _slippage(f, policy))
+    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, bps)
 
 
 def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
@@ -100,16 +104,16 @@ def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: Fol
 
 def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
            leader_before: Decimal | None, policy: Policy, *, ids: tuple[str, str, str] | None = None,
-           market_min: Decimal | None = None, coid: Callable[[str], str] | None = None) -> Decision:
+           market_mins: dict[int, Decimal] | None = None, coid: Callable[[str], str] | None = None) -> Decision:
     """The decision for one follower (trade-wide gates are checked by ``route``, which also passes the
-    per-trade ``ids``, ``market_min`` and ``coid`` computed once)."""
+    per-trade ``ids``, ``market_mins`` and ``coid`` shared by its followers)."""
     if f.invalid:
         return _skip(f, Reason.INVALID_SUBSCRIPTION, f.invalid)
     rejected = filters.subscription_filters(f.filters, trade, market, ids)
     if rejected is not None:
         return _skip(f, *rejected)
     if trade.side is Side.BUY:
-        return decide_buy(trade, f, market, state, policy, market_min, coid)
+        return decide_buy(trade, f, market, state, policy, market_mins, coid)
     return decide_sell(trade, f, market, state, leader_before, policy, coid)
 
 
@@ -128,10 +132,10 @@ def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules
     if gate is not None:
         return [_skip(f, *gate) for f in followers]
     ids = filters.market_identifiers(trade, market)
-    market_min = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd)
+    market_mins: dict[int, Decimal] = {}
     coid = client_order_ids(trade.id, trade.asset_id)
     return [decide(trade, f, market, states.get(f.follower_wallet_id, _EMPTY_STATE), leader_before, policy,
-                   ids=ids, market_min=market_min, coid=coid)
+                   ids=ids, market_mins=market_mins, coid=coid)
             for f in followers]
 
 

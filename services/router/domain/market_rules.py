@@ -6,6 +6,8 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from services.router.domain.model import CENT, ONE, SHARE_QUANTUM, Side
 
+_BPS = Decimal(10_000)
+
 
 def within_tick_bounds(price: Decimal, tick: Decimal) -> bool:
     """True when ``tick <= price <= 1 - tick`` (the only prices an order can have)."""
@@ -32,7 +34,10 @@ def floor_shares(size: Decimal) -> Decimal:
     return size.quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
 
 
-def buy_minimum_usd(price: Decimal, min_order_size: Decimal, marketable_min_usd: Decimal) -> Decimal:
-    """Smallest BUY the venue accepts at ``price``: min_order_size shares × price, and at least the
-    marketable-BUY minimum ($1)."""
-    return max(min_order_size * price, marketable_min_usd)
+def buy_minimum_usd(price: Decimal, min_order_size: Decimal, marketable_min_usd: Decimal,
+                    slippage_bps: int = 0) -> Decimal:
+    """Smallest BUY worth sending at ``price``: enough USD for min_order_size shares at the worst price the
+    copy may pay (``price`` moved by the slippage tolerance, at most 1), and at least the marketable-BUY
+    minimum ($1). Fewer shares than the market's minimum could be bought but never sold again."""
+    worst = min(price * (ONE + Decimal(max(0, slippage_bps)) / _BPS), ONE)
+    return max(min_order_size * worst, marketable_min_usd)

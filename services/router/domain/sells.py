@@ -55,6 +55,7 @@ def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None
         size = everything
     if size <= ZERO or size < min_order_size:
         return (Reason.SELL_BELOW_MARKET_MINIMUM,
-                f"leader sold {fmt(sold)} of {fmt(leader_before)} shares (fraction {fmt(fraction.quantize(Decimal('0.0001')))}); "
+                f"leader sold {fmt(sold)} of {fmt(leader_before)} shares "
+                f"(fraction {fmt(fraction.quantize(Decimal('0.0001')))}); "
                 f"follower's share {fmt(size)} of {fmt(sellable)} < market minimum {fmt(min_order_size)}")
     return size
