@@ -84,6 +84,17 @@ def test_buy_skips(sizing, risk, st, tr, mkt, reason) -> None:  # type: ignore[n
     assert d.reason is reason and d.detail and d.subscription_id == "sub_1" and d.follower_wallet_id == "w_1"
 
 
+def test_a_trade_without_condition_id_counts_open_positions_under_its_asset() -> None:
+    """Positions of a trade that came without a condition id are keyed by the asset: adding to one needs no
+    new maxOpenPositions slot."""
+    st_ = state(open_markets=frozenset({ASSET}), held_size=D("10"))
+    d = decide(trade(condition_id=""), follower(risk=RiskRules(max_open_positions=1)), market(), st_, None, policy())
+    assert isinstance(d, OrderIntent)
+    other = decide(trade(condition_id=""), follower(risk=RiskRules(max_open_positions=1)), market(),
+                   state(open_markets=frozenset({"0xother"})), None, policy())
+    assert isinstance(other, Skip) and other.reason is Reason.MAX_OPEN_POSITIONS
+
+
 def test_sell_is_sized_from_the_follower_position() -> None:
     tr = trade(side=Side.SELL, size=D("50"), notional_usd=D("20"))
     d = decide(tr, follower(), market(), state(held_size=D("120")), D("200"), policy())

@@ -99,3 +99,11 @@ def test_allowlist_without_any_identifier_rejects() -> None:
     tr = trade(market_slug="", event_slug="", condition_id="")
     result = subscription_filters(FilterRules(allowlist=("x",)), tr, market())
     assert result is not None and result[0] is Reason.MARKET_NOT_ALLOWED
+
+
+def test_lists_fall_back_to_the_market_infos_condition_id_when_the_trade_has_none() -> None:
+    tr = trade(market_slug="", event_slug="", condition_id="")
+    mkt = market(condition_id=CONDITION)
+    denied = subscription_filters(FilterRules(denylist=(CONDITION,)), tr, mkt)
+    assert denied is not None and denied[0] is Reason.MARKET_DENIED
+    assert subscription_filters(FilterRules(allowlist=(CONDITION,)), tr, mkt) is None

@@ -66,7 +66,9 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
     sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
     if not isinstance(sized, sizing.Sized):
         return _skip(f, *sized)
-    rejected = risk.daily_loss(f.risk, state) or risk.open_positions(f.risk, state, trade.condition_id)
+    # positions of a trade without a condition id are counted under its asset (as the router's market key)
+    rejected = risk.daily_loss(f.risk, state) or risk.open_positions(f.risk, state,
+                                                                    trade.condition_id or trade.asset_id)
     if rejected is not None:
         return _skip(f, *rejected)
     capped = risk.cap_exposure(f.risk, state, sized.amount)

@@ -41,7 +41,7 @@ def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejec
 
 def market_identifiers(trade: LeaderTrade, market: MarketRules) -> tuple[str, str, str]:
     """(condition id, market slug, event slug) of the trade, lower-cased, from the trade or the market info."""
-    return (trade.condition_id.lower(), (trade.market_slug or market.market_slug).lower(),
+    return ((trade.condition_id or market.condition_id).lower(), (trade.market_slug or market.market_slug).lower(),
             (trade.event_slug or market.event_slug).lower())
 
 

@@ -85,6 +85,7 @@ class MarketRules:
     accepting_orders: bool = True
     market_slug: str = ""
     event_slug: str = ""
+    condition_id: str = ""  # from the market info (a trade may come without one)
 
 
 @dataclass(frozen=True, slots=True)
