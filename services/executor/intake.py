@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from common.decimals import fmt, parse_decimal
+from common.decimals import ONE, fmt, parse_decimal
 from common.marketstate import BookSnapshot
 from services.executor.bookmath import quantize_size
 from services.executor.lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
@@ -186,6 +186,13 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
     if tick is None or not valid_tick(tick):
         raise _Refusal("INVALID_TICK_SIZE", f"tick size {order.tick_size or 'unknown'}")
     given = _decimal("limit_price", order.limit_price, required=False)
+    if given is not None and (snap_safe(given, tick, buying) < tick if buying
+                              else snap_safe(given, tick, buying) > ONE - tick):
+        # no tradable grid price on the safe side: moving it into [tick, 1 − tick] would pay more (BUY) or
+        # take less (SELL) than the caller's worst acceptable price
+        raise _Refusal("LIMIT_PRICE_OUT_OF_BOUNDS",
+                       f"limit_price {fmt(given)} has no {'BUY' if buying else 'SELL'} price on the {fmt(tick)} grid "
+                       f"within [{fmt(tick)}, {fmt(ONE - tick)}]")
     reference = _decimal("reference_price", order.reference_price, required=False)
     detail = ""
     if book is not None:

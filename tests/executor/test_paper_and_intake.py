@@ -86,6 +86,16 @@ def order(**kw) -> epb.Order:  # type: ignore[no-untyped-def]
     (order(), None, RULES, State.REJECTED, "NO_BOOK", None),
     (order(reference_price="0.40"), None, RULES, State.SUBMITTING, "", D("0.40")),  # 0.408 snapped down
     (order(limit_price="0.555"), None, RULES, State.SUBMITTING, "", D("0.55")),
+    # a given limit with no grid price on its safe side inside [tick, 1 - tick] is refused, never moved past
+    (order(limit_price="0.005"), BOOK, RULES, State.REJECTED, "LIMIT_PRICE_OUT_OF_BOUNDS", None),
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20", limit_price="0.995"), BOOK, RULES, State.REJECTED,
+     "LIMIT_PRICE_OUT_OF_BOUNDS", None),
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20", limit_price="0.995"), None, RULES, State.REJECTED,
+     "LIMIT_PRICE_OUT_OF_BOUNDS", None),
+    (order(limit_price="0.999"), None, RULES, State.SUBMITTING, "", D("0.99")),  # a BUY snaps down: fine
+    (order(limit_price="1"), None, RULES, State.SUBMITTING, "", D("0.99")),  # held in bounds on the safe side
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20", limit_price="0.001"), None, RULES, State.SUBMITTING, "",
+     D("0.01")),
     (order(amount_usd="60"), BOOK, RULES, State.REJECTED, "INSUFFICIENT_DEPTH", None),  # $25.30 < $30
     # An exit is not skipped for depth: it goes out for whatever fills within the limit.
     (order(amount_usd="60", origin=epb.ORDER_ORIGIN_TRIGGER), BOOK, RULES, State.SUBMITTING, "", D("0.51")),
