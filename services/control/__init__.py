@@ -12,9 +12,10 @@ Decisions callers can rely on:
   NOT_FOUND; a second ACTIVE subscription per (followerWalletId, leaderProxy) is ALREADY_EXISTS;
   illegal state moves and LIVE without ``TT_INSIDERS_API_URL`` are FAILED_PRECONDITION; PostgreSQL
   or Redis down is UNAVAILABLE with nothing written.
-- Idempotency: ``idempotency-key`` metadata or ``requestId`` on creates, scoped per token and
-  method, replayed for 24 h; the same key with another body is FAILED_PRECONDITION
-  ("idempotency key reused with a different request").
+- Idempotency: ``idempotency-key`` metadata or ``requestId`` on creates, scoped per method (any
+  configured token: tokens are configured together to rotate one caller's), replayed for 24 h;
+  the same key with another body is FAILED_PRECONDITION ("idempotency key reused with a different
+  request").
 - No-ops write nothing: pausing a PAUSED or resuming an ACTIVE subscription, deleting a STOPPED
   one, cancelling a CANCELLED trigger, a PATCH that changes nothing.
 - Redis: the hot index (``common.hotindex``) follows every subscription change before the RPC

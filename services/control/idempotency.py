@@ -1,5 +1,6 @@
-"""Idempotent creates: the first response per (token id, method, key) is stored in PostgreSQL in the
-create's own transaction and replayed for 24 h.
+"""Idempotent creates: the first response per (method, key) is stored in PostgreSQL in the create's own
+transaction and replayed for 24 h, whichever configured token sends the replay (tokens are configured
+together to rotate one caller's token); ``token_id`` records who claimed the key.
 
 The same key with a different request body is FAILED_PRECONDITION ("idempotency key reused with a
 different request"). Two concurrent requests with one key serialize on the key's row: the second
@@ -25,21 +26,23 @@ def request_hash(request: Message) -> str:
 
 async def claim(conn: Conn, caller: Caller, digest: str, now: datetime, ttl: timedelta) -> bytes | None:
     """Claim ``caller.idempotency_key`` in this transaction; returns the stored response to replay, if any."""
-    key = (caller.token_id, caller.method, caller.idempotency_key)
+    key = (caller.method, caller.idempotency_key)
     claimed = await (await conn.execute(
-        "INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1 AS claimed", (*key, digest, now))).fetchone()
+        "INSERT INTO idempotency_keys (method, key, token_id, request_hash, created_at)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (method, key) DO NOTHING RETURNING 1 AS claimed",
+        (*key, caller.token_id, digest, now))).fetchone()
     if claimed is not None:
         return None
     row = await (await conn.execute(
         "SELECT request_hash, response, created_at FROM idempotency_keys"
-        " WHERE token_id = %s AND method = %s AND key = %s FOR UPDATE", key)).fetchone()
+        " WHERE method = %s AND key = %s FOR UPDATE", key)).fetchone()
     if row is None or row["created_at"] < now - ttl or row["response"] is None:
         await conn.execute(
-            "INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (token_id, method, key) DO UPDATE"
-            " SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at, response = NULL",
-            (*key, digest, now))
+            "INSERT INTO idempotency_keys (method, key, token_id, request_hash, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (method, key) DO UPDATE"
+            " SET token_id = EXCLUDED.token_id, request_hash = EXCLUDED.request_hash,"
+            " created_at = EXCLUDED.created_at, response = NULL",
+            (*key, caller.token_id, digest, now))
         return None
     if row["request_hash"] != digest:
         raise FailedPrecondition("idempotency key reused with a different request")
@@ -49,8 +52,8 @@ async def claim(conn: Conn, caller: Caller, digest: str, now: datetime, ttl: tim
 async def store(conn: Conn, caller: Caller, response: Message) -> None:
     """Keep the response of a claimed key (same transaction as the create)."""
     await conn.execute(
-        "UPDATE idempotency_keys SET response = %s WHERE token_id = %s AND method = %s AND key = %s",
-        (response.SerializeToString(), caller.token_id, caller.method, caller.idempotency_key))
+        "UPDATE idempotency_keys SET response = %s WHERE method = %s AND key = %s",
+        (response.SerializeToString(), caller.method, caller.idempotency_key))
 
 
 async def purge(conn: Conn, now: datetime, ttl: timedelta) -> None:

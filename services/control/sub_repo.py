@@ -96,7 +96,7 @@ _CREATE_SQL = (
 _CREATE_KEYED_SQL = (
     "WITH k AS (INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at, response)"
     " VALUES (%(a_token_id)s, %(a_method)s, %(k_key)s, %(k_hash)s, %(create_time)s, %(k_response)s)"
-    " ON CONFLICT DO NOTHING RETURNING 1),"
+    " ON CONFLICT (method, key) DO NOTHING RETURNING 1),"
     f" s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
     f" SELECT {', '.join('%(' + c + ')s' for c in _COLUMNS)} WHERE EXISTS (SELECT 1 FROM k) RETURNING id),"
     f" {_AUDIT_OF_CREATED}"

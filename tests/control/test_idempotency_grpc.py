@@ -1,4 +1,4 @@
-"""Idempotent creates: Idempotency-Key metadata or requestId, replayed for 24 h, scoped per token."""
+"""Idempotent creates: Idempotency-Key metadata or requestId, replayed for 24 h under any configured token."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from services.control.app import start
+from services.control.audit import token_id
 from services.control.config import Settings
-from tests.control.conftest import AUTH, TOKEN_2, Stubs, leader, stubs_for, subscription, trigger
-from tests.control.support import count, expect
+from tests.control.conftest import AUTH, TOKEN, TOKEN_2, Stubs, leader, stubs_for, subscription, trigger
+from tests.control.support import count, expect, query
 from tradingtools.control.v1 import control_pb2 as pb
 
 KEY = (("idempotency-key", "create-42"),)
+AUTH_2 = (("authorization", f"Bearer {TOKEN_2}"),)
 
 
 async def test_header_key_replays_the_first_response(stubs: Stubs, db_url: str) -> None:
@@ -47,12 +49,39 @@ async def test_key_reused_with_another_body(stubs: Stubs, db_url: str) -> None:
     assert count(db_url, "subscriptions") == 1
 
 
-async def test_keys_are_scoped_per_token(stubs: Stubs) -> None:
-    await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
-                                        metadata=AUTH + KEY)
-    other_token = (("authorization", f"Bearer {TOKEN_2}"), *KEY)
-    await expect(stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
-                                               metadata=other_token), grpc.StatusCode.ALREADY_EXISTS)
+async def test_a_subscription_key_replays_under_the_rotated_token(stubs: Stubs, db_url: str) -> None:
+    request = pb.CreateSubscriptionRequest(subscription=subscription())
+    first = await stubs.subs.CreateSubscription(request, metadata=AUTH + KEY)
+    # Paused meanwhile: with the key scoped per token the retry would have created a second ACTIVE one.
+    await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=first.id), metadata=AUTH)
+    assert await stubs.subs.CreateSubscription(request, metadata=AUTH_2 + KEY) == first
+    await expect(stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+        subscription=subscription(leader_proxy=leader(5))), metadata=AUTH_2 + KEY),
+        grpc.StatusCode.FAILED_PRECONDITION, "idempotency key reused with a different request")
+    assert count(db_url, "subscriptions") == 1 and count(db_url, "audit_log", "method = 'CreateSubscription'") == 1
+    assert query(db_url, "SELECT token_id FROM idempotency_keys") == [(token_id(TOKEN),)]
+
+
+async def test_a_trigger_key_replays_under_the_rotated_token(stubs: Stubs, db_url: str) -> None:
+    request = pb.CreateTriggerRequest(trigger=trigger())
+    first = await stubs.triggers.CreateTrigger(request, metadata=AUTH + KEY)
+    assert await stubs.triggers.CreateTrigger(request, metadata=AUTH_2 + KEY) == first
+    body_key = pb.CreateTriggerRequest(trigger=trigger(request_id="t-2"))
+    second = await stubs.triggers.CreateTrigger(body_key, metadata=AUTH_2)
+    assert await stubs.triggers.CreateTrigger(body_key, metadata=AUTH) == second
+    await expect(stubs.triggers.CreateTrigger(pb.CreateTriggerRequest(trigger=trigger(trigger_price="0.3")),
+                                              metadata=AUTH_2 + KEY),
+                 grpc.StatusCode.FAILED_PRECONDITION, "idempotency key reused with a different request")
+    assert count(db_url, "triggers") == 2 and count(db_url, "audit_log", "method = 'CreateTrigger'") == 2
+    assert query(db_url, "SELECT key, token_id FROM idempotency_keys ORDER BY key") == [
+        ("create-42", token_id(TOKEN)), ("t-2", token_id(TOKEN_2))]
+
+
+async def test_concurrent_creates_under_two_tokens_create_once(stubs: Stubs, db_url: str) -> None:
+    request = pb.CreateTriggerRequest(trigger=trigger())
+    results = await asyncio.gather(*(stubs.triggers.CreateTrigger(request, metadata=auth + KEY)
+                                     for auth in (AUTH, AUTH_2) * 3))
+    assert len({r.id for r in results}) == 1 and count(db_url, "triggers") == 1
 
 
 async def test_concurrent_replays_create_once(stubs: Stubs, db_url: str) -> None:
