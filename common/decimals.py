@@ -11,6 +11,11 @@ MAX_EXPONENT = 30
 # Orders carry share sizes in steps of 0.01: a holding smaller than that (what a full exit leaves when
 # the fee was taken in shares) can never be sold, so it counts as no position at all.
 MIN_HELD_SHARES = Decimal("0.01")
+# The largest USD amount a subscription or a funded balance may name (control refuses more, the router
+# marks such a subscription invalid). Far above any real order, and low enough that an order of it
+# times the perf multiplier (at most 10) is 10^16 micro-USD: well inside the int64 counters of the
+# Redis reservations and the 28 digits of the default decimal context once rounded to the cent.
+MAX_USD = Decimal(10) ** 9
 
 
 def parse_decimal(value: object) -> Decimal:

@@ -58,8 +58,8 @@ class InternalUseCases:
 
     async def record_funding(self, req: cpb.RecordFundingRequest, caller: Caller) -> cpb.RecordFundingResponse:
         """Record a balance reading unless a newer one is on record."""
-        wallet = v.identifier("followerWalletId", req.follower_wallet_id)
-        balance = v.decimal("balanceUsd", req.balance_usd, v.NON_NEGATIVE)
+        wallet = v.follower_id("followerWalletId", req.follower_wallet_id)
+        balance = v.decimal("balanceUsd", req.balance_usd, v.USD)
         if not req.HasField("as_of"):
             raise InvalidArgument("asOf", "required")
         try:

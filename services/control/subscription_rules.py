@@ -7,6 +7,7 @@ every ``risk`` cap "0"/0 (= no cap); ``exits`` percentages "0" (= none); ``perf.
 ``profitScaleAtUsd`` "0" (= off), ``profitScaleMultiplier`` "1"; ``perf.appliedMultiplier`` "1".
 
 Sizing fields the chosen mode does not use may be omitted or "0"; the chosen mode's field is required.
+Every USD amount is at most ``common.decimals.MAX_USD``; follower ids take letters, digits and ``_ . : -``.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ _STOP_PCT = v.Range(Decimal(0), True, Decimal(100), False)
 _SCALE = v.Range(Decimal(0), False, MAX_PROFIT_SCALE, True)
 # (field, mode that needs it, range when that mode is chosen, range otherwise)
 _SIZING_MODE_FIELDS = (
-    ("fixed_usd", spb.SIZING_MODE_FIXED_USD, v.POSITIVE, v.NON_NEGATIVE),
+    ("fixed_usd", spb.SIZING_MODE_FIXED_USD, v.USD_POSITIVE, v.USD),
     ("ratio", spb.SIZING_MODE_PROPORTIONAL, v.POSITIVE, v.NON_NEGATIVE),
     ("percent_of_balance", spb.SIZING_MODE_PERCENT_OF_BALANCE, v.PERCENT, v.PERCENT_OR_ZERO),
 )
 _DECIMAL_FIELDS: dict[str, tuple[tuple[str, v.Range], ...]] = {
-    "risk": (("max_market_exposure_usd", v.NON_NEGATIVE), ("max_total_exposure_usd", v.NON_NEGATIVE),
-             ("daily_loss_limit_usd", v.NON_NEGATIVE)),
+    "risk": (("max_market_exposure_usd", v.USD), ("max_total_exposure_usd", v.USD),
+             ("daily_loss_limit_usd", v.USD)),
     "exits": (("take_profit_pct", v.NON_NEGATIVE), ("stop_loss_pct", _STOP_PCT),
               ("trailing_stop_pct", _STOP_PCT)),
-    "perf": (("loss_stop_usd", v.NON_NEGATIVE), ("profit_scale_at_usd", v.NON_NEGATIVE),
+    "perf": (("loss_stop_usd", v.USD), ("profit_scale_at_usd", v.USD),
              ("profit_scale_multiplier", _SCALE)),
 }
 _DEFAULTS: dict[str, dict[str, object]] = {
@@ -97,7 +98,7 @@ def new_subscription(raw: spb.Subscription) -> spb.Subscription:
     """A validated, normalized subscription from a create request (output-only fields ignored)."""
     sub = spb.Subscription(
         follower_user_id=v.identifier("followerUserId", raw.follower_user_id),
-        follower_wallet_id=v.identifier("followerWalletId", raw.follower_wallet_id),
+        follower_wallet_id=v.follower_id("followerWalletId", raw.follower_wallet_id),
         follower_proxy=v.address("followerProxy", raw.follower_proxy),
         leader_proxy=v.address("leaderProxy", raw.leader_proxy),
     )
@@ -138,10 +139,10 @@ def _validate_sizing(s: spb.Sizing) -> None:
             setattr(s, field, v.canonical(path, getattr(s, field), strict if mode == needed_by else loose))
         elif mode == needed_by:
             raise InvalidArgument(path, f"required when sizing.mode is {spb.SizingMode.Name(needed_by)}")
-    low = v.decimal("sizing.minOrderUsd", s.min_order_usd, v.NON_NEGATIVE)
+    low = v.decimal("sizing.minOrderUsd", s.min_order_usd, v.USD)
     s.min_order_usd = fmt(low)
     if s.HasField("max_order_usd"):
-        high = v.decimal("sizing.maxOrderUsd", s.max_order_usd, v.POSITIVE)
+        high = v.decimal("sizing.maxOrderUsd", s.max_order_usd, v.USD_POSITIVE)
         if high < low:
             raise InvalidArgument("sizing.maxOrderUsd", f"must be >= sizing.minOrderUsd ({s.min_order_usd})")
         s.max_order_usd = fmt(high)
@@ -157,7 +158,7 @@ def _validate_filters(f: spb.Filters) -> None:
         f.max_price = fmt(high)
     if low is not None and high is not None and high < low:
         raise InvalidArgument("filters.maxPrice", f"must be >= filters.minPrice ({f.min_price})")
-    f.min_leader_trade_usd = v.canonical("filters.minLeaderTradeUsd", f.min_leader_trade_usd, v.NON_NEGATIVE)
+    f.min_leader_trade_usd = v.canonical("filters.minLeaderTradeUsd", f.min_leader_trade_usd, v.USD)
     allow = _markets("filters.marketAllowlist", f.market_allowlist)
     deny = _markets("filters.marketDenylist", f.market_denylist)
     for i, market in enumerate(deny):

@@ -120,7 +120,7 @@ class SubscriptionUseCases:
 
     async def get(self, subscription_id: str) -> spb.Subscription:
         """One subscription with live stats."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         async with self.db.read() as conn:
             return (await self._must_get(conn, sid)).sub
 
@@ -142,7 +142,7 @@ class SubscriptionUseCases:
     async def fills_page(self, subscription_id: str, *, page_size: int,
                          page_token: str) -> pb.ListSubscriptionFillsResponse:
         """A subscription's fills, newest first."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         size = v.page_size(page_size)
         fp = pagination.fingerprint(sid)
         after = pagination.decode(page_token, "fills", fp)
@@ -160,7 +160,7 @@ class SubscriptionUseCases:
     async def update(self, subscription_id: str, patch: spb.Subscription, mask: FieldMask,
                      caller: Caller) -> spb.Subscription:
         """Change label, mode or config; identity and leader are immutable; STOPPED cannot change."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         await self.sync.ensure_redis()
         async with self.db.transaction() as conn:
             locked = await self._must_get(conn, sid, for_update=True)
@@ -177,18 +177,18 @@ class SubscriptionUseCases:
 
     async def pause(self, subscription_id: str, reason: str, caller: Caller) -> spb.Subscription:
         """ACTIVE → PAUSED with a reason (PAUSED stays PAUSED; STOPPED is FAILED_PRECONDITION)."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         why = v.text("reason", reason) or DEFAULT_PAUSE_REASON
         return await self._transition(sid, SubscriptionCommand.PAUSE, caller, paused_reason=why)
 
     async def resume(self, subscription_id: str, caller: Caller) -> spb.Subscription:
         """PAUSED → ACTIVE unless another ACTIVE subscription copies the same leader for the wallet."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         return await self._transition(sid, SubscriptionCommand.RESUME, caller, paused_reason="")
 
     async def stop(self, subscription_id: str, caller: Caller) -> None:
         """→ STOPPED; its ARMED triggers are CANCELLED (SUBSCRIPTION_STOPPED) in the same transaction."""
-        sid = v.identifier("id", subscription_id)
+        sid = v.path_id("subscription", subscription_id)
         await self.sync.ensure_redis()
         now = self.now()
         async with self.db.transaction() as conn:

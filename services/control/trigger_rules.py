@@ -26,7 +26,7 @@ def new_trigger(raw: tpb.Trigger) -> tpb.Trigger:
     """A validated, normalized ARMED-to-be trigger from a create request (output-only fields ignored)."""
     t = tpb.Trigger(
         wallet=v.address("wallet", raw.wallet),
-        follower_wallet_id=v.identifier("followerWalletId", raw.follower_wallet_id),
+        follower_wallet_id=v.follower_id("followerWalletId", raw.follower_wallet_id),
         subscription_id=v.identifier("subscriptionId", raw.subscription_id, required=False),
         asset_id=v.token_id("assetId", raw.asset_id),
         kind=v.enum("kind", raw.kind, tpb.TriggerKind.DESCRIPTOR),  # type: ignore[arg-type]

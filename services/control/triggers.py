@@ -67,7 +67,7 @@ class TriggerUseCases:
 
     async def update(self, trigger_id: str, patch: tpb.Trigger, caller: Caller) -> tpb.Trigger:
         """Change price, trail, activation, size or fraction of an ARMED trigger."""
-        tid = v.identifier("id", trigger_id)
+        tid = v.path_id("trigger", trigger_id)
         await self.sync.ensure_redis()
         now = self.now()
         async with self.db.transaction() as conn:
@@ -85,7 +85,7 @@ class TriggerUseCases:
 
     async def cancel(self, trigger_id: str, caller: Caller) -> None:
         """ARMED → CANCELLED (CANCELLED_BY_USER); cancelling a CANCELLED trigger changes nothing."""
-        tid = v.identifier("id", trigger_id)
+        tid = v.path_id("trigger", trigger_id)
         await self.sync.ensure_redis()
         now = self.now()
         async with self.db.transaction() as conn:
@@ -103,7 +103,7 @@ class TriggerUseCases:
 
     async def get(self, trigger_id: str) -> tpb.Trigger:
         """One trigger."""
-        tid = v.identifier("id", trigger_id)
+        tid = v.path_id("trigger", trigger_id)
         async with self.db.read() as conn:
             return await self._must_get(conn, tid)
 

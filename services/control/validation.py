@@ -1,5 +1,6 @@
 """Field-level validation primitives (pure). Every failure is an ``InvalidArgument`` naming the field's
-lowerCamelCase JSON path, e.g. ``sizing.ratio: must be a decimal > 0, got "abc"``.
+lowerCamelCase JSON path, e.g. ``sizing.ratio: must be a decimal > 0, got "abc"``; only :func:`path_id`
+answers ``NotFound`` (an id that cannot exist is unknown).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from functools import lru_cache
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from common.decimals import fmt, parse_decimal
-from services.control.errors import InvalidArgument
+from common.decimals import MAX_USD, fmt, parse_decimal
+from services.control.errors import InvalidArgument, NotFound
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+# Wallet ids travel into '|' / ','-separated reservation records (common/reservations.py) and the router
+# marks a subscription whose wallet id has any other character invalid (services/router/inbound.py).
+_FOLLOWER_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 _TOKEN_ID = re.compile(r"^[0-9]{1,100}$")
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 500
@@ -24,16 +28,20 @@ MAX_PAGE_SIZE = 500
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    """A decimal interval; ``None`` bounds are open-ended."""
+    """A decimal interval; ``None`` bounds are open-ended. ``cap`` is an inclusive upper limit reported
+    on its own ("must be at most …"), e.g. :data:`MAX_USD` on money."""
 
     low: Decimal | None = None
     low_inclusive: bool = True
     high: Decimal | None = None
     high_inclusive: bool = True
+    cap: Decimal | None = None
 
     def contains(self, value: Decimal) -> bool:
         """True when ``value`` lies in the interval."""
         if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        if self.cap is not None and value > self.cap:
             return False
         return not (self.high is not None
                     and (value > self.high or (value == self.high and not self.high_inclusive)))
@@ -54,6 +62,8 @@ PERCENT = Range(Decimal(0), False, Decimal(100), True)
 PERCENT_OR_ZERO = Range(Decimal(0), True, Decimal(100), True)
 PERCENT_OPEN = Range(Decimal(0), False, Decimal(100), False)
 FRACTION = Range(Decimal(0), False, Decimal(1), True)
+USD = Range(Decimal(0), True, cap=MAX_USD)
+USD_POSITIVE = Range(Decimal(0), False, cap=MAX_USD)
 
 
 def decimal(path: str, raw: str, within: Range) -> Decimal:
@@ -64,6 +74,8 @@ def decimal(path: str, raw: str, within: Range) -> Decimal:
         value = None
     if value is None or not within.contains(value):
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        if value is not None and within.cap is not None and value > within.cap:
+            raise InvalidArgument(path, f'must be at most {fmt(within.cap)}, got "{shown}"')
         raise InvalidArgument(path, f'must be a decimal {within.describe()}, got "{shown}"')
     return value
 
@@ -110,6 +122,27 @@ def identifier(path: str, raw: str, *, required: bool = True, max_len: int = MAX
     if not value.isprintable() or any(c.isspace() for c in value):
         raise InvalidArgument(path, "must be printable with no spaces")
     return value
+
+
+def follower_id(path: str, raw: str) -> str:
+    """A follower wallet id: an :func:`identifier` of ASCII letters, digits and ``_ . : -`` only."""
+    value = identifier(path, raw)
+    if not _FOLLOWER_ID.fullmatch(value):
+        shown = value if len(value) <= 50 else value[:50] + "…"
+        raise InvalidArgument(path, f'must contain only letters, digits, "_", ".", ":" and "-", got "{shown}"')
+    return value
+
+
+def path_id(entity: str, raw: str) -> str:
+    """The ``{id}`` of a lookup route: required, and one that cannot be an id is NotFound like any unknown id."""
+    value = raw.strip()
+    if not value:
+        raise InvalidArgument("id", "required")
+    try:
+        return identifier("id", value)
+    except InvalidArgument:
+        shown = "".join(c if c.isprintable() else "?" for c in value[:40]) + ("…" if len(value) > 40 else "")
+        raise NotFound(f"{entity} {shown} not found") from None
 
 
 def text(path: str, raw: str, *, max_len: int = MAX_TEXT_LEN) -> str:

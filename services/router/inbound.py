@@ -1,14 +1,18 @@
 """Protobuf → domain: leader trades and subscriptions (parsed once per hot-index change, not per trade).
 
 A subscription whose config cannot be parsed is kept with ``invalid`` set, so every trade records
-an INVALID_SUBSCRIPTION skip naming the field instead of silently dropping the follower.
+an INVALID_SUBSCRIPTION skip naming the field instead of silently dropping the follower. So is one
+that would fail the whole trade for every follower (control refuses both): a USD amount above
+``MAX_USD``, or a wallet id with characters other than letters, digits and ``_ . : -`` (the
+reservation records are separated by ``|`` and ``,``).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
-from common.decimals import parse_decimal
+from common.decimals import MAX_USD, fmt, parse_decimal
 from services.router.domain.model import (
     ONE,
     ZERO,
@@ -30,6 +34,8 @@ _SIZING_MODES = {
     spb.SIZING_MODE_PERCENT_OF_BALANCE: SizingMode.PERCENT_OF_BALANCE,
 }
 _MODES = {common_pb2.EXECUTION_MODE_LIVE: "LIVE", common_pb2.EXECUTION_MODE_PAPER: "PAPER"}
+# The follower wallet ids control accepts (services/control/validation.py).
+_WALLET_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 class RuleError(ValueError):
@@ -87,15 +93,22 @@ def _opt(msg: object, name: str, path: str, *, zero_is_unset: bool = True) -> De
     return value
 
 
+def _usd(msg: object, name: str, path: str) -> Decimal | None:
+    value = _opt(msg, name, path)
+    if value is not None and value > MAX_USD:
+        raise RuleError(f"{path} must be at most {fmt(MAX_USD)}, got {getattr(msg, name)!r}")
+    return value
+
+
 def parse_sizing(s: spb.Sizing) -> SizingRules:
     """Sizing rules; raises RuleError naming the field."""
     mode = _SIZING_MODES.get(s.mode)
     if mode is None:
         raise RuleError("sizing.mode is not set")
-    return SizingRules(mode, _opt(s, "fixed_usd", "sizing.fixedUsd"), _opt(s, "ratio", "sizing.ratio"),
+    return SizingRules(mode, _usd(s, "fixed_usd", "sizing.fixedUsd"), _opt(s, "ratio", "sizing.ratio"),
                        _opt(s, "percent_of_balance", "sizing.percentOfBalance"),
-                       _opt(s, "min_order_usd", "sizing.minOrderUsd"),
-                       _opt(s, "max_order_usd", "sizing.maxOrderUsd"))
+                       _usd(s, "min_order_usd", "sizing.minOrderUsd"),
+                       _usd(s, "max_order_usd", "sizing.maxOrderUsd"))
 
 
 def parse_filters(f: spb.Filters) -> FilterRules:
@@ -106,7 +119,7 @@ def parse_filters(f: spb.Filters) -> FilterRules:
     return FilterRules(
         min_price=_opt(f, "min_price", "filters.minPrice"),
         max_price=_opt(f, "max_price", "filters.maxPrice"),
-        min_leader_trade_usd=_opt(f, "min_leader_trade_usd", "filters.minLeaderTradeUsd"),
+        min_leader_trade_usd=_usd(f, "min_leader_trade_usd", "filters.minLeaderTradeUsd"),
         allowlist=tuple(e.strip().lower() for e in f.market_allowlist if e.strip()),
         denylist=tuple(e.strip().lower() for e in f.market_denylist if e.strip()),
         copy_sells=f.copy_sells if f.HasField("copy_sells") else True,
@@ -120,10 +133,10 @@ def parse_risk(r: spb.Risk) -> RiskRules:
     if max_open < 0:
         raise RuleError(f"risk.maxOpenPositions must be >= 0, got {max_open}")
     return RiskRules(
-        max_market_exposure_usd=_opt(r, "max_market_exposure_usd", "risk.maxMarketExposureUsd"),
-        max_total_exposure_usd=_opt(r, "max_total_exposure_usd", "risk.maxTotalExposureUsd"),
+        max_market_exposure_usd=_usd(r, "max_market_exposure_usd", "risk.maxMarketExposureUsd"),
+        max_total_exposure_usd=_usd(r, "max_total_exposure_usd", "risk.maxTotalExposureUsd"),
         max_open_positions=max_open or None,
-        daily_loss_limit_usd=_opt(r, "daily_loss_limit_usd", "risk.dailyLossLimitUsd"),
+        daily_loss_limit_usd=_usd(r, "daily_loss_limit_usd", "risk.dailyLossLimitUsd"),
     )
 
 
@@ -152,6 +165,9 @@ def parse_follower(sub: spb.Subscription) -> Follower:
             raise RuleError("mode is not LIVE or PAPER")
         if not sub.follower_wallet_id:
             raise RuleError("followerWalletId is empty")
+        if not _WALLET_ID.fullmatch(sub.follower_wallet_id):
+            raise RuleError(f"followerWalletId {sub.follower_wallet_id[:40]!r} may contain only letters, digits"
+                            " and _ . : -")
         return Follower(*ids, mode=mode, sizing=parse_sizing(sub.sizing), filters=parse_filters(sub.filters),
                         risk=parse_risk(sub.risk), multiplier=parse_multiplier(sub.perf.applied_multiplier))
     except RuleError as exc:

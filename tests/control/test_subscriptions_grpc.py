@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -99,6 +99,27 @@ async def test_get_errors(stubs: Stubs) -> None:
     await expect(stubs.subs.GetSubscription(pb.GetSubscriptionRequest(id="sub_nope"), metadata=AUTH),
                  grpc.StatusCode.NOT_FOUND, "subscription sub_nope not found")
     await expect(stubs.subs.GetSubscription(pb.GetSubscriptionRequest(), metadata=AUTH), INVALID, "id: required")
+
+
+LOOKUPS: list[Callable[[Stubs, str], Awaitable[object]]] = [
+    lambda s, i: s.subs.GetSubscription(pb.GetSubscriptionRequest(id=i), metadata=AUTH),
+    lambda s, i: s.subs.ListSubscriptionFills(pb.ListSubscriptionFillsRequest(id=i), metadata=AUTH),
+    lambda s, i: s.subs.UpdateSubscription(pb.UpdateSubscriptionRequest(
+        id=i, subscription=spb.Subscription(label="x")), metadata=AUTH),
+    lambda s, i: s.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=i), metadata=AUTH),
+    lambda s, i: s.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=i), metadata=AUTH),
+    lambda s, i: s.subs.DeleteSubscription(pb.DeleteSubscriptionRequest(id=i), metadata=AUTH),
+]
+
+
+@pytest.mark.parametrize("call", LOOKUPS)
+async def test_an_id_that_cannot_be_an_id_is_not_found(stubs: Stubs, call: Callable[[Stubs, str], Awaitable[object]],
+                                                       db_url: str) -> None:
+    await create(stubs)
+    message = await expect(call(stubs, "s" * 200), grpc.StatusCode.NOT_FOUND, "subscription " + "s" * 40 + "…")
+    assert message.endswith(" not found")
+    await expect(call(stubs, "sub nope"), grpc.StatusCode.NOT_FOUND, "subscription sub nope not found")
+    assert count(db_url, "audit_log") == 1
 
 
 async def test_list_filters_and_validation(stubs: Stubs) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from services.control.hotsync import TRIGGERS_CHANNEL, TRIGGERS_VERSION_KEY
@@ -109,6 +111,24 @@ async def test_invalid_trigger_writes_nothing(stubs: Stubs, db_url: str, redis_c
         await expect(create(stubs, **overrides), INVALID, prefix)
     assert count(db_url, "triggers") == 0 and count(db_url, "audit_log") == 0
     assert await redis_client.get(TRIGGERS_VERSION_KEY) is None
+
+
+LOOKUPS: list[Callable[[Stubs, str], Awaitable[object]]] = [
+    lambda s, i: s.triggers.GetTrigger(pb.GetTriggerRequest(id=i), metadata=AUTH),
+    lambda s, i: s.triggers.UpdateTrigger(pb.UpdateTriggerRequest(
+        id=i, trigger=tpb.Trigger(trigger_price="0.1")), metadata=AUTH),
+    lambda s, i: s.triggers.DeleteTrigger(pb.DeleteTriggerRequest(id=i), metadata=AUTH),
+]
+
+
+@pytest.mark.parametrize("call", LOOKUPS)
+async def test_an_id_that_cannot_be_an_id_is_not_found(stubs: Stubs, call: Callable[[Stubs, str], Awaitable[object]],
+                                                       db_url: str) -> None:
+    await create(stubs)
+    message = await expect(call(stubs, "t" * 200), grpc.StatusCode.NOT_FOUND, "trigger " + "t" * 40 + "…")
+    assert message.endswith(" not found")
+    await expect(call(stubs, "trg nope"), grpc.StatusCode.NOT_FOUND, "trigger trg nope not found")
+    assert count(db_url, "audit_log") == 1
 
 
 async def test_patch_and_cancel_errors(stubs: Stubs, db_url: str) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.control import subscription_rules as rules
 from services.control import trigger_rules
 from services.control import validation as v
-from services.control.errors import FailedPrecondition, InvalidArgument
+from services.control.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.control.conftest import ASSET, FOLLOWER, LEADER, subscription, trigger
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -128,6 +128,54 @@ BAD_SUBSCRIPTIONS: list[tuple[Edit, str]] = [
     (_set("perf.profit_scale_multiplier", "0"), 'perf.profitScaleMultiplier: must be a decimal in (0, 10], got "0"'),
     (_set("perf.profit_scale_multiplier", "11"), "perf.profitScaleMultiplier: must be a decimal in (0, 10]"),
 ]
+
+# Values the router could not route (one such follower failed the trade for every follower of the leader).
+UNROUTABLE_SUBSCRIPTIONS: list[tuple[Edit, str]] = [
+    (_set("follower_wallet_id", "w|1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
+    (_set("follower_wallet_id", "w,1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
+    (_set("follower_wallet_id", "w/1"), "followerWalletId: must contain only letters, digits"),
+    (_set("follower_wallet_id", "wallet\u00e9"), "followerWalletId: must contain only letters, digits"),
+    (_many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "1e27")),
+     'sizing.fixedUsd: must be at most 1000000000, got "1e27"'),
+    (_set("sizing.fixed_usd", "1000000000.01"), "sizing.fixedUsd: must be at most 1000000000"),
+    (_set("sizing.min_order_usd", "1e12"), 'sizing.minOrderUsd: must be at most 1000000000, got "1e12"'),
+    (_set("sizing.max_order_usd", "1e27"), "sizing.maxOrderUsd: must be at most 1000000000"),
+    (_set("filters.min_leader_trade_usd", "1e27"), "filters.minLeaderTradeUsd: must be at most 1000000000"),
+    (_set("risk.max_market_exposure_usd", "1e27"), "risk.maxMarketExposureUsd: must be at most 1000000000"),
+    (_set("risk.max_total_exposure_usd", "1e27"), "risk.maxTotalExposureUsd: must be at most 1000000000"),
+    (_set("risk.daily_loss_limit_usd", "1e27"), "risk.dailyLossLimitUsd: must be at most 1000000000"),
+    (_set("perf.loss_stop_usd", "1e27"), "perf.lossStopUsd: must be at most 1000000000"),
+    (_set("perf.profit_scale_at_usd", "1e27"), "perf.profitScaleAtUsd: must be at most 1000000000"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), UNROUTABLE_SUBSCRIPTIONS)
+def test_unroutable_subscription_is_rejected_naming_the_field(edit: Edit, message: str) -> None:
+    raw = subscription()
+    edit(raw)
+    with pytest.raises(InvalidArgument) as err:
+        rules.new_subscription(raw)
+    assert err.value.message.startswith(message), err.value.message
+    assert err.value.message.startswith(err.value.field + ": ")
+
+
+@pytest.mark.parametrize("edit", [
+    _set("follower_wallet_id", "w_456"), _set("follower_user_id", "u_123"),
+    _set("follower_wallet_id", "Wallet-1.a:B_9"), _set("follower_user_id", "user:42-x.y_Z"),
+    _many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "1000000000")),
+    _set("sizing.max_order_usd", "1000000000"),
+    _many(_set("sizing.min_order_usd", "1e9"), _clear("sizing.max_order_usd")),
+    _set("risk.max_total_exposure_usd", "1000000000.00"), _set("perf.loss_stop_usd", "999999999.99"),
+])
+def test_usd_amounts_up_to_the_cap_and_plain_follower_ids_are_accepted(edit: Edit) -> None:
+    raw = subscription()
+    edit(raw)
+    rules.new_subscription(raw)
+
+
+def test_a_patch_cannot_raise_a_usd_amount_above_the_cap() -> None:
+    with pytest.raises(InvalidArgument, match=r"^risk\.dailyLossLimitUsd: must be at most 1000000000"):
+        rules.merge_patch(_current(), spb.Subscription(risk=spb.Risk(daily_loss_limit_usd="1e27")))
 
 
 @pytest.mark.parametrize(("edit", "message"), BAD_SUBSCRIPTIONS)
@@ -259,6 +307,8 @@ BAD_TRIGGERS: list[tuple[Edit, str]] = [
     (_set("source", 5), "source: unknown value 5"),
     (_set("oco_group", "a b"), "ocoGroup: must be printable with no spaces"),
     (_set("subscription_id", "s" * 200), "subscriptionId: must be at most 128 characters"),
+    (_set("follower_wallet_id", "w|1"), "followerWalletId: must contain only letters, digits"),
+    (_set("follower_wallet_id", "w,1"), "followerWalletId: must contain only letters, digits"),
     (_clear("trigger_price"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS: a decimal in (0, 1)"),
     (_set("trigger_price", "0"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS"),
     (_set("trigger_price", "1"), 'triggerPrice: must be a decimal in (0, 1), got "1"'),
@@ -337,6 +387,23 @@ def test_trigger_patch_switches_size_to_fraction() -> None:
 ])
 def test_range_descriptions(within: v.Range, text: str) -> None:
     assert within.describe() == text
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("s" * 200, "subscription " + "s" * 40 + "… not found"),
+    ("sub nope", "subscription sub nope not found"),
+    ("sub\x00", "subscription sub? not found"),
+])
+def test_path_id_that_cannot_be_an_id_is_not_found(raw: str, message: str) -> None:
+    with pytest.raises(NotFound) as err:
+        v.path_id("subscription", raw)
+    assert err.value.message == message
+
+
+def test_path_id_is_required_and_kept() -> None:
+    assert v.path_id("trigger", " trg_1 ") == "trg_1"
+    with pytest.raises(InvalidArgument, match=r"^id: required"):
+        v.path_id("trigger", " ")
 
 
 @pytest.mark.parametrize(("value", "expected"), [(0, 100), (1, 1), (500, 500)])

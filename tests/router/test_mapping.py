@@ -7,10 +7,11 @@ from decimal import Decimal
 import pytest
 
 from common import reservations
+from services.router.domain.decide import route
 from services.router.domain.model import OrderIntent, Reason, Side, SizingMode, Skip
 from services.router.inbound import TradeError, parse_follower, parse_trade
 from services.router.outbound import build_routed, drop_orders, order_template, reservation_lines, reservations_of
-from tests.router.factories import ASSET, CONDITION, follower, market
+from tests.router.factories import ASSET, CONDITION, follower, market, policy
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -91,6 +92,49 @@ def test_parse_follower_defaults() -> None:
 def test_parse_follower_marks_bad_config_invalid(kw: dict[str, object], field: str) -> None:
     f = parse_follower(_sub(**kw))
     assert field in f.invalid
+
+
+FIXED = spb.SIZING_MODE_FIXED_USD
+# Subscriptions that, routed, would raise for the whole trade (decimal overflow, reservation records).
+UNROUTABLE: list[tuple[dict[str, object], str]] = [
+    ({"follower_wallet_id": "w|1"}, "followerWalletId"),
+    ({"follower_wallet_id": "w,1"}, "followerWalletId"),
+    ({"follower_wallet_id": "w 1"}, "followerWalletId"),
+    ({"follower_wallet_id": "w\t1"}, "followerWalletId"),
+    ({"follower_wallet_id": "wallet\u00e9"}, "followerWalletId"),
+    ({"sizing": spb.Sizing(mode=FIXED, fixed_usd="1e27")}, "sizing.fixedUsd"),
+    ({"sizing": spb.Sizing(mode=FIXED, fixed_usd="1000000000.01")}, "sizing.fixedUsd"),
+    ({"sizing": spb.Sizing(mode=FIXED, fixed_usd="25", min_order_usd="1e27")}, "sizing.minOrderUsd"),
+    ({"sizing": spb.Sizing(mode=FIXED, fixed_usd="25", max_order_usd="1e27")}, "sizing.maxOrderUsd"),
+    ({"filters": spb.Filters(min_leader_trade_usd="1e27")}, "filters.minLeaderTradeUsd"),
+    ({"risk": spb.Risk(max_market_exposure_usd="1e27")}, "risk.maxMarketExposureUsd"),
+    ({"risk": spb.Risk(max_total_exposure_usd="1e27")}, "risk.maxTotalExposureUsd"),
+    ({"risk": spb.Risk(daily_loss_limit_usd="1e27")}, "risk.dailyLossLimitUsd"),
+]
+
+
+@pytest.mark.parametrize(("kw", "field"), UNROUTABLE)
+def test_one_unroutable_subscription_is_a_skip_and_the_others_are_routed(kw: dict[str, object], field: str) -> None:
+    bad = parse_follower(_sub(id="sub_bad", **kw))
+    assert field in bad.invalid
+    good = parse_follower(_sub(id="sub_ok", follower_wallet_id="w_2"))
+    ev = _event()
+    ds = route(parse_trade(ev), [bad, good], market(), {}, None, policy(now_ms=ev.venue_time_ms + 1000))
+    routed = build_routed(ev, ds, {f.subscription_id: f for f in (bad, good)},
+                          order_template(ev, market(), 1, cpb.TraceContext()))
+    lines = reservation_lines(routed)  # what the router hands the emit script: must not raise
+    assert [(o.subscription_id, o.amount_usd) for o in routed.orders] == [("sub_ok", "7.5")]
+    assert [(k.subscription_id, k.reason) for k in routed.skips] == [("sub_bad", "INVALID_SUBSCRIPTION")]
+    assert "\tw_2\t" in lines
+
+
+@pytest.mark.parametrize("kw", [
+    {"follower_wallet_id": "Wallet-1.a:B_9"},
+    {"sizing": spb.Sizing(mode=FIXED, fixed_usd="1000000000", max_order_usd="1000000000")},
+    {"risk": spb.Risk(max_total_exposure_usd="1000000000", daily_loss_limit_usd="1000000000")},
+])
+def test_wallet_ids_and_usd_amounts_control_accepts_are_valid(kw: dict[str, object]) -> None:
+    assert not parse_follower(_sub(**kw)).invalid
 
 
 def test_build_routed_fills_every_order_field() -> None:

@@ -53,6 +53,9 @@ def test_size_buy_modes_multiplier_and_clamps(rules: SizingRules, notional: str,
         (SizingRules(PCT), D("100"), Reason.INVALID_SUBSCRIPTION),
         (SizingRules(PCT, percent_of_balance=D("2")), None, Reason.BALANCE_UNKNOWN),
         (SizingRules(PCT, percent_of_balance=D("2")), D("0"), Reason.SIZE_ZERO),
+        # more than any real order (the leader's $100 × 10^27): skipped, never an exception for every follower
+        (SizingRules(PROP, ratio=D("1e27")), None, Reason.SIZE_OUT_OF_RANGE),
+        (SizingRules(PCT, percent_of_balance=D("100")), D("1e28"), Reason.SIZE_OUT_OF_RANGE),
     ],
 )
 def test_size_buy_cannot_size(rules: SizingRules, balance: Decimal | None, reason: Reason) -> None:

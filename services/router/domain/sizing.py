@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from common.decimals import fmt
+from common.decimals import MAX_USD, fmt
 from services.router.domain.model import ZERO, LeaderTrade, Reason, SizingMode, SizingRules
 
 HUNDRED = Decimal(100)
@@ -59,6 +59,8 @@ def size_buy(rules: SizingRules, trade: LeaderTrade, balance_usd: Decimal | None
         amount *= multiplier
     if amount <= ZERO:
         return Reason.SIZE_ZERO, f"sized to ${fmt(amount)} ({raw.how})"
+    if amount > MAX_USD:  # a ratio or balance no real order has (and past what the reservations can count)
+        return Reason.SIZE_OUT_OF_RANGE, f"sized to ${fmt(amount)} ({raw.how}) > ${fmt(MAX_USD)}"
     clamp = ""
     if rules.min_order_usd is not None and amount < rules.min_order_usd:
         amount, clamp = rules.min_order_usd, "raised to minOrderUsd"
