@@ -205,7 +205,12 @@ class Router:
                      market_of(event.condition_id.lower(), event.asset_id), funding)
 
     async def _read(self, items: list[_Item]) -> _Read:
-        """One Redis script and one PostgreSQL statement for the whole batch, concurrently."""
+        """One Redis script, then one PostgreSQL statement, for the whole batch.
+
+        In this order: the executor commits a fill (the position grows) before it releases the order's
+        reservation, so a snapshot taken after the reservations were read sees every fill whose
+        reservation was gone; read the other way round, a fill committed and released in between counted
+        neither as a position nor as a reservation, and a copy could pass the follower's caps."""
         now_ms = self.clock_ns() // 1_000_000
         day_start_ms = utc_day_start_ms(now_ms)
         valid = [it for it in items if it.trade is not None]
@@ -219,19 +224,12 @@ class Router:
                           for it in valid if it.trade is not None)
         funding = list(dict.fromkeys(w for it in items for w in it.funding_wallets))
         ids = [it.event.id for it in items]
-        loading = asyncio.ensure_future(self.store.load_batch(
+        rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
+        pg = await self.store.load_batch(
             leader_trade_ids=ids, wallets=wallets, markets=list(dict.fromkeys(it.market_id for it in valid)),
             assets=assets,
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
-            pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding))
-        try:
-            await asyncio.sleep(0)  # the statement, the longer of the two reads, leaves first
-            rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
-        except BaseException:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
-            raise
-        pg = await loading
+            pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding)
         balances = dict(pg.funding)
         unfunded = list(dict.fromkeys(w for it in valid if it.trade is not None and it.trade.side is Side.BUY
                                       for w in it.funding_wallets if w not in balances))
