@@ -102,14 +102,19 @@ class Journal:
                 await asyncio.wait_for(self.flush_marks(), timeout=2.0)
 
     async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        swept = loop.time()
         while True:
+            # the sweep also runs under steady load: a release that failed after its commit must not wait
+            # for the queue to go quiet (its follower's headroom stays taken until then)
+            if loop.time() - swept >= self.sweep_interval_s:
+                await self._safe_sweep()
+                swept = loop.time()
             try:
                 first = await asyncio.wait_for(self.queue.get(), timeout=self.sweep_interval_s)
             except TimeoutError:
-                await self._safe_sweep()
                 continue
             if self.min_interval_s > 0:
-                loop = asyncio.get_running_loop()
                 wait = self._last_flush + self.min_interval_s - loop.time()
                 if wait > 0 and not first.urgent:
                     with contextlib.suppress(TimeoutError):

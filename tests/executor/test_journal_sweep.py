@@ -1,0 +1,66 @@
+"""The journal's sweep (outbox events and reservation releases the post-commit step missed) runs every
+``sweep_interval_s`` under steady load too: a release that hit one Redis error after its commit is retried
+while other orders keep changing, not only once the queue goes quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from common import reservations
+from common.livefeed import LiveFeed
+from common.storage import create_pool
+from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor import lifecycle as lc
+from services.executor.events import build_event
+from services.executor.intake import IntakeRules, prepare
+from services.executor.journal import Journal
+from services.executor.store import Change, Store
+from tests.executor.conftest import make_order
+
+RULES = IntakeRules(live_configured=True)
+
+
+def _refused(i: int) -> Change:
+    p = prepare(make_order(i, asset_id=""), None, RULES, time.time_ns())
+    assert p.refused
+    return Change(p.ticket, p.life, build_event(p.ticket, p.life, lc.OrderRejected(p.life.reason, p.life.detail),
+                                                now_ns=time.time_ns()))
+
+
+async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: str, redis_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    r = aioredis.from_url(redis_url)
+    sr = create_stream_redis(redis_url)
+    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
+    await log_.prime()
+    calls = {"n": 0}
+
+    async def flaky_release(redis: Any, ids: list[str]) -> list[int]:
+        calls["n"] += 1
+        if calls["n"] == 1:  # one transient Redis error right after the commit
+            raise ConnectionError("redis blip")
+        return await reservations.release_many(redis, ids)
+
+    journal = Journal(Store(pool), r, log_, flaky_release, sweep_interval_s=0.3)
+    task = asyncio.create_task(journal.run())
+    try:
+        first = _refused(1)
+        coid = first.life.client_order_id
+        await reservations.reserve(r, [reservations.Reservation(coid, "w_1", reservations.USD, "0xm", 10_000_000)])
+        await journal.write([], inserts=[first])  # terminal (REJECTED) and committed; the release fails
+        # other orders keep changing every 0.1 s for 3 s (10 sweep intervals)
+        for k in range(30):
+            await journal.write([], inserts=[_refused(1000 + k)])
+            await asyncio.sleep(0.1)
+        held = (await reservations.read(r, ["w_1"]))["w_1"].total_usd_micro
+        assert held == 0, f"reservation of a REJECTED order still held after 3 s of load: {held} micro-USD"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        await r.aclose()
+        await sr.aclose()
