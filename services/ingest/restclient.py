@@ -17,6 +17,7 @@ from services.ingest.model import ParseError
 from services.ingest.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
+ACTIVITY_MAX_LIMIT = 500  # /activity clamps ``limit`` to this
 
 
 class RateLimited(Exception):
@@ -121,8 +122,9 @@ class DataApi:
     async def _activity(self, user: str, start_s: int, end_s: int) -> tuple[list[Any], int]:
         rows: list[Any] = []
         offset, received_ns, cursor = 0, time.time_ns(), ""
+        limit = min(self.page_limit, ACTIVITY_MAX_LIMIT)  # the server clamps: a bigger one ends every window early
         while True:
-            params: dict[str, Any] = {"user": user, "start": start_s, "end": end_s, "limit": self.page_limit,
+            params: dict[str, Any] = {"user": user, "start": start_s, "end": end_s, "limit": limit,
                                       "sortBy": "TIMESTAMP", "sortDirection": "ASC",
                                       "cb": int(time.time() * 1000)}
             if cursor:
@@ -132,36 +134,55 @@ class DataApi:
             page = await self.getter.get(f"{self.base_url}/activity", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
-            rows.extend(batch)
             cursor = dataapi.next_cursor(page.body)
             if cursor:
+                rows.extend(batch)
                 continue
-            if len(batch) < self.page_limit:
+            if len(batch) < limit:
+                rows.extend(batch)
                 return rows, received_ns
-            offset += len(batch)
-            if offset + self.page_limit > self.max_offset:
-                # Too deep for offsets: restart the window at the last timestamp seen, dropping the
-                # rows of that second (they come again, and must be counted once for occurrences).
-                last_ts = _ts(rows[-1])
-                if last_ts is None or last_ts <= start_s:
-                    log.error("data-api window cannot advance", extra={"user": user, "start": start_s})
-                    return rows, received_ns
-                rows = [r for r in rows if (_ts(r) or 0) < last_ts]
+            # Oldest first: the next page starts at this page's last second (its rows come again whole), not
+            # at an offset. Offsets move with the list: a row indexed late (data-api lags the chain) shifted
+            # the rest, and the row at the page edge came back on the next page as a second occurrence of
+            # its fill, i.e. a second trade id and a second copy.
+            last_ts = _ts(batch[-1])
+            if last_ts is not None and last_ts > start_s:
+                rows.extend(r for r in batch if (_ts(r) or 0) < last_ts)
                 start_s, offset = last_ts, 0
+                continue
+            rows.extend(batch)  # a whole page inside one second: through it by offset
+            offset += len(batch)
+            if offset + limit > self.max_offset:
+                log.error("data-api window cannot advance", extra={"user": user, "start": start_s})
+                return rows, received_ns
 
     async def _trades(self, user: str, start_s: int, end_s: int) -> tuple[list[Any], int]:
         rows: list[Any] = []
-        offset, received_ns = 0, time.time_ns()
+        offset, received_ns, by_offset = 0, time.time_ns(), False
         while True:
             params = {"user": user, "takerOnly": "false", "limit": self.page_limit, "offset": offset,
-                      "cb": int(time.time() * 1000)}
+                      "start": start_s, "end": end_s, "cb": int(time.time() * 1000)}
             page = await self.getter.get(f"{self.base_url}/trades", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
-            rows.extend(r for r in batch if start_s <= (_ts(r) or 0) <= end_s)
-            oldest = min((_ts(r) or 0 for r in batch), default=0)
+            stamps = [_ts(r) or 0 for r in batch]
+            by_offset = by_offset or any(ts > end_s for ts in stamps)  # a server that ignores ``end``
+            if len(batch) < self.page_limit or min(stamps, default=0) < start_s:
+                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
+                return rows, received_ns
+            # Newest first: the next page ends at this page's oldest second (its rows come again whole), not
+            # at an offset: a trade made while paging shifted the list, and the row at the page edge came
+            # back on the next page as a second occurrence (a second trade id, a second copy).
+            oldest = stamps[-1]
+            if not by_offset and oldest < end_s:
+                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if oldest < ts)
+                end_s, offset = oldest, 0
+                continue
+            # a whole page inside one second, or a server that ignores ``end``: by offset
+            rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
             offset += len(batch)
-            if len(batch) < self.page_limit or oldest < start_s or offset + self.page_limit > self.max_offset:
+            if offset + self.page_limit > self.max_offset:
+                log.error("data-api window cannot advance", extra={"user": user, "end": end_s})
                 return rows, received_ns
 
 

@@ -146,11 +146,13 @@ class DataApiServer:
             user = _user(q)
             limit = _int(q, "limit", 100, 0, TRADES_MAX_LIMIT)
             offset = _int(q, "offset", 0, 0, TRADES_MAX_OFFSET)
+            start = _int(q, "start", 0, 0, 10**12)
+            end = _int(q, "end", 10**12, 0, 10**12)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         taker_only = q.get("takerOnly", "true").lower() != "false"
         rows = [t for t in self._visible(user) if t.trades_row is not None and (t.taker or not taker_only)
-                and (not q.get("side") or t.side == q["side"].upper())]
+                and start <= t.timestamp_s <= end and (not q.get("side") or t.side == q["side"].upper())]
         rows = _sort(rows, "TIMESTAMP", "DESC")
         return web.json_response([t.trades_row for t in rows[offset:offset + limit]])
 
