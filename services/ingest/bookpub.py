@@ -311,7 +311,7 @@ class MarketSync:
             raise ParseError("BAD_SHAPE", "market body must be an object")
         for info in clob.parse_market(page.body, int(time.time() * 1000)):
             book = self.books.books.get(info.asset_id)
-            if book is not None and book.synced and book.tick_size != info.tick_size:
+            if book is not None and book.tick_known and book.tick_size != info.tick_size:
                 info = replace(info, tick_size=book.tick_size)  # the websocket's tick is newer
             await write_market(self.redis, info)
 

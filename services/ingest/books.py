@@ -49,6 +49,7 @@ class AssetBook:
         self._tick_cid: str | None = None
         self.synced = False
         self.tick_size = DEFAULT_TICK
+        self.tick_known = False  # tick_size came from the venue (a book frame or tick_size_change), not the default
         self.last_trade_price: Decimal | None = None
         self.hint_bid: Decimal | None = None
         self.hint_ask: Decimal | None = None
@@ -186,7 +187,7 @@ class BookState:
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
             if book is None:
                 return []
-            book.tick_size = msg.new_tick_size
+            book.tick_size, book.tick_known = msg.new_tick_size, True
             return [self._result(book, mpb.TICK_KIND_TICK_SIZE_CHANGE, force=True)]
         if isinstance(msg, clob.BestBidAskMsg):
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
@@ -265,16 +266,24 @@ class BookState:
         return book
 
     def _book(self, msg: clob.BookMsg, now_ms: int) -> list[Touched]:
+        known = self.books.get(msg.asset_id)
+        if known is not None and known.synced and 0 < msg.venue_ms < known.venue_ms:
+            return []  # older than what the book already shows (a REST resync answered after a newer delta)
         book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
         if book is None:
             return []
         book.replace({p: s for p, s in msg.bids if s != 0}, {p: s for p, s in msg.asks if s != 0})
         book.synced = True
+        kind = mpb.TICK_KIND_BOOK
         if msg.tick_size is not None:
-            book.tick_size = msg.tick_size
+            if book.tick_known and msg.tick_size != book.tick_size:
+                # a snapshot (e.g. the resync after a reconnect that missed the tick_size_change) with a new
+                # tick: published as a change, so the market info every service prices from follows it
+                kind = mpb.TICK_KIND_TICK_SIZE_CHANGE
+            book.tick_size, book.tick_known = msg.tick_size, True
         if msg.last_trade_price is not None:
             book.last_trade_price = msg.last_trade_price
-        return [self._result(book, mpb.TICK_KIND_BOOK)]
+        return [self._result(book, kind, force=kind == mpb.TICK_KIND_TICK_SIZE_CHANGE)]
 
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
         touched: dict[str, AssetBook | None] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,8 +10,13 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.marketstate import market_key
+from common.resp import RespConnection
 from services.ingest import clob
+from services.ingest.bookpub import BookPublisher, MarketSync
 from services.ingest.books import BookState
+from services.ingest.metrics import IngestMetrics
+from services.ingest.restclient import Page
 from tradingtools.market.v1 import market_pb2 as mpb
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -196,3 +202,77 @@ def test_property_tick_bytes_are_the_serialized_price_tick(
         book.last_trade_price = changes[0][1]
         book.tick_size = D("0.001")
     assert s.tick_bytes(asset, kind, received_ns) == s.price_tick(asset, kind, received_ns).SerializeToString()
+
+
+def _book_frame(asset: str, ts: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
+                **extra: str) -> clob.ClobMsg:
+    """A ``book`` event in wire order (bids ascending, asks descending: the best is last)."""
+    return clob.parse_event({"event_type": "book", "asset_id": asset, "market": "0x" + "c" * 64,
+                             "timestamp": str(ts), "hash": f"h{ts}",
+                             "bids": [{"price": p, "size": z} for p, z in bids],
+                             "asks": [{"price": p, "size": z} for p, z in asks], **extra})
+
+
+def test_a_snapshot_older_than_the_book_is_ignored() -> None:
+    s = state(T1)
+    s.apply(_book_frame(T1, 1_790_000_000_000, [("0.48", "10"), ("0.50", "10")], [("0.54", "5"), ("0.52", "5")]), 1)
+    s.apply(clob.parse_event({"event_type": "price_change", "market": "0x" + "c" * 64, "timestamp": "1790000005000",
+                              "price_changes": [{"asset_id": T1, "price": "0.51", "size": "100", "side": "BUY",
+                                                 "best_bid": "0.51", "best_ask": "0.52"}]}), 2)
+    # a REST /book resync asked for before that delta, answered after it (venue time 4 s older)
+    assert s.apply(_book_frame(T1, 1_790_000_001_000, [("0.50", "10")], [("0.52", "5")]), 3) == []
+    assert s.books[T1].best_bid == D("0.51")
+    s.desync_all()  # after a reconnect any snapshot is the base again
+    s.apply(_book_frame(T1, 1_790_000_001_000, [("0.50", "10")], [("0.52", "5")]), 4)
+    assert s.books[T1].best_bid == D("0.50")
+
+
+def test_a_snapshot_with_a_new_tick_size_is_published_as_a_tick_size_change() -> None:
+    """A reconnect can miss the venue's tick_size_change; the fresh snapshot carries the new tick."""
+    s = state(T1)
+    [first] = s.apply(_book_frame(T1, 1, [("0.95", "10")], [("0.97", "10")], tick_size="0.01"), 1)
+    assert first.kind == mpb.TICK_KIND_BOOK
+    s.desync_all()
+    [again] = s.apply(_book_frame(T1, 2, [("0.965", "10")], [("0.967", "10")], tick_size="0.001"), 2)
+    assert (again.kind, again.emit, s.books[T1].tick_size) == (mpb.TICK_KIND_TICK_SIZE_CHANGE, True, D("0.001"))
+    [same] = s.apply(_book_frame(T1, 3, [("0.966", "10")], [("0.967", "10")], tick_size="0.001"), 3)
+    assert same.kind == mpb.TICK_KIND_BOOK
+
+
+def test_only_a_tick_size_the_venue_sent_is_known() -> None:
+    s = state(T1)
+    s.apply(_book_frame(T1, 1, [("0.997", "10")], [("0.999", "10")]), 1)  # a book frame without tick_size
+    assert not s.books[T1].tick_known
+    s.apply(_book_frame(T1, 2, [("0.997", "10")], [("0.999", "10")], tick_size="0.001"), 2)
+    assert s.books[T1].tick_known
+
+
+class _Rest:
+    """CLOB ``GET /markets/{condition_id}`` of one market whose tick is 0.001."""
+
+    async def market(self, condition_id: str) -> Page:
+        return Page({"condition_id": condition_id, "minimum_tick_size": 0.001, "minimum_order_size": 5,
+                     "tokens": [{"token_id": T1, "outcome": "Yes"}, {"token_id": T2, "outcome": "No"}]}, 0)
+
+
+class _Hashes:
+    def __init__(self) -> None:
+        self.h: dict[str, dict[str, str]] = {}
+
+    async def hset(self, key: str, mapping: dict[str, str]) -> None:
+        self.h[key] = dict(mapping)
+
+
+def test_market_info_keeps_its_tick_unless_the_venue_sent_another_on_the_socket() -> None:
+    s = state(T1, T2)
+    s.apply(_book_frame(T1, 1, [("0.997", "10")], [("0.999", "10")]), 1)  # no tick_size: the default stands in
+    s.apply(_book_frame(T2, 1, [("0.001", "10")], [("0.004", "10")], tick_size="0.002"), 1)
+    redis = _Hashes()
+    sync = MarketSync(_Rest(), s, BookPublisher(_no_connection, s, IngestMetrics()), redis, IngestMetrics())
+    asyncio.run(sync._market("0x" + "c" * 64))
+    assert redis.h[market_key(T1)]["tick_size"] == "0.001"  # REST's, not the 0.01 default
+    assert redis.h[market_key(T2)]["tick_size"] == "0.002"  # the socket's is newer
+
+
+async def _no_connection() -> RespConnection:
+    raise AssertionError("not used")
