@@ -31,7 +31,7 @@ from services.executor.fanout import Fanout
 from services.executor.fastredis import append_events
 from services.executor.insiders_api import InsidersVenue
 from services.executor.intake import IntakeRules
-from services.executor.journal import Journal
+from services.executor.journal import Journal, releasing_dead_letters
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
 from services.executor.servicer import ExecutorServicer
@@ -162,7 +162,8 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
         settings.consumer_name, open_stream, fanout.handle, FastCursorStore(fast),
         start=START_OLDEST if settings.start_oldest else START_NEW,
-        dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()),
+        dead_letter=releasing_dead_letters(
+            DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()), redis),
         save_interval_s=settings.cursor_save_interval_s, handle_batch=fanout.handle_batch,
         max_batch=settings.consumer_max_batch)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))

@@ -25,6 +25,7 @@ from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.booking import Booked
 from services.executor.store import Change, Store
+from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,31 @@ class JournalStats:
     released: int = 0
     errors: int = 0
     errors_list: list[str] = field(default_factory=list)
+
+
+# Client order ids of dead-lettered routed trades (see :func:`orphaned`): the sweep releases the reservations
+# of those that never got an order row.
+ORPHANS = "tt:executor:orphans"
+ORPHANS_PER_SWEEP = 1000
+
+
+async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
+    """Record orders of a dead-lettered routed trade: the router reserved their exposure when it emitted them,
+    and no order row will ever release it (the reservation has no expiry, so the follower's headroom stayed
+    taken for good)."""
+    if client_order_ids:
+        await redis.sadd(ORPHANS, *client_order_ids)
+
+
+def releasing_dead_letters(record: Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]],
+                           redis: Any) -> Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]]:
+    """The consumer's dead-letter step for routed trades: ``record`` it, then mark its orders
+    :func:`orphaned`."""
+    async def dead_letter(cursor: str, routed: epb.RoutedTrade, error: BaseException) -> None:
+        await record(cursor, routed, error)
+        await orphaned(redis, [o.client_order_id for o in routed.orders])
+
+    return dead_letter
 
 
 class Journal:
@@ -259,3 +285,17 @@ class Journal:
         ids = await self.store.unreleased(min_age_s)
         if ids:
             await self._release(ids)
+        await self._release_orphans()
+
+    async def _release_orphans(self) -> None:
+        """Release the reservations of dead-lettered orders that never got a row (they will never run)."""
+        orphans = await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP)
+        if not orphans:
+            return
+        known = await self.store.known(orphans)  # a row means the order runs (or ran): its own path releases it
+        never = [c for c in orphans if c not in known]
+        if never:
+            released = await self.release(self.redis, never)
+            log.warning("reservations of dead-lettered orders released",
+                        extra={"orders": len(never), "released": sum(1 for m in released if m > 0)})
+        await self.redis.srem(ORPHANS, *orphans)

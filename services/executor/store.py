@@ -243,6 +243,13 @@ class Store:
             async with self.pool.connection() as conn:
                 await conn.execute("UPDATE order_events SET published_at = now() WHERE seq = ANY(%s)", (seqs,))
 
+    async def known(self, client_order_ids: list[str]) -> set[str]:
+        """Those of ``client_order_ids`` that have an order row."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)",
+                                     (client_order_ids,))
+            return {r["client_order_id"] for r in await cur.fetchall()}
+
     async def unreleased(self, min_age_s: float, limit: int = 5000) -> list[str]:
         """Terminal orders whose reservation release is not recorded yet."""
         async with self.pool.connection() as conn:

@@ -1,0 +1,103 @@
+"""A routed trade the executor's consumer dead-letters (a PostgreSQL outage longer than the intent-insert
+retries) never gets order rows, yet the router reserved its orders' exposure when it emitted it and an
+unreleased reservation never expires: the dead-letter step marks its orders orphaned and the journal's
+sweep releases those that never got a row, once PostgreSQL answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+
+from common import reservations
+from common.consumer import ResumableConsumer
+from common.livefeed import LiveFeed
+from common.retry import Backoff
+from common.storage import create_pool
+from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor.engine import Engine, EngineConfig
+from services.executor.fanout import Fanout
+from services.executor.intake import IntakeRules
+from services.executor.journal import Journal, releasing_dead_letters
+from services.executor.store import Store
+from services.router.outbound import reservation_lines
+from tests.executor.conftest import make_order
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+RULES = IntakeRules(live_configured=True)
+
+
+class OutageStore(Store):
+    down = True
+
+    async def insert_intents(self, items: Any) -> Any:
+        if self.down:
+            raise psycopg.OperationalError("connection to server lost")
+        return await super().insert_intents(items)
+
+
+class Cursors:
+    def __init__(self) -> None:
+        self.saved: dict[str, str] = {}
+
+    async def get(self, consumer: str) -> str | None:
+        return self.saved.get(consumer)
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        self.saved[consumer] = cursor
+
+
+async def test_a_dead_lettered_routed_trade_releases_its_reservations(db_url: str, redis_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    sr = create_stream_redis(redis_url)
+    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
+    await log_.prime()
+    store = OutageStore(pool)
+    journal = Journal(store, r, log_, reservations.release_many, sweep_interval_s=0.2)
+    engine = Engine(journal=journal, venues={}, gates={}, redis=r, config=EngineConfig())
+    fanout = Fanout(engine, store, r, RULES, intent_retry_s=0.0)
+
+    order = make_order(1, routed_time_ns=time.time_ns())
+    routed = epb.RoutedTrade(orders=[order])
+    # what the router's emit script reserved for it
+    await r.eval(reservations.LUA_FUNCTIONS + "return tt_claim_line(ARGV[1])", 0, reservation_lines(routed))
+    assert (await reservations.read(r, [order.follower_wallet_id]))[order.follower_wallet_id].total_usd_micro
+
+    dead: list[str] = []
+
+    async def record(cursor: str, item: epb.RoutedTrade, exc: BaseException) -> None:
+        dead.append(cursor)
+
+    async def stream(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
+        if after < "1-0":
+            yield "1-0", routed
+        await asyncio.Event().wait()
+
+    consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
+        "executor", stream, fanout.handle, Cursors(), start="0-0", dead_letter=releasing_dead_letters(record, r),
+        backoff=Backoff(0.01, 0.02), max_handler_attempts=2)
+    jtask = asyncio.create_task(journal.run())
+    ctask = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(200):
+            if dead:
+                break
+            await asyncio.sleep(0.02)
+        assert dead == ["1-0"]
+        store.down = False  # PostgreSQL is back; the executor keeps running (sweeps included)
+        await asyncio.sleep(1.0)
+        held = (await reservations.read(r, [order.follower_wallet_id]))[order.follower_wallet_id].total_usd_micro
+        assert held == 0, (f"dead-lettered order {order.client_order_id} never reached the orders table; "
+                           f"its {held} micro-USD stay reserved forever")
+    finally:
+        for t in (ctask, jtask):
+            t.cancel()
+        await asyncio.gather(ctask, jtask, return_exceptions=True)
+        await pool.close()
+        await r.aclose()
+        await sr.aclose()
