@@ -193,7 +193,9 @@ class BookState:
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
             if book is None:
                 return []
-            book.hint_bid, book.hint_ask = msg.best_bid, msg.best_ask
+            # "0" / "1" mean an empty side here too (no level can be priced 0 or 1), as in price_change
+            book.hint_bid = msg.best_bid if msg.best_bid is not None and msg.best_bid > _ZERO else None
+            book.hint_ask = msg.best_ask if msg.best_ask is not None and msg.best_ask < _ONE else None
             return [self._result(book, mpb.TICK_KIND_BEST_BID_ASK)]
         if isinstance(msg, clob.ResolvedMsg):
             out = []

@@ -276,3 +276,15 @@ def test_market_info_keeps_its_tick_unless_the_venue_sent_another_on_the_socket(
 
 async def _no_connection() -> RespConnection:
     raise AssertionError("not used")
+
+
+def test_best_bid_ask_of_an_empty_side_is_no_price() -> None:
+    s = state(T1)
+    s.apply(clob.parse_event({"event_type": "best_bid_ask", "market": "0x" + "c" * 64, "asset_id": T1,
+                              "best_bid": "0", "best_ask": "0.04", "spread": "0.04", "timestamp": "1"}), 1)
+    tick = s.price_tick(T1, mpb.TICK_KIND_BEST_BID_ASK, 0)
+    assert (tick.best_bid, tick.best_ask, tick.mid) == ("", "0.04", "")
+    s.apply(clob.parse_event({"event_type": "best_bid_ask", "market": "0x" + "c" * 64, "asset_id": T1,
+                              "best_bid": "0.97", "best_ask": "1", "spread": "0.03", "timestamp": "2"}), 2)
+    tick = s.price_tick(T1, mpb.TICK_KIND_BEST_BID_ASK, 0)
+    assert (tick.best_bid, tick.best_ask, tick.mid) == ("0.97", "", "")
