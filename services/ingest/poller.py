@@ -72,6 +72,7 @@ class Poller:
         self.retry_s = retry_s
         self.clock = clock
         self._pending: dict[str, tuple[int, float | None]] = {}
+        self._floors: dict[str, float] = {}  # leader -> earliest time to poll it from (since it was followed)
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -106,7 +107,9 @@ class Poller:
             self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
 
     def on_new_leader(self, leader: str, since_s: float) -> None:
-        """A leader became followed: backfill from its subscription's creation."""
+        """A leader became followed: backfill from ``since_s`` (:func:`~services.ingest.targets.follow_since_s`),
+        and never poll it from earlier (its saved window may date from before a pause)."""
+        self._floors[leader] = since_s
         self.request(leader, since_s, URGENT)
 
     async def poll_leader(self, leader: str, since_s: float | None = None) -> int:
@@ -118,6 +121,9 @@ class Poller:
                 since_s = float(saved) - self.overlap_s
             else:
                 since_s = await follow_since_s(self.redis, leader, now, self.max_lookback_s)
+        floor = self._floors.get(leader)
+        if floor is not None and since_s < floor:
+            since_s = floor
         start = int(max(since_s, now - self.max_lookback_s))
         end = int(now) + 1
         rows, received_ns = await self.api.window(leader, start, end)

@@ -40,14 +40,17 @@ class FollowedLeaders:
 
 
 async def follow_since_s(redis: Any, leader: str, now_s: float, lookback_s: float) -> float:
-    """When to backfill a newly followed leader from: the earliest creation time of its active
-    subscriptions, but no earlier than ``now_s - lookback_s`` (a resumed follow is not history)."""
+    """When to backfill a newly followed leader from: the earliest time one of its active subscriptions
+    became what it is (created, or last changed: a resume is a change), but no earlier than
+    ``now_s - lookback_s``. From creation alone, a resume backfilled the trades the leader made while its
+    only subscription was PAUSED, and the router copied them."""
     floor = now_s - lookback_s
-    created = []
+    since = []
     for sub in await hotindex.subscriptions_of(redis, leader):
-        if sub.create_time.seconds:
-            created.append(sub.create_time.seconds + sub.create_time.nanos / 1e9)
-    return max(min(created), floor) if created else floor
+        stamps = [t.seconds + t.nanos / 1e9 for t in (sub.create_time, sub.update_time) if t.seconds]
+        if stamps:
+            since.append(max(stamps))
+    return max(min(since), floor) if since else floor
 
 
 class HotIndexWatcher:

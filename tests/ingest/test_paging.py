@@ -150,3 +150,15 @@ def test_a_whole_page_inside_one_second_is_paged_by_offset() -> None:
     for endpoint, newest_first in (("activity", False), ("trades", True)):
         sink, _ = run_poll(Server(list(rows), newest_first=newest_first), endpoint=endpoint, page_limit=50)
         assert len(sink.seen) == len(distinct_fills(sink)) == 220, endpoint
+
+
+def test_a_leader_followed_again_is_never_polled_from_before_it_was() -> None:
+    """Its saved window dates from before a pause: the trades of the pause must not be fetched."""
+    rows = [row(i, NOW - 3000 + i) for i in range(3000)]
+    sink, redis = FakeSink(), FakeRedis(saved=NOW - 3600)
+    poller = Poller(DataApi(Server(rows, newest_first=False), "https://data-api.polymarket.com"),
+                    sink, FollowedLeaders({LEADER}), redis, IngestMetrics(), clock=lambda: float(NOW))
+    poller.on_new_leader(LEADER, NOW - 30)
+    asyncio.run(poller.poll_leader(LEADER))  # a regular poll, from the saved window
+    assert min(it.fill.venue_time_ms for it in sink.seen.values()) >= (NOW - 30) * 1000
+    assert len(sink.seen) == 30
