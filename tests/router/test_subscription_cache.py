@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -104,3 +105,89 @@ async def test_a_change_rereads_only_its_subscription(r: aioredis.Redis) -> None
         v = await hotindex.remove(r, LEADER, f"sub_{i}")
         await cache.apply(hotindex.IndexChange(LEADER, f"sub_{i}", "remove", v))
     assert LEADER not in cache._by_leader
+
+
+OTHER = "0x" + "aa" * 20
+
+
+async def test_a_pause_after_the_index_was_rebuilt_applies_while_other_changes_keep_coming(r: aioredis.Redis) -> None:
+    # History: the index has seen 40 changes (version 40); the follower sub_1 copies LEADER.
+    await hotindex.upsert(r, _sub("sub_1"))
+    for i in range(39):
+        await hotindex.upsert(r, _sub("sub_o", leader=OTHER, fixed=str(10 + i), wallet="w_o"))
+    cache = SubscriptionCache(r, check_interval_s=0.5)
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.ready.wait(), 5)
+        assert cache.version == 40 and [f.subscription_id for f in await cache.followers_of(LEADER)] == ["sub_1"]
+
+        # Redis is flushed (FLUSHALL/FLUSHDB by an operator, or a fresh empty server on the same
+        # connection); control's resync rebuilds the index from PostgreSQL: version restarts at 1.
+        await r.flushdb()
+        await hotindex.upsert(r, _sub("sub_1"))
+        await hotindex.upsert(r, _sub("sub_o", leader=OTHER, wallet="w_o"))
+        # The user pauses sub_1 (control removes it from the index, version 3, message published).
+        await hotindex.remove(r, LEADER, "sub_1")
+        assert await r.hlen(hotindex.leader_key(LEADER)) == 0
+
+        # Other subscriptions keep changing (PATCHes, perf scale, creates), one every 0.2 s, for
+        # 6 check intervals.
+        for i in range(15):
+            await asyncio.sleep(0.2)
+            await hotindex.upsert(r, _sub("sub_o", leader=OTHER, fixed=str(50 + i), wallet="w_o"))
+
+        still = [f.subscription_id for f in await cache.followers_of(LEADER)]
+        assert still == [], (f"router still routes to paused {still} 3 s (6 check intervals) after the pause; "
+                             f"cache version {cache.version} vs index version {await hotindex.version(r)}")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class _SlowHgetall:
+    """The router's Redis client, with the next HGETALL's reply held until released (as when the
+    routing task resumes after the cache task has handled messages)."""
+
+    def __init__(self, real: aioredis.Redis) -> None:
+        self._real = real
+        self.hold = False
+        self.read_done = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def hgetall(self, key: str) -> Any:
+        raw = await self._real.hgetall(key)
+        if self.hold:
+            self.hold = False
+            self.read_done.set()
+            await self.release.wait()
+        return raw
+
+
+async def test_a_miss_read_across_a_change_is_not_cached(r: aioredis.Redis) -> None:
+    slow = _SlowHgetall(r)
+    cache = SubscriptionCache(slow)
+    await cache.reload_all()  # empty index, version 0
+
+    # A new subscription (v1) on a leader the cache does not hold yet: its message is in flight
+    # when a trade of LEADER arrives, so followers_of misses and reads Redis directly.
+    v1 = await hotindex.upsert(r, _sub("sub_1"))
+    slow.hold = True
+    routing = asyncio.create_task(cache.followers_of(LEADER))
+    await asyncio.wait_for(slow.read_done.wait(), 5)  # HGETALL executed: it saw sub_1 ACTIVE
+
+    # The user pauses it (v2); the cache task handles both messages meanwhile.
+    v2 = await hotindex.remove(r, LEADER, "sub_1")
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_1", "upsert", v1))
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_1", "remove", v2))
+    assert LEADER not in cache._by_leader
+
+    slow.release.set()
+    await routing  # the routing task resumes and stores what it read
+
+    # the cache is at the index's version: no check would ever reload a stale entry
+    assert cache.version == await hotindex.version(r)
+    still = [f.subscription_id for f in await cache.followers_of(LEADER)]
+    assert still == [], f"paused {still} is cached as ACTIVE at the index's current version (no reload will come)"

@@ -47,6 +47,7 @@ class SubscriptionCache:
         self.reloads = 0
         self.ready = asyncio.Event()
         self._by_leader: dict[str, tuple[Follower, ...]] = {}
+        self._changes = 0  # bumped by every change applied: a miss read across one is not cached
 
     async def followers_of(self, leader: str) -> tuple[Follower, ...]:
         """Active followers of a leader (reads Redis directly on a miss, e.g. a subscription created
@@ -55,8 +56,10 @@ class SubscriptionCache:
         hit = self._by_leader.get(leader)
         if hit is not None:
             return hit
+        changes = self._changes
         followers = _parse(await self.redis.hgetall(hotindex.leader_key(leader)))
-        if followers:
+        # a change applied while the read was out may be newer than what it read: keep the change's
+        if followers and changes == self._changes and leader not in self._by_leader:
             self._by_leader[leader] = followers
         return followers
 
@@ -69,6 +72,7 @@ class SubscriptionCache:
             pipe.hgetall(hotindex.leader_key(leader))
         raws = await pipe.execute() if leaders else []
         self._by_leader = {leader: _parse(raw) for leader, raw in zip(leaders, raws, strict=True)}
+        self._changes += 1
         self.version = version
         self.reloads += 1
         self.ready.set()
@@ -77,6 +81,7 @@ class SubscriptionCache:
     async def reload_leader(self, leader: str) -> None:
         """Reload one leader's followers."""
         leader = leader.lower()
+        self._changes += 1
         followers = _parse(await self.redis.hgetall(hotindex.leader_key(leader)))
         if followers:
             self._by_leader[leader] = followers
@@ -88,6 +93,7 @@ class SubscriptionCache:
         entry, not the leader's whole follower list (a leader with 1,000 followers gaining 1,000 more
         would otherwise re-parse a million entries)."""
         leader = leader.lower()
+        self._changes += 1
         raw = await self.redis.hget(hotindex.leader_key(leader), subscription_id)
         follower = _parse_one(raw) if raw is not None else None
         current = self._by_leader.get(leader, ())
@@ -123,13 +129,18 @@ class SubscriptionCache:
                 await pubsub.subscribe(hotindex.CHANNEL)
                 await self.reload_all()
                 attempt = 0
+                loop = asyncio.get_running_loop()
+                next_check = loop.time() + self.check_interval_s
                 while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.check_interval_s)
-                    if msg is None:
+                    # on a timer, not only when the channel is quiet: after the index was rebuilt (its version
+                    # starts again below ours) every message looks old, and changes kept coming
+                    if loop.time() >= next_check:
+                        next_check = loop.time() + self.check_interval_s
                         if await hotindex.version(self.redis) != self.version:
                             await self.reload_all()
-                        continue
-                    if msg.get("type") != "message":
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=max(0.0, min(1.0, next_check - loop.time())))
+                    if msg is None or msg.get("type") != "message":
                         continue
                     try:
                         change = hotindex.IndexChange.parse(_s(msg["data"]))
