@@ -230,7 +230,8 @@ class IndexSync:
         wanted: dict[str, dict[str, int]] = {}
         for sid, leader, version in versions:
             wanted.setdefault(leader, {})[sid] = version
-        indexed = await hotindex.leaders(self.redis)
+        members = await hotindex.leaders(self.redis)  # ingest follows exactly these
+        indexed = set(members)
         async for key in self.redis.scan_iter(match=_LEADER_PREFIX + "*", count=500):
             indexed.add(key.removeprefix(_LEADER_PREFIX))
         leaders = sorted(wanted.keys() | indexed)
@@ -242,7 +243,7 @@ class IndexSync:
             for leader, row in zip(batch, rows, strict=True):
                 report.leaders += 1
                 digests = dict(zip(row[::2], row[1::2], strict=True))
-                if self._in_line(wanted.get(leader, {}), digests):
+                if leader in members and self._in_line(wanted.get(leader, {}), digests):
                     continue
                 report.reread += 1
                 async with self._lock(leader):
@@ -285,11 +286,19 @@ class IndexSync:
         for sid in actual.keys() - wanted.keys():
             await hotindex.remove(self.redis, leader, sid)
             report.removed += 1
+        written = False
         for sid, (s, encoded) in wanted.items():
             if actual.get(sid) != encoded and await self._write(s.sub, s.version, encoded):
                 report.upserted += 1
+                written = True
         if not wanted:
             await self.redis.srem(hotindex.LEADERS_KEY, leader)
+        elif not written and not await self.redis.sismember(hotindex.LEADERS_KEY, leader):
+            # the hash is right but the leader left the followed set (an evicted or deleted member): one
+            # upsert puts it back and announces it, or ingest would never follow it again
+            s, encoded = next(iter(wanted.values()))
+            if await self._write(s.sub, s.version, encoded):
+                report.upserted += 1
 
     async def run(self, housekeeping: Callable[[], Awaitable[None]] | None = None) -> None:
         """Keep the index in line forever: check every ``interval_s`` and resync when the check fails

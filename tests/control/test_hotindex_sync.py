@@ -108,6 +108,20 @@ async def test_resync_heals_lost_and_stale_entries(control: RunningControl, stub
     assert await redis_client.exists(hotindex.leader_key(leader(9)), hotindex.leader_key(leader(2))) == 0
 
 
+async def test_resync_puts_back_a_leader_missing_from_the_followed_set(control: RunningControl, stubs: Stubs,
+                                                                      redis_client: aioredis.Redis) -> None:
+    """Its hash intact, the leader left tt:leaders (an evicted or deleted member): ingest follows exactly that
+    set, so every follower of the leader missed every copy until the leader's next change."""
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    await redis_client.srem(hotindex.LEADERS_KEY, LEADER)
+    version = await hotindex.version(redis_client)
+    assert (await control.sync.resync()).upserted == 1
+    assert await hotindex.leaders(redis_client) == {LEADER}
+    assert await hotindex.version(redis_client) == version + 1  # announced: ingest and the router follow
+    assert [s.id for s in await hotindex.subscriptions_of(redis_client, LEADER)] == [sub.id]
+    assert (await control.sync.resync()).upserted == 0
+
+
 def _active(sub: spb.Subscription) -> spb.Subscription:
     copy = spb.Subscription()
     copy.CopyFrom(sub)
