@@ -16,7 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+import psycopg
 import redis.asyncio as aioredis
+import redis.exceptions
+from psycopg_pool import PoolTimeout
 
 from common.retry import Backoff
 from common.streams import START_NEW
@@ -24,6 +27,18 @@ from common.streams import START_NEW
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+MAX_TRANSIENT_BACKOFF_ATTEMPT = 6  # a storage outage is retried every Backoff.delay(6) or so, for as long as it lasts
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """True for failures that say PostgreSQL or Redis cannot be reached right now (not that the item is bad):
+    a handler failing with one is retried for as long as the outage lasts instead of dead-lettered."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):  # a statement timeout would repeat for this item
+        return False
+    return isinstance(exc, psycopg.OperationalError | PoolTimeout | redis.exceptions.ConnectionError
+                      | redis.exceptions.TimeoutError | ConnectionError)
 
 
 class CursorStore(Protocol):
@@ -61,6 +76,7 @@ class ConsumerStats:
     handled: int = 0
     reconnects: int = 0
     handler_errors: int = 0
+    transient_errors: int = 0  # of those, storage outages (retried until over)
     dead_lettered: int = 0
     batches: int = 0
     batch_fallbacks: int = 0
@@ -79,7 +95,9 @@ class ResumableConsumer(Generic[T]):
 
     ``open_stream(after_cursor)`` yields ``(cursor, item)``: typically a gRPC server stream. A handler
     that keeps failing for an item (``max_handler_attempts``) has that item dead-lettered through
-    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline. The cursor is
+    ``dead_letter`` and is moved past, so one poison event cannot stall the pipeline; a failure that
+    ``transient`` recognises (by default :func:`storage_unavailable`) does not count: the item is retried
+    until the outage is over, since dead-lettering it lost a copy or an exit to a brief one. The cursor is
     saved behind the handling, at most once per ``save_interval_s``: a crash redelivers at most the
     items of that interval (downstream idempotency keys make that harmless).
 
@@ -96,7 +114,8 @@ class ResumableConsumer(Generic[T]):
                  backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
                  rng: random.Random | None = None, save_interval_s: float = 0.02,
                  handle_batch: Callable[[list[T]], Awaitable[None]] | None = None,
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256,
+                 transient: Callable[[BaseException], bool] = storage_unavailable) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.name = name
@@ -109,6 +128,7 @@ class ResumableConsumer(Generic[T]):
         self.dead_letter = dead_letter
         self.backoff = backoff
         self.max_handler_attempts = max_handler_attempts
+        self.transient = transient
         self.rng = rng or random.Random()
         self.save_interval_s = save_interval_s
         self.stats = ConsumerStats()
@@ -224,7 +244,8 @@ class ResumableConsumer(Generic[T]):
                 await asyncio.sleep(0.5)
 
     async def _handle_one(self, cursor: str, item: T) -> None:
-        for attempt in range(self.max_handler_attempts):
+        attempt = outage = 0
+        while True:
             try:
                 await self.handle(item)
                 break
@@ -233,14 +254,25 @@ class ResumableConsumer(Generic[T]):
             except Exception as exc:
                 _raise_if_cancelling(exc)
                 self.stats.handler_errors += 1
+                if self.transient(exc):
+                    self.stats.transient_errors += 1
+                    if not outage & (outage - 1):  # the 1st, 2nd, 4th, 8th… retry of one outage
+                        log.warning("storage unavailable; retrying the item", extra={
+                            "consumer": self.name, "cursor": cursor, "retry": outage + 1,
+                            "error": repr(exc)[:300]})
+                    await asyncio.sleep(self.backoff.delay(min(outage, MAX_TRANSIENT_BACKOFF_ATTEMPT),
+                                                           self.rng.random()))
+                    outage += 1
+                    continue
+                attempt += 1
                 log.exception("handler failed", extra={"consumer": self.name, "cursor": cursor,
-                                                       "attempt": attempt + 1})
-                if attempt + 1 == self.max_handler_attempts:
+                                                       "attempt": attempt})
+                if attempt >= self.max_handler_attempts:
                     self.stats.dead_lettered += 1
                     if self.dead_letter is not None:
                         await self.dead_letter(cursor, item, exc)
                     break
-                await asyncio.sleep(self.backoff.delay(attempt, self.rng.random()))
+                await asyncio.sleep(self.backoff.delay(attempt - 1, self.rng.random()))
         self.stats.handled += 1
         self.stats.last_cursor = cursor
         self._pending = cursor

@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
+import redis.exceptions
+from psycopg_pool import PoolTimeout
 
-from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer
+from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer, storage_unavailable
 from common.grpcserver import start_server
 from common.logread import read_log_items
 from common.retry import Backoff
@@ -255,3 +258,54 @@ async def test_log_batches_carry_what_was_ready_together_in_order_and_skip_bad_e
             await anext(serve_log_batches(log_, START_OLDEST, build, list, 0))  # type: ignore[arg-type]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(("error", "transient"), [
+    (psycopg.OperationalError("connection to server lost"), True),
+    (PoolTimeout("couldn't get a connection after 5.00 sec"), True),
+    (redis.exceptions.ConnectionError("Connection refused"), True),
+    (ConnectionResetError("reset by peer"), True),
+    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
+    (psycopg.errors.UniqueViolation("duplicate key"), False),
+    (ValueError("bad event"), False),
+])
+def test_storage_unavailable(error: BaseException, transient: bool) -> None:
+    assert storage_unavailable(error) is transient
+
+
+async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_not_dead_lettered() -> None:
+    outage = {"left": 8}  # more failures than max_handler_attempts
+    seen: list[str] = []
+    dead: list[str] = []
+
+    async def handle(item: str) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise psycopg.OperationalError("connection to server lost")
+        seen.append(item)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, str]]:
+        if after < "1-0":
+            yield "1-0", "lt_1"
+        await asyncio.Event().wait()
+
+    async def dead_letter(cursor: str, _item: str, _exc: BaseException) -> None:
+        dead.append(cursor)
+
+    class Cursors:
+        async def get(self, consumer: str) -> str | None:
+            return None
+
+        async def set(self, consumer: str, cursor: str) -> None:
+            return None
+
+    consumer: ResumableConsumer[str] = ResumableConsumer(
+        "test", open_stream, handle, Cursors(), start="0-0", dead_letter=dead_letter,
+        backoff=Backoff(0.001, 0.005), max_handler_attempts=2, rng=random.Random(1))
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: seen == ["lt_1"])
+        assert dead == [] and consumer.stats.transient_errors == 8 and consumer.stats.dead_lettered == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,7 +1,7 @@
-"""A routed trade the executor's consumer dead-letters (a PostgreSQL outage longer than the intent-insert
-retries) never gets order rows, yet the router reserved its orders' exposure when it emitted it and an
-unreleased reservation never expires: the dead-letter step marks its orders orphaned and the journal's
-sweep releases those that never got a row, once PostgreSQL answers again."""
+"""A routed trade the executor's consumer dead-letters (its intents cannot be inserted, and not because
+PostgreSQL is away: an outage is retried until it is over) never gets order rows, yet the router reserved
+its orders' exposure when it emitted it and an unreleased reservation never expires: the dead-letter step
+marks its orders orphaned and the journal's sweep releases those that never got a row."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class OutageStore(Store):
 
     async def insert_intents(self, items: Any) -> Any:
         if self.down:
-            raise psycopg.OperationalError("connection to server lost")
+            raise psycopg.errors.NumericValueOutOfRange("numeric field overflow")
         return await super().insert_intents(items)
 
 
@@ -89,7 +89,7 @@ async def test_a_dead_lettered_routed_trade_releases_its_reservations(db_url: st
                 break
             await asyncio.sleep(0.02)
         assert dead == ["1-0"]
-        store.down = False  # PostgreSQL is back; the executor keeps running (sweeps included)
+        store.down = False  # later trades insert fine; the executor keeps running (sweeps included)
         await asyncio.sleep(1.0)
         held = (await reservations.read(r, [order.follower_wallet_id]))[order.follower_wallet_id].total_usd_micro
         assert held == 0, (f"dead-lettered order {order.client_order_id} never reached the orders table; "
