@@ -63,7 +63,8 @@ _RESIZE_OR_PEEK_MANY = (
     " FROM k LEFT JOIN resized r ON r.i = k.i LEFT JOIN subscriptions s ON s.id = k.sub AND r.i IS NULL"
 )
 _SELL_PEEK = ("SELECT (SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s) AS size,"
-              f" EXISTS ({_OPEN_GROUP}) AS has_group")
+              f" EXISTS ({_OPEN_GROUP}) AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s"
+              " AND follower_wallet_id = %(w)s AND state = 'ARMED') AS has_armed")
 # ``first``: the opening fill's size (the condition), ``last``: the batch's last fill of the position (the
 # size basis when ``positions`` has no row: what resizing after each later fill would leave).
 _REGISTER_EMPTY_MANY = (
@@ -286,14 +287,16 @@ class ExitStore:
         return ExitsChange("RESIZED", updated=tuple(updated))
 
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
-        """After a SELL filled: when the position is gone, cancel its exits (POSITION_CLOSED) and close the group."""
-        # The usual cases in one autocommit statement: shares are left, or the position has no open group
-        # (a trigger SELL of a position opened without copy exits). Nothing changes in either.
+        """After a SELL filled: when the position is gone, cancel every ARMED trigger on it (its copy exits and
+        manual ones alike: POSITION_CLOSED) and close its exits group. A trigger left armed would sell the
+        next position a later copy opens in that asset."""
+        # The usual cases in one autocommit statement: shares are left, or nothing is armed on the position
+        # and it has no open group. Nothing changes in either.
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
             return ExitsChange("OPEN")
-        if peek is not None and not peek["has_group"]:
+        if peek is not None and not peek["has_group"] and not peek["has_armed"]:
             return ExitsChange("NO_POSITION")
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
@@ -307,12 +310,12 @@ class ExitStore:
                 "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s"
                 " WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN' RETURNING oco_group",
                 (Reason.POSITION_CLOSED.value, now, follower_wallet_id, asset_id))).fetchone()
-            if group is None:
-                return ExitsChange("NO_POSITION")
             rows = await (await conn.execute(
                 "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-                " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
-                (Reason.POSITION_CLOSED.value, now, group["oco_group"]))).fetchall()
+                " WHERE asset_id = %s AND follower_wallet_id = %s AND state = 'ARMED' RETURNING *",
+                (Reason.POSITION_CLOSED.value, now, asset_id, follower_wallet_id))).fetchall()
+            if group is None and not rows:
+                return ExitsChange("NO_POSITION")
             cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
             await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))

@@ -337,6 +337,23 @@ async def test_a_sell_fill_that_leaves_shares_or_has_no_exits_costs_one_statemen
         assert pooled.info.transaction_status is TransactionStatus.IDLE
 
 
+async def test_a_closed_position_takes_its_manual_triggers_along(conn: Any, pools: OpenPool) -> None:
+    """Contract: a trigger is CANCELLED "when the position is gone", copy exit or not: left armed, a manual
+    take-profit would sell the next position a later copy opens in that asset."""
+    pool = await pools(1)
+    store = ExitStore(pool, _clock)
+    await set_position(conn, "100", "0.40", asset_id=ASSETS[0])
+    await insert_trigger(conn, "trg_manual", "TAKE_PROFIT", price="0.6", fraction="1", asset_id=ASSETS[0])
+    await insert_trigger(conn, "trg_other", "TAKE_PROFIT", price="0.6", fraction="1", asset_id=ASSETS[1])
+    assert (await store.on_sell_fill(WALLET_ID, ASSETS[0])).outcome == "OPEN"
+    await set_position(conn, "0", "0.40", asset_id=ASSETS[0])
+    change = await store.on_sell_fill(WALLET_ID, ASSETS[0])
+    assert change.outcome == "POSITION_CLOSED" and [r.id for r in change.cancelled] == ["trg_manual"]
+    states = {r["id"]: r["state"] for r in await (await conn.execute("SELECT id, state FROM triggers")).fetchall()}
+    assert states == {"trg_manual": "CANCELLED", "trg_other": "ARMED"}
+    assert (await store.on_sell_fill(WALLET_ID, ASSETS[0])).outcome == "NO_POSITION"
+
+
 async def test_trigger_sells_of_a_batch_settle_in_one_transaction(conn: Any, pools: OpenPool) -> None:
     pool = await pools(2)
     await _seed(conn)
