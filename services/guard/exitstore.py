@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -62,9 +63,13 @@ _RESIZE_OR_PEEK_MANY = (
     "  LIMIT 1) END AS open_planned"
     " FROM k LEFT JOIN resized r ON r.i = k.i LEFT JOIN subscriptions s ON s.id = k.sub AND r.i IS NULL"
 )
-_SELL_PEEK = ("SELECT (SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s) AS size,"
-              f" EXISTS ({_OPEN_GROUP}) AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s"
-              " AND follower_wallet_id = %(w)s AND state = 'ARMED') AS has_armed")
+_SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
+              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
+              " AND state = 'ARMED') AS has_armed"
+              " FROM (SELECT 1) one"
+              " LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
+              " LEFT JOIN guard_position_exits g ON g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s"
+              " AND g.state = 'OPEN'")
 # ``first``: the opening fill's size (the condition), ``last``: the batch's last fill of the position (the
 # size basis when ``positions`` has no row: what resizing after each later fill would leave).
 _REGISTER_EMPTY_MANY = (
@@ -126,8 +131,8 @@ class ExitStore:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_LOCK, (fill.follower_wallet_id, fill.asset_id))
             pos = await (await conn.execute(
-                "SELECT size, avg_price, wallet FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
-                (fill.follower_wallet_id, fill.asset_id))).fetchone()
+                "SELECT size, avg_price, wallet, opened_at FROM positions WHERE follower_wallet_id = %s"
+                " AND asset_id = %s", (fill.follower_wallet_id, fill.asset_id))).fetchone()
             held: Decimal = pos["size"] if pos else fill.filled_size
             entry: Decimal = pos["avg_price"] if pos and pos["avg_price"] else fill.avg_price
             wallet: str = (pos["wallet"] if pos else fill.wallet).lower()
@@ -136,6 +141,10 @@ class ExitStore:
             group = await (await conn.execute(
                 "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
                 " AND state = 'OPEN' FOR UPDATE", (fill.follower_wallet_id, fill.asset_id))).fetchone()
+            gone: list[TriggerRow] = []
+            if group is not None and _reopened(group, pos):
+                gone = await _close_group(conn, group["oco_group"], now)
+                group = None
             if group is not None:
                 live = await (await conn.execute(
                     "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
@@ -161,10 +170,11 @@ class ExitStore:
                 " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group",
                 (oco_group, fill.follower_wallet_id, fill.asset_id, wallet, fill.subscription_id,
                  fill.client_order_id, entry, held,
-                 Jsonb({"config": config_json, "planned": [e.name for e in plan.exits]}),
+                 Jsonb({"config": config_json, "planned": [e.name for e in plan.exits],
+                        **({"opened_at": pos["opened_at"].isoformat()} if pos and pos["opened_at"] else {})}),
                  Jsonb([{"exit": n, "reason": r} for n, r in plan.skipped]), now, now))).fetchone()
             if inserted is None:
-                return ExitsChange("ALREADY_REGISTERED")
+                return ExitsChange("ALREADY_REGISTERED", cancelled=tuple(gone))
             created: list[TriggerRow] = []
             for e in plan.exits:
                 row = await (await conn.execute(
@@ -179,7 +189,7 @@ class ExitStore:
                 if row is not None:
                     created.append(TriggerRow.from_row(row))
             await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
-        return ExitsChange("CREATED", created=tuple(created), skipped=plan.skipped)
+        return ExitsChange("CREATED", created=tuple(created), cancelled=tuple(gone), skipped=plan.skipped)
 
     async def _register_without_exits(self, fill: CopyFill, now: Any) -> ExitsChange | None:
         """The common cases in two statements instead of a locked transaction of eight: a position whose
@@ -295,7 +305,9 @@ class ExitStore:
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
-            return ExitsChange("OPEN")
+            if not (peek["has_group"] and _reopened({"exits": {"opened_at": peek["group_opened_at"]}}, peek)):
+                return ExitsChange("OPEN")
+            return await self._close_reopened(follower_wallet_id, asset_id)
         if peek is not None and not peek["has_group"] and not peek["has_armed"]:
             return ExitsChange("NO_POSITION")
         now = self.clock()
@@ -320,6 +332,23 @@ class ExitStore:
             await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
+    async def _close_reopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
+        """The open group guards a position that closed and was opened again since (this SELL event was read
+        after the reopening BUY was booked): its exits are cancelled with the position they were for."""
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_LOCK, (follower_wallet_id, asset_id))
+            pos = await (await conn.execute(
+                "SELECT opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+                (follower_wallet_id, asset_id))).fetchone()
+            group = await (await conn.execute(
+                "SELECT oco_group, exits FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
+                " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
+            if group is None or not _reopened(group, pos):
+                return ExitsChange("OPEN")
+            cancelled = await _close_group(conn, group["oco_group"], now)
+        return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
+
     async def group(self, follower_wallet_id: str, asset_id: str) -> dict[str, Any] | None:
         """The OPEN exits group of a position (for inspection and tests)."""
         async with self.pool.connection() as conn:
@@ -328,3 +357,24 @@ class ExitStore:
                 " AND state = 'OPEN'", (follower_wallet_id, asset_id))).fetchone()
         return None if row is None else dict(row)
 
+
+def _reopened(group: Any, pos: Any) -> bool:
+    """True when the position was opened again after ``group`` was registered for it (``opened_at`` moved);
+    groups registered before their opening time was recorded never are."""
+    recorded = (group["exits"] or {}).get("opened_at")
+    opened = pos["opened_at"] if pos else None
+    return isinstance(recorded, str) and opened is not None and datetime.fromisoformat(recorded) != opened
+
+
+async def _close_group(conn: Any, oco_group: str, now: Any) -> list[TriggerRow]:
+    """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED)."""
+    await conn.execute(
+        "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
+        (Reason.POSITION_CLOSED.value, now, oco_group))
+    rows = await (await conn.execute(
+        "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+        " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
+        (Reason.POSITION_CLOSED.value, now, oco_group))).fetchall()
+    cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
+    await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
+    return cancelled

@@ -148,6 +148,8 @@ class OrderFlow:
         if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
             market = await self.guard.markets.market(ev.asset_id)
             change = await self.guard.exit_store.on_buy_fill(_copy_fill(ev), market.tick_size if market else ZERO)
+            for row in change.cancelled:  # the exits of a previous opening of the position
+                self.guard.engine.remove(row.id)
             for row in change.created:
                 self.guard.engine.upsert(row.spec())
                 self.guard.changed(row.asset_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -266,4 +267,57 @@ async def test_order_events_arrive_from_either_source(source: str, db_url: str, 
 
     group: Any = await eventually(grouped)
     assert group["opening_order_id"] == "co_buy1" and running.orders.stats.batches >= 1
+    await conn.close()
+
+async def _open_group(conn: Any) -> dict[str, Any] | None:
+    row = await (await conn.execute(
+        "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN'",
+        (WALLET_ID, ASSET))).fetchone()
+    return None if row is None else dict(row)
+
+
+async def _n(conn: Any, n: int) -> list[dict[str, Any]] | None:
+    rows = await _copy_triggers(conn, "ARMED")
+    return rows if len(rows) == n else None
+
+
+async def test_a_position_closed_and_reopened_before_guard_reads_the_events_gets_new_exits(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The mirrored SELL closed the position and a new copy reopened it before guard handled those events
+    (guard restarted or lagging). Guard reads ``positions`` at handling time and sees shares: the group
+    records when its position was opened, so the SELL still closes the old exits (priced from the old
+    entry: a stop at 0.30 would fire at once on the new position bought at 0.28) and the BUY gets new ones."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25"})
+    await add_market(redis, min_size="1")
+    running = await make_guard()
+    guard = running.guard
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    await eventually(lambda: _n(conn, 1))
+    old = await _open_group(conn)
+    assert old is not None and old["opening_order_id"] == "co_buy1"
+
+    # the executor books the mirrored SELL (position closed) and, later, a new copy BUY (reopened at 0.28)
+    # before guard gets to their events
+    await set_position(conn, "0", "0.40")
+    await set_position(conn, "50", "0.28")
+    await conn.execute("UPDATE positions SET opened_at = now() WHERE follower_wallet_id = %s", (WALLET_ID,))
+    await standins.executor.emit(copy_fill("co_sell1", SELL, filled="100", price="0.35"))
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.28"))
+    await eventually(lambda: running.orders.stats.handled >= 3)
+    await guard.drain()
+
+    # a tick at the new position's entry: the new position's exits (stop at 0.21) must not fire
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.28", ask="0.30")
+    await asyncio.sleep(1.0)
+    await guard.drain()
+    sells = [(s.size, s.trigger_id) for s in standins.executor.sells]
+    group = await _open_group(conn)
+    old_rows = [r for r in await _copy_triggers(conn) if r["oco_group"] == old["oco_group"]]
+    assert sells == [], f"the old opening's stop-loss sold the NEW position: {sells}"
+    assert group is not None and group["opening_order_id"] == "co_buy2", (
+        f"open group still the closed opening's: {group and (group['opening_order_id'], group['entry_price'])}")
+    assert all(r["state"] == "CANCELLED" for r in old_rows), [(r["kind"], r["state"]) for r in old_rows]
     await conn.close()

@@ -160,7 +160,9 @@ async def _snapshot(conn: Any) -> dict[str, Any]:
     events = await (await conn.execute(
         "SELECT trigger_id, count(*) AS n FROM guard_trigger_events GROUP BY trigger_id ORDER BY trigger_id"
     )).fetchall()
-    return {"groups": [dict(r) for r in groups], "triggers": [dict(r) for r in triggers],
+    # when each position was opened is a time of this run (the other run's differs)
+    return {"groups": [{**r, "exits": {k: v for k, v in r["exits"].items() if k != "opened_at"}} for r in groups],
+            "triggers": [dict(r) for r in triggers],
             "events": [dict(r) for r in events]}
 
 
