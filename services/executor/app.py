@@ -31,9 +31,10 @@ from services.executor.fanout import Fanout
 from services.executor.fastredis import append_events
 from services.executor.insiders_api import InsidersVenue
 from services.executor.intake import IntakeRules
-from services.executor.journal import Journal, releasing_dead_letters
+from services.executor.journal import Journal
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
+from services.executor.releases import releasing_dead_letters
 from services.executor.servicer import ExecutorServicer
 from services.executor.store import PLANNER_OPTIONS, Store
 from services.executor.venue import Venue

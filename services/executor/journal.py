@@ -24,8 +24,8 @@ import psycopg
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.booking import Booked
+from services.executor.releases import Repairs
 from services.executor.store import Change, Store
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +54,19 @@ class JournalStats:
     errors_list: list[str] = field(default_factory=list)
 
 
-# Client order ids of dead-lettered routed trades (see :func:`orphaned`): the sweep releases the reservations
-# of those that never got an order row.
-ORPHANS = "tt:executor:orphans"
-ORPHANS_PER_SWEEP = 1000
-
-
-async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
-    """Record orders of a dead-lettered routed trade: the router reserved their exposure when it emitted them,
-    and no order row will ever release it (the reservation has no expiry, so the follower's headroom stayed
-    taken for good)."""
-    if client_order_ids:
-        await redis.sadd(ORPHANS, *client_order_ids)
-
-
-def releasing_dead_letters(record: Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]],
-                           redis: Any) -> Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]]:
-    """The consumer's dead-letter step for routed trades: ``record`` it, then mark its orders
-    :func:`orphaned`."""
-    async def dead_letter(cursor: str, routed: epb.RoutedTrade, error: BaseException) -> None:
-        await record(cursor, routed, error)
-        await orphaned(redis, [o.client_order_id for o in routed.orders])
-
-    return dead_letter
-
-
 class Journal:
     """Single writer of order state; run :meth:`run` as a task."""
 
     def __init__(self, store: Store, redis: Any, events_log: DurableLog, release: Release, *,
                  max_batch: int = 1000, sweep_interval_s: float = 2.0, min_interval_s: float = 0.0,
-                 append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None) -> None:
+                 append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None,
+                 server_id: Callable[[], Awaitable[str]] | None = None) -> None:
         self.store = store
         self.redis = redis
         self.events_log = events_log
         self.append = append or events_log.append_many  # how a commit's events reach the log
         self.release = release
+        self.repairs = Repairs(redis, store, release, server_id=server_id)
         self.max_batch = max_batch
         self.sweep_interval_s = sweep_interval_s
         # Under load a transaction starts at most every min_interval_s: the changes of every order
@@ -237,6 +214,7 @@ class Journal:
                 else:
                     ok.append(c)
         self._marks_released += ok
+        self.repairs.released(ok)
         self._marks_due.set()
         self.stats.released += len(ok)
 
@@ -285,17 +263,4 @@ class Journal:
         ids = await self.store.unreleased(min_age_s)
         if ids:
             await self._release(ids)
-        await self._release_orphans()
-
-    async def _release_orphans(self) -> None:
-        """Release the reservations of dead-lettered orders that never got a row (they will never run)."""
-        orphans = await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP)
-        if not orphans:
-            return
-        known = await self.store.known(orphans)  # a row means the order runs (or ran): its own path releases it
-        never = [c for c in orphans if c not in known]
-        if never:
-            released = await self.release(self.redis, never)
-            log.warning("reservations of dead-lettered orders released",
-                        extra={"orders": len(never), "released": sum(1 for m in released if m > 0)})
-        await self.redis.srem(ORPHANS, *orphans)
+        await self.repairs.run()

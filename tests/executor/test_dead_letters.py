@@ -22,7 +22,8 @@ from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
 from services.executor.intake import IntakeRules
-from services.executor.journal import Journal, releasing_dead_letters
+from services.executor.journal import Journal
+from services.executor.releases import releasing_dead_letters
 from services.executor.store import Store
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order

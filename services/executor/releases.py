@@ -1,0 +1,103 @@
+"""Reservation releases that Redis may not have: those of dead-lettered orders, which never run, and those a
+Redis restart or failover lost after they were made (acknowledged writes not yet on disk or on the replica).
+
+The router reserves an order's exposure when it emits it and the executor releases it when the order is
+terminal; an unreleased reservation never expires, so a release that never happens (or that Redis lost) keeps
+the follower's headroom taken for good. The journal's sweep runs :meth:`Repairs.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from services.executor.store import Store
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+log = logging.getLogger(__name__)
+
+ORPHANS = "tt:executor:orphans"  # client order ids of dead-lettered routed trades
+ORPHANS_PER_SWEEP = 1000
+RECENT_RELEASES_S = 60.0  # releases done again after a Redis restart: far more than it can lose
+Release = Callable[[Any, list[str]], Awaitable[list[int]]]
+
+
+async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
+    """Record orders of a dead-lettered routed trade, for :meth:`Repairs.run` to release what they reserved."""
+    if client_order_ids:
+        await redis.sadd(ORPHANS, *client_order_ids)
+
+
+def releasing_dead_letters(record: Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]],
+                           redis: Any) -> Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]]:
+    """The consumer's dead-letter step for routed trades: ``record`` it, then mark its orders
+    :func:`orphaned`."""
+    async def dead_letter(cursor: str, routed: epb.RoutedTrade, error: BaseException) -> None:
+        await record(cursor, routed, error)
+        await orphaned(redis, [o.client_order_id for o in routed.orders])
+
+    return dead_letter
+
+
+class Repairs:
+    """Releases orphans, and does the recent releases again when the Redis server changed (restart, failover).
+
+    ``server_id`` names the Redis server (its ``run_id`` by default, new at every start and on a failover).
+    Releasing is idempotent: a release Redis kept is a no-op the second time.
+    """
+
+    def __init__(self, redis: Any, store: Store, release: Release, *,
+                 server_id: Callable[[], Awaitable[str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic, keep_s: float = RECENT_RELEASES_S) -> None:
+        self.redis = redis
+        self.store = store
+        self.release = release
+        self.server_id = server_id or self._run_id
+        self.clock = clock
+        self.keep_s = keep_s
+        self.redone = 0
+        self._server = ""
+        self._recent: deque[tuple[float, list[str]]] = deque()
+
+    def released(self, client_order_ids: list[str]) -> None:
+        """Remember releases just made (for :attr:`keep_s`)."""
+        now = self.clock()
+        if client_order_ids:
+            self._recent.append((now, client_order_ids))
+        while self._recent and self._recent[0][0] < now - self.keep_s:
+            self._recent.popleft()
+
+    async def run(self) -> None:
+        """One repair pass (the journal's sweep)."""
+        await self._orphans()
+        await self._restarted()
+
+    async def _orphans(self) -> None:
+        orphans = await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP)
+        if not orphans:
+            return
+        known = await self.store.known(orphans)  # a row means the order runs (or ran): its own path releases it
+        never = [c for c in orphans if c not in known]
+        if never:
+            released = await self.release(self.redis, never)
+            log.warning("reservations of dead-lettered orders released",
+                        extra={"orders": len(never), "released": sum(1 for m in released if m > 0)})
+        await self.redis.srem(ORPHANS, *orphans)
+
+    async def _restarted(self) -> None:
+        server = await self.server_id()
+        if self._server and server != self._server:
+            self.released([])  # drop what is older than keep_s
+            ids = [c for _t, batch in self._recent for c in batch]
+            if ids:
+                redone = await self.release(self.redis, ids)
+                self.redone += sum(1 for m in redone if m > 0)
+            log.warning("redis server changed: recent reservation releases done again",
+                        extra={"orders": len(ids), "released_again": self.redone})
+        self._server = server
+
+    async def _run_id(self) -> str:
+        return str((await self.redis.info("server"))["run_id"])
