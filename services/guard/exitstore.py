@@ -122,7 +122,8 @@ class ExitStore:
 
         Exits are priced from the position's average entry price and snapshot the subscription's
         ``exits`` at that moment, so a later PATCH applies to new positions only. A group whose exits
-        were all used up (its closing exit fired) is closed and a fresh one registered.
+        were all used up (its closing exit fired) while shares remain is closed and a fresh one registered
+        from the same snapshot.
         """
         now = self.clock()
         quick = await self._register_without_exits(fill, now)
@@ -160,6 +161,8 @@ class ExitStore:
             if sub is None:
                 return ExitsChange("NO_SUBSCRIPTION")
             config_json = sub["exits"] or {}
+            if group is not None:  # exits used up, shares still held: the same position keeps its own exits
+                config_json = (group["exits"] or {}).get("config", config_json)  # (a PATCH is for new positions)
             oco_group = exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id)
             plan = exits.plan(exits.ExitsConfig.from_json(config_json), oco_group=oco_group, entry_price=entry,
                               tick_size=tick_size)

@@ -321,3 +321,27 @@ async def test_a_position_closed_and_reopened_before_guard_reads_the_events_gets
         f"open group still the closed opening's: {group and (group['opening_order_id'], group['entry_price'])}")
     assert all(r["state"] == "CANCELLED" for r in old_rows), [(r["kind"], r["state"]) for r in old_rows]
     await conn.close()
+
+
+async def test_exits_renewed_on_a_position_still_held_keep_its_configuration(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The stop-loss fired and its FAK SELL filled in part: shares remain and the group's exits are used up.
+    The next copy BUY of that same position renews its exits from the position's own configuration, not from
+    a PATCH made meanwhile (contract: PATCH of the exits applies to new positions only)."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25"})
+    await add_market(redis)
+    await make_guard()
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    [sl] = await eventually(lambda: _n(conn, 1))
+    await conn.execute("UPDATE triggers SET state = 'DONE', state_reason = 'ORDER_FILLED', filled_size = 40"
+                       " WHERE id = %s", (sl["id"],))
+    await set_position(conn, "60", "0.40")
+    await conn.execute("UPDATE subscriptions SET exits = %s::jsonb WHERE id = 'sub_1'",
+                       ('{"stopLossPct": "50", "takeProfitPct": "10"}',))
+    await set_position(conn, "110", "0.42")
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.45"))
+    [renewed] = await eventually(lambda: _n(conn, 1))
+    assert (renewed["kind"], renewed["trigger_price"]) == ("STOP_LOSS", Decimal("0.31"))  # 25 % under 0.42
+    await conn.close()
