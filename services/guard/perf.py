@@ -172,17 +172,20 @@ def loss_stop_id(subscription_id: str, pauses_before: int) -> str:
     return hash_id("perf", subscription_id, "PAUSE", str(pauses_before + 1))
 
 
-def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decimal) -> str:
-    """Decision id of the one profit-scale at this threshold and multiplier."""
-    return hash_id("perf", subscription_id, "SCALE", fmt(threshold), fmt(multiplier))
+def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decimal, scales_before: int = 0) -> str:
+    """Decision id of the profit-scale to ``multiplier`` that follows ``scales_before`` earlier ones."""
+    parts = [fmt(threshold), fmt(multiplier)] + ([str(scales_before + 1)] if scales_before else [])
+    return hash_id("perf", subscription_id, "SCALE", *parts)
 
 
 def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before: int,
-           scaled_ids: frozenset[str]) -> Decision | None:
+           scaled_ids: frozenset[str], scaled_to: Decimal | None = None) -> Decision | None:
     """The action an ACTIVE subscription's PnL calls for, or None.
 
     Loss-stop when PnL <= -loss_stop_usd (each pause after a resume is a new decision); otherwise
-    profit-scale once when PnL >= profit_scale_at_usd (once per threshold and multiplier).
+    profit-scale when PnL >= profit_scale_at_usd to a multiplier the last scale (``scaled_to``, the
+    multiplier of the newest SCALE decision; None: none yet) did not set. Control sets the multiplier (it
+    does not compound it), so once per multiplier: PATCHed 1.5 → 2 → 1.5, the sizing follows each change.
     """
     total = result.total
     numbers = f"pnl {fmt(total)} (realized {fmt(result.realized)}, unrealized {fmt(result.unrealized)})"
@@ -191,7 +194,10 @@ def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before
                         result, rules.loss_stop_usd,
                         f"LOSS_STOP: {numbers} <= -{fmt(rules.loss_stop_usd)}")
     if rules.profit_scale_at_usd > 0 and total >= rules.profit_scale_at_usd and rules.profit_scale_multiplier > 0:
-        did = profit_scale_id(subscription_id, rules.profit_scale_at_usd, rules.profit_scale_multiplier)
+        if scaled_to is not None and scaled_to == rules.profit_scale_multiplier:
+            return None
+        did = profit_scale_id(subscription_id, rules.profit_scale_at_usd, rules.profit_scale_multiplier,
+                              len(scaled_ids))
         if did in scaled_ids:
             return None
         return Decision(did, subscription_id, Action.SCALE, rules.profit_scale_multiplier, result,

@@ -109,9 +109,11 @@ class PerfMonitor:
         prior = await self.store.decisions(subscription_id)
         if any(p.applied_at is None for p in prior):
             return None  # an earlier decision is still being applied
+        scales = [p for p in prior if p.action == "SCALE"]
         decision = perf.decide(subscription_id, rules, result,
                                pauses_before=sum(1 for p in prior if p.action == "PAUSE"),
-                               scaled_ids=frozenset(p.decision_id for p in prior if p.action == "SCALE"))
+                               scaled_ids=frozenset(p.decision_id for p in scales),
+                               scaled_to=Decimal(scales[-1].multiplier) if scales else None)
         if decision is None:
             return None
         self.stats.decisions += 1

@@ -231,13 +231,35 @@ def test_perf_decisions(rules: perf.PerfRules, total: str, pauses: int, scaled: 
                         action: perf.Action | None) -> None:
     scale_id = perf.profit_scale_id("sub_1", rules.profit_scale_at_usd, rules.profit_scale_multiplier)
     out = perf.decide("sub_1", rules, _pnl(total), pauses_before=pauses,
-                      scaled_ids=frozenset({scale_id}) if scaled else frozenset())
+                      scaled_ids=frozenset({scale_id}) if scaled else frozenset(),
+                      scaled_to=rules.profit_scale_multiplier if scaled else None)
     assert (out.action if out else None) == action
     if out is not None and action is perf.Action.PAUSE:
         assert out.decision_id == perf.loss_stop_id("sub_1", pauses)
         assert out.reason.startswith("LOSS_STOP") and total in out.reason
     if out is not None and action is perf.Action.SCALE:
         assert out.decision_id == scale_id and out.multiplier == D("1.5")
+
+
+def test_profit_scale_follows_each_multiplier_change_once() -> None:
+    """Control sets the multiplier (it does not compound it): a multiplier PATCHed 1.5 → 2 → 1.5 is applied at
+    each change, once."""
+    scaled: set[str] = set()
+    applied: list[str] = []
+    scaled_to = None
+    for multiplier, expect in (("1.5", True), ("1.5", False), ("2", True), ("2", False), ("1.5", True)):
+        rules = perf.PerfRules(D(0), D(1000), D(multiplier))
+        out = perf.decide("sub_1", rules, _pnl("1000"), pauses_before=0, scaled_ids=frozenset(scaled),
+                          scaled_to=scaled_to)
+        assert (out is not None) is expect, multiplier
+        if out is not None:
+            assert out.decision_id not in scaled
+            scaled.add(out.decision_id)
+            scaled_to = out.multiplier
+            applied.append(multiplier)
+    assert applied == ["1.5", "2", "1.5"]
+    first = perf.profit_scale_id("sub_1", D(1000), D("1.5"))
+    assert first in scaled  # the first scale keeps the id it always had
 
 
 def test_perf_rules_from_json() -> None:
