@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.router.domain.model import Reason
+from services.router.domain.carry import InFlight
+from services.router.domain.decide import route
+from services.router.domain.model import Reason, Side, Skip
 from services.router.domain.sells import leader_fraction, size_sell
-from tests.router.factories import state
+from tests.router.factories import follower, market, policy, state, trade
 
 D = Decimal
 
@@ -79,3 +81,16 @@ def test_never_sells_more_than_held_nor_below_minimum(held: Decimal, in_flight: 
         # what is left is either sellable later or nothing worth a share step
         left = held - in_flight - result
         assert left >= min_size or left < D("0.01")
+
+
+def test_sells_of_a_position_never_seen_bought_stay_unknown_across_a_batch() -> None:
+    """The first SELL is LEADER_POSITION_UNKNOWN; it must not leave a position of 0 behind, or the next SELL
+    would look like the leader closing and sell the follower's whole position."""
+    f = follower()
+    st = {"w_1": state(held_size=D(100))}
+    carry = InFlight()
+    for lt in ("lt_s1", "lt_s2"):
+        t = trade(id=lt, side=Side.SELL, size=D(1))
+        [d] = route(t, [f], market(), st, carry.leader_before(t.wallet, t.asset_id, None), policy())
+        assert isinstance(d, Skip) and d.reason is Reason.LEADER_POSITION_UNKNOWN
+        carry.add(t, t.condition_id, [d], None)

@@ -125,6 +125,18 @@ async def test_persist_many_writes_as_one_by_one(store: RouterStore, db_url: str
     assert await store.persist_many(batch) == set()
 
 
+async def test_a_leader_gets_a_position_row_only_by_buying(store: RouterStore, db_url: str) -> None:
+    """A SELL of a position never seen bought leaves it unknown (no row): a row of 0 would make the leader's
+    next SELL a close. Once bought, selling it all records 0 (closed)."""
+    sql = "SELECT size FROM leader_positions WHERE asset_id = '111'"
+    await store.persist(_row("lt_s1", D("-5")))
+    assert _count(db_url, "SELECT count(*) FROM leader_positions") == 0
+    await store.persist_many([_row("lt_s2", D("-1")), _row("lt_b1", D("10")), _row("lt_s3", D("-4"))])
+    assert _count(db_url, sql) == 6
+    await store.persist(_row("lt_s4", D("-20")))
+    assert _count(db_url, sql) == 0
+
+
 async def test_load_batch_answers_per_market_and_asset(store: RouterStore, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         conn.execute(

@@ -215,11 +215,15 @@ WITH inp AS (
     FROM inp i JOIN t ON t.leader_trade_id = i.lt
     WHERE i.delta IS NOT NULL
 ), lpa AS (
-    SELECT leader, asset, sum(delta) AS s, sum(delta) - min(sk) AS m, (array_agg(lt ORDER BY seq DESC))[1] AS last
+    SELECT leader, asset, sum(delta) AS s, sum(delta) - min(sk) AS m, (array_agg(lt ORDER BY seq DESC))[1] AS last,
+           bool_or(delta > 0) AS bought
     FROM lpd GROUP BY leader, asset
 ), lp AS (
+    -- a leader with no row yet gets one only by buying: sells of a position never seen bought leave it unknown
     INSERT INTO leader_positions (leader_wallet, asset_id, size, last_trade_id)
-    SELECT leader, asset, greatest(m, s), last FROM lpa
+    SELECT leader, asset, greatest(m, s), last FROM lpa a
+    WHERE a.bought
+       OR EXISTS (SELECT 1 FROM leader_positions x WHERE x.leader_wallet = a.leader AND x.asset_id = a.asset)
     ON CONFLICT (leader_wallet, asset_id) DO UPDATE
         SET size = (SELECT greatest(a.m, leader_positions.size + a.s) FROM lpa a
                     WHERE a.leader = EXCLUDED.leader_wallet AND a.asset = EXCLUDED.asset_id),

@@ -14,8 +14,12 @@ def leader_delta(side: Side, size: Decimal) -> Decimal:
     return size if side is Side.BUY else -size
 
 
-def apply_leader_trade(before: Decimal | None, side: Side, size: Decimal) -> Decimal:
-    """The leader's net shares after a fill, never below zero (sells of shares we never saw bought)."""
+def apply_leader_trade(before: Decimal | None, side: Side, size: Decimal) -> Decimal | None:
+    """The leader's net shares after a fill, never below zero (sells of shares we never saw bought); None
+    (no record) stays None after a sell: a SELL of a position never seen bought tells nothing of it, and a
+    record of 0 would make the leader's next SELL look like a close."""
+    if before is None and side is Side.SELL:
+        return None
     return max(ZERO, (before or ZERO) + leader_delta(side, size))
 
 
