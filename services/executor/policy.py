@@ -76,7 +76,7 @@ def classify(result: v.VenueResult) -> Classification:
     if status >= 500:
         return Classification(Verdict.RETRY, f"VENUE_HTTP_{status}", venue_may_hold=True, breaker_failure=True,
                               answered=True)
-    if status == 404 and code in (NOT_FOUND_CODE, ""):
+    if status == 404 and code == NOT_FOUND_CODE:  # a bare 404 (a proxy, a wrong path) says nothing of the order
         return Classification(Verdict.NOT_FOUND, NOT_FOUND_CODE)
     if status in (401, 403):
         return Classification(Verdict.REJECT, "VENUE_UNAUTHORIZED")
@@ -149,16 +149,17 @@ def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
                    resubmit_allowed: bool) -> list[Event]:
     """Events after a status query of an UNKNOWN order that did not return the order.
 
-    ``lost_after`` consecutive not-found settle it: an order that may be unsent (a restart before the
-    outcome, or a retryable answer such as a 5xx) is POSTed again with the same Idempotency-Key while
-    ``resubmit_allowed``; past that, one the venue answered with an error is FAILED (it was not taken),
+    ``lost_after`` consecutive not-found settle it: while ``resubmit_allowed`` (the order is young enough
+    to still be worth sending) it is POSTed again with the same Idempotency-Key, which the venue answers
+    with the order it already has, if it has it (a timed-out POST it is still processing included);
+    past that, one that may be unsent and was answered with an error is FAILED (it was not taken),
     anything else LOST.
     """
     if c.verdict is not Verdict.NOT_FOUND:
         return []  # transient error: ask again later; it does not count as not-found
     if life.not_found + 1 < lost_after:
         return [OrderNotFound()]
-    if life.maybe_unsent and resubmit_allowed:
+    if resubmit_allowed:
         return [OrderNotFound(), OrderSubmitted()]
     if life.maybe_unsent and life.detail != RESTART_REASON:
         return [OrderNotFound(), OrderFailed("VENUE_UNAVAILABLE",

@@ -125,6 +125,21 @@ async def test_timeout_becomes_unknown_then_resolved_by_query(harness: Harness) 
     assert harness.fake.post_counts() == {o.client_order_id: 1}
 
 
+async def test_a_timed_out_post_the_venue_never_got_is_sent_again_with_its_key(harness: Harness) -> None:
+    """Not found three times while the order is young enough to be worth sending: POSTed again with the same
+    Idempotency-Key (the venue answers with the order it has, or takes it now), not LOST."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.faults.lose_posts = 1
+    harness.fake.faults.timeout_delay_s = 2.0
+    o = make_order(1)
+    await harness.start_executor()
+    await harness.route(o)
+    done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED
+    assert harness.fake.post_counts() == {o.client_order_id: 2} and harness.fake.taken_counts() == {
+        o.client_order_id: 1}
+
+
 async def test_not_found_three_times_is_lost_and_releases_the_reservation(harness: Harness, db_url: str) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.lose_posts = 1
@@ -133,7 +148,7 @@ async def test_not_found_three_times_is_lost_and_releases_the_reservation(harnes
     await reservations.reserve(harness.redis, [reservations.Reservation(
         o.client_order_id, o.follower_wallet_id, reservations.USD, CONDITION, 10_000_000, "lt_1")])
     assert (await reservations.read(harness.redis, ["w_1"]))["w_1"].total_usd_micro == 10_000_000
-    await harness.start_executor()
+    await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="0")  # too old to be sent again
     queries_before = harness.fake.queries
     await harness.route(o)
     done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)

@@ -45,6 +45,8 @@ ORDER = v.VenueOrder("io_1", "co_1", "matched", D("10"), D("0.5"))
     (v.VenueError("http", 409, "INVALID_ORDER_DUPLICATED"), Verdict.REJECT, "INVALID_ORDER_DUPLICATED", False, False,
      False),
     (v.VenueError("http", 404, "ORDER_NOT_FOUND"), Verdict.NOT_FOUND, "ORDER_NOT_FOUND", False, False, False),
+    # only the venue's ORDER_NOT_FOUND says the order is not there: a bare 404 comes from a proxy or a wrong path
+    (v.VenueError("http", 404, ""), Verdict.REJECT, "VENUE_HTTP_404", False, False, False),
     (v.VenueError("http", 401, "UNAUTHORIZED"), Verdict.REJECT, "VENUE_UNAUTHORIZED", False, False, False),
     (v.VenueError("http", 422, "weird code!"), Verdict.REJECT, "WEIRDCODE", False, False, False),
     (v.VenueError("http", 400, ""), Verdict.REJECT, "VENUE_HTTP_400", False, False, False),
@@ -129,7 +131,10 @@ UNK = lc.OrderLife("co_1", lc.State.UNKNOWN)
 @pytest.mark.parametrize(("life", "c", "resubmit", "expected"), [
     (UNK, NF, True, [lc.OrderNotFound()]),
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=1), NF, True, [lc.OrderNotFound()]),
-    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2), NF, True, [lc.OrderNotFound(), lc.OrderLost()]),
+    # while young, not found means POST again with the same Idempotency-Key: the venue answers with the order
+    # it has (one it was still processing included), or takes it now; LOST only past the resubmit window
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2), NF, True, [lc.OrderNotFound(), lc.OrderSubmitted()]),
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2), NF, False, [lc.OrderNotFound(), lc.OrderLost()]),
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True), NF, True,
      [lc.OrderNotFound(), lc.OrderSubmitted()]),
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True, detail="EXECUTOR_RESTARTED"), NF,
@@ -140,7 +145,11 @@ UNK = lc.OrderLife("co_1", lc.State.UNKNOWN)
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, maybe_unsent=True, detail="VENUE_HTTP_503"), NF, False,
      [lc.OrderNotFound(), lc.OrderFailed("VENUE_UNAVAILABLE", "not taken after VENUE_HTTP_503; resubmit window over")]),
     (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, detail="VENUE_TIMEOUT"), NF, True,
-     [lc.OrderNotFound(), lc.OrderLost()]),  # a timeout is truly unknown: today's semantics
+     [lc.OrderNotFound(), lc.OrderSubmitted()]),  # a timed-out POST the venue may still be processing
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2, detail="VENUE_TIMEOUT"), NF, False,
+     [lc.OrderNotFound(), lc.OrderLost()]),
+    # a bare 404 (a proxy, a wrong path) is not the venue saying it has no such order: ask again
+    (lc.OrderLife("co_1", lc.State.UNKNOWN, not_found=2), classify(v.VenueError("http", 404)), False, []),
     (UNK, classify(v.VenueError("http", 503)), True, []),
     (UNK, classify(v.VenueError("timeout")), True, []),
 ])
