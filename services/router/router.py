@@ -351,13 +351,13 @@ class Router:
             return None
         p = plans[len(ok)]
         if done.stopped.status == "dup":  # appended meanwhile: write its rows from the log
-            await self._persist_appended(done.stopped.cursor, p.item.trade)
+            await self._persist_appended(done.stopped.cursor)
             self.metrics.duplicate("redis")
             return len(ok)
         # client order ids claimed meanwhile: the emitter drops those orders and appends the rest
         single = await self.emitter.emit(p.item.event.id, p.routed, p.payload, mark=False)
         if not single.appended_now:
-            await self._persist_appended(single.cursor, p.item.trade)
+            await self._persist_appended(single.cursor)
             self.metrics.duplicate("redis")
             return len(ok)
         await self.store.persist(routed_row(single.routed, single.payload, p.item.trade, single.cursor))
@@ -373,18 +373,26 @@ class Router:
     async def _recover(self, it: _Item, marker: str | None, existing: ExistingRouted | None) -> None:
         """Finish a trade decided before: rows from the log, or its stored RoutedTrade appended."""
         if marker is not None:  # appended, then a crash before the rows were written
-            await self._persist_appended(marker, it.trade)
+            await self._persist_appended(marker)
             self.metrics.duplicate("redis")
             return
         assert existing is not None
         _cursor, now = await self.emitter.re_emit(it.event.id, existing)
         self.metrics.duplicate("reemitted" if now else "postgres")
 
-    async def _persist_appended(self, cursor: str, trade: LeaderTrade | None) -> None:
-        """Write the rows of a RoutedTrade appended earlier (idempotent: existing rows stay)."""
+    async def _persist_appended(self, cursor: str) -> None:
+        """Write the rows of a RoutedTrade appended earlier (idempotent: existing rows stay), from the trade as
+        it was routed: the one delivered again may differ (a feed's correction under the same id), and the
+        leader's position must move by what the logged orders were sized on."""
         payload = await self.emitter.appended_payload(cursor)
         if payload is None:
             log.error("appended routed trade not found in the log; its rows are missing",
                       extra={"cursor": cursor})
             return
-        await self.store.persist(routed_row(epb.RoutedTrade.FromString(payload), payload, trade, cursor))
+        routed = epb.RoutedTrade.FromString(payload)
+        trade: LeaderTrade | None
+        try:
+            trade = parse_trade(routed.trade)
+        except TradeError:
+            trade = None
+        await self.store.persist(routed_row(routed, payload, trade, cursor))
