@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from services.executor.fanout import FIRST_CHUNK
 from services.executor.insiders_api import InsidersVenue
 from services.executor.model import INSIDERS
 from tests.executor.conftest import ASSET, Harness, make_order
@@ -28,6 +30,17 @@ async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Ha
         release()
 
     venue.release_answers = recording_release  # type: ignore[method-assign]
+    # the later chunks' intents take a while to insert, so the answers to the first chunk's POSTs come in
+    # while the burst is still being written, however loaded the machine is
+    store = running.fanout.store
+    insert = store.insert_intents
+
+    async def slow_later_chunks(items: Any) -> Any:
+        if len(items) > FIRST_CHUNK:
+            await asyncio.sleep(0.2)
+        return await insert(items)
+
+    store.insert_intents = slow_later_chunks  # type: ignore[method-assign]
     orders = [make_order(i) for i in range(200)]
     await harness.route(*orders)
     async def all_terminal() -> bool:
