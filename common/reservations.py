@@ -14,7 +14,8 @@ Keys:
   never expires: a leaked reservation stays visible instead of silently vanishing.
 - ``tt:resv:{wallet_id}`` HASH ``usd:{condition_id}`` → micro-USD and ``sh:{asset_id}`` → micro-shares
   reserved by the wallet's in-flight orders.
-Ids must not contain ``|``, ``,``, tabs or newlines (they are the record separators).
+Ids must not contain ``|``, ``,``, tabs or newlines (they are the record separators): a follower wallet id
+is one of :data:`WALLET_ID`.
 
 The executor calls :func:`release` once an order is terminal (filled, cancelled, rejected, failed,
 lost, or dropped before submission); it is idempotent and a no-op for unknown ids. The scripts
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+# The follower wallet ids a reservation record can carry (control refuses others, the router skips them).
+WALLET_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 ORDER_PREFIX = "tt:order:"
 WALLET_PREFIX = "tt:resv:"
 USD = "usd"

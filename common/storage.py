@@ -57,6 +57,11 @@ def create_redis(url: str, *, timeout_s: float = 2.0) -> aioredis.Redis:
     )
 
 
+async def redis_run_id(redis: aioredis.Redis) -> str:
+    """The Redis server's run id: new at every start of the server, and another server's after a failover."""
+    return str((await redis.info("server"))["run_id"])
+
+
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
     """The ``NNNN_name.sql`` files in apply order."""
     return sorted(p for p in directory.glob("*.sql") if p.name[:4].isdigit())

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import hotindex
+from common.storage import redis_run_id
 from services.control import sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, short_reason
@@ -197,10 +198,6 @@ class IndexSync:
         return int(await self.redis.eval(_PUBLISH_TRIGGER, 1, TRIGGERS_VERSION_KEY, TRIGGERS_CHANNEL,
                                          trigger_id, op))
 
-    async def _run_id(self) -> str:
-        """The Redis server's run id (new at every start of the server)."""
-        return str((await self.redis.info("server"))["run_id"])
-
     async def in_line(self) -> bool:
         """Whether the index can be trusted without a pass: a clean pass ran within ``full_interval_s``,
         no update failed since, and Redis is the same server as then and still holds that pass's marker."""
@@ -223,7 +220,7 @@ class IndexSync:
         """Make the index equal to PostgreSQL's ACTIVE subscriptions and flush pending publishes."""
         report = ResyncReport()
         failures = self._failures
-        run_id = await self._run_id()
+        run_id = await redis_run_id(self.redis)
         started = asyncio.get_running_loop().time()
         async with self.db.read() as conn:
             versions = await sub_repo.active_versions(conn)
@@ -256,7 +253,7 @@ class IndexSync:
         self.passes += 1
         if failures == self._failures:  # clean: no update failed meanwhile
             await self.redis.set(SYNCED_KEY, self._token)
-            if await self._run_id() == run_id:  # the server did not restart during the pass
+            if await redis_run_id(self.redis) == run_id:  # the server did not restart during the pass
                 self._synced = (run_id, started)
         if report.upserted or report.removed or report.triggers_published:
             log.info("hot index resynced", extra={"upserted": report.upserted, "removed": report.removed,

@@ -13,12 +13,10 @@ from functools import lru_cache
 from google.protobuf.descriptor import EnumDescriptor
 
 from common.decimals import MAX_USD, fmt, parse_decimal
+from common.reservations import WALLET_ID
 from services.control.errors import InvalidArgument, NotFound
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-# Wallet ids travel into '|' / ','-separated reservation records (common/reservations.py) and the router
-# marks a subscription whose wallet id has any other character invalid (services/router/inbound.py).
-_FOLLOWER_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 _TOKEN_ID = re.compile(r"^[0-9]{1,100}$")
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 500
@@ -127,7 +125,7 @@ def identifier(path: str, raw: str, *, required: bool = True, max_len: int = MAX
 def follower_id(path: str, raw: str) -> str:
     """A follower wallet id: an :func:`identifier` of ASCII letters, digits and ``_ . : -`` only."""
     value = identifier(path, raw)
-    if not _FOLLOWER_ID.fullmatch(value):
+    if not WALLET_ID.fullmatch(value):  # it goes into reservation records
         shown = value if len(value) <= 50 else value[:50] + "…"
         raise InvalidArgument(path, f'must contain only letters, digits, "_", ".", ":" and "-", got "{shown}"')
     return value

@@ -24,12 +24,11 @@ import psycopg
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.booking import Booked
-from services.executor.releases import Repairs
+from services.executor.releases import Release, Repairs
 from services.executor.store import Change, Store
 
 log = logging.getLogger(__name__)
 
-Release = Callable[[Any, list[str]], Awaitable[list[int]]]
 RELEASE_CHUNK = 500
 MARKS_INTERVAL_S = 0.1
 

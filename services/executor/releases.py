@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from common.storage import redis_run_id
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -55,7 +56,7 @@ class Repairs:
         self.redis = redis
         self.store = store
         self.release = release
-        self.server_id = server_id or self._run_id
+        self.server_id = server_id or (lambda: redis_run_id(redis))
         self.clock = clock
         self.keep_s = keep_s
         self.redone = 0
@@ -67,7 +68,10 @@ class Repairs:
         now = self.clock()
         if client_order_ids:
             self._recent.append((now, client_order_ids))
-        while self._recent and self._recent[0][0] < now - self.keep_s:
+        self._forget_before(now - self.keep_s)
+
+    def _forget_before(self, when: float) -> None:
+        while self._recent and self._recent[0][0] < when:
             self._recent.popleft()
 
     async def run(self) -> None:
@@ -90,7 +94,7 @@ class Repairs:
     async def _restarted(self) -> None:
         server = await self.server_id()
         if self._server and server != self._server:
-            self.released([])  # drop what is older than keep_s
+            self._forget_before(self.clock() - self.keep_s)
             ids = [c for _t, batch in self._recent for c in batch]
             if ids:
                 redone = await self.release(self.redis, ids)
@@ -98,6 +102,3 @@ class Repairs:
             log.warning("redis server changed: recent reservation releases done again",
                         extra={"orders": len(ids), "released_again": self.redone})
         self._server = server
-
-    async def _run_id(self) -> str:
-        return str((await self.redis.info("server"))["run_id"])

@@ -143,7 +143,7 @@ class ExitStore:
                 "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
                 " AND state = 'OPEN' FOR UPDATE", (fill.follower_wallet_id, fill.asset_id))).fetchone()
             gone: list[TriggerRow] = []
-            if group is not None and _reopened(group, pos):
+            if group is not None and _reopened((group["exits"] or {}).get("opened_at"), pos):
                 gone = await _close_group(conn, group["oco_group"], now)
                 group = None
             if group is not None:
@@ -308,7 +308,7 @@ class ExitStore:
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
-            if not (peek["has_group"] and _reopened({"exits": {"opened_at": peek["group_opened_at"]}}, peek)):
+            if not (peek["has_group"] and _reopened(peek["group_opened_at"], peek)):
                 return ExitsChange("OPEN")
             return await self._close_reopened(follower_wallet_id, asset_id)
         if peek is not None and not peek["has_group"] and not peek["has_armed"]:
@@ -331,8 +331,7 @@ class ExitStore:
                 (Reason.POSITION_CLOSED.value, now, asset_id, follower_wallet_id))).fetchall()
             if group is None and not rows:
                 return ExitsChange("NO_POSITION")
-            cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
-            await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
+            cancelled = await _cancelled(conn, rows)
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
     async def _close_reopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
@@ -347,7 +346,7 @@ class ExitStore:
             group = await (await conn.execute(
                 "SELECT oco_group, exits FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
                 " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
-            if group is None or not _reopened(group, pos):
+            if group is None or not _reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
             cancelled = await _close_group(conn, group["oco_group"], now)
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
@@ -361,10 +360,10 @@ class ExitStore:
         return None if row is None else dict(row)
 
 
-def _reopened(group: Any, pos: Any) -> bool:
-    """True when the position was opened again after ``group`` was registered for it (``opened_at`` moved);
-    groups registered before their opening time was recorded never are."""
-    recorded = (group["exits"] or {}).get("opened_at")
+def _reopened(recorded: Any, pos: Any) -> bool:
+    """True when the position was opened again after its exits group was registered: the opening time the
+    group ``recorded`` is not the position's ``opened_at`` now (groups registered before opening times were
+    recorded never are)."""
     opened = pos["opened_at"] if pos else None
     return isinstance(recorded, str) and opened is not None and datetime.fromisoformat(recorded) != opened
 
@@ -378,6 +377,11 @@ async def _close_group(conn: Any, oco_group: str, now: Any) -> list[TriggerRow]:
         "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
         " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
         (Reason.POSITION_CLOSED.value, now, oco_group))).fetchall()
+    return await _cancelled(conn, rows)
+
+
+async def _cancelled(conn: Any, rows: list[Any]) -> list[TriggerRow]:
+    """Trigger rows just cancelled for POSITION_CLOSED, in id order, with their CANCELLED events written."""
     cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
     await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
     return cancelled

@@ -9,10 +9,10 @@ reservation records are separated by ``|`` and ``,``).
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from common.decimals import MAX_USD, fmt, parse_decimal
+from common.reservations import WALLET_ID
 from services.router.domain.model import (
     ONE,
     ZERO,
@@ -34,8 +34,6 @@ _SIZING_MODES = {
     spb.SIZING_MODE_PERCENT_OF_BALANCE: SizingMode.PERCENT_OF_BALANCE,
 }
 _MODES = {common_pb2.EXECUTION_MODE_LIVE: "LIVE", common_pb2.EXECUTION_MODE_PAPER: "PAPER"}
-# The follower wallet ids control accepts (services/control/validation.py).
-_WALLET_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 class RuleError(ValueError):
@@ -165,7 +163,7 @@ def parse_follower(sub: spb.Subscription) -> Follower:
             raise RuleError("mode is not LIVE or PAPER")
         if not sub.follower_wallet_id:
             raise RuleError("followerWalletId is empty")
-        if not _WALLET_ID.fullmatch(sub.follower_wallet_id):
+        if not WALLET_ID.fullmatch(sub.follower_wallet_id):
             raise RuleError(f"followerWalletId {sub.follower_wallet_id[:40]!r} may contain only letters, digits"
                             " and _ . : -")
         return Follower(*ids, mode=mode, sizing=parse_sizing(sub.sizing), filters=parse_filters(sub.filters),
