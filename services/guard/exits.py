@@ -72,6 +72,19 @@ def group_id(follower_wallet_id: str, asset_id: str, opening_order_id: str) -> s
     return hash_id("grp", follower_wallet_id, asset_id, opening_order_id)
 
 
+def exit_id(oco_group: str, name: str) -> str:
+    """The trigger id of the exit ``name`` of a group."""
+    return hash_id("trg", oco_group, name)
+
+
+def without(plan_: ExitPlan, names: frozenset[str], reason: str) -> ExitPlan:
+    """``plan_`` less the exits ``names``, which are listed as skipped for ``reason``."""
+    if not names:
+        return plan_
+    return ExitPlan(plan_.oco_group, tuple(e for e in plan_.exits if e.name not in names),
+                    plan_.skipped + tuple((e.name, reason) for e in plan_.exits if e.name in names))
+
+
 def plan(config: ExitsConfig, *, oco_group: str, entry_price: Decimal, tick_size: Decimal) -> ExitPlan:
     """The exits of a position opened at ``entry_price``.
 
@@ -94,7 +107,7 @@ def plan(config: ExitsConfig, *, oco_group: str, entry_price: Decimal, tick_size
         if price >= ONE:
             skipped.append((name, "PRICE_ABOVE_MAX"))
         else:
-            exits.append(PlannedExit(hash_id("trg", oco_group, name), name, Kind.TAKE_PROFIT,
+            exits.append(PlannedExit(exit_id(oco_group, name), name, Kind.TAKE_PROFIT,
                                      trigger_price=_canon(price), sell_fraction=fraction))
 
     if entry_price <= 0 or entry_price >= ONE:
@@ -106,7 +119,7 @@ def plan(config: ExitsConfig, *, oco_group: str, entry_price: Decimal, tick_size
         if price <= 0:
             skipped.append(("stop_loss", "PRICE_BELOW_MIN"))
         else:
-            exits.append(PlannedExit(hash_id("trg", oco_group, "stop_loss"), "stop_loss", Kind.STOP_LOSS,
+            exits.append(PlannedExit(exit_id(oco_group, "stop_loss"), "stop_loss", Kind.STOP_LOSS,
                                      trigger_price=_canon(price)))
     if config.trailing_stop_pct > 0:
         if config.trailing_stop_pct >= _HUNDRED:
@@ -114,7 +127,7 @@ def plan(config: ExitsConfig, *, oco_group: str, entry_price: Decimal, tick_size
         else:
             # No mark and no activation price: the mark starts at the first price the stop watches (the best
             # bid). Seeded with the entry (an ask-side price), a spread wider than the trail fired it at once.
-            exits.append(PlannedExit(hash_id("trg", oco_group, "trailing_stop"), "trailing_stop",
+            exits.append(PlannedExit(exit_id(oco_group, "trailing_stop"), "trailing_stop",
                                      Kind.TRAILING_STOP, trail_pct=config.trailing_stop_pct))
     for i, (gain, fraction) in enumerate(config.ladder):
         take_profit(f"ladder_{i}", gain, fraction)

@@ -14,76 +14,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES, fmt
 from services.guard import exits
+from services.guard.exitsql import (
+    LOCK,
+    PEEK,
+    REGISTER_EMPTY,
+    REGISTER_EMPTY_MANY,
+    RESIZE_EMPTY,
+    RESIZE_OR_PEEK_MANY,
+    SELL_PEEK,
+)
 from services.guard.model import Reason
 from services.guard.rows import TriggerRow, event
 from services.guard.store import Clock, dict_pool, insert_events
-
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
-_OPEN_GROUP = ("SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s"
-               " AND state = 'OPEN'")
-_PEEK = ("SELECT (SELECT exits FROM subscriptions WHERE id = %(sub)s) AS exits,"
-         " EXISTS (SELECT 1 FROM subscriptions WHERE id = %(sub)s) AS has_sub,"
-         " (SELECT coalesce(jsonb_array_length(exits -> 'planned'), 0) FROM guard_position_exits"
-         "  WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN' LIMIT 1) AS open_planned")
-# A later fill of a position whose open group has no exits: only the group's size basis changes.
-_RESIZE_EMPTY = (
-    "UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
-    " FROM (SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s),"
-    " %(filled)s) AS held) AS h"
-    " WHERE g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s AND g.state = 'OPEN' AND h.held > 0"
-    " AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING g.oco_group"
-)
-# The empty group of a position whose subscription has no exits (same values as the full path writes).
-_REGISTER_EMPTY = (
-    "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
-    " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
-    " SELECT %(g)s, %(w)s, %(a)s, lower(coalesce(p.wallet, %(wallet)s)), %(sub)s, %(coid)s,"
-    " coalesce(nullif(p.avg_price, 0), %(avg)s), coalesce(p.size, %(filled)s), %(doc)s, '[]'::jsonb, 'OPEN',"
-    " %(now)s, %(now)s"
-    " FROM (SELECT 1) AS one LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
-    f" WHERE coalesce(p.size, %(filled)s) > 0 AND NOT EXISTS ({_OPEN_GROUP})"
-    " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group"
-)
-
-# The same two cases for a batch of positions (one row each, ``k.i`` its index), in one statement:
-# every position's open group without exits is resized, and the positions not resized are peeked at.
-# The positions come as one JSON array: with typed arrays, PostgreSQL planned the statement again for
-# each call (~0.5 ms of its CPU per fill batch) since it sized each call's arrays exactly.
-_RESIZE_OR_PEEK_MANY = (
-    "WITH k AS (SELECT * FROM json_to_recordset(%(rows)s::json)"
-    " AS k(i int, w text, a text, filled numeric, sub text)),"
-    " resized AS (UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
-    "  FROM (SELECT k.i, k.w, k.a, coalesce(p.size, k.filled) AS held FROM k"
-    "   LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a) AS h"
-    "  WHERE g.follower_wallet_id = h.w AND g.asset_id = h.a AND g.state = 'OPEN' AND h.held > 0"
-    "  AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING h.i)"
-    " SELECT k.i, r.i IS NOT NULL AS resized, s.exits, s.id IS NOT NULL AS has_sub,"
-    " CASE WHEN r.i IS NULL THEN (SELECT coalesce(jsonb_array_length(g.exits -> 'planned'), 0)"
-    "  FROM guard_position_exits g WHERE g.follower_wallet_id = k.w AND g.asset_id = k.a AND g.state = 'OPEN'"
-    "  LIMIT 1) END AS open_planned"
-    " FROM k LEFT JOIN resized r ON r.i = k.i LEFT JOIN subscriptions s ON s.id = k.sub AND r.i IS NULL"
-)
-_SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
-              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
-              " AND state = 'ARMED') AS has_armed"
-              " FROM (SELECT 1) one"
-              " LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
-              " LEFT JOIN guard_position_exits g ON g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s"
-              " AND g.state = 'OPEN'")
-# ``first``: the opening fill's size (the condition), ``last``: the batch's last fill of the position (the
-# size basis when ``positions`` has no row: what resizing after each later fill would leave).
-_REGISTER_EMPTY_MANY = (
-    "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
-    " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
-    " SELECT k.g, k.w, k.a, lower(coalesce(p.wallet, k.wallet)), k.sub, k.coid,"
-    " coalesce(nullif(p.avg_price, 0), k.avg), coalesce(p.size, k.last), k.doc, '[]'::jsonb, 'OPEN', %s, %s"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],"
-    " %s::numeric[], %s::numeric[], %s::jsonb[]) AS k(g, w, a, wallet, sub, coid, avg, first, last, doc)"
-    " LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a"
-    " WHERE coalesce(p.size, k.first) > 0 AND NOT EXISTS (SELECT 1 FROM guard_position_exits o"
-    "  WHERE o.follower_wallet_id = k.w AND o.asset_id = k.a AND o.state = 'OPEN')"
-    " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +65,15 @@ class ExitStore:
         Exits are priced from the position's average entry price and snapshot the subscription's
         ``exits`` at that moment, so a later PATCH applies to new positions only. A group whose exits
         were all used up (its closing exit fired) while shares remain is closed and a fresh one registered
-        from the same snapshot.
+        from the same snapshot, less the exits the user cancelled (none at all when the user cancelled
+        every one: the group is only resized).
         """
         now = self.clock()
         quick = await self._register_without_exits(fill, now)
         if quick is not None:
             return quick
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_LOCK, (fill.follower_wallet_id, fill.asset_id))
+            await conn.execute(LOCK, (fill.follower_wallet_id, fill.asset_id))
             pos = await (await conn.execute(
                 "SELECT size, avg_price, wallet, opened_at FROM positions WHERE follower_wallet_id = %s"
                 " AND asset_id = %s", (fill.follower_wallet_id, fill.asset_id))).fetchone()
@@ -146,12 +89,16 @@ class ExitStore:
             if group is not None and _reopened((group["exits"] or {}).get("opened_at"), pos):
                 gone = await _close_group(conn, group["oco_group"], now)
                 group = None
+            removed: frozenset[str] = frozenset()
             if group is not None:
                 live = await (await conn.execute(
                     "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
                     (group["oco_group"],))).fetchone()
-                planned = len(group["exits"].get("planned", []))
-                if (live is not None and live["n"] > 0) or planned == 0:
+                planned = group["exits"].get("planned", [])
+                if (live is not None and live["n"] > 0) or not planned:
+                    return await self._resize(conn, group, held, now)
+                removed = await _removed_by_user(conn, group["oco_group"], planned)
+                if len(removed) == len(planned):  # the user took every exit off this position: none come back
                     return await self._resize(conn, group, held, now)
                 await conn.execute(
                     "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = 'EXITS_USED', updated_at = %s"
@@ -164,8 +111,9 @@ class ExitStore:
             if group is not None:  # exits used up, shares still held: the same position keeps its own exits
                 config_json = (group["exits"] or {}).get("config", config_json)  # (a PATCH is for new positions)
             oco_group = exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id)
-            plan = exits.plan(exits.ExitsConfig.from_json(config_json), oco_group=oco_group, entry_price=entry,
-                              tick_size=tick_size)
+            plan = exits.without(exits.plan(exits.ExitsConfig.from_json(config_json), oco_group=oco_group,
+                                            entry_price=entry, tick_size=tick_size),
+                                 removed, Reason.CANCELLED_BY_USER.value)
             inserted = await (await conn.execute(
                 "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
                 " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
@@ -201,11 +149,11 @@ class ExitStore:
         only). None: anything else, for the full path to handle."""
         params = {"sub": fill.subscription_id, "w": fill.follower_wallet_id, "a": fill.asset_id}
         async with self.pool.connection() as conn:
-            peek = await (await conn.execute(_PEEK, params)).fetchone()
+            peek = await (await conn.execute(PEEK, params)).fetchone()
             if peek is None:
                 return None
             if peek["open_planned"] == 0:
-                row = await (await conn.execute(_RESIZE_EMPTY, {**params, "filled": fill.filled_size,
+                row = await (await conn.execute(RESIZE_EMPTY, {**params, "filled": fill.filled_size,
                                                                 "now": now})).fetchone()
                 return ExitsChange("RESIZED") if row is not None else None
             if peek["open_planned"] is not None or not peek["has_sub"]:
@@ -216,7 +164,7 @@ class ExitStore:
                     return None
             except (ValueError, ArithmeticError, AttributeError, TypeError):
                 return None
-            row = await (await conn.execute(_REGISTER_EMPTY, {
+            row = await (await conn.execute(REGISTER_EMPTY, {
                 **params, "g": exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
                 "wallet": fill.wallet, "coid": fill.client_order_id, "avg": fill.avg_price,
                 "filled": fill.filled_size, "doc": Jsonb({"config": config_json, "planned": []}), "now": now,
@@ -248,7 +196,7 @@ class ExitStore:
             keys = orjson.dumps([{"i": n, "w": last.follower_wallet_id, "a": last.asset_id,
                                   "filled": str(last.filled_size), "sub": fills[idx[0]].subscription_id}
                                  for n, (idx, last) in enumerate(zip(positions, lasts, strict=True))]).decode()
-            rows = await (await conn.execute(_RESIZE_OR_PEEK_MANY, {"rows": keys, "now": now})).fetchall()
+            rows = await (await conn.execute(RESIZE_OR_PEEK_MANY, {"rows": keys, "now": now})).fetchall()
             register: list[tuple[int, dict[str, Any]]] = []  # positions whose empty group is recorded
             for row in rows:
                 if row["resized"]:
@@ -274,7 +222,7 @@ class ExitStore:
                             first.client_order_id, first.avg_price, first.filled_size, last.filled_size,
                             Jsonb({"config": config_json, "planned": []})), strict=True):
                         col.append(value)
-                for row in await (await conn.execute(_REGISTER_EMPTY_MANY, (now, now, *cols))).fetchall():
+                for row in await (await conn.execute(REGISTER_EMPTY_MANY, (now, now, *cols))).fetchall():
                     first_i, *later = positions[groups[row["oco_group"]]]
                     out[first_i] = ExitsChange("CREATED")
                     for i in later:
@@ -306,7 +254,7 @@ class ExitStore:
         # The usual cases in one autocommit statement: shares are left, or nothing is armed on the position
         # and it has no open group. Nothing changes in either.
         async with self.pool.connection() as conn:
-            peek = await (await conn.execute(_SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
+            peek = await (await conn.execute(SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
             if not (peek["has_group"] and _reopened(peek["group_opened_at"], peek)):
                 return ExitsChange("OPEN")
@@ -315,7 +263,7 @@ class ExitStore:
             return ExitsChange("NO_POSITION")
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_LOCK, (follower_wallet_id, asset_id))
+            await conn.execute(LOCK, (follower_wallet_id, asset_id))
             pos = await (await conn.execute(
                 "SELECT size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
                 (follower_wallet_id, asset_id))).fetchone()
@@ -339,7 +287,7 @@ class ExitStore:
         after the reopening BUY was booked): its exits are cancelled with the position they were for."""
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_LOCK, (follower_wallet_id, asset_id))
+            await conn.execute(LOCK, (follower_wallet_id, asset_id))
             pos = await (await conn.execute(
                 "SELECT opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
                 (follower_wallet_id, asset_id))).fetchone()
@@ -366,6 +314,15 @@ def _reopened(recorded: Any, pos: Any) -> bool:
     recorded never are)."""
     opened = pos["opened_at"] if pos else None
     return isinstance(recorded, str) and opened is not None and datetime.fromisoformat(recorded) != opened
+
+
+async def _removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> frozenset[str]:
+    """The exits of a group (by name) that the user cancelled: a renewal of the group leaves them out."""
+    ids = {exits.exit_id(oco_group, name): name for name in planned}
+    rows = await (await conn.execute(
+        "SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'CANCELLED' AND state_reason = %s",
+        (list(ids), Reason.CANCELLED_BY_USER.value))).fetchall()
+    return frozenset(ids[r["id"]] for r in rows)
 
 
 async def _close_group(conn: Any, oco_group: str, now: Any) -> list[TriggerRow]:

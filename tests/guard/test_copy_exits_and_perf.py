@@ -345,3 +345,54 @@ async def test_exits_renewed_on_a_position_still_held_keep_its_configuration(
     [renewed] = await eventually(lambda: _n(conn, 1))
     assert (renewed["kind"], renewed["trigger_price"]) == ("STOP_LOSS", Decimal("0.31"))  # 25 % under 0.42
     await conn.close()
+
+
+async def test_exits_the_user_cancelled_do_not_come_back_with_the_next_fill(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The user cancelled every exit of a copied position (through REST). The next copy BUY of that position
+    only resizes it: renewing the group re-armed the stop-loss the user had taken off, which then sold the
+    whole position."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
+    await add_market(redis)
+    running = await make_guard()
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    await eventually(lambda: _n(conn, 2))
+    await conn.execute("UPDATE triggers SET state = 'CANCELLED', state_reason = 'CANCELLED_BY_USER'"
+                       " WHERE source = 'COPY'")
+    await set_position(conn, "150", "0.42")
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.46"))
+    await eventually(lambda: running.guard.stats.order_events == 2)
+    await running.guard.drain()
+    armed = [(r["kind"], r["trigger_price"]) for r in await _copy_triggers(conn, "ARMED")]
+    assert armed == [], f"exits the user cancelled were armed again: {armed}"
+    group = await running.guard.exit_store.group(WALLET_ID, ASSET)
+    assert group is not None and group["opening_order_id"] == "co_buy1" and group["position_size"] == 150
+    await conn.close()
+
+
+async def test_renewed_exits_leave_out_the_ones_the_user_cancelled(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The user cancelled the stop-loss; the take-profit fired and its SELL filled in part. The next copy BUY
+    renews the used-up take-profit only, and the group says why the stop-loss is not there."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
+    await add_market(redis)
+    running = await make_guard()
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    rows = await eventually(lambda: _n(conn, 2))
+    by_kind = {r["kind"]: r["id"] for r in rows}
+    await conn.execute("UPDATE triggers SET state = 'CANCELLED', state_reason = 'CANCELLED_BY_USER' WHERE id = %s",
+                       (by_kind["STOP_LOSS"],))
+    await conn.execute("UPDATE triggers SET state = 'DONE', state_reason = 'ORDER_FILLED', filled_size = 40"
+                       " WHERE id = %s", (by_kind["TAKE_PROFIT"],))
+    await set_position(conn, "60", "0.40")
+    await set_position(conn, "110", "0.42")
+    await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.45"))
+    [renewed] = await eventually(lambda: _n(conn, 1))
+    assert (renewed["kind"], renewed["trigger_price"]) == ("TAKE_PROFIT", Decimal("0.59"))  # 40 % over 0.42
+    group = await running.guard.exit_store.group(WALLET_ID, ASSET)
+    assert group is not None and {"exit": "stop_loss", "reason": "CANCELLED_BY_USER"} in group["skipped"]
+    await conn.close()

@@ -120,6 +120,27 @@ def test_exit_plan_skips(data: dict[str, object], entry: str, skipped: tuple[tup
     assert out.skipped == skipped
 
 
+@pytest.mark.parametrize(("names", "kept", "skipped"), [
+    (frozenset(), ("take_profit", "stop_loss", "ladder_0"), (("ladder_1", "PRICE_ABOVE_MAX"),)),
+    (frozenset({"stop_loss"}), ("take_profit", "ladder_0"),
+     (("ladder_1", "PRICE_ABOVE_MAX"), ("stop_loss", "CANCELLED_BY_USER"))),
+    (frozenset({"take_profit", "stop_loss", "ladder_0"}), (),
+     (("ladder_1", "PRICE_ABOVE_MAX"), ("take_profit", "CANCELLED_BY_USER"), ("stop_loss", "CANCELLED_BY_USER"),
+      ("ladder_0", "CANCELLED_BY_USER"))),
+    (frozenset({"ladder_1", "trailing_stop"}), ("take_profit", "stop_loss", "ladder_0"),  # not planned: no-op
+     (("ladder_1", "PRICE_ABOVE_MAX"),)),
+])
+def test_exit_plan_without_the_exits_a_user_removed(names: frozenset[str], kept: tuple[str, ...],
+                                                    skipped: tuple[tuple[str, str], ...]) -> None:
+    config = exits.ExitsConfig.from_json({"takeProfitPct": "40", "stopLossPct": "25",
+                                          "ladder": [{"gainPct": "20", "sellFraction": "0.5"},
+                                                     {"gainPct": "300", "sellFraction": "1"}]})
+    full = exits.plan(config, oco_group="g", entry_price=D("0.4"), tick_size=D("0.01"))
+    out = exits.without(full, names, "CANCELLED_BY_USER")
+    assert tuple(e.name for e in out.exits) == kept and out.skipped == skipped
+    assert all(e.id == exits.exit_id("g", e.name) for e in out.exits)
+
+
 def test_resize_scales_size_based_exits_only() -> None:
     assert exits.resized(D(10), D(100), D(150)) == D(15)
     assert exits.resized(D(0), D(100), D(150)) == D(0)
