@@ -55,12 +55,13 @@ local function tt_claim_line(line)
   local coid, wallet, fld, micro, owner = tt_split(line)
   local record = wallet .. '|' .. fld .. '|' .. micro .. '|' .. owner
   if not redis.call('SET', TT_ORDER_PREFIX .. coid, record, 'NX') then return 0 end
-  redis.call('HINCRBY', TT_WALLET_PREFIX .. wallet, fld, micro)
+  if micro ~= '0' then redis.call('HINCRBY', TT_WALLET_PREFIX .. wallet, fld, micro) end
   return 1
 end
 local function tt_unclaim_line(line)
   local coid, wallet, fld, micro, owner = tt_split(line)
   redis.call('DEL', TT_ORDER_PREFIX .. coid)
+  if micro == '0' then return end
   local left = redis.call('HINCRBY', TT_WALLET_PREFIX .. wallet, fld, '-' .. micro)
   if left <= 0 then redis.call('HDEL', TT_WALLET_PREFIX .. wallet, fld) end
 end
@@ -100,8 +101,10 @@ for i = 3, #ARGV do
     local wallet, fld, micro = string.match(v, '^([^|]*)|([^|]*)|(%d+)|')
     if wallet then
       local wkey = ARGV[1] .. wallet
-      local left = redis.call('HINCRBY', wkey, fld, '-' .. micro)
-      if left <= 0 then redis.call('HDEL', wkey, fld) end
+      if micro ~= '0' then
+        local left = redis.call('HINCRBY', wkey, fld, '-' .. micro)
+        if left <= 0 then redis.call('HDEL', wkey, fld) end
+      end
       redis.call('SET', okey, '-' .. v, 'EX', ARGV[2])
       out[#out] = micro
     else
@@ -156,14 +159,14 @@ class Reservation:
     wallet_id: str
     kind: str  # USD or SHARES
     key: str  # condition id (USD) or asset id (SHARES)
-    micro: int
+    micro: int  # 0: the order claims its id and reserves nothing (a SELL the executor sizes later)
     owner: str = ""  # who claimed it (the router puts the leader trade id)
 
     def __post_init__(self) -> None:
         if self.kind not in (USD, SHARES):
             raise ValueError(f"kind must be {USD!r} or {SHARES!r}, got {self.kind!r}")
-        if self.micro <= 0:
-            raise ValueError(f"micro must be > 0, got {self.micro}")
+        if self.micro < 0:
+            raise ValueError(f"micro must be >= 0, got {self.micro}")
         _check_id(self.wallet_id, "wallet_id")
         _check_id(self.key, "key")
         _check_id(self.client_order_id, "client_order_id")
@@ -193,8 +196,8 @@ def lines_for(kind: str, key: str, owner: str, orders: Iterable[tuple[str, str, 
     fld = f"{kind}:{key}"
     out = []
     for client_order_id, wallet_id, micro in orders:
-        if micro <= 0:
-            raise ValueError(f"micro must be > 0, got {micro}")
+        if micro < 0:
+            raise ValueError(f"micro must be >= 0, got {micro}")
         if not _ID_OK(wallet_id):
             _check_id(wallet_id, "wallet_id")
         if not _ID_OK(client_order_id):

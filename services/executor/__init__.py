@@ -42,4 +42,9 @@ Decisions worth knowing:
   transaction; ``tt:watch:positions`` follows positions opened and closed.
 - **Depth check** applies to copies (skip below 50 % within the slippage); exits and GTC orders go
   out for whatever fills within the limit.
+- **SELLs sized here** (``sell_fraction``, sent by the router while the wallet's copy BUY was in flight):
+  the intent is stored without a size; the order waits (:mod:`sequence`, at most 120 s) until the
+  wallet's earlier orders on the asset are final, then sells that fraction of the position held less
+  what placed SELLs may still sell (:mod:`sellsize`: the router's rules), or ends REJECTED
+  (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). A restart puts a waiting one back in line.
 """

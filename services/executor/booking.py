@@ -17,9 +17,45 @@ import orjson
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from common.decimals import ZERO
+from common.decimals import ONE, ZERO, fmt
+from common.ids import hash_id
+from services.executor import venue as v
+from services.executor.lifecycle import OrderLife
 from services.executor.model import Booking, Ticket
+from services.executor.policy import PRICE_QUANTUM, fill_increment
 from services.executor.positions import FillEffect, Position, apply_fill
+
+
+def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOrder | None,
+                 now_ms: int) -> Booking | None:
+    """The fill a state change adds to ``t`` (None when nothing more filled); moves ``t``'s booked fee and USD.
+
+    Price and USD come from the venue's cumulative amounts when they are plausible, else from the change in
+    average price; the fee from the venue's fee shares beyond those already booked.
+    """
+    if life.filled_size <= before.filled_size:
+        return None
+    size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
+    price = min(max(price, ZERO), ONE)
+    notional = _exact_notional(t, order, size) or size * price
+    price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
+    fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
+    t.fee_booked += fee
+    t.notional_booked += notional
+    return Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional, fee,
+                   before.filled_size == 0, now_ms)
+
+
+def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:
+    """USD of this fill from the venue's cumulative amounts, when they are present and plausible."""
+    if order is None:
+        return None
+    cumulative = order.making_amount if t.buying else order.taking_amount
+    notional = cumulative - t.notional_booked
+    if notional <= 0 or notional > size:  # a price above 1 means the amounts are not what we think
+        return None
+    return notional
+
 
 INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,

@@ -13,32 +13,30 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from opentelemetry import trace
 
-from common.decimals import ONE, ZERO, fmt
-from common.ids import hash_id
+from common.decimals import ZERO, fmt
 from common.marketstate import market_key
 from common.retry import Backoff
 from services.executor import lifecycle as lc
 from services.executor import venue as v
+from services.executor.booking import fill_booking
 from services.executor.breakergate import BreakerGate
 from services.executor.concurrency import AnswerHolder, BurstGate, Once, Slots
 from services.executor.events import build_event
 from services.executor.journal import Journal
-from services.executor.model import Booking, Ticket
+from services.executor.model import Ticket
 from services.executor.policy import (
-    PRICE_QUANTUM,
     RESTART_REASON,
     accepted,
     classify,
     decide_status,
     decide_submit,
     decide_unknown,
-    fill_increment,
 )
+from services.executor.sequence import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.store import Change, row_life, ticket_from_row
 from services.executor.tracing import order_span, post_traceparent
 from services.executor.tracker import ERROR_BACKOFF_S, Tracker, error_delay
@@ -87,6 +85,8 @@ class Engine:
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
                                error_backoff_s=ERROR_BACKOFF_S)
         self._first_event: dict[str, asyncio.Event] = {}
+        self.positions = PositionQueue()  # orders not final per (wallet, asset): sized-later SELLs wait their turn
+        self.size_later: SizeLater | None = None  # set by the fan-out, which has the books and the positions
         # orders started whose first POST has not come back yet
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
         for venue in venues.values():
@@ -106,6 +106,11 @@ class Engine:
             return
         if notify:
             self._first_event[coid] = asyncio.Event()
+        if not life.terminal:
+            self.positions.opened(position_key(ticket), coid)
+        if sized_later(ticket, life):
+            self.tasks[coid] = asyncio.create_task(self._run_later(ticket, life), name=f"order:{coid}")
+            return
         if life.state is lc.State.SUBMITTING:
             self.burst.add()
         self.tasks[coid] = asyncio.create_task(self._run(ticket, life, venue_may_hold), name=f"order:{coid}")
@@ -138,6 +143,7 @@ class Engine:
         """Resume tracking stored non-terminal orders (start-up recovery, or a replayed intent)."""
         now = time.time_ns()
         runs: list[tuple[Ticket, lc.OrderLife]] = []
+        later: list[tuple[Ticket, lc.OrderLife]] = []
         changes: list[Change] = []
         for row in rows:
             life = row_life(row)
@@ -149,6 +155,9 @@ class Engine:
                                  "state": life.state.value})
                 continue
             ticket = ticket_from_row(row)
+            if sized_later(ticket, life):  # never sent: it waits its turn again, after the orders resumed here
+                later.append((ticket, life))
+                continue
             if life.state in (lc.State.NEW, lc.State.SUBMITTING):
                 # Whether the POST left is unknown: settle by status query, never a blind re-POST.
                 event = lc.OrderTimedOut(RESTART_REASON, surely_sent=row["post_sent_ns"] is not None)
@@ -157,9 +166,9 @@ class Engine:
             runs.append((ticket, life))
         if changes:
             await self._persist(changes)
-        for ticket, life in runs:
+        for ticket, life in runs + later:
             self.start(ticket, life, venue_may_hold=True)
-        return len(runs)
+        return len(runs) + len(later)
 
     async def close(self) -> None:
         """Cancel every runner and the tracker (their orders stay non-terminal in PostgreSQL and resume at
@@ -209,8 +218,34 @@ class Engine:
                 span.end()
             first_send.fire()
             first_answer.fire()
-            self.tasks.pop(coid, None)
-            self._first_event.pop(coid, None)
+            self._forget(t)
+
+    async def _run_later(self, t: Ticket, life: lc.OrderLife) -> None:
+        """A SELL sent with a fraction of the position: wait until the wallet's earlier orders on the asset are
+        final (their fills booked), size it on the position then, and run it like any other order."""
+        ready = None
+        try:
+            assert self.size_later is not None, "sized-later orders need Engine.size_later"
+            sized = await size_in_turn(self.positions, t, self.size_later)
+            if sized.refused:
+                await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
+                return
+            life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)])
+            ready = sized.ticket
+        finally:
+            if ready is None:
+                self._forget(t)
+        self.burst.add()
+        await self._run(ready, life, False)
+
+    def _forget(self, t: Ticket) -> None:
+        """The order's runner is over: it no longer counts as running, nor holds up its position unless the
+        tracker follows it from here."""
+        coid = t.client_order_id
+        if coid not in self.tracker:
+            self.positions.ended(position_key(t), coid)
+        self.tasks.pop(coid, None)
+        self._first_event.pop(coid, None)
 
     def _sent_soon(self) -> None:
         asyncio.get_running_loop().call_soon(self.burst.sent)
@@ -319,22 +354,15 @@ class Engine:
         for event in events:
             before = life
             life = lc.apply(life, event)
-            booking = None
-            size = price = fee = ZERO
-            if life.filled_size > before.filled_size:
-                size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
-                price = min(max(price, ZERO), ONE)
-                notional = _exact_notional(t, order, size) or size * price
-                price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
-                fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
-                t.fee_booked += fee
-                t.notional_booked += notional
-                booking = Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional,
-                                  fee, before.filled_size == 0, now_ns // 1_000_000)
-            proto = build_event(t, life, event, now_ns=now_ns, fill_size=size, fill_price=price, fee_shares=fee)
+            booking = fill_booking(t, before, life, order, now_ns // 1_000_000)
+            proto = build_event(t, life, event, now_ns=now_ns, fill_size=booking.size if booking else ZERO,
+                                fill_price=booking.price if booking else ZERO,
+                                fee_shares=booking.fee_shares if booking else ZERO)
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
         await self._persist(changes, urgent=ev is not None and not ev.is_set())
+        if life.terminal:  # its fills are booked: SELLs sized after it may go
+            self.positions.ended(position_key(t), t.client_order_id)
         if ev is not None and any(c.event is not None for c in changes):
             ev.set()
         if life.terminal:
@@ -365,17 +393,6 @@ class Engine:
             await self.redis.delete(market_key(asset_id))
         except Exception as exc:  # noqa: BLE001 - the router refreshes on its own schedule too
             log.warning("market cache invalidation failed", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
-
-
-def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:
-    """USD of this fill from the venue's cumulative amounts, when they are present and plausible."""
-    if order is None:
-        return None
-    cumulative = order.making_amount if t.buying else order.taking_amount
-    notional = cumulative - t.notional_booked
-    if notional <= 0 or notional > size:  # a price above 1 means the amounts are not what we think
-        return None
-    return notional
 
 
 async def _safe(call: Any) -> v.VenueResult:

@@ -21,9 +21,13 @@ from typing import Any
 
 import psycopg
 
+from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot, book_key
 from services.executor.engine import Engine
 from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
+from services.executor.lifecycle import OrderLife, OrderRejected, apply
+from services.executor.model import Ticket
+from services.executor.sellsize import fraction_size
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -55,6 +59,27 @@ class Fanout:
         self.duplicates = 0
         # asset → (stored form, parsed book, memos of prepare() for that very book object)
         self._parsed: dict[str, tuple[bytes | str, BookSnapshot, QuoteCache, ShapeCache]] = {}
+        engine.size_later = self.size_later
+
+    async def size_later(self, t: Ticket) -> Prepared:
+        """A SELL sent with the fraction of the position to sell, sized now (its turn came: the wallet's earlier
+        orders on the asset are final): ready for the venue with its intent row updated, or refused."""
+        o = t.order
+        held = await self.store.sellable(o.follower_wallet_id, o.asset_id)
+        min_size = parse_decimal(o.min_order_size) if o.min_order_size else ZERO
+        sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
+        if isinstance(sized, tuple):
+            return Prepared(t, apply(OrderLife(o.client_order_id), OrderRejected(*sized)))
+        order = epb.Order()
+        order.CopyFrom(o)
+        order.size = fmt(sized)
+        now = time.time_ns()
+        order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
+        p = prepare(order, await self._book(o.asset_id), self.rules, now)
+        p.ticket.created_ns = t.created_ns
+        if not p.refused and p.life.limit_price is not None:
+            await self.store.set_size(o.client_order_id, sized, p.life.limit_price, order.SerializeToString())
+        return p
 
     async def _book(self, asset_id: str) -> BookSnapshot | None:
         """The asset's book as stored now (read every time; parsed again only when the stored form changed)."""

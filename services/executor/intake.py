@@ -109,6 +109,9 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     try:
         if not order.client_order_id:
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
+        if order.sell_fraction and not order.size:
+            _check_fraction(order, venue, rules)
+            return Prepared(ticket, life)  # NEW: sized on the position once the orders before it are answered
         if shapes is None:
             shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, None)
         else:
@@ -134,6 +137,16 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
         amount_usd=shape.amount, size=shape.size, limit_price=shape.limit, neg_risk=order.neg_risk)
     submitted = apply(life, OrderSubmitted(shape.limit))
     return Prepared(ticket, replace(submitted, detail=shape.detail) if shape.detail else submitted)
+
+
+def _check_fraction(order: epb.Order, venue: str, rules: IntakeRules) -> None:
+    """A SELL sent with the fraction of the position to sell (the executor sizes it later)."""
+    _check_order(order, venue, rules)
+    fraction = _decimal("sell_fraction", order.sell_fraction, required=True)
+    if order.side != cpb.SIDE_SELL:
+        raise _Refusal("INVALID_ORDER", "sell_fraction is for a SELL only")
+    if fraction is None or not 0 < fraction <= ONE:
+        raise _Refusal("INVALID_ORDER", f"sell_fraction must be in (0, 1], got {order.sell_fraction[:40]!r}")
 
 
 def _check_age(order: epb.Order, rules: IntakeRules, now_ns: int) -> None:

@@ -2,7 +2,8 @@
 
 Order fields the router fills (the executor relies on them): client_order_id, origin COPY,
 subscription_id, follower_user_id, follower_wallet_id, follower_proxy, asset_id, condition_id,
-outcome, side, order_type FAK, amount_usd (BUY only), size (SELL only), limit_price "" (the
+outcome, side, order_type FAK, amount_usd (BUY only), size (SELL only; or sell_fraction when the executor
+sizes the SELL after the wallet's copy BUY in flight), limit_price "" (the
 executor derives it from the book), reference_price (the leader's price), max_slippage_bps,
 tick_size, min_order_size, neg_risk, mode, leader_trade_id, leader_tx_hash,
 leader_venue_time_ms, received_time_ns, routed_time_ns, trace.
@@ -60,6 +61,7 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
                        follower_proxy=f.follower_proxy,
                        amount_usd=fmt(d.amount_usd) if d.amount_usd is not None else "",
                        size=fmt(d.size) if d.size is not None else "",
+                       sell_fraction=fmt(d.sell_fraction) if d.sell_fraction is not None else "",
                        max_slippage_bps=d.max_slippage_bps, mode=_MODE[f.mode]).MergeFromString(shared)
         elif isinstance(d, Skip):
             skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
@@ -85,6 +87,7 @@ def routed_row(routed: epb.RoutedTrade, payload: bytes, trade: LeaderTrade | Non
         row.order_wallets.append(o.follower_wallet_id)
         row.order_amounts.append(parse_decimal(o.amount_usd) if o.amount_usd else None)
         row.order_sizes.append(parse_decimal(o.size) if o.size else None)
+        row.order_fractions.append(parse_decimal(o.sell_fraction) if o.sell_fraction else None)
         row.order_modes.append(_MODE_NAME.get(o.mode, "PAPER"))
     for k in routed.skips:
         row.skip_subs.append(k.subscription_id)
@@ -92,6 +95,11 @@ def routed_row(routed: epb.RoutedTrade, payload: bytes, trade: LeaderTrade | Non
         row.skip_reasons.append(k.reason)
         row.skip_details.append(k.detail)
     return row
+
+
+def _micro(text: str) -> int:
+    """Micro-units an order reserves: a SELL sized by the executor later (``sell_fraction``) reserves none."""
+    return reservations.to_micro(parse_decimal(text)) if text else 0
 
 
 def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
@@ -107,7 +115,7 @@ def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
     owner = first.leader_trade_id
     for o in routed.orders:
         out.append(reservations.Reservation(o.client_order_id, o.follower_wallet_id, kind, key,
-                                            reservations.to_micro(parse_decimal(o.amount_usd if buy else o.size)),
+                                            _micro(o.amount_usd if buy else o.size),
                                             owner))
     return out
 
@@ -126,7 +134,7 @@ def reservation_lines(routed: epb.RoutedTrade) -> str:
             text = o.amount_usd if buy else o.size
             micro = micros.get(text)
             if micro is None:
-                micro = micros[text] = reservations.to_micro(parse_decimal(text))
+                micro = micros[text] = _micro(text)
             yield o.client_order_id, o.follower_wallet_id, micro
 
     return reservations.lines_for(reservations.USD if buy else reservations.SHARES,

@@ -107,6 +107,29 @@ def test_the_same_trade_on_rtds_and_the_data_api_poller_is_copied_once(pipeline:
     assert second.taker is False
 
 
+def test_a_leader_who_sells_before_the_copy_buy_settles_is_followed_out(pipeline: Pipeline) -> None:
+    """The leader buys and sells at once: the follower's SELL is decided while its copy BUY is still at the
+    venue. It is sent once the BUY is final, for what the BUY bought; skipping it (NOTHING_HELD) left the
+    follower holding a position the leader had closed."""
+    p = pipeline
+    leader, market = address(), add_market(pipeline)
+    with p.rest() as rest:
+        follower = subscribe(rest, leader, sizing=FIXED_20)
+    wait_followed(p, leader)
+    trade(p, leader, market, price="0.51", size="200", feeds=("rtds",))
+    trade(p, leader, market, side="SELL", price="0.50", size="200", feeds=("rtds",))
+
+    def both() -> list[dict[str, Any]]:
+        bodies = list(created(p, follower.wallet_id).values())
+        return bodies if len(bodies) == 2 else []
+
+    buy, sell = eventually_sync(both, timeout_s=30, message="the copy BUY, then the SELL after it")
+    assert (buy["side"], sell["side"]) == ("BUY", "SELL")
+    bought = p.sim.call(lambda: p.sim.insiders.order(buy["clientOrderId"])).filled_size
+    assert bought > 0 and Decimal(sell["size"]) == bought
+    assert set(post_counts(posts(p, follower.wallet_id)).values()) == {1}
+
+
 @pytest.fixture
 def orders_of(pipeline: Pipeline) -> Iterator[dict[str, StreamTap[epb.OrderEvent]]]:
     """Order-event taps per test (stopped afterwards)."""

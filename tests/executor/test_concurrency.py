@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from services.executor.concurrency import BurstGate, Slots
+from services.executor.sequence import PositionQueue
 from tests.helpers import eventually
 
 
@@ -127,3 +128,32 @@ async def test_answer_hold_is_bounded_and_not_renewed_within_the_same_burst() ->
     assert holder.calls[-1] == "hold"  # a new burst holds again
     gate.sent(2)
     assert holder.calls[-1] == "release"
+
+
+async def test_a_sell_waits_for_the_orders_of_its_position_that_came_before_it() -> None:
+    q = PositionQueue()
+    pos, other = ("w_1", "a_1"), ("w_1", "a_2")
+    q.opened(pos, "buy_1")
+    q.opened(other, "buy_2")  # another asset: not in the way
+    q.opened(pos, "sell_1")
+    q.opened(pos, "sell_2")  # came after sell_1: waits for it too
+    first = asyncio.create_task(q.wait_turn(pos, "sell_1"))
+    second = asyncio.create_task(q.wait_turn(pos, "sell_2"))
+    await asyncio.sleep(0.01)
+    assert not first.done() and not second.done() and q.ahead(pos, "sell_2") == 2
+    q.ended(pos, "buy_1")
+    assert await asyncio.wait_for(first, 1) is True
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    q.ended(pos, "sell_1")
+    assert await asyncio.wait_for(second, 1) is True
+    q.ended(pos, "sell_2")
+    q.ended(pos, "sell_2")  # twice: nothing
+    assert len(q) == 1 and q.ahead(pos, "anything") == 0
+
+
+async def test_a_sell_does_not_wait_for_ever_behind_an_order_that_never_ends() -> None:
+    q = PositionQueue()
+    q.opened(("w", "a"), "resting_gtc")
+    q.opened(("w", "a"), "sell")
+    assert await q.wait_turn(("w", "a"), "sell", max_wait_s=0.05) is False

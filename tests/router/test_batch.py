@@ -77,7 +77,11 @@ def _subs() -> list[spb.Subscription]:
                      risk=spb.Risk(max_total_exposure_usd="70")),
         subscription("sub_open", "w_open", sizing=spb.Sizing(mode=fixed, fixed_usd="10"),
                      risk=spb.Risk(max_open_positions=1)),
-        subscription("sub_sell", "w_sell", sizing=spb.Sizing(mode=fixed, fixed_usd="5"),
+        # its BUY copies are below the market minimum: only its SELLs go out, sized on what it holds
+        subscription("sub_sell", "w_sell", sizing=spb.Sizing(mode=fixed, fixed_usd="0.5"),
+                     filters=spb.Filters(copy_sells=True)),
+        # holds nothing: its SELLs go out while its BUY copies are in flight, sized by the executor later
+        subscription("sub_flip", "w_flip", sizing=spb.Sizing(mode=fixed, fixed_usd="5"),
                      filters=spb.Filters(copy_sells=True)),
     ]
 
@@ -180,8 +184,13 @@ async def _outcome(env: Env) -> dict[str, Any]:
     }
 
 
+def _sized(o: epb.Order) -> str:
+    """A SELL's size, or its fraction marked with an x when the executor sizes it."""
+    return o.size or (f"x{o.sell_fraction}" if o.sell_fraction else "")
+
+
 def _decided(log: list[epb.RoutedTrade]) -> list[tuple[str, list[tuple[str, str, str]], list[tuple[str, str]]]]:
-    return [(r.trade.id, [(o.follower_wallet_id, o.amount_usd, o.size) for o in r.orders],
+    return [(r.trade.id, [(o.follower_wallet_id, o.amount_usd, _sized(o)) for o in r.orders],
              [(k.subscription_id, k.reason) for k in r.skips]) for r in log]
 
 
@@ -251,5 +260,8 @@ async def test_caps_bind_mid_batch_and_sells_see_earlier_trades(env: Env) -> Non
     # SELLs: half of the leader's 750 -> 50 of 100 shares; then the rest -> the 50 not yet being sold; then none
     assert order("lt_5", "w_sell") == ("", "50") and order("lt_7", "w_sell") == ("", "50")
     assert skip("lt_8", "sub_sell") == "NOTHING_HELD"
+    # w_flip's BUYs are in flight: its SELLs carry the leader's fraction (half, then the rest, then all)
+    assert [order(lt, "w_flip") for lt in ("lt_1", "lt_5", "lt_7", "lt_8")] == [
+        ("5", ""), ("", "x0.5"), ("", "x1"), ("", "x1")]
     assert skip("lt_6", "sub_cap") == "INVALID_TRADE"
     assert env.router.metrics.counts["duplicate_redis"] == 1 and env.router.metrics.counts["ignored"] == 1

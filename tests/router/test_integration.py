@@ -109,11 +109,14 @@ async def test_sell_is_sized_from_the_follower_position(stack: Stack) -> None:
     await stack.add(subscription("sub_1", "w_1"), subscription("sub_2", "w_2"),
                     subscription("sub_3", "w_3", filters=spb.Filters(copy_sells=False)))
     await stack.start_router()
-    await stack.publish(leader_trade("lt_buy", size="300"),
-                        leader_trade("lt_sell", side=cpb.SIDE_SELL, size="100", price="0.5"),
-                        leader_trade("lt_sell2", side=cpb.SIDE_SELL, size="200", price="0.5"))
-    buy, sell, sell2 = await _routed_count(stack, 3)
+    await stack.publish(leader_trade("lt_buy", size="300"))
+    [buy] = await _routed_count(stack, 1)
     assert len(buy.orders) == 3
+    for o in buy.orders:  # the executor got the venue's answers: nothing bought (nothing booked), released
+        await reservations.release(stack.redis, o.client_order_id)
+    await stack.publish(leader_trade("lt_sell", side=cpb.SIDE_SELL, size="100", price="0.5"),
+                        leader_trade("lt_sell2", side=cpb.SIDE_SELL, size="200", price="0.5"))
+    _, sell, sell2 = await _routed_count(stack, 3)
     [o] = sell.orders  # the leader sold 1/3 of its 300 shares: 1/3 of the follower's 100
     assert (o.subscription_id, o.side, o.size, o.amount_usd) == ("sub_1", cpb.SIDE_SELL, "33.33", "")
     assert sorted((s.subscription_id, s.reason) for s in sell.skips) == [
@@ -121,6 +124,9 @@ async def test_sell_is_sized_from_the_follower_position(stack: Stack) -> None:
     # the leader closed: the follower sells what is left, minus the shares already being sold
     [o2] = sell2.orders
     assert o2.size == "66.67"
+    assert _sql(stack.db_url, "SELECT client_order_id, size, sell_fraction FROM routed_orders WHERE side = 'SELL'"
+                              " ORDER BY size") == [(o.client_order_id, D("33.33"), None), (o2.client_order_id,
+                                                                                          D("66.67"), None)]
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)  # rows follow the emit
     assert _sql(stack.db_url, "SELECT size FROM leader_positions WHERE leader_wallet = %s", LEADER) == [(D(0),)]
 
@@ -162,6 +168,30 @@ async def test_routed_trades_are_served_over_grpc(stack: Stack) -> None:
             raise AssertionError("expected INVALID_ARGUMENT")
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_sell_while_the_copy_buy_is_in_flight_goes_out_as_the_leaders_fraction(stack: Stack) -> None:
+    """The leader bought and sold before the copy BUYs were answered: each follower's SELL carries the fraction
+    the leader sold (for the executor to size once the BUY is answered) instead of NOTHING_HELD, which left
+    the follower holding what the leader had sold; it reserves no shares and is recorded with its fraction."""
+    await stack.add(subscription("sub_1", "w_1"), subscription("sub_2", "w_2"))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_buy", size="300"),
+                        leader_trade("lt_sell", side=cpb.SIDE_SELL, size="100", price="0.5"),
+                        leader_trade("lt_sell2", side=cpb.SIDE_SELL, size="200", price="0.5"))
+    _, sell, sell2 = await _routed_count(stack, 3)
+    assert sorted((o.subscription_id, o.size, o.sell_fraction) for o in sell.orders) == [
+        ("sub_1", "", "0.3333333333333333333333333333"), ("sub_2", "", "0.3333333333333333333333333333")]
+    assert sorted((o.subscription_id, o.size, o.sell_fraction) for o in sell2.orders) == [
+        ("sub_1", "", "1"), ("sub_2", "", "1")]
+    assert not sell.skips and not sell2.skips
+    held = await reservations.read(stack.redis, ["w_1"], COND, YES)
+    assert held["w_1"].asset_shares_micro == 0 and held["w_1"].market_usd_micro > 0  # only the BUY's USD
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)
+    rows = _sql(stack.db_url, "SELECT subscription_id, size, sell_fraction FROM routed_orders WHERE side = 'SELL'"
+                              " ORDER BY sell_fraction, subscription_id")
+    assert [(sub, size, f.quantize(D("0.0001"))) for sub, size, f in rows] == [
+        ("sub_1", None, D("0.3333")), ("sub_2", None, D("0.3333")), ("sub_1", None, D(1)), ("sub_2", None, D(1))]
 
 
 async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: Stack) -> None:

@@ -162,11 +162,15 @@ def test_reservations_and_drop_orders() -> None:
     ev = _event(side=cpb.SIDE_SELL)
     fs = {"sub_1": follower("sub_1", "w_1"), "sub_2": follower("sub_2", "w_2")}
     decisions = [OrderIntent("sub_1", "w_1", "co_1", Side.SELL, None, D("12.34"), 200),
-                 OrderIntent("sub_2", "w_2", "co_2", Side.SELL, None, D("5"), 200)]
+                 OrderIntent("sub_2", "w_2", "co_2", Side.SELL, None, D("5"), 200),
+                 OrderIntent("sub_3", "w_3", "co_3", Side.SELL, None, None, 200, sell_fraction=D("0.25"))]
+    fs["sub_3"] = follower("sub_3", "w_3")
     routed = build_routed(ev, decisions, fs, order_template(ev, market(), 1, cpb.TraceContext()))
+    assert [(o.size, o.sell_fraction) for o in routed.orders] == [("12.34", ""), ("5", ""), ("", "0.25")]
     items = reservations_of(routed)
     assert [(r.kind, r.key, r.micro, r.owner) for r in items] == [
-        (reservations.SHARES, ASSET, 12_340_000, "lt_1"), (reservations.SHARES, ASSET, 5_000_000, "lt_1")]
+        (reservations.SHARES, ASSET, 12_340_000, "lt_1"), (reservations.SHARES, ASSET, 5_000_000, "lt_1"),
+        (reservations.SHARES, ASSET, 0, "lt_1")]  # sized by the executor later: nothing reserved now
     buy = build_routed(_event(), [OrderIntent("sub_1", "w_1", "co_1", Side.BUY, D("25.01"), None, 200)], fs,
                        order_template(_event(), market(), 1, cpb.TraceContext()))
     [r] = reservations_of(buy)
@@ -176,5 +180,5 @@ def test_reservations_and_drop_orders() -> None:
     assert reservation_lines(build_routed(_event(), [], fs, order_template(_event(), market(), 1,
                                                                              cpb.TraceContext()))) == ""
     dropped = drop_orders(routed, [0], "already claimed")
-    assert [o.client_order_id for o in dropped.orders] == ["co_2"]
+    assert [o.client_order_id for o in dropped.orders] == ["co_2", "co_3"]
     assert [s.reason for s in dropped.skips] == ["DUPLICATE_ORDER"]

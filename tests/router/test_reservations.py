@@ -27,7 +27,7 @@ def test_micro_rounds_up(value: str, micro: int) -> None:
     assert reservations.from_micro(12_340_000) == D("12.34")
 
 
-@pytest.mark.parametrize(("kw", "field"), [({"kind": "eur"}, "kind"), ({"micro": 0}, "micro"),
+@pytest.mark.parametrize(("kw", "field"), [({"kind": "eur"}, "kind"), ({"micro": -1}, "micro"),
                                            ({"wallet_id": "w|1"}, "wallet_id"), ({"key": ""}, "key"),
                                            ({"client_order_id": "co\n1"}, "client_order_id"),
                                            ({"key": "a,b"}, "key")])

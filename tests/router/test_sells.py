@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.reservations import NOTHING_RESERVED, from_micro
 from services.router.domain.carry import InFlight
 from services.router.domain.decide import route
 from services.router.domain.model import Reason, Side, Skip
-from services.router.domain.sells import leader_fraction, size_sell
+from services.router.domain.sells import AfterBuy, leader_fraction, size_sell
 from tests.router.factories import follower, market, policy, state, trade
 
 D = Decimal
@@ -64,6 +65,47 @@ def test_size_sell_skips(held: str, in_flight: str, sold: str, before: str | Non
     result = size_sell(state(held_size=D(held), reserved_sell_size=D(in_flight)), D(sold),
                        D(before) if before is not None else None, D(min_size))
     assert isinstance(result, tuple) and result[0] is reason and result[1]
+
+
+@pytest.mark.parametrize(
+    ("held", "in_flight", "buying_usd", "sold", "before", "expected"),
+    [
+        # the leader bought and sold before the copy BUY was answered: sold later, as the leader's fraction
+        ("0", "0", "25", "100", "100", AfterBuy(D(1))),
+        ("0", "0", "25", "50", "200", AfterBuy(D("0.25"))),
+        ("10", "10", "25", "50", "100", AfterBuy(D("0.5"))),  # what is held is already being sold
+        # nothing in flight, or a leader never seen buying: skipped as before
+        ("0", "0", "0", "100", "100", (Reason.NOTHING_HELD,)),
+        ("0", "0", "25", "100", None, (Reason.NOTHING_HELD,)),
+        # shares held too: the BUY's shares count as well, so the SELL waits for its answer
+        ("100", "0", "25", "50", "200", AfterBuy(D("0.25"))),
+        ("100", "0", "0", "50", "200", D(25)),  # no BUY in flight: sized now
+    ],
+)
+def test_a_sell_while_the_copy_buy_is_in_flight(held: str, in_flight: str, buying_usd: str, sold: str,
+                                               before: str | None, expected: object) -> None:
+    result = size_sell(state(held_size=D(held), reserved_sell_size=D(in_flight), reserved_market_usd=D(buying_usd)),
+                       D(sold), D(before) if before is not None else None, D(5))
+    if isinstance(expected, tuple):
+        assert isinstance(result, tuple) and result[0] is expected[0]
+    else:
+        assert result == expected
+
+
+def test_a_fast_flip_in_one_batch_sells_after_the_buy() -> None:
+    """BUY then SELL of the same leader in one batch: the SELL sees the BUY's reservation (the carry) and goes
+    out as the leader's fraction, for the executor to size once the BUY is answered."""
+    f = follower()
+    carry = InFlight()
+    buy = trade(id="lt_b", side=Side.BUY, size=D(100))
+    [b] = route(buy, [f], market(), {}, carry.leader_before(buy.wallet, buy.asset_id, None), policy())
+    assert not isinstance(b, Skip)
+    carry.add(buy, buy.condition_id, [b], None)
+    sell = trade(id="lt_s", side=Side.SELL, size=D(100))
+    reserved = carry.reserved("w_1", sell.condition_id, sell.asset_id, NOTHING_RESERVED)
+    states = {"w_1": state(reserved_market_usd=from_micro(reserved.market_usd_micro))}
+    [s] = route(sell, [f], market(), states, carry.leader_before(sell.wallet, sell.asset_id, None), policy())
+    assert not isinstance(s, Skip) and s.side is Side.SELL and s.size is None and s.sell_fraction == D(1)
 
 
 shares = st.decimals(min_value=D("0.01"), max_value=D("1000000"), places=4)

@@ -94,6 +94,7 @@ class RoutedRow:
     order_amounts: list[Decimal | None] = field(default_factory=list)
     order_sizes: list[Decimal | None] = field(default_factory=list)
     order_modes: list[str] = field(default_factory=list)
+    order_fractions: list[Decimal | None] = field(default_factory=list)
     skip_subs: list[str] = field(default_factory=list)
     skip_wallets: list[str] = field(default_factory=list)
     skip_reasons: list[str] = field(default_factory=list)
@@ -184,13 +185,14 @@ WITH inp AS (
     RETURNING leader_trade_id
 ), o AS (
     INSERT INTO routed_orders (client_order_id, leader_trade_id, subscription_id, follower_wallet_id,
-                               asset_id, condition_id, side, amount_usd, size, mode)
-    SELECT u.coid, u.lt, u.sub, u.wallet, i.asset, i.cond, i.side, u.amount, u.size, u.mode
+                               asset_id, condition_id, side, amount_usd, size, sell_fraction, mode)
+    SELECT u.coid, u.lt, u.sub, u.wallet, i.asset, i.cond, i.side, u.amount, u.size, u.fraction, u.mode
     FROM unnest(string_to_array(%(o_lts)s, %(sep)s), string_to_array(%(o_ids)s, %(sep)s),
                 string_to_array(%(o_subs)s, %(sep)s), string_to_array(%(o_wallets)s, %(sep)s),
                 string_to_array(%(o_amounts)s, %(sep)s, 'N')::numeric[],
-                string_to_array(%(o_sizes)s, %(sep)s, 'N')::numeric[], string_to_array(%(o_modes)s, %(sep)s))
-         AS u(lt, coid, sub, wallet, amount, size, mode)
+                string_to_array(%(o_sizes)s, %(sep)s, 'N')::numeric[],
+                string_to_array(%(o_fractions)s, %(sep)s, 'N')::numeric[], string_to_array(%(o_modes)s, %(sep)s))
+         AS u(lt, coid, sub, wallet, amount, size, fraction, mode)
     JOIN t ON t.leader_trade_id = u.lt JOIN inp i ON i.lt = u.lt
     ON CONFLICT (client_order_id) DO NOTHING
     RETURNING client_order_id
@@ -362,7 +364,8 @@ class RouterStore:
             "deltas": _join_num([r.leader_delta for r in rows]),
             "o_lts": o_lts, "o_ids": _join(cat("order_ids")), "o_subs": _join(cat("order_subs")),
             "o_wallets": _join(cat("order_wallets")), "o_amounts": _join_num(cat("order_amounts")),
-            "o_sizes": _join_num(cat("order_sizes")), "o_modes": _join(cat("order_modes")),
+            "o_sizes": _join_num(cat("order_sizes")), "o_fractions": _join_num(cat("order_fractions")),
+            "o_modes": _join(cat("order_modes")),
             "s_lts": s_lts, "s_subs": _join(cat("skip_subs")), "s_wallets": _join(cat("skip_wallets")),
             "s_reasons": _join(cat("skip_reasons")), "s_details": _join(cat("skip_details")), "sep": SEP,
         }

@@ -98,9 +98,12 @@ def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: Fol
                 leader_before: Decimal | None, policy: Policy, coid: Callable[[str], str] | None = None) -> Decision:
     """Size a copied SELL or say why not."""
     size = sells.size_sell(state, trade.size, leader_before, market.min_order_size)
-    if not isinstance(size, Decimal):
+    if isinstance(size, tuple):
         return _skip(f, *size)
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
+    if isinstance(size, sells.AfterBuy):
+        return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, None, _slippage(f, policy),
+                           sell_fraction=size.fraction)
     return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, size, _slippage(f, policy))
 
 

@@ -168,7 +168,8 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
-    """A copy order to emit: BUY spends ``amount_usd``, SELL sells ``size`` shares."""
+    """A copy order to emit: BUY spends ``amount_usd``, SELL sells ``size`` shares (or ``sell_fraction`` of the
+    position, sized by the executor once the wallet's copy BUY in flight is answered)."""
 
     subscription_id: str
     follower_wallet_id: str
@@ -177,6 +178,7 @@ class OrderIntent:
     amount_usd: Decimal | None
     size: Decimal | None
     max_slippage_bps: int
+    sell_fraction: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,13 @@ Rules:
   shares were not bought by copying this leader (another subscription of the wallet, or its
   own trading): LEADER_POSITION_UNKNOWN, nothing is sold. (Treating it as a close sold a
   whole position on a one-share sell of a leader who never bought it for this follower.)
-- The follower's sellable size = shares held (positions table) − shares of its SELL copies still
-  in flight (reserved). Nothing sellable → NOTHING_HELD.
+- While a copy BUY of the wallet in this market is still in flight (the leader bought and sold before
+  the copy was answered), the SELL goes out as the leader's fraction (:class:`AfterBuy`): the executor
+  sizes it on the position once every earlier order of the wallet on the asset has the venue's answer.
+  Sized now, it missed the BUY's shares (skipped as NOTHING_HELD when nothing else was held), and
+  the follower kept what the leader had sold.
+- Otherwise the follower's sellable size = shares held (positions table) − shares of its SELL copies
+  still in flight (reserved). Nothing sellable → NOTHING_HELD.
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
 - If what would remain is positive but below the market's minimum order size, sell everything
   instead (a remainder that can never be sold is worse than a slightly larger exit).
@@ -20,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import fmt
@@ -27,6 +33,13 @@ from services.router.domain.market_rules import floor_shares
 from services.router.domain.model import ONE, ZERO, FollowerState, Reason
 
 Rejection = tuple[Reason, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AfterBuy:
+    """Sell ``fraction`` of the position once the wallet's copy BUY in flight in the market is answered."""
+
+    fraction: Decimal
 
 
 def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
@@ -37,8 +50,10 @@ def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
 
 
 def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None,
-              min_order_size: Decimal) -> Decimal | Rejection:
-    """Shares the follower sells, or why not."""
+              min_order_size: Decimal) -> Decimal | AfterBuy | Rejection:
+    """Shares the follower sells, the fraction to sell once its BUY in flight is answered, or why not."""
+    if state.reserved_market_usd > ZERO and leader_before is not None:
+        return AfterBuy(leader_fraction(leader_before, sold))
     sellable = state.held_size - state.reserved_sell_size
     if sellable <= ZERO:
         in_flight = f" ({fmt(state.reserved_sell_size)} already being sold)" if state.reserved_sell_size else ""
