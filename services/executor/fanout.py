@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from common import reservations
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot, book_key
 from services.executor.engine import Engine
@@ -79,6 +80,11 @@ class Fanout:
         p.ticket.created_ns = t.created_ns
         if not p.refused and p.life.limit_price is not None:
             await self.store.set_size(o.client_order_id, sized, p.life.limit_price, order.SerializeToString())
+            try:  # the router's next SELL of the position must see these shares as being sold
+                await reservations.size_claim(self.redis, o.client_order_id, reservations.to_micro(sized))
+            except Exception as exc:  # noqa: BLE001 - the venue still refuses shares not held
+                log.warning("reserving a sized SELL's shares failed",
+                            extra={"client_order_id": o.client_order_id, "error": repr(exc)[:200]})
         return p
 
     async def _book(self, asset_id: str) -> BookSnapshot | None:

@@ -10,6 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from common import reservations
 from services.executor.sellsize import fraction_size
 from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
 from tests.helpers import eventually
@@ -59,6 +60,9 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     await harness.start_executor()
     buy = make_order(1, follower_wallet_id="w_flip", routed_time_ns=time.time_ns())
     sell = _sell(2, "1", follower_wallet_id="w_flip")
+    # the router's claim of the SELL reserves no shares (its size is not known yet)
+    assert await reservations.reserve(harness.redis, [reservations.Reservation(
+        sell.client_order_id, "w_flip", reservations.SHARES, ASSET, 0, "lt_s2")]) == [True]
     await harness.route(buy)
     await harness.route(sell)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
@@ -70,6 +74,9 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     assert bought > 0
     assert sell_post.body is not None and D(sell_post.body["size"]) == bought  # the leader closed: all of it
     await eventually(lambda: _held(db_url, "w_flip") == 0)
+    # sized, it reserved its shares (so the router's next SELL did not count them), then released them
+    record = await harness.redis.get(reservations.ORDER_PREFIX + sell.client_order_id)
+    assert record == f"-w_flip|sh:{ASSET}|{reservations.to_micro(bought)}|lt_s2"
     with psycopg.connect(db_url) as conn:
         size, limit, proto = conn.execute("SELECT size, limit_price, order_proto FROM orders"
                                           " WHERE client_order_id = %s", (sell.client_order_id,)).fetchone()

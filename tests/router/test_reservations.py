@@ -93,3 +93,26 @@ async def test_release_many_is_release_for_each(r: aioredis.Redis) -> None:
     assert got["w_1"].market_usd_micro == 3_000_000 and got["w_2"] == reservations.NOTHING_RESERVED
     assert await r.get(reservations.order_key("co_bad")) == "garbage"  # left for an operator
     assert await reservations.release_many(r, []) == []
+
+
+async def test_a_claim_without_shares_reserves_them_once_sized(r: aioredis.Redis) -> None:
+    """A SELL sent with a fraction claims its id and reserves nothing; sized by the executor, it reserves its
+    shares (the router's next SELL of the position does not sell them again), released like any other."""
+    held_before = Reservation("co_s0", "w_1", SHARES, "111", 2_000_000, "lt_0")
+    later = Reservation("co_s1", "w_1", SHARES, "111", 0, "lt_1")
+    assert await reservations.reserve(r, [held_before, later]) == [True, True]
+    assert (await reservations.read(r, ["w_1"], "", "111"))["w_1"].asset_shares_micro == 2_000_000
+    assert await reservations.size_claim(r, "co_s1", 30_000_000) is True
+    assert await reservations.size_claim(r, "co_s1", 99_000_000) is False  # sized once
+    assert await reservations.size_claim(r, "co_s0", 1_000_000) is False  # reserved something already
+    assert await reservations.size_claim(r, "co_unknown", 1_000_000) is False
+    assert (await reservations.read(r, ["w_1"], "", "111"))["w_1"].asset_shares_micro == 32_000_000
+    assert await reservations.release(r, "co_s1") == 30_000_000
+    assert await reservations.size_claim(r, "co_s1", 5_000_000) is False  # released: never again
+    assert await reservations.release(r, "co_s0") == 2_000_000
+    assert await r.hgetall("tt:resv:w_1") == {}
+    # never sized: its release takes nothing from the others
+    assert await reservations.reserve(r, [Reservation("co_s2", "w_1", SHARES, "111", 0, "lt_2"),
+                                          Reservation("co_s3", "w_1", SHARES, "111", 4_000_000, "lt_3")])
+    assert await reservations.release(r, "co_s2") == 0
+    assert (await reservations.read(r, ["w_1"], "", "111"))["w_1"].asset_shares_micro == 4_000_000
