@@ -258,25 +258,29 @@ async def release_many(redis: Any, client_order_ids: Sequence[str], *, keep_s: i
     return [int(_s(x)) for x in reply]
 
 
-# KEYS: the order's claim. ARGV: wallet key prefix, micro-units. A claim that reserves nothing (a SELL sized
-# later) now reserves them; anything else (released, unknown, already sized) is left as it is.
+# KEYS: the order's claim. ARGV: wallet key prefix, micro-units. The claim of an order not released yet now
+# reserves ARGV[2] (the wallet's hash moves by the difference); a released or unknown claim is left as it is.
 _SIZE_CLAIM = """
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, 1) == '-' then return 0 end
 local wallet, fld, micro, owner = string.match(v, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
-if not wallet or micro ~= '0' then return 0 end
+if not wallet then return 0 end
+local delta = tonumber(ARGV[2]) - tonumber(micro)
 redis.call('SET', KEYS[1], wallet .. '|' .. fld .. '|' .. ARGV[2] .. '|' .. owner)
-redis.call('HINCRBY', ARGV[1] .. wallet, fld, ARGV[2])
+if delta ~= 0 then
+  local left = redis.call('HINCRBY', ARGV[1] .. wallet, fld, delta)
+  if left <= 0 then redis.call('HDEL', ARGV[1] .. wallet, fld) end
+end
 return 1
 """
 
 
 async def size_claim(redis: Any, client_order_id: str, micro: int) -> bool:
-    """Reserve ``micro`` units for an order claimed with none (a SELL the executor sized once its turn came),
-    so the router's next SELL of the position does not count those shares again; released like any other.
-    False when the claim is gone, released, or reserved something already."""
-    if micro <= 0:
-        return False
+    """Make an order's claim reserve ``micro`` units: a SELL the executor sized once its turn came (claimed
+    with none, or sized again after a restart), so the router's next SELL of the position does not count
+    those shares again; released like any other. False when the claim is gone or released."""
+    if micro < 0:
+        raise ValueError(f"micro must be >= 0, got {micro}")
     return int(await redis.eval(_SIZE_CLAIM, 1, ORDER_PREFIX + client_order_id, WALLET_PREFIX, str(micro))) == 1
 
 

@@ -44,7 +44,10 @@ Decisions worth knowing:
   out for whatever fills within the limit.
 - **SELLs sized here** (``sell_fraction``, sent by the router while the wallet's copy BUY was in flight):
   the intent is stored without a size; the order waits (:mod:`sequence`, at most 120 s) until the
-  wallet's earlier orders on the asset are final, then sells that fraction of the position held less
-  what placed SELLs may still sell (:mod:`sellsize`: the router's rules), or ends REJECTED
-  (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). A restart puts a waiting one back in line.
+  wallet's earlier orders on the asset are final (the orders of a batch take their places in stream
+  order), then, one SELL of the position at a time, sells that fraction of the position held less what
+  other sized SELLs may still sell and less what BUYs that came after it booked (:mod:`sellsize`: the
+  router's rules), or ends REJECTED (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). Sized, it reserves its
+  shares, and its age (staleness was checked on arrival) and resubmit window count from then. Not sent
+  yet at a restart (NEW), it is sized again in its turn.
 """

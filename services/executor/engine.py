@@ -106,9 +106,10 @@ class Engine:
             return
         if notify:
             self._first_event[coid] = asyncio.Event()
+        later = sized_later(ticket, life)
         if not life.terminal:
-            self.positions.opened(position_key(ticket), coid)
-        if sized_later(ticket, life):
+            self.positions.opened(position_key(ticket), coid, sized_later=later)
+        if later:
             self.tasks[coid] = asyncio.create_task(self._run_later(ticket, life), name=f"order:{coid}")
             return
         if life.state is lc.State.SUBMITTING:
@@ -224,15 +225,19 @@ class Engine:
         """A SELL sent with a fraction of the position: wait until the wallet's earlier orders on the asset are
         final (their fills booked), size it on the position then, and run it like any other order."""
         ready = None
+        key = position_key(t)
         try:
             assert self.size_later is not None, "sized-later orders need Engine.size_later"
-            sized = await size_in_turn(self.positions, t, self.size_later)
-            if sized.refused:
-                await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
-                return
-            life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)])
-            ready = sized.ticket
+            await self.positions.wait_turn(key, t.client_order_id)
+            async with self.positions.sizing(key):  # recorded as sent before the next SELL is sized
+                sized = await size_in_turn(self.positions, t, self.size_later)
+                if sized.refused:
+                    await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
+                    return
+                life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)])
+                ready = sized.ticket
         finally:
+            self.positions.sized(key, t.client_order_id)
             if ready is None:
                 self._forget(t)
         self.burst.add()
@@ -317,7 +322,7 @@ class Engine:
         venue = self.venues[t.venue]
         while life.state is lc.State.UNKNOWN:
             await asyncio.sleep(self.cfg.settle_interval_s)
-            result = await _safe(venue.query_by_client_id(t.client_order_id))
+            result = await v.safe(venue.query_by_client_id(t.client_order_id))
             if isinstance(result, v.VenueOrder):
                 return await self._transition(t, life, accepted(life, result), result)
             age_s = (time.time_ns() - t.created_ns) / 1e9
@@ -333,9 +338,9 @@ class Engine:
         await self.burst.wait()  # status queries yield to a fan-out's POSTs
         venue = self.venues[t.venue]
         if life.venue_order_id:
-            result = await _safe(venue.query(life.venue_order_id))
+            result = await v.safe(venue.query(life.venue_order_id))
         else:
-            result = await _safe(venue.query_by_client_id(t.client_order_id))
+            result = await v.safe(venue.query_by_client_id(t.client_order_id))
         if isinstance(result, v.VenueOrder):
             events = decide_status(life, result)
             if events:
@@ -361,6 +366,9 @@ class Engine:
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
         await self._persist(changes, urgent=ev is not None and not ev.is_set())
+        for c in changes:  # what a BUY booked is not for the SELLs waiting to be sized that came before it
+            if c.booking is not None and t.buying:
+                self.positions.booked(position_key(t), t.client_order_id, c.booking.size - c.booking.fee_shares)
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
         if ev is not None and any(c.event is not None for c in changes):
@@ -393,13 +401,3 @@ class Engine:
             await self.redis.delete(market_key(asset_id))
         except Exception as exc:  # noqa: BLE001 - the router refreshes on its own schedule too
             log.warning("market cache invalidation failed", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
-
-
-async def _safe(call: Any) -> v.VenueResult:
-    try:
-        result: v.VenueResult = await call
-        return result
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failing query is retried later
-        return v.VenueError("disconnect", 0, "", repr(exc)[:300])

@@ -66,7 +66,8 @@ class Fanout:
         """A SELL sent with the fraction of the position to sell, sized now (its turn came: the wallet's earlier
         orders on the asset are final): ready for the venue with its intent row updated, or refused."""
         o = t.order
-        held = await self.store.sellable(o.follower_wallet_id, o.asset_id)
+        held = await self.store.sellable(o.follower_wallet_id, o.asset_id, o.client_order_id)
+        held = max(ZERO, held - self.engine.positions.later_shares(o.client_order_id))
         min_size = parse_decimal(o.min_order_size) if o.min_order_size else ZERO
         sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
         if isinstance(sized, tuple):
@@ -77,7 +78,7 @@ class Fanout:
         now = time.time_ns()
         order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
         p = prepare(order, await self._book(o.asset_id), self.rules, now)
-        p.ticket.created_ns = t.created_ns
+        p.ticket.created_ns = now  # the resubmit window and the breaker wait count from now, not from the wait
         if not p.refused and p.life.limit_price is not None:
             await self.store.set_size(o.client_order_id, sized, p.life.limit_price, order.SerializeToString())
             try:  # the router's next SELL of the position must see these shares as being sold
@@ -151,6 +152,23 @@ class Fanout:
                 books[asset] = book
 
     async def _handle_orders(self, orders: Sequence[epb.Order]) -> None:
+        """:meth:`_admit_orders`; with a SELL sized later among them, every order takes its place in its
+        position's queue in stream order first (chunks start their orders as each INSERT commits, not in
+        order: the SELL must still wait for a BUY of its position in an earlier, slower chunk)."""
+        if not any(o.sell_fraction for o in orders):
+            await self._admit_orders(orders)
+            return
+        queue = self.engine.positions
+        for o in orders:
+            queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id)
+        try:
+            await self._admit_orders(orders)
+        finally:
+            for o in orders:  # refused, or known and not resumed: not in the way of anything
+                if not self.engine.running(o.client_order_id):
+                    queue.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
+
+    async def _admit_orders(self, orders: Sequence[epb.Order]) -> None:
         """Prepare, persist and start ``orders`` in growing chunks.
 
         The whole set counts as pending and unsent in the engine's burst gate from the start (each

@@ -111,6 +111,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
         if order.sell_fraction and not order.size:
             _check_fraction(order, venue, rules)
+            _check_age(order, rules, now_ns)
             return Prepared(ticket, life)  # NEW: sized on the position once the orders before it are answered
         if shapes is None:
             shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, None)

@@ -215,18 +215,20 @@ class Store:
             cur = await conn.execute(f"SELECT * FROM orders WHERE state NOT IN {_TERMINAL_SQL} ORDER BY created_at")
             return list(await cur.fetchall())
 
-    async def sellable(self, follower_wallet_id: str, asset_id: str) -> Decimal:
-        """Shares of a position not already being sold: held, less what its placed SELLs may still sell."""
+    async def sellable(self, follower_wallet_id: str, asset_id: str, client_order_id: str = "") -> Decimal:
+        """Shares of a position not already being sold: held, less what its sized SELLs (but
+        ``client_order_id``) may still sell."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_SELLABLE, {"w": follower_wallet_id, "a": asset_id})
+            cur = await conn.execute(_SELLABLE, {"w": follower_wallet_id, "a": asset_id, "me": client_order_id})
             row = await cur.fetchone()
         return Decimal(row["sellable"]) if row and row["sellable"] is not None else ZERO
 
     async def set_size(self, client_order_id: str, size: Decimal, limit_price: Decimal, order_proto: bytes) -> None:
         """Record the size (and limit) a SELL sent with a fraction of the position got in its turn."""
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE orders SET size = %s, limit_price = %s, order_proto = %s, updated_at = now()"
-                               " WHERE client_order_id = %s AND state = 'NEW'",
+            # created_at too: a restart counts the resubmit window from the sizing, as the runner does
+            await conn.execute("UPDATE orders SET size = %s, limit_price = %s, order_proto = %s, created_at = now(),"
+                               " updated_at = now() WHERE client_order_id = %s AND state = 'NEW'",
                                (size, limit_price, order_proto, client_order_id))
 
     async def order_row(self, client_order_id: str) -> dict[str, Any] | None:
@@ -293,7 +295,7 @@ _SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)
      - coalesce((SELECT sum(greatest(size - filled_size, 0)) FROM orders WHERE follower_wallet_id = %(w)s
                  AND asset_id = %(a)s AND side = 'SELL' AND size IS NOT NULL AND state NOT IN {_TERMINAL_SQL}
-                 AND state <> 'NEW'), 0) AS sellable
+                 AND client_order_id <> %(me)s), 0) AS sellable
 """
 
 

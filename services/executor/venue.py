@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -99,3 +101,14 @@ class Venue(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+async def safe(call: Awaitable[VenueResult]) -> VenueResult:
+    """The outcome of a venue call; an exception (an adapter bug, a dropped connection) becomes a
+    ``disconnect`` error to retry later, never a crash of the caller."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing query is retried later
+        return VenueError("disconnect", 0, "", repr(exc)[:300])

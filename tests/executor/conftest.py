@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -148,14 +149,21 @@ def make_order(i: int = 0, **kw: Any) -> epb.Order:
     return epb.Order(**base)
 
 
-@pytest.fixture
-async def harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running_harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
+    """A started :class:`Harness`, stopped on the way out (other test packages use it too)."""
     h = Harness(redis_url, db_url)
     await h.start()
     try:
         yield h
     finally:
         await h.stop()
+
+
+@pytest.fixture
+async def harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
+    async with running_harness(redis_url, db_url) as h:
+        yield h
 
 
 Check = Callable[[], Awaitable[Any]]

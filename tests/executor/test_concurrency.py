@@ -1,9 +1,10 @@
-"""Slots and the burst gate."""
+"""Slots, the burst gate and the position queue."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 
 from services.executor.concurrency import BurstGate, Slots
 from services.executor.sequence import PositionQueue
@@ -153,7 +154,24 @@ async def test_a_sell_waits_for_the_orders_of_its_position_that_came_before_it()
 
 
 async def test_a_sell_does_not_wait_for_ever_behind_an_order_that_never_ends() -> None:
-    q = PositionQueue()
+    q = PositionQueue(max_wait_s=0.05)
     q.opened(("w", "a"), "resting_gtc")
     q.opened(("w", "a"), "sell")
-    assert await q.wait_turn(("w", "a"), "sell", max_wait_s=0.05) is False
+    assert await q.wait_turn(("w", "a"), "sell") is False
+
+
+def test_a_waiting_sell_counts_what_later_buys_of_its_position_booked() -> None:
+    q = PositionQueue()
+    pos = ("w", "a")
+    q.opened(pos, "buy_1")
+    q.opened(pos, "sell_1", sized_later=True)
+    q.opened(pos, "buy_2")
+    q.opened(("w", "other"), "buy_3")
+    q.booked(pos, "buy_1", Decimal(20))  # came before the SELL: its shares are the SELL's to sell
+    q.booked(pos, "buy_2", Decimal(15))
+    q.booked(("w", "other"), "buy_3", Decimal(7))
+    q.booked(pos, "unknown", Decimal(1))  # not run here: counted as later
+    assert q.later_shares("sell_1") == Decimal(16)
+    q.sized(pos, "sell_1")
+    q.booked(pos, "buy_2", Decimal(5))
+    assert q.later_shares("sell_1") == 0

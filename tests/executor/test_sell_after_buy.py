@@ -4,8 +4,10 @@ what is held: the BUY's shares included, never sent when nothing is held."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.integration
 D = Decimal
 BIDS = [("0.49", "500"), ("0.48", "1000")]
 ASKS = [("0.50", "100"), ("0.51", "1000")]
+NEVER = 10_000.0  # the fake's settle time: matched orders stay unconfirmed until _confirm
 
 
 def _held(db_url: str, wallet: str) -> Decimal:
@@ -30,9 +33,10 @@ def _held(db_url: str, wallet: str) -> Decimal:
     return row[0] if row else D(0)
 
 
-def _sell(i: int, fraction: str, **kw: object) -> epb.Order:
+def _sell(i: int, fraction: str, **kw: Any) -> epb.Order:
+    base: dict[str, Any] = {"routed_time_ns": time.time_ns(), **kw}
     return make_order(i, side=cpb.SIDE_SELL, amount_usd="", sell_fraction=fraction, leader_trade_id=f"lt_s{i}",
-                      routed_time_ns=time.time_ns(), **kw)
+                      **base)
 
 
 @pytest.mark.parametrize(("held", "fraction", "expected"), [
@@ -141,3 +145,212 @@ async def test_a_sell_waiting_its_turn_survives_a_restart(harness: Harness, db_u
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     bought = D(str((await harness.terminal(buy.client_order_id)).filled_size))  # type: ignore[union-attr]
     assert [D(p.body["size"]) for p in harness.fake.posts_for(sell.client_order_id) if p.body] == [bought]
+
+
+# Below, timing is in the tests' hands: the Insiders fake keeps matched orders unconfirmed (settle_s
+# NEVER) until a test confirms one (_confirm).
+
+
+def _confirm(h: Harness, coid: str) -> None:
+    """The chain confirms this order's match now (its next status query says confirmed)."""
+    o = h.fake.order(coid)
+    assert o is not None, coid
+    o.matched_at = time.monotonic() - 2 * NEVER
+
+
+def _hold(db_url: str, wallet: str, size: int) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                     " cost_usd) VALUES (%s, %s, %s, '0xa', %s, 0.4, %s)",
+                     (wallet, ASSET, CONDITION, size, D(size) * D("0.4")))
+
+
+def _row(db_url: str, coid: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT state, size FROM orders WHERE client_order_id = %s", (coid,)).fetchone()
+
+
+def _posted_sizes(h: Harness, coid: str) -> list[Decimal]:
+    return [D(p.body["size"]) for p in h.fake.posts_for(coid) if p.body]
+
+
+async def test_a_fraction_sell_does_not_sell_the_shares_of_a_buy_routed_after_it(harness: Harness,
+                                                                                 db_url: str) -> None:
+    """Leader: BUY, SELL everything, BUY again (a fast flip and back in). The follower's SELL (fraction 1 of
+    the position the leader had when it sold) must sell what the first copy BUY bought, not the shares of the
+    copy BUY routed after it: the SELL waits for BUY 1 only, but is sized on the position as it is when BUY 1
+    ends, which already holds BUY 2 when BUY 2 was confirmed first. The follower ends flat while the
+    leader holds."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    await harness.start_executor()
+    w = "w_bsb"
+    buy1 = make_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
+    sell = _sell(2, "1", follower_wallet_id=w)
+    await harness.route(buy1, sell)
+    await eventually(lambda: harness.fake.order(buy1.client_order_id))
+    buy2 = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
+    await harness.route(buy2)
+    await eventually(lambda: harness.fake.order(buy2.client_order_id))
+    _confirm(harness, buy2.client_order_id)  # BUY 2 is confirmed (booked) before BUY 1
+    await eventually(lambda: harness.terminal(buy2.client_order_id))
+    await eventually(lambda: _held(db_url, w) > 0)
+    assert harness.fake.posts_for(sell.client_order_id) == []  # the SELL still waits for BUY 1
+    _confirm(harness, buy1.client_order_id)
+    harness.fake.settle_s = 0.02
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
+    bought2 = harness.fake.order(buy2.client_order_id).filled_size  # type: ignore[union-attr]
+    assert bought1 > 0 and bought2 > 0
+    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
+
+
+async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(harness: Harness,
+                                                                                db_url: str) -> None:
+    """A batch of 41 orders is admitted in chunks (8, 32, ...): chunks after the first are inserted side by
+    side and each starts its orders when its own INSERT commits. When the SELL's chunk commits before the
+    BUY's (here: the BUY's INSERT is slow, as under pool contention or a retried insert), the SELL starts
+    first, finds nothing ahead of it in the PositionQueue, is sized at once on nothing and is REJECTED
+    NOTHING_HELD: the follower keeps what the leader sold."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    running = await harness.start_executor()
+    w = "w_chunk"
+    buy = make_order(8, follower_wallet_id=w)
+    sell = _sell(40, "1", follower_wallet_id=w)
+    others = [make_order(i) for i in range(40) if i != 8]
+    orders = [*others[:8], buy, *others[8:], sell]  # the BUY is in chunk 2 (8..39), the SELL in chunk 3
+    assert orders.index(buy) == 8 and orders.index(sell) == 40
+    store = running.fanout.store
+    original = store.insert_intents
+
+    async def slow(items: list[Any]) -> set[str]:
+        if any(t.client_order_id == buy.client_order_id for t, _ in items):
+            await asyncio.sleep(0.5)  # this chunk's INSERT commits after the next chunk's
+        return await original(items)
+
+    store.insert_intents = slow  # type: ignore[method-assign]
+    await harness.route(*orders)
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    bought = await eventually(lambda: harness.terminal(buy.client_order_id), timeout_s=15)
+    assert bought.type == epb.ORDER_EVENT_TYPE_FILLED
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    assert _posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
+
+
+async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harness: Harness, db_url: str) -> None:
+    """The process dies between ``set_size`` (the row gets size and limit, state still NEW) and the
+    SUBMITTING transition. At the restart the row is no longer "sized later" (it has a limit price), so
+    ``Engine.resume`` treats it as an ordinary NEW/SUBMITTING order and applies OrderTimedOut to NEW, which
+    the lifecycle does not allow: IllegalTransition out of ``start()``, the executor cannot start at all (every
+    restart fails the same way while the row exists: no order of any follower runs). This happens whatever the
+    intent's age; the backdating below only makes sure a fix that merely allows NEW -> UNKNOWN is not enough
+    (past the 30 s resubmit window the never-sent SELL would end LOST instead of being sent)."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    running = await harness.start_executor()
+    store = running.fanout.store
+    original = store.set_size
+
+    async def then_die(*args: Any) -> None:
+        await original(*args)
+        await asyncio.Event().wait()  # the process is killed right after the size is written
+
+    store.set_size = then_die  # type: ignore[method-assign]
+    w = "w_crash"
+    buy = make_order(1, follower_wallet_id=w)
+    sell = _sell(2, "1", follower_wallet_id=w)
+    await harness.route(buy, sell)
+    await eventually(lambda: harness.fake.order(buy.client_order_id))
+    _confirm(harness, buy.client_order_id)
+    await eventually(lambda: (r := _row(db_url, sell.client_order_id)) is not None and r[1] is not None)
+    assert _row(db_url, sell.client_order_id)[0] == "NEW"  # type: ignore[index]
+    await running.stop(0)
+    # the SELL's intent is more than 30 s old at the restart (it waited behind a slowly confirming BUY, or the
+    # restart took a while)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE orders SET created_at = created_at - interval '60 seconds'"
+                     " WHERE client_order_id = %s", (sell.client_order_id,))
+    harness.fake.settle_s = 0.02
+    await harness.start_executor()
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=20)
+    bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    assert _posted_sizes(harness, sell.client_order_id) == [bought]
+
+
+async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(harness: Harness,
+                                                                              db_url: str) -> None:
+    """The sized SELL keeps the ticket's creation time (its intent insert), so the time it waited for the
+    BUY counts as age: a first POST lost on the way is not re-POSTed once the wait passed the resubmit
+    window (30 s by default; 2 s here), and the SELL ends LOST, where the same SELL routed sized is re-POSTed
+    and filled. (The same age also cuts the breaker wait in ``_submit``.)"""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
+    harness.fake.faults.timeout_delay_s = 1.0
+    # control: a SELL sized by the router whose POST is lost is settled, re-POSTed and filled
+    _hold(db_url, "w_sized", 20)
+    sized = make_order(1, side=cpb.SIDE_SELL, amount_usd="", size="20", follower_wallet_id="w_sized")
+    harness.fake.faults.lose_posts = 1
+    await harness.route(sized)
+    ok = await eventually(lambda: harness.terminal(sized.client_order_id), timeout_s=15)
+    assert ok.type == epb.ORDER_EVENT_TYPE_FILLED and len(harness.fake.posts_for(sized.client_order_id)) == 2
+    # the same with a SELL that waited 2.5 s for its BUY's confirmation
+    harness.fake.settle_s = NEVER
+    w = "w_wait"
+    buy = make_order(2, follower_wallet_id=w)
+    sell = _sell(3, "1", follower_wallet_id=w)
+    await harness.route(buy, sell)
+    await eventually(lambda: harness.fake.order(buy.client_order_id))
+    await asyncio.sleep(2.5)
+    harness.fake.faults.lose_posts = 1  # the SELL's first POST is lost
+    harness.fake.settle_s = 0.02
+    _confirm(harness, buy.client_order_id)
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.type, done.reason, done.detail)
+
+
+async def test_a_fraction_sell_that_arrives_stale_is_refused_like_a_sized_one(harness: Harness,
+                                                                             db_url: str) -> None:
+    """The staleness check (max order age, 60 s) refuses a copy that reaches the executor long after it was
+    routed (a backlog, an executor that was down). A fraction SELL skips it at intake (``_check_fraction``
+    does not call ``_check_age``) and has its routed time reset to now when sized, so a SELL decided two
+    minutes ago is sold at today's price, while the same SELL sized by the router is STALE_ORDER."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    _hold(db_url, "w_old_sized", 100)
+    _hold(db_url, "w_old_frac", 100)
+    await harness.start_executor()
+    old = time.time_ns() - 120 * 1_000_000_000
+    sized = make_order(1, side=cpb.SIDE_SELL, amount_usd="", size="50", follower_wallet_id="w_old_sized",
+                       routed_time_ns=old, received_time_ns=old)
+    frac = _sell(2, "0.5", follower_wallet_id="w_old_frac", routed_time_ns=old, received_time_ns=old)
+    await harness.route(sized, frac)
+    a = await eventually(lambda: harness.terminal(sized.client_order_id), timeout_s=15)
+    b = await eventually(lambda: harness.terminal(frac.client_order_id), timeout_s=15)
+    assert (a.type, a.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "STALE_ORDER")
+    assert (b.type, b.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "STALE_ORDER"), (b.type, b.reason)
+
+
+async def test_fraction_sells_that_stop_waiting_together_do_not_sell_the_same_shares_twice(
+        harness: Harness, db_url: str) -> None:
+    """Two fraction SELLs of a position (the leader sold half, then the rest) wait behind an order that does
+    not end within the wait cap (a BUY whose match the chain has not confirmed yet, a resting order). Their
+    caps run out together and both are sized at once: neither sees the other (``sellable`` skips NEW rows,
+    and the second no longer waits for the first), so the second sells the whole position again: 50 + 100 of
+    100 shares. On the venue the second one fails for balance (or sells shares the leader still holds when the
+    fractions are partial), and the follower keeps half a position the leader closed. The cap is 120 s; 1 s
+    here."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER  # the BUY stays unconfirmed past the cap
+    w = "w_cap"
+    _hold(db_url, w, 100)
+    running = await harness.start_executor()
+    running.engine.positions.max_wait_s = 1.0
+    buy = make_order(1, follower_wallet_id=w)
+    half = _sell(2, "0.5", follower_wallet_id=w)
+    rest = _sell(3, "1", follower_wallet_id=w)
+    await harness.route(buy, half, rest)
+    await eventually(lambda: harness.fake.posts_for(half.client_order_id)
+                     and harness.fake.posts_for(rest.client_order_id), timeout_s=10)
+    sizes = _posted_sizes(harness, half.client_order_id) + _posted_sizes(harness, rest.client_order_id)
+    assert sum(sizes) <= 100, sizes

@@ -347,18 +347,26 @@ async def test_exits_renewed_on_a_position_still_held_keep_its_configuration(
     await conn.close()
 
 
-async def test_exits_the_user_cancelled_do_not_come_back_with_the_next_fill(
-        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
-    """The user cancelled every exit of a copied position (through REST). The next copy BUY of that position
-    only resizes it: renewing the group re-armed the stop-loss the user had taken off, which then sold the
-    whole position."""
+async def _copied_with_tp_and_sl(db_url: str, redis: Any, standins: StandIns,
+                                 make_guard: GuardFactory) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """A copy BUY of 100 at 0.40 filled for a subscription with a take-profit and a stop-loss: (connection,
+    running guard, the two armed exits)."""
     conn = await db(db_url)
     await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
     await add_market(redis)
     running = await make_guard()
     await set_position(conn, "100", "0.40")
     await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
-    await eventually(lambda: _n(conn, 2))
+    rows = await eventually(lambda: _n(conn, 2))
+    return conn, running, rows
+
+
+async def test_exits_the_user_cancelled_do_not_come_back_with_the_next_fill(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The user cancelled every exit of a copied position (through REST). The next copy BUY of that position
+    only resizes it: renewing the group re-armed the stop-loss the user had taken off, which then sold the
+    whole position."""
+    conn, running, _ = await _copied_with_tp_and_sl(db_url, redis, standins, make_guard)
     await conn.execute("UPDATE triggers SET state = 'CANCELLED', state_reason = 'CANCELLED_BY_USER'"
                        " WHERE source = 'COPY'")
     await set_position(conn, "150", "0.42")
@@ -376,13 +384,7 @@ async def test_renewed_exits_leave_out_the_ones_the_user_cancelled(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
     """The user cancelled the stop-loss; the take-profit fired and its SELL filled in part. The next copy BUY
     renews the used-up take-profit only, and the group says why the stop-loss is not there."""
-    conn = await db(db_url)
-    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
-    await add_market(redis)
-    running = await make_guard()
-    await set_position(conn, "100", "0.40")
-    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
-    rows = await eventually(lambda: _n(conn, 2))
+    conn, running, rows = await _copied_with_tp_and_sl(db_url, redis, standins, make_guard)
     by_kind = {r["kind"]: r["id"] for r in rows}
     await conn.execute("UPDATE triggers SET state = 'CANCELLED', state_reason = 'CANCELLED_BY_USER' WHERE id = %s",
                        (by_kind["STOP_LOSS"],))
