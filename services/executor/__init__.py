@@ -45,9 +45,9 @@ Decisions worth knowing:
 - **SELLs sized here** (``sell_fraction``, sent by the router while the wallet's copy BUY was in flight):
   the intent is stored without a size; the order waits (:mod:`sequence`, at most 120 s) until the
   wallet's earlier orders on the asset are final (the orders of a batch take their places in stream
-  order), then, one SELL of the position at a time, sells that fraction of the position held less what
-  other sized SELLs may still sell and less what BUYs that came after it booked (:mod:`sellsize`: the
-  router's rules), or ends REJECTED (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). Sized, it reserves its
-  shares, and its age (staleness was checked on arrival) and resubmit window count from then. Not sent
-  yet at a restart (NEW), it is sized again in its turn.
+  order, kept across restarts in ``orders.arrival_ns``), then, one SELL of the position at a time, sells
+  that fraction of the position held less what SELLs under way may still sell (:mod:`sellsize`: the
+  router's rules), or ends REJECTED (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). BUYs of the position that
+  arrive after it wait until it has its size. Sized, it reserves its shares, and its resubmit window
+  counts from then (staleness is checked on arrival). Not sent yet at a restart (NEW), it is sized again.
 """

@@ -29,15 +29,15 @@ from services.executor.events import build_event
 from services.executor.journal import Journal
 from services.executor.model import Ticket
 from services.executor.policy import (
-    RESTART_REASON,
     accepted,
     classify,
     decide_status,
     decide_submit,
     decide_unknown,
 )
+from services.executor.recovery import plan_resume
 from services.executor.sequence import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
-from services.executor.store import Change, row_life, ticket_from_row
+from services.executor.store import Change
 from services.executor.tracing import order_span, post_traceparent
 from services.executor.tracker import ERROR_BACKOFF_S, Tracker, error_delay
 
@@ -107,14 +107,18 @@ class Engine:
         if notify:
             self._first_event[coid] = asyncio.Event()
         later = sized_later(ticket, life)
+        key = position_key(ticket)
         if not life.terminal:
-            self.positions.opened(position_key(ticket), coid, sized_later=later)
+            self.positions.opened(key, coid, sized_later=later)
         if later:
             self.tasks[coid] = asyncio.create_task(self._run_later(ticket, life), name=f"order:{coid}")
-            return
-        if life.state is lc.State.SUBMITTING:
-            self.burst.add()
-        self.tasks[coid] = asyncio.create_task(self._run(ticket, life, venue_may_hold), name=f"order:{coid}")
+        elif ticket.buying and self.positions.unsized_ahead(key, coid):
+            self.tasks[coid] = asyncio.create_task(self._run_behind(ticket, life, venue_may_hold),
+                                                   name=f"order:{coid}")
+        else:
+            if life.state is lc.State.SUBMITTING:
+                self.burst.add()
+            self.tasks[coid] = asyncio.create_task(self._run(ticket, life, venue_may_hold), name=f"order:{coid}")
 
     async def wait_first_event(self, client_order_id: str, timeout_s: float) -> None:
         """Wait until the order (started with ``notify``) emitted an OrderEvent, or its runner ended
@@ -142,34 +146,12 @@ class Engine:
 
     async def resume(self, rows: list[dict[str, Any]]) -> int:
         """Resume tracking stored non-terminal orders (start-up recovery, or a replayed intent)."""
-        now = time.time_ns()
-        runs: list[tuple[Ticket, lc.OrderLife]] = []
-        later: list[tuple[Ticket, lc.OrderLife]] = []
-        changes: list[Change] = []
-        for row in rows:
-            life = row_life(row)
-            if life.terminal or self.running(life.client_order_id):
-                continue
-            if row["venue"] not in self.venues:
-                log.error("unfinished order for a venue that is not configured: left as it is",
-                          extra={"client_order_id": life.client_order_id, "venue": row["venue"],
-                                 "state": life.state.value})
-                continue
-            ticket = ticket_from_row(row)
-            if sized_later(ticket, life):  # never sent: it waits its turn again, after the orders resumed here
-                later.append((ticket, life))
-                continue
-            if life.state in (lc.State.NEW, lc.State.SUBMITTING):
-                # Whether the POST left is unknown: settle by status query, never a blind re-POST.
-                event = lc.OrderTimedOut(RESTART_REASON, surely_sent=row["post_sent_ns"] is not None)
-                life = lc.apply(life, event)
-                changes.append(Change(ticket, life, build_event(ticket, life, event, now_ns=now)))
-            runs.append((ticket, life))
+        runs, changes = plan_resume(rows, self.venues, self.running, time.time_ns())
         if changes:
             await self._persist(changes)
-        for ticket, life in runs + later:
+        for ticket, life in runs:
             self.start(ticket, life, venue_may_hold=True)
-        return len(runs) + len(later)
+        return len(runs)
 
     async def close(self) -> None:
         """Cancel every runner and the tracker (their orders stay non-terminal in PostgreSQL and resume at
@@ -242,6 +224,18 @@ class Engine:
                 self._forget(t)
         self.burst.add()
         await self._run(ready, life, False)
+
+    async def _run_behind(self, t: Ticket, life: lc.OrderLife, may_hold: bool) -> None:
+        """A BUY of a position with a SELL ahead of it that waits for its size: it goes once that SELL is
+        sized (its shares are not that SELL's to sell)."""
+        try:
+            await self.positions.wait_sells_sized(position_key(t), t.client_order_id)
+        except BaseException:
+            self._forget(t)
+            raise
+        if life.state is lc.State.SUBMITTING:
+            self.burst.add()
+        await self._run(t, life, may_hold)
 
     def _forget(self, t: Ticket) -> None:
         """The order's runner is over: it no longer counts as running, nor holds up its position unless the
@@ -366,9 +360,6 @@ class Engine:
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
         await self._persist(changes, urgent=ev is not None and not ev.is_set())
-        for c in changes:  # what a BUY booked is not for the SELLs waiting to be sized that came before it
-            if c.booking is not None and t.buying:
-                self.positions.booked(position_key(t), t.client_order_id, c.booking.size - c.booking.fee_shares)
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
         if ev is not None and any(c.event is not None for c in changes):

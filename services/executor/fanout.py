@@ -61,15 +61,23 @@ class Fanout:
         # asset → (stored form, parsed book, memos of prepare() for that very book object)
         self._parsed: dict[str, tuple[bytes | str, BookSnapshot, QuoteCache, ShapeCache]] = {}
         engine.size_later = self.size_later
+        self._last_arrival_ns = 0
+
+    def _arrival(self) -> int:
+        """The next arrival number: the clock in ns, strictly increasing (orders of a batch in stream order)."""
+        self._last_arrival_ns = max(time.time_ns(), self._last_arrival_ns + 1)
+        return self._last_arrival_ns
 
     async def size_later(self, t: Ticket) -> Prepared:
         """A SELL sent with the fraction of the position to sell, sized now (its turn came: the wallet's earlier
         orders on the asset are final): ready for the venue with its intent row updated, or refused."""
         o = t.order
-        held = await self.store.sellable(o.follower_wallet_id, o.asset_id, o.client_order_id)
-        held = max(ZERO, held - self.engine.positions.later_shares(o.client_order_id))
-        min_size = parse_decimal(o.min_order_size) if o.min_order_size else ZERO
-        sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
+        held = await self.store.sellable(o.follower_wallet_id, o.asset_id)
+        try:
+            min_size = parse_decimal(o.min_order_size) if o.min_order_size else ZERO
+            sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
+        except (ValueError, ArithmeticError) as exc:  # checked at intake; a stored row may still be bad
+            sized = ("INVALID_ORDER", f"cannot size the SELL: {exc!r}"[:300])
         if isinstance(sized, tuple):
             return Prepared(t, apply(OrderLife(o.client_order_id), OrderRejected(*sized)))
         order = epb.Order()
@@ -79,6 +87,7 @@ class Fanout:
         order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
         p = prepare(order, await self._book(o.asset_id), self.rules, now)
         p.ticket.created_ns = now  # the resubmit window and the breaker wait count from now, not from the wait
+        p.ticket.arrival_ns = t.arrival_ns
         if not p.refused and p.life.limit_price is not None:
             await self.store.set_size(o.client_order_id, sized, p.life.limit_price, order.SerializeToString())
             try:  # the router's next SELL of the position must see these shares as being sold
@@ -160,13 +169,13 @@ class Fanout:
             return
         queue = self.engine.positions
         for o in orders:
-            queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id)
-        try:
-            await self._admit_orders(orders)
-        finally:
-            for o in orders:  # refused, or known and not resumed: not in the way of anything
-                if not self.engine.running(o.client_order_id):
-                    queue.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
+            queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id,
+                         sized_later=bool(o.sell_fraction and not o.size))
+        # On failure the places stay: the consumer hands the same orders in again (an order keeps its place).
+        await self._admit_orders(orders)
+        for o in orders:  # refused, or known and not resumed: not in the way of anything
+            if not self.engine.running(o.client_order_id):
+                queue.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
 
     async def _admit_orders(self, orders: Sequence[epb.Order]) -> None:
         """Prepare, persist and start ``orders`` in growing chunks.
@@ -195,7 +204,9 @@ class Fanout:
                 for o in chunk:
                     book = books.get(o.asset_id)
                     q, sh = self._memos(book, batch_memos)
-                    prepared.append(prepare(o, book, self.rules, now, q, sh))
+                    p = prepare(o, book, self.rules, now, q, sh)
+                    p.ticket.arrival_ns = self._arrival()
+                    prepared.append(p)
                 held -= len(chunk)
                 if first:  # the first POSTs leave after one small insert
                     await self._admit_chunk(prepared)
@@ -204,8 +215,10 @@ class Fanout:
                     await asyncio.sleep(0)
         finally:
             burst.give_back(held)
-        if later:
-            await asyncio.gather(*later)
+        if later:  # every chunk settles before a failure is raised (the retry finds them all done)
+            for result in await asyncio.gather(*later, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _admit_chunk(self, prepared: list[Prepared]) -> set[str]:
         """:meth:`admit`, then give back the chunk's burst slots (its started orders hold their own)."""
@@ -217,6 +230,7 @@ class Fanout:
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
         """Admit one order (SubmitOrder); returns whether its client order id was known already."""
         p = prepare(order, await self._book(order.asset_id), self.rules, time.time_ns())
+        p.ticket.arrival_ns = self._arrival()
         new = await self.admit([p], notify=True)
         return p.ticket.client_order_id not in new, p
 

@@ -143,6 +143,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
 def _check_fraction(order: epb.Order, venue: str, rules: IntakeRules) -> None:
     """A SELL sent with the fraction of the position to sell (the executor sizes it later)."""
     _check_order(order, venue, rules)
+    _decimal("min_order_size", order.min_order_size, required=False)  # read when it is sized
     fraction = _decimal("sell_fraction", order.sell_fraction, required=True)
     if order.side != cpb.SIDE_SELL:
         raise _Refusal("INVALID_ORDER", "sell_fraction is for a SELL only")

@@ -29,6 +29,7 @@ class Ticket:
     post_sent_ns: int = 0  # when the first POST left (0 until then)
     fee_booked: Decimal = ZERO  # fee shares already booked in fills
     notional_booked: Decimal = ZERO  # USD of the fills already booked
+    arrival_ns: int = 0  # when this executor received it (stream order within a batch); 0 when unknown
 
     @property
     def client_order_id(self) -> str:

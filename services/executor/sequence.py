@@ -2,20 +2,20 @@
 
 A SELL the executor sizes itself (``sell_fraction``) must see the position its wallet's earlier orders
 on the asset leave: it waits its turn here until every one of them is final (fills are booked when the
-venue confirms them), at most ``MAX_WAIT_S`` (a resting order may never end); what BUYs that arrived after
-it booked meanwhile is left out of what it sells; SELLs of a position are sized one at a time.
+venue confirms them), at most ``MAX_WAIT_S`` (a resting order may never end). BUYs of the position that
+arrive after it wait until it has its size (what they buy is not the SELL's to sell), and SELLs of a
+position are sized one at a time. The order of arrival survives a restart (``orders.arrival_ns``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
-from decimal import Decimal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from common.decimals import ZERO
 from services.executor import lifecycle as lc
 from services.executor.model import Ticket
 
@@ -43,17 +43,16 @@ def sized_later(t: Ticket, life: lc.OrderLife) -> bool:
 
 
 class PositionQueue:
-    """Orders not final yet per (wallet, asset), each with its arrival number; and, for each SELL waiting to
-    be sized, the shares that BUYs of its position which arrived after it have booked meanwhile (the SELL
-    sells a fraction of the position as the leader's exit found it, not of a position re-opened since)."""
+    """Orders not final yet per (wallet, asset), each with its arrival number, and which of them are SELLs
+    waiting to be sized."""
 
     def __init__(self, max_wait_s: float = MAX_WAIT_S) -> None:
         self.max_wait_s = max_wait_s
         self._open: dict[Key, dict[str, int]] = {}
+        self._unsized: dict[Key, set[str]] = {}  # sized-later SELLs without their size yet
         self._changed: dict[Key, asyncio.Event] = {}
         self._seq = itertools.count()
-        self._waiting: dict[str, tuple[Key, Decimal]] = {}  # sized-later SELL -> (position, later BUYs' shares)
-        self._sizing: dict[Key, asyncio.Lock] = {}
+        self._sizing: dict[Key, tuple[asyncio.Lock, int]] = {}  # lock, users
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._open.values())
@@ -62,51 +61,22 @@ class PositionQueue:
         """An order of the position is under way (a second call keeps its place)."""
         self._open.setdefault(key, {}).setdefault(client_order_id, next(self._seq))
         if sized_later:
-            self._waiting.setdefault(client_order_id, (key, ZERO))
+            self._unsized.setdefault(key, set()).add(client_order_id)
 
     def ended(self, key: Key, client_order_id: str) -> None:
         """The order is final (or no longer run here): later orders of the position may go."""
-        self._waiting.pop(client_order_id, None)
+        self._drop_unsized(key, client_order_id)
         orders = self._open.get(key)
         if orders is None or orders.pop(client_order_id, None) is None:
             return
         if not orders:
             del self._open[key]
-        event = self._changed.pop(key, None)
-        if event is not None:
-            event.set()
-
-    def booked(self, key: Key, client_order_id: str, shares: Decimal) -> None:
-        """A BUY of the position booked ``shares``: counted for the SELLs waiting to be sized that arrived
-        before it."""
-        if not self._waiting:
-            return
-        orders = self._open.get(key, {})
-        mine = orders.get(client_order_id)
-        for coid, (where, later) in list(self._waiting.items()):
-            seq = orders.get(coid)
-            if where == key and seq is not None and (mine is None or seq < mine):
-                self._waiting[coid] = (where, later + shares)
-
-    def later_shares(self, client_order_id: str) -> Decimal:
-        """Shares BUYs that arrived after this waiting SELL have booked so far."""
-        waiting = self._waiting.get(client_order_id)
-        return waiting[1] if waiting else ZERO
-
-    def sizing(self, key: Key) -> asyncio.Lock:
-        """Held while a SELL of the position is sized and recorded as sent: two SELLs sized at once (their wait
-        ran out together) would each count the shares the other sells."""
-        lock = self._sizing.get(key)
-        if lock is None:
-            lock = self._sizing[key] = asyncio.Lock()
-        return lock
+        self._signal(key)
 
     def sized(self, key: Key, client_order_id: str) -> None:
-        """The SELL has its size: later BUYs no longer concern it; the position's lock is dropped when idle."""
-        self._waiting.pop(client_order_id, None)
-        lock = self._sizing.get(key)
-        if lock is not None and not lock.locked() and not any(w == key for w, _ in self._waiting.values()):
-            del self._sizing[key]
+        """The SELL has its size (or will never get one): BUYs of the position behind it may go."""
+        if self._drop_unsized(key, client_order_id):
+            self._signal(key)
 
     def ahead(self, key: Key, client_order_id: str) -> int:
         """How many orders of the position that arrived before this one are not final yet."""
@@ -114,19 +84,66 @@ class PositionQueue:
         mine = orders.get(client_order_id)
         return sum(1 for seq in orders.values() if mine is None or seq < mine)
 
+    def unsized_ahead(self, key: Key, client_order_id: str) -> int:
+        """How many SELLs of the position that arrived before this order still wait for their size."""
+        unsized = self._unsized.get(key)
+        if not unsized:
+            return 0
+        orders = self._open.get(key, {})
+        mine = orders.get(client_order_id)
+        return sum(1 for coid in unsized if coid in orders and (mine is None or orders[coid] < mine))
+
     async def wait_turn(self, key: Key, client_order_id: str) -> bool:
         """Wait until every order of the position that arrived before this one is final; False when
         ``max_wait_s`` ran out first."""
+        return await self._wait(key, client_order_id, self.ahead)
+
+    async def wait_sells_sized(self, key: Key, client_order_id: str) -> bool:
+        """Wait until every SELL of the position that arrived before this order has its size (a BUY must not
+        add to the position such a SELL sells a fraction of); False when the wait ran out first."""
+        return await self._wait(key, client_order_id, self.unsized_ahead)
+
+    @contextlib.asynccontextmanager
+    async def sizing(self, key: Key) -> AsyncIterator[None]:
+        """Held while a SELL of the position is sized and recorded as sent: two SELLs sized at once (their wait
+        ran out together) would each count the shares the other sells."""
+        lock, users = self._sizing.get(key, (asyncio.Lock(), 0))
+        self._sizing[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._sizing[key]
+            if users == 1:
+                del self._sizing[key]
+            else:
+                self._sizing[key] = (lock, users - 1)
+
+    def _drop_unsized(self, key: Key, client_order_id: str) -> bool:
+        unsized = self._unsized.get(key)
+        if unsized is None or client_order_id not in unsized:
+            return False
+        unsized.discard(client_order_id)
+        if not unsized:
+            del self._unsized[key]
+        return True
+
+    def _signal(self, key: Key) -> None:
+        event = self._changed.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def _wait(self, key: Key, client_order_id: str, count: Callable[[Key, str], int]) -> bool:
         try:
             async with asyncio.timeout(self.max_wait_s):
-                while self.ahead(key, client_order_id):
+                while count(key, client_order_id):
                     event = self._changed.get(key)
                     if event is None:
                         event = self._changed[key] = asyncio.Event()
                     await event.wait()
         except TimeoutError:
-            log.warning("sizing a SELL before the orders ahead of it are final",
-                        extra={"client_order_id": client_order_id, "ahead": self.ahead(key, client_order_id),
+            log.warning("an order of a position goes before the orders ahead of it are done",
+                        extra={"client_order_id": client_order_id, "ahead": count(key, client_order_id),
                                "waited_s": self.max_wait_s})
             return False
         return True

@@ -39,13 +39,13 @@ PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqs
 _INSERT_INTENTS = f"""
 INSERT INTO orders (client_order_id, state, venue, origin, subscription_id, follower_wallet_id, follower_proxy,
                     asset_id, side, order_type, amount_usd, size, limit_price, attempts, reason, detail,
-                    leader_trade_id, trigger_id, order_proto, terminal_at)
+                    leader_trade_id, trigger_id, order_proto, terminal_at, arrival_ns)
 SELECT r.coid, r.state, r.venue, r.origin, NULLIF(r.sub, ''), r.wallet, r.proxy, r.asset, r.side, r.otype,
        r.amount, r.size, r.lp, r.att, r.reason, r.detail, r.lt, r.trg, decode(r.proto, 'base64'),
-       CASE WHEN r.state IN {_TERMINAL_SQL} THEN now() END
+       CASE WHEN r.state IN {_TERMINAL_SQL} THEN now() END, r.arr
 FROM json_to_recordset(%s::json) AS r(coid text, state text, venue text, origin text, sub text, wallet text,
      proxy text, asset text, side text, otype text, amount numeric, size numeric, lp numeric, att int, reason text,
-     detail text, lt text, trg text, proto text)
+     detail text, lt text, trg text, proto text, arr bigint)
 ON CONFLICT (client_order_id) DO NOTHING
 RETURNING client_order_id
 """
@@ -106,7 +106,7 @@ def intent_json(items: list[tuple[Ticket, OrderLife]]) -> str:
             "side": t.side, "otype": t.order_type, "amount": _num(req.amount_usd) if req else None,
             "size": _num(req.size) if req else None, "lp": _num(life.limit_price), "att": life.attempts,
             "reason": life.reason, "detail": life.detail[:1000], "lt": o.leader_trade_id, "trg": o.trigger_id,
-            "proto": base64.b64encode(o.SerializeToString()).decode()})
+            "proto": base64.b64encode(o.SerializeToString()).decode(), "arr": t.arrival_ns or None})
     return orjson.dumps(rows).decode()
 
 
@@ -210,16 +210,17 @@ class Store:
             return await cur.fetchone() is not None
 
     async def open_orders(self) -> list[dict[str, Any]]:
-        """Every order not yet terminal, oldest first."""
+        """Every order not yet terminal, in the order they arrived."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(f"SELECT * FROM orders WHERE state NOT IN {_TERMINAL_SQL} ORDER BY created_at")
+            cur = await conn.execute(f"SELECT * FROM orders WHERE state NOT IN {_TERMINAL_SQL}"
+                                     " ORDER BY arrival_ns NULLS FIRST, created_at")
             return list(await cur.fetchall())
 
-    async def sellable(self, follower_wallet_id: str, asset_id: str, client_order_id: str = "") -> Decimal:
-        """Shares of a position not already being sold: held, less what its sized SELLs (but
-        ``client_order_id``) may still sell."""
+    async def sellable(self, follower_wallet_id: str, asset_id: str) -> Decimal:
+        """Shares of a position not already being sold: held, less what its SELLs under way may still sell (a
+        SELL not sent yet, NEW, is sized again if it was sized before a restart)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_SELLABLE, {"w": follower_wallet_id, "a": asset_id, "me": client_order_id})
+            cur = await conn.execute(_SELLABLE, {"w": follower_wallet_id, "a": asset_id})
             row = await cur.fetchone()
         return Decimal(row["sellable"]) if row and row["sellable"] is not None else ZERO
 
@@ -295,7 +296,7 @@ _SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)
      - coalesce((SELECT sum(greatest(size - filled_size, 0)) FROM orders WHERE follower_wallet_id = %(w)s
                  AND asset_id = %(a)s AND side = 'SELL' AND size IS NOT NULL AND state NOT IN {_TERMINAL_SQL}
-                 AND client_order_id <> %(me)s), 0) AS sellable
+                 AND state <> 'NEW'), 0) AS sellable
 """
 
 
@@ -320,4 +321,4 @@ def ticket_from_row(row: dict[str, Any]) -> Ticket:
             limit_price=Decimal(row["limit_price"]), neg_risk=order.neg_risk)
     created_ns = int(row["created_at"].timestamp() * 1e9)
     return Ticket(order, row["venue"], request, created_ns, int(row["post_sent_ns"] or 0),
-                  Decimal(row["fee_shares"] or 0), Decimal(row["filled_notional"] or 0))
+                  Decimal(row["fee_shares"] or 0), Decimal(row["filled_notional"] or 0), int(row["arrival_ns"] or 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal
 
 from services.executor.concurrency import BurstGate, Slots
 from services.executor.sequence import PositionQueue
@@ -160,18 +159,38 @@ async def test_a_sell_does_not_wait_for_ever_behind_an_order_that_never_ends() -
     assert await q.wait_turn(("w", "a"), "sell") is False
 
 
-def test_a_waiting_sell_counts_what_later_buys_of_its_position_booked() -> None:
+async def test_a_buy_behind_a_sell_waiting_for_its_size_waits_for_that_size_only() -> None:
     q = PositionQueue()
     pos = ("w", "a")
     q.opened(pos, "buy_1")
     q.opened(pos, "sell_1", sized_later=True)
     q.opened(pos, "buy_2")
     q.opened(("w", "other"), "buy_3")
-    q.booked(pos, "buy_1", Decimal(20))  # came before the SELL: its shares are the SELL's to sell
-    q.booked(pos, "buy_2", Decimal(15))
-    q.booked(("w", "other"), "buy_3", Decimal(7))
-    q.booked(pos, "unknown", Decimal(1))  # not run here: counted as later
-    assert q.later_shares("sell_1") == Decimal(16)
-    q.sized(pos, "sell_1")
-    q.booked(pos, "buy_2", Decimal(5))
-    assert q.later_shares("sell_1") == 0
+    assert q.unsized_ahead(pos, "buy_1") == 0  # came before the SELL
+    assert q.unsized_ahead(("w", "other"), "buy_3") == 0
+    assert q.unsized_ahead(pos, "buy_2") == 1 and q.ahead(pos, "buy_2") == 2
+    behind = asyncio.create_task(q.wait_sells_sized(pos, "buy_2"))
+    await asyncio.sleep(0.01)
+    assert not behind.done()
+    q.sized(pos, "sell_1")  # sized (not final): BUY 2 may go, it no longer adds to what the SELL sells
+    assert await asyncio.wait_for(behind, 1) is True
+    assert q.ahead(pos, "buy_2") == 2 and q.unsized_ahead(pos, "buy_2") == 0
+    q.opened(pos, "sell_2", sized_later=True)
+    q.ended(pos, "sell_2")  # refused before its size: nothing waits for it
+    assert q.unsized_ahead(pos, "later") == 0
+
+
+async def test_the_sizing_lock_is_one_per_position_and_dropped_when_unused() -> None:
+    q = PositionQueue()
+    order: list[str] = []
+
+    async def size(name: str, key: tuple[str, str], hold_s: float) -> None:
+        async with q.sizing(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(hold_s)
+            order.append(f"{name}-")
+
+    await asyncio.gather(size("a", ("w", "x"), 0.02), size("b", ("w", "x"), 0.0), size("c", ("w", "y"), 0.0))
+    assert order.index("a-") < order.index("b+")  # one at a time on a position
+    assert order.index("c+") < order.index("a-")  # another position does not wait
+    assert q._sizing == {}  # nothing left behind

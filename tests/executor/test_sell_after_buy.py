@@ -174,38 +174,6 @@ def _posted_sizes(h: Harness, coid: str) -> list[Decimal]:
     return [D(p.body["size"]) for p in h.fake.posts_for(coid) if p.body]
 
 
-async def test_a_fraction_sell_does_not_sell_the_shares_of_a_buy_routed_after_it(harness: Harness,
-                                                                                 db_url: str) -> None:
-    """Leader: BUY, SELL everything, BUY again (a fast flip and back in). The follower's SELL (fraction 1 of
-    the position the leader had when it sold) must sell what the first copy BUY bought, not the shares of the
-    copy BUY routed after it: the SELL waits for BUY 1 only, but is sized on the position as it is when BUY 1
-    ends, which already holds BUY 2 when BUY 2 was confirmed first. The follower ends flat while the
-    leader holds."""
-    await harness.set_book(ASSET, BIDS, ASKS)
-    harness.fake.settle_s = NEVER
-    await harness.start_executor()
-    w = "w_bsb"
-    buy1 = make_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
-    sell = _sell(2, "1", follower_wallet_id=w)
-    await harness.route(buy1, sell)
-    await eventually(lambda: harness.fake.order(buy1.client_order_id))
-    buy2 = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
-    await harness.route(buy2)
-    await eventually(lambda: harness.fake.order(buy2.client_order_id))
-    _confirm(harness, buy2.client_order_id)  # BUY 2 is confirmed (booked) before BUY 1
-    await eventually(lambda: harness.terminal(buy2.client_order_id))
-    await eventually(lambda: _held(db_url, w) > 0)
-    assert harness.fake.posts_for(sell.client_order_id) == []  # the SELL still waits for BUY 1
-    _confirm(harness, buy1.client_order_id)
-    harness.fake.settle_s = 0.02
-    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
-    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
-    bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
-    bought2 = harness.fake.order(buy2.client_order_id).filled_size  # type: ignore[union-attr]
-    assert bought1 > 0 and bought2 > 0
-    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
-
-
 async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(harness: Harness,
                                                                                 db_url: str) -> None:
     """A batch of 41 orders is admitted in chunks (8, 32, ...): chunks after the first are inserted side by
@@ -354,3 +322,198 @@ async def test_fraction_sells_that_stop_waiting_together_do_not_sell_the_same_sh
                      and harness.fake.posts_for(rest.client_order_id), timeout_s=10)
     sizes = _posted_sizes(harness, half.client_order_id) + _posted_sizes(harness, rest.client_order_id)
     assert sum(sizes) <= 100, sizes
+
+
+async def _unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, epb.Order, epb.Order]:
+    """The executor running against a venue that confirms nothing until told (:func:`_confirm`), and a copy
+    BUY with the fraction SELL (all) that follows it: (the running executor, the BUY, the SELL)."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    running = await harness.start_executor()
+    return (running, make_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
+            _sell(i + 1, "1", follower_wallet_id=wallet))
+
+
+async def test_a_buy_routed_after_the_sell_waits_for_its_size_also_across_a_restart(harness: Harness,
+                                                                                     db_url: str) -> None:
+    """Leader: BUY, SELL everything, BUY again. The SELL sells what the first copy BUY bought: the second copy
+    BUY is held until the SELL has its size (what it buys is not the SELL's to sell), also when the executor
+    restarts meanwhile (the order of arrival is stored with the intents)."""
+    running, buy1, sell = await _unconfirmed_flip(harness, "w_rs", 1)
+    w = "w_rs"
+    await harness.route(buy1, sell)
+    await eventually(lambda: harness.fake.order(buy1.client_order_id))
+    buy2 = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
+    await harness.route(buy2)
+    await eventually(lambda: _row(db_url, buy2.client_order_id))
+    await asyncio.sleep(0.3)
+    assert harness.fake.posts_for(buy2.client_order_id) == []  # held behind the SELL waiting for its size
+    await running.stop(0)
+    await harness.start_executor()
+    await asyncio.sleep(0.3)
+    assert harness.fake.posts_for(buy2.client_order_id) == []  # still behind it after the restart
+    harness.fake.settle_s = 0.02
+    _confirm(harness, buy1.client_order_id)
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
+    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
+    second = await eventually(lambda: harness.terminal(buy2.client_order_id), timeout_s=15)
+    assert second.type == epb.ORDER_EVENT_TYPE_FILLED
+    assert len(harness.fake.posts_for(buy2.client_order_id)) == 1
+
+
+async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_sells_size(
+        harness: Harness, db_url: str) -> None:
+    """A fan-out batch: BUY 1 (chunk 1), the SELL (chunk 2), BUY 2 routed after it (chunk 3). Chunk 3 commits
+    first: BUY 2 is still held, since the SELL took its place (as one waiting for its size) before any chunk."""
+    running, buy1, sell = await _unconfirmed_flip(harness, "w_pre", 100)
+    w = "w_pre"
+    buy2 = make_order(102, follower_wallet_id=w, leader_trade_id="lt_b2")
+    others = [make_order(i) for i in range(40)]
+    orders = [buy1, *others[:7], *others[7:38], sell, buy2, *others[38:]]
+    assert orders.index(sell) == 39 and orders.index(buy2) == 40  # chunk 2 is 8..39, chunk 3 from 40
+    store = running.fanout.store
+    original = store.insert_intents
+    gate = asyncio.Event()
+
+    async def slow(items: list[Any]) -> set[str]:
+        if any(t.client_order_id == sell.client_order_id for t, _ in items):
+            await gate.wait()
+        return await original(items)
+
+    store.insert_intents = slow  # type: ignore[method-assign]
+    await harness.route(*orders)
+    await eventually(lambda: _row(db_url, buy2.client_order_id))
+    await eventually(lambda: harness.fake.order(buy1.client_order_id))
+    await asyncio.sleep(0.3)
+    assert harness.fake.posts_for(buy2.client_order_id) == []
+    gate.set()
+    await eventually(lambda: running.engine.running(sell.client_order_id))
+    _confirm(harness, buy1.client_order_id)
+    harness.fake.settle_s = 0.02
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
+    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
+    assert (await eventually(lambda: harness.terminal(buy2.client_order_id))).type == epb.ORDER_EVENT_TYPE_FILLED
+
+
+async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harness: Harness, db_url: str) -> None:
+    """One routed trade of 41 orders: the BUY in chunk 2, the SELL in chunk 3. Chunk 3 commits and the SELL
+    waits for the BUY; chunk 2's insert then fails (PostgreSQL away longer than the intent retry window) and
+    the consumer hands the trade in again: the BUY keeps its place ahead of the SELL, which sells what it
+    bought instead of ending NOTHING_HELD."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    running = await harness.start_executor()
+    running.fanout.intent_retry_s = 0.0
+    w = "w_fail"
+    buy = make_order(8, follower_wallet_id=w)
+    sell = _sell(40, "1", follower_wallet_id=w)
+    others = [make_order(i) for i in range(40) if i != 8]
+    orders = [*others[:8], buy, *others[8:], sell]
+    assert orders.index(buy) == 8 and orders.index(sell) == 40
+    store = running.fanout.store
+    original = store.insert_intents
+    failed: list[bool] = []
+
+    async def flaky(items: list[Any]) -> set[str]:
+        if not failed and any(t.client_order_id == buy.client_order_id for t, _ in items):
+            failed.append(True)
+            await asyncio.sleep(0.5)  # the next chunk commits meanwhile
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await original(items)
+
+    store.insert_intents = flaky  # type: ignore[method-assign]
+    await harness.route(*orders)
+    bought = await eventually(lambda: harness.terminal(buy.client_order_id), timeout_s=20)
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=20)
+    assert failed and bought.type == epb.ORDER_EVENT_TYPE_FILLED
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    assert _posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
+
+
+async def test_a_fraction_sell_with_an_unreadable_min_order_size_is_refused_and_blocks_nothing(
+        harness: Harness, db_url: str) -> None:
+    await harness.set_book(ASSET, BIDS, ASKS)
+    _hold(db_url, "w_bad", 100)
+    running = await harness.start_executor()
+    running.engine.positions.max_wait_s = 0.5
+    bad = _sell(1, "0.5", follower_wallet_id="w_bad", min_order_size="abc")
+    good = _sell(2, "1", follower_wallet_id="w_bad")
+    await harness.route(bad, good)
+    ended = await eventually(lambda: harness.terminal(bad.client_order_id), timeout_s=8)
+    assert (ended.type, ended.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "INVALID_ORDER")
+    done = await eventually(lambda: harness.terminal(good.client_order_id), timeout_s=8)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED
+
+
+async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_the_restart(
+        harness: Harness, db_url: str) -> None:
+    """The leader sells half, then the rest, while the copy BUY is in flight: S1 (0.5) and S2 (1). S1 is sized
+    and the process dies before it is recorded as sent. After the restart S1 still goes first (the order of
+    arrival is kept) and its stale size does not count as being sold: everything is sold, half then the rest."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    w = "w_two"
+    _hold(db_url, w, 100)
+    running = await harness.start_executor()
+    store = running.fanout.store
+    original = store.set_size
+    s1 = _sell(2, "0.5", follower_wallet_id=w)
+    s2 = _sell(3, "1", follower_wallet_id=w)
+
+    async def then_die(coid: str, *args: Any) -> None:
+        await original(coid, *args)
+        if coid == s1.client_order_id:
+            await asyncio.Event().wait()  # killed right after the size is written
+
+    store.set_size = then_die  # type: ignore[method-assign]
+    buy = make_order(1, follower_wallet_id=w)
+    await harness.route(buy, s1)
+    await eventually(lambda: harness.fake.order(buy.client_order_id))
+    await harness.route(s2)
+    await eventually(lambda: running.engine.running(s2.client_order_id))
+    _confirm(harness, buy.client_order_id)
+    harness.fake.settle_s = 0.02
+
+    def sized(coid: str) -> bool:
+        row = _row(db_url, coid)
+        return row is not None and row[0] == "NEW" and row[1] is not None
+
+    await eventually(lambda: sized(s1.client_order_id))
+    await running.stop(0)
+    await harness.start_executor()
+    a = await eventually(lambda: harness.terminal(s1.client_order_id), timeout_s=15)
+    b = await eventually(lambda: harness.terminal(s2.client_order_id), timeout_s=15)
+    assert a.type == b.type == epb.ORDER_EVENT_TYPE_FILLED, (a.reason, b.reason)
+    bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
+    first, second = _posted_sizes(harness, s1.client_order_id), _posted_sizes(harness, s2.client_order_id)
+    assert first == [((100 + bought) / 2).quantize(D("0.01"), rounding="ROUND_DOWN")]
+    assert sum(first + second) == 100 + bought, (first, second)
+
+
+async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: Harness, db_url: str) -> None:
+    """The follower held 100 shares before the copy BUY. While the fraction SELL waits for the BUY, a stop-loss
+    (SubmitOrder, after the SELL) sells those 100 and is still at the venue when the BUY ends: the SELL sells
+    what is left, the BUY's shares, not the 100 again."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    w = "w_exit"
+    _hold(db_url, w, 100)
+    running = await harness.start_executor()
+    buy = make_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
+    sell = _sell(2, "1", follower_wallet_id=w)
+    await harness.route(buy, sell)
+    await eventually(lambda: harness.fake.order(buy.client_order_id))
+    exit_ = make_order(4, follower_wallet_id=w, origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL,
+                       amount_usd="", size="100", trigger_id="trg_sl", leader_trade_id="")
+    await running.fanout.submit(exit_)
+    await eventually(lambda: harness.fake.order(exit_.client_order_id))  # matched, not confirmed
+    _confirm(harness, buy.client_order_id)
+    harness.fake.order(exit_.client_order_id).matched_at = time.monotonic() + NEVER  # type: ignore[union-attr]
+    harness.fake.settle_s = 0.02  # what is matched from now on is confirmed at once (the stop-loss is not)
+    done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
+    assert _posted_sizes(harness, sell.client_order_id) == [bought]
