@@ -49,5 +49,7 @@ Decisions worth knowing:
   that fraction of the position held less what SELLs under way may still sell (:mod:`sellsize`: the
   router's rules), or ends REJECTED (NOTHING_HELD, SELL_BELOW_MARKET_MINIMUM). BUYs of the position that
   arrive after it wait until it has its size. Sized, it reserves its shares, and its resubmit window
-  counts from then (staleness is checked on arrival). Not sent yet at a restart (NEW), it is sized again.
+  counts from then (staleness is checked on arrival), as a held BUY's does from its release. Not sent
+  yet at a restart (NEW), it is sized again. Orders that will not run here (refused, dead-lettered,
+  given up by the tracker) give their places back.
 """

@@ -164,7 +164,8 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
         settings.consumer_name, open_stream, fanout.handle, FastCursorStore(fast),
         start=START_OLDEST if settings.start_oldest else START_NEW,
         dead_letter=releasing_dead_letters(
-            DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()), redis),
+            DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()), redis,
+            forget=lambda rt: fanout.forget(rt.orders)),
         save_interval_s=settings.cursor_save_interval_s, handle_batch=fanout.handle_batch,
         max_batch=settings.consumer_max_batch)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))

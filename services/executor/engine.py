@@ -83,7 +83,8 @@ class Engine:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.tracker = Tracker(self._poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
-                               error_backoff_s=ERROR_BACKOFF_S)
+                               error_backoff_s=ERROR_BACKOFF_S,
+                               on_drop=lambda t: self.positions.ended(position_key(t), t.client_order_id))
         self._first_event: dict[str, asyncio.Event] = {}
         self.positions = PositionQueue()  # orders not final per (wallet, asset): sized-later SELLs wait their turn
         self.size_later: SizeLater | None = None  # set by the fan-out, which has the books and the positions
@@ -230,6 +231,12 @@ class Engine:
         sized (its shares are not that SELL's to sell)."""
         try:
             await self.positions.wait_sells_sized(position_key(t), t.client_order_id)
+            t.created_ns = time.time_ns()  # the resubmit window and the breaker wait count from now
+            try:
+                await self.journal.store.restamp(t.client_order_id)
+            except Exception as exc:  # noqa: BLE001 - only a restart would count from the insert again
+                log.warning("order start time not recorded", extra={"client_order_id": t.client_order_id,
+                                                                    "error": repr(exc)[:200]})
         except BaseException:
             self._forget(t)
             raise

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -62,6 +62,7 @@ class Fanout:
         self._parsed: dict[str, tuple[bytes | str, BookSnapshot, QuoteCache, ShapeCache]] = {}
         engine.size_later = self.size_later
         self._last_arrival_ns = 0
+        self._placed: set[str] = set()  # orders given their queue places before their chunk started
 
     def _arrival(self) -> int:
         """The next arrival number: the clock in ns, strictly increasing (orders of a batch in stream order)."""
@@ -164,18 +165,26 @@ class Fanout:
         """:meth:`_admit_orders`; with a SELL sized later among them, every order takes its place in its
         position's queue in stream order first (chunks start their orders as each INSERT commits, not in
         order: the SELL must still wait for a BUY of its position in an earlier, slower chunk)."""
-        if not any(o.sell_fraction for o in orders):
-            await self._admit_orders(orders)
-            return
-        queue = self.engine.positions
-        for o in orders:
-            queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id,
-                         sized_later=bool(o.sell_fraction and not o.size))
-        # On failure the places stay: the consumer hands the same orders in again (an order keeps its place).
+        if any(o.sell_fraction for o in orders):
+            queue = self.engine.positions
+            for o in orders:
+                queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id,
+                             sized_later=bool(o.sell_fraction and not o.size))
+                self._placed.add(o.client_order_id)
+        # On failure the places stay: the consumer hands the same orders in again (an order keeps its place),
+        # or dead-letters them (:meth:`forget`).
         await self._admit_orders(orders)
-        for o in orders:  # refused, or known and not resumed: not in the way of anything
-            if not self.engine.running(o.client_order_id):
-                queue.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
+        if self._placed:
+            self.forget(orders)
+
+    def forget(self, orders: Iterable[epb.Order]) -> None:
+        """Give back the queue places taken in advance by ``orders`` that do not run here (refused, known and
+        final, or dead-lettered): nothing waits behind them any more."""
+        for o in orders:
+            if o.client_order_id in self._placed:
+                self._placed.discard(o.client_order_id)
+                if not self.engine.running(o.client_order_id):
+                    self.engine.positions.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
 
     async def _admit_orders(self, orders: Sequence[epb.Order]) -> None:
         """Prepare, persist and start ``orders`` in growing chunks.

@@ -33,10 +33,13 @@ async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
 
 
 def releasing_dead_letters(record: Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]],
-                           redis: Any) -> Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]]:
-    """The consumer's dead-letter step for routed trades: ``record`` it, then mark its orders
-    :func:`orphaned`."""
+                           redis: Any, forget: Callable[[epb.RoutedTrade], None] | None = None,
+                           ) -> Callable[[str, epb.RoutedTrade, BaseException], Awaitable[None]]:
+    """The consumer's dead-letter step for routed trades: ``record`` it, mark its orders :func:`orphaned`,
+    and ``forget`` them (their places in the position queues: nothing will run them)."""
     async def dead_letter(cursor: str, routed: epb.RoutedTrade, error: BaseException) -> None:
+        if forget is not None:
+            forget(routed)
         await record(cursor, routed, error)
         await orphaned(redis, [o.client_order_id for o in routed.orders])
 

@@ -232,6 +232,11 @@ class Store:
                                " updated_at = now() WHERE client_order_id = %s AND state = 'NEW'",
                                (size, limit_price, order_proto, client_order_id))
 
+    async def restamp(self, client_order_id: str) -> None:
+        """The order starts now (it waited before its first POST): its resubmit window counts from now."""
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE orders SET created_at = now() WHERE client_order_id = %s", (client_order_id,))
+
     async def order_row(self, client_order_id: str) -> dict[str, Any] | None:
         """One order row."""
         async with self.pool.connection() as conn:

@@ -56,7 +56,8 @@ class Tracker:
     """Schedules the status queries of every placed order of this process; run by :meth:`add`."""
 
     def __init__(self, poll: Poll, *, initial_s: float, max_s: float, max_concurrent: int = 256,
-                 max_errors: int = 5, error_backoff_s: float = ERROR_BACKOFF_S) -> None:
+                 max_errors: int = 5, error_backoff_s: float = ERROR_BACKOFF_S,
+                 on_drop: Callable[[Ticket], object] | None = None) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.poll = poll
@@ -64,6 +65,7 @@ class Tracker:
         self.max_s = max_s
         self.max_errors = max_errors
         self.error_backoff_s = error_backoff_s
+        self.on_drop = on_drop  # called with an order given up on (it resumes at the next start)
         self._orders: dict[str, _Tracked] = {}
         self._due: list[tuple[float, int, str]] = []  # (due, tie-break, client order id); one entry per order
         self._seq = itertools.count()
@@ -140,6 +142,8 @@ class Tracker:
                 log.error("stopped tracking the order; it resumes at the next start",
                           extra={"client_order_id": coid})
                 self._orders.pop(coid, None)
+                if self.on_drop is not None:
+                    self.on_drop(entry.ticket)
                 return
             self._schedule(coid, error_delay(entry.errors, self.error_backoff_s))
             return

@@ -15,28 +15,24 @@ import pytest
 from common import reservations
 from services.executor.sellsize import fraction_size
 from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
+from tests.executor.flip import (
+    ASKS,
+    BIDS,
+    NEVER,
+    confirm,
+    held_size,
+    hold_shares,
+    order_row,
+    posted_sizes,
+    sell_order,
+    unconfirmed_flip,
+)
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 D = Decimal
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
-NEVER = 10_000.0  # the fake's settle time: matched orders stay unconfirmed until _confirm
-
-
-def _held(db_url: str, wallet: str) -> Decimal:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
-                           (wallet, ASSET)).fetchone()
-    return row[0] if row else D(0)
-
-
-def _sell(i: int, fraction: str, **kw: Any) -> epb.Order:
-    base: dict[str, Any] = {"routed_time_ns": time.time_ns(), **kw}
-    return make_order(i, side=cpb.SIDE_SELL, amount_usd="", sell_fraction=fraction, leader_trade_id=f"lt_s{i}",
-                      **base)
 
 
 @pytest.mark.parametrize(("held", "fraction", "expected"), [
@@ -63,7 +59,7 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     harness.fake.faults.post_delay_s = 0.3  # the BUY's answer takes a while: the SELL arrives meanwhile
     await harness.start_executor()
     buy = make_order(1, follower_wallet_id="w_flip", routed_time_ns=time.time_ns())
-    sell = _sell(2, "1", follower_wallet_id="w_flip")
+    sell = sell_order(2, "1", follower_wallet_id="w_flip")
     # the router's claim of the SELL reserves no shares (its size is not known yet)
     assert await reservations.reserve(harness.redis, [reservations.Reservation(
         sell.client_order_id, "w_flip", reservations.SHARES, ASSET, 0, "lt_s2")]) == [True]
@@ -77,7 +73,7 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     bought = D(str((await harness.terminal(buy.client_order_id)).filled_size))  # type: ignore[union-attr]
     assert bought > 0
     assert sell_post.body is not None and D(sell_post.body["size"]) == bought  # the leader closed: all of it
-    await eventually(lambda: _held(db_url, "w_flip") == 0)
+    await eventually(lambda: held_size(db_url, "w_flip") == 0)
     # sized, it reserved its shares (so the router's next SELL did not count them), then released them
     record = await harness.redis.get(reservations.ORDER_PREFIX + sell.client_order_id)
     assert record == f"-w_flip|sh:{ASSET}|{reservations.to_micro(bought)}|lt_s2"
@@ -96,7 +92,7 @@ async def test_a_fraction_counts_the_shares_held_before_and_those_bought_meanwhi
     harness.fake.faults.post_delay_s = 0.3
     await harness.start_executor()
     buy = make_order(3, follower_wallet_id="w_half", routed_time_ns=time.time_ns())
-    sell = _sell(4, "0.5", follower_wallet_id="w_half")
+    sell = sell_order(4, "0.5", follower_wallet_id="w_half")
     await harness.route(buy, sell)  # one routed batch: the BUY is started first
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
@@ -113,7 +109,7 @@ async def test_nothing_bought_nothing_sold(harness: Harness) -> None:
     harness.fake.faults.post_delay_s = 0.2
     await harness.start_executor()
     buy = make_order(5, follower_wallet_id="w_none", routed_time_ns=time.time_ns())
-    sell = _sell(6, "1", follower_wallet_id="w_none")
+    sell = sell_order(6, "1", follower_wallet_id="w_none")
     await harness.route(buy)
     await harness.route(sell)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
@@ -129,7 +125,7 @@ async def test_a_sell_waiting_its_turn_survives_a_restart(harness: Harness, db_u
     harness.fake.faults.post_delay_s = 5.0  # the BUY stays unanswered while the executor stops
     running = await harness.start_executor()
     buy = make_order(7, follower_wallet_id="w_restart", routed_time_ns=time.time_ns())
-    sell = _sell(8, "1", follower_wallet_id="w_restart")
+    sell = sell_order(8, "1", follower_wallet_id="w_restart")
     await harness.route(buy, sell)
 
     def stored(coid: str) -> str | None:
@@ -148,30 +144,7 @@ async def test_a_sell_waiting_its_turn_survives_a_restart(harness: Harness, db_u
 
 
 # Below, timing is in the tests' hands: the Insiders fake keeps matched orders unconfirmed (settle_s
-# NEVER) until a test confirms one (_confirm).
-
-
-def _confirm(h: Harness, coid: str) -> None:
-    """The chain confirms this order's match now (its next status query says confirmed)."""
-    o = h.fake.order(coid)
-    assert o is not None, coid
-    o.matched_at = time.monotonic() - 2 * NEVER
-
-
-def _hold(db_url: str, wallet: str, size: int) -> None:
-    with psycopg.connect(db_url) as conn:
-        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                     " cost_usd) VALUES (%s, %s, %s, '0xa', %s, 0.4, %s)",
-                     (wallet, ASSET, CONDITION, size, D(size) * D("0.4")))
-
-
-def _row(db_url: str, coid: str) -> tuple[Any, ...] | None:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute("SELECT state, size FROM orders WHERE client_order_id = %s", (coid,)).fetchone()
-
-
-def _posted_sizes(h: Harness, coid: str) -> list[Decimal]:
-    return [D(p.body["size"]) for p in h.fake.posts_for(coid) if p.body]
+# NEVER) until a test confirms one (confirm).
 
 
 async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(harness: Harness,
@@ -185,7 +158,7 @@ async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(
     running = await harness.start_executor()
     w = "w_chunk"
     buy = make_order(8, follower_wallet_id=w)
-    sell = _sell(40, "1", follower_wallet_id=w)
+    sell = sell_order(40, "1", follower_wallet_id=w)
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]  # the BUY is in chunk 2 (8..39), the SELL in chunk 3
     assert orders.index(buy) == 8 and orders.index(sell) == 40
@@ -203,7 +176,7 @@ async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(
     bought = await eventually(lambda: harness.terminal(buy.client_order_id), timeout_s=15)
     assert bought.type == epb.ORDER_EVENT_TYPE_FILLED
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
-    assert _posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
+    assert posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
 
 
 async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harness: Harness, db_url: str) -> None:
@@ -227,12 +200,12 @@ async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harnes
     store.set_size = then_die  # type: ignore[method-assign]
     w = "w_crash"
     buy = make_order(1, follower_wallet_id=w)
-    sell = _sell(2, "1", follower_wallet_id=w)
+    sell = sell_order(2, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
-    _confirm(harness, buy.client_order_id)
-    await eventually(lambda: (r := _row(db_url, sell.client_order_id)) is not None and r[1] is not None)
-    assert _row(db_url, sell.client_order_id)[0] == "NEW"  # type: ignore[index]
+    confirm(harness, buy.client_order_id)
+    await eventually(lambda: (r := order_row(db_url, sell.client_order_id)) is not None and r[1] is not None)
+    assert order_row(db_url, sell.client_order_id)[0] == "NEW"  # type: ignore[index]
     await running.stop(0)
     # the SELL's intent is more than 30 s old at the restart (it waited behind a slowly confirming BUY, or the
     # restart took a while)
@@ -244,7 +217,7 @@ async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harnes
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=20)
     bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
-    assert _posted_sizes(harness, sell.client_order_id) == [bought]
+    assert posted_sizes(harness, sell.client_order_id) == [bought]
 
 
 async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(harness: Harness,
@@ -257,7 +230,7 @@ async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(ha
     await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
     harness.fake.faults.timeout_delay_s = 1.0
     # control: a SELL sized by the router whose POST is lost is settled, re-POSTed and filled
-    _hold(db_url, "w_sized", 20)
+    hold_shares(db_url, "w_sized", 20)
     sized = make_order(1, side=cpb.SIDE_SELL, amount_usd="", size="20", follower_wallet_id="w_sized")
     harness.fake.faults.lose_posts = 1
     await harness.route(sized)
@@ -267,13 +240,13 @@ async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(ha
     harness.fake.settle_s = NEVER
     w = "w_wait"
     buy = make_order(2, follower_wallet_id=w)
-    sell = _sell(3, "1", follower_wallet_id=w)
+    sell = sell_order(3, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     await asyncio.sleep(2.5)
     harness.fake.faults.lose_posts = 1  # the SELL's first POST is lost
     harness.fake.settle_s = 0.02
-    _confirm(harness, buy.client_order_id)
+    confirm(harness, buy.client_order_id)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.type, done.reason, done.detail)
 
@@ -285,13 +258,13 @@ async def test_a_fraction_sell_that_arrives_stale_is_refused_like_a_sized_one(ha
     does not call ``_check_age``) and has its routed time reset to now when sized, so a SELL decided two
     minutes ago is sold at today's price, while the same SELL sized by the router is STALE_ORDER."""
     await harness.set_book(ASSET, BIDS, ASKS)
-    _hold(db_url, "w_old_sized", 100)
-    _hold(db_url, "w_old_frac", 100)
+    hold_shares(db_url, "w_old_sized", 100)
+    hold_shares(db_url, "w_old_frac", 100)
     await harness.start_executor()
     old = time.time_ns() - 120 * 1_000_000_000
     sized = make_order(1, side=cpb.SIDE_SELL, amount_usd="", size="50", follower_wallet_id="w_old_sized",
                        routed_time_ns=old, received_time_ns=old)
-    frac = _sell(2, "0.5", follower_wallet_id="w_old_frac", routed_time_ns=old, received_time_ns=old)
+    frac = sell_order(2, "0.5", follower_wallet_id="w_old_frac", routed_time_ns=old, received_time_ns=old)
     await harness.route(sized, frac)
     a = await eventually(lambda: harness.terminal(sized.client_order_id), timeout_s=15)
     b = await eventually(lambda: harness.terminal(frac.client_order_id), timeout_s=15)
@@ -311,27 +284,17 @@ async def test_fraction_sells_that_stop_waiting_together_do_not_sell_the_same_sh
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER  # the BUY stays unconfirmed past the cap
     w = "w_cap"
-    _hold(db_url, w, 100)
+    hold_shares(db_url, w, 100)
     running = await harness.start_executor()
     running.engine.positions.max_wait_s = 1.0
     buy = make_order(1, follower_wallet_id=w)
-    half = _sell(2, "0.5", follower_wallet_id=w)
-    rest = _sell(3, "1", follower_wallet_id=w)
+    half = sell_order(2, "0.5", follower_wallet_id=w)
+    rest = sell_order(3, "1", follower_wallet_id=w)
     await harness.route(buy, half, rest)
     await eventually(lambda: harness.fake.posts_for(half.client_order_id)
                      and harness.fake.posts_for(rest.client_order_id), timeout_s=10)
-    sizes = _posted_sizes(harness, half.client_order_id) + _posted_sizes(harness, rest.client_order_id)
+    sizes = posted_sizes(harness, half.client_order_id) + posted_sizes(harness, rest.client_order_id)
     assert sum(sizes) <= 100, sizes
-
-
-async def _unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, epb.Order, epb.Order]:
-    """The executor running against a venue that confirms nothing until told (:func:`_confirm`), and a copy
-    BUY with the fraction SELL (all) that follows it: (the running executor, the BUY, the SELL)."""
-    await harness.set_book(ASSET, BIDS, ASKS)
-    harness.fake.settle_s = NEVER
-    running = await harness.start_executor()
-    return (running, make_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
-            _sell(i + 1, "1", follower_wallet_id=wallet))
 
 
 async def test_a_buy_routed_after_the_sell_waits_for_its_size_also_across_a_restart(harness: Harness,
@@ -339,13 +302,13 @@ async def test_a_buy_routed_after_the_sell_waits_for_its_size_also_across_a_rest
     """Leader: BUY, SELL everything, BUY again. The SELL sells what the first copy BUY bought: the second copy
     BUY is held until the SELL has its size (what it buys is not the SELL's to sell), also when the executor
     restarts meanwhile (the order of arrival is stored with the intents)."""
-    running, buy1, sell = await _unconfirmed_flip(harness, "w_rs", 1)
+    running, buy1, sell = await unconfirmed_flip(harness, "w_rs", 1)
     w = "w_rs"
     await harness.route(buy1, sell)
     await eventually(lambda: harness.fake.order(buy1.client_order_id))
     buy2 = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
     await harness.route(buy2)
-    await eventually(lambda: _row(db_url, buy2.client_order_id))
+    await eventually(lambda: order_row(db_url, buy2.client_order_id))
     await asyncio.sleep(0.3)
     assert harness.fake.posts_for(buy2.client_order_id) == []  # held behind the SELL waiting for its size
     await running.stop(0)
@@ -353,11 +316,11 @@ async def test_a_buy_routed_after_the_sell_waits_for_its_size_also_across_a_rest
     await asyncio.sleep(0.3)
     assert harness.fake.posts_for(buy2.client_order_id) == []  # still behind it after the restart
     harness.fake.settle_s = 0.02
-    _confirm(harness, buy1.client_order_id)
+    confirm(harness, buy1.client_order_id)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
-    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
+    assert posted_sizes(harness, sell.client_order_id) == [bought1]
     second = await eventually(lambda: harness.terminal(buy2.client_order_id), timeout_s=15)
     assert second.type == epb.ORDER_EVENT_TYPE_FILLED
     assert len(harness.fake.posts_for(buy2.client_order_id)) == 1
@@ -367,7 +330,7 @@ async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_se
         harness: Harness, db_url: str) -> None:
     """A fan-out batch: BUY 1 (chunk 1), the SELL (chunk 2), BUY 2 routed after it (chunk 3). Chunk 3 commits
     first: BUY 2 is still held, since the SELL took its place (as one waiting for its size) before any chunk."""
-    running, buy1, sell = await _unconfirmed_flip(harness, "w_pre", 100)
+    running, buy1, sell = await unconfirmed_flip(harness, "w_pre", 100)
     w = "w_pre"
     buy2 = make_order(102, follower_wallet_id=w, leader_trade_id="lt_b2")
     others = [make_order(i) for i in range(40)]
@@ -384,18 +347,18 @@ async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_se
 
     store.insert_intents = slow  # type: ignore[method-assign]
     await harness.route(*orders)
-    await eventually(lambda: _row(db_url, buy2.client_order_id))
+    await eventually(lambda: order_row(db_url, buy2.client_order_id))
     await eventually(lambda: harness.fake.order(buy1.client_order_id))
     await asyncio.sleep(0.3)
     assert harness.fake.posts_for(buy2.client_order_id) == []
     gate.set()
     await eventually(lambda: running.engine.running(sell.client_order_id))
-    _confirm(harness, buy1.client_order_id)
+    confirm(harness, buy1.client_order_id)
     harness.fake.settle_s = 0.02
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     bought1 = harness.fake.order(buy1.client_order_id).filled_size  # type: ignore[union-attr]
-    assert _posted_sizes(harness, sell.client_order_id) == [bought1]
+    assert posted_sizes(harness, sell.client_order_id) == [bought1]
     assert (await eventually(lambda: harness.terminal(buy2.client_order_id))).type == epb.ORDER_EVENT_TYPE_FILLED
 
 
@@ -409,7 +372,7 @@ async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harn
     running.fanout.intent_retry_s = 0.0
     w = "w_fail"
     buy = make_order(8, follower_wallet_id=w)
-    sell = _sell(40, "1", follower_wallet_id=w)
+    sell = sell_order(40, "1", follower_wallet_id=w)
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]
     assert orders.index(buy) == 8 and orders.index(sell) == 40
@@ -430,17 +393,17 @@ async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harn
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=20)
     assert failed and bought.type == epb.ORDER_EVENT_TYPE_FILLED
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
-    assert _posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
+    assert posted_sizes(harness, sell.client_order_id) == [D(bought.filled_size)]
 
 
 async def test_a_fraction_sell_with_an_unreadable_min_order_size_is_refused_and_blocks_nothing(
         harness: Harness, db_url: str) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
-    _hold(db_url, "w_bad", 100)
+    hold_shares(db_url, "w_bad", 100)
     running = await harness.start_executor()
     running.engine.positions.max_wait_s = 0.5
-    bad = _sell(1, "0.5", follower_wallet_id="w_bad", min_order_size="abc")
-    good = _sell(2, "1", follower_wallet_id="w_bad")
+    bad = sell_order(1, "0.5", follower_wallet_id="w_bad", min_order_size="abc")
+    good = sell_order(2, "1", follower_wallet_id="w_bad")
     await harness.route(bad, good)
     ended = await eventually(lambda: harness.terminal(bad.client_order_id), timeout_s=8)
     assert (ended.type, ended.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "INVALID_ORDER")
@@ -456,12 +419,12 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER
     w = "w_two"
-    _hold(db_url, w, 100)
+    hold_shares(db_url, w, 100)
     running = await harness.start_executor()
     store = running.fanout.store
     original = store.set_size
-    s1 = _sell(2, "0.5", follower_wallet_id=w)
-    s2 = _sell(3, "1", follower_wallet_id=w)
+    s1 = sell_order(2, "0.5", follower_wallet_id=w)
+    s2 = sell_order(3, "1", follower_wallet_id=w)
 
     async def then_die(coid: str, *args: Any) -> None:
         await original(coid, *args)
@@ -474,11 +437,11 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     await harness.route(s2)
     await eventually(lambda: running.engine.running(s2.client_order_id))
-    _confirm(harness, buy.client_order_id)
+    confirm(harness, buy.client_order_id)
     harness.fake.settle_s = 0.02
 
     def sized(coid: str) -> bool:
-        row = _row(db_url, coid)
+        row = order_row(db_url, coid)
         return row is not None and row[0] == "NEW" and row[1] is not None
 
     await eventually(lambda: sized(s1.client_order_id))
@@ -488,7 +451,7 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
     b = await eventually(lambda: harness.terminal(s2.client_order_id), timeout_s=15)
     assert a.type == b.type == epb.ORDER_EVENT_TYPE_FILLED, (a.reason, b.reason)
     bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
-    first, second = _posted_sizes(harness, s1.client_order_id), _posted_sizes(harness, s2.client_order_id)
+    first, second = posted_sizes(harness, s1.client_order_id), posted_sizes(harness, s2.client_order_id)
     assert first == [((100 + bought) / 2).quantize(D("0.01"), rounding="ROUND_DOWN")]
     assert sum(first + second) == 100 + bought, (first, second)
 
@@ -500,20 +463,20 @@ async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: H
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER
     w = "w_exit"
-    _hold(db_url, w, 100)
+    hold_shares(db_url, w, 100)
     running = await harness.start_executor()
     buy = make_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
-    sell = _sell(2, "1", follower_wallet_id=w)
+    sell = sell_order(2, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     exit_ = make_order(4, follower_wallet_id=w, origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL,
                        amount_usd="", size="100", trigger_id="trg_sl", leader_trade_id="")
     await running.fanout.submit(exit_)
     await eventually(lambda: harness.fake.order(exit_.client_order_id))  # matched, not confirmed
-    _confirm(harness, buy.client_order_id)
+    confirm(harness, buy.client_order_id)
     harness.fake.order(exit_.client_order_id).matched_at = time.monotonic() + NEVER  # type: ignore[union-attr]
     harness.fake.settle_s = 0.02  # what is matched from now on is confirmed at once (the stop-loss is not)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
-    assert _posted_sizes(harness, sell.client_order_id) == [bought]
+    assert posted_sizes(harness, sell.client_order_id) == [bought]

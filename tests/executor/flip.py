@@ -1,0 +1,65 @@
+"""Helpers of the tests of SELLs sized by the executor (``sell_fraction``): books, positions, orders, and a
+fake venue that confirms nothing until a test says so (``settle_s = NEVER``, then :func:`confirm`)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+D = Decimal
+BIDS = [("0.49", "500"), ("0.48", "1000")]
+ASKS = [("0.50", "100"), ("0.51", "1000")]
+NEVER = 10_000.0  # the fake's settle time: matched orders stay unconfirmed until confirm()
+
+
+def held_size(db_url: str, wallet: str) -> Decimal:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+                           (wallet, ASSET)).fetchone()
+    return row[0] if row else D(0)
+
+
+def sell_order(i: int, fraction: str, **kw: Any) -> epb.Order:
+    base: dict[str, Any] = {"routed_time_ns": time.time_ns(), **kw}
+    return make_order(i, side=cpb.SIDE_SELL, amount_usd="", sell_fraction=fraction, leader_trade_id=f"lt_s{i}",
+                      **base)
+
+
+def confirm(h: Harness, coid: str) -> None:
+    """The chain confirms this order's match now (its next status query says confirmed)."""
+    o = h.fake.order(coid)
+    assert o is not None, coid
+    o.matched_at = time.monotonic() - 2 * NEVER
+
+
+def hold_shares(db_url: str, wallet: str, size: int) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                     " cost_usd) VALUES (%s, %s, %s, '0xa', %s, 0.4, %s)",
+                     (wallet, ASSET, CONDITION, size, D(size) * D("0.4")))
+
+
+def order_row(db_url: str, coid: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT state, size FROM orders WHERE client_order_id = %s", (coid,)).fetchone()
+
+
+def posted_sizes(h: Harness, coid: str) -> list[Decimal]:
+    return [D(p.body["size"]) for p in h.fake.posts_for(coid) if p.body]
+
+
+async def unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, epb.Order, epb.Order]:
+    """The executor running against a venue that confirms nothing until told (:func:`confirm`), and a copy
+    BUY with the fraction SELL (all) that follows it: (the running executor, the BUY, the SELL)."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    running = await harness.start_executor()
+    return (running, make_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
+            sell_order(i + 1, "1", follower_wallet_id=wallet))
