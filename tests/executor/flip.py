@@ -3,6 +3,7 @@ fake venue that confirms nothing until a test says so (``settle_s = NEVER``, the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from typing import Any
@@ -63,3 +64,22 @@ async def unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, 
     running = await harness.start_executor()
     return (running, make_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
             sell_order(i + 1, "1", follower_wallet_id=wallet))
+
+
+def fail_first_insert_of(running: Any, client_order_id: str, *, delay_s: float = 0.0) -> list[bool]:
+    """Make the first intent INSERT that holds ``client_order_id`` fail like PostgreSQL going away (after
+    ``delay_s``); the list returned gets an item once it did."""
+    store = running.fanout.store
+    original = store.insert_intents
+    failed: list[bool] = []
+
+    async def flaky(items: list[Any]) -> set[str]:
+        if not failed and any(t.client_order_id == client_order_id for t, _ in items):
+            failed.append(True)
+            await asyncio.sleep(delay_s)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        result: set[str] = await original(items)
+        return result
+
+    store.insert_intents = flaky
+    return failed

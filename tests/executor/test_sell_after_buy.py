@@ -20,6 +20,7 @@ from tests.executor.flip import (
     BIDS,
     NEVER,
     confirm,
+    fail_first_insert_of,
     held_size,
     hold_shares,
     order_row,
@@ -376,18 +377,7 @@ async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harn
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]
     assert orders.index(buy) == 8 and orders.index(sell) == 40
-    store = running.fanout.store
-    original = store.insert_intents
-    failed: list[bool] = []
-
-    async def flaky(items: list[Any]) -> set[str]:
-        if not failed and any(t.client_order_id == buy.client_order_id for t, _ in items):
-            failed.append(True)
-            await asyncio.sleep(0.5)  # the next chunk commits meanwhile
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return await original(items)
-
-    store.insert_intents = flaky  # type: ignore[method-assign]
+    failed = fail_first_insert_of(running, buy.client_order_id, delay_s=0.5)  # the next chunk commits meanwhile
     await harness.route(*orders)
     bought = await eventually(lambda: harness.terminal(buy.client_order_id), timeout_s=20)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=20)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.executor.conftest import ASSET, Harness, make_order
-from tests.executor.flip import ASKS, BIDS, confirm, hold_shares, sell_order, unconfirmed_flip
+from tests.executor.flip import ASKS, BIDS, confirm, fail_first_insert_of, hold_shares, sell_order, unconfirmed_flip
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -38,17 +38,7 @@ async def test_a_refused_order_of_a_failed_batch_holds_up_no_later_sell(
     running = await harness.start_executor()
     running.engine.positions.max_wait_s = CAP_S
     running.fanout.intent_retry_s = 0.0
-    store = running.fanout.store
-    original = store.insert_intents
-    failed: list[bool] = []
-
-    async def flaky(items: list[Any]) -> set[str]:
-        if not failed and any(t.client_order_id == s1.client_order_id for t, _ in items):
-            failed.append(True)
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return await original(items)
-
-    store.insert_intents = flaky  # type: ignore[method-assign]
+    failed = fail_first_insert_of(running, s1.client_order_id)
     t1, t2 = epb.RoutedTrade(orders=[refused_buy]), epb.RoutedTrade(orders=[s1])
     started = time.monotonic()
     # what ResumableConsumer._handle_batch does: the batch, and on failure its items one by one
