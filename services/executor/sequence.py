@@ -58,8 +58,12 @@ class PositionQueue:
         return sum(len(v) for v in self._open.values())
 
     def opened(self, key: Key, client_order_id: str, *, sized_later: bool = False) -> None:
-        """An order of the position is under way (a second call keeps its place)."""
-        self._open.setdefault(key, {}).setdefault(client_order_id, next(self._seq))
+        """An order of the position is under way. A second call changes nothing: the order keeps its place,
+        and a SELL that has its size meanwhile (a trade handed in again) does not wait for it again."""
+        orders = self._open.setdefault(key, {})
+        if client_order_id in orders:
+            return
+        orders[client_order_id] = next(self._seq)
         if sized_later:
             self._unsized.setdefault(key, set()).add(client_order_id)
 

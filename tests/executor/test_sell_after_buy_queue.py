@@ -1,5 +1,6 @@
 """SELLs sized by the executor: places in the position queues are given back when nothing will run the order
-(refused, dead-lettered), a BUY held behind such a SELL keeps its whole resubmit window, and paper mode."""
+(refused, dead-lettered) and not taken twice (a trade handed in again), a BUY held behind such a SELL keeps its
+whole resubmit window, and paper mode."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import psycopg
 import pytest
 
 from tests.executor.conftest import ASSET, Harness, make_order
-from tests.executor.flip import ASKS, BIDS, confirm, fail_first_insert_of, hold_shares, sell_order, unconfirmed_flip
+from tests.executor.flip import (
+    ASKS,
+    BIDS,
+    NEVER,
+    confirm,
+    fail_first_insert_of,
+    hold_shares,
+    sell_order,
+    unconfirmed_flip,
+)
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -85,13 +95,7 @@ async def test_a_dead_lettered_fraction_sell_holds_up_no_later_buy(
             await running.fanout.handle(routed)
     assert running.consumer.dead_letter is not None  # then the consumer's dead-letter step
     await running.consumer.dead_letter("1-0", routed, ValueError("cannot store this order"))
-    # later the leader buys again
-    buy = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
-    started = time.monotonic()
-    await running.fanout.handle(epb.RoutedTrade(orders=[buy]))
-    await eventually(lambda: harness.fake.posts_for(buy.client_order_id), timeout_s=CAP_S + 5)
-    took = time.monotonic() - started
-    assert took < 1.0, f"the BUY waited {took:.1f} s for the size of a SELL that does not exist"
+    await _next_buy_goes_at_once(harness, running, w)  # later the leader buys again
 
 
 async def test_the_wait_behind_the_sell_does_not_use_up_the_buys_resubmit_window(harness: Harness,
@@ -131,3 +135,59 @@ async def test_a_paper_flip_sells_what_the_paper_buy_bought(harness: Harness, db
     assert bought.type == epb.ORDER_EVENT_TYPE_FILLED, (bought.reason, bought.detail)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     assert Decimal(str(done.filled_size)) == Decimal(str(bought.filled_size))
+
+
+async def _holding_unconfirmed(harness: Harness, db_url: str, wallet: str) -> Any:
+    """The executor (wait cap CAP_S) for a wallet holding 100 shares, on a venue that confirms nothing (a SELL
+    stays under way once sent)."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    harness.fake.settle_s = NEVER
+    hold_shares(db_url, wallet, 100)
+    running = await harness.start_executor()
+    running.engine.positions.max_wait_s = CAP_S
+    return running
+
+
+async def _next_buy_goes_at_once(harness: Harness, running: Any, wallet: str) -> None:
+    """The leader's next copy BUY of the position goes at once: nothing it must wait for is ahead of it."""
+    buy = make_order(90, follower_wallet_id=wallet, leader_trade_id="lt_b90", routed_time_ns=time.time_ns())
+    started = time.monotonic()
+    await running.fanout.handle(epb.RoutedTrade(orders=[buy]))
+    await eventually(lambda: harness.fake.posts_for(buy.client_order_id), timeout_s=CAP_S + 5)
+    took = time.monotonic() - started
+    assert took < 1.0, f"the BUY waited {took:.1f} s behind a SELL it should not wait for"
+
+
+async def test_a_redelivered_sized_sell_does_not_hold_later_buys(harness: Harness, db_url: str) -> None:
+    """A routed trade handed in again (redelivered since the last saved cursor) while its SELL is already sized
+    and at the venue: the SELL keeps its place and is not marked as waiting for its size again."""
+    w = "w_redeliver"
+    running = await _holding_unconfirmed(harness, db_url, w)
+    sell = sell_order(1, "0.5", follower_wallet_id=w)
+    routed = epb.RoutedTrade(orders=[sell])
+    await running.fanout.handle(routed)
+    await eventually(lambda: harness.fake.posts_for(sell.client_order_id), timeout_s=10)  # sized and sent
+    assert running.engine.running(sell.client_order_id)
+    # the same routed trade again (consumer batch fallback, or redelivered since the last saved cursor)
+    await running.fanout.handle(routed)
+    await _next_buy_goes_at_once(harness, running, w)
+
+
+async def test_batch_fallback_does_not_mark_a_sized_sell_unsized_again(harness: Harness, db_url: str) -> None:
+    """What ResumableConsumer._handle_batch does: the batch fails (the second chunk's INSERT), its trades are
+    handed in again one by one. The SELL's chunk had committed: it was sized and sent meanwhile; handing its
+    trade in again marks it as waiting for its size, and the leader's next BUY waits the whole cap."""
+    w = "w_fallback"
+    running = await _holding_unconfirmed(harness, db_url, w)
+    running.fanout.intent_retry_s = 0.0
+    sell = sell_order(1, "0.5", follower_wallet_id=w)
+    others = [make_order(10 + k, follower_wallet_id=f"w_other{k}", routed_time_ns=time.time_ns()) for k in range(8)]
+    t1, t2 = epb.RoutedTrade(orders=[sell]), epb.RoutedTrade(orders=others)
+    failed = fail_first_insert_of(running, others[-1].client_order_id, delay_s=0.5)  # the second chunk
+    with pytest.raises(psycopg.OperationalError):
+        await running.fanout.handle_batch([t1, t2])
+    assert failed
+    assert harness.fake.posts_for(sell.client_order_id)  # sized and sent while the batch was failing
+    await running.fanout.handle(t1)
+    await running.fanout.handle(t2)
+    await _next_buy_goes_at_once(harness, running, w)
