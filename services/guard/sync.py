@@ -79,6 +79,7 @@ class TriggerSync:
                 attempt = 0
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.check_s)
+                    reraise_if_cancelled()  # a cancel that met the read's timeout came back as that timeout
                     if msg is None:
                         current = await self._read_version()
                         if current != self.version:

@@ -126,6 +126,7 @@ class HotIndexWatcher:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=min(self.check_interval_s, 1.0))
+                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
                     if msg is not None and msg.get("type") == "message":
                         await self.apply(msg["data"])
                     if time.monotonic() >= next_check:

@@ -140,6 +140,7 @@ class WatchSet:
                 next_refresh = time.monotonic() + self.refresh_s
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
                     due = time.monotonic() >= next_refresh
                     if due:  # a message taken now is in the sets read whole (it came after its change)
                         self._wake.clear()

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from common import hotindex
+from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
 from services.router.domain.model import Follower
 from services.router.inbound import parse_follower
@@ -140,6 +141,7 @@ class SubscriptionCache:
                             await self.reload_all()
                     msg = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=max(0.0, min(1.0, next_check - loop.time())))
+                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
                     if msg is None or msg.get("type") != "message":
                         continue
                     try:
