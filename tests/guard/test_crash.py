@@ -56,7 +56,10 @@ async def test_killed_between_decision_and_record_sells_exactly_once(
             proc.kill()
     row = await trigger_row(conn, "trg_sl")
     expected_id = hash_id("co", "trg_sl", "1")
-    assert (row["state"], row["order_id"], row["submitted_at"]) == ("FIRED", expected_id, None)
+    # Killed after the executor's answer, the executor's FILLED event may have been applied first (the stand-in
+    # streams its events before it answers): DONE. Either way the submission was never marked.
+    states = ("FIRED",) if crash_after == "decision" else ("FIRED", "DONE")
+    assert row["state"] in states and (row["order_id"], row["submitted_at"]) == (expected_id, None), dict(row)
     # The SELL starts as soon as it is decided, before the commit: at "decision" it may already be out.
     assert len(standins.executor.calls) in ((0, 1) if crash_after == "decision" else (1,))
 
@@ -76,5 +79,6 @@ async def test_killed_between_decision_and_record_sells_exactly_once(
     assert [o.client_order_id for o in standins.executor.sells] == [expected_id]  # one SELL at the venue
     assert standins.executor.sells[0].size == "100"
     assert sum(not c.duplicate for c in standins.executor.calls) == 1
-    assert (await trigger_row(conn, "trg_sl"))["submitted_at"] is not None
+    # marked submitted at the restart; a trigger already DONE (its fill applied before the kill) needs no mark
+    assert (await trigger_row(conn, "trg_sl"))["submitted_at"] is not None or row["state"] == "DONE"
     await conn.close()
