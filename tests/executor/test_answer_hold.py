@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -30,14 +29,16 @@ async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Ha
         release()
 
     venue.release_answers = recording_release  # type: ignore[method-assign]
-    # the later chunks' intents take a while to insert, so the answers to the first chunk's POSTs come in
-    # while the burst is still being written, however loaded the machine is
+    # the later chunks' intents are inserted only once answers to the first chunk's POSTs have come in (and
+    # are held), so they come in while the burst is still being written, however loaded the machine is (a
+    # fixed delay was not always enough for the in-process fake to answer)
     store = running.fanout.store
     insert = store.insert_intents
 
     async def slow_later_chunks(items: Any) -> Any:
         if len(items) > FIRST_CHUNK:
-            await asyncio.sleep(0.2)
+            await eventually(lambda: len(venue.http._hold.conns) > 0, timeout_s=20,
+                             message="answers to the first POSTs held while the burst is written")
         return await insert(items)
 
     store.insert_intents = slow_later_chunks  # type: ignore[method-assign]
