@@ -213,7 +213,7 @@ class Engine:
             assert self.size_later is not None, "sized-later orders need Engine.size_later"
             await self.positions.wait_turn(key, t.client_order_id)
             async with self.positions.sizing(key):  # recorded as sent before the next SELL is sized
-                sized = await size_in_turn(self.positions, t, self.size_later)
+                sized = await size_in_turn(t, self.size_later)
                 if sized.refused:
                     await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
                     return

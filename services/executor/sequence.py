@@ -153,7 +153,7 @@ class PositionQueue:
         return True
 
 
-async def size_in_turn(queue: PositionQueue, t: Ticket, size_later: SizeLater) -> Prepared:
+async def size_in_turn(t: Ticket, size_later: SizeLater) -> Prepared:
     """Size ``t`` (its turn came: see :meth:`PositionQueue.wait_turn`), retried until sizing works: PostgreSQL
     may be away for a while. Call under the position's :meth:`PositionQueue.sizing` lock."""
     delay_s = 0.1

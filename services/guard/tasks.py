@@ -2,7 +2,7 @@
 
 Some client libraries turn a cancellation that arrives mid-call into an ordinary exception; a
 retry loop that catches ``Exception`` would then run on as if nothing happened. Loops check
-:func:`cancel_requested` in their error path, and :func:`stop_tasks` cancels again until the tasks end.
+:func:`reraise_if_cancelled` in their error path, and :func:`stop_tasks` cancels again until the tasks end.
 """
 
 from __future__ import annotations
@@ -12,21 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
+from common.cancel import reraise_if_cancelling
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-def cancel_requested() -> bool:
-    """True when the current task has a pending cancellation request."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def reraise_if_cancelled() -> None:
-    """Raise CancelledError when the current task was asked to stop (call from an ``except Exception``)."""
-    if cancel_requested():
-        raise asyncio.CancelledError
+# Raise CancelledError when the current task was asked to stop (call from an ``except Exception``).
+reraise_if_cancelled = reraise_if_cancelling
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 5.0, rounds: int = 10) -> list[str]:

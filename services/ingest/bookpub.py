@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from common.cancel import reraise_if_cancelling
 from common.decimals import fmt
 from common.marketstate import book_key, market_key, write_market
 from common.resp import Arg, RespClosed, RespConnection, RespError
 from common.retry import Backoff
 from common.streams import PRICE_TICKS
 from services.ingest import clob
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.books import BookState, Touched
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import orjson
 
+from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
 from services.ingest import clob
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.books import BookState, Touched
 from services.ingest.frames import decode, require_object
 from services.ingest.metrics import IngestMetrics

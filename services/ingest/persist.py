@@ -18,11 +18,11 @@ import orjson
 from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
+from common.cancel import reraise_if_cancelling
 from common.consumer import RedisCursorStore
 from common.decimals import fmt
 from common.retry import Backoff
 from common.streams import START_OLDEST, DurableLog
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.identity import Identified
 from tradingtools.common.v1 import common_pb2
 from tradingtools.market.v1 import market_pb2 as mpb

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from common.cancel import reraise_if_cancelling
 from services.ingest import dataapi
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.identity import Identified, identify_batch
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import BAD_SHAPE, DATA_API, Fill, ParseError

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
 from services.ingest import rtds
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.frames import decode, require_object
 from services.ingest.identity import Identified, OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics

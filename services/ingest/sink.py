@@ -29,10 +29,10 @@ from typing import Any, Protocol
 from opentelemetry import trace
 
 from common import telemetry
+from common.cancel import reraise_if_cancelling
 from common.resp import RespClosed, RespConnection, RespError
 from common.retry import Backoff
 from common.streams import LEADER_TRADES
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.events import leader_trade_event
 from services.ingest.identity import Identified
 from services.ingest.metrics import IngestMetrics

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from common import hotindex
+from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
-from services.ingest.aio import reraise_if_cancelling
 
 log = logging.getLogger(__name__)
 _RETRY = Backoff(0.2, 5.0)

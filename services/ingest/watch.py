@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.cancel import reraise_if_cancelling
 from common.marketstate import WATCH_CHANNEL, WATCH_SETS, parse_watch_change
 from common.retry import Backoff
-from services.ingest.aio import reraise_if_cancelling
 from services.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)

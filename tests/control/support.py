@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -80,3 +80,13 @@ async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any
         await pool.close()
         await redis.aclose()
         hot.close()
+
+
+async def expect_unknown_ids(call: Callable[[str], Awaitable[object]], noun: str, filler: str, spaced: str,
+                             db_url: str) -> None:
+    """An id far too long and one with a space are NOT_FOUND, naming the id (the long one cut short), and are
+    not audited (the one audit row is the creation before)."""
+    message = await expect(call(filler * 200), grpc.StatusCode.NOT_FOUND, f"{noun} " + filler * 40 + "…")
+    assert message.endswith(" not found")
+    await expect(call(spaced), grpc.StatusCode.NOT_FOUND, f"{noun} {spaced} not found")
+    assert count(db_url, "audit_log") == 1

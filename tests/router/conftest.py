@@ -19,8 +19,13 @@ from common.grpcserver import GrpcServer
 from common.storage import create_pool
 from common.streams import LEADER_TRADES, ROUTED_TRADES, START_OLDEST, DurableLog, create_stream_redis
 from services.router.__main__ import RunningRouter, serve
+from services.router.adapters.balances import NoBalances
+from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
 from services.router.config import Settings
+from services.router.metrics import RouterMetrics
+from services.router.outbox import Emitter
+from services.router.router import Knobs, Router
 from tests.router.fakes import FakeHttp, load, start_ingest
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -146,3 +151,15 @@ async def stack(db_url: str, redis_url: str) -> AsyncIterator[Stack]:
     await http.stop()
     await sr.aclose()
     await r.aclose()
+
+
+def redis_markets_router(cache: Any, state: Any, store: Any, log_: DurableLog, redis: Any, session: Any, *,
+                         now_ns: int) -> Router:
+    """A Router on real adapters whose market info comes from Redis only (the CLOB address answers nothing),
+    no balances, and a clock stopped at ``now_ns``."""
+    now_ms = now_ns // 1_000_000
+    return Router(followers=cache, redis_state=state, store=store,
+                  markets=MarketInfoCache(redis, ClobMarketInfo(session, "http://127.0.0.1:9", timeout_s=0.1),
+                                          ttl_ms=3_600_000, clock_ms=lambda: now_ms),
+                  balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entry), knobs=Knobs(),
+                  metrics=RouterMetrics(), clock_ns=lambda: now_ns)

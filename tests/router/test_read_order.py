@@ -22,15 +22,11 @@ from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
-from services.router.adapters.balances import NoBalances
-from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
-from services.router.metrics import RouterMetrics
-from services.router.outbox import Emitter
-from services.router.router import Knobs, Router
-from tests.router.conftest import COND, YES, leader_trade, subscription
+from services.router.router import Router
+from tests.router.conftest import COND, YES, leader_trade, redis_markets_router, subscription
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -95,11 +91,7 @@ async def env(db_url: str, redis_url: str) -> AsyncIterator[tuple[Router, Durabl
     store = SnapshotThenExecutor(pool)
     store.window = window
     log_ = DurableLog(sr, ROUTED_TRADES)
-    router = Router(followers=cache, redis_state=state, store=store,
-                    markets=MarketInfoCache(r, ClobMarketInfo(session, "http://127.0.0.1:9", timeout_s=0.1),
-                                            ttl_ms=3_600_000, clock_ms=lambda: now_ms),
-                    balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entry), knobs=Knobs(),
-                    metrics=RouterMetrics(), clock_ns=lambda: NOW_NS)
+    router = redis_markets_router(cache, state, store, log_, r, session, now_ns=NOW_NS)
     yield router, log_, r
     await session.close()
     await store.close()
