@@ -117,6 +117,28 @@ def test_prepare(o, book, rules, state, reason, limit) -> None:  # type: ignore[
         assert p.refused and p.ticket.request is None
 
 
+def _frac(fraction: str, **kw) -> epb.Order:  # type: ignore[no-untyped-def]
+    return order(side=cpb.SIDE_SELL, amount_usd="", sell_fraction=fraction, **kw)
+
+
+@pytest.mark.parametrize(("o", "state", "detail"), [
+    (_frac("0.5"), State.NEW, ""),  # stored without a size, sized in its turn
+    (_frac("1"), State.NEW, ""),
+    (_frac("0"), State.REJECTED, "sell_fraction must be in (0, 1]"),
+    (_frac("1.5"), State.REJECTED, "sell_fraction must be in (0, 1]"),
+    (_frac("-0.1"), State.REJECTED, "sell_fraction must be in (0, 1]"),
+    (_frac("half"), State.REJECTED, "sell_fraction is not a decimal"),
+    (order(sell_fraction="0.5", amount_usd=""), State.REJECTED, "sell_fraction is for a SELL only"),
+    (_frac("0.5", min_order_size="abc"), State.REJECTED, "min_order_size is not a decimal"),
+    (_frac("0.5", routed_time_ns=NOW - 61 * 10**9), State.REJECTED, "order is 61.0s old"),
+    (_frac("0.5", size="3"), State.SUBMITTING, ""),  # sized already: an ordinary SELL
+])
+def test_prepare_a_sell_sized_by_its_fraction(o: epb.Order, state: State, detail: str) -> None:
+    p = prepare(o, BOOK, RULES, NOW)
+    assert p.life.state is state and p.life.detail.startswith(detail), (p.life.state, p.life.detail)
+    assert (p.life.reason == "") if state is not State.REJECTED else p.life.reason in ("INVALID_ORDER", "STALE_ORDER")
+
+
 def test_prepare_builds_the_venue_request() -> None:
     p = prepare(order(follower_user_id="u_1", follower_proxy="0xabc", neg_risk=True), BOOK, RULES, NOW)
     assert p.ticket.request == v.PlaceRequest("co_1", "u_1", "w", "0xabc", "tok", "BUY", "FAK", D("20"), None,
