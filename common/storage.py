@@ -17,6 +17,16 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 7_310_001
 
 
+def compact_sql(sql: str) -> str:
+    """``sql`` with its whitespace runs collapsed to one space, so that a long statement stays within the
+    length psycopg caches the parsing of (``MAX_CACHED_STATEMENT_LENGTH``): a longer one has its
+    placeholders parsed in Python on every execute (~0.12 ms for 4 kB here). For statements without
+    ``--`` comments or string literals whose spacing matters; raises ValueError on a comment."""
+    if "--" in sql:
+        raise ValueError("compact_sql: a -- comment would swallow the rest of the statement")
+    return " ".join(sql.split())
+
+
 async def _set_autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
