@@ -133,7 +133,8 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
         retry_backoff=Backoff(settings.retry_base_s, settings.retry_cap_s),
         breaker_wait_s=settings.breaker_wait_s, poll_initial_s=settings.poll_initial_s,
         poll_max_s=settings.poll_max_s, settle_interval_s=settings.settle_interval_s,
-        lost_after=settings.lost_after, resubmit_max_age_s=settings.resubmit_max_age_s,
+        lost_after=settings.lost_after, placed_lost_after_s=settings.placed_lost_after_s,
+        resubmit_max_age_s=settings.resubmit_max_age_s,
         max_inflight=settings.max_inflight, max_status_queries=settings.max_status_queries), rng=random.Random())
     fanout = Fanout(engine, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),

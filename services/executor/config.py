@@ -24,6 +24,7 @@
 | ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S`` | 30 | an order may be re-POSTed or wait at the breaker until this old |
 | ``TT_EXECUTOR_SETTLE_INTERVAL_S`` | 1 | status query period of an UNKNOWN order |
 | ``TT_EXECUTOR_LOST_AFTER`` | 3 | consecutive not-found that settle an UNKNOWN order (LOST or re-POST) |
+| ``TT_EXECUTOR_PLACED_LOST_AFTER_S`` | 300 | a placed order found by neither id for this long (0 = never) |
 | ``TT_EXECUTOR_POLL_INITIAL_S`` / ``TT_EXECUTOR_POLL_MAX_S`` | 0.2 / 2 | placed order's status queries |
 | ``TT_EXECUTOR_MAX_STATUS_QUERIES`` | 256 | status queries of placed orders in flight at once |
 | ``TT_EXECUTOR_MAX_INFLIGHT`` | 2048 | POSTs in flight at once |
@@ -88,6 +89,7 @@ class Settings:
     poll_max_s: float
     settle_interval_s: float
     lost_after: int
+    placed_lost_after_s: float
     resubmit_max_age_s: float
     max_order_age_s: float
     max_inflight: int
@@ -144,6 +146,7 @@ class Settings:
             poll_max_s=poll_max,
             settle_interval_s=env_float_seconds(env, "TT_EXECUTOR_SETTLE_INTERVAL_S", 1.0, minimum=0.001),
             lost_after=env_int(env, "TT_EXECUTOR_LOST_AFTER", 3, minimum=1),
+            placed_lost_after_s=env_float_seconds(env, "TT_EXECUTOR_PLACED_LOST_AFTER_S", 300.0),
             resubmit_max_age_s=env_float_seconds(env, "TT_EXECUTOR_RESUBMIT_MAX_AGE_S", 30.0),
             max_order_age_s=env_float_seconds(env, "TT_EXECUTOR_MAX_ORDER_AGE_S", 60.0),
             max_inflight=env_int(env, "TT_EXECUTOR_MAX_INFLIGHT", 2048, minimum=1),

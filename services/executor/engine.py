@@ -28,10 +28,10 @@ from services.executor.concurrency import AnswerHolder, BurstGate, Once, Slots
 from services.executor.events import build_event
 from services.executor.journal import Journal
 from services.executor.model import Ticket
+from services.executor.placed import PlacedQueries
 from services.executor.policy import (
     accepted,
     classify,
-    decide_status,
     decide_submit,
     decide_unknown,
 )
@@ -57,6 +57,7 @@ class EngineConfig:
     poll_max_s: float = 2.0
     settle_interval_s: float = 1.0
     lost_after: int = 3
+    placed_lost_after_s: float = 300.0  # a placed order not found for this long (and lost_after queries): LOST
     resubmit_max_age_s: float = 30.0
     max_inflight: int = 2048
     max_status_queries: int = 256  # status queries of placed orders in flight at once
@@ -81,18 +82,24 @@ class Engine:
         self.rng = rng or random.Random()
         self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.tracker = Tracker(self._poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
+        self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
+        self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,
+                                    lost_after_s=config.placed_lost_after_s)
+        self.tracker = Tracker(self.placed.poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
                                error_backoff_s=ERROR_BACKOFF_S,
-                               on_drop=lambda t: self.positions.ended(position_key(t), t.client_order_id))
+                               on_drop=self._dropped)
         self._first_event: dict[str, asyncio.Event] = {}
         self.positions = PositionQueue()  # orders not final per (wallet, asset): sized-later SELLs wait their turn
         self.size_later: SizeLater | None = None  # set by the fan-out, which has the books and the positions
-        # orders started whose first POST has not come back yet
-        self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
         for venue in venues.values():
             if isinstance(venue, AnswerHolder):
                 self.burst.hold_answers_with(venue)
+
+    def _dropped(self, t: Ticket) -> None:
+        """The tracker gave up on a placed order (it resumes at the next start)."""
+        self.positions.ended(position_key(t), t.client_order_id)
+        self.placed.forget(t.client_order_id)
 
     def running(self, client_order_id: str) -> bool:
         """True when this process is already working on the order (running it, or tracking it placed)."""
@@ -333,24 +340,6 @@ class Engine:
                 life = await self._transition(t, life, events)
         return life
 
-    async def _poll(self, t: Ticket, life: lc.OrderLife) -> tuple[lc.OrderLife, bool]:
-        """One status query of a placed order (the tracker's): its state after the answer, and whether it
-        changed."""
-        await self.burst.wait()  # status queries yield to a fan-out's POSTs
-        venue = self.venues[t.venue]
-        if life.venue_order_id:
-            result = await v.safe(venue.query(life.venue_order_id))
-        else:
-            result = await v.safe(venue.query_by_client_id(t.client_order_id))
-        if isinstance(result, v.VenueOrder):
-            events = decide_status(life, result)
-            if events:
-                return await self._transition(t, life, events, result), True
-        elif result.http_status == 404:
-            log.warning("placed order not found at the venue", extra={"client_order_id": t.client_order_id,
-                                                                       "venue_order_id": life.venue_order_id})
-        return life, False
-
     # -- state changes --------------------------------------------------------------------------
 
     async def _transition(self, t: Ticket, life: lc.OrderLife, events: list[lc.Event],
@@ -369,6 +358,7 @@ class Engine:
         await self._persist(changes, urgent=ev is not None and not ev.is_set())
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
+            self.placed.forget(t.client_order_id)
         if ev is not None and any(c.event is not None for c in changes):
             ev.set()
         if life.terminal:

@@ -9,6 +9,7 @@
      │                                            │  ▲ OrderNotFound
      │                                            └──┴──OrderLost──> LOST
      │                                            └──OrderFailed──> FAILED (not taken, resubmit window over)
+     │           PLACED / PARTIALLY_FILLED ──OrderLost──> LOST (the venue no longer finds it, for long enough)
      └── OrderRejected / OrderFailed (executor's own checks, breaker open)
 
 Terminal states: FILLED, CANCELLED, REJECTED, LOST, FAILED.
@@ -94,9 +95,10 @@ class OrderNotFound:
 
 @dataclass(frozen=True, slots=True)
 class OrderLost:
-    """The venue never heard of the order after repeated status queries."""
+    """The venue never heard of the order after repeated status queries (or no longer finds one it took)."""
 
     reason: str = "VENUE_NOT_FOUND"
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +164,12 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (S.PLACED, OrderFilled): S.FILLED,
     (S.PLACED, OrderCancelled): S.CANCELLED,
     (S.PLACED, OrderFailed): S.FAILED,
+    (S.PLACED, OrderLost): S.LOST,
     (S.PARTIALLY_FILLED, OrderPartiallyFilled): S.PARTIALLY_FILLED,
     (S.PARTIALLY_FILLED, OrderFilled): S.FILLED,
     (S.PARTIALLY_FILLED, OrderCancelled): S.CANCELLED,
     (S.PARTIALLY_FILLED, OrderFailed): S.FAILED,
+    (S.PARTIALLY_FILLED, OrderLost): S.LOST,
 }
 EVENT_TYPES: tuple[type, ...] = (OrderSubmitted, SubmitAttemptFailed, OrderTimedOut, OrderAccepted, OrderNotFound,
                                  OrderLost, OrderPartiallyFilled, OrderFilled, OrderCancelled, OrderRejected,

@@ -167,6 +167,34 @@ def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
     return [OrderNotFound(), OrderLost("VENUE_NOT_FOUND")]
 
 
+PLACED_NOT_FOUND = "PLACED_ORDER_NOT_FOUND"
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """A placed order the venue no longer finds: status queries in a row that found it neither by its venue
+    order id nor by its client order id, and when the first of them was answered (epoch ms)."""
+
+    count: int
+    since_ms: int
+
+
+def missed(before: Missing | None, now_ms: int) -> Missing:
+    """``before`` after one more status query that found nothing."""
+    return Missing(1, now_ms) if before is None else Missing(before.count + 1, before.since_ms)
+
+
+def decide_placed_missing(missing: Missing, now_ms: int, *, lost_after: int, lost_after_s: float) -> list[Event]:
+    """Events for a PLACED or PARTIALLY_FILLED order that the venue no longer finds: LOST (its fills so far
+    stay booked, the rest of its reservation is released) once ``lost_after`` queries in a row found
+    nothing over at least ``lost_after_s`` (a venue that briefly cannot see an order it just took must not
+    lose it); nothing before that, and nothing ever when ``lost_after_s`` is 0 (queried for good)."""
+    waited_ms = now_ms - missing.since_ms
+    if lost_after_s <= 0 or missing.count < lost_after or waited_ms < lost_after_s * 1000:
+        return []
+    return [OrderLost(PLACED_NOT_FOUND, f"not found by {missing.count} status queries over {waited_ms // 1000} s")]
+
+
 def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
                    new_avg: Decimal) -> tuple[Decimal, Decimal]:
     """Shares and price of the fill between two cumulative (size, average price) readings."""

@@ -12,7 +12,7 @@ def test_defaults() -> None:
     s = Settings.from_env({})
     assert (s.grpc_port, s.router_target, s.insiders_url, s.live_configured) == (50053, "127.0.0.1:50052", "", False)
     assert (s.breaker_threshold, s.breaker_open_s, s.lost_after, s.max_inflight) == (5, 60.0, 3, 2048)
-    assert s.max_status_queries == 256
+    assert (s.max_status_queries, s.placed_lost_after_s) == (256, 300.0)
     live = Settings.from_env({"TT_INSIDERS_API_URL": "http://x", "TT_INSIDERS_API_TOKEN": "s3cr3t-value"})
     assert live.live_configured and "s3cr3t-value" not in repr(live)
 
@@ -23,6 +23,8 @@ def test_defaults() -> None:
     {"TT_EXECUTOR_POST_TIMEOUT_S": "0"},
     {"TT_EXECUTOR_MAX_INFLIGHT": "0"},
     {"TT_EXECUTOR_MAX_STATUS_QUERIES": "0"},
+    {"TT_EXECUTOR_PLACED_LOST_AFTER_S": "-1"},
+    {"TT_EXECUTOR_PLACED_LOST_AFTER_S": "soon"},
     {"TT_EXECUTOR_MIN_DEPTH_RATIO": "1.5"},
     {"TT_EXECUTOR_POLL_INITIAL_S": "3", "TT_EXECUTOR_POLL_MAX_S": "1"},
     {"TT_PAPER_FEE_BPS": "-1"},

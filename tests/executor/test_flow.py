@@ -365,3 +365,59 @@ async def test_placed_orders_wait_for_confirmation_in_the_tracker_not_in_tasks(h
     for o in orders:
         kinds = [e.type for e in await harness.events_of(o.client_order_id)]
         assert kinds == [epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_FILLED]
+
+
+async def test_a_placed_order_the_venue_no_longer_finds_is_lost_with_its_fills_kept(
+        harness: Harness, db_url: str) -> None:
+    """A resting order the venue answers not-found for, by its venue id and by its client order id, ends LOST
+    once it was missing long enough: the part that filled stays booked, the rest of its reservation is
+    released (before, it was queried for ever and held the follower's headroom)."""
+    await harness.set_book(ASSET, BIDS, [("0.50", "40")])
+    o = make_order(1, order_type=epb.ORDER_TYPE_GTC, amount_usd="", size="100", limit_price="0.50")
+    await reservations.reserve(harness.redis, [reservations.Reservation(
+        o.client_order_id, o.follower_wallet_id, reservations.USD, CONDITION, 50_000_000, "lt_1")])
+    await harness.start_executor(TT_EXECUTOR_PLACED_LOST_AFTER_S="0.3")
+    await harness.route(o)
+
+    async def partial() -> bool:
+        return any(e.type == epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED for e in await harness.events_of(o.client_order_id))
+    await eventually(partial, timeout_s=10)
+    queries_before = harness.fake.queries
+    harness.fake.faults.not_found_queries = 1_000_000
+    done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)
+    assert (done.type, done.reason) == (epb.ORDER_EVENT_TYPE_LOST, "PLACED_ORDER_NOT_FOUND")
+    assert D(done.filled_size) == D("40")
+    queries = harness.fake.queries - queries_before
+    assert queries >= 6 and queries % 2 == 0  # each miss asked by both ids, at least LOST_AFTER (3) of them
+    assert _rows(db_url, "SELECT size FROM fills") == [(D("40"),)]
+    assert _rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("40"), D("20.00"))]
+    assert harness.fake.post_counts() == {o.client_order_id: 1}
+
+    async def released() -> bool:
+        return (await reservations.read(harness.redis, ["w_1"]))["w_1"].total_usd_micro == 0
+    await eventually(released)
+
+
+async def test_a_placed_order_missing_now_and_then_is_not_lost(harness: Harness) -> None:
+    """Not-found answers that are not LOST_AFTER in a row (an answer with the order in between starts the
+    count again) lose nothing: the order fills as usual."""
+    await harness.set_book(ASSET, BIDS, [("0.50", "40")])
+    running = await harness.start_executor(TT_EXECUTOR_PLACED_LOST_AFTER_S="0.01")
+    o = make_order(1, order_type=epb.ORDER_TYPE_GTC, amount_usd="", size="100", limit_price="0.50")
+    await harness.route(o)
+
+    async def partial() -> bool:
+        return any(e.type == epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED for e in await harness.events_of(o.client_order_id))
+    await eventually(partial, timeout_s=10)
+
+    async def missed_twice_then_found() -> None:
+        target = harness.fake.queries + 5
+        harness.fake.faults.not_found_queries = 4  # two misses (venue id, then client order id), then found
+        await eventually(lambda: harness.fake.queries >= target, timeout_s=10)
+        await eventually(lambda: len(running.engine.placed) == 0)
+    for _ in range(3):
+        await missed_twice_then_found()
+    assert await harness.terminal(o.client_order_id) is None
+    harness.fake.fill_resting(o.client_order_id, D("60"), D("0.50"))
+    done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED and D(done.filled_size) == D("100")

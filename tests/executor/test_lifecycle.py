@@ -41,10 +41,12 @@ EXPECTED = {
     (State.PLACED, lc.OrderFilled): State.FILLED,
     (State.PLACED, lc.OrderCancelled): State.CANCELLED,
     (State.PLACED, lc.OrderFailed): State.FAILED,
+    (State.PLACED, lc.OrderLost): State.LOST,
     (State.PARTIALLY_FILLED, lc.OrderPartiallyFilled): State.PARTIALLY_FILLED,
     (State.PARTIALLY_FILLED, lc.OrderFilled): State.FILLED,
     (State.PARTIALLY_FILLED, lc.OrderCancelled): State.CANCELLED,
     (State.PARTIALLY_FILLED, lc.OrderFailed): State.FAILED,
+    (State.PARTIALLY_FILLED, lc.OrderLost): State.LOST,
 }
 ALL = [(s, e) for s in State for e in lc.EVENT_TYPES]
 

@@ -9,14 +9,18 @@ import pytest
 from services.executor import lifecycle as lc
 from services.executor import venue as v
 from services.executor.policy import (
+    PLACED_NOT_FOUND,
     Classification,
+    Missing,
     Verdict,
     accepted,
     classify,
+    decide_placed_missing,
     decide_status,
     decide_submit,
     decide_unknown,
     fill_increment,
+    missed,
 )
 
 D = Decimal
@@ -155,6 +159,32 @@ UNK = lc.OrderLife("co_1", lc.State.UNKNOWN)
 ])
 def test_decide_unknown(life, c: Classification, resubmit: bool, expected) -> None:  # type: ignore[no-untyped-def]
     assert decide_unknown(life, c, lost_after=3, resubmit_allowed=resubmit) == expected
+
+
+@pytest.mark.parametrize(("missing", "now_ms", "lost_after", "lost_after_s", "lost"), [
+    (Missing(1, 0), 0, 3, 60.0, False),
+    (Missing(2, 0), 120_000, 3, 60.0, False),  # long enough, but not enough queries in a row
+    (Missing(3, 0), 59_999, 3, 60.0, False),  # enough queries, not long enough
+    (Missing(3, 0), 60_000, 3, 60.0, True),
+    (Missing(7, 1_000), 400_000, 3, 60.0, True),
+    (Missing(1, 0), 0, 1, 0.001, False),
+    (Missing(1, 0), 1, 1, 0.001, True),
+    (Missing(100, 0), 10**9, 3, 0.0, False),  # 0: queried for good
+])
+def test_decide_placed_missing(missing: Missing, now_ms: int, lost_after: int, lost_after_s: float,
+                               lost: bool) -> None:
+    events = decide_placed_missing(missing, now_ms, lost_after=lost_after, lost_after_s=lost_after_s)
+    assert [type(e) for e in events] == ([lc.OrderLost] if lost else [])
+    if lost:
+        (event,) = events
+        assert isinstance(event, lc.OrderLost) and event.reason == PLACED_NOT_FOUND
+        assert str(missing.count) in event.detail
+
+
+def test_missed_counts_in_a_row_from_the_first_miss() -> None:
+    first = missed(None, 1_000)
+    assert first == Missing(1, 1_000)
+    assert missed(missed(first, 2_000), 3_000) == Missing(3, 1_000)
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [

@@ -1,0 +1,74 @@
+"""Status queries of placed orders (the tracker's poll): the venue's answer read into lifecycle events.
+
+A placed order the venue answers ``ORDER_NOT_FOUND`` for by its venue order id is looked up by its client
+order id too; found neither way, the query counts as a miss. Misses in a row end the order LOST once
+there were enough of them over long enough (:func:`policy.decide_placed_missing`): without that an order
+the venue dropped was queried for ever and held its reservation (and so its follower's risk headroom)
+for good. Misses are counted in memory: a restart counts afresh, which only waits longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from services.executor import lifecycle as lc
+from services.executor import venue as v
+from services.executor.concurrency import BurstGate
+from services.executor.model import Ticket
+from services.executor.policy import Missing, Verdict, classify, decide_placed_missing, decide_status, missed
+
+log = logging.getLogger(__name__)
+
+Transition = Callable[[Ticket, lc.OrderLife, list[lc.Event], v.VenueOrder | None], Awaitable[lc.OrderLife]]
+
+
+class PlacedQueries:
+    """Queries the status of PLACED and PARTIALLY_FILLED orders and applies what the answers imply."""
+
+    def __init__(self, venues: dict[str, v.Venue], burst: BurstGate, transition: Transition, *, lost_after: int,
+                 lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self.venues = venues
+        self.burst = burst
+        self.transition = transition
+        self.lost_after = lost_after
+        self.lost_after_s = lost_after_s
+        self.clock_ms = clock_ms
+        self._missing: dict[str, Missing] = {}
+
+    def __len__(self) -> int:
+        return len(self._missing)
+
+    def forget(self, client_order_id: str) -> None:
+        """Drop what is known of an order that is no longer queried here (terminal, or given up on)."""
+        self._missing.pop(client_order_id, None)
+
+    async def poll(self, t: Ticket, life: lc.OrderLife) -> tuple[lc.OrderLife, bool]:
+        """One status query of a placed order: its state after the answer, and whether it changed."""
+        await self.burst.wait()  # status queries yield to a fan-out's POSTs
+        venue, coid = self.venues[t.venue], t.client_order_id
+        result: v.VenueResult
+        if life.venue_order_id:
+            result = await v.safe(venue.query(life.venue_order_id))
+            if classify(result).verdict is Verdict.NOT_FOUND:
+                result = await v.safe(venue.query_by_client_id(coid))
+        else:
+            result = await v.safe(venue.query_by_client_id(coid))
+        if isinstance(result, v.VenueOrder):
+            self._missing.pop(coid, None)
+            events = decide_status(life, result)
+            if events:
+                return await self.transition(t, life, events, result), True
+            return life, False
+        if classify(result).verdict is not Verdict.NOT_FOUND:
+            return life, False  # a transient error says nothing of the order
+        now_ms = self.clock_ms()
+        missing = self._missing[coid] = missed(self._missing.get(coid), now_ms)
+        log.warning("placed order not found at the venue", extra={
+            "client_order_id": coid, "venue_order_id": life.venue_order_id, "misses": missing.count})
+        lost = decide_placed_missing(missing, now_ms, lost_after=self.lost_after, lost_after_s=self.lost_after_s)
+        if not lost:
+            return life, False
+        self._missing.pop(coid, None)
+        return await self.transition(t, life, lost, None), True
