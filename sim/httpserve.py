@@ -5,8 +5,9 @@ aiohttp's server spends most of a POST's CPU in its request/response machinery (
 ``web.Request``, response preparation). This server parses a request in a few string operations and
 answers a handler that returns a :class:`Response` synchronously without creating a task.
 
-Every request carries ``arrival_ns``: ``time.time_ns()`` at the ``data_received`` call that brought
-its first bytes, so its arrival does not include the time it waited behind the server's own work.
+Every request carries ``arrival_ns``: when the kernel received its first bytes (:mod:`sim.rxstamp`), so
+its arrival does not include the time it waited behind the server's own work, on its connection or on
+others.
 
 Scope: requests with ``Content-Length`` or chunked bodies, keep-alive (HTTP/1.1 unless
 ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``), pipelined requests answered
@@ -17,17 +18,16 @@ answered). Responses always carry ``Content-Length``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
 from urllib.parse import parse_qsl, unquote
 
 import orjson
+
+from sim.rxstamp import StampedServer, StampedTransport
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,13 @@ class HttpServer:
         self.port = port
         self.backlog = backlog
         self.max_body_bytes = max_body_bytes
-        self._server: asyncio.Server | None = None
+        self._server: StampedServer | None = None
         self._conns: set[_Conn] = set()
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), self.host, self.port, backlog=self.backlog)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = StampedServer(lambda: _Conn(self))
+        self.port = self._server.listen(self.host, self.port, self.backlog)
         return self.port
 
     async def stop(self) -> None:
@@ -103,16 +102,15 @@ class HttpServer:
         server.close()
         for conn in list(self._conns):
             conn.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+        await asyncio.sleep(0)  # the connections' connection_lost calls (their handlers are cancelled)
 
 
-class _Conn(asyncio.Protocol):
+class _Conn:
     """One client connection: incremental parsing, in-order answers."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: StampedTransport | None = None
         self.buf = bytearray()
         self.stamp = 0  # arrival of the first bytes of the request at the head of ``buf``
         self.waiting: deque[Request] | None = None  # set while an awaited answer holds the connection
@@ -121,8 +119,8 @@ class _Conn(asyncio.Protocol):
 
     # -- asyncio callbacks ----------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+    def connection_made(self, transport: StampedTransport) -> None:
+        self.transport = transport
         self.server._conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -131,8 +129,7 @@ class _Conn(asyncio.Protocol):
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+    def stamped_data_received(self, data: bytes, now: int) -> None:
         if not self.buf:
             self.stamp = now
         self.buf += data

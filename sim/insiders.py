@@ -3,9 +3,9 @@
 The venue behind it (orders, balances, positions, matching against a book source) is
 :class:`sim.venue.FakeVenue`. ``Idempotency-Key`` replays return the original order, never a second one.
 
-Every POST is recorded with its arrival time (``time.time_ns()`` when its first bytes reached the
-process) in :attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count
-POSTs per client order id independently of the fake's own idempotency.
+Every POST is recorded with its arrival time (when the kernel received its first bytes, :mod:`sim.rxstamp`)
+in :attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count POSTs per
+client order id independently of the fake's own idempotency.
 
 Faults (:class:`sim.venue.Faults`): 5xx bursts for the next N requests (or POSTs), timeouts after the order
 was taken (the response is held past the client's timeout; the order stays recorded, or is dropped

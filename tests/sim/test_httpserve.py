@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -134,3 +135,47 @@ async def test_stop_closes_held_connections(served: tuple[HttpServer, Echo]) -> 
     await server.stop()
     assert await asyncio.wait_for(reader.read(), 2.0) == b""
     writer.close()
+
+
+def _raw_post(path: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}").encode()
+
+
+async def test_arrival_is_when_the_kernel_received_the_bytes_not_when_the_busy_server_read_them() -> None:
+    """A request that comes in while the server is busy serving another connection keeps the time its
+    bytes arrived (stamped by the kernel), not the later time the server got round to reading them."""
+    busy_s = 0.3
+    seen: list[tuple[Request, int]] = []
+
+    def handler(req: Request) -> Response:
+        seen.append((req, time.time_ns()))
+        if req.path == "/busy":
+            end = time.monotonic() + busy_s
+            while time.monotonic() < end:  # the server's own work, holding its loop
+                pass
+        return json_response({})
+
+    server = HttpServer(handler)
+    port = await server.start()
+    sent_ns: list[int] = []
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as busy, \
+                socket.create_connection(("127.0.0.1", port)) as later:
+            for sock in (busy, later):  # warm up: both accepted, timestamping switched on
+                sock.sendall(_raw_post("/warm"))
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            busy.sendall(_raw_post("/busy"))
+            time.sleep(0.1)  # the server is inside /busy now
+            sent_ns.append(time.time_ns())
+            later.sendall(_raw_post("/later"))
+            for sock in (busy, later):
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+    try:
+        await asyncio.to_thread(client)
+    finally:
+        await server.stop()
+    (later, served_ns), = [(r, t) for r, t in seen if r.path == "/later"]
+    assert served_ns - sent_ns[0] > 0.1e9  # read only once /busy was done
+    assert later.arrival_ns - sent_ns[0] < 0.05e9
