@@ -23,6 +23,10 @@ Decisions worth knowing:
   known to have left is queried the same way; only if the venue still has never heard of it after
   three queries, and the order is younger than ``TT_EXECUTOR_RESUBMIT_MAX_AGE_S``, is it POSTed
   again with the same Idempotency-Key (otherwise LOST).
+- **A placed order the venue no longer finds** (``ORDER_NOT_FOUND`` by its venue order id and by its
+  client order id, ``TT_EXECUTOR_LOST_AFTER`` queries in a row over at least
+  ``TT_EXECUTOR_PLACED_LOST_AFTER_S``) ends LOST ``PLACED_ORDER_NOT_FOUND`` (:mod:`placed`): its fills so
+  far stay booked, the rest of its reservation is released, instead of being queried for ever.
 - **Retries** only for 425/429/5xx/disconnects, with backoff, same Idempotency-Key, behind the
   breaker. When the fast retries end after a retryable answer, the order is settled by query
   rather than failed; an order whose last POST was *answered* with 5xx/425/429 was not taken when
