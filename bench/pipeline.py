@@ -18,8 +18,8 @@ under a temporary run folder), then measures:
 
 Clocks: ingest stamps ``received_time_ns`` (``time.time_ns()``) on the LeaderTradeEvent, the router
 copies it into every Order with its own ``routed_time_ns``; the Insiders fake stamps ``arrival_ns``
-(the kernel's receive time of the POST's first bytes, ``SO_TIMESTAMPNS``: not when the fake's busy loop
-read them, see :mod:`sim.rxstamp`). Same machine, same wall clock, so they subtract. The
+(the kernel's receive time of the POST, ``SO_TIMESTAMPNS``: not when the fake's busy loop
+read it, see :mod:`sim.rxstamp`). Same machine, same wall clock, so they subtract. The
 Orders are read back from the router's durable log (``tt:stream:routed_trades``) and joined to the
 fake's POST log by client order id. ``sim→POST`` uses the wall time taken on the simulator's loop
 just before it wrote the frame. Trades go on RTDS only (the data-api poller would see the same

@@ -5,9 +5,9 @@ aiohttp's server spends most of a POST's CPU in its request/response machinery (
 ``web.Request``, response preparation). This server parses a request in a few string operations and
 answers a handler that returns a :class:`Response` synchronously without creating a task.
 
-Every request carries ``arrival_ns``: when the kernel received its first bytes (:mod:`sim.rxstamp`), so
-its arrival does not include the time it waited behind the server's own work, on its connection or on
-others.
+Every request carries ``arrival_ns``: when the kernel received it (:mod:`sim.rxstamp`; for a request
+split over packets read together, its last part), so its arrival does not include the time it waited
+behind the server's own work, on its connection or on others.
 
 Scope: requests with ``Content-Length`` or chunked bodies, keep-alive (HTTP/1.1 unless
 ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``), pipelined requests answered
@@ -32,6 +32,7 @@ from sim.rxstamp import StampedServer, StampedTransport
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -181,7 +182,7 @@ class _Conn:
                 return None
         else:
             length_text = headers.get("content-length", "0")
-            if not length_text.isdigit():
+            if not (length_text.isascii() and length_text.isdigit()):
                 raise _BadRequest(400, "bad Content-Length")
             length = int(length_text)
             if length > self.server.max_body_bytes:
@@ -206,10 +207,10 @@ class _Conn:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
                 return None, 0
-            try:
-                size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadRequest(400, "bad chunk size") from None
+            digits = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
+            if not digits or digits.strip(_HEX_DIGITS):  # int(..., 16) would also take "-1", "+1", "1_0"
+                raise _BadRequest(400, "bad chunk size")
+            size = int(digits, 16)
             pos = eol + 2
             if size == 0:
                 end = buf.find(b"\r\n\r\n", pos - 2)  # trailers end with an empty line

@@ -3,7 +3,7 @@
 The venue behind it (orders, balances, positions, matching against a book source) is
 :class:`sim.venue.FakeVenue`. ``Idempotency-Key`` replays return the original order, never a second one.
 
-Every POST is recorded with its arrival time (when the kernel received its first bytes, :mod:`sim.rxstamp`)
+Every POST is recorded with its arrival time (when the kernel received it, :mod:`sim.rxstamp`)
 in :attr:`InsidersFake.posts`, including replays and faulted ones, so tests and benchmarks can count POSTs per
 client order id independently of the fake's own idempotency.
 

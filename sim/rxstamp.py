@@ -4,8 +4,10 @@ Why: the Insiders fake records when each POST arrived, and the benchmarks measur
 that moment. Stamped in ``data_received``, a POST's arrival also counted the time the fake's event loop
 spent serving the POSTs of other connections that were ready before it (a 1,000-order fan-out: the last
 POST read up to ~0.1 s after its bytes came in). The kernel stamps each packet as it is received, so
-the stamp is the arrival whatever the fake is busy with. Where the kernel gives no stamp (not Linux,
-or the first packets after timestamping is switched on), the read time stands in.
+the stamp is the arrival whatever the fake is busy with. A read's stamp is that of the last packet it took:
+for a request sent in one segment (the POSTs measured), its arrival; for one split over segments that
+were read together, the arrival of its last part. Where the kernel gives no stamp (not Linux, or the
+first packets after timestamping is switched on), the read time stands in.
 
 Sockets are driven with ``loop.add_reader`` / ``add_writer`` (uvloop and asyncio alike): asyncio's
 transports read with ``recv``, which drops the ancillary data the stamp comes in.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import socket
 import struct
 import time
@@ -23,6 +27,10 @@ from typing import Protocol
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python's socket module lacks the name
 READ_SIZE = 256 * 1024
+ACCEPT_RETRY_DELAY_S = 1.0  # accepting paused this long when accept() fails for lack of resources
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+log = logging.getLogger(__name__)
 _ANC_SIZE = socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("qq")
 
@@ -34,7 +42,7 @@ class StampedProtocol(Protocol):
         """The connection is open."""
 
     def stamped_data_received(self, data: bytes, stamp_ns: int) -> None:
-        """Bytes read, with the epoch time (ns) at which the kernel received them."""
+        """Bytes read, with the epoch time (ns) at which the kernel received them (the last packet of them)."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection is closed (``exc`` None: closed by either side in order)."""
@@ -112,10 +120,14 @@ class StampedTransport:
         except OSError as exc:
             self._lost(exc)
             return
-        if not data:
-            self._lost(None)
+        if not data:  # the peer shut its sending side: answers already written are still sent, then closed
+            self.close()
             return
-        self._protocol.stamped_data_received(data, stamp_of(ancillary) or time.time_ns())
+        try:
+            self._protocol.stamped_data_received(data, stamp_of(ancillary) or time.time_ns())
+        except Exception:
+            log.exception("connection handler failed: connection aborted")
+            self.abort()
 
     def _writable(self) -> None:
         sock = self._sock
@@ -158,10 +170,12 @@ class StampedServer:
     def listen(self, host: str, port: int, backlog: int) -> int:
         """Start accepting (on the running loop); returns the bound port."""
         loop = asyncio.get_running_loop()
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        family, kind, proto, _name, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((host, port))
+            listener.bind(address)
             listener.listen(backlog)
             listener.setblocking(False)
         except BaseException:
@@ -188,10 +202,22 @@ class StampedServer:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # e.g. too many open files: the next readiness tries again
+            except ConnectionAbortedError:  # the client gave up before it was accepted
+                continue
+            except OSError as exc:
+                # the pending connection stays queued, so the listener stays readable: pause, or the loop spins
+                level = logging.ERROR if exc.errno in _RESOURCE_ERRNOS else logging.WARNING
+                log.log(level, "accept failed: accepting paused", extra={"errno": exc.errno,
+                                                                       "pause_s": ACCEPT_RETRY_DELAY_S})
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume, loop, listener)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with contextlib.suppress(OSError):  # no stamps here: reads are stamped when read
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self._transports.add(StampedTransport(loop, sock, self.protocol_factory(), self._transports.discard))
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+        if self._listener is listener:  # not closed meanwhile
+            loop.add_reader(listener.fileno(), self._accept, loop)

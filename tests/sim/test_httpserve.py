@@ -114,6 +114,9 @@ async def test_arrival_is_when_the_first_bytes_came_not_when_the_request_complet
     (b"NONSENSE\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: nope\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+    (b"POST /x HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),  # a digit to str.isdigit, not to int()
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nab\r\n0\r\n\r\n", 400),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\nab\r\n0\r\n\r\n", 400),
 ])
 async def test_malformed_requests_get_an_error_and_a_closed_connection(
         served: tuple[HttpServer, Echo], raw: bytes, status: int) -> None:
