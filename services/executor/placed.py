@@ -5,6 +5,9 @@ order id too; found neither way, the query counts as a miss. Misses in a row end
 there were enough of them over long enough (:func:`policy.decide_placed_missing`): without that an order
 the venue dropped was queried for ever and held its reservation (and so its follower's risk headroom)
 for good. Misses are counted in memory: a restart counts afresh, which only waits longer.
+
+A venue that finds the order by its client order id under another venue order id is asked by that id
+from then on (in memory; the order's row and events keep the id its POST was answered with).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class PlacedQueries:
     """Queries the status of PLACED and PARTIALLY_FILLED orders and applies what the answers imply."""
 
     def __init__(self, venues: dict[str, v.Venue], burst: BurstGate, transition: Transition, *, lost_after: int,
-                 lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+                 lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000) -> None:
         self.venues = venues
         self.burst = burst
         self.transition = transition
@@ -36,6 +39,7 @@ class PlacedQueries:
         self.lost_after_s = lost_after_s
         self.clock_ms = clock_ms
         self._missing: dict[str, Missing] = {}
+        self._renamed: dict[str, str] = {}  # client order id -> the venue order id the venue now answers with
 
     def __len__(self) -> int:
         return len(self._missing)
@@ -43,20 +47,26 @@ class PlacedQueries:
     def forget(self, client_order_id: str) -> None:
         """Drop what is known of an order that is no longer queried here (terminal, or given up on)."""
         self._missing.pop(client_order_id, None)
+        self._renamed.pop(client_order_id, None)
 
     async def poll(self, t: Ticket, life: lc.OrderLife) -> tuple[lc.OrderLife, bool]:
         """One status query of a placed order: its state after the answer, and whether it changed."""
         await self.burst.wait()  # status queries yield to a fan-out's POSTs
         venue, coid = self.venues[t.venue], t.client_order_id
         result: v.VenueResult
-        if life.venue_order_id:
-            result = await v.safe(venue.query(life.venue_order_id))
+        venue_order_id = self._renamed.get(coid, life.venue_order_id)
+        if venue_order_id:
+            result = await v.safe(venue.query(venue_order_id))
             if classify(result).verdict is Verdict.NOT_FOUND:
                 result = await v.safe(venue.query_by_client_id(coid))
         else:
             result = await v.safe(venue.query_by_client_id(coid))
         if isinstance(result, v.VenueOrder):
             self._missing.pop(coid, None)
+            if result.order_id and result.order_id != venue_order_id:
+                log.warning("placed order found under another venue order id", extra={
+                    "client_order_id": coid, "venue_order_id": venue_order_id, "now": result.order_id})
+                self._renamed[coid] = result.order_id
             events = decide_status(life, result)
             if events:
                 return await self.transition(t, life, events, result), True

@@ -173,7 +173,7 @@ PLACED_NOT_FOUND = "PLACED_ORDER_NOT_FOUND"
 @dataclass(frozen=True, slots=True)
 class Missing:
     """A placed order the venue no longer finds: status queries in a row that found it neither by its venue
-    order id nor by its client order id, and when the first of them was answered (epoch ms)."""
+    order id nor by its client order id, and when the first of them was answered (ms, monotonic clock)."""
 
     count: int
     since_ms: int
