@@ -106,10 +106,11 @@ def check_copy_flow(world: World, result: SessionResult, stats: dict[str, Any], 
     _check_multi_fill(ok, world, result)
     _check_exits(ok, world, result)
 
-    stored, streamed = stats["stored_skips"], stats["streamed_skips"]
-    ok(stored == streamed and all(stored[k] for k in EXPECTED_SKIPS),
-       "skips recorded in PostgreSQL copy_skips = skips streamed by the router, with "
-       + ", ".join(EXPECTED_SKIPS), f"stored {dict(stored)} vs streamed {dict(streamed)}")
+    stored, streamed, declined = stats["stored_skips"], stats["streamed_skips"], stats["executor_skips"]
+    ok(stored == streamed + declined and all(stored[k] for k in EXPECTED_SKIPS),
+       "skips recorded in PostgreSQL copy_skips = skips streamed by the router + copies the executor declined, "
+       "with " + ", ".join(EXPECTED_SKIPS),
+       f"stored {dict(stored)} vs streamed {dict(streamed)} + declined {dict(declined)}")
     thin = [result.terminal[o.client_order_id] for r, o in orders
             if world.slug_by_asset.get(r.trade.asset_id) == world.markets["thin"].slug]
     ok(bool(thin) and all(e.type == epb.ORDER_EVENT_TYPE_REJECTED and e.reason == "INSUFFICIENT_DEPTH" for e in thin)

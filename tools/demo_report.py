@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from common.config import StorageSettings
+from services.executor.store import SKIP_REASONS
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ def summary(world: World, result: SessionResult, out: Callable[[str], None]) -> 
     for _r, o in result.orders():
         key = names[o.subscription_id]
         e = result.terminal[o.client_order_id]
+        if is_executor_skip(e):  # declined by the executor (thin book, nothing held): a skip, not a copy
+            rows[key]["skipped"] += 1
+            continue
         rows[key]["copies"] += 1
         rows[key]["filled" if e.type == epb.ORDER_EVENT_TYPE_FILLED else "not filled"] += 1
         if e.type == epb.ORDER_EVENT_TYPE_FILLED:
@@ -126,6 +130,7 @@ def summary(world: World, result: SessionResult, out: Callable[[str], None]) -> 
             f"{spent[key].quantize(CENT):>7}")
     stored = skips_in_postgres(world)
     streamed = Counter(s.reason for r in result.routed for s in r.skips)
+    executor_skips = Counter(e.reason for e in result.terminal.values() if is_executor_skip(e))
     rejected = Counter(e.reason for e in result.terminal.values() if e.type != epb.ORDER_EVENT_TYPE_FILLED)
     out("  skips by reason (PostgreSQL copy_skips): "
         + ", ".join(f"{k} {v}" for k, v in sorted(stored.items(), key=lambda kv: -kv[1])))
@@ -138,7 +143,14 @@ def summary(world: World, result: SessionResult, out: Callable[[str], None]) -> 
     out(f"  copy latency, leader frame received by ingest → order POST sent: p50 {p50:.1f} ms, "
         f"p99 {p99:.1f} ms, max {max(latencies, default=0):.1f} ms (n={len(latencies)}); of which frame → "
         f"routed: p50 {percentile(routed_ms, 50):.1f} ms, p99 {percentile(routed_ms, 99):.1f} ms")
-    return {"stored_skips": stored, "streamed_skips": streamed, "rejected": rejected, "latencies": latencies}
+    return {"stored_skips": stored, "streamed_skips": streamed, "executor_skips": executor_skips,
+            "rejected": rejected, "latencies": latencies}
+
+
+def is_executor_skip(e: epb.OrderEvent) -> bool:
+    """A copy's final event that records it as declined by the executor (counted with the router's skips)."""
+    return (e.type == epb.ORDER_EVENT_TYPE_REJECTED and e.reason in SKIP_REASONS and e.origin == epb.ORDER_ORIGIN_COPY
+            and bool(e.subscription_id))
 
 
 def skips_in_postgres(world: World) -> Counter[str]:

@@ -46,6 +46,10 @@ Decisions worth knowing:
   transaction; ``tt:watch:positions`` follows positions opened and closed.
 - **Depth check** applies to copies (skip below 50 % within the slippage); exits and GTC orders go
   out for whatever fills within the limit.
+- **Copies declined here are skips** (``store.SKIP_REASONS``: thin or missing book, stale, nothing held,
+  below the market minimum): besides the REJECTED order, a ``copy_skips`` row and the subscription's
+  ``skipped`` count, as the router's skips have, in the same transaction (once per leader trade and
+  subscription).
 - **SELLs sized here** (``sell_fraction``, sent by the router while the wallet's copy BUY was in flight):
   the intent is stored without a size; the order waits (:mod:`sequence`, at most 120 s) until the
   wallet's earlier orders on the asset are final (the orders of a batch take their places in stream

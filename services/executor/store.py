@@ -79,6 +79,26 @@ ev AS ({_INSERT_EVENTS.strip()})
 {INSERT_FILLS.strip()}
 """
 
+# A copy the executor declines for the market's state or the follower's position is a skip, counted with
+# the router's: a copy_skips row (one per leader trade and subscription, so a replay counts nothing) and
+# the subscription's ``skipped``. Refusals of malformed or misconfigured orders stay rejections only.
+SKIP_REASONS = frozenset({"INSUFFICIENT_DEPTH", "NO_LIQUIDITY", "NO_BOOK", "STALE_ORDER", "NOTHING_HELD",
+                          "SELL_BELOW_MARKET_MINIMUM"})
+
+_RECORD_SKIPS = """
+WITH s AS (
+    INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
+    SELECT r.sub, r.lt, r.wallet, r.reason, r.detail
+    FROM json_to_recordset(%s::json) AS r(sub text, lt text, wallet text, reason text, detail text)
+    ON CONFLICT (leader_trade_id, subscription_id) DO NOTHING
+    RETURNING subscription_id
+)
+INSERT INTO subscription_stats (subscription_id, skipped, updated_at)
+SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id
+ON CONFLICT (subscription_id) DO UPDATE
+    SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -127,6 +147,20 @@ def update_json(changes: list[Change]) -> str:
     return orjson.dumps(rows).decode()
 
 
+def is_skip(t: Ticket, life: OrderLife) -> bool:
+    """True when the order is a copy the executor declined as a skip (:data:`SKIP_REASONS`)."""
+    o = t.order
+    return (life.state is State.REJECTED and life.reason in SKIP_REASONS and o.origin == epb.ORDER_ORIGIN_COPY
+            and bool(o.subscription_id) and bool(o.leader_trade_id))
+
+
+def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:
+    """The JSON parameter of :data:`_RECORD_SKIPS`: the skips among ``items``."""
+    return orjson.dumps([{"sub": t.order.subscription_id, "lt": t.order.leader_trade_id,
+                          "wallet": t.order.follower_wallet_id, "reason": life.reason, "detail": life.detail[:1000]}
+                         for t, life in items if is_skip(t, life)]).decode()
+
+
 def events_json(events: list[epb.OrderEvent]) -> str:
     """The JSON parameter of :data:`_INSERT_EVENTS`, in emission order."""
     return orjson.dumps([{"id": e.event_id, "coid": e.client_order_id, "type": epb.OrderEventType.Name(e.type),
@@ -167,8 +201,9 @@ class Store:
 
     async def apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
-        events to the outbox and book their fills. Returns the inserted ids and the fills booked now."""
-        if not inserts and changes:
+        events to the outbox, book their fills and count the copies declined as skips. Returns the inserted
+        ids and the fills booked now."""
+        if not inserts and changes and not any(is_skip(c.ticket, c.life) for c in changes):
             return set(), await self._apply_changes(changes)
         booked: list[Booked] = []
         inserted: set[str] = set()
@@ -184,6 +219,10 @@ class Store:
                 events += [c.event for c in changes if c.event is not None]
             if events:
                 await cur.execute(_INSERT_EVENTS, (events_json(events),))
+            skipped = [(c.ticket, c.life) for c in inserts if c.life.client_order_id in inserted]
+            skipped += [(c.ticket, c.life) for c in changes]
+            if any(is_skip(t, life) for t, life in skipped):
+                await cur.execute(_RECORD_SKIPS, (skips_json(skipped),))
             booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None])
         return inserted, booked
 

@@ -92,6 +92,13 @@ async def test_executor_refusals_are_recorded_and_never_posted(harness: Harness,
     assert harness.fake.posts == []
     assert _rows(db_url, "SELECT state, reason FROM orders ORDER BY client_order_id") == [
         ("REJECTED", "LIVE_VENUE_NOT_CONFIGURED"), ("REJECTED", "INSUFFICIENT_DEPTH")]
+    # the copy declined for the thin book counts as its subscription's skip; the misconfigured one does not
+    skips = [(thin.subscription_id, thin.leader_trade_id, thin.follower_wallet_id, "INSUFFICIENT_DEPTH")]
+    assert _rows(db_url, "SELECT subscription_id, leader_trade_id, follower_wallet_id, reason FROM copy_skips") == skips
+    assert _rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
+    await harness.route(thin)  # a replay is counted once
+    await eventually(lambda: harness.executor is not None and harness.executor.fanout.duplicates >= 1)
+    assert _rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
 
 
 async def test_paper_fill_matches_a_hand_computed_book_walk(harness: Harness, db_url: str) -> None:

@@ -118,6 +118,8 @@ async def test_nothing_bought_nothing_sold(harness: Harness) -> None:
     assert harness.fake.posts_for(sell.client_order_id) == []
     refused = await harness.terminal(buy.client_order_id)
     assert refused is not None and refused.type == epb.ORDER_EVENT_TYPE_REJECTED
+    # the SELL declined for want of shares is its subscription's skip (the venue's refusal is not)
+    assert _stats(harness.db_url) == [(sell.subscription_id, 1)]
 
 
 async def test_a_sell_waiting_its_turn_survives_a_restart(harness: Harness, db_url: str) -> None:
@@ -470,3 +472,8 @@ async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: H
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     bought = harness.fake.order(buy.client_order_id).filled_size  # type: ignore[union-attr]
     assert posted_sizes(harness, sell.client_order_id) == [bought]
+
+
+def _stats(db_url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT subscription_id, skipped FROM subscription_stats WHERE skipped > 0").fetchall()
