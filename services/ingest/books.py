@@ -160,7 +160,8 @@ class BookState:
 
     def track(self, asset_id: str) -> None:
         """Start keeping an asset's book (empty until its snapshot arrives)."""
-        self.books.setdefault(asset_id, AssetBook(asset_id))
+        if asset_id not in self.books:
+            self.books[asset_id] = AssetBook(asset_id)
 
     def forget(self, asset_id: str) -> None:
         """Stop keeping an asset's book."""

@@ -288,3 +288,16 @@ def test_best_bid_ask_of_an_empty_side_is_no_price() -> None:
                               "best_bid": "0.97", "best_ask": "1", "spread": "0.03", "timestamp": "2"}), 2)
     tick = s.price_tick(T1, mpb.TICK_KIND_BEST_BID_ASK, 0)
     assert (tick.best_bid, tick.best_ask, tick.mid) == ("0.97", "", "")
+
+
+async def test_following_a_changed_asset_set_keeps_the_books_of_assets_still_followed() -> None:
+    from services.ingest.clob_feed import ClobFeed, ClobHandler
+
+    books = BookState()
+    feed = ClobFeed("ws://127.0.0.1:1", ClobHandler(books, lambda touched, ns: None, IngestMetrics()), IngestMetrics())
+    await feed.set_assets({"a", "b"})
+    kept = books.books["b"]
+    await feed.set_assets({"b", "c"})
+    assert sorted(books.books) == ["b", "c"] and books.books["b"] is kept  # a kept book is not reset
+    await feed.set_assets(set())
+    assert books.books == {}
