@@ -46,17 +46,15 @@ def _index_names(plan: dict[str, Any]) -> set[str]:
         *(_index_names(child) for child in plan.get("Plans", [])))
 
 
-def test_marking_events_published_does_not_read_the_events_published_before(db_url: str) -> None:
+def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload)"
-                     " SELECT 'oev_' || g, 'co_' || g, 'ORDER_PLACED', '\\x00' FROM generate_series(1, 20000) g")
-        conn.execute("UPDATE order_events SET published_at = now()")  # dead entries in the unpublished index
-        conn.execute("ANALYZE order_events")
+        conn.execute("INSERT INTO order_events_outbox (event_id, seq)"
+                     " SELECT 'oev_' || g, g FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE order_events_outbox")
     with psycopg.connect(db_url, options=store.PLANNER_OPTIONS) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
         row = conn.execute("EXPLAIN (FORMAT JSON) " + store._MARK_DONE,
                            (["oev_19990", "oev_19991"], ["co_1"])).fetchone()
     assert row is not None
     used = _index_names(row[0][0]["Plan"])
-    assert "order_events_event_id_key" in used
-    assert "order_events_unpublished" not in used
+    assert "order_events_outbox_pkey" in used
