@@ -29,10 +29,10 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python'
 READ_SIZE = 256 * 1024
 ACCEPT_RETRY_DELAY_S = 1.0  # accepting paused this long when accept() fails for lack of resources
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-log = logging.getLogger(__name__)
 _ANC_SIZE = socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("qq")
+
+log = logging.getLogger(__name__)
 
 
 class StampedProtocol(Protocol):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from common.config import StorageSettings
-from services.executor.store import SKIP_REASONS
+from services.executor.store import declined_copy
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:
@@ -149,8 +149,7 @@ def summary(world: World, result: SessionResult, out: Callable[[str], None]) -> 
 
 def is_executor_skip(e: epb.OrderEvent) -> bool:
     """A copy's final event that records it as declined by the executor (counted with the router's skips)."""
-    return (e.type == epb.ORDER_EVENT_TYPE_REJECTED and e.reason in SKIP_REASONS and e.origin == epb.ORDER_ORIGIN_COPY
-            and bool(e.subscription_id))
+    return e.type == epb.ORDER_EVENT_TYPE_REJECTED and declined_copy(e.reason, e.origin, e.subscription_id)
 
 
 def skips_in_postgres(world: World) -> Counter[str]:

@@ -153,11 +153,16 @@ def update_json(changes: list[Change]) -> str:
     return orjson.dumps(rows).decode()
 
 
+def declined_copy(reason: str, origin: int, subscription_id: str) -> bool:
+    """True when a REJECTED order with this reason, origin and subscription is a copy declined as a skip."""
+    return reason in SKIP_REASONS and origin == epb.ORDER_ORIGIN_COPY and bool(subscription_id)
+
+
 def is_skip(t: Ticket, life: OrderLife) -> bool:
     """True when the order is a copy the executor declined as a skip (:data:`SKIP_REASONS`)."""
     o = t.order
-    return (life.state is State.REJECTED and life.reason in SKIP_REASONS and o.origin == epb.ORDER_ORIGIN_COPY
-            and bool(o.subscription_id) and bool(o.leader_trade_id))
+    return (life.state is State.REJECTED and declined_copy(life.reason, o.origin, o.subscription_id)
+            and bool(o.leader_trade_id))
 
 
 def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:

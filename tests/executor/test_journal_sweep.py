@@ -5,9 +5,12 @@ while other orders keep changing, not only once the queue goes quiet."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 
 from common import reservations
@@ -18,6 +21,7 @@ from services.executor import lifecycle as lc
 from services.executor.events import build_event
 from services.executor.intake import IntakeRules, prepare
 from services.executor.journal import Journal
+from services.executor.releases import Release
 from services.executor.store import Change, Store
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
@@ -32,12 +36,34 @@ def _refused(i: int) -> Change:
                                                 now_ns=time.time_ns()))
 
 
-async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: str, redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def _running_journal(db_url: str, redis_url: str, release: Release,
+                           sweep_interval_s: float) -> AsyncIterator[tuple[Journal, Any, Any]]:
+    """A running journal on real PostgreSQL and Redis: (journal, its Redis, the order-event stream's Redis)."""
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
     r = aioredis.from_url(redis_url)
     sr = create_stream_redis(redis_url)
     log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
     await log_.prime()
+    journal = Journal(Store(pool), r, log_, release, sweep_interval_s=sweep_interval_s)
+    task = asyncio.create_task(journal.run())
+    try:
+        yield journal, r, sr
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        await r.aclose()
+        await sr.aclose()
+
+
+def _sql(db_url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cur = conn.execute(query, args)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: str, redis_url: str) -> None:
     calls = {"n": 0}
 
     async def flaky_release(redis: Any, ids: list[str]) -> list[int]:
@@ -46,9 +72,7 @@ async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: 
             raise ConnectionError("redis blip")
         return await reservations.release_many(redis, ids)
 
-    journal = Journal(Store(pool), r, log_, flaky_release, sweep_interval_s=0.3)
-    task = asyncio.create_task(journal.run())
-    try:
+    async with _running_journal(db_url, redis_url, flaky_release, 0.3) as (journal, r, _sr):
         first = _refused(1)
         coid = first.life.client_order_id
         await reservations.reserve(r, [reservations.Reservation(coid, "w_1", reservations.USD, "0xm", 10_000_000)])
@@ -59,44 +83,17 @@ async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: 
             await asyncio.sleep(0.1)
         held = (await reservations.read(r, ["w_1"]))["w_1"].total_usd_micro
         assert held == 0, f"reservation of a REJECTED order still held after 3 s of load: {held} micro-USD"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pool.close()
-        await r.aclose()
-        await sr.aclose()
-
-
-def _sql(db_url: str, query: str) -> list[tuple[Any, ...]]:
-    import psycopg
-
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        cur = conn.execute(query)
-        return cur.fetchall() if cur.description else []
 
 
 async def test_the_outbox_empties_as_events_are_appended_and_the_sweep_appends_what_was_missed(
         db_url: str, redis_url: str) -> None:
-    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    r = aioredis.from_url(redis_url)
-    sr = create_stream_redis(redis_url)
-    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
-    await log_.prime()
-    journal = Journal(Store(pool), r, log_, reservations.release_many, sweep_interval_s=0.2)
-    task = asyncio.create_task(journal.run())
-    try:
+    async with _running_journal(db_url, redis_url, reservations.release_many, 0.2) as (journal, _r, sr):
         await journal.write([], inserts=[_refused(1), _refused(2)])
         await eventually(lambda: _sql(db_url, "SELECT count(*) FROM order_events_outbox") == [(0,)])
         # an event whose append was missed (a crash after the commit): still in the outbox
         [(event_id, seq)] = _sql(db_url, "SELECT event_id, seq FROM order_events ORDER BY seq LIMIT 1")
-        _sql(db_url, f"INSERT INTO order_events_outbox (event_id, seq) VALUES ('{event_id}', {seq})")
+        _sql(db_url, "INSERT INTO order_events_outbox (event_id, seq) VALUES (%s, %s)", event_id, seq)
         before = await sr.xlen(ORDER_EVENTS)
         await eventually(lambda: _sql(db_url, "SELECT count(*) FROM order_events_outbox") == [(0,)])
         assert await sr.xlen(ORDER_EVENTS) == before + 1  # appended by the sweep
         assert _sql(db_url, "SELECT count(*) FROM order_events") == [(2,)]  # the history is not touched
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pool.close()
-        await r.aclose()
-        await sr.aclose()
