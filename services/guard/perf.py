@@ -172,6 +172,11 @@ def loss_stop_id(subscription_id: str, pauses_before: int) -> str:
     return hash_id("perf", subscription_id, "PAUSE", str(pauses_before + 1))
 
 
+def resumed_id(subscription_id: str, pauses_before: int) -> str:
+    """Id of the record that the subscription was resumed after its ``pauses_before``-th loss-stop."""
+    return hash_id("perf", subscription_id, "RESUMED", str(pauses_before))
+
+
 def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decimal, scales_before: int = 0) -> str:
     """Decision id of the profit-scale to ``multiplier`` that follows ``scales_before`` earlier ones."""
     parts = [fmt(threshold), fmt(multiplier)] + ([str(scales_before + 1)] if scales_before else [])
@@ -179,20 +184,25 @@ def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decima
 
 
 def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before: int,
-           scaled_ids: frozenset[str], scaled_to: Decimal | None = None) -> Decision | None:
+           scaled_ids: frozenset[str], scaled_to: Decimal | None = None,
+           resumed_at_pnl: Decimal | None = None) -> Decision | None:
     """The action an ACTIVE subscription's PnL calls for, or None.
 
-    Loss-stop when PnL <= -loss_stop_usd (each pause after a resume is a new decision); otherwise
+    Loss-stop when PnL <= -loss_stop_usd; after a loss-stop was resumed, when PnL <= ``resumed_at_pnl`` (the
+    PnL when it was found resumed) - loss_stop_usd: the user accepted the loss so far, and each pause after a
+    resume is a new decision, so a resume is never undone at once by the loss it was made with. Otherwise
     profit-scale when PnL >= profit_scale_at_usd to a multiplier the last scale (``scaled_to``, the
     multiplier of the newest SCALE decision; None: none yet) did not set. Control sets the multiplier (it
     does not compound it), so once per multiplier: PATCHed 1.5 → 2 → 1.5, the sizing follows each change.
     """
     total = result.total
     numbers = f"pnl {fmt(total)} (realized {fmt(result.realized)}, unrealized {fmt(result.unrealized)})"
-    if rules.loss_stop_usd > 0 and total <= -rules.loss_stop_usd:
+    floor = -rules.loss_stop_usd if resumed_at_pnl is None else resumed_at_pnl - rules.loss_stop_usd
+    if rules.loss_stop_usd > 0 and total <= floor:
+        since = ("" if resumed_at_pnl is None
+                 else f" (pnl {fmt(resumed_at_pnl)} when resumed - {fmt(rules.loss_stop_usd)})")
         return Decision(loss_stop_id(subscription_id, pauses_before), subscription_id, Action.PAUSE, None,
-                        result, rules.loss_stop_usd,
-                        f"LOSS_STOP: {numbers} <= -{fmt(rules.loss_stop_usd)}")
+                        result, rules.loss_stop_usd, f"LOSS_STOP: {numbers} <= {fmt(floor)}{since}")
     if rules.profit_scale_at_usd > 0 and total >= rules.profit_scale_at_usd and rules.profit_scale_multiplier > 0:
         if scaled_to is not None and scaled_to == rules.profit_scale_multiplier:
             return None

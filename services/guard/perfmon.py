@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
+from common.decimals import fmt
 from services.guard import perf
 from services.guard.perfstore import DecisionRow, PerfStore
 from services.guard.ports import Control, Markets, PerfActionRefused
@@ -30,6 +31,7 @@ class PerfStats:
     decisions: int = 0
     applied: int = 0
     refused: int = 0
+    resumes: int = 0  # loss-stopped subscriptions found ACTIVE again (their loss-stop rebased)
     errors: int = 0
 
 
@@ -110,10 +112,11 @@ class PerfMonitor:
         if any(p.applied_at is None for p in prior):
             return None  # an earlier decision is still being applied
         scales = [p for p in prior if p.action == "SCALE"]
-        decision = perf.decide(subscription_id, rules, result,
-                               pauses_before=sum(1 for p in prior if p.action == "PAUSE"),
+        pauses = sum(1 for p in prior if p.action == "PAUSE")
+        decision = perf.decide(subscription_id, rules, result, pauses_before=pauses,
                                scaled_ids=frozenset(p.decision_id for p in scales),
-                               scaled_to=Decimal(scales[-1].multiplier) if scales else None)
+                               scaled_to=Decimal(scales[-1].multiplier) if scales else None,
+                               resumed_at_pnl=await self._resumed_at(subscription_id, prior, pauses, result, rules))
         if decision is None:
             return None
         self.stats.decisions += 1
@@ -123,6 +126,24 @@ class PerfMonitor:
             await self._apply(DecisionRow(decision.decision_id, subscription_id, decision.action.value,
                                           decision.multiplier, decision.reason, None))
         return decision
+
+    async def _resumed_at(self, subscription_id: str, prior: list[DecisionRow], pauses: int, result: perf.Pnl,
+                          rules: perf.PerfRules) -> Decimal | None:
+        """The PnL at which this ACTIVE subscription was found resumed after its last loss-stop (recorded the
+        first time: the next loss-stop counts from it), or None when no loss-stop paused it."""
+        last = next((p for p in reversed(prior) if p.action == "RESUMED" or (p.action == "PAUSE" and not p.error)),
+                    None)
+        if last is None:
+            return None
+        if last.action == "RESUMED":
+            return Decimal(last.pnl_usd)
+        # the loss-stop paused it and it is ACTIVE: the user resumed it, accepting the loss so far
+        await self.store.record_resumed(perf.resumed_id(subscription_id, pauses), subscription_id, result,
+                                        rules.loss_stop_usd)
+        self.stats.resumes += 1
+        log.info("loss-stopped subscription resumed: the next loss-stop counts from here",
+                 extra={"subscription_id": subscription_id, "pnl_usd": fmt(result.total)})
+        return result.total
 
     async def _holdings(self, subscription_id: str, fills_version: int | None) -> perf.Holdings | None:
         """The subscription's holdings (None: no fills). Fills are read only when its fills version moved

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from services.guard.perf import Decision, FillRow
+from common.decimals import fmt
+from services.guard.perf import Decision, FillRow, Pnl
 from services.guard.store import Clock, dict_pool
 
 # Fills inserted by transactions a snapshot did not see: those running when it was taken or started
@@ -37,6 +39,8 @@ class DecisionRow:
     multiplier: Any
     reason: str
     applied_at: Any
+    pnl_usd: Any = None
+    error: str = ""  # why control refused it ("" when applied)
 
 
 class PerfStore:
@@ -75,7 +79,7 @@ class PerfStore:
         """Decisions recorded for a subscription, oldest first."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at"
+                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, pnl_usd, error"
                 " FROM guard_perf_decisions WHERE subscription_id = %s ORDER BY decided_at, decision_id",
                 (subscription_id,))).fetchall()
         return [DecisionRow(**r) for r in rows]
@@ -98,6 +102,19 @@ class PerfStore:
                 (d.decision_id, d.subscription_id, d.action.value, d.multiplier, d.pnl.realized, d.pnl.unrealized,
                  d.pnl.total, d.threshold_usd, d.reason, self.clock()))
         return cur.rowcount == 1
+
+    async def record_resumed(self, decision_id: str, subscription_id: str, pnl: Pnl, threshold_usd: Decimal) -> None:
+        """Record that a loss-stopped subscription is ACTIVE again, and its PnL then (the next loss-stop counts
+        from it); nothing for control to apply, so it is recorded applied. A second record changes nothing."""
+        async with self.pool.connection() as conn:
+            now = self.clock()
+            await conn.execute(
+                "INSERT INTO guard_perf_decisions (decision_id, subscription_id, action, multiplier,"
+                " realized_pnl_usd, unrealized_pnl_usd, pnl_usd, threshold_usd, reason, decided_at, applied_at,"
+                " applied) VALUES (%s, %s, 'RESUMED', NULL, %s, %s, %s, %s, %s, %s, %s, true)"
+                " ON CONFLICT (decision_id) DO NOTHING",
+                (decision_id, subscription_id, pnl.realized, pnl.unrealized, pnl.total, threshold_usd,
+                 f"RESUMED_AFTER_LOSS_STOP: pnl {fmt(pnl.total)}", now, now))
 
     async def settle(self, decision_id: str, applied: bool, error: str = "") -> None:
         """Control answered: the decision is applied (or was before), or refused for good with ``error``."""

@@ -262,6 +262,24 @@ def test_perf_decisions(rules: perf.PerfRules, total: str, pauses: int, scaled: 
         assert out.decision_id == scale_id and out.multiplier == D("1.5")
 
 
+@pytest.mark.parametrize(("resumed_at", "total", "fires"), [
+    (None, "-400", True),
+    ("-400", "-400", False),  # resumed at the loss that paused it: not paused again by it
+    ("-400", "-799.99", False),
+    ("-400", "-800", True),
+    ("-100", "-500", True),  # recovered while paused: $400 below where it was resumed
+    ("-100", "-499.99", False),
+    ("50", "-350", True),
+])
+def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(resumed_at: str | None, total: str,
+                                                                   fires: bool) -> None:
+    out = perf.decide("sub_1", perf.PerfRules(D(400)), _pnl(total), pauses_before=1, scaled_ids=frozenset(),
+                      resumed_at_pnl=D(resumed_at) if resumed_at is not None else None)
+    assert (out is not None and out.action is perf.Action.PAUSE) is fires
+    if out is not None:
+        assert out.decision_id == perf.loss_stop_id("sub_1", 1)
+
+
 def test_profit_scale_follows_each_multiplier_change_once() -> None:
     """Control sets the multiplier (it does not compound it): a multiplier PATCHed 1.5 → 2 → 1.5 is applied at
     each change, once."""
