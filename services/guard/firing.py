@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import metrics, trace
 
@@ -126,9 +127,12 @@ class Firer:
                                          (started_ns - tick.handled_ns) / 1e6))
         try:
             self.stats.decided += 1
-            market = await self.markets.market(spec.asset_id)
+            # read beside the locked PostgreSQL reads (awaited before deciding); a failure is the fire's
+            market_read = asyncio.ensure_future(self.markets.market(spec.asset_id))
+            market_read.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
+                market = market_read.result()
                 size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
                                         in_flight=facts.in_flight,
                                         min_order_size=market.min_order_size if market else ZERO)
@@ -174,7 +178,7 @@ class Firer:
                     async with self._slots:
                         t1 = time.perf_counter()
                         result = await self.store.fire(spec.id, sibling_ids, spec.high_water_mark, tick, decide,
-                                                       send_now)
+                                                       send_now, before_decide=market_read)
                         t2 = time.perf_counter()
             except Exception:  # nothing recorded: watch the triggers again, a later tick retries
                 reraise_if_cancelled()
@@ -267,6 +271,12 @@ class Firer:
             if row.fire_order:
                 await self.submit(row.id, row.order_id, bytes(row.fire_order))
         return len(rows)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a side read's outcome as seen (its failure is raised where it is awaited, or moot)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _consume(task: asyncio.Task[object]) -> None:

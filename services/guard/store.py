@@ -8,7 +8,7 @@ longer FIRED is never settled twice. Every change writes its TriggerEvent to the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -149,12 +149,14 @@ class TriggerStore:
 
     async def fire(self, trigger_id: str, siblings: Sequence[str], mark: Decimal, tick: TickInfo,
                    decide: Callable[[TriggerRow, FireFacts], FireDecision],
-                   on_decided: Callable[[FireDecision], object] | None = None) -> FireResult:
+                   on_decided: Callable[[FireDecision], object] | None = None,
+                   before_decide: Awaitable[object] | None = None) -> FireResult:
         """Record a fire decision and cancel the OCO siblings in one transaction.
 
         The position is locked (advisory lock on wallet + asset) so concurrent fires on one position
         size against each other's in-flight SELLs; ``decide`` turns the locked row and the position
-        facts into what is recorded. ``on_decided`` runs as soon as the decision is made, the lock
+        facts into what is recorded. ``before_decide``: a read the caller started beside this one, awaited
+        before ``decide`` runs. ``on_decided`` runs as soon as the decision is made, the lock
         still held, before the writes and the commit (the caller starts sending the SELL there).
 
         Two round trips in all: BEGIN + lock + reads, then the writes + COMMIT (pipeline mode).
@@ -178,6 +180,8 @@ class TriggerStore:
             facts = FireFacts(held=facts_row["held"] or ZERO, in_flight=facts_row["in_flight"] or ZERO,
                               condition_id=facts_row["cond"] or "", follower_user_id=facts_row["user_id"] or "",
                               mode_paper=facts_row["mode"] == "PAPER")
+            if before_decide is not None:
+                await before_decide
             decision = decide(row, facts)
             if decision.state is State.ARMED:  # deferred: nothing is recorded, the trigger stays ARMED
                 return FireResult(None, decision, (), State.ARMED)
