@@ -251,6 +251,14 @@ class FakeVenue:
                 pos[1] -= pos[1] * min(size, pos[0]) / pos[0]
             pos[0] = max(ZERO, pos[0] - size)
 
+    def drop(self, client_order_id: str) -> None:
+        """Forget an order, as a venue that lost it would: every lookup and cancel of it is a 404 from now on."""
+        o = self.order(client_order_id)
+        if o is None:
+            raise KeyError(client_order_id)
+        del self.orders[o.order_id]
+        del self.by_client_id[client_order_id]
+
     def fill_resting(self, client_order_id: str, size: Decimal, price: Decimal) -> None:
         """Match part of a resting (``live``) GTC order, as if a taker arrived."""
         o = self.order(client_order_id)

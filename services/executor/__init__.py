@@ -25,8 +25,10 @@ Decisions worth knowing:
   again with the same Idempotency-Key (otherwise LOST).
 - **A placed order the venue no longer finds** (``ORDER_NOT_FOUND`` by its venue order id and by its
   client order id, ``TT_EXECUTOR_LOST_AFTER`` queries in a row over at least
-  ``TT_EXECUTOR_PLACED_LOST_AFTER_S``) ends LOST ``PLACED_ORDER_NOT_FOUND`` (:mod:`placed`): its fills so
-  far stay booked, the rest of its reservation is released, instead of being queried for ever.
+  ``TT_EXECUTOR_PLACED_LOST_AFTER_S``) is cancelled by its venue order id first: a venue that still has it
+  ends it there (CANCELLED with what filled), so it cannot fill after its reservation is released. Only
+  a 404 to the cancel too ends it LOST ``PLACED_ORDER_NOT_FOUND`` (:mod:`placed`): its fills so far stay
+  booked, the rest of its reservation is released, instead of being queried for ever.
 - **Retries** only for 425/429/5xx/disconnects, with backoff, same Idempotency-Key, behind the
   breaker. When the fast retries end after a retryable answer, the order is settled by query
   rather than failed; an order whose last POST was *answered* with 5xx/425/429 was not taken when

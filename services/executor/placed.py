@@ -4,7 +4,10 @@ A placed order the venue answers ``ORDER_NOT_FOUND`` for by its venue order id i
 order id too; found neither way, the query counts as a miss. Misses in a row end the order LOST once
 there were enough of them over long enough (:func:`policy.decide_placed_missing`): without that an order
 the venue dropped was queried for ever and held its reservation (and so its follower's risk headroom)
-for good. Misses are counted in memory: a restart counts afresh, which only waits longer.
+for good. Before LOST, the order is cancelled by its venue order id: a venue whose lookups missed an order
+it still has ends it there (CANCELLED with what filled, or the status it reached) instead of leaving it
+resting, able to fill, after its reservation was released; only a 404 to the cancel too ends it LOST.
+Misses are counted in memory: a restart counts afresh, which only waits longer.
 
 A venue that finds the order by its client order id under another venue order id is asked by that id
 from then on (in memory; the order's row and events keep the id its POST was answered with).
@@ -80,5 +83,19 @@ class PlacedQueries:
         lost = decide_placed_missing(missing, now_ms, lost_after=self.lost_after, lost_after_s=self.lost_after_s)
         if not lost:
             return life, False
+        if venue_order_id:
+            # the last word before LOST: a cancel, which ends the order if the venue has it after all (it must
+            # not rest there, able to fill, once its reservation is released) and answers with what it filled
+            result = await v.safe(venue.cancel(venue_order_id))
+            if isinstance(result, v.VenueOrder):
+                self._missing.pop(coid, None)
+                log.warning("placed order the lookups missed answered its cancel", extra={
+                    "client_order_id": coid, "venue_order_id": venue_order_id, "status": result.status})
+                events = decide_status(life, result)
+                if events:
+                    return await self.transition(t, life, events, result), True
+                return life, False
+            if classify(result).verdict is not Verdict.NOT_FOUND:
+                return life, False  # a transient error: the next poll decides again
         self._missing.pop(coid, None)
         return await self.transition(t, life, lost, None), True
