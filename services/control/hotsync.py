@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import hotindex
+from common.cancel import reraise_if_cancelling
 from common.storage import redis_run_id
 from services.control import sub_repo
 from services.control.db import Database
@@ -301,6 +302,7 @@ class IndexSync:
         """Keep the index in line forever: check every ``interval_s`` and resync when the check fails
         (see :meth:`in_line`), or ``retry_interval_s`` after a failure."""
         while True:
+            reraise_if_cancelling()  # redis-py can turn a cancel into a timeout it retries
             try:
                 await asyncio.wait_for(self._dirty_event.wait(), timeout=self.interval_s)
                 await asyncio.sleep(self.retry_interval_s)

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from common.cancel import reraise_if_cancelling
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.booking import Booked
@@ -107,6 +108,7 @@ class Journal:
         loop = asyncio.get_running_loop()
         swept = loop.time()
         while True:
+            reraise_if_cancelling()  # redis-py can turn a cancel into a timeout it retries (the sweep's calls)
             # the sweep also runs under steady load: a release that failed after its commit must not wait
             # for the queue to go quiet (its follower's headroom stays taken until then)
             if loop.time() - swept >= self.sweep_interval_s:
@@ -234,6 +236,7 @@ class Journal:
         """Coalesce marks: while one statement runs, the next batch gathers. A crash before a mark is
         written only means the sweep publishes or releases again (both idempotent downstream)."""
         while True:
+            reraise_if_cancelling()
             await self._marks_due.wait()
             await asyncio.sleep(MARKS_INTERVAL_S)  # gather more: one statement per interval at most
             self._marks_due.clear()

@@ -60,6 +60,7 @@ class PerfMonitor:
     async def run(self) -> None:
         """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
         while True:
+            reraise_if_cancelled()  # redis-py can turn a cancel into a timeout it retries (the marks read)
             try:
                 await self.resend_unapplied()
                 await self.evaluate_all()

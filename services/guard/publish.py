@@ -45,6 +45,7 @@ class Kicked:
     async def run(self) -> None:
         """Run until cancelled."""
         while True:
+            reraise_if_cancelled()  # redis-py can turn a cancel into a timeout it retries (a step's calls)
             await self._wake.wait()
             if self.delay_s > 0:
                 await asyncio.sleep(self.delay_s)

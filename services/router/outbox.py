@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+from common.cancel import reraise_if_cancelling
 from services.router.adapters.redis_state import BatchEmitResult, RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
 from services.router.outbound import drop_orders, reservation_lines
@@ -110,6 +111,7 @@ class Emitter:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
         while True:
+            reraise_if_cancelling()  # a cancel a Redis client turned into a timeout must still end the loop
             self._wake.clear()
             try:
                 if loop.time() >= next_sweep:
