@@ -3,6 +3,10 @@
 A decision is recorded in PostgreSQL before control is called, with a deterministic id that control
 treats as an idempotency key: a crash in between re-sends the same decision at the next start-up
 and changes nothing twice.
+
+A subscription its loss-stop paused and that is ACTIVE again was resumed by its user, who accepts the loss
+so far: the first evaluation that finds it so records RESUMED with the PnL then, and the next loss-stop
+fires ``lossStopUsd`` below that PnL, not at once on the loss the resume was made with.
 """
 
 from __future__ import annotations
