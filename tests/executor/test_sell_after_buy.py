@@ -75,9 +75,15 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     assert bought > 0
     assert sell_post.body is not None and D(sell_post.body["size"]) == bought  # the leader closed: all of it
     await eventually(lambda: held_size(db_url, "w_flip") == 0)
-    # sized, it reserved its shares (so the router's next SELL did not count them), then released them
-    record = await harness.redis.get(reservations.ORDER_PREFIX + sell.client_order_id)
-    assert record == f"-w_flip|sh:{ASSET}|{reservations.to_micro(bought)}|lt_s2"
+    # sized, it reserved its shares (so the router's next SELL did not count them), then released them (after
+    # the commit that booked the fill: waited for, not read at once)
+    released = f"-w_flip|sh:{ASSET}|{reservations.to_micro(bought)}|lt_s2"
+
+    async def record_released() -> bool:
+        record = await harness.redis.get(reservations.ORDER_PREFIX + sell.client_order_id)
+        assert record == released
+        return True
+    await eventually(record_released)
     with psycopg.connect(db_url) as conn:
         size, limit, proto = conn.execute("SELECT size, limit_price, order_proto FROM orders"
                                           " WHERE client_order_id = %s", (sell.client_order_id,)).fetchone()
