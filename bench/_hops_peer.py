@@ -35,12 +35,14 @@ async def _tcp(port_file: Path, gap_s: float, count: int) -> None:
     done = asyncio.Event()
 
     async def serve(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(count):
-            await asyncio.sleep(gap_s)
-            writer.write(time.time_ns().to_bytes(8, "little"))
-        await writer.drain()
-        writer.close()
-        done.set()
+        try:
+            for _ in range(count):
+                await asyncio.sleep(gap_s)
+                writer.write(time.time_ns().to_bytes(8, "little"))
+            await writer.drain()
+            writer.close()
+        finally:  # also when the reader, done, closed first: the peer must end either way
+            done.set()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     _announce(port_file, server.sockets[0].getsockname()[1])
@@ -52,10 +54,12 @@ async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
     done = asyncio.Event()
 
     async def stream(_request: bytes, _context: object) -> AsyncIterator[bytes]:
-        for _ in range(count):
-            await asyncio.sleep(gap_s)
-            yield time.time_ns().to_bytes(8, "little")
-        done.set()
+        try:
+            for _ in range(count):
+                await asyncio.sleep(gap_s)
+                yield time.time_ns().to_bytes(8, "little")
+        finally:  # the client cancels the call once it has them all, maybe before the last resume
+            done.set()
 
     handler = grpc.method_handlers_generic_handler(
         "bench.Hops", {"Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident)})
