@@ -105,6 +105,12 @@ async def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(
     running = await make_guard()
     calls = standins.control.calls
     await eventually(lambda: len(calls) == 1)
+
+    async def paused() -> bool:  # control has answered: the subscription is PAUSED and the decision applied
+        row = await (await conn.execute("SELECT applied_at FROM guard_perf_decisions WHERE subscription_id = 'sub_loss'"
+                                        " AND action = 'PAUSE'")).fetchone()
+        return row is not None and row["applied_at"] is not None
+    await eventually(paused)
     await conn.execute("UPDATE subscriptions SET state = 'ACTIVE' WHERE id = 'sub_loss'")  # the user resumes it
     await eventually(lambda: running.perf.stats.resumes == 1)
     evaluations = running.perf.stats.evaluations
