@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -133,6 +134,12 @@ class Harness:
 
 TERMINAL_TYPES = {epb.ORDER_EVENT_TYPE_FILLED, epb.ORDER_EVENT_TYPE_CANCELLED, epb.ORDER_EVENT_TYPE_REJECTED,
                   epb.ORDER_EVENT_TYPE_LOST, epb.ORDER_EVENT_TYPE_FAILED}
+
+
+def rows(db_url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """The rows of one query (a short connection of its own)."""
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
 
 
 def make_order(i: int = 0, **kw: Any) -> epb.Order:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from common import reservations
@@ -18,7 +17,7 @@ from common.marketstate import (
     write_market,
 )
 from services.executor.breakergate import breaker_key
-from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order
+from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -27,11 +26,6 @@ pytestmark = pytest.mark.integration
 D = Decimal
 BIDS = [("0.49", "500"), ("0.48", "1000")]
 ASKS = [("0.50", "100"), ("0.51", "1000")]
-
-
-def _rows(db_url: str, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
-    with psycopg.connect(db_url) as conn:
-        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
 
 
 async def test_each_order_is_posted_once_filled_and_booked(harness: Harness, db_url: str) -> None:
@@ -55,18 +49,18 @@ async def test_each_order_is_posted_once_filled_and_booked(harness: Harness, db_
         assert filled is not None and D(filled.filled_size) > 0 and filled.venue == cpb.VENUE_INSIDERS
         assert D(filled.copy_latency_ms) > 0
 
-    fills = _rows(db_url, "SELECT order_id, size, price, notional_usd, venue, copy_latency_ms, subscription_id "
+    fills = rows(db_url, "SELECT order_id, size, price, notional_usd, venue, copy_latency_ms, subscription_id "
                           "FROM fills ORDER BY order_id")
     assert len(fills) == 6 and all(f[4] == "INSIDERS" and f[5] > 0 for f in fills)
     order0 = harness.fake.order(orders[0].client_order_id)
     assert order0 is not None
     assert fills[0][1] == order0.filled_size and fills[0][2] == order0.avg_price
-    pos = _rows(db_url, "SELECT size, cost_usd FROM positions WHERE follower_wallet_id = 'w_0'")
+    pos = rows(db_url, "SELECT size, cost_usd FROM positions WHERE follower_wallet_id = 'w_0'")
     assert pos == [(order0.filled_size, order0.filled_size * order0.avg_price)]
-    stats = _rows(db_url, "SELECT copied FROM subscription_stats WHERE subscription_id = 'sub_0'")
+    stats = rows(db_url, "SELECT copied FROM subscription_stats WHERE subscription_id = 'sub_0'")
     assert stats == [(1,)]
     assert await harness.redis.sismember(WATCH_POSITIONS, ASSET)
-    assert _rows(db_url, "SELECT count(*) FROM orders WHERE state = 'FILLED'") == [(6,)]
+    assert rows(db_url, "SELECT count(*) FROM orders WHERE state = 'FILLED'") == [(6,)]
     # the opened position is announced as a difference (ingest applies it without reading the set)
     opened, changes = WatchChange(WATCH_POSITIONS, added=(ASSET,)), []
     for _ in range(20):  # None also answers the subscription's own confirmation
@@ -90,15 +84,15 @@ async def test_executor_refusals_are_recorded_and_never_posted(harness: Harness,
     assert (await harness.terminal(live.client_order_id)).reason == "LIVE_VENUE_NOT_CONFIGURED"  # type: ignore[union-attr]
     assert (await harness.terminal(thin.client_order_id)).reason == "INSUFFICIENT_DEPTH"  # type: ignore[union-attr]
     assert harness.fake.posts == []
-    assert _rows(db_url, "SELECT state, reason FROM orders ORDER BY client_order_id") == [
+    assert rows(db_url, "SELECT state, reason FROM orders ORDER BY client_order_id") == [
         ("REJECTED", "LIVE_VENUE_NOT_CONFIGURED"), ("REJECTED", "INSUFFICIENT_DEPTH")]
     # the copy declined for the thin book counts as its subscription's skip; the misconfigured one does not
     skips = [(thin.subscription_id, thin.leader_trade_id, thin.follower_wallet_id, "INSUFFICIENT_DEPTH")]
-    assert _rows(db_url, "SELECT subscription_id, leader_trade_id, follower_wallet_id, reason FROM copy_skips") == skips
-    assert _rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
+    assert rows(db_url, "SELECT subscription_id, leader_trade_id, follower_wallet_id, reason FROM copy_skips") == skips
+    assert rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
     await harness.route(thin)  # a replay is counted once
     await eventually(lambda: harness.executor is not None and harness.executor.fanout.duplicates >= 1)
-    assert _rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
+    assert rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
 
 
 async def test_paper_fill_matches_a_hand_computed_book_walk(harness: Harness, db_url: str) -> None:
@@ -111,9 +105,9 @@ async def test_paper_fill_matches_a_hand_computed_book_walk(harness: Harness, db
     done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED and done.venue == cpb.VENUE_PAPER
     assert D(done.filled_size) == D("158.82") and D(done.fee_shares) == D("1.5882")
-    assert _rows(db_url, "SELECT size, price, notional_usd, venue FROM fills") == [
+    assert rows(db_url, "SELECT size, price, notional_usd, venue FROM fills") == [
         (D("158.82"), D("0.50370356"), D("79.9982"), "PAPER")]
-    size, cost = _rows(db_url, "SELECT size, cost_usd FROM positions")[0]
+    size, cost = rows(db_url, "SELECT size, cost_usd FROM positions")[0]
     assert (size, cost) == (D("158.82") - D("1.5882"), D("79.9982"))
     assert harness.fake.posts == []
 
@@ -166,7 +160,7 @@ async def test_not_found_three_times_is_lost_and_releases_the_reservation(harnes
     async def released() -> bool:
         return (await reservations.read(harness.redis, ["w_1"]))["w_1"].total_usd_micro == 0
     await eventually(released)
-    await eventually(lambda: _rows(db_url, "SELECT reservation_released FROM orders") == [(True,)])
+    await eventually(lambda: rows(db_url, "SELECT reservation_released FROM orders") == [(True,)])
 
 
 async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, db_url: str) -> None:
@@ -193,8 +187,8 @@ async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, 
         e = await harness.terminal(o.client_order_id)
         assert e is not None and (e.type, e.reason) == (epb.ORDER_EVENT_TYPE_FAILED, "BREAKER_OPEN")
     assert len(harness.fake.posts) == posts_before
-    rows = _rows(db_url, "SELECT state, reason FROM orders")
-    assert len(rows) == 25 and all(state == "FAILED" and reason for state, reason in rows)
+    orders = rows(db_url, "SELECT state, reason FROM orders")
+    assert len(orders) == 25 and all(state == "FAILED" and reason for state, reason in orders)
 
 
 async def test_5xx_storm_that_opens_the_breaker_loses_no_copy(harness: Harness) -> None:
@@ -246,7 +240,7 @@ async def test_partial_fill_of_a_fak_is_filled_with_what_matched(harness: Harnes
     await harness.route(o)
     done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED and D(done.filled_size) == D("20")  # 40 shares × 0.5
-    assert _rows(db_url, "SELECT size FROM fills") == [(D("20"),)]
+    assert rows(db_url, "SELECT size FROM fills") == [(D("20"),)]
 
 
 async def test_venue_failure_after_match_is_failed(harness: Harness) -> None:
@@ -269,8 +263,8 @@ async def test_sell_reduces_the_position_and_books_pnl(harness: Harness, db_url:
     await harness.route(sell)
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=10)
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED and D(done.avg_price) == D("0.49")
-    assert _rows(db_url, "SELECT size, avg_price, realized_pnl_usd FROM positions") == [(D("30"), D("0.5"), D("-0.2"))]
-    assert _rows(db_url, "SELECT copied, realized_pnl_usd FROM subscription_stats WHERE subscription_id = 'sub_1'") == [
+    assert rows(db_url, "SELECT size, avg_price, realized_pnl_usd FROM positions") == [(D("30"), D("0.5"), D("-0.2"))]
+    assert rows(db_url, "SELECT copied, realized_pnl_usd FROM subscription_stats WHERE subscription_id = 'sub_1'") == [
         (2, D("-0.2"))]
 
 
@@ -327,9 +321,9 @@ async def test_resting_gtc_partially_fills_then_fills(harness: Harness, db_url: 
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED and D(done.filled_size) == D("100")
     kinds = [e.type for e in await harness.events_of(o.client_order_id)]
     assert kinds == [epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED, epb.ORDER_EVENT_TYPE_FILLED]
-    assert sorted(r[0] for r in _rows(db_url, "SELECT size FROM fills")) == [D("40"), D("60")]
-    assert _rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("100"), D("50.00"))]
-    assert _rows(db_url, "SELECT copied FROM subscription_stats") == [(1,)]
+    assert sorted(r[0] for r in rows(db_url, "SELECT size FROM fills")) == [D("40"), D("60")]
+    assert rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("100"), D("50.00"))]
+    assert rows(db_url, "SELECT copied FROM subscription_stats") == [(1,)]
 
 
 async def test_breaker_half_open_probe_closes_it_again(harness: Harness) -> None:

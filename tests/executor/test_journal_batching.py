@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from decimal import Decimal as D
 from typing import Any
 
-import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -23,7 +22,7 @@ from services.executor.intake import IntakeRules, prepare
 from services.executor.journal import Journal
 from services.executor.model import Booking, Ticket
 from services.executor.store import Change, Store
-from tests.executor.conftest import make_order
+from tests.executor.conftest import make_order, rows
 
 RULES = IntakeRules(live_configured=True)
 
@@ -119,11 +118,6 @@ def _filled(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
     return Change(t, after, build_event(t, after, event, now_ns=now, fill_size=D(size), fill_price=D("0.5")), booking)
 
 
-def _rows(db_url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute(sql).fetchall()
-
-
 async def test_one_apply_updates_orders_records_events_and_books_fills_once(parts: Parts, db_url: str) -> None:
     now = time.time_ns()
     # two orders of one follower in one asset, and one order of another follower
@@ -136,7 +130,7 @@ async def test_one_apply_updates_orders_records_events_and_books_fills_once(part
     placed = [_placed(p.ticket, p.life, now) for p in prepared]
     # accepts alone: no fills, one statement
     assert await parts.store.apply([], [c for c, _ in placed[:2]]) == (set(), [])
-    assert _rows(db_url, "SELECT state FROM orders ORDER BY client_order_id") == [
+    assert rows(db_url, "SELECT state FROM orders ORDER BY client_order_id") == [
         ("PLACED",), ("PLACED",), ("SUBMITTING",)]
     # the third order's accept and every fill in one change set (an order's changes in order)
     fills = [_filled(p.ticket, life, size, now) for p, (_, life), size in zip(prepared, placed, ["10", "20", "30"],
@@ -144,18 +138,18 @@ async def test_one_apply_updates_orders_records_events_and_books_fills_once(part
     changes = [placed[2][0], *fills]
     inserted, booked = await parts.store.apply([], changes)
     assert inserted == set() and len(booked) == 3
-    assert _rows(db_url, "SELECT state, filled_size FROM orders ORDER BY client_order_id") == [
+    assert rows(db_url, "SELECT state, filled_size FROM orders ORDER BY client_order_id") == [
         ("FILLED", D("10")), ("FILLED", D("20")), ("FILLED", D("30"))]
-    assert _rows(db_url, "SELECT follower_wallet_id, size, cost_usd FROM positions ORDER BY 1") == [
+    assert rows(db_url, "SELECT follower_wallet_id, size, cost_usd FROM positions ORDER BY 1") == [
         ("w_a", D("30"), D("15.0")), ("w_b", D("30"), D("15.0"))]
-    assert _rows(db_url, "SELECT subscription_id, copied, exposure_usd FROM subscription_stats ORDER BY 1") == [
+    assert rows(db_url, "SELECT subscription_id, copied, exposure_usd FROM subscription_stats ORDER BY 1") == [
         ("sub_a", 2, D("15.0")), ("sub_b", 1, D("15.0"))]
-    types = _rows(db_url, "SELECT client_order_id, type FROM order_events ORDER BY seq")
+    types = rows(db_url, "SELECT client_order_id, type FROM order_events ORDER BY seq")
     assert types == [("co_test00001", "ORDER_EVENT_TYPE_PLACED"), ("co_test00002", "ORDER_EVENT_TYPE_PLACED"),
                      ("co_test00003", "ORDER_EVENT_TYPE_PLACED"), ("co_test00001", "ORDER_EVENT_TYPE_FILLED"),
                      ("co_test00002", "ORDER_EVENT_TYPE_FILLED"), ("co_test00003", "ORDER_EVENT_TYPE_FILLED")]
     # a replay (a restart re-applying the same changes) books nothing and duplicates no event
     assert await parts.store.apply([], fills) == (set(), [])
-    assert _rows(db_url, "SELECT count(*) FROM fills") == [(3,)]
-    assert _rows(db_url, "SELECT sum(size) FROM positions") == [(D("60"),)]
-    assert _rows(db_url, "SELECT count(*) FROM order_events") == [(6,)]
+    assert rows(db_url, "SELECT count(*) FROM fills") == [(3,)]
+    assert rows(db_url, "SELECT sum(size) FROM positions") == [(D("60"),)]
+    assert rows(db_url, "SELECT count(*) FROM order_events") == [(6,)]

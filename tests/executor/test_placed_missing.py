@@ -5,22 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 
 from common import reservations
-from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 D = Decimal
 BIDS = [("0.49", "500"), ("0.48", "1000")]
-
-
-def _rows(db_url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
 
 
 async def _resting_partly_filled(harness: Harness, lost_after_s: str, *, reserve: bool = True) -> tuple[epb.Order, Any]:
@@ -58,8 +52,8 @@ async def test_a_placed_order_the_venue_no_longer_finds_is_lost_with_its_fills_k
     assert D(done.filled_size) == D("40")
     queries = harness.fake.queries - queries_before
     assert queries >= 6 and queries % 2 == 0  # each miss asked by both ids, at least LOST_AFTER (3) of them
-    assert _rows(db_url, "SELECT size FROM fills") == [(D("40"),)]
-    assert _rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("40"), D("20.00"))]
+    assert rows(db_url, "SELECT size FROM fills") == [(D("40"),)]
+    assert rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("40"), D("20.00"))]
     assert harness.fake.post_counts() == {o.client_order_id: 1}
     await _released(harness)
 
@@ -75,8 +69,8 @@ async def test_a_placed_order_the_lookups_miss_is_cancelled_not_lost(harness: Ha
     assert D(done.filled_size) == D("40")
     resting = harness.fake.order(o.client_order_id)
     assert resting is not None and resting.status == "cancelled"
-    assert _rows(db_url, "SELECT size FROM fills") == [(D("40"),)]
-    assert _rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("40"), D("20.00"))]
+    assert rows(db_url, "SELECT size FROM fills") == [(D("40"),)]
+    assert rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("40"), D("20.00"))]
     await _released(harness)
 
 

@@ -31,15 +31,22 @@ async def _book(redis: Any, bid: str, ask: str) -> None:
                                          ((Decimal(ask), Decimal(100)),), Decimal("0.01"), 0, 0))
 
 
-async def test_loss_stop_pauses_the_subscription_once(db_url: str, redis: Any, standins: StandIns,
-                                                      make_guard: GuardFactory) -> None:
+async def _losing_subscription(db_url: str, redis: Any) -> Any:
+    """``sub_loss`` (lossStopUsd 400) at PnL -400: realized -150, 500 shares of cost 300 marked at 0.10 (-250).
+    Returns a connection for the test."""
     conn = await db(db_url)
     await insert_subscription(conn, "sub_loss", perf={"lossStopUsd": "400"})
-    await insert_subscription(conn, "sub_fine", perf={"lossStopUsd": "400"}, leader="0x" + "1" * 40)
     await _fill_row(conn, "sub_loss", "BUY", "1000", "0.60")
     await _fill_row(conn, "sub_loss", "SELL", "500", "0.30")  # realized -150
+    await _book(redis, "0.09", "0.11")  # mark 0.10: unrealized 500 x 0.1 - 300 = -250 → -400 total
+    return conn
+
+
+async def test_loss_stop_pauses_the_subscription_once(db_url: str, redis: Any, standins: StandIns,
+                                                      make_guard: GuardFactory) -> None:
+    conn = await _losing_subscription(db_url, redis)
+    await insert_subscription(conn, "sub_fine", perf={"lossStopUsd": "400"}, leader="0x" + "1" * 40)
     await _fill_row(conn, "sub_fine", "BUY", "1000", "0.10")
-    await _book(redis, "0.09", "0.11")  # mark 0.10: sub_loss unrealized 500 x 0.1 - 300 = -250 → -400 total
     running = await make_guard()
     calls = standins.control.calls
     await eventually(lambda: len(calls) == 1)
@@ -97,11 +104,7 @@ async def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
     """A user who resumes a loss-stopped subscription accepts the loss so far: it is not paused again at once
     by that same loss, only after losing ``lossStopUsd`` more."""
-    conn = await db(db_url)
-    await insert_subscription(conn, "sub_loss", perf={"lossStopUsd": "400"})
-    await _fill_row(conn, "sub_loss", "BUY", "1000", "0.60")
-    await _fill_row(conn, "sub_loss", "SELL", "500", "0.30")  # realized -150
-    await _book(redis, "0.09", "0.11")  # mark 0.10: unrealized -250 → -400 total
+    conn = await _losing_subscription(db_url, redis)
     running = await make_guard()
     calls = standins.control.calls
     await eventually(lambda: len(calls) == 1)
