@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,31 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeou
     )
     await pool.open(wait=False)
     return pool
+
+
+@contextlib.asynccontextmanager
+async def pipelined_transaction(conn: Any) -> AsyncIterator[Any]:
+    """One transaction in pipeline mode on an autocommit connection, in as few round trips as its reads
+    need: ``BEGIN`` goes out with the first statement whose result is fetched, ``COMMIT`` with the
+    statements queued last, when the block ends (errors of those surface there). Rolled back on any error.
+
+    psycopg's ``conn.transaction()`` inside ``conn.pipeline()`` nests a second pipeline around the
+    block, which syncs on entry (``BEGIN`` alone) and again before ``COMMIT``: two round trips more.
+    Yields the connection; do not nest ``conn.transaction()`` in the block.
+    """
+    async with conn.pipeline() as pipeline:
+        await conn.execute("BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            # a failed statement discards what follows it until the next sync; then roll the block back
+            with contextlib.suppress(Exception):
+                await pipeline.sync()
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+                await pipeline.sync()
+            raise
+        await conn.execute("COMMIT")
 
 
 def create_redis(url: str, *, timeout_s: float = 2.0) -> aioredis.Redis:

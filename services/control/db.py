@@ -13,6 +13,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from common.storage import pipelined_transaction
+
 Conn = AsyncConnection[DictRow]
 
 # A connection checked out of the pool is trusted without a round trip when its socket has nothing to
@@ -86,7 +88,7 @@ class Database:
         statements surface at the next fetch or when the block ends. Use ``RETURNING`` + fetch, not
         ``rowcount``, when a result decides what happens next.
         """
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
             yield conn
 
     @asynccontextmanager

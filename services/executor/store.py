@@ -13,6 +13,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
+from common.storage import pipelined_transaction
 from services.executor.booking import INSERT_FILLS, Booked, book, book_new, fills_json
 from services.executor.intents import IntentConnection
 
@@ -220,7 +221,7 @@ class Store:
         inserted: set[str] = set()
         # Pipeline mode: statements whose results are not read go out with the next one, so BEGIN, the
         # updates, the events and the fills insert share one round trip, and the last ones the COMMIT's.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+        async with self.pool.connection() as conn, pipelined_transaction(conn), conn.cursor() as cur:
             if inserts:
                 await cur.execute(_INSERT_INTENTS, (intent_json([(c.ticket, c.life) for c in inserts]),))
                 inserted = {r["client_order_id"] for r in await cur.fetchall()}

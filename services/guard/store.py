@@ -19,6 +19,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
+from common.storage import pipelined_transaction
 from services.guard.model import Move, Reason, State, TriggerSpec, apply
 from services.guard.rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
 from tradingtools.guard.v1 import guard_pb2 as gpb
@@ -162,7 +163,7 @@ class TriggerStore:
         Two round trips in all: BEGIN + lock + reads, then the writes + COMMIT (pipeline mode).
         """
         now = self.clock()
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
             # One round trip: lock the position (wallet + asset never change), then the row, then read
             # what the size depends on. Statements run in order, so every fire locks in the same order.
             await conn.execute(
@@ -253,7 +254,7 @@ class TriggerStore:
         """Apply an order event to a FIRED trigger: DONE / FAILED, or just the fill so far; None when not FIRED."""
         now = self.clock()
         # Pipeline mode: BEGIN and the UPDATE go in one round trip, the event INSERT with the COMMIT in another.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
             if move is None:
                 await conn.execute(_FILLED_SO_FAR_SQL, (filled, avg_price, trigger_id, order_id))
                 return None
@@ -274,7 +275,7 @@ class TriggerStore:
         if not items:
             return []
         now = self.clock()
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
             curs: list[tuple[Any, State] | None] = []
             for trigger_id, order_id, move, reason, filled, avg_price in items:
                 if move is None:
@@ -341,7 +342,7 @@ class TriggerStore:
             return 0
         now = self.clock()
         changed = 0
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
             curs = [await conn.execute(_HOLD_SQL if held else _RELEASE_SQL, (now, list(ids)))
                     for ids, held, _tick in changes]
             events = []

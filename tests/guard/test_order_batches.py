@@ -98,7 +98,10 @@ class _Counting:
                 self.conn = conn
 
             async def execute(self, *args: Any, **kwargs: Any) -> Any:
-                outer.statements += 1
+                if args[0] == "BEGIN":  # common.storage.pipelined_transaction
+                    outer.transactions += 1
+                elif args[0] not in ("COMMIT", "ROLLBACK"):
+                    outer.statements += 1
                 return await self.conn.execute(*args, **kwargs)
 
             def transaction(self) -> Any:
