@@ -29,7 +29,7 @@ import grpc
 import httpx
 
 from common.config import SERVICE_PORTS, grpc_port, load_tokens
-from common.embedded import free_port
+from common.embedded import free_port, free_ports
 from tools import stack
 from tools.simthread import SimPorts, SimThread
 from tools.stack_logs import tail
@@ -71,10 +71,8 @@ def isolated_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def free_port_env() -> dict[str, str]:
     """Free ports for Envoy and every service (tests: never the fixed defaults)."""
-    env = {f"TT_{name.upper()}_GRPC_PORT": str(free_port()) for name in SERVICE_PORTS}
-    env["TT_GATEWAY_PORT"] = str(free_port())
-    env["TT_GATEWAY_ADMIN_PORT"] = str(free_port())
-    return env
+    keys = [*(f"TT_{name.upper()}_GRPC_PORT" for name in SERVICE_PORTS), "TT_GATEWAY_PORT", "TT_GATEWAY_ADMIN_PORT"]
+    return {key: str(port) for key, port in zip(keys, free_ports(len(keys)), strict=True)}
 
 
 def _url_ports(env: Mapping[str, str]) -> set[int]:
@@ -94,11 +92,13 @@ def _move_off(env: dict[str, str], taken: set[int]) -> None:
     """Give the stack fresh ports where one it was given is now the simulator's: a port picked free
     before the simulator bound its own (port 0) servers can be handed to one of them."""
     keys = ["TT_GATEWAY_PORT", "TT_GATEWAY_ADMIN_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
+    avoid = set(taken) | {int(env[k]) for k in keys if env.get(k, "").isdigit()}  # nor another service's
     for key in keys:
         if key in env and int(env[key] or 0) in taken:
             port = free_port()
-            while port in taken:
+            while port in avoid:
                 port = free_port()
+            avoid.add(port)
             env[key] = str(port)
 
 

@@ -52,3 +52,21 @@ def test_stack_ports_the_simulator_took_are_moved() -> None:
     _move_off(env, taken)
     assert env["TT_GATEWAY_ADMIN_PORT"] == "41894"  # not taken: kept
     assert int(env["TT_GATEWAY_PORT"]) not in taken | {41893} and int(env["TT_ROUTER_GRPC_PORT"]) not in taken
+
+
+def test_a_moved_port_is_not_another_services_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.pipeline as pipeline
+
+    picks = iter([41894, 41900, 50001])  # the gateway admin's port, a taken one, then a free one
+    monkeypatch.setattr(pipeline, "free_port", lambda: next(picks))
+    env = {"TT_GATEWAY_PORT": "41893", "TT_GATEWAY_ADMIN_PORT": "41894"}
+    pipeline._move_off(env, {41893, 41900})
+    assert env == {"TT_GATEWAY_PORT": "50001", "TT_GATEWAY_ADMIN_PORT": "41894"}
+
+
+def test_the_stack_gets_distinct_free_ports() -> None:
+    from tools.pipeline import free_port_env
+
+    for _ in range(200):
+        ports = list(free_port_env().values())
+        assert len(set(ports)) == len(ports)
