@@ -18,6 +18,14 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def free_port_off(taken: set[int]) -> int:
+    """A free port that is not in ``taken`` (ports picked free earlier for programs that have not bound them yet)."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago: every socket stays bound until all
     are picked (ports picked one after the other can repeat: the kernel may hand a just-closed one out again)."""

@@ -29,7 +29,7 @@ import grpc
 import httpx
 
 from common.config import SERVICE_PORTS, grpc_port, load_tokens
-from common.embedded import free_port, free_ports
+from common.embedded import free_port_off, free_ports
 from tools import stack
 from tools.simthread import SimPorts, SimThread
 from tools.stack_logs import tail
@@ -95,9 +95,7 @@ def _move_off(env: dict[str, str], taken: set[int]) -> None:
     avoid = set(taken) | {int(env[k]) for k in keys if env.get(k, "").isdigit()}  # nor another service's
     for key in keys:
         if key in env and int(env[key] or 0) in taken:
-            port = free_port()
-            while port in avoid:
-                port = free_port()
+            port = free_port_off(avoid)
             avoid.add(port)
             env[key] = str(port)
 

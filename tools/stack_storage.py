@@ -98,12 +98,9 @@ def _listener_ports(env: Mapping[str, str]) -> set[int]:
 def _free_port_off(taken: set[int]) -> int:
     """A free port that is not in ``taken`` (a port picked free earlier for a service that has not
     bound it yet would otherwise be handed out again: embedded Redis took control's port once)."""
-    from common.embedded import free_port
+    from common.embedded import free_port_off
 
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port
+    return free_port_off(taken)
 
 
 def ensure_storage(env: dict[str, str], paths: StackPaths, out: Printer) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def test_a_moved_port_is_not_another_services_port(monkeypatch: pytest.MonkeyPat
     import tools.pipeline as pipeline
 
     picks = iter([41894, 41900, 50001])  # the gateway admin's port, a taken one, then a free one
-    monkeypatch.setattr(pipeline, "free_port", lambda: next(picks))
+    monkeypatch.setattr("common.embedded.free_port", lambda: next(picks))
     env = {"TT_GATEWAY_PORT": "41893", "TT_GATEWAY_ADMIN_PORT": "41894"}
     pipeline._move_off(env, {41893, 41900})
     assert env == {"TT_GATEWAY_PORT": "50001", "TT_GATEWAY_ADMIN_PORT": "41894"}
