@@ -8,6 +8,12 @@ messages, as a pipeline stage does between leader trades.
 ``python -m bench._hops_peer grpc-client PORT COUNT``: reads that stream and prints one JSON list of
 ``[sent_ns, received_ns]`` pairs (a process of its own, so ``GRPC_EXPERIMENTS`` in its environment
 applies: gRPC reads it when first imported).
+
+``grpc-unary`` is a grpc.aio server whose unary method answers with the time its handler was entered;
+``python -m bench._hops_peer grpc-unary-client PORT COUNT GAP_S`` calls it ``COUNT`` times, one every
+``GAP_S``, and prints the ``[sent_ns, handler_entered_ns]`` pairs: the request leg of a unary call
+(guard's SubmitOrder), which a server stream's message does not include (call set-up, the server's
+dispatch to a handler).
 """
 
 from __future__ import annotations
@@ -72,6 +78,41 @@ async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
     await server.stop(1.0)
 
 
+async def _grpc_unary(port_file: Path, _gap_s: float, count: int) -> None:
+    done = asyncio.Event()
+    calls = 0
+
+    async def call(_request: bytes, _context: object) -> bytes:
+        nonlocal calls
+        entered = time.time_ns()
+        calls += 1
+        if calls >= count:
+            done.set()
+        return entered.to_bytes(8, "little")
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Hops", {"Call": grpc.unary_unary_rpc_method_handler(call, _ident, _ident)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _announce(port_file, port)
+    await done.wait()
+    await server.stop(1.0)
+
+
+async def _grpc_unary_client(port: int, count: int, gap_s: float) -> list[list[int]]:
+    pairs: list[list[int]] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        method = channel.unary_unary("/bench.Hops/Call", request_serializer=_ident, response_deserializer=_ident)
+        await channel.channel_ready()
+        for _ in range(count):
+            await asyncio.sleep(gap_s)
+            sent = time.time_ns()
+            pairs.append([sent, int.from_bytes(await method(b""), "little")])
+    return pairs
+
+
 async def _grpc_client(port: int, count: int) -> list[list[int]]:
     pairs: list[list[int]] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -88,8 +129,11 @@ def main() -> None:
     if sys.argv[1] == "grpc-client":
         print(json.dumps(uvloop.run(_grpc_client(int(sys.argv[2]), int(sys.argv[3])))))
         return
+    if sys.argv[1] == "grpc-unary-client":
+        print(json.dumps(uvloop.run(_grpc_unary_client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))))
+        return
     kind, port_file, gap_s, count = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-    uvloop.run({"tcp": _tcp, "grpc": _grpc}[kind](port_file, gap_s, count))
+    uvloop.run({"tcp": _tcp, "grpc": _grpc, "grpc-unary": _grpc_unary}[kind](port_file, gap_s, count))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What one hop of the copy path costs when the processes at both ends were idle in between.
 
-``python -m bench hops [--gaps-ms 1,5,50] [--samples 1000] [--quick] [--no-save]``
+``python -m bench hops [--gaps-ms 1,5,50] [--samples 1000] [--quick] [--chain copy|guard] [--out F] [--no-save]``
 
 The copy path crosses the same transports for every leader trade: a websocket frame into ingest, a
 Redis script (dedupe + append), a gRPC stream hop to the router, a PostgreSQL read beside a Redis
@@ -15,8 +15,12 @@ Each transport is measured between separate processes on loopback, one message e
 ``GRPC_EXPERIMENTS`` the services set, and with gRPC's default EventEngine client), round trips for
 Redis (``GET``), PostgreSQL (prepared ``SELECT 1``) and a PostgreSQL ``INSERT`` with its commit.
 The sum of those hops along the copy path is the transport floor of *frame received → POST
-received* at that spacing, before any of the services' own work. Results go to
-``bench/results/hops-<utc>.json``.
+received* at that spacing, before any of the services' own work; ``--chain guard`` sums a trigger
+SELL's hops instead (tick log, locked read, SubmitOrder, book read, intent, POST: *tick received by
+ingest → POST received*). Besides the sums of p50s and of p99s (an upper bound), the chain's total is
+drawn 100,000 times from the hops' own samples, which gives percentiles to set against a target.
+Results go to ``bench/results/hops-<utc>.json``; ``(e)`` of ``bench pipeline`` runs the guard chain
+beside its tick load (the floor under that load).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,16 @@ CHAIN = (
     ("executor: intent INSERT + commit", "pg_insert_rtt"),
     ("executor → Insiders API (POST)", "tcp_one_way"),
 )
+# A trigger's SELL, from the tick received by ingest (the frame's own hop is not part of that figure).
+GUARD_CHAIN = (
+    ("ingest → guard (tick log append + read)", "redis_rtt"),
+    ("guard: locked read", "pg_rtt"),
+    ("guard → executor (SubmitOrder request)", "grpc_unary_one_way"),
+    ("executor: book read", "redis_rtt"),
+    ("executor: intent INSERT + commit", "pg_insert_rtt"),
+    ("executor → Insiders API (POST)", "tcp_one_way"),
+)
+CHAINS = {"copy": CHAIN, "guard": GUARD_CHAIN}
 
 
 async def _round_trips(call: Callable[[], Awaitable[Any]], gap_s: float, n: int) -> list[float]:
@@ -120,13 +135,30 @@ async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> li
         proc.wait(timeout=30)
 
 
-async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], samples: int) -> dict[str, Any]:
-    """Every transport at every gap: ``{gap label: {transport: summary}}``."""
+async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
+    """The request leg of a grpc.aio unary call: sent by a client process → the server's handler entered."""
+    env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
+    proc, port = _peer("grpc-unary", tmp, gap_s, n + WARMUP, env)
+    try:
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench._hops_peer", "grpc-unary-client", str(port), str(n + WARMUP), str(gap_s),
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await client.communicate()
+        if client.returncode != 0:
+            raise RuntimeError(f"grpc unary client peer exited with {client.returncode}")
+        return _one_way_ms(json.loads(out))
+    finally:
+        proc.wait(timeout=30)
+
+
+async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], samples: int
+                  ) -> dict[str, dict[str, list[float]]]:
+    """Every transport at every gap: ``{gap label: {transport: samples in ms}}``."""
     redis = FastRedis(redis_url)
     await redis.set("tt:bench:hops", "x")
     conn = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_hops (id bigserial PRIMARY KEY, v text NOT NULL)")
-    out: dict[str, Any] = {}
+    out: dict[str, dict[str, list[float]]] = {}
     try:
         for gap_s in gaps_s:
             n = samples if gap_s < 0.02 else max(50, samples // 5)
@@ -134,14 +166,15 @@ async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], s
                 "tcp_one_way": await _tcp_one_way(tmp, gap_s, n),
                 "grpc_one_way": await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS),
                 "grpc_one_way_event_engine_client": await _grpc_one_way(tmp, gap_s, n, ""),
+                "grpc_unary_one_way": await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS),
                 "redis_rtt": await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n),
                 "pg_rtt": await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n),
                 "pg_insert_rtt": await _round_trips(
                     lambda: conn.execute("INSERT INTO bench_hops (v) VALUES ('x')", prepare=True), gap_s, n),
             }
-            out[f"{gap_s * 1000:g} ms"] = {k: summarize(v) for k, v in runs.items()}
+            out[f"{gap_s * 1000:g} ms"] = runs
             print(f"gap {gap_s * 1000:g} ms: " + ", ".join(
-                f"{k} p50 {s['p50_ms']:.3f}" for k, s in out[f"{gap_s * 1000:g} ms"].items()), flush=True)
+                f"{k} p50 {summarize(v)['p50_ms']:.3f}" for k, v in runs.items()), flush=True)
     finally:
         redis.close()
         with contextlib.suppress(psycopg.Error):  # the scratch table must not stay in a DATABASE_URL database
@@ -150,26 +183,51 @@ async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], s
     return out
 
 
-def chains(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Sum of the copy path's hop p50s (and p99s: an upper bound) at each gap."""
-    return {gap: {"p50_sum_ms": round(sum(hops[t]["p50_ms"] for _, t in CHAIN), 3),
-                  "p99_sum_ms": round(sum(hops[t]["p99_ms"] for _, t in CHAIN), 3)}
+def chains(results: dict[str, Any], chain: Sequence[tuple[str, str]] = CHAIN) -> dict[str, dict[str, float]]:
+    """Sum of the chain's hop p50s (and p99s: an upper bound) at each gap."""
+    return {gap: {"p50_sum_ms": round(sum(hops[t]["p50_ms"] for _, t in chain), 3),
+                  "p99_sum_ms": round(sum(hops[t]["p99_ms"] for _, t in chain), 3)}
             for gap, hops in results.items()}
 
 
-def _show(results: dict[str, Any]) -> None:
+def chain_draws(samples: Mapping[str, Sequence[float]], chain: Sequence[tuple[str, str]], rng: random.Random,
+                draws: int = 100_000) -> list[float]:
+    """Totals of the chain's hops, each hop drawn from its own measured samples (hops taken as independent):
+    the distribution of the whole chain's transport floor, whose percentiles (unlike a sum of p99s) can be
+    set against a target's."""
+    pools = [samples[transport] for _label, transport in chain]
+    if any(not pool for pool in pools):
+        raise ValueError("every hop of the chain needs samples")
+    return [sum(rng.choice(pool) for pool in pools) for _ in range(draws)]
+
+
+def _show(results: dict[str, Any], chain: Sequence[tuple[str, str]] = CHAIN) -> None:
     gaps = list(results)
-    print(f"{'hop of the copy path':40}" + "".join(f"{'gap ' + g:>22}" for g in gaps))
+    print(f"{'hop':40}" + "".join(f"{'gap ' + g:>22}" for g in gaps))
     print(f"{'':40}" + "".join(f"{'p50 / p99 ms':>22}" for _ in gaps))
-    for label, t in CHAIN:
+    for label, t in chain:
         print(f"{label:40}" + "".join(f"{results[g][t]['p50_ms']:>13.3f} / {results[g][t]['p99_ms']:<6.3f}"
                                       for g in gaps))
-    extra = "grpc_one_way_event_engine_client"
-    print(f"{'(gRPC hop, grpc default client)':40}" + "".join(
-        f"{results[g][extra]['p50_ms']:>13.3f} / {results[g][extra]['p99_ms']:<6.3f}" for g in gaps))
-    sums = chains(results)
-    print(f"{'transport floor of frame → POST':40}" + "".join(
+    for extra, label in (("grpc_one_way_event_engine_client", "(gRPC stream hop, grpc default client)"),
+                         ("grpc_unary_one_way", "(gRPC unary call, request leg)")):
+        print(f"{label:40}" + "".join(
+            f"{results[g][extra]['p50_ms']:>13.3f} / {results[g][extra]['p99_ms']:<6.3f}" for g in gaps))
+    sums = chains(results, chain)
+    print(f"{'transport floor (sum of p50s / p99s)':40}" + "".join(
         f"{sums[g]['p50_sum_ms']:>13.3f} / {sums[g]['p99_sum_ms']:<6.3f}" for g in gaps))
+
+
+def floors(raw: dict[str, dict[str, list[float]]], chain: Sequence[tuple[str, str]],
+           rng: random.Random) -> dict[str, dict[str, float]]:
+    """The chain's transport floor at each gap: sums of the hop p50s / p99s, and percentiles of drawn totals."""
+    summaries = {gap: {k: summarize(v) for k, v in runs.items()} for gap, runs in raw.items()}
+    sums = chains(summaries, chain)
+    out: dict[str, dict[str, float]] = {}
+    for gap, runs in raw.items():
+        drawn = summarize(chain_draws(runs, chain, rng))
+        out[gap] = {**sums[gap], "drawn_p50_ms": drawn["p50_ms"], "drawn_p99_ms": drawn["p99_ms"],
+                    "drawn_p99_9_ms": drawn["p99_9_ms"]}
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -178,10 +236,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--gaps-ms", default="1,5,50", help="comma-separated idle times between messages")
     parser.add_argument("--samples", type=int, default=1000, help="per transport and gap (a fifth at gaps ≥ 20 ms)")
     parser.add_argument("--quick", action="store_true", help="200 samples")
+    parser.add_argument("--chain", choices=sorted(CHAINS), default="copy",
+                        help="the path whose floor is summed: a copy (frame → POST) or a trigger SELL (ingest → POST)")
+    parser.add_argument("--out", default="", help="also write the results as JSON to this file")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     gaps_s = [float(g) / 1000 for g in args.gaps_ms.split(",") if g.strip()]
     samples = 200 if args.quick else args.samples
+    chain = CHAINS[args.chain]
 
     from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 
@@ -192,15 +254,23 @@ def main(argv: list[str]) -> int:
     own_pg = not os.environ.get("DATABASE_URL")
     db_url = os.environ.get("DATABASE_URL", "") or start_postgres(tmp / "pg")
     try:
-        results = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples))
+        raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples))
     finally:
         if redis_pid:
             stop_pid(redis_pid)
         if own_pg:
             stop_postgres(tmp / "pg")
-    _show(results)
+    results = {gap: {k: summarize(v) for k, v in runs.items()} for gap, runs in raw.items()}
+    _show(results, chain)
+    floor = floors(raw, chain, random.Random(1))
+    for gap, f in floor.items():
+        print(f"gap {gap}: drawn totals of the chain p50 {f['drawn_p50_ms']:.3f} / p99 {f['drawn_p99_ms']:.3f}"
+              f" / p99.9 {f['drawn_p99_9_ms']:.3f} ms")
+    report = {"samples": samples, "chain_name": args.chain, "chain": [label for label, _ in chain],
+              "hops": results, "floor": floor}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report))
     if not args.no_save:
-        path = save_results("hops", {"samples": samples, "chain": [label for label, _ in CHAIN],
-                                     "hops": results, "floor": chains(results)})
+        path = save_results("hops", report)
         print(f"saved {path}")
     return 0

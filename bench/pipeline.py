@@ -180,9 +180,18 @@ def start_pipeline(run_dir: Path) -> Pipeline:
 
 
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
-    extra = {k: v for k, v in result.items() if k not in ("latency", "load1_max", "load_at_end")}
+    extra = {k: v for k, v in result.items()
+             if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load")}
     print(f"--- {title} (load1 max {result.get('load1_max')}) {extra}", flush=True)
     print_table(result["latency"], target)
+    floor = result.get("transport_floor_under_load")
+    if floor:
+        print(f"transport floor under this load (bare hops, one every {floor['spacing_ms']} ms), p50 / p99 ms:")
+        for label, hop in floor["hops"].items():
+            print(f"  {label:44} {hop['p50_ms']:8.3f} / {hop['p99_ms']:.3f}")
+        chain = floor["chain"]
+        print(f"  {'whole chain, drawn totals':44} {chain['drawn_p50_ms']:8.3f} / {chain['drawn_p99_ms']:.3f}"
+              f"  (p99.9 {chain['drawn_p99_9_ms']:.3f})", flush=True)
 
 
 def main(argv: list[str]) -> int:

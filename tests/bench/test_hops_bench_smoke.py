@@ -1,21 +1,51 @@
-"""Smoke run of ``bench hops``: every transport is measured between real processes (no timing asserts)."""
+"""Smoke run of ``bench hops``: every transport is measured between real processes (no timing asserts);
+the chain floors drawn from the samples."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
-from bench.hops import CHAIN, chains, measure
+from bench import summarize
+from bench.hops import CHAIN, GUARD_CHAIN, chain_draws, chains, floors, measure
 
-pytestmark = pytest.mark.integration
 
+@pytest.mark.integration
+async def test_hops_bench_measures_every_transport_of_both_chains(redis_url: str, db_url: str,
+                                                                  tmp_path: Path) -> None:
+    raw = await measure(redis_url, db_url, tmp_path, [0.001], 5)
 
-async def test_hops_bench_measures_every_transport_of_the_chain(redis_url: str, db_url: str, tmp_path: Path) -> None:
-    results = await measure(redis_url, db_url, tmp_path, [0.001], 5)
-
-    hops = results["1 ms"]
-    assert {t for _, t in CHAIN} <= hops.keys()
-    assert all(hops[t]["n"] == 5 and hops[t]["p50_ms"] > 0 for _, t in CHAIN)
-    floor = chains(results)["1 ms"]
+    runs = raw["1 ms"]
+    for chain in (CHAIN, GUARD_CHAIN):
+        assert all(len(runs[t]) == 5 and min(runs[t]) > 0 for _, t in chain)
+    hops = {k: summarize(v) for k, v in runs.items()}
+    floor = chains({"1 ms": hops})["1 ms"]
     assert floor["p50_sum_ms"] == pytest.approx(sum(hops[t]["p50_ms"] for _, t in CHAIN), abs=1e-3)
+    drawn = floors(raw, GUARD_CHAIN, random.Random(1))["1 ms"]
+    assert sum(min(runs[t]) for _, t in GUARD_CHAIN) <= drawn["drawn_p50_ms"] <= drawn["p99_sum_ms"] + 1e-3
+
+
+@pytest.mark.parametrize(("samples", "expected"), [
+    ({"a": [1.0], "b": [2.0]}, {3.0}),  # one sample each: one total
+    ({"a": [1.0, 2.0], "b": [10.0]}, {11.0, 12.0}),
+    ({"a": [0.5, 1.5], "b": [1.0, 3.0]}, {1.5, 3.5, 2.5, 4.5}),
+])
+def test_chain_draws_add_one_sample_of_every_hop(samples: dict[str, list[float]], expected: set[float]) -> None:
+    chain = [(f"hop {t}", t) for t in samples]
+    totals = chain_draws(samples, chain, random.Random(3), draws=2000)
+
+    assert len(totals) == 2000
+    assert set(totals) == expected  # every combination turns up in 2,000 draws, and nothing else
+
+
+def test_a_hop_repeated_in_the_chain_is_drawn_once_per_use() -> None:
+    totals = chain_draws({"r": [1.0, 2.0]}, [("first", "r"), ("second", "r")], random.Random(0), draws=1000)
+
+    assert set(totals) == {2.0, 3.0, 4.0}
+
+
+def test_a_hop_without_samples_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs samples"):
+        chain_draws({"a": [1.0], "b": []}, [("a", "a"), ("b", "b")], random.Random(0))
