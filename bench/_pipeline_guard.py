@@ -19,9 +19,9 @@ the wall time just before the frame was sent (stricter than "frame received by i
 the seeded triggers the walk crossed). Also: achieved tick rate (entries added to the PriceTick log),
 guard's tick lag (its stats log: ingest receive → handled, i.e. the backlog), CPU per tick of each
 process, guard's RSS. Then, with the ticks still running, ``bench hops --chain guard`` (its own
-processes, the stack's Redis and PostgreSQL) measures the bare transports of a SELL's hops one every
-5 ms: the transport floor of ingest→POST under that load, to set the measured figures against
-(``TT_BENCH_FLOOR=0`` skips it).
+processes, the stack's Redis and PostgreSQL) measures the bare transports of a SELL's hops, one message
+every 5 ms and every 100 ms (the crossings' spacing; ends idle that long wake slower): the transport
+floor of ingest→POST under that load, to set the measured figures against (``TT_BENCH_FLOOR=0`` skips it).
 
 Walks: ``TT_BENCH_WALK=crossing`` (default) lets each best bid wander over [0.12, 0.88], so the walks cross
 seeded take-profits, stop-losses and trailing stops (~80 SELLs a second through guard, the executor and
@@ -345,25 +345,26 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
             "load1_max": round(max(load_samples), 2), "load_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
-def _floor_under_load(p: Any, samples: int = 300) -> dict[str, Any] | None:
-    """``bench hops --chain guard`` at a 5 ms spacing against the stack's Redis and PostgreSQL, while the
-    ticks run: each hop's p50 / p99 and the drawn totals of the chain (None when it fails: reported, not fatal)."""
+def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:
+    """``bench hops --chain guard`` against the stack's Redis and PostgreSQL while the ticks run, one message
+    every 5 ms and every 100 ms (the measured crossings' spacing): each hop's p50 / p99 and the drawn totals of
+    the chain, per spacing (None when it fails: reported, not fatal)."""
     with tempfile.TemporaryDirectory(prefix="tt-bench-floor-") as tmp:
         out = Path(tmp) / "floor.json"
         env = {**os.environ, "REDIS_URL": (p.run_dir / "redis_url").read_text().strip(),
                "DATABASE_URL": (p.run_dir / "database_url").read_text().strip()}
-        done = subprocess.run([sys.executable, "-m", "bench", "hops", "--gaps-ms", "5", "--samples", str(samples),
+        done = subprocess.run([sys.executable, "-m", "bench", "hops", "--gaps-ms", "5,100", "--samples", str(samples),
                                "--chain", "guard", "--no-save", "--out", str(out)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, check=False)
         if done.returncode != 0 or not out.exists():
             print(f"transport floor not measured: {done.stderr.decode(errors='replace')[-500:]}", flush=True)
             return None
         report = json.loads(out.read_text())
-    hops = report["hops"]["5 ms"]
-    return {"spacing_ms": 5, "samples": report["samples"],
-            "hops": {label: {"p50_ms": hops[t]["p50_ms"], "p99_ms": hops[t]["p99_ms"]}
-                     for label, t in zip(report["chain"], (t for _l, t in _GUARD_CHAIN), strict=True)},
-            "chain": report["floor"]["5 ms"]}
+    transports = [t for _label, t in _GUARD_CHAIN]
+    return {gap: {"hops": {label: {"p50_ms": hops[t]["p50_ms"], "p99_ms": hops[t]["p99_ms"], "n": hops[t]["n"]}
+                           for label, t in zip(report["chain"], transports, strict=True)},
+                  "chain": report["floor"][gap]}
+            for gap, hops in report["hops"].items()}
 
 
 def _profile(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:

@@ -151,9 +151,34 @@ async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str)
         proc.wait(timeout=30)
 
 
-async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], samples: int
-                  ) -> dict[str, dict[str, list[float]]]:
-    """Every transport at every gap: ``{gap label: {transport: samples in ms}}``."""
+TRANSPORTS = ("tcp_one_way", "grpc_one_way", "grpc_one_way_event_engine_client", "grpc_unary_one_way", "redis_rtt",
+              "pg_rtt", "pg_insert_rtt")
+
+
+async def _probe(name: str, redis: FastRedis, conn: psycopg.AsyncConnection[Any], tmp: Path, gap_s: float,
+                 n: int) -> list[float]:
+    """``n`` samples of one transport, one every ``gap_s``."""
+    if name == "tcp_one_way":
+        return await _tcp_one_way(tmp, gap_s, n)
+    if name == "grpc_one_way":
+        return await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS)
+    if name == "grpc_one_way_event_engine_client":
+        return await _grpc_one_way(tmp, gap_s, n, "")
+    if name == "grpc_unary_one_way":
+        return await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS)
+    if name == "redis_rtt":
+        return await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n)
+    if name == "pg_rtt":
+        return await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n)
+    if name == "pg_insert_rtt":
+        return await _round_trips(lambda: conn.execute("INSERT INTO bench_hops (v) VALUES ('x')", prepare=True),
+                                  gap_s, n)
+    raise ValueError(f"unknown transport {name!r}")
+
+
+async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], samples: int,
+                  only: set[str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Every transport (or those in ``only``) at every gap: ``{gap label: {transport: samples in ms}}``."""
     redis = FastRedis(redis_url)
     await redis.set("tt:bench:hops", "x")
     conn = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
@@ -162,16 +187,8 @@ async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], s
     try:
         for gap_s in gaps_s:
             n = samples if gap_s < 0.02 else max(50, samples // 5)
-            runs: dict[str, list[float]] = {
-                "tcp_one_way": await _tcp_one_way(tmp, gap_s, n),
-                "grpc_one_way": await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS),
-                "grpc_one_way_event_engine_client": await _grpc_one_way(tmp, gap_s, n, ""),
-                "grpc_unary_one_way": await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS),
-                "redis_rtt": await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n),
-                "pg_rtt": await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n),
-                "pg_insert_rtt": await _round_trips(
-                    lambda: conn.execute("INSERT INTO bench_hops (v) VALUES ('x')", prepare=True), gap_s, n),
-            }
+            names = [t for t in TRANSPORTS if only is None or t in only]
+            runs = {name: await _probe(name, redis, conn, tmp, gap_s, n) for name in names}
             out[f"{gap_s * 1000:g} ms"] = runs
             print(f"gap {gap_s * 1000:g} ms: " + ", ".join(
                 f"{k} p50 {summarize(v)['p50_ms']:.3f}" for k, v in runs.items()), flush=True)
@@ -210,6 +227,8 @@ def _show(results: dict[str, Any], chain: Sequence[tuple[str, str]] = CHAIN) -> 
                                       for g in gaps))
     for extra, label in (("grpc_one_way_event_engine_client", "(gRPC stream hop, grpc default client)"),
                          ("grpc_unary_one_way", "(gRPC unary call, request leg)")):
+        if any(extra not in results[g] for g in gaps):
+            continue
         print(f"{label:40}" + "".join(
             f"{results[g][extra]['p50_ms']:>13.3f} / {results[g][extra]['p99_ms']:<6.3f}" for g in gaps))
     sums = chains(results, chain)
@@ -254,7 +273,8 @@ def main(argv: list[str]) -> int:
     own_pg = not os.environ.get("DATABASE_URL")
     db_url = os.environ.get("DATABASE_URL", "") or start_postgres(tmp / "pg")
     try:
-        raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples))
+        only = {t for _label, t in chain} if args.chain != "copy" else None  # the copy chain shows every transport
+        raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples, only))
     finally:
         if redis_pid:
             stop_pid(redis_pid)

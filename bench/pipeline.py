@@ -186,12 +186,15 @@ def _show(title: str, result: dict[str, Any], target: float | None = None) -> No
     print_table(result["latency"], target)
     floor = result.get("transport_floor_under_load")
     if floor:
-        print(f"transport floor under this load (bare hops, one every {floor['spacing_ms']} ms), p50 / p99 ms:")
-        for label, hop in floor["hops"].items():
-            print(f"  {label:44} {hop['p50_ms']:8.3f} / {hop['p99_ms']:.3f}")
-        chain = floor["chain"]
-        print(f"  {'whole chain, drawn totals':44} {chain['drawn_p50_ms']:8.3f} / {chain['drawn_p99_ms']:.3f}"
-              f"  (p99.9 {chain['drawn_p99_9_ms']:.3f})", flush=True)
+        gaps = list(floor)
+        print("transport floor under this load (bare hops between idle processes, one message every "
+              + " / ".join(gaps) + "), p50 / p99 ms:")
+        for label in floor[gaps[0]]["hops"]:
+            cells = [floor[g]["hops"][label] for g in gaps]
+            print(f"  {label:44}" + "".join(f"{c['p50_ms']:>9.3f} / {c['p99_ms']:<7.3f}" for c in cells))
+        print(f"  {'whole chain, drawn totals':44}" + "".join(
+            f"{floor[g]['chain']['drawn_p50_ms']:>9.3f} / {floor[g]['chain']['drawn_p99_ms']:<7.3f}" for g in gaps),
+            flush=True)
 
 
 def main(argv: list[str]) -> int:

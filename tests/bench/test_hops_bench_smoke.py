@@ -49,3 +49,11 @@ def test_a_hop_repeated_in_the_chain_is_drawn_once_per_use() -> None:
 def test_a_hop_without_samples_is_refused() -> None:
     with pytest.raises(ValueError, match="needs samples"):
         chain_draws({"a": [1.0], "b": []}, [("a", "a"), ("b", "b")], random.Random(0))
+
+
+@pytest.mark.integration
+async def test_hops_bench_measures_only_the_transports_asked_for(redis_url: str, db_url: str,
+                                                                 tmp_path: Path) -> None:
+    raw = await measure(redis_url, db_url, tmp_path, [0.001], 3, only={"redis_rtt", "pg_rtt"})
+
+    assert set(raw["1 ms"]) == {"redis_rtt", "pg_rtt"}
