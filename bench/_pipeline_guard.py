@@ -23,10 +23,12 @@ processes, the stack's Redis and PostgreSQL) measures the bare transports of a S
 every 5 ms and every 100 ms (the crossings' spacing; ends idle that long wake slower): the transport
 floor of ingest→POST under that load, to set the measured figures against (``TT_BENCH_FLOOR=0`` skips it).
 
-Walks: ``TT_BENCH_WALK=crossing`` (default) lets each best bid wander over [0.12, 0.88], so the walks cross
-seeded take-profits, stop-losses and trailing stops (~80 SELLs a second through guard, the executor and
-the fake, on top of the ticks); ``TT_BENCH_WALK=inside`` keeps them in [0.47, 0.52], where no seeded trigger
-fires (the ticks alone; only the measured crossings sell).
+Walks: ``TT_BENCH_WALK=inside`` (default: the issue's load, 10,000 ticks/s over the armed triggers) keeps
+each best bid in [0.47, 0.52], where no seeded trigger fires (the ticks alone; only the measured crossings
+sell). ``TT_BENCH_WALK=crossing`` is a sell-off on top: each best bid wanders over [0.12, 0.88], so the walks
+cross seeded take-profits, stop-losses and trailing stops (200+ SELLs a second through guard, the executor,
+PostgreSQL and the fake); on 2 cores that saturates the machine and guard's tick backlog grows until ticks
+go stale (2 s), so its figures say how guard degrades, not what a SELL costs at the tick load.
 
 Tuning: ``TT_BENCH_TICK_RATE`` (background ticks/s, default 10000; 0 = no load), ``TT_BENCH_MEASURE_S``
 (cap of the crossing phase, default 60 s), ``TT_BENCH_PYSPY=<dir>`` (py-spy profiles of ingest, guard
@@ -255,7 +257,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
 
     # background load in its own thread (it blocks on the simulator's loop)
     stop = threading.Event()
-    walk = os.environ.get("TT_BENCH_WALK", "crossing")
+    walk = os.environ.get("TT_BENCH_WALK", "inside")
     if walk not in WALKS:
         raise ValueError(f"TT_BENCH_WALK must be one of {sorted(WALKS)}, got {walk!r}")
     walks = _Walks(p.sim.sim, pairs, random.Random(9), lo_cents=WALKS[walk][0], hi_cents=WALKS[walk][1])
