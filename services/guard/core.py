@@ -94,7 +94,7 @@ class Guard:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.orders = OrderFlow(self)
         # the executor's answers to SELLs: settled in batches (one transaction for those that came together)
-        self.answers = Answers(self.on_order_events, self._spawn, gather_s=answers_gather_s)
+        self.answers = Answers(self.on_answered_events, self._spawn, gather_s=answers_gather_s)
         self.firer = Firer(store, executor, markets, on_order_event=self.answers.add, rearm=self.rearm,
                            clock_ns=clock_ns, max_slippage_bps=max_slippage_bps, crash_after=crash_after,
                            concurrency=fire_concurrency, bookkeeping_interval_s=bookkeeping_interval_s,
@@ -112,6 +112,7 @@ class Guard:
         """Load every ARMED trigger, re-send unacknowledged SELLs, publish pending events and the watch set."""
         started = time.perf_counter()
         self.engine = load(await self.store.load_armed())
+        self.engine.mark_held(await self.store.held_ids())  # the next fresh tick releases them
         # The loaded triggers live as long as they stay armed: out of the collector's sight, a full
         # collection does not walk 100,000 triggers' objects in the middle of a tick.
         gc.collect()
@@ -173,7 +174,12 @@ class Guard:
         if tick.kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
             self.markets.forget(view.asset_id)
         if view.resolved:
-            self._spawn(self._resolve(view))
+            # out of the engine now, before the rest of the batch is handled; cancelled in PostgreSQL by a task
+            assets = self._resolved_assets(view)
+            for asset_id in assets:
+                self.engine.resolve(asset_id)
+                self.changed(asset_id)
+            self._spawn(self._resolve(view, assets))
             return Outcome()
         if view.stale or not self.engine.watches(view.asset_id):
             self._last_prices.pop(view.asset_id, None)
@@ -255,11 +261,12 @@ class Guard:
         await self.store.set_holds(batch)
         self.outbox.kick()
 
-    async def _resolve(self, view: ticks.TickView) -> None:
+    def _resolved_assets(self, view: ticks.TickView) -> set[str]:
+        """The assets a resolution tick ends: its own, the winner's and every known asset of its market."""
         assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())
-        assets |= self._conditions.get(view.condition_id, set()) if view.condition_id else set()
-        for asset_id in assets:
-            self.engine.resolve(asset_id)
+        return assets | (self._conditions.get(view.condition_id, set()) if view.condition_id else set())
+
+    async def _resolve(self, view: ticks.TickView, assets: set[str]) -> None:
         rows = await self.store.cancel_assets(assets, Reason.MARKET_RESOLVED.value,
                                               TickInfo(None, view.venue_time_ms, view.received_time_ns))
         self.stats.resolved_cancelled += len(rows)
@@ -276,6 +283,10 @@ class Guard:
     async def on_order_events(self, events: list[epb.OrderEvent]) -> None:
         """A batch of order events (:meth:`OrderFlow.on_events`)."""
         await self.orders.on_events(events)
+
+    async def on_answered_events(self, events: list[epb.OrderEvent]) -> None:
+        """The last events carried by the executor's answers to SELLs (applied even when seen before)."""
+        await self.orders.on_events(events, answered=True)
 
     # trigger changes made by control
 
@@ -296,6 +307,8 @@ class Guard:
                 spec = spec.with_mark(mark)
                 await self.store.save_marks([(mark, [spec.id])])
             self.engine.upsert(spec)
+            if row.state_reason == Reason.BOOK_STALE.value:
+                self.engine.mark_held([spec.id])
             self.changed(row.asset_id)
             if observed:
                 await self.store.record_observed(row, "UPDATED" if known else "ARMED",

@@ -179,9 +179,12 @@ class Engine:
         return set(self._by_asset.get(asset_id, ()))
 
     def upsert(self, spec: TriggerSpec) -> None:
-        """Watch a trigger, replacing any previous version (a trailing mark never falls)."""
+        """Watch a trigger, replacing any previous version (a trailing mark never falls; a trigger held on a
+        stale book stays held on the same asset, so the next fresh tick releases it)."""
         old = self.get(spec.id)
+        was_held = False
         if old is not None:
+            was_held = spec.id in self._held.get(old.asset_id, ())
             self._detach(old)
             if (old.kind is Kind.TRAILING_STOP and spec.kind is Kind.TRAILING_STOP
                     and old.asset_id == spec.asset_id and old.source is spec.source
@@ -197,6 +200,16 @@ class Engine:
         ids.add(spec.id)
         if spec.oco_group:
             self._oco.setdefault(spec.oco_group, set()).add(spec.id)
+        if was_held and old is not None and old.asset_id == spec.asset_id:
+            self.mark_held([spec.id])
+
+    def mark_held(self, trigger_ids: Iterable[str]) -> None:
+        """Record triggers as held on a stale book (what PostgreSQL says a previous process or version held):
+        the next fresh tick of their asset releases them. Unknown ids are ignored."""
+        for tid in trigger_ids:
+            spec = self._specs.get(tid)
+            if spec is not None:
+                self._held.setdefault(spec.asset_id, set()).add(tid)
 
     def remove(self, trigger_id: str) -> TriggerSpec | None:
         """Stop watching a trigger; returns it (with its mark) or None when unknown."""

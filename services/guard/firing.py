@@ -36,7 +36,7 @@ from common.retry import Backoff
 from common.telemetry import extract, inject
 from services.guard import orders, sizing
 from services.guard.engine import Cancelled, Fired
-from services.guard.model import Kind, Move, Reason, State
+from services.guard.model import Kind, Move, Reason, State, still_fires
 from services.guard.ports import Executor, Markets, SubmitRejected
 from services.guard.publish import SubmittedMarker
 from services.guard.rows import TriggerRow, client_order_id
@@ -72,6 +72,7 @@ class FireStats:
     not_sent: int = 0
     lost_race: int = 0
     deferred: int = 0
+    changed: int = 0
     submitted: int = 0
     duplicates: int = 0
     submit_retries: int = 0
@@ -132,6 +133,9 @@ class Firer:
             market_read.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
+                if not still_fires(spec, row.spec(), fired.price):
+                    # changed by control since the engine loaded it: nothing is sent; reloaded and re-evaluated
+                    return FireDecision(State.ARMED, Reason.TRIGGER_CHANGED.value)
                 market = market_read.result()
                 size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
                                         in_flight=facts.in_flight,
@@ -190,7 +194,10 @@ class Firer:
                 self.rearm([spec.id, *sibling_ids], marks=marks)
                 return None
             if result.row is None and result.current_state is State.ARMED:
-                self.stats.deferred += 1
+                if result.decision is not None and result.decision.reason == Reason.TRIGGER_CHANGED.value:
+                    self.stats.changed += 1
+                else:
+                    self.stats.deferred += 1
                 self.in_flight.difference_update([spec.id, *sibling_ids])
                 self.rearm([spec.id, *sibling_ids], spec.asset_id, marks=marks)
                 return result
@@ -215,8 +222,9 @@ class Firer:
                 t_dec = decided_at[0] if decided_at else t2
                 self.stats.stages_ms.append(((t1 - t0) * 1e3, (t_dec - t1) * 1e3, (t2 - t_dec) * 1e3,
                                              ((answered[0] if answered else time.perf_counter()) - t_dec) * 1e3))
-            else:
+            else:  # nothing sold: the siblings (not cancelled) guard the position again
                 self.stats.not_sent += 1
+                self.rearm(sibling_ids, marks=marks)
             return result
         finally:
             recording.set()

@@ -97,6 +97,7 @@ class Reason(StrEnum):
     CANCELLED_BY_USER = "CANCELLED_BY_USER"
     ARMED = "ARMED"
     UPDATED = "UPDATED"
+    TRIGGER_CHANGED = "TRIGGER_CHANGED"
 
 
 class TriggerSpec(NamedTuple):
@@ -127,3 +128,28 @@ class TriggerSpec(NamedTuple):
 def is_closing(size: Decimal, sell_fraction: Decimal) -> bool:
     """True when a trigger with this sizing closes its position's exits when it fires."""
     return size > 0 or sell_fraction >= ONE
+
+
+_HUNDRED = Decimal(100)
+
+
+def fires_at(spec: TriggerSpec, price: Decimal, mark: Decimal = ZERO) -> bool:
+    """The engine's rule for one trigger: a take-profit fires at ``price`` >= its price, a stop-loss at
+    ``price`` <= its price, an active trailing stop (high-water ``mark`` at or above its activation price) at
+    ``price`` <= mark x (1 - trail%)."""
+    if spec.kind is Kind.TAKE_PROFIT:
+        return price >= spec.trigger_price
+    if spec.kind is Kind.STOP_LOSS:
+        return price <= spec.trigger_price
+    return mark > 0 and mark >= spec.activation_price and price <= mark * (ONE - spec.trail_pct / _HUNDRED)
+
+
+def still_fires(decided: TriggerSpec, current: TriggerSpec, price: Decimal) -> bool:
+    """Whether the trigger as stored now (``current``, read under its lock) fires at the ``price`` the engine
+    fired ``decided`` on: False when a change made meanwhile (a PATCH not yet reloaded) moved it off that
+    price, or changed what it watches."""
+    if (current.kind, current.source) != (decided.kind, decided.source):
+        return False
+    if current == decided._replace(high_water_mark=current.high_water_mark, closing=current.closing):
+        return True  # the same trigger (marks are saved now and then: the engine's may be ahead)
+    return fires_at(current, price, max(decided.high_water_mark, current.high_water_mark))

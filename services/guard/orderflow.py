@@ -45,8 +45,14 @@ class OrderFlow:
         await self._order_event(ev)
         self._handled(ev)
 
-    async def on_events(self, events: list[epb.OrderEvent]) -> None:
+    async def on_events(self, events: list[epb.OrderEvent], *, answered: bool = False) -> None:
         """A batch of order events (stream order), with the results of :meth:`on_event` one by one.
+
+        ``answered``: the events came with the executor's answers to SELLs and are applied even when handled
+        before. A SELL sent by a fire that was not recorded (guard died, or the commit failed) has its events
+        handled while the row is still ARMED, which changes nothing; the next fire of that row reuses the
+        client order id, and the executor's answer (duplicate, with that same last event) is then what
+        settles it.
 
         Consecutive copy BUY fills go through :meth:`ExitStore.on_buy_fills_quick` together; consecutive
         events of trigger SELLs settle in one transaction (:meth:`TriggerStore.settle_many`); an event that
@@ -58,7 +64,7 @@ class OrderFlow:
         run_kind = ""  # what ``run`` holds: "fills" (copy BUY fills) or "sells" (events of trigger SELLs)
         gathered: set[str] = set()  # event ids gathered since the last event handled alone
         for ev in events:
-            if ev.event_id and (ev.event_id in self._handled_events or ev.event_id in gathered):
+            if ev.event_id and ((not answered and ev.event_id in self._handled_events) or ev.event_id in gathered):
                 self.guard.stats.repeated_events += 1
                 continue
             copy = ev.origin == epb.ORDER_ORIGIN_COPY and not ev.trigger_id

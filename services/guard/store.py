@@ -142,6 +142,14 @@ class TriggerStore:
                 specs.extend(spec_from_tuple(r) for r in rows)
         return specs
 
+    async def held_ids(self) -> list[str]:
+        """ARMED triggers recorded as held on a stale book (by this process before a restart, or an earlier one)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT id FROM triggers WHERE state = 'ARMED' AND state_reason = %s",
+                (Reason.BOOK_STALE.value,))).fetchall()
+        return [r["id"] for r in rows]
+
     async def get(self, trigger_id: str) -> TriggerRow | None:
         """One trigger."""
         async with self.pool.connection() as conn:
@@ -152,7 +160,7 @@ class TriggerStore:
                    decide: Callable[[TriggerRow, FireFacts], FireDecision],
                    on_decided: Callable[[FireDecision], object] | None = None,
                    before_decide: Awaitable[object] | None = None) -> FireResult:
-        """Record a fire decision and cancel the OCO siblings in one transaction.
+        """Record a fire decision and, when it sends a SELL, cancel the OCO siblings, in one transaction.
 
         The position is locked (advisory lock on wallet + asset) so concurrent fires on one position
         size against each other's in-flight SELLs; ``decide`` turns the locked row and the position
@@ -160,18 +168,23 @@ class TriggerStore:
         before ``decide`` runs. ``on_decided`` runs as soon as the decision is made, the lock
         still held, before the writes and the commit (the caller starts sending the SELL there).
 
-        Two round trips in all: BEGIN + lock + reads, then the writes + COMMIT (pipeline mode).
+        Every row lock the transaction needs (the trigger and its OCO siblings, in id order, as control
+        locks a subscription's triggers) is taken in the first round trip, before ``on_decided`` starts the
+        SELL: nothing after that can wait on a lock, so no deadlock can abort a fire whose SELL is out.
+
+        Two round trips in all: BEGIN + locks + reads, then the writes + COMMIT (pipeline mode).
         """
         now = self.clock()
         async with self.pool.connection() as conn, pipelined_transaction(conn):
-            # One round trip: lock the position (wallet + asset never change), then the row, then read
+            # One round trip: lock the position (wallet + asset never change), then the rows, then read
             # what the size depends on. Statements run in order, so every fire locks in the same order.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
                 " FROM triggers WHERE id = %s", (trigger_id,))
-            locked_cur = await conn.execute("SELECT * FROM triggers WHERE id = %s FOR UPDATE", (trigger_id,))
+            locked_cur = await conn.execute("SELECT * FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                                            (sorted({trigger_id, *siblings}),))
             facts_cur = await conn.execute(_FACTS_SQL, (trigger_id,))
-            locked = await locked_cur.fetchone()
+            locked = next((r for r in await locked_cur.fetchall() if r["id"] == trigger_id), None)
             facts_row = await facts_cur.fetchone()
             if locked is None or facts_row is None:
                 return FireResult(None, None, (), None)
@@ -200,10 +213,11 @@ class TriggerStore:
             events = [event(after, kind, reason=decision.reason, price=tick.price, venue_time_ms=tick.venue_time_ms,
                             received_time_ns=tick.received_time_ns)]
             # Every write in one round trip with the COMMIT (the fired row is locked: its after-image is known).
+            # Siblings are cancelled only by a SELL sent: a fire that sells nothing leaves them guarding the position.
             sib_cur = await conn.execute(
                 "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
                 " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *",
-                (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings))) if siblings else None
+                (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings))) if siblings and inc else None
             await conn.execute(
                 "UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
                 " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
