@@ -192,3 +192,20 @@ async def test_a_miss_read_across_a_change_is_not_cached(r: aioredis.Redis) -> N
     assert cache.version == await hotindex.version(r)
     still = [f.subscription_id for f in await cache.followers_of(LEADER)]
     assert still == [], f"paused {still} is cached as ACTIVE at the index's current version (no reload will come)"
+
+
+async def test_a_change_for_a_leader_not_in_the_cache_keeps_its_other_followers(r: aioredis.Redis) -> None:
+    """A leader whose hash holds several subscriptions but who is missing from ``tt:leaders`` when the cache
+    reloads is not cached; the change message of the upsert that puts it back reads the leader whole, not just
+    the changed subscription (which would cache that follower alone, and the version check would never repair
+    it: the leader's other followers would get no copy and no skip)."""
+    for i in (1, 2, 3):
+        await hotindex.upsert(r, _sub(f"sub_{i}", wallet=f"w_{i}"))
+    await r.srem(hotindex.LEADERS_KEY, LEADER)  # the member is gone, the hash is intact
+    cache = SubscriptionCache(r)
+    await cache.reload_all()
+    version = await hotindex.upsert(r, _sub("sub_1", wallet="w_1"))  # control's resync puts the leader back
+    await cache.apply(hotindex.IndexChange(LEADER, "sub_1", "upsert", version))
+
+    assert cache.version == await hotindex.version(r)
+    assert [f.subscription_id for f in await cache.followers_of(LEADER)] == ["sub_1", "sub_2", "sub_3"]

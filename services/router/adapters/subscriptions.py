@@ -92,8 +92,12 @@ class SubscriptionCache:
     async def reload_subscription(self, leader: str, subscription_id: str) -> None:
         """Re-read one subscription of a leader (present → upserted, absent → removed): a change costs one
         entry, not the leader's whole follower list (a leader with 1,000 followers gaining 1,000 more
-        would otherwise re-parse a million entries)."""
+        would otherwise re-parse a million entries). A leader not cached is read whole: patching one entry
+        into nothing would cache that follower alone and hide the leader's others."""
         leader = leader.lower()
+        if leader not in self._by_leader:
+            await self.reload_leader(leader)
+            return
         self._changes += 1
         raw = await self.redis.hget(hotindex.leader_key(leader), subscription_id)
         follower = _parse_one(raw) if raw is not None else None
