@@ -92,7 +92,8 @@ class Ingest:
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
                                       self.redis_text, self.metrics, stale_s=s.book_stale_s)
         self.publisher.on_market = self.market_sync.want_market
-        clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb)
+        clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb,
+                                   on_desync=self.market_sync.resync)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
                              ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
                              backoff=_backoff(s), max_frame_bytes=mfb)

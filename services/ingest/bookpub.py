@@ -272,6 +272,11 @@ class MarketSync:
             self._markets_done.add(condition_id)
             self._queue.put_nowait(("market", condition_id))
 
+    def resync(self, asset_id: str) -> None:
+        """Queue a REST ``/book`` resync of a book found out of sync (it is stale until then)."""
+        if self.rest is not None:
+            self._queue.put_nowait(("book", asset_id))
+
     def check_stale(self, now_ms: int) -> list[str]:
         """Mark stale books (one STALE tick each) and queue their REST resync."""
         stale = self.books.mark_stale(now_ms, int(self.stale_s * 1000))

@@ -54,6 +54,7 @@ class AssetBook:
         self.hint_bid: Decimal | None = None
         self.hint_ask: Decimal | None = None
         self.venue_ms = 0
+        self.snapshot_ms = 0  # venue time of the last snapshot: older deltas are already in it
         self.updated_ms = 0
         self.stale = False
         self.winner = ""
@@ -157,6 +158,7 @@ class BookState:
     def __init__(self) -> None:
         self.books: dict[str, AssetBook] = {}
         self._stamps = tickwire.Stamps()
+        self.desynced: list[str] = []  # books found out of sync since the caller last took them (REST resync)
 
     def track(self, asset_id: str) -> None:
         """Start keeping an asset's book (empty until its snapshot arrives)."""
@@ -168,9 +170,36 @@ class BookState:
         self.books.pop(asset_id, None)
 
     def desync_all(self) -> None:
-        """After a reconnect: deltas wait for fresh snapshots."""
+        """After a reconnect: deltas wait for fresh snapshots, and the previous connection's venue hints are
+        not served as the top of book meanwhile."""
         for book in self.books.values():
             book.synced = False
+            book.hint_bid = book.hint_ask = None
+
+    def feed_lost(self) -> list[Touched]:
+        """The book socket is gone: every book is out of sync and stale until its next snapshot (one STALE tick
+        each for those that were fresh)."""
+        self.desync_all()
+        out = []
+        for book in self.books.values():
+            if not book.stale:
+                book.stale = True
+                out.append(self._result(book, mpb.TICK_KIND_STALE, force=True))
+        return out
+
+    def desync_market(self, market: str) -> list[Touched]:
+        """A message about ``market`` could not be applied: its books are out of sync and stale until a resync
+        (listed in :attr:`desynced`)."""
+        out = []
+        for book in self.books.values():
+            if market and book.condition_id == market:
+                out.extend(self._lose(book))
+        return out
+
+    def take_desynced(self) -> list[str]:
+        """Assets found out of sync since the last call (to resync from REST)."""
+        out, self.desynced = self.desynced, []
+        return out
 
     def apply(self, msg: clob.ClobMsg, now_ms: int) -> list[Touched]:
         """Apply one message; returns the assets it changed."""
@@ -179,13 +208,13 @@ class BookState:
         if isinstance(msg, clob.PriceChangeMsg):
             return self._price_change(msg, now_ms)
         if isinstance(msg, clob.LastTradeMsg):
-            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms, top=False)
             if book is None:
                 return []
             book.last_trade_price = msg.price
             return [self._result(book, mpb.TICK_KIND_LAST_TRADE_PRICE)]
         if isinstance(msg, clob.TickSizeMsg):
-            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
+            book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms, top=False)
             if book is None:
                 return []
             book.tick_size, book.tick_known = msg.new_tick_size, True
@@ -201,7 +230,7 @@ class BookState:
         if isinstance(msg, clob.ResolvedMsg):
             out = []
             for asset_id in msg.asset_ids:
-                book = self._touch(asset_id, msg.market, msg.venue_ms, now_ms)
+                book = self._touch(asset_id, msg.market, msg.venue_ms, now_ms, top=False)
                 if book is not None:
                     book.winner = msg.winning_asset_id
                     out.append(self._result(book, mpb.TICK_KIND_MARKET_RESOLVED, force=True))
@@ -256,7 +285,10 @@ class BookState:
             tickwire.winner(book.winner) if kind == mpb.TICK_KIND_MARKET_RESOLVED else b"",
             self._stamps(book.venue_ms, received_ns)))
 
-    def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int) -> AssetBook | None:
+    def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int, *, top: bool = True
+               ) -> AssetBook | None:
+        """The tracked book of ``asset_id`` after a message about it; ``top``: the message says where the top of
+        book is (a snapshot, level changes, best bid/ask), so a book out of sync is fresh again."""
         book = self.books.get(asset_id)
         if book is None:
             return None
@@ -265,8 +297,19 @@ class BookState:
         if venue_ms > book.venue_ms:
             book.venue_ms = venue_ms
         book.updated_ms = now_ms
-        book.stale = False
+        if top or book.synced:
+            book.stale = False
         return book
+
+    def _lose(self, book: AssetBook) -> list[Touched]:
+        """Out of sync: stale (one STALE tick) until a snapshot, and listed for a REST resync."""
+        book.synced = False
+        book.hint_bid = book.hint_ask = None
+        self.desynced.append(book.asset_id)
+        if book.stale:
+            return []
+        book.stale = True
+        return [self._result(book, mpb.TICK_KIND_STALE, force=True)]
 
     def _book(self, msg: clob.BookMsg, now_ms: int) -> list[Touched]:
         known = self.books.get(msg.asset_id)
@@ -277,6 +320,7 @@ class BookState:
             return []
         book.replace({p: s for p, s in msg.bids if s != 0}, {p: s for p, s in msg.asks if s != 0})
         book.synced = True
+        book.snapshot_ms = msg.venue_ms
         kind = mpb.TICK_KIND_BOOK
         if msg.tick_size is not None:
             if book.tick_known and msg.tick_size != book.tick_size:
@@ -290,12 +334,17 @@ class BookState:
 
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
         touched: dict[str, AssetBook | None] = {}
+        venue_ms = msg.venue_ms
         for asset_id, side, price, size, best_bid, best_ask in msg.changes:
             book = touched.get(asset_id)
             if book is None:
-                if asset_id in touched:  # not tracked
+                if asset_id in touched:  # not tracked, or older than its book's snapshot
                     continue
-                book = touched[asset_id] = self._touch(asset_id, msg.market, msg.venue_ms, now_ms)
+                known = self.books.get(asset_id)
+                if known is not None and 0 < venue_ms < known.snapshot_ms:
+                    touched[asset_id] = None  # already in the snapshot: replayed, it would undo newer changes
+                    continue
+                book = touched[asset_id] = self._touch(asset_id, msg.market, venue_ms, now_ms)
                 if book is None:
                     continue
             if size is not None:
@@ -304,7 +353,18 @@ class BookState:
                 book.hint_bid = best_bid if best_bid > _ZERO else None
             if best_ask is not None:
                 book.hint_ask = best_ask if best_ask < _ONE else None
-        return [self._result(b, mpb.TICK_KIND_PRICE_CHANGE) for b in touched.values() if b is not None]
+        out = []
+        for b in touched.values():
+            if b is None:
+                continue
+            if b.synced and b._bid_px and b._ask_px and b._bid_px[-1] >= b._ask_px[0] and (
+                    b.hint_bid != b._bid_px[-1] or b.hint_ask != b._ask_px[0]):
+                # crossed where the venue's own best bid / ask say otherwise: a change was missed; not served
+                # until resynced
+                out.extend(self._lose(b))
+                continue
+            out.append(self._result(b, mpb.TICK_KIND_PRICE_CHANGE))
+        return out
 
     @staticmethod
     def _result(book: AssetBook, kind: int, *, force: bool = False) -> Touched:

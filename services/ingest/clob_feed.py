@@ -34,11 +34,12 @@ class ClobHandler:
     """Applies market-channel frames to the books; never raises on bad input."""
 
     def __init__(self, books: BookState, on_touched: Callable[[Touched, int], None], metrics: IngestMetrics,
-                 *, max_frame_bytes: int = 1_048_576) -> None:
+                 *, max_frame_bytes: int = 1_048_576, on_desync: Callable[[str], None] | None = None) -> None:
         self.books = books
         self.on_touched = on_touched
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
+        self.on_desync = on_desync  # a book found out of sync (stale meanwhile): resync it from REST
 
     def handle(self, raw: str | bytes, recv_ns: int) -> bool:
         """Process one frame; True when it was data (not PONG / empty)."""
@@ -58,10 +59,30 @@ class ClobHandler:
                     self.on_touched(touched, recv_ns)
             except ParseError as exc:
                 self.metrics.parse_error(FEED, exc.kind)
+                self._lost_changes(item, recv_ns)
             except Exception:  # a parser bug must not kill the feed
                 self.metrics.parse_error(FEED, "INTERNAL")
                 log.exception("clob message handling failed")
+                self._lost_changes(item, recv_ns)
+        if self.books.desynced:
+            for asset_id in self.books.take_desynced():
+                if self.on_desync is not None:
+                    self.on_desync(asset_id)
         return True
+
+    def feed_lost(self, recv_ns: int) -> None:
+        """The socket closed: every book is stale until its next snapshot."""
+        for touched in self.books.feed_lost():
+            self.on_touched(touched, recv_ns)
+
+    def _lost_changes(self, item: object, recv_ns: int) -> None:
+        """Level changes that could not be applied leave their market's books out of sync: stale until resynced
+        (the message's valid changes for other assets were lost with it)."""
+        if isinstance(item, dict) and item.get("event_type") == "price_change":
+            market = item.get("market")
+            if isinstance(market, str):
+                for touched in self.books.desync_market(market.lower()):
+                    self.on_touched(touched, recv_ns)
 
 
 class ClobFeed:
@@ -147,6 +168,7 @@ class ClobFeed:
             except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
                 reraise_if_cancelling()
                 log.warning("clob connection failed", extra={"error": repr(exc)[:300]})
+            self.handler.feed_lost(time.time_ns())
             if self._got_data:
                 attempt = 0
             self.metrics.reconnect(FEED)

@@ -92,3 +92,13 @@ def identify_batch(fills: list[Fill], now_s: float) -> list[Identified]:
     """Identities of one complete response (a data-api poll): counting starts at 0 for it."""
     counter = OccurrenceCounter(ttl_s=float("inf"), max_keys=len(fills) + 1)
     return [identify(f, counter, now_s) for f in fills]
+
+
+class FirstSightingOnly(OccurrenceCounter):
+    """Every sighting is occurrence 0, so repeated sightings share one id: for a source that can deliver one
+    fill more than once (RTDS messages without topic/type arrive through both subscriptions). A second genuine
+    identical fill is then left to the data-api poller, which counts per response."""
+
+    def next(self, key: Key, now_s: float) -> int:
+        """Always 0."""
+        return 0

@@ -21,7 +21,7 @@ from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
 from services.ingest import rtds
 from services.ingest.frames import decode, require_object
-from services.ingest.identity import Identified, OccurrenceCounter, identify
+from services.ingest.identity import FirstSightingOnly, Identified, OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import RTDS_ORDERS_MATCHED, RTDS_TRADES, SERVER_ERROR, ParseError
 from services.ingest.recorder import Recorder
@@ -46,6 +46,7 @@ class RtdsHandler:
         self.source_override = source_override
         self.counters = {RTDS_TRADES: OccurrenceCounter(occurrence_ttl_s),
                          RTDS_ORDERS_MATCHED: OccurrenceCounter(occurrence_ttl_s)}
+        self.untyped = FirstSightingOnly()  # no topic/type: which subscription it came through is unknown
 
     def handle(self, raw: str | bytes, recv_ns: int) -> bool:
         """Process one frame; True when it was data (anything but a keep-alive)."""
@@ -76,7 +77,8 @@ class RtdsHandler:
                 self.metrics.filtered(source)
                 return
             fill = rtds.parse_trade(payload, self.source_override or source, recv_ns)
-            self.emit(identify(fill, self.counters[source], recv_ns / 1e9))
+            counter = self.counters[source] if msg.get("topic") is not None else self.untyped
+            self.emit(identify(fill, counter, recv_ns / 1e9))
             self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)  # after the append is on its way
         elif route == rtds.ROUTE_SERVER_ERROR:
             self.metrics.parse_error(FEED, SERVER_ERROR)

@@ -71,7 +71,7 @@ def test_v1_and_v0_deltas() -> None:
 def test_depth_only_change_does_not_emit_a_tick() -> None:
     s = state(T1)
     s.apply(msg("clob_book.json"), 1000)
-    change = clob.PriceChangeMsg("", (clob.LevelChange(T1, "BUY", D("0.58"), D("1")),), 1)
+    change = clob.PriceChangeMsg("", (clob.LevelChange(T1, "BUY", D("0.58"), D("1")),), 2**41)  # after the snapshot
     [touched] = s.apply(change, 1001)
     assert not touched.emit and s.books[T1].bids[D("0.58")] == D("1")
 
@@ -118,9 +118,12 @@ def test_reconnect_desyncs_until_the_next_snapshot() -> None:
     assert s.books[T1].synced
 
 
-levels_st = st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]),
-                               st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=2),
-                               st.decimals(min_value=D(0), max_value=D(1000), places=2)), max_size=60)
+# level changes of a book that never crosses (bids below 0.50, asks above): a crossed book is out of sync
+levels_st = st.lists(st.one_of(
+    st.tuples(st.just("BUY"), st.decimals(min_value=D("0.01"), max_value=D("0.49"), places=2),
+              st.decimals(min_value=D(0), max_value=D(1000), places=2)),
+    st.tuples(st.just("SELL"), st.decimals(min_value=D("0.51"), max_value=D("0.99"), places=2),
+              st.decimals(min_value=D(0), max_value=D(1000), places=2))), max_size=60)
 
 
 @given(levels_st)
@@ -146,8 +149,10 @@ def test_property_snapshot_is_sorted_best_first_without_empty_levels(changes: li
 def test_property_levels_best_prices_and_depth_match_a_naive_book(
         snapshot: list[tuple[D, D]], changes: list[tuple[str, D, D]], depth: int) -> None:
     s = state(T1)
-    s.apply(clob.BookMsg(T1, "", tuple(snapshot), tuple(snapshot), None, None, 0), 0)
-    model = {side: {p: size for p, size in snapshot if size != 0} for side in ("BUY", "SELL")}
+    bids = tuple((p, z) for p, z in snapshot if p < D("0.5"))
+    asks = tuple((p, z) for p, z in snapshot if p > D("0.5"))
+    s.apply(clob.BookMsg(T1, "", bids, asks, None, None, 0), 0)
+    model = {"BUY": {p: z for p, z in bids if z != 0}, "SELL": {p: z for p, z in asks if z != 0}}
     for side, price, size in changes:
         s.apply(clob.PriceChangeMsg("", (clob.LevelChange(T1, side, price, size),), 1), 1)
         if size == 0:
