@@ -139,7 +139,9 @@ class TriggerUseCases:
     async def _check_subscription(conn: Conn, trigger: tpb.Trigger) -> None:
         if not trigger.subscription_id:
             return
-        stored = await sub_repo.get(conn, trigger.subscription_id)
+        # locked: a DELETE of the subscription (which cancels its ARMED triggers under the same lock) runs wholly
+        # before or after this create, so it never misses the new trigger
+        stored = await sub_repo.get(conn, trigger.subscription_id, for_update=True)
         if stored is None:
             raise InvalidArgument("subscriptionId", f"no subscription {trigger.subscription_id}")
         sub = stored.sub

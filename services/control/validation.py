@@ -64,12 +64,22 @@ USD = Range(Decimal(0), True, cap=MAX_USD)
 USD_POSITIVE = Range(Decimal(0), False, cap=MAX_USD)
 
 
+MAX_SIGNIFICANT_DIGITS = 28  # what a stored value keeps (the decimal context): more is rounded, maybe out of range
+
+
+def _too_precise(value: Decimal) -> bool:
+    return len("".join(map(str, value.as_tuple().digits)).strip("0")) > MAX_SIGNIFICANT_DIGITS
+
+
 def decimal(path: str, raw: str, within: Range) -> Decimal:
-    """Parse a decimal string and check it lies in ``within``."""
+    """Parse a decimal string and check it lies in ``within`` (with at most 28 significant digits)."""
     try:
         value = parse_decimal(raw)
     except ValueError:
         value = None
+    if value is not None and _too_precise(value):
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        raise InvalidArgument(path, f'must have at most {MAX_SIGNIFICANT_DIGITS} significant digits, got "{shown}"')
     if value is None or not within.contains(value):
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
         if value is not None and within.cap is not None and value > within.cap:
@@ -85,7 +95,7 @@ def _canonical_or_none(raw: str, within: Range) -> str | None:
         value = parse_decimal(raw)
     except ValueError:
         return None
-    return fmt(value) if within.contains(value) else None
+    return fmt(value) if within.contains(value) and not _too_precise(value) else None
 
 
 def canonical(path: str, raw: str, within: Range) -> str:

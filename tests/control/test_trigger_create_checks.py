@@ -1,11 +1,12 @@
-"""Review of services/control: each test here demonstrates a defect (it fails on the code as reviewed)."""
+"""A trigger create that races a DELETE of its subscription never leaves an ARMED trigger on a STOPPED
+subscription; a decimal more precise than what is stored is refused rather than rounded out of its range."""
 
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any
 
+import grpc
 import pytest
 
 from services.control import triggers as triggers_mod
@@ -16,12 +17,12 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
 
-async def test_trigger_created_while_its_subscription_is_deleted_stays_armed(
+async def test_trigger_created_while_its_subscription_is_deleted_does_not_stay_armed(
         stubs: Stubs, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """DELETE /subscriptions/{id} promises "open triggers are cancelled". A POST /triggers for that
-    subscription that read it ACTIVE (``_check_subscription``, a plain SELECT, no row lock) just before the
-    DELETE committed inserts its trigger after the DELETE cancelled the ARMED ones: an ARMED trigger of a
-    STOPPED subscription, which guard will fire (a SELL the user asked to stop)."""
+    subscription locks it while checking it, so a DELETE arriving right after the check waits for the create
+    and then cancels the new trigger too (without the lock the trigger stayed ARMED on a STOPPED
+    subscription, and guard would fire a SELL the user asked to stop)."""
     sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
                                               metadata=AUTH)
     original = triggers_mod.TriggerUseCases._check_subscription
@@ -51,11 +52,22 @@ async def test_trigger_created_while_its_subscription_is_deleted_stays_armed(
     assert armed == [], (f"trigger {created.id if created else '?'} is ARMED on STOPPED subscription {sub.id}")
 
 
-async def test_trigger_value_rounded_out_of_its_validated_range(stubs: Stubs) -> None:
-    """``trailPct`` must be in (0, 100): 99.99…9 (30 significant digits) passes the range check, then
-    ``common.decimals.fmt`` (``Decimal.normalize`` at the context's 28 digits) rounds it to "100", which is
-    what is stored and returned: a value the API itself refuses, and guard's trail of mark × 0."""
-    raw = "99." + "9" * 28
+@pytest.mark.parametrize("field", ["trailPct", "triggerPrice"])
+async def test_a_decimal_more_precise_than_what_is_stored_is_refused(stubs: Stubs, field: str) -> None:
+    """``trailPct`` in (0, 100) as 99.99…9 with 30 significant digits would be stored rounded to "100" (the
+    decimal context keeps 28), a value the API refuses, and guard's trail would be mark × 0; likewise a
+    triggerPrice of 0.99…9 stored as "1". Refused with 400, naming the field."""
+    if field == "trailPct":
+        t = trigger(kind=tpb.TRIGGER_KIND_TRAILING_STOP, trigger_price="0", trail_pct="99." + "9" * 28)
+    else:
+        t = trigger(trigger_price="0." + "9" * 29)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.triggers.CreateTrigger(pb.CreateTriggerRequest(trigger=t), metadata=AUTH)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (err.value.details() or "") and "significant digits" in (err.value.details() or "")
+
+
+async def test_trailing_zeros_do_not_count_as_precision(stubs: Stubs) -> None:
     created = await stubs.triggers.CreateTrigger(pb.CreateTriggerRequest(trigger=trigger(
-        kind=tpb.TRIGGER_KIND_TRAILING_STOP, trigger_price="0", trail_pct=raw)), metadata=AUTH)
-    assert Decimal(created.trail_pct) < 100, f"stored trailPct {created.trail_pct} (sent {raw})"
+        kind=tpb.TRIGGER_KIND_TRAILING_STOP, trigger_price="0", trail_pct="5." + "0" * 40)), metadata=AUTH)
+    assert created.trail_pct == "5"
