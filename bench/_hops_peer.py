@@ -56,6 +56,17 @@ async def _tcp(port_file: Path, gap_s: float, count: int) -> None:
     server.close()
 
 
+async def _serve(port_file: Path, handler: grpc.GenericRpcHandler, done: asyncio.Event) -> None:
+    """A grpc.aio server with ``handler`` on a free loopback port (announced) until ``done``."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _announce(port_file, port)
+    await done.wait()
+    await server.stop(1.0)
+
+
 async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
     done = asyncio.Event()
 
@@ -67,15 +78,8 @@ async def _grpc(port_file: Path, gap_s: float, count: int) -> None:
         finally:  # the client cancels the call once it has them all, maybe before the last resume
             done.set()
 
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Hops", {"Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    _announce(port_file, port)
-    await done.wait()
-    await server.stop(1.0)
+    await _serve(port_file, grpc.method_handlers_generic_handler(
+        "bench.Hops", {"Stream": grpc.unary_stream_rpc_method_handler(stream, _ident, _ident)}), done)
 
 
 async def _grpc_unary(port_file: Path, _gap_s: float, count: int) -> None:
@@ -90,15 +94,8 @@ async def _grpc_unary(port_file: Path, _gap_s: float, count: int) -> None:
             done.set()
         return entered.to_bytes(8, "little")
 
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Hops", {"Call": grpc.unary_unary_rpc_method_handler(call, _ident, _ident)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    _announce(port_file, port)
-    await done.wait()
-    await server.stop(1.0)
+    await _serve(port_file, grpc.method_handlers_generic_handler(
+        "bench.Hops", {"Call": grpc.unary_unary_rpc_method_handler(call, _ident, _ident)}), done)
 
 
 async def _grpc_unary_client(port: int, count: int, gap_s: float) -> list[list[int]]:

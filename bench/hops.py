@@ -119,36 +119,32 @@ async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
         proc.wait(timeout=30)
 
 
-async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
-    """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``."""
+async def _grpc_pairs(server: str, client: list[str], tmp: Path, gap_s: float, n: int,
+                      experiments: str) -> list[float]:
+    """One-way milliseconds between a grpc.aio ``server`` peer and a ``client`` peer process (its ``[sent,
+    received]`` pairs on stdout), both with ``GRPC_EXPERIMENTS=experiments``."""
     env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
-    proc, port = _peer("grpc", tmp, gap_s, n + WARMUP, env)
+    proc, port = _peer(server, tmp, gap_s, n + WARMUP, env)
     try:
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench._hops_peer", "grpc-client", str(port), str(n + WARMUP),
+        peer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench._hops_peer", client[0], str(port), str(n + WARMUP), *client[1:],
             cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
-        out, _ = await client.communicate()
-        if client.returncode != 0:
-            raise RuntimeError(f"grpc client peer exited with {client.returncode}")
+        out, _ = await peer.communicate()
+        if peer.returncode != 0:
+            raise RuntimeError(f"{client[0]} peer exited with {peer.returncode}")
         return _one_way_ms(json.loads(out))
     finally:
         proc.wait(timeout=30)
+
+
+async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
+    """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``."""
+    return await _grpc_pairs("grpc", ["grpc-client"], tmp, gap_s, n, experiments)
 
 
 async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
     """The request leg of a grpc.aio unary call: sent by a client process → the server's handler entered."""
-    env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
-    proc, port = _peer("grpc-unary", tmp, gap_s, n + WARMUP, env)
-    try:
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench._hops_peer", "grpc-unary-client", str(port), str(n + WARMUP), str(gap_s),
-            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
-        out, _ = await client.communicate()
-        if client.returncode != 0:
-            raise RuntimeError(f"grpc unary client peer exited with {client.returncode}")
-        return _one_way_ms(json.loads(out))
-    finally:
-        proc.wait(timeout=30)
+    return await _grpc_pairs("grpc-unary", ["grpc-unary-client", str(gap_s)], tmp, gap_s, n, experiments)
 
 
 TRANSPORTS = ("tcp_one_way", "grpc_one_way", "grpc_one_way_event_engine_client", "grpc_unary_one_way", "redis_rtt",

@@ -4,17 +4,15 @@ PATCH and a restart, so the next fresh tick releases it (its status stops saying
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from services.guard.core import Guard
-from services.guard.engine import load
 from services.guard.model import Kind, TriggerSpec
-from services.guard.store import TickInfo
 from tests.guard.conftest import GuardFactory
+from tests.guard.inprocess import FakeStore, in_process_guard, price_tick
 from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row, wait_connected
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -22,52 +20,16 @@ from tradingtools.market.v1 import market_pb2 as mpb
 A = "asset-1"
 B = "asset-2"
 COND = "0xcond"
-NOW_NS = 1_700_000_000_000_000_000
 D = Decimal
 
 
-class _Store:
-    """Records hold / release writes and resolution cancels."""
-
-    def __init__(self) -> None:
-        self.holds: list[tuple[list[str], bool]] = []
-        self.cancelled_assets: list[list[str]] = []
-
-    async def mark_submitted(self, *_a: Any) -> None:
-        return None
-
-    async def set_holds(self, changes: Sequence[tuple[Sequence[str], bool, TickInfo]]) -> int:
-        self.holds.extend((list(ids), held) for ids, held, _t in changes)
-        return len(changes)
-
-    async def cancel_assets(self, asset_ids: Iterable[str], reason: str, tick: TickInfo) -> list[Any]:
-        self.cancelled_assets.append(sorted(asset_ids))
-        return []
-
-
-class _Kick:
-    def kick(self) -> None:
-        return None
-
-
-def _guard(specs: list[TriggerSpec]) -> tuple[Guard, _Store]:
-    store = _Store()
-    guard = Guard(store=store, exit_store=None, executor=None, markets=None,  # type: ignore[arg-type]
-                  outbox=_Kick(), watch=_Kick(), clock_ns=lambda: NOW_NS)  # type: ignore[arg-type]
-    guard.engine = load(specs)
-    fired: list[str] = []
-
-    async def no_fire(f: Any, *_a: Any) -> None:
-        fired.append(f.spec.id)
-
-    guard.firer.fire = no_fire  # type: ignore[method-assign,assignment]
-    return guard, store
+def _guard(specs: list[TriggerSpec]) -> tuple[Guard, FakeStore]:
+    return in_process_guard(specs, stub_fires=True)
 
 
 def _tick(bid: str, *, age_s: float = 0.0, asset: str = A, kind: int = mpb.TICK_KIND_PRICE_CHANGE,
           winning: str = "") -> mpb.PriceTick:
-    return mpb.PriceTick(asset_id=asset, condition_id=COND, kind=kind, best_bid=bid,  # type: ignore[arg-type]
-                         winning_asset_id=winning, received_time_ns=NOW_NS - int(age_s * 1e9))
+    return price_tick(bid, asset, age_s=age_s, kind=kind, condition=COND, winning=winning)
 
 
 async def test_a_tick_handled_right_after_market_resolved_must_not_fire() -> None:

@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from services.guard import ticks
 from services.guard.core import Guard
-from services.guard.engine import load
 from services.guard.model import Kind, TriggerSpec
-from services.guard.store import TickInfo
+from tests.guard.inprocess import NOW_NS, FakeStore, in_process_guard, price_tick
 from tradingtools.market.v1 import market_pb2 as mpb
 
 A = "asset-1"
-NOW_NS = 1_700_000_000_000_000_000
 D = Decimal
 
 
-class _Store:
-    """Records hold / release writes; nothing else is reached by these ticks."""
-
-    def __init__(self) -> None:
-        self.holds: list[tuple[list[str], bool]] = []
-
-    async def mark_submitted(self, *_a: Any) -> None:
-        return None
-
-    async def set_holds(self, changes: Sequence[tuple[Sequence[str], bool, TickInfo]]) -> int:
-        self.holds.extend((list(ids), held) for ids, held, _t in changes)
-        return len(changes)
-
-
-class _Kick:
-    def kick(self) -> None:
-        return None
-
-
-def _guard(specs: list[TriggerSpec]) -> tuple[Guard, _Store]:
-    store = _Store()
-    guard = Guard(store=store, exit_store=None, executor=None, markets=None,  # type: ignore[arg-type]
-                  outbox=_Kick(), watch=_Kick(), clock_ns=lambda: NOW_NS)  # type: ignore[arg-type]
-    guard.engine = load(specs)
-    return guard, store
+def _guard(specs: list[TriggerSpec]) -> tuple[Guard, FakeStore]:
+    return in_process_guard(specs)
 
 
 def _tick(bid: str, *, age_s: float = 0.0, asset: str = A) -> mpb.PriceTick:
-    return mpb.PriceTick(asset_id=asset, kind=mpb.TICK_KIND_PRICE_CHANGE, best_bid=bid,
-                         received_time_ns=NOW_NS - int(age_s * 1e9))
+    return price_tick(bid, asset, age_s=age_s)
 
 
 async def test_a_stale_tick_inside_the_band_of_a_held_asset_is_skipped_and_a_fresh_one_releases() -> None:
