@@ -180,12 +180,7 @@ class BookState:
         """The book socket is gone: every book is out of sync and stale until its next snapshot (one STALE tick
         each for those that were fresh)."""
         self.desync_all()
-        out = []
-        for book in self.books.values():
-            if not book.stale:
-                book.stale = True
-                out.append(self._result(book, mpb.TICK_KIND_STALE, force=True))
-        return out
+        return [t for book in self.books.values() for t in self._go_stale(book)]
 
     def desync_market(self, market: str) -> list[Touched]:
         """A message about ``market`` could not be applied: its books are out of sync and stale until a resync
@@ -239,12 +234,8 @@ class BookState:
 
     def mark_stale(self, now_ms: int, max_age_ms: int) -> list[Touched]:
         """Books not updated within ``max_age_ms`` become stale; each emits one STALE tick."""
-        out = []
-        for book in self.books.values():
-            if not book.stale and now_ms - book.updated_ms > max_age_ms:
-                book.stale = True
-                out.append(self._result(book, mpb.TICK_KIND_STALE, force=True))
-        return out
+        return [t for book in self.books.values() if now_ms - book.updated_ms > max_age_ms
+                for t in self._go_stale(book)]
 
     def price_tick(self, asset_id: str, kind: int, received_ns: int) -> mpb.PriceTick:
         """The tick describing an asset's top of book now."""
@@ -306,6 +297,10 @@ class BookState:
         book.synced = False
         book.hint_bid = book.hint_ask = None
         self.desynced.append(book.asset_id)
+        return self._go_stale(book)
+
+    def _go_stale(self, book: AssetBook) -> list[Touched]:
+        """Mark a fresh book stale: its one STALE tick (none when it was stale already)."""
         if book.stale:
             return []
         book.stale = True
