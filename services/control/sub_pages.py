@@ -47,7 +47,7 @@ class PageQuery:
 def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size: int, page_token: str) -> PageQuery:
     """Validate a ListSubscriptionsRequest's fields (InvalidArgument naming the field)."""
     follower = v.address("followerProxy", follower_proxy)
-    leader = v.address("leaderProxy", leader_proxy) if leader_proxy.strip() else ""
+    leader = v.address("leaderProxy", leader_proxy) if leader_proxy else ""
     v.enum("state", state, spb.SubscriptionState.DESCRIPTOR, required=False)
     stored_state = short(spb.SubscriptionState, state) if state else ""
     size = v.page_size(page_size)

@@ -16,7 +16,7 @@ from common.decimals import MAX_USD, fmt, parse_decimal
 from common.reservations import WALLET_ID
 from services.control.errors import InvalidArgument, NotFound
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _TOKEN_ID = re.compile(r"^[0-9]{1,100}$")
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 500
@@ -108,11 +108,11 @@ def canonical(path: str, raw: str, within: Range) -> str:
 
 
 def address(path: str, raw: str) -> str:
-    """A required ``0x`` + 40 hex address, lower-cased."""
-    value = raw.strip()
-    if not value:
+    """A required ``0x`` + 40 hex address, lower-cased; nothing else, not even surrounding spaces."""
+    value = raw
+    if not value.strip():
         raise InvalidArgument(path, "required (0x + 40 hex characters)")
-    if not _ADDRESS.match(value):
+    if not _ADDRESS.fullmatch(value):
         shown = value if len(value) <= 50 else value[:50] + "…"
         raise InvalidArgument(path, f'must be 0x + 40 hex characters, got "{shown}"')
     return value.lower()
