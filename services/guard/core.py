@@ -105,6 +105,7 @@ class Guard:
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self._spawn)
         self._rng = random.Random()
+        self._unsaved_marks: dict[str, Decimal] = {}  # trailing marks taken from the engine, not yet saved
 
     # start-up
 
@@ -369,10 +370,25 @@ class Guard:
     # housekeeping
 
     async def flush_marks(self) -> int:
-        """Persist trailing high-water marks that rose."""
-        marks = self.engine.take_dirty_marks()
-        await self.store.save_marks(marks)
-        return sum(len(ids) for _m, ids in marks)
+        """Persist trailing high-water marks that rose; marks a failed save could not write are kept for the
+        next flush (a mark is taken from the engine once, whether or not it rises again)."""
+        unsaved = self._unsaved_marks
+        for mark, ids in self.engine.take_dirty_marks():
+            for tid in ids:
+                if mark > unsaved.get(tid, ZERO):
+                    unsaved[tid] = mark
+        if not unsaved:
+            return 0
+        self._unsaved_marks = {}
+        try:
+            await self.store.save_marks([(mark, [tid]) for tid, mark in unsaved.items()])
+        except BaseException:
+            for tid, mark in self._unsaved_marks.items():  # taken while saving: keep the higher
+                if mark > unsaved.get(tid, ZERO):
+                    unsaved[tid] = mark
+            self._unsaved_marks = unsaved
+            raise
+        return len(unsaved)
 
     def assets(self) -> set[str]:
         """Assets with armed triggers (the watch set)."""

@@ -182,7 +182,7 @@ class Engine:
         """Watch a trigger, replacing any previous version (a trailing mark never falls; a trigger held on a
         stale book stays held on the same asset, so the next fresh tick releases it)."""
         old = self.get(spec.id)
-        was_held = False
+        was_held = carried = False
         if old is not None:
             was_held = spec.id in self._held.get(old.asset_id, ())
             self._detach(old)
@@ -190,9 +190,13 @@ class Engine:
                     and old.asset_id == spec.asset_id and old.source is spec.source
                     and old.high_water_mark > spec.high_water_mark):
                 spec = spec.with_mark(old.high_water_mark)
+                carried = True  # higher than the version given (the stored one): still to be saved
         self._specs[spec.id] = spec
         self._changed(spec.asset_id)
-        book_for(self._books, spec.asset_id, spec.source).add(spec)
+        book = book_for(self._books, spec.asset_id, spec.source)
+        book.add(spec, unsaved_mark=carried)
+        if carried:
+            self._dirty_books[id(book)] = book
         ids = self._by_asset.get(spec.asset_id)
         if ids is None:
             ids = self._by_asset[spec.asset_id] = set()

@@ -72,6 +72,12 @@ def group_id(follower_wallet_id: str, asset_id: str, opening_order_id: str) -> s
     return hash_id("grp", follower_wallet_id, asset_id, opening_order_id)
 
 
+def renewal_id(oco_group: str) -> str:
+    """The OCO group that renews ``oco_group`` (its exits used up while shares remain): one per group, whatever
+    event renews it, so a replayed event finds it registered."""
+    return hash_id("grp", oco_group, "renewed")
+
+
 def exit_id(oco_group: str, name: str) -> str:
     """The trigger id of the exit ``name`` of a group."""
     return hash_id("trg", oco_group, name)

@@ -15,12 +15,17 @@ RESIZE_EMPTY = (
     " WHERE g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s AND g.state = 'OPEN' AND h.held > 0"
     " AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING g.oco_group"
 )
+# The position's opening time in a group's document, as the full path records it (what tells a later event
+# that the position was closed and opened again since).
+_OPENED_AT_P = ("CASE WHEN p.opened_at IS NULL THEN '{}'::jsonb"
+                " ELSE jsonb_build_object('opened_at', p.opened_at) END")
 # The empty group of a position whose subscription has no exits (same values as the full path writes).
 REGISTER_EMPTY = (
     "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
     " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
     " SELECT %(g)s, %(w)s, %(a)s, lower(coalesce(p.wallet, %(wallet)s)), %(sub)s, %(coid)s,"
-    " coalesce(nullif(p.avg_price, 0), %(avg)s), coalesce(p.size, %(filled)s), %(doc)s, '[]'::jsonb, 'OPEN',"
+    " coalesce(nullif(p.avg_price, 0), %(avg)s), coalesce(p.size, %(filled)s), %(doc)s::jsonb || " + _OPENED_AT_P +
+    ", '[]'::jsonb, 'OPEN',"
     " %(now)s, %(now)s"
     " FROM (SELECT 1) AS one LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
     f" WHERE coalesce(p.size, %(filled)s) > 0 AND NOT EXISTS ({OPEN_GROUP})"
@@ -47,7 +52,9 @@ RESIZE_OR_PEEK_MANY = (
 )
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
-             " AND state = 'ARMED') AS has_armed"
+             " AND state = 'ARMED') AS has_armed,"
+             " coalesce(jsonb_array_length(g.exits -> 'planned'), 0) > 0 AND NOT EXISTS (SELECT 1 FROM triggers t"
+             "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED')) AS used_up"
              " FROM (SELECT 1) one"
              " LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
              " LEFT JOIN guard_position_exits g ON g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s"
@@ -58,7 +65,8 @@ REGISTER_EMPTY_MANY = (
     "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
     " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
     " SELECT k.g, k.w, k.a, lower(coalesce(p.wallet, k.wallet)), k.sub, k.coid,"
-    " coalesce(nullif(p.avg_price, 0), k.avg), coalesce(p.size, k.last), k.doc, '[]'::jsonb, 'OPEN', %s, %s"
+    " coalesce(nullif(p.avg_price, 0), k.avg), coalesce(p.size, k.last), k.doc || " + _OPENED_AT_P +
+    ", '[]'::jsonb, 'OPEN', %s, %s"
     " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],"
     " %s::numeric[], %s::numeric[], %s::jsonb[]) AS k(g, w, a, wallet, sub, coid, avg, first, last, doc)"
     " LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a"

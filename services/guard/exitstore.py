@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES, fmt
 from services.guard import exits
+from services.guard.exitgroups import (
+    ExitsChange,
+    Opening,
+    cancel_events,
+    close_group,
+    register,
+    renew,
+    reopened,
+    used_up,
+)
 from services.guard.exitsql import (
     LOCK,
     PEEK,
@@ -39,17 +48,6 @@ class CopyFill:
     client_order_id: str
     filled_size: Decimal
     avg_price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class ExitsChange:
-    """What a fill did to a position's exits: ``created`` / ``updated`` / ``cancelled`` rows, and why."""
-
-    outcome: str  # CREATED | RESIZED | POSITION_CLOSED | NO_POSITION | NO_SUBSCRIPTION | ALREADY_REGISTERED | OPEN
-    created: tuple[TriggerRow, ...] = ()
-    updated: tuple[TriggerRow, ...] = ()
-    cancelled: tuple[TriggerRow, ...] = ()
-    skipped: tuple[tuple[str, str], ...] = ()
 
 
 class ExitStore:
@@ -86,61 +84,50 @@ class ExitStore:
                 "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
                 " AND state = 'OPEN' FOR UPDATE", (fill.follower_wallet_id, fill.asset_id))).fetchone()
             gone: list[TriggerRow] = []
-            if group is not None and _reopened((group["exits"] or {}).get("opened_at"), pos):
-                gone = await _close_group(conn, group["oco_group"], now)
+            if group is not None and reopened((group["exits"] or {}).get("opened_at"), pos):
+                gone = await close_group(conn, group["oco_group"], now)
                 group = None
-            removed: frozenset[str] = frozenset()
             if group is not None:
-                live = await (await conn.execute(
-                    "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
-                    (group["oco_group"],))).fetchone()
-                planned = group["exits"].get("planned", [])
-                if (live is not None and live["n"] > 0) or not planned:
+                renewing = await used_up(conn, group)
+                if renewing is None:
                     return await self._resize(conn, group, held, now)
-                removed = await _removed_by_user(conn, group["oco_group"], planned)
-                if len(removed) == len(planned):  # the user took every exit off this position: none come back
-                    return await self._resize(conn, group, held, now)
-                await conn.execute(
-                    "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = 'EXITS_USED', updated_at = %s"
-                    " WHERE oco_group = %s", (now, group["oco_group"]))
+                # exits used up, shares still held: the same position keeps its own exits (a PATCH is for
+                # new positions), less those the user cancelled
+                return await renew(conn, group, renewing, held=held, entry=entry, pos=pos, tick_size=tick_size,
+                                    now=now)
             sub = await (await conn.execute("SELECT exits FROM subscriptions WHERE id = %s",
                                             (fill.subscription_id,))).fetchone()
             if sub is None:
-                return ExitsChange("NO_SUBSCRIPTION")
-            config_json = sub["exits"] or {}
-            if group is not None:  # exits used up, shares still held: the same position keeps its own exits
-                config_json = (group["exits"] or {}).get("config", config_json)  # (a PATCH is for new positions)
-            oco_group = exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id)
-            plan = exits.without(exits.plan(exits.ExitsConfig.from_json(config_json), oco_group=oco_group,
-                                            entry_price=entry, tick_size=tick_size),
-                                 removed, Reason.CANCELLED_BY_USER.value)
-            inserted = await (await conn.execute(
-                "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
-                " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'OPEN', %s, %s)"
-                " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group",
-                (oco_group, fill.follower_wallet_id, fill.asset_id, wallet, fill.subscription_id,
-                 fill.client_order_id, entry, held,
-                 Jsonb({"config": config_json, "planned": [e.name for e in plan.exits],
-                        **({"opened_at": pos["opened_at"].isoformat()} if pos and pos["opened_at"] else {})}),
-                 Jsonb([{"exit": n, "reason": r} for n, r in plan.skipped]), now, now))).fetchone()
-            if inserted is None:
-                return ExitsChange("ALREADY_REGISTERED", cancelled=tuple(gone))
-            created: list[TriggerRow] = []
-            for e in plan.exits:
-                row = await (await conn.execute(
-                    "INSERT INTO triggers (id, wallet, follower_wallet_id, subscription_id, asset_id, kind,"
-                    " trigger_price, trail_pct, activation_price, size, sell_fraction, oco_group, price_source,"
-                    " state, state_reason, high_water_mark, source, create_time, update_time)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, 'BEST_BID', 'ARMED', '', %s, 'COPY',"
-                    " %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
-                    (e.id, wallet, fill.follower_wallet_id, fill.subscription_id, fill.asset_id, e.kind.value,
-                     e.trigger_price, e.trail_pct, e.sell_fraction, oco_group, e.high_water_mark, now,
-                     now))).fetchone()
-                if row is not None:
-                    created.append(TriggerRow.from_row(row))
-            await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
-        return ExitsChange("CREATED", created=tuple(created), cancelled=tuple(gone), skipped=plan.skipped)
+                return ExitsChange("NO_SUBSCRIPTION", cancelled=tuple(gone))
+            return await register(conn, Opening(
+                oco_group=exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
+                follower_wallet_id=fill.follower_wallet_id, asset_id=fill.asset_id, wallet=wallet,
+                subscription_id=fill.subscription_id, opening_order_id=fill.client_order_id, entry=entry,
+                held=held, config_json=sub["exits"] or {}, opened_at=pos["opened_at"] if pos else None),
+                frozenset(), tick_size, now, gone)
+
+    async def renew_used(self, follower_wallet_id: str, asset_id: str, tick_size: Decimal) -> ExitsChange:
+        """After a SELL fill left shares: when the position's open group has no exit left (the closing one
+        fired and its SELL sold only part), the group is renewed from its own exits for the shares held."""
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(LOCK, (follower_wallet_id, asset_id))
+            pos = await (await conn.execute(
+                "SELECT size, avg_price, opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+                (follower_wallet_id, asset_id))).fetchone()
+            if pos is None or pos["size"] < MIN_HELD_SHARES:
+                return ExitsChange("OPEN")
+            group = await (await conn.execute(
+                "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
+                " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
+            if group is None or reopened((group["exits"] or {}).get("opened_at"), pos):
+                return ExitsChange("OPEN")
+            renewing = await used_up(conn, group)
+            if renewing is None:
+                return ExitsChange("OPEN")
+            return await renew(conn, group, renewing, held=pos["size"],
+                                entry=pos["avg_price"] or group["entry_price"], pos=pos, tick_size=tick_size,
+                                now=now)
 
     async def _register_without_exits(self, fill: CopyFill, now: Any) -> ExitsChange | None:
         """The common cases in two statements instead of a locked transaction of eight: a position whose
@@ -250,15 +237,17 @@ class ExitStore:
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """After a SELL filled: when the position is gone, cancel every ARMED trigger on it (its copy exits and
         manual ones alike: POSITION_CLOSED) and close its exits group. A trigger left armed would sell the
-        next position a later copy opens in that asset."""
+        next position a later copy opens in that asset. When shares are left but its group's exits are all
+        used up: EXITS_USED, for :meth:`renew_used`."""
         # The usual cases in one autocommit statement: shares are left, or nothing is armed on the position
         # and it has no open group. Nothing changes in either.
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
-            if not (peek["has_group"] and _reopened(peek["group_opened_at"], peek)):
-                return ExitsChange("OPEN")
-            return await self._close_reopened(follower_wallet_id, asset_id)
+            if peek["has_group"] and reopened(peek["group_opened_at"], peek):
+                return await self._closereopened(follower_wallet_id, asset_id)
+            # shares left and no exit guards them any more: the caller renews the group (renew_used)
+            return ExitsChange("EXITS_USED" if peek["used_up"] else "OPEN")
         if peek is not None and not peek["has_group"] and not peek["has_armed"]:
             return ExitsChange("NO_POSITION")
         now = self.clock()
@@ -279,10 +268,10 @@ class ExitStore:
                 (Reason.POSITION_CLOSED.value, now, asset_id, follower_wallet_id))).fetchall()
             if group is None and not rows:
                 return ExitsChange("NO_POSITION")
-            cancelled = await _cancelled(conn, rows)
+            cancelled = await cancel_events(conn, rows)
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
-    async def _close_reopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
+    async def _closereopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """The open group guards a position that closed and was opened again since (this SELL event was read
         after the reopening BUY was booked): its exits are cancelled with the position they were for."""
         now = self.clock()
@@ -294,9 +283,9 @@ class ExitStore:
             group = await (await conn.execute(
                 "SELECT oco_group, exits FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
                 " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
-            if group is None or not _reopened((group["exits"] or {}).get("opened_at"), pos):
+            if group is None or not reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
-            cancelled = await _close_group(conn, group["oco_group"], now)
+            cancelled = await close_group(conn, group["oco_group"], now)
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
     async def group(self, follower_wallet_id: str, asset_id: str) -> dict[str, Any] | None:
@@ -307,38 +296,3 @@ class ExitStore:
                 " AND state = 'OPEN'", (follower_wallet_id, asset_id))).fetchone()
         return None if row is None else dict(row)
 
-
-def _reopened(recorded: Any, pos: Any) -> bool:
-    """True when the position was opened again after its exits group was registered: the opening time the
-    group ``recorded`` is not the position's ``opened_at`` now (groups registered before opening times were
-    recorded never are)."""
-    opened = pos["opened_at"] if pos else None
-    return isinstance(recorded, str) and opened is not None and datetime.fromisoformat(recorded) != opened
-
-
-async def _removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> frozenset[str]:
-    """The exits of a group (by name) that the user cancelled: a renewal of the group leaves them out."""
-    ids = {exits.exit_id(oco_group, name): name for name in planned}
-    rows = await (await conn.execute(
-        "SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'CANCELLED' AND state_reason = %s",
-        (list(ids), Reason.CANCELLED_BY_USER.value))).fetchall()
-    return frozenset(ids[r["id"]] for r in rows)
-
-
-async def _close_group(conn: Any, oco_group: str, now: Any) -> list[TriggerRow]:
-    """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED)."""
-    await conn.execute(
-        "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
-        (Reason.POSITION_CLOSED.value, now, oco_group))
-    rows = await (await conn.execute(
-        "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-        " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
-        (Reason.POSITION_CLOSED.value, now, oco_group))).fetchall()
-    return await _cancelled(conn, rows)
-
-
-async def _cancelled(conn: Any, rows: list[Any]) -> list[TriggerRow]:
-    """Trigger rows just cancelled for POSITION_CLOSED, in id order, with their CANCELLED events written."""
-    cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
-    await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
-    return cancelled

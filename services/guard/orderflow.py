@@ -122,13 +122,27 @@ class OrderFlow:
                 self.guard.firer.submitted.discard(ev.trigger_id, ev.client_order_id)
         for ev in events:
             if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
-                change = await self.guard.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
-                for row in change.cancelled:
-                    self.guard.engine.remove(row.id)
-                self.guard.stats.exits_cancelled += len(change.cancelled)
+                await self._sell_filled(ev)
             self._handled(ev)
         self.guard.outbox.kick()
         self.guard.watch.kick()
+
+    async def _sell_filled(self, ev: epb.OrderEvent) -> None:
+        """A SELL's fill: the position's exits are cancelled when it is gone, renewed when shares are left that
+        no exit guards any more (the closing exit's SELL sold only part, or shares were bought meanwhile)."""
+        guard = self.guard
+        change = await guard.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
+        if change.outcome == "EXITS_USED":
+            market = await guard.markets.market(ev.asset_id)
+            change = await guard.exit_store.renew_used(ev.follower_wallet_id, ev.asset_id,
+                                                       market.tick_size if market else ZERO)
+        for row in change.cancelled:
+            guard.engine.remove(row.id)
+        for row in change.created:
+            guard.engine.upsert(row.spec())
+            guard.changed(row.asset_id)
+        guard.stats.exits_cancelled += len(change.cancelled)
+        guard.stats.exits_created += len(change.created)
 
     def _handled(self, ev: epb.OrderEvent) -> None:
         if ev.event_id:
@@ -164,10 +178,7 @@ class OrderFlow:
                 log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),
                                                          "skipped": list(change.skipped)})
         if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
-            change = await self.guard.exit_store.on_sell_fill(ev.follower_wallet_id, ev.asset_id)
-            for row in change.cancelled:
-                self.guard.engine.remove(row.id)
-            self.guard.stats.exits_cancelled += len(change.cancelled)
+            await self._sell_filled(ev)
         self.guard.outbox.kick()
         self.guard.watch.kick()
 

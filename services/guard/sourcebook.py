@@ -27,7 +27,7 @@ class SourceBook:
     def __len__(self) -> int:
         return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
 
-    def add(self, spec: TriggerSpec) -> None:
+    def add(self, spec: TriggerSpec, *, unsaved_mark: bool = False) -> None:
         if spec.kind is Kind.TAKE_PROFIT:
             self.tp.add((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:
@@ -35,7 +35,7 @@ class SourceBook:
         else:
             if self.trail is None:
                 self.trail = TrailBook()
-            self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark)
+            self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark, unsaved=unsaved_mark)
 
     def remove(self, spec: TriggerSpec) -> None:
         if spec.kind is Kind.TAKE_PROFIT:

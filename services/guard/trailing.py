@@ -62,15 +62,16 @@ class TrailBook:
         return trigger_id in self._trail
 
     def add(self, trigger_id: str, trail_pct: Decimal, activation_price: Decimal,
-            high_water_mark: Decimal = ZERO) -> None:
-        """Watch a stop; an existing mark (> 0) makes it active at once with that mark."""
+            high_water_mark: Decimal = ZERO, *, unsaved: bool = False) -> None:
+        """Watch a stop; an existing mark (> 0) makes it active at once with that mark (``unsaved``: a mark
+        not stored yet, reported by :meth:`take_dirty_marks`)."""
         if trigger_id in self._trail:
             raise ValueError(f"trailing stop {trigger_id} already present")
         if not ZERO < trail_pct < _HUNDRED:
             raise ValueError(f"trail_pct must be in (0, 100), got {trail_pct}")
         self._trail[trigger_id] = trail_pct / _HUNDRED
         if high_water_mark > 0:
-            self._join(high_water_mark, [trigger_id], moved=False)
+            self._join(high_water_mark, [trigger_id], moved=unsaved)
         else:
             self._activation[trigger_id] = activation_price
             self._pending.add((activation_price, trigger_id))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from services.guard.core import Guard
+from services.guard.exitstore import ExitsChange
 from services.guard.model import Move, State
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -40,11 +41,8 @@ class _Store:
 
 
 class _Exits:
-    class _Change:
-        cancelled: tuple[Any, ...] = ()
-
     async def on_sell_fill(self, *_a: Any) -> Any:
-        return self._Change()
+        return ExitsChange("OPEN")
 
 
 class _Kick:

@@ -1,0 +1,144 @@
+"""One exits group inside the caller's transaction (the position locked): register, renew, close."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from services.guard import exits
+from services.guard.model import Reason
+from services.guard.rows import TriggerRow, event
+from services.guard.store import insert_events
+
+
+@dataclass(frozen=True, slots=True)
+class ExitsChange:
+    """What a fill did to a position's exits: ``created`` / ``updated`` / ``cancelled`` rows, and why."""
+
+    outcome: str  # CREATED | RESIZED | POSITION_CLOSED | NO_POSITION | NO_SUBSCRIPTION | ALREADY_REGISTERED | OPEN
+    # | EXITS_USED (a SELL left shares that no exit guards: renew_used is next)
+    created: tuple[TriggerRow, ...] = ()
+    updated: tuple[TriggerRow, ...] = ()
+    cancelled: tuple[TriggerRow, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a new exits group is registered for."""
+
+    oco_group: str
+    follower_wallet_id: str
+    asset_id: str
+    wallet: str
+    subscription_id: str
+    opening_order_id: str
+    entry: Decimal
+    held: Decimal
+    config_json: Any
+    opened_at: datetime | None
+
+
+async def used_up(conn: Any, group: Any) -> frozenset[str] | None:
+    """The exits the user cancelled when every exit of ``group`` is used up (none ARMED or FIRED) and at least
+    one is left to renew; None when the group is to be kept (exits live, none planned, or all cancelled)."""
+    planned = (group["exits"] or {}).get("planned", [])
+    if not planned:
+        return None
+    live = await (await conn.execute(
+        "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
+        (group["oco_group"],))).fetchone()
+    if live is not None and live["n"] > 0:
+        return None
+    removed = await removed_by_user(conn, group["oco_group"], planned)
+    return None if len(removed) == len(planned) else removed
+
+
+async def renew(conn: Any, group: Any, removed: frozenset[str], *, held: Decimal, entry: Decimal, pos: Any,
+                 tick_size: Decimal, now: Any) -> ExitsChange:
+    """Close a used-up group (EXITS_USED) and register its renewal from its own exits for the shares held."""
+    await conn.execute(
+        "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = 'EXITS_USED', updated_at = %s"
+        " WHERE oco_group = %s", (now, group["oco_group"]))
+    doc = group["exits"] or {}
+    return await register(conn, Opening(
+        oco_group=exits.renewal_id(group["oco_group"]), follower_wallet_id=group["follower_wallet_id"],
+        asset_id=group["asset_id"], wallet=group["wallet"], subscription_id=group["subscription_id"],
+        opening_order_id=group["opening_order_id"], entry=entry, held=held,
+        config_json=doc.get("config", {}), opened_at=pos["opened_at"] if pos else None),
+        removed, tick_size, now, [])
+
+
+async def register(conn: Any, o: Opening, removed: frozenset[str], tick_size: Decimal, now: Any,
+                    gone: list[TriggerRow]) -> ExitsChange:
+    """Insert an exits group and its triggers (ARMED, source COPY); ALREADY_REGISTERED when it exists."""
+    plan = exits.without(exits.plan(exits.ExitsConfig.from_json(o.config_json), oco_group=o.oco_group,
+                                    entry_price=o.entry, tick_size=tick_size),
+                         removed, Reason.CANCELLED_BY_USER.value)
+    inserted = await (await conn.execute(
+        "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
+        " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'OPEN', %s, %s)"
+        " ON CONFLICT (oco_group) DO NOTHING RETURNING oco_group",
+        (o.oco_group, o.follower_wallet_id, o.asset_id, o.wallet, o.subscription_id, o.opening_order_id, o.entry,
+         o.held,
+         Jsonb({"config": o.config_json, "planned": [e.name for e in plan.exits],
+                **({"opened_at": o.opened_at.isoformat()} if o.opened_at else {})}),
+         Jsonb([{"exit": n, "reason": r} for n, r in plan.skipped]), now, now))).fetchone()
+    if inserted is None:
+        return ExitsChange("ALREADY_REGISTERED", cancelled=tuple(gone))
+    created: list[TriggerRow] = []
+    for e in plan.exits:
+        row = await (await conn.execute(
+            "INSERT INTO triggers (id, wallet, follower_wallet_id, subscription_id, asset_id, kind,"
+            " trigger_price, trail_pct, activation_price, size, sell_fraction, oco_group, price_source,"
+            " state, state_reason, high_water_mark, source, create_time, update_time)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, 'BEST_BID', 'ARMED', '', %s, 'COPY',"
+            " %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            (e.id, o.wallet, o.follower_wallet_id, o.subscription_id, o.asset_id, e.kind.value,
+             e.trigger_price, e.trail_pct, e.sell_fraction, o.oco_group, e.high_water_mark, now,
+             now))).fetchone()
+        if row is not None:
+            created.append(TriggerRow.from_row(row))
+    await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
+    return ExitsChange("CREATED", created=tuple(created), cancelled=tuple(gone), skipped=plan.skipped)
+
+
+def reopened(recorded: Any, pos: Any) -> bool:
+    """True when the position was opened again after its exits group was registered: the opening time the
+    group ``recorded`` is not the position's ``opened_at`` now (groups registered before opening times were
+    recorded never are)."""
+    opened = pos["opened_at"] if pos else None
+    return isinstance(recorded, str) and opened is not None and datetime.fromisoformat(recorded) != opened
+
+
+async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> frozenset[str]:
+    """The exits of a group (by name) that the user cancelled: a renewal of the group leaves them out."""
+    ids = {exits.exit_id(oco_group, name): name for name in planned}
+    rows = await (await conn.execute(
+        "SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'CANCELLED' AND state_reason = %s",
+        (list(ids), Reason.CANCELLED_BY_USER.value))).fetchall()
+    return frozenset(ids[r["id"]] for r in rows)
+
+
+async def close_group(conn: Any, oco_group: str, now: Any) -> list[TriggerRow]:
+    """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED)."""
+    await conn.execute(
+        "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
+        (Reason.POSITION_CLOSED.value, now, oco_group))
+    rows = await (await conn.execute(
+        "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+        " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
+        (Reason.POSITION_CLOSED.value, now, oco_group))).fetchall()
+    return await cancel_events(conn, rows)
+
+
+async def cancel_events(conn: Any, rows: list[Any]) -> list[TriggerRow]:
+    """Trigger rows just cancelled for POSITION_CLOSED, in id order, with their CANCELLED events written."""
+    cancelled = sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
+    await insert_events(conn, [event(r, "CANCELLED", reason=Reason.POSITION_CLOSED.value) for r in cancelled])
+    return cancelled
