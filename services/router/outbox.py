@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from common.cancel import reraise_if_cancelling
@@ -32,11 +33,20 @@ class Emitter:
 
     def __init__(self, redis_state: RedisState, store: RouterStore, *,
                  on_appended: Callable[[str, bytes], None] | None = None,
+                 on_lost: Callable[[], None] | None = None,
+                 on_regained: Callable[[], Awaitable[None]] | None = None,
                  fetch: Callable[[str], Awaitable[bytes | None]] | None = None) -> None:
+        """``on_appended`` learns each entry this process appended (in log order); ``on_lost`` is told when an
+        emit's outcome is unknown (its script may have appended without a reply), and ``on_regained`` is
+        awaited before the next reported append, once the log's end is known again."""
         self.redis_state = redis_state
         self.store = store
         self.on_appended = on_appended
+        self.on_lost = on_lost
+        self.on_regained = on_regained
         self.fetch = fetch
+        self.lost_track = 0  # emits whose outcome was unknown
+        self._unsure = False
         self._appended: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # the consumer and the outbox sweep both emit: appends stay in log order
@@ -47,7 +57,9 @@ class Emitter:
         PostgreSQL later (for rows persisted before; a row persisted after the emit carries its cursor)."""
         for _ in range(3):
             async with self._lock:
-                result = await self.redis_state.emit(leader_trade_id, payload, reservation_lines(routed))
+                with self._tracking():
+                    result = await self.redis_state.emit(leader_trade_id, payload, reservation_lines(routed))
+                await self._regain()
                 if result.status == "ok" and self.on_appended is not None:
                     self.on_appended(result.cursor, payload)
             if result.status in ("ok", "dup"):
@@ -66,11 +78,33 @@ class Emitter:
         stops at the first trade appended before or with a client order id already claimed (see
         ``RedisState.emit_batch``). The caller persists the rows with their cursors."""
         async with self._lock:
-            done = await self.redis_state.emit_batch(items)
+            with self._tracking():
+                done = await self.redis_state.emit_batch(items)
+            await self._regain()
             if self.on_appended is not None:
                 for (_lt, payload, _lines), cursor in zip(items, done.cursors, strict=False):
                     self.on_appended(cursor, payload)
         return done
+
+    @contextmanager
+    def _tracking(self) -> Iterator[None]:
+        """Around an emit script: when no reply comes (timeout, dropped connection, cancel), it may have
+        appended anyway, so this process no longer knows the log's end: readers must read Redis."""
+        try:
+            yield
+        except BaseException:
+            self.lost_track += 1
+            self._unsure = True
+            if self.on_lost is not None:
+                self.on_lost()
+            raise
+
+    async def _regain(self) -> None:
+        """After an unknown outcome, learn the log's end again before reporting new appends (under the lock)."""
+        if self._unsure:
+            if self.on_regained is not None:
+                await self.on_regained()
+            self._unsure = False
 
     async def re_emit(self, leader_trade_id: str, existing: ExistingRouted) -> tuple[str, bool]:
         """Finish a leader trade persisted before: append its stored RoutedTrade unless already done."""
