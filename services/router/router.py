@@ -46,6 +46,7 @@ from services.router.domain.model import (
     Skip,
 )
 from services.router.domain.positions import utc_day_start_ms
+from services.router.domain.sells import unfilled_in_flight
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
 from services.router.outbound import build_routed, market_of, order_template, reservation_lines, routed_row
@@ -99,14 +100,18 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
 
 
 def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
-                   balance: Decimal | None) -> FollowerState:
-    """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis)."""
+                   balance: Decimal | None, sells: Sequence[tuple[Decimal, Decimal]] = ()) -> FollowerState:
+    """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis).
+
+    ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
+    what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``)."""
+    shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
     return FollowerState(
         pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
         from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
         from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
         res.markets,
-        from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO,
+        unfilled_in_flight(shares, sells) if sells and shares else shares,
         balance)
 
 
@@ -210,7 +215,13 @@ class Router:
         In this order: the executor commits a fill (the position grows) before it releases the order's
         reservation, so a snapshot taken after the reservations were read sees every fill whose
         reservation was gone; read the other way round, a fill committed and released in between counted
-        neither as a position nor as a reservation, and a copy could pass the follower's caps."""
+        neither as a position nor as a reservation, and a copy could pass the follower's caps.
+
+        The other way, a fill committed before the snapshot whose reservation is still read counts twice: for
+        BUY caps that only errs on the safe side, but for a SELL it hides shares the follower still holds
+        (its position already fell, the SELL still reserves them): a leader's exit found nothing to sell. So
+        the Redis read lists the in-flight SELLs behind the reserved shares and the same statement reads the
+        shares their fills already booked; only the rest is held back (``domain.sells.unfilled_in_flight``)."""
         now_ms = self.clock_ns() // 1_000_000
         day_start_ms = utc_day_start_ms(now_ms)
         valid = [it for it in items if it.trade is not None]
@@ -224,12 +235,15 @@ class Router:
                           for it in valid if it.trade is not None)
         funding = list(dict.fromkeys(w for it in items for w in it.funding_wallets))
         ids = [it.event.id for it in items]
-        rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()})
+        sell_assets = {it.event.asset_id for it in valid if it.trade is not None and it.trade.side is Side.SELL}
+        rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()},
+                                                  sell_assets=sell_assets)
         pg = await self.store.load_batch(
             leader_trade_ids=ids, wallets=wallets, markets=list(dict.fromkeys(it.market_id for it in valid)),
             assets=assets,
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
-            pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding)
+            pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding,
+            sell_orders=rview.sell_order_ids())
         balances = dict(pg.funding)
         unfunded = list(dict.fromkeys(w for it in valid if it.trade is not None and it.trade.side is Side.BUY
                                       for w in it.funding_wallets if w not in balances))
@@ -298,12 +312,15 @@ class Router:
             states: dict[str, FollowerState] = {}
             market_id, carried = it.market_id, carry.wallets
             reserved, position, balance = read.redis.reserved.get, read.pg.position, read.balances.get
-            realized = read.pg.realized_today.get
+            realized, in_flight, sold = read.pg.realized_today.get, read.redis.sells, read.pg.sold
             for w in it.wallets:
                 res = reserved((w, market_id, asset), NOTHING_RESERVED)
                 if w in carried:
                     res = carry.reserved(w, market_id, asset, res)
-                states[w] = follower_state(position(w, market_id, asset), res, realized(w, ZERO), balance(w))
+                sells = in_flight.get((w, asset)) if in_flight else None
+                states[w] = follower_state(
+                    position(w, market_id, asset), res, realized(w, ZERO), balance(w),
+                    [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else ())
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
                               carry.leader_before(trade.wallet, asset, recorded), read.policy)

@@ -206,7 +206,7 @@ async def _one_by_one(env: Env) -> dict[str, Any]:
 async def _reset(env: Env) -> None:
     with psycopg.connect(env.db_url, autocommit=True) as conn:
         conn.execute("TRUNCATE routed_trades, routed_orders, copy_skips, subscription_stats, leader_positions")
-    for pattern in ("tt:resv:*", "tt:order:*", "tt:router:routed:*"):
+    for pattern in ("tt:resv:*", "tt:order:*", "tt:router:routed:*", "tt:router:sells:*"):
         for key in await env.redis.keys(pattern):
             await env.redis.delete(key)
     await env.redis.delete(ROUTED_TRADES)

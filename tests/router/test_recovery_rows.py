@@ -21,7 +21,7 @@ class _Followers:
 
 
 class _Redis:
-    async def read_batch(self, ids: Any, assets: Any, queries: Any) -> BatchView:
+    async def read_batch(self, ids: Any, assets: Any, queries: Any, **kw: Any) -> BatchView:
         return BatchView(markers={i: "5-0" for i in ids}, markets={}, has_book={}, reserved={})
 
 

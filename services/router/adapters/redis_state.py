@@ -3,18 +3,25 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
 
 - read: the routed marker of every trade, each asset's cached market info and whether its book is
   stored, and follower wallets' in-flight reservations (summed in Lua: one short line per wallet,
-  market and asset asked for), in one Lua call.
+  market and asset asked for), in one Lua call. For a wallet with shares reserved in the asset it also
+  returns the router's SELLs still holding them, by client order id with each one's reservation (from
+  the SELL index below), so the PostgreSQL read that follows can tell how much of them already filled.
+- SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the client order ids of the router's SELL
+  copies (written by the emit, with a TTL of :data:`SELLS_TTL_S` renewed on every add). The executor
+  releases reservations without knowing it: the read drops the ids whose claim is released or gone. It
+  only ever narrows what the router subtracts: a SELL missing from it (expired, or reserved by anything
+  else) keeps its whole reservation counted.
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
   NX), reserve its USD / shares, append the RoutedTrade to the durable log and set the trade's routed
   marker. The script stops at the first trade whose marker exists ("dup") or one of whose client
   order ids is already claimed ("conflict"; nothing of that trade is written), so what follows it is
-  never appended ahead of it. A trade whose marker exists is not appended again: a re-emit after a
-  crash is harmless.
+  never appended ahead of it. A SELL trade's orders are added to the SELL index. A trade whose marker
+  exists is not appended again: a re-emit after a crash is harmless.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,28 +31,75 @@ from common.marketstate import MarketInfo, book_key, market_key
 from common.reservations import WalletReserved
 
 MARKER_PREFIX = "tt:router:routed:"
+SELLS_PREFIX = "tt:router:sells:"
+SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router from subtracting its fills
+
+# Lua functions of the SELL index (prepended to the scripts after reservations.LUA_FUNCTIONS).
+#   tt_index_sells(lines) adds the SELL lines' client order ids to their (wallet, asset) index
+#   tt_sells(wallet, asset) -> "coid|micro,coid|micro" of the indexed SELLs still reserving shares of the
+#     asset (claims released or gone are dropped from the index; claims reserving 0 stay, unlisted)
+_SELLS_LUA = """
+local TT_SELLS_PREFIX = '""" + SELLS_PREFIX + """'
+local function tt_index_sells(lines)
+  for line in string.gmatch(lines, '[^\\n]+') do
+    local coid, wallet, fld = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t')
+    if coid and string.sub(fld, 1, 3) == 'sh:' then
+      local ikey = TT_SELLS_PREFIX .. wallet .. '|' .. string.sub(fld, 4)
+      redis.call('SADD', ikey, coid)
+      redis.call('EXPIRE', ikey, """ + str(SELLS_TTL_S) + """)
+    end
+  end
+end
+local function tt_sells(wallet, asset)
+  local ikey = TT_SELLS_PREFIX .. wallet .. '|' .. asset
+  local out, want = {}, 'sh:' .. asset
+  for _, coid in ipairs(redis.call('SMEMBERS', ikey)) do
+    local v, micro = redis.call('GET', TT_ORDER_PREFIX .. coid), nil
+    if v and string.sub(v, 1, 1) ~= '-' then
+      local w, fld, m = string.match(v, '^([^|]*)|([^|]*)|(%d+)|')
+      if w == wallet and fld == want then micro = m end
+    end
+    if micro == nil then
+      redis.call('SREM', ikey, coid)
+    elseif micro ~= '0' then
+      out[#out + 1] = coid .. '|' .. micro
+    end
+  end
+  return table.concat(out, ',')
+end
+"""
 
 # KEYS: n_trades markers, then n_assets market-info keys, then n_assets book keys.
-# ARGV: n_trades, n_assets, then per (market, asset) group: market, asset, wallet ids (one per line).
-_READ = Script(reservations.LUA_FUNCTIONS + """
+# ARGV: n_trades, n_assets, then per (market, asset) group: market, asset, wallet ids (one per line), and
+# '1' when its SELLs are wanted (a SELL trade of the asset is in the batch), else '0'.
+# Returns {markers, infos, books, per group: summary lines, SELLs: "wallet\tasset\tcoid|micro,..." for each
+# wallet of a group wanting them with indexed SELLs reserving shares of the asset}.
+_READ = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local nt, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local markers, infos, books, groups = {}, {}, {}, {}
+local markers, infos, books, groups, sells = {}, {}, {}, {}, {}
 for i = 1, nt do markers[i] = redis.call('GET', KEYS[i]) or '' end
 for i = 1, na do
   infos[i] = redis.call('HGETALL', KEYS[nt + i])
   books[i] = redis.call('EXISTS', KEYS[nt + na + i])
 end
-for g = 3, #ARGV, 3 do
-  local out = {}
-  for w in string.gmatch(ARGV[g + 2], '[^\\n]+') do out[#out + 1] = tt_summary(w, ARGV[g], ARGV[g + 1]) end
+for g = 3, #ARGV, 4 do
+  local out, market, asset, want = {}, ARGV[g], ARGV[g + 1], ARGV[g + 3] == '1'
+  for w in string.gmatch(ARGV[g + 2], '[^\\n]+') do
+    local line = tt_summary(w, market, asset)
+    out[#out + 1] = line
+    if want and string.match(line, '^%d+\\t%d+\\t(%d+)\\t') ~= '0' then
+      local s = tt_sells(w, asset)
+      if s ~= '' then sells[#sells + 1] = w .. '\\t' .. asset .. '\\t' .. s end
+    end
+  end
   groups[#groups + 1] = table.concat(out, '\\n')
 end
-return {markers, infos, books, groups}
+return {markers, infos, books, groups, sells}
 """)
 
 # KEYS: the stream. ARGV: marker ttl s, stream maxlen, then per trade: marker key, payload, reservation lines.
 # Returns {appended cursors in order, status of the trade it stopped at ('' = none), its detail}.
-_EMIT = Script(reservations.LUA_FUNCTIONS + """
+_EMIT = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local ids = {}
 for t = 3, #ARGV, 3 do
   local mkey = ARGV[t]
@@ -60,6 +114,7 @@ for t = 3, #ARGV, 3 do
     for _, i in ipairs(got) do tt_unclaim_line(lines[i]) end
     return {ids, 'conflict', taken}
   end
+  if string.find(ARGV[t + 2], '\\tsh:', 1, true) then tt_index_sells(ARGV[t + 2]) end
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 1])
   redis.call('SET', mkey, id, 'EX', ARGV[1])
   ids[#ids + 1] = id
@@ -87,6 +142,17 @@ def _market_info(flat: list[Any]) -> MarketInfo | None:
         return None  # unusable cache entry: refetched
 
 
+def _sells(lines: list[Any]) -> dict[tuple[str, str], tuple[InFlightSell, ...]]:
+    """The read script's SELL lines: ``wallet\tasset\tcoid|micro,coid|micro``."""
+    out: dict[tuple[str, str], tuple[InFlightSell, ...]] = {}
+    for raw in lines:
+        wallet, asset, orders = _s(raw).split("\t", 2)
+        if (wallet, asset) not in out:  # asked twice (two markets of one asset): the same answer
+            out[(wallet, asset)] = tuple((coid, int(micro)) for coid, _, micro
+                                         in (item.rpartition("|") for item in orders.split(",")))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RedisView:
     """What Redis knows about a leader trade before routing it."""
@@ -98,6 +164,7 @@ class RedisView:
 
 
 Query = tuple[str, str, str]  # (wallet, market, asset)
+InFlightSell = tuple[str, int]  # (client order id, micro-shares it reserves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +175,13 @@ class BatchView:
     markets: dict[str, MarketInfo | None]  # asset -> cached market info
     has_book: dict[str, bool]  # asset -> book stored
     reserved: dict[Query, WalletReserved]
+    # (wallet, asset) -> the router's SELLs counted in ``reserved``'s shares, known by id (a part of them at
+    # most: see the SELL index); only for wallets with shares reserved in the asset
+    sells: dict[tuple[str, str], tuple[InFlightSell, ...]] = field(default_factory=dict)
+
+    def sell_order_ids(self) -> list[str]:
+        """Client order ids of every SELL in :attr:`sells`."""
+        return [coid for orders in self.sells.values() for coid, _ in orders]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +213,18 @@ class RedisState:
         self.stream_maxlen = stream_maxlen
 
     async def read_batch(self, leader_trade_ids: Sequence[str], assets: Sequence[str],
-                         queries: Mapping[tuple[str, str], Sequence[str]]) -> BatchView:
+                         queries: Mapping[tuple[str, str], Sequence[str]], *,
+                         sell_assets: Collection[str] | None = None) -> BatchView:
         """Markers, market info and book presence per asset, and the reservations of the wallets of each
-        (market, asset) in ``queries``, in one round trip. Ids must not contain tabs or newlines."""
+        (market, asset) in ``queries``, in one round trip; the indexed SELLs behind the reserved shares only
+        for the assets in ``sell_assets`` (all when None: only a SELL is sized on them). Ids must not contain
+        tabs or newlines."""
         keys: list[str | bytes | int] = [marker_key(lt) for lt in leader_trade_ids]
         keys += [market_key(a) for a in assets]
         keys += [book_key(a) for a in assets]
         args: list[str | bytes | int] = [len(leader_trade_ids), len(assets)]
         for (market, asset), wallets in queries.items():
-            args += [market, asset, "\n".join(wallets)]
+            args += [market, asset, "\n".join(wallets), "1" if sell_assets is None or asset in sell_assets else "0"]
         reply = await self.redis.run_script(_READ, keys, args)
         markers = {lt: _s(m) for lt, m in zip(leader_trade_ids, reply[0], strict=True) if m}
         markets = {a: _market_info(flat) for a, flat in zip(assets, reply[1], strict=True)}
@@ -158,7 +235,8 @@ class RedisState:
             if wallets:
                 for w, line in zip(wallets, _s(text).split("\n"), strict=True):
                     reserved[(w, market, asset)] = parse(line)
-        return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved)
+        return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved,
+                         sells=_sells(reply[4]))
 
     async def read(self, leader_trade_id: str, asset_id: str, market: str,
                    wallet_ids: Sequence[str]) -> RedisView:

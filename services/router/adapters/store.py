@@ -2,8 +2,9 @@
 persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
-aggregated per wallet, each wallet's realized PnL of the day for the daily loss limit, funded balances and
-the leader's recorded net position in the asset.
+aggregated per wallet, each wallet's realized PnL of the day for the daily loss limit, funded balances,
+the leader's recorded net position in the asset and the shares already sold by the in-flight SELLs the
+Redis read just listed (their fills are booked with the position they reduce, in one transaction).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class PgBatch:
     realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> realized PnL of the day
     funding: dict[str, Decimal] = field(default_factory=dict)
     leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
+    sold: dict[str, Decimal] = field(default_factory=dict)  # SELL client order id -> shares its fills booked
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
@@ -157,7 +159,12 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
         WHERE %(want_pnl)s AND pnl_day = %(day)s GROUP BY w) AS d) AS realized,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)
-        CROSS JOIN LATERAL (SELECT * FROM funding x WHERE x.follower_wallet_id = f.id OFFSET 0) g) AS funding
+        CROSS JOIN LATERAL (SELECT * FROM funding x WHERE x.follower_wallet_id = f.id OFFSET 0) g) AS funding,
+    (SELECT json_agg(json_build_array(q.id, f.sold::text))::text
+        FROM unnest(string_to_array(%(sell_orders)s, %(sep)s)) AS q(id)
+        CROSS JOIN LATERAL (SELECT sum(x.size) AS sold FROM fills x
+                            WHERE x.order_id = q.id AND x.side = 'SELL' OFFSET 0) f
+        WHERE f.sold IS NOT NULL) AS sold
 """
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's orders, skips and leader
@@ -306,17 +313,20 @@ class RouterStore:
 
     async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
-                         pnl_day_ms: int | None, funding_wallets: Sequence[str]) -> PgBatch:
+                         pnl_day_ms: int | None, funding_wallets: Sequence[str],
+                         sell_orders: Sequence[str] = ()) -> PgBatch:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
-        at ``pnl_day_ms`` only when it is given)."""
+        at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
+        client order ids, each one's only when it has some)."""
         params = {"lts": _join(leader_trade_ids), "wallets": _join(wallets), "markets": _join(markets),
                   "assets": _join(assets), "lp_leaders": _join([lw for lw, _ in leader_assets]),
                   "lp_assets": _join([a for _, a in leader_assets]), "funding": _join(funding_wallets),
                   "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": _day(pnl_day_ms or 0),
-                  "min_held": MIN_HELD_SHARES}
+                  "min_held": MIN_HELD_SHARES, "sell_orders": _join(sell_orders)}
         row = await self._hot_one(_LOAD, params)
         assert row is not None
-        ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_ = row
+        (ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_,
+         sold_) = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
         totals = {w: (Decimal(total), frozenset(markets_.split(",")) if markets_ else frozenset())
@@ -326,8 +336,9 @@ class RouterStore:
         realized = {w: Decimal(pnl) for w, pnl in orjson.loads(realized_ or "[]")}
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
+        sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders)
+                       leaders, sold)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

@@ -14,8 +14,9 @@ Rules:
   sizes it on the position once every earlier order of the wallet on the asset has the venue's answer.
   Sized now, it missed the BUY's shares (skipped as NOTHING_HELD when nothing else was held), and
   the follower kept what the leader had sold.
-- Otherwise the follower's sellable size = shares held (positions table) − shares of its SELL copies
-  still in flight (reserved). Nothing sellable → NOTHING_HELD.
+- Otherwise the follower's sellable size = shares held (positions table) − shares its SELL copies in
+  flight may still sell (:func:`unfilled_in_flight`: reserved, less what their fills already took out of
+  the position). Nothing sellable → NOTHING_HELD.
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
 - If what would remain is positive but below the market's minimum order size, sell everything
   instead (a remainder that can never be sold is worse than a slightly larger exit).
@@ -25,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -40,6 +42,20 @@ class AfterBuy:
     """Sell ``fraction`` of the position once the wallet's copy BUY in flight in the market is answered."""
 
     fraction: Decimal
+
+
+def unfilled_in_flight(reserved: Decimal, orders: Iterable[tuple[Decimal, Decimal]]) -> Decimal:
+    """Shares the wallet's in-flight SELLs of an asset may still sell.
+
+    ``reserved`` is what all of them reserve (Redis, one read); ``orders`` gives, for the ones known by id in
+    that same read, each one's reservation and the shares its fills already booked (PostgreSQL, read after).
+    The executor commits a fill (the position falls) before it releases the order's reservation, so in
+    between those shares are both gone from the position and still reserved: counted twice, a leader's exit
+    found nothing to sell. Each order's booked shares are taken off up to its own reservation (a fill never
+    frees more than the order held back); orders not known by id keep their whole reservation (never
+    fewer shares held back than are truly unsold). Never below zero."""
+    booked = sum((min(own, filled) for own, filled in orders if own > ZERO and filled > ZERO), ZERO)
+    return max(ZERO, reserved - booked)
 
 
 def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
