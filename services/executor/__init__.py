@@ -48,6 +48,10 @@ Decisions worth knowing:
   transaction; ``tt:watch:positions`` follows positions opened and closed.
 - **Depth check** applies to copies (skip below 50 % within the slippage); exits and GTC orders go
   out for whatever fills within the limit.
+- **BUY minimum at the limit**: a USD BUY whose amount buys fewer shares at its limit price (best ask +
+  slippage) than the order's ``min_order_size`` ends REJECTED ``BUY_BELOW_MARKET_MINIMUM`` (the router
+  checked the minimum at the leader's price; a maker fill far below the ask passes there). No minimum
+  on the order (market unknown): not checked.
 - **Copies declined here are skips** (``store.SKIP_REASONS``: thin or missing book, stale, nothing held,
   below the market minimum): besides the REJECTED order, a ``copy_skips`` row and the subscription's
   ``skipped`` count, as the router's skips have, in the same transaction (once per leader trade and

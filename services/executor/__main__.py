@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 import sys
 
 from common.config import ConfigError, StorageSettings
@@ -19,6 +21,9 @@ log = logging.getLogger("services.executor")
 async def main(settings: Settings, storage: StorageSettings) -> None:
     """Start, serve until a termination signal, shut down gracefully."""
     running = await start(settings, storage.database_url.value, storage.redis_url.value)
+    journal = [t for t in running.tasks if t.get_name() == "journal"]
+    for task in journal:
+        task.add_done_callback(_fatal_unless_cancelled)
     # A fan-out allocates heavily for a few hundred ms: keep the start-up heap out of the collector's
     # scans and collect young objects less often, so no full collection lands inside a burst.
     gc.collect()
@@ -27,7 +32,19 @@ async def main(settings: Settings, storage: StorageSettings) -> None:
     try:
         await wait_for_termination(running.server, settings.grace_s)
     finally:
+        for task in journal:  # stopping ends it on purpose
+            task.remove_done_callback(_fatal_unless_cancelled)
         await running.stop(settings.grace_s)
+
+
+def _fatal_unless_cancelled(task: asyncio.Task[object]) -> None:
+    """The journal is the only writer of order state: without it orders go out unrecorded, so the process
+    ends (its supervisor starts a new one, which resumes every unfinished order from PostgreSQL)."""
+    if task.cancelled():
+        return
+    log.critical("journal stopped; exiting", extra={"error": repr(task.exception())[:300]})
+    logging.shutdown()
+    os._exit(70)
 
 
 def cli() -> int:

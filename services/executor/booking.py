@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 
 from common.decimals import ONE, ZERO, fmt
 from common.ids import hash_id
+from common.text import storable
 from services.executor import venue as v
 from services.executor.lifecycle import OrderLife
 from services.executor.model import Booking, Ticket
@@ -123,7 +124,7 @@ def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
     latency = t.copy_latency_ms()
     return {"id": b.fill_id, "sub": o.subscription_id, "wallet": o.follower_wallet_id, "coid": t.client_order_id,
             "lt": o.leader_trade_id, "tx": o.leader_tx_hash, "asset": o.asset_id, "cond": o.condition_id,
-            "outcome": o.outcome, "side": t.side, "size": str(b.size), "price": str(b.price),
+            "outcome": storable(o.outcome), "side": t.side, "size": str(b.size), "price": str(b.price),
             "notional": str(b.notional), "venue": t.venue, "fill_ms": b.fill_time_ms,
             "lt_ms": o.leader_venue_time_ms, "latency": str(latency) if latency is not None else None,
             "fee": str(max(ZERO, b.fee_shares)) if t.buying else "0"}

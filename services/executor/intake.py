@@ -12,6 +12,7 @@ from services.executor.lifecycle import OrderLife, OrderRejected, OrderSubmitted
 from services.executor.model import INSIDERS, ORDER_TYPES, PAPER, Ticket
 from services.executor.pricing import (
     DepthQuote,
+    buy_minimum_refusal,
     clamp_to_bounds,
     judge_depth,
     quote_depth,
@@ -118,7 +119,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
         else:
             key = (venue, order.asset_id, order.side, order.mode, order.order_type, order.amount_usd, order.size,
                    order.tick_size, order.limit_price, order.reference_price, order.max_slippage_bps,
-                   order.origin, id(book))
+                   order.origin, order.min_order_size, id(book))
             known = shapes.get(key)
             if known is None:
                 shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, (shapes, key))
@@ -209,6 +210,7 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
                        f"limit_price {fmt(given)} has no {'BUY' if buying else 'SELL'} price on the {fmt(tick)} grid "
                        f"within [{fmt(tick)}, {fmt(ONE - tick)}]")
     reference = _decimal("reference_price", order.reference_price, required=False)
+    min_size = _decimal("min_order_size", order.min_order_size, required=False)  # "" when the market is unknown
     detail = ""
     if book is not None:
         key = (order.asset_id, buying, tick, order.max_slippage_bps, given)
@@ -234,6 +236,11 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
         detail = f"no book: limit from reference price {fmt(reference)}"
     else:
         raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")
+    if buying and amount is not None and (order_type != "GTC" or size is None):
+        # the router checked the minimum at the leader's price; the shares are bought at this limit
+        below = buy_minimum_refusal(amount, limit, min_size)
+        if below is not None:
+            raise _Refusal(*below)
     if order_type == "GTC" and size is None and amount is not None:
         size = quantize_size(amount / limit)
     return _Shape("BUY" if buying else "SELL", order_type, amount if buying and order_type != "GTC" else None,

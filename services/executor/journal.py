@@ -8,6 +8,11 @@ releases the reserved exposure of orders that became terminal (one Lua call); th
 (published, released) follow in one coalesced statement. Anything the post-commit step could not do
 is picked up by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but
 never drops them.
+
+The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed or
+removing post-commit update of it, after a Redis server change, and every ``watch_repair_interval_s``. It
+then holds exactly the assets some wallet holds (``positions.size > 0``), whatever replica or lost write
+left it otherwise, so ingest follows the book of every open position.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RELEASE_CHUNK = 500
 MARKS_INTERVAL_S = 0.1
+WATCH_REPAIR_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -52,6 +58,9 @@ class JournalStats:
     released: int = 0
     errors: int = 0
     errors_list: list[str] = field(default_factory=list)
+    watch_repairs: int = 0  # repairs of the watch set from PostgreSQL
+    watch_added: int = 0  # assets the repairs added (held, but missing from the set)
+    watch_removed: int = 0  # assets the repairs removed (in the set, held by no wallet)
 
 
 class Journal:
@@ -60,7 +69,8 @@ class Journal:
     def __init__(self, store: Store, redis: Any, events_log: DurableLog, release: Release, *,
                  max_batch: int = 1000, sweep_interval_s: float = 2.0, min_interval_s: float = 0.0,
                  append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None,
-                 server_id: Callable[[], Awaitable[str]] | None = None) -> None:
+                 server_id: Callable[[], Awaitable[str]] | None = None,
+                 watch_repair_interval_s: float = WATCH_REPAIR_INTERVAL_S) -> None:
         self.store = store
         self.redis = redis
         self.events_log = events_log
@@ -80,6 +90,11 @@ class Journal:
         self._marks_published: list[str] = []
         self._marks_released: list[str] = []
         self._marks_due = asyncio.Event()
+        # the watch set is repaired from PostgreSQL at the first sweep, when due, and when marked stale
+        self.watch_repair_interval_s = watch_repair_interval_s
+        self._watch_stale = True
+        self._watch_repaired_at = float("-inf")
+        self._server_changes = 0
 
     async def write(self, changes: list[Change], inserts: list[Change] | None = None, *,
                     urgent: bool = False) -> set[str]:
@@ -94,7 +109,7 @@ class Journal:
 
     async def run(self) -> None:
         """Flush batches until cancelled; sweep the outbox and releases when idle."""
-        await self.sweep(min_age_s=0.0)
+        await self._safe_sweep(min_age_s=0.0)  # a storage blip here must not end the only writer of order state
         marker = asyncio.create_task(self._run_marks(), name="journal-marks")
         try:
             await self._run_batches()
@@ -184,13 +199,28 @@ class Journal:
                 self._marks_published += [e.event_id for e in events]
                 self._marks_due.set()
                 self.stats.published += len(events)
-            await self._watch(booked)
+        except Exception as exc:  # noqa: BLE001 - the sweep retries from PostgreSQL
+            self.stats.errors += 1
+            log.warning("journal post-commit step failed; the sweep will retry", extra={"error": repr(exc)[:300]})
+            await self._watch_or_mark(booked)  # the books of the positions are followed all the same
+            return
+        await self._watch_or_mark(booked)
+        try:
             terminal = [c.life.client_order_id for c in written if c.life.terminal]
             if terminal:
                 await self._release(terminal)
         except Exception as exc:  # noqa: BLE001 - the sweep retries from PostgreSQL
             self.stats.errors += 1
             log.warning("journal post-commit step failed; the sweep will retry", extra={"error": repr(exc)[:300]})
+
+    async def _watch_or_mark(self, booked: list[Booked]) -> None:
+        """:meth:`_watch`; when it fails, the next sweep repairs the watch set from PostgreSQL."""
+        try:
+            await self._watch(booked)
+        except Exception as exc:  # noqa: BLE001 - repaired by the next sweep
+            self._watch_stale = True
+            self.stats.errors += 1
+            log.warning("watch set not updated; the sweep will repair it", extra={"error": repr(exc)[:300]})
 
     async def _watch(self, booked: list[Booked]) -> None:
         opened = {b.ticket.order.asset_id for b in booked if b.effect.opened}
@@ -199,6 +229,51 @@ class Journal:
         if not opened and not gone:
             return
         await change_watch_set(self.redis, WATCH_POSITIONS, opened, gone)
+        if gone:
+            # another replica may have opened one of them between the check and the SREM: the next
+            # sweep's repair adds back whatever PostgreSQL says is held
+            self._watch_stale = True
+
+    async def repair_watch(self) -> None:
+        """Make ``tt:watch:positions`` the assets some wallet holds in PostgreSQL; announce the difference.
+
+        Safe beside other replicas' post-commit updates: the set is read before PostgreSQL, so an asset a
+        replica adds after opening a position is either in PostgreSQL already (kept) or not in what was read
+        (not removed); what is removed is checked again afterwards and added back when a wallet holds it
+        by then (a position opened between the query and the removal).
+        """
+        members = {m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WATCH_POSITIONS)}
+        held = await self.store.held_assets()
+        missing, extra = held - members, members - held
+        if missing or extra:
+            await change_watch_set(self.redis, WATCH_POSITIONS, missing, extra)
+        back = await self.store.held_assets(sorted(extra)) if extra else set()
+        if back:
+            await change_watch_set(self.redis, WATCH_POSITIONS, back, ())
+        self.stats.watch_repairs += 1
+        self.stats.watch_added += len(missing)
+        self.stats.watch_removed += len(extra - back)
+        if missing or extra - back:
+            log.warning("watch set repaired from PostgreSQL",
+                        extra={"added": len(missing), "removed": len(extra - back), "held": len(held)})
+
+    async def _repair_watch_if_due(self) -> None:
+        """:meth:`repair_watch` when marked stale, after a Redis server change, or every
+        ``watch_repair_interval_s``; a failure leaves it due (the next sweep tries again)."""
+        now = asyncio.get_running_loop().time()
+        changes = self.repairs.server_changes
+        if not (self._watch_stale or changes != self._server_changes
+                or now - self._watch_repaired_at >= self.watch_repair_interval_s):
+            return
+        self._watch_stale = False  # set again by a post-commit failure during the repair
+        try:
+            await self.repair_watch()
+        except Exception as exc:  # noqa: BLE001 - retried at the next sweep
+            self._watch_stale = True
+            log.warning("watch set repair failed", extra={"error": repr(exc)[:300]})
+            return
+        self._watch_repaired_at = now
+        self._server_changes = changes
 
     async def _release(self, ids: list[str]) -> None:
         ok: list[str] = []
@@ -247,14 +322,16 @@ class Journal:
                 await asyncio.sleep(0.5)
                 self._marks_due.set()
 
-    async def _safe_sweep(self) -> None:
+    async def _safe_sweep(self, min_age_s: float | None = None) -> None:
         try:
-            await self.sweep(min_age_s=self.sweep_interval_s)
+            await self.sweep(min_age_s=self.sweep_interval_s if min_age_s is None else min_age_s)
         except Exception as exc:  # noqa: BLE001 - retried at the next idle moment
             log.warning("journal sweep failed", extra={"error": repr(exc)[:300]})
 
     async def sweep(self, *, min_age_s: float) -> None:
-        """Publish outbox events and release reservations that the post-commit step missed."""
+        """Repair the watch set when due; publish outbox events and release reservations that the
+        post-commit step missed."""
+        await self._repair_watch_if_due()  # first: a failing step below must not hold it up
         await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
         pending = await self.store.unpublished(min_age_s)
         if pending:

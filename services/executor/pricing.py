@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from common.decimals import ONE, ZERO, fmt
-from services.executor.bookmath import Levels, notional_within, volume_within
+from services.executor.bookmath import Levels, notional_within, quantize_size, volume_within
 
 BPS = Decimal(10_000)
 DEFAULT_MIN_DEPTH_RATIO = Decimal("0.5")
@@ -42,6 +42,28 @@ def slipped_limit(best: Decimal, max_slippage_bps: int, tick: Decimal, buying: b
     factor = Decimal(max(0, max_slippage_bps)) / BPS
     raw = best * (ONE + factor) if buying else best * (ONE - factor)
     return clamp_to_bounds(snap_safe(raw, tick, buying), tick)
+
+
+BUY_BELOW_MARKET_MINIMUM = "BUY_BELOW_MARKET_MINIMUM"
+
+
+def buy_minimum_refusal(amount_usd: Decimal, limit: Decimal,
+                        min_order_size: Decimal | None) -> tuple[str, str] | None:
+    """Why a BUY of ``amount_usd`` priced at ``limit`` must not be sent, or None when it may go.
+
+    The venue sizes a USD BUY at its limit price (the most it may pay): ``amount_usd / limit`` shares,
+    rounded down to the share step. Fewer than the market's minimum order size is a doomed order
+    (``INVALID_ORDER_MIN_SIZE``) or, if filled at better prices, a position too small to sell again:
+    refused as ``BUY_BELOW_MARKET_MINIMUM``. An unknown minimum (None, 0 or less) refuses nothing.
+    """
+    if min_order_size is None or min_order_size <= 0 or limit <= 0:
+        return None
+    shares = quantize_size(amount_usd / limit)
+    if shares >= min_order_size:
+        return None
+    return (BUY_BELOW_MARKET_MINIMUM,
+            f"${fmt(amount_usd)} buys {fmt(shares)} shares at limit {fmt(limit)} "
+            f"< market minimum {fmt(min_order_size)}")
 
 
 @dataclass(frozen=True, slots=True)

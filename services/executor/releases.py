@@ -63,6 +63,7 @@ class Repairs:
         self.clock = clock
         self.keep_s = keep_s
         self.redone = 0
+        self.server_changes = 0  # Redis servers seen to replace the one before (restart, failover)
         self._server = ""
         self._recent: deque[tuple[float, list[str]]] = deque()
 
@@ -97,6 +98,7 @@ class Repairs:
     async def _restarted(self) -> None:
         server = await self.server_id()
         if self._server and server != self._server:
+            self.server_changes += 1  # what else lived in that server's memory may be gone too (watch sets)
             self._forget_before(self.clock() - self.keep_s)
             ids = [c for _t, batch in self._recent for c in batch]
             if ids:

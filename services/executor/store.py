@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
+from common.text import storable
 from services.executor.booking import INSERT_FILLS, Booked, book, book_new, fills_json
 from services.executor.intents import IntentConnection
 
@@ -24,6 +25,8 @@ from services.executor.model import Booking, Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset
+HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
+HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) AND size > 0"
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
@@ -90,7 +93,7 @@ evo AS ({_TO_OUTBOX})
 # the router's: a copy_skips row (one per leader trade and subscription, so a replay counts nothing) and
 # the subscription's ``skipped``. Refusals of malformed or misconfigured orders stay rejections only.
 SKIP_REASONS = frozenset({"INSUFFICIENT_DEPTH", "NO_LIQUIDITY", "NO_BOOK", "STALE_ORDER", "NOTHING_HELD",
-                          "SELL_BELOW_MARKET_MINIMUM"})
+                          "SELL_BELOW_MARKET_MINIMUM", "BUY_BELOW_MARKET_MINIMUM"})
 
 _RECORD_SKIPS = """
 WITH s AS (
@@ -132,7 +135,7 @@ def intent_json(items: list[tuple[Ticket, OrderLife]]) -> str:
             "sub": o.subscription_id, "wallet": o.follower_wallet_id, "proxy": o.follower_proxy, "asset": o.asset_id,
             "side": t.side, "otype": t.order_type, "amount": _num(req.amount_usd) if req else None,
             "size": _num(req.size) if req else None, "lp": _num(life.limit_price), "att": life.attempts,
-            "reason": life.reason, "detail": life.detail[:1000], "lt": o.leader_trade_id, "trg": o.trigger_id,
+            "reason": life.reason, "detail": storable(life.detail[:1000]), "lt": o.leader_trade_id, "trg": o.trigger_id,
             "proto": base64.b64encode(o.SerializeToString()).decode(), "arr": t.arrival_ns or None})
     return orjson.dumps(rows).decode()
 
@@ -149,7 +152,7 @@ def update_json(changes: list[Change]) -> str:
                      "vst": life.venue_status, "lp": _num(life.limit_price), "att": life.attempts,
                      "nf": life.not_found, "mu": life.maybe_unsent, "fs": str(life.filled_size),
                      "ap": str(life.avg_price), "fee": str(t.fee_booked), "fn": str(t.notional_booked),
-                     "reason": life.reason, "detail": life.detail[:1000], "ps": t.post_sent_ns or None,
+                     "reason": life.reason, "detail": storable(life.detail[:1000]), "ps": t.post_sent_ns or None,
                      "terminal": life.terminal})
     return orjson.dumps(rows).decode()
 
@@ -169,7 +172,8 @@ def is_skip(t: Ticket, life: OrderLife) -> bool:
 def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:
     """The JSON parameter of :data:`_RECORD_SKIPS`: the skips among ``items``."""
     return orjson.dumps([{"sub": t.order.subscription_id, "lt": t.order.leader_trade_id,
-                          "wallet": t.order.follower_wallet_id, "reason": life.reason, "detail": life.detail[:1000]}
+                          "wallet": t.order.follower_wallet_id, "reason": life.reason,
+                          "detail": storable(life.detail[:1000])}
                          for t, life in items if is_skip(t, life)]).decode()
 
 
@@ -259,6 +263,12 @@ class Store:
         async with self.pool.connection() as conn:
             cur = await conn.execute(ASSET_HELD, (asset_id,))
             return await cur.fetchone() is not None
+
+    async def held_assets(self, among: list[str] | None = None) -> set[str]:
+        """The assets any wallet holds (of ``among`` when given), as :meth:`asset_held` decides it."""
+        async with self.pool.connection() as conn:
+            cur = await (conn.execute(HELD_ASSETS) if among is None else conn.execute(HELD_AMONG, (among,)))
+            return {r["asset_id"] for r in await cur.fetchall()}
 
     async def open_orders(self) -> list[dict[str, Any]]:
         """Every order not yet terminal, in the order they arrived."""

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from common.decimals import parse_decimal
+from common.text import storable
 
 # Parse-error kinds (metric attribute ``kind``; UPPER_SNAKE reason codes).
 NOT_JSON = "NOT_JSON"
@@ -95,7 +96,7 @@ def text(d: dict[str, Any], *keys: str, required: bool = False, max_len: int = 2
         raise ParseError(BAD_FIELD, f"{keys[0]} must be a string")
     if len(value) > max_len:
         raise ParseError(BAD_FIELD, f"{keys[0]} too long")
-    return value
+    return storable(value)
 
 
 def address(d: dict[str, Any], *keys: str, required: bool = True) -> str:

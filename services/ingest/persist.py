@@ -23,6 +23,7 @@ from common.consumer import RedisCursorStore
 from common.decimals import fmt
 from common.retry import Backoff
 from common.streams import START_OLDEST, DurableLog
+from common.text import storable
 from services.ingest.identity import Identified
 from tradingtools.common.v1 import common_pb2
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -69,8 +70,9 @@ def trade_row(cursor: str, e: mpb.LeaderTradeEvent) -> dict[str, Any]:
     """Column values of one leader trade (decimals stay the event's decimal strings)."""
     return {"id": e.id, "tx_hash": e.tx_hash, "wallet": e.wallet, "asset_id": e.asset_id,
             "condition_id": e.condition_id, "side": _SIDES.get(e.side, ""), "price": e.price, "size": e.size,
-            "notional_usd": e.notional_usd, "fee": e.fee, "outcome": e.outcome, "outcome_index": e.outcome_index,
-            "market_slug": e.market_slug, "event_slug": e.event_slug, "title": e.title,
+            "notional_usd": e.notional_usd, "fee": e.fee, "outcome": storable(e.outcome),
+            "outcome_index": e.outcome_index, "market_slug": storable(e.market_slug),
+            "event_slug": storable(e.event_slug), "title": storable(e.title),
             "activity_type": _TYPES.get(e.activity_type, ""), "source": _SOURCES.get(e.source, ""),
             "occurrence": e.occurrence, "venue_time_ms": e.venue_time_ms, "received_time_ns": e.received_time_ns,
             "stream_cursor": cursor}
