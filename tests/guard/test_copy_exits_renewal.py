@@ -39,20 +39,7 @@ async def test_shares_bought_while_the_closing_exit_sells_get_renewed_exits(
     """The stop-loss of a copied position fired (its SELL of the 100 shares is in flight) when the next copy
     BUY fills 50 more. Guard only resizes the group (an exit is still FIRED); when the SELL fills, the 50
     new shares are left, and the group is renewed for them."""
-    conn = await db(db_url)
-    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
-    await add_market(redis, min_size="1")
-    standins.executor.auto_fill = False  # the SELL stays in flight until filled below
-    running = await make_guard()
-    guard = running.guard
-    await set_position(conn, "100", "0.40")
-    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
-    await eventually(lambda: len(guard.engine) == 2)
-    await wait_connected(standins.ingest)
-    await standins.ingest.tick(bid="0.29", ask="0.31")  # the stop-loss (0.30) fires
-    await eventually(lambda: len(standins.executor.sells) == 1)
-    sell = standins.executor.sells[0]
-    assert sell.size == "100"
+    conn, guard, sell = await _stop_loss_selling(db_url, redis, standins, make_guard)
 
     # the leader buys again: a copy BUY of 50 fills while the stop-loss SELL is in flight
     await set_position(conn, "150", "0.36")
@@ -146,8 +133,9 @@ async def test_position_reopened_before_guard_reads_the_events_gets_the_exits_pa
     await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.28"))
     await eventually(lambda: guard.stats.order_events >= 3)
     await guard.drain()
+    rows = await eventually(lambda: _armed_copy(conn))  # the events are counted before they are handled
     group = await guard.exit_store.group(WALLET_ID, ASSET)
-    armed = [(r["kind"], r["trigger_price"]) for r in await _armed_copy(conn)]
+    armed = [(r["kind"], r["trigger_price"]) for r in rows]
     assert armed == [("STOP_LOSS", D("0.21"))], (
         f"new position has exits {armed}; open group is the first opening's: "
         f"{group and (group['opening_order_id'], group['position_size'])}")
@@ -159,19 +147,7 @@ async def test_stop_loss_whose_sell_filled_in_part_fires_again_for_the_rest(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
     """The stop-loss's SELL of 100 ends with 40 filled (the venue cancelled the rest): the 60 shares left get
     the position's exits again, and the price still under the stop sells them."""
-    conn = await db(db_url)
-    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
-    await add_market(redis, min_size="1")
-    standins.executor.auto_fill = False
-    running = await make_guard()
-    guard = running.guard
-    await set_position(conn, "100", "0.40")
-    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
-    await eventually(lambda: len(guard.engine) == 2)
-    await wait_connected(standins.ingest)
-    await standins.ingest.tick(bid="0.29", ask="0.31")
-    await eventually(lambda: len(standins.executor.sells) == 1)
-    first = standins.executor.sells[0]
+    conn, _guard, first = await _stop_loss_selling(db_url, redis, standins, make_guard)
     await set_position(conn, "60", "0.40")
     await standins.executor.emit(standins.executor.event(first, epb.ORDER_EVENT_TYPE_CANCELLED, filled="40",
                                                          price="0.29"))
@@ -181,3 +157,23 @@ async def test_stop_loss_whose_sell_filled_in_part_fires_again_for_the_rest(
     second = standins.executor.sells[1]
     assert (second.size, second.client_order_id != first.client_order_id) == ("60", True)
     await conn.close()
+
+
+async def _stop_loss_selling(db_url: str, redis: Any, standins: StandIns,
+                             make_guard: GuardFactory) -> tuple[Any, Any, epb.Order]:
+    """A copied position of 100 at 0.40 with a stop-loss (25 %) and a take-profit (40 %); the stop-loss has
+    fired and its SELL of the 100 shares is in flight (not filled)."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25", "takeProfitPct": "40"})
+    await add_market(redis, min_size="1")
+    standins.executor.auto_fill = False
+    guard = (await make_guard()).guard
+    await set_position(conn, "100", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
+    await eventually(lambda: len(guard.engine) == 2)
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.29", ask="0.31")  # the stop-loss (0.30) fires
+    await eventually(lambda: len(standins.executor.sells) == 1)
+    sell = standins.executor.sells[0]
+    assert sell.size == "100"
+    return conn, guard, sell
