@@ -9,8 +9,8 @@ releases the reserved exposure of orders that became terminal (one Lua call); th
 is picked up by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but
 never drops them.
 
-The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed or
-removing post-commit update of it, after a Redis server change, and every ``watch_repair_interval_s``. It
+The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed
+post-commit update of it, after a Redis server change, and every ``watch_repair_interval_s``. It
 then holds exactly the assets some wallet holds (``positions.size > 0``), whatever replica or lost write
 left it otherwise, so ingest follows the book of every open position.
 """
@@ -228,11 +228,9 @@ class Journal:
         gone = [a for a in closed if not await self.store.asset_held(a)]
         if not opened and not gone:
             return
+        # (another replica opening one of ``gone`` between the check and the SREM is put right by the
+        # periodic repair: a repair after every removal cost a scan of positions every sweep under load)
         await change_watch_set(self.redis, WATCH_POSITIONS, opened, gone)
-        if gone:
-            # another replica may have opened one of them between the check and the SREM: the next
-            # sweep's repair adds back whatever PostgreSQL says is held
-            self._watch_stale = True
 
     async def repair_watch(self) -> None:
         """Make ``tt:watch:positions`` the assets some wallet holds in PostgreSQL; announce the difference.
