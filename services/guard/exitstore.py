@@ -71,18 +71,12 @@ class ExitStore:
         if quick is not None:
             return quick
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(LOCK, (fill.follower_wallet_id, fill.asset_id))
-            pos = await (await conn.execute(
-                "SELECT size, avg_price, wallet, opened_at FROM positions WHERE follower_wallet_id = %s"
-                " AND asset_id = %s", (fill.follower_wallet_id, fill.asset_id))).fetchone()
+            pos, group = await _locked(conn, fill.follower_wallet_id, fill.asset_id)
             held: Decimal = pos["size"] if pos else fill.filled_size
             entry: Decimal = pos["avg_price"] if pos and pos["avg_price"] else fill.avg_price
             wallet: str = (pos["wallet"] if pos else fill.wallet).lower()
             if held <= 0:
                 return ExitsChange("NO_POSITION")
-            group = await (await conn.execute(
-                "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
-                " AND state = 'OPEN' FOR UPDATE", (fill.follower_wallet_id, fill.asset_id))).fetchone()
             gone: list[TriggerRow] = []
             if group is not None and reopened((group["exits"] or {}).get("opened_at"), pos):
                 gone = await close_group(conn, group["oco_group"], now)
@@ -111,15 +105,9 @@ class ExitStore:
         fired and its SELL sold only part), the group is renewed from its own exits for the shares held."""
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(LOCK, (follower_wallet_id, asset_id))
-            pos = await (await conn.execute(
-                "SELECT size, avg_price, opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
-                (follower_wallet_id, asset_id))).fetchone()
+            pos, group = await _locked(conn, follower_wallet_id, asset_id)
             if pos is None or pos["size"] < MIN_HELD_SHARES:
                 return ExitsChange("OPEN")
-            group = await (await conn.execute(
-                "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
-                " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
             if group is None or reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
             renewing = await used_up(conn, group)
@@ -245,7 +233,7 @@ class ExitStore:
             peek = await (await conn.execute(SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
             if peek["has_group"] and reopened(peek["group_opened_at"], peek):
-                return await self._closereopened(follower_wallet_id, asset_id)
+                return await self._close_reopened(follower_wallet_id, asset_id)
             # shares left and no exit guards them any more: the caller renews the group (renew_used)
             return ExitsChange("EXITS_USED" if peek["used_up"] else "OPEN")
         if peek is not None and not peek["has_group"] and not peek["has_armed"]:
@@ -271,18 +259,12 @@ class ExitStore:
             cancelled = await cancel_events(conn, rows)
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
-    async def _closereopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
+    async def _close_reopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """The open group guards a position that closed and was opened again since (this SELL event was read
         after the reopening BUY was booked): its exits are cancelled with the position they were for."""
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(LOCK, (follower_wallet_id, asset_id))
-            pos = await (await conn.execute(
-                "SELECT opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
-                (follower_wallet_id, asset_id))).fetchone()
-            group = await (await conn.execute(
-                "SELECT oco_group, exits FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
-                " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
+            pos, group = await _locked(conn, follower_wallet_id, asset_id)
             if group is None or not reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
             cancelled = await close_group(conn, group["oco_group"], now)
@@ -296,3 +278,15 @@ class ExitStore:
                 " AND state = 'OPEN'", (follower_wallet_id, asset_id))).fetchone()
         return None if row is None else dict(row)
 
+
+async def _locked(conn: Any, follower_wallet_id: str, asset_id: str) -> tuple[Any, Any]:
+    """In the caller's transaction: lock the position (advisory, as fires and fills do), then read it and its
+    OPEN exits group (locked): (position row or None, group row or None)."""
+    await conn.execute(LOCK, (follower_wallet_id, asset_id))
+    pos = await (await conn.execute(
+        "SELECT size, avg_price, wallet, opened_at FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+        (follower_wallet_id, asset_id))).fetchone()
+    group = await (await conn.execute(
+        "SELECT * FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s"
+        " AND state = 'OPEN' FOR UPDATE", (follower_wallet_id, asset_id))).fetchone()
+    return pos, group

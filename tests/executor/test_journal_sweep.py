@@ -37,15 +37,15 @@ def _refused(i: int) -> Change:
 
 
 @contextlib.asynccontextmanager
-async def _running_journal(db_url: str, redis_url: str, release: Release,
-                           sweep_interval_s: float) -> AsyncIterator[tuple[Journal, Any, Any]]:
+async def _running_journal(db_url: str, redis_url: str, release: Release, sweep_interval_s: float,
+                           store: type[Store] = Store) -> AsyncIterator[tuple[Journal, Any, Any]]:
     """A running journal on real PostgreSQL and Redis: (journal, its Redis, the order-event stream's Redis)."""
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
     r = aioredis.from_url(redis_url)
     sr = create_stream_redis(redis_url)
     log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
     await log_.prime()
-    journal = Journal(Store(pool), r, log_, release, sweep_interval_s=sweep_interval_s)
+    journal = Journal(store(pool), r, log_, release, sweep_interval_s=sweep_interval_s)
     task = asyncio.create_task(journal.run())
     try:
         yield journal, r, sr
@@ -97,3 +97,28 @@ async def test_the_outbox_empties_as_events_are_appended_and_the_sweep_appends_w
         await eventually(lambda: _sql(db_url, "SELECT count(*) FROM order_events_outbox") == [(0,)])
         assert await sr.xlen(ORDER_EVENTS) == before + 1  # appended by the sweep
         assert _sql(db_url, "SELECT count(*) FROM order_events") == [(2,)]  # the history is not touched
+
+
+class _BlipOnce(Store):
+    """PostgreSQL unreachable for the first outbox read only (a restart, a failover, a pool timeout)."""
+
+    blips = 1
+
+    async def unpublished(self, min_age_s: float, limit: int = 5000) -> list[tuple[int, bytes]]:
+        if self.blips:
+            self.blips -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await super().unpublished(min_age_s, limit)
+
+
+async def test_journal_survives_a_storage_blip_during_its_start_up_sweep(db_url: str, redis_url: str) -> None:
+    """Every order state change of the executor goes through Journal.write, which waits for the journal task.
+    A transient PostgreSQL / Redis failure in the sweep the journal runs when it starts must be retried like
+    the periodic sweep's, not end the task: otherwise every later write (the start-up resume, each order's
+    SUBMITTING -> PLACED -> FILLED) waits forever and the executor is wedged."""
+    async with _running_journal(db_url, redis_url, reservations.release_many, 0.2, _BlipOnce) as (journal, _r, _s):
+        try:
+            inserted = await asyncio.wait_for(journal.write([], inserts=[_refused(1)]), timeout=5)
+        except TimeoutError:
+            raise AssertionError("journal write never completed: the journal task ended") from None
+        assert inserted == {"co_test00001"}
