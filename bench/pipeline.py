@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -211,6 +212,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quiet-runs", action="store_true",
                         help="(b): start each run once the stack's CPU use from the previous one died down")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--keep-logs", default="", metavar="DIR",
+                        help="copy the stack's service logs into DIR when the run ends")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     duration = 5.0 if args.quick else 60.0
@@ -247,6 +250,8 @@ def main(argv: list[str]) -> int:
             results["restarts"] = {n: p.program(n).get("restarts") for n in ("ingest", "router", "executor")}
         finally:
             p.stop(quiet=True)
+            if args.keep_logs:
+                shutil.copytree(Path(tmp) / "run" / "logs", Path(args.keep_logs), dirs_exist_ok=True)
     if not args.no_save:
         print(f"saved {save_results('pipeline', results)}", flush=True)
     return 0

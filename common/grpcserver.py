@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -13,6 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
+from common.grpcclient import SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ async def start_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *SERVER_OPTIONS,
         ],
     )
     names = tuple(register(server))
@@ -94,6 +98,7 @@ async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     waiter = asyncio.ensure_future(srv.server.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,6 +106,29 @@ async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
     await srv.stop(grace_s)
     for task in (waiter, stopper):
         task.cancel()
+
+
+def task_stacks(tasks: Iterable[asyncio.Task[Any]]) -> str:
+    """Each task's name and the chain of coroutines it is suspended in, innermost last."""
+    out = io.StringIO()
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        out.write(f"--- {task.get_name()}\n")
+        awaited: Any = task.get_coro()
+        for _ in range(40):
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                out.write(f"  {type(awaited).__name__}\n")
+                break
+            out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+            if awaited is None:
+                break
+    return out.getvalue()
+
+
+def dump_tasks() -> None:
+    """Log every unfinished asyncio task with where it waits (``kill -USR1`` a service to see it)."""
+    log.warning("asyncio tasks", extra={"tasks": task_stacks(asyncio.all_tasks())})
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

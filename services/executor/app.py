@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import redis.asyncio as aioredis
 
 from common import reservations
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
+from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.livefeed import LiveFeed
 from common.logread import read_log_items
@@ -148,7 +148,7 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s)
     grpc_server = await server.start(servicer, settings.grpc_port, settings.host)
 
-    channel = grpc.aio.insecure_channel(settings.router_target)
+    channel = grpc_channel(settings.router_target)
     stub = egrpc.RouterServiceStub(channel)
 
     async def from_router(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:

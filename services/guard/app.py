@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
+from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.logread import read_log_items
 from common.storage import apply_migrations, create_pool, create_redis
@@ -123,9 +122,9 @@ async def start(settings: Settings) -> Running:
         log.warning("PostgreSQL pool not filled at start", extra={"error": repr(exc)[:300]})
     redis = create_redis(settings.storage.redis_url.value)
     stream_redis = create_stream_redis(settings.storage.redis_url.value)
-    ingest_ch = grpc.aio.insecure_channel(settings.ingest_target)
-    executor_ch = grpc.aio.insecure_channel(settings.executor_target)
-    control_ch = grpc.aio.insecure_channel(settings.control_target)
+    ingest_ch = grpc_channel(settings.ingest_target)
+    executor_ch = grpc_channel(settings.executor_target)
+    control_ch = grpc_channel(settings.control_target)
 
     events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=settings.stream_maxlen)
     triggers = TriggerStore(pool, utcnow)

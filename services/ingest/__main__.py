@@ -19,6 +19,7 @@ import httpx
 
 from common.config import ConfigError, StorageSettings
 from common.consumer import RedisCursorStore
+from common.grpcserver import dump_tasks
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.resp import RespConnection
@@ -192,6 +193,7 @@ async def serve(settings: IngestSettings, storage: StorageSettings,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     stopper = asyncio.ensure_future(stop.wait())
     failure = asyncio.ensure_future(app.wait_failure())
     await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)

@@ -11,10 +11,10 @@ from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 
 import aiohttp
-import grpc
 
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
+from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer, run, wait_for_termination
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
@@ -66,7 +66,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stack.callback(fast.close)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         stack.push_async_callback(session.close)
-        channel = grpc.aio.insecure_channel(settings.ingest_target)
+        channel = grpc_channel(settings.ingest_target)
         stack.push_async_callback(channel.close, None)
 
         metrics = RouterMetrics()
