@@ -12,7 +12,7 @@
 | ``TT_GUARD_ORDERS_GATHER_S`` | 0.025 | least time between order-event reads (log source); SELL answers' settle batch |
 | ``TT_GUARD_TICK_MAX_AGE_S`` | 2 | a tick older than this (since ingest received it) never fires |
 | ``TT_GUARD_BOOK_MAX_AGE_S`` | 30 | catch-up: a stored book older than this never fires |
-| ``TT_GUARD_PERF_INTERVAL_S`` | 5 | performance-rule evaluation period |
+| ``TT_GUARD_PERF_INTERVAL_S`` | 5 | performance-rule evaluation period (and of ``stats.unrealizedPnlUsd``) |
 | ``TT_GUARD_MARK_FLUSH_S`` | 10 | how often risen trailing high-water marks are persisted (lost on a crash since) |
 | ``TT_GUARD_BOOKKEEPING_INTERVAL_S`` | 0.05 | least time between two runs of the event outbox / "SELL acked" marker |
 | ``TT_GUARD_SUBMITTED_MARK_DELAY_S`` | 1 | an acknowledged SELL is marked this late (a settled one needs no mark) |

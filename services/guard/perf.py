@@ -126,6 +126,17 @@ def valued(book: Holdings, marks: Mapping[str, Decimal]) -> Pnl:
     return Pnl(book.realized, unrealized, book.held, tuple(unmarked))
 
 
+USD_PLACES = Decimal("0.000001")  # USDC's base unit
+
+
+def unrealized_usd(book: Holdings | None, marks: Mapping[str, Decimal]) -> Decimal:
+    """What ``stats.unrealizedPnlUsd`` shows: the open shares of ``book`` at ``marks`` less their cost, to
+    USDC's base unit (an asset without a mark counts at cost; no book is 0)."""
+    if book is None:
+        return ZERO
+    return valued(book, marks).unrealized.quantize(USD_PLACES)
+
+
 def pnl(fills: Iterable[FillRow], marks: Mapping[str, Decimal]) -> Pnl:
     """PnL of fills in time order, with open shares valued at ``marks``."""
     return valued(holdings(fills), marks)

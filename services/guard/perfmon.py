@@ -1,4 +1,5 @@
-"""The performance-rule loop: evaluate every ACTIVE subscription's PnL, record decisions, apply them via control.
+"""The performance-rule loop: evaluate every ACTIVE subscription's PnL, record decisions, apply them via control;
+and write every subscription's unrealized PnL at the current marks into its stats (``stats.unrealizedPnlUsd``).
 
 A decision is recorded in PostgreSQL before control is called, with a deterministic id that control
 treats as an idempotency key: a crash in between re-sends the same decision at the next start-up
@@ -36,6 +37,7 @@ class PerfStats:
     applied: int = 0
     refused: int = 0
     resumes: int = 0  # loss-stopped subscriptions found ACTIVE again (their loss-stop rebased)
+    unrealized_written: int = 0  # stats rows whose unrealized PnL changed
     errors: int = 0
 
 
@@ -60,6 +62,8 @@ class PerfMonitor:
         self.interval_s = interval_s
         self.stats = PerfStats()
         self._books: dict[str, _Book] = {}
+        self._rule_ids: set[str] = set()
+        self._stats_ids: set[str] = set()
 
     async def run(self) -> None:
         """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
@@ -68,6 +72,7 @@ class PerfMonitor:
             try:
                 await self.resend_unapplied()
                 await self.evaluate_all()
+                await self.publish_unrealized()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive outages
@@ -87,8 +92,8 @@ class PerfMonitor:
         """One pass over every ACTIVE subscription with rules; returns the decisions applied."""
         out = []
         subs = await self.store.active_subscriptions()
-        for gone in self._books.keys() - {s.id for s in subs}:
-            del self._books[gone]
+        self._rule_ids = {s.id for s in subs}
+        self._prune()
         for sub in subs:
             try:
                 rules = perf.PerfRules.from_json(sub.perf)
@@ -101,6 +106,30 @@ class PerfMonitor:
             if decision is not None:
                 out.append(decision)
         return out
+
+    async def publish_unrealized(self) -> int:
+        """Write every subscription's unrealized PnL at the current marks where it changed (the ``stats``
+        control shows); returns the rows written."""
+        rows = await self.store.stats_rows()
+        self._stats_ids = {r.id for r in rows}
+        self._prune()
+        books: dict[str, perf.Holdings] = {}
+        for row in rows:
+            book = await self._holdings(row.id, row.fills_version)
+            if book is not None and book.held:
+                books[row.id] = book
+        held = {asset for book in books.values() for asset in book.held}
+        marks = await self.markets.marks(held) if held else {}
+        changed = [(row.id, value) for row in rows
+                   if (value := perf.unrealized_usd(books.get(row.id), marks)) != row.unrealized_pnl_usd]
+        written = await self.store.save_unrealized(changed)
+        self.stats.unrealized_written += written
+        return written
+
+    def _prune(self) -> None:
+        """Forget the fills of subscriptions neither rules nor stats need any more."""
+        for gone in self._books.keys() - self._rule_ids - self._stats_ids:
+            del self._books[gone]
 
     async def evaluate(self, subscription_id: str, rules: perf.PerfRules,
                        fills_version: int | None = None) -> perf.Decision | None:

@@ -30,6 +30,15 @@ class SubscriptionRules:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsRow:
+    """A subscription with booked fills: the version of its fills and the unrealized PnL its stats show."""
+
+    id: str
+    fills_version: int
+    unrealized_pnl_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionRow:
     """A decision recorded before."""
 
@@ -58,6 +67,26 @@ class PerfStore:
                 " LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
                 " WHERE s.state = 'ACTIVE' AND s.perf <> '{}'::jsonb ORDER BY s.id")).fetchall()
         return [SubscriptionRules(r["id"], r["perf"] or {}, r["fills_version"]) for r in rows]
+
+    async def stats_rows(self) -> list[StatsRow]:
+        """Subscriptions with booked fills, whatever their state (a stopped one's shares are still held)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT subscription_id AS id, fills_version, unrealized_pnl_usd FROM subscription_stats"
+                " WHERE fills_version > 0 ORDER BY subscription_id")).fetchall()
+        return [StatsRow(r["id"], r["fills_version"], r["unrealized_pnl_usd"]) for r in rows]
+
+    async def save_unrealized(self, values: list[tuple[str, Decimal]]) -> int:
+        """Write the subscriptions' unrealized PnL (``stats.unrealizedPnlUsd``); returns the rows changed."""
+        if not values:
+            return 0
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE subscription_stats st SET unrealized_pnl_usd = v.u"
+                " FROM unnest(%s::text[], %s::numeric[]) AS v(id, u)"
+                " WHERE st.subscription_id = v.id AND st.unrealized_pnl_usd IS DISTINCT FROM v.u",
+                ([sid for sid, _ in values], [u for _, u in values]))
+        return cur.rowcount
 
     async def fills_since(self, subscription_id: str, seen: str | None) -> tuple[list[FillRow], str]:
         """The subscription's fills (with the fee shares of each BUY) that snapshot ``seen`` (a ``pg_snapshot``

@@ -157,3 +157,38 @@ async def test_a_fill_whose_transaction_began_first_but_committed_later_is_not_m
     assert (kept.realized, kept.held[ASSET]) == (D(6), (D(160), D(96)))
     await pool.close()
     await conn.close()
+
+
+async def _shown(conn: Any, sub_id: str = "sub_1") -> Decimal:
+    row = await (await conn.execute(
+        "SELECT unrealized_pnl_usd FROM subscription_stats WHERE subscription_id = %s", (sub_id,))).fetchone()
+    assert row is not None
+    return Decimal(row["unrealized_pnl_usd"])
+
+
+async def test_unrealized_pnl_is_written_to_the_stats_of_every_subscription_with_fills(db_url: str) -> None:
+    """``stats.unrealizedPnlUsd`` follows the marks for subscriptions with and without perf rules (stopped ones
+    too: their shares are still held), is written only when it changed, and is 0 once the position closed."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1")  # no perf rules
+    await insert_subscription(conn, "sub_2", perf={"lossStopUsd": "10000"}, leader="0x" + "b" * 40)
+    await _book(db_url, 1, cpb.SIDE_BUY, "1000", "0.60")
+    await _book(db_url, 2, cpb.SIDE_BUY, "100", "0.50", sub_id="sub_2")
+    marks = FixedMarks({ASSET: D("0.45")})
+    monitor, pool = await _monitor(db_url, marks)
+    await monitor.evaluate_all()
+    assert await monitor.publish_unrealized() == 2
+    assert (await _shown(conn), await _shown(conn, "sub_2")) == (D("-150"), D("-5"))
+    assert await monitor.publish_unrealized() == 0  # nothing moved: nothing written
+    marks.prices[ASSET] = D("0.52")
+    assert await monitor.publish_unrealized() == 2
+    assert (await _shown(conn), await _shown(conn, "sub_2")) == (D("-80"), D("2"))
+    await _book(db_url, 3, cpb.SIDE_SELL, "1000", "0.52")  # sub_1 closes its position
+    await conn.execute("UPDATE subscriptions SET state = 'STOPPED' WHERE id = 'sub_2'")
+    marks.prices[ASSET] = D("0.70")
+    assert await monitor.publish_unrealized() == 2
+    assert (await _shown(conn), await _shown(conn, "sub_2")) == (D(0), D(20))  # stopped, its shares still held
+    assert await monitor.publish_unrealized() == 0
+    assert monitor.stats.fill_reads == 3  # sub_1 and sub_2 once, sub_1 again after its SELL
+    await pool.close()
+    await conn.close()

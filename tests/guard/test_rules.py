@@ -169,6 +169,20 @@ def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str
     assert (out.realized, out.unrealized, out.unmarked) == (D(realized), D(unrealized), unmarked)
 
 
+@pytest.mark.parametrize(("fills", "marks", "shown"), [
+    (None, {"a": D("0.6")}, "0"),  # no fills booked
+    ([_fill("a", "BUY", "100", "0.5")], {"a": D("0.6")}, "10.000000"),
+    ([_fill("a", "BUY", "100", "0.5")], {}, "0.000000"),  # no mark: at cost
+    ([_fill("a", "BUY", "100", "0.5"), _fill("a", "SELL", "100", "0.9")], {"a": D("0.1")}, "0.000000"),  # closed
+    ([_fill("a", "BUY", "3", "0.5")], {"a": D("0.3333333")}, "-0.500000"),  # 0.9999999 - 1.5, to USDC's unit
+    ([_fill("a", "BUY", "7", "0.1234567")], {"a": D("0.2")}, "0.535803"),
+])
+def test_unrealized_shown_in_stats(fills: list[perf.FillRow] | None, marks: dict[str, Decimal], shown: str) -> None:
+    book = perf.holdings(fills) if fills is not None else None
+    value = perf.unrealized_usd(book, marks)
+    assert value == D(shown) and str(value) == shown
+
+
 _FILLS = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["BUY", "SELL"]),
                             st.integers(1, 500), st.integers(1, 99), st.sampled_from([0, 0, 1, 3, 100])),
                   max_size=30)
