@@ -55,11 +55,13 @@ class _Book:
 class PerfMonitor:
     """Loss-stop and profit-scale for every ACTIVE subscription with perf rules."""
 
-    def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float) -> None:
+    def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float,
+                 unrealized_reads_per_pass: int = 500) -> None:
         self.store = store
         self.control = control
         self.markets = markets
         self.interval_s = interval_s
+        self.unrealized_reads_per_pass = unrealized_reads_per_pass
         self.stats = PerfStats()
         self._books: dict[str, _Book] = {}
         self._rule_ids: set[str] = set()
@@ -109,18 +111,28 @@ class PerfMonitor:
 
     async def publish_unrealized(self) -> int:
         """Write every subscription's unrealized PnL at the current marks where it changed (the ``stats``
-        control shows); returns the rows written."""
+        control shows); returns the rows written. At most ``unrealized_reads_per_pass`` subscriptions have
+        their fills read in one pass (the first pass after a start would read them all): the others wait
+        for the next passes, so the loss-stops behind it are not held up."""
         rows = await self.store.stats_rows()
         self._stats_ids = {r.id for r in rows}
         self._prune()
         books: dict[str, perf.Holdings] = {}
+        reads = 0
+        current = []
         for row in rows:
+            kept = self._books.get(row.id)
+            if kept is None or kept.version != row.fills_version:
+                if reads >= self.unrealized_reads_per_pass:
+                    continue
+                reads += 1
+            current.append(row)
             book = await self._holdings(row.id, row.fills_version)
             if book is not None and book.held:
                 books[row.id] = book
         held = {asset for book in books.values() for asset in book.held}
         marks = await self.markets.marks(held) if held else {}
-        changed = [(row.id, value) for row in rows
+        changed = [(row.id, value) for row in current
                    if (value := perf.unrealized_usd(books.get(row.id), marks)) != row.unrealized_pnl_usd]
         written = await self.store.save_unrealized(changed)
         self.stats.unrealized_written += written

@@ -59,11 +59,13 @@ async def _book(db_url: str, n: int, side: int, size: str, price: str, sub_id: s
         await book(conn.cursor(), [(Ticket(order, "PAPER", None, 0), fill)])
 
 
-async def _monitor(db_url: str, marks: FixedMarks, control: FakeControl | None = None) -> tuple[PerfMonitor, Any]:
+async def _monitor(db_url: str, marks: FixedMarks, control: FakeControl | None = None,
+                   reads_per_pass: int = 500) -> tuple[PerfMonitor, Any]:
     """A performance monitor on its own pool (returned to be closed)."""
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     await pool.wait()
-    return PerfMonitor(PerfStore(pool, now), control or FakeControl(), marks, interval_s=60), pool
+    return PerfMonitor(PerfStore(pool, now), control or FakeControl(), marks, interval_s=60,
+                       unrealized_reads_per_pass=reads_per_pass), pool
 
 
 async def test_fills_are_read_again_only_after_a_booking(db_url: str) -> None:
@@ -190,5 +192,20 @@ async def test_unrealized_pnl_is_written_to_the_stats_of_every_subscription_with
     assert (await _shown(conn), await _shown(conn, "sub_2")) == (D(0), D(20))  # stopped, its shares still held
     assert await monitor.publish_unrealized() == 0
     assert monitor.stats.fill_reads == 3  # sub_1 and sub_2 once, sub_1 again after its SELL
+    await pool.close()
+    await conn.close()
+
+
+async def test_unrealized_pnl_reads_a_bounded_number_of_subscriptions_per_pass(db_url: str) -> None:
+    conn = await db(db_url)
+    for n in (1, 2, 3):
+        await insert_subscription(conn, f"sub_{n}", leader="0x" + str(n) * 40)
+        await _book(db_url, n, cpb.SIDE_BUY, "100", "0.50", sub_id=f"sub_{n}")
+    monitor, pool = await _monitor(db_url, FixedMarks({ASSET: D("0.60")}), reads_per_pass=2)
+    assert await monitor.publish_unrealized() == 2  # two read; the third waits for the next pass
+    assert [await _shown(conn, f"sub_{n}") for n in (1, 2, 3)] == [D(10), D(10), D(0)]
+    assert await monitor.publish_unrealized() == 1
+    assert await _shown(conn, "sub_3") == D(10)
+    assert monitor.stats.fill_reads == 3
     await pool.close()
     await conn.close()
