@@ -10,6 +10,7 @@ exactly once there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -66,6 +67,7 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
         for t in threads:
             t.join(timeout=stall_s + 5)
     ids = [r.client_order_id for r in records]
+    stuck = _evidence(b) if len(records) < expected else None
     before = [mb for at, mb in rss if at < marks.get("stopped", stall_at_s)]
     b.read_orders()
     continued = int(marks.get("continued_ns", 0))
@@ -78,4 +80,24 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
                                 "peak": round(max((mb for _, mb in rss), default=0.0), 1),
                                 "end": round(rss[-1][1], 1) if rss else 0.0, "target": RSS_TARGET_MB},
             "backlog_drained_s": round((max(backlog) - continued) / 1e9, 2) if backlog and continued else None,
-            "restarts": b.p.program("executor").get("restarts")}
+            "restarts": b.p.program("executor").get("restarts"),
+            **({"stuck": stuck} if stuck else {})}
+
+
+def _evidence(b: Bench) -> dict[str, Any]:
+    """Where a run that lost orders stopped: each log's newest entry beside its reader's saved cursor; every
+    service logs its asyncio tasks (SIGUSR1) for the logs kept with ``--keep-logs``."""
+    out: dict[str, Any] = {}
+    for log_name, cursor in (("leader_trades", "router"), ("routed_trades", "executor")):
+        info: Any = b.redis.xinfo_stream(f"tt:stream:{log_name}")
+        saved = b.redis.get(f"tt:cursor:{cursor}")
+        out[log_name] = {"newest": _text(info["last-generated-id"]), f"{cursor} cursor": _text(saved)}
+    for name in ("ingest", "router", "executor", "guard"):
+        with contextlib.suppress(Exception):
+            os.kill(int(b.p.program(name)["pid"]), signal.SIGUSR1)
+    time.sleep(1.0)
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
