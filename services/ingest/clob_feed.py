@@ -23,7 +23,7 @@ from services.ingest.frames import decode, require_object
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection
+from services.ingest.wsconn import WsConnection, lasted
 
 log = logging.getLogger(__name__)
 FEED = "clob"
@@ -145,6 +145,7 @@ class ClobFeed:
         while True:
             await self._has_assets.wait()
             self._got_data = False
+            opened_at: float | None = None
             try:
                 conn = await WsConnection.connect(self.url, self._on_message, max_size=self.max_frame_bytes * 16,
                                                   open_timeout_s=10.0)
@@ -156,6 +157,7 @@ class ClobFeed:
                                                      "custom_feature_enabled": True}).decode())
                         self._ws = conn
                     self.connections += 1
+                    opened_at = time.monotonic()
                     await self._session(conn)
                 finally:
                     self._ws = None
@@ -169,7 +171,7 @@ class ClobFeed:
                 reraise_if_cancelling()
                 log.warning("clob connection failed", extra={"error": repr(exc)[:300]})
             self.handler.feed_lost(time.time_ns())
-            if self._got_data:
+            if self._got_data or lasted(opened_at, self.stall_s):
                 attempt = 0
             self.metrics.reconnect(FEED)
             delay = self.backoff.delay(min(attempt, 20), self.rng.random())

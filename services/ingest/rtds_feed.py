@@ -3,7 +3,8 @@
 The client sends the application ping every ``ping_interval_s`` and a watchdog hard-closes the
 socket when no data frame (keep-alives do not count) arrived for ``stall_s``: RTDS is known to go
 silent with the socket open. Every disconnect or stall reports a gap (so the poller backfills at
-once) and reconnects with jittered exponential backoff.
+once) and reconnects with jittered exponential backoff, started over after a connection that worked
+(it brought data, or stayed up until the watchdog closed it).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from services.ingest.identity import FirstSightingOnly, Identified, OccurrenceCo
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import RTDS_ORDERS_MATCHED, RTDS_TRADES, SERVER_ERROR, ParseError
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection
+from services.ingest.wsconn import WsConnection, lasted
 
 log = logging.getLogger(__name__)
 FEED = "rtds"
 INTERNAL = "INTERNAL"
 RECONNECT_BACKOFF = Backoff(0.25, 30.0)
+
 
 
 class RtdsHandler:
@@ -118,6 +120,7 @@ class RtdsFeed:
         attempt = 0
         while True:
             self._got_data = False
+            opened_at: float | None = None
             try:
                 conn = await WsConnection.connect(self.url, self._on_message, max_size=self.max_frame_bytes * 16,
                                                   open_timeout_s=10.0, user_agent="tradingtools-ingest/2.0")
@@ -125,7 +128,7 @@ class RtdsFeed:
                     conn.send_text(self.subscribe)
                     self.connected = True
                     self.connections += 1
-                    self._last_data = time.monotonic()
+                    self._last_data = opened_at = time.monotonic()
                     self.on_connected()
                     await self._session(conn)
                 finally:
@@ -139,7 +142,7 @@ class RtdsFeed:
                 reraise_if_cancelling()
                 log.warning("rtds connection failed", extra={"error": repr(exc)[:300]})
             self.connected = False
-            if self._got_data:
+            if self._got_data or lasted(opened_at, self.stall_s):
                 attempt = 0
             self.metrics.reconnect(FEED)
             self.on_gap(self.last_data_wall_s)

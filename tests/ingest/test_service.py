@@ -211,3 +211,19 @@ async def test_recording_replays_through_normalize(sim: PolymarketSim, run_inges
     # every trade, followed or not, once (the data-api copy of the leader's trade is the same trade)
     assert [i.fill.wallet for i in normalizer.events] == [LEADER, OTHER]
     assert normalizer.events[0].id == expected_id(trade)
+
+
+async def test_a_quiet_feed_closed_by_the_stall_watchdog_is_reopened_at_once_however_often(
+        sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str) -> None:
+    """A connection that worked (it stayed up until the watchdog closed it) starts the reconnect backoff
+    over: a feed that is merely quiet is never left closed for long, so a trade after many quiet
+    stalls still arrives on RTDS (the growing backoff had left it closed up to 30 s at a time)."""
+    await follow(redis_url, LEADER)
+    app = await run_ingest(rtds_stall_s=0.3, reconnect_base_s=0.25, reconnect_cap_s=30.0)
+    await eventually(lambda: app.metrics.count("stalls", "rtds") >= 6, timeout_s=30)
+    connections = sim.rtds.connections
+    await eventually(lambda: sim.rtds.connections > connections, timeout_s=3)  # 16 s and more before
+    await sim.rtds.wait_subscribed()
+    trade = sim.trade(LEADER, market=sim.add_market(), feeds=("rtds",))
+    await eventually(lambda: app.metrics.count("kept", "RTDS_TRADES") == 1, timeout_s=5)
+    assert await ids_in_log(redis_url) == [expected_id(trade)]

@@ -102,3 +102,28 @@ async def test_a_server_that_is_not_a_websocket_fails_the_connect() -> None:
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+def test_closing_an_aborted_connection_does_nothing_on_uvloop() -> None:
+    """The stall watchdog aborts the socket and the feed loop closes it afterwards: on uvloop (the services'
+    loop) writing the closing frame to the aborted socket raised, and every stall was logged as a failed
+    connection."""
+    import uvloop
+
+    async def scenario() -> None:
+        async def handler(ws: ServerConnection) -> None:
+            await ws.wait_closed()
+
+        srv = await serve(handler, "127.0.0.1", 0, compression=None)
+        try:
+            port = next(iter(srv.sockets)).getsockname()[1]
+            conn = await WsConnection.connect(f"ws://127.0.0.1:{port}/ws", lambda _m, _t: None)
+            conn.abort()
+            await asyncio.sleep(0.05)  # as in the feeds: the session's tasks end before the close
+            await conn.close()
+            assert conn.closed
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    uvloop.run(scenario())
