@@ -53,7 +53,7 @@ class _Book:
 
 
 class PerfMonitor:
-    """Loss-stop and profit-scale for every ACTIVE subscription with perf rules."""
+    """Loss-stop and profit-scale for every ACTIVE subscription with perf rules; unrealized PnL for every one."""
 
     def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float,
                  unrealized_reads_per_pass: int = 500) -> None:
