@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.storage import apply_migrations
@@ -72,3 +73,11 @@ def redis_url(redis_server_url: str) -> str:
     client.flushdb()
     client.close()
     return redis_server_url
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A text-mode client of the session Redis (flushed for this test)."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()

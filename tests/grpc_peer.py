@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from common.grpcserver import start_server
+from common.grpcserver import GrpcServer, start_server
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -19,10 +19,15 @@ class QuietIngest(mgrpc.IngestServiceServicer):
         await asyncio.Event().wait()
 
 
+async def start_quiet() -> GrpcServer:
+    """The quiet IngestService on a free loopback port."""
+    return await start_server("127.0.0.1", 0, lambda s: (
+        mgrpc.add_IngestServiceServicer_to_server(QuietIngest(), s), ["tradingtools.market.v1.IngestService"])[1])
+
+
 async def serve() -> None:
     """Serve on a free loopback port until killed."""
-    srv = await start_server("127.0.0.1", 0, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(QuietIngest(), s), ["tradingtools.market.v1.IngestService"])[1])
+    srv = await start_quiet()
     print(srv.port, flush=True)
     await asyncio.Event().wait()
 

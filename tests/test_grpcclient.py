@@ -15,8 +15,7 @@ import grpc
 import pytest
 
 from common.grpcclient import channel
-from common.grpcserver import start_server
-from tests.grpc_peer import QuietIngest
+from tests.grpc_peer import start_quiet
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -53,8 +52,7 @@ async def test_a_stream_from_a_server_that_stopped_answering_fails_with_unavaila
 
 
 async def test_a_quiet_stream_on_a_live_connection_stays_open_through_many_pings() -> None:
-    srv = await start_server("127.0.0.1", 0, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(QuietIngest(), s), ["tradingtools.market.v1.IngestService"])[1])
+    srv = await start_quiet()
     ch = channel(f"127.0.0.1:{srv.port}", keepalive_s=0.2, keepalive_timeout_s=1.0)
     try:
         call = mgrpc.IngestServiceStub(ch).StreamLeaderTrades(mpb.StreamLeaderTradesRequest())

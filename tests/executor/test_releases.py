@@ -3,22 +3,12 @@ of the last minute are done again; a release Redis kept is not done twice."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
 from common.storage import create_pool
 from services.executor.releases import Repairs
 from services.executor.store import Store
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def _claim(coid: str, micro: int) -> reservations.Reservation:

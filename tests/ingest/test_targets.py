@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
@@ -25,13 +22,6 @@ def _sub(sid: str, *, created: float, updated: float) -> spb.Subscription:
     sub.create_time.seconds = int(created)
     sub.update_time.seconds = int(updated)
     return sub
-
-
-@pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def test_a_resume_is_not_backfilled_with_the_trades_made_while_paused(r: aioredis.Redis) -> None:

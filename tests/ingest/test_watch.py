@@ -42,13 +42,6 @@ def test_watch_change_messages(message: str | bytes, expected: WatchChange | Non
 
 
 @pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def watching(r: aioredis.Redis) -> AsyncIterator[tuple[WatchSet, list[set[str]]]]:
     await r.sadd(WATCH_TRIGGERS, *(f"t{i}" for i in range(500)))
     await r.sadd(WATCH_POSITIONS, "p1", "shared")

@@ -17,13 +17,6 @@ STREAM = "tt:stream:routed_trades"
 
 
 @pytest.fixture
-async def r(redis_url: str):  # type: ignore[no-untyped-def]
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def fast(redis_url: str):  # type: ignore[no-untyped-def]
     client = FastRedis(redis_url, timeout_s=5.0)
     yield client

@@ -13,13 +13,6 @@ from common.reservations import SHARES, USD, Reservation
 D = Decimal
 
 
-@pytest.fixture
-async def r(redis_url: str):  # type: ignore[no-untyped-def]
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 @pytest.mark.parametrize(("value", "micro"), [("25", 25_000_000), ("0.000001", 1), ("0.0000011", 2),
                                               ("12.34", 12_340_000)])
 def test_micro_rounds_up(value: str, micro: int) -> None:

@@ -104,13 +104,6 @@ def test_follower_state_keeps_usd_reservations_whole() -> None:
 
 
 @pytest.fixture
-async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def redis_state(redis_url: str) -> AsyncIterator[RedisState]:
     fast = FastRedis(redis_url, timeout_s=5.0)
     yield RedisState(fast, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=10_000)

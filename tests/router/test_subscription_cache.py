@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
@@ -22,13 +21,6 @@ def _sub(sid: str, leader: str = LEADER, fixed: str = "25", state: int = spb.SUB
     return spb.Subscription(id=sid, follower_wallet_id=wallet, follower_proxy="0x" + "6a" * 20, leader_proxy=leader,
                             state=state, mode=cpb.EXECUTION_MODE_PAPER,  # type: ignore[arg-type]
                             sizing=spb.Sizing(mode=spb.SIZING_MODE_FIXED_USD, fixed_usd=fixed))
-
-
-@pytest.fixture
-async def r(redis_url: str):  # type: ignore[no-untyped-def]
-    client = aioredis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def test_cache_follows_changes(r: aioredis.Redis) -> None:
