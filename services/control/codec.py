@@ -32,6 +32,11 @@ def short(enum_type: Any, value: int) -> str:
     return name.removeprefix(prefix)
 
 
+def short_mode(mode: int) -> str:
+    """An ``ExecutionMode`` as stored: ``LIVE`` / ``PAPER``."""
+    return short(cpb.ExecutionMode, mode)
+
+
 def full(enum_type: Any, stored: str) -> int:
     """``ACTIVE`` → ``SUBSCRIPTION_STATE_ACTIVE``'s number."""
     prefix = enum_type.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED")

@@ -13,7 +13,8 @@ from typing import Any
 import psycopg.errors
 from psycopg.rows import tuple_row
 
-from services.control import codec
+from common.storage import pipelined_transaction
+from services.control import codec, wallet_modes
 from services.control.db import Conn
 from services.control.errors import AlreadyExists
 from services.control.pagination import Cursor
@@ -78,29 +79,33 @@ async def insert(conn: Conn, sub: spb.Subscription, doc: codec.Row | None = None
     return 1
 
 
-# A create in ONE statement (one implicit transaction in autocommit, one round trip): the row, its
-# audit row and, with an idempotency key, the key's claim with the response to replay. With a key
-# the row is inserted only when the claim succeeds (a key seen before inserts nothing: the caller
-# then takes the transactional replay path). A failure of any part (e.g. the one-ACTIVE index)
-# fails the whole statement.
+# A create in ONE statement (one round trip, in a transaction behind the wallet's mode lock): the row,
+# its audit row and, with an idempotency key, the key's claim with the response to replay. Nothing is
+# written when the wallet is held in the other execution mode (``c``: see ``wallet_modes``). With a key
+# the row is inserted only when the claim succeeds (a key seen before inserts nothing: the caller then
+# takes the transactional replay path). A failure of any part (e.g. the one-ACTIVE index) fails the whole
+# statement.
+_CONFLICT_OF_CREATE = f"c AS MATERIALIZED ({wallet_modes.CONFLICT})"
 _AUDIT_OF_CREATED = (
     "a AS (INSERT INTO audit_log (at, token_id, method, entity_type, entity_id, before, after, request_id)"
     " SELECT %(create_time)s, %(a_token_id)s, %(a_method)s, 'subscription', s.id, NULL, %(a_after)s,"
     " %(a_request_id)s FROM s)"
 )
+_CREATED = ("SELECT (SELECT count(*) FROM s) AS created, (SELECT kind FROM c) AS conflict_kind,"
+            " (SELECT ref FROM c) AS conflict_ref")
 _CREATE_SQL = (
-    f"WITH s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
-    f" VALUES ({', '.join('%(' + c + ')s' for c in _COLUMNS)}) RETURNING id), {_AUDIT_OF_CREATED}"
-    " SELECT count(*) AS created FROM s"
+    f"WITH {_CONFLICT_OF_CREATE}, s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
+    f" SELECT {', '.join('%(' + c + ')s' for c in _COLUMNS)} WHERE NOT EXISTS (SELECT 1 FROM c) RETURNING id),"
+    f" {_AUDIT_OF_CREATED} {_CREATED}"
 )
 _CREATE_KEYED_SQL = (
-    "WITH k AS (INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at, response)"
-    " VALUES (%(a_token_id)s, %(a_method)s, %(k_key)s, %(k_hash)s, %(create_time)s, %(k_response)s)"
-    " ON CONFLICT (method, key) DO NOTHING RETURNING 1),"
+    f"WITH {_CONFLICT_OF_CREATE},"
+    " k AS (INSERT INTO idempotency_keys (token_id, method, key, request_hash, created_at, response)"
+    " SELECT %(a_token_id)s, %(a_method)s, %(k_key)s, %(k_hash)s, %(create_time)s, %(k_response)s"
+    " WHERE NOT EXISTS (SELECT 1 FROM c) ON CONFLICT (method, key) DO NOTHING RETURNING 1),"
     f" s AS (INSERT INTO subscriptions ({', '.join(_COLUMNS)})"
     f" SELECT {', '.join('%(' + c + ')s' for c in _COLUMNS)} WHERE EXISTS (SELECT 1 FROM k) RETURNING id),"
-    f" {_AUDIT_OF_CREATED}"
-    " SELECT count(*) AS created FROM s"
+    f" {_AUDIT_OF_CREATED} {_CREATED}"
 )
 
 
@@ -113,17 +118,35 @@ class IdempotencyClaim:
     response: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What a create statement did: ``created`` the row, or found ``conflict`` (and wrote nothing)."""
+
+    created: bool
+    conflict: wallet_modes.Conflict | None
+
+
 async def insert_created(conn: Conn, sub: spb.Subscription, doc: codec.Row, *, token_id: str, method: str,
-                         request_id: str, claim: IdempotencyClaim | None = None) -> bool:
+                         request_id: str, claim: IdempotencyClaim | None = None) -> Created:
     """Insert a new subscription (``doc`` = its ``codec.audit_subscription``) with its audit row in one
-    autocommit statement; with ``claim``, only if the key was never used (False: nothing written)."""
+    statement, behind the wallet's mode lock, on an autocommit connection; with ``claim``, only if the
+    key was never used. Nothing is written when the key was used or the wallet is in the other mode."""
     params = codec.subscription_params(sub, doc)
     params.update(a_token_id=token_id, a_method=method, a_request_id=request_id, a_after=codec.jsonb(doc))
     if claim is not None:
         params.update(k_key=claim.key, k_hash=claim.request_hash, k_response=claim.response)
     sql = _CREATE_SQL if claim is None else _CREATE_KEYED_SQL
-    row = await (await conn.execute(sql, params)).fetchone()
-    return row is not None and int(row["created"]) == 1
+    # lock, statement and COMMIT leave together: the statement's snapshot is taken once the lock is held
+    async with pipelined_transaction(conn):
+        await conn.execute(wallet_modes.LOCK, params)
+        cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("create statement returned no row")
+    conflict = None
+    if row["conflict_kind"] is not None:
+        conflict = wallet_modes.Conflict(str(row["conflict_kind"]), str(row["conflict_ref"]))
+    return Created(int(row["created"]) == 1, conflict)
 
 
 async def update(conn: Conn, sub: spb.Subscription, locked_version: int) -> int:

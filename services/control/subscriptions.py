@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from common.ids import new_id
-from services.control import audit, idempotency, pagination, sub_repo, trigger_repo
+from services.control import audit, idempotency, pagination, sub_repo, trigger_repo, wallet_modes
 from services.control import subscription_rules as rules
 from services.control import validation as v
 from services.control.audit import Caller
@@ -25,6 +25,7 @@ from services.control.codec import (
     audit_subscription,
     fill_from_row,
     index_json,
+    short_mode,
     to_json,
     zero_stats,
 )
@@ -88,12 +89,15 @@ class SubscriptionUseCases:
             claim = sub_repo.IdempotencyClaim(key, _request_hash(raw), sub.SerializeToString())
         try:
             async with self.db.read() as conn:
-                created = await sub_repo.insert_created(conn, sub, doc, token_id=caller.token_id,
-                                                        method=caller.method, request_id=caller.request_id,
-                                                        claim=claim)
-            if not created:
-                if claim is None:  # without a key the statement inserts or raises
-                    raise RuntimeError("create statement inserted nothing")
+                done = await sub_repo.insert_created(conn, sub, doc, token_id=caller.token_id,
+                                                     method=caller.method, request_id=caller.request_id,
+                                                     claim=claim)
+            if not done.created:
+                if claim is None:  # without a key the statement inserts, raises or finds a mode conflict
+                    if done.conflict is None:
+                        raise RuntimeError("create statement inserted nothing")
+                    raise wallet_modes.refused(sub.follower_wallet_id, short_mode(sub.mode), done.conflict)
+                # a key seen before replays; a new key was not claimed because of the conflict, found again there
                 replay = await self._create_seen_key(sub, doc, caller, claim.request_hash, now)
                 if replay is not None:
                     return replay
@@ -112,6 +116,7 @@ class SubscriptionUseCases:
             replay = await idempotency.claim(conn, caller, digest, now, self.ttl)
             if replay is not None:
                 return spb.Subscription.FromString(replay)
+            await wallet_modes.check(conn, sub.follower_wallet_id, short_mode(sub.mode), sub.id)
             await sub_repo.insert(conn, sub, doc)
             await audit.write(conn, caller, entity_type="subscription", entity_id=sub.id, before=None,
                               after=doc, at=now)
@@ -167,10 +172,11 @@ class SubscriptionUseCases:
             current = locked.sub
             apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
             merged = rules.merge_patch(current, patch, list(mask.paths))
-            if merged.mode != current.mode:
-                rules.check_live_allowed(merged.mode, self.live_enabled)
             if rules.config_equal(merged, current):
                 return current
+            if merged.mode != current.mode:
+                rules.check_live_allowed(merged.mode, self.live_enabled)
+                await wallet_modes.check(conn, current.follower_wallet_id, short_mode(merged.mode), sid)
             version = await self._write(conn, caller, locked, merged)
         await self.sync.subscription_changed(merged, version)
         return merged

@@ -176,7 +176,8 @@ async def _create(stubs: Stubs, **overrides: Any) -> spb.Subscription:
 VARIED: list[dict[str, Any]] = [
     {"sizing": spb.Sizing(mode=spb.SIZING_MODE_FIXED_USD, fixed_usd="25")},
     {"sizing": spb.Sizing(mode=spb.SIZING_MODE_PERCENT_OF_BALANCE, percent_of_balance="2", min_order_usd="1"),
-     "label": "\u65e5\u672c <b> & \"q\" \u2602", "mode": cpb.EXECUTION_MODE_LIVE},
+     "label": "\u65e5\u672c <b> & \"q\" \u2602", "mode": cpb.EXECUTION_MODE_LIVE,
+     "follower_wallet_id": "w_live"},  # one execution mode per wallet
     {"sizing": spb.Sizing(mode=spb.SIZING_MODE_PROPORTIONAL, ratio="0.05", min_order_usd="1", max_order_usd="250"),
      "filters": spb.Filters(min_price="0.05", max_price="0.95", min_leader_trade_usd="50", market_allowlist=["a"],
                             market_denylist=["btc-updown-5m"], copy_sells=False, max_slippage_bps=0),
