@@ -16,10 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from opentelemetry import metrics
 
 from common.livefeed import LiveFeed
 
 log = logging.getLogger(__name__)
+_GAPS = metrics.get_meter("tradingtools.streams").create_counter(
+    "stream.gaps", description="Readers that resumed behind a log's trimmed start (entries lost to them), by log")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,6 +60,7 @@ class DurableLog:
         self.block_ms = block_ms
         self.live = live
         self.malformed = 0  # entries serve_log skipped
+        self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
         self._append_lock = asyncio.Lock()
 
     async def prime(self) -> None:
@@ -116,6 +120,28 @@ class DurableLog:
         rows: Any = await self.redis.xrange(self.name, min=cursor, max=cursor, count=1)
         return rows[0][1].get(b"p", b"") if rows else None
 
+    async def check_gap(self, cursor: str) -> str | None:
+        """For a reader resuming after ``cursor``: the oldest entry kept when it is newer than ``cursor``, so
+        that what came between was trimmed (MAXLEN) before this reader saw it; logged as an error and
+        counted in :attr:`gaps` (None: nothing lost). The reader goes on from the oldest entry kept.
+
+        Trimming takes the oldest entries, so a cursor older than the log's start means the reader was at
+        least the log's length behind: everything after it up to the start is gone, unless the cursor was
+        the very last entry trimmed (which no check on Redis 6 can tell apart)."""
+        if _entry_id(cursor) <= (0, 0):
+            return None  # a reader from the beginning: it reads everything still kept
+        first: Any = await self.redis.xrange(self.name, min="-", max="+", count=1)
+        if not first:
+            return None
+        oldest = first[0][0].decode() if isinstance(first[0][0], bytes) else str(first[0][0])
+        if _entry_id(oldest) <= _entry_id(cursor):
+            return None
+        self.gaps += 1
+        _GAPS.add(1, {"log": self.name})
+        log.error("reader resumed behind the log's trimmed start: entries between were lost to it",
+                  extra={"log": self.name, "cursor": cursor, "oldest_kept": oldest, "maxlen": self.maxlen})
+        return oldest
+
     async def resolve(self, after: str) -> str:
         """Turn START_NEW / START_OLDEST into a concrete cursor."""
         if after == START_NEW:
@@ -133,6 +159,8 @@ class DurableLog:
     async def tail_batches(self, after: str) -> AsyncIterator[list[tuple[str, bytes]]]:
         """Every entry after ``after``, forever, in the (never empty) batches that were ready together."""
         cursor = await self.resolve(after)
+        if after not in (START_NEW, START_OLDEST):
+            await self.check_gap(cursor)
         live = self.live
         while True:
             if live is not None and live.covers(cursor):
@@ -154,6 +182,15 @@ class DurableLog:
             if batch:
                 cursor = batch[-1][0]
                 yield batch
+
+
+def _entry_id(cursor: str) -> tuple[int, int]:
+    """A stream entry id ``ms-seq`` (or ``ms``) as a comparable pair; anything else sorts first."""
+    ms, _, seq = cursor.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (-1, -1)
 
 
 def _covered_cursor(live: LiveFeed) -> str:

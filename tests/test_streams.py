@@ -309,3 +309,37 @@ async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_n
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _first_of(log_: DurableLog, after: str, direct: bool) -> str:
+    """The cursor of the first entry a reader resuming after ``after`` gets: from the log's tail (what the
+    gRPC stream servicers serve) or straight from Redis."""
+    if direct:
+        stream: Any = read_log_items(log_, bytes, batch=4, block_ms=100)(after)
+        cursor, _ = await asyncio.wait_for(anext(stream), 5)
+    else:
+        stream = log_.tail_batches(after)
+        cursor = (await asyncio.wait_for(anext(stream), 5))[0][0]
+    await stream.aclose()
+    return str(cursor)
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["log tail", "read from Redis"])
+async def test_a_reader_resuming_behind_the_trimmed_start_is_told_and_goes_on(redis_url: str, direct: bool) -> None:
+    client = create_stream_redis(redis_url)
+    try:
+        log_ = DurableLog(client, "tt:stream:trimmed", block_ms=100)
+        cursors = [await log_.append(b"e%d" % i) for i in range(10)]
+        await client.xtrim("tt:stream:trimmed", maxlen=5, approximate=False)  # entries 0-4 are gone
+        assert await _first_of(log_, cursors[2], direct) == cursors[5]
+        assert log_.gaps == 1
+        assert await log_.check_gap(cursors[2]) == cursors[5]
+        # nothing lost: a kept cursor, the log's ends, a reader from the start, an empty log
+        log_.gaps = 0
+        assert await _first_of(log_, cursors[6], direct) == cursors[7]
+        assert await _first_of(log_, START_OLDEST, direct) == cursors[5]
+        assert [await log_.check_gap(c) for c in (cursors[5], cursors[9], "0-0")] == [None, None, None]
+        assert await DurableLog(client, "tt:stream:empty").check_gap(cursors[2]) is None
+        assert log_.gaps == 0
+    finally:
+        await client.aclose()

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
+import pytest
 import redis.asyncio as aioredis
+from psycopg import pq
 
 from common import hotindex
+from services.control import sub_repo
 from services.control.app import start
 from services.control.codec import audit_subscription, index_json
 from services.control.config import Settings
+from services.control.db import create_pool
 from services.control.hotsync import index_copy
 from tests.control.conftest import AUTH, LEADER, Stubs, stubs_for, subscription
 from tests.control.support import count, expect, query
+from tests.test_pipelined_transaction import exchanges
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -72,3 +78,31 @@ async def test_an_expired_key_creates_again_through_the_transactional_path(
     finally:
         await stubs.channel.close(None)
         await running.stop()
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "idempotency key"])
+async def test_a_create_is_one_exchange_with_postgresql(db_url: str, tmp_path: Path, keyed: bool) -> None:
+    """The wallet's mode lock, the create statement and COMMIT leave together."""
+    pool = await create_pool(db_url, max_size=1, acquire_timeout_s=2, statement_timeout_s=2)
+    sub = subscription()
+    sub.id, sub.state = "sub_1", spb.SUBSCRIPTION_STATE_ACTIVE
+    sub.create_time.GetCurrentTime()
+    sub.update_time.GetCurrentTime()
+    claim = sub_repo.IdempotencyClaim("k-1", "digest", b"response") if keyed else None
+    trace_file = tmp_path / "libpq.trace"
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")  # the connection's own set-up is not the create's
+            with trace_file.open("w") as out:
+                conn.pgconn.trace(out.fileno())
+                conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+                try:
+                    done = await sub_repo.insert_created(conn, sub, audit_subscription(sub), token_id="t",
+                                                         method="CreateSubscription", request_id="r", claim=claim)
+                finally:
+                    conn.pgconn.untrace()
+    finally:
+        await pool.close()
+    assert done == sub_repo.Created(True, None)
+    assert exchanges(trace_file.read_text()) == 1
+    assert count(db_url, "subscriptions") == 1 and count(db_url, "idempotency_keys") == int(keyed)
