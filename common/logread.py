@@ -13,7 +13,7 @@ from redis.asyncio.connection import Connection
 
 from common.consumer import OpenStream
 from common.resp import RespConnection
-from common.streams import START_NEW, START_OLDEST, DurableLog
+from common.streams import DurableLog
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def read_raw_entries(log_: DurableLog, *, batch: int = 1024, block_ms: int = 100
                 await asyncio.sleep(wait_s)
 
     async def open_entries(after: str) -> AsyncIterator[list[Any]]:
-        cursor = await log_.resolve(after)
-        if after not in (START_NEW, START_OLDEST):  # resuming: entries after ``after`` may have been trimmed
-            await log_.check_gap(cursor)
+        cursor = await log_.resume(after)
         if not plain_tcp:
             while True:
                 started = time.monotonic()

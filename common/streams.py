@@ -142,6 +142,14 @@ class DurableLog:
                   extra={"log": self.name, "cursor": cursor, "oldest_kept": oldest, "maxlen": self.maxlen})
         return oldest
 
+    async def resume(self, after: str) -> str:
+        """:meth:`resolve` ``after`` for a reader starting now; one resuming from a saved cursor is checked
+        for a gap (:meth:`check_gap`) first."""
+        cursor = await self.resolve(after)
+        if after not in (START_NEW, START_OLDEST):
+            await self.check_gap(cursor)
+        return cursor
+
     async def resolve(self, after: str) -> str:
         """Turn START_NEW / START_OLDEST into a concrete cursor."""
         if after == START_NEW:
@@ -158,9 +166,7 @@ class DurableLog:
 
     async def tail_batches(self, after: str) -> AsyncIterator[list[tuple[str, bytes]]]:
         """Every entry after ``after``, forever, in the (never empty) batches that were ready together."""
-        cursor = await self.resolve(after)
-        if after not in (START_NEW, START_OLDEST):
-            await self.check_gap(cursor)
+        cursor = await self.resume(after)
         live = self.live
         while True:
             if live is not None and live.covers(cursor):

@@ -21,15 +21,15 @@ LIVE, PAPER = cpb.EXECUTION_MODE_LIVE, cpb.EXECUTION_MODE_PAPER
 REFUSED = grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def _create(stubs: Stubs, n: int, mode: int, metadata: tuple[tuple[str, str], ...] = AUTH,
-                  **overrides: Any) -> spb.Subscription:
-    return await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
+def _create_call(stubs: Stubs, n: int, mode: int, metadata: tuple[tuple[str, str], ...] = AUTH,
+                 **overrides: Any) -> Any:
+    return stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
         subscription=subscription(leader_proxy=leader(n), mode=mode, **overrides)), metadata=metadata)
 
 
-def _create_call(stubs: Stubs, n: int, mode: int, metadata: tuple[tuple[str, str], ...] = AUTH) -> Any:
-    return stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
-        subscription=subscription(leader_proxy=leader(n), mode=mode)), metadata=metadata)
+async def _create(stubs: Stubs, n: int, mode: int, metadata: tuple[tuple[str, str], ...] = AUTH,
+                  **overrides: Any) -> spb.Subscription:
+    return await _create_call(stubs, n, mode, metadata, **overrides)
 
 
 def _set_mode(stubs: Stubs, sid: str, mode: int) -> Any:
