@@ -21,8 +21,8 @@ log = logging.getLogger("services.executor")
 async def main(settings: Settings, storage: StorageSettings) -> None:
     """Start, serve until a termination signal, shut down gracefully."""
     running = await start(settings, storage.database_url.value, storage.redis_url.value)
-    journal = [t for t in running.tasks if t.get_name() == "journal"]
-    for task in journal:
+    fatal = [t for t in running.tasks if t.get_name() in _FATAL]
+    for task in fatal:
         task.add_done_callback(_fatal_unless_cancelled)
     # A fan-out allocates heavily for a few hundred ms: keep the start-up heap out of the collector's
     # scans and collect young objects less often, so no full collection lands inside a burst.
@@ -32,17 +32,22 @@ async def main(settings: Settings, storage: StorageSettings) -> None:
     try:
         await wait_for_termination(running.server, settings.grace_s)
     finally:
-        for task in journal:  # stopping ends it on purpose
+        for task in fatal:  # stopping ends them on purpose
             task.remove_done_callback(_fatal_unless_cancelled)
         await running.stop(settings.grace_s)
 
 
+# Tasks whose end ends the process: the journal is the only writer of order state (without it orders go out
+# unrecorded); the lease watch ends when another executor took over (this one may write nothing more). The
+# supervisor starts a new process, which waits for the lease and resumes every unfinished order from PostgreSQL.
+_FATAL = {"journal": "journal stopped; exiting", "lease": "executor lease lost to another executor; exiting"}
+
+
 def _fatal_unless_cancelled(task: asyncio.Task[object]) -> None:
-    """The journal is the only writer of order state: without it orders go out unrecorded, so the process
-    ends (its supervisor starts a new one, which resumes every unfinished order from PostgreSQL)."""
+    """End the process at once when a task of :data:`_FATAL` ended other than by being cancelled."""
     if task.cancelled():
         return
-    log.critical("journal stopped; exiting", extra={"error": repr(task.exception())[:300]})
+    log.critical(_FATAL[task.get_name()], extra={"error": repr(task.exception())[:300]})
     logging.shutdown()
     os._exit(70)
 

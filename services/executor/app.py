@@ -17,6 +17,7 @@ from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
+from common.lease import Lease
 from common.livefeed import LiveFeed
 from common.logread import read_log_items
 from common.retry import Backoff
@@ -54,6 +55,7 @@ class Running:
     journal: Journal
     consumer: ResumableConsumer[epb.RoutedTrade]
     gates: dict[str, BreakerGate]
+    lease: Lease
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
 
@@ -92,14 +94,30 @@ def _now_ms() -> int:
 
 
 async def start(settings: Settings, database_url: str, redis_url: str) -> Running:
-    """Build and start everything; resume unfinished orders before taking new ones."""
+    """Build and start everything; resume unfinished orders before taking new ones.
+
+    One executor is active per database: this waits (a standby) while another holds the lease, and every
+    connection it writes order state through carries the lease's epoch, so it cannot write once superseded.
+    """
     await asyncio.to_thread(apply_migrations, database_url)
-    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True, options=PLANNER_OPTIONS)
+    lease = Lease(database_url, "executor", poll_s=settings.lease_poll_s, check_s=settings.lease_check_s)
+    await lease.acquire()
+    try:
+        return await _start_holding(settings, database_url, redis_url, lease)
+    except BaseException:
+        await lease.close()
+        raise
+
+
+async def _start_holding(settings: Settings, database_url: str, redis_url: str, lease: Lease) -> Running:
+    """:func:`start` once the lease is held."""
+    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True,
+                             options=f"{PLANNER_OPTIONS} {lease.options}")
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
     await events_log.prime()  # before the journal appends anything
-    store = Store(pool, intents_url=database_url)
+    store = Store(pool, intents_url=database_url, intents_options=lease.options)
     fast = FastRedis(redis_url)  # the per-order commands: book reads, cursor saves, reservation releases
 
     async def release(_redis: Any, ids: list[str]) -> list[int]:
@@ -140,7 +158,8 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
         min_depth_ratio=settings.min_depth_ratio))
 
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal")]
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
+                                      asyncio.create_task(lease.watch(), name="lease")]
     resumed = await engine.resume(await store.open_orders())
     if resumed:
         log.info("resumed unfinished orders", extra={"count": resumed})
@@ -175,7 +194,10 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
         for venue in venues.values():
             await venue.close()
 
-    closers = [pool.close, store.close, redis.aclose, fast.aclose, stream_redis.aclose, channel.close, close_venues]
-    log.info("executor started", extra={"port": grpc_server.port, "router": settings.router_target,
-                                        "routed_source": settings.routed_source, "live": settings.live_configured})
-    return Running(grpc_server, engine, fanout, journal, consumer, gates, tasks, closers)
+    # closed in reverse: the lease last, once everything this process wrote is written
+    closers = [lease.close, pool.close, store.close, redis.aclose, fast.aclose, stream_redis.aclose, channel.close,
+               close_venues]
+    log.info("executor started", extra={
+        "port": grpc_server.port, "router": settings.router_target, "routed_source": settings.routed_source,
+        "live": settings.live_configured, "lease_epoch": lease.epoch})
+    return Running(grpc_server, engine, fanout, journal, consumer, gates, lease, tasks, closers)

@@ -34,6 +34,8 @@
 | ``TT_EXECUTOR_JOURNAL_BATCH`` | 1000 | state changes written in one transaction at most |
 | ``TT_EXECUTOR_JOURNAL_MIN_INTERVAL_S`` | 0.05 | least time between two journal transactions under load |
 | ``TT_EXECUTOR_GRACE_S`` | 5 | graceful-shutdown grace |
+| ``TT_EXECUTOR_LEASE_POLL_S`` | 0.5 | a standby (another executor holds the lease) tries to take it this often |
+| ``TT_EXECUTOR_LEASE_CHECK_S`` | 1 | the active executor checks its lease this often (exits when another took it) |
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class Settings:
     cursor_save_interval_s: float
     routed_source: str
     grace_s: float
+    lease_poll_s: float
+    lease_check_s: float
 
     @property
     def live_configured(self) -> bool:
@@ -164,4 +168,6 @@ class Settings:
             cursor_save_interval_s=env_float_seconds(env, "TT_EXECUTOR_CURSOR_SAVE_INTERVAL_S", 0.1),
             routed_source=_routed_source(env),
             grace_s=env_float_seconds(env, "TT_EXECUTOR_GRACE_S", 5.0),
+            lease_poll_s=env_float_seconds(env, "TT_EXECUTOR_LEASE_POLL_S", 0.5, minimum=0.01),
+            lease_check_s=env_float_seconds(env, "TT_EXECUTOR_LEASE_CHECK_S", 1.0, minimum=0.01),
         )

@@ -16,6 +16,8 @@ it: ``psycopg.OperationalError`` when the server could not be reached, which cal
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import generators, pq
 from psycopg.errors import error_from_result
@@ -26,8 +28,9 @@ STATEMENT = b"tt_executor_insert_intents"
 class IntentConnection:
     """One autocommit connection executing the prepared intent INSERT (``$1`` = the intents' JSON)."""
 
-    def __init__(self, url: str, sql: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, sql: str, *, connect_timeout_s: float = 5.0, options: str = "") -> None:
         self.url = url
+        self.options = options
         self.sql = sql.replace("%s", "$1").encode()
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg.AsyncConnection[object] | None = None
@@ -38,8 +41,9 @@ class IntentConnection:
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self._conn = None
+        kwargs: dict[str, Any] = {"options": self.options} if self.options else {}
         conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                     connect_timeout=max(1, int(self.connect_timeout_s)))
+                                                     connect_timeout=max(1, int(self.connect_timeout_s)), **kwargs)
         try:
             conn.pgconn.send_prepare(STATEMENT, self.sql)
             self._check(await conn.wait(generators.execute(conn.pgconn)), conn, pq.ExecStatus.COMMAND_OK)

@@ -191,10 +191,12 @@ DEDICATED_MAX_INTENTS = 4
 class Store:
     """The executor's tables (``orders``, ``order_events``) and the shared ``fills``/``positions``/stats."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "") -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "",
+                 intents_options: str = "") -> None:
         self.pool = pool
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intents.py)
-        self.intents = IntentConnection(intents_url, _INSERT_INTENTS) if intents_url else None
+        self.intents = (IntentConnection(intents_url, _INSERT_INTENTS, options=intents_options) if intents_url
+                        else None)
 
     async def close(self) -> None:
         """Close the dedicated intent connection (the pool is closed by its owner)."""

@@ -1,0 +1,74 @@
+"""An executor whose lease was taken over writes nothing more through its store: no intent (so no new POST)
+and no fill, position or order change (real PostgreSQL, the executor's own statements)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal as D
+
+import psycopg
+import pytest
+
+from common.lease import FENCE_SQLSTATE, Lease
+from common.storage import create_pool
+from services.executor import lifecycle as lc
+from services.executor.events import build_event
+from services.executor.intake import IntakeRules, prepare
+from services.executor.model import Booking, Ticket
+from services.executor.store import PLANNER_OPTIONS, Change, Store
+from tests.executor.conftest import make_order, rows
+
+pytestmark = pytest.mark.integration
+
+RULES = IntakeRules(live_configured=True)
+
+
+def _placed(t: Ticket, life: lc.OrderLife, now: int) -> tuple[Change, lc.OrderLife]:
+    event = lc.OrderAccepted(f"v_{t.client_order_id}", "matched")
+    after = lc.apply(life, event)
+    return Change(t, after, build_event(t, after, event, now_ns=now)), after
+
+
+def _filled(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
+    event = lc.OrderFilled(D(size), D("0.5"))
+    after = lc.apply(life, event)
+    booking = Booking(f"fill_{t.client_order_id}", D(size), D("0.5"), D(size) * D("0.5"), D(0), True,
+                      now // 1_000_000)
+    return Change(t, after, build_event(t, after, event, now_ns=now, fill_size=D(size), fill_price=D("0.5")), booking)
+
+
+@pytest.mark.parametrize("intents_path", ["dedicated", "pool"])
+async def test_a_superseded_executor_books_no_fill_and_inserts_no_intent(db_url: str, intents_path: str) -> None:
+    old = Lease(db_url, "executor", holder="old", poll_s=0.02)
+    new = Lease(db_url, "executor", holder="new", poll_s=0.02)
+    await old.acquire()
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True,
+                             options=f"{PLANNER_OPTIONS} {old.options}")
+    store = Store(pool, intents_url=db_url if intents_path == "dedicated" else "", intents_options=old.options)
+    try:
+        now = time.time_ns()
+        first = prepare(make_order(1), None, RULES, now)
+        assert await store.insert_intents([(first.ticket, first.life)]) == {"co_test00001"}
+        placed, life = _placed(first.ticket, first.life, now)
+        await store.apply([], [placed])
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (old.backend_pid,))
+        assert await new.acquire() == 2  # the old one has not noticed: its store still writes as epoch 1
+
+        with pytest.raises(psycopg.OperationalError) as booking_refused:
+            await store.apply([], [_filled(first.ticket, life, "10", now)])
+        assert booking_refused.value.sqlstate == FENCE_SQLSTATE
+        second = prepare(make_order(2), None, RULES, now)
+        with pytest.raises(psycopg.OperationalError) as intent_refused:
+            await store.insert_intents([(second.ticket, second.life)])
+        assert intent_refused.value.sqlstate == FENCE_SQLSTATE
+
+        assert rows(db_url, "SELECT client_order_id, state, filled_size FROM orders") == [
+            ("co_test00001", "PLACED", D(0))]
+        assert rows(db_url, "SELECT count(*) FROM fills") == [(0,)]
+        assert rows(db_url, "SELECT count(*) FROM positions") == [(0,)]
+    finally:
+        await store.close()
+        await pool.close()
+        await old.close()
+        await new.close()

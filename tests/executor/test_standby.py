@@ -1,0 +1,130 @@
+"""Two executor processes on one database (a rolling update, a replica started by mistake): one works, the
+other waits; when the active one dies or loses its lease the standby takes over, and no order is POSTed or
+its fill booked twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from common.config import project_root
+from tests.executor.conftest import ASSET, Harness, make_order
+from tests.helpers import eventually
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+pytestmark = pytest.mark.integration
+
+_LEASE_HOLDER = """
+SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+WHERE a.application_name = 'tt-executor-lease' AND a.datname = current_database() AND l.locktype = 'advisory'
+  AND l.granted
+"""
+
+
+def _spawn(h: Harness, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **h.env(), "DATABASE_URL": h.db_url, "REDIS_URL": h.redis_url,
+           "TT_EXECUTOR_MAX_INFLIGHT": "16", "TT_EXECUTOR_GRACE_S": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "5", **extra}
+    return subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=project_root(), env=env,
+                            stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _query(db_url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _lease_connections(db_url: str) -> int:
+    return len(_query(db_url, "SELECT pid FROM pg_stat_activity WHERE application_name = 'tt-executor-lease' "
+                              "AND datname = current_database()"))
+
+
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _route_and_start(h: Harness, log_path: Path, **active_env: str) -> tuple[list[epb.Order],
+                                                                                   subprocess.Popen[bytes]]:
+    await h.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
+    h.fake.faults.post_delay_s = 0.02
+    orders = [make_order(t * 20 + i) for t in range(30) for i in range(20)]
+    for t in range(30):
+        await h.route(*orders[t * 20:(t + 1) * 20])
+    active = _spawn(h, log_path, **active_env)
+    await eventually(lambda: len(h.fake.posts) >= 100, timeout_s=30, interval_s=0.002)
+    return orders, active
+
+
+async def _all_done_once(h: Harness, orders: list[epb.Order], *, replays_at_most: int = 0) -> None:
+    """Every order FILLED, placed at the venue once and its fill booked once. ``replays_at_most``: POSTs that
+    repeated an order's Idempotency-Key (the venue answers them with the original order)."""
+    coids = {o.client_order_id for o in orders}
+
+    def all_filled() -> bool:
+        states = dict(_query(h.db_url, "SELECT client_order_id, state FROM orders"))
+        assert set(states) == coids, f"{len(coids - set(states))} orders missing"
+        assert set(states.values()) == {"FILLED"}, Counter(states.values())
+        return True
+
+    await eventually(all_filled, timeout_s=60, interval_s=0.2)
+    created = Counter(p.client_order_id or p.idempotency_key for p in h.fake.posts if p.outcome == "created")
+    assert created == dict.fromkeys(coids, 1)
+    replays = sum(h.fake.post_counts().values()) - len(coids)
+    assert replays <= replays_at_most, f"{replays} POSTs repeated an order"
+    assert dict(_query(h.db_url, "SELECT order_id, count(*) FROM fills GROUP BY order_id")) == dict.fromkeys(coids, 1)
+    held = _query(h.db_url, f"SELECT size FROM positions WHERE asset_id = '{ASSET}' AND size > 0")
+    booked = _query(h.db_url, f"SELECT sum(size - fee_shares) FROM fills WHERE asset_id = '{ASSET}'")
+    assert sum(r[0] for r in held) == booked[0][0]  # type: ignore[misc]
+
+
+async def test_a_standby_waits_and_takes_over_when_the_active_executor_dies(harness: Harness, tmp_path: Path) -> None:
+    log_path = tmp_path / "executor.log"
+    orders, active = await _route_and_start(harness, log_path)
+    standby = _spawn(harness, log_path, TT_EXECUTOR_LEASE_POLL_S="0.05")
+    try:
+        await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
+        posted = len(harness.fake.posts)
+        await asyncio.sleep(0)
+        active.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(active.wait, 10)
+        assert posted < len(orders), "the kill came too late to test anything"
+        await _all_done_once(harness, orders)
+        assert _query(harness.db_url, "SELECT epoch FROM service_leases WHERE name = 'executor'") == [(2,)]
+        assert standby.poll() is None
+    finally:
+        await asyncio.to_thread(_stop, active, standby)
+
+
+async def test_an_executor_that_lost_its_lease_stops_and_the_standby_finishes(harness: Harness,
+                                                                            tmp_path: Path) -> None:
+    log_path = tmp_path / "executor.log"
+    # the active one checks its lease rarely, so it keeps working for a while after losing it
+    orders, active = await _route_and_start(harness, log_path, TT_EXECUTOR_LEASE_CHECK_S="2")
+    standby = _spawn(harness, log_path, TT_EXECUTOR_LEASE_POLL_S="0.05")
+    try:
+        await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
+        [(pid,)] = await asyncio.to_thread(_query, harness.db_url, _LEASE_HOLDER)
+        posted = len(harness.fake.posts)
+        await asyncio.to_thread(_query, harness.db_url, f"SELECT pg_terminate_backend({pid})")
+        assert posted < len(orders), "the lease was taken too late to test anything"
+        assert await asyncio.to_thread(active.wait, 20) == 70  # ends itself: another executor took over
+        # Until it noticed, the old one could still POST the orders it had in flight (their intents were
+        # committed before the takeover, so the new one resumed them too): same Idempotency-Key, one order.
+        await _all_done_once(harness, orders, replays_at_most=16)
+        assert _query(harness.db_url, "SELECT epoch FROM service_leases WHERE name = 'executor'") == [(2,)]
+    finally:
+        await asyncio.to_thread(_stop, active, standby)

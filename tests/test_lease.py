@@ -1,0 +1,151 @@
+"""The executor's lease on real PostgreSQL: one holder at a time, standbys wait, and a superseded epoch
+cannot write ``orders`` (migration 0410)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from common.lease import FENCE_SQLSTATE, Lease
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+_WRITE = "UPDATE orders SET reason = reason WHERE false"  # the statement trigger runs even for no rows
+
+
+@pytest.fixture
+async def leases(db_url: str) -> AsyncIterator[list[Lease]]:
+    """Leases made by a test, all freed at its end."""
+    made: list[Lease] = []
+    yield made
+    for lease in made:
+        await lease.close()
+
+
+def _lease(made: list[Lease], db_url: str, holder: str, **kwargs: float) -> Lease:
+    lease = Lease(db_url, "executor", holder=holder, poll_s=kwargs.get("poll_s", 0.02),
+                  check_s=kwargs.get("check_s", 0.05), timeout_s=2.0,
+                  max_unconfirmed_s=kwargs.get("max_unconfirmed_s", 8.0))
+    made.append(lease)
+    return lease
+
+
+async def _writer(db_url: str, options: str = "") -> psycopg.AsyncConnection[object]:
+    kwargs = {"options": options} if options else {}
+    return await psycopg.AsyncConnection.connect(db_url, autocommit=True, **kwargs)
+
+
+async def _terminate(db_url: str, pid: int) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+async def _cancel(*tasks: asyncio.Task[object]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_second_process_waits_until_the_holder_lets_go_and_then_raises_the_epoch(
+        db_url: str, leases: list[Lease]) -> None:
+    first = _lease(leases, db_url, "a")
+    assert await first.acquire() == 1
+    second = _lease(leases, db_url, "b")
+    waiting = asyncio.create_task(second.acquire())
+    await eventually(lambda: second.waits >= 3)
+    assert not waiting.done()
+    await first.close()
+    assert await asyncio.wait_for(waiting, 5) == 2
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        row = await (await conn.execute("SELECT epoch, holder FROM service_leases WHERE name = 'executor'")
+                     ).fetchone()
+    assert row == (2, "b")
+
+
+@pytest.mark.parametrize("new_lets_go", [False, True])
+async def test_a_superseded_epoch_cannot_write_orders_and_its_watch_ends(db_url: str, leases: list[Lease],
+                                                                         new_lets_go: bool) -> None:
+    old = _lease(leases, db_url, "old", check_s=0.5)
+    await old.acquire()
+    old_writer = await _writer(db_url, old.options)
+    await old_writer.execute(_WRITE)  # the current epoch writes
+    watch = asyncio.create_task(old.watch())
+    new = _lease(leases, db_url, "new")
+    taking = asyncio.create_task(new.acquire())
+    await _terminate(db_url, old.backend_pid)  # the old holder's lease connection is gone; it does not know yet
+    assert await asyncio.wait_for(taking, 5) == 2
+    with pytest.raises(psycopg.OperationalError) as refused:
+        await old_writer.execute(_WRITE)
+    assert refused.value.sqlstate == FENCE_SQLSTATE
+    new_writer, other = await _writer(db_url, new.options), await _writer(db_url)
+    await new_writer.execute(_WRITE)
+    await other.execute(_WRITE)  # connections without an epoch (other services) are not fenced
+    if new_lets_go:  # the old one then takes the lock again, and finds the epoch moved
+        await new.close()
+    await asyncio.wait_for(watch, 5)  # returns: the lease is lost
+    for conn in (old_writer, new_writer, other):
+        await conn.close()
+
+
+async def test_a_dropped_lease_connection_is_taken_again_when_nobody_took_over(
+        db_url: str, leases: list[Lease]) -> None:
+    lease = _lease(leases, db_url, "a")
+    await lease.acquire()
+    watch = asyncio.create_task(lease.watch())
+    pid = lease.backend_pid
+    await _terminate(db_url, pid)
+    await eventually(lambda: lease.reconnects == 1 and lease.backend_pid not in (0, pid))
+    writer = await _writer(db_url, lease.options)
+    await writer.execute(_WRITE)  # same epoch, still current
+    assert not watch.done()
+    standby = _lease(leases, db_url, "b")
+    waiting = asyncio.create_task(standby.acquire())
+    await eventually(lambda: standby.waits >= 2)  # the lease is held again, so the standby waits
+    assert not waiting.done()
+    await _cancel(watch, waiting)
+    await writer.close()
+
+
+async def test_a_holder_that_cannot_confirm_its_lease_stops(db_url: str, leases: list[Lease]) -> None:
+    lease = _lease(leases, db_url, "a", max_unconfirmed_s=0.5)
+    await lease.acquire()
+    watch = asyncio.create_task(lease.watch())
+    # its lease connection is gone and something else holds the lock without raising the epoch (as its own
+    # old session does until PostgreSQL notices the connection is gone): the lease cannot be confirmed
+    squatter = await _writer(db_url)
+    pid = lease.backend_pid
+    await _terminate(db_url, pid)
+    await eventually(lambda: lease.backend_pid != pid)
+    await squatter.execute("SELECT pg_advisory_lock(hashtextextended('tt:lease:executor', 0))")
+    await asyncio.wait_for(watch, 5)
+    assert lease.epoch == 1 and lease.reconnects == 0
+    await squatter.close()
+
+
+async def test_a_takeover_waits_for_the_old_epochs_open_write(db_url: str, leases: list[Lease]) -> None:
+    old = _lease(leases, db_url, "old")
+    await old.acquire()
+    old_writer = await _writer(db_url, old.options)
+    await old_writer.execute("BEGIN")
+    await old_writer.execute(_WRITE)  # an old-epoch write under way when the holder loses its lease
+    await _terminate(db_url, old.backend_pid)
+    new = _lease(leases, db_url, "new")
+    taking = asyncio.create_task(new.acquire())
+
+    async def takeover_blocked() -> bool:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            row = await (await conn.execute("SELECT %s = ANY(pg_blocking_pids(%s))",
+                                            (old_writer.info.backend_pid, new.backend_pid))).fetchone()
+        return bool(row and row[0])
+
+    await eventually(takeover_blocked)
+    assert not taking.done()
+    await old_writer.execute("COMMIT")  # it lands under the old epoch, before the new one starts
+    assert await asyncio.wait_for(taking, 5) == 2
+    with pytest.raises(psycopg.OperationalError):
+        await old_writer.execute(_WRITE)
+    await old_writer.close()
