@@ -15,8 +15,12 @@ import redis.asyncio as aioredis
 from common.grpcserver import GrpcServer, start_server
 from common.marketstate import BookSnapshot, write_book
 from common.streams import ORDER_EVENTS, ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from services.executor import lifecycle as lc
 from services.executor.app import Running, start
 from services.executor.config import Settings
+from services.executor.events import build_event
+from services.executor.model import Booking, Ticket
+from services.executor.store import Change
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -154,6 +158,24 @@ def make_order(i: int = 0, **kw: Any) -> epb.Order:
         routed_time_ns=time.time_ns())
     base.update(kw)
     return epb.Order(**base)
+
+
+def placed_change(t: Ticket, life: lc.OrderLife, now: int) -> tuple[Change, lc.OrderLife]:
+    """The journal change of the venue accepting ``t`` (matched), and the order's state after it."""
+    event = lc.OrderAccepted(f"v_{t.client_order_id}", "matched")
+    after = lc.apply(life, event)
+    return Change(t, after, build_event(t, after, event, now_ns=now)), after
+
+
+def filled_change(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
+    """The journal change of ``t`` filling ``size`` at 0.5, with its fill booking."""
+    event = lc.OrderFilled(Decimal(size), Decimal("0.5"))
+    after = lc.apply(life, event)
+    notional = Decimal(size) * Decimal("0.5")
+    booking = Booking(f"fill_{t.client_order_id}", Decimal(size), Decimal("0.5"), notional, Decimal(0), True,
+                      now // 1_000_000)
+    return Change(t, after, build_event(t, after, event, now_ns=now, fill_size=Decimal(size),
+                                        fill_price=Decimal("0.5")), booking)
 
 
 @contextlib.asynccontextmanager

@@ -11,30 +11,13 @@ import pytest
 
 from common.lease import FENCE_SQLSTATE, Lease
 from common.storage import create_pool
-from services.executor import lifecycle as lc
-from services.executor.events import build_event
 from services.executor.intake import IntakeRules, prepare
-from services.executor.model import Booking, Ticket
-from services.executor.store import PLANNER_OPTIONS, Change, Store
-from tests.executor.conftest import make_order, rows
+from services.executor.store import PLANNER_OPTIONS, Store
+from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
 pytestmark = pytest.mark.integration
 
 RULES = IntakeRules(live_configured=True)
-
-
-def _placed(t: Ticket, life: lc.OrderLife, now: int) -> tuple[Change, lc.OrderLife]:
-    event = lc.OrderAccepted(f"v_{t.client_order_id}", "matched")
-    after = lc.apply(life, event)
-    return Change(t, after, build_event(t, after, event, now_ns=now)), after
-
-
-def _filled(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
-    event = lc.OrderFilled(D(size), D("0.5"))
-    after = lc.apply(life, event)
-    booking = Booking(f"fill_{t.client_order_id}", D(size), D("0.5"), D(size) * D("0.5"), D(0), True,
-                      now // 1_000_000)
-    return Change(t, after, build_event(t, after, event, now_ns=now, fill_size=D(size), fill_price=D("0.5")), booking)
 
 
 @pytest.mark.parametrize("intents_path", ["dedicated", "pool"])
@@ -49,14 +32,14 @@ async def test_a_superseded_executor_books_no_fill_and_inserts_no_intent(db_url:
         now = time.time_ns()
         first = prepare(make_order(1), None, RULES, now)
         assert await store.insert_intents([(first.ticket, first.life)]) == {"co_test00001"}
-        placed, life = _placed(first.ticket, first.life, now)
+        placed, life = placed_change(first.ticket, first.life, now)
         await store.apply([], [placed])
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
             await admin.execute("SELECT pg_terminate_backend(%s)", (old.backend_pid,))
         assert await new.acquire() == 2  # the old one has not noticed: its store still writes as epoch 1
 
         with pytest.raises(psycopg.OperationalError) as booking_refused:
-            await store.apply([], [_filled(first.ticket, life, "10", now)])
+            await store.apply([], [filled_change(first.ticket, life, "10", now)])
         assert booking_refused.value.sqlstate == FENCE_SQLSTATE
         second = prepare(make_order(2), None, RULES, now)
         with pytest.raises(psycopg.OperationalError) as intent_refused:

@@ -20,9 +20,8 @@ from services.executor import lifecycle as lc
 from services.executor.events import build_event
 from services.executor.intake import IntakeRules, prepare
 from services.executor.journal import Journal
-from services.executor.model import Booking, Ticket
 from services.executor.store import Change, Store
-from tests.executor.conftest import make_order, rows
+from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
 RULES = IntakeRules(live_configured=True)
 
@@ -104,20 +103,6 @@ async def test_a_change_after_a_quiet_spell_and_an_urgent_one_are_written_at_onc
         await _stop(journal, task)
 
 
-def _placed(p_ticket: Ticket, life: lc.OrderLife, now: int) -> tuple[Change, lc.OrderLife]:
-    event = lc.OrderAccepted(f"v_{p_ticket.client_order_id}", "matched")
-    after = lc.apply(life, event)
-    return Change(p_ticket, after, build_event(p_ticket, after, event, now_ns=now)), after
-
-
-def _filled(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
-    event = lc.OrderFilled(D(size), D("0.5"))
-    after = lc.apply(life, event)
-    notional = D(size) * D("0.5")
-    booking = Booking(f"fill_{t.client_order_id}", D(size), D("0.5"), notional, D(0), True, now // 1_000_000)
-    return Change(t, after, build_event(t, after, event, now_ns=now, fill_size=D(size), fill_price=D("0.5")), booking)
-
-
 async def test_one_apply_updates_orders_records_events_and_books_fills_once(parts: Parts, db_url: str) -> None:
     now = time.time_ns()
     # two orders of one follower in one asset, and one order of another follower
@@ -127,14 +112,14 @@ async def test_one_apply_updates_orders_records_events_and_books_fills_once(part
     prepared = [prepare(o, None, RULES, now) for o in orders]
     assert await parts.store.insert_intents([(p.ticket, p.life) for p in prepared]) == {
         o.client_order_id for o in orders}
-    placed = [_placed(p.ticket, p.life, now) for p in prepared]
+    placed = [placed_change(p.ticket, p.life, now) for p in prepared]
     # accepts alone: no fills, one statement
     assert await parts.store.apply([], [c for c, _ in placed[:2]]) == (set(), [])
     assert rows(db_url, "SELECT state FROM orders ORDER BY client_order_id") == [
         ("PLACED",), ("PLACED",), ("SUBMITTING",)]
     # the third order's accept and every fill in one change set (an order's changes in order)
-    fills = [_filled(p.ticket, life, size, now) for p, (_, life), size in zip(prepared, placed, ["10", "20", "30"],
-                                                                                   strict=True)]
+    fills = [filled_change(p.ticket, life, size, now)
+             for p, (_, life), size in zip(prepared, placed, ["10", "20", "30"], strict=True)]
     changes = [placed[2][0], *fills]
     inserted, booked = await parts.store.apply([], changes)
     assert inserted == set() and len(booked) == 3
