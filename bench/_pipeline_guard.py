@@ -366,7 +366,7 @@ def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:
     transports = [t for _label, t in _GUARD_CHAIN]
     return {gap: {"hops": {label: {"p50_ms": hops[t]["p50_ms"], "p99_ms": hops[t]["p99_ms"], "n": hops[t]["n"]}
                            for label, t in zip(report["chain"], transports, strict=True)},
-                  "chain": report["floor"][gap]}
+                  "chain": report["floor"][gap], "required_chain": report["floor_required"].get(gap)}
             for gap, hops in report["hops"].items()}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import summarize
-from bench.hops import CHAIN, GUARD_CHAIN, chain_draws, chains, floors, measure
+from bench.hops import CHAIN, GUARD_CHAIN, GUARD_REQUIRED_CHAIN, chain_draws, chains, floors, measure
 
 
 @pytest.mark.integration
@@ -57,3 +57,10 @@ async def test_hops_bench_measures_only_the_transports_asked_for(redis_url: str,
     raw = await measure(redis_url, db_url, tmp_path, [0.001], 3, only={"redis_rtt", "pg_rtt"})
 
     assert set(raw["1 ms"]) == {"redis_rtt", "pg_rtt"}
+
+
+def test_the_required_guard_chain_keeps_the_contracts_hops_in_order() -> None:
+    assert [label for label, _ in GUARD_REQUIRED_CHAIN] == [
+        "ingest → guard (tick log append + read)", "guard → executor (SubmitOrder request)",
+        "executor: intent INSERT + commit", "executor → Insiders API (POST)"]
+    assert set(GUARD_REQUIRED_CHAIN) < set(GUARD_CHAIN)
