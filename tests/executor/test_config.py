@@ -29,6 +29,8 @@ def test_defaults() -> None:
     {"TT_EXECUTOR_POLL_INITIAL_S": "3", "TT_EXECUTOR_POLL_MAX_S": "1"},
     {"TT_PAPER_FEE_BPS": "-1"},
     {"TT_EXECUTOR_GRPC_PORT": "70000"},
+    {"TT_EXECUTOR_LEASE_POLL_S": "0"},
+    {"TT_EXECUTOR_LEASE_CHECK_S": "soon"},
 ])
 def test_invalid(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
