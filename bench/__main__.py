@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import cast
 
 import bench
@@ -31,8 +33,22 @@ def available() -> dict[str, BenchMain]:
     return found
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (``timeout``, ``kill``) ends a run as Ctrl-C does: through the benchmarks' ``finally`` blocks,
+    which stop the stack they started. A second signal during that clean-up is ignored."""
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"bench: {signal.Signals(signum).name}; stopping what the run started", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the named benchmarks (or all); non-zero if any of them fails."""
+    _stop_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
     benches = available()
     if "--list" in args:

@@ -235,7 +235,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
         started = time.monotonic()
         p = start_pipeline(Path(tmp) / "run")
-        print(f"stack up in {time.monotonic() - started:.1f}s", flush=True)
+        print(f"stack up in {time.monotonic() - started:.1f}s (run folder {p.run_dir})", flush=True)
         try:
             b = Bench(p)
             for key in ("a", "b", "c", "e", "f"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import grpc
 
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the largest message a service sends or accepts (gRPC's default receive limit)
 KEEPALIVE_S = 5.0  # a ping after this long without a read
 KEEPALIVE_TIMEOUT_S = 3.0  # the connection is dropped when the ping's answer takes longer
 
@@ -33,6 +34,8 @@ def client_options(keepalive_s: float = KEEPALIVE_S,
         ("grpc.http2.ping_timeout_ms", int(keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     )
 
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from common.grpcclient import SERVER_OPTIONS
+from common.grpcclient import MAX_MESSAGE_BYTES, SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def start_server(
     register: Callable[[grpc.aio.Server], Iterable[str]],
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int = 8 * 1024 * 1024,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> GrpcServer:
     """Create, register, bind and start a grpc.aio server.
 

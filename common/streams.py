@@ -18,11 +18,18 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from opentelemetry import metrics
 
+from common.grpcclient import MAX_MESSAGE_BYTES
 from common.livefeed import LiveFeed
 
 log = logging.getLogger(__name__)
 _GAPS = metrics.get_meter("tradingtools.streams").create_counter(
     "stream.gaps", description="Readers that resumed behind a log's trimmed start (entries lost to them), by log")
+_SET_ASIDE = metrics.get_meter("tradingtools.streams").create_counter(
+    "stream.dead_letters", description="Log entries set aside because no gRPC message could carry them, by log")
+
+# The most a served entry may weigh: what is left of a gRPC message (common.grpcclient.MAX_MESSAGE_BYTES) after
+# the response's own fields. A heavier entry would fail its reader's stream at the same place on every reconnect.
+MAX_ENTRY_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +67,8 @@ class DurableLog:
         self.block_ms = block_ms
         self.live = live
         self.malformed = 0  # entries serve_log skipped
+        self.set_aside = 0  # entries too big to serve, recorded as dead letters (see dead_letter)
+        self._dead: set[str] = set()
         self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
         self._append_lock = asyncio.Lock()
 
@@ -119,6 +128,32 @@ class DurableLog:
         """The payload of the entry at ``cursor`` (None when the log no longer has it)."""
         rows: Any = await self.redis.xrange(self.name, min=cursor, max=cursor, count=1)
         return rows[0][1].get(b"p", b"") if rows else None
+
+    async def entries_from(self, cursor: str, count: int) -> list[bytes]:
+        """The payloads of up to ``count`` entries from ``cursor`` on (``cursor``'s own first), in log order."""
+        rows: Any = await self.redis.xrange(self.name, min=cursor, max="+", count=count)
+        return [fields.get(b"p", b"") for _id, fields in rows]
+
+    @property
+    def dead_letter_key(self) -> str:
+        """The Redis Stream where this log's entries that could not be served are kept for an operator."""
+        return f"tt:dlq:{self.name}"
+
+    async def dead_letter(self, cursor: str, payload: bytes, reason: str) -> None:
+        """Set aside an entry no reader can be served (logged as an error, counted, kept under
+        :attr:`dead_letter_key` with its payload); readers go on past it. Recorded once per process."""
+        if cursor in self._dead:
+            return
+        self._dead.add(cursor)
+        self.set_aside += 1
+        _SET_ASIDE.add(1, {"log": self.name})
+        log.error("log entry set aside as a dead letter; readers go on past it",
+                  extra={"log": self.name, "cursor": cursor, "bytes": len(payload), "reason": reason})
+        try:
+            await self.redis.xadd(self.dead_letter_key, {b"cursor": cursor.encode(), b"error": reason.encode(),
+                                                         b"p": payload}, maxlen=100_000, approximate=True)
+        except Exception:
+            log.exception("dead letter not recorded", extra={"log": self.name, "cursor": cursor})
 
     async def check_gap(self, cursor: str) -> str | None:
         """For a reader resuming after ``cursor``: the oldest entry kept when it is newer than ``cursor``, so
@@ -217,12 +252,23 @@ def _built(log_: DurableLog, build: Callable[[str, bytes], T], cursor: str, payl
         return None
 
 
+async def _servable(log_: DurableLog, cursor: str, payload: bytes) -> bool:
+    """False (and the entry dead-lettered) when ``payload`` is too big for any gRPC message to carry."""
+    if len(payload) <= MAX_ENTRY_BYTES:
+        return True
+    await log_.dead_letter(cursor, payload, f"ENTRY_TOO_LARGE: {len(payload)} bytes, at most {MAX_ENTRY_BYTES}")
+    return False
+
+
 async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
     """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response.
 
     An entry ``build`` cannot turn into a response (a payload that does not parse) is logged, counted
-    in ``log_.malformed`` and skipped: it would otherwise end every reader's stream at the same place."""
+    in ``log_.malformed`` and skipped, and one too big for a gRPC message is set aside as a dead letter
+    (:meth:`DurableLog.dead_letter`): either would otherwise end every reader's stream at the same place."""
     async for cursor, payload in log_.tail(after_cursor):
+        if not await _servable(log_, cursor, payload):
+            continue
         item = _built(log_, build, cursor, payload)
         if item is not None:
             yield item
@@ -231,19 +277,26 @@ async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, b
 async def serve_log_batches(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T],
                             pack: Callable[[list[T]], R], max_items: int) -> AsyncIterator[R]:
     """Like :func:`serve_log`, but one response per batch of entries that were ready together
-    (``pack`` of at most ``max_items`` built entries): a busy log costs a gRPC message per batch, not per
-    entry, and an entry that comes alone still leaves at once."""
+    (``pack`` of at most ``max_items`` built entries, and at most :data:`MAX_ENTRY_BYTES` of payload): a busy
+    log costs a gRPC message per batch, not per entry, and an entry that comes alone still leaves at once."""
     if max_items < 1:
         raise ValueError(f"max_items must be >= 1, got {max_items}")
     async for batch in log_.tail_batches(after_cursor):
         items: list[T] = []
+        size = 0
         for cursor, payload in batch:
+            if not await _servable(log_, cursor, payload):
+                continue
             item = _built(log_, build, cursor, payload)
             if item is None:
                 continue
+            if items and size + len(payload) > MAX_ENTRY_BYTES:
+                yield pack(items)
+                items, size = [], 0
             items.append(item)
+            size += len(payload) + 64  # with the cursor and framing of its entry
             if len(items) >= max_items:
                 yield pack(items)
-                items = []
+                items, size = [], 0
         if items:
             yield pack(items)

@@ -14,10 +14,20 @@ import redis.exceptions
 from psycopg_pool import PoolTimeout
 
 from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer, storage_unavailable
+from common.grpcclient import MAX_MESSAGE_BYTES
+from common.grpcclient import channel as grpc_channel
 from common.grpcserver import start_server
 from common.logread import read_log_items
 from common.retry import Backoff
-from common.streams import START_NEW, START_OLDEST, DurableLog, create_stream_redis, serve_log, serve_log_batches
+from common.streams import (
+    MAX_ENTRY_BYTES,
+    START_NEW,
+    START_OLDEST,
+    DurableLog,
+    create_stream_redis,
+    serve_log,
+    serve_log_batches,
+)
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
@@ -341,5 +351,66 @@ async def test_a_reader_resuming_behind_the_trimmed_start_is_told_and_goes_on(re
         assert [await log_.check_gap(c) for c in (cursors[5], cursors[9], "0-0")] == [None, None, None]
         assert await DurableLog(client, "tt:stream:empty").check_gap(cursors[2]) is None
         assert log_.gaps == 0
+    finally:
+        await client.aclose()
+
+
+async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_on(redis_url: str) -> None:
+    r = create_stream_redis(redis_url)
+    log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
+    srv = await _serve(log_)
+    channel = grpc_channel(f"127.0.0.1:{srv.port}")
+    stub = mgrpc.IngestServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
+        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
+            yield resp.cursor, resp.event
+
+    seen: list[str] = []
+
+    async def handle(ev: mpb.LeaderTradeEvent) -> None:
+        seen.append(ev.id)
+
+    await log_.append(mpb.LeaderTradeEvent(id="lt_0").SerializeToString())
+    huge_trade = mpb.LeaderTradeEvent(id="lt_huge", title="x" * (MAX_MESSAGE_BYTES + 1))
+    huge = await log_.append(huge_trade.SerializeToString())
+    await log_.append(mpb.LeaderTradeEvent(id="lt_1").SerializeToString())
+    consumer = ResumableConsumer("router", open_stream, handle, RedisCursorStore(r), start=START_OLDEST,
+                                 backoff=Backoff(0.001, 0.01), rng=random.Random(1))
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: seen == ["lt_0", "lt_1"])
+        await log_.append(mpb.LeaderTradeEvent(id="lt_2").SerializeToString())
+        await eventually(lambda: seen == ["lt_0", "lt_1", "lt_2"])
+        assert consumer.stats.reconnects == 0
+        assert log_.set_aside == 1
+        [(_, fields)] = await r.xrange(log_.dead_letter_key)
+        assert fields[b"cursor"] == huge.encode() and fields[b"error"].startswith(b"ENTRY_TOO_LARGE")
+        assert mpb.LeaderTradeEvent.FromString(fields[b"p"]).id == "lt_huge"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+        await srv.stop(0)
+        await r.aclose()
+
+
+async def test_log_batches_are_bounded_in_bytes(redis_url: str) -> None:
+    client = create_stream_redis(redis_url)
+    try:
+        log_ = DurableLog(client, "tt:stream:batched", block_ms=100)
+        big = MAX_ENTRY_BYTES // 3
+        for i in range(7):
+            await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}", title="y" * big).SerializeToString())
+
+        def build(cursor: str, payload: bytes) -> tuple[str, int]:
+            return mpb.LeaderTradeEvent.FromString(payload).id, len(payload)
+
+        batches = serve_log_batches(log_, START_OLDEST, build, list, 256)
+        got = [await asyncio.wait_for(anext(batches), 5) for _ in range(4)]  # type: ignore[arg-type]
+        assert [[i for i, _ in b] for b in got] == [
+            ["lt_0", "lt_1"], ["lt_2", "lt_3"], ["lt_4", "lt_5"], ["lt_6"]]
+        assert all(sum(n for _, n in b) <= MAX_ENTRY_BYTES for b in got)
+        await batches.aclose()  # type: ignore[attr-defined]
     finally:
         await client.aclose()

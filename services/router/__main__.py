@@ -83,7 +83,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
                     if settings.insiders_api_url else NoBalances())
         routed_log = DurableLog(stream_redis, ROUTED_TRADES, live=LiveFeed())
         emitter = Emitter(redis_state, store, on_appended=routed_log.published, on_lost=routed_log.invalidate,
-                          on_regained=routed_log.prime, fetch=routed_log.entry)
+                          on_regained=routed_log.prime, fetch=routed_log.entries_from)
         router = Router(followers=subscriptions, redis_state=redis_state, store=store, markets=markets,
                         balances=balances, emitter=emitter,
                         knobs=Knobs(max_trade_age_ms=int(settings.max_trade_age_s * 1000),

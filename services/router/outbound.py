@@ -154,3 +154,57 @@ def drop_orders(routed: epb.RoutedTrade, indexes: Sequence[int], detail: str) ->
         else:
             out.orders.append(o)
     return out
+
+
+MAX_PART_BYTES = 1 << 20  # a RoutedTrade part stays far below gRPC's 4 MiB message limit, whatever the fan-out
+
+
+def _field_bytes(n: int) -> int:
+    """Bytes a length-delimited field of ``n`` bytes takes in its parent (tag, length, body)."""
+    return 1 + (n.bit_length() + 6) // 7 + n if n else 2
+
+
+def split_routed(routed: epb.RoutedTrade, payload: bytes, max_bytes: int = MAX_PART_BYTES) -> list[bytes]:
+    """The durable-log entries of one routed trade: ``[payload]`` when it fits in ``max_bytes``, else parts of at
+    most about ``max_bytes`` each (the trade, a run of the orders, then of the skips, ``part`` / ``parts`` set), in
+    order. Deterministic: the same RoutedTrade always splits the same way (a re-emit appends the same parts)."""
+    if len(payload) <= max_bytes:
+        return [payload]
+    base = _field_bytes(routed.trade.ByteSize()) + 12  # the trade, and room for part / parts
+    room = max(max_bytes - base, 1)
+    groups: list[tuple[list[epb.Order], list[epb.Skip]]] = [([], [])]
+    used = 0
+    for o in routed.orders:
+        n = _field_bytes(o.ByteSize())
+        if used and used + n > room:
+            groups.append(([], []))
+            used = 0
+        groups[-1][0].append(o)
+        used += n
+    for k in routed.skips:
+        n = _field_bytes(k.ByteSize())
+        if used and used + n > room:
+            groups.append(([], []))
+            used = 0
+        groups[-1][1].append(k)
+        used += n
+    if len(groups) == 1:
+        return [payload]
+    out: list[bytes] = []
+    for i, (orders, skips) in enumerate(groups):
+        part = epb.RoutedTrade(trade=routed.trade, part=i, parts=len(groups))
+        part.orders.extend(orders)
+        part.skips.extend(skips)
+        out.append(part.SerializeToString())
+    return out
+
+
+def join_parts(parts: Sequence[epb.RoutedTrade]) -> epb.RoutedTrade:
+    """The whole RoutedTrade from its parts in order (a whole one is returned as it is)."""
+    if len(parts) == 1 and parts[0].parts <= 1:
+        return parts[0]
+    whole = epb.RoutedTrade(trade=parts[0].trade)
+    for p in parts:
+        whole.orders.extend(p.orders)
+        whole.skips.extend(p.skips)
+    return whole

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from common.cancel import reraise_if_cancelling
-from services.router.adapters.redis_state import BatchEmitResult, RedisState
+from services.router.adapters.redis_state import BatchEmitResult, EmitResult, RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
-from services.router.outbound import drop_orders, reservation_lines
+from services.router.outbound import drop_orders, join_parts, reservation_lines, split_routed
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,11 @@ class Emitter:
                  on_appended: Callable[[str, bytes], None] | None = None,
                  on_lost: Callable[[], None] | None = None,
                  on_regained: Callable[[], Awaitable[None]] | None = None,
-                 fetch: Callable[[str], Awaitable[bytes | None]] | None = None) -> None:
+                 fetch: Callable[[str, int], Awaitable[list[bytes]]] | None = None) -> None:
         """``on_appended`` learns each entry this process appended (in log order); ``on_lost`` is told when an
         emit's outcome is unknown (its script may have appended without a reply), and ``on_regained`` is
-        awaited before the next reported append, once the log's end is known again."""
+        awaited before the next reported append, once the log's end is known again. ``fetch(cursor, n)`` reads
+        the payloads of up to ``n`` log entries from ``cursor`` on (the parts of a split RoutedTrade)."""
         self.redis_state = redis_state
         self.store = store
         self.on_appended = on_appended
@@ -57,11 +58,12 @@ class Emitter:
         PostgreSQL later (for rows persisted before; a row persisted after the emit carries its cursor)."""
         for _ in range(3):
             async with self._lock:
+                parts = split_routed(routed, payload)
                 with self._tracking():
-                    result = await self.redis_state.emit(leader_trade_id, payload, reservation_lines(routed))
+                    done = await self.redis_state.emit_batch([(leader_trade_id, parts, reservation_lines(routed))])
                 await self._regain()
-                if result.status == "ok" and self.on_appended is not None:
-                    self.on_appended(result.cursor, payload)
+                self._published(done.entries, [parts])
+            result = done.stopped or EmitResult("ok", cursor=done.cursors[0])
             if result.status in ("ok", "dup"):
                 if mark:
                     self._appended.append((leader_trade_id, result.cursor))
@@ -73,18 +75,25 @@ class Emitter:
             payload = routed.SerializeToString()
         raise RuntimeError(f"could not emit routed trade {leader_trade_id}")
 
-    async def emit_batch(self, items: list[tuple[str, bytes, str]]) -> BatchEmitResult:
-        """Append several ``(leader trade id, payload, reservation lines)`` in order in one script call; it
-        stops at the first trade appended before or with a client order id already claimed (see
-        ``RedisState.emit_batch``). The caller persists the rows with their cursors."""
+    async def emit_batch(self, items: list[tuple[str, epb.RoutedTrade, bytes]]) -> BatchEmitResult:
+        """Append several ``(leader trade id, RoutedTrade, its payload)`` in order in one script call (each split
+        into parts when too big for one message); it stops at the first trade appended before or with a client
+        order id already claimed (see ``RedisState.emit_batch``). The caller persists the rows with the cursors."""
+        parts = [split_routed(routed, payload) for _lt, routed, payload in items]
+        lines = [(lt, p, reservation_lines(routed)) for (lt, routed, _), p in zip(items, parts, strict=True)]
         async with self._lock:
             with self._tracking():
-                done = await self.redis_state.emit_batch(items)
+                done = await self.redis_state.emit_batch(lines)
             await self._regain()
-            if self.on_appended is not None:
-                for (_lt, payload, _lines), cursor in zip(items, done.cursors, strict=False):
-                    self.on_appended(cursor, payload)
+            self._published(done.entries, parts)
         return done
+
+    def _published(self, entries: list[list[str]], parts: list[list[bytes]]) -> None:
+        """Tell ``on_appended`` every entry appended now, in log order."""
+        if self.on_appended is not None:
+            for cursors, payloads in zip(entries, parts, strict=False):
+                for cursor, payload in zip(cursors, payloads, strict=True):
+                    self.on_appended(cursor, payload)
 
     @contextmanager
     def _tracking(self) -> Iterator[None]:
@@ -115,8 +124,22 @@ class Emitter:
         return done.cursor, done.appended_now
 
     async def appended_payload(self, cursor: str) -> bytes | None:
-        """The RoutedTrade bytes appended at ``cursor`` (None when unknown or gone from the log)."""
-        return await self.fetch(cursor) if self.fetch is not None else None
+        """The whole RoutedTrade appended at ``cursor`` (its parts joined), as bytes; None when unknown or gone
+        from the log."""
+        if self.fetch is None:
+            return None
+        first = await self.fetch(cursor, 1)
+        if not first:
+            return None
+        head = epb.RoutedTrade.FromString(first[0])
+        if head.parts <= 1:
+            return first[0]
+        payloads = await self.fetch(cursor, head.parts)
+        parts = [epb.RoutedTrade.FromString(p) for p in payloads]
+        if [p.part for p in parts] != list(range(head.parts)) or any(p.trade.id != head.trade.id for p in parts):
+            log.error("a split routed trade's parts are incomplete in the log", extra={"cursor": cursor})
+            return None
+        return join_parts(parts).SerializeToString()
 
     async def flush(self) -> None:
         """Record appended cursors in PostgreSQL (batched, off the hot path)."""

@@ -49,7 +49,7 @@ from services.router.domain.positions import utc_day_start_ms
 from services.router.domain.sells import unfilled_in_flight
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
-from services.router.outbound import build_routed, market_of, order_template, reservation_lines, routed_row
+from services.router.outbound import build_routed, market_of, order_template, routed_row
 from services.router.outbox import Emitter
 from tradingtools.common.v1 import common_pb2
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -356,8 +356,7 @@ class Router:
         # Emit first: the Redis marker makes the append exactly-once and the executor starts at once; the
         # rows follow (awaited, so the next batch reads them), and a crash in between is healed when the
         # trade is delivered again (the marker is set, the rows are missing: written from the log).
-        done = await self.emitter.emit_batch([(p.item.event.id, p.payload, reservation_lines(p.routed))
-                                              for p in plans])
+        done = await self.emitter.emit_batch([(p.item.event.id, p.routed, p.payload) for p in plans])
         ok = plans[:len(done.cursors)]
         await asyncio.sleep(0)  # the log's readers (the executor's stream) are served before the rows are built
         await self.store.persist_many([routed_row(p.routed, p.payload, p.item.trade, cursor)

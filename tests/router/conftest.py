@@ -161,5 +161,5 @@ def redis_markets_router(cache: Any, state: Any, store: Any, log_: DurableLog, r
     return Router(followers=cache, redis_state=state, store=store,
                   markets=MarketInfoCache(redis, ClobMarketInfo(session, "http://127.0.0.1:9", timeout_s=0.1),
                                           ttl_ms=3_600_000, clock_ms=lambda: now_ms),
-                  balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entry), knobs=Knobs(),
+                  balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entries_from), knobs=Knobs(),
                   metrics=RouterMetrics(), clock_ns=lambda: now_ns)

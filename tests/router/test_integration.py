@@ -16,7 +16,7 @@ from common.storage import create_pool
 from common.streams import ROUTED_TRADES
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RoutedRow, RouterStore
-from services.router.outbound import order_template, reservations_of
+from services.router.outbound import order_template, reservations_of, split_routed
 from tests.helpers import eventually
 from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -262,6 +262,36 @@ async def test_a_trade_appended_but_not_persisted_gets_its_rows_from_the_log(sta
         ("co_app", D(25), "LIVE")]
     assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_x", "PRICE_ABOVE_MAX")]
     assert _sql(stack.db_url, "SELECT size FROM leader_positions") == [(D(250),)]
+
+
+async def test_a_split_trade_appended_but_not_persisted_gets_its_rows_from_all_its_parts(stack: Stack) -> None:
+    """The same crash window for a decision appended in parts: the rows come from the parts joined."""
+    subs = [subscription(f"sub_{i}", f"w_{i}") for i in range(12)]
+    await stack.add(*subs)
+    ev = leader_trade("lt_parts")
+    decided = epb.RoutedTrade(trade=ev)
+    for i in range(12):
+        o = decided.orders.add()
+        o.MergeFrom(order_template(ev, None, 1, ev.trace))
+        o.client_order_id, o.subscription_id, o.follower_wallet_id = f"co_p{i}", f"sub_{i}", f"w_{i}"
+        o.amount_usd = "25"
+        o.mode = cpb.EXECUTION_MODE_LIVE
+    payload = decided.SerializeToString()
+    parts = split_routed(decided, payload, max_bytes=len(payload) // 4)
+    assert len(parts) > 2
+    fast = FastRedis(stack.redis_url)
+    state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=60, stream_maxlen=1000)
+    emitted = await state.emit("lt_parts", parts, reservations_of(decided))
+    fast.close()
+    assert emitted.status == "ok"
+    logged = await stack.routed()
+    assert [(r.part, r.parts) for r in logged] == [(i, len(parts)) for i in range(len(parts))]
+    await stack.publish(ev)  # redelivered
+    await stack.start_router()
+    await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
+    assert len(await stack.routed()) == len(parts)  # nothing appended again
+    assert _sql(stack.db_url, "SELECT appended_cursor, orders FROM routed_trades") == [(emitted.cursor, 12)]
+    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(12,)]
 
 
 async def test_rows_carry_the_cursor_of_the_append(stack: Stack) -> None:

@@ -12,8 +12,9 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
   only ever narrows what the router subtracts: a SELL missing from it (expired, or reserved by anything
   else) keeps its whole reservation counted.
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
-  NX), reserve its USD / shares, append the RoutedTrade to the durable log and set the trade's routed
-  marker. The script stops at the first trade whose marker exists ("dup") or one of whose client
+  NX), reserve its USD / shares, append the RoutedTrade to the durable log (as consecutive parts when it
+  is too big for one message: ``outbound.split_routed``) and set the trade's routed marker to the cursor
+  of its first entry. The script stops at the first trade whose marker exists ("dup") or one of whose client
   order ids is already claimed ("conflict"; nothing of that trade is written), so what follows it is
   never appended ahead of it. A SELL trade's orders are added to the SELL index. A trade whose marker
   exists is not appended again: a re-emit after a crash is harmless.
@@ -97,16 +98,18 @@ end
 return {markers, infos, books, groups, sells}
 """)
 
-# KEYS: the stream. ARGV: marker ttl s, stream maxlen, then per trade: marker key, payload, reservation lines.
-# Returns {appended cursors in order, status of the trade it stopped at ('' = none), its detail}.
+# KEYS: the stream. ARGV: marker ttl s, stream maxlen, then per trade: marker key, reservation lines, the
+# number of parts n, then the n payloads. Returns {appended cursors in order (every part of every trade appended),
+# status of the trade it stopped at ('' = none), its detail}.
 _EMIT = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local ids = {}
-for t = 3, #ARGV, 3 do
-  local mkey = ARGV[t]
+local t = 3
+while t <= #ARGV do
+  local mkey, text, n = ARGV[t], ARGV[t + 1], tonumber(ARGV[t + 2])
   local m = redis.call('GET', mkey)
   if m then return {ids, 'dup', m} end
   local lines, taken, got = {}, {}, {}
-  for line in string.gmatch(ARGV[t + 2], '[^\\n]+') do lines[#lines + 1] = line end
+  for line in string.gmatch(text, '[^\\n]+') do lines[#lines + 1] = line end
   for i, line in ipairs(lines) do
     if tt_claim_line(line) == 0 then taken[#taken + 1] = i else got[#got + 1] = i end
   end
@@ -114,10 +117,15 @@ for t = 3, #ARGV, 3 do
     for _, i in ipairs(got) do tt_unclaim_line(lines[i]) end
     return {ids, 'conflict', taken}
   end
-  if string.find(ARGV[t + 2], '\\tsh:', 1, true) then tt_index_sells(ARGV[t + 2]) end
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 1])
-  redis.call('SET', mkey, id, 'EX', ARGV[1])
-  ids[#ids + 1] = id
+  if string.find(text, '\\tsh:', 1, true) then tt_index_sells(text) end
+  local first
+  for k = 1, n do
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 2 + k])
+    first = first or id
+    ids[#ids + 1] = id
+  end
+  redis.call('SET', mkey, first, 'EX', ARGV[1])
+  t = t + 3 + n
 end
 return {ids, '', ''}
 """)
@@ -196,11 +204,20 @@ class EmitResult:
 
 @dataclass(frozen=True, slots=True)
 class BatchEmitResult:
-    """The cursors of the trades appended now (a prefix of the batch) and, when the script stopped
-    early, how the next trade ended (``stopped.status`` "dup" or "conflict")."""
+    """The cursors of the trades appended now (a prefix of the batch; a trade's cursor is its first entry's),
+    the cursors of every entry each of them appended (its parts, in order), and, when the script stopped early,
+    how the next trade ended (``stopped.status`` "dup" or "conflict")."""
 
     cursors: list[str]
     stopped: EmitResult | None
+    entries: list[list[str]] = field(default_factory=list)
+
+
+Payload = bytes | Sequence[bytes]  # one log entry, or the parts of one split RoutedTrade
+
+
+def _parts(payload: Payload) -> Sequence[bytes]:
+    return (payload,) if isinstance(payload, bytes) else payload
 
 
 class RedisState:
@@ -245,24 +262,36 @@ class RedisState:
         return RedisView(view.markers.get(leader_trade_id), view.markets[asset_id],
                          {w: view.reserved[(w, market, asset_id)] for w in wallet_ids}, view.has_book[asset_id])
 
-    async def emit_batch(self, items: Sequence[tuple[str, bytes, str]]) -> BatchEmitResult:
-        """Claim, reserve, append and mark each ``(leader trade id, payload, reservation lines)`` in order,
-        in one atomic script that stops at the first trade it cannot append."""
+    async def emit_batch(self, items: Sequence[tuple[str, Payload, str]]) -> BatchEmitResult:
+        """Claim, reserve, append and mark each ``(leader trade id, payload or its parts, reservation lines)`` in
+        order, in one atomic script that stops at the first trade it cannot append."""
         if not items:
             return BatchEmitResult([], None)
         args: list[str | bytes | int] = [self.marker_ttl_s, self.stream_maxlen]
+        counts: list[int] = []
         for lt, payload, lines in items:
-            args += [marker_key(lt), payload, lines]
+            parts = _parts(payload)
+            counts.append(len(parts))
+            args += [marker_key(lt), lines, len(parts), *parts]
         ids, status, detail = await self.redis.run_script(_EMIT, [self.stream], args)
-        cursors = [_s(c) for c in ids]
+        flat = [_s(c) for c in ids]
+        entries: list[list[str]] = []
+        at = 0
+        for n in counts:
+            if at >= len(flat):
+                break
+            entries.append(flat[at:at + n])
+            at += n
+        cursors = [e[0] for e in entries]
         status = _s(status)
         if status == "dup":
-            return BatchEmitResult(cursors, EmitResult("dup", cursor=_s(detail)))
+            return BatchEmitResult(cursors, EmitResult("dup", cursor=_s(detail)), entries)
         if status == "conflict":
-            return BatchEmitResult(cursors, EmitResult("conflict", conflicts=tuple(int(i) - 1 for i in detail)))
-        return BatchEmitResult(cursors, None)
+            return BatchEmitResult(cursors, EmitResult("conflict", conflicts=tuple(int(i) - 1 for i in detail)),
+                                   entries)
+        return BatchEmitResult(cursors, None, entries)
 
-    async def emit(self, leader_trade_id: str, payload: bytes,
+    async def emit(self, leader_trade_id: str, payload: Payload,
                    items: Sequence[reservations.Reservation] | str) -> EmitResult:
         """Claim, reserve, append and mark one trade (``items`` may come as ``reservations.lines``)."""
         lines = items if isinstance(items, str) else reservations.lines(items)

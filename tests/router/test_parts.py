@@ -1,0 +1,81 @@
+"""A RoutedTrade too big for one message is split into parts and joined back (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.router.outbound import MAX_PART_BYTES, join_parts, split_routed
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+from tradingtools.market.v1 import market_pb2 as mpb
+
+TRADE = mpb.LeaderTradeEvent(id="lt_big", tx_hash="0x" + "ab" * 32, wallet="0x" + "f5" * 20, asset_id="7" * 77,
+                             condition_id="0x" + "c" * 64, side=cpb.SIDE_BUY, price="0.4", size="250",
+                             title="Will it rain?" * 3)
+
+
+def routed(orders: int, skips: int = 0) -> epb.RoutedTrade:
+    out = epb.RoutedTrade(trade=TRADE)
+    for i in range(orders):
+        out.orders.add(client_order_id=f"co_{i:030d}", origin=epb.ORDER_ORIGIN_COPY, subscription_id=f"sub_{i:026d}",
+                       follower_user_id=f"u_{i}", follower_wallet_id=f"w_{i}", follower_proxy="0x" + f"{i:040x}",
+                       asset_id=TRADE.asset_id, condition_id=TRADE.condition_id, outcome="Yes", side=TRADE.side,
+                       order_type=epb.ORDER_TYPE_FAK, amount_usd="25", reference_price="0.4", max_slippage_bps=200,
+                       tick_size="0.01", min_order_size="5", mode=cpb.EXECUTION_MODE_LIVE, leader_trade_id=TRADE.id,
+                       leader_tx_hash=TRADE.tx_hash, leader_venue_time_ms=1_790_000_000_000,
+                       received_time_ns=1_790_000_000_000_000_000, routed_time_ns=1_790_000_000_000_100_000,
+                       trace=cpb.TraceContext(traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"))
+    for i in range(skips):
+        out.skips.add(subscription_id=f"sub_s{i}", follower_wallet_id=f"w_s{i}", reason="PRICE_ABOVE_MAX",
+                      detail="leader price 0.4 above max 0.3")
+    return out
+
+
+@pytest.mark.parametrize(("orders", "skips", "max_bytes", "parts"), [
+    (0, 0, 1000, 1),        # nothing to split
+    (3, 2, 100_000, 1),     # fits: the payload itself, untouched
+    (100, 0, 4_000, 15),    # orders only
+    (0, 100, 4_000, 2),     # skips only
+    (60, 60, 4_000, 10),    # orders then skips, sharing the part at the seam
+    (1, 0, 10, 1),          # one order bigger than the bound still goes (alone)
+])
+def test_split_sizes(orders: int, skips: int, max_bytes: int, parts: int) -> None:
+    whole = routed(orders, skips)
+    payload = whole.SerializeToString()
+    out = split_routed(whole, payload, max_bytes)
+    assert len(out) == parts
+    if parts == 1:
+        assert out == [payload]
+        return
+    decoded = [epb.RoutedTrade.FromString(p) for p in out]
+    assert [(p.part, p.parts) for p in decoded] == [(i, parts) for i in range(parts)]
+    assert all(p.trade == TRADE for p in decoded)
+    assert all(len(p) <= max_bytes for p in out)
+    assert join_parts(decoded) == whole
+
+
+def test_ten_thousand_followers_fit_in_parts_far_below_the_grpc_limit() -> None:
+    whole = routed(10_000, 500)
+    payload = whole.SerializeToString()
+    assert len(payload) > 4 * 1024 * 1024  # over gRPC's message limit: this wedged every copy once
+    out = split_routed(whole, payload)
+    assert len(out) > 1 and all(len(p) <= MAX_PART_BYTES for p in out)
+    assert split_routed(whole, payload) == out  # deterministic: a re-emit appends the same parts
+    assert join_parts([epb.RoutedTrade.FromString(p) for p in out]) == whole
+
+
+def test_join_of_a_whole_trade_is_itself() -> None:
+    whole = routed(3)
+    assert join_parts([whole]) is whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(orders=st.integers(0, 300), skips=st.integers(0, 300), max_bytes=st.integers(200, 20_000))
+def test_parts_keep_every_order_and_skip_in_order(orders: int, skips: int, max_bytes: int) -> None:
+    whole = routed(orders, skips)
+    out = [epb.RoutedTrade.FromString(p) for p in split_routed(whole, whole.SerializeToString(), max_bytes)]
+    assert join_parts(out) == whole
+    if len(out) > 1:  # a part is within the bound unless one order or skip alone is bigger
+        assert all(len(p.SerializeToString()) <= max_bytes or len(p.orders) + len(p.skips) == 1 for p in out)
