@@ -97,16 +97,49 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # The subscriptions' deltas and the positions' new values, in one statement. ``pnl_day_realized_usd``
 # adds this booking's realized change (new minus stored) to what the position realized earlier on the
 # same UTC day; the first booking of a day starts from zero.
+#
+# A fill that opens a position starts a new life (``r.pid`` set): the row takes the new id, origin,
+# subscription, venue and outcome, its realized PnL so far becomes the new life's base, and the life that
+# ended before it (closed, resolved or redeemed) is first copied into position_history. A position whose
+# shares are all sold is CLOSED.
 _UPDATE_POSITIONS_AND_STATS = f"""
-WITH s AS ({_UPSERT_STATS.strip()})
+WITH s AS ({_UPSERT_STATS.strip()}),
+r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
+      pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric)),
+h AS (
+    INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin,
+        subscription_id, venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares,
+        payout_per_share, winning_asset_id, resolved_at, venue_shares, reconciled_at, opened_at, closed_at,
+        updated_at)
+    SELECT p.id, p.follower_wallet_id, p.asset_id, p.condition_id, p.wallet, p.state, p.origin, p.subscription_id,
+        p.venue, p.outcome, p.size, p.avg_price, p.cost_usd, p.realized_pnl_usd - p.realized_base_usd,
+        p.resolved_shares, p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at,
+        p.opened_at, coalesce(p.closed_at, now()), p.updated_at
+    FROM positions p JOIN r ON p.follower_wallet_id = r.w AND p.asset_id = r.a
+    WHERE r.pid IS NOT NULL AND p.id IS NOT NULL AND p.state <> 'OPEN'
+    ON CONFLICT (id) DO NOTHING
+)
 UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
     pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
                                 ELSE 0 END + (r.pnl - p.realized_pnl_usd),
     pnl_day = (now() AT TIME ZONE 'UTC')::date,
-    opened_at = CASE WHEN r.opened THEN now() ELSE p.opened_at END, updated_at = now(),
-    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END
-FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
-     pnl numeric, opened boolean)
+    opened_at = CASE WHEN r.pid IS NOT NULL THEN now() ELSE p.opened_at END, updated_at = now(),
+    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END,
+    id = coalesce(r.pid, p.id),
+    state = CASE WHEN r.size > 0 THEN 'OPEN' WHEN r.pid IS NOT NULL OR p.state = 'OPEN' THEN 'CLOSED'
+                 ELSE p.state END,
+    closed_at = CASE WHEN r.size > 0 THEN NULL WHEN r.pid IS NOT NULL OR p.state = 'OPEN' THEN now()
+                     ELSE p.closed_at END,
+    origin = coalesce(r.origin, p.origin),
+    subscription_id = CASE WHEN r.pid IS NOT NULL THEN r.sub ELSE p.subscription_id END,
+    venue = coalesce(r.venue, p.venue),
+    outcome = CASE WHEN r.pid IS NOT NULL OR p.outcome = '' THEN r.outcome ELSE p.outcome END,
+    realized_base_usd = coalesce(r.base, p.realized_base_usd),
+    resolved_shares = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_shares END,
+    payout_per_share = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.payout_per_share END,
+    winning_asset_id = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.winning_asset_id END,
+    resolved_at = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_at END
+FROM r
 WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 """
 
@@ -137,19 +170,41 @@ class _Stats:
     pnl: Decimal = ZERO
 
 
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A fill that opened a position: the new life's id, origin, subscription, venue and outcome, and the
+    realized PnL the position had booked before it (the new life's base)."""
+
+    position_id: str
+    origin: str  # COPY | MANUAL
+    subscription_id: str | None
+    venue: str
+    outcome: str
+    realized_base_usd: Decimal
+
+
+def _opening(t: Ticket, b: Booking, before: Position) -> Opening:
+    o = t.order
+    return Opening(hash_id("pos", o.follower_wallet_id, o.asset_id, b.fill_id),
+                   "COPY" if t.origin == "COPY" else "MANUAL", o.subscription_id or None, t.venue,
+                   storable(o.outcome), before.realized_pnl_usd)
+
+
 def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]]
-           ) -> tuple[list[Booked], dict[str, _Stats], set[tuple[str, str]]]:
-    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and the keys opened."""
+           ) -> tuple[list[Booked], dict[str, _Stats], dict[tuple[str, str], Opening]]:
+    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and, for each key a fill
+    opened, its (last) opening."""
     booked: list[Booked] = []
     stats: dict[str, _Stats] = {}
-    opened: set[tuple[str, str]] = set()
+    opened: dict[tuple[str, str], Opening] = {}
     for t, b in fills:
         key = (t.order.follower_wallet_id, t.order.asset_id)
-        effect = apply_fill(positions.get(key, Position()), buying=t.buying, size=b.size, price=b.price,
+        before = positions.get(key, Position())
+        effect = apply_fill(before, buying=t.buying, size=b.size, price=b.price,
                             fee_shares=b.fee_shares, notional=b.notional)
         positions[key] = effect.position
         if effect.opened:
-            opened.add(key)
+            opened[key] = _opening(t, b, before)
         booked.append(Booked(t, effect))
         sub = t.order.subscription_id
         if sub:
@@ -191,7 +246,15 @@ async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]
     stats_json = orjson.dumps([{"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
                                for sub, s in stats.items()]).decode()
     await cur.execute(_UPDATE_POSITIONS_AND_STATS, (stats_json, orjson.dumps([
-        {"w": w, "a": a, "c": keys[(w, a)].order.condition_id, "size": str(p.size), "avg": str(p.avg_price),
-         "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd), "opened": (w, a) in opened}
-        for (w, a), p in positions.items() if (w, a) in keys]).decode()))
+        _position_row(w, a, keys[(w, a)], p, opened.get((w, a))) for (w, a), p in positions.items()
+        if (w, a) in keys]).decode()))
     return booked
+
+
+def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"w": w, "a": a, "c": t.order.condition_id, "size": str(p.size), "avg": str(p.avg_price),
+                           "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd), "outcome": storable(t.order.outcome)}
+    if opening is not None:
+        row.update(pid=opening.position_id, origin=opening.origin, sub=opening.subscription_id, venue=opening.venue,
+                   outcome=opening.outcome, base=str(opening.realized_base_usd))
+    return row

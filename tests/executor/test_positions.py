@@ -68,7 +68,9 @@ def test_settle_applies_a_batch_in_order_and_aggregates_stats() -> None:
         fill("c1", cpb.SIDE_BUY, "10", "0.5", True), fill("c1", cpb.SIDE_BUY, "10", "0.7", False),
         fill("c2", cpb.SIDE_SELL, "5", "0.8", True), fill("c3", cpb.SIDE_BUY, "1", "0.1", True, sub="")])
     assert positions[("w", "a")] == Position(D("16"), D("0.56875"), D("9.1"), D("1.0"))
-    assert opened == {("w", "a")} and [b.effect.opened for b in booked] == [True, False, False, False]
+    assert set(opened) == {("w", "a")} and [b.effect.opened for b in booked] == [True, False, False, False]
+    assert (opened[("w", "a")].origin, opened[("w", "a")].subscription_id, opened[("w", "a")].venue) == (
+        "COPY", "sub_1", "PAPER")
     s = stats["sub_1"]
     assert (s.copied, s.exposure, s.pnl) == (2, D("12") - D("3.0"), D("1.0")) and set(stats) == {"sub_1"}
 
