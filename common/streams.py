@@ -39,6 +39,8 @@ PRICE_TICKS = "tt:stream:price_ticks"
 ROUTED_TRADES = "tt:stream:routed_trades"
 ORDER_EVENTS = "tt:stream:order_events"
 TRIGGER_EVENTS = "tt:stream:trigger_events"
+REDEMPTION_EVENTS = "tt:stream:redemption_events"
+MARKET_RESOLUTIONS = "tt:stream:market_resolutions"
 
 START_NEW = ""  # only events appended after the reader starts
 START_OLDEST = "0"  # everything still kept in the log

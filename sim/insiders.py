@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +35,8 @@ import orjson
 
 from common.decimals import fmt, parse_decimal
 from sim.httpserve import HttpServer, Request, Response, json_response
-from sim.venue import PRICE_QUANTUM, BookSource, FakeVenue, Faults, Rejected, StaticBooks
+from sim.redemptions import RedeemRecord, RedeemRefused
+from sim.venue import BookSource, FakeVenue, Faults, Rejected, StaticBooks
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class InsidersFake(FakeVenue):
         self._param_routes: dict[tuple[str, str, str], Route] = {
             ("GET", "/v1/orders/", ""): self._get_order, ("DELETE", "/v1/orders/", ""): self._delete_order,
             ("GET", "/v1/wallets/", "/balance"): self._balance, ("GET", "/v1/wallets/", "/positions"): self._positions,
+            ("GET", "/v1/redeem/", ""): self._get_redeem,
             ("PUT", "/_sim/books/", ""): self._admin_book}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -261,17 +262,56 @@ class InsidersFake(FakeVenue):
                       "asOf": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def _positions(self, request: Request, wallet: str) -> Response:
-        out = [{"tokenId": token, "conditionId": "", "size": fmt(size),
-                "avgPrice": fmt((cost / size).quantize(PRICE_QUANTUM)) if size else "0"}
-               for token, (size, cost) in self.positions.get(wallet, {}).items() if size > 0]
-        return _json({"positions": out})
+        if self.faults.fail_positions > 0:
+            self.faults.fail_positions -= 1
+            return _json({"error": "SERVICE_UNAVAILABLE", "message": "injected fault"}, self.faults.fail_status)
+        rows = self.holdings.wallet_positions(wallet)
+        if self.faults.garbage_positions > 0:
+            self.faults.garbage_positions -= 1
+            rows.append({"tokenId": "not-a-token", "size": "lots"})
+        return _json({"positions": rows, "asOf": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
-    def _redeem(self, request: Request, _param: str) -> Response:
-        body = orjson.loads(request.body or b"{}")
-        if not isinstance(body, dict) or not body.get("walletId") or not body.get("conditionId"):
-            return _json({"error": "INVALID_BODY", "message": "walletId and conditionId are required"}, 400)
-        tx = "0x" + hashlib.sha256(f"{body['walletId']}{body['conditionId']}".encode()).hexdigest()
-        return _json({"status": "submitted", "txHash": tx})
+    def _redeem(self, request: Request, _param: str) -> Response | Awaitable[Response]:
+        key = request.headers.get("idempotency-key", "")
+        try:
+            body = orjson.loads(request.body or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body must be an object")
+        except ValueError as exc:
+            self.holdings.records.append(RedeemRecord(key, "", "", 400, "invalid"))
+            return _json({"error": "INVALID_BODY", "message": str(exc)}, 400)
+        record = RedeemRecord(key, str(body.get("walletId") or ""), str(body.get("conditionId") or "").lower())
+        self.holdings.records.append(record)
+        if not key:
+            record.status, record.outcome = 400, "invalid"
+            return _json({"error": "IDEMPOTENCY_KEY_REQUIRED", "message": "Idempotency-Key header missing"}, 400)
+        f = self.faults
+        if f.fail_redeems > 0:
+            f.fail_redeems -= 1
+            record.status, record.outcome = f.fail_status, "fault"
+            return _json({"error": "SERVICE_UNAVAILABLE", "message": "injected fault"}, f.fail_status)
+        replay = key in self.holdings.by_key
+        if f.reject_redeems and not replay:
+            code = f.reject_redeems.popleft()
+            record.status, record.outcome = 400, "rejected"
+            return _json({"error": code, "message": "injected rejection"}, 400)
+        try:
+            answer = self.holdings.redeem(key, body)
+        except RedeemRefused as r:
+            record.status, record.outcome = r.status, "rejected"
+            return _json({"error": r.code, "message": r.message}, r.status)
+        record.status, record.outcome = 200, "replayed" if replay else "created"
+        if f.timeout_redeems > 0 and not replay:
+            f.timeout_redeems -= 1
+            record.outcome = "timeout"
+            return _later(f.timeout_delay_s, _json(answer))
+        return _json(answer)
+
+    def _get_redeem(self, request: Request, redeem_id: str) -> Response:
+        r = self.holdings.redemptions.get(redeem_id)
+        if r is None:
+            return _json({"error": "REDEMPTION_NOT_FOUND", "message": redeem_id}, 404)
+        return _json(r.view(self.settle_s))
 
     # -- admin ----------------------------------------------------------------------------------
 
@@ -285,7 +325,8 @@ class InsidersFake(FakeVenue):
         body = orjson.loads(request.body or b"{}")
         f = self.faults
         for name in ("fail_requests", "fail_posts", "fail_status", "timeout_posts", "lose_posts",
-                     "not_found_queries", "fail_settlements"):
+                     "not_found_queries", "fail_settlements", "fail_redeems", "timeout_redeems", "fail_positions",
+                     "garbage_positions"):
             if name in body:
                 setattr(f, name, int(body[name]))
         for name in ("timeout_delay_s", "post_delay_s"):

@@ -19,6 +19,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any, Protocol
 
 from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
+from sim.redemptions import Holdings
 
 Level = tuple[Decimal, Decimal]
 
@@ -120,6 +121,11 @@ class Faults:
     reject_tokens: dict[str, str] = field(default_factory=dict)  # token id → error code for every POST
     reject_queue: deque[str] = field(default_factory=deque)  # error codes for the next POSTs, in order
     post_delay_s: float = 0.0  # every POST answer waits this long (after taking the order)
+    fail_redeems: int = 0  # next N POST /v1/redeem answer ``fail_status`` (nothing taken)
+    fail_positions: int = 0  # next N GET /v1/wallets/{id}/positions answer ``fail_status``
+    garbage_positions: int = 0  # next N GET /v1/wallets/{id}/positions answer 200 with a malformed row
+    timeout_redeems: int = 0  # next N POST /v1/redeem: redemption taken, answer held ``timeout_delay_s``
+    reject_redeems: deque[str] = field(default_factory=deque)  # error codes for the next POST /v1/redeem
 
 
 class FakeVenue:
@@ -139,6 +145,7 @@ class FakeVenue:
         self.balances: dict[str, Decimal] = {}
         self.positions: dict[str, dict[str, list[Decimal]]] = {}  # wallet → token → [size, cost]
         self.faults = Faults()
+        self.holdings = Holdings(self.positions, self.balances, self.closed_markets, default_balance, settle_s)
         self.orders: dict[str, FakeOrder] = {}  # by order id
         self.by_client_id: dict[str, str] = {}
         self._ids = itertools.count(1)

@@ -116,15 +116,18 @@ CREATE TABLE IF NOT EXISTS redemptions (
     payout_usd          numeric,
     redeem_id           text NOT NULL DEFAULT '',
     tx_hash             text NOT NULL DEFAULT '',
-    attempts            integer NOT NULL DEFAULT 0,
+    attempts            integer NOT NULL DEFAULT 0,    -- POSTs made (each recorded before it leaves)
+    failures            integer NOT NULL DEFAULT 0,    -- retryable failures in a row (the backoff's step)
     reason              text NOT NULL DEFAULT '',
     detail              text NOT NULL DEFAULT '',
     next_attempt_at     timestamptz NOT NULL DEFAULT now(),
+    published_state     text NOT NULL DEFAULT '',   -- the state whose RedemptionEvent is on the durable log
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (follower_wallet_id, condition_id)
 );
 CREATE INDEX IF NOT EXISTS redemptions_due ON redemptions (next_attempt_at) WHERE state IN ('PENDING', 'SUBMITTED');
+CREATE INDEX IF NOT EXISTS redemptions_unpublished ON redemptions (updated_at) WHERE published_state <> state;
 -- Redemptions are the executor's writes too: only the lease holder's connections may make them.
 DROP TRIGGER IF EXISTS redemptions_executor_fence ON redemptions;
 CREATE TRIGGER redemptions_executor_fence BEFORE INSERT OR UPDATE OR DELETE ON redemptions

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import redis.asyncio as aioredis
 
 from common import reservations
@@ -22,8 +23,19 @@ from common.livefeed import LiveFeed
 from common.logread import read_log_items
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool
-from common.streams import ORDER_EVENTS, ROUTED_TRADES, START_NEW, START_OLDEST, DurableLog, create_stream_redis
+from common.streams import (
+    ORDER_EVENTS,
+    REDEMPTION_EVENTS,
+    ROUTED_TRADES,
+    START_NEW,
+    START_OLDEST,
+    DurableLog,
+    create_stream_redis,
+)
 from services.executor import server
+from services.executor.adapters.reconcile_store import ReconcileStore
+from services.executor.adapters.redemption_store import RedemptionStore
+from services.executor.adapters.settlement_store import SettlementStore
 from services.executor.breaker import BreakerConfig
 from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
@@ -35,14 +47,21 @@ from services.executor.intake import IntakeRules
 from services.executor.journal import Journal
 from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
+from services.executor.reconciling import Reconciler
+from services.executor.redeeming import Redeemer
 from services.executor.releases import releasing_dead_letters
 from services.executor.servicer import ExecutorServicer
+from services.executor.settling import Settler
 from services.executor.store import PLANNER_OPTIONS, Store
 from services.executor.venue import Venue
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
 log = logging.getLogger("services.executor")
+
+SETTLE_SWEEP_S = 30.0  # resolutions whose markets still have open positions (a late fill) are settled this often
 
 
 @dataclass
@@ -58,6 +77,10 @@ class Running:
     lease: Lease
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
+    settler: Settler | None = None
+    redeemer: Redeemer | None = None
+    reconciler: Reconciler | None = None
+    resolutions: ResumableConsumer[mpb.MarketResolution] | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop consuming and serving, cancel runners (non-terminal orders resume at the next start),
@@ -164,7 +187,15 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     if resumed:
         log.info("resumed unfinished orders", extra={"count": resumed})
 
-    servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s)
+    redemptions_log = DurableLog(stream_redis, REDEMPTION_EVENTS)
+    life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, fanout, gates,
+                          venues.get(INSIDERS))
+    if life.reconciler is not None:
+        journal.observe = life.reconciler.observe
+    tasks += life.tasks
+
+    servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s,
+                                redemptions_log=redemptions_log)
     grpc_server = await server.start(servicer, settings.grpc_port, settings.host)
 
     channel = grpc_channel(settings.router_target)
@@ -196,8 +227,52 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
 
     # closed in reverse: the lease last, once everything this process wrote is written
     closers = [lease.close, pool.close, store.close, redis.aclose, fast.aclose, stream_redis.aclose, channel.close,
-               close_venues]
+               life.channel.close, close_venues]
     log.info("executor started", extra={
         "port": grpc_server.port, "router": settings.router_target, "routed_source": settings.routed_source,
-        "live": settings.live_configured, "lease_epoch": lease.epoch})
-    return Running(grpc_server, engine, fanout, journal, consumer, gates, lease, tasks, closers)
+        "live": settings.live_configured, "lease_epoch": lease.epoch, "ingest": settings.ingest_target,
+        "auto_redeem": settings.auto_redeem, "reconcile_interval_s": settings.reconcile_interval_s})
+    return Running(grpc_server, engine, fanout, journal, consumer, gates, lease, tasks, closers,
+                   life.settler, life.redeemer, life.reconciler, life.resolutions)
+
+
+@dataclass
+class _Life:
+    settler: Settler
+    redeemer: Redeemer
+    reconciler: Reconciler | None
+    resolutions: ResumableConsumer[mpb.MarketResolution]
+    channel: grpc.aio.Channel
+    tasks: list[asyncio.Task[Any]]
+
+
+def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: FastRedis,
+                   stream_redis: aioredis.Redis, redemptions_log: DurableLog, fanout: Fanout,
+                   gates: dict[str, BreakerGate], insiders: Venue | None) -> _Life:
+    """Positions after the copy: settlement by ingest's resolutions, redemption, reconciliation with the venue."""
+    api = insiders if isinstance(insiders, InsidersVenue) else None
+    redeemer = Redeemer(RedemptionStore(pool), api, gates.get(INSIDERS), redemptions_log,
+                        enabled=settings.auto_redeem)
+    settler = Settler(SettlementStore(pool), on_redemptions=redeemer.wake)
+    reconciler = None
+    if api is not None and settings.reconcile_interval_s > 0:
+        reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
+                                resubmit=fanout.submit)
+    channel = grpc_channel(settings.ingest_target)
+    stub = mgrpc.IngestServiceStub(channel)
+    name = f"{settings.consumer_name}-resolutions"
+
+    async def resolutions(after: str) -> AsyncIterator[tuple[str, mpb.MarketResolution]]:
+        call = stub.StreamMarketResolutions(mpb.StreamMarketResolutionsRequest(after_cursor=after, consumer=name))
+        async for resp in call:
+            yield resp.cursor, resp.resolution
+
+    consumer: ResumableConsumer[mpb.MarketResolution] = ResumableConsumer(
+        name, resolutions, settler.handle, FastCursorStore(fast), start=START_OLDEST,
+        dead_letter=DeadLetters(stream_redis, name, lambda m: m.SerializeToString()))
+    tasks = [asyncio.create_task(consumer.run(), name="resolutions"),
+             asyncio.create_task(settler.run_sweeps(SETTLE_SWEEP_S), name="settlement-sweep"),
+             asyncio.create_task(redeemer.run(), name="redeemer")]
+    if reconciler is not None:
+        tasks.append(asyncio.create_task(reconciler.run(), name="reconciler"))
+    return _Life(settler, redeemer, reconciler, consumer, channel, tasks)

@@ -252,8 +252,9 @@ async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]
 
 
 def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"w": w, "a": a, "c": t.order.condition_id, "size": str(p.size), "avg": str(p.avg_price),
-                           "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd), "outcome": storable(t.order.outcome)}
+    row: dict[str, Any] = {"w": w, "a": a, "c": t.order.condition_id, "size": str(p.size),
+                           "avg": str(p.avg_price), "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd),
+                           "outcome": storable(t.order.outcome)}
     if opening is not None:
         row.update(pid=opening.position_id, origin=opening.origin, sub=opening.subscription_id, venue=opening.venue,
                    outcome=opening.outcome, base=str(opening.realized_base_usd))

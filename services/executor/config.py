@@ -5,6 +5,9 @@
 | ``TT_EXECUTOR_HOST`` | 127.0.0.1 | gRPC bind address |
 | ``TT_EXECUTOR_GRPC_PORT`` | 50053 | gRPC port (0 = any free port) |
 | ``TT_ROUTER_GRPC_TARGET`` | 127.0.0.1:<router port> | where ``StreamRoutedTrades`` is read |
+| ``TT_INGEST_GRPC_TARGET`` | 127.0.0.1:<ingest port> | where ``StreamMarketResolutions`` is read |
+| ``TT_RECONCILE_INTERVAL_S`` | 300 | each LIVE wallet's venue positions are reconciled this often (0 = never) |
+| ``TT_AUTO_REDEEM`` | true | redeem resolved LIVE positions' winning shares (false: recorded PENDING, not sent) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_INSIDERS_API_URL`` / ``TT_INSIDERS_API_TOKEN`` | unset | the live venue; unset: LIVE orders are REJECTED |
 | ``TT_EXECUTOR_ROUTED_SOURCE`` | router | ``router``: the gRPC stream; ``log``: the router's log read from Redis |
@@ -77,6 +80,9 @@ class Settings:
     host: str
     grpc_port: int
     router_target: str
+    ingest_target: str
+    reconcile_interval_s: float
+    auto_redeem: bool
     insiders_url: str
     insiders_token: Secret
     post_timeout_s: float
@@ -136,6 +142,9 @@ class Settings:
             host=env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1"),
             grpc_port=grpc_port(env, "executor"),
             router_target=grpc_target(env, "router"),
+            ingest_target=grpc_target(env, "ingest"),
+            reconcile_interval_s=env_float_seconds(env, "TT_RECONCILE_INTERVAL_S", 300.0),
+            auto_redeem=env_bool(env, "TT_AUTO_REDEEM", True),
             insiders_url=url,
             insiders_token=token,
             post_timeout_s=env_float_seconds(env, "TT_EXECUTOR_POST_TIMEOUT_S", 5.0, minimum=0.01),

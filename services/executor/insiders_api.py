@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from common.config import Secret
-from common.decimals import ZERO, fmt_memo, parse_decimal
+from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
 from services.executor import venue as v
 from services.executor.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 
@@ -65,6 +68,90 @@ def parse_error(status: int, raw: bytes) -> v.VenueError:
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON call's outcome: ``status`` 200 with ``body``, another HTTP status with the venue's ``code`` and
+    ``message``, or no answer (``status`` 0, ``kind`` timeout / connect / disconnect / protocol)."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    kind: str = "http"
+    code: str = ""
+    message: str = ""
+
+
+def redeem_body(wallet_id: str, condition_id: str, neg_risk: bool, amounts: Sequence[Decimal]) -> bytes:
+    """JSON body of ``POST /v1/redeem`` (``amounts`` only for neg-risk markets: shares per outcome index)."""
+    body: dict[str, Any] = {"walletId": wallet_id, "conditionId": condition_id, "negRisk": neg_risk}
+    if neg_risk:
+        body["amounts"] = [fmt(a) for a in amounts]
+    return orjson.dumps(body)
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemView:
+    """A redemption as the venue reports it."""
+
+    redeem_id: str
+    status: str  # submitted | confirmed | failed
+    tx_hash: str
+    payout_usd: Decimal | None
+    error: str
+
+
+def parse_redemption(d: dict[str, Any]) -> RedeemView:
+    """A redemption from a 200 body; ValueError when it does not read as one."""
+    status = str(d.get("status") or "").lower()
+    if not status:
+        raise ValueError("no status")
+    payout = d.get("payoutUsd")
+    return RedeemView(str(d.get("redeemId") or ""), status, str(d.get("txHash") or ""),
+                      None if payout in (None, "") else parse_decimal(payout), str(d.get("error") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePosition:
+    """One row of ``GET /v1/wallets/{walletId}/positions``."""
+
+    token_id: str
+    condition_id: str
+    outcome: str
+    size: Decimal
+    avg_price: Decimal
+    redeemable: bool
+
+
+_TOKEN = re.compile(r"^[0-9]{1,80}$")
+
+
+def parse_positions(d: dict[str, Any]) -> list[VenuePosition]:
+    """Every row of a positions answer; ValueError naming what is wrong when any row is malformed (then the
+    whole answer is unusable: reconciling from part of it would close positions it merely left out)."""
+    rows = d.get("positions")
+    if not isinstance(rows, list):
+        raise ValueError("positions must be an array")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"positions[{i}] must be an object")
+        token = row.get("tokenId")
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            raise ValueError(f"positions[{i}].tokenId must be a decimal token id")
+        size = parse_decimal(row.get("size"))
+        if size < 0:
+            raise ValueError(f"positions[{i}].size must be >= 0")
+        avg = row.get("avgPrice")
+        price = ZERO if avg in (None, "") else parse_decimal(avg)
+        if not ZERO <= price <= 1:
+            raise ValueError(f"positions[{i}].avgPrice must be in [0, 1]")
+        redeemable = row.get("redeemable", False)
+        if not isinstance(redeemable, bool):
+            raise ValueError(f"positions[{i}].redeemable must be a boolean")
+        out.append(VenuePosition(token, str(row.get("conditionId") or "").lower(), str(row.get("outcome") or ""),
+                                 size, price, redeemable))
+    return out
 
 
 class InsidersVenue:
@@ -133,6 +220,46 @@ class InsidersVenue:
             raise RuntimeError(f"balance: HTTP {resp.status}")
         result: dict[str, Any] = orjson.loads(resp.body)
         return result
+
+    async def _json(self, method: str, path: str, *, body: bytes = b"", raw_headers: bytes = b"") -> Answer:
+        try:
+            resp = await self.http.request(method, path, body=body, raw_headers=raw_headers,
+                                           timeout_s=self.query_timeout_s)
+        except ResponseTimeout:
+            return Answer(0, kind="timeout", message=f"{method} {path}: no answer within {self.query_timeout_s}s")
+        except ConnectFailed as exc:
+            return Answer(0, kind="connect", message=str(exc)[:300])
+        except ConnectionDropped as exc:
+            return Answer(0, kind="disconnect", message=str(exc)[:300])
+        except BadResponse as exc:
+            return Answer(0, kind="protocol", message=str(exc)[:300])
+        if resp.status != 200:
+            err = parse_error(resp.status, resp.body)
+            return Answer(resp.status, code=err.code, message=err.message)
+        try:
+            parsed = orjson.loads(resp.body)
+        except ValueError as exc:
+            return Answer(0, kind="protocol", message=f"unreadable JSON: {exc}"[:300])
+        if not isinstance(parsed, dict):
+            return Answer(0, kind="protocol", message="answer is not an object")
+        return Answer(200, parsed)
+
+    async def redeem(self, key: str, wallet_id: str, condition_id: str, neg_risk: bool,
+                     amounts: Sequence[Decimal]) -> Answer:
+        """``POST /v1/redeem`` with ``key`` as Idempotency-Key (a replay answers the first redemption)."""
+        if not _SAFE_ID.match(key):
+            return Answer(400, code="INVALID_IDEMPOTENCY_KEY", message="redemption key has unsafe characters")
+        raw = b"Idempotency-Key: %b\r\nContent-Type: application/json\r\n" % key.encode()
+        return await self._json("POST", "/v1/redeem", body=redeem_body(wallet_id, condition_id, neg_risk, amounts),
+                                raw_headers=raw)
+
+    async def redemption(self, redeem_id: str) -> Answer:
+        """``GET /v1/redeem/{redeemId}``."""
+        return await self._json("GET", f"/v1/redeem/{quote(redeem_id, safe='')}")
+
+    async def positions(self, wallet_id: str) -> Answer:
+        """``GET /v1/wallets/{walletId}/positions``."""
+        return await self._json("GET", f"/v1/wallets/{quote(wallet_id, safe='')}/positions")
 
     async def warm_up(self, connections: int) -> None:
         """Open up to ``connections`` keep-alive connections (cheap GETs) so a burst needs no handshakes."""

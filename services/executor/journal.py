@@ -70,12 +70,15 @@ class Journal:
                  max_batch: int = 1000, sweep_interval_s: float = 2.0, min_interval_s: float = 0.0,
                  append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None,
                  server_id: Callable[[], Awaitable[str]] | None = None,
-                 watch_repair_interval_s: float = WATCH_REPAIR_INTERVAL_S) -> None:
+                 watch_repair_interval_s: float = WATCH_REPAIR_INTERVAL_S,
+                 observe: Callable[[list[Change]], None] | None = None) -> None:
+        """``observe`` learns every change once it is committed (it must be quick and must not raise)."""
         self.store = store
         self.redis = redis
         self.events_log = events_log
         self.append = append or events_log.append_many  # how a commit's events reach the log
         self.release = release
+        self.observe = observe
         self.repairs = Repairs(redis, store, release, server_id=server_id)
         self.max_batch = max_batch
         self.sweep_interval_s = sweep_interval_s
@@ -192,6 +195,11 @@ class Journal:
         raise AssertionError("unreachable")
 
     async def _after_commit(self, written: list[Change], booked: list[Booked]) -> None:
+        if self.observe is not None:
+            try:
+                self.observe(written)
+            except Exception:  # an observer never stops the journal
+                log.exception("journal observer failed")
         events = [c.event for c in written if c.event is not None]
         try:
             if events:

@@ -38,11 +38,12 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
     """SubmitOrder, StreamOrderEvents and StreamOrderEventBatches."""
 
     def __init__(self, fanout: Fanout, engine: Engine, store: Store, events_log: DurableLog, *,
-                 submit_wait_s: float) -> None:
+                 submit_wait_s: float, redemptions_log: DurableLog | None = None) -> None:
         self.fanout = fanout
         self.engine = engine
         self.store = store
         self.events_log = events_log
+        self.redemptions_log = redemptions_log
         self.submit_wait_s = submit_wait_s
 
     async def SubmitOrder(self, request: epb.SubmitOrderRequest, context: Any) -> epb.SubmitOrderResponse:
@@ -78,6 +79,21 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
                                             order_event_batch,
                                             min(request.max_events or DEFAULT_EVENT_BATCH, MAX_EVENT_BATCH)):
             yield item
+
+
+    async def StreamRedemptionEvents(self, request: epb.StreamRedemptionEventsRequest,
+                                     context: Any) -> AsyncIterator[epb.StreamRedemptionEventsResponse]:
+        """Redemption events from the durable log, resumable from a cursor."""
+        if self.redemptions_log is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "redemption events are not served here")
+            return
+        async for item in serve_log(self.redemptions_log, request.after_cursor, redemption_event_entry):
+            yield item
+
+
+def redemption_event_entry(cursor: str, payload: bytes) -> epb.StreamRedemptionEventsResponse:
+    """One entry of the redemption-event log as a stream response (raises on a payload that does not parse)."""
+    return epb.StreamRedemptionEventsResponse(cursor=cursor, event=epb.RedemptionEvent.FromString(payload))
 
 
 def order_event_entry(cursor: str, payload: bytes) -> epb.StreamOrderEventsResponse:

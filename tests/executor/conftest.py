@@ -14,7 +14,15 @@ import redis.asyncio as aioredis
 
 from common.grpcserver import GrpcServer, start_server
 from common.marketstate import BookSnapshot, write_book
-from common.streams import ORDER_EVENTS, ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from common.streams import (
+    MARKET_RESOLUTIONS,
+    ORDER_EVENTS,
+    REDEMPTION_EVENTS,
+    ROUTED_TRADES,
+    DurableLog,
+    create_stream_redis,
+    serve_log,
+)
 from services.executor import lifecycle as lc
 from services.executor.app import Running, start
 from services.executor.config import Settings
@@ -26,6 +34,8 @@ from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
 TOKEN = "test-insiders-token"
 ASSET = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
@@ -59,6 +69,21 @@ class RouterStandIn(egrpc.RouterServiceServicer):
             yield item
 
 
+class IngestStandIn(mgrpc.IngestServiceServicer):
+    """Serves ``tt:stream:market_resolutions`` like ingest does."""
+
+    def __init__(self, log_: DurableLog) -> None:
+        self.log = log_
+
+    async def StreamMarketResolutions(self, request, context):  # type: ignore[no-untyped-def]
+        def build(cursor: str, payload: bytes) -> mpb.StreamMarketResolutionsResponse:
+            return mpb.StreamMarketResolutionsResponse(cursor=cursor,
+                                                       resolution=mpb.MarketResolution.FromString(payload))
+
+        async for item in serve_log(self.log, request.after_cursor, build):
+            yield item
+
+
 class Harness:
     """Everything an integration test drives."""
 
@@ -71,7 +96,10 @@ class Harness:
         self.sredis = create_stream_redis(redis_url, block_s=0.2)
         self.routed = DurableLog(self.sredis, ROUTED_TRADES, block_ms=100)
         self.events = DurableLog(self.sredis, ORDER_EVENTS, block_ms=50)
+        self.resolutions = DurableLog(self.sredis, MARKET_RESOLUTIONS, block_ms=50)
+        self.redemption_events = DurableLog(self.sredis, REDEMPTION_EVENTS, block_ms=50)
         self.router: GrpcServer | None = None
+        self.ingest: GrpcServer | None = None
         self.executor: Running | None = None
 
     async def start(self) -> None:
@@ -79,10 +107,15 @@ class Harness:
         self.router = await start_server("127.0.0.1", 0, lambda s: (
             egrpc.add_RouterServiceServicer_to_server(RouterStandIn(self.routed), s),
             ["tradingtools.execution.v1.RouterService"])[1])
+        self.ingest = await start_server("127.0.0.1", 0, lambda s: (
+            mgrpc.add_IngestServiceServicer_to_server(IngestStandIn(self.resolutions), s),
+            ["tradingtools.market.v1.IngestService"])[1])
 
     def env(self, *, live: bool = True, **extra: str) -> dict[str, str]:
         assert self.router is not None
-        env = {**FAST_ENV, "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.router.port}"}
+        assert self.ingest is not None
+        env = {**FAST_ENV, "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.router.port}",
+               "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{self.ingest.port}"}
         if live:
             env.update(TT_INSIDERS_API_URL=self.fake.url, TT_INSIDERS_API_TOKEN=TOKEN)
         return {**env, **extra}
@@ -96,6 +129,8 @@ class Harness:
             await self.executor.stop(0)
         if self.router is not None:
             await self.router.stop(0)
+        if self.ingest is not None:
+            await self.ingest.stop(0)
         await self.fake.stop()
         await self.redis.aclose()
         await self.sredis.aclose()

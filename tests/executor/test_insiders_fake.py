@@ -127,10 +127,9 @@ async def test_wallet_endpoints_and_admin(fake: InsidersFake) -> None:
     assert (await venue.balance("w_1"))["usd"] == "999950"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
         async with s.get(f"{fake.url}/v1/wallets/w_1/positions") as r:
-            assert (await r.json())["positions"] == [{"tokenId": "tok", "conditionId": "", "size": "100",
-                                                      "avgPrice": "0.5"}]
-        async with s.post(f"{fake.url}/v1/redeem", data=orjson.dumps({"walletId": "w_1", "conditionId": "0xc"})) as r:
-            assert (await r.json())["status"] == "submitted"
+            [row] = (await r.json())["positions"]
+            assert {k: row[k] for k in ("tokenId", "conditionId", "size", "avgPrice", "redeemable")} == {
+                "tokenId": "tok", "conditionId": "", "size": "100", "avgPrice": "0.5", "redeemable": False}
         async with s.post(f"{fake.url}/_sim/faults", data=orjson.dumps({"fail_posts": 1, "reject_queue": ["X"]})) as r:
             assert r.status == 200
         assert fake.faults.fail_posts == 1 and list(fake.faults.reject_queue) == ["X"]
@@ -161,3 +160,42 @@ async def test_fills_against_the_simulated_books() -> None:
     assert any(fr.get("event_type") == "last_trade_price" for fr in frames)
     await venue.close()
     await f.stop()
+
+
+async def test_redemptions_are_idempotent_and_pay_the_winning_shares(fake: InsidersFake) -> None:
+    venue = InsidersVenue(fake.url, Secret(TOKEN))
+    fake.holdings.register("0xC", [("tok", "Yes"), ("tok_no", "No")])
+    await venue.place(req("co_r", amount="50", limit="0.50"))  # 100 shares of "Yes"
+    fake.holdings.terminal_trade("w_1", "tok_no", "BUY", D(10), D("0.4"))  # bought in the terminal
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = orjson.dumps({"walletId": "w_1", "conditionId": "0xc", "negRisk": False})
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.post(f"{fake.url}/v1/redeem", data=body, headers={"Idempotency-Key": "rk_1"}) as r:
+            assert (r.status, (await r.json())["error"]) == (400, "MARKET_NOT_RESOLVED")
+        fake.holdings.resolve("0xc", "tok")
+        async with s.get(f"{fake.url}/v1/wallets/w_1/positions") as r:
+            rows = {p["tokenId"]: p for p in (await r.json())["positions"]}
+        assert (rows["tok"]["redeemable"], rows["tok"]["outcome"], rows["tok_no"]["size"]) == (True, "Yes", "10")
+        async with s.post(f"{fake.url}/v1/redeem", data=body) as r:  # no key
+            assert r.status == 400
+        fake.faults.fail_redeems = 1
+        async with s.post(f"{fake.url}/v1/redeem", data=body, headers={"Idempotency-Key": "rk_1"}) as r:
+            assert r.status == 503
+        async with s.post(f"{fake.url}/v1/redeem", data=body, headers={"Idempotency-Key": "rk_1"}) as r:
+            first = await r.json()
+        async with s.post(f"{fake.url}/v1/redeem", data=body, headers={"Idempotency-Key": "rk_1"}) as r:
+            again = await r.json()
+        assert first["redeemId"] == again["redeemId"] and first["payoutUsd"] == "100"
+        assert first["status"] == "submitted"
+        await asyncio.sleep(fake.settle_s)
+        async with s.get(f"{fake.url}/v1/redeem/{first['redeemId']}") as r:
+            assert (await r.json())["status"] == "confirmed"
+        async with s.post(f"{fake.url}/v1/redeem", data=body, headers={"Idempotency-Key": "rk_2"}) as r:
+            assert (r.status, (await r.json())["error"]) == (400, "NOTHING_TO_REDEEM")
+        async with s.get(f"{fake.url}/v1/redeem/rd_unknown") as r:
+            assert r.status == 404
+    assert fake.holdings.taken() == {"w_1|0xc": 1}
+    assert [r.outcome for r in fake.holdings.records] == [
+        "rejected", "invalid", "fault", "created", "replayed", "rejected"]
+    assert await venue.balance("w_1") == {**await venue.balance("w_1"), "usd": "1000046"}
+    await venue.close()

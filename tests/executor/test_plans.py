@@ -23,7 +23,8 @@ STATEMENTS = {
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 def test_journal_writes_look_rows_up_by_key_on_an_empty_table(db_url: str, name: str) -> None:
     sql, params, table = STATEMENTS[name]
-    assert generic_plan_scans(db_url, sql, params, [table], options=store.PLANNER_OPTIONS)[table] == ["Index Scan"]
+    scans = generic_plan_scans(db_url, sql, params, [table], options=store.PLANNER_OPTIONS)[table]
+    assert scans and set(scans) == {"Index Scan"}, scans  # (a position update also reads a reopened one's old life)
 
 
 def test_without_the_executor_settings_the_same_plan_reads_the_whole_table(db_url: str) -> None:

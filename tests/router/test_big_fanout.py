@@ -42,21 +42,16 @@ async def test_a_twenty_thousand_follower_fanout_is_split_posted_once_and_later_
         started = time.monotonic()
         await stack.publish(leader_trade("lt_big"), leader_trade("lt_after", wallet=OTHER_LEADER))
 
+        # both decided (their rows are written right after the emit); then the log is read once
+        await eventually(lambda: rows(db_url, "SELECT count(*) FROM routed_trades") == [(2,)], timeout_s=120)
+        logged = await stack.routed()
         # the big decision went out in parts, each well inside one gRPC message, appended together in order
-        async def parts() -> list[epb.RoutedTrade] | None:
-            got = [r for r in await stack.routed() if r.trade.id == "lt_big"]
-            return got if got and len(got) == max(got[0].parts, 1) else None
-
-        big = await eventually(parts, timeout_s=120)
-        assert len(big) > 1 and [p.part for p in big] == list(range(len(big)))
+        big = [r for r in logged if r.trade.id == "lt_big"]
+        assert len(big) > 1 and [(p.part, p.parts) for p in big] == [(i, len(big)) for i in range(len(big))]
         assert all(p.ByteSize() <= MAX_PART_BYTES < MAX_MESSAGE_BYTES for p in big)
         assert sum(len(p.orders) for p in big) == FOLLOWERS
-
         # the next leader's copy, behind it in the stream, is placed
-        async def routed_after() -> list[epb.RoutedTrade]:
-            return [r for r in await stack.routed() if r.trade.id == "lt_after"]
-
-        [after] = await eventually(routed_after, timeout_s=60)
+        [after] = [r for r in logged if r.trade.id == "lt_after"]
         [other] = after.orders
 
         async def other_done() -> bool:

@@ -1,0 +1,183 @@
+"""PostgreSQL of reconciliation: LIVE wallets, a wallet's booked positions and busy tokens, and applying the
+corrections (each with its audit-log row) in one transaction that re-checks what it corrects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from common.decimals import fmt
+from common.ids import new_id
+from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
+from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
+from services.executor.lifecycle import TERMINAL
+
+_TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWallet:
+    """A follower wallet with a LIVE subscription."""
+
+    follower_wallet_id: str
+    wallet: str
+
+
+@dataclass(frozen=True, slots=True)
+class WalletView:
+    """A wallet's booked LIVE positions and the tokens not to touch this round."""
+
+    booked: list[Booked]
+    busy: set[str]
+    subscriptions: dict[str, str | None]  # asset → subscription of the current life
+
+
+_BOOKED = """
+SELECT asset_id, state, size, avg_price, cost_usd, subscription_id FROM positions
+WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
+"""
+
+# an order in flight, or a fill booked within the grace (a booking moves updated_at; reconciliation never does)
+_BUSY = f"""
+SELECT asset_id FROM orders WHERE follower_wallet_id = %(w)s AND state NOT IN {_TERMINAL_SQL}
+UNION
+SELECT asset_id FROM positions
+WHERE follower_wallet_id = %(w)s AND updated_at > now() - make_interval(secs => %(grace)s)
+"""
+
+_CORRECT = """
+UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
+    state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
+    closed_at = CASE WHEN r.after > 0 THEN NULL ELSE now() END,
+    avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END
+FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost numeric)
+WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
+RETURNING p.asset_id, p.id, p.subscription_id
+"""
+
+# a token the engine never booked (or whose booked life ended CLOSED): a new EXTERNAL life, the ended one kept
+_ARCHIVE = """
+INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin, subscription_id,
+    venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares, payout_per_share, winning_asset_id,
+    resolved_at, venue_shares, reconciled_at, opened_at, closed_at, updated_at)
+SELECT p.id, p.follower_wallet_id, p.asset_id, p.condition_id, p.wallet, p.state, p.origin, p.subscription_id,
+    p.venue, p.outcome, p.size, p.avg_price, p.cost_usd, p.realized_pnl_usd - p.realized_base_usd, p.resolved_shares,
+    p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at, p.opened_at,
+    coalesce(p.closed_at, now()), p.updated_at
+FROM positions p JOIN json_to_recordset(%(rows)s::json) AS r(a text) ON p.asset_id = r.a
+WHERE p.follower_wallet_id = %(w)s AND p.state = 'CLOSED' AND p.id IS NOT NULL
+ON CONFLICT (id) DO NOTHING
+"""
+
+_EXTERNAL = """
+INSERT INTO positions AS p (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd, id, state,
+    origin, venue, outcome, venue_shares, reconciled_at, opened_at, updated_at)
+SELECT %(w)s, r.a, r.c, %(proxy)s, r.size, r.avg, r.cost, r.pid, 'OPEN', 'EXTERNAL', 'INSIDERS', r.outcome, r.size,
+       now(), now(), now()
+FROM json_to_recordset(%(rows)s::json) AS r(a text, c text, size numeric, avg numeric, cost numeric, pid text,
+     outcome text)
+ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size, avg_price = EXCLUDED.avg_price,
+    cost_usd = EXCLUDED.cost_usd, id = EXCLUDED.id, state = 'OPEN', origin = 'EXTERNAL', venue = 'INSIDERS',
+    subscription_id = NULL, outcome = EXCLUDED.outcome, venue_shares = EXCLUDED.venue_shares, reconciled_at = now(),
+    opened_at = now(), closed_at = NULL, realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL,
+    payout_per_share = NULL, winning_asset_id = NULL, resolved_at = NULL,
+    condition_id = CASE WHEN EXCLUDED.condition_id = '' THEN p.condition_id ELSE EXCLUDED.condition_id END
+WHERE p.state = 'CLOSED' OR p.size = 0 AND p.id IS NULL
+RETURNING asset_id, id
+"""
+
+# what the venue reported for positions that agree: shown as venueShares (no correction, no audit row)
+_SEEN = """
+UPDATE positions p SET venue_shares = r.size, reconciled_at = now()
+FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric)
+WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
+"""
+
+_STATS = """
+UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd + r.delta), updated_at = now()
+FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)
+WHERE s.subscription_id = r.sub
+"""
+
+
+class ReconcileStore:
+    """Reconciliation's reads and writes (connections of the executor's pool: fenced by its lease)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def live_wallets(self) -> list[LiveWallet]:
+        """Every follower wallet with a LIVE subscription that is not STOPPED."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT follower_wallet_id, min(follower_proxy) AS proxy FROM subscriptions"
+                                     " WHERE mode = 'LIVE' AND state <> 'STOPPED' GROUP BY follower_wallet_id"
+                                     " ORDER BY follower_wallet_id")
+            return [LiveWallet(r["follower_wallet_id"], r["proxy"]) for r in await cur.fetchall()]
+
+    async def view(self, follower_wallet_id: str, grace_s: float) -> WalletView:
+        """The wallet's booked LIVE positions and its busy tokens."""
+        args = {"w": follower_wallet_id, "grace": grace_s}
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_BOOKED, args)).fetchall()
+            busy = {r["asset_id"] for r in await (await conn.execute(_BUSY, args)).fetchall()}
+        return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
+                          busy, {r["asset_id"]: r["subscription_id"] for r in rows})
+
+    async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
+                    subscriptions: dict[str, str | None]) -> list[Correction]:
+        """Apply ``corrections`` (those whose booked size is still what was compared; the rest wait for the next
+        round) and record the venue's count of ``agreeing`` positions; returns the corrections applied."""
+        w = wallet.follower_wallet_id
+        fixes = [c for c in corrections if c.kind != EXTERNAL]
+        external = [c for c in corrections if c.kind == EXTERNAL]
+        applied: list[Correction] = []
+        audit: list[dict[str, Any]] = []
+        deltas: dict[str, Decimal] = {}
+        async with self.pool.connection() as conn, conn.transaction():
+            if fixes:
+                cur = await conn.execute(_CORRECT, {"w": w, "rows": orjson.dumps([
+                    {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),
+                     "cost": str(c.cost_after)} for c in fixes]).decode()})
+                done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
+                for c in fixes:
+                    if c.asset_id in done:
+                        applied.append(c)
+                        audit.append(_audit(done[c.asset_id], c))
+                        sub = subscriptions.get(c.asset_id)
+                        if sub:
+                            deltas[sub] = deltas.get(sub, Decimal(0)) + c.cost_after - c.cost_before
+            if external:
+                rows = orjson.dumps([{"a": c.asset_id} for c in external]).decode()
+                await conn.execute(_ARCHIVE, {"w": w, "rows": rows})
+                cur = await conn.execute(_EXTERNAL, {"w": w, "proxy": wallet.wallet, "rows": orjson.dumps([
+                    {"a": c.asset_id, "c": c.condition_id, "size": str(c.size_after), "avg": str(c.avg_price),
+                     "cost": str(c.cost_after), "outcome": c.outcome,
+                     "pid": new_id("pos")}
+                    for c in external]).decode()})
+                done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
+                for c in external:
+                    if c.asset_id in done:
+                        applied.append(c)
+                        audit.append(_audit(done[c.asset_id], c))
+            if agreeing:
+                await conn.execute(_SEEN, {"w": w, "rows": orjson.dumps(
+                    [{"a": v.asset_id, "size": str(v.size)} for v in agreeing]).decode()})
+            if deltas:
+                await conn.execute(_STATS, (orjson.dumps([{"sub": s, "delta": str(d)} for s, d in deltas.items()])
+                                            .decode(),))
+            if audit:
+                await conn.execute(AUDIT, (ENGINE_CALLER, "executor.Reconcile", orjson.dumps(audit).decode()))
+        return applied
+
+
+def _audit(position_id: str, c: Correction) -> dict[str, Any]:
+    return {"type": "position", "id": position_id,
+            "before": {"shares": fmt(c.size_before), "costUsd": fmt(c.cost_before)},
+            "after": {"shares": fmt(c.size_after), "costUsd": fmt(c.cost_after), "correction": c.kind,
+                      "assetId": c.asset_id}}
+

@@ -1,0 +1,156 @@
+"""PostgreSQL of settlement: a resolved market's open positions end in one transaction.
+
+The positions are locked, settled (``domain.settlement``), each gets a settlement fill (a SELL at the payout,
+so every reader folding fills sees the position end), the subscriptions' stats move (exposure freed, PnL
+realized), the LIVE winners' redemptions are recorded (at most one per wallet and market: the key is
+unique), and every position's end is an audit-log row. A position settled before is not open any more:
+settling again changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from common.decimals import fmt
+from common.ids import hash_id
+from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
+
+ENGINE_CALLER = "executor"
+
+_LOAD = """
+SELECT id, follower_wallet_id, wallet, asset_id, venue, subscription_id, size, cost_usd, condition_id
+FROM positions
+WHERE state = 'OPEN' AND size > 0 AND (condition_id = %(c)s OR (condition_id = '' AND asset_id = ANY(%(assets)s)))
+ORDER BY follower_wallet_id, asset_id
+FOR UPDATE
+"""
+
+_UPDATE = """
+UPDATE positions p SET state = r.state, resolved_shares = r.shares, payout_per_share = r.per_share,
+    winning_asset_id = %(winner)s, resolved_at = now(), size = 0, cost_usd = 0,
+    realized_pnl_usd = p.realized_pnl_usd + r.pnl,
+    pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
+                                ELSE 0 END + r.pnl,
+    pnl_day = (now() AT TIME ZONE 'UTC')::date, closed_at = now(), updated_at = now(),
+    condition_id = CASE WHEN p.condition_id = '' THEN %(c)s ELSE p.condition_id END
+FROM json_to_recordset(%(rows)s::json) AS r(w text, a text, state text, shares numeric, per_share numeric,
+     pnl numeric)
+WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a AND p.state = 'OPEN'
+"""
+
+_FILLS = """
+INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, outcome, side, size,
+                   price, notional_usd, venue, fill_time, fee_shares)
+SELECT r.id, r.sub, r.w, r.oid, r.a, %(c)s, p.outcome, 'SELL', r.shares, r.per_share, r.payout, p.venue, now(), 0
+FROM json_to_recordset(%(rows)s::json) AS r(id text, sub text, w text, oid text, a text, shares numeric,
+     per_share numeric, payout numeric)
+JOIN positions p ON p.follower_wallet_id = r.w AND p.asset_id = r.a
+WHERE r.shares > 0
+ON CONFLICT (id) DO NOTHING
+"""
+
+_STATS = """
+UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd - r.cost),
+    realized_pnl_usd = s.realized_pnl_usd + r.pnl, updated_at = now(), fills_version = s.fills_version + 1
+FROM json_to_recordset(%s::json) AS r(sub text, cost numeric, pnl numeric)
+WHERE s.subscription_id = r.sub
+"""
+
+_REDEMPTIONS = """
+INSERT INTO redemptions (follower_wallet_id, condition_id, wallet, redemption_key, state, neg_risk, amounts, shares)
+SELECT r.w, %(c)s, r.proxy, r.key, 'PENDING', r.neg, ARRAY(SELECT json_array_elements_text(r.amounts)), r.shares
+FROM json_to_recordset(%(rows)s::json) AS r(w text, proxy text, key text, neg boolean, amounts json, shares numeric)
+ON CONFLICT DO NOTHING
+RETURNING redemption_key
+"""
+
+AUDIT = """
+INSERT INTO audit_log (at, token_id, method, entity_type, entity_id, before, after)
+SELECT now(), %s, %s, r.type, r.id, r.before, r.after
+FROM json_to_recordset(%s::json) AS r(type text, id text, before jsonb, after jsonb)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementResult:
+    """What one settlement did."""
+
+    settled: list[Settled]
+    new_redemptions: list[str]  # keys of redemptions recorded now
+
+
+def _held(row: dict[str, Any]) -> HeldPosition:
+    return HeldPosition(row["follower_wallet_id"], row["wallet"], row["asset_id"], row["venue"],
+                        row["subscription_id"], row["size"], row["cost_usd"])
+
+
+def _dumps(rows: Sequence[dict[str, Any]]) -> str:
+    return orjson.dumps(rows).decode()
+
+
+class SettlementStore:
+    """Settles resolved markets in PostgreSQL (connections of the executor's pool: fenced by its lease)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def settle(self, resolution: Resolution) -> SettlementResult:
+        """End every open position of the market (one transaction); idempotent."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_LOAD, {"c": resolution.condition_id, "assets": list(resolution.asset_ids)})
+            rows = list(await cur.fetchall())
+            if not rows:
+                return SettlementResult([], [])
+            ids = {(r["follower_wallet_id"], r["asset_id"]): r["id"] for r in rows}
+            settled, plans = settle(resolution, [_held(r) for r in rows])
+            args = {"c": resolution.condition_id, "winner": resolution.winning_asset_id}
+            await conn.execute(_FILLS, {**args, "rows": _dumps([
+                {"id": hash_id("fill", "settle", ids[(s.follower_wallet_id, s.asset_id)]), "sub": s.subscription_id,
+                 "w": s.follower_wallet_id, "oid": "settle_" + ids[(s.follower_wallet_id, s.asset_id)][4:],
+                 "a": s.asset_id, "shares": str(s.shares), "per_share": str(s.payout_per_share),
+                 "payout": str(s.payout_usd)} for s in settled])})
+            await conn.execute(_UPDATE, {**args, "rows": _dumps([
+                {"w": s.follower_wallet_id, "a": s.asset_id, "state": s.state, "shares": str(s.shares),
+                 "per_share": str(s.payout_per_share), "pnl": str(s.realized_pnl_usd)} for s in settled])})
+            await conn.execute(_STATS, (_dumps(_stats(settled)),))
+            new = [r["redemption_key"] for r in await (await conn.execute(_REDEMPTIONS, {
+                **args, "rows": _dumps([_plan_row(p) for p in plans])})).fetchall()]
+            await conn.execute(AUDIT, (ENGINE_CALLER, "executor.SettleResolution", _dumps([
+                {"type": "position", "id": ids[(s.follower_wallet_id, s.asset_id)],
+                 "before": {"state": "OPEN", "shares": fmt(s.shares), "costUsd": fmt(s.cost_usd)},
+                 "after": {"state": s.state, "payoutPerShare": fmt(s.payout_per_share),
+                           "realizedPnlUsd": fmt(s.realized_pnl_usd), "winningAssetId": resolution.winning_asset_id}}
+                for s in settled])))
+        return SettlementResult(settled, new)
+
+    async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
+        """Recorded resolutions whose market still has open positions (settled late: a fill booked after the
+        resolution, or an event this executor never saw)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r"
+                " WHERE EXISTS (SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0"
+                "   AND (p.condition_id = r.condition_id OR (p.condition_id = '' AND p.asset_id = ANY(r.asset_ids))))"
+                " LIMIT %s", (limit,))
+            return [Resolution(r["condition_id"], tuple(r["asset_ids"]), r["winning_asset_id"], r["neg_risk"])
+                    for r in await cur.fetchall()]
+
+
+def _stats(settled: Sequence[Settled]) -> list[dict[str, Any]]:
+    by_sub: dict[str, list[Any]] = {}
+    for s in settled:
+        if s.subscription_id:
+            acc = by_sub.setdefault(s.subscription_id, [0, 0])
+            acc[0] += s.cost_usd
+            acc[1] += s.realized_pnl_usd
+    return [{"sub": sub, "cost": str(cost), "pnl": str(pnl)} for sub, (cost, pnl) in by_sub.items()]
+
+
+def _plan_row(p: RedemptionPlan) -> dict[str, Any]:
+    return {"w": p.follower_wallet_id, "proxy": p.wallet, "key": p.key, "neg": p.neg_risk,
+            "amounts": [fmt(a) for a in p.amounts], "shares": str(p.shares)}

@@ -1,0 +1,1 @@
+"""The executor's pure rules for positions after the copy: settlement, redemption, reconciliation."""

@@ -1,0 +1,97 @@
+"""Reconciling a LIVE wallet's booked positions with the venue's count (pure).
+
+The venue's count is the truth for what can be sold. Per token:
+
+- a booked OPEN position whose size differs from the venue's is corrected to it (to 0: CLOSED, sold outside
+  the engine), keeping its average cost;
+- a token the venue holds that the engine has no open position in becomes an EXTERNAL position;
+- a token with an order in flight, or a fill booked within the settling grace (shares settle on-chain a few
+  seconds after a match), is left alone this round; so are tokens the venue says are redeemable (their market
+  resolved: settlement, not reconciliation, ends those positions) and booked positions that already ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from common.decimals import ZERO
+
+TOLERANCE_SHARES = Decimal("0.0001")  # below this a difference is rounding, not a correction
+
+CORRECTED = "CORRECTED"
+CLOSED_AT_VENUE = "CLOSED_AT_VENUE"
+EXTERNAL = "EXTERNAL"
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """The engine's position of a wallet in one token (its current life)."""
+
+    asset_id: str
+    state: str  # OPEN | CLOSED | RESOLVED_WON | RESOLVED_LOST | REDEEMED
+    size: Decimal
+    avg_price: Decimal
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AtVenue:
+    """One row of ``GET /v1/wallets/{walletId}/positions``."""
+
+    asset_id: str
+    condition_id: str
+    outcome: str
+    size: Decimal
+    avg_price: Decimal
+    redeemable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A change of one booked position to the venue's count."""
+
+    asset_id: str
+    kind: str  # CORRECTED | CLOSED_AT_VENUE | EXTERNAL
+    size_before: Decimal
+    size_after: Decimal
+    avg_price: Decimal
+    cost_before: Decimal
+    cost_after: Decimal
+    condition_id: str = ""
+    outcome: str = ""
+
+
+def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable[str]) -> list[Correction]:
+    """The corrections that make ``booked`` agree with ``venue``; ``busy`` tokens are skipped this round."""
+    skip = set(busy)
+    at_venue = {v.asset_id: v for v in venue}
+    mine = {b.asset_id: b for b in booked}
+    out: list[Correction] = []
+    for asset, b in mine.items():
+        if asset in skip or b.state != "OPEN":
+            continue
+        v = at_venue.get(asset)
+        if v is not None and v.redeemable:
+            continue
+        count = v.size if v is not None else ZERO
+        if abs(count - b.size) <= TOLERANCE_SHARES:
+            continue
+        cost = (count * b.avg_price) if count > 0 else ZERO
+        out.append(Correction(asset, CORRECTED if count > 0 else CLOSED_AT_VENUE, b.size, count, b.avg_price,
+                              b.cost_usd, cost))
+    for asset, v in at_venue.items():
+        if asset in skip or v.redeemable or v.size <= TOLERANCE_SHARES:
+            continue
+        held = mine.get(asset)
+        if held is not None and held.state != "CLOSED":
+            continue  # open (compared above) or ended with its market
+        out.append(Correction(asset, EXTERNAL, ZERO, v.size, v.avg_price, ZERO, v.size * v.avg_price,
+                              v.condition_id, v.outcome))
+    return out
+
+
+def stale_by(corrections: Sequence[Correction]) -> Decimal:
+    """Shares the booked positions were off by, in total (for the metric)."""
+    return sum((abs(c.size_after - c.size_before) for c in corrections), ZERO)

@@ -1,0 +1,242 @@
+"""Reconciling LIVE wallets' positions with the venue: ``GET /v1/wallets/{id}/positions`` for every wallet with a
+LIVE subscription at start, every ``TT_RECONCILE_INTERVAL_S`` (spread over the interval, rate-limited), soon after
+an order of the wallet ends UNKNOWN, LOST or CANCELLED, and at once when the venue refuses a SELL for lack of
+shares (that SELL is then re-sized once from the venue's count). A malformed or failed answer changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from opentelemetry import metrics
+
+from common.decimals import MIN_HELD_SHARES, ZERO, fmt
+from common.ids import hash_id
+from common.marketstate import WATCH_POSITIONS, change_watch_set
+from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
+from services.executor.domain.reconcile import EXTERNAL, AtVenue, Correction, reconcile
+from services.executor.insiders_api import Answer, parse_positions
+from services.executor.lifecycle import State
+from services.executor.model import INSIDERS, Ticket
+from services.executor.store import Change
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("tradingtools.executor")
+_CORRECTIONS = _meter.create_counter("executor.reconcile_corrections",
+                                     description="Positions corrected to the venue's count, by kind")
+_FAILURES = _meter.create_counter("executor.reconcile_failures",
+                                  description="Wallets not reconciled (venue unreachable or answer malformed)")
+
+NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
+WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
+MAX_CALLS_PER_S = 10.0  # venue calls of the periodic rounds (a wallet asked for soon goes ahead of them)
+WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often
+RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
+SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
+
+
+class PositionsApi(Protocol):
+    """The venue call reconciliation needs."""
+
+    async def positions(self, wallet_id: str) -> Answer:
+        """``GET /v1/wallets/{walletId}/positions``."""
+
+
+@dataclass
+class ReconcileStats:
+    """Counters."""
+
+    wallets: int = 0
+    corrections: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+    resized: int = 0
+
+
+def resized_order(original: epb.Order, size: Decimal, now_ns: int) -> epb.Order:
+    """A refused SELL again, sized to what the venue holds (a new client order id: the venue keeps the refused
+    one's answer under its Idempotency-Key)."""
+    order = epb.Order()
+    order.CopyFrom(original)
+    order.client_order_id = RESIZED_PREFIX + hash_id("x", original.client_order_id)[2:32]
+    order.size = fmt(size)
+    order.sell_fraction = ""
+    order.routed_time_ns = now_ns
+    return order
+
+
+class Reconciler:
+    """Runs reconciliation rounds (run :meth:`run` as a task)."""
+
+    def __init__(self, store: ReconcileStore, api: PositionsApi, redis: Any, *, interval_s: float,
+                 grace_s: float = SETTLING_GRACE_S, max_calls_per_s: float = MAX_CALLS_PER_S,
+                 resubmit: Callable[[epb.Order], Awaitable[Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.api = api
+        self.redis = redis
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.min_gap_s = 1.0 / max_calls_per_s
+        self.resubmit = resubmit
+        self.clock = clock
+        self.stats = ReconcileStats()
+        self._wallets: dict[str, LiveWallet] = {}
+        self._due: dict[str, float] = {}
+        self._soon: dict[str, float] = {}
+        self._refused: list[Ticket] = []
+        self._wake = asyncio.Event()
+
+    # -- what asks for a reconciliation --------------------------------------------------------------
+
+    def observe(self, changes: list[Change]) -> None:
+        """The journal's observer: a LIVE order ended UNKNOWN, LOST or CANCELLED → its wallet soon; a SELL
+        refused for lack of shares → its wallet now, and the SELL re-sized once."""
+        for c in changes:
+            if c.ticket.venue != INSIDERS:
+                continue
+            state = c.life.state
+            if state in WAKE_STATES:
+                self.soon(c.ticket.order.follower_wallet_id, self.grace_s)
+            elif (state is State.REJECTED and c.life.reason == NOT_ENOUGH and not c.ticket.buying
+                  and not c.ticket.client_order_id.startswith(RESIZED_PREFIX)):
+                self._refused.append(c.ticket)
+                self._wake.set()
+
+    def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
+        """Reconcile a wallet within ``delay_s`` (ahead of the periodic rounds)."""
+        at = self.clock() + delay_s
+        self._soon[follower_wallet_id] = min(self._soon.get(follower_wallet_id, at), at)
+        self._wake.set()
+
+    # -- one wallet ---------------------------------------------------------------------------------------
+
+    async def reconcile(self, wallet: LiveWallet) -> dict[str, Decimal] | None:
+        """Reconcile one wallet; returns the venue's count per token (None: the venue's answer was unusable,
+        nothing changed)."""
+        answer = await self.api.positions(wallet.follower_wallet_id)
+        if answer.status != 200 or answer.body is None:
+            self._failed(wallet, f"HTTP {answer.status} {answer.kind} {answer.code} {answer.message}"[:300])
+            return None
+        try:
+            rows = parse_positions(answer.body)
+        except (ValueError, ArithmeticError) as exc:
+            self._failed(wallet, f"malformed positions: {exc}"[:300])
+            return None
+        venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable) for r in rows]
+        view = await self.store.view(wallet.follower_wallet_id, self.grace_s)
+        corrections = reconcile(view.booked, venue, view.busy)
+        corrected = {c.asset_id for c in corrections}
+        open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
+        agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]
+        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions)
+        self.stats.wallets += 1
+        self._record(wallet, applied)
+        opened = {c.asset_id for c in applied if c.kind == EXTERNAL}
+        if opened:  # their books are followed (marks, triggers); the journal's repair also catches it
+            try:
+                await change_watch_set(self.redis, WATCH_POSITIONS, opened, ())
+            except Exception as exc:  # noqa: BLE001 - the watch set's periodic repair adds them
+                log.warning("watch set not updated after reconciliation", extra={"error": repr(exc)[:200]})
+        return {v.asset_id: v.size for v in venue if not v.redeemable}
+
+    def _failed(self, wallet: LiveWallet, detail: str) -> None:
+        self.stats.failures += 1
+        _FAILURES.add(1)
+        log.error("reconciliation skipped: the venue's positions are unusable; nothing changed",
+                  extra={"wallet_id": wallet.follower_wallet_id, "detail": detail})
+
+    def _record(self, wallet: LiveWallet, applied: list[Correction]) -> None:
+        for c in applied:
+            self.stats.corrections[c.kind] = self.stats.corrections.get(c.kind, 0) + 1
+            _CORRECTIONS.add(1, {"kind": c.kind})
+            log.warning("position reconciled with the venue", extra={
+                "wallet_id": wallet.follower_wallet_id, "asset_id": c.asset_id, "kind": c.kind,
+                "shares_before": fmt(c.size_before), "shares_after": fmt(c.size_after)})
+
+    async def _resize(self, t: Ticket) -> None:
+        """Reconcile the wallet of a SELL refused for lack of shares, then send it once more for what the venue
+        holds (nothing when it holds less than the market's minimum)."""
+        o = t.order
+        wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy)
+        counts = await self.reconcile(wallet)
+        if counts is None or self.resubmit is None:
+            return
+        held = counts.get(o.asset_id, ZERO)
+        wanted = Decimal(o.size) if o.size else held
+        size = min(wanted, held)
+        minimum = Decimal(o.min_order_size) if o.min_order_size else MIN_HELD_SHARES
+        if size < max(minimum, MIN_HELD_SHARES):
+            log.warning("refused SELL not re-sized: the venue holds too little", extra={
+                "client_order_id": o.client_order_id, "held": fmt(held)})
+            return
+        order = resized_order(o, size, time.time_ns())
+        await self.resubmit(order)
+        self.stats.resized += 1
+        log.warning("refused SELL re-sized from the venue's count", extra={
+            "client_order_id": o.client_order_id, "resized_as": order.client_order_id, "size": fmt(size)})
+
+    # -- the rounds -------------------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        wallets = await self.store.live_wallets()
+        now = self.clock()
+        self._wallets = {w.follower_wallet_id: w for w in wallets}
+        for w in wallets:  # a new wallet is reconciled at once; the others keep their place, spread over time
+            self._due.setdefault(w.follower_wallet_id, now)
+        for gone in set(self._due) - set(self._wallets):
+            del self._due[gone]
+
+    async def run(self) -> None:
+        """Reconcile every LIVE wallet at start (rate-limited), then each one an interval after its last round, plus
+        the ones asked for (those go first)."""
+        refreshed = float("-inf")
+        last_call = float("-inf")
+        while True:
+            try:
+                while self._refused:
+                    await self._resize(self._refused.pop(0))
+                now = self.clock()
+                if now - refreshed >= WALLETS_REFRESH_S:
+                    await self._refresh()
+                    refreshed = now
+                wallet_id = self._next(now)
+                if wallet_id is not None and now - last_call >= self.min_gap_s:
+                    last_call = now
+                    self._soon.pop(wallet_id, None)
+                    wallet = self._wallets.get(wallet_id)
+                    if wallet is not None:
+                        await self.reconcile(wallet)
+                    if wallet_id in self._due:
+                        self._due[wallet_id] = self.clock() + self.interval_s
+                    continue
+                wait = self._wait_s(now, last_call)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a storage outage: the next round retries
+                log.exception("reconciliation round failed")
+                wait = 1.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
+
+    def _next(self, now: float) -> str | None:
+        """The wallet to reconcile now: one asked for first, then the most overdue."""
+        soon = [(at, w) for w, at in self._soon.items() if at <= now]
+        if soon:
+            return min(soon)[1]
+        due = [(at, w) for w, at in self._due.items() if at <= now]
+        return min(due)[1] if due else None
+
+    def _wait_s(self, now: float, last_call: float) -> float:
+        upcoming = [*self._soon.values(), *self._due.values()]
+        nxt = min(upcoming) if upcoming else now + WALLETS_REFRESH_S
+        return max(nxt - now, last_call + self.min_gap_s - now, 0.01)
+

@@ -1,0 +1,101 @@
+"""Settling positions by market resolutions: each resolution ingest streams is applied once (settling again
+finds nothing open), and a periodic sweep settles what a resolution left open (a fill booked after it, or a
+resolution this executor never read)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import metrics
+
+from services.executor.adapters.settlement_store import SettlementResult, SettlementStore
+from services.executor.domain.settlement import Resolution
+from tradingtools.market.v1 import market_pb2 as mpb
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("tradingtools.executor")
+_SETTLED = _meter.create_counter("executor.positions_settled", description="Positions ended by resolution, by state")
+_REFUSED = _meter.create_counter("executor.resolutions_refused", description="Resolutions not applied, by reason")
+
+
+class BadResolution(ValueError):
+    """A resolution that cannot be applied (no condition, no winner among its tokens)."""
+
+
+def resolution_of(msg: mpb.MarketResolution) -> Resolution:
+    """The domain resolution of a streamed one; :class:`BadResolution` when it names no clear winner."""
+    cid = msg.condition_id.lower()
+    if not cid.startswith("0x") or len(cid) != 66:
+        raise BadResolution(f"condition_id {msg.condition_id[:80]!r} is not 0x + 64 hex")
+    assets = tuple(msg.asset_ids)
+    if not msg.winning_asset_id or msg.winning_asset_id not in assets:
+        raise BadResolution(f"winning_asset_id {msg.winning_asset_id[:80]!r} is not one of the market's tokens")
+    return Resolution(cid, assets, msg.winning_asset_id, msg.neg_risk)
+
+
+@dataclass
+class SettlerStats:
+    """Counters."""
+
+    resolutions: int = 0
+    positions: int = 0
+    refused: int = 0
+    sweeps: int = 0
+
+
+class Settler:
+    """Applies resolutions to positions; tells ``on_redemptions`` when LIVE winners need redeeming."""
+
+    def __init__(self, store: SettlementStore, *, on_redemptions: Callable[[list[str]], None] | None = None) -> None:
+        self.store = store
+        self.on_redemptions = on_redemptions
+        self.stats = SettlerStats()
+
+    async def handle(self, msg: mpb.MarketResolution) -> None:
+        """Settle the market of one streamed resolution (the consumer's handler; safe to repeat)."""
+        try:
+            resolution = resolution_of(msg)
+        except BadResolution as exc:
+            self.stats.refused += 1
+            _REFUSED.add(1, {"reason": "NO_CLEAR_WINNER"})
+            log.error("resolution not applied", extra={"condition_id": msg.condition_id, "error": str(exc)})
+            return
+        await self.settle(resolution)
+
+    async def settle(self, resolution: Resolution) -> SettlementResult:
+        """End every open position of the resolved market."""
+        result = await self.store.settle(resolution)
+        self.stats.resolutions += 1
+        self.stats.positions += len(result.settled)
+        for s in result.settled:
+            _SETTLED.add(1, {"state": s.state})
+        if result.settled:
+            log.info("market settled", extra={"condition_id": resolution.condition_id,
+                                              "winning_asset_id": resolution.winning_asset_id,
+                                              "positions": len(result.settled),
+                                              "redemptions": len(result.new_redemptions)})
+        if result.new_redemptions and self.on_redemptions is not None:
+            self.on_redemptions(result.new_redemptions)
+        return result
+
+    async def sweep(self) -> int:
+        """Settle every recorded resolution that still has open positions; returns the positions settled."""
+        self.stats.sweeps += 1
+        settled = 0
+        for resolution in await self.store.resolutions_with_open_positions():
+            settled += len((await self.settle(resolution)).settled)
+        return settled
+
+    async def run_sweeps(self, interval_s: float) -> None:
+        """:meth:`sweep` every ``interval_s`` until cancelled (a failing round is retried next time)."""
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round retries
+                log.exception("settlement sweep failed")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,145 @@
+"""Reconciliation with the venue on the real executor and the Insiders fake: the venue's count is the truth for
+what can be sold; corrections, external positions and refused SELLs; unusable answers change nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from common.marketstate import WATCH_POSITIONS
+from services.executor.adapters.reconcile_store import LiveWallet
+from services.executor.app import Running
+from services.executor.insiders_api import parse_positions
+from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
+from tests.helpers import eventually
+from tradingtools.common.v1 import common_pb2 as cpb
+from tradingtools.execution.v1 import execution_pb2 as epb
+
+NO = "2" * 77
+WALLET = LiveWallet("w_1", "0x" + "1" * 40)
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({}, "positions must be an array"),
+    ({"positions": [1]}, r"positions\[0\] must be an object"),
+    ({"positions": [{"tokenId": "x1", "size": "1"}]}, r"tokenId must be a decimal token id"),
+    ({"positions": [{"tokenId": 123, "size": "1"}]}, r"tokenId must be a decimal token id"),
+    ({"positions": [{"tokenId": "123", "size": "lots"}]}, "not a decimal"),
+    ({"positions": [{"tokenId": "123", "size": "-1"}]}, r"size must be >= 0"),
+    ({"positions": [{"tokenId": "123", "size": "1", "avgPrice": "1.5"}]}, r"avgPrice must be in \[0, 1\]"),
+    ({"positions": [{"tokenId": "123", "size": "1", "redeemable": "yes"}]}, "redeemable must be a boolean"),
+])
+def test_a_malformed_positions_answer_is_refused_whole(body: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_positions(body)
+
+
+def test_a_positions_answer_parses_with_optional_fields_missing() -> None:
+    [p] = parse_positions({"positions": [{"tokenId": "123", "size": 5, "conditionId": "0xAB"}]})
+    assert (p.token_id, p.size, p.avg_price, p.redeemable, p.condition_id) == ("123", D(5), D(0), False, "0xab")
+
+
+async def _filled(harness: Harness, *orders: epb.Order) -> None:
+    await harness.route(*orders)
+
+    async def done() -> bool:
+        evs = {e.client_order_id for e in await harness.all_events() if e.type in TERMINAL_TYPES}
+        return all(o.client_order_id in evs for o in orders)
+
+    await eventually(done, timeout_s=20)  # type: ignore[arg-type]
+
+
+def _age(db_url: str) -> None:
+    """Bookings older than the settling grace (as if the last fill were a minute ago)."""
+    rows(db_url, "UPDATE positions SET updated_at = now() - interval '1 minute' RETURNING 1")
+
+
+async def _bought(harness: Harness) -> Running:
+    await harness.set_book(ASSET, [("0.39", "100000")], [("0.40", "100000")])
+    harness.fake.holdings.register(CONDITION, [(ASSET, "Yes"), (NO, "No")])
+    running = await harness.start_executor()
+    await _filled(harness, make_order(1, follower_wallet_id="w_1", subscription_id="sub_1", amount_usd="40",
+                                      follower_proxy=WALLET.wallet))
+    _age(harness.db_url)
+    return running
+
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_terminal_sell_and_a_terminal_buy_are_reconciled(harness: Harness) -> None:
+    running = await _bought(harness)
+    assert running.reconciler is not None
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))  # sold in the terminal
+    harness.fake.holdings.terminal_trade("w_1", NO, "BUY", D(30), D("0.6"))  # bought there, never booked
+    counts = await running.reconciler.reconcile(WALLET)
+    assert counts == {ASSET: D(40), NO: D(30)}
+    got = {a: (state, origin, size, cost, venue) for a, state, origin, size, cost, venue in rows(
+        harness.db_url, "SELECT asset_id, state, origin, size, cost_usd, venue_shares FROM positions")}
+    assert got[ASSET] == ("OPEN", "COPY", D(40), D(16), D(40))  # at the same average cost
+    assert got[NO] == ("OPEN", "EXTERNAL", D(30), D(18), D(30))
+    audits = rows(harness.db_url, "SELECT entity_type, after->>'correction' FROM audit_log"
+                                  " WHERE method = 'executor.Reconcile' ORDER BY 2")
+    assert audits == [("position", "CORRECTED"), ("position", "EXTERNAL")]
+    assert rows(harness.db_url, "SELECT exposure_usd FROM subscription_stats WHERE subscription_id = 'sub_1'") == [
+        (D(16),)]
+    assert await harness.redis.sismember(WATCH_POSITIONS, NO)  # its book is followed from now on
+    assert running.reconciler.stats.corrections == {"CORRECTED": 1, "EXTERNAL": 1}
+    # a second round finds nothing to correct, and the venue's count is recorded on the agreeing positions
+    _age(harness.db_url)
+    await running.reconciler.reconcile(WALLET)
+    assert running.reconciler.stats.corrections == {"CORRECTED": 1, "EXTERNAL": 1}
+    # everything sold in the terminal: the position is closed
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(40), D("0.45"))
+    _age(harness.db_url)
+    await running.reconciler.reconcile(WALLET)
+    assert rows(harness.db_url, "SELECT state, size FROM positions WHERE asset_id = %s", ASSET) == [("CLOSED", 0)]
+
+
+@pytest.mark.parametrize("fault", ["fail_positions", "garbage_positions"])
+async def test_an_unusable_venue_answer_changes_nothing(harness: Harness, fault: str) -> None:
+    running = await _bought(harness)
+    assert running.reconciler is not None
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    setattr(harness.fake.faults, fault, 1)
+    before = rows(harness.db_url, "SELECT * FROM positions")
+    assert await running.reconciler.reconcile(WALLET) is None
+    assert rows(harness.db_url, "SELECT * FROM positions") == before
+    assert running.reconciler.stats.failures == 1
+    assert rows(harness.db_url, "SELECT count(*) FROM audit_log WHERE method = 'executor.Reconcile'") == [(0,)]
+
+
+async def test_a_fresh_fill_is_left_for_the_next_round(harness: Harness) -> None:
+    running = await _bought(harness)
+    assert running.reconciler is not None
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    rows(harness.db_url, "UPDATE positions SET updated_at = now() RETURNING 1")  # a fill booked just now
+    await running.reconciler.reconcile(WALLET)
+    assert rows(harness.db_url, "SELECT size FROM positions") == [(D(100),)]
+
+
+async def test_a_sell_refused_for_lack_of_shares_is_resized_once_from_the_venues_count(harness: Harness) -> None:
+    running = await _bought(harness)
+    harness.fake.enforce_positions = True
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    sell = make_order(2, follower_wallet_id="w_1", subscription_id="sub_1", side=cpb.SIDE_SELL, amount_usd="",
+                      size="100", follower_proxy=WALLET.wallet)
+    await _filled(harness, sell)
+    first = await harness.terminal(sell.client_order_id)
+    assert first is not None and (first.type, first.reason) == (
+        epb.ORDER_EVENT_TYPE_REJECTED, "INVALID_ORDER_NOT_ENOUGH_BALANCE")
+
+    async def resized() -> epb.OrderEvent | None:
+        for e in await harness.all_events():
+            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
+                return e
+        return None
+
+    done = await eventually(resized, timeout_s=20)
+    assert (done.type, done.filled_size, done.side) == (epb.ORDER_EVENT_TYPE_FILLED, "40", cpb.SIDE_SELL)
+    assert running.reconciler is not None and running.reconciler.stats.resized == 1
+    assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
+                                          done.client_order_id: 1}
+    assert rows(harness.db_url, "SELECT state, size FROM positions") == [("CLOSED", 0)]
