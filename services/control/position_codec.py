@@ -15,15 +15,27 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from common.decimals import fmt
-from services.control.codec import Row, dec, full, timestamp_of
+from services.control.codec import Row, dec, full, short, timestamp_of
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import position_pb2 as ppb
 
 USD_PLACES = Decimal("0.000001")  # USDC's base unit, as guard's stats.unrealizedPnlUsd
 RESOLVED = frozenset({"RESOLVED_WON", "RESOLVED_LOST", "REDEEMED"})
 Mark = tuple[Decimal, int]  # (price, book updated, ms since the epoch)
+
+
+def _numbers(enum_type: Any) -> dict[str, int]:
+    """Stored name → enum number (``OPEN`` → ``POSITION_STATE_OPEN``'s), for the page's hot loop."""
+    return {short(enum_type, n): full(enum_type, short(enum_type, n)) for n in enum_type.values() if n}
+
+
+_VENUES = _numbers(cpb.Venue)
+_ORIGINS = _numbers(ppb.PositionOrigin)
+_STATES = _numbers(ppb.PositionState)
+_REDEMPTIONS = _numbers(ppb.RedemptionState)
 
 
 def shares_of(row: Row) -> Decimal:
@@ -56,9 +68,9 @@ def position_from_row(row: Row, into: ppb.Position, *, mark: Mark | None, slug: 
     into.condition_id = row["condition_id"] or ""
     into.outcome = row["outcome"] or ""
     into.market_slug = row["market_slug"] or slug
-    into.venue = full(cpb.Venue, row["venue"])  # type: ignore[assignment]
-    into.origin = full(ppb.PositionOrigin, row["origin"])  # type: ignore[assignment]
-    into.state = full(ppb.PositionState, row["state"])  # type: ignore[assignment]
+    into.venue = _VENUES[row["venue"]]  # type: ignore[assignment]
+    into.origin = _ORIGINS[row["origin"]]  # type: ignore[assignment]
+    into.state = _STATES[row["state"]]  # type: ignore[assignment]
     into.shares = dec(shares)
     into.avg_cost = dec(row["avg_price"])
     into.cost_usd = dec(row["cost_usd"])
@@ -77,7 +89,7 @@ def position_from_row(row: Row, into: ppb.Position, *, mark: Mark | None, slug: 
         into.resolution.resolve_time.CopyFrom(timestamp_of(row["resolved_at"]))
     into.redemption.SetInParent()
     if row["redemption_state"]:
-        into.redemption.state = full(ppb.RedemptionState, row["redemption_state"])  # type: ignore[assignment]
+        into.redemption.state = _REDEMPTIONS[row["redemption_state"]]  # type: ignore[assignment]
         into.redemption.tx_hash = row["redemption_tx_hash"]
         into.redemption.attempts = row["redemption_attempts"]
         into.redemption.reason = row["redemption_reason"]

@@ -49,18 +49,19 @@ class RedisMarketReads:
             return {}, {}
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for asset in mark_assets:
-                pipe.get(book_key(asset))
+            if mark_assets:
+                pipe.mget([book_key(asset) for asset in mark_assets])
             for asset in slug_assets:
                 pipe.hget(market_key(asset), "market_slug")
             replies = await pipe.execute()
+            books = replies.pop(0) if mark_assets else []
         except Exception as exc:
             if not is_redis_outage(exc):
                 raise
             log.warning("positions served without marks: redis unavailable", extra={"error": short_reason(exc)})
             return {}, {}
         marks: dict[str, Mark] = {}
-        for asset, raw in zip(mark_assets, replies, strict=False):
+        for asset, raw in zip(mark_assets, books, strict=True):
             if not raw:
                 continue
             try:
@@ -70,7 +71,7 @@ class RedisMarketReads:
                 continue
             if price is not None:
                 marks[asset] = (price, updated_ms)
-        slugs = {asset: raw for asset, raw in zip(slug_assets, replies[len(mark_assets):], strict=True) if raw}
+        slugs = {asset: raw for asset, raw in zip(slug_assets, replies, strict=True) if raw}
         return marks, slugs
 
 
