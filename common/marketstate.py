@@ -116,6 +116,11 @@ class BookSnapshot:
         """Lowest ask, or None when there are no asks."""
         return self.asks[0][0] if self.asks else None
 
+    @property
+    def mark(self) -> Decimal | None:
+        """The price open shares are valued at (:func:`mark_price`)."""
+        return mark_price(self.best_bid, self.best_ask, self.last_trade_price)
+
     def is_stale(self, now_ms: int, max_age_ms: int) -> bool:
         """True when the book has not been updated within ``max_age_ms``."""
         return now_ms - self.updated_ms > max_age_ms
@@ -143,6 +148,25 @@ class BookSnapshot:
             updated_ms=int(d["updatedMs"]),
             last_trade_price=Decimal(d["lastTradePrice"]) if d.get("lastTradePrice") else None,
         )
+
+
+def mark_price(bid: Decimal | None, ask: Decimal | None, last: Decimal | None) -> Decimal | None:
+    """The price open shares are valued at (guard's PnL, control's positions): the mid when both sides of
+    the book exist, else the best bid, else the last trade price; None when the book has none of them."""
+    if bid is not None and ask is not None:
+        return (bid + ask) / 2
+    if bid is not None:
+        return bid
+    return last
+
+
+def mark_from_json(raw: bytes | str) -> tuple[Decimal | None, int]:
+    """(:func:`mark_price`, ``updatedMs``) of a stored book, reading only its best levels (a page of
+    positions reads hundreds of books: converting every level to Decimal would cost far more)."""
+    d: Any = orjson.loads(raw)
+    bids, asks, last = d.get("bids") or (), d.get("asks") or (), d.get("lastTradePrice")
+    return (mark_price(Decimal(bids[0][0]) if bids else None, Decimal(asks[0][0]) if asks else None,
+                       Decimal(last) if last else None), int(d.get("updatedMs") or 0))
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 import redis.asyncio as aioredis
 
-from common.marketstate import BookSnapshot, MarketInfo, read_book, read_market, write_book, write_market
+from common.marketstate import (
+    BookSnapshot,
+    MarketInfo,
+    mark_from_json,
+    mark_price,
+    read_book,
+    read_market,
+    write_book,
+    write_market,
+)
 
 D = Decimal
 
@@ -24,3 +34,21 @@ async def test_book_and_market_round_trip(redis_url: str) -> None:
     await write_market(r, info)
     assert await read_market(r, "123") == info
     await r.aclose()
+
+
+@pytest.mark.parametrize(("bid", "ask", "last", "mark"), [
+    ("0.48", "0.5", "0.1", "0.49"),  # mid
+    ("0.48", None, "0.1", "0.48"),  # one-sided: the bid
+    (None, "0.5", "0.1", "0.1"),  # no bid: the last trade
+    (None, "0.5", None, None),
+    (None, None, None, None),
+])
+def test_the_mark_is_the_mid_else_the_bid_else_the_last_trade(bid: str | None, ask: str | None, last: str | None,
+                                                              mark: str | None) -> None:
+    book = BookSnapshot("1", "0xc", ((D(bid), D(1)), (D("0.01"), D(1))) if bid else (),
+                        ((D(ask), D(1)), (D("0.99"), D(1))) if ask else (), D("0.01"), 5, 7,
+                        D(last) if last else None)
+    expected = None if mark is None else D(mark)
+    assert mark_price(book.best_bid, book.best_ask, book.last_trade_price) == expected
+    assert book.mark == expected
+    assert mark_from_json(book.to_json()) == (expected, 7)

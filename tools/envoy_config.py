@@ -35,6 +35,7 @@ MAX_BODY_BYTES = 64 * 1024
 TRANSCODED_SERVICES = (
     "tradingtools.control.v1.SubscriptionService",
     "tradingtools.control.v1.TriggerService",
+    "tradingtools.control.v1.PositionService",
     "tradingtools.control.v1.ProbeService",
 )
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")

@@ -1,9 +1,11 @@
-"""The control surface: subscriptions, triggers, funding and perf actions over gRPC (Envoy transcodes REST).
+"""The control surface: subscriptions, triggers, positions, funding and perf actions over gRPC (Envoy
+transcodes REST).
 
 Layout: ``servicer`` (proto in/out, the one error → status mapping in ``errors.status_for``) →
-use cases (``subscriptions``, ``triggers``, ``internal``) → pure rules (``validation``,
-``subscription_rules``, ``trigger_rules``, ``lifecycle``, ``pagination``, ``codec``) and adapters
-(``sub_repo``, ``trigger_repo``, ``internal_repo``, ``audit``, ``idempotency``, ``hotsync``, ``readiness``).
+use cases (``subscriptions``, ``triggers``, ``positions``, ``internal``) → pure rules (``validation``,
+``subscription_rules``, ``trigger_rules``, ``lifecycle``, ``pagination``, ``codec``, ``position_codec``)
+and adapters (``sub_repo``, ``trigger_repo``, ``position_repo``, ``internal_repo``, ``audit``,
+``idempotency``, ``hotsync``, ``readiness``).
 
 Decisions callers can rely on:
 - Auth: ``authorization: Bearer <token>``, scheme case-insensitive (RFC 7235); bare tokens, other

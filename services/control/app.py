@@ -19,6 +19,7 @@ from services.control.errors import is_redis_outage, short_reason
 from services.control.fastredis import HotRedis
 from services.control.hotsync import IndexSync
 from services.control.internal import InternalUseCases
+from services.control.positions import PositionServicer, PositionUseCases, RedisMarketReads
 from services.control.readiness import Readiness
 from services.control.server import start_grpc
 from services.control.servicer import InternalServicer, ProbeServicer, SubscriptionServicer, TriggerServicer
@@ -85,6 +86,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
                 db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl,
                 list_cache_entries=settings.list_cache_entries, page_cache_bytes=settings.page_cache_mb << 20)),
             triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl)),
+            positions=PositionServicer(PositionUseCases(db, RedisMarketReads(redis))),
             probes=ProbeServicer(readiness),
             internal=InternalServicer(InternalUseCases(db, sync, now=now)),
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from common.decimals import MIN_HELD_SHARES
 from services.control import codec
 from services.control.db import Conn
 from services.control.pagination import Cursor
+from services.control.trigger_rules import HeldPosition
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
 _COLUMNS = ("id", "wallet", "follower_wallet_id", "subscription_id", "asset_id", "kind", "trigger_price",
@@ -66,9 +66,9 @@ async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None
     return await (await conn.execute(sql, params)).fetchall()
 
 
-async def has_position(conn: Conn, follower_wallet_id: str, asset_id: str) -> bool:
-    """True when the wallet holds a sellable position in ``asset_id`` (at least ``MIN_HELD_SHARES``)."""
+async def position_of(conn: Conn, follower_wallet_id: str, asset_id: str) -> HeldPosition | None:
+    """The wallet's current position in ``asset_id`` (whatever its origin), or None when it never held one."""
     row = await (await conn.execute(
-        "SELECT 1 AS held FROM positions WHERE follower_wallet_id = %s AND asset_id = %s AND size >= %s",
-        (follower_wallet_id, asset_id, MIN_HELD_SHARES))).fetchone()
-    return row is not None
+        "SELECT state, size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+        (follower_wallet_id, asset_id))).fetchone()
+    return None if row is None else HeldPosition(row["state"], row["size"])

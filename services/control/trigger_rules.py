@@ -6,14 +6,21 @@
   (0, 1); ``triggerPrice`` must be absent or "0".
 - Exactly one of ``size`` (shares, > 0) and ``sellFraction`` (in (0, 1]) is non-zero.
 - ``priceSource`` defaults to BEST_BID, ``source`` to MANUAL.
+- Any OPEN position of the wallet may be guarded, whatever its origin (copied, manual, external). A
+  trigger on a position whose market resolved is refused (MARKET_RESOLVED: nothing is left to sell); a
+  ``sellFraction`` trigger needs an OPEN position holding at least one share step (NO_POSITION). A
+  ``size`` trigger may be set before the shares are held; guard cancels it (NO_POSITION) if none are
+  when it fires.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
+from common.decimals import MIN_HELD_SHARES
 from services.control import validation as v
-from services.control.errors import InvalidArgument
+from services.control.errors import FailedPrecondition, InvalidArgument
 from services.control.subscription_rules import json_path
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
@@ -63,6 +70,32 @@ def validate_values(t: tpb.Trigger) -> None:
     if not size_set and not fraction_set:
         raise InvalidArgument("sellFraction", "required: exactly one of size (shares) and sellFraction "
                                               "(of the position, in (0, 1]) must be non-zero")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPosition:
+    """What a trigger check needs of the wallet's current position in the asset."""
+
+    state: str  # as stored: OPEN, CLOSED, RESOLVED_WON, RESOLVED_LOST, REDEEMED
+    size: Decimal
+
+
+RESOLVED_STATES = frozenset({"RESOLVED_WON", "RESOLVED_LOST", "REDEEMED"})
+
+
+def position_refusal(t: tpb.Trigger, pos: HeldPosition | None) -> FailedPrecondition | None:
+    """Why ``t`` cannot guard the wallet's position ``pos`` (None: it can)."""
+    if pos is not None and pos.state in RESOLVED_STATES:
+        return FailedPrecondition(
+            f"assetId: MARKET_RESOLVED: the market of assetId {t.asset_id} has resolved (the position of "
+            f"followerWalletId {t.follower_wallet_id} is POSITION_STATE_{pos.state}); nothing is left to sell")
+    if t.sell_fraction != "0" and (pos is None or pos.state != "OPEN" or pos.size < MIN_HELD_SHARES):
+        ended = f" (its last position there is POSITION_STATE_{pos.state})" \
+            if pos is not None and pos.state != "OPEN" else ""
+        return FailedPrecondition(
+            f"sellFraction: followerWalletId {t.follower_wallet_id} holds no position in assetId {t.asset_id}"
+            f"{ended}; a sellFraction trigger needs an OPEN one: NO_POSITION (use size for shares)")
+    return None
 
 
 def merge_trigger_patch(current: tpb.Trigger, patch: tpb.Trigger) -> tpb.Trigger:

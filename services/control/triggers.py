@@ -51,8 +51,7 @@ class TriggerUseCases:
                 if replay is not None:
                     return tpb.Trigger.FromString(replay)
             await self._check_subscription(conn, trigger)
-            if trigger.sell_fraction != "0":
-                await self._check_position(conn, trigger)
+            await self._check_position(conn, trigger)
             trigger.id = new_id("trg", int(now.timestamp() * 1000))
             trigger.state = tpb.TRIGGER_STATE_ARMED
             trigger.create_time.FromDatetime(now)
@@ -154,10 +153,10 @@ class TriggerUseCases:
 
     @staticmethod
     async def _check_position(conn: Conn, trigger: tpb.Trigger) -> None:
-        if not await trigger_repo.has_position(conn, trigger.follower_wallet_id, trigger.asset_id):
-            raise FailedPrecondition(
-                f"sellFraction: followerWalletId {trigger.follower_wallet_id} holds no position in assetId "
-                f"{trigger.asset_id}; a sellFraction trigger needs one (use size for shares)")
+        refusal = rules.position_refusal(
+            trigger, await trigger_repo.position_of(conn, trigger.follower_wallet_id, trigger.asset_id))
+        if refusal is not None:
+            raise refusal
 
     @staticmethod
     async def _must_get(conn: Conn, tid: str, *, for_update: bool = False) -> tpb.Trigger:

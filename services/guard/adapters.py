@@ -67,16 +67,6 @@ class GrpcControl:
         return bool(resp.applied)
 
 
-def mark_of(book: BookSnapshot) -> Decimal | None:
-    """Mid when both sides exist, else best bid, else last trade."""
-    bid, ask = book.best_bid, book.best_ask
-    if bid is not None and ask is not None:
-        return (bid + ask) / 2
-    if bid is not None:
-        return bid
-    return book.last_trade_price
-
-
 class RedisMarkets:
     """Market info (cached for ``cache_s``) and marks from ingest's Redis state."""
 
@@ -133,7 +123,7 @@ class RedisMarkets:
         """Marks of the assets with a book."""
         out = {}
         for asset_id, book in (await self.books(asset_ids)).items():
-            mark = mark_of(book)
+            mark = book.mark
             if mark is not None:
                 out[asset_id] = mark
         return out

@@ -136,6 +136,8 @@ class Firer:
                 if not still_fires(spec, row.spec(), fired.price):
                     # changed by control since the engine loaded it: nothing is sent; reloaded and re-evaluated
                     return FireDecision(State.ARMED, Reason.TRIGGER_CHANGED.value)
+                if facts.resolved:  # settled with its market: the shares pay out, no SELL can be sent
+                    return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
                 size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
                                         in_flight=facts.in_flight,

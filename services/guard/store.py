@@ -45,6 +45,7 @@ class FireFacts:
     condition_id: str
     follower_user_id: str
     mode_paper: bool
+    resolved: bool = False  # the position's market resolved: nothing is left to sell
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,15 @@ _INSERT_EVENT = ("INSERT INTO guard_trigger_events (event_id, trigger_id, payloa
                  " ON CONFLICT (event_id) DO NOTHING")
 
 
+# The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
+# created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
+# without a subscription takes the wallet's user from its subscriptions and the mode from the position's venue.
 _FACTS_SQL = (
-    "SELECT p.size AS held, p.condition_id AS cond, s.follower_user_id AS user_id, s.mode AS mode,"
+    "SELECT CASE WHEN p.state = 'OPEN' THEN p.size ELSE 0 END AS held, p.condition_id AS cond,"
+    " p.state IN ('RESOLVED_WON', 'RESOLVED_LOST', 'REDEEMED') AS resolved,"
+    " COALESCE(s.follower_user_id, (SELECT w.follower_user_id FROM subscriptions w"
+    "  WHERE w.follower_wallet_id = t.follower_wallet_id ORDER BY w.update_time DESC LIMIT 1)) AS user_id,"
+    " COALESCE(s.mode, p.venue) AS mode,"
     # SELLs sent but not yet in the position: what the executor has not booked as fills (fills and
     # positions are written in one transaction, so this statement sees both at the same moment).
     " (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
@@ -193,7 +201,7 @@ class TriggerStore:
                 return FireResult(None, None, (), row.state)
             facts = FireFacts(held=facts_row["held"] or ZERO, in_flight=facts_row["in_flight"] or ZERO,
                               condition_id=facts_row["cond"] or "", follower_user_id=facts_row["user_id"] or "",
-                              mode_paper=facts_row["mode"] == "PAPER")
+                              mode_paper=facts_row["mode"] == "PAPER", resolved=bool(facts_row["resolved"]))
             if before_decide is not None:
                 await before_decide
             decision = decide(row, facts)

@@ -20,7 +20,7 @@ BODY = {"subscription": {
 }}
 
 
-def _reflect(port: int) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def _reflect(port: int) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, Any]]:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
@@ -40,15 +40,17 @@ def _reflect(port: int) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
 
         created = invoke("tradingtools.control.v1.SubscriptionService", "CreateSubscription", BODY, AUTH)
         health = invoke("tradingtools.control.v1.ProbeService", "GetHealth", {})
-        return services, created, health
+        positions = invoke("tradingtools.control.v1.PositionService", "ListPositions", {"wallet": FOLLOWER}, AUTH)
+        return services, created, health, positions
 
 
 async def test_list_and_call_through_reflection(control: RunningControl) -> None:
-    services, created, health = await asyncio.to_thread(_reflect, control.port)
+    services, created, health, positions = await asyncio.to_thread(_reflect, control.port)
     assert services == [
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "tradingtools.control.v1.InternalControlService",
+        "tradingtools.control.v1.PositionService",
         "tradingtools.control.v1.ProbeService",
         "tradingtools.control.v1.SubscriptionService",
         "tradingtools.control.v1.TriggerService",
@@ -57,3 +59,4 @@ async def test_list_and_call_through_reflection(control: RunningControl) -> None
     assert created["sizing"] == {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "25", "minOrderUsd": "1"}
     assert created["stats"]["exposureUsd"] == "0"
     assert health == {"status": "SERVING"}
+    assert positions == {}  # no positions yet: an empty page
