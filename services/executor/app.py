@@ -165,9 +165,9 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         log.info("resumed unfinished orders", extra={"count": resumed})
 
     servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s)
-    grpc_server = await server.start(servicer, settings.grpc_port, settings.host)
+    grpc_server = await server.start(servicer, settings.grpc_port, settings.host, settings.security)
 
-    channel = grpc_channel(settings.router_target)
+    channel = grpc_channel(settings.router_target, settings.security)
     stub = egrpc.RouterServiceStub(channel)
 
     async def from_router(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:

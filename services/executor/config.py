@@ -5,6 +5,8 @@
 | ``TT_EXECUTOR_HOST`` | 127.0.0.1 | gRPC bind address |
 | ``TT_EXECUTOR_GRPC_PORT`` | 50053 | gRPC port (0 = any free port) |
 | ``TT_ROUTER_GRPC_TARGET`` | 127.0.0.1:<router port> | where ``StreamRoutedTrades`` is read |
+| ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | internal tokens (``common.grpcauth``): port, calls out |
+| ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_INSIDERS_API_URL`` / ``TT_INSIDERS_API_TOKEN`` | unset | the live venue; unset: LIVE orders are REJECTED |
 | ``TT_EXECUTOR_ROUTED_SOURCE`` | router | ``router``: the gRPC stream; ``log``: the router's log read from Redis |
@@ -57,6 +59,7 @@ from common.config import (
     grpc_port,
     grpc_target,
 )
+from common.grpcauth import GrpcSecurity
 
 ROUTED_SOURCES = ("log", "router")
 
@@ -75,6 +78,7 @@ class Settings:
     """Everything the executor can be tuned with."""
 
     host: str
+    security: GrpcSecurity
     grpc_port: int
     router_target: str
     insiders_url: str
@@ -132,8 +136,12 @@ class Settings:
         poll_max = env_float_seconds(env, "TT_EXECUTOR_POLL_MAX_S", 2.0, minimum=0.001)
         if poll_max < poll_initial:
             raise ConfigError("TT_EXECUTOR_POLL_MAX_S must be >= TT_EXECUTOR_POLL_INITIAL_S")
+        security = GrpcSecurity.from_env(env)
+        host = env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1")
+        security.check_bind(host, "TT_EXECUTOR_HOST")
         return cls(
-            host=env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1"),
+            host=host,
+            security=security,
             grpc_port=grpc_port(env, "executor"),
             router_target=grpc_target(env, "router"),
             insiders_url=url,
