@@ -30,7 +30,7 @@ import httpx
 
 from common.config import SERVICE_PORTS, grpc_port, load_tokens
 from common.embedded import free_port_off, free_ports
-from common.grpcauth import INTERNAL_TOKEN_VAR, GrpcSecurity
+from common.grpcauth import GrpcSecurity
 from common.grpcclient import blocking_channel
 from tools import stack
 from tools.simthread import SimPorts, SimThread
@@ -58,7 +58,7 @@ HARNESS_TUNING: dict[str, str] = {
 
 FREE_PORTS = SimPorts()
 ISOLATED_PREFIXES = ("TT_",)
-ISOLATED_NAMES = ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN", INTERNAL_TOKEN_VAR, "KEEP")
+ISOLATED_NAMES = ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN", "KEEP")
 
 
 class PipelineError(RuntimeError):
