@@ -159,3 +159,20 @@ class CpuMeter:
         """CPU seconds per group since :meth:`start`."""
         return {name: round(sum((process_cpu_s(pid) or 0.0) - self.begin.get(pid, 0.0) for pid in pids), 3)
                 for name, pids in self.groups.items()}
+
+
+# The internal token of the services a benchmark starts itself (not a stack's: ``make up`` generates that one).
+INTERNAL_TOKEN = "be" * 32
+
+
+def internal_env() -> dict[str, str]:
+    """The environment variable that gives a service a benchmark starts the benchmark's internal token."""
+    return {"TT_INTERNAL_TOKEN": INTERNAL_TOKEN}
+
+
+def internal_security() -> Any:
+    """The benchmark's :class:`common.grpcauth.GrpcSecurity` (its stand-in servers and its channels)."""
+    from common.config import Secret
+    from common.grpcauth import GrpcSecurity
+
+    return GrpcSecurity((Secret(INTERNAL_TOKEN),))

@@ -14,12 +14,17 @@ applies: gRPC reads it when first imported).
 ``GAP_S``, and prints the ``[sent_ns, handler_entered_ns]`` pairs: the request leg of a unary call
 (guard's SubmitOrder), which a server stream's message does not include (call set-up, the server's
 dispatch to a handler).
+
+With ``TT_BENCH_HOPS_AUTH=1`` in their environment both ends authenticate as the services do: the server
+checks the internal token (``common.grpcauth.AuthInterceptor``, as ``common.grpcserver.start_server``
+installs it) and the client's channel sends it (``common.grpcclient.AuthorizedChannel``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,9 +33,26 @@ from pathlib import Path
 import grpc
 import uvloop
 
+AUTH = os.environ.get("TT_BENCH_HOPS_AUTH") == "1"
+
 
 def _ident(b: bytes) -> bytes:
     return b
+
+
+def _interceptors() -> list[grpc.aio.ServerInterceptor]:
+    from bench import internal_security
+    from common.grpcauth import AuthInterceptor
+
+    return [AuthInterceptor(internal_security().check())] if AUTH else []
+
+
+def _channel(port: int) -> grpc.aio.Channel:
+    from bench import internal_security
+    from common.grpcclient import AuthorizedChannel
+
+    inner = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return AuthorizedChannel(inner, internal_security().metadata) if AUTH else inner
 
 
 def _announce(port_file: Path, port: int) -> None:
@@ -58,7 +80,7 @@ async def _tcp(port_file: Path, gap_s: float, count: int) -> None:
 
 async def _serve(port_file: Path, handler: grpc.GenericRpcHandler, done: asyncio.Event) -> None:
     """A grpc.aio server with ``handler`` on a free loopback port (announced) until ``done``."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=_interceptors())
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -100,7 +122,7 @@ async def _grpc_unary(port_file: Path, _gap_s: float, count: int) -> None:
 
 async def _grpc_unary_client(port: int, count: int, gap_s: float) -> list[list[int]]:
     pairs: list[list[int]] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with _channel(port) as channel:
         method = channel.unary_unary("/bench.Hops/Call", request_serializer=_ident, response_deserializer=_ident)
         await channel.channel_ready()
         for _ in range(count):
@@ -112,7 +134,7 @@ async def _grpc_unary_client(port: int, count: int, gap_s: float) -> list[list[i
 
 async def _grpc_client(port: int, count: int) -> list[list[int]]:
     pairs: list[list[int]] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with _channel(port) as channel:
         method = channel.unary_stream("/bench.Hops/Stream", request_serializer=_ident, response_deserializer=_ident)
         async for raw in method(b""):
             pairs.append([int.from_bytes(raw, "little"), time.time_ns()])

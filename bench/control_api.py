@@ -260,7 +260,7 @@ def _stack_pids(env: dict[str, str]) -> dict[str, int]:
 
 def _private_env(run: Path) -> dict[str, str]:
     env = stack.resolve_env()
-    for name in ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN"):
+    for name in ("DATABASE_URL", "REDIS_URL", "CONTROL_API_TOKEN", "TT_INTERNAL_TOKEN"):
         env.pop(name, None)
     env.update({
         "TT_RUN_DIR": str(run), "TT_STACK_SERVICES": "control", "TT_STACK_SIMULATOR": "0",

@@ -41,7 +41,7 @@ from typing import Any
 
 import psycopg
 
-from bench import print_table, process_cpu_s, save_results, storage_pids, summarize
+from bench import internal_env, internal_security, print_table, process_cpu_s, save_results, storage_pids, summarize
 from bench._transports import compare_transports
 from common.config import project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
@@ -160,8 +160,10 @@ class _Stack:
         self.log = DurableLog(self.stream_redis, ROUTED_TRADES)
         self.router = _Router(self.log)
         self.srv: GrpcServer = await start_server("127.0.0.1", 0, lambda s: (
-            egrpc.add_RouterServiceServicer_to_server(self.router, s), ["tradingtools.execution.v1.RouterService"])[1])
-        env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url, "TT_EXECUTOR_GRPC_PORT": "0",
+            egrpc.add_RouterServiceServicer_to_server(self.router, s), ["tradingtools.execution.v1.RouterService"])[1],
+            security=internal_security())
+        env = {**os.environ, **internal_env(), "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url,
+               "TT_EXECUTOR_GRPC_PORT": "0",
                "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.srv.port}", "TT_INSIDERS_API_URL": self.fake.url,
                "TT_INSIDERS_API_TOKEN": TOKEN, "TT_EXECUTOR_MAX_ORDER_AGE_S": "0", **self.extra_env}
         env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")

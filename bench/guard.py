@@ -40,7 +40,17 @@ from typing import Any
 
 import psycopg
 
-from bench import CpuMeter, memory_mb, print_table, process_cpu_s, save_results, storage_pids, summarize
+from bench import (
+    CpuMeter,
+    internal_env,
+    internal_security,
+    memory_mb,
+    print_table,
+    process_cpu_s,
+    save_results,
+    storage_pids,
+    summarize,
+)
 from bench._triggers import Walk, asset_id, seed_triggers
 from common.config import project_root
 from common.decimals import fmt
@@ -58,7 +68,6 @@ from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
-TOKEN = "cd" * 32
 TARGET_P99_MS = 5.0
 TARGET_LOAD_S = 3.0
 TARGET_RSS_MB = 300.0
@@ -161,10 +170,12 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
     executor = _Executor()
     servers: list[GrpcServer] = [
         await start_server("127.0.0.1", 0, lambda s: (mgrpc.add_IngestServiceServicer_to_server(ingest, s),
-                                                      ["tradingtools.market.v1.IngestService"])[1]),
+                                                      ["tradingtools.market.v1.IngestService"])[1],
+                           security=internal_security()),
         await start_server("127.0.0.1", 0, lambda s: (egrpc.add_ExecutorServiceServicer_to_server(executor, s),
-                                                      ["tradingtools.execution.v1.ExecutorService"])[1])]
-    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
+                                                      ["tradingtools.execution.v1.ExecutorService"])[1],
+                           security=internal_security())]
+    env = {**os.environ, **internal_env(), "DATABASE_URL": db_url, "REDIS_URL": redis_url,
            "TT_GUARD_GRPC_PORT": "0", "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{servers[0].port}",
            "TT_EXECUTOR_GRPC_TARGET": f"127.0.0.1:{servers[1].port}", "TT_CONTROL_GRPC_TARGET": "127.0.0.1:1",
            "TT_GUARD_PERF_INTERVAL_S": "3600", "TT_GUARD_TICK_MAX_AGE_S": "5",

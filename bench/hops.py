@@ -12,7 +12,8 @@ few milliseconds takes far longer to wake than one that was busy a moment ago, s
 Each transport is measured between separate processes on loopback, one message every ``gap``
 (both ends sleep in between, as the pipeline's stages do between trades): one-way for raw TCP
 (the websocket and HTTP hops are a TCP write each) and a grpc.aio server stream (read with the
-``GRPC_EXPERIMENTS`` the services set, and with gRPC's default EventEngine client), round trips for
+``GRPC_EXPERIMENTS`` the services set, and with gRPC's default EventEngine client; the gRPC hops also
+with the internal token sent and checked as between the services, ``*_auth``, which the chains sum), round trips for
 Redis (``GET``), PostgreSQL (prepared ``SELECT 1``) and a PostgreSQL ``INSERT`` with its commit.
 The sum of those hops along the copy path is the transport floor of *frame received → POST
 received* at that spacing, before any of the services' own work; ``--chain guard`` sums a trigger
@@ -53,10 +54,10 @@ WARMUP = 20
 CHAIN = (
     ("RTDS frame → ingest", "tcp_one_way"),
     ("ingest: dedupe + append script", "redis_rtt"),
-    ("ingest → router (gRPC stream)", "grpc_one_way"),
+    ("ingest → router (gRPC stream)", "grpc_one_way_auth"),
     ("router: PostgreSQL read ∥ Redis read", "pg_rtt"),
     ("router: emit script", "redis_rtt"),
-    ("router → executor (gRPC stream)", "grpc_one_way"),
+    ("router → executor (gRPC stream)", "grpc_one_way_auth"),
     ("executor: book read", "redis_rtt"),
     ("executor: intent INSERT + commit", "pg_insert_rtt"),
     ("executor → Insiders API (POST)", "tcp_one_way"),
@@ -65,7 +66,7 @@ CHAIN = (
 GUARD_CHAIN = (
     ("ingest → guard (tick log append + read)", "redis_rtt"),
     ("guard: locked read", "pg_rtt"),
-    ("guard → executor (SubmitOrder request)", "grpc_unary_one_way"),
+    ("guard → executor (SubmitOrder request)", "grpc_unary_one_way_auth"),
     ("executor: book read", "redis_rtt"),
     ("executor: intent INSERT + commit", "pg_insert_rtt"),
     ("executor → Insiders API (POST)", "tcp_one_way"),
@@ -124,10 +125,11 @@ async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
 
 
 async def _grpc_pairs(server: str, client: list[str], tmp: Path, gap_s: float, n: int,
-                      experiments: str) -> list[float]:
+                      experiments: str, auth: bool = False) -> list[float]:
     """One-way milliseconds between a grpc.aio ``server`` peer and a ``client`` peer process (its ``[sent,
-    received]`` pairs on stdout), both with ``GRPC_EXPERIMENTS=experiments``."""
-    env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
+    received]`` pairs on stdout), both with ``GRPC_EXPERIMENTS=experiments`` (and the internal token checked
+    and sent when ``auth``)."""
+    env = {**os.environ, "GRPC_EXPERIMENTS": experiments, "TT_BENCH_HOPS_AUTH": "1" if auth else "0"}
     proc, port = _peer(server, tmp, gap_s, n + WARMUP, env)
     try:
         peer = await asyncio.create_subprocess_exec(
@@ -141,18 +143,19 @@ async def _grpc_pairs(server: str, client: list[str], tmp: Path, gap_s: float, n
         proc.wait(timeout=30)
 
 
-async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
+async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str, auth: bool = False) -> list[float]:
     """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``."""
-    return await _grpc_pairs("grpc", ["grpc-client"], tmp, gap_s, n, experiments)
+    return await _grpc_pairs("grpc", ["grpc-client"], tmp, gap_s, n, experiments, auth)
 
 
-async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str) -> list[float]:
+async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str, auth: bool = False) -> list[float]:
     """The request leg of a grpc.aio unary call: sent by a client process → the server's handler entered."""
-    return await _grpc_pairs("grpc-unary", ["grpc-unary-client", str(gap_s)], tmp, gap_s, n, experiments)
+    return await _grpc_pairs("grpc-unary", ["grpc-unary-client", str(gap_s)], tmp, gap_s, n, experiments, auth)
 
 
-TRANSPORTS = ("tcp_one_way", "grpc_one_way", "grpc_one_way_event_engine_client", "grpc_unary_one_way", "redis_rtt",
-              "pg_rtt", "pg_insert_rtt")
+# ``_auth``: the same with the internal token sent and checked, as between the services (the chains use those).
+TRANSPORTS = ("tcp_one_way", "grpc_one_way", "grpc_one_way_auth", "grpc_one_way_event_engine_client",
+              "grpc_unary_one_way", "grpc_unary_one_way_auth", "redis_rtt", "pg_rtt", "pg_insert_rtt")
 
 
 async def _probe(name: str, redis: FastRedis, conn: psycopg.AsyncConnection[Any], tmp: Path, gap_s: float,
@@ -160,12 +163,12 @@ async def _probe(name: str, redis: FastRedis, conn: psycopg.AsyncConnection[Any]
     """``n`` samples of one transport, one every ``gap_s``."""
     if name == "tcp_one_way":
         return await _tcp_one_way(tmp, gap_s, n)
-    if name == "grpc_one_way":
-        return await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS)
+    if name in ("grpc_one_way", "grpc_one_way_auth"):
+        return await _grpc_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS, auth=name.endswith("_auth"))
     if name == "grpc_one_way_event_engine_client":
         return await _grpc_one_way(tmp, gap_s, n, "")
-    if name == "grpc_unary_one_way":
-        return await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS)
+    if name in ("grpc_unary_one_way", "grpc_unary_one_way_auth"):
+        return await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS, auth=name.endswith("_auth"))
     if name == "redis_rtt":
         return await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n)
     if name == "pg_rtt":
@@ -225,8 +228,9 @@ def _show(results: dict[str, Any], chain: Sequence[tuple[str, str]] = CHAIN) -> 
     for label, t in chain:
         print(f"{label:40}" + "".join(f"{results[g][t]['p50_ms']:>13.3f} / {results[g][t]['p99_ms']:<6.3f}"
                                       for g in gaps))
-    for extra, label in (("grpc_one_way_event_engine_client", "(gRPC stream hop, grpc default client)"),
-                         ("grpc_unary_one_way", "(gRPC unary call, request leg)")):
+    for extra, label in (("grpc_one_way", "(gRPC stream hop, no token)"),
+                         ("grpc_one_way_event_engine_client", "(gRPC stream hop, grpc default client)"),
+                         ("grpc_unary_one_way", "(gRPC unary request leg, no token)")):
         if any(extra not in results[g] for g in gaps):
             continue
         print(f"{label:40}" + "".join(
@@ -273,7 +277,8 @@ def main(argv: list[str]) -> int:
     own_pg = not os.environ.get("DATABASE_URL")
     db_url = os.environ.get("DATABASE_URL", "") or start_postgres(tmp / "pg")
     try:
-        only = {t for _label, t in chain} if args.chain != "copy" else None  # the copy chain shows every transport
+        # the copy chain shows every transport; the guard chain its own and its unary leg without the token
+        only = {t for _label, t in chain} | {"grpc_unary_one_way"} if args.chain != "copy" else None
         raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples, only))
     finally:
         if redis_pid:

@@ -25,7 +25,8 @@ from typing import Any
 import grpc
 import orjson
 
-from bench import memory_mb, process_cpu_s
+from bench import internal_env, internal_security, memory_mb, process_cpu_s
+from common.grpcclient import channel as grpc_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -143,7 +144,7 @@ async def consume(port: int, samples: list[tuple[int, float]], ready: asyncio.Ev
     from tradingtools.market.v1 import market_pb2 as mpb
     from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc_channel(f"127.0.0.1:{port}", internal_security()) as channel:
         call = mgrpc.IngestServiceStub(channel).StreamLeaderTrades(
             mpb.StreamLeaderTradesRequest(after_cursor=after, consumer="bench"))
         await call.wait_for_connection()
@@ -187,7 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         assert gen.stdout is not None
         port = orjson.loads(gen.stdout.readline())["port"]
         grpc_port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": db_url, "TT_RTDS_URL": f"ws://127.0.0.1:{port}",
+        env = {**os.environ, **internal_env(), "REDIS_URL": redis_url, "DATABASE_URL": db_url, "TT_RTDS_URL": f"ws://127.0.0.1:{port}",
                "TT_INGEST_GRPC_PORT": str(grpc_port), "TT_INGEST_GRPC_HOST": "127.0.0.1",
                "TT_INGEST_CLOB_ENABLED": "false", "TT_INGEST_POLL_ENABLED": "false",
                "TT_INGEST_RTDS_STALL_S": "30", "MALLOC_TRIM_THRESHOLD_": "268435456"}

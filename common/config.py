@@ -165,25 +165,27 @@ class StorageSettings:
         return cls(Secret(db), Secret(rd))
 
 
-def load_tokens(env: Mapping[str, str] | None = None) -> tuple[Secret, ...]:
-    """The control API bearer tokens: ``CONTROL_API_TOKEN`` (comma-separated) or ``.run/control_api_token``.
+def load_tokens(env: Mapping[str, str] | None = None, *, variable: str = "CONTROL_API_TOKEN",
+                file: str = "control_api_token") -> tuple[Secret, ...]:
+    """Bearer tokens: ``variable`` (comma-separated) or the run folder's ``file`` that ``make up`` writes.
 
-    Each must be 64 hex characters.
+    Each must be 64 hex characters. The default reads the control API tokens; ``common.grpcauth`` reads the
+    internal ones (``TT_INTERNAL_TOKEN`` / ``.run/internal_token``).
     """
     env = os.environ if env is None else env
-    raw = env_str(env, "CONTROL_API_TOKEN")
+    raw = env_str(env, variable)
     if not raw:
-        path = run_dir(env) / "control_api_token"
+        path = run_dir(env) / file
         if path.exists():
             raw = path.read_text().strip()
     if not raw:
-        raise ConfigError("CONTROL_API_TOKEN is unset and no generated token exists (make up)")
+        raise ConfigError(f"{variable} is unset and no generated token exists (make up)")
     tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
     for i, tok in enumerate(tokens):
         if len(tok) != 64 or any(c not in "0123456789abcdefABCDEF" for c in tok):
-            raise ConfigError(f"CONTROL_API_TOKEN entry {i} must be 64 hex characters")
+            raise ConfigError(f"{variable} entry {i} must be 64 hex characters")
     if not tokens:
-        raise ConfigError("CONTROL_API_TOKEN holds no token")
+        raise ConfigError(f"{variable} holds no token")
     return tuple(Secret(t) for t in tokens)
 
 

@@ -1,4 +1,4 @@
-"""gRPC server bootstrap shared by every service: health, reflection, graceful shutdown."""
+"""gRPC server bootstrap shared by every service: authentication, bind rule, health, reflection, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from common.grpcauth import AuthInterceptor, GrpcSecurity, TokenCheck
 from common.grpcclient import MAX_MESSAGE_BYTES, SERVER_OPTIONS
 
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
-OPEN_SERVICES = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
 
 
 @dataclass
@@ -61,16 +61,22 @@ async def start_server(
     port: int,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     *,
+    security: GrpcSecurity,
+    service_checks: Mapping[str, TokenCheck | None] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> GrpcServer:
     """Create, register, bind and start a grpc.aio server.
 
     ``register`` adds the servicers and returns their full service names; health and
-    reflection are added here for all of them.
+    reflection are added here for all of them. Every call needs the internal token of
+    ``security`` except health, reflection and the services of ``service_checks`` (their own check;
+    ``None``: open). ``host`` must be loopback unless ``security`` has TLS or allows plain text
+    (ConfigError otherwise); with TLS the port serves TLS only.
     """
+    security.check_bind(host)
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[AuthInterceptor(security.check(), service_checks), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -82,13 +88,16 @@ async def start_server(
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*names, HEALTH_SERVICE, REFLECTION_SERVICE), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    bound = (server.add_insecure_port(address) if security.tls is None
+             else server.add_secure_port(address, security.tls.server_credentials()))
     if bound == 0:
         raise OSError(f"could not bind gRPC port {host}:{port}")
     await server.start()
     result = GrpcServer(server, health_servicer, bound, names)
     await result.set_serving(True)
-    log.info("grpc server started", extra={"port": bound, "services": list(names)})
+    log.info("grpc server started", extra={"host": host, "port": bound, "services": list(names),
+                                           "tls": security.tls is not None})
     return result
 
 

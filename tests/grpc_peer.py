@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from common.grpcserver import GrpcServer, start_server
+from tests.helpers import INTERNAL
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -22,7 +23,8 @@ class QuietIngest(mgrpc.IngestServiceServicer):
 async def start_quiet() -> GrpcServer:
     """The quiet IngestService on a free loopback port."""
     return await start_server("127.0.0.1", 0, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(QuietIngest(), s), ["tradingtools.market.v1.IngestService"])[1])
+        mgrpc.add_IngestServiceServicer_to_server(QuietIngest(), s), ["tradingtools.market.v1.IngestService"])[1],
+        security=INTERNAL)
 
 
 async def serve() -> None:

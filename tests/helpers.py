@@ -97,3 +97,43 @@ def generic_plan_scans(db_url: str, sql: str, params: Any, relations: Sequence[s
     assert row is not None
     plan = row[0][0]["Plan"]
     return {r: plan_scans(plan, r) for r in relations}
+
+
+# The internal token of every service a test starts (services read it from INTERNAL_ENV, stand-ins and the
+# test's own channels from INTERNAL): calls without it are refused, as in production.
+INTERNAL_TOKEN = "1e" * 32
+INTERNAL_ENV = {"TT_INTERNAL_TOKEN": INTERNAL_TOKEN}
+
+
+def _internal() -> Any:
+    from common.config import Secret
+    from common.grpcauth import GrpcSecurity
+
+    return GrpcSecurity((Secret(INTERNAL_TOKEN),))
+
+
+INTERNAL = _internal()
+
+
+def internal_channel(port: int) -> Any:
+    """A grpc.aio channel to ``127.0.0.1:port`` whose calls carry the internal token."""
+    from common.grpcclient import channel
+
+    return channel(f"127.0.0.1:{port}", INTERNAL)
+
+
+async def rpc_code(call: Any, timeout_s: float = 10.0) -> Any:
+    """The status a gRPC call ends with: a unary call's, a stream's at its first message (OK once one arrives)."""
+    import grpc
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            if isinstance(call, grpc.aio.UnaryStreamCall):
+                await call.read()
+            else:
+                await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    finally:
+        call.cancel()
+    return grpc.StatusCode.OK

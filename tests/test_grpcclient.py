@@ -16,6 +16,7 @@ import pytest
 
 from common.grpcclient import channel
 from tests.grpc_peer import start_quiet
+from tests.helpers import INTERNAL
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -38,7 +39,7 @@ async def test_a_stream_from_a_server_that_stopped_answering_fails_with_unavaila
         peer: subprocess.Popen[str]) -> None:
     assert peer.stdout is not None
     port = int(await asyncio.to_thread(peer.stdout.readline))
-    ch = channel(f"127.0.0.1:{port}", keepalive_s=0.5, keepalive_timeout_s=0.5)
+    ch = channel(f"127.0.0.1:{port}", INTERNAL, keepalive_s=0.5, keepalive_timeout_s=0.5)
     try:
         call = mgrpc.IngestServiceStub(ch).StreamLeaderTrades(mpb.StreamLeaderTradesRequest())
         assert (await call.read()).cursor == "1"
@@ -53,7 +54,7 @@ async def test_a_stream_from_a_server_that_stopped_answering_fails_with_unavaila
 
 async def test_a_quiet_stream_on_a_live_connection_stays_open_through_many_pings() -> None:
     srv = await start_quiet()
-    ch = channel(f"127.0.0.1:{srv.port}", keepalive_s=0.2, keepalive_timeout_s=1.0)
+    ch = channel(f"127.0.0.1:{srv.port}", INTERNAL, keepalive_s=0.2, keepalive_timeout_s=1.0)
     try:
         call = mgrpc.IngestServiceStub(ch).StreamLeaderTrades(mpb.StreamLeaderTradesRequest())
         assert (await call.read()).cursor == "1"

@@ -7,7 +7,6 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 import redis.exceptions
@@ -15,7 +14,6 @@ from psycopg_pool import PoolTimeout
 
 from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer, storage_unavailable
 from common.grpcclient import MAX_MESSAGE_BYTES
-from common.grpcclient import channel as grpc_channel
 from common.grpcserver import start_server
 from common.logread import read_log_items
 from common.retry import Backoff
@@ -28,7 +26,7 @@ from common.streams import (
     serve_log,
     serve_log_batches,
 )
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, eventually, internal_channel
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -76,14 +74,15 @@ class _Ingest(mgrpc.IngestServiceServicer):
 async def _serve(log_: DurableLog, port: int = 0) -> Any:
     """``log_`` behind a real IngestService.StreamLeaderTrades on 127.0.0.1."""
     return await start_server("127.0.0.1", port, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1])
+        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1],
+        security=INTERNAL)
 
 
 async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
     srv = await _serve(log_)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+    channel = internal_channel(srv.port)
     stub = mgrpc.IngestServiceStub(channel)
 
     async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
@@ -138,7 +137,7 @@ async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
     srv = await _serve(log_)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")
+    channel = internal_channel(srv.port)
     stub = mgrpc.IngestServiceStub(channel)
 
     delivered: list[str] = []
@@ -359,7 +358,7 @@ async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_o
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
     srv = await _serve(log_)
-    channel = grpc_channel(f"127.0.0.1:{srv.port}")
+    channel = internal_channel(srv.port)
     stub = mgrpc.IngestServiceStub(channel)
 
     async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:

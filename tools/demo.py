@@ -43,8 +43,11 @@ def usage_hint(env: Mapping[str, str], out: Printer) -> None:
     control = grpc_port(env, "control")
     token_file = Path(run_dir(env)).resolve() / "control_api_token"
     token = ("$CONTROL_API_TOKEN" if env.get("CONTROL_API_TOKEN") else f"$(cat {token_file})")
+    internal = ("$TT_INTERNAL_TOKEN" if env.get("TT_INTERNAL_TOKEN")
+                else f"$(cat {Path(run_dir(env)).resolve() / 'internal_token'})")
     out("\nThe stack is still up (make down stops it). Try:")
     out(f"  TOKEN={token}")
+    out(f"  INTERNAL={internal}   # the services' own token: their gRPC ports refuse calls without it")
     out(f"  curl -s http://127.0.0.1:{port}/ready")
     out(f"  curl -s -H \"Authorization: Bearer $TOKEN\" "
         f"'http://127.0.0.1:{port}/subscriptions?followerProxy=0x6af75d4e4aaf700450efbac3708cce1665810ff1'")
@@ -52,7 +55,8 @@ def usage_hint(env: Mapping[str, str], out: Printer) -> None:
     out(f"  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" "
         f"-d '{{\"followerProxy\":\"0x6af75d4e4aaf700450efbac3708cce1665810ff1\"}}' "
         f"127.0.0.1:{control} tradingtools.control.v1.SubscriptionService/ListSubscriptions")
-    out(f"  grpcurl -plaintext -d '{{\"afterCursor\":\"0\"}}' 127.0.0.1:{grpc_port(env, 'executor')} "
+    out(f"  grpcurl -plaintext -H \"authorization: Bearer $INTERNAL\" -d '{{\"afterCursor\":\"0\"}}' "
+        f"127.0.0.1:{grpc_port(env, 'executor')} "
         "tradingtools.execution.v1.ExecutorService/StreamOrderEvents")
     out("  make logs   # follow every process's log")
 

@@ -136,8 +136,7 @@ def setup(p: Pipeline, w: Walker) -> World:
             as_of = Timestamp()
             as_of.GetCurrentTime()
             reply = internal.RecordFunding(cpb.RecordFundingRequest(
-                follower_wallet_id=world.wallet_ids[f.key], balance_usd=f.funding_usd, as_of=as_of),
-                metadata=p.grpc_metadata(), timeout=10)
+                follower_wallet_id=world.wallet_ids[f.key], balance_usd=f.funding_usd, as_of=as_of), timeout=10)
             w.check(Decimal(reply.balance_usd) == Decimal(f.funding_usd), f"RecordFunding answered {reply}")
             w.out(f"gRPC InternalControlService/RecordFunding {world.wallet_ids[f.key]} balance ${reply.balance_usd}"
                   "   # internal: the edge answers 404 for it")

@@ -30,6 +30,8 @@ import httpx
 
 from common.config import SERVICE_PORTS, grpc_port, load_tokens
 from common.embedded import free_port_off, free_ports
+from common.grpcauth import GrpcSecurity
+from common.grpcclient import blocking_channel
 from tools import stack
 from tools.simthread import SimPorts, SimThread
 from tools.stack_logs import tail
@@ -181,14 +183,20 @@ class Pipeline:
         """``127.0.0.1:<port>`` of a service."""
         return f"127.0.0.1:{grpc_port(self.env, service)}"
 
+    @property
+    def security(self) -> GrpcSecurity:
+        """The internal token (and TLS files) the stack's services were started with."""
+        return GrpcSecurity.from_env(self.env)
+
     def channel(self, service: str) -> grpc.Channel:
-        """A (cached) blocking gRPC channel to a service."""
+        """A (cached) blocking gRPC channel to a service; its calls carry the internal token."""
         if service not in self._channels:
-            self._channels[service] = grpc.insecure_channel(self.grpc_target(service))
+            self._channels[service] = blocking_channel(self.grpc_target(service), self.security)
         return self._channels[service]
 
     def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata carrying the bearer token (control's gRPC port checks it too)."""
+        """Metadata carrying the control API token: for control's public services (SubscriptionService,
+        TriggerService) called over ``channel("control")``; internal services refuse it."""
         return (("authorization", f"Bearer {self.token}"),)
 
     # -- processes ------------------------------------------------------------------------------
@@ -219,7 +227,7 @@ class Pipeline:
                 raise PipelineError(f"{name} keeps crashing:\n{tail(self.paths.log(name))}")
             pid = int(prog.get("pid") or 0)
             if prog["state"] == "running" and pid not in (0, old_pid) and (
-                    name not in SERVICE_PORTS or stack._grpc_serving(grpc_port(self.env, name))):
+                    name not in SERVICE_PORTS or stack._grpc_serving(grpc_port(self.env, name), self.env)):
                 return pid
             time.sleep(0.05)
         raise PipelineError(f"{name} did not come back within {timeout_s:.0f}s:\n{tail(self.paths.log(name))}")

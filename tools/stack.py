@@ -1,7 +1,8 @@
 """The local stack: ``make up`` / ``make down`` / ``make logs`` (``python -m tools.stack``).
 
 ``up`` starts embedded PostgreSQL and Redis under the run folder when ``DATABASE_URL`` /
-``REDIS_URL`` are unset, generates a control API token when ``CONTROL_API_TOKEN`` is unset,
+``REDIS_URL`` are unset, generates a control API token when ``CONTROL_API_TOKEN`` is unset and an
+internal token (the services' gRPC ports, ``common.grpcauth``) when ``TT_INTERNAL_TOKEN`` is unset,
 applies migrations, renders the Envoy config and starts a detached supervisor that runs every
 service that exists plus Envoy, one process each. It returns once ``GET /ready`` through Envoy
 is 200 and every service answers its gRPC health check. ``down`` stops all of it; both are safe
@@ -32,6 +33,7 @@ from common.config import (
     project_root,
     run_dir,
 )
+from common.grpcauth import GrpcSecurity
 from tools import envoy_config
 from tools.procs import terminate
 from tools.stack_logs import follow_logs, tail
@@ -158,11 +160,14 @@ def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
                          "variables to free ports or run make down)")
 
 
-def _grpc_serving(port: int) -> bool:
+def _grpc_serving(port: int, env: Mapping[str, str]) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    from common.grpcauth import GrpcSecurity
+    from common.grpcclient import blocking_channel
+
+    with blocking_channel(f"127.0.0.1:{port}", GrpcSecurity.from_env(env)) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         except grpc.RpcError:
@@ -198,7 +203,7 @@ def wait_ready(env: Mapping[str, str], paths: StackPaths, settings: envoy_config
         services = [p["name"] for p in programs if p["name"] in SERVICE_PORTS]
         not_running = [p["name"] for p in programs if p["state"] != "running"]
         if state is not None and not not_running:
-            down = [s for s in services if not _grpc_serving(grpc_port(env, s))]
+            down = [s for s in services if not _grpc_serving(grpc_port(env, s), env)]
             if down:
                 laggard, why = down[0], "its gRPC health check is not SERVING"
             else:
@@ -258,6 +263,10 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
             return 0
         ensure_token(full, paths, out)
         settings = envoy_config.GatewaySettings.from_env(full)  # validates the tokens and ports
+        if GrpcSecurity.from_env(full).tls is not None:  # the internal tokens: valid, none a control token
+            raise StackError("TT_GRPC_TLS_* is set, but the stack's Envoy reaches control in plain text and every "
+                             "service here is on loopback: unset them for make up (TLS is for services deployed "
+                             "apart)")
         if simulator_enabled(full):
             wired = wire_simulator(full)
             out(f"simulator: runs on loopback; {', '.join(wired) if wired else 'no URL'} pointed at it"

@@ -137,16 +137,24 @@ def ensure_storage(env: dict[str, str], paths: StackPaths, out: Printer) -> dict
 
 
 def ensure_token(env: Mapping[str, str], paths: StackPaths, out: Printer) -> None:
-    """Generate a 64-hex control API token into the run folder when none is configured."""
-    if env.get("CONTROL_API_TOKEN", "").strip():
-        out("token: CONTROL_API_TOKEN")
-        return
-    path = paths.run / "control_api_token"
-    if not path.exists() or not path.read_text().strip():
-        _write_private(path, secrets.token_hex(32) + "\n")
-        out(f"token: generated into {path} (mode 600)")
-    else:
-        out(f"token: {path}")
+    """Generate the 64-hex control API token and the internal token into the run folder when unset.
+
+    They are two different tokens: the control token opens control's public API (the backend's, through
+    Envoy), the internal one every service's gRPC port (``common.grpcauth``).
+    """
+    from common.grpcauth import INTERNAL_TOKEN_FILE, INTERNAL_TOKEN_VAR
+
+    for label, variable, name in (("token", "CONTROL_API_TOKEN", "control_api_token"),
+                                  ("internal token", INTERNAL_TOKEN_VAR, INTERNAL_TOKEN_FILE)):
+        if env.get(variable, "").strip():
+            out(f"{label}: {variable}")
+            continue
+        path = paths.run / name
+        if not path.exists() or not path.read_text().strip():
+            _write_private(path, secrets.token_hex(32) + "\n")
+            out(f"{label}: generated into {path} (mode 600)")
+        else:
+            out(f"{label}: {path}")
 
 
 def stop_storage(paths: StackPaths) -> list[str]:

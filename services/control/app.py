@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.storage import apply_migrations, create_redis
 from services.control import idempotency
@@ -79,6 +80,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
                         extra={"error": short_reason(exc)})
         readiness = Readiness(db, redis, url, timeout_s=settings.ready_timeout_s,
                               services=settings.ready_services,
+                              open_channel=lambda target: grpc_channel(target, settings.security),
                               breaker_venues=("insiders", "paper") if settings.live_enabled else ("paper",))
         server = await start_grpc(
             settings,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,12 +9,10 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
+from common.grpcauth import token_id
 from services.control.db import Conn
 
-
-def token_id(token: str) -> str:
-    """The audit identity of a bearer token: first 12 hex of its sha256 (never the token itself)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
+__all__ = ["Caller", "token_id", "write"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,9 @@
 | ``TT_CONTROL_HOST`` | 127.0.0.1 | gRPC bind address |
 | ``TT_CONTROL_GRPC_PORT`` | 50055 | gRPC port (0 = any free port) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
-| ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | bearer tokens, comma-separated |
+| ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | bearer tokens of the public services, comma-separated |
+| ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | bearer tokens of InternalControlService (``common.grpcauth``) |
+| ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``TT_INSIDERS_API_URL`` | unset | when unset, LIVE subscriptions are refused |
 | ``TT_CONTROL_INDEX_RESYNC_S`` | 30 | hot-index resync period |
 | ``TT_CONTROL_INDEX_RETRY_S`` | 1 | resync delay after a failed index update |
@@ -40,6 +42,7 @@ from common.config import (
     load_tokens,
     redact_url,
 )
+from common.grpcauth import GrpcSecurity
 
 PIPELINE_SERVICES = ("ingest", "router", "executor", "guard")
 
@@ -50,6 +53,7 @@ class Settings:
 
     storage: StorageSettings
     tokens: tuple[Secret, ...]
+    security: GrpcSecurity
     host: str = "127.0.0.1"
     grpc_port: int = SERVICE_PORTS["control"]
     insiders_api_url: str = ""
@@ -83,10 +87,14 @@ class Settings:
                 raise ConfigError(f"TT_CONTROL_READY_SERVICES: unknown service {name!r} "
                                   f"(one of {', '.join(PIPELINE_SERVICES)})")
             services.append((name, grpc_target(env, name)))
+        security = GrpcSecurity.from_env(env)
+        host = env_str(env, "TT_CONTROL_HOST", "127.0.0.1")
+        security.check_bind(host, "TT_CONTROL_HOST")
         return cls(
             storage=StorageSettings.from_env(env),
             tokens=load_tokens(env),
-            host=env_str(env, "TT_CONTROL_HOST", "127.0.0.1"),
+            security=security,
+            host=host,
             grpc_port=grpc_port(env, "control"),
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
             index_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_RESYNC_S", 30.0, minimum=0.05),
@@ -106,7 +114,7 @@ class Settings:
 
     def __repr__(self) -> str:
         return (f"Settings(host={self.host!r}, grpc_port={self.grpc_port}, storage={self.storage!r}, "
-                f"tokens={len(self.tokens)} x Secret('***'), "
+                f"tokens={len(self.tokens)} x Secret('***'), security={self.security!r}, "
                 f"insiders_api_url={redact_url(self.insiders_api_url)!r}, "
                 f"index_resync_s={self.index_resync_s}, index_retry_s={self.index_retry_s}, "
                 f"index_full_resync_s={self.index_full_resync_s}, "

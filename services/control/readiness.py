@@ -59,13 +59,15 @@ class Readiness:
     """Runs every dependency check; the overall answer names what is down."""
 
     def __init__(self, db: Database, redis: Any, database_url: str, *, timeout_s: float,
-                 services: tuple[tuple[str, str], ...] = (), breaker_venues: tuple[str, ...] = ()) -> None:
+                 services: tuple[tuple[str, str], ...] = (), breaker_venues: tuple[str, ...] = (),
+                 open_channel: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel) -> None:
         self.db = db
         self.redis = redis
         self.database_url = database_url
         self.timeout_s = timeout_s
         self.services = services
         self.breaker_venues = breaker_venues
+        self.open_channel = open_channel
 
     async def check(self) -> dict[str, str]:
         """``{"postgres": "ok", "redis": "connection refused", ..., "breaker.paper": "closed"}``, in a stable order."""
@@ -110,7 +112,7 @@ class Readiness:
 
     def _grpc_health(self, target: str) -> Check:
         async def check() -> None:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with self.open_channel(target) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout_s)
                 if reply.status != health_pb2.HealthCheckResponse.SERVING:

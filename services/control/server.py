@@ -1,4 +1,4 @@
-"""The control gRPC server: five services behind the token interceptor, plus health and reflection."""
+"""The control gRPC server: five services behind their token checks (``auth``), plus health and reflection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import grpc
 
 from common.grpcserver import GrpcServer, start_server
-from services.control.auth import AuthInterceptor, TokenCheck
+from services.control.auth import service_checks
 from services.control.config import Settings
 from services.control.positions import PositionServicer
 from services.control.servicer import InternalServicer, ProbeServicer, SubscriptionServicer, TriggerServicer
@@ -30,6 +30,5 @@ async def start_grpc(settings: Settings, *, subscriptions: SubscriptionServicer,
         pb_grpc.add_InternalControlServiceServicer_to_server(internal, server)
         return SERVICE_NAMES
 
-    check = TokenCheck(t.value for t in settings.tokens)
-    return await start_server(settings.host, settings.grpc_port, register,
-                              interceptors=[AuthInterceptor(check)])
+    return await start_server(settings.host, settings.grpc_port, register, security=settings.security,
+                              service_checks=service_checks(t.value for t in settings.tokens))

@@ -196,9 +196,9 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
 
     servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s,
                                 redemptions_log=redemptions_log)
-    grpc_server = await server.start(servicer, settings.grpc_port, settings.host)
+    grpc_server = await server.start(servicer, settings.grpc_port, settings.host, settings.security)
 
-    channel = grpc_channel(settings.router_target)
+    channel = grpc_channel(settings.router_target, settings.security)
     stub = egrpc.RouterServiceStub(channel)
 
     async def from_router(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
@@ -258,7 +258,7 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     if api is not None and settings.reconcile_interval_s > 0:
         reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
                                 resubmit=fanout.submit)
-    channel = grpc_channel(settings.ingest_target)
+    channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
     name = f"{settings.consumer_name}-resolutions"
 

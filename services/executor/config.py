@@ -8,6 +8,8 @@
 | ``TT_INGEST_GRPC_TARGET`` | 127.0.0.1:<ingest port> | where ``StreamMarketResolutions`` is read |
 | ``TT_RECONCILE_INTERVAL_S`` | 300 | each LIVE wallet's venue positions are reconciled this often (0 = never) |
 | ``TT_AUTO_REDEEM`` | true | redeem resolved LIVE positions' winning shares (false: recorded PENDING, not sent) |
+| ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | internal tokens (``common.grpcauth``): port, calls out |
+| ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_INSIDERS_API_URL`` / ``TT_INSIDERS_API_TOKEN`` | unset | the live venue; unset: LIVE orders are REJECTED |
 | ``TT_EXECUTOR_ROUTED_SOURCE`` | router | ``router``: the gRPC stream; ``log``: the router's log read from Redis |
@@ -60,6 +62,7 @@ from common.config import (
     grpc_port,
     grpc_target,
 )
+from common.grpcauth import GrpcSecurity
 
 ROUTED_SOURCES = ("log", "router")
 
@@ -78,6 +81,7 @@ class Settings:
     """Everything the executor can be tuned with."""
 
     host: str
+    security: GrpcSecurity
     grpc_port: int
     router_target: str
     ingest_target: str
@@ -138,8 +142,12 @@ class Settings:
         poll_max = env_float_seconds(env, "TT_EXECUTOR_POLL_MAX_S", 2.0, minimum=0.001)
         if poll_max < poll_initial:
             raise ConfigError("TT_EXECUTOR_POLL_MAX_S must be >= TT_EXECUTOR_POLL_INITIAL_S")
+        security = GrpcSecurity.from_env(env)
+        host = env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1")
+        security.check_bind(host, "TT_EXECUTOR_HOST")
         return cls(
-            host=env_str(env, "TT_EXECUTOR_HOST", "127.0.0.1"),
+            host=host,
+            security=security,
             grpc_port=grpc_port(env, "executor"),
             router_target=grpc_target(env, "router"),
             ingest_target=grpc_target(env, "ingest"),

@@ -20,11 +20,13 @@ from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
-# Codes after which the same request would fail the same way.
+# Codes after which the same request would fail the same way. UNAUTHENTICATED is not one: a refused internal
+# token is a deployment fault (a rotation done in the wrong order), fixed without touching the request, and a
+# stop-loss must not be given up for it; the call is retried like an outage.
 PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                        grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
-                       grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OUT_OF_RANGE,
-                       grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.ALREADY_EXISTS})
+                       grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED,
+                       grpc.StatusCode.ALREADY_EXISTS})
 
 
 class GrpcExecutor:
@@ -45,11 +47,10 @@ class GrpcExecutor:
 
 
 class GrpcControl:
-    """``InternalControlService.ApplyPerfAction`` with the bearer token."""
+    """``InternalControlService.ApplyPerfAction`` (the channel carries the internal token)."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str, *, timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout_s: float) -> None:
         self.stub = cgrpc.InternalControlServiceStub(channel)
-        self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout_s = timeout_s
 
     async def apply_perf_action(self, *, subscription_id: str, action: str, multiplier: Decimal | None,
@@ -59,7 +60,7 @@ class GrpcControl:
             id=subscription_id, action=cpb.PERF_ACTION_PAUSE if action == "PAUSE" else cpb.PERF_ACTION_SCALE,
             multiplier=fmt(multiplier) if multiplier is not None else "", reason=reason, decision_id=decision_id)
         try:
-            resp = await self.stub.ApplyPerfAction(request, metadata=self.metadata, timeout=self.timeout_s)
+            resp = await self.stub.ApplyPerfAction(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in PERMANENT:
                 raise PerfActionRefused(f"{exc.code().name}: {exc.details()}") from exc

@@ -122,9 +122,9 @@ async def start(settings: Settings) -> Running:
         log.warning("PostgreSQL pool not filled at start", extra={"error": repr(exc)[:300]})
     redis = create_redis(settings.storage.redis_url.value)
     stream_redis = create_stream_redis(settings.storage.redis_url.value)
-    ingest_ch = grpc_channel(settings.ingest_target)
-    executor_ch = grpc_channel(settings.executor_target)
-    control_ch = grpc_channel(settings.control_target)
+    ingest_ch = grpc_channel(settings.ingest_target, settings.security)
+    executor_ch = grpc_channel(settings.executor_target, settings.security)
+    control_ch = grpc_channel(settings.control_target, settings.security)
 
     events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=settings.stream_maxlen)
     triggers = TriggerStore(pool, utcnow)
@@ -162,13 +162,13 @@ async def start(settings: Settings) -> Running:
                                start=settings.orders_start, handle_batch=guard.on_order_events, save_interval_s=0.1,
                                dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))
     perf = PerfMonitor(PerfStore(pool, utcnow),
-                       GrpcControl(control_ch, settings.control_token.value, timeout_s=settings.control_timeout_s),
+                       GrpcControl(control_ch, timeout_s=settings.control_timeout_s),
                        markets, interval_s=settings.perf_interval_s)
     tasks += [asyncio.create_task(feed.run(), name="ticks"), asyncio.create_task(orders.run(), name="orders"),
               asyncio.create_task(perf.run(), name="perf"),
               asyncio.create_task(_every(settings.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
               asyncio.create_task(_every(settings.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]
-    server = await start_grpc(settings.host, settings.grpc_port, events_log)
+    server = await start_grpc(settings.host, settings.grpc_port, events_log, settings.security)
     log.info("guard started", extra={"port": server.port, "triggers": len(guard.engine),
                                      "load_s": round(guard.stats.load_s, 3)})
 

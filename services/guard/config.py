@@ -6,7 +6,8 @@
 | ``TT_GUARD_GRPC_PORT`` | 50054 | gRPC port (0 = any free port) |
 | ``TT_INGEST_GRPC_TARGET`` / ``TT_EXECUTOR_GRPC_TARGET`` / ``TT_CONTROL_GRPC_TARGET`` | 127.0.0.1:<port> | upstreams |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage |
-| ``CONTROL_API_TOKEN`` | ``.run/control_api_token`` | the first token authenticates perf actions |
+| ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | internal tokens (``common.grpcauth``): port, calls out |
+| ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``TT_GUARD_TICK_SOURCE`` | log | ``log``: ingest's tick log in Redis, batched; ``grpc``: ``StreamPriceTicks`` |
 | ``TT_GUARD_ORDERS_SOURCE`` | grpc | ``grpc``: ``StreamOrderEventBatches``; ``log``: the executor's log in Redis |
 | ``TT_GUARD_ORDERS_GATHER_S`` | 0.025 | least time between order-event reads (log source); SELL answers' settle batch |
@@ -37,15 +38,14 @@ from dataclasses import dataclass
 
 from common.config import (
     ConfigError,
-    Secret,
     StorageSettings,
     env_float_seconds,
     env_int,
     env_str,
     grpc_port,
     grpc_target,
-    load_tokens,
 )
+from common.grpcauth import GrpcSecurity
 from common.streams import START_NEW, START_OLDEST
 from services.guard.firing import CRASH_POINTS
 
@@ -55,7 +55,7 @@ class Settings:
     """Everything guard needs from its environment; durations in seconds."""
 
     storage: StorageSettings
-    control_token: Secret
+    security: GrpcSecurity
     host: str = "127.0.0.1"
     grpc_port: int = 50054
     ingest_target: str = "127.0.0.1:50051"
@@ -99,10 +99,13 @@ class Settings:
         crash = env_str(env, "TT_GUARD_CRASH_AFTER").lower()
         if crash not in CRASH_POINTS:
             raise ConfigError(f"TT_GUARD_CRASH_AFTER must be one of {sorted(CRASH_POINTS)}, got {crash!r}")
+        security = GrpcSecurity.from_env(env)
+        host = env_str(env, "TT_GUARD_HOST", "127.0.0.1")
+        security.check_bind(host, "TT_GUARD_HOST")
         settings = cls(
             storage=StorageSettings.from_env(env),
-            control_token=load_tokens(env)[0],
-            host=env_str(env, "TT_GUARD_HOST", "127.0.0.1"),
+            security=security,
+            host=host,
             grpc_port=grpc_port(env, "guard"),
             ingest_target=grpc_target(env, "ingest"),
             executor_target=grpc_target(env, "executor"),

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from common.grpcauth import GrpcSecurity
 from common.grpcserver import GrpcServer, start_server
 from common.streams import DurableLog, serve_log
 from tradingtools.guard.v1 import guard_pb2 as gpb
@@ -52,11 +53,11 @@ class GuardServicer(ggrpc.GuardServiceServicer):
             yield item
 
 
-async def start_grpc(host: str, port: int, log_: DurableLog) -> GrpcServer:
-    """Bind ``host:port`` (0 = any) and serve."""
+async def start_grpc(host: str, port: int, log_: DurableLog, security: GrpcSecurity) -> GrpcServer:
+    """Bind ``host:port`` (0 = any) and serve behind the internal token."""
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         ggrpc.add_GuardServiceServicer_to_server(GuardServicer(log_), server)
         return (SERVICE_NAME,)
 
-    return await start_server(host, port, register)
+    return await start_server(host, port, register, security=security)

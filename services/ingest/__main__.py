@@ -128,7 +128,8 @@ class Ingest:
                         self.market_sync.run_stale_checker())
         if self.recorder is not None:
             self._spawn(self.recorder.run())
-        self.grpc = await server.start(IngestServicer(self.trades_log, self.ticks_log), s.grpc_port, s.grpc_host)
+        self.grpc = await server.start(IngestServicer(self.trades_log, self.ticks_log), s.grpc_port, s.grpc_host,
+                                        s.security)
         log.info("ingest ready", extra={"grpc_port": self.grpc.port, "leaders": len(self.followed),
                                         "rtds": s.rtds_url, "clob": s.clob_ws_url, "data_api": s.data_api_url})
         return int(self.grpc.port)

@@ -18,6 +18,7 @@ from common.config import (
     env_url,
     grpc_port,
 )
+from common.grpcauth import GrpcSecurity
 
 DEFAULT_RTDS_URL = "wss://ws-live-data.polymarket.com"
 DEFAULT_CLOB_WS_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
@@ -31,13 +32,14 @@ DEFAULT_USER_AGENT = "tradingtools-ingest/2.0 (+copy-trading safety net)"
 class IngestSettings:
     """Everything ingest needs to run; durations in seconds, sizes in bytes."""
 
+    security: GrpcSecurity
     rtds_url: str = DEFAULT_RTDS_URL
     clob_ws_url: str = DEFAULT_CLOB_WS_URL
     clob_api_url: str = DEFAULT_CLOB_API_URL
     data_api_url: str = DEFAULT_DATA_API_URL
     record_dir: str = ""
     grpc_port: int = 50051
-    grpc_host: str = "0.0.0.0"
+    grpc_host: str = "127.0.0.1"
     # RTDS leader feed
     rtds_ping_interval_s: float = 5.0
     rtds_ping_text: str = "PING"
@@ -83,14 +85,18 @@ class IngestSettings:
         endpoint = env_str(env, "TT_INGEST_POLL_ENDPOINT", "activity").lower()
         if endpoint not in {"activity", "trades"}:
             raise ConfigError(f"TT_INGEST_POLL_ENDPOINT must be 'activity' or 'trades', got {endpoint!r}")
+        security = GrpcSecurity.from_env(env)
+        grpc_host = env_str(env, "TT_INGEST_GRPC_HOST", "127.0.0.1")
+        security.check_bind(grpc_host, "TT_INGEST_GRPC_HOST")
         settings = cls(
+            security=security,
             rtds_url=env_url(env, "TT_RTDS_URL", DEFAULT_RTDS_URL, schemes=WS_SCHEMES),
             clob_ws_url=env_url(env, "TT_CLOB_WS_URL", DEFAULT_CLOB_WS_URL, schemes=WS_SCHEMES),
             clob_api_url=env_url(env, "TT_CLOB_API_URL", DEFAULT_CLOB_API_URL),
             data_api_url=env_url(env, "TT_DATA_API_URL", DEFAULT_DATA_API_URL),
             record_dir=env_str(env, "TT_RECORD_DIR"),
             grpc_port=grpc_port(env, "ingest"),
-            grpc_host=env_str(env, "TT_INGEST_GRPC_HOST", "127.0.0.1"),
+            grpc_host=grpc_host,
             rtds_ping_interval_s=_pos(env, "TT_INGEST_RTDS_PING_INTERVAL_S", 5.0),
             rtds_ping_text=env_str(env, "TT_INGEST_RTDS_PING_TEXT", "PING"),
             rtds_stall_s=_pos(env, "TT_INGEST_RTDS_STALL_S", 15.0),

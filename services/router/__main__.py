@@ -66,7 +66,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stack.callback(fast.close)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         stack.push_async_callback(session.close)
-        channel = grpc_channel(settings.ingest_target)
+        channel = grpc_channel(settings.ingest_target, settings.security)
         stack.push_async_callback(channel.close, None)
 
         metrics = RouterMetrics()
@@ -110,7 +110,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
         tasks.append(asyncio.create_task(
             emitter.run(interval_s=settings.outbox_interval_s, min_age_s=settings.outbox_min_age_s), name="outbox"))
-        srv = await server.start(settings.grpc_port, routed_log,
+        srv = await server.start(settings.grpc_port, routed_log, security=settings.security,
                                  host=settings.grpc_host)
         tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
         log.info("router started", extra={"port": srv.port, "ingest": settings.ingest_target})

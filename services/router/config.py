@@ -6,6 +6,8 @@
 | ``TT_ROUTER_GRPC_PORT`` | 50052 | gRPC port of ``StreamRoutedTrades`` (0 = any free port) |
 | ``TT_INGEST_GRPC_TARGET`` | 127.0.0.1:<port> | upstream ingest (``StreamLeaderTrades``) |
 | ``TT_INGEST_GRPC_PORT`` | 50051 | the <port> above, used when ``TT_INGEST_GRPC_TARGET`` is unset |
+| ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | internal tokens (``common.grpcauth``): port, calls out |
+| ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_RUN_DIR`` | ``.run/`` | where the embedded servers' URL files are read when the URLs are unset |
 | ``TT_CLOB_API_URL`` | https://clob.polymarket.com | CLOB REST API: market info and books |
@@ -49,6 +51,7 @@ from common.config import (
     grpc_port,
     grpc_target,
 )
+from common.grpcauth import GrpcSecurity
 from common.streams import START_NEW, START_OLDEST
 
 
@@ -57,6 +60,7 @@ class Settings:
     """Everything the router needs to run."""
 
     storage: StorageSettings
+    security: GrpcSecurity
     grpc_port: int
     ingest_target: str
     clob_api_url: str
@@ -88,8 +92,12 @@ class Settings:
         start = env_str(env, "TT_ROUTER_START", "oldest").lower()
         if start not in {"oldest", "new"}:
             raise ConfigError(f"TT_ROUTER_START must be 'oldest' or 'new', got {start!r}")
+        security = GrpcSecurity.from_env(env)
+        grpc_host = env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1")
+        security.check_bind(grpc_host, "TT_ROUTER_GRPC_HOST")
         return cls(
             storage=StorageSettings.from_env(env),
+            security=security,
             grpc_port=grpc_port(env, "router"),
             ingest_target=grpc_target(env, "ingest"),
             clob_api_url=env_url(env, "TT_CLOB_API_URL", "https://clob.polymarket.com"),
@@ -114,6 +122,6 @@ class Settings:
             handler_attempts=env_int(env, "TT_ROUTER_HANDLER_ATTEMPTS", 20, minimum=1),
             redis_timeout_s=env_float_seconds(env, "TT_ROUTER_REDIS_TIMEOUT_S", 5.0, minimum=0.05),
             max_batch=env_int(env, "TT_ROUTER_MAX_BATCH", 256, minimum=1, maximum=10_000),
-            grpc_host=env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1"),
+            grpc_host=grpc_host,
             log_level=env_str(env, "TT_ROUTER_LOG_LEVEL", "INFO").upper(),
         )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import redis.exceptions
 
+from common.grpcauth import GrpcSecurity
 from common.grpcserver import GrpcServer, start_server
 from common.streams import START_NEW, START_OLDEST, DurableLog, serve_log
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -60,10 +61,10 @@ class RouterServicer(egrpc.RouterServiceServicer):
             await context.abort(code, message)
 
 
-async def start(port: int, log_: DurableLog, *, host: str = "127.0.0.1") -> GrpcServer:
-    """Start the router's gRPC server (health and reflection included)."""
+async def start(port: int, log_: DurableLog, *, security: GrpcSecurity, host: str = "127.0.0.1") -> GrpcServer:
+    """Start the router's gRPC server behind the internal token (health and reflection included)."""
     def register(server: grpc.aio.Server) -> list[str]:
         egrpc.add_RouterServiceServicer_to_server(RouterServicer(log_), server)
         return [SERVICE_NAME]
 
-    return await start_server(host, port, register)
+    return await start_server(host, port, register, security=security)

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from common.config import Secret, StorageSettings
 from services.control.app import RunningControl, start
 from services.control.config import Settings
+from tests.helpers import INTERNAL
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -21,7 +22,8 @@ from tradingtools.control.v1 import trigger_pb2 as tpb
 
 TOKEN = "0123456789abcdef" * 4
 TOKEN_2 = "fedcba9876543210" * 4
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
+AUTH = (("authorization", f"Bearer {TOKEN}"),)  # the public services' (the backend's) token
+INTERNAL_AUTH = INTERNAL.metadata  # InternalControlService takes the services' internal token only
 FOLLOWER = "0x6af75d4e4aaf700450efbac3708cce1665810ff1"
 LEADER = "0xf5848342fc388908f2d25a9012cc18a0ad193979"
 ASSET = "50346041826216327542356284779626421946911040306225417226009706093563136506499"
@@ -30,7 +32,7 @@ ASSET = "50346041826216327542356284779626421946911040306225417226009706093563136
 def make_settings(db_url: str, redis_url: str, **overrides: Any) -> Settings:
     """Settings for a test server on a free port."""
     base = Settings(storage=StorageSettings(Secret(db_url), Secret(redis_url)),
-                    tokens=(Secret(TOKEN), Secret(TOKEN_2)), host="127.0.0.1", grpc_port=0,
+                    tokens=(Secret(TOKEN), Secret(TOKEN_2)), security=INTERNAL, host="127.0.0.1", grpc_port=0,
                     insiders_api_url="http://127.0.0.1:9", index_resync_s=3600.0, index_retry_s=0.2,
                     db_timeout_s=1.0, ready_timeout_s=1.0)
     return replace(base, **overrides)

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.control.auth import TokenCheck
-from tests.control.conftest import AUTH, TOKEN, TOKEN_2, Stubs, subscription
+from tests.control.conftest import AUTH, INTERNAL_AUTH, TOKEN, TOKEN_2, Stubs, subscription
 from tradingtools.control.v1 import control_pb2 as pb
 
 CHECK = TokenCheck([TOKEN, TOKEN_2])
@@ -92,6 +92,21 @@ async def test_every_gated_service_needs_the_token(stubs: Stubs) -> None:
     ]
     for call in calls:
         assert await _status(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_each_kind_of_service_takes_its_own_token_only(stubs: Stubs) -> None:
+    """The backend's token opens the public API only; the services' internal token InternalControlService only."""
+    def public(metadata: tuple[tuple[str, str], ...]) -> object:
+        return stubs.subs.GetSubscription(pb.GetSubscriptionRequest(id="sub_missing"), metadata=metadata)
+
+    def internal(metadata: tuple[tuple[str, str], ...]) -> object:
+        return stubs.internal.GetFunding(pb.GetFundingRequest(follower_wallet_id="w_missing"), metadata=metadata)
+
+    assert await _status(public(AUTH)) == grpc.StatusCode.NOT_FOUND
+    assert await _status(public(INTERNAL_AUTH)) == grpc.StatusCode.UNAUTHENTICATED
+    assert await _status(internal(INTERNAL_AUTH)) == grpc.StatusCode.NOT_FOUND
+    for token in (TOKEN, TOKEN_2):
+        assert await _status(internal((("authorization", f"Bearer {token}"),))) == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_probes_health_and_reflection_are_open(stubs: Stubs) -> None:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.control import list_json
-from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription
+from tests.control.conftest import AUTH, FOLLOWER, INTERNAL_AUTH, Stubs, leader, subscription
 from tests.control.support import execute, rpc_error, use_cases_racing_a_write
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
@@ -237,7 +237,8 @@ async def test_json_list_follows_every_mutation(stubs: Stubs, db_url: str) -> No
     await stubs.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=a.id), metadata=AUTH)
     assert (await assert_fresh())["subscriptions"][0]["state"] == "SUBSCRIPTION_STATE_ACTIVE"
     await stubs.internal.ApplyPerfAction(pb.ApplyPerfActionRequest(
-        id=b.id, action=pb.PERF_ACTION_SCALE, multiplier="1.5", reason="profit", decision_id="d1"), metadata=AUTH)
+        id=b.id, action=pb.PERF_ACTION_SCALE, multiplier="1.5", reason="profit", decision_id="d1"),
+        metadata=INTERNAL_AUTH)
     assert (await assert_fresh())["subscriptions"][1]["perf"]["appliedMultiplier"] == "1.5"
     await stubs.subs.DeleteSubscription(pb.DeleteSubscriptionRequest(id=a.id), metadata=AUTH)
     assert (await assert_fresh())["subscriptions"][0]["state"] == "SUBSCRIPTION_STATE_STOPPED"

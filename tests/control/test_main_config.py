@@ -17,12 +17,12 @@ from common.config import ConfigError, project_root
 from common.embedded import free_port
 from services.control.config import Settings
 from tests.control.conftest import AUTH, TOKEN, TOKEN_2
-from tests.helpers import eventually_sync
+from tests.helpers import INTERNAL_ENV, INTERNAL_TOKEN, eventually_sync
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 
 BASE_ENV = {"DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:5432/db", "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "CONTROL_API_TOKEN": f"{TOKEN},{TOKEN_2}"}
+            "CONTROL_API_TOKEN": f"{TOKEN},{TOKEN_2}", **INTERNAL_ENV}
 
 
 def _serving(port: int) -> bool:
@@ -36,7 +36,7 @@ def _serving(port: int) -> bool:
 
 def test_process_serves_then_stops_gracefully_on_sigterm(db_url: str, redis_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
+    env = {**os.environ, **INTERNAL_ENV, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
            "TT_CONTROL_GRPC_PORT": str(port), "TT_RUN_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "services.control"], cwd=project_root(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -56,7 +56,7 @@ def test_process_serves_then_stops_gracefully_on_sigterm(db_url: str, redis_url:
     output = proc.stdout.read().decode() if proc.stdout else ""
     records = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert records and all(r["service"] == "control" for r in records)
-    assert TOKEN not in output
+    assert TOKEN not in output and INTERNAL_TOKEN not in output
 
 
 def test_invalid_configuration_exits_2(tmp_path: Path) -> None:
@@ -74,11 +74,13 @@ def test_settings_defaults_and_redaction() -> None:
     assert [t.value for t in s.tokens] == [TOKEN, TOKEN_2] and s.ready_services == ()
     assert s.list_cache_entries == 50_000 and s.malloc_keep_bytes == 256 * 1024 * 1024
     text = repr(s)
-    assert TOKEN not in text and "hunter2" not in text
+    assert TOKEN not in text and "hunter2" not in text and INTERNAL_TOKEN not in text
+    assert [t.value for t in s.security.tokens] == [INTERNAL_TOKEN]
 
 
 def test_settings_overrides() -> None:
     s = Settings.from_env({**BASE_ENV, "TT_CONTROL_GRPC_PORT": "0", "TT_CONTROL_HOST": "0.0.0.0",
+                           "TT_GRPC_ALLOW_INSECURE_BIND": "1",
                            "TT_INSIDERS_API_URL": "https://user:pw@insiders.example/api/",
                            "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
                            "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
@@ -100,6 +102,7 @@ def test_settings_overrides() -> None:
     ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"), ("TT_CONTROL_MALLOC_KEEP_BYTES", "-1"),
     ("TT_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_CONTROL_PAGE_CACHE_MB", "lots"),
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
+    ("TT_INTERNAL_TOKEN", "abc"), ("TT_INTERNAL_TOKEN", TOKEN_2), ("TT_CONTROL_HOST", "0.0.0.0"),
 ])
 def test_settings_errors_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -15,7 +15,7 @@ from common.grpcserver import start_server
 from services.control.app import start
 from tests.control.conftest import AUTH, LEADER, make_settings, stubs_for, subscription, trigger
 from tests.control.support import count, expect
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -110,7 +110,7 @@ async def test_postgres_outage_and_recovery(tmp_path: Path, redis_url: str) -> N
 @pytest.fixture
 async def pipeline_health() -> AsyncIterator[int]:
     """A real gRPC server with only health (stands in for a pipeline service)."""
-    server = await start_server("127.0.0.1", 0, lambda s: ())
+    server = await start_server("127.0.0.1", 0, lambda s: (), security=INTERNAL)
     try:
         yield server.port
     finally:

@@ -241,3 +241,64 @@ def test_a_rest_trigger_sells_once_when_the_price_crosses_even_if_guard_is_kille
     fired = {e.event_id: e for e in events if e.trigger.id == trigger_id and e.type == gpb.TRIGGER_EVENT_TYPE_FIRED}
     mine = [(gpb.TriggerEventType.Name(e.type), e.event_id, e.price) for e in events if e.trigger.id == trigger_id]
     assert len(fired) == 1 and all(Decimal(e.price) <= Decimal("0.45") for e in fired.values()), mine
+
+
+
+def _code(call: Any) -> Any:
+    """The status of a blocking call made by ``call()``: a unary call's, a stream's at its first message."""
+    import grpc
+
+    try:
+        reply = call()
+        if isinstance(reply, grpc.Call):
+            next(reply)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_grpc_without_the_internal_token_is_refused_by_every_service_of_the_stack(pipeline: Pipeline) -> None:
+    """What grpcurl without ``-H "authorization: Bearer $(cat .run/internal_token)"`` gets from the running stack:
+    UNAUTHENTICATED from SubmitOrder and every stream, also with the backend's token; health stays open."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tradingtools.control.v1 import control_pb2 as cpb
+    from tradingtools.control.v1 import control_pb2_grpc as cgrpc
+    from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+    from tradingtools.guard.v1 import guard_pb2_grpc as ggrpc
+    from tradingtools.market.v1 import market_pb2 as mpb
+    from tradingtools.market.v1 import market_pb2_grpc as mgrpc
+
+    def calls(ch: dict[str, grpc.Channel], metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        kw: dict[str, Any] = {"metadata": metadata, "timeout": 2}
+        executor, router = egrpc.ExecutorServiceStub(ch["executor"]), egrpc.RouterServiceStub(ch["router"])
+        ingest, guard = mgrpc.IngestServiceStub(ch["ingest"]), ggrpc.GuardServiceStub(ch["guard"])
+        control = cgrpc.InternalControlServiceStub(ch["control"])
+        return {
+            "SubmitOrder": lambda: executor.SubmitOrder(epb.SubmitOrderRequest(), **kw),
+            "StreamOrderEvents": lambda: executor.StreamOrderEvents(epb.StreamOrderEventsRequest(), **kw),
+            "StreamRoutedTrades": lambda: router.StreamRoutedTrades(epb.StreamRoutedTradesRequest(), **kw),
+            "StreamLeaderTrades": lambda: ingest.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(), **kw),
+            "StreamPriceTicks": lambda: ingest.StreamPriceTicks(mpb.StreamPriceTicksRequest(), **kw),
+            "StreamTriggerEvents": lambda: guard.StreamTriggerEvents(gpb.StreamTriggerEventsRequest(), **kw),
+            "GetFunding": lambda: control.GetFunding(cpb.GetFundingRequest(follower_wallet_id="w_nobody"), **kw),
+        }
+
+    services = ("ingest", "router", "executor", "guard", "control")
+    plain = {s: grpc.insecure_channel(pipeline.grpc_target(s)) for s in services}
+    try:
+        for metadata in ((), (("authorization", f"Bearer {pipeline.token}"),)):  # none; the backend's token
+            codes = {name: _code(call) for name, call in calls(plain, metadata).items()}
+            assert set(codes.values()) == {grpc.StatusCode.UNAUTHENTICATED}, codes
+        for s in services:
+            health = health_pb2_grpc.HealthStub(plain[s]).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for ch in plain.values():
+            ch.close()
+    # with the stack's internal token (pipeline.channel sends it) every call passes the gate: the service
+    # answers (an empty order is INVALID_ARGUMENT, an unknown wallet NOT_FOUND, a stream waits for news)
+    codes = {name: _code(call) for name, call in calls({s: pipeline.channel(s) for s in services}, ()).items()}
+    assert grpc.StatusCode.UNAUTHENTICATED not in codes.values(), codes
+    assert (codes["SubmitOrder"], codes["GetFunding"]) == (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.config import Secret, project_root
 from common.embedded import free_port
-from tests.helpers import eventually_sync, redis_db, template_database
+from tests.helpers import INTERNAL_ENV, eventually_sync, redis_db, template_database
 from tools import envoy_config
 
 EDGE_REDIS_DB = 9
@@ -86,7 +86,7 @@ def start_control(workdir: Path, db_url: str, redis_url: str, tokens: tuple[str,
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TT_")}
     env.update({
-        "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": ",".join(tokens),
+        **INTERNAL_ENV, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": ",".join(tokens),
         "TT_CONTROL_GRPC_PORT": str(port), "TT_RUN_DIR": str(workdir / "run"),
     })
     proc = spawn("control", [sys.executable, "-m", "services.control"], workdir / "control.log", env)

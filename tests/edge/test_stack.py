@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -19,6 +20,7 @@ from common.config import project_root
 from common.embedded import free_port
 from tests.helpers import eventually_sync
 from tools.supervisor import Decision, Program, RestartPolicy, after_exit, is_alive, programs_to_json
+from tradingtools.control.v1 import control_pb2, control_pb2_grpc
 
 POLICY = RestartPolicy(min_uptime_s=5.0, max_fast_crashes=3, base_backoff_s=0.5, max_backoff_s=4.0)
 
@@ -105,6 +107,18 @@ def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_
     assert not is_alive(restarted["pid"], restarted["starttime"])
 
 
+def _funding_code(env: dict[str, str], token: str) -> grpc.StatusCode:
+    """The status of ``InternalControlService.GetFunding`` on control's gRPC port with ``token``."""
+    with grpc.insecure_channel(f"127.0.0.1:{env['TT_CONTROL_GRPC_PORT']}") as channel:
+        try:
+            control_pb2_grpc.InternalControlServiceStub(channel).GetFunding(
+                control_pb2.GetFundingRequest(follower_wallet_id="w_1"),
+                metadata=(("authorization", f"Bearer {token}"),), timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
 def _stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tools.stack", command], cwd=project_root(), env=env,
                           capture_output=True, text=True, timeout=90, check=False)
@@ -137,6 +151,13 @@ def test_stack_up_then_down(run_root: Path) -> None:
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         assert (run / "database_url").exists() and (run / "redis_url").exists()
         token = token_file.read_text().strip()
+        internal_file = run / "internal_token"  # the services' own token: generated too, never the control one
+        assert f"generated into {internal_file}" in up.stdout
+        assert oct(internal_file.stat().st_mode & 0o777) == "0o600"
+        internal = internal_file.read_text().strip()
+        assert len(internal) == 64 and internal != token
+        assert _funding_code(env, token) == grpc.StatusCode.UNAUTHENTICATED  # the backend's token: refused
+        assert _funding_code(env, internal) == grpc.StatusCode.NOT_FOUND  # let in (no funding recorded)
         base = f"http://127.0.0.1:{env['TT_GATEWAY_PORT']}"
         assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
         listed = httpx.get(f"{base}/subscriptions", params={"followerProxy": "0x" + "1" * 40},

@@ -31,6 +31,7 @@ from services.executor.model import Booking, Ticket
 from services.executor.store import Change
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
+from tests.helpers import INTERNAL, INTERNAL_ENV
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -42,6 +43,7 @@ ASSET = "71321045679252212594626385532706912750332728571942532289631379312455583
 CONDITION = "0x" + "c" * 64
 
 FAST_ENV = {
+    **INTERNAL_ENV,
     "TT_EXECUTOR_GRPC_PORT": "0",
     "TT_EXECUTOR_POST_TIMEOUT_S": "0.5",
     "TT_EXECUTOR_QUERY_TIMEOUT_S": "0.5",
@@ -106,10 +108,10 @@ class Harness:
         await self.fake.start()
         self.router = await start_server("127.0.0.1", 0, lambda s: (
             egrpc.add_RouterServiceServicer_to_server(RouterStandIn(self.routed), s),
-            ["tradingtools.execution.v1.RouterService"])[1])
+            ["tradingtools.execution.v1.RouterService"])[1], security=INTERNAL)
         self.ingest = await start_server("127.0.0.1", 0, lambda s: (
             mgrpc.add_IngestServiceServicer_to_server(IngestStandIn(self.resolutions), s),
-            ["tradingtools.market.v1.IngestService"])[1])
+            ["tradingtools.market.v1.IngestService"])[1], security=INTERNAL)
 
     def env(self, *, live: bool = True, **extra: str) -> dict[str, str]:
         assert self.router is not None

@@ -6,14 +6,16 @@ import pytest
 
 from common.config import ConfigError
 from services.executor.config import Settings
+from tests.helpers import INTERNAL_ENV
 
 
 def test_defaults() -> None:
-    s = Settings.from_env({})
+    s = Settings.from_env(INTERNAL_ENV)
     assert (s.grpc_port, s.router_target, s.insiders_url, s.live_configured) == (50053, "127.0.0.1:50052", "", False)
     assert (s.breaker_threshold, s.breaker_open_s, s.lost_after, s.max_inflight) == (5, 60.0, 3, 2048)
     assert (s.max_status_queries, s.placed_lost_after_s) == (256, 300.0)
-    live = Settings.from_env({"TT_INSIDERS_API_URL": "http://x", "TT_INSIDERS_API_TOKEN": "s3cr3t-value"})
+    live = Settings.from_env({**INTERNAL_ENV, "TT_INSIDERS_API_URL": "http://x",
+                              "TT_INSIDERS_API_TOKEN": "s3cr3t-value"})
     assert live.live_configured and "s3cr3t-value" not in repr(live)
 
 
@@ -34,4 +36,4 @@ def test_defaults() -> None:
 ])
 def test_invalid(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        Settings.from_env(env)
+        Settings.from_env({**INTERNAL_ENV, **env})

@@ -18,7 +18,7 @@ from common.marketstate import (
 )
 from services.executor.breakergate import breaker_key
 from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order, rows
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -273,7 +273,7 @@ async def test_submit_order_is_idempotent(harness: Harness) -> None:
 
     await harness.set_book(ASSET, BIDS, ASKS)
     running = await harness.start_executor()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.server.port}")
+    channel = internal_channel(running.server.port)
     stub = __import__("tradingtools.execution.v1.execution_pb2_grpc", fromlist=["x"]).ExecutorServiceStub(channel)
     o = make_order(1, origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL, amount_usd="", size="5",
                    trigger_id="trg_1", leader_trade_id="")

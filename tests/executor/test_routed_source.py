@@ -7,7 +7,7 @@ import pytest
 from common.config import ConfigError
 from services.executor.config import Settings
 from tests.executor.conftest import ASSET, Harness, make_order
-from tests.helpers import eventually
+from tests.helpers import INTERNAL_ENV, eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ async def test_a_malformed_log_entry_is_skipped_and_the_next_trade_still_goes(ha
 
 
 def test_an_unknown_source_is_a_config_error() -> None:
-    assert Settings.from_env({}).routed_source == "router"  # the layers stream to each other over gRPC
-    assert Settings.from_env({"TT_EXECUTOR_ROUTED_SOURCE": "LOG"}).routed_source == "log"
+    assert Settings.from_env(INTERNAL_ENV).routed_source == "router"  # the layers stream to each other over gRPC
+    assert Settings.from_env({**INTERNAL_ENV, "TT_EXECUTOR_ROUTED_SOURCE": "LOG"}).routed_source == "log"
     with pytest.raises(ConfigError):
-        Settings.from_env({"TT_EXECUTOR_ROUTED_SOURCE": "kafka"})
+        Settings.from_env({**INTERNAL_ENV, "TT_EXECUTOR_ROUTED_SOURCE": "kafka"})

@@ -12,7 +12,8 @@ from common.config import Secret, StorageSettings
 from common.storage import create_redis
 from services.guard.app import Running, start
 from services.guard.config import Settings
-from tests.guard.standins import TOKEN, StandIns, start_standins
+from tests.guard.standins import StandIns, start_standins
+from tests.helpers import INTERNAL
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def standins(db_url: str, redis_url: str) -> AsyncIterator[StandIns]:
 def guard_settings(db_url: str, redis_url: str, s: StandIns, **overrides: Any) -> Settings:
     """Settings pointing guard at the stand-ins, with short periods for tests."""
     base: dict[str, Any] = dict(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), control_token=Secret(TOKEN), grpc_port=0,
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), security=INTERNAL, grpc_port=0,
         ingest_target=s.target(0), executor_target=s.target(1), control_target=s.target(2),
         perf_interval_s=0.1, mark_flush_s=0.05, trigger_check_s=0.3, tick_max_age_s=2.0, grace_s=0.0,
         tick_source="grpc")

@@ -26,7 +26,7 @@ from common.ids import new_id
 from common.marketstate import MarketInfo, write_market
 from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log, serve_log_batches
 from services.executor.servicer import order_event_batch, order_event_entry
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, INTERNAL_TOKEN, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as ctl
 from tradingtools.control.v1 import control_pb2_grpc as ctlgrpc
@@ -35,7 +35,7 @@ from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
-TOKEN = "ab" * 32
+TOKEN = "ab" * 32  # the control API token (the backend's), for a real control's public services
 WALLET = "0x6af75d4e4aaf700450efbac3708cce1665810ff1"
 LEADER = "0xf5848342fc388908f2d25a9012cc18a0ad193979"
 WALLET_ID = "w_456"
@@ -180,7 +180,7 @@ class PerfCall:
 
 
 class ControlStandIn(ctlgrpc.InternalControlServiceServicer):
-    """``ApplyPerfAction``: bearer token checked, idempotent by decision id, applied to PostgreSQL like control."""
+    """``ApplyPerfAction``: internal token checked, idempotent by decision id, applied to PostgreSQL like control."""
 
     def __init__(self, db_url: str) -> None:
         self.db_url = db_url
@@ -190,7 +190,7 @@ class ControlStandIn(ctlgrpc.InternalControlServiceServicer):
     async def ApplyPerfAction(self, request, context):  # type: ignore[no-untyped-def]
         auth = dict(context.invocation_metadata()).get("authorization", "")
         self.calls.append(PerfCall(request, auth))
-        if auth != f"Bearer {TOKEN}":
+        if auth != f"Bearer {INTERNAL_TOKEN}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad token")
         if request.decision_id in self.applied:
             return ctl.ApplyPerfActionResponse(applied=False)
@@ -234,12 +234,14 @@ async def start_standins(db_url: str, redis_url: str, *, auto_fill: bool = True)
     control = ControlStandIn(db_url)
     out = StandIns(ingest, executor, control, redis=r)
     out.servers.append(await start_server("127.0.0.1", 0, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(ingest, s), ["tradingtools.market.v1.IngestService"])[1]))
+        mgrpc.add_IngestServiceServicer_to_server(ingest, s), ["tradingtools.market.v1.IngestService"])[1],
+        security=INTERNAL))
     out.servers.append(await start_server("127.0.0.1", 0, lambda s: (
-        egrpc.add_ExecutorServiceServicer_to_server(executor, s), ["tradingtools.execution.v1.ExecutorService"])[1]))
+        egrpc.add_ExecutorServiceServicer_to_server(executor, s), ["tradingtools.execution.v1.ExecutorService"])[1],
+        security=INTERNAL))
     out.servers.append(await start_server("127.0.0.1", 0, lambda s: (
         ctlgrpc.add_InternalControlServiceServicer_to_server(control, s),
-        ["tradingtools.control.v1.InternalControlService"])[1]))
+        ["tradingtools.control.v1.InternalControlService"])[1], security=INTERNAL))
     return out
 
 

@@ -35,7 +35,7 @@ from tests.guard.standins import (
     trigger_row,
     wait_connected,
 )
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, eventually
 from tests.position_rows import T0, insert_async, life
 from tradingtools.common.v1 import common_pb2 as cpb
 
@@ -46,7 +46,8 @@ VENUE_COUNT = "714.28"
 @pytest.fixture
 async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
     running = await start_control(ControlSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), host="127.0.0.1",
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
+        host="127.0.0.1",
         grpc_port=0, insiders_api_url="http://127.0.0.1:9", index_resync_s=3600.0, index_retry_s=0.2,
         db_timeout_s=2.0, ready_timeout_s=1.0))
     yield running

@@ -13,14 +13,14 @@ import pytest
 
 from common.config import project_root
 from common.ids import hash_id
-from tests.guard.standins import TOKEN, StandIns, add_market, db, insert_trigger, set_position, trigger_row
-from tests.helpers import eventually
+from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row
+from tests.helpers import INTERNAL_ENV, eventually
 
 pytestmark = pytest.mark.integration
 
 
 async def _spawn(db_url: str, redis_url: str, s: StandIns, log_path: Path, **extra: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
+    env = {**os.environ, **INTERNAL_ENV, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
            "TT_GUARD_GRPC_PORT": "0", "TT_INGEST_GRPC_TARGET": s.target(0), "TT_EXECUTOR_GRPC_TARGET": s.target(1),
            "TT_CONTROL_GRPC_TARGET": s.target(2), "TT_GUARD_PERF_INTERVAL_S": "60", "TT_GUARD_GRACE_S": "1",
            "TT_RUN_DIR": str(log_path.parent), "TT_GUARD_TICK_SOURCE": "grpc", **extra}

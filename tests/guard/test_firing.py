@@ -26,7 +26,7 @@ from tests.guard.standins import (
     trigger_row,
     wait_connected,
 )
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.guard.v1 import guard_pb2 as gpb
@@ -325,7 +325,7 @@ async def test_stream_trigger_events_over_grpc(db_url: str, redis: Any, standins
     running = await make_guard()
     await wait_connected(standins.ingest)
     await standins.ingest.tick(bid="0.2", ask="0.3")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.server.port}")
+    channel = internal_channel(running.server.port)
     stub = ggrpc.GuardServiceStub(channel)
     got: list[gpb.StreamTriggerEventsResponse] = []
     call = stub.StreamTriggerEvents(gpb.StreamTriggerEventsRequest(after_cursor="0", consumer="test"))

@@ -7,13 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import pytest
 
 from common.grpcserver import start_server
 from common.streams import START_OLDEST, DurableLog, create_stream_redis, serve_log, serve_log_batches
 from services.executor.servicer import order_event_batch, order_event_entry
 from services.guard.adapters import order_event_stream
+from tests.helpers import INTERNAL, internal_channel
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 
@@ -63,8 +63,9 @@ async def test_order_events_arrive_in_order_with_their_cursors_from_either_execu
     cursors = [await log_.append(epb.OrderEvent(event_id=f"oev_{i}").SerializeToString()) for i in range(5)]
     impl = _OldExecutor(log_) if servicer == "old" else _Executor(log_)
     server = await start_server("127.0.0.1", 0, lambda s: (
-        egrpc.add_ExecutorServiceServicer_to_server(impl, s), ["tradingtools.execution.v1.ExecutorService"])[1])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        egrpc.add_ExecutorServiceServicer_to_server(impl, s), ["tradingtools.execution.v1.ExecutorService"])[1],
+        security=INTERNAL)
+    channel = internal_channel(server.port)
     try:
         open_stream = order_event_stream(channel, "guard-test")
         got = await asyncio.wait_for(_take(open_stream(START_OLDEST), 5), 10)

@@ -11,8 +11,8 @@ from common.ids import new_id
 from common.marketstate import BookSnapshot, write_book
 from services.guard import perf
 from tests.guard.conftest import GuardFactory
-from tests.guard.standins import ASSET, CONDITION, TOKEN, WALLET_ID, StandIns, db, insert_subscription
-from tests.helpers import eventually
+from tests.guard.standins import ASSET, CONDITION, WALLET_ID, StandIns, db, insert_subscription
+from tests.helpers import INTERNAL_TOKEN, eventually
 from tradingtools.control.v1 import control_pb2 as ctl
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ async def test_loss_stop_pauses_the_subscription_once(db_url: str, redis: Any, s
     calls = standins.control.calls
     await eventually(lambda: len(calls) == 1)
     call = calls[0]
-    assert call.authorization == f"Bearer {TOKEN}"
+    assert call.authorization == f"Bearer {INTERNAL_TOKEN}"  # the internal token, never the backend's
     assert (call.request.id, call.request.action) == ("sub_loss", ctl.PERF_ACTION_PAUSE)
     assert call.request.decision_id == perf.loss_stop_id("sub_loss", 0)
     assert "LOSS_STOP" in call.request.reason

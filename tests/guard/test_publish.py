@@ -16,7 +16,7 @@ from common.storage import create_pool
 from common.streams import DurableLog, create_stream_redis
 from services.guard.config import Settings
 from services.guard.publish import PRUNE, Kicked, OutboxPublisher, SubmittedMarker, WatchPublisher
-from tests.helpers import eventually, plan_scans
+from tests.helpers import INTERNAL_ENV, eventually, plan_scans
 
 
 async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_work(redis: Any) -> None:
@@ -78,7 +78,7 @@ async def test_kicks_soon_after_a_run_share_the_next_one(min_interval_s: float, 
 
 
 def test_bookkeeping_interval_setting() -> None:
-    base = {"CONTROL_API_TOKEN": "ab" * 32, "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x:1/0"}
+    base = {**INTERNAL_ENV, "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x:1/0"}
     env = {**base, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "0.2"}
     assert Settings.from_env(env).bookkeeping_interval_s == 0.2
     assert Settings.from_env(base).bookkeeping_interval_s == 0.05

@@ -15,7 +15,6 @@ from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
     ASSET,
     CONDITION,
-    TOKEN,
     ExecutorStandIn,
     StandIns,
     add_market,
@@ -25,7 +24,7 @@ from tests.guard.standins import (
     trigger_row,
     wait_connected,
 )
-from tests.helpers import eventually
+from tests.helpers import INTERNAL_ENV, INTERNAL_TOKEN, eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
@@ -100,7 +99,7 @@ async def test_a_sell_waits_for_the_one_in_flight_instead_of_giving_up(
 
 
 BASE_ENV = {"DATABASE_URL": "postgresql://u@localhost/db", "REDIS_URL": "redis://localhost:6379/0",
-            "CONTROL_API_TOKEN": TOKEN}
+            **INTERNAL_ENV}
 
 
 def test_settings_from_env() -> None:
@@ -108,7 +107,7 @@ def test_settings_from_env() -> None:
                            "TT_GUARD_TICK_MAX_AGE_S": "1.5", "TT_GUARD_CRASH_AFTER": "decision"})
     assert (s.grpc_port, s.executor_target, s.tick_max_age_s, s.crash_after, s.tick_source) == (
         0, "exec:1", 1.5, "decision", "log")
-    assert s.control_token.value == TOKEN and TOKEN not in repr(s)
+    assert s.security.tokens[0].value == INTERNAL_TOKEN and INTERNAL_TOKEN not in repr(s)
     assert s.ingest_target == "127.0.0.1:50051" and s.control_target == "127.0.0.1:50055"
     assert (s.orders_source, s.orders_gather_s) == ("grpc", 0.025)
     s = Settings.from_env({**BASE_ENV, "TT_GUARD_ORDERS_SOURCE": "LOG", "TT_GUARD_ORDERS_GATHER_S": "0"})
@@ -118,7 +117,7 @@ def test_settings_from_env() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("TT_GUARD_TICK_MAX_AGE_S", "0"), ("TT_GUARD_TICK_MAX_AGE_S", "abc"), ("TT_GUARD_CRASH_AFTER", "later"),
     ("TT_GUARD_ORDERS_START", "middle"), ("TT_GUARD_TICK_SOURCE", "carrier-pigeon"),
-    ("TT_GUARD_FIRE_CONCURRENCY", "50"), ("TT_GUARD_GRPC_PORT", "70000"), ("CONTROL_API_TOKEN", "short"),
+    ("TT_GUARD_FIRE_CONCURRENCY", "50"), ("TT_GUARD_GRPC_PORT", "70000"), ("TT_INTERNAL_TOKEN", "short"),
     ("TT_GUARD_MAX_SLIPPAGE_BPS", "-1"), ("TT_GUARD_ORDERS_SOURCE", "pigeon"), ("TT_GUARD_ORDERS_GATHER_S", "-1"),
 ])
 def test_invalid_settings_name_the_variable(name: str, value: str) -> None:

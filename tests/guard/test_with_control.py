@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from common.config import Secret, StorageSettings
+from common.grpcauth import token_id
 from common.ids import hash_id, new_id
 from common.marketstate import BookSnapshot, write_book
 from services.control.app import RunningControl
@@ -32,7 +33,7 @@ from tests.guard.standins import (
     set_position,
     wait_connected,
 )
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, INTERNAL_TOKEN, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
@@ -46,7 +47,8 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 @pytest.fixture
 async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
     running = await start_control(ControlSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), host="127.0.0.1",
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
+        host="127.0.0.1",
         grpc_port=0, insiders_api_url="http://127.0.0.1:9", index_resync_s=3600.0, index_retry_s=0.2,
         db_timeout_s=2.0, ready_timeout_s=1.0))
     yield running
@@ -119,6 +121,7 @@ async def test_rest_triggers_and_perf_actions_through_the_real_control(
         rows = await (await conn.execute("SELECT action, token_id FROM perf_actions WHERE subscription_id = %s",
                                          (sub.id,))).fetchall()
         assert [r["action"] for r in rows] == ["PAUSE"]
+        assert [r["token_id"] for r in rows] == [token_id(INTERNAL_TOKEN)]  # guard's internal token, not TOKEN
         async def settled() -> dict[str, Any] | None:  # guard records control's answer after it returns
             row = await (await conn.execute("SELECT applied, pnl_usd FROM guard_perf_decisions")).fetchone()
             return dict(row) if row is not None and row["applied"] is not None else None

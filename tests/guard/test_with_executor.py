@@ -21,8 +21,8 @@ from services.guard.app import start as start_guard
 from services.guard.config import Settings as GuardSettings
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
-from tests.guard.standins import ASSET, CONDITION, TOKEN, WALLET, WALLET_ID, add_market, db, insert_subscription
-from tests.helpers import eventually
+from tests.guard.standins import ASSET, CONDITION, WALLET, WALLET_ID, add_market, db, insert_subscription
+from tests.helpers import INTERNAL, INTERNAL_ENV, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 INSIDERS_TOKEN = "guard-test-insiders-token"
 EXECUTOR_ENV = {
-    "TT_EXECUTOR_GRPC_PORT": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "1", "TT_EXECUTOR_QUERY_TIMEOUT_S": "1",
+    **INTERNAL_ENV, "TT_EXECUTOR_GRPC_PORT": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "1", "TT_EXECUTOR_QUERY_TIMEOUT_S": "1",
     "TT_EXECUTOR_RETRY_BASE_S": "0.01", "TT_EXECUTOR_RETRY_CAP_S": "0.05", "TT_EXECUTOR_POLL_INITIAL_S": "0.02",
     "TT_EXECUTOR_POLL_MAX_S": "0.1", "TT_EXECUTOR_SETTLE_INTERVAL_S": "0.05", "TT_EXECUTOR_SUBMIT_WAIT_S": "5",
 }
@@ -77,12 +77,13 @@ async def test_copy_exit_sells_the_position_once_through_the_real_executor(
     await _set_book(stream_redis, books, "0.49", "0.50")
     routed = DurableLog(stream_redis, ROUTED_TRADES, block_ms=100)
     router: GrpcServer = await start_server("127.0.0.1", 0, lambda s: (
-        egrpc.add_RouterServiceServicer_to_server(_Router(routed), s), ["tradingtools.execution.v1.RouterService"])[1])
+        egrpc.add_RouterServiceServicer_to_server(_Router(routed), s), ["tradingtools.execution.v1.RouterService"])[1],
+        security=INTERNAL)
     executor = await start_executor(ExecutorSettings.from_env({
         **EXECUTOR_ENV, "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{router.port}", "TT_INSIDERS_API_URL": fake.url,
         "TT_INSIDERS_API_TOKEN": INSIDERS_TOKEN}), db_url, redis_url)
     guard = await start_guard(GuardSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), control_token=Secret(TOKEN), grpc_port=0,
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), security=INTERNAL, grpc_port=0,
         executor_target=f"127.0.0.1:{executor.server.port}", ingest_target="127.0.0.1:1",
         control_target="127.0.0.1:1", tick_source="log", perf_interval_s=60, grace_s=0.0))
     try:

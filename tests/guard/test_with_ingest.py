@@ -16,7 +16,7 @@ from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import StandIns, db, insert_trigger, set_position, trigger_row
-from tests.helpers import eventually
+from tests.helpers import INTERNAL, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ async def sim() -> AsyncIterator[PolymarketSim]:
 
 def _ingest_settings(sim: PolymarketSim) -> IngestSettings:
     env = sim.env()
-    return replace(IngestSettings(), rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"],
+    return replace(IngestSettings(security=INTERNAL), rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"],
                    clob_api_url=env["TT_CLOB_API_URL"], data_api_url=env["TT_DATA_API_URL"], grpc_port=0,
                    poll_enabled=False, watch_refresh_s=0.3, reconnect_base_s=0.05, reconnect_cap_s=0.2,
                    clob_ping_interval_s=0.5, clob_stall_s=10.0, book_stale_s=30.0)

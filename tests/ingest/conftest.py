@@ -16,6 +16,7 @@ from common.telemetry import setup_telemetry
 from services.ingest.__main__ import Ingest
 from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
+from tests.helpers import INTERNAL
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 
@@ -23,6 +24,7 @@ def fast_settings(sim: PolymarketSim, **overrides: Any) -> IngestSettings:
     """Settings pointing at the simulator with short intervals for tests."""
     env = sim.env()
     base = IngestSettings(
+        security=INTERNAL,
         rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"], clob_api_url=env["TT_CLOB_API_URL"],
         data_api_url=env["TT_DATA_API_URL"], grpc_port=0, grpc_host="127.0.0.1",
         rtds_ping_interval_s=0.1, rtds_stall_s=0.6, reconnect_base_s=0.05, reconnect_cap_s=0.2,

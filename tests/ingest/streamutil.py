@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 import redis.asyncio as aioredis
 
 from common.streams import LEADER_TRADES, PRICE_TICKS
+from tests.helpers import internal_channel
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -32,7 +32,7 @@ async def logged_ticks(redis_url: str) -> list[mpb.PriceTick]:
 
 async def grpc_trades(port: int, after: str = "0") -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
     """StreamLeaderTrades from ``after``."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with internal_channel(port) as channel:
         stub = mgrpc.IngestServiceStub(channel)
         async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after, consumer="t")):
             yield resp.cursor, resp.event

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS, WATCH_TRIGGERS, read_book, read_market
 from sim.polymarket import PolymarketSim
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel
 from tests.ingest.conftest import IngestFactory, follow
 from tests.ingest.streamutil import logged_ticks
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -131,7 +131,6 @@ async def test_market_resolved_and_reconnect_resubscribes(sim: PolymarketSim, ru
 
 async def test_price_tick_stream_filters_by_asset(sim: PolymarketSim, run_ingest: IngestFactory,
                                                  redis_url: str) -> None:
-    import grpc
 
     from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -139,7 +138,7 @@ async def test_price_tick_stream_filters_by_asset(sim: PolymarketSim, run_ingest
     m1, m2 = sim.add_market(), sim.add_market()
     await watch(r, WATCH_POSITIONS, m1.tokens[0], m2.tokens[0])
     app = await run_ingest()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+    async with internal_channel(app.grpc.port) as channel:
         stub = mgrpc.IngestServiceStub(channel)
         call = stub.StreamPriceTicks(mpb.StreamPriceTicksRequest(after_cursor="0", asset_ids=[m2.tokens[0]]))
         first = await asyncio.wait_for(call.read(), 10)

@@ -6,10 +6,11 @@ import pytest
 
 from common.config import ConfigError
 from services.ingest.config import IngestSettings
+from tests.helpers import INTERNAL_ENV
 
 
 def test_defaults_are_the_venue_and_documented_intervals() -> None:
-    s = IngestSettings.from_env({})
+    s = IngestSettings.from_env(INTERNAL_ENV)
     assert s.rtds_url == "wss://ws-live-data.polymarket.com"
     assert s.clob_ws_url == "wss://ws-subscriptions-clob.polymarket.com/ws/market"
     assert (s.clob_api_url, s.data_api_url) == ("https://clob.polymarket.com", "https://data-api.polymarket.com")
@@ -20,7 +21,7 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
 
 
 def test_overrides() -> None:
-    s = IngestSettings.from_env({"TT_RTDS_URL": "ws://127.0.0.1:1/", "TT_INGEST_GRPC_PORT": "0",
+    s = IngestSettings.from_env({**INTERNAL_ENV, "TT_RTDS_URL": "ws://127.0.0.1:1/", "TT_INGEST_GRPC_PORT": "0",
                                  "TT_INGEST_RTDS_STALL_S": "0.5", "TT_INGEST_RTDS_PING_INTERVAL_S": "0.1",
                                  "TT_INGEST_POLL_ENDPOINT": "trades", "TT_RECORD_DIR": "/tmp/rec"})
     assert (s.rtds_url, s.grpc_port, s.rtds_stall_s, s.poll_endpoint, s.record_dir) == (
@@ -39,4 +40,4 @@ def test_overrides() -> None:
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        IngestSettings.from_env(env)
+        IngestSettings.from_env({**INTERNAL_ENV, **env})

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,7 +20,7 @@ from common.embedded import free_port
 from common.retry import Backoff
 from common.streams import START_OLDEST
 from sim.polymarket import PolymarketSim
-from tests.helpers import eventually
+from tests.helpers import INTERNAL_ENV, eventually, internal_channel
 from tests.ingest.conftest import follow
 from tests.ingest.streamutil import logged_trades
 from tests.ingest.test_service import expected_id
@@ -34,7 +33,7 @@ LEADER = "0x" + "ab" * 20
 
 
 def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **sim.env(), "REDIS_URL": redis_url, "DATABASE_URL": db_url,
+    env = {**os.environ, **INTERNAL_ENV, **sim.env(), "REDIS_URL": redis_url, "DATABASE_URL": db_url,
            "TT_INGEST_GRPC_PORT": str(port), "TT_INGEST_GRPC_HOST": "127.0.0.1",
            "TT_INGEST_POLL_INTERVAL_S": "0.5", "TT_INGEST_POLL_RATE_PER_S": "200", "TT_INGEST_POLL_BURST": "50",
            "TT_INGEST_RTDS_STALL_S": "2", "TT_INGEST_RTDS_PING_INTERVAL_S": "0.5",
@@ -53,7 +52,7 @@ async def test_kill_9_and_restart_loses_and_doubles_nothing(sim: PolymarketSim, 
     seen: list[str] = []
 
     async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with internal_channel(port) as channel:
             stub = mgrpc.IngestServiceStub(channel)
             async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after,
                                                                                      consumer="kill9")):

@@ -15,7 +15,7 @@ import pytest
 from services.ingest import dataapi
 from services.ingest.identity import identify_batch
 from sim.polymarket import PolymarketSim, SimTrade
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel, rpc_code
 from tests.ingest.conftest import IngestFactory, follow, unfollow
 from tests.ingest.streamutil import grpc_trades, logged_trades
 from tradingtools.common.v1 import common_pb2
@@ -166,9 +166,19 @@ async def test_non_trade_activity_is_recorded_not_streamed(
     assert await ids_in_log(redis_url) == []
 
 
+async def test_grpc_streams_need_the_internal_token(run_ingest: IngestFactory) -> None:
+    app = await run_ingest()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:  # grpcurl without -H
+        stub = mgrpc.IngestServiceStub(channel)
+        for metadata in ((), (("authorization", f"Bearer {'c0' * 32}"),)):
+            for call in (stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor="0"), metadata=metadata),
+                         stub.StreamPriceTicks(mpb.StreamPriceTicksRequest(after_cursor="0"), metadata=metadata)):
+                assert await rpc_code(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_grpc_rejects_a_bad_cursor(run_ingest: IngestFactory) -> None:
     app = await run_ingest()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+    async with internal_channel(app.grpc.port) as channel:
         stub = mgrpc.IngestServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor="yesterday")):

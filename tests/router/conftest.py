@@ -26,6 +26,7 @@ from services.router.config import Settings
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
 from services.router.router import Knobs, Router
+from tests.helpers import INTERNAL
 from tests.router.fakes import FakeHttp, load, start_ingest
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -92,7 +93,7 @@ class Stack:
 
     def settings(self, **kw: Any) -> Settings:
         base: dict[str, Any] = dict(
-            storage=StorageSettings(Secret(self.db_url), Secret(self.redis_url)), grpc_port=0,
+            storage=StorageSettings(Secret(self.db_url), Secret(self.redis_url)), security=INTERNAL, grpc_port=0,
             ingest_target=f"127.0.0.1:{self.ingest.port}", clob_api_url=self.http.url,
             insiders_api_url=self.http.url, insiders_api_token=Secret("tok"), start_cursor=START_OLDEST,
             index_check_interval_s=0.2, outbox_interval_s=0.2, outbox_min_age_s=0.5, handler_attempts=3)

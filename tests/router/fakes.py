@@ -13,6 +13,7 @@ from aiohttp import web
 
 from common.grpcserver import GrpcServer, start_server
 from common.streams import DurableLog, serve_log
+from tests.helpers import INTERNAL
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -103,4 +104,4 @@ async def start_ingest(log_: DurableLog) -> GrpcServer:
         mgrpc.add_IngestServiceServicer_to_server(FakeIngest(log_), server)
         return ["tradingtools.market.v1.IngestService"]
 
-    return await start_server("127.0.0.1", 0, register)
+    return await start_server("127.0.0.1", 0, register, security=INTERNAL)

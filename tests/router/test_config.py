@@ -9,8 +9,9 @@ import pytest
 from common.config import ConfigError
 from common.streams import START_NEW, START_OLDEST
 from services.router.config import Settings
+from tests.helpers import INTERNAL_ENV
 
-BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "REDIS_URL": "redis://127.0.0.1:6379/0", **INTERNAL_ENV}
 
 
 def test_defaults() -> None:

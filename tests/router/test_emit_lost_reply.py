@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import redis.exceptions
 
 from services.router.adapters.redis_state import _EMIT
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel
 from tests.router.conftest import Stack, leader_trade, subscription
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -22,7 +21,7 @@ async def test_router_emit_whose_reply_was_lost_still_reaches_a_caught_up_stream
     caught up), must still receive that RoutedTrade: otherwise its copies are never placed."""
     await stack.add(subscription("sub_a", "w_a"))
     running = await stack.start_router()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.grpc.port}")
+    channel = internal_channel(running.grpc.port)
     stub = egrpc.RouterServiceStub(channel)
     got: list[str] = []
 

@@ -17,7 +17,7 @@ from common.streams import ROUTED_TRADES
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RoutedRow, RouterStore
 from services.router.outbound import order_template, reservations_of, split_routed
-from tests.helpers import eventually
+from tests.helpers import eventually, internal_channel, rpc_code
 from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -148,12 +148,24 @@ async def test_skips_with_a_reason_for_every_follower_when_the_trade_cannot_be_c
     await eventually(lambda: _sql(stack.db_url, "SELECT skipped FROM subscription_stats") == [(3,)])
 
 
+async def test_the_routed_stream_needs_the_internal_token(stack: Stack) -> None:
+    await stack.add(subscription("sub_1", "w_1"))
+    running = await stack.start_router()  # it reads the ingest stand-in, which refuses calls without the token
+    await stack.publish(leader_trade("lt_1"))
+    await _routed_count(stack, 1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.grpc.port}") as channel:
+        stub = egrpc.RouterServiceStub(channel)
+        for metadata in ((), (("authorization", f"Bearer {'c0' * 32}"),)):
+            call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor="0"), metadata=metadata)
+            assert await rpc_code(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_routed_trades_are_served_over_grpc(stack: Stack) -> None:
     await stack.add(subscription("sub_1", "w_1"))
     running = await stack.start_router()
     await stack.publish(leader_trade("lt_1"), leader_trade("lt_2"))
     await _routed_count(stack, 2)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.grpc.port}") as channel:
+    async with internal_channel(running.grpc.port) as channel:
         stub = egrpc.RouterServiceStub(channel)
         call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor="0", consumer="test"))
         first = await call.read()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually
+from tests.helpers import INTERNAL_ENV, eventually
 from tests.router.conftest import Stack, leader_trade, subscription
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,8 @@ FOLLOWERS = 3
 
 def _spawn(stack: Stack, log_path: Path) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": stack.db_url, "REDIS_URL": stack.redis_url,
+        **os.environ, **INTERNAL_ENV, "PYTHONPATH": str(ROOT), "DATABASE_URL": stack.db_url,
+        "REDIS_URL": stack.redis_url,
         "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{stack.ingest.port}", "TT_ROUTER_GRPC_PORT": "0",
         "TT_CLOB_API_URL": stack.http.url, "TT_ROUTER_START": "oldest", "TT_ROUTER_OUTBOX_INTERVAL_S": "0.2",
         "TT_ROUTER_OUTBOX_MIN_AGE_S": "0.5", "TT_ROUTER_INDEX_CHECK_INTERVAL_S": "0.5",
