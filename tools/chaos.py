@@ -120,8 +120,8 @@ class ChaosResult:
         """One line of figures."""
         kinds = dict(Counter(f.name for f in self.faults))
         return (f"chaos: {self.trades} trades of {self.leaders} leaders, {self.followers} followers: expected "
-                f"{self.expected} copies "
-                f"({sum(self.skips.values())} skips {self.skips or ''}), posted {self.posted}, missing "
+                f"{self.expected} copies ({sum(self.skips.values())} skipped{f' {self.skips}' if self.skips else ''}), "
+                f"posted {self.posted}, missing "
                 f"{len(self.missing)}, doubled {len(self.doubled) + len(self.unexpected)}, keys POSTed again "
                 f"{self.reposted}; faults {kinds}; last copy {self.settle_s:.1f}s after the last fault; "
                 f"restarts {self.restarts}")
