@@ -127,3 +127,16 @@ def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def crash_restart_postgres(pgdata: Path, timeout_s: float = 60.0) -> None:
+    """Crash-restart the PostgreSQL server on ``pgdata``: ``pg_ctl restart -m immediate`` (every server process
+    quits at once, without a checkpoint, as on a power loss; the restart replays the WAL). It comes back on the
+    same socket: pg_ctl starts it with the options it was started with."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    cmd = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "restart", "-m", "immediate", "-w",
+           "-t", str(int(timeout_s)), "-l", str(pgdata / "log")]
+    subprocess.run(cmd, check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=timeout_s + 10)

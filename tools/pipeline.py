@@ -10,7 +10,9 @@ and the end-to-end tests script the simulator through ``pipeline.sim`` and reach
 ``pipeline.rest()`` (Envoy) and ``pipeline.channel(service)`` (gRPC).
 
 Processes can be killed (``kill``) and the supervisor restarts them; ``once_env`` arms variables for
-the next start of one program only (e.g. ``TT_GUARD_CRASH_AFTER``).
+the next start of one program only (e.g. ``TT_GUARD_CRASH_AFTER``). The embedded storage (a stack started
+without ``DATABASE_URL`` / ``REDIS_URL``) can be crashed too: ``kill_redis`` / ``restart_redis`` (kill -9, then
+the same address and append-only file) and ``crash_postgres`` (``pg_ctl restart -m immediate``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import grpc
 import httpx
 
 from common.config import SERVICE_PORTS, grpc_port, load_tokens
-from common.embedded import free_port_off, free_ports
+from common.embedded import crash_restart_postgres, free_port_off, free_ports
 from common.grpcauth import GrpcSecurity
 from common.grpcclient import blocking_channel
 from tools import stack
+from tools.procs import is_alive
 from tools.simthread import SimPorts, SimThread
 from tools.stack_logs import tail
-from tools.stack_storage import StackPaths
+from tools.stack_storage import StackPaths, read_owned, restart_redis
 from tools.supervisor import ONCE_DIR, read_state
 
 Printer = Callable[[str], None]
@@ -243,3 +246,30 @@ class Pipeline:
     def log_tail(self, name: str, lines: int = 40) -> str:
         """The last lines of one program's log."""
         return tail(self.paths.log(name), lines)
+
+    # -- embedded storage -----------------------------------------------------------------------
+
+    def kill_redis(self, timeout_s: float = 10.0) -> int:
+        """kill -9 of the stack's embedded Redis; returns its pid once it is gone. It stays down until
+        :meth:`restart_redis`."""
+        owned = read_owned(self.paths)
+        pid, starttime = int(owned.get("redis_pid") or 0), owned.get("redis_starttime")
+        if not is_alive(pid, starttime):
+            raise PipelineError("the stack runs no embedded Redis (REDIS_URL set?) or it is down")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while is_alive(pid, starttime):
+            if time.monotonic() > deadline:
+                raise PipelineError(f"redis-server {pid} still runs {timeout_s:.0f}s after kill -9")
+            time.sleep(0.01)
+        return pid
+
+    def restart_redis(self) -> int:
+        """Start the embedded Redis again on its address, from its append-only file; returns its new pid."""
+        return restart_redis(self.paths)
+
+    def crash_postgres(self) -> None:
+        """Crash-restart the embedded PostgreSQL (``pg_ctl restart -m immediate``: no checkpoint, WAL replay)."""
+        if "postgres" not in read_owned(self.paths):
+            raise PipelineError("the stack runs no embedded PostgreSQL (DATABASE_URL set?)")
+        crash_restart_postgres(self.paths.pgdata)

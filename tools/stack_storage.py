@@ -136,6 +136,19 @@ def ensure_storage(env: dict[str, str], paths: StackPaths, out: Printer) -> dict
     return owned
 
 
+def restart_redis(paths: StackPaths) -> int:
+    """Start this run folder's embedded Redis again on its address after it died, from its append-only file;
+    returns the new pid (recorded for ``down``)."""
+    from common.embedded import start_redis
+
+    url = (paths.run / "redis_url").read_text().strip()
+    _, pid = start_redis(paths.redis_dir, int(url.rsplit(":", 1)[1].split("/", 1)[0]), durable=True)
+    owned = read_owned(paths)
+    owned["redis_pid"], owned["redis_starttime"] = pid, proc_starttime(pid)
+    paths.owned.write_text(json.dumps(owned, indent=1))
+    return pid
+
+
 def ensure_token(env: Mapping[str, str], paths: StackPaths, out: Printer) -> None:
     """Generate the 64-hex control API token and the internal token into the run folder when unset.
 

@@ -26,11 +26,13 @@ from services.router import server
 from services.router.adapters.balances import InsidersBalances, NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
+from services.router.adapters.relog import LogPresence, RelogStore
 from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
+from services.router.relog import Relog
 from services.router.router import Knobs, Router
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
@@ -110,6 +112,9 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
         tasks.append(asyncio.create_task(
             emitter.run(interval_s=settings.outbox_interval_s, min_age_s=settings.outbox_min_age_s), name="outbox"))
+        relog = Relog(RelogStore(pool), LogPresence(redis, ROUTED_TRADES), emitter)
+        await relog.check()  # what a Redis crash lost before this start, ahead of anything routed now
+        tasks.append(asyncio.create_task(relog.run(interval_s=settings.outbox_interval_s), name="relog"))
         srv = await server.start(settings.grpc_port, routed_log, security=settings.security,
                                  host=settings.grpc_host)
         tasks.append(asyncio.create_task(consumer.run(), name="consumer"))

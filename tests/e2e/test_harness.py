@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -131,3 +132,23 @@ def test_supervisor_one_shot_env_and_reload(run_root: Path) -> None:
         sup.send_signal(signal.SIGTERM)
         sup.wait(timeout=20)
     assert all(p["state"] == "stopped" for p in _state(run)["programs"])
+
+
+def test_aof_tail_cuts_the_file_back_to_its_size_a_while_ago(tmp_path: Path) -> None:
+    from tools.chaos import AofTail
+
+    aof = tmp_path / "appendonly.aof"
+    aof.write_bytes(b"a" * 100)
+    tail = AofTail(aof, interval_s=0.005)
+    tail.start()
+    try:
+        eventually_sync(lambda: tail.samples, timeout_s=5)
+        time.sleep(1.0)
+        with aof.open("ab") as fh:
+            fh.write(b"b" * 50)  # written within the last 0.5 s: what a crash loses
+        eventually_sync(lambda: tail.samples[-1][1] == 150, timeout_s=5)
+    finally:
+        tail.stop()
+    assert tail.cut_back(0.5) == 50
+    assert aof.read_bytes() == b"a" * 100
+    assert tail.cut_back(0.5) == 0  # nothing newer left to lose
