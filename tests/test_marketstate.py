@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
+import pytest
 import redis.asyncio as aioredis
 
-from common.marketstate import BookSnapshot, MarketInfo, read_book, read_market, write_book, write_market
+from common.marketstate import (
+    RESOLVED_WINNER,
+    BookSnapshot,
+    MarketInfo,
+    read_book,
+    read_market,
+    write_book,
+    write_market,
+)
 
 D = Decimal
 
@@ -23,4 +33,28 @@ async def test_book_and_market_round_trip(redis_url: str) -> None:
     info = MarketInfo("123", "0xc", D("0.001"), D("5"), neg_risk=True, market_slug="m", updated_ms=7)
     await write_market(r, info)
     assert await read_market(r, "123") == info
+    await r.aclose()
+
+
+@pytest.mark.parametrize(("fields", "closed", "accepting"), [
+    ({}, False, True),
+    ({"closed": "1"}, True, True),
+    ({"accepting_orders": "0"}, False, False),
+    ({"resolved_winner": "456"}, True, False),  # resolved: closed whatever the other fields say
+    ({"resolved_winner": "456", "closed": "0", "accepting_orders": "1"}, True, False),
+    ({"resolved_winner": ""}, False, True),
+])
+def test_a_resolved_market_stays_closed(fields: dict[str, str], closed: bool, accepting: bool) -> None:
+    info = MarketInfo.from_hash({"asset_id": "123", "tick_size": "0.01", **fields})
+    assert (info.closed, info.accepting_orders) == (closed, accepting)
+    assert info.resolved_winner == fields.get(RESOLVED_WINNER, "")
+
+
+async def test_a_later_write_of_the_market_does_not_reopen_a_resolved_one(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    info = MarketInfo("123", "0xc", D("0.01"), D("5"))
+    await write_market(r, replace(info, closed=True, accepting_orders=False, extra={RESOLVED_WINNER: "123"}))
+    await write_market(r, info)  # e.g. the router's refresh from a CLOB REST answer lagging the resolution
+    got = await read_market(r, "123")
+    assert got is not None and got.closed and not got.accepting_orders and got.resolved_winner == "123"
     await r.aclose()
