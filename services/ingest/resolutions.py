@@ -49,7 +49,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (condition_id) DO NOTHING
 RETURNING condition_id
 """
-_EXISTING = "SELECT winning_asset_id, source FROM market_resolutions WHERE condition_id = %s"
+_EXISTING = "SELECT winning_asset_id, source, asset_ids FROM market_resolutions WHERE condition_id = %s"
+ORDER_DIFFERS = "ORDER_DIFFERS"
 _UNAPPENDED = """
 SELECT condition_id, payload FROM market_resolutions WHERE appended_cursor IS NULL ORDER BY received_at LIMIT 100
 """
@@ -133,6 +134,12 @@ class ResolutionRecorder:
         assert existing is not None
         if existing["winning_asset_id"] == res.winning_asset_id:
             self.metrics.resolution(res.source, DUPLICATE)
+            if res.source == rs.REST and tuple(existing["asset_ids"]) != res.asset_ids:
+                # the emitted event is never rewritten: its consumers key on token ids, not on positions
+                self.metrics.resolution(res.source, ORDER_DIFFERS)
+                log.warning("market resolution recorded with its tokens in another order than CLOB REST lists them",
+                            extra={"condition_id": res.condition_id, "recorded": list(existing["asset_ids"]),
+                                   "rest": list(res.asset_ids)})
             return DUPLICATE
         self.metrics.resolution(res.source, rs.CONTRADICTED)
         log.error("contradicting market resolution ignored: the first one recorded stands",

@@ -195,6 +195,27 @@ async def test_contradicting_rest_after_a_socket_resolution_is_logged_not_applie
     await r.aclose()
 
 
+async def test_a_socket_resolution_keeps_its_token_order_when_rest_lists_another(
+        sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str, db_url: str) -> None:
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    m = sim.add_market()
+    yes, no = m.tokens
+    await watch(r, yes, no)
+    app = await run_ingest()
+    await eventually(lambda: market_known(r, yes, m.condition_id))
+    sim.clob.resolve(m, yes, socket=False)
+    sim.books.resolve(m.condition_id, [no, yes], yes, "Yes")  # the frame lists the tokens the other way round
+
+    [item] = await served(app.grpc.port, 1)
+    assert list(item.resolution.asset_ids) == [no, yes]
+    await eventually(lambda: app.metrics.count("resolutions", "CLOB_REST", "ORDER_DIFFERS") == 1)
+    assert app.metrics.count("resolutions", "CLOB_REST", "DUPLICATE") == 1
+    [(_cursor, event)] = await logged(redis_url)
+    [row] = await rows(db_url, "market_resolutions")
+    assert event == item.resolution and row["asset_ids"] == [no, yes]  # never rewritten
+    await r.aclose()
+
+
 async def test_a_failed_append_is_recovered_by_the_sweep_after_a_restart(
         sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str, db_url: str) -> None:
     r = aioredis.from_url(redis_url, decode_responses=True)
