@@ -115,8 +115,8 @@ class MarketChecks:
             try:
                 await self._take_asks()
                 if self.clock() >= self._next_sync:
+                    self._next_sync = self.clock() + self.sync_s  # before: a refresh() meanwhile syncs again
                     await self.sync_held()
-                    self._next_sync = self.clock() + self.sync_s
                 if await self.check_due():
                     continue
                 wait = min(await self._until_due(), self._next_sync - self.clock())
@@ -124,6 +124,7 @@ class MarketChecks:
             except Exception as exc:  # noqa: BLE001 - storage trouble: try again later
                 reraise_if_cancelling()
                 failures += 1
+                self._next_sync = 0.0
                 wait = min(60.0, 0.5 * 2 ** min(failures, 7))
                 log.warning("market checks: storage failed", extra={"error": repr(exc)[:300], "retry_s": wait})
             with contextlib.suppress(TimeoutError):
