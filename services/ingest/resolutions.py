@@ -76,13 +76,13 @@ async def close_markets(redis: Any, condition_id: str, asset_ids: Iterable[str],
                         infos: Iterable[MarketInfo] = (), neg_risk: bool = False, market_slug: str = "",
                         now_ms: int | None = None) -> None:
     """Mark every token's cached market info closed and not accepting orders (``winner``: resolved, which keeps
-    it closed whatever a later write says). Starts from ``infos`` (a REST answer), else what is cached, else a
-    minimal entry (the tick size of a closed market no longer matters) without a condition id: nothing takes
-    its neg-risk flag, which nobody confirmed, for the market's."""
+    it closed whatever a later write says). Starts from what is cached (its other fields stay as they are), else
+    ``infos`` (a REST answer), else a minimal entry (the tick size of a closed market no longer matters) without
+    a condition id: nothing takes its neg-risk flag, which nobody confirmed, for the market's."""
     fresh = {i.asset_id: i for i in infos}
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     for asset_id in asset_ids:
-        info = fresh.get(asset_id) or await read_market(redis, asset_id)
+        info = await read_market(redis, asset_id) or fresh.get(asset_id)
         if info is None:
             info = MarketInfo(asset_id, "", Decimal("0.01"), Decimal(0), neg_risk=neg_risk, market_slug=market_slug)
         extra = {**info.extra, RESOLVED_WINNER: winner} if winner else info.extra
