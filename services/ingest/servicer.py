@@ -14,11 +14,12 @@ SERVICE_NAME = mpb.DESCRIPTOR.services_by_name["IngestService"].full_name
 
 
 class IngestServicer(mgrpc.IngestServiceServicer):
-    """Streams leader trades and price ticks from their Redis Stream logs."""
+    """Streams leader trades, price ticks and market resolutions from their Redis Stream logs."""
 
-    def __init__(self, trades: DurableLog, ticks: DurableLog) -> None:
+    def __init__(self, trades: DurableLog, ticks: DurableLog, resolutions: DurableLog) -> None:
         self.trades = trades
         self.ticks = ticks
+        self.resolutions = resolutions
 
     async def StreamLeaderTrades(
             self, request: mpb.StreamLeaderTradesRequest, context: Any,
@@ -35,6 +36,19 @@ class IngestServicer(mgrpc.IngestServiceServicer):
         keep = (lambda item: item.tick.asset_id in wanted) if wanted else None
         async for item in stream_log(context, self.ticks, request.after_cursor, request.consumer, tick_entry, keep):
             yield item
+
+    async def StreamMarketResolutions(
+            self, request: mpb.StreamMarketResolutionsRequest, context: Any,
+    ) -> AsyncIterator[mpb.StreamMarketResolutionsResponse]:
+        """Market resolutions after ``after_cursor``, forever."""
+        async for item in stream_log(context, self.resolutions, request.after_cursor, request.consumer,
+                                     resolution_entry):
+            yield item
+
+
+def resolution_entry(cursor: str, payload: bytes) -> mpb.StreamMarketResolutionsResponse:
+    """One entry of the market-resolution log as a stream response."""
+    return mpb.StreamMarketResolutionsResponse(cursor=cursor, resolution=mpb.MarketResolution.FromString(payload))
 
 
 def trade_entry(cursor: str, payload: bytes) -> mpb.StreamLeaderTradesResponse:
