@@ -28,11 +28,12 @@ from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
-from services.ingest.bookpub import BookPublisher, MarketSync
+from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobFeed, ClobHandler
 from services.ingest.config import IngestSettings
 from services.ingest.identity import Identified
+from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
 from services.ingest.persist import PgActivityStore, TradeWriter
 from services.ingest.poller import Poller
@@ -91,13 +92,15 @@ class Ingest:
         clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
                                  recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
-                                      self.redis_text, self.metrics, stale_s=s.book_stale_s)
+                                      self.redis_text, self.metrics, stale_s=s.book_stale_s,
+                                      snapshot_grace_s=s.book_snapshot_grace_s)
         self.publisher.on_market = self.market_sync.want_market
         clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb,
                                    on_desync=self.market_sync.resync)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
                              ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
-                             backoff=_backoff(s), max_frame_bytes=mfb)
+                             backoff=_backoff(s), max_frame_bytes=mfb, on_beat=self.publisher.beat,
+                             beat_interval_s=s.book_beat_interval_s)
         if s.clob_enabled:
             self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)

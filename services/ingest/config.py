@@ -51,6 +51,8 @@ class IngestSettings:
     clob_ping_interval_s: float = 10.0
     clob_stall_s: float = 30.0
     book_stale_s: float = 30.0
+    book_snapshot_grace_s: float = 2.0
+    book_beat_interval_s: float = 1.0
     book_depth_levels: int = 100
     recent_asset_ttl_s: float = 3600.0
     watch_refresh_s: float = 30.0
@@ -69,6 +71,8 @@ class IngestSettings:
     poll_max_offset: int = 5000
     http_timeout_s: float = 10.0
     user_agent: str = DEFAULT_USER_AGENT
+    # leader trade sanity
+    max_clock_skew_s: float = 60.0
     # dedupe, identity, hot index, persistence
     dedupe_ttl_s: int = 7 * 86_400
     occurrence_ttl_s: float = 900.0
@@ -102,6 +106,8 @@ class IngestSettings:
             clob_ping_interval_s=_pos(env, "TT_INGEST_CLOB_PING_INTERVAL_S", 10.0),
             clob_stall_s=_pos(env, "TT_INGEST_CLOB_STALL_S", 30.0),
             book_stale_s=_pos(env, "TT_INGEST_BOOK_STALE_S", 30.0),
+            book_snapshot_grace_s=_pos(env, "TT_INGEST_BOOK_SNAPSHOT_GRACE_S", 2.0),
+            book_beat_interval_s=_pos(env, "TT_INGEST_BOOK_BEAT_INTERVAL_S", 1.0),
             book_depth_levels=env_int(env, "TT_INGEST_BOOK_DEPTH_LEVELS", 100, minimum=1),
             recent_asset_ttl_s=_pos(env, "TT_INGEST_RECENT_ASSET_TTL_S", 3600.0),
             watch_refresh_s=_pos(env, "TT_INGEST_WATCH_REFRESH_S", 30.0),
@@ -119,6 +125,7 @@ class IngestSettings:
             poll_max_offset=env_int(env, "TT_INGEST_POLL_MAX_OFFSET", 5000, minimum=0),
             http_timeout_s=_pos(env, "TT_INGEST_HTTP_TIMEOUT_S", 10.0),
             user_agent=env_str(env, "TT_INGEST_USER_AGENT", DEFAULT_USER_AGENT),
+            max_clock_skew_s=env_float_seconds(env, "TT_INGEST_MAX_CLOCK_SKEW_S", 60.0),
             dedupe_ttl_s=env_int(env, "TT_INGEST_DEDUPE_TTL_S", 7 * 86_400, minimum=60),
             occurrence_ttl_s=_pos(env, "TT_INGEST_OCCURRENCE_TTL_S", 900.0),
             index_check_s=_pos(env, "TT_INGEST_INDEX_CHECK_S", 5.0),
