@@ -158,7 +158,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         max_inflight=settings.max_inflight, max_status_queries=settings.max_status_queries), rng=random.Random())
     fanout = Fanout(engine, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
-        min_depth_ratio=settings.min_depth_ratio),
+        min_depth_ratio=settings.min_depth_ratio, max_order_usd=settings.max_order_usd),
         books=FreshBooks(fast, max_age_s=settings.book_max_age_s, wait_s=settings.book_wait_s))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from common import reservations
+from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot
 from services.executor.bookread import FreshBooks
@@ -29,7 +30,7 @@ from services.executor.engine import Engine
 from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.lifecycle import OrderLife, OrderRejected, apply
 from services.executor.model import Ticket
-from services.executor.sellsize import fraction_size
+from services.executor.sellsize import ceiling_price, fraction_size
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -81,14 +82,22 @@ class Fanout:
             sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
         except (ValueError, ArithmeticError) as exc:  # checked at intake; a stored row may still be bad
             sized = ("INVALID_ORDER", f"cannot size the SELL: {exc!r}"[:300])
+        book = await self._book(o.asset_id)
+        note = ""
+        if not isinstance(sized, tuple):  # held to the operator ceiling, as the router does a sized SELL
+            price = ceiling_price(o.reference_price, book.best_bid if book is not None else None)
+            sized, note = cap_sell(sized, price, self.rules.max_order_usd)
+            if note and sized < max(min_size, SHARE_STEP):
+                sized = (MAX_ORDER_USD, f"{note}, below the market minimum {fmt(min_size)}")
         if isinstance(sized, tuple):
             return Prepared(t, apply(OrderLife(o.client_order_id), OrderRejected(*sized)))
         order = epb.Order()
         order.CopyFrom(o)
         order.size = fmt(sized)
+        order.sizing_note = note
         now = time.time_ns()
         order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
-        p = prepare(order, await self._book(o.asset_id), self.rules, now)
+        p = prepare(order, book, self.rules, now)
         p.ticket.created_ns = now  # the resubmit window and the breaker wait count from now, not from the wait
         p.ticket.arrival_ns = t.arrival_ns
         if not p.refused and p.life.limit_price is not None:
