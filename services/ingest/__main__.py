@@ -76,13 +76,15 @@ class Ingest:
                                      max_offset=s.poll_max_offset),
                              self.sink, self.followed, self.redis_text, self.metrics, interval_s=s.poll_interval_s,
                              overlap_s=s.poll_overlap_s, max_lookback_s=s.poll_max_lookback_s,
-                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency)
+                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency,
+                             max_clock_skew_s=s.max_clock_skew_s)
         self.index = HotIndexWatcher(self.redis_text, self.followed, on_new_leader=self.poller.on_new_leader,
                                      check_interval_s=s.index_check_s, lookback_s=s.poll_new_leader_lookback_s)
         mfb = s.max_frame_bytes
         self.rtds = RtdsFeed(
             s.rtds_url, RtdsHandler(self.followed.__contains__, self.sink.put, self.metrics,
-                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb),
+                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb,
+                                    max_clock_skew_s=s.max_clock_skew_s),
             self.metrics, on_gap=self.poller.on_gap if s.poll_enabled else (lambda _t: None),
             recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
             stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,

@@ -18,6 +18,9 @@ from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+# A receive time after every fixture's trade timestamp (trades stamped later than receipt + skew are refused).
+RECV_NS = 1_790_000_000_000_000_000
+
 
 def fast_settings(sim: PolymarketSim, **overrides: Any) -> IngestSettings:
     """Settings pointing at the simulator with short intervals for tests."""

@@ -17,6 +17,7 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
         50051, 5.0, 15.0, 10.0, 60.0)
     assert s.record_dir == "" and s.poll_rate_per_s <= 20  # data-api /trades allows 200 req / 10 s
     assert s.grpc_host == "127.0.0.1"  # loopback unless set, like every service
+    assert (s.book_snapshot_grace_s, s.book_beat_interval_s, s.max_clock_skew_s) == (2.0, 1.0, 60.0)
 
 
 def test_overrides() -> None:
@@ -36,6 +37,9 @@ def test_overrides() -> None:
     ({"TT_INGEST_GRPC_PORT": "70000"}, "TT_INGEST_GRPC_PORT"),
     ({"TT_INGEST_RTDS_PING_INTERVAL_S": "20"}, "TT_INGEST_RTDS_PING_INTERVAL_S"),
     ({"TT_INGEST_CLOB_ENABLED": "maybe"}, "TT_INGEST_CLOB_ENABLED"),
+    ({"TT_INGEST_BOOK_SNAPSHOT_GRACE_S": "0"}, "TT_INGEST_BOOK_SNAPSHOT_GRACE_S"),
+    ({"TT_INGEST_BOOK_BEAT_INTERVAL_S": "-1"}, "TT_INGEST_BOOK_BEAT_INTERVAL_S"),
+    ({"TT_INGEST_MAX_CLOCK_SKEW_S": "-1"}, "TT_INGEST_MAX_CLOCK_SKEW_S"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -21,7 +21,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.rtds_feed import RtdsHandler
 from sim.polymarket import PolymarketSim, SimTrade
 from tests.helpers import eventually
-from tests.ingest.conftest import IngestFactory, follow
+from tests.ingest.conftest import RECV_NS, IngestFactory, follow
 from tests.ingest.test_identity import sim_trade
 
 LEADER = "0x5a1ce0000000000000000000000000000000beef"
@@ -80,16 +80,16 @@ def test_every_bad_frame_is_counted_and_good_ones_still_flow() -> None:
     probe = IngestMetrics()
     frames = [f for f in frames if not _accepted(f, probe)]
     for f in frames:
-        assert h.handle(f, 1) is True
+        assert h.handle(f, RECV_NS) is True
     assert metrics.total("parse_errors", "rtds") == expected_errors(frames, 4096)
     assert out == []
-    h.handle(orjson.dumps(good_frame()), 2)
+    h.handle(orjson.dumps(good_frame()), RECV_NS)
     assert len(out) == 1
 
 
 def _accepted(frame: str | bytes, metrics: IngestMetrics) -> bool:
     got: list[Identified] = []
-    handler(metrics, got).handle(frame, 0)
+    handler(metrics, got).handle(frame, RECV_NS)
     return bool(got)
 
 
