@@ -94,20 +94,27 @@ class MarketSync:
         try:
             while True:
                 kind, key = await self._queue.get()
-                try:
-                    if kind == "market":
-                        await self._market(key)
-                    else:
-                        await self._book(key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - REST trouble: try again (books) or on the next trigger
-                    reraise_if_cancelling()
-                    self._failed(kind, key, exc)
+                await self.fetch(kind, key)
         finally:
             for handle in self._retries.values():
                 handle.cancel()
             self._retries.clear()
+
+    async def fetch(self, kind: str, key: str) -> bool:
+        """Fetch one market's info (``kind`` "market") or resync one book ("book"); never raises: a failure is
+        logged, a bad body counted in ``parse_errors{feed=clob_rest}``, a book's resync retried. True when done."""
+        try:
+            if kind == "market":
+                await self._market(key)
+            else:
+                await self._book(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - REST trouble: try again (books) or on the next trigger
+            reraise_if_cancelling()
+            self._failed(kind, key, exc)
+            return False
+        return True
 
     def _failed(self, kind: str, key: str, exc: Exception) -> None:
         if isinstance(exc, ParseError):
@@ -121,6 +128,9 @@ class MarketSync:
             return
         self._resyncs[key] = attempts + 1
         delay = self.backoff.delay(min(attempts, 30), self.rng.random())
+        earlier = self._retries.pop(key, None)
+        if earlier is not None:
+            earlier.cancel()
         self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key)
         if attempts % 10 == 0:  # the first failure and every tenth: a book gone for long retries quietly
             log.warning("book resync failed; retrying", extra={"asset_id": key, "attempt": attempts + 1,

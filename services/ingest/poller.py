@@ -178,17 +178,23 @@ class Poller:
             if entry is None or leader not in self.followed:
                 continue
             priority, since = entry
-            try:
-                await self.poll_leader(leader, since)
-            except asyncio.CancelledError:
-                raise
-            except RateLimited as exc:
-                log.warning("data-api rate limited", extra={"retry_after_s": exc.retry_after_s})
-                self.request(leader, since, priority)
-            except Exception as exc:  # noqa: BLE001 - one leader's failure must not stop the others
-                reraise_if_cancelling()
-                if isinstance(exc, ParseError):  # a page that is not JSON or not a page: counted like a bad frame
-                    self.metrics.parse_error(FEED, exc.kind)
-                log.warning("poll failed", extra={"leader": leader, "error": repr(exc)[:300]})
-                handle = asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since, priority)
-                self._timers.add(handle)
+            await self.poll_once(leader, since, priority)
+
+    async def poll_once(self, leader: str, since_s: float | None = None, priority: int = NORMAL) -> int | None:
+        """:meth:`poll_leader`, never raising: a failure is logged (a bad page counted in ``parse_errors``) and
+        the poll asked for again (at once after a 429's pause, else after ``retry_s``); None then."""
+        try:
+            return await self.poll_leader(leader, since_s)
+        except asyncio.CancelledError:
+            raise
+        except RateLimited as exc:
+            log.warning("data-api rate limited", extra={"retry_after_s": exc.retry_after_s})
+            self.request(leader, since_s, priority)
+        except Exception as exc:  # noqa: BLE001 - one leader's failure must not stop the others
+            reraise_if_cancelling()
+            if isinstance(exc, ParseError):  # a page that is not JSON or not a page: counted like a bad frame
+                self.metrics.parse_error(FEED, exc.kind)
+            log.warning("poll failed", extra={"leader": leader, "error": repr(exc)[:300]})
+            handle = asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since_s, priority)
+            self._timers.add(handle)
+        return None
