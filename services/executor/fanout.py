@@ -82,15 +82,15 @@ class Fanout:
             sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
         except (ValueError, ArithmeticError) as exc:  # checked at intake; a stored row may still be bad
             sized = ("INVALID_ORDER", f"cannot size the SELL: {exc!r}"[:300])
-        book = await self._book(o.asset_id)
-        note = ""
-        if not isinstance(sized, tuple):  # held to the operator ceiling, as the router does a sized SELL
-            price = ceiling_price(o.reference_price, book.best_bid if book is not None else None)
-            sized, note = cap_sell(sized, price, self.rules.max_order_usd)
-            if note and sized < max(min_size, SHARE_STEP):
-                sized = (MAX_ORDER_USD, f"{note}, below the market minimum {fmt(min_size)}")
         if isinstance(sized, tuple):
             return Prepared(t, apply(OrderLife(o.client_order_id), OrderRejected(*sized)))
+        book = await self._book(o.asset_id)
+        # held to the operator ceiling, as the router holds a sized SELL
+        sized, note = cap_sell(sized, ceiling_price(o.reference_price, book.best_bid if book is not None else None),
+                               self.rules.max_order_usd)
+        if note and sized < max(min_size, SHARE_STEP):
+            refusal = OrderRejected(MAX_ORDER_USD, f"{note}, below the market minimum {fmt(min_size)}")
+            return Prepared(t, apply(OrderLife(o.client_order_id), refusal))
         order = epb.Order()
         order.CopyFrom(o)
         order.size = fmt(sized)
