@@ -16,6 +16,7 @@ import orjson
 from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
 from services.ingest import clob, tickwire
+from services.ingest.levelbytes import level_json, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
@@ -103,16 +104,16 @@ class AssetBook:
             i = bisect_left(prices, price)
             if len(levels) != n:
                 prices.insert(i, price)
-                js.insert(n - i if bid else i, _level_json(price, size))
+                js.insert(n - i if bid else i, level_json(price, size))
             else:
-                js[n - 1 - i if bid else i] = _level_json(price, size)
+                js[n - 1 - i if bid else i] = level_json(price, size)
 
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
         """Replace both sides (a snapshot); zero sizes must already be left out."""
         self.bids, self.asks = bids, asks
         self._bid_px, self._ask_px = sorted(bids), sorted(asks)
-        self._bid_js = [_level_json(p, bids[p]) for p in reversed(self._bid_px)]
-        self._ask_js = [_level_json(p, asks[p]) for p in self._ask_px]
+        self._bid_js = [level_json(p, bids[p]) for p in reversed(self._bid_px)]
+        self._ask_js = [level_json(p, asks[p]) for p in self._ask_px]
 
     def snapshot(self, depth: int, session: str = "") -> BookSnapshot:
         """Best-first snapshot for Redis, kept by the feed ``session`` (no levels and ``snapshot`` False while
@@ -147,8 +148,8 @@ class AssetBook:
             self._session_of = session
         return (b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s",'
                 b'"snapshot":%s,"session":%s}') % (
-            self._head, bids, asks, _b(self.tick_size), self.venue_ms, self.updated_ms,
-            b"" if last is None else _b(last), b"true" if self.synced else b"false", self._session_json)
+            self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
+            b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json)
 
 
 class Touched(NamedTuple):
@@ -405,27 +406,3 @@ _CACHE_MAX = 100_000
 
 def _s(value: Decimal | None) -> str:
     return "" if value is None else fmt_memo(value)
-
-
-# Level bytes as stored in Redis per (price, size) and canonical bytes per number; both bounded.
-_LEVEL_JSON: dict[tuple[Decimal, Decimal], bytes] = {}
-_BYTES: dict[Decimal, bytes] = {}
-
-
-def _b(value: Decimal) -> bytes:
-    out = _BYTES.get(value)
-    if out is None:
-        if len(_BYTES) >= _CACHE_MAX:
-            _BYTES.clear()
-        out = _BYTES[value] = fmt(value).encode()
-    return out
-
-
-def _level_json(price: Decimal, size: Decimal) -> bytes:
-    key = (price, size)
-    out = _LEVEL_JSON.get(key)
-    if out is None:
-        if len(_LEVEL_JSON) >= _CACHE_MAX:
-            _LEVEL_JSON.clear()
-        out = _LEVEL_JSON[key] = b'["%s","%s"]' % (_b(price), _b(size))
-    return out
