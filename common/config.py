@@ -201,3 +201,16 @@ def grpc_port(env: Mapping[str, str], service: str) -> int:
 def grpc_target(env: Mapping[str, str], service: str) -> str:
     """Where to reach ``service``: ``TT_<SERVICE>_GRPC_TARGET`` or 127.0.0.1 and its port."""
     return env_str(env, f"TT_{service.upper()}_GRPC_TARGET") or f"127.0.0.1:{grpc_port(env, service)}"
+
+
+DEFAULT_MAX_ORDER_USD = Decimal(1000)
+
+
+def max_order_usd(env: Mapping[str, str]) -> Decimal:
+    """``TT_MAX_ORDER_USD``: the operator ceiling per order in USD (> 0, default 1000). The router cuts copies
+    to it (the cut noted on the order); the executor refuses any order still above it, ``SubmitOrder`` included
+    (REJECTED ``MAX_ORDER_USD_EXCEEDED``). A SELL counts as its size × price."""
+    value = env_decimal(env, "TT_MAX_ORDER_USD", DEFAULT_MAX_ORDER_USD, minimum=Decimal(0))
+    if value <= 0:
+        raise ConfigError(f"TT_MAX_ORDER_USD must be > 0 (the most any one order may be worth), got {value}")
+    return value

@@ -2,6 +2,8 @@
 
 Keys:
 - ``tt:book:{asset}`` STRING, JSON of :class:`BookSnapshot` (levels best-first: bids descending, asks ascending).
+- ``tt:bookfeed`` STRING, JSON of :class:`FeedBeat`: the book feed's current session and when the venue last
+  confirmed it (ingest writes it about every second while its market socket is up).
 - ``tt:market:{asset}`` HASH of :class:`MarketInfo` fields (tick size, minimum order size, neg-risk, closed...).
   Its field ``resolved_winner`` (the winning token id, written by ingest when the market resolved) keeps the
   market closed whatever a later write of the other fields says (a CLOB REST answer lagging the resolution).
@@ -13,6 +15,7 @@ Keys:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +30,7 @@ WATCH_TRIGGERS = "tt:watch:triggers"
 WATCH_CHANNEL = "tt:watch:changed"
 
 WATCH_SETS = (WATCH_POSITIONS, WATCH_TRIGGERS)
+BOOK_FEED_KEY = "tt:bookfeed"
 
 Level = tuple[Decimal, Decimal]
 RESOLVED_WINNER = "resolved_winner"  # tt:market:{asset} field: set once the market resolved (sticky closed)
@@ -96,9 +100,43 @@ def market_key(asset_id: str) -> str:
     return f"tt:market:{asset_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class FeedBeat:
+    """The book feed's heartbeat (``tt:bookfeed``): its socket session and when the venue last sent anything
+    on it (a frame or a PONG), Unix ms. Every change received until ``alive_ms`` is in the stored books of
+    that session (ingest writes the beat after them)."""
+
+    session: str
+    alive_ms: int
+
+    def to_json(self) -> bytes:
+        """Serialized form stored in Redis."""
+        return orjson.dumps({"session": self.session, "aliveMs": self.alive_ms})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> FeedBeat | None:
+        """Parse the stored form; None when absent or not understood (no session is then alive)."""
+        if not raw:
+            return None
+        try:
+            d: Any = orjson.loads(raw)
+            session, alive = d["session"], d["aliveMs"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        if not isinstance(session, str) or not session or not isinstance(alive, int) or isinstance(alive, bool):
+            return None
+        return cls(session, alive)
+
+
 @dataclass(frozen=True)
 class BookSnapshot:
-    """An asset's order book, levels best-first, with when it was last updated."""
+    """An asset's order book, levels best-first, with when it was last updated and how far it can be trusted.
+
+    ``snapshot``: the levels come from a venue snapshot (and the changes since); False: no levels are known
+    (never snapshotted, or out of sync): the empty sides then say nothing about liquidity. ``session``: the
+    book feed session that keeps the book up to date ("" for a one-off REST snapshot, confirmed only at
+    ``updated_ms``). See :meth:`confirmed_ms`.
+    """
 
     asset_id: str
     condition_id: str
@@ -108,6 +146,8 @@ class BookSnapshot:
     venue_time_ms: int
     updated_ms: int
     last_trade_price: Decimal | None = None
+    snapshot: bool = True
+    session: str = ""
 
     @property
     def best_bid(self) -> Decimal | None:
@@ -124,9 +164,34 @@ class BookSnapshot:
         """The price open shares are valued at (:func:`mark_price`)."""
         return mark_price(self.best_bid, self.best_ask, self.last_trade_price)
 
-    def is_stale(self, now_ms: int, max_age_ms: int) -> bool:
-        """True when the book has not been updated within ``max_age_ms``."""
-        return now_ms - self.updated_ms > max_age_ms
+    def confirmed_ms(self, beat: FeedBeat | None) -> int | None:
+        """When the venue last confirmed these levels (Unix ms), or None when they cannot be trusted at all:
+        never snapshotted, or kept by a feed session that is over (``beat`` names another one, or none).
+
+        A book of the live session is confirmed as of the session's last beat (a quiet book is not rewritten,
+        yet every change until the beat is in it); a REST snapshot (no session) as of when it was taken."""
+        if not self.snapshot:
+            return None
+        if not self.session:
+            return self.updated_ms
+        if beat is None or beat.session != self.session:
+            return None
+        return max(self.updated_ms, beat.alive_ms)
+
+    def age_ms(self, now_ms: int, beat: FeedBeat | None) -> int | None:
+        """How long ago the venue last confirmed the levels; None when never (see :meth:`confirmed_ms`)."""
+        confirmed = self.confirmed_ms(beat)
+        return None if confirmed is None else max(0, now_ms - confirmed)
+
+    def fresh(self, now_ms: int, max_age_ms: int, beat: FeedBeat | None = None) -> bool:
+        """True when the levels were confirmed by the venue within ``max_age_ms``: only then do they say
+        what can be bought or sold now (an empty side of a fresh book is no liquidity)."""
+        age = self.age_ms(now_ms, beat)
+        return age is not None and age <= max_age_ms
+
+    def is_stale(self, now_ms: int, max_age_ms: int, beat: FeedBeat | None = None) -> bool:
+        """``not fresh(...)``."""
+        return not self.fresh(now_ms, max_age_ms, beat)
 
     def to_json(self) -> bytes:
         """Serialized form stored in Redis."""
@@ -137,11 +202,13 @@ class BookSnapshot:
             "tickSize": fmt_memo(self.tick_size), "venueTimeMs": self.venue_time_ms,
             "updatedMs": self.updated_ms,
             "lastTradePrice": fmt_memo(self.last_trade_price) if self.last_trade_price is not None else "",
+            "snapshot": self.snapshot, "session": self.session,
         })
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> BookSnapshot:
-        """Parse the stored form."""
+        """Parse the stored form (a book stored before ``snapshot`` / ``session`` existed is a REST-like
+        snapshot confirmed at ``updatedMs``)."""
         d: Any = orjson.loads(raw)
         return cls(
             asset_id=d["assetId"], condition_id=d.get("conditionId", ""),
@@ -150,6 +217,7 @@ class BookSnapshot:
             tick_size=Decimal(d["tickSize"]), venue_time_ms=int(d["venueTimeMs"]),
             updated_ms=int(d["updatedMs"]),
             last_trade_price=Decimal(d["lastTradePrice"]) if d.get("lastTradePrice") else None,
+            snapshot=d.get("snapshot", True) is not False, session=str(d.get("session") or ""),
         )
 
 
@@ -225,6 +293,13 @@ async def read_book(redis: Any, asset_id: str) -> BookSnapshot | None:
     """The stored book of an asset, or None."""
     raw = await redis.get(book_key(asset_id))
     return BookSnapshot.from_json(raw) if raw else None
+
+
+async def read_book_and_feed(redis: Any, asset_id: str) -> tuple[BookSnapshot | None, FeedBeat | None]:
+    """The stored book of an asset and the book feed's beat (both read at once: they share a round trip on a
+    pipelined client), to judge the book with :meth:`BookSnapshot.fresh`."""
+    raw, beat = await asyncio.gather(redis.get(book_key(asset_id)), redis.get(BOOK_FEED_KEY))
+    return (BookSnapshot.from_json(raw) if raw else None), FeedBeat.from_json(beat)
 
 
 async def write_book(redis: Any, book: BookSnapshot) -> None:

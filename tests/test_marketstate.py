@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from common.marketstate import (
     RESOLVED_WINNER,
     BookSnapshot,
+    FeedBeat,
     MarketInfo,
     mark_from_json,
     mark_price,
@@ -76,3 +77,41 @@ async def test_a_later_write_of_the_market_does_not_reopen_a_resolved_one(redis_
     got = await read_market(r, "123")
     assert got is not None and got.closed and not got.accepting_orders and got.resolved_winner == "123"
     await r.aclose()
+
+
+BEAT = FeedBeat("p.1", 10_000)
+
+
+@pytest.mark.parametrize(("snapshot", "session", "updated_ms", "beat", "now_ms", "age_ms"), [
+    (True, "", 9_000, None, 10_000, 1_000),  # a REST snapshot: confirmed when it was taken
+    (True, "", 9_000, BEAT, 10_000, 1_000),  # whatever the feed does
+    (True, "p.1", 2_000, BEAT, 12_000, 2_000),  # quiet book of the live session: confirmed by the beat
+    (True, "p.1", 11_000, BEAT, 12_000, 1_000),  # changed after the last beat
+    (True, "p.1", 9_000, FeedBeat("p.2", 10_000), 10_000, None),  # the feed moved on (a reconnect, a restart)
+    (True, "p.1", 9_000, None, 10_000, None),  # no feed beat at all
+    (False, "p.1", 9_000, BEAT, 10_000, None),  # never snapshotted (or out of sync): no levels known
+    (False, "", 9_000, None, 10_000, None),
+])
+def test_a_books_age_is_how_long_ago_the_venue_confirmed_it(snapshot: bool, session: str, updated_ms: int,
+                                                          beat: FeedBeat | None, now_ms: int,
+                                                          age_ms: int | None) -> None:
+    book = BookSnapshot("1", "", (), (), D("0.01"), 0, updated_ms, None, snapshot, session)
+    assert book.age_ms(now_ms, beat) == age_ms
+    assert book.fresh(now_ms, 5_000, beat) is (age_ms is not None and age_ms <= 5_000)
+    assert book.is_stale(now_ms, 5_000, beat) is not book.fresh(now_ms, 5_000, beat)
+    assert BookSnapshot.from_json(book.to_json()) == book
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"{", b"[]", b'{"session": "", "aliveMs": 1}', b'{"session": "a"}',
+                                 b'{"session": "a", "aliveMs": "1"}', b'{"session": 1, "aliveMs": 1}',
+                                 b'{"session": "a", "aliveMs": true}'])
+def test_a_beat_not_understood_is_no_beat(raw: bytes | None) -> None:
+    assert FeedBeat.from_json(raw) is None
+
+
+def test_a_book_stored_before_freshness_was_recorded_reads_as_a_rest_snapshot() -> None:
+    old = b'{"assetId":"1","conditionId":"","bids":[],"asks":[["0.5","1"]],"tickSize":"0.01","venueTimeMs":1,' \
+          b'"updatedMs":7,"lastTradePrice":""}'
+    book = BookSnapshot.from_json(old)
+    assert (book.snapshot, book.session, book.age_ms(10, None)) == (True, "", 3)
+    assert FeedBeat.from_json(BEAT.to_json()) == BEAT

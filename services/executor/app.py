@@ -36,6 +36,7 @@ from services.executor import server
 from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
+from services.executor.bookread import FreshBooks
 from services.executor.breaker import BreakerConfig
 from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
@@ -153,7 +154,8 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
                       min_interval_s=settings.journal_min_interval_s, append=append)
 
     cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))
-    venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps)}
+    venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps,
+                                                  max_book_age_s=settings.book_max_age_s)}
     gates = {PAPER: BreakerGate("paper", redis, cfg, _now_ms)}
     if settings.live_configured:
         insiders = InsidersVenue(settings.insiders_url, settings.insiders_token,
@@ -179,7 +181,8 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         max_inflight=settings.max_inflight, max_status_queries=settings.max_status_queries), rng=random.Random())
     fanout = Fanout(engine, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
-        min_depth_ratio=settings.min_depth_ratio))
+        min_depth_ratio=settings.min_depth_ratio, max_order_usd=settings.max_order_usd),
+        books=FreshBooks(fast, max_age_s=settings.book_max_age_s, wait_s=settings.book_wait_s))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
                                       asyncio.create_task(lease.watch(), name="lease")]

@@ -19,6 +19,9 @@
 | ``TT_EXECUTOR_CURSOR_SAVE_INTERVAL_S`` | 0.1 | least time between two cursor saves |
 | ``TT_EXECUTOR_MAX_ORDER_AGE_S`` | 60 | an order older than this (since routed) is REJECTED ``STALE_ORDER``; 0 = off |
 | ``TT_EXECUTOR_MIN_DEPTH_RATIO`` | 0.5 | less of a copy's size within slippage: ``INSUFFICIENT_DEPTH`` |
+| ``TT_MAX_ORDER_USD`` | 1000 | operator ceiling: an order worth more is REJECTED ``MAX_ORDER_USD_EXCEEDED`` |
+| ``TT_EXECUTOR_BOOK_MAX_AGE_S`` | 20 | a stored book is priced on only when the venue confirmed it this lately |
+| ``TT_EXECUTOR_BOOK_WAIT_S`` | 1 | a stale book's resync is awaited this long (0 = not), then LIVE: reference price |
 | ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares |
 | ``TT_EXECUTOR_POST_TIMEOUT_S`` / ``TT_EXECUTOR_QUERY_TIMEOUT_S`` | 5 / 5 | venue deadlines (a POST timeout: UNKNOWN) |
 | ``TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS`` | 4 | POSTs of an order on retryable answers before settling it by query |
@@ -61,6 +64,7 @@ from common.config import (
     env_url,
     grpc_port,
     grpc_target,
+    max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
 
@@ -110,6 +114,9 @@ class Settings:
     http_warm_connections: int
     paper_fee_bps: Decimal
     min_depth_ratio: Decimal
+    book_max_age_s: float
+    book_wait_s: float
+    max_order_usd: Decimal
     submit_wait_s: float
     consumer_name: str
     start_oldest: bool
@@ -176,6 +183,9 @@ class Settings:
             http_warm_connections=env_int(env, "TT_EXECUTOR_HTTP_WARM_CONNECTIONS", 0, minimum=0),
             paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0)),
             min_depth_ratio=ratio,
+            book_max_age_s=env_float_seconds(env, "TT_EXECUTOR_BOOK_MAX_AGE_S", 20.0, minimum=0.1),
+            book_wait_s=env_float_seconds(env, "TT_EXECUTOR_BOOK_WAIT_S", 1.0),
+            max_order_usd=max_order_usd(env),
             submit_wait_s=env_float_seconds(env, "TT_EXECUTOR_SUBMIT_WAIT_S", 10.0),
             consumer_name=env_str(env, "TT_EXECUTOR_CONSUMER", "executor"),
             start_oldest=env_bool(env, "TT_EXECUTOR_START_OLDEST", True),

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry import trace
@@ -224,6 +224,8 @@ class Engine:
                 if sized.refused:
                     await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
                     return
+                if sized.life.detail:  # how it was sized and priced (a cut to the ceiling, no book...)
+                    life = replace(life, detail=sized.life.detail)
                 life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)])
                 ready = sized.ticket
         finally:

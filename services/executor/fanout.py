@@ -22,13 +22,15 @@ from typing import Any
 import psycopg
 
 from common import reservations
+from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
 from common.decimals import ZERO, fmt, parse_decimal
-from common.marketstate import BookSnapshot, book_key
+from common.marketstate import BookSnapshot
+from services.executor.bookread import FreshBooks
 from services.executor.engine import Engine
 from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.lifecycle import OrderLife, OrderRejected, apply
 from services.executor.model import Ticket
-from services.executor.sellsize import fraction_size
+from services.executor.sellsize import ceiling_price, fraction_size
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -48,18 +50,19 @@ class Fanout:
     """Admits orders: prepare, persist the intent, start (or resume) the runner."""
 
     def __init__(self, engine: Engine, store: Store, redis: Any, rules: IntakeRules, *,
-                 intent_retry_s: float = 30.0) -> None:
+                 intent_retry_s: float = 30.0, books: FreshBooks | None = None) -> None:
         self.engine = engine
         self.store = store
         self.redis = redis
         self.rules = rules
+        self.books = books or FreshBooks(redis)
         self.intent_retry_s = intent_retry_s
         self.handled_trades = 0
         self.admitted = 0
         self.refused = 0
         self.duplicates = 0
-        # asset → (stored form, parsed book, memos of prepare() for that very book object)
-        self._parsed: dict[str, tuple[bytes | str, BookSnapshot, QuoteCache, ShapeCache]] = {}
+        # asset → (parsed book, memos of prepare() for that very book object)
+        self._parsed: dict[str, tuple[BookSnapshot, QuoteCache, ShapeCache]] = {}
         engine.size_later = self.size_later
         self._last_arrival_ns = 0
         self._placed: set[str] = set()  # orders given their queue places before their chunk started
@@ -81,12 +84,20 @@ class Fanout:
             sized = ("INVALID_ORDER", f"cannot size the SELL: {exc!r}"[:300])
         if isinstance(sized, tuple):
             return Prepared(t, apply(OrderLife(o.client_order_id), OrderRejected(*sized)))
+        book = await self._book(o.asset_id)
+        # held to the operator ceiling, as the router holds a sized SELL
+        sized, note = cap_sell(sized, ceiling_price(o.reference_price, book.best_bid if book is not None else None),
+                               self.rules.max_order_usd)
+        if note and sized < max(min_size, SHARE_STEP):
+            refusal = OrderRejected(MAX_ORDER_USD, f"{note}, below the market minimum {fmt(min_size)}")
+            return Prepared(t, apply(OrderLife(o.client_order_id), refusal))
         order = epb.Order()
         order.CopyFrom(o)
         order.size = fmt(sized)
+        order.sizing_note = note
         now = time.time_ns()
         order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
-        p = prepare(order, await self._book(o.asset_id), self.rules, now)
+        p = prepare(order, book, self.rules, now)
         p.ticket.created_ns = now  # the resubmit window and the breaker wait count from now, not from the wait
         p.ticket.arrival_ns = t.arrival_ns
         if not p.refused and p.life.limit_price is not None:
@@ -99,22 +110,17 @@ class Fanout:
         return p
 
     async def _book(self, asset_id: str) -> BookSnapshot | None:
-        """The asset's book as stored now (read every time; parsed again only when the stored form changed)."""
-        try:
-            raw = await self.redis.get(book_key(asset_id))
-            if not raw:
-                self._parsed.pop(asset_id, None)
-                return None
-            known = self._parsed.get(asset_id)
-            if known is not None and known[0] == raw:
-                return known[1]
-            book = BookSnapshot.from_json(raw)
-        except Exception as exc:  # noqa: BLE001 - a live order can go without the book (limit from reference)
-            log.warning("book unreadable", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
+        """The asset's book as stored now when fresh (read every time; ``FreshBooks`` parses it again only when
+        the stored form changed, and waits a bounded time for a stale one's resync), else None."""
+        book = await self.books.read(asset_id)
+        if book is None:
+            self._parsed.pop(asset_id, None)
             return None
-        if len(self._parsed) >= PARSED_BOOKS_MAX:
-            self._parsed.clear()
-        self._parsed[asset_id] = (raw, book, {}, {})
+        known = self._parsed.get(asset_id)
+        if known is None or known[0] is not book:
+            if len(self._parsed) >= PARSED_BOOKS_MAX:
+                self._parsed.clear()
+            self._parsed[asset_id] = (book, {}, {})
         return book
 
     def _memos(self, book: BookSnapshot | None, batch: tuple[QuoteCache, ShapeCache]) -> tuple[QuoteCache, ShapeCache]:
@@ -122,11 +128,11 @@ class Fanout:
         stored one (single-order trades on an unchanged book are priced once), else the batch's own."""
         if book is not None:
             known = self._parsed.get(book.asset_id)
-            if known is not None and known[1] is book:
-                if len(known[3]) > MEMO_MAX:
+            if known is not None and known[0] is book:
+                if len(known[2]) > MEMO_MAX:
+                    known[1].clear()
                     known[2].clear()
-                    known[3].clear()
-                return known[2], known[3]
+                return known[1], known[2]
         return batch
 
     async def handle(self, routed: epb.RoutedTrade) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from common.ceiling import MAX_ORDER_USD_EXCEEDED, above_ceiling, cap_sell
 from common.decimals import ONE, fmt, parse_decimal
 from common.marketstate import BookSnapshot
 from services.executor.bookmath import quantize_size
@@ -32,6 +33,7 @@ class IntakeRules:
     live_configured: bool
     max_order_age_ns: int = 60_000_000_000  # 0 disables the staleness check
     min_depth_ratio: Decimal = Decimal("0.5")
+    max_order_usd: Decimal | None = None  # the operator ceiling (TT_MAX_ORDER_USD; the service always sets it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,9 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
         proxy=order.follower_proxy, token_id=order.asset_id, side=shape.side, order_type=shape.order_type,
         amount_usd=shape.amount, size=shape.size, limit_price=shape.limit, neg_risk=order.neg_risk)
     submitted = apply(life, OrderSubmitted(shape.limit))
-    return Prepared(ticket, replace(submitted, detail=shape.detail) if shape.detail else submitted)
+    detail = f"{order.sizing_note}; {shape.detail}" if order.sizing_note and shape.detail else (
+        order.sizing_note or shape.detail)
+    return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted)
 
 
 def _check_fraction(order: epb.Order, venue: str, rules: IntakeRules) -> None:
@@ -243,5 +247,34 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
             raise _Refusal(*below)
     if order_type == "GTC" and size is None and amount is not None:
         size = quantize_size(amount / limit)
+    size, cut = _check_ceiling(order.origin, buying, order_type, amount, size, limit, rules)
+    if cut:
+        detail = f"{detail}; {cut}" if detail else cut
     return _Shape("BUY" if buying else "SELL", order_type, amount if buying and order_type != "GTC" else None,
                   None if buying and order_type != "GTC" else size, limit, detail)
+
+
+def _check_ceiling(origin: int, buying: bool, order_type: str, amount: Decimal | None, size: Decimal | None,
+                   limit: Decimal, rules: IntakeRules) -> tuple[Decimal | None, str]:
+    """The order's size once held to the operator ceiling, and the note of a cut ("" when none).
+
+    An exit (a trigger's SELL) above the ceiling is cut to it: it only ever sells shares held, and refusing
+    it would leave the whole position open to the loss it guards against. Any other order worth more than
+    the ceiling (a BUY its USD amount, GTC size × limit; a SELL size × limit) is refused."""
+    if rules.max_order_usd is None:
+        return size, ""
+    if not buying and origin == epb.ORDER_ORIGIN_TRIGGER and size is not None:
+        cut, note = cap_sell(size, limit, rules.max_order_usd)
+        if cut <= 0:
+            raise _Refusal(MAX_ORDER_USD_EXCEEDED, note)
+        return cut, note
+    if buying and amount is not None and order_type != "GTC":
+        worth, how = amount, f"amount_usd ${fmt(amount)}"
+    elif size is not None:
+        worth, how = size * limit, f"{fmt(size)} shares × limit {fmt(limit)}"
+    else:  # pragma: no cover - _terms always has one of them
+        return size, ""
+    refused = above_ceiling(worth, rules.max_order_usd, how)
+    if refused is not None:
+        raise _Refusal(*refused)
+    return size, ""

@@ -1,19 +1,22 @@
 """The paper venue: fills simulated by walking the current book in Redis (deterministic, idempotent).
 
 FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are
-taken in shares on BUYs. Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay
-of the same client order id returns the first result, also across restarts.
+taken in shares on BUYs. Only a fresh book is filled against (confirmed by the venue within
+``max_book_age_s``, :meth:`common.marketstate.BookSnapshot.fresh`): a stale one is ``NO_BOOK``.
+Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay of the same client order id
+returns the first result, also across restarts.
 """
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from common.decimals import ZERO, fmt, parse_decimal
-from common.marketstate import read_book
+from common.marketstate import read_book_and_feed
 from services.executor import venue as v
 from services.executor.bookmath import Levels, notional_within, volume_within, walk_buy_usd, walk_sell_size
 from services.executor.pricing import BPS
@@ -81,18 +84,22 @@ class PaperVenue:
 
     name = "paper"
 
-    def __init__(self, redis: Any, *, fee_bps: Decimal = ZERO) -> None:
+    def __init__(self, redis: Any, *, fee_bps: Decimal = ZERO, max_book_age_s: float = 20.0) -> None:
         self.redis = redis
         self.fee_bps = fee_bps
+        self.max_book_age_ms = int(max_book_age_s * 1000)
 
     async def place(self, request: v.PlaceRequest, *, traceparent: str = "") -> v.VenueResult:
         """Fill now against the stored book; a replayed client order id returns the first result."""
         existing = await self.redis.get(_key(request.client_order_id))
         if existing:
             return decode_order(existing)
-        book = await read_book(self.redis, request.token_id)
+        book, beat = await read_book_and_feed(self.redis, request.token_id)
         if book is None:
             return v.VenueError("http", 400, "NO_BOOK", f"no book for {request.token_id}")
+        if not book.fresh(time.time_ns() // 1_000_000, self.max_book_age_ms, beat):
+            return v.VenueError("http", 400, "NO_BOOK", f"the book of {request.token_id} is stale or was never "
+                                                       "snapshotted: nothing to fill against")
         result = paper_fill(request, book.bids, book.asks, self.fee_bps)
         if isinstance(result, v.VenueError):
             return result

@@ -10,7 +10,15 @@ from typing import Any
 import grpc
 
 from common.decimals import fmt
-from common.marketstate import BookSnapshot, MarketInfo, book_key, market_key, read_market
+from common.marketstate import (
+    BOOK_FEED_KEY,
+    BookSnapshot,
+    FeedBeat,
+    MarketInfo,
+    book_key,
+    market_key,
+    read_market,
+)
 from services.guard.ports import PerfActionRefused, SubmitRejected
 from services.guard.tickread import OpenTicks, TickBatch
 from tradingtools.control.v1 import control_pb2 as cpb
@@ -110,15 +118,23 @@ class RedisMarkets:
 
     async def books(self, asset_ids: Iterable[str]) -> dict[str, BookSnapshot]:
         """Stored books of the assets that have one."""
+        return (await self.books_and_feed(asset_ids))[0]
+
+    async def books_and_feed(self, asset_ids: Iterable[str]) -> tuple[dict[str, BookSnapshot], FeedBeat | None]:
+        """Stored books of the assets that have one, and the book feed's beat read with the first of them (to
+        judge each book with :meth:`BookSnapshot.fresh`)."""
         ids = list(asset_ids)
         out: dict[str, BookSnapshot] = {}
+        beat: FeedBeat | None = None
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            raws = await self.redis.mget([book_key(a) for a in chunk])
+            raws = await self.redis.mget([book_key(a) for a in chunk] + ([BOOK_FEED_KEY] if start == 0 else []))
+            if start == 0:
+                beat = FeedBeat.from_json(raws.pop())
             for asset_id, raw in zip(chunk, raws, strict=True):
                 if raw:
                     out[asset_id] = BookSnapshot.from_json(raw)
-        return out
+        return out, beat
 
     async def marks(self, asset_ids: Iterable[str]) -> dict[str, Decimal]:
         """Marks of the assets with a book."""

@@ -242,14 +242,16 @@ class Guard:
         return await self.recheck(*self.engine.assets())
 
     async def recheck(self, *asset_ids: str) -> int:
-        """Evaluate the stored books of these assets (a stale book holds, a fresh one may fire)."""
+        """Evaluate the stored books of these assets (a stale book holds, a fresh one may fire; a book is fresh
+        only when the venue confirmed it within the book age: never snapshotted, or left by a feed session
+        that is over, it is stale whatever its levels say)."""
         now_ms = self.clock_ns() // 1_000_000
-        books = await self.markets.books(asset_ids)
+        books, beat = await self.markets.books_and_feed(asset_ids)
         for asset_id, book in books.items():
             bid, ask = book.best_bid, book.best_ask
             prices = Prices(best_bid=bid, mid=(bid + ask) / 2 if bid is not None and ask is not None else None,
                             last_trade=book.last_trade_price)
-            self.evaluate(asset_id, prices, stale=book.is_stale(now_ms, self.book_max_age_ms),
+            self.evaluate(asset_id, prices, stale=book.is_stale(now_ms, self.book_max_age_ms, beat),
                           info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
         return len(books)
 

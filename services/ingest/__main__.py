@@ -28,12 +28,13 @@ from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, MARKET_RESOLUTIONS, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
-from services.ingest.bookpub import BookPublisher, MarketSync
+from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobFeed, ClobHandler
 from services.ingest.config import IngestSettings
 from services.ingest.identity import Identified
 from services.ingest.marketchecks import MarketChecks
+from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
 from services.ingest.persist import PgActivityStore, TradeWriter
 from services.ingest.poller import Poller
@@ -78,13 +79,15 @@ class Ingest:
                                      max_offset=s.poll_max_offset),
                              self.sink, self.followed, self.redis_text, self.metrics, interval_s=s.poll_interval_s,
                              overlap_s=s.poll_overlap_s, max_lookback_s=s.poll_max_lookback_s,
-                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency)
+                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency,
+                             max_clock_skew_s=s.max_clock_skew_s)
         self.index = HotIndexWatcher(self.redis_text, self.followed, on_new_leader=self.poller.on_new_leader,
                                      check_interval_s=s.index_check_s, lookback_s=s.poll_new_leader_lookback_s)
         mfb = s.max_frame_bytes
         self.rtds = RtdsFeed(
             s.rtds_url, RtdsHandler(self.followed.__contains__, self.sink.put, self.metrics,
-                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb),
+                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb,
+                                    max_clock_skew_s=s.max_clock_skew_s),
             self.metrics, on_gap=self.poller.on_gap if s.poll_enabled else (lambda _t: None),
             recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
             stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,
@@ -94,7 +97,8 @@ class Ingest:
         clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
                                  recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
-                                      self.redis_text, self.metrics, stale_s=s.book_stale_s)
+                                      self.redis_text, self.metrics, stale_s=s.book_stale_s,
+                                      snapshot_grace_s=s.book_snapshot_grace_s)
         self.publisher.on_market = self.market_sync.want_market
         # resolutions: PostgreSQL comes in start(); the recorder and the checks get the pool there
         self.resolutions = ResolutionRecorder(None, self.resolutions_log, self.ticks_log, self.redis_text,
@@ -110,7 +114,8 @@ class Ingest:
                                    on_resolved=self.socket_resolutions.on_resolved)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
                              ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
-                             backoff=_backoff(s), max_frame_bytes=mfb)
+                             backoff=_backoff(s), max_frame_bytes=mfb, on_beat=self.publisher.beat,
+                             beat_interval_s=s.book_beat_interval_s)
         if s.clob_enabled:
             self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)

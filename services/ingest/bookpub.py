@@ -1,8 +1,10 @@
-"""Book side effects: snapshots to Redis, ticks to the PRICE_TICKS log, market info and stale resync.
+"""Book side effects: snapshots to Redis, ticks to the PRICE_TICKS log, the feed's beat, market info and
+REST resyncs of books the socket did not keep in sync.
 
 The publisher coalesces: while one Redis round trip is in flight, further changes accumulate and go
 in the next pipeline, so a burst of deltas costs one write per asset, yet every tick (built when the
-change happened) is appended in order.
+change happened) is appended in order. The beat (``tt:bookfeed``) goes after the books of its write, so
+a reader that saw a beat finds every change received before it in the books.
 """
 
 from __future__ import annotations
@@ -13,21 +15,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from common.cancel import reraise_if_cancelling
 from common.decimals import fmt
-from common.marketstate import book_key, market_key, write_market
+from common.marketstate import BOOK_FEED_KEY, FeedBeat, book_key, market_key
 from common.resp import Arg, RespClosed, RespConnection, RespError
 from common.retry import Backoff
 from common.streams import PRICE_TICKS
-from services.ingest import clob
 from services.ingest.books import BookState, Touched
 from services.ingest.metrics import IngestMetrics
-from services.ingest.model import ParseError
-from services.ingest.restclient import ClobRest
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,7 @@ class _Flush:
     ticks: list[bytes]
     tick_sizes: dict[str, Decimal]
     done: asyncio.Future[bool]
+    beat: FeedBeat | None = None
     errors: list[RespError] = field(default_factory=list)
 
 
@@ -88,6 +88,7 @@ class BookPublisher:
         self._dirty: dict[str, None] = {}
         self._ticks: list[bytes] = []
         self._tick_sizes: dict[str, Decimal] = {}
+        self._beat: FeedBeat | None = None
         self._kinds: Counter[int] = Counter()  # ticks emitted and not counted yet, by kind
         self._in_flight: _Flush | None = None
         self._scheduled = False
@@ -102,6 +103,14 @@ class BookPublisher:
             self._kinds[kind] += 1
             if kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
                 self._tick_sizes[asset_id] = self.books.books[asset_id].tick_size
+        self._schedule()
+
+    def beat(self, beat: FeedBeat) -> None:
+        """Store the feed's beat after everything marked before it (a newer beat replaces one not sent yet)."""
+        self._beat = beat
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled and self._in_flight is None and self._conn is not None:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._send)
@@ -109,7 +118,7 @@ class BookPublisher:
     @property
     def pending(self) -> bool:
         """True while something changed is not confirmed by Redis yet."""
-        return bool(self._dirty or self._ticks or self._tick_sizes or self._in_flight is not None)
+        return bool(self._dirty or self._ticks or self._tick_sizes or self._beat or self._in_flight is not None)
 
     async def flush(self) -> None:
         """Write everything pending and wait until Redis confirmed it (raises if it refused or closed)."""
@@ -130,22 +139,22 @@ class BookPublisher:
         conn = self._conn
         if self._in_flight is not None or conn is None or conn.closed:
             return
-        dirty, ticks, tick_sizes = self._dirty, self._ticks, self._tick_sizes
-        if not (dirty or ticks or tick_sizes):
+        dirty, ticks, tick_sizes, beat = self._dirty, self._ticks, self._tick_sizes, self._beat
+        if not (dirty or ticks or tick_sizes or beat):
             return
-        self._dirty, self._ticks, self._tick_sizes = {}, [], {}
+        self._dirty, self._ticks, self._tick_sizes, self._beat = {}, [], {}, None
         if self._kinds:
             for kind, n in self._kinds.items():
                 self.metrics.tick(_KIND_NAMES.get(kind) or str(kind), n)
             self._kinds.clear()
         commands: list[tuple[Arg, ...]] = []
-        books, depth, on_market = self.books.books, self.depth, self.on_market
+        books, depth, on_market, session = self.books.books, self.depth, self.on_market, self.books.session
         snapshots: list[Arg] = [b"MSET"]
         for asset_id in dirty:
             book = books.get(asset_id)
             if book is not None:
                 snapshots.append(_BOOK_PREFIX + asset_id)
-                snapshots.append(book.snapshot_json(depth))
+                snapshots.append(book.snapshot_json(depth, session))
                 if book.condition_id:
                     on_market(asset_id, book.condition_id)
         if len(snapshots) > 1:
@@ -156,7 +165,10 @@ class BookPublisher:
                              b"updated_ms", now_ms))
         for start in range(0, len(ticks), 1000):  # EVAL (not EVALSHA): nothing to load after a restart
             commands.append((b"EVAL", _APPEND_TICKS, 1, self.stream, self.maxlen, *ticks[start:start + 1000]))
-        flush = self._in_flight = _Flush(dirty, ticks, tick_sizes, asyncio.get_running_loop().create_future())
+        if beat is not None:  # last: it vouches for the books written before it
+            commands.append((b"SET", BOOK_FEED_KEY, beat.to_json()))
+        flush = self._in_flight = _Flush(dirty, ticks, tick_sizes, asyncio.get_running_loop().create_future(),
+                                         beat)
         if not commands:
             self._settle(flush)
             return
@@ -186,7 +198,7 @@ class BookPublisher:
         self._in_flight = None
         self.flushes += 1
         flush.done.set_result(True)
-        if self._dirty or self._ticks or self._tick_sizes:
+        if self._dirty or self._ticks or self._tick_sizes or self._beat:
             self._send()
 
     def _give_back(self) -> None:
@@ -200,6 +212,8 @@ class BookPublisher:
         self._ticks[:0] = flush.ticks
         for asset_id, size in flush.tick_sizes.items():
             self._tick_sizes.setdefault(asset_id, size)
+        if self._beat is None:
+            self._beat = flush.beat
         if not flush.done.done():
             flush.done.set_result(False)
 
@@ -250,83 +264,3 @@ class BookPublisher:
                     conn.close(RespClosed(f"no reply from redis for {self.reply_timeout_s}s"))
         finally:
             closed.cancel()
-
-
-class MarketSync:
-    """Fetches market info (tick, min size) once per market, resyncs stale books from REST ``/book``."""
-
-    def __init__(self, rest: ClobRest | None, books: BookState, publisher: BookPublisher, redis: Any,
-                 metrics: IngestMetrics, *, stale_s: float = 30.0) -> None:
-        self.rest = rest
-        self.books = books
-        self.publisher = publisher
-        self.redis = redis
-        self.metrics = metrics
-        self.stale_s = stale_s
-        self._markets_done: set[str] = set()
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-
-    def want_market(self, asset_id: str, condition_id: str) -> None:
-        """Ask for a market's info (no-op after the first successful fetch)."""
-        if condition_id and condition_id not in self._markets_done and self.rest is not None:
-            self._markets_done.add(condition_id)
-            self._queue.put_nowait(("market", condition_id))
-
-    def resync(self, asset_id: str) -> None:
-        """Queue a REST ``/book`` resync of a book found out of sync (it is stale until then)."""
-        if self.rest is not None:
-            self._queue.put_nowait(("book", asset_id))
-
-    def check_stale(self, now_ms: int) -> list[str]:
-        """Mark stale books (one STALE tick each) and queue their REST resync."""
-        stale = self.books.mark_stale(now_ms, int(self.stale_s * 1000))
-        for touched in stale:
-            self.publisher.mark(touched, time.time_ns())
-            if self.rest is not None:
-                self._queue.put_nowait(("book", touched.asset_id))
-        return [t.asset_id for t in stale]
-
-    async def run_stale_checker(self) -> None:
-        """Check staleness every quarter of the stale age."""
-        while True:
-            await asyncio.sleep(max(self.stale_s / 4, 0.05))
-            self.check_stale(int(time.time() * 1000))
-
-    async def run(self) -> None:
-        """Serve fetch requests until cancelled."""
-        while True:
-            kind, key = await self._queue.get()
-            try:
-                if kind == "market":
-                    await self._market(key)
-                else:
-                    await self._book(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - REST trouble: try again on the next trigger
-                reraise_if_cancelling()
-                if kind == "market":
-                    self._markets_done.discard(key)
-                log.warning("clob rest fetch failed", extra={"what": kind, "key": key, "error": repr(exc)[:300]})
-
-    async def _market(self, condition_id: str) -> None:
-        assert self.rest is not None
-        page = await self.rest.market(condition_id)
-        if not isinstance(page.body, dict):
-            raise ParseError("BAD_SHAPE", "market body must be an object")
-        for info in clob.parse_market(page.body, int(time.time() * 1000)):
-            book = self.books.books.get(info.asset_id)
-            if book is not None and book.tick_known and book.tick_size != info.tick_size:
-                info = replace(info, tick_size=book.tick_size)  # the websocket's tick is newer
-            await write_market(self.redis, info)
-
-    async def _book(self, asset_id: str) -> None:
-        assert self.rest is not None
-        if asset_id not in self.books.books or not self.books.books[asset_id].stale:
-            return
-        page = await self.rest.book(asset_id)
-        if not isinstance(page.body, dict):
-            raise ParseError("BAD_SHAPE", "book body must be an object")
-        msg = clob.parse_book(page.body)
-        for touched in self.books.apply(msg, int(time.time() * 1000)):
-            self.publisher.mark(touched, page.received_ns)

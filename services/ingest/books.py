@@ -16,6 +16,7 @@ import orjson
 from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
 from services.ingest import clob, tickwire
+from services.ingest.levelbytes import level_json, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
@@ -47,7 +48,10 @@ class AssetBook:
         self._head_cid: str | None = None
         self._tick_head = b""  # PriceTick fields 1 and 2 for ``_tick_cid``
         self._tick_cid: str | None = None
+        self._session_json = b'""'  # the feed session as JSON for ``_session_of``
+        self._session_of = ""
         self.synced = False
+        self.unsynced_since_ms = 0  # when this wait for a snapshot was first seen (0: not yet), see awaiting_snapshot
         self.tick_size = DEFAULT_TICK
         self.tick_known = False  # tick_size came from the venue (a book frame or tick_size_change), not the default
         self.last_trade_price: Decimal | None = None
@@ -100,19 +104,20 @@ class AssetBook:
             i = bisect_left(prices, price)
             if len(levels) != n:
                 prices.insert(i, price)
-                js.insert(n - i if bid else i, _level_json(price, size))
+                js.insert(n - i if bid else i, level_json(price, size))
             else:
-                js[n - 1 - i if bid else i] = _level_json(price, size)
+                js[n - 1 - i if bid else i] = level_json(price, size)
 
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
         """Replace both sides (a snapshot); zero sizes must already be left out."""
         self.bids, self.asks = bids, asks
         self._bid_px, self._ask_px = sorted(bids), sorted(asks)
-        self._bid_js = [_level_json(p, bids[p]) for p in reversed(self._bid_px)]
-        self._ask_js = [_level_json(p, asks[p]) for p in self._ask_px]
+        self._bid_js = [level_json(p, bids[p]) for p in reversed(self._bid_px)]
+        self._ask_js = [level_json(p, asks[p]) for p in self._ask_px]
 
-    def snapshot(self, depth: int) -> BookSnapshot:
-        """Best-first snapshot for Redis."""
+    def snapshot(self, depth: int, session: str = "") -> BookSnapshot:
+        """Best-first snapshot for Redis, kept by the feed ``session`` (no levels and ``snapshot`` False while
+        out of sync)."""
         if self.synced:
             levels = self.bids
             bids = tuple([(p, levels[p]) for p in reversed(self._bid_px[-depth:])])
@@ -121,11 +126,10 @@ class AssetBook:
         else:
             bids = asks = ()
         return BookSnapshot(self.asset_id, self.condition_id, bids, asks, self.tick_size, self.venue_ms,
-                            self.updated_ms, self.last_trade_price)
+                            self.updated_ms, self.last_trade_price, self.synced, session)
 
-
-    def snapshot_json(self, depth: int) -> bytes:
-        """``self.snapshot(depth).to_json()``, built from each level's stored bytes (this runs for every
+    def snapshot_json(self, depth: int, session: str = "") -> bytes:
+        """``self.snapshot(depth, session).to_json()``, built from each level's stored bytes (this runs for every
         changed book at every flush: several times cheaper than building and encoding the snapshot)."""
         if self._head_cid != self.condition_id:
             self._head = b'{"assetId":%s,"conditionId":%s' % (orjson.dumps(self.asset_id),
@@ -139,9 +143,13 @@ class AssetBook:
         else:
             bids = asks = b""
         last = self.last_trade_price
-        return b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s"}' % (
-            self._head, bids, asks, _b(self.tick_size), self.venue_ms, self.updated_ms,
-            b"" if last is None else _b(last))
+        if self._session_of != session:
+            self._session_json = orjson.dumps(session)
+            self._session_of = session
+        return (b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s",'
+                b'"snapshot":%s,"session":%s}') % (
+            self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
+            b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json)
 
 
 class Touched(NamedTuple):
@@ -159,6 +167,7 @@ class BookState:
         self.books: dict[str, AssetBook] = {}
         self._stamps = tickwire.Stamps()
         self.desynced: list[str] = []  # books found out of sync since the caller last took them (REST resync)
+        self.session = ""  # the feed session (socket connection) the books are kept in: stored with each book
 
     def track(self, asset_id: str) -> None:
         """Start keeping an asset's book (empty until its snapshot arrives)."""
@@ -174,13 +183,30 @@ class BookState:
         not served as the top of book meanwhile."""
         for book in self.books.values():
             book.synced = False
+            book.unsynced_since_ms = 0
             book.hint_bid = book.hint_ask = None
 
     def feed_lost(self) -> list[Touched]:
         """The book socket is gone: every book is out of sync and stale until its next snapshot (one STALE tick
-        each for those that were fresh)."""
+        each for those that were fresh); every one is stored again, as not snapshotted."""
         self.desync_all()
-        return [t for book in self.books.values() for t in self._go_stale(book)]
+        out: list[Touched] = []
+        for book in self.books.values():
+            out.extend(self._go_stale(book) or (Touched(book.asset_id, mpb.TICK_KIND_STALE, False),))
+        return out
+
+    def awaiting_snapshot(self, now_ms: int, grace_ms: int) -> list[str]:
+        """Books out of sync for more than ``grace_ms`` (since this was first asked about them after they lost
+        sync): the socket did not send their snapshot, so they need a REST one."""
+        out = []
+        for book in self.books.values():
+            if book.synced:
+                continue
+            if not book.unsynced_since_ms:
+                book.unsynced_since_ms = now_ms
+            elif now_ms - book.unsynced_since_ms > grace_ms:
+                out.append(book.asset_id)
+        return out
 
     def desync_market(self, market: str) -> list[Touched]:
         """A message about ``market`` could not be applied: its books are out of sync and stale until a resync
@@ -295,6 +321,7 @@ class BookState:
     def _lose(self, book: AssetBook) -> list[Touched]:
         """Out of sync: stale (one STALE tick) until a snapshot, and listed for a REST resync."""
         book.synced = False
+        book.unsynced_since_ms = 0
         book.hint_bid = book.hint_ask = None
         self.desynced.append(book.asset_id)
         return self._go_stale(book)
@@ -379,27 +406,3 @@ _CACHE_MAX = 100_000
 
 def _s(value: Decimal | None) -> str:
     return "" if value is None else fmt_memo(value)
-
-
-# Level bytes as stored in Redis per (price, size) and canonical bytes per number; both bounded.
-_LEVEL_JSON: dict[tuple[Decimal, Decimal], bytes] = {}
-_BYTES: dict[Decimal, bytes] = {}
-
-
-def _b(value: Decimal) -> bytes:
-    out = _BYTES.get(value)
-    if out is None:
-        if len(_BYTES) >= _CACHE_MAX:
-            _BYTES.clear()
-        out = _BYTES[value] = fmt(value).encode()
-    return out
-
-
-def _level_json(price: Decimal, size: Decimal) -> bytes:
-    key = (price, size)
-    out = _LEVEL_JSON.get(key)
-    if out is None:
-        if len(_LEVEL_JSON) >= _CACHE_MAX:
-            _LEVEL_JSON.clear()
-        out = _LEVEL_JSON[key] = b'["%s","%s"]' % (_b(price), _b(size))
-    return out

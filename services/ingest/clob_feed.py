@@ -3,6 +3,10 @@
 Assets are added and removed with ``{"operation": "subscribe"|"unsubscribe"}`` frames on the open
 socket. ``PING`` goes out every ``ping_interval_s``; the server's ``PONG`` counts as liveness here
 (book traffic can be quiet), and a socket silent for ``stall_s`` is hard-closed and reconnected.
+
+Each connection is a session of its own (books synced on it are stored with its id); while it is open a
+beat (:class:`~common.marketstate.FeedBeat`: the session and when the venue last sent anything) goes out
+every ``beat_interval_s``, so readers know the stored books of that session are still followed.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 
 import orjson
 
 from common.cancel import reraise_if_cancelling
+from common.marketstate import FeedBeat
 from common.retry import Backoff
 from services.ingest import clob
 from services.ingest.books import BookState, Touched
@@ -99,7 +105,8 @@ class ClobFeed:
     def __init__(self, url: str, handler: ClobHandler, metrics: IngestMetrics, *,
                  recorder: Recorder | None = None, ping_interval_s: float = 10.0, stall_s: float = 30.0,
                  max_frame_bytes: int = 1_048_576, backoff: Backoff = RECONNECT_BACKOFF,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_beat: Callable[[FeedBeat], None] = lambda _b: None,
+                 beat_interval_s: float = 1.0) -> None:
         self.url = url
         self.handler = handler
         self.metrics = metrics
@@ -116,7 +123,13 @@ class ClobFeed:
         self._lock = asyncio.Lock()
         self._has_assets = asyncio.Event()
         self._last_rx = time.monotonic()
+        self._last_rx_ns = 0  # wall time of the last message, what the beat reports
         self._got_data = False
+        self.on_beat = on_beat
+        self.beat_interval_s = beat_interval_s
+        self._process = secrets.token_hex(4)  # sessions of another process (before a restart) never match
+        self.session = ""
+        self._sessions = 0
 
     async def set_assets(self, assets: set[str]) -> None:
         """Follow exactly ``assets``: subscribe the new ones and unsubscribe the dropped ones in place."""
@@ -155,6 +168,9 @@ class ClobFeed:
                                                   open_timeout_s=10.0)
                 try:
                     async with self._lock:
+                        self._sessions += 1
+                        self.session = f"{self._process}.{self._sessions}"
+                        self.handler.books.session = self.session
                         self.handler.books.desync_all()
                         self.subscribed = set(self.wanted)
                         conn.send_text(orjson.dumps({"assets_ids": sorted(self.subscribed), "type": "market",
@@ -185,6 +201,7 @@ class ClobFeed:
     def _on_message(self, raw: str | bytes, recv_ns: int) -> None:
         """Every message, from inside the socket's read callback."""
         self._last_rx = time.monotonic()
+        self._last_rx_ns = recv_ns
         if self.recorder is not None:
             self.recorder.write(FEED, raw, recv_ns)
         if self.handler.handle(raw, recv_ns):
@@ -192,7 +209,9 @@ class ClobFeed:
 
     async def _session(self, conn: WsConnection) -> None:
         self._last_rx = time.monotonic()
-        tasks = [asyncio.create_task(self._pinger(conn)), asyncio.create_task(self._watchdog(conn))]
+        self._last_rx_ns = time.time_ns()  # the handshake: the venue answered now
+        tasks = [asyncio.create_task(self._pinger(conn)), asyncio.create_task(self._watchdog(conn)),
+                 asyncio.create_task(self._beater(self.session))]
         try:
             await conn.wait_closed()
         finally:
@@ -204,6 +223,11 @@ class ClobFeed:
         while True:
             await asyncio.sleep(self.ping_interval_s)
             conn.send_text("PING")
+
+    async def _beater(self, session: str) -> None:
+        while True:
+            self.on_beat(FeedBeat(session, self._last_rx_ns // 1_000_000))
+            await asyncio.sleep(self.beat_interval_s)
 
     async def _watchdog(self, conn: WsConnection) -> None:
         while True:

@@ -53,6 +53,8 @@ class IngestSettings:
     clob_ping_interval_s: float = 10.0
     clob_stall_s: float = 30.0
     book_stale_s: float = 30.0
+    book_snapshot_grace_s: float = 2.0
+    book_beat_interval_s: float = 1.0
     book_depth_levels: int = 100
     recent_asset_ttl_s: float = 3600.0
     watch_refresh_s: float = 30.0
@@ -74,6 +76,8 @@ class IngestSettings:
     # market resolutions: the REST safety net over held markets
     market_check_interval_s: float = 3600.0
     market_check_rate_per_s: float = 4.0
+    # leader trade sanity
+    max_clock_skew_s: float = 60.0
     # dedupe, identity, hot index, persistence
     dedupe_ttl_s: int = 7 * 86_400
     occurrence_ttl_s: float = 900.0
@@ -111,6 +115,8 @@ class IngestSettings:
             clob_ping_interval_s=_pos(env, "TT_INGEST_CLOB_PING_INTERVAL_S", 10.0),
             clob_stall_s=_pos(env, "TT_INGEST_CLOB_STALL_S", 30.0),
             book_stale_s=_pos(env, "TT_INGEST_BOOK_STALE_S", 30.0),
+            book_snapshot_grace_s=_pos(env, "TT_INGEST_BOOK_SNAPSHOT_GRACE_S", 2.0),
+            book_beat_interval_s=_pos(env, "TT_INGEST_BOOK_BEAT_INTERVAL_S", 1.0),
             book_depth_levels=env_int(env, "TT_INGEST_BOOK_DEPTH_LEVELS", 100, minimum=1),
             recent_asset_ttl_s=_pos(env, "TT_INGEST_RECENT_ASSET_TTL_S", 3600.0),
             watch_refresh_s=_pos(env, "TT_INGEST_WATCH_REFRESH_S", 30.0),
@@ -131,6 +137,7 @@ class IngestSettings:
             market_check_interval_s=env_float_seconds(env, "TT_INGEST_MARKET_CHECK_INTERVAL_S", 3600.0,
                                                       minimum=1.0),
             market_check_rate_per_s=_pos(env, "TT_INGEST_MARKET_CHECK_RATE_PER_S", 4.0),
+            max_clock_skew_s=env_float_seconds(env, "TT_INGEST_MAX_CLOCK_SKEW_S", 60.0),
             dedupe_ttl_s=env_int(env, "TT_INGEST_DEDUPE_TTL_S", 7 * 86_400, minimum=60),
             occurrence_ttl_s=_pos(env, "TT_INGEST_OCCURRENCE_TTL_S", 900.0),
             index_check_s=_pos(env, "TT_INGEST_INDEX_CHECK_S", 5.0),

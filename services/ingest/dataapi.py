@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Any
 
 from services.ingest import model as m
-from services.ingest.rtds import check_trade_amounts
 
 _ZERO = Decimal(0)
 
@@ -48,16 +47,16 @@ def activity_type(row: dict[str, Any]) -> str:
     return value.upper()
 
 
-def parse_row(row: dict[str, Any], received_ns: int, source: str = m.DATA_API) -> m.Fill:
-    """One data-api row (v1 camelCase or v2 snake_case) as a Fill."""
+def parse_row(row: dict[str, Any], received_ns: int, source: str = m.DATA_API,
+              max_skew_ms: int = m.DEFAULT_MAX_SKEW_MS) -> m.Fill:
+    """One data-api row (v1 camelCase or v2 snake_case) as a Fill; a trade that fails the sanity checks raises
+    :class:`~services.ingest.model.TradeRefused` (its ``usdcSize`` is kept as reported, its notional is
+    price × size)."""
     kind = activity_type(row)
     trade = kind == m.TRADE
     price = m.decimal(row, "price", required=trade)
     size = m.decimal(row, "size", required=trade)
-    if trade:
-        assert price is not None and size is not None
-        check_trade_amounts(price, size)
-    return m.Fill(
+    fill = m.Fill(
         tx_hash=m.tx_hash(row, "transactionHash", "transaction_hash", required=trade),
         wallet=m.address(row, "proxyWallet", "proxy_wallet"),
         asset_id=m.token_id(row, "asset", "token_id", required=trade),
@@ -77,3 +76,7 @@ def parse_row(row: dict[str, Any], received_ns: int, source: str = m.DATA_API) -
         venue_time_ms=m.seconds_as_ms(row, "timestamp"),
         received_ns=received_ns,
     )
+    if trade:
+        assert price is not None and size is not None
+        m.check_trade(price, size, fill.venue_time_ms, received_ns, max_skew_ms)
+    return fill

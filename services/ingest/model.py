@@ -17,6 +17,11 @@ MISSING_FIELD = "MISSING_FIELD"
 BAD_FIELD = "BAD_FIELD"
 BAD_NUMBER = "BAD_NUMBER"
 SERVER_ERROR = "SERVER_ERROR"
+# A leader trade that parses but fails the sanity checks (refused: never copied).
+PRICE_OUT_OF_RANGE = "PRICE_OUT_OF_RANGE"
+SIZE_NOT_POSITIVE = "SIZE_NOT_POSITIVE"
+TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
+DEFAULT_MAX_SKEW_MS = 60_000  # a trade may be stamped this far ahead of our clock (TT_INGEST_MAX_CLOCK_SKEW_S)
 
 # Feed sources (names of FeedSource enum values without the prefix).
 RTDS_TRADES = "RTDS_TRADES"
@@ -28,6 +33,8 @@ TRADE = "TRADE"
 NON_TRADE_TYPES = frozenset({"SPLIT", "MERGE", "REDEEM", "CONVERSION", "REWARD", "DEPOSIT", "WITHDRAWAL",
                              "YIELD", "MAKER_REBATE", "TAKER_REBATE", "REFERRAL_REWARD"})
 _HEX = frozenset("0123456789abcdef")
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
 MAX_SECONDS = 100_000_000_000  # year 5138: anything above is not a seconds timestamp
 MAX_MS = MAX_SECONDS * 1000
 
@@ -39,6 +46,23 @@ class ParseError(ValueError):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class TradeRefused(ParseError):
+    """A leader trade whose amounts or time fail the sanity checks (:func:`check_trade`): never copied."""
+
+
+def check_trade(price: Decimal, size: Decimal, venue_ms: int, received_ns: int, max_skew_ms: int) -> None:
+    """A trade's price is in (0, 1), its size positive and its time in (0, received + ``max_skew_ms``]; raises
+    :class:`TradeRefused` with the reason otherwise. (Its notional is price × size, never the feed's figure.)"""
+    if not _ZERO < price < _ONE:
+        raise TradeRefused(PRICE_OUT_OF_RANGE, f"price {price} is not in (0, 1)")
+    if not size > _ZERO:
+        raise TradeRefused(SIZE_NOT_POSITIVE, f"size {size} is not positive")
+    now_ms = received_ns // 1_000_000
+    if not 0 < venue_ms <= now_ms + max_skew_ms:
+        raise TradeRefused(TIMESTAMP_OUT_OF_RANGE,
+                           f"timestamp {venue_ms} ms is not in (0, now + {max_skew_ms} ms] (now {now_ms})")
 
 
 @dataclass(frozen=True, slots=True)

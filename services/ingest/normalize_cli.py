@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,6 +66,7 @@ class Normalizer:
         self.rtds = RtdsHandler(lambda _w: True, self._emit, self.metrics, max_frame_bytes=64 << 20,
                                 occurrence_ttl_s=float("inf"))
         self.skipped = 0
+        self.started_ns = time.time_ns()
 
     def _emit(self, item: Identified) -> None:
         if item.id in self._seen:
@@ -77,7 +79,9 @@ class Normalizer:
         self.metrics.parse_error(feed, kind)
 
     def feed(self, msg: Any, recv_ns: int = 0) -> None:
-        """One message of any supported kind."""
+        """One message of any supported kind (received at ``recv_ns``; unknown (0): when the run started, which
+        is what a trade's timestamp is judged against)."""
+        recv_ns = recv_ns or self.started_ns
         if isinstance(msg, _BadLine):
             self._error("file", "NOT_JSON")
         elif is_envelope(msg):
@@ -108,7 +112,7 @@ class Normalizer:
             self.skipped += 1
 
     def _envelope(self, msg: dict[str, Any]) -> None:
-        recv_ns = int(msg.get("t") or 0)
+        recv_ns = int(msg.get("t") or 0) or self.started_ns
         feed, raw = msg.get("feed"), envelope_frame(msg)
         if feed == "rtds":
             self.rtds.handle(raw, recv_ns)

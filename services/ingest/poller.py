@@ -20,7 +20,7 @@ from common.cancel import reraise_if_cancelling
 from services.ingest import dataapi
 from services.ingest.identity import Identified, identify_batch
 from services.ingest.metrics import IngestMetrics
-from services.ingest.model import BAD_SHAPE, DATA_API, Fill, ParseError
+from services.ingest.model import BAD_SHAPE, DATA_API, DEFAULT_MAX_SKEW_MS, Fill, ParseError, TradeRefused
 from services.ingest.restclient import DataApi, RateLimited
 from services.ingest.sink import TradeSink
 from services.ingest.targets import FollowedLeaders, follow_since_s
@@ -38,14 +38,19 @@ class ActivityStore(Protocol):
         """Record rows (idempotent on id)."""
 
 
-def parse_rows(rows: list[Any], received_ns: int, metrics: IngestMetrics) -> list[Fill]:
-    """Rows that parse, in response order; every bad row is counted."""
+def parse_rows(rows: list[Any], received_ns: int, metrics: IngestMetrics,
+               max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> list[Fill]:
+    """Rows that parse, in response order; every bad row is counted (a refused trade also logged)."""
     out = []
     for row in rows:
         try:
             if not isinstance(row, dict):
                 raise ParseError(BAD_SHAPE, "row must be an object")
-            out.append(dataapi.parse_row(row, received_ns, DATA_API))
+            out.append(dataapi.parse_row(row, received_ns, DATA_API, max_skew_ms))
+        except TradeRefused as exc:
+            metrics.parse_error(FEED, exc.kind)
+            log.warning("leader trade refused", extra={"feed": FEED, "reason": exc.kind, "detail": exc.detail,
+                                                       "raw": str(row)[:300]})
         except ParseError as exc:
             metrics.parse_error(FEED, exc.kind)
     return out
@@ -57,7 +62,8 @@ class Poller:
     def __init__(self, api: DataApi, sink: TradeSink, followed: FollowedLeaders, redis: Any,
                  metrics: IngestMetrics, *, activity: ActivityStore | None = None, interval_s: float = 60.0,
                  overlap_s: float = 120.0, max_lookback_s: float = 86_400.0, gap_followup_s: float = 15.0,
-                 concurrency: int = 4, retry_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 concurrency: int = 4, retry_s: float = 5.0, clock: Callable[[], float] = time.time,
+                 max_clock_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000) -> None:
         self.api = api
         self.sink = sink
         self.followed = followed
@@ -71,6 +77,7 @@ class Poller:
         self.concurrency = concurrency
         self.retry_s = retry_s
         self.clock = clock
+        self.max_skew_ms = int(max_clock_skew_s * 1000)
         self._pending: dict[str, tuple[int, float | None]] = {}
         self._floors: dict[str, float] = {}  # leader -> earliest time to poll it from (since it was followed)
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
@@ -127,7 +134,7 @@ class Poller:
         start = int(max(since_s, now - self.max_lookback_s))
         end = int(now) + 1
         rows, received_ns = await self.api.window(leader, start, end)
-        fills = parse_rows(rows, received_ns, self.metrics)
+        fills = parse_rows(rows, received_ns, self.metrics, self.max_skew_ms)
         mine = [f for f in fills if f.wallet == leader]
         if len(mine) != len(fills):
             self.metrics.filtered(DATA_API, len(fills) - len(mine))
@@ -171,15 +178,23 @@ class Poller:
             if entry is None or leader not in self.followed:
                 continue
             priority, since = entry
-            try:
-                await self.poll_leader(leader, since)
-            except asyncio.CancelledError:
-                raise
-            except RateLimited as exc:
-                log.warning("data-api rate limited", extra={"retry_after_s": exc.retry_after_s})
-                self.request(leader, since, priority)
-            except Exception as exc:  # noqa: BLE001 - one leader's failure must not stop the others
-                reraise_if_cancelling()
-                log.warning("poll failed", extra={"leader": leader, "error": repr(exc)[:300]})
-                handle = asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since, priority)
-                self._timers.add(handle)
+            await self.poll_once(leader, since, priority)
+
+    async def poll_once(self, leader: str, since_s: float | None = None, priority: int = NORMAL) -> int | None:
+        """:meth:`poll_leader`, never raising: a failure is logged (a bad page counted in ``parse_errors``) and
+        the poll asked for again (at once after a 429's pause, else after ``retry_s``); None then."""
+        try:
+            return await self.poll_leader(leader, since_s)
+        except asyncio.CancelledError:
+            raise
+        except RateLimited as exc:
+            log.warning("data-api rate limited", extra={"retry_after_s": exc.retry_after_s})
+            self.request(leader, since_s, priority)
+        except Exception as exc:  # noqa: BLE001 - one leader's failure must not stop the others
+            reraise_if_cancelling()
+            if isinstance(exc, ParseError):  # a page that is not JSON or not a page: counted like a bad frame
+                self.metrics.parse_error(FEED, exc.kind)
+            log.warning("poll failed", extra={"leader": leader, "error": repr(exc)[:300]})
+            handle = asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since_s, priority)
+            self._timers.add(handle)
+        return None

@@ -13,11 +13,12 @@ import httpx
 import orjson
 
 from services.ingest import dataapi
-from services.ingest.model import ParseError
+from services.ingest.model import BAD_FIELD, ParseError
 from services.ingest.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 ACTIVITY_MAX_LIMIT = 500  # /activity clamps ``limit`` to this
+MAX_CURSOR_PAGES = 1000  # a v2 cursor chain longer than this is a server going round in circles
 
 
 class RateLimited(Exception):
@@ -121,7 +122,7 @@ class DataApi:
 
     async def _activity(self, user: str, start_s: int, end_s: int) -> tuple[list[Any], int]:
         rows: list[Any] = []
-        offset, received_ns, cursor = 0, time.time_ns(), ""
+        offset, received_ns, cursor, pages = 0, time.time_ns(), "", 0
         limit = min(self.page_limit, ACTIVITY_MAX_LIMIT)  # the server clamps: a bigger one ends every window early
         while True:
             params: dict[str, Any] = {"user": user, "start": start_s, "end": end_s, "limit": limit,
@@ -134,9 +135,14 @@ class DataApi:
             page = await self.getter.get(f"{self.base_url}/activity", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
-            cursor = dataapi.next_cursor(page.body)
+            used, cursor = cursor, dataapi.next_cursor(page.body)
             if cursor:
+                if cursor == used:  # the same page again: a server loop would page this window forever
+                    raise ParseError(BAD_FIELD, "next_cursor repeats the cursor of its own page")
                 rows.extend(batch)
+                pages += 1
+                if pages > MAX_CURSOR_PAGES:  # cursors that never end: the window is not complete, try it later
+                    raise ParseError(BAD_FIELD, f"more than {MAX_CURSOR_PAGES} pages of cursors")
                 continue
             if len(batch) < limit:
                 rows.extend(batch)

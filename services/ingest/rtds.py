@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from services.ingest import model as m
@@ -12,8 +11,6 @@ ROUTE_SERVER_ERROR = "SERVER_ERROR"
 ROUTE_OTHER = "OTHER"  # crypto prices, comments, subscription acks: liveness only
 
 _TYPE_SOURCES = {"trades": m.RTDS_TRADES, "orders_matched": m.RTDS_ORDERS_MATCHED}
-_ZERO = Decimal(0)
-_ONE = Decimal(1)
 
 
 def subscribe_message(extra_topics: str = "") -> dict[str, Any]:
@@ -57,13 +54,14 @@ def wallet_of(payload: dict[str, Any]) -> str:
     raise m.ParseError(m.MISSING_FIELD if wallet is None else m.BAD_FIELD, "proxyWallet")
 
 
-def parse_trade(payload: dict[str, Any], source: str, received_ns: int) -> m.Fill:
-    """A trade payload (``trades`` and ``orders_matched`` share the schema) as a Fill."""
+def parse_trade(payload: dict[str, Any], source: str, received_ns: int,
+                max_skew_ms: int = m.DEFAULT_MAX_SKEW_MS) -> m.Fill:
+    """A trade payload (``trades`` and ``orders_matched`` share the schema) as a Fill; a trade that fails the
+    sanity checks raises :class:`~services.ingest.model.TradeRefused`."""
     price = m.decimal(payload, "price")
     size = m.decimal(payload, "size")
     assert price is not None and size is not None
-    check_trade_amounts(price, size)
-    return m.Fill(
+    fill = m.Fill(
         tx_hash=m.tx_hash(payload, "transactionHash"),
         wallet=m.address(payload, "proxyWallet"),
         asset_id=m.token_id(payload, "asset"),
@@ -83,11 +81,5 @@ def parse_trade(payload: dict[str, Any], source: str, received_ns: int) -> m.Fil
         venue_time_ms=m.seconds_as_ms(payload, "timestamp"),
         received_ns=received_ns,
     )
-
-
-def check_trade_amounts(price: Decimal, size: Decimal) -> None:
-    """A trade's price is in (0, 1] and its size is positive."""
-    if not _ZERO < price <= _ONE:
-        raise m.ParseError(m.BAD_FIELD, "price must be in (0, 1]")
-    if size <= _ZERO:
-        raise m.ParseError(m.BAD_FIELD, "size must be positive")
+    m.check_trade(price, size, fill.venue_time_ms, received_ns, max_skew_ms)
+    return fill

@@ -24,7 +24,14 @@ from services.ingest import rtds
 from services.ingest.frames import decode, require_object
 from services.ingest.identity import FirstSightingOnly, Identified, OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics
-from services.ingest.model import RTDS_ORDERS_MATCHED, RTDS_TRADES, SERVER_ERROR, ParseError
+from services.ingest.model import (
+    DEFAULT_MAX_SKEW_MS,
+    RTDS_ORDERS_MATCHED,
+    RTDS_TRADES,
+    SERVER_ERROR,
+    ParseError,
+    TradeRefused,
+)
 from services.ingest.recorder import Recorder
 from services.ingest.wsconn import WsConnection, lasted
 
@@ -40,11 +47,12 @@ class RtdsHandler:
 
     def __init__(self, accept: Callable[[str], bool], emit: Callable[[Identified], None],
                  metrics: IngestMetrics, *, max_frame_bytes: int = 1_048_576, occurrence_ttl_s: float = 900.0,
-                 source_override: str = "") -> None:
+                 source_override: str = "", max_clock_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000) -> None:
         self.accept = accept
         self.emit = emit
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
+        self.max_skew_ms = int(max_clock_skew_s * 1000)
         self.source_override = source_override
         self.counters = {RTDS_TRADES: OccurrenceCounter(occurrence_ttl_s),
                          RTDS_ORDERS_MATCHED: OccurrenceCounter(occurrence_ttl_s)}
@@ -63,6 +71,10 @@ class RtdsHandler:
         for item in messages:
             try:
                 self.message(require_object(item), recv_ns)
+            except TradeRefused as exc:
+                self.metrics.parse_error(FEED, exc.kind)
+                log.warning("leader trade refused", extra={"feed": FEED, "reason": exc.kind, "detail": exc.detail,
+                                                           "raw": str(item)[:300]})
             except ParseError as exc:
                 self.metrics.parse_error(FEED, exc.kind)
             except Exception:  # a parser bug must not kill the feed
@@ -78,7 +90,7 @@ class RtdsHandler:
             if not self.accept(rtds.wallet_of(payload)):
                 self.metrics.filtered(source)
                 return
-            fill = rtds.parse_trade(payload, self.source_override or source, recv_ns)
+            fill = rtds.parse_trade(payload, self.source_override or source, recv_ns, self.max_skew_ms)
             counter = self.counters[source] if msg.get("topic") is not None else self.untyped
             self.emit(identify(fill, counter, recv_ns / 1e9))
             self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)  # after the append is on its way

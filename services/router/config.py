@@ -23,6 +23,7 @@
 | ``TT_ROUTER_STREAM_MAXLEN`` | 1000000 | approximate length cap of ``tt:stream:routed_trades`` |
 | ``TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS`` | 200 | slippage tolerance of copied orders when the subscription sets none |
 | ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
+| ``TT_MAX_ORDER_USD`` | 1000 | operator ceiling per order: copies are cut to it (SELL: size × leader price), noted |
 | ``TT_ROUTER_INDEX_CHECK_INTERVAL_S`` | 5 | hot-index version check after this long without a change message |
 | ``TT_ROUTER_OUTBOX_INTERVAL_S`` | 2 | period of the outbox sweep (re-emits persisted, never appended trades) |
 | ``TT_ROUTER_OUTBOX_MIN_AGE_S`` | 2 | the sweep only takes rows routed at least this long ago |
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.config import (
+    DEFAULT_MAX_ORDER_USD,
     ConfigError,
     Secret,
     StorageSettings,
@@ -50,6 +52,7 @@ from common.config import (
     env_url,
     grpc_port,
     grpc_target,
+    max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
 from common.streams import START_NEW, START_OLDEST
@@ -76,6 +79,7 @@ class Settings:
     stream_maxlen: int = 1_000_000
     default_max_slippage_bps: int = 200
     marketable_buy_min_usd: Decimal = Decimal(1)
+    max_order_usd: Decimal = DEFAULT_MAX_ORDER_USD
     index_check_interval_s: float = 5.0
     outbox_interval_s: float = 2.0
     outbox_min_age_s: float = 2.0
@@ -115,6 +119,7 @@ class Settings:
                                              maximum=10_000),
             marketable_buy_min_usd=env_decimal(env, "TT_ROUTER_MARKETABLE_BUY_MIN_USD", Decimal(1),
                                                minimum=Decimal(0)),
+            max_order_usd=max_order_usd(env),
             index_check_interval_s=env_float_seconds(env, "TT_ROUTER_INDEX_CHECK_INTERVAL_S", 5.0,
                                                      minimum=0.05),
             outbox_interval_s=env_float_seconds(env, "TT_ROUTER_OUTBOX_INTERVAL_S", 2.0, minimum=0.05),

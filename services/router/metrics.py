@@ -15,6 +15,7 @@ class RouterMetrics:
         self._trades = meter.create_counter("router.trades", description="leader trades routed")
         self._orders = meter.create_counter("router.orders", description="copy orders emitted")
         self._skips = meter.create_counter("router.skips", description="followers skipped, by reason")
+        self._cut = meter.create_counter("router.orders_cut", description="copy orders cut, by reason")
         self._duplicates = meter.create_counter("router.duplicates", description="leader trades seen again")
         self._ignored = meter.create_counter("router.ignored", description="non-trade activity ignored")
         self._route_ms = meter.create_histogram("router.route_duration", unit="ms",
@@ -26,13 +27,17 @@ class RouterMetrics:
         self.counts: Counter[str] = Counter()
         self.skip_reasons: Counter[str] = Counter()
 
-    def routed(self, orders: int, skip_reasons: list[str], route_ms: float, copy_ms: float | None) -> None:
-        """One leader trade routed."""
+    def routed(self, orders: int, skip_reasons: list[str], route_ms: float, copy_ms: float | None, *,
+               cut: int = 0) -> None:
+        """One leader trade routed (``cut`` of its orders cut to the operator ceiling, reason MAX_ORDER_USD)."""
         self._trades.add(1)
         self.counts["trades"] += 1
         if orders:
             self._orders.add(orders)
             self.counts["orders"] += orders
+        if cut:
+            self._cut.add(cut, {"reason": "MAX_ORDER_USD"})
+            self.counts["cut_MAX_ORDER_USD"] += cut
         for reason in skip_reasons:
             self._skips.add(1, {"reason": reason})
             self.skip_reasons[reason] += 1

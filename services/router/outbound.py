@@ -62,7 +62,8 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
                        amount_usd=fmt(d.amount_usd) if d.amount_usd is not None else "",
                        size=fmt(d.size) if d.size is not None else "",
                        sell_fraction=fmt(d.sell_fraction) if d.sell_fraction is not None else "",
-                       max_slippage_bps=d.max_slippage_bps, mode=_MODE[f.mode]).MergeFromString(shared)
+                       max_slippage_bps=d.max_slippage_bps, mode=_MODE[f.mode],
+                       sizing_note=d.note).MergeFromString(shared)
         elif isinstance(d, Skip):
             skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
                       reason=d.reason.value, detail=d.detail)

@@ -40,6 +40,7 @@ from services.router.domain.model import (
     FollowerState,
     LeaderTrade,
     MarketRules,
+    OrderIntent,
     Policy,
     Side,
     SizingMode,
@@ -87,6 +88,7 @@ class Knobs:
     max_trade_age_ms: int = 300_000
     marketable_buy_min_usd: Decimal = Decimal(1)
     default_max_slippage_bps: int = 200
+    max_order_usd: Decimal | None = None  # TT_MAX_ORDER_USD (the service always sets it)
 
 
 def market_rules(info: MarketInfo | None) -> MarketRules | None:
@@ -151,6 +153,7 @@ class _Plan:
     skip_reasons: list[str]
     routed_ns: int
     span: trace.Span
+    cut: int = 0  # orders cut to the operator ceiling
 
 
 @dataclass(slots=True)
@@ -251,7 +254,8 @@ class Router:
             balances.update(await self.balances.get_many(unfunded))
         policy = Policy(now_ms=now_ms, max_trade_age_ms=self.knobs.max_trade_age_ms,
                         marketable_buy_min_usd=self.knobs.marketable_buy_min_usd,
-                        default_max_slippage_bps=self.knobs.default_max_slippage_bps)
+                        default_max_slippage_bps=self.knobs.default_max_slippage_bps,
+                        max_order_usd=self.knobs.max_order_usd)
         return _Read(rview, pg, balances, policy)
 
     async def _route(self, events: list[mpb.LeaderTradeEvent]) -> list[mpb.LeaderTradeEvent]:
@@ -332,8 +336,12 @@ class Router:
         routed_ns = self.clock_ns()
         ctx = _trace_context(span, event.trace)
         routed = build_routed(event, decisions, by_sub, order_template(event, market, routed_ns, ctx))
+        cut = sum(1 for d in decisions if isinstance(d, OrderIntent) and d.note)
+        if cut:
+            log.info("copies cut to the operator ceiling TT_MAX_ORDER_USD",
+                     extra={"leader_trade_id": event.id, "orders": cut, "ceiling_usd": str(self.knobs.max_order_usd)})
         return _Plan(it, routed, routed.SerializeToString(), [d.reason.value for d in decisions if isinstance(d, Skip)],
-                     routed_ns, span)
+                     routed_ns, span, cut)
 
     def _span(self, event: mpb.LeaderTradeEvent) -> trace.Span:
         """The trade's routing span (a child of the event's context), or a non-recording one when spans are
@@ -384,7 +392,7 @@ class Router:
     def _routed(self, p: _Plan, started: float) -> None:
         received = p.item.event.received_time_ns
         self.metrics.routed(len(p.routed.orders), p.skip_reasons, (time.perf_counter() - started) * 1e3,
-                            (p.routed_ns - received) / 1e6 if received else None)
+                            (p.routed_ns - received) / 1e6 if received else None, cut=p.cut)
 
     async def _recover(self, it: _Item, marker: str | None, existing: ExistingRouted | None) -> None:
         """Finish a trade decided before: rows from the log, or its stored RoutedTrade appended."""

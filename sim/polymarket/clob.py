@@ -7,6 +7,7 @@ the initial ``book`` snapshots as one JSON array frame. Book changes come from :
 Resolutions: :meth:`ClobServer.resolve` (also ``POST /sim/resolve`` for the standalone simulator) sends the
 socket's ``market_resolved`` and makes ``/markets/{id}`` report the market closed with its winner, either side
 optional or late. :meth:`ClobServer.answer_market_next` queues raw answers (status, body) for ``/markets/{id}``.
+:meth:`ClobServer.withhold_book` plays a market whose book is gone (``/book`` 404, no snapshot).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ClobServer(WsServer):
         self.markets: dict[str, SimMarket] = {}
         self.pings = 0
         self.rest_requests: list[str] = []
+        # assets the venue has no book for (a market whose book went away): ``/book`` answers 404 and a
+        # subscription gets no snapshot; their changes are still published
+        self.withheld: set[str] = set()
         self._last_frame: dict[int, dict[str, Any]] = {}  # strong refs: ids of freed dicts are reused
         self._market_answers: dict[str, deque[tuple[int, Any]]] = {}
         self._timers: list[asyncio.TimerHandle] = []
@@ -55,6 +59,14 @@ class ClobServer(WsServer):
             book = self.books.book(token)
             book.market = market.condition_id
             book.tick_size = market.tick_size
+
+    def withhold_book(self, asset_id: str, withheld: bool = True) -> None:
+        """The venue has no book for ``asset_id`` (``/book`` 404, no snapshot on subscribe) until called with
+        ``withheld=False``."""
+        if withheld:
+            self.withheld.add(asset_id)
+        else:
+            self.withheld.discard(asset_id)
 
     def market_of(self, asset_id: str) -> SimMarket | None:
         """The market a token belongs to."""
@@ -82,7 +94,7 @@ class ClobServer(WsServer):
         if msg.get("type") == "market" or msg.get("operation") == "subscribe":
             new = [a for a in ids if a not in client.subs]
             client.subs.update(ids)
-            snapshots = [self.books.books[a].frame() for a in new if a in self.books.books]
+            snapshots = [self.books.books[a].frame() for a in new if a in self.books.books and a not in self.withheld]
             if snapshots and not self.stalled:
                 client.send(orjson.dumps(snapshots).decode())
 
@@ -113,7 +125,7 @@ class ClobServer(WsServer):
         if not token.isdigit():
             return web.json_response({"error": "Invalid token id"}, status=400)
         book = self.books.books.get(token)
-        if book is None:
+        if book is None or token in self.withheld:
             return web.json_response({"error": "No orderbook exists for the requested token id"}, status=404)
         body = book.frame(event_type="")
         market = self.market_of(token)

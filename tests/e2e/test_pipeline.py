@@ -15,7 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 
+from common.config import StorageSettings
+from common.marketstate import BOOK_FEED_KEY, BookSnapshot, FeedBeat, book_key
 from sim.polymarket import SimMarket
 from tests.e2e.support import (
     Follower,
@@ -302,3 +305,54 @@ def test_grpc_without_the_internal_token_is_refused_by_every_service_of_the_stac
     codes = {name: _code(call) for name, call in calls({s: pipeline.channel(s) for s in services}, ()).items()}
     assert grpc.StatusCode.UNAUTHENTICATED not in codes.values(), codes
     assert (codes["SubmitOrder"], codes["GetFunding"]) == (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+def _stored_book(p: Pipeline, asset: str) -> tuple[BookSnapshot | None, FeedBeat | None]:
+    client = redis.Redis.from_url(StorageSettings.from_env(p.env).redis_url.value)
+    try:
+        raw, beat = client.get(book_key(asset)), client.get(BOOK_FEED_KEY)
+    finally:
+        client.close()
+    return (BookSnapshot.from_json(raw) if raw else None), FeedBeat.from_json(beat)
+
+
+def _fresh_book(p: Pipeline, asset: str) -> BookSnapshot | None:
+    book, beat = _stored_book(p, asset)
+    return book if book is not None and book.fresh(int(now_s() * 1000), 10_000, beat) else None
+
+
+def test_a_market_whose_book_came_back_after_a_restart_is_copied(pipeline: Pipeline) -> None:
+    """The market's book empties, the stack restarts while the venue has no book for it (``/book`` 404, no
+    snapshot on the socket), then the market has a book again and the leader trades: the copy goes out (priced
+    from the leader's price while no fresh book is known, from the book once ingest resynced it)."""
+    p = pipeline
+    leader, market = address(), add_market(pipeline)
+    token = market.tokens[0]
+    with p.rest() as rest:
+        follower = subscribe(rest, leader, sizing=FIXED_20)
+    wait_followed(p, leader)
+    trade(p, leader, market, price="0.51")
+    eventually_sync(lambda: len(created(p, follower.wallet_id)) == 1, timeout_s=20, message="the first copy")
+    eventually_sync(lambda: _fresh_book(p, token), timeout_s=20, message="ingest follows the book")
+    p.sim.call(p.sim.sim.books.set_book, token)  # the book empties out
+    eventually_sync(lambda: (b := _fresh_book(p, token)) is not None and not b.asks, timeout_s=20,
+                    message="the empty book stored")
+
+    p.sim.call(p.sim.sim.clob.withhold_book, token)
+    pids = {name: p.kill(name) for name in ("ingest", "router", "executor")}
+    for name, pid in pids.items():
+        p.wait_restarted(name, pid)
+    p.sim.call(p.sim.sim.books.set_book, token, bids=[("0.50", "100000")], asks=[("0.55", "100000")], emit=False)
+
+    trade(p, leader, market, price="0.53")
+    eventually_sync(lambda: any(Decimal(b["limitPrice"]) == Decimal("0.54")  # 0.53 + 200 bps, snapped down
+                                for b in created(p, follower.wallet_id).values()),
+                    timeout_s=60, message="the copy after the restart, priced from the leader's 0.53")
+    assert _fresh_book(p, token) is None  # still no book at the venue
+
+    p.sim.call(p.sim.sim.clob.withhold_book, token, False)
+    book = eventually_sync(lambda: _fresh_book(p, token), timeout_s=30, message="ingest resynced the book")
+    assert book.best_ask == Decimal("0.55")
+    trade(p, leader, market, price="0.51")
+    eventually_sync(lambda: len(created(p, follower.wallet_id)) == 3, timeout_s=30, message="the third copy")
+    limits = sorted(Decimal(b["limitPrice"]) for b in created(p, follower.wallet_id).values())
+    assert limits[-1] == Decimal("0.56")  # 0.55 + 200 bps of slippage, snapped down: priced on the book
+    assert set(post_counts(posts(p, follower.wallet_id)).values()) == {1}

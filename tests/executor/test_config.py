@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from common.config import ConfigError
@@ -14,6 +16,7 @@ def test_defaults() -> None:
     assert (s.grpc_port, s.router_target, s.insiders_url, s.live_configured) == (50053, "127.0.0.1:50052", "", False)
     assert (s.breaker_threshold, s.breaker_open_s, s.lost_after, s.max_inflight) == (5, 60.0, 3, 2048)
     assert (s.max_status_queries, s.placed_lost_after_s) == (256, 300.0)
+    assert (s.max_order_usd, s.book_max_age_s, s.book_wait_s) == (Decimal(1000), 20.0, 1.0)
     live = Settings.from_env({**INTERNAL_ENV, "TT_INSIDERS_API_URL": "http://x",
                               "TT_INSIDERS_API_TOKEN": "s3cr3t-value"})
     assert live.live_configured and "s3cr3t-value" not in repr(live)
@@ -33,6 +36,11 @@ def test_defaults() -> None:
     {"TT_EXECUTOR_GRPC_PORT": "70000"},
     {"TT_EXECUTOR_LEASE_POLL_S": "0"},
     {"TT_EXECUTOR_LEASE_CHECK_S": "soon"},
+    {"TT_MAX_ORDER_USD": "0"},
+    {"TT_MAX_ORDER_USD": "-1"},
+    {"TT_MAX_ORDER_USD": "NaN"},
+    {"TT_EXECUTOR_BOOK_MAX_AGE_S": "0"},
+    {"TT_EXECUTOR_BOOK_WAIT_S": "-1"},
 ])
 def test_invalid(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):

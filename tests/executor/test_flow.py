@@ -75,7 +75,7 @@ async def test_each_order_is_posted_once_filled_and_booked(harness: Harness, db_
 
 async def test_executor_refusals_are_recorded_and_never_posted(harness: Harness, db_url: str) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
-    await harness.start_executor(live=False)
+    await harness.start_executor(live=False, TT_MAX_ORDER_USD="100000")
     live = make_order(1)
     thin = make_order(2, mode=cpb.EXECUTION_MODE_PAPER, amount_usd="10000")
     await harness.route(live, thin)

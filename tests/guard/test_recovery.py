@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.config import ConfigError
-from common.marketstate import BookSnapshot, write_book
+from common.marketstate import BOOK_FEED_KEY, BookSnapshot, FeedBeat, write_book
 from services.guard.config import Settings
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
@@ -67,6 +67,34 @@ async def test_log_source_and_catch_up_from_stored_books(db_url: str, redis: Any
     await eventually(lambda: len(standins.executor.sells) == 2)
     assert standins.executor.sells[1].trigger_id == "trg_tick"
     assert (await trigger_row(conn, "trg_old"))["state"] == "ARMED"
+    await conn.close()
+
+
+async def test_catch_up_trusts_only_books_the_venue_confirmed(db_url: str, redis: Any, standins: StandIns,
+                                                             make_guard: GuardFactory) -> None:
+    """A book of a feed session that is over (stored before a restart) or never snapshotted holds its triggers
+    however recent its write; a quiet book of the live session is confirmed by the feed's beat and fires."""
+    conn = await db(db_url)
+    now = int(time.time() * 1000)
+    books = {"gone-session": (True, "before.1", now), "never-snapshotted": (False, "live.1", now),
+             "quiet-live": (True, "live.1", now - 120_000)}
+    for asset, (snapshot, session, updated) in books.items():
+        await set_position(conn, "10", asset_id=asset)
+        await add_market(redis, asset, min_size="1")
+        await insert_trigger(conn, f"trg_{asset}", "STOP_LOSS", price="0.3", fraction="1", asset_id=asset)
+        await write_book(redis, BookSnapshot(asset, CONDITION, ((Decimal("0.25"), Decimal(100)),),
+                                             ((Decimal("0.3"), Decimal(100)),), Decimal("0.01"), updated, updated,
+                                             None, snapshot, session))
+    await redis.set(BOOK_FEED_KEY, FeedBeat("live.1", now).to_json())
+    await make_guard(tick_source="log")
+    await eventually(lambda: {o.trigger_id for o in standins.executor.sells} == {"trg_quiet-live"})
+
+    async def held() -> bool:
+        return all([(await trigger_row(conn, f"trg_{a}"))["state_reason"] == "BOOK_STALE"
+                    for a in ("gone-session", "never-snapshotted")])
+
+    await eventually(held)
+    assert [o.trigger_id for o in standins.executor.sells] == ["trg_quiet-live"]
     await conn.close()
 
 

@@ -19,6 +19,9 @@ from sim.polymarket import PolymarketSim
 from tests.helpers import INTERNAL
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+# A receive time after every fixture's trade timestamp (trades stamped later than receipt + skew are refused).
+RECV_NS = 1_790_000_000_000_000_000
+
 
 def fast_settings(sim: PolymarketSim, **overrides: Any) -> IngestSettings:
     """Settings pointing at the simulator with short intervals for tests."""

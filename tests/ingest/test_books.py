@@ -10,11 +10,12 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.marketstate import market_key
+from common.marketstate import BookSnapshot, market_key
 from common.resp import RespConnection
 from services.ingest import clob
-from services.ingest.bookpub import BookPublisher, MarketSync
+from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
+from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
 from services.ingest.restclient import Page
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -172,19 +173,22 @@ def test_property_levels_best_prices_and_depth_match_a_naive_book(
                           st.decimals(min_value=D(0), max_value=D(10_000), places=2)), max_size=20),
        levels_st, st.integers(min_value=1, max_value=8), st.sampled_from(["", "0x" + "ab" * 32, 'we"ird\\id']),
        st.one_of(st.none(), st.decimals(min_value=D("0.001"), max_value=D("0.999"), places=3)),
-       st.integers(min_value=0, max_value=2**62))
+       st.integers(min_value=0, max_value=2**62), st.sampled_from(["", "9f3a.1", 'se"ss\\ion']))
 def test_property_stored_book_bytes_are_the_snapshot_json(
         snapshot: list[tuple[D, D]], changes: list[tuple[str, D, D]], depth: int, market: str,
-        last: D | None, venue_ms: int) -> None:
+        last: D | None, venue_ms: int, session: str) -> None:
     s = state(T1)
     book = s.books[T1]
-    assert book.snapshot_json(depth) == book.snapshot(depth).to_json()  # not synced yet: no levels
+    assert book.snapshot_json(depth, session) == book.snapshot(depth, session).to_json()  # not synced: no levels
+    assert not BookSnapshot.from_json(book.snapshot_json(depth, session)).snapshot
     s.apply(clob.BookMsg(T1, market, tuple(snapshot), tuple(reversed(snapshot)), D("0.001"), last, venue_ms), 7)
-    assert book.snapshot_json(depth) == book.snapshot(depth).to_json()
+    assert book.snapshot_json(depth, session) == book.snapshot(depth, session).to_json()
+    stored = BookSnapshot.from_json(book.snapshot_json(depth, session))
+    assert stored.snapshot and stored.session == session
     for i, (side, price, size) in enumerate(changes):
         s.apply(clob.PriceChangeMsg(market if i % 3 else "0x" + "cd" * 32,
                                     (clob.LevelChange(T1, side, price, size),), venue_ms + i), 8 + i)
-        assert book.snapshot_json(depth) == book.snapshot(depth).to_json()
+        assert book.snapshot_json(depth, session) == book.snapshot(depth, session).to_json()
         assert book.snapshot_json(1000) == book.snapshot(1000).to_json()
 
 
@@ -306,3 +310,23 @@ async def test_following_a_changed_asset_set_keeps_the_books_of_assets_still_fol
     assert sorted(books.books) == ["b", "c"] and books.books["b"] is kept  # a kept book is not reset
     await feed.set_assets(set())
     assert books.books == {}
+
+
+def test_books_without_a_snapshot_are_listed_for_rest_once_the_grace_is_over() -> None:
+    s = state(T1, T2)
+    assert s.awaiting_snapshot(1_000, 500) == []  # first seen waiting now
+    s.apply(_book_frame(T1, 1, [("0.4", "1")], [("0.6", "1")]), 1_200)
+    assert s.awaiting_snapshot(1_400, 500) == [] and s.awaiting_snapshot(1_600, 500) == [T2]
+    s.desync_all()  # a reconnect: every book waits for its snapshot again, the grace starts over
+    assert s.awaiting_snapshot(2_000, 500) == [] and s.awaiting_snapshot(2_600, 500) == [T1, T2]
+
+
+def test_a_lost_feed_stores_every_book_again_and_ticks_stale_once() -> None:
+    s = state(T1, T2)
+    s.apply(_book_frame(T1, 1, [("0.4", "1")], [("0.6", "1")]), 1_000)
+    s.mark_stale(100_000, 30_000)  # both quiet: stale (one STALE tick each)
+    s.apply(_book_frame(T1, 2, [("0.4", "1")], [("0.6", "1")]), 100_001)  # T1 fresh again
+    touched = s.feed_lost()
+    assert [(t.asset_id, t.kind, t.emit) for t in touched] == [
+        (T1, mpb.TICK_KIND_STALE, True), (T2, mpb.TICK_KIND_STALE, False)]  # T2 was stale already: no tick
+    assert not any(b.synced for b in s.books.values())

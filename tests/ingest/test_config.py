@@ -19,6 +19,7 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
     assert s.record_dir == "" and s.poll_rate_per_s <= 20  # data-api /trades allows 200 req / 10 s
     assert s.grpc_host == "127.0.0.1"  # loopback unless set, like every service
     assert (s.market_check_interval_s, s.market_check_rate_per_s) == (3600.0, 4.0)  # held markets at least hourly
+    assert (s.book_snapshot_grace_s, s.book_beat_interval_s, s.max_clock_skew_s) == (2.0, 1.0, 60.0)
 
 
 def test_overrides() -> None:
@@ -41,6 +42,9 @@ def test_overrides() -> None:
     ({"TT_INGEST_MARKET_CHECK_INTERVAL_S": "7200"}, "TT_INGEST_MARKET_CHECK_INTERVAL_S"),
     ({"TT_INGEST_MARKET_CHECK_INTERVAL_S": "0.5"}, "TT_INGEST_MARKET_CHECK_INTERVAL_S"),
     ({"TT_INGEST_MARKET_CHECK_RATE_PER_S": "0"}, "TT_INGEST_MARKET_CHECK_RATE_PER_S"),
+    ({"TT_INGEST_BOOK_SNAPSHOT_GRACE_S": "0"}, "TT_INGEST_BOOK_SNAPSHOT_GRACE_S"),
+    ({"TT_INGEST_BOOK_BEAT_INTERVAL_S": "-1"}, "TT_INGEST_BOOK_BEAT_INTERVAL_S"),
+    ({"TT_INGEST_MAX_CLOCK_SKEW_S": "-1"}, "TT_INGEST_MAX_CLOCK_SKEW_S"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):

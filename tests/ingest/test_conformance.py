@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def check_rtds(name: str, data: Any) -> None:
         route, source = rtds.route(frame)
         if name.startswith("rtds_activity"):
             assert route == rtds.ROUTE_TRADE
-            fill = rtds.parse_trade(rtds.payload_of(frame), source, 0)
+            fill = rtds.parse_trade(rtds.payload_of(frame), source, time.time_ns())
             assert fill.wallet == frame["payload"]["proxyWallet"].lower() and fill.price > 0
             assert fill.venue_time_ms == frame["payload"]["timestamp"] * 1000
         elif name.startswith("rtds_error"):
@@ -47,7 +48,7 @@ def check_rtds(name: str, data: Any) -> None:
 def check_data_api(data: Any) -> None:
     rows = dataapi.rows_of(data if isinstance(data, list | dict) and ("data" in data or isinstance(data, list))
                            else [data])
-    fills = [dataapi.parse_row(require_object(r), 0) for r in rows]
+    fills = [dataapi.parse_row(require_object(r), time.time_ns()) for r in rows]
     assert fills
     for row, fill in zip(rows, fills, strict=True):
         assert fill.wallet == str(row.get("proxyWallet") or row.get("proxy_wallet")).lower()

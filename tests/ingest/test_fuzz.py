@@ -1,27 +1,44 @@
-"""Fuzzing the frame handlers: random bytes, truncated JSON, wrong types, 10^80 numbers, huge frames.
-
-The loops never die and every bad frame or message is counted exactly once.
+"""Fuzzing the feed parsers: random bytes, truncated JSON, wrong types, 10^80 numbers, huge frames, and
+property-based malformed frames of every feed (RTDS, the CLOB market channel, data-api pages, CLOB REST ``/book``
+and ``/markets``): the loops never die and every bad frame or message is counted exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from common.resp import RespConnection
+from common.retry import Backoff
+from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobHandler
 from services.ingest.identity import Identified
+from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
+from services.ingest.poller import Poller
+from services.ingest.ratelimit import TokenBucket
+from services.ingest.restclient import ClobRest, DataApi, RestGetter
 from services.ingest.rtds_feed import RtdsHandler
+from services.ingest.targets import FollowedLeaders
 from sim.polymarket import PolymarketSim, SimTrade
 from tests.helpers import eventually
-from tests.ingest.conftest import IngestFactory, follow
+from tests.ingest import fuzzframes as fz
+from tests.ingest.conftest import RECV_NS, IngestFactory, follow
 from tests.ingest.test_identity import sim_trade
 
 LEADER = "0x5a1ce0000000000000000000000000000000beef"
@@ -80,16 +97,16 @@ def test_every_bad_frame_is_counted_and_good_ones_still_flow() -> None:
     probe = IngestMetrics()
     frames = [f for f in frames if not _accepted(f, probe)]
     for f in frames:
-        assert h.handle(f, 1) is True
+        assert h.handle(f, RECV_NS) is True
     assert metrics.total("parse_errors", "rtds") == expected_errors(frames, 4096)
     assert out == []
-    h.handle(orjson.dumps(good_frame()), 2)
+    h.handle(orjson.dumps(good_frame()), RECV_NS)
     assert len(out) == 1
 
 
 def _accepted(frame: str | bytes, metrics: IngestMetrics) -> bool:
     got: list[Identified] = []
-    handler(metrics, got).handle(frame, 0)
+    handler(metrics, got).handle(frame, RECV_NS)
     return bool(got)
 
 
@@ -150,3 +167,221 @@ async def test_fuzzed_websocket_keeps_the_loop_alive(sim: PolymarketSim, run_ing
     await eventually(lambda: app.metrics.count("kept", "RTDS_TRADES") == 2)
     too_large = reference.count("parse_errors", "rtds", "TOO_LARGE")
     assert too_large >= 2 and app.metrics.count("parse_errors", "rtds", "TOO_LARGE") == too_large + 1
+
+
+# --- Feed fuzzing: every parser, malformed frames by construction, each refused and counted ----------------------
+#
+# ``TT_FUZZ_FRAMES`` frames in all (default 2,000: seconds; ``make fuzz`` runs 100,000), shared out among the
+# feeds: RTDS frames, CLOB market-channel frames, data-api pages, CLOB REST ``/book`` and ``/markets`` bodies.
+# Each frame goes through the production handler (the REST ones through the real HTTP client, the poller and the
+# market sync, with httpx's in-memory transport as the server); the handler must not raise, must accept nothing,
+# and its ``ingest.parse_errors`` count must grow by exactly the case's refused messages.
+
+FUZZ_FRAMES = int(os.environ.get("TT_FUZZ_FRAMES", "2000"))
+SHARES = {"rtds": 0.3, "clob": 0.3, "data_api": 0.2, "clob_rest_book": 0.1, "clob_rest_markets": 0.1}
+BATCH = 10  # frames per example: Hypothesis' own cost per example is most of a frame's
+TRIED: Counter[str] = Counter()
+REFUSED: Counter[str] = Counter()  # messages refused (a frame may hold several)
+HOWS: Counter[tuple[str, str]] = Counter()
+
+
+def budget(feed: str) -> Any:
+    return settings(max_examples=max(1, round(FUZZ_FRAMES * SHARES[feed] / BATCH)), deadline=None,
+                    phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck))
+
+
+def batches(cases: st.SearchStrategy[fz.Case]) -> st.SearchStrategy[list[fz.Case]]:
+    return st.lists(cases, min_size=BATCH, max_size=BATCH)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzz_report() -> Iterator[None]:
+    """Quiet the refusal logs while fuzzing; print (and with ``TT_FUZZ_REPORT``, write) what was tried."""
+    quiet = logging.getLogger("services.ingest")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    started = time.monotonic()
+    yield
+    quiet.setLevel(level)
+    if TRIED:
+        report = {"frames": sum(TRIED.values()), "by_feed": dict(TRIED), "crashes": 0, "uncounted": 0,
+                  "messages_refused_and_counted": sum(REFUSED.values()),
+                  "seconds": round(time.monotonic() - started, 1),
+                  "by_shape": {f"{feed}/{how}": n for (feed, how), n in sorted(HOWS.items())}}
+        print(f"\nfeed fuzz: {orjson.dumps(report).decode()}")
+        if os.environ.get("TT_FUZZ_REPORT"):
+            Path(os.environ["TT_FUZZ_REPORT"]).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def tried(feed: str, case: fz.Case) -> None:
+    TRIED[feed] += 1
+    REFUSED[feed] += case.refused
+    HOWS[feed, case.how] += 1
+
+
+FUZZ_METRICS = IngestMetrics()
+FUZZ_TRADES: list[Identified] = []
+FUZZ_RTDS = RtdsHandler(lambda _w: True, FUZZ_TRADES.append, FUZZ_METRICS, max_frame_bytes=fz.MAX_FRAME_BYTES)
+FUZZ_BOOKS = BookState()
+for _asset in fz.CLOB_ASSETS:
+    FUZZ_BOOKS.track(_asset)
+FUZZ_CLOB = ClobHandler(FUZZ_BOOKS, lambda _t, _n: None, FUZZ_METRICS, max_frame_bytes=fz.MAX_FRAME_BYTES)
+
+
+@budget("rtds")
+@given(batches(fz.RTDS_FRAMES))
+def test_feed_fuzz_rtds_frames(cases: list[fz.Case]) -> None:
+    for case in cases:
+        before = FUZZ_METRICS.total("parse_errors", "rtds")
+        assert FUZZ_RTDS.handle(case.raw, RECV_NS) is True
+        assert FUZZ_METRICS.total("parse_errors", "rtds") - before == case.refused, case
+        assert FUZZ_TRADES == [], case
+        tried("rtds", case)
+
+
+@budget("clob")
+@given(batches(fz.CLOB_FRAMES))
+def test_feed_fuzz_clob_market_frames(cases: list[fz.Case]) -> None:
+    for case in cases:
+        before = FUZZ_METRICS.total("parse_errors", "clob")
+        assert FUZZ_CLOB.handle(case.raw, RECV_NS) is True
+        assert FUZZ_METRICS.total("parse_errors", "clob") - before == case.refused, case
+        tried("clob", case)
+
+
+class Served:
+    """httpx's in-memory transport answering every request with the current body (200, JSON)."""
+
+    def __init__(self) -> None:
+        self.body = b"[]"
+        self.requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return httpx.Response(200, content=self.body, headers={"content-type": "application/json"})
+
+
+class Sink:
+    """The trade sink as the poller sees it: records what it is handed."""
+
+    def __init__(self) -> None:
+        self.items: list[Identified] = []
+
+    async def submit(self, items: list[Identified]) -> list[str | None]:
+        self.items.extend(items)
+        return [None] * len(items)
+
+
+class Hashes:
+    """``HGET`` / ``HSET`` of the poll cursors and market info, in memory."""
+
+    def __init__(self) -> None:
+        self.h: dict[str, dict[str, str]] = {}
+        self.writes = 0
+
+    async def hget(self, key: str, field: str) -> str | None:
+        return self.h.get(key, {}).get(field)
+
+    async def hset(self, key: str, field: str | None = None, value: str | None = None,
+                   mapping: dict[str, str] | None = None) -> None:
+        self.writes += 1
+        self.h.setdefault(key, {}).update(mapping or {str(field): str(value)})
+
+
+class RestHarness:
+    """The poller and the market sync over the real HTTP client, one event loop for all examples."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.served = Served()
+        self.metrics = IngestMetrics()
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(self.served))
+        bucket = TokenBucket(1e9, 10**9, time.monotonic())
+        self.sink, self.redis = Sink(), Hashes()
+        data = RestGetter(self.http, bucket, feed="data_api", on_status=self.metrics.poll)
+        self.poller = Poller(DataApi(data, "http://data-api.test"), self.sink, FollowedLeaders(),  # type: ignore[arg-type]
+                             self.redis, self.metrics, retry_s=3600.0, clock=lambda: RECV_NS / 1e9)
+        self.books = BookState()
+        self.books.track(fz.REST_BOOK["asset_id"])
+        clob_rest = ClobRest(RestGetter(self.http, bucket, feed="clob_rest"), "http://clob.test")
+        self.sync = MarketSync(clob_rest, self.books, BookPublisher(_no_redis, self.books, self.metrics),
+                               self.redis, self.metrics, backoff=Backoff(3600.0, 3600.0))
+
+    def run(self, body: bytes, call: Callable[[], Awaitable[Any]]) -> Any:
+        self.served.body = body
+        return self.loop.run_until_complete(call())
+
+    def close(self) -> None:
+        for handle in self.poller._timers:
+            handle.cancel()
+        self.loop.run_until_complete(self.http.aclose())
+        self.loop.close()
+
+
+async def _no_redis() -> RespConnection:
+    raise AssertionError("the fuzzed market sync writes no book")
+
+
+@pytest.fixture(scope="module")
+def rest() -> Iterator[RestHarness]:
+    harness = RestHarness()
+    yield harness
+    harness.close()
+
+
+@budget("data_api")
+@given(cases=batches(fz.data_pages()))
+def test_feed_fuzz_data_api_pages(rest: RestHarness, cases: list[fz.Case]) -> None:
+    leader = fz.ROW["proxyWallet"]
+    for case in cases:
+        before = rest.metrics.total("parse_errors", "data_api")
+        rest.run(case.raw, lambda: rest.poller.poll_once(leader, RECV_NS / 1e9 - 60))
+        assert rest.metrics.total("parse_errors", "data_api") - before == case.refused, case
+        assert rest.sink.items == [], case
+        tried("data_api", case)
+
+
+@budget("clob_rest_book")
+@given(cases=batches(fz.rest_bodies(fz.REST_BOOK_BODY)))
+def test_feed_fuzz_clob_rest_book_bodies(rest: RestHarness, cases: list[fz.Case]) -> None:
+    asset = fz.REST_BOOK["asset_id"]
+    for case in cases:
+        before = rest.metrics.total("parse_errors", "clob_rest")
+        assert rest.run(case.raw, lambda: rest.sync.fetch("book", asset)) is False
+        assert rest.metrics.total("parse_errors", "clob_rest") - before == case.refused, case
+        assert not rest.books.books[asset].synced, case
+        tried("clob_rest_book", case)
+
+
+@budget("clob_rest_markets")
+@given(cases=batches(fz.rest_bodies(fz.REST_MARKET_BODY)))
+def test_feed_fuzz_clob_rest_market_bodies(rest: RestHarness, cases: list[fz.Case]) -> None:
+    for case in cases:
+        before, writes = rest.metrics.total("parse_errors", "clob_rest"), rest.redis.writes
+        assert rest.run(case.raw, lambda: rest.sync.fetch("market", fz.REST_MARKET["condition_id"])) is False
+        assert rest.metrics.total("parse_errors", "clob_rest") - before == case.refused, case
+        assert rest.redis.writes == writes, case  # no market info from a body that was refused
+        tried("clob_rest_markets", case)
+
+
+def test_the_rest_harness_accepts_the_valid_bodies(rest: RestHarness) -> None:
+    """The fuzzed REST paths do accept the bodies they start from (a refusal is the body's, not the harness's)."""
+    leader = fz.ROW["proxyWallet"]
+    assert rest.run(orjson.dumps([fz.ROW]), lambda: rest.poller.poll_once(leader, RECV_NS / 1e9 - 60)) == 0
+    assert len(rest.sink.items) == 1
+    rest.sink.items.clear()
+    assert rest.run(orjson.dumps(fz.REST_MARKET), lambda: rest.sync.fetch("market", fz.REST_MARKET["condition_id"]))
+    asset = fz.REST_BOOK["asset_id"]
+    assert rest.run(orjson.dumps(fz.REST_BOOK), lambda: rest.sync.fetch("book", asset))
+    assert rest.books.books[asset].synced
+    rest.books.desync_all()
+
+
+def test_a_cursor_that_repeats_is_a_bad_page_not_an_endless_window(rest: RestHarness) -> None:
+    """A v2 page whose next cursor is the one it was asked with would be paged forever: counted, polled later."""
+    before, requests = rest.metrics.count("parse_errors", "data_api", "BAD_FIELD"), rest.served.requests
+    body = orjson.dumps({"data": [], "pagination": {"has_more": True, "next_cursor": "c1"}})
+    leader = fz.ROW["proxyWallet"]
+    assert rest.run(body, lambda: asyncio.wait_for(rest.poller.poll_once(leader, RECV_NS / 1e9 - 60), 5)) is None
+    assert rest.metrics.count("parse_errors", "data_api", "BAD_FIELD") == before + 1
+    assert rest.served.requests == requests + 2  # the first page, then the one that repeats its cursor

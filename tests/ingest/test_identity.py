@@ -13,6 +13,7 @@ from services.ingest import dataapi, rtds
 from services.ingest.identity import OccurrenceCounter, content_key, event_id, identify, identify_batch
 from services.ingest.model import Fill
 from sim.polymarket.model import SimTrade
+from tests.ingest.conftest import RECV_NS
 
 WALLET = "0x5a1ce0000000000000000000000000000000beef"
 TOKEN = "31415926535897932384626433832795028841971693993751058209749445923078164062862"
@@ -25,11 +26,11 @@ def sim_trade(size: str = "10", price: str = "0.5", tx: str = TX, side: str = "B
 
 
 def via_rtds(t: SimTrade) -> Fill:
-    return rtds.parse_trade(t.rtds_payload(), "RTDS_TRADES", 1)
+    return rtds.parse_trade(t.rtds_payload(), "RTDS_TRADES", RECV_NS + 1)
 
 
 def via_data_api(t: SimTrade) -> Fill:
-    return dataapi.parse_row(t.activity_row(), 2)
+    return dataapi.parse_row(t.activity_row(), RECV_NS + 2)
 
 
 @pytest.mark.parametrize(("a", "b"), [

@@ -12,6 +12,7 @@ from services.ingest.identity import OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics
 from services.ingest.recorder import Recorder
 from services.ingest.rtds_feed import RtdsHandler
+from tests.ingest.conftest import RECV_NS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,15 +85,15 @@ def test_recorded_frames_normalize_like_the_live_handler(tmp_path: Path) -> None
     frames = [orjson.dumps(fixture("rtds_array_same_tx_two_fills.json")).decode(), "",
               orjson.dumps(fixture("rtds_trade_buy_taker_fee.json")).decode(), b"\xff\x00binary"]
     for n, frame in enumerate(frames):
-        rec.write("rtds", frame, 1_000 + n)
-        handler.handle(frame, 1_000 + n)
-    rec.write("data_api", orjson.dumps(fixture("data_trades_same_tx.json")), 2_000,
+        rec.write("rtds", frame, RECV_NS + n)
+        handler.handle(frame, RECV_NS + n)
+    rec.write("data_api", orjson.dumps(fixture("data_trades_same_tx.json")), RECV_NS + 2_000,
               {"url": "http://x/activity", "status": 200})
     rec.close()
     lines, _, code = normalize(rec.path)
     assert code == 0
     assert [x["id"] for x in lines[:3]] == [i.id for i in live]  # type: ignore[attr-defined]
-    assert lines[0]["receivedTimeNs"] == "1000"
+    assert lines[0]["receivedTimeNs"] == str(RECV_NS)
     # data-api rows of the response: the two identical fills are the same as RTDS's, the others new
     assert len(lines) == 3 + 2
     assert identify(live[0].fill, OccurrenceCounter(), 0).id == lines[0]["id"]  # type: ignore[attr-defined]

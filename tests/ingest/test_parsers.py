@@ -11,7 +11,20 @@ import pytest
 
 from services.ingest import clob, dataapi, rtds
 from services.ingest.frames import decode
-from services.ingest.model import BAD_FIELD, BAD_NUMBER, BAD_SHAPE, MISSING_FIELD, NOT_JSON, TOO_LARGE, ParseError
+from services.ingest.model import (
+    BAD_FIELD,
+    BAD_NUMBER,
+    BAD_SHAPE,
+    MISSING_FIELD,
+    NOT_JSON,
+    PRICE_OUT_OF_RANGE,
+    SIZE_NOT_POSITIVE,
+    TIMESTAMP_OUT_OF_RANGE,
+    TOO_LARGE,
+    ParseError,
+    TradeRefused,
+)
+from tests.ingest.conftest import RECV_NS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LEADER = "0x5a1ce0000000000000000000000000000000beef"
@@ -55,11 +68,11 @@ def test_rtds_trades(name: str, source: str, wallet: str, asset: str, side: str,
     msg = load(name)
     route, src = rtds.route(msg)
     assert (route, src) == (rtds.ROUTE_TRADE, source)
-    fill = rtds.parse_trade(rtds.payload_of(msg), src, 123)
+    fill = rtds.parse_trade(rtds.payload_of(msg), src, RECV_NS)
     assert (fill.wallet, fill.asset_id, fill.side) == (wallet, asset, side)
     assert (fill.price, fill.size) == (Decimal(price), Decimal(size))
     assert fill.fee == (Decimal(fee) if fee else None)
-    assert fill.venue_time_ms == venue_ms and fill.received_ns == 123
+    assert fill.venue_time_ms == venue_ms and fill.received_ns == RECV_NS
     assert fill.condition_id == C1 and fill.is_trade and fill.source == source
 
 
@@ -74,7 +87,7 @@ def test_rtds_non_trades(name: str, route: str) -> None:
 def test_rtds_array_frame_holds_two_identical_fills() -> None:
     messages = decode((FIXTURES / "rtds_array_same_tx_two_fills.json").read_bytes())
     assert messages is not None and len(messages) == 2
-    fills = [rtds.parse_trade(rtds.payload_of(m), "RTDS_TRADES", 0) for m in messages]
+    fills = [rtds.parse_trade(rtds.payload_of(m), "RTDS_TRADES", RECV_NS) for m in messages]
     assert fills[0] == fills[1]
 
 
@@ -95,9 +108,14 @@ def _payload(**changes: Any) -> dict[str, Any]:
     ({"price": "abc"}, BAD_NUMBER),
     ({"price": True}, BAD_NUMBER),
     ({"price": 1e80}, BAD_NUMBER),
-    ({"price": 0}, BAD_FIELD),
-    ({"price": 1.5}, BAD_FIELD),
-    ({"size": -1}, BAD_FIELD),
+    ({"price": 0}, PRICE_OUT_OF_RANGE),
+    ({"price": 1.5}, PRICE_OUT_OF_RANGE),
+    ({"price": 1}, PRICE_OUT_OF_RANGE),
+    ({"price": "-0.5"}, PRICE_OUT_OF_RANGE),
+    ({"size": -1}, SIZE_NOT_POSITIVE),
+    ({"size": "0"}, SIZE_NOT_POSITIVE),
+    ({"timestamp": 0}, TIMESTAMP_OUT_OF_RANGE),
+    ({"timestamp": RECV_NS // 10**9 + 61}, TIMESTAMP_OUT_OF_RANGE),  # stamped more than 60 s ahead of us
     ({"size": [1]}, BAD_NUMBER),
     ({"timestamp": 1e20}, BAD_NUMBER),
     ({"timestamp": ...}, MISSING_FIELD),
@@ -106,13 +124,36 @@ def _payload(**changes: Any) -> dict[str, Any]:
 ])
 def test_rtds_trade_rejects_bad_fields(changes: dict[str, Any], kind: str) -> None:
     with pytest.raises(ParseError) as err:
-        rtds.parse_trade(_payload(**changes), "RTDS_TRADES", 0)
+        rtds.parse_trade(_payload(**changes), "RTDS_TRADES", RECV_NS)
     assert err.value.kind == kind
 
 
+@pytest.mark.parametrize(("changes", "kind"), [
+    ({"price": "1"}, PRICE_OUT_OF_RANGE), ({"price": "0"}, PRICE_OUT_OF_RANGE), ({"size": "0"}, SIZE_NOT_POSITIVE),
+    ({"size": "-3"}, SIZE_NOT_POSITIVE), ({"timestamp": 0}, TIMESTAMP_OUT_OF_RANGE),
+    ({"timestamp": RECV_NS // 10**9 + 61}, TIMESTAMP_OUT_OF_RANGE),
+])
+def test_data_api_trade_rows_are_refused_like_rtds_ones(changes: dict[str, Any], kind: str) -> None:
+    row = {**dataapi.rows_of(load("data_activity_mixed.json"))[0], **changes}
+    with pytest.raises(TradeRefused) as err:
+        dataapi.parse_row(row, RECV_NS)
+    assert err.value.kind == kind
+    assert dataapi.parse_row({**row, "type": "REDEEM"}, RECV_NS).activity_type == "REDEEM"  # not a trade: kept
+
+
+def test_a_trade_is_accepted_up_to_the_clock_skew_and_its_notional_is_recomputed() -> None:
+    ahead = rtds.parse_trade(_payload(timestamp=RECV_NS // 10**9 + 59), "RTDS_TRADES", RECV_NS)
+    assert ahead.venue_time_ms == (RECV_NS // 10**9 + 59) * 1000
+    with pytest.raises(TradeRefused):  # a tighter skew refuses it
+        rtds.parse_trade(_payload(timestamp=RECV_NS // 10**9 + 59), "RTDS_TRADES", RECV_NS, max_skew_ms=1000)
+    row = {**dataapi.rows_of(load("data_activity_mixed.json"))[0], "usdcSize": "1000000"}  # a bogus figure
+    fill = dataapi.parse_row(row, RECV_NS)
+    assert fill.notional == fill.price * fill.size == Decimal("0.62") * Decimal("48.25")
+
+
 def test_rtds_numbers_as_strings_parse_the_same() -> None:
-    a = rtds.parse_trade(_payload(), "RTDS_TRADES", 0)
-    b = rtds.parse_trade(_payload(price="0.620", size="48.250", timestamp="1767225600"), "RTDS_TRADES", 0)
+    a = rtds.parse_trade(_payload(), "RTDS_TRADES", RECV_NS)
+    b = rtds.parse_trade(_payload(price="0.620", size="48.250", timestamp="1767225600"), "RTDS_TRADES", RECV_NS)
     assert (a.price, a.size, a.venue_time_ms) == (b.price, b.size, b.venue_time_ms)
 
 
@@ -126,7 +167,7 @@ def test_rtds_numbers_as_strings_parse_the_same() -> None:
 def test_data_api_activity_rows(index: int, kind: str, trade: bool, asset: str, side: str, size: str,
                                 usdc: str) -> None:
     row = dataapi.rows_of(load("data_activity_mixed.json"))[index]
-    fill = dataapi.parse_row(row, 5)
+    fill = dataapi.parse_row(row, RECV_NS)
     assert (fill.activity_type, fill.is_trade, fill.asset_id, fill.side) == (kind, trade, asset, side)
     assert (fill.size, fill.usdc_size, fill.wallet) == (Decimal(size), Decimal(usdc), LEADER)
     assert fill.outcome_index == (0 if trade else 999)
@@ -134,14 +175,14 @@ def test_data_api_activity_rows(index: int, kind: str, trade: bool, asset: str, 
 
 
 def test_data_api_trades_rows_have_no_type_and_are_trades() -> None:
-    fills = [dataapi.parse_row(r, 0) for r in dataapi.rows_of(load("data_trades_same_tx.json"))]
+    fills = [dataapi.parse_row(r, RECV_NS) for r in dataapi.rows_of(load("data_trades_same_tx.json"))]
     assert [f.activity_type for f in fills] == ["TRADE"] * 4
     assert fills[0] == fills[1] and fills[2].size == Decimal("4.2")
 
 
 def test_data_api_v2_envelope_snake_case() -> None:
     body = load("data_v2_trades.json")
-    [fill] = [dataapi.parse_row(r, 0) for r in dataapi.rows_of(body)]
+    [fill] = [dataapi.parse_row(r, RECV_NS) for r in dataapi.rows_of(body)]
     assert (fill.wallet, fill.asset_id, fill.side, fill.price, fill.condition_id) == (
         LEADER, T1, "SELL", Decimal("0.71"), C1)
     assert fill.tx_hash == "0x" + "f6" * 32 and dataapi.next_cursor(body) == ""

@@ -28,7 +28,7 @@ OTHER = "0x" + "cd" * 20
 
 
 def expected_id(trade: SimTrade) -> str:
-    return identify_batch([dataapi.parse_row(trade.activity_row(), 0)], 0)[0].id
+    return identify_batch([dataapi.parse_row(trade.activity_row(), time.time_ns())], 0)[0].id
 
 
 async def ids_in_log(redis_url: str) -> list[str]:
@@ -92,7 +92,7 @@ async def test_stall_is_detected_and_the_poller_fills_the_gap_exactly_once(
     trades += [sim.trade(LEADER, market=market, size="6")]  # after the reconnect, both feeds
 
     expected = {expected_id(t) for t in trades[:4]} | {expected_id(trades[5]), expected_id(trades[6])}
-    expected.add(identify_batch([dataapi.parse_row(t.activity_row(), 0) for t in trades[3:5]], 0)[1].id)
+    expected.add(identify_batch([dataapi.parse_row(t.activity_row(), time.time_ns()) for t in trades[3:5]], 0)[1].id)
     assert len(expected) == 7
 
     async def all_there() -> bool:

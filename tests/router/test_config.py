@@ -22,6 +22,8 @@ def test_defaults() -> None:
         START_OLDEST, 300.0, 86_400, 200)
     assert s.marketable_buy_min_usd == Decimal(1)
     assert (s.redis_timeout_s, s.max_batch) == (5.0, 256)
+    assert s.max_order_usd == Decimal(1000)
+    assert Settings.from_env({**BASE, "TT_MAX_ORDER_USD": "250.5"}).max_order_usd == Decimal("250.5")
 
 
 def test_overrides() -> None:
@@ -41,7 +43,8 @@ def test_overrides() -> None:
     [("TT_ROUTER_START", "middle"), ("TT_ROUTER_MAX_TRADE_AGE_S", "soon"), ("TT_ROUTER_DEDUPE_TTL_S", "5"),
      ("TT_CLOB_API_URL", "ftp://x"), ("TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", "-1"),
      ("TT_ROUTER_MARKETABLE_BUY_MIN_USD", "abc"), ("TT_ROUTER_GRPC_PORT", "70000"), ("REDIS_URL", "http://x"),
-     ("TT_ROUTER_MAX_BATCH", "0"), ("TT_ROUTER_REDIS_TIMEOUT_S", "0")],
+     ("TT_ROUTER_MAX_BATCH", "0"), ("TT_ROUTER_REDIS_TIMEOUT_S", "0"), ("TT_MAX_ORDER_USD", "0"),
+     ("TT_MAX_ORDER_USD", "-5"), ("TT_MAX_ORDER_USD", "lots"), ("TT_MAX_ORDER_USD", "Infinity")],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -1,8 +1,9 @@
 """One decision per follower for one leader trade: an order to emit or a skip with a reason.
 
-BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → daily loss →
-open positions → exposure headroom → round down to the cent → market minimum.
-SELL: copySells and market lists → SELL sizing (see ``sells``).
+BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → the operator ceiling
+(``TT_MAX_ORDER_USD``, the cut noted on the order) → daily loss → open positions → exposure headroom → round
+down to the cent → market minimum.
+SELL: copySells and market lists → SELL sizing (see ``sells``) → the operator ceiling on size × leader price.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
+from common import ceiling
 from common.decimals import fmt
 from common.ids import hash_id
 from services.router.domain import filters, risk, sells, sizing
 from services.router.domain.market_rules import buy_minimum_usd, floor_cents
 from services.router.domain.model import (
+    SHARE_QUANTUM,
     Decision,
     Follower,
     FollowerState,
@@ -66,12 +69,13 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
     sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
     if not isinstance(sized, sizing.Sized):
         return _skip(f, *sized)
+    wanted, note = ceiling.cap_buy(sized.amount, policy.max_order_usd)
     # positions of a trade without a condition id are counted under its asset (as the router's market key)
     rejected = risk.daily_loss(f.risk, state) or risk.open_positions(f.risk, state,
                                                                     trade.condition_id or trade.asset_id)
     if rejected is not None:
         return _skip(f, *rejected)
-    capped = risk.cap_exposure(f.risk, state, sized.amount)
+    capped = risk.cap_exposure(f.risk, state, wanted)
     if not isinstance(capped, risk.Capped):
         return _skip(f, *capped)
     amount = floor_cents(capped.amount)
@@ -91,7 +95,8 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
                      f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)} + {bps} bps slippage, "
                      f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
-    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, bps)
+    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, bps,
+                       note=note if capped.cut_by is None else "")
 
 
 def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
@@ -104,7 +109,11 @@ def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: Fol
     if isinstance(size, sells.AfterBuy):
         return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, None, _slippage(f, policy),
                            sell_fraction=size.fraction)
-    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, size, _slippage(f, policy))
+    size, note = ceiling.cap_sell(size, trade.price, policy.max_order_usd)
+    if note and size < max(market.min_order_size, SHARE_QUANTUM):
+        return _skip(f, Reason.MAX_ORDER_USD, f"{note}, below the market minimum {fmt(market.min_order_size)}")
+    return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.SELL, None, size, _slippage(f, policy),
+                       note=note)
 
 
 def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     LEADER_POSITION_UNKNOWN = "LEADER_POSITION_UNKNOWN"
     SELL_BELOW_MARKET_MINIMUM = "SELL_BELOW_MARKET_MINIMUM"
     DUPLICATE_ORDER = "DUPLICATE_ORDER"
+    MAX_ORDER_USD = "MAX_ORDER_USD"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class Policy:
     max_trade_age_ms: int = 300_000
     marketable_buy_min_usd: Decimal = ONE
     default_max_slippage_bps: int = 200
+    max_order_usd: Decimal | None = None  # the operator ceiling per order (TT_MAX_ORDER_USD); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,7 @@ class OrderIntent:
     size: Decimal | None
     max_slippage_bps: int
     sell_fraction: Decimal | None = None
+    note: str = ""  # why it was sized below what the subscription asked for ("REASON: numbers"), "" if not
 
 
 @dataclass(frozen=True, slots=True)
