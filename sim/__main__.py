@@ -65,6 +65,7 @@ async def _serve(args: argparse.Namespace) -> int:
         token = env_str(env, "TT_INSIDERS_API_TOKEN", "insiders-demo-token")
         insiders = InsidersFake(sim.books, token=token, host=host,
                                 port=env_port(env, "TT_SIM_INSIDERS_PORT", 9204))
+        sim.venue = insiders.holdings
         print(f"export TT_INSIDERS_API_URL={await insiders.start()}", flush=True)
         print(f"export TT_INSIDERS_API_TOKEN={token}", flush=True)
     tasks: list[asyncio.Task[Any]] = []

@@ -5,6 +5,9 @@
    a hundred leader fills on the simulator, one line per copy, a summary table, checks.
 3. The guard (:mod:`tools.demo_guard`): a take-profit, a trailing stop and a stop-loss firing on a
    simulated price path, and a loss-stop pausing a subscription.
+4. Positions (:mod:`tools.demo_positions`): markets resolve (winners redeemed and confirmed, losers closed at
+   $0, a freed cap lets the next copy through), and a sell made in the trading terminal is reconciled before
+   the leader's exit is mirrored.
 
 The simulator runs in this process (:mod:`tools.pipeline`) on its fixed ports (``TT_SIM_*_PORT``)
 and the stack runs under its supervisor as ``make up`` would start it. Any unexpected answer or
@@ -113,7 +116,7 @@ def _walk(environ: Mapping[str, str], say: Printer) -> int:
 
 
 def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
-    from tools import demo_copy, demo_guard, demo_report
+    from tools import demo_copy, demo_guard, demo_positions, demo_report
     from tools.demo_checks import check_copy_flow
     from tools.pipeline import Pipeline, PipelineError
 
@@ -121,7 +124,9 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
     ports = SimPorts(*(env_port(environ, name, default) for name, default in stack.SIM_PORTS.items()))
     say("Bringing the stack up with the simulator (Polymarket feeds and the Insiders API on loopback)…")
     try:
-        pipeline = Pipeline.start(Path(environ["TT_RUN_DIR"]), env=environ, sim_ports=ports, out=say)
+        # markets with new ids every run: a run folder's data outlives the stack, and with them what an earlier
+        # run did to its markets (resolved, closed)
+        pipeline = Pipeline.start(Path(environ["TT_RUN_DIR"]), env=environ, sim_ports=ports, out=say, seed=None)
     except (PipelineError, OSError) as exc:
         say(f"\nDemo FAILED: {exc}")
         return 1
@@ -141,6 +146,8 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
             check_copy_flow(world, result, stats, walker)
             section(say, "3. Guard: exits on a simulated price path, a loss-stop")
             demo_guard.run(world, result, walker)
+            section(say, "4. Positions: a market resolves; the venue's count is the truth")
+            demo_positions.run(world, walker)
             if not keep:
                 section(say, "   Cleanup: the demo's subscriptions stopped (KEEP=1 leaves them)")
                 for sub_id in world.subs.values():

@@ -111,6 +111,15 @@ def order_tap(channel: grpc.Channel, keep: Callable[[epb.OrderEvent], bool], **k
         epb.StreamOrderEventsRequest(after_cursor=c, consumer="tap")), lambda r: (r.cursor, r.event), keep=keep, **kw)
 
 
+def redemption_tap(channel: grpc.Channel, keep: Callable[[epb.RedemptionEvent], bool],
+                   **kw: Any) -> StreamTap[epb.RedemptionEvent]:
+    """The executor's redemption events."""
+    stub = egrpc.ExecutorServiceStub(channel)
+    return StreamTap("redemptions", lambda c: stub.StreamRedemptionEvents(
+        epb.StreamRedemptionEventsRequest(after_cursor=c, consumer="tap")), lambda r: (r.cursor, r.event), keep=keep,
+        **kw)
+
+
 def trigger_tap(channel: grpc.Channel, keep: Callable[[gpb.TriggerEvent], bool],
                 **kw: Any) -> StreamTap[gpb.TriggerEvent]:
     """Guard's trigger events."""

@@ -47,6 +47,7 @@ class SimThread:
         self.sim.data.strict_user_agent = True
         self.insiders = InsidersFake(self.sim.books, token=insiders_token, host=host, port=self.ports.insiders,
                                      settle_s=settle_s)
+        self.sim.venue = self.insiders.holdings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None

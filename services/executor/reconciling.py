@@ -38,7 +38,7 @@ _FAILURES = _meter.create_counter("executor.reconcile_failures",
 NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
 WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
 MAX_CALLS_PER_S = 10.0  # venue calls of the periodic rounds (a wallet asked for soon goes ahead of them)
-WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often
+WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
 RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
 
@@ -204,7 +204,7 @@ class Reconciler:
                 while self._refused:
                     await self._resize(self._refused.pop(0))
                 now = self.clock()
-                if now - refreshed >= WALLETS_REFRESH_S:
+                if now - refreshed >= min(WALLETS_REFRESH_S, self.interval_s):
                     await self._refresh()
                     refreshed = now
                 wallet_id = self._next(now)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sim.books import SimBooks
 from sim.polymarket.clob import ClobServer
@@ -15,6 +15,16 @@ from sim.polymarket.model import SimMarket, SimTrade, random_hex, random_token_i
 from sim.polymarket.rtds import RtdsServer
 
 BOTH = ("rtds", "data_api")
+
+
+class MarketRegistry(Protocol):
+    """What the execution venue learns of the simulated markets (``sim.redemptions.Holdings``)."""
+
+    def register(self, condition_id: str, tokens: Sequence[tuple[str, str]], *, neg_risk: bool = False) -> None:
+        """A market's tokens with their outcomes, in outcome-index order."""
+
+    def resolve(self, condition_id: str, winning_token: str) -> None:
+        """The market resolved."""
 
 
 class PolymarketSim:
@@ -28,6 +38,9 @@ class PolymarketSim:
         self.data = DataApiServer()
         self.trades: list[SimTrade] = []
         self.host = "127.0.0.1"
+        # the execution venue's view of the markets (the Insiders fake's ``holdings``): told of every market
+        # added and resolved here, so its positions carry conditions and outcomes and winners can be redeemed
+        self.venue: MarketRegistry | None = None
 
     async def start(self, host: str = "127.0.0.1", *, rtds_port: int = 0, clob_port: int = 0,
                     data_port: int = 0) -> PolymarketSim:
@@ -60,6 +73,9 @@ class PolymarketSim:
                            tokens=tokens or (random_token_id(self.rng), random_token_id(self.rng)),
                            tick_size=Decimal(tick_size), **kwargs)
         self.clob.add_market(market)
+        if self.venue is not None:
+            self.venue.register(market.condition_id, list(zip(market.tokens, market.outcomes, strict=True)),
+                                neg_risk=market.neg_risk)
         tick, unit = Decimal(tick_size), Decimal(level_size)
         for token, m in zip(market.tokens, (Decimal(mid), 1 - Decimal(mid)), strict=True):
             bids = [(m - tick * i, unit * i) for i in range(1, levels + 1) if m - tick * i > 0]
@@ -117,6 +133,8 @@ class PolymarketSim:
         won = winner or market.tokens[0]
         self.clob.resolve(market, won, socket=socket, socket_winner=socket_winner, rest=rest,
                           rest_delay_s=rest_delay_s)
+        if self.venue is not None:
+            self.venue.resolve(market.condition_id, won)
         return won
 
     def activity(self, wallet: str, kind: str = "REDEEM", *, size: Any = "3.5", market: SimMarket | None = None,
