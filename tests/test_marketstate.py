@@ -21,6 +21,7 @@ from common.marketstate import (
 D = Decimal
 
 
+@pytest.mark.integration
 async def test_book_and_market_round_trip(redis_url: str) -> None:
     r = aioredis.from_url(redis_url)
     book = BookSnapshot("123", "0xc", ((D("0.48"), D("10")), (D("0.47"), D("5"))), ((D("0.5"), D("7")),),

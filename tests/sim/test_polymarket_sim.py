@@ -49,6 +49,7 @@ def test_sim_books_levels_consume_and_frames() -> None:
     assert books.levels("unknown") == ((), ())
 
 
+@pytest.mark.integration
 async def test_rtds_subscription_rules_and_keepalive(sim: PolymarketSim) -> None:
     async with websockets.connect(sim.env()["TT_RTDS_URL"]) as ws:
         await ws.send(orjson.dumps({"subscriptions": [{"topic": "activity", "type": "trades"}]}).decode())
@@ -71,6 +72,7 @@ async def test_rtds_subscription_rules_and_keepalive(sim: PolymarketSim) -> None
         assert sim.rtds.dropped == 1
 
 
+@pytest.mark.integration
 async def test_clob_ws_snapshot_array_dynamic_subscribe_and_pong(sim: PolymarketSim) -> None:
     m1, m2 = sim.add_market(), sim.add_market()
     async with websockets.connect(sim.env()["TT_CLOB_WS_URL"]) as ws:
@@ -90,6 +92,7 @@ async def test_clob_ws_snapshot_array_dynamic_subscribe_and_pong(sim: Polymarket
         assert change["price_changes"][0]["asset_id"] == m2.tokens[1]
 
 
+@pytest.mark.integration
 async def test_clob_rest(sim: PolymarketSim) -> None:
     m = sim.add_market(tick_size="0.001", mid="0.5")
     base = sim.env()["TT_CLOB_API_URL"]
@@ -103,6 +106,7 @@ async def test_clob_rest(sim: PolymarketSim) -> None:
         assert [t["token_id"] for t in market["tokens"]] == list(m.tokens) and market["minimum_tick_size"] == 0.001
 
 
+@pytest.mark.integration
 async def test_data_api_like_the_venue(sim: PolymarketSim) -> None:
     m = sim.add_market()
     taker, _maker = sim.match(LEADER, LEADER, market=m, feeds=("data_api",))
@@ -129,6 +133,7 @@ async def test_data_api_like_the_venue(sim: PolymarketSim) -> None:
         assert len((await http.get("/activity", params={"user": LEADER})).json()) == 3  # not indexed yet
 
 
+@pytest.mark.integration
 async def test_replay_of_a_recorded_capture(sim: PolymarketSim, tmp_path: Path) -> None:
     m = sim.add_market()
     payload = {"connection_id": "c", "topic": "activity", "type": "trades", "timestamp": 1,
