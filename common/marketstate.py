@@ -3,6 +3,8 @@
 Keys:
 - ``tt:book:{asset}`` STRING, JSON of :class:`BookSnapshot` (levels best-first: bids descending, asks ascending).
 - ``tt:market:{asset}`` HASH of :class:`MarketInfo` fields (tick size, minimum order size, neg-risk, closed...).
+  Its field ``resolved_winner`` (the winning token id, written by ingest when the market resolved) keeps the
+  market closed whatever a later write of the other fields says (a CLOB REST answer lagging the resolution).
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
   (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
   difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
@@ -27,6 +29,7 @@ WATCH_CHANNEL = "tt:watch:changed"
 WATCH_SETS = (WATCH_POSITIONS, WATCH_TRIGGERS)
 
 Level = tuple[Decimal, Decimal]
+RESOLVED_WINNER = "resolved_winner"  # tt:market:{asset} field: set once the market resolved (sticky closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,16 +199,22 @@ class MarketInfo:
             "updated_ms": str(self.updated_ms), **self.extra,
         }
 
+    @property
+    def resolved_winner(self) -> str:
+        """The winning token id once the market resolved ("" before)."""
+        return self.extra.get(RESOLVED_WINNER, "")
+
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> MarketInfo:
-        """Parse the stored hash (string values)."""
+        """Parse the stored hash (string values); a resolved market is closed and accepts no orders."""
         known = {"asset_id", "condition_id", "tick_size", "min_order_size", "neg_risk", "closed",
                  "accepting_orders", "market_slug", "event_slug", "updated_ms"}
+        resolved = bool(h.get(RESOLVED_WINNER))
         return cls(
             asset_id=h["asset_id"], condition_id=h.get("condition_id", ""),
             tick_size=Decimal(h["tick_size"]), min_order_size=Decimal(h.get("min_order_size") or "0"),
-            neg_risk=h.get("neg_risk") == "1", closed=h.get("closed") == "1",
-            accepting_orders=h.get("accepting_orders", "1") == "1",
+            neg_risk=h.get("neg_risk") == "1", closed=resolved or h.get("closed") == "1",
+            accepting_orders=not resolved and h.get("accepting_orders", "1") == "1",
             market_slug=h.get("market_slug", ""), event_slug=h.get("event_slug", ""),
             updated_ms=int(h.get("updated_ms") or 0),
             extra={k: v for k, v in h.items() if k not in known},

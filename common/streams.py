@@ -36,6 +36,7 @@ R = TypeVar("R")
 
 LEADER_TRADES = "tt:stream:leader_trades"
 PRICE_TICKS = "tt:stream:price_ticks"
+MARKET_RESOLUTIONS = "tt:stream:market_resolutions"
 ROUTED_TRADES = "tt:stream:routed_trades"
 ORDER_EVENTS = "tt:stream:order_events"
 TRIGGER_EVENTS = "tt:stream:trigger_events"

@@ -165,10 +165,12 @@ class SimBooks:
                               "best_bid": fmt(bid), "best_ask": fmt(ask), "spread": fmt(ask - bid),
                               "timestamp": str(_now_ms())})
 
-    def resolve(self, market: str, asset_ids: list[str], winning_asset_id: str) -> None:
-        """Publish ``market_resolved`` to every asset of the market."""
+    def resolve(self, market: str, asset_ids: list[str], winning_asset_id: str, winning_outcome: str = "Yes") -> None:
+        """Publish ``market_resolved`` to every asset of the market (``winning_asset_id`` "": a frame without a
+        winner, as the venue may send)."""
         frame = {"event_type": "market_resolved", "id": "1", "market": market, "assets_ids": asset_ids,
-                 "winning_asset_id": winning_asset_id, "winning_outcome": "Yes", "timestamp": str(_now_ms())}
+                 "winning_asset_id": winning_asset_id, "winning_outcome": winning_outcome,
+                 "timestamp": str(_now_ms())}
         for asset_id in asset_ids:
             self._emit(asset_id, frame)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
 
 from common.marketstate import (
+    RESOLVED_WINNER,
     BookSnapshot,
     MarketInfo,
     mark_from_json,
@@ -53,3 +55,26 @@ def test_the_mark_is_the_mid_else_the_bid_else_the_last_trade(bid: str | None, a
     assert mark_price(book.best_bid, book.best_ask, book.last_trade_price) == expected
     assert book.mark == expected
     assert mark_from_json(book.to_json()) == (expected, 7)
+@pytest.mark.parametrize(("fields", "closed", "accepting"), [
+    ({}, False, True),
+    ({"closed": "1"}, True, True),
+    ({"accepting_orders": "0"}, False, False),
+    ({"resolved_winner": "456"}, True, False),  # resolved: closed whatever the other fields say
+    ({"resolved_winner": "456", "closed": "0", "accepting_orders": "1"}, True, False),
+    ({"resolved_winner": ""}, False, True),
+])
+def test_a_resolved_market_stays_closed(fields: dict[str, str], closed: bool, accepting: bool) -> None:
+    info = MarketInfo.from_hash({"asset_id": "123", "tick_size": "0.01", **fields})
+    assert (info.closed, info.accepting_orders) == (closed, accepting)
+    assert info.resolved_winner == fields.get(RESOLVED_WINNER, "")
+
+
+@pytest.mark.integration
+async def test_a_later_write_of_the_market_does_not_reopen_a_resolved_one(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    info = MarketInfo("123", "0xc", D("0.01"), D("5"))
+    await write_market(r, replace(info, closed=True, accepting_orders=False, extra={RESOLVED_WINNER: "123"}))
+    await write_market(r, info)  # e.g. the router's refresh from a CLOB REST answer lagging the resolution
+    got = await read_market(r, "123")
+    assert got is not None and got.closed and not got.accepting_orders and got.resolved_winner == "123"
+    await r.aclose()

@@ -11,7 +11,8 @@ import grpc
 import psycopg
 import redis.exceptions
 
-from common.streams import DurableLog, serve_log, serve_log_batches
+from common.logserve import stream_log, stream_log_batches
+from common.streams import DurableLog
 from services.executor.engine import Engine
 from services.executor.fanout import Fanout
 from services.executor.store import Store
@@ -69,15 +70,16 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
     async def StreamOrderEvents(self, request: epb.StreamOrderEventsRequest,
                                 context: Any) -> AsyncIterator[epb.StreamOrderEventsResponse]:
         """Order events from the durable log, resumable from a cursor."""
-        async for item in serve_log(self.events_log, request.after_cursor, order_event_entry):
+        async for item in stream_log(context, self.events_log, request.after_cursor, request.consumer,
+                                     order_event_entry):
             yield item
 
     async def StreamOrderEventBatches(self, request: epb.StreamOrderEventBatchesRequest,
                                       context: Any) -> AsyncIterator[epb.StreamOrderEventBatchesResponse]:
         """Order events from the durable log in the batches they were ready in, resumable from a cursor."""
-        async for item in serve_log_batches(self.events_log, request.after_cursor, order_event_entry,
-                                            order_event_batch,
-                                            min(request.max_events or DEFAULT_EVENT_BATCH, MAX_EVENT_BATCH)):
+        async for item in stream_log_batches(context, self.events_log, request.after_cursor, request.consumer,
+                                             order_event_entry, order_event_batch,
+                                             min(request.max_events or DEFAULT_EVENT_BATCH, MAX_EVENT_BATCH)):
             yield item
 
 
@@ -87,7 +89,8 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
         if self.redemptions_log is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "redemption events are not served here")
             return
-        async for item in serve_log(self.redemptions_log, request.after_cursor, redemption_event_entry):
+        async for item in stream_log(context, self.redemptions_log, request.after_cursor, request.consumer,
+                                     redemption_event_entry):
             yield item
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -10,27 +9,12 @@ import grpc
 
 from common.grpcauth import GrpcSecurity
 from common.grpcserver import GrpcServer, start_server
-from common.streams import DurableLog, serve_log
+from common.logserve import stream_log
+from common.streams import DurableLog
 from tradingtools.guard.v1 import guard_pb2 as gpb
 from tradingtools.guard.v1 import guard_pb2_grpc as ggrpc
 
 SERVICE_NAME = gpb.DESCRIPTOR.services_by_name["GuardService"].full_name
-_CURSOR = re.compile(r"^(|0|\d{1,20}-\d{1,20})$")
-
-
-class BadRequest(ValueError):
-    """A request field the service cannot use."""
-
-
-def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The one mapping of guard's errors to gRPC status."""
-    if isinstance(exc, BadRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    return grpc.StatusCode.INTERNAL, "internal error"
-
-
-def _response(cursor: str, payload: bytes) -> gpb.StreamTriggerEventsResponse:
-    return gpb.StreamTriggerEventsResponse(cursor=cursor, event=gpb.TriggerEvent.FromString(payload))
 
 
 class GuardServicer(ggrpc.GuardServiceServicer):
@@ -43,14 +27,13 @@ class GuardServicer(ggrpc.GuardServiceServicer):
             self, request: gpb.StreamTriggerEventsRequest,
             context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[gpb.StreamTriggerEventsResponse]:
         """Every event after ``after_cursor``, forever."""
-        try:
-            if not _CURSOR.match(request.after_cursor):
-                raise BadRequest(f"after_cursor: not a stream cursor: {request.after_cursor[:40]!r}")
-        except BadRequest as exc:
-            code, message = status_of(exc)
-            await context.abort(code, message)
-        async for item in serve_log(self.log, request.after_cursor, _response):
+        async for item in stream_log(context, self.log, request.after_cursor, request.consumer, trigger_event_entry):
             yield item
+
+
+def trigger_event_entry(cursor: str, payload: bytes) -> gpb.StreamTriggerEventsResponse:
+    """One entry of the trigger-event log as a stream response."""
+    return gpb.StreamTriggerEventsResponse(cursor=cursor, event=gpb.TriggerEvent.FromString(payload))
 
 
 async def start_grpc(host: str, port: int, log_: DurableLog, security: GrpcSecurity) -> GrpcServer:

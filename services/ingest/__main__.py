@@ -25,7 +25,7 @@ from common.logs import setup_logging
 from common.resp import RespConnection
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import LEADER_TRADES, PRICE_TICKS, DurableLog, create_stream_redis
+from common.streams import LEADER_TRADES, MARKET_RESOLUTIONS, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
 from services.ingest.bookpub import BookPublisher, MarketSync
@@ -33,11 +33,13 @@ from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobFeed, ClobHandler
 from services.ingest.config import IngestSettings
 from services.ingest.identity import Identified
+from services.ingest.marketchecks import MarketChecks
 from services.ingest.metrics import IngestMetrics
 from services.ingest.persist import PgActivityStore, TradeWriter
 from services.ingest.poller import Poller
 from services.ingest.ratelimit import TokenBucket
 from services.ingest.recorder import Recorder
+from services.ingest.resolutions import ResolutionRecorder, SocketResolutions
 from services.ingest.restclient import ClobRest, DataApi, RestGetter
 from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
 from services.ingest.servicer import IngestServicer
@@ -63,6 +65,7 @@ class Ingest:
         self.recorder = Recorder(s.record_dir) if s.record_dir else None
         self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen, live=LiveFeed())
         self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=s.stream_maxlen)
+        self.resolutions_log = DurableLog(self.redis, MARKET_RESOLUTIONS, maxlen=s.stream_maxlen)
         self.followed = FollowedLeaders()
         self.books = BookState()
         self.watch: WatchSet | None = None
@@ -93,8 +96,18 @@ class Ingest:
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
                                       self.redis_text, self.metrics, stale_s=s.book_stale_s)
         self.publisher.on_market = self.market_sync.want_market
+        # resolutions: PostgreSQL comes in start(); the recorder and the checks get the pool there
+        self.resolutions = ResolutionRecorder(None, self.resolutions_log, self.ticks_log, self.redis_text,
+                                              self.metrics)
+        check_getter = RestGetter(self.http, TokenBucket(s.market_check_rate_per_s, 1, time.monotonic()),
+                                  feed="clob_rest", recorder=self.recorder)
+        self.market_checks = MarketChecks(None, ClobRest(check_getter, s.clob_api_url), self.resolutions,
+                                          self.redis_text, self.metrics, interval_s=s.market_check_interval_s)
+        self.socket_resolutions = SocketResolutions(self.resolutions, self.market_checks.ask, self.books.books,
+                                                    self.redis_text, self.metrics)
         clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb,
-                                   on_desync=self.market_sync.resync)
+                                   on_desync=self.market_sync.resync,
+                                   on_resolved=self.socket_resolutions.on_resolved)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
                              ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
                              backoff=_backoff(s), max_frame_bytes=mfb)
@@ -117,8 +130,10 @@ class Ingest:
         self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
                                   batch=s.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)
+        self.resolutions.pool = self.market_checks.pool = self.pool
         await self.trades_log.prime()
-        self._spawn(self.index.run(), self.sink.run(), self.writer.run())
+        self._spawn(self.index.run(), self.sink.run(), self.writer.run(), self.resolutions.run(),
+                    self.market_checks.run(), self.socket_resolutions.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
         if s.poll_enabled:
@@ -128,8 +143,8 @@ class Ingest:
                         self.market_sync.run_stale_checker())
         if self.recorder is not None:
             self._spawn(self.recorder.run())
-        self.grpc = await server.start(IngestServicer(self.trades_log, self.ticks_log), s.grpc_port, s.grpc_host,
-                                        s.security)
+        self.grpc = await server.start(IngestServicer(self.trades_log, self.ticks_log, self.resolutions_log),
+                                       s.grpc_port, s.grpc_host, s.security)
         log.info("ingest ready", extra={"grpc_port": self.grpc.port, "leaders": len(self.followed),
                                         "rtds": s.rtds_url, "clob": s.clob_ws_url, "data_api": s.data_api_url})
         return int(self.grpc.port)

@@ -87,12 +87,14 @@ class BestBidAskMsg:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedMsg:
-    """The market resolved; ``winning_asset_id`` won."""
+    """The market resolved; ``winning_asset_id`` won (``services.ingest.resolution`` decides whether it is a
+    clear winner)."""
 
     market: str
     asset_ids: tuple[str, ...]
     winning_asset_id: str
     venue_ms: int
+    winning_outcome: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +324,7 @@ def parse_event(d: dict[str, Any]) -> ClobMsg:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise m.ParseError(m.BAD_FIELD, "assets_ids must be an array of strings")
         return ResolvedMsg(m.text(d, "market").lower(), tuple(ids), m.text(d, "winning_asset_id"),
-                           m.millis(d, "timestamp"))
+                           m.millis(d, "timestamp"), m.text(d, "winning_outcome", max_len=200))
     if not isinstance(kind, str):
         raise m.ParseError(m.MISSING_FIELD, "event_type")
     return IgnoredMsg(kind)

@@ -34,12 +34,14 @@ class ClobHandler:
     """Applies market-channel frames to the books; never raises on bad input."""
 
     def __init__(self, books: BookState, on_touched: Callable[[Touched, int], None], metrics: IngestMetrics,
-                 *, max_frame_bytes: int = 1_048_576, on_desync: Callable[[str], None] | None = None) -> None:
+                 *, max_frame_bytes: int = 1_048_576, on_desync: Callable[[str], None] | None = None,
+                 on_resolved: Callable[[clob.ResolvedMsg, int], None] | None = None) -> None:
         self.books = books
         self.on_touched = on_touched
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
         self.on_desync = on_desync  # a book found out of sync (stale meanwhile): resync it from REST
+        self.on_resolved = on_resolved  # a market_resolved (after its ticks): the resolution component decides
 
     def handle(self, raw: str | bytes, recv_ns: int) -> bool:
         """Process one frame; True when it was data (not PONG / empty)."""
@@ -57,6 +59,8 @@ class ClobHandler:
                 msg = clob.parse_event(require_object(item))
                 for touched in self.books.apply(msg, now_ms):
                     self.on_touched(touched, recv_ns)
+                if isinstance(msg, clob.ResolvedMsg) and self.on_resolved is not None:
+                    self.on_resolved(msg, recv_ns)
             except ParseError as exc:
                 self.metrics.parse_error(FEED, exc.kind)
                 self._lost_changes(item, recv_ns)

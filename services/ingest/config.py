@@ -71,6 +71,9 @@ class IngestSettings:
     poll_max_offset: int = 5000
     http_timeout_s: float = 10.0
     user_agent: str = DEFAULT_USER_AGENT
+    # market resolutions: the REST safety net over held markets
+    market_check_interval_s: float = 3600.0
+    market_check_rate_per_s: float = 4.0
     # dedupe, identity, hot index, persistence
     dedupe_ttl_s: int = 7 * 86_400
     occurrence_ttl_s: float = 900.0
@@ -125,6 +128,9 @@ class IngestSettings:
             poll_max_offset=env_int(env, "TT_INGEST_POLL_MAX_OFFSET", 5000, minimum=0),
             http_timeout_s=_pos(env, "TT_INGEST_HTTP_TIMEOUT_S", 10.0),
             user_agent=env_str(env, "TT_INGEST_USER_AGENT", DEFAULT_USER_AGENT),
+            market_check_interval_s=env_float_seconds(env, "TT_INGEST_MARKET_CHECK_INTERVAL_S", 3600.0,
+                                                      minimum=1.0),
+            market_check_rate_per_s=_pos(env, "TT_INGEST_MARKET_CHECK_RATE_PER_S", 4.0),
             dedupe_ttl_s=env_int(env, "TT_INGEST_DEDUPE_TTL_S", 7 * 86_400, minimum=60),
             occurrence_ttl_s=_pos(env, "TT_INGEST_OCCURRENCE_TTL_S", 900.0),
             index_check_s=_pos(env, "TT_INGEST_INDEX_CHECK_S", 5.0),
@@ -133,6 +139,8 @@ class IngestSettings:
         )
         if settings.reconnect_cap_s < settings.reconnect_base_s:
             raise ConfigError("TT_INGEST_RECONNECT_CAP_S must be >= TT_INGEST_RECONNECT_BASE_S")
+        if settings.market_check_interval_s > 3600.0:
+            raise ConfigError("TT_INGEST_MARKET_CHECK_INTERVAL_S must be <= 3600 (every held market at least hourly)")
         if settings.rtds_ping_interval_s >= settings.rtds_stall_s:
             raise ConfigError("TT_INGEST_RTDS_PING_INTERVAL_S must be < TT_INGEST_RTDS_STALL_S")
         return settings

@@ -5,7 +5,8 @@ through callbacks at collection time, so a frame costs no SDK call. Names (attri
 ``ingest.frames`` (feed), ``ingest.parse_errors`` (feed, kind), ``ingest.trades.kept`` /
 ``.filtered`` / ``.duplicate`` (source), ``ingest.activity`` (type), ``ingest.reconnects`` (feed),
 ``ingest.stalls`` (feed), ``ingest.backfilled``, ``ingest.ticks`` (kind), ``ingest.poll.requests``
-(status); histogram ``ingest.feed_lag`` ms (source) = venue time → receive time.
+(status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome); histogram
+``ingest.feed_lag`` ms (source) = venue time → receive time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "backfilled": ("ingest.backfilled", (), "trades only the poller delivered"),
     "ticks": ("ingest.ticks", ("kind",), "price ticks emitted"),
     "poll": ("ingest.poll.requests", ("status",), "data-api requests by outcome"),
+    "resolutions": ("ingest.resolutions", ("source", "outcome"),
+                    "market resolutions seen: EMITTED, DUPLICATE, CONTRADICTED, NO_CLEAR_WINNER, UNWATCHED..."),
+    "market_checks": ("ingest.market_checks", ("outcome",),
+                      "REST safety-net checks of held markets: OPEN, RESOLVED, NO_CLEAR_WINNER, MALFORMED, FAILED"),
 }
 
 
@@ -97,6 +102,14 @@ class IngestMetrics:
     def poll(self, status: str) -> None:
         """A data-api request finished with ``status`` (ok, 429, error...)."""
         self.tally["poll", status] += 1
+
+    def resolution(self, source: str, outcome: str) -> None:
+        """A market resolution seen on ``source`` (CLOB_SOCKET, CLOB_REST) and what became of it."""
+        self.tally["resolutions", source, outcome] += 1
+
+    def market_check(self, outcome: str) -> None:
+        """One REST check of a market by the safety net."""
+        self.tally["market_checks", outcome] += 1
 
     def lag(self, source: str, lag_ms: float) -> None:
         """Feed lag: venue time → receive time."""

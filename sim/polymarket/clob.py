@@ -3,10 +3,18 @@
 The websocket takes ``{"assets_ids": [...], "type": "market"}`` then ``{"operation": "subscribe" |
 "unsubscribe", "assets_ids": [...]}`` without reconnecting, answers ``PING`` with ``PONG``, and sends
 the initial ``book`` snapshots as one JSON array frame. Book changes come from :class:`sim.books.SimBooks`.
+
+Resolutions: :meth:`ClobServer.resolve` (also ``POST /sim/resolve`` for the standalone simulator) sends the
+socket's ``market_resolved`` and makes ``/markets/{id}`` report the market closed with its winner, either side
+optional or late. :meth:`ClobServer.answer_market_next` queues raw answers (status, body) for ``/markets/{id}``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,11 +37,14 @@ class ClobServer(WsServer):
         self.pings = 0
         self.rest_requests: list[str] = []
         self._last_frame: dict[int, dict[str, Any]] = {}  # strong refs: ids of freed dicts are reused
+        self._market_answers: dict[str, deque[tuple[int, Any]]] = {}
+        self._timers: list[asyncio.TimerHandle] = []
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/book", self.rest_book)
         app.router.add_get("/tick-size", self.rest_tick_size)
         app.router.add_get("/markets/{condition_id}", self.rest_market)
+        app.router.add_post("/sim/resolve", self.admin_resolve)
         app.router.add_get("/ws/market", self.handle_ws)
         app.router.add_get("/{tail:.*}", self.handle_ws)
 
@@ -119,9 +130,64 @@ class ClobServer(WsServer):
         return web.json_response({"minimum_tick_size": float(book.tick_size)})
 
     async def rest_market(self, request: web.Request) -> web.Response:
-        """``GET /markets/{condition_id}``."""
+        """``GET /markets/{condition_id}`` (or the next answer queued by :meth:`answer_market_next`)."""
         self.rest_requests.append(str(request.rel_url))
-        market = self.markets.get(request.match_info["condition_id"].lower())
+        condition_id = request.match_info["condition_id"].lower()
+        queued = self._market_answers.get(condition_id)
+        if queued:
+            status, body = queued.popleft()
+            text = body if isinstance(body, str) else orjson.dumps(body).decode()
+            return web.Response(text=text, status=status, content_type="application/json")
+        market = self.markets.get(condition_id)
         if market is None:
             return web.json_response({"error": "market not found"}, status=404)
         return web.json_response(market.rest())
+
+    def answer_market_next(self, condition_id: str, status: int = 200, body: Any = "") -> None:
+        """Answer the next ``/markets/{condition_id}`` with ``status`` and ``body`` (a str is sent as is)."""
+        self._market_answers.setdefault(condition_id.lower(), deque()).append((status, body))
+
+    def resolve(self, market: SimMarket, winner: str, *, socket: bool = True, socket_winner: bool = True,
+                rest: bool = True, rest_delay_s: float = 0.0) -> None:
+        """Resolve ``market`` with ``winner`` (one of its tokens). ``socket``: send ``market_resolved`` to its
+        subscribers (``socket_winner`` False: with an empty ``winning_asset_id``); ``rest``: ``/markets/{id}``
+        reports it closed, not accepting orders, ``winner`` true on the winning token (after ``rest_delay_s``).
+        An unset ``end_date_iso`` becomes now."""
+        if winner not in market.tokens:
+            raise ValueError(f"winner {winner} is not a token of market {market.condition_id}")
+        if socket:
+            outcome, _index = market.outcome_of(winner)
+            self.books.resolve(market.condition_id, list(market.tokens), winner if socket_winner else "",
+                               outcome if socket_winner else "")
+        if not rest:
+            return
+
+        def close_on_rest() -> None:
+            market.closed, market.accepting_orders, market.winner = True, False, winner
+            if not market.end_date_iso:
+                market.end_date_iso = datetime.fromtimestamp(int(time.time()), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        if rest_delay_s > 0:
+            self._timers.append(asyncio.get_running_loop().call_later(rest_delay_s, close_on_rest))
+        else:
+            close_on_rest()
+
+    async def admin_resolve(self, request: web.Request) -> web.Response:
+        """``POST /sim/resolve`` ``{"condition_id", "winner", "socket", "socket_winner", "rest", "rest_delay_s"}``
+        (the simulator's own control, not a venue endpoint)."""
+        try:
+            body = orjson.loads(await request.read())
+            market = self.markets[str(body["condition_id"]).lower()]
+            winner = str(body.get("winner") or market.tokens[0])
+            self.resolve(market, winner, socket=bool(body.get("socket", True)),
+                         socket_winner=bool(body.get("socket_winner", True)), rest=bool(body.get("rest", True)),
+                         rest_delay_s=float(body.get("rest_delay_s", 0.0)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return web.json_response({"error": f"bad resolve request: {exc!r}"}, status=400)
+        return web.json_response({"condition_id": market.condition_id, "winner": winner})
+
+    async def stop(self) -> None:
+        """Cancel late REST resolutions, then close."""
+        for timer in self._timers:
+            timer.cancel()
+        await super().stop()

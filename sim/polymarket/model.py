@@ -51,6 +51,7 @@ class SimMarket:
     event_slug: str = "sim-event"
     title: str = "Will the simulator behave?"
     winner: str = ""
+    end_date_iso: str = ""  # e.g. "2026-03-01T00:00:00Z"; printed as null when unset
 
     def outcome_of(self, token_id: str) -> tuple[str, int]:
         """(outcome label, index) of a token."""
@@ -64,7 +65,9 @@ class SimMarket:
             "accepting_orders": self.accepting_orders, "minimum_order_size": num(self.min_order_size),
             "minimum_tick_size": num(self.tick_size), "condition_id": self.condition_id,
             "question": self.title, "market_slug": self.slug, "neg_risk": self.neg_risk,
-            "tokens": [{"token_id": t, "outcome": o, "price": 0.5, "winner": t == self.winner}
+            "end_date_iso": self.end_date_iso or None,
+            "tokens": [{"token_id": t, "outcome": o, "winner": t == self.winner,
+                        "price": (1 if t == self.winner else 0) if self.closed and self.winner else 0.5}
                        for t, o in zip(self.tokens, self.outcomes, strict=True)],
             "tags": ["sim"],
         }

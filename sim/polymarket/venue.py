@@ -110,6 +110,15 @@ class PolymarketSim:
                        rtds_types=rtds_types, taker=False)
         return t, m
 
+    def resolve(self, market: SimMarket, winner: str | None = None, *, socket: bool = True, socket_winner: bool = True,
+                rest: bool = True, rest_delay_s: float = 0.0) -> str:
+        """Resolve ``market`` (``winner``: token 0 unless given) on the socket and/or CLOB REST
+        (:meth:`ClobServer.resolve`); returns the winner."""
+        won = winner or market.tokens[0]
+        self.clob.resolve(market, won, socket=socket, socket_winner=socket_winner, rest=rest,
+                          rest_delay_s=rest_delay_s)
+        return won
+
     def activity(self, wallet: str, kind: str = "REDEEM", *, size: Any = "3.5", market: SimMarket | None = None,
                  tx: str | None = None) -> SimTrade:
         """A non-trade activity row (data-api only, like the venue)."""

@@ -84,3 +84,34 @@ async def test_simulated_market_through_ingest_fires_one_sell(
     finally:
         await ingest.stop()
         await conn.close()
+
+
+async def test_a_resolution_only_rest_saw_cancels_the_armed_triggers(
+        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        make_guard: GuardFactory) -> None:
+    """No socket ``market_resolved`` at all: ingest's REST safety net finds the resolution of the held market and
+    its MARKET_RESOLVED ticks cancel every armed trigger of the market."""
+    market = sim.add_market(mid="0.5", min_order_size=Decimal("5"))
+    yes, no = market.tokens
+    conn = await db(db_url)
+    await set_position(conn, "40", asset_id=yes)
+    await conn.execute("UPDATE positions SET condition_id = %s", (market.condition_id,))
+    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.1", fraction="1", asset_id=yes)
+    await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.9", fraction="1", asset_id=no)
+    ingest = Ingest(replace(_ingest_settings(sim), market_check_interval_s=1.0), redis_url, db_url)
+    port = await ingest.start()
+    try:
+        await make_guard(ingest_target=f"127.0.0.1:{port}", tick_source="grpc")
+        await eventually(lambda: {yes, no} <= ingest.clob.subscribed, timeout_s=30)
+        sim.resolve(market, no, socket=False)
+
+        async def cancelled() -> bool:
+            rows = [await trigger_row(conn, t) for t in ("trg_sl", "trg_tp")]
+            return all(r["state"] == "CANCELLED" and r["state_reason"] == "MARKET_RESOLVED" for r in rows)
+
+        await eventually(cancelled, timeout_s=30)
+        assert ingest.metrics.count("resolutions", "CLOB_REST", "EMITTED") == 1
+        assert standins.executor.calls == []
+    finally:
+        await ingest.stop()
+        await conn.close()

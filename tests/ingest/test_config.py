@@ -18,6 +18,7 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
         50051, 5.0, 15.0, 10.0, 60.0)
     assert s.record_dir == "" and s.poll_rate_per_s <= 20  # data-api /trades allows 200 req / 10 s
     assert s.grpc_host == "127.0.0.1"  # loopback unless set, like every service
+    assert (s.market_check_interval_s, s.market_check_rate_per_s) == (3600.0, 4.0)  # held markets at least hourly
 
 
 def test_overrides() -> None:
@@ -37,6 +38,9 @@ def test_overrides() -> None:
     ({"TT_INGEST_GRPC_PORT": "70000"}, "TT_INGEST_GRPC_PORT"),
     ({"TT_INGEST_RTDS_PING_INTERVAL_S": "20"}, "TT_INGEST_RTDS_PING_INTERVAL_S"),
     ({"TT_INGEST_CLOB_ENABLED": "maybe"}, "TT_INGEST_CLOB_ENABLED"),
+    ({"TT_INGEST_MARKET_CHECK_INTERVAL_S": "7200"}, "TT_INGEST_MARKET_CHECK_INTERVAL_S"),
+    ({"TT_INGEST_MARKET_CHECK_INTERVAL_S": "0.5"}, "TT_INGEST_MARKET_CHECK_INTERVAL_S"),
+    ({"TT_INGEST_MARKET_CHECK_RATE_PER_S": "0"}, "TT_INGEST_MARKET_CHECK_RATE_PER_S"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):

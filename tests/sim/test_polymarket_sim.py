@@ -106,6 +106,64 @@ async def test_clob_rest(sim: PolymarketSim) -> None:
         assert [t["token_id"] for t in market["tokens"]] == list(m.tokens) and market["minimum_tick_size"] == 0.001
 
 
+async def _resolved_frame(ws: websockets.ClientConnection) -> dict[str, object]:
+    while True:
+        frame = orjson.loads(await ws.recv())
+        if isinstance(frame, dict) and frame.get("event_type") == "market_resolved":
+            return frame  # type: ignore[no-any-return]
+
+
+@pytest.mark.integration
+async def test_clob_resolution_on_the_socket_and_on_rest(sim: PolymarketSim) -> None:
+    m = sim.add_market(end_date_iso="2026-01-01T00:00:00Z")
+    yes, no = m.tokens
+    base = sim.env()["TT_CLOB_API_URL"]
+    async with websockets.connect(sim.env()["TT_CLOB_WS_URL"]) as ws, httpx.AsyncClient(base_url=base) as http:
+        await ws.send(orjson.dumps({"assets_ids": [yes, no], "type": "market"}).decode())
+        await ws.recv()  # the snapshots
+        before = (await http.get(f"/markets/{m.condition_id}")).json()
+        assert (before["closed"], before["accepting_orders"], before["end_date_iso"]) == (
+            False, True, "2026-01-01T00:00:00Z")
+        assert not any(t["winner"] for t in before["tokens"])
+
+        sim.resolve(m, no)
+        frame = await _resolved_frame(ws)
+        assert (frame["market"], frame["assets_ids"], frame["winning_asset_id"], frame["winning_outcome"]) == (
+            m.condition_id, [yes, no], no, "No")
+        after = (await http.get(f"/markets/{m.condition_id}")).json()
+        assert (after["closed"], after["active"], after["accepting_orders"]) == (True, True, False)
+        assert [(t["token_id"], t["winner"], t["price"]) for t in after["tokens"]] == [(yes, False, 0), (no, True, 1)]
+
+        # a frame without a winner; REST late
+        m2 = sim.add_market()
+        await ws.send(orjson.dumps({"assets_ids": list(m2.tokens), "operation": "subscribe"}).decode())
+        await ws.recv()
+        sim.resolve(m2, m2.tokens[1], socket_winner=False, rest_delay_s=0.2)
+        frame = await _resolved_frame(ws)
+        assert (frame["winning_asset_id"], frame["winning_outcome"]) == ("", "")
+        assert (await http.get(f"/markets/{m2.condition_id}")).json()["closed"] is False
+
+        async def closed_on_rest() -> bool:
+            body = (await http.get(f"/markets/{m2.condition_id}")).json()
+            return bool(body["closed"] and body["end_date_iso"] and body["tokens"][1]["winner"])
+        await eventually(closed_on_rest)
+
+        # REST only, through the simulator's own control endpoint; queued raw answers come first
+        m3 = sim.add_market()
+        sim.clob.answer_market_next(m3.condition_id, 200, "not json")
+        sim.clob.answer_market_next(m3.condition_id, 503, {"error": "busy"})
+        resp = await http.post("/sim/resolve", content=orjson.dumps(
+            {"condition_id": m3.condition_id, "winner": m3.tokens[0], "socket": False}))
+        assert resp.json() == {"condition_id": m3.condition_id, "winner": m3.tokens[0]}
+        first = await http.get(f"/markets/{m3.condition_id}")
+        assert (first.status_code, first.text) == (200, "not json")
+        assert (await http.get(f"/markets/{m3.condition_id}")).status_code == 503
+        assert (await http.get(f"/markets/{m3.condition_id}")).json()["tokens"][0]["winner"] is True
+        assert (await http.post("/sim/resolve", content=b'{"condition_id": "0x1"}')).status_code == 400
+        with pytest.raises(ValueError):
+            sim.resolve(m3, "123")
+
+
 @pytest.mark.integration
 async def test_data_api_like_the_venue(sim: PolymarketSim) -> None:
     m = sim.add_market()

@@ -1,0 +1,218 @@
+"""The REST safety net for resolutions: every held market checked on the CLOB REST API on a durable schedule.
+
+Markets checked = every market the engine holds a position in (``positions`` OPEN with shares, synced every
+``sync_s``) plus every market a socket ``market_resolved`` asked about (its row is ``closed``: kept until REST
+settles it, held or not). The schedule lives in ``market_checks`` (``next_check_at``, ``end_date``,
+``failures`` / ``last_error``); :func:`services.ingest.resolution.next_check_s` decides each next check (at least
+every ``interval_s``, ``GRACE_AFTER_END_S`` after the end date, backoff on failures). Requests go through one
+token bucket (``TT_INGEST_MARKET_CHECK_RATE_PER_S``), one at a time, due rows first: spread over time.
+
+An answer that resolves the market is recorded (:class:`~services.ingest.resolutions.ResolutionRecorder`) and its
+row deleted; a malformed or failed answer changes nothing but the schedule (logged, counted). Everything runs
+in one task, so a socket's ask and a check of the same market never race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from common.cancel import reraise_if_cancelling
+from common.retry import Backoff
+from services.ingest import resolution as rs
+from services.ingest.metrics import IngestMetrics
+from services.ingest.model import ParseError
+from services.ingest.resolutions import ResolutionRecorder, close_markets
+from services.ingest.restclient import ClobRest, HttpStatusError, RateLimited
+
+log = logging.getLogger(__name__)
+SYNC_S = 60.0
+BATCH = 20
+
+_HELD = """
+SELECT DISTINCT p.condition_id FROM positions p
+ WHERE p.state = 'OPEN' AND p.size > 0 AND p.condition_id ~ '^0x[0-9a-f]{64}$'
+"""
+_SYNC = f"""
+INSERT INTO market_checks (condition_id, next_check_at)
+SELECT h.condition_id, %s FROM ({_HELD}) h
+ WHERE NOT EXISTS (SELECT 1 FROM market_resolutions r WHERE r.condition_id = h.condition_id)
+ON CONFLICT (condition_id) DO NOTHING
+"""
+_PRUNE = """
+DELETE FROM market_checks c WHERE NOT c.closed AND NOT EXISTS (
+  SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 AND p.condition_id = c.condition_id)
+"""
+_ASK = """
+INSERT INTO market_checks (condition_id, closed, next_check_at) VALUES (%s, true, %s)
+ON CONFLICT (condition_id) DO UPDATE SET
+  next_check_at = least(market_checks.next_check_at, excluded.next_check_at), closed = true,
+  failures = CASE WHEN market_checks.closed THEN market_checks.failures ELSE 0 END
+"""
+_DUE = """
+SELECT condition_id, end_date, closed, failures FROM market_checks
+ WHERE next_check_at <= %s ORDER BY next_check_at LIMIT %s
+"""
+_SOONEST = "SELECT min(next_check_at) AS at FROM market_checks"
+_UPDATE = """
+UPDATE market_checks SET market_slug = coalesce(%s, market_slug), end_date = coalesce(%s, end_date),
+  closed = closed OR %s, checked_at = %s, next_check_at = %s, failures = %s, last_error = %s
+ WHERE condition_id = %s
+"""
+_DONE = "DELETE FROM market_checks WHERE condition_id = %s"
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class MarketChecks:
+    """Checks held markets on CLOB REST ``/markets/{condition_id}``; :meth:`run` until cancelled."""
+
+    def __init__(self, pool: Any, rest: ClobRest, recorder: ResolutionRecorder, redis: Any, metrics: IngestMetrics,
+                 *, interval_s: float = 3600.0, sync_s: float = SYNC_S, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, awaiting: Backoff = rs.AWAITING_WINNER,
+                 failing: Backoff = rs.FAILING) -> None:
+        self.pool = pool
+        self.rest = rest
+        self.recorder = recorder
+        self.redis = redis
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.sync_s = sync_s
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.awaiting = awaiting
+        self.failing = failing
+        self._asked: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._next_sync = 0.0
+        self.checks = 0
+
+    def ask(self, condition_id: str) -> None:
+        """Check this market on REST at once, then with backoff until it settles (a socket said it closed)."""
+        self._asked[condition_id] = None
+        self._wake.set()
+
+    def refresh(self) -> None:
+        """Read the held markets again now (instead of within ``sync_s``)."""
+        self._next_sync = 0.0
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Sync held markets, take asks, check what is due; sleep until the next due check or an ask."""
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                await self._take_asks()
+                if self.clock() >= self._next_sync:
+                    self._next_sync = self.clock() + self.sync_s  # before: a refresh() meanwhile syncs again
+                    await self.sync_held()
+                if await self.check_due():
+                    continue
+                wait = min(await self._until_due(), self._next_sync - self.clock())
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - storage trouble: try again later
+                reraise_if_cancelling()
+                failures += 1
+                self._next_sync = 0.0
+                wait = min(60.0, 0.5 * 2 ** min(failures, 7))
+                log.warning("market checks: storage failed", extra={"error": repr(exc)[:300], "retry_s": wait})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.05)):
+                    await self._wake.wait()
+
+    async def _take_asks(self) -> None:
+        asked, self._asked = list(self._asked), {}
+        if not asked:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                for condition_id in asked:
+                    await conn.execute(_ASK, (condition_id, _dt(self.clock())))
+        except BaseException:
+            for condition_id in asked:
+                self._asked.setdefault(condition_id, None)
+            raise
+
+    async def sync_held(self) -> None:
+        """Schedule a first check of newly held markets; drop markets no longer held (unless a socket asked)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_SYNC, (_dt(self.clock()),))
+            await conn.execute(_PRUNE)
+
+    async def _until_due(self) -> float:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(_SOONEST)).fetchone()
+        at = row["at"] if row else None
+        return self.sync_s if at is None else at.timestamp() - self.clock()
+
+    async def check_due(self) -> int:
+        """Check the rows that are due (up to a batch; an ask in between ends it early); returns how many."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_DUE, (_dt(self.clock()), BATCH))).fetchall()
+        done = 0
+        for row in rows:
+            await self.check(row["condition_id"], end=row["end_date"], closed=row["closed"],
+                             failures=row["failures"])
+            done += 1
+            if self._asked:
+                break
+        return done
+
+    async def check(self, condition_id: str, *, end: datetime | None = None, closed: bool = False,
+                    failures: int = 0) -> str:
+        """One REST check of one market; returns its outcome (RESOLVED, OPEN, NO_CLEAR_WINNER, CONTRADICTED,
+        MALFORMED, FAILED)."""
+        self.checks += 1
+        error, slug, end_s = "", None, end.timestamp() if end is not None else None
+        try:
+            page = await self.rest.market(condition_id)
+            verdict = rs.rest_verdict(page.body, condition_id, int(self.clock() * 1000), page.received_ns)
+        except ParseError as exc:
+            outcome, error = rs.MALFORMED, f"{exc.kind}: {exc}"
+        except (RateLimited, HttpStatusError, httpx.HTTPError) as exc:
+            outcome, error = rs.FAILED, repr(exc)
+        else:
+            outcome = verdict.verdict
+            slug = verdict.infos[0].market_slug if verdict.infos else None
+            end_s = verdict.end_ms / 1000 if verdict.end_ms is not None else end_s
+            closed = closed or outcome != rs.OPEN
+            if verdict.resolution is not None:
+                recorded = await self.recorder.record(verdict.resolution, infos=verdict.infos)
+                if recorded != rs.CONTRADICTED:
+                    async with self.pool.connection() as conn:
+                        await conn.execute(_DONE, (condition_id,))
+                    self.metrics.market_check(rs.RESOLVED)
+                    return rs.RESOLVED
+                outcome, error = rs.CONTRADICTED, f"CONTRADICTS_RECORDED_RESOLUTION: REST winner {verdict.winners[0]}"
+            elif outcome == rs.NO_CLEAR_WINNER:
+                error = f"{rs.NO_CLEAR_WINNER}: {len(verdict.winners)} winners"
+                self.metrics.resolution(rs.REST, rs.NO_CLEAR_WINNER)
+                log.warning("market closed without a clear winner: not applied, checked again later",
+                            extra={"condition_id": condition_id, "winners": list(verdict.winners)})
+                await close_markets(self.redis, condition_id, [i.asset_id for i in verdict.infos],
+                                    infos=verdict.infos)
+            elif closed:
+                error = "AWAITING_REST_CLOSED"  # a socket said it resolved; REST lags
+        if outcome in (rs.MALFORMED, rs.FAILED):
+            log.warning("market check failed; nothing changed", extra={"condition_id": condition_id,
+                                                                       "outcome": outcome, "error": error[:300]})
+        now = self.clock()
+        nxt, count = rs.next_check_s(outcome, now_s=now, end_s=end_s, closed=closed, failures=failures,
+                                     interval_s=self.interval_s, rand=self.rng.random(), awaiting=self.awaiting,
+                                     failing=self.failing)
+        async with self.pool.connection() as conn:
+            await conn.execute(_UPDATE, (slug, _dt(end_s) if end_s is not None else None, closed, _dt(now),
+                                         _dt(nxt), count, error[:500], condition_id))
+        self.metrics.market_check(outcome)
+        return outcome
