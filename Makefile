@@ -11,13 +11,16 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
 
-.PHONY: all venv proto up down logs demo test lint bench fuzz clean
+.PHONY: all venv proto up down logs demo test test-unit lint check bench fuzz lock clean
 
 all: proto
 
+# requirements.lock pins (with hashes) the runtime, the local stack and the dev tools; a deployed service
+# installs requirements-runtime.lock alone. `make lock` re-resolves both after pyproject.toml's dependencies
+# change, keeping every pin already there (uv is not in the venv: pip install uv somewhere else, or UV=path).
 $(STAMP): requirements.lock
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PYTHON) -m pip install --disable-pip-version-check -q --require-hashes -r requirements.lock
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -43,9 +46,16 @@ demo: proto
 test: proto
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
+# The tests that start no server (no integration marker): seconds.
+test-unit: proto
+	$(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
 lint: proto
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# What CI runs (.ci/run): lint, then the whole suite.
+check: lint test
 
 bench: proto
 	$(PYTHON) -m bench $(BENCH_ARGS)
@@ -55,6 +65,14 @@ bench: proto
 fuzz: proto
 	TT_FUZZ_FRAMES=$${TT_FUZZ_FRAMES:-100000} TT_FUZZ_REPORT=build/fuzz-report.json \
 		$(PYTHON) -m pytest tests/ingest/test_fuzz.py -q -s -k feed_fuzz --timeout=0
+
+UV ?= uv
+LOCK_ARGS := --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
+
+lock:
+	$(UV) pip compile pyproject.toml --extra local --extra dev $(LOCK_ARGS) -o requirements.lock
+	cp requirements.lock requirements-runtime.lock
+	$(UV) pip compile pyproject.toml $(LOCK_ARGS) -o requirements-runtime.lock
 
 clean: down
 	rm -rf build tradingtools .pytest_cache .mypy_cache .ruff_cache

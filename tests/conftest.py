@@ -16,6 +16,8 @@ from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.storage import apply_migrations
 from tests.helpers import database_url, template_database
 
+pytest_plugins = ("pytester", "tests.integration_guard")
+
 TEMPLATE_DB = "tt_test_template"
 _db_counter = itertools.count()
 

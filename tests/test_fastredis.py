@@ -14,6 +14,7 @@ import redis.exceptions
 from common.fastredis import FastCursorStore, FastRedis, Script
 
 
+@pytest.mark.integration
 async def test_script_runs_by_sha_and_is_reloaded_after_a_flush(redis_url: str) -> None:
     fast = FastRedis(redis_url, timeout_s=5.0)
     script = Script("return {KEYS[1], ARGV[1]}")
@@ -27,6 +28,7 @@ async def test_script_runs_by_sha_and_is_reloaded_after_a_flush(redis_url: str) 
     fast.close()
 
 
+@pytest.mark.integration
 async def test_reconnects_after_the_connection_is_lost(redis_url: str) -> None:
     fast = FastRedis(redis_url, timeout_s=5.0)
     await fast.call("SET", "a", "1")
@@ -48,6 +50,7 @@ async def test_unreachable_redis_is_a_connection_error() -> None:
         await fast.call("PING")
 
 
+@pytest.mark.integration
 async def test_cursor_store(redis_url: str) -> None:
     fast = FastRedis(redis_url, timeout_s=5.0)
     cursors = FastCursorStore(fast)
@@ -60,6 +63,7 @@ async def test_cursor_store(redis_url: str) -> None:
     fast.close()
 
 
+@pytest.mark.integration
 async def test_redis_py_forms_and_a_silent_server_times_out(redis_url: str) -> None:
     fast = FastRedis(redis_url, timeout_s=5.0)
     assert await fast.set("k", b"\x00v") is True and await fast.get("k") == b"\x00v" and await fast.get("nope") is None
@@ -80,6 +84,7 @@ async def test_redis_py_forms_and_a_silent_server_times_out(redis_url: str) -> N
     await server.wait_closed()
 
 
+@pytest.mark.integration
 async def test_concurrent_commands_share_the_connection_and_keep_their_replies(redis_url: str) -> None:
     fast = FastRedis(redis_url, timeout_s=5.0)
     await asyncio.gather(*(fast.set(f"tt:test:{i}", str(i)) for i in range(50)))

@@ -74,12 +74,14 @@ def test_tokens_must_be_64_hex(tmp_path) -> None:  # type: ignore[no-untyped-def
         load_tokens({"TT_RUN_DIR": str(tmp_path)})
 
 
+@pytest.mark.integration
 def test_migrations_are_idempotent(db_url: str) -> None:
     assert apply_migrations(db_url) == []
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 0  # type: ignore[index]
 
 
+@pytest.mark.integration
 def test_embedded_postgres_has_its_settings(pg_server_url: str) -> None:
     """The embedded server runs with EMBEDDED_PG_SETTINGS (seen by a new session), whatever it was started with."""
     if os.environ.get("DATABASE_URL"):
@@ -89,6 +91,7 @@ def test_embedded_postgres_has_its_settings(pg_server_url: str) -> None:
             assert conn.execute(f"SHOW {name}").fetchone() == (value,), name
 
 
+@pytest.mark.integration
 def test_redis_is_real(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert client.set("k", "v", nx=True) and not client.set("k", "w", nx=True)
@@ -102,6 +105,7 @@ _BOOKING_WRITES = ("size", "avg_price", "cost_usd", "realized_pnl_usd", "pnl_day
                    "updated_at")
 
 
+@pytest.mark.integration
 def test_position_bookings_can_be_hot_updates(db_url: str) -> None:
     """No index of ``positions`` reads a column a booking writes (key, included or predicate column), and its
     pages keep room: so a booking's new row version stays on its page with no new index entries."""

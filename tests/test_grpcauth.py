@@ -138,6 +138,7 @@ def test_every_service_reads_the_token_and_refuses_a_plain_text_network_bind(
     assert opted_in.security.allow_insecure_bind
 
 
+@pytest.mark.integration
 def test_a_service_process_bound_to_the_network_in_plain_text_refuses_to_start(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "TT_RUN_DIR": str(tmp_path), **INTERNAL_ENV, "TT_EXECUTOR_HOST": "0.0.0.0"}
     done = subprocess.run([sys.executable, "-m", "services.executor"], cwd=project_root(), env=env,
@@ -177,6 +178,7 @@ def _calls(stub: egrpc.ExecutorServiceStub, metadata: Any) -> list[Any]:
             stub.StreamOrderEvents(epb.StreamOrderEventsRequest(after_cursor="0"), metadata=metadata)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("metadata", "code"), [
     ((), grpc.StatusCode.UNAUTHENTICATED),
     (bearer(OTHER_TOKEN), grpc.StatusCode.UNAUTHENTICATED),
@@ -194,6 +196,7 @@ async def test_unary_and_streaming_calls_need_the_internal_token(server: GrpcSer
             assert await rpc_code(call) == code
 
 
+@pytest.mark.integration
 async def test_a_refusal_says_why_with_a_challenge(server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -202,6 +205,7 @@ async def test_a_refusal_says_why_with_a_challenge(server: GrpcServer) -> None:
     assert ("www-authenticate", 'Bearer realm="tradingtools"') in tuple(err.value.trailing_metadata() or ())
 
 
+@pytest.mark.integration
 async def test_health_and_reflection_stay_open(server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=EXECUTOR))
@@ -213,6 +217,7 @@ async def test_health_and_reflection_stay_open(server: GrpcServer) -> None:
     assert EXECUTOR in {s.name for s in listed.list_services_response.service}
 
 
+@pytest.mark.integration
 async def test_the_services_channel_sends_the_token_on_every_call(server: GrpcServer) -> None:
     async with channel(f"127.0.0.1:{server.port}", INTERNAL) as ch:
         stub = egrpc.ExecutorServiceStub(ch)
@@ -262,6 +267,7 @@ def pki(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 async def test_mutual_tls_serves_a_network_bind_and_refuses_plain_text_and_unknown_clients(pki: Path) -> None:
     tls = GrpcSecurity.from_env({**INTERNAL_ENV, "TT_GRPC_TLS_CERT_FILE": str(pki / "svc.pem"),
                                  "TT_GRPC_TLS_KEY_FILE": str(pki / "svc.key"),

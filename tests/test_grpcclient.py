@@ -20,6 +20,8 @@ from tests.helpers import INTERNAL
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

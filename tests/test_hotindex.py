@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
 from tests.helpers import eventually
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 
 def _sub(sid: str, leader: str, state: int = spb.SUBSCRIPTION_STATE_ACTIVE) -> spb.Subscription:

@@ -83,6 +83,7 @@ async def _take(it: AsyncIterator[tuple[str, bytes]], n: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.integration
 async def test_live_tail_catches_up_from_redis_then_serves_memory(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     old = DurableLog(r, "tt:stream:live")
@@ -103,6 +104,7 @@ async def test_live_tail_catches_up_from_redis_then_serves_memory(redis_url: str
     await r.aclose()
 
 
+@pytest.mark.integration
 async def test_reader_outrun_by_the_buffer_reads_redis_without_loss(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:live2", block_ms=200, live=LiveFeed(max_entries=3))

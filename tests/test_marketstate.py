@@ -24,6 +24,7 @@ from common.marketstate import (
 D = Decimal
 
 
+@pytest.mark.integration
 async def test_book_and_market_round_trip(redis_url: str) -> None:
     r = aioredis.from_url(redis_url)
     book = BookSnapshot("123", "0xc", ((D("0.48"), D("10")), (D("0.47"), D("5"))), ((D("0.5"), D("7")),),
@@ -69,6 +70,7 @@ def test_a_resolved_market_stays_closed(fields: dict[str, str], closed: bool, ac
     assert info.resolved_winner == fields.get(RESOLVED_WINNER, "")
 
 
+@pytest.mark.integration
 async def test_a_later_write_of_the_market_does_not_reopen_a_resolved_one(redis_url: str) -> None:
     r = aioredis.from_url(redis_url)
     info = MarketInfo("123", "0xc", D("0.01"), D("5"))

@@ -15,6 +15,8 @@ from psycopg import pq
 
 from common.storage import create_pool, pipelined_transaction
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def pool(db_url: str) -> AsyncIterator[Any]:

@@ -16,6 +16,7 @@ def test_pack(args: tuple[bytes | str | int, ...], wire: bytes) -> None:
     assert pack(args) == wire
 
 
+@pytest.mark.integration
 async def test_connection_answers_in_order_and_reports_errors(redis_url: str) -> None:
     conn = await RespConnection.open(redis_url)
     try:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = "import services, grpc, os; print(os.environ['GRPC_EXPERIMENTS'])"
 

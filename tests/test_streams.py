@@ -46,6 +46,7 @@ def test_backoff_rejects_bad_input(attempt: int, rand: float) -> None:
         Backoff().delay(attempt, rand)
 
 
+@pytest.mark.integration
 async def test_log_append_read_resolve(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:test", block_ms=50)
@@ -78,6 +79,7 @@ async def _serve(log_: DurableLog, port: int = 0) -> Any:
         security=INTERNAL)
 
 
+@pytest.mark.integration
 async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
@@ -133,6 +135,7 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
     await r.aclose()
 
 
+@pytest.mark.integration
 async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
@@ -223,6 +226,7 @@ def test_batch_consumer_rejects_empty_batches() -> None:
         ResumableConsumer("x", nothing, handle, RedisCursorStore(None), handle_batch=None, max_batch=0)
 
 
+@pytest.mark.integration
 async def test_a_log_read_from_redis_yields_each_item_with_its_cursor_and_skips_bad_entries(redis_url: str) -> None:
     client = create_stream_redis(redis_url)
     try:
@@ -240,6 +244,7 @@ async def test_a_log_read_from_redis_yields_each_item_with_its_cursor_and_skips_
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_log_batches_carry_what_was_ready_together_in_order_and_skip_bad_entries(redis_url: str) -> None:
     client = create_stream_redis(redis_url)
     try:
@@ -333,6 +338,7 @@ async def _first_of(log_: DurableLog, after: str, direct: bool) -> str:
     return str(cursor)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("direct", [False, True], ids=["log tail", "read from Redis"])
 async def test_a_reader_resuming_behind_the_trimmed_start_is_told_and_goes_on(redis_url: str, direct: bool) -> None:
     client = create_stream_redis(redis_url)
@@ -354,6 +360,7 @@ async def test_a_reader_resuming_behind_the_trimmed_start_is_told_and_goes_on(re
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_on(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
@@ -394,6 +401,7 @@ async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_o
         await r.aclose()
 
 
+@pytest.mark.integration
 async def test_log_batches_are_bounded_in_bytes(redis_url: str) -> None:
     client = create_stream_redis(redis_url)
     try:

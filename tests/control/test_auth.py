@@ -59,6 +59,7 @@ async def _status(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("metadata", "code"), [
     ((), grpc.StatusCode.UNAUTHENTICATED),
     ((("authorization", f"Bearer {'f' * 64}"),), grpc.StatusCode.UNAUTHENTICATED),
@@ -74,6 +75,7 @@ async def test_gated_rpc(stubs: Stubs, metadata: tuple[tuple[str, str], ...], co
     assert await _status(call) == code
 
 
+@pytest.mark.integration
 async def test_unauthenticated_reply_carries_a_challenge(stubs: Stubs) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stubs.subs.ListSubscriptions(pb.ListSubscriptionsRequest(follower_proxy="0x" + "1" * 40))
@@ -82,6 +84,7 @@ async def test_unauthenticated_reply_carries_a_challenge(stubs: Stubs) -> None:
     assert ("www-authenticate", 'Bearer realm="tradingtools"') in tuple(err.value.trailing_metadata() or ())
 
 
+@pytest.mark.integration
 async def test_every_gated_service_needs_the_token(stubs: Stubs) -> None:
     calls = [
         stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription())),
@@ -94,6 +97,7 @@ async def test_every_gated_service_needs_the_token(stubs: Stubs) -> None:
         assert await _status(call) == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.integration
 async def test_each_kind_of_service_takes_its_own_token_only(stubs: Stubs) -> None:
     """The backend's token opens the public API only; the services' internal token InternalControlService only."""
     def public(metadata: tuple[tuple[str, str], ...]) -> object:
@@ -109,6 +113,7 @@ async def test_each_kind_of_service_takes_its_own_token_only(stubs: Stubs) -> No
         assert await _status(internal((("authorization", f"Bearer {token}"),))) == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.integration
 async def test_probes_health_and_reflection_are_open(stubs: Stubs) -> None:
     assert (await stubs.probes.GetHealth(pb.GetHealthRequest())).status == "SERVING"
     ready = await stubs.probes.GetReady(pb.GetReadyRequest())
@@ -122,6 +127,7 @@ async def test_probes_health_and_reflection_are_open(stubs: Stubs) -> None:
     assert (await stubs.probes.GetHealth(pb.GetHealthRequest(), metadata=(("authorization", "x"),))).status == "SERVING"
 
 
+@pytest.mark.integration
 async def test_audit_records_the_token_id_never_the_token(stubs: Stubs, db_url: str) -> None:
     created = await stubs.subs.CreateSubscription(
         pb.CreateSubscriptionRequest(subscription=subscription()),

@@ -37,6 +37,7 @@ def test_index_json_is_what_hotindex_encodes() -> None:
     assert index_json(audit_subscription(sub)) == hotindex.encode(index_copy(sub))
 
 
+@pytest.mark.integration
 async def test_keyed_create_writes_row_audit_and_replay_together(stubs: Stubs, db_url: str,
                                                                  redis_client: aioredis.Redis) -> None:
     request = pb.CreateSubscriptionRequest(subscription=subscription())
@@ -50,6 +51,7 @@ async def test_keyed_create_writes_row_audit_and_replay_together(stubs: Stubs, d
     assert count(db_url, "subscriptions") == 1 and count(db_url, "audit_log") == 1
 
 
+@pytest.mark.integration
 async def test_a_refused_create_leaves_no_audit_row_and_no_key(stubs: Stubs, db_url: str) -> None:
     await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
     await expect(stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
@@ -57,6 +59,7 @@ async def test_a_refused_create_leaves_no_audit_row_and_no_key(stubs: Stubs, db_
     assert count(db_url, "audit_log") == 1 and count(db_url, "idempotency_keys") == 0
 
 
+@pytest.mark.integration
 async def test_an_expired_key_creates_again_through_the_transactional_path(
         settings_factory: Callable[..., Settings], db_url: str) -> None:
     clock = [datetime.now(UTC)]
@@ -80,6 +83,7 @@ async def test_an_expired_key_creates_again_through_the_transactional_path(
         await running.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("keyed", [False, True], ids=["no key", "idempotency key"])
 async def test_a_create_is_one_exchange_with_postgresql(db_url: str, tmp_path: Path, keyed: bool) -> None:
     """The wallet's mode lock, the create statement and COMMIT leave together."""

@@ -12,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from services.control import db
 from tests.helpers import eventually
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def checks(monkeypatch: pytest.MonkeyPatch) -> list[object]:

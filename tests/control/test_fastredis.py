@@ -26,6 +26,7 @@ async def hot(redis_url: str) -> AsyncIterator[HotRedis]:
         client.close()
 
 
+@pytest.mark.integration
 async def test_ping_and_script_load_on_first_use_and_after_a_flush(hot: HotRedis, redis_client: aioredis.Redis) -> None:
     await hot.ping()
     await redis_client.script_flush()
@@ -35,17 +36,20 @@ async def test_ping_and_script_load_on_first_use_and_after_a_flush(hot: HotRedis
     assert await hot.run_script(COUNTER, ("tt:test:n",), (1,)) == 6
 
 
+@pytest.mark.integration
 async def test_concurrent_calls_share_the_connection_and_get_their_own_replies(hot: HotRedis) -> None:
     results = await asyncio.gather(*(hot.run_script(COUNTER, (f"tt:test:k{i}",), (i,)) for i in range(200)))
     assert results == list(range(200))
 
 
+@pytest.mark.integration
 async def test_an_error_reply_is_a_response_error(hot: HotRedis) -> None:
     with pytest.raises(redis.exceptions.ResponseError, match="ERR"):
         await hot.run_script(Script("return redis.error_reply('ERR boom')"), (), ())
     await hot.ping()  # the connection is still usable
 
 
+@pytest.mark.integration
 async def test_reconnects_after_the_connection_was_killed(hot: HotRedis, redis_client: aioredis.Redis) -> None:
     await hot.ping()
     await redis_client.client_kill_filter(_type="normal", skipme=True)
@@ -61,6 +65,7 @@ async def test_unreachable_redis_is_a_connection_error() -> None:
         await client.ping()
 
 
+@pytest.mark.integration
 async def test_no_reply_in_time_is_a_timeout_and_the_next_call_reconnects() -> None:
     accepted: list[asyncio.StreamWriter] = []
 
@@ -89,6 +94,7 @@ async def _pings(redis_client: aioredis.Redis) -> int:
     return int(stats.get("cmdstat_ping", {}).get("calls", 0))
 
 
+@pytest.mark.integration
 async def test_a_fresh_reply_on_the_open_connection_stands_in_for_a_ping(redis_url: str,
                                                                          redis_client: aioredis.Redis) -> None:
     await redis_client.config_resetstat()

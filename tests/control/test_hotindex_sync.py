@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -22,6 +23,8 @@ from tests.control.support import execute
 from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 
 async def _subscribe(client: aioredis.Redis) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import pytest
 
 from services.control.app import start
 from services.control.audit import token_id
@@ -14,6 +15,8 @@ from services.control.config import Settings
 from tests.control.conftest import AUTH, TOKEN, TOKEN_2, Stubs, leader, stubs_for, subscription, trigger
 from tests.control.support import count, expect, query
 from tradingtools.control.v1 import control_pb2 as pb
+
+pytestmark = pytest.mark.integration
 
 KEY = (("idempotency-key", "create-42"),)
 AUTH_2 = (("authorization", f"Bearer {TOKEN_2}"),)

@@ -10,6 +10,8 @@ import pytest
 
 from common.storage import MIGRATIONS_DIR
 
+pytestmark = pytest.mark.integration
+
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 MIGRATION = MIGRATIONS_DIR / "0350_idempotency_any_token.sql"
 

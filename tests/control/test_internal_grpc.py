@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,6 +14,8 @@ from tests.control.conftest import AUTH, INTERNAL_AUTH, LEADER, Stubs, subscript
 from tests.control.support import count, expect, query
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION

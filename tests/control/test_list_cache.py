@@ -80,6 +80,7 @@ async def _list(stubs: Stubs, **kwargs: object) -> pb.ListSubscriptionsResponse:
     return await stubs.subs.ListSubscriptions(request, metadata=AUTH)
 
 
+@pytest.mark.integration
 async def test_list_sees_changes_made_behind_the_cache(stubs: Stubs, db_url: str) -> None:
     subs = [await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
         subscription=subscription(leader_proxy=leader(i), label=f"s{i}")), metadata=AUTH) for i in range(1, 4)]
@@ -99,6 +100,7 @@ async def test_list_sees_changes_made_behind_the_cache(stubs: Stubs, db_url: str
     assert second.subscriptions[2] == subs[2]
 
 
+@pytest.mark.integration
 async def test_list_follows_every_mutation_through_the_api(stubs: Stubs) -> None:
     a = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
     b = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
@@ -118,6 +120,7 @@ async def test_list_follows_every_mutation_through_the_api(stubs: Stubs) -> None
     assert [s.id for s in (await _list(stubs, state=spb.SUBSCRIPTION_STATE_ACTIVE)).subscriptions] == [b.id]
 
 
+@pytest.mark.integration
 async def test_cached_page_equals_decoding_every_row(stubs: Stubs, db_url: str) -> None:
     for i in range(1, 8):
         await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(
@@ -143,6 +146,7 @@ async def test_cached_page_equals_decoding_every_row(stubs: Stubs, db_url: str) 
     assert list(rest.subscriptions) == list(cached.subscriptions)[4:] and not rest.next_page_token
 
 
+@pytest.mark.integration
 async def test_a_row_changed_between_the_two_page_queries_is_read_as_one_snapshot(
         stubs: Stubs, db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     subs = [await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(

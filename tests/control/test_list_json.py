@@ -190,6 +190,7 @@ VARIED: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.integration
 async def test_json_list_is_the_grpc_list_printed(stubs: Stubs, db_url: str) -> None:
     subs = [await _create(stubs, leader_proxy=leader(i), **over) for i, over in enumerate(VARIED, start=1)]
     await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=subs[1].id, reason="holiday \u2602"),
@@ -218,6 +219,7 @@ async def test_json_list_is_the_grpc_list_printed(stubs: Stubs, db_url: str) -> 
     assert seen == [s.id for s in subs]
 
 
+@pytest.mark.integration
 async def test_json_list_follows_every_mutation(stubs: Stubs, db_url: str) -> None:
     a = await _create(stubs)
     b = await _create(stubs, leader_proxy=leader(9))
@@ -252,6 +254,7 @@ async def test_json_list_follows_every_mutation(stubs: Stubs, db_url: str) -> No
     assert stats["copied"] == "4" and stats["exposureUsd"] == "3.5"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "request_fields",
     [{}, {"follower_proxy": "0x12"}, {"follower_proxy": FOLLOWER, "page_size": 501},
@@ -266,6 +269,7 @@ async def test_json_list_fails_like_the_grpc_list(stubs: Stubs, request_fields: 
     assert json_err.details() == grpc_err.details() and json_err.details()
 
 
+@pytest.mark.integration
 async def test_a_kept_page_is_answered_gzipped_with_its_content_coding_in_the_metadata(stubs: Stubs) -> None:
     await _create(stubs, leader_proxy=leader(1))
     request = pb.ListSubscriptionsRequest(follower_proxy=FOLLOWER, page_size=500)
@@ -280,11 +284,13 @@ async def test_a_kept_page_is_answered_gzipped_with_its_content_coding_in_the_me
     assert kept.content_type == "application/json" and gzip.decompress(kept.data) == built.data
 
 
+@pytest.mark.integration
 async def test_json_list_needs_a_token(stubs: Stubs) -> None:
     err = await rpc_error(stubs.subs.ListSubscriptionsJson(pb.ListSubscriptionsRequest(follower_proxy=FOLLOWER)))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.integration
 async def test_a_row_changed_between_the_two_page_queries_is_printed_from_one_snapshot(
         stubs: Stubs, db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     subs = [await _create(stubs, leader_proxy=leader(i), label=f"s{i}") for i in range(1, 4)]

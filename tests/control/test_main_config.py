@@ -34,6 +34,7 @@ def _serving(port: int) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+@pytest.mark.integration
 def test_process_serves_then_stops_gracefully_on_sigterm(db_url: str, redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, **INTERNAL_ENV, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "CONTROL_API_TOKEN": TOKEN,
@@ -59,6 +60,7 @@ def test_process_serves_then_stops_gracefully_on_sigterm(db_url: str, redis_url:
     assert TOKEN not in output and INTERNAL_TOKEN not in output
 
 
+@pytest.mark.integration
 def test_invalid_configuration_exits_2(tmp_path: Path) -> None:
     env = {**os.environ, **BASE_ENV, "CONTROL_API_TOKEN": "short", "TT_RUN_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "services.control"], cwd=project_root(), env=env,
@@ -109,6 +111,7 @@ def test_settings_errors_name_the_variable(name: str, value: str) -> None:
         Settings.from_env({**BASE_ENV, name: value})
 
 
+@pytest.mark.integration
 def test_malloc_tuning_applies_on_glibc_and_zero_leaves_defaults() -> None:
     import platform
 

@@ -19,6 +19,8 @@ from tests.helpers import INTERNAL, eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+pytestmark = pytest.mark.integration
+
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 

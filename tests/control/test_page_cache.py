@@ -64,6 +64,7 @@ def test_a_gzipped_page_that_outgrows_the_bound_evicts_the_oldest_first() -> Non
     assert cache.get("old") is None and cache.get("new") is not None and cache.bytes <= 2_100
 
 
+@pytest.mark.integration
 async def test_a_page_read_unchanged_goes_out_gzipped_when_accepted(stubs: Stubs, pages: SubscriptionPages) -> None:
     await _create(stubs, 3)
     built = await pages.encoded_json(_query(), gzip_ok=True)
@@ -97,6 +98,7 @@ def _stats(body: bytes) -> list[Any]:
     return [s.get("stats") for s in orjson.loads(body)["subscriptions"]]
 
 
+@pytest.mark.integration
 async def test_an_unchanged_page_is_answered_from_the_kept_bytes(stubs: Stubs, pages: SubscriptionPages) -> None:
     await _create(stubs, 3)
     first = await pages.json(_query())
@@ -105,6 +107,7 @@ async def test_an_unchanged_page_is_answered_from_the_kept_bytes(stubs: Stubs, p
     assert await pages.json(_query()) is kept.body
 
 
+@pytest.mark.integration
 async def test_stats_that_change_and_change_back_are_always_current(stubs: Stubs, pages: SubscriptionPages,
                                                                    db_url: str) -> None:
     ids = await _create(stubs, 2)
@@ -123,6 +126,7 @@ async def test_stats_that_change_and_change_back_are_always_current(stubs: Stubs
     assert orjson.loads(await pages.json(_query()))["subscriptions"][0]["label"] == "renamed"
 
 
+@pytest.mark.integration
 async def test_a_new_row_beyond_the_page_changes_its_token(stubs: Stubs, pages: SubscriptionPages) -> None:
     await _create(stubs, 2)
     assert orjson.loads(await pages.json(_query(size=2)))["nextPageToken"] == ""
@@ -130,6 +134,7 @@ async def test_a_new_row_beyond_the_page_changes_its_token(stubs: Stubs, pages: 
     assert orjson.loads(await pages.json(_query(size=2)))["nextPageToken"] != ""
 
 
+@pytest.mark.integration
 async def test_the_digest_read_alone_equals_the_one_read_with_the_rows(stubs: Stubs, pages: SubscriptionPages,
                                                                        db_url: str) -> None:
     ids = await _create(stubs, 5)
@@ -156,6 +161,7 @@ def _loops_of_aggregates(plan: dict[str, Any]) -> list[int]:
     return found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
 async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stubs, pages: SubscriptionPages,
                                                                        mode: str) -> None:
@@ -171,6 +177,7 @@ async def test_the_digest_is_computed_once_per_page_whatever_the_plan(stubs: Stu
     assert _loops_of_aggregates(next(iter(row.values()))[0]["Plan"]) == [1]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
 async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stats_table(
         stubs: Stubs, pages: SubscriptionPages, db_url: str, mode: str) -> None:
@@ -199,6 +206,7 @@ async def test_a_page_looks_up_its_own_stats_rows_and_never_reads_the_whole_stat
     assert _stats(await pages.json(_query()))[3]["copied"] == "7"
 
 
+@pytest.mark.integration
 async def test_a_page_digest_reads_the_follower_s_rows_from_the_index_alone_in_page_order(
         stubs: Stubs, pages: SubscriptionPages, db_url: str) -> None:
     await _create(stubs, 3)
@@ -228,6 +236,7 @@ def test_a_page_that_changed_is_marked_until_a_build_finds_it_unchanged() -> Non
     assert cache.get("a").changing is False  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 async def test_a_changing_page_is_built_without_a_digest_check_first(stubs: Stubs, pages: SubscriptionPages,
                                                                      db_url: str, monkeypatch: Any) -> None:
     ids = await _create(stubs, 2)
@@ -254,6 +263,7 @@ async def test_a_changing_page_is_built_without_a_digest_check_first(stubs: Stub
     assert len(checks) == 2 and kept is pages.json_pages.get(_query()).body  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 async def test_a_rebuild_reuses_the_unchanged_rows_and_equals_a_fresh_build(stubs: Stubs, pages: SubscriptionPages,
                                                                            db_url: str) -> None:
     ids = await _create(stubs, 5)

@@ -21,6 +21,8 @@ from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 from tradingtools.control.v1 import position_pb2 as ppb
 
+pytestmark = pytest.mark.integration
+
 OTHER = "0x" + "ab" * 20
 ASSETS = [str(10**70 + i) for i in range(6)]
 UPDATED_MS = 1_795_000_000_123

@@ -47,6 +47,7 @@ def test_summary_shows_breaker_states_plainly() -> None:
         "not ready: postgres ok, redis (refused), breaker.insiders open since t after 5 failures")
 
 
+@pytest.mark.integration
 async def test_ready_shows_an_open_breaker_and_stays_ready(stubs: Stubs, redis_client: aioredis.Redis) -> None:
     await redis_client.hset("tt:breaker:insiders", mapping={
         "state": "OPEN", "failures": "5", "opened_at_ms": str(OPENED_MS), "probe_out": "0",
@@ -65,6 +66,7 @@ async def test_ready_shows_an_open_breaker_and_stays_ready(stubs: Stubs, redis_c
     assert (await stubs.probes.GetReady(pb.GetReadyRequest())).checks["breaker.insiders"] == "closed"
 
 
+@pytest.mark.integration
 async def test_without_a_live_venue_only_the_paper_breaker_is_shown(db_url: str, redis_url: str) -> None:
     running = await start(make_settings(db_url, redis_url, insiders_api_url=""))
     stubs = stubs_for(running.port)
@@ -76,6 +78,7 @@ async def test_without_a_live_venue_only_the_paper_breaker_is_shown(db_url: str,
         await running.stop()
 
 
+@pytest.mark.integration
 async def test_an_unreachable_redis_names_redis_and_the_breakers_as_unknown(db_url: str) -> None:
     running = await start(make_settings(db_url, f"redis://127.0.0.1:{free_port()}/0"))
     stubs = stubs_for(running.port)

@@ -7,12 +7,15 @@ import asyncio
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from services.control.app import RunningControl
 from tests.control.conftest import AUTH, FOLLOWER, LEADER
+
+pytestmark = pytest.mark.integration
 
 BODY = {"subscription": {
     "followerUserId": "u_1", "followerWalletId": "w_1", "followerProxy": FOLLOWER, "leaderProxy": LEADER,

@@ -19,6 +19,8 @@ from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
+pytestmark = pytest.mark.integration
+
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -16,6 +16,8 @@ from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
+pytestmark = pytest.mark.integration
+
 
 async def test_trigger_created_while_its_subscription_is_deleted_does_not_stay_armed(
         stubs: Stubs, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

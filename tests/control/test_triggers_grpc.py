@@ -17,6 +17,8 @@ from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
+pytestmark = pytest.mark.integration
+
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from tests.control.conftest import ASSET, AUTH, Stubs, leader, subscription
@@ -16,6 +17,8 @@ from tests.control.support import count, expect
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 LIVE, PAPER = cpb.EXECUTION_MODE_LIVE, cpb.EXECUTION_MODE_PAPER
 REFUSED = grpc.StatusCode.FAILED_PRECONDITION

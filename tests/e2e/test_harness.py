@@ -105,6 +105,7 @@ def _prog(run: Path, name: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
+@pytest.mark.integration
 def test_supervisor_one_shot_env_and_reload(run_root: Path) -> None:
     run, spec, out = run_root / "run", run_root / "programs.json", run_root / "seen.txt"
     run.mkdir()

@@ -74,6 +74,7 @@ def test_settings_from_env() -> None:
         GatewaySettings.from_env({"CONTROL_API_TOKEN": A, "TT_GATEWAY_RATE_LIMIT_RPS": "0"})
 
 
+@pytest.mark.integration
 def test_envoy_accepts_the_rendered_config(tmp_path: Path) -> None:
     settings = GatewaySettings(tokens=(Secret(A), Secret(B)), access_log_path=str(tmp_path / "access.log"))
     path = envoy_config.write(settings, tmp_path / "envoy.yaml")
@@ -81,6 +82,7 @@ def test_envoy_accepts_the_rendered_config(tmp_path: Path) -> None:
     envoy_config.validate_with_envoy(path)
 
 
+@pytest.mark.integration
 def test_cli_rejects_a_bad_token_clearly(tmp_path: Path) -> None:
     env = {**os.environ, "CONTROL_API_TOKEN": f"{A},short", "TT_RUN_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "tools.envoy_config", "--out", str(tmp_path / "e.yaml")],

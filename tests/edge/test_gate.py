@@ -8,6 +8,8 @@ import pytest
 from tests.edge.conftest import EdgeStack, raw_request
 from tradingtools.control.v1 import control_pb2, control_pb2_grpc
 
+pytestmark = pytest.mark.integration
+
 PROTECTED = "/subscriptions?followerProxy=0x6af75d4e4aaf700450efbac3708cce1665810ff1"
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.edge.conftest import EdgeStack, Envoy, raw_request, start_envoy
 
+pytestmark = pytest.mark.integration
+
 BURST = 3
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.edge.conftest import EdgeStack, raw_request
 
+pytestmark = pytest.mark.integration
+
 
 def address() -> str:
     return "0x" + secrets.token_hex(20)

@@ -15,6 +15,8 @@ from tests.edge.conftest import EdgeStack, raw_request
 from tests.edge.test_routes import address, keys_are_camel, sub_body
 from tests.position_rows import T0, insert, life
 
+pytestmark = pytest.mark.integration
+
 ASSETS = [str(10**70 + i) for i in range(4)]
 POSITION_KEYS = {
     "id", "wallet", "followerWalletId", "subscriptionId", "assetId", "conditionId", "outcome", "marketSlug",

@@ -6,10 +6,13 @@ import secrets
 from pathlib import Path
 
 import httpx
+import pytest
 
 from common.embedded import start_redis, stop_pid
 from tests.edge.conftest import EdgeStack, raw_request, start_control, start_envoy
 from tests.helpers import eventually_sync
+
+pytestmark = pytest.mark.integration
 
 
 def test_ready_is_503_naming_redis_when_it_stops_and_200_again_after(db_url: str, tmp_path: Path) -> None:

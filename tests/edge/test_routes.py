@@ -11,6 +11,8 @@ import pytest
 from tests.edge.conftest import EdgeStack, raw_request
 from tests.helpers import eventually_sync
 
+pytestmark = pytest.mark.integration
+
 ASSET = "50343297147712368405712938127538102374911265471938208913723189234816304906499"
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 

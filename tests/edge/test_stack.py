@@ -75,6 +75,7 @@ def _program(state: dict[str, Any], name: str) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.integration
 def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
@@ -140,6 +141,7 @@ def run_root() -> Iterator[Path]:
         yield Path(tmp)
 
 
+@pytest.mark.integration
 def test_stack_up_then_down(run_root: Path) -> None:
     env = _stack_env(run_root)
     run = Path(env["TT_RUN_DIR"])
@@ -185,6 +187,7 @@ def test_stack_up_then_down(run_root: Path) -> None:
     assert twice.returncode == 0 and "nothing was running" in twice.stdout
 
 
+@pytest.mark.integration
 def test_up_names_the_service_that_is_not_up(run_root: Path) -> None:
     env = _stack_env(run_root, TT_CONTROL_DB_POOL_MAX="lots", TT_STACK_BACKOFF_S="0.02",
                      TT_STACK_MAX_FAST_CRASHES="3")
@@ -197,6 +200,7 @@ def test_up_names_the_service_that_is_not_up(run_root: Path) -> None:
         assert _stack("down", env).returncode == 0
 
 
+@pytest.mark.integration
 def test_demo_walks_the_api_and_stops_what_it_started(run_root: Path) -> None:
     env = _stack_env(run_root)
     proc = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=project_root(), env=env,

@@ -9,6 +9,8 @@ import pytest
 
 from tests.edge.conftest import EdgeStack, raw_request
 
+pytestmark = pytest.mark.integration
+
 ASSET = "50343297147712368405712938127538102374911265471938208913723189234816304906499"
 
 

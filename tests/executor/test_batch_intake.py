@@ -90,6 +90,7 @@ async def test_a_failed_batch_redone_trade_by_trade_starts_every_order_exactly_o
     assert engine.burst.pending == len(engine.started)  # only started orders hold a burst slot
 
 
+@pytest.mark.integration
 async def test_trades_waiting_in_the_stream_are_admitted_in_batches_each_order_posted_once(harness: Harness) -> None:
     await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
     orders = [make_order(i) for i in range(40)]

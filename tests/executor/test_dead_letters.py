@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
@@ -28,6 +29,8 @@ from services.executor.store import Store
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order
 from tradingtools.execution.v1 import execution_pb2 as epb
+
+pytestmark = pytest.mark.integration
 
 RULES = IntakeRules(live_configured=True)
 

@@ -16,6 +16,8 @@ from common.marketstate import BookSnapshot, read_book, write_book
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
 from services.executor.fastredis import append_events
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def fast(redis_url: str) -> AsyncIterator[FastRedis]:

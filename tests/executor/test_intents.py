@@ -15,6 +15,8 @@ from services.executor.intake import IntakeRules, prepare
 from services.executor.store import Store
 from tests.executor.conftest import make_order
 
+pytestmark = pytest.mark.integration
+
 RULES = IntakeRules(live_configured=True)
 
 

@@ -23,6 +23,8 @@ from services.executor.journal import Journal
 from services.executor.store import Change, Store
 from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
+pytestmark = pytest.mark.integration
+
 RULES = IntakeRules(live_configured=True)
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
@@ -25,6 +26,8 @@ from services.executor.releases import Release
 from services.executor.store import Change, Store
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
 
 RULES = IntakeRules(live_configured=True)
 

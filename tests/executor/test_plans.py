@@ -12,6 +12,8 @@ import pytest
 from services.executor import booking, store
 from tests.helpers import generic_plan_scans, plan_scans
 
+pytestmark = pytest.mark.integration
+
 STATEMENTS = {
     "order updates": (store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
                       "orders"),

@@ -3,12 +3,15 @@ of the last minute are done again; a release Redis kept is not done twice."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
 from common.storage import create_pool
 from services.executor.releases import Repairs
 from services.executor.store import Store
+
+pytestmark = pytest.mark.integration
 
 
 def _claim(coid: str, micro: int) -> reservations.Reservation:

@@ -47,6 +47,7 @@ async def _capture_server(seen: list[bytes]) -> tuple[asyncio.Server, str]:
     return srv, f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("traceparent", ["", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
 async def test_the_order_post_on_the_wire(traceparent: str) -> None:
     seen: list[bytes] = []

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from common.storage import create_pool
 from services.executor.intake import IntakeRules, prepare
 from services.executor.store import Store
 from tests.executor.conftest import make_order
+
+pytestmark = pytest.mark.integration
 
 
 async def test_pool_connections_are_autocommit_and_intents_are_visible_at_once(db_url: str) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.executor.conftest import ASSET, Harness, make_order, rows
 from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
 
 
 async def test_executor_books_a_filled_copy_whatever_text_the_leader_trade_carried(harness: Harness) -> None:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from common.storage import create_pool
@@ -26,6 +27,8 @@ from services.guard.perfstore import PerfStore
 from tests.guard.standins import ASSET, WALLET, WALLET_ID, db, insert_subscription, now
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
+
+pytestmark = pytest.mark.integration
 
 D = Decimal
 

@@ -19,6 +19,7 @@ from services.guard.publish import PRUNE, Kicked, OutboxPublisher, SubmittedMark
 from tests.helpers import INTERNAL_ENV, eventually, plan_scans
 
 
+@pytest.mark.integration
 async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_work(redis: Any) -> None:
     assets = {"a", "b"}
     calls = 0
@@ -41,6 +42,7 @@ async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_w
     assert await redis.smembers(WATCH_TRIGGERS) == {"b", "c"} and calls == 2
 
 
+@pytest.mark.integration
 async def test_without_a_version_every_step_compares(redis: Any) -> None:
     assets = {"a"}
     pub = WatchPublisher(redis, lambda: set(assets))
@@ -113,6 +115,7 @@ async def test_a_delayed_submitted_mark_is_skipped_for_a_sell_that_settled_meanw
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
+@pytest.mark.integration
 async def test_outbox_publishes_pending_events_in_order_and_prunes_only_old_published_ones(
         db_url: str, redis_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -137,6 +140,7 @@ async def test_outbox_publishes_pending_events_in_order_and_prunes_only_old_publ
         await stream_redis.aclose()
 
 
+@pytest.mark.integration
 def test_the_prune_reads_only_the_old_rows_of_a_large_outbox(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO guard_trigger_events (event_id, trigger_id, payload, published_at)"

@@ -42,6 +42,7 @@ async def _take(stream: AsyncIterator[TickBatch], n: int) -> tuple[str, list[str
     return cursor, got
 
 
+@pytest.mark.integration
 async def test_reads_everything_after_the_cursor_in_batches_and_resumes(ticks_log: DurableLog) -> None:
     cursors = [await ticks_log.append(_tick(i)) for i in range(5)]
     stream = _open(ticks_log, cursors[1], batch=2, block_ms=200)
@@ -59,6 +60,7 @@ async def test_reads_everything_after_the_cursor_in_batches_and_resumes(ticks_lo
     await resumed.aclose()
 
 
+@pytest.mark.integration
 async def test_an_unparsable_entry_is_skipped_and_the_cursor_moves_past_it(ticks_log: DurableLog) -> None:
     start = await ticks_log.last_cursor()
     await ticks_log.append(b"\xff\xff\xff")
@@ -75,6 +77,7 @@ def test_parse_entries_finds_the_payload_field_anywhere() -> None:
     assert parse_entries(entries) == ("2-0", [mpb.PriceTick.FromString(_tick(1)), mpb.PriceTick.FromString(_tick(2))])
 
 
+@pytest.mark.integration
 async def test_works_on_uvloop(ticks_log: DurableLog) -> None:
     """The service runs on uvloop, whose transports are not asyncio's classes."""
     kw = ticks_log.redis.connection_pool.connection_kwargs
@@ -89,6 +92,7 @@ async def test_works_on_uvloop(ticks_log: DurableLog) -> None:
     assert await asyncio.to_thread(uvloop.run, ping()) == b"PONG"
 
 
+@pytest.mark.integration
 async def test_error_replies_and_a_lost_connection_raise(ticks_log: DurableLog) -> None:
     kw = ticks_log.redis.connection_pool.connection_kwargs
     conn = await RespConnection.open_tcp(kw["host"], kw["port"], db=int(kw.get("db") or 0))
@@ -104,6 +108,7 @@ async def test_error_replies_and_a_lost_connection_raise(ticks_log: DurableLog) 
         await conn.call(b"PING", timeout_s=5)
 
 
+@pytest.mark.integration
 async def test_a_reply_that_never_comes_times_out(ticks_log: DurableLog) -> None:
     kw = ticks_log.redis.connection_pool.connection_kwargs
     conn = await RespConnection.open_tcp(kw["host"], kw["port"])
@@ -112,6 +117,7 @@ async def test_a_reply_that_never_comes_times_out(ticks_log: DurableLog) -> None
     assert conn.closed
 
 
+@pytest.mark.integration
 async def test_the_fast_cursor_store_shares_redis_cursor_store_keys_and_reconnects(redis_url: str) -> None:
     client = create_stream_redis(redis_url)
     fast = FastRedis(redis_url)
@@ -131,6 +137,7 @@ async def test_the_fast_cursor_store_shares_redis_cursor_store_keys_and_reconnec
         await client.aclose()
 
 
+@pytest.mark.integration
 async def test_a_least_interval_between_reads_gathers_entries_under_load(ticks_log: DurableLog) -> None:
     first = await ticks_log.append(_tick(0))
     stream = _open(ticks_log, "0-0", block_ms=2000, min_interval_s=0.3)

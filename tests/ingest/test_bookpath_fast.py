@@ -92,6 +92,7 @@ def test_level_change_fast_path_agrees_with_the_checked_parsers(fields: dict[str
                                      clob.price_or_none(item, "best_ask"))
 
 
+@pytest.mark.integration
 async def test_a_flush_appends_every_tick_in_order_and_writes_each_book(redis_url: str) -> None:
     r = aioredis.from_url(redis_url, decode_responses=False)
     books = BookState()
@@ -152,6 +153,7 @@ def _empty_book_and_publisher(redis_url: str) -> tuple[BookState, BookPublisher]
     return books, BookPublisher(lambda: RespConnection.open(redis_url), books, IngestMetrics())
 
 
+@pytest.mark.integration
 async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: str) -> None:
     r = aioredis.from_url(redis_url, decode_responses=False)
     books, pub = _empty_book_and_publisher(redis_url)
@@ -168,6 +170,7 @@ async def test_a_refused_write_is_sent_again_before_anything_newer(redis_url: st
     await r.aclose()
 
 
+@pytest.mark.integration
 async def test_running_publisher_writes_without_flush_calls_and_survives_a_killed_connection(redis_url: str) -> None:
     r = aioredis.from_url(redis_url, decode_responses=False)
     books, pub = _empty_book_and_publisher(redis_url)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from common.retry import Backoff
 from services.ingest import clob
@@ -50,6 +51,7 @@ def _state(*assets: str) -> BookState:
 # --- 1. a dropped book socket leaves every book served as fresh -----------------------------------------------
 
 
+@pytest.mark.integration
 async def test_books_are_not_served_fresh_after_the_book_socket_drops() -> None:
     """The CLOB socket closes and does not come back quickly: every book is stale at once (a STALE tick each),
     not after the 30 s age check."""

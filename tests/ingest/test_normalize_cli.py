@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from services.ingest.identity import OccurrenceCounter, identify
 from services.ingest.metrics import IngestMetrics
 from services.ingest.recorder import Recorder
 from services.ingest.rtds_feed import RtdsHandler
 from tests.ingest.conftest import RECV_NS
+
+pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
+import pytest
 
 from common.consumer import RedisCursorStore
 from common.storage import create_pool, create_redis
@@ -13,6 +14,8 @@ from common.streams import LEADER_TRADES, DurableLog, create_stream_redis
 from services.ingest.persist import CHUNK, TradeWriter
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.market.v1 import market_pb2 as mpb
+
+pytestmark = pytest.mark.integration
 
 
 def _event(i: int, *, fee: str = "") -> mpb.LeaderTradeEvent:

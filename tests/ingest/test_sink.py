@@ -21,6 +21,8 @@ from services.ingest.sink import TradeSink
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
+pytestmark = pytest.mark.integration
+
 
 def trade(n: int) -> Identified:
     fill = Fill(tx_hash=f"0x{n:064x}", wallet="0x" + "a" * 40, asset_id=str(10**70 + n), condition_id="0x" + "c" * 64,

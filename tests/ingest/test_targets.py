@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
 from services.ingest.targets import FollowedLeaders, HotIndexWatcher
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 LEADER = "0x" + "f5" * 20
 NOW = 1_800_000_000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
 from common.consumer import RedisCursorStore
@@ -11,6 +12,8 @@ from common.storage import create_pool
 from common.streams import LEADER_TRADES, DurableLog, create_stream_redis
 from services.ingest.persist import TradeWriter
 from tests.router.conftest import leader_trade
+
+pytestmark = pytest.mark.integration
 
 
 async def test_ingest_pg_writer_is_not_stalled_forever_by_one_unstorable_trade(db_url: str, redis_url: str) -> None:

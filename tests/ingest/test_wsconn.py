@@ -31,6 +31,7 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await srv.wait_closed()
 
 
+@pytest.mark.integration
 async def test_messages_arrive_in_order_whole_and_typed(server: Callable[[Handler], Awaitable[str]]) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("first")
@@ -49,6 +50,7 @@ async def test_messages_arrive_in_order_whole_and_typed(server: Callable[[Handle
         await conn.close()
 
 
+@pytest.mark.integration
 async def test_pings_are_answered_and_sent_text_arrives(server: Callable[[Handler], Awaitable[str]]) -> None:
     received: list[str | bytes] = []
     ponged = asyncio.Event()
@@ -69,6 +71,7 @@ async def test_pings_are_answered_and_sent_text_arrives(server: Callable[[Handle
         await conn.close()
 
 
+@pytest.mark.integration
 async def test_server_close_and_oversized_message_end_the_connection(
         server: Callable[[Handler], Awaitable[str]]) -> None:
     async def closes(ws: ServerConnection) -> None:
@@ -87,6 +90,7 @@ async def test_server_close_and_oversized_message_end_the_connection(
     assert conn.close_code_sent == 1009 and got == []
 
 
+@pytest.mark.integration
 async def test_a_server_that_is_not_a_websocket_fails_the_connect() -> None:
     async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

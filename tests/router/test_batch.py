@@ -35,6 +35,8 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
+pytestmark = pytest.mark.integration
+
 D = Decimal
 ASSET2, COND2 = "7777" + "2" * 70, "0x" + "c2" * 32
 FIXED_NS = time.time_ns()

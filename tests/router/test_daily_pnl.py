@@ -10,6 +10,7 @@ import time
 from decimal import Decimal
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from services.executor.booking import book
@@ -18,6 +19,8 @@ from services.router.adapters.store import RouterStore
 from services.router.domain.positions import utc_day_start_ms
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
+
+pytestmark = pytest.mark.integration
 
 D = Decimal
 

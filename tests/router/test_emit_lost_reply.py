@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.exceptions
 
 from services.router.adapters.redis_state import _EMIT
@@ -12,6 +13,8 @@ from tests.helpers import eventually, internal_channel
 from tests.router.conftest import Stack, leader_trade, subscription
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
+
+pytestmark = pytest.mark.integration
 
 
 async def test_router_emit_whose_reply_was_lost_still_reaches_a_caught_up_stream_reader(stack: Stack) -> None:

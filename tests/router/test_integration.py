@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import grpc
 import psycopg
+import pytest
 
 from common import reservations
 from common.fastredis import FastRedis
@@ -24,6 +25,8 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
+
+pytestmark = pytest.mark.integration
 
 D = Decimal
 

@@ -80,6 +80,7 @@ async def env(redis_url: str):  # type: ignore[no-untyped-def]
     await fake.stop()
 
 
+@pytest.mark.integration
 async def test_missing_is_fetched_and_cached_for_both_tokens(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, _now = env
     info = await cache.resolve(YES, COND, None)
@@ -89,6 +90,7 @@ async def test_missing_is_fetched_and_cached_for_both_tokens(env) -> None:  # ty
     assert cached_no is not None and cached_no.min_order_size == D("5")
 
 
+@pytest.mark.integration
 async def test_fresh_cache_is_used_and_old_one_refreshed_in_background(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, now = env
     await write_market(r, MarketInfo(YES, COND, D("0.001"), D("5"), event_slug="weather", updated_ms=999_000))
@@ -106,6 +108,7 @@ async def test_fresh_cache_is_used_and_old_one_refreshed_in_background(env) -> N
     assert info is not None and info.tick_size == D("0.01") and info.event_slug == "weather"
 
 
+@pytest.mark.integration
 async def test_stale_signal_is_a_deleted_key(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, _now = env
     await write_market(r, MarketInfo(YES, COND, D("0.001"), D("5"), updated_ms=1_000_000))
@@ -114,6 +117,7 @@ async def test_stale_signal_is_a_deleted_key(env) -> None:  # type: ignore[no-un
     assert info is not None and info.tick_size == D("0.01") and fake.requests
 
 
+@pytest.mark.integration
 async def test_unreachable_clob_gives_none(env) -> None:  # type: ignore[no-untyped-def]
     fake, _r, cache, _now = env
     fake.fail = True
@@ -152,6 +156,7 @@ def test_unusable_book_bodies_are_not_stored(body: dict[str, object] | None) -> 
     assert parse_book(YES, _book_body(tick_size=None), fallback_tick=None, now_ms=7) is None
 
 
+@pytest.mark.integration
 async def test_first_fetch_stores_the_book_best_first(env) -> None:  # type: ignore[no-untyped-def]
     _fake, r, cache, _now = env
     assert await read_book(r, YES) is None
@@ -161,6 +166,7 @@ async def test_first_fetch_stores_the_book_best_first(env) -> None:  # type: ign
     assert (book.updated_ms, book.venue_time_ms, book.tick_size) == (1_000_000, 1790272269309, D("0.01"))
 
 
+@pytest.mark.integration
 async def test_cached_info_without_a_book_fetches_the_book_only(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, _now = env
     fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
@@ -171,6 +177,7 @@ async def test_cached_info_without_a_book_fetches_the_book_only(env) -> None:  #
     assert book is not None and book.best_ask == D("0.41")
 
 
+@pytest.mark.integration
 async def test_a_newer_stored_book_is_never_overwritten(env) -> None:  # type: ignore[no-untyped-def]
     _fake, r, cache, _now = env
     fresh = MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=999_000)
@@ -186,6 +193,7 @@ async def test_a_newer_stored_book_is_never_overwritten(env) -> None:  # type: i
     assert stored is not None and stored.best_bid == D("0.39") and stored.venue_time_ms == 1790272269309
 
 
+@pytest.mark.integration
 async def test_no_book_from_the_clob_still_routes_with_cached_info(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, _now = env
     fake.fail = True
@@ -194,6 +202,7 @@ async def test_no_book_from_the_clob_still_routes_with_cached_info(env) -> None:
     assert await read_book(r, YES) is None
 
 
+@pytest.mark.integration
 async def test_a_failed_book_fetch_is_not_retried_on_every_trade(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, now = env
     fake.fail = True

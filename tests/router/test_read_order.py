@@ -30,6 +30,8 @@ from tests.router.conftest import COND, YES, leader_trade, redis_markets_router,
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
+pytestmark = pytest.mark.integration
+
 D = Decimal
 NOW_NS = time.time_ns()
 WALLET = "w_cap"

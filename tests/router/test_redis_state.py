@@ -13,6 +13,8 @@ from common.marketstate import MarketInfo, write_market
 from common.reservations import USD, Reservation
 from services.router.adapters.redis_state import RedisState, marker_key
 
+pytestmark = pytest.mark.integration
+
 STREAM = "tt:stream:routed_trades"
 
 

@@ -41,6 +41,7 @@ def test_lines_for_matches_lines() -> None:
         == reservations.lines(items)
 
 
+@pytest.mark.integration
 async def test_reserve_read_release(r: aioredis.Redis) -> None:
     items = [Reservation("co_1", "w_1", USD, "0xm1", 25_000_000, "lt_1"),
              Reservation("co_2", "w_1", USD, "0xm2", 5_000_000, "lt_1"),
@@ -67,6 +68,7 @@ async def test_reserve_read_release(r: aioredis.Redis) -> None:
     assert await r.ttl(reservations.order_key("co_2")) == -1  # an unreleased claim never expires
 
 
+@pytest.mark.integration
 async def test_release_works_on_a_bytes_client(redis_url: str) -> None:
     client = aioredis.from_url(redis_url, decode_responses=False)
     await reservations.reserve(client, [Reservation("co_9", "w_9", USD, "0xm", 3)])
@@ -75,6 +77,7 @@ async def test_release_works_on_a_bytes_client(redis_url: str) -> None:
     await client.aclose()
 
 
+@pytest.mark.integration
 async def test_release_many_is_release_for_each(r: aioredis.Redis) -> None:
     await reservations.reserve(r, [Reservation("co_a", "w_1", USD, "0xm1", 2_000_000),
                                    Reservation("co_b", "w_1", USD, "0xm1", 3_000_000),
@@ -88,6 +91,7 @@ async def test_release_many_is_release_for_each(r: aioredis.Redis) -> None:
     assert await reservations.release_many(r, []) == []
 
 
+@pytest.mark.integration
 async def test_a_claim_without_shares_reserves_them_once_sized(r: aioredis.Redis) -> None:
     """A SELL sent with a fraction claims its id and reserves nothing; sized by the executor, it reserves its
     shares (the router's next SELL of the position does not sell them again), released like any other."""

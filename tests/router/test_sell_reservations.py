@@ -119,6 +119,7 @@ async def _sells(state_: RedisState, wallets: list[str], asset: str = YES) -> di
     return view.sells
 
 
+@pytest.mark.integration
 async def test_emitted_sells_are_listed_until_released(r: aioredis.Redis, redis_state: RedisState) -> None:
     first = await redis_state.emit("lt_1", b"p", [_sell("co_a", "w_1", "50"), _sell("co_b", "w_2", "7.5")])
     assert first.status == "ok"
@@ -144,6 +145,7 @@ async def test_emitted_sells_are_listed_until_released(r: aioredis.Redis, redis_
     assert await _sells(redis_state, ["w_1"]) == {}
 
 
+@pytest.mark.integration
 async def test_buys_conflicts_and_other_assets_are_not_listed(r: aioredis.Redis, redis_state: RedisState) -> None:
     buy = Reservation("co_buy", "w_1", USD, COND, 25_000_000, "lt_b")
     assert (await redis_state.emit("lt_b", b"p", [buy])).status == "ok"
@@ -158,6 +160,7 @@ async def test_buys_conflicts_and_other_assets_are_not_listed(r: aioredis.Redis,
     assert (await _sells(redis_state, ["w_1"], asset="999"))[("w_1", "999")] == (("co_other", 10_000_000),)
 
 
+@pytest.mark.integration
 async def test_a_sell_sized_later_is_listed_once_sized(r: aioredis.Redis, redis_state: RedisState) -> None:
     """A fraction SELL claims its id reserving nothing; the executor sizes its claim once its turn comes."""
     assert (await redis_state.emit("lt_f", b"p", [_sell("co_f", "w_1", "0", "lt_f"),
@@ -189,6 +192,7 @@ async def _book_fill(db_url: str, *, coid: str, sub: str, wallet: str, side: int
         await book(conn.cursor(row_factory=dict_row), [(ticket, fill)])
 
 
+@pytest.mark.integration
 async def test_load_batch_reads_the_shares_booked_by_listed_sells(store: RouterStore, db_url: str) -> None:
     await _book_fill(db_url, coid="co_buy", sub="sub_1", wallet="w_1", side=cpb.SIDE_BUY, size="100", price="0.4")
     await _book_fill(db_url, coid="co_s", sub="sub_1", wallet="w_1", side=cpb.SIDE_SELL, size="20", price="0.5")
@@ -242,6 +246,7 @@ async def _close(stack: Stack) -> epb.RoutedTrade:
     return (await _routed(stack, 2))[1]
 
 
+@pytest.mark.integration
 async def test_leader_close_is_copied_while_a_filled_sells_release_is_pending(stack: Stack) -> None:
     """The reviewer's case. The executor has committed the fill of the router's SELL of 50 (position
     100 -> 50, fills row) and releases its reservation after the commit (events appended, books watched, then
@@ -256,6 +261,7 @@ async def test_leader_close_is_copied_while_a_filled_sells_release_is_pending(st
     assert [(o.subscription_id, o.size) for o in routed.orders] == [("sub_1", "50")], f"skipped: {skips}"
 
 
+@pytest.mark.integration
 async def test_a_partly_filled_sell_still_holds_back_its_unfilled_shares(stack: Stack) -> None:
     """The router's SELL of 50 has 20 filled (position 100 -> 80) and is still working for 30: the leader's
     close sells the 50 not already being sold, never the 30 the working SELL may still sell."""
@@ -266,6 +272,7 @@ async def test_a_partly_filled_sell_still_holds_back_its_unfilled_shares(stack: 
     assert [(o.subscription_id, o.size) for o in routed.orders] == [("sub_1", "50")]
 
 
+@pytest.mark.integration
 async def test_a_released_sell_is_not_subtracted_again(stack: Stack) -> None:
     """Filled and released (the usual case): the close sells the 50 left."""
     co_sell = await _first_half_sold(stack)
@@ -276,6 +283,7 @@ async def test_a_released_sell_is_not_subtracted_again(stack: Stack) -> None:
     assert [(o.subscription_id, o.size) for o in routed.orders] == [("sub_1", "50")]
 
 
+@pytest.mark.integration
 async def test_an_unfilled_sell_is_not_sold_twice(stack: Stack) -> None:
     """Nothing of the SELL filled yet: the close sells only the 50 it does not already sell."""
     await _first_half_sold(stack)
@@ -304,6 +312,7 @@ class _CommitAndReleaseBeforeSnapshot(RouterStore):
         return await super().load_batch(**kw)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("released", [True, False])
 async def test_a_sell_filled_between_the_two_reads_is_counted_once(db_url: str, redis_url: str,
                                                                     r: aioredis.Redis, released: bool) -> None:

@@ -13,6 +13,8 @@ from common.storage import create_pool
 from services.router.adapters.store import PLANNER_OPTIONS, RoutedRow, RouterStore
 from tests.helpers import eventually
 
+pytestmark = pytest.mark.integration
+
 D = Decimal
 DAY_MS = 86_400_000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
@@ -12,6 +13,8 @@ from services.router.adapters.subscriptions import SubscriptionCache
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
+
+pytestmark = pytest.mark.integration
 
 LEADER = "0x" + "f5" * 20
 

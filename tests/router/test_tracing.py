@@ -33,6 +33,8 @@ from services.router.router import Knobs, Router
 from tests.router.conftest import COND, YES, leader_trade, subscription
 from tradingtools.execution.v1 import execution_pb2 as epb
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass
 class _Rig:

@@ -49,6 +49,7 @@ def test_sim_books_levels_consume_and_frames() -> None:
     assert books.levels("unknown") == ((), ())
 
 
+@pytest.mark.integration
 async def test_rtds_subscription_rules_and_keepalive(sim: PolymarketSim) -> None:
     async with websockets.connect(sim.env()["TT_RTDS_URL"]) as ws:
         await ws.send(orjson.dumps({"subscriptions": [{"topic": "activity", "type": "trades"}]}).decode())
@@ -71,6 +72,7 @@ async def test_rtds_subscription_rules_and_keepalive(sim: PolymarketSim) -> None
         assert sim.rtds.dropped == 1
 
 
+@pytest.mark.integration
 async def test_clob_ws_snapshot_array_dynamic_subscribe_and_pong(sim: PolymarketSim) -> None:
     m1, m2 = sim.add_market(), sim.add_market()
     async with websockets.connect(sim.env()["TT_CLOB_WS_URL"]) as ws:
@@ -90,6 +92,7 @@ async def test_clob_ws_snapshot_array_dynamic_subscribe_and_pong(sim: Polymarket
         assert change["price_changes"][0]["asset_id"] == m2.tokens[1]
 
 
+@pytest.mark.integration
 async def test_clob_rest(sim: PolymarketSim) -> None:
     m = sim.add_market(tick_size="0.001", mid="0.5")
     base = sim.env()["TT_CLOB_API_URL"]
@@ -110,6 +113,7 @@ async def _resolved_frame(ws: websockets.ClientConnection) -> dict[str, object]:
             return frame  # type: ignore[no-any-return]
 
 
+@pytest.mark.integration
 async def test_clob_resolution_on_the_socket_and_on_rest(sim: PolymarketSim) -> None:
     m = sim.add_market(end_date_iso="2026-01-01T00:00:00Z")
     yes, no = m.tokens
@@ -160,6 +164,7 @@ async def test_clob_resolution_on_the_socket_and_on_rest(sim: PolymarketSim) -> 
             sim.resolve(m3, "123")
 
 
+@pytest.mark.integration
 async def test_data_api_like_the_venue(sim: PolymarketSim) -> None:
     m = sim.add_market()
     taker, _maker = sim.match(LEADER, LEADER, market=m, feeds=("data_api",))
@@ -186,6 +191,7 @@ async def test_data_api_like_the_venue(sim: PolymarketSim) -> None:
         assert len((await http.get("/activity", params={"user": LEADER})).json()) == 3  # not indexed yet
 
 
+@pytest.mark.integration
 async def test_replay_of_a_recorded_capture(sim: PolymarketSim, tmp_path: Path) -> None:
     m = sim.add_market()
     payload = {"connection_id": "c", "topic": "activity", "type": "trades", "timestamp": 1,

@@ -21,6 +21,7 @@ def test_frame_headers(payload: str | bytes, header: bytes) -> None:
     assert framed.startswith(header) and len(framed) == len(header) + len(payload)
 
 
+@pytest.mark.integration
 async def test_a_queued_burst_arrives_frame_by_frame_in_order() -> None:
     server = WsServer()
     port = await server.start()
