@@ -177,7 +177,7 @@ def _terminal(world: World, w: Walker, ok: Checker) -> None:
           f"{fed.slug} shares and buys 30 {snow.slug} {snow.outcomes[1]} shares")
     p.sim.call(p.sim.insiders.holdings.terminal_trade, dan_id, fed.tokens[0], "SELL", sold, Decimal("0.30"))
     p.sim.call(p.sim.insiders.holdings.terminal_trade, dan_id, snow.tokens[1], "BUY", Decimal(30), Decimal("0.95"))
-    venue_count = held - sold
+    venue_count = p.sim.call(lambda: p.sim.insiders.positions[dan_id][fed.tokens[0]][0])  # what the venue holds
 
     def reconciled() -> tuple[dict[str, Any], dict[str, Any]] | None:
         a, b = _in(w, world, "dan", fed.tokens[0]), _in(w, world, "dan", snow.tokens[1])

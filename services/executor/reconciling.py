@@ -199,12 +199,13 @@ class Reconciler:
         the ones asked for (those go first)."""
         refreshed = float("-inf")
         last_call = float("-inf")
+        refresh_s = min(WALLETS_REFRESH_S, self.interval_s)
         while True:
             try:
                 while self._refused:
                     await self._resize(self._refused.pop(0))
                 now = self.clock()
-                if now - refreshed >= min(WALLETS_REFRESH_S, self.interval_s):
+                if now - refreshed >= refresh_s:
                     await self._refresh()
                     refreshed = now
                 wallet_id = self._next(now)
@@ -217,7 +218,7 @@ class Reconciler:
                     if wallet_id in self._due:
                         self._due[wallet_id] = self.clock() + self.interval_s
                     continue
-                wait = self._wait_s(now, last_call)
+                wait = min(self._wait_s(now, last_call), refreshed + refresh_s - now)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a storage outage: the next round retries

@@ -143,3 +143,19 @@ async def test_a_sell_refused_for_lack_of_shares_is_resized_once_from_the_venues
     assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
                                           done.client_order_id: 1}
     assert rows(harness.db_url, "SELECT state, size FROM positions") == [("CLOSED", 0)]
+
+
+async def test_a_wallet_subscribed_after_the_start_is_reconciled_within_the_interval(harness: Harness) -> None:
+    await harness.set_book(ASSET, [("0.39", "100000")], [("0.40", "100000")])
+    harness.fake.holdings.register(CONDITION, [(ASSET, "Yes"), (NO, "No")])
+    await harness.start_executor(TT_RECONCILE_INTERVAL_S="0.5")
+    await _filled(harness, make_order(1, follower_wallet_id="w_1", subscription_id="sub_1", amount_usd="40",
+                                      follower_proxy=WALLET.wallet))
+    _age(harness.db_url)
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    rows(harness.db_url, "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy,"
+                         " leader_proxy, state, mode, sizing, filters, risk, exits, perf, create_time, update_time)"
+                         " VALUES ('sub_1', 'u_1', 'w_1', %s, %s, 'ACTIVE', 'LIVE', '{}', '{}', '{}', '{}', '{}',"
+                         " now(), now()) RETURNING 1", WALLET.wallet, "0x" + "f5" * 20)
+    await eventually(lambda: rows(harness.db_url, "SELECT size, venue_shares FROM positions") == [(D(40), D(40))],
+                     timeout_s=15)
