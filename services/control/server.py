@@ -1,4 +1,5 @@
-"""The control gRPC server: four services behind the token interceptor, plus health and reflection."""
+"""The control gRPC server: four services behind the decode guard and the token interceptor, plus health and
+reflection."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 from common.grpcserver import GrpcServer, start_server
 from services.control.auth import AuthInterceptor, TokenCheck
 from services.control.config import Settings
+from services.control.decoding import DecodeGuard
 from services.control.servicer import InternalServicer, ProbeServicer, SubscriptionServicer, TriggerServicer
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
@@ -30,4 +32,4 @@ async def start_grpc(settings: Settings, *, subscriptions: SubscriptionServicer,
 
     check = TokenCheck(t.value for t in settings.tokens)
     return await start_server(settings.host, settings.grpc_port, register,
-                              interceptors=[AuthInterceptor(check)])
+                              interceptors=[AuthInterceptor(check), DecodeGuard()])
