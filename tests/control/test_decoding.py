@@ -28,7 +28,7 @@ def _field(number: int, payload: bytes) -> bytes:
     (pb.ListSubscriptionsRequest, b"\x0a\x7f", "", "request: could not be decoded"),  # cut short
 ])
 def test_the_undecodable_field_is_named(message: type, data: bytes, body_field: str, expected: str) -> None:
-    with pytest.raises(Exception):  # noqa: B017, PT011 - protobuf's DecodeError: what the guard replaces
+    with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError: what the guard replaces
         message.FromString(data)
     assert undecodable(message.DESCRIPTOR, data, body_field).message == expected
 
