@@ -25,7 +25,7 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP)
 
-$(PROTO_STAMP): $(STAMP) $(PROTO_FILES) tools/genproto.py
+$(PROTO_STAMP): $(STAMP) $(PROTO_FILES) tools/genproto.py tools/openapi.py tools/rest_schema.py
 	$(PYTHON) -m tools.genproto
 	touch $(PROTO_STAMP)
 

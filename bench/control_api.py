@@ -264,7 +264,7 @@ def _private_env(run: Path) -> dict[str, str]:
         env.pop(name, None)
     env.update({
         "TT_RUN_DIR": str(run), "TT_STACK_SERVICES": "control", "TT_STACK_SIMULATOR": "0",
-        "TT_GATEWAY_PORT": str(free_port()), "TT_GATEWAY_ADMIN_PORT": str(free_port()),
+        "TT_GATEWAY_PORT": str(free_port()),
         "TT_CONTROL_GRPC_PORT": str(free_port()),
     })
     return env

@@ -1,19 +1,22 @@
 """Render the Envoy edge configuration (``envoy/envoy.yaml.tmpl``) from the environment.
 
 ``python -m tools.envoy_config [--out PATH] [--validate]`` renders it (mode 600: it holds the
-bearer tokens) and optionally asks Envoy to validate it.
+bearer tokens) and optionally asks Envoy to validate it. Which services are transcoded, which paths
+reach control and the strict-body check's schema come from the descriptor set's HTTP annotations
+(``tools.rest_schema``). Envoy's admin interface listens only on a unix socket of mode 600.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import (
@@ -28,16 +31,12 @@ from common.config import (
     project_root,
     run_dir,
 )
+from tools import envoy_lua, rest_schema
 
 TEMPLATE = project_root() / "envoy" / "envoy.yaml.tmpl"
 DEFAULT_DESCRIPTOR = project_root() / "build" / "tradingtools.pb"
 MAX_BODY_BYTES = 64 * 1024
-TRANSCODED_SERVICES = (
-    "tradingtools.control.v1.SubscriptionService",
-    "tradingtools.control.v1.TriggerService",
-    "tradingtools.control.v1.PositionService",
-    "tradingtools.control.v1.ProbeService",
-)
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -48,7 +47,7 @@ class GatewaySettings:
 
     tokens: tuple[Secret, ...]
     gateway_port: int = 9110
-    admin_port: int = 9901
+    admin_socket: Path = field(default_factory=lambda: run_dir() / "envoy" / "admin.sock")
     control_host: str = "127.0.0.1"
     control_port: int = 50055
     descriptor_path: Path = DEFAULT_DESCRIPTOR
@@ -59,20 +58,43 @@ class GatewaySettings:
     health_check_interval_s: float = 2.0
     concurrency: int = 1
     listen_address: str = "127.0.0.1"
+    probe_rate_limit_per_s: int = 50
+    probe_rate_limit_burst: int = 100
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the REST listener serves TLS."""
+        return bool(self.tls_cert_file)
+
+    @property
+    def url(self) -> str:
+        """Where a local client reaches the REST listener (``https`` with TLS)."""
+        host = self.listen_address
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.gateway_port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
         """Read ``TT_GATEWAY_*``, ``TT_CONTROL_GRPC_PORT`` and ``CONTROL_API_TOKEN`` (or ``.run/``)."""
         env = os.environ if env is None else env
         rate = env_int(env, "TT_GATEWAY_RATE_LIMIT_RPS", 1000, minimum=1)
+        probe_rate = env_int(env, "TT_GATEWAY_PROBE_RATE_LIMIT_RPS", 50, minimum=1)
         control_port = grpc_port(env, "control")
-        gateway_port, admin_port = listen_ports(env)
+        (gateway_port,) = listen_ports(env)
+        if env.get("TT_GATEWAY_ADMIN_PORT", "").strip():
+            raise ConfigError("TT_GATEWAY_ADMIN_PORT is no longer read: Envoy's admin interface listens only on "
+                              "a unix socket (TT_GATEWAY_ADMIN_SOCKET); unset it")
         if control_port == 0:
             raise ConfigError("TT_CONTROL_GRPC_PORT must be a fixed port for Envoy, got 0")
         return cls(
             tokens=load_tokens(env),
             gateway_port=gateway_port,
-            admin_port=admin_port,
+            admin_socket=Path(env_str(env, "TT_GATEWAY_ADMIN_SOCKET", str(run_dir(env) / "envoy" / "admin.sock"))),
             control_host=env_str(env, "TT_CONTROL_GRPC_HOST", "127.0.0.1"),
             control_port=control_port,
             descriptor_path=Path(env_str(env, "TT_GATEWAY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR))),
@@ -85,12 +107,55 @@ class GatewaySettings:
                                                       minimum=0.1),
             concurrency=env_int(env, "TT_GATEWAY_CONCURRENCY", 1, minimum=1, maximum=64),
             listen_address=env_str(env, "TT_GATEWAY_HOST", "127.0.0.1"),
+            probe_rate_limit_per_s=probe_rate,
+            probe_rate_limit_burst=env_int(env, "TT_GATEWAY_PROBE_RATE_LIMIT_BURST", 2 * probe_rate, minimum=1),
+            tls_cert_file=env_str(env, "TT_GATEWAY_TLS_CERT_FILE"),
+            tls_key_file=env_str(env, "TT_GATEWAY_TLS_KEY_FILE"),
         )
 
 
-def listen_ports(env: Mapping[str, str]) -> tuple[int, int]:
-    """Envoy's REST and admin ports: ``TT_GATEWAY_PORT`` (9110) and ``TT_GATEWAY_ADMIN_PORT`` (9901)."""
-    return env_port(env, "TT_GATEWAY_PORT", 9110), env_port(env, "TT_GATEWAY_ADMIN_PORT", 9901)
+def listen_ports(env: Mapping[str, str]) -> tuple[int]:
+    """The TCP ports Envoy listens on: ``TT_GATEWAY_PORT`` (9110); admin is a unix socket."""
+    return (env_port(env, "TT_GATEWAY_PORT", 9110),)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _transport_socket(settings: GatewaySettings) -> dict[str, object]:
+    """The REST listener's transport: TLS from the certificate and key files, or plaintext on loopback only."""
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError("TT_GATEWAY_TLS_CERT_FILE and TT_GATEWAY_TLS_KEY_FILE go together: set both or neither")
+    if not settings.tls:
+        if not is_loopback(settings.listen_address):
+            raise ConfigError(
+                f"TT_GATEWAY_HOST={settings.listen_address} is not a loopback address and the REST listener has "
+                "no TLS: set TT_GATEWAY_TLS_CERT_FILE and TT_GATEWAY_TLS_KEY_FILE (the bearer tokens must not "
+                "cross a network in clear), or listen on 127.0.0.1")
+        return {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+    for name, path in (("TT_GATEWAY_TLS_CERT_FILE", settings.tls_cert_file),
+                       ("TT_GATEWAY_TLS_KEY_FILE", settings.tls_key_file)):
+        if not os.access(path, os.R_OK) or not Path(path).is_file():
+            raise ConfigError(f"{name}={path} is not a readable file")
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [{
+                "certificate_chain": {"filename": str(Path(settings.tls_cert_file).resolve())},
+                "private_key": {"filename": str(Path(settings.tls_key_file).resolve())},
+            }],
+        },
+    }}
 
 
 def validate_tokens(tokens: Sequence[Secret | str]) -> tuple[str, ...]:
@@ -106,6 +171,14 @@ def validate_tokens(tokens: Sequence[Secret | str]) -> tuple[str, ...]:
             raise ConfigError(f"CONTROL_API_TOKEN entry {i} repeats an earlier token")
         seen.add(value)
     return values
+
+
+def rest_path_regex(routes: Sequence[rest_schema.Route]) -> str:
+    """The paths that go to control (the transcoder then maps or refuses them), probes excepted: every
+    annotated route's first segment, then any further segments."""
+    probes = {"health", "ready"}
+    tops = [re.escape(t) for t in rest_schema.top_segments(routes) if t not in probes]
+    return f"/({'|'.join(tops)})(/[^/]+)*"
 
 
 def _duration(seconds: float) -> str:
@@ -126,29 +199,42 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
     if not descriptor.is_file():
         raise ConfigError(f"descriptor set {descriptor} is missing (run make proto)")
     for name, port in (("TT_GATEWAY_PORT", settings.gateway_port),
-                       ("TT_GATEWAY_ADMIN_PORT", settings.admin_port),
                        ("TT_CONTROL_GRPC_PORT", settings.control_port)):
         if not 0 < port < 65536:
             raise ConfigError(f"{name} must be a port in 1..65535, got {port}")
-    if settings.rate_limit_burst < 1 or settings.rate_limit_per_s < 1:
-        raise ConfigError("TT_GATEWAY_RATE_LIMIT_RPS and TT_GATEWAY_RATE_LIMIT_BURST must be >= 1")
+    admin_socket = settings.admin_socket.absolute()
+    if len(str(admin_socket).encode()) > MAX_SOCKET_PATH:
+        raise ConfigError(f"TT_GATEWAY_ADMIN_SOCKET {admin_socket} is longer than {MAX_SOCKET_PATH} bytes "
+                          "(a unix socket path limit)")
+    if min(settings.rate_limit_burst, settings.rate_limit_per_s, settings.probe_rate_limit_per_s,
+           settings.probe_rate_limit_burst) < 1:
+        raise ConfigError("TT_GATEWAY_RATE_LIMIT_* and TT_GATEWAY_PROBE_RATE_LIMIT_* must be >= 1")
+    transport = _transport_socket(settings)
     per_fill, interval = _rate_limit_fill(settings.rate_limit_per_s)
+    probe_per_fill, probe_interval = _rate_limit_fill(settings.probe_rate_limit_per_s)
+    routes = rest_schema.routes(descriptor)
     principals = [{"header": {"name": "authorization", "string_match": {"exact": f"Bearer {t}"}}}
                   for t in tokens]
     values: dict[str, str] = {
-        "admin_port": str(settings.admin_port),
+        "admin_socket": json.dumps(str(admin_socket)),
         "gateway_port": str(settings.gateway_port),
+        "transport_socket": json.dumps(transport),
         "listen_address": settings.listen_address,
         "control_host": settings.control_host,
         "control_port": str(settings.control_port),
         "descriptor_path": str(descriptor),
         "access_log_path": settings.access_log_path,
         "rbac_principals": json.dumps(principals),
-        "transcoded_services": json.dumps(list(TRANSCODED_SERVICES)),
-        "rate_limit_per_s": str(settings.rate_limit_per_s),
+        "transcoded_services": json.dumps(list(rest_schema.transcoded_services(routes))),
+        "rest_path_regex": json.dumps(rest_path_regex(routes)),
+        "scrub_headers_lua": json.dumps(envoy_lua.SCRUB_HEADERS_LUA),
+        "strict_json_lua": json.dumps(envoy_lua.strict_json_source(routes)),
         "rate_limit_burst": str(max(settings.rate_limit_burst, per_fill)),
         "rate_limit_per_fill": str(per_fill),
         "rate_limit_fill_interval": interval,
+        "probe_rate_limit_burst": str(max(settings.probe_rate_limit_burst, probe_per_fill)),
+        "probe_rate_limit_per_fill": str(probe_per_fill),
+        "probe_rate_limit_fill_interval": probe_interval,
         "max_body_bytes": str(MAX_BODY_BYTES),
         "upstream_timeout": _duration(settings.upstream_timeout_s),
         "health_check_interval": _duration(settings.health_check_interval_s),
@@ -164,6 +250,7 @@ def write(settings: GatewaySettings, path: Path) -> Path:
     """Render into ``path`` (mode 600, replaced atomically) and return it."""
     text = render(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    settings.admin_socket.parent.mkdir(parents=True, exist_ok=True)
     if not settings.access_log_path.startswith("/dev/"):
         Path(settings.access_log_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

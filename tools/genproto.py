@@ -1,4 +1,4 @@
-"""Generate Python code and Envoy's descriptor set from ``protos/`` (``make proto``)."""
+"""Generate Python code, Envoy's descriptor set and the OpenAPI document from ``protos/`` (``make proto``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def main() -> int:
         print(f"protoc failed with exit code {code}", file=sys.stderr)
         return int(code)
     print(f"generated {len(files)} proto files; descriptor set at {DESCRIPTOR_SET.relative_to(ROOT)}")
-    return 0
+    from tools import openapi  # imports generated code: only once protoc has written it
+
+    return openapi.main(["--descriptor", str(DESCRIPTOR_SET)])
 
 
 if __name__ == "__main__":

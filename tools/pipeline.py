@@ -77,7 +77,7 @@ def isolated_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def free_port_env() -> dict[str, str]:
     """Free ports for Envoy and every service (tests: never the fixed defaults)."""
-    keys = [*(f"TT_{name.upper()}_GRPC_PORT" for name in SERVICE_PORTS), "TT_GATEWAY_PORT", "TT_GATEWAY_ADMIN_PORT"]
+    keys = [*(f"TT_{name.upper()}_GRPC_PORT" for name in SERVICE_PORTS), "TT_GATEWAY_PORT"]
     return {key: str(port) for key, port in zip(keys, free_ports(len(keys)), strict=True)}
 
 
@@ -97,7 +97,7 @@ def _url_ports(env: Mapping[str, str]) -> set[int]:
 def _move_off(env: dict[str, str], taken: set[int]) -> None:
     """Give the stack fresh ports where one it was given is now the simulator's: a port picked free
     before the simulator bound its own (port 0) servers can be handed to one of them."""
-    keys = ["TT_GATEWAY_PORT", "TT_GATEWAY_ADMIN_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
+    keys = ["TT_GATEWAY_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
     avoid = set(taken) | {int(env[k]) for k in keys if env.get(k, "").isdigit()}  # nor another service's
     for key in keys:
         if key in env and int(env[key] or 0) in taken:

@@ -149,7 +149,7 @@ def _port_in_use(port: int) -> bool:
 def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
                 services: Sequence[str]) -> None:
     """Fail early, naming the variable, when a port the stack needs is taken."""
-    wanted = [("TT_GATEWAY_PORT", settings.gateway_port), ("TT_GATEWAY_ADMIN_PORT", settings.admin_port)]
+    wanted = [("TT_GATEWAY_PORT", settings.gateway_port)]
     wanted += [(f"TT_{s.upper()}_GRPC_PORT", grpc_port(env, s)) for s in services if s in SERVICE_PORTS]
     if simulator_enabled(env):
         wanted += [(name, port) for name, port in simulator_ports(env).items()
@@ -175,11 +175,11 @@ def _grpc_serving(port: int, env: Mapping[str, str]) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _ready_answer(gateway_port: int) -> tuple[int, str]:
+def _ready_answer(settings: envoy_config.GatewaySettings) -> tuple[int, str]:
     import httpx
 
-    try:
-        reply = httpx.get(f"http://127.0.0.1:{gateway_port}/ready", timeout=2.0)
+    try:  # a local readiness poll (no token sent): the certificate may name another host
+        reply = httpx.get(f"{settings.url}/ready", timeout=2.0, verify=False)
     except httpx.HTTPError as exc:
         return 0, f"{type(exc).__name__}: {exc}"
     return reply.status_code, reply.text
@@ -207,7 +207,7 @@ def wait_ready(env: Mapping[str, str], paths: StackPaths, settings: envoy_config
             if down:
                 laggard, why = down[0], "its gRPC health check is not SERVING"
             else:
-                status, body = _ready_answer(settings.gateway_port)
+                status, body = _ready_answer(settings)
                 if status == 200:
                     return
                 laggard = GATEWAY if status == 0 else "control"
@@ -290,8 +290,8 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
         out(f"error: {exc}")
         out(f"logs in {paths.logs}; make logs to follow, make down to stop what started")
         return 1
-    out(f"stack up: REST on http://127.0.0.1:{settings.gateway_port} "
-        f"(try: curl http://127.0.0.1:{settings.gateway_port}/ready), logs in {paths.logs}")
+    out(f"stack up: REST on {settings.url} (try: curl {'-k ' if settings.tls else ''}{settings.url}/ready), "
+        f"logs in {paths.logs}")
     return 0
 
 

@@ -20,6 +20,7 @@ from services.control.errors import is_redis_outage, short_reason
 from services.control.fastredis import HotRedis
 from services.control.hotsync import IndexSync
 from services.control.internal import InternalUseCases
+from services.control.pagination import PageTokens
 from services.control.positions import PositionServicer, PositionUseCases, RedisMarketReads
 from services.control.readiness import Readiness
 from services.control.server import start_grpc
@@ -35,6 +36,15 @@ REDIS_TIMEOUT_S = 2.0  # connect and reply timeout of the request path's Redis c
 def utc_now() -> datetime:
     """The wall clock, UTC."""
     return datetime.now(UTC)
+
+
+async def page_token_key(db: Database) -> bytes:
+    """The key page tokens are signed with (``control_keys``, drawn by migration 0430)."""
+    async with db.read() as conn:
+        row = await (await conn.execute("SELECT secret FROM control_keys WHERE name = 'page_token'")).fetchone()
+    if row is None:
+        raise RuntimeError("control_keys has no page_token key (migration 0430 not applied?)")
+    return bytes(row["secret"])
 
 
 @dataclass
@@ -68,6 +78,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
     ttl = timedelta(seconds=settings.idempotency_ttl_s)
     try:
         db = Database(pool)
+        tokens = PageTokens(await page_token_key(db))
         sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s,
                          full_interval_s=settings.index_full_resync_s, hot=hot)
         try:
@@ -85,10 +96,10 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
         server = await start_grpc(
             settings,
             subscriptions=SubscriptionServicer(SubscriptionUseCases(
-                db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl,
+                db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl, page_tokens=tokens,
                 list_cache_entries=settings.list_cache_entries, page_cache_bytes=settings.page_cache_mb << 20)),
-            triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl)),
-            positions=PositionServicer(PositionUseCases(db, RedisMarketReads(redis))),
+            triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl, page_tokens=tokens)),
+            positions=PositionServicer(PositionUseCases(db, RedisMarketReads(redis), page_tokens=tokens)),
             probes=ProbeServicer(readiness),
             internal=InternalServicer(InternalUseCases(db, sync, now=now)),
         )

@@ -2,6 +2,10 @@
 
 Envoy maps the status to HTTP: INVALID_ARGUMENT and FAILED_PRECONDITION → 400, NOT_FOUND → 404,
 ALREADY_EXISTS → 409, UNAUTHENTICATED → 401, UNAVAILABLE → 503, INTERNAL → 500.
+
+A message never carries an exception's own text past the service: that may hold SQL, host names,
+ports or user names. Outages are named with a fixed word (:func:`outage_reason`), a value PostgreSQL
+refuses is a plain 400, anything else is "internal error"; the details go to the log.
 """
 
 from __future__ import annotations
@@ -70,6 +74,30 @@ def short_reason(exc: BaseException, limit: int = 160) -> str:
     return line[:limit]
 
 
+def outage_reason(exc: BaseException) -> str:
+    """What went wrong with a dependency, in a fixed vocabulary (never the exception's own text)."""
+    text = str(exc).lower()
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return "no connection available"
+    if (isinstance(exc, TimeoutError | redis.exceptions.TimeoutError | psycopg.errors.QueryCanceled)
+            or "timeout" in text or "timed out" in text or "deadline" in text):
+        return "timed out"
+    if "refused" in text:
+        return "connection refused"
+    if "authentication" in text or "password" in text:
+        return "authentication failed"
+    if any(word in text for word in ("closed", "terminat", "lost", "reset", "broken pipe", "eof")):
+        return "connection lost"
+    return "unreachable"
+
+
+def is_refused_input(exc: BaseException) -> bool:
+    """True for PostgreSQL refusing a value of the request: data exceptions (class 22: out of range, bad
+    encoding, NUL in text, ...) and integrity violations (class 23) other than a unique one."""
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError) and not isinstance(
+        exc, psycopg.errors.UniqueViolation)
+
+
 def is_postgres_outage(exc: BaseException) -> bool:
     """True for errors meaning PostgreSQL is unreachable or went away mid-call."""
     return isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError)
@@ -84,10 +112,12 @@ def status_for(exc: BaseException) -> tuple[StatusCode, str]:
     """The gRPC status code and message for any exception raised while serving a call."""
     if isinstance(exc, ControlError):
         return exc.code, exc.message
-    if isinstance(exc, psycopg_pool.PoolTimeout):
-        return StatusCode.UNAVAILABLE, "postgres unavailable: no connection available"
     if is_postgres_outage(exc):
-        return StatusCode.UNAVAILABLE, f"postgres unavailable: {short_reason(exc)}"
+        return StatusCode.UNAVAILABLE, f"postgres unavailable: {outage_reason(exc)}"
     if is_redis_outage(exc):
-        return StatusCode.UNAVAILABLE, f"redis unavailable: {short_reason(exc)}"
+        return StatusCode.UNAVAILABLE, f"redis unavailable: {outage_reason(exc)}"
+    if is_refused_input(exc):
+        return StatusCode.INVALID_ARGUMENT, "request: a value is out of range or not storable"
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return StatusCode.ALREADY_EXISTS, "request: conflicts with an existing entry"
     return StatusCode.INTERNAL, "internal error"

@@ -41,7 +41,7 @@ from common.cancel import reraise_if_cancelling
 from common.storage import redis_run_id
 from services.control import sub_repo
 from services.control.db import Database
-from services.control.errors import Unavailable, is_redis_outage, short_reason
+from services.control.errors import Unavailable, is_redis_outage, outage_reason, short_reason
 from services.control.fastredis import HotRedis, Script
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -144,7 +144,7 @@ class IndexSync:
             await self.hot.ensure_reachable()
         except Exception as exc:
             if is_redis_outage(exc):
-                raise Unavailable(f"redis unavailable: {short_reason(exc)}") from exc
+                raise Unavailable(f"redis unavailable: {outage_reason(exc)}") from exc
             raise
 
     def _lock(self, leader: str) -> asyncio.Lock:

@@ -78,9 +78,10 @@ class RedisMarketReads:
 class PositionUseCases:
     """Read positions pages."""
 
-    def __init__(self, db: Database, markets: MarketReads) -> None:
+    def __init__(self, db: Database, markets: MarketReads, *, page_tokens: pagination.PageTokens) -> None:
         self.db = db
         self.markets = markets
+        self.tokens = page_tokens
 
     async def subscription_page(self, subscription_id: str, *, state: int, page_size: int,
                                 page_token: str) -> pb.ListSubscriptionPositionsResponse:
@@ -88,7 +89,7 @@ class PositionUseCases:
         sid = v.path_id("subscription", subscription_id)
         stored_state, size = _filters(state, page_size)
         fp = pagination.fingerprint(sid, stored_state)
-        after = pagination.decode(page_token, "sub_positions", fp)
+        after = self.tokens.decode(page_token, "sub_positions", fp)
         async with self.db.read() as conn:
             if not await position_repo.subscription_exists(conn, sid):
                 raise NotFound(f"subscription {sid} not found")
@@ -104,7 +105,7 @@ class PositionUseCases:
         addr = v.address("wallet", wallet)
         stored_state, size = _filters(state, page_size)
         fp = pagination.fingerprint(addr, stored_state)
-        after = pagination.decode(page_token, "positions", fp)
+        after = self.tokens.decode(page_token, "positions", fp)
         async with self.db.read() as conn:
             rows = await position_repo.list_page(conn, wallet=addr, state=stored_state, after=after, limit=size + 1)
         out = pb.ListPositionsResponse()
@@ -123,7 +124,7 @@ class PositionUseCases:
         if len(rows) <= size:
             return ""
         last = page[-1]
-        return pagination.encode(kind, fp, pagination.Cursor(last["opened_at"], last["id"]))
+        return self.tokens.encode(kind, fp, pagination.Cursor(last["opened_at"], last["id"]))
 
 
 def _filters(state: int, page_size: int) -> tuple[str, int]:

@@ -4,25 +4,61 @@ plus the executor's circuit breaker per venue (``tt:breaker:{venue}``, mirrored 
 A breaker is shown (``breaker.insiders: "open since 2026-…Z after 5 failures"``) but never makes
 /ready fail: an open breaker is the executor protecting a failing venue, not control being unable to
 serve, and a probe that flapped with the venue would get control restarted for nothing.
+
+A failed check reads as a fixed word (``connection refused``, ``timed out``, ...; the exception's text,
+which may name hosts and users, goes to the log). Probes are answered from a result at most
+``READY_MAX_AGE_S`` old, with one check in flight at a time that concurrent probes share
+(:class:`SharedResult`), so a flood of probes costs PostgreSQL, Redis and the services nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.control.db import Database
-from services.control.errors import short_reason
+from services.control.errors import outage_reason, short_reason
 
+log = logging.getLogger(__name__)
 Check = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 BREAKER_PREFIX = "breaker."
+READY_MAX_AGE_S = 1.0
+
+
+class NotServing(RuntimeError):
+    """A service answered its health check with a status other than SERVING."""
+
+
+class SharedResult(Generic[T]):
+    """The result of ``produce`` reused while younger than ``max_age_s`` (from when it was started), with
+    one call in flight at a time: callers arriving meanwhile await the same one. A caller that gives up
+    (cancelled) does not cancel it for the others."""
+
+    def __init__(self, produce: Callable[[], Awaitable[T]], max_age_s: float = READY_MAX_AGE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._produce = produce
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._task: asyncio.Task[T] | None = None
+        self._started = 0.0
+
+    async def get(self) -> T:
+        """The shared result: the last one while fresh, else the one in flight, else a new one."""
+        task = self._task
+        if task is None or (task.done() and self._clock() - self._started >= self._max_age_s):
+            self._started = self._clock()
+            task = self._task = asyncio.ensure_future(self._produce())
+        return await asyncio.shield(task)
 
 
 def breaker_key(venue: str) -> str:
@@ -74,7 +110,7 @@ class Readiness:
         checks: dict[str, Check] = {"postgres": self._postgres, "redis": self._redis}
         for name, target in self.services:
             checks[name] = self._grpc_health(target)
-        results = await asyncio.gather(*(self._run(c) for c in checks.values()),
+        results = await asyncio.gather(*(self._run(n, c) for n, c in checks.items()),
                                        *(self._breaker(v) for v in self.breaker_venues))
         names = [*checks, *(BREAKER_PREFIX + v for v in self.breaker_venues)]
         return dict(zip(names, results, strict=True))
@@ -85,16 +121,19 @@ class Readiness:
         except TimeoutError:
             return f"unknown (no answer from redis within {self.timeout_s:g}s)"
         except Exception as exc:  # noqa: BLE001 - an unreadable breaker is an answer too
-            return "unknown (" + short_reason(exc, 100) + ")"
+            return "unknown (" + outage_reason(exc) + ")"
         return describe_breaker(raw or {})
 
-    async def _run(self, check: Check) -> str:
+    async def _run(self, name: str, check: Check) -> str:
         try:
             await asyncio.wait_for(check(), self.timeout_s)
         except TimeoutError:
             return f"no answer within {self.timeout_s:g}s"
+        except NotServing as exc:
+            return str(exc)
         except Exception as exc:  # noqa: BLE001 - every failure is a readiness answer
-            return short_reason(exc, 120)
+            log.warning("readiness check failed", extra={"check": name, "error": short_reason(exc, 300)})
+            return outage_reason(exc)
         return "ok"
 
     async def _postgres(self) -> None:
@@ -116,7 +155,7 @@ class Readiness:
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout_s)
                 if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                    raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+                    raise NotServing(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
         return check
 
 

@@ -1,4 +1,5 @@
-"""The control gRPC server: five services behind their token checks (``auth``), plus health and reflection."""
+"""The control gRPC server: five services behind their token checks (``auth``) and the decode guard, plus
+health and reflection."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 from common.grpcserver import GrpcServer, start_server
 from services.control.auth import service_checks
 from services.control.config import Settings
+from services.control.decoding import DecodeGuard
 from services.control.positions import PositionServicer
 from services.control.servicer import InternalServicer, ProbeServicer, SubscriptionServicer, TriggerServicer
 from tradingtools.control.v1 import control_pb2 as pb
@@ -31,4 +33,5 @@ async def start_grpc(settings: Settings, *, subscriptions: SubscriptionServicer,
         return SERVICE_NAMES
 
     return await start_server(settings.host, settings.grpc_port, register, security=settings.security,
-                              service_checks=service_checks(t.value for t in settings.tokens))
+                              service_checks=service_checks(t.value for t in settings.tokens),
+                              interceptors=[DecodeGuard()])  # after the token check (start_server puts it first)

@@ -13,9 +13,9 @@ from common.ids import new_id
 from services.control.audit import Caller
 from services.control.auth import current_token_id
 from services.control.content_coding import accepts_gzip
-from services.control.errors import Unavailable, status_for
+from services.control.errors import ControlError, Unavailable, short_reason, status_for
 from services.control.internal import InternalUseCases
-from services.control.readiness import Readiness, is_ready, summary
+from services.control.readiness import Readiness, SharedResult, is_ready, summary
 from services.control.subscriptions import SubscriptionUseCases
 from services.control.triggers import TriggerUseCases
 from tradingtools.control.v1 import control_pb2 as pb
@@ -64,7 +64,9 @@ async def serve(context: Context, method: str, work: Callable[[Caller], Awaitabl
             log.exception("call failed", extra=extra)
             message = f"{message} (request {caller.request_id})"
         elif code == grpc.StatusCode.UNAVAILABLE:
-            log.warning("call unavailable: %s", message, extra=extra)
+            log.warning("call unavailable: %s", message, extra={**extra, "error": short_reason(exc, 300)})
+        elif not isinstance(exc, ControlError):  # PostgreSQL refused a value of the request
+            log.warning("call refused by the database: %s", message, extra={**extra, "error": short_reason(exc, 300)})
         await context.abort(code, message)
         raise  # unreachable: abort raises
 
@@ -157,13 +159,14 @@ class ProbeServicer(pb_grpc.ProbeServiceServicer):
 
     def __init__(self, readiness: Readiness) -> None:
         self.readiness = readiness
+        self.current = SharedResult(readiness.check)
 
     async def GetHealth(self, request: pb.GetHealthRequest, context: Context) -> pb.GetHealthResponse:
         return pb.GetHealthResponse(status="SERVING")
 
     async def GetReady(self, request: pb.GetReadyRequest, context: Context) -> pb.GetReadyResponse:
         async def work(_: Caller) -> pb.GetReadyResponse:
-            checks = await self.readiness.check()
+            checks = await self.current.get()
             if not is_ready(checks):
                 raise Unavailable(summary(checks))
             return pb.GetReadyResponse(status="READY", checks=checks)

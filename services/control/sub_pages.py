@@ -11,7 +11,7 @@ bumps ``version``, so a cached entry is never served after a change by any write
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from services.control import content_coding, list_cache, list_json, page_cache, pagination, sub_repo
@@ -42,9 +42,15 @@ class PageQuery:
     size: int
     after: pagination.Cursor | None
     fingerprint: str
+    tokens: pagination.PageTokens = field(compare=False)  # not part of the page's identity (cache key)
+
+    def next_token(self, cursor: pagination.Cursor) -> str:
+        """The signed token of the page after ``cursor``."""
+        return self.tokens.encode("subs", self.fingerprint, cursor)
 
 
-def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size: int, page_token: str) -> PageQuery:
+def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size: int, page_token: str,
+               tokens: pagination.PageTokens) -> PageQuery:
     """Validate a ListSubscriptionsRequest's fields (InvalidArgument naming the field)."""
     follower = v.address("followerProxy", follower_proxy)
     leader = v.address("leaderProxy", leader_proxy) if leader_proxy else ""
@@ -52,8 +58,8 @@ def page_query(*, follower_proxy: str, leader_proxy: str, state: int, page_size:
     stored_state = short(spb.SubscriptionState, state) if state else ""
     size = v.page_size(page_size)
     fp = pagination.fingerprint(follower, leader, stored_state)
-    after = pagination.decode(page_token, "subs", fp)
-    return PageQuery(follower, leader, stored_state, size, after, fp)
+    after = tokens.decode(page_token, "subs", fp)
+    return PageQuery(follower, leader, stored_state, size, after, fp, tokens)
 
 
 def _stats_of(text: str) -> spb.Stats:
@@ -146,7 +152,7 @@ class SubscriptionPages:
         token = ""
         if len(heads) > q.size:
             last = heads[q.size - 1]
-            token = pagination.encode("subs", q.fingerprint, pagination.Cursor(last[2], last[0]))
+            token = q.next_token(pagination.Cursor(last[2], last[0]))
         digest = heads[0][-1] if heads and with_digest else None
         if reuse:
             return ([(found.get(h[0]), h) for h in heads[:q.size] if h[0] in found or h[sub_repo.HEAD_KEY] in reuse],
@@ -187,6 +193,5 @@ async def decoded_page(conn: Conn, q: PageQuery) -> pb.ListSubscriptionsResponse
         subscription_from_row(row, add())
     if len(rows) > q.size:
         last = rows[q.size - 1]
-        out.next_page_token = pagination.encode("subs", q.fingerprint,
-                                                pagination.Cursor(last["create_time"], last["id"]))
+        out.next_page_token = q.next_token(pagination.Cursor(last["create_time"], last["id"]))
     return out

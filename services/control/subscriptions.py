@@ -58,8 +58,10 @@ class SubscriptionUseCases:
     """Create, read, change, pause, resume and stop subscriptions."""
 
     def __init__(self, db: Database, sync: IndexSync, *, live_enabled: bool, now: Callable[[], datetime],
-                 idempotency_ttl: timedelta, list_cache_entries: int = 50_000, page_cache_bytes: int = 0) -> None:
+                 idempotency_ttl: timedelta, page_tokens: pagination.PageTokens, list_cache_entries: int = 50_000,
+                 page_cache_bytes: int = 0) -> None:
         self.db = db
+        self.tokens = page_tokens
         self.pages = SubscriptionPages(db, list_cache_entries, page_cache_bytes)
         self.sync = sync
         self.live_enabled = live_enabled
@@ -134,7 +136,7 @@ class SubscriptionUseCases:
         """One follower's subscriptions, oldest first (gRPC ListSubscriptions)."""
         return await self.pages.message(page_query(
             follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state, page_size=page_size,
-            page_token=page_token))
+            page_token=page_token, tokens=self.tokens))
 
     async def list_page_json(self, *, follower_proxy: str, leader_proxy: str, state: int, page_size: int,
                              page_token: str, gzip_ok: bool = False) -> EncodedBody:
@@ -142,7 +144,7 @@ class SubscriptionUseCases:
         when ``gzip_ok`` and the page is one kept unchanged (see ``content_coding``)."""
         return await self.pages.encoded_json(page_query(
             follower_proxy=follower_proxy, leader_proxy=leader_proxy, state=state, page_size=page_size,
-            page_token=page_token), gzip_ok=gzip_ok)
+            page_token=page_token, tokens=self.tokens), gzip_ok=gzip_ok)
 
     async def fills_page(self, subscription_id: str, *, page_size: int,
                          page_token: str) -> pb.ListSubscriptionFillsResponse:
@@ -150,7 +152,7 @@ class SubscriptionUseCases:
         sid = v.path_id("subscription", subscription_id)
         size = v.page_size(page_size)
         fp = pagination.fingerprint(sid)
-        after = pagination.decode(page_token, "fills", fp)
+        after = self.tokens.decode(page_token, "fills", fp)
         async with self.db.read() as conn:
             await self._must_get(conn, sid)
             rows = await sub_repo.fills_page(conn, sid, after=after, limit=size + 1)
@@ -159,7 +161,7 @@ class SubscriptionUseCases:
             fill_from_row(row, out.fills.add())
         if len(rows) > size:
             last = rows[size - 1]
-            out.next_page_token = pagination.encode("fills", fp, pagination.Cursor(last["fill_time"], last["id"]))
+            out.next_page_token = self.tokens.encode("fills", fp, pagination.Cursor(last["fill_time"], last["id"]))
         return out
 
     async def update(self, subscription_id: str, patch: spb.Subscription, mask: FieldMask,

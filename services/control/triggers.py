@@ -29,8 +29,9 @@ class TriggerUseCases:
     """Create, change, cancel and read triggers."""
 
     def __init__(self, db: Database, sync: IndexSync, *, now: Callable[[], datetime],
-                 idempotency_ttl: timedelta) -> None:
+                 idempotency_ttl: timedelta, page_tokens: pagination.PageTokens) -> None:
         self.db = db
+        self.tokens = page_tokens
         self.sync = sync
         self.now = now
         self.ttl = idempotency_ttl
@@ -114,7 +115,7 @@ class TriggerUseCases:
         stored_state = short(tpb.TriggerState, state) if state else ""
         size = v.page_size(page_size)
         fp = pagination.fingerprint(addr, stored_state)
-        after = pagination.decode(page_token, "triggers", fp)
+        after = self.tokens.decode(page_token, "triggers", fp)
         async with self.db.read() as conn:
             rows = await trigger_repo.list_page(conn, wallet=addr, state=stored_state, after=after,
                                                 limit=size + 1)
@@ -123,8 +124,7 @@ class TriggerUseCases:
             trigger_from_row(row, out.triggers.add())
         if len(rows) > size:
             last = rows[size - 1]
-            out.next_page_token = pagination.encode("triggers", fp,
-                                                    pagination.Cursor(last["create_time"], last["id"]))
+            out.next_page_token = self.tokens.encode("triggers", fp, pagination.Cursor(last["create_time"], last["id"]))
         return out
 
     @staticmethod

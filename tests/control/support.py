@@ -59,6 +59,7 @@ async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any
     from services.control.db import Database, create_pool
     from services.control.fastredis import HotRedis
     from services.control.hotsync import IndexSync
+    from services.control.pagination import PageTokens
     from services.control.subscriptions import SubscriptionUseCases
 
     heads_of = sub_repo.list_heads
@@ -75,7 +76,8 @@ async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any
     try:
         db = Database(pool)
         yield SubscriptionUseCases(db, IndexSync(db, redis, interval_s=3600, hot=hot), live_enabled=False,
-                                   now=lambda: datetime.now(UTC), idempotency_ttl=timedelta(days=1))
+                                   now=lambda: datetime.now(UTC), idempotency_ttl=timedelta(days=1),
+                                   page_tokens=PageTokens(b"k" * 32))
     finally:
         await pool.close()
         await redis.aclose()

@@ -41,18 +41,34 @@ from tradingtools.control.v1 import trigger_pb2 as tpb
     (FailedPrecondition("stopped"), StatusCode.FAILED_PRECONDITION, "stopped"),
     (Unavailable("redis unavailable: x"), StatusCode.UNAVAILABLE, "redis unavailable: x"),
     (Unauthenticated("no"), StatusCode.UNAUTHENTICATED, "no"),
-    (psycopg.OperationalError("connection refused\n\tIs the server running?"), StatusCode.UNAVAILABLE,
+    (psycopg.OperationalError('connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+                              "Connection refused\n\tIs the server running?"), StatusCode.UNAVAILABLE,
      "postgres unavailable: connection refused"),
+    (psycopg.OperationalError('connection failed: FATAL:  password authentication failed for user "tt"'),
+     StatusCode.UNAVAILABLE, "postgres unavailable: authentication failed"),
     (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), StatusCode.UNAVAILABLE,
-     "postgres unavailable: canceling statement due to statement timeout"),
+     "postgres unavailable: timed out"),
     (psycopg.InterfaceError("the connection is closed"), StatusCode.UNAVAILABLE,
-     "postgres unavailable: the connection is closed"),
+     "postgres unavailable: connection lost"),
+    (psycopg.OperationalError("server closed the connection unexpectedly"), StatusCode.UNAVAILABLE,
+     "postgres unavailable: connection lost"),
     (psycopg_pool.PoolTimeout("couldn't get a connection after 2.00 sec"), StatusCode.UNAVAILABLE,
      "postgres unavailable: no connection available"),
     (redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
-     StatusCode.UNAVAILABLE, "redis unavailable: Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+     StatusCode.UNAVAILABLE, "redis unavailable: connection refused"),
     (redis.exceptions.TimeoutError("Timeout reading from socket"), StatusCode.UNAVAILABLE,
-     "redis unavailable: Timeout reading from socket"),
+     "redis unavailable: timed out"),
+    (redis.exceptions.ConnectionError("Error -2 connecting to redis.internal:6379. Name or service not known."),
+     StatusCode.UNAVAILABLE, "redis unavailable: unreachable"),
+    (psycopg.errors.NumericValueOutOfRange("numeric field overflow\nDETAIL: A field with precision 20 ..."),
+     StatusCode.INVALID_ARGUMENT, "request: a value is out of range or not storable"),
+    (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), StatusCode.INVALID_ARGUMENT,
+     "request: a value is out of range or not storable"),
+    (psycopg.errors.CheckViolation('new row for relation "subscriptions" violates check constraint "x"'),
+     StatusCode.INVALID_ARGUMENT, "request: a value is out of range or not storable"),
+    (psycopg.errors.UniqueViolation('duplicate key value violates unique constraint "subscriptions_pkey"'),
+     StatusCode.ALREADY_EXISTS, "request: conflicts with an existing entry"),
+    (psycopg.errors.SyntaxError('syntax error at or near "SELEC"'), StatusCode.INTERNAL, "internal error"),
     (ValueError("postgresql://user:secret@host/db exploded"), StatusCode.INTERNAL, "internal error"),
     (KeyError("x"), StatusCode.INTERNAL, "internal error"),
 ])
@@ -93,36 +109,72 @@ def test_trigger_transitions(state: int, command: TriggerCommand) -> None:
             apply_trigger(state, command, "trg_1")
 
 
+TOKENS = pagination.PageTokens(b"server-side key, 32 bytes long..")
+FORGER = pagination.PageTokens(b"someone else's key, as long too.")
+_CURSOR = pagination.Cursor(datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=UTC), "sub_01")
+
+
 def test_page_token_round_trip() -> None:
-    cursor = pagination.Cursor(datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=UTC), "sub_01")
     fp = pagination.fingerprint("0xabc", "", "ACTIVE")
-    token = pagination.encode("subs", fp, cursor)
-    assert "=" not in token and pagination.decode(token, "subs", fp) == cursor
-    assert pagination.decode("", "subs", fp) is None
+    token = TOKENS.encode("subs", fp, _CURSOR)
+    assert "=" not in token and TOKENS.decode(token, "subs", fp) == _CURSOR
+    assert TOKENS.decode("", "subs", fp) is None
 
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _signed(raw: bytes, tokens: pagination.PageTokens = TOKENS) -> str:
+    """``raw`` as a payload with a valid MAC under ``tokens``' key."""
+    payload = _b64(raw)
+    return f"{payload}.{tokens._mac(payload)}"
+
+
+def _altered() -> str:
+    mac = TOKENS.encode("subs", "x", _CURSOR).split(".")[1]
+    other = _b64(b'{"k":"subs","f":"x","t":1,"i":"sub_00"}')
+    return f"{other}.{mac}"
+
+
 @pytest.mark.parametrize(("token", "message"), [
     ("!!!", "pageToken: invalid page token"),
     ("abc", "pageToken: invalid page token"),
-    (_b64(b"not json"), "pageToken: invalid page token"),
-    (_b64(b"[1,2]"), "pageToken: invalid page token"),
-    (_b64(b'{"k":"fills","f":"x","t":1,"i":"a"}'), "pageToken: invalid page token"),
-    (_b64(b'{"k":"subs","f":"x","t":"1","i":"a"}'), "pageToken: invalid page token"),
-    (_b64(b'{"k":"subs","f":"x","t":99999999999999999999999,"i":"a"}'), "pageToken: invalid page token"),
-    (_b64(b'{"k":"subs","f":"other","t":1,"i":"a"}'), "pageToken: page token belongs to a list with other filters"),
+    (_b64(b'{"k":"subs","f":"x","t":1,"i":"a"}'), "pageToken: invalid page token"),  # unsigned (the old form)
+    (FORGER.encode("subs", "x", _CURSOR), "pageToken: invalid page token"),  # signed with another key
+    (_altered(), "pageToken: invalid page token"),  # a genuine MAC on another payload
+    (TOKENS.encode("subs", "x", _CURSOR)[:-1], "pageToken: invalid page token"),  # cut short
+    (TOKENS.encode("subs", "x", _CURSOR) + ".x", "pageToken: invalid page token"),
+    (_signed(b"not json"), "pageToken: invalid page token"),
+    (_signed(b"[1,2]"), "pageToken: page token belongs to another list"),
+    (TOKENS.encode("fills", "x", _CURSOR), "pageToken: page token belongs to another list"),
+    (_signed(b'{"k":"subs","f":"x","t":"1","i":"a"}'), "pageToken: page token belongs to another list"),
+    (_signed(b'{"k":"subs","f":"x","t":99999999999999999999999,"i":"a"}'),
+     "pageToken: page token belongs to another list"),
+    (TOKENS.encode("subs", "other", _CURSOR), "pageToken: page token belongs to a list with other filters"),
     ("A" * 600, "pageToken: invalid page token"),
 ])
-def test_garbage_page_tokens(token: str, message: str) -> None:
+def test_garbage_forged_and_foreign_page_tokens(token: str, message: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        pagination.decode(token, "subs", "x")
+        TOKENS.decode(token, "subs", "x")
     assert err.value.message == message
+
+
+def test_a_page_token_key_must_be_long_enough() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        pagination.PageTokens(b"short")
 
 
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)), st.text(max_size=40))
 def test_cursor_round_trip_property(moment: datetime, ident: str) -> None:
     cursor = pagination.Cursor(moment.replace(tzinfo=UTC), ident)
-    assert pagination.decode(pagination.encode("k", "f", cursor), "k", "f") == cursor
+    assert TOKENS.decode(TOKENS.encode("k", "f", cursor), "k", "f") == cursor
+
+
+@given(st.text(max_size=120))
+def test_any_other_text_is_refused_as_a_page_token(text: str) -> None:
+    token = TOKENS.encode("k", "f", _CURSOR)
+    if text.strip() in ("", token):
+        return
+    with pytest.raises(InvalidArgument):
+        TOKENS.decode(text, "k", "f")

@@ -14,6 +14,7 @@ import pytest
 from services.control import sub_repo
 from services.control.db import Database, create_pool
 from services.control.page_cache import PageCache
+from services.control.pagination import PageTokens
 from services.control.sub_pages import SubscriptionPages, page_query
 from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription
 from tests.control.support import execute
@@ -86,7 +87,8 @@ async def pages(control: Any, db_url: str) -> AsyncIterator[SubscriptionPages]:
 
 
 def _query(size: int = 500, token: str = "") -> Any:
-    return page_query(follower_proxy=FOLLOWER, leader_proxy="", state=0, page_size=size, page_token=token)
+    return page_query(follower_proxy=FOLLOWER, leader_proxy="", state=0, page_size=size, page_token=token,
+                      tokens=PageTokens(b"k" * 32))
 
 
 async def _create(stubs: Stubs, n: int, first: int = 1) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -10,9 +12,10 @@ import redis.asyncio as aioredis
 
 from common.embedded import free_port
 from services.control.app import start
-from services.control.readiness import describe_breaker, is_ready, summary
+from services.control.readiness import SharedResult, describe_breaker, is_ready, summary
 from tests.control.conftest import Stubs, make_settings, stubs_for
 from tests.control.support import expect
+from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
 
 OPENED_MS = 1_795_000_000_123  # 2026-11-18T11:06:40.123Z
@@ -58,12 +61,18 @@ async def test_ready_shows_an_open_breaker_and_stays_ready(stubs: Stubs, redis_c
                                   "breaker.insiders": "open since 2026-11-18T11:06:40.123Z after 5 failures",
                                   "breaker.paper": "closed"}
 
+    async def breaker_shown() -> str:  # a probe answers from a result at most a second old
+        return (await stubs.probes.GetReady(pb.GetReadyRequest())).checks["breaker.insiders"]
+
     await redis_client.hset("tt:breaker:insiders", mapping={"state": "HALF_OPEN", "probe_out": "1"})
-    ready = await stubs.probes.GetReady(pb.GetReadyRequest())
-    assert ready.checks["breaker.insiders"] == "half_open (probe out)"
+    await eventually(lambda: _equals(breaker_shown(), "half_open (probe out)"), timeout_s=5)
 
     await redis_client.hset("tt:breaker:insiders", mapping={"state": "CLOSED", "failures": "0", "probe_out": "0"})
-    assert (await stubs.probes.GetReady(pb.GetReadyRequest())).checks["breaker.insiders"] == "closed"
+    await eventually(lambda: _equals(breaker_shown(), "closed"), timeout_s=5)
+
+
+async def _equals(got: Awaitable[str], want: str) -> bool:
+    return await got == want
 
 
 @pytest.mark.integration
@@ -89,3 +98,46 @@ async def test_an_unreachable_redis_names_redis_and_the_breakers_as_unknown(db_u
     finally:
         await stubs.channel.close(None)
         await running.stop()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_probes_share_one_check_in_flight_and_its_result_for_a_second() -> None:
+    clock, started, release = _Clock(), [], asyncio.Event()
+
+    async def check() -> int:
+        started.append(clock.now)
+        await release.wait()
+        return len(started)
+
+    shared = SharedResult(check, max_age_s=1.0, clock=clock)
+    waiting = [asyncio.ensure_future(shared.get()) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [1] * 50 and len(started) == 1
+    clock.now += 0.999
+    assert await shared.get() == 1  # still under a second old
+    clock.now += 0.001
+    assert await shared.get() == 2 and started == [100.0, 101.0]
+
+
+async def test_a_probe_that_gives_up_does_not_cancel_the_shared_check() -> None:
+    release = asyncio.Event()
+
+    async def check() -> str:
+        await release.wait()
+        return "done"
+
+    shared = SharedResult(check, clock=_Clock())
+    impatient = asyncio.ensure_future(shared.get())
+    patient = asyncio.ensure_future(shared.get())
+    await asyncio.sleep(0)
+    impatient.cancel()
+    release.set()
+    assert await patient == "done"

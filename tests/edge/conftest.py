@@ -117,11 +117,13 @@ class Envoy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.settings.url
 
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.admin_port}"
+    def admin_get(self, path: str, timeout_s: float = 5.0) -> httpx.Response:
+        """GET on Envoy's admin interface (a unix socket)."""
+        transport = httpx.HTTPTransport(uds=str(self.settings.admin_socket))
+        with httpx.Client(transport=transport, timeout=timeout_s) as client:
+            return client.get(f"http://envoy-admin{path}")
 
     def stop(self) -> None:
         self.proc.stop()
@@ -132,7 +134,7 @@ def start_envoy(workdir: Path, control_port: int, tokens: tuple[str, ...], **ove
     workdir.mkdir(parents=True, exist_ok=True)
     settings = envoy_config.GatewaySettings(
         tokens=tuple(Secret(t) for t in tokens),
-        gateway_port=free_port(), admin_port=free_port(), control_port=control_port,
+        gateway_port=free_port(), admin_socket=workdir / "admin.sock", control_port=control_port,
         access_log_path=str(workdir / "access.log"), health_check_interval_s=0.5, concurrency=2,
         **overrides,
     )
@@ -143,8 +145,8 @@ def start_envoy(workdir: Path, control_port: int, tokens: tuple[str, ...], **ove
     def listening() -> bool:
         assert proc.alive(), f"envoy exited with {proc.popen.returncode}:\n{proc.log_tail()}"
         try:
-            admin = httpx.get(f"{envoy.admin_url}/ready", timeout=1)
-            httpx.get(f"{envoy.url}/health", timeout=2)
+            admin = envoy.admin_get("/ready", timeout_s=1)
+            httpx.get(f"{envoy.url}/health", timeout=2, verify=False)
         except httpx.HTTPError:
             return False
         return admin.status_code == 200

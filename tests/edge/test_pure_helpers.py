@@ -48,20 +48,20 @@ def test_stack_ports_the_simulator_took_are_moved() -> None:
            "TT_INSIDERS_API_TOKEN": "x"}
     taken = _url_ports(sim)
     assert taken == {41893, 41900}
-    env = {"TT_GATEWAY_PORT": "41893", "TT_GATEWAY_ADMIN_PORT": "41894", "TT_ROUTER_GRPC_PORT": "41900"}
+    env = {"TT_GATEWAY_PORT": "41893", "TT_CONTROL_GRPC_PORT": "41894", "TT_ROUTER_GRPC_PORT": "41900"}
     _move_off(env, taken)
-    assert env["TT_GATEWAY_ADMIN_PORT"] == "41894"  # not taken: kept
+    assert env["TT_CONTROL_GRPC_PORT"] == "41894"  # not taken: kept
     assert int(env["TT_GATEWAY_PORT"]) not in taken | {41893} and int(env["TT_ROUTER_GRPC_PORT"]) not in taken
 
 
 def test_a_moved_port_is_not_another_services_port(monkeypatch: pytest.MonkeyPatch) -> None:
     import tools.pipeline as pipeline
 
-    picks = iter([41894, 41900, 50001])  # the gateway admin's port, a taken one, then a free one
+    picks = iter([41894, 41900, 50001])  # control's port, a taken one, then a free one
     monkeypatch.setattr("common.embedded.free_port", lambda: next(picks))
-    env = {"TT_GATEWAY_PORT": "41893", "TT_GATEWAY_ADMIN_PORT": "41894"}
+    env = {"TT_GATEWAY_PORT": "41893", "TT_CONTROL_GRPC_PORT": "41894"}
     pipeline._move_off(env, {41893, 41900})
-    assert env == {"TT_GATEWAY_PORT": "50001", "TT_GATEWAY_ADMIN_PORT": "41894"}
+    assert env == {"TT_GATEWAY_PORT": "50001", "TT_CONTROL_GRPC_PORT": "41894"}
 
 
 def test_the_stack_gets_distinct_free_ports() -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from common.embedded import start_redis, stop_pid
-from tests.edge.conftest import EdgeStack, raw_request, start_control, start_envoy
+from tests.edge.conftest import EdgeStack, Envoy, raw_request, start_control, start_envoy
 from tests.helpers import eventually_sync
 
 pytestmark = pytest.mark.integration
@@ -69,17 +69,17 @@ def test_ready_answers_its_checks_when_ready(edge: EdgeStack) -> None:
 def test_envoy_health_checks_the_control_service_over_grpc(edge: EdgeStack, tmp_path: Path) -> None:
     from common.embedded import free_port
 
-    def control_host_flags(admin_url: str) -> str:
-        text = httpx.get(f"{admin_url}/clusters", timeout=5).text
+    def control_host_flags(envoy: Envoy) -> str:
+        text = envoy.admin_get("/clusters").text
         flags = [line for line in text.splitlines() if line.startswith("control::") and "health_flags" in line]
         assert flags, text
         return flags[0].rsplit("::", 1)[1]
 
-    assert eventually_sync(lambda: control_host_flags(edge.envoy.admin_url) == "healthy",
+    assert eventually_sync(lambda: control_host_flags(edge.envoy) == "healthy",
                            message="control healthy in envoy")
     dead = start_envoy(tmp_path / "envoy", free_port(), edge.tokens)
     try:
-        assert eventually_sync(lambda: "failed_active_hc" in control_host_flags(dead.admin_url),
+        assert eventually_sync(lambda: "failed_active_hc" in control_host_flags(dead),
                                message="control failing envoy's health check")
     finally:
         dead.stop()

@@ -42,10 +42,10 @@ def test_restart_policy(streak: int, uptime_s: float, expected: Decision) -> Non
 def test_embedded_redis_never_takes_a_port_meant_for_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
     from tools import stack_storage
 
-    offered = iter([50055, 9110, 41234, 41235])
+    offered = iter([50051, 9110, 41234, 41235])
     monkeypatch.setattr("common.embedded.free_port", lambda: next(offered))
-    taken = stack_storage._listener_ports({"TT_GATEWAY_ADMIN_PORT": "41234", "TT_ROUTER_GRPC_PORT": " "})
-    assert {50051, 50055, 9110, 41234} <= taken  # defaults and configured ports
+    taken = stack_storage._listener_ports({"TT_CONTROL_GRPC_PORT": "41234", "TT_ROUTER_GRPC_PORT": " "})
+    assert {50051, 50052, 9110, 41234} <= taken  # defaults and configured ports
     assert stack_storage._free_port_off(taken) == 41235
 
 
@@ -128,7 +128,7 @@ def _stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 def _stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return _clean_env(
         TT_RUN_DIR=str(tmp_path / "run"), TT_STACK_SERVICES="control", TT_STACK_SIMULATOR="0",
-        TT_GATEWAY_PORT=str(free_port()), TT_GATEWAY_ADMIN_PORT=str(free_port()),
+        TT_GATEWAY_PORT=str(free_port()),
         TT_CONTROL_GRPC_PORT=str(free_port()), TT_STACK_READY_TIMEOUT_S="30", **extra,
     )
 

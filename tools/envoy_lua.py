@@ -1,0 +1,102 @@
+"""The Lua of the Envoy edge (pure): the strict-body check with its schema, and the header scrub.
+
+``strict_json_source`` prepends to ``envoy/strict_json.lua`` the ROUTES and MESSAGES tables it reads,
+generated from the annotated RPCs (``tools.rest_schema``): every route's body message and, for every
+message reachable from one, the names a JSON body may use for each field (the lowerCamelCase JSON name
+and the proto name, as the transcoder accepts both).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from common.config import project_root
+from tools.rest_schema import ANY_JSON_MESSAGES, SCALAR_MESSAGES, Route, is_map
+
+_NAME = re.compile(r"[A-Za-z0-9_.~-]*")
+STRICT_JSON_LUA = project_root() / "envoy" / "strict_json.lua"
+
+# Runs first on every request: no client-supplied x-envoy-* header reaches a filter, the router (which
+# honours x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on, ...) or the access log, and X-Forwarded-For
+# is the connection's own address whatever the client sent.
+SCRUB_HEADERS_LUA = """\
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local forged = {}
+  for key, _ in pairs(headers) do
+    if key:sub(1, 8) == "x-envoy-" then forged[#forged + 1] = key end
+  end
+  for _, key in ipairs(forged) do headers:remove(key) end
+  local peer = handle:streamInfo():downstreamDirectRemoteAddress() or ""
+  local ip = peer:match("^%[(.*)%]:%d+$") or peer:match("^(.*):%d+$") or peer
+  headers:replace("x-forwarded-for", ip)
+end
+"""
+
+
+def _lua(value: object) -> str:
+    """A Lua literal for str / bool / list / dict (string keys) values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"not a proto name or path segment: {value!r}")
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "{" + ", ".join(_lua(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no Lua literal for {type(value).__name__}")
+
+
+def _kind(field: FieldDescriptor) -> object:
+    """How the walk treats a field's JSON value (see strict_json.lua)."""
+    nested = field.message_type
+    if nested is None or nested.full_name in SCALAR_MESSAGES | ANY_JSON_MESSAGES:
+        return False
+    if is_map(field):
+        return [_kind(nested.fields_by_name["value"])]
+    return nested.full_name
+
+
+def message_tables(roots: Sequence[Descriptor]) -> dict[str, dict[str, object]]:
+    """Accepted names → kind for every message reachable from ``roots`` through message fields."""
+    tables: dict[str, dict[str, object]] = {}
+    todo = list(roots)
+    while todo:
+        message = todo.pop()
+        if message.full_name in tables:
+            continue
+        names: dict[str, object] = {}
+        for field in message.fields:
+            kind = _kind(field)
+            names[field.json_name] = names[field.name] = kind
+            nested = field.message_type
+            if nested is not None:
+                value = nested.fields_by_name["value"].message_type if is_map(field) else nested
+                if value is not None and value.full_name not in SCALAR_MESSAGES | ANY_JSON_MESSAGES:
+                    todo.append(value)
+        tables[message.full_name] = names
+    return tables
+
+
+def route_rows(routes: Sequence[Route]) -> list[list[object]]:
+    """ROUTES rows, the most literal segments first so that ``/a/b`` wins over ``/a/{id}``."""
+    rows: list[tuple[int, list[object]]] = []
+    for route in routes:
+        body = route.body_message()
+        segments: list[object] = [True if s == "**" else (False if s is None else s) for s in route.segments]
+        rows.append((-sum(isinstance(s, str) for s in segments),
+                     [route.verb, segments, body.full_name if body is not None else False]))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
+def strict_json_source(routes: Sequence[Route]) -> str:
+    """The strict-body Lua with its tables for ``routes``."""
+    bodies = [b for b in (r.body_message() for r in routes) if b is not None]
+    header = (f"local ROUTES = {_lua(route_rows(routes))}\n"
+              f"local MESSAGES = {_lua(message_tables(bodies))}\n")
+    return header + STRICT_JSON_LUA.read_text()
