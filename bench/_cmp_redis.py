@@ -28,10 +28,9 @@ import uvloop
 
 from bench._cmp_measure import sequential
 from common import hotindex, reservations
-from common.fastredis import FastCursorStore, FastRedis, Script
+from common.fastredis import FastCursorStore, FastRedis, Script, append_events
 from common.resp import RespConnection
 from common.streams import DurableLog, create_stream_redis
-from services.executor.fastredis import append_events
 from services.router.adapters.redis_state import RedisState
 
 SIDES = ("resp", "redis-py")
