@@ -25,7 +25,7 @@ import orjson
 import uvloop
 
 from bench._cmp_measure import sequential
-from services.executor.http1 import Http1Client
+from common.http1 import Http1Client
 from services.executor.insiders_api import request_body
 from services.executor.venue import PlaceRequest
 

@@ -1,5 +1,5 @@
 """The HTTP clients alone: concurrent order POSTs from this process to the Insiders fake in its own
-process, to the last arrival, for ``services.executor.http1`` (the executor's transport), aiohttp and
+process, to the last arrival, for ``common.http1`` (the executor's transport), aiohttp and
 httpx's default transport (each after a warm-up burst on the same client, so connections are open)."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from bench import address, print_table, save_results, summarize
 from bench._load import CpuSnapshot, Errors, cpu_meter, cpu_per_request_us, paced
 from common.config import env_port, grpc_port, load_tokens
 from common.embedded import free_port
-from services.executor.http1 import Http1Client, HttpError
+from common.http1 import Http1Client, HttpError
 from tools import stack
 from tools.supervisor import GATEWAY, read_state
 
@@ -385,7 +385,7 @@ def main(argv: list[str]) -> int:
                        "list_rate_per_s": args.list_rate, "list_samples": args.list_samples,
                        "list_warmup": args.list_warmup, "stack": "running" if args.use_running else "private",
                        "path": "client -> Envoy (REST/JSON) -> control (gRPC) -> PostgreSQL/Redis",
-                       "client": "services.executor.http1.Http1Client"},
+                       "client": "common.http1.Http1Client"},
             "target_p99_ms": TARGET_P99_MS,
             "results": results,
             "meets_target": {k: v["p99_ms"] <= TARGET_P99_MS for k, v in rows.items()},
