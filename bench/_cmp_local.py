@@ -1,17 +1,20 @@
-"""``bench compare tickwire | slots | malloc``: the in-process hand-written pieces against the library.
+"""``bench compare tickwire | slots | malloc``: the in-process hand-written pieces against the library
+(the hand-written sides that lost are kept in ``bench/_cmp_retired.py``).
 
-- ``tickwire``: ingest's PriceTick bytes, ``BookState.tick_bytes`` (``services/ingest/tickwire.py``) against
-  building the message (``BookState.price_tick``) and ``SerializeToString()``; 200 books of 10 levels a
-  side, ticks in frames of 1, 2 (a market's two outcomes: the usual price_change frame) and 8 sharing one
-  receive stamp (``tick_fN``); ``equal`` = 1 when every tick's bytes are the same both ways.
-- ``slots``: the executor's ``Slots`` against ``asyncio.Semaphore``: a burst of 1,000 tasks each taking a
-  slot, holding it over 3 loop passes (an in-flight POST) and giving it back, with the executor's
-  ``max_inflight`` (2,048: never full) and the tracker's 256 (most tasks wait); CPU per burst and the
-  p50 / p99 wait for a slot; and a bare uncontended acquire + release.
-- ``malloc``: control's ``keep_freed_memory`` (``mallopt`` through ctypes) against glibc's environment
-  variables, on the workload it was added for: 1,000 list pages (500 rows, ~0.6 MB of JSON each)
-  built with ``orjson.dumps``, copied once (the HttpBody / gRPC frame), kept in a 32-page LRU;
-  minor page faults and CPU per page, each variant in a fresh process.
+- ``tickwire``: ingest's PriceTick bytes written field by field from memos (the retired
+  ``services/ingest/tickwire.py``) against building the message (``BookState.price_tick``) and
+  ``SerializeToString()``; 200 books of 10 levels a side, ticks in frames of 1, 2 (a market's two
+  outcomes: the usual price_change frame) and 8 sharing one receive stamp (``tick_fN``); ``equal`` = 1
+  when every tick's bytes are the same both ways.
+- ``slots``: the executor's retired ``Slots`` against ``asyncio.Semaphore``: a burst of 1,000 tasks each
+  taking a slot, holding it over 3 loop passes (an in-flight POST) and giving it back, with the
+  executor's ``max_inflight`` (2,048: never full) and the tracker's 256 (most tasks wait); CPU per burst
+  and the p50 / p99 wait for a slot; and a bare uncontended acquire + release.
+- ``malloc``: ``mallopt`` through ctypes (control's retired ``keep_freed_memory``: ``bench.keep_freed_memory``)
+  against glibc's environment variables (both, ``env``; the trim threshold alone, ``make-env``, as the
+  Makefile exported it), and glibc's defaults, on the workload mallopt was added for: 1,000 list pages
+  (500 rows, ~0.5 MB of JSON each) built with ``orjson.dumps``, copied once (the HttpBody / gRPC frame),
+  kept in a 32-page LRU; minor page faults and CPU per page, each variant in a fresh process.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from typing import Any
 import orjson
 import uvloop
 
-from bench import percentile
+from bench import keep_freed_memory, percentile
 from bench._cmp_measure import pure
 
 SIDES = ("hand", "library")
-_SIDES = {"tickwire": ("tick_bytes", "SerializeToString"), "slots": ("Slots", "asyncio.Semaphore"),
+_SIDES = {"tickwire": ("tickwire", "SerializeToString"), "slots": ("Slots", "asyncio.Semaphore"),
           "malloc": ("mallopt", "env", "defaults", "make-env", "make-env+mallopt")}
 KEEP_BYTES = 256 * 1024 * 1024
 _MALLOC_ENV = {"env": {"MALLOC_TRIM_THRESHOLD_": str(KEEP_BYTES), "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024)},
@@ -62,6 +65,7 @@ def run(side: str, params: dict[str, Any]) -> dict[str, float]:
 
 
 def _tickwire(side: str) -> dict[str, float]:
+    from bench._cmp_retired import TickEncoder
     from services.ingest import clob
     from services.ingest.books import BookState
     from tradingtools.market.v1 import market_pb2 as mpb
@@ -75,6 +79,7 @@ def _tickwire(side: str) -> dict[str, float]:
         asks = tuple((Decimal(f"0.{base + k:02d}"), Decimal(f"{90 + k * 3}")) for k in range(10, 0, -1))
         state.apply(clob.BookMsg(asset, f"0x{a:064x}", bids, asks, Decimal("0.01"), Decimal(f"0.{base:02d}"),
                                  1_700_000_000_000), 1_700_000_000_000)
+    encode = TickEncoder(state)
     kind = mpb.TICK_KIND_PRICE_CHANGE
     stamp = 1_700_000_000_000_000_000
     n = 200_000
@@ -82,20 +87,20 @@ def _tickwire(side: str) -> dict[str, float]:
     equal = True
     for per_frame in (1, 2, 8):
         def hand(i: int, f: int = per_frame) -> bytes:
-            return state.tick_bytes(assets[i % 200], kind, stamp + i // f)
+            return encode(assets[i % 200], kind, stamp + i // f)
 
         def library(i: int, f: int = per_frame) -> bytes:
             return state.price_tick(assets[i % 200], kind, stamp + i // f).SerializeToString()
 
         equal = equal and all(hand(i) == library(i) and mpb.PriceTick.FromString(hand(i)) == state.price_tick(
             assets[i % 200], kind, stamp + i // per_frame) for i in range(2000))
-        out |= pure(f"tick_f{per_frame}", hand if side == "tick_bytes" else library, n)
+        out |= pure(f"tick_f{per_frame}", hand if side == "tickwire" else library, n)
     return {**out, "tick.equal": 1.0 if equal else 0.0}
 
 
 class _Gate:
     def __init__(self, side: str, n: int) -> None:
-        from services.executor.concurrency import Slots
+        from bench._cmp_retired import Slots
 
         self.impl: Any = Slots(n) if side == "Slots" else asyncio.Semaphore(n)
 
@@ -143,8 +148,6 @@ async def _slots(side: str, bursts: int) -> dict[str, float]:
 
 def _malloc(side: str) -> dict[str, float]:
     if side.endswith("mallopt"):
-        from services.control.memory import keep_freed_memory
-
         assert keep_freed_memory(KEEP_BYTES)
     rows = [{"id": f"sub_{i:08d}", "leaderProxy": "0x" + f"{i:040x}", "followerWalletId": f"w_{i}",
              "state": "SUBSCRIPTION_STATE_ACTIVE", "sizing": {"mode": "FIXED_USD", "fixedUsd": "25.00"},

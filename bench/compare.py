@@ -147,9 +147,15 @@ def main(argv: list[str]) -> int:
         return 2
     params = {"ops": args.ops, "bursts": args.bursts}
     results: dict[str, Any] = {}
+    failed: list[str] = []
     for component in chosen:
-        results[component] = compare(component, args.rounds, params)
+        try:
+            results[component] = compare(component, args.rounds, params)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"compare {component} failed: {exc}", file=sys.stderr, flush=True)
+            failed.append(component)
+            continue
         print_summary(component, results[component])
-    if not args.no_save:
+    if results and not args.no_save:
         print(f"saved {save_results('compare', {'rounds': args.rounds, 'params': params, 'results': results})}")
-    return 0
+    return 1 if failed else 0
