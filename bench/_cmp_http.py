@@ -31,7 +31,6 @@ from services.executor.venue import PlaceRequest
 
 SIDES = ("http1", "httpx-unlimited", "aiohttp")
 ASSET = "7" * 76
-BURST = 1000
 
 
 def _body(coid: str, i: int) -> bytes:
@@ -78,20 +77,20 @@ async def _posts(admin: Http1Client) -> list[dict[str, Any]]:
     return posts
 
 
-async def _side(side: str, url: str, token: str, bursts: int, run_id: str) -> dict[str, float]:
+async def _side(side: str, url: str, token: str, bursts: int, run_id: str, size: int) -> dict[str, float]:
     admin = Http1Client(url, default_headers={"Authorization": f"Bearer {token}"})
     client = _Client(side, url, token)
     out: dict[str, float] = {}
     try:
         async def burst(tag: str) -> tuple[int, float]:
-            reqs = [(f"co_{run_id}_{tag}_{i}", _body(f"co_{run_id}_{tag}_{i}", i)) for i in range(BURST)]
+            reqs = [(f"co_{run_id}_{tag}_{i}", _body(f"co_{run_id}_{tag}_{i}", i)) for i in range(size)]
             c0, t0 = time.process_time(), time.time_ns()
             answers = await asyncio.gather(*(client.post(c, b) for c, b in reqs))
             assert all(a.startswith(b"{") for a in answers)
             return t0, time.process_time() - c0
 
         out |= await sequential("single", lambda i: client.post(f"co_{run_id}_s_{i}", _body(f"co_{run_id}_s_{i}", i)),
-                                300, warm=30)  # first: on the one connection a lone POST uses
+                                size * 3 // 10, warm=30)  # first: on the one connection a lone POST uses
         await burst("warm")
         lasts, cpus = [], []
         for b in range(max(3, bursts // 4)):
@@ -99,9 +98,9 @@ async def _side(side: str, url: str, token: str, bursts: int, run_id: str) -> di
             t0, cpu = await burst(str(b))
             posts = await _posts(admin)
             mine = [p["arrivalNs"] for p in posts if p["clientOrderId"].startswith(f"co_{run_id}_{b}_")]
-            assert len(mine) == BURST, len(mine)
+            assert len(mine) == size, len(mine)
             lasts.append((max(mine) - t0) / 1e6)
-            cpus.append(cpu / BURST * 1e6)
+            cpus.append(cpu / size * 1e6)
         out["burst1000.last_ms"] = round(statistics.median(lasts), 1)
         out["burst1000.cpu_us"] = round(statistics.median(cpus), 1)
     finally:
@@ -125,4 +124,5 @@ def prepare(params: dict[str, Any]) -> None:
 
 def run(side: str, params: dict[str, Any]) -> dict[str, float]:
     """One client's metrics."""
-    return uvloop.run(_side(side, params["url"], params["token"], params["bursts"], params["run_id"]))
+    size = 50 if params.get("quick") else 1000  # --quick: a smoke run
+    return uvloop.run(_side(side, params["url"], params["token"], params["bursts"], params["run_id"], size))

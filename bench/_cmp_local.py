@@ -57,14 +57,15 @@ def side_env(component: str, side: str) -> dict[str, str]:
 def run(side: str, params: dict[str, Any]) -> dict[str, float]:
     """One side's metrics."""
     component = params["component"]
+    scale = 20 if params.get("quick") else 1  # --quick: a smoke run
     if component == "tickwire":
-        return _tickwire(side)
+        return _tickwire(side, 200_000 // scale)
     if component == "slots":
-        return uvloop.run(_slots(side, params["bursts"]))
-    return _malloc(side)
+        return uvloop.run(_slots(side, params["bursts"], 200_000 // scale))
+    return _malloc(side, 1000 // scale)
 
 
-def _tickwire(side: str) -> dict[str, float]:
+def _tickwire(side: str, n: int) -> dict[str, float]:
     from bench._cmp_retired import TickEncoder
     from services.ingest import clob
     from services.ingest.books import BookState
@@ -82,7 +83,6 @@ def _tickwire(side: str) -> dict[str, float]:
     encode = TickEncoder(state)
     kind = mpb.TICK_KIND_PRICE_CHANGE
     stamp = 1_700_000_000_000_000_000
-    n = 200_000
     out: dict[str, float] = {}
     equal = True
     for per_frame in (1, 2, 8):
@@ -121,7 +121,7 @@ async def _burst(gate: Any, n: int, hold_passes: int, waits: list[int]) -> None:
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-async def _slots(side: str, bursts: int) -> dict[str, float]:
+async def _slots(side: str, bursts: int, n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for label, limit in (("burst_free", 2048), ("burst_256", 256)):
         gate = _Gate(side, limit).impl
@@ -137,7 +137,6 @@ async def _slots(side: str, bursts: int) -> dict[str, float]:
         out[f"{label}.wait_p50_us"] = round(percentile(waits, 50) / 1e3, 2)
         out[f"{label}.wait_p99_us"] = round(percentile(waits, 99) / 1e3, 2)
     gate = _Gate(side, 2048).impl
-    n = 200_000
     c0 = time.process_time()
     for _ in range(n):
         await gate.acquire()
@@ -146,7 +145,7 @@ async def _slots(side: str, bursts: int) -> dict[str, float]:
     return out
 
 
-def _malloc(side: str) -> dict[str, float]:
+def _malloc(side: str, pages: int) -> dict[str, float]:
     if side.endswith("mallopt"):
         assert keep_freed_memory(KEEP_BYTES)
     rows = [{"id": f"sub_{i:08d}", "leaderProxy": "0x" + f"{i:040x}", "followerWalletId": f"w_{i}",
@@ -169,6 +168,6 @@ def _malloc(side: str) -> dict[str, float]:
         page(i)
     gc.collect()
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    out = pure("page", page, 1000, warm=0)
+    out = pure("page", page, pages, warm=0)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return {**out, "page.minflt": round(faults / 1000, 1), "page_bytes": float(len(cache[max(cache)]))}
+    return {**out, "page.minflt": round(faults / pages, 1), "page_bytes": float(len(cache[max(cache)]))}

@@ -1,7 +1,7 @@
 """Hand-written components against the libraries they replace, side by side (issue 36, item 3).
 
     python -m bench compare [--only redis,tickwire,slots,malloc,http] [--rounds 5] [--ops 2000] [--bursts 20]
-                            [--no-save]
+                            [--quick] [--no-save]
 
 Each side runs in a process of its own (``bench._cmp_worker``), one after the other, ``--rounds``
 times, the order of the sides alternating between rounds, against the same server (one embedded
@@ -138,14 +138,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ops", type=int, default=2000, help="sequential operations per Redis metric per round")
     parser.add_argument("--bursts", type=int, default=20, help="1,000-GET / 1,000-POST bursts per round")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one round of few operations")
     parser.add_argument("--no-save", action="store_true")
     args, _ = parser.parse_known_args(argv)
+    if args.quick:
+        args.rounds, args.ops, args.bursts = 1, 50, 1
     chosen = [c for c in args.only.split(",") if c]
     unknown = [c for c in chosen if c not in COMPONENTS]
     if unknown:
         print(f"unknown comparison(s) {unknown}; have {COMPONENTS}", file=sys.stderr)
         return 2
-    params = {"ops": args.ops, "bursts": args.bursts}
+    params = {"ops": args.ops, "bursts": args.bursts, "quick": args.quick}
     results: dict[str, Any] = {}
     failed: list[str] = []
     for component in chosen:
