@@ -16,7 +16,7 @@ executor gets cheaper, whatever else runs.
 The transport comparison (default on; ``--no-transports`` skips it) measures the HTTP clients alone:
 1,000 concurrent POSTs (after a warm-up burst on the same client, so connections are open) from
 this process to the fake in its own process, to the last arrival, for ``common.http1``
-(the executor's transport), aiohttp and httpx's default transport.
+(the executor's transport), aiohttp and httpx with an unlimited pool.
 
 ``--single-rate R`` adds the issue-4 (a) shape: RoutedTrades of one order each at R/s for
 ``--single-s`` seconds (after one second of warm-up), reporting executor CPU per order (from the
