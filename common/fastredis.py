@@ -1,7 +1,7 @@
 """Hot-path Redis commands on one shared, pipelined :class:`common.resp.RespConnection`.
 
-Through redis-py (with hiredis) a command costs two to three times the client CPU it costs here
-(``bench compare --only redis``: pool checkout, packing, a stream reader per call); here it is one
+Through redis-py (with hiredis) a command costs about two to four times the client CPU it costs here
+(``python -m bench compare --only redis``: pool checkout, packing, a stream reader per call); here it is one
 socket write and hiredis parses the reply, so concurrent callers share the connection without taking
 turns. Services use it where a command is paid per event (scripts of the request path, book reads,
 consumer cursors, the executor's OrderEvent appends, control's reachability check before a mutation)

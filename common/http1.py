@@ -3,10 +3,11 @@ executor's venue calls, ``bench``'s REST load).
 
 Why not aiohttp or httpx: a 1,000-order fan-out is CPU-bound in the HTTP client. Measured on this
 machine (``bench compare --only http``: 1,000 concurrent order POSTs to the Insiders fake, medians of
-interleaved rounds), this client lands the last POST ~30 ms after the burst starts at ~33 µs of client
-CPU per POST; aiohttp needs ~2.9× the time and ~3.7× the CPU, and httpx even with an unlimited pool
-(``httpx.Limits(max_connections=None, max_keepalive_connections=None)``) ~100× the time (its pool
-looks at every connection for every request). A lone POST costs ~50 µs of CPU here, ~4× that in aiohttp.
+interleaved rounds), this client lands the last POST ~40 ms after the burst starts at ~35 µs of client
+CPU per POST; aiohttp needs ~2.6× the time and ~3× the CPU, and httpx even with an unlimited pool
+(``httpx.Limits(max_connections=None, max_keepalive_connections=None)``) ~70× the time (its pool
+looks at every connection for every request). A lone POST costs ~55 µs of CPU here, ~3× that in
+aiohttp and ~12× in httpx.
 
 Scope, deliberately small: one origin (scheme, host, port), plain TCP or TLS, requests with a
 bytes body and Content-Length, responses with Content-Length, chunked encoding, or read-to-close;
