@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed-stamp
 PROTO_STAMP := build/.proto-stamp
 PROTO_FILES := $(shell find protos -name '*.proto')
 
+# glibc malloc for every process started from here: keep up to 256 MiB freed at the heap top and serve
+# blocks up to 32 MiB from the heap (a 0.6 MB list page is built, framed and dropped per call). Both or
+# neither: a trim threshold alone also freezes the mmap threshold at 128 KiB, and then every such block
+# is mapped and faulted in again (5x the CPU per page: `python -m bench compare --only malloc`).
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
+export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 
 .PHONY: all venv proto up down logs demo test test-unit lint check bench fuzz lock clean
 

@@ -176,3 +176,19 @@ def internal_security() -> Any:
     from common.grpcauth import GrpcSecurity
 
     return GrpcSecurity((Secret(INTERNAL_TOKEN),))
+
+
+def keep_freed_memory(keep_bytes: int = 256 * 1024 * 1024) -> bool:
+    """``mallopt`` in this process: keep up to ``keep_bytes`` freed at the heap top and serve blocks up to
+    min(keep, 32 MiB) from the heap (what the Makefile's ``MALLOC_TRIM_THRESHOLD_`` and
+    ``MALLOC_MMAP_THRESHOLD_`` give a process at its start). False off glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    if mallopt is None:
+        return False
+    trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    return bool(mallopt(trim, ctypes.c_int(min(keep_bytes, 2**31 - 1)))
+                and mallopt(mmap, ctypes.c_int(min(keep_bytes, 32 * 1024 * 1024))))

@@ -1,6 +1,6 @@
 """The HTTP clients alone: concurrent order POSTs from this process to the Insiders fake in its own
-process, to the last arrival, for ``services.executor.http1`` (the executor's transport), aiohttp and
-httpx's default transport (each after a warm-up burst on the same client, so connections are open)."""
+process, to the last arrival, for ``common.http1`` (the executor's transport), aiohttp and
+httpx with an unlimited pool (each after a warm-up burst on the same client, so connections are open)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ async def _burst_aiohttp(url: str, n: int, run: int, token: str, asset: str) -> 
 
 
 async def _burst_httpx(url: str, n: int, run: int, token: str, asset: str) -> int:
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits) as client:
         def one(r: PlaceRequest) -> Any:
             return client.post(f"{url}/v1/orders", content=request_body(r),
                                headers={"Idempotency-Key": r.client_order_id, "Content-Type": "application/json"})

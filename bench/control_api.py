@@ -30,11 +30,11 @@ from typing import Any
 
 import orjson
 
-from bench import address, print_table, save_results, summarize
+from bench import address, keep_freed_memory, print_table, save_results, summarize
 from bench._load import CpuSnapshot, Errors, cpu_meter, cpu_per_request_us, paced
 from common.config import env_port, grpc_port, load_tokens
 from common.embedded import free_port
-from services.executor.http1 import Http1Client, HttpError
+from common.http1 import Http1Client, HttpError
 from tools import stack
 from tools.supervisor import GATEWAY, read_state
 
@@ -291,25 +291,6 @@ async def measure(target: Target, grpc_port: int, args: argparse.Namespace,
     return {"baseline": baseline, "pair": pair, "list": listed, "list_identity": identity}
 
 
-def keep_client_memory() -> bool:
-    """Keep freed memory in this (client) process instead of returning it to the kernel.
-
-    Each list reply is ~0.6 MB; with glibc's defaults the client page-faults every reply's buffers
-    in again, about 1 ms of its CPU per list, which the latency measured here would include. The
-    services under test tune themselves (``TT_CONTROL_MALLOC_KEEP_BYTES``); this only keeps the
-    harness from adding its own cost.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
-    if mallopt is None:
-        return False
-    trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-    return bool(mallopt(trim, ctypes.c_int(256 * 1024 * 1024)) and mallopt(mmap, ctypes.c_int(32 * 1024 * 1024)))
-
-
 def main(argv: list[str]) -> int:
     """Run the benchmark, print the percentiles and save them under ``bench/results/``."""
     parser = argparse.ArgumentParser(prog="python -m bench control_api")
@@ -327,7 +308,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.warmup, args.list_samples, args.list_warmup, args.baseline = 400, 100, 40, 10, 50
-    keep_client_memory()
+    # Each list reply is ~0.6 MB: keep the client from faulting its buffers in again on every reply, so the
+    # latency measured here is not the harness's own (the services get the Makefile's malloc variables).
+    keep_freed_memory()
 
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
         env = stack.resolve_env() if args.use_running else _private_env(Path(tmp) / "run")
@@ -385,7 +368,7 @@ def main(argv: list[str]) -> int:
                        "list_rate_per_s": args.list_rate, "list_samples": args.list_samples,
                        "list_warmup": args.list_warmup, "stack": "running" if args.use_running else "private",
                        "path": "client -> Envoy (REST/JSON) -> control (gRPC) -> PostgreSQL/Redis",
-                       "client": "services.executor.http1.Http1Client"},
+                       "client": "common.http1.Http1Client"},
             "target_p99_ms": TARGET_P99_MS,
             "results": results,
             "meets_target": {k: v["p99_ms"] <= TARGET_P99_MS for k, v in rows.items()},

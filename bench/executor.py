@@ -15,8 +15,8 @@ executor gets cheaper, whatever else runs.
 
 The transport comparison (default on; ``--no-transports`` skips it) measures the HTTP clients alone:
 1,000 concurrent POSTs (after a warm-up burst on the same client, so connections are open) from
-this process to the fake in its own process, to the last arrival, for ``services.executor.http1``
-(the executor's transport), aiohttp and httpx's default transport.
+this process to the fake in its own process, to the last arrival, for ``common.http1``
+(the executor's transport), aiohttp and httpx with an unlimited pool.
 
 ``--single-rate R`` adds the issue-4 (a) shape: RoutedTrades of one order each at R/s for
 ``--single-s`` seconds (after one second of warm-up), reporting executor CPU per order (from the
@@ -389,7 +389,7 @@ def main(argv: list[str]) -> int:
     if not args.no_save:
         path = save_results("executor", {"what": "RoutedTrade appended -> order POSTs received by the Insiders fake",
                                          "load_average_1m_after": round(_load(), 2),
-                                         "transport": "services.executor.http1", **result,
+                                         "transport": "common.http1", **result,
                                          "transports_alone": transports, "single_orders": singles})
         print(f"saved {path}")
     return 0 if ok else 1

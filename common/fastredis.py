@@ -1,9 +1,11 @@
 """Hot-path Redis commands on one shared, pipelined :class:`common.resp.RespConnection`.
 
-Through redis-py a command costs about a tenth of a millisecond of Python (pool checkout, packing, a
-stream reader per call); here it is one socket write and hiredis parses the reply, so concurrent
-callers share the connection without taking turns. Services use it where a command is paid per
-event (scripts of the request path, book reads, consumer cursors) and keep redis-py elsewhere.
+Through redis-py (with hiredis) a command costs about two to four times the client CPU it costs here
+(``python -m bench compare --only redis``: pool checkout, packing, a stream reader per call); here it is one
+socket write and hiredis parses the reply, so concurrent callers share the connection without taking
+turns. Services use it where a command is paid per event (scripts of the request path, book reads,
+consumer cursors, the executor's OrderEvent appends, control's reachability check before a mutation)
+and keep redis-py elsewhere. Each service's scripts stay in that service.
 
 The connection is opened on first use and again after it was lost. Failures to reach Redis are raised
 as ``redis.exceptions.ConnectionError`` (``TimeoutError`` when no reply came in time, after which the
@@ -21,7 +23,8 @@ from typing import Any
 
 import redis.exceptions
 
-from common.resp import Arg, RespClosed, RespConnection, RespError, RespTimeout
+from common.resp import Arg, OnReply, RespClosed, RespConnection, RespError, RespTimeout
+from common.streams import DurableLog
 
 CURSOR_PREFIX = "tt:cursor:"
 
@@ -39,11 +42,17 @@ class FastRedis:
 
     ``get``, ``set`` and ``eval`` take and return what redis-py's bytes-mode client does, so helpers
     written against redis-py (``common.marketstate.read_book``, ``common.reservations``) work with it.
+
+    :meth:`ensure_reachable` (control, before a mutation) trusts a reply received on the still-open
+    connection within ``fresh_s`` instead of sending a ``PING``: under load every create's index upsert
+    is that reply, so the check costs no round trip; a Redis that went away closes the connection (or
+    stops replying, which the next command's timeout reports), and then the check pings again.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0, fresh_s: float = 0.25) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.fresh_s = fresh_s
         self.replied_at = float("-inf")  # monotonic time of the last reply on the current connection
         self._conn: RespConnection | None = None
         self._opening = asyncio.Lock()
@@ -114,6 +123,16 @@ class FastRedis:
         """``SET`` (no options)."""
         return bool(await self.call("SET", key, value) == b"OK")
 
+    async def ping(self) -> None:
+        """Raise unless Redis answers ``PING``."""
+        await self.call("PING")
+
+    async def ensure_reachable(self) -> None:
+        """Raise unless Redis answered on the open connection within ``fresh_s`` or answers a ``PING`` now."""
+        if self.connected and time.monotonic() - self.replied_at < self.fresh_s:
+            return
+        await self.ping()
+
     def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
         if self._conn is not None:
@@ -140,3 +159,36 @@ class FastCursorStore:
     async def set(self, consumer: str, cursor: str) -> None:
         """Save the cursor."""
         await self.redis.set(CURSOR_PREFIX + consumer, cursor)
+
+
+async def append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]) -> list[str]:
+    """:meth:`DurableLog.append_many` on ``fast``'s connection: every ``XADD`` in two socket writes, the
+    entries handed to the log's live feed in order. The caller must be the log's only appender in this
+    process (the executor's journal, appending a commit's OrderEvents, is)."""
+    if not payloads:
+        return []
+    conn = await fast.connection()
+    maxlen = str(log.maxlen)
+    replies: list[Any] = []
+    on_reply = replies.append
+    cmds: list[tuple[tuple[Arg, ...], OnReply]] = [
+        (("XADD", log.name, "MAXLEN", "~", maxlen, "*", "p", p), on_reply) for p in payloads[:-1]]
+    try:
+        if cmds:
+            conn.write(cmds)
+        last = await conn.call("XADD", log.name, "MAXLEN", "~", maxlen, "*", "p", payloads[-1],
+                               timeout_s=fast.timeout_s)
+    except RespTimeout as exc:
+        raise redis.exceptions.TimeoutError(str(exc)) from exc
+    except RespClosed as exc:
+        raise redis.exceptions.ConnectionError(str(exc)) from exc
+    except RespError as exc:
+        raise redis.exceptions.ResponseError(str(exc)) from exc
+    replies.append(last)  # replies come in order: the earlier ones have all arrived
+    for reply in replies:
+        if isinstance(reply, RespError):
+            raise redis.exceptions.ResponseError(str(reply))
+    cursors = [r.decode() for r in replies]
+    for cursor, payload in zip(cursors, payloads, strict=True):
+        log.published(cursor, payload)
+    return cursors

@@ -12,7 +12,6 @@ from common.logs import setup_logging
 from common.telemetry import setup_telemetry
 from services.control.app import start
 from services.control.config import Settings
-from services.control.memory import keep_freed_memory
 
 log = logging.getLogger("services.control")
 
@@ -36,7 +35,6 @@ def cli() -> int:
         log.error("invalid configuration: %s", exc)
         return 2
     setup_telemetry("control")
-    keep_freed_memory(settings.malloc_keep_bytes)
     log.info("starting", extra={"settings": repr(settings)})
     run(lambda: main(settings))
     return 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.fastredis import FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.storage import apply_migrations, create_redis
@@ -17,7 +18,6 @@ from services.control import idempotency
 from services.control.config import Settings
 from services.control.db import Database, create_pool
 from services.control.errors import is_redis_outage, short_reason
-from services.control.fastredis import HotRedis
 from services.control.hotsync import IndexSync
 from services.control.internal import InternalUseCases
 from services.control.pagination import PageTokens
@@ -74,7 +74,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
     pool = await create_pool(url, max_size=settings.db_pool_max, acquire_timeout_s=settings.db_timeout_s,
                              statement_timeout_s=max(settings.db_timeout_s, 5.0))
     redis = create_redis(settings.storage.redis_url.value)
-    hot = HotRedis(settings.storage.redis_url.value, timeout_s=REDIS_TIMEOUT_S)
+    hot = FastRedis(settings.storage.redis_url.value, timeout_s=REDIS_TIMEOUT_S)
     ttl = timedelta(seconds=settings.idempotency_ttl_s)
     try:
         db = Database(pool)

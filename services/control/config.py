@@ -19,7 +19,6 @@
 | ``TT_CONTROL_GRACE_S`` | 5 | graceful-shutdown grace for in-flight calls |
 | ``TT_CONTROL_LIST_CACHE_ENTRIES`` | 50000 | subscriptions kept for list pages per (id, version), gRPC and JSON |
 | ``TT_CONTROL_PAGE_CACHE_MB`` | 64 | whole REST list pages kept, checked against their rows' digest (0 = off) |
-| ``TT_CONTROL_MALLOC_KEEP_BYTES`` | 268435456 | freed memory glibc keeps (``memory.py``); 0 = glibc defaults |
 """
 
 from __future__ import annotations
@@ -68,7 +67,6 @@ class Settings:
     grace_s: float = 5.0
     list_cache_entries: int = 50_000
     page_cache_mb: int = 64
-    malloc_keep_bytes: int = 256 * 1024 * 1024
 
     @property
     def live_enabled(self) -> bool:
@@ -108,8 +106,6 @@ class Settings:
             grace_s=env_float_seconds(env, "TT_CONTROL_GRACE_S", 5.0),
             list_cache_entries=env_int(env, "TT_CONTROL_LIST_CACHE_ENTRIES", 50_000, minimum=0, maximum=10_000_000),
             page_cache_mb=env_int(env, "TT_CONTROL_PAGE_CACHE_MB", 64, minimum=0, maximum=65_536),
-            malloc_keep_bytes=env_int(env, "TT_CONTROL_MALLOC_KEEP_BYTES", 256 * 1024 * 1024, minimum=0,
-                                      maximum=2**31 - 1),
         )
 
     def __repr__(self) -> str:
@@ -121,5 +117,4 @@ class Settings:
                 f"db_pool_max={self.db_pool_max}, db_timeout_s={self.db_timeout_s}, "
                 f"ready_timeout_s={self.ready_timeout_s}, ready_services={self.ready_services!r}, "
                 f"idempotency_ttl_s={self.idempotency_ttl_s}, grace_s={self.grace_s}, "
-                f"list_cache_entries={self.list_cache_entries}, page_cache_mb={self.page_cache_mb}, "
-                f"malloc_keep_bytes={self.malloc_keep_bytes})")
+                f"list_cache_entries={self.list_cache_entries}, page_cache_mb={self.page_cache_mb})")

@@ -38,11 +38,11 @@ from typing import Any
 
 from common import hotindex
 from common.cancel import reraise_if_cancelling
+from common.fastredis import FastRedis, Script
 from common.storage import redis_run_id
 from services.control import sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, outage_reason, short_reason
-from services.control.fastredis import HotRedis, Script
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ return out
 _UPSERT = Script(hotindex._UPSERT)
 
 
-async def _upsert_encoded(hot: HotRedis, sub: spb.Subscription, encoded: str) -> int:
+async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str) -> int:
     """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
     leader = sub.leader_proxy.lower()
     keys = (hotindex.leader_key(leader), hotindex.LEADERS_KEY, hotindex.VERSION_KEY)
@@ -118,7 +118,7 @@ class IndexSync:
     """Writer of the Redis hot index and trigger notifications."""
 
     def __init__(self, db: Database, redis: Any, *, interval_s: float, retry_interval_s: float = 1.0,
-                 full_interval_s: float = 600.0, hot: HotRedis) -> None:
+                 full_interval_s: float = 600.0, hot: FastRedis) -> None:
         self.db = db
         self.redis = redis
         self.hot = hot  # the request path's PING and upserts

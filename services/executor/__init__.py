@@ -11,7 +11,7 @@ as ``ExecutorService.StreamOrderEvents``, one event per message, and ``StreamOrd
 that were ready together per message: what guard reads). Under load the journal starts a transaction at most every
 ``TT_EXECUTOR_JOURNAL_MIN_INTERVAL_S``, so the orders that moved meanwhile share it. The per-order
 Redis commands (book reads, cursor saves, event appends, reservation releases) go over one pipelined
-connection (:mod:`fastredis`), single-order intent inserts over a dedicated one (:mod:`intents`).
+connection (:mod:`common.fastredis`), single-order intent inserts over a dedicated one (:mod:`intents`).
 
 Decisions worth knowing:
 

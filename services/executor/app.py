@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from common import reservations
 from common.consumer import DeadLetters, ResumableConsumer
-from common.fastredis import FastCursorStore, FastRedis
+from common.fastredis import FastCursorStore, FastRedis, append_events
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.lease import Lease
@@ -42,7 +42,6 @@ from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
-from services.executor.fastredis import append_events
 from services.executor.insiders_api import InsidersVenue
 from services.executor.intake import IntakeRules
 from services.executor.journal import Journal

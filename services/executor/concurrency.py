@@ -1,43 +1,10 @@
-"""Small asyncio gates for the fan-out: bounded slots with a cheap fast path, and the burst gate."""
+"""Small asyncio gates for the fan-out: the burst gate (the fan-out's in-flight bound is an ``asyncio.Semaphore``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
-
-
-class Slots:
-    """A counting semaphore whose uncontended acquire allocates nothing (``asyncio.Semaphore.locked``
-    walks its waiters on every call)."""
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        """Take a slot, waiting in FIFO order when none is free."""
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed to us as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        """Give a slot back (to the first waiter, if any)."""
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.free += 1
 
 
 @runtime_checkable

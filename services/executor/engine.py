@@ -24,7 +24,7 @@ from services.executor import lifecycle as lc
 from services.executor import venue as v
 from services.executor.booking import fill_booking
 from services.executor.breakergate import BreakerGate
-from services.executor.concurrency import AnswerHolder, BurstGate, Once, Slots
+from services.executor.concurrency import AnswerHolder, BurstGate, Once
 from services.executor.events import build_event
 from services.executor.journal import Journal
 from services.executor.model import Ticket
@@ -80,7 +80,7 @@ class Engine:
         self.redis = redis
         self.cfg = config
         self.rng = rng or random.Random()
-        self.slots = Slots(config.max_inflight)
+        self.slots = asyncio.Semaphore(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
         self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,

@@ -1,8 +1,8 @@
 """The Insiders API adapter (INSIDERS_API.md): the only module that knows its URLs, headers and JSON.
 
-Transport: :mod:`services.executor.http1`, a small keep-alive HTTP/1.1 client (httpx's default
-transport needs ~2 s for 1,000 concurrent POSTs here, aiohttp ~5× the client CPU of http1; the
-numbers are in ``bench/executor.py``). Every POST carries ``Idempotency-Key: <clientOrderId>``, so
+Transport: :mod:`common.http1`, a small keep-alive HTTP/1.1 client (for 1,000 concurrent POSTs
+aiohttp needs ~3× its time and client CPU, httpx with an unlimited pool seconds; the numbers are
+``python -m bench compare --only http``). Every POST carries ``Idempotency-Key: <clientOrderId>``, so
 a retried attempt can never create a second order.
 """
 
@@ -20,8 +20,8 @@ import orjson
 
 from common.config import Secret
 from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
+from common.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 from services.executor import venue as v
-from services.executor.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 
 
 def request_body(req: v.PlaceRequest) -> bytes:

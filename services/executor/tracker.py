@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.executor.concurrency import Slots
 from services.executor.lifecycle import OrderLife
 from services.executor.model import Ticket
 
@@ -70,7 +69,7 @@ class Tracker:
         self._due: list[tuple[float, int, str]] = []  # (due, tie-break, client order id); one entry per order
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._slots = Slots(max_concurrent)
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._polls: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
 

@@ -15,7 +15,7 @@ import orjson
 
 from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
-from services.ingest import clob, tickwire
+from services.ingest import clob
 from services.ingest.levelbytes import level_json, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -46,8 +46,6 @@ class AssetBook:
         self._ask_js: list[bytes] = []  # ascending price, as _ask_px
         self._head = b""  # b'{"assetId":...,"conditionId":...' for ``_head_cid``
         self._head_cid: str | None = None
-        self._tick_head = b""  # PriceTick fields 1 and 2 for ``_tick_cid``
-        self._tick_cid: str | None = None
         self._session_json = b'""'  # the feed session as JSON for ``_session_of``
         self._session_of = ""
         self.synced = False
@@ -165,7 +163,6 @@ class BookState:
 
     def __init__(self) -> None:
         self.books: dict[str, AssetBook] = {}
-        self._stamps = tickwire.Stamps()
         self.desynced: list[str] = []  # books found out of sync since the caller last took them (REST resync)
         self.session = ""  # the feed session (socket connection) the books are kept in: stored with each book
 
@@ -283,24 +280,8 @@ class BookState:
             venue_time_ms=book.venue_ms, received_time_ns=received_ns)
 
     def tick_bytes(self, asset_id: str, kind: int, received_ns: int) -> bytes:
-        """``self.price_tick(asset_id, kind, received_ns).SerializeToString()``, written directly."""
-        book = self.books[asset_id]
-        if book._tick_cid != book.condition_id:
-            book._tick_head = tickwire.head(asset_id, book.condition_id)
-            book._tick_cid = book.condition_id
-        if book.synced:
-            bids, asks = book._bid_px, book._ask_px
-            bid = bids[-1] if bids else None
-            ask = asks[0] if asks else None
-        else:
-            bid, ask = book.hint_bid, book.hint_ask
-        return b"".join((
-            book._tick_head, _KINDS.get(kind) or tickwire.kind(kind), tickwire.best_bid(bid),
-            tickwire.best_ask(ask), tickwire.mid(bid, ask), tickwire.last_trade_price(book.last_trade_price),
-            tickwire.tick_size(book.tick_size),
-            tickwire.STALE if book.stale else b"",
-            tickwire.winner(book.winner) if kind == mpb.TICK_KIND_MARKET_RESOLVED else b"",
-            self._stamps(book.venue_ms, received_ns)))
+        """``self.price_tick(asset_id, kind, received_ns).SerializeToString()``."""
+        return self.price_tick(asset_id, kind, received_ns).SerializeToString()
 
     def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int, *, top: bool = True
                ) -> AssetBook | None:
@@ -396,8 +377,6 @@ class BookState:
             book.emitted = top
         return Touched(book.asset_id, kind, emit)
 
-
-_KINDS = {value: tickwire.kind(value) for value in mpb.TickKind.values()}
 
 # Canonical strings of the mids seen (few distinct bid/ask pairs on a tick grid); bounded.
 _MIDS: dict[tuple[Decimal, Decimal], str] = {}

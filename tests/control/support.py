@@ -54,10 +54,10 @@ async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any
     the rest of the page, ``raced_id`` is changed by another writer (label 'raced', version + 1)."""
     from datetime import UTC, datetime, timedelta
 
+    from common.fastredis import FastRedis
     from common.storage import create_redis
     from services.control import sub_repo
     from services.control.db import Database, create_pool
-    from services.control.fastredis import HotRedis
     from services.control.hotsync import IndexSync
     from services.control.pagination import PageTokens
     from services.control.subscriptions import SubscriptionUseCases
@@ -72,7 +72,7 @@ async def use_cases_racing_a_write(db_url: str, redis_url: str, monkeypatch: Any
     monkeypatch.setattr(sub_repo, "list_heads", heads_then_a_concurrent_write)
     pool = await create_pool(db_url, max_size=2, acquire_timeout_s=2, statement_timeout_s=2)
     redis = create_redis(redis_url)
-    hot = HotRedis(redis_url, timeout_s=2.0)
+    hot = FastRedis(redis_url, timeout_s=2.0)
     try:
         db = Database(pool)
         yield SubscriptionUseCases(db, IndexSync(db, redis, interval_s=3600, hot=hot), live_enabled=False,

@@ -74,7 +74,7 @@ def test_settings_defaults_and_redaction() -> None:
     assert (s.index_resync_s, s.db_pool_max, s.db_timeout_s, s.idempotency_ttl_s) == (30.0, 10, 2.0, 86_400.0)
     assert s.index_full_resync_s == 600.0
     assert [t.value for t in s.tokens] == [TOKEN, TOKEN_2] and s.ready_services == ()
-    assert s.list_cache_entries == 50_000 and s.malloc_keep_bytes == 256 * 1024 * 1024
+    assert s.list_cache_entries == 50_000
     text = repr(s)
     assert TOKEN not in text and "hunter2" not in text and INTERNAL_TOKEN not in text
     assert [t.value for t in s.security.tokens] == [INTERNAL_TOKEN]
@@ -86,10 +86,10 @@ def test_settings_overrides() -> None:
                            "TT_INSIDERS_API_URL": "https://user:pw@insiders.example/api/",
                            "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
                            "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
-                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0", "TT_CONTROL_MALLOC_KEEP_BYTES": "0",
+                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0",
                            "TT_CONTROL_PAGE_CACHE_MB": "0", "TT_CONTROL_INDEX_FULL_RESYNC_S": "120"})
     assert s.index_full_resync_s == 120.0
-    assert (s.grpc_port, s.host, s.index_resync_s, s.malloc_keep_bytes) == (0, "0.0.0.0", 5.0, 0)
+    assert (s.grpc_port, s.host, s.index_resync_s) == (0, "0.0.0.0", 5.0)
     assert s.page_cache_mb == 0 and Settings.from_env(BASE_ENV).page_cache_mb == 64
     assert (s.idempotency_ttl_s, s.live_enabled, s.list_cache_entries) == (60.0, True, 0)
     assert s.insiders_api_url == "https://user:pw@insiders.example/api"
@@ -101,7 +101,7 @@ def test_settings_overrides() -> None:
     ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_CONTROL_INDEX_RESYNC_S", "-1"),
     ("TT_CONTROL_INDEX_FULL_RESYNC_S", "0"),
     ("TT_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
-    ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"), ("TT_CONTROL_MALLOC_KEEP_BYTES", "-1"),
+    ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"),
     ("TT_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_CONTROL_PAGE_CACHE_MB", "lots"),
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
     ("TT_INTERNAL_TOKEN", "abc"), ("TT_INTERNAL_TOKEN", TOKEN_2), ("TT_CONTROL_HOST", "0.0.0.0"),
@@ -109,16 +109,3 @@ def test_settings_overrides() -> None:
 def test_settings_errors_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**BASE_ENV, name: value})
-
-
-@pytest.mark.integration
-def test_malloc_tuning_applies_on_glibc_and_zero_leaves_defaults() -> None:
-    import platform
-
-    from services.control.memory import keep_freed_memory
-
-    assert keep_freed_memory(0) is False
-    if platform.libc_ver()[0] == "glibc":
-        # Run in a child: mallopt changes the whole process.
-        code = "from services.control.memory import keep_freed_memory as k; assert k(256 * 1024 * 1024)"
-        subprocess.run([sys.executable, "-c", code], cwd=project_root(), check=True, timeout=30)

@@ -1,17 +1,18 @@
-"""Slots, the burst gate and the position queue."""
+"""The executor's bounds on in-flight POSTs and status queries (``asyncio.Semaphore``: FIFO, no slot lost to a
+cancelled waiter), the burst gate and the position queue."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from services.executor.concurrency import BurstGate, Slots
+from services.executor.concurrency import BurstGate
 from services.executor.sequence import PositionQueue
 from tests.helpers import eventually
 
 
 async def test_slots_bound_concurrency_in_fifo_order() -> None:
-    slots = Slots(2)
+    slots = asyncio.Semaphore(2)
     running = 0
     peak = 0
     order: list[int] = []
@@ -29,19 +30,34 @@ async def test_slots_bound_concurrency_in_fifo_order() -> None:
             slots.release()
 
     await asyncio.gather(*(work(i) for i in range(10)))
-    assert peak == 2 and order == list(range(10)) and slots.free == 2
+    assert peak == 2 and order == list(range(10))
+    await asyncio.wait_for(asyncio.gather(slots.acquire(), slots.acquire()), 1)  # both slots came back
+    assert slots.locked()
 
 
 async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
-    slots = Slots(1)
+    slots = asyncio.Semaphore(1)
     await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
     slots.release()
-    assert slots.free == 1
+    assert not slots.locked()
     await asyncio.wait_for(slots.acquire(), 1)
+
+
+async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
+    slots = asyncio.Semaphore(1)
+    await slots.acquire()
+    first = asyncio.create_task(slots.acquire())
+    second = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    slots.release()  # handed to ``first``...
+    first.cancel()  # ...which is cancelled before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(second, 1)  # the slot went on to the next waiter
+    assert slots.locked()
 
 
 async def test_burst_gate_releases_when_all_sent() -> None:

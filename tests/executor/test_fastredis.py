@@ -10,11 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
-from common.fastredis import FastCursorStore, FastRedis
+from common.fastredis import FastCursorStore, FastRedis, append_events
 from common.livefeed import LiveFeed
 from common.marketstate import BookSnapshot, read_book, write_book
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor.fastredis import append_events
 
 pytestmark = pytest.mark.integration
 

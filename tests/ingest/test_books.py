@@ -192,27 +192,6 @@ def test_property_stored_book_bytes_are_the_snapshot_json(
         assert book.snapshot_json(1000) == book.snapshot(1000).to_json()
 
 
-@given(levels_st, st.sampled_from(list(mpb.TickKind.values())), st.booleans(), st.booleans(),
-       st.integers(min_value=0, max_value=2**63 - 1), st.integers(min_value=0, max_value=2**62),
-       st.sampled_from(["", "0x" + "ab" * 32]), st.sampled_from([T1, "7", "9" * 100]))
-def test_property_tick_bytes_are_the_serialized_price_tick(
-        changes: list[tuple[str, D, D]], kind: int, synced: bool, stale: bool, received_ns: int, venue_ms: int,
-        market: str, asset: str) -> None:
-    s = state(asset)
-    if synced:
-        s.apply(clob.BookMsg(asset, market, (), (), None, None, venue_ms), 1)
-    for side, price, size in changes:  # unsynced: the prices become the venue's hints
-        s.apply(clob.PriceChangeMsg(market, (clob.LevelChange(asset, side, price, size, price, price + D("0.01")),),
-                                    venue_ms), 2)
-        assert s.tick_bytes(asset, kind, received_ns) == s.price_tick(asset, kind, received_ns).SerializeToString()
-    book = s.books[asset]
-    book.stale, book.winner = stale, T2
-    if changes:
-        book.last_trade_price = changes[0][1]
-        book.tick_size = D("0.001")
-    assert s.tick_bytes(asset, kind, received_ns) == s.price_tick(asset, kind, received_ns).SerializeToString()
-
-
 def _book_frame(asset: str, ts: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
                 **extra: str) -> clob.ClobMsg:
     """A ``book`` event in wire order (bids ascending, asks descending: the best is last)."""

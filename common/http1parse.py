@@ -1,4 +1,4 @@
-"""HTTP/1.x response parsing and the errors of :mod:`services.executor.http1` (no I/O here)."""
+"""HTTP/1.x response parsing and the errors of :mod:`common.http1` (no I/O here)."""
 
 from __future__ import annotations
 

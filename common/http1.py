@@ -1,9 +1,13 @@
-"""A small HTTP/1.1 keep-alive client on asyncio protocols, for the executor's venue calls.
+"""A small HTTP/1.1 keep-alive client on asyncio protocols, for hot-path calls to one origin (the
+executor's venue calls, ``bench``'s REST load).
 
 Why not aiohttp or httpx: a 1,000-order fan-out is CPU-bound in the HTTP client. Measured on this
-machine (``bench/executor.py``), httpx's default transport needs ~2 s to land 1,000 concurrent
-POSTs and aiohttp ~260 µs of client CPU per request; this client needs ~50 µs, which is what lets
-the last POST of a fan-out arrive within the 200 ms budget.
+machine (``bench compare --only http``: 1,000 concurrent order POSTs to the Insiders fake, medians of
+interleaved rounds), this client lands the last POST ~40 ms after the burst starts at ~35 µs of client
+CPU per POST; aiohttp needs ~2.6× the time and ~3× the CPU, and httpx even with an unlimited pool
+(``httpx.Limits(max_connections=None, max_keepalive_connections=None)``) ~70× the time (its pool
+looks at every connection for every request). A lone POST costs ~55 µs of CPU here, ~3× that in
+aiohttp and ~12× in httpx.
 
 Scope, deliberately small: one origin (scheme, host, port), plain TCP or TLS, requests with a
 bytes body and Content-Length, responses with Content-Length, chunked encoding, or read-to-close;
@@ -12,7 +16,7 @@ a whole-request timeout (a timed-out connection is closed, never reused). Idle c
 reused newest first; a connection the server closed is dropped as soon as the loss is noticed.
 Errors come back as exceptions the caller classifies: :class:`ConnectFailed` (nothing was sent),
 :class:`ResponseTimeout`, :class:`ConnectionDropped` (sent, no complete answer), :class:`BadResponse`.
-Response parsing lives in :mod:`services.executor.http1parse`. Timeouts share one loop timer; answers
+Response parsing lives in :mod:`common.http1parse`. Timeouts share one loop timer; answers
 can be held unread while a burst of requests is written (:meth:`Http1Client.hold_answers`).
 """
 
@@ -23,7 +27,7 @@ import ssl
 from collections import deque
 from urllib.parse import urlsplit
 
-from services.executor.http1parse import (
+from common.http1parse import (
     BadResponse,
     ConnectFailed,
     ConnectionDropped,

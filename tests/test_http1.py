@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from services.executor.http1 import (
+from common.http1 import (
     BadResponse,
     ConnectFailed,
     ConnectionDropped,
