@@ -160,9 +160,9 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def write(settings: GatewaySettings, path: Path) -> Path:
-    """Render into ``path`` (mode 600, replaced atomically) and return it."""
-    text = render(settings)
+def write(settings: GatewaySettings, path: Path, template: str | None = None) -> Path:
+    """Render (``template``: another template text) into ``path`` (mode 600, replaced atomically); returns it."""
+    text = render(settings, template)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not settings.access_log_path.startswith("/dev/"):
         Path(settings.access_log_path).parent.mkdir(parents=True, exist_ok=True)
