@@ -75,7 +75,7 @@ UV ?= uv
 LOCK_ARGS := --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
 
 lock:
-	$(UV) pip compile pyproject.toml --extra local --extra dev $(LOCK_ARGS) -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra local --extra mcp --extra dev $(LOCK_ARGS) -o requirements.lock
 	cp requirements.lock requirements-runtime.lock
 	$(UV) pip compile pyproject.toml $(LOCK_ARGS) -o requirements-runtime.lock
 

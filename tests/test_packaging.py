@@ -68,7 +68,7 @@ EXTRAS = {extra: {requirement_name(s) for s in specs}
 
 def test_locks_pin_every_declared_dependency_with_hashes() -> None:
     full, runtime = locked("requirements.lock"), locked("requirements-runtime.lock")
-    assert set(EXTRAS) == {"local", "dev"}
+    assert set(EXTRAS) == {"local", "mcp", "dev"}
     assert not RUNTIME - runtime.keys(), "re-lock: make lock"
     assert not set().union(RUNTIME, *EXTRAS.values()) - full.keys(), "re-lock: make lock"
     assert not runtime.keys() - full.keys()
@@ -105,8 +105,8 @@ def providers(module: str) -> set[str]:
 
 @pytest.mark.parametrize(("areas", "groups"), [
     (("services", "common"), ("runtime",)),
-    (("tools", "sim", "bench"), ("runtime", "local")),
-    (("tests",), ("runtime", "local", "dev")),
+    (("tools", "sim", "bench"), ("runtime", "local", "mcp")),
+    (("tests",), ("runtime", "local", "mcp", "dev")),
 ])
 def test_every_third_party_import_is_declared_in_its_group(areas: tuple[str, ...], groups: tuple[str, ...]) -> None:
     declared = set().union(*({"runtime": RUNTIME, **EXTRAS}[g] for g in groups))

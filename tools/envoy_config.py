@@ -22,6 +22,7 @@ from pathlib import Path
 from common.config import (
     ConfigError,
     Secret,
+    env_bool,
     env_float_seconds,
     env_int,
     env_port,
@@ -62,6 +63,7 @@ class GatewaySettings:
     probe_rate_limit_burst: int = 100
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    allow_plaintext: bool = False  # a non-loopback listener without TLS (a proxy in front terminates it)
 
     @property
     def tls(self) -> bool:
@@ -111,6 +113,7 @@ class GatewaySettings:
             probe_rate_limit_burst=env_int(env, "TT_GATEWAY_PROBE_RATE_LIMIT_BURST", 2 * probe_rate, minimum=1),
             tls_cert_file=env_str(env, "TT_GATEWAY_TLS_CERT_FILE"),
             tls_key_file=env_str(env, "TT_GATEWAY_TLS_KEY_FILE"),
+            allow_plaintext=env_bool(env, "TT_GATEWAY_ALLOW_PLAINTEXT", False),
         )
 
 
@@ -134,11 +137,12 @@ def _transport_socket(settings: GatewaySettings) -> dict[str, object]:
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise ConfigError("TT_GATEWAY_TLS_CERT_FILE and TT_GATEWAY_TLS_KEY_FILE go together: set both or neither")
     if not settings.tls:
-        if not is_loopback(settings.listen_address):
+        if not is_loopback(settings.listen_address) and not settings.allow_plaintext:
             raise ConfigError(
                 f"TT_GATEWAY_HOST={settings.listen_address} is not a loopback address and the REST listener has "
                 "no TLS: set TT_GATEWAY_TLS_CERT_FILE and TT_GATEWAY_TLS_KEY_FILE (the bearer tokens must not "
-                "cross a network in clear), or listen on 127.0.0.1")
+                "cross a network in clear), or listen on 127.0.0.1 (behind a proxy that terminates TLS: "
+                "TT_GATEWAY_ALLOW_PLAINTEXT=1)")
         return {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
     for name, path in (("TT_GATEWAY_TLS_CERT_FILE", settings.tls_cert_file),
@@ -246,9 +250,9 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def write(settings: GatewaySettings, path: Path) -> Path:
-    """Render into ``path`` (mode 600, replaced atomically) and return it."""
-    text = render(settings)
+def write(settings: GatewaySettings, path: Path, template: str | None = None) -> Path:
+    """Render (``template``: another template text) into ``path`` (mode 600, replaced atomically); returns it."""
+    text = render(settings, template)
     path.parent.mkdir(parents=True, exist_ok=True)
     settings.admin_socket.parent.mkdir(parents=True, exist_ok=True)
     if not settings.access_log_path.startswith("/dev/"):

@@ -8,6 +8,9 @@ others running. SIGTERM/SIGINT stop the gateway first, then every service, then 
 The supervisor's view of its children is kept in ``<run dir>/supervisor.json`` for ``up``,
 ``down`` and ``status``.
 
+Log files are rotated by size (``tools.logrotate``: ``TT_STACK_LOG_MAX_MB``, ``TT_STACK_LOG_KEEP``), checked
+about once a second.
+
 SIGHUP reloads the program list from the spec file: programs added since are started, programs
 removed are stopped, the others keep running. A one-shot environment for the next start of one
 program can be left in ``<run dir>/once/<name>.json`` (a JSON object of variables): the supervisor
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.config import env_float_seconds, env_int
+from tools.logrotate import LogRotation, rotate_large
 from tools.procs import is_alive, proc_starttime
 
 log = logging.getLogger("tools.supervisor")
@@ -39,6 +43,7 @@ log = logging.getLogger("tools.supervisor")
 STATE_FILE = "supervisor.json"
 ONCE_DIR = "once"
 GATEWAY = "envoy"
+ROTATE_CHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +115,13 @@ class Supervisor:
     """Runs programs, restarts them when they exit, stops them on SIGTERM/SIGINT."""
 
     def __init__(self, programs: Sequence[Program], run_dir: Path, policy: RestartPolicy,
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], rotation: LogRotation | None = None) -> None:
         self.children = [Child(p) for p in programs]
         self.run_dir = run_dir
         self.logs_dir = run_dir / "logs"
         self.policy = policy
+        self.rotation = LogRotation() if rotation is None else rotation
+        self._rotated_mono = 0.0
         self.env = dict(env)
         self.stopping = False
         self.state_path = run_dir / STATE_FILE
@@ -193,6 +200,20 @@ class Supervisor:
                                                           "uptime_s": round(uptime, 3),
                                                           "delay_s": decision.delay_s})
         self._note(child, f"exited with {code} after {uptime:.1f}s; restarting in {decision.delay_s:.1f}s")
+
+    def _rotate_logs(self) -> None:
+        """Rotate the log files past their size limit, at most once per ``ROTATE_CHECK_S``."""
+        now = time.monotonic()
+        if now - self._rotated_mono < ROTATE_CHECK_S:
+            return
+        self._rotated_mono = now
+        try:
+            done = rotate_large(self.logs_dir, self.rotation)
+        except OSError as exc:
+            log.error("cannot rotate the log files", extra={"error": str(exc)})
+            return
+        if done:
+            log.info("log files rotated", extra={"files": [p.name for p in done]})
 
     def write_state(self) -> None:
         """Publish the children's state atomically."""
@@ -320,6 +341,7 @@ class Supervisor:
             if self.stopping:
                 break
             changed = self._reap() | self._due_restarts()
+            self._rotate_logs()
             if reload_wanted and spec_path is not None:
                 reload_wanted = False
                 try:
@@ -368,7 +390,8 @@ def main(spec_path: Path, run_dir: Path) -> int:
 
     setup_logging("supervisor")
     programs = programs_from_json(spec_path.read_text())
-    supervisor = Supervisor(programs, run_dir, RestartPolicy.from_env(os.environ), os.environ)
+    supervisor = Supervisor(programs, run_dir, RestartPolicy.from_env(os.environ), os.environ,
+                            LogRotation.from_env(os.environ))
     try:
         return supervisor.run(spec_path)
     except Exception:

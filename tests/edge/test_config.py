@@ -78,6 +78,12 @@ def test_a_non_loopback_listener_without_tls_refuses_to_start(host: str) -> None
         render(GatewaySettings(tokens=(Secret(A),), listen_address=host))
 
 
+def test_a_plaintext_listener_behind_a_tls_proxy_is_an_explicit_opt_in() -> None:
+    settings = GatewaySettings.from_env({"CONTROL_API_TOKEN": A, "TT_GATEWAY_HOST": "0.0.0.0",
+                                         "TT_GATEWAY_ALLOW_PLAINTEXT": "1"})
+    assert "raw_buffer" in render(settings)
+
+
 def _pem_files(tmp_path: Path) -> tuple[str, str]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\n")

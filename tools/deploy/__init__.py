@@ -1,0 +1,2 @@
+"""Deployment: the container image's requirements, the Envoy config for compose and Kubernetes, and the
+generator of ``deploy/`` (``python -m tools.deploy``)."""
