@@ -167,14 +167,14 @@ def rss(p: Pipeline) -> dict[str, float]:
     return out
 
 
-def start_pipeline(run_dir: Path) -> Pipeline:
-    """The simulator and the stack with embedded storage under ``run_dir``."""
+def start_pipeline(run_dir: Path, tuning: dict[str, str] | None = None) -> Pipeline:
+    """The simulator and the stack with embedded storage under ``run_dir`` (``tuning`` over :data:`TUNING`)."""
     env = isolated_env()
     env.update(free_port_env())
     env.update({"TT_STACK_READY_TIMEOUT_S": "120"})
     lines: list[str] = []
     try:
-        return Pipeline.start(run_dir, env=env, seed=None, tuning=TUNING, out=lines.append)
+        return Pipeline.start(run_dir, env=env, seed=None, tuning={**TUNING, **(tuning or {})}, out=lines.append)
     except PipelineError:
         print("\n".join(lines), flush=True)
         raise

@@ -278,9 +278,10 @@ class InsidersFake(FakeVenue):
             if not isinstance(body, dict):
                 raise ValueError("body must be an object")
         except ValueError as exc:
-            self.holdings.records.append(RedeemRecord(key, "", "", 400, "invalid"))
+            self.holdings.records.append(RedeemRecord(key, "", "", 400, "invalid", request.arrival_ns))
             return _json({"error": "INVALID_BODY", "message": str(exc)}, 400)
-        record = RedeemRecord(key, str(body.get("walletId") or ""), str(body.get("conditionId") or "").lower())
+        record = RedeemRecord(key, str(body.get("walletId") or ""), str(body.get("conditionId") or "").lower(),
+                              arrival_ns=request.arrival_ns)
         self.holdings.records.append(record)
         if not key:
             record.status, record.outcome = 400, "invalid"

@@ -63,6 +63,7 @@ class RedeemRecord:
     condition_id: str
     status: int = 0
     outcome: str = ""  # created | replayed | fault | rejected | timeout | invalid
+    arrival_ns: int = 0  # when the kernel received it (see sim.rxstamp)
 
 
 class RedeemRefused(Exception):

@@ -181,3 +181,19 @@ async def test_a_resolution_without_a_clear_winner_is_not_applied(harness: Harne
     await harness.resolutions.append(resolution(winner="9" * 77).SerializeToString())
     await eventually(lambda: running.settler is not None and running.settler.stats.refused == 1)
     assert rows(harness.db_url, "SELECT state FROM positions") == [("OPEN",)]
+
+
+async def test_a_resolution_redeems_many_wallets_at_once(harness: Harness) -> None:
+    await _market(harness)
+    await harness.start_executor()
+    orders = [make_order(i, follower_wallet_id=f"w_{i:03d}", subscription_id=f"sub_{i}", amount_usd="4")
+              for i in range(100)]
+    await _buy(harness, *orders)
+    harness.fake.holdings.resolve(CONDITION, ASSET)
+    await harness.resolutions.append(resolution().SerializeToString())
+
+    async def confirmed() -> bool:
+        return rows(harness.db_url, "SELECT count(*) FROM redemptions WHERE state = 'CONFIRMED'") == [(100,)]
+
+    await eventually(confirmed, timeout_s=30)  # type: ignore[arg-type]
+    assert len(harness.fake.holdings.taken()) == 100
