@@ -19,16 +19,17 @@ from typing import Any
 
 from common.decimals import ZERO
 from common.retry import Backoff
-from services.guard import ticks
 from services.guard.adapters import RedisMarkets
-from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
+from services.guard.domain import tick_view
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
+from services.guard.domain.trigger_model import Kind, Reason, State
 from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
-from services.guard.model import Kind, Reason, State
 from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
 from services.guard.publish import Kicked
-from services.guard.store import TickInfo, TriggerStore
+from services.guard.store import TriggerStore
 from services.guard.tasks import Batches, reraise_if_cancelled, stop_tasks
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -151,22 +152,22 @@ class Guard:
                 stats.ignored_ticks += 1  # no armed trigger on this asset
                 return _NOTHING
             raw = (tick.best_bid, tick.mid, tick.last_trade_price)
-            # ticks.is_stale for a price tick (its kind is not STALE)
+            # tick_view.is_stale for a price tick (its kind is not STALE)
             stale = tick.stale or received_ns <= 0 or now_ns - received_ns > self.tick_max_age_ns
             if not stale and self._last_prices.get(asset_id) == raw:
                 stats.unchanged_ticks += 1
                 return _NOTHING
             band = engine.band(asset_id)
-            prices = ticks.known_prices(raw) if band is not None else None
+            prices = tick_view.known_prices(raw) if band is not None else None
             if prices is not None and band is not None:
-                if ticks.inside_band(prices, band):
+                if tick_view.inside_band(prices, band):
                     if stale or not engine.holds(asset_id):  # a fresh tick releases held triggers
                         return self._quiet_tick(tick, asset_id, raw, stale)
                 elif stale and engine.stale_covered(asset_id, Prices(*prices)):
                     return self._quiet_tick(tick, asset_id, raw, stale)
         try:
-            view = ticks.view(tick, self.clock_ns(), self.tick_max_age_ns)
-        except ticks.BadTick as exc:
+            view = tick_view.view(tick, self.clock_ns(), self.tick_max_age_ns)
+        except tick_view.BadTick as exc:
             self.stats.bad_ticks += 1
             log.warning("malformed tick ignored", extra={"asset_id": tick.asset_id, "error": str(exc)})
             return Outcome()
@@ -264,12 +265,12 @@ class Guard:
         await self.store.set_holds(batch)
         self.outbox.kick()
 
-    def _resolved_assets(self, view: ticks.TickView) -> set[str]:
+    def _resolved_assets(self, view: tick_view.TickView) -> set[str]:
         """The assets a resolution tick ends: its own, the winner's and every known asset of its market."""
         assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())
         return assets | (self._conditions.get(view.condition_id, set()) if view.condition_id else set())
 
-    async def _resolve(self, view: ticks.TickView, assets: set[str]) -> None:
+    async def _resolve(self, view: tick_view.TickView, assets: set[str]) -> None:
         rows = await self.store.cancel_assets(assets, Reason.MARKET_RESOLVED.value,
                                               TickInfo(None, view.venue_time_ms, view.received_time_ns))
         self.stats.resolved_cancelled += len(rows)

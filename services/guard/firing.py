@@ -34,13 +34,15 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
-from services.guard import orders, sizing
-from services.guard.engine import Cancelled, Fired
-from services.guard.model import Kind, Move, Reason, State, still_fires
+from services.guard.domain import sell_orders, sell_sizing
+from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import Cancelled, Fired
+from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
+from services.guard.domain.trigger_rows import TriggerRow, client_order_id
 from services.guard.ports import Executor, Markets, SubmitRejected
 from services.guard.publish import SubmittedMarker
-from services.guard.rows import TriggerRow, client_order_id
-from services.guard.store import FireDecision, FireFacts, FireResult, TickInfo, TriggerStore
+from services.guard.store import TriggerStore
 from services.guard.tasks import reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -139,9 +141,9 @@ class Firer:
                 if facts.resolved:  # settled with its market: the shares pay out, no SELL can be sent
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
-                size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
-                                        in_flight=facts.in_flight,
-                                        min_order_size=market.min_order_size if market else ZERO)
+                size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
+                                             in_flight=facts.in_flight,
+                                             min_order_size=market.min_order_size if market else ZERO)
                 if not size.sendable and facts.in_flight > 0:
                     # another SELL on this position is still settling: decide again once it has
                     return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value, held=size.available)
@@ -149,7 +151,7 @@ class Firer:
                     state = State.CANCELLED if size.reason is Reason.NO_POSITION else State.FAILED
                     return FireDecision(state, size.reason.value, held=size.available)
                 coid = client_order_id(row.id, row.fire_count + 1)
-                ctx = orders.SellContext(
+                ctx = sell_orders.SellContext(
                     condition_id=facts.condition_id or (market.condition_id if market else ""),
                     tick_size=market.tick_size if market else ZERO,
                     min_order_size=market.min_order_size if market else ZERO,
@@ -159,8 +161,8 @@ class Firer:
                 order_trace = cpb.TraceContext()
                 inject(order_trace)  # the fire's span, a child of the tick's trace
                 now_ns = self.clock_ns()
-                order = orders.build_sell(row, client_order_id=coid, size=size.size, price=fired.price, ctx=ctx,
-                                          now_ns=now_ns, trace=order_trace)
+                order = sell_orders.build_sell(row, client_order_id=coid, size=size.size, price=fired.price,
+                                               ctx=ctx, now_ns=now_ns, trace=order_trace)
                 if tick.received_time_ns:
                     _TICK_TO_ORDER.record((now_ns - tick.received_time_ns) / 1e6)
                 built.append(order)

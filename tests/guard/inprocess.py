@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.guard.core import Guard
-from services.guard.engine import load
-from services.guard.model import TriggerSpec
-from services.guard.store import TickInfo
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import load
+from services.guard.domain.trigger_model import TriggerSpec
 from tradingtools.market.v1 import market_pb2 as mpb
 
 NOW_NS = 1_700_000_000_000_000_000

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from services.guard.core import Guard
-from services.guard.model import Kind, TriggerSpec
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.conftest import GuardFactory
 from tests.guard.inprocess import FakeStore, in_process_guard, price_tick
 from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row, wait_connected

@@ -14,7 +14,8 @@ from psycopg.pq import TransactionStatus
 from common.marketstate import MarketInfo
 from common.storage import create_pool
 from services.guard.core import Guard
-from services.guard.exitstore import CopyFill, ExitStore
+from services.guard.domain.exit_plans import CopyFill
+from services.guard.exitstore import ExitStore
 from services.guard.store import TriggerStore
 from tests.guard.standins import (
     BUY,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from services.guard.core import Guard
-from services.guard.exitstore import ExitsChange
-from services.guard.model import Move, State
+from services.guard.domain.exit_plans import ExitsChange
+from services.guard.domain.trigger_model import Move, State
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

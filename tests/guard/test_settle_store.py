@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from common.storage import create_pool
-from services.guard.model import Move
+from services.guard.domain.trigger_model import Move
 from services.guard.store import TriggerStore
 from tests.guard.standins import db, insert_trigger, trigger_row
 from tests.helpers import eventually
