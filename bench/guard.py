@@ -59,9 +59,9 @@ from common.grpcserver import GrpcServer, start_server
 from common.marketstate import MarketInfo, write_market
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain import tick_view
 from services.guard.domain.trigger_index import load
-from services.guard.store import TriggerStore
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc

@@ -16,24 +16,20 @@ from common.grpcserver import GrpcServer
 from common.logread import read_log_items
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
-from services.guard.adapters import (
-    GrpcControl,
-    GrpcExecutor,
-    RedisMarkets,
-    order_event_stream,
-    tick_stream,
-)
+from services.guard.adapters.control_client import GrpcControl
+from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.market_state import RedisMarkets
+from services.guard.adapters.order_client import GrpcExecutor, order_event_stream
+from services.guard.adapters.perf_store import PerfStore
+from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
+from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.config import Settings
 from services.guard.core import Guard
-from services.guard.exitstore import ExitStore
+from services.guard.loops import reraise_if_cancelled, stop_tasks
 from services.guard.perfmon import PerfMonitor
-from services.guard.perfstore import PerfStore
-from services.guard.publish import OutboxPublisher, WatchPublisher
 from services.guard.server import start_grpc
-from services.guard.store import TriggerStore
 from services.guard.sync import TickFeed, TriggerSync
-from services.guard.tasks import reraise_if_cancelled, stop_tasks
-from services.guard.tickread import log_tick_stream
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)

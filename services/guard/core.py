@@ -19,18 +19,17 @@ from typing import Any
 
 from common.decimals import ZERO
 from common.retry import Backoff
-from services.guard.adapters import RedisMarkets
+from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.market_state import RedisMarkets
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain import tick_view
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Kind, Reason, State
-from services.guard.exitstore import ExitStore
 from services.guard.firing import Firer
+from services.guard.loops import Batches, Kicked, reraise_if_cancelled, stop_tasks
 from services.guard.orderflow import Answers, OrderFlow
 from services.guard.ports import Executor
-from services.guard.publish import Kicked
-from services.guard.store import TriggerStore
-from services.guard.tasks import Batches, reraise_if_cancelled, stop_tasks
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 

@@ -14,7 +14,8 @@ Order of events for a fire, and what a crash at each point leaves:
    whose SELL was not acknowledged is re-submitted with the same bytes.
 3. The executor is idempotent by client order id: a second submission sends nothing. Its answer
    (and any order event) is applied only once the decision is committed.
-4. ``submitted_at`` is set. Crash before → one more (duplicate, harmless) submission at start-up.
+4. ``submitted_at`` is set (in batches, by :class:`SubmittedMarker`). Crash before → one more (duplicate,
+   harmless) submission at start-up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +35,15 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain import sell_orders, sell_sizing
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Fired
 from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
 from services.guard.domain.trigger_rows import TriggerRow, client_order_id
+from services.guard.loops import Kicked, reraise_if_cancelled
 from services.guard.ports import Executor, Markets, SubmitRejected
-from services.guard.publish import SubmittedMarker
-from services.guard.store import TriggerStore
-from services.guard.tasks import reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -295,3 +295,36 @@ def _consume(task: asyncio.Task[object]) -> None:
     """Retrieve the outcome of a SELL sent for a fire that was not recorded (logged, never raised)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("SELL of an unrecorded fire failed", extra={"error": repr(task.exception())[:300]})
+
+
+class SubmittedMarker(Kicked):
+    """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
+
+    def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]], *,
+                 min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
+        # A mark that is late (or lost in a crash) only means one more, harmless, submission at start-up:
+        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL; and a SELL that
+        # settles within ``delay_s`` (the settle records submitted_at) needs none at all.
+        super().__init__("submitted marker", min_interval_s=min_interval_s, delay_s=delay_s)
+        self.mark = mark
+        self.pending: dict[str, str] = {}
+
+    def add(self, trigger_id: str, order_id: str) -> None:
+        """Queue one acknowledged SELL."""
+        self.pending[trigger_id] = order_id
+        self.kick()
+
+    def discard(self, trigger_id: str, order_id: str) -> None:
+        """Drop a queued mark that is already recorded (the SELL settled, which sets ``submitted_at``)."""
+        if self.pending.get(trigger_id) == order_id:
+            del self.pending[trigger_id]
+
+    async def step(self) -> None:
+        """Write everything queued."""
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await self.mark(list(batch.items()))
+            except BaseException:
+                self.pending = {**batch, **self.pending}
+                raise

@@ -15,7 +15,7 @@ from common.decimals import ZERO
 from services.guard.domain import sell_orders
 from services.guard.domain.exit_plans import CopyFill
 from services.guard.domain.trigger_model import State
-from services.guard.tasks import Batches, reraise_if_cancelled
+from services.guard.loops import Batches, reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

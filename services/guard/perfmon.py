@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import fmt
+from services.guard.adapters.perf_store import PerfStore
 from services.guard.domain import perf_rules
 from services.guard.domain.perf_rules import DecisionRow
-from services.guard.perfstore import PerfStore
+from services.guard.loops import reraise_if_cancelled
 from services.guard.ports import Control, Markets, PerfActionRefused
-from services.guard.tasks import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 

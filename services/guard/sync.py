@@ -22,8 +22,8 @@ import orjson
 
 from common.retry import Backoff
 from common.streams import START_NEW
-from services.guard.tasks import reraise_if_cancelled
-from services.guard.tickread import OpenTicks
+from services.guard.adapters.tick_reader import OpenTicks
+from services.guard.loops import reraise_if_cancelled
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)

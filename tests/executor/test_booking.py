@@ -12,8 +12,8 @@ import pytest
 from common.storage import create_pool
 from services.executor import booking
 from services.executor.model import PAPER, Booking, Ticket
+from services.guard.adapters.perf_store import PerfStore
 from services.guard.domain import perf_rules
-from services.guard.perfstore import PerfStore
 from tests.executor.conftest import make_order
 from tradingtools.common.v1 import common_pb2 as cpb
 

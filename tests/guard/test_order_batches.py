@@ -13,10 +13,10 @@ from psycopg.pq import TransactionStatus
 
 from common.marketstate import MarketInfo
 from common.storage import create_pool
+from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.core import Guard
 from services.guard.domain.exit_plans import CopyFill
-from services.guard.exitstore import ExitStore
-from services.guard.store import TriggerStore
 from tests.guard.standins import (
     BUY,
     CONDITION,

@@ -8,8 +8,8 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
+from services.guard.adapters.trigger_store import Clock, dict_pool
 from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
-from services.guard.store import Clock, dict_pool
 
 # Fills inserted by transactions a snapshot did not see: those running when it was taken or started
 # since (the xmin bound lets the (subscription_id, xact) index skip everything older). pg_current_snapshot()

@@ -11,20 +11,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES, fmt
-from services.guard.domain import exit_plans
-from services.guard.domain.exit_plans import CopyFill, ExitsChange
-from services.guard.domain.trigger_model import Reason
-from services.guard.domain.trigger_rows import TriggerRow, event
-from services.guard.exitgroups import (
-    Opening,
-    cancel_events,
-    close_group,
-    register,
-    renew,
-    reopened,
-    used_up,
-)
-from services.guard.exitsql import (
+from services.guard.adapters.exit_fast_sql import (
     LOCK,
     PEEK,
     REGISTER_EMPTY,
@@ -33,7 +20,20 @@ from services.guard.exitsql import (
     RESIZE_OR_PEEK_MANY,
     SELL_PEEK,
 )
-from services.guard.store import Clock, dict_pool, insert_events
+from services.guard.adapters.exit_group_writes import (
+    Opening,
+    cancel_events,
+    close_group,
+    register,
+    renew,
+    reopened,
+    used_up,
+)
+from services.guard.adapters.trigger_store import Clock, dict_pool, insert_events
+from services.guard.domain import exit_plans
+from services.guard.domain.exit_plans import CopyFill, ExitsChange
+from services.guard.domain.trigger_model import Reason
+from services.guard.domain.trigger_rows import TriggerRow, event
 
 
 class ExitStore:

@@ -9,11 +9,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from services.guard.adapters.trigger_store import insert_events
 from services.guard.domain import exit_plans
 from services.guard.domain.exit_plans import ExitsChange
 from services.guard.domain.trigger_model import Reason
 from services.guard.domain.trigger_rows import TriggerRow, event
-from services.guard.store import insert_events
 
 
 @dataclass(frozen=True, slots=True)
