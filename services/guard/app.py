@@ -25,11 +25,12 @@ from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
 from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.config import Settings
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.loops import reraise_if_cancelled, stop_tasks
-from services.guard.perfmon import PerfMonitor
+from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
-from services.guard.sync import TickFeed, TriggerSync
+from services.guard.tick_feed import TickFeed
+from services.guard.trigger_sync import TriggerSync
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)

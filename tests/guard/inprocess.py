@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import load
 from services.guard.domain.trigger_model import TriggerSpec

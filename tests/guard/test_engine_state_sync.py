@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.conftest import GuardFactory
 from tests.guard.inprocess import FakeStore, in_process_guard, price_tick

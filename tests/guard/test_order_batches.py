@@ -15,7 +15,7 @@ from common.marketstate import MarketInfo
 from common.storage import create_pool
 from services.guard.adapters.exit_store import ExitStore
 from services.guard.adapters.trigger_store import TriggerStore
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.domain.exit_plans import CopyFill
 from tests.guard.standins import (
     BUY,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.domain.exit_plans import ExitsChange
 from services.guard.domain.trigger_model import Move, State
 from tradingtools.common.v1 import common_pb2 as cpb

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.guard.core import Guard
+from services.guard.coordinator import Guard
 from services.guard.domain import tick_view
 from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.inprocess import NOW_NS, FakeStore, in_process_guard, price_tick

@@ -28,7 +28,7 @@ from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Pric
 from services.guard.domain.trigger_model import Kind, Reason, State
 from services.guard.firing import Firer
 from services.guard.loops import Batches, Kicked, reraise_if_cancelled, stop_tasks
-from services.guard.orderflow import Answers, OrderFlow
+from services.guard.order_flow import Answers, OrderFlow
 from services.guard.ports import Executor
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -277,7 +277,7 @@ class Guard:
         self.outbox.kick()
         self.watch.kick()
 
-    # order events (services.guard.orderflow)
+    # order events (services.guard.order_flow)
 
     async def on_order_event(self, ev: epb.OrderEvent) -> None:
         """Settle trigger SELLs, register / resize / cancel copy exits (:meth:`OrderFlow.on_event`)."""

@@ -20,7 +20,7 @@ from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:
-    from services.guard.core import Guard
+    from services.guard.coordinator import Guard
 
 log = logging.getLogger(__name__)
 _HANDLED_EVENTS_KEPT = 10_000
