@@ -25,7 +25,7 @@ from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
 from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.config import Settings
-from services.guard.coordinator import Guard
+from services.guard.coordinator import Clients, Guard, Stores, Tuning
 from services.guard.loops import reraise_if_cancelled, stop_tasks
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
@@ -105,6 +105,14 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], name: st
             log.warning(f"{name} failed", extra={"error": repr(exc)[:300]})
 
 
+def tuning(settings: Settings) -> Tuning:
+    """The coordinator's limits and timings from the service settings."""
+    return Tuning(tick_max_age_s=settings.tick_max_age_s, book_max_age_s=settings.book_max_age_s,
+                  max_slippage_bps=settings.max_slippage_bps, crash_after=settings.crash_after,
+                  fire_concurrency=settings.fire_concurrency, bookkeeping_interval_s=settings.bookkeeping_interval_s,
+                  submitted_mark_delay_s=settings.submitted_mark_delay_s, answers_gather_s=settings.orders_gather_s)
+
+
 async def start(settings: Settings) -> Running:
     """Apply migrations, connect, load armed triggers, start consumers and the gRPC server."""
     db_url = settings.storage.database_url.value
@@ -128,19 +136,15 @@ async def start(settings: Settings) -> Running:
     markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=settings.bookkeeping_interval_s)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
-    guard = Guard(store=triggers, exit_store=ExitStore(pool, utcnow),
-                  executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
-                  outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
-                  book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
-                  crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency,
-                  bookkeeping_interval_s=settings.bookkeeping_interval_s,
-                  submitted_mark_delay_s=settings.submitted_mark_delay_s,
-                  answers_gather_s=settings.orders_gather_s)
+    guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
+                  Clients(executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
+                          outbox=outbox, watch=watch),
+                  tuning(settings))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
-    sync = TriggerSync(redis, guard, check_s=settings.trigger_check_s, initial=guard.start)
+    sync = TriggerSync(redis, guard.changes, check_s=settings.trigger_check_s, initial=guard.start)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
     await guard.catch_up()

@@ -35,7 +35,6 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
-from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain import sell_orders, sell_sizing
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
 from services.guard.domain.tick_view import TickInfo
@@ -43,7 +42,7 @@ from services.guard.domain.trigger_index import Cancelled, Fired
 from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
 from services.guard.domain.trigger_rows import TriggerRow, client_order_id
 from services.guard.loops import Kicked, reraise_if_cancelled
-from services.guard.ports import Executor, Markets, SubmitRejected
+from services.guard.ports import Executor, FireRecords, Markets, SubmitRejected
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -83,11 +82,26 @@ class FireStats:
     stages_ms: deque[tuple[float, float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
     before_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
+    def summary(self) -> dict[str, Any]:
+        """Counters and the median stage durations for the periodic stats log."""
+        stages = sorted(self.stages_ms, key=sum)
+        fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        if stages:
+            mid = stages[len(stages) // 2]
+            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
+                                      "submit": round(mid[3], 2)}
+        before = sorted(self.before_ms, key=sum)
+        if before:
+            mid4 = before[len(before) // 2]
+            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
+                                             "handled_to_fire_task": round(mid4[1], 2)}
+        return fire
+
 
 class Firer:
     """Turns the engine's fire decisions into recorded FIRED triggers and SELLs."""
 
-    def __init__(self, store: TriggerStore, executor: Executor, markets: Markets, *,
+    def __init__(self, store: FireRecords, executor: Executor, markets: Markets, *,
                  on_order_event: Callable[[epb.OrderEvent], object],
                  rearm: Callable[..., object],
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import fmt
-from services.guard.adapters.perf_store import PerfStore
 from services.guard.domain import perf_rules
 from services.guard.domain.perf_rules import DecisionRow
 from services.guard.loops import reraise_if_cancelled
-from services.guard.ports import Control, Markets, PerfActionRefused
+from services.guard.ports import Control, Markets, PerfActionRefused, PerfRecords
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class _Book:
 class PerfMonitor:
     """Loss-stop and profit-scale for every ACTIVE subscription with perf rules; unrealized PnL for every one."""
 
-    def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float,
+    def __init__(self, store: PerfRecords, control: Control, markets: Markets, *, interval_s: float,
                  unrealized_reads_per_pass: int = 500) -> None:
         self.store = store
         self.control = control

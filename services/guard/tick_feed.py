@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from common.retry import Backoff
 from common.streams import START_NEW
-from services.guard.adapters.tick_reader import OpenTicks
 from services.guard.loops import reraise_if_cancelled
+from services.guard.ports import OpenTicks
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ the ticks and cursors are those ``IngestService.StreamPriceTicks`` serves.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,13 +18,11 @@ from google.protobuf.message import DecodeError
 
 from common.logread import entry_cursor, entry_payload, read_raw_entries
 from common.streams import DurableLog
+from services.guard.ports import OpenTicks, TickBatch
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
 log = logging.getLogger(__name__)
-
-TickBatch = tuple[str, list[mpb.PriceTick]]  # (cursor after the batch, its ticks in log order)
-OpenTicks = Callable[[str], AsyncIterator[TickBatch]]
 
 
 def parse_entries(entries: list[Any]) -> TickBatch:
