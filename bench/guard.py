@@ -7,7 +7,7 @@ Two measurements:
 
 1. **Engine, in-process**: the triggers are loaded from PostgreSQL exactly as guard loads them at
    start-up (timed), then a random-walk tick stream is evaluated: tick parsed → fire decision
-   (``ticks.view`` + ``Engine.on_tick``), per tick, and for the ticks that fired.
+   (``tick_view.view`` + ``Engine.on_tick``), per tick, and for the ticks that fired.
 2. **Service**: ``python -m services.guard`` runs as its own process against embedded PostgreSQL and
    Redis; this process serves it the PriceTick stream (an ingest stand-in over the real durable log,
    fed at ``--rate`` ticks/s) and hosts an executor stand-in that records when each SubmitOrder
