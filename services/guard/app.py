@@ -1,4 +1,5 @@
-"""Wiring of the guard service: real clients, the core, its consumers and loops, the gRPC server."""
+"""Wiring of the guard service: real clients, the adapters, the coordinator, its consumers and loops, the gRPC
+server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Control's trigger notifications applied to the engine (through the coordinator's reload / resync).
+"""Control's trigger notifications applied to the engine (through ``trigger_changes``: reload / resync).
 
 Trigger notifications (``tt:triggers:changed``, ``{"triggerId","op","version"}``, version = INCR
 ``tt:triggers:version``) are fire-and-forget, so a full resync runs on every (re)subscribe, on a
