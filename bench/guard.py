@@ -7,7 +7,7 @@ Two measurements:
 
 1. **Engine, in-process**: the triggers are loaded from PostgreSQL exactly as guard loads them at
    start-up (timed), then a random-walk tick stream is evaluated: tick parsed → fire decision
-   (``ticks.view`` + ``Engine.on_tick``), per tick, and for the ticks that fired.
+   (``tick_view.view`` + ``Engine.on_tick``), per tick, and for the ticks that fired.
 2. **Service**: ``python -m services.guard`` runs as its own process against embedded PostgreSQL and
    Redis; this process serves it the PriceTick stream (an ingest stand-in over the real durable log,
    fed at ``--rate`` ticks/s) and hosts an executor stand-in that records when each SubmitOrder
@@ -59,9 +59,9 @@ from common.grpcserver import GrpcServer, start_server
 from common.marketstate import MarketInfo, write_market
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log
-from services.guard import ticks as tickview
-from services.guard.engine import load
-from services.guard.store import TriggerStore
+from services.guard.adapters.trigger_store import TriggerStore
+from services.guard.domain import tick_view
+from services.guard.domain.trigger_index import load
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -98,7 +98,7 @@ async def _engine_bench(db_url: str, args: argparse.Namespace) -> dict[str, Any]
         tick = mpb.PriceTick(asset_id=asset_id(a), best_bid=fmt(p), best_ask=fmt(p + CENT), mid=fmt(p + CENT / 2),
                              received_time_ns=now, kind=mpb.TICK_KIND_PRICE_CHANGE)
         s = time.perf_counter_ns()
-        view = tickview.view(tick, now, max_age)
+        view = tick_view.view(tick, now, max_age)
         out = engine.on_tick(view.asset_id, view.prices, stale=view.stale)
         e = time.perf_counter_ns()
         all_ms.append((e - s) / 1e6)

@@ -1,4 +1,5 @@
-"""Wiring of the guard service: real clients, the core, its consumers and loops, the gRPC server."""
+"""Wiring of the guard service: real clients, the adapters, the coordinator, its consumers and loops, the gRPC
+server."""
 
 from __future__ import annotations
 
@@ -16,24 +17,21 @@ from common.grpcserver import GrpcServer
 from common.logread import read_log_items
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
-from services.guard.adapters import (
-    GrpcControl,
-    GrpcExecutor,
-    RedisMarkets,
-    order_event_stream,
-    tick_stream,
-)
+from services.guard.adapters.control_client import GrpcControl
+from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.market_state import RedisMarkets
+from services.guard.adapters.order_client import GrpcExecutor, order_event_stream
+from services.guard.adapters.perf_store import PerfStore
+from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
+from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.config import Settings
-from services.guard.core import Guard
-from services.guard.exitstore import ExitStore
-from services.guard.perfmon import PerfMonitor
-from services.guard.perfstore import PerfStore
-from services.guard.publish import OutboxPublisher, WatchPublisher
+from services.guard.coordinator import Clients, Guard, Stores, Tuning
+from services.guard.loops import reraise_if_cancelled, stop_tasks
+from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
-from services.guard.store import TriggerStore
-from services.guard.sync import TickFeed, TriggerSync
-from services.guard.tasks import reraise_if_cancelled, stop_tasks
-from services.guard.tickread import log_tick_stream
+from services.guard.tick_feed import TickFeed
+from services.guard.trigger_sync import TriggerSync
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -108,6 +106,14 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], name: st
             log.warning(f"{name} failed", extra={"error": repr(exc)[:300]})
 
 
+def tuning(settings: Settings) -> Tuning:
+    """The coordinator's limits and timings from the service settings."""
+    return Tuning(tick_max_age_s=settings.tick_max_age_s, book_max_age_s=settings.book_max_age_s,
+                  max_slippage_bps=settings.max_slippage_bps, crash_after=settings.crash_after,
+                  fire_concurrency=settings.fire_concurrency, bookkeeping_interval_s=settings.bookkeeping_interval_s,
+                  submitted_mark_delay_s=settings.submitted_mark_delay_s, answers_gather_s=settings.orders_gather_s)
+
+
 async def start(settings: Settings) -> Running:
     """Apply migrations, connect, load armed triggers, start consumers and the gRPC server."""
     db_url = settings.storage.database_url.value
@@ -131,19 +137,15 @@ async def start(settings: Settings) -> Running:
     markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=settings.bookkeeping_interval_s)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
-    guard = Guard(store=triggers, exit_store=ExitStore(pool, utcnow),
-                  executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
-                  outbox=outbox, watch=watch, tick_max_age_s=settings.tick_max_age_s,
-                  book_max_age_s=settings.book_max_age_s, max_slippage_bps=settings.max_slippage_bps,
-                  crash_after=settings.crash_after, fire_concurrency=settings.fire_concurrency,
-                  bookkeeping_interval_s=settings.bookkeeping_interval_s,
-                  submitted_mark_delay_s=settings.submitted_mark_delay_s,
-                  answers_gather_s=settings.orders_gather_s)
+    guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
+                  Clients(executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
+                          outbox=outbox, watch=watch),
+                  tuning(settings))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
-    sync = TriggerSync(redis, guard, check_s=settings.trigger_check_s, initial=guard.start)
+    sync = TriggerSync(redis, guard.changes, check_s=settings.trigger_check_s, initial=guard.start)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
     await guard.catch_up()

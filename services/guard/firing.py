@@ -14,7 +14,8 @@ Order of events for a fire, and what a crash at each point leaves:
    whose SELL was not acknowledged is re-submitted with the same bytes.
 3. The executor is idempotent by client order id: a second submission sends nothing. Its answer
    (and any order event) is applied only once the decision is committed.
-4. ``submitted_at`` is set. Crash before → one more (duplicate, harmless) submission at start-up.
+4. ``submitted_at`` is set (in batches, by :class:`SubmittedMarker`). Crash before → one more (duplicate,
+   harmless) submission at start-up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +35,14 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
-from services.guard import orders, sizing
-from services.guard.engine import Cancelled, Fired
-from services.guard.model import Kind, Move, Reason, State, still_fires
-from services.guard.ports import Executor, Markets, SubmitRejected
-from services.guard.publish import SubmittedMarker
-from services.guard.rows import TriggerRow, client_order_id
-from services.guard.store import FireDecision, FireFacts, FireResult, TickInfo, TriggerStore
-from services.guard.tasks import reraise_if_cancelled
+from services.guard.domain import sell_orders, sell_sizing
+from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import Cancelled, Fired
+from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
+from services.guard.domain.trigger_rows import TriggerRow, client_order_id
+from services.guard.loops import Kicked, reraise_if_cancelled
+from services.guard.ports import Executor, FireRecords, Markets, SubmitRejected
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -81,11 +82,26 @@ class FireStats:
     stages_ms: deque[tuple[float, float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
     before_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
+    def summary(self) -> dict[str, Any]:
+        """Counters and the median stage durations for the periodic stats log."""
+        stages = sorted(self.stages_ms, key=sum)
+        fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        if stages:
+            mid = stages[len(stages) // 2]
+            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
+                                      "submit": round(mid[3], 2)}
+        before = sorted(self.before_ms, key=sum)
+        if before:
+            mid4 = before[len(before) // 2]
+            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
+                                             "handled_to_fire_task": round(mid4[1], 2)}
+        return fire
+
 
 class Firer:
     """Turns the engine's fire decisions into recorded FIRED triggers and SELLs."""
 
-    def __init__(self, store: TriggerStore, executor: Executor, markets: Markets, *,
+    def __init__(self, store: FireRecords, executor: Executor, markets: Markets, *,
                  on_order_event: Callable[[epb.OrderEvent], object],
                  rearm: Callable[..., object],
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
@@ -139,9 +155,9 @@ class Firer:
                 if facts.resolved:  # settled with its market: the shares pay out, no SELL can be sent
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
-                size = sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
-                                        in_flight=facts.in_flight,
-                                        min_order_size=market.min_order_size if market else ZERO)
+                size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
+                                             in_flight=facts.in_flight,
+                                             min_order_size=market.min_order_size if market else ZERO)
                 if not size.sendable and facts.in_flight > 0:
                     # another SELL on this position is still settling: decide again once it has
                     return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value, held=size.available)
@@ -149,7 +165,7 @@ class Firer:
                     state = State.CANCELLED if size.reason is Reason.NO_POSITION else State.FAILED
                     return FireDecision(state, size.reason.value, held=size.available)
                 coid = client_order_id(row.id, row.fire_count + 1)
-                ctx = orders.SellContext(
+                ctx = sell_orders.SellContext(
                     condition_id=facts.condition_id or (market.condition_id if market else ""),
                     tick_size=market.tick_size if market else ZERO,
                     min_order_size=market.min_order_size if market else ZERO,
@@ -159,8 +175,8 @@ class Firer:
                 order_trace = cpb.TraceContext()
                 inject(order_trace)  # the fire's span, a child of the tick's trace
                 now_ns = self.clock_ns()
-                order = orders.build_sell(row, client_order_id=coid, size=size.size, price=fired.price, ctx=ctx,
-                                          now_ns=now_ns, trace=order_trace)
+                order = sell_orders.build_sell(row, client_order_id=coid, size=size.size, price=fired.price,
+                                               ctx=ctx, now_ns=now_ns, trace=order_trace)
                 if tick.received_time_ns:
                     _TICK_TO_ORDER.record((now_ns - tick.received_time_ns) / 1e6)
                 built.append(order)
@@ -293,3 +309,36 @@ def _consume(task: asyncio.Task[object]) -> None:
     """Retrieve the outcome of a SELL sent for a fire that was not recorded (logged, never raised)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("SELL of an unrecorded fire failed", extra={"error": repr(task.exception())[:300]})
+
+
+class SubmittedMarker(Kicked):
+    """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
+
+    def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]], *,
+                 min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
+        # A mark that is late (or lost in a crash) only means one more, harmless, submission at start-up:
+        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL; and a SELL that
+        # settles within ``delay_s`` (the settle records submitted_at) needs none at all.
+        super().__init__("submitted marker", min_interval_s=min_interval_s, delay_s=delay_s)
+        self.mark = mark
+        self.pending: dict[str, str] = {}
+
+    def add(self, trigger_id: str, order_id: str) -> None:
+        """Queue one acknowledged SELL."""
+        self.pending[trigger_id] = order_id
+        self.kick()
+
+    def discard(self, trigger_id: str, order_id: str) -> None:
+        """Drop a queued mark that is already recorded (the SELL settled, which sets ``submitted_at``)."""
+        if self.pending.get(trigger_id) == order_id:
+            del self.pending[trigger_id]
+
+    async def step(self) -> None:
+        """Write everything queued."""
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await self.mark(list(batch.items()))
+            except BaseException:
+                self.pending = {**batch, **self.pending}
+                raise

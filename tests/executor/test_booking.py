@@ -12,8 +12,8 @@ import pytest
 from common.storage import create_pool
 from services.executor import booking
 from services.executor.model import PAPER, Booking, Ticket
-from services.guard import perf
-from services.guard.perfstore import PerfStore
+from services.guard.adapters.perf_store import PerfStore
+from services.guard.domain import perf_rules
 from tests.executor.conftest import make_order
 from tradingtools.common.v1 import common_pb2 as cpb
 
@@ -51,6 +51,6 @@ async def test_fills_keep_the_fee_shares_of_a_buy(db_url: str, buy_fee: str, sel
         # guard folds the same rows to the same holding and PnL
         fills, _ = await PerfStore(pool, lambda: datetime.now(UTC)).fills_since("sub_1", None)
         assert [f.fee_shares for f in fills] == fees
-        assert perf.fold(fills) == perf.Ledger(realized, {})
+        assert perf_rules.fold(fills) == perf_rules.Ledger(realized, {})
     finally:
         await pool.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from services.guard.core import Guard
-from services.guard.engine import load
-from services.guard.model import TriggerSpec
-from services.guard.store import TickInfo
+from services.guard.coordinator import Clients, Guard, Stores
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import load
+from services.guard.domain.trigger_model import TriggerSpec
 from tradingtools.market.v1 import market_pb2 as mpb
 
 NOW_NS = 1_700_000_000_000_000_000
@@ -41,8 +41,9 @@ class _Kick:
 def in_process_guard(specs: list[TriggerSpec], *, stub_fires: bool = False) -> tuple[Guard, FakeStore]:
     """A guard watching ``specs`` at ``NOW_NS``; ``stub_fires``: fires are decided but nothing is recorded."""
     store = FakeStore()
-    guard = Guard(store=store, exit_store=None, executor=None, markets=None,  # type: ignore[arg-type]
-                  outbox=_Kick(), watch=_Kick(), clock_ns=lambda: NOW_NS)  # type: ignore[arg-type]
+    guard = Guard(Stores(triggers=store, exits=None),  # type: ignore[arg-type]
+                  Clients(executor=None, markets=None, outbox=_Kick(), watch=_Kick()),  # type: ignore[arg-type]
+                  clock_ns=lambda: NOW_NS)
     guard.engine = load(specs)
     if stub_fires:
         async def no_fire(*_a: Any) -> None:

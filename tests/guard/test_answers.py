@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from services.guard.orderflow import Answers
+from services.guard.order_flow import Answers
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 

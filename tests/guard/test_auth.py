@@ -11,7 +11,8 @@ import pytest
 
 from common.config import Secret
 from common.grpcclient import channel
-from services.guard.adapters import GrpcControl, GrpcExecutor
+from services.guard.adapters.control_client import GrpcControl
+from services.guard.adapters.order_client import GrpcExecutor
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import StandIns
 from tests.helpers import INTERNAL, rpc_code

@@ -156,19 +156,20 @@ async def test_copy_exit_fires_and_partial_rung_leaves_the_rest_armed(
 
 
 def test_order_outcomes() -> None:
-    from services.guard import orders
-    from services.guard.model import Move
+    from services.guard.domain import sell_orders
+    from services.guard.domain.trigger_model import Move
 
     def ev(kind: int, filled: str = "", reason: str = "") -> epb.OrderEvent:
         return epb.OrderEvent(type=kind, filled_size=filled, avg_price="0.5", reason=reason)  # type: ignore[arg-type]
 
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_FILLED, "10")).move is Move.FILL
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED, "4")).move is Move.FILL
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED)).reason == "ORDER_CANCELLED"
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_REJECTED, reason="INSUFFICIENT_DEPTH")).reason == "INSUFFICIENT_DEPTH"
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_LOST)).move is Move.FAIL
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PLACED)).move is None
-    assert orders.outcome(ev(epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED, "3")).move is None
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_FILLED, "10")).move is Move.FILL
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED, "4")).move is Move.FILL
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_CANCELLED)).reason == "ORDER_CANCELLED"
+    rejected = ev(epb.ORDER_EVENT_TYPE_REJECTED, reason="INSUFFICIENT_DEPTH")
+    assert sell_orders.outcome(rejected).reason == "INSUFFICIENT_DEPTH"
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_LOST)).move is Move.FAIL
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_PLACED)).move is None
+    assert sell_orders.outcome(ev(epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED, "3")).move is None
 
 
 @pytest.mark.parametrize("source", ["grpc", "log"])

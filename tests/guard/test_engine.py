@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.guard.engine import Engine, Prices, load
-from services.guard.model import Kind, Reason, Source, TriggerSpec
-from services.guard.ticks import inside_band
-from services.guard.trailing import TrailBook
+from services.guard.domain.tick_view import inside_band
+from services.guard.domain.trailing import TrailBook
+from services.guard.domain.trigger_index import Engine, Prices, load
+from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec
 
 D = Decimal
 A = "asset-1"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.guard.core import Guard
-from services.guard.model import Kind, TriggerSpec
+from services.guard.coordinator import Guard
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.conftest import GuardFactory
 from tests.guard.inprocess import FakeStore, in_process_guard, price_tick
 from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row, wait_connected
@@ -58,7 +58,7 @@ async def test_a_held_trigger_patched_while_held_is_released_by_the_next_fresh_t
     guard.handle_tick(_tick("0.50"))
     held = guard.handle_tick(_tick("0.35", age_s=5))  # stale crossing price: held (row -> BOOK_STALE)
     assert [h.spec.id for h in held.held] == ["s"]
-    # the user PATCHes the stop-loss down to 0.30 while it is held; reload applies it as core.reload does
+    # the user PATCHes the stop-loss down to 0.30 while it is held; reload applies it as TriggerChanges.reload does
     guard.engine.upsert(TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.30")))
     guard.changed(A)
     out = guard.handle_tick(_tick("0.45"))  # fresh, does not cross: the hold must be released

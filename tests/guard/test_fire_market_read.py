@@ -14,10 +14,11 @@ import pytest
 from common.ids import hash_id
 from common.marketstate import MarketInfo
 from common.storage import create_pool
-from services.guard.engine import Fired
+from services.guard.adapters.trigger_store import TriggerStore
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import Fired
+from services.guard.domain.trigger_model import State
 from services.guard.firing import Firer
-from services.guard.model import State
-from services.guard.store import TickInfo, TriggerStore
 from tests.guard.standins import CONDITION, db, insert_trigger, set_position, trigger_row
 from tradingtools.execution.v1 import execution_pb2 as epb
 

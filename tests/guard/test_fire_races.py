@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from services.guard.rows import client_order_id
+from services.guard.domain.trigger_rows import client_order_id
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
     ASSET,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.guard.model import Kind, TriggerSpec
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.conftest import GuardFactory
 from tests.guard.inprocess import in_process_guard, price_tick
 from tests.guard.standins import (

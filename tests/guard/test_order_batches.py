@@ -13,9 +13,10 @@ from psycopg.pq import TransactionStatus
 
 from common.marketstate import MarketInfo
 from common.storage import create_pool
-from services.guard.core import Guard
-from services.guard.exitstore import CopyFill, ExitStore
-from services.guard.store import TriggerStore
+from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.trigger_store import TriggerStore
+from services.guard.coordinator import Clients, Guard, Stores
+from services.guard.domain.exit_plans import CopyFill
 from tests.guard.standins import (
     BUY,
     CONDITION,
@@ -131,8 +132,8 @@ def _clock() -> datetime:
 
 
 def _guard(pool: Any) -> Guard:
-    return Guard(store=TriggerStore(pool, _clock), exit_store=ExitStore(pool, _clock), executor=None,  # type: ignore[arg-type]
-                 markets=_Markets(), outbox=_Kick(), watch=_Kick())  # type: ignore[arg-type]
+    return Guard(Stores(triggers=TriggerStore(pool, _clock), exits=ExitStore(pool, _clock)),
+                 Clients(executor=None, markets=_Markets(), outbox=_Kick(), watch=_Kick()))  # type: ignore[arg-type]
 
 
 async def _reset(conn: Any) -> None:

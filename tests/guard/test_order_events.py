@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.guard.core import Guard
-from services.guard.exitstore import ExitsChange
-from services.guard.model import Move, State
+from services.guard.coordinator import Clients, Guard, Stores
+from services.guard.domain.exit_plans import ExitsChange
+from services.guard.domain.trigger_model import Move, State
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -51,8 +51,8 @@ class _Kick:
 
 
 def _guard(store: _Store) -> Guard:
-    return Guard(store=store, exit_store=_Exits(), executor=None, markets=None,  # type: ignore[arg-type]
-                 outbox=_Kick(), watch=_Kick())  # type: ignore[arg-type]
+    return Guard(Stores(triggers=store, exits=_Exits()),  # type: ignore[arg-type]
+                 Clients(executor=None, markets=None, outbox=_Kick(), watch=_Kick()))  # type: ignore[arg-type]
 
 
 def _ev(kind: int, *, trigger_id: str = "trg_1", filled: str = "0") -> epb.OrderEvent:

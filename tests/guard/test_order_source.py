@@ -12,7 +12,7 @@ import pytest
 from common.grpcserver import start_server
 from common.streams import START_OLDEST, DurableLog, create_stream_redis, serve_log, serve_log_batches
 from services.executor.servicer import order_event_batch, order_event_entry
-from services.guard.adapters import order_event_stream
+from services.guard.adapters.order_client import order_event_stream
 from tests.helpers import INTERNAL, internal_channel
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc

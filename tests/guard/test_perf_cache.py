@@ -22,8 +22,8 @@ from psycopg.rows import dict_row
 from common.storage import create_pool
 from services.executor.booking import book
 from services.executor.model import Booking, Ticket
-from services.guard.perfmon import PerfMonitor
-from services.guard.perfstore import PerfStore
+from services.guard.adapters.perf_store import PerfStore
+from services.guard.perf_monitor import PerfMonitor
 from tests.guard.standins import ASSET, WALLET, WALLET_ID, db, insert_subscription, now
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb

@@ -9,7 +9,7 @@ import pytest
 
 from common.ids import new_id
 from common.marketstate import BookSnapshot, write_book
-from services.guard import perf
+from services.guard.domain import perf_rules
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import ASSET, CONDITION, WALLET_ID, StandIns, db, insert_subscription
 from tests.helpers import INTERNAL_TOKEN, eventually
@@ -53,7 +53,7 @@ async def test_loss_stop_pauses_the_subscription_once(db_url: str, redis: Any, s
     call = calls[0]
     assert call.authorization == f"Bearer {INTERNAL_TOKEN}"  # the internal token, never the backend's
     assert (call.request.id, call.request.action) == ("sub_loss", ctl.PERF_ACTION_PAUSE)
-    assert call.request.decision_id == perf.loss_stop_id("sub_loss", 0)
+    assert call.request.decision_id == perf_rules.loss_stop_id("sub_loss", 0)
     assert "LOSS_STOP" in call.request.reason
 
     async def recorded() -> dict[str, Any] | None:
@@ -128,7 +128,7 @@ async def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(
     await _fill_row(conn, "sub_loss", "BUY", "1000", "0.50")
     await eventually(lambda: len(calls) == 2)
     assert (calls[1].request.action, calls[1].request.decision_id) == (ctl.PERF_ACTION_PAUSE,
-                                                                         perf.loss_stop_id("sub_loss", 1))
+                                                                         perf_rules.loss_stop_id("sub_loss", 1))
     assert "when resumed" in calls[1].request.reason
     assert running.perf.stats.resumes == 1
     await conn.close()

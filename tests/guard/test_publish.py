@@ -14,8 +14,10 @@ from common.config import ConfigError
 from common.marketstate import WATCH_TRIGGERS
 from common.storage import create_pool
 from common.streams import DurableLog, create_stream_redis
+from services.guard.adapters.publishers import PRUNE, OutboxPublisher, WatchPublisher
 from services.guard.config import Settings
-from services.guard.publish import PRUNE, Kicked, OutboxPublisher, SubmittedMarker, WatchPublisher
+from services.guard.firing import SubmittedMarker
+from services.guard.loops import Kicked
 from tests.helpers import INTERNAL_ENV, eventually, plan_scans
 
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.executor.positions import Position, apply_fill
-from services.guard import exits, perf, sizing, ticks
-from services.guard.engine import Prices, load
-from services.guard.model import IllegalTransition, Kind, Move, Reason, Source, State, TriggerSpec, apply
+from services.guard.domain import exit_plans, perf_rules, sell_sizing, tick_view
+from services.guard.domain.trigger_index import Prices, load
+from services.guard.domain.trigger_model import IllegalTransition, Kind, Move, Reason, Source, State, TriggerSpec, apply
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
@@ -54,7 +54,7 @@ def test_illegal_transitions_raise(state: State, move: Move) -> None:
 ])
 def test_sell_size(size: str, fraction: str, held: str, in_flight: str, minimum: str, expected: str,
                    reason: Reason) -> None:
-    out = sizing.sell_size(size=D(size), sell_fraction=D(fraction), held=D(held), in_flight=D(in_flight),
+    out = sell_sizing.sell_size(size=D(size), sell_fraction=D(fraction), held=D(held), in_flight=D(in_flight),
                            min_order_size=D(minimum))
     assert (out.size, out.reason) == (D(expected), reason)
 
@@ -65,7 +65,7 @@ def test_sell_size(size: str, fraction: str, held: str, in_flight: str, minimum:
        st.decimals(min_value=0, max_value=10, places=1))
 def test_sell_size_never_exceeds_what_is_held_and_never_sends_below_minimum(
         size: Decimal, fraction: Decimal, held: Decimal, in_flight: Decimal, minimum: Decimal) -> None:
-    out = sizing.sell_size(size=size, sell_fraction=fraction if size == 0 else D(0), held=held,
+    out = sell_sizing.sell_size(size=size, sell_fraction=fraction if size == 0 else D(0), held=held,
                            in_flight=in_flight, min_order_size=minimum)
     assert 0 <= out.size <= max(held - in_flight, D(0))
     if out.sendable:
@@ -75,13 +75,13 @@ def test_sell_size_never_exceeds_what_is_held_and_never_sends_below_minimum(
 
 
 def test_exit_plan_prices_from_entry_and_skips_unreachable_exits() -> None:
-    config = exits.ExitsConfig.from_json({
+    config = exit_plans.ExitsConfig.from_json({
         "takeProfitPct": "40", "stopLossPct": "25", "trailingStopPct": "10",
         "ladder": [{"gainPct": "20", "sellFraction": "0.5"}, {"gainPct": "50", "sellFraction": "1"},
                    {"gainPct": "300", "sellFraction": "1"}],
     })
-    group = exits.group_id("w_1", "123", "co_open")
-    out = exits.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
+    group = exit_plans.group_id("w_1", "123", "co_open")
+    out = exit_plans.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
     got = {e.name: (e.kind, e.trigger_price, e.trail_pct, e.high_water_mark, e.sell_fraction) for e in out.exits}
     assert got == {
         "take_profit": (Kind.TAKE_PROFIT, D("0.52"), D(0), D(0), D(1)),  # 0.518 rounded up to the tick
@@ -91,15 +91,15 @@ def test_exit_plan_prices_from_entry_and_skips_unreachable_exits() -> None:
         "ladder_1": (Kind.TAKE_PROFIT, D("0.56"), D(0), D(0), D(1)),  # 0.555 up
     }
     assert out.skipped == (("ladder_2", "PRICE_ABOVE_MAX"),)
-    again = exits.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
+    again = exit_plans.plan(config, oco_group=group, entry_price=D("0.37"), tick_size=D("0.01"))
     assert [e.id for e in again.exits] == [e.id for e in out.exits]  # deterministic ids
 
 
 def test_a_copy_trailing_stop_trails_the_bid_from_the_first_one_not_the_entry() -> None:
     """Bought at the ask (0.55) with the book at 0.52 / 0.55: a 5 % trailing stop seeded with the entry would
     fire on the first bid; its mark starts at that bid instead, so it fires only 5 % below the highest bid."""
-    plan = exits.plan(exits.ExitsConfig(trailing_stop_pct=D(5)), oco_group="grp", entry_price=D("0.55"),
-                      tick_size=D("0.01"))
+    plan = exit_plans.plan(exit_plans.ExitsConfig(trailing_stop_pct=D(5)), oco_group="grp", entry_price=D("0.55"),
+                           tick_size=D("0.01"))
     (trail,) = plan.exits
     engine = load([TriggerSpec(trail.id, "asset", Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=trail.trail_pct,
                                high_water_mark=trail.high_water_mark, oco_group="grp")])
@@ -116,7 +116,8 @@ def test_a_copy_trailing_stop_trails_the_bid_from_the_first_one_not_the_entry() 
     ({}, "0.5", ()),
 ])
 def test_exit_plan_skips(data: dict[str, object], entry: str, skipped: tuple[tuple[str, str], ...]) -> None:
-    out = exits.plan(exits.ExitsConfig.from_json(data), oco_group="g", entry_price=D(entry), tick_size=D("0.01"))
+    out = exit_plans.plan(exit_plans.ExitsConfig.from_json(data), oco_group="g", entry_price=D(entry),
+                          tick_size=D("0.01"))
     assert out.skipped == skipped
 
 
@@ -132,23 +133,23 @@ def test_exit_plan_skips(data: dict[str, object], entry: str, skipped: tuple[tup
 ])
 def test_exit_plan_without_the_exits_a_user_removed(names: frozenset[str], kept: tuple[str, ...],
                                                     skipped: tuple[tuple[str, str], ...]) -> None:
-    config = exits.ExitsConfig.from_json({"takeProfitPct": "40", "stopLossPct": "25",
+    config = exit_plans.ExitsConfig.from_json({"takeProfitPct": "40", "stopLossPct": "25",
                                           "ladder": [{"gainPct": "20", "sellFraction": "0.5"},
                                                      {"gainPct": "300", "sellFraction": "1"}]})
-    full = exits.plan(config, oco_group="g", entry_price=D("0.4"), tick_size=D("0.01"))
-    out = exits.without(full, names, "CANCELLED_BY_USER")
+    full = exit_plans.plan(config, oco_group="g", entry_price=D("0.4"), tick_size=D("0.01"))
+    out = exit_plans.without(full, names, "CANCELLED_BY_USER")
     assert tuple(e.name for e in out.exits) == kept and out.skipped == skipped
-    assert all(e.id == exits.exit_id("g", e.name) for e in out.exits)
+    assert all(e.id == exit_plans.exit_id("g", e.name) for e in out.exits)
 
 
 def test_resize_scales_size_based_exits_only() -> None:
-    assert exits.resized(D(10), D(100), D(150)) == D(15)
-    assert exits.resized(D(0), D(100), D(150)) == D(0)
-    assert exits.resized(D(10), D(0), D(150)) == D(10)
+    assert exit_plans.resized(D(10), D(100), D(150)) == D(15)
+    assert exit_plans.resized(D(0), D(100), D(150)) == D(0)
+    assert exit_plans.resized(D(10), D(0), D(150)) == D(10)
 
 
-def _fill(asset: str, side: str, size: str, price: str, fee: str = "0") -> perf.FillRow:
-    return perf.FillRow(asset, side, D(size), D(price), D(size) * D(price), D(fee))
+def _fill(asset: str, side: str, size: str, price: str, fee: str = "0") -> perf_rules.FillRow:
+    return perf_rules.FillRow(asset, side, D(size), D(price), D(size) * D(price), D(fee))
 
 
 @pytest.mark.parametrize(("fills", "marks", "realized", "unrealized", "unmarked"), [
@@ -163,9 +164,9 @@ def _fill(asset: str, side: str, size: str, price: str, fee: str = "0") -> perf.
     ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "98", "0.5")], {"a": D("0.5")}, "-1", "0", ()),
     ([_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "49", "0.6")], {"a": D("0.5")}, "4.4", "-0.5", ()),
 ])
-def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str, unrealized: str,
+def test_pnl(fills: list[perf_rules.FillRow], marks: dict[str, Decimal], realized: str, unrealized: str,
              unmarked: tuple[str, ...]) -> None:
-    out = perf.pnl(fills, marks)
+    out = perf_rules.pnl(fills, marks)
     assert (out.realized, out.unrealized, out.unmarked) == (D(realized), D(unrealized), unmarked)
 
 
@@ -177,9 +178,10 @@ def test_pnl(fills: list[perf.FillRow], marks: dict[str, Decimal], realized: str
     ([_fill("a", "BUY", "3", "0.5")], {"a": D("0.3333333")}, "-0.500000"),  # 0.9999999 - 1.5, to USDC's unit
     ([_fill("a", "BUY", "7", "0.1234567")], {"a": D("0.2")}, "0.535803"),
 ])
-def test_unrealized_shown_in_stats(fills: list[perf.FillRow] | None, marks: dict[str, Decimal], shown: str) -> None:
-    book = perf.holdings(fills) if fills is not None else None
-    value = perf.unrealized_usd(book, marks)
+def test_unrealized_shown_in_stats(fills: list[perf_rules.FillRow] | None, marks: dict[str, Decimal],
+                                   shown: str) -> None:
+    book = perf_rules.holdings(fills) if fills is not None else None
+    value = perf_rules.unrealized_usd(book, marks)
     assert value == D(shown) and str(value) == shown
 
 
@@ -195,10 +197,10 @@ def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[
     # fee in percent of the size: none, usual ones, and one that takes every share
     fills = [_fill(a, side, str(size), f"0.{price:02d}", str(D(size) * fee / 100))
              for a, side, size, price, fee in raw]
-    whole = perf.fold(fills)
-    assert perf.fold(fills[cut:], perf.fold(fills[:cut])) == whole
-    assert perf.open_holdings(whole) == perf.holdings(fills)
-    assert all(shares > 0 for shares, _ in perf.holdings(fills).held.values())
+    whole = perf_rules.fold(fills)
+    assert perf_rules.fold(fills[cut:], perf_rules.fold(fills[:cut])) == whole
+    assert perf_rules.open_holdings(whole) == perf_rules.holdings(fills)
+    assert all(shares > 0 for shares, _ in perf_rules.holdings(fills).held.values())
     assert all(shares > 0 for shares, _ in whole.assets.values())  # closed assets are not kept
 
 
@@ -224,55 +226,56 @@ def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[
     ([_fill("a", "BUY", "10", "0.5"), _fill("a", "SELL", "10", "0.5", "1")], {}, "0"),
     ([_fill("a", "BUY", "10", "0.5", "-1")], {"a": (D(10), D(5))}, "0"),
 ])
-def test_fold_keeps_open_assets_only(fills: list[perf.FillRow], assets: dict[str, tuple[Decimal, Decimal]],
+def test_fold_keeps_open_assets_only(fills: list[perf_rules.FillRow], assets: dict[str, tuple[Decimal, Decimal]],
                                      realized: str) -> None:
-    ledger = perf.fold(fills)
+    ledger = perf_rules.fold(fills)
     assert ledger.assets == assets and ledger.realized == D(realized)
 
 
 @pytest.mark.parametrize(("fee", "sell_price"), [("2", "0.5"), ("0.37", "0.61"), ("0", "0.42"), ("5.5", "0.07")])
 def test_fold_holds_and_realizes_what_the_executor_books(fee: str, sell_price: str) -> None:
     buy = apply_fill(Position(), buying=True, size=D(100), price=D("0.5"), fee_shares=D(fee), notional=D(50))
-    assert perf.fold([_fill("a", "BUY", "100", "0.5", fee)]).assets == {"a": (buy.position.size, D(50))}
+    assert perf_rules.fold([_fill("a", "BUY", "100", "0.5", fee)]).assets == {"a": (buy.position.size, D(50))}
     sell = apply_fill(buy.position, buying=False, size=buy.position.size, price=D(sell_price))
-    ledger = perf.fold([_fill("a", "BUY", "100", "0.5", fee), _fill("a", "SELL", str(buy.position.size), sell_price)])
+    ledger = perf_rules.fold([_fill("a", "BUY", "100", "0.5", fee),
+                              _fill("a", "SELL", str(buy.position.size), sell_price)])
     assert ledger.assets == {} and sell.position.size == 0
     assert abs(ledger.realized - sell.realized_pnl_usd) < D("0.0001")
 
 
 def test_loss_stop_counts_a_loss_made_of_fee_shares() -> None:
     fills = [_fill("a", "BUY", "100", "0.5", "2"), _fill("a", "SELL", "98", "0.5")]
-    result = perf.pnl(fills, {"a": D("0.5")})
+    result = perf_rules.pnl(fills, {"a": D("0.5")})
     assert result.total == D(-1) and not result.held
-    decision = perf.decide("sub_1", perf.PerfRules(loss_stop_usd=D(1)), result, pauses_before=0,
+    decision = perf_rules.decide("sub_1", perf_rules.PerfRules(loss_stop_usd=D(1)), result, pauses_before=0,
                            scaled_ids=frozenset())
-    assert decision is not None and decision.action is perf.Action.PAUSE
+    assert decision is not None and decision.action is perf_rules.Action.PAUSE
 
 
-def _pnl(total: str) -> perf.Pnl:
-    return perf.Pnl(D(total), D(0), {})
+def _pnl(total: str) -> perf_rules.Pnl:
+    return perf_rules.Pnl(D(total), D(0), {})
 
 
 @pytest.mark.parametrize(("rules", "total", "pauses", "scaled", "action"), [
-    (perf.PerfRules(D(400)), "-400", 0, False, perf.Action.PAUSE),
-    (perf.PerfRules(D(400)), "-399.99", 0, False, None),
-    (perf.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, False, perf.Action.SCALE),
-    (perf.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, True, None),
-    (perf.PerfRules(D(0), D(1000), D("1.5")), "999", 0, False, None),
-    (perf.PerfRules(D(400), D(1000), D("1.5")), "-500", 2, False, perf.Action.PAUSE),
-    (perf.PerfRules(), "-10000", 0, False, None),
+    (perf_rules.PerfRules(D(400)), "-400", 0, False, perf_rules.Action.PAUSE),
+    (perf_rules.PerfRules(D(400)), "-399.99", 0, False, None),
+    (perf_rules.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, False, perf_rules.Action.SCALE),
+    (perf_rules.PerfRules(D(0), D(1000), D("1.5")), "1000", 0, True, None),
+    (perf_rules.PerfRules(D(0), D(1000), D("1.5")), "999", 0, False, None),
+    (perf_rules.PerfRules(D(400), D(1000), D("1.5")), "-500", 2, False, perf_rules.Action.PAUSE),
+    (perf_rules.PerfRules(), "-10000", 0, False, None),
 ])
-def test_perf_decisions(rules: perf.PerfRules, total: str, pauses: int, scaled: bool,
-                        action: perf.Action | None) -> None:
-    scale_id = perf.profit_scale_id("sub_1", rules.profit_scale_at_usd, rules.profit_scale_multiplier)
-    out = perf.decide("sub_1", rules, _pnl(total), pauses_before=pauses,
+def test_perf_decisions(rules: perf_rules.PerfRules, total: str, pauses: int, scaled: bool,
+                        action: perf_rules.Action | None) -> None:
+    scale_id = perf_rules.profit_scale_id("sub_1", rules.profit_scale_at_usd, rules.profit_scale_multiplier)
+    out = perf_rules.decide("sub_1", rules, _pnl(total), pauses_before=pauses,
                       scaled_ids=frozenset({scale_id}) if scaled else frozenset(),
                       scaled_to=rules.profit_scale_multiplier if scaled else None)
     assert (out.action if out else None) == action
-    if out is not None and action is perf.Action.PAUSE:
-        assert out.decision_id == perf.loss_stop_id("sub_1", pauses)
+    if out is not None and action is perf_rules.Action.PAUSE:
+        assert out.decision_id == perf_rules.loss_stop_id("sub_1", pauses)
         assert out.reason.startswith("LOSS_STOP") and total in out.reason
-    if out is not None and action is perf.Action.SCALE:
+    if out is not None and action is perf_rules.Action.SCALE:
         assert out.decision_id == scale_id and out.multiplier == D("1.5")
 
 
@@ -287,11 +290,11 @@ def test_perf_decisions(rules: perf.PerfRules, total: str, pauses: int, scaled: 
 ])
 def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(resumed_at: str | None, total: str,
                                                                    fires: bool) -> None:
-    out = perf.decide("sub_1", perf.PerfRules(D(400)), _pnl(total), pauses_before=1, scaled_ids=frozenset(),
+    out = perf_rules.decide("sub_1", perf_rules.PerfRules(D(400)), _pnl(total), pauses_before=1, scaled_ids=frozenset(),
                       resumed_at_pnl=D(resumed_at) if resumed_at is not None else None)
-    assert (out is not None and out.action is perf.Action.PAUSE) is fires
+    assert (out is not None and out.action is perf_rules.Action.PAUSE) is fires
     if out is not None:
-        assert out.decision_id == perf.loss_stop_id("sub_1", 1)
+        assert out.decision_id == perf_rules.loss_stop_id("sub_1", 1)
 
 
 def test_profit_scale_follows_each_multiplier_change_once() -> None:
@@ -301,8 +304,8 @@ def test_profit_scale_follows_each_multiplier_change_once() -> None:
     applied: list[str] = []
     scaled_to = None
     for multiplier, expect in (("1.5", True), ("1.5", False), ("2", True), ("2", False), ("1.5", True)):
-        rules = perf.PerfRules(D(0), D(1000), D(multiplier))
-        out = perf.decide("sub_1", rules, _pnl("1000"), pauses_before=0, scaled_ids=frozenset(scaled),
+        rules = perf_rules.PerfRules(D(0), D(1000), D(multiplier))
+        out = perf_rules.decide("sub_1", rules, _pnl("1000"), pauses_before=0, scaled_ids=frozenset(scaled),
                           scaled_to=scaled_to)
         assert (out is not None) is expect, multiplier
         if out is not None:
@@ -311,15 +314,15 @@ def test_profit_scale_follows_each_multiplier_change_once() -> None:
             scaled_to = out.multiplier
             applied.append(multiplier)
     assert applied == ["1.5", "2", "1.5"]
-    first = perf.profit_scale_id("sub_1", D(1000), D("1.5"))
+    first = perf_rules.profit_scale_id("sub_1", D(1000), D("1.5"))
     assert first in scaled  # the first scale keeps the id it always had
 
 
 def test_perf_rules_from_json() -> None:
-    rules = perf.PerfRules.from_json({"lossStopUsd": "400", "profitScaleAtUsd": "1000",
+    rules = perf_rules.PerfRules.from_json({"lossStopUsd": "400", "profitScaleAtUsd": "1000",
                                       "profitScaleMultiplier": "1.5"})
-    assert rules == perf.PerfRules(D(400), D(1000), D("1.5")) and rules.active
-    assert not perf.PerfRules.from_json({}).active
+    assert rules == perf_rules.PerfRules(D(400), D(1000), D("1.5")) and rules.active
+    assert not perf_rules.PerfRules.from_json({}).active
 
 
 NOW = 1_700_000_000_000_000_000
@@ -335,7 +338,7 @@ MAX_AGE = 2_000_000_000
     (mpb.PriceTick(asset_id="a", best_bid="0.5"), True),
 ])
 def test_tick_staleness(tick: mpb.PriceTick, stale: bool) -> None:
-    assert ticks.view(tick, NOW, MAX_AGE).stale is stale
+    assert tick_view.view(tick, NOW, MAX_AGE).stale is stale
 
 
 @pytest.mark.parametrize("bad", [
@@ -343,12 +346,12 @@ def test_tick_staleness(tick: mpb.PriceTick, stale: bool) -> None:
     mpb.PriceTick(asset_id="a", last_trade_price="-0.1"), mpb.PriceTick(best_bid="0.5"),
 ])
 def test_malformed_ticks_raise(bad: mpb.PriceTick) -> None:
-    with pytest.raises(ticks.BadTick):
-        ticks.view(bad, NOW, MAX_AGE)
+    with pytest.raises(tick_view.BadTick):
+        tick_view.view(bad, NOW, MAX_AGE)
 
 
 def test_tick_prices_and_resolution() -> None:
-    out = ticks.view(mpb.PriceTick(asset_id="a", condition_id="c", best_bid="0.4", best_ask="0.6", mid="0.5",
+    out = tick_view.view(mpb.PriceTick(asset_id="a", condition_id="c", best_bid="0.4", best_ask="0.6", mid="0.5",
                                    kind=mpb.TICK_KIND_MARKET_RESOLVED, winning_asset_id="b",
                                    received_time_ns=NOW), NOW, MAX_AGE)
     assert (out.prices.best_bid, out.prices.mid, out.prices.last_trade) == (D("0.4"), D("0.5"), None)

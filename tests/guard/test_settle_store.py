@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from common.storage import create_pool
-from services.guard.model import Move
-from services.guard.store import TriggerStore
+from services.guard.adapters.trigger_store import TriggerStore
+from services.guard.domain.trigger_model import Move
 from tests.guard.standins import db, insert_trigger, trigger_row
 from tests.helpers import eventually
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.guard.model import Kind, Source, TriggerSpec, fires_at, still_fires
+from services.guard.domain.trigger_model import Kind, Source, TriggerSpec, fires_at, still_fires
 
 D = Decimal
 TP = TriggerSpec("t", "a", Kind.TAKE_PROFIT, trigger_price=D("0.70"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.guard import ticks
-from services.guard.core import Guard
-from services.guard.model import Kind, TriggerSpec
+from services.guard.coordinator import Guard
+from services.guard.domain import tick_view
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from tests.guard.inprocess import NOW_NS, FakeStore, in_process_guard, price_tick
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -30,7 +30,7 @@ async def test_a_stale_tick_inside_the_band_of_a_held_asset_is_skipped_and_a_fre
     held = await guard.on_tick(_tick("0.35", age_s=5))  # crosses the stop-loss on a stale price: held
     assert [h.spec.id for h in held.held] == ["s"]
     for bid in ("0.45", "0.60", "0.46"):
-        ticks.view(_tick(bid), NOW_NS, 10**9)  # the quiet check only trusts prices parsed once already
+        tick_view.view(_tick(bid), NOW_NS, 10**9)  # the quiet check only trusts prices parsed once already
     quiet_before = guard.stats.quiet_ticks
     for bid in ("0.45", "0.60", "0.46"):  # stale, inside (0.40, 0.80): nothing to do, skipped
         out = await guard.on_tick(_tick(bid, age_s=5))
@@ -67,7 +67,7 @@ async def test_a_stale_tick_within_the_stale_prices_already_seen_is_skipped() ->
                            TriggerSpec("s2", A, Kind.STOP_LOSS, trigger_price=D("0.30")),
                            TriggerSpec("t", A, Kind.TAKE_PROFIT, trigger_price=D("0.80"))])
     for bid in ("0.50", "0.35", "0.36", "0.38", "0.31", "0.29"):
-        ticks.view(_tick(bid), NOW_NS, 10**9)
+        tick_view.view(_tick(bid), NOW_NS, 10**9)
     await guard.on_tick(_tick("0.50"))
     await guard.on_tick(_tick("0.35", age_s=5))  # holds s; stale prices seen: [0.35, 0.35]
     await guard.on_tick(_tick("0.38", age_s=5))  # below the band, not seen yet: evaluated

@@ -13,7 +13,7 @@ from common.consumer import RedisCursorStore
 from common.fastredis import FastCursorStore, FastRedis
 from common.resp import RespClosed, RespConnection, RespError
 from common.streams import PRICE_TICKS, DurableLog, create_stream_redis
-from services.guard.tickread import TickBatch, log_tick_stream, parse_entries
+from services.guard.adapters.tick_reader import TickBatch, log_tick_stream, parse_entries
 from tradingtools.market.v1 import market_pb2 as mpb
 
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.guard import ticks
-from services.guard.model import Source
+from services.guard.domain import tick_view
+from services.guard.domain.trigger_model import Source
 
 D = Decimal
 BAND = ((Source.BEST_BID, D("0.40"), D("0.60"), False), (Source.LAST_TRADE, None, D("0.70"), True))
@@ -23,12 +23,12 @@ BAND = ((Source.BEST_BID, D("0.40"), D("0.60"), False), (Source.LAST_TRADE, None
     ([None, None, None], True),          # nothing watched is in the tick
 ])
 def test_inside_band(prices: list[Decimal | None], inside: bool) -> None:
-    assert ticks.inside_band(prices, BAND) is inside
+    assert tick_view.inside_band(prices, BAND) is inside
 
 
 def test_known_prices_only_when_each_was_parsed_before() -> None:
-    ticks.PARSED.clear()
-    assert ticks.known_prices(("0.5", "", "0.25")) is None  # not parsed yet: the full path decides
-    ticks.PARSED.update({"0.5": D("0.5"), "0.25": D("0.25")})
-    assert ticks.known_prices(("0.5", "", "0.25")) == [D("0.5"), None, D("0.25")]
-    assert ticks.known_prices(("0.5", "x", "")) is None  # malformed: never in the cache
+    tick_view.PARSED.clear()
+    assert tick_view.known_prices(("0.5", "", "0.25")) is None  # not parsed yet: the full path decides
+    tick_view.PARSED.update({"0.5": D("0.5"), "0.25": D("0.25")})
+    assert tick_view.known_prices(("0.5", "", "0.25")) == [D("0.5"), None, D("0.25")]
+    assert tick_view.known_prices(("0.5", "x", "")) is None  # malformed: never in the cache

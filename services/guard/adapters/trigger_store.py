@@ -9,7 +9,7 @@ longer FIRED is never settled twice. Every change writes its TriggerEvent to the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -20,8 +20,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
-from services.guard.model import Move, Reason, State, TriggerSpec, apply
-from services.guard.rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
+from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_model import Move, Reason, State, TriggerSpec, apply
+from services.guard.domain.trigger_rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
 from tradingtools.guard.v1 import guard_pb2 as gpb
 
 Clock = Callable[[], datetime]
@@ -34,52 +36,6 @@ def dict_pool(pool: AsyncConnectionPool[Any]) -> Pool:
     left open while the event loop is busy with ticks); statements that hold together use
     ``conn.transaction()``."""
     return cast(Pool, pool)
-
-
-@dataclass(frozen=True, slots=True)
-class FireFacts:
-    """What PostgreSQL says about the trigger's position when it fires (read under the position lock)."""
-
-    held: Decimal
-    in_flight: Decimal
-    condition_id: str
-    follower_user_id: str
-    mode_paper: bool
-    resolved: bool = False  # the position's market resolved: nothing is left to sell
-
-
-@dataclass(frozen=True, slots=True)
-class FireDecision:
-    """What to record for a fire: FIRED with an order, CANCELLED / FAILED with a reason, or ARMED (deferred:
-    nothing recorded, evaluate again once the SELLs in flight on the position have settled)."""
-
-    state: State
-    reason: str
-    size: Decimal = ZERO
-    held: Decimal = ZERO
-    order_id: str = ""
-    order: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FireResult:
-    """The trigger after the fire transaction (None when it was no longer ARMED) and the siblings cancelled."""
-
-    row: TriggerRow | None
-    decision: FireDecision | None
-    cancelled: tuple[TriggerRow, ...]
-    current_state: State | None
-
-
-@dataclass(frozen=True, slots=True)
-class TickInfo:
-    """The price that caused a change, for the events."""
-
-    price: Decimal | None = None
-    venue_time_ms: int = 0
-    received_time_ns: int = 0
-    trace: Any = None  # the tick's common.v1.TraceContext, when it carried one
-    handled_ns: int = 0  # when guard evaluated the tick (stage timings)
 
 
 async def insert_events(conn: AsyncConnection[Any], events: Sequence[gpb.TriggerEvent]) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import fmt
-from services.guard import perf
-from services.guard.perfstore import DecisionRow, PerfStore
-from services.guard.ports import Control, Markets, PerfActionRefused
-from services.guard.tasks import reraise_if_cancelled
+from services.guard.domain import perf_rules
+from services.guard.domain.perf_rules import DecisionRow
+from services.guard.loops import reraise_if_cancelled
+from services.guard.ports import Control, Markets, PerfActionRefused, PerfRecords
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ class _Book:
 
     version: int | None
     snapshot: str
-    ledger: perf.Ledger
+    ledger: perf_rules.Ledger
     any_fills: bool  # False: no fill yet (nothing to evaluate)
 
 
 class PerfMonitor:
     """Loss-stop and profit-scale for every ACTIVE subscription with perf rules; unrealized PnL for every one."""
 
-    def __init__(self, store: PerfStore, control: Control, markets: Markets, *, interval_s: float,
+    def __init__(self, store: PerfRecords, control: Control, markets: Markets, *, interval_s: float,
                  unrealized_reads_per_pass: int = 500) -> None:
         self.store = store
         self.control = control
@@ -90,7 +90,7 @@ class PerfMonitor:
             await self._apply(row)
         return len(pending)
 
-    async def evaluate_all(self) -> list[perf.Decision]:
+    async def evaluate_all(self) -> list[perf_rules.Decision]:
         """One pass over every ACTIVE subscription with rules; returns the decisions applied."""
         out = []
         subs = await self.store.active_subscriptions()
@@ -98,7 +98,7 @@ class PerfMonitor:
         self._prune()
         for sub in subs:
             try:
-                rules = perf.PerfRules.from_json(sub.perf)
+                rules = perf_rules.PerfRules.from_json(sub.perf)
             except ValueError:
                 log.warning("subscription perf rules unreadable", extra={"subscription_id": sub.id})
                 continue
@@ -117,7 +117,7 @@ class PerfMonitor:
         rows = await self.store.stats_rows()
         self._stats_ids = {r.id for r in rows}
         self._prune()
-        books: dict[str, perf.Holdings] = {}
+        books: dict[str, perf_rules.Holdings] = {}
         reads = 0
         current = []
         for row in rows:
@@ -133,7 +133,7 @@ class PerfMonitor:
         held = {asset for book in books.values() for asset in book.held}
         marks = await self.markets.marks(held) if held else {}
         changed = [(row.id, value) for row in current
-                   if (value := perf.unrealized_usd(books.get(row.id), marks)) != row.unrealized_pnl_usd]
+                   if (value := perf_rules.unrealized_usd(books.get(row.id), marks)) != row.unrealized_pnl_usd]
         written = await self.store.save_unrealized(changed)
         self.stats.unrealized_written += written
         return written
@@ -143,8 +143,8 @@ class PerfMonitor:
         for gone in self._books.keys() - self._rule_ids - self._stats_ids:
             del self._books[gone]
 
-    async def evaluate(self, subscription_id: str, rules: perf.PerfRules,
-                       fills_version: int | None = None) -> perf.Decision | None:
+    async def evaluate(self, subscription_id: str, rules: perf_rules.PerfRules,
+                       fills_version: int | None = None) -> perf_rules.Decision | None:
         """Evaluate one subscription; record and apply a decision when its PnL crossed a rule.
 
         ``fills_version`` (read before this call) lets the fills' sum be reused while it is unchanged;
@@ -153,16 +153,16 @@ class PerfMonitor:
         book = await self._holdings(subscription_id, fills_version)
         if book is None:
             return None
-        result = perf.valued(book, await self.markets.marks(set(book.held)))
+        result = perf_rules.valued(book, await self.markets.marks(set(book.held)))
         prior = await self.store.decisions(subscription_id)
         if any(p.applied_at is None for p in prior):
             return None  # an earlier decision is still being applied
         scales = [p for p in prior if p.action == "SCALE"]
         pauses = sum(1 for p in prior if p.action == "PAUSE")
-        decision = perf.decide(subscription_id, rules, result, pauses_before=pauses,
-                               scaled_ids=frozenset(p.decision_id for p in scales),
-                               scaled_to=Decimal(scales[-1].multiplier) if scales else None,
-                               resumed_at_pnl=await self._resumed_at(subscription_id, prior, pauses, result, rules))
+        decision = perf_rules.decide(
+            subscription_id, rules, result, pauses_before=pauses, scaled_ids=frozenset(p.decision_id for p in scales),
+            scaled_to=Decimal(scales[-1].multiplier) if scales else None,
+            resumed_at_pnl=await self._resumed_at(subscription_id, prior, pauses, result, rules))
         if decision is None:
             return None
         self.stats.decisions += 1
@@ -173,8 +173,8 @@ class PerfMonitor:
                                           decision.multiplier, decision.reason, None))
         return decision
 
-    async def _resumed_at(self, subscription_id: str, prior: list[DecisionRow], pauses: int, result: perf.Pnl,
-                          rules: perf.PerfRules) -> Decimal | None:
+    async def _resumed_at(self, subscription_id: str, prior: list[DecisionRow], pauses: int, result: perf_rules.Pnl,
+                          rules: perf_rules.PerfRules) -> Decimal | None:
         """The PnL at which this ACTIVE subscription was found resumed after its last loss-stop (recorded the
         first time: the next loss-stop counts from it), or None when no loss-stop paused it."""
         last = next((p for p in reversed(prior) if p.action == "RESUMED" or (p.action == "PAUSE" and not p.error)),
@@ -184,14 +184,14 @@ class PerfMonitor:
         if last.action == "RESUMED":
             return Decimal(last.pnl_usd)
         # the loss-stop paused it and it is ACTIVE: the user resumed it, accepting the loss so far
-        await self.store.record_resumed(perf.resumed_id(subscription_id, pauses), subscription_id, result,
+        await self.store.record_resumed(perf_rules.resumed_id(subscription_id, pauses), subscription_id, result,
                                         rules.loss_stop_usd)
         self.stats.resumes += 1
         log.info("loss-stopped subscription resumed: the next loss-stop counts from here",
                  extra={"subscription_id": subscription_id, "pnl_usd": fmt(result.total)})
         return result.total
 
-    async def _holdings(self, subscription_id: str, fills_version: int | None) -> perf.Holdings | None:
+    async def _holdings(self, subscription_id: str, fills_version: int | None) -> perf_rules.Holdings | None:
         """The subscription's holdings (None: no fills). Fills are read only when its fills version moved
         (every pass without a version), and then only the ones the previous read could not see; they are
         folded in the order the reads find them (time order within one read), as the executor books them."""
@@ -201,10 +201,10 @@ class PerfMonitor:
             # the version was read before these fills: they hold at least what it counted
             fills, snapshot = await self.store.fills_since(subscription_id, kept.snapshot if kept else None)
             self.stats.fills_read += len(fills)
-            ledger = perf.fold(fills, kept.ledger if kept else None)
+            ledger = perf_rules.fold(fills, kept.ledger if kept else None)
             kept = _Book(fills_version, snapshot, ledger, bool(fills) or (kept is not None and kept.any_fills))
             self._books[subscription_id] = kept
-        return perf.open_holdings(kept.ledger) if kept.any_fills else None
+        return perf_rules.open_holdings(kept.ledger) if kept.any_fills else None
 
     async def _apply(self, row: DecisionRow) -> None:
         multiplier = Decimal(row.multiplier) if row.multiplier is not None else None

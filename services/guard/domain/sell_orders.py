@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ZERO, fmt, parse_decimal
-from services.guard.model import Move, Reason
-from services.guard.rows import TriggerRow
+from services.guard.domain.trigger_model import Move, Reason
+from services.guard.domain.trigger_rows import TriggerRow
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
-from services.guard.model import Kind, Origin, Source, State, TriggerSpec, is_closing
+from services.guard.domain.trigger_model import Kind, Origin, Source, State, TriggerSpec, is_closing
 from tradingtools.control.v1 import trigger_pb2 as tpb
 from tradingtools.guard.v1 import guard_pb2 as gpb
 

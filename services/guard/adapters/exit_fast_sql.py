@@ -1,4 +1,5 @@
-"""The copy-exit store's statements (``exitstore``): the single-statement fast paths and the position lock."""
+"""The copy-exit store's statements (``adapters.exit_store``): the single-statement fast paths and the position
+lock."""
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s || '/' || %s, 0))"
 OPEN_GROUP = ("SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s"

@@ -1,5 +1,6 @@
-"""Reading ingest's PriceTick log straight from Redis, a batch per blocking ``XREAD``
-(:func:`common.logread.read_raw_entries`).
+"""The two tick sources, each an ``open_stream(after_cursor)`` of tick batches: ingest's PriceTick log read
+straight from Redis, a batch per blocking ``XREAD`` (:func:`common.logread.read_raw_entries`), or
+``IngestService.StreamPriceTicks`` over gRPC.
 
 One Python gRPC stream tops out near 7,000 messages/s on this machine, below the tick rate guard
 must follow, so guard takes ingest's tick log from Redis in batches instead of one message per tick;
@@ -9,19 +10,19 @@ the ticks and cursors are those ``IngestService.StreamPriceTicks`` serves.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from common.logread import entry_cursor, entry_payload, read_raw_entries
 from common.streams import DurableLog
+from services.guard.ports import OpenTicks, TickBatch
 from tradingtools.market.v1 import market_pb2 as mpb
+from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
 log = logging.getLogger(__name__)
-
-TickBatch = tuple[str, list[mpb.PriceTick]]  # (cursor after the batch, its ticks in log order)
-OpenTicks = Callable[[str], AsyncIterator[TickBatch]]
 
 
 def parse_entries(entries: list[Any]) -> TickBatch:
@@ -49,5 +50,16 @@ def log_tick_stream(log_: DurableLog, *, batch: int = 1024, block_ms: int = 1000
     async def open_stream(after: str) -> AsyncIterator[TickBatch]:
         async for entries in open_entries(after):
             yield parse_entries(entries)
+
+    return open_stream
+
+
+def tick_stream(channel: grpc.aio.Channel, consumer: str) -> OpenTicks:
+    """``IngestService.StreamPriceTicks`` as an ``open_stream(after_cursor)`` (batches of one tick)."""
+    stub = mgrpc.IngestServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[TickBatch]:
+        async for resp in stub.StreamPriceTicks(mpb.StreamPriceTicksRequest(after_cursor=after, consumer=consumer)):
+            yield resp.cursor, [resp.tick]
 
     return open_stream

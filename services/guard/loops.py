@@ -1,4 +1,5 @@
-"""Task helpers: loops that never swallow a cancellation, and a bounded stop of background tasks.
+"""Background-work helpers: loops that never swallow a cancellation (:class:`Kicked`, a loop run on demand;
+:class:`Batches`, items handled a batch at a time), and a bounded stop of background tasks.
 
 Some client libraries turn a cancellation that arrives mid-call into an ordinary exception; a
 retry loop that catches ``Exception`` would then run on as if nothing happened. Loops check
@@ -67,3 +68,51 @@ class Batches(Generic[T]):
                 await self.handle(batch)
         finally:
             self._running = False
+
+
+class Kicked:
+    """A loop that runs ``step`` whenever kicked (coalescing kicks), retrying after ``retry_s`` on failure."""
+
+    def __init__(self, name: str, retry_s: float = 0.5, min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
+        self.name = name
+        self.retry_s = retry_s
+        self.min_interval_s = min_interval_s  # > 0: kicks within this long after a run wait and share the next one
+        self.delay_s = delay_s  # > 0: a run starts this long after the kick (work made moot meanwhile is skipped)
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def kick(self) -> None:
+        """Ask for a run soon."""
+        self._wake.set()
+        self._idle.clear()
+
+    async def step(self) -> None:
+        """One run (overridden)."""
+
+    async def drained(self) -> None:
+        """Wait until no kick is pending (tests, shutdown)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        while True:
+            reraise_if_cancelled()  # redis-py can turn a cancel into a timeout it retries (a step's calls)
+            await self._wake.wait()
+            if self.delay_s > 0:
+                await asyncio.sleep(self.delay_s)
+            self._wake.clear()
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried; the loop must survive outages
+                reraise_if_cancelled()
+                log.warning(f"{self.name} failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(self.retry_s)
+                self._wake.set()
+                continue
+            if not self._wake.is_set():
+                self._idle.set()
+            if self.min_interval_s > 0:
+                await asyncio.sleep(self.min_interval_s)

@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
-from services.guard.perf import Decision, FillRow, Pnl
-from services.guard.store import Clock, dict_pool
+from services.guard.adapters.trigger_store import Clock, dict_pool
+from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
 
 # Fills inserted by transactions a snapshot did not see: those running when it was taken or started
 # since (the xmin bound lets the (subscription_id, xact) index skip everything older). pg_current_snapshot()
 # is the snapshot of the statement that reads the fills.
 _UNSEEN = (" AND xact >= pg_snapshot_xmin(%(seen)s::pg_snapshot)"
            " AND NOT pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot)")
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRules:
-    """An ACTIVE subscription, the proto3 JSON of its ``perf`` and the version of its fills (None without a
-    stats row: no fill booked by the executor)."""
-
-    id: str
-    perf: dict[str, Any]
-    fills_version: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StatsRow:
-    """A subscription with booked fills: the version of its fills and the unrealized PnL its stats show."""
-
-    id: str
-    fills_version: int
-    unrealized_pnl_usd: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
-    """A decision recorded before."""
-
-    decision_id: str
-    subscription_id: str
-    action: str
-    multiplier: Any
-    reason: str
-    applied_at: Any
-    pnl_usd: Any = None
-    error: str = ""  # why control refused it ("" when applied)
 
 
 class PerfStore:

@@ -1,10 +1,9 @@
-"""Background publishers: the trigger-event outbox → durable log, and the watched-asset set for ingest."""
+"""Background publishers (the ``Kickable`` port): the trigger-event outbox → durable log, and the watched-asset
+set for ingest."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,59 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS, change_watch_set, watch_diff
 from common.streams import DurableLog
-from services.guard.store import Clock, dict_pool
-from services.guard.tasks import reraise_if_cancelled
-
-log = logging.getLogger(__name__)
-
-
-class Kicked:
-    """A loop that runs ``step`` whenever kicked (coalescing kicks), retrying after ``retry_s`` on failure."""
-
-    def __init__(self, name: str, retry_s: float = 0.5, min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
-        self.name = name
-        self.retry_s = retry_s
-        self.min_interval_s = min_interval_s  # > 0: kicks within this long after a run wait and share the next one
-        self.delay_s = delay_s  # > 0: a run starts this long after the kick (work made moot meanwhile is skipped)
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def kick(self) -> None:
-        """Ask for a run soon."""
-        self._wake.set()
-        self._idle.clear()
-
-    async def step(self) -> None:
-        """One run (overridden)."""
-
-    async def drained(self) -> None:
-        """Wait until no kick is pending (tests, shutdown)."""
-        await self._idle.wait()
-
-    async def run(self) -> None:
-        """Run until cancelled."""
-        while True:
-            reraise_if_cancelled()  # redis-py can turn a cancel into a timeout it retries (a step's calls)
-            await self._wake.wait()
-            if self.delay_s > 0:
-                await asyncio.sleep(self.delay_s)
-            self._wake.clear()
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried; the loop must survive outages
-                reraise_if_cancelled()
-                log.warning(f"{self.name} failed; retrying", extra={"error": repr(exc)[:300]})
-                await asyncio.sleep(self.retry_s)
-                self._wake.set()
-                continue
-            if not self._wake.is_set():
-                self._idle.set()
-            if self.min_interval_s > 0:
-                await asyncio.sleep(self.min_interval_s)
-
+from services.guard.adapters.trigger_store import Clock, dict_pool
+from services.guard.loops import Kicked
 
 # Reaches the old rows through guard_trigger_events_published: without it, every prune read the whole
 # table (a day of events).
@@ -144,35 +92,3 @@ class WatchPublisher(Kicked):
         await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
         self.current, self._written = wanted, version
 
-
-class SubmittedMarker(Kicked):
-    """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
-
-    def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]], *,
-                 min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
-        # A mark that is late (or lost in a crash) only means one more, harmless, submission at start-up:
-        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL; and a SELL that
-        # settles within ``delay_s`` (the settle records submitted_at) needs none at all.
-        super().__init__("submitted marker", min_interval_s=min_interval_s, delay_s=delay_s)
-        self.mark = mark
-        self.pending: dict[str, str] = {}
-
-    def add(self, trigger_id: str, order_id: str) -> None:
-        """Queue one acknowledged SELL."""
-        self.pending[trigger_id] = order_id
-        self.kick()
-
-    def discard(self, trigger_id: str, order_id: str) -> None:
-        """Drop a queued mark that is already recorded (the SELL settled, which sets ``submitted_at``)."""
-        if self.pending.get(trigger_id) == order_id:
-            del self.pending[trigger_id]
-
-    async def step(self) -> None:
-        """Write everything queued."""
-        while self.pending:
-            batch, self.pending = self.pending, {}
-            try:
-                await self.mark(list(batch.items()))
-            except BaseException:
-                self.pending = {**batch, **self.pending}
-                raise

@@ -1,13 +1,15 @@
-"""Reading a PriceTick: its prices per source and whether it may fire anything (pure)."""
+"""Reading a PriceTick: its prices per source and whether it may fire anything (pure); :class:`TickInfo`, the
+tick behind a change, carried to the events it causes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from common.decimals import parse_decimal
-from services.guard.engine import Band, Prices
-from services.guard.model import Source
+from services.guard.domain.trigger_index import Band, Prices
+from services.guard.domain.trigger_model import Source
 from tradingtools.market.v1 import market_pb2 as mpb
 
 RESOLVED = mpb.TICK_KIND_MARKET_RESOLVED
@@ -111,3 +113,14 @@ def inside_band(prices: list[Decimal | None], band: Band) -> bool:
         if (lo is not None and price <= lo) or (hi is not None and (price > hi or (price == hi and not inclusive))):
             return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class TickInfo:
+    """The price that caused a change, for the events."""
+
+    price: Decimal | None = None
+    venue_time_ms: int = 0
+    received_time_ns: int = 0
+    trace: Any = None  # the tick's common.v1.TraceContext, when it carried one
+    handled_ns: int = 0  # when guard evaluated the tick (stage timings)

@@ -5,6 +5,9 @@ PnL uses average cost per asset: a BUY adds its notional to the cost and its sha
 shares the venue kept (as executor/positions.apply_fill), a SELL realizes its proceeds minus the average
 cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset without a mark counts at
 cost (and is reported).
+
+Also the rows the rules are evaluated from and recorded as (:class:`SubscriptionRules`, :class:`StatsRow`,
+:class:`DecisionRow`).
 """
 
 from __future__ import annotations
@@ -226,3 +229,36 @@ def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before
                         f"PROFIT_SCALE: {numbers} >= {fmt(rules.profit_scale_at_usd)},"
                         f" x{fmt(rules.profit_scale_multiplier)}")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRules:
+    """An ACTIVE subscription, the proto3 JSON of its ``perf`` and the version of its fills (None without a
+    stats row: no fill booked by the executor)."""
+
+    id: str
+    perf: dict[str, Any]
+    fills_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """A subscription with booked fills: the version of its fills and the unrealized PnL its stats show."""
+
+    id: str
+    fills_version: int
+    unrealized_pnl_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """A decision recorded before."""
+
+    decision_id: str
+    subscription_id: str
+    action: str
+    multiplier: Any
+    reason: str
+    applied_at: Any
+    pnl_usd: Any = None
+    error: str = ""  # why control refused it ("" when applied)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
-from services.guard.model import Kind, Reason, Source, TriggerSpec
-from services.guard.sourcebook import SourceBook, book_for
+from services.guard.domain.source_book import SourceBook, book_for
+from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec
 
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}

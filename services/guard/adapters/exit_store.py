@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -12,18 +11,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES, fmt
-from services.guard import exits
-from services.guard.exitgroups import (
-    ExitsChange,
-    Opening,
-    cancel_events,
-    close_group,
-    register,
-    renew,
-    reopened,
-    used_up,
-)
-from services.guard.exitsql import (
+from services.guard.adapters.exit_fast_sql import (
     LOCK,
     PEEK,
     REGISTER_EMPTY,
@@ -32,22 +20,20 @@ from services.guard.exitsql import (
     RESIZE_OR_PEEK_MANY,
     SELL_PEEK,
 )
-from services.guard.model import Reason
-from services.guard.rows import TriggerRow, event
-from services.guard.store import Clock, dict_pool, insert_events
-
-
-@dataclass(frozen=True, slots=True)
-class CopyFill:
-    """A copy BUY's fill as the order event reports it."""
-
-    follower_wallet_id: str
-    wallet: str
-    asset_id: str
-    subscription_id: str
-    client_order_id: str
-    filled_size: Decimal
-    avg_price: Decimal
+from services.guard.adapters.exit_group_writes import (
+    Opening,
+    cancel_events,
+    close_group,
+    register,
+    renew,
+    reopened,
+    used_up,
+)
+from services.guard.adapters.trigger_store import Clock, dict_pool, insert_events
+from services.guard.domain import exit_plans
+from services.guard.domain.exit_plans import CopyFill, ExitsChange
+from services.guard.domain.trigger_model import Reason
+from services.guard.domain.trigger_rows import TriggerRow, event
 
 
 class ExitStore:
@@ -94,7 +80,7 @@ class ExitStore:
             if sub is None:
                 return ExitsChange("NO_SUBSCRIPTION", cancelled=tuple(gone))
             return await register(conn, Opening(
-                oco_group=exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
+                oco_group=exit_plans.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
                 follower_wallet_id=fill.follower_wallet_id, asset_id=fill.asset_id, wallet=wallet,
                 subscription_id=fill.subscription_id, opening_order_id=fill.client_order_id, entry=entry,
                 held=held, config_json=sub["exits"] or {}, opened_at=pos["opened_at"] if pos else None),
@@ -135,12 +121,12 @@ class ExitStore:
                 return None
             config_json = peek["exits"] or {}
             try:
-                if not exits.ExitsConfig.from_json(config_json).empty:
+                if not exit_plans.ExitsConfig.from_json(config_json).empty:
                     return None
             except (ValueError, ArithmeticError, AttributeError, TypeError):
                 return None
             row = await (await conn.execute(REGISTER_EMPTY, {
-                **params, "g": exits.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
+                **params, "g": exit_plans.group_id(fill.follower_wallet_id, fill.asset_id, fill.client_order_id),
                 "wallet": fill.wallet, "coid": fill.client_order_id, "avg": fill.avg_price,
                 "filled": fill.filled_size, "doc": Jsonb({"config": config_json, "planned": []}), "now": now,
             })).fetchone()
@@ -181,7 +167,7 @@ class ExitStore:
                 elif row["open_planned"] is None and row["has_sub"]:
                     config_json = row["exits"] or {}
                     try:
-                        if exits.ExitsConfig.from_json(config_json).empty:
+                        if exit_plans.ExitsConfig.from_json(config_json).empty:
                             register.append((row["i"], config_json))
                     except (ValueError, ArithmeticError, AttributeError, TypeError):
                         pass
@@ -190,7 +176,7 @@ class ExitStore:
                 cols: list[list[Any]] = [[] for _ in range(10)]
                 for k, config_json in register:
                     first, last = fills[positions[k][0]], fills[positions[k][-1]]
-                    g = exits.group_id(first.follower_wallet_id, first.asset_id, first.client_order_id)
+                    g = exit_plans.group_id(first.follower_wallet_id, first.asset_id, first.client_order_id)
                     groups[g] = k
                     for col, value in zip(cols, (
                             g, first.follower_wallet_id, first.asset_id, first.wallet, first.subscription_id,
@@ -212,7 +198,7 @@ class ExitStore:
                 "SELECT id, size FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY'"
                 " AND size > 0 FOR UPDATE", (group["oco_group"],))).fetchall()
             for r in rows:
-                new_size = Decimal(fmt(exits.resized(r["size"], old, held)))
+                new_size = Decimal(fmt(exit_plans.resized(r["size"], old, held)))
                 row = await (await conn.execute(
                     "UPDATE triggers SET size = %s, update_time = %s, version = version + 1 WHERE id = %s"
                     " RETURNING *", (new_size, now, r["id"]))).fetchone()

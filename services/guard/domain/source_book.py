@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from sortedcontainers import SortedList
 
-from services.guard.model import Kind, Source, TriggerSpec
-from services.guard.trailing import TrailBook
+from services.guard.domain.trailing import TrailBook
+from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 
 _MAX_ID = "\U0010ffff"  # sorts after every trigger id: (price, _MAX_ID) bounds every trigger at that price
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ZERO
-from services.guard.model import Reason
+from services.guard.domain.trigger_model import Reason
 
 SHARE_QUANTUM = Decimal("0.01")
 

@@ -12,15 +12,15 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from common.decimals import ZERO
-from services.guard import orders
-from services.guard.exitstore import CopyFill
-from services.guard.model import State
-from services.guard.tasks import Batches, reraise_if_cancelled
+from services.guard.domain import sell_orders
+from services.guard.domain.exit_plans import CopyFill
+from services.guard.domain.trigger_model import State
+from services.guard.loops import Batches, reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:
-    from services.guard.core import Guard
+    from services.guard.coordinator import Guard
 
 log = logging.getLogger(__name__)
 _HANDLED_EVENTS_KEPT = 10_000
@@ -68,10 +68,10 @@ class OrderFlow:
                 self.guard.stats.repeated_events += 1
                 continue
             copy = ev.origin == epb.ORDER_ORIGIN_COPY and not ev.trigger_id
-            copy_buy_fill = ev.origin == epb.ORDER_ORIGIN_COPY and ev.side == cpb.SIDE_BUY and orders.is_fill(ev)
+            copy_buy_fill = ev.origin == epb.ORDER_ORIGIN_COPY and ev.side == cpb.SIDE_BUY and sell_orders.is_fill(ev)
             if ev.trigger_id and not copy_buy_fill:
                 kind = "sells"
-            elif copy and not orders.is_fill(ev):
+            elif copy and not sell_orders.is_fill(ev):
                 self.guard.stats.order_events += 1  # a copy order that moved no shares: nothing to change
                 self._handled(ev)
                 continue
@@ -113,7 +113,7 @@ class OrderFlow:
         for ev in events:
             self.guard.stats.order_events += 1
             await self.guard.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
-            oc = orders.outcome(ev)
+            oc = sell_orders.outcome(ev)
             if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
                 settling.append(ev)
                 items.append((ev.trigger_id, ev.client_order_id, oc.move, oc.reason, oc.filled_size, oc.avg_price))
@@ -121,7 +121,7 @@ class OrderFlow:
             if settled is not None:  # submitted_at recorded with it
                 self.guard.firer.submitted.discard(ev.trigger_id, ev.client_order_id)
         for ev in events:
-            if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
+            if sell_orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
                 await self._sell_filled(ev)
             self._handled(ev)
         self.guard.outbox.kick()
@@ -154,7 +154,7 @@ class OrderFlow:
         self.guard.stats.order_events += 1
         if ev.origin == epb.ORDER_ORIGIN_TRIGGER or ev.trigger_id:
             await self.guard.firer.recorded(ev.trigger_id)  # the SELL goes out before its FIRED row commits
-            oc = orders.outcome(ev)
+            oc = sell_orders.outcome(ev)
             if oc.move is not None or oc.filled_size > 0:  # an event with no move and no fill changes nothing
                 trigger_id = ev.trigger_id
                 if not trigger_id:
@@ -165,7 +165,7 @@ class OrderFlow:
                                                       oc.filled_size, oc.avg_price)
                     if settled is not None:  # submitted_at recorded with it
                         self.guard.firer.submitted.discard(trigger_id, ev.client_order_id)
-        if orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
+        if sell_orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
             market = await self.guard.markets.market(ev.asset_id)
             change = await self.guard.exit_store.on_buy_fill(_copy_fill(ev), market.tick_size if market else ZERO)
             for row in change.cancelled:  # the exits of a previous opening of the position
@@ -177,7 +177,7 @@ class OrderFlow:
             if change.created:
                 log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),
                                                          "skipped": list(change.skipped)})
-        if orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
+        if sell_orders.is_fill(ev) and ev.side == cpb.SIDE_SELL:
             await self._sell_filled(ev)
         self.guard.outbox.kick()
         self.guard.watch.kick()

@@ -9,22 +9,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from services.guard import exits
-from services.guard.model import Reason
-from services.guard.rows import TriggerRow, event
-from services.guard.store import insert_events
-
-
-@dataclass(frozen=True, slots=True)
-class ExitsChange:
-    """What a fill did to a position's exits: ``created`` / ``updated`` / ``cancelled`` rows, and why."""
-
-    outcome: str  # CREATED | RESIZED | POSITION_CLOSED | NO_POSITION | NO_SUBSCRIPTION | ALREADY_REGISTERED | OPEN
-    # | EXITS_USED (a SELL left shares that no exit guards: renew_used is next)
-    created: tuple[TriggerRow, ...] = ()
-    updated: tuple[TriggerRow, ...] = ()
-    cancelled: tuple[TriggerRow, ...] = ()
-    skipped: tuple[tuple[str, str], ...] = ()
+from services.guard.adapters.trigger_store import insert_events
+from services.guard.domain import exit_plans
+from services.guard.domain.exit_plans import ExitsChange
+from services.guard.domain.trigger_model import Reason
+from services.guard.domain.trigger_rows import TriggerRow, event
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +55,7 @@ async def renew(conn: Any, group: Any, removed: frozenset[str], *, held: Decimal
         " WHERE oco_group = %s", (now, group["oco_group"]))
     doc = group["exits"] or {}
     return await register(conn, Opening(
-        oco_group=exits.renewal_id(group["oco_group"]), follower_wallet_id=group["follower_wallet_id"],
+        oco_group=exit_plans.renewal_id(group["oco_group"]), follower_wallet_id=group["follower_wallet_id"],
         asset_id=group["asset_id"], wallet=group["wallet"], subscription_id=group["subscription_id"],
         opening_order_id=group["opening_order_id"], entry=entry, held=held,
         config_json=doc.get("config", {}), opened_at=pos["opened_at"] if pos else None),
@@ -76,9 +65,9 @@ async def renew(conn: Any, group: Any, removed: frozenset[str], *, held: Decimal
 async def register(conn: Any, o: Opening, removed: frozenset[str], tick_size: Decimal, now: Any,
                     gone: list[TriggerRow]) -> ExitsChange:
     """Insert an exits group and its triggers (ARMED, source COPY); ALREADY_REGISTERED when it exists."""
-    plan = exits.without(exits.plan(exits.ExitsConfig.from_json(o.config_json), oco_group=o.oco_group,
-                                    entry_price=o.entry, tick_size=tick_size),
-                         removed, Reason.CANCELLED_BY_USER.value)
+    plan = exit_plans.without(exit_plans.plan(exit_plans.ExitsConfig.from_json(o.config_json),
+                                              oco_group=o.oco_group, entry_price=o.entry, tick_size=tick_size),
+                              removed, Reason.CANCELLED_BY_USER.value)
     inserted = await (await conn.execute(
         "INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
         " opening_order_id, entry_price, position_size, exits, skipped, state, created_at, updated_at)"
@@ -118,7 +107,7 @@ def reopened(recorded: Any, pos: Any) -> bool:
 
 async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> frozenset[str]:
     """The exits of a group (by name) that the user cancelled: a renewal of the group leaves them out."""
-    ids = {exits.exit_id(oco_group, name): name for name in planned}
+    ids = {exit_plans.exit_id(oco_group, name): name for name in planned}
     rows = await (await conn.execute(
         "SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'CANCELLED' AND state_reason = %s",
         (list(ids), Reason.CANCELLED_BY_USER.value))).fetchall()

@@ -3,6 +3,8 @@
 The exits of a position form one OCO group priced from the position's average entry price:
 take-profit and stop-loss sell everything (closing), the trailing stop tracks its mark from the
 entry price, each ladder rung sells its fraction of what is left (a rung of 1 is closing).
+
+Also what a copy fill reports (:class:`CopyFill`) and what it did to a position's exits (:class:`ExitsChange`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from common.decimals import ONE, ZERO, fmt, parse_decimal
 from common.ids import hash_id
-from services.guard.model import Kind
+from services.guard.domain.trigger_model import Kind
+from services.guard.domain.trigger_rows import TriggerRow
 
 _HUNDRED = Decimal(100)
 
@@ -149,3 +152,28 @@ def resized(size: Decimal, old_position: Decimal, new_position: Decimal) -> Deci
 
 def _canon(value: Decimal) -> Decimal:
     return Decimal(fmt(value))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFill:
+    """A copy BUY's fill as the order event reports it."""
+
+    follower_wallet_id: str
+    wallet: str
+    asset_id: str
+    subscription_id: str
+    client_order_id: str
+    filled_size: Decimal
+    avg_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ExitsChange:
+    """What a fill did to a position's exits: ``created`` / ``updated`` / ``cancelled`` rows, and why."""
+
+    outcome: str  # CREATED | RESIZED | POSITION_CLOSED | NO_POSITION | NO_SUBSCRIPTION | ALREADY_REGISTERED | OPEN
+    # | EXITS_USED (a SELL left shares that no exit guards: renew_used is next)
+    created: tuple[TriggerRow, ...] = ()
+    updated: tuple[TriggerRow, ...] = ()
+    cancelled: tuple[TriggerRow, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()

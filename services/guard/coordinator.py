@@ -1,7 +1,9 @@
-"""Guard's core: ticks → engine → fires; order events → DONE/FAILED and copy exits; trigger changes → engine.
+"""Guard's coordinator (:class:`Guard`): ticks → engine → fires (``firing``); order events → DONE/FAILED and
+copy exits (``order_flow``); trigger changes → engine (``trigger_changes``).
 
-The engine and every in-memory structure are touched only from the event loop; PostgreSQL stays
-the source of truth (conditional updates settle any race with control).
+It takes its collaborators through the ports (:class:`Stores`, :class:`Clients`) and its limits as
+:class:`Tuning`; ``app`` builds the real ones. The engine and every in-memory structure are touched only from
+the event loop; PostgreSQL stays the source of truth (conditional updates settle any race with control).
 """
 
 from __future__ import annotations
@@ -9,27 +11,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from common.decimals import ZERO
-from common.retry import Backoff
-from services.guard import ticks
-from services.guard.adapters import RedisMarkets
-from services.guard.engine import Cancelled, Engine, Outcome, Prices, load
-from services.guard.exitstore import ExitStore
+from services.guard.domain import tick_view
+from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
+from services.guard.domain.trigger_model import Reason
 from services.guard.firing import Firer
-from services.guard.model import Kind, Reason, State
-from services.guard.orderflow import Answers, OrderFlow
-from services.guard.ports import Executor
-from services.guard.publish import Kicked
-from services.guard.store import TickInfo, TriggerStore
-from services.guard.tasks import Batches, reraise_if_cancelled, stop_tasks
+from services.guard.loops import Batches, stop_tasks
+from services.guard.order_flow import Answers, OrderFlow
+from services.guard.ports import CopyExits, Executor, Kickable, MarketCache, TriggerRows
+from services.guard.trigger_changes import TriggerChanges
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -41,7 +39,7 @@ _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK
 
 @dataclass
 class GuardStats:
-    """Counters of the core."""
+    """Counters of the coordinator."""
 
     ticks: int = 0
     unchanged_ticks: int = 0
@@ -71,40 +69,72 @@ class GuardStats:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Where the coordinator reads and records triggers and copy exits (PostgreSQL in production)."""
+
+    triggers: TriggerRows
+    exits: CopyExits
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """What the coordinator calls and notifies: the executor (SELLs), market state, and the background
+    publishers of the trigger-event outbox and of the watch set."""
+
+    executor: Executor
+    markets: MarketCache
+    outbox: Kickable
+    watch: Kickable
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The coordinator's limits and timings (``app`` takes them from the service settings)."""
+
+    tick_max_age_s: float = 2.0
+    book_max_age_s: float = 30.0
+    max_slippage_bps: int = 300
+    crash_after: str = ""
+    fire_concurrency: int = 8
+    defer_s: float = 0.25
+    bookkeeping_interval_s: float = 0.0
+    submitted_mark_delay_s: float = 0.0
+    answers_gather_s: float = 0.0
+
+
 class Guard:
     """Runs the engine against live prices and keeps it in line with PostgreSQL."""
 
-    def __init__(self, *, store: TriggerStore, exit_store: ExitStore, executor: Executor, markets: RedisMarkets,
-                 outbox: Kicked, watch: Kicked, clock_ns: Callable[[], int] = time.time_ns,
-                 tick_max_age_s: float = 2.0, book_max_age_s: float = 30.0, max_slippage_bps: int = 300,
-                 crash_after: str = "", fire_concurrency: int = 8, defer_s: float = 0.25,
-                 bookkeeping_interval_s: float = 0.0, submitted_mark_delay_s: float = 0.0,
-                 answers_gather_s: float = 0.0) -> None:
+    def __init__(self, stores: Stores, clients: Clients, tuning: Tuning | None = None, *,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        tuning = tuning or Tuning()
         self.engine = Engine()
-        self.store = store
-        self.exit_store = exit_store
-        self.markets = markets
-        self.outbox = outbox
-        self.watch = watch
+        self.store = stores.triggers
+        self.exit_store = stores.exits
+        self.markets = clients.markets
+        self.outbox = clients.outbox
+        self.watch = clients.watch
         self.clock_ns = clock_ns
-        self.tick_max_age_ns = int(tick_max_age_s * 1e9)
-        self.book_max_age_ms = int(book_max_age_s * 1000)
-        self.defer_s = defer_s
+        self.tick_max_age_ns = int(tuning.tick_max_age_s * 1e9)
+        self.book_max_age_ms = int(tuning.book_max_age_s * 1000)
+        self.defer_s = tuning.defer_s
         self.stats = GuardStats()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.orders = OrderFlow(self)
+        self.changes = TriggerChanges(self)
         # the executor's answers to SELLs: settled in batches (one transaction for those that came together)
-        self.answers = Answers(self.on_answered_events, self._spawn, gather_s=answers_gather_s)
-        self.firer = Firer(store, executor, markets, on_order_event=self.answers.add, rearm=self.rearm,
-                           clock_ns=clock_ns, max_slippage_bps=max_slippage_bps, crash_after=crash_after,
-                           concurrency=fire_concurrency, bookkeeping_interval_s=bookkeeping_interval_s,
-                           submitted_mark_delay_s=submitted_mark_delay_s)
+        self.answers = Answers(self.on_answered_events, self.spawn, gather_s=tuning.answers_gather_s)
+        self.firer = Firer(self.store, clients.executor, self.markets, on_order_event=self.answers.add,
+                           rearm=self.changes.rearm, clock_ns=clock_ns, max_slippage_bps=tuning.max_slippage_bps,
+                           crash_after=tuning.crash_after, concurrency=tuning.fire_concurrency,
+                           bookkeeping_interval_s=tuning.bookkeeping_interval_s,
+                           submitted_mark_delay_s=tuning.submitted_mark_delay_s)
         self._conditions: dict[str, set[str]] = {}
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
-        self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self._spawn)
-        self._rng = random.Random()
+        self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self.spawn)
         self._unsaved_marks: dict[str, Decimal] = {}  # trailing marks taken from the engine, not yet saved
 
     # start-up
@@ -151,22 +181,22 @@ class Guard:
                 stats.ignored_ticks += 1  # no armed trigger on this asset
                 return _NOTHING
             raw = (tick.best_bid, tick.mid, tick.last_trade_price)
-            # ticks.is_stale for a price tick (its kind is not STALE)
+            # tick_view.is_stale for a price tick (its kind is not STALE)
             stale = tick.stale or received_ns <= 0 or now_ns - received_ns > self.tick_max_age_ns
             if not stale and self._last_prices.get(asset_id) == raw:
                 stats.unchanged_ticks += 1
                 return _NOTHING
             band = engine.band(asset_id)
-            prices = ticks.known_prices(raw) if band is not None else None
+            prices = tick_view.known_prices(raw) if band is not None else None
             if prices is not None and band is not None:
-                if ticks.inside_band(prices, band):
+                if tick_view.inside_band(prices, band):
                     if stale or not engine.holds(asset_id):  # a fresh tick releases held triggers
                         return self._quiet_tick(tick, asset_id, raw, stale)
                 elif stale and engine.stale_covered(asset_id, Prices(*prices)):
                     return self._quiet_tick(tick, asset_id, raw, stale)
         try:
-            view = ticks.view(tick, self.clock_ns(), self.tick_max_age_ns)
-        except ticks.BadTick as exc:
+            view = tick_view.view(tick, self.clock_ns(), self.tick_max_age_ns)
+        except tick_view.BadTick as exc:
             self.stats.bad_ticks += 1
             log.warning("malformed tick ignored", extra={"asset_id": tick.asset_id, "error": str(exc)})
             return Outcome()
@@ -180,7 +210,7 @@ class Guard:
             for asset_id in assets:
                 self.engine.resolve(asset_id)
                 self.changed(asset_id)
-            self._spawn(self._resolve(view, assets))
+            self.spawn(self._resolve(view, assets))
             return Outcome()
         if view.stale or not self.engine.watches(view.asset_id):
             self._last_prices.pop(view.asset_id, None)
@@ -223,7 +253,7 @@ class Guard:
         for c in out.cancelled:
             by_winner.setdefault(c.by, []).append(c)
         for f in out.fired:
-            self._spawn(self.firer.fire(f, by_winner.get(f.spec.id, []),
+            self.spawn(self.firer.fire(f, by_winner.get(f.spec.id, []),
                                         TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace,
                                                  info.handled_ns)))
         if out.held:
@@ -264,12 +294,12 @@ class Guard:
         await self.store.set_holds(batch)
         self.outbox.kick()
 
-    def _resolved_assets(self, view: ticks.TickView) -> set[str]:
+    def _resolved_assets(self, view: tick_view.TickView) -> set[str]:
         """The assets a resolution tick ends: its own, the winner's and every known asset of its market."""
         assets = {view.asset_id} | ({view.winning_asset_id} if view.winning_asset_id else set())
         return assets | (self._conditions.get(view.condition_id, set()) if view.condition_id else set())
 
-    async def _resolve(self, view: ticks.TickView, assets: set[str]) -> None:
+    async def _resolve(self, view: tick_view.TickView, assets: set[str]) -> None:
         rows = await self.store.cancel_assets(assets, Reason.MARKET_RESOLVED.value,
                                               TickInfo(None, view.venue_time_ms, view.received_time_ns))
         self.stats.resolved_cancelled += len(rows)
@@ -277,7 +307,7 @@ class Guard:
         self.outbox.kick()
         self.watch.kick()
 
-    # order events (services.guard.orderflow)
+    # order events (services.guard.order_flow)
 
     async def on_order_event(self, ev: epb.OrderEvent) -> None:
         """Settle trigger SELLs, register / resize / cancel copy exits (:meth:`OrderFlow.on_event`)."""
@@ -290,84 +320,6 @@ class Guard:
     async def on_answered_events(self, events: list[epb.OrderEvent]) -> None:
         """The last events carried by the executor's answers to SELLs (applied even when seen before)."""
         await self.orders.on_events(events, answered=True)
-
-    # trigger changes made by control
-
-    async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
-        """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
-        records an event for a change made elsewhere; ``mark``: a trailing high-water mark this process
-        tracked and PostgreSQL may not have yet (kept when higher than the row's, and saved)."""
-        self.stats.reloads += 1
-        if trigger_id in self.firer.in_flight:
-            return
-        row = await self.store.get(trigger_id)
-        if trigger_id in self.firer.in_flight:
-            return
-        known = self.engine.get(trigger_id)
-        if row is not None and row.state is State.ARMED:
-            spec = row.spec()
-            if spec.kind is Kind.TRAILING_STOP and mark > spec.high_water_mark:
-                spec = spec.with_mark(mark)
-                await self.store.save_marks([(mark, [spec.id])])
-            self.engine.upsert(spec)
-            if row.state_reason == Reason.BOOK_STALE.value:
-                self.engine.mark_held([spec.id])
-            self.changed(row.asset_id)
-            if observed:
-                await self.store.record_observed(row, "UPDATED" if known else "ARMED",
-                                                 Reason.UPDATED.value if known else Reason.ARMED.value)
-        elif known is not None:
-            self.engine.remove(trigger_id)
-            if observed and row is not None and row.state is State.CANCELLED:
-                await self.store.record_observed(row, "CANCELLED", row.state_reason or Reason.CANCELLED_BY_USER.value)
-        self.outbox.kick()
-        self.watch.kick()
-
-    async def resync(self) -> tuple[int, int]:
-        """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed)."""
-        self.stats.resyncs += 1
-        specs = await self.store.load_armed()
-        busy = set(self.firer.in_flight)
-        wanted = {s.id: s for s in specs if s.id not in busy}
-        removed = 0
-        for tid in self.engine.ids() - wanted.keys() - busy:
-            self.engine.remove(tid)
-            removed += 1
-        changed = 0
-        for tid, spec in wanted.items():
-            current = self.engine.get(tid)
-            if current is None or current.with_mark(ZERO) != spec.with_mark(ZERO):
-                self.engine.upsert(spec)
-                self.changed(spec.asset_id)
-                changed += 1
-        if changed or removed:
-            log.info("triggers resynced", extra={"changed": changed, "removed": removed})
-            self.watch.kick()
-        return changed, removed
-
-    def rearm(self, trigger_ids: list[str], recheck_asset: str = "",
-              marks: Mapping[str, Decimal] | None = None) -> None:
-        """Reload triggers a fire took out of the engine without recording them (retried until PostgreSQL
-        answers); with ``recheck_asset``, evaluate that asset's stored book again after ``defer_s``.
-        ``marks``: the trailing high-water marks they had in the engine (PostgreSQL's may lag behind:
-        marks are saved every few seconds), so a re-armed trailing stop keeps its level."""
-        if trigger_ids:
-            self._spawn(self._rearm(list(trigger_ids), recheck_asset, dict(marks or {})))
-
-    async def _rearm(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:
-        backoff = Backoff(0.1, 5.0)
-        for attempt in range(1_000_000):
-            try:
-                for tid in trigger_ids:
-                    await self.reload(tid, observed=False, mark=marks.get(tid, ZERO))
-                if recheck_asset:
-                    await asyncio.sleep(self.defer_s)
-                    await self.recheck(recheck_asset)
-                return
-            except Exception as exc:  # noqa: BLE001 - PostgreSQL may be down; keep trying
-                reraise_if_cancelled()
-                log.warning("re-arm failed; retrying", extra={"error": repr(exc)[:300]})
-                await asyncio.sleep(backoff.delay(min(attempt, 8), self._rng.random()))
 
     # housekeeping
 
@@ -398,21 +350,11 @@ class Guard:
 
     def log_stats(self) -> None:
         """One log line with the counters and the recent tick lag and fire stage durations."""
-        stages = sorted(self.firer.stats.stages_ms, key=sum)
-        fire: dict[str, Any] = {k: v for k, v in vars(self.firer.stats).items() if isinstance(v, int)}
-        if stages:
-            mid = stages[len(stages) // 2]
-            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
-                                      "submit": round(mid[3], 2)}
-        before = sorted(self.firer.stats.before_ms, key=sum)
-        if before:
-            mid4 = before[len(before) // 2]
-            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
-                                             "handled_to_fire_task": round(mid4[1], 2)}
         log.info("guard stats", extra={"armed": len(self.engine), "assets": len(self.engine.assets()),
-                                       **self.stats.summary(), "fire": fire})
+                                       **self.stats.summary(), "fire": self.firer.stats.summary()})
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the coordinator tracks (:meth:`drain` waits for it; a failure is logged)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)

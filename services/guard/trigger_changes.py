@@ -1,0 +1,109 @@
+"""Keeping the engine in line with PostgreSQL: one trigger at a time (control's ``tt:triggers:changed``
+notifications through :class:`~services.guard.trigger_sync.TriggerSync`, and the triggers a fire hands back
+unrecorded), or all of them (a resync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from common.decimals import ZERO
+from common.retry import Backoff
+from services.guard.domain.trigger_model import Kind, Reason, State
+from services.guard.loops import reraise_if_cancelled
+
+if TYPE_CHECKING:
+    from services.guard.coordinator import Guard
+
+log = logging.getLogger(__name__)
+
+
+class TriggerChanges:
+    """Applies trigger changes made elsewhere to the coordinator's engine (PostgreSQL is the source of truth)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self._rng = random.Random()
+
+    async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
+        """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
+        records an event for a change made elsewhere; ``mark``: a trailing high-water mark this process
+        tracked and PostgreSQL may not have yet (kept when higher than the row's, and saved)."""
+        guard = self.guard
+        guard.stats.reloads += 1
+        if trigger_id in guard.firer.in_flight:
+            return
+        row = await guard.store.get(trigger_id)
+        if trigger_id in guard.firer.in_flight:
+            return
+        known = guard.engine.get(trigger_id)
+        if row is not None and row.state is State.ARMED:
+            spec = row.spec()
+            if spec.kind is Kind.TRAILING_STOP and mark > spec.high_water_mark:
+                spec = spec.with_mark(mark)
+                await guard.store.save_marks([(mark, [spec.id])])
+            guard.engine.upsert(spec)
+            if row.state_reason == Reason.BOOK_STALE.value:
+                guard.engine.mark_held([spec.id])
+            guard.changed(row.asset_id)
+            if observed:
+                await guard.store.record_observed(row, "UPDATED" if known else "ARMED",
+                                                  Reason.UPDATED.value if known else Reason.ARMED.value)
+        elif known is not None:
+            guard.engine.remove(trigger_id)
+            if observed and row is not None and row.state is State.CANCELLED:
+                await guard.store.record_observed(row, "CANCELLED", row.state_reason or Reason.CANCELLED_BY_USER.value)
+        guard.outbox.kick()
+        guard.watch.kick()
+
+    async def resync(self) -> tuple[int, int]:
+        """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed)."""
+        guard = self.guard
+        guard.stats.resyncs += 1
+        specs = await guard.store.load_armed()
+        busy = set(guard.firer.in_flight)
+        wanted = {s.id: s for s in specs if s.id not in busy}
+        removed = 0
+        for tid in guard.engine.ids() - wanted.keys() - busy:
+            guard.engine.remove(tid)
+            removed += 1
+        changed = 0
+        for tid, spec in wanted.items():
+            current = guard.engine.get(tid)
+            if current is None or current.with_mark(ZERO) != spec.with_mark(ZERO):
+                guard.engine.upsert(spec)
+                guard.changed(spec.asset_id)
+                changed += 1
+        if changed or removed:
+            log.info("triggers resynced", extra={"changed": changed, "removed": removed})
+            guard.watch.kick()
+        return changed, removed
+
+    def rearm(self, trigger_ids: list[str], recheck_asset: str = "",
+              marks: Mapping[str, Decimal] | None = None) -> None:
+        """Reload triggers a fire took out of the engine without recording them (retried until PostgreSQL
+        answers); with ``recheck_asset``, evaluate that asset's stored book again after ``defer_s``.
+        ``marks``: the trailing high-water marks they had in the engine (PostgreSQL's may lag behind:
+        marks are saved every few seconds), so a re-armed trailing stop keeps its level."""
+        if trigger_ids:
+            self.guard.spawn(self._rearm(list(trigger_ids), recheck_asset, dict(marks or {})))
+
+    async def _rearm(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:
+        backoff = Backoff(0.1, 5.0)
+        for attempt in range(1_000_000):
+            try:
+                for tid in trigger_ids:
+                    await self.reload(tid, observed=False, mark=marks.get(tid, ZERO))
+                if recheck_asset:
+                    await asyncio.sleep(self.guard.defer_s)
+                    await self.guard.recheck(recheck_asset)
+                return
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL may be down; keep trying
+                reraise_if_cancelled()
+                log.warning("re-arm failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(backoff.delay(min(attempt, 8), self._rng.random()))
