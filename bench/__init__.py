@@ -71,12 +71,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save_results(name: str, data: Mapping[str, Any], directory: Path = RESULTS_DIR) -> Path:
-    """Write ``data`` (plus the machine description and time) to ``results/<name>-<utc time>.json``."""
-    directory.mkdir(parents=True, exist_ok=True)
+def save_results(name: str, data: Mapping[str, Any], directory: Path = RESULTS_DIR, *,
+                 baseline: bool = True) -> Path:
+    """Write ``data`` (plus the machine description and time) as a result of benchmark ``name``.
+
+    A full run replaces the benchmark's one current baseline, ``results/<name>.json`` (kept in git, so its
+    history is the file's history). A partial or quick run (``baseline=False``) goes to
+    ``results/runs/<name>-<utc time>.json``, which git ignores.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     body = {"bench": name, "time": stamp, "machine": machine(), **data}
-    path = directory / f"{name}-{stamp}.json"
+    path = directory / f"{name}.json" if baseline else directory / "runs" / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=1) + "\n")
     return path
 

@@ -54,6 +54,7 @@ def main(argv: list[str]) -> int:
           f"{len(result.missing)} missing, {len(result.doubled) + len(result.unexpected)} doubled, "
           f"last copy {result.settle_s:.1f}s after the last fault (target ≤ {SETTLE_TARGET_S:g}s)", flush=True)
     if not args.no_save:
-        print(f"saved {save_results('chaos', {'plan': dataclasses.asdict(plan), **result.as_dict(), 'ok': ok})}",
-              flush=True)
+        path = save_results("chaos", {"plan": dataclasses.asdict(plan), **result.as_dict(), "ok": ok},
+                            baseline=not args.short)
+        print(f"saved {path}", flush=True)
     return 0 if ok else 1

@@ -160,5 +160,7 @@ def main(argv: list[str]) -> int:
             continue
         print_summary(component, results[component])
     if results and not args.no_save:
-        print(f"saved {save_results('compare', {'rounds': args.rounds, 'params': params, 'results': results})}")
+        path = save_results("compare", {"rounds": args.rounds, "params": params, "results": results},
+                            baseline=not args.quick and set(chosen) == set(COMPONENTS))
+        print(f"saved {path}")
     return 1 if failed else 0

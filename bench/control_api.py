@@ -372,6 +372,6 @@ def main(argv: list[str]) -> int:
             "target_p99_ms": TARGET_P99_MS,
             "results": results,
             "meets_target": {k: v["p99_ms"] <= TARGET_P99_MS for k, v in rows.items()},
-        })
+        }, baseline=not args.quick and not args.use_running)
         print(f"saved {path}")
     return 0

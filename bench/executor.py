@@ -390,7 +390,8 @@ def main(argv: list[str]) -> int:
         path = save_results("executor", {"what": "RoutedTrade appended -> order POSTs received by the Insiders fake",
                                          "load_average_1m_after": round(_load(), 2),
                                          "transport": "common.http1", **result,
-                                         "transports_alone": transports, "single_orders": singles})
+                                         "transports_alone": transports, "single_orders": singles},
+                            baseline=not args.single_only)
         print(f"saved {path}")
     return 0 if ok else 1
 

@@ -392,7 +392,7 @@ async def _run(args: argparse.Namespace) -> int:
                     print(f"order events: {service['orders']}", flush=True)
             print_table(rows, TARGET_P99_MS)
             if not args.no_save:
-                path = save_results("guard", result)
+                path = save_results("guard", result, baseline=not args.no_service)
                 print(f"saved {path.relative_to(project_root())}", flush=True)
         finally:
             stop_pid(redis_pid)

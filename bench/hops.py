@@ -20,7 +20,7 @@ received* at that spacing, before any of the services' own work; ``--chain guard
 SELL's hops instead (tick log, locked read, SubmitOrder, book read, intent, POST: *tick received by
 ingest → POST received*). Besides the sums of p50s and of p99s (an upper bound), the chain's total is
 drawn 100,000 times from the hops' own samples, which gives percentiles to set against a target.
-Results go to ``bench/results/hops-<utc>.json``; ``(e)`` of ``bench pipeline`` runs the guard chain
+Results go to ``bench/results/hops.json``; ``(e)`` of ``bench pipeline`` runs the guard chain
 beside its tick load (the floor under that load).
 """
 
@@ -301,6 +301,6 @@ def main(argv: list[str]) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report))
     if not args.no_save:
-        path = save_results("hops", report)
+        path = save_results("hops", report, baseline=not args.quick)
         print(f"saved {path}")
     return 0

@@ -5,7 +5,7 @@ services.ingest``) with 10,000 followed leaders in the hot index, and this proce
 consumer. Latency per event = consumer receive time − ``received_time_ns`` stamped by ingest when
 the frame arrived (same host clock). Phase 1 runs the target load (2,000 frames/s, 5 % from
 followed leaders); further phases step the rate up to find the sustained ceiling. Ingest RSS and
-CPU are read from /proc. Results go to ``bench/results/ingest-<utc>.json``.
+CPU are read from /proc. Results go to ``bench/results/ingest.json``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any
 import grpc
 import orjson
 
-from bench import internal_env, internal_security, memory_mb, process_cpu_s
+from bench import internal_env, internal_security, memory_mb, process_cpu_s, save_results
 from common.grpcclient import channel as grpc_channel
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -221,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(BaseException):
             await consumer
         report = summarize(args, rates, phases, samples, idle, proc_stats(ingest.pid))
-        report["machine"]["floor_xadd_to_xread_ms"] = floor
+        report["host"]["floor_xadd_to_xread_ms"] = floor
         return report
     finally:
         for p in reversed(procs):
@@ -269,7 +268,7 @@ def summarize(args: argparse.Namespace, rates: list[float], phases: list[dict[st
     main = out_phases[0] if out_phases else {}
     return {
         "benchmark": "ingest", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}, "followed_leaders": args.leaders,
+        "host": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}, "followed_leaders": args.leaders,
         "followed_share": args.followed_share, "phase_duration_s": args.duration,
         "ceiling_phase_duration_s": args.ceiling_duration,
         "target": {"rate": args.rate, "p99_ms_max": 3.0, "rss_mb_max": 200.0},
@@ -301,9 +300,7 @@ def main(argv: list[str]) -> int:
     import uvloop
 
     report = uvloop.run(run(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    path = save_results("ingest", report, baseline=not args.quick)
     r = report["result"]
     print(f"ingest: {args.rate:.0f} frames/s, {args.followed_share:.0%} followed, {args.leaders} leaders")
     print(f"  frame received -> gRPC consumer: p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
@@ -317,7 +314,7 @@ def main(argv: list[str]) -> int:
         print(f"  phase {p['target_rate']:>7.0f}/s achieved {p['achieved_rate']:>7.0f}/s  delivered "
               f"{p['delivered']}/{p['followed_frames']}  p50 {lat.get('p50')} p99 {lat.get('p99')} "
               f"p99.9 {lat.get('p99.9')} ms  cpu {p['ingest_cpu_share']:.0%}  sustained {p['sustained']}")
-    floor = report["machine"]["floor_xadd_to_xread_ms"]
+    floor = report["host"]["floor_xadd_to_xread_ms"]
     print(f"  machine floor now: Redis XADD->XREAD one-way p50 {floor.get('p50')} ms p99 {floor.get('p99')} ms "
           f"(quiet machine: 0.32-0.43 / 0.55-1.5 ms); load average {report['machine']['load_average_at_end']}")
     print(f"  saved {path.relative_to(ROOT)}")

@@ -256,5 +256,6 @@ def main(argv: list[str]) -> int:
             if args.keep_logs:
                 shutil.copytree(Path(tmp) / "run" / "logs", Path(args.keep_logs), dirs_exist_ok=True)
     if not args.no_save:
-        print(f"saved {save_results('pipeline', results)}", flush=True)
+        path = save_results("pipeline", results, baseline=not args.quick and only == set("abcef"))
+        print(f"saved {path}", flush=True)
     return 0

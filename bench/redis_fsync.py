@@ -112,5 +112,5 @@ def main(argv: list[str]) -> int:
         print_table(results["copy_path"][policy])
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     if not args.no_save:
-        print(f"saved {save_results('redis_fsync', results)}", flush=True)
+        print(f"saved {save_results('redis_fsync', results, baseline=not args.quick)}", flush=True)
     return 0
