@@ -2,150 +2,104 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.control import subscription_rules as rules
-from services.control import trigger_rules
 from services.control import validation as v
 from services.control.errors import FailedPrecondition, InvalidArgument, NotFound
-from tests.control.conftest import ASSET, FOLLOWER, LEADER, subscription, trigger
+from tests.control.conftest import FOLLOWER, LEADER, subscription
+from tests.control.edits import Edit, drop, ladder, many, put
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
-from tradingtools.control.v1 import trigger_pb2 as tpb
-
-Edit = Callable[[Message], None]
-
-
-def _set(path: str, value: object) -> Edit:
-    """An edit setting a (dotted, snake_case) field."""
-    def edit(msg: Message) -> None:
-        *parents, last = path.split(".")
-        target = msg
-        for p in parents:
-            target = getattr(target, p)
-        if isinstance(value, list):
-            target.ClearField(last)
-            getattr(target, last).extend(value)
-        else:
-            setattr(target, last, value)
-    return edit
-
-
-def _clear(path: str) -> Edit:
-    def edit(msg: Message) -> None:
-        *parents, last = path.split(".")
-        target = msg
-        for p in parents:
-            target = getattr(target, p)
-        target.ClearField(last)
-    return edit
-
-
-def _ladder(*steps: tuple[str, str]) -> Edit:
-    def edit(msg: Message) -> None:
-        msg.exits.ClearField("ladder")  # type: ignore[attr-defined]
-        for gain, fraction in steps:
-            msg.exits.ladder.add(gain_pct=gain, sell_fraction=fraction)  # type: ignore[attr-defined]
-    return edit
-
-
-def _many(*edits: Edit) -> Edit:
-    def edit(msg: Message) -> None:
-        for e in edits:
-            e(msg)
-    return edit
-
 
 BAD_SUBSCRIPTIONS: list[tuple[Edit, str]] = [
-    (_set("follower_user_id", ""), "followerUserId: required"),
-    (_set("follower_user_id", "u 1"), "followerUserId: must be printable with no spaces"),
-    (_set("follower_wallet_id", "  "), "followerWalletId: required"),
-    (_set("follower_wallet_id", "w" * 129), "followerWalletId: must be at most 128 characters"),
-    (_set("follower_proxy", "0x123"), 'followerProxy: must be 0x + 40 hex characters, got "0x123"'),
-    (_set("follower_proxy", "6af75d4e4aaf700450efbac3708cce1665810ff1"), "followerProxy: must be 0x + 40 hex"),
-    (_set("leader_proxy", ""), "leaderProxy: required"),
-    (_set("leader_proxy", "0x" + "g" * 40), "leaderProxy: must be 0x + 40 hex"),
-    (_set("leader_proxy", FOLLOWER.upper().replace("0X", "0x")), "leaderProxy: must differ from followerProxy"),
-    (_set("mode", 0), "mode: required: one of EXECUTION_MODE_LIVE, EXECUTION_MODE_PAPER"),
-    (_set("mode", 99), "mode: unknown value 99"),
-    (_set("label", "x" * 201), "label: must be at most 200 characters"),
-    (_set("label", "bad\x00label"), "label: must not contain control characters"),
-    (_set("sizing.mode", 0), "sizing.mode: required"),
-    (_set("sizing.ratio", "abc"), 'sizing.ratio: must be a decimal > 0, got "abc"'),
-    (_set("sizing.ratio", "0"), 'sizing.ratio: must be a decimal > 0, got "0"'),
-    (_set("sizing.ratio", "-0.5"), 'sizing.ratio: must be a decimal > 0, got "-0.5"'),
-    (_set("sizing.ratio", "NaN"), 'sizing.ratio: must be a decimal > 0, got "NaN"'),
-    (_set("sizing.ratio", "Infinity"), "sizing.ratio: must be a decimal > 0"),
-    (_set("sizing.ratio", "1e999"), "sizing.ratio: must be a decimal > 0"),
-    (_clear("sizing.ratio"), "sizing.ratio: required when sizing.mode is SIZING_MODE_PROPORTIONAL"),
-    (_set("sizing.mode", spb.SIZING_MODE_FIXED_USD),
+    (put("follower_user_id", ""), "followerUserId: required"),
+    (put("follower_user_id", "u 1"), "followerUserId: must be printable with no spaces"),
+    (put("follower_wallet_id", "  "), "followerWalletId: required"),
+    (put("follower_wallet_id", "w" * 129), "followerWalletId: must be at most 128 characters"),
+    (put("follower_proxy", "0x123"), 'followerProxy: must be 0x + 40 hex characters, got "0x123"'),
+    (put("follower_proxy", "6af75d4e4aaf700450efbac3708cce1665810ff1"), "followerProxy: must be 0x + 40 hex"),
+    (put("leader_proxy", ""), "leaderProxy: required"),
+    (put("leader_proxy", "0x" + "g" * 40), "leaderProxy: must be 0x + 40 hex"),
+    (put("leader_proxy", FOLLOWER.upper().replace("0X", "0x")), "leaderProxy: must differ from followerProxy"),
+    (put("mode", 0), "mode: required: one of EXECUTION_MODE_LIVE, EXECUTION_MODE_PAPER"),
+    (put("mode", 99), "mode: unknown value 99"),
+    (put("label", "x" * 201), "label: must be at most 200 characters"),
+    (put("label", "bad\x00label"), "label: must not contain control characters"),
+    (put("sizing.mode", 0), "sizing.mode: required"),
+    (put("sizing.ratio", "abc"), 'sizing.ratio: must be a decimal > 0, got "abc"'),
+    (put("sizing.ratio", "0"), 'sizing.ratio: must be a decimal > 0, got "0"'),
+    (put("sizing.ratio", "-0.5"), 'sizing.ratio: must be a decimal > 0, got "-0.5"'),
+    (put("sizing.ratio", "NaN"), 'sizing.ratio: must be a decimal > 0, got "NaN"'),
+    (put("sizing.ratio", "Infinity"), "sizing.ratio: must be a decimal > 0"),
+    (put("sizing.ratio", "1e999"), "sizing.ratio: must be a decimal > 0"),
+    (drop("sizing.ratio"), "sizing.ratio: required when sizing.mode is SIZING_MODE_PROPORTIONAL"),
+    (put("sizing.mode", spb.SIZING_MODE_FIXED_USD),
      "sizing.fixedUsd: required when sizing.mode is SIZING_MODE_FIXED_USD"),
-    (_many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "0")),
+    (many(put("sizing.mode", spb.SIZING_MODE_FIXED_USD), put("sizing.fixed_usd", "0")),
      'sizing.fixedUsd: must be a decimal > 0, got "0"'),
-    (_set("sizing.fixed_usd", "-1"), 'sizing.fixedUsd: must be a decimal >= 0, got "-1"'),
-    (_many(_set("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), _set("sizing.percent_of_balance", "150")),
+    (put("sizing.fixed_usd", "-1"), 'sizing.fixedUsd: must be a decimal >= 0, got "-1"'),
+    (many(put("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), put("sizing.percent_of_balance", "150")),
      'sizing.percentOfBalance: must be a decimal in (0, 100], got "150"'),
-    (_many(_set("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), _set("sizing.percent_of_balance", "0")),
+    (many(put("sizing.mode", spb.SIZING_MODE_PERCENT_OF_BALANCE), put("sizing.percent_of_balance", "0")),
      "sizing.percentOfBalance: must be a decimal in (0, 100]"),
-    (_set("sizing.percent_of_balance", "101"), "sizing.percentOfBalance: must be a decimal in [0, 100]"),
-    (_set("sizing.min_order_usd", "-1"), 'sizing.minOrderUsd: must be a decimal >= 0, got "-1"'),
-    (_set("sizing.max_order_usd", "0"), 'sizing.maxOrderUsd: must be a decimal > 0, got "0"'),
-    (_many(_set("sizing.min_order_usd", "10"), _set("sizing.max_order_usd", "5")),
+    (put("sizing.percent_of_balance", "101"), "sizing.percentOfBalance: must be a decimal in [0, 100]"),
+    (put("sizing.min_order_usd", "-1"), 'sizing.minOrderUsd: must be a decimal >= 0, got "-1"'),
+    (put("sizing.max_order_usd", "0"), 'sizing.maxOrderUsd: must be a decimal > 0, got "0"'),
+    (many(put("sizing.min_order_usd", "10"), put("sizing.max_order_usd", "5")),
      "sizing.maxOrderUsd: must be >= sizing.minOrderUsd (10)"),
-    (_set("filters.min_price", "1"), 'filters.minPrice: must be a decimal in (0, 1), got "1"'),
-    (_set("filters.max_price", "0"), 'filters.maxPrice: must be a decimal in (0, 1), got "0"'),
-    (_set("filters.max_price", "x"), "filters.maxPrice: must be a decimal in (0, 1)"),
-    (_many(_set("filters.min_price", "0.6"), _set("filters.max_price", "0.5")),
+    (put("filters.min_price", "1"), 'filters.minPrice: must be a decimal in (0, 1), got "1"'),
+    (put("filters.max_price", "0"), 'filters.maxPrice: must be a decimal in (0, 1), got "0"'),
+    (put("filters.max_price", "x"), "filters.maxPrice: must be a decimal in (0, 1)"),
+    (many(put("filters.min_price", "0.6"), put("filters.max_price", "0.5")),
      "filters.maxPrice: must be >= filters.minPrice (0.6)"),
-    (_set("filters.min_leader_trade_usd", "-3"), "filters.minLeaderTradeUsd: must be a decimal >= 0"),
-    (_set("filters.market_denylist", [""]), "filters.marketDenylist[0]: required"),
-    (_set("filters.market_allowlist", ["ok", "has space"]), "filters.marketAllowlist[1]: must be printable"),
-    (_many(_set("filters.market_allowlist", ["BTC-UPDOWN-5M"])),
+    (put("filters.min_leader_trade_usd", "-3"), "filters.minLeaderTradeUsd: must be a decimal >= 0"),
+    (put("filters.market_denylist", [""]), "filters.marketDenylist[0]: required"),
+    (put("filters.market_allowlist", ["ok", "has space"]), "filters.marketAllowlist[1]: must be printable"),
+    (many(put("filters.market_allowlist", ["BTC-UPDOWN-5M"])),
      'filters.marketDenylist[0]: "btc-updown-5m" is also in filters.marketAllowlist'),
-    (_set("filters.market_denylist", ["m"] * 1001), "filters.marketDenylist: at most 1000 entries"),
-    (_set("filters.max_slippage_bps", 10_001), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
-    (_set("filters.max_slippage_bps", -1), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
-    (_set("risk.max_market_exposure_usd", "-5"), "risk.maxMarketExposureUsd: must be a decimal >= 0"),
-    (_set("risk.max_total_exposure_usd", "lots"), "risk.maxTotalExposureUsd: must be a decimal >= 0"),
-    (_set("risk.daily_loss_limit_usd", "-0.01"), "risk.dailyLossLimitUsd: must be a decimal >= 0"),
-    (_set("risk.max_open_positions", -1), "risk.maxOpenPositions: must be an integer in [0, 100000]"),
-    (_set("exits.take_profit_pct", "-1"), "exits.takeProfitPct: must be a decimal >= 0"),
-    (_set("exits.stop_loss_pct", "100"), 'exits.stopLossPct: must be a decimal in [0, 100), got "100"'),
-    (_set("exits.trailing_stop_pct", "120"), "exits.trailingStopPct: must be a decimal in [0, 100)"),
-    (_ladder(("20", "0.5"), ("10", "1")), "exits.ladder[1].gainPct: must be greater than the previous step's"),
-    (_ladder(("0", "0.5")), 'exits.ladder[0].gainPct: must be a decimal > 0, got "0"'),
-    (_ladder(("20", "1.5")), 'exits.ladder[0].sellFraction: must be a decimal in (0, 1], got "1.5"'),
-    (_ladder(("20", "0")), "exits.ladder[0].sellFraction: must be a decimal in (0, 1]"),
-    (_ladder(*[(str(i + 1), "0.1") for i in range(21)]), "exits.ladder: at most 20 steps"),
-    (_set("perf.loss_stop_usd", "-400"), "perf.lossStopUsd: must be a decimal >= 0"),
-    (_set("perf.profit_scale_at_usd", "?"), "perf.profitScaleAtUsd: must be a decimal >= 0"),
-    (_set("perf.profit_scale_multiplier", "0"), 'perf.profitScaleMultiplier: must be a decimal in (0, 10], got "0"'),
-    (_set("perf.profit_scale_multiplier", "11"), "perf.profitScaleMultiplier: must be a decimal in (0, 10]"),
+    (put("filters.market_denylist", ["m"] * 1001), "filters.marketDenylist: at most 1000 entries"),
+    (put("filters.max_slippage_bps", 10_001), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
+    (put("filters.max_slippage_bps", -1), "filters.maxSlippageBps: must be an integer in [0, 10000]"),
+    (put("risk.max_market_exposure_usd", "-5"), "risk.maxMarketExposureUsd: must be a decimal >= 0"),
+    (put("risk.max_total_exposure_usd", "lots"), "risk.maxTotalExposureUsd: must be a decimal >= 0"),
+    (put("risk.daily_loss_limit_usd", "-0.01"), "risk.dailyLossLimitUsd: must be a decimal >= 0"),
+    (put("risk.max_open_positions", -1), "risk.maxOpenPositions: must be an integer in [0, 100000]"),
+    (put("exits.take_profit_pct", "-1"), "exits.takeProfitPct: must be a decimal >= 0"),
+    (put("exits.stop_loss_pct", "100"), 'exits.stopLossPct: must be a decimal in [0, 100), got "100"'),
+    (put("exits.trailing_stop_pct", "120"), "exits.trailingStopPct: must be a decimal in [0, 100)"),
+    (ladder(("20", "0.5"), ("10", "1")), "exits.ladder[1].gainPct: must be greater than the previous step's"),
+    (ladder(("0", "0.5")), 'exits.ladder[0].gainPct: must be a decimal > 0, got "0"'),
+    (ladder(("20", "1.5")), 'exits.ladder[0].sellFraction: must be a decimal in (0, 1], got "1.5"'),
+    (ladder(("20", "0")), "exits.ladder[0].sellFraction: must be a decimal in (0, 1]"),
+    (ladder(*[(str(i + 1), "0.1") for i in range(21)]), "exits.ladder: at most 20 steps"),
+    (put("perf.loss_stop_usd", "-400"), "perf.lossStopUsd: must be a decimal >= 0"),
+    (put("perf.profit_scale_at_usd", "?"), "perf.profitScaleAtUsd: must be a decimal >= 0"),
+    (put("perf.profit_scale_multiplier", "0"), 'perf.profitScaleMultiplier: must be a decimal in (0, 10], got "0"'),
+    (put("perf.profit_scale_multiplier", "11"), "perf.profitScaleMultiplier: must be a decimal in (0, 10]"),
 ]
 
 # Values the router could not route (one such follower failed the trade for every follower of the leader).
 UNROUTABLE_SUBSCRIPTIONS: list[tuple[Edit, str]] = [
-    (_set("follower_wallet_id", "w|1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
-    (_set("follower_wallet_id", "w,1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
-    (_set("follower_wallet_id", "w/1"), "followerWalletId: must contain only letters, digits"),
-    (_set("follower_wallet_id", "wallet\u00e9"), "followerWalletId: must contain only letters, digits"),
-    (_many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "1e27")),
+    (put("follower_wallet_id", "w|1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
+    (put("follower_wallet_id", "w,1"), 'followerWalletId: must contain only letters, digits, "_", ".", ":" and "-"'),
+    (put("follower_wallet_id", "w/1"), "followerWalletId: must contain only letters, digits"),
+    (put("follower_wallet_id", "wallet\u00e9"), "followerWalletId: must contain only letters, digits"),
+    (many(put("sizing.mode", spb.SIZING_MODE_FIXED_USD), put("sizing.fixed_usd", "1e27")),
      'sizing.fixedUsd: must be at most 1000000000, got "1e27"'),
-    (_set("sizing.fixed_usd", "1000000000.01"), "sizing.fixedUsd: must be at most 1000000000"),
-    (_set("sizing.min_order_usd", "1e12"), 'sizing.minOrderUsd: must be at most 1000000000, got "1e12"'),
-    (_set("sizing.max_order_usd", "1e27"), "sizing.maxOrderUsd: must be at most 1000000000"),
-    (_set("filters.min_leader_trade_usd", "1e27"), "filters.minLeaderTradeUsd: must be at most 1000000000"),
-    (_set("risk.max_market_exposure_usd", "1e27"), "risk.maxMarketExposureUsd: must be at most 1000000000"),
-    (_set("risk.max_total_exposure_usd", "1e27"), "risk.maxTotalExposureUsd: must be at most 1000000000"),
-    (_set("risk.daily_loss_limit_usd", "1e27"), "risk.dailyLossLimitUsd: must be at most 1000000000"),
-    (_set("perf.loss_stop_usd", "1e27"), "perf.lossStopUsd: must be at most 1000000000"),
-    (_set("perf.profit_scale_at_usd", "1e27"), "perf.profitScaleAtUsd: must be at most 1000000000"),
+    (put("sizing.fixed_usd", "1000000000.01"), "sizing.fixedUsd: must be at most 1000000000"),
+    (put("sizing.min_order_usd", "1e12"), 'sizing.minOrderUsd: must be at most 1000000000, got "1e12"'),
+    (put("sizing.max_order_usd", "1e27"), "sizing.maxOrderUsd: must be at most 1000000000"),
+    (put("filters.min_leader_trade_usd", "1e27"), "filters.minLeaderTradeUsd: must be at most 1000000000"),
+    (put("risk.max_market_exposure_usd", "1e27"), "risk.maxMarketExposureUsd: must be at most 1000000000"),
+    (put("risk.max_total_exposure_usd", "1e27"), "risk.maxTotalExposureUsd: must be at most 1000000000"),
+    (put("risk.daily_loss_limit_usd", "1e27"), "risk.dailyLossLimitUsd: must be at most 1000000000"),
+    (put("perf.loss_stop_usd", "1e27"), "perf.lossStopUsd: must be at most 1000000000"),
+    (put("perf.profit_scale_at_usd", "1e27"), "perf.profitScaleAtUsd: must be at most 1000000000"),
 ]
 
 
@@ -164,12 +118,12 @@ def test_unroutable_subscription_is_rejected_naming_the_field(edit: Edit, messag
 
 
 @pytest.mark.parametrize("edit", [
-    _set("follower_wallet_id", "w_456"), _set("follower_user_id", "u_123"),
-    _set("follower_wallet_id", "Wallet-1.a:B_9"), _set("follower_user_id", "user:42-x.y_Z"),
-    _many(_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), _set("sizing.fixed_usd", "1000000000")),
-    _set("sizing.max_order_usd", "1000000000"),
-    _many(_set("sizing.min_order_usd", "1e9"), _clear("sizing.max_order_usd")),
-    _set("risk.max_total_exposure_usd", "1000000000.00"), _set("perf.loss_stop_usd", "999999999.99"),
+    put("follower_wallet_id", "w_456"), put("follower_user_id", "u_123"),
+    put("follower_wallet_id", "Wallet-1.a:B_9"), put("follower_user_id", "user:42-x.y_Z"),
+    many(put("sizing.mode", spb.SIZING_MODE_FIXED_USD), put("sizing.fixed_usd", "1000000000")),
+    put("sizing.max_order_usd", "1000000000"),
+    many(put("sizing.min_order_usd", "1e9"), drop("sizing.max_order_usd")),
+    put("risk.max_total_exposure_usd", "1000000000.00"), put("perf.loss_stop_usd", "999999999.99"),
 ])
 def test_usd_amounts_up_to_the_cap_and_plain_follower_ids_are_accepted(edit: Edit) -> None:
     raw = subscription()
@@ -233,14 +187,14 @@ def _current() -> spb.Subscription:
 
 
 BAD_PATCHES: list[tuple[Edit, tuple[str, ...], str]] = [
-    (_set("leader_proxy", "0x" + "1" * 40), (), "leaderProxy: cannot change"),
-    (_set("follower_proxy", "0x" + "1" * 40), (), "followerProxy: cannot change"),
-    (_set("follower_user_id", "u_other"), (), "followerUserId: cannot change"),
-    (_set("follower_wallet_id", "w_other"), (), "followerWalletId: cannot change"),
-    (_set("id", "sub_2"), (), "id: does not match"),
-    (_set("state", spb.SUBSCRIPTION_STATE_PAUSED), (), "state: output only"),
-    (_set("sizing.ratio", "zero"), (), 'sizing.ratio: must be a decimal > 0, got "zero"'),
-    (_set("sizing.mode", spb.SIZING_MODE_FIXED_USD), (), "sizing.fixedUsd: required when"),
+    (put("leader_proxy", "0x" + "1" * 40), (), "leaderProxy: cannot change"),
+    (put("follower_proxy", "0x" + "1" * 40), (), "followerProxy: cannot change"),
+    (put("follower_user_id", "u_other"), (), "followerUserId: cannot change"),
+    (put("follower_wallet_id", "w_other"), (), "followerWalletId: cannot change"),
+    (put("id", "sub_2"), (), "id: does not match"),
+    (put("state", spb.SUBSCRIPTION_STATE_PAUSED), (), "state: output only"),
+    (put("sizing.ratio", "zero"), (), 'sizing.ratio: must be a decimal > 0, got "zero"'),
+    (put("sizing.mode", spb.SIZING_MODE_FIXED_USD), (), "sizing.fixedUsd: required when"),
     (lambda m: None, ("filters.bogus",), 'updateMask: unknown field "filters.bogus"'),
     (lambda m: None, ("nothing",), 'updateMask: unknown field "nothing"'),
     (lambda m: None, ("filters.minPrice.x",), "updateMask: unknown field"),
@@ -292,92 +246,6 @@ def test_update_mask_sets_or_resets_to_default() -> None:
     listed = rules.merge_patch(current, spb.Subscription(filters=spb.Filters(market_allowlist=["C"])),
                                ["filters.market_allowlist"])
     assert list(listed.filters.market_allowlist) == ["c"]
-
-
-BAD_TRIGGERS: list[tuple[Edit, str]] = [
-    (_set("wallet", "0xabc"), 'wallet: must be 0x + 40 hex characters, got "0xabc"'),
-    (_set("wallet", ""), "wallet: required"),
-    (_set("follower_wallet_id", ""), "followerWalletId: required"),
-    (_set("asset_id", ""), "assetId: required"),
-    (_set("asset_id", "0xabc"), 'assetId: must be a decimal token id, got "0xabc"'),
-    (_set("kind", 0), "kind: required: one of TRIGGER_KIND_TAKE_PROFIT"),
-    (_set("kind", 7), "kind: unknown value 7"),
-    (_set("price_source", 9), "priceSource: unknown value 9"),
-    (_set("source", 5), "source: unknown value 5"),
-    (_set("oco_group", "a b"), "ocoGroup: must be printable with no spaces"),
-    (_set("subscription_id", "s" * 200), "subscriptionId: must be at most 128 characters"),
-    (_set("follower_wallet_id", "w|1"), "followerWalletId: must contain only letters, digits"),
-    (_set("follower_wallet_id", "w,1"), "followerWalletId: must contain only letters, digits"),
-    (_clear("trigger_price"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS: a decimal in (0, 1)"),
-    (_set("trigger_price", "0"), "triggerPrice: required for TRIGGER_KIND_STOP_LOSS"),
-    (_set("trigger_price", "1"), 'triggerPrice: must be a decimal in (0, 1), got "1"'),
-    (_set("trigger_price", "-0.2"), 'triggerPrice: must be a decimal in (0, 1), got "-0.2"'),
-    (_set("trigger_price", "cheap"), 'triggerPrice: must be a decimal in (0, 1), got "cheap"'),
-    (_many(_set("kind", tpb.TRIGGER_KIND_TAKE_PROFIT), _clear("trigger_price")),
-     "triggerPrice: required for TRIGGER_KIND_TAKE_PROFIT"),
-    (_set("trail_pct", "5"), 'trailPct: not used by TRIGGER_KIND_STOP_LOSS: leave it out or "0"'),
-    (_set("activation_price", "0.3"), "activationPrice: not used by TRIGGER_KIND_STOP_LOSS"),
-    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price")),
-     "trailPct: required for TRIGGER_KIND_TRAILING_STOP: a decimal in (0, 100)"),
-    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price"), _set("trail_pct", "100")),
-     'trailPct: must be a decimal in (0, 100), got "100"'),
-    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _set("trail_pct", "10")),
-     "triggerPrice: not used by TRIGGER_KIND_TRAILING_STOP"),
-    (_many(_set("kind", tpb.TRIGGER_KIND_TRAILING_STOP), _clear("trigger_price"), _set("trail_pct", "10"),
-           _set("activation_price", "1.2")), 'activationPrice: must be a decimal in (0, 1), got "1.2"'),
-    (_set("sell_fraction", "0.5"), "size: exactly one of size and sellFraction may be non-zero"),
-    (_set("size", "0"), "sellFraction: required: exactly one of size (shares) and sellFraction"),
-    (_clear("size"), "sellFraction: required"),
-    (_set("size", "-1"), 'size: must be a decimal > 0, got "-1"'),
-    (_many(_clear("size"), _set("sell_fraction", "1.5")), 'sellFraction: must be a decimal in (0, 1], got "1.5"'),
-]
-
-
-@pytest.mark.parametrize(("edit", "message"), BAD_TRIGGERS)
-def test_bad_trigger_is_rejected_naming_the_field(edit: Edit, message: str) -> None:
-    raw = trigger()
-    edit(raw)
-    with pytest.raises(InvalidArgument) as err:
-        trigger_rules.new_trigger(raw)
-    assert err.value.message.startswith(message), err.value.message
-
-
-def test_new_trigger_defaults_and_canonical_values() -> None:
-    t = trigger_rules.new_trigger(trigger(wallet=FOLLOWER.upper().replace("0X", "0x"), trigger_price="0.220"))
-    assert (t.wallet, t.trigger_price, t.trail_pct, t.activation_price, t.size, t.sell_fraction) == (
-        FOLLOWER, "0.22", "0", "0", "10", "0")
-    assert (t.price_source, t.source, t.high_water_mark) == (tpb.PRICE_SOURCE_BEST_BID, tpb.TRIGGER_SOURCE_MANUAL, "0")
-    trailing = trigger_rules.new_trigger(tpb.Trigger(
-        wallet=FOLLOWER, follower_wallet_id="w", asset_id=ASSET, kind=tpb.TRIGGER_KIND_TRAILING_STOP,
-        trail_pct="10", activation_price="0.4", sell_fraction="1", source=tpb.TRIGGER_SOURCE_COPY))
-    assert (trailing.trail_pct, trailing.activation_price, trailing.sell_fraction, trailing.trigger_price) == (
-        "10", "0.4", "1", "0")
-    assert trailing.source == tpb.TRIGGER_SOURCE_COPY
-
-
-@pytest.mark.parametrize(("patch", "message"), [
-    (tpb.Trigger(wallet="0x" + "2" * 40), "wallet: cannot change"),
-    (tpb.Trigger(kind=tpb.TRIGGER_KIND_TAKE_PROFIT), "kind: cannot change"),
-    (tpb.Trigger(asset_id="1"), "assetId: cannot change"),
-    (tpb.Trigger(oco_group="g2"), "ocoGroup: cannot change"),
-    (tpb.Trigger(state=tpb.TRIGGER_STATE_CANCELLED), "state: output only"),
-    (tpb.Trigger(sell_fraction="0.5"), "size: exactly one of size and sellFraction"),
-    (tpb.Trigger(trigger_price="2"), "triggerPrice: must be a decimal in (0, 1)"),
-])
-def test_bad_trigger_patch(patch: tpb.Trigger, message: str) -> None:
-    current = trigger_rules.new_trigger(trigger())
-    current.id, current.state = "trg_1", tpb.TRIGGER_STATE_ARMED
-    with pytest.raises(InvalidArgument) as err:
-        trigger_rules.merge_trigger_patch(current, patch)
-    assert err.value.message.startswith(message), err.value.message
-
-
-def test_trigger_patch_switches_size_to_fraction() -> None:
-    current = trigger_rules.new_trigger(trigger())
-    merged = trigger_rules.merge_trigger_patch(current, tpb.Trigger(size="0", sell_fraction="0.5",
-                                                                    trigger_price="0.2", wallet=FOLLOWER))
-    assert (merged.size, merged.sell_fraction, merged.trigger_price) == ("0", "0.5", "0.2")
-    assert not trigger_rules.values_equal(merged, current)
 
 
 @pytest.mark.parametrize(("within", "text"), [
