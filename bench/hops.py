@@ -72,7 +72,7 @@ GUARD_CHAIN = (
     ("executor → Insiders API (POST)", "tcp_one_way"),
 )
 # The part of that chain no design inside the contracts can drop: the tick's way from ingest to guard, the
-# issue's SubmitOrder, the intent committed before the POST (DESIGN.md) and the POST. Its floor says what
+# issue's SubmitOrder, the intent committed before the POST (docs/architecture.md) and the POST. Its floor says what
 # is left of a target for guard's and the executor's own work (the locked read and the book read included).
 GUARD_REQUIRED_CHAIN = tuple(hop for hop in GUARD_CHAIN if hop[0] not in ("guard: locked read", "executor: book read"))
 CHAINS = {"copy": CHAIN, "guard": GUARD_CHAIN}

@@ -76,7 +76,7 @@ def _calibration_reader(redis_url: str, n: int, out: Any) -> None:
 
 async def calibrate(redis_url: str, n: int = 2000) -> dict[str, float]:
     """The machine's floor right now: Redis XADD → XREAD BLOCK one-way between two processes
-    (PERFORMANCE.md lists 0.32–0.43 ms p50 / 0.55–1.5 ms p99 on a quiet machine)."""
+    (about 0.3–0.4 ms p50 / 0.5–1.5 ms p99 on a quiet machine)."""
     import multiprocessing
 
     import redis.asyncio as aioredis

@@ -1,4 +1,4 @@
-"""A fake Insiders execution API (``../shared/INSIDERS_API.md``) on loopback, with fault injection.
+"""A fake Insiders execution API (``docs/insiders-api.md``) on loopback, with fault injection.
 
 The venue behind it (orders, balances, positions, matching against a book source) is
 :class:`sim.venue.FakeVenue`. ``Idempotency-Key`` replays return the original order, never a second one.

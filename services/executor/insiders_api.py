@@ -1,4 +1,4 @@
-"""The Insiders API adapter (INSIDERS_API.md): the only module that knows its URLs, headers and JSON.
+"""The Insiders API adapter (docs/insiders-api.md): the only module that knows its URLs, headers and JSON.
 
 Transport: :mod:`common.http1`, a small keep-alive HTTP/1.1 client (for 1,000 concurrent POSTs
 aiohttp needs ~3× its time and client CPU, httpx with an unlimited pool seconds; the numbers are

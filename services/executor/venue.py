@@ -10,7 +10,7 @@ from typing import Protocol
 
 from common.decimals import ZERO
 
-# Venue statuses (INSIDERS_API.md): POST answers matched|live|delayed|unmatched;
+# Venue statuses (docs/insiders-api.md): POST answers matched|live|delayed|unmatched;
 # GET adds mined|confirmed|cancelled|failed.
 LIVE = "live"
 MATCHED = "matched"

@@ -1,4 +1,4 @@
-"""Validation rules (pure, table-driven): every field of CONTROL_API.md, messages naming the JSON path."""
+"""Validation rules (pure, table-driven): every field of docs/rest-api.md, messages naming the JSON path."""
 
 from __future__ import annotations
 

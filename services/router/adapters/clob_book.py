@@ -1,4 +1,4 @@
-"""A CLOB REST ``GET /book`` body (FORMATS.md §4.1) as a :class:`common.marketstate.BookSnapshot`, and
+"""A CLOB REST ``GET /book`` body (docs/polymarket-formats.md) as a :class:`common.marketstate.BookSnapshot`, and
 storing it in ``tt:book:{asset}`` only when Redis has no book or an older one (by venue time).
 
 Ingest only starts watching an asset after its first followed trade, so the router's ``/book`` fetch

@@ -43,7 +43,7 @@ def _dec(value: Any) -> Decimal | None:
 def parse_market_info(asset_id: str, market: dict[str, Any] | None, book: dict[str, Any] | None,
                       now_ms: int) -> list[MarketInfo]:
     """MarketInfo for the asset (and its sibling tokens) from ``GET /markets/{condition}`` and/or
-    ``GET /book?token_id=`` bodies (FORMATS.md §4). The book's tick and minimum win: they are current.
+    ``GET /book?token_id=`` bodies (docs/polymarket-formats.md). The book's tick and minimum win: they are current.
     The asset is left out when the market lists tokens without it and no book confirms it.
     Raises ValueError when neither gives a tick size."""
     tick = _dec(book.get("tick_size")) if book else None
