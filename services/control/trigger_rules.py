@@ -5,7 +5,7 @@
 - ``TRAILING_STOP`` needs ``trailPct`` in (0, 100); ``activationPrice`` is "0" (track at once) or in
   (0, 1); ``triggerPrice`` must be absent or "0".
 - Exactly one of ``size`` (shares, > 0) and ``sellFraction`` (in (0, 1]) is non-zero.
-- ``priceSource`` defaults to BEST_BID, ``source`` to MANUAL.
+- ``priceSource`` defaults to BEST_BID; ``source`` is output only and always MANUAL (guard writes COPY exits itself).
 - Any OPEN position of the wallet may be guarded, whatever its origin (copied, manual, external). A
   trigger on a position whose market resolved is refused (MARKET_RESOLVED: nothing is left to sell); a
   ``sellFraction`` trigger needs an OPEN position holding at least one share step (NO_POSITION). A
@@ -40,8 +40,7 @@ def new_trigger(raw: tpb.Trigger) -> tpb.Trigger:
         oco_group=v.identifier("ocoGroup", raw.oco_group, required=False),
         price_source=(v.enum("priceSource", raw.price_source, tpb.PriceSource.DESCRIPTOR, required=False)
                       or tpb.PRICE_SOURCE_BEST_BID),  # type: ignore[arg-type]
-        source=(v.enum("source", raw.source, tpb.TriggerSource.DESCRIPTOR, required=False)
-                or tpb.TRIGGER_SOURCE_MANUAL),  # type: ignore[arg-type]
+        source=tpb.TRIGGER_SOURCE_MANUAL,  # output only: COPY triggers are guard's exits, never made here
         high_water_mark="0",
     )
     for field in VALUE_FIELDS:
