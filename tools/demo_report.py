@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from common.config import StorageSettings
-from services.executor.store import declined_copy
+from services.executor.domain.copy_skips import declined_copy
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 if TYPE_CHECKING:

@@ -37,23 +37,23 @@ from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
 from services.executor.bookread import FreshBooks
-from services.executor.breaker import BreakerConfig
 from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
+from services.executor.domain.breaker import BreakerConfig
+from services.executor.domain.order_intake import IntakeRules
+from services.executor.domain.ticket import INSIDERS, PAPER
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
 from services.executor.insiders_api import InsidersVenue
-from services.executor.intake import IntakeRules
 from services.executor.journal import Journal
-from services.executor.model import INSIDERS, PAPER
 from services.executor.paper import PaperVenue
+from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
 from services.executor.redeeming import Redeemer
 from services.executor.releases import releasing_dead_letters
 from services.executor.servicer import ExecutorServicer
 from services.executor.settling import Settler
 from services.executor.store import PLANNER_OPTIONS, Store
-from services.executor.venue import Venue
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb

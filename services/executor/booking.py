@@ -1,62 +1,25 @@
 """Booking fills in bulk: ``fills`` rows, ``positions`` and ``subscription_stats``, inside the journal's
 transaction, in three statements per batch whatever its size (the ``fills`` insert can ride along
-with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`).
+with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`). What a fill does to a
+position is :mod:`services.executor.domain.fill_math`.
 
-A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a
-restart conflicts and books nothing. Positions are locked in a fixed order (wallet, asset) as they
-are read, so concurrent executors cannot deadlock or lose an update.
+A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
+(wallet, asset) as they are read, so concurrent executors cannot deadlock or lose an update.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from common.decimals import ONE, ZERO, fmt
-from common.ids import hash_id
+from common.decimals import ZERO
 from common.text import storable
-from services.executor import venue as v
-from services.executor.lifecycle import OrderLife
-from services.executor.model import Booking, Ticket
-from services.executor.policy import PRICE_QUANTUM, fill_increment
-from services.executor.positions import FillEffect, Position, apply_fill
-
-
-def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOrder | None,
-                 now_ms: int) -> Booking | None:
-    """The fill a state change adds to ``t`` (None when nothing more filled); moves ``t``'s booked fee and USD.
-
-    Price and USD come from the venue's cumulative amounts when they are plausible, else from the change in
-    average price; the fee from the venue's fee shares beyond those already booked.
-    """
-    if life.filled_size <= before.filled_size:
-        return None
-    size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
-    price = min(max(price, ZERO), ONE)
-    notional = _exact_notional(t, order, size) or size * price
-    price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
-    fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
-    t.fee_booked += fee
-    t.notional_booked += notional
-    return Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional, fee,
-                   before.filled_size == 0, now_ms)
-
-
-def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:
-    """USD of this fill from the venue's cumulative amounts, when they are present and plausible."""
-    if order is None:
-        return None
-    cumulative = order.making_amount if t.buying else order.taking_amount
-    notional = cumulative - t.notional_booked
-    if notional <= 0 or notional > size:  # a price above 1 means the amounts are not what we think
-        return None
-    return notional
-
+from services.executor.domain.fill_math import Booked, Booking, Opening, settle
+from services.executor.domain.position_math import Position
+from services.executor.domain.ticket import Ticket
 
 INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
@@ -144,14 +107,6 @@ WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Booked:
-    """A fill that was booked now (not a replay), with its effect on the position."""
-
-    ticket: Ticket
-    effect: FillEffect
-
-
 def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
     o = t.order
     latency = t.copy_latency_ms()
@@ -161,58 +116,6 @@ def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
             "notional": str(b.notional), "venue": t.venue, "fill_ms": b.fill_time_ms,
             "lt_ms": o.leader_venue_time_ms, "latency": str(latency) if latency is not None else None,
             "fee": str(max(ZERO, b.fee_shares)) if t.buying else "0"}
-
-
-@dataclass
-class _Stats:
-    copied: int = 0
-    exposure: Decimal = ZERO
-    pnl: Decimal = ZERO
-
-
-@dataclass(frozen=True, slots=True)
-class Opening:
-    """A fill that opened a position: the new life's id, origin, subscription, venue and outcome, and the
-    realized PnL the position had booked before it (the new life's base)."""
-
-    position_id: str
-    origin: str  # COPY | MANUAL
-    subscription_id: str | None
-    venue: str
-    outcome: str
-    realized_base_usd: Decimal
-
-
-def _opening(t: Ticket, b: Booking, before: Position) -> Opening:
-    o = t.order
-    return Opening(hash_id("pos", o.follower_wallet_id, o.asset_id, b.fill_id),
-                   "COPY" if t.origin == "COPY" else "MANUAL", o.subscription_id or None, t.venue,
-                   storable(o.outcome), before.realized_pnl_usd)
-
-
-def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]]
-           ) -> tuple[list[Booked], dict[str, _Stats], dict[tuple[str, str], Opening]]:
-    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and, for each key a fill
-    opened, its (last) opening."""
-    booked: list[Booked] = []
-    stats: dict[str, _Stats] = {}
-    opened: dict[tuple[str, str], Opening] = {}
-    for t, b in fills:
-        key = (t.order.follower_wallet_id, t.order.asset_id)
-        before = positions.get(key, Position())
-        effect = apply_fill(before, buying=t.buying, size=b.size, price=b.price,
-                            fee_shares=b.fee_shares, notional=b.notional)
-        positions[key] = effect.position
-        if effect.opened:
-            opened[key] = _opening(t, b, before)
-        booked.append(Booked(t, effect))
-        sub = t.order.subscription_id
-        if sub:
-            s = stats.setdefault(sub, _Stats())
-            s.copied += 1 if b.first_fill and t.origin == "COPY" else 0
-            s.exposure += effect.exposure_delta_usd
-            s.pnl += effect.realized_pnl_usd
-    return booked, stats, opened
 
 
 def fills_json(fills: list[tuple[Ticket, Booking]]) -> str:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from services.executor import breaker as br
+from services.executor.domain import breaker as br
 
 log = logging.getLogger(__name__)
 

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
-
-@runtime_checkable
-class AnswerHolder(Protocol):
-    """A venue client that can keep answers unread while a burst is written."""
-
-    def hold_answers(self) -> None:
-        """Start holding answers."""
-
-    def release_answers(self) -> None:
-        """Process what was held and stop holding."""
+from services.executor.ports import AnswerHolder
 
 
 class BurstGate:

@@ -20,21 +20,17 @@ from opentelemetry import trace
 from common.decimals import ZERO, fmt
 from common.marketstate import market_key
 from common.retry import Backoff
-from services.executor import lifecycle as lc
-from services.executor import venue as v
-from services.executor.booking import fill_booking
 from services.executor.breakergate import BreakerGate
-from services.executor.concurrency import AnswerHolder, BurstGate, Once
+from services.executor.concurrency import BurstGate, Once
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain import venue_orders as v
+from services.executor.domain.answer_policy import accepted, classify, decide_submit, decide_unknown
+from services.executor.domain.fill_math import fill_booking
+from services.executor.domain.ticket import Ticket
 from services.executor.events import build_event
 from services.executor.journal import Journal
-from services.executor.model import Ticket
 from services.executor.placed import PlacedQueries
-from services.executor.policy import (
-    accepted,
-    classify,
-    decide_submit,
-    decide_unknown,
-)
+from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.recovery import plan_resume
 from services.executor.sequence import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.store import Change
@@ -72,7 +68,7 @@ class EngineConfig:
 class Engine:
     """Owns the running orders of this process."""
 
-    def __init__(self, *, journal: Journal, venues: dict[str, v.Venue], gates: dict[str, BreakerGate],
+    def __init__(self, *, journal: Journal, venues: dict[str, Venue], gates: dict[str, BreakerGate],
                  redis: Any, config: EngineConfig, rng: random.Random | None = None) -> None:
         self.journal = journal
         self.venues = venues
@@ -332,7 +328,7 @@ class Engine:
         venue = self.venues[t.venue]
         while life.state is lc.State.UNKNOWN:
             await asyncio.sleep(self.cfg.settle_interval_s)
-            result = await v.safe(venue.query_by_client_id(t.client_order_id))
+            result = await safe(venue.query_by_client_id(t.client_order_id))
             if isinstance(result, v.VenueOrder):
                 return await self._transition(t, life, accepted(life, result), result)
             age_s = (time.time_ns() - t.created_ns) / 1e9

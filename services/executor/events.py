@@ -7,8 +7,8 @@ import os
 from decimal import Decimal
 
 from common.decimals import ZERO, fmt
-from services.executor import lifecycle as lc
-from services.executor.model import VENUE_ENUM, Ticket
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.ticket import VENUE_ENUM, Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 EVENT_TYPES: dict[type, epb.OrderEventType] = {

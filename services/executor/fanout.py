@@ -26,11 +26,11 @@ from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot
 from services.executor.bookread import FreshBooks
+from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
+from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
+from services.executor.domain.sell_sizing import ceiling_price, fraction_size
+from services.executor.domain.ticket import Ticket
 from services.executor.engine import Engine
-from services.executor.intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
-from services.executor.lifecycle import OrderLife, OrderRejected, apply
-from services.executor.model import Ticket
-from services.executor.sellsize import ceiling_price, fraction_size
 from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 

@@ -21,7 +21,8 @@ import orjson
 from common.config import Secret
 from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
 from common.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
-from services.executor import venue as v
+from services.executor.domain import venue_orders as v
+from services.executor.ports import Answer
 
 
 def request_body(req: v.PlaceRequest) -> bytes:
@@ -68,18 +69,6 @@ def parse_error(status: int, raw: bytes) -> v.VenueError:
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A JSON call's outcome: ``status`` 200 with ``body``, another HTTP status with the venue's ``code`` and
-    ``message``, or no answer (``status`` 0, ``kind`` timeout / connect / disconnect / protocol)."""
-
-    status: int
-    body: dict[str, Any] | None = None
-    kind: str = "http"
-    code: str = ""
-    message: str = ""
 
 
 def redeem_body(wallet_id: str, condition_id: str, neg_risk: bool, amounts: Sequence[Decimal]) -> bytes:

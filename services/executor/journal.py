@@ -29,7 +29,7 @@ import psycopg
 from common.cancel import reraise_if_cancelling
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
-from services.executor.booking import Booked
+from services.executor.domain.fill_math import Booked
 from services.executor.releases import Release, Repairs
 from services.executor.store import Change, Store
 

@@ -17,9 +17,9 @@ import orjson
 
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import read_book_and_feed
-from services.executor import venue as v
-from services.executor.bookmath import Levels, notional_within, volume_within, walk_buy_usd, walk_sell_size
-from services.executor.pricing import BPS
+from services.executor.domain import venue_orders as v
+from services.executor.domain.book_math import Levels, notional_within, volume_within, walk_buy_usd, walk_sell_size
+from services.executor.domain.pricing import BPS
 
 PRICE_QUANTUM = Decimal("0.00000001")
 RESULT_TTL_S = 14 * 24 * 3600

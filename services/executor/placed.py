@@ -19,11 +19,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from services.executor import lifecycle as lc
-from services.executor import venue as v
 from services.executor.concurrency import BurstGate
-from services.executor.model import Ticket
-from services.executor.policy import Missing, Verdict, classify, decide_placed_missing, decide_status, missed
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain import venue_orders as v
+from services.executor.domain.answer_policy import (
+    Missing,
+    Verdict,
+    classify,
+    decide_placed_missing,
+    decide_status,
+    missed,
+)
+from services.executor.domain.ticket import Ticket
+from services.executor.ports import Venue, safe
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,7 @@ Transition = Callable[[Ticket, lc.OrderLife, list[lc.Event], v.VenueOrder | None
 class PlacedQueries:
     """Queries the status of PLACED and PARTIALLY_FILLED orders and applies what the answers imply."""
 
-    def __init__(self, venues: dict[str, v.Venue], burst: BurstGate, transition: Transition, *, lost_after: int,
+    def __init__(self, venues: dict[str, Venue], burst: BurstGate, transition: Transition, *, lost_after: int,
                  lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000) -> None:
         self.venues = venues
         self.burst = burst
@@ -59,11 +67,11 @@ class PlacedQueries:
         result: v.VenueResult
         venue_order_id = self._renamed.get(coid, life.venue_order_id)
         if venue_order_id:
-            result = await v.safe(venue.query(venue_order_id))
+            result = await safe(venue.query(venue_order_id))
             if classify(result).verdict is Verdict.NOT_FOUND:
-                result = await v.safe(venue.query_by_client_id(coid))
+                result = await safe(venue.query_by_client_id(coid))
         else:
-            result = await v.safe(venue.query_by_client_id(coid))
+            result = await safe(venue.query_by_client_id(coid))
         if isinstance(result, v.VenueOrder):
             self._missing.pop(coid, None)
             if result.order_id and result.order_id != venue_order_id:
@@ -86,7 +94,7 @@ class PlacedQueries:
         if venue_order_id:
             # the last word before LOST: a cancel, which ends the order if the venue has it after all (it must
             # not rest there, able to fill, once its reservation is released) and answers with what it filled
-            result = await v.safe(venue.cancel(venue_order_id))
+            result = await safe(venue.cancel(venue_order_id))
             if isinstance(result, v.VenueOrder):
                 self._missing.pop(coid, None)
                 log.warning("placed order the lookups missed answered its cancel", extra={

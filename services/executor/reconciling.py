@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import metrics
 
@@ -21,10 +21,11 @@ from common.decimals import MIN_HELD_SHARES, ZERO, fmt
 from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
+from services.executor.domain.order_lifecycle import State
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Correction, reconcile
-from services.executor.insiders_api import Answer, parse_positions
-from services.executor.lifecycle import State
-from services.executor.model import INSIDERS, Ticket
+from services.executor.domain.ticket import INSIDERS, Ticket
+from services.executor.insiders_api import parse_positions
+from services.executor.ports import PositionsApi
 from services.executor.store import Change
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -41,13 +42,6 @@ MAX_CALLS_PER_S = 10.0  # venue calls of the periodic rounds (a wallet asked for
 WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
 RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
-
-
-class PositionsApi(Protocol):
-    """The venue call reconciliation needs."""
-
-    async def positions(self, wallet_id: str) -> Answer:
-        """``GET /v1/wallets/{walletId}/positions``."""
 
 
 @dataclass

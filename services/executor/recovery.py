@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable, Container
 from typing import Any
 
-from services.executor import lifecycle as lc
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.answer_policy import RESTART_REASON
+from services.executor.domain.ticket import Ticket
 from services.executor.events import build_event
-from services.executor.model import Ticket
-from services.executor.policy import RESTART_REASON
 from services.executor.sequence import sized_later
 from services.executor.store import Change, row_life, ticket_from_row
 

@@ -13,10 +13,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from decimal import Decimal
-from typing import Protocol
 
 from opentelemetry import metrics
 
@@ -27,7 +25,8 @@ from common.streams import DurableLog
 from services.executor.adapters.redemption_store import RedemptionRow, RedemptionStore
 from services.executor.breakergate import BreakerGate
 from services.executor.domain import redemption as rd
-from services.executor.insiders_api import Answer, parse_redemption
+from services.executor.insiders_api import parse_redemption
+from services.executor.ports import Answer, RedeemApi
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -41,17 +40,6 @@ EVENT_TYPES = {rd.RedemptionState.PENDING: epb.REDEMPTION_EVENT_TYPE_PENDING,
                rd.RedemptionState.SUBMITTED: epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
                rd.RedemptionState.CONFIRMED: epb.REDEMPTION_EVENT_TYPE_CONFIRMED,
                rd.RedemptionState.FAILED: epb.REDEMPTION_EVENT_TYPE_FAILED}
-
-
-class RedeemApi(Protocol):
-    """The venue calls redemption needs (the Insiders API adapter)."""
-
-    async def redeem(self, key: str, wallet_id: str, condition_id: str, neg_risk: bool,
-                     amounts: Sequence[Decimal]) -> Answer:
-        """``POST /v1/redeem``."""
-
-    async def redemption(self, redeem_id: str) -> Answer:
-        """``GET /v1/redeem/{redeemId}``."""
 
 
 def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int) -> rd.Event:

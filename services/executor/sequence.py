@@ -16,11 +16,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from services.executor import lifecycle as lc
-from services.executor.model import Ticket
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.ticket import Ticket
 
 if TYPE_CHECKING:
-    from services.executor.intake import Prepared
+    from services.executor.domain.order_intake import Prepared
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,16 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
 from common.text import storable
-from services.executor.booking import INSERT_FILLS, Booked, book, book_new, fills_json
+from services.executor.booking import INSERT_FILLS, book, book_new, fills_json
+from services.executor.domain import venue_orders as v
+from services.executor.domain.copy_skips import is_skip
+from services.executor.domain.fill_math import Booked, Booking
+from services.executor.domain.order_lifecycle import TERMINAL, OrderLife, State
+from services.executor.domain.ticket import Ticket
 from services.executor.intents import IntentConnection
+from tradingtools.execution.v1 import execution_pb2 as epb
 
 __all__ = ["Change", "Store", "row_life", "ticket_from_row"]
-from services.executor import venue as v
-from services.executor.lifecycle import TERMINAL, OrderLife, State
-from services.executor.model import Booking, Ticket
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
@@ -89,12 +91,8 @@ evo AS ({_TO_OUTBOX})
 {INSERT_FILLS.strip()}
 """
 
-# A copy the executor declines for the market's state or the follower's position is a skip, counted with
-# the router's: a copy_skips row (one per leader trade and subscription, so a replay counts nothing) and
-# the subscription's ``skipped``. Refusals of malformed or misconfigured orders stay rejections only.
-SKIP_REASONS = frozenset({"INSUFFICIENT_DEPTH", "NO_LIQUIDITY", "NO_BOOK", "STALE_ORDER", "NOTHING_HELD",
-                          "SELL_BELOW_MARKET_MINIMUM", "BUY_BELOW_MARKET_MINIMUM"})
-
+# Copies declined as skips (:mod:`services.executor.domain.copy_skips`) are counted with the router's: a copy_skips
+# row (one per leader trade and subscription, so a replay counts nothing) and the subscription's ``skipped``.
 _RECORD_SKIPS = """
 WITH s AS (
     INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
@@ -155,18 +153,6 @@ def update_json(changes: list[Change]) -> str:
                      "reason": life.reason, "detail": storable(life.detail[:1000]), "ps": t.post_sent_ns or None,
                      "terminal": life.terminal})
     return orjson.dumps(rows).decode()
-
-
-def declined_copy(reason: str, origin: int, subscription_id: str) -> bool:
-    """True when a REJECTED order with this reason, origin and subscription is a copy declined as a skip."""
-    return reason in SKIP_REASONS and origin == epb.ORDER_ORIGIN_COPY and bool(subscription_id)
-
-
-def is_skip(t: Ticket, life: OrderLife) -> bool:
-    """True when the order is a copy the executor declined as a skip (:data:`SKIP_REASONS`)."""
-    o = t.order
-    return (life.state is State.REJECTED and declined_copy(life.reason, o.origin, o.subscription_id)
-            and bool(o.leader_trade_id))
 
 
 def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry import trace
 
 from common import telemetry
-from services.executor.model import Ticket
+from services.executor.domain.ticket import Ticket
 
 _tracer = trace.get_tracer("tradingtools.executor")
 

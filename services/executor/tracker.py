@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.executor.lifecycle import OrderLife
-from services.executor.model import Ticket
+from services.executor.domain.order_lifecycle import OrderLife
+from services.executor.domain.ticket import Ticket
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from services.executor import lifecycle as lc
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.order_intake import IntakeRules
+from services.executor.domain.ticket import Ticket
 from services.executor.fanout import Fanout
-from services.executor.intake import IntakeRules
-from services.executor.model import Ticket
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.executor.test_fanout_burst import FakeEngine
 from tests.helpers import eventually

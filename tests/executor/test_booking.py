@@ -11,7 +11,8 @@ import pytest
 
 from common.storage import create_pool
 from services.executor import booking
-from services.executor.model import PAPER, Booking, Ticket
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import PAPER, Ticket
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.domain import perf_rules
 from tests.executor.conftest import make_order

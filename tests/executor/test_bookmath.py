@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.executor.bookmath import (
+from services.executor.domain.book_math import (
     Walk,
     notional_within,
     price_for_volume,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.executor.breaker import (
+from services.executor.domain.breaker import (
     Admission,
     Breaker,
     BreakerConfig,

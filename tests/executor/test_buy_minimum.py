@@ -13,9 +13,9 @@ from decimal import Decimal as D
 import pytest
 
 from common.marketstate import BookSnapshot
-from services.executor.intake import IntakeRules, ShapeCache, prepare
-from services.executor.lifecycle import State
-from services.executor.pricing import BUY_BELOW_MARKET_MINIMUM, buy_minimum_refusal
+from services.executor.domain.order_intake import IntakeRules, ShapeCache, prepare
+from services.executor.domain.order_lifecycle import State
+from services.executor.domain.pricing import BUY_BELOW_MARKET_MINIMUM, buy_minimum_refusal
 from tests.executor.conftest import ASSET, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from common.marketstate import BookSnapshot
-from services.executor.intake import IntakeRules, prepare
-from services.executor.lifecycle import State
-from services.executor.sellsize import ceiling_price
+from services.executor.domain.order_intake import IntakeRules, prepare
+from services.executor.domain.order_lifecycle import State
+from services.executor.domain.sell_sizing import ceiling_price
 from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
 from tests.executor.flip import ASKS, BIDS, sell_order
 from tests.executor.test_paper_and_intake import BOOK, NOW, order

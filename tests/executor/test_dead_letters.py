@@ -20,9 +20,9 @@ from common.livefeed import LiveFeed
 from common.retry import Backoff
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor.domain.order_intake import IntakeRules
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
-from services.executor.intake import IntakeRules
 from services.executor.journal import Journal
 from services.executor.releases import releasing_dead_letters
 from services.executor.store import Store

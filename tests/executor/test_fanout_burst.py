@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from services.executor import lifecycle as lc
 from services.executor.concurrency import BurstGate
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.order_intake import IntakeRules
+from services.executor.domain.ticket import Ticket
 from services.executor.fanout import Fanout
-from services.executor.intake import IntakeRules
-from services.executor.model import Ticket
 from tests.executor.conftest import make_order
 from tradingtools.execution.v1 import execution_pb2 as epb
 

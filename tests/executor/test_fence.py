@@ -11,7 +11,7 @@ import pytest
 
 from common.lease import FENCE_SQLSTATE, Lease
 from common.storage import create_pool
-from services.executor.intake import IntakeRules, prepare
+from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.store import PLANNER_OPTIONS, Store
 from tests.executor.conftest import filled_change, make_order, placed_change, rows
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from common.config import Secret
-from services.executor import venue as v
+from services.executor.domain import venue_orders as v
 from services.executor.insiders_api import InsidersVenue
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks

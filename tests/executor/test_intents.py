@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from common.storage import create_pool
-from services.executor.intake import IntakeRules, prepare
+from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.store import Store
 from tests.executor.conftest import make_order
 

@@ -16,9 +16,9 @@ from common import reservations
 from common.livefeed import LiveFeed
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor import lifecycle as lc
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.events import build_event
-from services.executor.intake import IntakeRules, prepare
 from services.executor.journal import Journal
 from services.executor.store import Change, Store
 from tests.executor.conftest import filled_change, make_order, placed_change, rows

@@ -18,9 +18,9 @@ from common import reservations
 from common.livefeed import LiveFeed
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor import lifecycle as lc
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.events import build_event
-from services.executor.intake import IntakeRules, prepare
 from services.executor.journal import Journal
 from services.executor.releases import Release
 from services.executor.store import Change, Store

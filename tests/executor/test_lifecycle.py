@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.executor import lifecycle as lc
-from services.executor.lifecycle import State
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain.order_lifecycle import State
 
 D = Decimal
 SAMPLES: dict[type, lc.Event] = {

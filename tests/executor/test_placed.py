@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from services.executor import lifecycle as lc
-from services.executor import venue as v
 from services.executor.concurrency import BurstGate
-from services.executor.model import INSIDERS, Ticket
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain import venue_orders as v
+from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.placed import PlacedQueries
 from tradingtools.execution.v1 import execution_pb2 as epb
 

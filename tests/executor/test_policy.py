@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.executor import lifecycle as lc
-from services.executor import venue as v
-from services.executor.policy import (
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain import venue_orders as v
+from services.executor.domain.answer_policy import (
     PLACED_NOT_FOUND,
     Classification,
     Missing,
@@ -19,9 +19,9 @@ from services.executor.policy import (
     decide_status,
     decide_submit,
     decide_unknown,
-    fill_increment,
     missed,
 )
+from services.executor.domain.fill_math import fill_increment
 
 D = Decimal
 ORDER = v.VenueOrder("io_1", "co_1", "matched", D("10"), D("0.5"))

@@ -11,7 +11,8 @@ import pytest
 
 from common.storage import create_pool
 from services.executor import booking
-from services.executor.model import INSIDERS, PAPER, Booking, Ticket
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import INSIDERS, PAPER, Ticket
 from tests.executor.conftest import make_order
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.executor import venue as v
-from services.executor.positions import Position, apply_fill
+from services.executor.domain import venue_orders as v
+from services.executor.domain.position_math import Position, apply_fill
 
 D = Decimal
 
@@ -52,8 +52,8 @@ def test_size_never_negative_and_cost_tracks(fills) -> None:  # type: ignore[no-
 
 
 def test_settle_applies_a_batch_in_order_and_aggregates_stats() -> None:
-    from services.executor.booking import settle
-    from services.executor.model import Booking, Ticket
+    from services.executor.domain.fill_math import Booking, settle
+    from services.executor.domain.ticket import Ticket
     from tradingtools.common.v1 import common_pb2 as cpb
     from tradingtools.execution.v1 import execution_pb2 as epb
 

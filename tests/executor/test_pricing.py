@@ -8,14 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.executor.pricing import (
-    check_depth,
-    clamp_to_bounds,
-    slipped_limit,
-    snap_down,
-    snap_safe,
-    snap_up,
-)
+from services.executor.domain.pricing import check_depth, clamp_to_bounds, slipped_limit, snap_down, snap_safe, snap_up
 
 D = Decimal
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from common.config import Secret
-from services.executor import venue as v
+from services.executor.domain import venue_orders as v
 from services.executor.insiders_api import InsidersVenue, request_body
 
 D = Decimal

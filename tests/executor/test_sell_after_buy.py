@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from common import reservations
-from services.executor.sellsize import fraction_size
+from services.executor.domain.sell_sizing import fraction_size
 from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
 from tests.executor.flip import (
     ASKS,

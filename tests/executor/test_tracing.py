@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from common import telemetry
 from services.executor import tracing
-from services.executor.model import INSIDERS, Ticket
+from services.executor.domain.ticket import INSIDERS, Ticket
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from services.executor.lifecycle import OrderLife, State
-from services.executor.model import PAPER, Ticket
+from services.executor.domain.order_lifecycle import OrderLife, State
+from services.executor.domain.ticket import PAPER, Ticket
 from services.executor.tracker import Tracker, error_delay, next_delay
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb

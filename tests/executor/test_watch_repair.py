@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 
 from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS
 from common.storage import create_pool
-from services.executor import lifecycle as lc
-from services.executor import venue as v
+from services.executor.domain import order_lifecycle as lc
+from services.executor.domain import venue_orders as v
+from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.engine import Engine, EngineConfig
 from services.executor.journal import Journal
-from services.executor.model import INSIDERS, Ticket
 from services.executor.store import PLANNER_OPTIONS, Store
 from tests.executor.conftest import make_order
 from tests.helpers import eventually

@@ -21,7 +21,8 @@ from psycopg.rows import dict_row
 
 from common.storage import create_pool
 from services.executor.booking import book
-from services.executor.model import Booking, Ticket
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import Ticket
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.perf_monitor import PerfMonitor
 from tests.guard.standins import ASSET, WALLET, WALLET_ID, db, insert_subscription, now

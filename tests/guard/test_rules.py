@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.executor.positions import Position, apply_fill
+from services.executor.domain.position_math import Position, apply_fill
 from services.guard.domain import exit_plans, perf_rules, sell_sizing, tick_view
 from services.guard.domain.trigger_index import Prices, load
 from services.guard.domain.trigger_model import IllegalTransition, Kind, Move, Reason, Source, State, TriggerSpec, apply

@@ -14,7 +14,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from services.executor.booking import book
-from services.executor.model import Booking, Ticket
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import Ticket
 from services.router.adapters.store import RouterStore
 from services.router.domain.positions import utc_day_start_ms
 from tradingtools.common.v1 import common_pb2 as cpb

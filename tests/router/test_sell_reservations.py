@@ -26,7 +26,8 @@ from common.reservations import SHARES, USD, Reservation, WalletReserved
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.executor.booking import book
-from services.executor.model import Booking, Ticket
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import Ticket
 from services.router.adapters.redis_state import SELLS_PREFIX, SELLS_TTL_S, RedisState
 from services.router.adapters.store import PositionAgg, RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache

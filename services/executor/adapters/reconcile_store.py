@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import fmt
 from common.ids import new_id
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
+from services.executor.domain.order_lifecycle import TERMINAL
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
-from services.executor.lifecycle import TERMINAL
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 

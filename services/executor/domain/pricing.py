@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from common.decimals import ONE, ZERO, fmt
-from services.executor.bookmath import Levels, notional_within, quantize_size, volume_within
+from services.executor.domain.book_math import Levels, notional_within, quantize_size, volume_within
 
 BPS = Decimal(10_000)
 DEFAULT_MIN_DEPTH_RATIO = Decimal("0.5")

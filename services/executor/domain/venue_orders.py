@@ -1,12 +1,10 @@
-"""The venue port: what the executor needs from an execution venue, and the values it returns."""
+"""What an execution venue takes and returns: the order request, the venue's view of an order, its errors
+(values only; the port itself is :class:`services.executor.ports.Venue`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
 
 from common.decimals import ZERO
 
@@ -80,35 +78,3 @@ class VenueError:
 
 
 VenueResult = VenueOrder | VenueError
-
-
-class Venue(Protocol):
-    """An execution venue (the Insiders API, or the paper venue)."""
-
-    name: str
-
-    async def place(self, request: PlaceRequest, *, traceparent: str = "") -> VenueResult:
-        """Submit an order, idempotent by its client order id."""
-
-    async def query_by_client_id(self, client_order_id: str) -> VenueResult:
-        """The order with this client order id (``404 ORDER_NOT_FOUND`` as a VenueError)."""
-
-    async def query(self, venue_order_id: str) -> VenueResult:
-        """The order with this venue order id."""
-
-    async def cancel(self, venue_order_id: str) -> VenueResult:
-        """Cancel a resting order."""
-
-    async def close(self) -> None:
-        """Release connections."""
-
-
-async def safe(call: Awaitable[VenueResult]) -> VenueResult:
-    """The outcome of a venue call; an exception (an adapter bug, a dropped connection) becomes a
-    ``disconnect`` error to retry later, never a crash of the caller."""
-    try:
-        return await call
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a failing query is retried later
-        return VenueError("disconnect", 0, "", repr(exc)[:300])

@@ -8,10 +8,9 @@ from decimal import Decimal
 from common.ceiling import MAX_ORDER_USD_EXCEEDED, above_ceiling, cap_sell
 from common.decimals import ONE, fmt, parse_decimal
 from common.marketstate import BookSnapshot
-from services.executor.bookmath import quantize_size
-from services.executor.lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
-from services.executor.model import INSIDERS, ORDER_TYPES, PAPER, Ticket
-from services.executor.pricing import (
+from services.executor.domain.book_math import quantize_size
+from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
+from services.executor.domain.pricing import (
     DepthQuote,
     buy_minimum_refusal,
     clamp_to_bounds,
@@ -21,7 +20,8 @@ from services.executor.pricing import (
     snap_safe,
     valid_tick,
 )
-from services.executor.venue import PlaceRequest
+from services.executor.domain.ticket import INSIDERS, ORDER_TYPES, PAPER, Ticket
+from services.executor.domain.venue_orders import PlaceRequest
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

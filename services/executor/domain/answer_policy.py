@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from decimal import Decimal
 
-from services.executor import venue as v
-from services.executor.lifecycle import (
+from services.executor.domain import venue_orders as v
+from services.executor.domain.order_lifecycle import (
     Event,
     OrderAccepted,
     OrderCancelled,
@@ -31,7 +30,6 @@ NON_RETRYABLE_CODES = frozenset({
 # Rejections that mean the router's cached market rules were stale: drop ``tt:market:{asset}``.
 INVALIDATES_MARKET = frozenset({"INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_MIN_SIZE", "MARKET_CLOSED"})
 NOT_FOUND_CODE = "ORDER_NOT_FOUND"
-PRICE_QUANTUM = Decimal("0.00000001")
 
 
 class Verdict(enum.Enum):
@@ -193,13 +191,3 @@ def decide_placed_missing(missing: Missing, now_ms: int, *, lost_after: int, los
     if lost_after_s <= 0 or missing.count < lost_after or waited_ms < lost_after_s * 1000:
         return []
     return [OrderLost(PLACED_NOT_FOUND, f"not found by {missing.count} status queries over {waited_ms // 1000} s")]
-
-
-def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
-                   new_avg: Decimal) -> tuple[Decimal, Decimal]:
-    """Shares and price of the fill between two cumulative (size, average price) readings."""
-    inc = new_size - old_size
-    if inc <= 0:
-        return Decimal(0), Decimal(0)
-    price = ((new_size * new_avg - old_size * old_avg) / inc).quantize(PRICE_QUANTUM)
-    return inc, price

@@ -1,4 +1,4 @@
-"""What the executor knows about one order while it runs (the proto, the venue request, timings)."""
+"""What the executor knows about one order while it runs (the proto, the venue request, timings): the Ticket."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ZERO
-from services.executor.venue import PlaceRequest
+from services.executor.domain.venue_orders import PlaceRequest
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -62,16 +62,3 @@ class Ticket:
             return None
         return (Decimal(self.post_sent_ns - self.order.received_time_ns) / Decimal(1_000_000)).quantize(
             Decimal("0.001"))
-
-
-@dataclass(frozen=True, slots=True)
-class Booking:
-    """One fill to book: a fills row, the position change and the subscription's stats."""
-
-    fill_id: str
-    size: Decimal
-    price: Decimal
-    notional: Decimal
-    fee_shares: Decimal
-    first_fill: bool  # the order's first fill (counts one copy)
-    fill_time_ms: int

@@ -1,0 +1,136 @@
+"""Fill arithmetic (pure): the fill between two cumulative readings of an order, the :class:`Booking` a state
+change adds, and fills applied in order to positions and subscription stats (the SQL that books them is
+:mod:`services.executor.adapters.fill_store`).
+
+A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a restart
+conflicts and books nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from common.decimals import ONE, ZERO, fmt
+from common.ids import hash_id
+from common.text import storable
+from services.executor.domain import venue_orders as v
+from services.executor.domain.order_lifecycle import OrderLife
+from services.executor.domain.position_math import FillEffect, Position, apply_fill
+from services.executor.domain.ticket import Ticket
+
+PRICE_QUANTUM = Decimal("0.00000001")
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """One fill to book: a fills row, the position change and the subscription's stats."""
+
+    fill_id: str
+    size: Decimal
+    price: Decimal
+    notional: Decimal
+    fee_shares: Decimal
+    first_fill: bool  # the order's first fill (counts one copy)
+    fill_time_ms: int
+
+
+def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
+                   new_avg: Decimal) -> tuple[Decimal, Decimal]:
+    """Shares and price of the fill between two cumulative (size, average price) readings."""
+    inc = new_size - old_size
+    if inc <= 0:
+        return Decimal(0), Decimal(0)
+    price = ((new_size * new_avg - old_size * old_avg) / inc).quantize(PRICE_QUANTUM)
+    return inc, price
+
+
+def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOrder | None,
+                 now_ms: int) -> Booking | None:
+    """The fill a state change adds to ``t`` (None when nothing more filled); moves ``t``'s booked fee and USD.
+
+    Price and USD come from the venue's cumulative amounts when they are plausible, else from the change in
+    average price; the fee from the venue's fee shares beyond those already booked.
+    """
+    if life.filled_size <= before.filled_size:
+        return None
+    size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
+    price = min(max(price, ZERO), ONE)
+    notional = _exact_notional(t, order, size) or size * price
+    price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
+    fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
+    t.fee_booked += fee
+    t.notional_booked += notional
+    return Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional, fee,
+                   before.filled_size == 0, now_ms)
+
+
+def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:
+    """USD of this fill from the venue's cumulative amounts, when they are present and plausible."""
+    if order is None:
+        return None
+    cumulative = order.making_amount if t.buying else order.taking_amount
+    notional = cumulative - t.notional_booked
+    if notional <= 0 or notional > size:  # a price above 1 means the amounts are not what we think
+        return None
+    return notional
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """A fill that was booked now (not a replay), with its effect on the position."""
+
+    ticket: Ticket
+    effect: FillEffect
+
+
+@dataclass
+class _Stats:
+    copied: int = 0
+    exposure: Decimal = ZERO
+    pnl: Decimal = ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A fill that opened a position: the new life's id, origin, subscription, venue and outcome, and the
+    realized PnL the position had booked before it (the new life's base)."""
+
+    position_id: str
+    origin: str  # COPY | MANUAL
+    subscription_id: str | None
+    venue: str
+    outcome: str
+    realized_base_usd: Decimal
+
+
+def _opening(t: Ticket, b: Booking, before: Position) -> Opening:
+    o = t.order
+    return Opening(hash_id("pos", o.follower_wallet_id, o.asset_id, b.fill_id),
+                   "COPY" if t.origin == "COPY" else "MANUAL", o.subscription_id or None, t.venue,
+                   storable(o.outcome), before.realized_pnl_usd)
+
+
+def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]]
+           ) -> tuple[list[Booked], dict[str, _Stats], dict[tuple[str, str], Opening]]:
+    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and, for each key a fill
+    opened, its (last) opening."""
+    booked: list[Booked] = []
+    stats: dict[str, _Stats] = {}
+    opened: dict[tuple[str, str], Opening] = {}
+    for t, b in fills:
+        key = (t.order.follower_wallet_id, t.order.asset_id)
+        before = positions.get(key, Position())
+        effect = apply_fill(before, buying=t.buying, size=b.size, price=b.price,
+                            fee_shares=b.fee_shares, notional=b.notional)
+        positions[key] = effect.position
+        if effect.opened:
+            opened[key] = _opening(t, b, before)
+        booked.append(Booked(t, effect))
+        sub = t.order.subscription_id
+        if sub:
+            s = stats.setdefault(sub, _Stats())
+            s.copied += 1 if b.first_fill and t.origin == "COPY" else 0
+            s.exposure += effect.exposure_delta_usd
+            s.pnl += effect.realized_pnl_usd
+    return booked, stats, opened
