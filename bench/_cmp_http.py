@@ -26,8 +26,8 @@ import uvloop
 
 from bench._cmp_measure import sequential
 from common.http1 import Http1Client
+from services.executor.adapters.insiders_api import request_body
 from services.executor.domain.venue_orders import PlaceRequest
-from services.executor.insiders_api import request_body
 
 SIDES = ("http1", "httpx-unlimited", "aiohttp")
 ASSET = "7" * 76

@@ -17,8 +17,8 @@ import orjson
 
 from bench import summarize
 from common.config import Secret, project_root
+from services.executor.adapters.insiders_api import InsidersVenue, request_body
 from services.executor.domain.venue_orders import PlaceRequest
-from services.executor.insiders_api import InsidersVenue, request_body
 
 
 def _burst_requests(prefix: str, n: int, asset: str) -> list[PlaceRequest]:

@@ -33,27 +33,27 @@ from common.streams import (
     create_stream_redis,
 )
 from services.executor import server
+from services.executor.adapters.book_reader import FreshBooks
+from services.executor.adapters.breaker_gate import BreakerGate
+from services.executor.adapters.insiders_api import InsidersVenue
+from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
+from services.executor.adapters.paper_venue import PaperVenue
 from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
-from services.executor.bookread import FreshBooks
-from services.executor.breakergate import BreakerGate
 from services.executor.config import Settings
 from services.executor.domain.breaker import BreakerConfig
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import INSIDERS, PAPER
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
-from services.executor.insiders_api import InsidersVenue
 from services.executor.journal import Journal
-from services.executor.paper import PaperVenue
 from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
 from services.executor.redeeming import Redeemer
 from services.executor.releases import releasing_dead_letters
 from services.executor.servicer import ExecutorServicer
 from services.executor.settling import Settler
-from services.executor.store import PLANNER_OPTIONS, Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -140,7 +140,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
     await events_log.prime()  # before the journal appends anything
-    store = Store(pool, intents_url=database_url, intents_options=lease.options)
+    store = OrderStore(pool, intents_url=database_url, intents_options=lease.options)
     fast = FastRedis(redis_url)  # the per-order commands: book reads, cursor saves, reservation releases
 
     async def release(_redis: Any, ids: list[str]) -> list[int]:

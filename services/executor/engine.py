@@ -1,7 +1,7 @@
 """Runs each order from intent to a terminal state: submit (retries behind the breaker), settle an
 UNKNOWN outcome by status queries; then the tracker polls a placed order until the venue says it is final.
 
-Every state change goes through :func:`lifecycle.apply` and is persisted by the journal before the
+Every state change goes through :func:`.domain.order_lifecycle.apply` and is persisted by the journal before the
 runner moves on; a restart resumes every non-terminal order from PostgreSQL (:meth:`Engine.resume`).
 """
 
@@ -20,7 +20,8 @@ from opentelemetry import trace
 from common.decimals import ZERO, fmt
 from common.marketstate import market_key
 from common.retry import Backoff
-from services.executor.breakergate import BreakerGate
+from services.executor.adapters.breaker_gate import BreakerGate
+from services.executor.adapters.order_store import Change
 from services.executor.concurrency import BurstGate, Once
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
@@ -33,7 +34,6 @@ from services.executor.placed import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.recovery import plan_resume
 from services.executor.sequence import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
-from services.executor.store import Change
 from services.executor.tracing import order_span, post_traceparent
 from services.executor.tracker import ERROR_BACKOFF_S, Tracker, error_delay
 

@@ -25,13 +25,13 @@ from common import reservations
 from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot
-from services.executor.bookread import FreshBooks
+from services.executor.adapters.book_reader import FreshBooks
+from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
 from services.executor.domain.sell_sizing import ceiling_price, fraction_size
 from services.executor.domain.ticket import Ticket
 from services.executor.engine import Engine
-from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ BookReader = Callable[[str], Awaitable[BookSnapshot | None]]
 class Fanout:
     """Admits orders: prepare, persist the intent, start (or resume) the runner."""
 
-    def __init__(self, engine: Engine, store: Store, redis: Any, rules: IntakeRules, *,
+    def __init__(self, engine: Engine, store: OrderStore, redis: Any, rules: IntakeRules, *,
                  intent_retry_s: float = 30.0, books: FreshBooks | None = None) -> None:
         self.engine = engine
         self.store = store

@@ -29,9 +29,9 @@ import psycopg
 from common.cancel import reraise_if_cancelling
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
+from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain.fill_math import Booked
 from services.executor.releases import Release, Repairs
-from services.executor.store import Change, Store
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class JournalStats:
 class Journal:
     """Single writer of order state; run :meth:`run` as a task."""
 
-    def __init__(self, store: Store, redis: Any, events_log: DurableLog, release: Release, *,
+    def __init__(self, store: OrderStore, redis: Any, events_log: DurableLog, release: Release, *,
                  max_batch: int = 1000, sweep_interval_s: float = 2.0, min_interval_s: float = 0.0,
                  append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None,
                  server_id: Callable[[], Awaitable[str]] | None = None,

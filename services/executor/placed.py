@@ -2,7 +2,7 @@
 
 A placed order the venue answers ``ORDER_NOT_FOUND`` for by its venue order id is looked up by its client
 order id too; found neither way, the query counts as a miss. Misses in a row end the order LOST once
-there were enough of them over long enough (:func:`policy.decide_placed_missing`): without that an order
+there were enough of them over long enough (:func:`.domain.answer_policy.decide_placed_missing`): without that an order
 the venue dropped was queried for ever and held its reservation (and so its follower's risk headroom)
 for good. Before LOST, the order is cancelled by its venue order id: a venue whose lookups missed an order
 it still has ends it there (CANCELLED with what filled, or the status it reached) instead of leaving it

@@ -20,13 +20,13 @@ from opentelemetry import metrics
 from common.decimals import MIN_HELD_SHARES, ZERO, fmt
 from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
+from services.executor.adapters.insiders_api import parse_positions
+from services.executor.adapters.order_store import Change
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
 from services.executor.domain.order_lifecycle import State
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Correction, reconcile
 from services.executor.domain.ticket import INSIDERS, Ticket
-from services.executor.insiders_api import parse_positions
 from services.executor.ports import PositionsApi
-from services.executor.store import Change
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)

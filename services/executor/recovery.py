@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable, Container
 from typing import Any
 
+from services.executor.adapters.order_store import Change, row_life, ticket_from_row
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.answer_policy import RESTART_REASON
 from services.executor.domain.ticket import Ticket
 from services.executor.events import build_event
 from services.executor.sequence import sized_later
-from services.executor.store import Change, row_life, ticket_from_row
 
 log = logging.getLogger(__name__)
 

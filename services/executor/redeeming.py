@@ -22,10 +22,10 @@ from common.decimals import fmt
 from common.ids import hash_id
 from common.retry import Backoff
 from common.streams import DurableLog
+from services.executor.adapters.breaker_gate import BreakerGate
+from services.executor.adapters.insiders_api import parse_redemption
 from services.executor.adapters.redemption_store import RedemptionRow, RedemptionStore
-from services.executor.breakergate import BreakerGate
 from services.executor.domain import redemption as rd
-from services.executor.insiders_api import parse_redemption
 from services.executor.ports import Answer, RedeemApi
 from tradingtools.execution.v1 import execution_pb2 as epb
 

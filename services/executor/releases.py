@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from common.storage import redis_run_id
-from services.executor.store import Store
+from services.executor.adapters.order_store import OrderStore
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Repairs:
     Releasing is idempotent: a release Redis kept is a no-op the second time.
     """
 
-    def __init__(self, redis: Any, store: Store, release: Release, *,
+    def __init__(self, redis: Any, store: OrderStore, release: Release, *,
                  server_id: Callable[[], Awaitable[str]] | None = None,
                  clock: Callable[[], float] = time.monotonic, keep_s: float = RECENT_RELEASES_S) -> None:
         self.redis = redis

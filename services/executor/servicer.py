@@ -13,9 +13,9 @@ import redis.exceptions
 
 from common.logserve import stream_log, stream_log_batches
 from common.streams import DurableLog
+from services.executor.adapters.order_store import OrderStore
 from services.executor.engine import Engine
 from services.executor.fanout import Fanout
-from services.executor.store import Store
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 
@@ -38,7 +38,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 class ExecutorServicer(egrpc.ExecutorServiceServicer):
     """SubmitOrder, StreamOrderEvents and StreamOrderEventBatches."""
 
-    def __init__(self, fanout: Fanout, engine: Engine, store: Store, events_log: DurableLog, *,
+    def __init__(self, fanout: Fanout, engine: Engine, store: OrderStore, events_log: DurableLog, *,
                  submit_wait_s: float, redemptions_log: DurableLog | None = None) -> None:
         self.fanout = fanout
         self.engine = engine

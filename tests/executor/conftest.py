@@ -23,13 +23,13 @@ from common.streams import (
     create_stream_redis,
     serve_log,
 )
+from services.executor.adapters.order_store import Change
 from services.executor.app import Running, start
 from services.executor.config import Settings
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.executor.events import build_event
-from services.executor.store import Change
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tests.helpers import INTERNAL, INTERNAL_ENV

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from services.executor.adapters.insiders_api import InsidersVenue
 from services.executor.domain.ticket import INSIDERS
 from services.executor.fanout import FIRST_CHUNK
-from services.executor.insiders_api import InsidersVenue
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.helpers import eventually
 

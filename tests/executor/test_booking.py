@@ -10,7 +10,7 @@ from decimal import Decimal as D
 import pytest
 
 from common.storage import create_pool
-from services.executor import booking
+from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import PAPER, Ticket
 from services.guard.adapters.perf_store import PerfStore
@@ -41,7 +41,7 @@ async def test_fills_keep_the_fee_shares_of_a_buy(db_url: str, buy_fee: str, sel
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            booked = await booking.book(cur, [buy, sell])
+            booked = await fill_store.book(cur, [buy, sell])
         assert [b.effect.position.size for b in booked] == [held, D(0)]
         async with pool.connection() as conn:
             rows = await (await conn.execute("SELECT side, fee_shares FROM fills ORDER BY fill_time")).fetchall()

@@ -12,7 +12,7 @@ import pytest
 
 from common.fastredis import FastRedis
 from common.marketstate import BOOK_FEED_KEY, BookSnapshot, FeedBeat, book_key
-from services.executor.bookread import FreshBooks
+from services.executor.adapters.book_reader import FreshBooks
 
 pytestmark = pytest.mark.integration
 D = Decimal

@@ -20,12 +20,12 @@ from common.livefeed import LiveFeed
 from common.retry import Backoff
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.engine import Engine, EngineConfig
 from services.executor.fanout import Fanout
 from services.executor.journal import Journal
 from services.executor.releases import releasing_dead_letters
-from services.executor.store import Store
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 RULES = IntakeRules(live_configured=True)
 
 
-class OutageStore(Store):
+class OutageStore(OrderStore):
     down = True
 
     async def insert_intents(self, items: Any) -> Any:

@@ -11,8 +11,8 @@ import pytest
 
 from common.lease import FENCE_SQLSTATE, Lease
 from common.storage import create_pool
+from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.store import PLANNER_OPTIONS, Store
 from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ async def test_a_superseded_executor_books_no_fill_and_inserts_no_intent(db_url:
     await old.acquire()
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True,
                              options=f"{PLANNER_OPTIONS} {old.options}")
-    store = Store(pool, intents_url=db_url if intents_path == "dedicated" else "", intents_options=old.options)
+    store = OrderStore(pool, intents_url=db_url if intents_path == "dedicated" else "", intents_options=old.options)
     try:
         now = time.time_ns()
         first = prepare(make_order(1), None, RULES, now)

@@ -16,7 +16,7 @@ from common.marketstate import (
     parse_watch_change,
     write_market,
 )
-from services.executor.breakergate import breaker_key
+from services.executor.adapters.breaker_gate import breaker_key
 from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order, rows
 from tests.helpers import eventually, internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb

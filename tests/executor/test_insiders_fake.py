@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from common.config import Secret
+from services.executor.adapters.insiders_api import InsidersVenue
 from services.executor.domain import venue_orders as v
-from services.executor.insiders_api import InsidersVenue
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.marketstate import BookSnapshot
+from services.executor.adapters.insiders_api import request_body
 from services.executor.domain.order_intake import IntakeRules, Prepared, ShapeCache, prepare
-from services.executor.insiders_api import request_body
 from tests.executor.test_paper_and_intake import BOOK, NOW, RULES, order
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb

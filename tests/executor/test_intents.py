@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from common.storage import create_pool
+from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.store import Store
 from tests.executor.conftest import make_order
 
 pytestmark = pytest.mark.integration
@@ -21,9 +21,9 @@ RULES = IntakeRules(live_configured=True)
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
+async def store(db_url: str) -> AsyncIterator[OrderStore]:
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    s = Store(pool, intents_url=db_url)
+    s = OrderStore(pool, intents_url=db_url)
     try:
         yield s
     finally:
@@ -42,7 +42,7 @@ def _count(db_url: str) -> int:
         return int(row[0]) if row else 0
 
 
-async def test_inserts_are_all_or_nothing_and_report_only_the_new_ids(store: Store, db_url: str) -> None:
+async def test_inserts_are_all_or_nothing_and_report_only_the_new_ids(store: OrderStore, db_url: str) -> None:
     assert await store.insert_intents(_items(1, 2)) == {"co_test00001", "co_test00002"}
     assert store.intents is not None and store.intents._conn is not None  # it went the dedicated way
     assert await store.insert_intents(_items(2, 3)) == {"co_test00003"}  # 2 exists: resumed, never re-sent
@@ -52,13 +52,13 @@ async def test_inserts_are_all_or_nothing_and_report_only_the_new_ids(store: Sto
     assert row is not None and row["state"] == "SUBMITTING" and row["limit_price"] is not None
 
 
-async def test_inserts_arriving_while_it_is_busy_take_the_pool(store: Store, db_url: str) -> None:
+async def test_inserts_arriving_while_it_is_busy_take_the_pool(store: OrderStore, db_url: str) -> None:
     results = await asyncio.gather(*(store.insert_intents(_items(i)) for i in range(10)))
     assert results == [{f"co_test{i:05d}"} for i in range(10)]
     assert _count(db_url) == 10
 
 
-async def test_a_lost_connection_is_an_operational_error_then_a_new_connection(store: Store, db_url: str) -> None:
+async def test_a_lost_connection_is_an_operational_error_then_a_new_connection(store: OrderStore, db_url: str) -> None:
     assert await store.insert_intents(_items(1)) == {"co_test00001"}
     assert store.intents is not None and store.intents._conn is not None
     pid = store.intents._conn.info.backend_pid
@@ -70,13 +70,13 @@ async def test_a_lost_connection_is_an_operational_error_then_a_new_connection(s
     assert store.intents._conn is not None and store.intents._conn.info.backend_pid != pid
 
 
-async def test_a_fan_out_chunk_takes_the_pool(store: Store, db_url: str) -> None:
+async def test_a_fan_out_chunk_takes_the_pool(store: OrderStore, db_url: str) -> None:
     assert await store.insert_intents(_items(*range(8))) == {f"co_test{i:05d}" for i in range(8)}
     assert store.intents is not None and store.intents._conn is None  # never opened
     assert _count(db_url) == 8
 
 
-async def test_a_statement_error_is_raised_and_the_next_insert_works(store: Store) -> None:
+async def test_a_statement_error_is_raised_and_the_next_insert_works(store: OrderStore) -> None:
     assert store.intents is not None
     with pytest.raises(psycopg.errors.InvalidTextRepresentation):
         await store.intents.insert("not json")

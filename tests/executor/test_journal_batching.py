@@ -16,11 +16,11 @@ from common import reservations
 from common.livefeed import LiveFeed
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.events import build_event
 from services.executor.journal import Journal
-from services.executor.store import Change, Store
 from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ RULES = IntakeRules(live_configured=True)
 
 @dataclass
 class Parts:
-    store: Store
+    store: OrderStore
     redis: aioredis.Redis
     events_log: DurableLog
     pool: Any
@@ -44,7 +44,7 @@ async def parts(db_url: str, redis_url: str) -> AsyncIterator[Parts]:
     log_ = DurableLog(sredis, ORDER_EVENTS, live=LiveFeed())
     await log_.prime()
     try:
-        yield Parts(Store(pool), redis, log_, pool)
+        yield Parts(OrderStore(pool), redis, log_, pool)
     finally:
         await pool.close()
         await redis.aclose()

@@ -18,12 +18,12 @@ from common import reservations
 from common.livefeed import LiveFeed
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
+from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.events import build_event
 from services.executor.journal import Journal
 from services.executor.releases import Release
-from services.executor.store import Change, Store
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
 
@@ -41,7 +41,7 @@ def _refused(i: int) -> Change:
 
 @contextlib.asynccontextmanager
 async def _running_journal(db_url: str, redis_url: str, release: Release, sweep_interval_s: float,
-                           store: type[Store] = Store) -> AsyncIterator[tuple[Journal, Any, Any]]:
+                           store: type[OrderStore] = OrderStore) -> AsyncIterator[tuple[Journal, Any, Any]]:
     """A running journal on real PostgreSQL and Redis: (journal, its Redis, the order-event stream's Redis)."""
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
     r = aioredis.from_url(redis_url)
@@ -102,7 +102,7 @@ async def test_the_outbox_empties_as_events_are_appended_and_the_sweep_appends_w
         assert _sql(db_url, "SELECT count(*) FROM order_events") == [(2,)]  # the history is not touched
 
 
-class _BlipOnce(Store):
+class _BlipOnce(OrderStore):
     """PostgreSQL unreachable for the first outbox read only (a restart, a failover, a pool timeout)."""
 
     blips = 1

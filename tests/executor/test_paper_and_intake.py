@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 
 from common.marketstate import BookSnapshot
+from services.executor.adapters.paper_venue import decode_order, encode_order, paper_fill
 from services.executor.domain import venue_orders as v
 from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.domain.order_lifecycle import State
-from services.executor.paper import decode_order, encode_order, paper_fill
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 

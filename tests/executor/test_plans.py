@@ -9,15 +9,15 @@ import orjson
 import psycopg
 import pytest
 
-from services.executor import booking, store
+from services.executor.adapters import fill_store, order_store
 from tests.helpers import generic_plan_scans, plan_scans
 
 pytestmark = pytest.mark.integration
 
 STATEMENTS = {
-    "order updates": (store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
+    "order updates": (order_store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
                       "orders"),
-    "position updates": (booking._UPDATE_POSITIONS_AND_STATS,
+    "position updates": (fill_store._UPDATE_POSITIONS_AND_STATS,
                          ("[]", orjson.dumps([{"w": "w_1", "a": "111", "size": "1"}]).decode()), "positions"),
 }
 
@@ -25,7 +25,7 @@ STATEMENTS = {
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 def test_journal_writes_look_rows_up_by_key_on_an_empty_table(db_url: str, name: str) -> None:
     sql, params, table = STATEMENTS[name]
-    scans = generic_plan_scans(db_url, sql, params, [table], options=store.PLANNER_OPTIONS)[table]
+    scans = generic_plan_scans(db_url, sql, params, [table], options=order_store.PLANNER_OPTIONS)[table]
     assert scans and set(scans) == {"Index Scan"}, scans  # (a position update also reads a reopened one's old life)
 
 
@@ -39,7 +39,7 @@ def test_whether_an_asset_is_still_held_is_one_index_probe(db_url: str) -> None:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
                      " SELECT 'w_' || g, 'a_' || (g % 500), '0xa', g % 3 FROM generate_series(1, 5000) g")
         conn.execute("ANALYZE positions")
-        row = conn.execute("EXPLAIN (FORMAT JSON) " + store.ASSET_HELD, ("a_7",)).fetchone()
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_store.ASSET_HELD, ("a_7",)).fetchone()
     assert row is not None
     assert plan_scans(row[0][0]["Plan"], "positions") in (["Index Scan"], ["Index Only Scan"], ["Bitmap Heap Scan"])
 
@@ -54,9 +54,9 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
         conn.execute("INSERT INTO order_events_outbox (event_id, seq)"
                      " SELECT 'oev_' || g, g FROM generate_series(1, 20000) g")
         conn.execute("ANALYZE order_events_outbox")
-    with psycopg.connect(db_url, options=store.PLANNER_OPTIONS) as conn:
+    with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        row = conn.execute("EXPLAIN (FORMAT JSON) " + store._MARK_DONE,
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_store._MARK_DONE,
                            (["oev_19990", "oev_19991"], ["co_1"])).fetchone()
     assert row is not None
     used = _index_names(row[0][0]["Plan"])

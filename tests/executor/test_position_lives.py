@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from common.storage import create_pool
-from services.executor import booking
+from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import INSIDERS, PAPER, Ticket
 from tests.executor.conftest import make_order
@@ -31,7 +31,7 @@ async def _book(db_url: str, *fills: tuple[Ticket, Booking]) -> None:
     pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
     try:
         async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await booking.book(cur, list(fills))
+            await fill_store.book(cur, list(fills))
     finally:
         await pool.close()
 

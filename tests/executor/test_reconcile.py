@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from common.marketstate import WATCH_POSITIONS
+from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.reconcile_store import LiveWallet
 from services.executor.app import Running
-from services.executor.insiders_api import parse_positions
 from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb

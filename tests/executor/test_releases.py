@@ -8,8 +8,8 @@ import redis.asyncio as aioredis
 
 from common import reservations
 from common.storage import create_pool
+from services.executor.adapters.order_store import OrderStore
 from services.executor.releases import Repairs
-from services.executor.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ async def test_releases_redis_lost_are_done_again_once_the_server_changed(r: aio
     async def server_id() -> str:
         return server["id"]
 
-    repairs = Repairs(r, Store(pool), reservations.release_many, server_id=server_id, clock=lambda: now["t"],
+    repairs = Repairs(r, OrderStore(pool), reservations.release_many, server_id=server_id, clock=lambda: now["t"],
                       keep_s=60)
     try:
         await reservations.reserve(r, [_claim("co_old", 1_000_000), _claim("co_1", 2_000_000),

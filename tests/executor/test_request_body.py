@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from common.config import Secret
+from services.executor.adapters.insiders_api import InsidersVenue, request_body
 from services.executor.domain import venue_orders as v
-from services.executor.insiders_api import InsidersVenue, request_body
 
 D = Decimal
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from common.storage import create_pool
+from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.store import Store
 from tests.executor.conftest import make_order
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ async def test_pool_connections_are_autocommit_and_intents_are_visible_at_once(d
     try:
         async with pool.connection() as conn:
             assert conn.autocommit
-        store = Store(pool)
+        store = OrderStore(pool)
         p = prepare(make_order(1), None, IntakeRules(live_configured=True), time.time_ns())
         assert await store.insert_intents([(p.ticket, p.life)]) == {p.ticket.client_order_id}
         async with pool.connection() as conn:

@@ -22,12 +22,12 @@ import redis.asyncio as aioredis
 
 from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS
 from common.storage import create_pool
+from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.engine import Engine, EngineConfig
 from services.executor.journal import Journal
-from services.executor.store import PLANNER_OPTIONS, Store
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -66,7 +66,7 @@ class _NoVenue:
         return None
 
 
-class _CountingStore(Store):
+class _CountingStore(OrderStore):
     """The production store, counting the watch set's repair queries; ``hide`` leaves assets out of the next
     full query (as if it ran just before another replica committed their positions)."""
 
@@ -98,7 +98,7 @@ async def _parts(db_url: str, redis_url: str) -> AsyncIterator[tuple[_CountingSt
         await pool.close()
 
 
-async def _open_position(journal: Journal, store: Store, redis: Any, db_url: str, i: int) -> str:
+async def _open_position(journal: Journal, store: OrderStore, redis: Any, db_url: str, i: int) -> str:
     """A BUY of wallet w_{i} filled for 20 shares, through the engine and the journal; its asset."""
     coid = f"co_watch{i}"
     order = make_order(i, client_order_id=coid, side=cpb.SIDE_BUY, asset_id=f"asset_{i}")

@@ -20,7 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from common.storage import create_pool
-from services.executor.booking import book
+from services.executor.adapters.fill_store import book
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.guard.adapters.perf_store import PerfStore

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from services.executor.booking import book
+from services.executor.adapters.fill_store import book
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.router.adapters.store import RouterStore

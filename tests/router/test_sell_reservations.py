@@ -25,7 +25,7 @@ from common.marketstate import MarketInfo, write_market
 from common.reservations import SHARES, USD, Reservation, WalletReserved
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
-from services.executor.booking import book
+from services.executor.adapters.fill_store import book
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.router.adapters.redis_state import SELLS_PREFIX, SELLS_TTL_S, RedisState

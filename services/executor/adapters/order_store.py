@@ -15,16 +15,16 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
 from common.text import storable
-from services.executor.booking import INSERT_FILLS, book, book_new, fills_json
+from services.executor.adapters.fill_store import INSERT_FILLS, book, book_new, fills_json
+from services.executor.adapters.intent_connection import IntentConnection
 from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
 from services.executor.domain.fill_math import Booked, Booking
 from services.executor.domain.order_lifecycle import TERMINAL, OrderLife, State
 from services.executor.domain.ticket import Ticket
-from services.executor.intents import IntentConnection
 from tradingtools.execution.v1 import execution_pb2 as epb
 
-__all__ = ["Change", "Store", "row_life", "ticket_from_row"]
+__all__ = ["Change", "OrderStore", "row_life", "ticket_from_row"]
 
 ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
@@ -174,13 +174,13 @@ def events_json(events: list[epb.OrderEvent]) -> str:
 DEDICATED_MAX_INTENTS = 4
 
 
-class Store:
+class OrderStore:
     """The executor's tables (``orders``, ``order_events``) and the shared ``fills``/``positions``/stats."""
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "",
                  intents_options: str = "") -> None:
         self.pool = pool
-        # with a URL, intent inserts go through a dedicated connection whenever it is free (see intents.py)
+        # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
         self.intents = (IntentConnection(intents_url, _INSERT_INTENTS, options=intents_options) if intents_url
                         else None)
 

@@ -7,7 +7,7 @@ microseconds of Python. Here the statement is prepared once per connection and e
 libpq's ``PQsendQueryPrepared`` on a connection this module owns; the result's first column is
 read directly. Same statement, same all-or-nothing semantics (one statement in autocommit).
 
-The connection serves one small insert at a time (:data:`store.DEDICATED_MAX_INTENTS`); an insert
+The connection serves one small insert at a time (:data:`.order_store.DEDICATED_MAX_INTENTS`); an insert
 arriving while it is busy, and a fan-out's chunks, go through the pool instead, so nothing queues
 behind it.
 Any error closes the connection (the next insert opens a new one) and is raised as psycopg raises
