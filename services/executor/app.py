@@ -1,4 +1,4 @@
-"""Wiring of the executor: real clients, the journal, venues, engine, gRPC server and the routed-trade consumer."""
+"""Wiring of the executor: real clients, the journal, venues, the order runner, gRPC server, routed-trade consumer."""
 
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ from services.executor.adapters.paper_venue import PaperVenue
 from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
+from services.executor.admission import OrderAdmission
 from services.executor.config import Settings
 from services.executor.domain.breaker import BreakerConfig
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import INSIDERS, PAPER
-from services.executor.engine import Engine, EngineConfig
-from services.executor.fanout import Fanout
 from services.executor.journal import Journal
+from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
 from services.executor.redeeming import Redeemer
@@ -69,8 +69,8 @@ class Running:
     """A started executor and what to stop."""
 
     server: GrpcServer
-    engine: Engine
-    fanout: Fanout
+    runner: OrderRunner
+    admission: OrderAdmission
     journal: Journal
     consumer: ResumableConsumer[epb.RoutedTrade]
     gates: dict[str, BreakerGate]
@@ -90,7 +90,7 @@ class Running:
             t.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
         await self.server.stop(grace_s)
-        await self.engine.close()
+        await self.runner.close()
         await self.journal.drain(max(1.0, grace_s))
         for t in self.tasks:
             t.cancel()
@@ -170,7 +170,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     for gate in gates.values():
         await gate.load()
 
-    engine = Engine(journal=journal, venues=venues, gates=gates, redis=redis, config=EngineConfig(
+    runner = OrderRunner(journal=journal, venues=venues, gates=gates, redis=redis, config=RunnerConfig(
         max_submit_attempts=settings.max_submit_attempts,
         retry_backoff=Backoff(settings.retry_base_s, settings.retry_cap_s),
         breaker_wait_s=settings.breaker_wait_s, poll_initial_s=settings.poll_initial_s,
@@ -178,25 +178,25 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         lost_after=settings.lost_after, placed_lost_after_s=settings.placed_lost_after_s,
         resubmit_max_age_s=settings.resubmit_max_age_s,
         max_inflight=settings.max_inflight, max_status_queries=settings.max_status_queries), rng=random.Random())
-    fanout = Fanout(engine, store, fast, IntakeRules(
+    admission = OrderAdmission(runner, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
         min_depth_ratio=settings.min_depth_ratio, max_order_usd=settings.max_order_usd),
         books=FreshBooks(fast, max_age_s=settings.book_max_age_s, wait_s=settings.book_wait_s))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
                                       asyncio.create_task(lease.watch(), name="lease")]
-    resumed = await engine.resume(await store.open_orders())
+    resumed = await runner.resume(await store.open_orders())
     if resumed:
         log.info("resumed unfinished orders", extra={"count": resumed})
 
     redemptions_log = DurableLog(stream_redis, REDEMPTION_EVENTS)
-    life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, fanout, gates,
+    life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, admission, gates,
                           venues.get(INSIDERS))
     if life.reconciler is not None:
         journal.observe = life.reconciler.observe
     tasks += life.tasks
 
-    servicer = ExecutorServicer(fanout, engine, store, events_log, submit_wait_s=settings.submit_wait_s,
+    servicer = ExecutorServicer(admission, runner, store, events_log, submit_wait_s=settings.submit_wait_s,
                                 redemptions_log=redemptions_log)
     grpc_server = await server.start(servicer, settings.grpc_port, settings.host, settings.security)
 
@@ -214,12 +214,12 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
                    if settings.routed_source == "log" else from_router)
 
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
-        settings.consumer_name, open_stream, fanout.handle, FastCursorStore(fast),
+        settings.consumer_name, open_stream, admission.handle, FastCursorStore(fast),
         start=START_OLDEST if settings.start_oldest else START_NEW,
         dead_letter=releasing_dead_letters(
             DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()), redis,
-            forget=lambda rt: fanout.forget(rt.orders)),
-        save_interval_s=settings.cursor_save_interval_s, handle_batch=fanout.handle_batch,
+            forget=lambda rt: admission.forget(rt.orders)),
+        save_interval_s=settings.cursor_save_interval_s, handle_batch=admission.handle_batch,
         max_batch=settings.consumer_max_batch)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
 
@@ -234,7 +234,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         "port": grpc_server.port, "router": settings.router_target, "routed_source": settings.routed_source,
         "live": settings.live_configured, "lease_epoch": lease.epoch, "ingest": settings.ingest_target,
         "auto_redeem": settings.auto_redeem, "reconcile_interval_s": settings.reconcile_interval_s})
-    return Running(grpc_server, engine, fanout, journal, consumer, gates, lease, tasks, closers,
+    return Running(grpc_server, runner, admission, journal, consumer, gates, lease, tasks, closers,
                    life.settler, life.redeemer, life.reconciler, life.resolutions)
 
 
@@ -249,7 +249,7 @@ class _Life:
 
 
 def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: FastRedis,
-                   stream_redis: aioredis.Redis, redemptions_log: DurableLog, fanout: Fanout,
+                   stream_redis: aioredis.Redis, redemptions_log: DurableLog, admission: OrderAdmission,
                    gates: dict[str, BreakerGate], insiders: Venue | None) -> _Life:
     """Positions after the copy: settlement by ingest's resolutions, redemption, reconciliation with the venue."""
     api = insiders if isinstance(insiders, InsidersVenue) else None
@@ -259,7 +259,7 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     reconciler = None
     if api is not None and settings.reconcile_interval_s > 0:
         reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
-                                resubmit=fanout.submit)
+                                resubmit=admission.submit)
     channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
     name = f"{settings.consumer_name}-resolutions"

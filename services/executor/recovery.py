@@ -10,8 +10,8 @@ from services.executor.adapters.order_store import Change, row_life, ticket_from
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.answer_policy import RESTART_REASON
 from services.executor.domain.ticket import Ticket
-from services.executor.events import build_event
-from services.executor.sequence import sized_later
+from services.executor.order_events import build_event
+from services.executor.position_queue import sized_later
 
 log = logging.getLogger(__name__)
 

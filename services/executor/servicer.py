@@ -14,8 +14,8 @@ import redis.exceptions
 from common.logserve import stream_log, stream_log_batches
 from common.streams import DurableLog
 from services.executor.adapters.order_store import OrderStore
-from services.executor.engine import Engine
-from services.executor.fanout import Fanout
+from services.executor.admission import OrderAdmission
+from services.executor.order_runner import OrderRunner
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 
@@ -38,10 +38,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 class ExecutorServicer(egrpc.ExecutorServiceServicer):
     """SubmitOrder, StreamOrderEvents and StreamOrderEventBatches."""
 
-    def __init__(self, fanout: Fanout, engine: Engine, store: OrderStore, events_log: DurableLog, *,
+    def __init__(self, admission: OrderAdmission, runner: OrderRunner, store: OrderStore, events_log: DurableLog, *,
                  submit_wait_s: float, redemptions_log: DurableLog | None = None) -> None:
-        self.fanout = fanout
-        self.engine = engine
+        self.admission = admission
+        self.runner = runner
         self.store = store
         self.events_log = events_log
         self.redemptions_log = redemptions_log
@@ -55,9 +55,9 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
         try:
             # shielded: a caller that goes away (guard killed mid-call) must not leave a persisted intent
             # without its runner
-            duplicate, _ = await asyncio.shield(self.fanout.submit(request.order))
+            duplicate, _ = await asyncio.shield(self.admission.submit(request.order))
             if not duplicate:
-                await self.engine.wait_first_event(coid, self.submit_wait_s)
+                await self.runner.wait_first_event(coid, self.submit_wait_s)
             last = await self.store.last_event(coid)
         except Exception as exc:
             code, message = status_for(exc)

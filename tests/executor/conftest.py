@@ -29,7 +29,7 @@ from services.executor.config import Settings
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
-from services.executor.events import build_event
+from services.executor.order_events import build_event
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tests.helpers import INTERNAL, INTERNAL_ENV

@@ -69,7 +69,7 @@ async def unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, 
 def fail_first_insert_of(running: Any, client_order_id: str, *, delay_s: float = 0.0) -> list[bool]:
     """Make the first intent INSERT that holds ``client_order_id`` fail like PostgreSQL going away (after
     ``delay_s``); the list returned gets an item once it did."""
-    store = running.fanout.store
+    store = running.admission.store
     original = store.insert_intents
     failed: list[bool] = []
 

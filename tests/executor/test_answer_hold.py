@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from services.executor.adapters.insiders_api import InsidersVenue
+from services.executor.admission import FIRST_CHUNK
 from services.executor.domain.ticket import INSIDERS
-from services.executor.fanout import FIRST_CHUNK
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.helpers import eventually
 
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.integration
 async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Harness) -> None:
     await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "100000"), ("0.51", "100000")])
     running = await harness.start_executor()
-    venue = running.engine.venues[INSIDERS]
+    venue = running.runner.venues[INSIDERS]
     assert isinstance(venue, InsidersVenue)
     releases: list[dict[str, Any]] = []
     release = venue.release_answers
 
     def recording_release() -> None:
-        releases.append({"held": len(venue.http._hold.conns), "unsent": running.engine.burst.unsent,
+        releases.append({"held": len(venue.http._hold.conns), "unsent": running.runner.burst.unsent,
                          "posts": len(harness.fake.posts)})
         release()
 
@@ -32,7 +32,7 @@ async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Ha
     # the later chunks' intents are inserted only once answers to the first chunk's POSTs have come in (and
     # are held), so they come in while the burst is still being written, however loaded the machine is (a
     # fixed delay was not always enough for the in-process fake to answer)
-    store = running.fanout.store
+    store = running.admission.store
     insert = store.insert_intents
 
     async def slow_later_chunks(items: Any) -> Any:
@@ -50,7 +50,7 @@ async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Ha
     await eventually(all_terminal, timeout_s=30)  # type: ignore[arg-type]  # helpers.eventually typing
 
     assert releases and releases[0]["held"] > 0  # answers came in while the burst was written, and waited
-    assert releases[0]["unsent"] <= running.engine.burst.min_pending
+    assert releases[0]["unsent"] <= running.runner.burst.min_pending
     assert all(n == 1 for n in harness.fake.post_counts().values()) and len(harness.fake.post_counts()) == 200
-    assert not running.engine.burst.holding and running.engine.burst.unsent == 0
-    assert running.engine.burst.pending == 0
+    assert not running.runner.burst.holding and running.runner.burst.unsent == 0
+    assert running.runner.burst.pending == 0

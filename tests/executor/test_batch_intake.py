@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from services.executor.admission import OrderAdmission
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import Ticket
-from services.executor.fanout import Fanout
 from tests.executor.conftest import ASSET, Harness, make_order
-from tests.executor.test_fanout_burst import FakeEngine
+from tests.executor.test_fanout_burst import FakeRunner
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -54,40 +54,40 @@ def trades(n: int, per_trade: int = 1, start: int = 0) -> list[epb.RoutedTrade]:
 
 
 async def test_a_batch_of_single_order_trades_is_one_insert_and_one_book_read() -> None:
-    engine, table, books = FakeEngine(), IntentTable(), Books()
-    fanout = Fanout(engine, table, books, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    runner, table, books = FakeRunner(), IntentTable(), Books()
+    admission = OrderAdmission(runner, table, books, IntakeRules(live_configured=True))  # type: ignore[arg-type]
     batch = trades(5)
-    await fanout.handle_batch(batch)
+    await admission.handle_batch(batch)
     assert table.inserts == [[o.client_order_id for rt in batch for o in rt.orders]]
     assert len([k for k in books.reads if k.startswith("tt:book:")]) == 1  # one asset
-    assert engine.started == [o.client_order_id for rt in batch for o in rt.orders]  # in stream order
-    assert fanout.handled_trades == 5
-    engine.burst.done(len(engine.started))
-    assert engine.burst.pending == 0  # the batch gave back every slot it held
+    assert runner.started == [o.client_order_id for rt in batch for o in rt.orders]  # in stream order
+    assert admission.handled_trades == 5
+    runner.burst.done(len(runner.started))
+    assert runner.burst.pending == 0  # the batch gave back every slot it held
 
 
 async def test_one_trade_in_a_batch_goes_the_fan_out_way() -> None:
-    engine, table = FakeEngine(), IntentTable()
-    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
-    await fanout.handle_batch(trades(1, per_trade=100))
+    runner, table = FakeRunner(), IntentTable()
+    admission = OrderAdmission(runner, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    await admission.handle_batch(trades(1, per_trade=100))
     assert [len(i) for i in table.inserts] == [8, 32, 60]
-    assert fanout.handled_trades == 1
+    assert admission.handled_trades == 1
 
 
 @pytest.mark.parametrize("fail_at", [0, 1, 2])
 async def test_a_failed_batch_redone_trade_by_trade_starts_every_order_exactly_once(fail_at: int) -> None:
     """What the consumer does when ``handle_batch`` raises: each trade again through ``handle``."""
-    engine, table = FakeEngine(), IntentTable(fail_at={fail_at})
-    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    runner, table = FakeRunner(), IntentTable(fail_at={fail_at})
+    admission = OrderAdmission(runner, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
     batch = [*trades(3, per_trade=20), *trades(4, start=60)]  # 64 orders: chunks of 8, 32, 24
     with pytest.raises(RuntimeError):
-        await fanout.handle_batch(batch)
+        await admission.handle_batch(batch)
     for rt in batch:
-        await fanout.handle(rt)
+        await admission.handle(rt)
     coids = [o.client_order_id for rt in batch for o in rt.orders]
-    assert sorted(engine.started) == sorted(coids)  # none lost, none started twice
+    assert sorted(runner.started) == sorted(coids)  # none lost, none started twice
     assert table.rows == set(coids)
-    assert engine.burst.pending == len(engine.started)  # only started orders hold a burst slot
+    assert runner.burst.pending == len(runner.started)  # only started orders hold a burst slot
 
 
 @pytest.mark.integration
@@ -125,19 +125,19 @@ async def test_the_book_is_read_every_time_and_parsed_again_only_when_it_changed
     from common.marketstate import BookSnapshot, book_key
 
     stored, now = StoredBooks(), now_ms()
-    fanout = Fanout(FakeEngine(), IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    admission = OrderAdmission(FakeRunner(), IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
     first = BookSnapshot(ASSET, "0xc", ((D("0.49"), D("10")),), ((D("0.50"), D("10")),), D("0.01"), 1, now)
     stored.raw[book_key(ASSET)] = first.to_json()
-    a = await fanout._book(ASSET)
-    assert a == first and await fanout._book(ASSET) is a  # unchanged: the parsed book is reused
+    a = await admission._book(ASSET)
+    assert a == first and await admission._book(ASSET) is a  # unchanged: the parsed book is reused
     moved = BookSnapshot(ASSET, "0xc", ((D("0.59"), D("10")),), ((D("0.60"), D("10")),), D("0.01"), 2, now)
     stored.raw[book_key(ASSET)] = moved.to_json()
-    assert await fanout._book(ASSET) == moved  # a new book is seen at once
+    assert await admission._book(ASSET) == moved  # a new book is seen at once
     del stored.raw[book_key(ASSET)]
-    assert await fanout._book(ASSET) is None
+    assert await admission._book(ASSET) is None
 
 
-class RecordingEngine(FakeEngine):
+class RecordingRunner(FakeRunner):
     def __init__(self) -> None:
         super().__init__()
         self.tickets: list[Ticket] = []
@@ -152,28 +152,28 @@ async def test_orders_are_priced_on_the_book_stored_when_they_arrive() -> None:
 
     from common.marketstate import BookSnapshot, book_key
 
-    stored, engine = StoredBooks(), RecordingEngine()
-    fanout = Fanout(engine, IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    stored, runner = StoredBooks(), RecordingRunner()
+    admission = OrderAdmission(runner, IntentTable(), stored, IntakeRules(live_configured=True))  # type: ignore[arg-type]
 
     def store_book(ask: str) -> None:
         stored.raw[book_key(ASSET)] = BookSnapshot(ASSET, "0xc", ((D("0.10"), D("1000")),),
                                                    ((D(ask), D("1000")),), D("0.01"), 1, now_ms()).to_json()
 
     store_book("0.50")
-    await fanout.handle(trades(1)[0])
-    await fanout.handle(trades(1, start=1)[0])  # same book: priced from the memo
+    await admission.handle(trades(1)[0])
+    await admission.handle(trades(1, start=1)[0])  # same book: priced from the memo
     store_book("0.60")
-    await fanout.handle(trades(1, start=2)[0])
-    limits = [t.request.limit_price for t in engine.tickets if t.request is not None]
+    await admission.handle(trades(1, start=2)[0])
+    limits = [t.request.limit_price for t in runner.tickets if t.request is not None]
     assert len(limits) == 3 and limits[0] == limits[1] and limits[2] > limits[1]
 
 
 async def test_a_batch_of_many_orders_is_admitted_in_groups() -> None:
-    engine, table = FakeEngine(), IntentTable()
-    fanout = Fanout(engine, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    runner, table = FakeRunner(), IntentTable()
+    admission = OrderAdmission(runner, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
     batch = [*trades(3, per_trade=400), *trades(2, per_trade=1, start=1200)]  # 1,202 orders
-    await fanout.handle_batch(batch)
+    await admission.handle_batch(batch)
     firsts = [ids[0] for ids in table.inserts if len(ids) == 8]  # each group starts with a chunk of 8
     assert firsts == ["co_test00000", "co_test00800"]  # 800 + 402 orders, not all 1,202 at once
-    assert sorted(engine.started) == sorted(o.client_order_id for rt in batch for o in rt.orders)
-    assert fanout.handled_trades == 5
+    assert sorted(runner.started) == sorted(o.client_order_id for rt in batch for o in rt.orders)
+    assert admission.handled_trades == 5

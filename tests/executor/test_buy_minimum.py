@@ -128,7 +128,7 @@ async def test_executor_does_not_send_a_buy_below_the_market_minimum_at_the_best
                 small.subscription_id) == [(1,)]
 
     await harness.route(small)  # a replay: nothing new, the skip is counted once
-    await eventually(lambda: harness.executor is not None and harness.executor.fanout.duplicates >= 1)
+    await eventually(lambda: harness.executor is not None and harness.executor.admission.duplicates >= 1)
     assert harness.fake.posts_for(small.client_order_id) == []
     assert [e.type for e in await harness.events_of(small.client_order_id)] == [epb.ORDER_EVENT_TYPE_REJECTED]
     assert rows(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = %s",

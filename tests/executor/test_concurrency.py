@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.executor.concurrency import BurstGate
-from services.executor.sequence import PositionQueue
+from services.executor.burst_gate import BurstGate
+from services.executor.position_queue import PositionQueue
 from tests.helpers import eventually
 
 

@@ -21,10 +21,10 @@ from common.retry import Backoff
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
 from services.executor.adapters.order_store import OrderStore
+from services.executor.admission import OrderAdmission
 from services.executor.domain.order_intake import IntakeRules
-from services.executor.engine import Engine, EngineConfig
-from services.executor.fanout import Fanout
 from services.executor.journal import Journal
+from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.releases import releasing_dead_letters
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order
@@ -63,8 +63,8 @@ async def test_a_dead_lettered_routed_trade_releases_its_reservations(db_url: st
     await log_.prime()
     store = OutageStore(pool)
     journal = Journal(store, r, log_, reservations.release_many, sweep_interval_s=0.2)
-    engine = Engine(journal=journal, venues={}, gates={}, redis=r, config=EngineConfig())
-    fanout = Fanout(engine, store, r, RULES, intent_retry_s=0.0)
+    runner = OrderRunner(journal=journal, venues={}, gates={}, redis=r, config=RunnerConfig())
+    admission = OrderAdmission(runner, store, r, RULES, intent_retry_s=0.0)
 
     order = make_order(1, routed_time_ns=time.time_ns())
     routed = epb.RoutedTrade(orders=[order])
@@ -83,7 +83,7 @@ async def test_a_dead_lettered_routed_trade_releases_its_reservations(db_url: st
         await asyncio.Event().wait()
 
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
-        "executor", stream, fanout.handle, Cursors(), start="0-0", dead_letter=releasing_dead_letters(record, r),
+        "executor", stream, admission.handle, Cursors(), start="0-0", dead_letter=releasing_dead_letters(record, r),
         backoff=Backoff(0.01, 0.02), max_handler_attempts=2)
     jtask = asyncio.create_task(journal.run())
     ctask = asyncio.create_task(consumer.run())

@@ -6,17 +6,17 @@ from typing import Any
 
 import pytest
 
-from services.executor.concurrency import BurstGate
+from services.executor.admission import OrderAdmission
+from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import Ticket
-from services.executor.fanout import Fanout
 from tests.executor.conftest import make_order
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 
-class FakeEngine:
-    """The part of the engine the fan-out uses; started orders hold a burst slot until answered."""
+class FakeRunner:
+    """The part of the runner the fan-out uses; started orders hold a burst slot until answered."""
 
     def __init__(self) -> None:
         self.burst = BurstGate(5.0, min_pending=32)
@@ -40,13 +40,13 @@ class FakeEngine:
 class FakeStore:
     """Records the gate's pending count at each intent insert; can fail an insert."""
 
-    def __init__(self, engine: FakeEngine, fail_at: int = -1) -> None:
-        self.engine = engine
+    def __init__(self, runner: FakeRunner, fail_at: int = -1) -> None:
+        self.runner = runner
         self.fail_at = fail_at
         self.pending_at_insert: list[int] = []
 
     async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
-        self.pending_at_insert.append(self.engine.burst.pending)
+        self.pending_at_insert.append(self.runner.burst.pending)
         if len(self.pending_at_insert) - 1 == self.fail_at:
             raise RuntimeError("insert failed")
         return {t.client_order_id for t, _ in items}
@@ -65,22 +65,22 @@ def routed(n: int) -> epb.RoutedTrade:
 
 
 async def test_answers_wait_for_the_whole_trade_not_just_the_chunks_started() -> None:
-    engine = FakeEngine()
-    store = FakeStore(engine)
-    fanout = Fanout(engine, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
-    await fanout.handle(routed(100))
+    runner = FakeRunner()
+    store = FakeStore(runner)
+    admission = OrderAdmission(runner, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    await admission.handle(routed(100))
     assert len(store.pending_at_insert) == 3  # chunks of 8, 32, 60
     assert all(p >= 100 for p in store.pending_at_insert)  # answers of chunk 1 wait while chunk 3 is inserted
-    assert engine.burst.pending == 100  # what is left is held by the started orders themselves
-    engine.burst.done(100)
-    assert engine.burst.pending == 0
+    assert runner.burst.pending == 100  # what is left is held by the started orders themselves
+    runner.burst.done(100)
+    assert runner.burst.pending == 0
 
 
 @pytest.mark.parametrize("fail_at", [0, 2])
 async def test_a_failed_chunk_gives_back_its_slots(fail_at: int) -> None:
-    engine = FakeEngine()
-    store = FakeStore(engine, fail_at=fail_at)
-    fanout = Fanout(engine, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    runner = FakeRunner()
+    store = FakeStore(runner, fail_at=fail_at)
+    admission = OrderAdmission(runner, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
-        await fanout.handle(routed(100))
-    assert engine.burst.pending == len(engine.started)  # only the started orders still hold a slot
+        await admission.handle(routed(100))
+    assert runner.burst.pending == len(runner.started)  # only the started orders still hold a slot

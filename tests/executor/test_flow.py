@@ -91,7 +91,7 @@ async def test_executor_refusals_are_recorded_and_never_posted(harness: Harness,
     assert rows(db_url, "SELECT subscription_id, leader_trade_id, follower_wallet_id, reason FROM copy_skips") == skips
     assert rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
     await harness.route(thin)  # a replay is counted once
-    await eventually(lambda: harness.executor is not None and harness.executor.fanout.duplicates >= 1)
+    await eventually(lambda: harness.executor is not None and harness.executor.admission.duplicates >= 1)
     assert rows(db_url, "SELECT subscription_id, skipped FROM subscription_stats") == [(thin.subscription_id, 1)]
 
 
@@ -358,11 +358,11 @@ async def test_placed_orders_wait_for_confirmation_in_the_tracker_not_in_tasks(h
     running = await harness.start_executor()
     orders = [make_order(i, amount_usd="5") for i in range(10)]
     await harness.route(*orders)
-    engine = running.engine
-    await eventually(lambda: len(engine.tracker) == 10, timeout_s=10)
-    assert not engine.tasks and all(engine.running(o.client_order_id) for o in orders)
+    runner = running.runner
+    await eventually(lambda: len(runner.tracker) == 10, timeout_s=10)
+    assert not runner.tasks and all(runner.running(o.client_order_id) for o in orders)
     await eventually(lambda: harness.all_terminal(orders), timeout_s=15)
-    assert len(engine.tracker) == 0
+    assert len(runner.tracker) == 0
     for o in orders:
         kinds = [e.type for e in await harness.events_of(o.client_order_id)]
         assert kinds == [epb.ORDER_EVENT_TYPE_PLACED, epb.ORDER_EVENT_TYPE_FILLED]

@@ -19,8 +19,8 @@ from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
 from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.events import build_event
 from services.executor.journal import Journal
+from services.executor.order_events import build_event
 from tests.executor.conftest import filled_change, make_order, placed_change, rows
 
 pytestmark = pytest.mark.integration

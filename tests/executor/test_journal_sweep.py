@@ -21,8 +21,8 @@ from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
 from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.events import build_event
 from services.executor.journal import Journal
+from services.executor.order_events import build_event
 from services.executor.releases import Release
 from tests.executor.conftest import make_order
 from tests.helpers import eventually

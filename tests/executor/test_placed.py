@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from services.executor.concurrency import BurstGate
+from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.ticket import INSIDERS, Ticket
-from services.executor.placed import PlacedQueries
+from services.executor.placed_orders import PlacedQueries
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 

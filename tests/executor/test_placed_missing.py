@@ -83,7 +83,7 @@ async def test_a_placed_order_missing_now_and_then_is_not_lost(harness: Harness)
         target = harness.fake.queries + 5
         harness.fake.faults.not_found_queries = 4  # two misses (venue id, then client order id), then found
         await eventually(lambda: harness.fake.queries >= target, timeout_s=10)
-        await eventually(lambda: len(running.engine.placed) == 0)
+        await eventually(lambda: len(running.runner.placed) == 0)
     for _ in range(3):
         await missed_twice_then_found()
     assert await harness.terminal(o.client_order_id) is None

@@ -171,7 +171,7 @@ async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]  # the BUY is in chunk 2 (8..39), the SELL in chunk 3
     assert orders.index(buy) == 8 and orders.index(sell) == 40
-    store = running.fanout.store
+    store = running.admission.store
     original = store.insert_intents
 
     async def slow(items: list[Any]) -> set[str]:
@@ -191,7 +191,7 @@ async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(
 async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harness: Harness, db_url: str) -> None:
     """The process dies between ``set_size`` (the row gets size and limit, state still NEW) and the
     SUBMITTING transition. At the restart the row is no longer "sized later" (it has a limit price), so
-    ``Engine.resume`` treats it as an ordinary NEW/SUBMITTING order and applies OrderTimedOut to NEW, which
+    ``OrderRunner.resume`` treats it as an ordinary NEW/SUBMITTING order and applies OrderTimedOut to NEW, which
     the lifecycle does not allow: IllegalTransition out of ``start()``, the executor cannot start at all (every
     restart fails the same way while the row exists: no order of any follower runs). This happens whatever the
     intent's age; the backdating below only makes sure a fix that merely allows NEW -> UNKNOWN is not enough
@@ -199,7 +199,7 @@ async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harnes
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER
     running = await harness.start_executor()
-    store = running.fanout.store
+    store = running.admission.store
     original = store.set_size
 
     async def then_die(*args: Any) -> None:
@@ -295,7 +295,7 @@ async def test_fraction_sells_that_stop_waiting_together_do_not_sell_the_same_sh
     w = "w_cap"
     hold_shares(db_url, w, 100)
     running = await harness.start_executor()
-    running.engine.positions.max_wait_s = 1.0
+    running.runner.positions.max_wait_s = 1.0
     buy = make_order(1, follower_wallet_id=w)
     half = sell_order(2, "0.5", follower_wallet_id=w)
     rest = sell_order(3, "1", follower_wallet_id=w)
@@ -345,7 +345,7 @@ async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_se
     others = [make_order(i) for i in range(40)]
     orders = [buy1, *others[:7], *others[7:38], sell, buy2, *others[38:]]
     assert orders.index(sell) == 39 and orders.index(buy2) == 40  # chunk 2 is 8..39, chunk 3 from 40
-    store = running.fanout.store
+    store = running.admission.store
     original = store.insert_intents
     gate = asyncio.Event()
 
@@ -361,7 +361,7 @@ async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_se
     await asyncio.sleep(0.3)
     assert harness.fake.posts_for(buy2.client_order_id) == []
     gate.set()
-    await eventually(lambda: running.engine.running(sell.client_order_id))
+    await eventually(lambda: running.runner.running(sell.client_order_id))
     confirm(harness, buy1.client_order_id)
     harness.fake.settle_s = 0.02
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
@@ -378,7 +378,7 @@ async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harn
     bought instead of ending NOTHING_HELD."""
     await harness.set_book(ASSET, BIDS, ASKS)
     running = await harness.start_executor()
-    running.fanout.intent_retry_s = 0.0
+    running.admission.intent_retry_s = 0.0
     w = "w_fail"
     buy = make_order(8, follower_wallet_id=w)
     sell = sell_order(40, "1", follower_wallet_id=w)
@@ -399,7 +399,7 @@ async def test_a_fraction_sell_with_an_unreadable_min_order_size_is_refused_and_
     await harness.set_book(ASSET, BIDS, ASKS)
     hold_shares(db_url, "w_bad", 100)
     running = await harness.start_executor()
-    running.engine.positions.max_wait_s = 0.5
+    running.runner.positions.max_wait_s = 0.5
     bad = sell_order(1, "0.5", follower_wallet_id="w_bad", min_order_size="abc")
     good = sell_order(2, "1", follower_wallet_id="w_bad")
     await harness.route(bad, good)
@@ -419,7 +419,7 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
     w = "w_two"
     hold_shares(db_url, w, 100)
     running = await harness.start_executor()
-    store = running.fanout.store
+    store = running.admission.store
     original = store.set_size
     s1 = sell_order(2, "0.5", follower_wallet_id=w)
     s2 = sell_order(3, "1", follower_wallet_id=w)
@@ -434,7 +434,7 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
     await harness.route(buy, s1)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     await harness.route(s2)
-    await eventually(lambda: running.engine.running(s2.client_order_id))
+    await eventually(lambda: running.runner.running(s2.client_order_id))
     confirm(harness, buy.client_order_id)
     harness.fake.settle_s = 0.02
 
@@ -469,7 +469,7 @@ async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: H
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     exit_ = make_order(4, follower_wallet_id=w, origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL,
                        amount_usd="", size="100", trigger_id="trg_sl", leader_trade_id="")
-    await running.fanout.submit(exit_)
+    await running.admission.submit(exit_)
     await eventually(lambda: harness.fake.order(exit_.client_order_id))  # matched, not confirmed
     confirm(harness, buy.client_order_id)
     harness.fake.order(exit_.client_order_id).matched_at = time.monotonic() + NEVER  # type: ignore[union-attr]

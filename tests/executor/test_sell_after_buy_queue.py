@@ -46,24 +46,24 @@ async def test_a_refused_order_of_a_failed_batch_holds_up_no_later_sell(
     refused_buy = make_order(1, follower_wallet_id=w, routed_time_ns=old, received_time_ns=old)
     s1 = sell_order(2, "0.5", follower_wallet_id=w)
     running = await harness.start_executor()
-    running.engine.positions.max_wait_s = CAP_S
-    running.fanout.intent_retry_s = 0.0
+    running.runner.positions.max_wait_s = CAP_S
+    running.admission.intent_retry_s = 0.0
     failed = fail_first_insert_of(running, s1.client_order_id)
     t1, t2 = epb.RoutedTrade(orders=[refused_buy]), epb.RoutedTrade(orders=[s1])
     started = time.monotonic()
     # what ResumableConsumer._handle_batch does: the batch, and on failure its items one by one
     with pytest.raises(psycopg.OperationalError):
-        await running.fanout.handle_batch([t1, t2])
-    await running.fanout.handle(t1)
-    await running.fanout.handle(t2)
+        await running.admission.handle_batch([t1, t2])
+    await running.admission.handle(t1)
+    await running.admission.handle(t2)
     refused = await eventually(lambda: harness.terminal(refused_buy.client_order_id), timeout_s=10)
     assert (refused.type, refused.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "STALE_ORDER")
-    assert not running.engine.running(refused_buy.client_order_id)
+    assert not running.runner.running(refused_buy.client_order_id)
     done = await eventually(lambda: harness.terminal(s1.client_order_id), timeout_s=15)
     assert failed
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     took = time.monotonic() - started
-    leaked = running.engine.positions.ahead((w, ASSET), "a later order")
+    leaked = running.runner.positions.ahead((w, ASSET), "a later order")
     assert took < CAP_S - 1 and leaked == 0, \
         f"the SELL waited {took:.1f} s behind an order that never ran; {leaked} place(s) still held"
 
@@ -78,8 +78,8 @@ async def test_a_dead_lettered_fraction_sell_holds_up_no_later_buy(
     w = "w_dead"
     hold_shares(db_url, w, 100)
     running = await harness.start_executor()
-    running.engine.positions.max_wait_s = CAP_S
-    store = running.fanout.store
+    running.runner.positions.max_wait_s = CAP_S
+    store = running.admission.store
     original = store.insert_intents
     poison = sell_order(2, "0.5", follower_wallet_id=w)
 
@@ -92,7 +92,7 @@ async def test_a_dead_lettered_fraction_sell_holds_up_no_later_buy(
     routed = epb.RoutedTrade(orders=[poison])
     for _ in range(running.consumer.max_handler_attempts):  # what ResumableConsumer._handle_one does
         with pytest.raises(ValueError):
-            await running.fanout.handle(routed)
+            await running.admission.handle(routed)
     assert running.consumer.dead_letter is not None  # then the consumer's dead-letter step
     await running.consumer.dead_letter("1-0", routed, ValueError("cannot store this order"))
     await _next_buy_goes_at_once(harness, running, w)  # later the leader buys again
@@ -144,7 +144,7 @@ async def _holding_unconfirmed(harness: Harness, db_url: str, wallet: str) -> An
     harness.fake.settle_s = NEVER
     hold_shares(db_url, wallet, 100)
     running = await harness.start_executor()
-    running.engine.positions.max_wait_s = CAP_S
+    running.runner.positions.max_wait_s = CAP_S
     return running
 
 
@@ -152,7 +152,7 @@ async def _next_buy_goes_at_once(harness: Harness, running: Any, wallet: str) ->
     """The leader's next copy BUY of the position goes at once: nothing it must wait for is ahead of it."""
     buy = make_order(90, follower_wallet_id=wallet, leader_trade_id="lt_b90", routed_time_ns=time.time_ns())
     started = time.monotonic()
-    await running.fanout.handle(epb.RoutedTrade(orders=[buy]))
+    await running.admission.handle(epb.RoutedTrade(orders=[buy]))
     await eventually(lambda: harness.fake.posts_for(buy.client_order_id), timeout_s=CAP_S + 5)
     took = time.monotonic() - started
     assert took < 1.0, f"the BUY waited {took:.1f} s behind a SELL it should not wait for"
@@ -165,11 +165,11 @@ async def test_a_redelivered_sized_sell_does_not_hold_later_buys(harness: Harnes
     running = await _holding_unconfirmed(harness, db_url, w)
     sell = sell_order(1, "0.5", follower_wallet_id=w)
     routed = epb.RoutedTrade(orders=[sell])
-    await running.fanout.handle(routed)
+    await running.admission.handle(routed)
     await eventually(lambda: harness.fake.posts_for(sell.client_order_id), timeout_s=10)  # sized and sent
-    assert running.engine.running(sell.client_order_id)
+    assert running.runner.running(sell.client_order_id)
     # the same routed trade again (consumer batch fallback, or redelivered since the last saved cursor)
-    await running.fanout.handle(routed)
+    await running.admission.handle(routed)
     await _next_buy_goes_at_once(harness, running, w)
 
 
@@ -179,15 +179,15 @@ async def test_batch_fallback_does_not_mark_a_sized_sell_unsized_again(harness: 
     trade in again marks it as waiting for its size, and the leader's next BUY waits the whole cap."""
     w = "w_fallback"
     running = await _holding_unconfirmed(harness, db_url, w)
-    running.fanout.intent_retry_s = 0.0
+    running.admission.intent_retry_s = 0.0
     sell = sell_order(1, "0.5", follower_wallet_id=w)
     others = [make_order(10 + k, follower_wallet_id=f"w_other{k}", routed_time_ns=time.time_ns()) for k in range(8)]
     t1, t2 = epb.RoutedTrade(orders=[sell]), epb.RoutedTrade(orders=others)
     failed = fail_first_insert_of(running, others[-1].client_order_id, delay_s=0.5)  # the second chunk
     with pytest.raises(psycopg.OperationalError):
-        await running.fanout.handle_batch([t1, t2])
+        await running.admission.handle_batch([t1, t2])
     assert failed
     assert harness.fake.posts_for(sell.client_order_id)  # sized and sent while the batch was failing
-    await running.fanout.handle(t1)
-    await running.fanout.handle(t2)
+    await running.admission.handle(t1)
+    await running.admission.handle(t2)
     await _next_buy_goes_at_once(harness, running, w)

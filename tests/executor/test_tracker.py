@@ -8,7 +8,7 @@ import pytest
 
 from services.executor.domain.order_lifecycle import OrderLife, State
 from services.executor.domain.ticket import PAPER, Ticket
-from services.executor.tracker import Tracker, error_delay, next_delay
+from services.executor.status_tracker import Tracker, error_delay, next_delay
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 

@@ -26,8 +26,8 @@ from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.ticket import INSIDERS, Ticket
-from services.executor.engine import Engine, EngineConfig
 from services.executor.journal import Journal
+from services.executor.order_runner import OrderRunner, RunnerConfig
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -58,7 +58,7 @@ class _Log:
 
 
 class _NoVenue:
-    """A venue the tests never call (they hand the venue's answer to the engine themselves)."""
+    """A venue the tests never call (they hand the venue's answer to the runner themselves)."""
 
     name = "insiders"
 
@@ -99,16 +99,16 @@ async def _parts(db_url: str, redis_url: str) -> AsyncIterator[tuple[_CountingSt
 
 
 async def _open_position(journal: Journal, store: OrderStore, redis: Any, db_url: str, i: int) -> str:
-    """A BUY of wallet w_{i} filled for 20 shares, through the engine and the journal; its asset."""
+    """A BUY of wallet w_{i} filled for 20 shares, through the runner and the journal; its asset."""
     coid = f"co_watch{i}"
     order = make_order(i, client_order_id=coid, side=cpb.SIDE_BUY, asset_id=f"asset_{i}")
     ticket = Ticket(order, INSIDERS, None, time.time_ns())
     life = lc.apply(lc.OrderLife(coid), lc.OrderSubmitted(D("0.50")))
     await store.insert_intents([(ticket, life)])
-    engine = Engine(journal=journal, venues={INSIDERS: _NoVenue()}, gates={}, redis=redis,  # type: ignore[dict-item]
-                    config=EngineConfig(poll_initial_s=3600, poll_max_s=3600))
+    runner = OrderRunner(journal=journal, venues={INSIDERS: _NoVenue()}, gates={}, redis=redis,  # type: ignore[dict-item]
+                    config=RunnerConfig(poll_initial_s=3600, poll_max_s=3600))
     filled = v.VenueOrder(f"io_{i}", coid, v.CONFIRMED, D(20), D("0.50"), D(10), D(20))
-    await engine._transition(ticket, life, [lc.OrderAccepted(f"io_{i}", v.MATCHED), lc.OrderFilled(D(20), D("0.50"))],
+    await runner._transition(ticket, life, [lc.OrderAccepted(f"io_{i}", v.MATCHED), lc.OrderFilled(D(20), D("0.50"))],
                              filled)
     assert _rows(db_url, "SELECT size FROM positions WHERE follower_wallet_id = %s", f"w_{i}") == [(D(20),)]
     return order.asset_id

@@ -60,7 +60,7 @@ WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND
 RETURNING p.asset_id, p.id, p.subscription_id
 """
 
-# a token the engine never booked (or whose booked life ended CLOSED): a new EXTERNAL life, the ended one kept
+# a token the executor never booked (or whose booked life ended CLOSED): a new EXTERNAL life, the ended one kept
 _ARCHIVE = """
 INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin, subscription_id,
     venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares, payout_per_share, winning_asset_id,

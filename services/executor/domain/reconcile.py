@@ -3,8 +3,8 @@
 The venue's count is the truth for what can be sold. Per token:
 
 - a booked OPEN position whose size differs from the venue's is corrected to it (to 0: CLOSED, sold outside
-  the engine), keeping its average cost;
-- a token the venue holds that the engine has no open position in becomes an EXTERNAL position;
+  the executor), keeping its average cost;
+- a token the venue holds that the executor has no open position in becomes an EXTERNAL position;
 - a token with an order in flight, or a fill booked within the settling grace (shares settle on-chain a few
   seconds after a match), is left alone this round; so are tokens the venue says are redeemable (their market
   resolved: settlement, not reconciliation, ends those positions) and booked positions that already ended.
@@ -27,7 +27,7 @@ EXTERNAL = "EXTERNAL"
 
 @dataclass(frozen=True, slots=True)
 class Booked:
-    """The engine's position of a wallet in one token (its current life)."""
+    """The executor's position of a wallet in one token (its current life)."""
 
     asset_id: str
     state: str  # OPEN | CLOSED | RESOLVED_WON | RESOLVED_LOST | REDEEMED

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from services.executor.concurrency import BurstGate
+from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import (

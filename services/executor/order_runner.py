@@ -2,7 +2,7 @@
 UNKNOWN outcome by status queries; then the tracker polls a placed order until the venue says it is final.
 
 Every state change goes through :func:`.domain.order_lifecycle.apply` and is persisted by the journal before the
-runner moves on; a restart resumes every non-terminal order from PostgreSQL (:meth:`Engine.resume`).
+runner moves on; a restart resumes every non-terminal order from PostgreSQL (:meth:`OrderRunner.resume`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from common.marketstate import market_key
 from common.retry import Backoff
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.order_store import Change
-from services.executor.concurrency import BurstGate, Once
+from services.executor.burst_gate import BurstGate, Once
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import accepted, classify, decide_submit, decide_unknown
 from services.executor.domain.fill_math import fill_booking
 from services.executor.domain.ticket import Ticket
-from services.executor.events import build_event
 from services.executor.journal import Journal
-from services.executor.placed import PlacedQueries
+from services.executor.order_events import build_event
+from services.executor.placed_orders import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
+from services.executor.position_queue import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.recovery import plan_resume
-from services.executor.sequence import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
+from services.executor.status_tracker import ERROR_BACKOFF_S, Tracker, error_delay
 from services.executor.tracing import order_span, post_traceparent
-from services.executor.tracker import ERROR_BACKOFF_S, Tracker, error_delay
 
 log = logging.getLogger(__name__)
 MAX_RUNNER_ERRORS = 5
@@ -43,7 +43,7 @@ TRACKED = frozenset({lc.State.PLACED, lc.State.PARTIALLY_FILLED})  # at the venu
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
+class RunnerConfig:
     """Timing and retry knobs of the runners."""
 
     max_submit_attempts: int = 4
@@ -65,11 +65,11 @@ class EngineConfig:
     answer_defer_min_pending: int = 32
 
 
-class Engine:
+class OrderRunner:
     """Owns the running orders of this process."""
 
     def __init__(self, *, journal: Journal, venues: dict[str, Venue], gates: dict[str, BreakerGate],
-                 redis: Any, config: EngineConfig, rng: random.Random | None = None) -> None:
+                 redis: Any, config: RunnerConfig, rng: random.Random | None = None) -> None:
         self.journal = journal
         self.venues = venues
         self.gates = gates
@@ -213,7 +213,7 @@ class Engine:
         ready = None
         key = position_key(t)
         try:
-            assert self.size_later is not None, "sized-later orders need Engine.size_later"
+            assert self.size_later is not None, "sized-later orders need OrderRunner.size_later"
             await self.positions.wait_turn(key, t.client_order_id)
             async with self.positions.sizing(key):  # recorded as sent before the next SELL is sized
                 sized = await size_in_turn(t, self.size_later)

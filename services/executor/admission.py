@@ -31,7 +31,7 @@ from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCa
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
 from services.executor.domain.sell_sizing import ceiling_price, fraction_size
 from services.executor.domain.ticket import Ticket
-from services.executor.engine import Engine
+from services.executor.order_runner import OrderRunner
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ MAX_BATCH_ORDERS = 1024  # routed trades admitted together hold at most this man
 BookReader = Callable[[str], Awaitable[BookSnapshot | None]]
 
 
-class Fanout:
+class OrderAdmission:
     """Admits orders: prepare, persist the intent, start (or resume) the runner."""
 
-    def __init__(self, engine: Engine, store: OrderStore, redis: Any, rules: IntakeRules, *,
+    def __init__(self, runner: OrderRunner, store: OrderStore, redis: Any, rules: IntakeRules, *,
                  intent_retry_s: float = 30.0, books: FreshBooks | None = None) -> None:
-        self.engine = engine
+        self.runner = runner
         self.store = store
         self.redis = redis
         self.rules = rules
@@ -63,7 +63,7 @@ class Fanout:
         self.duplicates = 0
         # asset → (parsed book, memos of prepare() for that very book object)
         self._parsed: dict[str, tuple[BookSnapshot, QuoteCache, ShapeCache]] = {}
-        engine.size_later = self.size_later
+        runner.size_later = self.size_later
         self._last_arrival_ns = 0
         self._placed: set[str] = set()  # orders given their queue places before their chunk started
 
@@ -172,7 +172,7 @@ class Fanout:
         position's queue in stream order first (chunks start their orders as each INSERT commits, not in
         order: the SELL must still wait for a BUY of its position in an earlier, slower chunk)."""
         if any(o.sell_fraction for o in orders):
-            queue = self.engine.positions
+            queue = self.runner.positions
             for o in orders:
                 queue.opened((o.follower_wallet_id, o.asset_id), o.client_order_id,
                              sized_later=bool(o.sell_fraction and not o.size))
@@ -189,13 +189,13 @@ class Fanout:
         for o in orders:
             if o.client_order_id in self._placed:
                 self._placed.discard(o.client_order_id)
-                if not self.engine.running(o.client_order_id):
-                    self.engine.positions.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
+                if not self.runner.running(o.client_order_id):
+                    self.runner.positions.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
 
     async def _admit_orders(self, orders: Sequence[epb.Order]) -> None:
         """Prepare, persist and start ``orders`` in growing chunks.
 
-        The whole set counts as pending and unsent in the engine's burst gate from the start (each
+        The whole set counts as pending and unsent in the runner's burst gate from the start (each
         chunk hands its share over as its orders start), so venue answers to the first chunks stay
         unread (and their work waits) while later chunks are still being inserted and written, instead
         of competing with them for the CPU and PostgreSQL.
@@ -204,7 +204,7 @@ class Fanout:
         batch_memos: tuple[QuoteCache, ShapeCache] = ({}, {})  # followers' orders alike are priced once
         i, size = 0, FIRST_CHUNK
         later: list[asyncio.Task[set[str]]] = []
-        burst = self.engine.burst
+        burst = self.runner.burst
         held = len(orders)  # burst slots not yet handed to a chunk
         burst.add(held)
         try:
@@ -240,7 +240,7 @@ class Fanout:
         try:
             return await self.admit(prepared)
         finally:
-            self.engine.burst.give_back(len(prepared))
+            self.runner.burst.give_back(len(prepared))
 
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
         """Admit one order (SubmitOrder); returns whether its client order id was known already."""
@@ -251,13 +251,13 @@ class Fanout:
 
     async def admit(self, prepared: Sequence[Prepared], *, notify: bool = False) -> set[str]:
         """Persist intents, start the new ones, resume known ones; returns the ids that were new."""
-        gos = [p for p in prepared if not p.refused and not self.engine.running(p.ticket.client_order_id)]
+        gos = [p for p in prepared if not p.refused and not self.runner.running(p.ticket.client_order_id)]
         inserted = await self._insert_intents(gos)
         for p in gos:
             if p.ticket.client_order_id in inserted:
-                self.engine.start(p.ticket, p.life, notify=notify)
-        refused = [p for p in prepared if p.refused and not self.engine.running(p.ticket.client_order_id)]
-        new_refused = await self.engine.refuse([(p.ticket, p.life) for p in refused], urgent=notify)
+                self.runner.start(p.ticket, p.life, notify=notify)
+        refused = [p for p in prepared if p.refused and not self.runner.running(p.ticket.client_order_id)]
+        new_refused = await self.runner.refuse([(p.ticket, p.life) for p in refused], urgent=notify)
         known = [p.ticket.client_order_id for p in [*gos, *refused]
                  if p.ticket.client_order_id not in inserted and p.ticket.client_order_id not in new_refused]
         if known:
@@ -285,10 +285,10 @@ class Fanout:
     async def _resume_known(self, ids: list[str]) -> None:
         rows = []
         for coid in dict.fromkeys(ids):
-            if self.engine.running(coid):
+            if self.runner.running(coid):
                 continue
             row = await self.store.order_row(coid)
             if row is not None:
                 rows.append(row)
         if rows:
-            await self.engine.resume(rows)
+            await self.runner.resume(rows)
