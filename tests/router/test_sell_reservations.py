@@ -177,7 +177,7 @@ async def test_a_sell_sized_later_is_listed_once_sized(r: aioredis.Redis, redis_
 
 async def _book_fill(db_url: str, *, coid: str, sub: str, wallet: str, side: int, size: str, price: str,
                      fill_no: int = 1) -> None:
-    """What the executor books (services.executor.booking.book) when the venue fills a copy order."""
+    """What the executor books (services.executor.adapters.fill_store.book) when the venue fills a copy order."""
     order = epb.Order(client_order_id=coid, subscription_id=sub, follower_wallet_id=wallet,
                       follower_proxy="0x" + "6a" * 20, asset_id=YES, condition_id=COND, outcome="Yes",
                       side=side, origin=epb.ORDER_ORIGIN_COPY,  # type: ignore[arg-type]
