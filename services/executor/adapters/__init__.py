@@ -1,2 +1,2 @@
-"""The executor's I/O for positions after the copy: PostgreSQL and the venue calls of settlement, redemption and
-reconciliation."""
+"""The executor's I/O: the venues (Insiders API, paper), PostgreSQL, and the Redis it reads books from and mirrors
+breakers to."""

@@ -1,1 +1,1 @@
-"""The executor's pure rules for positions after the copy: settlement, redemption, reconciliation."""
+"""The executor's pure rules: no I/O, no clock reads (time is passed in)."""
