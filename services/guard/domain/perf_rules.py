@@ -2,7 +2,7 @@
 profit-scale decisions it calls for.
 
 PnL uses average cost per asset: a BUY adds its notional to the cost and its shares net of the fee
-shares the venue kept (as executor/positions.apply_fill), a SELL realizes its proceeds minus the average
+shares the venue kept (as executor/domain/position_math.apply_fill), a SELL realizes its proceeds minus the average
 cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset without a mark counts at
 cost (and is reported).
 
