@@ -165,7 +165,7 @@ class _Stack:
         env = {**os.environ, **internal_env(), "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url,
                "TT_EXECUTOR_GRPC_PORT": "0",
                "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{self.srv.port}", "TT_INSIDERS_API_URL": self.fake.url,
-               "TT_INSIDERS_API_TOKEN": TOKEN, "TT_EXECUTOR_MAX_ORDER_AGE_S": "0", **self.extra_env}
+               "TT_INSIDERS_API_TOKEN": TOKEN, "TT_TUNE_EXECUTOR_MAX_ORDER_AGE_S": "0", **self.extra_env}
         env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor",
                                                          cwd=project_root(), env=env,

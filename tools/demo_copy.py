@@ -226,7 +226,7 @@ def watch_breaker(world: World, stop: threading.Event) -> threading.Thread:
 
 def wait_breaker_may_probe(world: World, timeout_s: float = 90.0) -> float:
     """Wait until an open breaker's open period has passed (the next call probes); returns the seconds waited."""
-    open_s = float(world.pipeline.env.get("TT_EXECUTOR_BREAKER_OPEN_S") or 60)
+    open_s = float(world.pipeline.env.get("TT_TUNE_EXECUTOR_BREAKER_OPEN_S") or 60)
     client = _redis(world)
     began = time.monotonic()
     try:
@@ -309,8 +309,8 @@ def run_session(world: World, out: Printer) -> SessionResult:
             out(f"\n  ▸ {phase.title}")
             if phase.after_breaker:
                 waited = wait_breaker_may_probe(world)
-                out(f"    (waited {waited:.1f}s: TT_EXECUTOR_BREAKER_OPEN_S="
-                    f"{p.env.get('TT_EXECUTOR_BREAKER_OPEN_S', '60')} in this demo, 60 by default)")
+                out(f"    (waited {waited:.1f}s: TT_TUNE_EXECUTOR_BREAKER_OPEN_S="
+                    f"{p.env.get('TT_TUNE_EXECUTOR_BREAKER_OPEN_S', '60')} in this demo, 60 by default)")
             p.sim.call(_arm_5xx, p.sim.insiders, phase.insiders_5xx)
             if phase.insiders_5xx:
                 out(f"    !! the Insiders API answers 503 to the next {phase.insiders_5xx} POSTs")

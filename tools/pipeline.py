@@ -48,8 +48,8 @@ Printer = Callable[[str], None]
 HARNESS_TUNING: dict[str, str] = {
     "TT_INGEST_POLL_INTERVAL_S": "2",  # data-api safety net (60 s in production)
     "TT_INGEST_POLL_GAP_FOLLOWUP_S": "2",
-    "TT_EXECUTOR_BREAKER_OPEN_S": "2",  # breaker stays open 60 s in production
-    "TT_EXECUTOR_SETTLE_INTERVAL_S": "0.2",
+    "TT_TUNE_EXECUTOR_BREAKER_OPEN_S": "2",  # breaker stays open 60 s in production
+    "TT_TUNE_EXECUTOR_SETTLE_INTERVAL_S": "0.2",
     "TT_GUARD_PERF_INTERVAL_S": "0.5",  # performance rules every 5 s in production
     "TT_GUARD_MARK_FLUSH_S": "0.5",
     "TT_ROUTER_OUTBOX_INTERVAL_S": "0.5",

@@ -30,11 +30,11 @@ async def main(settings: Settings, storage: StorageSettings) -> None:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     try:
-        await wait_for_termination(running.server, settings.grace_s)
+        await wait_for_termination(running.server, settings.tuning.grace_s)
     finally:
         for task in fatal:  # stopping ends them on purpose
             task.remove_done_callback(_fatal_unless_cancelled)
-        await running.stop(settings.grace_s)
+        await running.stop(settings.tuning.grace_s)
 
 
 # Tasks whose end ends the process: the journal is the only writer of order state (without it orders go out

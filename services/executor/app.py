@@ -123,7 +123,7 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
     connection it writes order state through carries the lease's epoch, so it cannot write once superseded.
     """
     await asyncio.to_thread(apply_migrations, database_url)
-    lease = Lease(database_url, "executor", poll_s=settings.lease_poll_s, check_s=settings.lease_check_s)
+    lease = Lease(database_url, "executor", poll_s=settings.tuning.lease_poll_s, check_s=settings.tuning.lease_check_s)
     await lease.acquire()
     try:
         return await _start_holding(settings, database_url, redis_url, lease)
@@ -133,6 +133,7 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
 
 
 async def _start_holding(settings: Settings, database_url: str, redis_url: str, lease: Lease) -> Running:
+    t = settings.tuning
     """:func:`start` once the lease is held."""
     pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True,
                              options=f"{PLANNER_OPTIONS} {lease.options}")
@@ -149,21 +150,21 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     async def append(payloads: list[bytes]) -> list[str]:
         return await append_events(fast, events_log, payloads)
 
-    journal = Journal(store, redis, events_log, release, max_batch=settings.journal_batch,
-                      min_interval_s=settings.journal_min_interval_s, append=append)
+    journal = Journal(store, redis, events_log, release, max_batch=t.journal_batch,
+                      min_interval_s=t.journal_min_interval_s, append=append)
 
-    cfg = BreakerConfig(settings.breaker_threshold, int(settings.breaker_open_s * 1000))
+    cfg = BreakerConfig(t.breaker_threshold, int(t.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps,
-                                                  max_book_age_s=settings.book_max_age_s)}
+                                                  max_book_age_s=t.book_max_age_s)}
     gates = {PAPER: BreakerGate("paper", redis, cfg, _now_ms)}
     if settings.live_configured:
         insiders = InsidersVenue(settings.insiders_url, settings.insiders_token,
-                                 post_timeout_s=settings.post_timeout_s, query_timeout_s=settings.query_timeout_s,
-                                 max_connections=settings.http_connections)
+                                 post_timeout_s=t.post_timeout_s, query_timeout_s=t.query_timeout_s,
+                                 max_connections=t.http_connections)
         venues[INSIDERS] = insiders
         gates[INSIDERS] = BreakerGate("insiders", redis, cfg, _now_ms)
-        if settings.http_warm_connections:
-            await insiders.warm_up(settings.http_warm_connections)
+        if t.http_warm_connections:
+            await insiders.warm_up(t.http_warm_connections)
     else:
         log.error("TT_INSIDERS_API_URL is not set: LIVE orders are REFUSED (REJECTED, reason "
                   "LIVE_VENUE_NOT_CONFIGURED); paper orders still run")
@@ -171,17 +172,17 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         await gate.load()
 
     runner = OrderRunner(journal=journal, venues=venues, gates=gates, redis=redis, config=RunnerConfig(
-        max_submit_attempts=settings.max_submit_attempts,
-        retry_backoff=Backoff(settings.retry_base_s, settings.retry_cap_s),
-        breaker_wait_s=settings.breaker_wait_s, poll_initial_s=settings.poll_initial_s,
-        poll_max_s=settings.poll_max_s, settle_interval_s=settings.settle_interval_s,
-        lost_after=settings.lost_after, placed_lost_after_s=settings.placed_lost_after_s,
-        resubmit_max_age_s=settings.resubmit_max_age_s,
-        max_inflight=settings.max_inflight, max_status_queries=settings.max_status_queries), rng=random.Random())
+        max_submit_attempts=t.max_submit_attempts,
+        retry_backoff=Backoff(t.retry_base_s, t.retry_cap_s),
+        breaker_wait_s=t.breaker_wait_s, poll_initial_s=t.poll_initial_s,
+        poll_max_s=t.poll_max_s, settle_interval_s=t.settle_interval_s,
+        lost_after=t.lost_after, placed_lost_after_s=t.placed_lost_after_s,
+        resubmit_max_age_s=t.resubmit_max_age_s,
+        max_inflight=t.max_inflight, max_status_queries=t.max_status_queries), rng=random.Random())
     admission = OrderAdmission(runner, store, fast, IntakeRules(
-        live_configured=settings.live_configured, max_order_age_ns=int(settings.max_order_age_s * 1e9),
-        min_depth_ratio=settings.min_depth_ratio, max_order_usd=settings.max_order_usd),
-        books=FreshBooks(fast, max_age_s=settings.book_max_age_s, wait_s=settings.book_wait_s))
+        live_configured=settings.live_configured, max_order_age_ns=int(t.max_order_age_s * 1e9),
+        min_depth_ratio=t.min_depth_ratio, max_order_usd=settings.max_order_usd),
+        books=FreshBooks(fast, max_age_s=t.book_max_age_s, wait_s=t.book_wait_s))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
                                       asyncio.create_task(lease.watch(), name="lease")]
@@ -196,7 +197,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         journal.observe = life.reconciler.observe
     tasks += life.tasks
 
-    servicer = ExecutorServicer(admission, runner, store, events_log, submit_wait_s=settings.submit_wait_s,
+    servicer = ExecutorServicer(admission, runner, store, events_log, submit_wait_s=t.submit_wait_s,
                                 redemptions_log=redemptions_log)
     grpc_server = await server.start(servicer, settings.grpc_port, settings.host, settings.security)
 
@@ -205,22 +206,22 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
 
     async def from_router(after: str) -> AsyncIterator[tuple[str, epb.RoutedTrade]]:
         call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor=after,
-                                                                     consumer=settings.consumer_name))
+                                                                     consumer=t.consumer_name))
         async for resp in call:
             yield resp.cursor, resp.routed
 
     # the same entries and cursors either way; the log read costs neither process a gRPC message per trade
     open_stream = (read_log_items(DurableLog(stream_redis, ROUTED_TRADES), epb.RoutedTrade.FromString)
-                   if settings.routed_source == "log" else from_router)
+                   if t.routed_source == "log" else from_router)
 
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(
-        settings.consumer_name, open_stream, admission.handle, FastCursorStore(fast),
-        start=START_OLDEST if settings.start_oldest else START_NEW,
+        t.consumer_name, open_stream, admission.handle, FastCursorStore(fast),
+        start=START_OLDEST if t.start_oldest else START_NEW,
         dead_letter=releasing_dead_letters(
-            DeadLetters(stream_redis, settings.consumer_name, lambda rt: rt.SerializeToString()), redis,
+            DeadLetters(stream_redis, t.consumer_name, lambda rt: rt.SerializeToString()), redis,
             forget=lambda rt: admission.forget(rt.orders)),
-        save_interval_s=settings.cursor_save_interval_s, handle_batch=admission.handle_batch,
-        max_batch=settings.consumer_max_batch)
+        save_interval_s=t.cursor_save_interval_s, handle_batch=admission.handle_batch,
+        max_batch=t.consumer_max_batch)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
 
     async def close_venues() -> None:
@@ -231,7 +232,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     closers = [lease.close, pool.close, store.close, redis.aclose, fast.aclose, stream_redis.aclose, channel.close,
                life.channel.close, close_venues]
     log.info("executor started", extra={
-        "port": grpc_server.port, "router": settings.router_target, "routed_source": settings.routed_source,
+        "port": grpc_server.port, "router": settings.router_target, "routed_source": t.routed_source,
         "live": settings.live_configured, "lease_epoch": lease.epoch, "ingest": settings.ingest_target,
         "auto_redeem": settings.auto_redeem, "reconcile_interval_s": settings.reconcile_interval_s})
     return Running(grpc_server, runner, admission, journal, consumer, gates, lease, tasks, closers,
@@ -262,7 +263,7 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
                                 resubmit=admission.submit)
     channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
-    name = f"{settings.consumer_name}-resolutions"
+    name = f"{settings.tuning.consumer_name}-resolutions"
 
     async def resolutions(after: str) -> AsyncIterator[tuple[str, mpb.MarketResolution]]:
         call = stub.StreamMarketResolutions(mpb.StreamMarketResolutionsRequest(after_cursor=after, consumer=name))

@@ -149,7 +149,7 @@ async def test_not_found_three_times_is_lost_and_releases_the_reservation(harnes
     await reservations.reserve(harness.redis, [reservations.Reservation(
         o.client_order_id, o.follower_wallet_id, reservations.USD, CONDITION, 10_000_000, "lt_1")])
     assert (await reservations.read(harness.redis, ["w_1"]))["w_1"].total_usd_micro == 10_000_000
-    await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="0")  # too old to be sent again
+    await harness.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0")  # too old to be sent again
     queries_before = harness.fake.queries
     await harness.route(o)
     done = await eventually(lambda: harness.terminal(o.client_order_id), timeout_s=10)
@@ -167,7 +167,7 @@ async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, 
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.fail_posts = 1000
     # A storm longer than the resubmit window: orders wait at the open breaker, then give up.
-    await harness.start_executor(TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS="3", TT_EXECUTOR_RESUBMIT_MAX_AGE_S="1")
+    await harness.start_executor(TT_TUNE_EXECUTOR_MAX_SUBMIT_ATTEMPTS="3", TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="1")
     orders = [make_order(i) for i in range(20)]
     await harness.route(*orders)
     await eventually(lambda: harness.all_terminal(orders), timeout_s=20)
@@ -194,7 +194,7 @@ async def test_5xx_storm_opens_the_breaker_without_duplicates(harness: Harness, 
 async def test_5xx_storm_that_opens_the_breaker_loses_no_copy(harness: Harness) -> None:
     await harness.set_book(ASSET, BIDS, [("0.50", "1000"), ("0.51", "1000")])
     harness.fake.faults.fail_posts = 12  # more than the breaker's threshold: it opens mid-storm
-    await harness.start_executor(TT_EXECUTOR_BREAKER_OPEN_S="0.3", TT_EXECUTOR_RESUBMIT_MAX_AGE_S="20")
+    await harness.start_executor(TT_TUNE_EXECUTOR_BREAKER_OPEN_S="0.3", TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="20")
     orders = [make_order(i) for i in range(8)]
     await harness.route(*orders)
 
@@ -329,7 +329,7 @@ async def test_resting_gtc_partially_fills_then_fills(harness: Harness, db_url: 
 async def test_breaker_half_open_probe_closes_it_again(harness: Harness) -> None:
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.fail_posts = 5
-    await harness.start_executor(TT_EXECUTOR_BREAKER_OPEN_S="0.5", TT_EXECUTOR_MAX_SUBMIT_ATTEMPTS="1")
+    await harness.start_executor(TT_TUNE_EXECUTOR_BREAKER_OPEN_S="0.5", TT_TUNE_EXECUTOR_MAX_SUBMIT_ATTEMPTS="1")
     first = [make_order(i) for i in range(5)]
     await harness.route(*first)
 

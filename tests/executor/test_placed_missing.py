@@ -24,7 +24,7 @@ async def _resting_partly_filled(harness: Harness, lost_after_s: str, *, reserve
     if reserve:
         await reservations.reserve(harness.redis, [reservations.Reservation(
             o.client_order_id, o.follower_wallet_id, reservations.USD, CONDITION, 50_000_000, "lt_1")])
-    running = await harness.start_executor(TT_EXECUTOR_PLACED_LOST_AFTER_S=lost_after_s)
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_PLACED_LOST_AFTER_S=lost_after_s)
     await harness.route(o)
 
     async def partial() -> bool:

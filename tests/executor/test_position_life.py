@@ -119,7 +119,7 @@ async def test_a_resolution_settles_every_position_frees_the_caps_and_redeems_th
 async def test_a_redemption_in_flight_when_the_executor_stops_is_sent_again_with_its_key_and_redeems_once(
         harness: Harness) -> None:
     await _market(harness)
-    await harness.start_executor(TT_EXECUTOR_QUERY_TIMEOUT_S="30")
+    await harness.start_executor(TT_TUNE_EXECUTOR_QUERY_TIMEOUT_S="30")
     await _buy(harness, make_order(1, follower_wallet_id="w_1", subscription_id="sub_1", amount_usd="40"))
     harness.fake.faults.timeout_redeems, harness.fake.faults.timeout_delay_s = 1, 60.0  # taken, answer held
     harness.fake.holdings.resolve(CONDITION, ASSET)

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from common.config import project_root
+from common.tuning import overrides
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 def _spawn(h: Harness, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **h.env(), "DATABASE_URL": h.db_url, "REDIS_URL": h.redis_url,
-           "TT_EXECUTOR_MAX_INFLIGHT": "16", "TT_EXECUTOR_GRACE_S": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "5"}
+           **overrides("executor", max_inflight=16, grace_s=0, post_timeout_s=5)}
     return subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=project_root(), env=env,
                             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("source", ["log", "router"])
 async def test_both_sources_fill_every_order_once(harness: Harness, source: str) -> None:
     await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
-    running = await harness.start_executor(TT_EXECUTOR_ROUTED_SOURCE=source)
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_ROUTED_SOURCE=source)
     orders = [make_order(i) for i in range(6)]
     await harness.route(*orders[:3])
     for o in orders[3:]:
@@ -33,7 +33,7 @@ async def test_both_sources_fill_every_order_once(harness: Harness, source: str)
 @pytest.mark.parametrize("source", ["log", "router"])
 async def test_a_malformed_log_entry_is_skipped_and_the_next_trade_still_goes(harness: Harness, source: str) -> None:
     await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
-    await harness.start_executor(TT_EXECUTOR_ROUTED_SOURCE=source)
+    await harness.start_executor(TT_TUNE_EXECUTOR_ROUTED_SOURCE=source)
     await harness.routed.append(b"\xff\xff not a protobuf")
     order = make_order(1)
     await harness.route(order)
@@ -47,7 +47,7 @@ async def test_a_malformed_log_entry_is_skipped_and_the_next_trade_still_goes(ha
 
 
 def test_an_unknown_source_is_a_config_error() -> None:
-    assert Settings.from_env(INTERNAL_ENV).routed_source == "router"  # the layers stream to each other over gRPC
-    assert Settings.from_env({**INTERNAL_ENV, "TT_EXECUTOR_ROUTED_SOURCE": "LOG"}).routed_source == "log"
+    assert Settings.from_env(INTERNAL_ENV).tuning.routed_source == "router"  # the layers stream to each other over gRPC
+    assert Settings.from_env({**INTERNAL_ENV, "TT_TUNE_EXECUTOR_ROUTED_SOURCE": "LOG"}).tuning.routed_source == "log"
     with pytest.raises(ConfigError):
-        Settings.from_env({**INTERNAL_ENV, "TT_EXECUTOR_ROUTED_SOURCE": "kafka"})
+        Settings.from_env({**INTERNAL_ENV, "TT_TUNE_EXECUTOR_ROUTED_SOURCE": "kafka"})

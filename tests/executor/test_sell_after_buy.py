@@ -236,7 +236,7 @@ async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(ha
     window (30 s by default; 2 s here), and the SELL ends LOST, where the same SELL routed sized is re-POSTed
     and filled. (The same age also cuts the breaker wait in ``_submit``.)"""
     await harness.set_book(ASSET, BIDS, ASKS)
-    await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
+    await harness.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
     harness.fake.faults.timeout_delay_s = 1.0
     # control: a SELL sized by the router whose POST is lost is settled, re-POSTed and filled
     hold_shares(db_url, "w_sized", 20)

@@ -107,7 +107,7 @@ async def test_the_wait_behind_the_sell_does_not_use_up_the_buys_resubmit_window
     harness.fake.faults.timeout_delay_s = 1.0
     running, buy1, sell = await unconfirmed_flip(harness, "w_bw", 1)
     await running.stop(0)
-    await harness.start_executor(TT_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
+    await harness.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
     await harness.route(buy1, sell)
     await eventually(lambda: harness.fake.order(buy1.client_order_id))
     buy2 = make_order(3, follower_wallet_id="w_bw", leader_trade_id="lt_b2", routed_time_ns=time.time_ns())

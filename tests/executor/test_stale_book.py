@@ -31,7 +31,7 @@ async def empty_book_of(harness: Harness, session: str) -> None:
 
 async def test_a_live_copy_on_a_stale_empty_book_is_priced_from_its_reference(harness: Harness) -> None:
     await empty_book_of(harness, "before-the-restart.1")
-    await harness.start_executor(TT_EXECUTOR_BOOK_WAIT_S="0.2")
+    await harness.start_executor(TT_TUNE_EXECUTOR_BOOK_WAIT_S="0.2")
     order = make_order(1, reference_price="0.50", max_slippage_bps=200)
     await harness.route(order)
     final = await eventually(lambda: harness.terminal(order.client_order_id), timeout_s=20)
@@ -42,7 +42,7 @@ async def test_a_live_copy_on_a_stale_empty_book_is_priced_from_its_reference(ha
 
 async def test_a_paper_copy_on_a_stale_book_has_no_book_to_fill_against(harness: Harness) -> None:
     await empty_book_of(harness, "before-the-restart.1")
-    await harness.start_executor(TT_EXECUTOR_BOOK_WAIT_S="0.2")
+    await harness.start_executor(TT_TUNE_EXECUTOR_BOOK_WAIT_S="0.2")
     order = make_order(2, mode=cpb.EXECUTION_MODE_PAPER)
     await harness.route(order)
     final = await eventually(lambda: harness.terminal(order.client_order_id), timeout_s=20)

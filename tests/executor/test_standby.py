@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from common.config import project_root
+from common.tuning import overrides
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -31,7 +32,7 @@ WHERE a.application_name = 'tt-executor-lease' AND a.datname = current_database(
 
 def _spawn(h: Harness, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **h.env(), "DATABASE_URL": h.db_url, "REDIS_URL": h.redis_url,
-           "TT_EXECUTOR_MAX_INFLIGHT": "16", "TT_EXECUTOR_GRACE_S": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "5", **extra}
+           **overrides("executor", max_inflight=16, grace_s=0, post_timeout_s=5), **extra}
     return subprocess.Popen([sys.executable, "-m", "services.executor"], cwd=project_root(), env=env,
                             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 
@@ -94,7 +95,7 @@ async def _all_done_once(h: Harness, orders: list[epb.Order], *, replays_at_most
 async def test_a_standby_waits_and_takes_over_when_the_active_executor_dies(harness: Harness, tmp_path: Path) -> None:
     log_path = tmp_path / "executor.log"
     orders, active = await _route_and_start(harness, log_path)
-    standby = _spawn(harness, log_path, TT_EXECUTOR_LEASE_POLL_S="0.05")
+    standby = _spawn(harness, log_path, TT_TUNE_EXECUTOR_LEASE_POLL_S="0.05")
     try:
         await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
         posted = len(harness.fake.posts)
@@ -113,8 +114,8 @@ async def test_an_executor_that_lost_its_lease_stops_and_the_standby_finishes(ha
                                                                             tmp_path: Path) -> None:
     log_path = tmp_path / "executor.log"
     # the active one checks its lease rarely, so it keeps working for a while after losing it
-    orders, active = await _route_and_start(harness, log_path, TT_EXECUTOR_LEASE_CHECK_S="2")
-    standby = _spawn(harness, log_path, TT_EXECUTOR_LEASE_POLL_S="0.05")
+    orders, active = await _route_and_start(harness, log_path, TT_TUNE_EXECUTOR_LEASE_CHECK_S="2")
+    standby = _spawn(harness, log_path, TT_TUNE_EXECUTOR_LEASE_POLL_S="0.05")
     try:
         await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
         [(pid,)] = await asyncio.to_thread(_query, harness.db_url, _LEASE_HOLDER)

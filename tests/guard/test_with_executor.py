@@ -15,6 +15,7 @@ from common.grpcserver import GrpcServer, start_server
 from common.ids import hash_id
 from common.marketstate import BookSnapshot, write_book
 from common.streams import PRICE_TICKS, ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from common.tuning import overrides
 from services.executor.app import start as start_executor
 from services.executor.config import Settings as ExecutorSettings
 from services.guard.app import start as start_guard
@@ -32,9 +33,9 @@ pytestmark = pytest.mark.integration
 
 INSIDERS_TOKEN = "guard-test-insiders-token"
 EXECUTOR_ENV = {
-    **INTERNAL_ENV, "TT_EXECUTOR_GRPC_PORT": "0", "TT_EXECUTOR_POST_TIMEOUT_S": "1", "TT_EXECUTOR_QUERY_TIMEOUT_S": "1",
-    "TT_EXECUTOR_RETRY_BASE_S": "0.01", "TT_EXECUTOR_RETRY_CAP_S": "0.05", "TT_EXECUTOR_POLL_INITIAL_S": "0.02",
-    "TT_EXECUTOR_POLL_MAX_S": "0.1", "TT_EXECUTOR_SETTLE_INTERVAL_S": "0.05", "TT_EXECUTOR_SUBMIT_WAIT_S": "5",
+    **INTERNAL_ENV, "TT_EXECUTOR_GRPC_PORT": "0",
+    **overrides("executor", post_timeout_s=1, query_timeout_s=1, retry_base_s=0.01, retry_cap_s=0.05,
+                poll_initial_s=0.02, poll_max_s=0.1, settle_interval_s=0.05, submit_wait_s=5),
 }
 
 

@@ -38,7 +38,7 @@ async def test_a_twenty_thousand_follower_fanout_is_split_posted_once_and_later_
     async with running_harness(redis_url, db_url) as harness:
         await harness.set_book(YES, [("0.39", "1000")], [("0.40", "100000000")])
         await harness.start_executor(TT_ROUTER_GRPC_TARGET=f"127.0.0.1:{stack.running.grpc.port}",  # type: ignore[union-attr]
-                                     TT_EXECUTOR_POST_TIMEOUT_S="10", TT_EXECUTOR_QUERY_TIMEOUT_S="10")
+                                     TT_TUNE_EXECUTOR_POST_TIMEOUT_S="10", TT_TUNE_EXECUTOR_QUERY_TIMEOUT_S="10")
         started = time.monotonic()
         await stack.publish(leader_trade("lt_big"), leader_trade("lt_after", wallet=OTHER_LEADER))
 

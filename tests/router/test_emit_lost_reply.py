@@ -28,7 +28,7 @@ async def test_router_emit_whose_reply_was_lost_still_reaches_a_caught_up_stream
     stub = egrpc.RouterServiceStub(channel)
     got: list[str] = []
 
-    async def read() -> None:  # what the executor does (TT_EXECUTOR_ROUTED_SOURCE=router, the default)
+    async def read() -> None:  # what the executor does (TT_TUNE_EXECUTOR_ROUTED_SOURCE=router, the default)
         call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor="0", consumer="review"))
         async for resp in call:
             got.append(resp.routed.trade.id)
