@@ -22,7 +22,7 @@ Decisions callers can rely on:
   one, cancelling a CANCELLED trigger, a PATCH that changes nothing.
 - Redis: the hot index (``common.hotindex``) follows every subscription change before the RPC
   returns and is resynced from PostgreSQL at start-up, after a failed update, every
-  ``TT_CONTROL_INDEX_FULL_RESYNC_S`` (600 s), and when the check run every
-  ``TT_CONTROL_INDEX_RESYNC_S`` (30 s) finds Redis restarted or flushed; trigger changes are
+  ``TT_TUNE_CONTROL_INDEX_FULL_RESYNC_S`` (600 s), and when the check run every
+  ``TT_TUNE_CONTROL_INDEX_RESYNC_S`` (30 s) finds Redis restarted or flushed; trigger changes are
   published on ``tt:triggers:changed``.
 """

@@ -23,7 +23,7 @@ async def main(settings: Settings) -> None:
     # the cyclic collector's full passes, which otherwise pause every call in flight.
     gc.collect()
     gc.freeze()
-    await wait_for_termination(running.server, settings.grace_s)
+    await wait_for_termination(running.server, settings.tuning.grace_s)
 
 
 def cli() -> int:

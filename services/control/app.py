@@ -69,18 +69,19 @@ class RunningControl:
 
 async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) -> RunningControl:
     """Apply migrations, open PostgreSQL and Redis, rebuild the hot index, start gRPC."""
+    t = settings.tuning
     url = settings.storage.database_url.value
     await asyncio.to_thread(apply_migrations, url)
-    pool = await create_pool(url, max_size=settings.db_pool_max, acquire_timeout_s=settings.db_timeout_s,
-                             statement_timeout_s=max(settings.db_timeout_s, 5.0))
+    pool = await create_pool(url, max_size=t.db_pool_max, acquire_timeout_s=t.db_timeout_s,
+                             statement_timeout_s=max(t.db_timeout_s, 5.0))
     redis = create_redis(settings.storage.redis_url.value)
     hot = FastRedis(settings.storage.redis_url.value, timeout_s=REDIS_TIMEOUT_S)
-    ttl = timedelta(seconds=settings.idempotency_ttl_s)
+    ttl = timedelta(seconds=t.idempotency_ttl_s)
     try:
         db = Database(pool)
         tokens = PageTokens(await page_token_key(db))
-        sync = IndexSync(db, redis, interval_s=settings.index_resync_s, retry_interval_s=settings.index_retry_s,
-                         full_interval_s=settings.index_full_resync_s, hot=hot)
+        sync = IndexSync(db, redis, interval_s=t.index_resync_s, retry_interval_s=t.index_retry_s,
+                         full_interval_s=t.index_full_resync_s, hot=hot)
         try:
             await sync.resync()
         except Exception as exc:
@@ -89,7 +90,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
             sync.mark_dirty()
             log.warning("redis unreachable at start-up; the index will be rebuilt when it is back",
                         extra={"error": short_reason(exc)})
-        readiness = Readiness(db, redis, url, timeout_s=settings.ready_timeout_s,
+        readiness = Readiness(db, redis, url, timeout_s=t.ready_timeout_s,
                               services=settings.ready_services,
                               open_channel=lambda target: grpc_channel(target, settings.security),
                               breaker_venues=("insiders", "paper") if settings.live_enabled else ("paper",))
@@ -97,7 +98,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
             settings,
             subscriptions=SubscriptionServicer(SubscriptionUseCases(
                 db, sync, live_enabled=settings.live_enabled, now=now, idempotency_ttl=ttl, page_tokens=tokens,
-                list_cache_entries=settings.list_cache_entries, page_cache_bytes=settings.page_cache_mb << 20)),
+                list_cache_entries=t.list_cache_entries, page_cache_bytes=t.page_cache_mb << 20)),
             triggers=TriggerServicer(TriggerUseCases(db, sync, now=now, idempotency_ttl=ttl, page_tokens=tokens)),
             positions=PositionServicer(PositionUseCases(db, RedisMarketReads(redis), page_tokens=tokens)),
             probes=ProbeServicer(readiness),
@@ -125,4 +126,4 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
 
     server.on_stop(close)
     log.info("control started", extra={"port": server.port, "live_enabled": settings.live_enabled})
-    return RunningControl(server=server, sync=sync, db=db, redis=redis, grace_s=settings.grace_s)
+    return RunningControl(server=server, sync=sync, db=db, redis=redis, grace_s=t.grace_s)

@@ -9,16 +9,10 @@
 | ``TT_INTERNAL_TOKEN`` | ``.run/internal_token`` | bearer tokens of InternalControlService (``common.grpcauth``) |
 | ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``TT_INSIDERS_API_URL`` | unset | when unset, LIVE subscriptions are refused |
-| ``TT_CONTROL_INDEX_RESYNC_S`` | 30 | hot-index resync period |
-| ``TT_CONTROL_INDEX_RETRY_S`` | 1 | resync delay after a failed index update |
-| ``TT_CONTROL_DB_POOL_MAX`` | 10 | PostgreSQL pool size |
-| ``TT_CONTROL_DB_TIMEOUT_S`` | 2 | wait for a pooled connection / statement and lock timeout |
-| ``TT_CONTROL_READY_TIMEOUT_S`` | 1 | per-dependency readiness check timeout |
 | ``TT_CONTROL_READY_SERVICES`` | "" | pipeline services whose gRPC health /ready also checks (e.g. ``ingest,router``) |
-| ``TT_CONTROL_IDEMPOTENCY_TTL_S`` | 86400 | how long an Idempotency-Key replays its first response |
-| ``TT_CONTROL_GRACE_S`` | 5 | graceful-shutdown grace for in-flight calls |
-| ``TT_CONTROL_LIST_CACHE_ENTRIES`` | 50000 | subscriptions kept for list pages per (id, version), gRPC and JSON |
-| ``TT_CONTROL_PAGE_CACHE_MB`` | 64 | whole REST list pages kept, checked against their rows' digest (0 = off) |
+
+Every other value is a constant of :class:`Tuning`, each with its reason (``TT_TUNE_CONTROL_<NAME>`` overrides
+one for a test, a benchmark or an incident; ``common.tuning``).
 """
 
 from __future__ import annotations
@@ -32,8 +26,6 @@ from common.config import (
     ConfigError,
     Secret,
     StorageSettings,
-    env_float_seconds,
-    env_int,
     env_str,
     env_url,
     grpc_port,
@@ -42,8 +34,32 @@ from common.config import (
     redact_url,
 )
 from common.grpcauth import GrpcSecurity
+from common.tuning import tune, tuning_from_env
 
 PIPELINE_SERVICES = ("ingest", "router", "executor", "guard")
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The control service's tuning constants (``common.tuning``)."""
+
+    index_resync_s: float = tune(30.0, "the hot subscription index is compared with PostgreSQL this often, and "
+                                 "mended where a lost update left it behind", minimum=0.05)
+    index_retry_s: float = tune(1.0, "a failed index update is retried after this long", minimum=0.01)
+    index_full_resync_s: float = tune(600.0, "the whole index is rebuilt from PostgreSQL this often, whatever "
+                                      "the checks said", minimum=0.05)
+    db_pool_max: int = tune(10, "PostgreSQL connections: the API's peak is a few hundred requests a second of "
+                            "short statements", minimum=1, maximum=200)
+    db_timeout_s: float = tune(2.0, "wait for a pooled connection, and statement and lock timeout: a request "
+                               "fails fast rather than queueing behind an outage", minimum=0.1)
+    ready_timeout_s: float = tune(1.0, "each dependency /ready checks gets this long", minimum=0.05)
+    idempotency_ttl_s: float = tune(86_400.0, "an Idempotency-Key replays its first answer for a day, longer "
+                                    "than any client retries", minimum=1.0)
+    grace_s: float = tune(5.0, "graceful-shutdown grace for in-flight calls")
+    list_cache_entries: int = tune(50_000, "subscriptions kept rendered for list pages, per (id, version)",
+                                   minimum=0, maximum=10_000_000)
+    page_cache_mb: int = tune(64, "whole REST list pages kept (checked against their rows' digest; 0 = off): a "
+                              "500-row page costs ~0.6 MB to render", minimum=0, maximum=65_536)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -56,17 +72,8 @@ class Settings:
     host: str = "127.0.0.1"
     grpc_port: int = SERVICE_PORTS["control"]
     insiders_api_url: str = ""
-    index_resync_s: float = 30.0
-    index_retry_s: float = 1.0
-    index_full_resync_s: float = 600.0
-    db_pool_max: int = 10
-    db_timeout_s: float = 2.0
-    ready_timeout_s: float = 1.0
     ready_services: tuple[tuple[str, str], ...] = ()
-    idempotency_ttl_s: float = 86_400.0
-    grace_s: float = 5.0
-    list_cache_entries: int = 50_000
-    page_cache_mb: int = 64
+    tuning: Tuning = Tuning()
 
     @property
     def live_enabled(self) -> bool:
@@ -95,26 +102,12 @@ class Settings:
             host=host,
             grpc_port=grpc_port(env, "control"),
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
-            index_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_RESYNC_S", 30.0, minimum=0.05),
-            index_retry_s=env_float_seconds(env, "TT_CONTROL_INDEX_RETRY_S", 1.0, minimum=0.01),
-            index_full_resync_s=env_float_seconds(env, "TT_CONTROL_INDEX_FULL_RESYNC_S", 600.0, minimum=0.05),
-            db_pool_max=env_int(env, "TT_CONTROL_DB_POOL_MAX", 10, minimum=1, maximum=200),
-            db_timeout_s=env_float_seconds(env, "TT_CONTROL_DB_TIMEOUT_S", 2.0, minimum=0.1),
-            ready_timeout_s=env_float_seconds(env, "TT_CONTROL_READY_TIMEOUT_S", 1.0, minimum=0.05),
             ready_services=tuple(services),
-            idempotency_ttl_s=env_float_seconds(env, "TT_CONTROL_IDEMPOTENCY_TTL_S", 86_400.0, minimum=1.0),
-            grace_s=env_float_seconds(env, "TT_CONTROL_GRACE_S", 5.0),
-            list_cache_entries=env_int(env, "TT_CONTROL_LIST_CACHE_ENTRIES", 50_000, minimum=0, maximum=10_000_000),
-            page_cache_mb=env_int(env, "TT_CONTROL_PAGE_CACHE_MB", 64, minimum=0, maximum=65_536),
+            tuning=tuning_from_env(Tuning, "control", env),
         )
 
     def __repr__(self) -> str:
         return (f"Settings(host={self.host!r}, grpc_port={self.grpc_port}, storage={self.storage!r}, "
                 f"tokens={len(self.tokens)} x Secret('***'), security={self.security!r}, "
                 f"insiders_api_url={redact_url(self.insiders_api_url)!r}, "
-                f"index_resync_s={self.index_resync_s}, index_retry_s={self.index_retry_s}, "
-                f"index_full_resync_s={self.index_full_resync_s}, "
-                f"db_pool_max={self.db_pool_max}, db_timeout_s={self.db_timeout_s}, "
-                f"ready_timeout_s={self.ready_timeout_s}, ready_services={self.ready_services!r}, "
-                f"idempotency_ttl_s={self.idempotency_ttl_s}, grace_s={self.grace_s}, "
-                f"list_cache_entries={self.list_cache_entries}, page_cache_mb={self.page_cache_mb})")
+                f"ready_services={self.ready_services!r}, tuning={self.tuning!r})")

@@ -71,10 +71,11 @@ def test_invalid_configuration_exits_2(tmp_path: Path) -> None:
 def test_settings_defaults_and_redaction() -> None:
     s = Settings.from_env(BASE_ENV)
     assert (s.host, s.grpc_port, s.insiders_api_url, s.live_enabled) == ("127.0.0.1", 50055, "", False)
-    assert (s.index_resync_s, s.db_pool_max, s.db_timeout_s, s.idempotency_ttl_s) == (30.0, 10, 2.0, 86_400.0)
-    assert s.index_full_resync_s == 600.0
+    tun = s.tuning
+    assert (tun.index_resync_s, tun.db_pool_max, tun.db_timeout_s, tun.idempotency_ttl_s) == (30.0, 10, 2.0, 86_400.0)
+    assert tun.index_full_resync_s == 600.0
     assert [t.value for t in s.tokens] == [TOKEN, TOKEN_2] and s.ready_services == ()
-    assert s.list_cache_entries == 50_000
+    assert tun.list_cache_entries == 50_000
     text = repr(s)
     assert TOKEN not in text and "hunter2" not in text and INTERNAL_TOKEN not in text
     assert [t.value for t in s.security.tokens] == [INTERNAL_TOKEN]
@@ -84,25 +85,26 @@ def test_settings_overrides() -> None:
     s = Settings.from_env({**BASE_ENV, "TT_CONTROL_GRPC_PORT": "0", "TT_CONTROL_HOST": "0.0.0.0",
                            "TT_GRPC_ALLOW_INSECURE_BIND": "1",
                            "TT_INSIDERS_API_URL": "https://user:pw@insiders.example/api/",
-                           "TT_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
-                           "TT_ROUTER_GRPC_PORT": "6000", "TT_CONTROL_IDEMPOTENCY_TTL_S": "60",
-                           "TT_CONTROL_LIST_CACHE_ENTRIES": "0",
-                           "TT_CONTROL_PAGE_CACHE_MB": "0", "TT_CONTROL_INDEX_FULL_RESYNC_S": "120"})
-    assert s.index_full_resync_s == 120.0
-    assert (s.grpc_port, s.host, s.index_resync_s) == (0, "0.0.0.0", 5.0)
-    assert s.page_cache_mb == 0 and Settings.from_env(BASE_ENV).page_cache_mb == 64
-    assert (s.idempotency_ttl_s, s.live_enabled, s.list_cache_entries) == (60.0, True, 0)
+                           "TT_TUNE_CONTROL_INDEX_RESYNC_S": "5", "TT_CONTROL_READY_SERVICES": "router, guard",
+                           "TT_ROUTER_GRPC_PORT": "6000", "TT_TUNE_CONTROL_IDEMPOTENCY_TTL_S": "60",
+                           "TT_TUNE_CONTROL_LIST_CACHE_ENTRIES": "0",
+                           "TT_TUNE_CONTROL_PAGE_CACHE_MB": "0", "TT_TUNE_CONTROL_INDEX_FULL_RESYNC_S": "120"})
+    t = s.tuning
+    assert t.index_full_resync_s == 120.0
+    assert (s.grpc_port, s.host, t.index_resync_s) == (0, "0.0.0.0", 5.0)
+    assert t.page_cache_mb == 0 and Settings.from_env(BASE_ENV).tuning.page_cache_mb == 64
+    assert (t.idempotency_ttl_s, s.live_enabled, t.list_cache_entries) == (60.0, True, 0)
     assert s.insiders_api_url == "https://user:pw@insiders.example/api"
     assert s.ready_services == (("router", "127.0.0.1:6000"), ("guard", "127.0.0.1:50054"))
     assert "pw@" not in repr(s)
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_CONTROL_INDEX_RESYNC_S", "-1"),
-    ("TT_CONTROL_INDEX_FULL_RESYNC_S", "0"),
-    ("TT_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
-    ("TT_CONTROL_LIST_CACHE_ENTRIES", "-1"),
-    ("TT_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_CONTROL_PAGE_CACHE_MB", "lots"),
+    ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_TUNE_CONTROL_INDEX_RESYNC_S", "-1"),
+    ("TT_TUNE_CONTROL_INDEX_FULL_RESYNC_S", "0"),
+    ("TT_TUNE_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
+    ("TT_TUNE_CONTROL_LIST_CACHE_ENTRIES", "-1"),
+    ("TT_TUNE_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_TUNE_CONTROL_PAGE_CACHE_MB", "lots"),
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
     ("TT_INTERNAL_TOKEN", "abc"), ("TT_INTERNAL_TOKEN", TOKEN_2), ("TT_CONTROL_HOST", "0.0.0.0"),
 ])

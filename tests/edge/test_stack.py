@@ -189,13 +189,13 @@ def test_stack_up_then_down(run_root: Path) -> None:
 
 @pytest.mark.integration
 def test_up_names_the_service_that_is_not_up(run_root: Path) -> None:
-    env = _stack_env(run_root, TT_CONTROL_DB_POOL_MAX="lots", TT_STACK_BACKOFF_S="0.02",
+    env = _stack_env(run_root, TT_TUNE_CONTROL_DB_POOL_MAX="lots", TT_STACK_BACKOFF_S="0.02",
                      TT_STACK_MAX_FAST_CRASHES="3")
     try:
         up = _stack("up", env)
         assert up.returncode == 1
         assert "control is not up" in up.stdout
-        assert "TT_CONTROL_DB_POOL_MAX" in up.stdout  # the tail of its log says why
+        assert "TT_TUNE_CONTROL_DB_POOL_MAX" in up.stdout  # the tail of its log says why
     finally:
         assert _stack("down", env).returncode == 0
 

@@ -19,6 +19,7 @@ from common.marketstate import BookSnapshot, write_book
 from services.control.app import RunningControl
 from services.control.app import start as start_control
 from services.control.config import Settings as ControlSettings
+from services.control.config import Tuning as ControlTuning
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
     ASSET,
@@ -49,8 +50,8 @@ async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
     running = await start_control(ControlSettings(
         storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
         host="127.0.0.1",
-        grpc_port=0, insiders_api_url="http://127.0.0.1:9", index_resync_s=3600.0, index_retry_s=0.2,
-        db_timeout_s=2.0, ready_timeout_s=1.0))
+        grpc_port=0, insiders_api_url="http://127.0.0.1:9",
+        tuning=ControlTuning(index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=2.0, ready_timeout_s=1.0)))
     yield running
     await running.stop()
 
