@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 from common.cancel import reraise_if_cancelling
@@ -57,44 +58,39 @@ def _nothing() -> None:
     return None
 
 
+@dataclass(eq=False)
 class FeedSession:
     """Runs one feed's sessions until cancelled; ``handle(raw, recv_ns)`` gets every message from inside the
     socket's read callback and returns True when it was data (not a keep-alive)."""
 
-    def __init__(self, url: str, *, feed: str, log: logging.Logger, handle: Callable[[str | bytes, int], bool],
-                 on_open: Callable[[WsConnection], Awaitable[None]], metrics: FeedMetrics, stall_log: str,
-                 on_down: Callable[[], None] = _nothing, ready: Callable[[], Awaitable[object]] | None = None,
-                 session_tasks: Callable[[], list[Coroutine[Any, Any, None]]] | None = None,
-                 recorder: FrameRecorder | None = None, ping_text: str = "PING", ping_interval_s: float = 10.0,
-                 stall_s: float = 30.0, keepalive_counts: bool = False, max_size: int = 16 << 20,
-                 user_agent: str = "", open_timeout_s: float = 10.0, backoff: Backoff = RECONNECT_BACKOFF,
-                 rng: random.Random | None = None) -> None:
-        self.url = url
-        self.feed = feed
-        self.log = log
-        self.handle = handle
-        self.on_open = on_open
-        self.metrics = metrics
-        self.stall_log = stall_log
-        self.on_down = on_down
-        self.ready = ready
-        self.session_tasks = session_tasks
-        self.recorder = recorder
-        self.ping_text = ping_text
-        self.ping_interval_s = ping_interval_s
-        self.stall_s = stall_s
-        self.keepalive_counts = keepalive_counts
-        self.max_size = max_size
-        self.user_agent = user_agent
-        self.open_timeout_s = open_timeout_s
-        self.backoff = backoff
-        self.rng = rng or random.Random()
-        self.connected = False
-        self.connections = 0
-        self.worked = False  # the current session brought data
-        self.last_alive = time.monotonic()  # when the current session last showed it is alive
-        self.last_data_ns = time.time_ns()  # wall time of the last data message (of any session)
-        self.last_message_ns = 0  # wall time of the last message of any kind, or of the handshake
+    url: str
+    _: KW_ONLY
+    feed: str
+    log: logging.Logger
+    handle: Callable[[str | bytes, int], bool]
+    on_open: Callable[[WsConnection], Awaitable[None]]
+    metrics: FeedMetrics
+    stall_log: str
+    on_down: Callable[[], None] = _nothing
+    ready: Callable[[], Awaitable[object]] | None = None
+    session_tasks: Callable[[], list[Coroutine[Any, Any, None]]] | None = None
+    recorder: FrameRecorder | None = None
+    ping_text: str = "PING"
+    ping_interval_s: float = 10.0
+    stall_s: float = 30.0
+    keepalive_counts: bool = False
+    max_size: int = 16 << 20
+    user_agent: str = ""
+    open_timeout_s: float = 10.0
+    backoff: Backoff = RECONNECT_BACKOFF
+    rng: random.Random = field(default_factory=random.Random)
+    connected: bool = field(default=False, init=False)
+    connections: int = field(default=0, init=False)
+    worked: bool = field(default=False, init=False)  # the current session brought data
+    # when the current session last showed it is alive (monotonic)
+    last_alive: float = field(default_factory=time.monotonic, init=False)
+    last_data_ns: int = field(default_factory=time.time_ns, init=False)  # the last data message (any session)
+    last_message_ns: int = field(default=0, init=False)  # the last message of any kind, or the handshake
 
     async def run(self) -> None:
         """Connect, read, and reconnect forever (until cancelled)."""

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Generic, TypeVar
 
 from common.cancel import reraise_if_cancelling
@@ -27,6 +28,7 @@ BAD_INPUT = (ValueError, KeyError, TypeError)  # what a parser raises on a messa
 RESUBSCRIBE = Backoff(0.2, 5.0)
 
 
+@dataclass(eq=False)
 class ChannelFollower(Generic[T]):
     """Subscribes to ``channel`` and hands each parsed message to ``on_message`` until cancelled.
 
@@ -39,35 +41,28 @@ class ChannelFollower(Generic[T]):
     - any other exception: logged as ``failure_log``, then resubscribe after ``backoff``.
     """
 
-    def __init__(self, redis: Any, channel: str, *, parse: Callable[[Data], T],
-                 on_message: Callable[[T], Awaitable[None]], reload: Callable[[], Awaitable[None]],
-                 log: logging.Logger, failure_log: str, bad_log: str,
-                 on_bad: Callable[[Data], Awaitable[None]] | None = None,
-                 on_tick: Callable[[], Awaitable[None]] | None = None, tick_s: float = 5.0,
-                 tick_when_quiet: bool = False, after_poll: Callable[[int], Awaitable[None]] | None = None,
-                 poll_s: float = 1.0, drain_max: int = 1, backoff: Backoff = RESUBSCRIBE,
-                 rng: random.Random | None = None) -> None:
-        self.redis = redis
-        self.channel = channel
-        self.parse = parse
-        self.on_message = on_message
-        self.reload = reload
-        self.log = log
-        self.failure_log = failure_log
-        self.bad_log = bad_log
-        self.on_bad = on_bad
-        self.on_tick = on_tick
-        self.tick_s = tick_s
-        self.tick_when_quiet = tick_when_quiet
-        self.after_poll = after_poll
-        self.poll_s = poll_s
-        self.drain_max = drain_max
-        self.backoff = backoff
-        self.rng = rng or random.Random()
-        self.messages = 0
-        self.bad_messages = 0
-        self.subscribes = 0
-        self.failures = 0
+    redis: Any
+    channel: str
+    _: KW_ONLY
+    parse: Callable[[Data], T]
+    on_message: Callable[[T], Awaitable[None]]
+    reload: Callable[[], Awaitable[None]]
+    log: logging.Logger
+    failure_log: str
+    bad_log: str
+    on_bad: Callable[[Data], Awaitable[None]] | None = None
+    on_tick: Callable[[], Awaitable[None]] | None = None
+    tick_s: float = 5.0
+    tick_when_quiet: bool = False
+    after_poll: Callable[[int], Awaitable[None]] | None = None
+    poll_s: float = 1.0
+    drain_max: int = 1
+    backoff: Backoff = RESUBSCRIBE
+    rng: random.Random = field(default_factory=random.Random)
+    messages: int = field(default=0, init=False)
+    bad_messages: int = field(default=0, init=False)
+    subscribes: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)
 
     async def run(self) -> None:
         """Follow the channel until cancelled, starting over (subscribe, reload) after any failure."""

@@ -122,7 +122,8 @@ class ClobFeed:
             url, feed=FEED, log=log, handle=handler.handle, on_open=self._opened, on_down=self._down,
             ready=self._has_assets.wait, session_tasks=lambda: [self._beater(self.session)], metrics=metrics,
             stall_log="clob feed silent; reconnecting", recorder=recorder, ping_interval_s=ping_interval_s,
-            stall_s=stall_s, keepalive_counts=True, max_size=max_frame_bytes * 16, backoff=backoff, rng=rng)
+            stall_s=stall_s, keepalive_counts=True, max_size=max_frame_bytes * 16, backoff=backoff,
+            rng=rng or random.Random())
 
     @property
     def connections(self) -> int:

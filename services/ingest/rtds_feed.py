@@ -112,7 +112,7 @@ class RtdsFeed:
             url, feed=FEED, log=log, handle=handler.handle, on_open=self._opened, on_down=self._down,
             metrics=metrics, stall_log="rtds stalled; reconnecting", recorder=recorder, ping_text=ping_text,
             ping_interval_s=ping_interval_s, stall_s=stall_s, max_size=max_frame_bytes * 16,
-            user_agent="tradingtools-ingest/2.0", backoff=backoff, rng=rng)
+            user_agent="tradingtools-ingest/2.0", backoff=backoff, rng=rng or random.Random())
 
     @property
     def connected(self) -> bool:
