@@ -8,17 +8,21 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from common.config import ConfigError
 from common.grpcauth import AuthInterceptor, GrpcSecurity, TokenCheck
 from common.grpcclient import MAX_MESSAGE_BYTES, SERVER_OPTIONS
+from common.logs import setup_logging
+from common.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
@@ -145,3 +149,19 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     import uvloop
 
     uvloop.run(main())
+
+
+def service_cli(service: str, load: Callable[[], S], main: Callable[[S], Coroutine[Any, Any, None]]) -> int:
+    """A service's entry point: JSON logs, settings from the environment (exit code 2 when they are invalid),
+    telemetry, then ``main(settings)`` on uvloop; logs as ``services.<service>``."""
+    service_log = logging.getLogger(f"services.{service}")
+    setup_logging(service)
+    try:
+        settings = load()
+    except ConfigError as exc:
+        service_log.error("invalid configuration: %s", exc)
+        return 2
+    setup_telemetry(service)
+    service_log.info("starting", extra={"settings": repr(settings)})
+    run(lambda: main(settings))
+    return 0

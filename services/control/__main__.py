@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 
-from common.config import ConfigError
-from common.grpcserver import run, wait_for_termination
-from common.logs import setup_logging
-from common.telemetry import setup_telemetry
+from common.grpcserver import service_cli, wait_for_termination
 from services.control.app import start
 from services.control.config import Settings
-
-log = logging.getLogger("services.control")
 
 
 async def main(settings: Settings) -> None:
@@ -28,16 +22,7 @@ async def main(settings: Settings) -> None:
 
 def cli() -> int:
     """Entry point; exit code 2 on invalid configuration."""
-    setup_logging("control")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("invalid configuration: %s", exc)
-        return 2
-    setup_telemetry("control")
-    log.info("starting", extra={"settings": repr(settings)})
-    run(lambda: main(settings))
-    return 0
+    return service_cli("control", Settings.from_env, main)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from common.config import ConfigError
-from common.grpcserver import run, wait_for_termination
-from common.logs import setup_logging
-from common.telemetry import setup_telemetry
+from common.grpcserver import service_cli, wait_for_termination
 from services.guard.app import start
 from services.guard.config import Settings
-
-log = logging.getLogger("services.guard")
 
 
 async def main(settings: Settings) -> None:
@@ -26,16 +20,7 @@ async def main(settings: Settings) -> None:
 
 def cli() -> int:
     """Entry point; exit code 2 on invalid configuration."""
-    setup_logging("guard")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("invalid configuration: %s", exc)
-        return 2
-    setup_telemetry("guard")
-    log.info("starting", extra={"settings": repr(settings)})
-    run(lambda: main(settings))
-    return 0
+    return service_cli("guard", Settings.from_env, main)
 
 
 if __name__ == "__main__":

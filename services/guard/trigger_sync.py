@@ -8,16 +8,14 @@ version gap, and whenever the periodic version check finds a change nobody annou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
+from common.pubsub import ChannelFollower
 from common.retry import Backoff
-from services.guard.loops import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,12 @@ class Reloader(Protocol):
         """Reload everything."""
 
 
+def parse_notification(data: str | bytes) -> tuple[str, int]:
+    """A notification's (trigger id, version); raises ValueError, KeyError or TypeError on garbage."""
+    payload = orjson.loads(data)
+    return str(payload["triggerId"]), int(payload["version"])
+
+
 class TriggerSync:
     """Applies control's trigger notifications to the engine."""
 
@@ -43,12 +47,19 @@ class TriggerSync:
         self.redis = redis
         self.target = target
         self.initial = initial
-        self.check_s = check_s
-        self.backoff = backoff or Backoff(0.1, 5.0)
         self.version = -1
         self.ready = asyncio.Event()
-        self.notifications = 0
         self.gaps = 0
+        self.channel = ChannelFollower(
+            redis, TRIGGERS_CHANNEL, parse=parse_notification, on_message=self._apply, reload=self._reload,
+            on_tick=self._check_version, tick_s=check_s, tick_when_quiet=True, poll_s=check_s,
+            backoff=backoff or Backoff(0.1, 5.0), log=log, failure_log="trigger sync restarting",
+            bad_log="malformed trigger notification ignored")
+
+    @property
+    def notifications(self) -> int:
+        """Notifications received (malformed ones included)."""
+        return self.channel.messages
 
     async def _read_version(self) -> int:
         raw = await self.redis.get(TRIGGERS_VERSION_KEY)
@@ -56,52 +67,27 @@ class TriggerSync:
 
     async def run(self) -> None:
         """Subscribe, resync, then apply notifications until cancelled; start over on any failure."""
-        rng = random.Random()
-        attempt = 0
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(TRIGGERS_CHANNEL)
-                self.version = await self._read_version()
-                if self.initial is not None:
-                    await self.initial()  # the start-up load, after subscribing so no change slips by
-                    self.initial = None
-                else:
-                    await self.target.resync()
-                self.ready.set()
-                attempt = 0
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.check_s)
-                    reraise_if_cancelled()  # a cancel that met the read's timeout came back as that timeout
-                    if msg is None:
-                        current = await self._read_version()
-                        if current != self.version:
-                            self.gaps += 1
-                            self.version = current
-                            await self.target.resync()
-                        continue
-                    await self._apply(msg.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis or PostgreSQL outage: start over
-                reraise_if_cancelled()
-                delay = self.backoff.delay(min(attempt, 8), rng.random())
-                attempt += 1
-                log.warning("trigger sync restarting", extra={"error": repr(exc)[:300], "delay_s": delay})
-                await asyncio.sleep(delay)
-            finally:
-                with contextlib.suppress(Exception):  # closing a broken connection
-                    await pubsub.aclose()
+        await self.channel.run()
 
-    async def _apply(self, data: Any) -> None:
-        self.notifications += 1
-        try:
-            payload = orjson.loads(data)
-            trigger_id = str(payload["triggerId"])
-            version = int(payload["version"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("malformed trigger notification ignored", extra={"data": str(data)[:200]})
-            return
+    async def _reload(self) -> None:
+        self.version = await self._read_version()
+        if self.initial is not None:
+            await self.initial()  # the start-up load, after subscribing so no change slips by
+            self.initial = None
+        else:
+            await self.target.resync()
+        self.ready.set()
+
+    async def _check_version(self) -> None:
+        """A quiet channel: resync when the version moved on without a notification."""
+        current = await self._read_version()
+        if current != self.version:
+            self.gaps += 1
+            self.version = current
+            await self.target.resync()
+
+    async def _apply(self, notification: tuple[str, int]) -> None:
+        trigger_id, version = notification
         if version > self.version + 1:
             self.gaps += 1
             self.version = version

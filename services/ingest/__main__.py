@@ -1,6 +1,6 @@
 """``python -m services.ingest`` runs the service; ``python -m services.ingest normalize FILE`` prints events.
 
-This is the only module that builds real clients (Redis, PostgreSQL, httpx, websockets) and wires
+This is the only module that builds real clients (Redis, PostgreSQL, aiohttp, websockets) and wires
 the pieces together.
 """
 
@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import httpx
+import aiohttp
 
+from common.clob_rest import ClobRest
 from common.config import ConfigError, StorageSettings
 from common.consumer import RedisCursorStore
 from common.grpcserver import dump_tasks
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.resp import RespConnection
+from common.restget import RestGetter
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, MARKET_RESOLUTIONS, PRICE_TICKS, DurableLog, create_stream_redis
@@ -41,7 +43,7 @@ from services.ingest.poller import Poller
 from services.ingest.ratelimit import TokenBucket
 from services.ingest.recorder import Recorder
 from services.ingest.resolutions import ResolutionRecorder, SocketResolutions
-from services.ingest.restclient import ClobRest, DataApi, RestGetter
+from services.ingest.restclient import DataApi
 from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
 from services.ingest.servicer import IngestServicer
 from services.ingest.sink import TradeSink
@@ -62,7 +64,8 @@ class Ingest:
         self.redis_text = create_redis(redis_url, timeout_s=10.0)
         self.database_url = database_url
         self.pool: Any = None
-        self.http = httpx.AsyncClient(timeout=s.http_timeout_s, headers={"User-Agent": s.user_agent})
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout_s),
+                                          headers={"User-Agent": s.user_agent})
         self.recorder = Recorder(s.record_dir) if s.record_dir else None
         self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen, live=LiveFeed())
         self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=s.stream_maxlen)
@@ -173,7 +176,7 @@ class Ingest:
         await cancel_all(self.tasks)
         if self.recorder is not None:
             self.recorder.close()
-        await self.http.aclose()
+        await self.http.close()
         if self.pool is not None:
             await self.pool.close()
         await self.redis.aclose()

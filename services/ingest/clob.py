@@ -1,32 +1,16 @@
-"""CLOB market-channel messages and CLOB REST bodies (``/book``, ``/markets/{id}``) parsed into values."""
+"""CLOB market-channel messages parsed into values. A ``book`` event has the shape of a REST ``/book`` body:
+both are :func:`common.clob_rest.parse_book`'s, as are the level, price and tick readers and their caches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from common.marketstate import Level, MarketInfo
+from common.clob_rest import PRICE_CACHE as _PRICES
+from common.clob_rest import SIZE_CACHE as _SIZES
+from common.clob_rest import BookMsg, asset, parse_book, price_or_none, size_or_none, tick
 from services.ingest import model as m
-
-_ZERO = Decimal(0)
-_ONE = Decimal(1)
-
-
-@dataclass(frozen=True, slots=True)
-class BookMsg:
-    """A full book snapshot; ``bids``/``asks`` in wire order (best = last element)."""
-
-    asset_id: str
-    market: str
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
-    tick_size: Decimal | None
-    last_trade_price: Decimal | None
-    venue_ms: int
-    min_order_size: Decimal | None = None
-    neg_risk: bool | None = None
 
 
 class LevelChange(NamedTuple):
@@ -105,95 +89,6 @@ class IgnoredMsg:
 
 
 ClobMsg = BookMsg | PriceChangeMsg | LastTradeMsg | TickSizeMsg | BestBidAskMsg | ResolvedMsg | IgnoredMsg
-
-
-def asset(d: dict[str, Any], *keys: str) -> str:
-    """A CLOB asset id: any non-empty string (subscriptions decide which ones matter)."""
-    value = m.text(d, *keys, required=True, max_len=100)
-    if not value:
-        raise m.ParseError(m.MISSING_FIELD, keys[0])
-    return value
-
-
-# Prices sit on the tick grid and sizes repeat, so the same strings recur: each valid one is parsed
-# once (only strings are cached: 1, 1.0 and True are equal dict keys).
-_PRICES: dict[str, Decimal] = {}
-_SIZES: dict[str, Decimal] = {}
-_CACHE_MAX = 200_000
-
-
-def price_or_none(d: dict[str, Any], key: str) -> Decimal | None:
-    """A price in [0, 1] or None when absent."""
-    return _remembered(d, key, _PRICES, lambda v: _ZERO <= v <= _ONE, "must be in [0, 1]")
-
-
-def size_or_none(d: dict[str, Any], key: str) -> Decimal | None:
-    """A size >= 0 or None when absent."""
-    return _remembered(d, key, _SIZES, lambda v: v >= _ZERO, "must be >= 0")
-
-
-def _remembered(d: dict[str, Any], key: str, cache: dict[str, Decimal], valid: Callable[[Decimal], bool],
-                rule: str) -> Decimal | None:
-    """``d[key]`` as a Decimal passing ``valid`` (BAD_FIELD naming ``rule`` otherwise), None when absent;
-    valid string values are parsed once."""
-    raw = d.get(key)
-    if raw.__class__ is str:
-        hit = cache.get(raw)
-        if hit is not None:
-            return hit
-    value = m.decimal(d, key, required=False)
-    if value is None:
-        return None
-    if not valid(value):
-        raise m.ParseError(m.BAD_FIELD, f"{key} {rule}")
-    if raw.__class__ is str:
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        cache[raw] = value
-    return value
-
-
-def levels(d: dict[str, Any], key: str) -> tuple[Level, ...]:
-    """Book levels ``[{price, size}]`` in wire order (``null`` or absent = empty)."""
-    raw = d.get(key)
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise m.ParseError(m.BAD_FIELD, f"{key} must be an array")
-    out: list[Level] = []
-    for lvl in raw:
-        if not isinstance(lvl, dict):
-            raise m.ParseError(m.BAD_FIELD, f"{key} level must be an object")
-        price = price_or_none(lvl, "price")
-        raw_size = lvl.get("size")
-        size = _SIZES.get(raw_size) if raw_size.__class__ is str else None
-        if size is None:
-            size = m.decimal(lvl, "size")
-            if size is not None and size >= _ZERO and raw_size.__class__ is str and len(_SIZES) < _CACHE_MAX:
-                _SIZES[raw_size] = size
-        if price is None or size is None or size < _ZERO:
-            raise m.ParseError(m.BAD_FIELD, f"{key} level needs a price and a size >= 0")
-        out.append((price, size))
-    return tuple(out)
-
-
-def tick(d: dict[str, Any], *keys: str) -> Decimal | None:
-    """A tick size in (0, 1) or None."""
-    value = m.decimal(d, *keys, required=False)
-    if value is not None and not _ZERO < value < _ONE:
-        raise m.ParseError(m.BAD_FIELD, f"{keys[0]} must be in (0, 1)")
-    return value
-
-
-def parse_book(d: dict[str, Any]) -> BookMsg:
-    """A ``book`` event or a REST ``/book`` body."""
-    neg = d.get("neg_risk")
-    return BookMsg(
-        asset_id=asset(d, "asset_id"), market=m.text(d, "market").lower(),
-        bids=levels(d, "bids"), asks=levels(d, "asks"), tick_size=tick(d, "tick_size"),
-        last_trade_price=price_or_none(d, "last_trade_price"), venue_ms=m.millis(d, "timestamp"),
-        min_order_size=m.decimal(d, "min_order_size", required=False),
-        neg_risk=neg if isinstance(neg, bool) else None)
 
 
 def _change(d: dict[str, Any], asset_id: str) -> LevelChange:
@@ -328,26 +223,3 @@ def parse_event(d: dict[str, Any]) -> ClobMsg:
     if not isinstance(kind, str):
         raise m.ParseError(m.MISSING_FIELD, "event_type")
     return IgnoredMsg(kind)
-
-
-def parse_market(d: dict[str, Any], now_ms: int) -> list[MarketInfo]:
-    """CLOB ``GET /markets/{condition_id}``: one MarketInfo per token."""
-    tokens = d.get("tokens")
-    if not isinstance(tokens, list):
-        raise m.ParseError(m.BAD_FIELD, "tokens must be an array")
-    tick_size = tick(d, "minimum_tick_size")
-    min_size = m.decimal(d, "minimum_order_size", required=False)
-    cid = m.condition_id(d, "condition_id")
-    out = []
-    for tok in tokens:
-        if not isinstance(tok, dict):
-            raise m.ParseError(m.BAD_FIELD, "token must be an object")
-        out.append(MarketInfo(
-            asset_id=m.token_id(tok, "token_id"), condition_id=cid,
-            tick_size=tick_size if tick_size is not None else Decimal("0.01"),
-            min_order_size=min_size if min_size is not None else _ZERO,
-            neg_risk=d.get("neg_risk") is True, closed=d.get("closed") is True,
-            accepting_orders=d.get("accepting_orders") is not False,
-            market_slug=m.text(d, "market_slug"), updated_ms=now_ms,
-            extra={"outcome": m.text(tok, "outcome"), "winner": "1" if tok.get("winner") is True else "0"}))
-    return out

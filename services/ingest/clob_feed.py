@@ -20,20 +20,19 @@ from collections.abc import Callable
 
 import orjson
 
-from common.cancel import reraise_if_cancelling
+from common.feedsession import RECONNECT_BACKOFF, FeedSession
 from common.marketstate import FeedBeat
 from common.retry import Backoff
+from common.wsconn import WsConnection
 from services.ingest import clob
 from services.ingest.books import BookState, Touched
 from services.ingest.frames import decode, require_object
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection, lasted
 
 log = logging.getLogger(__name__)
 FEED = "clob"
-RECONNECT_BACKOFF = Backoff(0.25, 30.0)
 
 
 class ClobHandler:
@@ -98,8 +97,9 @@ class ClobHandler:
 class ClobFeed:
     """The market-channel websocket client; :meth:`set_assets` changes subscriptions live.
 
-    Frames are handled inside the socket's read callback (:class:`~services.ingest.wsconn.WsConnection`):
-    no per-message queue and task switch, which cost more than parsing a ``price_change`` frame.
+    Frames are handled inside the socket's read callback (:class:`~common.wsconn.WsConnection`): no
+    per-message queue and task switch, which cost more than parsing a ``price_change`` frame. The session
+    (:class:`~common.feedsession.FeedSession`) counts the server's ``PONG`` as alive: book traffic can be quiet.
     """
 
     def __init__(self, url: str, handler: ClobHandler, metrics: IngestMetrics, *,
@@ -107,29 +107,28 @@ class ClobFeed:
                  max_frame_bytes: int = 1_048_576, backoff: Backoff = RECONNECT_BACKOFF,
                  rng: random.Random | None = None, on_beat: Callable[[FeedBeat], None] = lambda _b: None,
                  beat_interval_s: float = 1.0) -> None:
-        self.url = url
         self.handler = handler
-        self.metrics = metrics
-        self.recorder = recorder
-        self.ping_interval_s = ping_interval_s
-        self.stall_s = stall_s
-        self.max_frame_bytes = max_frame_bytes
-        self.backoff = backoff
-        self.rng = rng or random.Random()
         self.wanted: set[str] = set()
         self.subscribed: set[str] = set()
-        self.connections = 0
         self._ws: WsConnection | None = None
         self._lock = asyncio.Lock()
         self._has_assets = asyncio.Event()
-        self._last_rx = time.monotonic()
-        self._last_rx_ns = 0  # wall time of the last message, what the beat reports
-        self._got_data = False
         self.on_beat = on_beat
         self.beat_interval_s = beat_interval_s
         self._process = secrets.token_hex(4)  # sessions of another process (before a restart) never match
         self.session = ""
         self._sessions = 0
+        self.feed = FeedSession(
+            url, feed=FEED, log=log, handle=handler.handle, on_open=self._opened, on_down=self._down,
+            ready=self._has_assets.wait, session_tasks=lambda: [self._beater(self.session)], metrics=metrics,
+            stall_log="clob feed silent; reconnecting", recorder=recorder, ping_interval_s=ping_interval_s,
+            stall_s=stall_s, keepalive_counts=True, max_size=max_frame_bytes * 16, backoff=backoff,
+            rng=rng or random.Random())
+
+    @property
+    def connections(self) -> int:
+        """Sessions opened so far."""
+        return self.feed.connections
 
     async def set_assets(self, assets: set[str]) -> None:
         """Follow exactly ``assets``: subscribe the new ones and unsubscribe the dropped ones in place."""
@@ -158,82 +157,25 @@ class ClobFeed:
 
     async def run(self) -> None:
         """Connect (once there is something to follow), read, reconnect forever."""
-        attempt = 0
-        while True:
-            await self._has_assets.wait()
-            self._got_data = False
-            opened_at: float | None = None
-            try:
-                conn = await WsConnection.connect(self.url, self._on_message, max_size=self.max_frame_bytes * 16,
-                                                  open_timeout_s=10.0)
-                try:
-                    async with self._lock:
-                        self._sessions += 1
-                        self.session = f"{self._process}.{self._sessions}"
-                        self.handler.books.session = self.session
-                        self.handler.books.desync_all()
-                        self.subscribed = set(self.wanted)
-                        conn.send_text(orjson.dumps({"assets_ids": sorted(self.subscribed), "type": "market",
-                                                     "custom_feature_enabled": True}).decode())
-                        self._ws = conn
-                    self.connections += 1
-                    opened_at = time.monotonic()
-                    await self._session(conn)
-                finally:
-                    self._ws = None
-                    await conn.close()
-                if conn.close_code_sent == 1009:  # a frame beyond max_size
-                    self.metrics.parse_error(FEED, "TOO_LARGE")
-                log.warning("clob closed", extra={"error": repr(conn.close_error)[:200]})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
-                reraise_if_cancelling()
-                log.warning("clob connection failed", extra={"error": repr(exc)[:300]})
-            self.handler.feed_lost(time.time_ns())
-            if self._got_data or lasted(opened_at, self.stall_s):
-                attempt = 0
-            self.metrics.reconnect(FEED)
-            delay = self.backoff.delay(min(attempt, 20), self.rng.random())
-            attempt += 1
-            await asyncio.sleep(delay)
+        await self.feed.run()
 
-    def _on_message(self, raw: str | bytes, recv_ns: int) -> None:
-        """Every message, from inside the socket's read callback."""
-        self._last_rx = time.monotonic()
-        self._last_rx_ns = recv_ns
-        if self.recorder is not None:
-            self.recorder.write(FEED, raw, recv_ns)
-        if self.handler.handle(raw, recv_ns):
-            self._got_data = True
+    async def _opened(self, conn: WsConnection) -> None:
+        """A new session: its own id, every book out of sync until its snapshot, everything wanted subscribed."""
+        async with self._lock:
+            self._sessions += 1
+            self.session = f"{self._process}.{self._sessions}"
+            self.handler.books.session = self.session
+            self.handler.books.desync_all()
+            self.subscribed = set(self.wanted)
+            conn.send_text(orjson.dumps({"assets_ids": sorted(self.subscribed), "type": "market",
+                                         "custom_feature_enabled": True}).decode())
+            self._ws = conn
 
-    async def _session(self, conn: WsConnection) -> None:
-        self._last_rx = time.monotonic()
-        self._last_rx_ns = time.time_ns()  # the handshake: the venue answered now
-        tasks = [asyncio.create_task(self._pinger(conn)), asyncio.create_task(self._watchdog(conn)),
-                 asyncio.create_task(self._beater(self.session))]
-        try:
-            await conn.wait_closed()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _pinger(self, conn: WsConnection) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval_s)
-            conn.send_text("PING")
+    def _down(self) -> None:
+        self._ws = None
+        self.handler.feed_lost(time.time_ns())
 
     async def _beater(self, session: str) -> None:
         while True:
-            self.on_beat(FeedBeat(session, self._last_rx_ns // 1_000_000))
+            self.on_beat(FeedBeat(session, self.feed.last_message_ns // 1_000_000))
             await asyncio.sleep(self.beat_interval_s)
-
-    async def _watchdog(self, conn: WsConnection) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, self.stall_s / 5))
-            if time.monotonic() - self._last_rx > self.stall_s:
-                self.metrics.stall(FEED)
-                log.warning("clob feed silent; reconnecting", extra={"silent_s": self.stall_s})
-                conn.abort()
-                return

@@ -23,15 +23,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from common.cancel import reraise_if_cancelling
+from common.clob_rest import ClobRest
+from common.restget import HttpStatusError, RateLimited, RequestFailed
 from common.retry import Backoff
 from services.ingest import resolution as rs
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError
 from services.ingest.resolutions import ResolutionRecorder, close_markets
-from services.ingest.restclient import ClobRest, HttpStatusError, RateLimited
 
 log = logging.getLogger(__name__)
 SYNC_S = 60.0
@@ -180,7 +179,7 @@ class MarketChecks:
             verdict = rs.rest_verdict(page.body, condition_id, int(self.clock() * 1000), page.received_ns)
         except ParseError as exc:
             outcome, error = rs.MALFORMED, f"{exc.kind}: {exc}"
-        except (RateLimited, HttpStatusError, httpx.HTTPError) as exc:
+        except (RateLimited, HttpStatusError, RequestFailed) as exc:
             outcome, error = rs.FAILED, repr(exc)
         else:
             outcome = verdict.verdict

@@ -18,14 +18,13 @@ from dataclasses import replace
 from typing import Any
 
 from common.cancel import reraise_if_cancelling
+from common.clob_rest import DEFAULT_TICK, ClobRest, market_infos, parse_book, parse_market
 from common.marketstate import write_market
 from common.retry import Backoff
-from services.ingest import clob
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import BAD_FIELD, BAD_SHAPE, ParseError
-from services.ingest.restclient import ClobRest
 
 log = logging.getLogger(__name__)
 FEED = "clob_rest"
@@ -146,7 +145,8 @@ class MarketSync:
         page = await self.rest.market(condition_id)
         if not isinstance(page.body, dict):
             raise ParseError(BAD_SHAPE, "market body must be an object")
-        for info in clob.parse_market(page.body, int(time.time() * 1000)):
+        infos = market_infos(int(time.time() * 1000), market=parse_market(page.body), default_tick=DEFAULT_TICK)
+        for info in infos:
             book = self.books.books.get(info.asset_id)
             if book is not None and book.tick_known and book.tick_size != info.tick_size:
                 info = replace(info, tick_size=book.tick_size)  # the websocket's tick is newer
@@ -161,7 +161,7 @@ class MarketSync:
         page = await self.rest.book(asset_id)
         if not isinstance(page.body, dict):
             raise ParseError(BAD_SHAPE, "book body must be an object")
-        msg = clob.parse_book(page.body)
+        msg = parse_book(page.body)
         if msg.asset_id != asset_id:
             raise ParseError(BAD_FIELD, "asset_id is not the asset asked for")
         for touched in self.books.apply(msg, int(time.time() * 1000)):

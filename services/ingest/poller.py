@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from common.cancel import reraise_if_cancelling
+from common.restget import RateLimited
 from services.ingest import dataapi
 from services.ingest.identity import Identified, identify_batch
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import BAD_SHAPE, DATA_API, DEFAULT_MAX_SKEW_MS, Fill, ParseError, TradeRefused
-from services.ingest.restclient import DataApi, RateLimited
+from services.ingest.restclient import DataApi
 from services.ingest.sink import TradeSink
 from services.ingest.targets import FollowedLeaders, follow_since_s
 

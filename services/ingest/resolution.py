@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from common.clob_rest import DEFAULT_TICK, market_infos, parse_market
 from common.marketstate import MarketInfo
 from common.retry import Backoff
 from services.ingest import clob
@@ -128,7 +129,7 @@ def rest_verdict(body: Any, condition_id: str, now_ms: int, received_ns: int) ->
     """Read ``GET /markets/{condition_id}``; raises ParseError when the body is not a market (or another one)."""
     if not isinstance(body, dict):
         raise m.ParseError(m.BAD_SHAPE, "market body must be an object")
-    infos = clob.parse_market(body, now_ms)
+    infos = market_infos(now_ms, market=parse_market(body), default_tick=DEFAULT_TICK)
     if m.condition_id(body, "condition_id") != condition_id.lower():
         raise m.ParseError(m.BAD_FIELD, "condition_id is not the market asked for")
     closed = body.get("closed")

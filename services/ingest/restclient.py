@@ -1,106 +1,19 @@
-"""HTTP adapters: data-api activity/trades windows and CLOB REST book/market info (httpx)."""
+"""The data-api client: a leader's activity / trades rows in a time window, every page of it (on
+:class:`common.restget.RestGetter`, as the CLOB REST client :mod:`common.clob_rest` is)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
-import orjson
-
+from common.restget import RestGetter
 from services.ingest import dataapi
 from services.ingest.model import BAD_FIELD, ParseError
-from services.ingest.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 ACTIVITY_MAX_LIMIT = 500  # /activity clamps ``limit`` to this
 MAX_CURSOR_PAGES = 1000  # a v2 cursor chain longer than this is a server going round in circles
-
-
-class RateLimited(Exception):
-    """The server answered 429; ``retry_after_s`` is its hint (or our default)."""
-
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"rate limited, retry after {retry_after_s}s")
-        self.retry_after_s = retry_after_s
-
-
-class HttpStatusError(Exception):
-    """A non-2xx answer other than 429."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:200]}")
-        self.status = status
-
-
-class BodyRecorder(Protocol):
-    """Where raw REST bodies go when recording is on."""
-
-    def write(self, feed: str, raw: str | bytes, recv_ns: int, meta: dict[str, Any] | None = None) -> None:
-        """Record one raw body."""
-
-
-def retry_after(headers: httpx.Headers, default_s: float) -> float:
-    """Seconds from a Retry-After header (a number), else ``default_s``."""
-    try:
-        return max(float(headers.get("retry-after", "")), 0.5)
-    except ValueError:
-        return default_s
-
-
-@dataclass
-class Page:
-    """One decoded response with when it arrived."""
-
-    body: Any
-    received_ns: int
-
-
-class RestGetter:
-    """GET JSON through a shared token bucket; 429 pauses the bucket and raises RateLimited."""
-
-    def __init__(self, http: httpx.AsyncClient, bucket: TokenBucket, *, feed: str,
-                 recorder: BodyRecorder | None = None, on_status: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, default_backoff_s: float = 5.0) -> None:
-        self.http = http
-        self.bucket = bucket
-        self.feed = feed
-        self.recorder = recorder
-        self.on_status = on_status or (lambda _s: None)
-        self.clock = clock
-        self.default_backoff_s = default_backoff_s
-
-    async def get(self, url: str, params: dict[str, Any]) -> Page:
-        """The decoded JSON body; raises RateLimited, HttpStatusError, ParseError or httpx errors."""
-        wait = self.bucket.reserve(self.clock())
-        if wait > 0:
-            await asyncio.sleep(wait)
-        try:
-            resp = await self.http.get(url, params=params)
-        except httpx.HTTPError:
-            self.on_status("error")
-            raise
-        received_ns = time.time_ns()
-        if self.recorder is not None:
-            self.recorder.write(self.feed, resp.content, received_ns,
-                                {"url": str(resp.request.url), "status": resp.status_code})
-        if resp.status_code == 429:
-            self.on_status("429")
-            delay = retry_after(resp.headers, self.default_backoff_s)
-            self.bucket.pause(self.clock() + delay)
-            raise RateLimited(delay)
-        if resp.status_code >= 400:
-            self.on_status(str(resp.status_code))
-            raise HttpStatusError(resp.status_code, resp.text)
-        self.on_status("ok")
-        try:
-            return Page(orjson.loads(resp.content), received_ns)
-        except orjson.JSONDecodeError:
-            raise ParseError("NOT_JSON", f"{url} returned non-JSON") from None
 
 
 class DataApi:
@@ -166,8 +79,9 @@ class DataApi:
         rows: list[Any] = []
         offset, received_ns, by_offset = 0, time.time_ns(), False
         while True:
-            params = {"user": user, "takerOnly": "false", "limit": self.page_limit, "offset": offset,
-                      "start": start_s, "end": end_s, "cb": int(time.time() * 1000)}
+            params: dict[str, str | int] = {"user": user, "takerOnly": "false", "limit": self.page_limit,
+                                            "offset": offset, "start": start_s, "end": end_s,
+                                            "cb": int(time.time() * 1000)}
             page = await self.getter.get(f"{self.base_url}/trades", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
@@ -198,19 +112,3 @@ def _ts(row: Any) -> int | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return int(value)
     return None
-
-
-class ClobRest:
-    """CLOB ``GET /book`` and ``GET /markets/{condition_id}``."""
-
-    def __init__(self, getter: RestGetter, base_url: str) -> None:
-        self.getter = getter
-        self.base_url = base_url.rstrip("/")
-
-    async def book(self, asset_id: str) -> Page:
-        """The REST order book of one token."""
-        return await self.getter.get(f"{self.base_url}/book", {"token_id": asset_id})
-
-    async def market(self, condition_id: str) -> Page:
-        """Market info (tick size, minimum order size, tokens...)."""
-        return await self.getter.get(f"{self.base_url}/markets/{condition_id}", {})

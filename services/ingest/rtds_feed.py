@@ -9,17 +9,16 @@ once) and reconnects with jittered exponential backoff, started over after a con
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from common.cancel import reraise_if_cancelling
+from common.feedsession import RECONNECT_BACKOFF, FeedSession
 from common.retry import Backoff
+from common.wsconn import WsConnection
 from services.ingest import rtds
 from services.ingest.frames import decode, require_object
 from services.ingest.identity import FirstSightingOnly, Identified, OccurrenceCounter, identify
@@ -33,13 +32,10 @@ from services.ingest.model import (
     TradeRefused,
 )
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection, lasted
 
 log = logging.getLogger(__name__)
 FEED = "rtds"
 INTERNAL = "INTERNAL"
-RECONNECT_BACKOFF = Backoff(0.25, 30.0)
-
 
 
 class RtdsHandler:
@@ -100,7 +96,7 @@ class RtdsHandler:
 
 
 class RtdsFeed:
-    """The RTDS websocket client loop."""
+    """The RTDS websocket client loop (:class:`~common.feedsession.FeedSession`: data frames count as alive)."""
 
     def __init__(self, url: str, handler: RtdsHandler, metrics: IngestMetrics, *,
                  on_gap: Callable[[float], None] = lambda _t: None,
@@ -108,90 +104,34 @@ class RtdsFeed:
                  recorder: Recorder | None = None, ping_interval_s: float = 5.0, ping_text: str = "PING",
                  stall_s: float = 15.0, extra_topics: str = "", max_frame_bytes: int = 1_048_576,
                  backoff: Backoff = RECONNECT_BACKOFF, rng: random.Random | None = None) -> None:
-        self.url = url
         self.handler = handler
-        self.metrics = metrics
         self.on_gap = on_gap
         self.on_connected = on_connected
-        self.recorder = recorder
-        self.ping_interval_s = ping_interval_s
-        self.ping_text = ping_text
-        self.stall_s = stall_s
         self.subscribe = orjson.dumps(rtds.subscribe_message(extra_topics)).decode()
-        self.max_frame_bytes = max_frame_bytes
-        self.backoff = backoff
-        self.rng = rng or random.Random()
-        self.connected = False
-        self.connections = 0
-        self.last_data_wall_s = time.time()
-        self._last_data = time.monotonic()
-        self._got_data = False
+        self.feed = FeedSession(
+            url, feed=FEED, log=log, handle=handler.handle, on_open=self._opened, on_down=self._down,
+            metrics=metrics, stall_log="rtds stalled; reconnecting", recorder=recorder, ping_text=ping_text,
+            ping_interval_s=ping_interval_s, stall_s=stall_s, max_size=max_frame_bytes * 16,
+            user_agent="tradingtools-ingest/2.0", backoff=backoff, rng=rng or random.Random())
+
+    @property
+    def connected(self) -> bool:
+        """True while a session is open."""
+        return self.feed.connected
+
+    @property
+    def connections(self) -> int:
+        """Sessions opened so far."""
+        return self.feed.connections
 
     async def run(self) -> None:
         """Connect, read, and reconnect forever (until cancelled)."""
-        attempt = 0
-        while True:
-            self._got_data = False
-            opened_at: float | None = None
-            try:
-                conn = await WsConnection.connect(self.url, self._on_message, max_size=self.max_frame_bytes * 16,
-                                                  open_timeout_s=10.0, user_agent="tradingtools-ingest/2.0")
-                try:
-                    conn.send_text(self.subscribe)
-                    self.connected = True
-                    self.connections += 1
-                    self._last_data = opened_at = time.monotonic()
-                    self.on_connected()
-                    await self._session(conn)
-                finally:
-                    await conn.close()
-                if conn.close_code_sent == 1009:  # a frame beyond max_size
-                    self.metrics.parse_error(FEED, "TOO_LARGE")
-                log.warning("rtds closed", extra={"error": repr(conn.close_error)[:200]})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any connect/read failure means reconnect
-                reraise_if_cancelling()
-                log.warning("rtds connection failed", extra={"error": repr(exc)[:300]})
-            self.connected = False
-            if self._got_data or lasted(opened_at, self.stall_s):
-                attempt = 0
-            self.metrics.reconnect(FEED)
-            self.on_gap(self.last_data_wall_s)
-            delay = self.backoff.delay(min(attempt, 20), self.rng.random())
-            attempt += 1
-            await asyncio.sleep(delay)
+        await self.feed.run()
 
-    def _on_message(self, raw: str | bytes, recv_ns: int) -> None:
-        """Every message, from inside the socket's read callback."""
-        if self.recorder is not None:
-            self.recorder.write(FEED, raw, recv_ns)
-        if self.handler.handle(raw, recv_ns):
-            self._last_data = time.monotonic()
-            self.last_data_wall_s = recv_ns / 1e9
-            self._got_data = True
+    async def _opened(self, conn: WsConnection) -> None:
+        conn.send_text(self.subscribe)
+        self.on_connected()
 
-    async def _session(self, conn: WsConnection) -> None:
-        """Until the socket closes or stalls (``_got_data`` tells whether any data arrived)."""
-        tasks = [asyncio.create_task(self._pinger(conn)), asyncio.create_task(self._watchdog(conn))]
-        try:
-            await conn.wait_closed()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _pinger(self, conn: WsConnection) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval_s)
-            conn.send_text(self.ping_text)
-
-    async def _watchdog(self, conn: WsConnection) -> None:
-        step = min(1.0, self.stall_s / 5)
-        while True:
-            await asyncio.sleep(step)
-            if time.monotonic() - self._last_data > self.stall_s:
-                self.metrics.stall(FEED)
-                log.warning("rtds stalled; reconnecting", extra={"silent_s": self.stall_s})
-                conn.abort()
-                return
+    def _down(self) -> None:
+        """Every disconnect reports a gap since the last data, so the poller backfills at once."""
+        self.on_gap(self.feed.last_data_ns / 1e9)

@@ -9,15 +9,13 @@ subscriptions' creation time, bounded by ``lookback_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 from common import hotindex
-from common.cancel import reraise_if_cancelling
+from common.pubsub import ChannelFollower
 from common.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -65,11 +63,14 @@ class HotIndexWatcher:
         self.followed = followed
         self.on_new_leader = on_new_leader or (lambda _l, _s: None)
         self.on_reload = on_reload or (lambda: None)
-        self.check_interval_s = check_interval_s
         self.lookback_s = lookback_s
         self.clock = clock
-        self.backoff = backoff
         self.reloads = 0
+        self.channel = ChannelFollower(
+            redis, hotindex.CHANNEL, parse=hotindex.IndexChange.parse, on_message=self.apply_change,
+            reload=self.reload, on_bad=self._reload_after_bad, on_tick=self.check_version, tick_s=check_interval_s,
+            poll_s=min(check_interval_s, 1.0), backoff=backoff, log=log, failure_log="hot index watch failed",
+            bad_log="bad hot-index message; reloading")
 
     async def reload(self) -> None:
         """Read the whole index; announce leaders that were not followed before (except on first load)."""
@@ -91,13 +92,11 @@ class HotIndexWatcher:
         self.on_new_leader(leader, since)
 
     async def apply(self, raw: str | bytes) -> None:
-        """Apply one invalidation message (reload when it is not the next version)."""
-        try:
-            change = hotindex.IndexChange.parse(raw)
-        except (ValueError, KeyError, TypeError):
-            log.warning("bad hot-index message; reloading")
-            await self.reload()
-            return
+        """Apply one invalidation message (raises ValueError on garbage)."""
+        await self.apply_change(hotindex.IndexChange.parse(raw))
+
+    async def apply_change(self, change: hotindex.IndexChange) -> None:
+        """Apply one change (reload when it is not the next version)."""
         if change.version <= self.followed.version:
             return
         if change.version != self.followed.version + 1:
@@ -112,35 +111,14 @@ class HotIndexWatcher:
         elif not await self.redis.sismember(hotindex.LEADERS_KEY, leader):
             self.followed.leaders.discard(leader)
 
+    async def check_version(self) -> None:
+        """Reload when the index moved on without a message that said so."""
+        if await hotindex.version(self.redis) != self.followed.version:
+            await self.reload()
+
+    async def _reload_after_bad(self, _data: str | bytes) -> None:
+        await self.reload()
+
     async def run(self) -> None:
         """Run until cancelled, resubscribing (and reloading) after any Redis failure."""
-        rng = random.Random()
-        attempt = 0
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(hotindex.CHANNEL)
-                await self.reload()
-                attempt = 0
-                next_check = time.monotonic() + self.check_interval_s
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=min(self.check_interval_s, 1.0))
-                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
-                    if msg is not None and msg.get("type") == "message":
-                        await self.apply(msg["data"])
-                    if time.monotonic() >= next_check:
-                        next_check = time.monotonic() + self.check_interval_s
-                        if await hotindex.version(self.redis) != self.followed.version:
-                            await self.reload()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis hiccup: resubscribe and reload
-                reraise_if_cancelling()
-                delay = self.backoff.delay(min(attempt, 8), rng.random())
-                attempt += 1
-                log.warning("hot index watch failed", extra={"error": repr(exc)[:300], "delay_s": delay})
-                await asyncio.sleep(delay)
-            finally:
-                with contextlib.suppress(Exception):  # closing a broken connection
-                    await pubsub.aclose()
+        await self.channel.run()

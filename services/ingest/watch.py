@@ -8,22 +8,26 @@ memory and in the ZSET ``tt:ingest:recent_assets`` (score = expiry, seconds) so 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.cancel import reraise_if_cancelling
-from common.marketstate import WATCH_CHANNEL, WATCH_SETS, parse_watch_change
-from common.retry import Backoff
+from common.marketstate import WATCH_CHANNEL, WATCH_SETS, WatchChange, parse_watch_change
+from common.pubsub import ChannelFollower
 from services.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 RECENT_KEY = "tt:ingest:recent_assets"
 DRAIN_MAX = 1000  # change messages applied before the watched set is announced again
+
+
+def _watch_change(data: str | bytes) -> WatchChange:
+    change = parse_watch_change(data)
+    if change is None:
+        raise ValueError("not a watch change")
+    return change
 
 
 @dataclass
@@ -57,6 +61,11 @@ class WatchSet:
         self.stats = WatchStats()
         self._pending: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self.channel = ChannelFollower(
+            redis, WATCH_CHANNEL, parse=_watch_change, on_message=self.apply_change, reload=self._resubscribed,
+            on_bad=self._not_understood, on_tick=self._refresh_due, tick_s=refresh_s, after_poll=self._after_poll,
+            poll_s=0.05, drain_max=DRAIN_MAX, log=log, failure_log="watch set refresh failed",
+            bad_log="watch change message not understood; reading every watch set")
 
     def note_trade_asset(self, asset_id: str) -> None:
         """A followed leader traded ``asset_id``: watch it for the next ``recent_ttl_s``."""
@@ -96,25 +105,23 @@ class WatchSet:
             await self._read(key)
         return await self._union()
 
-    async def apply(self, data: str | bytes) -> None:
-        """Apply one ``tt:watch:changed`` message to the kept watch sets (a difference as it is; a set to read
-        again, or every set when the message is not understood)."""
-        change = parse_watch_change(data)
-        if change is None:
-            self.stats.unknown_messages += 1
-            if self.metrics is not None:
-                self.metrics.parse_error("watch", "NOT_A_WATCH_CHANGE")
-            log.warning("watch change message not understood; reading every watch set",
-                        extra={"message": str(data)[:200]})
-            for key in WATCH_SETS:
-                await self._read(key)
-        elif change.reread:
+    async def apply_change(self, change: WatchChange) -> None:
+        """Apply one ``tt:watch:changed`` message to the kept watch sets: a difference as it is, or read its set
+        again (a message not understood reads every set again: ``_not_understood``)."""
+        if change.reread:
             await self._read(change.key)
         else:
             kept = self.sources[change.key]
             kept.update(change.added)
             kept.difference_update(change.removed)
             self.stats.diffs += 1
+
+    async def _not_understood(self, _data: str | bytes) -> None:
+        self.stats.unknown_messages += 1
+        if self.metrics is not None:
+            self.metrics.parse_error("watch", "NOT_A_WATCH_CHANGE")
+        for key in WATCH_SETS:
+            await self._read(key)
 
     async def announce(self, assets: set[str]) -> None:
         """Call ``on_change`` when ``assets`` differs from the set announced last."""
@@ -126,45 +133,19 @@ class WatchSet:
         """Read every watch set again; announce a change."""
         await self.announce(await self.compute())
 
+    async def _resubscribed(self) -> None:
+        await self.load_recent()
+        await self.refresh()
+
+    async def _refresh_due(self) -> None:
+        self._wake.clear()  # the refresh announces the noted trade assets too
+        await self.refresh()
+
+    async def _after_poll(self, handled: int) -> None:
+        if handled or self._wake.is_set():  # what was announced meanwhile, then one announcement
+            self._wake.clear()
+            await self.announce(await self._union())
+
     async def run(self) -> None:
         """Follow the watch channel and refresh periodically until cancelled."""
-        rng = random.Random()
-        attempt = 0
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(WATCH_CHANNEL)
-                await self.load_recent()
-                await self.refresh()
-                attempt = 0
-                next_refresh = time.monotonic() + self.refresh_s
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
-                    due = time.monotonic() >= next_refresh
-                    if due:  # a message taken now is in the sets read whole (it came after its change)
-                        self._wake.clear()
-                        await self.refresh()
-                        next_refresh = time.monotonic() + self.refresh_s
-                        continue
-                    if msg is None and not self._wake.is_set():
-                        continue
-                    self._wake.clear()
-                    drained = 0
-                    while msg is not None:  # what was announced meanwhile, then one announcement
-                        await self.apply(msg["data"])
-                        drained += 1
-                        msg = (await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
-                               if drained < DRAIN_MAX else None)
-                    await self.announce(await self._union())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis hiccup: resubscribe
-                reraise_if_cancelling()
-                delay = Backoff(0.2, 5.0).delay(min(attempt, 8), rng.random())
-                attempt += 1
-                log.warning("watch set refresh failed", extra={"error": repr(exc)[:300], "delay_s": delay})
-                await asyncio.sleep(delay)
-            finally:
-                with contextlib.suppress(Exception):  # closing a broken connection
-                    await pubsub.aclose()
+        await self.channel.run()

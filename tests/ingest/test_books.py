@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from common.marketstate import BookSnapshot, market_key
 from common.resp import RespConnection
+from common.restget import Page
 from services.ingest import clob
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
-from services.ingest.restclient import Page
 from tradingtools.market.v1 import market_pb2 as mpb
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from common.clob_rest import DEFAULT_TICK, market_infos, parse_market
 from services.ingest import clob, dataapi, rtds
 from services.ingest.frames import decode, require_object
 from services.ingest.identity import identify_batch
@@ -95,7 +96,7 @@ def test_shared_fixture(name: str) -> None:
         book = clob.parse_book(data)
         assert book.asset_id == data["asset_id"]
     elif name.startswith("clob_market_rest"):
-        infos = clob.parse_market(data, 0)
+        infos = market_infos(0, market=parse_market(data), default_tick=DEFAULT_TICK)
         assert [i.asset_id for i in infos] == [t["token_id"] for t in data["tokens"]]
     else:
         pytest.fail(f"no parser is mapped to {name}")

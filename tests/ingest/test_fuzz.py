@@ -16,13 +16,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from common.clob_rest import ClobRest
 from common.resp import RespConnection
+from common.restget import RestGetter
 from common.retry import Backoff
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
@@ -32,7 +35,7 @@ from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
 from services.ingest.poller import Poller
 from services.ingest.ratelimit import TokenBucket
-from services.ingest.restclient import ClobRest, DataApi, RestGetter
+from services.ingest.restclient import DataApi
 from services.ingest.rtds_feed import RtdsHandler
 from services.ingest.targets import FollowedLeaders
 from sim.polymarket import PolymarketSim, SimTrade
@@ -174,7 +177,7 @@ async def test_fuzzed_websocket_keeps_the_loop_alive(sim: PolymarketSim, run_ing
 # ``TT_FUZZ_FRAMES`` frames in all (default 2,000: seconds; ``make fuzz`` runs 100,000), shared out among the
 # feeds: RTDS frames, CLOB market-channel frames, data-api pages, CLOB REST ``/book`` and ``/markets`` bodies.
 # Each frame goes through the production handler (the REST ones through the real HTTP client, the poller and the
-# market sync, with httpx's in-memory transport as the server); the handler must not raise, must accept nothing,
+# market sync, against a real HTTP server on loopback); the handler must not raise, must accept nothing,
 # and its ``ingest.parse_errors`` count must grow by exactly the case's refused messages.
 
 FUZZ_FRAMES = int(os.environ.get("TT_FUZZ_FRAMES", "2000"))
@@ -250,15 +253,26 @@ def test_feed_fuzz_clob_market_frames(cases: list[fz.Case]) -> None:
 
 
 class Served:
-    """httpx's in-memory transport answering every request with the current body (200, JSON)."""
+    """An HTTP server on loopback answering every GET with the current body (200, JSON)."""
 
     def __init__(self) -> None:
         self.body = b"[]"
         self.requests = 0
+        self.url = ""
+        self.runner: web.AppRunner | None = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", self.answer)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def answer(self, _request: web.Request) -> web.Response:
         self.requests += 1
-        return httpx.Response(200, content=self.body, headers={"content-type": "application/json"})
+        return web.Response(body=self.body, content_type="application/json")
 
 
 class Sink:
@@ -294,16 +308,17 @@ class RestHarness:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.served = Served()
+        self.loop.run_until_complete(self.served.start())
         self.metrics = IngestMetrics()
-        self.http = httpx.AsyncClient(transport=httpx.MockTransport(self.served))
+        self.http = self.loop.run_until_complete(_session())
         bucket = TokenBucket(1e9, 10**9, time.monotonic())
         self.sink, self.redis = Sink(), Hashes()
         data = RestGetter(self.http, bucket, feed="data_api", on_status=self.metrics.poll)
-        self.poller = Poller(DataApi(data, "http://data-api.test"), self.sink, FollowedLeaders(),  # type: ignore[arg-type]
+        self.poller = Poller(DataApi(data, self.served.url), self.sink, FollowedLeaders(),  # type: ignore[arg-type]
                              self.redis, self.metrics, retry_s=3600.0, clock=lambda: RECV_NS / 1e9)
         self.books = BookState()
         self.books.track(fz.REST_BOOK["asset_id"])
-        clob_rest = ClobRest(RestGetter(self.http, bucket, feed="clob_rest"), "http://clob.test")
+        clob_rest = ClobRest(RestGetter(self.http, bucket, feed="clob_rest"), self.served.url)
         self.sync = MarketSync(clob_rest, self.books, BookPublisher(_no_redis, self.books, self.metrics),
                                self.redis, self.metrics, backoff=Backoff(3600.0, 3600.0))
 
@@ -314,8 +329,14 @@ class RestHarness:
     def close(self) -> None:
         for handle in self.poller._timers:
             handle.cancel()
-        self.loop.run_until_complete(self.http.aclose())
+        self.loop.run_until_complete(self.http.close())
+        assert self.served.runner is not None
+        self.loop.run_until_complete(self.served.runner.cleanup())
         self.loop.close()
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
 
 
 async def _no_redis() -> RespConnection:
@@ -329,6 +350,7 @@ def rest() -> Iterator[RestHarness]:
     harness.close()
 
 
+@pytest.mark.integration  # the REST cases go through a real HTTP server
 @budget("data_api")
 @given(cases=batches(fz.data_pages()))
 def test_feed_fuzz_data_api_pages(rest: RestHarness, cases: list[fz.Case]) -> None:
@@ -341,6 +363,7 @@ def test_feed_fuzz_data_api_pages(rest: RestHarness, cases: list[fz.Case]) -> No
         tried("data_api", case)
 
 
+@pytest.mark.integration  # the REST cases go through a real HTTP server
 @budget("clob_rest_book")
 @given(cases=batches(fz.rest_bodies(fz.REST_BOOK_BODY)))
 def test_feed_fuzz_clob_rest_book_bodies(rest: RestHarness, cases: list[fz.Case]) -> None:
@@ -353,6 +376,7 @@ def test_feed_fuzz_clob_rest_book_bodies(rest: RestHarness, cases: list[fz.Case]
         tried("clob_rest_book", case)
 
 
+@pytest.mark.integration  # the REST cases go through a real HTTP server
 @budget("clob_rest_markets")
 @given(cases=batches(fz.rest_bodies(fz.REST_MARKET_BODY)))
 def test_feed_fuzz_clob_rest_market_bodies(rest: RestHarness, cases: list[fz.Case]) -> None:
@@ -364,6 +388,7 @@ def test_feed_fuzz_clob_rest_market_bodies(rest: RestHarness, cases: list[fz.Cas
         tried("clob_rest_markets", case)
 
 
+@pytest.mark.integration
 def test_the_rest_harness_accepts_the_valid_bodies(rest: RestHarness) -> None:
     """The fuzzed REST paths do accept the bodies they start from (a refusal is the body's, not the harness's)."""
     leader = fz.ROW["proxyWallet"]
@@ -377,6 +402,7 @@ def test_the_rest_harness_accepts_the_valid_bodies(rest: RestHarness) -> None:
     rest.books.desync_all()
 
 
+@pytest.mark.integration
 def test_a_cursor_that_repeats_is_a_bad_page_not_an_endless_window(rest: RestHarness) -> None:
     """A v2 page whose next cursor is the one it was asked with would be paged forever: counted, polled later."""
     before, requests = rest.metrics.count("parse_errors", "data_api", "BAD_FIELD"), rest.served.requests

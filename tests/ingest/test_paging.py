@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from common.restget import Page
 from services.ingest.metrics import IngestMetrics
 from services.ingest.poller import CURSOR_KEY, Poller
-from services.ingest.restclient import DataApi, Page
+from services.ingest.restclient import DataApi
 from services.ingest.targets import FollowedLeaders
 
 LEADER = "0x72b4b094cdab7322f285fad576473aa3a2197eeb"

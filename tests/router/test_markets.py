@@ -12,8 +12,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from common.clob_rest import parse_book
+from common.fields import ParseError
 from common.marketstate import BookSnapshot, MarketInfo, market_key, read_book, read_market, write_book, write_market
-from services.router.adapters.clob_book import parse_book
+from services.router.adapters.clob_book import book_snapshot
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache, parse_market_info
 from tests.helpers import eventually
 from tests.router.fakes import FakeHttp, load
@@ -130,6 +132,15 @@ def _book_body(**overrides: object) -> dict[str, object]:
     return {**BOOK, **overrides}
 
 
+def _snapshot(body: dict[str, Any] | None, *, fallback_tick: D | None, now_ms: int) -> BookSnapshot | None:
+    """The router's book from a ``/book`` body: parsed (None when it does not parse), then its snapshot."""
+    try:
+        book = parse_book(body) if body is not None else None
+    except ParseError:
+        book = None
+    return book_snapshot(YES, book, fallback_tick=fallback_tick, now_ms=now_ms)
+
+
 @pytest.mark.parametrize(("body", "expected"), [
     # wire order is best-LAST; stored best-first
     (_book_body(), ((("0.39", "80"), ("0.38", "120.5")), (("0.41", "55.25"), ("0.42", "300")), "0.01", 1790272269309)),
@@ -139,7 +150,7 @@ def _book_body(**overrides: object) -> dict[str, object]:
      ((("0.31", "2"),), (), "0.01", 1790272269309)),  # zero-size levels dropped
 ])
 def test_parse_book_orders_levels_best_first(body: dict[str, object], expected: tuple[Any, ...]) -> None:
-    book = parse_book(YES, body, fallback_tick=D("0.001"), now_ms=7)
+    book = _snapshot(body, fallback_tick=D("0.001"), now_ms=7)
     assert book is not None
     bids, asks, tick, venue_ms = expected
     assert book.bids == tuple((D(p), D(s)) for p, s in bids)
@@ -150,10 +161,11 @@ def test_parse_book_orders_levels_best_first(body: dict[str, object], expected: 
 @pytest.mark.parametrize("body", [
     None, {}, _book_body(asset_id=NO), _book_body(bids=[{"price": "abc", "size": "1"}]),
     _book_body(asks=[{"price": "1.5", "size": "1"}]), _book_body(bids="nope"), _book_body(timestamp="soon"),
+    _book_body(asks=[{"price": "1", "size": "0"}]),  # a price the venue cannot trade at, even on a gone level
 ])
 def test_unusable_book_bodies_are_not_stored(body: dict[str, object] | None) -> None:
-    assert parse_book(YES, body, fallback_tick=D("0.01"), now_ms=7) is None
-    assert parse_book(YES, _book_body(tick_size=None), fallback_tick=None, now_ms=7) is None
+    assert _snapshot(body, fallback_tick=D("0.01"), now_ms=7) is None
+    assert _snapshot(_book_body(tick_size=None), fallback_tick=None, now_ms=7) is None
 
 
 @pytest.mark.integration

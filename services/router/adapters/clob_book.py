@@ -1,5 +1,6 @@
-"""A CLOB REST ``GET /book`` body (docs/polymarket-formats.md) as a :class:`common.marketstate.BookSnapshot`, and
-storing it in ``tt:book:{asset}`` only when Redis has no book or an older one (by venue time).
+"""A CLOB REST ``GET /book`` body (parsed by :func:`common.clob_rest.parse_book`) as a
+:class:`common.marketstate.BookSnapshot`, and storing it in ``tt:book:{asset}`` only when Redis has no book
+or an older one (by venue time).
 
 Ingest only starts watching an asset after its first followed trade, so the router's ``/book`` fetch
 is the executor's only book for that first copy (depth check, paper fills). A book the websocket
@@ -11,8 +12,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from common.decimals import parse_decimal
+from common.clob_rest import BookMsg
 from common.marketstate import BookSnapshot, Level, book_key
+
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 # KEYS: book. ARGV: snapshot JSON, its venue time ms. Returns 1 when stored, 0 when a newer book is there.
 _STORE_IF_NEWER = """
@@ -26,43 +30,25 @@ return 1
 """
 
 
-def _levels(raw: Any, *, descending: bool) -> tuple[Level, ...]:
-    """Levels sorted best-first (the wire sends them best-LAST); zero sizes dropped. Raises ValueError."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ValueError("levels are not a list")
-    levels: list[Level] = []
-    for item in raw:
-        if not isinstance(item, dict):
-            raise ValueError("level is not an object")
-        price, size = parse_decimal(item.get("price")), parse_decimal(item.get("size"))
-        if not Decimal(0) < price < Decimal(1) or size < 0:
-            raise ValueError(f"level out of range: {price} x {size}")
-        if size > 0:
-            levels.append((price, size))
-    return tuple(sorted(levels, key=lambda lv: lv[0], reverse=descending))
-
-
-def parse_book(asset_id: str, body: dict[str, Any] | None, *, fallback_tick: Decimal | None,
-               now_ms: int) -> BookSnapshot | None:
-    """The snapshot of ``asset_id`` in a ``/book`` body, or None when the body is not a usable book of it
-    (another asset, a malformed level, no tick size anywhere)."""
-    if not body or str(body.get("asset_id") or asset_id) != asset_id:
+def book_snapshot(asset_id: str, book: BookMsg | None, *, fallback_tick: Decimal | None,
+                  now_ms: int) -> BookSnapshot | None:
+    """The snapshot of ``asset_id`` from a parsed ``/book`` body (levels best-first, zero sizes dropped), or None
+    when it is not a usable book of it (another asset, a level price outside (0, 1), no tick size anywhere)."""
+    if book is None or book.asset_id != asset_id:
         return None
-    try:
-        bids = _levels(body.get("bids"), descending=True)
-        asks = _levels(body.get("asks"), descending=False)
-        tick = parse_decimal(body["tick_size"]) if body.get("tick_size") else fallback_tick
-        venue_ms = int(str(body.get("timestamp") or "0"))
-        last = parse_decimal(body["last_trade_price"]) if body.get("last_trade_price") else None
-    except (ValueError, TypeError, ArithmeticError):
-        return None
+    tick = book.tick_size or fallback_tick
     if tick is None or tick <= 0:
         return None
-    return BookSnapshot(asset_id=asset_id, condition_id=str(body.get("market") or "").lower(), bids=bids,
-                        asks=asks, tick_size=tick, venue_time_ms=venue_ms, updated_ms=now_ms,
-                        last_trade_price=last)
+    if any(not _ZERO < price < _ONE for price, _size in (*book.bids, *book.asks)):
+        return None
+    return BookSnapshot(asset_id=asset_id, condition_id=book.market, bids=_best_first(book.bids, descending=True),
+                        asks=_best_first(book.asks, descending=False), tick_size=tick, venue_time_ms=book.venue_ms,
+                        updated_ms=now_ms, last_trade_price=book.last_trade_price)
+
+
+def _best_first(levels: tuple[Level, ...], *, descending: bool) -> tuple[Level, ...]:
+    """The wire sends levels best-LAST; zero sizes are gone levels."""
+    return tuple(sorted((lv for lv in levels if lv[1] > 0), key=lambda lv: lv[0], reverse=descending))
 
 
 class BookStore:

@@ -16,82 +16,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 
-from common.decimals import parse_decimal
+from common.clob_rest import ClobRest, market_infos, parse_book, parse_market
+from common.fields import ParseError
 from common.marketstate import BookSnapshot, MarketInfo, write_market
-from services.router.adapters.clob_book import BookStore, parse_book
+from common.restget import HttpStatusError, Page, RateLimited, RequestFailed, RestGetter
+from services.router.adapters.clob_book import BookStore, book_snapshot
 
 log = logging.getLogger(__name__)
-
-
-def _dec(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_decimal(value)
-    except ValueError:
-        return None
+T = TypeVar("T")
 
 
 def parse_market_info(asset_id: str, market: dict[str, Any] | None, book: dict[str, Any] | None,
                       now_ms: int) -> list[MarketInfo]:
     """MarketInfo for the asset (and its sibling tokens) from ``GET /markets/{condition}`` and/or
-    ``GET /book?token_id=`` bodies (docs/polymarket-formats.md). The book's tick and minimum win: they are current.
-    The asset is left out when the market lists tokens without it and no book confirms it.
-    Raises ValueError when neither gives a tick size."""
-    tick = _dec(book.get("tick_size")) if book else None
-    min_size = _dec(book.get("min_order_size")) if book else None
-    neg_risk = bool(book.get("neg_risk", False)) if book else False
-    condition = str(book.get("market") or "") if book else ""
-    closed, accepting, slug = False, True, ""
-    tokens: list[str] = []
-    if market:
-        tick = tick or _dec(market.get("minimum_tick_size"))
-        min_size = min_size if min_size is not None else _dec(market.get("minimum_order_size"))
-        neg_risk = bool(market.get("neg_risk", neg_risk))
-        condition = str(market.get("condition_id") or condition)
-        closed = bool(market.get("closed", False))
-        accepting = bool(market.get("accepting_orders", True))
-        slug = str(market.get("market_slug") or "")
-        tokens = [str(t.get("token_id")) for t in market.get("tokens") or [] if t.get("token_id")]
-    if tick is None or tick <= 0:
-        raise ValueError(f"no tick size for asset {asset_id}")
-    known = [asset_id] if book is not None or not tokens or asset_id in tokens else []
-    infos = []
-    for token in dict.fromkeys([*known, *tokens]):
-        infos.append(MarketInfo(asset_id=token, condition_id=condition.lower(), tick_size=tick,
-                                min_order_size=min_size or Decimal(0), neg_risk=neg_risk, closed=closed,
-                                accepting_orders=accepting, market_slug=slug, updated_ms=now_ms))
-    return infos
+    ``GET /book?token_id=`` bodies (:func:`common.clob_rest.market_infos`: the book's tick and minimum win).
+    A body that does not parse is left out. Raises ValueError when neither gives a tick size."""
+    return market_infos(now_ms, market=_parsed(parse_market, market, asset_id),
+                        book=_parsed(parse_book, book, asset_id), asset_id=asset_id)
+
+
+def _parsed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any] | None, asset_id: str) -> T | None:
+    if body is None:
+        return None
+    try:
+        return parse(body)
+    except ParseError as exc:
+        log.warning("clob body unusable", extra={"asset_id": asset_id, "error": str(exc)[:200]})
+        return None
 
 
 class ClobMarketInfo:
-    """CLOB REST client for market info."""
+    """Market info and books from the CLOB REST API (:class:`common.clob_rest.ClobRest`)."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float) -> None:
-        self.session = session
-        self.base_url = base_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.rest = ClobRest(RestGetter(session, feed="clob_rest", timeout_s=timeout_s), base_url)
 
-    async def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any] | None:
+    async def _get(self, what: str, request: Awaitable[Page]) -> dict[str, Any] | None:
         try:
-            async with self.session.get(self.base_url + path, params=params, timeout=self.timeout) as resp:
-                if resp.status != 200:
-                    log.warning("clob market info request failed",
-                                extra={"path": path, "status": resp.status})
-                    return None
-                body = orjson.loads(await resp.read())
-                return body if isinstance(body, dict) else None
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            log.warning("clob market info request failed", extra={"path": path, "error": repr(exc)[:200]})
+            page = await request
+        except (RateLimited, HttpStatusError) as exc:
+            log.warning("clob market info request failed", extra={"path": what, "status": _status(exc)})
             return None
+        except (RequestFailed, ParseError) as exc:
+            log.warning("clob market info request failed", extra={"path": what, "error": repr(exc)[:200]})
+            return None
+        return page.body if isinstance(page.body, dict) else None
 
     async def fetch(self, asset_id: str, condition_id: str, now_ms: int, *, attempts: int = 2) -> list[MarketInfo]:
         """Market info of the asset's market; [] when the CLOB does not answer usefully (after ``attempts``)."""
@@ -109,26 +85,32 @@ class ClobMarketInfo:
 
     async def fetch_book(self, asset_id: str, now_ms: int, *, fallback_tick: Decimal | None) -> BookSnapshot | None:
         """The asset's book alone (one attempt: the caller already has market info to route with)."""
-        return parse_book(asset_id, await self._get("/book", {"token_id": asset_id}),
-                          fallback_tick=fallback_tick, now_ms=now_ms)
+        body = await self._get("/book", self.rest.book(asset_id))
+        return book_snapshot(asset_id, _parsed(parse_book, body, asset_id), fallback_tick=fallback_tick,
+                             now_ms=now_ms)
 
     async def _fetch_once(self, asset_id: str, condition_id: str,
                           now_ms: int) -> tuple[list[MarketInfo], BookSnapshot | None]:
-        market_req = self._get(f"/markets/{condition_id}") if condition_id else None
-        book_req = self._get("/book", {"token_id": asset_id})
+        market_req = self._get(f"/markets/{condition_id}", self.rest.market(condition_id)) if condition_id else None
+        book_req = self._get("/book", self.rest.book(asset_id))
         if market_req is not None:
-            market, book = await asyncio.gather(market_req, book_req)
+            market_body, book_body = await asyncio.gather(market_req, book_req)
         else:
-            market, book = None, await book_req
-        if market is None and book is None:
+            market_body, book_body = None, await book_req
+        if market_body is None and book_body is None:
             return [], None
+        market, book = _parsed(parse_market, market_body, asset_id), _parsed(parse_book, book_body, asset_id)
         try:
-            infos = parse_market_info(asset_id, market, book, now_ms)
+            infos = market_infos(now_ms, market=market, book=book, asset_id=asset_id)
         except ValueError as exc:
             log.warning("clob market info unusable", extra={"asset_id": asset_id, "error": str(exc)})
             return [], None
         tick = next((i.tick_size for i in infos if i.asset_id == asset_id), None)
-        return infos, parse_book(asset_id, book, fallback_tick=tick, now_ms=now_ms)
+        return infos, book_snapshot(asset_id, book, fallback_tick=tick, now_ms=now_ms)
+
+
+def _status(exc: RateLimited | HttpStatusError) -> int:
+    return exc.status if isinstance(exc, HttpStatusError) else 429
 
 
 class MarketInfoCache:

@@ -5,22 +5,16 @@ everything; a periodic version check is the safety net for lost messages."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from typing import Any
 
 from common import hotindex
-from common.cancel import reraise_if_cancelling
+from common.pubsub import ChannelFollower
 from common.retry import Backoff
 from services.router.domain.model import Follower
 from services.router.inbound import parse_follower
 
 log = logging.getLogger(__name__)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _parse_one(value: Any) -> Follower | None:
@@ -42,13 +36,16 @@ class SubscriptionCache:
     def __init__(self, redis: Any, *, check_interval_s: float = 5.0,
                  backoff: Backoff | None = None) -> None:
         self.redis = redis
-        self.check_interval_s = check_interval_s
-        self.backoff = backoff or Backoff(0.05, 2.0)
         self.version = -1
         self.reloads = 0
         self.ready = asyncio.Event()
         self._by_leader: dict[str, tuple[Follower, ...]] = {}
         self._changes = 0  # bumped by every change applied: a miss read across one is not cached
+        self.channel = ChannelFollower(
+            redis, hotindex.CHANNEL, parse=hotindex.IndexChange.parse, on_message=self.apply,
+            reload=self.reload_all, on_tick=self.check_version, tick_s=check_interval_s, poll_s=1.0,
+            backoff=backoff or Backoff(0.05, 2.0), log=log, failure_log="subscription cache resubscribing",
+            bad_log="bad index change message")
 
     async def followers_of(self, leader: str) -> tuple[Follower, ...]:
         """Active followers of a leader (reads Redis directly on a miss, e.g. a subscription created
@@ -124,43 +121,13 @@ class SubscriptionCache:
             await self.reload_leader(change.leader)
         self.version = change.version
 
+    async def check_version(self) -> None:
+        """Reload everything when the index is not at our version. On a timer, not only when the channel is
+        quiet: after the index was rebuilt (its version starts again below ours) every message looks old,
+        and changes kept coming."""
+        if await hotindex.version(self.redis) != self.version:
+            await self.reload_all()
+
     async def run(self) -> None:
         """Follow the invalidation channel until cancelled, resubscribing (and reloading) on failure."""
-        attempt = 0
-        rng = random.Random()
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(hotindex.CHANNEL)
-                await self.reload_all()
-                attempt = 0
-                loop = asyncio.get_running_loop()
-                next_check = loop.time() + self.check_interval_s
-                while True:
-                    # on a timer, not only when the channel is quiet: after the index was rebuilt (its version
-                    # starts again below ours) every message looks old, and changes kept coming
-                    if loop.time() >= next_check:
-                        next_check = loop.time() + self.check_interval_s
-                        if await hotindex.version(self.redis) != self.version:
-                            await self.reload_all()
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=max(0.0, min(1.0, next_check - loop.time())))
-                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    try:
-                        change = hotindex.IndexChange.parse(_s(msg["data"]))
-                    except (ValueError, KeyError, TypeError):
-                        log.warning("bad index change message", extra={"data": _s(msg.get("data"))[:200]})
-                        continue
-                    await self.apply(change)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis trouble: resubscribe and reload
-                delay = self.backoff.delay(attempt, rng.random())
-                attempt += 1
-                log.warning("subscription cache resubscribing", extra={"error": repr(exc)[:200], "delay_s": delay})
-                await asyncio.sleep(delay)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await self.channel.run()

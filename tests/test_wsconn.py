@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from services.ingest.wsconn import WsConnection
+from common.wsconn import WsConnection
 from tests.helpers import eventually
 
 Handler = Callable[[ServerConnection], Awaitable[None]]

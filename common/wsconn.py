@@ -25,14 +25,6 @@ from websockets.uri import parse_uri
 OnMessage = Callable[[str | bytes, int], None]
 
 
-def lasted(opened_at: float | None, at_least_s: float) -> bool:
-    """True when a connection opened at ``opened_at`` (monotonic; None: it never opened) stayed up at least
-    ``at_least_s``: it worked, so the next reconnect starts the backoff over. A feed that is merely quiet is
-    closed by the stall watchdog after exactly that long; growing the backoff there left the socket
-    closed for up to the backoff's cap (30 s) at a time, and the trades of those windows were missed."""
-    return opened_at is not None and time.monotonic() - opened_at >= at_least_s
-
-
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: WsConnection) -> None:
         self.owner = owner
