@@ -52,7 +52,9 @@ async def test_simulated_market_through_ingest_fires_one_sell(
         # guard's watch set makes ingest subscribe to both books; ingest stores market info (minimum size)
         await eventually(lambda: {yes, no} <= ingest.clob.subscribed, timeout_s=30)
         assert running.guard.firer.stats.decided == 0
-        # sellers take the bids down to 0.44
+        # sellers take the bids down to 0.44 (a bid stays there: with no bid at all a stop on the best bid has
+        # no price, and ingest may coalesce the book's intermediate states into that last one)
+        sim.books.set_level(yes, "BUY", "0.44", "100")
         while True:
             bids, _asks = sim.books.levels(yes)
             if not bids or bids[0][0] <= Decimal("0.44"):
