@@ -9,13 +9,17 @@ is logged. A log collector (a container's stdout) can then join a line to its tr
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import IO, Any
 
 import orjson
 from opentelemetry import trace
+
+from common.config import ConfigError
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
@@ -63,12 +67,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def setup_logging(service: str, level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Route all logging to ``stream`` (stdout) as JSON lines tagged with ``service``."""
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """``TT_LOG_LEVEL`` (every service's log level; default INFO), validated."""
+    env = os.environ if env is None else env
+    level = (env.get("TT_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LEVELS:
+        raise ConfigError(f"TT_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
+    return level
+
+
+def setup_logging(service: str, level: str | None = None, stream: IO[str] | None = None) -> None:
+    """Route all logging to ``stream`` (stdout) as JSON lines tagged with ``service``, at ``level`` (default:
+    ``TT_LOG_LEVEL``)."""
     handler = logging.StreamHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel((level or log_level()).upper())
     logging.getLogger("grpc").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)

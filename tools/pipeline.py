@@ -52,9 +52,9 @@ HARNESS_TUNING: dict[str, str] = {
     "TT_TUNE_EXECUTOR_SETTLE_INTERVAL_S": "0.2",
     "TT_GUARD_PERF_INTERVAL_S": "0.5",  # performance rules every 5 s in production
     "TT_GUARD_MARK_FLUSH_S": "0.5",
-    "TT_ROUTER_OUTBOX_INTERVAL_S": "0.5",
+    "TT_TUNE_ROUTER_OUTBOX_INTERVAL_S": "0.5",
     "TT_RECONCILE_INTERVAL_S": "2",  # each LIVE wallet's venue positions (every few minutes in production)
-    "TT_ROUTER_OUTBOX_MIN_AGE_S": "0.5",
+    "TT_TUNE_ROUTER_OUTBOX_MIN_AGE_S": "0.5",
     "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
     "TT_STACK_STOP_GRACE_S": "5",
     "TT_STACK_READY_TIMEOUT_S": "90",

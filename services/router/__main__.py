@@ -54,6 +54,7 @@ class RunningRouter:
 
 async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[None]]) -> None:
     """Run the router until ``until(running)`` returns, then shut down in order."""
+    t = settings.tuning
     db_url = settings.storage.database_url.value
     redis_url = settings.storage.redis_url.value
     await asyncio.to_thread(apply_migrations, db_url)
@@ -64,7 +65,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stack.push_async_callback(redis.aclose)
         stream_redis = create_stream_redis(redis_url)
         stack.push_async_callback(stream_redis.aclose)
-        fast = FastRedis(redis_url, timeout_s=settings.redis_timeout_s)
+        fast = FastRedis(redis_url, timeout_s=t.redis_timeout_s)
         stack.callback(fast.close)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         stack.push_async_callback(session.close)
@@ -72,16 +73,16 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stack.push_async_callback(channel.close, None)
 
         metrics = RouterMetrics()
-        subscriptions = SubscriptionCache(redis, check_interval_s=settings.index_check_interval_s)
-        redis_state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=settings.dedupe_ttl_s,
-                                 stream_maxlen=settings.stream_maxlen)
+        subscriptions = SubscriptionCache(redis, check_interval_s=t.index_check_interval_s)
+        redis_state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=t.dedupe_ttl_s,
+                                 stream_maxlen=t.stream_maxlen)
         store = RouterStore(pool)
         stack.push_async_callback(store.close)
         markets = MarketInfoCache(
-            redis, ClobMarketInfo(session, settings.clob_api_url, timeout_s=settings.http_timeout_s),
-            ttl_ms=int(settings.market_info_ttl_s * 1000), clock_ms=lambda: time.time_ns() // 1_000_000)
+            redis, ClobMarketInfo(session, settings.clob_api_url, timeout_s=t.http_timeout_s),
+            ttl_ms=int(t.market_info_ttl_s * 1000), clock_ms=lambda: time.time_ns() // 1_000_000)
         balances = (InsidersBalances(session, settings.insiders_api_url, settings.insiders_api_token,
-                                     ttl_s=settings.balance_cache_ttl_s, timeout_s=settings.http_timeout_s)
+                                     ttl_s=t.balance_cache_ttl_s, timeout_s=t.http_timeout_s)
                     if settings.insiders_api_url else NoBalances())
         routed_log = DurableLog(stream_redis, ROUTED_TRADES, live=LiveFeed())
         emitter = Emitter(redis_state, store, on_appended=routed_log.published, on_lost=routed_log.invalidate,
@@ -96,26 +97,26 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         stub = mgrpc.IngestServiceStub(channel)
 
         async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-            request = mpb.StreamLeaderTradesRequest(after_cursor=after, consumer=settings.consumer_name)
+            request = mpb.StreamLeaderTradesRequest(after_cursor=after, consumer=t.consumer_name)
             async for resp in stub.StreamLeaderTrades(request):
                 yield resp.cursor, resp.event
 
         consumer: ResumableConsumer[mpb.LeaderTradeEvent] = ResumableConsumer(
-            settings.consumer_name, open_stream, router.handle, FastCursorStore(fast),
+            t.consumer_name, open_stream, router.handle, FastCursorStore(fast),
             start=settings.start_cursor,
-            dead_letter=DeadLetters(stream_redis, settings.consumer_name, lambda e: e.SerializeToString()),
-            backoff=Backoff(0.05, 2.0), max_handler_attempts=settings.handler_attempts,
-            handle_batch=router.handle_batch, max_batch=settings.max_batch)
+            dead_letter=DeadLetters(stream_redis, t.consumer_name, lambda e: e.SerializeToString()),
+            backoff=Backoff(0.05, 2.0), max_handler_attempts=t.handler_attempts,
+            handle_batch=router.handle_batch, max_batch=t.max_batch)
 
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
         await subscriptions.ready.wait()
         await routed_log.prime()
         await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
         tasks.append(asyncio.create_task(
-            emitter.run(interval_s=settings.outbox_interval_s, min_age_s=settings.outbox_min_age_s), name="outbox"))
+            emitter.run(interval_s=t.outbox_interval_s, min_age_s=t.outbox_min_age_s), name="outbox"))
         relog = Relog(RelogStore(pool), LogPresence(redis, ROUTED_TRADES), emitter)
         await relog.check()  # what a Redis crash lost before this start, ahead of anything routed now
-        tasks.append(asyncio.create_task(relog.run(interval_s=settings.outbox_interval_s), name="relog"))
+        tasks.append(asyncio.create_task(relog.run(interval_s=t.outbox_interval_s), name="relog"))
         srv = await server.start(settings.grpc_port, routed_log, security=settings.security,
                                  host=settings.grpc_host)
         tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
@@ -137,7 +138,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
 async def main() -> None:
     """Entry point: settings from the environment, serve until SIGTERM/SIGINT."""
     settings = Settings.from_env()
-    setup_logging("router", settings.log_level)
+    setup_logging("router")
     setup_telemetry("router")
     await serve(settings, _tuned_until_terminated)
 

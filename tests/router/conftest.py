@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -17,12 +17,12 @@ from common import hotindex
 from common.config import Secret, StorageSettings
 from common.grpcserver import GrpcServer
 from common.storage import create_pool
-from common.streams import LEADER_TRADES, ROUTED_TRADES, START_OLDEST, DurableLog, create_stream_redis
+from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.__main__ import RunningRouter, serve
 from services.router.adapters.balances import NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
-from services.router.config import Settings
+from services.router.config import Settings, Tuning
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
 from services.router.router import Knobs, Router
@@ -38,6 +38,8 @@ BOOK = load("clob_book.json")
 YES = MARKET["tokens"][0]["token_id"]
 COND = MARKET["condition_id"]
 LEADER = "0x" + "f5" * 20
+
+TUNING_FIELDS = {f.name for f in fields(Tuning)}
 
 
 def subscription(sid: str, wallet: str, *, leader: str = LEADER, mode: int = cpb.EXECUTION_MODE_LIVE,
@@ -95,10 +97,12 @@ class Stack:
         base: dict[str, Any] = dict(
             storage=StorageSettings(Secret(self.db_url), Secret(self.redis_url)), security=INTERNAL, grpc_port=0,
             ingest_target=f"127.0.0.1:{self.ingest.port}", clob_api_url=self.http.url,
-            insiders_api_url=self.http.url, insiders_api_token=Secret("tok"), start_cursor=START_OLDEST,
-            index_check_interval_s=0.2, outbox_interval_s=0.2, outbox_min_age_s=0.5, handler_attempts=3)
-        base.update(kw)
-        return Settings(**base)
+            insiders_api_url=self.http.url, insiders_api_token=Secret("tok"))
+        tuned: dict[str, Any] = dict(start="oldest", index_check_interval_s=0.2, outbox_interval_s=0.2,
+                                     outbox_min_age_s=0.5, handler_attempts=3)
+        for key, value in kw.items():
+            (tuned if key in TUNING_FIELDS else base)[key] = value
+        return Settings(**base, tuning=Tuning(**tuned))
 
     async def start_router(self, **kw: Any) -> RunningRouter:
         started: asyncio.Future[RunningRouter] = asyncio.get_running_loop().create_future()

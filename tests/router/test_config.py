@@ -18,10 +18,10 @@ def test_defaults() -> None:
     s = Settings.from_env(BASE)
     assert (s.grpc_port, s.ingest_target, s.clob_api_url) == (50052, "127.0.0.1:50051", "https://clob.polymarket.com")
     assert s.insiders_api_url == "" and not s.insiders_api_token
-    assert (s.start_cursor, s.max_trade_age_s, s.dedupe_ttl_s, s.default_max_slippage_bps) == (
+    assert (s.start_cursor, s.max_trade_age_s, s.tuning.dedupe_ttl_s, s.default_max_slippage_bps) == (
         START_OLDEST, 300.0, 86_400, 200)
     assert s.marketable_buy_min_usd == Decimal(1)
-    assert (s.redis_timeout_s, s.max_batch) == (5.0, 256)
+    assert (s.tuning.redis_timeout_s, s.tuning.max_batch) == (5.0, 256)
     assert s.max_order_usd == Decimal(1000)
     assert Settings.from_env({**BASE, "TT_MAX_ORDER_USD": "250.5"}).max_order_usd == Decimal("250.5")
 
@@ -29,21 +29,22 @@ def test_defaults() -> None:
 def test_overrides() -> None:
     s = Settings.from_env({**BASE, "TT_ROUTER_GRPC_PORT": "0", "TT_INGEST_GRPC_PORT": "6000",
                            "TT_CLOB_API_URL": "http://127.0.0.1:9/", "TT_INSIDERS_API_URL": "http://127.0.0.1:8",
-                           "TT_INSIDERS_API_TOKEN": "secret", "TT_ROUTER_START": "new",
+                           "TT_INSIDERS_API_TOKEN": "secret", "TT_TUNE_ROUTER_START": "new",
                            "TT_ROUTER_MAX_TRADE_AGE_S": "30", "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS": "50",
-                           "TT_ROUTER_REDIS_TIMEOUT_S": "0.5", "TT_ROUTER_MAX_BATCH": "16"})
+                           "TT_TUNE_ROUTER_REDIS_TIMEOUT_S": "0.5", "TT_TUNE_ROUTER_MAX_BATCH": "16"})
     assert (s.grpc_port, s.ingest_target, s.clob_api_url) == (0, "127.0.0.1:6000", "http://127.0.0.1:9")
     assert s.insiders_api_token.value == "secret" and "secret" not in repr(s)
     assert (s.start_cursor, s.max_trade_age_s, s.default_max_slippage_bps) == (START_NEW, 30.0, 50)
-    assert (s.redis_timeout_s, s.max_batch) == (0.5, 16)
+    assert (s.tuning.redis_timeout_s, s.tuning.max_batch) == (0.5, 16)
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("TT_ROUTER_START", "middle"), ("TT_ROUTER_MAX_TRADE_AGE_S", "soon"), ("TT_ROUTER_DEDUPE_TTL_S", "5"),
+    [("TT_TUNE_ROUTER_START", "middle"), ("TT_ROUTER_MAX_TRADE_AGE_S", "soon"),
+     ("TT_TUNE_ROUTER_DEDUPE_TTL_S", "5"), ("TT_ROUTER_MAX_BATCH", "16"),
      ("TT_CLOB_API_URL", "ftp://x"), ("TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", "-1"),
      ("TT_ROUTER_MARKETABLE_BUY_MIN_USD", "abc"), ("TT_ROUTER_GRPC_PORT", "70000"), ("REDIS_URL", "http://x"),
-     ("TT_ROUTER_MAX_BATCH", "0"), ("TT_ROUTER_REDIS_TIMEOUT_S", "0"), ("TT_MAX_ORDER_USD", "0"),
+     ("TT_TUNE_ROUTER_MAX_BATCH", "0"), ("TT_TUNE_ROUTER_REDIS_TIMEOUT_S", "0"), ("TT_MAX_ORDER_USD", "0"),
      ("TT_MAX_ORDER_USD", "-5"), ("TT_MAX_ORDER_USD", "lots"), ("TT_MAX_ORDER_USD", "Infinity")],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:

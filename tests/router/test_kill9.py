@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.tuning import overrides
 from tests.helpers import INTERNAL_ENV, eventually
 from tests.router.conftest import Stack, leader_trade, subscription
 
@@ -24,9 +25,9 @@ def _spawn(stack: Stack, log_path: Path) -> subprocess.Popen[bytes]:
         **os.environ, **INTERNAL_ENV, "PYTHONPATH": str(ROOT), "DATABASE_URL": stack.db_url,
         "REDIS_URL": stack.redis_url,
         "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{stack.ingest.port}", "TT_ROUTER_GRPC_PORT": "0",
-        "TT_CLOB_API_URL": stack.http.url, "TT_ROUTER_START": "oldest", "TT_ROUTER_OUTBOX_INTERVAL_S": "0.2",
-        "TT_ROUTER_OUTBOX_MIN_AGE_S": "0.5", "TT_ROUTER_INDEX_CHECK_INTERVAL_S": "0.5",
-        "TT_ROUTER_LOG_LEVEL": "WARNING",
+        "TT_CLOB_API_URL": stack.http.url,
+        **overrides("router", start="oldest", outbox_interval_s=0.2, outbox_min_age_s=0.5, index_check_interval_s=0.5),
+        "TT_LOG_LEVEL": "WARNING",
     }
     env.pop("TT_INSIDERS_API_URL", None)
     with log_path.open("ab") as out:
