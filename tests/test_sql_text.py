@@ -31,8 +31,8 @@ def _statements() -> list[tuple[str, str, str]]:
 
 def test_the_scan_finds_the_hot_statements() -> None:
     names = {(m, n) for m, n, _ in _statements()}
-    assert ("services.router.adapters.store", "_PERSIST") in names
-    assert ("services.router.adapters.store", "_LOAD") in names
+    assert ("services.router.adapters.store_sql", "PERSIST") in names
+    assert ("services.router.adapters.store_sql", "LOAD") in names
 
 
 def test_every_statement_is_short_enough_for_psycopg_to_cache_its_parsing() -> None:

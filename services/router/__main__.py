@@ -27,7 +27,8 @@ from services.router.adapters.balances import InsidersBalances, NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.redis_state import RedisState
 from services.router.adapters.relog import LogPresence, RelogStore
-from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
+from services.router.adapters.store import RouterStore
+from services.router.adapters.store_sql import PLANNER_OPTIONS
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
 from services.router.metrics import RouterMetrics

@@ -23,15 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
 
 from opentelemetry import trace
 
 from common.marketstate import MarketInfo
-from common.reservations import NOTHING_RESERVED, WalletReserved, from_micro
+from common.reservations import NOTHING_RESERVED, from_micro
 from common.telemetry import extract, tracing_enabled
 from services.router.adapters.redis_state import BatchView, RedisState
-from services.router.adapters.store import ExistingRouted, PgBatch, PositionAgg, RouterStore
+from services.router.adapters.store import ExistingRouted, PgBatch, RouterStore
 from services.router.domain.carry import InFlight
 from services.router.domain.decide import invalid_trade, route
 from services.router.domain.model import (
@@ -39,7 +38,6 @@ from services.router.domain.model import (
     Follower,
     FollowerState,
     LeaderTrade,
-    MarketRules,
     OrderIntent,
     Policy,
     Side,
@@ -47,38 +45,17 @@ from services.router.domain.model import (
     Skip,
 )
 from services.router.domain.positions import utc_day_start_ms
-from services.router.domain.sells import unfilled_in_flight
 from services.router.inbound import TradeError, parse_trade
 from services.router.metrics import RouterMetrics
 from services.router.outbound import build_routed, market_of, order_template, routed_row
 from services.router.outbox import Emitter
+from services.router.ports import BalanceSource, FollowerSource, MarketSource
+from services.router.read_model import follower_state, market_rules
 from tradingtools.common.v1 import common_pb2
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
-
-
-class FollowerSource(Protocol):
-    """Active followers of a leader."""
-
-    async def followers_of(self, leader: str) -> tuple[Follower, ...]:
-        """Parsed active subscriptions of ``leader``."""
-
-
-class MarketSource(Protocol):
-    """Market info of an asset."""
-
-    async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None, *,
-                      has_book: bool = True) -> MarketInfo | None:
-        """Info to route with, or None when unknown; stores the asset's book first when ``has_book`` is False."""
-
-
-class BalanceSource(Protocol):
-    """Follower wallet balances (fallback when no funded balance is on record)."""
-
-    async def get_many(self, wallet_ids: Sequence[str]) -> dict[str, Decimal]:
-        """Balances of the wallets that answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,32 +66,6 @@ class Knobs:
     marketable_buy_min_usd: Decimal = Decimal(1)
     default_max_slippage_bps: int = 200
     max_order_usd: Decimal | None = None  # TT_MAX_ORDER_USD (the service always sets it)
-
-
-def market_rules(info: MarketInfo | None) -> MarketRules | None:
-    """Domain rules from the cached market info."""
-    if info is None:
-        return None
-    return MarketRules(info.tick_size, info.min_order_size, info.neg_risk, info.closed, info.accepting_orders,
-                       info.market_slug, info.event_slug, info.condition_id)
-
-
-
-
-def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
-                   balance: Decimal | None, sells: Sequence[tuple[Decimal, Decimal]] = ()) -> FollowerState:
-    """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis).
-
-    ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
-    what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``)."""
-    shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
-    return FollowerState(
-        pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
-        from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
-        from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
-        res.markets,
-        unfilled_in_flight(shares, sells) if sells and shares else shares,
-        balance)
 
 
 def _trace_context(span: trace.Span, fallback: common_pb2.TraceContext) -> common_pb2.TraceContext:

@@ -12,7 +12,8 @@ import pytest
 
 from common.storage import create_pool
 from services.executor.domain.settlement import redemption_key
-from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
+from services.router.adapters.store import RouterStore
+from services.router.adapters.store_sql import PLANNER_OPTIONS
 from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb

@@ -17,7 +17,7 @@ from services.ingest import resolution as rs
 from services.router.adapters.redis_state import RedisState
 from services.router.domain.filters import trade_gate
 from services.router.domain.model import Reason
-from services.router.router import market_rules
+from services.router.read_model import market_rules
 from sim.polymarket import PolymarketSim
 from tests.helpers import eventually
 from tests.ingest.conftest import IngestFactory

@@ -21,7 +21,8 @@ from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stre
 from services.router.__main__ import RunningRouter, serve
 from services.router.adapters.balances import NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
-from services.router.adapters.store import PLANNER_OPTIONS, RouterStore
+from services.router.adapters.store import RouterStore
+from services.router.adapters.store_sql import PLANNER_OPTIONS
 from services.router.config import Settings, Tuning
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter

@@ -32,7 +32,7 @@ from services.router.adapters.redis_state import SELLS_PREFIX, SELLS_TTL_S, Redi
 from services.router.adapters.store import PositionAgg, RouterStore
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.domain.sells import size_sell, unfilled_in_flight
-from services.router.router import follower_state
+from services.router.read_model import follower_state
 from tests.helpers import eventually
 from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, redis_markets_router, subscription
 from tests.router.factories import state

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from common.storage import create_pool
-from services.router.adapters.store import PLANNER_OPTIONS, RoutedRow, RouterStore
+from services.router.adapters.store import RoutedRow, RouterStore
+from services.router.adapters.store_sql import PLANNER_OPTIONS
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
