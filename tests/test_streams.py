@@ -7,14 +7,10 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import psycopg
 import pytest
-import redis.exceptions
-from psycopg_pool import PoolTimeout
 
-from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer, storage_unavailable
+from common.consumer import RedisCursorStore, ResumableConsumer
 from common.grpcclient import MAX_MESSAGE_BYTES
-from common.grpcserver import start_server
 from common.logread import read_log_items
 from common.retry import Backoff
 from common.streams import (
@@ -23,10 +19,10 @@ from common.streams import (
     START_OLDEST,
     DurableLog,
     create_stream_redis,
-    serve_log,
     serve_log_batches,
 )
-from tests.helpers import INTERNAL, eventually, internal_channel
+from tests.helpers import eventually, internal_channel
+from tests.logserver import serve_ingest_log
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -60,170 +56,14 @@ async def test_log_append_read_resolve(redis_url: str) -> None:
     await r.aclose()
 
 
-class _Ingest(mgrpc.IngestServiceServicer):
-    def __init__(self, log_: DurableLog) -> None:
-        self.log = log_
-
-    async def StreamLeaderTrades(self, request, context):  # type: ignore[no-untyped-def]
-        def build(cursor: str, payload: bytes) -> mpb.StreamLeaderTradesResponse:
-            return mpb.StreamLeaderTradesResponse(cursor=cursor, event=mpb.LeaderTradeEvent.FromString(payload))
-
-        async for item in serve_log(self.log, request.after_cursor, build):
-            yield item
 
 
-async def _serve(log_: DurableLog, port: int = 0) -> Any:
-    """``log_`` behind a real IngestService.StreamLeaderTrades on 127.0.0.1."""
-    return await start_server("127.0.0.1", port, lambda s: (
-        mgrpc.add_IngestServiceServicer_to_server(_Ingest(log_), s), ["tradingtools.market.v1.IngestService"])[1],
-        security=INTERNAL)
 
 
-@pytest.mark.integration
-async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -> None:
-    r = create_stream_redis(redis_url)
-    log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
-    srv = await _serve(log_)
-    channel = internal_channel(srv.port)
-    stub = mgrpc.IngestServiceStub(channel)
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
-            yield resp.cursor, resp.event
-
-    seen: list[str] = []
-
-    async def handle(ev: mpb.LeaderTradeEvent) -> None:
-        if ev.id == "poison":
-            raise ValueError("bad event")
-        seen.append(ev.id)
-
-    def make_consumer() -> ResumableConsumer[mpb.LeaderTradeEvent]:
-        return ResumableConsumer("router", open_stream, handle, RedisCursorStore(r), start=START_OLDEST,
-                                 dead_letter=DeadLetters(r, "router", lambda e: e.SerializeToString()),
-                                 backoff=Backoff(0.001, 0.01), rng=random.Random(1))
-
-    for i in range(3):
-        await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString())
-    consumer = make_consumer()
-    task = asyncio.create_task(consumer.run())
-    await eventually(lambda: len(seen) == 3)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-    for i in (3, 4):
-        await log_.append(mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString())
-    await log_.append(mpb.LeaderTradeEvent(id="poison").SerializeToString())
-    await log_.append(mpb.LeaderTradeEvent(id="lt_5").SerializeToString())
-    consumer = make_consumer()
-    task = asyncio.create_task(consumer.run())
-    await eventually(lambda: len(seen) == 6)
-    assert seen == [f"lt_{i}" for i in range(6)]
-    assert consumer.stats.dead_lettered == 1
-    assert await r.xlen("tt:dlq:router") == 1
-
-    # The upstream server goes away and comes back: the consumer reconnects and resumes.
-    await srv.stop(0)
-    await log_.append(mpb.LeaderTradeEvent(id="lt_6").SerializeToString())
-    srv2 = await _serve(log_, srv.port)
-    await eventually(lambda: seen[-1:] == ["lt_6"], timeout_s=15)
-    assert seen.count("lt_6") == 1 and consumer.stats.reconnects >= 1
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await channel.close()
-    await srv2.stop(0)
-    await r.aclose()
 
 
-@pytest.mark.integration
-async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis_url: str) -> None:
-    r = create_stream_redis(redis_url)
-    log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
-    srv = await _serve(log_)
-    channel = internal_channel(srv.port)
-    stub = mgrpc.IngestServiceStub(channel)
-
-    delivered: list[str] = []
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
-            delivered.append(resp.event.id)
-            yield resp.cursor, resp.event
-
-    batches: list[list[str]] = []
-    singles: list[str] = []
-    gate = asyncio.Event()
-
-    async def handle(ev: mpb.LeaderTradeEvent) -> None:
-        if ev.id == "poison":
-            raise ValueError("bad event")
-        singles.append(ev.id)
-
-    async def handle_batch(events: list[mpb.LeaderTradeEvent]) -> None:
-        if any(e.id == "poison" for e in events):
-            raise ValueError("bad batch")
-        batches.append([e.id for e in events])
-        if len(batches) == 1:
-            await gate.wait()  # hold the first batch while more arrive
-
-    def make_consumer() -> ResumableConsumer[mpb.LeaderTradeEvent]:
-        return ResumableConsumer("router", open_stream, handle, RedisCursorStore(r), start=START_OLDEST,
-                                 dead_letter=DeadLetters(r, "router", lambda e: e.SerializeToString()),
-                                 backoff=Backoff(0.001, 0.01), rng=random.Random(1),
-                                 handle_batch=handle_batch, max_batch=3)
-
-    consumer = make_consumer()
-    task = asyncio.create_task(consumer.run())
-    await log_.append(mpb.LeaderTradeEvent(id="lt_0").SerializeToString())
-    await eventually(lambda: batches == [["lt_0"]])  # a lone item goes at once
-    await log_.append_many([mpb.LeaderTradeEvent(id=f"lt_{i}").SerializeToString() for i in range(1, 6)])
-    await eventually(lambda: len(delivered) == 6)  # read ahead while the first batch is held
-    assert consumer.stats.handled == 0 and len(batches) == 1
-    gate.set()
-    await eventually(lambda: consumer.stats.handled == 6)
-    assert batches == [["lt_0"], ["lt_1", "lt_2", "lt_3"], ["lt_4", "lt_5"]]  # in order, at most max_batch
-    assert singles == [] and consumer.stats.batches == 3
-
-    # A failing batch is handled again item by item: only the poison item is dead-lettered.
-    await log_.append_many([mpb.LeaderTradeEvent(id=i).SerializeToString() for i in ("lt_6", "poison", "lt_7")])
-    await eventually(lambda: consumer.stats.handled == 9)
-    handled = [i for b in batches for i in b] + singles
-    assert sorted(handled) == [f"lt_{i}" for i in range(8)]  # each once, whichever way it went
-    assert consumer.stats.batch_fallbacks == 1 and consumer.stats.dead_lettered == 1
-    assert await r.xlen("tt:dlq:router") == 1
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-    # The saved cursor is the last handled item's: a new consumer starts after it.
-    batches.clear()
-    await log_.append(mpb.LeaderTradeEvent(id="lt_8").SerializeToString())
-    consumer = make_consumer()
-    task = asyncio.create_task(consumer.run())
-    await eventually(lambda: batches == [["lt_8"]])
-
-    # The upstream goes away and comes back: the batch reader reconnects and resumes, nothing twice.
-    await eventually(lambda: consumer.stats.handled == 1)
-    await srv.stop(0)
-    await log_.append(mpb.LeaderTradeEvent(id="lt_9").SerializeToString())
-    srv2 = await _serve(log_, srv.port)
-    await eventually(lambda: batches[-1:] == [["lt_9"]], timeout_s=15)
-    assert [i for b in batches for i in b] == ["lt_8", "lt_9"] and consumer.stats.reconnects >= 1
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await channel.close()
-    await srv2.stop(0)
-    await r.aclose()
 
 
-def test_batch_consumer_rejects_empty_batches() -> None:
-    async def nothing(_: str) -> AsyncIterator[tuple[str, int]]:
-        yield "1", 1
-
-    async def handle(_: object) -> None:
-        return None
-
-    with pytest.raises(ValueError, match="max_batch"):
-        ResumableConsumer("x", nothing, handle, RedisCursorStore(None), handle_batch=None, max_batch=0)
 
 
 @pytest.mark.integration
@@ -274,55 +114,8 @@ async def test_log_batches_carry_what_was_ready_together_in_order_and_skip_bad_e
         await client.aclose()
 
 
-@pytest.mark.parametrize(("error", "transient"), [
-    (psycopg.OperationalError("connection to server lost"), True),
-    (PoolTimeout("couldn't get a connection after 5.00 sec"), True),
-    (redis.exceptions.ConnectionError("Connection refused"), True),
-    (ConnectionResetError("reset by peer"), True),
-    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
-    (psycopg.errors.UniqueViolation("duplicate key"), False),
-    (ValueError("bad event"), False),
-])
-def test_storage_unavailable(error: BaseException, transient: bool) -> None:
-    assert storage_unavailable(error) is transient
 
 
-async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_not_dead_lettered() -> None:
-    outage = {"left": 8}  # more failures than max_handler_attempts
-    seen: list[str] = []
-    dead: list[str] = []
-
-    async def handle(item: str) -> None:
-        if outage["left"]:
-            outage["left"] -= 1
-            raise psycopg.OperationalError("connection to server lost")
-        seen.append(item)
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, str]]:
-        if after < "1-0":
-            yield "1-0", "lt_1"
-        await asyncio.Event().wait()
-
-    async def dead_letter(cursor: str, _item: str, _exc: BaseException) -> None:
-        dead.append(cursor)
-
-    class Cursors:
-        async def get(self, consumer: str) -> str | None:
-            return None
-
-        async def set(self, consumer: str, cursor: str) -> None:
-            return None
-
-    consumer: ResumableConsumer[str] = ResumableConsumer(
-        "test", open_stream, handle, Cursors(), start="0-0", dead_letter=dead_letter,
-        backoff=Backoff(0.001, 0.005), max_handler_attempts=2, rng=random.Random(1))
-    task = asyncio.create_task(consumer.run())
-    try:
-        await eventually(lambda: seen == ["lt_1"])
-        assert dead == [] and consumer.stats.transient_errors == 8 and consumer.stats.dead_lettered == 0
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _first_of(log_: DurableLog, after: str, direct: bool) -> str:
@@ -364,7 +157,7 @@ async def test_a_reader_resuming_behind_the_trimmed_start_is_told_and_goes_on(re
 async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_on(redis_url: str) -> None:
     r = create_stream_redis(redis_url)
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
-    srv = await _serve(log_)
+    srv = await serve_ingest_log(log_)
     channel = internal_channel(srv.port)
     stub = mgrpc.IngestServiceStub(channel)
 

@@ -83,3 +83,9 @@ def fail_first_insert_of(running: Any, client_order_id: str, *, delay_s: float =
 
     store.insert_intents = flaky
     return failed
+
+
+def skipped_by_subscription(db_url: str) -> list[tuple[Any, ...]]:
+    """(subscription id, skipped) of every subscription with a skip counted."""
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT subscription_id, skipped FROM subscription_stats WHERE skipped > 0").fetchall()
