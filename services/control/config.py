@@ -11,8 +11,7 @@
 | ``TT_INSIDERS_API_URL`` | unset | when unset, LIVE subscriptions are refused |
 | ``TT_CONTROL_READY_SERVICES`` | "" | pipeline services whose gRPC health /ready also checks (e.g. ``ingest,router``) |
 
-Every other value is a constant of :class:`Tuning`, each with its reason (``TT_TUNE_CONTROL_<NAME>`` overrides
-one for a test, a benchmark or an incident; ``common.tuning``).
+The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 
-Every other value is a constant of :class:`Tuning`, each with its reason (``TT_TUNE_ROUTER_<NAME>`` overrides one
-for a test, a benchmark or an incident; ``common.tuning``).
+The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
 
 from __future__ import annotations
