@@ -121,11 +121,16 @@ class Ingest:
                              backoff=_backoff(s), max_frame_bytes=mfb, on_beat=self.publisher.beat,
                              beat_interval_s=s.book_beat_interval_s)
         if s.clob_enabled:
-            self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
+            self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)
         self.writer: TradeWriter | None = None
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def _follow(self, assets: set[str]) -> None:
+        """The watched set changed: the book feed follows it, the gate forgets what left it."""
+        await self.clob.set_assets(assets)
+        self.gate.retain(assets)
 
     def _kept(self, item: Identified) -> None:
         if self.watch is not None:

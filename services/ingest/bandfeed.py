@@ -34,13 +34,15 @@ class BandFeed:
 
     def __init__(self, redis: Any, gate: TickGate, on_changed: Callable[[list[str]], None], *,
                  clock_ns: Callable[[], int] = time.time_ns, backoff: Backoff | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, stats_log_s: float = 60.0) -> None:
         self.redis = redis
         self.gate = gate
         self.on_changed = on_changed
         self.clock_ns = clock_ns
         self.backoff = backoff or Backoff(0.2, 5.0)
         self.poll_s = poll_s
+        self.stats_log_s = stats_log_s
+        self._next_log = time.monotonic() + stats_log_s
         self.ready = asyncio.Event()  # set after the first read
 
     async def load(self) -> None:
@@ -67,6 +69,7 @@ class BandFeed:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
                     reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
+                    self._log_stats()
                     if msg is None:
                         continue
                     parsed = parse_message(msg["data"])
@@ -89,6 +92,17 @@ class BandFeed:
             finally:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     await pubsub.aclose()
+
+
+    def _log_stats(self) -> None:
+        now = time.monotonic()
+        if now < self._next_log:
+            return
+        self._next_log = now + self.stats_log_s
+        gate = self.gate
+        log.info("tick gate", extra={**vars(gate.stats), "bands": len(gate.bands), "rises": len(gate._rises),
+                                     "trusted": gate.valid_until_ns > self.clock_ns(),
+                                     "epoch": gate.meta.epoch if gate.meta else ""})
 
 
 async def last_tick_stamp(redis: Any) -> int:

@@ -17,7 +17,6 @@ band received meanwhile. Ticks that go out carry strictly increasing ``received_
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -161,9 +160,12 @@ class TickGate:
                 self.bands[asset_id] = _narrowed(band, rise)
         return stamp
 
-    def forget(self, asset_id: str) -> None:
-        """The asset is no longer followed."""
-        self._last.pop(asset_id, None)
+    def retain(self, assets: set[str]) -> None:
+        """Forget what was kept about assets no longer followed."""
+        for asset_id in self._last.keys() - assets:
+            del self._last[asset_id]
+        for asset_id in self._rises.keys() - assets:
+            del self._rises[asset_id]
 
     # bands
 
@@ -242,10 +244,6 @@ class TickGate:
             self.stats.bad_bands += 1
             return EVERY
         return band if band.sources else EVERY
-
-    def assets(self) -> Iterable[str]:
-        """Assets with a band."""
-        return self.bands.keys()
 
 
 def _narrowed(band: AssetBand, prices: list[Decimal | None]) -> AssetBand:

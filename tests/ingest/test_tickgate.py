@@ -140,3 +140,13 @@ def test_a_changed_band_checks_the_current_top(band: AssetBand, current: Top, se
     g = gate()
     g.apply(BandMessage(BandMeta("e", 2, 0, 5.0), {A: encode(band)}), 2 * MS)
     assert bool(g.recheck(A, current, 3 * MS)) is sent
+
+
+def test_assets_no_longer_followed_are_forgotten() -> None:
+    g = gate()
+    assert not g.admit(A, PRICE, top("0.50"), 2 * MS)  # A's first tick went out in gate()
+    assert g.admit(B, PRICE, top("0.50", "0.70"), 2 * MS) and g.stats.first == 1
+    g.retain({B})
+    assert g.admit(A, PRICE, top("0.50"), 3 * MS) and g.stats.first == 2  # A's next tick is a first one again
+    g.retain(set())
+    assert g.admit(B, PRICE, top("0.50", "0.70"), 4 * MS) and g.stats.first == 3
