@@ -17,6 +17,7 @@ from common.grpcserver import GrpcServer
 from common.logread import read_log_items
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
+from services.guard.adapters.band_publisher import BandPublisher, switch_off
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.exit_store import ExitStore
 from services.guard.adapters.market_state import RedisMarkets
@@ -106,6 +107,19 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], name: st
             log.warning(f"{name} failed", extra={"error": repr(exc)[:300]})
 
 
+async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
+    """The loaded engine's bands under this process's epoch (or none at all when switched off); a failure is
+    retried by the publisher's loop (meanwhile ingest forwards every tick once the old lease ran out)."""
+    try:
+        if bands is None:
+            await switch_off(redis)
+        else:
+            await bands.step()
+    except Exception as exc:  # noqa: BLE001 - Redis hiccup at start: retried
+        reraise_if_cancelled()
+        log.warning("first band publish failed", extra={"error": repr(exc)[:300]})
+
+
 def tuning(settings: Settings) -> Tuning:
     """The coordinator's limits and timings from the service settings."""
     return Tuning(tick_max_age_s=settings.tick_max_age_s, book_max_age_s=settings.book_max_age_s,
@@ -137,9 +151,11 @@ async def start(settings: Settings) -> Running:
     markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=settings.bookkeeping_interval_s)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
+    bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=settings.band_beat_s,
+                           lease_s=settings.band_lease_s) if settings.bands else None)
     guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
                   Clients(executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
-                          outbox=outbox, watch=watch),
+                          outbox=outbox, watch=watch, bands=bands),
                   tuning(settings))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
@@ -148,11 +164,19 @@ async def start(settings: Settings) -> Running:
     sync = TriggerSync(redis, guard.changes, check_s=settings.trigger_check_s, initial=guard.start)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
+    await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here
+    if bands is not None:
+        tasks.append(asyncio.create_task(bands.run(), name="bands"))
+    ticks_log = DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)
+    # The tick stream starts at the log's end as the catch-up reads the books: a tick logged meanwhile is read
+    # (one that crossed and left no other tick behind it would otherwise be lost until the book moved again).
+    tick_cursor = await ticks_log.last_cursor()
     await guard.catch_up()
 
     ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if settings.tick_source == "grpc"
-                    else log_tick_stream(DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)))
+                    else log_tick_stream(ticks_log))
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
+    feed.cursor = tick_cursor
     orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if settings.orders_source == "grpc"
                      else read_log_items(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
                                          epb.OrderEvent.FromString, min_interval_s=settings.orders_gather_s))

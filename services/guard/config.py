@@ -25,6 +25,9 @@
 | ``TT_GUARD_MARKET_CACHE_S`` | 60 | market info (tick, minimum size) cache |
 | ``TT_GUARD_ORDERS_START`` | oldest | first start of the order-event consumer: ``oldest`` or ``new`` |
 | ``TT_GUARD_STREAM_MAXLEN`` | 1000000 | length cap of ``tt:stream:trigger_events`` |
+| ``TT_GUARD_BANDS`` | true | publish price bands (``common.bands``): ingest then logs only the ticks that may matter |
+| ``TT_GUARD_BAND_BEAT_S`` | 1 | least often a band write goes out (renews the lease, tells how far ticks were read) |
+| ``TT_GUARD_BAND_LEASE_S`` | 5 | no band write for this long: ingest forwards every tick (more than twice the beat) |
 | ``TT_GUARD_STATS_LOG_S`` | 60 | period of the "guard stats" log line (counters, tick lag, fire stages) |
 | ``TT_GUARD_GRACE_S`` | 5 | graceful-shutdown grace |
 | ``TT_GUARD_CRASH_AFTER`` | "" | test only: ``decision`` / ``submit`` exits the process (137) right after that step |
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from common.config import (
     ConfigError,
     StorageSettings,
+    env_bool,
     env_float_seconds,
     env_int,
     env_str,
@@ -81,6 +85,9 @@ class Settings:
     stream_maxlen: int = 1_000_000
     grace_s: float = 5.0
     stats_log_s: float = 60.0
+    bands: bool = True
+    band_beat_s: float = 1.0
+    band_lease_s: float = 5.0
     crash_after: str = ""
 
     @classmethod
@@ -130,10 +137,15 @@ class Settings:
             stream_maxlen=env_int(env, "TT_GUARD_STREAM_MAXLEN", 1_000_000, minimum=1000),
             grace_s=env_float_seconds(env, "TT_GUARD_GRACE_S", 5.0),
             stats_log_s=_positive(env, "TT_GUARD_STATS_LOG_S", 60.0),
+            bands=env_bool(env, "TT_GUARD_BANDS", True),
+            band_beat_s=_positive(env, "TT_GUARD_BAND_BEAT_S", 1.0),
+            band_lease_s=_positive(env, "TT_GUARD_BAND_LEASE_S", 5.0),
             crash_after=crash,
         )
         if settings.fire_concurrency >= settings.db_pool_max:
             raise ConfigError("TT_GUARD_FIRE_CONCURRENCY must be < TT_GUARD_DB_POOL_MAX")
+        if settings.band_lease_s <= 2 * settings.band_beat_s:
+            raise ConfigError("TT_GUARD_BAND_LEASE_S must be more than twice TT_GUARD_BAND_BEAT_S")
         return settings
 
 

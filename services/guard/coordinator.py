@@ -80,12 +80,27 @@ class Stores:
 @dataclass(frozen=True, slots=True)
 class Clients:
     """What the coordinator calls and notifies: the executor (SELLs), market state, and the background
-    publishers of the trigger-event outbox and of the watch set."""
+    publishers of the trigger-event outbox, of the watch set and of the price bands (``bands``, when given, is
+    kicked with the watch set whenever the armed triggers change, and after every tick evaluated)."""
 
     executor: Executor
     markets: MarketCache
     outbox: Kickable
     watch: Kickable
+    bands: Kickable | None = None
+
+
+class _KickBoth:
+    """Two publishers kicked together."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Kickable, second: Kickable) -> None:
+        self.first, self.second = first, second
+
+    def kick(self) -> None:
+        self.first.kick()
+        self.second.kick()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +129,11 @@ class Guard:
         self.exit_store = stores.exits
         self.markets = clients.markets
         self.outbox = clients.outbox
-        self.watch = clients.watch
+        # the watch set and the bands both follow the armed triggers
+        self.watch: Kickable = clients.watch if clients.bands is None else _KickBoth(clients.watch, clients.bands)
+        self.bands = clients.bands
+        # received_time_ns of the last price tick handled: the published bands reflect every tick up to it
+        self.through_ns = 0
         self.clock_ns = clock_ns
         self.tick_max_age_ns = int(tuning.tick_max_age_s * 1e9)
         self.book_max_age_ms = int(tuning.book_max_age_s * 1000)
@@ -175,6 +194,7 @@ class Guard:
         if not stats.ticks & 15 and received_ns:
             stats.tick_lag_ms.append((now_ns - received_ns) / 1e6)
         if tick.kind in _PRICE_KINDS:
+            self.through_ns = received_ns
             asset_id = tick.asset_id
             engine = self.engine
             if not engine.watches(asset_id):
@@ -245,6 +265,8 @@ class Guard:
     def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo) -> Outcome:
         """Run the engine for one asset's prices and act on the outcome."""
         out = self.engine.on_tick(asset_id, prices, stale=stale)
+        if self.bands is not None:
+            self.bands.kick()  # a mark may have risen, a trigger fired or been held
         if stale:
             self.stats.stale_ticks += 1
         if not out:

@@ -30,6 +30,7 @@ from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, MARKET_RESOLUTIONS, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
+from services.ingest.bandfeed import BandFeed, last_tick_stamp
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobFeed, ClobHandler
@@ -48,6 +49,7 @@ from services.ingest.rtds_feed import RtdsFeed, RtdsHandler
 from services.ingest.servicer import IngestServicer
 from services.ingest.sink import TradeSink
 from services.ingest.targets import FollowedLeaders, HotIndexWatcher
+from services.ingest.tickgate import TickGate
 from services.ingest.watch import WatchSet
 
 log = logging.getLogger("services.ingest")
@@ -95,8 +97,10 @@ class Ingest:
             recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
             stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,
             backoff=_backoff(s))
+        self.gate = TickGate(heartbeat_s=s.tick_heartbeat_s, enabled=s.tick_filter)
         self.publisher = BookPublisher(lambda: RespConnection.open(redis_url), self.books, self.metrics,
-                                       depth=s.book_depth_levels, maxlen=s.stream_maxlen)
+                                       depth=s.book_depth_levels, maxlen=s.stream_maxlen, gate=self.gate)
+        self.bands = BandFeed(self.redis_text, self.gate, self.publisher.check)
         clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
                                  recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
@@ -120,11 +124,16 @@ class Ingest:
                              backoff=_backoff(s), max_frame_bytes=mfb, on_beat=self.publisher.beat,
                              beat_interval_s=s.book_beat_interval_s)
         if s.clob_enabled:
-            self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
+            self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)
         self.writer: TradeWriter | None = None
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def _follow(self, assets: set[str]) -> None:
+        """The watched set changed: the book feed follows it, the gate forgets what left it."""
+        await self.clob.set_assets(assets)
+        self.gate.retain(assets)
 
     def _kept(self, item: Identified) -> None:
         if self.watch is not None:
@@ -147,6 +156,10 @@ class Ingest:
         if s.poll_enabled:
             self._spawn(self.poller.run())
         if self.watch is not None:
+            # ticks of this process are stamped after the last one logged, and bands are trusted once guard read it
+            self.gate.floor_ns = self.gate.trust_after_ns = await last_tick_stamp(self.redis)
+            if s.tick_filter:
+                self._spawn(self.bands.run())
             self._spawn(self.watch.run(), self.clob.run(), self.publisher.run(), self.market_sync.run(),
                         self.market_sync.run_stale_checker())
         if self.recorder is not None:

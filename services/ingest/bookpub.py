@@ -27,6 +27,7 @@ from common.retry import Backoff
 from common.streams import PRICE_TICKS
 from services.ingest.books import BookState, Touched
 from services.ingest.metrics import IngestMetrics
+from services.ingest.tickgate import TickGate
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class BookPublisher:
     def __init__(self, connect: Callable[[], Awaitable[RespConnection]], books: BookState, metrics: IngestMetrics,
                  *, depth: int = 100, maxlen: int = 1_000_000, stream: str = PRICE_TICKS,
                  on_market: Callable[[str, str], None] = lambda _a, _c: None, reply_timeout_s: float = 10.0,
-                 backoff: Backoff = _RETRY, rng: random.Random | None = None) -> None:
+                 backoff: Backoff = _RETRY, rng: random.Random | None = None, gate: TickGate | None = None) -> None:
         self.connect = connect
         self.books = books
         self.metrics = metrics
@@ -84,6 +85,7 @@ class BookPublisher:
         self.reply_timeout_s = reply_timeout_s
         self.backoff = backoff
         self.rng = rng or random.Random()
+        self.gate = gate  # which ticks go to the log (guard's price bands); None: every one
         self._conn: RespConnection | None = None
         self._dirty: dict[str, None] = {}
         self._ticks: list[bytes] = []
@@ -95,15 +97,39 @@ class BookPublisher:
         self.flushes = 0
 
     def mark(self, touched: Touched, recv_ns: int) -> None:
-        """Record a change: the book is rewritten, and a tick goes out when ``touched.emit``."""
+        """Record a change: the book is rewritten, and a tick goes out when ``touched.emit`` (and the gate lets it
+        through: it may also restamp it)."""
         asset_id, kind, emit = touched
         self._dirty[asset_id] = None
-        if emit and asset_id in self.books.books:
-            self._ticks.append(self.books.tick_bytes(asset_id, kind, recv_ns))
-            self._kinds[kind] += 1
-            if kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
-                self._tick_sizes[asset_id] = self.books.books[asset_id].tick_size
+        if emit:
+            book = self.books.books.get(asset_id)
+            if book is not None:
+                gate = self.gate
+                if gate is not None and book.emitted is not None:
+                    recv_ns = gate.admit(asset_id, kind, book.emitted, recv_ns)
+                if recv_ns:
+                    self._ticks.append(self.books.tick_bytes(asset_id, kind, recv_ns))
+                    self._kinds[kind] += 1
+                if kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
+                    self._tick_sizes[asset_id] = book.tick_size
         self._schedule()
+
+    def check(self, asset_ids: list[str]) -> None:
+        """The bands of these assets changed: a tick of each whose current top is outside its new band."""
+        gate, books = self.gate, self.books.books
+        if gate is None:
+            return
+        now_ns = time.time_ns()
+        for asset_id in asset_ids:
+            book = books.get(asset_id)
+            if book is None or book.emitted is None:
+                continue
+            stamp = gate.recheck(asset_id, book.top(), now_ns)
+            if stamp:
+                self._ticks.append(self.books.tick_bytes(asset_id, mpb.TICK_KIND_PRICE_CHANGE, stamp))
+                self._kinds[mpb.TICK_KIND_PRICE_CHANGE] += 1
+        if self._ticks:
+            self._schedule()
 
     def beat(self, beat: FeedBeat) -> None:
         """Store the feed's beat after everything marked before it (a newer beat replaces one not sent yet)."""

@@ -56,6 +56,8 @@ class IngestSettings:
     book_snapshot_grace_s: float = 2.0
     book_beat_interval_s: float = 1.0
     book_depth_levels: int = 100
+    tick_filter: bool = True
+    tick_heartbeat_s: float = 5.0
     recent_asset_ttl_s: float = 3600.0
     watch_refresh_s: float = 30.0
     # data-api poller
@@ -118,6 +120,8 @@ class IngestSettings:
             book_snapshot_grace_s=_pos(env, "TT_INGEST_BOOK_SNAPSHOT_GRACE_S", 2.0),
             book_beat_interval_s=_pos(env, "TT_INGEST_BOOK_BEAT_INTERVAL_S", 1.0),
             book_depth_levels=env_int(env, "TT_INGEST_BOOK_DEPTH_LEVELS", 100, minimum=1),
+            tick_filter=env_bool(env, "TT_INGEST_TICK_FILTER", True),
+            tick_heartbeat_s=_pos(env, "TT_INGEST_TICK_HEARTBEAT_S", 5.0),
             recent_asset_ttl_s=_pos(env, "TT_INGEST_RECENT_ASSET_TTL_S", 3600.0),
             watch_refresh_s=_pos(env, "TT_INGEST_WATCH_REFRESH_S", 30.0),
             poll_enabled=env_bool(env, "TT_INGEST_POLL_ENABLED", True),

@@ -47,6 +47,7 @@ class TrailBook:
         self._pending: SortedList = SortedList()  # (activation price, id)
         self._activation: dict[str, Decimal] = {}
         self._trail: dict[str, Decimal] = {}  # id -> trail fraction (pct / 100)
+        self._trail_counts: dict[Decimal, int] = {}  # trail fraction -> stops with it (few distinct values)
         self._groups: dict[int, _Group] = {}
         self._where: dict[str, int] = {}  # active id -> group id
         self._by_mark: SortedList = SortedList()  # (mark, gid); marks are unique
@@ -69,7 +70,8 @@ class TrailBook:
             raise ValueError(f"trailing stop {trigger_id} already present")
         if not ZERO < trail_pct < _HUNDRED:
             raise ValueError(f"trail_pct must be in (0, 100), got {trail_pct}")
-        self._trail[trigger_id] = trail_pct / _HUNDRED
+        trail = self._trail[trigger_id] = trail_pct / _HUNDRED
+        self._trail_counts[trail] = self._trail_counts.get(trail, 0) + 1
         if high_water_mark > 0:
             self._join(high_water_mark, [trigger_id], moved=unsaved)
         else:
@@ -81,6 +83,7 @@ class TrailBook:
         trail = self._trail.pop(trigger_id, None)
         if trail is None:
             return False
+        self._drop_trail(trail)
         activation = self._activation.pop(trigger_id, None)
         if activation is not None:
             self._pending.remove((activation, trigger_id))
@@ -123,6 +126,11 @@ class TrailBook:
             hi, inclusive = self._pending[0][0], False
         return lo, hi, inclusive
 
+    def min_trail(self) -> Decimal | None:
+        """The smallest trail fraction of the stops (None when empty): after a fresh price p above :meth:`band`,
+        every stop level is at most the higher of ``lo`` and ``p x (1 - min_trail)``."""
+        return min(self._trail_counts) if self._trail_counts else None
+
     def would_fire(self, price: Decimal) -> list[str]:
         """Stops at or below their level at ``price`` with today's marks; changes nothing."""
         out: list[str] = []
@@ -146,6 +154,13 @@ class TrailBook:
                 yield group.mark, [tid for _t, tid in group.members]
 
     # internals
+
+    def _drop_trail(self, trail: Decimal) -> None:
+        left = self._trail_counts[trail] - 1
+        if left:
+            self._trail_counts[trail] = left
+        else:
+            del self._trail_counts[trail]
 
     def _activate(self, price: Decimal) -> None:
         end = self._pending.bisect_right((price, "\U0010ffff"))
@@ -187,8 +202,9 @@ class TrailBook:
             group = self._groups[gid]
             self._unindex(group)
             while group.members and group.level(group.members[0][0]) >= price:
-                _trail, tid = group.members.pop(0)
+                trail, tid = group.members.pop(0)
                 del self._trail[tid]
+                self._drop_trail(trail)
                 del self._where[tid]
                 fired.append((tid, group.mark))
             self._index(group)

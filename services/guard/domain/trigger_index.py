@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
+from common import bands
+from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
 from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec
 
@@ -94,6 +96,7 @@ class Engine:
         self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
         # Books whose trailing marks rose since take_dirty_marks: the flush visits only these.
         self._dirty_books: dict[int, SourceBook] = {}
+        self._band_dirty: set[str] = set()  # assets whose published band may have changed (take_band_changes)
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -124,20 +127,23 @@ class Engine:
         books = self._books.get(asset_id)
         if not books:
             return None
-        out = []
-        for source, book in books.items():
-            lo = book.sl[-1][0] if book.sl else None
-            hi = book.tp[0][0] if book.tp else None
-            inclusive = False  # a take-profit fires at its price
-            if book.trail is not None and len(book.trail):
-                t_lo, t_hi, t_inclusive = book.trail.band()
-                if t_lo is not None and (lo is None or t_lo > lo):
-                    lo = t_lo
-                if t_hi is not None and (hi is None or t_hi < hi):
-                    hi, inclusive = t_hi, t_inclusive
-            out.append((source, lo, hi, inclusive))
+        out = [(source, *source_band(book)) for source, book in books.items()]
         band = self._bands[asset_id] = tuple(out)
         return band
+
+    def published_band(self, asset_id: str) -> bands.AssetBand | None:
+        """The band ingest may filter the asset's ticks with (:mod:`~services.guard.domain.price_bands`); None
+        when the asset has no trigger."""
+        books = self._books.get(asset_id)
+        if not books:
+            return None
+        return published_band(books, asset_id in self._held)
+
+    def take_band_changes(self) -> set[str]:
+        """Assets whose triggers, marks or held set may have changed since the last call (their published band
+        is to be computed again)."""
+        out, self._band_dirty = self._band_dirty, set()
+        return out
 
     def stale_covered(self, asset_id: str, prices: Prices) -> bool:
         """True when a stale tick at ``prices`` would hold nothing new: each watched price lies within the
@@ -214,6 +220,7 @@ class Engine:
             spec = self._specs.get(tid)
             if spec is not None:
                 self._held.setdefault(spec.asset_id, set()).add(tid)
+                self._band_dirty.add(spec.asset_id)
 
     def remove(self, trigger_id: str) -> TriggerSpec | None:
         """Stop watching a trigger; returns it (with its mark) or None when unknown."""
@@ -248,7 +255,7 @@ class Engine:
         if crossed:
             crossed.sort(key=lambda c: (_KIND_ORDER[c[0].kind], c[0].id))
             self._settle(crossed, out)
-        held = self._held.pop(asset_id, None)
+        held = self._held.pop(asset_id, None)  # (the band is dirty already: _changed above)
         if held:
             out.released.extend(self._specs[t] for t in held if t in self._specs)
         self._prune(asset_id)
@@ -305,6 +312,7 @@ class Engine:
             for tid in book.peek(price):
                 if tid not in held:
                     held.add(tid)
+                    self._band_dirty.add(asset_id)
                     out.held.append(Held(self.get(tid) or self._specs[tid], price))
         if not held:
             del self._held[asset_id]
@@ -314,6 +322,7 @@ class Engine:
         """The asset's triggers or marks may have changed: its band and stale ranges are recomputed."""
         self._bands.pop(asset_id, None)
         self._stale_seen.pop(asset_id, None)
+        self._band_dirty.add(asset_id)
 
     def _book(self, spec: TriggerSpec) -> SourceBook:
         return self._books[spec.asset_id][spec.source]

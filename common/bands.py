@@ -1,0 +1,160 @@
+"""Price bands: guard tells ingest, per watched asset, the prices inside which no armed trigger can act, so ingest
+appends to the tick log only the ticks that may matter (pure: encoding, the inside check, the narrowing).
+
+Keys (written by guard, read by ingest):
+- ``tt:guard:bands`` HASH asset id → :func:`encode` of its :class:`AssetBand` (every asset with an armed trigger).
+- ``tt:guard:bands:meta`` STRING, JSON :class:`BandMeta` of the hash (expires: guard renews it every beat).
+- channel ``tt:guard:bands:changed``: a JSON :class:`BandMessage` per change (written in the same MULTI as the
+  hash and the meta, so the messages come in the order the hash changed) and one per beat (no bands).
+
+A band per price source of the asset's triggers: ``lo`` (a price at or below it may fire a stop), ``hi`` (a
+price above it, or equal to it unless ``hi_inclusive``, may fire a take-profit, activate a trailing stop or
+lift its high-water mark) and ``trail``, the smallest trail of its trailing stops, so that a reader that
+forwarded a price above ``hi`` can narrow the band to what guard's will be once it has seen that price
+(:func:`after_rise`). ``through_ns``: the ``received_time_ns`` of the last price tick guard had evaluated when it
+wrote the bands (a price tick forwarded later may still change them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NamedTuple
+
+import orjson
+
+from common.decimals import fmt, parse_decimal
+
+BANDS_KEY = "tt:guard:bands"
+BANDS_META_KEY = "tt:guard:bands:meta"
+BANDS_CHANNEL = "tt:guard:bands:changed"
+
+BEST_BID, MID, LAST_TRADE = 0, 1, 2  # a source's index among a tick's prices (best bid, mid, last trade)
+_ONE = Decimal(1)
+
+
+class SourceBand(NamedTuple):
+    """The band of one price source (None: unbounded; ``trail``: None without trailing stops)."""
+
+    source: int
+    lo: Decimal | None
+    hi: Decimal | None
+    hi_inclusive: bool
+    trail: Decimal | None = None
+
+
+class AssetBand(NamedTuple):
+    """An asset's bands; ``holds``: triggers crossed on a stale price are held, a fresh tick releases them."""
+
+    sources: tuple[SourceBand, ...]
+    holds: bool = False
+
+
+def outside(band: SourceBand, price: Decimal) -> int:
+    """-1 when ``price`` is at or below ``lo``, 1 when above ``hi`` (or at an exclusive ``hi``), else 0."""
+    lo, hi = band.lo, band.hi
+    if lo is not None and price <= lo:
+        return -1
+    if hi is not None and (price > hi or (price == hi and not band.hi_inclusive)):
+        return 1
+    return 0
+
+
+def after_rise(band: SourceBand, price: Decimal) -> SourceBand:
+    """The band once guard has seen a fresh ``price`` above it, or one narrower: take-profits at or below the
+    price fired (the band only widens), trailing stops activated or lifted to the price at most, so their stop
+    levels are at most ``price x (1 - trail)`` and their lowest mark at least ``price``. Unchanged when the
+    price is not above the band."""
+    if outside(band, price) <= 0:
+        return band
+    if band.trail is None:
+        return band
+    level = price * (_ONE - band.trail)  # the engine's stop level expression (services.guard.domain.trailing)
+    lo = level if band.lo is None or level > band.lo else band.lo
+    return band._replace(lo=lo, hi=price, hi_inclusive=True)
+
+
+def _num(value: Decimal | None) -> str:
+    return "" if value is None else fmt(value)
+
+
+def _dec(text: str) -> Decimal | None:
+    return None if text == "" else parse_decimal(text)
+
+
+def encode(band: AssetBand) -> str:
+    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail`` per source (empty: None)."""
+    parts = ["h" if band.holds else "-"]
+    for s in band.sources:
+        parts.append(f"{s.source},{_num(s.lo)},{_num(s.hi)},{1 if s.hi_inclusive else 0},{_num(s.trail)}")
+    return ";".join(parts)
+
+
+def decode(text: str) -> AssetBand:
+    """The band :func:`encode` wrote; raises ValueError on anything else."""
+    head, *rest = text.split(";")
+    if head not in ("h", "-"):
+        raise ValueError(f"band flags: {head!r}")
+    sources = []
+    for part in rest:
+        fields = part.split(",")
+        if len(fields) != 5 or fields[0] not in ("0", "1", "2") or fields[3] not in ("0", "1"):
+            raise ValueError(f"band source: {part!r}")
+        trail = _dec(fields[4])
+        if trail is not None and not 0 < trail < 1:
+            raise ValueError(f"band trail out of (0, 1): {part!r}")
+        sources.append(SourceBand(int(fields[0]), _dec(fields[1]), _dec(fields[2]), fields[3] == "1", trail))
+    return AssetBand(tuple(sources), head == "h")
+
+
+@dataclass(frozen=True, slots=True)
+class BandMeta:
+    """Which guard process wrote the hash (``epoch``), its last message (``seq``), ``through_ns`` (see the module
+    docstring) and ``lease_s``: how long bands stay trusted without a message from that guard."""
+
+    epoch: str
+    seq: int
+    through_ns: int
+    lease_s: float
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"epoch": self.epoch, "seq": self.seq, "through_ns": self.through_ns,
+                             "lease_s": self.lease_s})
+
+
+@dataclass(frozen=True, slots=True)
+class BandMessage:
+    """One ``tt:guard:bands:changed`` message: ``bands`` changed (asset → encoded band, "" = no trigger left);
+    ``reset``: the hash was rewritten (read it again)."""
+
+    meta: BandMeta
+    bands: dict[str, str]
+    reset: bool = False
+
+    def to_json(self) -> bytes:
+        m = self.meta
+        return orjson.dumps({"epoch": m.epoch, "seq": m.seq, "through_ns": m.through_ns, "lease_s": m.lease_s,
+                             "bands": self.bands, "reset": self.reset})
+
+
+def parse_meta(data: str | bytes | None) -> BandMeta | None:
+    """The meta key's value (None when absent or not understood)."""
+    if not data:
+        return None
+    try:
+        msg = orjson.loads(data)
+        return BandMeta(str(msg["epoch"]), int(msg["seq"]), int(msg["through_ns"]), float(msg["lease_s"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def parse_message(data: str | bytes) -> BandMessage | None:
+    """A channel message (None when not understood: the reader then reads the hash again)."""
+    meta = parse_meta(data)
+    if meta is None:
+        return None
+    msg = orjson.loads(data)
+    bands = msg.get("bands")
+    if not isinstance(bands, dict) or not all(isinstance(v, str) for v in bands.values()):
+        return None
+    return BandMessage(meta, bands, bool(msg.get("reset")))

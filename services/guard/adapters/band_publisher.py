@@ -1,0 +1,130 @@
+"""Publishes the engine's price bands for ingest (``common.bands``): the hash ``tt:guard:bands``, its meta and a
+message per change, in one MULTI each.
+
+The first write of a process (and the first after a failed write) rewrites the hash under a new epoch and asks
+readers to read it again; later writes carry the bands that changed. Every ``beat_s`` a write goes out whether
+or not a band changed: it renews the lease and tells ingest how far guard has read the tick log
+(``through_ns``), so ingest can drop what it narrowed on its own meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMessage, BandMeta, encode
+from services.guard.domain.price_bands import band_changes
+from services.guard.domain.trigger_index import Engine
+from services.guard.loops import reraise_if_cancelled
+
+log = logging.getLogger(__name__)
+_CHUNK = 1000
+OFF = b"off"  # published when bands are switched off: readers find no meta and forward every tick
+
+
+class BandPublisher:
+    """Keeps ``tt:guard:bands`` equal to the engine's published bands (a ``Kickable``: kicked on engine changes)."""
+
+    def __init__(self, redis: Any, engine: Callable[[], Engine], through_ns: Callable[[], int], *,
+                 beat_s: float = 1.0, lease_s: float = 5.0, min_interval_s: float = 0.002) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.through_ns = through_ns
+        self.beat_s = beat_s
+        self.lease_s = lease_s
+        self.min_interval_s = min_interval_s
+        self.epoch = secrets.token_hex(8)  # this process: a reader drops bands another process wrote
+        self.seq = 0
+        self.published: dict[str, str] | None = None  # None: the next write rewrites the hash
+        self.writes = 0
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Bands may have changed: write soon."""
+        self._wake.set()
+
+    async def step(self, *, beat: bool = True) -> int:
+        """Write what changed (everything on the first run); without ``beat``, nothing when nothing changed.
+        Returns the number of bands written."""
+        engine = self.engine()
+        self._pending |= engine.take_band_changes()
+        through = self.through_ns()  # the bands computed below reflect every tick evaluated so far
+        if self.published is None:
+            self._pending.clear()
+            wanted = {}
+            for asset_id in engine.assets():
+                band = engine.published_band(asset_id)
+                if band is not None:
+                    wanted[asset_id] = encode(band)
+            await self._write(wanted, through, reset=True)
+            self.published = wanted
+            return len(wanted)
+        changed = band_changes(self._pending, engine.published_band, self.published)
+        if not changed and not beat:
+            self._pending.clear()
+            return 0
+        try:
+            await self._write(changed, through)
+        except BaseException:
+            self.published = None  # not known whether it was applied: rewrite everything next time
+            raise
+        self._pending.clear()
+        for asset_id, text in changed.items():
+            if text:
+                self.published[asset_id] = text
+            else:
+                self.published.pop(asset_id, None)
+        return len(changed)
+
+    async def _write(self, bands: dict[str, str], through: int, *, reset: bool = False) -> None:
+        self.seq += 1
+        meta = BandMeta(self.epoch, self.seq, through, self.lease_s)
+        pipe = self.redis.pipeline(transaction=True)
+        if reset:
+            pipe.delete(BANDS_KEY)
+        items = [(a, t) for a, t in bands.items() if t]
+        for start in range(0, len(items), _CHUNK):
+            pipe.hset(BANDS_KEY, mapping=dict(items[start:start + _CHUNK]))
+        gone = [a for a, t in bands.items() if not t]
+        if gone:
+            pipe.hdel(BANDS_KEY, *gone)
+        pipe.set(BANDS_META_KEY, meta.to_json(), px=int(self.lease_s * 1000))
+        pipe.publish(BANDS_CHANNEL, BandMessage(meta, {} if reset else bands, reset).to_json())
+        await pipe.execute()
+        self.writes += 1
+
+    async def run(self) -> None:
+        """Write on kicks (at most every ``min_interval_s``) and every ``beat_s``, until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_beat - loop.time()))
+            self._wake.clear()
+            beat = loop.time() >= next_beat or self.published is None
+            try:
+                await self.step(beat=beat)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis outage: ingest's lease runs out, it forwards everything
+                reraise_if_cancelled()
+                log.warning("band publish failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(min(self.beat_s, 0.5))
+                continue
+            if beat:
+                next_beat = loop.time() + self.beat_s
+            if self.min_interval_s > 0:
+                await asyncio.sleep(self.min_interval_s)
+
+
+async def switch_off(redis: Any) -> None:
+    """Bands off (guard's setting): remove them, so ingest forwards every tick at once."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(BANDS_KEY, BANDS_META_KEY)
+    pipe.publish(BANDS_CHANNEL, OFF)
+    await pipe.execute()

@@ -1,0 +1,118 @@
+"""Guard's price bands followed into the tick gate: ``tt:guard:bands`` read whole at start and whenever a message
+asks for it, ``tt:guard:bands:changed`` applied as it comes (``common.bands``).
+
+The subscription comes first, then the read (the hash and its meta in one MULTI), so no change slips between
+them; messages already in the read are recognised by their sequence number. While the subscription is down the
+gate trusts no band: every tick goes out. After each change the books whose band changed are checked against it
+at once (``on_changed``), so a trigger armed on a price already past it does not wait for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, parse_message, parse_meta
+from common.cancel import reraise_if_cancelling
+from common.retry import Backoff
+from common.streams import PRICE_TICKS
+from services.ingest.tickgate import TickGate
+from tradingtools.market.v1 import market_pb2 as mpb
+
+log = logging.getLogger(__name__)
+
+
+class BandFeed:
+    """Keeps the gate's bands in line with guard's until cancelled."""
+
+    def __init__(self, redis: Any, gate: TickGate, on_changed: Callable[[list[str]], None], *,
+                 clock_ns: Callable[[], int] = time.time_ns, backoff: Backoff | None = None,
+                 poll_s: float = 1.0, stats_log_s: float = 60.0) -> None:
+        self.redis = redis
+        self.gate = gate
+        self.on_changed = on_changed
+        self.clock_ns = clock_ns
+        self.backoff = backoff or Backoff(0.2, 5.0)
+        self.poll_s = poll_s
+        self.stats_log_s = stats_log_s
+        self._next_log = time.monotonic() + stats_log_s
+        self.ready = asyncio.Event()  # set after the first read
+
+    async def load(self) -> None:
+        """Read every band and its meta (one MULTI) into the gate; check the books against them."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(BANDS_META_KEY)
+        pipe.hgetall(BANDS_KEY)
+        raw_meta, encoded = await pipe.execute()
+        changed = self.gate.load(parse_meta(raw_meta), encoded or {}, self.clock_ns())
+        if changed:
+            self.on_changed(changed)
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Follow the channel; on any failure trust no band, subscribe and read again."""
+        rng = random.Random()
+        attempt = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(BANDS_CHANNEL)
+                await self.load()
+                attempt = 0
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
+                    reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
+                    self._log_stats()
+                    if msg is None:
+                        continue
+                    parsed = parse_message(msg["data"])
+                    changed = self.gate.apply(parsed, self.clock_ns()) if parsed is not None else None
+                    if changed is None:
+                        await self.load()
+                    elif changed:
+                        self.on_changed(changed)
+            except asyncio.CancelledError:
+                self.gate.unguarded()
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: forward everything, resubscribe
+                reraise_if_cancelling()
+                self.gate.unguarded()
+                delay = self.backoff.delay(min(attempt, 8), rng.random())
+                attempt += 1
+                log.warning("band feed failed; every tick goes out meanwhile",
+                            extra={"error": repr(exc)[:300], "delay_s": delay})
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    await pubsub.aclose()
+
+
+    def _log_stats(self) -> None:
+        now = time.monotonic()
+        if now < self._next_log:
+            return
+        self._next_log = now + self.stats_log_s
+        gate = self.gate
+        log.info("tick gate", extra={**vars(gate.stats), "bands": len(gate.bands), "rises": len(gate._rises),
+                                     "trusted": gate.valid_until_ns > self.clock_ns(),
+                                     "epoch": gate.meta.epoch if gate.meta else ""})
+
+
+async def last_tick_stamp(redis: Any) -> int:
+    """``received_time_ns`` of the newest tick in the log (``redis``: a bytes-mode client; 0 when none): ticks
+    this process sends are stamped later, and bands are trusted only once guard has read past it (a previous
+    process's ticks may still move them)."""
+    rows = await redis.xrevrange(PRICE_TICKS, count=1)
+    for _entry_id, fields in rows or []:
+        payload = fields.get(b"p")
+        if isinstance(payload, bytes):
+            with contextlib.suppress(DecodeError):
+                return int(mpb.PriceTick.FromString(payload).received_time_ns)
+    return 0
