@@ -34,6 +34,7 @@ from common.config import SERVICE_PORTS, grpc_port, load_tokens
 from common.embedded import crash_restart_postgres, free_port_off, free_ports
 from common.grpcauth import GrpcSecurity
 from common.grpcclient import blocking_channel
+from common.metrics import metrics_port
 from tools import stack
 from tools.procs import is_alive
 from tools.simthread import SimPorts, SimThread
@@ -75,9 +76,15 @@ def isolated_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in src.items() if not k.startswith(ISOLATED_PREFIXES) and k not in ISOLATED_NAMES}
 
 
+def stack_port_keys() -> list[str]:
+    """The variables of every port the stack binds: Envoy's, each service's gRPC and metrics ports."""
+    return ["TT_GATEWAY_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS),
+            *(f"TT_{n.upper()}_METRICS_PORT" for n in SERVICE_PORTS)]
+
+
 def free_port_env() -> dict[str, str]:
     """Free ports for Envoy and every service (tests: never the fixed defaults)."""
-    keys = [*(f"TT_{name.upper()}_GRPC_PORT" for name in SERVICE_PORTS), "TT_GATEWAY_PORT"]
+    keys = stack_port_keys()
     return {key: str(port) for key, port in zip(keys, free_ports(len(keys)), strict=True)}
 
 
@@ -97,7 +104,7 @@ def _url_ports(env: Mapping[str, str]) -> set[int]:
 def _move_off(env: dict[str, str], taken: set[int]) -> None:
     """Give the stack fresh ports where one it was given is now the simulator's: a port picked free
     before the simulator bound its own (port 0) servers can be handed to one of them."""
-    keys = ["TT_GATEWAY_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
+    keys = stack_port_keys()
     avoid = set(taken) | {int(env[k]) for k in keys if env.get(k, "").isdigit()}  # nor another service's
     for key in keys:
         if key in env and int(env[key] or 0) in taken:
@@ -182,6 +189,10 @@ class Pipeline:
         """An HTTP client on Envoy carrying the bearer token."""
         return httpx.Client(base_url=self.gateway_url, timeout=timeout_s,
                             headers={"Authorization": f"Bearer {self.token}"})
+
+    def metrics_url(self, service: str) -> str:
+        """Where a service serves its Prometheus metrics."""
+        return f"http://127.0.0.1:{metrics_port(self.env, service)}/metrics"
 
     def grpc_target(self, service: str) -> str:
         """``127.0.0.1:<port>`` of a service."""

@@ -44,6 +44,7 @@
 | ``TT_EXECUTOR_GRACE_S`` | 5 | graceful-shutdown grace |
 | ``TT_EXECUTOR_LEASE_POLL_S`` | 0.5 | a standby (another executor holds the lease) tries to take it this often |
 | ``TT_EXECUTOR_LEASE_CHECK_S`` | 1 | the active executor checks its lease this often (exits when another took it) |
+| ``TT_EXECUTOR_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9163 | Prometheus ``/metrics`` (``common.metrics``) |
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 
 ROUTED_SOURCES = ("log", "router")
 
@@ -128,6 +130,7 @@ class Settings:
     grace_s: float
     lease_poll_s: float
     lease_check_s: float
+    metrics: MetricsSettings = METRICS_OFF
 
     @property
     def live_configured(self) -> bool:
@@ -197,4 +200,5 @@ class Settings:
             grace_s=env_float_seconds(env, "TT_EXECUTOR_GRACE_S", 5.0),
             lease_poll_s=env_float_seconds(env, "TT_EXECUTOR_LEASE_POLL_S", 0.5, minimum=0.01),
             lease_check_s=env_float_seconds(env, "TT_EXECUTOR_LEASE_CHECK_S", 1.0, minimum=0.01),
+            metrics=MetricsSettings.from_env(env, "executor"),
         )

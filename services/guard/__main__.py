@@ -32,7 +32,7 @@ def cli() -> int:
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
-    setup_telemetry("guard")
+    setup_telemetry("guard", settings.metrics)
     log.info("starting", extra={"settings": repr(settings)})
     run(lambda: main(settings))
     return 0

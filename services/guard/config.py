@@ -27,6 +27,7 @@
 | ``TT_GUARD_STREAM_MAXLEN`` | 1000000 | length cap of ``tt:stream:trigger_events`` |
 | ``TT_GUARD_STATS_LOG_S`` | 60 | period of the "guard stats" log line (counters, tick lag, fire stages) |
 | ``TT_GUARD_GRACE_S`` | 5 | graceful-shutdown grace |
+| ``TT_GUARD_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9164 | Prometheus ``/metrics`` (``common.metrics``) |
 | ``TT_GUARD_CRASH_AFTER`` | "" | test only: ``decision`` / ``submit`` exits the process (137) right after that step |
 """
 
@@ -46,6 +47,7 @@ from common.config import (
     grpc_target,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from services.guard.firing import CRASH_POINTS
 
@@ -82,6 +84,7 @@ class Settings:
     grace_s: float = 5.0
     stats_log_s: float = 60.0
     crash_after: str = ""
+    metrics: MetricsSettings = METRICS_OFF
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +134,7 @@ class Settings:
             grace_s=env_float_seconds(env, "TT_GUARD_GRACE_S", 5.0),
             stats_log_s=_positive(env, "TT_GUARD_STATS_LOG_S", 60.0),
             crash_after=crash,
+            metrics=MetricsSettings.from_env(env, "guard"),
         )
         if settings.fire_concurrency >= settings.db_pool_max:
             raise ConfigError("TT_GUARD_FIRE_CONCURRENCY must be < TT_GUARD_DB_POOL_MAX")

@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
         print(f"ingest: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging("ingest")
-    setup_telemetry("ingest")
+    setup_telemetry("ingest", settings.metrics)
     apply_migrations(storage.database_url.value)
     import uvloop
 

@@ -138,7 +138,7 @@ async def main() -> None:
     """Entry point: settings from the environment, serve until SIGTERM/SIGINT."""
     settings = Settings.from_env()
     setup_logging("router", settings.log_level)
-    setup_telemetry("router")
+    setup_telemetry("router", settings.metrics)
     await serve(settings, _tuned_until_terminated)
 
 

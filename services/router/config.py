@@ -31,6 +31,7 @@
 | ``TT_ROUTER_REDIS_TIMEOUT_S`` | 5 | connect and command timeout of the hot-path Redis connection |
 | ``TT_ROUTER_MAX_BATCH`` | 256 | most leader trades routed together |
 | ``TT_ROUTER_LOG_LEVEL`` | INFO | log level |
+| ``TT_ROUTER_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9162 | Prometheus ``/metrics`` (``common.metrics``) |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 
 
@@ -88,6 +90,7 @@ class Settings:
     max_batch: int = 256
     grpc_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    metrics: MetricsSettings = METRICS_OFF
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -129,4 +132,5 @@ class Settings:
             max_batch=env_int(env, "TT_ROUTER_MAX_BATCH", 256, minimum=1, maximum=10_000),
             grpc_host=grpc_host,
             log_level=env_str(env, "TT_ROUTER_LOG_LEVEL", "INFO").upper(),
+            metrics=MetricsSettings.from_env(env, "router"),
         )
