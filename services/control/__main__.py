@@ -34,7 +34,7 @@ def cli() -> int:
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
-    setup_telemetry("control")
+    setup_telemetry("control", settings.metrics)
     log.info("starting", extra={"settings": repr(settings)})
     run(lambda: main(settings))
     return 0

@@ -4,7 +4,8 @@
   (``applied`` false). A reading more than 5 minutes in the future is rejected.
 - ApplyPerfAction is idempotent by ``decisionId``: a replay changes nothing and returns ``applied`` false;
   the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE
-  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP); SCALE sets
+  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP) and raises a SUBSCRIPTION_PAUSED alert
+  (key ``loss_stop``); SCALE sets
   ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
 """
 
@@ -16,6 +17,7 @@ from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.alerts import AlertKind, raise_alert
 from common.decimals import fmt
 from services.control import audit, internal_repo, sub_repo
 from services.control import subscription_rules as rules
@@ -133,4 +135,10 @@ class InternalUseCases:
             await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
                               before=audit_subscription(current), after=audit_subscription(changed), at=now)
         await self.sync.subscription_changed(changed, version)
+        if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
+            raise_alert(AlertKind.SUBSCRIPTION_PAUSED, "loss_stop",
+                        f"subscription {sid} paused by its performance rules: {changed.paused_reason}",
+                        dedupe_id=f"perf_pause:{decision}", subscription_id=sid,
+                        follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,
+                        reason=changed.paused_reason)
         return cpb.ApplyPerfActionResponse(subscription=changed, applied=True)
