@@ -22,6 +22,7 @@ import enum
 import hashlib
 import hmac
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -147,12 +148,18 @@ class Outbox:
 OUTBOX = Outbox()
 
 
+def new_alert(kind: AlertKind, key: str, summary: str, *, dedupe_id: str = "",
+              severity: Severity = Severity.WARNING, service: str = "", **fields: object) -> Alert:
+    """An alert raised now; ``dedupe_id`` defaults to ``key`` and the time."""
+    at_ms = time.time_ns() // 1_000_000
+    return Alert(kind.value, key, dedupe_id or f"{key}:{at_ms}", severity.value, summary, at_ms, service,
+                 fields={k: str(v) for k, v in fields.items()})
+
+
 def raise_alert(kind: AlertKind, key: str, summary: str, *, dedupe_id: str = "",
                 severity: Severity = Severity.WARNING, outbox: Outbox | None = None, **fields: object) -> Alert:
     """Log an alert and hand it to the outbox (no I/O here). ``dedupe_id`` defaults to ``key`` and the time."""
-    at_ms = time.time_ns() // 1_000_000
-    alert = Alert(kind.value, key, dedupe_id or f"{key}:{at_ms}", severity.value, summary, at_ms,
-                  fields={k: str(v) for k, v in fields.items()})
+    alert = new_alert(kind, key, summary, dedupe_id=dedupe_id, severity=severity, **fields)
     log.log(_LOG_LEVEL[severity], "alert: %s", summary,
             extra={"alert": kind.value, "alert_key": key, "alert_id": alert.dedupe_id, **alert.fields})
     _RAISED.add(1, {"kind": kind.value})
@@ -174,6 +181,8 @@ class AlertPublisher:
 
     async def run(self) -> None:
         """Publish what is raised, as it is raised, until cancelled (what is left is tried once more)."""
+        for kind in AlertKind:  # every kind exported from the start
+            _RAISED.add(0, {"kind": kind.value})
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -234,6 +243,20 @@ def publish_now(redis_url: str, alert: Alert, *, timeout_s: float = 2.0) -> None
         client.xadd(ALERTS_STREAM, {FIELD: alert.to_json()}, maxlen=ALERTS_MAXLEN, approximate=True)
     finally:
         client.close()
+
+
+def publish_in_background(redis_url: Callable[[], str], alert: Alert) -> threading.Thread:
+    """:func:`publish_now` on a daemon thread (``redis_url()`` resolved there), so a blocking caller's loop
+    never waits on Redis; a failure is logged with the alert."""
+    def publish() -> None:
+        try:
+            publish_now(redis_url(), alert)
+        except Exception as exc:  # noqa: BLE001 - logged: the alert's text stays in the log
+            log.error("alert not published", extra={"alert_id": alert.dedupe_id, "error": repr(exc)[:300],
+                                                     "text": alert.text()})
+    thread = threading.Thread(target=publish, name="alert-publish", daemon=True)
+    thread.start()
+    return thread
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:

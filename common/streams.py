@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from common.grpcclient import MAX_MESSAGE_BYTES
 from common.livefeed import LiveFeed
@@ -74,6 +76,8 @@ class DurableLog:
         self._dead: set[str] = set()
         self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
         self._append_lock = asyncio.Lock()
+        self.appended = ""  # the newest entry this process appended (its end as this process knows it)
+        _LOGS.add(self)
 
     async def prime(self) -> None:
         """Let memory cover the log from its current end (no-op without ``live``)."""
@@ -87,6 +91,7 @@ class DurableLog:
 
     def published(self, cursor: str, payload: bytes) -> None:
         """Record an entry appended by a script of this process (in log order)."""
+        self.appended = cursor
         if self.live is not None:
             self.live.publish(cursor, payload)
 
@@ -103,6 +108,7 @@ class DurableLog:
             for payload in payloads:
                 pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await pipe.execute()]
+            self.appended = ids[-1]
             if self.live is not None:
                 for cursor, payload in zip(ids, payloads, strict=True):
                     self.live.publish(cursor, payload)
@@ -226,6 +232,37 @@ class DurableLog:
             if batch:
                 cursor = batch[-1][0]
                 yield batch
+
+
+_LOGS: weakref.WeakSet[DurableLog] = weakref.WeakSet()
+
+
+def stream_label(name: str) -> str:
+    """A log's metric label: ``tt:stream:leader_trades`` → ``leader_trades``."""
+    return name.removeprefix("tt:stream:")
+
+
+def cursor_seconds(cursor: str) -> float | None:
+    """The time (Unix seconds) in a stream entry id, None for anything else."""
+    ms = _entry_id(cursor)[0]
+    return ms / 1000 if ms >= 0 else None
+
+
+def _observe_ends(_options: CallbackOptions) -> Iterable[Observation]:
+    ends: dict[str, float] = {}
+    for log_ in list(_LOGS):
+        at = cursor_seconds(log_.appended) if log_.appended else None
+        if at is not None:
+            label = stream_label(log_.name)
+            ends[label] = max(at, ends.get(label, 0.0))
+    for label, at in ends.items():
+        yield Observation(at, {"stream": label})
+
+
+metrics.get_meter("tradingtools.streams").create_observable_gauge(
+    "stream.last_entry_time", callbacks=[_observe_ends], unit="s",
+    description="Time in the id of the newest entry this process appended to each log (its end); a consumer's "
+                "lag is this minus its consumer.position_time")
 
 
 def _entry_id(cursor: str) -> tuple[int, int]:

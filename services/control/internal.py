@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import metrics
 
 from common.alerts import AlertKind, raise_alert
 from common.decimals import fmt
@@ -32,6 +33,8 @@ from services.control.lifecycle import SubscriptionCommand, apply_subscription
 from tradingtools.control.v1 import control_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+_PERF_ACTIONS = metrics.get_meter("tradingtools.control").create_counter(
+    "control.perf_actions", description="Performance-rule actions applied (PAUSE: a loss-stop), by action")
 MAX_FUTURE = timedelta(minutes=5)
 DEFAULT_PERF_PAUSE_REASON = "PERF_LOSS_STOP"
 _MULTIPLIER = v.Range(Decimal(0), False, rules.MAX_PROFIT_SCALE, True)
@@ -57,6 +60,8 @@ class InternalUseCases:
         self.db = db
         self.sync = sync
         self.now = now
+        for name in ("PAUSE", "SCALE"):  # exported from the start: an alerting rule reads them
+            _PERF_ACTIONS.add(0, {"action": name})
 
     async def record_funding(self, req: cpb.RecordFundingRequest, caller: Caller) -> cpb.RecordFundingResponse:
         """Record a balance reading unless a newer one is on record."""
@@ -135,6 +140,7 @@ class InternalUseCases:
             await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
                               before=audit_subscription(current), after=audit_subscription(changed), at=now)
         await self.sync.subscription_changed(changed, version)
+        _PERF_ACTIONS.add(1, {"action": action})
         if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
             raise_alert(AlertKind.SUBSCRIPTION_PAUSED, "loss_stop",
                         f"subscription {sid} paused by its performance rules: {changed.paused_reason}",

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from common.alerts import AlertPublisher
 from common.config import ConfigError, StorageSettings
 from common.consumer import RedisCursorStore
 from common.grpcserver import dump_tasks
@@ -119,6 +120,9 @@ class Ingest:
         if s.clob_enabled:
             self.watch = WatchSet(self.redis_text, self.clob.set_assets, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)
+        self.metrics.observe_feeds({"rtds": lambda: self.rtds.last_data_wall_s if self.rtds.connections else 0.0,
+                                    "clob": lambda: self.clob.last_message_wall_s})
+        self.metrics.observe_books(lambda: list(self.books.books.values()))
         self.writer: TradeWriter | None = None
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -137,8 +141,8 @@ class Ingest:
         self.poller.activity = PgActivityStore(self.pool)
         self.resolutions.pool = self.market_checks.pool = self.pool
         await self.trades_log.prime()
-        self._spawn(self.index.run(), self.sink.run(), self.writer.run(), self.resolutions.run(),
-                    self.market_checks.run(), self.socket_resolutions.run())
+        self._spawn(AlertPublisher(self.redis, "ingest").run(), self.index.run(), self.sink.run(), self.writer.run(),
+                    self.resolutions.run(), self.market_checks.run(), self.socket_resolutions.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
         if s.poll_enabled:

@@ -29,7 +29,7 @@ from services.ingest.frames import decode, require_object
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection, lasted
+from services.ingest.wsconn import WsConnection, feed_stalled, lasted
 
 log = logging.getLogger(__name__)
 FEED = "clob"
@@ -198,6 +198,11 @@ class ClobFeed:
             attempt += 1
             await asyncio.sleep(delay)
 
+    @property
+    def last_message_wall_s(self) -> float:
+        """When the last message (or the handshake) arrived, Unix seconds (0 before the first connection)."""
+        return self._last_rx_ns / 1e9
+
     def _on_message(self, raw: str | bytes, recv_ns: int) -> None:
         """Every message, from inside the socket's read callback."""
         self._last_rx = time.monotonic()
@@ -235,5 +240,6 @@ class ClobFeed:
             if time.monotonic() - self._last_rx > self.stall_s:
                 self.metrics.stall(FEED)
                 log.warning("clob feed silent; reconnecting", extra={"silent_s": self.stall_s})
+                feed_stalled(FEED, self.stall_s, self.last_message_wall_s)
                 conn.abort()
                 return

@@ -33,7 +33,7 @@ from services.ingest.model import (
     TradeRefused,
 )
 from services.ingest.recorder import Recorder
-from services.ingest.wsconn import WsConnection, lasted
+from services.ingest.wsconn import WsConnection, feed_stalled, lasted
 
 log = logging.getLogger(__name__)
 FEED = "rtds"
@@ -193,5 +193,6 @@ class RtdsFeed:
             if time.monotonic() - self._last_data > self.stall_s:
                 self.metrics.stall(FEED)
                 log.warning("rtds stalled; reconnecting", extra={"silent_s": self.stall_s})
+                feed_stalled(FEED, self.stall_s, self.last_data_wall_s)
                 conn.abort()
                 return

@@ -22,6 +22,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from common.alerts import AlertKind, raise_alert
+
 OnMessage = Callable[[str | bytes, int], None]
 
 
@@ -31,6 +33,17 @@ def lasted(opened_at: float | None, at_least_s: float) -> bool:
     closed by the stall watchdog after exactly that long; growing the backoff there left the socket
     closed for up to the backoff's cap (30 s) at a time, and the trades of those windows were missed."""
     return opened_at is not None and time.monotonic() - opened_at >= at_least_s
+
+
+def feed_stalled(feed: str, stall_s: float, last_message_wall_s: float) -> None:
+    """The FEED_STALLED alert: ``feed`` sent nothing for ``stall_s`` with its socket open (the watchdog
+    reconnects it; the poller backfills the leader feed's gap)."""
+    now_ms = time.time_ns() // 1_000_000
+    last = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_message_wall_s)) if last_message_wall_s > 0
+            else "none since start")
+    raise_alert(AlertKind.FEED_STALLED, f"feed_stalled:{feed}",
+                f"{feed} feed silent for {stall_s:g}s with its socket open; reconnecting",
+                dedupe_id=f"feed_stalled:{feed}:{now_ms}", feed=feed, stall_s=f"{stall_s:g}", last_message=last)
 
 
 class _Protocol(asyncio.Protocol):
