@@ -149,17 +149,18 @@ OUTBOX = Outbox()
 
 
 def new_alert(kind: AlertKind, key: str, summary: str, *, dedupe_id: str = "",
-              severity: Severity = Severity.WARNING, service: str = "", **fields: object) -> Alert:
+              severity: Severity = Severity.WARNING, service: str = "",
+              fields: Mapping[str, object] | None = None) -> Alert:
     """An alert raised now; ``dedupe_id`` defaults to ``key`` and the time."""
     at_ms = time.time_ns() // 1_000_000
     return Alert(kind.value, key, dedupe_id or f"{key}:{at_ms}", severity.value, summary, at_ms, service,
-                 fields={k: str(v) for k, v in fields.items()})
+                 fields={k: str(v) for k, v in (fields or {}).items()})
 
 
 def raise_alert(kind: AlertKind, key: str, summary: str, *, dedupe_id: str = "",
                 severity: Severity = Severity.WARNING, outbox: Outbox | None = None, **fields: object) -> Alert:
     """Log an alert and hand it to the outbox (no I/O here). ``dedupe_id`` defaults to ``key`` and the time."""
-    alert = new_alert(kind, key, summary, dedupe_id=dedupe_id, severity=severity, **fields)
+    alert = new_alert(kind, key, summary, dedupe_id=dedupe_id, severity=severity, fields=fields)
     log.log(_LOG_LEVEL[severity], "alert: %s", summary,
             extra={"alert": kind.value, "alert_key": key, "alert_id": alert.dedupe_id, **alert.fields})
     _RAISED.add(1, {"kind": kind.value})

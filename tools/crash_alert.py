@@ -13,8 +13,9 @@ def crash_loop_alert(program: str, code: int, fast_crashes: int) -> None:
     """Publish the alert to ``tt:stream:alerts`` from a thread (control delivers it); the supervisor goes on."""
     alert = new_alert(AlertKind.SERVICE_CRASH_LOOP, f"crash_loop:{program}",
                       f"{program} crashed {fast_crashes} times in a row; the supervisor gave up on it",
-                      severity=Severity.CRITICAL, service="supervisor", program=program, exit_code=code,
-                      fast_crashes=fast_crashes, host=socket.gethostname())
+                      severity=Severity.CRITICAL, service="supervisor",
+                      fields={"program": program, "exit_code": code, "fast_crashes": fast_crashes,
+                              "host": socket.gethostname()})
     publish_in_background(_redis_url, alert)
 
 
