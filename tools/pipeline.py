@@ -5,9 +5,10 @@ API fake on a background loop (:mod:`tools.simthread`), then brings the stack up
 ``make up`` does (:func:`tools.stack.up`: storage, migrations, Envoy config, the detached
 supervisor running control, ingest, router, executor, guard and Envoy) with ``TT_RTDS_URL``,
 ``TT_CLOB_WS_URL``, ``TT_CLOB_API_URL``, ``TT_DATA_API_URL``, ``TT_INSIDERS_API_URL`` /
-``TT_INSIDERS_API_TOKEN`` pointing at the simulator and the stack's own simulator off. The demo
-and the end-to-end tests script the simulator through ``pipeline.sim`` and reach the stack through
-``pipeline.rest()`` (Envoy) and ``pipeline.channel(service)`` (gRPC).
+``TT_INSIDERS_API_TOKEN`` pointing at the simulator, ``TT_ALERT_WEBHOOK_URL`` / ``_SECRET`` at its webhook
+receiver (unless set) and the stack's own simulator off. The demo and the end-to-end tests script the
+simulator through ``pipeline.sim`` and reach the stack through ``pipeline.rest()`` (Envoy) and
+``pipeline.channel(service)`` (gRPC).
 
 Processes can be killed (``kill``) and the supervisor restarts them; ``once_env`` arms variables for
 the next start of one program only (e.g. ``TT_GUARD_CRASH_AFTER``). The embedded storage (a stack started
@@ -59,6 +60,8 @@ HARNESS_TUNING: dict[str, str] = {
     "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
     "TT_STACK_STOP_GRACE_S": "5",
     "TT_STACK_READY_TIMEOUT_S": "90",
+    "TT_ALERT_RETRY_BASE_S": "0.2",  # webhook retries (1 s doubling to 60 s in production)
+    "TT_ALERT_RETRY_CAP_S": "2",
 }
 
 FREE_PORTS = SimPorts()
@@ -141,7 +144,9 @@ class Pipeline:
         token = full.get("TT_INSIDERS_API_TOKEN", "").strip() or "sim-" + os.urandom(12).hex()
         sim = SimThread(seed=seed, ports=sim_ports, insiders_token=token).start()
         full.update(sim.env())
-        _move_off(full, _url_ports(sim.env()))
+        for key, value in sim.webhook_env().items():  # the engine's alerts reach the local receiver unless set
+            full.setdefault(key, value)
+        _move_off(full, _url_ports({**sim.env(), **sim.webhook_env()}))
         pipeline = cls(run_dir.resolve(), full, sim, out)
         try:
             if stack.supervisor_alive(read_state(pipeline.paths.run)):
