@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -76,8 +75,6 @@ class DurableLog:
         self._dead: set[str] = set()
         self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
         self._append_lock = asyncio.Lock()
-        self.appended = ""  # the newest entry this process appended (its end as this process knows it)
-        _LOGS.add(self)
 
     async def prime(self) -> None:
         """Let memory cover the log from its current end (no-op without ``live``)."""
@@ -91,7 +88,7 @@ class DurableLog:
 
     def published(self, cursor: str, payload: bytes) -> None:
         """Record an entry appended by a script of this process (in log order)."""
-        self.appended = cursor
+        _ENDS[self.name] = cursor
         if self.live is not None:
             self.live.publish(cursor, payload)
 
@@ -108,7 +105,7 @@ class DurableLog:
             for payload in payloads:
                 pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await pipe.execute()]
-            self.appended = ids[-1]
+            _ENDS[self.name] = ids[-1]
             if self.live is not None:
                 for cursor, payload in zip(ids, payloads, strict=True):
                     self.live.publish(cursor, payload)
@@ -234,7 +231,12 @@ class DurableLog:
                 yield batch
 
 
-_LOGS: weakref.WeakSet[DurableLog] = weakref.WeakSet()
+_ENDS: dict[str, str] = {}  # log → the newest entry this process appended (its end, as this process knows it)
+
+
+def note_appended(name: str, cursor: str) -> None:
+    """Record an entry appended to log ``name`` by other means than a :class:`DurableLog` (a script)."""
+    _ENDS[name] = cursor
 
 
 def stream_label(name: str) -> str:
@@ -249,14 +251,10 @@ def cursor_seconds(cursor: str) -> float | None:
 
 
 def _observe_ends(_options: CallbackOptions) -> Iterable[Observation]:
-    ends: dict[str, float] = {}
-    for log_ in list(_LOGS):
-        at = cursor_seconds(log_.appended) if log_.appended else None
+    for name, cursor in list(_ENDS.items()):
+        at = cursor_seconds(cursor)
         if at is not None:
-            label = stream_label(log_.name)
-            ends[label] = max(at, ends.get(label, 0.0))
-    for label, at in ends.items():
-        yield Observation(at, {"stream": label})
+            yield Observation(at, {"stream": stream_label(name)})
 
 
 metrics.get_meter("tradingtools.streams").create_observable_gauge(

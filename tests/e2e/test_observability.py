@@ -182,4 +182,5 @@ def test_every_metric_of_the_dashboard_and_the_rules_is_scraped(stack: Pipeline,
     ends = {labels["stream"]: v for labels, v in samples["stream_last_entry_time_seconds"]}
     [router] = [v for labels, v in samples["consumer_position_time_seconds"] if labels["consumer"] == "router"]
     assert 0 <= ends["leader_trades"] - router < 60  # the router's lag behind ingest's log
+    assert {"leader_trades", "routed_trades", "order_events", "price_ticks"} <= ends.keys()
     assert {labels["component"] for labels, _ in samples["process_resident_memory_bytes"]} == set(SERVICES)

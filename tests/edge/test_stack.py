@@ -133,7 +133,8 @@ def _stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return _clean_env(
         TT_RUN_DIR=str(tmp_path / "run"), TT_STACK_SERVICES="control", TT_STACK_SIMULATOR="0",
         TT_GATEWAY_PORT=str(free_port()),
-        TT_CONTROL_GRPC_PORT=str(free_port()), TT_STACK_READY_TIMEOUT_S="30", **extra,
+        TT_CONTROL_GRPC_PORT=str(free_port()), TT_CONTROL_METRICS_PORT=str(free_port()),
+        TT_STACK_READY_TIMEOUT_S="30", **extra,
     )
 
 
