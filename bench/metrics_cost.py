@@ -11,7 +11,9 @@ per trade of each service. The phases alternate so that the machine's drift (oth
 on both (each phase also waits, up to a minute, for the host's load average to drop under ``--max-load``); the
 summary compares the medians over the rounds. Target: at most 5 % more on p50 and on the services' CPU per trade.
 At the end, each service's CPU per scrape is measured alone (``--scrapes`` back to back), the part of the cost
-that does not depend on the traffic.
+that does not depend on the traffic; and, in this process, the recording a trade costs on its way (the router's
+instruments, ingest's feed-lag histogram, the executor's journal observer for its two events) with a meter
+provider without and with the Prometheus reader: the part that does, free of the host's noise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import httpx
 from bench import save_results
 from bench._pipeline_harness import Bench
 from bench.pipeline import scenario_a, start_pipeline
+from common.metrics import prometheus_reader
 from tools.pipeline import Pipeline
 
 SERVICES = ("control", "ingest", "router", "executor", "guard")
@@ -110,6 +113,52 @@ def scrape_cost(b: Bench, n: int) -> dict[str, float]:
     return {name: round(cpu[name] * 1000 / n, 2) for name in SERVICES}
 
 
+def instrument_cost(n: int) -> dict[str, float]:
+    """µs of recording per copied trade (router, ingest's lag, the executor's observer of a PLACED and a FILLED
+    event), without and with the Prometheus reader; the best of three runs of ``n`` each."""
+    from decimal import Decimal
+
+    from opentelemetry.sdk.metrics import Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    from common.metrics import LATENCY_BOUNDS_MS
+    from services.executor.lifecycle import OrderLife, State
+    from services.executor.metrics import ExecutorMetrics
+    from services.executor.model import INSIDERS, Booking, Ticket
+    from services.executor.store import Change
+    from services.ingest.metrics import IngestMetrics
+    from services.router.metrics import RouterMetrics
+    from tradingtools.execution.v1 import execution_pb2 as epb
+
+    now = time.time_ns()
+    order = epb.Order(client_order_id="co", origin=epb.ORDER_ORIGIN_COPY, received_time_ns=now, routed_time_ns=now)
+    ticket = Ticket(order, INSIDERS, None, now, post_sent_ns=now + 2_000_000)
+    placed = Change(ticket, OrderLife("co", State.PLACED), epb.OrderEvent(type=epb.ORDER_EVENT_TYPE_PLACED))
+    filled = Change(ticket, OrderLife("co", State.FILLED), epb.OrderEvent(type=epb.ORDER_EVENT_TYPE_FILLED,
+                                                                           received_time_ns=now + 9_000_000),
+                    Booking("f", Decimal(1), Decimal(1), Decimal(1), Decimal(0), True, 0))
+    out: dict[str, float] = {}
+    for label, readers in (("off", []), ("on", [prometheus_reader("bench")[0]])):
+        provider = MeterProvider(metric_readers=readers, views=[View(
+            instrument_type=Histogram, instrument_unit="ms",
+            aggregation=ExplicitBucketHistogramAggregation(LATENCY_BOUNDS_MS))])
+        meter = provider.get_meter("bench")
+        router, ingest, executor = RouterMetrics(meter), IngestMetrics(meter), ExecutorMetrics(meter)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(n):
+                ingest.lag("RTDS_TRADES", 80.0)
+                router.batch(1)
+                router.routed(1, [], 0.4, 1.2)
+                executor.observe([placed])
+                executor.observe([filled])
+            best = min(best, (time.perf_counter() - started) / n * 1e6)
+        out[label] = round(best, 2)
+        provider.shutdown()
+    return out
+
+
 def phase(b: Bench, metrics_on: bool, args: argparse.Namespace) -> dict[str, Any]:
     """One scenario (a) with the metrics on or off."""
     restart_services(b.p, metrics_on)
@@ -178,14 +227,20 @@ def main(argv: list[str]) -> int:
             per_scrape = scrape_cost(b, args.scrapes)
         finally:
             p.stop(quiet=True)
+    recording = instrument_cost(20_000)
     result = {"rate_per_s": args.rate, "duration_s": args.duration, "scrape_s": args.scrape_s, "rounds": rounds,
-              "summary": summary(rounds), "target_overhead_pct": TARGET_PCT, "cpu_ms_per_scrape": per_scrape}
+              "summary": summary(rounds), "target_overhead_pct": TARGET_PCT, "cpu_ms_per_scrape": per_scrape,
+              "recording_us_per_trade": recording}
     s = result["summary"]
     for key in ("p50_ms", "p99_ms", "services_cpu_ms_per_trade"):
         print(f"{key:28} off {s[key]['off']:>8}   on {s[key]['on']:>8}   overhead {s[key]['overhead_pct']} %")
     print(f"within the {TARGET_PCT:g} % target (p50 and CPU per trade): {s['within_target']}", flush=True)
     print(f"CPU ms per scrape: {per_scrape} (every 15 s at {args.rate:g} trades/s: "
           f"{sum(per_scrape.values()) / (15 * args.rate):.4f} ms per trade)", flush=True)
+    off_cpu = s["services_cpu_ms_per_trade"]["off"]
+    print(f"recording per copied trade, µs: {recording} (the reader adds {recording['on'] - recording['off']:.1f} µs"
+          + (f" = {(recording['on'] - recording['off']) / 10 / off_cpu:.2f} % of the services' CPU per trade"
+             if off_cpu else "") + ")", flush=True)
     if not args.no_save:
         print(f"saved {save_results('metrics_cost', result)}", flush=True)
     return 0

@@ -3,9 +3,10 @@ rate-limited per key.
 
 Why here: control runs in every deployment, is off the copy path and holds Redis already. Its replicas share the
 work through the consumer group ``deliverers``: each alert goes to one replica, which acknowledges it once the
-webhook took it (2xx) or refused it for good (a 4xx, :data:`MAX_REFUSALS` times). What a replica took and never
-acknowledged (it died) is taken over by another after ``claim_idle_s``, and by itself when it starts again. While
-the webhook is down the oldest alert is retried with backoff and the others wait behind it in the stream; an
+webhook took it (2xx) or refused it for good (a 4xx, :data:`MAX_REFUSALS` times). A replica holds one alert at a
+time and claims it again while it retries (at least every third of ``claim_idle_s``); what a replica took and
+never acknowledged (it died) is taken over by another after ``claim_idle_s``, and by itself when it starts again.
+While the webhook is down the oldest alert is retried with backoff and the others wait behind it in the stream; an
 alert older than ``retention_s`` is no longer sent (the stream is trimmed to that age): how long the webhook may
 be down without losing one.
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "deliverers"
 MAX_REFUSALS = 5  # a 4xx other than 408/429 this many times: the alert is given up (logged)
-READ_COUNT = 50
+READ_COUNT = 1  # one alert in hand at a time: what waits in the stream is free for another replica
 BLOCK_MS = 1000
 TRIM_INTERVAL_S = 60.0
 
@@ -259,7 +260,19 @@ class AlertDeliverer:
             attempt += 1
             log.warning("alert webhook failed; retrying", extra={"alert_id": alert.dedupe_id, "detail": answer.detail,
                                                                  "attempt": attempt, "delay_s": round(delay, 2)})
-            await asyncio.sleep(delay)
+            await self._hold(entry_id, delay)
+
+    async def _hold(self, entry_id: str, delay_s: float) -> None:
+        """Wait ``delay_s``, claiming the entry again every third of ``claim_idle_s`` meanwhile: a replica that
+        is alive keeps the alert it retries (no other sends it too once the webhook is back)."""
+        step = self.settings.claim_idle_s / 3
+        end = time.monotonic() + delay_s
+        while True:
+            await self.redis.xclaim(ALERTS_STREAM, GROUP, self.settings.consumer, 0, [entry_id], justid=True)
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, step))
 
     def _expired(self, alert: Alert) -> bool:
         return self.clock_ms() - alert.at_ms > self.settings.retention_s * 1000
