@@ -11,18 +11,21 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import PoolTimeout
 
 from common.retry import Backoff
-from common.streams import START_NEW
+from common.streams import START_NEW, cursor_seconds, stream_label
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,9 @@ class ResumableConsumer(Generic[T]):
     one). A batch that raises is handled again item by item through ``handle``, with the retries and
     dead-lettering above, so ``handle_batch`` must leave things such that re-handling its items one
     by one is correct (it must anyway: a crash redelivers them).
+
+    ``stream`` names the log read (``tt:stream:...``) for the metrics: ``consumer.position_time`` (the time in
+    the id of the last item handled) against the log's ``stream.last_entry_time`` is the consumer's lag.
     """
 
     def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
@@ -115,7 +121,7 @@ class ResumableConsumer(Generic[T]):
                  rng: random.Random | None = None, save_interval_s: float = 0.02,
                  handle_batch: Callable[[list[T]], Awaitable[None]] | None = None,
                  max_batch: int = 256,
-                 transient: Callable[[BaseException], bool] = storage_unavailable) -> None:
+                 transient: Callable[[BaseException], bool] = storage_unavailable, stream: str = "") -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.name = name
@@ -136,6 +142,9 @@ class ResumableConsumer(Generic[T]):
         self._pending: str | None = None
         self._saved: str | None = None
         self._dirty = asyncio.Event()
+        self.stream = stream
+        self.resumed_from = ""  # the cursor of the last (re)connect
+        _CONSUMERS.add(self)
 
     async def run(self) -> None:
         """Run until cancelled (the last handled cursor is saved on the way out)."""
@@ -154,6 +163,7 @@ class ResumableConsumer(Generic[T]):
         self._attempt = 0
         while True:
             cursor = self._pending if self._pending is not None else await self._saved_cursor()
+            self.resumed_from = cursor
             try:
                 if self.handle_batch is not None:
                     await self._consume_batches(cursor)
@@ -309,6 +319,33 @@ class ResumableConsumer(Generic[T]):
                 log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
         raise RuntimeError(f"consumer {self.name}: cannot save cursor")
+
+
+_CONSUMERS: weakref.WeakSet[ResumableConsumer[Any]] = weakref.WeakSet()
+
+
+def _observe(value: Callable[[ResumableConsumer[Any]], float | None]
+             ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        for consumer in list(_CONSUMERS):
+            v = value(consumer)
+            if v is not None:
+                yield Observation(v, {"consumer": consumer.name, "stream": stream_label(consumer.stream)})
+    return observe
+
+
+_meter = metrics.get_meter("tradingtools.consumers")
+_meter.create_observable_gauge(
+    "consumer.position_time", unit="s", description="Time in the id of the last item handled (or resumed from)",
+    callbacks=[_observe(lambda c: cursor_seconds(c.stats.last_cursor or c.resumed_from))])
+_meter.create_observable_counter("consumer.handled", description="Items handled",
+                                 callbacks=[_observe(lambda c: c.stats.handled)])
+_meter.create_observable_counter("consumer.reconnects", description="Upstream streams reopened",
+                                 callbacks=[_observe(lambda c: c.stats.reconnects)])
+_meter.create_observable_counter("consumer.dead_letters", description="Items set aside after failing",
+                                 callbacks=[_observe(lambda c: c.stats.dead_lettered)])
+_meter.create_observable_gauge("consumer.connected", description="1 while the upstream stream is open",
+                               callbacks=[_observe(lambda c: 1.0 if c.stats.connected else 0.0)])
 
 
 def _raise_if_cancelling(exc: BaseException | None = None) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
+from common.alerts import AlertKind, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
 from common.wsconn import WsConnection
@@ -52,6 +53,17 @@ def lasted(opened_at: float | None, at_least_s: float) -> bool:
     closed by the stall watchdog after exactly that long; growing the backoff there left the socket
     closed for up to the backoff's cap (30 s) at a time, and the trades of those windows were missed."""
     return opened_at is not None and time.monotonic() - opened_at >= at_least_s
+
+
+def feed_stalled(feed: str, stall_s: float, last_data_wall_s: float) -> None:
+    """The FEED_STALLED alert: ``feed`` sent nothing for ``stall_s`` with its socket open (the watchdog
+    reconnects it; the poller backfills the leader feed's gap)."""
+    now_ms = time.time_ns() // 1_000_000
+    last = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_data_wall_s)) if last_data_wall_s > 0
+            else "none since start")
+    raise_alert(AlertKind.FEED_STALLED, f"feed_stalled:{feed}",
+                f"{feed} feed silent for {stall_s:g}s with its socket open; reconnecting",
+                dedupe_id=f"feed_stalled:{feed}:{now_ms}", feed=feed, stall_s=f"{stall_s:g}", last_message=last)
 
 
 def _nothing() -> None:
@@ -164,5 +176,6 @@ class FeedSession:
             if time.monotonic() - self.last_alive > self.stall_s:
                 self.metrics.stall(self.feed)
                 self.log.warning(self.stall_log, extra={"silent_s": self.stall_s})
+                feed_stalled(self.feed, self.stall_s, self.last_data_ns / 1e9)
                 conn.abort()
                 return

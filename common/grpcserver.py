@@ -161,7 +161,7 @@ def service_cli(service: str, load: Callable[[], S], main: Callable[[S], Corouti
     except ConfigError as exc:
         service_log.error("invalid configuration: %s", exc)
         return 2
-    setup_telemetry(service)
+    setup_telemetry(service, getattr(settings, "metrics", None))
     service_log.info("starting", extra={"settings": repr(settings)})
     run(lambda: main(settings))
     return 0

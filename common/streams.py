@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from common.grpcclient import MAX_MESSAGE_BYTES
 from common.livefeed import LiveFeed
@@ -87,6 +88,7 @@ class DurableLog:
 
     def published(self, cursor: str, payload: bytes) -> None:
         """Record an entry appended by a script of this process (in log order)."""
+        _ENDS[self.name] = cursor
         if self.live is not None:
             self.live.publish(cursor, payload)
 
@@ -103,6 +105,7 @@ class DurableLog:
             for payload in payloads:
                 pipe.xadd(self.name, {b"p": payload}, maxlen=self.maxlen, approximate=True)
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await pipe.execute()]
+            _ENDS[self.name] = ids[-1]
             if self.live is not None:
                 for cursor, payload in zip(ids, payloads, strict=True):
                     self.live.publish(cursor, payload)
@@ -226,6 +229,38 @@ class DurableLog:
             if batch:
                 cursor = batch[-1][0]
                 yield batch
+
+
+_ENDS: dict[str, str] = {}  # log → the newest entry this process appended (its end, as this process knows it)
+
+
+def note_appended(name: str, cursor: str) -> None:
+    """Record an entry appended to log ``name`` by other means than a :class:`DurableLog` (a script)."""
+    _ENDS[name] = cursor
+
+
+def stream_label(name: str) -> str:
+    """A log's metric label: ``tt:stream:leader_trades`` → ``leader_trades``."""
+    return name.removeprefix("tt:stream:")
+
+
+def cursor_seconds(cursor: str) -> float | None:
+    """The time (Unix seconds) in a stream entry id, None for anything else."""
+    ms = _entry_id(cursor)[0]
+    return ms / 1000 if ms >= 0 else None
+
+
+def _observe_ends(_options: CallbackOptions) -> Iterable[Observation]:
+    for name, cursor in list(_ENDS.items()):
+        at = cursor_seconds(cursor)
+        if at is not None:
+            yield Observation(at, {"stream": stream_label(name)})
+
+
+metrics.get_meter("tradingtools.streams").create_observable_gauge(
+    "stream.last_entry_time", callbacks=[_observe_ends], unit="s",
+    description="Time in the id of the newest entry this process appended to each log (its end); a consumer's "
+                "lag is this minus its consumer.position_time")
 
 
 def _entry_id(cursor: str) -> tuple[int, int]:

@@ -8,10 +8,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from common.metrics import COMPONENT_LABEL, LATENCY_BOUNDS_MS, MetricsEndpoint, MetricsSettings
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
@@ -23,13 +26,15 @@ def tracing_enabled() -> bool:
     return _exporting
 
 
-def setup_telemetry(service: str) -> None:
-    """Install tracer and meter providers; export over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+def setup_telemetry(service: str, metrics_settings: MetricsSettings | None = None) -> MetricsEndpoint | None:
+    """Install tracer and meter providers; export over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and
+    serve the metrics at ``/metrics`` when ``metrics_settings`` is enabled (:mod:`common.metrics`): returns
+    that endpoint (None when off or already set up)."""
     global _configured, _exporting
     if _configured:
-        return
+        return None
     _configured = True
-    resource = Resource.create({"service.name": f"tradingtools-{service}"})
+    resource = Resource.create({"service.name": f"tradingtools-{service}", COMPONENT_LABEL: service})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[Any] = []
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -41,8 +46,21 @@ def setup_telemetry(service: str) -> None:
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _exporting = True
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    registry = None
+    if metrics_settings is not None and metrics_settings.enabled:
+        from common.metrics import prometheus_reader
+
+        reader, registry = prometheus_reader(service)
+        readers.append(reader)
     trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, views=[
+        View(instrument_type=Histogram, instrument_unit="ms",
+             aggregation=ExplicitBucketHistogramAggregation(LATENCY_BOUNDS_MS))]))
+    if registry is None or metrics_settings is None:
+        return None
+    from common.metrics import serve
+
+    return serve(registry, metrics_settings, service)
 
 
 def new_traceparent() -> str:

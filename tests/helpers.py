@@ -137,3 +137,17 @@ async def rpc_code(call: Any, timeout_s: float = 10.0) -> Any:
     finally:
         call.cancel()
     return grpc.StatusCode.OK
+
+
+def alerts_raised(redis_url: str, kind: str = "") -> list[Any]:
+    """The alerts in ``tt:stream:alerts`` (of ``kind`` when given), oldest first."""
+    import redis
+
+    from common.alerts import ALERTS_STREAM, Alert
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        found = [Alert.from_json(fields[b"a"]) for _id, fields in client.xrange(ALERTS_STREAM)]
+    finally:
+        client.close()
+    return [a for a in found if not kind or a.kind == kind]

@@ -8,6 +8,8 @@
 4. Positions (:mod:`tools.demo_positions`): markets resolve (winners redeemed and confirmed, losers closed at
    $0, a freed cap lets the next copy through), and a sell made in the trading terminal is reconciled before
    the leader's exit is mirrored.
+5. Operate it (:mod:`tools.demo_operate`): where each service's Prometheus metrics are, and the alert the
+   5xx storm of part 2 delivered to a local webhook receiver (the circuit breaker opening), signature checked.
 
 The simulator runs in this process (:mod:`tools.pipeline`) on its fixed ports (``TT_SIM_*_PORT``)
 and the stack runs under its supervisor as ``make up`` would start it. Any unexpected answer or
@@ -116,7 +118,7 @@ def _walk(environ: Mapping[str, str], say: Printer) -> int:
 
 
 def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
-    from tools import demo_copy, demo_guard, demo_positions, demo_report
+    from tools import demo_copy, demo_guard, demo_operate, demo_positions, demo_report
     from tools.demo_checks import check_copy_flow
     from tools.pipeline import Pipeline, PipelineError
 
@@ -152,6 +154,8 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
                 section(say, "   Cleanup: the demo's subscriptions stopped (KEEP=1 leaves them)")
                 for sub_id in world.subs.values():
                     walker.call("DELETE", f"/subscriptions/{sub_id}", 200, body_line=False)
+            section(say, "5. Operate it: metrics and alerts")
+            demo_operate.show(pipeline, say)
         say(f"\nDemo passed in {time.monotonic() - started:.0f}s: {walker.calls} REST calls answered as the "
             "contract says and every copy, skip and exit checked.")
         code = 0

@@ -5,9 +5,10 @@ API fake on a background loop (:mod:`tools.simthread`), then brings the stack up
 ``make up`` does (:func:`tools.stack.up`: storage, migrations, Envoy config, the detached
 supervisor running control, ingest, router, executor, guard and Envoy) with ``TT_RTDS_URL``,
 ``TT_CLOB_WS_URL``, ``TT_CLOB_API_URL``, ``TT_DATA_API_URL``, ``TT_INSIDERS_API_URL`` /
-``TT_INSIDERS_API_TOKEN`` pointing at the simulator and the stack's own simulator off. The demo
-and the end-to-end tests script the simulator through ``pipeline.sim`` and reach the stack through
-``pipeline.rest()`` (Envoy) and ``pipeline.channel(service)`` (gRPC).
+``TT_INSIDERS_API_TOKEN`` pointing at the simulator, ``TT_ALERT_WEBHOOK_URL`` / ``_SECRET`` at its webhook
+receiver (unless set) and the stack's own simulator off. The demo and the end-to-end tests script the
+simulator through ``pipeline.sim`` and reach the stack through ``pipeline.rest()`` (Envoy) and
+``pipeline.channel(service)`` (gRPC).
 
 Processes can be killed (``kill``) and the supervisor restarts them; ``once_env`` arms variables for
 the next start of one program only (e.g. ``TT_GUARD_CRASH_AFTER``). The embedded storage (a stack started
@@ -34,6 +35,7 @@ from common.config import SERVICE_PORTS, grpc_port, load_tokens
 from common.embedded import crash_restart_postgres, free_port_off, free_ports
 from common.grpcauth import GrpcSecurity
 from common.grpcclient import blocking_channel
+from common.metrics import metrics_port
 from tools import stack
 from tools.procs import is_alive
 from tools.simthread import SimPorts, SimThread
@@ -58,6 +60,8 @@ HARNESS_TUNING: dict[str, str] = {
     "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
     "TT_STACK_STOP_GRACE_S": "5",
     "TT_STACK_READY_TIMEOUT_S": "90",
+    "TT_ALERT_RETRY_BASE_S": "0.2",  # webhook retries (1 s doubling to 60 s in production)
+    "TT_ALERT_RETRY_CAP_S": "2",
 }
 
 FREE_PORTS = SimPorts()
@@ -75,9 +79,15 @@ def isolated_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in src.items() if not k.startswith(ISOLATED_PREFIXES) and k not in ISOLATED_NAMES}
 
 
+def stack_port_keys() -> list[str]:
+    """The variables of every port the stack binds: Envoy's, each service's gRPC and metrics ports."""
+    return ["TT_GATEWAY_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS),
+            *(f"TT_{n.upper()}_METRICS_PORT" for n in SERVICE_PORTS)]
+
+
 def free_port_env() -> dict[str, str]:
     """Free ports for Envoy and every service (tests: never the fixed defaults)."""
-    keys = [*(f"TT_{name.upper()}_GRPC_PORT" for name in SERVICE_PORTS), "TT_GATEWAY_PORT"]
+    keys = stack_port_keys()
     return {key: str(port) for key, port in zip(keys, free_ports(len(keys)), strict=True)}
 
 
@@ -97,7 +107,7 @@ def _url_ports(env: Mapping[str, str]) -> set[int]:
 def _move_off(env: dict[str, str], taken: set[int]) -> None:
     """Give the stack fresh ports where one it was given is now the simulator's: a port picked free
     before the simulator bound its own (port 0) servers can be handed to one of them."""
-    keys = ["TT_GATEWAY_PORT", *(f"TT_{n.upper()}_GRPC_PORT" for n in SERVICE_PORTS)]
+    keys = stack_port_keys()
     avoid = set(taken) | {int(env[k]) for k in keys if env.get(k, "").isdigit()}  # nor another service's
     for key in keys:
         if key in env and int(env[key] or 0) in taken:
@@ -134,7 +144,9 @@ class Pipeline:
         token = full.get("TT_INSIDERS_API_TOKEN", "").strip() or "sim-" + os.urandom(12).hex()
         sim = SimThread(seed=seed, ports=sim_ports, insiders_token=token).start()
         full.update(sim.env())
-        _move_off(full, _url_ports(sim.env()))
+        for key, value in sim.webhook_env().items():  # the engine's alerts reach the local receiver unless set
+            full.setdefault(key, value)
+        _move_off(full, _url_ports({**sim.env(), **sim.webhook_env()}))
         pipeline = cls(run_dir.resolve(), full, sim, out)
         try:
             if stack.supervisor_alive(read_state(pipeline.paths.run)):
@@ -182,6 +194,10 @@ class Pipeline:
         """An HTTP client on Envoy carrying the bearer token."""
         return httpx.Client(base_url=self.gateway_url, timeout=timeout_s,
                             headers={"Authorization": f"Bearer {self.token}"})
+
+    def metrics_url(self, service: str) -> str:
+        """Where a service serves its Prometheus metrics."""
+        return f"http://127.0.0.1:{metrics_port(self.env, service)}/metrics"
 
     def grpc_target(self, service: str) -> str:
         """``127.0.0.1:<port>`` of a service."""

@@ -1,10 +1,10 @@
 """The simulator on its own event loop in a background thread, scriptable from any thread.
 
-The simulated Polymarket (RTDS, CLOB ws + REST, data-api) and the Insiders API fake are asyncio
-servers whose state (books, trades, faults) must only be touched on their loop. ``SimThread`` runs
-that loop in a daemon thread and hands work to it: :meth:`call` runs a plain function there and
-returns its result, :meth:`run` runs a coroutine there. The demo and the end-to-end tests script
-the simulator through these two, from ordinary (blocking) code.
+The simulated Polymarket (RTDS, CLOB ws + REST, data-api), the Insiders API fake and a webhook receiver for
+the engine's alerts (:mod:`sim.webhook`) are asyncio servers whose state (books, trades, faults) must only be
+touched on their loop. ``SimThread`` runs that loop in a daemon thread and hands work to it: :meth:`call`
+runs a plain function there and returns its result, :meth:`run` runs a coroutine there. The demo and the
+end-to-end tests script the simulator through these two, from ordinary (blocking) code.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import uvloop
 
 from sim.insiders import InsidersFake
 from sim.polymarket import PolymarketSim
+from sim.webhook import WebhookReceiver
 
 T = TypeVar("T")
 
@@ -33,6 +35,7 @@ class SimPorts:
     clob: int = 0
     data_api: int = 0
     insiders: int = 0
+    webhook: int = 0
 
 
 class SimThread:
@@ -48,6 +51,7 @@ class SimThread:
         self.insiders = InsidersFake(self.sim.books, token=insiders_token, host=host, port=self.ports.insiders,
                                      settle_s=settle_s)
         self.sim.venue = self.insiders.holdings
+        self.webhook = WebhookReceiver(secret="whsec-" + secrets.token_hex(16), host=host, port=self.ports.webhook)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -77,6 +81,7 @@ class SimThread:
             await self.sim.start(self.host, rtds_port=self.ports.rtds, clob_port=self.ports.clob,
                                  data_port=self.ports.data_api)
             await self.insiders.start()
+            await self.webhook.start()
         except Exception as exc:  # noqa: BLE001 - handed to the starting thread, which raises it
             started.set_exception(exc)
             await self._close()
@@ -86,7 +91,7 @@ class SimThread:
         await self._close()
 
     async def _close(self) -> None:
-        for stop in (self.insiders.stop, self.sim.stop):
+        for stop in (self.webhook.stop, self.insiders.stop, self.sim.stop):
             with contextlib.suppress(Exception):  # closing what is left must go on
                 await stop()
 
@@ -130,3 +135,7 @@ class SimThread:
         out["TT_INSIDERS_API_URL"] = self.insiders.url
         out["TT_INSIDERS_API_TOKEN"] = self.insiders_token
         return out
+
+    def webhook_env(self) -> dict[str, str]:
+        """``TT_ALERT_WEBHOOK_URL`` / ``_SECRET`` of the local webhook receiver (the engine's alerts land there)."""
+        return {"TT_ALERT_WEBHOOK_URL": self.webhook.url, "TT_ALERT_WEBHOOK_SECRET": self.webhook.secret}

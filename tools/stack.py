@@ -26,6 +26,7 @@ from typing import Any
 from common.config import (
     SERVICE_PORTS,
     ConfigError,
+    env_bool,
     env_float_seconds,
     env_port,
     env_str,
@@ -34,6 +35,7 @@ from common.config import (
     run_dir,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import metrics_port
 from tools import envoy_config
 from tools.procs import terminate
 from tools.stack_logs import follow_logs, tail
@@ -151,6 +153,8 @@ def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
     """Fail early, naming the variable, when a port the stack needs is taken."""
     wanted = [("TT_GATEWAY_PORT", settings.gateway_port)]
     wanted += [(f"TT_{s.upper()}_GRPC_PORT", grpc_port(env, s)) for s in services if s in SERVICE_PORTS]
+    if env_bool(env, "TT_METRICS_ENABLED", True):
+        wanted += [(f"TT_{s.upper()}_METRICS_PORT", metrics_port(env, s)) for s in services if s in SERVICE_PORTS]
     if simulator_enabled(env):
         wanted += [(name, port) for name, port in simulator_ports(env).items()
                    if port and (name != "TT_SIM_INSIDERS_PORT" or env.get("TT_STACK_SIM_INSIDERS") == "1")]

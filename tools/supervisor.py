@@ -3,10 +3,10 @@
 Like a PM2 set-up: every program runs as its own child process with its output appended to
 ``<run dir>/logs/<name>.log``. A program that exits is restarted after a backoff that doubles
 with each fast crash (one that ran less than ``min_uptime_s``); after ``max_fast_crashes`` fast
-crashes in a row the supervisor gives up on it loudly (error log, state ``errored``) and keeps the
-others running. SIGTERM/SIGINT stop the gateway first, then every service, then the supervisor.
-The supervisor's view of its children is kept in ``<run dir>/supervisor.json`` for ``up``,
-``down`` and ``status``.
+crashes in a row the supervisor gives up on it loudly (error log, state ``errored``, the
+SERVICE_CRASH_LOOP alert: :mod:`tools.crash_alert`) and keeps the others running. SIGTERM/SIGINT
+stop the gateway first, then every service, then the supervisor. The supervisor's view of its children
+is kept in ``<run dir>/supervisor.json`` for ``up``, ``down`` and ``status``.
 
 Log files are rotated by size (``tools.logrotate``: ``TT_STACK_LOG_MAX_MB``, ``TT_STACK_LOG_KEEP``), checked
 about once a second.
@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -115,7 +115,10 @@ class Supervisor:
     """Runs programs, restarts them when they exit, stops them on SIGTERM/SIGINT."""
 
     def __init__(self, programs: Sequence[Program], run_dir: Path, policy: RestartPolicy,
-                 env: Mapping[str, str], rotation: LogRotation | None = None) -> None:
+                 env: Mapping[str, str], rotation: LogRotation | None = None,
+                 on_give_up: Callable[[str, int, int], object] = lambda _name, _code, _crashes: None) -> None:
+        """``on_give_up(program, exit_code, fast_crashes)`` learns that a program is given up (it must not block)."""
+        self.on_give_up = on_give_up
         self.children = [Child(p) for p in programs]
         self.run_dir = run_dir
         self.logs_dir = run_dir / "logs"
@@ -193,6 +196,7 @@ class Supervisor:
                              "fast_crashes": decision.fast_crashes, "log": str(self.log_path(child.program.name))})
             self._note(child, f"exited with {code}; {decision.fast_crashes} fast crashes in a row: "
                               "GIVING UP (fix it, then make down && make up)")
+            self.on_give_up(child.program.name, code, decision.fast_crashes)
             return
         child.state = "backoff"
         child.restart_at = time.monotonic() + decision.delay_s
@@ -387,11 +391,12 @@ def programs_from_json(text: str) -> list[Program]:
 def main(spec_path: Path, run_dir: Path) -> int:
     """Entry point of the detached supervisor process."""
     from common.logs import setup_logging
+    from tools.crash_alert import crash_loop_alert
 
     setup_logging("supervisor")
     programs = programs_from_json(spec_path.read_text())
     supervisor = Supervisor(programs, run_dir, RestartPolicy.from_env(os.environ), os.environ,
-                            LogRotation.from_env(os.environ))
+                            LogRotation.from_env(os.environ), on_give_up=crash_loop_alert)
     try:
         return supervisor.run(spec_path)
     except Exception:

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.alerts import AlertPublisher
 from common.fastredis import FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.storage import apply_migrations, create_redis
+from common.streams import create_stream_redis
 from services.control import idempotency
+from services.control.alert_delivery import AlertDeliverer, WebhookSender
 from services.control.config import Settings
 from services.control.db import Database, create_pool
 from services.control.errors import is_redis_outage, short_reason
@@ -114,12 +117,27 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
         async with db.transaction() as conn:
             await idempotency.purge(conn, now(), ttl)
 
-    loop_task = asyncio.create_task(sync.run(housekeeping), name="control-index-resync")
+    tasks = [asyncio.create_task(sync.run(housekeeping), name="control-index-resync")]
+    alerts_redis = create_stream_redis(settings.storage.redis_url.value)
+    tasks.append(asyncio.create_task(AlertPublisher(alerts_redis, "control").run(), name="alert-publisher"))
+    sender = None
+    if settings.alerts.webhook_url:
+        sender = WebhookSender(settings.alerts.webhook_url, settings.alerts.webhook_secret.value,
+                               timeout_s=settings.alerts.timeout_s)
+        deliverer = AlertDeliverer(alerts_redis, sender, settings.alerts)
+        tasks.append(asyncio.create_task(deliverer.run(), name="alert-deliverer"))
+    else:
+        log.warning("TT_ALERT_WEBHOOK_URL is not set: alerts are only logged")
 
     async def close() -> None:
-        loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop_task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if sender is not None:
+            await sender.close()
+        await alerts_redis.aclose()
         await pool.close()
         await redis.aclose()
         hot.close()

@@ -10,6 +10,10 @@
 | ``TT_GRPC_ALLOW_INSECURE_BIND`` / ``TT_GRPC_TLS_*`` | false / unset | a non-loopback host needs TLS or this opt-in |
 | ``TT_INSIDERS_API_URL`` | unset | when unset, LIVE subscriptions are refused |
 | ``TT_CONTROL_READY_SERVICES`` | "" | pipeline services whose gRPC health /ready also checks (e.g. ``ingest,router``) |
+| ``TT_CONTROL_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9165 | Prometheus ``/metrics`` (``common.metrics``) |
+| ``TT_ALERT_WEBHOOK_URL`` | unset | where alerts are POSTed (JSON with a Slack ``text``); unset: they are only logged |
+| ``TT_ALERT_WEBHOOK_SECRET`` | unset | key of the body's HMAC-SHA256 in ``X-TT-Signature`` (unset: unsigned) |
+| ``TT_ALERT_CONSUMER`` | host name | this replica's name among the deliverers (``services.control.alert_delivery``) |
 
 The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
@@ -17,6 +21,7 @@ The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,9 +38,50 @@ from common.config import (
     redact_url,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.tuning import tune, tuning_from_env
 
 PIPELINE_SERVICES = ("ingest", "router", "executor", "guard")
+NO_SECRET = Secret("")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AlertSettings:
+    """Where and how alerts are delivered (``services.control.alert_delivery``); no URL: only logged."""
+
+    webhook_url: str = ""
+    webhook_secret: Secret = NO_SECRET
+    timeout_s: float = 5.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+    dedupe_s: float = 3600.0
+    rate_limit: int = 5
+    rate_window_s: float = 600.0
+    retention_s: float = 86_400.0
+    consumer: str = "control"
+    claim_idle_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], tuning: Tuning) -> AlertSettings:
+        """Read ``TT_ALERT_WEBHOOK_URL``, ``TT_ALERT_WEBHOOK_SECRET`` and ``TT_ALERT_CONSUMER``; the rest is
+        ``tuning``'s ``alert_*``."""
+        return cls(
+            webhook_url=env_url(env, "TT_ALERT_WEBHOOK_URL", ""),
+            webhook_secret=Secret(env_str(env, "TT_ALERT_WEBHOOK_SECRET")),
+            timeout_s=tuning.alert_timeout_s, retry_base_s=tuning.alert_retry_base_s,
+            retry_cap_s=tuning.alert_retry_cap_s, dedupe_s=tuning.alert_dedupe_s, rate_limit=tuning.alert_rate_limit,
+            rate_window_s=tuning.alert_rate_window_s, retention_s=tuning.alert_retention_s,
+            consumer=env_str(env, "TT_ALERT_CONSUMER", socket.gethostname() or "control"),
+            claim_idle_s=tuning.alert_claim_idle_s,
+        )
+
+    def __repr__(self) -> str:
+        return (f"AlertSettings(webhook_url={'set' if self.webhook_url else 'unset'}, "
+                f"webhook_secret={self.webhook_secret!r}, rate_limit={self.rate_limit}/{self.rate_window_s}s, "
+                f"dedupe_s={self.dedupe_s}, retention_s={self.retention_s}, consumer={self.consumer!r})")
+
+
+NO_ALERT_WEBHOOK = AlertSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +105,17 @@ class Tuning:
                                    minimum=0, maximum=10_000_000)
     page_cache_mb: int = tune(64, "whole REST list pages kept (checked against their rows' digest; 0 = off): a "
                               "500-row page costs ~0.6 MB to render", minimum=0, maximum=65_536)
+    alert_timeout_s: float = tune(5.0, "deadline of one alert POST", minimum=0.05)
+    alert_retry_base_s: float = tune(1.0, "first wait between the POSTs of one alert (doubling)", minimum=0.01)
+    alert_retry_cap_s: float = tune(60.0, "longest wait between the POSTs of one alert", minimum=0.01)
+    alert_dedupe_s: float = tune(3600.0, "an occurrence raised twice within this is sent once", minimum=1.0)
+    alert_rate_limit: int = tune(5, "most alerts sent per key per window (more are held): a flapping check "
+                                 "does not flood the channel", minimum=1)
+    alert_rate_window_s: float = tune(600.0, "the rate limit's window", minimum=1.0)
+    alert_retention_s: float = tune(86_400.0, "an alert is kept and retried this long at most: the webhook's "
+                                    "outage budget", minimum=60.0)
+    alert_claim_idle_s: float = tune(60.0, "alerts another replica took and left unacknowledged this long are "
+                                     "taken over", minimum=1.0)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -73,6 +130,8 @@ class Settings:
     insiders_api_url: str = ""
     ready_services: tuple[tuple[str, str], ...] = ()
     tuning: Tuning = Tuning()
+    metrics: MetricsSettings = METRICS_OFF
+    alerts: AlertSettings = NO_ALERT_WEBHOOK
 
     @property
     def live_enabled(self) -> bool:
@@ -94,6 +153,7 @@ class Settings:
         security = GrpcSecurity.from_env(env)
         host = env_str(env, "TT_CONTROL_HOST", "127.0.0.1")
         security.check_bind(host, "TT_CONTROL_HOST")
+        tuning = tuning_from_env(Tuning, "control", env)
         return cls(
             storage=StorageSettings.from_env(env),
             tokens=load_tokens(env),
@@ -102,11 +162,14 @@ class Settings:
             grpc_port=grpc_port(env, "control"),
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
             ready_services=tuple(services),
-            tuning=tuning_from_env(Tuning, "control", env),
+            tuning=tuning,
+            metrics=MetricsSettings.from_env(env, "control"),
+            alerts=AlertSettings.from_env(env, tuning),
         )
 
     def __repr__(self) -> str:
         return (f"Settings(host={self.host!r}, grpc_port={self.grpc_port}, storage={self.storage!r}, "
                 f"tokens={len(self.tokens)} x Secret('***'), security={self.security!r}, "
                 f"insiders_api_url={redact_url(self.insiders_api_url)!r}, "
-                f"ready_services={self.ready_services!r}, tuning={self.tuning!r})")
+                f"ready_services={self.ready_services!r}, tuning={self.tuning!r}, metrics={self.metrics!r}, "
+                f"alerts={self.alerts!r})")

@@ -4,7 +4,8 @@
   (``applied`` false). A reading more than 5 minutes in the future is rejected.
 - ApplyPerfAction is idempotent by ``decisionId``: a replay changes nothing and returns ``applied`` false;
   the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE
-  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP); SCALE sets
+  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP) and raises a SUBSCRIPTION_PAUSED alert
+  (key ``loss_stop``); SCALE sets
   ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
 """
 
@@ -15,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import metrics
 
+from common.alerts import AlertKind, raise_alert
 from common.decimals import fmt
 from services.control import audit, internal_repo, sub_repo
 from services.control import subscription_rules as rules
@@ -30,6 +33,8 @@ from services.control.lifecycle import SubscriptionCommand, apply_subscription
 from tradingtools.control.v1 import control_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+_PERF_ACTIONS = metrics.get_meter("tradingtools.control").create_counter(
+    "control.perf_actions", description="Performance-rule actions applied (PAUSE: a loss-stop), by action")
 MAX_FUTURE = timedelta(minutes=5)
 DEFAULT_PERF_PAUSE_REASON = "PERF_LOSS_STOP"
 _MULTIPLIER = v.Range(Decimal(0), False, rules.MAX_PROFIT_SCALE, True)
@@ -55,6 +60,8 @@ class InternalUseCases:
         self.db = db
         self.sync = sync
         self.now = now
+        for name in ("PAUSE", "SCALE"):  # exported from the start: an alerting rule reads them
+            _PERF_ACTIONS.add(0, {"action": name})
 
     async def record_funding(self, req: cpb.RecordFundingRequest, caller: Caller) -> cpb.RecordFundingResponse:
         """Record a balance reading unless a newer one is on record."""
@@ -133,4 +140,11 @@ class InternalUseCases:
             await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
                               before=audit_subscription(current), after=audit_subscription(changed), at=now)
         await self.sync.subscription_changed(changed, version)
+        _PERF_ACTIONS.add(1, {"action": action})
+        if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
+            raise_alert(AlertKind.SUBSCRIPTION_PAUSED, "loss_stop",
+                        f"subscription {sid} paused by its performance rules: {changed.paused_reason}",
+                        dedupe_id=f"perf_pause:{decision}", subscription_id=sid,
+                        follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,
+                        reason=changed.paused_reason)
         return cpb.ApplyPerfActionResponse(subscription=changed, applied=True)

@@ -61,7 +61,7 @@ def cli() -> int:
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
         return 2
-    setup_telemetry("executor")
+    setup_telemetry("executor", settings.metrics)
     log.info("starting", extra={"settings": repr(settings)})
     run(lambda: main(settings, storage))
     return 0

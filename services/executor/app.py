@@ -14,6 +14,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from common import reservations
+from common.alerts import AlertPublisher
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis, append_events
 from common.grpcclient import channel as grpc_channel
@@ -24,6 +25,7 @@ from common.logread import read_log_items
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool
 from common.streams import (
+    MARKET_RESOLUTIONS,
     ORDER_EVENTS,
     REDEMPTION_EVENTS,
     ROUTED_TRADES,
@@ -47,6 +49,7 @@ from services.executor.domain.breaker import BreakerConfig
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import INSIDERS, PAPER
 from services.executor.journal import Journal
+from services.executor.metrics import ExecutorMetrics, observe_all
 from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
@@ -150,8 +153,9 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     async def append(payloads: list[bytes]) -> list[str]:
         return await append_events(fast, events_log, payloads)
 
+    order_metrics = ExecutorMetrics()
     journal = Journal(store, redis, events_log, release, max_batch=t.journal_batch,
-                      min_interval_s=t.journal_min_interval_s, append=append)
+                      min_interval_s=t.journal_min_interval_s, append=append, observe=order_metrics.observe)
 
     cfg = BreakerConfig(t.breaker_threshold, int(t.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps,
@@ -185,7 +189,9 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
         books=FreshBooks(fast, max_age_s=t.book_max_age_s, wait_s=t.book_wait_s))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
-                                      asyncio.create_task(lease.watch(), name="lease")]
+                                      asyncio.create_task(lease.watch(), name="lease"),
+                                      asyncio.create_task(AlertPublisher(stream_redis, "executor").run(),
+                                                          name="alerts")]
     resumed = await runner.resume(await store.open_orders())
     if resumed:
         log.info("resumed unfinished orders", extra={"count": resumed})
@@ -194,7 +200,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
     life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, admission, gates,
                           venues.get(INSIDERS))
     if life.reconciler is not None:
-        journal.observe = life.reconciler.observe
+        journal.observe = observe_all([order_metrics.observe, life.reconciler.observe])
     tasks += life.tasks
 
     servicer = ExecutorServicer(admission, runner, store, events_log, submit_wait_s=t.submit_wait_s,
@@ -221,7 +227,7 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
             DeadLetters(stream_redis, t.consumer_name, lambda rt: rt.SerializeToString()), redis,
             forget=lambda rt: admission.forget(rt.orders)),
         save_interval_s=t.cursor_save_interval_s, handle_batch=admission.handle_batch,
-        max_batch=t.consumer_max_batch)
+        max_batch=t.consumer_max_batch, stream=ROUTED_TRADES)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
 
     async def close_venues() -> None:
@@ -272,7 +278,7 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
 
     consumer: ResumableConsumer[mpb.MarketResolution] = ResumableConsumer(
         name, resolutions, settler.handle, FastCursorStore(fast), start=START_OLDEST,
-        dead_letter=DeadLetters(stream_redis, name, lambda m: m.SerializeToString()))
+        dead_letter=DeadLetters(stream_redis, name, lambda m: m.SerializeToString()), stream=MARKET_RESOLUTIONS)
     tasks = [asyncio.create_task(consumer.run(), name="resolutions"),
              asyncio.create_task(settler.run_sweeps(SETTLE_SWEEP_S), name="settlement-sweep"),
              asyncio.create_task(redeemer.run(), name="redeemer")]

@@ -13,6 +13,7 @@
 | ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
+| ``TT_EXECUTOR_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9163 | Prometheus ``/metrics`` (``common.metrics``) |
 
 The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
@@ -37,6 +38,7 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.tuning import tune, tuning_from_env
 
 ROUTED_SOURCES = ("log", "router")
@@ -122,6 +124,7 @@ class Settings:
     paper_fee_bps: Decimal
     max_order_usd: Decimal
     tuning: Tuning = Tuning()
+    metrics: MetricsSettings = METRICS_OFF
 
     @property
     def live_configured(self) -> bool:
@@ -152,4 +155,5 @@ class Settings:
             paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0)),
             max_order_usd=max_order_usd(env),
             tuning=tuning_from_env(Tuning, "executor", env),
+            metrics=MetricsSettings.from_env(env, "executor"),
         )

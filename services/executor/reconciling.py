@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from common.alerts import AlertKind, raise_alert
 from common.decimals import MIN_HELD_SHARES, ZERO, fmt
 from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
@@ -24,7 +25,7 @@ from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.order_store import Change
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
 from services.executor.domain.order_lifecycle import State
-from services.executor.domain.reconcile import EXTERNAL, AtVenue, Correction, reconcile
+from services.executor.domain.reconcile import CLOSED_AT_VENUE, CORRECTED, EXTERNAL, AtVenue, Correction, reconcile
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import PositionsApi
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -73,6 +74,9 @@ class Reconciler:
                  grace_s: float = SETTLING_GRACE_S, max_calls_per_s: float = MAX_CALLS_PER_S,
                  resubmit: Callable[[epb.Order], Awaitable[Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        _FAILURES.add(0)  # exported from the start: an alerting rule and the dashboard read them
+        for kind in (CORRECTED, CLOSED_AT_VENUE, EXTERNAL):
+            _CORRECTIONS.add(0, {"kind": kind})
         self.store = store
         self.api = api
         self.redis = redis
@@ -144,6 +148,9 @@ class Reconciler:
     def _failed(self, wallet: LiveWallet, detail: str) -> None:
         self.stats.failures += 1
         _FAILURES.add(1)
+        raise_alert(AlertKind.RECONCILIATION_FAILED, "reconcile_failed",
+                    f"reconciliation of wallet {wallet.follower_wallet_id} skipped: the venue's positions are "
+                    "unusable", wallet_id=wallet.follower_wallet_id, detail=detail[:300])
         log.error("reconciliation skipped: the venue's positions are unusable; nothing changed",
                   extra={"wallet_id": wallet.follower_wallet_id, "detail": detail})
 

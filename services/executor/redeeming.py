@@ -25,6 +25,7 @@ from common.streams import DurableLog
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.insiders_api import parse_redemption
 from services.executor.adapters.redemption_store import RedemptionRow, RedemptionStore
+from services.executor.alerting import redemption_failed
 from services.executor.domain import redemption as rd
 from services.executor.ports import Answer, RedeemApi
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -76,6 +77,7 @@ class Redeemer:
                  *, enabled: bool = True, backoff: Backoff = RETRY_BACKOFF, poll_s: float = 2.0,
                  max_concurrent: int = 16, rng: random.Random | None = None,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        _ENDED.add(0, {"state": rd.RedemptionState.FAILED.value, "reason": ""})  # exported from the start (a rule)
         self.store = store
         self.api = api
         self.gate = gate
@@ -172,6 +174,8 @@ class Redeemer:
         await self.store.save(row, after, method)
         if after.state.terminal:
             _ENDED.add(1, {"state": after.state.value, "reason": after.reason})
+            if after.state is rd.RedemptionState.FAILED:
+                redemption_failed(row, after)
             (log.error if after.state is rd.RedemptionState.FAILED else log.info)(
                 "redemption ended", extra={"redemption_key": after.key, "state": after.state.value,
                                            "reason": after.reason, "detail": after.detail,

@@ -30,6 +30,7 @@
 | ``TT_GUARD_BAND_LEASE_S`` | 5 | no band write for this long: ingest forwards every tick (more than twice the beat) |
 | ``TT_GUARD_STATS_LOG_S`` | 60 | period of the "guard stats" log line (counters, tick lag, fire stages) |
 | ``TT_GUARD_GRACE_S`` | 5 | graceful-shutdown grace |
+| ``TT_GUARD_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9164 | Prometheus ``/metrics`` (``common.metrics``) |
 | ``TT_GUARD_CRASH_AFTER`` | "" | test only: ``decision`` / ``submit`` exits the process (137) right after that step |
 """
 
@@ -50,6 +51,7 @@ from common.config import (
     grpc_target,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from services.guard.firing import CRASH_POINTS
 
@@ -89,6 +91,7 @@ class Settings:
     band_beat_s: float = 1.0
     band_lease_s: float = 5.0
     crash_after: str = ""
+    metrics: MetricsSettings = METRICS_OFF
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +144,7 @@ class Settings:
             band_beat_s=_positive(env, "TT_GUARD_BAND_BEAT_S", 1.0),
             band_lease_s=_positive(env, "TT_GUARD_BAND_LEASE_S", 5.0),
             crash_after=crash,
+            metrics=MetricsSettings.from_env(env, "guard"),
         )
         if settings.fire_concurrency >= settings.db_pool_max:
             raise ConfigError("TT_GUARD_FIRE_CONCURRENCY must be < TT_GUARD_DB_POOL_MAX")

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from common.alerts import AlertPublisher
 from common.clob_rest import ClobRest
 from common.config import ConfigError, StorageSettings
 from common.consumer import RedisCursorStore
@@ -126,6 +127,9 @@ class Ingest:
         if s.clob_enabled:
             self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=s.recent_asset_ttl_s,
                                   refresh_s=s.watch_refresh_s, metrics=self.metrics)
+        self.metrics.observe_feeds({"rtds": lambda: self.rtds.feed.last_data_ns / 1e9 if self.rtds.connections else 0.0,
+                                    "clob": lambda: self.clob.feed.last_message_ns / 1e9})
+        self.metrics.observe_books(lambda: list(self.books.books.values()))
         self.writer: TradeWriter | None = None
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -149,8 +153,8 @@ class Ingest:
         self.poller.activity = PgActivityStore(self.pool)
         self.resolutions.pool = self.market_checks.pool = self.pool
         await self.trades_log.prime()
-        self._spawn(self.index.run(), self.sink.run(), self.writer.run(), self.resolutions.run(),
-                    self.market_checks.run(), self.socket_resolutions.run())
+        self._spawn(AlertPublisher(self.redis, "ingest").run(), self.index.run(), self.sink.run(), self.writer.run(),
+                    self.resolutions.run(), self.market_checks.run(), self.socket_resolutions.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
         if s.poll_enabled:
@@ -260,7 +264,7 @@ def main(argv: list[str]) -> int:
         print(f"ingest: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging("ingest")
-    setup_telemetry("ingest")
+    setup_telemetry("ingest", settings.metrics)
     apply_migrations(storage.database_url.value)
     import uvloop
 

@@ -24,7 +24,7 @@ from common.decimals import fmt
 from common.marketstate import BOOK_FEED_KEY, FeedBeat, book_key, market_key
 from common.resp import Arg, RespClosed, RespConnection, RespError
 from common.retry import Backoff
-from common.streams import PRICE_TICKS
+from common.streams import PRICE_TICKS, note_appended
 from services.ingest.books import BookState, Touched
 from services.ingest.metrics import IngestMetrics
 from services.ingest.tickgate import TickGate
@@ -40,10 +40,11 @@ _BOOK_PREFIX = book_key("")
 _RETRY = Backoff(0.05, 2.0)
 _APPEND_TICKS = b"""
 local maxlen = ARGV[1]
+local id = ''
 for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'p', ARGV[i])
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'p', ARGV[i])
 end
-return #ARGV - 1
+return id
 """
 
 
@@ -200,14 +201,17 @@ class BookPublisher:
             return
         last = len(commands) - 1
         try:
-            conn.write([(args, self._answer(flush, i == last)) for i, args in enumerate(commands)])
+            conn.write([(args, self._answer(flush, i == last, args[0] == b"EVAL"))
+                        for i, args in enumerate(commands)])
         except RespClosed:
             self._give_back()
 
-    def _answer(self, flush: _Flush, last: bool) -> Callable[[Any], None]:
+    def _answer(self, flush: _Flush, last: bool, ticks: bool) -> Callable[[Any], None]:
         def answered(reply: Any) -> None:
             if isinstance(reply, RespError):
                 flush.errors.append(reply)
+            elif ticks and reply:  # the id of the last tick appended: the log's end (common.streams)
+                note_appended(self.stream, reply.decode() if isinstance(reply, bytes) else str(reply))
             if last:
                 self._settle(flush)
         return answered

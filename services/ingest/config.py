@@ -19,6 +19,7 @@ from common.config import (
     grpc_port,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 
 DEFAULT_RTDS_URL = "wss://ws-live-data.polymarket.com"
 DEFAULT_CLOB_WS_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
@@ -86,6 +87,7 @@ class IngestSettings:
     index_check_s: float = 5.0
     persist_batch: int = 500
     stream_maxlen: int = 1_000_000
+    metrics: MetricsSettings = METRICS_OFF
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -106,6 +108,7 @@ class IngestSettings:
             record_dir=env_str(env, "TT_RECORD_DIR"),
             grpc_port=grpc_port(env, "ingest"),
             grpc_host=grpc_host,
+            metrics=MetricsSettings.from_env(env, "ingest"),
             rtds_ping_interval_s=_pos(env, "TT_INGEST_RTDS_PING_INTERVAL_S", 5.0),
             rtds_ping_text=env_str(env, "TT_INGEST_RTDS_PING_TEXT", "PING"),
             rtds_stall_s=_pos(env, "TT_INGEST_RTDS_STALL_S", 15.0),

@@ -6,13 +6,16 @@ through callbacks at collection time, so a frame costs no SDK call. Names (attri
 ``.filtered`` / ``.duplicate`` (source), ``ingest.activity`` (type), ``ingest.reconnects`` (feed),
 ``ingest.stalls`` (feed), ``ingest.backfilled``, ``ingest.ticks`` (kind), ``ingest.poll.requests``
 (status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome); histogram
-``ingest.feed_lag`` ms (source) = venue time → receive time.
+``ingest.feed_lag`` ms (source) = venue time → receive time. Gauges read at collection: ``ingest.feed_silence``
+s (feed) = time since the feed's last data message; ``ingest.books`` (state: FRESH, STALE, UNSYNCED) and
+``ingest.book_age_max`` s = the longest any followed book went without an update.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics
@@ -46,9 +49,13 @@ class IngestMetrics:
     def __init__(self, meter: Any | None = None) -> None:
         meter = meter or metrics.get_meter("tradingtools.ingest")
         self.tally: Counter[tuple[str, ...]] = Counter()
+        for feed in ("rtds", "clob"):  # exported from the start: alerting rules read them
+            self.tally["reconnects", feed] += 0
+            self.tally["stalls", feed] += 0
         for prefix, (name, attrs, description) in _COUNTERS.items():
             meter.create_observable_counter(name, callbacks=[self._callback(prefix, attrs)],
                                             description=description)
+        self._meter = meter
         self._lag = meter.create_histogram("ingest.feed_lag", unit="ms", description="venue time to receive time",
                                            explicit_bucket_boundaries_advisory=_LAG_BOUNDS_MS)
 
@@ -58,6 +65,35 @@ class IngestMetrics:
                 if key[0] == prefix:
                     yield Observation(value, dict(zip(attrs, key[1:], strict=False)))
         return observe
+
+    def observe_feeds(self, last_message_s: Mapping[str, Callable[[], float]]) -> None:
+        """Export each feed's silence from its last data message's wall time (Unix seconds; 0: none yet)."""
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            now = time.time()
+            for feed, last in last_message_s.items():
+                at = last()
+                if at > 0:
+                    yield Observation(max(0.0, now - at), {"feed": feed})
+        self._meter.create_observable_gauge("ingest.feed_silence", callbacks=[observe], unit="s",
+                                            description="Time since the feed's last data message")
+
+    def observe_books(self, books: Callable[[], Iterable[Any]]) -> None:
+        """Export the followed books by state and the oldest one's age (``books()`` yields ``AssetBook``s)."""
+        def states(_options: CallbackOptions) -> Iterable[Observation]:
+            counts = {"FRESH": 0, "STALE": 0, "UNSYNCED": 0}
+            for book in books():
+                counts["STALE" if book.stale else "FRESH" if book.synced else "UNSYNCED"] += 1
+            for state, n in counts.items():
+                yield Observation(n, {"state": state})
+
+        def oldest(_options: CallbackOptions) -> Iterable[Observation]:
+            updated = [b.updated_ms for b in books() if b.updated_ms]
+            if updated:
+                yield Observation(max(0.0, time.time() - min(updated) / 1000))
+        self._meter.create_observable_gauge("ingest.books", callbacks=[states],
+                                            description="Followed books by state (FRESH, STALE, UNSYNCED)")
+        self._meter.create_observable_gauge("ingest.book_age_max", callbacks=[oldest], unit="s",
+                                            description="Longest time any followed book went without an update")
 
     def frame(self, feed: str, n: int = 1) -> None:
         """Frames received on a feed."""

@@ -20,7 +20,7 @@ from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
 from common.storage import apply_migrations, create_pool, create_redis
-from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
+from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.router import server
 from services.router.adapters.balances import InsidersBalances, NoBalances
@@ -107,7 +107,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
             start=settings.start_cursor,
             dead_letter=DeadLetters(stream_redis, t.consumer_name, lambda e: e.SerializeToString()),
             backoff=Backoff(0.05, 2.0), max_handler_attempts=t.handler_attempts,
-            handle_batch=router.handle_batch, max_batch=t.max_batch)
+            handle_batch=router.handle_batch, max_batch=t.max_batch, stream=LEADER_TRADES)
 
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
         await subscriptions.ready.wait()
@@ -140,7 +140,7 @@ async def main() -> None:
     """Entry point: settings from the environment, serve until SIGTERM/SIGINT."""
     settings = Settings.from_env()
     setup_logging("router")
-    setup_telemetry("router")
+    setup_telemetry("router", settings.metrics)
     await serve(settings, _tuned_until_terminated)
 
 

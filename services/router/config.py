@@ -13,6 +13,7 @@
 | ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
+| ``TT_ROUTER_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9162 | Prometheus ``/metrics`` (``common.metrics``) |
 
 The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
@@ -38,6 +39,7 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from common.tuning import tune, tuning_from_env
 
@@ -91,6 +93,7 @@ class Settings:
     max_order_usd: Decimal = DEFAULT_MAX_ORDER_USD
     grpc_host: str = "127.0.0.1"
     tuning: Tuning = Tuning()
+    metrics: MetricsSettings = METRICS_OFF
 
     @property
     def start_cursor(self) -> str:
@@ -120,4 +123,5 @@ class Settings:
             max_order_usd=max_order_usd(env),
             grpc_host=grpc_host,
             tuning=tuning_from_env(Tuning, "router", env),
+            metrics=MetricsSettings.from_env(env, "router"),
         )

@@ -10,8 +10,8 @@ from opentelemetry import metrics
 class RouterMetrics:
     """Counters of routed trades, orders, skips by reason and duplicates; routing time histogram."""
 
-    def __init__(self) -> None:
-        meter = metrics.get_meter("tradingtools.router")
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        meter = meter or metrics.get_meter("tradingtools.router")
         self._trades = meter.create_counter("router.trades", description="leader trades routed")
         self._orders = meter.create_counter("router.orders", description="copy orders emitted")
         self._skips = meter.create_counter("router.skips", description="followers skipped, by reason")

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common import hotindex
 from tests.control.conftest import AUTH, INTERNAL_AUTH, LEADER, Stubs, subscription
 from tests.control.support import count, expect, query
+from tests.helpers import alerts_raised, eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -107,6 +108,20 @@ async def test_pause_action(stubs: Stubs, redis_client: aioredis.Redis) -> None:
         await expect(stubs.internal.ApplyPerfAction(pb.ApplyPerfActionRequest(
             id=sub.id, action=action, multiplier="2", decision_id=f"dec_s{action}"), metadata=INTERNAL_AUTH),
             PRECONDITION, f"subscription {sub.id} is SUBSCRIPTION_STATE_STOPPED")
+
+
+async def test_a_loss_stop_pause_raises_one_alert(stubs: Stubs, redis_url: str) -> None:
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()), metadata=AUTH)
+    for _ in range(2):  # the replay applies nothing and raises nothing
+        await stubs.internal.ApplyPerfAction(pb.ApplyPerfActionRequest(
+            id=sub.id, action=pb.PERF_ACTION_PAUSE, decision_id="dec_a", reason="LOSS_STOP: pnl -60 <= -50"),
+            metadata=INTERNAL_AUTH)
+
+    [alert] = await eventually(lambda: alerts_raised(redis_url, "SUBSCRIPTION_PAUSED"),
+                               message="the alert reached tt:stream:alerts")
+    assert (alert.kind, alert.key, alert.dedupe_id, alert.service) == (
+        "SUBSCRIPTION_PAUSED", "loss_stop", "perf_pause:dec_a", "control")
+    assert alert.fields["subscription_id"] == sub.id and alert.fields["reason"] == "LOSS_STOP: pnl -60 <= -50"
 
 
 async def test_perf_action_errors(stubs: Stubs) -> None:

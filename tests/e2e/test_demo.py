@@ -48,6 +48,7 @@ def test_make_demo_passes_its_checks_and_stops_everything(demo_db: str, redis_se
         assert proc.returncode == 0, out[-6000:]
         assert "Demo passed" in out and "✗" not in out
         for shown in ("FILLED", "skipped MARKET_DENIED", "INSUFFICIENT_DEPTH", "after 1 × 503", "OPEN after",
-                      "TriggerEvent FIRED", "LOSS_STOP", "copy latency"):
+                      "TriggerEvent FIRED", "LOSS_STOP", "copy latency", "/metrics",
+                      "*CRITICAL* circuit breaker insiders OPEN after", "signature ✓"):
             assert shown in out, f"{shown!r} not in the demo's output"
         assert not read_state(Path(tmp) / "run")  # the supervisor's state is gone: make down ran

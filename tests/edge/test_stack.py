@@ -18,7 +18,7 @@ import pytest
 
 from common.config import project_root
 from common.embedded import free_port
-from tests.helpers import eventually_sync
+from tests.helpers import alerts_raised, eventually_sync
 from tools.supervisor import Decision, Program, RestartPolicy, after_exit, is_alive, programs_to_json
 from tradingtools.control.v1 import control_pb2, control_pb2_grpc
 
@@ -76,7 +76,7 @@ def _program(state: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.mark.integration
-def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_path: Path) -> None:
+def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_path: Path, redis_url: str) -> None:
     run = tmp_path / "run"
     run.mkdir()
     spec = tmp_path / "programs.json"
@@ -84,7 +84,8 @@ def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_
         Program("steady", (sys.executable, "-c", "import time; time.sleep(600)")),
         Program("broken", (sys.executable, "-c", "import sys; print('boom'); sys.exit(3)")),
     ]))
-    env = _clean_env(TT_STACK_MAX_FAST_CRASHES="3", TT_STACK_BACKOFF_S="0.02", TT_STACK_STOP_GRACE_S="2")
+    env = _clean_env(TT_STACK_MAX_FAST_CRASHES="3", TT_STACK_BACKOFF_S="0.02", TT_STACK_STOP_GRACE_S="2",
+                     REDIS_URL=redis_url)
     sup = subprocess.Popen([sys.executable, "-m", "tools.supervisor", str(spec), str(run)], cwd=project_root(),
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -93,6 +94,9 @@ def test_supervisor_restarts_a_crashed_program_and_gives_up_on_a_crash_loop(tmp_
         assert broken["last_exit"] == 3 and broken["restarts"] == 2
         log = (run / "logs" / "broken.log").read_text()
         assert log.count("boom") == 3 and "GIVING UP" in log
+        [alert] = eventually_sync(lambda: alerts_raised(redis_url), timeout_s=10, message="the crash-loop alert")
+        assert (alert.kind, alert.key, alert.service) == ("SERVICE_CRASH_LOOP", "crash_loop:broken", "supervisor")
+        assert alert.fields["exit_code"] == "3" and alert.fields["fast_crashes"] == "3"
 
         steady = _program(_state(run), "steady")
         assert steady["state"] == "running" and is_alive(steady["pid"], steady["starttime"])
@@ -129,7 +133,8 @@ def _stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return _clean_env(
         TT_RUN_DIR=str(tmp_path / "run"), TT_STACK_SERVICES="control", TT_STACK_SIMULATOR="0",
         TT_GATEWAY_PORT=str(free_port()),
-        TT_CONTROL_GRPC_PORT=str(free_port()), TT_STACK_READY_TIMEOUT_S="30", **extra,
+        TT_CONTROL_GRPC_PORT=str(free_port()), TT_CONTROL_METRICS_PORT=str(free_port()),
+        TT_STACK_READY_TIMEOUT_S="30", **extra,
     )
 
 

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from common.marketstate import WATCH_CHANNEL, WATCH_POSITIONS, WATCH_TRIGGERS, read_book, read_market
 from sim.polymarket import PolymarketSim
-from tests.helpers import eventually, internal_channel
+from tests.helpers import alerts_raised, eventually, internal_channel
 from tests.ingest.conftest import IngestFactory, follow
 from tests.ingest.streamutil import logged_ticks
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -162,6 +162,9 @@ async def test_silent_book_socket_is_reconnected(sim: PolymarketSim, run_ingest:
     await eventually(lambda: sim.clob.pings >= 2)  # PING every interval, answered with PONG
     sim.clob.stall()  # no PONG, no data
     await eventually(lambda: app.metrics.count("stalls", "clob") >= 1, timeout_s=5)
+    stalled = await eventually(lambda: [a for a in alerts_raised(redis_url, "FEED_STALLED")
+                                        if a.key == "feed_stalled:clob"], message="the FEED_STALLED alert")
+    assert stalled[0].service == "ingest" and stalled[0].fields["feed"] == "clob"
     sim.clob.resume()
     await eventually(lambda: app.clob.connections >= 2 and any(market.tokens[0] in c.subs
                                                                for c in sim.clob.clients))

@@ -15,7 +15,7 @@ import pytest
 from services.ingest import dataapi
 from services.ingest.identity import identify_batch
 from sim.polymarket import PolymarketSim, SimTrade
-from tests.helpers import eventually, internal_channel, rpc_code
+from tests.helpers import alerts_raised, eventually, internal_channel, rpc_code
 from tests.ingest.conftest import IngestFactory, follow, unfollow
 from tests.ingest.streamutil import grpc_trades, logged_trades
 from tradingtools.common.v1 import common_pb2
@@ -86,6 +86,9 @@ async def test_stall_is_detected_and_the_poller_fills_the_gap_exactly_once(
     trades += [sim.trade(LEADER, market=market, size="4", tx=tx)]  # identical second fill in the same tx
     trades += [sim.trade(LEADER, market=market, size="5", taker=False, feeds=("data_api",))]  # poller only
     await eventually(lambda: app.metrics.count("stalls", "rtds") >= 1, timeout_s=5)
+    stalled = await eventually(lambda: [a for a in alerts_raised(redis_url, "FEED_STALLED")
+                                        if a.key == "feed_stalled:rtds"], message="the FEED_STALLED alert")
+    assert stalled[0].fields["stall_s"] == "0.5"
     sim.rtds.resume()
     await eventually(lambda: app.metrics.total("backfilled") == 5, timeout_s=10)
     await sim.rtds.wait_subscribed()

@@ -1,4 +1,5 @@
-"""``python -m tools.deploy``: write ``deploy/k8s/`` and ``deploy/compose.yaml`` from ``tools/deploy/spec.py``.
+"""``python -m tools.deploy``: write ``deploy/k8s/`` and ``deploy/compose.yaml`` from ``tools/deploy/spec.py``, and
+the Grafana dashboard and Prometheus rules from ``tools/deploy/monitoring.py``.
 
 ``--check`` writes nothing and exits 1 naming the files that differ from what would be written;
 ``secrets [DIR]`` creates the compose secret files missing from DIR (default ``deploy/secrets``).
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import project_root
-from tools.deploy import compose, k8s
+from tools.deploy import compose, k8s, monitoring
 
 DEPLOY = project_root() / "deploy"
 
@@ -21,6 +22,7 @@ def generated() -> dict[Path, str]:
     """Every generated file under ``deploy/`` and its content."""
     out = {DEPLOY / "k8s" / name: text for name, text in k8s.files().items()}
     out[DEPLOY / "compose.yaml"] = compose.text()
+    out.update({DEPLOY / path: text for path, text in monitoring.files().items()})
     return out
 
 

@@ -3,6 +3,8 @@
 Decisions are taken in memory (no round trip on the hot path); every change of the breaker is
 written to ``tt:breaker:{venue}`` (a hash: state, failures, opened_at_ms, probe_out, updated_ms) so
 control's ``/ready`` can show it, and read back at start-up so a restart does not close an open breaker.
+Each change of position is counted (``executor.breaker_transitions``, ``executor.breaker_state``) and its opening
+and closing raise the BREAKER_OPENED / BREAKER_CLOSED alerts (key ``breaker:<venue>``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,41 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import metrics
+
+from common.alerts import AlertKind, Severity, raise_alert
 from services.executor.domain import breaker as br
 
 log = logging.getLogger(__name__)
+
+_meter = metrics.get_meter("tradingtools.executor")
+_STATE = _meter.create_gauge("executor.breaker_state",
+                             description="1 for each venue's breaker state now (CLOSED, OPEN, HALF_OPEN), else 0")
+_TRANSITIONS = _meter.create_counter("executor.breaker_transitions",
+                                     description="Breaker changes, by venue and new state")
+
+
+def _export(venue: str, state: br.BreakerState, *, start: bool = False) -> None:
+    for s in br.BreakerState:
+        _STATE.set(1 if s is state else 0, {"venue": venue, "state": s.value})
+        if start:  # every transition's series exported from the start (alerting rules read them)
+            _TRANSITIONS.add(0, {"venue": venue, "to": s.value})
+
+
+def breaker_changed(venue: str, old: br.Breaker, new: br.Breaker, cfg: br.BreakerConfig) -> None:
+    """Metrics of a change of position; the BREAKER_OPENED alert when it opens from CLOSED, BREAKER_CLOSED when it
+    closes (a failed probe's re-opening raises none: the breaker never closed)."""
+    _TRANSITIONS.add(1, {"venue": venue, "to": new.state.value})
+    _export(venue, new.state)
+    if new.state is br.BreakerState.OPEN and old.state is br.BreakerState.CLOSED:
+        raise_alert(AlertKind.BREAKER_OPENED, f"breaker:{venue}",
+                    f"circuit breaker {venue} OPEN after {new.failures} consecutive venue failures: orders wait, "
+                    f"a probe goes out in {cfg.open_ms / 1000:g}s", severity=Severity.CRITICAL,
+                    dedupe_id=f"breaker:{venue}:OPEN:{new.opened_at_ms}", venue=venue, failures=new.failures)
+    elif new.state is br.BreakerState.CLOSED:
+        raise_alert(AlertKind.BREAKER_CLOSED, f"breaker:{venue}",
+                    f"circuit breaker {venue} CLOSED: the venue answers again", severity=Severity.INFO,
+                    dedupe_id=f"breaker:{venue}:CLOSED:{old.opened_at_ms}", venue=venue)
 
 
 def breaker_key(venue: str) -> str:
@@ -35,6 +69,7 @@ class BreakerGate:
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        _export(venue, self.state.state, start=True)
 
     async def load(self) -> None:
         """Read the stored breaker (a missing or unreadable one is CLOSED) and start the mirror writer."""
@@ -44,6 +79,7 @@ class BreakerGate:
                 h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                      for k, v in raw.items()}
                 self.state = br.abandon_probe(br.Breaker.from_hash(h))
+                _export(self.venue, self.state.state)
         except Exception as exc:  # noqa: BLE001 - start closed rather than not at all
             log.warning("breaker state unreadable, starting closed", extra={"venue": self.venue,
                                                                             "error": repr(exc)[:300]})
@@ -103,6 +139,8 @@ class BreakerGate:
 
     def _set(self, new: br.Breaker) -> None:
         if new != self.state:
+            if new.state is not self.state.state:
+                breaker_changed(self.venue, self.state, new, self.cfg)
             self.state = new
             self._changed.set()
             self._dirty.set()

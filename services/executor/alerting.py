@@ -1,0 +1,32 @@
+"""The executor's alerts: an order LOST, a redemption FAILED (the breaker's are raised by its gate, a
+reconciliation's failure by the reconciler)."""
+
+from __future__ import annotations
+
+from common.alerts import AlertKind, Severity, raise_alert
+from common.decimals import fmt
+from services.executor.adapters.order_store import Change
+from services.executor.adapters.redemption_store import RedemptionRow
+from services.executor.domain.redemption import Redemption
+
+
+def order_lost(c: Change) -> None:
+    """ORDER_LOST (key ``order_lost:<venue>``): the venue never confirmed the order and it is no longer looked for."""
+    t, o = c.ticket, c.ticket.order
+    raise_alert(AlertKind.ORDER_LOST, f"order_lost:{t.venue}",
+                f"order {t.client_order_id} LOST at {t.venue} ({c.life.reason or 'no reason'}): "
+                f"{t.side} of {o.follower_wallet_id or 'a follower'}; check the venue by hand",
+                dedupe_id=f"order_lost:{t.client_order_id}", severity=Severity.CRITICAL,
+                client_order_id=t.client_order_id, venue=t.venue, origin=t.origin, side=t.side,
+                subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id,
+                asset_id=o.asset_id, leader_trade_id=o.leader_trade_id, reason=c.life.reason,
+                detail=c.life.detail[:300])
+
+
+def redemption_failed(row: RedemptionRow, r: Redemption) -> None:
+    """REDEMPTION_FAILED (key ``redemption_failed``): a winning position's payout was refused for good."""
+    raise_alert(AlertKind.REDEMPTION_FAILED, "redemption_failed",
+                f"redemption of {fmt(row.shares)} winning shares of wallet {row.follower_wallet_id} FAILED "
+                f"({r.reason}): the payout is not in the wallet", dedupe_id=f"redemption_failed:{r.key}",
+                severity=Severity.CRITICAL, redemption_key=r.key, wallet_id=row.follower_wallet_id,
+                condition_id=row.condition_id, attempts=r.attempts, reason=r.reason, detail=r.detail[:300])
