@@ -239,7 +239,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
                          (f"trg_hot_{i}", wallet, wid, m.tokens[0], now, now))
         conn.commit()
     seed_s = time.monotonic() - started
-    p.once_env("guard", {"TT_GUARD_STATS_LOG_S": "2"})
+    p.once_env("guard", {"TT_TUNE_GUARD_STATS_LOG_S": "2"})
     p.wait_restarted("guard", p.kill("guard"), timeout_s=120)
     load_s = None
     deadline = time.monotonic() + 120

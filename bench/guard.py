@@ -178,8 +178,8 @@ async def _service_bench(db_url: str, redis_url: str, args: argparse.Namespace, 
     env = {**os.environ, **internal_env(), "DATABASE_URL": db_url, "REDIS_URL": redis_url,
            "TT_GUARD_GRPC_PORT": "0", "TT_INGEST_GRPC_TARGET": f"127.0.0.1:{servers[0].port}",
            "TT_EXECUTOR_GRPC_TARGET": f"127.0.0.1:{servers[1].port}", "TT_CONTROL_GRPC_TARGET": "127.0.0.1:1",
-           "TT_GUARD_PERF_INTERVAL_S": "3600", "TT_GUARD_TICK_MAX_AGE_S": "5",
-           "TT_GUARD_STATS_LOG_S": "2", "TT_GUARD_TICK_SOURCE": args.source}
+           "TT_TUNE_GUARD_PERF_INTERVAL_S": "3600", "TT_TUNE_GUARD_TICK_MAX_AGE_S": "5",
+           "TT_TUNE_GUARD_STATS_LOG_S": "2", "TT_TUNE_GUARD_TICK_SOURCE": args.source}
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
     spawned = time.perf_counter()
     with log_path.open("ab") as out:
@@ -414,6 +414,6 @@ def main(argv: list[str]) -> int:
                         help="after the ticks: copy order events per second into guard (0 = none)")
     parser.add_argument("--no-save", action="store_true", help="do not write a result file")
     parser.add_argument("--source", choices=("grpc", "log"), default="log",
-                        help="how guard reads ticks (TT_GUARD_TICK_SOURCE)")
+                        help="how guard reads ticks (TT_TUNE_GUARD_TICK_SOURCE)")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args))

@@ -189,8 +189,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         grpc_port = free_port()
         env = {**os.environ, **internal_env(), "REDIS_URL": redis_url, "DATABASE_URL": db_url, "TT_RTDS_URL": f"ws://127.0.0.1:{port}",
                "TT_INGEST_GRPC_PORT": str(grpc_port), "TT_INGEST_GRPC_HOST": "127.0.0.1",
-               "TT_INGEST_CLOB_ENABLED": "false", "TT_INGEST_POLL_ENABLED": "false",
-               "TT_INGEST_RTDS_STALL_S": "30", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+               "TT_TUNE_INGEST_CLOB_ENABLED": "false", "TT_TUNE_INGEST_POLL_ENABLED": "false",
+               "TT_TUNE_INGEST_RTDS_STALL_S": "30", "MALLOC_TRIM_THRESHOLD_": "268435456"}
         ingest = spawn(["services.ingest"], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ingest)
         await wait_serving(grpc_port)

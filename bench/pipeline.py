@@ -43,7 +43,7 @@ from bench._pipeline_harness import RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
 from tools.pipeline import Pipeline, PipelineError, free_port_env, isolated_env
 
-TUNING = {"TT_INGEST_POLL_INTERVAL_S": "60", "TT_INGEST_POLL_GAP_FOLLOWUP_S": "60",
+TUNING = {"TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLOWUP_S": "60",
           "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "268435456")}
 
 

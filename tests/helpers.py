@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 async def eventually(check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 10.0,
@@ -151,3 +152,24 @@ def alerts_raised(redis_url: str, kind: str = "") -> list[Any]:
     finally:
         client.close()
     return [a for a in found if not kind or a.kind == kind]
+
+
+def with_tuning(settings_cls: type[S], **kw: Any) -> S:
+    """``settings_cls(**kw)`` where the keywords that name a tuning constant go to its ``tuning`` instead."""
+    import dataclasses
+
+    tuning_cls = type(settings_cls.__dataclass_fields__["tuning"].default)  # type: ignore[attr-defined]
+    names = {f.name for f in dataclasses.fields(tuning_cls)}
+    tuned = {k: kw.pop(k) for k in list(kw) if k in names}
+    return settings_cls(**kw, tuning=tuning_cls(**tuned))
+
+
+def retuned(settings: S, **kw: Any) -> S:
+    """``dataclasses.replace(settings, **kw)`` where the keywords that name a tuning constant replace it in
+    ``settings.tuning``."""
+    import dataclasses
+
+    tuning = settings.tuning  # type: ignore[attr-defined]
+    names = {f.name for f in dataclasses.fields(tuning)}
+    tuned = {k: kw.pop(k) for k in list(kw) if k in names}
+    return dataclasses.replace(settings, **kw, tuning=dataclasses.replace(tuning, **tuned))  # type: ignore[type-var]

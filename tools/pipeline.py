@@ -48,20 +48,20 @@ Printer = Callable[[str], None]
 # Faster loops than production defaults, so scripted scenarios finish in seconds. Each can be
 # overridden by the caller's environment.
 HARNESS_TUNING: dict[str, str] = {
-    "TT_INGEST_POLL_INTERVAL_S": "2",  # data-api safety net (60 s in production)
-    "TT_INGEST_POLL_GAP_FOLLOWUP_S": "2",
+    "TT_TUNE_INGEST_POLL_INTERVAL_S": "2",  # data-api safety net (60 s in production)
+    "TT_TUNE_INGEST_POLL_GAP_FOLLOWUP_S": "2",
     "TT_TUNE_EXECUTOR_BREAKER_OPEN_S": "2",  # breaker stays open 60 s in production
     "TT_TUNE_EXECUTOR_SETTLE_INTERVAL_S": "0.2",
-    "TT_GUARD_PERF_INTERVAL_S": "0.5",  # performance rules every 5 s in production
-    "TT_GUARD_MARK_FLUSH_S": "0.5",
+    "TT_TUNE_GUARD_PERF_INTERVAL_S": "0.5",  # performance rules every 5 s in production
+    "TT_TUNE_GUARD_MARK_FLUSH_S": "0.5",
     "TT_TUNE_ROUTER_OUTBOX_INTERVAL_S": "0.5",
     "TT_RECONCILE_INTERVAL_S": "2",  # each LIVE wallet's venue positions (every few minutes in production)
     "TT_TUNE_ROUTER_OUTBOX_MIN_AGE_S": "0.5",
     "TT_STACK_BACKOFF_S": "0.1",  # supervisor restart backoff (0.5 s in production)
     "TT_STACK_STOP_GRACE_S": "5",
     "TT_STACK_READY_TIMEOUT_S": "90",
-    "TT_ALERT_RETRY_BASE_S": "0.2",  # webhook retries (1 s doubling to 60 s in production)
-    "TT_ALERT_RETRY_CAP_S": "2",
+    "TT_TUNE_CONTROL_ALERT_RETRY_BASE_S": "0.2",  # webhook retries (1 s doubling to 60 s in production)
+    "TT_TUNE_CONTROL_ALERT_RETRY_CAP_S": "2",
 }
 
 FREE_PORTS = SimPorts()

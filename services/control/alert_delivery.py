@@ -228,7 +228,7 @@ class AlertDeliverer:
             _OUTCOMES.add(1, {"kind": "UNKNOWN", "outcome": "MALFORMED"})
             return "MALFORMED"
         if self._expired(alert):
-            return self._gave_up(alert, "EXPIRED", "older than TT_ALERT_RETENTION_S")
+            return self._gave_up(alert, "EXPIRED", "older than TT_TUNE_CONTROL_ALERT_RETENTION_S")
         decision = await self._decision(entry_id, alert)
         if decision != "send":
             outcome = decision.upper()

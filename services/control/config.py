@@ -64,11 +64,14 @@ class AlertSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], tuning: Tuning) -> AlertSettings:
         """Read ``TT_ALERT_WEBHOOK_URL``, ``TT_ALERT_WEBHOOK_SECRET`` and ``TT_ALERT_CONSUMER``; the rest is
-        ``tuning``'s ``alert_*``."""
+        ``tuning``'s ``alert_*`` (``TT_TUNE_CONTROL_ALERT_*``)."""
+        for old in _FORMER_ALERT_VARIABLES:
+            if old in env:
+                raise ConfigError(f"{old}: now TT_TUNE_CONTROL_{old.removeprefix('TT_')} (a tuning constant)")
         return cls(
             webhook_url=env_url(env, "TT_ALERT_WEBHOOK_URL", ""),
             webhook_secret=Secret(env_str(env, "TT_ALERT_WEBHOOK_SECRET")),
-            timeout_s=tuning.alert_timeout_s, retry_base_s=tuning.alert_retry_base_s,
+            timeout_s=tuning.alert_webhook_timeout_s, retry_base_s=tuning.alert_retry_base_s,
             retry_cap_s=tuning.alert_retry_cap_s, dedupe_s=tuning.alert_dedupe_s, rate_limit=tuning.alert_rate_limit,
             rate_window_s=tuning.alert_rate_window_s, retention_s=tuning.alert_retention_s,
             consumer=env_str(env, "TT_ALERT_CONSUMER", socket.gethostname() or "control"),
@@ -82,6 +85,9 @@ class AlertSettings:
 
 
 NO_ALERT_WEBHOOK = AlertSettings()
+_FORMER_ALERT_VARIABLES = ("TT_ALERT_WEBHOOK_TIMEOUT_S", "TT_ALERT_RETRY_BASE_S", "TT_ALERT_RETRY_CAP_S",
+                           "TT_ALERT_DEDUPE_S", "TT_ALERT_RATE_LIMIT", "TT_ALERT_RATE_WINDOW_S",
+                           "TT_ALERT_RETENTION_S", "TT_ALERT_CLAIM_IDLE_S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,7 @@ class Tuning:
                                    minimum=0, maximum=10_000_000)
     page_cache_mb: int = tune(64, "whole REST list pages kept (checked against their rows' digest; 0 = off): a "
                               "500-row page costs ~0.6 MB to render", minimum=0, maximum=65_536)
-    alert_timeout_s: float = tune(5.0, "deadline of one alert POST", minimum=0.05)
+    alert_webhook_timeout_s: float = tune(5.0, "deadline of one alert POST", minimum=0.05)
     alert_retry_base_s: float = tune(1.0, "first wait between the POSTs of one alert (doubling)", minimum=0.01)
     alert_retry_cap_s: float = tune(60.0, "longest wait between the POSTs of one alert", minimum=0.01)
     alert_dedupe_s: float = tune(3600.0, "an occurrence raised twice within this is sent once", minimum=1.0)

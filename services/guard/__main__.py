@@ -13,7 +13,7 @@ async def main(settings: Settings) -> None:
     """Start, serve until a termination signal, stop gracefully."""
     running = await start(settings)
     try:
-        await wait_for_termination(running.server, settings.grace_s)
+        await wait_for_termination(running.server, settings.tuning.grace_s)
     finally:
         await running.stop()
 

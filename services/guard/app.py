@@ -69,17 +69,17 @@ class Running:
             return
         self.stopped = True
         try:
-            await asyncio.wait_for(self.server.stop(self.settings.grace_s), self.settings.grace_s + 5)
+            await asyncio.wait_for(self.server.stop(self.settings.tuning.grace_s), self.settings.tuning.grace_s + 5)
         except TimeoutError:
             log.warning("gRPC server stop timed out")
-        await stop_tasks(self.tasks, timeout_s=self.settings.grace_s + 5)
+        await stop_tasks(self.tasks, timeout_s=self.settings.tuning.grace_s + 5)
         try:
-            await asyncio.wait_for(self.guard.drain(), timeout=self.settings.grace_s)
+            await asyncio.wait_for(self.guard.drain(), timeout=self.settings.tuning.grace_s)
         except TimeoutError:
             await self.guard.cancel_tasks()
         for final in (self.guard.firer.submitted, self.outbox):
             try:
-                await asyncio.wait_for(final.step(), timeout=max(self.settings.grace_s, 1.0))
+                await asyncio.wait_for(final.step(), timeout=max(self.settings.tuning.grace_s, 1.0))
             except Exception as exc:  # noqa: BLE001 - the next start re-submits / re-publishes
                 log.warning(f"final {final.name} failed", extra={"error": repr(exc)[:300]})
         for close in reversed(self.closers):
@@ -122,20 +122,22 @@ async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
 
 def tuning(settings: Settings) -> Tuning:
     """The coordinator's limits and timings from the service settings."""
-    return Tuning(tick_max_age_s=settings.tick_max_age_s, book_max_age_s=settings.book_max_age_s,
-                  max_slippage_bps=settings.max_slippage_bps, crash_after=settings.crash_after,
-                  fire_concurrency=settings.fire_concurrency, bookkeeping_interval_s=settings.bookkeeping_interval_s,
-                  submitted_mark_delay_s=settings.submitted_mark_delay_s, answers_gather_s=settings.orders_gather_s)
+    t = settings.tuning
+    return Tuning(tick_max_age_s=t.tick_max_age_s, book_max_age_s=t.book_max_age_s,
+                  max_slippage_bps=t.max_slippage_bps, crash_after=settings.crash_after,
+                  fire_concurrency=t.fire_concurrency, bookkeeping_interval_s=t.bookkeeping_interval_s,
+                  submitted_mark_delay_s=t.submitted_mark_delay_s, answers_gather_s=t.orders_gather_s)
 
 
 async def start(settings: Settings) -> Running:
     """Apply migrations, connect, load armed triggers, start consumers and the gRPC server."""
     db_url = settings.storage.database_url.value
+    t = settings.tuning
     await asyncio.to_thread(apply_migrations, db_url)
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target.
-    pool = await create_pool(db_url, min_size=min(settings.fire_concurrency + 2, settings.db_pool_max),
-                             max_size=settings.db_pool_max, autocommit=True)
+    pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
+                             max_size=t.db_pool_max, autocommit=True)
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong
@@ -146,22 +148,22 @@ async def start(settings: Settings) -> Running:
     executor_ch = grpc_channel(settings.executor_target, settings.security)
     control_ch = grpc_channel(settings.control_target, settings.security)
 
-    events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=settings.stream_maxlen)
+    events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=t.stream_maxlen)
     triggers = TriggerStore(pool, utcnow)
-    markets = RedisMarkets(redis, cache_s=settings.market_cache_s)
-    outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=settings.bookkeeping_interval_s)
+    markets = RedisMarkets(redis, cache_s=t.market_cache_s)
+    outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
-    bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=settings.band_beat_s,
-                           lease_s=settings.band_lease_s) if settings.bands else None)
+    bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
+                           lease_s=t.band_lease_s) if t.bands else None)
     guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
-                  Clients(executor=GrpcExecutor(executor_ch, timeout_s=settings.submit_timeout_s), markets=markets,
-                          outbox=outbox, watch=watch, bands=bands),
+                  Clients(executor=GrpcExecutor(executor_ch, timeout_s=t.submit_timeout_s),
+                          markets=markets, outbox=outbox, watch=watch, bands=bands),
                   tuning(settings))
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
-    sync = TriggerSync(redis, guard.changes, check_s=settings.trigger_check_s, initial=guard.start)
+    sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
     await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here
@@ -173,27 +175,27 @@ async def start(settings: Settings) -> Running:
     tick_cursor = await ticks_log.last_cursor()
     await guard.catch_up()
 
-    ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if settings.tick_source == "grpc"
+    ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if t.tick_source == "grpc"
                     else log_tick_stream(ticks_log))
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
     feed.cursor = tick_cursor
-    orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if settings.orders_source == "grpc"
+    orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if t.orders_source == "grpc"
                      else read_log_items(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
-                                         epb.OrderEvent.FromString, min_interval_s=settings.orders_gather_s))
+                                         epb.OrderEvent.FromString, min_interval_s=t.orders_gather_s))
     # Batches: the copy fills that arrived while the previous batch was handled share one transaction.
     # Cursors are saved at most every 0.1 s: a crash redelivers those events, whose handling is idempotent.
     cursor_redis = FastRedis(settings.storage.redis_url.value)
     cursors = FastCursorStore(cursor_redis)
     orders = ResumableConsumer(ORDERS_CONSUMER, orders_source, guard.on_order_event, cursors,
-                               start=settings.orders_start, handle_batch=guard.on_order_events, save_interval_s=0.1,
+                               start=t.orders_start_cursor, handle_batch=guard.on_order_events, save_interval_s=0.1,
                                dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))
     perf = PerfMonitor(PerfStore(pool, utcnow),
-                       GrpcControl(control_ch, timeout_s=settings.control_timeout_s),
-                       markets, interval_s=settings.perf_interval_s)
+                       GrpcControl(control_ch, timeout_s=t.control_timeout_s),
+                       markets, interval_s=t.perf_interval_s)
     tasks += [asyncio.create_task(feed.run(), name="ticks"), asyncio.create_task(orders.run(), name="orders"),
               asyncio.create_task(perf.run(), name="perf"),
-              asyncio.create_task(_every(settings.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
-              asyncio.create_task(_every(settings.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]
+              asyncio.create_task(_every(t.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
+              asyncio.create_task(_every(t.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]
     server = await start_grpc(settings.host, settings.grpc_port, events_log, settings.security)
     log.info("guard started", extra={"port": server.port, "triggers": len(guard.engine),
                                      "load_s": round(guard.stats.load_s, 3)})

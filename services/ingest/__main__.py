@@ -61,72 +61,73 @@ class Ingest:
 
     def __init__(self, settings: IngestSettings, redis_url: str, database_url: str) -> None:
         s = settings
+        t = s.tuning
         self.settings = s
         self.metrics = IngestMetrics()
         self.redis = create_stream_redis(redis_url)
         self.redis_text = create_redis(redis_url, timeout_s=10.0)
         self.database_url = database_url
         self.pool: Any = None
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.http_timeout_s),
-                                          headers={"User-Agent": s.user_agent})
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=t.http_timeout_s),
+                                          headers={"User-Agent": t.user_agent})
         self.recorder = Recorder(s.record_dir) if s.record_dir else None
-        self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=s.stream_maxlen, live=LiveFeed())
-        self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=s.stream_maxlen)
-        self.resolutions_log = DurableLog(self.redis, MARKET_RESOLUTIONS, maxlen=s.stream_maxlen)
+        self.trades_log = DurableLog(self.redis, LEADER_TRADES, maxlen=t.stream_maxlen, live=LiveFeed())
+        self.ticks_log = DurableLog(self.redis, PRICE_TICKS, maxlen=t.stream_maxlen)
+        self.resolutions_log = DurableLog(self.redis, MARKET_RESOLUTIONS, maxlen=t.stream_maxlen)
         self.followed = FollowedLeaders()
         self.books = BookState()
         self.watch: WatchSet | None = None
         # the hot path's own pipelined connection: the websocket handler writes each trade's append at once
         self.sink = TradeSink(lambda: RespConnection.open(redis_url), self.trades_log, self.metrics,
-                              dedupe_ttl_s=s.dedupe_ttl_s, maxlen=s.stream_maxlen, on_kept=self._kept)
-        bucket = TokenBucket(s.poll_rate_per_s, s.poll_burst, time.monotonic())
+                              dedupe_ttl_s=t.dedupe_ttl_s, maxlen=t.stream_maxlen, on_kept=self._kept)
+        bucket = TokenBucket(t.poll_rate_per_s, t.poll_burst, time.monotonic())
         getter = RestGetter(self.http, bucket, feed="data_api", recorder=self.recorder, on_status=self.metrics.poll)
-        self.poller = Poller(DataApi(getter, s.data_api_url, endpoint=s.poll_endpoint, page_limit=s.poll_page_limit,
-                                     max_offset=s.poll_max_offset),
-                             self.sink, self.followed, self.redis_text, self.metrics, interval_s=s.poll_interval_s,
-                             overlap_s=s.poll_overlap_s, max_lookback_s=s.poll_max_lookback_s,
-                             gap_followup_s=s.poll_gap_followup_s, concurrency=s.poll_concurrency,
-                             max_clock_skew_s=s.max_clock_skew_s)
+        self.poller = Poller(DataApi(getter, s.data_api_url, endpoint=t.poll_endpoint, page_limit=t.poll_page_limit,
+                                     max_offset=t.poll_max_offset),
+                             self.sink, self.followed, self.redis_text, self.metrics, interval_s=t.poll_interval_s,
+                             overlap_s=t.poll_overlap_s, max_lookback_s=t.poll_max_lookback_s,
+                             gap_followup_s=t.poll_gap_followup_s, concurrency=t.poll_concurrency,
+                             max_clock_skew_s=t.max_clock_skew_s)
         self.index = HotIndexWatcher(self.redis_text, self.followed, on_new_leader=self.poller.on_new_leader,
-                                     check_interval_s=s.index_check_s, lookback_s=s.poll_new_leader_lookback_s)
-        mfb = s.max_frame_bytes
+                                     check_interval_s=t.index_check_s, lookback_s=t.poll_new_leader_lookback_s)
+        mfb = t.max_frame_bytes
         self.rtds = RtdsFeed(
             s.rtds_url, RtdsHandler(self.followed.__contains__, self.sink.put, self.metrics,
-                                    occurrence_ttl_s=s.occurrence_ttl_s, max_frame_bytes=mfb,
-                                    max_clock_skew_s=s.max_clock_skew_s),
-            self.metrics, on_gap=self.poller.on_gap if s.poll_enabled else (lambda _t: None),
-            recorder=self.recorder, ping_interval_s=s.rtds_ping_interval_s, ping_text=s.rtds_ping_text,
-            stall_s=s.rtds_stall_s, extra_topics=s.rtds_extra_topics, max_frame_bytes=mfb,
+                                    occurrence_ttl_s=t.occurrence_ttl_s, max_frame_bytes=mfb,
+                                    max_clock_skew_s=t.max_clock_skew_s),
+            self.metrics, on_gap=self.poller.on_gap if t.poll_enabled else (lambda _t: None),
+            recorder=self.recorder, ping_interval_s=t.rtds_ping_interval_s, ping_text=t.rtds_ping_text,
+            stall_s=t.rtds_stall_s, extra_topics=t.rtds_extra_topics, max_frame_bytes=mfb,
             backoff=_backoff(s))
-        self.gate = TickGate(heartbeat_s=s.tick_heartbeat_s, enabled=s.tick_filter)
+        self.gate = TickGate(heartbeat_s=t.tick_heartbeat_s, enabled=t.tick_filter)
         self.publisher = BookPublisher(lambda: RespConnection.open(redis_url), self.books, self.metrics,
-                                       depth=s.book_depth_levels, maxlen=s.stream_maxlen, gate=self.gate)
+                                       depth=t.book_depth_levels, maxlen=t.stream_maxlen, gate=self.gate)
         self.bands = BandFeed(self.redis_text, self.gate, self.publisher.check)
         clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
                                  recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
-                                      self.redis_text, self.metrics, stale_s=s.book_stale_s,
-                                      snapshot_grace_s=s.book_snapshot_grace_s)
+                                      self.redis_text, self.metrics, stale_s=t.book_stale_s,
+                                      snapshot_grace_s=t.book_snapshot_grace_s)
         self.publisher.on_market = self.market_sync.want_market
         # resolutions: PostgreSQL comes in start(); the recorder and the checks get the pool there
         self.resolutions = ResolutionRecorder(None, self.resolutions_log, self.ticks_log, self.redis_text,
                                               self.metrics)
-        check_getter = RestGetter(self.http, TokenBucket(s.market_check_rate_per_s, 1, time.monotonic()),
+        check_getter = RestGetter(self.http, TokenBucket(t.market_check_rate_per_s, 1, time.monotonic()),
                                   feed="clob_rest", recorder=self.recorder)
         self.market_checks = MarketChecks(None, ClobRest(check_getter, s.clob_api_url), self.resolutions,
-                                          self.redis_text, self.metrics, interval_s=s.market_check_interval_s)
+                                          self.redis_text, self.metrics, interval_s=t.market_check_interval_s)
         self.socket_resolutions = SocketResolutions(self.resolutions, self.market_checks.ask, self.books.books,
                                                     self.redis_text, self.metrics)
         clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb,
                                    on_desync=self.market_sync.resync,
                                    on_resolved=self.socket_resolutions.on_resolved)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
-                             ping_interval_s=s.clob_ping_interval_s, stall_s=s.clob_stall_s,
+                             ping_interval_s=t.clob_ping_interval_s, stall_s=t.clob_stall_s,
                              backoff=_backoff(s), max_frame_bytes=mfb, on_beat=self.publisher.beat,
-                             beat_interval_s=s.book_beat_interval_s)
-        if s.clob_enabled:
-            self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=s.recent_asset_ttl_s,
-                                  refresh_s=s.watch_refresh_s, metrics=self.metrics)
+                             beat_interval_s=t.book_beat_interval_s)
+        if t.clob_enabled:
+            self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=t.recent_asset_ttl_s,
+                                  refresh_s=t.watch_refresh_s, metrics=self.metrics)
         self.metrics.observe_feeds({"rtds": lambda: self.rtds.feed.last_data_ns / 1e9 if self.rtds.connections else 0.0,
                                     "clob": lambda: self.clob.feed.last_message_ns / 1e9})
         self.metrics.observe_books(lambda: list(self.books.books.values()))
@@ -147,9 +148,10 @@ class Ingest:
     async def start(self) -> int:
         """Start every loop and the gRPC server; returns the bound gRPC port."""
         s = self.settings
+        t = s.tuning
         self.pool = await create_pool(self.database_url, min_size=1, max_size=4)
         self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
-                                  batch=s.persist_batch)
+                                  batch=t.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)
         self.resolutions.pool = self.market_checks.pool = self.pool
         await self.trades_log.prime()
@@ -157,12 +159,12 @@ class Ingest:
                     self.resolutions.run(), self.market_checks.run(), self.socket_resolutions.run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
-        if s.poll_enabled:
+        if t.poll_enabled:
             self._spawn(self.poller.run())
         if self.watch is not None:
             # ticks of this process are stamped after the last one logged, and bands are trusted once guard read it
             self.gate.floor_ns = self.gate.trust_after_ns = await last_tick_stamp(self.redis)
-            if s.tick_filter:
+            if t.tick_filter:
                 self._spawn(self.bands.run())
             self._spawn(self.watch.run(), self.clob.run(), self.publisher.run(), self.market_sync.run(),
                         self.market_sync.run_stale_checker())
@@ -214,7 +216,7 @@ async def cancel_all(tasks: list[asyncio.Task[None]], *, attempts: int = 40) -> 
 
 
 def _backoff(s: IngestSettings) -> Backoff:
-    return Backoff(s.reconnect_base_s, s.reconnect_cap_s)
+    return Backoff(s.tuning.reconnect_base_s, s.tuning.reconnect_cap_s)
 
 
 async def serve(settings: IngestSettings, storage: StorageSettings,

@@ -5,7 +5,7 @@ Markets checked = every market the engine holds a position in (``positions`` OPE
 settles it, held or not). The schedule lives in ``market_checks`` (``next_check_at``, ``end_date``,
 ``failures`` / ``last_error``); :func:`services.ingest.resolution.next_check_s` decides each next check (at least
 every ``interval_s``, ``GRACE_AFTER_END_S`` after the end date, backoff on failures). Requests go through one
-token bucket (``TT_INGEST_MARKET_CHECK_RATE_PER_S``), one at a time, due rows first: spread over time.
+token bucket (``TT_TUNE_INGEST_MARKET_CHECK_RATE_PER_S``), one at a time, due rows first: spread over time.
 
 An answer that resolves the market is recorded (:class:`~services.ingest.resolutions.ResolutionRecorder`) and its
 row deleted; a malformed or failed answer changes nothing but the schedule (logged, counted). Everything runs

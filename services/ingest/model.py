@@ -41,7 +41,7 @@ SERVER_ERROR = "SERVER_ERROR"
 PRICE_OUT_OF_RANGE = "PRICE_OUT_OF_RANGE"
 SIZE_NOT_POSITIVE = "SIZE_NOT_POSITIVE"
 TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
-DEFAULT_MAX_SKEW_MS = 60_000  # a trade may be stamped this far ahead of our clock (TT_INGEST_MAX_CLOCK_SKEW_S)
+DEFAULT_MAX_SKEW_MS = 60_000  # a trade may be stamped this far ahead of our clock (TT_TUNE_INGEST_MAX_CLOCK_SKEW_S)
 
 # Feed sources (names of FeedSource enum values without the prefix).
 RTDS_TRADES = "RTDS_TRADES"

@@ -99,12 +99,25 @@ def test_settings_overrides() -> None:
     assert "pw@" not in repr(s)
 
 
+def test_alert_settings_operator_and_tuning() -> None:
+    a = Settings.from_env(BASE_ENV).alerts
+    assert (a.webhook_url, a.timeout_s, a.retry_cap_s, a.rate_limit, a.retention_s) == ("", 5.0, 60.0, 5, 86_400.0)
+    a = Settings.from_env({**BASE_ENV, "TT_ALERT_WEBHOOK_URL": "https://hooks.example/x",
+                           "TT_ALERT_WEBHOOK_SECRET": "hunter2", "TT_TUNE_CONTROL_ALERT_RATE_LIMIT": "9",
+                           "TT_TUNE_CONTROL_ALERT_WEBHOOK_TIMEOUT_S": "2"}).alerts
+    assert (a.webhook_url, a.webhook_secret.value, a.rate_limit, a.timeout_s) == ("https://hooks.example/x",
+                                                                                  "hunter2", 9, 2.0)
+    assert "hunter2" not in repr(a)
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("TT_CONTROL_GRPC_PORT", "70000"), ("TT_CONTROL_GRPC_PORT", "x"), ("TT_TUNE_CONTROL_INDEX_RESYNC_S", "-1"),
     ("TT_TUNE_CONTROL_INDEX_FULL_RESYNC_S", "0"),
     ("TT_TUNE_CONTROL_DB_POOL_MAX", "0"), ("TT_CONTROL_READY_SERVICES", "router,bogus"),
     ("TT_TUNE_CONTROL_LIST_CACHE_ENTRIES", "-1"),
     ("TT_TUNE_CONTROL_PAGE_CACHE_MB", "-1"), ("TT_TUNE_CONTROL_PAGE_CACHE_MB", "lots"),
+    ("TT_ALERT_WEBHOOK_URL", "ftp://x"), ("TT_TUNE_CONTROL_ALERT_RATE_LIMIT", "0"),
+    ("TT_ALERT_RETENTION_S", "60"),  # its former name: refused, not silently ignored
     ("TT_INSIDERS_API_URL", "ftp://x"), ("CONTROL_API_TOKEN", "abc"), ("DATABASE_URL", "mysql://x"),
     ("TT_INTERNAL_TOKEN", "abc"), ("TT_INTERNAL_TOKEN", TOKEN_2), ("TT_CONTROL_HOST", "0.0.0.0"),
 ])

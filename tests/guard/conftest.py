@@ -13,7 +13,7 @@ from common.storage import create_redis
 from services.guard.app import Running, start
 from services.guard.config import Settings
 from tests.guard.standins import StandIns, start_standins
-from tests.helpers import INTERNAL
+from tests.helpers import INTERNAL, with_tuning
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def guard_settings(db_url: str, redis_url: str, s: StandIns, **overrides: Any) -
         perf_interval_s=0.1, mark_flush_s=0.05, trigger_check_s=0.3, tick_max_age_s=2.0, grace_s=0.0,
         tick_source="grpc")
     base.update(overrides)
-    return Settings(**base)
+    return with_tuning(Settings, **base)
 
 
 GuardFactory = Callable[..., Awaitable[Running]]

@@ -5,7 +5,6 @@ trailing marks stay exact, and restarts of guard or ingest hide no crossing."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +18,7 @@ from sim.polymarket import PolymarketSim
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import StandIns, db, insert_trigger, publish_change, set_position, trigger_row
 from tests.guard.test_with_ingest import _ingest_settings
-from tests.helpers import eventually
+from tests.helpers import eventually, retuned
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +48,7 @@ def wiggle_ask(sim: PolymarketSim, token: str, times: int, price: str = "0.505")
 
 
 async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> Ingest:
-    ingest = Ingest(replace(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
+    ingest = Ingest(retuned(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
     await ingest.start()
     return ingest
 

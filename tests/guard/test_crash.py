@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 async def _spawn(db_url: str, redis_url: str, s: StandIns, log_path: Path, **extra: str) -> asyncio.subprocess.Process:
     env = {**os.environ, **INTERNAL_ENV, "DATABASE_URL": db_url, "REDIS_URL": redis_url,
            "TT_GUARD_GRPC_PORT": "0", "TT_INGEST_GRPC_TARGET": s.target(0), "TT_EXECUTOR_GRPC_TARGET": s.target(1),
-           "TT_CONTROL_GRPC_TARGET": s.target(2), "TT_GUARD_PERF_INTERVAL_S": "60", "TT_GUARD_GRACE_S": "1",
-           "TT_RUN_DIR": str(log_path.parent), "TT_GUARD_TICK_SOURCE": "grpc", **extra}
+           "TT_CONTROL_GRPC_TARGET": s.target(2), "TT_TUNE_GUARD_PERF_INTERVAL_S": "60", "TT_TUNE_GUARD_GRACE_S": "1",
+           "TT_RUN_DIR": str(log_path.parent), "TT_TUNE_GUARD_TICK_SOURCE": "grpc", **extra}
     log_file = log_path.open("ab")
     try:
         return await asyncio.create_subprocess_exec(sys.executable, "-m", "services.guard", cwd=project_root(),

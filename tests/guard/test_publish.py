@@ -83,11 +83,11 @@ async def test_kicks_soon_after_a_run_share_the_next_one(min_interval_s: float, 
 
 def test_bookkeeping_interval_setting() -> None:
     base = {**INTERNAL_ENV, "DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x:1/0"}
-    env = {**base, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "0.2"}
-    assert Settings.from_env(env).bookkeeping_interval_s == 0.2
-    assert Settings.from_env(base).bookkeeping_interval_s == 0.05
+    env = {**base, "TT_TUNE_GUARD_BOOKKEEPING_INTERVAL_S": "0.2"}
+    assert Settings.from_env(env).tuning.bookkeeping_interval_s == 0.2
+    assert Settings.from_env(base).tuning.bookkeeping_interval_s == 0.05
     with pytest.raises(ConfigError):
-        Settings.from_env({**env, "TT_GUARD_BOOKKEEPING_INTERVAL_S": "-1"})
+        Settings.from_env({**env, "TT_TUNE_GUARD_BOOKKEEPING_INTERVAL_S": "-1"})
 
 
 async def test_a_delayed_submitted_mark_is_skipped_for_a_sell_that_settled_meanwhile() -> None:

@@ -132,21 +132,23 @@ BASE_ENV = {"DATABASE_URL": "postgresql://u@localhost/db", "REDIS_URL": "redis:/
 
 def test_settings_from_env() -> None:
     s = Settings.from_env({**BASE_ENV, "TT_GUARD_GRPC_PORT": "0", "TT_EXECUTOR_GRPC_TARGET": "exec:1",
-                           "TT_GUARD_TICK_MAX_AGE_S": "1.5", "TT_GUARD_CRASH_AFTER": "decision"})
-    assert (s.grpc_port, s.executor_target, s.tick_max_age_s, s.crash_after, s.tick_source) == (
+                           "TT_TUNE_GUARD_TICK_MAX_AGE_S": "1.5", "TT_GUARD_CRASH_AFTER": "decision"})
+    assert (s.grpc_port, s.executor_target, s.tuning.tick_max_age_s, s.crash_after, s.tuning.tick_source) == (
         0, "exec:1", 1.5, "decision", "log")
     assert s.security.tokens[0].value == INTERNAL_TOKEN and INTERNAL_TOKEN not in repr(s)
     assert s.ingest_target == "127.0.0.1:50051" and s.control_target == "127.0.0.1:50055"
-    assert (s.orders_source, s.orders_gather_s) == ("grpc", 0.025)
-    s = Settings.from_env({**BASE_ENV, "TT_GUARD_ORDERS_SOURCE": "LOG", "TT_GUARD_ORDERS_GATHER_S": "0"})
-    assert (s.orders_source, s.orders_gather_s) == ("log", 0.0)
+    assert (s.tuning.orders_source, s.tuning.orders_gather_s) == ("grpc", 0.025)
+    s = Settings.from_env({**BASE_ENV, "TT_TUNE_GUARD_ORDERS_SOURCE": "LOG", "TT_TUNE_GUARD_ORDERS_GATHER_S": "0"})
+    assert (s.tuning.orders_source, s.tuning.orders_gather_s) == ("log", 0.0)
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("TT_GUARD_TICK_MAX_AGE_S", "0"), ("TT_GUARD_TICK_MAX_AGE_S", "abc"), ("TT_GUARD_CRASH_AFTER", "later"),
-    ("TT_GUARD_ORDERS_START", "middle"), ("TT_GUARD_TICK_SOURCE", "carrier-pigeon"),
-    ("TT_GUARD_FIRE_CONCURRENCY", "50"), ("TT_GUARD_GRPC_PORT", "70000"), ("TT_INTERNAL_TOKEN", "short"),
-    ("TT_GUARD_MAX_SLIPPAGE_BPS", "-1"), ("TT_GUARD_ORDERS_SOURCE", "pigeon"), ("TT_GUARD_ORDERS_GATHER_S", "-1"),
+    ("TT_TUNE_GUARD_TICK_MAX_AGE_S", "0"), ("TT_TUNE_GUARD_TICK_MAX_AGE_S", "abc"), ("TT_GUARD_CRASH_AFTER", "later"),
+    ("TT_TUNE_GUARD_ORDERS_START", "middle"), ("TT_TUNE_GUARD_TICK_SOURCE", "carrier-pigeon"),
+    ("TT_TUNE_GUARD_FIRE_CONCURRENCY", "50"), ("TT_GUARD_GRPC_PORT", "70000"), ("TT_INTERNAL_TOKEN", "short"),
+    ("TT_TUNE_GUARD_MAX_SLIPPAGE_BPS", "-1"), ("TT_TUNE_GUARD_ORDERS_SOURCE", "pigeon"),
+    ("TT_TUNE_GUARD_ORDERS_GATHER_S", "-1"), ("TT_TUNE_GUARD_BAND_LEASE_S", "2"),
+    ("TT_GUARD_TICK_MAX_AGE_S", "1"),  # its former name: refused, not silently ignored
 ])
 def test_invalid_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -23,7 +23,7 @@ from services.guard.config import Settings as GuardSettings
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tests.guard.standins import ASSET, CONDITION, WALLET, WALLET_ID, add_market, db, insert_subscription
-from tests.helpers import INTERNAL, INTERNAL_ENV, eventually
+from tests.helpers import INTERNAL, INTERNAL_ENV, eventually, with_tuning
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -83,7 +83,7 @@ async def test_copy_exit_sells_the_position_once_through_the_real_executor(
     executor = await start_executor(ExecutorSettings.from_env({
         **EXECUTOR_ENV, "TT_ROUTER_GRPC_TARGET": f"127.0.0.1:{router.port}", "TT_INSIDERS_API_URL": fake.url,
         "TT_INSIDERS_API_TOKEN": INSIDERS_TOKEN}), db_url, redis_url)
-    guard = await start_guard(GuardSettings(
+    guard = await start_guard(with_tuning(GuardSettings,
         storage=StorageSettings(Secret(db_url), Secret(redis_url)), security=INTERNAL, grpc_port=0,
         executor_target=f"127.0.0.1:{executor.server.port}", ingest_target="127.0.0.1:1",
         control_target="127.0.0.1:1", tick_source="log", perf_interval_s=60, grace_s=0.0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from common.telemetry import setup_telemetry
 from services.ingest.__main__ import Ingest
 from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
-from tests.helpers import INTERNAL
+from tests.helpers import INTERNAL, retuned, with_tuning
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 # A receive time after every fixture's trade timestamp (trades stamped later than receipt + skew are refused).
@@ -26,15 +25,15 @@ RECV_NS = 1_790_000_000_000_000_000
 def fast_settings(sim: PolymarketSim, **overrides: Any) -> IngestSettings:
     """Settings pointing at the simulator with short intervals for tests."""
     env = sim.env()
-    base = IngestSettings(
-        security=INTERNAL,
+    base = with_tuning(
+        IngestSettings, security=INTERNAL,
         rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"], clob_api_url=env["TT_CLOB_API_URL"],
         data_api_url=env["TT_DATA_API_URL"], grpc_port=0, grpc_host="127.0.0.1",
         rtds_ping_interval_s=0.1, rtds_stall_s=0.6, reconnect_base_s=0.05, reconnect_cap_s=0.2,
         clob_ping_interval_s=0.2, clob_stall_s=5.0, book_stale_s=30.0, watch_refresh_s=0.3,
         poll_interval_s=3600.0, poll_gap_followup_s=0.3, poll_rate_per_s=200.0, poll_burst=50,
         poll_overlap_s=120.0, index_check_s=0.2, http_timeout_s=5.0)
-    return replace(base, **overrides)
+    return retuned(base, **overrides)
 
 
 @pytest.fixture

@@ -35,10 +35,11 @@ LEADER = "0x" + "ab" * 20
 def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **INTERNAL_ENV, **sim.env(), "REDIS_URL": redis_url, "DATABASE_URL": db_url,
            "TT_INGEST_GRPC_PORT": str(port), "TT_INGEST_GRPC_HOST": "127.0.0.1",
-           "TT_INGEST_POLL_INTERVAL_S": "0.5", "TT_INGEST_POLL_RATE_PER_S": "200", "TT_INGEST_POLL_BURST": "50",
-           "TT_INGEST_RTDS_STALL_S": "2", "TT_INGEST_RTDS_PING_INTERVAL_S": "0.5",
-           "TT_INGEST_RECONNECT_BASE_S": "0.05", "TT_INGEST_RECONNECT_CAP_S": "0.3",
-           "TT_INGEST_CLOB_ENABLED": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+           "TT_TUNE_INGEST_POLL_INTERVAL_S": "0.5", "TT_TUNE_INGEST_POLL_RATE_PER_S": "200",
+           "TT_TUNE_INGEST_POLL_BURST": "50",
+           "TT_TUNE_INGEST_RTDS_STALL_S": "2", "TT_TUNE_INGEST_RTDS_PING_INTERVAL_S": "0.5",
+           "TT_TUNE_INGEST_RECONNECT_BASE_S": "0.05", "TT_TUNE_INGEST_RECONNECT_CAP_S": "0.3",
+           "TT_TUNE_INGEST_CLOB_ENABLED": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
     return subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

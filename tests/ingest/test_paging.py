@@ -126,7 +126,7 @@ def test_activity_endpoint_late_indexed_row_between_pages_is_not_a_second_copy()
 
 
 def test_activity_page_limit_above_server_clamp_does_not_truncate_the_window() -> None:
-    # FORMATS §4.3: /activity `limit` <= 500 (clamped). Config allows TT_INGEST_POLL_PAGE_LIMIT up to 10000.
+    # FORMATS §4.3: /activity `limit` <= 500 (clamped). Config allows TT_TUNE_INGEST_POLL_PAGE_LIMIT up to 10000.
     rows = [row(i, NOW - 100 + i // 10) for i in range(700)]
     sink, redis = run_poll(Server(rows, newest_first=False, clamp=500), endpoint="activity", page_limit=1000)
     assert len(sink.seen) == 700, f"only {len(sink.seen)} of 700 trades; cursor now {redis.h[CURSOR_KEY][LEADER]}"
