@@ -39,19 +39,13 @@ and the executor during the measurement).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import os
 import random
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -59,12 +53,20 @@ import psycopg
 import redis as redis_sync
 
 from bench import CpuMeter, memory_mb, process_cpu_s, storage_pids, summarize
+from bench._pipeline_guard_readings import (
+    _floor_under_load,
+    _guard_lags,
+    _guard_load_s,
+    _hot_stages,
+    _ingest_to_post,
+    _last_stats,
+    _med,
+    _pids,
+    _profile,
+)
 from bench._triggers import asset_id, seed_triggers
-from bench.hops import GUARD_CHAIN as _GUARD_CHAIN
-from common.streams import PRICE_TICKS, TRIGGER_EVENTS
+from common.streams import PRICE_TICKS
 from sim.scenarios import set_best_bid
-from tradingtools.execution.v1 import execution_pb2 as epb
-from tradingtools.guard.v1 import guard_pb2 as gpb
 
 LEVELS = 10
 LEVEL_SIZE = "1000"
@@ -72,46 +74,10 @@ LEVEL_SIZE = "1000"
 WALKS = {"crossing": (12, 88), "inside": (47, 52)}
 
 
-def _guard_load_s(text: str) -> float | None:
-    """The last ``armed triggers loaded`` time in guard's log."""
-    found = None
-    for line in text.splitlines():
-        if '"armed triggers loaded"' in line:
-            with contextlib.suppress(ValueError, KeyError):
-                found = float(json.loads(line)["load_s"])
-    return found
 
 
-def _guard_lags(text: str, since_ms: int) -> list[tuple[float, float]]:
-    """(tick lag p50, p99) of guard's stats lines logged after ``since_ms``."""
-    out = []
-    for line in text.splitlines():
-        if '"guard stats"' not in line:
-            continue
-        with contextlib.suppress(ValueError, KeyError):
-            d = json.loads(line)
-            ts = d.get("ts") or ""
-            stamp = datetime.fromisoformat(ts).replace(tzinfo=UTC).timestamp() * 1000 if ts else since_ms
-            if stamp >= since_ms - 1000 and "tick_lag_p99_ms" in d:
-                out.append((float(d["tick_lag_p50_ms"]), float(d["tick_lag_p99_ms"])))
-    return out
 
 
-def _pids(p: Any) -> dict[str, int]:
-    """Pids of the supervised programs, the embedded Redis and PostgreSQL (when found) and this process."""
-    out = {"bench+sim": os.getpid()}
-    for name in ("ingest", "guard", "executor", "router", "control"):
-        with contextlib.suppress(KeyError, ValueError, TypeError):
-            out[name] = int(p.program(name).get("pid") or 0)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            exe = os.path.basename(cmd[0].decode(errors="replace"))
-            if exe.startswith("redis-server") and str(p.run_dir) in b" ".join(cmd).decode(errors="replace"):
-                out["redis"] = int(proc.name)
-    return out
 
 
 class _Walks:
@@ -196,15 +162,6 @@ async def _background(sim: Any, walks: _Walks, rate: float, stop: threading.Even
     return {"frames": sent, "elapsed_s": round(elapsed, 2), "frames_per_s": round(sent / elapsed)}
 
 
-def _last_stats(text: str) -> dict[str, Any]:
-    """Guard's last stats line (counters and median fire stages)."""
-    found: dict[str, Any] = {}
-    for line in text.splitlines():
-        if '"guard stats"' in line:
-            with contextlib.suppress(ValueError):
-                found = json.loads(line)
-    return {k: found[k] for k in ("ticks", "unchanged_ticks", "quiet_ticks", "stale_ticks", "ignored_ticks", "held",
-                                  "fire") if k in found}
 
 
 def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float | None = None,
@@ -361,81 +318,11 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
             "load1_max": round(max(load_samples), 2), "load_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
-def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:
-    """``bench hops --chain guard`` against the stack's Redis and PostgreSQL while the ticks run, one message
-    every 5 ms and every 100 ms (the measured crossings' spacing): each hop's p50 / p99 and the drawn totals of
-    the chain, per spacing (None when it fails: reported, not fatal)."""
-    with tempfile.TemporaryDirectory(prefix="tt-bench-floor-") as tmp:
-        out = Path(tmp) / "floor.json"
-        env = {**os.environ, "REDIS_URL": (p.run_dir / "redis_url").read_text().strip(),
-               "DATABASE_URL": (p.run_dir / "database_url").read_text().strip()}
-        done = subprocess.run([sys.executable, "-m", "bench", "hops", "--gaps-ms", "5,100", "--samples", str(samples),
-                               "--chain", "guard", "--no-save", "--out", str(out)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, check=False)
-        if done.returncode != 0 or not out.exists():
-            print(f"transport floor not measured: {done.stderr.decode(errors='replace')[-500:]}", flush=True)
-            return None
-        report = json.loads(out.read_text())
-    transports = [t for _label, t in _GUARD_CHAIN]
-    return {gap: {"hops": {label: {"p50_ms": hops[t]["p50_ms"], "p99_ms": hops[t]["p99_ms"], "n": hops[t]["n"]}
-                           for label, t in zip(report["chain"], transports, strict=True)},
-                  "chain": report["floor"][gap], "required_chain": report["floor_required"].get(gap)}
-            for gap, hops in report["hops"].items()}
 
 
-def _profile(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
-    """With ``TT_BENCH_PYSPY=<dir>``: py-spy profiles of ingest and guard during the measurement."""
-    folder = os.environ.get("TT_BENCH_PYSPY")
-    if not folder:
-        return []
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(["py-spy", "record", "-p", str(pids[name]), "-r", "200", "-f", "raw", "-o",
-                              f"{folder}/{name}.txt", "-d", str(int(seconds))],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for name in ("ingest", "guard", "executor") if pids.get(name)]
 
 
-def _hot_stages(p: Any, db_url: str) -> dict[str, list[float]]:
-    """Hot fires split at guard's decision (``Order.routed_time_ns``, from the recorded SELL)."""
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT fire_order FROM triggers WHERE id LIKE 'trg_hot_%%' AND fire_order IS NOT NULL"
-                            ).fetchall()
-    orders = [epb.Order.FromString(bytes(r[0])) for r in rows]
-    arrivals = p.sim.call(lambda: {q.client_order_id: q.arrival_ns for q in p.sim.insiders.posts})
-    out: dict[str, list[float]] = {"ingest→guard decided": [], "guard decided→SELL POST": []}
-    for o in orders:
-        if o.client_order_id in arrivals and o.received_time_ns:
-            out["ingest→guard decided"].append((o.routed_time_ns - o.received_time_ns) / 1e6)
-            out["guard decided→SELL POST"].append((arrivals[o.client_order_id] - o.routed_time_ns) / 1e6)
-    return out
 
 
-def _med(values: list[float]) -> float | None:
-    return sorted(values)[len(values) // 2] if values else None
 
 
-def _ingest_to_post(p: Any, r: Any, hot_tokens: set[str]) -> tuple[list[float], list[float]]:
-    """POST arrival − ingest receive (from guard's FIRED events), for walk fires and hot fires."""
-    fired: dict[str, tuple[int, str]] = {}
-    pos = "-"
-    while True:
-        rows: Any = r.xrange(TRIGGER_EVENTS, min=pos, count=2000)
-        if not rows:
-            break
-        for _entry_id, fields in rows:
-            ev = gpb.TriggerEvent.FromString(fields[b"p"])
-            if ev.type == gpb.TRIGGER_EVENT_TYPE_FIRED and ev.trigger.order_id and ev.received_time_ns:
-                fired[ev.trigger.order_id] = (ev.received_time_ns, ev.trigger.asset_id)
-        pos = "(" + rows[-1][0].decode()
-    posts = p.sim.call(lambda: [(q.client_order_id, q.arrival_ns) for q in p.sim.insiders.posts
-                                if (q.body or {}).get("side") == "SELL"])
-    walk: list[float] = []
-    hot: list[float] = []
-    seen: set[str] = set()
-    for coid, arrival in posts:
-        hit = fired.get(coid)
-        if hit is None or coid in seen:
-            continue
-        seen.add(coid)
-        (hot if hit[1] in hot_tokens else walk).append((arrival - hit[0]) / 1e6)
-    return walk, hot

@@ -256,6 +256,10 @@ def main(argv: list[str]) -> int:
             if args.keep_logs:
                 shutil.copytree(Path(tmp) / "run" / "logs", Path(args.keep_logs), dirs_exist_ok=True)
     if not args.no_save:
-        path = save_results("pipeline", results, baseline=not args.quick and only == set("abcef"))
+        # the whole run is the baseline; so is (b) alone at 10,000 followers or more: the wide fan-out's own
+        if not args.quick and only == {"b"} and args.followers >= 10_000:
+            path = save_results("pipeline_fanout", results)
+        else:
+            path = save_results("pipeline", results, baseline=not args.quick and only == set("abcef"))
         print(f"saved {path}", flush=True)
     return 0

@@ -19,7 +19,8 @@ import pytest
 from common.config import project_root
 from common.embedded import free_port
 from tests.helpers import alerts_raised, eventually_sync
-from tools.supervisor import Decision, Program, RestartPolicy, after_exit, is_alive, programs_to_json
+from tools.restarts import Decision, RestartPolicy, after_exit
+from tools.supervisor import Program, is_alive, programs_to_json
 from tradingtools.control.v1 import control_pb2, control_pb2_grpc
 
 POLICY = RestartPolicy(min_uptime_s=5.0, max_fast_crashes=3, base_backoff_s=0.5, max_backoff_s=4.0)

@@ -65,7 +65,7 @@ def test_list_with_a_padded_address_query_is_400_naming_it(edge: EdgeStack, path
 @pytest.mark.parametrize(("field", "initial"), [("marketDenylist", ["btc-updown-5m"]),
                                                 ("marketAllowlist", ["some-market"])])
 def test_update_mask_clears_a_list(edge: EdgeStack, field: str, initial: list[str]) -> None:
-    """The README's way to empty a list: name it in ``updateMask``; the other filters stay."""
+    """docs/rest-api.md's way to empty a list: name it in ``updateMask``; the other filters stay."""
     with edge.client() as c:
         sub = c.post("/subscriptions", json=subscription(filters={field: initial, "minLeaderTradeUsd": "50"})).json()
         assert sub["filters"][field] == initial

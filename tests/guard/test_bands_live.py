@@ -4,7 +4,7 @@ trailing marks stay exact, and restarts of guard or ingest hide no crossing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -47,10 +47,30 @@ def wiggle_ask(sim: PolymarketSim, token: str, times: int, price: str = "0.505")
         sim.books.set_level(token, "SELL", price, "10" if i % 2 == 0 else "0")
 
 
-async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> Ingest:
-    ingest = Ingest(retuned(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
-    await ingest.start()
-    return ingest
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[Any]:
+    c = await db(db_url)
+    yield c
+    await c.close()
+
+
+StartIngest = Callable[[], Awaitable[Ingest]]
+
+
+@pytest.fixture
+async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> AsyncIterator[StartIngest]:
+    """Starts an ingest on the simulator (no heartbeat ticks); every one started is stopped at the end."""
+    started: list[Ingest] = []
+
+    async def start() -> Ingest:
+        ingest = Ingest(retuned(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
+        await ingest.start()
+        started.append(ingest)
+        return ingest
+
+    yield start
+    for ingest in started:
+        await ingest.stop()  # again for one a test stopped: harmless
 
 
 async def logged(redis: Any) -> int:
@@ -69,169 +89,137 @@ async def ready(ingest: Ingest, running: Running, *tokens: str) -> None:
 
 
 async def test_ticks_inside_the_bands_stay_out_of_the_log_and_a_crossing_fires_once(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     market = sim.add_market(mid="0.5", min_order_size=D("5"))
     yes, no = market.tokens
-    conn = await db(db_url)
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
     await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.9", fraction="1", asset_id=no)
-    ingest = await start_ingest(sim, redis_url, db_url)
-    try:
-        running = await make_guard(**BANDS)
-        await ready(ingest, running, yes, no)
-        before, filtered = await logged(redis), ingest.gate.stats.filtered
-        wiggle_ask(sim, yes, 40)
-        await eventually(lambda: ingest.gate.stats.filtered >= filtered + 40, timeout_s=30)
-        assert await logged(redis) - before <= 2  # a recheck at most
-        meta = parse_meta(await redis.get(BANDS_META_KEY))
-        assert meta is not None and meta.epoch == running.guard.bands.epoch  # type: ignore[union-attr]
-        best_bid(sim, yes, "0.44")
-        await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
-        await running.guard.drain()
-        assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
-        assert (await trigger_row(conn, "trg_tp"))["state"] == "ARMED"
-    finally:
-        await ingest.stop()
-        await conn.close()
+    ingest = await start_ingest()
+    running = await make_guard(**BANDS)
+    await ready(ingest, running, yes, no)
+    before, filtered = await logged(redis), ingest.gate.stats.filtered
+    wiggle_ask(sim, yes, 40)
+    await eventually(lambda: ingest.gate.stats.filtered >= filtered + 40, timeout_s=30)
+    assert await logged(redis) - before <= 2  # a recheck at most
+    meta = parse_meta(await redis.get(BANDS_META_KEY))
+    assert meta is not None and meta.epoch == running.guard.bands.epoch  # type: ignore[union-attr]
+    best_bid(sim, yes, "0.44")
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    await running.guard.drain()
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
+    assert (await trigger_row(conn, "trg_tp"))["state"] == "ARMED"
 
 
 async def test_a_trigger_armed_past_the_price_fires_without_another_tick(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     """The book already sits below the new stop: ingest checks the current top against the band the arm
     published, and that tick fires it (the book does not move again)."""
     market = sim.add_market(mid="0.5", min_order_size=D("5"))
     yes, _no = market.tokens
-    conn = await db(db_url)
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_far", "STOP_LOSS", price="0.10", fraction="1", asset_id=yes)
-    ingest = await start_ingest(sim, redis_url, db_url)
-    try:
-        running = await make_guard(**BANDS)
-        await ready(ingest, running, yes)
-        best_bid(sim, yes, "0.44")
-        await eventually(lambda: ingest.books.books[yes].best_bid == D("0.44"), timeout_s=30)
-        await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
-        await publish_change(redis, "trg_sl")
-        await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
-        assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
-        assert ingest.gate.stats.rechecked >= 1
-    finally:
-        await ingest.stop()
-        await conn.close()
+    ingest = await start_ingest()
+    running = await make_guard(**BANDS)
+    await ready(ingest, running, yes)
+    best_bid(sim, yes, "0.44")
+    await eventually(lambda: ingest.books.books[yes].best_bid == D("0.44"), timeout_s=30)
+    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
+    await publish_change(redis, "trg_sl")
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
+    assert ingest.gate.stats.rechecked >= 1
 
 
 async def test_trailing_marks_stay_exact_behind_the_gate(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     """A rise, ticks inside the risen band (left out), then a fall: the stop fires at the risen mark's level. The
     rise and the fall come back to back, before guard's new band can reach ingest: ingest narrows the band itself
     on the rise, so the fall (inside the band guard published before the rise) goes out."""
     market = sim.add_market(mid="0.51", min_order_size=D("5"))  # best bid 0.50
     yes, _no = market.tokens
-    conn = await db(db_url)
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="1", fraction="1", asset_id=yes, mark="0.50")
-    ingest = await start_ingest(sim, redis_url, db_url)
-    try:
-        running = await make_guard(**BANDS)
-        await ready(ingest, running, yes)  # band (0.495, 0.50]: the stop level, the mark
-        best_bid(sim, yes, "0.62")
-        await eventually(lambda: (s := running.guard.engine.get("trg_tr")) is not None
-                         and s.high_water_mark == D("0.62"), timeout_s=30)
-        filtered = ingest.gate.stats.filtered
-        wiggle_ask(sim, yes, 4, "0.625")  # the best bid stays inside (0.6138, 0.62]
-        await eventually(lambda: ingest.gate.stats.filtered >= filtered + 4, timeout_s=30)
-        best_bid(sim, yes, "0.64")
-        best_bid(sim, yes, "0.50")  # at once: the old band says inside, the stop level is now 0.6336
-        await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
-        await running.guard.drain()
-        assert [s.trigger_id for s in standins.executor.sells] == ["trg_tr"]
-        row = await trigger_row(conn, "trg_tr")
-        assert row["high_water_mark"] == D("0.64") and row["state"] != "ARMED"
-        assert D(standins.executor.sells[0].reference_price) == D("0.50")
-    finally:
-        await ingest.stop()
-        await conn.close()
+    ingest = await start_ingest()
+    running = await make_guard(**BANDS)
+    await ready(ingest, running, yes)  # band (0.495, 0.50]: the stop level, the mark
+    best_bid(sim, yes, "0.62")
+    await eventually(lambda: (s := running.guard.engine.get("trg_tr")) is not None
+                     and s.high_water_mark == D("0.62"), timeout_s=30)
+    filtered = ingest.gate.stats.filtered
+    wiggle_ask(sim, yes, 4, "0.625")  # the best bid stays inside (0.6138, 0.62]
+    await eventually(lambda: ingest.gate.stats.filtered >= filtered + 4, timeout_s=30)
+    best_bid(sim, yes, "0.64")
+    best_bid(sim, yes, "0.50")  # at once: the old band says inside, the stop level is now 0.6336
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    await running.guard.drain()
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_tr"]
+    row = await trigger_row(conn, "trg_tr")
+    assert row["high_water_mark"] == D("0.64") and row["state"] != "ARMED"
+    assert D(standins.executor.sells[0].reference_price) == D("0.50")
 
 
 async def test_a_guard_restart_publishes_a_new_epoch_and_a_trigger_armed_meanwhile_fires(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     market = sim.add_market(mid="0.5", min_order_size=D("5"))
     yes, _no = market.tokens
-    conn = await db(db_url)
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.9", fraction="1", asset_id=yes)
-    ingest = await start_ingest(sim, redis_url, db_url)
-    try:
-        first = await make_guard(**BANDS)
-        await ready(ingest, first, yes)
-        await first.stop()
-        # armed while no guard runs: the old bands (nothing below the price) would hide the fall
-        await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
-        second = await make_guard(**BANDS)
-        assert second.guard.bands.epoch != first.guard.bands.epoch  # type: ignore[union-attr]
-        await ready(ingest, second, yes)
-        best_bid(sim, yes, "0.44")
-        await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
-        assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
-    finally:
-        await ingest.stop()
-        await conn.close()
+    ingest = await start_ingest()
+    first = await make_guard(**BANDS)
+    await ready(ingest, first, yes)
+    await first.stop()
+    # armed while no guard runs: the old bands (nothing below the price) would hide the fall
+    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
+    second = await make_guard(**BANDS)
+    assert second.guard.bands.epoch != first.guard.bands.epoch  # type: ignore[union-attr]
+    await ready(ingest, second, yes)
+    best_bid(sim, yes, "0.44")
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
 
 
 async def test_without_a_guard_every_tick_goes_out_once_the_lease_ran_out(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     market = sim.add_market(mid="0.5", min_order_size=D("5"))
     yes, _no = market.tokens
-    conn = await db(db_url)
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
-    ingest = await start_ingest(sim, redis_url, db_url)
-    try:
-        running = await make_guard(**BANDS)
-        await ready(ingest, running, yes)
-        await running.stop()  # no beat any more: the lease (1 s) runs out
-        before = await logged(redis)
+    ingest = await start_ingest()
+    running = await make_guard(**BANDS)
+    await ready(ingest, running, yes)
+    await running.stop()  # no beat any more: the lease (1 s) runs out
+    before = await logged(redis)
 
-        async def all_out() -> bool:
-            wiggle_ask(sim, yes, 2)
-            return ingest.gate.stats.unguarded > 0 and await logged(redis) >= before + 4
+    async def all_out() -> bool:
+        wiggle_ask(sim, yes, 2)
+        return ingest.gate.stats.unguarded > 0 and await logged(redis) >= before + 4
 
-        await eventually(all_out, timeout_s=30, interval_s=0.2)
-    finally:
-        await ingest.stop()
-        await conn.close()
+    await eventually(all_out, timeout_s=30, interval_s=0.2)
 
 
 async def test_an_ingest_restart_trusts_bands_once_guard_read_its_ticks_and_crossings_fire(
-        db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
     market = sim.add_market(mid="0.5", min_order_size=D("5"))
     yes, _no = market.tokens
-    conn = await db(db_url)
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
-    first = await start_ingest(sim, redis_url, db_url)
+    first = await start_ingest()
     running = await make_guard(**BANDS)
-    try:
-        await ready(first, running, yes)
-    finally:
-        await first.stop()
-    second = await start_ingest(sim, redis_url, db_url)
-    try:
-        assert second.gate.trust_after_ns > 0  # the last tick the first process logged
-        await ready(second, running, yes)
-        filtered = second.gate.stats.filtered
-        wiggle_ask(sim, yes, 10)
-        await eventually(lambda: second.gate.stats.filtered >= filtered + 10, timeout_s=30)
-        best_bid(sim, yes, "0.44")
-        await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
-        assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
-    finally:
-        await second.stop()
-        await conn.close()
+    await ready(first, running, yes)
+    await first.stop()
+    second = await start_ingest()
+    assert second.gate.trust_after_ns > 0  # the last tick the first process logged
+    await ready(second, running, yes)
+    filtered = second.gate.stats.filtered
+    wiggle_ask(sim, yes, 10)
+    await eventually(lambda: second.gate.stats.filtered >= filtered + 10, timeout_s=30)
+    best_bid(sim, yes, "0.44")
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
 
