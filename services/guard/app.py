@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
@@ -120,6 +124,23 @@ async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
         log.warning("first band publish failed", extra={"error": repr(exc)[:300]})
 
 
+_RUNNING: weakref.WeakSet[Guard] = weakref.WeakSet()  # read at each scrape
+
+
+def _armed(_options: CallbackOptions) -> list[Observation]:
+    return [Observation(sum(len(g.engine) for g in list(_RUNNING)))]
+
+
+def _assets(_options: CallbackOptions) -> list[Observation]:
+    return [Observation(sum(len(g.engine.assets()) for g in list(_RUNNING)))]
+
+
+_METER = metrics.get_meter("tradingtools.guard")
+_METER.create_observable_gauge("guard.armed_triggers", callbacks=[_armed], description="Triggers armed now")
+_METER.create_observable_gauge("guard.watched_assets", callbacks=[_assets],
+                               description="Assets the armed triggers watch")
+
+
 def tuning(settings: Settings) -> Tuning:
     """The coordinator's limits and timings from the service settings."""
     t = settings.tuning
@@ -159,6 +180,7 @@ async def start(settings: Settings) -> Running:
                   Clients(executor=GrpcExecutor(executor_ch, timeout_s=t.submit_timeout_s),
                           markets=markets, outbox=outbox, watch=watch, bands=bands),
                   tuning(settings))
+    _RUNNING.add(guard)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),

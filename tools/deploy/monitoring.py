@@ -59,6 +59,9 @@ PANELS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
             ("redemptions {{state}}", "sum by (state) (increase(executor_redemptions_total[1h]))"),
             ("corrections {{kind}}", "sum by (kind) (increase(executor_reconcile_corrections_total[1h]))"),
             ("reconciliations failed", "sum(increase(executor_reconcile_failures_total[1h]))")], "timeseries"),
+        ("Triggers", "short", [
+            ("armed", "sum(guard_armed_triggers)"),
+            ("assets watched", "sum(guard_watched_assets)")], "timeseries"),
     ]),
     ("Feeds", [
         ("Feed silence (time since the last data message)", "s", [
