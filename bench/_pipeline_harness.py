@@ -40,15 +40,17 @@ class Bench:
         """A market with very deep books so depth checks never bind."""
         return self.p.sim.call(self.p.sim.sim.add_market, levels=5, level_size="2000000")
 
-    def subscribe(self, leaders: Iterable[str], per_leader: int) -> dict[str, list[str]]:
-        """``per_leader`` fresh LIVE followers per leader through REST (Envoy); leader → wallet ids."""
+    def subscribe(self, leaders: Iterable[str], per_leader: int,
+                  mode: str = "EXECUTION_MODE_LIVE") -> dict[str, list[str]]:
+        """``per_leader`` fresh followers per leader through REST (Envoy), LIVE unless ``mode`` says otherwise;
+        leader → wallet ids."""
         out: dict[str, list[str]] = {}
         with self.p.rest(timeout_s=30) as rest:
             for leader in leaders:
                 for _ in range(per_leader):
                     wallet = f"w_{secrets.token_hex(6)}"
                     body = {"followerUserId": f"u_{wallet}", "followerWalletId": wallet, "followerProxy": address(),
-                            "leaderProxy": leader, "mode": "EXECUTION_MODE_LIVE", "sizing": FIXED,
+                            "leaderProxy": leader, "mode": mode, "sizing": FIXED,
                             "filters": {"copySells": True}}
                     reply = rest.post("/subscriptions", json=body)
                     if reply.status_code != 200:

@@ -25,7 +25,15 @@ from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.order_store import Change
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
 from services.executor.domain.order_lifecycle import State
-from services.executor.domain.reconcile import CLOSED_AT_VENUE, CORRECTED, EXTERNAL, AtVenue, Correction, reconcile
+from services.executor.domain.reconcile import (
+    CLOSED_AT_VENUE,
+    CORRECTED,
+    EXTERNAL,
+    AtVenue,
+    Correction,
+    reconcile,
+    round_pace,
+)
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import PositionsApi
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -39,7 +47,7 @@ _FAILURES = _meter.create_counter("executor.reconcile_failures",
 
 NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
 WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
-MAX_CALLS_PER_S = 10.0  # venue calls of the periodic rounds (a wallet asked for soon goes ahead of them)
+MAX_CALLS_PER_S = 10.0  # venue calls a second at most (a wallet asked for soon goes ahead of the rounds)
 WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
 RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
@@ -82,7 +90,9 @@ class Reconciler:
         self.redis = redis
         self.interval_s = interval_s
         self.grace_s = grace_s
-        self.min_gap_s = 1.0 / max_calls_per_s
+        self.max_calls_per_s = max_calls_per_s
+        self.min_gap_s = 1.0 / max_calls_per_s  # between any two calls
+        self.round_gap_s = self.min_gap_s  # between two calls of the periodic rounds (paced at each refresh)
         self.resubmit = resubmit
         self.clock = clock
         self.stats = ReconcileStats()
@@ -190,14 +200,15 @@ class Reconciler:
         wallets = await self.store.live_wallets()
         now = self.clock()
         self._wallets = {w.follower_wallet_id: w for w in wallets}
+        self.round_gap_s = 1.0 / round_pace(len(wallets), self.interval_s, self.max_calls_per_s)
         for w in wallets:  # a new wallet is reconciled at once; the others keep their place, spread over time
             self._due.setdefault(w.follower_wallet_id, now)
         for gone in set(self._due) - set(self._wallets):
             del self._due[gone]
 
     async def run(self) -> None:
-        """Reconcile every LIVE wallet at start (rate-limited), then each one an interval after its last round, plus
-        the ones asked for (those go first)."""
+        """Reconcile every LIVE wallet at start, then each one an interval after its last round, the rounds' calls
+        spread evenly over the interval (``round_pace``); the wallets asked for go first, at up to the cap."""
         refreshed = float("-inf")
         last_call = float("-inf")
         refresh_s = min(WALLETS_REFRESH_S, self.interval_s)
@@ -209,8 +220,8 @@ class Reconciler:
                 if now - refreshed >= refresh_s:
                     await self._refresh()
                     refreshed = now
-                wallet_id = self._next(now)
-                if wallet_id is not None and now - last_call >= self.min_gap_s:
+                wallet_id, asked = self._next(now)
+                if wallet_id is not None and now - last_call >= (self.min_gap_s if asked else self.round_gap_s):
                     last_call = now
                     self._soon.pop(wallet_id, None)
                     wallet = self._wallets.get(wallet_id)
@@ -229,16 +240,21 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
 
-    def _next(self, now: float) -> str | None:
-        """The wallet to reconcile now: one asked for first, then the most overdue."""
+    def _next(self, now: float) -> tuple[str | None, bool]:
+        """The wallet to reconcile now, and whether it was asked for: one asked for first, then the most
+        overdue of the rounds."""
         soon = [(at, w) for w, at in self._soon.items() if at <= now]
         if soon:
-            return min(soon)[1]
+            return min(soon)[1], True
         due = [(at, w) for w, at in self._due.items() if at <= now]
-        return min(due)[1] if due else None
+        return (min(due)[1] if due else None), False
 
     def _wait_s(self, now: float, last_call: float) -> float:
-        upcoming = [*self._soon.values(), *self._due.values()]
+        upcoming = []
+        if self._soon:
+            upcoming.append(max(min(self._soon.values()), last_call + self.min_gap_s))
+        if self._due:
+            upcoming.append(max(min(self._due.values()), last_call + self.round_gap_s))
         nxt = min(upcoming) if upcoming else now + WALLETS_REFRESH_S
-        return max(nxt - now, last_call + self.min_gap_s - now, 0.01)
+        return max(nxt - now, 0.01)
 

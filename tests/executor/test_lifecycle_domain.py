@@ -137,3 +137,14 @@ def test_reconcile(mine: list[rc.Booked], theirs: list[rc.AtVenue], busy: list[s
                    expected: list[tuple[str, str, D, D, D]]) -> None:
     got = rc.reconcile(mine, theirs, busy)
     assert [(c.asset_id, c.kind, c.size_before, c.size_after, c.cost_after) for c in got] == expected
+
+
+@pytest.mark.parametrize(("wallets", "interval_s", "cap", "pace"), [
+    (1000, 300.0, 10.0, 1000 / 240),  # every wallet once in 80 % of the interval, evenly
+    (1000, 100.0, 10.0, 10.0),  # more than the cap allows: the cap (the round overruns the interval)
+    (10, 300.0, 10.0, 1.0),  # few wallets: still a call a second when one is due
+    (0, 300.0, 10.0, 1.0),
+    (1000, 0.0, 10.0, 10.0),  # no periodic rounds: the cap, for the start and the wallets asked for
+])
+def test_the_rounds_are_paced_over_the_interval(wallets: int, interval_s: float, cap: float, pace: float) -> None:
+    assert rc.round_pace(wallets, interval_s, cap) == pytest.approx(pace)

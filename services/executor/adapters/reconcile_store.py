@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
 from common.ids import new_id
+from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain.order_lifecycle import TERMINAL
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
@@ -122,9 +123,10 @@ class ReconcileStore:
     async def view(self, follower_wallet_id: str, grace_s: float) -> WalletView:
         """The wallet's booked LIVE positions and its busy tokens."""
         args = {"w": follower_wallet_id, "grace": grace_s}
-        async with self.pool.connection() as conn:
-            rows = await (await conn.execute(_BOOKED, args)).fetchall()
-            busy = {r["asset_id"] for r in await (await conn.execute(_BUSY, args)).fetchall()}
+        async with self.pool.connection() as conn, conn.pipeline():  # both reads in one round trip
+            booked, busy_cur = await conn.execute(_BOOKED, args), await conn.execute(_BUSY, args)
+            rows = await booked.fetchall()
+            busy = {r["asset_id"] for r in await busy_cur.fetchall()}
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: r["subscription_id"] for r in rows})
 
@@ -138,7 +140,10 @@ class ReconcileStore:
         applied: list[Correction] = []
         audit: list[dict[str, Any]] = []
         deltas: dict[str, Decimal] = {}
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
+            # what this writes is the venue's count as seen now: lost in a crash of PostgreSQL's host, the next
+            # round writes it again, so its commit does not wait for the WAL's flush (nor make the copy path's)
+            await conn.execute("SET LOCAL synchronous_commit = off")
             if fixes:
                 cur = await conn.execute(_CORRECT, {"w": w, "rows": orjson.dumps([
                     {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),

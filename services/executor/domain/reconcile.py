@@ -95,3 +95,16 @@ def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable
 def stale_by(corrections: Sequence[Correction]) -> Decimal:
     """Shares the booked positions were off by, in total (for the metric)."""
     return sum((abs(c.size_after - c.size_before) for c in corrections), ZERO)
+
+
+ROUND_SHARE = 0.8  # a round of every wallet takes this share of the interval, the rest is slack
+MIN_PACE_PER_S = 1.0  # however few the wallets, a call goes out at least this often when one is due
+
+
+def round_pace(wallets: int, interval_s: float, cap_per_s: float) -> float:
+    """Venue calls per second of the periodic rounds: every wallet once in :data:`ROUND_SHARE` of the interval,
+    spread evenly (not as a burst at the cap), between :data:`MIN_PACE_PER_S` and ``cap_per_s``; the cap when
+    there are no periodic rounds (``interval_s`` <= 0)."""
+    if interval_s <= 0:
+        return cap_per_s
+    return max(MIN_PACE_PER_S, min(cap_per_s, wallets / (ROUND_SHARE * interval_s)))
