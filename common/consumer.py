@@ -24,6 +24,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import PoolTimeout
 
+from common.alerts import AlertKind, Severity, raise_alert
 from common.retry import Backoff
 from common.streams import START_NEW, cursor_seconds, stream_label
 
@@ -365,6 +366,10 @@ class DeadLetters:
         self.encode = encode
 
     async def __call__(self, cursor: str, item: Any, error: BaseException) -> None:
-        """Record one dead-lettered item."""
+        """Record one dead-lettered item (and raise the DEAD_LETTERED alert: an item went without being handled)."""
+        raise_alert(AlertKind.DEAD_LETTERED, f"dead_letter:{self.key}",
+                    f"{self.key}: an item failed every attempt and was set aside; the consumer went on past it",
+                    dedupe_id=f"dead_letter:{self.key}:{cursor}", severity=Severity.CRITICAL, cursor=cursor,
+                    error=repr(error)[:300])
         await self.redis.xadd(self.key, {b"cursor": cursor.encode(), b"error": repr(error)[:1000].encode(),
                                          b"p": self.encode(item)}, maxlen=100_000, approximate=True)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from common.alerts import AlertKind, Severity, raise_alert
 from common.grpcclient import MAX_MESSAGE_BYTES
 from common.livefeed import LiveFeed
 
@@ -155,6 +156,10 @@ class DurableLog:
         _SET_ASIDE.add(1, {"log": self.name})
         log.error("log entry set aside as a dead letter; readers go on past it",
                   extra={"log": self.name, "cursor": cursor, "bytes": len(payload), "reason": reason})
+        raise_alert(AlertKind.DEAD_LETTERED, f"dead_letter:{self.dead_letter_key}",
+                    f"{self.name}: an entry no reader can be served was set aside; readers go on past it",
+                    dedupe_id=f"dead_letter:{self.dead_letter_key}:{cursor}", severity=Severity.CRITICAL,
+                    cursor=cursor, bytes=len(payload), reason=reason[:300])
         try:
             await self.redis.xadd(self.dead_letter_key, {b"cursor": cursor.encode(), b"error": reason.encode(),
                                                          b"p": payload}, maxlen=100_000, approximate=True)

@@ -11,6 +11,7 @@ import pytest
 import redis.exceptions
 from psycopg_pool import PoolTimeout
 
+from common.alerts import OUTBOX, AlertKind
 from common.consumer import DeadLetters, RedisCursorStore, ResumableConsumer, storage_unavailable
 from common.retry import Backoff
 from common.streams import (
@@ -66,6 +67,8 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
     assert seen == [f"lt_{i}" for i in range(6)]
     assert consumer.stats.dead_lettered == 1
     assert await r.xlen("tt:dlq:router") == 1
+    dead = [a for a in list(OUTBOX.items) if a.kind == AlertKind.DEAD_LETTERED and a.key == "dead_letter:tt:dlq:router"]
+    assert dead and dead[-1].fields["cursor"]  # someone is told that an item went unhandled
 
     # The upstream server goes away and comes back: the consumer reconnects and resumes.
     await srv.stop(0)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.alerts import OUTBOX, AlertKind
 from common.consumer import RedisCursorStore, ResumableConsumer
 from common.grpcclient import MAX_MESSAGE_BYTES
 from common.logread import read_log_items
@@ -186,6 +187,7 @@ async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_o
         [(_, fields)] = await r.xrange(log_.dead_letter_key)
         assert fields[b"cursor"] == huge.encode() and fields[b"error"].startswith(b"ENTRY_TOO_LARGE")
         assert mpb.LeaderTradeEvent.FromString(fields[b"p"]).id == "lt_huge"
+        assert any(a.kind == AlertKind.DEAD_LETTERED and a.fields["cursor"] == huge for a in list(OUTBOX.items))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

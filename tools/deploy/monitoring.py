@@ -114,6 +114,8 @@ RULES: list[tuple[str, str, str, str, str]] = [
      "critical", "A redemption failed for good: a winning position's payout is not in its wallet."),
     ("TradingToolsReconciliationFailing", "sum(increase(executor_reconcile_failures_total[30m])) > 0", "0m",
      "warning", "Reconciliation with the venue was skipped: its positions were unusable."),
+    ("TradingToolsDeadLetters", "sum by (consumer) (increase(consumer_dead_letters_total[10m])) > 0", "0m",
+     "critical", "{{ $labels.consumer }} set items aside as dead letters: they were not handled (tt:dlq:*)."),
     ("TradingToolsConsumerLagging", f"({CONSUMER_LAG}) > 30", "5m", "warning",
      "{{ $labels.consumer }} is {{ $value | humanizeDuration }} behind {{ $labels.stream }}."),
     ("TradingToolsCopyLatencyHigh", f"{_q(0.99, 'executor_copy_latency_milliseconds')} > 50", "10m", "warning",
