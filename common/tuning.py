@@ -36,8 +36,10 @@ def variable(service: str, name: str) -> str:
     return f"{PREFIX}{service.upper()}_{name.upper()}"
 
 
-def tuning_from_env(cls: type[T], service: str, env: Mapping[str, str]) -> T:
-    """``cls`` (a dataclass of :func:`tune` fields) with the overrides ``env`` holds for ``service``."""
+def tuning_from_env(cls: type[T], service: str, env: Mapping[str, str],
+                    former: Mapping[str, str] | None = None) -> T:
+    """``cls`` (a dataclass of :func:`tune` fields) with the overrides ``env`` holds for ``service``. ``former``
+    names a constant's former variable where it was not ``TT_<SERVICE>_<FIELD>``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     prefix = f"{PREFIX}{service.upper()}_"
     known = {variable(service, name) for name in fields}
@@ -46,7 +48,7 @@ def tuning_from_env(cls: type[T], service: str, env: Mapping[str, str]) -> T:
             raise ConfigError(f"{var}: no such tuning constant of {service} "
                               f"(python -m tools.settings {service} lists them)")
     for name in fields:
-        retired = f"TT_{service.upper()}_{name.upper()}"
+        retired = (former or {}).get(name) or f"TT_{service.upper()}_{name.upper()}"
         if env.get(retired, "").strip():
             raise ConfigError(f"{retired} is no longer a setting: it is a tuning constant in code now "
                               f"(override it as {variable(service, name)} only if you must)")

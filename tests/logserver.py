@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from common.grpcserver import start_server
@@ -30,3 +31,13 @@ async def serve_ingest_log(log_: DurableLog, port: int = 0) -> Any:
     return await start_server("127.0.0.1", port, lambda s: (
         mgrpc.add_IngestServiceServicer_to_server(LogIngest(log_), s), ["tradingtools.market.v1.IngestService"])[1],
         security=INTERNAL)
+
+
+def leader_trades(channel: Any) -> Callable[[str], AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]]:
+    """A consumer's ``open_stream``: StreamLeaderTrades over ``channel`` from a cursor, as (cursor, event)."""
+    stub = mgrpc.IngestServiceStub(channel)
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
+        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
+            yield resp.cursor, resp.event
+    return open_stream

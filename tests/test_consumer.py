@@ -20,7 +20,7 @@ from common.streams import (
     create_stream_redis,
 )
 from tests.helpers import eventually, internal_channel
-from tests.logserver import serve_ingest_log
+from tests.logserver import leader_trades, serve_ingest_log
 from tradingtools.market.v1 import market_pb2 as mpb
 from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
@@ -31,11 +31,7 @@ async def test_consumer_resumes_after_restart_and_dead_letters(redis_url: str) -
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
     srv = await serve_ingest_log(log_)
     channel = internal_channel(srv.port)
-    stub = mgrpc.IngestServiceStub(channel)
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
-            yield resp.cursor, resp.event
+    open_stream = leader_trades(channel)
 
     seen: list[str] = []
 

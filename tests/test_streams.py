@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,9 +22,8 @@ from common.streams import (
     serve_log_batches,
 )
 from tests.helpers import eventually, internal_channel
-from tests.logserver import serve_ingest_log
+from tests.logserver import leader_trades, serve_ingest_log
 from tradingtools.market.v1 import market_pb2 as mpb
-from tradingtools.market.v1 import market_pb2_grpc as mgrpc
 
 
 @pytest.mark.parametrize(
@@ -160,11 +158,7 @@ async def test_an_entry_too_big_for_a_message_is_set_aside_and_the_stream_goes_o
     log_ = DurableLog(r, "tt:stream:leader_trades", block_ms=100)
     srv = await serve_ingest_log(log_)
     channel = internal_channel(srv.port)
-    stub = mgrpc.IngestServiceStub(channel)
-
-    async def open_stream(after: str) -> AsyncIterator[tuple[str, mpb.LeaderTradeEvent]]:
-        async for resp in stub.StreamLeaderTrades(mpb.StreamLeaderTradesRequest(after_cursor=after)):
-            yield resp.cursor, resp.event
+    open_stream = leader_trades(channel)
 
     seen: list[str] = []
 

@@ -65,9 +65,6 @@ class AlertSettings:
     def from_env(cls, env: Mapping[str, str], tuning: Tuning) -> AlertSettings:
         """Read ``TT_ALERT_WEBHOOK_URL``, ``TT_ALERT_WEBHOOK_SECRET`` and ``TT_ALERT_CONSUMER``; the rest is
         ``tuning``'s ``alert_*`` (``TT_TUNE_CONTROL_ALERT_*``)."""
-        for old in _FORMER_ALERT_VARIABLES:
-            if old in env:
-                raise ConfigError(f"{old}: now TT_TUNE_CONTROL_{old.removeprefix('TT_')} (a tuning constant)")
         return cls(
             webhook_url=env_url(env, "TT_ALERT_WEBHOOK_URL", ""),
             webhook_secret=Secret(env_str(env, "TT_ALERT_WEBHOOK_SECRET")),
@@ -85,9 +82,10 @@ class AlertSettings:
 
 
 NO_ALERT_WEBHOOK = AlertSettings()
-_FORMER_ALERT_VARIABLES = ("TT_ALERT_WEBHOOK_TIMEOUT_S", "TT_ALERT_RETRY_BASE_S", "TT_ALERT_RETRY_CAP_S",
-                           "TT_ALERT_DEDUPE_S", "TT_ALERT_RATE_LIMIT", "TT_ALERT_RATE_WINDOW_S",
-                           "TT_ALERT_RETENTION_S", "TT_ALERT_CLAIM_IDLE_S")
+# the alert constants were TT_ALERT_<NAME> before they became tuning constants
+_FORMER = {f"alert_{name}": f"TT_ALERT_{name.upper()}" for name in (
+    "webhook_timeout_s", "retry_base_s", "retry_cap_s", "dedupe_s", "rate_limit", "rate_window_s", "retention_s",
+    "claim_idle_s")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +157,7 @@ class Settings:
         security = GrpcSecurity.from_env(env)
         host = env_str(env, "TT_CONTROL_HOST", "127.0.0.1")
         security.check_bind(host, "TT_CONTROL_HOST")
-        tuning = tuning_from_env(Tuning, "control", env)
+        tuning = tuning_from_env(Tuning, "control", env, former=_FORMER)
         return cls(
             storage=StorageSettings.from_env(env),
             tokens=load_tokens(env),

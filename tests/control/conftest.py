@@ -4,7 +4,7 @@ session's real PostgreSQL (fresh database per test) and Redis (flushed per test)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from common.config import Secret, StorageSettings
 from services.control.app import RunningControl, start
-from services.control.config import Settings, Tuning
-from tests.helpers import INTERNAL
+from services.control.config import Settings
+from tests.helpers import INTERNAL, with_tuning
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -28,18 +28,13 @@ FOLLOWER = "0x6af75d4e4aaf700450efbac3708cce1665810ff1"
 LEADER = "0xf5848342fc388908f2d25a9012cc18a0ad193979"
 ASSET = "50346041826216327542356284779626421946911040306225417226009706093563136506499"
 
-TUNING_FIELDS = {f.name for f in fields(Tuning)}
-
-
 def make_settings(db_url: str, redis_url: str, **overrides: Any) -> Settings:
     """Settings for a test server on a free port."""
-    tuned = {k: overrides.pop(k) for k in list(overrides) if k in TUNING_FIELDS}
-    base = Settings(storage=StorageSettings(Secret(db_url), Secret(redis_url)),
-                    tokens=(Secret(TOKEN), Secret(TOKEN_2)), security=INTERNAL, host="127.0.0.1", grpc_port=0,
-                    insiders_api_url="http://127.0.0.1:9",
-                    tuning=Tuning(**{"index_resync_s": 3600.0, "index_retry_s": 0.2, "db_timeout_s": 1.0,
-                                     "ready_timeout_s": 1.0, **tuned}))
-    return replace(base, **overrides)
+    defaults: dict[str, Any] = dict(
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN), Secret(TOKEN_2)),
+        security=INTERNAL, host="127.0.0.1", grpc_port=0, insiders_api_url="http://127.0.0.1:9",
+        index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=1.0, ready_timeout_s=1.0)
+    return with_tuning(Settings, **{**defaults, **overrides})
 
 
 @dataclass

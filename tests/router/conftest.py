@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -23,11 +23,11 @@ from services.router.adapters.balances import NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
 from services.router.adapters.store import RouterStore
 from services.router.adapters.store_sql import PLANNER_OPTIONS
-from services.router.config import Settings, Tuning
+from services.router.config import Settings
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
 from services.router.router import Knobs, Router
-from tests.helpers import INTERNAL
+from tests.helpers import INTERNAL, with_tuning
 from tests.router.fakes import FakeHttp, load, start_ingest
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
@@ -39,9 +39,6 @@ BOOK = load("clob_book.json")
 YES = MARKET["tokens"][0]["token_id"]
 COND = MARKET["condition_id"]
 LEADER = "0x" + "f5" * 20
-
-TUNING_FIELDS = {f.name for f in fields(Tuning)}
-
 
 def subscription(sid: str, wallet: str, *, leader: str = LEADER, mode: int = cpb.EXECUTION_MODE_LIVE,
                  sizing: spb.Sizing | None = None, filters: spb.Filters | None = None,
@@ -101,9 +98,7 @@ class Stack:
             insiders_api_url=self.http.url, insiders_api_token=Secret("tok"))
         tuned: dict[str, Any] = dict(start="oldest", index_check_interval_s=0.2, outbox_interval_s=0.2,
                                      outbox_min_age_s=0.5, handler_attempts=3)
-        for key, value in kw.items():
-            (tuned if key in TUNING_FIELDS else base)[key] = value
-        return Settings(**base, tuning=Tuning(**tuned))
+        return with_tuning(Settings, **{**base, **tuned, **kw})
 
     async def start_router(self, **kw: Any) -> RunningRouter:
         started: asyncio.Future[RunningRouter] = asyncio.get_running_loop().create_future()
