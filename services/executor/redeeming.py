@@ -75,7 +75,7 @@ class Redeemer:
 
     def __init__(self, store: RedemptionStore, api: RedeemApi | None, gate: BreakerGate | None, events: DurableLog,
                  *, enabled: bool = True, backoff: Backoff = RETRY_BACKOFF, poll_s: float = 2.0,
-                 max_concurrent: int = 16, rng: random.Random | None = None,
+                 max_concurrent: int = 32, batch: int = 512, rng: random.Random | None = None,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         _ENDED.add(0, {"state": rd.RedemptionState.FAILED.value, "reason": ""})  # exported from the start (a rule)
         self.store = store
@@ -87,6 +87,7 @@ class Redeemer:
         self.poll_s = poll_s
         self.rng = rng or random.Random()
         self.clock_ms = clock_ms
+        self.batch = batch
         self._slots = asyncio.Semaphore(max_concurrent)
         self._wake = asyncio.Event()
         self.posts = 0
@@ -118,37 +119,51 @@ class Redeemer:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, delay))
 
     async def round(self) -> int:
-        """Run every due redemption once (a few at a time); returns how many."""
-        due = await self.store.due(self.clock_ms())
-        await asyncio.gather(*(self._guarded(row) for row in due))
+        """Run every due redemption once; returns how many. The attempts of the due PENDING ones are recorded in
+        one transaction before any of their POSTs leaves; the calls then go out a few at a time, and their
+        outcomes are stored in batches as they come back (what finished during one commit goes in the next)."""
+        due = await self.store.due(self.clock_ms(), self.batch)
+        if not due:
+            return 0
+        now = self.clock_ms()
+        sent = [(row, rd.apply(row.redemption, rd.RedeemSent(now))) for row in due
+                if row.redemption.state is rd.RedemptionState.PENDING]
+        await self._store_many(sent)  # each attempt is on record before its POST can leave
+        sent_rows = {row.redemption.key: _with(row, after) for row, after in sent}
+        calls = [asyncio.ensure_future(self._call(sent_rows.get(row.redemption.key, row))) for row in due]
+        try:
+            waiting: set[asyncio.Future[tuple[RedemptionRow, rd.Redemption]]] = set(calls)
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                await self._store_many([task.result() for task in done])
+        finally:
+            for task in calls:
+                task.cancel()
         return len(due)
 
-    async def _guarded(self, row: RedemptionRow) -> None:
+    async def _call(self, row: RedemptionRow) -> tuple[RedemptionRow, rd.Redemption]:
+        """One call for one redemption, its POST (PENDING, the attempt already recorded) or its status query
+        (SUBMITTED); returns the redemption after the answer (never raises but for cancellation)."""
         async with self._slots:
+            r = row.redemption
+            delay = rd.retry_delay_ms(r, self.backoff, self.rng.random())
             try:
-                await self.step(row)
+                return row, self._answered(row, await self._ask(row, delay))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one redemption failing must not stop the others
-                log.exception("redemption step failed", extra={"redemption_key": row.redemption.key})
+            except Exception as exc:  # one redemption failing must not stop the others: retried after a backoff
+                log.exception("redemption call failed", extra={"redemption_key": r.key})
+                return row, rd.apply(r, rd.RedeemRetryable("INTERNAL_ERROR", repr(exc)[:300], self.clock_ms(), delay))
 
-    async def step(self, row: RedemptionRow) -> rd.Redemption:
-        """One call for one redemption: its POST (PENDING) or its status query (SUBMITTED)."""
+    async def _ask(self, row: RedemptionRow, delay_ms: int) -> rd.Event:
         assert self.api is not None
         r = row.redemption
-        now = self.clock_ms()
-        delay = rd.retry_delay_ms(r, self.backoff, self.rng.random())
         admission = self.gate.admit() if self.gate is not None else None
         if admission is not None and not admission.allowed:
             assert self.gate is not None
-            wait_ms = max(delay, int(self.gate.reopens_in_s() * 1000))
-            return await self._save(row, r, rd.RedeemRetryable("BREAKER_OPEN", "the venue's breaker is open", now,
-                                                               wait_ms), "executor.Redeem")
+            wait_ms = max(delay_ms, int(self.gate.reopens_in_s() * 1000))
+            return rd.RedeemRetryable("BREAKER_OPEN", "the venue's breaker is open", self.clock_ms(), wait_ms)
         if r.state is rd.RedemptionState.PENDING:
-            sent = rd.apply(r, rd.RedeemSent(now))
-            await self.store.save(row, sent, "executor.Redeem")  # the attempt is on record before it leaves
-            row = RedemptionRow(sent, row.follower_wallet_id, row.wallet, row.condition_id, row.neg_risk,
-                                row.amounts, row.shares, sent.attempts)
             self.posts += 1
             answer = await self.api.redeem(r.key, row.follower_wallet_id, row.condition_id, row.neg_risk,
                                            row.amounts)
@@ -160,19 +175,22 @@ class Redeemer:
         if self.gate is not None:
             self.gate.record(failure=failed)
         _CALLS.add(1, {"call": call, "outcome": "retryable" if failed else str(answer.status)})
-        event = outcome_of(answer, status_query=status_query, now_ms=self.clock_ms(), delay_ms=delay)
+        return outcome_of(answer, status_query=status_query, now_ms=self.clock_ms(), delay_ms=delay_ms)
+
+    def _answered(self, row: RedemptionRow, event: rd.Event) -> rd.Redemption:
+        after = rd.apply(row.redemption, event)
         if isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen) and event.status == "submitted":
-            poll_ms = int(self.poll_s * 1000)
-            after = replace(rd.apply(row.redemption, event), next_attempt_ms=self.clock_ms() + poll_ms)
-            return await self._store(row, after, "executor.Redeem")
-        return await self._save(row, row.redemption, event, "executor.Redeem")
+            return replace(after, next_attempt_ms=self.clock_ms() + int(self.poll_s * 1000))  # then ask its status
+        return after
 
-    async def _save(self, row: RedemptionRow, r: rd.Redemption, event: rd.Event, method: str) -> rd.Redemption:
-        return await self._store(row, rd.apply(r, event), method)
-
-    async def _store(self, row: RedemptionRow, after: rd.Redemption, method: str) -> rd.Redemption:
-        await self.store.save(row, after, method)
-        if after.state.terminal:
+    async def _store_many(self, changes: list[tuple[RedemptionRow, rd.Redemption]]) -> None:
+        """Store the changes (one transaction), then count, log and publish the ones that ended or moved."""
+        if not changes:
+            return
+        await self.store.save_many(changes, "executor.Redeem")
+        for row, after in changes:
+            if not after.state.terminal:
+                continue
             _ENDED.add(1, {"state": after.state.value, "reason": after.reason})
             if after.state is rd.RedemptionState.FAILED:
                 redemption_failed(row, after)
@@ -181,22 +199,26 @@ class Redeemer:
                                            "reason": after.reason, "detail": after.detail,
                                            "wallet_id": row.follower_wallet_id, "condition_id": row.condition_id,
                                            "attempts": after.attempts, "tx_hash": after.tx_hash})
-        if after.state != row.redemption.state:
-            await self._publish(row, after)
-        return after
+        await self._publish([(row, after) for row, after in changes if after.state != row.redemption.state])
 
-    async def _publish(self, row: RedemptionRow, r: rd.Redemption) -> None:
+    async def _publish(self, changes: list[tuple[RedemptionRow, rd.Redemption]]) -> None:
+        if not changes:
+            return
+        now = time.time_ns()
         try:
-            await self.events.append(redemption_event(row, r, time.time_ns()).SerializeToString())
-            await self.store.mark_published(r.key, r.state)
-        except Exception as exc:  # noqa: BLE001 - publish_pending appends it later
-            log.warning("redemption event not appended yet", extra={"redemption_key": r.key,
-                                                                     "error": repr(exc)[:200]})
+            await self.events.append_many([redemption_event(row, r, now).SerializeToString() for row, r in changes])
+            await self.store.mark_published([(r.key, r.state) for _, r in changes])
+        except Exception as exc:  # noqa: BLE001 - publish_pending appends them later
+            log.warning("redemption events not appended yet", extra={"count": len(changes),
+                                                                      "error": repr(exc)[:200]})
 
     async def publish_pending(self) -> int:
         """Append the events of redemptions whose current state is not on the log yet."""
         rows = await self.store.unpublished()
-        for row, _updated in rows:
-            await self._publish(row, row.redemption)
+        await self._publish([(row, row.redemption) for row, _updated in rows])
         return len(rows)
 
+
+def _with(row: RedemptionRow, r: rd.Redemption) -> RedemptionRow:
+    """``row`` holding ``r``."""
+    return replace(row, redemption=r)

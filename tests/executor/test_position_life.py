@@ -198,3 +198,29 @@ async def test_a_resolution_redeems_many_wallets_at_once(harness: Harness) -> No
 
     await eventually(confirmed, timeout_s=30)  # type: ignore[arg-type]
     assert len(harness.fake.holdings.taken()) == 100
+    db = harness.db_url
+    assert rows(db, "SELECT count(*) FROM positions WHERE state = 'REDEEMED'") == [(100,)]
+    assert rows(db, "SELECT count(DISTINCT entity_id), count(*) FROM audit_log WHERE entity_type = 'redemption'"
+                    " AND after->>'state' = 'CONFIRMED'") == [(100, 100)]  # one audit row per redemption's end
+    await eventually(lambda: rows(db, "SELECT count(*) FROM redemptions WHERE published_state <> state") == [(0,)])
+
+
+async def test_a_batch_of_redemptions_stops_at_an_open_breaker_and_keeps_the_rest_pending(harness: Harness) -> None:
+    await _market(harness)
+    await harness.start_executor(TT_TUNE_EXECUTOR_BREAKER_THRESHOLD="3", TT_TUNE_EXECUTOR_BREAKER_OPEN_S="600")
+    orders = [make_order(i, follower_wallet_id=f"w_{i:03d}", subscription_id=f"sub_{i}", amount_usd="4")
+              for i in range(80)]
+    await _buy(harness, *orders)
+    harness.fake.faults.fail_redeems = 1000  # the venue answers every redeem 503
+    harness.fake.holdings.resolve(CONDITION, ASSET)
+    await harness.resolutions.append(resolution().SerializeToString())
+
+    async def held() -> bool:
+        return rows(harness.db_url, "SELECT count(*) FROM redemptions WHERE reason = 'BREAKER_OPEN'") != [(0,)]
+
+    await eventually(held, timeout_s=30)  # type: ignore[arg-type]
+    sent = len(harness.fake.holdings.records)
+    assert 3 <= sent < 80  # the calls already out when it opened, not the whole batch
+    got = rows(harness.db_url, "SELECT state, count(*) FROM redemptions GROUP BY state")
+    assert got == [("PENDING", 80)]
+    assert harness.fake.holdings.taken() == {}

@@ -3,6 +3,7 @@ positions REDEEMED), and the outbox of RedemptionEvents not yet on the durable l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,6 +13,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
+from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain.redemption import Redemption, RedemptionState
 
@@ -44,18 +46,42 @@ def _row(r: dict[str, Any]) -> RedemptionRow:
 _COLUMNS = ("redemption_key, state, attempts, redeem_id, tx_hash, payout_usd, reason, detail, next_attempt_at,"
             " failures, follower_wallet_id, wallet, condition_id, neg_risk, amounts, shares")
 
+# A batch of changes in one statement (the executor's fence trigger runs once per statement, not per row).
 _SAVE = """
-UPDATE redemptions SET state = %(state)s, attempts = %(attempts)s, redeem_id = %(redeem_id)s, tx_hash = %(tx)s,
-    payout_usd = %(payout)s, reason = %(reason)s, detail = %(detail)s,
-    next_attempt_at = to_timestamp(%(next_ms)s / 1000.0), failures = %(failures)s, updated_at = now()
-WHERE redemption_key = %(key)s
+UPDATE redemptions AS d SET state = r.state, attempts = r.attempts, redeem_id = r.redeem_id, tx_hash = r.tx,
+    payout_usd = r.payout, reason = r.reason, detail = r.detail,
+    next_attempt_at = to_timestamp(r.next_ms / 1000.0), failures = r.failures, updated_at = now()
+FROM json_to_recordset(%s::json) AS r(key text, state text, attempts integer, redeem_id text, tx text,
+                                      payout numeric, reason text, detail text, next_ms bigint, failures integer)
+WHERE d.redemption_key = r.key
 """
 
 _REDEEMED = """
-UPDATE positions SET state = 'REDEEMED', updated_at = now()
-WHERE follower_wallet_id = %s AND condition_id = %s AND state = 'RESOLVED_WON'
-RETURNING id
+UPDATE positions AS p SET state = 'REDEEMED', updated_at = now()
+FROM json_to_recordset(%s::json) AS r(w text, c text)
+WHERE p.follower_wallet_id = r.w AND p.condition_id = r.c AND p.state = 'RESOLVED_WON'
+RETURNING p.id, r.w, r.c
 """
+
+_PUBLISHED = """
+UPDATE redemptions AS d SET published_state = r.state
+FROM json_to_recordset(%s::json) AS r(key text, state text)
+WHERE d.redemption_key = r.key
+"""
+
+
+def _change(r: Redemption) -> dict[str, Any]:
+    return {"key": r.key, "state": r.state.value, "attempts": r.attempts, "redeem_id": r.redeem_id,
+            "tx": r.tx_hash, "payout": fmt(r.payout_usd) if r.payout_usd is not None else None, "reason": r.reason,
+            "detail": r.detail[:500], "next_ms": r.next_attempt_ms, "failures": r.failures}
+
+
+def _audit(row: RedemptionRow, r: Redemption, redeemed: list[str]) -> dict[str, Any]:
+    return {"type": "redemption", "id": r.key,
+            "before": {"state": row.redemption.state.value, "attempts": row.redemption.attempts},
+            "after": {"state": r.state.value, "attempts": r.attempts, "redeemId": r.redeem_id, "txHash": r.tx_hash,
+                      "payoutUsd": fmt(r.payout_usd) if r.payout_usd is not None else None, "reason": r.reason,
+                      "walletId": row.follower_wallet_id, "conditionId": row.condition_id, "positions": redeemed}}
 
 
 class RedemptionStore:
@@ -89,26 +115,29 @@ class RedemptionStore:
             return _row(row) if row else None
 
     async def save(self, row: RedemptionRow, after: Redemption, method: str) -> list[str]:
-        """Store ``after`` (one transaction, with its audit row); once CONFIRMED the wallet's winning positions
-        of the market are REDEEMED (their ids returned)."""
-        r = after
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_SAVE, {"state": r.state.value, "attempts": r.attempts, "redeem_id": r.redeem_id,
-                                       "tx": r.tx_hash, "payout": r.payout_usd, "reason": r.reason,
-                                       "detail": r.detail[:500], "next_ms": r.next_attempt_ms,
-                                       "failures": r.failures, "key": r.key})
-            redeemed: list[str] = []
-            if r.state is RedemptionState.CONFIRMED:
-                cur = await conn.execute(_REDEEMED, (row.follower_wallet_id, row.condition_id))
-                redeemed = [x["id"] for x in await cur.fetchall()]
-            if r.state != row.redemption.state or r.state.terminal:
-                await conn.execute(AUDIT, (ENGINE_CALLER, method, orjson.dumps([{
-                    "type": "redemption", "id": r.key,
-                    "before": {"state": row.redemption.state.value, "attempts": row.redemption.attempts},
-                    "after": {"state": r.state.value, "attempts": r.attempts, "redeemId": r.redeem_id,
-                              "txHash": r.tx_hash, "payoutUsd": fmt(r.payout_usd) if r.payout_usd is not None
-                              else None, "reason": r.reason, "walletId": row.follower_wallet_id,
-                              "conditionId": row.condition_id, "positions": redeemed}}]).decode()))
+        """Store ``after`` (see :meth:`save_many`); returns the ids of the positions it REDEEMED."""
+        return (await self.save_many([(row, after)], method)).get(after.key, [])
+
+    async def save_many(self, changes: Sequence[tuple[RedemptionRow, Redemption]],
+                        method: str) -> dict[str, list[str]]:
+        """Store every ``(row, after)`` in one transaction (two round trips whatever their number), with an
+        audit row for each change of state or end; once CONFIRMED the wallet's winning positions of the market
+        are REDEEMED. Returns the ids of the positions REDEEMED, by redemption key."""
+        if not changes:
+            return {}
+        confirmed = {(row.follower_wallet_id, row.condition_id): after.key for row, after in changes
+                     if after.state is RedemptionState.CONFIRMED}
+        redeemed: dict[str, list[str]] = {}
+        async with self.pool.connection() as conn, pipelined_transaction(conn):
+            await conn.execute(_SAVE, (orjson.dumps([_change(after) for _, after in changes]).decode(),))
+            if confirmed:
+                cur = await conn.execute(_REDEEMED, (orjson.dumps([{"w": w, "c": c} for w, c in confirmed]).decode(),))
+                for x in await cur.fetchall():
+                    redeemed.setdefault(confirmed[(x["w"], x["c"])], []).append(x["id"])
+            audits = [_audit(row, after, redeemed.get(after.key, [])) for row, after in changes
+                      if after.state != row.redemption.state or after.state.terminal]
+            if audits:
+                await conn.execute(AUDIT, (ENGINE_CALLER, method, orjson.dumps(audits).decode()))
         return redeemed
 
     async def unpublished(self, limit: int = 256) -> list[tuple[RedemptionRow, datetime]]:
@@ -118,11 +147,13 @@ class RedemptionStore:
                                      " WHERE published_state <> state ORDER BY updated_at LIMIT %s", (limit,))
             return [(_row(r), r["updated_at"]) for r in await cur.fetchall()]
 
-    async def mark_published(self, key: str, state: RedemptionState) -> None:
-        """The event of ``state`` is on the log."""
+    async def mark_published(self, published: Sequence[tuple[str, RedemptionState]]) -> None:
+        """The events of these (key, state) pairs are on the log (one statement)."""
+        if not published:
+            return
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE redemptions SET published_state = %s WHERE redemption_key = %s",
-                               (state.value, key))
+            rows = [{"key": key, "state": state.value} for key, state in published]
+            await conn.execute(_PUBLISHED, (orjson.dumps(rows).decode(),))
 
 
 def utc(ms: int) -> datetime:
