@@ -96,6 +96,7 @@ class Ingest:
                                     occurrence_ttl_s=t.occurrence_ttl_s, max_frame_bytes=mfb,
                                     max_clock_skew_s=t.max_clock_skew_s),
             self.metrics, on_gap=self.poller.on_gap if t.poll_enabled else (lambda _t: None),
+            on_connected=self.poller.on_feed_up if t.poll_enabled else (lambda: None),
             recorder=self.recorder, ping_interval_s=t.rtds_ping_interval_s, ping_text=t.rtds_ping_text,
             stall_s=t.rtds_stall_s, extra_topics=t.rtds_extra_topics, max_frame_bytes=mfb,
             backoff=_backoff(s))

@@ -68,7 +68,7 @@ class Tuning:
     poll_max_lookback_s: float = tune(86_400.0, "never poll further back than this", minimum=0.001)
     poll_new_leader_lookback_s: float = tune(120.0, "a newly followed leader is polled from max(createTime, "
                                              "now - this)")
-    poll_gap_followup_s: float = tune(15.0, "second poll after a feed gap")
+    poll_gap_followup_s: float = tune(15.0, "the follow-up poll after a feed gap (data-api indexes 5-10 s late)")
     poll_page_limit: int = tune(500, "/activity page size", minimum=1, maximum=10_000)
     poll_max_offset: int = tune(5000, "deepest /activity offset", minimum=0)
     http_timeout_s: float = tune(10.0, "REST timeout (the whole request)", minimum=0.001)

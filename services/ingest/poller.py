@@ -3,8 +3,8 @@
 Per leader, the end of the last successful window is kept in ``tt:ingest:poll_until`` (HASH leader →
 seconds); the next window starts ``overlap_s`` earlier because data-api indexes trades 5–10 s late.
 A leader without a saved window starts at its subscriptions' creation time. Requests coalesce per
-leader; urgent ones (RTDS gap, new leader) jump the regular round. All requests share one token
-bucket, and a 429 pauses it.
+leader; urgent ones (RTDS gap, RTDS back after a gap, new leader) jump the regular round. All requests
+share one token bucket, and a 429 pauses it.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class Poller:
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._gap_open = False  # a gap was reported and the websocket has not been up since
         self.polls = 0
         self.rounds = 0
 
@@ -106,13 +107,23 @@ class Poller:
             self.request(leader, None, priority)
 
     def on_gap(self, _since_wall_s: float) -> None:
-        """The websocket had a gap: poll everyone now, and again once data-api has caught up."""
+        """The websocket had a gap: poll everyone now, again when it is back (:meth:`on_feed_up`), and
+        once more after ``gap_followup_s``, when data-api has caught up."""
+        self._gap_open = True
         self.request_all(URGENT)
         loop = asyncio.get_running_loop()
         handle = loop.call_later(self.gap_followup_s, self.request_all, URGENT)
         self._timers.add(handle)
         if len(self._timers) > 64:
             self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+
+    def on_feed_up(self) -> None:
+        """The websocket is connected again (its subscription sent): after a gap, poll everyone at once. A trade
+        made while it was down, after the gap's poll, was otherwise seen by the follow-up only. Saved
+        windows start ``overlap_s`` before the previous poll's end, so together they cover the gap."""
+        if self._gap_open:
+            self._gap_open = False
+            self.request_all(URGENT)
 
     def on_new_leader(self, leader: str, since_s: float) -> None:
         """A leader became followed: backfill from ``since_s`` (:func:`~services.ingest.targets.follow_since_s`),

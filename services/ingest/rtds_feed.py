@@ -4,7 +4,8 @@ The client sends the application ping every ``ping_interval_s`` and a watchdog h
 socket when no data frame (keep-alives do not count) arrived for ``stall_s``: RTDS is known to go
 silent with the socket open. Every disconnect or stall reports a gap (so the poller backfills at
 once) and reconnects with jittered exponential backoff, started over after a connection that worked
-(it brought data, or stayed up until the watchdog closed it).
+(it brought data, or stayed up until the watchdog closed it). Every connection, its subscription sent,
+reports that the feed is up (the poller polls again after a gap: trades made while it was down).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class RtdsFeed:
         await self.feed.run()
 
     async def _opened(self, conn: WsConnection) -> None:
+        """Subscribe, then report the feed up."""
         conn.send_text(self.subscribe)
         self.on_connected()
 

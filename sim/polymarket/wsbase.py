@@ -80,6 +80,10 @@ class WsServer:
         self.clients: set[WsClient] = set()
         self.connections = 0
         self.stalled = False
+        self.held = 0  # handshakes left unanswered by :meth:`hold`, waiting now
+        self._open = asyncio.Event()
+        self._open.set()
+        self._closing = False
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.received: list[str] = []
@@ -90,6 +94,7 @@ class WsServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
+        self._closing = False
         app = web.Application()
         self.routes(app)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -101,6 +106,8 @@ class WsServer:
 
     async def stop(self) -> None:
         """Close every client and stop listening."""
+        self._closing = True
+        self._open.set()  # a held handshake is refused now
         await self.disconnect_all()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -108,6 +115,14 @@ class WsServer:
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """Accept a websocket and feed its text frames to :meth:`on_text`."""
+        if not self._open.is_set():
+            self.held += 1
+            try:
+                await self._open.wait()
+            finally:
+                self.held -= 1
+            if self._closing:
+                return web.Response(status=503)
         ws = web.WebSocketResponse(max_msg_size=64 << 20, compress=False)
         await ws.prepare(request)
         client = WsClient(ws)
@@ -148,6 +163,14 @@ class WsServer:
     def resume(self) -> None:
         """End a stall."""
         self.stalled = False
+
+    def hold(self) -> None:
+        """Fault: leave new connections' handshakes unanswered (a client stays disconnected) until :meth:`release`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Answer the held handshakes and every new one again."""
+        self._open.set()
 
     async def disconnect_all(self) -> None:
         """Fault: close every client socket."""

@@ -109,6 +109,35 @@ async def test_stall_is_detected_and_the_poller_fills_the_gap_exactly_once(
     assert app.metrics.count("reconnects", "rtds") >= 1
 
 
+async def test_a_trade_made_while_the_feed_is_down_is_polled_when_it_is_back_once(
+        sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str) -> None:
+    """After a gap every leader is polled again as soon as RTDS is back: a trade made while the socket was
+    down, after the gap's own poll, does not wait for the follow-up (10 minutes here, 15-60 s in service)."""
+    await follow(redis_url, LEADER)
+    app = await run_ingest(poll_gap_followup_s=600.0, rtds_stall_s=60.0)  # no watchdog gap while quiet
+    await sim.rtds.wait_subscribed()
+    await eventually(lambda: app.poller.polls >= 1)  # the new leader's backfill
+    polls = app.poller.polls
+    market = sim.add_market()
+
+    sim.rtds.hold()  # the reconnect's handshake goes unanswered: the socket stays down
+    await sim.rtds.disconnect_all()
+    await eventually(lambda: app.poller.polls > polls and sim.rtds.held == 1)  # the gap's poll has answered
+    trade = sim.trade(LEADER, market=market, feeds=("data_api",))
+    sim.rtds.release()
+    await sim.rtds.wait_subscribed()
+
+    async def logged_once() -> bool:
+        return await ids_in_log(redis_url) == [expected_id(trade)]
+    await eventually(logged_once, timeout_s=5, message="the trade made during the gap, logged")
+    assert app.metrics.count("kept", "DATA_API") == 1
+
+    sim.publish(trade, feeds=("rtds",))  # the same trade on RTDS too: a duplicate
+    await eventually(lambda: app.metrics.count("duplicate", "RTDS_TRADES") == 1)
+    assert await ids_in_log(redis_url) == [expected_id(trade)]
+    assert app.metrics.count("kept", "RTDS_TRADES") == 0
+
+
 async def test_new_leader_backfills_from_subscription_creation_only(
         sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str) -> None:
     app = await run_ingest()
