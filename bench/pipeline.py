@@ -50,8 +50,9 @@ TUNING = {"TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLO
 # -- the scenarios ----------------------------------------------------------------------------------
 
 
-def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """One follower at ``rate`` leader trades/s."""
+def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float,
+               samples: list[float] | None = None) -> dict[str, Any]:
+    """One follower at ``rate`` leader trades/s (each ingest → POST latency added to ``samples`` when given)."""
     leader, market = address(), b.market()
     wallets = set(b.subscribe([leader], 1)[leader])
     b.wait_followed([leader])
@@ -63,7 +64,10 @@ def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dic
     sent = b.drive(rate, duration_s, [(leader, market)])
     records = [r for r in b.wait_posts(wallets, warm + sent, 240) if r.client_order_id not in skip]
     cpu = meter.stop()
-    rows = {k: summarize(v) for k, v in b.hops(records).items()}
+    hops = b.hops(records)
+    if samples is not None:
+        samples.extend(hops["ingest→POST"])
+    rows = {k: summarize(v) for k, v in hops.items()}
     return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records),
             "cpu_ms_per_trade": {k: round(v * 1e3 / max(1, sent), 3) for k, v in cpu.items()},
             "latency": rows, "targets": {"p50_ms": 3, "p99_ms": 10}, **b.load_summary()}
