@@ -1,6 +1,6 @@
 """End to end through the real stack: RTDS frame received by ingest → order POST received by the Insiders fake.
 
-``python -m bench pipeline [--quick] [--only a,b,c,e] [--rate-a 200] [--followers 1000] [--triggers 100000]
+``python -m bench pipeline [--quick] [--only a,b,c,e,f,g] [--rate-a 200] [--followers 1000] [--triggers 100000]
 [--assets 5000] [--hot 500] [--quiet-runs] [--no-save]`` starts the simulator in this process and every
 service as a supervised subprocess (:class:`tools.pipeline.Pipeline`, embedded PostgreSQL and Redis
 under a temporary run folder), then measures:
@@ -12,7 +12,9 @@ under a temporary run folder), then measures:
 (c) 100 followed-leader trades/s × 10 followers each for 60 s: first vs second half (backlog growth);
 (d) VmRSS of every supervised process at the end (target ≤ 250 MB each);
 (e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``);
-(f) the executor stopped 10 s under (c)'s load: its peak VmRSS and the backlog's drain (``bench/_pipeline_stall.py``).
+(f) the executor stopped 10 s under (c)'s load: its peak VmRSS and the backlog's drain (``bench/_pipeline_stall.py``);
+(g) only when asked (``--only g``): the throughput ceiling, leader trades to 10 leaders x 10 followers at a rising
+    rate, the highest that holds p99 ingest → POST ≤ 50 ms with no growing backlog (``bench/_pipeline_ceiling.py``).
 
 ``--quick`` shortens every scenario (5 s drives, 200-follower fan-out, 10,000 triggers) for iteration.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import address, memory_mb, print_table, save_results, summarize
+from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_guard import scenario_e
 from bench._pipeline_harness import RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
@@ -209,7 +212,7 @@ def main(argv: list[str]) -> int:
     """Run the scenarios; print and save the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench pipeline")
     parser.add_argument("--quick", action="store_true", help="short durations (seconds, not minutes)")
-    parser.add_argument("--only", default="a,b,c,e,f", help="comma-separated scenarios among a,b,c,e,f")
+    parser.add_argument("--only", default="a,b,c,e,f", help="scenarios among a,b,c,e,f,g (g only when asked)")
     parser.add_argument("--triggers", type=int, default=100_000, help="armed triggers for (e)")
     parser.add_argument("--assets", type=int, default=5_000, help="assets of those triggers for (e)")
     parser.add_argument("--hot", type=int, default=500,
@@ -233,6 +236,7 @@ def main(argv: list[str]) -> int:
         "e": lambda b: scenario_e(b, args.triggers if not args.quick else min(args.triggers, 10_000),
                                   args.assets if not args.quick else min(args.assets, 500),
                                   min(args.hot, 20) if args.quick else args.hot),
+        "g": lambda b: scenario_g(b, step_s=5.0 if args.quick else 20.0),
         "f": lambda b: scenario_f(b, duration_s=8.0 if args.quick else 40.0, stall_at_s=2.0 if args.quick else 10.0,
                                   stall_s=2.0 if args.quick else 10.0),
     }
@@ -242,11 +246,15 @@ def main(argv: list[str]) -> int:
         print(f"stack up in {time.monotonic() - started:.1f}s (run folder {p.run_dir})", flush=True)
         try:
             b = Bench(p)
-            for key in ("a", "b", "c", "e", "f"):
+            for key in ("a", "b", "c", "e", "f", "g"):
                 if key in only:
                     results[key] = steps[key](b)
                     if key == "f":
                         print(f"--- (f) executor stopped under load: {results[key]}", flush=True)
+                        continue
+                    if key == "g":
+                        print(f"--- (g) throughput ceiling: {results[key]['ceiling_trades_per_s']:g} trades/s x 10 "
+                              f"followers ({results[key]['target']})", flush=True)
                         continue
                     _show({"a": f"(a) 1 follower, {args.rate_a:g} trades/s", "b": "(b) fan-out, per run",
                            "c": "(c) 100 trades/s x 10 followers",
@@ -263,6 +271,8 @@ def main(argv: list[str]) -> int:
         # the whole run is the baseline; so is (b) alone at 10,000 followers or more: the wide fan-out's own
         if not args.quick and only == {"b"} and args.followers >= 10_000:
             path = save_results("pipeline_fanout", results)
+        elif not args.quick and only == {"g"}:
+            path = save_results("pipeline_ceiling", results)
         else:
             path = save_results("pipeline", results, baseline=not args.quick and only == set("abcef"))
         print(f"saved {path}", flush=True)

@@ -102,6 +102,8 @@ class Tuning:
     lease_poll_s: float = tune(0.5, "a standby tries to take the lease this often", minimum=0.01)
     lease_check_s: float = tune(1.0, "the active executor checks its lease this often and exits once another took "
                                 "it", minimum=0.01)
+    reconcile_refresh_s: float = tune(60.0, "the LIVE wallets to reconcile are read again this often (or every "
+                                      "TT_RECONCILE_INTERVAL_S, when shorter)", minimum=0.1)
 
     def __post_init__(self) -> None:
         if self.poll_max_s < self.poll_initial_s:

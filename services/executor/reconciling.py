@@ -81,7 +81,7 @@ class Reconciler:
     def __init__(self, store: ReconcileStore, api: PositionsApi, redis: Any, *, interval_s: float,
                  grace_s: float = SETTLING_GRACE_S, max_calls_per_s: float = MAX_CALLS_PER_S,
                  resubmit: Callable[[epb.Order], Awaitable[Any]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 refresh_s: float = WALLETS_REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
         _FAILURES.add(0)  # exported from the start: an alerting rule and the dashboard read them
         for kind in (CORRECTED, CLOSED_AT_VENUE, EXTERNAL):
             _CORRECTIONS.add(0, {"kind": kind})
@@ -89,6 +89,7 @@ class Reconciler:
         self.api = api
         self.redis = redis
         self.interval_s = interval_s
+        self.refresh_s = min(refresh_s, interval_s)
         self.grace_s = grace_s
         self.max_calls_per_s = max_calls_per_s
         self.min_gap_s = 1.0 / max_calls_per_s  # between any two calls
@@ -211,7 +212,7 @@ class Reconciler:
         spread evenly over the interval (``round_pace``); the wallets asked for go first, at up to the cap."""
         refreshed = float("-inf")
         last_call = float("-inf")
-        refresh_s = min(WALLETS_REFRESH_S, self.interval_s)
+        refresh_s = self.refresh_s
         while True:
             try:
                 while self._refused:
@@ -255,6 +256,6 @@ class Reconciler:
             upcoming.append(max(min(self._soon.values()), last_call + self.min_gap_s))
         if self._due:
             upcoming.append(max(min(self._due.values()), last_call + self.round_gap_s))
-        nxt = min(upcoming) if upcoming else now + WALLETS_REFRESH_S
+        nxt = min(upcoming) if upcoming else now + self.refresh_s
         return max(nxt - now, 0.01)
 

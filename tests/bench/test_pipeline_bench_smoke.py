@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_harness import Bench
 from bench._pipeline_stall import scenario_f
 from bench.pipeline import scenario_a, scenario_b, start_pipeline
@@ -22,6 +23,7 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
             a = scenario_a(b, 20.0, 1.0, 0.5)
             fan = scenario_b(b, 5, 2)
             stall = scenario_f(b, rate=10.0, leaders=2, followers=2, duration_s=3.0, stall_at_s=1.0, stall_s=1.0)
+            ceiling = scenario_g(b, leaders=2, followers=2, step_s=1.0, rates=(10.0, 20.0), p99_target_ms=10_000.0)
         finally:
             p.stop(quiet=True)
     assert a["posts"] == a["trades"] == 20
@@ -32,3 +34,6 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     assert stall["posts"] == stall["orders_expected"] == 60 and stall["posted_twice"] == 0
     assert stall["executor_rss_mb"]["peak"] >= stall["executor_rss_mb"]["before_stall"] > 0
     assert stall["backlog_drained_s"] is not None and stall["restarts"] == 0
+    # the ceiling's steps: every order of each step joined, and a generous target held by both
+    assert [s["posts"] for s in ceiling["steps"]] == [s["trades"] * 2 for s in ceiling["steps"]]
+    assert [s["rate_per_s"] for s in ceiling["steps"]] == [10.0, 20.0] and ceiling["ceiling_trades_per_s"] == 20.0
