@@ -136,9 +136,10 @@ class Redeemer:
             while waiting:
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 await self._store_many([task.result() for task in done])
-        finally:
+        finally:  # cancelled (shutdown): no call outlives its round
             for task in calls:
                 task.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
         return len(due)
 
     async def _call(self, row: RedemptionRow) -> tuple[RedemptionRow, rd.Redemption]:
