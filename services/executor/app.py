@@ -91,20 +91,28 @@ class Running:
         consumers = [t for t in self.tasks if t.get_name() != "journal"]
         for t in consumers:
             t.cancel()
-        await asyncio.gather(*consumers, return_exceptions=True)
+        await _bounded(asyncio.gather(*consumers, return_exceptions=True), "consumers")
         await self.server.stop(grace_s)
         await self.runner.close()
         await self.journal.drain(max(1.0, grace_s))
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await _bounded(asyncio.gather(*self.tasks, return_exceptions=True), "tasks")
         for gate in self.gates.values():
-            await gate.close()
+            await _bounded(gate.close(), "breaker gate")
         for close in reversed(self.closers):
             try:
-                await close()
+                await _bounded(close(), getattr(close, "__qualname__", "closer"))
             except Exception:
                 log.exception("close failed")
+
+
+async def _bounded(aw: Any, what: str, timeout_s: float = 10.0) -> None:
+    """Await one step of the shutdown, for ``timeout_s`` at most: a stop never hangs on one part."""
+    try:
+        await asyncio.wait_for(aw, timeout_s)
+    except TimeoutError:
+        log.error("shutdown step did not finish in time", extra={"step": what, "timeout_s": timeout_s})
 
 
 def _blocking_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
