@@ -21,6 +21,7 @@ import psycopg
 
 from bench import address, summarize
 from bench._pipeline_harness import Bench
+from bench.pipeline import warmed_follower
 
 BOOKED = """
 INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd, id, state,
@@ -73,12 +74,7 @@ def scenario_reconcile(b: Bench, wallets: int, rate: float, duration_s: float, w
                        block_s: float = 10.0, settle_s: float = 2.0) -> dict[str, Any]:
     """Scenario (a) for ``duration_s`` while ``wallets`` wallets switch PAPER / LIVE every ``block_s``."""
     ids = _reconciled_wallets(b, wallets)
-    leader, market = address(), b.market()
-    followers = set(b.subscribe([leader], 1)[leader])
-    b.wait_followed([leader])
-    warm = b.drive(rate, warmup_s, [(leader, market)])
-    b.wait_posts(followers, warm, 30)
-    skip = {r.client_order_id for r in b.posts(followers)}
+    leader, market, followers, warm, skip = warmed_follower(b, rate, warmup_s)
     switches: list[tuple[int, str]] = []  # (wall ns, phase from then on)
     cpu = {phase: dict[str, float]() for phase in PHASES}
     reconciled = {phase: 0 for phase in PHASES}

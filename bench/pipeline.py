@@ -44,6 +44,7 @@ from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_guard import scenario_e
 from bench._pipeline_harness import RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
+from sim.polymarket import SimMarket
 from tools.pipeline import Pipeline, PipelineError, free_port_env, isolated_env
 
 TUNING = {"TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLOWUP_S": "60",
@@ -53,24 +54,26 @@ TUNING = {"TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLO
 # -- the scenarios ----------------------------------------------------------------------------------
 
 
-def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float,
-               samples: list[float] | None = None) -> dict[str, Any]:
-    """One follower at ``rate`` leader trades/s (each ingest → POST latency added to ``samples`` when given)."""
+def warmed_follower(b: Bench, rate: float, warmup_s: float) -> tuple[str, SimMarket, set[str], int, set[str]]:
+    """A new leader with one LIVE follower, driven ``warmup_s`` at ``rate`` until its copies are in: the leader,
+    its market, the follower's wallets, the warm-up's trades and their client order ids (to leave out)."""
     leader, market = address(), b.market()
     wallets = set(b.subscribe([leader], 1)[leader])
     b.wait_followed([leader])
     warm = b.drive(rate, warmup_s, [(leader, market)])
     b.wait_posts(wallets, warm, 30)
-    skip = {r.client_order_id for r in b.posts(wallets)}
+    return leader, market, wallets, warm, {r.client_order_id for r in b.posts(wallets)}
+
+
+def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    """One follower at ``rate`` leader trades/s."""
+    leader, market, wallets, warm, skip = warmed_follower(b, rate, warmup_s)
     meter = b.cpu_meter()
     meter.start()
     sent = b.drive(rate, duration_s, [(leader, market)])
     records = [r for r in b.wait_posts(wallets, warm + sent, 240) if r.client_order_id not in skip]
     cpu = meter.stop()
-    hops = b.hops(records)
-    if samples is not None:
-        samples.extend(hops["ingest→POST"])
-    rows = {k: summarize(v) for k, v in hops.items()}
+    rows = {k: summarize(v) for k, v in b.hops(records).items()}
     return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records),
             "cpu_ms_per_trade": {k: round(v * 1e3 / max(1, sent), 3) for k, v in cpu.items()},
             "latency": rows, "targets": {"p50_ms": 3, "p99_ms": 10}, **b.load_summary()}

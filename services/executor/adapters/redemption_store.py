@@ -114,10 +114,6 @@ class RedemptionStore:
             row = await cur.fetchone()
             return _row(row) if row else None
 
-    async def save(self, row: RedemptionRow, after: Redemption, method: str) -> list[str]:
-        """Store ``after`` (see :meth:`save_many`); returns the ids of the positions it REDEEMED."""
-        return (await self.save_many([(row, after)], method)).get(after.key, [])
-
     async def save_many(self, changes: Sequence[tuple[RedemptionRow, Redemption]],
                         method: str) -> dict[str, list[str]]:
         """Store every ``(row, after)`` in one transaction (two round trips whatever their number), with an
