@@ -213,3 +213,49 @@ async def test_unrealized_pnl_reads_a_bounded_number_of_subscriptions_per_pass(d
     assert monitor.stats.fill_reads == 3
     await pool.close()
     await conn.close()
+
+
+class CountingStore(PerfStore):
+    """The real store, counting the batched fill reads."""
+
+    batched: list[int] = []
+
+    async def fills_since_many(self, seen: dict[str, str | None]) -> Any:
+        self.batched.append(len(seen))
+        return await super().fills_since_many(seen)
+
+
+async def test_a_pass_reads_the_new_fills_of_many_subscriptions_in_one_statement_and_misses_no_late_commit(
+        db_url: str) -> None:
+    """First reads and later reads share one statement; a fill whose transaction began before another committed
+    one is found by the next pass; what is kept adds up to what a read of everything from scratch finds."""
+    conn = await db(db_url)
+    for n in (1, 2, 3):
+        await insert_subscription(conn, f"sub_{n}", leader="0x" + str(n) * 40)
+        await _book(db_url, n, cpb.SIDE_BUY, "100", "0.50", sub_id=f"sub_{n}")
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    await pool.wait()
+    store = CountingStore(pool, now)
+    store.batched = []
+    monitor = PerfMonitor(store, FakeControl(), FixedMarks({ASSET: D("0.60")}), interval_s=60)
+    assert await monitor.publish_unrealized() == 3
+    assert store.batched == [3]
+    await insert_subscription(conn, "sub_4", leader="0x" + "4" * 40)
+    order = epb.Order(client_order_id="co_late", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_1",
+                      follower_wallet_id=WALLET_ID, follower_proxy=WALLET, asset_id=ASSET, side=cpb.SIDE_SELL)
+    late = Booking("f_late", D(40), D("0.75"), D(30), D(0), True, int(time.time() * 1000))
+    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row) as slow, slow.transaction():
+        await slow.execute("SELECT pg_current_xact_id()")
+        await _book(db_url, 5, cpb.SIDE_BUY, "100", "0.70", sub_id="sub_2")  # a later id, committed first
+        await _book(db_url, 6, cpb.SIDE_BUY, "10", "0.40", sub_id="sub_4")  # a first read
+        assert await monitor.publish_unrealized() == 2
+        assert store.batched == [3, 2]
+        await book(slow.cursor(), [(Ticket(order, "PAPER", None, 0), late)])
+    assert await monitor.publish_unrealized() == 1
+    assert store.batched == [3, 2, 1]
+    assert [await _shown(conn, f"sub_{n}") for n in (1, 2, 3, 4)] == [D(6), D(0), D(10), D(2)]
+    fresh = PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks({}), interval_s=60)
+    for n in (1, 2, 3, 4):
+        assert await monitor._holdings(f"sub_{n}", None) == await fresh._holdings(f"sub_{n}", None)
+    await pool.close()
+    await conn.close()

@@ -17,6 +17,20 @@ from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl
 _UNSEEN = (" AND xact >= pg_snapshot_xmin(%(seen)s::pg_snapshot)"
            " AND NOT pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot)")
 
+_FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, fill_time, created_at, id"
+# The first read of a subscription takes all its fills, a later one what its snapshot could not see (the xmin bound is
+# an index condition of the (subscription_id, xact) index, parameterized by each row of ``k``).
+_MANY = (
+    "SELECT s.snap::text AS snap, f.sid, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
+    " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN ("
+    " SELECT k.sid, x.* FROM unnest(%(first)s::text[]) AS k(sid)"
+    f" CROSS JOIN LATERAL (SELECT {_FILL_COLUMNS} FROM fills WHERE subscription_id = k.sid) x"
+    " UNION ALL"
+    " SELECT k.sid, x.* FROM unnest(%(again)s::text[], %(seen)s::text[]) AS k(sid, seen)"
+    f" CROSS JOIN LATERAL (SELECT {_FILL_COLUMNS} FROM fills WHERE subscription_id = k.sid"
+    "  AND xact >= pg_snapshot_xmin(k.seen::pg_snapshot) AND NOT pg_visible_in_snapshot(xact, k.seen::pg_snapshot)) x"
+    ") f ON true ORDER BY f.sid, f.fill_time, f.created_at, f.id")
+
 
 class PerfStore:
     """Reads subscriptions and fills; records ``guard_perf_decisions``."""
@@ -68,6 +82,24 @@ class PerfStore:
                 {"sid": subscription_id, "seen": seen})).fetchall()
         fills = [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"], r["fee_shares"])
                  for r in rows if r["asset_id"] is not None]
+        return fills, rows[0]["snap"]
+
+    async def fills_since_many(self, seen: dict[str, str | None]) -> tuple[dict[str, list[FillRow]], str]:
+        """:meth:`fills_since` for many subscriptions (id → the snapshot it was last read with) in one statement
+        and one snapshot: each one's unseen fills in time order (every subscription asked for is a key), and
+        the snapshot of this read."""
+        fills: dict[str, list[FillRow]] = {sid: [] for sid in seen}
+        if not seen:
+            return fills, ""
+        first = [sid for sid, snap in seen.items() if snap is None]
+        again = [(sid, snap) for sid, snap in seen.items() if snap is not None]
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_MANY, {
+                "first": first, "again": [sid for sid, _ in again], "seen": [snap for _, snap in again]})).fetchall()
+        for r in rows:
+            if r["asset_id"] is not None:
+                fills[r["sid"]].append(FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"],
+                                               r["fee_shares"]))
         return fills, rows[0]["snap"]
 
     async def decisions(self, subscription_id: str) -> list[DecisionRow]:
