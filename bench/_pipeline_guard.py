@@ -74,12 +74,6 @@ LEVEL_SIZE = "1000"
 WALKS = {"crossing": (12, 88), "inside": (47, 52)}
 
 
-
-
-
-
-
-
 class _Walks:
     """Books of the background markets in the simulator, moved one tick at a time (run on the sim loop)."""
 

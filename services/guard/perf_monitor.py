@@ -16,6 +16,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from common.decimals import fmt
 from services.guard.domain import perf_rules
@@ -65,6 +66,7 @@ class PerfMonitor:
         self.stats = PerfStats()
         self._books: dict[str, _Book] = {}
         self._rule_ids: set[str] = set()
+        self._rules: dict[str, tuple[dict[str, Any], perf_rules.PerfRules | None]] = {}  # id → (perf, its rules)
         self._stats_ids: set[str] = set()
 
     async def run(self) -> None:
@@ -97,12 +99,8 @@ class PerfMonitor:
         self._rule_ids = {s.id for s in subs}
         self._prune()
         for sub in subs:
-            try:
-                rules = perf_rules.PerfRules.from_json(sub.perf)
-            except ValueError:
-                log.warning("subscription perf rules unreadable", extra={"subscription_id": sub.id})
-                continue
-            if not rules.active:
+            rules = self._rules_of(sub)
+            if rules is None or not rules.active:
                 continue
             decision = await self.evaluate(sub.id, rules, sub.fills_version)
             if decision is not None:
@@ -140,10 +138,26 @@ class PerfMonitor:
         self.stats.unrealized_written += written
         return written
 
+    def _rules_of(self, sub: perf_rules.SubscriptionRules) -> perf_rules.PerfRules | None:
+        """The subscription's rules, parsed again only when its perf changed (None: unreadable, logged once)."""
+        kept = self._rules.get(sub.id)
+        if kept is not None and (kept[0] is sub.perf or kept[0] == sub.perf):
+            return kept[1]
+        try:
+            rules: perf_rules.PerfRules | None = perf_rules.PerfRules.from_json(sub.perf)
+        except ValueError:
+            log.warning("subscription perf rules unreadable", extra={"subscription_id": sub.id})
+            rules = None
+        self._rules[sub.id] = (sub.perf, rules)
+        return rules
+
     def _prune(self) -> None:
-        """Forget the fills of subscriptions neither rules nor stats need any more."""
+        """Forget the fills of subscriptions neither rules nor stats need any more, and the rules of those no
+        longer ACTIVE with rules."""
         for gone in self._books.keys() - self._rule_ids - self._stats_ids:
             del self._books[gone]
+        for gone in self._rules.keys() - self._rule_ids:
+            del self._rules[gone]
 
     async def evaluate(self, subscription_id: str, rules: perf_rules.PerfRules,
                        fills_version: int | None = None) -> perf_rules.Decision | None:

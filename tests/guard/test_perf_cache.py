@@ -218,7 +218,9 @@ async def test_unrealized_pnl_reads_a_bounded_number_of_subscriptions_per_pass(d
 class CountingStore(PerfStore):
     """The real store, counting the batched fill reads."""
 
-    batched: list[int] = []
+    def __init__(self, pool: Any, clock: Any) -> None:
+        super().__init__(pool, clock)
+        self.batched: list[int] = []
 
     async def fills_since_many(self, seen: dict[str, str | None]) -> Any:
         self.batched.append(len(seen))
@@ -236,7 +238,6 @@ async def test_a_pass_reads_the_new_fills_of_many_subscriptions_in_one_statement
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     await pool.wait()
     store = CountingStore(pool, now)
-    store.batched = []
     monitor = PerfMonitor(store, FakeControl(), FixedMarks({ASSET: D("0.60")}), interval_s=60)
     assert await monitor.publish_unrealized() == 3
     assert store.batched == [3]
@@ -257,5 +258,27 @@ async def test_a_pass_reads_the_new_fills_of_many_subscriptions_in_one_statement
     fresh = PerfMonitor(PerfStore(pool, now), FakeControl(), FixedMarks({}), interval_s=60)
     for n in (1, 2, 3, 4):
         assert await monitor._holdings(f"sub_{n}", None) == await fresh._holdings(f"sub_{n}", None)
+    await pool.close()
+    await conn.close()
+
+
+async def test_rules_changed_between_passes_are_read_again_and_unchanged_ones_are_kept(db_url: str) -> None:
+    """The rules of an ACTIVE subscription are parsed once while its perf JSON is unchanged; a changed loss
+    stop applies from the next pass, and an unreadable one stops the evaluation without stopping the pass."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", perf={"lossStopUsd": "400"})
+    await insert_subscription(conn, "sub_2", perf={"lossStopUsd": "1000"}, leader="0x" + "b" * 40)
+    await _book(db_url, 1, cpb.SIDE_BUY, "1000", "0.60")
+    control = FakeControl()
+    monitor, pool = await _monitor(db_url, FixedMarks({ASSET: D("0.45")}), control)  # sub_1 at -150
+    assert await monitor.evaluate_all() == []
+    kept = monitor._rules["sub_1"][1]
+    assert await monitor.evaluate_all() == []
+    assert monitor._rules["sub_1"][1] is kept
+    await conn.execute("""UPDATE subscriptions SET perf = '{"lossStopUsd": "not a number"}' WHERE id = 'sub_2'""")
+    await conn.execute("""UPDATE subscriptions SET perf = '{"lossStopUsd": "100"}' WHERE id = 'sub_1'""")
+    [decision] = await monitor.evaluate_all()
+    assert (decision.subscription_id, [c["action"] for c in control.calls]) == ("sub_1", ["PAUSE"])
+    assert monitor._rules["sub_2"][1] is None
     await pool.close()
     await conn.close()

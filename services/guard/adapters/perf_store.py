@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -38,15 +39,28 @@ class PerfStore:
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
         self.pool = dict_pool(pool)
         self.clock = clock
+        self._perf: dict[str, dict[str, Any]] = {}  # perf JSON text → its object, shared by equal rules
 
     async def active_subscriptions(self) -> list[SubscriptionRules]:
         """ACTIVE subscriptions whose perf rules are set."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT s.id, s.perf, st.fills_version FROM subscriptions s"
+                "SELECT s.id, s.perf::text AS perf, st.fills_version FROM subscriptions s"
                 " LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
                 " WHERE s.state = 'ACTIVE' AND s.perf <> '{}'::jsonb ORDER BY s.id")).fetchall()
-        return [SubscriptionRules(r["id"], r["perf"] or {}, r["fills_version"]) for r in rows]
+        return [SubscriptionRules(r["id"], self._perf_of(r["perf"]), r["fills_version"]) for r in rows]
+
+    def _perf_of(self, text: str | None) -> dict[str, Any]:
+        """The perf object of a JSON text, parsed once per distinct text (the same object each time: rules
+        unchanged since the last pass are known by identity)."""
+        if not text:
+            return {}
+        known = self._perf.get(text)
+        if known is None:
+            if len(self._perf) >= 10_000:
+                self._perf.clear()
+            known = self._perf[text] = json.loads(text)
+        return known
 
     async def stats_rows(self) -> list[StatsRow]:
         """Subscriptions with booked fills, whatever their state (a stopped one's shares are still held)."""
