@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import PoolTimeout
 
 from common.alerts import AlertKind, Severity, raise_alert
+from common.logtrim import readers_key, wall_ms
 from common.retry import Backoff
 from common.streams import START_NEW, cursor_seconds, stream_label
 
@@ -72,6 +73,10 @@ class RedisCursorStore:
         """Save the cursor."""
         await self.redis.set(f"tt:cursor:{consumer}", cursor)
 
+    async def register(self, consumer: str, log_name: str, now_ms: int) -> None:
+        """Register ``consumer`` as a reader of ``log_name`` (see ``common.logtrim``)."""
+        await self.redis.hset(readers_key(log_name), consumer, str(now_ms))
+
 
 @dataclass
 class ConsumerStats:
@@ -112,7 +117,9 @@ class ResumableConsumer(Generic[T]):
     by one is correct (it must anyway: a crash redelivers them).
 
     ``stream`` names the log read (``tt:stream:...``) for the metrics: ``consumer.position_time`` (the time in
-    the id of the last item handled) against the log's ``stream.last_entry_time`` is the consumer's lag.
+    the id of the last item handled) against the log's ``stream.last_entry_time`` is the consumer's lag. A
+    consumer naming its log registers as its reader before reading its cursor, so the log's writer keeps the
+    entries it has not read (``common.logtrim``).
     """
 
     def __init__(self, name: str, open_stream: OpenStream[T], handle: Callable[[T], Awaitable[None]],
@@ -247,6 +254,9 @@ class ResumableConsumer(Generic[T]):
     async def _saved_cursor(self) -> str:
         while True:
             try:
+                register = getattr(self.cursors, "register", None)
+                if self.stream and register is not None:  # before the cursor is read: the log is kept for it
+                    await register(self.name, self.stream, wall_ms())
                 saved = await self.cursors.get(self.name)
                 return saved if saved is not None else self.start
             except Exception as exc:  # noqa: BLE001 - Redis may be briefly unavailable

@@ -23,10 +23,9 @@ from typing import Any
 
 import redis.exceptions
 
+from common.logtrim import CURSOR_PREFIX, readers_key
 from common.resp import Arg, OnReply, RespClosed, RespConnection, RespError, RespTimeout
 from common.streams import DurableLog
-
-CURSOR_PREFIX = "tt:cursor:"
 
 
 class Script:
@@ -159,6 +158,10 @@ class FastCursorStore:
     async def set(self, consumer: str, cursor: str) -> None:
         """Save the cursor."""
         await self.redis.set(CURSOR_PREFIX + consumer, cursor)
+
+    async def register(self, consumer: str, log_name: str, now_ms: int) -> None:
+        """Register ``consumer`` as a reader of ``log_name`` (see ``common.logtrim``)."""
+        await self.redis.call("HSET", readers_key(log_name), consumer, str(now_ms))
 
 
 async def append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]) -> list[str]:

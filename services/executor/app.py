@@ -198,6 +198,8 @@ async def _start_holding(settings: Settings, database_url: str, redis_url: str, 
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
                                       asyncio.create_task(lease.watch(), name="lease"),
+                                      asyncio.create_task(t.trimmer(stream_redis, [ORDER_EVENTS]).run(),
+                                                          name="log-trim"),
                                       asyncio.create_task(AlertPublisher(stream_redis, "executor").run(),
                                                           name="alerts")]
     resumed = await runner.resume(await store.open_orders())

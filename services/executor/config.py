@@ -38,6 +38,7 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.logtrim import TrimTuning
 from common.metrics import METRICS_OFF, MetricsSettings
 from common.tuning import tune, tuning_from_env
 
@@ -45,7 +46,7 @@ ROUTED_SOURCES = ("log", "router")
 
 
 @dataclass(frozen=True, slots=True)
-class Tuning:
+class Tuning(TrimTuning):
     """The executor's tuning constants (``common.tuning``)."""
 
     routed_source: str = tune("router", "router: RouterService.StreamRoutedTrades over gRPC (the contract); log: the "

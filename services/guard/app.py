@@ -210,7 +210,8 @@ async def start(settings: Settings) -> Running:
     cursors = FastCursorStore(cursor_redis)
     orders = ResumableConsumer(ORDERS_CONSUMER, orders_source, guard.on_order_event, cursors,
                                start=t.orders_start_cursor, handle_batch=guard.on_order_events, save_interval_s=0.1,
-                               dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()))
+                               dead_letter=DeadLetters(stream_redis, ORDERS_CONSUMER, lambda e: e.SerializeToString()),
+                               stream=ORDER_EVENTS)
     perf = PerfMonitor(PerfStore(pool, utcnow),
                        GrpcControl(control_ch, timeout_s=t.control_timeout_s),
                        markets, interval_s=t.perf_interval_s)

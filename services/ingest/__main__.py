@@ -157,7 +157,8 @@ class Ingest:
         self.resolutions.pool = self.market_checks.pool = self.pool
         await self.trades_log.prime()
         self._spawn(AlertPublisher(self.redis, "ingest").run(), self.index.run(), self.sink.run(), self.writer.run(),
-                    self.resolutions.run(), self.market_checks.run(), self.socket_resolutions.run())
+                    self.resolutions.run(), self.market_checks.run(), self.socket_resolutions.run(),
+                    t.trimmer(self.redis, [LEADER_TRADES, MARKET_RESOLUTIONS]).run())
         await asyncio.wait_for(self.followed.loaded.wait(), timeout=30)
         self._spawn(self.rtds.run())
         if t.poll_enabled:

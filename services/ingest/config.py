@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from common.config import env_str, env_url, grpc_port
 from common.grpcauth import GrpcSecurity
+from common.logtrim import TrimTuning
 from common.metrics import METRICS_OFF, MetricsSettings
 from common.tuning import tune, tuning_from_env
 
@@ -24,7 +25,7 @@ DEFAULT_USER_AGENT = "tradingtools-ingest/2.0 (+copy-trading safety net)"
 
 
 @dataclass(frozen=True, slots=True)
-class Tuning:
+class Tuning(TrimTuning):
     """Ingest's tuning constants (``common.tuning``); durations in seconds, sizes in bytes."""
 
     # RTDS leader feed

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.cancel import reraise_if_cancelling
 from common.consumer import RedisCursorStore
 from common.decimals import fmt
+from common.logtrim import wall_ms
 from common.retry import Backoff
 from common.streams import START_OLDEST, DurableLog
 from common.text import storable
@@ -94,7 +95,8 @@ class TradeWriter:
 
     async def step(self, block_ms: int = 1000) -> int:
         """Write the next batch (waiting up to ``block_ms`` for one); returns rows handled."""
-        if not self.cursor:
+        if not self.cursor:  # registered first: the log is kept for what this reader has not written yet
+            await self.cursors.register(CONSUMER, self.log.name, wall_ms())
             self.cursor = await self.cursors.get(CONSUMER) or await self.log.resolve(START_OLDEST)
         entries = await self.log.read(self.cursor, count=self.batch, block_ms=block_ms)
         if not entries:

@@ -121,6 +121,8 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         srv = await server.start(settings.grpc_port, routed_log, security=settings.security,
                                  host=settings.grpc_host)
         tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
+        tasks.append(asyncio.create_task(
+            t.trimmer(stream_redis, [ROUTED_TRADES]).run(), name="log-trim"))
         log.info("router started", extra={"port": srv.port, "ingest": settings.ingest_target})
         try:
             await until(RunningRouter(settings, srv, router, consumer, subscriptions, metrics))

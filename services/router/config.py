@@ -39,13 +39,14 @@ from common.config import (
     max_order_usd,
 )
 from common.grpcauth import GrpcSecurity
+from common.logtrim import TrimTuning
 from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from common.tuning import tune, tuning_from_env
 
 
 @dataclass(frozen=True, slots=True)
-class Tuning:
+class Tuning(TrimTuning):
     """The router's tuning constants (``common.tuning``)."""
 
     start: str = tune("oldest", "a first start (no saved cursor) routes the trade log from its oldest entry, so "
@@ -60,8 +61,9 @@ class Tuning:
                                  minimum=0.05)
     dedupe_ttl_s: int = tune(86_400, "how long a routed leader trade's marker (tt:router:routed:{id}) is kept: "
                              "far past the poller's look-back and TRADE_TOO_OLD", minimum=60)
-    stream_maxlen: int = tune(1_000_000, "approximate length cap of tt:stream:routed_trades: days of routing, "
-                              "and well within Redis' memory", minimum=1000)
+    stream_maxlen: int = tune(1_000_000, "approximate length cap of tt:stream:routed_trades, the last bound when "
+                              "the trimming by readers (stream_keep_s) cannot trim: entries are 1 to 600 KB",
+                              minimum=1000)
     index_check_interval_s: float = tune(5.0, "the hot index's version is checked after this long without a "
                                          "change message, so a lost message costs seconds", minimum=0.05)
     outbox_interval_s: float = tune(2.0, "period of the outbox sweep that appends routed trades persisted but "
