@@ -97,6 +97,9 @@ class Tuning(TrimTuning):
                                       minimum=0)
     submit_wait_s: float = tune(10.0, "SubmitOrder waits this long for the order's first event")
     journal_batch: int = tune(1000, "state changes written in one transaction at most", minimum=1)
+    events_durable_after_s: float = tune(2.0, "an appended order event leaves the outbox this long after its append, "
+                                         "once Redis is seen to be the same server: appendfsync everysec has it on "
+                                         "disk by then, and a server that changed gets it again", minimum=1.0)
     journal_min_interval_s: float = tune(0.05, "least time between two journal transactions under load: batches a "
                                          "burst's changes")
     grace_s: float = tune(5.0, "graceful-shutdown grace: in-flight POSTs get this long to be answered")

@@ -9,6 +9,8 @@ releases the reserved exposure of orders that became terminal (one Lua call); th
 is picked up by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but
 never drops them.
 
+An appended event leaves the outbox only once Redis can no longer lose it (``event_hold``).
+
 The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed
 post-commit update of it, after a Redis server change, and every ``watch_repair_interval_s``. It
 then holds exactly the assets some wallet holds (``positions.size > 0``), whatever replica or lost write
@@ -31,6 +33,7 @@ from common.marketstate import WATCH_POSITIONS, change_watch_set
 from common.streams import DurableLog
 from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain.fill_math import Booked
+from services.executor.event_hold import EVENTS_DURABLE_AFTER_S, EventHold
 from services.executor.releases import Release, Repairs
 
 log = logging.getLogger(__name__)
@@ -71,8 +74,10 @@ class Journal:
                  append: Callable[[list[bytes]], Awaitable[list[str]]] | None = None,
                  server_id: Callable[[], Awaitable[str]] | None = None,
                  watch_repair_interval_s: float = WATCH_REPAIR_INTERVAL_S,
-                 observe: Callable[[list[Change]], None] | None = None) -> None:
-        """``observe`` learns every change once it is committed (it must be quick and must not raise)."""
+                 observe: Callable[[list[Change]], None] | None = None,
+                 durable_after_s: float = EVENTS_DURABLE_AFTER_S) -> None:
+        """``observe`` learns every change once it is committed (it must be quick and must not raise);
+        ``durable_after_s``: how long an appended event stays in the outbox (see the module)."""
         self.store = store
         self.redis = redis
         self.events_log = events_log
@@ -93,6 +98,7 @@ class Journal:
         self._marks_published: list[str] = []
         self._marks_released: list[str] = []
         self._marks_due = asyncio.Event()
+        self.held = EventHold(store, events_log.append_many, self.repairs.server_id, durable_after_s=durable_after_s)
         # the watch set is repaired from PostgreSQL at the first sweep, when due, and when marked stale
         self.watch_repair_interval_s = watch_repair_interval_s
         self._watch_stale = True
@@ -112,6 +118,8 @@ class Journal:
 
     async def run(self) -> None:
         """Flush batches until cancelled; sweep the outbox and releases when idle."""
+        with contextlib.suppress(Exception):  # unknown: the first check after the hold only records it
+            self.held.server = await self.repairs.server_id()
         await self._safe_sweep(min_age_s=0.0)  # a storage blip here must not end the only writer of order state
         marker = asyncio.create_task(self._run_marks(), name="journal-marks")
         try:
@@ -204,8 +212,7 @@ class Journal:
         try:
             if events:
                 await self.append([e.SerializeToString() for e in events])
-                self._marks_published += [e.event_id for e in events]
-                self._marks_due.set()
+                self._hold([e.event_id for e in events])
                 self.stats.published += len(events)
         except Exception as exc:  # noqa: BLE001 - the sweep retries from PostgreSQL
             self.stats.errors += 1
@@ -300,6 +307,12 @@ class Journal:
         self._marks_due.set()
         self.stats.released += len(ok)
 
+    def _hold(self, event_ids: list[str]) -> None:
+        """Keep appended events in the outbox until they are durable in Redis (``event_hold``)."""
+        if event_ids:
+            self.held.hold(event_ids, asyncio.get_running_loop().time())
+            self._marks_due.set()
+
     async def flush_marks(self) -> None:
         """Record published events and released reservations (one statement for everything pending)."""
         published, self._marks_published = self._marks_published, []
@@ -316,12 +329,19 @@ class Journal:
     async def _run_marks(self) -> None:
         """Coalesce marks: while one statement runs, the next batch gathers. A crash before a mark is
         written only means the sweep publishes or releases again (both idempotent downstream)."""
+        loop = asyncio.get_running_loop()
         while True:
             reraise_if_cancelling()
-            await self._marks_due.wait()
+            due = self.held.due_in(loop.time())  # until the oldest held event is due, or new marks
+            if due is None:
+                await self._marks_due.wait()
+            elif due > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._marks_due.wait(), timeout=due)
             await asyncio.sleep(MARKS_INTERVAL_S)  # gather more: one statement per interval at most
             self._marks_due.clear()
             try:
+                self._marks_published += await self.held.settle(loop.time())
                 await self.flush_marks()
             except Exception as exc:  # noqa: BLE001 - kept and retried
                 log.warning("journal marks not recorded; retrying", extra={"error": repr(exc)[:300]})
@@ -339,10 +359,10 @@ class Journal:
         post-commit step missed."""
         await self._repair_watch_if_due()  # first: a failing step below must not hold it up
         await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
-        pending = await self.store.unpublished(min_age_s)
+        pending = [row for row in await self.store.unpublished(min_age_s) if row[1] not in self.held.ids]
         if pending:
-            await self.events_log.append_many([p for _, p in pending])
-            await self.store.mark_published([s for s, _ in pending])
+            await self.events_log.append_many([payload for _seq, _id, payload in pending])
+            self._hold([event_id for _seq, event_id, _payload in pending])
             self.stats.published += len(pending)
             log.info("outbox events published by sweep", extra={"count": len(pending)})
         ids = await self.store.unreleased(min_age_s)

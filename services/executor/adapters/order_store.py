@@ -300,20 +300,22 @@ class OrderStore:
             row = await cur.fetchone()
         return epb.OrderEvent.FromString(row["payload"]) if row else None
 
-    async def unpublished(self, min_age_s: float, limit: int = 5000) -> list[tuple[int, bytes]]:
-        """Outbox events not yet appended to the stream, in emission order."""
+    async def unpublished(self, min_age_s: float, limit: int = 5000) -> list[tuple[int, str, bytes]]:
+        """Outbox events (seq, event id, payload) not recorded as appended to the stream, in emission order."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT e.seq, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
+                "SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
                 " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s",
                 (min_age_s, limit))
-            return [(r["seq"], r["payload"]) for r in await cur.fetchall()]
+            return [(r["seq"], r["event_id"], r["payload"]) for r in await cur.fetchall()]
 
-    async def mark_published(self, seqs: list[int]) -> None:
-        """Record outbox events as appended."""
-        if seqs:
-            async with self.pool.connection() as conn:
-                await conn.execute("DELETE FROM order_events_outbox WHERE seq = ANY(%s)", (seqs,))
+    async def outbox_events(self, event_ids: list[str]) -> list[tuple[int, str, bytes]]:
+        """The outbox events of ``event_ids`` still there (seq, event id, payload), in emission order."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
+                " WHERE o.event_id = ANY(%s) ORDER BY o.seq", (event_ids,))
+            return [(r["seq"], r["event_id"], r["payload"]) for r in await cur.fetchall()]
 
     async def known(self, client_order_ids: list[str]) -> set[str]:
         """Those of ``client_order_ids`` that have an order row."""
