@@ -2,6 +2,9 @@
 LIVE subscription at start, every ``TT_RECONCILE_INTERVAL_S`` (spread over the interval, rate-limited), soon after
 an order of the wallet ends UNKNOWN, LOST or CANCELLED, and at once when the venue refuses a SELL for lack of
 shares (that SELL is then re-sized once from the venue's count). A malformed or failed answer changes nothing.
+
+A refused SELL whose re-size could not be made (the venue's positions unusable, a storage error) is tried again
+every ``RESIZE_RETRY_S`` for ``RESIZE_WINDOW_S`` after its refusal; the ones a crash left are found again at start.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ MAX_CALLS_PER_S = 10.0  # venue calls a second at most (a wallet asked for soon 
 WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
 RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
+RESIZE_WINDOW_S = 900.0  # a refused SELL is re-sized within this long of its refusal; later, the moment has passed
+RESIZE_RETRY_S = 5.0  # a re-size that could not be made is tried again after this long
+
+
+@dataclass
+class _Refused:
+    """A SELL refused for lack of shares, waiting for its re-size."""
+
+    ticket: Ticket
+    refused_at: float  # the clock's reading at the refusal
+    next_at: float  # the next try
 
 
 @dataclass
@@ -61,6 +75,13 @@ class ReconcileStats:
     corrections: dict[str, int] = field(default_factory=dict)
     failures: int = 0
     resized: int = 0
+    resize_retries: int = 0
+    resizes_abandoned: int = 0
+
+
+def resized_id(client_order_id: str) -> str:
+    """The client order id of a refused SELL's re-sized order."""
+    return RESIZED_PREFIX + hash_id("x", client_order_id)[2:32]
 
 
 def resized_order(original: epb.Order, size: Decimal, now_ns: int) -> epb.Order:
@@ -68,7 +89,7 @@ def resized_order(original: epb.Order, size: Decimal, now_ns: int) -> epb.Order:
     one's answer under its Idempotency-Key)."""
     order = epb.Order()
     order.CopyFrom(original)
-    order.client_order_id = RESIZED_PREFIX + hash_id("x", original.client_order_id)[2:32]
+    order.client_order_id = resized_id(original.client_order_id)
     order.size = fmt(size)
     order.sell_fraction = ""
     order.routed_time_ns = now_ns
@@ -100,7 +121,8 @@ class Reconciler:
         self._wallets: dict[str, LiveWallet] = {}
         self._due: dict[str, float] = {}
         self._soon: dict[str, float] = {}
-        self._refused: list[Ticket] = []
+        self._refused: list[_Refused] = []
+        self._refused_loaded = False
         self._wake = asyncio.Event()
 
     # -- what asks for a reconciliation --------------------------------------------------------------
@@ -116,7 +138,8 @@ class Reconciler:
                 self.soon(c.ticket.order.follower_wallet_id, self.grace_s)
             elif (state is State.REJECTED and c.life.reason == NOT_ENOUGH and not c.ticket.buying
                   and not c.ticket.client_order_id.startswith(RESIZED_PREFIX)):
-                self._refused.append(c.ticket)
+                now = self.clock()
+                self._refused.append(_Refused(c.ticket, now, now))
                 self._wake.set()
 
     def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
@@ -173,14 +196,55 @@ class Reconciler:
                 "wallet_id": wallet.follower_wallet_id, "asset_id": c.asset_id, "kind": c.kind,
                 "shares_before": fmt(c.size_before), "shares_after": fmt(c.size_after)})
 
-    async def _resize(self, t: Ticket) -> None:
+    async def _load_refused(self) -> None:
+        """The refused SELLs of the last ``RESIZE_WINDOW_S`` that have no re-sized order (a crash came between)."""
+        rows = await self.store.refused_sells(RESIZE_WINDOW_S)
+        orders = [(epb.Order.FromString(proto), age_s) for proto, age_s in rows]
+        done = await self.store.existing([resized_id(o.client_order_id) for o, _age in orders]) if orders else set()
+        queued = {r.ticket.client_order_id for r in self._refused}
+        now = self.clock()
+        for o, age_s in orders:
+            if resized_id(o.client_order_id) not in done and o.client_order_id not in queued:
+                self._refused.append(_Refused(Ticket(o, INSIDERS, None, 0), now - age_s, now))
+        if len(self._refused) > len(queued):
+            log.warning("refused SELLs found at start without their re-size: re-sizing them",
+                        extra={"orders": len(self._refused) - len(queued)})
+
+    async def _resize_due(self) -> None:
+        """Try the re-sizes that are due; keep the ones that could not be made, until their window is over."""
+        now = self.clock()
+        for r in [r for r in self._refused if r.next_at <= now]:
+            try:
+                done = await self._resize(r.ticket)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a storage error: tried again like an unusable venue answer
+                log.exception("refused SELL not re-sized; trying again", extra={
+                    "client_order_id": r.ticket.client_order_id})
+                done = False
+            now = self.clock()
+            if done:
+                self._refused.remove(r)
+            elif now - r.refused_at >= RESIZE_WINDOW_S:
+                self._refused.remove(r)
+                self.stats.resizes_abandoned += 1
+                log.error("refused SELL never re-sized: the venue's positions stayed unusable", extra={
+                    "client_order_id": r.ticket.client_order_id, "window_s": RESIZE_WINDOW_S})
+            else:
+                r.next_at = now + RESIZE_RETRY_S
+                self.stats.resize_retries += 1
+
+    async def _resize(self, t: Ticket) -> bool:
         """Reconcile the wallet of a SELL refused for lack of shares, then send it once more for what the venue
-        holds (nothing when it holds less than the market's minimum)."""
+        holds (nothing when it holds less than the market's minimum). False: not done, the venue's answer was
+        unusable."""
         o = t.order
         wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy)
         counts = await self.reconcile(wallet)
-        if counts is None or self.resubmit is None:
-            return
+        if counts is None:
+            return False
+        if self.resubmit is None:
+            return True
         held = counts.get(o.asset_id, ZERO)
         wanted = Decimal(o.size) if o.size else held
         size = min(wanted, held)
@@ -188,12 +252,13 @@ class Reconciler:
         if size < max(minimum, MIN_HELD_SHARES):
             log.warning("refused SELL not re-sized: the venue holds too little", extra={
                 "client_order_id": o.client_order_id, "held": fmt(held)})
-            return
+            return True
         order = resized_order(o, size, time.time_ns())
         await self.resubmit(order)
         self.stats.resized += 1
         log.warning("refused SELL re-sized from the venue's count", extra={
             "client_order_id": o.client_order_id, "resized_as": order.client_order_id, "size": fmt(size)})
+        return True
 
     # -- the rounds -------------------------------------------------------------------------------------
 
@@ -215,8 +280,10 @@ class Reconciler:
         refresh_s = self.refresh_s
         while True:
             try:
-                while self._refused:
-                    await self._resize(self._refused.pop(0))
+                if not self._refused_loaded:
+                    await self._load_refused()
+                    self._refused_loaded = True
+                await self._resize_due()
                 now = self.clock()
                 if now - refreshed >= refresh_s:
                     await self._refresh()
@@ -256,6 +323,8 @@ class Reconciler:
             upcoming.append(max(min(self._soon.values()), last_call + self.min_gap_s))
         if self._due:
             upcoming.append(max(min(self._due.values()), last_call + self.round_gap_s))
+        if self._refused:
+            upcoming.append(min(r.next_at for r in self._refused))
         nxt = min(upcoming) if upcoming else now + self.refresh_s
         return max(nxt - now, 0.01)
 

@@ -3,12 +3,14 @@ what can be sold; corrections, external positions and refused SELLs; unusable an
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
 
 from common.marketstate import WATCH_POSITIONS
+from services.executor import reconciling
 from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.reconcile_store import LiveWallet
 from services.executor.app import Running
@@ -143,6 +145,63 @@ async def test_a_sell_refused_for_lack_of_shares_is_resized_once_from_the_venues
     assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
                                           done.client_order_id: 1}
     assert rows(harness.db_url, "SELECT state, size FROM positions") == [("CLOSED", 0)]
+
+
+async def _refused_sell(harness: Harness) -> epb.Order:
+    """A SELL of 100 shares the venue refuses: the wallet sold 60 of its 100 in the terminal."""
+    harness.fake.enforce_positions = True
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    sell = make_order(2, follower_wallet_id="w_1", subscription_id="sub_1", side=cpb.SIDE_SELL, amount_usd="",
+                      size="100", follower_proxy=WALLET.wallet)
+    await _filled(harness, sell)
+    return sell
+
+
+async def _resized_fill(harness: Harness) -> epb.OrderEvent:
+    async def resized() -> epb.OrderEvent | None:
+        for e in await harness.all_events():
+            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
+                return e
+        return None
+
+    done = await eventually(resized, timeout_s=20)
+    assert (done.type, done.filled_size) == (epb.ORDER_EVENT_TYPE_FILLED, "40")
+    return done
+
+
+async def test_a_refused_sell_whose_wallet_could_not_be_read_is_resized_on_a_later_try(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciling, "RESIZE_RETRY_S", 0.3)
+    running = await _bought(harness)
+    harness.fake.faults.fail_positions = 2  # the venue's positions fail twice, then answer
+    sell = await _refused_sell(harness)
+    done = await _resized_fill(harness)
+    assert running.reconciler is not None
+    assert (running.reconciler.stats.resized, running.reconciler.stats.resize_retries) == (1, 2)
+    assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
+                                          done.client_order_id: 1}
+
+
+async def test_a_refused_sell_a_crash_left_without_its_resize_is_resized_by_the_next_start(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciling, "RESIZE_RETRY_S", 0.2)
+    running = await _bought(harness)
+    harness.fake.faults.fail_positions = 10_000  # unreadable until the crash
+    sell = await _refused_sell(harness)
+    assert running.reconciler is not None
+    await eventually(lambda: running.reconciler is not None and running.reconciler.stats.resize_retries >= 2)
+    await running.stop(0)
+    harness.fake.faults.fail_positions = 0
+    running = await harness.start_executor()
+    done = await _resized_fill(harness)
+    assert running.reconciler is not None and running.reconciler.stats.resized == 1
+    assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
+                                          done.client_order_id: 1}
+    await running.stop(0)  # a start after the re-size finds nothing left to do
+    running = await harness.start_executor()
+    await asyncio.sleep(0.5)
+    assert running.reconciler is not None and running.reconciler.stats.resized == 0
+    assert harness.fake.post_counts()[done.client_order_id] == 1
 
 
 async def test_a_wallet_subscribed_after_the_start_is_reconciled_within_the_interval(harness: Harness) -> None:

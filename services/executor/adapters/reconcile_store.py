@@ -105,6 +105,14 @@ FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)
 WHERE s.subscription_id = r.sub
 """
 
+# the partial index orders_refused_sells (migration 0510) serves exactly this predicate
+_REFUSED_SELLS = """
+SELECT order_proto, extract(epoch FROM now() - terminal_at) AS age_s FROM orders
+WHERE state = 'REJECTED' AND side = 'SELL' AND reason = 'INVALID_ORDER_NOT_ENOUGH_BALANCE' AND venue = 'INSIDERS'
+  AND terminal_at > now() - make_interval(secs => %(window)s) AND client_order_id NOT LIKE 'co\\_rs\\_%%'
+ORDER BY terminal_at
+"""
+
 
 class ReconcileStore:
     """Reconciliation's reads and writes (connections of the executor's pool: fenced by its lease)."""
@@ -119,6 +127,20 @@ class ReconcileStore:
                                      " WHERE mode = 'LIVE' AND state <> 'STOPPED' GROUP BY follower_wallet_id"
                                      " ORDER BY follower_wallet_id")
             return [LiveWallet(r["follower_wallet_id"], r["proxy"]) for r in await cur.fetchall()]
+
+    async def refused_sells(self, window_s: float) -> list[tuple[bytes, float]]:
+        """LIVE SELLs the venue refused for lack of shares in the last ``window_s`` (not themselves re-sized
+        ones): each one's Order as received and the seconds since its refusal, oldest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_REFUSED_SELLS, {"window": window_s})
+            return [(bytes(r["order_proto"]), float(r["age_s"])) for r in await cur.fetchall()]
+
+    async def existing(self, client_order_ids: list[str]) -> set[str]:
+        """Those of ``client_order_ids`` that have an order row."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)",
+                                     (client_order_ids,))
+            return {r["client_order_id"] for r in await cur.fetchall()}
 
     async def view(self, follower_wallet_id: str, grace_s: float) -> WalletView:
         """The wallet's booked LIVE positions and its busy tokens."""
