@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from common.grpcserver import GrpcServer, start_server
+from common.livefeed import LiveFeed
 from common.marketstate import BookSnapshot, write_book
+from common.storage import create_pool
 from common.streams import (
     MARKET_RESOLUTIONS,
     ORDER_EVENTS,
@@ -23,13 +26,16 @@ from common.streams import (
     create_stream_redis,
     serve_log,
 )
-from services.executor.adapters.order_store import Change
+from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.app import Running, start
 from services.executor.config import Settings
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.fill_math import Booking
+from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.domain.ticket import Ticket
+from services.executor.journal import Journal
 from services.executor.order_events import build_event
+from services.executor.releases import Release
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tests.helpers import INTERNAL, INTERNAL_ENV
@@ -196,6 +202,36 @@ def make_order(i: int = 0, **kw: Any) -> epb.Order:
         routed_time_ns=time.time_ns())
     base.update(kw)
     return epb.Order(**base)
+
+
+@contextlib.asynccontextmanager
+async def running_journal(db_url: str, redis_url: str, release: Release, sweep_interval_s: float,
+                          store: type[OrderStore] = OrderStore, **journal_kw: Any
+                          ) -> AsyncIterator[tuple[Journal, Any, Any]]:
+    """A running journal on real PostgreSQL and Redis: (journal, its Redis, the order-event stream's Redis)."""
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    r = aioredis.from_url(redis_url)
+    sr = create_stream_redis(redis_url)
+    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
+    await log_.prime()
+    journal = Journal(store(pool), r, log_, release, sweep_interval_s=sweep_interval_s, **journal_kw)
+    task = asyncio.create_task(journal.run())
+    try:
+        yield journal, r, sr
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        await r.aclose()
+        await sr.aclose()
+
+
+def refused_change(i: int) -> Change:
+    """A refused order (the insert path of the journal): an order without an asset id is REJECTED."""
+    p = prepare(make_order(i, asset_id=""), None, IntakeRules(live_configured=True), time.time_ns())
+    assert p.refused
+    return Change(p.ticket, p.life, build_event(p.ticket, p.life, lc.OrderRejected(p.life.reason, p.life.detail),
+                                                now_ns=time.time_ns()))
 
 
 def placed_change(t: Ticket, life: lc.OrderLife, now: int) -> tuple[Change, lc.OrderLife]:

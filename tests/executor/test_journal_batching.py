@@ -16,12 +16,10 @@ from common import reservations
 from common.livefeed import LiveFeed
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor.adapters.order_store import Change, OrderStore
-from services.executor.domain import order_lifecycle as lc
+from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.journal import Journal
-from services.executor.order_events import build_event
-from tests.executor.conftest import filled_change, make_order, placed_change, rows
+from tests.executor.conftest import filled_change, make_order, placed_change, refused_change, rows
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +56,6 @@ async def _running(parts: Parts, min_interval_s: float) -> tuple[Journal, asynci
     return journal, task
 
 
-def _refused(i: int) -> Change:
-    """A refused order (the insert path of the journal): an order without a client order id is REJECTED."""
-    p = prepare(make_order(i, asset_id=""), None, RULES, time.time_ns())
-    assert p.refused
-    return Change(p.ticket, p.life, build_event(p.ticket, p.life, lc.OrderRejected(p.life.reason, p.life.detail),
-                                                now_ns=time.time_ns()))
-
 
 async def _stop(journal: Journal, task: asyncio.Task[None]) -> None:
     await journal.write([], urgent=True)  # like a drain: not in the middle of a post-commit step
@@ -75,12 +66,12 @@ async def _stop(journal: Journal, task: asyncio.Task[None]) -> None:
 async def test_changes_arriving_within_the_interval_share_one_transaction(parts: Parts) -> None:
     journal, task = await _running(parts, min_interval_s=0.3)
     try:
-        await journal.write([], inserts=[_refused(1)])  # a transaction starts now
+        await journal.write([], inserts=[refused_change(1)])  # a transaction starts now
         commits = journal.stats.commits
         # both arrive within 0.3 s of that transaction: they wait for it and share the next one
-        second = asyncio.create_task(journal.write([], inserts=[_refused(2)]))
+        second = asyncio.create_task(journal.write([], inserts=[refused_change(2)]))
         await asyncio.sleep(0.02)
-        third = asyncio.create_task(journal.write([], inserts=[_refused(3)]))
+        third = asyncio.create_task(journal.write([], inserts=[refused_change(3)]))
         assert await second == {"co_test00002"} and await third == {"co_test00003"}
         assert journal.stats.commits == commits + 1
     finally:
@@ -91,14 +82,14 @@ async def test_a_change_after_a_quiet_spell_and_an_urgent_one_are_written_at_onc
     journal, task = await _running(parts, min_interval_s=30.0)
     try:
         started = time.monotonic()
-        await asyncio.wait_for(journal.write([], inserts=[_refused(1)]), timeout=5)  # nothing written for 30 s
+        await asyncio.wait_for(journal.write([], inserts=[refused_change(1)]), timeout=5)  # nothing written for 30 s
         # within the interval: an urgent write (a SubmitOrder caller waits) does not wait for company
-        await asyncio.wait_for(journal.write([], inserts=[_refused(2)], urgent=True), timeout=5)
+        await asyncio.wait_for(journal.write([], inserts=[refused_change(2)], urgent=True), timeout=5)
         # and it also takes along a change that was already waiting
-        waiting = asyncio.create_task(journal.write([], inserts=[_refused(3)]))
+        waiting = asyncio.create_task(journal.write([], inserts=[refused_change(3)]))
         await asyncio.sleep(0.02)
         assert not waiting.done()
-        await asyncio.wait_for(journal.write([], inserts=[_refused(4)], urgent=True), timeout=5)
+        await asyncio.wait_for(journal.write([], inserts=[refused_change(4)], urgent=True), timeout=5)
         assert await asyncio.wait_for(waiting, timeout=5) == {"co_test00003"}
         assert time.monotonic() - started < 10
     finally:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -16,28 +14,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
-from common.livefeed import LiveFeed
-from common.storage import create_pool
-from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor.adapters.order_store import Change, OrderStore
-from services.executor.domain import order_lifecycle as lc
-from services.executor.domain.order_intake import IntakeRules, prepare
+from common.streams import ORDER_EVENTS
+from services.executor.domain.order_intake import IntakeRules
 from services.executor.journal import Journal
-from services.executor.order_events import build_event
-from tests.executor.conftest import make_order
+from tests.executor.conftest import refused_change, running_journal
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 
 RULES = IntakeRules(live_configured=True)
-
-
-def _refused(i: int) -> Change:
-    p = prepare(make_order(i, asset_id=""), None, RULES, time.time_ns())
-    assert p.refused
-    return Change(p.ticket, p.life, build_event(p.ticket, p.life, lc.OrderRejected(p.life.reason, p.life.detail),
-                                                now_ns=time.time_ns()))
 
 
 class Server:
@@ -50,25 +36,10 @@ class Server:
         return self.run_id
 
 
-@contextlib.asynccontextmanager
-async def _journal(db_url: str, redis_url: str, server: Server, *, durable_after_s: float,
-                   sweep_interval_s: float = 0.05) -> AsyncIterator[tuple[Journal, Any]]:
-    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    r = aioredis.from_url(redis_url)
-    sr = create_stream_redis(redis_url)
-    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
-    await log_.prime()
-    journal = Journal(OrderStore(pool), r, log_, reservations.release_many, sweep_interval_s=sweep_interval_s,
-                      server_id=server, durable_after_s=durable_after_s)
-    task = asyncio.create_task(journal.run())
-    try:
-        yield journal, sr
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pool.close()
-        await r.aclose()
-        await sr.aclose()
+def _journal(db_url: str, redis_url: str, server: Server, *, durable_after_s: float,
+             sweep_interval_s: float = 0.05) -> contextlib.AbstractAsyncContextManager[tuple[Journal, Any, Any]]:
+    return running_journal(db_url, redis_url, reservations.release_many, sweep_interval_s, server_id=server,
+                           durable_after_s=durable_after_s)
 
 
 def _outbox(db_url: str) -> int:
@@ -90,8 +61,8 @@ async def _count(sr: Any, n: int) -> bool:
 async def test_an_appended_event_stays_in_the_outbox_until_it_is_durable_and_is_appended_once(
         db_url: str, redis_url: str) -> None:
     server = Server()
-    async with _journal(db_url, redis_url, server, durable_after_s=1.0) as (journal, sr):
-        await journal.write([], inserts=[_refused(1), _refused(2)])
+    async with _journal(db_url, redis_url, server, durable_after_s=1.0) as (journal, _r, sr):
+        await journal.write([], inserts=[refused_change(1), refused_change(2)])
         await eventually(lambda: _count(sr, 2))  # appended after the commit the write waited for
         await asyncio.sleep(0.5)  # ten sweeps: none appends the held events again
         assert _outbox(db_url) == 2
@@ -106,9 +77,9 @@ async def test_events_the_redis_server_lost_are_appended_again_when_it_changed(d
     server's id changed, so every event still held is appended again, in emission order, and only then leaves
     the outbox. Without the hold they would be gone from the log and from the outbox."""
     server = Server()
-    async with _journal(db_url, redis_url, server, durable_after_s=1.0) as (journal, sr):
-        await journal.write([], inserts=[_refused(1), _refused(2)])
-        await journal.write([], inserts=[_refused(3)])
+    async with _journal(db_url, redis_url, server, durable_after_s=1.0) as (journal, _r, sr):
+        await journal.write([], inserts=[refused_change(1), refused_change(2)])
+        await journal.write([], inserts=[refused_change(3)])
         await eventually(lambda: _count(sr, 3))
         appended = await _logged(sr)
         await sr.delete(ORDER_EVENTS)  # the restarted server never had them
@@ -122,14 +93,14 @@ async def test_events_the_redis_server_lost_are_appended_again_when_it_changed(d
 async def test_held_events_outlive_an_executor_crash_and_the_next_start_appends_them(
         db_url: str, redis_url: str) -> None:
     server = Server()
-    async with _journal(db_url, redis_url, server, durable_after_s=30.0) as (journal, sr):
-        await journal.write([], inserts=[_refused(1)])
+    async with _journal(db_url, redis_url, server, durable_after_s=30.0) as (journal, _r, sr):
+        await journal.write([], inserts=[refused_change(1)])
         await eventually(lambda: _count(sr, 1))
         [event_id] = await _logged(sr)
     assert _outbox(db_url) == 1  # stopped (crashed) inside the hold: still in the outbox
     lost = aioredis.from_url(redis_url)
     await lost.delete(ORDER_EVENTS)  # ... and Redis lost it with the same machine
     await lost.aclose()
-    async with _journal(db_url, redis_url, server, durable_after_s=0.5) as (journal, sr):
+    async with _journal(db_url, redis_url, server, durable_after_s=0.5) as (journal, _r, sr):
         await eventually(lambda: _outbox(db_url) == 0, timeout_s=5)
         assert await _logged(sr) == [event_id]

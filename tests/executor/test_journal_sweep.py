@@ -5,59 +5,18 @@ while other orders keep changing, not only once the queue goes quiet."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
 from common import reservations
-from common.livefeed import LiveFeed
-from common.storage import create_pool
-from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor.adapters.order_store import Change, OrderStore
-from services.executor.domain import order_lifecycle as lc
-from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.journal import Journal
-from services.executor.order_events import build_event
-from services.executor.releases import Release
-from tests.executor.conftest import make_order
+from common.streams import ORDER_EVENTS
+from services.executor.adapters.order_store import OrderStore
+from tests.executor.conftest import refused_change, running_journal
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-RULES = IntakeRules(live_configured=True)
-
-
-def _refused(i: int) -> Change:
-    p = prepare(make_order(i, asset_id=""), None, RULES, time.time_ns())
-    assert p.refused
-    return Change(p.ticket, p.life, build_event(p.ticket, p.life, lc.OrderRejected(p.life.reason, p.life.detail),
-                                                now_ns=time.time_ns()))
-
-
-@contextlib.asynccontextmanager
-async def _running_journal(db_url: str, redis_url: str, release: Release, sweep_interval_s: float,
-                           store: type[OrderStore] = OrderStore) -> AsyncIterator[tuple[Journal, Any, Any]]:
-    """A running journal on real PostgreSQL and Redis: (journal, its Redis, the order-event stream's Redis)."""
-    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    r = aioredis.from_url(redis_url)
-    sr = create_stream_redis(redis_url)
-    log_ = DurableLog(sr, ORDER_EVENTS, live=LiveFeed())
-    await log_.prime()
-    journal = Journal(store(pool), r, log_, release, sweep_interval_s=sweep_interval_s)
-    task = asyncio.create_task(journal.run())
-    try:
-        yield journal, r, sr
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await pool.close()
-        await r.aclose()
-        await sr.aclose()
 
 
 def _sql(db_url: str, query: str, *args: object) -> list[tuple[Any, ...]]:
@@ -75,14 +34,14 @@ async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: 
             raise ConnectionError("redis blip")
         return await reservations.release_many(redis, ids)
 
-    async with _running_journal(db_url, redis_url, flaky_release, 0.3) as (journal, r, _sr):
-        first = _refused(1)
+    async with running_journal(db_url, redis_url, flaky_release, 0.3) as (journal, r, _sr):
+        first = refused_change(1)
         coid = first.life.client_order_id
         await reservations.reserve(r, [reservations.Reservation(coid, "w_1", reservations.USD, "0xm", 10_000_000)])
         await journal.write([], inserts=[first])  # terminal (REJECTED) and committed; the release fails
         # other orders keep changing every 0.1 s for 3 s (10 sweep intervals)
         for k in range(30):
-            await journal.write([], inserts=[_refused(1000 + k)])
+            await journal.write([], inserts=[refused_change(1000 + k)])
             await asyncio.sleep(0.1)
         held = (await reservations.read(r, ["w_1"]))["w_1"].total_usd_micro
         assert held == 0, f"reservation of a REJECTED order still held after 3 s of load: {held} micro-USD"
@@ -90,8 +49,8 @@ async def test_failed_release_is_retried_while_other_orders_keep_moving(db_url: 
 
 async def test_the_outbox_empties_as_events_are_appended_and_the_sweep_appends_what_was_missed(
         db_url: str, redis_url: str) -> None:
-    async with _running_journal(db_url, redis_url, reservations.release_many, 0.2) as (journal, _r, sr):
-        await journal.write([], inserts=[_refused(1), _refused(2)])
+    async with running_journal(db_url, redis_url, reservations.release_many, 0.2) as (journal, _r, sr):
+        await journal.write([], inserts=[refused_change(1), refused_change(2)])
         await eventually(lambda: _sql(db_url, "SELECT count(*) FROM order_events_outbox") == [(0,)])
         # an event whose append was missed (a crash after the commit): still in the outbox
         [(event_id, seq)] = _sql(db_url, "SELECT event_id, seq FROM order_events ORDER BY seq LIMIT 1")
@@ -119,9 +78,9 @@ async def test_journal_survives_a_storage_blip_during_its_start_up_sweep(db_url:
     A transient PostgreSQL / Redis failure in the sweep the journal runs when it starts must be retried like
     the periodic sweep's, not end the task: otherwise every later write (the start-up resume, each order's
     SUBMITTING -> PLACED -> FILLED) waits forever and the executor is wedged."""
-    async with _running_journal(db_url, redis_url, reservations.release_many, 0.2, _BlipOnce) as (journal, _r, _s):
+    async with running_journal(db_url, redis_url, reservations.release_many, 0.2, _BlipOnce) as (journal, _r, _s):
         try:
-            inserted = await asyncio.wait_for(journal.write([], inserts=[_refused(1)]), timeout=5)
+            inserted = await asyncio.wait_for(journal.write([], inserts=[refused_change(1)]), timeout=5)
         except TimeoutError:
             raise AssertionError("journal write never completed: the journal task ended") from None
         assert inserted == {"co_test00001"}

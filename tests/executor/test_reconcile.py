@@ -122,31 +122,6 @@ async def test_a_fresh_fill_is_left_for_the_next_round(harness: Harness) -> None
     assert rows(harness.db_url, "SELECT size FROM positions") == [(D(100),)]
 
 
-async def test_a_sell_refused_for_lack_of_shares_is_resized_once_from_the_venues_count(harness: Harness) -> None:
-    running = await _bought(harness)
-    harness.fake.enforce_positions = True
-    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
-    sell = make_order(2, follower_wallet_id="w_1", subscription_id="sub_1", side=cpb.SIDE_SELL, amount_usd="",
-                      size="100", follower_proxy=WALLET.wallet)
-    await _filled(harness, sell)
-    first = await harness.terminal(sell.client_order_id)
-    assert first is not None and (first.type, first.reason) == (
-        epb.ORDER_EVENT_TYPE_REJECTED, "INVALID_ORDER_NOT_ENOUGH_BALANCE")
-
-    async def resized() -> epb.OrderEvent | None:
-        for e in await harness.all_events():
-            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
-                return e
-        return None
-
-    done = await eventually(resized, timeout_s=20)
-    assert (done.type, done.filled_size, done.side) == (epb.ORDER_EVENT_TYPE_FILLED, "40", cpb.SIDE_SELL)
-    assert running.reconciler is not None and running.reconciler.stats.resized == 1
-    assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
-                                          done.client_order_id: 1}
-    assert rows(harness.db_url, "SELECT state, size FROM positions") == [("CLOSED", 0)]
-
-
 async def _refused_sell(harness: Harness) -> epb.Order:
     """A SELL of 100 shares the venue refuses: the wallet sold 60 of its 100 in the terminal."""
     harness.fake.enforce_positions = True
@@ -167,6 +142,20 @@ async def _resized_fill(harness: Harness) -> epb.OrderEvent:
     done = await eventually(resized, timeout_s=20)
     assert (done.type, done.filled_size) == (epb.ORDER_EVENT_TYPE_FILLED, "40")
     return done
+
+
+async def test_a_sell_refused_for_lack_of_shares_is_resized_once_from_the_venues_count(harness: Harness) -> None:
+    running = await _bought(harness)
+    sell = await _refused_sell(harness)
+    first = await harness.terminal(sell.client_order_id)
+    assert first is not None and (first.type, first.reason) == (
+        epb.ORDER_EVENT_TYPE_REJECTED, "INVALID_ORDER_NOT_ENOUGH_BALANCE")
+    done = await _resized_fill(harness)
+    assert done.side == cpb.SIDE_SELL
+    assert running.reconciler is not None and running.reconciler.stats.resized == 1
+    assert harness.fake.post_counts() == {make_order(1).client_order_id: 1, sell.client_order_id: 1,
+                                          done.client_order_id: 1}
+    assert rows(harness.db_url, "SELECT state, size FROM positions") == [("CLOSED", 0)]
 
 
 async def test_a_refused_sell_whose_wallet_could_not_be_read_is_resized_on_a_later_try(
