@@ -10,8 +10,9 @@ back a while). A log without registered readers is left to its length cap.
 
 A registered reader that has not saved a cursor yet holds the whole log (it may start from the oldest entry).
 A reader whose cursor (or, without one, whose registration) is older than ``max_pin_s`` no longer holds the
-log: a consumer that was renamed or removed must not keep it growing until Redis runs out of memory; it is
-logged as an error and counted, and the length cap still applies.
+log: a consumer that was renamed or removed must not keep it growing until Redis runs out of memory. It is
+counted at every round and logged as an error once per process (a reader of a log that stays empty never saves
+a cursor either), and the length cap still applies.
 
 :func:`trim_floor` is the pure decision; the trimmer does the I/O.
 """
@@ -148,6 +149,8 @@ class LogTrimmer:
             floor = trim_floor(readers, cursors, self.clock_ms(), keep_s=self.keep_s, max_pin_s=self.max_pin_s)
             for reader in floor.stale:
                 self.stats.stale[reader] = self.stats.stale.get(reader, 0) + 1
+                if self.stats.stale[reader] > 1:  # said once per process: a quiet reader stays stale for long
+                    continue
                 log.error("a registered reader has not read the log for longer than it is kept for it; trimmed "
                           "without waiting for it", extra={"log": name, "reader": reader,
                                                            "cursor": cursors.get(reader) or "",

@@ -109,6 +109,8 @@ async def test_a_reader_registered_without_a_cursor_holds_the_log_until_it_is_st
     trimmer.clock_ms = lambda: last_ms + 90_000_000  # registered over a day ago and never read: not waited for
     assert await trimmer.trim_once() > 0
     assert trimmer.stats.stale == {"router": 1}
+    await trimmer.trim_once()
+    assert trimmer.stats.stale == {"router": 2}  # counted every round (logged once)
     await r.aclose()
 
 
