@@ -277,7 +277,8 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     reconciler = None
     if api is not None and settings.reconcile_interval_s > 0:
         reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
-                                resubmit=admission.submit, refresh_s=settings.tuning.reconcile_refresh_s)
+                                known=admission.store.known, resubmit=admission.submit,
+                                refresh_s=settings.tuning.reconcile_refresh_s)
     channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
     name = f"{settings.tuning.consumer_name}-resolutions"

@@ -100,6 +100,7 @@ class Reconciler:
     """Runs reconciliation rounds (run :meth:`run` as a task)."""
 
     def __init__(self, store: ReconcileStore, api: PositionsApi, redis: Any, *, interval_s: float,
+                 known: Callable[[list[str]], Awaitable[set[str]]],
                  grace_s: float = SETTLING_GRACE_S, max_calls_per_s: float = MAX_CALLS_PER_S,
                  resubmit: Callable[[epb.Order], Awaitable[Any]] | None = None,
                  refresh_s: float = WALLETS_REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -109,6 +110,7 @@ class Reconciler:
         self.store = store
         self.api = api
         self.redis = redis
+        self.known = known  # which of these client order ids have an order row (the order store's ``known``)
         self.interval_s = interval_s
         self.refresh_s = min(refresh_s, interval_s)
         self.grace_s = grace_s
@@ -200,7 +202,7 @@ class Reconciler:
         """The refused SELLs of the last ``RESIZE_WINDOW_S`` that have no re-sized order (a crash came between)."""
         rows = await self.store.refused_sells(RESIZE_WINDOW_S)
         orders = [(epb.Order.FromString(proto), age_s) for proto, age_s in rows]
-        done = await self.store.existing([resized_id(o.client_order_id) for o, _age in orders]) if orders else set()
+        done = await self.known([resized_id(o.client_order_id) for o, _age in orders]) if orders else set()
         queued = {r.ticket.client_order_id for r in self._refused}
         now = self.clock()
         for o, age_s in orders:

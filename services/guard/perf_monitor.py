@@ -213,17 +213,14 @@ class PerfMonitor:
         folded in the order the reads find them (time order within one read), as the executor books them."""
         kept = self._books.get(subscription_id)
         if kept is None or fills_version is None or kept.version != fills_version:
-            self.stats.fill_reads += 1
-            # the version was read before these fills: they hold at least what it counted
-            fills, snapshot = await self.store.fills_since(subscription_id, kept.snapshot if kept else None)
-            self.stats.fills_read += len(fills)
-            ledger = perf_rules.fold(fills, kept.ledger if kept else None)
-            kept = _Book(fills_version, snapshot, ledger, bool(fills) or (kept is not None and kept.any_fills))
-            self._books[subscription_id] = kept
+            await self._read_many({subscription_id: kept.snapshot if kept else None}, {subscription_id: fills_version})
+            kept = self._books[subscription_id]
         return perf_rules.open_holdings(kept.ledger) if kept.any_fills else None
 
     async def _read_many(self, due: dict[str, str | None], versions: dict[str, int | None]) -> None:
-        """:meth:`_holdings`' read for every subscription of ``due`` (id → its last snapshot) in one statement."""
+        """Read the fills of every subscription of ``due`` (id → its last snapshot) that its last snapshot could not
+        see, in one statement, and fold them into what is kept (with ``versions``: each one's fills version, read
+        before these fills, so they hold at least what it counted)."""
         if not due:
             return
         self.stats.fill_reads += len(due)

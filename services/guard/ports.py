@@ -164,11 +164,9 @@ class PerfRecords(Protocol):
     async def save_unrealized(self, values: list[tuple[str, Decimal]]) -> int:
         """Write the subscriptions' unrealized PnL; returns the rows changed."""
 
-    async def fills_since(self, subscription_id: str, seen: str | None) -> tuple[list[FillRow], str]:
-        """The fills snapshot ``seen`` could not see (all when None), and this read's snapshot."""
-
     async def fills_since_many(self, seen: dict[str, str | None]) -> tuple[dict[str, list[FillRow]], str]:
-        """:meth:`fills_since` for many subscriptions in one read: each one's fills, and the read's snapshot."""
+        """For each subscription (id → the snapshot of its last read, None: never read), the fills that snapshot
+        could not see (all when None), in one read; and this read's snapshot."""
 
     async def decisions(self, subscription_id: str) -> list[DecisionRow]:
         """Decisions recorded for a subscription, oldest first."""

@@ -135,13 +135,6 @@ class ReconcileStore:
             cur = await conn.execute(_REFUSED_SELLS, {"window": window_s})
             return [(bytes(r["order_proto"]), float(r["age_s"])) for r in await cur.fetchall()]
 
-    async def existing(self, client_order_ids: list[str]) -> set[str]:
-        """Those of ``client_order_ids`` that have an order row."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)",
-                                     (client_order_ids,))
-            return {r["client_order_id"] for r in await cur.fetchall()}
-
     async def view(self, follower_wallet_id: str, grace_s: float) -> WalletView:
         """The wallet's booked LIVE positions and its busy tokens."""
         args = {"w": follower_wallet_id, "grace": grace_s}

@@ -12,15 +12,10 @@ from common.decimals import fmt
 from services.guard.adapters.trigger_store import Clock, dict_pool
 from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
 
-# Fills inserted by transactions a snapshot did not see: those running when it was taken or started
-# since (the xmin bound lets the (subscription_id, xact) index skip everything older). pg_current_snapshot()
-# is the snapshot of the statement that reads the fills.
-_UNSEEN = (" AND xact >= pg_snapshot_xmin(%(seen)s::pg_snapshot)"
-           " AND NOT pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot)")
-
 _FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, fill_time, created_at, id"
-# The first read of a subscription takes all its fills, a later one what its snapshot could not see (the xmin bound is
-# an index condition of the (subscription_id, xact) index, parameterized by each row of ``k``).
+# The first read of a subscription takes all its fills, a later one those inserted by transactions its snapshot did not
+# see: running when it was taken or started since (the xmin bound, an index condition of the (subscription_id, xact)
+# index parameterized by each row of ``k``, skips everything older). pg_current_snapshot() is this statement's.
 _MANY = (
     "SELECT s.snap::text AS snap, f.sid, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
     " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN ("
@@ -86,17 +81,8 @@ class PerfStore:
         """The subscription's fills (with the fee shares of each BUY) that snapshot ``seen`` (a ``pg_snapshot``
         this returned before) could not see, all of them when None, in time order; with the snapshot of this
         read, for the next one."""
-        since = _UNSEEN if seen is not None else ""
-        async with self.pool.connection() as conn:
-            rows = await (await conn.execute(
-                "SELECT s.snap::text AS snap, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
-                " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN LATERAL (SELECT asset_id, side, size, price,"
-                " notional_usd, fee_shares, fill_time, created_at, id FROM fills"
-                f" WHERE subscription_id = %(sid)s{since}) f ON true ORDER BY f.fill_time, f.created_at, f.id",
-                {"sid": subscription_id, "seen": seen})).fetchall()
-        fills = [FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"], r["fee_shares"])
-                 for r in rows if r["asset_id"] is not None]
-        return fills, rows[0]["snap"]
+        fills, snapshot = await self.fills_since_many({subscription_id: seen})
+        return fills[subscription_id], snapshot
 
     async def fills_since_many(self, seen: dict[str, str | None]) -> tuple[dict[str, list[FillRow]], str]:
         """:meth:`fills_since` for many subscriptions (id → the snapshot it was last read with) in one statement
