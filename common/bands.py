@@ -51,12 +51,14 @@ class AssetBand(NamedTuple):
 
 
 def outside(band: SourceBand, price: Decimal) -> int:
-    """-1 when ``price`` is at or below ``lo``, 1 when above ``hi`` (or at an exclusive ``hi``), else 0."""
+    """1 when ``price`` is above ``hi`` (or at an exclusive ``hi``), -1 when at or below ``lo``, else 0. A band
+    whose ``lo`` is above its ``hi`` (a stop below the price and a trailing mark or take-profit under it) has every
+    price outside: one above ``hi`` is a rise all the same (it lifts trailing marks), so that side wins."""
     lo, hi = band.lo, band.hi
-    if lo is not None and price <= lo:
-        return -1
     if hi is not None and (price > hi or (price == hi and not band.hi_inclusive)):
         return 1
+    if lo is not None and price <= lo:
+        return -1
     return 0
 
 

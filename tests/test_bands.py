@@ -34,6 +34,9 @@ D = Decimal
     (SourceBand(0, D("0.40"), D("0.60"), True), D("0.6001"), 1),
     (SourceBand(0, None, None, False), D("0.99"), 0),
     (SourceBand(0, None, D("0.60"), False), D("0.01"), 0),
+    # a stop at 0.20 above a trailing mark at 0.055: every price is outside, and one above the mark is a rise
+    (SourceBand(1, D("0.20"), D("0.055"), True, D("0.52")), D("0.155"), 1),
+    (SourceBand(1, D("0.20"), D("0.055"), True, D("0.52")), D("0.05"), -1),
 ])
 def test_outside(band: SourceBand, price: Decimal, side: int) -> None:
     assert outside(band, price) == side
@@ -53,6 +56,9 @@ def test_outside(band: SourceBand, price: Decimal, side: int) -> None:
                                                                               D("0.1"))),
     (SourceBand(0, D("0.45"), D("0.50"), True, D("0.1")), D("0.30"), SourceBand(0, D("0.45"), D("0.50"), True,
                                                                               D("0.1"))),
+    # a stop above the mark (every price outside): a price above the mark still lifts it
+    (SourceBand(1, D("0.20"), D("0.055"), True, D("0.52")), D("0.155"), SourceBand(1, D("0.20"), D("0.155"), True,
+                                                                                D("0.52"))),
     # an activation price (exclusive high edge) reached: the stop starts tracking at the price
     (SourceBand(0, None, D("0.50"), False, D("0.2")), D("0.50"), SourceBand(0, D("0.400"), D("0.50"), True,
                                                                          D("0.2"))),
