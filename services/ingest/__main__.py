@@ -136,10 +136,10 @@ class Ingest:
         self.grpc: Any = None
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def _follow(self, assets: set[str]) -> None:
+    async def _follow(self, added: set[str], removed: set[str]) -> None:
         """The watched set changed: the book feed follows it, the gate forgets what left it."""
-        await self.clob.set_assets(assets)
-        self.gate.retain(assets)
+        await self.clob.change_assets(added, removed)
+        self.gate.forget(removed)
 
     def _kept(self, item: Identified) -> None:
         if self.watch is not None:

@@ -133,27 +133,36 @@ class ClobFeed:
     async def set_assets(self, assets: set[str]) -> None:
         """Follow exactly ``assets``: subscribe the new ones and unsubscribe the dropped ones in place."""
         async with self._lock:
-            self.wanted = set(assets)
-            books = self.handler.books
-            # only the difference, in C-level set operations: a watch set of thousands of assets changes by a
-            # few at a time, and a loop over all of them held the feed's loop for milliseconds on every change
-            for asset_id in self.wanted.difference(books.books):
-                books.track(asset_id)
-            for asset_id in books.books.keys() - self.wanted:
-                books.forget(asset_id)
-            if self.wanted:
-                self._has_assets.set()
-            ws = self._ws
-            if ws is None:
-                return
-            added = sorted(self.wanted - self.subscribed)
-            removed = sorted(self.subscribed - self.wanted)
-            if added:  # ignored by a closed socket: the reconnect subscribes to everything wanted
-                ws.send_text(orjson.dumps({"assets_ids": added, "operation": "subscribe",
-                                           "custom_feature_enabled": True}).decode())
-            if removed:
-                ws.send_text(orjson.dumps({"assets_ids": removed, "operation": "unsubscribe"}).decode())
-            self.subscribed = set(self.wanted)
+            self._change(assets - self.wanted, self.wanted - assets)
+
+    async def change_assets(self, added: set[str], removed: set[str]) -> None:
+        """Follow ``added`` too and ``removed`` no longer (an asset in both is dropped); costs what changes,
+        however many assets are followed."""
+        async with self._lock:
+            self._change(added, removed)
+
+    def _change(self, added: set[str], removed: set[str]) -> None:
+        wanted, books = self.wanted, self.handler.books
+        wanted.update(added)
+        wanted.difference_update(removed)
+        for asset_id in added:
+            books.track(asset_id)
+        for asset_id in removed:
+            books.forget(asset_id)
+        if wanted:
+            self._has_assets.set()
+        ws = self._ws
+        if ws is None:
+            return
+        subscribe = sorted(added.difference(removed, self.subscribed))
+        unsubscribe = sorted(self.subscribed.intersection(removed))
+        if subscribe:  # ignored by a closed socket: the reconnect subscribes to everything wanted
+            ws.send_text(orjson.dumps({"assets_ids": subscribe, "operation": "subscribe",
+                                       "custom_feature_enabled": True}).decode())
+        if unsubscribe:
+            ws.send_text(orjson.dumps({"assets_ids": unsubscribe, "operation": "unsubscribe"}).decode())
+        self.subscribed.update(subscribe)
+        self.subscribed.difference_update(unsubscribe)
 
     async def run(self) -> None:
         """Connect (once there is something to follow), read, reconnect forever."""

@@ -160,12 +160,12 @@ class TickGate:
                 self.bands[asset_id] = _narrowed(band, rise)
         return stamp
 
-    def retain(self, assets: set[str]) -> None:
+    def forget(self, assets: set[str]) -> None:
         """Forget what was kept about assets no longer followed."""
-        for asset_id in self._last.keys() - assets:
-            del self._last[asset_id]
-        for asset_id in self._rises.keys() - assets:
-            del self._rises[asset_id]
+        last, rises = self._last, self._rises
+        for asset_id in assets:
+            last.pop(asset_id, None)
+            rises.pop(asset_id, None)
 
     # bands
 

@@ -289,6 +289,10 @@ async def test_following_a_changed_asset_set_keeps_the_books_of_assets_still_fol
     assert sorted(books.books) == ["b", "c"] and books.books["b"] is kept  # a kept book is not reset
     await feed.set_assets(set())
     assert books.books == {}
+    await feed.change_assets({"a", "b"}, set())
+    kept = books.books["a"]
+    await feed.change_assets({"c", "d"}, {"b", "d"})  # an asset both added and removed is not followed
+    assert sorted(books.books) == ["a", "c"] and books.books["a"] is kept and feed.wanted == {"a", "c"}
 
 
 def test_books_without_a_snapshot_are_listed_for_rest_once_the_grace_is_over() -> None:

@@ -146,7 +146,7 @@ def test_assets_no_longer_followed_are_forgotten() -> None:
     g = gate()
     assert not g.admit(A, PRICE, top("0.50"), 2 * MS)  # A's first tick went out in gate()
     assert g.admit(B, PRICE, top("0.50", "0.70"), 2 * MS) and g.stats.first == 1
-    g.retain({B})
+    g.forget({A, 'never-seen'})
     assert g.admit(A, PRICE, top("0.50"), 3 * MS) and g.stats.first == 2  # A's next tick is a first one again
-    g.retain(set())
+    g.forget({B})
     assert g.admit(B, PRICE, top("0.50", "0.70"), 4 * MS) and g.stats.first == 3

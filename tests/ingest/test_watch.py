@@ -45,10 +45,15 @@ def test_watch_change_messages(message: str | bytes, expected: WatchChange | Non
 async def watching(r: aioredis.Redis) -> AsyncIterator[tuple[WatchSet, list[set[str]]]]:
     await r.sadd(WATCH_TRIGGERS, *(f"t{i}" for i in range(500)))
     await r.sadd(WATCH_POSITIONS, "p1", "shared")
-    announced: list[set[str]] = []
+    announced: list[set[str]] = []  # the whole watched set after each announcement
+    watched: set[str] = set()
 
-    async def on_change(assets: set[str]) -> None:
-        announced.append(assets)
+    async def on_change(added: set[str], removed: set[str]) -> None:
+        assert not added & removed
+        assert not added & watched and removed <= watched  # a difference from what was announced before
+        watched.update(added)
+        watched.difference_update(removed)
+        announced.append(set(watched))
 
     ws = WatchSet(r, on_change, refresh_s=3600, metrics=IngestMetrics())
     task = asyncio.create_task(ws.run())
@@ -100,3 +105,37 @@ async def test_a_recent_leader_trade_asset_is_announced_without_reading_the_sets
     ws.note_trade_asset("traded")
     await eventually(lambda: "traded" in announced[-1])
     assert ws.stats.full_reads == reads
+
+
+@pytest.mark.integration
+async def test_only_what_changed_is_announced_and_an_asset_stays_while_any_source_holds_it(
+        r: aioredis.Redis) -> None:
+    await r.sadd(WATCH_TRIGGERS, *(f"t{i}" for i in range(1000)), "both")
+    await r.sadd(WATCH_POSITIONS, "both", "p1")
+    diffs: list[tuple[set[str], set[str]]] = []
+
+    async def on_change(added: set[str], removed: set[str]) -> None:
+        diffs.append((added, removed))
+
+    now = [1000.0]
+    ws = WatchSet(r, on_change, refresh_s=3600, recent_ttl_s=60, clock=lambda: now[0])
+    await ws.refresh()
+    assert len(diffs) == 1 and len(diffs[0][0]) == 1002 and not diffs[0][1]
+    await change_watch_set(r, WATCH_TRIGGERS, [], ["both", "t1"])  # as the service would hear of it
+    await ws.apply_change(WatchChange(WATCH_TRIGGERS, removed=("both", "t1")))
+    await ws.announce()
+    assert diffs[-1] == (set(), {"t1"})  # "both" is still a position
+    ws.note_trade_asset("p1")  # held already: joins nothing
+    ws.note_trade_asset("new")
+    await change_watch_set(r, WATCH_POSITIONS, [], ["p1", "both"])
+    await ws.apply_change(WatchChange(WATCH_POSITIONS, removed=("p1", "both")))
+    await ws.announce()
+    assert diffs[-1] == ({"new"}, {"both"})  # p1 stays: a recent trade asset
+    await r.sadd(WATCH_TRIGGERS, "quiet")
+    await r.srem(WATCH_TRIGGERS, "t2")
+    await ws.refresh()  # a whole read announces its difference only
+    assert diffs[-1] == ({"quiet"}, {"t2"})
+    now[0] += 61  # the recent assets expire
+    await ws.refresh()
+    assert diffs[-1] == (set(), {"p1", "new"})
+    assert ws.current == await ws.compute() == {f"t{i}" for i in range(3, 1000)} | {"t0", "quiet"}
