@@ -34,14 +34,18 @@ async def _set_autocommit(conn: Any) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
-                      autocommit: bool = False, options: str = "") -> AsyncConnectionPool[Any]:
+                      autocommit: bool = False, options: str = "", application_name: str = ""
+                      ) -> AsyncConnectionPool[Any]:
     """An open async connection pool with dict rows and a bounded connect timeout.
 
     ``autocommit``: a single statement is one round trip with no BEGIN/COMMIT; statements that must
     hold together use ``conn.transaction()``. ``options``: server settings of every connection
-    (libpq's ``options``, e.g. ``-c enable_hashjoin=off``).
+    (libpq's ``options``, e.g. ``-c enable_hashjoin=off``). ``application_name``: what
+    ``pg_stat_activity`` shows for these connections (the service), unless the URL names one.
     """
     kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))}
+    if application_name and "application_name" not in url:
+        kwargs["application_name"] = application_name
     if options:
         kwargs["options"] = options
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(

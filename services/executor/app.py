@@ -144,9 +144,9 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
 
 
 async def _start_holding(settings: Settings, database_url: str, redis_url: str, lease: Lease) -> Running:
-    t = settings.tuning
     """:func:`start` once the lease is held."""
-    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True,
+    t = settings.tuning
+    pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True, application_name="tt-executor",
                              options=f"{PLANNER_OPTIONS} {lease.options}")
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)

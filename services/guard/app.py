@@ -158,7 +158,7 @@ async def start(settings: Settings) -> Running:
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target.
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
-                             max_size=t.db_pool_max, autocommit=True)
+                             max_size=t.db_pool_max, autocommit=True, application_name="tt-guard")
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong

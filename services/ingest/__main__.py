@@ -150,7 +150,7 @@ class Ingest:
         """Start every loop and the gRPC server; returns the bound gRPC port."""
         s = self.settings
         t = s.tuning
-        self.pool = await create_pool(self.database_url, min_size=1, max_size=4)
+        self.pool = await create_pool(self.database_url, min_size=1, max_size=4, application_name="tt-ingest")
         self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
                                   batch=t.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)

@@ -60,7 +60,8 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
     redis_url = settings.storage.redis_url.value
     await asyncio.to_thread(apply_migrations, db_url)
     async with AsyncExitStack() as stack:
-        pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True, options=PLANNER_OPTIONS)
+        pool = await create_pool(db_url, min_size=2, max_size=8, autocommit=True, options=PLANNER_OPTIONS,
+                                 application_name="tt-router")
         stack.push_async_callback(pool.close)
         redis = create_redis(redis_url)
         stack.push_async_callback(redis.aclose)

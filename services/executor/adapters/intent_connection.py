@@ -42,7 +42,7 @@ class IntentConnection:
             return conn
         self._conn = None
         kwargs: dict[str, Any] = {"options": self.options} if self.options else {}
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, application_name="tt-executor-intents",
                                                      connect_timeout=max(1, int(self.connect_timeout_s)), **kwargs)
         try:
             conn.pgconn.send_prepare(STATEMENT, self.sql)
