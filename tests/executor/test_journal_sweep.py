@@ -12,7 +12,7 @@ import pytest
 
 from common import reservations
 from common.streams import ORDER_EVENTS
-from services.executor.adapters.order_store import OrderStore
+from services.executor.adapters.order_store import PLANNER_OPTIONS, UNPUBLISHED_SQL, OrderStore
 from tests.executor.conftest import refused_change, running_journal
 from tests.helpers import eventually
 
@@ -84,3 +84,26 @@ async def test_journal_survives_a_storage_blip_during_its_start_up_sweep(db_url:
         except TimeoutError:
             raise AssertionError("journal write never completed: the journal task ended") from None
         assert inserted == {"co_test00001"}
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+def test_the_sweeps_outbox_read_follows_the_outbox_not_the_history(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:  # a long history, a few events still in the outbox
+        conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload, created_at)"
+                     " SELECT 'ev_' || i, 'co_' || i, 'ORDER_FILLED', '\\x00', now() - interval '1 hour'"
+                     " FROM generate_series(1, 20000) AS i")
+        conn.execute("INSERT INTO order_events_outbox (event_id, seq)"
+                     " SELECT event_id, seq FROM order_events ORDER BY seq DESC LIMIT 300")
+        conn.execute("ANALYZE order_events")
+        conn.execute("ANALYZE order_events_outbox")
+    with psycopg.connect(db_url, autocommit=True, options=PLANNER_OPTIONS) as conn:  # the executor's planner
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + UNPUBLISHED_SQL, (2.0, 5000)).fetchone()
+    assert row is not None
+    nodes = _plan_nodes(row[0][0]["Plan"])
+    # without an index on the outbox's seq: every history row compared with every outbox row (a join filter)
+    assert not any("Join Filter" in n for n in nodes), nodes
+    outbox = [n for n in nodes if n.get("Relation Name") == "order_events_outbox"]
+    assert [n["Node Type"] for n in outbox] == ["Index Scan"], nodes

@@ -40,6 +40,11 @@ _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 # index lookup per change, whatever the table's size.
 PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
 
+# The outbox in emission order, each event looked up by its key (order_events_outbox_seq): the cost follows the
+# outbox, not the history.
+UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
+                   " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s")
+
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
 _INSERT_INTENTS = f"""
@@ -303,10 +308,7 @@ class OrderStore:
     async def unpublished(self, min_age_s: float, limit: int = 5000) -> list[tuple[int, str, bytes]]:
         """Outbox events (seq, event id, payload) not recorded as appended to the stream, in emission order."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
-                " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s",
-                (min_age_s, limit))
+            cur = await conn.execute(UNPUBLISHED_SQL, (min_age_s, limit))
             return [(r["seq"], r["event_id"], r["payload"]) for r in await cur.fetchall()]
 
     async def outbox_events(self, event_ids: list[str]) -> list[tuple[int, str, bytes]]:
