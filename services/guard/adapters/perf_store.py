@@ -15,7 +15,8 @@ from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl
 _FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, fill_time, created_at, id"
 # The first read of a subscription takes all its fills, a later one those inserted by transactions its snapshot did not
 # see: running when it was taken or started since (the xmin bound, an index condition of the (subscription_id, xact)
-# index parameterized by each row of ``k``, skips everything older). pg_current_snapshot() is this statement's.
+# index parameterized by each row of ``k``, skips everything older; ``OFFSET 0`` keeps the planner from flattening it
+# into a merge join that reads and sorts the whole fills table every pass). pg_current_snapshot() is this statement's.
 _MANY = (
     "SELECT s.snap::text AS snap, f.sid, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
     " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN ("
@@ -24,7 +25,8 @@ _MANY = (
     " UNION ALL"
     " SELECT k.sid, x.* FROM unnest(%(again)s::text[], %(seen)s::text[]) AS k(sid, seen)"
     f" CROSS JOIN LATERAL (SELECT {_FILL_COLUMNS} FROM fills WHERE subscription_id = k.sid"
-    "  AND xact >= pg_snapshot_xmin(k.seen::pg_snapshot) AND NOT pg_visible_in_snapshot(xact, k.seen::pg_snapshot)) x"
+    "  AND xact >= pg_snapshot_xmin(k.seen::pg_snapshot) AND NOT pg_visible_in_snapshot(xact, k.seen::pg_snapshot)"
+    "  OFFSET 0) x"
     ") f ON true ORDER BY f.sid, f.fill_time, f.created_at, f.id")
 
 
