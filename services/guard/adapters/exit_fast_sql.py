@@ -37,14 +37,24 @@ REGISTER_EMPTY = (
 # every position's open group without exits is resized, and the positions not resized are peeked at.
 # The positions come as one JSON array: with typed arrays, PostgreSQL planned the statement again for
 # each call (~0.5 ms of its CPU per fill batch) since it sized each call's arrays exactly.
+# Each position's open group is looked up by the (wallet, asset) index (``OFFSET 0``: not flattened into a join)
+# and updated through its key (``= ANY``), its new size taken from a map built once: no join for the planner to
+# get wrong. Joined directly, the planner (guessing 100 rows for the JSON and, on statistics not yet analyzed, one
+# open group) compared every row of the batch with every open group: 0.2 s for 1,000 fills over 1,000 groups,
+# growing with both.
 RESIZE_OR_PEEK_MANY = (
     "WITH k AS (SELECT * FROM json_to_recordset(%(rows)s::json)"
     " AS k(i int, w text, a text, filled numeric, sub text)),"
-    " resized AS (UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
-    "  FROM (SELECT k.i, k.w, k.a, coalesce(p.size, k.filled) AS held FROM k"
-    "   LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a) AS h"
-    "  WHERE g.follower_wallet_id = h.w AND g.asset_id = h.a AND g.state = 'OPEN' AND h.held > 0"
-    "  AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING h.i)"
+    " t AS MATERIALIZED (SELECT k.i, g.oco_group, coalesce(p.size, k.filled) AS held FROM k"
+    "  LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a"
+    "  CROSS JOIN LATERAL (SELECT x.oco_group, x.exits FROM guard_position_exits x"
+    "   WHERE x.follower_wallet_id = k.w AND x.asset_id = k.a AND x.state = 'OPEN' OFFSET 0) g"
+    "  WHERE coalesce(p.size, k.filled) > 0 AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0),"
+    " m AS MATERIALIZED (SELECT jsonb_object_agg(oco_group, jsonb_build_array(i, held)) AS v FROM t),"
+    " resized AS (UPDATE guard_position_exits g"
+    "  SET position_size = ((SELECT v FROM m) -> g.oco_group ->> 1)::numeric, updated_at = %(now)s"
+    "  WHERE g.oco_group = ANY(ARRAY(SELECT oco_group FROM t)) AND g.state = 'OPEN'"
+    "  RETURNING ((SELECT v FROM m) -> g.oco_group ->> 0)::int AS i)"
     " SELECT k.i, r.i IS NOT NULL AS resized, s.exits, s.id IS NOT NULL AS has_sub,"
     " CASE WHEN r.i IS NULL THEN (SELECT coalesce(jsonb_array_length(g.exits -> 'planned'), 0)"
     "  FROM guard_position_exits g WHERE g.follower_wallet_id = k.w AND g.asset_id = k.a AND g.state = 'OPEN'"
