@@ -374,39 +374,3 @@ async def test_trigger_sells_of_a_batch_settle_in_one_transaction(conn: Any, poo
     assert [(r["id"], r["state"]) for r in states] == [("trg_m", "DONE"), ("trg_n", "DONE"), ("trg_o", "DONE")]
     assert guard.stats.order_events == 6
 
-
-def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
-
-
-def test_resizing_a_batch_looks_each_group_up_instead_of_comparing_every_pair(db_url: str) -> None:
-    import json
-
-    import psycopg
-
-    from services.guard.adapters.exit_fast_sql import RESIZE_OR_PEEK_MANY
-
-    insert = ("INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
-              " opening_order_id, entry_price, position_size, exits, state, created_at, updated_at)"
-              " SELECT 'g_' || i, 'w_' || i, 'a_1', '0x' || i, 'sub_' || i, 'co_' || i, 0.5, 10, '{}', 'OPEN', now(),"
-              " now() FROM generate_series(%s::int, %s::int) AS i")
-    with psycopg.connect(db_url, autocommit=True) as conn:  # statistics from when there were 2 open groups, now 500
-        conn.execute(insert, (1, 2))
-        conn.execute("ANALYZE guard_position_exits")
-        conn.execute(insert, (3, 500))
-        rows = json.dumps([{"i": i, "w": f"w_{i}", "a": "a_1", "filled": "12", "sub": f"sub_{i}"}
-                           for i in range(1, 501)])
-        conn.execute("BEGIN")
-        plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + RESIZE_OR_PEEK_MANY,
-                            {"rows": rows, "now": datetime.now(UTC)}).fetchone()
-        resized = conn.execute("SELECT count(*) FROM guard_position_exits WHERE position_size = 12").fetchone()
-        conn.execute("ROLLBACK")
-    assert plan is not None and resized == (500,)
-    nodes = _plan_nodes(plan[0][0]["Plan"])
-    # joined directly, the planner could (and under a bench's statistics did) compare each fill of the batch with
-    # each open group: 1,000 fills over 1,000 groups, a million comparisons, 0.2 s
-    assert sum(n.get("Rows Removed by Join Filter", 0) for n in nodes) < 5_000, nodes
-    [update] = [n for n in nodes if n["Node Type"] == "ModifyTable"]
-    below = _plan_nodes(update)[1:]
-    # the update finds its rows by key (an index, or a scan on a table this small), with no join to plan
-    assert not any(n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join") for n in below), below

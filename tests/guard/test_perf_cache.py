@@ -283,28 +283,3 @@ async def test_rules_changed_between_passes_are_read_again_and_unchanged_ones_ar
     await pool.close()
     await conn.close()
 
-
-def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
-
-
-def test_a_later_read_looks_up_each_subscription_instead_of_reading_every_fill(db_url: str) -> None:
-    from services.guard.adapters.perf_store import _MANY
-
-    with psycopg.connect(db_url, autocommit=True) as conn:  # 200 subscriptions with 50 fills each
-        conn.execute(
-            "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size, price,"
-            " notional_usd, venue, fill_time) SELECT 'f_' || i, 'sub_' || (i %% 200), 'w_' || (i %% 200), 'co_' || i,"
-            " %s, 'BUY', 10, 0.5, 5, 'PAPER', now() FROM generate_series(1, 10000) AS i", (ASSET,))
-        conn.execute("ANALYZE fills")
-        row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
-        assert row is not None
-        sids = [f"sub_{i}" for i in range(200)]
-        plan = conn.execute("EXPLAIN (FORMAT JSON) " + _MANY,
-                            {"first": [], "again": sids, "seen": [row[0]] * len(sids)}).fetchone()
-    assert plan is not None
-    scans = [n for n in _plan_nodes(plan[0][0]["Plan"]) if n.get("Relation Name") == "fills"]
-    # flattened into a join, the later read scanned (and sorted) every fill ever booked at every pass
-    assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
-    later = [n for n in _plan_nodes(plan[0][0]["Plan"]) if "xact" in str(n.get("Index Cond", ""))]
-    assert later, "the xmin bound is not an index condition"

@@ -1,0 +1,69 @@
+"""Plans of guard's batch statements on a growing database: each row of a batch is looked up by its key, so the
+cost follows the batch, not the tables (a join the planner may turn into every row against every row, or a scan
+of the whole history, is what these tests fail on)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from services.guard.adapters.exit_fast_sql import RESIZE_OR_PEEK_MANY
+from services.guard.adapters.perf_store import _MANY
+from tests.guard.standins import ASSET
+
+pytestmark = pytest.mark.integration
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+def test_resizing_a_batch_looks_each_group_up_instead_of_comparing_every_pair(db_url: str) -> None:
+    insert = ("INSERT INTO guard_position_exits (oco_group, follower_wallet_id, asset_id, wallet, subscription_id,"
+              " opening_order_id, entry_price, position_size, exits, state, created_at, updated_at)"
+              " SELECT 'g_' || i, 'w_' || i, 'a_1', '0x' || i, 'sub_' || i, 'co_' || i, 0.5, 10, '{}', 'OPEN', now(),"
+              " now() FROM generate_series(%s::int, %s::int) AS i")
+    with psycopg.connect(db_url, autocommit=True) as conn:  # statistics from when there were 2 open groups, now 500
+        conn.execute(insert, (1, 2))
+        conn.execute("ANALYZE guard_position_exits")
+        conn.execute(insert, (3, 500))
+        rows = json.dumps([{"i": i, "w": f"w_{i}", "a": "a_1", "filled": "12", "sub": f"sub_{i}"}
+                           for i in range(1, 501)])
+        conn.execute("BEGIN")
+        plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + RESIZE_OR_PEEK_MANY,
+                            {"rows": rows, "now": datetime.now(UTC)}).fetchone()
+        resized = conn.execute("SELECT count(*) FROM guard_position_exits WHERE position_size = 12").fetchone()
+        conn.execute("ROLLBACK")
+    assert plan is not None and resized == (500,)
+    nodes = _plan_nodes(plan[0][0]["Plan"])
+    # joined directly, the planner could (and under a bench's statistics did) compare each fill of the batch with
+    # each open group: 1,000 fills over 1,000 groups, a million comparisons, 0.2 s
+    assert sum(n.get("Rows Removed by Join Filter", 0) for n in nodes) < 5_000, nodes
+    [update] = [n for n in nodes if n["Node Type"] == "ModifyTable"]
+    below = _plan_nodes(update)[1:]
+    # the update finds its rows by key (an index, or a scan on a table this small), with no join to plan
+    assert not any(n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join") for n in below), below
+
+
+def test_a_later_read_looks_up_each_subscription_instead_of_reading_every_fill(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:  # 200 subscriptions with 50 fills each
+        conn.execute(
+            "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size, price,"
+            " notional_usd, venue, fill_time) SELECT 'f_' || i, 'sub_' || (i %% 200), 'w_' || (i %% 200), 'co_' || i,"
+            " %s, 'BUY', 10, 0.5, 5, 'PAPER', now() FROM generate_series(1, 10000) AS i", (ASSET,))
+        conn.execute("ANALYZE fills")
+        row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        sids = [f"sub_{i}" for i in range(200)]
+        plan = conn.execute("EXPLAIN (FORMAT JSON) " + _MANY,
+                            {"first": [], "again": sids, "seen": [row[0]] * len(sids)}).fetchone()
+    assert plan is not None
+    scans = [n for n in _plan_nodes(plan[0][0]["Plan"]) if n.get("Relation Name") == "fills"]
+    # flattened into a join, the later read scanned (and sorted) every fill ever booked at every pass
+    assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
+    later = [n for n in _plan_nodes(plan[0][0]["Plan"]) if "xact" in str(n.get("Index Cond", ""))]
+    assert later, "the xmin bound is not an index condition"
