@@ -33,6 +33,11 @@ async def _set_autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
 
+def named(url: str, application_name: str) -> dict[str, str]:
+    """Connection keywords naming the connection in ``pg_stat_activity`` (none when the URL names it already)."""
+    return {"application_name": application_name} if application_name and "application_name" not in url else {}
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
                       autocommit: bool = False, options: str = "", application_name: str = ""
                       ) -> AsyncConnectionPool[Any]:
@@ -43,9 +48,8 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeou
     (libpq's ``options``, e.g. ``-c enable_hashjoin=off``). ``application_name``: what
     ``pg_stat_activity`` shows for these connections (the service), unless the URL names one.
     """
-    kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s))}
-    if application_name and "application_name" not in url:
-        kwargs["application_name"] = application_name
+    kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s)),
+                              **named(url, application_name)}
     if options:
         kwargs["options"] = options
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(

@@ -77,13 +77,15 @@ def template_database(server_url: str, template: str, name: str) -> Iterator[str
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A node of an ``EXPLAIN (FORMAT JSON)`` plan and every node below it, depth first."""
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
+
+
 def plan_scans(plan: dict[str, Any], relation: str) -> list[str]:
     """Node types of every scan of ``relation`` in an ``EXPLAIN (FORMAT JSON)`` plan tree."""
-    kind = plan["Node Type"]
-    found = [kind] if plan.get("Relation Name") == relation and kind.endswith("Scan") else []
-    for child in plan.get("Plans", []):
-        found += plan_scans(child, relation)
-    return found
+    return [n["Node Type"] for n in plan_nodes(plan)
+            if n.get("Relation Name") == relation and n["Node Type"].endswith("Scan")]
 
 
 def generic_plan_scans(db_url: str, sql: str, params: Any, relations: Sequence[str], *,

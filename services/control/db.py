@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import pipelined_transaction
+from common.storage import named, pipelined_transaction
 
 Conn = AsyncConnection[DictRow]
 
@@ -62,7 +62,7 @@ async def create_pool(url: str, *, max_size: int, acquire_timeout_s: float,
         max_size=max_size,
         timeout=acquire_timeout_s,
         kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, int(acquire_timeout_s)),
-                "application_name": "tt-control",
+                **named(url, "tt-control"),
                 "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"},
         check=_check_if_idle,
         reset=_stamp_return,

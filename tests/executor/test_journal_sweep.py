@@ -14,7 +14,7 @@ from common import reservations
 from common.streams import ORDER_EVENTS
 from services.executor.adapters.order_store import PLANNER_OPTIONS, UNPUBLISHED_SQL, OrderStore
 from tests.executor.conftest import refused_change, running_journal
-from tests.helpers import eventually
+from tests.helpers import eventually, plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +86,6 @@ async def test_journal_survives_a_storage_blip_during_its_start_up_sweep(db_url:
         assert inserted == {"co_test00001"}
 
 
-def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
-
-
 def test_the_sweeps_outbox_read_follows_the_outbox_not_the_history(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:  # a long history, a few events still in the outbox
         conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload, created_at)"
@@ -102,8 +98,7 @@ def test_the_sweeps_outbox_read_follows_the_outbox_not_the_history(db_url: str) 
     with psycopg.connect(db_url, autocommit=True, options=PLANNER_OPTIONS) as conn:  # the executor's planner
         row = conn.execute("EXPLAIN (FORMAT JSON) " + UNPUBLISHED_SQL, (2.0, 5000)).fetchone()
     assert row is not None
-    nodes = _plan_nodes(row[0][0]["Plan"])
+    nodes = plan_nodes(row[0][0]["Plan"])
     # without an index on the outbox's seq: every history row compared with every outbox row (a join filter)
     assert not any("Join Filter" in n for n in nodes), nodes
-    outbox = [n for n in nodes if n.get("Relation Name") == "order_events_outbox"]
-    assert [n["Node Type"] for n in outbox] == ["Index Scan"], nodes
+    assert plan_scans(row[0][0]["Plan"], "order_events_outbox") == ["Index Scan"], nodes

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
@@ -14,12 +13,9 @@ import pytest
 from services.guard.adapters.exit_fast_sql import RESIZE_OR_PEEK_MANY
 from services.guard.adapters.perf_store import _MANY
 from tests.guard.standins import ASSET
+from tests.helpers import plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
-
-
-def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
 
 
 def test_resizing_a_batch_looks_each_group_up_instead_of_comparing_every_pair(db_url: str) -> None:
@@ -39,12 +35,12 @@ def test_resizing_a_batch_looks_each_group_up_instead_of_comparing_every_pair(db
         resized = conn.execute("SELECT count(*) FROM guard_position_exits WHERE position_size = 12").fetchone()
         conn.execute("ROLLBACK")
     assert plan is not None and resized == (500,)
-    nodes = _plan_nodes(plan[0][0]["Plan"])
+    nodes = plan_nodes(plan[0][0]["Plan"])
     # joined directly, the planner could (and under a bench's statistics did) compare each fill of the batch with
     # each open group: 1,000 fills over 1,000 groups, a million comparisons, 0.2 s
     assert sum(n.get("Rows Removed by Join Filter", 0) for n in nodes) < 5_000, nodes
     [update] = [n for n in nodes if n["Node Type"] == "ModifyTable"]
-    below = _plan_nodes(update)[1:]
+    below = plan_nodes(update)[1:]
     # the update finds its rows by key (an index, or a scan on a table this small), with no join to plan
     assert not any(n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join") for n in below), below
 
@@ -62,8 +58,8 @@ def test_a_later_read_looks_up_each_subscription_instead_of_reading_every_fill(d
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + _MANY,
                             {"first": [], "again": sids, "seen": [row[0]] * len(sids)}).fetchone()
     assert plan is not None
-    scans = [n for n in _plan_nodes(plan[0][0]["Plan"]) if n.get("Relation Name") == "fills"]
+    scans = plan_scans(plan[0][0]["Plan"], "fills")
     # flattened into a join, the later read scanned (and sorted) every fill ever booked at every pass
-    assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
-    later = [n for n in _plan_nodes(plan[0][0]["Plan"]) if "xact" in str(n.get("Index Cond", ""))]
+    assert scans and "Seq Scan" not in scans, scans
+    later = [n for n in plan_nodes(plan[0][0]["Plan"]) if "xact" in str(n.get("Index Cond", ""))]
     assert later, "the xmin bound is not an index condition"

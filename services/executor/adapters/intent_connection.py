@@ -22,6 +22,8 @@ import psycopg
 from psycopg import generators, pq
 from psycopg.errors import error_from_result
 
+from common.storage import named
+
 STATEMENT = b"tt_executor_insert_intents"
 
 
@@ -41,8 +43,10 @@ class IntentConnection:
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self._conn = None
-        kwargs: dict[str, Any] = {"options": self.options} if self.options else {}
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, application_name="tt-executor-intents",
+        kwargs: dict[str, Any] = named(self.url, "tt-executor-intents")
+        if self.options:
+            kwargs["options"] = self.options
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                      connect_timeout=max(1, int(self.connect_timeout_s)), **kwargs)
         try:
             conn.pgconn.send_prepare(STATEMENT, self.sql)
