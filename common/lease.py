@@ -29,6 +29,8 @@ from typing import Any
 
 import psycopg
 
+from common.cancel import reraise_if_cancelling
+
 log = logging.getLogger(__name__)
 
 FENCE_SQLSTATE = "55TL1"  # a write of an epoch no longer current, refused (psycopg: OperationalError)
@@ -137,6 +139,7 @@ class Lease:
         confirmed_at = time.monotonic()
         while not self._closed:
             await asyncio.sleep(self.check_s)
+            reraise_if_cancelling()  # wait_for (3.11) can lose a cancel that meets its own timeout
             try:
                 current = await asyncio.wait_for(self._check(), self.timeout_s)
             except (psycopg.Error, OSError, TimeoutError) as exc:

@@ -115,6 +115,7 @@ class WebhookSender:
                 await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reraise_if_cancelling()  # a cancel that met the request's own timeout comes back as TimeoutError
             _ATTEMPTS.add(1, {"result": "error"})
             return Answer(False, True, f"{type(exc).__name__}: {exc}"[:300])
         _ATTEMPTS.add(1, {"result": f"{status // 100}xx"})
@@ -242,6 +243,7 @@ class AlertDeliverer:
     async def _send(self, entry_id: str, alert: Alert, held: int, held_key: str) -> str:
         refusals = attempt = 0
         while True:
+            reraise_if_cancelling()  # a replica told to stop must not go on retrying (and claiming) its alert
             answer = await self.sender.send(alert, entry_id, held)
             if answer.delivered:
                 if held:
@@ -269,6 +271,7 @@ class AlertDeliverer:
         end = time.monotonic() + delay_s
         while True:
             await self.redis.xclaim(ALERTS_STREAM, GROUP, self.settings.consumer, 0, [entry_id], justid=True)
+            reraise_if_cancelling()
             left = end - time.monotonic()
             if left <= 0:
                 return

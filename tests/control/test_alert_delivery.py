@@ -17,7 +17,7 @@ import redis.exceptions
 from common.alerts import ALERTS_STREAM, Alert, AlertKind, AlertPublisher, Outbox, Severity, raise_alert, verify
 from common.config import Secret
 from common.streams import create_stream_redis
-from services.control.alert_delivery import AlertDeliverer, WebhookSender
+from services.control.alert_delivery import AlertDeliverer, Answer, WebhookSender
 from services.control.config import AlertSettings
 from sim.webhook import WebhookReceiver
 from tests.helpers import eventually
@@ -137,7 +137,7 @@ async def test_nothing_is_lost_across_a_webhook_outage_and_a_deliverer_restart(r
     second = rig.deliverer()  # the same consumer: its own unacknowledged alerts first
     await eventually(lambda: len(rig.receiver.received) == 3, message="all three delivered")
     assert rig.receiver.ids() == ["down:0", "down:1", "down:2"]
-    assert second.outcomes == {"SENT": 3}
+    await eventually(lambda: second.outcomes == {"SENT": 3}, message="all three acknowledged")
 
 
 async def test_another_replica_takes_over_what_a_dead_one_took(rig: Rig, unused_url: str) -> None:
@@ -148,7 +148,7 @@ async def test_another_replica_takes_over_what_a_dead_one_took(rig: Rig, unused_
     assert not a.outcomes
     b = rig.deliverer(replace(FAST, consumer="replica-b", claim_idle_s=1.0))
     await eventually(lambda: rig.receiver.ids() == ["taken:1"], timeout_s=15, message="replica b sent it")
-    assert b.outcomes == {"SENT": 1}
+    await eventually(lambda: b.outcomes == {"SENT": 1}, message="replica b acknowledged it")
 
 
 async def test_a_replica_still_retrying_keeps_its_alert(rig: Rig) -> None:
@@ -184,6 +184,40 @@ async def test_an_alert_older_than_the_retention_is_not_sent(rig: Rig) -> None:
     rig.raise_(dedupe_id="new")
     await eventually(lambda: rig.receiver.ids() == ["new"])
     assert d.outcomes == {"EXPIRED": 1, "SENT": 1}
+
+
+class SwallowingSender(WebhookSender):
+    """A webhook client that, like a library whose own timeout meets the cancel, answers "no answer" when the
+    task is cancelled during a POST instead of raising CancelledError (while ``swallow``)."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9/alerts", "", timeout_s=1.0)
+        self.inside = asyncio.Event()
+        self.swallow = True
+
+    async def send(self, alert: Alert, entry_id: str, held: int) -> Answer:
+        self.inside.set()
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if not self.swallow:
+                raise
+        return Answer(False, True, "TimeoutError: the request timed out")
+
+
+async def test_a_deliverer_told_to_stop_stops_even_when_its_client_swallows_the_cancel(rig: Rig) -> None:
+    sender = SwallowingSender()
+    task = asyncio.create_task(AlertDeliverer(rig.redis, sender, FAST).run())
+    rig.raise_(dedupe_id="stuck:1")
+    await eventually(lambda: sender.inside.is_set(), message="the deliverer is posting the alert")
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    sender.swallow = False
+    if not done:  # it went on retrying (and claiming the alert) after it was told to stop
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert done, "the cancelled deliverer was still running 5 s later"
 
 
 async def _pending(client: aioredis.Redis, n: int) -> bool:
