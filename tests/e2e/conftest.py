@@ -4,13 +4,17 @@
 database (from the session template), its own Redis database number, free ports for Envoy and every
 service, the supervisor restarting what a test kills. Tests use fresh leader and follower addresses
 so they never see each other's orders.
+
+When a test that uses the stack fails, the last lines of every service's log are added to its report, and with
+``TT_E2E_KEEP_LOGS=<folder>`` the whole logs folder is copied there (the stack's run folder is removed after).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,25 @@ from tests.helpers import redis_db, template_database
 from tools.pipeline import Pipeline, free_port_env, isolated_env
 
 E2E_REDIS_DB = 11
+LOGGED = ("ingest", "router", "executor", "guard", "control")
+TAIL_LINES = 60
 
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                                            pytest.TestReport]:
+    """A failed stack test's report carries the services' last log lines (what CI shows of a failure)."""
+    report = yield
+    pipeline = getattr(item, "funcargs", {}).get("pipeline")
+    if report.when == "call" and report.failed and isinstance(pipeline, Pipeline):
+        for name in LOGGED:
+            report.sections.append((f"{name} log, last {TAIL_LINES} lines", pipeline.log_tail(name, TAIL_LINES)))
+        keep = os.environ.get("TT_E2E_KEEP_LOGS", "").strip()
+        if keep:
+            target = Path(keep) / item.name
+            shutil.copytree(pipeline.paths.logs, target, dirs_exist_ok=True)
+            report.sections.append(("logs kept", str(target)))
+    return report
 
 
 @pytest.fixture(scope="module")
