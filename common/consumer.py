@@ -25,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import PoolTimeout
 
 from common.alerts import AlertKind, Severity, raise_alert
+from common.cancel import reraise_if_cancelling
 from common.logtrim import readers_key, wall_ms
 from common.retry import Backoff
 from common.streams import START_NEW, cursor_seconds, stream_label
@@ -183,7 +184,7 @@ class ResumableConsumer(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any upstream failure means reconnect
-                _raise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 self.stats.connected = False
                 self.stats.reconnects += 1
                 delay = self.backoff.delay(self._attempt, self.rng.random())
@@ -239,7 +240,7 @@ class ResumableConsumer(Generic[T]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: retry the items one by one
-            _raise_if_cancelling(exc)
+            reraise_if_cancelling(exc)
             self.stats.batch_fallbacks += 1
             log.warning("batch failed; handling its items one by one",
                         extra={"consumer": self.name, "items": len(batch), "error": repr(exc)[:300]})
@@ -260,7 +261,7 @@ class ResumableConsumer(Generic[T]):
                 saved = await self.cursors.get(self.name)
                 return saved if saved is not None else self.start
             except Exception as exc:  # noqa: BLE001 - Redis may be briefly unavailable
-                _raise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 log.warning("cursor read failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(0.5)
 
@@ -273,7 +274,7 @@ class ResumableConsumer(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 self.stats.handler_errors += 1
                 if self.transient(exc):
                     self.stats.transient_errors += 1
@@ -304,7 +305,7 @@ class ResumableConsumer(Generic[T]):
         the next item never waits for Redis (a crash can redeliver the items handled since the last save;
         downstream idempotency keys make that harmless)."""
         while True:
-            _raise_if_cancelling()
+            reraise_if_cancelling()
             await self._dirty.wait()
             if self.save_interval_s:
                 await asyncio.sleep(self.save_interval_s)
@@ -315,6 +316,7 @@ class ResumableConsumer(Generic[T]):
             try:
                 await self._save(cursor)
             except RuntimeError:
+                reraise_if_cancelling()
                 log.exception("cursor not saved; retrying", extra={"consumer": self.name})
                 self._dirty.set()
                 continue
@@ -326,7 +328,7 @@ class ResumableConsumer(Generic[T]):
                 await self.cursors.set(self.name, cursor)
                 return
             except Exception as exc:  # noqa: BLE001 - must not advance without saving
-                _raise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 log.warning("cursor save failed", extra={"consumer": self.name, "error": repr(exc)[:300]})
                 await asyncio.sleep(self.backoff.delay(min(attempt, 6), self.rng.random()))
         raise RuntimeError(f"consumer {self.name}: cannot save cursor")
@@ -357,14 +359,6 @@ _meter.create_observable_counter("consumer.dead_letters", description="Items set
                                  callbacks=[_observe(lambda c: c.stats.dead_lettered)])
 _meter.create_observable_gauge("consumer.connected", description="1 while the upstream stream is open",
                                callbacks=[_observe(lambda c: 1.0 if c.stats.connected else 0.0)])
-
-
-def _raise_if_cancelling(exc: BaseException | None = None) -> None:
-    """Raise when this task was asked to stop: a client library can turn a cancellation into another
-    exception, or swallow it mid-command (redis-py does both)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
 
 
 class DeadLetters:

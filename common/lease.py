@@ -122,6 +122,7 @@ class Lease:
                         log.warning("standby: another process holds the lease; waiting for it", extra={
                             "lease": self.name, "held_by": held_by, "since": str(since), "epoch": epoch})
                 except (psycopg.Error, OSError) as exc:
+                    reraise_if_cancelling()
                     await self._drop()
                     log.warning("lease: PostgreSQL unreachable; retrying",
                                 extra={"lease": self.name, "error": repr(exc)[:300]})

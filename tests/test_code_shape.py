@@ -48,3 +48,54 @@ def test_no_module_is_over_400_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in _modules(*CHECKED)
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, "split these by responsibility"
+
+
+CANCEL_CHECKS = {"reraise_if_cancelling", "reraise_if_cancelled"}
+
+
+def _own_nodes(node: ast.AST) -> list[ast.AST]:
+    """``node``'s descendants, not looking into nested functions or classes."""
+    out: list[ast.AST] = []
+    stack = list(ast.iter_child_nodes(node))
+    while stack:
+        child = stack.pop()
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        out.append(child)
+        stack.extend(ast.iter_child_nodes(child))
+    return out
+
+
+def _checks_cancel(statements: list[ast.stmt]) -> bool:
+    return any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
+               and s.value.func.id in CANCEL_CHECKS for s in statements)
+
+
+def _loops_that_outlive_a_cancel(path: Path) -> list[str]:
+    found = []
+    for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(fn, ast.AsyncFunctionDef):
+            continue
+        for loop in (n for n in _own_nodes(fn) if isinstance(n, ast.While)):
+            if _checks_cancel(loop.body):
+                continue
+            for attempt in (n for n in _own_nodes(loop) if isinstance(n, ast.Try)):
+                if not any(isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor)
+                           for s in attempt.body for n in [s, *_own_nodes(s)]):
+                    continue
+                for handler in attempt.handlers:
+                    caught = ast.unparse(handler.type) if handler.type else "BaseException"
+                    leaves = any(isinstance(n, ast.Raise | ast.Return | ast.Break)
+                                 for s in handler.body for n in [s, *_own_nodes(s)])
+                    if caught.endswith("CancelledError") or leaves or _checks_cancel(handler.body):
+                        continue
+                    found.append(f"{path.relative_to(ROOT)}:{handler.lineno} ({fn.name}, except {caught})")
+    return found
+
+
+def test_a_retry_loop_ends_when_its_task_is_cancelled() -> None:
+    """Client libraries can hand a cancel back as an ordinary error (redis-py, aiohttp and 3.11's wait_for when it
+    meets their own timeout): a loop that catches it and goes on must ask whether its task is being cancelled,
+    at the top of each round or in the handler, or a shutdown waits for it for ever."""
+    found = [f for p in _modules("services", "common") for f in _loops_that_outlive_a_cancel(p)]
+    assert found == [], "call common.cancel.reraise_if_cancelling() there"

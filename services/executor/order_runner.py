@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from common.cancel import reraise_if_cancelling
 from common.decimals import ZERO, fmt
 from common.marketstate import market_key
 from common.retry import Backoff
@@ -304,6 +305,7 @@ class OrderRunner:
                     gate.abandon()
                 raise
             except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the order: settle it
+                reraise_if_cancelling()
                 result = v.VenueError("disconnect", 0, "", repr(exc)[:300])
             if first_answer.fire():
                 await self.burst.wait()
@@ -377,6 +379,7 @@ class OrderRunner:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                reraise_if_cancelling()
                 log.exception("order state not persisted; retrying",
                               extra={"client_order_id": changes[0].life.client_order_id if changes else ""})
                 await asyncio.sleep(delay)

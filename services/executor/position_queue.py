@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from common.cancel import reraise_if_cancelling
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.ticket import Ticket
 
@@ -163,6 +164,7 @@ async def size_in_turn(t: Ticket, size_later: SizeLater) -> Prepared:
         except asyncio.CancelledError:
             raise
         except Exception:
+            reraise_if_cancelling()
             log.exception("sizing a SELL by its fraction failed; retrying",
                           extra={"client_order_id": t.client_order_id})
             await asyncio.sleep(delay_s)

@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry import metrics
 
 from common.alerts import AlertKind, raise_alert
+from common.cancel import reraise_if_cancelling
 from common.decimals import MIN_HELD_SHARES, ZERO, fmt
 from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
@@ -304,6 +305,7 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a storage outage: the next round retries
+                reraise_if_cancelling()
                 log.exception("reconciliation round failed")
                 wait = 1.0
             self._wake.clear()

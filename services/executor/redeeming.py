@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from opentelemetry import metrics
 
+from common.cancel import reraise_if_cancelling
 from common.decimals import fmt
 from common.ids import hash_id
 from common.retry import Backoff
@@ -112,6 +113,7 @@ class Redeemer:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a storage outage: the next round retries
+                reraise_if_cancelling()
                 log.exception("redemption round failed")
                 delay = self.poll_s
             self._wake.clear()

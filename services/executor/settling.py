@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from opentelemetry import metrics
 
+from common.cancel import reraise_if_cancelling
 from services.executor.adapters.settlement_store import SettlementResult, SettlementStore
 from services.executor.domain.settlement import Resolution
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -97,5 +98,6 @@ class Settler:
             except asyncio.CancelledError:
                 raise
             except Exception:  # the next round retries
+                reraise_if_cancelling()
                 log.exception("settlement sweep failed")
             await asyncio.sleep(interval_s)

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import metrics
 
 from common.alerts import AlertKind, Severity, raise_alert
+from common.cancel import reraise_if_cancelling
 from services.executor.domain import breaker as br
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class BreakerGate:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - try again at the next change
+                reraise_if_cancelling()
                 log.warning("breaker mirror write failed", extra={"venue": self.venue, "error": repr(exc)[:300]})
                 await asyncio.sleep(0.5)
                 self._dirty.set()
