@@ -61,15 +61,19 @@ async def rig(redis_url: str) -> AsyncIterator[Rig]:
     receiver.release()
     for task in rig.tasks:
         task.cancel()
-    await asyncio.gather(*rig.tasks, return_exceptions=True)
+    _done, running = await asyncio.wait(rig.tasks, timeout=10) if rig.tasks else (set(), set())
+    assert not running, f"still running 10 s after they were cancelled: {sorted(t.get_name() for t in running)}"
     for sender in rig.senders:
         await sender.close()
     await receiver.stop()
     await client.aclose()
 
 
-async def stop(task: asyncio.Task[None]) -> None:
+async def stop(task: asyncio.Task[None], timeout_s: float = 10.0) -> None:
+    """Cancel a deliverer and wait for it to end (failing, not hanging, when it does not)."""
     task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    assert done, f"the deliverer was still running {timeout_s:.0f} s after it was cancelled"
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
