@@ -45,9 +45,13 @@ from bench._pipeline_guard import scenario_e
 from bench._pipeline_harness import RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
 from sim.polymarket import SimMarket
-from tools.pipeline import Pipeline, PipelineError, free_port_env, isolated_env
+from tools.pipeline import HARNESS_TUNING, Pipeline, PipelineError, free_port_env, isolated_env
 
-TUNING = {"TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLOWUP_S": "60",
+# The services run their production tuning: every setting the test harness shortens (reconciliation every 2 s,
+# guard's rules every 0.5 s, ...) is set empty, which a service reads as its own default. The supervisor's own
+# settings (TT_STACK_*) stay the harness's.
+TUNING = {**{k: "" for k in HARNESS_TUNING if not k.startswith("TT_STACK_")},
+          "TT_TUNE_INGEST_POLL_INTERVAL_S": "60", "TT_TUNE_INGEST_POLL_GAP_FOLLOWUP_S": "60",
           "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "268435456")}
 
 
