@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from common.ids import hash_id
@@ -173,6 +173,8 @@ money = st.decimals(min_value=D("0"), max_value=D("5000"), places=2)
        price=st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=2),
        mcap=st.one_of(st.none(), money), tcap=st.one_of(st.none(), money), mexp=money, texp=money,
        rm=money, rt=money, mult=st.decimals(min_value=D("0.1"), max_value=D("3"), places=1))
+@example(fixed=D("1.73"), price=D("0.99"), mcap=None, tcap=None, mexp=D(0), texp=D(0), rm=D(0), rt=D(0),
+         mult=D("2.9"))  # $5.01 at 0.99: slipped past 1, the worst price is 1, the minimum $5.00
 def test_buy_never_exceeds_headroom_nor_goes_below_market_minimum(fixed, price, mcap, tcap, mexp, texp, rm, rt,
                                                                    mult) -> None:  # type: ignore[no-untyped-def]
     risk = RiskRules(max_market_exposure_usd=mcap, max_total_exposure_usd=tcap)
@@ -187,4 +189,5 @@ def test_buy_never_exceeds_headroom_nor_goes_below_market_minimum(fixed, price, 
             assert d.amount_usd <= mcap - mexp - rm
         if tcap is not None:
             assert d.amount_usd <= tcap - texp - rt
-        assert d.amount_usd >= max(D(5) * price * D("1.02"), D(1))  # the default 200 bps of slippage
+        # the default 200 bps of slippage, the worst price paid at most 1
+        assert d.amount_usd >= max(D(5) * min(price * D("1.02"), D(1)), D(1))
