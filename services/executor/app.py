@@ -38,6 +38,7 @@ from services.executor import server
 from services.executor.adapters.book_reader import FreshBooks
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.insiders_api import InsidersVenue
+from services.executor.adapters.leftover_store import LeftoverStore
 from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from services.executor.adapters.paper_venue import PaperVenue
 from services.executor.adapters.reconcile_store import ReconcileStore
@@ -49,6 +50,7 @@ from services.executor.domain.breaker import BreakerConfig
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import INSIDERS, PAPER
 from services.executor.journal import Journal
+from services.executor.leftovers import LeftoverRedemptions
 from services.executor.metrics import ExecutorMetrics, observe_all
 from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.ports import Venue
@@ -276,9 +278,11 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     settler = Settler(SettlementStore(pool), on_redemptions=redeemer.wake)
     reconciler = None
     if api is not None and settings.reconcile_interval_s > 0:
+        leftovers = LeftoverRedemptions(LeftoverStore(pool), grace_s=settings.tuning.leftover_redeem_grace_s,
+                                        on_recorded=redeemer.wake)
         reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
                                 known=admission.store.known, resubmit=admission.submit,
-                                refresh_s=settings.tuning.reconcile_refresh_s)
+                                refresh_s=settings.tuning.reconcile_refresh_s, leftovers=leftovers.check)
     channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
     name = f"{settings.tuning.consumer_name}-resolutions"

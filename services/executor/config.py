@@ -108,6 +108,8 @@ class Tuning(TrimTuning):
                                 "it", minimum=0.01)
     reconcile_refresh_s: float = tune(60.0, "the LIVE wallets to reconcile are read again this often (or every "
                                       "TT_RECONCILE_INTERVAL_S, when shorter)", minimum=0.1)
+    leftover_redeem_grace_s: float = tune(120.0, "winning shares still redeemable at the venue this long after the "
+                                          "market's last redemption round ended get another round", minimum=0)
 
     def __post_init__(self) -> None:
         if self.poll_max_s < self.poll_initial_s:

@@ -104,7 +104,8 @@ class Reconciler:
                  known: Callable[[list[str]], Awaitable[set[str]]],
                  grace_s: float = SETTLING_GRACE_S, max_calls_per_s: float = MAX_CALLS_PER_S,
                  resubmit: Callable[[epb.Order], Awaitable[Any]] | None = None,
-                 refresh_s: float = WALLETS_REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 refresh_s: float = WALLETS_REFRESH_S, clock: Callable[[], float] = time.monotonic,
+                 leftovers: Callable[[str, list[AtVenue]], Awaitable[Any]] | None = None) -> None:
         _FAILURES.add(0)  # exported from the start: an alerting rule and the dashboard read them
         for kind in (CORRECTED, CLOSED_AT_VENUE, EXTERNAL):
             _CORRECTIONS.add(0, {"kind": kind})
@@ -119,6 +120,7 @@ class Reconciler:
         self.min_gap_s = 1.0 / max_calls_per_s  # between any two calls
         self.round_gap_s = self.min_gap_s  # between two calls of the periodic rounds (paced at each refresh)
         self.resubmit = resubmit
+        self.leftovers = leftovers  # winning shares left redeemable after a redemption: another round
         self.clock = clock
         self.stats = ReconcileStats()
         self._wallets: dict[str, LiveWallet] = {}
@@ -174,6 +176,7 @@ class Reconciler:
         applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions)
         self.stats.wallets += 1
         self._record(wallet, applied)
+        await self._leftovers(wallet, venue)
         opened = {c.asset_id for c in applied if c.kind == EXTERNAL}
         if opened:  # their books are followed (marks, triggers); the journal's repair also catches it
             try:
@@ -181,6 +184,17 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - the watch set's periodic repair adds them
                 log.warning("watch set not updated after reconciliation", extra={"error": repr(exc)[:200]})
         return {v.asset_id: v.size for v in venue if not v.redeemable}
+
+    async def _leftovers(self, wallet: LiveWallet, venue: list[AtVenue]) -> None:
+        redeemable = [v for v in venue if v.redeemable]
+        if not redeemable or self.leftovers is None:
+            return
+        try:
+            await self.leftovers(wallet.follower_wallet_id, redeemable)
+        except Exception as exc:  # noqa: BLE001 - the next round looks again
+            reraise_if_cancelling(exc)
+            log.warning("leftover redemption check failed", extra={"wallet_id": wallet.follower_wallet_id,
+                                                                    "error": repr(exc)[:300]})
 
     def _failed(self, wallet: LiveWallet, detail: str) -> None:
         self.stats.failures += 1
