@@ -96,6 +96,9 @@ class Journal:
         self.stats = JournalStats()
         # published / released ids recorded in PostgreSQL by one coalesced statement off the write path
         self._marks_published: list[str] = []
+        self._marking: set[str] = set()  # published marks being recorded now
+        self._sweep_reads = 0  # outbox reads of the sweep in flight
+        self._marked_during_read: set[str] = set()  # published marks recorded while one was in flight
         self._marks_released: list[str] = []
         self._marks_due = asyncio.Event()
         self.held = EventHold(store, events_log.append_many, self.repairs.server_id, durable_after_s=durable_after_s)
@@ -319,12 +322,18 @@ class Journal:
         released, self._marks_released = self._marks_released, []
         if not published and not released:
             return
+        self._marking.update(published)
         try:
             await self.store.mark_done(published, released)
         except Exception:
             self._marks_published[:0] = published
             self._marks_released[:0] = released
             raise
+        else:
+            if self._sweep_reads:
+                self._marked_during_read.update(published)
+        finally:
+            self._marking.difference_update(published)
 
     async def _run_marks(self) -> None:
         """Coalesce marks: while one statement runs, the next batch gathers. A crash before a mark is
@@ -354,12 +363,30 @@ class Journal:
         except Exception as exc:  # noqa: BLE001 - retried at the next idle moment
             log.warning("journal sweep failed", extra={"error": repr(exc)[:300]})
 
+    def _in_hand(self) -> set[str]:
+        """Events appended and not yet marked published: held, settled, or being marked."""
+        return self.held.ids | self._marking | set(self._marks_published)
+
+    async def _unpublished(self, min_age_s: float) -> list[tuple[int, str, bytes]]:
+        """Outbox rows that no append took care of. An event can go from held to marked while the rows are read
+        (their snapshot still has it): whatever was in hand before, after, or marked meanwhile is left out."""
+        before = self._in_hand()
+        if not self._sweep_reads:
+            self._marked_during_read.clear()
+        self._sweep_reads += 1
+        try:
+            rows = await self.store.unpublished(min_age_s)
+        finally:
+            self._sweep_reads -= 1
+        skip = before | self._in_hand() | self._marked_during_read
+        return [row for row in rows if row[1] not in skip]
+
     async def sweep(self, *, min_age_s: float) -> None:
         """Repair the watch set when due; publish outbox events and release reservations that the
         post-commit step missed."""
         await self._repair_watch_if_due()  # first: a failing step below must not hold it up
         await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
-        pending = [row for row in await self.store.unpublished(min_age_s) if row[1] not in self.held.ids]
+        pending = await self._unpublished(min_age_s)
         if pending:
             await self.events_log.append_many([payload for _seq, _id, payload in pending])
             self._hold([event_id for _seq, event_id, _payload in pending])

@@ -104,3 +104,31 @@ async def test_held_events_outlive_an_executor_crash_and_the_next_start_appends_
     async with _journal(db_url, redis_url, server, durable_after_s=0.5) as (journal, _r, sr):
         await eventually(lambda: _outbox(db_url) == 0, timeout_s=5)
         assert await _logged(sr) == [event_id]
+
+
+async def test_an_event_marked_while_the_sweep_reads_the_outbox_is_not_appended_again(
+        db_url: str, redis_url: str) -> None:
+    """The sweep's read of the outbox starts while the events are held and ends after their marks were recorded
+    (its snapshot still has them): the sweep must not take them for events no append took care of."""
+    server = Server()
+    async with _journal(db_url, redis_url, server, durable_after_s=0.3, sweep_interval_s=60.0) as (journal, _r, sr):
+        await journal.write([], inserts=[refused_change(1), refused_change(2)])
+        await eventually(lambda: _count(sr, 2))
+        marked = asyncio.Event()
+        store = journal.store
+        read, mark_done = store.unpublished, store.mark_done
+
+        async def marking(published: list[str], released: list[str]) -> None:
+            await mark_done(published, released)
+            if published:
+                marked.set()
+
+        async def slow_read(min_age_s: float, limit: int = 5000) -> list[tuple[int, str, bytes]]:
+            rows = await read(min_age_s, limit)  # both events still in the outbox
+            await marked.wait()  # their marks are recorded before the sweep looks at the rows
+            return rows
+
+        store.mark_done, store.unpublished = marking, slow_read  # type: ignore[method-assign]
+        await asyncio.wait_for(journal.sweep(min_age_s=0.0), timeout=10)
+        assert _outbox(db_url) == 0
+        assert len(await _logged(sr)) == 2
