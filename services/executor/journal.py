@@ -369,8 +369,8 @@ class Journal:
 
     async def _unpublished(self, min_age_s: float) -> list[tuple[int, str, bytes]]:
         """Outbox rows that no append took care of. An event can go from held to marked while the rows are read
-        (their snapshot still has it): whatever was in hand before, after, or marked meanwhile is left out."""
-        before = self._in_hand()
+        (their snapshot still has it): whatever is in hand after the read, or was marked meanwhile, is left out
+        (a mark's commit is the only way out of hand)."""
         if not self._sweep_reads:
             self._marked_during_read.clear()
         self._sweep_reads += 1
@@ -378,7 +378,7 @@ class Journal:
             rows = await self.store.unpublished(min_age_s)
         finally:
             self._sweep_reads -= 1
-        skip = before | self._in_hand() | self._marked_during_read
+        skip = self._in_hand() | self._marked_during_read
         return [row for row in rows if row[1] not in skip]
 
     async def sweep(self, *, min_age_s: float) -> None:

@@ -29,7 +29,6 @@ class LeftoverRedemptions:
         self.grace_s = grace_s
         self.max_rounds = max_rounds
         self.on_recorded = on_recorded
-        self.recorded = 0
 
     async def check(self, follower_wallet_id: str, redeemable: Sequence[AtVenue]) -> list[str]:
         """Record the rounds due for these redeemable rows of one wallet; returns their keys."""
@@ -48,7 +47,6 @@ class LeftoverRedemptions:
             log.warning("winning shares left redeemable after the market's redemption: another round", extra={
                 "wallet_id": follower_wallet_id, "condition_id": n.condition_id, "round": n.round_no,
                 "redemption_key": key, "shares": fmt(n.shares)})
-        self.recorded += len(keys)
         _ROUNDS.add(len(keys))
         if keys and self.on_recorded is not None:
             self.on_recorded(keys)

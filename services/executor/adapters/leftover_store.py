@@ -17,7 +17,7 @@ from services.executor.domain.leftovers import LastRound, NextRound, Resolved
 from services.executor.domain.redemption import RedemptionState
 
 _LOAD = """
-SELECT d.condition_id, d.redemption_key, d.round, d.state, d.reason, d.published_state, d.payout_usd, d.tx_hash,
+SELECT d.condition_id, d.redemption_key, d.round, d.state, d.reason,
        extract(epoch FROM now() - d.updated_at)::float8 AS age_s, r.asset_ids, r.winning_asset_id, r.neg_risk
 FROM redemptions d JOIN market_resolutions r ON r.condition_id = d.condition_id
 WHERE d.follower_wallet_id = %s AND d.condition_id = ANY(%s)
