@@ -29,6 +29,15 @@ def compact_sql(sql: str) -> str:
     return " ".join(sql.split())
 
 
+# Server settings of a service whose statements reach their rows by key (orders by client order id, positions
+# and copy exits by wallet and asset) for a list of changes. A plan cached while a table is still small (a fresh
+# database, or one whose statistics last saw a handful of rows) hash-joins or scans it instead, and then reads the
+# whole table on every call as it grows, until autovacuum happens to analyze it; a plan made on statistics that saw
+# tiny scans scans it once per change. Without hash and merge joins, and without sequential scans where an index
+# serves, the plan left is one index lookup per change, whatever the table's size.
+KEYED_LOOKUPS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
+
+
 async def _set_autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 

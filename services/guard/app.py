@@ -19,7 +19,7 @@ from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.logread import read_log_items
-from common.storage import apply_migrations, create_pool, create_redis
+from common.storage import KEYED_LOOKUPS, apply_migrations, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
 from services.guard.adapters.control_client import GrpcControl
@@ -156,9 +156,11 @@ async def start(settings: Settings) -> Running:
     t = settings.tuning
     await asyncio.to_thread(apply_migrations, db_url)
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
-    # PostgreSQL backend (a fork, ~10 ms here) misses the latency target.
+    # PostgreSQL backend (a fork, ~10 ms here) misses the latency target. Every statement reaches triggers,
+    # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown.
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
-                             max_size=t.db_pool_max, autocommit=True, application_name="tt-guard")
+                             max_size=t.db_pool_max, autocommit=True, application_name="tt-guard",
+                             options=KEYED_LOOKUPS)
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
-from services.guard.adapters.exit_fast_sql import RESIZE_OR_PEEK_MANY
+from common.storage import KEYED_LOOKUPS
+from services.guard.adapters.exit_fast_sql import PEEK, REGISTER_EMPTY_MANY, RESIZE_OR_PEEK_MANY, SELL_PEEK
 from services.guard.adapters.perf_store import _MANY
 from tests.guard.standins import ASSET
-from tests.helpers import plan_nodes, plan_scans
+from tests.helpers import generic_plan_scans, plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +66,32 @@ def test_a_later_read_looks_up_each_subscription_instead_of_reading_every_fill(d
     assert scans and "Seq Scan" not in scans, scans
     later = [n for n in plan_nodes(plan[0][0]["Plan"]) if "xact" in str(n.get("Index Cond", ""))]
     assert later, "the xmin bound is not an index condition"
+
+
+_NOW = datetime.now(UTC)
+_ONE_FILL = json.dumps([{"i": 0, "w": "w_1", "a": "a_1", "filled": "12", "sub": "sub_1"}])
+# guard's statements that reach copy exits by wallet and asset, with parameters of the shape they are given
+BY_KEY = {
+    "resize or peek a batch": (RESIZE_OR_PEEK_MANY, {"rows": _ONE_FILL, "now": _NOW}),
+    "register a batch of empty groups": (
+        REGISTER_EMPTY_MANY, (_NOW, _NOW, ["g_1"], ["w_1"], ["a_1"], ["0xa"], ["sub_1"], ["co_1"], [Decimal("0.5")],
+                              [Decimal(1)], [Decimal(1)], [Jsonb({})])),
+    "peek before a SELL": (SELL_PEEK, {"w": "w_1", "a": "a_1"}),
+    "peek at a fill": (PEEK, {"sub": "sub_1", "w": "w_1", "a": "a_1"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BY_KEY))
+def test_a_plan_cached_on_an_empty_table_still_reaches_copy_exits_by_key(db_url: str, name: str) -> None:
+    sql, params = BY_KEY[name]
+    with psycopg.connect(db_url, autocommit=True) as conn:  # statistics that saw no row: what a fresh start caches
+        conn.execute("ANALYZE guard_position_exits")
+    scans = generic_plan_scans(db_url, sql, params, ["guard_position_exits"], options=KEYED_LOOKUPS)
+    assert scans["guard_position_exits"] and "Seq Scan" not in scans["guard_position_exits"], scans
+
+
+def test_without_guards_settings_that_plan_scans_every_group_for_each_fill(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ANALYZE guard_position_exits")
+    sql, params = BY_KEY["resize or peek a batch"]
+    assert "Seq Scan" in generic_plan_scans(db_url, sql, params, ["guard_position_exits"])["guard_position_exits"]

@@ -13,7 +13,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
-from common.storage import pipelined_transaction
+from common.storage import KEYED_LOOKUPS, pipelined_transaction
 from common.text import storable
 from services.executor.adapters.fill_store import INSERT_FILLS, book, book_new, fills_json
 from services.executor.adapters.intent_connection import IntentConnection
@@ -32,13 +32,8 @@ HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) A
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
-# Settings of the executor's connections. Every join it runs looks rows up by key (orders by client
-# order id, positions by wallet and asset) for a JSON list of changes; a plan cached while a table is
-# still small (a fresh database) hash-joins it instead and then reads the whole table on every journal
-# write as it grows, until autovacuum happens to analyze it; one the statistics saw tiny scans it once per
-# change. Without hash and merge joins and sequential scans where an index serves, the plan left is one
-# index lookup per change, whatever the table's size.
-PLANNER_OPTIONS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
+# Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
+PLANNER_OPTIONS = KEYED_LOOKUPS
 
 # The outbox in emission order, each event looked up by its key (order_events_outbox_seq): the cost follows the
 # outbox, not the history.
