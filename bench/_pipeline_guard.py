@@ -63,6 +63,7 @@ from bench._pipeline_guard_readings import (
     _med,
     _pids,
     _profile,
+    _quiet_cpu,
 )
 from bench._triggers import asset_id, seed_triggers
 from common.streams import PRICE_TICKS
@@ -271,6 +272,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
     for name, used_s in storage.stop().items():
         cpu0[name], cpu1[name], pids[name] = 0.0, used_s, 0
     xlen2 = r.xlen(PRICE_TICKS)
+    quiet = _quiet_cpu(p, pids, progress, float(os.environ.get("TT_BENCH_QUIET_S", "15"))) if rate > 0 else None
     floor = _floor_under_load(p) if rate > 0 and os.environ.get("TT_BENCH_FLOOR", "1") != "0" else None
     stop.set()
     if rate > 0:
@@ -302,6 +304,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
             "cpu_us_per_tick": cpu_us_per_tick,
             "cpu_us_per_tick_total": round(sum(v for n, v in cpu_us_per_tick.items() if n != "bench+sim"), 1),
             "cpu_cores": cpu_cores,
+            "background_alone": quiet,
             "guard_rss_mb": round(memory_mb(guard_pid).get("VmRSS", 0.0), 1), "guard_stats": _last_stats(guard_log),
             "ticks_log_capped": xlen2 >= 950_000,
             "latency": {"hot: sim frame→SELL POST": summarize(samples),

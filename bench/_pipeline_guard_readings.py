@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench import CpuMeter, process_cpu_s, storage_pids
 from bench.hops import GUARD_CHAIN as _GUARD_CHAIN
 from common.streams import TRIGGER_EVENTS
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -152,3 +154,24 @@ def _ingest_to_post(p: Any, r: Any, hot_tokens: set[str]) -> tuple[list[float], 
         seen.add(coid)
         (hot if hit[1] in hot_tokens else walk).append((arrival - hit[0]) / 1e6)
     return walk, hot
+
+
+def _quiet_cpu(p: Any, pids: dict[str, int], progress: dict[str, int], seconds: float) -> dict[str, Any] | None:
+    """CPU per background tick over ``seconds`` with nothing but the background ticks running (no crossing, no
+    floor drawn): what the ticks alone cost, beside the measurement window's figure, which also carries the
+    hot crossings' fires."""
+    if seconds <= 0:
+        return None
+    services = {n: pid for n, pid in pids.items() if pid}
+    storage = CpuMeter(storage_pids(p.run_dir))
+    storage.start()
+    cpu0 = {n: process_cpu_s(pid) or 0.0 for n, pid in services.items()}
+    frames0, t0 = progress["frames"], time.perf_counter()
+    time.sleep(seconds)
+    used = {n: (process_cpu_s(pid) or 0.0) - cpu0[n] for n, pid in services.items()}
+    frames1, elapsed = progress["frames"], time.perf_counter() - t0
+    used.update(storage.stop())
+    ticks = max(2 * (frames1 - frames0), 1)  # each frame moves both tokens of its market
+    per_tick = {n: round(s * 1e6 / ticks, 1) for n, s in used.items()}
+    return {"seconds": round(elapsed, 1), "ticks_per_s": round(ticks / elapsed), "cpu_us_per_tick": per_tick,
+            "cpu_us_per_tick_total": round(sum(v for n, v in per_tick.items() if n != "bench+sim"), 1)}

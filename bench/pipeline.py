@@ -213,6 +213,12 @@ def _show(title: str, result: dict[str, Any], target: float | None = None) -> No
                 print(f"  {name:44}" + "".join(
                     f"{floor[g][key]['drawn_p50_ms']:>9.3f} / {floor[g][key]['drawn_p99_ms']:<7.3f}" for g in gaps),
                     flush=True)
+    if "cpu_us_per_tick_total" in result:
+        alone = result.get("background_alone") or {}
+        print("CPU per background tick, every process but the load generator (bench+sim): "
+              f"{result['cpu_us_per_tick_total']} µs in the measurement window (with its crossings' fires), "
+              f"{alone.get('cpu_us_per_tick_total', 'n/a')} µs with the background ticks alone "
+              f"{alone.get('cpu_us_per_tick', {})}", flush=True)
 
 
 def main(argv: list[str]) -> int:
