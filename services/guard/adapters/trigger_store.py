@@ -101,6 +101,7 @@ class TriggerStore:
         # a server-side cursor read in chunks: the rows never sit in memory all at once next to the specs
         async with self.pool.connection() as conn, conn.transaction(), \
                 conn.cursor("guard_load_armed", row_factory=tuple_row) as cur:
+            await conn.execute("SET LOCAL enable_seqscan = on")  # every ARMED row: the one read that wants a scan
             await cur.execute(f"SELECT {', '.join(SPEC_COLUMNS)} FROM triggers WHERE state = 'ARMED'")
             while rows := await cur.fetchmany(10_000):
                 specs.extend(spec_from_tuple(r) for r in rows)
