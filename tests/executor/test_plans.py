@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from services.executor.adapters import fill_store, order_store
-from tests.helpers import generic_plan_scans, plan_scans
+from tests.helpers import generic_plan_scans, plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +61,27 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
     assert row is not None
     used = _index_names(row[0][0]["Plan"])
     assert "order_events_outbox_pkey" in used
+
+
+def test_booking_a_fan_out_finds_each_followers_position_without_stepping_over_the_others(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:  # statistics from when two positions existed
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                     " VALUES ('w_a', 'a_0', '0xa', 1), ('w_b', 'a_9', '0xb', 1)")
+        conn.execute("ANALYZE positions")
+        # then one leader's trade copied by 1,000 followers: 1,000 holders of one asset
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                     " SELECT 'w_' || g, 'a_1', '0x' || g, 10 FROM generate_series(1, 1000) g")
+    stats = orjson.dumps([{"sub": f"sub_{i}", "copied": 1, "exposure": "1", "pnl": "0"} for i in range(100)]).decode()
+    rows = orjson.dumps([{"w": f"w_{i}", "a": "a_1", "c": "", "size": "11", "avg": "0.5", "cost": "5.5", "pnl": "0",
+                          "pid": None, "origin": "COPY", "sub": f"sub_{i}", "venue": None, "outcome": "Yes",
+                          "base": None} for i in range(1, 101)]).decode()
+    with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + fill_store._UPDATE_POSITIONS_AND_STATS,
+                           (stats, rows)).fetchone()
+        conn.rollback()
+    assert row is not None
+    nodes = plan_nodes(row[0][0]["Plan"])
+    stepped = sum(n.get("Rows Removed by Filter", 0) * n.get("Actual Loops", 1) for n in nodes
+                  if n.get("Relation Name") == "positions")
+    # through an index on the asset alone, each of the 100 lookups read the 1,000 holders of the asset
+    assert stepped < 100, [(n.get("Index Name"), n.get("Rows Removed by Filter")) for n in nodes]

@@ -26,7 +26,7 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 
 __all__ = ["Change", "OrderStore", "row_life", "ticket_from_row"]
 
-ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset
+ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset_wallet
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
 HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) AND size > 0"
 
