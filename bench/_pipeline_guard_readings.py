@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from bench import CpuMeter, process_cpu_s, storage_pids
+from bench import CpuMeter, storage_pids
 from bench.hops import GUARD_CHAIN as _GUARD_CHAIN
 from common.streams import TRIGGER_EVENTS
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -162,15 +162,12 @@ def _quiet_cpu(p: Any, pids: dict[str, int], progress: dict[str, int], seconds: 
     hot crossings' fires."""
     if seconds <= 0:
         return None
-    services = {n: pid for n, pid in pids.items() if pid}
-    storage = CpuMeter(storage_pids(p.run_dir))
-    storage.start()
-    cpu0 = {n: process_cpu_s(pid) or 0.0 for n, pid in services.items()}
+    meter = CpuMeter({**{n: [pid] for n, pid in pids.items() if pid}, **storage_pids(p.run_dir)})
+    meter.start()
     frames0, t0 = progress["frames"], time.perf_counter()
     time.sleep(seconds)
-    used = {n: (process_cpu_s(pid) or 0.0) - cpu0[n] for n, pid in services.items()}
+    used = meter.stop()
     frames1, elapsed = progress["frames"], time.perf_counter() - t0
-    used.update(storage.stop())
     ticks = max(2 * (frames1 - frames0), 1)  # each frame moves both tokens of its market
     per_tick = {n: round(s * 1e6 / ticks, 1) for n, s in used.items()}
     return {"seconds": round(elapsed, 1), "ticks_per_s": round(ticks / elapsed), "cpu_us_per_tick": per_tick,
