@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ import psycopg
 
 from bench import CpuMeter, storage_pids
 from bench.hops import GUARD_CHAIN as _GUARD_CHAIN
+from bench.hops import run_against
 from common.streams import TRIGGER_EVENTS
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.guard.v1 import guard_pb2 as gpb
@@ -80,17 +79,11 @@ def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:
     """``bench hops --chain guard`` against the stack's Redis and PostgreSQL while the ticks run, one message
     every 5 ms and every 100 ms (the measured crossings' spacing): each hop's p50 / p99 and the drawn totals of
     the chain, per spacing (None when it fails: reported, not fatal)."""
-    with tempfile.TemporaryDirectory(prefix="tt-bench-floor-") as tmp:
-        out = Path(tmp) / "floor.json"
-        env = {**os.environ, "REDIS_URL": (p.run_dir / "redis_url").read_text().strip(),
-               "DATABASE_URL": (p.run_dir / "database_url").read_text().strip()}
-        done = subprocess.run([sys.executable, "-m", "bench", "hops", "--gaps-ms", "5,100", "--samples", str(samples),
-                               "--chain", "guard", "--no-save", "--out", str(out)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, check=False)
-        if done.returncode != 0 or not out.exists():
-            print(f"transport floor not measured: {done.stderr.decode(errors='replace')[-500:]}", flush=True)
-            return None
-        report = json.loads(out.read_text())
+    report = run_against((p.run_dir / "redis_url").read_text().strip(),
+                         (p.run_dir / "database_url").read_text().strip(), chain="guard", gaps_ms="5,100",
+                         samples=samples)
+    if report is None:
+        return None
     transports = [t for _label, t in _GUARD_CHAIN]
     return {gap: {"hops": {label: {"p50_ms": hops[t]["p50_ms"], "p99_ms": hops[t]["p99_ms"], "n": hops[t]["n"]}
                            for label, t in zip(report["chain"], transports, strict=True)},

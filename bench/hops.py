@@ -22,6 +22,12 @@ ingest → POST received*). Besides the sums of p50s and of p99s (an upper bound
 drawn 100,000 times from the hops' own samples, which gives percentiles to set against a target.
 Results go to ``bench/results/hops.json``; ``(e)`` of ``bench pipeline`` runs the guard chain
 beside its tick load (the floor under that load).
+
+Each transport's CPU per message is measured too, at both ends: the side that starts it (a send's own CPU
+time; a round trip's, from the call to its answer) and the other side (the receiving process over the
+window, Redis' or the PostgreSQL backend's main thread). Summed along the copy chain (our processes' side of
+each hop, and the POST's answer read back) that is the CPU a copy costs in transports alone at that spacing:
+the floor of scenario (a)'s CPU per copy, whatever the services do on top.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import uvloop
@@ -76,25 +82,77 @@ GUARD_CHAIN = (
 # is left of a target for guard's and the executor's own work (the locked read and the book read included).
 GUARD_REQUIRED_CHAIN = tuple(hop for hop in GUARD_CHAIN if hop[0] not in ("guard: locked read", "executor: book read"))
 CHAINS = {"copy": CHAIN, "guard": GUARD_CHAIN}
+# The copy chain's CPU, on our processes' side of each hop: ``near`` the side that starts the hop (a sender, a
+# caller), ``far`` the other, ``both`` both (Redis and PostgreSQL are ours; the venue and the Insiders API are
+# not). The router reads PostgreSQL and Redis side by side: one latency, two hops of CPU; and the executor reads
+# the POST's answer.
+COPY_CPU_CHAIN = (
+    ("RTDS frame → ingest (read)", "tcp_one_way", "far"),
+    ("ingest: dedupe + append script", "redis_rtt", "both"),
+    ("ingest → router (gRPC stream)", "grpc_one_way_auth", "both"),
+    ("router: PostgreSQL read", "pg_rtt", "both"),
+    ("router: Redis read", "redis_rtt", "both"),
+    ("router: emit script", "redis_rtt", "both"),
+    ("router → executor (gRPC stream)", "grpc_one_way_auth", "both"),
+    ("executor: book read", "redis_rtt", "both"),
+    ("executor: intent INSERT + commit", "pg_insert_rtt", "both"),
+    ("executor → Insiders API (POST sent)", "tcp_one_way", "near"),
+    ("Insiders API → executor (answer read)", "tcp_one_way", "far"),
+)
 
 
-async def _round_trips(call: Callable[[], Awaitable[Any]], gap_s: float, n: int) -> list[float]:
-    """Milliseconds per ``call()``, one every ``gap_s`` (a sleep in between), after a warm-up."""
+class Cpu(NamedTuple):
+    """CPU microseconds per message of one transport, at each end."""
+
+    near_us: float  # the side that starts the hop: a send's own CPU, or a round trip's from the call to its answer
+    far_us: float  # the other side: the receiving process, or Redis' / the PostgreSQL backend's main thread
+
+
+def _thread_cpu_s(pid: int) -> float | None:
+    """CPU seconds of process ``pid``'s main thread, to the nanosecond (``/proc/PID/schedstat``); None when gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _per_message_us(total_s: float | None, n: int) -> float:
+    return round(total_s / n * 1e6, 1) if total_s is not None and n else float("nan")
+
+
+def _window_us(readings: Sequence[float], n: int) -> float:
+    """CPU microseconds per message from cumulative CPU readings taken at each message (warm-up first)."""
+    return _per_message_us(readings[-1] - readings[WARMUP - 1], n) if len(readings) > WARMUP else float("nan")
+
+
+async def _round_trips(call: Callable[[], Awaitable[Any]], gap_s: float, n: int,
+                       far_pid: int | None = None) -> tuple[list[float], Cpu]:
+    """Milliseconds per ``call()``, one every ``gap_s`` (a sleep in between), after a warm-up; and the CPU per
+    call of this process and of the main thread of ``far_pid`` (the server answering)."""
     out: list[float] = []
+    near = 0.0
+    far_begin = None
     for i in range(n + WARMUP):
         if gap_s:
             await asyncio.sleep(gap_s)
+        if i == WARMUP and far_pid:
+            far_begin = _thread_cpu_s(far_pid)
+        c = time.process_time()
         t = time.perf_counter_ns()
         await call()
         if i >= WARMUP:
             out.append((time.perf_counter_ns() - t) / 1e6)
-    return out
+            near += time.process_time() - c
+    far_end = _thread_cpu_s(far_pid) if far_pid else None
+    far = far_end - far_begin if far_begin is not None and far_end is not None else None
+    return out, Cpu(_per_message_us(near, n), _per_message_us(far, n))
 
 
 def _peer(kind: str, tmp: Path, gap_s: float, count: int,
           env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / f"{kind}.port"
     port_file.unlink(missing_ok=True)
+    port_file.with_suffix(".cpu").unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "bench._hops_peer", kind, str(port_file), str(gap_s),
                              str(count)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
@@ -105,30 +163,44 @@ def _peer(kind: str, tmp: Path, gap_s: float, count: int,
     return proc, int(port_file.read_text())
 
 
-def _one_way_ms(pairs: list[tuple[int, int]] | list[list[int]]) -> list[float]:
-    """Milliseconds from send to receipt of each ``(sent_ns, received_ns)`` after the warm-up."""
-    return [(r - s) / 1e6 for s, r in pairs[WARMUP:]]
+def _one_way_ms(pairs: Sequence[Sequence[float]]) -> list[float]:
+    """Milliseconds from send to receipt of each ``(sent_ns, received_ns, ...)`` after the warm-up."""
+    return [(p[1] - p[0]) / 1e6 for p in pairs[WARMUP:]]
 
 
-async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> list[float]:
+def _peer_cpu(tmp: Path, kind: str) -> list[float]:
+    """The CPU figures a server peer wrote when done (``bench._hops_peer``), [] when none."""
+    with contextlib.suppress(OSError, ValueError):
+        figures = json.loads((tmp / f"{kind}.cpu").read_text())
+        return [float(x) for x in figures]
+    return []
+
+
+def _mean_us(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values) * 1e6, 1) if values else float("nan")
+
+
+async def _tcp_one_way(tmp: Path, gap_s: float, n: int) -> tuple[list[float], Cpu]:
     proc, port = _peer("tcp", tmp, gap_s, n + WARMUP)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         pairs = []
+        cpu = []
         for _ in range(n + WARMUP):
             raw = await reader.readexactly(8)
             pairs.append((int.from_bytes(raw, "little"), time.time_ns()))
+            cpu.append(time.process_time())
         writer.close()
-        return _one_way_ms(pairs)
     finally:
         proc.wait(timeout=30)
+    return _one_way_ms(pairs), Cpu(_mean_us(_peer_cpu(tmp, "tcp")[WARMUP:]), _window_us(cpu, n))
 
 
 async def _grpc_pairs(server: str, client: list[str], tmp: Path, gap_s: float, n: int,
-                      experiments: str, auth: bool = False) -> list[float]:
-    """One-way milliseconds between a grpc.aio ``server`` peer and a ``client`` peer process (its ``[sent,
-    received]`` pairs on stdout), both with ``GRPC_EXPERIMENTS=experiments`` (and the internal token checked
-    and sent when ``auth``)."""
+                      experiments: str, auth: bool = False) -> tuple[list[list[float]], list[float]]:
+    """What a grpc.aio ``server`` peer and a ``client`` peer process measured, both with
+    ``GRPC_EXPERIMENTS=experiments`` (and the internal token checked and sent when ``auth``): the client's
+    ``[sent, received, cpu]`` rows (stdout) and the server's CPU figures (``bench._hops_peer``)."""
     env = {**os.environ, "GRPC_EXPERIMENTS": experiments, "TT_BENCH_HOPS_AUTH": "1" if auth else "0"}
     proc, port = _peer(server, tmp, gap_s, n + WARMUP, env)
     try:
@@ -138,19 +210,26 @@ async def _grpc_pairs(server: str, client: list[str], tmp: Path, gap_s: float, n
         out, _ = await peer.communicate()
         if peer.returncode != 0:
             raise RuntimeError(f"{client[0]} peer exited with {peer.returncode}")
-        return _one_way_ms(json.loads(out))
     finally:
         proc.wait(timeout=30)
+    return json.loads(out), _peer_cpu(tmp, server)
 
 
-async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str, auth: bool = False) -> list[float]:
-    """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``."""
-    return await _grpc_pairs("grpc", ["grpc-client"], tmp, gap_s, n, experiments, auth)
+async def _grpc_one_way(tmp: Path, gap_s: float, n: int, experiments: str,
+                        auth: bool = False) -> tuple[list[float], Cpu]:
+    """A grpc.aio server stream read by a client process with ``GRPC_EXPERIMENTS=experiments``; CPU: the
+    server's per send, the client's per message received."""
+    rows, sends = await _grpc_pairs("grpc", ["grpc-client"], tmp, gap_s, n, experiments, auth)
+    return _one_way_ms(rows), Cpu(_mean_us(sends[WARMUP:]), _window_us([r[2] for r in rows], n))
 
 
-async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str, auth: bool = False) -> list[float]:
-    """The request leg of a grpc.aio unary call: sent by a client process → the server's handler entered."""
-    return await _grpc_pairs("grpc-unary", ["grpc-unary-client", str(gap_s)], tmp, gap_s, n, experiments, auth)
+async def _grpc_unary_one_way(tmp: Path, gap_s: float, n: int, experiments: str,
+                              auth: bool = False) -> tuple[list[float], Cpu]:
+    """The request leg of a grpc.aio unary call: sent by a client process → the server's handler entered; CPU
+    of the whole call: the client's per call, the server's per call handled."""
+    rows, entries = await _grpc_pairs("grpc-unary", ["grpc-unary-client", str(gap_s)], tmp, gap_s, n, experiments,
+                                      auth)
+    return _one_way_ms(rows), Cpu(_mean_us([r[2] for r in rows[WARMUP:]]), _window_us(entries, n))
 
 
 # ``_auth``: the same with the internal token sent and checked, as between the services (the chains use those).
@@ -159,8 +238,9 @@ TRANSPORTS = ("tcp_one_way", "grpc_one_way", "grpc_one_way_auth", "grpc_one_way_
 
 
 async def _probe(name: str, redis: FastRedis, conn: psycopg.AsyncConnection[Any], tmp: Path, gap_s: float,
-                 n: int) -> list[float]:
-    """``n`` samples of one transport, one every ``gap_s``."""
+                 n: int, pids: dict[str, int]) -> tuple[list[float], Cpu]:
+    """``n`` samples of one transport, one every ``gap_s``, and its CPU per message (``pids``: the main
+    processes of Redis and of the PostgreSQL backend, when known)."""
     if name == "tcp_one_way":
         return await _tcp_one_way(tmp, gap_s, n)
     if name in ("grpc_one_way", "grpc_one_way_auth"):
@@ -170,29 +250,56 @@ async def _probe(name: str, redis: FastRedis, conn: psycopg.AsyncConnection[Any]
     if name in ("grpc_unary_one_way", "grpc_unary_one_way_auth"):
         return await _grpc_unary_one_way(tmp, gap_s, n, SERVICES_GRPC_EXPERIMENTS, auth=name.endswith("_auth"))
     if name == "redis_rtt":
-        return await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n)
+        return await _round_trips(lambda: redis.get("tt:bench:hops"), gap_s, n, pids.get("redis"))
     if name == "pg_rtt":
-        return await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n)
+        return await _round_trips(lambda: conn.execute("SELECT 1", prepare=True), gap_s, n, pids.get("postgres"))
     if name == "pg_insert_rtt":
         return await _round_trips(lambda: conn.execute("INSERT INTO bench_hops (v) VALUES ('x')", prepare=True),
-                                  gap_s, n)
+                                  gap_s, n, pids.get("postgres"))
     raise ValueError(f"unknown transport {name!r}")
 
 
+async def _server_pids(redis: FastRedis, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    """Redis' process and this connection's PostgreSQL backend, when they run on this machine."""
+    pids: dict[str, int] = {}
+    info = await redis.call("INFO", "server")
+    for line in (info.decode() if isinstance(info, bytes) else str(info)).splitlines():
+        if line.startswith("process_id:"):
+            pids["redis"] = int(line.split(":", 1)[1])
+    row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+    if row:
+        pids["postgres"] = int(row[0])
+    return {k: v for k, v in pids.items() if _is_local(v, k)}
+
+
+def _is_local(pid: int, name: str) -> bool:
+    """Whether ``pid`` is a ``name`` process on this machine (a server elsewhere has no CPU to read here)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith(name)
+    except OSError:
+        return False
+
+
 async def measure(redis_url: str, db_url: str, tmp: Path, gaps_s: list[float], samples: int,
-                  only: set[str] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Every transport (or those in ``only``) at every gap: ``{gap label: {transport: samples in ms}}``."""
+                  only: set[str] | None = None,
+                  cpu: dict[str, dict[str, Cpu]] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Every transport (or those in ``only``) at every gap: ``{gap label: {transport: samples in ms}}``; each
+    one's CPU per message goes in ``cpu`` (``{gap label: {transport: Cpu}}``) when given."""
     redis = FastRedis(redis_url)
     await redis.set("tt:bench:hops", "x")
     conn = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_hops (id bigserial PRIMARY KEY, v text NOT NULL)")
+    pids = await _server_pids(redis, conn)
     out: dict[str, dict[str, list[float]]] = {}
     try:
         for gap_s in gaps_s:
             n = samples if gap_s < 0.02 else max(50, samples // 5)
             names = [t for t in TRANSPORTS if only is None or t in only]
-            runs = {name: await _probe(name, redis, conn, tmp, gap_s, n) for name in names}
+            probed = {name: await _probe(name, redis, conn, tmp, gap_s, n, pids) for name in names}
+            runs = {name: samples_ for name, (samples_, _cpu) in probed.items()}
             out[f"{gap_s * 1000:g} ms"] = runs
+            if cpu is not None:
+                cpu[f"{gap_s * 1000:g} ms"] = {name: c for name, (_samples, c) in probed.items()}
             print(f"gap {gap_s * 1000:g} ms: " + ", ".join(
                 f"{k} p50 {summarize(v)['p50_ms']:.3f}" for k, v in runs.items()), flush=True)
     finally:
@@ -219,6 +326,28 @@ def chain_draws(samples: Mapping[str, Sequence[float]], chain: Sequence[tuple[st
     if any(not pool for pool in pools):
         raise ValueError("every hop of the chain needs samples")
     return [sum(rng.choice(pool) for pool in pools) for _ in range(draws)]
+
+
+def cpu_floor_us(cpu: Mapping[str, Cpu], chain: Sequence[tuple[str, str, str]] = COPY_CPU_CHAIN) -> float:
+    """CPU microseconds per copy of the chain's hops at one gap, our side of each (see ``COPY_CPU_CHAIN``)."""
+    total = 0.0
+    for _label, transport, side in chain:
+        c = cpu[transport]
+        total += {"near": c.near_us, "far": c.far_us, "both": c.near_us + c.far_us}[side]
+    return round(total, 1)
+
+
+def _show_cpu(cpu: dict[str, dict[str, Cpu]]) -> dict[str, float]:
+    """Print each transport's CPU per message and the copy chain's sum; returns the sums per gap."""
+    gaps = list(cpu)
+    print(f"{'CPU per message, µs':40}" + "".join(f"{'gap ' + g:>22}" for g in gaps))
+    print(f"{'':40}" + "".join(f"{'start / other end':>22}" for _ in gaps))
+    for t in cpu[gaps[0]]:
+        print(f"{t:40}" + "".join(f"{cpu[g][t].near_us:>13.1f} / {cpu[g][t].far_us:<6.1f}" for g in gaps))
+    floors_us = {g: cpu_floor_us(cpu[g]) for g in gaps if all(t in cpu[g] for _l, t, _s in COPY_CPU_CHAIN)}
+    if floors_us:
+        print(f"{'copy chain, our side (CPU per copy)':40}" + "".join(f"{floors_us[g]:>19.1f} µs" for g in floors_us))
+    return floors_us
 
 
 def _show(results: dict[str, Any], chain: Sequence[tuple[str, str]] = CHAIN) -> None:
@@ -253,6 +382,22 @@ def floors(raw: dict[str, dict[str, list[float]]], chain: Sequence[tuple[str, st
     return out
 
 
+def run_against(redis_url: str, db_url: str, *, chain: str, gaps_ms: str, samples: int) -> dict[str, Any] | None:
+    """``bench hops`` in a process of its own against this Redis and PostgreSQL (a running stack's): its report
+    (``--out``), or None when it failed (said on stdout: a missing floor is reported, not fatal)."""
+    with tempfile.TemporaryDirectory(prefix="tt-bench-floor-") as tmp:
+        out = Path(tmp) / "floor.json"
+        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": db_url}
+        done = subprocess.run([sys.executable, "-m", "bench", "hops", "--gaps-ms", gaps_ms, "--samples", str(samples),
+                               "--chain", chain, "--no-save", "--out", str(out)], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, check=False)
+        if done.returncode != 0 or not out.exists():
+            print(f"transport floor not measured: {done.stderr.decode(errors='replace')[-500:]}", flush=True)
+            return None
+        report: dict[str, Any] = json.loads(out.read_text())
+        return report
+
+
 def main(argv: list[str]) -> int:
     """Measure the hops, print the table, save the results."""
     parser = argparse.ArgumentParser(prog="bench hops", description=__doc__.splitlines()[0])
@@ -279,7 +424,8 @@ def main(argv: list[str]) -> int:
     try:
         # the copy chain shows every transport; the guard chain its own and its unary leg without the token
         only = {t for _label, t in chain} | {"grpc_unary_one_way"} if args.chain != "copy" else None
-        raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples, only))
+        cpu: dict[str, dict[str, Cpu]] = {}
+        raw = uvloop.run(measure(redis_url, db_url, tmp, gaps_s, samples, only, cpu))
     finally:
         if redis_pid:
             stop_pid(redis_pid)
@@ -296,8 +442,12 @@ def main(argv: list[str]) -> int:
             r = required[gap]
             print(f"gap {gap}: its required hops alone (no locked read, no book read) p50 {r['drawn_p50_ms']:.3f}"
                   f" / p99 {r['drawn_p99_ms']:.3f} / p99.9 {r['drawn_p99_9_ms']:.3f} ms")
+    cpu_floor = _show_cpu(cpu)
     report = {"samples": samples, "chain_name": args.chain, "chain": [label for label, _ in chain],
-              "hops": results, "floor": floor, "floor_required": required}
+              "hops": results, "floor": floor, "floor_required": required,
+              "cpu_us_per_message": {g: {t: c._asdict() for t, c in per.items()} for g, per in cpu.items()},
+              "copy_cpu_chain": [f"{label} ({side})" for label, _t, side in COPY_CPU_CHAIN],
+              "copy_cpu_floor_us": cpu_floor}
     if args.out:
         Path(args.out).write_text(json.dumps(report))
     if not args.no_save:

@@ -5,7 +5,9 @@
 service as a supervised subprocess (:class:`tools.pipeline.Pipeline`, embedded PostgreSQL and Redis
 under a temporary run folder), then measures:
 
-(a) one follower, leader trades at 200/s for 60 s (targets p50 ≤ 2.5 ms, p99 ≤ 8 ms);
+(a) one follower, leader trades at 200/s for 60 s (targets p50 ≤ 2.5 ms, p99 ≤ 8 ms), then the copy chain's
+    transports alone (``bench hops`` against the stack's Redis and PostgreSQL, ``TT_BENCH_FLOOR=0`` skips it):
+    their latency and the CPU per copy of our side of them, the floor under (a)'s figures;
 (b) one leader trade fanned out to 1,000 LIVE followers, 20 runs: frame received → last POST
     (target ≤ 150 ms at p99 of the runs), with each process's CPU per fan-out until the last POST and
     while settling; ``--quiet-runs`` starts each run only once the previous one's settling is over;
@@ -44,6 +46,7 @@ from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_guard import scenario_e
 from bench._pipeline_harness import RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
+from bench.hops import run_against
 from sim.polymarket import SimMarket
 from tools.pipeline import HARNESS_TUNING, Pipeline, PipelineError, free_port_env, isolated_env
 
@@ -80,7 +83,24 @@ def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dic
     rows = {k: summarize(v) for k, v in b.hops(records).items()}
     return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records),
             "cpu_ms_per_trade": {k: round(v * 1e3 / max(1, sent), 3) for k, v in cpu.items()},
-            "latency": rows, "targets": {"p50_ms": 2.5, "p99_ms": 8}, **b.load_summary()}
+            "latency": rows, "targets": {"p50_ms": 2.5, "p99_ms": 8}, **b.load_summary(),
+            "copy_floor": copy_floor(b, samples=100 if duration_s < 10 else 400)}
+
+
+def copy_floor(b: Bench, samples: int) -> dict[str, Any] | None:
+    """The copy chain's transports alone, against the stack's Redis and PostgreSQL once (a)'s trades are in, one
+    message every 1 ms and every 5 ms (a's spacing at 200 trades/s): the drawn totals of their latency and the
+    CPU per copy of our side of them (``bench hops``); None when it could not be measured."""
+    if os.environ.get("TT_BENCH_FLOOR", "1") == "0":
+        return None
+    report = run_against((b.p.run_dir / "redis_url").read_text().strip(),
+                         (b.p.run_dir / "database_url").read_text().strip(), chain="copy", gaps_ms="1,5",
+                         samples=samples)
+    if report is None:
+        return None
+    return {gap: {"drawn_p50_ms": f["drawn_p50_ms"], "drawn_p99_ms": f["drawn_p99_ms"],
+                  "cpu_ms_per_copy": round(report["copy_cpu_floor_us"][gap] / 1e3, 3)}
+            for gap, f in report["floor"].items() if gap in report.get("copy_cpu_floor_us", {})}
 
 
 def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict[str, Any]:
@@ -196,9 +216,17 @@ def start_pipeline(run_dir: Path, tuning: dict[str, str] | None = None) -> Pipel
 
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
     extra = {k: v for k, v in result.items()
-             if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load")}
+             if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load", "copy_floor")}
     print(f"--- {title} (load1 max {result.get('load1_max')}) {extra}", flush=True)
     print_table(result["latency"], target)
+    copy = result.get("copy_floor")
+    if copy:
+        total = sum(v for k, v in result.get("cpu_ms_per_trade", {}).items() if k != "sim+bench")
+        print("copy chain's transports alone (bench hops against the stack's Redis and PostgreSQL), one message every "
+              + " / ".join(copy) + ": latency drawn p50 / p99 "
+              + " ; ".join(f"{c['drawn_p50_ms']:.3f} / {c['drawn_p99_ms']:.3f} ms" for c in copy.values())
+              + "; CPU per copy " + " / ".join(f"{c['cpu_ms_per_copy']:.3f}" for c in copy.values())
+              + f" ms (measured above: {total:.3f} ms a copy over the services, PostgreSQL and Redis)", flush=True)
     floor = result.get("transport_floor_under_load")
     if floor:
         gaps = list(floor)

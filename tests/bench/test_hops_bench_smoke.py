@@ -9,14 +9,30 @@ from pathlib import Path
 import pytest
 
 from bench import summarize
-from bench.hops import CHAIN, GUARD_CHAIN, GUARD_REQUIRED_CHAIN, chain_draws, chains, floors, measure
+from bench.hops import (
+    CHAIN,
+    COPY_CPU_CHAIN,
+    GUARD_CHAIN,
+    GUARD_REQUIRED_CHAIN,
+    TRANSPORTS,
+    Cpu,
+    chain_draws,
+    chains,
+    cpu_floor_us,
+    floors,
+    measure,
+)
 
 
 @pytest.mark.integration
 async def test_hops_bench_measures_every_transport_of_both_chains(redis_url: str, db_url: str,
                                                                   tmp_path: Path) -> None:
-    raw = await measure(redis_url, db_url, tmp_path, [0.001], 5)
+    cpu: dict[str, dict[str, Cpu]] = {}
+    raw = await measure(redis_url, db_url, tmp_path, [0.001], 5, cpu=cpu)
 
+    assert set(cpu["1 ms"]) == set(TRANSPORTS)
+    assert all(c.near_us > 0 and c.far_us > 0 for c in cpu["1 ms"].values())  # both ends of every hop, measured
+    assert cpu_floor_us(cpu["1 ms"]) > 0
     runs = raw["1 ms"]
     for chain in (CHAIN, GUARD_CHAIN):
         assert all(len(runs[t]) == 5 and min(runs[t]) > 0 for _, t in chain)
@@ -64,3 +80,20 @@ def test_the_required_guard_chain_keeps_the_contracts_hops_in_order() -> None:
         "ingest → guard (tick log append + read)", "guard → executor (SubmitOrder request)",
         "executor: intent INSERT + commit", "executor → Insiders API (POST)"]
     assert set(GUARD_REQUIRED_CHAIN) < set(GUARD_CHAIN)
+
+
+@pytest.mark.parametrize(("side", "expected"), [("near", 1.0), ("far", 10.0), ("both", 11.0)])
+def test_the_cpu_floor_counts_the_side_of_each_hop_it_names(side: str, expected: float) -> None:
+    cpu = {"t": Cpu(1.0, 10.0)}
+
+    assert cpu_floor_us(cpu, [("a hop", "t", side)]) == expected
+    assert cpu_floor_us(cpu, [("a hop", "t", side), ("again", "t", side)]) == 2 * expected
+
+
+def test_the_copy_cpu_chain_counts_our_side_of_every_hop_of_the_copy_chain() -> None:
+    assert {t for _label, t in CHAIN} <= {t for _label, t, _side in COPY_CPU_CHAIN}
+    assert {side for _label, _t, side in COPY_CPU_CHAIN} <= {"near", "far", "both"}
+    # the venue's send and the Insiders API's receipt are not ours; the router reads Redis beside PostgreSQL
+    assert [side for label, _t, side in COPY_CPU_CHAIN if "Insiders API" in label or "RTDS" in label] == [
+        "far", "near", "far"]
+    assert sum(1 for _label, t, _side in COPY_CPU_CHAIN if t == "redis_rtt") == 4
