@@ -192,6 +192,42 @@ def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
     return PriceChangeMsg(market, (_change(d, asset_id),), venue_ms)
 
 
+def _plain(value: Any, max_len: int) -> bool:
+    """A string ``fields.text`` would return unchanged: ASCII, no NUL, at most ``max_len`` long."""
+    return value.__class__ is str and len(value) <= max_len and value.isascii() and "\x00" not in value
+
+
+def parse_last_trade(d: dict[str, Any]) -> LastTradeMsg:
+    """A ``last_trade_price`` (one per trade of a followed market: thousands a second when markets are busy).
+
+    Prices seen before and plain strings are taken inline; anything else goes through the checked readers,
+    which give the same values or the same error (``last_trade_checked``)."""
+    get = d.get
+    raw = get("price")
+    price = _PRICES.get(raw) if raw.__class__ is str else None
+    asset_id = get("asset_id")
+    market = get("market")
+    side = get("side")
+    if (price is None or not _plain(asset_id, 100) or not asset_id or not _plain(market, 2000)
+            or (side != "BUY" and side != "SELL")):
+        return last_trade_checked(d)
+    raw = get("size")
+    size = _SIZES.get(raw) if raw.__class__ is str else None  # a size cached is one m.decimal reads the same
+    if size is None and raw is not None:
+        size = m.decimal(d, "size", required=False)
+    return LastTradeMsg(asset_id, market.lower(), price, size, side, _millis(d))
+
+
+def last_trade_checked(d: dict[str, Any]) -> LastTradeMsg:
+    """:func:`parse_last_trade` through the checked readers only."""
+    price = price_or_none(d, "price")
+    if price is None:
+        raise m.ParseError(m.MISSING_FIELD, "price")
+    return LastTradeMsg(asset(d, "asset_id"), m.text(d, "market").lower(), price,
+                        m.decimal(d, "size", required=False), m.side(d, "side", required=False),
+                        m.millis(d, "timestamp"))
+
+
 def parse_event(d: dict[str, Any]) -> ClobMsg:
     """One market-channel event, dispatched on ``event_type``; unknown types are ignored, not errors."""
     kind = d.get("event_type")
@@ -200,12 +236,7 @@ def parse_event(d: dict[str, Any]) -> ClobMsg:
     if kind == "price_change":
         return parse_price_change(d)
     if kind == "last_trade_price":
-        price = price_or_none(d, "price")
-        if price is None:
-            raise m.ParseError(m.MISSING_FIELD, "price")
-        return LastTradeMsg(asset(d, "asset_id"), m.text(d, "market").lower(), price,
-                            m.decimal(d, "size", required=False), m.side(d, "side", required=False),
-                            m.millis(d, "timestamp"))
+        return parse_last_trade(d)
     if kind == "tick_size_change":
         new = tick(d, "new_tick_size")
         if new is None:

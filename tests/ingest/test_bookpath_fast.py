@@ -193,3 +193,37 @@ async def test_running_publisher_writes_without_flush_calls_and_survives_a_kille
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await r.aclose()
+
+
+def last_trade(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"event_type": "last_trade_price", "asset_id": T1, "market": "0x" + "AB" * 32,
+                            "price": "0.62", "size": "125.5", "side": "BUY", "timestamp": "1700000000123"}
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not _ABSENT}
+
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"side": "SELL"}, {"side": "sell"}, {"side": _ABSENT}, {"side": "HOLD"}, {"side": 1},
+    {"price": "0.5"}, {"price": 0.5}, {"price": "1.5"}, {"price": "x"}, {"price": _ABSENT},
+    {"size": "0"}, {"size": "10"}, {"size": 3}, {"size": "-1"}, {"size": "abc"}, {"size": None}, {"size": ""},
+    {"size": _ABSENT},
+    {"asset_id": ""}, {"asset_id": 7}, {"asset_id": "9" * 101}, {"asset_id": "a\x00b"}, {"asset_id": "é"},
+    {"market": _ABSENT}, {"market": 5}, {"market": "0x\x00ab"}, {"market": "m" * 2001}, {"market": "Ü"},
+    {"timestamp": "1.5e12"}, {"timestamp": "-1"}, {"timestamp": _ABSENT}, {"timestamp": "99999999999999999"},
+])
+def test_the_last_trade_fast_path_agrees_with_the_checked_parser(fields: dict[str, Any]) -> None:
+    clob.parse_event(last_trade())  # "0.62" and friends cached
+    clob.parse_event(change(size="10"))  # a size cached too
+    d = last_trade(**fields)
+    try:
+        expected: Any = clob.last_trade_checked(d)
+    except ParseError as exc:
+        expected = exc.kind
+    try:
+        got: Any = clob.parse_event(d)
+    except ParseError as exc:
+        got = exc.kind
+    assert got == expected
