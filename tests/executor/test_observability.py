@@ -73,6 +73,19 @@ def test_orders_are_counted_once_at_their_end_with_the_copy_stages(reader: InMem
     assert not alerts()
 
 
+def test_a_batch_counts_every_order_of_a_label_set(reader: InMemoryMetricReader) -> None:
+    m = ExecutorMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    m.observe([change(f"co_{i}", State.FILLED, epb.ORDER_EVENT_TYPE_FILLED, booking=True) for i in range(3)]
+              + [change("co_9", State.REJECTED, epb.ORDER_EVENT_TYPE_REJECTED, reason="STALE_ORDER", posted=False)])
+    m.observe([change("co_5", State.FILLED, epb.ORDER_EVENT_TYPE_FILLED, booking=True)])
+    got = points(reader)
+    assert {(p.attributes["state"], p.attributes["reason"]): p.value for p in got["executor.orders"]} == {
+        ("FILLED", ""): 4, ("REJECTED", "STALE_ORDER"): 1}
+    assert {p.attributes["origin"]: p.value for p in got["executor.first_fills"]} == {"COPY": 4}
+    [p] = got["executor.copy_latency"]
+    assert p.count == 4  # a histogram still takes every order's own value
+
+
 def test_a_lost_order_raises_one_critical_alert() -> None:
     lost = change("co_9", State.LOST, epb.ORDER_EVENT_TYPE_LOST, reason="NOT_FOUND")
     observe_all([ExecutorMetrics().observe, None])([lost, change("co_9", State.LOST, None)])
