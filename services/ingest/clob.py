@@ -206,7 +206,7 @@ def parse_last_trade(d: dict[str, Any]) -> LastTradeMsg:
     raw = get("price")
     price = _PRICES.get(raw) if raw.__class__ is str else None
     asset_id = get("asset_id")
-    market = get("market")
+    market: Any = get("market")
     side = get("side")
     if (price is None or not _plain(asset_id, 100) or not asset_id or not _plain(market, 2000)
             or (side != "BUY" and side != "SELL")):
