@@ -170,9 +170,15 @@ def _changes_seen(raw: Any) -> tuple[LevelChange, ...] | None:
     return tuple(out)
 
 
+def _plain(value: Any, max_len: int) -> bool:
+    """A string ``fields.text`` would return unchanged: ASCII, no NUL, at most ``max_len`` long."""
+    return value.__class__ is str and len(value) <= max_len and value.isascii() and "\x00" not in value
+
+
 def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
     """A ``price_change`` in the current (v2) or either legacy schema."""
-    market = m.text(d, "market").lower()
+    market: Any = d.get("market")
+    market = market.lower() if _plain(market, 2000) else m.text(d, "market").lower()
     venue_ms = _millis(d)
     if "price_changes" in d:
         raw = d["price_changes"]
@@ -190,11 +196,6 @@ def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
             raise m.ParseError(m.BAD_FIELD, "changes must be an array of objects")
         return PriceChangeMsg(market, tuple([_change(c, asset_id) for c in raw]), venue_ms)
     return PriceChangeMsg(market, (_change(d, asset_id),), venue_ms)
-
-
-def _plain(value: Any, max_len: int) -> bool:
-    """A string ``fields.text`` would return unchanged: ASCII, no NUL, at most ``max_len`` long."""
-    return value.__class__ is str and len(value) <= max_len and value.isascii() and "\x00" not in value
 
 
 def parse_last_trade(d: dict[str, Any]) -> LastTradeMsg:

@@ -227,3 +227,20 @@ def test_the_last_trade_fast_path_agrees_with_the_checked_parser(fields: dict[st
     except ParseError as exc:
         got = exc.kind
     assert got == expected
+
+
+@pytest.mark.parametrize("market", ["0x" + "Ab" * 32, "", None, 5, "0x\x00ab", "m" * 2001, "Ü", "m" * 2000])
+def test_a_price_change_reads_its_market_as_the_checked_reader_does(market: Any) -> None:
+    d = change()
+    d["market"] = market
+    try:
+        expected: Any = model.text(d, "market").lower()
+    except ParseError as exc:
+        expected = exc.kind
+    try:
+        msg = clob.parse_event(d)
+        assert isinstance(msg, clob.PriceChangeMsg)
+        got: Any = msg.market
+    except ParseError as exc:
+        got = exc.kind
+    assert got == expected
