@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,20 @@ def change(**fields: Any) -> dict[str, Any]:
                             "price_changes": [{"asset_id": T1, "price": "0.5", "size": "10", "side": "BUY"}]}
     base["price_changes"][0].update(fields)
     return base
+
+
+def outcome(read: Callable[[], Any]) -> Any:
+    """What ``read()`` gives: its value, or the kind of the ParseError it raises (fast and checked paths compared)."""
+    try:
+        return read()
+    except ParseError as exc:
+        return exc.kind
+
+
+def price_change(d: dict[str, Any]) -> clob.PriceChangeMsg:
+    msg = clob.parse_event(d)
+    assert isinstance(msg, clob.PriceChangeMsg)
+    return msg
 
 
 @pytest.mark.parametrize(("fields", "kind"), [
@@ -68,17 +83,7 @@ def test_good_values_parse_the_same_cached_or_not(fields: dict[str, Any], price:
 def test_the_timestamp_fast_path_agrees_with_the_checked_parser(stamp: Any) -> None:
     d = change()
     d["timestamp"] = stamp
-    try:
-        expected: Any = model.millis(d, "timestamp")
-    except ParseError as exc:
-        expected = exc.kind
-    try:
-        msg = clob.parse_event(d)
-        assert isinstance(msg, clob.PriceChangeMsg)
-        got: Any = msg.venue_ms
-    except ParseError as exc:
-        got = exc.kind
-    assert got == expected
+    assert outcome(lambda: price_change(d).venue_ms) == outcome(lambda: model.millis(d, "timestamp"))
 
 
 @pytest.mark.parametrize("fields", [{"best_bid": "0.49", "best_ask": "0.51"}, {"best_bid": "", "best_ask": None},
@@ -218,29 +223,11 @@ def test_the_last_trade_fast_path_agrees_with_the_checked_parser(fields: dict[st
     clob.parse_event(last_trade())  # "0.62" and friends cached
     clob.parse_event(change(size="10"))  # a size cached too
     d = last_trade(**fields)
-    try:
-        expected: Any = clob.last_trade_checked(d)
-    except ParseError as exc:
-        expected = exc.kind
-    try:
-        got: Any = clob.parse_event(d)
-    except ParseError as exc:
-        got = exc.kind
-    assert got == expected
+    assert outcome(lambda: clob.parse_event(d)) == outcome(lambda: clob.last_trade_checked(d))
 
 
 @pytest.mark.parametrize("market", ["0x" + "Ab" * 32, "", None, 5, "0x\x00ab", "m" * 2001, "Ü", "m" * 2000])
 def test_a_price_change_reads_its_market_as_the_checked_reader_does(market: Any) -> None:
     d = change()
     d["market"] = market
-    try:
-        expected: Any = model.text(d, "market").lower()
-    except ParseError as exc:
-        expected = exc.kind
-    try:
-        msg = clob.parse_event(d)
-        assert isinstance(msg, clob.PriceChangeMsg)
-        got: Any = msg.market
-    except ParseError as exc:
-        got = exc.kind
-    assert got == expected
+    assert outcome(lambda: price_change(d).market) == outcome(lambda: model.text(d, "market").lower())
