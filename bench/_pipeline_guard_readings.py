@@ -65,14 +65,14 @@ def _pids(p: Any) -> dict[str, int]:
 
 
 def _last_stats(text: str) -> dict[str, Any]:
-    """Guard's last stats line (counters and median fire stages)."""
+    """Guard's last stats line (counters, median fire stages, publisher runs held back by fires)."""
     found: dict[str, Any] = {}
     for line in text.splitlines():
         if '"guard stats"' in line:
             with contextlib.suppress(ValueError):
                 found = json.loads(line)
     return {k: found[k] for k in ("ticks", "unchanged_ticks", "quiet_ticks", "stale_ticks", "ignored_ticks", "held",
-                                  "fire") if k in found}
+                                  "fire", "window") if k in found}
 
 
 def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:

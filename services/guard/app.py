@@ -32,7 +32,7 @@ from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.config import Settings
 from services.guard.coordinator import Clients, Guard, Stores, Tuning
-from services.guard.loops import reraise_if_cancelled, stop_tasks
+from services.guard.loops import FireWindow, reraise_if_cancelled, stop_tasks
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
 from services.guard.tick_feed import TickFeed
@@ -174,14 +174,18 @@ async def start(settings: Settings) -> Running:
     events_log = DurableLog(stream_redis, TRIGGER_EVENTS, maxlen=t.stream_maxlen)
     triggers = TriggerStore(pool, utcnow)
     markets = RedisMarkets(redis, cache_s=t.market_cache_s)
-    outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s)
-    watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version)
+    # the publishers below run after the fires under way (FireWindow): they share guard's loop and the CPU
+    window = FireWindow()
+    outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s,
+                             yield_to=window.yield_to_fires)
+    watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version,
+                           yield_to=window.yield_to_fires)
     bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
-                           lease_s=t.band_lease_s) if t.bands else None)
+                           lease_s=t.band_lease_s, yield_to=window.yield_to_fires) if t.bands else None)
     guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
                   Clients(executor=GrpcExecutor(executor_ch, timeout_s=t.submit_timeout_s),
                           markets=markets, outbox=outbox, watch=watch, bands=bands),
-                  tuning(settings))
+                  tuning(settings), fire_window=window)
     _RUNNING.add(guard)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),

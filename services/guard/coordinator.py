@@ -24,7 +24,7 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import Firer
-from services.guard.loops import Batches, stop_tasks
+from services.guard.loops import Batches, FireWindow, stop_tasks
 from services.guard.order_flow import Answers, OrderFlow
 from services.guard.ports import CopyExits, Executor, Kickable, MarketCache, TriggerRows
 from services.guard.trigger_changes import TriggerChanges
@@ -122,7 +122,7 @@ class Guard:
     """Runs the engine against live prices and keeps it in line with PostgreSQL."""
 
     def __init__(self, stores: Stores, clients: Clients, tuning: Tuning | None = None, *,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, fire_window: FireWindow | None = None) -> None:
         tuning = tuning or Tuning()
         self.engine = Engine()
         self.store = stores.triggers
@@ -148,7 +148,7 @@ class Guard:
                            rearm=self.changes.rearm, clock_ns=clock_ns, max_slippage_bps=tuning.max_slippage_bps,
                            crash_after=tuning.crash_after, concurrency=tuning.fire_concurrency,
                            bookkeeping_interval_s=tuning.bookkeeping_interval_s,
-                           submitted_mark_delay_s=tuning.submitted_mark_delay_s)
+                           submitted_mark_delay_s=tuning.submitted_mark_delay_s, window=fire_window)
         self._conditions: dict[str, set[str]] = {}
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.
@@ -275,9 +275,9 @@ class Guard:
         for c in out.cancelled:
             by_winner.setdefault(c.by, []).append(c)
         for f in out.fired:
-            self.spawn(self.firer.fire(f, by_winner.get(f.spec.id, []),
-                                        TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace,
-                                                 info.handled_ns)))
+            self.spawn(self.firer.launch(f, by_winner.get(f.spec.id, []),
+                                          TickInfo(f.price, info.venue_time_ms, info.received_time_ns, info.trace,
+                                                   info.handled_ns)))
         if out.held:
             self.stats.held += len(out.held)
             price = out.held[0].price
@@ -371,9 +371,12 @@ class Guard:
         return self.engine.assets()
 
     def log_stats(self) -> None:
-        """One log line with the counters and the recent tick lag and fire stage durations."""
+        """One log line with the counters, the recent tick lag and fire stage durations, and how often the
+        publishers waited for fires (``window``)."""
+        window = self.firer.window
         log.info("guard stats", extra={"armed": len(self.engine), "assets": len(self.engine.assets()),
-                                       **self.stats.summary(), "fire": self.firer.stats.summary()})
+                                       **self.stats.summary(), "fire": self.firer.stats.summary(),
+                                       "window": {"held": window.held, "overrun": window.overrun}})
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the coordinator tracks (:meth:`drain` waits for it; a failure is logged)."""

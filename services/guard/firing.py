@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Fired
 from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
 from services.guard.domain.trigger_rows import TriggerRow, client_order_id
-from services.guard.loops import Kicked, reraise_if_cancelled
+from services.guard.loops import FireWindow, Kicked, reraise_if_cancelled
 from services.guard.ports import Executor, FireRecords, Markets, SubmitRejected
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -106,7 +106,7 @@ class Firer:
                  rearm: Callable[..., object],
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
                  concurrency: int = 8, backoff: Backoff | None = None, bookkeeping_interval_s: float = 0.0,
-                 submitted_mark_delay_s: float = 0.0) -> None:
+                 submitted_mark_delay_s: float = 0.0, window: FireWindow | None = None) -> None:
         self.store = store
         self.executor = executor
         self.markets = markets
@@ -118,6 +118,7 @@ class Firer:
         self.backoff = backoff or Backoff(0.05, 2.0)
         self.rng = random.Random()
         self.stats = FireStats()
+        self.window = window or FireWindow()  # fires launched and not yet answered (the publishers wait for them)
         self.in_flight: set[str] = set()
         self.submitted = SubmittedMarker(store.mark_submitted, min_interval_s=bookkeeping_interval_s,
                                          delay_s=submitted_mark_delay_s)
@@ -130,8 +131,31 @@ class Firer:
         if done is not None:
             await done.wait()
 
-    async def fire(self, fired: Fired, siblings: list[Cancelled], tick: TickInfo) -> FireResult | None:
-        """Record one fire (and its OCO cancellations), then submit its SELL."""
+    def launch(self, fired: Fired, siblings: list[Cancelled],
+               tick: TickInfo) -> Coroutine[Any, Any, FireResult | None]:
+        """:meth:`fire`, for a task: counted in :attr:`window` from this call (before the task starts, so the
+        publishers kicked by the same tick wait for it) until the first answer to its SELL, or its end."""
+        self.window.begin()
+        return self._fire_in_window(fired, siblings, tick)
+
+    async def _fire_in_window(self, fired: Fired, siblings: list[Cancelled], tick: TickInfo) -> FireResult | None:
+        ended = False
+
+        def end(_task: object = None) -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self.window.end()
+
+        try:
+            return await self.fire(fired, siblings, tick, on_answer=end)
+        finally:
+            end()
+
+    async def fire(self, fired: Fired, siblings: list[Cancelled], tick: TickInfo, *,
+                   on_answer: Callable[[asyncio.Task[Any]], object] | None = None) -> FireResult | None:
+        """Record one fire (and its OCO cancellations), then submit its SELL; ``on_answer`` is called when
+        the first submission of the SELL ends (answered or failed)."""
         spec = fired.spec
         sibling_ids = [c.spec.id for c in siblings]
         marks = {t.id: t.high_water_mark for t in (spec, *(c.spec for c in siblings))
@@ -235,6 +259,8 @@ class Firer:
                 answered: list[float] = []
                 if first is not None:
                     first.add_done_callback(lambda _t: answered.append(time.perf_counter()))
+                    if on_answer is not None:
+                        first.add_done_callback(on_answer)
                 recording.set()
                 await self.submit(result.row.id, decision.order_id, decision.order, first=first)
                 t_dec = decided_at[0] if decided_at else t2

@@ -46,7 +46,7 @@ def in_process_guard(specs: list[TriggerSpec], *, stub_fires: bool = False) -> t
                   clock_ns=lambda: NOW_NS)
     guard.engine = load(specs)
     if stub_fires:
-        async def no_fire(*_a: Any) -> None:
+        async def no_fire(*_a: Any, **_k: Any) -> None:
             return None
 
         guard.firer.fire = no_fire  # type: ignore[method-assign,assignment]

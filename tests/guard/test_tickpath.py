@@ -58,7 +58,7 @@ async def test_a_stale_tick_crossing_another_trigger_of_a_held_asset_holds_it() 
     assert store.holds == [(["s"], True), (["s2"], True)]
 
 
-async def _no_fire(*_a: Any) -> None:
+async def _no_fire(*_a: Any, **_k: Any) -> None:
     return None
 
 

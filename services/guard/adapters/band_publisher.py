@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMessage, BandMeta, encode
@@ -30,13 +30,15 @@ class BandPublisher:
     """Keeps ``tt:guard:bands`` equal to the engine's published bands (a ``Kickable``: kicked on engine changes)."""
 
     def __init__(self, redis: Any, engine: Callable[[], Engine], through_ns: Callable[[], int], *,
-                 beat_s: float = 1.0, lease_s: float = 5.0, min_interval_s: float = 0.002) -> None:
+                 beat_s: float = 1.0, lease_s: float = 5.0, min_interval_s: float = 0.002,
+                 yield_to: Callable[[], Awaitable[None]] | None = None) -> None:
         self.redis = redis
         self.engine = engine
         self.through_ns = through_ns
         self.beat_s = beat_s
         self.lease_s = lease_s
         self.min_interval_s = min_interval_s
+        self.yield_to = yield_to  # awaited before each run of run() (FireWindow.yield_to_fires)
         self.epoch = secrets.token_hex(8)  # this process: a reader drops bands another process wrote
         self.seq = 0
         self.published: dict[str, str] | None = None  # None: the next write rewrites the hash
@@ -105,6 +107,8 @@ class BandPublisher:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_beat - loop.time()))
+            if self.yield_to is not None:
+                await self.yield_to()
             self._wake.clear()
             beat = loop.time() >= next_beat or self.published is None
             try:

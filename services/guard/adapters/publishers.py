@@ -3,7 +3,7 @@ set for ingest."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +23,11 @@ class OutboxPublisher(Kicked):
     """Appends unpublished ``guard_trigger_events`` rows to the durable log, in order, then marks them."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], log_: DurableLog, clock: Clock, *, batch: int = 500,
-                 keep_s: float = 86_400.0, prune_every: int = 1000, min_interval_s: float = 0.0) -> None:
+                 keep_s: float = 86_400.0, prune_every: int = 1000, min_interval_s: float = 0.0,
+                 yield_to: Callable[[], Awaitable[None]] | None = None) -> None:
         # Kicked by every fire, settle and hold: each run costs two PostgreSQL transactions and a Redis
         # append, so under load runs are spaced by ``min_interval_s`` and publish what gathered meanwhile.
-        super().__init__("outbox publisher", min_interval_s=min_interval_s)
+        super().__init__("outbox publisher", min_interval_s=min_interval_s, yield_to=yield_to)
         self.pool = dict_pool(pool)
         self.log = log_
         self.clock = clock
@@ -61,8 +62,9 @@ class OutboxPublisher(Kicked):
 class WatchPublisher(Kicked):
     """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest."""
 
-    def __init__(self, redis: Any, assets: Callable[[], set[str]], version: Callable[[], object] | None = None) -> None:
-        super().__init__("watch publisher")
+    def __init__(self, redis: Any, assets: Callable[[], set[str]], version: Callable[[], object] | None = None, *,
+                 yield_to: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__("watch publisher", yield_to=yield_to)
         self.redis = redis
         self.assets = assets
         self.version = version  # when given: a value that changes whenever the set may have (skips the diff)
