@@ -64,6 +64,7 @@ from bench._pipeline_guard_readings import (
     _pids,
     _profile,
     _quiet_cpu,
+    e_target,
 )
 from bench._triggers import asset_id, seed_triggers
 from common.streams import PRICE_TICKS
@@ -291,6 +292,7 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
     lags = _guard_lags(guard_log, since_ms)
     guard_pid = pids.get("guard", 0)
     r.close()
+    hot_latency = summarize(hot_ingest_ms)
     return {"triggers": n_triggers + hot, "assets": n_assets + hot, "seed_s": round(seed_s, 1),
             "guard_load_s": load_s, "hot_planned": hot, "fired": len(samples), "missing": missing,
             "background": {**bg, "walk": walk, "rate_target": rate, "ticks_during_measure": bg_ticks,
@@ -308,10 +310,10 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
             "guard_rss_mb": round(memory_mb(guard_pid).get("VmRSS", 0.0), 1), "guard_stats": _last_stats(guard_log),
             "ticks_log_capped": xlen2 >= 950_000,
             "latency": {"hot: sim frame→SELL POST": summarize(samples),
-                        "hot: ingest→SELL POST": summarize(hot_ingest_ms),
+                        "hot: ingest→SELL POST": hot_latency,
                         "walk fires: ingest→SELL POST": summarize(ingest_ms),
                         **{f"hot: {k}": summarize(v) for k, v in stages.items()}},
-            "transport_floor_under_load": floor,
+            "transport_floor_under_load": floor, "target": e_target(hot_latency["p99_ms"], floor),
             "load1_max": round(max(load_samples), 2), "load_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 

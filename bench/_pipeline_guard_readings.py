@@ -91,6 +91,20 @@ def _floor_under_load(p: Any, samples: int = 500) -> dict[str, Any] | None:
             for gap, hops in report["hops"].items()}
 
 
+CROSSING_SPACING = "100 ms"  # the measured crossings come one at a time, ~0.1 s apart
+
+
+def e_target(p99_ms: float, floor: dict[str, Any] | None, spacing: str = CROSSING_SPACING) -> dict[str, Any] | None:
+    """Issue 38's target for (e): ingest → SELL POST p99 ≤ 2 × the required hops' drawn p99 at the crossings'
+    spacing (None without that floor)."""
+    chain = (floor or {}).get(spacing, {}).get("required_chain")
+    if not chain or p99_ms != p99_ms:  # no floor, or no SELL measured (NaN)
+        return None
+    limit = 2 * chain["drawn_p99_ms"]
+    return {"spacing": spacing, "floor_p99_ms": chain["drawn_p99_ms"], "limit_p99_ms": round(limit, 3),
+            "p99_ms": round(p99_ms, 3), "met": p99_ms <= limit}
+
+
 def _profile(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
     """With ``TT_BENCH_PYSPY=<dir>``: py-spy profiles of ingest and guard during the measurement."""
     folder = os.environ.get("TT_BENCH_PYSPY")

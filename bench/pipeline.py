@@ -216,7 +216,8 @@ def start_pipeline(run_dir: Path, tuning: dict[str, str] | None = None) -> Pipel
 
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
     extra = {k: v for k, v in result.items()
-             if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load", "copy_floor")}
+             if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load", "copy_floor",
+                          "target")}
     print(f"--- {title} (load1 max {result.get('load1_max')}) {extra}", flush=True)
     print_table(result["latency"], target)
     copy = result.get("copy_floor")
@@ -241,6 +242,11 @@ def _show(title: str, result: dict[str, Any], target: float | None = None) -> No
                 print(f"  {name:44}" + "".join(
                     f"{floor[g][key]['drawn_p50_ms']:>9.3f} / {floor[g][key]['drawn_p99_ms']:<7.3f}" for g in gaps),
                     flush=True)
+    target = result.get("target")
+    if target:
+        print(f"target: hot ingest→SELL POST p99 {target['p99_ms']:.2f} ms ≤ 2 × the required hops' p99 at "
+              f"{target['spacing']} spacing ({target['floor_p99_ms']:.2f} ms) = {target['limit_p99_ms']:.2f} ms: "
+              + ("met" if target["met"] else "OVER"), flush=True)
     if "cpu_us_per_tick_total" in result:
         alone = result.get("background_alone") or {}
         print("CPU per background tick, every process but the load generator (bench+sim): "
@@ -300,7 +306,7 @@ def main(argv: list[str]) -> int:
                     _show({"a": f"(a) 1 follower, {args.rate_a:g} trades/s", "b": "(b) fan-out, per run",
                            "c": "(c) 100 trades/s x 10 followers",
                            "e": "(e) guard: price tick → SELL POST"}[key], results[key],
-                          {"a": 8.0, "b": 150.0, "c": 25.0, "e": 5.0}[key])
+                          {"a": 8.0, "b": 150.0, "c": 25.0}.get(key))
             results["rss_mb"] = rss(p)
             print(f"--- (d) VmRSS MB: {results['rss_mb']} (target ≤ {RSS_TARGET_MB:g} each)", flush=True)
             results["restarts"] = {n: p.program(n).get("restarts") for n in ("ingest", "router", "executor")}
