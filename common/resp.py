@@ -89,6 +89,13 @@ class RespConnection:
                                connect_timeout_s=connect_timeout_s)
 
     @classmethod
+    async def open_unix(cls, path: str, *, username: str | None = None, password: str | None = None, db: int = 0,
+                        connect_timeout_s: float = 2.0) -> RespConnection:
+        """Connect over a unix socket, authenticate and select ``db``."""
+        return await cls._open("", 0, path=path, tls=None, username=username, password=password, db=db,
+                               connect_timeout_s=connect_timeout_s)
+
+    @classmethod
     async def _open(cls, host: str, port: int, *, path: str | None, tls: ssl.SSLContext | None,
                     username: str | None, password: str | None, db: int, connect_timeout_s: float) -> RespConnection:
         conn = cls()
