@@ -101,7 +101,8 @@ class BandPublisher:
         self.writes += 1
 
     async def run(self) -> None:
-        """Write on kicks (at most every ``min_interval_s``) and every ``beat_s``, until cancelled."""
+        """Write on kicks (at most every ``min_interval_s``, each run after ``yield_to``) and every ``beat_s``,
+        until cancelled."""
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         while True:
