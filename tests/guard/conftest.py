@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from common.config import Secret, StorageSettings
-from common.storage import create_redis
+from common.storage import create_pool, create_redis
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
 from tests.guard.standins import StandIns, start_standins
 from tests.helpers import INTERNAL, with_tuning
+
+
+@pytest.fixture
+async def trigger_store(db_url: str) -> AsyncIterator[TriggerStore]:
+    """Guard's trigger store on the test database, with a small pool of its own."""
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    try:
+        yield TriggerStore(pool, lambda: datetime.now(UTC))
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

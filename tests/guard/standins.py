@@ -26,6 +26,7 @@ from common.ids import new_id
 from common.marketstate import MarketInfo, write_market
 from common.streams import ORDER_EVENTS, PRICE_TICKS, DurableLog, create_stream_redis, serve_log, serve_log_batches
 from services.executor.servicer import order_event_batch, order_event_entry
+from services.guard.domain.trigger_index import Fired
 from tests.helpers import INTERNAL, INTERNAL_TOKEN, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as ctl
@@ -303,6 +304,18 @@ async def publish_change(redis: Any, trigger_id: str, op: str = "upsert") -> int
     version = int(await redis.incr("tt:triggers:version"))
     await redis.publish("tt:triggers:changed", orjson.dumps({"triggerId": trigger_id, "op": op, "version": version}))
     return version
+
+
+async def armed_stop(conn: psycopg.AsyncConnection[Any], store: Any, trigger_id: str = "trg_sl", *,
+                     fraction: str = "1", held: str | None = "100") -> Fired:
+    """An ARMED stop-loss at 0.30 selling ``fraction`` of a position of ``held`` shares (None: no position), as
+    the engine fires it."""
+    if held is not None:
+        await set_position(conn, held, "0.4")
+    await insert_trigger(conn, trigger_id, "STOP_LOSS", price="0.30", fraction=fraction)
+    row = await store.get(trigger_id)
+    assert row is not None
+    return Fired(row.spec(), Decimal("0.30"))
 
 
 async def trigger_row(conn: psycopg.AsyncConnection[Any], trigger_id: str) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,13 +11,12 @@ import pytest
 
 from common.ids import hash_id
 from common.marketstate import MarketInfo
-from common.storage import create_pool
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Fired
 from services.guard.domain.trigger_model import State
 from services.guard.firing import Firer
-from tests.guard.standins import CONDITION, db, insert_trigger, set_position, trigger_row
+from tests.guard.standins import CONDITION, armed_stop, db, trigger_row
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
@@ -49,22 +46,9 @@ class _Markets:
         return MarketInfo(asset_id, CONDITION, Decimal("0.01"), Decimal(5))
 
 
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[TriggerStore]:
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield TriggerStore(pool, lambda: datetime.now(UTC))
-    finally:
-        await pool.close()
-
-
 async def _armed_stop(db_url: str, store: TriggerStore) -> tuple[Any, Fired]:
     conn = await db(db_url)
-    await set_position(conn, "100", "0.4")
-    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.30", fraction="0.5")
-    row = await store.get("trg_sl")
-    assert row is not None
-    return conn, Fired(row.spec(), Decimal("0.30"))
+    return conn, await armed_stop(conn, store, fraction="0.5")
 
 
 def _firer(store: TriggerStore, executor: _Executor, markets: _Markets, rearmed: list[list[str]]) -> Firer:
@@ -72,10 +56,11 @@ def _firer(store: TriggerStore, executor: _Executor, markets: _Markets, rearmed:
                  rearm=lambda ids, *_a, **_k: rearmed.append(list(ids)), clock_ns=time.time_ns, max_slippage_bps=300)
 
 
-async def test_a_failed_market_read_rearms_the_trigger_and_sends_nothing(db_url: str, store: TriggerStore) -> None:
-    conn, fired = await _armed_stop(db_url, store)
+async def test_a_failed_market_read_rearms_the_trigger_and_sends_nothing(db_url: str,
+                                                                        trigger_store: TriggerStore) -> None:
+    conn, fired = await _armed_stop(db_url, trigger_store)
     executor, rearmed = _Executor(), []
-    firer = _firer(store, executor, _Markets(failures=1), rearmed)
+    firer = _firer(trigger_store, executor, _Markets(failures=1), rearmed)
     assert await firer.fire(fired, [], TickInfo(Decimal("0.30"))) is None
     assert rearmed == [["trg_sl"]] and executor.orders == []
     assert (await trigger_row(conn, "trg_sl"))["state"] == "ARMED"
@@ -87,10 +72,10 @@ async def test_a_failed_market_read_rearms_the_trigger_and_sends_nothing(db_url:
     await conn.close()
 
 
-async def test_a_slow_market_read_is_waited_for_before_deciding(db_url: str, store: TriggerStore) -> None:
-    conn, fired = await _armed_stop(db_url, store)
+async def test_a_slow_market_read_is_waited_for_before_deciding(db_url: str, trigger_store: TriggerStore) -> None:
+    conn, fired = await _armed_stop(db_url, trigger_store)
     executor, rearmed = _Executor(), []
-    firer = _firer(store, executor, _Markets(delay_s=0.2), rearmed)
+    firer = _firer(trigger_store, executor, _Markets(delay_s=0.2), rearmed)
     result = await firer.fire(fired, [], TickInfo(Decimal("0.30")))
     assert result is not None and result.row is not None and result.row.state is State.FIRED
     assert [(o.size, o.tick_size, o.min_order_size, o.condition_id) for o in executor.orders] == [

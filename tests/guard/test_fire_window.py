@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,15 +13,14 @@ import pytest
 
 from common.bands import BANDS_KEY
 from common.marketstate import MarketInfo
-from common.storage import create_pool
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.tick_view import TickInfo
-from services.guard.domain.trigger_index import Engine, Fired
+from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, State, TriggerSpec
 from services.guard.firing import Firer
 from services.guard.loops import FireWindow, Kicked
-from tests.guard.standins import CONDITION, db, insert_trigger, set_position
+from tests.guard.standins import CONDITION, armed_stop, db
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -140,15 +137,6 @@ class _Markets:
         return MarketInfo(asset_id, CONDITION, Decimal("0.01"), Decimal(5))
 
 
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[TriggerStore]:
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield TriggerStore(pool, lambda: datetime.now(UTC))
-    finally:
-        await pool.close()
-
-
 def _firer(store: TriggerStore, executor: _HeldExecutor) -> Firer:
     return Firer(store, executor, _Markets(), on_order_event=lambda _ev: None, rearm=lambda *_a, **_k: None,
                  clock_ns=time.time_ns, max_slippage_bps=300)
@@ -156,15 +144,12 @@ def _firer(store: TriggerStore, executor: _HeldExecutor) -> Firer:
 
 @pytest.mark.integration
 async def test_a_fire_is_in_the_window_from_its_launch_until_its_sell_is_answered(
-        db_url: str, store: TriggerStore) -> None:
+        db_url: str, trigger_store: TriggerStore) -> None:
     conn = await db(db_url)
-    await set_position(conn, "100", "0.4")
-    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.30", fraction="1")
-    row = await store.get("trg_sl")
-    assert row is not None
+    fired = await armed_stop(conn, trigger_store)
     executor = _HeldExecutor()
-    firer = _firer(store, executor)
-    fire = firer.launch(Fired(row.spec(), Decimal("0.30")), [], TickInfo(Decimal("0.30")))
+    firer = _firer(trigger_store, executor)
+    fire = firer.launch(fired, [], TickInfo(Decimal("0.30")))
     assert firer.window.open == 1  # counted before its task runs: publishers kicked by the same tick wait
     task = asyncio.create_task(fire)
     await eventually(lambda: len(executor.orders) == 1)
@@ -178,15 +163,13 @@ async def test_a_fire_is_in_the_window_from_its_launch_until_its_sell_is_answere
 
 
 @pytest.mark.integration
-async def test_a_fire_that_sells_nothing_leaves_the_window_when_it_ends(db_url: str, store: TriggerStore) -> None:
+async def test_a_fire_that_sells_nothing_leaves_the_window_when_it_ends(db_url: str,
+                                                                        trigger_store: TriggerStore) -> None:
     conn = await db(db_url)
-    await insert_trigger(conn, "trg_none", "STOP_LOSS", price="0.30", fraction="1")  # no position: nothing to sell
-    row = await store.get("trg_none")
-    assert row is not None
+    fired = await armed_stop(conn, trigger_store, "trg_none", held=None)  # no position: nothing to sell
     executor = _HeldExecutor()
-    firer = _firer(store, executor)
-    result = await asyncio.wait_for(
-        firer.launch(Fired(row.spec(), Decimal("0.30")), [], TickInfo(Decimal("0.30"))), timeout=10)
+    firer = _firer(trigger_store, executor)
+    result = await asyncio.wait_for(firer.launch(fired, [], TickInfo(Decimal("0.30"))), timeout=10)
     assert result is not None and result.row is not None and result.row.state is State.CANCELLED
     assert firer.window.open == 0 and executor.orders == []
     await conn.close()
@@ -203,15 +186,12 @@ class _FlakyExecutor(_HeldExecutor):
 
 
 @pytest.mark.integration
-async def test_a_sell_being_retried_no_longer_holds_the_publishers(db_url: str, store: TriggerStore) -> None:
+async def test_a_sell_being_retried_no_longer_holds_the_publishers(db_url: str, trigger_store: TriggerStore) -> None:
     conn = await db(db_url)
-    await set_position(conn, "100", "0.4")
-    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.30", fraction="1")
-    row = await store.get("trg_sl")
-    assert row is not None
+    fired = await armed_stop(conn, trigger_store)
     executor = _FlakyExecutor()
-    firer = _firer(store, executor)
-    task = asyncio.create_task(firer.launch(Fired(row.spec(), Decimal("0.30")), [], TickInfo(Decimal("0.30"))))
+    firer = _firer(trigger_store, executor)
+    task = asyncio.create_task(firer.launch(fired, [], TickInfo(Decimal("0.30"))))
     await eventually(lambda: len(executor.orders) == 2)  # the retry is under way, unanswered
     assert firer.window.open == 0 and not task.done()
     executor.release.set()
