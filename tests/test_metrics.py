@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import ConfigError
 from common.metrics import LATENCY_BOUNDS_MS, MetricsEndpoint, MetricsSettings, prometheus_reader, serve
+from common.telemetry import exemplar_filter
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -25,6 +26,16 @@ from common.metrics import LATENCY_BOUNDS_MS, MetricsEndpoint, MetricsSettings, 
 ])
 def test_settings_from_the_environment(env: dict[str, str], expected: MetricsSettings) -> None:
     assert MetricsSettings.from_env(env, "router") == expected
+
+
+@pytest.mark.parametrize(("exporting", "env", "off"), [
+    (False, {}, True),  # Prometheus only: nothing reads exemplars, none is sampled
+    (True, {}, False),  # OTLP: the SDK's trace-based default
+    (False, {"OTEL_METRICS_EXEMPLAR_FILTER": "always_on"}, False),  # the operator's choice stands
+])
+def test_exemplars_are_off_unless_exported_or_asked_for(exporting: bool, env: dict[str, str], off: bool) -> None:
+    chosen = exemplar_filter(exporting, env)
+    assert isinstance(chosen, AlwaysOffExemplarFilter) if off else chosen is None
 
 
 @pytest.mark.parametrize(("service", "port"), [("ingest", 9161), ("router", 9162), ("executor", 9163),
