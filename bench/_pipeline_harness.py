@@ -8,9 +8,10 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import psycopg
 import redis
 
 from bench import CpuMeter, address, storage_pids
@@ -22,6 +23,28 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 FIXED = {"mode": "SIZING_MODE_FIXED_USD", "fixedUsd": "5"}
 FINAL = ("confirmed", "failed", "cancelled")
 RSS_TARGET_MB = 250.0  # every service
+
+STAGES = ("ingest→routed", "routed→admitted", "admitted→POST sent", "POST sent→venue")
+
+
+def stage_split(records: Iterable[Any], orders: Mapping[str, epb.Order],
+                stamps: Mapping[str, tuple[int | None, int | None]]) -> dict[str, list[float]]:
+    """Where each POST's time went (ms): ingest → routed (the router decided), routed → admitted (the executor
+    prepared the order: ``orders.arrival_ns``), admitted → POST sent (its intent committed and its runner
+    started: ``orders.post_sent_ns``), POST sent → the venue's receipt (``arrival_ns`` of the fake's record).
+    ``stamps``: client order id → (arrival_ns, post_sent_ns). A POST whose Order or stamps are missing is left out
+    of every stage, so the stages of one POST add up to its ingest → POST."""
+    out: dict[str, list[float]] = {name: [] for name in STAGES}
+    for r in records:
+        o = orders.get(r.client_order_id)
+        admitted, sent = stamps.get(r.client_order_id, (None, None))
+        if o is None or not o.received_time_ns or not admitted or not sent:
+            continue
+        for name, start, end in zip(STAGES, (o.received_time_ns, o.routed_time_ns, admitted, sent),
+                                    (o.routed_time_ns, admitted, sent, r.arrival_ns), strict=True):
+            out[name].append((end - start) / 1e6)
+    return out
+
 
 class Bench:
     """A running pipeline plus the joins between its logs."""
@@ -146,6 +169,15 @@ class Bench:
             if (sent := self.sent_ns.get(o.leader_tx_hash)) is not None:
                 out["sim→POST"].append((r.arrival_ns - sent) / 1e6)
         return out
+
+    def stages(self, records: list[Any]) -> dict[str, list[float]]:
+        """:func:`stage_split` of these POSTs, with the executor's stamps read from PostgreSQL."""
+        self.read_orders()
+        with psycopg.connect((self.p.run_dir / "database_url").read_text().strip()) as conn:
+            stamps = {coid: (arrival, sent) for coid, arrival, sent in conn.execute(
+                "SELECT client_order_id, arrival_ns, post_sent_ns FROM orders WHERE client_order_id = ANY(%s)",
+                ([r.client_order_id for r in records],))}
+        return stage_split(records, self.orders, stamps)
 
     def cpu_meter(self) -> CpuMeter:
         """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""

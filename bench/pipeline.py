@@ -81,7 +81,8 @@ def scenario_a(b: Bench, rate: float, duration_s: float, warmup_s: float) -> dic
     records = [r for r in b.wait_posts(wallets, warm + sent, 240) if r.client_order_id not in skip]
     cpu = meter.stop()
     rows = {k: summarize(v) for k, v in b.hops(records).items()}
-    return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records),
+    stages = {k: summarize(v) for k, v in b.stages(records).items()}
+    return {"rate_per_s": rate, "duration_s": duration_s, "trades": sent, "posts": len(records), "stages": stages,
             "cpu_ms_per_trade": {k: round(v * 1e3 / max(1, sent), 3) for k, v in cpu.items()},
             "latency": rows, "targets": {"p50_ms": 2.5, "p99_ms": 8}, **b.load_summary(),
             "copy_floor": copy_floor(b, samples=100 if duration_s < 10 else 400)}
@@ -184,6 +185,7 @@ def scenario_c(b: Bench, rate: float, leaders: int, followers: int, duration_s: 
     rows |= {f"2nd half {k}": summarize(v) for k, v in second.items() if k in ("ingest→POST", "sim→POST")}
     return {"rate_per_s": rate, "leaders": leaders, "followers_per_leader": followers, "duration_s": duration_s,
             "trades": sent, "posts_expected": sent * followers, "posts": len(records), "latency": rows,
+            "stages": {k: summarize(v) for k, v in b.stages(records).items()},
             "cpu_ms_per_order": {k: round(v * 1e3 / max(1, len(records)), 3) for k, v in cpu.items()},
             **b.load_summary()}
 
@@ -217,9 +219,12 @@ def start_pipeline(run_dir: Path, tuning: dict[str, str] | None = None) -> Pipel
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
     extra = {k: v for k, v in result.items()
              if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load", "copy_floor",
-                          "target")}
+                          "target", "stages")}
     print(f"--- {title} (load1 max {result.get('load1_max')}) {extra}", flush=True)
     print_table(result["latency"], target)
+    if result.get("stages"):
+        print("where each POST's time went (every POST of the run; admitted: the executor prepared the order):")
+        print_table(result["stages"])
     copy = result.get("copy_floor")
     if copy:
         total = sum(v for k, v in result.get("cpu_ms_per_trade", {}).items() if k != "sim+bench")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench._pipeline_ceiling import scenario_g
-from bench._pipeline_harness import Bench
+from bench._pipeline_harness import STAGES, Bench
 from bench._pipeline_stall import scenario_f
 from bench.pipeline import scenario_a, scenario_b, start_pipeline
 
@@ -29,6 +29,8 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     assert a["posts"] == a["trades"] == 20
     assert a["latency"]["ingest→POST"]["n"] == 20 and a["latency"]["sim→POST"]["n"] == 20
     assert a["latency"]["ingest→POST"]["p50_ms"] > 0
+    # every POST split at the router's decision and the executor's stamps (admitted, POST sent)
+    assert {name: s["n"] for name, s in a["stages"].items()} == dict.fromkeys(STAGES, 20)
     assert fan["runs"] == 2 and fan["latency"]["ingest→last POST"]["n"] == 2
     # the executor stopped for a second: every order still POSTed once, its memory and the drain measured
     assert stall["posts"] == stall["orders_expected"] == 60 and stall["posted_twice"] == 0
