@@ -257,7 +257,8 @@ class OrderAdmission:
             if p.ticket.client_order_id in inserted:
                 self.runner.start(p.ticket, p.life, notify=notify)
         refused = [p for p in prepared if p.refused and not self.runner.running(p.ticket.client_order_id)]
-        new_refused = await self.runner.refuse([(p.ticket, p.life) for p in refused], urgent=notify)
+        # urgent: this admission waits for the write, and so do the routed trades behind it in the stream
+        new_refused = await self.runner.refuse([(p.ticket, p.life) for p in refused], urgent=True)
         known = [p.ticket.client_order_id for p in [*gos, *refused]
                  if p.ticket.client_order_id not in inserted and p.ticket.client_order_id not in new_refused]
         if known:

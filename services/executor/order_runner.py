@@ -223,7 +223,8 @@ class OrderRunner:
                     return
                 if sized.life.detail:  # how it was sized and priced (a cut to the ceiling, no book...)
                     life = replace(life, detail=sized.life.detail)
-                life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)])
+                life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)],
+                                              before_post=True)
                 ready = sized.ticket
         finally:
             self.positions.sized(key, t.client_order_id)
@@ -269,7 +270,7 @@ class OrderRunner:
         if life.state is lc.State.UNKNOWN:
             return await self._settle(t, life), may_hold
         if life.state is lc.State.NEW:
-            return await self._transition(t, life, [lc.OrderSubmitted()]), may_hold
+            return await self._transition(t, life, [lc.OrderSubmitted()], before_post=True), may_hold
         raise AssertionError(f"no runner step for {life.state.value}")
 
     async def _submit(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
@@ -343,7 +344,8 @@ class OrderRunner:
     # -- state changes --------------------------------------------------------------------------
 
     async def _transition(self, t: Ticket, life: lc.OrderLife, events: list[lc.Event],
-                          order: v.VenueOrder | None = None) -> lc.OrderLife:
+                          order: v.VenueOrder | None = None, *, before_post: bool = False) -> lc.OrderLife:
+        """Apply ``events`` and persist them; ``before_post``: the order's POST waits for the write (urgent)."""
         now_ns = time.time_ns()
         changes: list[Change] = []
         for event in events:
@@ -355,7 +357,7 @@ class OrderRunner:
                                 fee_shares=booking.fee_shares if booking else ZERO)
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
-        await self._persist(changes, urgent=ev is not None and not ev.is_set())
+        await self._persist(changes, urgent=before_post or (ev is not None and not ev.is_set()))
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
             self.placed.forget(t.client_order_id)

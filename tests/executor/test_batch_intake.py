@@ -177,3 +177,28 @@ async def test_a_batch_of_many_orders_is_admitted_in_groups() -> None:
     assert firsts == ["co_test00000", "co_test00800"]  # 800 + 402 orders, not all 1,202 at once
     assert sorted(runner.started) == sorted(o.client_order_id for rt in batch for o in rt.orders)
     assert admission.handled_trades == 5
+
+
+@pytest.mark.integration
+async def test_a_refused_order_is_written_at_once_and_holds_up_no_copy_behind_it(harness: Harness) -> None:
+    """Admission waits for a refusal's write, and the routed trades behind it wait for admission: the refusal
+    skips the journal's pause between transactions under load (here 30 s) instead of sharing the next one."""
+    await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_JOURNAL_MIN_INTERVAL_S="30")
+    first = make_order(1, leader_trade_id="lt_first")
+    await harness.route(first)
+    await eventually(lambda: harness.fake.post_counts().get(first.client_order_id) == 1)
+    await eventually(lambda: running.journal.stats.commits >= 1)  # the pause now runs from this transaction
+    stale = make_order(2, leader_trade_id="lt_stale", routed_time_ns=time.time_ns() - 3_600 * 10**9)
+    await harness.route(stale)
+
+    async def stale_taken() -> bool:  # waiting in the journal's queue, or written already
+        return running.journal.queue.qsize() > 0 or bool(await harness.events_of(stale.client_order_id))
+
+    await eventually(stale_taken, timeout_s=10)  # type: ignore[arg-type]  # helpers.eventually typing
+    behind = make_order(3, leader_trade_id="lt_behind")
+    await harness.route(behind)
+    await eventually(lambda: harness.fake.post_counts().get(behind.client_order_id) == 1, timeout_s=10)
+    rejected = await harness.events_of(stale.client_order_id)
+    assert [e.type for e in rejected] == [epb.ORDER_EVENT_TYPE_REJECTED]
+    assert rejected[0].reason == "STALE_ORDER"

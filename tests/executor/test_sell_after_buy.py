@@ -328,3 +328,22 @@ async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: H
     assert posted_sizes(harness, sell.client_order_id) == [bought]
 
 
+
+
+async def test_a_fraction_sell_is_written_sized_at_once_not_after_the_journals_pause(
+        harness: Harness, db_url: str) -> None:
+    """A fraction SELL's size is written before its POST, which waits for that write: the write skips the pause
+    the journal keeps between transactions under load (here 30 s) instead of waiting for company."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                     " cost_usd) VALUES ('w_quick', %s, %s, '0xa', 100, 0.4, 40)", (ASSET, CONDITION))
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_JOURNAL_MIN_INTERVAL_S="30")
+    other = make_order(5, follower_wallet_id="w_other", routed_time_ns=time.time_ns())
+    await harness.route(other)
+    await eventually(lambda: running.journal.stats.commits >= 1)  # the pause now runs from this transaction
+    sell = sell_order(6, "0.5", follower_wallet_id="w_quick")
+    await harness.route(sell)
+    await eventually(lambda: len(harness.fake.posts_for(sell.client_order_id)) == 1, timeout_s=10)
+    [post] = harness.fake.posts_for(sell.client_order_id)
+    assert post.body is not None and D(post.body["size"]) == D(50)
