@@ -37,6 +37,7 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK = 8
+ONE_CHUNK_MAX = 32  # up to this many orders go in one INSERT: a second one only adds a commit and a wait
 CHUNK_GROWTH = 4
 MAX_CHUNK = 512
 PARSED_BOOKS_MAX = 4096
@@ -202,7 +203,7 @@ class OrderAdmission:
         """
         books: dict[str, BookSnapshot | None] = {}
         batch_memos: tuple[QuoteCache, ShapeCache] = ({}, {})  # followers' orders alike are priced once
-        i, size = 0, FIRST_CHUNK
+        i, size = 0, (len(orders) if len(orders) <= ONE_CHUNK_MAX else FIRST_CHUNK)
         later: list[asyncio.Task[set[str]]] = []
         burst = self.runner.burst
         held = len(orders)  # burst slots not yet handed to a chunk

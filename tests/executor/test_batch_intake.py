@@ -66,11 +66,19 @@ async def test_a_batch_of_single_order_trades_is_one_insert_and_one_book_read() 
     assert runner.burst.pending == 0  # the batch gave back every slot it held
 
 
-async def test_one_trade_in_a_batch_goes_the_fan_out_way() -> None:
+@pytest.mark.parametrize(("orders", "inserts"), [
+    (1, [1]),
+    (10, [10]),  # a small trade is one INSERT: a second would only add a commit and a wait
+    (32, [32]),
+    (33, [8, 25]),  # a bigger one sends its first POSTs after a small INSERT, the rest in growing chunks
+    (100, [8, 32, 60]),
+])
+async def test_one_trade_in_a_batch_goes_the_fan_out_way(orders: int, inserts: list[int]) -> None:
     runner, table = FakeRunner(), IntentTable()
     admission = OrderAdmission(runner, table, Books(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
-    await admission.handle_batch(trades(1, per_trade=100))
-    assert [len(i) for i in table.inserts] == [8, 32, 60]
+    await admission.handle_batch(trades(1, per_trade=orders))
+    assert [len(i) for i in table.inserts] == inserts
+    assert sorted(runner.started) == sorted(c for i in table.inserts for c in i)
     assert admission.handled_trades == 1
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.executor.admission import ONE_CHUNK_MAX
 from tests.executor.conftest import ASSET, Harness, make_order
 from tests.executor.flip import (
     ASKS,
@@ -181,7 +182,9 @@ async def test_batch_fallback_does_not_mark_a_sized_sell_unsized_again(harness: 
     running = await _holding_unconfirmed(harness, db_url, w)
     running.admission.intent_retry_s = 0.0
     sell = sell_order(1, "0.5", follower_wallet_id=w)
-    others = [make_order(10 + k, follower_wallet_id=f"w_other{k}", routed_time_ns=time.time_ns()) for k in range(8)]
+    # 33 orders: more than one INSERT takes (ONE_CHUNK_MAX), so chunks of 8 and 25, the SELL in the first
+    others = [make_order(10 + k, follower_wallet_id=f"w_other{k}", routed_time_ns=time.time_ns())
+              for k in range(ONE_CHUNK_MAX)]
     t1, t2 = epb.RoutedTrade(orders=[sell]), epb.RoutedTrade(orders=others)
     failed = fail_first_insert_of(running, others[-1].client_order_id, delay_s=0.5)  # the second chunk
     with pytest.raises(psycopg.OperationalError):
