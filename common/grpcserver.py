@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +25,10 @@ from common.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
+T = TypeVar("T")
+
+# A service whose main failed exits within this long even when a task will not end on cancellation.
+EXIT_GRACE_S = 10.0
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
@@ -144,11 +150,35 @@ def dump_tasks() -> None:
     log.warning("asyncio tasks", extra={"tasks": task_stacks(asyncio.all_tasks())})
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run an async main on uvloop."""
+def run(main: Callable[[], Coroutine[Any, Any, T]], *, exit_grace_s: float = EXIT_GRACE_S) -> T:
+    """Run an async main on uvloop. When it fails (a storage server still down at start-up...), the error is logged
+    at once and the process ends within ``exit_grace_s``: asyncio's clean-up waits for every cancelled task, and
+    one that does not end would keep the process alive, serving nothing, where its supervisor cannot see it."""
     import uvloop
 
-    uvloop.run(main())
+    return uvloop.run(_exit_on_failure(main(), exit_grace_s))
+
+
+async def _exit_on_failure(main: Coroutine[Any, Any, T], exit_grace_s: float) -> T:
+    try:
+        return await main
+    except BaseException as exc:
+        log.error("service failed; exiting", extra={"error": repr(exc)[:500]})
+        exit_later(exit_grace_s)
+        raise
+
+
+def exit_later(delay_s: float, code: int = 1) -> threading.Timer:
+    """End the process with ``code`` in ``delay_s`` unless it has ended by then (a daemon timer)."""
+    def hard_exit() -> None:
+        log.error("clean-up did not end; exiting now", extra={"after_s": delay_s})
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(delay_s, hard_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def service_cli(service: str, load: Callable[[], S], main: Callable[[S], Coroutine[Any, Any, None]]) -> int:

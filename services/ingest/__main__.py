@@ -21,7 +21,7 @@ from common.alerts import AlertPublisher
 from common.clob_rest import ClobRest
 from common.config import ConfigError, StorageSettings
 from common.consumer import RedisCursorStore
-from common.grpcserver import dump_tasks
+from common.grpcserver import dump_tasks, run
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.resp import RespConnection
@@ -270,9 +270,7 @@ def main(argv: list[str]) -> int:
     setup_logging("ingest")
     setup_telemetry("ingest", settings.metrics)
     apply_migrations(storage.database_url.value)
-    import uvloop
-
-    return int(uvloop.run(serve(settings, storage)))
+    return int(run(lambda: serve(settings, storage)))
 
 
 if __name__ == "__main__":
