@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 # A service whose main failed exits within this long even when a task will not end on cancellation.
 EXIT_GRACE_S = 10.0
+# Its exit code when the timer had to end it: a task did not end on cancellation (the log line names it).
+HUNG_EXIT_CODE = 3
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
@@ -164,14 +166,22 @@ async def _exit_on_failure(main: Coroutine[Any, Any, T], exit_grace_s: float) ->
         return await main
     except BaseException as exc:
         log.error("service failed; exiting", extra={"error": repr(exc)[:500]})
-        exit_later(exit_grace_s)
+        exit_later(exit_grace_s, HUNG_EXIT_CODE, loop=asyncio.get_running_loop())
         raise
 
 
-def exit_later(delay_s: float, code: int = 1) -> threading.Timer:
-    """End the process with ``code`` in ``delay_s`` unless it has ended by then (a daemon timer)."""
+def exit_later(delay_s: float, code: int = 1, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> threading.Timer:
+    """End the process with ``code`` in ``delay_s`` unless it has ended by then (a daemon timer). With ``loop``,
+    the log line names the tasks of that loop still unfinished and where each one waits."""
     def hard_exit() -> None:
-        log.error("clean-up did not end; exiting now", extra={"after_s": delay_s})
+        extra: dict[str, Any] = {"after_s": delay_s}
+        if loop is not None:
+            try:
+                extra["tasks"] = task_stacks(asyncio.all_tasks(loop))
+            except RuntimeError as exc:  # the loop changed its task set while it was read
+                extra["tasks"] = repr(exc)
+        log.error("clean-up did not end; exiting now", extra=extra)
         logging.shutdown()
         os._exit(code)
 

@@ -76,6 +76,21 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeou
 
 
 @contextlib.asynccontextmanager
+async def closed_on_failure(pool: AsyncConnectionPool[Any], timeout_s: float = 2.0) -> AsyncIterator[None]:
+    """Close ``pool`` when the block fails (a start-up step after it...). psycopg_pool's own tasks catch a
+    cancellation to keep the pool consistent, so a pool left open keeps asyncio's clean-up after a failed main
+    waiting for them for ever."""
+    try:
+        yield
+    except BaseException:
+        try:
+            await pool.close(timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the failure that brought us here is the one to raise
+            log.warning("PostgreSQL pool not closed cleanly", extra={"error": repr(exc)[:300]})
+        raise
+
+
+@contextlib.asynccontextmanager
 async def pipelined_transaction(conn: Any) -> AsyncIterator[Any]:
     """One transaction in pipeline mode on an autocommit connection, in as few round trips as its reads
     need: ``BEGIN`` goes out with the first statement whose result is fetched, ``COMMIT`` with the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.grpcserver import task_stacks
+from common.grpcserver import HUNG_EXIT_CODE, task_stacks
 
 
 async def _waits_inside(event: asyncio.Event) -> None:
@@ -65,5 +65,5 @@ def test_a_failed_main_ends_the_process_even_when_a_task_will_not_end(grace_s: f
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", _STUCK_MAIN, str(grace_s)], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[1])
-    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.returncode == HUNG_EXIT_CODE, done.stderr[-2000:]
     assert time.monotonic() - started < grace_s + 30  # the interpreter's start included

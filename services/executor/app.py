@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
 
 from common import reservations
 from common.alerts import AlertPublisher
@@ -23,7 +24,7 @@ from common.lease import Lease
 from common.livefeed import LiveFeed
 from common.logread import read_log_items
 from common.retry import Backoff
-from common.storage import apply_migrations, create_pool
+from common.storage import apply_migrations, closed_on_failure, create_pool
 from common.streams import (
     MARKET_RESOLUTIONS,
     ORDER_EVENTS,
@@ -147,9 +148,15 @@ async def start(settings: Settings, database_url: str, redis_url: str) -> Runnin
 
 async def _start_holding(settings: Settings, database_url: str, redis_url: str, lease: Lease) -> Running:
     """:func:`start` once the lease is held."""
-    t = settings.tuning
     pool = await create_pool(database_url, min_size=2, max_size=8, autocommit=True, application_name="tt-executor",
                              options=f"{PLANNER_OPTIONS} {lease.options}")
+    async with closed_on_failure(pool):  # a start that fails leaves no pool task behind
+        return await _start_with_pool(settings, database_url, redis_url, lease, pool)
+
+
+async def _start_with_pool(settings: Settings, database_url: str, redis_url: str, lease: Lease,
+                           pool: AsyncConnectionPool[Any]) -> Running:
+    t = settings.tuning
     redis = _blocking_redis(redis_url)
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())

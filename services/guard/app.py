@@ -13,13 +13,14 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from psycopg_pool import AsyncConnectionPool
 
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.logread import read_log_items
-from common.storage import KEYED_LOOKUPS, apply_migrations, create_pool, create_redis
+from common.storage import KEYED_LOOKUPS, apply_migrations, closed_on_failure, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
 from services.guard.adapters.control_client import GrpcControl
@@ -161,6 +162,12 @@ async def start(settings: Settings) -> Running:
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
                              max_size=t.db_pool_max, autocommit=True, application_name="tt-guard",
                              options=KEYED_LOOKUPS)
+    async with closed_on_failure(pool):  # a start that fails leaves no pool task behind
+        return await _start_with_pool(settings, pool)
+
+
+async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -> Running:
+    t = settings.tuning
     try:
         await pool.wait(timeout=10.0)
     except Exception as exc:  # noqa: BLE001 - fewer connections than wanted is slower, not wrong

@@ -27,7 +27,7 @@ from common.logs import setup_logging
 from common.resp import RespConnection
 from common.restget import RestGetter
 from common.retry import Backoff
-from common.storage import apply_migrations, create_pool, create_redis
+from common.storage import apply_migrations, closed_on_failure, create_pool, create_redis
 from common.streams import LEADER_TRADES, MARKET_RESOLUTIONS, PRICE_TICKS, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
 from services.ingest import server
@@ -148,9 +148,13 @@ class Ingest:
 
     async def start(self) -> int:
         """Start every loop and the gRPC server; returns the bound gRPC port."""
+        self.pool = await create_pool(self.database_url, min_size=1, max_size=4, application_name="tt-ingest")
+        async with closed_on_failure(self.pool):  # a start that fails leaves no pool task behind
+            return await self._start_loops()
+
+    async def _start_loops(self) -> int:
         s = self.settings
         t = s.tuning
-        self.pool = await create_pool(self.database_url, min_size=1, max_size=4, application_name="tt-ingest")
         self.writer = TradeWriter(self.trades_log, self.pool, RedisCursorStore(self.redis_text),
                                   batch=t.persist_batch)
         self.poller.activity = PgActivityStore(self.pool)
