@@ -46,6 +46,31 @@ def stage_split(records: Iterable[Any], orders: Mapping[str, epb.Order],
     return out
 
 
+MILESTONES = ("routed", "first admitted", "last admitted", "first POST sent", "last POST sent", "last at venue")
+
+
+def fanout_timeline(records: Iterable[Any], orders: Mapping[str, epb.Order],
+                    stamps: Mapping[str, tuple[int | None, int | None]]) -> dict[str, float]:
+    """One fan-out's milestones (ms after ingest received the leader's trade): the router decided, the executor
+    prepared its first and last order, sent its first and last POST, and the venue received the last one. The
+    POSTs of one leader trade; those missing a stamp are left out (see :func:`stage_split`)."""
+    marks: dict[str, list[int]] = {name: [] for name in ("received", "routed", "admitted", "sent", "venue")}
+    for r in records:
+        o = orders.get(r.client_order_id)
+        admitted, sent = stamps.get(r.client_order_id, (None, None))
+        if o is None or not o.received_time_ns or not admitted or not sent:
+            continue
+        for name, value in zip(marks, (o.received_time_ns, o.routed_time_ns, admitted, sent, r.arrival_ns),
+                               strict=True):
+            marks[name].append(value)
+    if not marks["received"]:
+        return {}
+    t0 = min(marks["received"])
+    points = (max(marks["routed"]), min(marks["admitted"]), max(marks["admitted"]), min(marks["sent"]),
+              max(marks["sent"]), max(marks["venue"]))
+    return {name: (at - t0) / 1e6 for name, at in zip(MILESTONES, points, strict=True)}
+
+
 class Bench:
     """A running pipeline plus the joins between its logs."""
 
@@ -172,12 +197,18 @@ class Bench:
 
     def stages(self, records: list[Any]) -> dict[str, list[float]]:
         """:func:`stage_split` of these POSTs, with the executor's stamps read from PostgreSQL."""
+        return stage_split(records, self.orders, self._stamps(records))
+
+    def timeline(self, records: list[Any]) -> dict[str, float]:
+        """:func:`fanout_timeline` of one leader trade's POSTs."""
+        return fanout_timeline(records, self.orders, self._stamps(records))
+
+    def _stamps(self, records: list[Any]) -> dict[str, tuple[int | None, int | None]]:
         self.read_orders()
         with psycopg.connect((self.p.run_dir / "database_url").read_text().strip()) as conn:
-            stamps = {coid: (arrival, sent) for coid, arrival, sent in conn.execute(
+            return {coid: (arrival, sent) for coid, arrival, sent in conn.execute(
                 "SELECT client_order_id, arrival_ns, post_sent_ns FROM orders WHERE client_order_id = ANY(%s)",
                 ([r.client_order_id for r in records],))}
-        return stage_split(records, self.orders, stamps)
 
     def cpu_meter(self) -> CpuMeter:
         """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""

@@ -44,7 +44,7 @@ from typing import Any
 from bench import address, memory_mb, print_table, save_results, summarize
 from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_guard import scenario_e
-from bench._pipeline_harness import RSS_TARGET_MB, Bench
+from bench._pipeline_harness import MILESTONES, RSS_TARGET_MB, Bench
 from bench._pipeline_stall import scenario_f
 from bench.hops import run_against
 from sim.polymarket import SimMarket
@@ -117,6 +117,7 @@ def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict
     lasts: list[float] = []
     sim_lasts: list[float] = []
     routed: list[float] = []
+    timelines: dict[str, list[float]] = {name: [] for name in MILESTONES}
     seen: set[str] = set()
     incomplete: list[dict[str, int]] = []
     send_cpu: dict[str, float] = {}  # CPU from the frame until every POST arrived, summed over the runs
@@ -139,6 +140,8 @@ def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
+        for name, at_ms in b.timeline(records).items():
+            timelines[name].append(at_ms)
         meter.start()
         b.wait_idle(wallets, len(seen), quiet=quiet)
         idle_cpu = meter.stop()
@@ -153,6 +156,7 @@ def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict
             "last_post_ms_by_run": [round(v, 1) for v in lasts],
             "latency": {"ingest→first POST": summarize(firsts), "ingest→last POST": summarize(lasts),
                         "sim→last POST": summarize(sim_lasts), "ingest→routed": summarize(routed)},
+            "timeline": {name: summarize(v) for name, v in timelines.items()},
             "target_last_ms": 150, **b.load_summary()}
 
 
@@ -219,12 +223,16 @@ def start_pipeline(run_dir: Path, tuning: dict[str, str] | None = None) -> Pipel
 def _show(title: str, result: dict[str, Any], target: float | None = None) -> None:
     extra = {k: v for k, v in result.items()
              if k not in ("latency", "load1_max", "load_at_end", "transport_floor_under_load", "copy_floor",
-                          "target", "stages")}
+                          "target", "stages", "timeline")}
     print(f"--- {title} (load1 max {result.get('load1_max')}) {extra}", flush=True)
     print_table(result["latency"], target)
     if result.get("stages"):
         print("where each POST's time went (every POST of the run; admitted: the executor prepared the order):")
         print_table(result["stages"])
+    if result.get("timeline"):
+        print("each fan-out's milestones, ms after ingest received the trade (admitted: the executor prepared "
+              "the order):")
+        print_table(result["timeline"])
     copy = result.get("copy_floor")
     if copy:
         total = sum(v for k, v in result.get("cpu_ms_per_trade", {}).items() if k != "sim+bench")

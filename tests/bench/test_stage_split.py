@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench._pipeline_harness import STAGES, stage_split
+from bench._pipeline_harness import MILESTONES, STAGES, fanout_timeline, stage_split
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 MS = 1_000_000
@@ -41,3 +41,18 @@ def test_a_post_missing_a_stamp_is_left_out_of_every_stage(orders: dict[str, epb
                                                            stamps: dict[str, tuple[int | None, int | None]]) -> None:
     split = stage_split([_Post("co_1", 120 * MS)], orders, stamps)
     assert split == {name: [] for name in STAGES}
+
+
+def test_a_fanout_timeline_marks_first_and_last_of_each_step() -> None:
+    posts = [_Post("co_1", 130 * MS), _Post("co_2", 150 * MS), _Post("co_3", 140 * MS)]
+    orders = {c: _order(c, routed_ms=r) for c, r in (("co_1", 104), ("co_2", 106), ("co_3", 105))}
+    stamps = {"co_1": (110 * MS, 125 * MS), "co_2": (120 * MS, 149 * MS), "co_3": (115 * MS, 139 * MS)}
+    assert fanout_timeline(posts, orders, stamps) == {
+        "routed": 6.0, "first admitted": 10.0, "last admitted": 20.0, "first POST sent": 25.0,
+        "last POST sent": 49.0, "last at venue": 50.0}
+
+
+def test_a_fanout_without_a_stamped_post_has_no_timeline() -> None:
+    assert fanout_timeline([_Post("co_1", 130 * MS)], {"co_1": _order("co_1")}, {}) == {}
+    assert list(MILESTONES) == ["routed", "first admitted", "last admitted", "first POST sent", "last POST sent",
+                                "last at venue"]
