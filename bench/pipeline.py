@@ -140,11 +140,11 @@ def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
-        for name, at_ms in b.timeline(records).items():
-            timelines[name].append(at_ms)
         meter.start()
         b.wait_idle(wallets, len(seen), quiet=quiet)
         idle_cpu = meter.stop()
+        for name, at_ms in b.timeline(records).items():  # once settled: the journal has stamped every order
+            timelines[name].append(at_ms)
         for name, cpu_s in sent_cpu.items():
             send_cpu[name] = send_cpu.get(name, 0.0) + cpu_s
             settle_cpu[name] = settle_cpu.get(name, 0.0) + idle_cpu.get(name, 0.0)
