@@ -15,7 +15,10 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+import psycopg
 
 from bench import address, memory_mb
 from bench._pipeline_harness import RSS_TARGET_MB, Bench
@@ -49,6 +52,7 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
             return
         os.kill(pid, signal.SIGSTOP)
         marks["stopped"] = time.monotonic() - t0
+        marks["stopped_ns"] = time.time_ns()
         try:
             done.wait(stall_s)
         finally:
@@ -81,7 +85,21 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
                                 "end": round(rss[-1][1], 1) if rss else 0.0, "target": RSS_TARGET_MB},
             "backlog_drained_s": round((max(backlog) - continued) / 1e9, 2) if backlog and continued else None,
             "restarts": b.p.program("executor").get("restarts"),
+            "orders_unknown_or_failed_after_stall": _troubled(b, int(marks.get("stopped_ns", 0))),
             **({"stuck": stuck} if stuck else {})}
+
+
+def _troubled(b: Bench, since_ns: int) -> dict[str, int]:
+    """Orders whose POST outcome went UNKNOWN (a timeout: settled by query), or that FAILED, since the stall
+    began: a venue that answered every POST leaves none."""
+    if not since_ns:
+        return {}
+    with psycopg.connect((b.p.run_dir / "database_url").read_text().strip()) as conn:
+        rows = conn.execute(
+            "SELECT type, count(DISTINCT client_order_id) FROM order_events WHERE created_at >= %s"
+            " AND type IN ('ORDER_EVENT_TYPE_UNKNOWN', 'ORDER_EVENT_TYPE_FAILED') GROUP BY type",
+            (datetime.fromtimestamp(since_ns / 1e9, UTC),)).fetchall()
+    return {str(t).removeprefix("ORDER_EVENT_TYPE_"): int(n) for t, n in rows}
 
 
 def _evidence(b: Bench) -> dict[str, Any]:

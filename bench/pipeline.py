@@ -310,7 +310,12 @@ def main(argv: list[str]) -> int:
                 if key in only:
                     results[key] = steps[key](b)
                     if key == "f":
-                        print(f"--- (f) executor stopped under load: {results[key]}", flush=True)
+                        f = results[key]
+                        print(f"--- (f) executor stopped under load: {f}", flush=True)
+                        once = f["posts"] == f["orders_expected"] and not f["posted_twice"]
+                        print(f"(f) every order POSTed once: {f['posts'] - f['posted_twice']} of "
+                              f"{f['orders_expected']}, {f['posted_twice']} twice: " + ("ok" if once else "FAILED"),
+                              flush=True)
                         continue
                     if key == "g":
                         print(f"--- (g) throughput ceiling: {results[key]['ceiling_trades_per_s']:g} trades/s x 10 "

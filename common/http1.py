@@ -38,6 +38,10 @@ from common.http1parse import (
 )
 
 _TIMER_SLACK_S = 0.001  # a loop timer may fire up to its clock resolution early
+# A deadline timer that fires this late means the loop itself stood still (the process was stopped, a long pause):
+# answers that came meanwhile are still unread in the sockets, and are read before anything is called a timeout.
+_STALL_S = 0.1
+_STALL_GRACE_S = 0.02
 
 __all__ = ["BadResponse", "ConnectFailed", "ConnectionDropped", "Http1Client", "HttpError", "Response",
            "ResponseTimeout"]
@@ -288,6 +292,7 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._when = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._graced = False
 
     def add(self, loop: asyncio.AbstractEventLoop, timeout_s: float, deadline: float,
             waiter: asyncio.Future[Response]) -> None:
@@ -313,6 +318,14 @@ class _Deadlines:
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
+        if not self._graced and loop.time() - self._when > _STALL_S:
+            # the loop runs due timers before it polls the sockets, and after a stop (SIGSTOP, a VM pause) its
+            # first poll returns nothing: without this grace every request in flight across the stop timed
+            # out, answered or not, and counted as a venue failure towards the circuit breaker
+            self._graced = True
+            self._schedule(loop, loop.time() + _STALL_GRACE_S)
+            return
+        self._graced = False
         self._hold.flush()  # an answer that arrived is never reported as a timeout
         now = loop.time() + _TIMER_SLACK_S
         earliest: float | None = None

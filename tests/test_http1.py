@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import http.server
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from aiohttp import web
 
+from common.config import project_root
 from common.http1 import (
     BadResponse,
     ConnectFailed,
@@ -269,3 +276,74 @@ async def test_a_held_answer_survives_the_server_closing_the_connection() -> Non
     assert client.open_connections == 0
     await client.close()
     srv.close()
+
+
+class _Quick(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/later":
+            time.sleep(0.2)
+        elif self.path == "/never":
+            time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def thread_server() -> Iterator[str]:
+    """A server on its own thread: it answers while the client's loop is stalled."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quick)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+_STOPPED_CLIENT = """
+import asyncio, sys, uvloop
+from common.http1 import Http1Client, ResponseTimeout
+
+async def main() -> None:
+    client = Http1Client(sys.argv[1])
+    await client.request("GET", "/warm", timeout_s=5.0)  # a connection that is already open
+    pending = asyncio.ensure_future(client.request("GET", sys.argv[2], timeout_s=0.3))
+    await asyncio.sleep(0)  # the request is written; the loop then waits in its poll for the answer (0.2 s)
+    print("sent", flush=True)
+    try:
+        print((await pending).status, flush=True)
+    except ResponseTimeout:
+        print("timeout", flush=True)
+    await client.close()
+
+uvloop.run(main())
+"""
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/later", "200"), ("/never", "timeout")])
+def test_an_answer_that_came_while_the_process_was_stopped_is_not_a_timeout(thread_server: str, path: str,
+                                                                            expected: str) -> None:
+    """The process is stopped (SIGSTOP, a VM pause) past a request's deadline while the answer arrives. uvloop's
+    first poll after the stop returns nothing and its due timers run first, so the deadline fired before the
+    answer was read: a venue that had answered was taken for a timeout (the executor stopped for 10 s under
+    load: five such POSTs opened the venue's circuit breaker, and every order of the next minute FAILED). An answer
+    that did not come is still a timeout."""
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_CLIENT, thread_server, path],
+                             cwd=project_root(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "sent"
+        time.sleep(0.02)  # back in its poll, waiting for the answer
+        child.send_signal(signal.SIGSTOP)
+        time.sleep(0.8)  # the deadline passes (0.3 s); /later's answer lands in the socket meanwhile (at 0.2 s)
+        child.send_signal(signal.SIGCONT)
+        out, _ = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert out.strip() == expected
