@@ -78,7 +78,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         subscriptions = SubscriptionCache(redis, check_interval_s=t.index_check_interval_s)
         redis_state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=t.dedupe_ttl_s,
                                  stream_maxlen=t.stream_maxlen)
-        store = RouterStore(pool)
+        store = RouterStore(pool, replan_interval_s=t.replan_interval_s)
         stack.push_async_callback(store.close)
         markets = MarketInfoCache(
             redis, ClobMarketInfo(session, settings.clob_api_url, timeout_s=t.http_timeout_s),

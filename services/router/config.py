@@ -66,6 +66,9 @@ class Tuning(TrimTuning):
                               minimum=1000)
     index_check_interval_s: float = tune(5.0, "the hot index's version is checked after this long without a "
                                          "change message, so a lost message costs seconds", minimum=0.05)
+    replan_interval_s: float = tune(2.0, "the routing statements' cached plans are dropped this often and made again "
+                                    "on their next use (0: never): a plan made while a table was tiny can read a "
+                                    "grown one through the wrong index until the next ANALYZE", minimum=0.0)
     outbox_interval_s: float = tune(2.0, "period of the outbox sweep that appends routed trades persisted but "
                                     "never appended (a crash between the two)", minimum=0.05)
     outbox_min_age_s: float = tune(2.0, "the sweep only takes rows routed at least this long ago, so it never "

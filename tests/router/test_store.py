@@ -226,3 +226,50 @@ def _scans(db_url: str) -> dict[str, tuple[int, int]]:
         rows = conn.execute("SELECT relname, seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname IN"
                             " ('routed_trades', 'positions', 'leader_positions', 'funding')").fetchall()
     return {name: (int(seq), int(idx)) for name, seq, idx in rows}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("waited_s", "by_key"), [(0.5, 0), (2.5, 300)])
+async def test_plans_made_while_positions_was_tiny_are_made_again(db_url: str, waited_s: float, by_key: int) -> None:
+    """With one position analyzed, the cached plan of the batch read looks wallets up through the (asset, wallet)
+    index as readily as through the primary key, and keeps doing so, a walk over the whole index per wallet,
+    as the table grows. Plans older than ``replan_interval_s`` (2 s here) are made again, on the grown table:
+    the next batch's 300 wallets are looked up by key."""
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True, options=PLANNER_OPTIONS)
+    clock = _Clock()
+    store = RouterStore(pool, replan_interval_s=2.0, clock=clock)
+    wallets = [f"w_{i}" for i in range(1, 301)]
+    args: dict[str, Any] = {"leader_trade_ids": ["lt_new"], "wallets": wallets, "markets": ["0xc"], "assets": ["111"],
+                            "leader_assets": [("0xleader", "111")], "pnl_day_ms": None, "funding_wallets": []}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                     " VALUES ('w_0', '999', '0xa', 1)")
+        conn.execute("ANALYZE positions")
+    try:
+        await store.load_batch(**args)  # planned now, on one position
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
+                         " SELECT 'w_' || g, '111', '0xa', 1 FROM generate_series(1, 3000) g")
+        clock.now += waited_s
+        view = await store.load_batch(**args)
+        assert len(view.asset_sizes) == len(wallets)
+    finally:
+        await store.close()
+        await pool.close()  # the session ends: its scan counts reach the statistics
+    scans = await eventually(lambda: (n := _index_scans(db_url))["positions_asset_wallet"] + n["positions_pkey"] >= 600
+                             and n)
+    assert scans["positions_pkey"] == by_key
+
+
+def _index_scans(db_url: str) -> dict[str, int]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'positions'"
+                            ).fetchall()
+    return {name: int(n) for name, n in rows}

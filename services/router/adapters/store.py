@@ -9,7 +9,8 @@ Redis read just listed (their fills are booked with the position they reduce, in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -116,15 +117,23 @@ class RoutedRow:
 
 
 # Settings of the router's connections. Every table its statements read is reached by key, so one
-# generic plan per statement holds however the tables grow, planned without sequential scans (a table
-# the statistics saw tiny would otherwise be scanned once per key); PostgreSQL's default would plan the
-# batch read afresh on every call (its custom plans look cheaper), ~0.4 ms each time.
+# generic plan per statement serves, planned without sequential scans (a table the statistics saw tiny
+# would otherwise be scanned once per key); PostgreSQL's default would plan the batch read afresh on every
+# call (its custom plans look cheaper), ~0.4 ms each time. A cached plan is not made again as a table
+# grows, only after its next ANALYZE: made while positions held one row, the batch read looked each wallet
+# up through positions_asset_wallet (whose leading column is the asset), every lookup a walk over that whole
+# index (a 1,000-follower fan-out read 23,000 pages: 30 ms instead of 7), until autovacuum analyzed the
+# table. So the routing connection drops its plans every ``replan_interval_s`` (one planning, ~0.5 ms).
 class RouterStore:
     """The router's PostgreSQL access."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *, replan_interval_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool
+        self.replan_interval_s = replan_interval_s
+        self.clock = clock
         self._hot: AsyncConnection[Any] | None = None
+        self._planned_at = 0.0
 
     async def _hot_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """One statement of the routing path on a connection kept out of the pool (taking and returning a
@@ -133,7 +142,11 @@ class RouterStore:
         conn = self._hot
         if conn is None or conn.closed:
             conn = self._hot = await self.pool.getconn()
+            self._planned_at = self.clock()
         try:
+            if self.replan_interval_s and self.clock() - self._planned_at >= self.replan_interval_s:
+                await conn.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
+                self._planned_at = self.clock()
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(sql, params, prepare=True)
             return await cur.fetchone()
