@@ -17,7 +17,9 @@ reused newest first; a connection the server closed is dropped as soon as the lo
 Errors come back as exceptions the caller classifies: :class:`ConnectFailed` (nothing was sent),
 :class:`ResponseTimeout`, :class:`ConnectionDropped` (sent, no complete answer), :class:`BadResponse`.
 Response parsing lives in :mod:`common.http1parse`. Timeouts share one loop timer; answers
-can be held unread while a burst of requests is written (:meth:`Http1Client.hold_answers`).
+can be held unread while a burst of requests is written (:meth:`Http1Client.hold_answers`). A deadline
+whose timer fires late because the loop stood still (the process stopped, a long pause) waits one more poll
+of the sockets first: an answer that came meanwhile is read, not reported as a timeout.
 """
 
 from __future__ import annotations
