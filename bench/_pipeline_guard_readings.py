@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from bench import CpuMeter, storage_pids
+from bench._pipeline_harness import executor_stamps, stage_split
 from bench.hops import GUARD_CHAIN as _GUARD_CHAIN
 from bench.hops import run_against
 from common.streams import TRIGGER_EVENTS
@@ -124,30 +125,21 @@ def _profile(pids: dict[str, int], seconds: float) -> list[subprocess.Popen[byte
 
 def _hot_stages(p: Any, db_url: str) -> dict[str, list[float]]:
     """Hot fires split at guard's decision (``Order.routed_time_ns``, from the recorded SELL), and the part after
-    it at the executor's stamps: admitted (``orders.arrival_ns``), POST sent (``orders.post_sent_ns``)."""
+    it at the executor's stamps (:func:`stage_split`): admitted, POST sent, the venue's receipt."""
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT fire_order FROM triggers WHERE id LIKE 'trg_hot_%%' AND fire_order IS NOT NULL"
                             ).fetchall()
-        orders = [epb.Order.FromString(bytes(r[0])) for r in rows]
-        stamps = {coid: (admitted, sent) for coid, admitted, sent in conn.execute(
-            "SELECT client_order_id, arrival_ns, post_sent_ns FROM orders WHERE client_order_id = ANY(%s)",
-            ([o.client_order_id for o in orders],))}
-    arrivals = p.sim.call(lambda: {q.client_order_id: q.arrival_ns for q in p.sim.insiders.posts})
-    names = ("ingest→guard decided", "guard decided→SELL POST", "decided→executor admitted", "admitted→POST sent",
-             "POST sent→venue")
-    out: dict[str, list[float]] = {name: [] for name in names}
-    for o in orders:
-        at_venue = arrivals.get(o.client_order_id)
-        if at_venue is None or not o.received_time_ns:
-            continue
-        out["ingest→guard decided"].append((o.routed_time_ns - o.received_time_ns) / 1e6)
-        out["guard decided→SELL POST"].append((at_venue - o.routed_time_ns) / 1e6)
-        admitted, sent = stamps.get(o.client_order_id, (None, None))
-        if admitted and sent:
-            for name, start, end in zip(names[2:], (o.routed_time_ns, admitted, sent), (admitted, sent, at_venue),
-                                        strict=True):
-                out[name].append((end - start) / 1e6)
-    return out
+    orders = {o.client_order_id: o for o in (epb.Order.FromString(bytes(r[0])) for r in rows)}
+    posts = p.sim.call(lambda: {q.client_order_id: q for q in p.sim.insiders.posts if q.client_order_id in orders})
+    out: dict[str, list[float]] = {"ingest→guard decided": [], "guard decided→SELL POST": []}
+    for coid, q in posts.items():
+        o = orders[coid]
+        if o.received_time_ns:
+            out["ingest→guard decided"].append((o.routed_time_ns - o.received_time_ns) / 1e6)
+            out["guard decided→SELL POST"].append((q.arrival_ns - o.routed_time_ns) / 1e6)
+    split = stage_split(posts.values(), orders, executor_stamps(db_url, list(orders)))
+    return {**out, "decided→executor admitted": split["routed→admitted"],
+            "admitted→POST sent": split["admitted→POST sent"], "POST sent→venue": split["POST sent→venue"]}
 
 
 def _med(values: list[float]) -> float | None:

@@ -8,7 +8,7 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -27,19 +27,36 @@ RSS_TARGET_MB = 250.0  # every service
 STAGES = ("ingest→routed", "routed→admitted", "admitted→POST sent", "POST sent→venue")
 
 
-def stage_split(records: Iterable[Any], orders: Mapping[str, epb.Order],
-                stamps: Mapping[str, tuple[int | None, int | None]]) -> dict[str, list[float]]:
+Stamps = Mapping[str, tuple[int | None, int | None]]  # client order id -> (arrival_ns, post_sent_ns)
+
+
+def executor_stamps(db_url: str, client_order_ids: list[str]) -> dict[str, tuple[int | None, int | None]]:
+    """The executor's stamps of these orders from PostgreSQL: admitted (``orders.arrival_ns``) and POST sent
+    (``orders.post_sent_ns``)."""
+    with psycopg.connect(db_url) as conn:
+        return {coid: (arrival, sent) for coid, arrival, sent in conn.execute(
+            "SELECT client_order_id, arrival_ns, post_sent_ns FROM orders WHERE client_order_id = ANY(%s)",
+            (client_order_ids,))}
+
+
+def _stamped(records: Iterable[Any], orders: Mapping[str, epb.Order],
+             stamps: Stamps) -> Iterator[tuple[Any, epb.Order, int, int]]:
+    """The POSTs whose Order and stamps are all known: (POST, Order, admitted ns, POST sent ns)."""
+    for r in records:
+        o = orders.get(r.client_order_id)
+        admitted, sent = stamps.get(r.client_order_id, (None, None))
+        if o is not None and o.received_time_ns and admitted and sent:
+            yield r, o, admitted, sent
+
+
+def stage_split(records: Iterable[Any], orders: Mapping[str, epb.Order], stamps: Stamps) -> dict[str, list[float]]:
     """Where each POST's time went (ms): ingest → routed (the router decided), routed → admitted (the executor
     prepared the order: ``orders.arrival_ns``), admitted → POST sent (its intent committed and its runner
     started: ``orders.post_sent_ns``), POST sent → the venue's receipt (``arrival_ns`` of the fake's record).
     ``stamps``: client order id → (arrival_ns, post_sent_ns). A POST whose Order or stamps are missing is left out
     of every stage, so the stages of one POST add up to its ingest → POST."""
     out: dict[str, list[float]] = {name: [] for name in STAGES}
-    for r in records:
-        o = orders.get(r.client_order_id)
-        admitted, sent = stamps.get(r.client_order_id, (None, None))
-        if o is None or not o.received_time_ns or not admitted or not sent:
-            continue
+    for r, o, admitted, sent in _stamped(records, orders, stamps):
         for name, start, end in zip(STAGES, (o.received_time_ns, o.routed_time_ns, admitted, sent),
                                     (o.routed_time_ns, admitted, sent, r.arrival_ns), strict=True):
             out[name].append((end - start) / 1e6)
@@ -49,17 +66,12 @@ def stage_split(records: Iterable[Any], orders: Mapping[str, epb.Order],
 MILESTONES = ("routed", "first admitted", "last admitted", "first POST sent", "last POST sent", "last at venue")
 
 
-def fanout_timeline(records: Iterable[Any], orders: Mapping[str, epb.Order],
-                    stamps: Mapping[str, tuple[int | None, int | None]]) -> dict[str, float]:
+def fanout_timeline(records: Iterable[Any], orders: Mapping[str, epb.Order], stamps: Stamps) -> dict[str, float]:
     """One fan-out's milestones (ms after ingest received the leader's trade): the router decided, the executor
     prepared its first and last order, sent its first and last POST, and the venue received the last one. The
     POSTs of one leader trade; those missing a stamp are left out (see :func:`stage_split`)."""
     marks: dict[str, list[int]] = {name: [] for name in ("received", "routed", "admitted", "sent", "venue")}
-    for r in records:
-        o = orders.get(r.client_order_id)
-        admitted, sent = stamps.get(r.client_order_id, (None, None))
-        if o is None or not o.received_time_ns or not admitted or not sent:
-            continue
+    for r, o, admitted, sent in _stamped(records, orders, stamps):
         for name, value in zip(marks, (o.received_time_ns, o.routed_time_ns, admitted, sent, r.arrival_ns),
                                strict=True):
             marks[name].append(value)
@@ -205,10 +217,8 @@ class Bench:
 
     def _stamps(self, records: list[Any]) -> dict[str, tuple[int | None, int | None]]:
         self.read_orders()
-        with psycopg.connect((self.p.run_dir / "database_url").read_text().strip()) as conn:
-            return {coid: (arrival, sent) for coid, arrival, sent in conn.execute(
-                "SELECT client_order_id, arrival_ns, post_sent_ns FROM orders WHERE client_order_id = ANY(%s)",
-                ([r.client_order_id for r in records],))}
+        return executor_stamps((self.p.run_dir / "database_url").read_text().strip(),
+                               [r.client_order_id for r in records])
 
     def cpu_meter(self) -> CpuMeter:
         """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""
