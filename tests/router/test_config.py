@@ -45,7 +45,8 @@ def test_overrides() -> None:
      ("TT_CLOB_API_URL", "ftp://x"), ("TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", "-1"),
      ("TT_ROUTER_MARKETABLE_BUY_MIN_USD", "abc"), ("TT_ROUTER_GRPC_PORT", "70000"), ("REDIS_URL", "http://x"),
      ("TT_TUNE_ROUTER_MAX_BATCH", "0"), ("TT_TUNE_ROUTER_REDIS_TIMEOUT_S", "0"), ("TT_MAX_ORDER_USD", "0"),
-     ("TT_MAX_ORDER_USD", "-5"), ("TT_MAX_ORDER_USD", "lots"), ("TT_MAX_ORDER_USD", "Infinity")],
+     ("TT_MAX_ORDER_USD", "-5"), ("TT_MAX_ORDER_USD", "lots"), ("TT_MAX_ORDER_USD", "Infinity"),
+     ("TT_TUNE_ROUTER_REPLAN_INTERVAL_S", "-1"), ("TT_TUNE_ROUTER_REPLAN_INTERVAL_S", "often")],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
