@@ -23,7 +23,7 @@ from common.marketstate import market_key
 from common.retry import Backoff
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.order_store import Change
-from services.executor.burst_gate import BurstGate, Once
+from services.executor.burst_gate import BurstGate, Once, Slots
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import accepted, classify, decide_submit, decide_unknown
@@ -77,7 +77,7 @@ class OrderRunner:
         self.redis = redis
         self.cfg = config
         self.rng = rng or random.Random()
-        self.slots = asyncio.Semaphore(config.max_inflight)
+        self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
         self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,

@@ -1,5 +1,4 @@
-"""The executor's bounds on in-flight POSTs and status queries (``asyncio.Semaphore``: FIFO, no slot lost to a
-cancelled waiter), the burst gate and the position queue."""
+"""The burst gate and the position queue (the in-flight bound, ``Slots``, has its own tests)."""
 
 from __future__ import annotations
 
@@ -9,55 +8,6 @@ import time
 from services.executor.burst_gate import BurstGate
 from services.executor.position_queue import PositionQueue
 from tests.helpers import eventually
-
-
-async def test_slots_bound_concurrency_in_fifo_order() -> None:
-    slots = asyncio.Semaphore(2)
-    running = 0
-    peak = 0
-    order: list[int] = []
-
-    async def work(i: int) -> None:
-        nonlocal running, peak
-        await slots.acquire()
-        try:
-            running += 1
-            peak = max(peak, running)
-            order.append(i)
-            await asyncio.sleep(0.001)
-        finally:
-            running -= 1
-            slots.release()
-
-    await asyncio.gather(*(work(i) for i in range(10)))
-    assert peak == 2 and order == list(range(10))
-    await asyncio.wait_for(asyncio.gather(slots.acquire(), slots.acquire()), 1)  # both slots came back
-    assert slots.locked()
-
-
-async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
-    slots = asyncio.Semaphore(1)
-    await slots.acquire()
-    waiter = asyncio.create_task(slots.acquire())
-    await asyncio.sleep(0)
-    waiter.cancel()
-    await asyncio.gather(waiter, return_exceptions=True)
-    slots.release()
-    assert not slots.locked()
-    await asyncio.wait_for(slots.acquire(), 1)
-
-
-async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
-    slots = asyncio.Semaphore(1)
-    await slots.acquire()
-    first = asyncio.create_task(slots.acquire())
-    second = asyncio.create_task(slots.acquire())
-    await asyncio.sleep(0)
-    slots.release()  # handed to ``first``...
-    first.cancel()  # ...which is cancelled before it runs
-    await asyncio.gather(first, return_exceptions=True)
-    await asyncio.wait_for(second, 1)  # the slot went on to the next waiter
-    assert slots.locked()
 
 
 async def test_burst_gate_releases_when_all_sent() -> None:
@@ -71,6 +21,19 @@ async def test_burst_gate_releases_when_all_sent() -> None:
     gate.done()
     await asyncio.wait_for(waiter, 1)
     await asyncio.wait_for(gate.wait(), 0.1)  # nothing pending: no wait
+
+
+async def test_a_cancelled_burst_waiter_leaves_the_others_waiting() -> None:
+    gate = BurstGate(5.0)
+    gate.add()
+    gone, stays = asyncio.create_task(gate.wait()), asyncio.create_task(gate.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    assert not stays.done()
+    gate.done()
+    await asyncio.wait_for(stays, 1)
 
 
 async def test_burst_gate_lets_a_trickle_through() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -130,3 +131,18 @@ def test_an_answered_retryable_error_marks_the_order_resubmittable() -> None:
     assert life.state is State.UNKNOWN and life.maybe_unsent
     life = lc.apply(life, lc.OrderFailed("VENUE_UNAVAILABLE"))
     assert life.state is State.FAILED and life.reason == "VENUE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"state": State.FILLED, "filled_size": D("3"), "avg_price": D("0.5")},
+    {"detail": "d", "attempts": 3, "maybe_unsent": True, "limit_price": None},
+])
+def test_evolve_is_dataclasses_replace(changes: dict[str, object]) -> None:
+    life = lc.OrderLife("co_e", State.PLACED, venue_order_id="v1", limit_price=D("0.5"), attempts=2)
+    evolved = lc._evolve(life, **changes)
+    assert evolved == dataclasses.replace(life, **changes)  # type: ignore[arg-type]
+    assert evolved is not life and life == lc.OrderLife("co_e", State.PLACED, venue_order_id="v1",
+                                                         limit_price=D("0.5"), attempts=2)
+    with pytest.raises(KeyError):
+        lc._evolve(life, no_such_field=1)
