@@ -34,7 +34,7 @@ async def test_cache_follows_changes(r: aioredis.Redis) -> None:
     assert [f.subscription_id for f in await cache.followers_of(LEADER.upper().replace("0X", "0x"))] == ["sub_1"]
 
     await hotindex.upsert(r, _sub("sub_2", wallet="w_2"))
-    await eventually(lambda: len(cache._by_leader.get(LEADER, ())) == 2)
+    await eventually(lambda: cache.cached(LEADER) == 2)
     await hotindex.upsert(r, _sub("sub_1", fixed="40"))
 
     async def fixed_is_40() -> bool:
@@ -44,7 +44,7 @@ async def test_cache_follows_changes(r: aioredis.Redis) -> None:
     await eventually(fixed_is_40)
     await hotindex.upsert(r, _sub("sub_1", state=spb.SUBSCRIPTION_STATE_PAUSED))
     await hotindex.remove(r, LEADER, "sub_2")
-    await eventually(lambda: LEADER not in cache._by_leader)
+    await eventually(lambda: cache.cached(LEADER) == 0)
     reloads = cache.reloads
 
     # a change whose message was lost (version moved, no message): the periodic check reloads everything
@@ -52,7 +52,7 @@ async def test_cache_follows_changes(r: aioredis.Redis) -> None:
     await r.hset(hotindex.leader_key(other), "sub_9", hotindex.encode(_sub("sub_9", leader=other)))
     await r.sadd(hotindex.LEADERS_KEY, other)
     await r.incr(hotindex.VERSION_KEY)
-    await eventually(lambda: cache.reloads > reloads and other in cache._by_leader)
+    await eventually(lambda: cache.reloads > reloads and cache.cached(other) == 1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -99,7 +99,7 @@ async def test_a_change_rereads_only_its_subscription(r: aioredis.Redis) -> None
     for i in (0, 1, 2, 3, 5):
         v = await hotindex.remove(r, LEADER, f"sub_{i}")
         await cache.apply(hotindex.IndexChange(LEADER, f"sub_{i}", "remove", v))
-    assert LEADER not in cache._by_leader
+    assert cache.cached(LEADER) == 0
 
 
 OTHER = "0x" + "aa" * 20
@@ -178,7 +178,7 @@ async def test_a_miss_read_across_a_change_is_not_cached(r: aioredis.Redis) -> N
     v2 = await hotindex.remove(r, LEADER, "sub_1")
     await cache.apply(hotindex.IndexChange(LEADER, "sub_1", "upsert", v1))
     await cache.apply(hotindex.IndexChange(LEADER, "sub_1", "remove", v2))
-    assert LEADER not in cache._by_leader
+    assert cache.cached(LEADER) == 0
 
     slow.release.set()
     await routing  # the routing task resumes and stores what it read
