@@ -23,6 +23,7 @@ from opentelemetry import metrics
 from common.alerts import AlertKind, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.decimals import MIN_HELD_SHARES, ZERO, fmt
+from common.dueset import DueSet
 from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from services.executor.adapters.insiders_api import parse_positions
@@ -124,8 +125,8 @@ class Reconciler:
         self.clock = clock
         self.stats = ReconcileStats()
         self._wallets: dict[str, LiveWallet] = {}
-        self._due: dict[str, float] = {}
-        self._soon: dict[str, float] = {}
+        self._due = DueSet()  # every LIVE wallet: its next round
+        self._soon = DueSet()  # wallets asked for
         self._refused: list[_Refused] = []
         self._refused_loaded = False
         self._wake = asyncio.Event()
@@ -150,7 +151,7 @@ class Reconciler:
     def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
         """Reconcile a wallet within ``delay_s`` (ahead of the periodic rounds)."""
         at = self.clock() + delay_s
-        self._soon[follower_wallet_id] = min(self._soon.get(follower_wallet_id, at), at)
+        self._soon.set_earlier(follower_wallet_id, at)
         self._wake.set()
 
     # -- one wallet ---------------------------------------------------------------------------------------
@@ -285,9 +286,10 @@ class Reconciler:
         self._wallets = {w.follower_wallet_id: w for w in wallets}
         self.round_gap_s = 1.0 / round_pace(len(wallets), self.interval_s, self.max_calls_per_s)
         for w in wallets:  # a new wallet is reconciled at once; the others keep their place, spread over time
-            self._due.setdefault(w.follower_wallet_id, now)
-        for gone in set(self._due) - set(self._wallets):
-            del self._due[gone]
+            if w.follower_wallet_id not in self._due:
+                self._due.set(w.follower_wallet_id, now)
+        for gone in [w for w in self._due if w not in self._wallets]:
+            self._due.discard(gone)
 
     async def run(self) -> None:
         """Reconcile every LIVE wallet at start, then each one an interval after its last round, the rounds' calls
@@ -308,12 +310,12 @@ class Reconciler:
                 wallet_id, asked = self._next(now)
                 if wallet_id is not None and now - last_call >= (self.min_gap_s if asked else self.round_gap_s):
                     last_call = now
-                    self._soon.pop(wallet_id, None)
+                    self._soon.discard(wallet_id)
                     wallet = self._wallets.get(wallet_id)
                     if wallet is not None:
                         await self.reconcile(wallet)
                     if wallet_id in self._due:
-                        self._due[wallet_id] = self.clock() + self.interval_s
+                        self._due.set(wallet_id, self.clock() + self.interval_s)
                     continue
                 wait = min(self._wait_s(now, last_call), refreshed + refresh_s - now)
             except asyncio.CancelledError:
@@ -329,18 +331,18 @@ class Reconciler:
     def _next(self, now: float) -> tuple[str | None, bool]:
         """The wallet to reconcile now, and whether it was asked for: one asked for first, then the most
         overdue of the rounds."""
-        soon = [(at, w) for w, at in self._soon.items() if at <= now]
-        if soon:
-            return min(soon)[1], True
-        due = [(at, w) for w, at in self._due.items() if at <= now]
-        return (min(due)[1] if due else None), False
+        soon = self._soon.first()
+        if soon is not None and soon[0] <= now:
+            return soon[1], True
+        due = self._due.first()
+        return (due[1] if due is not None and due[0] <= now else None), False
 
     def _wait_s(self, now: float, last_call: float) -> float:
         upcoming = []
-        if self._soon:
-            upcoming.append(max(min(self._soon.values()), last_call + self.min_gap_s))
-        if self._due:
-            upcoming.append(max(min(self._due.values()), last_call + self.round_gap_s))
+        if (soon := self._soon.first()) is not None:
+            upcoming.append(max(soon[0], last_call + self.min_gap_s))
+        if (due := self._due.first()) is not None:
+            upcoming.append(max(due[0], last_call + self.round_gap_s))
         if self._refused:
             upcoming.append(min(r.next_at for r in self._refused))
         nxt = min(upcoming) if upcoming else now + self.refresh_s
