@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bench._pipeline_ceiling import scenario_g
-from bench._pipeline_harness import STAGES, Bench
+from bench._pipeline_harness import MILESTONES, STAGES, Bench
 from bench._pipeline_stall import scenario_f
-from bench.pipeline import scenario_a, scenario_b, start_pipeline
+from bench.pipeline import fanout_target_ms, scenario_a, scenario_b, start_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,7 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     # every POST split at the router's decision and the executor's stamps (admitted, POST sent)
     assert {name: s["n"] for name, s in a["stages"].items()} == dict.fromkeys(STAGES, 20)
     assert fan["runs"] == 2 and fan["latency"]["ingest→last POST"]["n"] == 2
+    assert [list(marks) for marks in fan["timeline_by_run"]] == [list(MILESTONES)] * 2 and fan["target_last_ms"] == 150
     # the executor stopped for a second: every order still POSTed once, its memory and the drain measured
     assert stall["posts"] == stall["orders_expected"] == 60 and stall["posted_twice"] == 0
     assert stall["executor_rss_mb"]["peak"] >= stall["executor_rss_mb"]["before_stall"] > 0
@@ -39,3 +40,8 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     # the ceiling's steps: every order of each step joined, and a generous target held by both
     assert [s["posts"] for s in ceiling["steps"]] == [s["trades"] * 2 for s in ceiling["steps"]]
     assert [s["rate_per_s"] for s in ceiling["steps"]] == [10.0, 20.0] and ceiling["ceiling_trades_per_s"] == 20.0
+
+
+@pytest.mark.parametrize(("followers", "target_ms"), [(5, 150), (1000, 150), (1001, 1500), (10_000, 1500)])
+def test_the_fanout_target_follows_the_issue(followers: int, target_ms: int) -> None:
+    assert fanout_target_ms(followers) == target_ms
