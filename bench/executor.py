@@ -242,7 +242,7 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
             "orders_per_run": args.orders, "double_posts": doubles}
 
 
-APP_NAME = "tt-bench-executor"
+APP_NAME = "tt-executor"  # every connection of the executor is named so ("tt-executor", "tt-executor-intents")
 
 
 def _log_statements(db_url: str) -> None:
@@ -262,7 +262,7 @@ def _count_statements(log_file: Path, start: int) -> tuple[int, int, dict[str, i
         f.seek(start)
         lines = f.read().split(b"\n")
     for i, line in enumerate(lines):
-        if not line.startswith(APP_NAME.encode() + b"|"):
+        if not line.startswith(APP_NAME.encode()) or b"|" not in line[:40]:
             continue
         for marker in (b"LOG:  statement: ", b"LOG:  execute "):
             at = line.find(marker)
@@ -296,7 +296,7 @@ async def _singles(args: argparse.Namespace, db_url: str, redis_url: str, log_pa
     CPU per order, from the first append until every order is terminal, and the executor's statements."""
     _log_statements(db_url)
     pg_log = pgdata / "log"
-    async with _Stack(db_url, redis_url, log_path, {"PGAPPNAME": APP_NAME}) as st:
+    async with _Stack(db_url, redis_url, log_path, {}) as st:
         n_warm = max(1, int(args.single_rate))
         for i in range(n_warm):  # one second of warm-up
             await st.log.append(_single(i, time.time_ns()).SerializeToString())
