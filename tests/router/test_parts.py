@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router.outbound import MAX_PART_BYTES, join_parts, split_routed
+from services.router.outbound import MAX_PART_BYTES, _split_messages, join_parts, split_routed
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -79,3 +79,27 @@ def test_parts_keep_every_order_and_skip_in_order(orders: int, skips: int, max_b
     assert join_parts(out) == whole
     if len(out) > 1:  # a part is within the bound unless one order or skip alone is bigger
         assert all(len(p.SerializeToString()) <= max_bytes or len(p.orders) + len(p.skips) == 1 for p in out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(orders=st.integers(0, 300), skips=st.integers(0, 300), max_bytes=st.integers(200, 20_000))
+def test_parts_cut_from_the_bytes_are_the_parts_serialized_one_by_one(orders: int, skips: int,
+                                                                      max_bytes: int) -> None:
+    """The same bytes as serializing each part: a trade split before an upgrade is split the same after it."""
+    whole = routed(orders, skips)
+    payload = whole.SerializeToString()
+    assert split_routed(whole, payload, max_bytes) == _split_messages(whole, payload, max_bytes)
+
+
+@pytest.mark.parametrize("extra", [
+    epb.RoutedTrade(part=1, parts=2),  # already a part
+    epb.RoutedTrade(),  # no trade
+])
+def test_a_payload_that_is_not_a_plain_whole_trade_is_split_through_the_messages(extra: epb.RoutedTrade) -> None:
+    whole = routed(50)
+    if extra.parts:
+        whole.part, whole.parts = extra.part, extra.parts
+    else:
+        whole.ClearField("trade")
+    payload = whole.SerializeToString()
+    assert split_routed(whole, payload, 4_000) == _split_messages(whole, payload, 4_000)
