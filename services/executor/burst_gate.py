@@ -77,6 +77,13 @@ class BurstGate:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def starved(self) -> None:
+        """POSTs of the burst wait for an in-flight slot, which only a read answer frees: holding answers would
+        stall the burst until ``max_wait_s`` (a fan-out wider than the in-flight bound waited its whole bound
+        there). The hold ends and is not renewed within this burst."""
+        if self.holding:
+            self._end_hold(False)
+
     def _check_hold(self) -> None:
         if self.holding:
             if self.unsent == 0:  # a burst is held until its last POST is written

@@ -294,6 +294,8 @@ class OrderRunner:
                 failed = lc.OrderFailed("BREAKER_OPEN", f"{gate.venue} breaker open")
                 return await self._transition(t, life, [failed]), may_hold
             try:
+                if not self.slots.free:
+                    self.burst.starved()  # the answers in flight must be read for this POST to go
                 await self.slots.acquire()
                 try:
                     if not t.post_sent_ns:

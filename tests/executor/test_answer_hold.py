@@ -54,3 +54,38 @@ async def test_answers_to_a_fan_out_wait_until_its_posts_are_written(harness: Ha
     assert all(n == 1 for n in harness.fake.post_counts().values()) and len(harness.fake.post_counts()) == 200
     assert not running.runner.burst.holding and running.runner.burst.unsent == 0
     assert running.runner.burst.pending == 0
+
+
+async def test_a_fan_out_wider_than_the_in_flight_bound_does_not_wait_for_the_hold_to_expire(
+        harness: Harness) -> None:
+    """The answers held while a burst is written are the ones that free in-flight slots: with 8 slots, the hold
+    allowed 60 s and a POST 60 s to be answered (a deadline reads the held answers), 200 orders would stand
+    still for a minute after their first 8 POSTs."""
+    await harness.set_book(ASSET, [("0.49", "100000")], [("0.50", "100000"), ("0.51", "100000")])
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_MAX_INFLIGHT="8", TT_TUNE_EXECUTOR_ANSWER_DEFER_S="60",
+                                           TT_TUNE_EXECUTOR_POST_TIMEOUT_S="60")
+    assert running.runner.burst.max_wait_s == 60.0
+    # the fan-out is still being admitted (its later intents wait for POSTs beyond the first 8 slots), so its
+    # answers are held: only the in-flight bound's need for them can end the hold
+    store = running.admission.store
+    insert = store.insert_intents
+    calls = 0
+
+    async def later_chunks_after_the_slots_turned_over(items: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            await eventually(lambda: len(harness.fake.posts) >= 24, timeout_s=20,
+                             message="POSTs beyond the in-flight bound while the fan-out is admitted")
+        return await insert(items)
+
+    store.insert_intents = later_chunks_after_the_slots_turned_over  # type: ignore[method-assign]
+    orders = [make_order(i) for i in range(200)]
+    await harness.route(*orders)
+
+    async def all_posted() -> bool:
+        return len(harness.fake.post_counts()) == 200
+
+    await eventually(all_posted, timeout_s=30)  # type: ignore[arg-type]
+    assert all(n == 1 for n in harness.fake.post_counts().values())
+    assert not running.runner.burst.holding

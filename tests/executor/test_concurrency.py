@@ -109,6 +109,23 @@ async def test_answer_hold_is_bounded_and_not_renewed_within_the_same_burst() ->
     assert holder.calls[-1] == "release"
 
 
+async def test_a_burst_starved_of_in_flight_slots_reads_its_answers() -> None:
+    gate = BurstGate(30.0, min_pending=2)
+    holder = Holder()
+    gate.hold_answers_with(holder)
+    gate.starved()
+    assert holder.calls == []  # nothing held: nothing to end
+    gate.add(10)
+    gate.sent(4)  # the in-flight bound reached: the other 6 wait for answers that are held
+    gate.starved()
+    assert holder.calls == ["hold", "release"] and not gate.holding
+    gate.sent(1)
+    assert holder.calls == ["hold", "release"]  # the same burst is not held again
+    gate.sent(5)
+    gate.add(10)
+    assert holder.calls[-1] == "hold"  # the next burst is
+
+
 async def test_a_sell_waits_for_the_orders_of_its_position_that_came_before_it() -> None:
     q = PositionQueue()
     pos, other = ("w_1", "a_1"), ("w_1", "a_2")
