@@ -49,6 +49,7 @@ from common.grpcserver import GrpcServer, start_server
 from common.marketstate import BookSnapshot, write_book
 from common.storage import apply_migrations, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
+from services.router.outbound import split_routed
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -216,7 +217,9 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
             start_index = len(fake.posts)
             cpu0 = sampler.now_ns()
             t0 = time.time_ns()
-            await st.log.append(_routed(run, args.orders, t0).SerializeToString())
+            routed = _routed(run, args.orders, t0)
+            for part in split_routed(routed, routed.SerializeToString()):  # as the router appends a wide fan-out
+                await st.log.append(part)
             deadline = time.monotonic() + 30
             while len(fake.posts) - start_index < args.orders:
                 if time.monotonic() > deadline:
