@@ -6,7 +6,8 @@
 The executor runs as its own process (``python -m services.executor``) against embedded PostgreSQL
 and Redis; this process serves it the routed-trade stream (a router stand-in over the real durable
 log) and hosts the Insiders fake, which records each POST's arrival time. Each run appends one
-RoutedTrade; the clock starts just before the append and stops at the fake's last POST arrival.
+RoutedTrade (in the router's parts when it is over 1 MiB); the clock starts just before the append and
+stops at the fake's last POST arrival.
 Runs are separated: the next starts once every order of the previous one is terminal. "executor
 CPU" is the executor process's CPU time (its kernel CPU clock, ns resolution, sampled every 2 ms by
 a thread) from the append to the last POST's arrival: on this 2-core machine the executor, the

@@ -79,8 +79,8 @@ class BurstGate:
 
     def starved(self) -> None:
         """POSTs of the burst wait for an in-flight slot, which only a read answer frees: holding answers would
-        stall the burst until ``max_wait_s`` (a fan-out wider than the in-flight bound waited its whole bound
-        there). The hold ends and is not renewed within this burst."""
+        stall the burst until the hold ended otherwise (the fan-out's last order started, ``max_wait_s``, or a POST
+        deadline reading the held answers). The hold ends and is not renewed within this burst."""
         if self.holding:
             self._end_hold(False)
 
