@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 
 from bench import internal_env, internal_security, print_table, process_cpu_s, save_results, storage_pids, summarize
+from bench._pg_statements import count_statements, log_statements
 from bench._transports import compare_transports
 from common.config import project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
@@ -246,45 +247,6 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
             "orders_per_run": args.orders, "double_posts": doubles}
 
 
-APP_NAME = "tt-executor"  # every connection of the executor is named so ("tt-executor", "tt-executor-intents")
-
-
-def _log_statements(db_url: str) -> None:
-    """Make PostgreSQL log every statement with its application name (to count the executor's)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET log_statement = 'all'")
-        conn.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
-        conn.execute("SELECT pg_reload_conf()")
-
-
-def _count_statements(log_file: Path, start: int) -> tuple[int, int, dict[str, int]]:
-    """(statements, transactions, statements by first words) the executor sent, from the PostgreSQL log
-    after byte ``start``."""
-    statements = begins = 0
-    kinds: dict[str, int] = {}
-    with log_file.open("rb") as f:
-        f.seek(start)
-        lines = f.read().split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.startswith(APP_NAME.encode()) or b"|" not in line[:40]:
-            continue
-        for marker in (b"LOG:  statement: ", b"LOG:  execute "):
-            at = line.find(marker)
-            if at < 0:
-                continue
-            text = line[at + len(marker):].decode(errors="replace")
-            if marker.startswith(b"LOG:  execute"):
-                text = text.split(":", 1)[-1]
-            if not text.strip() and i + 1 < len(lines):  # the SQL starts on the next line
-                text = lines[i + 1].decode(errors="replace")
-            kind = " ".join(text.split()[:3])[:40]
-            kinds[kind] = kinds.get(kind, 0) + 1
-            statements += 1
-            if text.strip() == "BEGIN":
-                begins += 1
-    return statements, begins, dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
-
-
 def _single(i: int, now_ns: int) -> epb.RoutedTrade:
     o = _routed(0, 1, now_ns).orders[0]
     o.client_order_id = f"co_single_{i:06d}"
@@ -298,7 +260,7 @@ async def _singles(args: argparse.Namespace, db_url: str, redis_url: str, log_pa
                    pgdata: Path, run_dir: Path) -> dict[str, Any]:
     """``--single-rate`` RoutedTrades of one order per second for ``--single-s``: executor (and PostgreSQL)
     CPU per order, from the first append until every order is terminal, and the executor's statements."""
-    _log_statements(db_url)
+    log_statements(db_url)
     pg_log = pgdata / "log"
     async with _Stack(db_url, redis_url, log_path, {}) as st:
         n_warm = max(1, int(args.single_rate))
@@ -325,7 +287,7 @@ async def _singles(args: argparse.Namespace, db_url: str, redis_url: str, log_pa
         cpu_all = (st.sampler.now_ns() - cpu0) / 1e6
         pg_cpu = sum((process_cpu_s(pid) or 0.0) - pg_begin.get(pid, 0.0)
                      for pid in storage_pids(run_dir)["postgres"]) * 1e3
-        statements, transactions, kinds = _count_statements(pg_log, log_start)
+        statements, transactions, kinds = count_statements(pg_log, log_start)
         posts = sum(1 for p in st.fake.posts if p.client_order_id.startswith("co_single_"))
         doubles = sum(1 for c, k in st.fake.post_counts().items() if k > 1 and c.startswith("co_single_"))
     return {"rate_per_s": args.single_rate, "orders": n, "drive_s": round(drive_s, 2),
