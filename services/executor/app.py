@@ -201,7 +201,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
         lost_after=t.lost_after, placed_lost_after_s=t.placed_lost_after_s,
         resubmit_max_age_s=t.resubmit_max_age_s,
         max_inflight=t.max_inflight, max_status_queries=t.max_status_queries,
-        answer_defer_s=t.answer_defer_s), rng=random.Random())
+        answer_defer_s=t.answer_defer_s, gc_pause_max_s=t.gc_pause_max_s), rng=random.Random())
     admission = OrderAdmission(runner, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(t.max_order_age_s * 1e9),
         min_depth_ratio=t.min_depth_ratio, max_order_usd=settings.max_order_usd),

@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from services.executor.gc_pause import GcPause
 from services.executor.ports import AnswerHolder
 
 
@@ -19,9 +20,10 @@ class BurstGate:
     none is (at most ``max_wait_s``; after such a timeout holding resumes only once the burst is over).
     """
 
-    def __init__(self, max_wait_s: float, min_pending: int = 0) -> None:
+    def __init__(self, max_wait_s: float, min_pending: int = 0, gc_pause: GcPause | None = None) -> None:
         self.max_wait_s = max_wait_s
         self.min_pending = min_pending
+        self.gc_pause = gc_pause  # collection off from a burst's start until at most ``min_pending`` are pending
         self.pending = 0
         self.unsent = 0
         self._waiters: list[asyncio.Future[None]] = []  # one future per waiter: cancelling one cancels no other
@@ -40,6 +42,8 @@ class BurstGate:
         self.pending += n
         self.unsent += n
         self._check_hold()
+        if self.gc_pause is not None and self.unsent > self.min_pending:
+            self.gc_pause.pause()
 
     def sent(self, n: int = 1) -> None:
         """``n`` POSTs of the burst were written (or will never be)."""
@@ -51,6 +55,8 @@ class BurstGate:
         self.pending = max(0, self.pending - n)
         if self.pending <= self.min_pending:
             self._release()
+            if self.gc_pause is not None:
+                self.gc_pause.resume()
 
     def give_back(self, n: int) -> None:
         """``n`` POSTs announced by :meth:`add` will not be sent by whoever announced them."""

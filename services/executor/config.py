@@ -91,6 +91,9 @@ class Tuning(TrimTuning):
     max_status_queries: int = tune(256, "status queries of placed orders in flight at once", minimum=1)
     max_inflight: int = tune(2048, "POSTs in flight at once: bounds memory and the venue's load in a 10k fan-out",
                              minimum=1)
+    gc_pause_max_s: float = tune(3.0, "automatic garbage collection stays off at most this long while a fan-out's "
+                                 "POSTs are written (a fifth of the executor's CPU at 10,000 followers); 0: never",
+                                 minimum=0.0)
     answer_defer_s: float = tune(1.0, "while a fan-out's POSTs are written, answers to the first ones wait (unread) at "
                                  "most this long, unless POSTs wait for an in-flight slot", minimum=0.0)
     http_connections: int = tune(0, "cap of connections to the Insiders API (0 = no cap: a fan-out opens what it "

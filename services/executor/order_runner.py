@@ -29,6 +29,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import accepted, classify, decide_submit, decide_unknown
 from services.executor.domain.fill_math import fill_booking
 from services.executor.domain.ticket import Ticket
+from services.executor.gc_pause import GcPause
 from services.executor.journal import Journal
 from services.executor.order_events import build_event
 from services.executor.placed_orders import PlacedQueries
@@ -64,6 +65,7 @@ class RunnerConfig:
     # venues that can hold answers keep them unread (parsed only after the burst's last POST).
     answer_defer_s: float = 1.0
     answer_defer_min_pending: int = 32
+    gc_pause_max_s: float = 0.0  # automatic garbage collection off while a burst is written, this long at most
 
 
 class OrderRunner:
@@ -79,7 +81,8 @@ class OrderRunner:
         self.rng = rng or random.Random()
         self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending)
+        self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
+                               GcPause(config.gc_pause_max_s) if config.gc_pause_max_s > 0 else None)
         self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,
                                     lost_after_s=config.placed_lost_after_s)
         self.tracker = Tracker(self.placed.poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
