@@ -6,7 +6,7 @@
   ``SerializeToString()``; 200 books of 10 levels a side, ticks in frames of 1, 2 (a market's two
   outcomes: the usual price_change frame) and 8 sharing one receive stamp (``tick_fN``); ``equal`` = 1
   when every tick's bytes are the same both ways.
-- ``slots``: the executor's retired ``Slots`` against ``asyncio.Semaphore``: a burst of 1,000 tasks each
+- ``slots``: the executor's ``Slots`` against ``asyncio.Semaphore``: a burst of 1,000 tasks each
   taking a slot, holding it over 3 loop passes (an in-flight POST) and giving it back, with the
   executor's ``max_inflight`` (2,048: never full) and the tracker's 256 (most tasks wait); CPU per burst
   and the p50 / p99 wait for a slot; and a bare uncontended acquire + release.
@@ -100,7 +100,7 @@ def _tickwire(side: str, n: int) -> dict[str, float]:
 
 class _Gate:
     def __init__(self, side: str, n: int) -> None:
-        from bench._cmp_retired import Slots
+        from services.executor.burst_gate import Slots
 
         self.impl: Any = Slots(n) if side == "Slots" else asyncio.Semaphore(n)
 

@@ -1,49 +1,16 @@
 """The hand-written pieces ``bench compare`` found not worth keeping, kept here only so the comparison
-can be run again: ``Slots`` (was ``services/executor/concurrency.py``, replaced by ``asyncio.Semaphore``)
-and the PriceTick hand encoder (was ``services/ingest/tickwire.py`` and ``BookState.tick_bytes``,
-replaced by ``BookState.price_tick(...).SerializeToString()``). Not used by any service."""
+can be run again: the PriceTick hand encoder (was ``services/ingest/tickwire.py`` and ``BookState.tick_bytes``,
+replaced by ``BookState.price_tick(...).SerializeToString()``). Not used by any service. (``Slots``, retired
+here once, is the executor's in-flight bound again: ``services/executor/burst_gate.py``.)"""
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from decimal import Decimal
 
 from common.decimals import fmt
 from common.protowire import varint
 from services.ingest.books import BookState
 from tradingtools.market.v1 import market_pb2 as mpb
-
-
-class Slots:
-    """A counting semaphore whose uncontended acquire allocates nothing."""
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        """Take a slot, waiting in FIFO order when none is free."""
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            raise
-
-    def release(self) -> None:
-        """Give a slot back (to the first waiter, if any)."""
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.free += 1
 
 
 def _field(number: int, text: str) -> bytes:
