@@ -93,6 +93,7 @@ class Bench:
         self.orders: dict[str, epb.Order] = {}
         self.sent_ns: dict[str, int] = {}
         self.load: list[tuple[float, float, float]] = []
+        self.unheard = 0  # driven trades no RTDS subscriber heard (see :meth:`drive`)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -132,8 +133,11 @@ class Bench:
 
     # -- driving --------------------------------------------------------------------------------
 
-    def drive(self, rate_per_s: float, duration_s: float, plan: list[tuple[str, SimMarket]]) -> int:
-        """Leader trades at ``rate_per_s`` for ``duration_s`` (round robin over ``plan``) on RTDS."""
+    def drive(self, rate_per_s: float, duration_s: float, plan: list[tuple[str, SimMarket]],
+              feeds: tuple[str, ...] = ("rtds",)) -> int:
+        """Leader trades at ``rate_per_s`` for ``duration_s`` (round robin over ``plan``) on RTDS (and on the
+        data-api when ``feeds`` says so). A trade published while ingest's RTDS socket is not subscribed (it is
+        reconnecting after 15 s of silence) is counted in :attr:`unheard`: only the data-api can bring it."""
         sim, sent = self.p.sim.sim, self.sent_ns
 
         async def run() -> int:
@@ -146,8 +150,11 @@ class Bench:
                 leader, market = plan[n % len(plan)]
                 tx = "0x" + secrets.token_hex(32)
                 sent[tx] = time.time_ns()
+                if sim.rtds.stalled or not any(sim.rtds.subscribed(c, "activity", "trades")
+                                               for c in list(sim.rtds.clients)):
+                    self.unheard += 1
                 sim.trade(leader, market=market, token=market.tokens[0], price="0.51", size="100", tx=tx,
-                          feeds=("rtds",))
+                          feeds=feeds)
                 n += 1
                 if n % max(1, int(rate_per_s)) == 0:
                     self.load.append(os.getloadavg())

@@ -22,6 +22,9 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
             b = Bench(p)
             a = scenario_a(b, 20.0, 1.0, 0.5)
             fan = scenario_b(b, 5, 2)
+            p.sim.call(p.sim.sim.rtds.stall)  # RTDS silent: (b)'s trades come by the data-api poller alone
+            unheard = scenario_b(b, 3, 1)
+            p.sim.call(p.sim.sim.rtds.resume)
             stall = scenario_f(b, rate=10.0, leaders=2, followers=2, duration_s=3.0, stall_at_s=1.0, stall_s=1.0)
             ceiling = scenario_g(b, leaders=2, followers=2, step_s=1.0, rates=(10.0, 20.0), p99_target_ms=10_000.0)
         finally:
@@ -33,6 +36,9 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     assert {name: s["n"] for name, s in a["stages"].items()} == dict.fromkeys(STAGES, 20)
     assert fan["runs"] == 2 and fan["latency"]["ingest→last POST"]["n"] == 2
     assert [list(marks) for marks in fan["timeline_by_run"]] == [list(MILESTONES)] * 2 and fan["target_last_ms"] == 150
+    assert fan["incomplete_runs"] == [] and fan["runs_not_heard_on_rtds"] == []
+    # a trade RTDS never delivered is still copied to every follower, and the run says how it came
+    assert unheard["incomplete_runs"] == [] and unheard["runs_not_heard_on_rtds"] == [1] and unheard["runs"] == 1
     # the executor stopped for a second: every order still POSTed once, its memory and the drain measured
     assert stall["posts"] == stall["orders_expected"] == 60 and stall["posted_twice"] == 0
     assert stall["executor_rss_mb"]["peak"] >= stall["executor_rss_mb"]["before_stall"] > 0
