@@ -45,7 +45,7 @@ from typing import Any
 from bench import address, memory_mb, print_table, save_results, summarize
 from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_guard import scenario_e
-from bench._pipeline_harness import MILESTONES, RSS_TARGET_MB, Bench
+from bench._pipeline_harness import MILESTONES, RSS_TARGET_MB, Bench, no_full_collections
 from bench._pipeline_stall import scenario_f
 from bench.hops import run_against
 from sim.polymarket import SimMarket
@@ -328,7 +328,8 @@ def main(argv: list[str]) -> int:
             b = Bench(p)
             for key in ("a", "b", "c", "e", "f", "g"):
                 if key in only:
-                    results[key] = steps[key](b)
+                    with no_full_collections():
+                        results[key] = steps[key](b)
                     if key == "f":
                         f = results[key]
                         print(f"--- (f) executor stopped under load: {f}", flush=True)
