@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
 
 from common.config import ConfigError, StorageSettings
 from common.grpcserver import run, wait_for_termination
+from common.heap import settle_start_up_heap
 from common.logs import setup_logging
 from common.telemetry import setup_telemetry
 from services.executor.app import start
@@ -24,11 +24,7 @@ async def main(settings: Settings, storage: StorageSettings) -> None:
     fatal = [t for t in running.tasks if t.get_name() in _FATAL]
     for task in fatal:
         task.add_done_callback(_fatal_unless_cancelled)
-    # A fan-out allocates heavily for a few hundred ms: keep the start-up heap out of the collector's
-    # scans and collect young objects less often, so no full collection lands inside a burst.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    settle_start_up_heap()  # a fan-out allocates heavily for a few hundred ms
     try:
         await wait_for_termination(running.server, settings.tuning.grace_s)
     finally:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from common.decimals import ZERO
+from common.heap import freeze_bulk_load
 from common.retry import Backoff
 from services.guard.domain.trigger_model import Kind, Reason, State
 from services.guard.loops import reraise_if_cancelled
@@ -82,6 +83,7 @@ class TriggerChanges:
         if changed or removed:
             log.info("triggers resynced", extra={"changed": changed, "removed": removed})
             guard.watch.kick()
+        freeze_bulk_load(changed)  # thousands of triggers at once: out of the collector's scans from now on
         return changed, removed
 
     def rearm(self, trigger_ids: list[str], recheck_asset: str = "",
