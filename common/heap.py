@@ -14,12 +14,18 @@ YOUNG_THRESHOLD = 50_000  # allocations between two young collections (Python's 
 BULK_LOAD_MIN = 1_000  # objects loaded at once (triggers, ...) worth a freeze after the load
 
 
+def collect_less_often() -> None:
+    """Collect the young generations less often (a full collection then comes after 100 of theirs at the soonest):
+    set before a start-up that loads a large heap, so that the load is not scanned again and again."""
+    gc.set_threshold(YOUNG_THRESHOLD, 20, 100)
+
+
 def settle_start_up_heap() -> None:
     """Collect once, freeze what is alive (modules, start-up caches), and collect the young generations less often,
     so that no full collection lands inside a burst of work."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, 20, 100)
+    collect_less_often()
 
 
 def freeze_bulk_load(loaded: int) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.heap import BULK_LOAD_MIN, YOUNG_THRESHOLD, freeze_bulk_load, settle_start_up_heap
+from common.heap import BULK_LOAD_MIN, YOUNG_THRESHOLD, collect_less_often, freeze_bulk_load, settle_start_up_heap
 
 
 @pytest.fixture
@@ -48,3 +48,12 @@ def test_start_up_heap_is_frozen_and_young_collections_come_less_often(collector
     settle_start_up_heap()
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+def test_a_large_load_is_not_scanned_again_and_again(collector: None) -> None:
+    collect_less_often()
+    gc.collect()
+    before = gc.get_stats()[2]["collections"]
+    heap = [[i] for i in range(200_000)]  # a start-up load: 200,000 tracked objects
+    assert gc.get_stats()[2]["collections"] == before
+    del heap
