@@ -262,6 +262,29 @@ async def test_a_pass_reads_the_new_fills_of_many_subscriptions_in_one_statement
     await conn.close()
 
 
+async def test_a_pass_reads_many_subscriptions_a_few_a_statement_and_keeps_the_same_books(db_url: str) -> None:
+    """The fills of a pass's subscriptions are read in parts (the tick loop runs between two), and what is kept is
+    what one statement for all of them keeps."""
+    conn = await db(db_url)
+    for n in (1, 2, 3, 4, 5):
+        await insert_subscription(conn, f"sub_{n}", leader="0x" + str(n) * 40)
+        await _book(db_url, n, cpb.SIDE_BUY, str(10 * n), "0.50", sub_id=f"sub_{n}")
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    await pool.wait()
+    parts, whole = CountingStore(pool, now), CountingStore(pool, now)
+    marks = FixedMarks({ASSET: D("0.60")})
+    by_parts = PerfMonitor(parts, FakeControl(), marks, interval_s=60, reads_per_statement=2)
+    at_once = PerfMonitor(whole, FakeControl(), marks, interval_s=60, reads_per_statement=500)
+    assert await by_parts.publish_unrealized() == 5
+    assert parts.batched == [2, 2, 1]
+    assert await at_once.publish_unrealized() == 0  # the same figures: nothing left to write
+    assert whole.batched == [5]
+    for n in (1, 2, 3, 4, 5):
+        assert await by_parts._holdings(f"sub_{n}", None) == await at_once._holdings(f"sub_{n}", None)
+    await pool.close()
+    await conn.close()
+
+
 async def test_rules_changed_between_passes_are_read_again_and_unchanged_ones_are_kept(db_url: str) -> None:
     """The rules of an ACTIVE subscription are parsed once while its perf JSON is unchanged; a changed loss
     stop applies from the next pass, and an unreadable one stops the evaluation without stopping the pass."""
