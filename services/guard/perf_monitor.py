@@ -222,8 +222,8 @@ class PerfMonitor:
 
     async def _read_many(self, due: dict[str, str | None], versions: dict[str, int | None]) -> None:
         """Read the fills of every subscription of ``due`` (id → its last snapshot) that its last snapshot could not
-        see, ``reads_per_statement`` subscriptions a statement, and fold them into what is kept (with ``versions``: each one's fills version, read
-        before these fills, so they hold at least what it counted)."""
+        see, ``reads_per_statement`` subscriptions a statement, and fold them into what is kept (with ``versions``:
+        each one's fills version, read before these fills, so they hold at least what it counted)."""
         ids = list(due)
         for at in range(0, len(ids), self.reads_per_statement):
             if at:
