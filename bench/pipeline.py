@@ -28,7 +28,10 @@ read it, see :mod:`sim.rxstamp`). Same machine, same wall clock, so they subtrac
 Orders are read back from the router's durable log (``tt:stream:routed_trades``) and joined to the
 fake's POST log by client order id. ``sim→POST`` uses the wall time taken on the simulator's loop
 just before it wrote the frame. Trades go on RTDS only (the data-api poller would see the same
-trades again and dedupe them; it is slowed to its production 60 s interval).
+trades again and dedupe them; it is slowed to its production 60 s interval), except (b)'s: its runs are
+about as far apart as ingest's reopening of a quiet RTDS socket (15 s), so its trade goes on the data-api
+too, as a leader's fill does, and one published while the socket reconnects comes by the poll ingest makes
+once it is back; (b) reports such runs (``runs_not_heard_on_rtds``).
 """
 
 from __future__ import annotations
