@@ -240,10 +240,17 @@ class Bench:
         """:func:`fanout_timeline` of one leader trade's POSTs."""
         return fanout_timeline(records, self.orders, self._stamps(records))
 
-    def _stamps(self, records: list[Any]) -> dict[str, tuple[int | None, int | None]]:
+    def _stamps(self, records: list[Any], timeout_s: float = 5.0) -> dict[str, tuple[int | None, int | None]]:
+        """The executor's stamps of these POSTs; waits (up to ``timeout_s``) until each has both: the POST-sent
+        stamp is written behind the POST, with the order's next transition."""
         self.read_orders()
-        return executor_stamps((self.p.run_dir / "database_url").read_text().strip(),
-                               [r.client_order_id for r in records])
+        url, ids = (self.p.run_dir / "database_url").read_text().strip(), [r.client_order_id for r in records]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stamps = executor_stamps(url, ids)
+            if all(all(stamps.get(i, (None, None))) for i in ids) or time.monotonic() > deadline:
+                return stamps
+            time.sleep(0.05)
 
     def cpu_meter(self) -> CpuMeter:
         """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""
