@@ -246,11 +246,11 @@ class Bench:
         self.read_orders()
         url, ids = (self.p.run_dir / "database_url").read_text().strip(), [r.client_order_id for r in records]
         deadline = time.monotonic() + timeout_s
-        while True:
-            stamps = executor_stamps(url, ids)
-            if all(all(stamps.get(i, (None, None))) for i in ids) or time.monotonic() > deadline:
-                return stamps
+        stamps = executor_stamps(url, ids)
+        while (missing := [i for i in ids if not all(stamps.get(i, (None, None)))]) and time.monotonic() < deadline:
             time.sleep(0.05)
+            stamps.update(executor_stamps(url, missing))  # only the POSTs still without both stamps
+        return stamps
 
     def cpu_meter(self) -> CpuMeter:
         """CPU of every supervised program, PostgreSQL, Redis and this process (simulator + bench)."""

@@ -225,9 +225,7 @@ class PerfMonitor:
         see, ``reads_per_statement`` subscriptions a statement, and fold them into what is kept (with ``versions``:
         each one's fills version, read before these fills, so they hold at least what it counted)."""
         ids = list(due)
-        for at in range(0, len(ids), self.reads_per_statement):
-            if at:
-                await asyncio.sleep(0)  # the tick loop runs between two parts
+        for at in range(0, len(ids), self.reads_per_statement):  # the tick loop runs while each part is read
             part = {sid: due[sid] for sid in ids[at:at + self.reads_per_statement]}
             self.stats.fill_reads += len(part)
             read, snapshot = await self.store.fills_since_many(part)
