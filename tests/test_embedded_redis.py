@@ -87,3 +87,24 @@ async def test_the_services_clients_work_over_the_socket(unix_redis: tuple[str, 
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_durable_redis_appends_every_write_and_rewrites_its_file_rarely(
+        tmp_path_factory: pytest.TempPathFactory, durable: bool) -> None:
+    url, pid = start_redis(Path(tmp_path_factory.mktemp("r")), durable=durable)
+    try:
+        client = redis.Redis.from_url(url)
+        try:
+            config = {name: client.config_get(name)[name]
+                      for name in ("appendonly", "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size")}
+        finally:
+            client.close()
+    finally:
+        stop_pid(pid)
+    if durable:
+        assert config == {"appendonly": "yes", "auto-aof-rewrite-percentage": "400",
+                          "auto-aof-rewrite-min-size": str(256 * 1024 * 1024)}
+    else:
+        assert config["appendonly"] == "no"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.embedded import EMBEDDED_REDIS_AOF
 from tools.deploy import spec
 from tools.deploy.spec import Component
 
@@ -123,13 +124,15 @@ def postgres() -> Obj:
     }
 
 
+_AOF_REWRITES = " ".join(f"--{name} {value}" for name, value in EMBEDDED_REDIS_AOF.items())  # as the embedded one's
 _REDIS_RUN = ("umask 077 && printf 'requirepass %s\\n' \"$$(cat {secret})\" > /tmp/redis.conf && "
-              "exec redis-server /tmp/redis.conf --appendonly yes --appendfsync everysec --dir /data")
+              f"exec redis-server /tmp/redis.conf --appendonly yes --appendfsync everysec {_AOF_REWRITES} --dir /data")
 _REDIS_HEALTH = "REDISCLI_AUTH=\"$$(cat {secret})\" redis-cli ping | grep -q PONG"
 
 
 def redis() -> Obj:
-    """Redis with its append-only file on (``appendfsync everysec``, README), a password from a secret."""
+    """Redis with its append-only file on (``appendfsync everysec``, README), rewritten as rarely as the embedded
+    one's, a password from a secret."""
     secret = secret_path(REDIS_PASSWORD)
     return {
         "image": spec.REDIS_IMAGE,
