@@ -52,10 +52,14 @@ def _holding(db_url: str, sid: str, venue: str, *, size: str = "10", asset: str 
 
 
 def _order(db_url: str, venue: str, state: str) -> None:
+    """An order as the executor writes it: its row, and pending while it is open (or its release is not recorded)."""
+    terminal = state in ("FILLED", "CANCELLED", "REJECTED", "LOST", "FAILED")
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO orders (client_order_id, state, venue, origin, follower_wallet_id, asset_id, side,"
-                     " order_type, order_proto) VALUES ('co_1', %s, %s, 'COPY', 'w_456', %s, 'BUY', 'FOK', '')",
-                     (state, venue, ASSET))
+                     " order_type, order_proto, terminal_at) VALUES ('co_1', %s, %s, 'COPY', 'w_456', %s, 'BUY',"
+                     " 'FOK', '', CASE WHEN %s THEN now() END)", (state, venue, ASSET, terminal))
+        conn.execute("INSERT INTO order_pending (client_order_id, terminal_at)"
+                     " SELECT client_order_id, terminal_at FROM orders WHERE client_order_id = 'co_1'")
 
 
 async def test_a_wallet_copying_in_paper_cannot_take_a_live_subscription(stubs: Stubs, db_url: str) -> None:
@@ -106,7 +110,8 @@ async def test_an_order_in_flight_in_the_other_venue_holds_the_wallet(stubs: Stu
     assert "in flight" in message
     assert (await _create(stubs, 2, PAPER)).mode == PAPER
     with psycopg.connect(db_url) as conn:
-        conn.execute("UPDATE orders SET state = 'FILLED'")
+        conn.execute("UPDATE orders SET state = 'FILLED', terminal_at = now()")
+        conn.execute("UPDATE order_pending SET terminal_at = now()")  # ended: its release still to record
     await expect(_create_call(stubs, 1, LIVE), REFUSED, "mode: followerWalletId w_456 has subscription")
 
 

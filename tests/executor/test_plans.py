@@ -17,6 +17,9 @@ pytestmark = pytest.mark.integration
 STATEMENTS = {
     "order updates": (order_store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
                       "orders"),
+    "order updates, pending": (order_store._UPDATE_ORDERS,
+                               (orjson.dumps([{"coid": "co_1", "state": "FILLED", "terminal": True}]).decode(),),
+                               "order_pending"),
     "position updates": (fill_store._UPDATE_FEW_POSITIONS_AND_STATS,
                          ("[]", orjson.dumps([{"w": "w_1", "a": "111", "size": "1"}]).decode()), "positions"),
 }
@@ -61,7 +64,26 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
                            (["oev_19990", "oev_19991"], ["co_1"])).fetchone()
     assert row is not None
     used = _index_names(row[0][0]["Plan"])
-    assert "order_events_outbox_pkey" in used
+    assert "order_events_outbox_pkey" in used and "order_pending_pkey" in used
+
+
+@pytest.mark.parametrize(("sql", "params", "index"), [
+    (order_store._OPEN_ORDERS, (), "order_pending_open"),
+    ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
+     " AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s", (0, 5000),
+     "order_pending_unreleased"),
+])
+def test_open_and_unreleased_orders_are_read_from_their_own_index(
+        db_url: str, sql: str, params: tuple[Any, ...], index: str) -> None:
+    """20,000 pending orders, all but 10 ended: each read goes by its partial index, whatever the settings."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO order_pending (client_order_id, terminal_at)"
+                     " SELECT 'co_' || g, CASE WHEN g > 10 THEN now() - make_interval(secs => g) END"
+                     " FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE order_pending")
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
+    assert row is not None
+    assert index in _index_names(row[0][0]["Plan"])
 
 
 def test_booking_a_fan_out_finds_each_followers_position_without_stepping_over_the_others(db_url: str) -> None:

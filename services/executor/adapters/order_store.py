@@ -42,7 +42,7 @@ UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox
 
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
-_INSERT_INTENTS = f"""
+_INTENT_ROWS = f"""
 INSERT INTO orders (client_order_id, state, venue, origin, subscription_id, follower_wallet_id, follower_proxy,
                     asset_id, side, order_type, amount_usd, size, limit_price, attempts, reason, detail,
                     leader_trade_id, trigger_id, order_proto, terminal_at, arrival_ns)
@@ -53,10 +53,18 @@ FROM json_to_recordset(%s::json) AS r(coid text, state text, venue text, origin 
      proxy text, asset text, side text, otype text, amount numeric, size numeric, lp numeric, att int, reason text,
      detail text, lt text, trg text, proto text, arr bigint)
 ON CONFLICT (client_order_id) DO NOTHING
-RETURNING client_order_id
+RETURNING client_order_id, terminal_at
+"""
+# Every order inserted is pending (order_pending, migration 0560): open, or ended with its reservation's release
+# still to record. The statement returns the client order ids inserted now.
+_INSERT_INTENTS = f"""
+WITH ins AS ({_INTENT_ROWS.strip()}),
+p AS (INSERT INTO order_pending (client_order_id, terminal_at) SELECT client_order_id, terminal_at FROM ins
+      ON CONFLICT (client_order_id) DO NOTHING)
+SELECT client_order_id FROM ins
 """
 
-_UPDATE_ORDERS = """
+_ORDER_ROWS = """
 UPDATE orders o SET state = r.state, venue_order_id = r.vid, venue_status = r.vst,
     limit_price = COALESCE(r.lp, o.limit_price), attempts = r.att, not_found = r.nf, maybe_unsent = r.mu,
     filled_size = r.fs, avg_price = r.ap, fee_shares = r.fee, filled_notional = r.fn, reason = r.reason,
@@ -66,7 +74,14 @@ FROM json_to_recordset(%s::json) AS r(coid text, state text, vid text, vst text,
      mu boolean, fs numeric, ap numeric, fee numeric, fn numeric, reason text, detail text, ps bigint,
      terminal boolean)
 WHERE o.client_order_id = r.coid
+RETURNING o.client_order_id, o.terminal_at
 """
+# An order that ended now awaits its reservation's release (a released one has no pending row: nothing to redo).
+_ENDED = """
+UPDATE order_pending p SET terminal_at = u.terminal_at FROM u
+WHERE p.client_order_id = u.client_order_id AND p.terminal_at IS NULL AND u.terminal_at IS NOT NULL
+"""
+_UPDATE_ORDERS = f"WITH u AS ({_ORDER_ROWS.strip()})\n{_ENDED.strip()}"
 
 # Events go into the history (order_events, never updated) and, the new ones, into the outbox of those
 # not yet appended to the stream (order_events_outbox: a row deleted once its event is appended).
@@ -85,7 +100,8 @@ _INSERT_EVENTS = f"WITH ev AS ({_EVENT_ROWS.strip()})\n{_TO_OUTBOX}"
 # inserted now are returned; positions follow in the same transaction). Without fills it is the whole
 # write, atomic on its own, so it needs no BEGIN / COMMIT.
 _APPLY_CHANGES = f"""
-WITH u AS ({_UPDATE_ORDERS.strip()}),
+WITH u AS ({_ORDER_ROWS.strip()}),
+ended AS ({_ENDED.strip()}),
 ev AS ({_EVENT_ROWS.strip()}),
 evo AS ({_TO_OUTBOX})
 {INSERT_FILLS.strip()}
@@ -261,8 +277,7 @@ class OrderStore:
     async def open_orders(self) -> list[dict[str, Any]]:
         """Every order not yet terminal, in the order they arrived."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(f"SELECT * FROM orders WHERE state NOT IN {_TERMINAL_SQL}"
-                                     " ORDER BY arrival_ns NULLS FIRST, created_at")
+            cur = await conn.execute(_OPEN_ORDERS)
             return list(await cur.fetchall())
 
     async def sellable(self, follower_wallet_id: str, asset_id: str) -> Decimal:
@@ -325,7 +340,7 @@ class OrderStore:
         """Terminal orders whose reservation release is not recorded yet."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT client_order_id FROM orders WHERE reservation_released = false AND terminal_at IS NOT NULL "
+                "SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL "
                 "AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s",
                 (min_age_s, limit))
             return [r["client_order_id"] for r in await cur.fetchall()]
@@ -336,18 +351,28 @@ class OrderStore:
             await conn.execute(_MARK_DONE, (event_ids, released_ids))
 
 
-# Appended events leave the outbox (by its key; an event the sweep appended first is simply gone).
+# Appended events leave the outbox (by its key; an event the sweep appended first is simply gone), and orders
+# whose reservation is released stop being pending.
 _MARK_DONE = """
 WITH p AS (DELETE FROM order_events_outbox WHERE event_id = ANY(%s::text[]))
-UPDATE orders SET reservation_released = true WHERE client_order_id = ANY(%s::text[]) AND NOT reservation_released
+DELETE FROM order_pending WHERE client_order_id = ANY(%s::text[]) AND terminal_at IS NOT NULL
+"""
+
+# Every order not yet terminal, in the order they arrived (the state is checked too: it is the lifecycle's truth).
+_OPEN_ORDERS = f"""
+SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+WHERE p.terminal_at IS NULL AND o.state NOT IN {_TERMINAL_SQL}
+ORDER BY o.arrival_ns NULLS FIRST, o.created_at
 """
 
 
 _SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)
-     - coalesce((SELECT sum(greatest(size - filled_size, 0)) FROM orders WHERE follower_wallet_id = %(w)s
-                 AND asset_id = %(a)s AND side = 'SELL' AND size IS NOT NULL AND state NOT IN {_TERMINAL_SQL}
-                 AND state <> 'NEW'), 0) AS sellable
+     - coalesce((SELECT sum(greatest(o.size - o.filled_size, 0))
+                 FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+                 WHERE p.terminal_at IS NULL AND o.follower_wallet_id = %(w)s AND o.asset_id = %(a)s
+                   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {_TERMINAL_SQL}
+                   AND o.state <> 'NEW'), 0) AS sellable
 """
 
 

@@ -45,7 +45,8 @@ WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
 
 # an order in flight, or a fill booked within the grace (a booking moves updated_at; reconciliation never does)
 _BUSY = f"""
-SELECT asset_id FROM orders WHERE follower_wallet_id = %(w)s AND state NOT IN {_TERMINAL_SQL}
+SELECT o.asset_id FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+WHERE p.terminal_at IS NULL AND o.follower_wallet_id = %(w)s AND o.state NOT IN {_TERMINAL_SQL}
 UNION
 SELECT asset_id FROM positions
 WHERE follower_wallet_id = %(w)s AND updated_at > now() - make_interval(secs => %(grace)s)
@@ -105,7 +106,7 @@ FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)
 WHERE s.subscription_id = r.sub
 """
 
-# the partial index orders_refused_sells (migration 0510) serves exactly this predicate
+# the partial index orders_refused_sells_by_id (migration 0560) holds every row this predicate can match
 _REFUSED_SELLS = """
 SELECT order_proto, extract(epoch FROM now() - terminal_at) AS age_s FROM orders
 WHERE state = 'REJECTED' AND side = 'SELL' AND reason = 'INVALID_ORDER_NOT_ENOUGH_BALANCE' AND venue = 'INSIDERS'
