@@ -119,3 +119,16 @@ def test_position_bookings_can_be_hot_updates(db_url: str) -> None:
         assert not columns & set(_BOOKING_WRITES), d
     assert options is not None and any(o.startswith("fillfactor=") and int(o.split("=")[1]) <= 70
                                        for o in options[0] or [])
+
+
+@pytest.mark.integration
+def test_analyze_skips_the_payload_of_orders_and_fills(db_url: str) -> None:
+    """Statistics are gathered for what queries filter on (keys, state), not for payload no query reads by value."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (client_order_id, state, venue, origin, follower_wallet_id, asset_id, side,"
+                     " order_type, order_proto, amount_usd, detail) SELECT 'co_' || g, 'FILLED', 'PAPER', 'COPY',"
+                     " 'w_1', 'a_1', 'BUY', 'FOK', '\\x0a01', g, 'x' FROM generate_series(1, 50) g")
+        conn.execute("ANALYZE orders")
+        kept = {r[0] for r in conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'orders'").fetchall()}
+    assert {"client_order_id", "state", "follower_wallet_id", "terminal_at"} <= kept
+    assert not kept & {"order_proto", "amount_usd", "detail", "venue_order_id"}
