@@ -143,21 +143,22 @@ def scenario_b(b: Bench, followers: int, runs: int, quiet: bool = False) -> dict
         b.drive(1000.0, 0.0005, [(leader, market)], feeds=("rtds", "data_api"))
         records = [r for r in b.wait_posts(wallets, followers, 30, since) if r.client_order_id not in seen]
         sent_cpu = meter.stop()
-        seen |= {r.client_order_id for r in records}
+        ids = {r.client_order_id for r in records}
+        seen |= ids
         h = b.hops(records)
         if i and b.unheard > unheard:
             unheard_runs.append(i)
         if i and len(h["ingest→POST"]) != followers:
             incomplete.append({"run": i, "posts": len(records), "joined": len(h["ingest→POST"])})
         if i == 0 or not h["ingest→POST"]:
-            b.wait_idle(wallets, len(seen), quiet=quiet)  # the warm-up settles before the first measured run
+            b.wait_idle(ids, quiet=quiet)  # the warm-up settles before the first measured run
             continue
         firsts.append(min(h["ingest→POST"]))
         lasts.append(max(h["ingest→POST"]))
         sim_lasts.append(max(h["sim→POST"]) if h["sim→POST"] else float("nan"))
         routed.append(max(h["ingest→routed"]))
         meter.start()
-        b.wait_idle(wallets, len(seen), quiet=quiet)
+        b.wait_idle(ids, quiet=quiet)
         idle_cpu = meter.stop()
         marks = b.timeline(records)  # once settled: the journal has stamped every order
         for name, at_ms in marks.items():
