@@ -41,7 +41,7 @@ SELECT u.kind, u.ref FROM (
                     AND f.venue <> {_VENUE} AND f.created_at >= p.opened_at)
   UNION ALL
   SELECT 'ORDER', q.client_order_id FROM order_pending p JOIN orders q ON q.client_order_id = p.client_order_id
-   WHERE p.terminal_at IS NULL AND q.follower_wallet_id = %(follower_wallet_id)s AND q.venue <> {_VENUE}
+   WHERE p.follower_wallet_id = %(follower_wallet_id)s AND p.terminal_at IS NULL AND q.venue <> {_VENUE}
      AND q.state NOT IN {_TERMINAL}
 ) u LIMIT 1
 """

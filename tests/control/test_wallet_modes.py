@@ -58,8 +58,9 @@ def _order(db_url: str, venue: str, state: str) -> None:
         conn.execute("INSERT INTO orders (client_order_id, state, venue, origin, follower_wallet_id, asset_id, side,"
                      " order_type, order_proto, terminal_at) VALUES ('co_1', %s, %s, 'COPY', 'w_456', %s, 'BUY',"
                      " 'FOK', '', CASE WHEN %s THEN now() END)", (state, venue, ASSET, terminal))
-        conn.execute("INSERT INTO order_pending (client_order_id, terminal_at)"
-                     " SELECT client_order_id, terminal_at FROM orders WHERE client_order_id = 'co_1'")
+        conn.execute("INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at)"
+                     " SELECT client_order_id, follower_wallet_id, asset_id, terminal_at FROM orders"
+                     " WHERE client_order_id = 'co_1'")
 
 
 async def test_a_wallet_copying_in_paper_cannot_take_a_live_subscription(stubs: Stubs, db_url: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from common import reservations
 from common.streams import ORDER_EVENTS
-from services.executor.adapters.order_store import PLANNER_OPTIONS, UNPUBLISHED_SQL, OrderStore
+from services.executor.adapters.order_sql import UNPUBLISHED_SQL
+from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from tests.executor.conftest import refused_change, running_journal
 from tests.helpers import eventually, plan_nodes, plan_scans
 

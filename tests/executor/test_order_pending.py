@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from common.storage import create_pool
-from services.executor.adapters import order_store
+from services.executor.adapters import order_sql
 from services.executor.adapters.order_store import Change, OrderStore, intent_json, update_json
 from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.domain.order_lifecycle import State
@@ -84,9 +84,9 @@ def test_an_orders_updates_stay_on_its_page_and_touch_no_index(db_url: str) -> N
     """Every update of an order's life (accepted, filled) is HOT: no index of ``orders`` depends on what changes."""
     (a,) = _prepared(1)
     with psycopg.connect(db_url) as conn:  # one transaction: its own counters
-        conn.execute(order_store._INSERT_INTENTS, (intent_json([(a.ticket, a.life)]),))
+        conn.execute(order_sql.INSERT_INTENTS, (intent_json([(a.ticket, a.life)]),))
         for change in (_change(a, State.PLACED, venue_order_id="v1"), _change(a, State.FILLED, venue_order_id="v1")):
-            conn.execute(order_store._UPDATE_ORDERS, (update_json([change]),))
+            conn.execute(order_sql.UPDATE_ORDERS, (update_json([change]),))
         row = conn.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
                            " WHERE relname = 'orders'").fetchone()
     assert row == (2, 2)

@@ -9,15 +9,15 @@ import orjson
 import psycopg
 import pytest
 
-from services.executor.adapters import fill_store, order_store
+from services.executor.adapters import fill_store, order_sql, order_store, reconcile_store
 from tests.helpers import generic_plan_scans, plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
 
 STATEMENTS = {
-    "order updates": (order_store._UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
+    "order updates": (order_sql.UPDATE_ORDERS, (orjson.dumps([{"coid": "co_1", "state": "PLACED"}]).decode(),),
                       "orders"),
-    "order updates, pending": (order_store._UPDATE_ORDERS,
+    "order updates, pending": (order_sql.UPDATE_ORDERS,
                                (orjson.dumps([{"coid": "co_1", "state": "FILLED", "terminal": True}]).decode(),),
                                "order_pending"),
     "position updates": (fill_store._UPDATE_FEW_POSITIONS_AND_STATS,
@@ -60,7 +60,7 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
         conn.execute("ANALYZE order_events_outbox")
     with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_store._MARK_DONE,
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_sql.MARK_DONE,
                            (["oev_19990", "oev_19991"], ["co_1"])).fetchone()
     assert row is not None
     used = _index_names(row[0][0]["Plan"])
@@ -68,18 +68,20 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
 
 
 @pytest.mark.parametrize(("sql", "params", "index"), [
-    (order_store._OPEN_ORDERS, (), "order_pending_open"),
+    (order_sql.OPEN_ORDERS, (), "order_pending_open"),
+    (reconcile_store._BUSY, {"w": "w_7", "grace": 5}, "order_pending_open"),
     ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
      " AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s", (0, 5000),
      "order_pending_unreleased"),
 ])
 def test_open_and_unreleased_orders_are_read_from_their_own_index(
-        db_url: str, sql: str, params: tuple[Any, ...], index: str) -> None:
-    """20,000 pending orders, all but 10 ended: each read goes by its partial index, whatever the settings."""
+        db_url: str, sql: str, params: Any, index: str) -> None:
+    """20,000 pending orders, all but 10 ended: each read goes by its partial index, whatever the settings (a
+    wallet's open orders too: reconciliation asks for them at every pass)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO order_pending (client_order_id, terminal_at)"
-                     " SELECT 'co_' || g, CASE WHEN g > 10 THEN now() - make_interval(secs => g) END"
-                     " FROM generate_series(1, 20000) g")
+        conn.execute("INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at)"
+                     " SELECT 'co_' || g, 'w_' || (g % 100), 'a_1',"
+                     " CASE WHEN g > 10 THEN now() - make_interval(secs => g) END FROM generate_series(1, 20000) g")
         conn.execute("ANALYZE order_pending")
         row = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
     assert row is not None

@@ -15,12 +15,13 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO
 from common.storage import KEYED_LOOKUPS, pipelined_transaction
 from common.text import storable
-from services.executor.adapters.fill_store import INSERT_FILLS, book, book_new, fills_json
+from services.executor.adapters import order_sql as sql
+from services.executor.adapters.fill_store import book, book_new, fills_json
 from services.executor.adapters.intent_connection import IntentConnection
 from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
 from services.executor.domain.fill_math import Booked, Booking
-from services.executor.domain.order_lifecycle import TERMINAL, OrderLife, State
+from services.executor.domain.order_lifecycle import OrderLife, State
 from services.executor.domain.ticket import Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -30,99 +31,8 @@ ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1" 
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
 HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) AND size > 0"
 
-_TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
-
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
 PLANNER_OPTIONS = KEYED_LOOKUPS
-
-# The outbox in emission order, each event looked up by its key (order_events_outbox_seq): the cost follows the
-# outbox, not the history.
-UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
-                   " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s")
-
-# Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
-# 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
-_INTENT_ROWS = f"""
-INSERT INTO orders (client_order_id, state, venue, origin, subscription_id, follower_wallet_id, follower_proxy,
-                    asset_id, side, order_type, amount_usd, size, limit_price, attempts, reason, detail,
-                    leader_trade_id, trigger_id, order_proto, terminal_at, arrival_ns)
-SELECT r.coid, r.state, r.venue, r.origin, NULLIF(r.sub, ''), r.wallet, r.proxy, r.asset, r.side, r.otype,
-       r.amount, r.size, r.lp, r.att, r.reason, r.detail, r.lt, r.trg, decode(r.proto, 'base64'),
-       CASE WHEN r.state IN {_TERMINAL_SQL} THEN now() END, r.arr
-FROM json_to_recordset(%s::json) AS r(coid text, state text, venue text, origin text, sub text, wallet text,
-     proxy text, asset text, side text, otype text, amount numeric, size numeric, lp numeric, att int, reason text,
-     detail text, lt text, trg text, proto text, arr bigint)
-ON CONFLICT (client_order_id) DO NOTHING
-RETURNING client_order_id, terminal_at
-"""
-# Every order inserted is pending (order_pending, migration 0560): open, or ended with its reservation's release
-# still to record. The statement returns the client order ids inserted now.
-_INSERT_INTENTS = f"""
-WITH ins AS ({_INTENT_ROWS.strip()}),
-p AS (INSERT INTO order_pending (client_order_id, terminal_at) SELECT client_order_id, terminal_at FROM ins
-      ON CONFLICT (client_order_id) DO NOTHING)
-SELECT client_order_id FROM ins
-"""
-
-_ORDER_ROWS = """
-UPDATE orders o SET state = r.state, venue_order_id = r.vid, venue_status = r.vst,
-    limit_price = COALESCE(r.lp, o.limit_price), attempts = r.att, not_found = r.nf, maybe_unsent = r.mu,
-    filled_size = r.fs, avg_price = r.ap, fee_shares = r.fee, filled_notional = r.fn, reason = r.reason,
-    detail = r.detail, post_sent_ns = COALESCE(o.post_sent_ns, r.ps), updated_at = now(),
-    terminal_at = CASE WHEN r.terminal THEN COALESCE(o.terminal_at, now()) END
-FROM json_to_recordset(%s::json) AS r(coid text, state text, vid text, vst text, lp numeric, att int, nf int,
-     mu boolean, fs numeric, ap numeric, fee numeric, fn numeric, reason text, detail text, ps bigint,
-     terminal boolean)
-WHERE o.client_order_id = r.coid
-RETURNING o.client_order_id, o.terminal_at
-"""
-# An order that ended now awaits its reservation's release (a released one has no pending row: nothing to redo).
-_ENDED = """
-UPDATE order_pending p SET terminal_at = u.terminal_at FROM u
-WHERE p.client_order_id = u.client_order_id AND p.terminal_at IS NULL AND u.terminal_at IS NOT NULL
-"""
-_UPDATE_ORDERS = f"WITH u AS ({_ORDER_ROWS.strip()})\n{_ENDED.strip()}"
-
-# Events go into the history (order_events, never updated) and, the new ones, into the outbox of those
-# not yet appended to the stream (order_events_outbox: a row deleted once its event is appended).
-_EVENT_ROWS = """
-INSERT INTO order_events (event_id, client_order_id, type, payload)
-SELECT e.doc->>'id', e.doc->>'coid', e.doc->>'type', decode(e.doc->>'p', 'base64')
-FROM json_array_elements(%s::json) WITH ORDINALITY AS e(doc, n)
-ORDER BY e.n
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, seq
-"""
-_TO_OUTBOX = "INSERT INTO order_events_outbox (event_id, seq) SELECT event_id, seq FROM ev"
-_INSERT_EVENTS = f"WITH ev AS ({_EVENT_ROWS.strip()})\n{_TO_OUTBOX}"
-
-# The common journal write in one statement: order updates, their events and their fills (the fills
-# inserted now are returned; positions follow in the same transaction). Without fills it is the whole
-# write, atomic on its own, so it needs no BEGIN / COMMIT.
-_APPLY_CHANGES = f"""
-WITH u AS ({_ORDER_ROWS.strip()}),
-ended AS ({_ENDED.strip()}),
-ev AS ({_EVENT_ROWS.strip()}),
-evo AS ({_TO_OUTBOX})
-{INSERT_FILLS.strip()}
-"""
-
-# Copies declined as skips (:mod:`services.executor.domain.copy_skips`) are counted with the router's: a copy_skips
-# row (one per leader trade and subscription, so a replay counts nothing) and the subscription's ``skipped``.
-_RECORD_SKIPS = """
-WITH s AS (
-    INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
-    SELECT r.sub, r.lt, r.wallet, r.reason, r.detail
-    FROM json_to_recordset(%s::json) AS r(sub text, lt text, wallet text, reason text, detail text)
-    ON CONFLICT (leader_trade_id, subscription_id) DO NOTHING
-    RETURNING subscription_id
-)
-INSERT INTO subscription_stats (subscription_id, skipped, updated_at)
-SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id
-ON CONFLICT (subscription_id) DO UPDATE
-    SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -139,7 +49,7 @@ def _num(value: Decimal | None) -> str | None:
 
 
 def intent_json(items: list[tuple[Ticket, OrderLife]]) -> str:
-    """The JSON parameter of :data:`_INSERT_INTENTS`."""
+    """The JSON parameter of :data:`sql.INSERT_INTENTS`."""
     rows = []
     for t, life in items:
         o = t.order
@@ -155,7 +65,7 @@ def intent_json(items: list[tuple[Ticket, OrderLife]]) -> str:
 
 
 def update_json(changes: list[Change]) -> str:
-    """The JSON parameter of :data:`_UPDATE_ORDERS` (the last change of each order wins)."""
+    """The JSON parameter of :data:`sql.UPDATE_ORDERS` (the last change of each order wins)."""
     latest: dict[str, Change] = {}
     for c in changes:
         latest[c.life.client_order_id] = c
@@ -172,7 +82,7 @@ def update_json(changes: list[Change]) -> str:
 
 
 def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:
-    """The JSON parameter of :data:`_RECORD_SKIPS`: the skips among ``items``."""
+    """The JSON parameter of :data:`sql.RECORD_SKIPS`: the skips among ``items``."""
     return orjson.dumps([{"sub": t.order.subscription_id, "lt": t.order.leader_trade_id,
                           "wallet": t.order.follower_wallet_id, "reason": life.reason,
                           "detail": storable(life.detail[:1000])}
@@ -180,7 +90,7 @@ def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:
 
 
 def events_json(events: list[epb.OrderEvent]) -> str:
-    """The JSON parameter of :data:`_INSERT_EVENTS`, in emission order."""
+    """The JSON parameter of :data:`sql.INSERT_EVENTS`, in emission order."""
     return orjson.dumps([{"id": e.event_id, "coid": e.client_order_id, "type": epb.OrderEventType.Name(e.type),
                           "p": base64.b64encode(e.SerializeToString()).decode()} for e in events]).decode()
 
@@ -197,7 +107,7 @@ class OrderStore:
                  intents_options: str = "") -> None:
         self.pool = pool
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
-        self.intents = (IntentConnection(intents_url, _INSERT_INTENTS, options=intents_options) if intents_url
+        self.intents = (IntentConnection(intents_url, sql.INSERT_INTENTS, options=intents_options) if intents_url
                         else None)
 
     async def close(self) -> None:
@@ -214,7 +124,7 @@ class OrderStore:
         if self.intents is not None and not self.intents.busy and len(items) <= DEDICATED_MAX_INTENTS:
             return await self.intents.insert(payload)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_INSERT_INTENTS, (payload,))
+            cur = await conn.execute(sql.INSERT_INTENTS, (payload,))
             rows = await cur.fetchall()
             await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
         return {r["client_order_id"] for r in rows}
@@ -231,18 +141,18 @@ class OrderStore:
         # updates, the events and the fills insert share one round trip, and the last ones the COMMIT's.
         async with self.pool.connection() as conn, pipelined_transaction(conn), conn.cursor() as cur:
             if inserts:
-                await cur.execute(_INSERT_INTENTS, (intent_json([(c.ticket, c.life) for c in inserts]),))
+                await cur.execute(sql.INSERT_INTENTS, (intent_json([(c.ticket, c.life) for c in inserts]),))
                 inserted = {r["client_order_id"] for r in await cur.fetchall()}
             events = [c.event for c in inserts if c.event is not None and c.life.client_order_id in inserted]
             if changes:
-                await cur.execute(_UPDATE_ORDERS, (update_json(changes),))
+                await cur.execute(sql.UPDATE_ORDERS, (update_json(changes),))
                 events += [c.event for c in changes if c.event is not None]
             if events:
-                await cur.execute(_INSERT_EVENTS, (events_json(events),))
+                await cur.execute(sql.INSERT_EVENTS, (events_json(events),))
             skipped = [(c.ticket, c.life) for c in inserts if c.life.client_order_id in inserted]
             skipped += [(c.ticket, c.life) for c in changes]
             if any(is_skip(t, life) for t, life in skipped):
-                await cur.execute(_RECORD_SKIPS, (skips_json(skipped),))
+                await cur.execute(sql.RECORD_SKIPS, (skips_json(skipped),))
             booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None])
         return inserted, booked
 
@@ -252,13 +162,13 @@ class OrderStore:
         params = (update_json(changes), events_json(events), fills_json(fills))
         if not fills:
             async with self.pool.connection() as conn:
-                await conn.execute(_APPLY_CHANGES, params)
+                await conn.execute(sql.APPLY_CHANGES, params)
                 await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
             return []
         # Not in pipeline mode: measured here, a flush of 10 orders' accepts and fills costs ~15% less
         # executor CPU as plain statements (BEGIN, 3 statements, COMMIT) than pipelined.
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.execute(_APPLY_CHANGES, params)
+            await cur.execute(sql.APPLY_CHANGES, params)
             new_ids = {r["id"] for r in await cur.fetchall()}
             return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids])
 
@@ -277,14 +187,14 @@ class OrderStore:
     async def open_orders(self) -> list[dict[str, Any]]:
         """Every order not yet terminal, in the order they arrived."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_OPEN_ORDERS)
+            cur = await conn.execute(sql.OPEN_ORDERS)
             return list(await cur.fetchall())
 
     async def sellable(self, follower_wallet_id: str, asset_id: str) -> Decimal:
         """Shares of a position not already being sold: held, less what its SELLs under way may still sell (a
         SELL not sent yet, NEW, is sized again if it was sized before a restart)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_SELLABLE, {"w": follower_wallet_id, "a": asset_id})
+            cur = await conn.execute(sql.SELLABLE, {"w": follower_wallet_id, "a": asset_id})
             row = await cur.fetchone()
         return Decimal(row["sellable"]) if row and row["sellable"] is not None else ZERO
 
@@ -318,7 +228,7 @@ class OrderStore:
     async def unpublished(self, min_age_s: float, limit: int = 5000) -> list[tuple[int, str, bytes]]:
         """Outbox events (seq, event id, payload) not recorded as appended to the stream, in emission order."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(UNPUBLISHED_SQL, (min_age_s, limit))
+            cur = await conn.execute(sql.UNPUBLISHED_SQL, (min_age_s, limit))
             return [(r["seq"], r["event_id"], r["payload"]) for r in await cur.fetchall()]
 
     async def outbox_events(self, event_ids: list[str]) -> list[tuple[int, str, bytes]]:
@@ -348,32 +258,7 @@ class OrderStore:
     async def mark_done(self, event_ids: list[str], released_ids: list[str]) -> None:
         """Record outbox events (by id) as appended and reservations as released, in one statement."""
         async with self.pool.connection() as conn:
-            await conn.execute(_MARK_DONE, (event_ids, released_ids))
-
-
-# Appended events leave the outbox (by its key; an event the sweep appended first is simply gone), and orders
-# whose reservation is released stop being pending.
-_MARK_DONE = """
-WITH p AS (DELETE FROM order_events_outbox WHERE event_id = ANY(%s::text[]))
-DELETE FROM order_pending WHERE client_order_id = ANY(%s::text[]) AND terminal_at IS NOT NULL
-"""
-
-# Every order not yet terminal, in the order they arrived (the state is checked too: it is the lifecycle's truth).
-_OPEN_ORDERS = f"""
-SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-WHERE p.terminal_at IS NULL AND o.state NOT IN {_TERMINAL_SQL}
-ORDER BY o.arrival_ns NULLS FIRST, o.created_at
-"""
-
-
-_SELLABLE = f"""
-SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)
-     - coalesce((SELECT sum(greatest(o.size - o.filled_size, 0))
-                 FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-                 WHERE p.terminal_at IS NULL AND o.follower_wallet_id = %(w)s AND o.asset_id = %(a)s
-                   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {_TERMINAL_SQL}
-                   AND o.state <> 'NEW'), 0) AS sellable
-"""
+            await conn.execute(sql.MARK_DONE, (event_ids, released_ids))
 
 
 def row_life(row: dict[str, Any]) -> OrderLife:

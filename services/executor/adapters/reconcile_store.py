@@ -15,10 +15,7 @@ from common.decimals import fmt
 from common.ids import new_id
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
-from services.executor.domain.order_lifecycle import TERMINAL
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
-
-_TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +41,8 @@ WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
 """
 
 # an order in flight, or a fill booked within the grace (a booking moves updated_at; reconciliation never does)
-_BUSY = f"""
-SELECT o.asset_id FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-WHERE p.terminal_at IS NULL AND o.follower_wallet_id = %(w)s AND o.state NOT IN {_TERMINAL_SQL}
+_BUSY = """
+SELECT asset_id FROM order_pending WHERE follower_wallet_id = %(w)s AND terminal_at IS NULL
 UNION
 SELECT asset_id FROM positions
 WHERE follower_wallet_id = %(w)s AND updated_at > now() - make_interval(secs => %(grace)s)
