@@ -70,9 +70,7 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
 @pytest.mark.parametrize(("sql", "params", "index"), [
     (order_sql.OPEN_ORDERS, (), "order_pending_open"),
     (reconcile_store._BUSY, {"w": "w_7", "grace": 5}, "order_pending_open"),
-    ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
-     " AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s", (0, 5000),
-     "order_pending_unreleased"),
+    (order_sql.UNRELEASED, (0, 5000), "order_pending_unreleased"),
 ])
 def test_open_and_unreleased_orders_are_read_from_their_own_index(
         db_url: str, sql: str, params: Any, index: str) -> None:

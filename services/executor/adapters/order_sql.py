@@ -13,6 +13,10 @@ TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
                    " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s")
 
+# Ended orders whose reservation release is not recorded yet, oldest first (index order_pending_unreleased).
+UNRELEASED = ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
+              " AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s")
+
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
 INTENT_ROWS = f"""

@@ -249,10 +249,7 @@ class OrderStore:
     async def unreleased(self, min_age_s: float, limit: int = 5000) -> list[str]:
         """Terminal orders whose reservation release is not recorded yet."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL "
-                "AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s",
-                (min_age_s, limit))
+            cur = await conn.execute(sql.UNRELEASED, (min_age_s, limit))
             return [r["client_order_id"] for r in await cur.fetchall()]
 
     async def mark_done(self, event_ids: list[str], released_ids: list[str]) -> None:
