@@ -5,6 +5,7 @@ while other orders keep changing, not only once the queue goes quiet."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import psycopg
@@ -12,10 +13,11 @@ import pytest
 
 from common import reservations
 from common.streams import ORDER_EVENTS
+from services.executor.adapters import order_sql
 from services.executor.adapters.order_sql import UNPUBLISHED_SQL
 from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
 from tests.executor.conftest import refused_change, running_journal
-from tests.helpers import eventually, plan_nodes, plan_scans
+from tests.helpers import eventually, plan_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -87,19 +89,48 @@ async def test_journal_survives_a_storage_blip_during_its_start_up_sweep(db_url:
         assert inserted == {"co_test00001"}
 
 
-def test_the_sweeps_outbox_read_follows_the_outbox_not_the_history(db_url: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:  # a long history, a few events still in the outbox
+def test_the_sweeps_outbox_read_visits_the_old_events_alone(db_url: str) -> None:
+    """A long history; in the outbox 300 events missed an hour ago, and 4,000 just appended (held until Redis has
+    them on disk, as the outbox always holds the last seconds): the sweep's read visits the 300 and nothing else."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload, created_at)"
-                     " SELECT 'ev_' || i, 'co_' || i, 'ORDER_FILLED', '\\x00', now() - interval '1 hour'"
-                     " FROM generate_series(1, 20000) AS i")
-        conn.execute("INSERT INTO order_events_outbox (event_id, seq)"
-                     " SELECT event_id, seq FROM order_events ORDER BY seq DESC LIMIT 300")
+                     " SELECT 'ev_' || i, 'co_' || i, 'ORDER_FILLED', '\\x00',"
+                     " now() - CASE WHEN i <= 20000 THEN interval '1 hour' ELSE interval '0' END"
+                     " FROM generate_series(1, 24000) AS i")
+        conn.execute("INSERT INTO order_events_outbox (event_id, seq, created_at)"
+                     " SELECT event_id, seq, created_at FROM order_events WHERE seq > 19700")
         conn.execute("ANALYZE order_events")
         conn.execute("ANALYZE order_events_outbox")
     with psycopg.connect(db_url, autocommit=True, options=PLANNER_OPTIONS) as conn:  # the executor's planner
-        row = conn.execute("EXPLAIN (FORMAT JSON) " + UNPUBLISHED_SQL, (2.0, 5000)).fetchone()
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + UNPUBLISHED_SQL, (2.0, 5000)).fetchone()
     assert row is not None
-    nodes = plan_nodes(row[0][0]["Plan"])
-    # without an index on the outbox's seq: every history row compared with every outbox row (a join filter)
+    plan = row[0][0]["Plan"]
+    nodes = plan_nodes(plan)
+    # without an index on the outbox: every history row compared with every outbox row (a join filter)
     assert not any("Join Filter" in n for n in nodes), nodes
-    assert plan_scans(row[0][0]["Plan"], "order_events_outbox") == ["Index Scan"], nodes
+    outbox = [n for n in nodes if n.get("Relation Name") == "order_events_outbox"]
+    assert [n["Node Type"] for n in outbox] in (["Index Scan"], ["Bitmap Heap Scan"]), nodes
+    assert "order_events_outbox_age" in {n.get("Index Name") for n in plan_nodes(outbox[0])}, nodes
+    assert outbox[0]["Actual Rows"] == 300  # the young rows are not visited, let alone looked up
+    assert plan["Actual Rows"] == 300
+
+
+def test_the_sweep_reads_the_outbox_oldest_first(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO order_events (event_id, client_order_id, type, payload, created_at)"
+                     " SELECT 'ev_' || i, 'co_1', 'ORDER_FILLED', '\\x00', now() - interval '1 hour'"
+                     " FROM generate_series(1, 5) AS i")
+        conn.execute("INSERT INTO order_events_outbox (event_id, seq, created_at)"
+                     " SELECT event_id, seq, created_at FROM order_events ORDER BY seq DESC")
+    with psycopg.connect(db_url, autocommit=True, options=PLANNER_OPTIONS) as conn:
+        rows = conn.execute(UNPUBLISHED_SQL, (2.0, 3)).fetchall()
+    assert [r[1] for r in rows] == ["ev_1", "ev_2", "ev_3"]
+
+
+def test_an_event_enters_the_outbox_with_its_age_in_the_history(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(order_sql.INSERT_EVENTS, (json.dumps([{"id": "ev_x", "coid": "co_x", "type": "ORDER_FILLED",
+                                                            "p": ""}]),))
+        [(outbox_at, history_at)] = conn.execute(
+            "SELECT o.created_at, e.created_at FROM order_events_outbox o JOIN order_events e USING (seq)").fetchall()
+    assert outbox_at == history_at

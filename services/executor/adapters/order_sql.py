@@ -8,10 +8,11 @@ from services.executor.domain.order_lifecycle import TERMINAL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 
-# The outbox in emission order, each event looked up by its key (order_events_outbox_seq): the cost follows the
-# outbox, not the history.
+# The outbox's events older than the given age, oldest first (order_events_outbox_age: the young rows, the bulk of the
+# outbox, are never visited), each looked up by its key: the cost follows what the read returns. Events of one
+# order are written by transactions one after the other, so the age order keeps their emission order.
 UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
-                   " WHERE e.created_at <= now() - make_interval(secs => %s) ORDER BY o.seq LIMIT %s")
+                   " WHERE o.created_at <= now() - make_interval(secs => %s) ORDER BY o.created_at, o.seq LIMIT %s")
 
 # Ended orders whose reservation release is not recorded yet, oldest first (index order_pending_unreleased).
 UNRELEASED = ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
