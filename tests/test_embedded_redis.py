@@ -98,13 +98,14 @@ def test_a_durable_redis_appends_every_write_and_rewrites_its_file_rarely(
         client = redis.Redis.from_url(url)
         try:
             config = {name: client.config_get(name)[name]
-                      for name in ("appendonly", "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size")}
+                      for name in ("appendonly", "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size",
+                                   "rdbcompression")}
         finally:
             client.close()
     finally:
         stop_pid(pid)
     if durable:
         assert config == {"appendonly": "yes", "auto-aof-rewrite-percentage": "400",
-                          "auto-aof-rewrite-min-size": str(256 * 1024 * 1024)}
+                          "auto-aof-rewrite-min-size": str(256 * 1024 * 1024), "rdbcompression": "no"}
     else:
         assert config["appendonly"] == "no"
