@@ -18,6 +18,9 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # Every table is reached by key, one LATERAL lookup per input value (OFFSET 0 keeps PostgreSQL from
 # flattening it into a join): a plan the connection caches while a table is still small (a fresh
 # database) would otherwise hash-join it, reading the whole table on every call as it grows.
+# A wallet's markets may repeat (both outcomes of one market held; the reader makes a set of them): a
+# DISTINCT in the aggregate made PostgreSQL sort every position of the batch by wallet first, 47 of the
+# statement's 88 ms for a 10,000-follower trade.
 LOAD = """
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 p AS (
@@ -27,7 +30,7 @@ p AS (
 ),
 held AS (SELECT * FROM p WHERE size >= %(min_held)s),
 pos AS (
-    SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(DISTINCT m, ',') AS markets FROM held GROUP BY w
+    SELECT w, coalesce(sum(cost_usd), 0) AS total_cost, string_agg(m, ',') AS markets FROM held GROUP BY w
 ),
 pm AS (
     SELECT h.w, h.m, coalesce(sum(h.cost_usd), 0) AS cost
