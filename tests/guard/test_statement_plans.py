@@ -85,7 +85,7 @@ def test_a_read_looks_up_each_subscription_when_the_statistics_saw_one(db_url: s
     """Statistics taken while one subscription held every fill (one follower copying 13,000 trades), then 25
     subscriptions with 20 fills each: a read of them looks each one up by its key. Flattened into a join, the
     planner believed every fill matched every subscription and walked the whole table once for all of them,
-    comparing each fill with each subscription asked for (0.1-0.27 s a statement once (b) had run)."""
+    comparing each fill with each subscription asked for (0.1-0.27 s a statement on a bench's 50,000 fills)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(_FILLS, ("fb_", "sub_big", 1, 1, "cob_", ASSET, 13000))
         conn.execute("ANALYZE fills")
@@ -101,10 +101,10 @@ def test_a_read_looks_up_each_subscription_when_the_statistics_saw_one(db_url: s
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _MANY, params).fetchone()
     assert row is not None
     plan = row[0][0]["Plan"]
-    first = _fills_scans(plan)
-    assert first, plan_nodes(plan)
-    assert all("subscription_id" in str(n.get("Index Cond", "")) + str(n.get("Recheck Cond", "")) for n in first), first
-    visited = sum(n["Actual Rows"] * n["Actual Loops"] for n in first)
+    scans = _fills_scans(plan)
+    assert scans, plan_nodes(plan)
+    assert all("subscription_id" in str(n.get("Index Cond", "")) + str(n.get("Recheck Cond", "")) for n in scans), scans
+    visited = sum(n["Actual Rows"] * n["Actual Loops"] for n in scans)
     assert visited <= 500, f"{visited} fills visited for 500 asked for"
 
 
