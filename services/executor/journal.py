@@ -38,7 +38,8 @@ from services.executor.releases import Release, Repairs
 
 log = logging.getLogger(__name__)
 
-RELEASE_CHUNK = 500
+# Releases a script (Redis runs it alone): in 10,000-follower runs 500 held it up to 22 ms, 100 up to 6 ms.
+RELEASE_CHUNK = 100
 MARKS_INTERVAL_S = 0.1
 WATCH_REPAIR_INTERVAL_S = 30.0
 
