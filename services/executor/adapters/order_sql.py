@@ -13,6 +13,9 @@ TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
 # order are written by transactions one after the other, so the age order keeps their emission order.
 UNPUBLISHED_SQL = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
                    " WHERE o.created_at <= now() - make_interval(secs => %s) ORDER BY o.created_at, o.seq LIMIT %s")
+# The outbox rows of given events (held ones appended again after a Redis server change), in emission order.
+OUTBOX_EVENTS = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
+                 " WHERE o.event_id = ANY(%s) ORDER BY o.seq")
 
 # Ended orders whose reservation release is not recorded yet, oldest first (index order_pending_unreleased).
 UNRELEASED = ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"

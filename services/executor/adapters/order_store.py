@@ -234,9 +234,7 @@ class OrderStore:
     async def outbox_events(self, event_ids: list[str]) -> list[tuple[int, str, bytes]]:
         """The outbox events of ``event_ids`` still there (seq, event id, payload), in emission order."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o JOIN order_events e ON e.seq = o.seq"
-                " WHERE o.event_id = ANY(%s) ORDER BY o.seq", (event_ids,))
+            cur = await conn.execute(sql.OUTBOX_EVENTS, (event_ids,))
             return [(r["seq"], r["event_id"], r["payload"]) for r in await cur.fetchall()]
 
     async def known(self, client_order_ids: list[str]) -> set[str]:
