@@ -9,6 +9,11 @@ POSTs leave after one small INSERT; the later chunks are inserted side by side, 
 starting as soon as its INSERT commits. An intent that already
 exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its stored order is
 resumed instead when this process is not already running it.
+
+A routed trade waits for room first (``max_open``): while that many orders are open here (running, or placed
+and polled until final), the next trade stays in the routed log. The backlog an outage leaves is then read as fast
+as its orders end, not admitted into memory all at once (an open order holds a few KB until it is final). A
+trigger's SELL (SubmitOrder) never waits for room.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
+from opentelemetry import metrics
 
 from common import reservations
 from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
@@ -35,6 +41,11 @@ from services.executor.order_runner import OrderRunner
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
+_METER = metrics.get_meter("tradingtools.executor")
+_ROOM_WAITS = _METER.create_counter(
+    "executor.admission_waits", description="Routed trades that waited for open orders to end first")
+_ROOM_TIMEOUTS = _METER.create_counter(
+    "executor.admission_wait_timeouts", description="Of those, waits that ran out: the trade was admitted anyway")
 
 FIRST_CHUNK = 8
 ONE_CHUNK_MAX = 32  # up to this many orders go in one INSERT: a second one only adds a commit and a wait
@@ -43,6 +54,7 @@ MAX_CHUNK = 512
 PARSED_BOOKS_MAX = 4096
 MEMO_MAX = 4096
 MAX_BATCH_ORDERS = 1024  # routed trades admitted together hold at most this many orders
+ROOM_POLL_S = 0.02  # how often a routed trade waiting for room looks again
 
 BookReader = Callable[[str], Awaitable[BookSnapshot | None]]
 
@@ -51,8 +63,13 @@ class OrderAdmission:
     """Admits orders: prepare, persist the intent, start (or resume) the runner."""
 
     def __init__(self, runner: OrderRunner, store: OrderStore, redis: Any, rules: IntakeRules, *,
-                 intent_retry_s: float = 30.0, books: FreshBooks | None = None) -> None:
+                 intent_retry_s: float = 30.0, books: FreshBooks | None = None, max_open: int = 0,
+                 room_wait_s: float = 10.0) -> None:
         self.runner = runner
+        self.max_open = max_open  # > 0: routed trades wait for room (see the module docstring)
+        self.room_wait_s = room_wait_s
+        self.room_waits = 0
+        self.room_timeouts = 0
         self.store = store
         self.redis = redis
         self.rules = rules
@@ -138,8 +155,30 @@ class OrderAdmission:
 
     async def handle(self, routed: epb.RoutedTrade) -> None:
         """Admit every order of one routed trade; returns once all intents are persisted."""
+        await self._room()
         await self._handle_orders(routed.orders)
         self.handled_trades += 1
+
+    def open_orders(self) -> int:
+        """Orders open here: running, or placed and polled until final."""
+        return len(self.runner.tasks) + len(self.runner.tracker)
+
+    async def _room(self) -> None:
+        """Wait while ``max_open`` orders or more are open here, at most ``room_wait_s``."""
+        if self.max_open <= 0 or self.open_orders() < self.max_open:
+            return
+        self.room_waits += 1
+        _ROOM_WAITS.add(1)
+        deadline = time.monotonic() + self.room_wait_s
+        while self.open_orders() >= self.max_open:
+            if time.monotonic() >= deadline:
+                self.room_timeouts += 1
+                _ROOM_TIMEOUTS.add(1)
+                log.warning("admitting routed orders beyond the open-order bound: the open orders did not end",
+                            extra={"open_orders": self.open_orders(), "max_open": self.max_open,
+                                   "waited_s": self.room_wait_s})
+                return
+            await asyncio.sleep(ROOM_POLL_S)
 
     async def handle_batch(self, trades: list[epb.RoutedTrade]) -> None:
         """Admit the orders of several routed trades (in stream order) as if they were one trade: one
@@ -151,10 +190,12 @@ class OrderAdmission:
         group: list[epb.Order] = []
         for rt in trades:  # groups of at most MAX_BATCH_ORDERS (a bigger trade is a group of its own)
             if group and len(group) + len(rt.orders) > MAX_BATCH_ORDERS:
+                await self._room()
                 await self._handle_orders(group)
                 group = []
             group.extend(rt.orders)
         if group:
+            await self._room()
             await self._handle_orders(group)
         self.handled_trades += len(trades)
 
