@@ -5,7 +5,8 @@ The load of (c) (100 followed-leader trades/s x 10 followers each, 1,000 orders/
 routed meanwhile (``stall_s`` x 1,000) reach it at once. Measured: the executor's VmRSS sampled every
 0.25 s (before the stall, peak; target ≤ 250 MB like every service), how long after the continue the last
 order routed before it reached the Insiders fake (the backlog drained), and that every order was POSTed
-exactly once there.
+exactly once there. A stall near the executor's ``max_order_age_s`` (60 s) leaves orders too old to send when
+their turn comes: those are refused (REJECTED ``STALE_ORDER``), counted, and not expected at the fake.
 """
 
 from __future__ import annotations
@@ -65,20 +66,21 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
     try:
         sent = b.drive(rate, duration_s, plan)
         expected = sent * followers
-        records = b.wait_posts(wallets, expected, 240, since)
+        records, stale = _wait_posts_or_stale(b, wallets, expected, since, 240.0)
     finally:
         done.set()
         for t in threads:
             t.join(timeout=stall_s + 5)
     ids = [r.client_order_id for r in records]
-    stuck = _evidence(b) if len(records) < expected else None
+    stuck = _evidence(b) if len(records) + stale < expected else None
     before = [mb for at, mb in rss if at < marks.get("stopped", stall_at_s)]
     b.read_orders()
     continued = int(marks.get("continued_ns", 0))
     backlog = [r.arrival_ns for r in records
                if (o := b.orders.get(r.client_order_id)) is not None and 0 < o.routed_time_ns < continued]
     return {"rate_per_s": rate, "orders_per_s": rate * followers, "stall_s": stall_s,
-            "orders_backlogged": int(stall_s * rate * followers), "orders_expected": expected,
+            "orders_backlogged": int(stall_s * rate * followers), "orders_routed": expected,
+            "refused_stale": stale, "orders_expected": expected - stale,
             "posts": len(ids), "posted_twice": len(ids) - len(set(ids)),
             "executor_rss_mb": {"before_stall": round(max(before, default=0.0), 1),
                                 "peak": round(max((mb for _, mb in rss), default=0.0), 1),
@@ -87,6 +89,25 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
             "restarts": b.p.program("executor").get("restarts"),
             "orders_unknown_or_failed_after_stall": _troubled(b, int(marks.get("stopped_ns", 0))),
             **({"stuck": stuck} if stuck else {})}
+
+
+def _wait_posts_or_stale(b: Bench, wallets: set[str], expected: int, since: int,
+                         timeout_s: float) -> tuple[list[Any], int]:
+    """The POSTs of ``wallets`` from the fake's ``since``-th on, once they and the orders refused as too old
+    (``STALE_ORDER``, never sent) account for ``expected`` orders (or at ``timeout_s``), and how many were refused."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stale = _stale_refusals(b, wallets)
+        records = b.wait_posts(wallets, expected - stale, min(5.0, max(0.0, deadline - time.monotonic())), since)
+        if len(records) + stale >= expected or time.monotonic() >= deadline:
+            return records, _stale_refusals(b, wallets)
+
+
+def _stale_refusals(b: Bench, wallets: set[str]) -> int:
+    with psycopg.connect((b.p.run_dir / "database_url").read_text().strip()) as conn:
+        row = conn.execute("SELECT count(*) FROM orders WHERE state = 'REJECTED' AND reason = 'STALE_ORDER'"
+                           " AND follower_wallet_id = ANY(%s)", (sorted(wallets),)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _troubled(b: Bench, since_ns: int) -> dict[str, int]:

@@ -15,7 +15,8 @@ under a temporary run folder), then measures:
 (c) 100 followed-leader trades/s × 10 followers each for 60 s: first vs second half (backlog growth);
 (d) VmRSS of every supervised process at the end (target ≤ 250 MB each);
 (e) guard: armed triggers in bulk, a CLOB book move → the SELL POST (see ``bench/_pipeline_guard.py``);
-(f) the executor stopped 10 s under (c)'s load: its peak VmRSS and the backlog's drain (``bench/_pipeline_stall.py``);
+(f) the executor stopped 10 s (``--stall-s``) under (c)'s load: its peak VmRSS and the backlog's drain
+    (``bench/_pipeline_stall.py``);
 (g) only when asked (``--only g``): the throughput ceiling, leader trades to 10 leaders x 10 followers at a rising
     rate, the highest that holds p99 ingest → POST ≤ 50 ms with no growing backlog (``bench/_pipeline_ceiling.py``).
 
@@ -302,6 +303,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hot", type=int, default=500,
                         help="measured crossings for (e), one at a time (p99 is the 5th worst of 500)")
     parser.add_argument("--rate-a", type=float, default=200.0, help="leader trades/s for (a)")
+    parser.add_argument("--stall-s", type=float, default=10.0,
+                        help="how long (f) stops the executor (the backlog is this x 1,000 orders)")
     parser.add_argument("--followers", type=int, default=1000, help="fan-out size for (b)")
     parser.add_argument("--quiet-runs", action="store_true",
                         help="(b): start each run once the stack's CPU use from the previous one died down")
@@ -321,8 +324,8 @@ def main(argv: list[str]) -> int:
                                   args.assets if not args.quick else min(args.assets, 500),
                                   min(args.hot, 20) if args.quick else args.hot),
         "g": lambda b: scenario_g(b, step_s=5.0 if args.quick else 20.0),
-        "f": lambda b: scenario_f(b, duration_s=8.0 if args.quick else 40.0, stall_at_s=2.0 if args.quick else 10.0,
-                                  stall_s=2.0 if args.quick else 10.0),
+        "f": lambda b: scenario_f(b, duration_s=8.0 if args.quick else max(40.0, args.stall_s + 30.0),
+                                  stall_at_s=2.0 if args.quick else 10.0, stall_s=2.0 if args.quick else args.stall_s),
     }
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
         started = time.monotonic()
@@ -339,8 +342,8 @@ def main(argv: list[str]) -> int:
                         print(f"--- (f) executor stopped under load: {f}", flush=True)
                         once = f["posts"] == f["orders_expected"] and not f["posted_twice"]
                         print(f"(f) every order POSTed once: {f['posts'] - f['posted_twice']} of "
-                              f"{f['orders_expected']}, {f['posted_twice']} twice: " + ("ok" if once else "FAILED"),
-                              flush=True)
+                              f"{f['orders_expected']} ({f['refused_stale']} refused as too old), "
+                              f"{f['posted_twice']} twice: " + ("ok" if once else "FAILED"), flush=True)
                         continue
                     if key == "g":
                         print(f"--- (g) throughput ceiling: {results[key]['ceiling_trades_per_s']:g} trades/s x 10 "

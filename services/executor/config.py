@@ -91,9 +91,9 @@ class Tuning(TrimTuning):
     max_status_queries: int = tune(256, "status queries of placed orders in flight at once", minimum=1)
     max_inflight: int = tune(2048, "POSTs in flight at once: bounds memory and the venue's load in a 10k fan-out",
                              minimum=1)
-    max_open_orders: int = tune(20_000, "the next routed trade waits while this many orders are open here (running, "
+    max_open_orders: int = tune(15_000, "the next routed trade waits while this many orders are open here (running, "
                                 "or placed and polled until final): the backlog of an outage waits in the routed "
-                                "log, not in memory; twice a 10,000-follower fan-out (0 = no bound)", minimum=0)
+                                "log, not in memory (a 10,000-follower fan-out never waits; 0 = no bound)", minimum=0)
     admission_wait_max_s: float = tune(10.0, "longest wait for that room; a trade still waiting is admitted anyway "
                                        "(logged, counted)", minimum=0.1)
     gc_pause_max_s: float = tune(3.0, "automatic garbage collection stays off at most this long while a fan-out's "

@@ -17,7 +17,7 @@ def test_defaults() -> None:
     t = s.tuning
     assert (t.breaker_threshold, t.breaker_open_s, t.lost_after, t.max_inflight) == (5, 60.0, 3, 2048)
     assert (t.max_status_queries, t.placed_lost_after_s) == (256, 300.0)
-    assert (t.max_open_orders, t.admission_wait_max_s) == (20_000, 10.0)
+    assert (t.max_open_orders, t.admission_wait_max_s) == (15_000, 10.0)
     assert (s.max_order_usd, t.book_max_age_s, t.book_wait_s) == (Decimal(1000), 20.0, 1.0)
     live = Settings.from_env({**INTERNAL_ENV, "TT_INSIDERS_API_URL": "http://x",
                               "TT_INSIDERS_API_TOKEN": "s3cr3t-value"})
