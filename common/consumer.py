@@ -115,7 +115,11 @@ class ResumableConsumer(Generic[T]):
     together, in stream order, up to ``max_batch`` (a lone item is handed over at once, as a list of
     one). A batch that raises is handled again item by item through ``handle``, with the retries and
     dead-lettering above, so ``handle_batch`` must leave things such that re-handling its items one
-    by one is correct (it must anyway: a crash redelivers them).
+    by one is correct (it must anyway: a crash redelivers them). With ``item_bytes`` (an item's size), a
+    batch also stops at ``max_batch_bytes`` (it holds at least one item), and the items read ahead of the
+    handling are bounded in bytes as well as in count, four batches' worth: a log's items can differ in size by
+    three orders of magnitude (a 10,000-follower fan-out's parts are about 1 MB each), so a count alone bounds
+    no memory.
 
     ``stream`` names the log read (``tt:stream:...``) for the metrics: ``consumer.position_time`` (the time in
     the id of the last item handled) against the log's ``stream.last_entry_time`` is the consumer's lag. A
@@ -129,15 +133,20 @@ class ResumableConsumer(Generic[T]):
                  backoff: Backoff = DEFAULT_BACKOFF, max_handler_attempts: int = 5,
                  rng: random.Random | None = None, save_interval_s: float = 0.02,
                  handle_batch: Callable[[list[T]], Awaitable[None]] | None = None,
-                 max_batch: int = 256,
+                 max_batch: int = 256, item_bytes: Callable[[T], int] | None = None,
+                 max_batch_bytes: int = 16 << 20,
                  transient: Callable[[BaseException], bool] = storage_unavailable, stream: str = "") -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be at least 1")
         self.name = name
         self.open_stream = open_stream
         self.handle = handle
         self.handle_batch = handle_batch
         self.max_batch = max_batch
+        self.item_bytes = item_bytes
+        self.max_batch_bytes = max_batch_bytes
         self.cursors = cursors
         self.start = start
         self.dead_letter = dead_letter
@@ -194,21 +203,26 @@ class ResumableConsumer(Generic[T]):
                 await asyncio.sleep(delay)
 
     async def _consume_batches(self, cursor: str) -> None:
-        """Read ahead on a second task (bounded) and hand over whatever has arrived as one batch."""
-        queue: deque[tuple[str, T]] = deque()
+        """Read ahead on a second task (bounded in count and, with ``item_bytes``, in bytes) and hand over whatever
+        has arrived as one batch."""
+        queue: deque[tuple[str, T, int]] = deque()
         ready = asyncio.Event()
         room = asyncio.Event()
         room.set()
-        limit = 4 * self.max_batch
+        limit, byte_limit = 4 * self.max_batch, 4 * self.max_batch_bytes
+        sizer = self.item_bytes
+        queued = [0]  # bytes read ahead
 
         async def read() -> None:
             try:
-                async for item in self.open_stream(cursor):
+                async for item_cursor, item in self.open_stream(cursor):
                     self.stats.connected = True
                     self._attempt = 0
-                    queue.append(item)
+                    size = sizer(item) if sizer is not None else 0
+                    queue.append((item_cursor, item, size))
+                    queued[0] += size
                     ready.set()
-                    if len(queue) >= limit:
+                    if len(queue) >= limit or queued[0] >= byte_limit:
                         room.clear()
                         await room.wait()
                 raise ConnectionError("upstream stream ended")
@@ -225,7 +239,14 @@ class ResumableConsumer(Generic[T]):
                     ready.clear()
                     await ready.wait()
                     continue
-                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                batch: list[tuple[str, T]] = []
+                taken = 0
+                while queue and len(batch) < self.max_batch and (
+                        not batch or taken + queue[0][2] <= self.max_batch_bytes):
+                    item_cursor, item, size = queue.popleft()
+                    batch.append((item_cursor, item))
+                    taken += size
+                queued[0] -= taken
                 if not room.is_set():
                     room.set()
                 await self._handle_batch(batch)

@@ -219,3 +219,61 @@ async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_n
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class _NoCursors:
+    async def get(self, consumer: str) -> str | None:
+        return None
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("sized", "read_ahead", "largest_batch"), [
+    (True, 10, 2),  # 400-byte items, 1,000 bytes a batch: two a batch, ten read ahead (4,000 bytes)
+    (False, 400, 100),  # without sizes: only the counts bound them (4 x max_batch read ahead)
+])
+async def test_batches_and_the_read_ahead_are_bounded_in_bytes_when_items_are_sized(
+        sized: bool, read_ahead: int, largest_batch: int) -> None:
+    delivered: list[int] = []
+    batches: list[list[bytes]] = []
+    gate = asyncio.Event()
+
+    async def open_stream(after: str) -> AsyncIterator[tuple[str, bytes]]:
+        for i in range(1, 1001):
+            delivered.append(i)
+            yield f"{i}-0", bytes(400)
+        await asyncio.Event().wait()
+
+    async def handle(item: bytes) -> None:
+        raise AssertionError("no batch fails here")
+
+    async def handle_batch(items: list[bytes]) -> None:
+        batches.append(items)
+        await gate.wait()  # the first batch is held while the reader reads ahead
+
+    consumer: ResumableConsumer[bytes] = ResumableConsumer(
+        "test", open_stream, handle, _NoCursors(), start="0-0", handle_batch=handle_batch, max_batch=100,
+        item_bytes=len if sized else None, max_batch_bytes=1000)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: len(batches) == 1 and len(delivered) == len(batches[0]) + read_ahead)
+        await asyncio.sleep(0.1)
+        assert len(delivered) == len(batches[0]) + read_ahead  # the reader waits for room
+        gate.set()
+        await eventually(lambda: consumer.stats.handled == 1000)
+        assert max(len(b) for b in batches) == largest_batch and sum(len(b) for b in batches) == 1000
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_batch_byte_budget_must_be_positive() -> None:
+    async def nothing(after: str) -> AsyncIterator[tuple[str, bytes]]:
+        yield "1-0", b""
+
+    async def handle(item: bytes) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        ResumableConsumer("x", nothing, handle, _NoCursors(), handle_batch=None, max_batch_bytes=0)

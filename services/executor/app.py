@@ -249,7 +249,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
             DeadLetters(stream_redis, t.consumer_name, lambda rt: rt.SerializeToString()), redis,
             forget=lambda rt: admission.forget(rt.orders)),
         save_interval_s=t.cursor_save_interval_s, handle_batch=admission.handle_batch,
-        max_batch=t.consumer_max_batch, stream=ROUTED_TRADES)
+        max_batch=t.consumer_max_batch, item_bytes=epb.RoutedTrade.ByteSize, stream=ROUTED_TRADES)
     tasks.append(asyncio.create_task(consumer.run(), name="consumer"))
 
     async def close_venues() -> None:
