@@ -65,6 +65,7 @@ from bench._pipeline_guard_readings import (
     _profile,
     _quiet_cpu,
     e_target,
+    fire_cpu_ms,
 )
 from bench._triggers import asset_id, seed_triggers
 from common.streams import PRICE_TICKS
@@ -307,6 +308,8 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
             "cpu_us_per_tick_total": round(sum(v for n, v in cpu_us_per_tick.items() if n != "bench+sim"), 1),
             "cpu_cores": cpu_cores,
             "background_alone": quiet,
+            "cpu_ms_per_fire": fire_cpu_ms(cpu_us_per_tick, (quiet or {}).get("cpu_us_per_tick", {}), bg_ticks,
+                                           len(samples) + len(ingest_ms)) if quiet else {},
             "guard_rss_mb": round(memory_mb(guard_pid).get("VmRSS", 0.0), 1), "guard_stats": _last_stats(guard_log),
             "ticks_log_capped": xlen2 >= 950_000,
             "latency": {"hot: sim frame→SELL POST": summarize(samples),

@@ -173,6 +173,16 @@ def _ingest_to_post(p: Any, r: Any, hot_tokens: set[str]) -> tuple[list[float], 
     return walk, hot
 
 
+def fire_cpu_ms(window_us: dict[str, float], alone_us: dict[str, float], ticks: int, fires: int) -> dict[str, float]:
+    """CPU (ms) a crossing's fire added, per process: the measurement window's CPU per background tick less the
+    ticks' own (measured alone), over the window's ticks, per fire; ``total`` leaves out the load generator."""
+    if fires <= 0 or ticks <= 0:
+        return {}
+    out = {n: round(max(0.0, window_us[n] - alone_us.get(n, 0.0)) * ticks / fires / 1000, 2) for n in window_us}
+    out["total"] = round(sum(v for n, v in out.items() if n != "bench+sim"), 2)
+    return out
+
+
 def _quiet_cpu(p: Any, pids: dict[str, int], progress: dict[str, int], seconds: float) -> dict[str, Any] | None:
     """CPU per background tick over ``seconds`` with nothing but the background ticks running (no crossing, no
     floor drawn): what the ticks alone cost, beside the measurement window's figure, which also carries the

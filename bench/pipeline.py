@@ -291,6 +291,9 @@ def _show(title: str, result: dict[str, Any], target: float | None = None) -> No
               f"{result['cpu_us_per_tick_total']} µs in the measurement window (with its crossings' fires), "
               f"{alone.get('cpu_us_per_tick_total', 'n/a')} µs with the background ticks alone "
               f"{alone.get('cpu_us_per_tick', {})}", flush=True)
+        if result.get("cpu_ms_per_fire"):
+            print(f"of which the crossings' fires, per fire: {result['cpu_ms_per_fire']['total']} ms of CPU "
+                  f"{result['cpu_ms_per_fire']}", flush=True)
 
 
 def main(argv: list[str]) -> int:

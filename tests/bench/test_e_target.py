@@ -1,4 +1,5 @@
-"""(e)'s verdict: ingest → SELL POST p99 against twice the required hops' drawn p99 at the crossings' spacing."""
+"""(e)'s verdict: ingest → SELL POST p99 against twice the required hops' drawn p99 at the crossings' spacing; and the
+CPU a crossing's fire adds."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench._pipeline_guard_readings import e_target
+from bench._pipeline_guard_readings import e_target, fire_cpu_ms
 
 
 def _floor(p99_100ms: float, p99_5ms: float = 1.0) -> dict[str, Any]:
@@ -37,3 +38,15 @@ def test_the_limit_is_twice_the_floor_at_the_crossings_spacing(p99_ms: float, fl
 ])
 def test_no_verdict_without_a_floor_or_a_measurement(p99_ms: float, floor: dict[str, Any] | None) -> None:
     assert e_target(p99_ms, floor) is None
+
+
+@pytest.mark.parametrize(("window", "alone", "ticks", "fires", "expected"), [
+    # 10 µs a tick more in the window than alone, over 500,000 ticks and 500 fires: 10 ms a fire
+    ({"guard": 13.0, "bench+sim": 12.0}, {"guard": 3.0, "bench+sim": 11.0}, 500_000, 500,
+     {"guard": 10.0, "bench+sim": 1.0, "total": 10.0}),
+    ({"guard": 2.0}, {"guard": 3.0}, 500_000, 500, {"guard": 0.0, "total": 0.0}),  # noise below the ticks' own
+    ({"guard": 13.0}, {}, 1000, 0, {}),  # nothing fired: nothing to divide
+])
+def test_fire_cpu_is_the_windows_excess_over_the_ticks_alone_per_fire(
+        window: dict[str, float], alone: dict[str, float], ticks: int, fires: int, expected: dict[str, float]) -> None:
+    assert fire_cpu_ms(window, alone, ticks, fires) == expected
