@@ -211,18 +211,19 @@ class ResumableConsumer(Generic[T]):
         room.set()
         limit, byte_limit = 4 * self.max_batch, 4 * self.max_batch_bytes
         sizer = self.item_bytes
-        queued = [0]  # bytes read ahead
+        queued = 0  # bytes read ahead
 
         async def read() -> None:
+            nonlocal queued
             try:
                 async for item_cursor, item in self.open_stream(cursor):
                     self.stats.connected = True
                     self._attempt = 0
                     size = sizer(item) if sizer is not None else 0
                     queue.append((item_cursor, item, size))
-                    queued[0] += size
+                    queued += size
                     ready.set()
-                    if len(queue) >= limit or queued[0] >= byte_limit:
+                    if len(queue) >= limit or queued >= byte_limit:
                         room.clear()
                         await room.wait()
                 raise ConnectionError("upstream stream ended")
@@ -246,7 +247,7 @@ class ResumableConsumer(Generic[T]):
                     item_cursor, item, size = queue.popleft()
                     batch.append((item_cursor, item))
                     taken += size
-                queued[0] -= taken
+                queued -= taken
                 if not room.is_set():
                     room.set()
                 await self._handle_batch(batch)

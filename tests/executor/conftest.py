@@ -190,6 +190,23 @@ def rows(db_url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
         return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
 
 
+class AcceptingStore:
+    """The part of the order store admission uses: every intent is new, no stored order is known."""
+
+    async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
+        return {t.client_order_id for t, _ in items}
+
+    async def order_row(self, client_order_id: str) -> None:
+        return None
+
+
+class NoRedis:
+    """A Redis that is not there: every command fails as a lost connection would."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionError("no redis here")
+
+
 def make_order(i: int = 0, **kw: Any) -> epb.Order:
     """A copy order as the router emits it."""
     base: dict[str, Any] = dict(

@@ -13,7 +13,7 @@ from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import Ticket
-from tests.executor.conftest import make_order
+from tests.executor.conftest import AcceptingStore, NoRedis, make_order
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -44,25 +44,12 @@ class FakeRunner:
             del self.tasks[coid]
 
 
-class FakeStore:
-    async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
-        return {t.client_order_id for t, _ in items}
-
-    async def order_row(self, client_order_id: str) -> None:
-        return None
-
-
-class NoRedis:
-    def __getattr__(self, name: str) -> Any:
-        raise ConnectionError("no redis here")
-
-
 def routed(first: int, n: int) -> epb.RoutedTrade:
     return epb.RoutedTrade(orders=[make_order(i) for i in range(first, first + n)])
 
 
 def admission(runner: FakeRunner, max_open: int, room_wait_s: float = 10.0) -> OrderAdmission:
-    return OrderAdmission(runner, FakeStore(), NoRedis(), IntakeRules(live_configured=True),  # type: ignore[arg-type]
+    return OrderAdmission(runner, AcceptingStore(), NoRedis(), IntakeRules(live_configured=True),  # type: ignore[arg-type]
                           max_open=max_open, room_wait_s=room_wait_s)
 
 

@@ -11,7 +11,7 @@ from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import Ticket
-from tests.executor.conftest import make_order
+from tests.executor.conftest import AcceptingStore, NoRedis, make_order
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 
@@ -37,7 +37,7 @@ class FakeRunner:
         return 0
 
 
-class FakeStore:
+class FakeStore(AcceptingStore):
     """Records the gate's pending count at each intent insert; can fail an insert."""
 
     def __init__(self, runner: FakeRunner, fail_at: int = -1) -> None:
@@ -49,15 +49,7 @@ class FakeStore:
         self.pending_at_insert.append(self.runner.burst.pending)
         if len(self.pending_at_insert) - 1 == self.fail_at:
             raise RuntimeError("insert failed")
-        return {t.client_order_id for t, _ in items}
-
-    async def order_row(self, client_order_id: str) -> None:
-        return None
-
-
-class NoRedis:
-    def __getattr__(self, name: str) -> Any:
-        raise ConnectionError("no redis here")
+        return await super().insert_intents(items)
 
 
 def routed(n: int) -> epb.RoutedTrade:
