@@ -209,8 +209,7 @@ class ResumableConsumer(Generic[T]):
         ready = asyncio.Event()
         room = asyncio.Event()
         room.set()
-        limit, byte_limit = 4 * self.max_batch, 4 * self.max_batch_bytes
-        sizer = self.item_bytes
+        limit, byte_limit, sizer = 4 * self.max_batch, 4 * self.max_batch_bytes, self.item_bytes
         queued = 0  # bytes read ahead
 
         async def read() -> None:
