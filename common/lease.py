@@ -12,7 +12,8 @@ that started before is still open: the new holder's start-up reads see everythin
 A process that finds the lease held waits as a standby, trying again every ``poll_s``. The holder checks
 its lease every ``check_s`` (:meth:`Lease.watch`): a lease connection that dropped is taken again when the
 epoch has not moved (a PostgreSQL restart or a network blip). The holder must stop when the epoch moved
-(another process took over), and also when it could not confirm its lease for ``max_unconfirmed_s``
+(another process took over: seen at the next check, or at once when the holder's writer reports a write the
+fence refused, :meth:`Lease.notice_refusal`), and also when it could not confirm its lease for ``max_unconfirmed_s``
 (8 s): PostgreSQL frees the lease of a connection it cannot reach after ~11 s, so a holder cut off from
 PostgreSQL (but not from the venue) stops before a standby can start.
 """
@@ -79,6 +80,7 @@ class Lease:
         self.reconnects = 0  # lease connections taken again after a drop, with the epoch unchanged
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._closed = False
+        self._refused = asyncio.Event()  # a write of this epoch was refused: another process took over
 
     @property
     def backend_pid(self) -> int:
@@ -93,6 +95,14 @@ class Lease:
         if not self.epoch:
             raise RuntimeError("the lease is not held")
         return f"{_HOLDER_OPTIONS} -c tt.{self.name}_epoch={self.epoch}"
+
+    def notice_refusal(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the fence refusing a write of this process's epoch; if so :meth:`watch` returns
+        at once instead of at its next check (the writer would otherwise keep working until then)."""
+        if getattr(exc, "sqlstate", None) != FENCE_SQLSTATE:
+            return False
+        self._refused.set()
+        return True
 
     async def acquire(self) -> int:
         """Wait until this process holds the lease, then raise the epoch and return it."""
@@ -139,8 +149,13 @@ class Lease:
         """
         confirmed_at = time.monotonic()
         while not self._closed:
-            await asyncio.sleep(self.check_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refused.wait(), self.check_s)
             reraise_if_cancelling()  # wait_for (3.11) can lose a cancel that meets its own timeout
+            if self._refused.is_set():
+                log.critical("lease lost: the fence refused a write (another process took over)",
+                             extra={"lease": self.name, "epoch": self.epoch})
+                return
             try:
                 current = await asyncio.wait_for(self._check(), self.timeout_s)
             except (psycopg.Error, OSError, TimeoutError) as exc:

@@ -91,6 +91,26 @@ async def test_a_superseded_epoch_cannot_write_orders_and_its_watch_ends(db_url:
         await conn.close()
 
 
+async def test_a_write_the_fence_refused_ends_the_watch_before_its_next_check(db_url: str,
+                                                                             leases: list[Lease]) -> None:
+    old = _lease(leases, db_url, "old", check_s=60.0)
+    await old.acquire()
+    old_writer = await _writer(db_url, old.options)
+    watch = asyncio.create_task(old.watch())
+    assert not old.notice_refusal(psycopg.errors.UniqueViolation("not the fence"))
+    new = _lease(leases, db_url, "new")
+    taking = asyncio.create_task(new.acquire())
+    await _terminate(db_url, old.backend_pid)
+    await asyncio.wait_for(taking, 5)
+    await asyncio.sleep(0.05)
+    assert not watch.done()  # its next check is a minute away
+    with pytest.raises(psycopg.OperationalError) as refused:
+        await old_writer.execute(_WRITE)
+    assert old.notice_refusal(refused.value)
+    await asyncio.wait_for(watch, 1)
+    await old_writer.close()
+
+
 async def test_a_dropped_lease_connection_is_taken_again_when_nobody_took_over(
         db_url: str, leases: list[Lease]) -> None:
     lease = _lease(leases, db_url, "a")

@@ -161,7 +161,8 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
     stream_redis = create_stream_redis(redis_url)
     events_log = DurableLog(stream_redis, ORDER_EVENTS, live=LiveFeed())
     await events_log.prime()  # before the journal appends anything
-    store = OrderStore(pool, intents_url=database_url, intents_options=lease.options)
+    store = OrderStore(pool, intents_url=database_url, intents_options=lease.options,
+                       on_write_error=lease.notice_refusal)
     fast = FastRedis(redis_url)  # the per-order commands: book reads, cursor saves, reservation releases
 
     async def release(_redis: Any, ids: list[str]) -> list[int]:

@@ -58,12 +58,12 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-async def _route_and_start(h: Harness, log_path: Path, **active_env: str) -> tuple[list[epb.Order],
-                                                                                   subprocess.Popen[bytes]]:
+async def _route_and_start(h: Harness, log_path: Path, trades: int = 30,
+                           **active_env: str) -> tuple[list[epb.Order], subprocess.Popen[bytes]]:
     await h.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
     h.fake.faults.post_delay_s = 0.02
-    orders = [make_order(t * 20 + i) for t in range(30) for i in range(20)]
-    for t in range(30):
+    orders = [make_order(t * 20 + i) for t in range(trades) for i in range(20)]
+    for t in range(trades):
         await h.route(*orders[t * 20:(t + 1) * 20])
     active = _spawn(h, log_path, **active_env)
     await eventually(lambda: len(h.fake.posts) >= 100, timeout_s=30, interval_s=0.002)
@@ -113,8 +113,9 @@ async def test_a_standby_waits_and_takes_over_when_the_active_executor_dies(harn
 async def test_an_executor_that_lost_its_lease_stops_and_the_standby_finishes(harness: Harness,
                                                                             tmp_path: Path) -> None:
     log_path = tmp_path / "executor.log"
-    # the active one checks its lease rarely, so it keeps working for a while after losing it
-    orders, active = await _route_and_start(harness, log_path, TT_TUNE_EXECUTOR_LEASE_CHECK_S="2")
+    # the active one checks its lease rarely (2 s): it must learn of the takeover from its first write the
+    # fence refuses, not keep posting the orders it holds intents for until its next check
+    orders, active = await _route_and_start(harness, log_path, trades=100, TT_TUNE_EXECUTOR_LEASE_CHECK_S="2")
     standby = _spawn(harness, log_path, TT_TUNE_EXECUTOR_LEASE_POLL_S="0.05")
     try:
         await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
@@ -125,6 +126,7 @@ async def test_an_executor_that_lost_its_lease_stops_and_the_standby_finishes(ha
         assert await asyncio.to_thread(active.wait, 20) == 70  # ends itself: another executor took over
         # Until it noticed, the old one could still POST the orders it had in flight (their intents were
         # committed before the takeover, so the new one resumed them too): same Idempotency-Key, one order.
+        # (Without the fence's refusal ending it, it went on to repeat about 1,250 of the 2,000.)
         await _all_done_once(harness, orders, replays_at_most=16)
         assert _query(harness.db_url, "SELECT epoch FROM service_leases WHERE name = 'executor'") == [(2,)]
     finally:

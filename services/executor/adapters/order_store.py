@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
@@ -104,8 +106,10 @@ class OrderStore:
     """The executor's tables (``orders``, ``order_events``) and the shared ``fills``/``positions``/stats."""
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "",
-                 intents_options: str = "") -> None:
+                 intents_options: str = "", on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
+        # told of every failed order write: the lease's fence refusing one means another executor took over
+        self.on_write_error = on_write_error or (lambda _exc: None)
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
         self.intents = (IntentConnection(intents_url, sql.INSERT_INTENTS, options=intents_options) if intents_url
                         else None)
@@ -120,6 +124,13 @@ class OrderStore:
         (the others already existed)."""
         if not items:
             return set()
+        try:
+            return await self._insert_intents(items)
+        except psycopg.Error as exc:
+            self.on_write_error(exc)
+            raise
+
+    async def _insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> set[str]:
         payload = intent_json(items)
         if self.intents is not None and not self.intents.busy and len(items) <= DEDICATED_MAX_INTENTS:
             return await self.intents.insert(payload)
@@ -133,6 +144,13 @@ class OrderStore:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
         events to the outbox, book their fills and count the copies declined as skips. Returns the inserted
         ids and the fills booked now."""
+        try:
+            return await self._apply(inserts, changes)
+        except psycopg.Error as exc:
+            self.on_write_error(exc)
+            raise
+
+    async def _apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         if not inserts and changes and not any(is_skip(c.ticket, c.life) for c in changes):
             return set(), await self._apply_changes(changes)
         booked: list[Booked] = []
