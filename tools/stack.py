@@ -15,7 +15,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from common.metrics import metrics_port
 from tools import envoy_config
 from tools.procs import terminate
 from tools.stack_logs import follow_logs, tail
+from tools.stack_ports import PortHold, port_in_use
 from tools.stack_storage import StackPaths, ensure_storage, ensure_token, stop_storage
 from tools.supervisor import (
     GATEWAY,
@@ -140,14 +140,6 @@ def build_programs(env: Mapping[str, str], paths: StackPaths, settings: envoy_co
     return programs
 
 
-def _port_in_use(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
                 services: Sequence[str]) -> None:
     """Fail early, naming the variable, when a port the stack needs is taken."""
@@ -158,7 +150,7 @@ def check_ports(env: Mapping[str, str], settings: envoy_config.GatewaySettings,
     if simulator_enabled(env):
         wanted += [(name, port) for name, port in simulator_ports(env).items()
                    if port and (name != "TT_SIM_INSIDERS_PORT" or env.get("TT_STACK_SIM_INSIDERS") == "1")]
-    busy = [f"{name}={port}" for name, port in wanted if _port_in_use(port)]
+    busy = [f"{name}={port}" for name, port in wanted if port_in_use(port)]
     if busy:
         raise StackError(f"ports already in use: {', '.join(busy)} (another stack running? set these "
                          "variables to free ports or run make down)")
@@ -257,6 +249,7 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
     full = resolve_env(env)
     paths = StackPaths(Path(full["TT_RUN_DIR"]))
     paths.logs.mkdir(parents=True, exist_ok=True)
+    hold = PortHold()
     try:
         settings_timeout = env_float_seconds(full, "TT_STACK_READY_TIMEOUT_S", 60.0, minimum=1.0)
         state = read_state(paths.run)
@@ -277,6 +270,7 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
                 + ("" if len(wired) == 5 else " (the URLs that are set are used)"))
         services = selected_services(full)
         check_ports(full, settings, services)
+        hold.take(grpc_port(full, s) for s in services if s in SERVICE_PORTS)  # until the services bind them
         ensure_storage(full, paths, out)
         storage = StorageSettings.from_env(full)
         applied = apply_migrations(storage.database_url.value)
@@ -294,6 +288,8 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
         out(f"error: {exc}")
         out(f"logs in {paths.logs}; make logs to follow, make down to stop what started")
         return 1
+    finally:
+        hold.release()
     out(f"stack up: REST on {settings.url} (try: curl {'-k ' if settings.tls else ''}{settings.url}/ready), "
         f"logs in {paths.logs}")
     return 0
