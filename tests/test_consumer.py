@@ -159,15 +159,27 @@ async def test_batch_consumer_hands_over_what_arrived_in_order_and_resumes(redis
     await r.aclose()
 
 
-def test_batch_consumer_rejects_empty_batches() -> None:
+class _NoCursors:
+    async def get(self, consumer: str) -> str | None:
+        return None
+
+    async def set(self, consumer: str, cursor: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("bounds", "named"), [
+    ({"max_batch": 0}, "max_batch"),  # an empty batch
+    ({"max_batch_bytes": 0}, "max_batch_bytes"),  # a batch byte budget must be positive
+])
+def test_batch_consumer_rejects_empty_batch_bounds(bounds: dict[str, int], named: str) -> None:
     async def nothing(_: str) -> AsyncIterator[tuple[str, int]]:
         yield "1", 1
 
     async def handle(_: object) -> None:
         return None
 
-    with pytest.raises(ValueError, match="max_batch"):
-        ResumableConsumer("x", nothing, handle, RedisCursorStore(None), handle_batch=None, max_batch=0)
+    with pytest.raises(ValueError, match=named):
+        ResumableConsumer("x", nothing, handle, _NoCursors(), handle_batch=None, **bounds)
 
 
 @pytest.mark.parametrize(("error", "transient"), [
@@ -202,15 +214,8 @@ async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_n
     async def dead_letter(cursor: str, _item: str, _exc: BaseException) -> None:
         dead.append(cursor)
 
-    class Cursors:
-        async def get(self, consumer: str) -> str | None:
-            return None
-
-        async def set(self, consumer: str, cursor: str) -> None:
-            return None
-
     consumer: ResumableConsumer[str] = ResumableConsumer(
-        "test", open_stream, handle, Cursors(), start="0-0", dead_letter=dead_letter,
+        "test", open_stream, handle, _NoCursors(), start="0-0", dead_letter=dead_letter,
         backoff=Backoff(0.001, 0.005), max_handler_attempts=2, rng=random.Random(1))
     task = asyncio.create_task(consumer.run())
     try:
@@ -219,14 +224,6 @@ async def test_an_item_failing_on_a_storage_outage_is_retried_until_it_is_over_n
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-class _NoCursors:
-    async def get(self, consumer: str) -> str | None:
-        return None
-
-    async def set(self, consumer: str, cursor: str) -> None:
-        return None
 
 
 @pytest.mark.parametrize(("sized", "read_ahead", "largest_batch"), [
@@ -266,14 +263,3 @@ async def test_batches_and_the_read_ahead_are_bounded_in_bytes_when_items_are_si
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def test_a_batch_byte_budget_must_be_positive() -> None:
-    async def nothing(after: str) -> AsyncIterator[tuple[str, bytes]]:
-        yield "1-0", b""
-
-    async def handle(item: bytes) -> None:
-        return None
-
-    with pytest.raises(ValueError, match="max_batch_bytes"):
-        ResumableConsumer("x", nothing, handle, _NoCursors(), handle_batch=None, max_batch_bytes=0)
