@@ -36,6 +36,15 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # Redis names scripts by SHA1
 
 
+def run_id_of(info: bytes | str) -> str:
+    """The ``run_id`` field of an ``INFO server`` reply; ``ValueError`` when it has none."""
+    text = info.decode() if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:"):].strip()
+    raise ValueError("INFO server reply without a run_id")
+
+
 class FastRedis:
     """Commands and cached scripts on one lazily (re)opened connection.
 
@@ -95,6 +104,12 @@ class FastRedis:
             raise redis.exceptions.ResponseError(str(exc)) from exc
         self.replied_at = time.monotonic()
         return reply
+
+    async def run_id(self) -> str:
+        """The server's run id (new at every start of the server, another server's after a failover), read from
+        ``INFO server`` without redis-py's parser: the executor asks before each batch of held events is declared
+        durable, several times a second, and that parser leaves a reference cycle behind at every call."""
+        return run_id_of(await self.call("INFO", "server"))
 
     async def run_script(self, script: Script, keys: list[Arg] | tuple[Arg, ...],
                          args: list[Arg] | tuple[Arg, ...]) -> Any:

@@ -1,6 +1,6 @@
 """The pipelined Redis client of the hot paths on real Redis: scripts by SHA with a fallback when Redis
 lost them, error classes as redis-py's (a silent server is a timeout), reconnect after a lost
-connection, redis-py's get/set/eval forms, the consumer cursor."""
+connection, redis-py's get/set/eval forms, the consumer cursor, the server's run id."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from common.fastredis import FastCursorStore, FastRedis, Script
+from common.fastredis import FastCursorStore, FastRedis, Script, run_id_of
+from common.storage import redis_run_id
 
 
 @pytest.mark.integration
@@ -42,6 +43,32 @@ async def test_reconnects_after_the_connection_is_lost(redis_url: str) -> None:
     assert await fast.call("GET", "a") == b"1"
     assert await fast.call("CLIENT", "ID") != first
     fast.close()
+
+
+@pytest.mark.integration
+async def test_run_id_is_the_servers_as_redis_py_reads_it(redis_url: str) -> None:
+    fast = FastRedis(redis_url, timeout_s=5.0)
+    r = aioredis.from_url(redis_url)
+    try:
+        got = await fast.run_id()
+        assert got == await redis_run_id(r) and len(got) == 40
+    finally:
+        await r.aclose()
+        fast.close()
+
+
+@pytest.mark.parametrize(("reply", "run_id"), [
+    (b"# Server\r\nredis_version:7.2.4\r\nrun_id:abc123\r\ntcp_port:0\r\n", "abc123"),
+    ("run_id:f00d\n", "f00d"),
+    (b"# Server\r\nrun_id: spaced \r\n", "spaced"),
+])
+def test_run_id_of_an_info_reply(reply: bytes | str, run_id: str) -> None:
+    assert run_id_of(reply) == run_id
+
+
+def test_an_info_reply_without_run_id_is_an_error() -> None:
+    with pytest.raises(ValueError, match="run_id"):
+        run_id_of(b"# Server\r\nredis_version:7.2.4\r\n")
 
 
 async def test_unreachable_redis_is_a_connection_error() -> None:

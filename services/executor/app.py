@@ -174,7 +174,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
     order_metrics = ExecutorMetrics()
     journal = Journal(store, redis, events_log, release, max_batch=t.journal_batch,
                       min_interval_s=t.journal_min_interval_s, append=append, observe=order_metrics.observe,
-                      durable_after_s=t.events_durable_after_s)
+                      durable_after_s=t.events_durable_after_s, server_id=fast.run_id)
 
     cfg = BreakerConfig(t.breaker_threshold, int(t.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps,
