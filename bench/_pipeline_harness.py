@@ -119,10 +119,10 @@ class Bench:
         """A market with very deep books so depth checks never bind."""
         return self.p.sim.call(self.p.sim.sim.add_market, levels=5, level_size="2000000")
 
-    def subscribe(self, leaders: Iterable[str], per_leader: int,
-                  mode: str = "EXECUTION_MODE_LIVE") -> dict[str, list[str]]:
-        """``per_leader`` fresh followers per leader through REST (Envoy), LIVE unless ``mode`` says otherwise;
-        leader → wallet ids."""
+    def subscribe(self, leaders: Iterable[str], per_leader: int, mode: str = "EXECUTION_MODE_LIVE",
+                  exits: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+        """``per_leader`` fresh followers per leader through REST (Envoy), LIVE unless ``mode`` says otherwise, with
+        ``exits`` (take-profit / stop-loss set on each fill) when given; leader → wallet ids."""
         out: dict[str, list[str]] = {}
         with self.p.rest(timeout_s=30) as rest:
             for leader in leaders:
@@ -130,7 +130,7 @@ class Bench:
                     wallet = f"w_{secrets.token_hex(6)}"
                     body = {"followerUserId": f"u_{wallet}", "followerWalletId": wallet, "followerProxy": address(),
                             "leaderProxy": leader, "mode": mode, "sizing": FIXED,
-                            "filters": {"copySells": True}}
+                            "filters": {"copySells": True}, **({"exits": dict(exits)} if exits else {})}
                     reply = rest.post("/subscriptions", json=body)
                     if reply.status_code != 200:
                         raise RuntimeError(f"subscription: {reply.status_code} {reply.text}")

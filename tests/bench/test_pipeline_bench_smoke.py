@@ -11,6 +11,7 @@ from bench._pipeline_ceiling import scenario_g
 from bench._pipeline_harness import MILESTONES, STAGES, Bench
 from bench._pipeline_stall import scenario_f
 from bench.pipeline import fanout_target_ms, scenario_a, scenario_b, start_pipeline
+from bench.soak import soak
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,8 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
             p.sim.call(p.sim.sim.rtds.resume)
             stall = scenario_f(b, rate=10.0, leaders=2, followers=2, duration_s=3.0, stall_at_s=1.0, stall_s=1.0)
             ceiling = scenario_g(b, leaders=2, followers=2, step_s=1.0, rates=(10.0, 20.0), p99_target_ms=10_000.0)
+            soaked = soak(b, minutes=0.1, rate=10.0, leaders=2, followers=2, step_s=2.0, window_min=0.05,
+                          steady_after_s=0.0)
         finally:
             p.stop(quiet=True)
     assert a["posts"] == a["trades"] == 20
@@ -46,6 +49,12 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     # the ceiling's steps: every order of each step joined, and a generous target held by both
     assert [s["posts"] for s in ceiling["steps"]] == [s["trades"] * 2 for s in ceiling["steps"]]
     assert [s["rate_per_s"] for s in ceiling["steps"]] == [10.0, 20.0] and ceiling["ceiling_trades_per_s"] == 20.0
+    # the soak: every copy once, each service's memory sampled over the run, latency by window
+    assert soaked["posts"] == soaked["posts_expected"] == 120 and soaked["posted_twice"] == 0
+    assert len(soaked["samples"]) >= 3 and soaked["samples"][-1]["posts"] > soaked["samples"][0]["posts"]
+    assert {"ingest", "router", "executor", "guard", "control"} <= set(soaked["rss"])
+    assert soaked["armed_triggers"] >= 2 * 4  # each of the 4 followers' positions: a take-profit and a stop-loss
+    assert sum(w["n"] for w in soaked["latency_by_window"]) == 120 and len(soaked["latency_by_window"]) >= 2
 
 
 @pytest.mark.parametrize(("followers", "target_ms"), [(5, 150), (1000, 150), (1001, 1500), (10_000, 1500)])
