@@ -16,6 +16,7 @@ from typing import Any
 
 from common import fields as f
 from common.marketstate import Level, MarketInfo
+from common.memo import Memo
 from common.restget import Page, RestGetter
 
 DEFAULT_TICK = Decimal("0.01")  # ingest's tick for a market that names none (the venue's usual one)
@@ -23,10 +24,9 @@ _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
 # Prices sit on the tick grid and sizes repeat, so the same strings recur: each valid one is parsed once (only
-# strings are cached: 1, 1.0 and True are equal dict keys). The feed's hot path reads these dicts directly.
-PRICE_CACHE: dict[str, Decimal] = {}
-SIZE_CACHE: dict[str, Decimal] = {}
-CACHE_MAX = 200_000
+# strings are cached: 1, 1.0 and True are equal dict keys). The feed's hot path reads their ``hot`` dicts directly.
+PRICE_CACHE: Memo[str, Decimal] = Memo(20_000)
+SIZE_CACHE: Memo[str, Decimal] = Memo(20_000)
 
 
 class ClobRest:
@@ -101,7 +101,7 @@ def size_or_none(d: dict[str, Any], key: str) -> Decimal | None:
     return _remembered(d, key, SIZE_CACHE, lambda v: v >= _ZERO, "must be >= 0")
 
 
-def _remembered(d: dict[str, Any], key: str, cache: dict[str, Decimal], valid: Callable[[Decimal], bool],
+def _remembered(d: dict[str, Any], key: str, cache: Memo[str, Decimal], valid: Callable[[Decimal], bool],
                 rule: str) -> Decimal | None:
     """``d[key]`` as a Decimal passing ``valid`` (BAD_FIELD naming ``rule`` otherwise), None when absent;
     valid string values are parsed once."""
@@ -116,9 +116,7 @@ def _remembered(d: dict[str, Any], key: str, cache: dict[str, Decimal], valid: C
     if not valid(value):
         raise f.ParseError(f.BAD_FIELD, f"{key} {rule}")
     if raw.__class__ is str:
-        if len(cache) >= CACHE_MAX:
-            cache.clear()
-        cache[raw] = value
+        cache.put(raw, value)
     return value
 
 
@@ -138,8 +136,8 @@ def levels(d: dict[str, Any], key: str) -> tuple[Level, ...]:
         size = SIZE_CACHE.get(raw_size) if raw_size.__class__ is str else None
         if size is None:
             size = f.decimal(lvl, "size")
-            if size is not None and size >= _ZERO and raw_size.__class__ is str and len(SIZE_CACHE) < CACHE_MAX:
-                SIZE_CACHE[raw_size] = size
+            if size is not None and size >= _ZERO and raw_size.__class__ is str:
+                SIZE_CACHE.put(raw_size, size)
         if price is None or size is None or size < _ZERO:
             raise f.ParseError(f.BAD_FIELD, f"{key} level needs a price and a size >= 0")
         out.append((price, size))

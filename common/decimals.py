@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from common.memo import Memo
+
 ZERO = Decimal(0)
 ONE = Decimal(1)
 # Money, prices and sizes never need more than 10^30 or finer than 10^-30.
@@ -48,15 +50,13 @@ def fmt(value: Decimal) -> str:
 
 
 # Prices on a tick grid and recurring sizes give few distinct values: their strings are remembered.
-_FMT_MEMO: dict[Decimal, str] = {}
-_FMT_MEMO_MAX = 200_000
+FMT_MEMO: Memo[Decimal, str] = Memo(20_000)
+_FMT_HOT = FMT_MEMO.hot
 
 
 def fmt_memo(value: Decimal) -> str:
     """:func:`fmt`, remembered per value (bounded) for hot paths that print the same values again."""
-    text = _FMT_MEMO.get(value)
+    text = _FMT_HOT.get(value)
     if text is None:
-        if len(_FMT_MEMO) >= _FMT_MEMO_MAX:
-            _FMT_MEMO.clear()
-        text = _FMT_MEMO[value] = fmt(value)
+        text = FMT_MEMO.get(value) or FMT_MEMO.put(value, fmt(value))
     return text

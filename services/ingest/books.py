@@ -15,6 +15,7 @@ import orjson
 
 from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
+from common.memo import Memo
 from services.ingest import clob
 from services.ingest.levelbytes import level_json, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -265,11 +266,7 @@ class BookState:
         book = self.books[asset_id]
         bid, ask = book.best_bid, book.best_ask
         if bid is not None and ask is not None:
-            mid = _MIDS.get((bid, ask))
-            if mid is None:
-                if len(_MIDS) >= _CACHE_MAX:
-                    _MIDS.clear()
-                mid = _MIDS[(bid, ask)] = fmt((bid + ask) / _TWO)
+            mid = _MIDS_HOT.get((bid, ask)) or _MIDS.get((bid, ask)) or _MIDS.put((bid, ask), fmt((bid + ask) / _TWO))
         else:
             mid = ""
         return mpb.PriceTick(
@@ -379,8 +376,8 @@ class BookState:
 
 
 # Canonical strings of the mids seen (few distinct bid/ask pairs on a tick grid); bounded.
-_MIDS: dict[tuple[Decimal, Decimal], str] = {}
-_CACHE_MAX = 100_000
+_MIDS: Memo[tuple[Decimal, Decimal], str] = Memo(20_000)
+_MIDS_HOT = _MIDS.hot
 
 
 def _s(value: Decimal | None) -> str:

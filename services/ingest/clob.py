@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from common.clob_rest import PRICE_CACHE as _PRICES
-from common.clob_rest import SIZE_CACHE as _SIZES
-from common.clob_rest import BookMsg, asset, parse_book, price_or_none, size_or_none, tick
+from common.clob_rest import PRICE_CACHE, SIZE_CACHE, BookMsg, asset, parse_book, price_or_none, size_or_none, tick
 from services.ingest import model as m
 
+_PRICES = PRICE_CACHE.hot
+_SIZES = SIZE_CACHE.hot
 
 class LevelChange(NamedTuple):
     """One level's new aggregate size (0 removes it); ``side`` BUY = bid level, SELL = ask level.

@@ -1,33 +1,33 @@
 """The bytes a stored book is joined from: each level as stored in Redis (``["0.5","10"]``) and each number's
-canonical text, cached (bounded): a book rewritten at every flush costs one join, not one encoding per level."""
+canonical text, remembered while they recur (:class:`~common.memo.Memo`): a level that comes back costs a
+lookup, not an encoding."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from common.decimals import fmt
+from common.memo import Memo
 
-CACHE_MAX = 100_000
-_LEVEL_JSON: dict[tuple[Decimal, Decimal], bytes] = {}
-_BYTES: dict[Decimal, bytes] = {}
+MEMO_SIZE = 20_000  # entries per generation: the levels and numbers of the books that are changing
+LEVEL_JSON: Memo[tuple[Decimal, Decimal], bytes] = Memo(MEMO_SIZE)
+NUMBER_BYTES: Memo[Decimal, bytes] = Memo(MEMO_SIZE)
+_LEVELS = LEVEL_JSON.hot
+_NUMBERS = NUMBER_BYTES.hot
 
 
 def number_bytes(value: Decimal) -> bytes:
     """``fmt(value)`` as bytes."""
-    out = _BYTES.get(value)
+    out = _NUMBERS.get(value)
     if out is None:
-        if len(_BYTES) >= CACHE_MAX:
-            _BYTES.clear()
-        out = _BYTES[value] = fmt(value).encode()
+        out = NUMBER_BYTES.get(value) or NUMBER_BYTES.put(value, fmt(value).encode())
     return out
 
 
 def level_json(price: Decimal, size: Decimal) -> bytes:
     """One level as stored in a book's JSON: ``["<price>","<size>"]``."""
     key = (price, size)
-    out = _LEVEL_JSON.get(key)
+    out = _LEVELS.get(key)
     if out is None:
-        if len(_LEVEL_JSON) >= CACHE_MAX:
-            _LEVEL_JSON.clear()
-        out = _LEVEL_JSON[key] = b'["%s","%s"]' % (number_bytes(price), number_bytes(size))
+        out = LEVEL_JSON.get(key) or LEVEL_JSON.put(key, b'["%s","%s"]' % (number_bytes(price), number_bytes(size)))
     return out

@@ -29,6 +29,7 @@ def test_inside_band(prices: list[Decimal | None], inside: bool) -> None:
 def test_known_prices_only_when_each_was_parsed_before() -> None:
     tick_view.PARSED.clear()
     assert tick_view.known_prices(("0.5", "", "0.25")) is None  # not parsed yet: the full path decides
-    tick_view.PARSED.update({"0.5": D("0.5"), "0.25": D("0.25")})
+    tick_view.PARSED.put("0.5", D("0.5"))
+    tick_view.PARSED.put("0.25", D("0.25"))
     assert tick_view.known_prices(("0.5", "", "0.25")) == [D("0.5"), None, D("0.25")]
     assert tick_view.known_prices(("0.5", "x", "")) is None  # malformed: never in the cache

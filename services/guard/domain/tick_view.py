@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from common.decimals import parse_decimal
+from common.memo import Memo
 from services.guard.domain.trigger_index import Band, Prices
 from services.guard.domain.trigger_model import Source
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -34,8 +35,8 @@ class TickView(NamedTuple):
 
 
 # Prices sit on a tick grid, so few distinct strings recur: parse each once.
-PARSED: dict[str, Decimal] = {}
-PARSED_MAX = 100_000
+PARSED: Memo[str, Decimal] = Memo(20_000)
+_PARSED_HOT = PARSED.hot
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
@@ -43,7 +44,7 @@ _ONE = Decimal(1)
 def _price(raw: str, name: str) -> Decimal | None:
     if not raw:
         return None
-    value = PARSED.get(raw)
+    value = _PARSED_HOT.get(raw) or PARSED.get(raw)
     if value is not None:
         return value
     try:
@@ -52,9 +53,7 @@ def _price(raw: str, name: str) -> Decimal | None:
         raise BadTick(f"{name}: {exc}") from None
     if not _ZERO < value <= _ONE:
         raise BadTick(f"{name} out of (0, 1]: {raw}")
-    if len(PARSED) >= PARSED_MAX:
-        PARSED.clear()
-    PARSED[raw] = value
+    PARSED.put(raw, value)
     return value
 
 
@@ -92,7 +91,7 @@ def known_prices(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
     """The tick's prices (best bid, mid, last trade; None when absent) when each is known valid, else None
     (not parsed yet, or malformed: the full path decides)."""
     prices: list[Decimal | None] = []
-    known = PARSED.get
+    known = _PARSED_HOT.get
     for text in raw:
         if not text:
             prices.append(None)
