@@ -32,6 +32,7 @@ from common.tuning import tune
 log = logging.getLogger(__name__)
 
 READERS_PREFIX = "tt:readers:"
+TRIM_PER_CALL = 10_000  # entries one XTRIM may remove (its LIMIT): Redis stays responsive between the calls
 CURSOR_PREFIX = "tt:cursor:"
 
 
@@ -109,6 +110,21 @@ def trim_floor(readers: Mapping[str, int], cursors: Mapping[str, str | None], no
     return Floor(f"{floor_ms}-0", tuple(stale))
 
 
+async def trim_before(redis: Any, name: str, min_id: str, *, per_call: int = TRIM_PER_CALL) -> int:
+    """Remove the entries of log ``name`` older than ``min_id`` (whole stream nodes: approximate); returns how many.
+
+    One approximate ``XTRIM`` removes at most ``LIMIT`` entries (Redis's default: 10,000), so a single call per
+    round falls behind any log written faster than that per round (400 order events a second against a
+    30-second round did) and the log grows to its length cap. Calls of ``per_call`` entries each (a few ms of
+    Redis each, other clients served between them) are repeated until one removes nothing."""
+    removed = 0
+    while True:
+        n = int(await redis.execute_command("XTRIM", name, "MINID", "~", min_id, "LIMIT", per_call))
+        if not n:
+            return removed
+        removed += n
+
+
 @dataclass
 class TrimStats:
     """Counters of a trimmer."""
@@ -156,7 +172,7 @@ class LogTrimmer:
                                                            "cursor": cursors.get(reader) or "",
                                                            "max_pin_s": self.max_pin_s})
             if floor.min_id is not None:
-                removed += int(await self.redis.execute_command("XTRIM", name, "MINID", "~", floor.min_id))
+                removed += await trim_before(self.redis, name, floor.min_id)
         self.stats.rounds += 1
         self.stats.trimmed += removed
         return removed

@@ -10,7 +10,7 @@ import pytest
 
 from common.consumer import RedisCursorStore, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
-from common.logtrim import Floor, LogTrimmer, TrimTuning, readers_key, trim_floor
+from common.logtrim import Floor, LogTrimmer, TrimTuning, readers_key, trim_before, trim_floor
 from common.retry import Backoff
 from common.streams import START_OLDEST, DurableLog, create_stream_redis
 from tests.helpers import eventually, internal_channel
@@ -94,6 +94,18 @@ async def test_a_log_is_trimmed_to_its_slowest_reader_and_a_log_without_readers_
     await cursors.set("executor", ids[-1])
     await trimmer.trim_once()
     assert await r.xlen(kept.name) < 200  # caught up and an hour on: only what approximate trimming leaves
+    await r.aclose()
+
+
+@pytest.mark.integration
+async def test_trimming_removes_every_old_entry_however_many_one_xtrim_may_remove(redis_url: str) -> None:
+    r = create_stream_redis(redis_url)
+    log_ = DurableLog(r, "tt:stream:order_events")
+    ids = await _fill(log_, 3000)
+    assert await trim_before(r, log_.name, ids[2000], per_call=200) > 1800  # ten calls' worth, not one
+    first = (await r.xrange(log_.name, count=1))[0][0].decode()
+    assert _id(ids[1800]) < _id(first) <= _id(ids[2000])  # all but the last partial stream node
+    assert await trim_before(r, log_.name, ids[2000], per_call=200) == 0
     await r.aclose()
 
 

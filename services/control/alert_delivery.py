@@ -34,6 +34,7 @@ from opentelemetry import metrics
 
 from common.alerts import ALERTS_STREAM, FIELD, Alert, signature
 from common.cancel import reraise_if_cancelling
+from common.logtrim import trim_before
 from common.retry import Backoff
 from services.control.config import AlertSettings
 
@@ -207,7 +208,7 @@ class AlertDeliverer:
 
     async def _trim(self) -> None:
         oldest = self.clock_ms() - int(self.settings.retention_s * 1000)
-        await self.redis.xtrim(ALERTS_STREAM, minid=f"{max(oldest, 0)}-0", approximate=True)
+        await trim_before(self.redis, ALERTS_STREAM, f"{max(oldest, 0)}-0")
 
     async def _handle(self, entries: list[tuple[Any, Any]]) -> bool:
         """Deliver and acknowledge each entry in order; returns whether there were any."""
