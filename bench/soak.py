@@ -12,8 +12,10 @@ A steady state needs time: the streams keep every entry 15 minutes (``stream_kee
 identities for 15 minutes, so memory rises for that long by design. Growth is therefore measured over the steady
 part only, from :data:`STEADY_AFTER_S` on: each service's RSS as a slope in MB an hour (target: under
 :data:`LEAK_MB_PER_H`; a leak of that size would take a service from 100 MB to its 250-MB target in a day and a
-half), and what Redis and PostgreSQL keep per order copied (dedupe claims kept for days, the order history). The
-copies' latency is reported per window (``--window-min``), so a drift shows; every copy must be POSTed exactly once.
+half), each log's oldest entry (a log its readers registered for must keep no more than its 15 minutes and a trim
+round: :data:`LOG_KEPT_MAX_S`), and what Redis and PostgreSQL keep per order copied (dedupe claims kept for days,
+the order history). The copies' latency is reported per window (``--window-min``), so a drift shows; every copy
+must be POSTed exactly once.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ import redis as redis_sync
 from bench import address, memory_mb, save_results, summarize
 from bench._pipeline_harness import RSS_TARGET_MB, Bench, no_full_collections
 from bench.pipeline import start_pipeline
+from common.logtrim import readers_key
 
 SERVICES = ("control", "ingest", "router", "executor", "guard", "envoy")
 STEADY_AFTER_S = 960.0  # past the 15-minute horizons above, with a minute to spare
 LEAK_MB_PER_H = 10.0
+LOG_KEPT_MAX_S = 1000.0  # a log read by registered readers keeps 900 s (stream_keep_s), trimmed every 30 s
 # every fill arms (or resizes) its position's take-profit and stop-loss at guard; the books never reach them
 EXITS = {"takeProfitPct": "40", "stopLossPct": "25"}
 
@@ -76,6 +80,21 @@ def growth(samples: Sequence[dict[str, Any]], since_s: float) -> dict[str, Any]:
     return out
 
 
+def logs_held(samples: Sequence[dict[str, Any]], since_s: float) -> dict[str, Any]:
+    """Each log's oldest entry over the steady part: a log with registered readers holds when it never kept more
+    than :data:`LOG_KEPT_MAX_S` (its keep, plus a trim round and a partly old stream node)."""
+    part = steady(samples, since_s)
+    out: dict[str, Any] = {}
+    for name in sorted({n for s in part for n in s.get("streams", {})}):
+        seen = [s["streams"][name] for s in part if name in s.get("streams", {})]
+        oldest = max(v["oldest_s"] for v in seen)
+        trimmed = any(v["readers"] for v in seen)
+        out[name] = {"oldest_s_max": oldest, "entries_last": seen[-1]["entries"],
+                     "entries_max": max(v["entries"] for v in seen), "trimmed_by_age": trimmed,
+                     "holds": not trimmed or oldest <= LOG_KEPT_MAX_S}
+    return out
+
+
 def per_order(samples: Sequence[dict[str, Any]], since_s: float, key: str) -> float | None:
     """Bytes of ``key`` (a size in MB in each sample) gained per order POSTed over the steady part."""
     part = steady(samples, since_s)
@@ -90,7 +109,12 @@ def sample(b: Bench, r: redis_sync.Redis, db_url: str, pids: dict[str, int], t: 
     """One reading of every service's memory and of what Redis and PostgreSQL hold."""
     rss = {name: round(memory_mb(pid).get("VmRSS", 0.0), 1) for name, pid in pids.items() if pid}
     info: dict[str, Any] = r.info("memory")
-    streams = {k.decode(): int(r.xlen(k)) for k in r.scan_iter(_type="stream")}
+    streams = {}
+    for key in sorted(k.decode() for k in r.scan_iter(_type="stream")):
+        first: Any = r.xrange(key, count=1)
+        oldest_s = (time.time_ns() // 1_000_000 - int(bytes(first[0][0]).split(b"-")[0])) / 1000 if first else 0.0
+        streams[key.rsplit(":", 1)[-1]] = {"entries": int(r.xlen(key)), "oldest_s": round(oldest_s, 1),
+                                           "readers": int(r.hlen(readers_key(key)))}
     with psycopg.connect(db_url, autocommit=True) as conn:
         db_bytes, pending, outbox, armed = conn.execute(
             "SELECT pg_database_size(current_database()), (SELECT count(*) FROM order_pending),"
@@ -98,7 +122,8 @@ def sample(b: Bench, r: redis_sync.Redis, db_url: str, pids: dict[str, int], t: 
         ).fetchone() or (0, 0, 0, 0)
     return {"t": round(t, 1), "posts": b.post_count(), "rss_mb": rss,
             "redis_mb": round(int(info["used_memory"]) / 2**20, 1), "redis_keys": int(r.dbsize()),
-            "stream_entries": sum(streams.values()), "postgres_mb": round(int(db_bytes) / 2**20, 1),
+            "stream_entries": sum(v["entries"] for v in streams.values()), "streams": streams,
+            "postgres_mb": round(int(db_bytes) / 2**20, 1),
             "order_pending": int(pending), "outbox": int(outbox), "armed_triggers": int(armed)}
 
 
@@ -153,7 +178,7 @@ def soak(b: Bench, *, minutes: float, rate: float, leaders: int, followers: int,
     return {"minutes": minutes, "rate_per_s": rate, "leaders": leaders, "followers_per_leader": followers,
             "trades": trades, "posts_expected": trades * followers, "posts": len(set(ids)),
             "posted_twice": len(ids) - len(set(ids)), "restarts": restarts, "steady_after_s": steady_after_s,
-            "rss": growth(samples, steady_after_s),
+            "rss": growth(samples, steady_after_s), "logs": logs_held(samples, steady_after_s),
             "redis_bytes_per_order": per_order(samples, steady_after_s, "redis_mb"),
             "postgres_bytes_per_order": per_order(samples, steady_after_s, "postgres_mb"),
             "armed_triggers": samples[-1]["armed_triggers"],
@@ -184,11 +209,18 @@ def report(res: dict[str, Any], *, judge_growth: bool = True) -> bool:
     for name, g in res["rss"].items():
         print(f"  {name:<9} {g['first_mb']:>7} → {g['last_mb']:>7} MB, peak {g['peak_mb']:>7}, "
               f"{g['slope_mb_per_h']} MB/h: " + ("ok" if g["holds"] else "OVER"), flush=True)
+    print(f"logs from {res['steady_after_s']:.0f} s on (target: a log trimmed by age keeps ≤ {LOG_KEPT_MAX_S:g} s):",
+          flush=True)
+    for name, g in res["logs"].items():
+        print(f"  {name:<15} oldest entry at most {g['oldest_s_max']:>7} s, entries {g['entries_last']} (at most "
+              f"{g['entries_max']}): " + (("ok" if g["holds"] else "OVER") if g["trimmed_by_age"] else
+                                          "capped by length only"), flush=True)
     print(f"kept per order over the steady part: Redis {res['redis_bytes_per_order']} B, PostgreSQL "
           f"{res['postgres_bytes_per_order']} B; work tables at most {res['work_tables_max']}", flush=True)
     for w in res["latency_by_window"]:
         print(f"  from {w['from_min']:>5} min: n={w['n']} p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms", flush=True)
-    return once and (not judge_growth or all(g["holds"] for g in res["rss"].values()))
+    held = all(g["holds"] for g in res["rss"].values()) and all(g["holds"] for g in res["logs"].values())
+    return once and (not judge_growth or held)
 
 
 def main(argv: list[str]) -> int:

@@ -53,6 +53,7 @@ def test_pipeline_bench_measures_every_post_of_a_tiny_run() -> None:
     assert soaked["posts"] == soaked["posts_expected"] == 120 and soaked["posted_twice"] == 0
     assert len(soaked["samples"]) >= 3 and soaked["samples"][-1]["posts"] > soaked["samples"][0]["posts"]
     assert {"ingest", "router", "executor", "guard", "control"} <= set(soaked["rss"])
+    assert soaked["logs"]["order_events"]["trimmed_by_age"] and soaked["logs"]["order_events"]["entries_last"] > 0
     assert soaked["armed_triggers"] >= 2 * 4  # each of the 4 followers' positions: a take-profit and a stop-loss
     assert sum(w["n"] for w in soaked["latency_by_window"]) == 120 and len(soaked["latency_by_window"]) >= 2
 

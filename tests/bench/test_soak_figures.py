@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.soak import LEAK_MB_PER_H, growth, per_order, slope_per_h, steady
+from bench.soak import LEAK_MB_PER_H, LOG_KEPT_MAX_S, growth, logs_held, per_order, slope_per_h, steady
 
 
 @pytest.mark.parametrize(("points", "slope"), [
@@ -63,3 +63,23 @@ def test_storage_kept_per_order_over_the_steady_part() -> None:
     assert per_order(samples, 60.0, "redis_mb") == round(0.5 * 2**20 / 1000, 1)
     assert per_order(samples, 60.0, "postgres_mb") == 0.0
     assert per_order(_samples([80.0] * 5, posts_per_step=0), 0.0, "redis_mb") is None
+
+
+def _log_samples(oldest: list[float], *, readers: int = 2) -> list[dict[str, Any]]:
+    return [{"t": i * 60.0, "streams": {"order_events": {"entries": 1000 + i, "oldest_s": v, "readers": readers},
+                                       "trigger_events": {"entries": 200, "oldest_s": i * 60.0, "readers": 0}}}
+            for i, v in enumerate(oldest)]
+
+
+@pytest.mark.parametrize(("oldest", "holds"), [
+    ([300.0, 900.0, 925.0, 910.0, 930.0], True),  # filled, then trimmed every round
+    ([300.0, 900.0, 930.0, 960.0, 990.0], True),  # at the limit
+    ([300.0, 900.0, 941.0, 982.0, 1023.0], False),  # trimming falls behind: kept longer every minute
+])
+def test_a_log_read_by_registered_readers_keeps_its_window_and_no_more(oldest: list[float], holds: bool) -> None:
+    assert LOG_KEPT_MAX_S == 1000.0
+    got = logs_held(_log_samples(oldest), since_s=60.0)
+    assert got["order_events"]["holds"] is holds and got["order_events"]["trimmed_by_age"]
+    assert got["order_events"]["oldest_s_max"] == max(oldest[1:]) and got["order_events"]["entries_last"] == 1004
+    assert got["trigger_events"] == {"oldest_s_max": 240.0, "entries_last": 200, "entries_max": 200,
+                                     "trimmed_by_age": False, "holds": True}  # no readers: capped by length only
