@@ -25,8 +25,8 @@ _ONE = Decimal(1)
 
 # Prices sit on the tick grid and sizes repeat, so the same strings recur: each valid one is parsed once (only
 # strings are cached: 1, 1.0 and True are equal dict keys). The feed's hot path reads their ``hot`` dicts directly.
-PRICE_CACHE: Memo[str, Decimal] = Memo(20_000)
-SIZE_CACHE: Memo[str, Decimal] = Memo(20_000)
+PRICE_CACHE: Memo[str, Decimal] = Memo(4096)
+SIZE_CACHE: Memo[str, Decimal] = Memo(4096)
 
 
 class ClobRest:

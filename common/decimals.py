@@ -50,7 +50,7 @@ def fmt(value: Decimal) -> str:
 
 
 # Prices on a tick grid and recurring sizes give few distinct values: their strings are remembered.
-FMT_MEMO: Memo[Decimal, str] = Memo(20_000)
+FMT_MEMO: Memo[Decimal, str] = Memo(4096)
 _FMT_HOT = FMT_MEMO.hot
 
 

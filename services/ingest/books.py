@@ -8,6 +8,7 @@ staleness) changes, or on tick-size changes and resolutions; depth changes updat
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -108,11 +109,14 @@ class AssetBook:
                 js[n - 1 - i if bid else i] = level_json(price, size)
 
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
-        """Replace both sides (a snapshot); zero sizes must already be left out."""
+        """Replace both sides (a snapshot); zero sizes must already be left out. A level the book already held
+        with the same size keeps its stored bytes (a snapshot mostly repeats the book it replaces)."""
+        bid_px, ask_px = sorted(bids), sorted(asks)
+        old_bids = zip(reversed(self._bid_px), self._bid_js, strict=True)
+        self._bid_js = _levels_json(reversed(bid_px), bids, self.bids, old_bids)
+        self._ask_js = _levels_json(ask_px, asks, self.asks, zip(self._ask_px, self._ask_js, strict=True))
         self.bids, self.asks = bids, asks
-        self._bid_px, self._ask_px = sorted(bids), sorted(asks)
-        self._bid_js = [level_json(p, bids[p]) for p in reversed(self._bid_px)]
-        self._ask_js = [level_json(p, asks[p]) for p in self._ask_px]
+        self._bid_px, self._ask_px = bid_px, ask_px
 
     def snapshot(self, depth: int, session: str = "") -> BookSnapshot:
         """Best-first snapshot for Redis, kept by the feed ``session`` (no levels and ``snapshot`` False while
@@ -149,6 +153,18 @@ class AssetBook:
                 b'"snapshot":%s,"session":%s}') % (
             self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
             b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json)
+
+
+def _levels_json(prices: Iterable[Decimal], levels: dict[Decimal, Decimal], old_levels: dict[Decimal, Decimal],
+                 old_json: Iterable[tuple[Decimal, bytes]]) -> list[bytes]:
+    """The stored bytes of ``levels`` in the order of ``prices``, reusing ``old_json`` where the size is unchanged."""
+    old = dict(old_json)
+    out = []
+    for price in prices:
+        size = levels[price]
+        js = old.get(price) if old_levels.get(price) == size else None
+        out.append(js if js is not None else level_json(price, size))
+    return out
 
 
 class Touched(NamedTuple):
@@ -376,7 +392,7 @@ class BookState:
 
 
 # Canonical strings of the mids seen (few distinct bid/ask pairs on a tick grid); bounded.
-_MIDS: Memo[tuple[Decimal, Decimal], str] = Memo(20_000)
+_MIDS: Memo[tuple[Decimal, Decimal], str] = Memo(4096)
 _MIDS_HOT = _MIDS.hot
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from common.decimals import fmt
 from common.memo import Memo
 
-MEMO_SIZE = 20_000  # entries per generation: the levels and numbers of the books that are changing
+MEMO_SIZE = 4096  # entries per generation: the levels and numbers that recur (a snapshot reuses its book's own)
 LEVEL_JSON: Memo[tuple[Decimal, Decimal], bytes] = Memo(MEMO_SIZE)
 NUMBER_BYTES: Memo[Decimal, bytes] = Memo(MEMO_SIZE)
 _LEVELS = LEVEL_JSON.hot

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from common.marketstate import BookSnapshot, market_key
 from common.resp import RespConnection
 from common.restget import Page
-from services.ingest import clob
+from services.ingest import clob, levelbytes
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
 from services.ingest.marketsync import MarketSync
@@ -173,10 +173,12 @@ def test_property_levels_best_prices_and_depth_match_a_naive_book(
                           st.decimals(min_value=D(0), max_value=D(10_000), places=2)), max_size=20),
        levels_st, st.integers(min_value=1, max_value=8), st.sampled_from(["", "0x" + "ab" * 32, 'we"ird\\id']),
        st.one_of(st.none(), st.decimals(min_value=D("0.001"), max_value=D("0.999"), places=3)),
-       st.integers(min_value=0, max_value=2**62), st.sampled_from(["", "9f3a.1", 'se"ss\\ion']))
+       st.integers(min_value=0, max_value=2**62), st.sampled_from(["", "9f3a.1", 'se"ss\\ion']),
+       st.lists(st.tuples(st.decimals(min_value=D("0.01"), max_value=D("0.99"), places=2),
+                          st.decimals(min_value=D(0), max_value=D(20), places=0)), max_size=20))
 def test_property_stored_book_bytes_are_the_snapshot_json(
         snapshot: list[tuple[D, D]], changes: list[tuple[str, D, D]], depth: int, market: str,
-        last: D | None, venue_ms: int, session: str) -> None:
+        last: D | None, venue_ms: int, session: str, again: list[tuple[D, D]]) -> None:
     s = state(T1)
     book = s.books[T1]
     assert book.snapshot_json(depth, session) == book.snapshot(depth, session).to_json()  # not synced: no levels
@@ -190,6 +192,22 @@ def test_property_stored_book_bytes_are_the_snapshot_json(
                                     (clob.LevelChange(T1, side, price, size),), venue_ms + i), 8 + i)
         assert book.snapshot_json(depth, session) == book.snapshot(depth, session).to_json()
         assert book.snapshot_json(1000) == book.snapshot(1000).to_json()
+    # a later snapshot, sharing some levels with the book it replaces
+    s.apply(clob.BookMsg(T1, market, tuple(again), tuple(reversed(again)), D("0.001"), last,
+                         venue_ms + len(changes) + 1), 9 + len(changes))
+    assert book.snapshot_json(1000, session) == book.snapshot(1000, session).to_json()
+
+
+def test_a_snapshot_keeps_the_stored_bytes_of_the_levels_it_repeats() -> None:
+    s = state(T1)
+    book = s.books[T1]
+    s.apply(_book_frame(T1, 1, [("0.40", "10"), ("0.45", "5")], [("0.60", "7"), ("0.55", "3")]), 1)
+    best_bid, next_bid, best_ask = book._bid_js[0], book._bid_js[1], book._ask_js[0]
+    levelbytes.LEVEL_JSON.clear()
+    s.apply(_book_frame(T1, 2, [("0.40", "10"), ("0.45", "6")], [("0.60", "7"), ("0.55", "3")]), 2)
+    assert book._bid_js[1] is next_bid and book._ask_js[0] is best_ask  # unchanged: the book's own bytes
+    assert book._bid_js[0] == b'["0.45","6"]' != best_bid
+    assert book.snapshot_json(10) == book.snapshot(10).to_json()
 
 
 def _book_frame(asset: str, ts: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]],

@@ -35,7 +35,7 @@ class TickView(NamedTuple):
 
 
 # Prices sit on a tick grid, so few distinct strings recur: parse each once.
-PARSED: Memo[str, Decimal] = Memo(20_000)
+PARSED: Memo[str, Decimal] = Memo(4096)
 _PARSED_HOT = PARSED.hot
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
