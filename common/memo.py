@@ -2,12 +2,13 @@
 
 Two generations of at most ``size`` entries each: new entries go into ``hot``; when ``hot`` is full, its entries
 become the old generation and ``hot`` starts empty. A key found only in the old generation moves back into
-``hot``, so a value still in use survives every turnover, and one not seen for ``size`` new entries is dropped.
+``hot``, so a value still in use survives every turnover, and one not seen for a whole generation is dropped.
 Memory stays under ``2 * size`` entries however long the process runs, where a dict cleared when full grows to
 its whole bound before it drops anything and then forgets the values in use too.
 
 ``hot`` is never rebound (a turnover moves its entries in place), so a hot path may bind ``memo.hot.get`` once
-and look up inline, calling :meth:`Memo.get` or :meth:`Memo.put` only on a miss.
+and look up inline, calling :meth:`Memo.get` or :meth:`Memo.put` only on a miss (the callers that chain the three
+with ``or`` store values that are never falsy: non-empty text, prices above zero).
 """
 
 from __future__ import annotations

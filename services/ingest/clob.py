@@ -13,6 +13,7 @@ from services.ingest import model as m
 _PRICES = PRICE_CACHE.hot
 _SIZES = SIZE_CACHE.hot
 
+
 class LevelChange(NamedTuple):
     """One level's new aggregate size (0 removes it); ``side`` BUY = bid level, SELL = ask level.
 
