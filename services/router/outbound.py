@@ -71,9 +71,6 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
     return routed
 
 
-_MODE_NAME = {v: k for k, v in _MODE.items()}
-
-
 def routed_row(routed: epb.RoutedTrade, payload: bytes, trade: LeaderTrade | None,
                cursor: str | None) -> RoutedRow:
     """The PostgreSQL rows of one RoutedTrade as emitted (``trade`` parsed from ``routed.trade``, None when
@@ -82,15 +79,7 @@ def routed_row(routed: epb.RoutedTrade, payload: bytes, trade: LeaderTrade | Non
     row = RoutedRow(leader_trade_id=event.id, leader_wallet=event.wallet.lower(), asset_id=event.asset_id,
                     condition_id=event.condition_id.lower(), side=trade.side.value if trade else "UNKNOWN",
                     payload=payload, leader_delta=leader_delta(trade.side, trade.size) if trade else None,
-                    appended_cursor=cursor)
-    for o in routed.orders:
-        row.order_ids.append(o.client_order_id)
-        row.order_subs.append(o.subscription_id)
-        row.order_wallets.append(o.follower_wallet_id)
-        row.order_amounts.append(parse_decimal(o.amount_usd) if o.amount_usd else None)
-        row.order_sizes.append(parse_decimal(o.size) if o.size else None)
-        row.order_fractions.append(parse_decimal(o.sell_fraction) if o.sell_fraction else None)
-        row.order_modes.append(_MODE_NAME.get(o.mode, "PAPER"))
+                    orders=len(routed.orders), appended_cursor=cursor)
     for k in routed.skips:
         row.skip_subs.append(k.subscription_id)
         row.skip_wallets.append(k.follower_wallet_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -164,3 +165,11 @@ def redis_markets_router(cache: Any, state: Any, store: Any, log_: DurableLog, r
                                           ttl_ms=3_600_000, clock_ms=lambda: now_ms),
                   balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entries_from), knobs=Knobs(),
                   metrics=RouterMetrics(), clock_ns=lambda: now_ns)
+
+
+def persisted_orders(db_url: str) -> list[epb.Order]:
+    """Every copy order the router persisted: the orders of each ``routed_trades`` row's RoutedTrade, by leader
+    trade id (the rows hold the whole RoutedTrade, its parts joined)."""
+    with psycopg.connect(db_url) as conn:
+        payloads = conn.execute("SELECT payload FROM routed_trades ORDER BY leader_trade_id").fetchall()
+    return [o for (p,) in payloads for o in epb.RoutedTrade.FromString(bytes(p)).orders]

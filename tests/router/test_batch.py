@@ -29,7 +29,7 @@ from services.router.domain.decide import client_order_id
 from services.router.inbound import parse_trade
 from services.router.outbound import routed_row
 from services.router.router import Router
-from tests.router.conftest import COND, LEADER, YES, leader_trade, redis_markets_router, subscription
+from tests.router.conftest import COND, LEADER, YES, leader_trade, persisted_orders, redis_markets_router, subscription
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -166,8 +166,8 @@ async def _outcome(env: Env) -> dict[str, Any]:
     keys = sorted(await env.redis.keys("tt:resv:*"))
     return {
         "log": [epb.RoutedTrade.FromString(p) for _, p in await env.log.read("0-0", count=1000, block_ms=0)],
-        "orders": rows("SELECT leader_trade_id, client_order_id, follower_wallet_id, side, amount_usd, size"
-                       " FROM routed_orders ORDER BY 1, 2"),
+        "orders": sorted((o.leader_trade_id, o.client_order_id, o.follower_wallet_id, o.side, o.amount_usd, o.size)
+                         for o in persisted_orders(env.db_url)),
         "skips": rows("SELECT leader_trade_id, subscription_id, reason, detail FROM copy_skips ORDER BY 1, 2"),
         "trades": [(*row[:3], _untraced(epb.RoutedTrade.FromString(row[3])), *row[4:])
                    for row in rows("SELECT leader_trade_id, orders, skips, payload, appended_cursor IS NOT NULL"
@@ -207,7 +207,7 @@ async def _one_by_one(env: Env) -> dict[str, Any]:
 
 async def _reset(env: Env) -> None:
     with psycopg.connect(env.db_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE routed_trades, routed_orders, copy_skips, subscription_stats, leader_positions")
+        conn.execute("TRUNCATE routed_trades, copy_skips, subscription_stats, leader_positions")
     for pattern in ("tt:resv:*", "tt:order:*", "tt:router:routed:*", "tt:router:sells:*"):
         for key in await env.redis.keys(pattern):
             await env.redis.delete(key)

@@ -13,7 +13,7 @@ from common.grpcclient import MAX_MESSAGE_BYTES
 from services.router.outbound import MAX_PART_BYTES
 from tests.executor.conftest import TERMINAL_TYPES, rows, running_harness
 from tests.helpers import eventually
-from tests.router.conftest import LEADER, YES, Stack, leader_trade, subscription
+from tests.router.conftest import LEADER, YES, Stack, leader_trade, persisted_orders, subscription
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ async def test_a_twenty_thousand_follower_fanout_is_split_posted_once_and_later_
         counts = harness.fake.post_counts()
         assert set(counts.values()) == {1}
         assert {o.client_order_id for p in big for o in p.orders} | {other.client_order_id} == set(counts)
-        assert rows(db_url, "SELECT count(*) FROM routed_orders") == [(FOLLOWERS + 1,)]
+        assert len(persisted_orders(db_url)) == FOLLOWERS + 1
         print(f"\n20,000-follower fan-out: next leader's copy FILLED {flowing_s:.1f} s after the trades")
 
         async def all_final() -> bool:

@@ -19,7 +19,7 @@ from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RoutedRow, RouterStore
 from services.router.outbound import order_template, reservations_of, split_routed
 from tests.helpers import eventually, internal_channel, rpc_code
-from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, subscription
+from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, persisted_orders, subscription
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -80,7 +80,7 @@ async def test_one_order_per_matching_follower_with_the_right_amount(stack: Stac
     assert stack.http.auth == ["Bearer tok"]  # the balance endpoint was asked for w_bal only
     # persisted: orders, the skip and its count (written right after the emit: wait for the handler to finish)
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
-    rows = _sql(stack.db_url, "SELECT subscription_id, amount_usd FROM routed_orders ORDER BY 1")
+    rows = sorted((o.subscription_id, D(o.amount_usd)) for o in persisted_orders(stack.db_url))
     assert rows == [("sub_bal", D(10)), ("sub_fixed", D(25)), ("sub_pct", D(20)), ("sub_prop", D(5))]
     assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_cheap", "PRICE_ABOVE_MAX")]
     assert _sql(stack.db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_cheap'") == [(1,)]
@@ -102,7 +102,7 @@ async def test_same_trade_from_both_feeds_gives_one_routed_trade(stack: Stack) -
     assert [r.trade.id for r in routed] == ["lt_dup", "lt_next"]
     ids = [o.client_order_id for r in routed for o in r.orders]
     assert len(ids) == 4 == len(set(ids))
-    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(4,)]
+    assert len(persisted_orders(stack.db_url)) == 4
     assert stack.running is not None and stack.running.metrics.counts["duplicate_redis"] == 1
 
 
@@ -127,10 +127,10 @@ async def test_sell_is_sized_from_the_follower_position(stack: Stack) -> None:
     # the leader closed: the follower sells what is left, minus the shares already being sold
     [o2] = sell2.orders
     assert o2.size == "66.67"
-    assert _sql(stack.db_url, "SELECT client_order_id, size, sell_fraction FROM routed_orders WHERE side = 'SELL'"
-                              " ORDER BY size") == [(o.client_order_id, D("33.33"), None), (o2.client_order_id,
-                                                                                          D("66.67"), None)]
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)  # rows follow the emit
+    assert sorted((p.client_order_id, D(p.size), p.sell_fraction) for p in persisted_orders(stack.db_url)
+                  if p.side == cpb.SIDE_SELL) == sorted([(o.client_order_id, D("33.33"), ""),
+                                                         (o2.client_order_id, D("66.67"), "")])
     assert _sql(stack.db_url, "SELECT size FROM leader_positions WHERE leader_wallet = %s", LEADER) == [(D(0),)]
 
 
@@ -204,10 +204,10 @@ async def test_a_sell_while_the_copy_buy_is_in_flight_goes_out_as_the_leaders_fr
     held = await reservations.read(stack.redis, ["w_1"], COND, YES)
     assert held["w_1"].asset_shares_micro == 0 and held["w_1"].market_usd_micro > 0  # only the BUY's USD
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 3)
-    rows = _sql(stack.db_url, "SELECT subscription_id, size, sell_fraction FROM routed_orders WHERE side = 'SELL'"
-                              " ORDER BY sell_fraction, subscription_id")
-    assert [(sub, size, f.quantize(D("0.0001"))) for sub, size, f in rows] == [
-        ("sub_1", None, D("0.3333")), ("sub_2", None, D("0.3333")), ("sub_1", None, D(1)), ("sub_2", None, D(1))]
+    rows = sorted((D(o.sell_fraction), o.subscription_id, o.size) for o in persisted_orders(stack.db_url)
+                  if o.side == cpb.SIDE_SELL)
+    assert [(sub, size, f.quantize(D("0.0001"))) for f, sub, size in rows] == [
+        ("sub_1", "", D("0.3333")), ("sub_2", "", D("0.3333")), ("sub_1", "", D(1)), ("sub_2", "", D(1))]
 
 
 async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: Stack) -> None:
@@ -222,8 +222,7 @@ async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: St
         o = decided.orders.add()
         o.MergeFrom(order_template(ev, None, 1, ev.trace))
         o.client_order_id, o.subscription_id, o.follower_wallet_id, o.amount_usd = f"co_{lt}", "sub_1", "w_1", "25"
-        await store.persist(RoutedRow(lt, LEADER, YES, COND, "BUY", decided.SerializeToString(), D(250),
-                                      [f"co_{lt}"], ["sub_1"], ["w_1"], [D(25)], [None], ["LIVE"]))
+        await store.persist(RoutedRow(lt, LEADER, YES, COND, "BUY", decided.SerializeToString(), D(250), orders=1))
     await pool.close()
     await stack.publish(leader_trade("lt_crashed2"))  # the consumer had not saved its cursor: redelivered
     await stack.start_router()  # the start-up sweep finds both
@@ -236,7 +235,7 @@ async def test_a_decision_persisted_but_never_appended_is_emitted_once(stack: St
     assert sorted(o.client_order_id for r in routed for o in r.orders) == ["co_lt_crashed", "co_lt_crashed2"]
     await eventually(lambda: _sql(stack.db_url, "SELECT count(*) FROM routed_trades"
                                                 " WHERE appended_cursor IS NULL") == [(0,)])
-    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(2,)]
+    assert len(persisted_orders(stack.db_url)) == 2
 
 
 async def test_first_copy_in_an_unwatched_asset_has_its_book_stored_before_it_is_routed(stack: Stack) -> None:
@@ -273,8 +272,8 @@ async def test_a_trade_appended_but_not_persisted_gets_its_rows_from_the_log(sta
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
     assert [r.trade.id for r in await stack.routed()] == ["lt_appended"]  # appended once
     assert _sql(stack.db_url, "SELECT appended_cursor, orders, skips FROM routed_trades") == [(emitted.cursor, 1, 1)]
-    assert _sql(stack.db_url, "SELECT client_order_id, amount_usd, mode FROM routed_orders") == [
-        ("co_app", D(25), "LIVE")]
+    assert [(o.client_order_id, D(o.amount_usd), o.mode) for o in persisted_orders(stack.db_url)] == [
+        ("co_app", D(25), cpb.EXECUTION_MODE_LIVE)]
     assert _sql(stack.db_url, "SELECT subscription_id, reason FROM copy_skips") == [("sub_x", "PRICE_ABOVE_MAX")]
     assert _sql(stack.db_url, "SELECT size FROM leader_positions") == [(D(250),)]
 
@@ -306,7 +305,7 @@ async def test_a_split_trade_appended_but_not_persisted_gets_its_rows_from_all_i
     await eventually(lambda: stack.running and stack.running.consumer.stats.handled == 1)
     assert len(await stack.routed()) == len(parts)  # nothing appended again
     assert _sql(stack.db_url, "SELECT appended_cursor, orders FROM routed_trades") == [(emitted.cursor, 12)]
-    assert _sql(stack.db_url, "SELECT count(*) FROM routed_orders") == [(12,)]
+    assert len(persisted_orders(stack.db_url)) == 12
 
 
 async def test_rows_carry_the_cursor_of_the_append(stack: Stack) -> None:

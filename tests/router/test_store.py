@@ -26,9 +26,7 @@ HUNDRED = D("100")
 def _row(lt: str = "lt_1", delta: Decimal | None = HUNDRED) -> RoutedRow:
     return RoutedRow(
         leader_trade_id=lt, leader_wallet="0xleader", asset_id="111", condition_id="0xc", side="BUY",
-        payload=b"\x00\x01payload", leader_delta=delta,
-        order_ids=[f"co_{lt}_1", f"co_{lt}_2"], order_subs=["sub_1", "sub_2"], order_wallets=["w_1", "w_2"],
-        order_amounts=[D("25"), D("5.5")], order_sizes=[None, None], order_modes=["LIVE", "PAPER"],
+        payload=b"\x00\x01payload", leader_delta=delta, orders=2,
         skip_subs=["sub_3", "sub_4"], skip_wallets=["w_3", "w_4"], skip_reasons=["PRICE_ABOVE_MAX", "NOTHING_HELD"],
         skip_details=["leader price 0.97 > maxPrice 0.95", "follower holds 0 shares"])
 
@@ -47,7 +45,7 @@ def _count(db_url: str, sql: str) -> int:
 async def test_persist_once_then_nothing(store: RouterStore, db_url: str) -> None:
     assert await store.persist(_row()) is True
     assert await store.persist(_row()) is False  # same leader trade: nothing written again
-    assert _count(db_url, "SELECT count(*) FROM routed_orders") == 2
+    assert _count(db_url, "SELECT orders FROM routed_trades") == 2
     assert _count(db_url, "SELECT count(*) FROM copy_skips") == 2
     assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 1
     assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 100
@@ -56,14 +54,6 @@ async def test_persist_once_then_nothing(store: RouterStore, db_url: str) -> Non
     assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 2
     assert await store.persist(_row("lt_3", D("-500"))) is True
     assert _count(db_url, "SELECT size FROM leader_positions WHERE asset_id = '111'") == 0  # floored
-
-
-async def test_client_order_id_is_unique_in_postgres(store: RouterStore, db_url: str) -> None:
-    await store.persist(_row())
-    with psycopg.connect(db_url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("INSERT INTO routed_orders (client_order_id, leader_trade_id, subscription_id,"
-                     " follower_wallet_id, asset_id, side, amount_usd, mode)"
-                     " VALUES ('co_lt_1_1', 'lt_x', 'sub_1', 'w_1', '111', 'BUY', 1, 'LIVE')")
 
 
 async def test_outbox_rows(store: RouterStore) -> None:
@@ -123,7 +113,7 @@ async def test_persist_many_writes_as_one_by_one(store: RouterStore, db_url: str
         row = conn.execute("SELECT last_trade_id FROM leader_positions").fetchone()
     assert row == ("lt_4",)
     assert _count(db_url, "SELECT count(*) FROM routed_trades") == 5
-    assert _count(db_url, "SELECT count(*) FROM routed_orders") == 10
+    assert _count(db_url, "SELECT sum(orders) FROM routed_trades") == 10
     assert _count(db_url, "SELECT skipped FROM subscription_stats WHERE subscription_id = 'sub_3'") == 5
     assert await store.persist_many(batch) == set()
 

@@ -90,6 +90,35 @@ class PgBatch:
 
 _NO_POSITION = PositionAgg()
 
+WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, str], Decimal],
+                   dict[tuple[str, str], Decimal], dict[str, Decimal]]
+
+
+def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
+    """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares]...],
+    realized today]`` as :class:`PgBatch`'s totals, market costs, asset sizes and realized PnL. A market listed
+    twice (both of its outcomes held) costs the sum of the two."""
+    totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
+    market_costs: dict[tuple[str, str], Decimal] = {}
+    asset_sizes: dict[tuple[str, str], Decimal] = {}
+    realized: dict[str, Decimal] = {}
+    for w, total, markets, costs, sizes, pnl in rows:
+        if total is not None:
+            totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
+        if costs is not None:
+            if len(costs) == 1:
+                market_costs[(w, costs[0][0])] = Decimal(costs[0][1])
+            else:
+                for m, cost in costs:
+                    key = (w, m)
+                    market_costs[key] = market_costs.get(key, ZERO) + Decimal(cost)
+        if sizes is not None:
+            for a, size in sizes:
+                asset_sizes[(w, a)] = Decimal(size)
+        if pnl is not None:
+            realized[w] = Decimal(pnl)
+    return totals, market_costs, asset_sizes, realized
+
 
 @dataclass(frozen=True, slots=True)
 class RoutedRow:
@@ -102,13 +131,7 @@ class RoutedRow:
     side: str
     payload: bytes
     leader_delta: Decimal | None  # None: the trade does not move the leader's recorded position
-    order_ids: list[str] = field(default_factory=list)
-    order_subs: list[str] = field(default_factory=list)
-    order_wallets: list[str] = field(default_factory=list)
-    order_amounts: list[Decimal | None] = field(default_factory=list)
-    order_sizes: list[Decimal | None] = field(default_factory=list)
-    order_modes: list[str] = field(default_factory=list)
-    order_fractions: list[Decimal | None] = field(default_factory=list)
+    orders: int = 0  # the copy orders in ``payload``
     skip_subs: list[str] = field(default_factory=list)
     skip_wallets: list[str] = field(default_factory=list)
     skip_reasons: list[str] = field(default_factory=list)
@@ -176,15 +199,10 @@ class RouterStore:
                   "min_held": MIN_HELD_SHARES, "sell_orders": join_text(sell_orders)}
         row = await self._hot_one(LOAD, params)
         assert row is not None
-        (ex_ids, ex_payloads, ex_cursors, leaders_, positions, market_costs_, asset_sizes_, realized_, funding_,
-         sold_) = row
+        ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
-        totals = {w: (Decimal(total), frozenset(markets_.split(",")) if markets_ else frozenset())
-                  for w, total, markets_ in orjson.loads(positions or "[]")}
-        market_costs = {(w, m): Decimal(c) for w, m, c in orjson.loads(market_costs_ or "[]")}
-        asset_sizes = {(w, a): Decimal(z) for w, a, z in orjson.loads(asset_sizes_ or "[]")}
-        realized = {w: Decimal(pnl) for w, pnl in orjson.loads(realized_ or "[]")}
+        totals, market_costs, asset_sizes, realized = _wallet_rows(orjson.loads(wallets_ or "[]"))
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
@@ -203,12 +221,11 @@ class RouterStore:
                       b.leaders.get((leader, asset_id)))
 
     async def persist_many(self, rows: Sequence[RoutedRow]) -> set[str]:
-        """Write a batch of decisions (trade rows, orders, skips, skip stats, leader positions) in one
+        """Write a batch of decisions (trade rows with their RoutedTrade, skips, skip stats, leader positions) in one
         statement, in order. Returns the leader trade ids written now (one persisted before: nothing)."""
         if not rows:
             return set()
-        # each order's / skip's leader trade id: the row's id repeated (joined without a call per element)
-        o_lts = SEP.join(SEP.join([join_text([r.leader_trade_id])] * len(r.order_ids)) for r in rows if r.order_ids)
+        # each skip's leader trade id: the row's id repeated (joined without a call per element)
         s_lts = SEP.join(SEP.join([join_text([r.leader_trade_id])] * len(r.skip_subs)) for r in rows if r.skip_subs)
 
         def cat(name: str) -> list[Any]:
@@ -220,16 +237,12 @@ class RouterStore:
         params = {
             "lts": join_text([r.leader_trade_id for r in rows]), "leaders": join_text([r.leader_wallet for r in rows]),
             "assets": join_text([r.asset_id for r in rows]), "conds": join_text([r.condition_id for r in rows]),
-            "sides": join_text([r.side for r in rows]), "n_orders": SEP.join(str(len(r.order_ids)) for r in rows),
+            "sides": join_text([r.side for r in rows]), "n_orders": SEP.join(str(r.orders) for r in rows),
             "n_skips": SEP.join(str(len(r.skip_subs)) for r in rows), "payloads": b"".join(r.payload for r in rows),
             "p_starts": SEP.join(str(x) for x in part_starts([len(r.payload) for r in rows])),
             "p_lens": SEP.join(str(len(r.payload)) for r in rows),
             "cursors": SEP.join("N" if r.appended_cursor is None else r.appended_cursor for r in rows),
             "deltas": join_numbers([r.leader_delta for r in rows]),
-            "o_lts": o_lts, "o_ids": join_text(cat("order_ids")), "o_subs": join_text(cat("order_subs")),
-            "o_wallets": join_text(cat("order_wallets")), "o_amounts": join_numbers(cat("order_amounts")),
-            "o_sizes": join_numbers(cat("order_sizes")), "o_fractions": join_numbers(cat("order_fractions")),
-            "o_modes": join_text(cat("order_modes")),
             "s_lts": s_lts, "s_subs": join_text(cat("skip_subs")), "s_wallets": join_text(cat("skip_wallets")),
             "s_reasons": join_text(cat("skip_reasons")), "s_details": join_text(cat("skip_details")), "sep": SEP,
         }

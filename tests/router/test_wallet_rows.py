@@ -1,0 +1,28 @@
+"""The router's reading of LOAD's per-wallet rows (pure)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.router.adapters.store import _wallet_rows
+
+D = Decimal
+
+
+@pytest.mark.parametrize(("rows", "totals", "market_costs", "asset_sizes", "realized"), [
+    ([], {}, {}, {}, {}),
+    # one position in the trade's market and asset
+    ([["w_1", "10", "0xc", [["0xc", "10"]], [["111", "20"]], None]],
+     {"w_1": (D(10), frozenset({"0xc"}))}, {("w_1", "0xc"): D(10)}, {("w_1", "111"): D(20)}, {}),
+    # both outcomes of one market held: the market's cost is their sum; only the trade's asset has a size
+    ([["w_1", "45.5", "0xc,0xc,0xd", [["0xc", "40"], ["0xc", "5.5"]], [["111", "100"]], "-2.5"]],
+     {"w_1": (D("45.5"), frozenset({"0xc", "0xd"}))}, {("w_1", "0xc"): D("45.5")}, {("w_1", "111"): D(100)},
+     {"w_1": D("-2.5")}),
+    # nothing held any more, but PnL realized today
+    ([["w_2", None, None, None, None, "-1"]], {}, {}, {}, {"w_2": D(-1)}),
+])
+def test_wallet_rows(rows: list[list[object]], totals: dict[str, object], market_costs: dict[object, Decimal],
+                     asset_sizes: dict[object, Decimal], realized: dict[str, Decimal]) -> None:
+    assert _wallet_rows(rows) == (totals, market_costs, asset_sizes, realized)
