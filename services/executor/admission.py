@@ -6,9 +6,10 @@ are priced from a memo kept with the parsed book).
 
 Orders are prepared and their intents inserted in growing chunks (8, 32, 128, 512, …): the first
 POSTs leave after one small INSERT; the later chunks are inserted side by side, each chunk's orders
-starting as soon as its INSERT commits. An intent that already
-exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its stored order is
-resumed instead when this process is not already running it.
+starting as soon as its INSERT commits. A later part of a split fan-out (``RoutedTrade.part`` > 0: the
+trade's first POSTs are out already) goes in chunks of 512 from the start, none of them waited for. An
+intent that already exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its
+stored order is resumed instead when this process is not already running it.
 
 A routed trade waits for room first (``max_open``): while that many orders are open here (running, or placed
 and polled until final), the next trade stays in the routed log. The backlog an outage leaves is then read as fast
@@ -156,7 +157,7 @@ class OrderAdmission:
     async def handle(self, routed: epb.RoutedTrade) -> None:
         """Admit every order of one routed trade; returns once all intents are persisted."""
         await self._room()
-        await self._handle_orders(routed.orders)
+        await self._handle_orders(routed.orders, continued=routed.part > 0)
         self.handled_trades += 1
 
     def open_orders(self) -> int:
@@ -188,15 +189,17 @@ class OrderAdmission:
             await self.handle(trades[0])
             return
         group: list[epb.Order] = []
+        continued = False  # the group is a later part of a split trade, alone
         for rt in trades:  # groups of at most MAX_BATCH_ORDERS (a bigger trade is a group of its own)
             if group and len(group) + len(rt.orders) > MAX_BATCH_ORDERS:
                 await self._room()
-                await self._handle_orders(group)
+                await self._handle_orders(group, continued=continued)
                 group = []
+            continued = not group and rt.part > 0
             group.extend(rt.orders)
         if group:
             await self._room()
-            await self._handle_orders(group)
+            await self._handle_orders(group, continued=continued)
         self.handled_trades += len(trades)
 
     async def _books(self, assets: set[str], books: dict[str, BookSnapshot | None]) -> None:
@@ -209,7 +212,7 @@ class OrderAdmission:
             for asset, book in zip(ordered, await asyncio.gather(*(self._book(a) for a in ordered)), strict=True):
                 books[asset] = book
 
-    async def _handle_orders(self, orders: Sequence[epb.Order]) -> None:
+    async def _handle_orders(self, orders: Sequence[epb.Order], *, continued: bool = False) -> None:
         """:meth:`_admit_orders`; with a SELL sized later among them, every order takes its place in its
         position's queue in stream order first (chunks start their orders as each INSERT commits, not in
         order: the SELL must still wait for a BUY of its position in an earlier, slower chunk)."""
@@ -221,7 +224,7 @@ class OrderAdmission:
                 self._placed.add(o.client_order_id)
         # On failure the places stay: the consumer hands the same orders in again (an order keeps its place),
         # or dead-letters them (:meth:`forget`).
-        await self._admit_orders(orders)
+        await self._admit_orders(orders, continued=continued)
         if self._placed:
             self.forget(orders)
 
@@ -234,8 +237,9 @@ class OrderAdmission:
                 if not self.runner.running(o.client_order_id):
                     self.runner.positions.ended((o.follower_wallet_id, o.asset_id), o.client_order_id)
 
-    async def _admit_orders(self, orders: Sequence[epb.Order]) -> None:
-        """Prepare, persist and start ``orders`` in growing chunks.
+    async def _admit_orders(self, orders: Sequence[epb.Order], *, continued: bool = False) -> None:
+        """Prepare, persist and start ``orders`` in growing chunks (``continued``, a later part of a split trade:
+        in chunks of ``MAX_CHUNK``, the first one not waited for either).
 
         The whole set counts as pending and unsent in the runner's burst gate from the start (each
         chunk hands its share over as its orders start), so venue answers to the first chunks stay
@@ -244,7 +248,7 @@ class OrderAdmission:
         """
         books: dict[str, BookSnapshot | None] = {}
         batch_memos: tuple[QuoteCache, ShapeCache] = ({}, {})  # followers' orders alike are priced once
-        i, size = 0, (len(orders) if len(orders) <= ONE_CHUNK_MAX else FIRST_CHUNK)
+        i, size = 0, (len(orders) if len(orders) <= ONE_CHUNK_MAX else MAX_CHUNK if continued else FIRST_CHUNK)
         later: list[asyncio.Task[set[str]]] = []
         burst = self.runner.burst
         held = len(orders)  # burst slots not yet handed to a chunk
@@ -252,7 +256,7 @@ class OrderAdmission:
         try:
             while i < len(orders):
                 chunk = orders[i:i + size]
-                first = i == 0
+                first = i == 0 and not continued
                 i += size
                 size = min(size * CHUNK_GROWTH, MAX_CHUNK)
                 await self._books({o.asset_id for o in chunk} - books.keys(), books)

@@ -44,16 +44,18 @@ class FakeStore(AcceptingStore):
         self.runner = runner
         self.fail_at = fail_at
         self.pending_at_insert: list[int] = []
+        self.sizes: list[int] = []
 
     async def insert_intents(self, items: list[tuple[Ticket, lc.OrderLife]]) -> set[str]:
         self.pending_at_insert.append(self.runner.burst.pending)
+        self.sizes.append(len(items))
         if len(self.pending_at_insert) - 1 == self.fail_at:
             raise RuntimeError("insert failed")
         return await super().insert_intents(items)
 
 
-def routed(n: int) -> epb.RoutedTrade:
-    return epb.RoutedTrade(orders=[make_order(i) for i in range(n)])
+def routed(n: int, part: int = 0, first: int = 0) -> epb.RoutedTrade:
+    return epb.RoutedTrade(orders=[make_order(first + i) for i in range(n)], part=part, parts=max(1, part + 1))
 
 
 async def test_answers_wait_for_the_whole_trade_not_just_the_chunks_started() -> None:
@@ -76,3 +78,18 @@ async def test_a_failed_chunk_gives_back_its_slots(fail_at: int) -> None:
     with pytest.raises(RuntimeError):
         await admission.handle(routed(100))
     assert runner.burst.pending == len(runner.started)  # only the started orders still hold a slot
+
+
+@pytest.mark.parametrize(("trades", "sizes"), [
+    ([routed(1000)], [8, 32, 128, 512, 320]),  # the first POSTs leave after a small INSERT
+    ([routed(1000, part=1)], [512, 488]),  # a later part: the trade's first POSTs are out already
+    ([routed(1100, part=2), routed(5, first=2000)], [512, 512, 76, 5]),  # a part alone, then a trade of its own
+    ([routed(20, part=3), routed(5, first=2000)], [25]),  # a small last part and a trade: one INSERT together
+])
+async def test_chunks_of_an_intent_insert(trades: list[epb.RoutedTrade], sizes: list[int]) -> None:
+    runner = FakeRunner()
+    store = FakeStore(runner)
+    admission = OrderAdmission(runner, store, NoRedis(), IntakeRules(live_configured=True))  # type: ignore[arg-type]
+    await admission.handle_batch(trades)
+    assert store.sizes == sizes
+    assert len(runner.started) == sum(len(t.orders) for t in trades)
