@@ -105,16 +105,11 @@ def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
     for w, total, markets, costs, sizes, pnl in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
-        if costs is not None:
-            if len(costs) == 1:
-                market_costs[(w, costs[0][0])] = Decimal(costs[0][1])
-            else:
-                for m, cost in costs:
-                    key = (w, m)
-                    market_costs[key] = market_costs.get(key, ZERO) + Decimal(cost)
-        if sizes is not None:
-            for a, size in sizes:
-                asset_sizes[(w, a)] = Decimal(size)
+        for m, cost in costs or ():
+            key = (w, m)
+            market_costs[key] = market_costs.get(key, ZERO) + Decimal(cost)
+        for a, size in sizes or ():
+            asset_sizes[(w, a)] = Decimal(size)
         if pnl is not None:
             realized[w] = Decimal(pnl)
     return totals, market_costs, asset_sizes, realized
