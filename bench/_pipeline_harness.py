@@ -17,6 +17,7 @@ import psycopg
 import redis
 
 from bench import CpuMeter, address, storage_pids
+from common.routed import parse_routed
 from common.streams import ROUTED_TRADES
 from sim.polymarket import SimMarket
 from tools.pipeline import Pipeline
@@ -212,7 +213,7 @@ class Bench:
             if not rows:
                 return
             for entry_id, fields in rows:
-                routed = epb.RoutedTrade.FromString(fields[b"p"])
+                routed = parse_routed(fields[b"p"])
                 for order in routed.orders:
                     self.orders[order.client_order_id] = order
                 self.stream_pos = entry_id.decode()

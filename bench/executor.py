@@ -49,6 +49,7 @@ from common.config import project_root
 from common.embedded import start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import GrpcServer, start_server
 from common.marketstate import BookSnapshot, write_book
+from common.routed import expand
 from common.storage import apply_migrations, create_redis
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis, serve_log
 from services.router.outbound import split_routed
@@ -80,15 +81,18 @@ class _Router(egrpc.RouterServiceServicer):
 
 
 def _routed(run: int, n: int, now_ns: int) -> epb.RoutedTrade:
+    """As the router writes it: the shared fields once, in ``common``."""
+    common = epb.Order(
+        origin=epb.ORDER_ORIGIN_COPY, asset_id=ASSET, condition_id=CONDITION, outcome="Yes", side=cpb.SIDE_BUY,
+        order_type=epb.ORDER_TYPE_FAK, reference_price="0.50", tick_size="0.01", min_order_size="5",
+        leader_trade_id=f"lt_bench_{run}", leader_tx_hash="0x" + "ab" * 32, leader_venue_time_ms=now_ns // 1_000_000,
+        received_time_ns=now_ns, routed_time_ns=now_ns)
     orders = [epb.Order(
-        client_order_id=f"co_bench_{run:03d}_{i:05d}", origin=epb.ORDER_ORIGIN_COPY, subscription_id=f"sub_{i:05d}",
-        follower_user_id=f"u_{i}", follower_wallet_id=f"w_{i:05d}", follower_proxy="0x" + f"{i:040x}",
-        asset_id=ASSET, condition_id=CONDITION, outcome="Yes", side=cpb.SIDE_BUY, order_type=epb.ORDER_TYPE_FAK,
-        amount_usd="10", reference_price="0.50", max_slippage_bps=200, tick_size="0.01", min_order_size="5",
-        mode=cpb.EXECUTION_MODE_LIVE, leader_trade_id=f"lt_bench_{run}", leader_tx_hash="0x" + "ab" * 32,
-        leader_venue_time_ms=now_ns // 1_000_000, received_time_ns=now_ns, routed_time_ns=now_ns)
+        client_order_id=f"co_bench_{run:03d}_{i:05d}", subscription_id=f"sub_{i:05d}", follower_user_id=f"u_{i}",
+        follower_wallet_id=f"w_{i:05d}", follower_proxy="0x" + f"{i:040x}", amount_usd="10", max_slippage_bps=200,
+        mode=cpb.EXECUTION_MODE_LIVE)
         for i in range(n)]
-    return epb.RoutedTrade(orders=orders)
+    return epb.RoutedTrade(common=common, orders=orders)
 
 
 class _CpuSampler:
@@ -248,7 +252,7 @@ async def _fanout(args: argparse.Namespace, db_url: str, redis_url: str, log_pat
 
 
 def _single(i: int, now_ns: int) -> epb.RoutedTrade:
-    o = _routed(0, 1, now_ns).orders[0]
+    o = expand(_routed(0, 1, now_ns)).orders[0]
     o.client_order_id = f"co_single_{i:06d}"
     o.leader_trade_id = f"lt_single_{i}"
     o.subscription_id = "sub_single"

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from common.routed import expand
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.guard.v1 import guard_pb2 as gpb
@@ -101,7 +102,8 @@ def routed_tap(channel: grpc.Channel, keep: Callable[[epb.RoutedTrade], bool],
     """The router's decisions (one RoutedTrade per leader trade)."""
     stub = egrpc.RouterServiceStub(channel)
     return StreamTap("routed", lambda c: stub.StreamRoutedTrades(
-        epb.StreamRoutedTradesRequest(after_cursor=c, consumer="tap")), lambda r: (r.cursor, r.routed), keep=keep, **kw)
+        epb.StreamRoutedTradesRequest(after_cursor=c, consumer="tap")), lambda r: (r.cursor, expand(r.routed)),
+        keep=keep, **kw)
 
 
 def order_tap(channel: grpc.Channel, keep: Callable[[epb.OrderEvent], bool], **kw: Any) -> StreamTap[epb.OrderEvent]:

@@ -24,6 +24,7 @@ from common.lease import Lease
 from common.livefeed import LiveFeed
 from common.logread import read_log_items
 from common.retry import Backoff
+from common.routed import expand, parse_routed
 from common.storage import apply_migrations, closed_on_failure, create_pool
 from common.streams import (
     MARKET_RESOLUTIONS,
@@ -237,10 +238,10 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
         call = stub.StreamRoutedTrades(epb.StreamRoutedTradesRequest(after_cursor=after,
                                                                      consumer=t.consumer_name))
         async for resp in call:
-            yield resp.cursor, resp.routed
+            yield resp.cursor, expand(resp.routed)
 
     # the same entries and cursors either way; the log read costs neither process a gRPC message per trade
-    open_stream = (read_log_items(DurableLog(stream_redis, ROUTED_TRADES), epb.RoutedTrade.FromString)
+    open_stream = (read_log_items(DurableLog(stream_redis, ROUTED_TRADES), parse_routed)
                    if t.routed_source == "log" else from_router)
 
     consumer: ResumableConsumer[epb.RoutedTrade] = ResumableConsumer(

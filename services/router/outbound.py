@@ -1,12 +1,13 @@
 """Domain decisions → the ``RoutedTrade`` proto, and the reservations an emitted RoutedTrade makes.
 
-Order fields the router fills (the executor relies on them): client_order_id, origin COPY,
-subscription_id, follower_user_id, follower_wallet_id, follower_proxy, asset_id, condition_id,
-outcome, side, order_type FAK, amount_usd (BUY only), size (SELL only; or sell_fraction when the executor
-sizes the SELL after the wallet's copy BUY in flight), limit_price "" (the
-executor derives it from the book), reference_price (the leader's price), max_slippage_bps,
-tick_size, min_order_size, neg_risk, mode, leader_trade_id, leader_tx_hash,
-leader_venue_time_ms, received_time_ns, routed_time_ns, trace.
+Order fields the router fills (the executor relies on them). Each order: client_order_id, subscription_id,
+follower_user_id, follower_wallet_id, follower_proxy, amount_usd (BUY only), size (SELL only; or sell_fraction
+when the executor sizes the SELL after the wallet's copy BUY in flight), max_slippage_bps, mode, sizing_note.
+Once, in ``RoutedTrade.common`` (:func:`order_template`; readers merge it into every order with
+``common.routed.expand``): origin COPY, asset_id, condition_id, outcome, side, order_type FAK,
+reference_price (the leader's price), tick_size, min_order_size, neg_risk, leader_trade_id, leader_tx_hash,
+leader_venue_time_ms, received_time_ns, routed_time_ns, trace. limit_price stays "" (the executor derives it
+from the book).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from common import reservations
 from common.decimals import fmt, fmt_memo, parse_decimal
 from common.protowire import read_varint, varint
+from common.routed import shared_fields
 from services.router.adapters.store import RoutedRow
 from services.router.domain.model import Decision, Follower, LeaderTrade, MarketRules, OrderIntent, Reason, Skip
 from services.router.domain.positions import leader_delta
@@ -49,11 +51,11 @@ def order_template(event: mpb.LeaderTradeEvent, market: MarketRules | None, rout
 
 def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
                  followers: Mapping[str, Follower], template: epb.Order) -> epb.RoutedTrade:
-    """One RoutedTrade: the trade, one Order per intent, one Skip per skip (followers keyed by subscription id)."""
+    """One RoutedTrade: the trade, one Order per intent (its follower's own fields) with ``template`` as their
+    common fields, one Skip per skip (followers keyed by subscription id)."""
     routed = epb.RoutedTrade(trade=event)
     orders = routed.orders
     skips = routed.skips
-    shared = template.SerializeToString()  # merged as bytes: cheaper than MergeFrom per order
     for d in decisions:
         if isinstance(d, OrderIntent):
             f = followers[d.subscription_id]
@@ -64,10 +66,12 @@ def build_routed(event: mpb.LeaderTradeEvent, decisions: Sequence[Decision],
                        size=fmt(d.size) if d.size is not None else "",
                        sell_fraction=fmt(d.sell_fraction) if d.sell_fraction is not None else "",
                        max_slippage_bps=d.max_slippage_bps, mode=_MODE[f.mode],
-                       sizing_note=d.note).MergeFromString(shared)
+                       sizing_note=d.note)
         elif isinstance(d, Skip):
             skips.add(subscription_id=d.subscription_id, follower_wallet_id=d.follower_wallet_id,
                       reason=d.reason.value, detail=d.detail)
+    if orders:
+        routed.common.CopyFrom(template)
     return routed
 
 
@@ -97,9 +101,9 @@ def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
     """What each order of a RoutedTrade reserves (derived from the orders alone, so a re-emit after a
     crash reserves exactly the same)."""
     out: list[reservations.Reservation] = []
-    if not routed.orders:
+    first = shared_fields(routed)
+    if first is None or not routed.orders:
         return out
-    first = routed.orders[0]
     buy = first.side == common_pb2.SIDE_BUY  # every order of a RoutedTrade has the leader trade's side
     kind = reservations.USD if buy else reservations.SHARES
     key = market_of(first.condition_id, first.asset_id) if buy else first.asset_id
@@ -114,9 +118,9 @@ def reservations_of(routed: epb.RoutedTrade) -> list[reservations.Reservation]:
 def reservation_lines(routed: epb.RoutedTrade) -> str:
     """:func:`reservations_of` as the emit script's argument (``reservations.lines`` of it), built without
     an object per order."""
-    if not routed.orders:
+    first = shared_fields(routed)
+    if first is None or not routed.orders:
         return ""
-    first = routed.orders[0]
     buy = first.side == common_pb2.SIDE_BUY
     micros: dict[str, int] = {}  # followers of one trade mostly share a few amounts
 
@@ -137,6 +141,8 @@ def drop_orders(routed: epb.RoutedTrade, indexes: Sequence[int], detail: str) ->
     """A copy of ``routed`` without the orders at ``indexes``, each turned into a DUPLICATE_ORDER skip."""
     gone = set(indexes)
     out = epb.RoutedTrade(trade=routed.trade)
+    if routed.HasField("common"):
+        out.common.CopyFrom(routed.common)
     out.skips.extend(routed.skips)
     for i, o in enumerate(routed.orders):
         if i in gone:
@@ -155,10 +161,11 @@ def _field_bytes(n: int) -> int:
     return 1 + (n.bit_length() + 6) // 7 + n if n else 2
 
 
-def _top_fields(payload: bytes) -> tuple[bytes, list[bytes], list[bytes]] | None:
+def _top_fields(payload: bytes) -> tuple[bytes, list[bytes], list[bytes], bytes] | None:
     """A serialized RoutedTrade cut into its fields as they are on the wire (the trade's, each order's, each
-    skip's: tag, length and body); None when it holds anything else (a part number, an unknown field)."""
-    trade = b""
+    skip's, the orders' common fields: tag, length and body); None when it has no trade or holds anything else
+    (a part number, an unknown field)."""
+    trade = common = b""
     orders: list[bytes] = []
     skips: list[bytes] = []
     pos, end = 0, len(payload)
@@ -178,9 +185,11 @@ def _top_fields(payload: bytes) -> tuple[bytes, list[bytes], list[bytes]] | None
             orders.append(field)
         elif tag == 0x1A:
             skips.append(field)
+        elif tag == 0x32 and not common:
+            common = field
         else:
             return None
-    return trade, orders, skips
+    return (trade, orders, skips, common) if trade else None
 
 
 def split_routed(routed: epb.RoutedTrade, payload: bytes, max_bytes: int = MAX_PART_BYTES) -> list[bytes]:
@@ -193,10 +202,10 @@ def split_routed(routed: epb.RoutedTrade, payload: bytes, max_bytes: int = MAX_P
     if len(payload) <= max_bytes:
         return [payload]
     fields = _top_fields(payload)
-    if fields is None or not fields[0]:
+    if fields is None:
         return _split_messages(routed, payload, max_bytes)
-    trade, orders, skips = fields
-    room = max(max_bytes - len(trade) - 12, 1)  # the trade, and room for part / parts
+    trade, orders, skips, common = fields
+    room = max(max_bytes - len(trade) - len(common) - 12, 1)  # the trade, common fields, part / parts
     groups: list[tuple[list[bytes], list[bytes]]] = [([], [])]
     used = 0
     for kind, items in ((0, orders), (1, skips)):
@@ -209,13 +218,15 @@ def split_routed(routed: epb.RoutedTrade, payload: bytes, max_bytes: int = MAX_P
     if len(groups) == 1:
         return [payload]
     count = b"\x28" + varint(len(groups))
-    return [b"".join((trade, *group_orders, *group_skips, b"\x20" + varint(i) if i else b"", count))
+    return [b"".join((trade, *group_orders, *group_skips, b"\x20" + varint(i) if i else b"", count, common))
             for i, (group_orders, group_skips) in enumerate(groups)]
 
 
 def _split_messages(routed: epb.RoutedTrade, payload: bytes, max_bytes: int) -> list[bytes]:
     """:func:`split_routed` through the messages (a payload that is not a plain whole RoutedTrade)."""
     base = _field_bytes(routed.trade.ByteSize()) + 12  # the trade, and room for part / parts
+    if routed.HasField("common"):
+        base += _field_bytes(routed.common.ByteSize())
     room = max(max_bytes - base, 1)
     groups: list[tuple[list[epb.Order], list[epb.Skip]]] = [([], [])]
     used = 0
@@ -238,6 +249,8 @@ def _split_messages(routed: epb.RoutedTrade, payload: bytes, max_bytes: int) -> 
     out: list[bytes] = []
     for i, (orders, skips) in enumerate(groups):
         part = epb.RoutedTrade(trade=routed.trade, part=i, parts=len(groups))
+        if routed.HasField("common"):
+            part.common.CopyFrom(routed.common)
         part.orders.extend(orders)
         part.skips.extend(skips)
         out.append(part.SerializeToString())
@@ -245,10 +258,13 @@ def _split_messages(routed: epb.RoutedTrade, payload: bytes, max_bytes: int) -> 
 
 
 def join_parts(parts: Sequence[epb.RoutedTrade]) -> epb.RoutedTrade:
-    """The whole RoutedTrade from its parts in order (a whole one is returned as it is)."""
+    """The whole RoutedTrade from its parts in order (a whole one is returned as it is; every part carries the
+    same common fields)."""
     if len(parts) == 1 and parts[0].parts <= 1:
         return parts[0]
     whole = epb.RoutedTrade(trade=parts[0].trade)
+    if parts[0].HasField("common"):
+        whole.common.CopyFrom(parts[0].common)
     for p in parts:
         whole.orders.extend(p.orders)
         whole.skips.extend(p.skips)

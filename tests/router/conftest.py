@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from common import hotindex
 from common.config import Secret, StorageSettings
 from common.grpcserver import GrpcServer
+from common.routed import parse_routed
 from common.storage import create_pool
 from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.__main__ import RunningRouter, serve
@@ -90,7 +91,12 @@ class Stack:
             await self.ingest_log.append(ev.SerializeToString())
 
     async def routed(self) -> list[epb.RoutedTrade]:
-        return [epb.RoutedTrade.FromString(p) for _, p in await self.routed_log.read("0-0", count=100_000, block_ms=0)]
+        """The log's routed trades, their orders made whole."""
+        return [parse_routed(p) for p in await self.routed_payloads()]
+
+    async def routed_payloads(self) -> list[bytes]:
+        """The log's entries as appended."""
+        return [p for _, p in await self.routed_log.read("0-0", count=100_000, block_ms=0)]
 
     def settings(self, **kw: Any) -> Settings:
         base: dict[str, Any] = dict(
@@ -172,4 +178,4 @@ def persisted_orders(db_url: str) -> list[epb.Order]:
     trade id (the rows hold the whole RoutedTrade, its parts joined)."""
     with psycopg.connect(db_url) as conn:
         payloads = conn.execute("SELECT payload FROM routed_trades ORDER BY leader_trade_id").fetchall()
-    return [o for (p,) in payloads for o in epb.RoutedTrade.FromString(bytes(p)).orders]
+    return [o for (p,) in payloads for o in parse_routed(bytes(p)).orders]

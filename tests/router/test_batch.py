@@ -194,6 +194,8 @@ def _untraced(routed: epb.RoutedTrade) -> bytes:
     copy = epb.RoutedTrade()
     copy.CopyFrom(routed)
     copy.trade.ClearField("trace")
+    if copy.HasField("common"):
+        copy.common.ClearField("trace")
     for order in copy.orders:
         order.ClearField("trace")
     return copy.SerializeToString()

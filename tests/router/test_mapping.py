@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from common import reservations
+from common.routed import expand
 from services.router.domain.decide import route
 from services.router.domain.model import OrderIntent, Reason, Side, SizingMode, Skip
 from services.router.inbound import TradeError, parse_follower, parse_trade
@@ -145,7 +146,11 @@ def test_build_routed_fills_every_order_field() -> None:
     trace = cpb.TraceContext(traceparent="00-" + "1" * 32 + "-" + "3" * 16 + "-01")
     routed = build_routed(ev, decisions, fs, order_template(ev, market(neg_risk=True), 123, trace))
     assert routed.trade == ev
-    [o] = routed.orders
+    [own] = routed.orders  # the follower's own fields; the rest once, in common
+    assert own == epb.Order(client_order_id="co_1", subscription_id="sub_1", follower_user_id="u_w_1",
+                            follower_wallet_id="w_1", follower_proxy="0x" + "6a" * 20, amount_usd="25.5",
+                            max_slippage_bps=150, mode=cpb.EXECUTION_MODE_PAPER)
+    [o] = expand(routed).orders
     assert o == epb.Order(
         client_order_id="co_1", origin=epb.ORDER_ORIGIN_COPY, subscription_id="sub_1", follower_user_id="u_w_1",
         follower_wallet_id="w_1", follower_proxy="0x" + "6a" * 20, asset_id=ASSET, condition_id=CONDITION,
@@ -182,3 +187,7 @@ def test_reservations_and_drop_orders() -> None:
     dropped = drop_orders(routed, [0], "already claimed")
     assert [o.client_order_id for o in dropped.orders] == ["co_2", "co_3"]
     assert [s.reason for s in dropped.skips] == ["DUPLICATE_ORDER"]
+    assert dropped.common == routed.common and routed.common.asset_id == ASSET
+    whole = epb.RoutedTrade()
+    whole.CopyFrom(routed)
+    assert reservations_of(expand(whole)) == items  # an entry with whole orders (written before common) alike

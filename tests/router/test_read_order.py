@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from common import hotindex, reservations
 from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
+from common.routed import parse_routed
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.router.adapters.redis_state import RedisState
@@ -28,7 +29,6 @@ from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.router import Router
 from tests.router.conftest import COND, YES, leader_trade, redis_markets_router, subscription
 from tradingtools.control.v1 import subscription_pb2 as spb
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ async def test_a_fill_between_the_two_reads_is_still_counted(env: tuple[Router, 
     ev.venue_time_ms = NOW_NS // 1_000_000 - 1500
     await router.handle(ev)
     [(_, payload)] = await log_.read("0-0", count=10, block_ms=0)
-    routed = epb.RoutedTrade.FromString(payload)
+    routed = parse_routed(payload)
     amounts = [D(o.amount_usd) for o in routed.orders if o.follower_wallet_id == WALLET]
     # maxMarketExposureUsd 30, $25 already spent in this market (in flight, then filled): at most $5 more
     assert amounts and amounts[0] <= D(5), (

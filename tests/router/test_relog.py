@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from common.routed import parse_routed
 from common.streams import ROUTED_TRADES
 from services.router.adapters.redis_state import marker_key
 from services.router.relog import Relog, unadmitted
@@ -146,6 +147,6 @@ async def _all_routed(stack: Stack, n: int) -> list[tuple[str, epb.RoutedTrade]]
     """The log's newest entry per leader trade, once ``n`` trades have one."""
     newest: dict[str, tuple[str, epb.RoutedTrade]] = {}
     for cursor, payload in await stack.routed_log.read("0-0", count=100_000, block_ms=0):
-        routed = epb.RoutedTrade.FromString(payload)
+        routed = parse_routed(payload)
         newest[routed.trade.id] = (cursor, routed)
     return list(newest.values()) if len(newest) >= n else []

@@ -23,6 +23,7 @@ from common import hotindex, reservations
 from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
 from common.reservations import SHARES, USD, Reservation, WalletReserved
+from common.routed import parse_routed
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from services.executor.adapters.fill_store import book
@@ -343,7 +344,7 @@ async def test_a_sell_filled_between_the_two_reads_is_counted_once(db_url: str, 
         ev.received_time_ns, ev.venue_time_ms = now_ns, now_ns // 1_000_000 - 1500
         await router.handle(ev)
         [(_, payload)] = await log_.read("0-0", count=10, block_ms=0)
-        routed = epb.RoutedTrade.FromString(payload)
+        routed = parse_routed(payload)
         assert [(o.subscription_id, o.size) for o in routed.orders] == [("sub_1", "50")], list(routed.skips)
     finally:
         await session.close()

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from common import hotindex
 from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
+from common.routed import parse_routed
 from common.storage import create_pool
 from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
@@ -74,7 +75,7 @@ async def _route(rig: _Rig, leader_trade_id: str, tracer: trace.Tracer | None) -
         ev = leader_trade(leader_trade_id)
         await router.handle(ev)
     entries = await DurableLog(rig.stream_redis, ROUTED_TRADES).read("0-0", block_ms=0)
-    routed = [epb.RoutedTrade.FromString(payload) for _, payload in entries]
+    routed = [parse_routed(payload) for _, payload in entries]
     [order] = [o for rt in routed if rt.trade.id == leader_trade_id for o in rt.orders]
     return order, ev.trace.traceparent
 
