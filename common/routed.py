@@ -1,7 +1,7 @@
 """Reading a ``RoutedTrade``: the fields its orders share travel once, in ``RoutedTrade.common``.
 
 The router sends a fan-out's asset, side, prices, leader trade and trace once per message instead of once per
-order (a 10,000-follower trade is about a fifth of the bytes). Whoever reads the orders expands them first;
+order (a 10,000-follower trade is about a third of the bytes). Whoever reads the orders expands them first;
 entries written before ``common`` existed hold whole orders and expand to themselves.
 """
 
