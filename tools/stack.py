@@ -270,7 +270,10 @@ def up(env: Mapping[str, str] | None = None, out: Printer = print) -> int:
                 + ("" if len(wired) == 5 else " (the URLs that are set are used)"))
         services = selected_services(full)
         check_ports(full, settings, services)
-        hold.take(grpc_port(full, s) for s in services if s in SERVICE_PORTS)  # until the services bind them
+        blocked = hold.take_named({f"TT_{s.upper()}_GRPC_PORT": grpc_port(full, s)  # until the services bind them
+                                   for s in services if s in SERVICE_PORTS})
+        if blocked:
+            raise StackError(blocked)
         ensure_storage(full, paths, out)
         storage = StorageSettings.from_env(full)
         applied = apply_migrations(storage.database_url.value)

@@ -11,7 +11,7 @@ binds and listens on it (gRPC servers set it).
 from __future__ import annotations
 
 import socket
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -58,6 +58,19 @@ class PortHold:
             self._sockets.append(sock)
             held.append(port)
         return held
+
+    def take_named(self, ports: Mapping[str, int], *, within: Container[int] | None = None) -> str:
+        """:meth:`take` the ports named by their variables; "" when each one inside ``within`` is held, else what
+        holds the others (a listener is reported before this: what is left is a socket that does not listen)."""
+        within = ephemeral_range() if within is None else within
+        held = set(self.take(ports.values(), within=within))
+        blocked = [f"{name}={port}" for name, port in ports.items() if port in within and port not in held]
+        if not blocked:
+            return ""
+        return (f"ports held by a socket that does not listen: {', '.join(blocked)} (most likely an outgoing "
+                "connection the kernel gave that port as its own; its service could not bind it). Wait for it to "
+                "close, set the variable to a port outside the ephemeral range, or reserve the ports: sysctl -w "
+                "net.ipv4.ip_local_reserved_ports=50051-50055")
 
     def release(self) -> None:
         """Close every placeholder."""

@@ -76,3 +76,16 @@ def test_only_free_ports_inside_the_range_are_held(hold: PortHold) -> None:
     assert _plain_bind(outside)
     hold.release()
     assert _plain_bind(inside)
+
+
+@pytest.mark.integration
+def test_a_port_a_socket_keeps_without_listening_is_named_before_the_services_start(hold: PortHold) -> None:
+    """As when a connection got the port as its own: nothing listens there, yet its service could not bind it."""
+    free = _free_port()
+    with socket.socket() as connection_like:
+        connection_like.bind(("127.0.0.1", 0))
+        taken = int(connection_like.getsockname()[1])
+        message = hold.take_named({"TT_GUARD_GRPC_PORT": taken, "TT_ROUTER_GRPC_PORT": free}, within={taken, free})
+        assert "TT_GUARD_GRPC_PORT" in message and "TT_ROUTER_GRPC_PORT" not in message
+    assert not _plain_bind(free)  # the free one is held all the same
+    assert hold.take_named({"TT_ROUTER_GRPC_PORT": _free_port()}, within=range(0)) == ""  # outside: not held
