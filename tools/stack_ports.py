@@ -64,13 +64,14 @@ class PortHold:
         holds the others (a listener is reported before this: what is left is a socket that does not listen)."""
         within = ephemeral_range() if within is None else within
         held = set(self.take(ports.values(), within=within))
-        blocked = [f"{name}={port}" for name, port in ports.items() if port in within and port not in held]
+        blocked = {name: port for name, port in ports.items() if port in within and port not in held}
         if not blocked:
             return ""
-        return (f"ports held by a socket that does not listen: {', '.join(blocked)} (most likely an outgoing "
-                "connection the kernel gave that port as its own; its service could not bind it). Wait for it to "
-                "close, set the variable to a port outside the ephemeral range, or reserve the ports: sysctl -w "
-                "net.ipv4.ip_local_reserved_ports=50051-50055")
+        named = ", ".join(f"{name}={port}" for name, port in blocked.items())
+        return (f"ports held by a socket that does not listen: {named} (most likely an outgoing connection the kernel "
+                "gave that port as its own; its service could not bind it). Wait for it to close, set the variable to "
+                "a port outside the ephemeral range, or reserve the ports: sysctl -w "
+                f"net.ipv4.ip_local_reserved_ports={','.join(str(p) for p in sorted(set(ports.values())))}")
 
     def release(self) -> None:
         """Close every placeholder."""
