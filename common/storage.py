@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -42,20 +43,38 @@ async def _set_autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
 
+def _configure(autocommit: bool, warm: Callable[[AsyncConnection[Any]], Awaitable[None]] | None
+               ) -> Callable[[AsyncConnection[Any]], Awaitable[None]] | None:
+    """The pool's set-up of a new connection: autocommit, then ``warm``."""
+    if warm is None:
+        return _set_autocommit if autocommit else None
+
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        if autocommit:
+            await conn.set_autocommit(True)
+        await warm(conn)
+        if not autocommit:  # leave no transaction open behind the warm-up
+            await conn.rollback()
+
+    return configure
+
+
 def named(url: str, application_name: str) -> dict[str, str]:
     """Connection keywords naming the connection in ``pg_stat_activity`` (none when the URL names it already)."""
     return {"application_name": application_name} if application_name and "application_name" not in url else {}
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
-                      autocommit: bool = False, options: str = "", application_name: str = ""
+                      autocommit: bool = False, options: str = "", application_name: str = "",
+                      warm: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None
                       ) -> AsyncConnectionPool[Any]:
     """An open async connection pool with dict rows and a bounded connect timeout.
 
     ``autocommit``: a single statement is one round trip with no BEGIN/COMMIT; statements that must
     hold together use ``conn.transaction()``. ``options``: server settings of every connection
     (libpq's ``options``, e.g. ``-c enable_hashjoin=off``). ``application_name``: what
-    ``pg_stat_activity`` shows for these connections (the service), unless the URL names one.
+    ``pg_stat_activity`` shows for these connections (the service), unless the URL names one. ``warm``: run on
+    every new connection before the pool hands it out (a failure discards the connection, as a failed connect).
     """
     kwargs: dict[str, Any] = {"row_factory": dict_row, "connect_timeout": max(1, int(timeout_s)),
                               **named(url, application_name)}
@@ -67,7 +86,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeou
         max_size=max_size,
         timeout=timeout_s,
         kwargs=kwargs,
-        configure=_set_autocommit if autocommit else None,
+        configure=_configure(autocommit, warm),
         open=False,
         reconnect_timeout=0,
     )

@@ -30,7 +30,7 @@ from services.guard.adapters.order_client import GrpcExecutor, order_event_strea
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
 from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
-from services.guard.adapters.trigger_store import TriggerStore
+from services.guard.adapters.trigger_store import TriggerStore, warm_fire_reads
 from services.guard.config import Settings
 from services.guard.coordinator import Clients, Guard, Stores, Tuning
 from services.guard.loops import FireWindow, reraise_if_cancelled, stop_tasks
@@ -158,10 +158,11 @@ async def start(settings: Settings) -> Running:
     await asyncio.to_thread(apply_migrations, db_url)
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target. Every statement reaches triggers,
-    # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown.
+    # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown. Each
+    # connection has the fire's reads prepared before it is handed out (the first fires are as quick as the rest).
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
                              max_size=t.db_pool_max, autocommit=True, application_name="tt-guard",
-                             options=KEYED_LOOKUPS)
+                             options=KEYED_LOOKUPS, warm=warm_fire_reads)
     async with closed_on_failure(pool):  # a start that fails leaves no pool task behind
         return await _start_with_pool(settings, pool)
 
