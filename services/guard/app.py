@@ -159,7 +159,7 @@ async def start(settings: Settings) -> Running:
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target. Every statement reaches triggers,
     # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown. Each
-    # connection has the fire's reads prepared before it is handed out (the first fires are as quick as the rest).
+    # connection has the fire's reads prepared before it is handed out (the first fires skip unprepared runs).
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
                              max_size=t.db_pool_max, autocommit=True, application_name="tt-guard",
                              options=KEYED_LOOKUPS, warm=warm_fire_reads)
