@@ -148,7 +148,8 @@ def tuning(settings: Settings) -> Tuning:
     return Tuning(tick_max_age_s=t.tick_max_age_s, book_max_age_s=t.book_max_age_s,
                   max_slippage_bps=t.max_slippage_bps, crash_after=settings.crash_after,
                   fire_concurrency=t.fire_concurrency, bookkeeping_interval_s=t.bookkeeping_interval_s,
-                  submitted_mark_delay_s=t.submitted_mark_delay_s, answers_gather_s=t.orders_gather_s)
+                  submitted_mark_delay_s=t.submitted_mark_delay_s, answers_gather_s=t.orders_gather_s,
+                  mark_flush_rows=t.mark_flush_rows, mark_flush_duty=t.mark_flush_duty)
 
 
 async def start(settings: Settings) -> Running:
@@ -238,7 +239,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                      "load_s": round(guard.stats.load_s, 3)})
 
     async def close_clients() -> None:
-        await guard.flush_marks()
+        await guard.flush_marks(paced=False)  # what a stopped flush left, at once: the grace period is short
         for ch in (ingest_ch, executor_ch, control_ch):
             await ch.close(None)
         await redis.aclose()

@@ -44,7 +44,12 @@ class Tuning:
     perf_interval_s: float = tune(5.0, "performance rules (and stats.unrealizedPnlUsd) are evaluated this often",
                                   minimum=0.001)
     mark_flush_s: float = tune(10.0, "risen trailing high-water marks are persisted this often (a crash loses "
-                               "at most this much of a rise)", minimum=0.001)
+                               "at most this much of a rise, plus the paced flush's own time)", minimum=0.001)
+    mark_flush_rows: int = tune(200, "risen marks written per statement (each its own transaction): a fire that "
+                                "waits for one of those rows' locks waits for a few milliseconds", minimum=1)
+    mark_flush_duty: float = tune(0.25, "largest share of a mark flush's time spent writing: after each statement "
+                                  "it pauses, so a burst of risen marks (a restart, a market-wide move) leaves "
+                                  "the cores to the fires", minimum=0.01, maximum=1.0)
     bookkeeping_interval_s: float = tune(0.05, "least time between two runs of the event outbox and the "
                                          "'SELL acknowledged' marker")
     submitted_mark_delay_s: float = tune(1.0, "an acknowledged SELL is marked this late (a settled one needs no "

@@ -15,16 +15,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
-from common.decimals import ZERO
 from services.guard.domain import tick_view
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import Firer
 from services.guard.loops import Batches, FireWindow, stop_tasks
+from services.guard.mark_flush import MarkFlusher
 from services.guard.order_flow import Answers, OrderFlow
 from services.guard.ports import CopyExits, Executor, Kickable, MarketCache, TriggerRows
 from services.guard.trigger_changes import TriggerChanges
@@ -114,6 +113,8 @@ class Tuning:
     fire_concurrency: int = 8
     defer_s: float = 0.25
     bookkeeping_interval_s: float = 0.0
+    mark_flush_rows: int = 200
+    mark_flush_duty: float = 0.25
     submitted_mark_delay_s: float = 0.0
     answers_gather_s: float = 0.0
 
@@ -154,7 +155,9 @@ class Guard:
         # anything (the engine is unchanged since), so it is skipped without parsing.
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self.spawn)
-        self._unsaved_marks: dict[str, Decimal] = {}  # trailing marks taken from the engine, not yet saved
+        # risen trailing marks to PostgreSQL (a lambda: load replaces the engine)
+        self.marks = MarkFlusher(lambda: self.engine.take_dirty_marks(), self.store, rows=tuning.mark_flush_rows,
+                                 duty=tuning.mark_flush_duty)
 
     # start-up
 
@@ -345,26 +348,9 @@ class Guard:
 
     # housekeeping
 
-    async def flush_marks(self) -> int:
-        """Persist trailing high-water marks that rose; marks a failed save could not write are kept for the
-        next flush (a mark is taken from the engine once, whether or not it rises again)."""
-        unsaved = self._unsaved_marks
-        for mark, ids in self.engine.take_dirty_marks():
-            for tid in ids:
-                if mark > unsaved.get(tid, ZERO):
-                    unsaved[tid] = mark
-        if not unsaved:
-            return 0
-        self._unsaved_marks = {}
-        try:
-            await self.store.save_marks([(mark, [tid]) for tid, mark in unsaved.items()])
-        except BaseException:
-            for tid, mark in self._unsaved_marks.items():  # taken while saving: keep the higher
-                if mark > unsaved.get(tid, ZERO):
-                    unsaved[tid] = mark
-            self._unsaved_marks = unsaved
-            raise
-        return len(unsaved)
+    async def flush_marks(self, *, paced: bool = True) -> int:
+        """Persist trailing high-water marks that rose (:class:`MarkFlusher`); returns how many."""
+        return await self.marks.flush(paced=paced)
 
     def assets(self) -> set[str]:
         """Assets with armed triggers (the watch set)."""

@@ -1,0 +1,131 @@
+"""Risen trailing marks are written in small statements with pauses between them, and none is lost when a
+flush fails or is stopped half-way."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from services.guard.mark_flush import MarkFlusher, Marks, pause_after
+
+D = Decimal
+
+
+class FakeStore:
+    """Records each statement's marks; fails the statements numbered in ``fail_at`` (1-based)."""
+
+    def __init__(self, clock: FakeClock, busy_s: float = 0.004, fail_at: tuple[int, ...] = ()) -> None:
+        self.clock = clock
+        self.busy_s = busy_s
+        self.fail_at = fail_at
+        self.statements: list[list[tuple[str, Decimal]]] = []
+        self.calls = 0
+
+    async def save_marks(self, marks: Marks) -> None:
+        self.calls += 1
+        self.clock.now += self.busy_s
+        if self.calls in self.fail_at:
+            raise ConnectionError("PostgreSQL unavailable")
+        self.statements.append([(tid, mark) for mark, ids in marks for tid in ids])
+
+    def written(self) -> dict[str, Decimal]:
+        return {tid: mark for part in self.statements for tid, mark in part}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def rising(n: int, price: str = "0.5") -> list[tuple[Decimal, list[str]]]:
+    return [(D(price), [f"trg_{i:05d}" for i in range(n)])]
+
+
+def flusher(marks: list[list[tuple[Decimal, list[str]]]], store: FakeStore, clock: FakeClock, **kw: float
+            ) -> MarkFlusher:
+    """A flusher whose engine hands out ``marks[0]`` at the first take, ``marks[1]`` at the second, ..."""
+    takes = iter(marks)
+    return MarkFlusher(lambda: next(takes, []), store, sleep=clock.sleep, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("busy_s", "duty", "pause_s"), [
+    (0.004, 0.25, 0.012),  # writing a quarter of the time
+    (0.004, 0.5, 0.004),
+    (0.004, 1.0, 0.0),  # no pacing
+    (0.0, 0.25, 0.0),
+    (-0.001, 0.25, 0.0),  # a clock that stepped back never asks for a negative pause
+])
+def test_pause_after(busy_s: float, duty: float, pause_s: float) -> None:
+    assert pause_after(busy_s, duty) == pytest.approx(pause_s)
+
+
+async def test_a_burst_goes_out_in_small_statements_ordered_by_id_with_pauses_between() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock)
+    ids = [f"trg_{i:05d}" for i in range(450)]
+    marks = [(D("0.6"), ids[300:]), (D("0.5"), ids[:300])]  # the engine's groups come in any order
+    f = flusher([marks], store, clock, rows=200, duty=0.25)
+    assert await f.flush() == 450
+    assert [len(s) for s in store.statements] == [200, 200, 50]
+    assert [tid for s in store.statements for tid, _m in s] == ids  # one lock order for every writer
+    assert clock.pauses == [pytest.approx(0.012), pytest.approx(0.012)]  # none after the last statement
+    assert store.written() == {**{t: D("0.5") for t in ids[:300]}, **{t: D("0.6") for t in ids[300:]}}
+    assert await f.flush() == 0 and store.calls == 3  # nothing rose since
+
+
+async def test_an_unpaced_flush_writes_everything_without_pausing() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock)
+    f = flusher([rising(450)], store, clock, rows=200, duty=0.25)
+    assert await f.flush(paced=False) == 450
+    assert len(store.statements) == 3 and clock.pauses == []
+
+
+async def test_a_failed_statement_keeps_what_it_and_the_rest_did_not_write_for_the_next_flush() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock, fail_at=(2,))
+    f = flusher([rising(450), [(D("0.7"), ["trg_00250"]), (D("0.1"), ["trg_00300"])]], store, clock, rows=200)
+    with pytest.raises(ConnectionError):
+        await f.flush()
+    assert len(store.written()) == 200  # the first statement stands
+    assert await f.flush() == 250  # the failed part and the one after it, once each
+    written = store.written()
+    assert len(written) == 450
+    assert written["trg_00250"] == D("0.7")  # risen again meanwhile: the higher mark is written
+    assert written["trg_00300"] == D("0.5")  # a lower mark taken meanwhile never lowers one kept
+
+
+async def test_a_flush_stopped_during_a_pause_leaves_the_rest_to_the_final_flush() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock)
+    paused = asyncio.Event()
+
+    async def stalled_sleep(seconds: float) -> None:
+        paused.set()
+        await asyncio.sleep(3600)
+
+    f = MarkFlusher(lambda: rising(450) if not store.calls else [], store, rows=200, sleep=stalled_sleep,
+                    clock=clock)
+    task = asyncio.create_task(f.flush())
+    await paused.wait()
+    task.cancel()  # shutdown stops the periodic task
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await f.flush(paced=False) == 250
+    assert len(store.written()) == 450
+
+
+@pytest.mark.parametrize(("rows", "duty"), [(0, 0.25), (200, 0.0), (200, 1.5)])
+def test_bad_limits_are_refused(rows: int, duty: float) -> None:
+    with pytest.raises(ValueError, match="rows must be"):
+        MarkFlusher(list, FakeStore(FakeClock()), rows=rows, duty=duty)
