@@ -156,7 +156,7 @@ class Guard:
         self._last_prices: dict[str, tuple[str, str, str]] = {}
         self._holds: Batches[tuple[list[str], bool, TickInfo]] = Batches(self._write_holds, self.spawn)
         # risen trailing marks to PostgreSQL (a lambda: load replaces the engine)
-        self.marks = MarkFlusher(lambda: self.engine.take_dirty_marks(), self.store, rows=tuning.mark_flush_rows,
+        self.marks = MarkFlusher(lambda: self.engine.take_dirty_books(), self.store, rows=tuning.mark_flush_rows,
                                  duty=tuning.mark_flush_duty)
 
     # start-up

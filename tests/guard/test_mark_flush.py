@@ -4,6 +4,7 @@ flush fails or is stopped half-way."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -51,11 +52,12 @@ def rising(n: int, price: str = "0.5") -> list[tuple[Decimal, list[str]]]:
     return [(D(price), [f"trg_{i:05d}" for i in range(n)])]
 
 
-def flusher(marks: list[list[tuple[Decimal, list[str]]]], store: FakeStore, clock: FakeClock, **kw: float
-            ) -> MarkFlusher:
-    """A flusher whose engine hands out ``marks[0]`` at the first take, ``marks[1]`` at the second, ..."""
+def flusher(marks: list[list[tuple[Decimal, list[str]]]], store: FakeStore, clock: FakeClock, *, rows: int = 200,
+            duty: float = 0.25) -> MarkFlusher:
+    """A flusher whose engine hands out ``marks[0]`` (as one book) at the first take, ``marks[1]`` at the
+    second, ..."""
     takes = iter(marks)
-    return MarkFlusher(lambda: next(takes, []), store, sleep=clock.sleep, clock=clock, **kw)  # type: ignore[arg-type]
+    return MarkFlusher(lambda: [next(takes, [])], store, rows=rows, duty=duty, sleep=clock.sleep, clock=clock)
 
 
 @pytest.mark.parametrize(("busy_s", "duty", "pause_s"), [
@@ -77,7 +79,8 @@ async def test_a_burst_goes_out_in_small_statements_ordered_by_id_with_pauses_be
     f = flusher([marks], store, clock, rows=200, duty=0.25)
     assert await f.flush() == 450
     assert [len(s) for s in store.statements] == [200, 200, 50]
-    assert [tid for s in store.statements for tid, _m in s] == ids  # one lock order for every writer
+    for statement in store.statements:  # one lock order for every writer
+        assert [tid for tid, _m in statement] == sorted(tid for tid, _m in statement)
     assert clock.pauses == [pytest.approx(0.012), pytest.approx(0.012)]  # none after the last statement
     assert store.written() == {**{t: D("0.5") for t in ids[:300]}, **{t: D("0.6") for t in ids[300:]}}
     assert await f.flush() == 0 and store.calls == 3  # nothing rose since
@@ -114,7 +117,7 @@ async def test_a_flush_stopped_during_a_pause_leaves_the_rest_to_the_final_flush
         paused.set()
         await asyncio.sleep(3600)
 
-    f = MarkFlusher(lambda: rising(450) if not store.calls else [], store, rows=200, sleep=stalled_sleep,
+    f = MarkFlusher(lambda: [rising(450)] if not store.calls else [], store, rows=200, sleep=stalled_sleep,
                     clock=clock)
     task = asyncio.create_task(f.flush())
     await paused.wait()
@@ -123,6 +126,41 @@ async def test_a_flush_stopped_during_a_pause_leaves_the_rest_to_the_final_flush
         await task
     assert await f.flush(paced=False) == 250
     assert len(store.written()) == 450
+
+
+def books(n_books: int, per_book: int) -> list[list[tuple[Decimal, list[str]]]]:
+    return [[(D("0.5"), [f"trg_{b:04d}_{k}" for k in range(per_book)])] for b in range(n_books)]
+
+
+async def test_a_big_take_lets_the_loop_run_between_books() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock)
+    f = MarkFlusher(lambda: books(100, 50), store, rows=200, sleep=clock.sleep, clock=clock)
+    assert await f.flush(paced=False) == 5000 and clock.pauses == []  # shutdown: at once
+    f = MarkFlusher(lambda: books(100, 50), store, rows=200, sleep=clock.sleep, clock=clock)
+    assert await f.flush() == 5000
+    assert clock.pauses.count(0) == 5  # one turn of the loop every 1,000 marks taken
+
+
+async def test_a_flush_stopped_while_taking_keeps_the_books_not_taken_yet() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock)
+    taken: list[int] = []
+
+    def take() -> Iterator[list[tuple[Decimal, list[str]]]]:
+        for i, book in enumerate(books(100, 50)):
+            taken.append(i)
+            yield book
+
+    async def cancelled_sleep(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    f = MarkFlusher(take, store, rows=200, sleep=cancelled_sleep, clock=clock)
+    with pytest.raises(asyncio.CancelledError):
+        await f.flush()
+    assert len(taken) == 100 and store.calls == 0  # the engine's dirty books are all out of it
+    f.sleep = clock.sleep
+    assert await f.flush(paced=False) == 5000
 
 
 @pytest.mark.parametrize(("rows", "duty"), [(0, 0.25), (200, 0.0), (200, 1.5)])

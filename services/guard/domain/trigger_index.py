@@ -9,7 +9,7 @@ fires or is cancelled, so it can fire at most once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
@@ -272,12 +272,15 @@ class Engine:
 
     def take_dirty_marks(self) -> list[tuple[Decimal, list[str]]]:
         """Trailing marks that rose since the last call, with the triggers carrying them."""
-        out: list[tuple[Decimal, list[str]]] = []
+        return [marks for book in self.take_dirty_books() for marks in book]
+
+    def take_dirty_books(self) -> Iterator[list[tuple[Decimal, list[str]]]]:
+        """:meth:`take_dirty_marks` one book at a time, for a caller that lets other work run in between (a
+        book's marks are read when it comes: a mark that rose meanwhile is taken at its new height)."""
         books, self._dirty_books = self._dirty_books, {}
         for book in books.values():
             if book.trail is not None:
-                out.extend(book.trail.take_dirty_marks())
-        return out
+                yield list(book.trail.take_dirty_marks())
 
     # internals
 
