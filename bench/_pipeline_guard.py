@@ -1,9 +1,10 @@
 """(e) of ``bench pipeline``: armed triggers in bulk, price ticks at 10,000/s, a CLOB move → the SELL POST.
 
 ``N`` ARMED triggers over ``A`` assets (positions + triggers written with COPY, as ``bench/guard.py``
-seeds them); every two seeded assets form one simulated market (CLOB REST knows it, each token has a
-10-level book). Guard is restarted (kill -9; the supervisor starts it again) so it loads them all
-(timed, from its log); ingest then follows every armed asset on the simulated CLOB websocket.
+seeds them, the trailing stops with a stored high-water mark of 0.50); every two seeded assets form one
+simulated market (CLOB REST knows it, each token has a 10-level book). Guard is restarted (kill -9; the
+supervisor starts it again) so it loads them all (timed, from its log); ingest then follows every armed
+asset on the simulated CLOB websocket.
 
 Background load, through the real path (simulator CLOB websocket → ingest → Redis → guard): ``rate``
 top-of-book changes per second over the seeded assets, one ``price_change`` frame per market move
@@ -173,7 +174,10 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
     started = time.monotonic()
     n_assets -= n_assets % 2
     if n_triggers:
-        seed_triggers(db_url, n_triggers, n_assets, random.Random(5))
+        # Trailing stops with the mark a guard that ran before would have stored (the walks start at 0.50): a
+        # restart loads them active. Seeded without one, the first ticks would activate all 20,000 at once, a
+        # burst a running system sees only when that many stops were created just before a restart.
+        seed_triggers(db_url, n_triggers, n_assets, random.Random(5), trailing_mark=Decimal("0.50"))
     pairs = [(f"0x{0xe0000000 + i:064x}", asset_id(i), asset_id(i + 1)) for i in range(0, n_assets, 2)]
 
     def add_markets() -> None:

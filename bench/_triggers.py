@@ -15,8 +15,10 @@ def asset_id(i: int) -> str:
     return f"{7_000_000_000 + i:d}" + "1" * 66
 
 
-def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Random) -> None:
-    """Positions and ARMED triggers (TP / SL / trailing, some in OCO pairs), written with COPY."""
+def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Random, *,
+                  trailing_mark: Decimal = Decimal(0)) -> None:
+    """Positions and ARMED triggers (TP / SL / trailing, some in OCO pairs), written with COPY; the trailing
+    stops' stored high-water mark is ``trailing_mark`` (0: none yet, each takes the first price it sees)."""
     per_asset = max(1, n_triggers // n_assets)
     now = datetime.now(UTC)
     with psycopg.connect(db_url) as conn:
@@ -41,8 +43,9 @@ def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Rando
                     else:
                         trail = Decimal(rng.randint(15, 45))
                     oco = f"grp_{a}_{k // 2}" if k % 5 in (3, 4) else ""
+                    mark = trailing_mark if kind == "TRAILING_STOP" else 0
                     cp.write_row((f"trg_{a}_{k}", "0x" + f"{k:040x}", f"w_{k}", asset_id(a), kind, price, trail, 0, 0,
-                                  1, oco, "BEST_BID", "ARMED", "", 0, "MANUAL", now, now))
+                                  1, oco, "BEST_BID", "ARMED", "", mark, "MANUAL", now, now))
         conn.commit()
         # Statistics, as a database that gathered these rows over time has them (autovacuum would analyze
         # only a minute or so later): without them the planner takes the 100,000 rows for a handful, and
