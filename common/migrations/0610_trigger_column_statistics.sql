@@ -1,7 +1,7 @@
 -- The trailing marks guard writes back (0600) are changes to `triggers` like any other: after ~10 % of the
 -- rows, autovacuum analyzes the table. That ANALYZE took 0.25 s of CPU in one go over 100,000 triggers
--- (measured here), and in `bench pipeline --only e` it came twenty seconds after guard's restart, while the
--- SELLs of that second were the run's slowest. As for `orders` (0570), the columns no query filters, joins
+-- (measured here), and in `bench pipeline --only e` it came twenty seconds after guard's restart, where the
+-- SELLs of that second were among the run's slowest. As for `orders` (0570), the columns no query filters, joins
 -- or sorts on (a trigger's numbers, its kind and price source, the fire's figures and SELL) keep no
 -- statistics now, and the same ANALYZE takes 0.13 s. Keys, states and the columns the lists page on keep theirs.
 ALTER TABLE triggers
