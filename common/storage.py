@@ -51,7 +51,7 @@ def _configure(autocommit: bool, warm: Callable[[AsyncConnection[Any]], Awaitabl
 
     async def configure(conn: AsyncConnection[Any]) -> None:
         if autocommit:
-            await conn.set_autocommit(True)
+            await _set_autocommit(conn)
         await warm(conn)
         if not autocommit:  # leave no transaction open behind the warm-up
             await conn.rollback()

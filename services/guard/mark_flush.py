@@ -87,14 +87,17 @@ class MarkFlusher:
         since_yield = 0
         try:
             for book in books:
-                for mark, ids in book:
-                    _keep_higher(self.unsaved, ((tid, mark) for tid in ids))
-                    since_yield += len(ids)
+                since_yield += self._keep(book)
                 if paced and since_yield >= self.rows * 5:
                     since_yield = 0
                     await self.sleep(0)
         except BaseException:
             for book in books:  # taken out of the engine already: keep them for the next flush
-                for mark, ids in book:
-                    _keep_higher(self.unsaved, ((tid, mark) for tid in ids))
+                self._keep(book)
             raise
+
+    def _keep(self, book: Marks) -> int:
+        """One book's marks into ``unsaved`` (the higher stays); returns how many."""
+        for mark, ids in book:
+            _keep_higher(self.unsaved, ((tid, mark) for tid in ids))
+        return sum(len(ids) for _mark, ids in book)
