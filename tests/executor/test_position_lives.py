@@ -71,3 +71,77 @@ async def test_a_position_is_opened_closed_and_opened_again_as_a_new_life(db_url
     await _book(db_url, _fill(4, cpb.SIDE_BUY, "10", "0.3", venue=PAPER, sub="", origin=epb.ORDER_ORIGIN_MANUAL))
     [same] = await _rows(db_url, "SELECT id, state, size FROM positions")
     assert (same["id"], same["state"], same["size"]) == (life2["id"], "OPEN", D(20))
+
+
+async def _history(db_url: str) -> list[tuple[str, str, D]]:
+    rows = await _rows(db_url, "SELECT id, state, realized_pnl_usd FROM position_history ORDER BY closed_at, id")
+    return [(h["id"], h["state"], h["realized_pnl_usd"]) for h in rows]
+
+
+async def test_a_life_closed_and_another_opened_in_one_booking_are_both_kept(db_url: str) -> None:
+    """The journal books every fill confirmed within its interval at once: the exit SELL of a life and the BUY
+    that opens the next one can share a booking, and the ended life (+$10) must still be kept."""
+    await _book(db_url, _fill(1, cpb.SIDE_BUY, "100", "0.4"))
+    [life1] = await _rows(db_url, "SELECT id FROM positions")
+
+    await _book(db_url, _fill(2, cpb.SIDE_SELL, "100", "0.5"), _fill(3, cpb.SIDE_BUY, "10", "0.3"))
+    [life2] = await _rows(db_url, "SELECT id, state, size, realized_pnl_usd, realized_base_usd FROM positions")
+    assert life2["id"] != life1["id"]
+    assert (life2["state"], life2["size"], life2["realized_pnl_usd"] - life2["realized_base_usd"]) == (
+        "OPEN", D(10), D(0))
+    assert await _history(db_url) == [(life1["id"], "CLOSED", D(10))]
+
+    # and a life that both starts and ends inside one booking, between two others
+    await _book(db_url, _fill(4, cpb.SIDE_SELL, "10", "0.4"), _fill(5, cpb.SIDE_BUY, "20", "0.5"),
+                _fill(6, cpb.SIDE_SELL, "20", "0.6"), _fill(7, cpb.SIDE_BUY, "5", "0.5"))
+    history = await _history(db_url)
+    assert [(state, pnl) for _, state, pnl in history] == [("CLOSED", D(10)), ("CLOSED", D(1)), ("CLOSED", D(2))]
+    assert history[1][0] == life2["id"] and len({h[0] for h in history}) == 3
+    [life4] = await _rows(db_url, "SELECT id, state, size FROM positions")
+    assert (life4["state"], life4["size"]) == ("OPEN", D(5)) and life4["id"] not in {h[0] for h in history}
+
+
+async def test_the_journal_write_keeps_a_life_closed_and_reopened_in_one_flush(db_url: str) -> None:
+    """The same through the journal's write of one flush (the orders' changes, then their fills)."""
+    from services.executor.adapters.order_store import Change, OrderStore
+    from services.executor.domain import order_lifecycle as lc
+
+    await _book(db_url, _fill(1, cpb.SIDE_BUY, "100", "0.4"))
+    [life1] = await _rows(db_url, "SELECT id FROM positions")
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
+    try:
+        changes = []
+        for t, b in (_fill(2, cpb.SIDE_SELL, "100", "0.5"), _fill(3, cpb.SIDE_BUY, "10", "0.3")):
+            life = lc.OrderLife(t.client_order_id, lc.State.FILLED, "v", "confirmed", filled_size=b.size,
+                                avg_price=b.price)
+            changes.append(Change(t, life, None, b))
+        _inserted, booked = await OrderStore(pool).apply([], changes)
+    finally:
+        await pool.close()
+    assert [b.effect.realized_pnl_usd for b in booked] == [D(10), D(0)]
+    assert await _history(db_url) == [(life1["id"], "CLOSED", D(10))]
+
+
+def _leg(n: int, side: int, wallet: str = "w_1", asset: str = "") -> tuple[Ticket, Booking]:
+    order = make_order(n, follower_wallet_id=wallet, side=side, **({"asset_id": asset} if asset else {}))
+    return (Ticket(order, INSIDERS, None, 0), Booking(f"fill_{n}", D(1), D("0.5"), D("0.5"), D(0), True, 0))
+
+
+B, S = cpb.SIDE_BUY, cpb.SIDE_SELL
+
+
+@pytest.mark.parametrize(("legs", "cut"), [
+    ([], []),
+    ([(B, "w_1")], [1]),
+    ([(B, "w_1"), (S, "w_1")], [2]),
+    ([(S, "w_1"), (B, "w_1")], [1, 1]),  # sold, then bought again: apart
+    ([(S, "w_1"), (B, "w_2"), (S, "w_2")], [3]),  # other positions: together
+    ([(S, "w_1"), (B, "w_2"), (B, "w_1"), (S, "w_1"), (B, "w_1")], [2, 2, 1]),
+    ([(B, "w_1"), (B, "w_1"), (S, "w_1"), (S, "w_1")], [4]),
+])
+def test_lives_apart_cuts_before_a_buy_of_a_position_sold_earlier_in_the_part(
+        legs: list[tuple[int, str]], cut: list[int]) -> None:
+    fills = [_leg(i, side, wallet) for i, (side, wallet) in enumerate(legs)]
+    parts = fill_store.lives_apart(fills)
+    assert [len(p) for p in parts] == cut
+    assert [f for p in parts for f in p] == fills  # nothing lost, nothing reordered

@@ -1,6 +1,7 @@
 """Booking fills in bulk: ``fills`` rows, ``positions`` and ``subscription_stats``, inside the journal's
 transaction, in three statements per batch whatever its size (the ``fills`` insert can ride along
-with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`). What a fill does to a
+with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), and two more for each
+position sold and bought again within the batch (:func:`lives_apart`). What a fill does to a
 position is :mod:`services.executor.domain.fill_math`.
 
 A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
@@ -149,9 +150,40 @@ async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]]) -
 
 async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
     """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), in the
-    cursor's transaction: two statements whatever the batch size."""
-    if not fresh:
-        return []
+    cursor's transaction: two statements per part of :func:`lives_apart` (one part, whatever the batch size,
+    unless a position is sold and bought again within the batch)."""
+    booked: list[Booked] = []
+    for part in lives_apart(fresh):
+        booked += await _book_part(cur, part)
+    return booked
+
+
+def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, Booking]]]:
+    """``fills`` in order, cut before a BUY of a position that a SELL earlier in the same part sold from.
+
+    The positions statement keeps one row per position and copies the life that ended into
+    ``position_history`` from the row as stored: a life closed and a new one opened by the same statement would
+    never be copied (and its realized PnL would be listed in no life). Cut there, the second part's statement
+    finds the first life stored as CLOSED and copies it. A SELL that did not close the position costs an
+    extra statement pair, nothing more."""
+    parts: list[list[tuple[Ticket, Booking]]] = []
+    part: list[tuple[Ticket, Booking]] = []
+    sold: set[tuple[str, str]] = set()
+    for t, b in fills:
+        key = (t.order.follower_wallet_id, t.order.asset_id)
+        if t.buying and key in sold:
+            parts.append(part)
+            part, sold = [], set()
+        part.append((t, b))
+        if not t.buying:
+            sold.add(key)
+    if part:
+        parts.append(part)
+    return parts
+
+
+async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
+    """:func:`book_new` of fills in which no position is closed and opened again: two statements."""
     keys: dict[tuple[str, str], Ticket] = {}
     for t, _ in fresh:
         keys.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
