@@ -3,7 +3,8 @@
 What an order is worth: a BUY its USD amount (a GTC BUY sized in shares: size × limit), a SELL its size ×
 price. The router cuts a copy above the ceiling to it (a BUY to the ceiling, a SELL to the shares the ceiling
 sells at the price, rounded down to the share step) and notes the cut on the order ("MAX_ORDER_USD: ...");
-the executor sizes a SELL sent as a fraction the same way, and refuses any order still above the ceiling
+the executor sizes a SELL sent as a fraction the same way, cuts an exit (a copied or a trigger's SELL) that its
+limit, from the book, values above the ceiling once more, and refuses any other order above it
 (``MAX_ORDER_USD_EXCEEDED``).
 """
 

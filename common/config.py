@@ -208,8 +208,9 @@ DEFAULT_MAX_ORDER_USD = Decimal(1000)
 
 def max_order_usd(env: Mapping[str, str]) -> Decimal:
     """``TT_MAX_ORDER_USD``: the operator ceiling per order in USD (> 0, default 1000). The router cuts copies
-    to it (the cut noted on the order); the executor refuses any order still above it, ``SubmitOrder`` included
-    (REJECTED ``MAX_ORDER_USD_EXCEEDED``). A SELL counts as its size × price."""
+    to it (the cut noted on the order); the executor cuts an exit (a copied or a trigger's SELL) still above it
+    and refuses any other order above it, ``SubmitOrder`` included (REJECTED ``MAX_ORDER_USD_EXCEEDED``). A SELL
+    counts as its size × price."""
     value = env_decimal(env, "TT_MAX_ORDER_USD", DEFAULT_MAX_ORDER_USD, minimum=Decimal(0))
     if value <= 0:
         raise ConfigError(f"TT_MAX_ORDER_USD must be > 0 (the most any one order may be worth), got {value}")

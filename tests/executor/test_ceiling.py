@@ -24,6 +24,7 @@ D = Decimal
 CAP = IntakeRules(live_configured=True, max_order_usd=D("100"))
 DEEP = BookSnapshot("tok", "0xc", ((D("0.49"), D("10000")),), ((D("0.50"), D("10000")),), D("0.01"), 1, 1)
 SELL = {"side": cpb.SIDE_SELL, "amount_usd": ""}
+MANUAL = {"origin": epb.ORDER_ORIGIN_MANUAL}
 
 
 @pytest.mark.parametrize(("o", "book", "refused"), [
@@ -32,11 +33,11 @@ SELL = {"side": cpb.SIDE_SELL, "amount_usd": ""}
     (order(amount_usd="100.01", origin=epb.ORDER_ORIGIN_MANUAL), BOOK, True),
     (order(amount_usd="100.01", origin=epb.ORDER_ORIGIN_TRIGGER, reference_price="0.5"), None, True),
     (order(amount_usd="5000", reference_price="0.5"), None, True),  # no book: still refused
-    # a SELL is worth its size × its limit (0.49 less 2 %: 0.49 on the grid): 204 × 0.49 = 99.96, 205: 100.45
-    (order(**SELL, size="204"), DEEP, False),
-    (order(**SELL, size="205"), DEEP, True),
-    (order(**SELL, size="1000", limit_price="0.01", order_type=epb.ORDER_TYPE_GTC), None, False),  # $10 at 0.01
-    (order(**SELL, size="1000", limit_price="0.2", order_type=epb.ORDER_TYPE_GTC), None, True),  # $200 at 0.2
+    # a manual SELL is worth its size × its limit (0.49 less 2 %: 0.49 on the grid): 204 × 0.49 = 99.96, 205: 100.45
+    (order(**SELL, **MANUAL, size="204"), DEEP, False),
+    (order(**SELL, **MANUAL, size="205"), DEEP, True),
+    (order(**SELL, **MANUAL, size="1000", limit_price="0.01", order_type=epb.ORDER_TYPE_GTC), None, False),  # $10
+    (order(**SELL, **MANUAL, size="1000", limit_price="0.2", order_type=epb.ORDER_TYPE_GTC), None, True),  # $200
     # a GTC BUY sized in shares: size × limit
     (order(amount_usd="", size="300", limit_price="0.3", order_type=epb.ORDER_TYPE_GTC), None, False),  # $90
     (order(amount_usd="", size="400", limit_price="0.3", order_type=epb.ORDER_TYPE_GTC), None, True),  # $120
@@ -51,11 +52,62 @@ def test_an_order_worth_more_than_the_ceiling_is_refused(o: epb.Order, book: obj
     assert prepare(o, book, IntakeRules(live_configured=True), NOW).life.reason != "MAX_ORDER_USD_EXCEEDED"
 
 
-def test_an_exit_above_the_ceiling_is_cut_to_it_never_refused() -> None:
-    p = prepare(order(**SELL, size="205", origin=epb.ORDER_ORIGIN_TRIGGER), DEEP, CAP, NOW)
+@pytest.mark.parametrize("origin", [epb.ORDER_ORIGIN_TRIGGER, epb.ORDER_ORIGIN_COPY])
+def test_an_exit_above_the_ceiling_is_cut_to_it_never_refused(origin: int) -> None:
+    p = prepare(order(**SELL, size="205", origin=origin), DEEP, CAP, NOW)
     assert p.life.state is State.SUBMITTING and p.ticket.request is not None
     assert p.ticket.request.size == D("204.08")  # $100 at the limit 0.49
     assert p.life.detail.startswith("MAX_ORDER_USD: 205 shares")
+
+
+@pytest.mark.parametrize(("size", "min_size", "refused"), [
+    ("205", "204", False),  # cut to 204.08 shares: at or above the minimum
+    ("205", "205", True),  # what the ceiling sells is below the market minimum
+    ("204", "205", False),  # not cut: the minimum is the venue's to check, as for any order
+])
+def test_an_exit_cut_below_the_market_minimum_is_refused(size: str, min_size: str, refused: bool) -> None:
+    p = prepare(order(**SELL, size=size, min_order_size=min_size), DEEP, CAP, NOW)
+    if refused:
+        assert (p.life.state, p.life.reason) == (State.REJECTED, "MAX_ORDER_USD_EXCEEDED")
+        assert p.life.detail.endswith("below the market minimum of 205 shares") and p.ticket.request is None
+    else:
+        assert p.life.state is State.SUBMITTING, (p.life.reason, p.life.detail)
+
+
+@pytest.mark.parametrize(("held", "bid", "sent"), [
+    ("5000", "0.41", "2439.02"),  # the router cut 2,500 shares ($1,000 at 0.40): worth $1,025 at the limit 0.41
+    ("5000", "0.45", "2222.22"),
+    ("2400", "0.42", "2380.95"),  # not cut by the router ($960 at 0.40): $1,008 at the limit 0.42
+    ("2400", "0.40", "2400"),
+])
+def test_a_copied_exit_is_sent_when_the_bid_rose_above_the_leaders_price(held: str, bid: str, sent: str) -> None:
+    """The leader sells everything at 0.40; by the copy's turn the bid is higher, so the limit (the bid less the
+    slippage, on the grid) values the router's shares above the ceiling: the exit is cut again, not lost."""
+    from common.routed import expand
+    from services.router.domain.decide import route
+    from services.router.domain.model import OrderIntent, Side
+    from services.router.outbound import build_routed, order_template
+    from tests.router.factories import NOW_MS, follower, market, policy, state, trade
+    from tradingtools.common.v1 import common_pb2
+    from tradingtools.market.v1 import market_pb2 as mpb
+
+    ceiling = D("1000")
+    tr = trade(side=Side.SELL, price=D("0.40"), size=D(held))
+    f = follower()
+    [d] = route(tr, [f], market(), {"w_1": state(held_size=D(held))}, D(held), policy(max_order_usd=ceiling))
+    assert isinstance(d, OrderIntent) and d.size is not None and d.size * D("0.40") <= ceiling
+    event = mpb.LeaderTradeEvent(id=tr.id, wallet=tr.wallet, asset_id=tr.asset_id, condition_id=tr.condition_id,
+                                 side=cpb.SIDE_SELL, price="0.40", size=held, venue_time_ms=NOW_MS - 2000,
+                                 activity_type=mpb.ACTIVITY_TYPE_TRADE)
+    [o] = expand(build_routed(event, [d], {f.subscription_id: f},
+                              order_template(event, market(), NOW_MS * 1_000_000, common_pb2.TraceContext()))).orders
+    b = D(bid)
+    book = BookSnapshot(o.asset_id, o.condition_id, ((b, D("100000")),), ((b + D("0.01"), D("100000")),), D("0.01"),
+                        NOW_MS, NOW_MS)
+    p = prepare(o, book, IntakeRules(live_configured=True, max_order_usd=ceiling), NOW_MS * 1_000_000)
+    assert p.life.state is State.SUBMITTING, (p.life.reason, p.life.detail)
+    assert p.ticket.request is not None and p.ticket.request.size == D(sent)
+    assert p.ticket.request.size * p.ticket.request.limit_price <= ceiling
 
 
 def test_the_routers_cut_is_in_the_orders_detail() -> None:

@@ -247,26 +247,34 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
             raise _Refusal(*below)
     if order_type == "GTC" and size is None and amount is not None:
         size = quantize_size(amount / limit)
-    size, cut = _check_ceiling(order.origin, buying, order_type, amount, size, limit, rules)
+    size, cut = _check_ceiling(order.origin, buying, order_type, amount, size, limit, rules, min_size)
     if cut:
         detail = f"{detail}; {cut}" if detail else cut
     return _Shape("BUY" if buying else "SELL", order_type, amount if buying and order_type != "GTC" else None,
                   None if buying and order_type != "GTC" else size, limit, detail)
 
 
+_EXITS = (epb.ORDER_ORIGIN_TRIGGER, epb.ORDER_ORIGIN_COPY)  # a SELL of these origins leaves a position
+
+
 def _check_ceiling(origin: int, buying: bool, order_type: str, amount: Decimal | None, size: Decimal | None,
-                   limit: Decimal, rules: IntakeRules) -> tuple[Decimal | None, str]:
+                   limit: Decimal, rules: IntakeRules, min_size: Decimal | None = None) -> tuple[Decimal | None, str]:
     """The order's size once held to the operator ceiling, and the note of a cut ("" when none).
 
-    An exit (a trigger's SELL) above the ceiling is cut to it: it only ever sells shares held, and refusing
-    it would leave the whole position open to the loss it guards against. Any other order worth more than
-    the ceiling (a BUY its USD amount, GTC size × limit; a SELL size × limit) is refused."""
+    An exit (a trigger's SELL, or a copied one: the leader left) above the ceiling is cut to it: it only ever
+    sells shares held, and refusing it would leave the whole position open. The router cut a copied SELL at the
+    leader's price already, but this limit comes from the book, and a bid above the leader's price makes the
+    same shares worth more here. A cut that leaves less than the market's minimum size is refused. Any other
+    order worth more than the ceiling (a BUY its USD amount, GTC size × limit; a manual SELL size × limit) is
+    refused."""
     if rules.max_order_usd is None:
         return size, ""
-    if not buying and origin == epb.ORDER_ORIGIN_TRIGGER and size is not None:
+    if not buying and origin in _EXITS and size is not None:
         cut, note = cap_sell(size, limit, rules.max_order_usd)
         if cut <= 0:
             raise _Refusal(MAX_ORDER_USD_EXCEEDED, note)
+        if note and min_size is not None and cut < min_size:
+            raise _Refusal(MAX_ORDER_USD_EXCEEDED, f"{note}: below the market minimum of {fmt(min_size)} shares")
         return cut, note
     if buying and amount is not None and order_type != "GTC":
         worth, how = amount, f"amount_usd ${fmt(amount)}"
