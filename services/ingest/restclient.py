@@ -13,6 +13,7 @@ from services.ingest.model import BAD_FIELD, ParseError
 
 log = logging.getLogger(__name__)
 ACTIVITY_MAX_LIMIT = 500  # /activity clamps ``limit`` to this
+TRADES_MAX_LIMIT = 10_000  # /trades answers up to this many rows at once
 MAX_CURSOR_PAGES = 1000  # a v2 cursor chain longer than this is a server going round in circles
 
 
@@ -77,17 +78,22 @@ class DataApi:
 
     async def _trades(self, user: str, start_s: int, end_s: int) -> tuple[list[Any], int]:
         rows: list[Any] = []
-        offset, received_ns, by_offset = 0, time.time_ns(), False
+        offset, received_ns, by_offset, limit, window_end_s = 0, time.time_ns(), False, self.page_limit, end_s
         while True:
-            params: dict[str, str | int] = {"user": user, "takerOnly": "false", "limit": self.page_limit,
+            params: dict[str, str | int] = {"user": user, "takerOnly": "false", "limit": limit,
                                             "offset": offset, "start": start_s, "end": end_s,
                                             "cb": int(time.time() * 1000)}
             page = await self.getter.get(f"{self.base_url}/trades", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
             stamps = [_ts(r) or 0 for r in batch]
-            by_offset = by_offset or any(ts > end_s for ts in stamps)  # a server that ignores ``end``
-            if len(batch) < self.page_limit or min(stamps, default=0) < start_s:
+            if not by_offset and any(ts > end_s for ts in stamps):
+                # A server that ignores ``end``: pages by offset would shift when a row lands in front of the
+                # part read (the leader trades again, a late row is indexed), and the row at a page edge would
+                # come back as a second occurrence (a second copy). The window is read again as one answer.
+                rows, offset, by_offset, limit, end_s = [], 0, True, max(limit, TRADES_MAX_LIMIT), window_end_s
+                continue
+            if len(batch) < limit or min(stamps, default=0) < start_s:
                 rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
                 return rows, received_ns
             # Newest first: the next page ends at this page's oldest second (its rows come again whole), not
@@ -101,7 +107,7 @@ class DataApi:
             # a whole page inside one second, or a server that ignores ``end``: by offset
             rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
             offset += len(batch)
-            if offset + self.page_limit > self.max_offset:
+            if offset + limit > self.max_offset:
                 log.error("data-api window cannot advance", extra={"user": user, "end": end_s})
                 return rows, received_ns
 

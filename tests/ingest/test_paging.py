@@ -140,10 +140,36 @@ def test_trades_endpoint_offset_cap_does_not_drop_the_oldest_trades_of_the_windo
     assert len(sink.seen) == 6000, f"only {len(sink.seen)} of 6000; cursor advanced to {redis.h[CURSOR_KEY][LEADER]}"
 
 
-def test_trades_from_a_server_that_ignores_the_window_are_read_by_offset_once_each() -> None:
+def test_trades_from_a_server_that_ignores_the_window_are_read_once_each() -> None:
     rows = [row(i, NOW - 50 + i // 5) for i in range(230)]
-    sink, _ = run_poll(Server(rows, newest_first=True, windows=False), endpoint="trades", page_limit=100)
+    server = Server(rows, newest_first=True, windows=False)
+    sink, _ = run_poll(server, endpoint="trades", page_limit=100)
     assert len(sink.seen) == len(distinct_fills(sink)) == 230
+
+
+def test_trades_from_a_server_that_ignores_the_window_are_not_copied_twice_when_the_list_shifts() -> None:
+    """Read by offset, a trade made between two later pages shifted the list by one: the row at the page edge came
+    back as a second occurrence of its fill (a second trade id, a second copy). Once the server is seen ignoring
+    the window, the window is read as one answer, which nothing can shift."""
+    rows = [row(i, NOW - 50 + i // 5) for i in range(230)]
+
+    def leader_trades_again(srv: Server) -> None:
+        if srv.calls == 2:  # after the page that showed the window is ignored
+            srv.rows.append(row(10_000, NOW))
+
+    sink, _ = run_poll(Server(rows, newest_first=True, windows=False, between_pages=leader_trades_again),
+                       endpoint="trades", page_limit=100)
+    assert len(sink.seen) - len(distinct_fills(sink)) == 0
+    assert len(distinct_fills(sink)) >= 230  # none of the window's fills lost
+
+
+def test_trades_read_again_as_one_answer_keep_the_rows_of_the_narrowed_window() -> None:
+    """The first page narrowed the window's end before the second showed the server ignores it: the rows of the
+    first page (newer than the narrowed end) are read again, not dropped."""
+    rows = [row(i, NOW - 50 + i // 5) for i in range(230)]
+    server = Server(rows, newest_first=True, windows=False)
+    sink, _ = run_poll(server, endpoint="trades", page_limit=100)
+    assert {it.fill.tx_hash for it in sink.seen.values()} == {r["transactionHash"] for r in rows}
 
 
 def test_a_whole_page_inside_one_second_is_paged_by_offset() -> None:
