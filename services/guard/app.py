@@ -15,6 +15,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import AsyncConnectionPool
 
+from common.alerts import AlertPublisher
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
@@ -197,7 +198,8 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                   tuning(settings), fire_window=window)
     _RUNNING.add(guard)
 
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(outbox.run(), name="outbox"),
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(AlertPublisher(stream_redis, "guard").run(), name="alerts"),
+                                      asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
     sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from common.alerts import AlertPublisher
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
@@ -110,7 +111,10 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
             backoff=Backoff(0.05, 2.0), max_handler_attempts=t.handler_attempts,
             handle_batch=router.handle_batch, max_batch=t.max_batch, stream=LEADER_TRADES)
 
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(subscriptions.run(), name="subscriptions")]
+        # the alerts this process raises (a leader trade dead-lettered: a copy missed) reach tt:stream:alerts
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(AlertPublisher(stream_redis, "router").run(),
+                                                               name="alerts"),
+                                           asyncio.create_task(subscriptions.run(), name="subscriptions")]
         await subscriptions.ready.wait()
         await routed_log.prime()
         await emitter.sweep(older_than_s=0)  # finish whatever a previous run persisted but never appended
