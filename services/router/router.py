@@ -326,13 +326,13 @@ class Router:
             return None
         p = plans[len(ok)]
         if done.stopped.status == "dup":  # appended meanwhile: write its rows from the log
-            await self._persist_appended(done.stopped.cursor)
+            await self._persist_appended(done.stopped.cursor, p.item.event)
             self.metrics.duplicate("redis")
             return len(ok)
         # client order ids claimed meanwhile: the emitter drops those orders and appends the rest
         single = await self.emitter.emit(p.item.event.id, p.routed, p.payload, mark=False)
         if not single.appended_now:
-            await self._persist_appended(single.cursor)
+            await self._persist_appended(single.cursor, p.item.event)
             self.metrics.duplicate("redis")
             return len(ok)
         await self.store.persist(routed_row(single.routed, single.payload, p.item.trade, single.cursor))
@@ -348,22 +348,27 @@ class Router:
     async def _recover(self, it: _Item, marker: str | None, existing: ExistingRouted | None) -> None:
         """Finish a trade decided before: rows from the log, or its stored RoutedTrade appended."""
         if marker is not None:  # appended, then a crash before the rows were written
-            await self._persist_appended(marker)
+            await self._persist_appended(marker, it.event)
             self.metrics.duplicate("redis")
             return
         assert existing is not None
         _cursor, now = await self.emitter.re_emit(it.event.id, existing)
         self.metrics.duplicate("reemitted" if now else "postgres")
 
-    async def _persist_appended(self, cursor: str) -> None:
+    async def _persist_appended(self, cursor: str, delivered: mpb.LeaderTradeEvent) -> None:
         """Write the rows of a RoutedTrade appended earlier (idempotent: existing rows stay), from the trade as
         it was routed: the one delivered again may differ (a feed's correction under the same id), and the
-        leader's position must move by what the logged orders were sized on."""
+        leader's position must move by what the logged orders were sized on.
+
+        An entry no longer in the log (trimmed: the rows waited longer than the log keeps what its readers have
+        read, e.g. PostgreSQL down for a quarter of an hour) leaves its orders to the executor, which read them;
+        the rows are written from the trade as ``delivered``, without orders, so that the leader's recorded
+        position still moves by it (its later SELLs are sized on it) rather than never."""
         payload = await self.emitter.appended_payload(cursor)
         if payload is None:
-            log.error("appended routed trade not found in the log; its rows are missing",
-                      extra={"cursor": cursor})
-            return
+            log.error("appended routed trade not found in the log; its rows are written from the trade as "
+                      "delivered, without its orders", extra={"cursor": cursor, "leader_trade_id": delivered.id})
+            payload = epb.RoutedTrade(trade=delivered).SerializeToString()
         routed = epb.RoutedTrade.FromString(payload)
         trade: LeaderTrade | None
         try:

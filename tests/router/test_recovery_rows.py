@@ -45,6 +45,11 @@ class _Emitter:
         return self.payload if cursor == "5-0" else None
 
 
+class _TrimmedLog:
+    async def appended_payload(self, cursor: str) -> bytes | None:
+        return None  # the entry at the marker's cursor is no longer in the log
+
+
 async def test_rows_written_from_the_log_take_the_trade_as_routed() -> None:
     original = leader_trade("lt_c", size="100")  # what was routed and appended before the crash
     corrected = leader_trade("lt_c", size="250")  # what is delivered again
@@ -58,3 +63,20 @@ async def test_rows_written_from_the_log_take_the_trade_as_routed() -> None:
     assert row.payload == payload
     # the leader position must move by what was routed (100), as the orders in the log were sized on it
     assert row.leader_delta == Decimal(100), f"leader_delta {row.leader_delta} from the redelivered event"
+
+
+async def test_rows_of_a_trade_whose_log_entry_is_gone_are_written_from_the_trade_as_delivered() -> None:
+    """The rows waited longer than the log keeps an entry its readers have read (PostgreSQL down for a quarter of
+    an hour between the emit and the persist): the executor has the orders, and the rows are still written, from
+    the trade as delivered and without orders, so that the leader's recorded position moves by it."""
+    delivered = leader_trade("lt_gone", size="100")
+    store = _Store()
+    router = Router(followers=_Followers(), redis_state=_Redis(), store=store, markets=None,  # type: ignore[arg-type]
+                    balances=None, emitter=_TrimmedLog(), knobs=Knobs(),  # type: ignore[arg-type]
+                    metrics=RouterMetrics())
+    await router.handle_batch([delivered])
+    [row] = store.rows
+    assert (row.leader_trade_id, row.leader_delta, row.orders, row.appended_cursor) == (
+        "lt_gone", Decimal(100), 0, "5-0")
+    assert epb.RoutedTrade.FromString(row.payload) == epb.RoutedTrade(trade=delivered)
+
