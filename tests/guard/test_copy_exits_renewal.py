@@ -177,3 +177,33 @@ async def _stop_loss_selling(db_url: str, redis: Any, standins: StandIns,
     sell = standins.executor.sells[0]
     assert sell.size == "100"
     return conn, guard, sell
+
+
+@pytest.mark.integration
+async def test_a_ladder_rung_sells_its_fraction_once_not_the_whole_position(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """"Sell half at +25 %" and no closing exit: once the rung's SELL filled, the other half is the user's to keep.
+    Renewed as a used-up group, the rung came back at a price already reached and sold half of the rest, then
+    half again, until the whole position was gone."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"ladder": [{"gainPct": "25", "sellFraction": "0.5"}]})
+    await add_market(redis, min_size="1")
+    guard = (await make_guard()).guard
+    await set_position(conn, "20", "0.40")
+    await standins.executor.emit(copy_fill("co_buy1", BUY, filled="20", price="0.40"))
+    await eventually(lambda: len(guard.engine) == 1)
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.50", ask="0.52")  # the rung (0.50) fires: SELL 10, filled
+    await eventually(lambda: len(standins.executor.sells) == 1)
+    assert standins.executor.sells[0].size == "10"
+    # handled: the copy BUY's fill, the rung's SELL placed and filled (10 shares left)
+    await eventually(lambda: guard.stats.order_events >= 3)
+    await guard.drain()
+    ticks = guard.stats.ticks
+    await standins.ingest.tick(bid="0.50", ask="0.53")  # the price holds
+    await eventually(lambda: guard.stats.ticks > ticks)
+    await guard.drain()
+    assert [s.size for s in standins.executor.sells] == ["10"]
+    assert await _armed_copy(conn) == []
+    await conn.close()
+

@@ -65,7 +65,9 @@ SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened
              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
              " AND state = 'ARMED') AS has_armed,"
              " coalesce(jsonb_array_length(g.exits -> 'planned'), 0) > 0 AND NOT EXISTS (SELECT 1 FROM triggers t"
-             "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED')) AS used_up"
+             "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED'))"
+             " AND EXISTS (SELECT 1 FROM triggers t WHERE t.oco_group = g.oco_group"
+             "  AND t.state IN ('DONE', 'FAILED') AND t.sell_fraction >= 1) AS used_up"  # as exit_group_writes.used_up
              " FROM (SELECT 1) one"
              " LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
              " LEFT JOIN guard_position_exits g ON g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s"

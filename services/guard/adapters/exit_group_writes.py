@@ -32,16 +32,24 @@ class Opening:
     opened_at: datetime | None
 
 
+# A group is used up when none of its exits is ARMED or FIRED and a closing exit (one that sells the whole
+# position: a sell fraction of 1) fired: its SELL sold only part, or shares were bought since. Ladder rungs
+# (fractions below 1) that fired alone leave the rest of the position to the exits the user kept: renewed, a
+# rung at a price already reached would fire again at once, and again, until the whole position was sold.
+USED_UP_SQL = ("SELECT count(*) FILTER (WHERE state IN ('ARMED', 'FIRED')) AS live,"
+               " count(*) FILTER (WHERE state IN ('DONE', 'FAILED') AND sell_fraction >= 1) AS closed"
+               " FROM triggers WHERE oco_group = %s")
+
+
 async def used_up(conn: Any, group: Any) -> frozenset[str] | None:
-    """The exits the user cancelled when every exit of ``group`` is used up (none ARMED or FIRED) and at least
-    one is left to renew; None when the group is to be kept (exits live, none planned, or all cancelled)."""
+    """The exits the user cancelled when ``group`` is used up (see :data:`USED_UP_SQL`) and at least one exit is
+    left to renew; None when the group is to be kept (exits live, none planned, no closing exit fired, or all
+    cancelled)."""
     planned = (group["exits"] or {}).get("planned", [])
     if not planned:
         return None
-    live = await (await conn.execute(
-        "SELECT count(*) AS n FROM triggers WHERE oco_group = %s AND state IN ('ARMED', 'FIRED')",
-        (group["oco_group"],))).fetchone()
-    if live is not None and live["n"] > 0:
+    counts = await (await conn.execute(USED_UP_SQL, (group["oco_group"],))).fetchone()
+    if counts is None or counts["live"] > 0 or counts["closed"] == 0:
         return None
     removed = await removed_by_user(conn, group["oco_group"], planned)
     return None if len(removed) == len(planned) else removed
