@@ -207,6 +207,7 @@ class SubscriptionUseCases:
             changed = spb.Subscription()
             changed.CopyFrom(current)
             changed.state = apply_subscription(current.state, SubscriptionCommand.STOP, sid)  # type: ignore[assignment]
+            changed.paused_reason = ""  # not paused any more: stopped
             version = await self._write(conn, caller, locked, changed)
             cancelled = await trigger_repo.cancel_armed_of_subscription(conn, sid, STOPPED_REASON, now)
             for t in cancelled:

@@ -69,6 +69,6 @@ async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None
 async def position_of(conn: Conn, follower_wallet_id: str, asset_id: str) -> HeldPosition | None:
     """The wallet's current position in ``asset_id`` (whatever its origin), or None when it never held one."""
     row = await (await conn.execute(
-        "SELECT state, size FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
+        "SELECT state, size, wallet FROM positions WHERE follower_wallet_id = %s AND asset_id = %s",
         (follower_wallet_id, asset_id))).fetchone()
-    return None if row is None else HeldPosition(row["state"], row["size"])
+    return None if row is None else HeldPosition(row["state"], row["size"], row["wallet"] or "")

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from common.decimals import MIN_HELD_SHARES
 from services.control import validation as v
-from services.control.errors import FailedPrecondition, InvalidArgument
+from services.control.errors import ControlError, FailedPrecondition, InvalidArgument
 from services.control.subscription_rules import json_path
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
@@ -77,13 +77,18 @@ class HeldPosition:
 
     state: str  # as stored: OPEN, CLOSED, RESOLVED_WON, RESOLVED_LOST, REDEEMED
     size: Decimal
+    wallet: str = ""  # the follower proxy that holds it ("" when unknown)
 
 
 RESOLVED_STATES = frozenset({"RESOLVED_WON", "RESOLVED_LOST", "REDEEMED"})
 
 
-def position_refusal(t: tpb.Trigger, pos: HeldPosition | None) -> FailedPrecondition | None:
+def position_refusal(t: tpb.Trigger, pos: HeldPosition | None) -> ControlError | None:
     """Why ``t`` cannot guard the wallet's position ``pos`` (None: it can)."""
+    if pos is not None and pos.wallet and pos.wallet.lower() != t.wallet:
+        # its SELL would go out for followerWalletId's shares under another wallet's proxy
+        return InvalidArgument("wallet", f"followerWalletId {t.follower_wallet_id} holds assetId {t.asset_id} in "
+                                         f"wallet {pos.wallet.lower()}, not in {t.wallet}")
     if pos is not None and pos.state in RESOLVED_STATES:
         return FailedPrecondition(
             f"assetId: MARKET_RESOLVED: the market of assetId {t.asset_id} has resolved (the position of "

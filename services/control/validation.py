@@ -17,6 +17,9 @@ from common.reservations import WALLET_ID
 from services.control.errors import InvalidArgument, NotFound
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+# What a decimal string may be: ASCII digits with an optional sign, point and exponent. Python's Decimal also
+# reads "1_000" and digits of other scripts ("１２", "١٢"), which the contract's decimal strings are not.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TOKEN_ID = re.compile(r"^[0-9]{1,100}$")
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 500
@@ -74,7 +77,7 @@ def _too_precise(value: Decimal) -> bool:
 def decimal(path: str, raw: str, within: Range) -> Decimal:
     """Parse a decimal string and check it lies in ``within`` (with at most 28 significant digits)."""
     try:
-        value = parse_decimal(raw)
+        value = parse_decimal(raw) if _DECIMAL.fullmatch(raw) else None
     except ValueError:
         value = None
     if value is not None and _too_precise(value):
@@ -91,6 +94,8 @@ def decimal(path: str, raw: str, within: Range) -> Decimal:
 @lru_cache(maxsize=4096)
 def _canonical_or_none(raw: str, within: Range) -> str | None:
     """Memo of valid inputs (a create validates ~20 decimals, most of them repeats)."""
+    if not _DECIMAL.fullmatch(raw):
+        return None
     try:
         value = parse_decimal(raw)
     except ValueError:

@@ -234,6 +234,8 @@ async def test_pause_resume(stubs: Stubs, db_url: str) -> None:
     methods = [m for (m,) in query(db_url, "SELECT method FROM audit_log ORDER BY id")]
     assert methods == ["CreateSubscription", "PauseSubscription", "ResumeSubscription", "PauseSubscription"]
     await stubs.subs.DeleteSubscription(pb.DeleteSubscriptionRequest(id=sub.id), metadata=AUTH)
+    stopped = await stubs.subs.GetSubscription(pb.GetSubscriptionRequest(id=sub.id), metadata=AUTH)
+    assert (stopped.state, stopped.paused_reason) == (spb.SUBSCRIPTION_STATE_STOPPED, "")  # stopped, not paused
     await expect(stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=sub.id), metadata=AUTH),
                  PRECONDITION, f"subscription {sub.id} is SUBSCRIPTION_STATE_STOPPED: cannot pause it")
     await expect(stubs.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=sub.id), metadata=AUTH),

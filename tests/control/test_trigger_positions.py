@@ -37,3 +37,24 @@ def test_position_refusal(pos: HeldPosition | None, size: str, fraction: str, re
         assert got is None
     else:
         assert got is not None and got.message.startswith(refused), got and got.message
+
+
+A, B = "0x" + "a" * 40, "0x" + "b" * 40
+
+
+@pytest.mark.parametrize(("held_in", "wallet", "refused"), [
+    (A, A, None),
+    (A.upper().replace("0X", "0x"), A, None),  # stored in another case: the same wallet
+    ("", A, None),  # a position whose wallet is not recorded
+    (B, A, f"wallet: followerWalletId w_456 holds assetId 123 in wallet {B}, not in {A}"),
+])
+def test_a_trigger_guards_only_the_position_of_its_own_wallet(held_in: str, wallet: str, refused: str | None) -> None:
+    """Its SELL goes out under ``wallet``: for another wallet's shares of followerWalletId it would sell under the
+    wrong proxy (the subscription check does not run for a trigger with no subscriptionId)."""
+    t = trigger(size="10")
+    t.wallet = wallet
+    got = position_refusal(t, HeldPosition("OPEN", Decimal("714.28"), held_in))
+    if refused is None:
+        assert got is None
+    else:
+        assert got is not None and got.message == refused

@@ -256,6 +256,23 @@ def test_range_descriptions(within: v.Range, text: str) -> None:
     assert within.describe() == text
 
 
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("25", "25"), ("0.05", "0.05"), ("2.5e1", "25"), (".5", "0.5"), ("5.", "5"), ("+1", "1"), ("1E-2", "0.01"),
+    ("0.50", "0.5"),
+    ("1_000", None), ("１２", None), ("١٢", None), (" 25", None), ("25 ", None), ("0x1", None), ("1e", None),
+    ("", None), (".", None), ("NaN", None), ("Infinity", None), ("-1", None),
+])
+def test_a_decimal_is_ascii_digits_with_an_optional_sign_point_and_exponent(raw: str, canonical: str | None) -> None:
+    if canonical is not None:
+        assert v.canonical("sizing.fixedUsd", raw, v.NON_NEGATIVE) == canonical
+        assert v.decimal("sizing.fixedUsd", raw, v.NON_NEGATIVE) == Decimal(canonical)
+        return
+    for check in (v.canonical, v.decimal):
+        with pytest.raises(InvalidArgument) as err:
+            check("sizing.fixedUsd", raw, v.NON_NEGATIVE)
+        assert err.value.message.startswith("sizing.fixedUsd: must be a decimal >= 0")
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     ("s" * 200, "subscription " + "s" * 40 + "… not found"),
     ("sub nope", "subscription sub nope not found"),
