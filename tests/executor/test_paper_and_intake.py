@@ -65,6 +65,10 @@ def test_paper_refusals(request_, code) -> None:  # type: ignore[no-untyped-def]
 
 
 BOOK = BookSnapshot("tok", "0xc", BIDS, ASKS, D("0.01"), 1, 1)
+FINER_LOW = BookSnapshot("tok", "0xc", ((D("0.004"), D("1000")),), ((D("0.005"), D("1000")), (D("0.01"), D("1000"))),
+                         D("0.001"), 1, 1)
+FINER_HIGH = BookSnapshot("tok", "0xc", ((D("0.997"), D("1000")), (D("0.99"), D("1000"))), ((D("0.998"), D("10")),),
+                          D("0.001"), 1, 1)
 NOW = 10**18
 RULES = IntakeRules(live_configured=True)
 
@@ -106,6 +110,12 @@ def order(**kw) -> epb.Order:  # type: ignore[no-untyped-def]
     (order(mode=cpb.EXECUTION_MODE_UNSPECIFIED), BOOK, RULES, State.REJECTED, "INVALID_ORDER", None),
     (order(tick_size="0.7"), BOOK, RULES, State.REJECTED, "INVALID_TICK_SIZE", None),
     (order(tick_size=""), BOOK, RULES, State.SUBMITTING, "", D("0.51")),  # the book's tick
+    # priced on a tick the market left (0.01 → 0.001 below 0.04): no limit within the tolerance on that grid, so
+    # none is sent rather than 0.01 for an ask of 0.005 (a BUY) or 0.99 for a bid of 0.997 (a SELL)
+    (order(), FINER_LOW, RULES, State.REJECTED, "NO_PRICE_WITHIN_SLIPPAGE", None),
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20", max_slippage_bps=0), FINER_HIGH, RULES, State.REJECTED,
+     "NO_PRICE_WITHIN_SLIPPAGE", None),
+    (order(reference_price="0.005"), None, RULES, State.REJECTED, "NO_PRICE_WITHIN_SLIPPAGE", None),
 ])
 def test_prepare(o, book, rules, state, reason, limit) -> None:  # type: ignore[no-untyped-def]
     p = prepare(o, book, rules, NOW)

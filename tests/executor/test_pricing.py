@@ -46,8 +46,13 @@ def test_clamp_to_bounds(price: Decimal, tick: Decimal, expected: Decimal) -> No
     (D("0.98"), 500, D("0.01"), True, D("0.99")),  # 1.029 → bound 0.99
     (D("0.02"), 9000, D("0.01"), False, D("0.01")),  # 0.002 → bound 0.01
     (D("0.50"), 0, D("0.01"), True, D("0.50")),
+    # a best price on a finer grid than the tick priced on (the market went 0.01 → 0.001): nothing within the
+    # tolerance, where moving the limit into [tick, 1 − tick] would pay 0.01 for an ask of 0.005, or take 0.99
+    (D("0.005"), 200, D("0.01"), True, None),
+    (D("0.997"), 0, D("0.01"), False, None),
+    (D("0.009"), 2000, D("0.01"), True, D("0.01")),  # 0.0108: 0.01 is within the tolerance
 ])
-def test_slipped_limit(best: Decimal, bps: int, tick: Decimal, buying: bool, expected: Decimal) -> None:
+def test_slipped_limit(best: Decimal, bps: int, tick: Decimal, buying: bool, expected: Decimal | None) -> None:
     assert slipped_limit(best, bps, tick, buying) == expected
 
 
@@ -73,6 +78,7 @@ BIDS = ((D("0.49"), D("30")), (D("0.45"), D("1000")))
     (False, D("60"), BIDS, 100, None, True, "", D("0.49")),
     (True, D("5"), (), 200, None, False, "NO_LIQUIDITY", None),
     (True, D("0"), ASKS, 200, None, False, "INVALID_QUANTITY", None),
+    (True, D("5"), ((D("0.005"), D("1000")),), 200, None, False, "NO_PRICE_WITHIN_SLIPPAGE", None),
 ])
 def test_check_depth(buying, qty, levels, bps, given, ok, reason, limit) -> None:  # type: ignore[no-untyped-def]
     d = check_depth(buying=buying, quantity=qty, opposite=levels, tick=D("0.01"), max_slippage_bps=bps,
@@ -100,3 +106,17 @@ def test_slipped_limit_is_on_grid_in_bounds_and_within_tolerance(best_milli, bps
         assert limit <= max(best * (1 + factor), tick) and (limit >= best or limit == 1 - tick)
     else:
         assert limit >= min(best * (1 - factor), 1 - tick) and (limit <= best or limit == tick)
+
+
+@given(st.integers(1, 999), st.integers(0, 5000), st.sampled_from([D("0.01"), D("0.001")]), st.booleans())
+def test_a_slipped_limit_keeps_the_tolerance_whatever_grid_the_best_price_is_on(
+        best_milli: int, bps: int, tick: Decimal, buying: bool) -> None:
+    """The best price as a book shows it (its grid may be finer than the tick priced on): the limit, when there
+    is one, never pays more (BUY) or takes less (SELL) than the tolerance allows, and lies on the tick's grid."""
+    best = D(best_milli) / 1000
+    limit = slipped_limit(best, bps, tick, buying)
+    if limit is None:
+        return
+    factor = D(bps) / 10_000
+    assert tick <= limit <= 1 - tick and limit % tick == 0
+    assert limit <= best * (1 + factor) if buying else limit >= best * (1 - factor)

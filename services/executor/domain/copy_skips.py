@@ -12,7 +12,7 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 # the router's: a copy_skips row (one per leader trade and subscription, so a replay counts nothing) and
 # the subscription's ``skipped``. Refusals of malformed or misconfigured orders stay rejections only.
 SKIP_REASONS = frozenset({"INSUFFICIENT_DEPTH", "NO_LIQUIDITY", "NO_BOOK", "STALE_ORDER", "NOTHING_HELD",
-                          "SELL_BELOW_MARKET_MINIMUM", "BUY_BELOW_MARKET_MINIMUM"})
+                          "SELL_BELOW_MARKET_MINIMUM", "BUY_BELOW_MARKET_MINIMUM", "NO_PRICE_WITHIN_SLIPPAGE"})
 
 
 def declined_copy(reason: str, origin: int, subscription_id: str) -> bool:

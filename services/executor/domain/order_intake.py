@@ -11,6 +11,7 @@ from common.marketstate import BookSnapshot
 from services.executor.domain.book_math import quantize_size
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
 from services.executor.domain.pricing import (
+    NO_PRICE_WITHIN_SLIPPAGE,
     DepthQuote,
     buy_minimum_refusal,
     clamp_to_bounds,
@@ -236,7 +237,11 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
         limit = clamp_to_bounds(snap_safe(given, tick, buying), tick)
         detail = "no book: depth not checked"
     elif reference is not None and reference > 0:
-        limit = slipped_limit(reference, order.max_slippage_bps, tick, buying)
+        slipped = slipped_limit(reference, order.max_slippage_bps, tick, buying)
+        if slipped is None:
+            raise _Refusal(NO_PRICE_WITHIN_SLIPPAGE, f"no book, and no price of the {fmt(tick)} grid is within the "
+                           f"slippage tolerance of the reference price {fmt(reference)}")
+        limit = slipped
         detail = f"no book: limit from reference price {fmt(reference)}"
     else:
         raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")

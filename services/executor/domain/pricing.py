@@ -37,11 +37,23 @@ def clamp_to_bounds(price: Decimal, tick: Decimal) -> Decimal:
     return max(tick, min(ONE - tick, price)).quantize(tick)
 
 
-def slipped_limit(best: Decimal, max_slippage_bps: int, tick: Decimal, buying: bool) -> Decimal:
-    """Best opposite price moved by the slippage tolerance against us, snapped safely, kept in bounds."""
+NO_PRICE_WITHIN_SLIPPAGE = "NO_PRICE_WITHIN_SLIPPAGE"
+
+
+def slipped_limit(best: Decimal, max_slippage_bps: int, tick: Decimal, buying: bool) -> Decimal | None:
+    """Best opposite price moved by the slippage tolerance against us, snapped safely, kept in bounds; None when
+    no price of the grid in [tick, 1 − tick] is within the tolerance.
+
+    On the market's own grid that cannot happen (its asks are at least a tick, its bids at most 1 − tick). On a
+    coarser grid than the book's (an order priced on a tick the market left: ticks go from 0.01 to 0.001 below
+    0.04 and above 0.96) it does: moved into the range, a BUY at 0.005 would have had the limit 0.01, twice
+    what its tolerance allows, and a SELL at 0.997 the limit 0.99."""
     factor = Decimal(max(0, max_slippage_bps)) / BPS
     raw = best * (ONE + factor) if buying else best * (ONE - factor)
-    return clamp_to_bounds(snap_safe(raw, tick, buying), tick)
+    snapped = snap_safe(raw, tick, buying)
+    if snapped < tick if buying else snapped > ONE - tick:
+        return None
+    return clamp_to_bounds(snapped, tick)
 
 
 BUY_BELOW_MARKET_MINIMUM = "BUY_BELOW_MARKET_MINIMUM"
@@ -97,7 +109,10 @@ def quote_depth(*, buying: bool, opposite: Levels, tick: Decimal, max_slippage_b
     elif not opposite:
         return DepthQuote(None, ZERO, "NO_LIQUIDITY")
     else:
-        limit = slipped_limit(opposite[0][0], max_slippage_bps, tick, buying)
+        slipped = slipped_limit(opposite[0][0], max_slippage_bps, tick, buying)
+        if slipped is None:
+            return DepthQuote(None, ZERO, NO_PRICE_WITHIN_SLIPPAGE)
+        limit = slipped
     available = notional_within(opposite, limit, buying) if buying else volume_within(opposite, limit, buying)
     return DepthQuote(limit, available)
 
@@ -109,6 +124,9 @@ def judge_depth(q: DepthQuote, *, buying: bool, quantity: Decimal, tick: Decimal
         return DepthDecision(False, None, ZERO, quantity, q.reason, f"tick size {fmt(tick)}")
     if quantity <= 0:
         return DepthDecision(False, None, ZERO, quantity, "INVALID_QUANTITY", f"quantity {fmt(quantity)}")
+    if q.reason == NO_PRICE_WITHIN_SLIPPAGE:
+        return DepthDecision(False, None, ZERO, quantity, q.reason, f"no price of the {fmt(tick)} grid is within the "
+                             f"slippage tolerance of the best {'ask' if buying else 'bid'}")
     if q.reason or q.limit_price is None:
         return DepthDecision(False, None, ZERO, quantity, q.reason or "NO_LIQUIDITY",
                              f"no {'asks' if buying else 'bids'} in the book")
