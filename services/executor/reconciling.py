@@ -159,6 +159,7 @@ class Reconciler:
     async def reconcile(self, wallet: LiveWallet) -> dict[str, Decimal] | None:
         """Reconcile one wallet; returns the venue's count per token (None: the venue's answer was unusable,
         nothing changed)."""
+        asked_at = time.monotonic()  # the venue's count is no older than this
         answer = await self.api.positions(wallet.follower_wallet_id)
         if answer.status != 200 or answer.body is None:
             self._failed(wallet, f"HTTP {answer.status} {answer.kind} {answer.code} {answer.message}"[:300])
@@ -169,7 +170,7 @@ class Reconciler:
             self._failed(wallet, f"malformed positions: {exc}"[:300])
             return None
         venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable) for r in rows]
-        view = await self.store.view(wallet.follower_wallet_id, self.grace_s)
+        view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at)
         corrections = reconcile(view.booked, venue, view.busy)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}

@@ -32,10 +32,21 @@ WALLET = LiveWallet("w_1", "0x" + "1" * 40)
     ({"positions": [{"tokenId": "123", "size": "-1"}]}, r"size must be >= 0"),
     ({"positions": [{"tokenId": "123", "size": "1", "avgPrice": "1.5"}]}, r"avgPrice must be in \[0, 1\]"),
     ({"positions": [{"tokenId": "123", "size": "1", "redeemable": "yes"}]}, "redeemable must be a boolean"),
+    ({"positions": [{"tokenId": "123", "size": "1"}, {"tokenId": "0123", "size": "2"}]},
+     r"positions\[1\].tokenId repeats token 123"),
 ])
 def test_a_malformed_positions_answer_is_refused_whole(body: dict[str, Any], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         parse_positions(body)
+
+
+def test_a_token_id_written_with_leading_zeros_is_the_booked_one() -> None:
+    """Token ids are booked without leading zeros (as ingest reads them): the venue's "02…2" is the position
+    booked as "2…2", not a token the engine never booked (closed here, EXTERNAL there)."""
+    [p] = parse_positions({"positions": [{"tokenId": "0" + NO, "size": "40"}]})
+    assert p.token_id == NO
+    [zero] = parse_positions({"positions": [{"tokenId": "000", "size": "1"}]})
+    assert zero.token_id == "0"
 
 
 def test_a_positions_answer_parses_with_optional_fields_missing() -> None:

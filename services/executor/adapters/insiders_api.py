@@ -122,12 +122,19 @@ def parse_positions(d: dict[str, Any]) -> list[VenuePosition]:
     if not isinstance(rows, list):
         raise ValueError("positions must be an array")
     out = []
+    seen: set[str] = set()
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"positions[{i}] must be an object")
         token = row.get("tokenId")
         if not isinstance(token, str) or not _TOKEN.match(token):
             raise ValueError(f"positions[{i}].tokenId must be a decimal token id")
+        # the form every token id is booked in (common.fields.token_id): a token written with a leading zero is
+        # the booked one, not a second token (that would close the booked position and open an EXTERNAL one)
+        token = token.lstrip("0") or "0"
+        if token in seen:  # two counts for one token: which one is the truth cannot be told
+            raise ValueError(f"positions[{i}].tokenId repeats token {token}")
+        seen.add(token)
         size = parse_decimal(row.get("size"))
         if size < 0:
             raise ValueError(f"positions[{i}].size must be >= 0")

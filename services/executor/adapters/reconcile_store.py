@@ -3,6 +3,7 @@ corrections (each with its audit-log row) in one transaction that re-checks what
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -132,10 +133,14 @@ class ReconcileStore:
             cur = await conn.execute(_REFUSED_SELLS, {"window": window_s})
             return [(bytes(r["order_proto"]), float(r["age_s"])) for r in await cur.fetchall()]
 
-    async def view(self, follower_wallet_id: str, grace_s: float) -> WalletView:
-        """The wallet's booked LIVE positions and its busy tokens."""
-        args = {"w": follower_wallet_id, "grace": grace_s}
+    async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None) -> WalletView:
+        """The wallet's booked LIVE positions and its busy tokens: those with an order under way, and those booked
+        within ``grace_s`` before the venue was asked (``asked_at``, ``time.monotonic()``; now when None). The
+        venue's answer may lack a fill booked shortly before it was asked; the time the answer and this read
+        took (a slow venue, a wait for a connection) is added, so it never eats into the grace."""
         async with self.pool.connection() as conn, conn.pipeline():  # both reads in one round trip
+            since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
+            args = {"w": follower_wallet_id, "grace": grace_s + since_asked}
             booked, busy_cur = await conn.execute(_BOOKED, args), await conn.execute(_BUSY, args)
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await busy_cur.fetchall()}
