@@ -119,7 +119,8 @@ class Ingest:
                                           self.redis_text, self.metrics, interval_s=t.market_check_interval_s)
         self.socket_resolutions = SocketResolutions(self.resolutions, self.market_checks.ask, self.books.books,
                                                     self.redis_text, self.metrics)
-        clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb,
+        # a book frame may be as large as the socket takes (16 x): a subscription's snapshots come in one
+        clob_handler = ClobHandler(self.books, self.publisher.mark, self.metrics, max_frame_bytes=mfb * 16,
                                    on_desync=self.market_sync.resync,
                                    on_resolved=self.socket_resolutions.on_resolved)
         self.clob = ClobFeed(s.clob_ws_url, clob_handler, self.metrics, recorder=self.recorder,
@@ -139,6 +140,7 @@ class Ingest:
     async def _follow(self, added: set[str], removed: set[str]) -> None:
         """The watched set changed: the book feed follows it, the gate forgets what left it."""
         await self.clob.change_assets(added, removed)
+        self.publisher.forget(removed - added)
         self.gate.forget(removed)
 
     def _kept(self, item: Identified) -> None:

@@ -49,6 +49,7 @@ class _Flush:
     tick_sizes: dict[str, Decimal]
     done: asyncio.Future[bool]
     beat: FeedBeat | None = None
+    gone: dict[str, None] = field(default_factory=dict)
     errors: list[RespError] = field(default_factory=list)
 
 
@@ -84,6 +85,7 @@ class BookPublisher:
         self._ticks: list[bytes] = []
         self._tick_sizes: dict[str, Decimal] = {}
         self._beat: FeedBeat | None = None
+        self._gone: dict[str, None] = {}  # assets no longer watched: their stored books are deleted
         self._kinds: Counter[int] = Counter()  # ticks emitted and not counted yet, by kind
         self._in_flight: _Flush | None = None
         self._scheduled = False
@@ -93,6 +95,7 @@ class BookPublisher:
         """Record a change: the book is rewritten, and a tick goes out when ``touched.emit`` (and the gate lets it
         through: it may also restamp it)."""
         asset_id, kind, emit = touched
+        self._gone.pop(asset_id, None)
         self._dirty[asset_id] = None
         if emit:
             book = self.books.books.get(asset_id)
@@ -124,6 +127,16 @@ class BookPublisher:
         if self._ticks:
             self._schedule()
 
+    def forget(self, asset_ids: set[str]) -> None:
+        """These assets are not watched any more: their stored books are deleted. Left stored, a book carries the
+        session's id, and every beat of that session would vouch for it as fresh, frozen as it was when the asset
+        was dropped (also once the asset is watched again, until its new snapshot is written)."""
+        for asset_id in asset_ids:
+            self._dirty.pop(asset_id, None)
+            self._gone[asset_id] = None
+        if asset_ids:
+            self._schedule()
+
     def beat(self, beat: FeedBeat) -> None:
         """Store the feed's beat after everything marked before it (a newer beat replaces one not sent yet)."""
         self._beat = beat
@@ -137,7 +150,8 @@ class BookPublisher:
     @property
     def pending(self) -> bool:
         """True while something changed is not confirmed by Redis yet."""
-        return bool(self._dirty or self._ticks or self._tick_sizes or self._beat or self._in_flight is not None)
+        return bool(self._dirty or self._ticks or self._tick_sizes or self._beat or self._gone
+                    or self._in_flight is not None)
 
     async def flush(self) -> None:
         """Write everything pending and wait until Redis confirmed it (raises if it refused or closed)."""
@@ -158,15 +172,17 @@ class BookPublisher:
         conn = self._conn
         if self._in_flight is not None or conn is None or conn.closed:
             return
-        dirty, ticks, tick_sizes, beat = self._dirty, self._ticks, self._tick_sizes, self._beat
-        if not (dirty or ticks or tick_sizes or beat):
+        dirty, ticks, tick_sizes, beat, gone = self._dirty, self._ticks, self._tick_sizes, self._beat, self._gone
+        if not (dirty or ticks or tick_sizes or beat or gone):
             return
-        self._dirty, self._ticks, self._tick_sizes, self._beat = {}, [], {}, None
+        self._dirty, self._ticks, self._tick_sizes, self._beat, self._gone = {}, [], {}, None, {}
         if self._kinds:
             for kind, n in self._kinds.items():
                 self.metrics.tick(_KIND_NAMES.get(kind) or str(kind), n)
             self._kinds.clear()
         commands: list[tuple[Arg, ...]] = []
+        if gone:
+            commands.append((b"DEL", *[_BOOK_PREFIX + asset_id for asset_id in gone]))
         books, depth, on_market, session = self.books.books, self.depth, self.on_market, self.books.session
         snapshots: list[Arg] = [b"MSET"]
         for asset_id in dirty:
@@ -192,7 +208,7 @@ class BookPublisher:
         if beat is not None:  # last: it vouches for the books written before it
             commands.append((b"SET", BOOK_FEED_KEY, beat.to_json()))
         flush = self._in_flight = _Flush(dirty, ticks, tick_sizes, asyncio.get_running_loop().create_future(),
-                                         beat)
+                                         beat, gone=gone)
         if not commands:
             self._settle(flush)
             return
@@ -231,7 +247,7 @@ class BookPublisher:
         self._in_flight = None
         self.flushes += 1
         flush.done.set_result(True)
-        if self._dirty or self._ticks or self._tick_sizes or self._beat:
+        if self._dirty or self._ticks or self._tick_sizes or self._beat or self._gone:
             self._send()
 
     def _give_back(self) -> None:
@@ -247,6 +263,9 @@ class BookPublisher:
             self._tick_sizes.setdefault(asset_id, size)
         if self._beat is None:
             self._beat = flush.beat
+        for asset_id in flush.gone:  # unless watched again meanwhile (its book is then marked dirty)
+            if asset_id not in self._dirty:
+                self._gone[asset_id] = None
         if not flush.done.done():
             flush.done.set_result(False)
 

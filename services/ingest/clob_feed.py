@@ -33,6 +33,10 @@ from services.ingest.recorder import Recorder
 
 log = logging.getLogger(__name__)
 FEED = "clob"
+# Assets per subscribe message. The venue answers a subscription with the snapshots of all its assets in one
+# frame: 500 assets of 50 levels a side were 1.9 MB, over the frame limit, and 1,000 deep books 18 MB, over the
+# socket's, which then closed at every subscription. Subscribed in chunks, each answer stays small.
+SUBSCRIBE_CHUNK = 50
 
 
 class ClobHandler:
@@ -156,9 +160,7 @@ class ClobFeed:
             return
         subscribe = sorted(added.difference(removed, self.subscribed))
         unsubscribe = sorted(self.subscribed.intersection(removed))
-        if subscribe:  # ignored by a closed socket: the reconnect subscribes to everything wanted
-            ws.send_text(orjson.dumps({"assets_ids": subscribe, "operation": "subscribe",
-                                       "custom_feature_enabled": True}).decode())
+        _subscribe(ws, subscribe)  # ignored by a closed socket: the reconnect subscribes to everything wanted
         if unsubscribe:
             ws.send_text(orjson.dumps({"assets_ids": unsubscribe, "operation": "unsubscribe"}).decode())
         self.subscribed.update(subscribe)
@@ -176,8 +178,10 @@ class ClobFeed:
             self.handler.books.session = self.session
             self.handler.books.desync_all()
             self.subscribed = set(self.wanted)
-            conn.send_text(orjson.dumps({"assets_ids": sorted(self.subscribed), "type": "market",
+            wanted = sorted(self.subscribed)
+            conn.send_text(orjson.dumps({"assets_ids": wanted[:SUBSCRIBE_CHUNK], "type": "market",
                                          "custom_feature_enabled": True}).decode())
+            _subscribe(conn, wanted[SUBSCRIBE_CHUNK:])
             self._ws = conn
 
     def _down(self) -> None:
@@ -188,3 +192,10 @@ class ClobFeed:
         while True:
             self.on_beat(FeedBeat(session, self.feed.last_message_ns // 1_000_000))
             await asyncio.sleep(self.beat_interval_s)
+
+
+def _subscribe(ws: WsConnection, asset_ids: list[str]) -> None:
+    """Subscribe ``asset_ids`` on an open session, :data:`SUBSCRIBE_CHUNK` a message."""
+    for i in range(0, len(asset_ids), SUBSCRIBE_CHUNK):
+        ws.send_text(orjson.dumps({"assets_ids": asset_ids[i:i + SUBSCRIBE_CHUNK], "operation": "subscribe",
+                                   "custom_feature_enabled": True}).decode())

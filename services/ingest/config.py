@@ -37,7 +37,8 @@ class Tuning(TrimTuning):
                                   "topic")
     reconnect_base_s: float = tune(0.25, "first wait before a reconnect (doubling, jittered)", minimum=0.001)
     reconnect_cap_s: float = tune(30.0, "longest wait before a reconnect", minimum=0.001)
-    max_frame_bytes: int = tune(1_048_576, "larger frames are counted TOO_LARGE (16 times this closes the socket)",
+    max_frame_bytes: int = tune(1_048_576, "larger leader-trade frames are counted TOO_LARGE; a book frame may be 16 "
+                                "times this (a subscription's snapshots come in one), which also closes a socket",
                                 minimum=1024)
     # CLOB book feed
     clob_enabled: bool = tune(True, "the book feed (off: no books, no price ticks)")
