@@ -9,12 +9,18 @@ PEEK = ("SELECT (SELECT exits FROM subscriptions WHERE id = %(sub)s) AS exits,"
         " (SELECT coalesce(jsonb_array_length(exits -> 'planned'), 0) FROM guard_position_exits"
         "  WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN' LIMIT 1) AS open_planned")
 # A later fill of a position whose open group has no exits: only the group's size basis changes.
+# Only a group of the position's current life (the opening time it recorded is the position's): a group of a life
+# that ended is left to the full path, which closes it and registers the new life's exits. Resized, it would be
+# closed by the ended life's SELL read later, and the new life would have no exits at all.
+_SAME_LIFE = ("(g.exits ->> 'opened_at' IS NULL OR {p}.opened_at IS NULL"
+              " OR (g.exits ->> 'opened_at')::timestamptz = {p}.opened_at)")
 RESIZE_EMPTY = (
     "UPDATE guard_position_exits g SET position_size = h.held, updated_at = %(now)s"
-    " FROM (SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s),"
-    " %(filled)s) AS held) AS h"
+    " FROM (SELECT coalesce(p.size, %(filled)s) AS held, p.opened_at FROM (SELECT 1) one"
+    "  LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s) AS h"
     " WHERE g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s AND g.state = 'OPEN' AND h.held > 0"
-    " AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 RETURNING g.oco_group"
+    " AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0 AND " + _SAME_LIFE.format(p="h") +
+    " RETURNING g.oco_group"
 )
 # The position's opening time in a group's document, as the full path records it (what tells a later event
 # that the position was closed and opened again since).
@@ -49,7 +55,8 @@ RESIZE_OR_PEEK_MANY = (
     "  LEFT JOIN positions p ON p.follower_wallet_id = k.w AND p.asset_id = k.a"
     "  CROSS JOIN LATERAL (SELECT x.oco_group, x.exits FROM guard_position_exits x"
     "   WHERE x.follower_wallet_id = k.w AND x.asset_id = k.a AND x.state = 'OPEN' OFFSET 0) g"
-    "  WHERE coalesce(p.size, k.filled) > 0 AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0),"
+    "  WHERE coalesce(p.size, k.filled) > 0 AND coalesce(jsonb_array_length(g.exits -> 'planned'), 0) = 0"
+    "  AND " + _SAME_LIFE.format(p="p") + "),"
     " m AS MATERIALIZED (SELECT jsonb_object_agg(oco_group, jsonb_build_array(i, held)) AS v FROM t),"
     " resized AS (UPDATE guard_position_exits g"
     "  SET position_size = ((SELECT v FROM m) -> g.oco_group ->> 1)::numeric, updated_at = %(now)s"
