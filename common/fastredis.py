@@ -181,10 +181,17 @@ class FastCursorStore:
 
 async def append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]) -> list[str]:
     """:meth:`DurableLog.append_many` on ``fast``'s connection: every ``XADD`` in two socket writes, the
-    entries handed to the log's live feed in order. The caller must be the log's only appender in this
-    process (the executor's journal, appending a commit's OrderEvents, is)."""
+    entries handed to the log's live feed in order. It holds the log's :attr:`~DurableLog.append_lock`, as
+    every other append of the process does (the executor's journal appends a commit's OrderEvents here while
+    the events a changed Redis server lost are appended again through the log): two appends at once could hand
+    the live feed a later entry first, and a reader would skip the earlier one."""
     if not payloads:
         return []
+    async with log.append_lock:
+        return await _append_events(fast, log, payloads)
+
+
+async def _append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]) -> list[str]:
     conn = await fast.connection()
     maxlen = str(log.maxlen)
     replies: list[Any] = []

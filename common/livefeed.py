@@ -71,11 +71,13 @@ class LiveFeed:
         """Record an entry the process appended (in log order)."""
         key = entry_key(cursor)
         if self._keys and key <= self._keys[-1]:
-            # A writer broke the ordering rule: forget memory so every reader goes back to Redis.
+            # A writer broke the ordering rule: forget memory so every reader goes back to Redis, and cover
+            # nothing until the next prime. Covering what follows this entry would let a reader already past it
+            # skip the entries published before it and not yet read (and any still to come out of order).
             self.out_of_order += 1
             log.error("live feed entry out of order; readers fall back to the durable log",
                       extra={"cursor": cursor})
-            self.invalidate(key if self._covered_after is not None else None)
+            self.invalidate(None)
             return
         self._keys.append(key)
         self._entries.append((cursor, payload))

@@ -82,6 +82,12 @@ class DurableLog:
         if self.live is not None:
             self.live.prime(await self.last_cursor())
 
+    @property
+    def append_lock(self) -> asyncio.Lock:
+        """Held by every append of this process to the log (here and :func:`common.fastredis.append_events`):
+        the live feed must be handed the entries in log order."""
+        return self._append_lock
+
     def invalidate(self) -> None:
         """The writer lost track of what it appended: readers read Redis until the next :meth:`prime`."""
         if self.live is not None:

@@ -58,13 +58,14 @@ class EventHold:
             return []
         server = await self.server_id()
         if self.server is not None and server != self.server:
-            held = list(self.ids)
+            held, before = list(self.ids), len(self._held)
             rows = await self.store.outbox_events(held)
             if rows:
                 await self.append([payload for _seq, _id, payload in rows])
             self.republished += len(rows)
             self.server = server
-            self._held = deque([(now, held)])
+            # events held while these were read and appended again stay held too, each in its own turn
+            self._held = deque([(now, held), *list(self._held)[before:]])
             log.warning("redis server changed: order events of the last seconds appended again",
                         extra={"events": len(rows)})
             return []
