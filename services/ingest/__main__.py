@@ -140,7 +140,7 @@ class Ingest:
     async def _follow(self, added: set[str], removed: set[str]) -> None:
         """The watched set changed: the book feed follows it, the gate forgets what left it."""
         await self.clob.change_assets(added, removed)
-        self.publisher.forget(removed - added)
+        self.publisher.forget(removed)  # an asset in both is dropped too (change_assets)
         self.gate.forget(removed)
 
     def _kept(self, item: Identified) -> None:
