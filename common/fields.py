@@ -81,6 +81,11 @@ def condition_id(d: dict[str, Any], *keys: str) -> str:
     return tx_hash(d, *keys, required=False)
 
 
+def canonical_token_id(digits: str) -> str:
+    """A token id's decimal digits in the one form every service books them in: without leading zeros."""
+    return digits.lstrip("0") or "0"
+
+
 def token_id(d: dict[str, Any], *keys: str, required: bool = True) -> str:
     """An ERC-1155 token id as a decimal string (a JSON number is refused: it would lose digits)."""
     value = get(d, *keys)
@@ -92,7 +97,7 @@ def token_id(d: dict[str, Any], *keys: str, required: bool = True) -> str:
         raise ParseError(BAD_FIELD, f"{keys[0]} must be a decimal string")
     if not value.isascii() or not value.isdigit() or len(value) > 80:
         raise ParseError(BAD_FIELD, f"{keys[0]} is not a token id")
-    return value.lstrip("0") or "0"
+    return canonical_token_id(value)
 
 
 def decimal(d: dict[str, Any], *keys: str, required: bool = True) -> Decimal | None:

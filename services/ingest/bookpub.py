@@ -95,7 +95,8 @@ class BookPublisher:
         """Record a change: the book is rewritten, and a tick goes out when ``touched.emit`` (and the gate lets it
         through: it may also restamp it)."""
         asset_id, kind, emit = touched
-        self._gone.pop(asset_id, None)
+        if self._gone:  # watched again: written, not deleted
+            self._gone.pop(asset_id, None)
         self._dirty[asset_id] = None
         if emit:
             book = self.books.books.get(asset_id)

@@ -20,6 +20,7 @@ import orjson
 
 from common.config import Secret
 from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
+from common.fields import canonical_token_id
 from common.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 from services.executor.domain import venue_orders as v
 from services.executor.ports import Answer
@@ -129,9 +130,9 @@ def parse_positions(d: dict[str, Any]) -> list[VenuePosition]:
         token = row.get("tokenId")
         if not isinstance(token, str) or not _TOKEN.match(token):
             raise ValueError(f"positions[{i}].tokenId must be a decimal token id")
-        # the form every token id is booked in (common.fields.token_id): a token written with a leading zero is
-        # the booked one, not a second token (that would close the booked position and open an EXTERNAL one)
-        token = token.lstrip("0") or "0"
+        # a token written with a leading zero is the booked one, not a second token (that would close the booked
+        # position and open an EXTERNAL one)
+        token = canonical_token_id(token)
         if token in seen:  # two counts for one token: which one is the truth cannot be told
             raise ValueError(f"positions[{i}].tokenId repeats token {token}")
         seen.add(token)

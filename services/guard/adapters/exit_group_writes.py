@@ -122,29 +122,24 @@ async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> froz
     return frozenset(ids[r["id"]] for r in rows)
 
 
-async def close_group(conn: Any, oco_group: str, now: Any, *, reopened_position: tuple[str, str] | None = None,
-                      opened_at: datetime | None = None) -> list[TriggerRow]:
+async def close_group(conn: Any, oco_group: str, now: Any, *,
+                      reopened: tuple[str, str, datetime] | None = None) -> list[TriggerRow]:
     """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED).
 
-    ``reopened_position`` (wallet id, asset), ``opened_at``: the position was opened again since, at ``opened_at``;
-    every ARMED trigger on it created before then (manual ones too) was for the life that ended and is cancelled
-    with it, as when the closing SELL is read before the reopening. Left armed, a stop set for the old life would
-    sell the new one."""
+    ``reopened`` (wallet id, asset, opened at): the position was opened again since; every ARMED trigger on it
+    created before then (manual ones too) was for the life that ended and is cancelled with it, as when the
+    closing SELL is read before the reopening. Left armed, a stop set for the old life would sell the new one."""
     await conn.execute(
         "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
         (Reason.POSITION_CLOSED.value, now, oco_group))
-    if reopened_position is None or opened_at is None:
-        rows = await (await conn.execute(
-            "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-            " WHERE oco_group = %s AND state = 'ARMED' RETURNING *",
-            (Reason.POSITION_CLOSED.value, now, oco_group))).fetchall()
-    else:
-        rows = await (await conn.execute(
-            "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-            " WHERE state = 'ARMED' AND (oco_group = %s OR (asset_id = %s AND follower_wallet_id = %s"
-            " AND create_time < %s)) RETURNING *",
-            (Reason.POSITION_CLOSED.value, now, oco_group, reopened_position[1], reopened_position[0],
-             opened_at))).fetchall()
+    which = "oco_group = %s"
+    args: list[Any] = [oco_group]
+    if reopened is not None:
+        which = "(oco_group = %s OR (follower_wallet_id = %s AND asset_id = %s AND create_time < %s))"
+        args = [oco_group, *reopened]
+    rows = await (await conn.execute(
+        "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+        f" WHERE state = 'ARMED' AND {which} RETURNING *", (Reason.POSITION_CLOSED.value, now, *args))).fetchall()
     return await cancel_events(conn, rows)
 
 

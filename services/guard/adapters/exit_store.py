@@ -66,8 +66,7 @@ class ExitStore:
             gone: list[TriggerRow] = []
             if group is not None and reopened((group["exits"] or {}).get("opened_at"), pos):
                 gone = await close_group(conn, group["oco_group"], now,
-                                         reopened_position=(fill.follower_wallet_id, fill.asset_id),
-                                         opened_at=pos["opened_at"])
+                                         reopened=(fill.follower_wallet_id, fill.asset_id, pos["opened_at"]))
                 group = None
             if group is not None:
                 renewing = await used_up(conn, group)
@@ -256,7 +255,7 @@ class ExitStore:
             if group is None or not reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
             cancelled = await close_group(conn, group["oco_group"], now,
-                                          reopened_position=(follower_wallet_id, asset_id), opened_at=pos["opened_at"])
+                                          reopened=(follower_wallet_id, asset_id, pos["opened_at"]))
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
     async def group(self, follower_wallet_id: str, asset_id: str) -> dict[str, Any] | None:
