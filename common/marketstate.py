@@ -135,7 +135,8 @@ class BookSnapshot:
     ``snapshot``: the levels come from a venue snapshot (and the changes since); False: no levels are known
     (never snapshotted, or out of sync): the empty sides then say nothing about liquidity. ``session``: the
     book feed session that keeps the book up to date ("" for a one-off REST snapshot, confirmed only at
-    ``updated_ms``). See :meth:`confirmed_ms`.
+    ``updated_ms``). See :meth:`confirmed_ms`. ``tick_known``: ``tick_size`` is the venue's (a book frame, a
+    ``tick_size_change`` or a REST book named it); False: a default put in while the venue had named none.
     """
 
     asset_id: str
@@ -148,6 +149,7 @@ class BookSnapshot:
     last_trade_price: Decimal | None = None
     snapshot: bool = True
     session: str = ""
+    tick_known: bool = False
 
     @property
     def best_bid(self) -> Decimal | None:
@@ -202,13 +204,13 @@ class BookSnapshot:
             "tickSize": fmt_memo(self.tick_size), "venueTimeMs": self.venue_time_ms,
             "updatedMs": self.updated_ms,
             "lastTradePrice": fmt_memo(self.last_trade_price) if self.last_trade_price is not None else "",
-            "snapshot": self.snapshot, "session": self.session,
+            "snapshot": self.snapshot, "session": self.session, "tickKnown": self.tick_known,
         })
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> BookSnapshot:
         """Parse the stored form (a book stored before ``snapshot`` / ``session`` existed is a REST-like
-        snapshot confirmed at ``updatedMs``)."""
+        snapshot confirmed at ``updatedMs``; one stored before ``tickKnown`` existed does not vouch for its tick)."""
         d: Any = orjson.loads(raw)
         return cls(
             asset_id=d["assetId"], condition_id=d.get("conditionId", ""),
@@ -218,6 +220,7 @@ class BookSnapshot:
             updated_ms=int(d["updatedMs"]),
             last_trade_price=Decimal(d["lastTradePrice"]) if d.get("lastTradePrice") else None,
             snapshot=d.get("snapshot", True) is not False, session=str(d.get("session") or ""),
+            tick_known=d.get("tickKnown") is True,
         )
 
 

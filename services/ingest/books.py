@@ -129,7 +129,7 @@ class AssetBook:
         else:
             bids = asks = ()
         return BookSnapshot(self.asset_id, self.condition_id, bids, asks, self.tick_size, self.venue_ms,
-                            self.updated_ms, self.last_trade_price, self.synced, session)
+                            self.updated_ms, self.last_trade_price, self.synced, session, self.tick_known)
 
     def snapshot_json(self, depth: int, session: str = "") -> bytes:
         """``self.snapshot(depth, session).to_json()``, built from each level's stored bytes (this runs for every
@@ -150,9 +150,10 @@ class AssetBook:
             self._session_json = orjson.dumps(session)
             self._session_of = session
         return (b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s",'
-                b'"snapshot":%s,"session":%s}') % (
+                b'"snapshot":%s,"session":%s,"tickKnown":%s}') % (
             self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
-            b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json)
+            b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json,
+            b"true" if self.tick_known else b"false")
 
 
 def _levels_json(prices: Iterable[Decimal], levels: dict[Decimal, Decimal], old_levels: dict[Decimal, Decimal],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -158,3 +159,39 @@ def test_prepare_builds_the_venue_request() -> None:
     assert (sell.ticket.request.amount_usd, sell.ticket.request.size) == (None, D("12.5"))
     assert p.ticket.venue == "INSIDERS"
     assert prepare(order(mode=cpb.EXECUTION_MODE_PAPER), BOOK, RULES, NOW).ticket.venue == "PAPER"
+
+
+def _known(book: BookSnapshot) -> BookSnapshot:
+    return replace(book, tick_known=True)
+
+
+COARSENED = BookSnapshot("tok", "0xc", ((D("0.04"), D("1000")),), ((D("0.05"), D("1000")), (D("0.06"), D("1000"))),
+                         D("0.01"), 1, 1)
+
+
+@pytest.mark.parametrize(("o", "book", "state", "limit"), [
+    # the tick went 0.01 -> 0.001 after the order was routed: the venue's tick in the book prices it
+    (order(amount_usd="4"), _known(FINER_LOW), State.SUBMITTING, D("0.005")),
+    (order(side=cpb.SIDE_SELL, amount_usd="", size="20", max_slippage_bps=0), _known(FINER_HIGH), State.SUBMITTING,
+     D("0.997")),
+    # ... and back 0.001 -> 0.01: the limit stays on the market's grid (0.05 * 1.02 = 0.051 was off it)
+    (order(tick_size="0.001"), _known(COARSENED), State.SUBMITTING, D("0.05")),
+    (order(tick_size="0.001"), _known(replace(COARSENED, asks=((D("0.05"), D("10")),))), State.REJECTED, None),
+    # a book whose tick ingest put in by default says nothing: the order's tick stands
+    (order(), FINER_LOW, State.REJECTED, None),
+    (order(tick_size="0.001"), COARSENED, State.SUBMITTING, D("0.051")),
+    (order(tick_size=""), COARSENED, State.SUBMITTING, D("0.05")),
+])
+def test_the_limit_is_priced_on_the_tick_the_venue_named_last(o: epb.Order, book: BookSnapshot, state: State,
+                                                             limit: Decimal | None) -> None:
+    p = prepare(o, book, RULES, NOW)
+    assert p.life.state is state, p.life
+    if limit is not None:
+        assert p.ticket.request is not None and p.ticket.request.limit_price == limit
+        assert limit % book.tick_size == 0 or not book.tick_known
+
+
+def test_a_stored_book_says_whether_its_tick_is_the_venues() -> None:
+    for known in (True, False):
+        book = replace(BOOK, tick_known=known)
+        assert BookSnapshot.from_json(book.to_json()).tick_known is known

@@ -249,8 +249,11 @@ def test_only_a_tick_size_the_venue_sent_is_known() -> None:
     s = state(T1)
     s.apply(_book_frame(T1, 1, [("0.997", "10")], [("0.999", "10")]), 1)  # a book frame without tick_size
     assert not s.books[T1].tick_known
+    assert not BookSnapshot.from_json(s.books[T1].snapshot_json(10)).tick_known
     s.apply(_book_frame(T1, 2, [("0.997", "10")], [("0.999", "10")], tick_size="0.001"), 2)
     assert s.books[T1].tick_known
+    stored = BookSnapshot.from_json(s.books[T1].snapshot_json(10))  # what the executor prices on
+    assert (stored.tick_known, stored.tick_size) == (True, D("0.001"))
 
 
 class _Rest:

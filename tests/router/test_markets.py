@@ -143,16 +143,18 @@ def _snapshot(body: dict[str, Any] | None, *, fallback_tick: D | None, now_ms: i
 
 @pytest.mark.parametrize(("body", "expected"), [
     # wire order is best-LAST; stored best-first
-    (_book_body(), ((("0.39", "80"), ("0.38", "120.5")), (("0.41", "55.25"), ("0.42", "300")), "0.01", 1790272269309)),
+    (_book_body(), ((("0.39", "80"), ("0.38", "120.5")), (("0.41", "55.25"), ("0.42", "300")), "0.01", 1790272269309,
+                    True)),
     (_book_body(asks=None, tick_size="", timestamp=None),
-     ((("0.39", "80"), ("0.38", "120.5")), (), "0.001", 0)),  # tick falls back to market info
+     ((("0.39", "80"), ("0.38", "120.5")), (), "0.001", 0, False)),  # tick falls back to market info: not the book's
     (_book_body(bids=[{"price": "0.30", "size": "0"}, {"price": "0.31", "size": "2"}], asks=[]),
-     ((("0.31", "2"),), (), "0.01", 1790272269309)),  # zero-size levels dropped
+     ((("0.31", "2"),), (), "0.01", 1790272269309, True)),  # zero-size levels dropped
 ])
 def test_parse_book_orders_levels_best_first(body: dict[str, object], expected: tuple[Any, ...]) -> None:
     book = _snapshot(body, fallback_tick=D("0.001"), now_ms=7)
     assert book is not None
-    bids, asks, tick, venue_ms = expected
+    bids, asks, tick, venue_ms, tick_known = expected
+    assert book.tick_known is tick_known
     assert book.bids == tuple((D(p), D(s)) for p, s in bids)
     assert book.asks == tuple((D(p), D(s)) for p, s in asks)
     assert (book.tick_size, book.venue_time_ms, book.updated_ms, book.condition_id) == (D(tick), venue_ms, 7, COND)

@@ -194,6 +194,16 @@ def _check_order(order: epb.Order, venue: str, rules: IntakeRules) -> None:
         raise _Refusal("LIVE_VENUE_NOT_CONFIGURED", "TT_INSIDERS_API_URL is not set: live orders are refused")
 
 
+def _tick(order: epb.Order, book: BookSnapshot | None) -> Decimal | None:
+    """The grid to price on: the book's tick when the venue named it (ingest writes a ``tick_size_change`` into
+    the book as it comes, so it is newer than the tick the order was routed with), else the order's, else the
+    book's default. A stale order tick would put the limit off the market's grid (a finer one: refused by the
+    venue) or off the book's best prices (a coarser one)."""
+    if book is not None and book.tick_known and valid_tick(book.tick_size):
+        return book.tick_size
+    return _decimal("tick_size", order.tick_size, required=False) or (book.tick_size if book else None)
+
+
 def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: IntakeRules,
            quotes: QuoteCache) -> _Shape:
     buying = order.side == cpb.SIDE_BUY
@@ -203,7 +213,7 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
     quantity = amount if buying and amount is not None else size
     if quantity is None or quantity <= 0:
         raise _Refusal("INVALID_ORDER", f"{'amount_usd' if buying else 'size'} must be positive")
-    tick = _decimal("tick_size", order.tick_size, required=False) or (book.tick_size if book else None)
+    tick = _tick(order, book)
     if tick is None or not valid_tick(tick):
         raise _Refusal("INVALID_TICK_SIZE", f"tick size {order.tick_size or 'unknown'}")
     given = _decimal("limit_price", order.limit_price, required=False)

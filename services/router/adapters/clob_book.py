@@ -43,7 +43,8 @@ def book_snapshot(asset_id: str, book: BookMsg | None, *, fallback_tick: Decimal
         return None
     return BookSnapshot(asset_id=asset_id, condition_id=book.market, bids=_best_first(book.bids, descending=True),
                         asks=_best_first(book.asks, descending=False), tick_size=tick, venue_time_ms=book.venue_ms,
-                        updated_ms=now_ms, last_trade_price=book.last_trade_price)
+                        updated_ms=now_ms, last_trade_price=book.last_trade_price,
+                        tick_known=book.tick_size is not None)
 
 
 def _best_first(levels: tuple[Level, ...], *, descending: bool) -> tuple[Level, ...]:
