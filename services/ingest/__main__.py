@@ -116,7 +116,8 @@ class Ingest:
         check_getter = RestGetter(self.http, TokenBucket(t.market_check_rate_per_s, 1, time.monotonic()),
                                   feed="clob_rest", recorder=self.recorder)
         self.market_checks = MarketChecks(None, ClobRest(check_getter, s.clob_api_url), self.resolutions,
-                                          self.redis_text, self.metrics, interval_s=t.market_check_interval_s)
+                                          self.redis_text, self.metrics, interval_s=t.market_check_interval_s,
+                                          unclear_alert_s=t.resolution_unclear_alert_s)
         self.socket_resolutions = SocketResolutions(self.resolutions, self.market_checks.ask, self.books.books,
                                                     self.redis_text, self.metrics)
         # a book frame may be as large as the socket takes (16 x): a subscription's snapshots come in one

@@ -18,7 +18,7 @@ from common.decimals import fmt, fmt_memo
 from common.marketstate import BookSnapshot
 from common.memo import Memo
 from services.ingest import clob
-from services.ingest.levelbytes import level_json, number_bytes
+from services.ingest.levelbytes import JSON_BOOL, level_json, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
@@ -147,13 +147,12 @@ class AssetBook:
             bids = asks = b""
         last = self.last_trade_price
         if self._session_of != session:
-            self._session_json = orjson.dumps(session)
-            self._session_of = session
+            self._session_json, self._session_of = orjson.dumps(session), session
         return (b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s",'
                 b'"snapshot":%s,"session":%s,"tickKnown":%s}') % (
             self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
-            b"" if last is None else number_bytes(last), b"true" if self.synced else b"false", self._session_json,
-            b"true" if self.tick_known else b"false")
+            b"" if last is None else number_bytes(last), JSON_BOOL[self.synced], self._session_json,
+            JSON_BOOL[self.tick_known])
 
 
 def _levels_json(prices: Iterable[Decimal], levels: dict[Decimal, Decimal], old_levels: dict[Decimal, Decimal],

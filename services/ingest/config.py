@@ -80,6 +80,9 @@ class Tuning(TrimTuning):
                                           "issue: at least hourly)", minimum=1.0, maximum=3600.0)
     market_check_rate_per_s: float = tune(4.0, "its requests per second (one bucket): a round covers rate x "
                                           "interval markets", minimum=0.001)
+    resolution_unclear_alert_s: float = tune(21_600.0, "a held market closed this long without a clear winner (a "
+                                             "50/50 or voided result, a dispute) raises one RESOLUTION_UNCLEAR "
+                                             "alert: its positions are not settled automatically", minimum=1.0)
     # leader trade sanity
     max_clock_skew_s: float = tune(60.0, "a leader trade stamped further ahead of our clock is refused")
     # dedupe, identity, hot index, persistence

@@ -14,6 +14,7 @@ LEVEL_JSON: Memo[tuple[Decimal, Decimal], bytes] = Memo(MEMO_SIZE)
 NUMBER_BYTES: Memo[Decimal, bytes] = Memo(MEMO_SIZE)
 _LEVELS = LEVEL_JSON.hot
 _NUMBERS = NUMBER_BYTES.hot
+JSON_BOOL = {True: b"true", False: b"false"}  # a flag as JSON
 
 
 def number_bytes(value: Decimal) -> bytes:

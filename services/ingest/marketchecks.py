@@ -23,8 +23,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from common.alerts import AlertKind, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.clob_rest import ClobRest
+from common.decimals import fmt
 from common.restget import HttpStatusError, RateLimited, RequestFailed
 from common.retry import Backoff
 from services.ingest import resolution as rs
@@ -35,6 +37,7 @@ from services.ingest.resolutions import ResolutionRecorder, close_markets
 log = logging.getLogger(__name__)
 SYNC_S = 60.0
 BATCH = 20
+UNCLEAR_ALERT_S = 6 * 3600.0  # closed without a clear winner this long: one RESOLUTION_UNCLEAR alert
 
 # The markets held: one probe of index positions_condition per market (the next condition id after the last one
 # found), not a pass over every open position. With 100,000 positions over 5,500 markets the DISTINCT over the
@@ -73,9 +76,17 @@ SELECT condition_id, end_date, closed, failures FROM market_checks
 _SOONEST = "SELECT min(next_check_at) AS at FROM market_checks"
 _UPDATE = """
 UPDATE market_checks SET market_slug = coalesce(%s, market_slug), end_date = coalesce(%s, end_date),
-  closed = closed OR %s, checked_at = %s, next_check_at = %s, failures = %s, last_error = %s
+  closed = closed OR %s, checked_at = %s, next_check_at = %s, failures = %s, last_error = %s,
+  unclear_since = CASE %s WHEN 'SET' THEN coalesce(unclear_since, %s) WHEN 'KEEP' THEN unclear_since END
  WHERE condition_id = %s
+RETURNING market_slug, unclear_since, unclear_alerted_at
 """
+# what an operator needs to settle a market by hand: the positions still open there
+_HELD_THERE = """
+SELECT count(*) AS positions, count(DISTINCT follower_wallet_id) AS wallets, coalesce(sum(cost_usd), 0) AS cost_usd
+  FROM positions WHERE condition_id = %s AND state = 'OPEN' AND size > 0
+"""
+_ALERTED = "UPDATE market_checks SET unclear_alerted_at = %s WHERE condition_id = %s"
 _DONE = "DELETE FROM market_checks WHERE condition_id = %s"
 
 
@@ -89,7 +100,7 @@ class MarketChecks:
     def __init__(self, pool: Any, rest: ClobRest, recorder: ResolutionRecorder, redis: Any, metrics: IngestMetrics,
                  *, interval_s: float = 3600.0, sync_s: float = SYNC_S, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, awaiting: Backoff = rs.AWAITING_WINNER,
-                 failing: Backoff = rs.FAILING) -> None:
+                 failing: Backoff = rs.FAILING, unclear_alert_s: float = UNCLEAR_ALERT_S) -> None:
         self.pool = pool
         self.rest = rest
         self.recorder = recorder
@@ -101,6 +112,7 @@ class MarketChecks:
         self.rng = rng or random.Random()
         self.awaiting = awaiting
         self.failing = failing
+        self.unclear_alert_s = unclear_alert_s
         self._asked: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._next_sync = 0.0
@@ -220,8 +232,32 @@ class MarketChecks:
         nxt, count = rs.next_check_s(outcome, now_s=now, end_s=end_s, closed=closed, failures=failures,
                                      interval_s=self.interval_s, rand=self.rng.random(), awaiting=self.awaiting,
                                      failing=self.failing)
+        unclear = outcome == rs.NO_CLEAR_WINNER
+        # since when the market has been closed without a winner: a failed check does not restart the clock
+        since = "SET" if unclear else "CLEAR" if outcome == rs.OPEN else "KEEP"
         async with self.pool.connection() as conn:
-            await conn.execute(_UPDATE, (slug, _dt(end_s) if end_s is not None else None, closed, _dt(now),
-                                         _dt(nxt), count, error[:500], condition_id))
+            row = await (await conn.execute(_UPDATE, (
+                slug, _dt(end_s) if end_s is not None else None, closed, _dt(now), _dt(nxt), count, error[:500],
+                since, _dt(now), condition_id))).fetchone()
+            if unclear and row is not None:
+                await self._maybe_alert(conn, condition_id, row, now)
         self.metrics.market_check(outcome)
         return outcome
+
+    async def _maybe_alert(self, conn: Any, condition_id: str, row: Any, now: float) -> None:
+        """One RESOLUTION_UNCLEAR alert once a market has been closed without a clear winner ``unclear_alert_s``:
+        its positions stay open (a 50/50 or voided result is not settled automatically) until a person acts."""
+        since = row["unclear_since"]
+        if row["unclear_alerted_at"] is not None or since is None or now - since.timestamp() < self.unclear_alert_s:
+            return
+        held = await (await conn.execute(_HELD_THERE, (condition_id,))).fetchone()
+        hours = (now - since.timestamp()) / 3600
+        raise_alert(AlertKind.RESOLUTION_UNCLEAR, f"resolution_unclear:{condition_id}",
+                    f"market {row['market_slug'] or condition_id} closed {hours:.1f} h ago without a clear winner "
+                    f"(a 50/50 or voided result, or a dispute): {held['positions']} open positions of "
+                    f"{held['wallets']} wallets (cost ${fmt(held['cost_usd'])}) are not settled until it has one; "
+                    "a result with no single winner has to be settled by hand",
+                    dedupe_id=f"resolution_unclear:{condition_id}", condition_id=condition_id,
+                    market_slug=row["market_slug"], positions=held["positions"], wallets=held["wallets"],
+                    cost_usd=fmt(held["cost_usd"]), unclear_since=since.isoformat())
+        await conn.execute(_ALERTED, (_dt(now), condition_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from services.router.domain.filters import trade_gate
 from services.router.domain.model import Reason
 from services.router.read_model import market_rules
 from sim.polymarket import PolymarketSim
-from tests.helpers import eventually
+from tests.helpers import alerts_raised, eventually
 from tests.ingest.conftest import IngestFactory
 from tests.ingest.resolution_support import AppendFails, hold, logged, market_known, rows, served, watch
 from tests.ingest.streamutil import logged_ticks
@@ -321,3 +322,31 @@ async def test_market_resolved_for_an_unwatched_asset_is_ignored_and_counted(
     assert await rows(db_url, "market_resolutions") == [] and await rows(db_url, "market_checks") == []
     assert f"/markets/{stranger.condition_id}" not in sim.clob.rest_requests
     await r.aclose()
+
+
+async def test_a_market_closed_without_a_winner_for_long_raises_one_alert(
+        sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str, db_url: str) -> None:
+    m = sim.add_market()
+    yes, _no = m.tokens
+    await hold(db_url, m.condition_id, yes, size="10")
+    m.closed, m.accepting_orders = True, False  # a 50/50 or voided result: closed, no token is the winner
+    app = await run_ingest(market_check_interval_s=1.0, resolution_unclear_alert_s=1.0)
+    app.market_checks.awaiting = FAST
+
+    def unclear() -> list[Any]:
+        return alerts_raised(redis_url, "RESOLUTION_UNCLEAR")
+    [alert] = await eventually(unclear)
+    assert (alert.fields["condition_id"], alert.fields["positions"], alert.fields["wallets"]) == (
+        m.condition_id, "1", "1")
+    [check] = await rows(db_url, "market_checks")
+    assert check["unclear_since"] is not None and check["unclear_alerted_at"] is not None
+    assert await rows(db_url, "market_resolutions") == []  # nothing is applied on the venue's silence
+
+    checks = app.market_checks.checks
+    await eventually(lambda: app.market_checks.checks >= checks + 3)  # checked again and again: alerted once
+    assert len(unclear()) == 1
+
+    m.winner = yes  # the venue names a winner at last: settled as usual
+    [item] = await served(app.grpc.port, 1)
+    assert item.resolution.winning_asset_id == yes
+    assert len(unclear()) == 1
