@@ -32,9 +32,11 @@ async def insert(conn: Conn, trigger: tpb.Trigger) -> None:
 
 
 async def update(conn: Conn, trigger: tpb.Trigger) -> None:
-    """Write the changeable columns and bump the version guard reloads on."""
+    """Write the changeable columns and bump the version guard reloads on. The high-water mark is only ever
+    lowered here (a PATCH resetting it: ``trigger_rules.mark_after_patch``); guard raises it."""
     sets = ", ".join(f"{c} = %({c})s" for c in _UPDATABLE)
-    sql = f"UPDATE triggers SET {sets}, version = version + 1 WHERE id = %(id)s"
+    sql = (f"UPDATE triggers SET {sets}, high_water_mark = LEAST(high_water_mark, %(high_water_mark)s),"
+           " version = version + 1 WHERE id = %(id)s")
     await conn.execute(sql, codec.trigger_params(trigger))
 
 

@@ -3,7 +3,9 @@
 - ``TAKE_PROFIT`` / ``STOP_LOSS`` need ``triggerPrice`` in (0, 1); ``trailPct`` and ``activationPrice``
   must be absent or "0".
 - ``TRAILING_STOP`` needs ``trailPct`` in (0, 100); ``activationPrice`` is "0" (track at once) or in
-  (0, 1); ``triggerPrice`` must be absent or "0".
+  (0, 1); ``triggerPrice`` must be absent or "0". A PATCH that leaves ``activationPrice`` above the stored
+  ``highWaterMark`` resets the mark to "0" (inactive until the price reaches the activation price); any other
+  PATCH keeps it (:func:`mark_after_patch`).
 - Exactly one of ``size`` (shares, > 0) and ``sellFraction`` (in (0, 1]) is non-zero.
 - ``priceSource`` defaults to BEST_BID; ``source`` is output only and always MANUAL (guard writes COPY exits itself).
 - Any OPEN position of the wallet may be guarded, whatever its origin (copied, manual, external). A
@@ -120,7 +122,18 @@ def merge_trigger_patch(current: tpb.Trigger, patch: tpb.Trigger) -> tpb.Trigger
         if patch.HasField(field):
             setattr(merged, field, getattr(patch, field))
     validate_values(merged)
+    merged.high_water_mark = mark_after_patch(merged)
     return merged
+
+
+def mark_after_patch(merged: tpb.Trigger) -> str:
+    """The high-water mark of a PATCHed trigger (canonical values): "0" when it is a trailing stop whose
+    activation price is above its mark (the price has not reached the activation price since tracking began: the
+    stop is inactive until it does, then trails from there), else the mark as stored."""
+    mark = Decimal(merged.high_water_mark or "0")
+    if merged.kind == tpb.TRIGGER_KIND_TRAILING_STOP and mark > 0 and Decimal(merged.activation_price) > mark:
+        return "0"
+    return merged.high_water_mark
 
 
 def values_equal(a: tpb.Trigger, b: tpb.Trigger) -> bool:

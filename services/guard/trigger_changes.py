@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from common.decimals import ZERO
 from common.heap import freeze_bulk_load
 from common.retry import Backoff
-from services.guard.domain.trigger_model import Kind, Reason, State
+from services.guard.domain.trigger_model import Kind, Reason, State, live_mark
 from services.guard.loops import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ class TriggerChanges:
     async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
         """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
         records an event for a change made elsewhere; ``mark``: a trailing high-water mark this process
-        tracked and PostgreSQL may not have yet (kept when higher than the row's, and saved)."""
+        tracked and PostgreSQL may not have yet (kept when higher than the row's and at least its activation
+        price, and saved; below an activation price a PATCH raised, it is dropped)."""
         guard = self.guard
         guard.stats.reloads += 1
         if trigger_id in guard.firer.in_flight:
@@ -45,7 +46,7 @@ class TriggerChanges:
         known = guard.engine.get(trigger_id)
         if row is not None and row.state is State.ARMED:
             spec = row.spec()
-            if spec.kind is Kind.TRAILING_STOP and mark > spec.high_water_mark:
+            if spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark:
                 spec = spec.with_mark(mark)
                 await guard.store.save_marks([(mark, [spec.id])])
             guard.engine.upsert(spec)

@@ -7,15 +7,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 
 from common.config import Secret, StorageSettings
 from common.storage import create_pool, create_redis
+from services.control.app import RunningControl
+from services.control.app import start as start_control
+from services.control.config import Settings as ControlSettings
+from services.control.config import Tuning as ControlTuning
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
-from tests.guard.standins import StandIns, start_standins
+from tests.guard.standins import TOKEN, StandIns, start_standins
 from tests.helpers import INTERNAL, with_tuning
+from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
@@ -73,3 +79,20 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
     yield client
     await client.aclose()
 
+
+# control in process (its trigger API), for the tests that PATCH triggers through it
+@pytest.fixture
+async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
+    running = await start_control(ControlSettings(
+        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
+        host="127.0.0.1", grpc_port=0, insiders_api_url="http://127.0.0.1:9",
+        tuning=ControlTuning(index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=2.0, ready_timeout_s=1.0)))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def triggers(control: RunningControl) -> AsyncIterator[pb_grpc.TriggerServiceStub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{control.port}")
+    yield pb_grpc.TriggerServiceStub(channel)
+    await channel.close()

@@ -13,12 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.config import Secret, StorageSettings
 from common.ids import hash_id
 from services.control.app import RunningControl
-from services.control.app import start as start_control
-from services.control.config import Settings as ControlSettings
-from services.control.config import Tuning as ControlTuning
 from tests.edge.conftest import Envoy, start_envoy
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
@@ -36,23 +32,12 @@ from tests.guard.standins import (
     trigger_row,
     wait_connected,
 )
-from tests.helpers import INTERNAL, eventually
+from tests.helpers import eventually
 from tests.position_rows import T0, insert_async, life
 from tradingtools.common.v1 import common_pb2 as cpb
 
 pytestmark = pytest.mark.integration
 VENUE_COUNT = "714.28"
-
-
-@pytest.fixture
-async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
-    running = await start_control(ControlSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
-        host="127.0.0.1",
-        grpc_port=0, insiders_api_url="http://127.0.0.1:9",
-        tuning=ControlTuning(index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=2.0, ready_timeout_s=1.0)))
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

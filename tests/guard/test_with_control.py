@@ -5,21 +5,16 @@ subscription through the real internal perf-action RPC."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import grpc
 import pytest
 
-from common.config import Secret, StorageSettings
 from common.grpcauth import token_id
 from common.ids import hash_id, new_id
 from common.marketstate import BookSnapshot, write_book
 from services.control.app import RunningControl
-from services.control.app import start as start_control
-from services.control.config import Settings as ControlSettings
-from services.control.config import Tuning as ControlTuning
 from tests.guard.conftest import GuardFactory
 from tests.guard.standins import (
     ASSET,
@@ -34,7 +29,7 @@ from tests.guard.standins import (
     set_position,
     wait_connected,
 )
-from tests.helpers import INTERNAL, INTERNAL_TOKEN, eventually
+from tests.helpers import INTERNAL_TOKEN, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
@@ -43,17 +38,6 @@ from tradingtools.control.v1 import trigger_pb2 as tpb
 
 pytestmark = pytest.mark.integration
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
-
-
-@pytest.fixture
-async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
-    running = await start_control(ControlSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
-        host="127.0.0.1",
-        grpc_port=0, insiders_api_url="http://127.0.0.1:9",
-        tuning=ControlTuning(index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=2.0, ready_timeout_s=1.0)))
-    yield running
-    await running.stop()
 
 
 async def test_rest_triggers_and_perf_actions_through_the_real_control(

@@ -355,7 +355,9 @@ class TriggerStore:
     async def save_marks(self, marks: Sequence[tuple[Decimal, list[str]]], *, chunk: int = 500) -> None:
         """Persist trailing high-water marks (never lowered), ``chunk`` rows per statement, each statement its
         own transaction: a fire waiting for one of those rows' lock waits for one small statement, not for
-        thousands of rows."""
+        thousands of rows. A mark below the row's activation price is not written: it was taken before a PATCH
+        raised the activation price above it and reset the mark (the condition is checked again on the row as
+        that PATCH committed it, when the statement waited for its lock)."""
         pairs = sorted((tid, m) for m, group in marks for tid in group)
         if not pairs:
             return
@@ -365,7 +367,8 @@ class TriggerStore:
                 await conn.execute(
                     "UPDATE triggers t SET high_water_mark = v.mark"
                     " FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)"
-                    " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark",
+                    " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark"
+                    " AND t.activation_price <= v.mark",
                     ([tid for tid, _m in part], [m for _tid, m in part]))
 
     async def record_observed(self, row: TriggerRow, kind: str, reason: str) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from common import bands
 from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
-from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec
+from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec, live_mark
 
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
@@ -185,8 +185,9 @@ class Engine:
         return set(self._by_asset.get(asset_id, ()))
 
     def upsert(self, spec: TriggerSpec) -> None:
-        """Watch a trigger, replacing any previous version (a trailing mark never falls; a trigger held on a
-        stale book stays held on the same asset, so the next fresh tick releases it)."""
+        """Watch a trigger, replacing any previous version (a trigger held on a stale book stays held on the same
+        asset, so the next fresh tick releases it; a trailing stop keeps its tracked mark when higher than the
+        given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`)."""
         old = self.get(spec.id)
         was_held = carried = False
         if old is not None:
@@ -194,7 +195,7 @@ class Engine:
             self._detach(old)
             if (old.kind is Kind.TRAILING_STOP and spec.kind is Kind.TRAILING_STOP
                     and old.asset_id == spec.asset_id and old.source is spec.source
-                    and old.high_water_mark > spec.high_water_mark):
+                    and live_mark(old.high_water_mark, spec.activation_price) > spec.high_water_mark):
                 spec = spec.with_mark(old.high_water_mark)
                 carried = True  # higher than the version given (the stored one): still to be saved
         self._specs[spec.id] = spec

@@ -103,7 +103,8 @@ class Reason(StrEnum):
 class TriggerSpec(NamedTuple):
     """What the engine needs of an ARMED trigger (a named tuple: 100,000 of them build fast and small).
 
-    ``high_water_mark`` > 0 marks an already-active trailing stop (its mark survives restarts).
+    ``high_water_mark`` > 0 marks an already-active trailing stop (its mark survives restarts); it is 0 or at
+    least ``activation_price`` (:func:`live_mark`).
     ``closing`` is true when firing ends the position's exits: a size-based trigger or a
     sell fraction of 1. In an OCO group a closing fire cancels the siblings; a partial rung
     (fraction < 1) sells its share and leaves the siblings armed on the rest.
@@ -131,6 +132,13 @@ def is_closing(size: Decimal, sell_fraction: Decimal) -> bool:
 
 
 _HUNDRED = Decimal(100)
+
+
+def live_mark(mark: Decimal, activation_price: Decimal) -> Decimal:
+    """The high-water mark a trailing stop may track with this activation price: ``mark`` when it reached the
+    activation price, else 0 (inactive: the price has not reached the activation price since tracking began, as
+    after a PATCH raising ``activationPrice`` above the mark)."""
+    return mark if mark >= activation_price else ZERO
 
 
 def fires_at(spec: TriggerSpec, price: Decimal, mark: Decimal = ZERO) -> bool:

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
-from services.guard.domain.trigger_model import Kind, Origin, Source, State, TriggerSpec, is_closing
+from services.guard.domain.trigger_model import Kind, Origin, Source, State, TriggerSpec, is_closing, live_mark
 from tradingtools.control.v1 import trigger_pb2 as tpb
 from tradingtools.guard.v1 import guard_pb2 as gpb
 
@@ -71,9 +71,10 @@ class TriggerRow:
         )
 
     def spec(self) -> TriggerSpec:
-        """What the engine watches."""
+        """What the engine watches (a stored mark below the activation price is no mark: :func:`live_mark`)."""
+        mark = live_mark(self.high_water_mark, self.activation_price)
         return TriggerSpec(self.id, self.asset_id, self.kind, self.price_source, self.trigger_price,
-                           self.trail_pct, self.activation_price, self.high_water_mark, self.oco_group,
+                           self.trail_pct, self.activation_price, mark, self.oco_group,
                            is_closing(self.size, self.sell_fraction))
 
 
@@ -84,12 +85,14 @@ _SOURCE_OF = {s.value: s for s in Source}
 def spec_from_tuple(t: tuple[Any, ...]) -> TriggerSpec:
     """A spec from a tuple row in ``SPEC_COLUMNS`` order (the bulk start-up load).
 
-    Asset ids and OCO groups are interned and zero decimals shared: 100,000 specs hold far fewer objects.
+    Asset ids and OCO groups are interned and zero decimals shared: 100,000 specs hold far fewer objects. A mark
+    below the activation price is no mark (:func:`live_mark`).
     """
     tid, asset, kind, source, price, trail, activation, mark, group, size, fraction = t
+    activation = activation or ZERO
+    mark = mark if mark and mark >= activation else ZERO  # live_mark, inline: the hot loop of the load
     return TriggerSpec(tid, sys.intern(asset), _KIND_OF[kind], _SOURCE_OF[source], price or ZERO, trail or ZERO,
-                       activation or ZERO, mark or ZERO, sys.intern(group) if group else "",
-                       size > 0 or fraction >= 1)
+                       activation, mark, sys.intern(group) if group else "", size > 0 or fraction >= 1)
 
 
 def client_order_id(trigger_id: str, fire_no: int) -> str:
