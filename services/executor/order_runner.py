@@ -291,7 +291,7 @@ class OrderRunner:
                 if remaining > 0:  # wait (bounded by the order's age) for the open period to end or the probe's verdict
                     await gate.wait_change(min(remaining, gate.reopens_in_s()))
                     continue
-                if may_hold:  # an earlier attempt may have reached the venue: settle by query
+                if may_hold or life.post_uncertain:  # an earlier attempt may have reached the venue: settle by query
                     timed_out = lc.OrderTimedOut("BREAKER_OPEN", answered=answered)
                     return await self._transition(t, life, [timed_out]), may_hold
                 failed = lc.OrderFailed("BREAKER_OPEN", f"{gate.venue} breaker open")

@@ -21,8 +21,10 @@ def plan_resume(rows: list[dict[str, Any]], venues: Container[str], running: Cal
     """The orders to run again, in the rows' order (their arrival), and the state changes to record first.
 
     An order whose POST may or may not have left (SUBMITTING) is settled by status query, never POSTed
-    blindly: it becomes UNKNOWN. A SELL sized by its fraction and not sent yet (NEW) is sized again in its
-    turn. Orders already running here, final ones, and those of a venue not configured are left alone.
+    blindly: it becomes UNKNOWN, and uncertain for good (``post_uncertain``: a not-found never makes it
+    "not taken"); an UNKNOWN one keeps what its row says. A SELL sized by its fraction and not sent yet (NEW)
+    is sized again in its turn. Orders already running here, final ones, and those of a venue not configured
+    are left alone.
     """
     runs: list[tuple[Ticket, lc.OrderLife]] = []
     changes: list[Change] = []

@@ -46,14 +46,16 @@ p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, 
 SELECT client_order_id FROM ins
 """
 
+# post_uncertain (migration 0630) is never cleared: once a POST of the order had no definite answer it stays so.
 ORDER_ROWS = """
 UPDATE orders o SET state = r.state, venue_order_id = r.vid, venue_status = r.vst,
     limit_price = COALESCE(r.lp, o.limit_price), attempts = r.att, not_found = r.nf, maybe_unsent = r.mu,
+    post_uncertain = o.post_uncertain OR r.pu,
     filled_size = r.fs, avg_price = r.ap, fee_shares = r.fee, filled_notional = r.fn, reason = r.reason,
     detail = r.detail, post_sent_ns = COALESCE(o.post_sent_ns, r.ps), updated_at = now(),
     terminal_at = CASE WHEN r.terminal THEN COALESCE(o.terminal_at, now()) END
 FROM json_to_recordset(%s::json) AS r(coid text, state text, vid text, vst text, lp numeric, att int, nf int,
-     mu boolean, fs numeric, ap numeric, fee numeric, fn numeric, reason text, detail text, ps bigint,
+     mu boolean, pu boolean, fs numeric, ap numeric, fee numeric, fn numeric, reason text, detail text, ps bigint,
      terminal boolean)
 WHERE o.client_order_id = r.coid
 RETURNING o.client_order_id, o.terminal_at

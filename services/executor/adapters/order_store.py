@@ -76,7 +76,8 @@ def update_json(changes: list[Change]) -> str:
         life, t = c.life, c.ticket
         rows.append({"coid": life.client_order_id, "state": life.state.value, "vid": life.venue_order_id,
                      "vst": life.venue_status, "lp": _num(life.limit_price), "att": life.attempts,
-                     "nf": life.not_found, "mu": life.maybe_unsent, "fs": str(life.filled_size),
+                     "nf": life.not_found, "mu": life.maybe_unsent, "pu": life.post_uncertain,
+                     "fs": str(life.filled_size),
                      "ap": str(life.avg_price), "fee": str(t.fee_booked), "fn": str(t.notional_booked),
                      "reason": life.reason, "detail": storable(life.detail[:1000]), "ps": t.post_sent_ns or None,
                      "terminal": life.terminal})
@@ -278,7 +279,8 @@ def row_life(row: dict[str, Any]) -> OrderLife:
     """The lifecycle state stored in an ``orders`` row."""
     return OrderLife(row["client_order_id"], State(row["state"]), row["venue_order_id"], row["venue_status"],
                      row["limit_price"], row["attempts"], row["not_found"], row["maybe_unsent"],
-                     row["filled_size"] or ZERO, row["avg_price"] or ZERO, row["reason"], row["detail"])
+                     row["filled_size"] or ZERO, row["avg_price"] or ZERO, row["reason"], row["detail"],
+                     row["post_uncertain"])
 
 
 def ticket_from_row(row: dict[str, Any]) -> Ticket:

@@ -53,6 +53,12 @@ class Classification:
     invalidate_market: bool = False
     answered: bool = False  # the venue answered with a retryable error (5xx/425/429): not found later = not taken
 
+    @property
+    def uncertain(self) -> bool:
+        """The call ended without a definite answer while the venue may have the order (a dropped connection, a
+        timeout, an unreadable answer)."""
+        return self.venue_may_hold and not self.answered
+
 
 def classify(result: v.VenueResult) -> Classification:
     """Classify one venue answer (POST or GET)."""
@@ -93,9 +99,9 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
     """Events after one POST attempt of an order in SUBMITTING (the accepted case is :func:`accepted`).
 
     ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
-    says an earlier attempt of this order may have reached the venue.
+    says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does).
     """
-    may_hold = venue_may_hold_already or c.venue_may_hold
+    may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain
     if c.verdict is Verdict.REJECT:
         return [OrderRejected(c.reason)]
     if c.verdict is Verdict.SETTLE:
@@ -104,7 +110,7 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
         return [OrderRejected("VENUE_HTTP_404")]
     # RETRY
     if life.attempts < max_attempts and may_retry_now:
-        return [SubmitAttemptFailed(c.reason)]
+        return [SubmitAttemptFailed(c.reason, uncertain=c.uncertain)]
     if may_hold or c.answered:  # settle by query; a not-found then re-POSTs within the resubmit window
         return [OrderTimedOut(c.reason, answered=c.answered)]
     if not may_retry_now:
@@ -150,8 +156,10 @@ def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
     ``lost_after`` consecutive not-found settle it: while ``resubmit_allowed`` (the order is young enough
     to still be worth sending) it is POSTed again with the same Idempotency-Key, which the venue answers
     with the order it already has, if it has it (a timed-out POST it is still processing included);
-    past that, one that may be unsent and was answered with an error is FAILED (it was not taken),
-    anything else LOST.
+    past that, it is FAILED (not taken) only when its last attempt was answered with an error and no POST
+    of it ever ended without a definite answer (``OrderLife.not_taken_if_not_found``); anything else is
+    LOST: the venue may still hold it. (``RESTART_REASON``: an order a previous release restarted, stored
+    without ``post_uncertain``.)
     """
     if c.verdict is not Verdict.NOT_FOUND:
         return []  # transient error: ask again later; it does not count as not-found
@@ -159,7 +167,7 @@ def decide_unknown(life: OrderLife, c: Classification, *, lost_after: int,
         return [OrderNotFound()]
     if resubmit_allowed:
         return [OrderNotFound(), OrderSubmitted()]
-    if life.maybe_unsent and life.detail != RESTART_REASON:
+    if life.not_taken_if_not_found and life.detail != RESTART_REASON:
         return [OrderNotFound(), OrderFailed("VENUE_UNAVAILABLE",
                                              f"not taken after {life.detail}; resubmit window over")]
     return [OrderNotFound(), OrderLost("VENUE_NOT_FOUND")]

@@ -8,7 +8,7 @@
      │                       └──OrderTimedOut──> UNKNOWN ──OrderAccepted──> PLACED
      │                                            │  ▲ OrderNotFound
      │                                            └──┴──OrderLost──> LOST
-     │                                            └──OrderFailed──> FAILED (not taken, resubmit window over)
+     │                                            └──OrderFailed──> FAILED (not taken: no POST uncertain; window over)
      │           PLACED / PARTIALLY_FILLED ──OrderLost──> LOST (the venue no longer finds it, for long enough)
      └── OrderRejected / OrderFailed (executor's own checks, breaker open)
 
@@ -62,9 +62,13 @@ class OrderSubmitted:
 
 @dataclass(frozen=True, slots=True)
 class SubmitAttemptFailed:
-    """One POST attempt failed with a retryable error; another attempt will follow."""
+    """One POST attempt failed with a retryable error; another attempt will follow.
+
+    ``uncertain``: the attempt ended without a definite answer (the connection dropped mid-call): the venue may
+    hold the order, which it keeps for good (``OrderLife.post_uncertain``)."""
 
     reason: str
+    uncertain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,9 @@ class OrderTimedOut:
     restart between persisting the intent and learning the outcome: ``surely_sent`` False).
 
     ``answered``: the venue answered the last attempt with a retryable error (5xx/425/429, or the
-    breaker refused the retry), so a not-found means it was not taken and a re-POST is safe."""
+    breaker refused the retry), so a not-found means it was not taken and a re-POST is safe. Not
+    answered, the attempt may have left the order at the venue: the order keeps that for good
+    (``OrderLife.post_uncertain``)."""
 
     reason: str
     surely_sent: bool = True
@@ -178,7 +184,14 @@ EVENT_TYPES: tuple[type, ...] = (OrderSubmitted, SubmitAttemptFailed, OrderTimed
 
 @dataclass(frozen=True, slots=True)
 class OrderLife:
-    """An order's lifecycle state and the facts accumulated on the way."""
+    """An order's lifecycle state and the facts accumulated on the way.
+
+    ``maybe_unsent``: the last attempt may have left nothing at the venue (answered with a retryable error, or a
+    restart before its POST was recorded). ``post_uncertain``: some POST of the order may have reached the venue
+    without a definite answer, or the executor cannot tell (a timeout, a dropped connection, a restart or an error
+    of the executor under it); never cleared, so a not-found can never make the order "not taken" (FAILED) after
+    it, only LOST.
+    """
 
     client_order_id: str
     state: State = State.NEW
@@ -192,11 +205,18 @@ class OrderLife:
     avg_price: Decimal = ZERO
     reason: str = ""
     detail: str = ""
+    post_uncertain: bool = False
 
     @property
     def terminal(self) -> bool:
         """True once the order can no longer change."""
         return self.state.terminal
+
+    @property
+    def not_taken_if_not_found(self) -> bool:
+        """True when a not-found means the venue never took the order: its last attempt left nothing there
+        and no POST of it ever ended without a definite answer."""
+        return self.maybe_unsent and not self.post_uncertain
 
 
 def _evolve(life: OrderLife, **changes: object) -> OrderLife:
@@ -227,10 +247,12 @@ def apply(life: OrderLife, event: Event) -> OrderLife:
         case OrderSubmitted(limit_price=lp):
             return _evolve(life, state=target, attempts=life.attempts + 1, not_found=0, maybe_unsent=False,
                            limit_price=lp if lp is not None else life.limit_price)
-        case SubmitAttemptFailed(reason=r):
-            return _evolve(life, state=target, attempts=life.attempts + 1, detail=r)
+        case SubmitAttemptFailed(reason=r, uncertain=u):
+            return _evolve(life, state=target, attempts=life.attempts + 1, detail=r,
+                           post_uncertain=life.post_uncertain or u)
         case OrderTimedOut(reason=r, surely_sent=sent, answered=ans):
-            return _evolve(life, state=target, detail=r, not_found=0, maybe_unsent=not sent or ans)
+            return _evolve(life, state=target, detail=r, not_found=0, maybe_unsent=not sent or ans,
+                           post_uncertain=life.post_uncertain or not ans)
         case OrderAccepted(venue_order_id=vid, venue_status=st):
             return _evolve(life, state=target, venue_order_id=vid or life.venue_order_id, venue_status=st,
                            not_found=0)
