@@ -246,3 +246,23 @@ async def test_the_migration_counts_every_order_waiting_to_be_settled_as_uncerta
         conn.execute(MIGRATION.read_bytes())
     assert [_stored(db_url, p.ticket.client_order_id)["post_uncertain"]  # type: ignore[index]
             for p in items] == [True, False, False]
+
+
+DUPLICATE = v.VenueError("http", 400, "INVALID_ORDER_DUPLICATED")
+
+
+@pytest.mark.parametrize(("post_uncertain", "may_hold_already", "expected"), [
+    # a re-POST of an order an earlier POST may have left at the venue: the venue says it has it, ask for it
+    (True, False, [lc.OrderTimedOut("INVALID_ORDER_DUPLICATED")]),
+    (False, True, [lc.OrderTimedOut("INVALID_ORDER_DUPLICATED")]),
+    # a first POST refused as a duplicate: nothing of ours can be there; refused as before
+    (False, False, [lc.OrderRejected("INVALID_ORDER_DUPLICATED")]),
+])
+def test_a_duplicate_answer_to_a_re_post_settles_the_order_by_query(
+        post_uncertain: bool, may_hold_already: bool, expected: list[lc.Event]) -> None:
+    life = lc.OrderLife("co_1", lc.State.SUBMITTING, attempts=2, post_uncertain=post_uncertain)
+    assert decide_submit(life, classify(DUPLICATE), max_attempts=4, may_retry_now=True,
+                         venue_may_hold_already=may_hold_already) == expected
+    if expected[0] != lc.OrderRejected("INVALID_ORDER_DUPLICATED"):
+        unknown = lc.apply(life, expected[0])
+        assert unknown.state is lc.State.UNKNOWN and not unknown.not_taken_if_not_found

@@ -30,6 +30,7 @@ NON_RETRYABLE_CODES = frozenset({
 # Rejections that mean the router's cached market rules were stale: drop ``tt:market:{asset}``.
 INVALIDATES_MARKET = frozenset({"INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_MIN_SIZE", "MARKET_CLOSED"})
 NOT_FOUND_CODE = "ORDER_NOT_FOUND"
+DUPLICATED = "INVALID_ORDER_DUPLICATED"
 
 
 class Verdict(enum.Enum):
@@ -99,10 +100,14 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
     """Events after one POST attempt of an order in SUBMITTING (the accepted case is :func:`accepted`).
 
     ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
-    says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does).
+    says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does). Such an
+    order answered ``INVALID_ORDER_DUPLICATED`` is settled by status query, not rejected: the venue has it.
     """
     may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain
     if c.verdict is Verdict.REJECT:
+        if c.reason == DUPLICATED and may_hold:
+            # an earlier attempt may have reached the venue, and the venue says it has this order: ask for it
+            return [OrderTimedOut(c.reason)]
         return [OrderRejected(c.reason)]
     if c.verdict is Verdict.SETTLE:
         return [OrderTimedOut(c.reason)]
