@@ -4,6 +4,9 @@ Keys (all lower-case addresses):
 - ``tt:leaders`` SET of leader proxies that have at least one ACTIVE subscription.
 - ``tt:leader:{leader}`` HASH subscription id → proto3 JSON of the ``Subscription``.
 - ``tt:index:version`` INCR'd on every change, so a reader that missed a message knows to reload.
+- ``tt:index:rowver`` HASH subscription id → the PostgreSQL row version last written for it (kept after a
+  remove): a write carrying an older row version is refused, so of several writers (control replicas, a resync
+  that read the row before another replica changed it) the newest version wins whatever the order of arrival.
 - channel ``tt:index:changed`` carries ``{"leader", "subscriptionId", "op": "upsert"|"remove", "version"}``.
 
 Pub/sub is fire-and-forget: a reader reloads in full whenever it (re)subscribes, and compares
@@ -22,6 +25,8 @@ from tradingtools.control.v1 import subscription_pb2
 
 LEADERS_KEY = "tt:leaders"
 VERSION_KEY = "tt:index:version"
+ROW_VERSIONS_KEY = "tt:index:rowver"
+REFUSED = -1  # what upsert / remove return when the index holds a newer row version of the subscription
 CHANNEL = "tt:index:changed"
 
 
@@ -40,7 +45,13 @@ def decode(raw: str | bytes) -> subscription_pb2.Subscription:
     return json_format.Parse(raw, subscription_pb2.Subscription(), ignore_unknown_fields=True)
 
 
+# ARGV[5] / ARGV[4]: the row version written ("" when unknown: no check, nothing recorded)
 _UPSERT = """
+local rv = tonumber(ARGV[5])
+if rv then
+  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
+  redis.call('HSET', KEYS[4], ARGV[1], rv)
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 local v = redis.call('INCR', KEYS[3])
@@ -49,6 +60,11 @@ return v
 """
 
 _REMOVE = """
+local rv = tonumber(ARGV[4])
+if rv then
+  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
+  redis.call('HSET', KEYS[4], ARGV[1], rv)
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 local v = redis.call('INCR', KEYS[3])
@@ -73,20 +89,32 @@ class IndexChange:
         return cls(str(data["leader"]), str(data["subscriptionId"]), str(data["op"]), int(data["version"]))
 
 
-async def upsert(redis: Any, sub: subscription_pb2.Subscription) -> int:
-    """Put an ACTIVE subscription in the index (or remove it if not ACTIVE); returns the new version."""
+def upsert_keys(leader: str) -> tuple[str, str, str, str]:
+    """The KEYS of the upsert and remove scripts."""
+    return leader_key(leader), LEADERS_KEY, VERSION_KEY, ROW_VERSIONS_KEY
+
+
+def row_version_arg(row_version: int | None) -> str:
+    """The scripts' row version argument ("": not checked)."""
+    return "" if row_version is None else str(row_version)
+
+
+async def upsert(redis: Any, sub: subscription_pb2.Subscription, row_version: int | None = None) -> int:
+    """Put an ACTIVE subscription in the index (or remove it if not ACTIVE); returns the new index version, or
+    :data:`REFUSED` when the index holds a newer ``row_version`` of it."""
     if sub.state != subscription_pb2.SUBSCRIPTION_STATE_ACTIVE:
-        return await remove(redis, sub.leader_proxy, sub.id)
+        return await remove(redis, sub.leader_proxy, sub.id, row_version)
     leader = sub.leader_proxy.lower()
-    return int(await redis.eval(_UPSERT, 3, leader_key(leader), LEADERS_KEY, VERSION_KEY,
-                                sub.id, encode(sub), leader, CHANNEL))
+    return int(await redis.eval(_UPSERT, 4, *upsert_keys(leader), sub.id, encode(sub), leader, CHANNEL,
+                                row_version_arg(row_version)))
 
 
-async def remove(redis: Any, leader: str, subscription_id: str) -> int:
-    """Take a subscription out of the index; returns the new version."""
+async def remove(redis: Any, leader: str, subscription_id: str, row_version: int | None = None) -> int:
+    """Take a subscription out of the index; returns the new index version, or :data:`REFUSED` when the index
+    holds a newer ``row_version`` of it."""
     leader = leader.lower()
-    return int(await redis.eval(_REMOVE, 3, leader_key(leader), LEADERS_KEY, VERSION_KEY,
-                                subscription_id, leader, CHANNEL))
+    return int(await redis.eval(_REMOVE, 4, *upsert_keys(leader), subscription_id, leader, CHANNEL,
+                                row_version_arg(row_version)))
 
 
 async def leaders(redis: Any) -> set[str]:

@@ -42,3 +42,25 @@ async def test_upsert_remove_and_invalidation(redis_url: str) -> None:
     await pubsub.aclose()
     await client.aclose()
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("writes", "indexed"), [
+    # (state, row version) in the order they reach Redis
+    ([("ACTIVE", 1), ("PAUSED", 3), ("ACTIVE", 2)], False),  # an older upsert after a newer remove: refused
+    ([("ACTIVE", 4), ("PAUSED", 3)], True),  # an older remove after a newer upsert: refused
+    ([("ACTIVE", 2), ("ACTIVE", 2)], True),  # the same version again: written again
+    ([("PAUSED", 2), ("ACTIVE", None)], True),  # no version: not checked
+])
+async def test_a_write_older_than_the_row_version_held_is_refused(
+        redis_url: str, writes: list[tuple[str, int | None]], indexed: bool) -> None:
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    leader = "0x" + "B" * 40
+    states = {"ACTIVE": spb.SUBSCRIPTION_STATE_ACTIVE, "PAUSED": spb.SUBSCRIPTION_STATE_PAUSED}
+    held = 0
+    for state, version in writes:
+        got = await hotindex.upsert(client, _sub("sub_9", leader, states[state]), version)
+        assert (got == hotindex.REFUSED) == (version is not None and version < held)
+        held = max(held, version or 0)
+    assert [s.id for s in await hotindex.subscriptions_of(client, leader)] == (["sub_9"] if indexed else [])
+    assert (leader.lower() in await hotindex.leaders(client)) == indexed
+    await client.aclose()

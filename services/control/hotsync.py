@@ -3,9 +3,12 @@ change notifications.
 
 - After a subscription commit, ``subscription_changed`` upserts / removes its index entry
   (``common.hotindex`` publishes the invalidation) before the call answers, so a caller that saw
-  the 200 can count on the index holding it. Index writes of one leader happen under that leader's
-  lock (striped) and carry the row version just committed; a write older than one already made is
-  dropped, so racing writers cannot leave a stale entry.
+  the 200 can count on the index holding it. The write is shielded from the call's cancellation (a
+  client deadline or disconnect after the commit): it finishes on its own, and the resync is asked for
+  in case it cannot. Index writes of one leader happen under that leader's lock (striped) and carry the
+  row version just committed; Redis refuses a write older than the row version it holds for the
+  subscription (``tt:index:rowver``), so racing writers, in this process or in another replica, cannot
+  leave a stale entry.
 - ``resync`` diffs every leader's index hash against PostgreSQL and fixes only the differences; it
   runs at start-up, sooner (``retry_interval_s``) after a failed update, every ``full_interval_s``,
   and whenever the periodic check (every ``interval_s``) finds that Redis is not the server the last
@@ -23,18 +26,18 @@ change notifications.
   ``version`` = INCR ``tt:triggers:version``; a failed publish is retried by the same loop.
 
 The index copy of a subscription carries no ``stats`` (they change with every fill).
-Single writer assumed: with several control replicas a stale entry can live until the next resync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from common import hotindex
 from common.cancel import reraise_if_cancelling
@@ -56,11 +59,31 @@ _RESYNC_BATCH = 128  # leader hashes read per pipelined round trip
 # Pause between batches: the resync is a background safety net, so it leaves most of the CPU to
 # requests (~4 ms of work per batch) instead of stalling them for the length of a whole pass.
 _RESYNC_PAUSE_S = 0.005
+S = TypeVar("S", bound="_Synced")
+P = ParamSpec("P")
+T = TypeVar("T")
 _PUBLISH_TRIGGER = """
 local v = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], cjson.encode({triggerId=ARGV[2], op=ARGV[3], version=v}))
 return v
 """
+
+
+class _Synced(Protocol):
+    sync: IndexSync
+
+
+def resync_if_cancelled(method: Callable[Concatenate[S, P], Awaitable[T]]) -> Callable[Concatenate[S, P], Awaitable[T]]:
+    """A use case that writes subscriptions: cancelled (a client deadline or disconnect), perhaps during its
+    commit and before its index write, it asks for the resync, which heals whatever the commit left."""
+    @functools.wraps(method)
+    async def run(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            self.sync.mark_dirty()
+            raise
+    return run
 
 
 def index_copy(sub: spb.Subscription) -> spb.Subscription:
@@ -96,11 +119,11 @@ return out
 _UPSERT = Script(hotindex._UPSERT)
 
 
-async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str) -> int:
+async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str, row_version: int) -> int:
     """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
     leader = sub.leader_proxy.lower()
-    keys = (hotindex.leader_key(leader), hotindex.LEADERS_KEY, hotindex.VERSION_KEY)
-    return int(await hot.run_script(_UPSERT, keys, (sub.id, encoded, leader, hotindex.CHANNEL)))
+    return int(await hot.run_script(_UPSERT, hotindex.upsert_keys(leader), (
+        sub.id, encoded, leader, hotindex.CHANNEL, hotindex.row_version_arg(row_version))))
 
 
 @dataclass
@@ -134,6 +157,7 @@ class IndexSync:
         self._locks = tuple(asyncio.Lock() for _ in range(_LOCK_STRIPES))
         self._pending_triggers: dict[str, str] = {}
         self._written: dict[str, int] = {}  # subscription id → highest row version written to the index
+        self._writes: set[asyncio.Future[None]] = set()  # index writes whose caller was cancelled
         # subscription id → (row version, digest of its index string at that version): a memo of
         # ``hotindex.encode`` (a version's content never changes), so a resync need not re-encode.
         self._expected: dict[str, tuple[int, str]] = {}
@@ -154,7 +178,22 @@ class IndexSync:
     async def subscription_changed(self, sub: spb.Subscription, version: int, encoded: str | None = None) -> None:
         """Bring one subscription's index entry in line with its committed ``version``; a failure marks
         the index dirty for the resync loop. ``encoded`` is ``hotindex.encode(index_copy(sub))`` when
-        the caller has it already."""
+        the caller has it already. The caller's cancellation does not stop the write (see the module)."""
+        await self._shielded(self._changed(sub, version, encoded))
+
+    async def _shielded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` to its end even if the caller is cancelled meanwhile (the resync is then asked for too:
+        a shutdown may still stop it)."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.mark_dirty()
+            raise
+
+    async def _changed(self, sub: spb.Subscription, version: int, encoded: str | None) -> None:
         try:
             async with self._lock(sub.leader_proxy):
                 await self._write(sub, version, encoded)
@@ -164,29 +203,45 @@ class IndexSync:
                         extra={"subscription_id": sub.id, "error": short_reason(exc)})
 
     async def _write(self, sub: spb.Subscription, version: int, encoded: str | None = None) -> bool:
-        """Write one entry (caller holds its leader's lock); False when a newer version was written already."""
+        """Write one entry (caller holds its leader's lock); False when a newer version was written already
+        (by this process, or by another writer: Redis refuses it)."""
         if self._written.get(sub.id, 0) > version:
             return False
         if sub.state == spb.SUBSCRIPTION_STATE_ACTIVE:
             if encoded is None:
                 encoded = hotindex.encode(index_copy(sub))
-            await _upsert_encoded(self.hot, sub, encoded)
+            if await _upsert_encoded(self.hot, sub, encoded, version) == hotindex.REFUSED:
+                return False
             self._expected[sub.id] = (version, _digest(encoded))
         else:
-            await hotindex.remove(self.redis, sub.leader_proxy, sub.id)
+            if await hotindex.remove(self.redis, sub.leader_proxy, sub.id, version) == hotindex.REFUSED:
+                return False
             self._expected.pop(sub.id, None)
         self._written[sub.id] = version
         return True
 
     async def trigger_changed(self, trigger_id: str, op: str) -> None:
-        """Publish a trigger change; a failure is retried by the resync loop."""
-        try:
-            await self._publish_trigger(trigger_id, op)
-        except Exception as exc:  # noqa: BLE001 - committed already; retried later
+        """Publish a trigger change; a failure (or the caller's cancellation) leaves it to the resync loop."""
+        await self.triggers_changed([trigger_id], op)
+
+    async def triggers_changed(self, trigger_ids: list[str], op: str) -> None:
+        """Publish changes of several triggers, recorded as pending first so that the resync loop publishes
+        whatever a failure or the caller's cancellation left."""
+        for trigger_id in trigger_ids:
             self._pending_triggers[trigger_id] = op
-            self.mark_dirty()
-            log.warning("trigger publish failed; will retry",
-                        extra={"trigger_id": trigger_id, "error": short_reason(exc)})
+        await self._shielded(self._publish_pending(trigger_ids, op))
+
+    async def _publish_pending(self, trigger_ids: list[str], op: str) -> None:
+        for trigger_id in trigger_ids:
+            try:
+                await self._publish_trigger(trigger_id, op)
+            except Exception as exc:  # noqa: BLE001 - committed already; retried later
+                self.mark_dirty()
+                log.warning("trigger publish failed; will retry",
+                            extra={"trigger_id": trigger_id, "error": short_reason(exc)})
+                return
+            if self._pending_triggers.get(trigger_id) == op:
+                del self._pending_triggers[trigger_id]
 
     def mark_dirty(self) -> None:
         """Ask the loop for a resync soon (after ``retry_interval_s``)."""
@@ -281,9 +336,17 @@ class IndexSync:
         for sid, (s, encoded) in wanted.items():
             self._expected[sid] = (s.version, _digest(encoded))
         actual: dict[str, str] = await self.redis.hgetall(hotindex.leader_key(leader))
-        for sid in actual.keys() - wanted.keys():
-            await hotindex.remove(self.redis, leader, sid)
-            report.removed += 1
+        gone = sorted(actual.keys() - wanted.keys())
+        if gone:
+            async with self.db.read() as conn:
+                versions = await sub_repo.row_versions(conn, gone)
+            for sid in gone:
+                version, active = versions.get(sid, (None, False))
+                if active:  # made ACTIVE again since the read above (another replica): its write stands
+                    continue
+                # a replica's write newer than this read (a resume) is refused by Redis, not undone
+                if await hotindex.remove(self.redis, leader, sid, version) != hotindex.REFUSED:
+                    report.removed += 1
         written = False
         for sid, (s, encoded) in wanted.items():
             if actual.get(sid) != encoded and await self._write(s.sub, s.version, encoded):

@@ -25,9 +25,9 @@ from services.control import subscription_rules as rules
 from services.control import validation as v
 from services.control.audit import Caller
 from services.control.codec import audit_subscription, short
-from services.control.db import Database
+from services.control.db import Conn, Database
 from services.control.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.control.hotsync import IndexSync
+from services.control.hotsync import IndexSync, resync_if_cancelled
 from services.control.internal_repo import Funding, PerfRecord
 from services.control.lifecycle import SubscriptionCommand, apply_subscription
 from tradingtools.control.v1 import control_pb2 as cpb
@@ -97,6 +97,7 @@ class InternalUseCases:
         return cpb.GetFundingResponse(follower_wallet_id=wallet, balance_usd=fmt(current.balance_usd),
                                       as_of=_ts(current.as_of))
 
+    @resync_if_cancelled
     async def apply_perf_action(self, req: cpb.ApplyPerfActionRequest,
                                 caller: Caller) -> cpb.ApplyPerfActionResponse:
         """Pause or scale a subscription once per decision."""
@@ -116,29 +117,14 @@ class InternalUseCases:
                 raise NotFound(f"subscription {sid} not found")
             current = stored.sub
             prior = await internal_repo.get_perf(conn, decision)
-            if prior is not None:
-                if (prior.subscription_id, prior.action) != (sid, action):
-                    raise FailedPrecondition(
-                        f"decisionId: {decision} was already used for {prior.action} of {prior.subscription_id}")
-                return cpb.ApplyPerfActionResponse(subscription=current, applied=False)
-            changed = spb.Subscription()
-            changed.CopyFrom(current)
-            if req.action == cpb.PERF_ACTION_PAUSE:
-                changed.state = apply_subscription(current.state, SubscriptionCommand.PAUSE, sid)  # type: ignore[assignment]
-                if current.state == spb.SUBSCRIPTION_STATE_ACTIVE:
-                    changed.paused_reason = reason or DEFAULT_PERF_PAUSE_REASON
-            else:
-                apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
-                changed.perf.applied_multiplier = fmt(multiplier or Decimal(1))
-            if not await internal_repo.insert_perf(conn, PerfRecord(decision, sid, action, multiplier), reason,
-                                                   caller.token_id, now):
-                raise FailedPrecondition(f"decisionId: {decision} was just applied to another subscription")
-            version = stored.version
-            if changed != current:
-                changed.update_time.FromDatetime(now)
-                version = await sub_repo.update(conn, changed, stored.version)
-            await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
-                              before=audit_subscription(current), after=audit_subscription(changed), at=now)
+            if prior is not None and (prior.subscription_id, prior.action) != (sid, action):
+                raise FailedPrecondition(
+                    f"decisionId: {decision} was already used for {prior.action} of {prior.subscription_id}")
+            if prior is None:
+                changed, version = await self._apply_perf(conn, stored, req, caller, now, decision, reason, multiplier)
+        if prior is not None:  # a replay, perhaps of a call cancelled after its commit: the index gets the row again
+            await self.sync.subscription_changed(current, stored.version)
+            return cpb.ApplyPerfActionResponse(subscription=current, applied=False)
         await self.sync.subscription_changed(changed, version)
         _PERF_ACTIONS.add(1, {"action": action})
         if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
@@ -148,3 +134,30 @@ class InternalUseCases:
                         follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,
                         reason=changed.paused_reason)
         return cpb.ApplyPerfActionResponse(subscription=changed, applied=True)
+
+    @staticmethod
+    async def _apply_perf(conn: Conn, stored: sub_repo.Stored, req: cpb.ApplyPerfActionRequest, caller: Caller,
+                          now: datetime, decision: str, reason: str,
+                          multiplier: Decimal | None) -> tuple[spb.Subscription, int]:
+        """Record the decision and change the subscription (in the caller's transaction); (the changed
+        subscription, its row version)."""
+        current, sid, action = stored.sub, stored.sub.id, short(cpb.PerfAction, req.action)
+        changed = spb.Subscription()
+        changed.CopyFrom(current)
+        if req.action == cpb.PERF_ACTION_PAUSE:
+            changed.state = apply_subscription(current.state, SubscriptionCommand.PAUSE, sid)  # type: ignore[assignment]
+            if current.state == spb.SUBSCRIPTION_STATE_ACTIVE:
+                changed.paused_reason = reason or DEFAULT_PERF_PAUSE_REASON
+        else:
+            apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
+            changed.perf.applied_multiplier = fmt(multiplier or Decimal(1))
+        if not await internal_repo.insert_perf(conn, PerfRecord(decision, sid, action, multiplier), reason,
+                                               caller.token_id, now):
+            raise FailedPrecondition(f"decisionId: {decision} was just applied to another subscription")
+        version = stored.version
+        if changed != current:
+            changed.update_time.FromDatetime(now)
+            version = await sub_repo.update(conn, changed, stored.version)
+        await audit.write(conn, caller, entity_type="subscription", entity_id=sid,
+                          before=audit_subscription(current), after=audit_subscription(changed), at=now)
+        return changed, version

@@ -306,6 +306,13 @@ async def active_versions(conn: Conn) -> list[tuple[str, str, int]]:
     return await cur.fetchall()
 
 
+async def row_versions(conn: Conn, ids: list[str]) -> dict[str, tuple[int, bool]]:
+    """(row version, ACTIVE) of each of these subscriptions (unknown ids are absent)."""
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT id, version, state = 'ACTIVE' FROM subscriptions WHERE id = ANY(%s)", (ids,))
+    return {sid: (int(version), bool(active)) for sid, version, active in await cur.fetchall()}
+
+
 async def fills_page(conn: Conn, subscription_id: str, *, after: Cursor | None,
                      limit: int) -> list[codec.Row]:
     """Up to ``limit`` fill rows of a subscription after ``after``, newest first."""

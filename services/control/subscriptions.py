@@ -31,7 +31,7 @@ from services.control.codec import (
 )
 from services.control.db import Conn, Database
 from services.control.errors import AlreadyExists, NotFound
-from services.control.hotsync import IndexSync
+from services.control.hotsync import IndexSync, resync_if_cancelled
 from services.control.lifecycle import SubscriptionCommand, apply_subscription
 from services.control.sub_pages import EncodedBody, SubscriptionPages, page_query
 from tradingtools.control.v1 import control_pb2 as pb
@@ -68,6 +68,7 @@ class SubscriptionUseCases:
         self.now = now
         self.ttl = idempotency_ttl
 
+    @resync_if_cancelled
     async def create(self, raw: spb.Subscription, caller: Caller) -> spb.Subscription:
         """A new ACTIVE subscription (or the first response of an idempotent replay).
 
@@ -102,6 +103,7 @@ class SubscriptionUseCases:
                 # a key seen before replays; a new key was not claimed because of the conflict, found again there
                 replay = await self._create_seen_key(sub, doc, caller, claim.request_hash, now)
                 if replay is not None:
+                    await self._index_again(replay.id)
                     return replay
         except Exception as exc:
             if sub_repo.is_duplicate_active(exc):
@@ -109,6 +111,14 @@ class SubscriptionUseCases:
             raise
         await self.sync.subscription_changed(sub, 1, index_json(doc))
         return sub
+
+    async def _index_again(self, sid: str) -> None:
+        """Write a subscription's index entry from its row as it is now (the replay of a create whose first
+        call may have been cancelled between its commit and its index write)."""
+        async with self.db.read() as conn:
+            stored = await sub_repo.get(conn, sid)
+        if stored is not None:
+            await self.sync.subscription_changed(stored.sub, stored.version)
 
     async def _create_seen_key(self, sub: spb.Subscription, doc: dict[str, Any], caller: Caller, digest: str,
                                now: datetime) -> spb.Subscription | None:
@@ -164,6 +174,7 @@ class SubscriptionUseCases:
             out.next_page_token = self.tokens.encode("fills", fp, pagination.Cursor(last["fill_time"], last["id"]))
         return out
 
+    @resync_if_cancelled
     async def update(self, subscription_id: str, patch: spb.Subscription, mask: FieldMask,
                      caller: Caller) -> spb.Subscription:
         """Change label, mode or config; identity and leader are immutable; STOPPED cannot change."""
@@ -174,12 +185,15 @@ class SubscriptionUseCases:
             current = locked.sub
             apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
             merged = rules.merge_patch(current, patch, list(mask.paths))
-            if rules.config_equal(merged, current):
-                return current
-            if merged.mode != current.mode:
-                rules.check_live_allowed(merged.mode, self.live_enabled)
-                await wallet_modes.check(conn, current.follower_wallet_id, short_mode(merged.mode), sid)
-            version = await self._write(conn, caller, locked, merged)
+            unchanged = rules.config_equal(merged, current)
+            if not unchanged:
+                if merged.mode != current.mode:
+                    rules.check_live_allowed(merged.mode, self.live_enabled)
+                    await wallet_modes.check(conn, current.follower_wallet_id, short_mode(merged.mode), sid)
+                version = await self._write(conn, caller, locked, merged)
+        if unchanged:  # perhaps the retry of a call cancelled after its commit: the index gets the row again
+            await self.sync.subscription_changed(current, locked.version)
+            return current
         await self.sync.subscription_changed(merged, version)
         return merged
 
@@ -194,6 +208,7 @@ class SubscriptionUseCases:
         sid = v.path_id("subscription", subscription_id)
         return await self._transition(sid, SubscriptionCommand.RESUME, caller, paused_reason="")
 
+    @resync_if_cancelled
     async def stop(self, subscription_id: str, caller: Caller) -> None:
         """→ STOPPED; its ARMED triggers are CANCELLED (SUBSCRIPTION_STOPPED) in the same transaction."""
         sid = v.path_id("subscription", subscription_id)
@@ -202,26 +217,29 @@ class SubscriptionUseCases:
         async with self.db.transaction() as conn:
             locked = await self._must_get(conn, sid, for_update=True)
             current = locked.sub
-            if current.state == spb.SUBSCRIPTION_STATE_STOPPED:
-                return
-            changed = spb.Subscription()
-            changed.CopyFrom(current)
-            changed.state = apply_subscription(current.state, SubscriptionCommand.STOP, sid)  # type: ignore[assignment]
-            changed.paused_reason = ""  # not paused any more: stopped
-            version = await self._write(conn, caller, locked, changed)
-            cancelled = await trigger_repo.cancel_armed_of_subscription(conn, sid, STOPPED_REASON, now)
-            for t in cancelled:
-                after = tpb.Trigger()
-                after.CopyFrom(t)
-                after.state = tpb.TRIGGER_STATE_CANCELLED
-                after.state_reason = STOPPED_REASON
-                after.update_time.FromDatetime(now)
-                await audit.write(conn, caller, entity_type="trigger", entity_id=t.id, before=to_json(t),
-                                  after=to_json(after), at=now)
+            if current.state != spb.SUBSCRIPTION_STATE_STOPPED:
+                changed = spb.Subscription()
+                changed.CopyFrom(current)
+                changed.state = apply_subscription(current.state, SubscriptionCommand.STOP, sid)  # type: ignore[assignment]
+                changed.paused_reason = ""  # not paused any more: stopped
+                version = await self._write(conn, caller, locked, changed)
+                cancelled = await trigger_repo.cancel_armed_of_subscription(conn, sid, STOPPED_REASON, now)
+                for t in cancelled:
+                    after = tpb.Trigger()
+                    after.CopyFrom(t)
+                    after.state = tpb.TRIGGER_STATE_CANCELLED
+                    after.state_reason = STOPPED_REASON
+                    after.update_time.FromDatetime(now)
+                    await audit.write(conn, caller, entity_type="trigger", entity_id=t.id, before=to_json(t),
+                                      after=to_json(after), at=now)
+        if current.state == spb.SUBSCRIPTION_STATE_STOPPED:
+            # perhaps the retry of a call cancelled after its commit: the index gets the row again
+            await self.sync.subscription_changed(current, locked.version)
+            return
         await self.sync.subscription_changed(changed, version)
-        for t in cancelled:
-            await self.sync.trigger_changed(t.id, "remove")
+        await self.sync.triggers_changed([t.id for t in cancelled], "remove")
 
+    @resync_if_cancelled
     async def _transition(self, sid: str, command: SubscriptionCommand, caller: Caller, *,
                           paused_reason: str) -> spb.Subscription:
         await self.sync.ensure_redis()
@@ -230,19 +248,21 @@ class SubscriptionUseCases:
                 locked = await self._must_get(conn, sid, for_update=True)
                 current = locked.sub
                 state = apply_subscription(current.state, command, sid)
-                if state == current.state:
-                    return current
-                if state == spb.SUBSCRIPTION_STATE_ACTIVE:
-                    rules.check_live_allowed(current.mode, self.live_enabled)
-                changed = spb.Subscription()
-                changed.CopyFrom(current)
-                changed.state = state  # type: ignore[assignment]
-                changed.paused_reason = paused_reason
-                version = await self._write(conn, caller, locked, changed)
+                if state != current.state:
+                    if state == spb.SUBSCRIPTION_STATE_ACTIVE:
+                        rules.check_live_allowed(current.mode, self.live_enabled)
+                    changed = spb.Subscription()
+                    changed.CopyFrom(current)
+                    changed.state = state  # type: ignore[assignment]
+                    changed.paused_reason = paused_reason
+                    version = await self._write(conn, caller, locked, changed)
         except Exception as exc:
             if sub_repo.is_duplicate_active(exc):
                 raise await self._duplicate(current) from None
             raise
+        if state == current.state:  # perhaps the retry of a call cancelled after its commit: the index gets it again
+            await self.sync.subscription_changed(current, locked.version)
+            return current
         await self.sync.subscription_changed(changed, version)
         return changed
 
