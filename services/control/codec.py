@@ -121,6 +121,8 @@ def subscription_from_row(row: Row, into: spb.Subscription | None = None) -> spb
     sub.paused_reason = row["paused_reason"]
     _set_time(sub.create_time, row["create_time"])
     _set_time(sub.update_time, row["update_time"])
+    if row.get("active_time") is not None:
+        _set_time(sub.active_time, row["active_time"])
     sub.perf.applied_multiplier = dec(row["applied_multiplier"])
     stats = sub.stats
     stats.copied = row.get("copied") or 0
@@ -159,6 +161,7 @@ def subscription_params(sub: spb.Subscription, doc: dict[str, Any] | None = None
         "paused_reason": sub.paused_reason,
         "create_time": sub.create_time.ToDatetime(tzinfo=UTC),
         "update_time": sub.update_time.ToDatetime(tzinfo=UTC),
+        "active_time": sub.active_time.ToDatetime(tzinfo=UTC) if sub.HasField("active_time") else None,
     }
 
 

@@ -23,7 +23,8 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 ONE_ACTIVE_INDEX = "subscriptions_one_active"
 _FIELDS = (
     "s.id, s.follower_user_id, s.follower_wallet_id, s.follower_proxy, s.leader_proxy, s.label, s.state,"
-    " s.mode, s.applied_multiplier, s.paused_reason, s.version, s.create_time, s.update_time, s.config_pb,"
+    " s.mode, s.applied_multiplier, s.paused_reason, s.version, s.create_time, s.update_time, s.active_time,"
+    " s.config_pb,"
     " CASE WHEN s.config_pb IS NULL THEN jsonb_build_object('sizing', s.sizing, 'filters', s.filters,"
     " 'risk', s.risk, 'exits', s.exits, 'perf', s.perf) END AS config_json"
 )
@@ -46,9 +47,9 @@ _SELECT = (
 )
 _COLUMNS = ("id", "follower_user_id", "follower_wallet_id", "follower_proxy", "leader_proxy", "label",
             "state", "mode", "sizing", "filters", "risk", "exits", "perf", "config_pb", "applied_multiplier",
-            "paused_reason", "create_time", "update_time")
+            "paused_reason", "create_time", "update_time", "active_time")
 _UPDATABLE = ("label", "state", "mode", "sizing", "filters", "risk", "exits", "perf", "config_pb",
-              "applied_multiplier", "paused_reason", "update_time")
+              "applied_multiplier", "paused_reason", "update_time", "active_time")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 
 CONFIG_MESSAGES = ("sizing", "filters", "risk", "exits", "perf")
 IDENTITY_FIELDS = ("follower_user_id", "follower_wallet_id", "follower_proxy", "leader_proxy")
-OUTPUT_ONLY = frozenset({"id", "state", "stats", "paused_reason", "create_time", "update_time",
+OUTPUT_ONLY = frozenset({"id", "state", "stats", "paused_reason", "create_time", "update_time", "active_time",
                          "request_id", "perf.applied_multiplier"})
 MAX_LABEL_LEN = 200
 MAX_MARKETS = 1000

@@ -85,6 +85,7 @@ class SubscriptionUseCases:
         sub.state = spb.SUBSCRIPTION_STATE_ACTIVE
         sub.create_time.FromDatetime(now)
         sub.update_time.FromDatetime(now)
+        sub.active_time.FromDatetime(now)
         zero_stats(sub)
         doc = audit_subscription(sub)
         claim = None
@@ -249,10 +250,11 @@ class SubscriptionUseCases:
                 current = locked.sub
                 state = apply_subscription(current.state, command, sid)
                 if state != current.state:
-                    if state == spb.SUBSCRIPTION_STATE_ACTIVE:
-                        rules.check_live_allowed(current.mode, self.live_enabled)
                     changed = spb.Subscription()
                     changed.CopyFrom(current)
+                    if state == spb.SUBSCRIPTION_STATE_ACTIVE:
+                        rules.check_live_allowed(current.mode, self.live_enabled)
+                        changed.active_time.FromDatetime(self.now())  # the leader's BUYs from here are copied
                     changed.state = state  # type: ignore[assignment]
                     changed.paused_reason = paused_reason
                     version = await self._write(conn, caller, locked, changed)

@@ -167,7 +167,8 @@ def parse_follower(sub: spb.Subscription) -> Follower:
             raise RuleError(f"followerWalletId {sub.follower_wallet_id[:40]!r} may contain only letters, digits"
                             " and _ . : -")
         return Follower(*ids, mode=mode, sizing=parse_sizing(sub.sizing), filters=parse_filters(sub.filters),
-                        risk=parse_risk(sub.risk), multiplier=parse_multiplier(sub.perf.applied_multiplier))
+                        risk=parse_risk(sub.risk), multiplier=parse_multiplier(sub.perf.applied_multiplier),
+                        active_since_ms=sub.active_time.ToMilliseconds() if sub.HasField("active_time") else 0)
     except RuleError as exc:
         return Follower(*ids, mode=_MODES.get(sub.mode, "LIVE"), sizing=_FALLBACK_SIZING,
                         filters=FilterRules(), risk=RiskRules(), invalid=str(exc))

@@ -134,3 +134,20 @@ async def test_an_older_version_written_late_by_another_replica_is_refused(
     finally:
         await b.channel.close()
         await other.stop()
+
+
+async def test_the_active_time_is_the_creation_or_the_last_resume(stubs: Stubs,
+                                                                redis_client: aioredis.Redis) -> None:
+    """What the router holds a leader's BUY against (TRADE_BEFORE_ACTIVE): a PATCH does not move it."""
+    sub = await stubs.subs.CreateSubscription(pb.CreateSubscriptionRequest(subscription=subscription()),
+                                              metadata=AUTH)
+    assert sub.active_time == sub.create_time
+    patched = await stubs.subs.UpdateSubscription(pb.UpdateSubscriptionRequest(
+        id=sub.id, subscription=spb.Subscription(sizing=spb.Sizing(ratio="0.5"))), metadata=AUTH)
+    assert patched.active_time == sub.active_time and patched.update_time != sub.update_time
+    await stubs.subs.PauseSubscription(pb.PauseSubscriptionRequest(id=sub.id), metadata=AUTH)
+    resumed = await stubs.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=sub.id), metadata=AUTH)
+    assert resumed.active_time.ToNanoseconds() > sub.active_time.ToNanoseconds()
+    got = await stubs.subs.GetSubscription(pb.GetSubscriptionRequest(id=sub.id), metadata=AUTH)
+    [indexed] = await _indexed(redis_client)
+    assert got.active_time == resumed.active_time == indexed.active_time

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.router.domain.filters import listed, subscription_filters, trade_gate
+from services.router.domain.filters import before_active, listed, subscription_filters, trade_gate
 from services.router.domain.model import FilterRules, Reason, Side
 from tests.router.factories import CONDITION, NOW_MS, market, policy, trade
 
@@ -107,3 +107,17 @@ def test_lists_fall_back_to_the_market_infos_condition_id_when_the_trade_has_non
     denied = subscription_filters(FilterRules(denylist=(CONDITION,)), tr, mkt)
     assert denied is not None and denied[0] is Reason.MARKET_DENIED
     assert subscription_filters(FilterRules(allowlist=(CONDITION,)), tr, mkt) is None
+
+
+@pytest.mark.parametrize(("side", "venue_ms", "active_since_ms", "reason"), [
+    (Side.BUY, NOW_MS - 60_000, NOW_MS - 10_000, Reason.TRADE_BEFORE_ACTIVE),  # made while paused
+    (Side.BUY, NOW_MS - 5_000, NOW_MS - 10_000, None),  # made since the resume
+    (Side.BUY, NOW_MS - 10_000, NOW_MS - 10_000, None),  # at the very moment
+    (Side.SELL, NOW_MS - 60_000, NOW_MS - 10_000, None),  # an exit is still mirrored
+    (Side.BUY, NOW_MS - 60_000, 0, None),  # active time unknown (an index entry from before it existed)
+    (Side.BUY, 0, NOW_MS - 10_000, None),  # venue time unknown: not judged
+])
+def test_a_buy_made_before_the_subscription_became_active_is_not_copied(
+        side: Side, venue_ms: int, active_since_ms: int, reason: Reason | None) -> None:
+    got = before_active(active_since_ms, trade(side=side, venue_time_ms=venue_ms))
+    assert (got[0] if got else None) == reason

@@ -123,6 +123,9 @@ def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: Follower
     per-trade ``ids``, ``market_mins`` and ``coid`` shared by its followers)."""
     if f.invalid:
         return _skip(f, Reason.INVALID_SUBSCRIPTION, f.invalid)
+    early = filters.before_active(f.active_since_ms, trade)
+    if early is not None:
+        return _skip(f, *early)
     rejected = filters.subscription_filters(f.filters, trade, market, ids)
     if rejected is not None:
         return _skip(f, *rejected)

@@ -9,6 +9,7 @@ Rules:
 - Market lists match the trade's condition id exactly and its market or event slug either exactly
   or as a series prefix ending at a ``-`` boundary ("btc-updown-5m" matches
   "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
+- A BUY made before the subscription last became ACTIVE (created or resumed) is not copied.
 - Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
   mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
   ``copySells`` and the market lists apply to SELLs too.
@@ -36,6 +37,17 @@ def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejec
         return (Reason.PRICE_OUTSIDE_TICK_BOUNDS,
                 f"leader price {fmt(trade.price)} outside [{fmt(market.tick_size)}, "
                 f"{fmt(1 - market.tick_size)}] for tick {fmt(market.tick_size)}")
+    return None
+
+
+def before_active(active_since_ms: int, trade: LeaderTrade) -> Rejection | None:
+    """A leader BUY made before the subscription last became ACTIVE (created or resumed) is not copied: the
+    data-api poller brings a maker fill up to a minute late, and one made while the subscription was paused or
+    did not exist is no trade the follower asked to copy. A SELL made then is still mirrored (an exit)."""
+    if trade.side is Side.BUY and 0 < trade.venue_time_ms < active_since_ms:
+        return (Reason.TRADE_BEFORE_ACTIVE,
+                f"leader BUY made {(active_since_ms - trade.venue_time_ms) / 1000:.1f}s before the subscription "
+                "became active")
     return None
 
 

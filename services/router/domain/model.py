@@ -56,6 +56,7 @@ class Reason(StrEnum):
     SELL_BELOW_MARKET_MINIMUM = "SELL_BELOW_MARKET_MINIMUM"
     DUPLICATE_ORDER = "DUPLICATE_ORDER"
     MAX_ORDER_USD = "MAX_ORDER_USD"
+    TRADE_BEFORE_ACTIVE = "TRADE_BEFORE_ACTIVE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class Follower:
     risk: RiskRules
     multiplier: Decimal = ONE
     invalid: str = ""  # non-empty: why the subscription cannot be routed
+    active_since_ms: int = 0  # when it last became ACTIVE (Unix ms; 0: unknown): earlier BUYs are not copied
 
 
 @dataclass(frozen=True, slots=True)
