@@ -113,6 +113,8 @@ def test_lists_fall_back_to_the_market_infos_condition_id_when_the_trade_has_non
     (Side.BUY, NOW_MS - 60_000, NOW_MS - 10_000, Reason.TRADE_BEFORE_ACTIVE),  # made while paused
     (Side.BUY, NOW_MS - 5_000, NOW_MS - 10_000, None),  # made since the resume
     (Side.BUY, NOW_MS - 10_000, NOW_MS - 10_000, None),  # at the very moment
+    (Side.BUY, 1_790_000_000_000, 1_790_000_000_900, None),  # stamped (to the second) with that second
+    (Side.BUY, 1_789_999_999_000, 1_790_000_000_900, Reason.TRADE_BEFORE_ACTIVE),  # the second before
     (Side.SELL, NOW_MS - 60_000, NOW_MS - 10_000, None),  # an exit is still mirrored
     (Side.BUY, NOW_MS - 60_000, 0, None),  # active time unknown (an index entry from before it existed)
     (Side.BUY, 0, NOW_MS - 10_000, None),  # venue time unknown: not judged

@@ -43,8 +43,9 @@ def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejec
 def before_active(active_since_ms: int, trade: LeaderTrade) -> Rejection | None:
     """A leader BUY made before the subscription last became ACTIVE (created or resumed) is not copied: the
     data-api poller brings a maker fill up to a minute late, and one made while the subscription was paused or
-    did not exist is no trade the follower asked to copy. A SELL made then is still mirrored (an exit)."""
-    if trade.side is Side.BUY and 0 < trade.venue_time_ms < active_since_ms:
+    did not exist is no trade the follower asked to copy. A SELL made then is still mirrored (an exit). The venue
+    stamps trades to the second: one stamped with the second it became active in is copied."""
+    if trade.side is Side.BUY and 0 < trade.venue_time_ms < active_since_ms - active_since_ms % 1000:
         return (Reason.TRADE_BEFORE_ACTIVE,
                 f"leader BUY made {(active_since_ms - trade.venue_time_ms) / 1000:.1f}s before the subscription "
                 "became active")
