@@ -1,7 +1,7 @@
-"""Booking fills in bulk: ``fills`` rows, ``positions`` and ``subscription_stats``, inside the journal's
-transaction, in three statements per batch whatever its size (the ``fills`` insert can ride along
-with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), and two more for each
-position sold and bought again within the batch (:func:`lives_apart`). What a fill does to a
+"""Booking fills in bulk: ``fills`` rows, ``positions`` (with each subscription's part of them) and
+``subscription_stats``, inside the journal's transaction, in three statements per batch whatever its size (the
+``fills`` insert can ride along with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), and
+two more for each position sold and bought again within the batch (:func:`lives_apart`). What a fill does to a
 position is :mod:`services.executor.domain.fill_math`.
 
 A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
@@ -10,6 +10,7 @@ A fill replayed after a restart conflicts on its id and books nothing. Positions
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,7 +18,9 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from common.decimals import ZERO
+from common.ids import hash_id
 from common.text import storable
+from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.position_math import Position
 from services.executor.domain.ticket import Ticket
@@ -44,7 +47,8 @@ INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet)
 SELECT r.w, r.a, r.c, r.p FROM json_to_recordset(%s::json) AS r(w text, a text, c text, p text)
 ORDER BY r.w, r.a
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = positions.size
-RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd
+RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd, subscription_id,
+          subscription_shares::text AS shares
 """
 
 CUSTOM_PLAN_ROWS = 16  # bookings of this many positions or more are planned for themselves (see below)
@@ -73,11 +77,12 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # A fill that opens a position starts a new life (``r.pid`` set): the row takes the new id, origin,
 # subscription, venue and outcome, its realized PnL so far becomes the new life's base, and the life that
 # ended before it (closed, resolved or redeemed) is first copied into position_history. A position whose
-# shares are all sold is CLOSED.
-_UPDATE_POSITIONS_AND_STATS = f"""
+# shares are all sold is CLOSED. ``subscription_shares`` is the position's split between its subscriptions (NULL:
+# its opening subscription's alone). ``{parts}`` is where :data:`_PART_FILLS` goes when the booking has some.
+_UPDATE_TEMPLATE = f"""
 WITH s AS ({_UPSERT_STATS.strip()}),
 r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
-      pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric)),
+      pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric, shares jsonb)),
 h AS (
     INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin,
         subscription_id, venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares,
@@ -91,8 +96,9 @@ h AS (
                                OFFSET 0) p
     WHERE r.pid IS NOT NULL AND p.id IS NOT NULL AND p.state <> 'OPEN'
     ON CONFLICT (id) DO NOTHING
-)
+){{parts}}
 UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, realized_pnl_usd = r.pnl,
+    subscription_shares = r.shares,
     pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
                                 ELSE 0 END + (r.pnl - p.realized_pnl_usd),
     pnl_day = (now() AT TIME ZONE 'UTC')::date,
@@ -119,8 +125,27 @@ WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 # are bounded by the batch's wallets (an index condition), so even a plan made on a near-empty table reads the
 # batch's rows, not the whole table. (A large batch planned for itself finds each row by key without the bound,
 # which would let the planner read the wallets' rows once and compare them with every row of the batch.)
-_UPDATE_FEW_POSITIONS_AND_STATS = _UPDATE_POSITIONS_AND_STATS.rstrip() + (
-    " AND p.follower_wallet_id = ANY(ARRAY(SELECT w FROM r))\n")
+_FEW_TEMPLATE = _UPDATE_TEMPLATE.rstrip() + " AND p.follower_wallet_id = ANY(ARRAY(SELECT w FROM r))\n"
+
+# A SELL that took shares of other subscriptions than its order's: a fills row for each of those parts (under an
+# order id of its own, so nothing that sums an order's fills counts them), so that whoever folds a subscription's
+# fills (guard's performance rules) sees its shares leave. Only statements that have such rows carry it.
+_PART_FILLS = """,
+pf AS (
+    INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, outcome, side, size,
+                       price, notional_usd, venue, fill_time, fee_shares)
+    SELECT f.id, f.sub, f.wallet, f.oid, f.asset, f.cond, f.outcome, 'SELL', f.size, f.price, f.notional, f.venue,
+           to_timestamp(f.fill_ms / 1000.0), 0
+    FROM json_to_recordset(%s::json) AS f(id text, sub text, wallet text, oid text, asset text, cond text,
+         outcome text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint)
+    ON CONFLICT (id) DO NOTHING
+)"""
+PART_ORDER_PREFIX = "part_"
+_UPDATE_POSITIONS_AND_STATS = _UPDATE_TEMPLATE.replace("{parts}", "")
+_UPDATE_FEW_POSITIONS_AND_STATS = _FEW_TEMPLATE.replace("{parts}", "")
+# (few positions, with part fills) → statement
+_UPDATES = {(few, parts): sql.replace("{parts}", _PART_FILLS if parts else "")
+            for few, sql in ((False, _UPDATE_TEMPLATE), (True, _FEW_TEMPLATE)) for parts in (False, True)}
 
 
 def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
@@ -189,27 +214,50 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
         keys.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
     key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy} for (w, a), t in keys.items()]
     await cur.execute(_LOCK_POSITIONS, (orjson.dumps(key_rows).decode(),))
-    positions = {(r["follower_wallet_id"], r["asset_id"]): Position(r["size"], r["avg_price"], r["cost_usd"],
-                                                                     r["realized_pnl_usd"])
-                 for r in await cur.fetchall()}
-    booked, stats, opened = settle(positions, fresh)
+    positions: dict[tuple[str, str], Position] = {}
+    splits: dict[tuple[str, str], Mapping[str, shares.Part]] = {}
+    openers: dict[tuple[str, str], str | None] = {}
+    for r in await cur.fetchall():
+        key = (r["follower_wallet_id"], r["asset_id"])
+        positions[key] = Position(r["size"], r["avg_price"], r["cost_usd"], r["realized_pnl_usd"])
+        openers[key] = r["subscription_id"]
+        kept = shares.decode(orjson.loads(r["shares"])) if r["shares"] else None
+        splits[key] = shares.split_of(kept, r["size"], r["cost_usd"], r["subscription_id"])
+    booked, stats, opened = settle(positions, fresh, splits)
     stats_json = orjson.dumps([{"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
                                for sub, s in stats.items()]).decode()
-    rows = [_position_row(w, a, keys[(w, a)], p, opened.get((w, a))) for (w, a), p in positions.items()
-            if (w, a) in keys]
-    params = (stats_json, orjson.dumps(rows).decode())
+    rows = [_position_row(w, a, keys[(w, a)], p, opened.get((w, a)), splits[(w, a)], openers[(w, a)])
+            for (w, a), p in positions.items() if (w, a) in keys]
+    parts = [row for (t, b), done in zip(fresh, booked, strict=True) if not t.buying for row in _part_fills(b, done)]
+    params: tuple[str, ...] = (stats_json, orjson.dumps(rows).decode())
+    if parts:
+        params += (orjson.dumps(parts).decode(),)
     if len(rows) >= CUSTOM_PLAN_ROWS:
-        await cur.execute(_UPDATE_POSITIONS_AND_STATS, params, prepare=False)
+        await cur.execute(_UPDATES[(False, bool(parts))], params, prepare=False)
     else:
-        await cur.execute(_UPDATE_FEW_POSITIONS_AND_STATS, params)
+        await cur.execute(_UPDATES[(True, bool(parts))], params)
     return booked
 
 
-def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None) -> dict[str, Any]:
+def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None,
+                  split: Mapping[str, shares.Part], opener: str | None) -> dict[str, Any]:
+    """The positions statement's row of one position (its split as stored for the life's opening subscription)."""
     row: dict[str, Any] = {"w": w, "a": a, "c": t.order.condition_id, "size": str(p.size),
                            "avg": str(p.avg_price), "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd),
-                           "outcome": storable(t.order.outcome)}
+                           "outcome": storable(t.order.outcome),
+                           "shares": shares.stored(split, opening.subscription_id if opening else opener)}
     if opening is not None:
         row.update(pid=opening.position_id, origin=opening.origin, sub=opening.subscription_id, venue=opening.venue,
                    outcome=opening.outcome, base=str(opening.realized_base_usd))
     return row
+
+
+def _part_fills(b: Booking, done: Booked) -> list[dict[str, Any]]:
+    """The fills rows of a SELL's parts taken from other subscriptions than its order's."""
+    t = done.ticket
+    o = t.order
+    return [{"id": hash_id("fill", b.fill_id, c.subscription_id), "sub": c.subscription_id,
+             "wallet": o.follower_wallet_id, "oid": PART_ORDER_PREFIX + t.client_order_id, "asset": o.asset_id,
+             "cond": o.condition_id, "outcome": storable(o.outcome), "size": str(c.shares), "price": str(b.price),
+             "notional": str(c.proceeds_usd), "venue": t.venue, "fill_ms": b.fill_time_ms}
+            for c in done.charges if c.shares > 0 and c.subscription_id and c.subscription_id != o.subscription_id]

@@ -16,6 +16,7 @@ from common.decimals import fmt
 from common.ids import new_id
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
+from services.executor.domain import subscription_shares as shares
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
 
 
@@ -33,11 +34,11 @@ class WalletView:
 
     booked: list[Booked]
     busy: set[str]
-    subscriptions: dict[str, str | None]  # asset → subscription of the current life
+    subscriptions: dict[str, dict[str, shares.Part]]  # asset → the current life's split between its subscriptions
 
 
 _BOOKED = """
-SELECT asset_id, state, size, avg_price, cost_usd, subscription_id FROM positions
+SELECT asset_id, state, size, avg_price, cost_usd, subscription_id, subscription_shares::text AS shares FROM positions
 WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
 """
 
@@ -53,9 +54,11 @@ _CORRECT = """
 UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
     closed_at = CASE WHEN r.after > 0 THEN NULL ELSE now() END,
-    avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END
-FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost numeric)
+    avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END, subscription_shares = r.shares
+FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost_before numeric, cost numeric,
+     shares jsonb)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
+  AND p.cost_usd = r.cost_before
 RETURNING p.asset_id, p.id, p.subscription_id
 """
 
@@ -82,9 +85,10 @@ FROM json_to_recordset(%(rows)s::json) AS r(a text, c text, size numeric, avg nu
      outcome text)
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size, avg_price = EXCLUDED.avg_price,
     cost_usd = EXCLUDED.cost_usd, id = EXCLUDED.id, state = 'OPEN', origin = 'EXTERNAL', venue = 'INSIDERS',
-    subscription_id = NULL, outcome = EXCLUDED.outcome, venue_shares = EXCLUDED.venue_shares, reconciled_at = now(),
-    opened_at = now(), closed_at = NULL, realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL,
-    payout_per_share = NULL, winning_asset_id = NULL, resolved_at = NULL,
+    subscription_id = NULL, subscription_shares = NULL, outcome = EXCLUDED.outcome,
+    venue_shares = EXCLUDED.venue_shares, reconciled_at = now(), opened_at = now(), closed_at = NULL,
+    realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL, payout_per_share = NULL, winning_asset_id = NULL,
+    resolved_at = NULL,
     condition_id = CASE WHEN EXCLUDED.condition_id = '' THEN p.condition_id ELSE EXCLUDED.condition_id END
 WHERE p.state = 'CLOSED' OR p.size = 0 AND p.id IS NULL
 RETURNING asset_id, id
@@ -145,12 +149,15 @@ class ReconcileStore:
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await busy_cur.fetchall()}
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
-                          busy, {r["asset_id"]: r["subscription_id"] for r in rows})
+                          busy, {r["asset_id"]: shares.split_of(
+                              shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
+                              r["cost_usd"], r["subscription_id"]) for r in rows})
 
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
-                    subscriptions: dict[str, str | None]) -> list[Correction]:
-        """Apply ``corrections`` (those whose booked size is still what was compared; the rest wait for the next
-        round) and record the venue's count of ``agreeing`` positions; returns the corrections applied."""
+                    subscriptions: dict[str, dict[str, shares.Part]]) -> list[Correction]:
+        """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
+        next round), each subscription's part scaled with its position (``subscriptions``: asset → split, as
+        read), and record the venue's count of ``agreeing`` positions; returns the corrections applied."""
         w = wallet.follower_wallet_id
         fixes = [c for c in corrections if c.kind != EXTERNAL]
         external = [c for c in corrections if c.kind == EXTERNAL]
@@ -162,17 +169,21 @@ class ReconcileStore:
             # round writes it again, so its commit does not wait for the WAL's flush (nor make the copy path's)
             await conn.execute("SET LOCAL synchronous_commit = off")
             if fixes:
+                scaled = {c.asset_id: shares.rescale(subscriptions.get(c.asset_id, {}), c.size_after, c.cost_after)
+                          for c in fixes}
                 cur = await conn.execute(_CORRECT, {"w": w, "rows": orjson.dumps([
                     {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),
-                     "cost": str(c.cost_after)} for c in fixes]).decode()})
+                     "cost_before": str(c.cost_before), "cost": str(c.cost_after),
+                     "shares": shares.encode(scaled[c.asset_id][0]) or None} for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
                 for c in fixes:
                     if c.asset_id in done:
                         applied.append(c)
                         audit.append(_audit(done[c.asset_id], c))
-                        sub = subscriptions.get(c.asset_id)
-                        if sub:
-                            deltas[sub] = deltas.get(sub, Decimal(0)) + c.cost_after - c.cost_before
+                        for charge in scaled[c.asset_id][1]:
+                            if charge.subscription_id:
+                                deltas[charge.subscription_id] = (deltas.get(charge.subscription_id, Decimal(0))
+                                                                  + charge.exposure_delta_usd)
             if external:
                 rows = orjson.dumps([{"a": c.asset_id} for c in external]).decode()
                 await conn.execute(_ARCHIVE, {"w": w, "rows": rows})

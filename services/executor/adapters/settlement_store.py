@@ -1,29 +1,32 @@
 """PostgreSQL of settlement: a resolved market's open positions end in one transaction.
 
-The positions are locked, settled (``domain.settlement``), each gets a settlement fill (a SELL at the payout,
-so every reader folding fills sees the position end), the subscriptions' stats move (exposure freed, PnL
-realized), the LIVE winners' redemptions are recorded (at most one per wallet and market: the key is
-unique), and every position's end is an audit-log row. A position settled before is not open any more:
-settling again changes nothing.
+The positions are locked, settled (``domain.settlement``), each subscription's part of a position gets a settlement
+fill (a SELL of its shares at the payout, so every reader folding a subscription's fills sees its shares leave),
+the subscriptions' stats move by their own parts (exposure freed, PnL realized), the LIVE winners' redemptions are
+recorded (at most one per wallet and market: the key is unique), and every position's end is an audit-log row. A
+position settled before is not open any more: settling again changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
-from common.decimals import fmt
+from common.decimals import ZERO, fmt
 from common.ids import hash_id
+from services.executor.domain import subscription_shares as shares
 from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
 
 ENGINE_CALLER = "executor"
 
 _LOAD = """
-SELECT id, follower_wallet_id, wallet, asset_id, venue, subscription_id, size, cost_usd, condition_id
+SELECT id, follower_wallet_id, wallet, asset_id, venue, subscription_id, size, cost_usd, condition_id,
+       subscription_shares::text AS shares
 FROM positions
 WHERE state = 'OPEN' AND size > 0 AND (condition_id = %(c)s OR (condition_id = '' AND asset_id = ANY(%(assets)s)))
 ORDER BY follower_wallet_id, asset_id
@@ -32,7 +35,7 @@ FOR UPDATE
 
 _UPDATE = """
 UPDATE positions p SET state = r.state, resolved_shares = r.shares, payout_per_share = r.per_share,
-    winning_asset_id = %(winner)s, resolved_at = now(), size = 0, cost_usd = 0,
+    winning_asset_id = %(winner)s, resolved_at = now(), size = 0, cost_usd = 0, subscription_shares = NULL,
     realized_pnl_usd = p.realized_pnl_usd + r.pnl,
     pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
                                 ELSE 0 END + r.pnl,
@@ -86,7 +89,8 @@ class SettlementResult:
 
 def _held(row: dict[str, Any]) -> HeldPosition:
     return HeldPosition(row["follower_wallet_id"], row["wallet"], row["asset_id"], row["venue"],
-                        row["subscription_id"], row["size"], row["cost_usd"])
+                        row["subscription_id"], row["size"], row["cost_usd"],
+                        shares.decode(orjson.loads(row["shares"])) if row["shares"] else None)
 
 
 def _dumps(rows: Sequence[dict[str, Any]]) -> str:
@@ -110,10 +114,11 @@ class SettlementStore:
             settled, plans = settle(resolution, [_held(r) for r in rows])
             args = {"c": resolution.condition_id, "winner": resolution.winning_asset_id}
             await conn.execute(_FILLS, {**args, "rows": _dumps([
-                {"id": hash_id("fill", "settle", ids[(s.follower_wallet_id, s.asset_id)]), "sub": s.subscription_id,
-                 "w": s.follower_wallet_id, "oid": "settle_" + ids[(s.follower_wallet_id, s.asset_id)][4:],
-                 "a": s.asset_id, "shares": str(s.shares), "per_share": str(s.payout_per_share),
-                 "payout": str(s.payout_usd)} for s in settled])})
+                {"id": hash_id("fill", "settle", ids[(s.follower_wallet_id, s.asset_id)], c.subscription_id),
+                 "sub": c.subscription_id or None, "w": s.follower_wallet_id,
+                 "oid": "settle_" + ids[(s.follower_wallet_id, s.asset_id)][4:], "a": s.asset_id,
+                 "shares": str(c.shares), "per_share": str(s.payout_per_share), "payout": str(c.proceeds_usd)}
+                for s in settled for c in s.parts])})
             await conn.execute(_UPDATE, {**args, "rows": _dumps([
                 {"w": s.follower_wallet_id, "a": s.asset_id, "state": s.state, "shares": str(s.shares),
                  "per_share": str(s.payout_per_share), "pnl": str(s.realized_pnl_usd)} for s in settled])})
@@ -142,12 +147,14 @@ class SettlementStore:
 
 
 def _stats(settled: Sequence[Settled]) -> list[dict[str, Any]]:
-    by_sub: dict[str, list[Any]] = {}
+    """Each subscription's exposure freed and PnL realized, by its own parts."""
+    by_sub: dict[str, list[Decimal]] = {}
     for s in settled:
-        if s.subscription_id:
-            acc = by_sub.setdefault(s.subscription_id, [0, 0])
-            acc[0] += s.cost_usd
-            acc[1] += s.realized_pnl_usd
+        for c in s.parts:
+            if c.subscription_id:
+                acc = by_sub.setdefault(c.subscription_id, [ZERO, ZERO])
+                acc[0] -= c.exposure_delta_usd
+                acc[1] += c.realized_pnl_usd
     return [{"sub": sub, "cost": str(cost), "pnl": str(pnl)} for sub, (cost, pnl) in by_sub.items()]
 
 

@@ -1,5 +1,6 @@
 """Fill arithmetic (pure): the fill between two cumulative readings of an order, the :class:`Booking` a state
-change adds, and fills applied in order to positions and subscription stats (the SQL that books them is
+change adds, and fills applied in order to positions, their subscriptions' parts
+(:mod:`~services.executor.domain.subscription_shares`) and subscription stats (the SQL that books them is
 :mod:`services.executor.adapters.fill_store`).
 
 A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a restart
@@ -8,12 +9,14 @@ conflicts and books nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ONE, ZERO, fmt
 from common.ids import hash_id
 from common.text import storable
+from services.executor.domain import subscription_shares as shares
 from services.executor.domain import venue_orders as v
 from services.executor.domain.order_lifecycle import OrderLife
 from services.executor.domain.position_math import FillEffect, Position, apply_fill
@@ -78,10 +81,12 @@ def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Dec
 
 @dataclass(frozen=True, slots=True)
 class Booked:
-    """A fill that was booked now (not a replay), with its effect on the position."""
+    """A fill that was booked now (not a replay), with its effect on the position and on each subscription's
+    part of it."""
 
     ticket: Ticket
     effect: FillEffect
+    charges: tuple[shares.Charge, ...] = ()  # a SELL's, by subscription (a BUY's is its order's)
 
 
 @dataclass
@@ -111,26 +116,43 @@ def _opening(t: Ticket, b: Booking, before: Position) -> Opening:
                    storable(o.outcome), before.realized_pnl_usd)
 
 
-def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]]
+def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket, Booking]],
+           splits: dict[tuple[str, str], Mapping[str, shares.Part]] | None = None
            ) -> tuple[list[Booked], dict[str, _Stats], dict[tuple[str, str], Opening]]:
-    """Apply fills in order to ``positions`` (mutated); returns effects, stats deltas and, for each key a fill
-    opened, its (last) opening."""
+    """Apply fills in order to ``positions`` and their ``splits`` (both mutated; a position without a split is
+    its opening subscription's, or no subscription's); returns effects, stats deltas (exposure and PnL by the
+    subscriptions charged) and, for each key a fill opened, its (last) opening."""
+    splits = {} if splits is None else splits
     booked: list[Booked] = []
     stats: dict[str, _Stats] = {}
     opened: dict[tuple[str, str], Opening] = {}
     for t, b in fills:
         key = (t.order.follower_wallet_id, t.order.asset_id)
         before = positions.get(key, Position())
+        split = splits.get(key)
+        if split is None:
+            split = shares.split_of(None, before.size, before.cost_usd, None)
         effect = apply_fill(before, buying=t.buying, size=b.size, price=b.price,
                             fee_shares=b.fee_shares, notional=b.notional)
+        sub = t.order.subscription_id
+        charges: tuple[shares.Charge, ...] = ()
+        if t.buying:
+            splits[key] = shares.add(split, shares.key_of(sub), effect.position.size - before.size,
+                                     effect.exposure_delta_usd)
+        else:
+            effect, splits[key], charges = shares.sell(split, shares.key_of(sub), effect, before, b.size, b.notional)
         positions[key] = effect.position
         if effect.opened:
             opened[key] = _opening(t, b, before)
-        booked.append(Booked(t, effect))
-        sub = t.order.subscription_id
+        booked.append(Booked(t, effect, charges))
         if sub:
             s = stats.setdefault(sub, _Stats())
             s.copied += 1 if b.first_fill and t.origin == "COPY" else 0
-            s.exposure += effect.exposure_delta_usd
-            s.pnl += effect.realized_pnl_usd
+            if t.buying:
+                s.exposure += effect.exposure_delta_usd
+        for c in charges:
+            if c.subscription_id:
+                s = stats.setdefault(c.subscription_id, _Stats())
+                s.exposure += c.exposure_delta_usd
+                s.pnl += c.realized_pnl_usd
     return booked, stats, opened

@@ -2,18 +2,20 @@
 
 The winning outcome token pays $1 a share, every other token of the market $0. Each open position of the
 market ends RESOLVED_WON or RESOLVED_LOST: its shares leave the position (nothing left to sell or to count as
-exposure), its cost is freed and the payout less that cost is realized. A LIVE wallet holding winning shares
-gets one redemption of the market (paper positions settle without one).
+exposure), its cost is freed and the payout less that cost is realized, for each subscription that holds a part of
+it by its own shares and cost. A LIVE wallet holding winning shares gets one redemption of the market (paper
+positions settle without one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ONE, ZERO
 from common.ids import hash_id
+from services.executor.domain.subscription_shares import Charge, Part, resolve, split_of
 
 WON = "RESOLVED_WON"
 LOST = "RESOLVED_LOST"
@@ -38,9 +40,10 @@ class HeldPosition:
     wallet: str
     asset_id: str
     venue: str
-    subscription_id: str | None
+    subscription_id: str | None  # the opening one
     size: Decimal
     cost_usd: Decimal
+    split: Mapping[str, Part] | None = None  # as stored (None: the opening subscription's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class Settled:
     payout_usd: Decimal
     cost_usd: Decimal  # exposure freed
     realized_pnl_usd: Decimal  # payout less cost
+    parts: tuple[Charge, ...] = ()  # the same for each subscription's part (they add up to the above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +88,9 @@ def settle(resolution: Resolution, held: Sequence[HeldPosition]) -> tuple[list[S
         won = p.asset_id == resolution.winning_asset_id
         per_share = ONE if won else ZERO
         payout = p.size * per_share
+        parts = resolve(split_of(p.split, p.size, p.cost_usd, p.subscription_id), per_share)
         settled.append(Settled(p.follower_wallet_id, p.asset_id, p.subscription_id, WON if won else LOST, p.size,
-                               per_share, payout, p.cost_usd, payout - p.cost_usd))
+                               per_share, payout, p.cost_usd, payout - p.cost_usd, parts))
         if p.venue == LIVE_VENUE and p.size > 0:
             shares = live.setdefault(p.follower_wallet_id, (p.wallet, {}))[1]
             shares[p.asset_id] = shares.get(p.asset_id, ZERO) + p.size
