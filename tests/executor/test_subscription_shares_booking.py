@@ -145,3 +145,26 @@ async def test_a_large_booking_books_the_parts_too(db_url: str, pool: AsyncConne
     await _book(pool, *others, _fill(3, "", cpb.SIDE_SELL, "150", "0.50", origin=epb.ORDER_ORIGIN_MANUAL))
     assert _stats(db_url) == {"sub_A": (D(0), D(10)), "sub_B": (D(0), D(-5)), "sub_X": (D(80), D(0))}
     assert rows(db_url, "SELECT count(*) FROM fills WHERE order_id = 'part_co_test00003'") == [(2,)]
+
+
+@pytest.mark.parametrize("count", [D(0), D(90)])
+async def test_guard_sees_a_reconciliation_in_each_subscriptions_fills(
+        db_url: str, pool: AsyncConnectionPool[Any], count: D) -> None:
+    """Shares sold (or moved) outside the engine: reconciliation closes or shrinks the position, and each
+    subscription's fills show its part leaving at its average cost, so guard's ledger (its loss-stop) holds what
+    the position holds, not shares nobody has; fills_version moves so guard reads them."""
+    versions = dict(rows(db_url, "SELECT subscription_id, fills_version FROM subscription_stats"))
+    store = ReconcileStore(pool)
+    view = await store.view("w_1", 0.0)
+    venue = [AtVenue(ASSET, CONDITION, "Yes", count, D("0.45"), False)] if count else []
+    assert len(await store.apply(LiveWallet("w_1", "0xw"), reconcile(view.booked, venue, ()), [],
+                                 view.subscriptions)) == 1
+    _, _, _, split = _position(db_url)
+    ledgers = await _guard(pool, "sub_A", "sub_B")
+    cents = D("0.01")  # guard folds at its own average cost: the parts' rounding (1e-8 a share) stays apart
+    assert {s: tuple(v.quantize(cents) for v in ledger.assets.get(ASSET, ())) for s, ledger in ledgers.items()} == {
+        s: tuple(v.quantize(cents) for v in split.get(s, ())) for s in ("sub_A", "sub_B")}
+    assert all(ledger.realized.quantize(cents) == 0 for ledger in ledgers.values())  # no PnL: sold elsewhere
+    after = dict(rows(db_url, "SELECT subscription_id, fills_version FROM subscription_stats"))
+    assert all(after[s] == versions[s] + 1 for s in versions)
+    assert rows(db_url, "SELECT count(*) FROM fills WHERE left(order_id, 10) = 'reconcile_'") == [(2,)]

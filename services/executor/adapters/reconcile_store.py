@@ -17,6 +17,7 @@ from common.ids import new_id
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
+from services.executor.domain.position_math import MONEY_QUANTUM as PRICE_QUANTUM
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
 
 
@@ -101,8 +102,24 @@ FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
 """
 
+# A correction seen by whoever folds a subscription's fills (guard's performance rules): each subscription's part of
+# it as a fill at the position's average cost (no PnL: the shares' sale or transfer happened outside the engine), under
+# an order id of its own, so nothing that sums an order's fills counts it. Written after _CORRECT, so the position's
+# condition and outcome are read from the corrected row.
+_CORRECTION_FILLS = """
+INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, outcome, side, size,
+                   price, notional_usd, venue, fill_time, fee_shares)
+SELECT r.id, r.sub, p.follower_wallet_id, 'reconcile_' || p.id, p.asset_id, p.condition_id, p.outcome, r.side,
+       r.size, r.price, r.notional, p.venue, now(), 0
+FROM json_to_recordset(%(rows)s::json) AS r(id text, a text, sub text, side text, size numeric, price numeric,
+     notional numeric)
+JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = r.a
+ON CONFLICT (id) DO NOTHING
+"""
+
 _STATS = """
-UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd + r.delta), updated_at = now()
+UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd + r.delta), updated_at = now(),
+    fills_version = s.fills_version + 1
 FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)
 WHERE s.subscription_id = r.sub
 """
@@ -176,6 +193,7 @@ class ReconcileStore:
                      "cost_before": str(c.cost_before), "cost": str(c.cost_after),
                      "shares": shares.encode(scaled[c.asset_id][0]) or None} for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
+                fills: list[dict[str, str]] = []
                 for c in fixes:
                     if c.asset_id in done:
                         applied.append(c)
@@ -184,6 +202,9 @@ class ReconcileStore:
                             if charge.subscription_id:
                                 deltas[charge.subscription_id] = (deltas.get(charge.subscription_id, Decimal(0))
                                                                   + charge.exposure_delta_usd)
+                                fills.extend(_correction_fill(c.asset_id, charge))
+                if fills:
+                    await conn.execute(_CORRECTION_FILLS, {"w": w, "rows": orjson.dumps(fills).decode()})
             if external:
                 rows = orjson.dumps([{"a": c.asset_id} for c in external]).decode()
                 await conn.execute(_ARCHIVE, {"w": w, "rows": rows})
@@ -206,6 +227,16 @@ class ReconcileStore:
             if audit:
                 await conn.execute(AUDIT, (ENGINE_CALLER, "executor.Reconcile", orjson.dumps(audit).decode()))
         return applied
+
+
+def _correction_fill(asset_id: str, charge: shares.Charge) -> list[dict[str, str]]:
+    """The fills row of one subscription's part of a correction (none when its shares did not change)."""
+    if charge.shares == 0:
+        return []
+    size, notional = abs(charge.shares), abs(charge.exposure_delta_usd)
+    return [{"id": new_id("fill"), "a": asset_id, "sub": charge.subscription_id,
+             "side": "BUY" if charge.shares > 0 else "SELL", "size": str(size),
+             "price": str((notional / size).quantize(PRICE_QUANTUM)), "notional": str(notional)}]
 
 
 def _audit(position_id: str, c: Correction) -> dict[str, Any]:
