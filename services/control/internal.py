@@ -7,10 +7,15 @@
   subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP) and raises a SUBSCRIPTION_PAUSED alert
   (key ``loss_stop``); SCALE sets
   ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
+  A decision not applied before that names the rules it was made under (``decidedUnder``: mode and perf) is
+  refused, FAILED_PRECONDITION with a message starting ``decidedUnder:``, when they are no longer the
+  subscription's: made under rules the user changed meanwhile, it changes nothing (guard records the refusal
+  and decides again under the current rules).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,9 +35,11 @@ from services.control.errors import FailedPrecondition, InvalidArgument, NotFoun
 from services.control.hotsync import IndexSync, resync_if_cancelled
 from services.control.internal_repo import Funding, PerfRecord
 from services.control.lifecycle import SubscriptionCommand, apply_subscription
+from tradingtools.common.v1.common_pb2 import ExecutionMode
 from tradingtools.control.v1 import control_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
+log = logging.getLogger(__name__)
 _PERF_ACTIONS = metrics.get_meter("tradingtools.control").create_counter(
     "control.perf_actions", description="Performance-rule actions applied (PAUSE: a loss-stop), by action")
 MAX_FUTURE = timedelta(minutes=5)
@@ -45,6 +52,36 @@ def _funding_json(f: Funding | None) -> dict[str, str] | None:
         return None
     return {"followerWalletId": f.follower_wallet_id, "balanceUsd": fmt(f.balance_usd),
             "asOf": f.as_of.isoformat()}
+
+
+PerfBasis = tuple[int, Decimal, Decimal, Decimal]  # (mode, lossStopUsd, profitScaleAtUsd, profitScaleMultiplier)
+
+
+def _decided_under(req: cpb.ApplyPerfActionRequest) -> PerfBasis | None:
+    """The rules the decision names as made under (None: unset, not checked)."""
+    if not req.HasField("decided_under"):
+        return None
+    basis = req.decided_under
+    v.enum("decidedUnder.mode", basis.mode, ExecutionMode.DESCRIPTOR)
+    return rules.perf_rules(basis.mode, basis.perf, "decidedUnder.perf")
+
+
+def _check_decided_under(then: PerfBasis | None, current: spb.Subscription, decision: str) -> None:
+    """Refuse a decision made under rules that are no longer the subscription's."""
+    if then is None:
+        return
+    now = rules.perf_rules(current.mode, current.perf)
+    if then != now:
+        log.info("perf decision refused: rules changed since", extra={"subscription_id": current.id,
+                                                                      "decision_id": decision})
+        raise FailedPrecondition(
+            f"decidedUnder: the rules of subscription {current.id} changed since the decision (made under"
+            f" {_rules_text(then)}, now {_rules_text(now)}); it was not applied")
+
+
+def _rules_text(r: PerfBasis) -> str:
+    return (f"mode {short(ExecutionMode, r[0])}, lossStopUsd {fmt(r[1])}, profitScaleAtUsd {fmt(r[2])},"
+            f" profitScaleMultiplier {fmt(r[3])}")
 
 
 def _ts(dt: datetime) -> Timestamp:
@@ -109,6 +146,7 @@ class InternalUseCases:
         multiplier: Decimal | None = None
         if req.action == cpb.PERF_ACTION_SCALE:
             multiplier = v.decimal("multiplier", req.multiplier, _MULTIPLIER)
+        decided_under = _decided_under(req)
         await self.sync.ensure_redis()
         now = self.now()
         async with self.db.transaction() as conn:
@@ -121,6 +159,7 @@ class InternalUseCases:
                 raise FailedPrecondition(
                     f"decisionId: {decision} was already used for {prior.action} of {prior.subscription_id}")
             if prior is None:
+                _check_decided_under(decided_under, current, decision)
                 changed, version = await self._apply_perf(conn, stored, req, caller, now, decision, reason, multiplier)
         if prior is not None:  # a replay, perhaps of a call cancelled after its commit: the index gets the row again
             await self.sync.subscription_changed(current, stored.version)

@@ -7,6 +7,9 @@ every ``risk`` cap "0"/0 (= no cap); ``exits`` percentages "0" (= none); ``perf.
 ``profitScaleAtUsd`` "0" (= off), ``profitScaleMultiplier`` "1"; ``perf.appliedMultiplier`` "1".
 
 Sizing fields the chosen mode does not use may be omitted or "0"; the chosen mode's field is required.
+A PATCH that changes ``mode``, ``perf.profitScaleAtUsd`` or ``perf.profitScaleMultiplier`` puts
+``perf.appliedMultiplier`` back to "1": a scale is undone with the rule (or the venue) it was made for, and
+guard decides again under the new rules.
 Every USD amount is at most ``common.decimals.MAX_USD``; follower ids take letters, digits and ``_ . : -``.
 """
 
@@ -200,7 +203,8 @@ def merge_patch(current: spb.Subscription, patch: spb.Subscription,
 
     Identity (follower ids and proxies) and the leader cannot change: a different value is an error,
     the same value is accepted. Output-only fields in the body are ignored, except a ``state`` that
-    differs from the current one (use pause / resume / DELETE).
+    differs from the current one (use pause / resume / DELETE). A change of mode or of the profit-scale rule
+    puts the applied multiplier back to "1".
     """
     _check_immutable(current, patch)
     merged = spb.Subscription()
@@ -216,7 +220,22 @@ def merge_patch(current: spb.Subscription, patch: spb.Subscription,
         _apply_mask_path(merged, patch, raw_path)
     apply_defaults(merged)
     validate_config(merged)
+    if merged.mode != current.mode or _profit_scale(merged.perf) != _profit_scale(current.perf):
+        merged.perf.applied_multiplier = "1"
     return merged
+
+
+def _profit_scale(perf: spb.Perf) -> tuple[Decimal, Decimal]:
+    return Decimal(perf.profit_scale_at_usd or "0"), Decimal(perf.profit_scale_multiplier or "1")
+
+
+def perf_rules(mode: int, perf: spb.Perf, path: str = "perf") -> tuple[int, Decimal, Decimal, Decimal]:
+    """(mode, lossStopUsd, profitScaleAtUsd, profitScaleMultiplier) of ``perf``, an absent field at its default:
+    what a performance decision is made under. Raises InvalidArgument (naming ``path``) on a bad value."""
+    defaults = _DEFAULTS["perf"]
+    loss, at, times = (v.decimal(json_path(f"{path}.{field}"), getattr(perf, field) or str(defaults[field]), within)
+                       for field, within in _DECIMAL_FIELDS["perf"])
+    return mode, loss, at, times
 
 
 def config_equal(a: spb.Subscription, b: spb.Subscription) -> bool:

@@ -231,7 +231,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                stream=ORDER_EVENTS)
     perf = PerfMonitor(PerfStore(pool, utcnow),
                        GrpcControl(control_ch, timeout_s=t.control_timeout_s),
-                       markets, interval_s=t.perf_interval_s)
+                       markets, interval_s=t.perf_interval_s, book_max_age_s=t.book_max_age_s)
     tasks += [asyncio.create_task(feed.run(), name="ticks"), asyncio.create_task(orders.run(), name="orders"),
               asyncio.create_task(perf.run(), name="perf"),
               asyncio.create_task(_every(t.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),

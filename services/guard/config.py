@@ -40,7 +40,8 @@ class Tuning:
                                   "which SELL answers settle")
     tick_max_age_s: float = tune(2.0, "a tick older than this since ingest received it never fires: a price that "
                                  "old may be gone", minimum=0.001)
-    book_max_age_s: float = tune(30.0, "at catch-up a stored book older than this never fires", minimum=0.001)
+    book_max_age_s: float = tune(30.0, "at catch-up a stored book older than this never fires; nor do the perf "
+                                 "rules trust its mark for a profit-scale or a resume baseline", minimum=0.001)
     perf_interval_s: float = tune(5.0, "performance rules (and stats.unrealizedPnlUsd) are evaluated this often",
                                   minimum=0.001)
     mark_flush_s: float = tune(10.0, "risen trailing high-water marks are persisted this often (a crash loses "

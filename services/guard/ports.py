@@ -13,7 +13,7 @@ from typing import Protocol
 from common.marketstate import BookSnapshot, FeedBeat, MarketInfo
 from services.guard.domain.exit_plans import CopyFill, ExitsChange
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
-from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
+from services.guard.domain.perf_rules import Basis, Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import Move, TriggerSpec
 from services.guard.domain.trigger_rows import TriggerRow
@@ -34,7 +34,12 @@ class SubmitRejected(Exception):
 
 
 class PerfActionRefused(Exception):
-    """Control refused a perf action for good (unknown or stopped subscription, bad input)."""
+    """Control refused a perf action for good (unknown or stopped subscription, bad input); ``stale``: because
+    the rules it was made under are no longer the subscription's (evaluate again, under the current ones)."""
+
+    def __init__(self, message: str, *, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
 
 
 class Executor(Protocol):
@@ -49,9 +54,9 @@ class Control(Protocol):
     """The internal perf-action RPC."""
 
     async def apply_perf_action(self, *, subscription_id: str, action: str, multiplier: Decimal | None,
-                                reason: str, decision_id: str) -> bool:
-        """Apply a decision; True when applied now, False when applied before. Raises PerfActionRefused,
-        or another exception for a transient failure."""
+                                reason: str, decision_id: str, decided_under: Basis | None = None) -> bool:
+        """Apply a decision made under ``decided_under`` (None: not checked); True when applied now, False when
+        applied before. Raises PerfActionRefused, or another exception for a transient failure."""
 
 
 class Markets(Protocol):
@@ -62,6 +67,10 @@ class Markets(Protocol):
 
     async def marks(self, asset_ids: Iterable[str]) -> dict[str, Decimal]:
         """Mark prices (mid, else best bid, else last trade) of the assets that have a book."""
+
+    async def fresh_marks(self, asset_ids: Iterable[str], max_age_ms: int) -> tuple[dict[str, Decimal], set[str]]:
+        """:meth:`marks`, and which of those assets have a fresh book (``BookSnapshot.fresh`` within
+        ``max_age_ms`` against the book feed's beat)."""
 
 
 class MarketCache(Markets, Protocol):
@@ -177,8 +186,9 @@ class PerfRecords(Protocol):
     async def record(self, d: Decision) -> bool:
         """Record a decision before acting on it; False when recorded before."""
 
-    async def record_resumed(self, decision_id: str, subscription_id: str, pnl: Pnl, threshold_usd: Decimal) -> None:
-        """Record that a loss-stopped subscription is ACTIVE again, and its PnL then."""
+    async def record_resumed(self, decision_id: str, subscription_id: str, pnl: Pnl, threshold_usd: Decimal,
+                             basis: Basis | None = None) -> None:
+        """Record that a loss-stopped subscription is ACTIVE again, and its PnL then (in ``basis``'s mode)."""
 
     async def settle(self, decision_id: str, applied: bool, error: str = "") -> None:
         """Control answered: applied (or applied before), or refused for good with ``error``."""

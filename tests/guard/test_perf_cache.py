@@ -39,7 +39,7 @@ class FakeControl:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     async def apply_perf_action(self, *, subscription_id: str, action: str, multiplier: Decimal | None,
-                                reason: str, decision_id: str) -> bool:
+                                reason: str, decision_id: str, decided_under: Any = None) -> bool:
         self.calls.append({"subscription_id": subscription_id, "action": action, "decision_id": decision_id})
         return True
 
@@ -53,6 +53,10 @@ class FixedMarks:
         wanted = set(asset_ids)
         self.asked.append(wanted)
         return {a: p for a, p in self.prices.items() if a in wanted}
+
+    async def fresh_marks(self, asset_ids: Iterable[str], max_age_ms: int) -> tuple[dict[str, Decimal], set[str]]:
+        marks = await self.marks(asset_ids)
+        return marks, set(marks)  # every book fresh
 
 
 async def _book(db_url: str, n: int, side: int, size: str, price: str, sub_id: str = "sub_1") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +28,10 @@ async def _fill_row(conn: Any, sub_id: str, side: str, size: str, price: str) ->
 
 
 async def _book(redis: Any, bid: str, ask: str) -> None:
+    """A fresh REST snapshot (taken now): the perf rules trust only fresh books."""
     await write_book(redis, BookSnapshot(ASSET, CONDITION, ((Decimal(bid), Decimal(100)),),
-                                         ((Decimal(ask), Decimal(100)),), Decimal("0.01"), 0, 0))
+                                         ((Decimal(ask), Decimal(100)),), Decimal("0.01"), 0,
+                                         time.time_ns() // 1_000_000))
 
 
 async def _losing_subscription(db_url: str, redis: Any) -> Any:

@@ -22,10 +22,12 @@ from common.marketstate import (
 class RedisMarkets:
     """Market info (cached for ``cache_s``) and marks from ingest's Redis state."""
 
-    def __init__(self, redis: Any, *, cache_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, redis: Any, *, cache_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.redis = redis
         self.cache_s = cache_s
         self.clock = clock
+        self.wall_ms = wall_ms  # Unix ms, to judge a book's freshness
         self._cache: dict[str, tuple[float, MarketInfo]] = {}
 
     async def market(self, asset_id: str) -> MarketInfo | None:
@@ -87,3 +89,19 @@ class RedisMarkets:
             if mark is not None:
                 out[asset_id] = mark
         return out
+
+    async def fresh_marks(self, asset_ids: Iterable[str], max_age_ms: int) -> tuple[dict[str, Decimal], set[str]]:
+        """Marks of the assets with a book, and those whose book the venue confirmed within ``max_age_ms``
+        (:meth:`BookSnapshot.fresh` against the feed's beat: a book of a feed session that is over never is)."""
+        books, beat = await self.books_and_feed(asset_ids)
+        now = self.wall_ms()
+        marks: dict[str, Decimal] = {}
+        fresh: set[str] = set()
+        for asset_id, book in books.items():
+            mark = book.mark
+            if mark is None:
+                continue
+            marks[asset_id] = mark
+            if book.fresh(now, max_age_ms, beat):
+                fresh.add(asset_id)
+        return marks, fresh

@@ -6,13 +6,14 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
 from services.guard.adapters.trigger_store import Clock, dict_pool
-from services.guard.domain.perf_rules import Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
+from services.guard.domain.perf_rules import Basis, Decision, DecisionRow, FillRow, Pnl, StatsRow, SubscriptionRules
 
-_FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, fill_time, created_at, id"
+_FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, venue, fill_time, created_at, id"
 # The first read of a subscription takes all its fills, a later one those inserted by transactions its snapshot did not
 # see: running when it was taken or started since (the xmin bound, an index condition of the (subscription_id, xact)
 # index parameterized by each row of ``k``, skips everything older). ``OFFSET 0`` keeps the planner from flattening
@@ -20,7 +21,7 @@ _FILL_COLUMNS = "asset_id, side, size, price, notional_usd, fee_shares, fill_tim
 # pass, and, with statistics from when one subscription held every fill, the first read a walk of the whole table
 # for each subscription asked for (0.1-0.27 s a statement). pg_current_snapshot() is this statement's.
 _MANY = (
-    "SELECT s.snap::text AS snap, f.sid, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares"
+    "SELECT s.snap::text AS snap, f.sid, f.asset_id, f.side, f.size, f.price, f.notional_usd, f.fee_shares, f.venue"
     " FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN ("
     " SELECT k.sid, x.* FROM unnest(%(first)s::text[]) AS k(sid)"
     f" CROSS JOIN LATERAL (SELECT {_FILL_COLUMNS} FROM fills WHERE subscription_id = k.sid OFFSET 0) x"
@@ -32,6 +33,10 @@ _MANY = (
     ") f ON true ORDER BY f.sid, f.fill_time, f.created_at, f.id")
 
 
+def _basis(basis: Basis | None) -> Jsonb | None:
+    return Jsonb(basis.to_json()) if basis is not None else None
+
+
 class PerfStore:
     """Reads subscriptions and fills; records ``guard_perf_decisions``."""
 
@@ -41,13 +46,15 @@ class PerfStore:
         self._perf: dict[str, dict[str, Any]] = {}  # perf JSON text → its object, shared by equal rules
 
     async def active_subscriptions(self) -> list[SubscriptionRules]:
-        """ACTIVE subscriptions whose perf rules are set."""
+        """ACTIVE subscriptions whose perf rules are set, with their mode and applied multiplier."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT s.id, s.perf::text AS perf, st.fills_version FROM subscriptions s"
+                "SELECT s.id, s.perf::text AS perf, st.fills_version, s.mode, s.applied_multiplier FROM subscriptions s"
                 " LEFT JOIN subscription_stats st ON st.subscription_id = s.id"
                 " WHERE s.state = 'ACTIVE' AND s.perf <> '{}'::jsonb ORDER BY s.id")).fetchall()
-        return [SubscriptionRules(r["id"], self._perf_of(r["perf"]), r["fills_version"]) for r in rows]
+        return [SubscriptionRules(r["id"], self._perf_of(r["perf"]), r["fills_version"], r["mode"],
+                                  r["applied_multiplier"] if r["applied_multiplier"] is not None else Decimal(1))
+                for r in rows]
 
     def _perf_of(self, text: str | None) -> dict[str, Any]:
         """The perf object of a JSON text, parsed once per distinct text (the same object each time: rules
@@ -103,15 +110,15 @@ class PerfStore:
         for r in rows:
             if r["asset_id"] is not None:
                 fills[r["sid"]].append(FillRow(r["asset_id"], r["side"], r["size"], r["price"], r["notional_usd"],
-                                               r["fee_shares"]))
+                                               r["fee_shares"], r["venue"]))
         return fills, rows[0]["snap"]
 
     async def decisions(self, subscription_id: str) -> list[DecisionRow]:
         """Decisions recorded for a subscription, oldest first."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, pnl_usd, error"
-                " FROM guard_perf_decisions WHERE subscription_id = %s ORDER BY decided_at, decision_id",
+                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, pnl_usd, error,"
+                " decided_under FROM guard_perf_decisions WHERE subscription_id = %s ORDER BY decided_at, decision_id",
                 (subscription_id,))).fetchall()
         return [DecisionRow(**r) for r in rows]
 
@@ -119,7 +126,7 @@ class PerfStore:
         """Decisions recorded but not yet acknowledged by control (a crash in between)."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at"
+                "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, decided_under"
                 " FROM guard_perf_decisions WHERE applied_at IS NULL ORDER BY decided_at")).fetchall()
         return [DecisionRow(**r) for r in rows]
 
@@ -128,24 +135,26 @@ class PerfStore:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO guard_perf_decisions (decision_id, subscription_id, action, multiplier,"
-                " realized_pnl_usd, unrealized_pnl_usd, pnl_usd, threshold_usd, reason, decided_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (decision_id) DO NOTHING",
+                " realized_pnl_usd, unrealized_pnl_usd, pnl_usd, threshold_usd, reason, decided_at, decided_under)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (decision_id) DO NOTHING",
                 (d.decision_id, d.subscription_id, d.action.value, d.multiplier, d.pnl.realized, d.pnl.unrealized,
-                 d.pnl.total, d.threshold_usd, d.reason, self.clock()))
+                 d.pnl.total, d.threshold_usd, d.reason, self.clock(), _basis(d.basis)))
         return cur.rowcount == 1
 
-    async def record_resumed(self, decision_id: str, subscription_id: str, pnl: Pnl, threshold_usd: Decimal) -> None:
+    async def record_resumed(self, decision_id: str, subscription_id: str, pnl: Pnl, threshold_usd: Decimal,
+                             basis: Basis | None = None) -> None:
         """Record that a loss-stopped subscription is ACTIVE again, and its PnL then (the next loss-stop counts
-        from it); nothing for control to apply, so it is recorded applied. A second record changes nothing."""
+        from it; ``basis``: the mode it counts in); nothing for control to apply, so it is recorded applied. A
+        second record changes nothing."""
         async with self.pool.connection() as conn:
             now = self.clock()
             await conn.execute(
                 "INSERT INTO guard_perf_decisions (decision_id, subscription_id, action, multiplier,"
                 " realized_pnl_usd, unrealized_pnl_usd, pnl_usd, threshold_usd, reason, decided_at, applied_at,"
-                " applied) VALUES (%s, %s, 'RESUMED', NULL, %s, %s, %s, %s, %s, %s, %s, true)"
+                " applied, decided_under) VALUES (%s, %s, 'RESUMED', NULL, %s, %s, %s, %s, %s, %s, %s, true, %s)"
                 " ON CONFLICT (decision_id) DO NOTHING",
                 (decision_id, subscription_id, pnl.realized, pnl.unrealized, pnl.total, threshold_usd,
-                 f"RESUMED_AFTER_LOSS_STOP: pnl {fmt(pnl.total)}", now, now))
+                 f"RESUMED_AFTER_LOSS_STOP: pnl {fmt(pnl.total)}", now, now, _basis(basis)))
 
     async def settle(self, decision_id: str, applied: bool, error: str = "") -> None:
         """Control answered: the decision is applied (or was before), or refused for good with ``error``."""

@@ -3,8 +3,14 @@ profit-scale decisions it calls for.
 
 PnL uses average cost per asset: a BUY adds its notional to the cost and its shares net of the fee
 shares the venue kept (as executor/domain/position_math.apply_fill), a SELL realizes its proceeds minus the average
-cost of the shares sold. Unrealized PnL is shares held x mark - cost; an asset without a mark counts at
-cost (and is reported).
+cost of the shares sold. Unrealized PnL is shares held x mark - cost. The rules count the fills of the
+subscription's current mode's venue only (:func:`venue_of`): paper profit never offsets a live loss.
+
+Marks the rules can trust are those of fresh books (``BookSnapshot.fresh``). With any held asset unmarked or
+its book not fresh the PnL is incomplete (:attr:`Pnl.complete` false) and valued so that no untrusted mark adds
+a gain: an unmarked asset counts at cost, one with a stale book at the lower of its cost and its stale mark.
+A loss-stop still pauses on that PnL (a pause is undone by a resume, a loss not stopped is not), but a
+profit-scale waits for complete marks.
 
 Also the rows the rules are evaluated from and recorded as (:class:`SubscriptionRules`, :class:`StatsRow`,
 :class:`DecisionRow`).
@@ -12,7 +18,7 @@ Also the rows the rules are evaluated from and recorded as (:class:`Subscription
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -20,6 +26,13 @@ from typing import Any
 
 from common.decimals import ONE, ZERO, fmt, parse_decimal
 from common.ids import hash_id
+
+VENUE_OF_MODE = {"PAPER": "PAPER", "LIVE": "INSIDERS"}  # a subscription's execution mode → its fills' venue
+
+
+def venue_of(mode: str) -> str:
+    """The venue of the fills a subscription in ``mode`` (``PAPER`` / ``LIVE``) makes."""
+    return VENUE_OF_MODE.get(mode, mode)
 
 
 class Action(StrEnum):
@@ -39,6 +52,7 @@ class FillRow:
     price: Decimal
     notional_usd: Decimal
     fee_shares: Decimal = ZERO  # of a BUY: shares the venue kept as its fee
+    venue: str = "PAPER"  # INSIDERS (live) or PAPER
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +62,22 @@ class Pnl:
     realized: Decimal
     unrealized: Decimal
     held: Mapping[str, tuple[Decimal, Decimal]]  # asset -> (shares, cost)
-    unmarked: tuple[str, ...] = ()
+    unmarked: tuple[str, ...] = ()  # held assets without a mark (counted at cost)
+    stale: tuple[str, ...] = ()  # held assets whose book is not fresh (no gain counted)
 
     @property
     def total(self) -> Decimal:
         """Realized plus unrealized."""
         return self.realized + self.unrealized
+
+    @property
+    def complete(self) -> bool:
+        """True when every held asset is valued at the mark of a fresh book."""
+        return not self.unmarked and not self.stale
+
+    def gaps(self) -> str:
+        """How many held assets are untrusted, for reasons (the log names them)."""
+        return f"{len(self.unmarked)} unmarked, {len(self.stale)} stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +130,28 @@ def fold(fills: Iterable[FillRow], start: Ledger | None = None) -> Ledger:
     return Ledger(realized, held)
 
 
+def fold_by_venue(fills: Iterable[FillRow], start: Mapping[str, Ledger] | None = None) -> dict[str, Ledger]:
+    """:func:`fold` of each venue's fills apart (venue → its ledger), from ``start``."""
+    by_venue: dict[str, list[FillRow]] = {}
+    for f in fills:
+        by_venue.setdefault(f.venue, []).append(f)
+    out = dict(start or {})
+    for venue, part in by_venue.items():
+        out[venue] = fold(part, out.get(venue))
+    return out
+
+
+def all_venues(ledgers: Mapping[str, Ledger]) -> Holdings:
+    """The holdings of every venue together (``stats.unrealizedPnlUsd`` shows them all)."""
+    held: dict[str, tuple[Decimal, Decimal]] = {}
+    for ledger in ledgers.values():
+        for asset, (shares, cost) in ledger.assets.items():
+            if shares > 0:
+                was = held.get(asset, (ZERO, ZERO))
+                held[asset] = (was[0] + shares, was[1] + cost)
+    return Holdings(sum((ledger.realized for ledger in ledgers.values()), ZERO), held)
+
+
 def open_holdings(ledger: Ledger) -> Holdings:
     """The ledger's realized PnL and its open positions."""
     return Holdings(ledger.realized, {a: v for a, v in ledger.assets.items() if v[0] > 0})
@@ -116,17 +162,22 @@ def holdings(fills: Iterable[FillRow]) -> Holdings:
     return open_holdings(fold(fills))
 
 
-def valued(book: Holdings, marks: Mapping[str, Decimal]) -> Pnl:
-    """PnL of ``book`` with its open shares valued at ``marks``."""
+def valued(book: Holdings, marks: Mapping[str, Decimal], fresh: Collection[str] | None = None) -> Pnl:
+    """PnL of ``book`` with its open shares valued at ``marks``; with ``fresh`` (the assets whose book is
+    fresh), a held asset marked but not in it is stale and counts at most at cost (see the module doc)."""
     unrealized = ZERO
-    unmarked = []
+    unmarked, stale = [], []
     for asset, (shares, cost) in sorted(book.held.items()):
         mark = marks.get(asset)
         if mark is None:
             unmarked.append(asset)
             continue
-        unrealized += shares * mark - cost
-    return Pnl(book.realized, unrealized, book.held, tuple(unmarked))
+        value = shares * mark - cost
+        if fresh is not None and asset not in fresh:
+            stale.append(asset)
+            value = min(ZERO, value)
+        unrealized += value
+    return Pnl(book.realized, unrealized, book.held, tuple(unmarked), tuple(stale))
 
 
 USD_PLACES = Decimal("0.000001")  # USDC's base unit
@@ -169,6 +220,26 @@ class PerfRules:
 
 
 @dataclass(frozen=True, slots=True)
+class Basis:
+    """What a decision is made under: the subscription's execution mode and rules. Sent with the decision;
+    control refuses it when they are no longer the subscription's."""
+
+    mode: str  # PAPER | LIVE
+    rules: PerfRules
+
+    def to_json(self) -> dict[str, str]:
+        """As ``guard_perf_decisions.decided_under`` keeps it."""
+        r = self.rules
+        return {"mode": self.mode, "lossStopUsd": fmt(r.loss_stop_usd), "profitScaleAtUsd": fmt(r.profit_scale_at_usd),
+                "profitScaleMultiplier": fmt(r.profit_scale_multiplier)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Basis | None:
+        """From :meth:`to_json` (None for a row recorded before bases were)."""
+        return cls(str(data.get("mode") or ""), PerfRules.from_json(data)) if data else None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """A performance action to apply, with the numbers behind it."""
 
@@ -179,6 +250,7 @@ class Decision:
     pnl: Pnl
     threshold_usd: Decimal
     reason: str
+    basis: Basis | None = None
 
 
 def loss_stop_id(subscription_id: str, pauses_before: int) -> str:
@@ -187,7 +259,7 @@ def loss_stop_id(subscription_id: str, pauses_before: int) -> str:
 
 
 def resumed_id(subscription_id: str, pauses_before: int) -> str:
-    """Id of the record that the subscription was resumed after its ``pauses_before``-th loss-stop."""
+    """Id of the record that the subscription was resumed after its ``pauses_before``-th loss-stop decision."""
     return hash_id("perf", subscription_id, "RESUMED", str(pauses_before))
 
 
@@ -199,26 +271,29 @@ def profit_scale_id(subscription_id: str, threshold: Decimal, multiplier: Decima
 
 def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before: int,
            scaled_ids: frozenset[str], scaled_to: Decimal | None = None,
-           resumed_at_pnl: Decimal | None = None) -> Decision | None:
+           resumed_at_pnl: Decimal | None = None, basis: Basis | None = None) -> Decision | None:
     """The action an ACTIVE subscription's PnL calls for, or None.
 
     Loss-stop when PnL <= -loss_stop_usd; after a loss-stop was resumed, when PnL <= ``resumed_at_pnl`` (the
     PnL when it was found resumed) - loss_stop_usd: the user accepted the loss so far, and each pause after a
-    resume is a new decision, so a resume is never undone at once by the loss it was made with. Otherwise
-    profit-scale when PnL >= profit_scale_at_usd to a multiplier the last scale (``scaled_to``, the
-    multiplier of the newest SCALE decision; None: none yet) did not set. Control sets the multiplier (it
-    does not compound it), so once per multiplier: PATCHed 1.5 → 2 → 1.5, the sizing follows each change.
+    resume is a new decision, so a resume is never undone at once by the loss it was made with. Otherwise,
+    with complete marks only, profit-scale when PnL >= profit_scale_at_usd and the multiplier control applies
+    now (``scaled_to``, the subscription's appliedMultiplier; None: 1) is not the rule's. Control sets the
+    multiplier (it does not compound it) and puts it back to 1 when the rule or the mode changes, so the
+    sizing follows each change once.
     """
     total = result.total
     numbers = f"pnl {fmt(total)} (realized {fmt(result.realized)}, unrealized {fmt(result.unrealized)})"
+    if not result.complete:
+        numbers += f" [marks incomplete: {result.gaps()}]"
     floor = -rules.loss_stop_usd if resumed_at_pnl is None else resumed_at_pnl - rules.loss_stop_usd
     if rules.loss_stop_usd > 0 and total <= floor:
         since = ("" if resumed_at_pnl is None
                  else f" (pnl {fmt(resumed_at_pnl)} when resumed - {fmt(rules.loss_stop_usd)})")
         return Decision(loss_stop_id(subscription_id, pauses_before), subscription_id, Action.PAUSE, None,
-                        result, rules.loss_stop_usd, f"LOSS_STOP: {numbers} <= {fmt(floor)}{since}")
-    if rules.profit_scale_at_usd > 0 and total >= rules.profit_scale_at_usd and rules.profit_scale_multiplier > 0:
-        if scaled_to is not None and scaled_to == rules.profit_scale_multiplier:
+                        result, rules.loss_stop_usd, f"LOSS_STOP: {numbers} <= {fmt(floor)}{since}", basis)
+    if scale_due(rules, result, scaled_to):
+        if not result.complete:
             return None
         did = profit_scale_id(subscription_id, rules.profit_scale_at_usd, rules.profit_scale_multiplier,
                               len(scaled_ids))
@@ -227,8 +302,15 @@ def decide(subscription_id: str, rules: PerfRules, result: Pnl, *, pauses_before
         return Decision(did, subscription_id, Action.SCALE, rules.profit_scale_multiplier, result,
                         rules.profit_scale_at_usd,
                         f"PROFIT_SCALE: {numbers} >= {fmt(rules.profit_scale_at_usd)},"
-                        f" x{fmt(rules.profit_scale_multiplier)}")
+                        f" x{fmt(rules.profit_scale_multiplier)}", basis)
     return None
+
+
+def scale_due(rules: PerfRules, result: Pnl, scaled_to: Decimal | None) -> bool:
+    """True when the PnL calls for the profit-scale (marks aside): PnL >= the threshold and the multiplier
+    applied now (None: 1) is not the rule's."""
+    return (rules.profit_scale_at_usd > 0 and result.total >= rules.profit_scale_at_usd
+            and rules.profit_scale_multiplier > 0 and (scaled_to or ONE) != rules.profit_scale_multiplier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +321,8 @@ class SubscriptionRules:
     id: str
     perf: dict[str, Any]
     fills_version: int | None = None
+    mode: str = "PAPER"  # PAPER | LIVE
+    applied_multiplier: Decimal = ONE  # what control applies to its sizing now
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,3 +346,9 @@ class DecisionRow:
     applied_at: Any
     pnl_usd: Any = None
     error: str = ""  # why control refused it ("" when applied)
+    decided_under: Any = None  # Basis.to_json() (None: recorded before bases were)
+
+    @property
+    def basis(self) -> Basis | None:
+        """The rules it was made under (None when not recorded)."""
+        return Basis.from_json(self.decided_under)
