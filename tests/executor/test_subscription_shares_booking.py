@@ -168,3 +168,25 @@ async def test_guard_sees_a_reconciliation_in_each_subscriptions_fills(
     after = dict(rows(db_url, "SELECT subscription_id, fills_version FROM subscription_stats"))
     assert all(after[s] == versions[s] + 1 for s in versions)
     assert rows(db_url, "SELECT count(*) FROM fills WHERE left(order_id, 10) = 'reconcile_'") == [(2,)]
+
+
+@pytest.mark.parametrize("count", [D(0), D(50)])
+async def test_a_correction_of_a_position_whose_average_cost_is_above_one_applies(db_url: str, count: D) -> None:
+    """A BUY of 100 @ 0.99 whose fee the venue took in shares: 98 shares for $99. Its correction fill is no price
+    above 1 (fills hold [0, 1]): the wallet's whole round failed on it, every round."""
+    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    try:
+        t = Ticket(make_order(1, follower_wallet_id="w_1", subscription_id="sub_A", side=cpb.SIDE_BUY), INSIDERS,
+                   None, time.time_ns())
+        await _book(p, (t, Booking("fill_1", D(100), D("0.99"), D(99), D(2), True, time.time_ns() // 1_000_000)))
+        assert rows(db_url, "SELECT size, cost_usd FROM positions") == [(D(98), D(99))]
+        store = ReconcileStore(p)
+        view = await store.view("w_1", 0.0)
+        venue = [AtVenue(ASSET, CONDITION, "Yes", count, D("0.99"), False)] if count else []
+        assert len(await store.apply(LiveWallet("w_1", "0xw"), reconcile(view.booked, venue, ()), [],
+                                     view.subscriptions)) == 1
+        assert rows(db_url, "SELECT size FROM positions") == [(count,)]
+        [(price, notional)] = rows(db_url, "SELECT price, notional_usd FROM fills WHERE side = 'SELL'")
+        assert price == 1 and notional > 48  # the notional keeps the part's cost
+    finally:
+        await p.close()

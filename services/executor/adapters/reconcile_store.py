@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
-from common.decimals import fmt
+from common.decimals import ONE, fmt
 from common.ids import new_id
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
@@ -236,7 +236,9 @@ def _correction_fill(asset_id: str, charge: shares.Charge) -> list[dict[str, str
     size, notional = abs(charge.shares), abs(charge.exposure_delta_usd)
     return [{"id": new_id("fill"), "a": asset_id, "sub": charge.subscription_id,
              "side": "BUY" if charge.shares > 0 else "SELL", "size": str(size),
-             "price": str((notional / size).quantize(PRICE_QUANTUM)), "notional": str(notional)}]
+             # an average cost above $1 (fee shares on a BUY near 1) is no price: fills hold prices in [0, 1], and
+             # what folds a subscription's fills reads the notional
+             "price": str(min(ONE, (notional / size).quantize(PRICE_QUANTUM))), "notional": str(notional)}]
 
 
 def _audit(position_id: str, c: Correction) -> dict[str, Any]:
