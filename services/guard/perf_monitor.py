@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +83,7 @@ class PerfMonitor:
         self._rules: dict[str, tuple[dict[str, Any], perf_rules.PerfRules | None]] = {}  # id → (perf, its rules)
         self._stats_ids: set[str] = set()
         self._waiting: set[str] = set()  # subscriptions waiting for complete marks (logged when the wait starts)
+        self._baseline_waited: set[str] = set()  # resumed ones whose baseline waited for complete marks
 
     async def run(self) -> None:
         """Re-send unapplied decisions, then evaluate every ``interval_s`` until cancelled."""
@@ -174,6 +175,7 @@ class PerfMonitor:
         for gone in self._rules.keys() - self._rule_ids:
             del self._rules[gone]
         self._waiting &= self._rule_ids
+        self._baseline_waited &= self._rule_ids
 
     async def evaluate(self, sub: perf_rules.SubscriptionRules,
                        rules: perf_rules.PerfRules) -> perf_rules.Decision | None:
@@ -225,9 +227,16 @@ class PerfMonitor:
             return None, False
         if last.action == "RESUMED":
             return Decimal(last.pnl_usd), False
+        paused_at = Decimal(last.pnl_usd)
         if not result.complete:  # a baseline at an untrusted PnL would be kept for good
-            return Decimal(last.pnl_usd), True
-        # the loss-stop paused it and it is ACTIVE: the user resumed it, accepting the loss so far
+            self._baseline_waited.add(sid)
+            return paused_at, True
+        # the loss-stop paused it and it is ACTIVE: the user resumed it, accepting the loss so far. After a wait
+        # for trusted marks the PnL now also holds what was lost since the resume, which nobody accepted: the
+        # baseline is then no lower than the PnL the pause was decided at (the one the wait counted from)
+        if sid in self._baseline_waited and result.total < paused_at:
+            result = replace(result, unrealized=paused_at - result.realized)
+        self._baseline_waited.discard(sid)
         await self.store.record_resumed(perf_rules.resumed_id(sid, pauses.index(last.decision_id) + 1), sid,
                                         result, basis.rules.loss_stop_usd, basis)
         self.stats.resumes += 1

@@ -19,6 +19,7 @@ from services.control.config import Tuning as ControlTuning
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
+from tests.guard.perf_support import ctl_fixture, make_monitor_fixture, rds_fixture, stubs_fixture  # noqa: F401
 from tests.guard.standins import TOKEN, StandIns, start_standins
 from tests.helpers import INTERNAL, with_tuning
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc

@@ -9,21 +9,8 @@ from typing import Any
 import pytest
 
 from common.marketstate import BOOK_FEED_KEY, FeedBeat, book_key
+from tests.guard.perf_support import A1, A2, AUTH, SCALE_X2, add_fill, create, get, put_book
 from tests.guard.standins import db
-from tests.guard.test_perf_live_rules import (  # noqa: F401 - the fixtures are used by name
-    A1,
-    A2,
-    AUTH,
-    SCALE_X2,
-    add_fill,
-    create,
-    ctl_fixture,
-    get,
-    make_monitor_fixture,
-    put_book,
-    rds_fixture,
-    stubs_fixture,
-)
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -120,4 +107,34 @@ async def test_a_loss_stop_fires_on_the_loss_it_can_trust(db_url: str, stubs: An
     got = await get(stubs, sub.id)
     assert got.state == spb.SUBSCRIPTION_STATE_PAUSED
     assert got.paused_reason.startswith("LOSS_STOP: pnl -450") and "marks incomplete" in got.paused_reason
+    await conn.close()
+
+
+async def test_losses_made_while_the_resume_baseline_waits_are_not_forgiven(
+        db_url: str, stubs: Any, make_monitor: Any, rds: Any) -> None:
+    """Resumed at -400 with a held book gone: $300 is lost (realized) while the baseline waits for trusted marks.
+    Taken at -700 when the book is back, the next loss-stop would come at -1100: it stays at -800."""
+    sub = await create(stubs, spb.Perf(loss_stop_usd="400"))
+    conn = await db(db_url)
+    await add_fill(conn, sub.id, A1, "BUY", "1000", "0.6")
+    await add_fill(conn, sub.id, A1, "SELL", "500", "0.3")  # realized -150
+    await put_book(rds, A1, "0.09", "0.11")  # unrealized -250: pnl -400, the loss-stop
+    monitor = make_monitor()
+    await monitor.evaluate_all()
+    assert (await get(stubs, sub.id)).state == spb.SUBSCRIPTION_STATE_PAUSED
+    await stubs.subs.ResumeSubscription(pb.ResumeSubscriptionRequest(id=sub.id), metadata=AUTH)
+    await rds.delete(book_key(A1))  # the book is gone for a while: the baseline waits
+    await monitor.evaluate_all()
+    await add_fill(conn, sub.id, A2, "BUY", "1000", "0.5")
+    await add_fill(conn, sub.id, A2, "SELL", "1000", "0.2")  # realized -300 since the resume
+    await monitor.evaluate_all()
+    await put_book(rds, A1, "0.09", "0.11")  # the book is back: pnl -700
+    await monitor.evaluate_all()
+    [row] = await (await conn.execute(
+        "SELECT pnl_usd FROM guard_perf_decisions WHERE action = 'RESUMED'")).fetchall()
+    assert row["pnl_usd"] == -400
+    await add_fill(conn, sub.id, A2, "BUY", "1000", "0.5")
+    await add_fill(conn, sub.id, A2, "SELL", "1000", "0.15")  # pnl -1050: below -800
+    await monitor.evaluate_all()
+    assert (await get(stubs, sub.id)).state == spb.SUBSCRIPTION_STATE_PAUSED
     await conn.close()
