@@ -191,6 +191,8 @@ class SubscriptionUseCases:
                 if merged.mode != current.mode:
                     rules.check_live_allowed(merged.mode, self.live_enabled)
                     await wallet_modes.check(conn, current.follower_wallet_id, short_mode(merged.mode), sid)
+                    if merged.state == spb.SUBSCRIPTION_STATE_ACTIVE:  # a BUY made before the switch is not copied
+                        merged.active_time.FromDatetime(self.now())
                 version = await self._write(conn, caller, locked, merged)
         if unchanged:  # perhaps the retry of a call cancelled after its commit: the index gets the row again
             await self.sync.subscription_changed(current, locked.version)

@@ -17,6 +17,7 @@ from services.control.app import RunningControl, start
 from services.control.config import Settings
 from tests.control.conftest import AUTH, LEADER, Stubs, stubs_for, subscription
 from tests.helpers import eventually
+from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import subscription_pb2 as spb
 
@@ -151,3 +152,6 @@ async def test_the_active_time_is_the_creation_or_the_last_resume(stubs: Stubs,
     got = await stubs.subs.GetSubscription(pb.GetSubscriptionRequest(id=sub.id), metadata=AUTH)
     [indexed] = await _indexed(redis_client)
     assert got.active_time == resumed.active_time == indexed.active_time
+    live = await stubs.subs.UpdateSubscription(pb.UpdateSubscriptionRequest(
+        id=sub.id, subscription=spb.Subscription(mode=cpb.EXECUTION_MODE_LIVE)), metadata=AUTH)
+    assert live.active_time.ToNanoseconds() > resumed.active_time.ToNanoseconds()  # a switch to real money
