@@ -19,9 +19,12 @@ from services.control.config import Tuning as ControlTuning
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
+from services.ingest.__main__ import Ingest
+from services.ingest.config import IngestSettings
+from sim.polymarket import PolymarketSim
 from tests.guard.perf_support import ctl_fixture, make_monitor_fixture, rds_fixture, stubs_fixture  # noqa: F401
 from tests.guard.standins import TOKEN, StandIns, start_standins
-from tests.helpers import INTERNAL, with_tuning
+from tests.helpers import INTERNAL, retuned, with_tuning
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 
 
@@ -97,3 +100,32 @@ async def triggers(control: RunningControl) -> AsyncIterator[pb_grpc.TriggerServ
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{control.port}")
     yield pb_grpc.TriggerServiceStub(channel)
     await channel.close()
+
+
+StartIngest = Callable[[], Awaitable[Ingest]]
+
+
+def ingest_settings(sim: PolymarketSim) -> IngestSettings:
+    """Ingest's settings on the simulator, quick to reconnect, without the data-api poller."""
+    env = sim.env()
+    return retuned(IngestSettings(security=INTERNAL), rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"],
+                   clob_api_url=env["TT_CLOB_API_URL"], data_api_url=env["TT_DATA_API_URL"], grpc_port=0,
+                   poll_enabled=False, watch_refresh_s=0.3, reconnect_base_s=0.05, reconnect_cap_s=0.2,
+                   clob_ping_interval_s=0.5, clob_stall_s=10.0, book_stale_s=30.0)
+
+
+@pytest.fixture
+async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> AsyncIterator[StartIngest]:
+    """Starts an ingest on the module's simulator (``sim``; no heartbeat ticks); every one started is stopped at
+    the end."""
+    started: list[Ingest] = []
+
+    async def start() -> Ingest:
+        ingest = Ingest(retuned(ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
+        await ingest.start()
+        started.append(ingest)
+        return ingest
+
+    yield start
+    for ingest in started:
+        await ingest.stop()  # again for one a test stopped: harmless

@@ -4,7 +4,7 @@ trailing marks stay exact, and restarts of guard or ingest hide no crossing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +15,9 @@ from common.streams import PRICE_TICKS
 from services.guard.app import Running
 from services.ingest.__main__ import Ingest
 from sim.polymarket import PolymarketSim
-from tests.guard.conftest import GuardFactory
+from tests.guard.conftest import GuardFactory, StartIngest
 from tests.guard.standins import StandIns, db, insert_trigger, publish_change, set_position, trigger_row
-from tests.guard.test_with_ingest import _ingest_settings
-from tests.helpers import eventually, retuned
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -54,23 +53,6 @@ async def conn(db_url: str) -> AsyncIterator[Any]:
     await c.close()
 
 
-StartIngest = Callable[[], Awaitable[Ingest]]
-
-
-@pytest.fixture
-async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> AsyncIterator[StartIngest]:
-    """Starts an ingest on the simulator (no heartbeat ticks); every one started is stopped at the end."""
-    started: list[Ingest] = []
-
-    async def start() -> Ingest:
-        ingest = Ingest(retuned(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
-        await ingest.start()
-        started.append(ingest)
-        return ingest
-
-    yield start
-    for ingest in started:
-        await ingest.stop()  # again for one a test stopped: harmless
 
 
 async def logged(redis: Any) -> int:

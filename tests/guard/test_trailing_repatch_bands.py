@@ -14,12 +14,11 @@ import pytest
 from services.guard.app import Running
 from services.ingest.__main__ import Ingest
 from sim.polymarket import PolymarketSim
-from tests.guard.conftest import GuardFactory
+from tests.guard.conftest import GuardFactory, StartIngest
 from tests.guard.standins import WALLET, WALLET_ID, StandIns, db, set_position, trigger_row
-from tests.guard.test_bands_live import BANDS, StartIngest, best_bid, ready
+from tests.guard.test_bands_live import BANDS, best_bid, ready
 from tests.guard.test_trailing_repatch_live import AUTH
-from tests.guard.test_with_ingest import _ingest_settings
-from tests.helpers import eventually, retuned
+from tests.helpers import eventually
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 from tradingtools.control.v1 import trigger_pb2 as tpb
@@ -33,21 +32,6 @@ async def sim() -> AsyncIterator[PolymarketSim]:
     venue = await PolymarketSim(seed=11).start()
     yield venue
     await venue.stop()
-
-
-@pytest.fixture
-async def start_ingest(sim: PolymarketSim, redis_url: str, db_url: str) -> AsyncIterator[StartIngest]:
-    started: list[Ingest] = []
-
-    async def start() -> Ingest:
-        ingest = Ingest(retuned(_ingest_settings(sim), tick_heartbeat_s=600.0), redis_url, db_url)
-        await ingest.start()
-        started.append(ingest)
-        return ingest
-
-    yield start
-    for ingest in started:
-        await ingest.stop()
 
 
 async def armed(triggers: pb_grpc.TriggerServiceStub, db_url: str, running: Running, asset: str, *, trail: str,

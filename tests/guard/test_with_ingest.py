@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from services.ingest.__main__ import Ingest
-from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
-from tests.guard.conftest import GuardFactory
+from tests.guard.conftest import GuardFactory, ingest_settings
 from tests.guard.standins import StandIns, db, insert_trigger, set_position, trigger_row
-from tests.helpers import INTERNAL, eventually, retuned
+from tests.helpers import eventually, retuned
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +26,6 @@ async def sim() -> AsyncIterator[PolymarketSim]:
     await venue.stop()
 
 
-def _ingest_settings(sim: PolymarketSim) -> IngestSettings:
-    env = sim.env()
-    return retuned(IngestSettings(security=INTERNAL), rtds_url=env["TT_RTDS_URL"], clob_ws_url=env["TT_CLOB_WS_URL"],
-                   clob_api_url=env["TT_CLOB_API_URL"], data_api_url=env["TT_DATA_API_URL"], grpc_port=0,
-                   poll_enabled=False, watch_refresh_s=0.3, reconnect_base_s=0.05, reconnect_cap_s=0.2,
-                   clob_ping_interval_s=0.5, clob_stall_s=10.0, book_stale_s=30.0)
-
-
 async def test_simulated_market_through_ingest_fires_one_sell(
         db_url: str, redis_url: str, redis: Any, sim: PolymarketSim, standins: StandIns,
         make_guard: GuardFactory) -> None:
@@ -44,7 +35,7 @@ async def test_simulated_market_through_ingest_fires_one_sell(
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
     await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.9", fraction="1", asset_id=no)
-    ingest = Ingest(_ingest_settings(sim), redis_url, db_url)
+    ingest = Ingest(ingest_settings(sim), redis_url, db_url)
     port = await ingest.start()
     try:
         running = await make_guard(ingest_target=f"127.0.0.1:{port}", tick_source="grpc")
@@ -99,7 +90,7 @@ async def test_a_resolution_only_rest_saw_cancels_the_armed_triggers(
     await conn.execute("UPDATE positions SET condition_id = %s", (market.condition_id,))
     await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.1", fraction="1", asset_id=yes)
     await insert_trigger(conn, "trg_tp", "TAKE_PROFIT", price="0.9", fraction="1", asset_id=no)
-    ingest = Ingest(retuned(_ingest_settings(sim), market_check_interval_s=1.0), redis_url, db_url)
+    ingest = Ingest(retuned(ingest_settings(sim), market_check_interval_s=1.0), redis_url, db_url)
     port = await ingest.start()
     try:
         await make_guard(ingest_target=f"127.0.0.1:{port}", tick_source="grpc")
