@@ -261,3 +261,4 @@ class MarketChecks:
                     market_slug=row["market_slug"], positions=held["positions"], wallets=held["wallets"],
                     cost_usd=fmt(held["cost_usd"]), unclear_since=since.isoformat())
         await conn.execute(_ALERTED, (_dt(now), condition_id))
+        self.metrics.resolution_unclear()

@@ -5,7 +5,8 @@ through callbacks at collection time, so a frame costs no SDK call. Names (attri
 ``ingest.frames`` (feed), ``ingest.parse_errors`` (feed, kind), ``ingest.trades.kept`` /
 ``.filtered`` / ``.duplicate`` (source), ``ingest.activity`` (type), ``ingest.reconnects`` (feed),
 ``ingest.stalls`` (feed), ``ingest.backfilled``, ``ingest.ticks`` (kind), ``ingest.poll.requests``
-(status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome); histogram
+(status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome),
+``ingest.resolutions_unclear``; histogram
 ``ingest.feed_lag`` ms (source) = venue time → receive time. Gauges read at collection: ``ingest.feed_silence``
 s (feed) = time since the feed's last data message; ``ingest.books`` (state: FRESH, STALE, UNSYNCED) and
 ``ingest.book_age_max`` s = the longest any followed book went without an update.
@@ -40,6 +41,8 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
                     "market resolutions seen: EMITTED, DUPLICATE, CONTRADICTED, NO_CLEAR_WINNER, UNWATCHED..."),
     "market_checks": ("ingest.market_checks", ("outcome",),
                       "REST safety-net checks of held markets: OPEN, RESOLVED, NO_CLEAR_WINNER, MALFORMED, FAILED"),
+    "unclear": ("ingest.resolutions_unclear", (),
+                "held markets closed without a clear winner for longer than the alert threshold (one each)"),
 }
 
 
@@ -52,6 +55,7 @@ class IngestMetrics:
         for feed in ("rtds", "clob"):  # exported from the start: alerting rules read them
             self.tally["reconnects", feed] += 0
             self.tally["stalls", feed] += 0
+        self.tally["unclear",] += 0
         for prefix, (name, attrs, description) in _COUNTERS.items():
             meter.create_observable_counter(name, callbacks=[self._callback(prefix, attrs)],
                                             description=description)
@@ -146,6 +150,10 @@ class IngestMetrics:
     def market_check(self, outcome: str) -> None:
         """One REST check of a market by the safety net."""
         self.tally["market_checks", outcome] += 1
+
+    def resolution_unclear(self) -> None:
+        """A held market has been closed without a clear winner for longer than the alert threshold."""
+        self.tally["unclear",] += 1
 
     def lag(self, source: str, lag_ms: float) -> None:
         """Feed lag: venue time → receive time."""

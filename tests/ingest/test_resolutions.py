@@ -341,6 +341,7 @@ async def test_a_market_closed_without_a_winner_for_long_raises_one_alert(
     [check] = await rows(db_url, "market_checks")
     assert check["unclear_since"] is not None and check["unclear_alerted_at"] is not None
     assert await rows(db_url, "market_resolutions") == []  # nothing is applied on the venue's silence
+    assert app.metrics.count("unclear") == 1  # what the alerting rule reads
 
     checks = app.market_checks.checks
     await eventually(lambda: app.market_checks.checks >= checks + 3)  # checked again and again: alerted once

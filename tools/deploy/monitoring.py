@@ -116,6 +116,9 @@ RULES: list[tuple[str, str, str, str, str]] = [
      "warning", "Reconciliation with the venue was skipped: its positions were unusable."),
     ("TradingToolsDeadLetters", "sum by (consumer) (increase(consumer_dead_letters_total[10m])) > 0", "0m",
      "critical", "{{ $labels.consumer }} set items aside as dead letters: they were not handled (tt:dlq:*)."),
+    ("TradingToolsResolutionUnclear", "sum(increase(ingest_resolutions_unclear_total[1h])) > 0", "0m", "warning",
+     "A held market has been closed for hours without a clear winner (a 50/50 or voided result, a dispute): its "
+     "positions are not settled until a person acts (RESOLUTION_UNCLEAR)."),
     ("TradingToolsConsumerLagging", f"({CONSUMER_LAG}) > 30", "5m", "warning",
      "{{ $labels.consumer }} is {{ $value | humanizeDuration }} behind {{ $labels.stream }}."),
     ("TradingToolsCopyLatencyHigh", f"{_q(0.99, 'executor_copy_latency_milliseconds')} > 50", "10m", "warning",
