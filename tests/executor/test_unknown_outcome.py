@@ -171,6 +171,12 @@ def _stored(db_url: str, coid: str) -> dict[str, Any] | None:
         return conn.execute("SELECT * FROM orders WHERE client_order_id = %s", (coid,)).fetchone()
 
 
+def _ended(db_url: str, coid: str) -> dict[str, Any] | None:
+    """The order's row once it ended LOST or FAILED (None before)."""
+    row = _stored(db_url, coid)
+    return row if row is not None and row["state"] in ("LOST", "FAILED") else None
+
+
 @pytest.mark.integration
 async def test_a_timed_out_order_restarted_after_its_503_re_posts_ends_lost(db_url: str, redis_url: str) -> None:
     p = prepared()
@@ -195,10 +201,7 @@ async def test_a_timed_out_order_restarted_after_its_503_re_posts_ends_lost(db_u
         r2, _ = runner(second, journal, resubmit_max_age_s=0.0)
         assert await r2.resume(await journal.store.open_orders()) == 1
 
-        def terminal() -> dict[str, Any] | None:
-            row = _stored(db_url, coid)
-            return row if row is not None and row["state"] in ("LOST", "FAILED") else None
-        row = await eventually(terminal, timeout_s=5)
+        row = await eventually(lambda: _ended(db_url, coid), timeout_s=5)
         await r2.close()
     assert (row["state"], row["reason"]) == ("LOST", "VENUE_NOT_FOUND")
     assert second.posts == 0
@@ -221,10 +224,7 @@ async def test_an_order_restarted_under_its_post_whose_re_posts_are_answered_503
         r2, _ = runner(second, journal, resubmit_max_age_s=1.0)
         assert await r2.resume(await journal.store.open_orders()) == 1
 
-        def terminal() -> dict[str, Any] | None:
-            row = _stored(db_url, coid)
-            return row if row is not None and row["state"] in ("LOST", "FAILED") else None
-        row = await eventually(terminal, timeout_s=10)
+        row = await eventually(lambda: _ended(db_url, coid), timeout_s=10)
         await r2.close()
     assert second.posts == 3
     assert (row["state"], row["reason"]) == ("LOST", "VENUE_NOT_FOUND")

@@ -14,15 +14,15 @@ from common.config import Secret, StorageSettings
 from common.storage import create_pool, create_redis
 from services.control.app import RunningControl
 from services.control.app import start as start_control
-from services.control.config import Settings as ControlSettings
-from services.control.config import Tuning as ControlTuning
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
 from services.ingest.__main__ import Ingest
 from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
-from tests.guard.perf_support import ctl_fixture, make_monitor_fixture, rds_fixture, stubs_fixture  # noqa: F401
+from tests.control.conftest import TOKEN as CONTROL_TOKEN
+from tests.control.conftest import make_settings
+from tests.guard.perf_support import make_monitor_fixture, rds_fixture, stubs_fixture  # noqa: F401
 from tests.guard.standins import TOKEN, StandIns, start_standins
 from tests.helpers import INTERNAL, retuned, with_tuning
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
@@ -87,10 +87,9 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
 # control in process (its trigger API), for the tests that PATCH triggers through it
 @pytest.fixture
 async def control(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
-    running = await start_control(ControlSettings(
-        storage=StorageSettings(Secret(db_url), Secret(redis_url)), tokens=(Secret(TOKEN),), security=INTERNAL,
-        host="127.0.0.1", grpc_port=0, insiders_api_url="http://127.0.0.1:9",
-        tuning=ControlTuning(index_resync_s=3600.0, index_retry_s=0.2, db_timeout_s=2.0, ready_timeout_s=1.0)))
+    """Control's settings for tests, taking the guard stand-ins' token and control's tests' own."""
+    running = await start_control(make_settings(db_url, redis_url, tokens=(Secret(TOKEN), Secret(CONTROL_TOKEN)),
+                                                db_timeout_s=2.0))
     yield running
     await running.stop()
 

@@ -14,13 +14,12 @@ from common.ids import new_id
 from common.marketstate import BookSnapshot, write_book
 from common.storage import create_pool, create_redis
 from services.control.app import RunningControl
-from services.control.app import start as start_control
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.market_state import RedisMarkets
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.ports import Control
-from tests.control.conftest import AUTH, make_settings, stubs_for, subscription
+from tests.control.conftest import AUTH, stubs_for, subscription
 from tests.helpers import internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
@@ -30,18 +29,9 @@ A1, A2 = "1111", "2222"
 SCALE_X2 = spb.Perf(profit_scale_at_usd="100", profit_scale_multiplier="2")
 
 
-@pytest.fixture(name="ctl")
-async def ctl_fixture(db_url: str, redis_url: str) -> AsyncIterator[RunningControl]:
-    running = await start_control(make_settings(db_url, redis_url))
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
 @pytest.fixture(name="stubs")
-async def stubs_fixture(ctl: RunningControl) -> AsyncIterator[Any]:
-    s = stubs_for(ctl.port)
+async def stubs_fixture(control: RunningControl) -> AsyncIterator[Any]:
+    s = stubs_for(control.port)
     try:
         yield s
     finally:
@@ -56,13 +46,14 @@ async def rds_fixture(redis_url: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(name="make_monitor")
-async def make_monitor_fixture(db_url: str, ctl: RunningControl, rds: Any) -> AsyncIterator[Callable[..., PerfMonitor]]:
-    """PerfMonitor(store_cls, control=...) on guard's real adapters, talking to the real control."""
+async def make_monitor_fixture(db_url: str, control: RunningControl,
+                               rds: Any) -> AsyncIterator[Callable[..., PerfMonitor]]:
+    """PerfMonitor(store_cls, stand_in=...) on guard's real adapters, talking to the real control."""
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    channel = internal_channel(ctl.port)
+    channel = internal_channel(control.port)
 
-    def factory(store_cls: type[PerfStore] = PerfStore, control: Control | None = None) -> PerfMonitor:
-        return PerfMonitor(store_cls(pool, lambda: datetime.now(UTC)), control or GrpcControl(channel, timeout_s=5.0),
+    def factory(store_cls: type[PerfStore] = PerfStore, stand_in: Control | None = None) -> PerfMonitor:
+        return PerfMonitor(store_cls(pool, lambda: datetime.now(UTC)), stand_in or GrpcControl(channel, timeout_s=5.0),
                            RedisMarkets(rds), interval_s=0.1)
 
     yield factory

@@ -177,13 +177,13 @@ class DownOnce:
 
 
 async def test_a_restart_resends_a_decision_under_the_rules_it_was_made_with(
-        db_url: str, stubs: Any, make_monitor: Any, ctl: RunningControl) -> None:
+        db_url: str, stubs: Any, make_monitor: Any, control: RunningControl) -> None:
     sub = await create(stubs, spb.Perf(profit_scale_at_usd="100", profit_scale_multiplier="3"))
     conn = await db(db_url)
     await add_fill(conn, sub.id, A1, "BUY", "1000", "0.2")
     await add_fill(conn, sub.id, A1, "SELL", "1000", "0.4")  # +200
-    channel = internal_channel(ctl.port)
-    first = make_monitor(control=DownOnce(GrpcControl(channel, timeout_s=5.0)))
+    channel = internal_channel(control.port)
+    first = make_monitor(stand_in=DownOnce(GrpcControl(channel, timeout_s=5.0)))
     with pytest.raises(ConnectionError):
         await first.evaluate_all()  # recorded, not applied
     await patch(stubs, sub.id, spb.Subscription(perf=spb.Perf(profit_scale_multiplier="2")))

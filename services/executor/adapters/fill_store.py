@@ -141,11 +141,11 @@ pf AS (
     ON CONFLICT (id) DO NOTHING
 )"""
 PART_ORDER_PREFIX = "part_"
-_UPDATE_POSITIONS_AND_STATS = _UPDATE_TEMPLATE.replace("{parts}", "")
-_UPDATE_FEW_POSITIONS_AND_STATS = _FEW_TEMPLATE.replace("{parts}", "")
 # (few positions, with part fills) → statement
 _UPDATES = {(few, parts): sql.replace("{parts}", _PART_FILLS if parts else "")
             for few, sql in ((False, _UPDATE_TEMPLATE), (True, _FEW_TEMPLATE)) for parts in (False, True)}
+_UPDATE_POSITIONS_AND_STATS = _UPDATES[(False, False)]
+_UPDATE_FEW_POSITIONS_AND_STATS = _UPDATES[(True, False)]
 
 
 def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
