@@ -217,10 +217,11 @@ class PerfMonitor:
 
     async def _resumed_at(self, sid: str, prior: list[DecisionRow], pauses: list[str], result: perf_rules.Pnl,
                           basis: perf_rules.Basis) -> tuple[Decimal | None, bool]:
-        """The PnL the next loss-stop of this ACTIVE subscription counts from: the one at which it was found
-        resumed after its last loss-stop in this mode (recorded the first time it is seen with complete marks;
-        until then the PnL that pause was decided at), or None when no loss-stop paused it in this mode (rows
-        from before modes were recorded count in any); and whether the baseline waits for complete marks."""
+        """The PnL the next loss-stop of this ACTIVE subscription counts from (``prior``: its decisions in the order
+        recorded): the one at which it was found resumed after its last loss-stop in this mode (recorded the first
+        time it is seen with complete marks; until then the PnL that pause was decided at), or None when no
+        loss-stop paused it in this mode (rows from before modes were recorded count in any); and whether the
+        baseline waits for complete marks."""
         last = next((p for p in reversed(prior) if (p.basis is None or p.basis.mode == basis.mode)
                      and (p.action == "RESUMED" or (p.action == "PAUSE" and not p.error))), None)
         if last is None:

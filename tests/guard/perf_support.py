@@ -17,6 +17,7 @@ from services.control.app import RunningControl
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.market_state import RedisMarkets
 from services.guard.adapters.perf_store import PerfStore
+from services.guard.adapters.trigger_store import Clock
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.ports import Control
 from tests.control.conftest import AUTH, stubs_for, subscription
@@ -48,13 +49,14 @@ async def rds_fixture(redis_url: str) -> AsyncIterator[Any]:
 @pytest.fixture(name="make_monitor")
 async def make_monitor_fixture(db_url: str, control: RunningControl,
                                rds: Any) -> AsyncIterator[Callable[..., PerfMonitor]]:
-    """PerfMonitor(store_cls, stand_in=...) on guard's real adapters, talking to the real control."""
+    """PerfMonitor(store_cls, stand_in=..., clock=...) on guard's real adapters, talking to the real control."""
     pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
     channel = internal_channel(control.port)
 
-    def factory(store_cls: type[PerfStore] = PerfStore, stand_in: Control | None = None) -> PerfMonitor:
-        return PerfMonitor(store_cls(pool, lambda: datetime.now(UTC)), stand_in or GrpcControl(channel, timeout_s=5.0),
-                           RedisMarkets(rds), interval_s=0.1)
+    def factory(store_cls: type[PerfStore] = PerfStore, stand_in: Control | None = None,
+                clock: Clock | None = None) -> PerfMonitor:
+        return PerfMonitor(store_cls(pool, clock or (lambda: datetime.now(UTC))),
+                           stand_in or GrpcControl(channel, timeout_s=5.0), RedisMarkets(rds), interval_s=0.1)
 
     yield factory
     await channel.close()
@@ -96,5 +98,5 @@ async def patch(stubs: Any, sid: str, body: spb.Subscription) -> spb.Subscriptio
 
 async def decisions(conn: Any, sid: str) -> list[tuple[str, bool | None, str]]:
     rows = await (await conn.execute("SELECT action, applied, error FROM guard_perf_decisions"
-                                     " WHERE subscription_id = %s ORDER BY decided_at", (sid,))).fetchall()
+                                     " WHERE subscription_id = %s ORDER BY seq", (sid,))).fetchall()
     return [(r["action"], r["applied"], r["error"]) for r in rows]

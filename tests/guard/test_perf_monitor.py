@@ -124,7 +124,7 @@ async def test_a_resumed_loss_stop_counts_from_the_pnl_it_was_resumed_at(
     assert len(calls) == 1  # still -400: not paused again
     rows = await (await conn.execute(
         "SELECT action, pnl_usd, applied FROM guard_perf_decisions WHERE subscription_id = 'sub_loss'"
-        " ORDER BY decided_at")).fetchall()
+        " ORDER BY seq")).fetchall()
     assert [(r["action"], r["pnl_usd"], r["applied"]) for r in rows] == [("PAUSE", Decimal(-400), True),
                                                                           ("RESUMED", Decimal(-400), True)]
     # 1,000 more shares at 0.50 marked at 0.10: -400 more, -800 in all → the second loss-stop

@@ -38,7 +38,8 @@ def _basis(basis: Basis | None) -> Jsonb | None:
 
 
 class PerfStore:
-    """Reads subscriptions and fills; records ``guard_perf_decisions``."""
+    """Reads subscriptions and fills; records ``guard_perf_decisions`` (``seq``: the order recorded, which every
+    read follows; ``decided_at``: guard's clock then, for information)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
         self.pool = dict_pool(pool)
@@ -114,20 +115,21 @@ class PerfStore:
         return fills, rows[0]["snap"]
 
     async def decisions(self, subscription_id: str) -> list[DecisionRow]:
-        """Decisions recorded for a subscription, oldest first."""
+        """Decisions recorded for a subscription, in the order recorded (``seq``; never by ``decided_at``, guard's
+        wall clock, which may go back across a restart)."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, pnl_usd, error,"
-                " decided_under FROM guard_perf_decisions WHERE subscription_id = %s ORDER BY decided_at, decision_id",
+                " decided_under FROM guard_perf_decisions WHERE subscription_id = %s ORDER BY seq",
                 (subscription_id,))).fetchall()
         return [DecisionRow(**r) for r in rows]
 
     async def unapplied(self) -> list[DecisionRow]:
-        """Decisions recorded but not yet acknowledged by control (a crash in between)."""
+        """Decisions recorded but not yet acknowledged by control (a crash in between), in the order recorded."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT decision_id, subscription_id, action, multiplier, reason, applied_at, decided_under"
-                " FROM guard_perf_decisions WHERE applied_at IS NULL ORDER BY decided_at")).fetchall()
+                " FROM guard_perf_decisions WHERE applied_at IS NULL ORDER BY seq")).fetchall()
         return [DecisionRow(**r) for r in rows]
 
     async def record(self, d: Decision) -> bool:
