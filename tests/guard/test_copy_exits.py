@@ -68,7 +68,7 @@ async def test_copy_fill_registers_exits_and_a_mirrored_exit_cancels_them(
     await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
     await set_position(conn, "150", "0.42")
     await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.46"))
-    await eventually(lambda: guard.stats.order_events == 3)
+    await _handled(running, 3)
     await guard.drain()
     assert len(await _copy_triggers(conn)) == 4
     group = await running.guard.exit_store.group(WALLET_ID, ASSET)
@@ -127,6 +127,12 @@ async def test_a_position_opened_without_exits_keeps_none_after_a_patch(
 async def _count(fetch: Any, n: int) -> list[dict[str, Any]] | None:
     rows = await fetch()
     return rows if len(rows) == n else None
+
+
+async def _handled(running: Any, n: int) -> None:
+    """Until the order-event consumer has handled ``n`` events to the end (``guard.stats.order_events`` counts an
+    event as its handling starts, before the exits it changes are committed)."""
+    await eventually(lambda: running.orders.stats.handled >= n)
 
 
 async def _watching(redis: Any) -> bool:
@@ -291,7 +297,7 @@ async def test_exits_the_user_cancelled_do_not_come_back_with_the_next_fill(
                        " WHERE source = 'COPY'")
     await set_position(conn, "150", "0.42")
     await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.46"))
-    await eventually(lambda: running.guard.stats.order_events == 2)
+    await _handled(running, 2)
     await running.guard.drain()
     armed = [(r["kind"], r["trigger_price"]) for r in await _copy_triggers(conn, "ARMED")]
     assert armed == [], f"exits the user cancelled were armed again: {armed}"
