@@ -36,7 +36,7 @@ from services.executor.adapters.book_reader import FreshBooks
 from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
-from services.executor.domain.sell_sizing import ceiling_price, fraction_size
+from services.executor.domain.sell_sizing import ceiling_price, fraction_size, sized_on
 from services.executor.domain.ticket import Ticket
 from services.executor.order_runner import OrderRunner
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -95,10 +95,11 @@ class OrderAdmission:
         """A SELL sent with the fraction of the position to sell, sized now (its turn came: the wallet's earlier
         orders on the asset are final): ready for the venue with its intent row updated, or refused."""
         o = t.order
-        held = await self.store.sellable(o.follower_wallet_id, o.asset_id)
+        # a copy sells of its own subscription's part when the position keeps a split, else of the wallet's shares
+        held = await self.store.sellable(o.follower_wallet_id, o.asset_id, sized_on(t.origin, o.subscription_id))
         try:
             min_size = parse_decimal(o.min_order_size) if o.min_order_size else ZERO
-            sized = fraction_size(held, parse_decimal(o.sell_fraction), min_size)
+            sized = held if isinstance(held, tuple) else fraction_size(held, parse_decimal(o.sell_fraction), min_size)
         except (ValueError, ArithmeticError) as exc:  # checked at intake; a stored row may still be bad
             sized = ("INVALID_ORDER", f"cannot size the SELL: {exc!r}"[:300])
         if isinstance(sized, tuple):

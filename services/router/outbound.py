@@ -137,6 +137,15 @@ def reservation_lines(routed: epb.RoutedTrade) -> str:
                                   first.leader_trade_id, rows())
 
 
+def sell_subscriptions(routed: epb.RoutedTrade) -> str:
+    """The subscription of each order of a SELL RoutedTrade, one per line in the order of
+    :func:`reservation_lines` (the SELL index keeps them); "" for a BUY."""
+    first = shared_fields(routed)
+    if first is None or first.side == common_pb2.SIDE_BUY:
+        return ""
+    return "\n".join(o.subscription_id for o in routed.orders)
+
+
 def drop_orders(routed: epb.RoutedTrade, indexes: Sequence[int], detail: str) -> epb.RoutedTrade:
     """A copy of ``routed`` without the orders at ``indexes``, each turned into a DUPLICATE_ORDER skip."""
     gone = set(indexes)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from common.cancel import reraise_if_cancelling
 from services.router.adapters.redis_state import BatchEmitResult, EmitResult, RedisState
 from services.router.adapters.store import ExistingRouted, RouterStore
-from services.router.outbound import drop_orders, join_parts, reservation_lines, split_routed
+from services.router.outbound import drop_orders, join_parts, reservation_lines, sell_subscriptions, split_routed
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class Emitter:
             async with self._lock:
                 parts = split_routed(routed, payload)
                 with self._tracking():
-                    done = await self.redis_state.emit_batch([(leader_trade_id, parts, reservation_lines(routed))])
+                    done = await self.redis_state.emit_batch([(leader_trade_id, parts, reservation_lines(routed))],
+                                                             [sell_subscriptions(routed)])
                 await self._regain()
                 self._published(done.entries, [parts])
             result = done.stopped or EmitResult("ok", cursor=done.cursors[0])
@@ -81,9 +82,10 @@ class Emitter:
         order id already claimed (see ``RedisState.emit_batch``). The caller persists the rows with the cursors."""
         parts = [split_routed(routed, payload) for _lt, routed, payload in items]
         lines = [(lt, p, reservation_lines(routed)) for (lt, routed, _), p in zip(items, parts, strict=True)]
+        subs = [sell_subscriptions(routed) for _lt, routed, _ in items]
         async with self._lock:
             with self._tracking():
-                done = await self.redis_state.emit_batch(lines)
+                done = await self.redis_state.emit_batch(lines, subs)
             await self._regain()
             self._published(done.entries, parts)
         return done

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from common.marketstate import MarketInfo
@@ -21,11 +21,13 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
 
 
 def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
-                   balance: Decimal | None, sells: Sequence[tuple[Decimal, Decimal]] = ()) -> FollowerState:
+                   balance: Decimal | None, sells: Sequence[tuple[Decimal, Decimal]] = (),
+                   selling_by: Mapping[str, Decimal] | None = None) -> FollowerState:
     """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis).
 
     ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
-    what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``)."""
+    what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``).
+    ``selling_by``: of what is held back, the SELL copies' by subscription (:func:`selling_by`)."""
     shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
     return FollowerState(
         pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
@@ -33,4 +35,22 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
         from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
         res.markets,
         unfilled_in_flight(shares, sells) if sells and shares else shares,
-        balance)
+        balance, pos.asset_parts, selling_by)
+
+
+def selling_by(listed: Sequence[tuple[str, int]] | None, sold: Mapping[str, Decimal], subscriptions: Mapping[str, str],
+               carried: Mapping[str, int] | None) -> dict[str, Decimal] | None:
+    """Shares the wallet's SELL copies in flight may still sell of an asset, by subscription: those ``listed``
+    (client order id, micro-shares reserved) whose subscription is known, less what their fills booked (``sold``),
+    and those the batch's earlier trades emitted (``carried``, micro-shares by subscription)."""
+    out: dict[str, Decimal] = {}
+    for coid, micro in listed or ():
+        sub = subscriptions.get(coid)
+        if sub:
+            own = from_micro(micro)
+            left = own - min(own, sold.get(coid, ZERO))
+            if left > ZERO:
+                out[sub] = out.get(sub, ZERO) + left
+    for sub, micro in (carried or {}).items():
+        out[sub] = out.get(sub, ZERO) + from_micro(micro)
+    return out or None

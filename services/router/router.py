@@ -50,7 +50,7 @@ from services.router.metrics import RouterMetrics
 from services.router.outbound import build_routed, market_of, order_template, routed_row
 from services.router.outbox import Emitter
 from services.router.ports import BalanceSource, FollowerSource, MarketSource
-from services.router.read_model import follower_state, market_rules
+from services.router.read_model import follower_state, market_rules, selling_by
 from tradingtools.common.v1 import common_pb2
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -197,7 +197,7 @@ class Router:
             assets=assets,
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
             pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding,
-            sell_orders=rview.sell_order_ids())
+            sell_orders=rview.sell_order_ids(), sell_assets=list(sell_assets))
         balances = dict(pg.funding)
         unfunded = list(dict.fromkeys(w for it in valid if it.trade is not None and it.trade.side is Side.BUY
                                       for w in it.funding_wallets if w not in balances))
@@ -273,9 +273,14 @@ class Router:
                 if w in carried:
                     res = carry.reserved(w, market_id, asset, res)
                 sells = in_flight.get((w, asset)) if in_flight else None
+                pos = position(w, market_id, asset)
+                selling = None  # whose SELLs are in flight: only a position with a split kept is sized on a part
+                if pos.asset_parts is not None and (sells or w in carried):
+                    selling = selling_by(sells, sold, read.redis.sell_subscriptions,
+                                         carry.selling(w, asset) if w in carried else None)
                 states[w] = follower_state(
-                    position(w, market_id, asset), res, realized(w, ZERO), balance(w),
-                    [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else ())
+                    pos, res, realized(w, ZERO), balance(w),
+                    [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else (), selling)
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
                               carry.leader_before(trade.wallet, asset, recorded), read.policy)

@@ -18,6 +18,8 @@ D = Decimal
 BIDS = [("0.49", "500"), ("0.48", "1000")]
 ASKS = [("0.50", "100"), ("0.51", "1000")]
 NEVER = 10_000.0  # the fake's settle time: matched orders stay unconfirmed until confirm()
+# The subscription whose copies these tests buy and sell: a fraction SELL is sized on its own subscription's part.
+SUB = "sub_flip"
 
 
 def held_size(db_url: str, wallet: str) -> Decimal:
@@ -27,8 +29,13 @@ def held_size(db_url: str, wallet: str) -> Decimal:
     return row[0] if row else D(0)
 
 
+def buy_order(i: int, **kw: Any) -> epb.Order:
+    """A copy BUY of :data:`SUB`."""
+    return make_order(i, **{"subscription_id": SUB, **kw})
+
+
 def sell_order(i: int, fraction: str, **kw: Any) -> epb.Order:
-    base: dict[str, Any] = {"routed_time_ns": time.time_ns(), **kw}
+    base: dict[str, Any] = {"routed_time_ns": time.time_ns(), "subscription_id": SUB, **kw}
     return make_order(i, side=cpb.SIDE_SELL, amount_usd="", sell_fraction=fraction, leader_trade_id=f"lt_s{i}",
                       **base)
 
@@ -41,10 +48,11 @@ def confirm(h: Harness, coid: str) -> None:
 
 
 def hold_shares(db_url: str, wallet: str, size: int) -> None:
+    """The wallet holds ``size`` shares :data:`SUB`'s copies bought."""
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                     " cost_usd) VALUES (%s, %s, %s, '0xa', %s, 0.4, %s)",
-                     (wallet, ASSET, CONDITION, size, D(size) * D("0.4")))
+                     " cost_usd, subscription_id) VALUES (%s, %s, %s, '0xa', %s, 0.4, %s, %s)",
+                     (wallet, ASSET, CONDITION, size, D(size) * D("0.4"), SUB))
 
 
 def order_row(db_url: str, coid: str) -> tuple[Any, ...] | None:
@@ -62,7 +70,7 @@ async def unconfirmed_flip(harness: Harness, wallet: str, i: int) -> tuple[Any, 
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER
     running = await harness.start_executor()
-    return (running, make_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
+    return (running, buy_order(i, follower_wallet_id=wallet, leader_trade_id="lt_b1"),
             sell_order(i + 1, "1", follower_wallet_id=wallet))
 
 

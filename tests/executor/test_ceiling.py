@@ -13,7 +13,7 @@ from services.executor.domain.order_intake import IntakeRules, prepare
 from services.executor.domain.order_lifecycle import State
 from services.executor.domain.sell_sizing import ceiling_price
 from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
-from tests.executor.flip import ASKS, BIDS, sell_order
+from tests.executor.flip import ASKS, BIDS, SUB, sell_order
 from tests.executor.test_paper_and_intake import BOOK, NOW, order
 from tests.helpers import eventually, internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -161,7 +161,8 @@ async def test_a_sell_sized_on_the_position_is_cut_to_the_ceiling(harness: Harne
     await harness.set_book(ASSET, BIDS, ASKS)
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                     " cost_usd) VALUES ('w_cap', %s, %s, '0xa', 100, 0.4, 40)", (ASSET, CONDITION))
+                     " cost_usd, subscription_id) VALUES ('w_cap', %s, %s, '0xa', 100, 0.4, 40, %s)",
+                     (ASSET, CONDITION, SUB))
     await harness.start_executor(TT_MAX_ORDER_USD="20")
     sell = sell_order(5, "1", follower_wallet_id="w_cap", reference_price="0.45")
     await harness.route(sell)

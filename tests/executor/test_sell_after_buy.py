@@ -19,6 +19,8 @@ from tests.executor.flip import (
     ASKS,
     BIDS,
     NEVER,
+    SUB,
+    buy_order,
     confirm,
     held_size,
     hold_shares,
@@ -59,7 +61,7 @@ async def test_a_sell_routed_while_the_buy_is_in_flight_sells_what_the_buy_bough
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.post_delay_s = 0.3  # the BUY's answer takes a while: the SELL arrives meanwhile
     await harness.start_executor()
-    buy = make_order(1, follower_wallet_id="w_flip", routed_time_ns=time.time_ns())
+    buy = buy_order(1, follower_wallet_id="w_flip", routed_time_ns=time.time_ns())
     sell = sell_order(2, "1", follower_wallet_id="w_flip")
     # the router's claim of the SELL reserves no shares (its size is not known yet)
     assert await reservations.reserve(harness.redis, [reservations.Reservation(
@@ -95,10 +97,11 @@ async def test_a_fraction_counts_the_shares_held_before_and_those_bought_meanwhi
     await harness.set_book(ASSET, BIDS, ASKS)
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                     " cost_usd) VALUES ('w_half', %s, %s, '0xa', 100, 0.4, 40)", (ASSET, CONDITION))
+                     " cost_usd, subscription_id) VALUES ('w_half', %s, %s, '0xa', 100, 0.4, 40, %s)",
+                     (ASSET, CONDITION, SUB))
     harness.fake.faults.post_delay_s = 0.3
     await harness.start_executor()
-    buy = make_order(3, follower_wallet_id="w_half", routed_time_ns=time.time_ns())
+    buy = buy_order(3, follower_wallet_id="w_half", routed_time_ns=time.time_ns())
     sell = sell_order(4, "0.5", follower_wallet_id="w_half")
     await harness.route(buy, sell)  # one routed batch: the BUY is started first
     done = await eventually(lambda: harness.terminal(sell.client_order_id), timeout_s=15)
@@ -115,7 +118,7 @@ async def test_nothing_bought_nothing_sold(harness: Harness) -> None:
     harness.fake.faults.reject_queue.append("INSUFFICIENT_BALANCE")
     harness.fake.faults.post_delay_s = 0.2
     await harness.start_executor()
-    buy = make_order(5, follower_wallet_id="w_none", routed_time_ns=time.time_ns())
+    buy = buy_order(5, follower_wallet_id="w_none", routed_time_ns=time.time_ns())
     sell = sell_order(6, "1", follower_wallet_id="w_none")
     await harness.route(buy)
     await harness.route(sell)
@@ -144,7 +147,7 @@ async def test_a_fraction_sell_in_a_later_chunk_than_its_buy_still_waits_for_it(
     await harness.set_book(ASSET, BIDS, ASKS)
     running = await harness.start_executor()
     w = "w_chunk"
-    buy = make_order(8, follower_wallet_id=w)
+    buy = buy_order(8, follower_wallet_id=w)
     sell = sell_order(40, "1", follower_wallet_id=w)
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]  # the BUY is in chunk 2 (8..39), the SELL in chunk 3
@@ -187,7 +190,7 @@ async def test_the_wait_for_the_buy_does_not_use_up_the_sells_resubmit_window(ha
     # the same with a SELL that waited 2.5 s for its BUY's confirmation
     harness.fake.settle_s = NEVER
     w = "w_wait"
-    buy = make_order(2, follower_wallet_id=w)
+    buy = buy_order(2, follower_wallet_id=w)
     sell = sell_order(3, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
@@ -235,7 +238,7 @@ async def test_fraction_sells_that_stop_waiting_together_do_not_sell_the_same_sh
     hold_shares(db_url, w, 100)
     running = await harness.start_executor()
     running.runner.positions.max_wait_s = 1.0
-    buy = make_order(1, follower_wallet_id=w)
+    buy = buy_order(1, follower_wallet_id=w)
     half = sell_order(2, "0.5", follower_wallet_id=w)
     rest = sell_order(3, "1", follower_wallet_id=w)
     await harness.route(buy, half, rest)
@@ -253,7 +256,7 @@ async def test_a_later_buy_in_an_earlier_committing_chunk_still_waits_for_the_se
     first: BUY 2 is still held, since the SELL took its place (as one waiting for its size) before any chunk."""
     running, buy1, sell = await unconfirmed_flip(harness, "w_pre", 100)
     w = "w_pre"
-    buy2 = make_order(102, follower_wallet_id=w, leader_trade_id="lt_b2")
+    buy2 = buy_order(102, follower_wallet_id=w, leader_trade_id="lt_b2")
     others = [make_order(i) for i in range(40)]
     orders = [buy1, *others[:7], *others[7:38], sell, buy2, *others[38:]]
     assert orders.index(sell) == 39 and orders.index(buy2) == 40  # chunk 2 is 8..39, chunk 3 from 40
@@ -311,7 +314,7 @@ async def test_shares_an_exit_in_flight_is_selling_are_not_sold_again(harness: H
     w = "w_exit"
     hold_shares(db_url, w, 100)
     running = await harness.start_executor()
-    buy = make_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
+    buy = buy_order(1, follower_wallet_id=w, leader_trade_id="lt_b1")
     sell = sell_order(2, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
@@ -337,7 +340,8 @@ async def test_a_fraction_sell_is_written_sized_at_once_not_after_the_journals_p
     await harness.set_book(ASSET, BIDS, ASKS)
     with psycopg.connect(db_url) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
-                     " cost_usd) VALUES ('w_quick', %s, %s, '0xa', 100, 0.4, 40)", (ASSET, CONDITION))
+                     " cost_usd, subscription_id) VALUES ('w_quick', %s, %s, '0xa', 100, 0.4, 40, %s)",
+                     (ASSET, CONDITION, SUB))
     running = await harness.start_executor(TT_TUNE_EXECUTOR_JOURNAL_MIN_INTERVAL_S="30")
     other = make_order(5, follower_wallet_id="w_other", routed_time_ns=time.time_ns())
     await harness.route(other)

@@ -18,6 +18,7 @@ from tests.executor.flip import (
     ASKS,
     BIDS,
     NEVER,
+    buy_order,
     confirm,
     fail_first_insert_of,
     hold_shares,
@@ -44,7 +45,7 @@ async def test_a_refused_order_of_a_failed_batch_holds_up_no_later_sell(
     w = "w_leak"
     hold_shares(db_url, w, 100)
     old = time.time_ns() - 120 * 1_000_000_000
-    refused_buy = make_order(1, follower_wallet_id=w, routed_time_ns=old, received_time_ns=old)
+    refused_buy = buy_order(1, follower_wallet_id=w, routed_time_ns=old, received_time_ns=old)
     s1 = sell_order(2, "0.5", follower_wallet_id=w)
     running = await harness.start_executor()
     running.runner.positions.max_wait_s = CAP_S
@@ -111,7 +112,7 @@ async def test_the_wait_behind_the_sell_does_not_use_up_the_buys_resubmit_window
     await harness.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="2")
     await harness.route(buy1, sell)
     await eventually(lambda: harness.fake.order(buy1.client_order_id))
-    buy2 = make_order(3, follower_wallet_id="w_bw", leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
+    buy2 = buy_order(3, follower_wallet_id="w_bw", leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
     await harness.route(buy2)
     await asyncio.sleep(2.5)
     assert harness.fake.posts_for(buy2.client_order_id) == []  # held behind the SELL
@@ -128,7 +129,7 @@ async def test_a_paper_flip_sells_what_the_paper_buy_bought(harness: Harness, db
     await harness.set_book(ASSET, BIDS, ASKS)
     await harness.start_executor(live=False)
     w = "w_paper"
-    buy = make_order(1, follower_wallet_id=w, mode=cpb.EXECUTION_MODE_PAPER)
+    buy = buy_order(1, follower_wallet_id=w, mode=cpb.EXECUTION_MODE_PAPER)
     sell = sell_order(2, "1", follower_wallet_id=w, mode=cpb.EXECUTION_MODE_PAPER)
     await harness.route(buy, sell)
     bought = await eventually(lambda: harness.terminal(buy.client_order_id), timeout_s=15)
@@ -151,7 +152,7 @@ async def _holding_unconfirmed(harness: Harness, db_url: str, wallet: str) -> An
 
 async def _next_buy_goes_at_once(harness: Harness, running: Any, wallet: str) -> None:
     """The leader's next copy BUY of the position goes at once: nothing it must wait for is ahead of it."""
-    buy = make_order(90, follower_wallet_id=wallet, leader_trade_id="lt_b90", routed_time_ns=time.time_ns())
+    buy = buy_order(90, follower_wallet_id=wallet, leader_trade_id="lt_b90", routed_time_ns=time.time_ns())
     started = time.monotonic()
     await running.admission.handle(epb.RoutedTrade(orders=[buy]))
     await eventually(lambda: harness.fake.posts_for(buy.client_order_id), timeout_s=CAP_S + 5)

@@ -16,6 +16,7 @@ from tests.executor.flip import (
     ASKS,
     BIDS,
     NEVER,
+    buy_order,
     confirm,
     fail_first_insert_of,
     hold_shares,
@@ -36,7 +37,7 @@ async def test_a_sell_waiting_its_turn_survives_a_restart(harness: Harness, db_u
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.faults.post_delay_s = 5.0  # the BUY stays unanswered while the executor stops
     running = await harness.start_executor()
-    buy = make_order(7, follower_wallet_id="w_restart", routed_time_ns=time.time_ns())
+    buy = buy_order(7, follower_wallet_id="w_restart", routed_time_ns=time.time_ns())
     sell = sell_order(8, "1", follower_wallet_id="w_restart")
     await harness.route(buy, sell)
 
@@ -75,7 +76,7 @@ async def test_a_sell_sized_just_before_a_crash_is_sent_after_the_restart(harnes
 
     store.set_size = then_die  # type: ignore[method-assign]
     w = "w_crash"
-    buy = make_order(1, follower_wallet_id=w)
+    buy = buy_order(1, follower_wallet_id=w)
     sell = sell_order(2, "1", follower_wallet_id=w)
     await harness.route(buy, sell)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
@@ -105,7 +106,7 @@ async def test_a_buy_routed_after_the_sell_waits_for_its_size_also_across_a_rest
     w = "w_rs"
     await harness.route(buy1, sell)
     await eventually(lambda: harness.fake.order(buy1.client_order_id))
-    buy2 = make_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
+    buy2 = buy_order(3, follower_wallet_id=w, leader_trade_id="lt_b2", routed_time_ns=time.time_ns())
     await harness.route(buy2)
     await eventually(lambda: order_row(db_url, buy2.client_order_id))
     await asyncio.sleep(0.3)
@@ -134,7 +135,7 @@ async def test_a_failed_chunk_keeps_its_buy_ahead_of_the_sell_for_the_retry(harn
     running = await harness.start_executor()
     running.admission.intent_retry_s = 0.0
     w = "w_fail"
-    buy = make_order(8, follower_wallet_id=w)
+    buy = buy_order(8, follower_wallet_id=w)
     sell = sell_order(40, "1", follower_wallet_id=w)
     others = [make_order(i) for i in range(40) if i != 8]
     orders = [*others[:8], buy, *others[8:], sell]
@@ -169,7 +170,7 @@ async def test_a_sell_sized_before_a_crash_does_not_shrink_the_next_sell_after_t
             await asyncio.Event().wait()  # killed right after the size is written
 
     store.set_size = then_die  # type: ignore[method-assign]
-    buy = make_order(1, follower_wallet_id=w)
+    buy = buy_order(1, follower_wallet_id=w)
     await harness.route(buy, s1)
     await eventually(lambda: harness.fake.order(buy.client_order_id))
     await harness.route(s2)

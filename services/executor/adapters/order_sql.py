@@ -123,11 +123,22 @@ ORDER BY o.arrival_ns NULLS FIRST, o.created_at
 """
 
 
+_SELLING = f"""
+FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.terminal_at IS NULL
+  AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {TERMINAL_SQL} AND o.state <> 'NEW'"""
+
 SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)
-     - coalesce((SELECT sum(greatest(o.size - o.filled_size, 0))
-                 FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-                 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.terminal_at IS NULL
-                   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {TERMINAL_SQL}
-                   AND o.state <> 'NEW'), 0) AS sellable
+     - coalesce((SELECT sum(greatest(o.size - o.filled_size, 0)) {_SELLING}), 0) AS sellable
+"""
+# A copy's: the position with its split (NULL: none kept), what the SELLs under way may still sell, and of that what
+# other subscriptions' SELLs may (one statement, as SELLABLE).
+SELLABLE_PART = f"""
+SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, s.selling, s.others
+FROM (SELECT coalesce(sum(greatest(o.size - o.filled_size, 0)), 0) AS selling,
+             coalesce(sum(greatest(o.size - o.filled_size, 0))
+                      FILTER (WHERE o.subscription_id IS NOT NULL AND o.subscription_id <> %(s)s), 0) AS others
+      {_SELLING}) s
+LEFT JOIN positions x ON x.follower_wallet_id = %(w)s AND x.asset_id = %(a)s
 """

@@ -20,10 +20,12 @@ from common.text import storable
 from services.executor.adapters import order_sql as sql
 from services.executor.adapters.fill_store import book, book_new, fills_json
 from services.executor.adapters.intent_connection import IntentConnection
+from services.executor.domain import subscription_shares as shares
 from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
 from services.executor.domain.fill_math import Booked, Booking
 from services.executor.domain.order_lifecycle import OrderLife, State
+from services.executor.domain.sell_sizing import Refusal, copy_sellable
 from services.executor.domain.ticket import Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -209,13 +211,24 @@ class OrderStore:
             cur = await conn.execute(sql.OPEN_ORDERS)
             return list(await cur.fetchall())
 
-    async def sellable(self, follower_wallet_id: str, asset_id: str) -> Decimal:
+    async def sellable(self, follower_wallet_id: str, asset_id: str,
+                       subscription_id: str | None = None) -> Decimal | Refusal:
         """Shares of a position not already being sold: held, less what its SELLs under way may still sell (a
-        SELL not sent yet, NEW, is sized again if it was sized before a restart)."""
+        SELL not sent yet, NEW, is sized again if it was sized before a restart); with ``subscription_id`` (a
+        copy's), of that subscription's part of it when the position keeps a split, or why it holds none
+        (``sell_sizing.copy_sellable``)."""
+        params = {"w": follower_wallet_id, "a": asset_id, "s": subscription_id}
         async with self.pool.connection() as conn:
-            cur = await conn.execute(sql.SELLABLE, {"w": follower_wallet_id, "a": asset_id})
+            cur = await conn.execute(sql.SELLABLE if subscription_id is None else sql.SELLABLE_PART, params)
             row = await cur.fetchone()
-        return Decimal(row["sellable"]) if row and row["sellable"] is not None else ZERO
+        if row is None:
+            return ZERO
+        if subscription_id is None:
+            return Decimal(row["sellable"]) if row["sellable"] is not None else ZERO
+        size, cost = row["size"] or ZERO, row["cost_usd"] or ZERO
+        split = shares.kept_split(shares.decode(orjson.loads(row["shares"])), size, cost) if row["shares"] else None
+        return copy_sellable(None if split is None else {k: p.shares for k, p in split.items()}, subscription_id,
+                             size, row["selling"], row["others"])
 
     async def set_size(self, client_order_id: str, size: Decimal, limit_price: Decimal, order_proto: bytes) -> None:
         """Record the size (and limit) a SELL sent with a fraction of the position got in its turn."""

@@ -3,6 +3,13 @@
 The router sends a copied SELL as the leader's sold fraction when the follower's copy BUY in that
 market was still in flight: the executor sizes it on the position held once every earlier order of the
 wallet on the asset has the venue's answer. The rules are the router's for a sized SELL:
+- what it is sized on (:func:`copy_sellable`): the wallet's shares not being sold (held, less what its SELLs
+  under way may still sell), for every SELL of a position with no split kept (NULL, almost always: one
+  subscription, or none, bought it) or one that does not add up to it, whichever subscription the copy is of, and
+  for every SELL that is not a copy (an exit, a manual SELL); for a copy of a position with a split kept (several
+  subscriptions bought it), its own subscription's part, less what SELLs under way may still sell of it (all but
+  other subscriptions'), never more than the wallet's shares not being sold; a subscription with no part in it
+  holds none (the wallet's shares belong to other subscriptions) → NOTHING_HELD;
 - nothing held (less than one share step) → NOTHING_HELD;
 - size = held × fraction, rounded down to the share step (everything held for a fraction of 1);
 - a remainder that is positive but below the market minimum is sold too (it could never be sold);
@@ -12,6 +19,7 @@ wallet on the asset has the venue's answer. The rules are the router's for a siz
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import MIN_HELD_SHARES, ONE, ZERO, fmt
@@ -19,6 +27,38 @@ from common.decimals import MIN_HELD_SHARES, ONE, ZERO, fmt
 STEP = Decimal("0.01")
 
 Refusal = tuple[str, str]  # (UPPER_SNAKE reason, detail)
+
+
+def sized_on(origin: str, subscription_id: str) -> str | None:
+    """The subscription whose part of the position a SELL is sized on: a copy's own; None (the wallet's whole
+    position) for any other SELL (an exit, a manual one) or a copy without a subscription."""
+    return subscription_id if origin == "COPY" and subscription_id else None
+
+
+def part_sellable(part: Decimal, held: Decimal, selling: Decimal, others_selling: Decimal) -> Decimal:
+    """Shares a copy may sell of its subscription's ``part`` of the wallet's ``held`` shares: the part less what
+    the SELLs under way may still sell (``selling``) but other subscriptions' (``others_selling``: a SELL takes
+    its own subscription's shares first), never more than the wallet's shares not being sold."""
+    return min(part - max(ZERO, selling - others_selling), held - selling)
+
+
+def copy_sellable(parts: Mapping[str, Decimal] | None, subscription_id: str, held: Decimal, selling: Decimal,
+                  others_selling: Decimal) -> Decimal | Refusal:
+    """Shares a copy of ``subscription_id`` may sell of the wallet's ``held`` shares, of which the SELLs under way
+    may still sell ``selling`` (``others_selling`` of it other subscriptions'): with ``parts`` None (no split
+    kept, or one that does not add up) the wallet's not being sold; else its own part's (:func:`part_sellable`),
+    or NOTHING_HELD when it has none or all of it is being sold."""
+    if parts is None:
+        return held - selling
+    part = parts.get(subscription_id, ZERO)
+    if part < MIN_HELD_SHARES:
+        return ("NOTHING_HELD", f"subscription {subscription_id} holds none of the follower's {fmt(held)} shares: "
+                                "they belong to other subscriptions of the wallet")
+    sellable = part_sellable(part, held, selling, others_selling)
+    if sellable < MIN_HELD_SHARES:
+        return ("NOTHING_HELD", f"subscription {subscription_id} holds {fmt(part)} of the follower's {fmt(held)} "
+                                f"shares ({fmt(selling)} already being sold)")
+    return sellable
 
 
 def fraction_size(held: Decimal, fraction: Decimal, min_order_size: Decimal) -> Decimal | Refusal:

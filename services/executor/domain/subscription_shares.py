@@ -49,13 +49,22 @@ def key_of(subscription_id: str | None) -> str:
     return subscription_id or NO_SUBSCRIPTION
 
 
+def kept_split(kept: Split | None, size: Decimal, cost_usd: Decimal) -> dict[str, Part] | None:
+    """The split kept of a position when it adds up to the position's ``size`` and ``cost_usd``; None when none
+    is kept or the one kept does not add up (an executor before splits booked the position since)."""
+    if kept and sum((p.shares for p in kept.values()), ZERO) == size and sum(
+            (p.cost_usd for p in kept.values()), ZERO) == cost_usd:
+        return dict(kept)
+    return None
+
+
 def split_of(kept: Split | None, size: Decimal, cost_usd: Decimal, opening: str | None) -> dict[str, Part]:
     """The split of a position as kept, or, when none is kept (the position is its opening subscription's alone,
     or was booked before splits were kept) or the one kept does not add up to the position (an executor before
     splits booked it since), the whole position as the part of its opening subscription."""
-    if kept and sum((p.shares for p in kept.values()), ZERO) == size and sum(
-            (p.cost_usd for p in kept.values()), ZERO) == cost_usd:
-        return dict(kept)
+    split = kept_split(kept, size, cost_usd)
+    if split is not None:
+        return split
     if size == 0 and cost_usd == 0:
         return {}
     return {key_of(opening): Part(size, cost_usd)}

@@ -4,13 +4,18 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
 - read: the routed marker of every trade, each asset's cached market info and whether its book is
   stored, and follower wallets' in-flight reservations (summed in Lua: one short line per wallet,
   market and asset asked for), in one Lua call. For a wallet with shares reserved in the asset it also
-  returns the router's SELLs still holding them, by client order id with each one's reservation (from
-  the SELL index below), so the PostgreSQL read that follows can tell how much of them already filled.
-- SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the client order ids of the router's SELL
-  copies (written by the emit, with a TTL of :data:`SELLS_TTL_S` renewed on every add). The executor
-  releases reservations without knowing it: the read drops the ids whose claim is released or gone. It
-  only ever narrows what the router subtracts: a SELL missing from it (expired, or reserved by anything
-  else) keeps its whole reservation counted.
+  returns the router's SELLs still holding them, by client order id with each one's reservation and
+  subscription (from the SELL index below), so the PostgreSQL read that follows can tell how much of them
+  already filled, and a copied SELL which of them sell its own subscription's part.
+- SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the router's SELL copies, each as its client order
+  id and subscription (``coid|sub``; a bare ``coid`` from before subscriptions were kept), written by the emit,
+  with a TTL of :data:`SELLS_TTL_S` renewed on every add. The executor releases reservations without knowing
+  it: the read drops the ids whose claim is released or gone. It only ever narrows what the router subtracts: a
+  SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against
+  every subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is
+  not known). Across an upgrade or a rollback: this code reads the bare members the router wrote before; a router
+  before subscriptions were kept reads a ``coid|sub`` member as a claim gone and drops it, so that SELL's whole
+  reservation stays counted (it holds back more shares, never fewer).
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
   NX), reserve its USD / shares, append the RoutedTrade to the durable log (as consecutive parts when it
   is too big for one message: ``outbound.split_routed``) and set the trade's routed marker to the cursor
@@ -36,17 +41,23 @@ SELLS_PREFIX = "tt:router:sells:"
 SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router from subtracting its fills
 
 # Lua functions of the SELL index (prepended to the scripts after reservations.LUA_FUNCTIONS).
-#   tt_index_sells(lines) adds the SELL lines' client order ids to their (wallet, asset) index
-#   tt_sells(wallet, asset) -> "coid|micro,coid|micro" of the indexed SELLs still reserving shares of the
-#     asset (claims released or gone are dropped from the index; claims reserving 0 stay, unlisted)
+#   tt_index_sells(lines, subs) adds the SELL lines' client order ids, each with its subscription (the line's in
+#     ``subs``, one per line), to their (wallet, asset) index
+#   tt_sells(wallet, asset) -> "coid|micro|sub,coid|micro|sub" of the indexed SELLs still reserving shares of the
+#     asset (sub "" when not known; claims released or gone are dropped from the index; claims reserving 0 stay,
+#     unlisted)
 _SELLS_LUA = """
 local TT_SELLS_PREFIX = '""" + SELLS_PREFIX + """'
-local function tt_index_sells(lines)
+local function tt_index_sells(lines, subs)
+  local owners = {}
+  for s in string.gmatch(subs .. '\\n', '([^\\n]*)\\n') do owners[#owners + 1] = s end
+  local i = 0
   for line in string.gmatch(lines, '[^\\n]+') do
+    i = i + 1
     local coid, wallet, fld = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t')
     if coid and string.sub(fld, 1, 3) == 'sh:' then
-      local ikey = TT_SELLS_PREFIX .. wallet .. '|' .. string.sub(fld, 4)
-      redis.call('SADD', ikey, coid)
+      local ikey, sub = TT_SELLS_PREFIX .. wallet .. '|' .. string.sub(fld, 4), owners[i] or ''
+      redis.call('SADD', ikey, sub == '' and coid or coid .. '|' .. sub)
       redis.call('EXPIRE', ikey, """ + str(SELLS_TTL_S) + """)
     end
   end
@@ -54,16 +65,19 @@ end
 local function tt_sells(wallet, asset)
   local ikey = TT_SELLS_PREFIX .. wallet .. '|' .. asset
   local out, want = {}, 'sh:' .. asset
-  for _, coid in ipairs(redis.call('SMEMBERS', ikey)) do
+  for _, member in ipairs(redis.call('SMEMBERS', ikey)) do
+    local coid, sub = member, ''
+    local bar = string.find(member, '|', 1, true)
+    if bar then coid, sub = string.sub(member, 1, bar - 1), string.sub(member, bar + 1) end
     local v, micro = redis.call('GET', TT_ORDER_PREFIX .. coid), nil
     if v and string.sub(v, 1, 1) ~= '-' then
       local w, fld, m = string.match(v, '^([^|]*)|([^|]*)|(%d+)|')
       if w == wallet and fld == want then micro = m end
     end
     if micro == nil then
-      redis.call('SREM', ikey, coid)
+      redis.call('SREM', ikey, member)
     elseif micro ~= '0' then
-      out[#out + 1] = coid .. '|' .. micro
+      out[#out + 1] = coid .. '|' .. micro .. '|' .. sub
     end
   end
   return table.concat(out, ',')
@@ -73,7 +87,7 @@ end
 # KEYS: n_trades markers, then n_assets market-info keys, then n_assets book keys.
 # ARGV: n_trades, n_assets, then per (market, asset) group: market, asset, wallet ids (one per line), and
 # '1' when its SELLs are wanted (a SELL trade of the asset is in the batch), else '0'.
-# Returns {markers, infos, books, per group: summary lines, SELLs: "wallet\tasset\tcoid|micro,..." for each
+# Returns {markers, infos, books, per group: summary lines, SELLs: "wallet\tasset\tcoid|micro|sub,..." for each
 # wallet of a group wanting them with indexed SELLs reserving shares of the asset}.
 _READ = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local nt, na = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -99,13 +113,14 @@ return {markers, infos, books, groups, sells}
 """)
 
 # KEYS: the stream. ARGV: marker ttl s, stream maxlen, then per trade: marker key, reservation lines, the
-# number of parts n, then the n payloads. Returns {appended cursors in order (every part of every trade appended),
-# status of the trade it stopped at ('' = none), its detail}.
+# subscription of each line (one per line; "" when none are given), the number of parts n, then the n payloads.
+# Returns {appended cursors in order (every part of every trade appended), status of the trade it stopped at
+# ('' = none), its detail}.
 _EMIT = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local ids = {}
 local t = 3
 while t <= #ARGV do
-  local mkey, text, n = ARGV[t], ARGV[t + 1], tonumber(ARGV[t + 2])
+  local mkey, text, subs, n = ARGV[t], ARGV[t + 1], ARGV[t + 2], tonumber(ARGV[t + 3])
   local m = redis.call('GET', mkey)
   if m then return {ids, 'dup', m} end
   local lines, taken, got = {}, {}, {}
@@ -117,15 +132,15 @@ while t <= #ARGV do
     for _, i in ipairs(got) do tt_unclaim_line(lines[i]) end
     return {ids, 'conflict', taken}
   end
-  if string.find(text, '\\tsh:', 1, true) then tt_index_sells(text) end
+  if string.find(text, '\\tsh:', 1, true) then tt_index_sells(text, subs) end
   local first
   for k = 1, n do
-    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 2 + k])
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[t + 3 + k])
     first = first or id
     ids[#ids + 1] = id
   end
   redis.call('SET', mkey, first, 'EX', ARGV[1])
-  t = t + 3 + n
+  t = t + 4 + n
 end
 return {ids, '', ''}
 """)
@@ -150,15 +165,23 @@ def _market_info(flat: list[Any]) -> MarketInfo | None:
         return None  # unusable cache entry: refetched
 
 
-def _sells(lines: list[Any]) -> dict[tuple[str, str], tuple[InFlightSell, ...]]:
-    """The read script's SELL lines: ``wallet\tasset\tcoid|micro,coid|micro``."""
+def _sells(lines: list[Any]) -> tuple[dict[tuple[str, str], tuple[InFlightSell, ...]], dict[str, str]]:
+    """The read script's SELL lines, ``wallet\tasset\tcoid|micro|sub,coid|micro|sub``: the SELLs by (wallet,
+    asset), each once (a bare member and a ``coid|sub`` one of the same claim are one SELL), and the subscription
+    of each whose subscription is known (``sub`` "": a bare member, written before subscriptions were kept)."""
     out: dict[tuple[str, str], tuple[InFlightSell, ...]] = {}
+    subs: dict[str, str] = {}
     for raw in lines:
         wallet, asset, orders = _s(raw).split("\t", 2)
         if (wallet, asset) not in out:  # asked twice (two markets of one asset): the same answer
-            out[(wallet, asset)] = tuple((coid, int(micro)) for coid, _, micro
-                                         in (item.rpartition("|") for item in orders.split(",")))
-    return out
+            listed: dict[str, int] = {}  # one claim, however many members name it: its fills come off once
+            for item in orders.split(","):
+                coid, micro, sub = item.split("|", 2)
+                listed[coid] = int(micro)
+                if sub:
+                    subs[coid] = sub
+            out[(wallet, asset)] = tuple(listed.items())
+    return out, subs
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +209,7 @@ class BatchView:
     # (wallet, asset) -> the router's SELLs counted in ``reserved``'s shares, known by id (a part of them at
     # most: see the SELL index); only for wallets with shares reserved in the asset
     sells: dict[tuple[str, str], tuple[InFlightSell, ...]] = field(default_factory=dict)
+    sell_subscriptions: dict[str, str] = field(default_factory=dict)  # client order id -> subscription, when known
 
     def sell_order_ids(self) -> list[str]:
         """Client order ids of every SELL in :attr:`sells`."""
@@ -252,8 +276,9 @@ class RedisState:
             if wallets:
                 for w, line in zip(wallets, _s(text).split("\n"), strict=True):
                     reserved[(w, market, asset)] = parse(line)
-        return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved,
-                         sells=_sells(reply[4]))
+        sells, subs = _sells(reply[4])
+        return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved, sells=sells,
+                         sell_subscriptions=subs)
 
     async def read(self, leader_trade_id: str, asset_id: str, market: str,
                    wallet_ids: Sequence[str]) -> RedisView:
@@ -262,17 +287,19 @@ class RedisState:
         return RedisView(view.markers.get(leader_trade_id), view.markets[asset_id],
                          {w: view.reserved[(w, market, asset_id)] for w in wallet_ids}, view.has_book[asset_id])
 
-    async def emit_batch(self, items: Sequence[tuple[str, Payload, str]]) -> BatchEmitResult:
+    async def emit_batch(self, items: Sequence[tuple[str, Payload, str]],
+                         subscriptions: Sequence[str] | None = None) -> BatchEmitResult:
         """Claim, reserve, append and mark each ``(leader trade id, payload or its parts, reservation lines)`` in
-        order, in one atomic script that stops at the first trade it cannot append."""
+        order, in one atomic script that stops at the first trade it cannot append. ``subscriptions``: for each
+        trade, the subscription of each of its lines, one per line (the SELL index keeps them)."""
         if not items:
             return BatchEmitResult([], None)
         args: list[str | bytes | int] = [self.marker_ttl_s, self.stream_maxlen]
         counts: list[int] = []
-        for lt, payload, lines in items:
+        for i, (lt, payload, lines) in enumerate(items):
             parts = _parts(payload)
             counts.append(len(parts))
-            args += [marker_key(lt), lines, len(parts), *parts]
+            args += [marker_key(lt), lines, subscriptions[i] if subscriptions else "", len(parts), *parts]
         ids, status, detail = await self.redis.run_script(_EMIT, [self.stream], args)
         flat = [_s(c) for c in ids]
         entries: list[list[str]] = []
@@ -292,10 +319,11 @@ class RedisState:
         return BatchEmitResult(cursors, None, entries)
 
     async def emit(self, leader_trade_id: str, payload: Payload,
-                   items: Sequence[reservations.Reservation] | str) -> EmitResult:
-        """Claim, reserve, append and mark one trade (``items`` may come as ``reservations.lines``)."""
+                   items: Sequence[reservations.Reservation] | str, subscriptions: str = "") -> EmitResult:
+        """Claim, reserve, append and mark one trade (``items`` may come as ``reservations.lines``; see
+        :meth:`emit_batch` for ``subscriptions``)."""
         lines = items if isinstance(items, str) else reservations.lines(items)
-        done = await self.emit_batch([(leader_trade_id, payload, lines)])
+        done = await self.emit_batch([(leader_trade_id, payload, lines)], [subscriptions])
         if done.stopped is not None:
             return done.stopped
         return EmitResult("ok", cursor=done.cursors[0])

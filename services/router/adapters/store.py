@@ -2,7 +2,8 @@
 persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
-aggregated per wallet, each wallet's realized PnL of the day for the daily loss limit, funded balances,
+aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept),
+each wallet's realized PnL of the day for the daily loss limit, funded balances,
 the leader's recorded net position in the asset and the shares already sold by the in-flight SELLs the
 Redis read just listed (their fills are booked with the position they reduce, in one transaction).
 """
@@ -10,7 +11,7 @@ Redis read just listed (their fills are booked with the position they reduce, in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,6 +34,7 @@ from services.router.adapters.store_sql import (
     part_starts,
     utc_day,
 )
+from services.router.domain.holdings import parts_of
 from services.router.domain.model import ZERO
 
 
@@ -44,6 +46,7 @@ class PositionAgg:
     market_cost_usd: Decimal = ZERO
     asset_size: Decimal = ZERO
     markets: frozenset[str] = frozenset()
+    asset_parts: Mapping[str, Decimal] | None = None  # each subscription's shares of it (None: no split kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,41 +81,52 @@ class PgBatch:
     funding: dict[str, Decimal] = field(default_factory=dict)
     leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
     sold: dict[str, Decimal] = field(default_factory=dict)  # SELL client order id -> shares its fills booked
+    # (wallet, asset) -> each subscription's shares, for a SELL's asset whose position keeps a split that adds up
+    parts: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
         total = self.totals.get(wallet)
         if total is None:
             return _NO_POSITION
-        return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO),
-                           self.asset_sizes.get((wallet, asset), ZERO), total[1])
+        key = (wallet, asset)
+        return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
+                           total[1], self.parts.get(key) if self.parts else None)
 
 
 _NO_POSITION = PositionAgg()
 
 WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, str], Decimal],
-                   dict[tuple[str, str], Decimal], dict[str, Decimal]]
+                   dict[tuple[str, str], Decimal], dict[str, Decimal], dict[tuple[str, str], dict[str, Decimal]]]
 
 
 def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
-    """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares]...],
-    realized today]`` as :class:`PgBatch`'s totals, market costs, asset sizes and realized PnL. A market listed
-    twice (both of its outcomes held) costs the sum of the two."""
+    """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
+    split: for a SELL's asset whose position keeps one)]...], realized today]`` as :class:`PgBatch`'s totals,
+    market costs, asset sizes, realized PnL and parts (a split that does not add up to its position is left out:
+    the position is sized on the wallet's shares, as one with none). A market listed twice (both of its outcomes
+    held) costs the sum of the two."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
     realized: dict[str, Decimal] = {}
+    parts: dict[tuple[str, str], dict[str, Decimal]] = {}
     for w, total, markets, costs, sizes, pnl in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
         for m, cost in costs or ():
             key = (w, m)
             market_costs[key] = market_costs.get(key, ZERO) + Decimal(cost)
-        for a, size in sizes or ():
-            asset_sizes[(w, a)] = Decimal(size)
+        for row in sizes or ():
+            key = (w, row[0])
+            asset_sizes[key] = held = Decimal(row[1])
+            if len(row) > 2:  # a SELL's asset with a split kept
+                split = parts_of(row[3], held, Decimal(row[2]))
+                if split is not None:
+                    parts[key] = split
         if pnl is not None:
             realized[w] = Decimal(pnl)
-    return totals, market_costs, asset_sizes, realized
+    return totals, market_costs, asset_sizes, realized, parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,26 +197,28 @@ class RouterStore:
     async def load_batch(self, *, leader_trade_ids: Sequence[str], wallets: Sequence[str],
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
                          pnl_day_ms: int | None, funding_wallets: Sequence[str],
-                         sell_orders: Sequence[str] = ()) -> PgBatch:
+                         sell_orders: Sequence[str] = (), sell_assets: Sequence[str] | None = None) -> PgBatch:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
-        client order ids, each one's only when it has some)."""
+        client order ids, each one's only when it has some; the split of the positions in ``sell_assets``, the
+        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
                   "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": utc_day(pnl_day_ms or 0),
-                  "min_held": MIN_HELD_SHARES, "sell_orders": join_text(sell_orders)}
+                  "min_held": MIN_HELD_SHARES, "sell_orders": join_text(sell_orders),
+                  "sell_assets": join_text(assets if sell_assets is None else sell_assets)}
         row = await self._hot_one(LOAD, params)
         assert row is not None
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
-        totals, market_costs, asset_sizes, realized = _wallet_rows(orjson.loads(wallets_ or "[]"))
+        totals, market_costs, asset_sizes, realized, parts = _wallet_rows(orjson.loads(wallets_ or "[]"))
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold)
+                       leaders, sold, parts)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

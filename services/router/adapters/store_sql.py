@@ -20,23 +20,29 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # database) would otherwise hash-join it, reading the whole table on every call as it grows.
 # A wallet's positions are aggregated inside its own lookup, one JSON row per wallet: its cost held in all
 # markets and their list, its costs in the batch's markets (a market repeats when both its outcomes are held:
-# the reader adds them up), its shares of the batch's assets and its realized PnL of the day. Grouping all
-# wallets' positions after the lookups instead (a hash table of every wallet, three GROUP BYs) took 56 ms
-# for 10,000 followers holding one position each, against 38 ms; a DISTINCT in such an aggregate had made
-# PostgreSQL sort every position of the batch first, 47 of the statement's 88 ms.
+# the reader adds them up), its shares of the batch's assets (for an asset a SELL of the batch trades whose
+# position keeps a split, with its cost and the split: a copied SELL is then sized on its subscription's part)
+# and its realized PnL of the day. Grouping all wallets' positions after the lookups instead (a hash table of
+# every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one position each, against 38 ms; a
+# DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch first, 47 of the
+# statement's 88 ms.
 LOAD = """
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
-k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az),
+k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az,
+      string_to_array(%(sell_assets)s, %(sep)s) AS sa),
 agg AS (
     SELECT w.id AS w, x.*
     FROM w CROSS JOIN k CROSS JOIN LATERAL (
         SELECT sum(q.cost_usd) FILTER (WHERE q.held) AS total_cost,
                string_agg(q.m, ',') FILTER (WHERE q.held) AS markets,
                json_agg(json_build_array(q.m, q.cost_usd::text)) FILTER (WHERE q.held AND q.m = ANY(k.ms)) AS mc,
-               json_agg(json_build_array(q.a, q.size::text)) FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
+               json_agg(CASE WHEN q.shares IS NULL OR NOT q.a = ANY(k.sa) THEN json_build_array(q.a, q.size::text)
+                             ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares) END)
+                   FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
                sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s) AS realized
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
-                     x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held
+                     x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
+                     x.subscription_shares AS shares
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
     ) x
 ),

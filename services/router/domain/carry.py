@@ -5,7 +5,8 @@ emitted and persisted).
 Routing a trade changes, for the trades after it:
 - the follower wallets' in-flight reservations: each BUY order reserves its USD against the wallet
   and the market (which also counts as an open position), each SELL order its shares against the
-  wallet and the asset — in integer micro-units rounded up, as the emit script reserves them;
+  wallet and the asset (and its subscription's part of it) — in integer micro-units rounded up, as the emit
+  script reserves them;
 - the leader's recorded net position in the asset (BUY adds, SELL subtracts, floored at 0).
 Positions, fills and funded balances change only when the executor reports fills, never by routing.
 """
@@ -26,6 +27,7 @@ class _Added:
     total_usd: int = 0
     market_usd: dict[str, int] = field(default_factory=dict)
     asset_shares: dict[str, int] = field(default_factory=dict)
+    sub_shares: dict[tuple[str, str], int] = field(default_factory=dict)  # (asset, subscription) -> micro-shares
 
 
 @dataclass(slots=True)
@@ -52,6 +54,13 @@ class InFlight:
                               before.asset_shares_micro + added.asset_shares.get(asset, 0),
                               frozenset(markets))
 
+    def selling(self, wallet: str, asset: str) -> dict[str, int] | None:
+        """Micro-shares the batch's SELL copies so far reserved of the wallet's ``asset``, by subscription."""
+        added = self._added.get(wallet)
+        if added is None or not added.sub_shares:
+            return None
+        return {sub: micro for (a, sub), micro in added.sub_shares.items() if a == asset} or None
+
     def leader_before(self, leader: str, asset: str, recorded: Decimal | None) -> Decimal | None:
         """The leader's net shares before the next trade: ``recorded`` (PostgreSQL) moved by the batch's trades."""
         return self.leaders.get((leader, asset), recorded)
@@ -69,6 +78,9 @@ class InFlight:
                 added.total_usd += micro
                 added.market_usd[market] = added.market_usd.get(market, 0) + micro
             elif d.side is Side.SELL and d.size is not None:
-                added.asset_shares[trade.asset_id] = added.asset_shares.get(trade.asset_id, 0) + to_micro(d.size)
+                micro = to_micro(d.size)
+                added.asset_shares[trade.asset_id] = added.asset_shares.get(trade.asset_id, 0) + micro
+                key = (trade.asset_id, d.subscription_id)
+                added.sub_shares[key] = added.sub_shares.get(key, 0) + micro
         key = (trade.wallet, trade.asset_id)
         self.leaders[key] = apply_leader_trade(self.leaders.get(key, recorded), trade.side, trade.size)

@@ -3,7 +3,8 @@
 BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → the operator ceiling
 (``TT_MAX_ORDER_USD``, the cut noted on the order) → daily loss → open positions → exposure headroom → round
 down to the cent → market minimum.
-SELL: copySells and market lists → SELL sizing (see ``sells``) → the operator ceiling on size × leader price.
+SELL: copySells and market lists → SELL sizing on the subscription's part of the position (see ``sells``) → the
+operator ceiling on size × leader price.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
 def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
                 leader_before: Decimal | None, policy: Policy, coid: Callable[[str], str] | None = None) -> Decision:
     """Size a copied SELL or say why not."""
-    size = sells.size_sell(state, trade.size, leader_before, market.min_order_size)
+    size = sells.size_sell(state, trade.size, leader_before, market.min_order_size, f.subscription_id)
     if isinstance(size, tuple):
         return _skip(f, *size)
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -145,18 +146,23 @@ class Follower:
 
 @dataclass(frozen=True, slots=True)
 class FollowerState:
-    """A follower wallet's exposure, holdings and in-flight reservations when the trade arrives."""
+    """A follower wallet's exposure, holdings and in-flight reservations when the trade arrives (the held shares
+    by subscription: ``domain.holdings``)."""
 
     total_exposure_usd: Decimal = ZERO
     market_exposure_usd: Decimal = ZERO
     open_markets: frozenset[str] = frozenset()
-    held_size: Decimal = ZERO
+    held_size: Decimal = ZERO  # the wallet's shares of the trade's asset
     realized_pnl_today_usd: Decimal = ZERO
     reserved_total_usd: Decimal = ZERO
     reserved_market_usd: Decimal = ZERO
     reserved_markets: frozenset[str] = frozenset()
-    reserved_sell_size: Decimal = ZERO
+    reserved_sell_size: Decimal = ZERO  # shares the wallet's SELLs in flight may still sell
     balance_usd: Decimal | None = None
+    # each subscription's shares of held_size when a split is kept (several subscriptions bought the position);
+    # None: no split kept, every subscription's copied SELL is sized on the wallet's shares
+    held_parts: Mapping[str, Decimal] | None = None
+    selling_by: Mapping[str, Decimal] | None = None  # of reserved_sell_size: each subscription's SELL copies'
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,18 @@ Rules:
   whole position on a one-share sell of a leader who never bought it for this follower.)
 - While a copy BUY of the wallet in this market is still in flight (the leader bought and sold before
   the copy was answered), the SELL goes out as the leader's fraction (:class:`AfterBuy`): the executor
-  sizes it on the position once every earlier order of the wallet on the asset has the venue's answer.
+  sizes it by the rule below once every earlier order of the wallet on the asset has the venue's answer.
   Sized now, it missed the BUY's shares (skipped as NOTHING_HELD when nothing else was held), and
   the follower kept what the leader had sold.
-- Otherwise the follower's sellable size = shares held (positions table) − shares its SELL copies in
-  flight may still sell (:func:`unfilled_in_flight`: reserved, less what their fills already took out of
-  the position). Nothing sellable → NOTHING_HELD.
+- Otherwise the follower's sellable size (:mod:`~services.router.domain.holdings`):
+  - no split of the position kept (NULL, almost always: one subscription, or none, bought it): the wallet's
+    shares held (positions table) − shares its SELLs in flight may still sell (:func:`unfilled_in_flight`:
+    reserved, less what their fills already took out of the position), for every subscription of the wallet;
+  - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
+    flight may still sell of it (other subscriptions' SELL copies aside), never more than the wallet's shares not
+    being sold; a subscription with no part in it holds none (its leader's exit never sells the shares another
+    leader's copies bought and still hold).
+  Nothing sellable → NOTHING_HELD.
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
 - If what would remain is positive but below the market's minimum order size, sell everything
   instead (a remainder that can never be sold is worse than a slightly larger exit).
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import fmt
+from services.router.domain import holdings
 from services.router.domain.market_rules import floor_shares
 from services.router.domain.model import ONE, ZERO, FollowerState, Reason
 
@@ -66,14 +73,21 @@ def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
 
 
 def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None,
-              min_order_size: Decimal) -> Decimal | AfterBuy | Rejection:
-    """Shares the follower sells, the fraction to sell once its BUY in flight is answered, or why not."""
+              min_order_size: Decimal, subscription_id: str | None = None) -> Decimal | AfterBuy | Rejection:
+    """Shares the follower sells for its subscription ``subscription_id`` (None: on the wallet's position), the
+    fraction to sell once its BUY in flight is answered, or why not."""
     if state.reserved_market_usd > ZERO and leader_before is not None:
         return AfterBuy(leader_fraction(leader_before, sold))
-    sellable = state.held_size - state.reserved_sell_size
+    own = holdings.part_of(state, subscription_id)  # None: no split kept, the wallet's shares (almost always)
+    sellable = holdings.sellable(state, own, subscription_id)
     if sellable <= ZERO:
+        if own is not None and own <= ZERO:
+            return (Reason.NOTHING_HELD, f"subscription holds none of the follower's {fmt(state.held_size)} "
+                                         "shares: they belong to other subscriptions of the wallet")
         in_flight = f" ({fmt(state.reserved_sell_size)} already being sold)" if state.reserved_sell_size else ""
-        return Reason.NOTHING_HELD, f"follower holds {fmt(state.held_size)} shares{in_flight}"
+        held = f"follower holds {fmt(state.held_size)} shares" if own is None else \
+            f"subscription holds {fmt(own)} of the follower's {fmt(state.held_size)} shares"
+        return Reason.NOTHING_HELD, held + in_flight
     if leader_before is None:
         return (Reason.LEADER_POSITION_UNKNOWN,
                 f"the leader sold {fmt(sold)} shares of an asset it was never seen buying: the follower's "

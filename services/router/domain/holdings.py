@@ -1,0 +1,60 @@
+"""Which shares of a follower wallet's position a copied SELL of one of its subscriptions may sell (pure).
+
+A wallet's position in a token is one, but several of its subscriptions (one per leader) may have bought it: the
+executor then keeps each one's part (``positions.subscription_shares``, see the executor's
+``domain/subscription_shares.py``). A leader's SELL is copied on its own subscription's part: a leader that closes
+sells what its copies bought, never the shares of a subscription whose leader still holds them.
+
+- No split kept (NULL: the position was bought by one subscription, or none; almost every position), or one that
+  does not add up to the position (an executor before splits booked it since): the SELL is sized on the wallet's
+  shares, for EVERY subscription of the wallet (the opening one, another one, one re-created after its opener was
+  stopped): which subscription's shares they are is not known, and its leader's exit must be mirrored.
+- A split kept (several subscriptions bought the position): the subscription's own part, less what the wallet's
+  SELLs in flight may still sell of it. Every SELL in flight counts against it except those known to be other
+  subscriptions' copies (a SELL takes its own subscription's shares first; one not known by subscription, an exit,
+  a manual SELL or one indexed before subscriptions were kept, might take them), and never more than the wallet's
+  shares not being sold (the executor never sells more than the wallet holds). A subscription with no part in it
+  holds none of the wallet's shares: they belong to other subscriptions.
+- A part below the share step (what a proportional take leaves) counts as none, as a holding does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from common.decimals import MIN_HELD_SHARES
+from services.router.domain.model import ZERO, FollowerState
+
+
+def parts_of(kept: Mapping[str, list[str]] | None, size: Decimal, cost_usd: Decimal) -> dict[str, Decimal] | None:
+    """Each subscription's shares of a position from its stored split (``{"sub_…": ["shares", "cost"]}``), or None
+    when the position is sized on the wallet's shares (none kept, or one that does not add up to it)."""
+    if not kept:
+        return None
+    shares = {k: Decimal(v[0]) for k, v in kept.items()}
+    if sum(shares.values(), ZERO) != size or sum((Decimal(v[1]) for v in kept.values()), ZERO) != cost_usd:
+        return None
+    return shares
+
+
+def part_of(state: FollowerState, subscription_id: str | None) -> Decimal | None:
+    """The subscription's shares of the wallet's position (0 when it has none, or less than the share step), or
+    None when the SELL is sized on the wallet's shares (no split kept, or no subscription)."""
+    parts = state.held_parts
+    if parts is None or subscription_id is None:
+        return None
+    own = parts.get(subscription_id, ZERO)
+    return own if own >= MIN_HELD_SHARES else ZERO
+
+
+def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | None) -> Decimal:
+    """Shares a copied SELL of the subscription may sell: the wallet's not being sold (``own`` None), or of its
+    ``own`` part those no SELL in flight but other subscriptions' copies may still sell, never more than the
+    wallet's not being sold."""
+    wallet = state.held_size - state.reserved_sell_size
+    if own is None:
+        return wallet
+    by_sub = state.selling_by
+    others = sum(by_sub.values(), ZERO) - by_sub.get(subscription_id or "", ZERO) if by_sub else ZERO
+    return min(own - max(ZERO, state.reserved_sell_size - others), wallet)
