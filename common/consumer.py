@@ -17,16 +17,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-import psycopg
-import redis.asyncio as aioredis
-import redis.exceptions
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from psycopg_pool import PoolTimeout
 
-from common.alerts import AlertKind, Severity, raise_alert
 from common.cancel import reraise_if_cancelling
+from common.dead_letters import DeadLetters as DeadLetters  # where its importers have always found it
 from common.logtrim import readers_key, wall_ms
+from common.outages import storage_unavailable
 from common.retry import Backoff
 from common.streams import START_NEW, cursor_seconds, stream_label
 
@@ -36,15 +33,6 @@ T = TypeVar("T")
 
 
 MAX_TRANSIENT_BACKOFF_ATTEMPT = 6  # a storage outage is retried every Backoff.delay(6) or so, for as long as it lasts
-
-
-def storage_unavailable(exc: BaseException) -> bool:
-    """True for failures that say PostgreSQL or Redis cannot be reached right now (not that the item is bad):
-    a handler failing with one is retried for as long as the outage lasts instead of dead-lettered."""
-    if isinstance(exc, psycopg.errors.QueryCanceled):  # a statement timeout would repeat for this item
-        return False
-    return isinstance(exc, psycopg.OperationalError | PoolTimeout | redis.exceptions.ConnectionError
-                      | redis.exceptions.TimeoutError | ConnectionError)
 
 
 class CursorStore(Protocol):
@@ -380,21 +368,3 @@ _meter.create_observable_counter("consumer.dead_letters", description="Items set
                                  callbacks=[_observe(lambda c: c.stats.dead_lettered)])
 _meter.create_observable_gauge("consumer.connected", description="1 while the upstream stream is open",
                                callbacks=[_observe(lambda c: 1.0 if c.stats.connected else 0.0)])
-
-
-class DeadLetters:
-    """Dead-lettered items in a Redis Stream ``tt:dlq:<consumer>`` for an operator to inspect."""
-
-    def __init__(self, redis: aioredis.Redis, consumer: str, encode: Callable[[Any], bytes]) -> None:
-        self.redis = redis
-        self.key = f"tt:dlq:{consumer}"
-        self.encode = encode
-
-    async def __call__(self, cursor: str, item: Any, error: BaseException) -> None:
-        """Record one dead-lettered item (and raise the DEAD_LETTERED alert: an item went without being handled)."""
-        raise_alert(AlertKind.DEAD_LETTERED, f"dead_letter:{self.key}",
-                    f"{self.key}: an item failed every attempt and was set aside; the consumer went on past it",
-                    dedupe_id=f"dead_letter:{self.key}:{cursor}", severity=Severity.CRITICAL, cursor=cursor,
-                    error=repr(error)[:300])
-        await self.redis.xadd(self.key, {b"cursor": cursor.encode(), b"error": repr(error)[:1000].encode(),
-                                         b"p": self.encode(item)}, maxlen=100_000, approximate=True)

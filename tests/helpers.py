@@ -77,6 +77,28 @@ def template_database(server_url: str, template: str, name: str) -> Iterator[str
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextmanager
+def read_only_database(db_url: str, *applications: str) -> Iterator[None]:
+    """What a PostgreSQL failover looks like to the services named (``application_name``): their connections
+    drop, and the ones they open again land on a server that refuses writes (SQLSTATE 25006) until the block
+    ends. Other connections (a lease's, the test's own) are left alone."""
+    import psycopg
+
+    name = urlsplit(db_url).path.lstrip("/")
+
+    def switch(setting: str) -> None:
+        with psycopg.connect(database_url(db_url, "postgres"), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" {setting}')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                         "AND application_name = ANY(%s) AND pid <> pg_backend_pid()", (name, list(applications)))
+
+    switch("SET default_transaction_read_only = on")
+    try:
+        yield
+    finally:
+        switch("RESET default_transaction_read_only")
+
+
 def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     """A node of an ``EXPLAIN (FORMAT JSON)`` plan and every node below it, depth first."""
     return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]

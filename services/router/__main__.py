@@ -32,6 +32,7 @@ from services.router.adapters.store import RouterStore
 from services.router.adapters.store_sql import PLANNER_OPTIONS
 from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
+from services.router.dead_letters import describe_dead_letter
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
 from services.router.relog import Relog
@@ -107,11 +108,13 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         consumer: ResumableConsumer[mpb.LeaderTradeEvent] = ResumableConsumer(
             t.consumer_name, open_stream, router.handle, FastCursorStore(fast),
             start=settings.start_cursor,
-            dead_letter=DeadLetters(stream_redis, t.consumer_name, lambda e: e.SerializeToString()),
+            dead_letter=DeadLetters(stream_redis, t.consumer_name, lambda e: e.SerializeToString(),
+                                    describe=describe_dead_letter(redis)),
             backoff=Backoff(0.05, 2.0), max_handler_attempts=t.handler_attempts,
             handle_batch=router.handle_batch, max_batch=t.max_batch, stream=LEADER_TRADES)
 
-        # the alerts this process raises (a leader trade dead-lettered: a copy missed) reach tt:stream:alerts
+        # the alerts this process raises (a leader trade dead-lettered: its copies missed, or only its rows when they
+        # were appended; see services.router.dead_letters) reach tt:stream:alerts
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(AlertPublisher(stream_redis, "router").run(),
                                                                name="alerts"),
                                            asyncio.create_task(subscriptions.run(), name="subscriptions")]

@@ -115,7 +115,9 @@ RULES: list[tuple[str, str, str, str, str]] = [
     ("TradingToolsReconciliationFailing", "sum(increase(executor_reconcile_failures_total[30m])) > 0", "0m",
      "warning", "Reconciliation with the venue was skipped: its positions were unusable."),
     ("TradingToolsDeadLetters", "sum by (consumer) (increase(consumer_dead_letters_total[10m])) > 0", "0m",
-     "critical", "{{ $labels.consumer }} set items aside as dead letters: they were not handled (tt:dlq:*)."),
+     "critical", "{{ $labels.consumer }} set items aside as dead letters (tt:dlq:{{ $labels.consumer }}), not for an "
+     "outage: python -m tools.deadletters shows them; docs/operations.md (Dead letters) says what each means. "
+     "There is no replay."),
     ("TradingToolsResolutionUnclear", "sum(increase(ingest_resolutions_unclear_total[1h])) > 0", "0m", "warning",
      "A held market has been closed for hours without a clear winner (a 50/50 or voided result, a dispute): its "
      "positions are not settled until a person acts (RESOLUTION_UNCLEAR)."),
