@@ -15,6 +15,8 @@ import psycopg_pool
 import redis.exceptions
 from grpc import StatusCode
 
+from common.outages import storage_unavailable
+
 
 class ControlError(Exception):
     """Base of every error the control service reports to its caller on purpose."""
@@ -79,9 +81,15 @@ def outage_reason(exc: BaseException) -> str:
     text = str(exc).lower()
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return "no connection available"
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):  # serialization, deadlock
+        return "transaction conflict"
     if (isinstance(exc, TimeoutError | redis.exceptions.TimeoutError | psycopg.errors.QueryCanceled)
             or "timeout" in text or "timed out" in text or "deadline" in text):
         return "timed out"
+    if "read-only" in text or "read only" in text:
+        return "read-only"
+    if "loading" in text or "starting up" in text:
+        return "starting up"
     if "refused" in text:
         return "connection refused"
     if "authentication" in text or "password" in text:
@@ -99,13 +107,16 @@ def is_refused_input(exc: BaseException) -> bool:
 
 
 def is_postgres_outage(exc: BaseException) -> bool:
-    """True for errors meaning PostgreSQL is unreachable or went away mid-call."""
-    return isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError)
+    """True for errors meaning PostgreSQL is unreachable, went away mid-call, or cannot take the call for now (read-only
+    during a failover, shutting down, out of connections: ``common.outages``)."""
+    return isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError) or (
+        isinstance(exc, psycopg.Error) and storage_unavailable(exc))
 
 
 def is_redis_outage(exc: BaseException) -> bool:
-    """True for errors meaning Redis is unreachable."""
-    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+    """True for errors meaning Redis is unreachable or not ready for commands (loading, read-only, ...)."""
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and storage_unavailable(exc))
 
 
 def status_for(exc: BaseException) -> tuple[StatusCode, str]:
