@@ -37,8 +37,10 @@ from services.executor.domain.reconcile import (
     AtVenue,
     Correction,
     reconcile,
+    resize_size,
     round_pace,
 )
+from services.executor.domain.sell_sizing import sized_on
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import PositionsApi
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -255,8 +257,9 @@ class Reconciler:
 
     async def _resize(self, t: Ticket) -> bool:
         """Reconcile the wallet of a SELL refused for lack of shares, then send it once more for what the venue
-        holds (nothing when it holds less than the market's minimum). False: not done, the venue's answer was
-        unusable."""
+        holds, a copy of a position that keeps a split for no more than its subscription's part as corrected
+        (``resize_size``; nothing when that is less than the market's minimum). False: not done, the venue's answer
+        was unusable."""
         o = t.order
         wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy)
         counts = await self.reconcile(wallet)
@@ -265,12 +268,14 @@ class Reconciler:
         if self.resubmit is None:
             return True
         held = counts.get(o.asset_id, ZERO)
-        wanted = Decimal(o.size) if o.size else held
-        size = min(wanted, held)
+        part_of = sized_on(t.origin, o.subscription_id)  # a copy: no more than its subscription's part
+        parts = await self.store.parts(o.follower_wallet_id, o.asset_id) if part_of is not None else None
+        size = resize_size(Decimal(o.size) if o.size else None, held, parts, part_of)
         minimum = Decimal(o.min_order_size) if o.min_order_size else MIN_HELD_SHARES
-        if size < max(minimum, MIN_HELD_SHARES):
+        if isinstance(size, tuple) or size < max(minimum, MIN_HELD_SHARES):
             log.warning("refused SELL not re-sized: the venue holds too little", extra={
-                "client_order_id": o.client_order_id, "held": fmt(held)})
+                "client_order_id": o.client_order_id, "held": fmt(held),
+                "reason": size[0] if isinstance(size, tuple) else "SELL_BELOW_MARKET_MINIMUM"})
             return True
         order = resized_order(o, size, time.time_ns())
         await self.resubmit(order)

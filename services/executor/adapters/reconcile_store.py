@@ -43,6 +43,11 @@ SELECT asset_id, state, size, avg_price, cost_usd, subscription_id, subscription
 WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
 """
 
+_PARTS = """
+SELECT size, cost_usd, subscription_shares::text AS shares FROM positions
+WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN'
+"""
+
 # an order in flight, or a fill booked within the grace (a booking moves updated_at; reconciliation never does)
 _BUSY = """
 SELECT asset_id FROM order_pending WHERE follower_wallet_id = %(w)s AND terminal_at IS NULL
@@ -51,11 +56,18 @@ SELECT asset_id FROM positions
 WHERE follower_wallet_id = %(w)s AND updated_at > now() - make_interval(secs => %(grace)s)
 """
 
-_CORRECT = """
+# The split a booking stores (``subscription_shares.stored``) of a position whose parts are ``{split}`` (jsonb): NULL
+# when it is empty or its opening subscription's alone (the row's subscription_id, "" for none), as almost every
+# position is. A one-part split of its opener would read as a split kept, and a copy SELL of any other subscription
+# of the wallet (one re-created after its opener was stopped) would hold none of the wallet's shares.
+_STORED = "CASE WHEN {split} - coalesce(p.subscription_id, '') <> '{{}}'::jsonb THEN {split} END"
+
+_CORRECT = f"""
 UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
     closed_at = CASE WHEN r.after > 0 THEN NULL ELSE now() END,
-    avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END, subscription_shares = r.shares
+    avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END,
+    subscription_shares = {_STORED.format(split="r.shares")}
 FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost_before numeric, cost numeric,
      shares jsonb)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
@@ -95,9 +107,11 @@ WHERE p.state = 'CLOSED' OR p.size = 0 AND p.id IS NULL
 RETURNING asset_id, id
 """
 
-# what the venue reported for positions that agree: shown as venueShares (no correction, no audit row)
-_SEEN = """
-UPDATE positions p SET venue_shares = r.size, reconciled_at = now()
+# what the venue reported for positions that agree: shown as venueShares (no correction, no audit row); a split of the
+# opener alone, which corrections used to store, is dropped (it reads as the same position, but as one split)
+_SEEN = f"""
+UPDATE positions p SET venue_shares = r.size, reconciled_at = now(),
+    subscription_shares = {_STORED.format(split="p.subscription_shares")}
 FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
 """
@@ -170,6 +184,18 @@ class ReconcileStore:
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
                               r["cost_usd"], r["subscription_id"]) for r in rows})
 
+    async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
+        """Each subscription's shares of the wallet's open position in ``asset_id`` when it keeps a split that adds
+        up to it; None when it keeps none (its opening subscription's alone, as almost always), keeps one that does
+        not add up, or is not open."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_PARTS, {"w": follower_wallet_id, "a": asset_id})
+            row = await cur.fetchone()
+        if row is None or not row["shares"]:
+            return None
+        split = shares.kept_split(shares.decode(orjson.loads(row["shares"])), row["size"], row["cost_usd"])
+        return None if split is None else {k: p.shares for k, p in split.items()}
+
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
                     subscriptions: dict[str, dict[str, shares.Part]]) -> list[Correction]:
         """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
@@ -191,6 +217,7 @@ class ReconcileStore:
                 cur = await conn.execute(_CORRECT, {"w": w, "rows": orjson.dumps([
                     {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),
                      "cost_before": str(c.cost_before), "cost": str(c.cost_after),
+                     # the parts as scaled; _CORRECT stores none when they are the row's opener's alone
                      "shares": shares.encode(scaled[c.asset_id][0]) or None} for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
                 fills: list[dict[str, str]] = []

@@ -8,15 +8,20 @@ The venue's count is the truth for what can be sold. Per token:
 - a token with an order in flight, or a fill booked within the settling grace (shares settle on-chain a few
   seconds after a match), is left alone this round; so are tokens the venue says are redeemable (their market
   resolved: settlement, not reconciliation, ends those positions) and booked positions that already ended.
+
+A SELL the venue refused for lack of shares is sent once more after its wallet's reconciliation
+(:func:`resize_size`): for what it wanted, never more than the venue's count, nor, for a copy of a position that
+keeps a split, its own subscription's part as the correction scaled it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ZERO
+from services.executor.domain.sell_sizing import Refusal, copy_sellable
 
 TOLERANCE_SHARES = Decimal("0.0001")  # below this a difference is rounding, not a correction
 
@@ -90,6 +95,21 @@ def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable
         out.append(Correction(asset, EXTERNAL, ZERO, v.size, v.avg_price, ZERO, v.size * v.avg_price,
                               v.condition_id, v.outcome))
     return out
+
+
+def resize_size(wanted: Decimal | None, held: Decimal, parts: Mapping[str, Decimal] | None,
+                sized_on: str | None) -> Decimal | Refusal:
+    """The size a SELL the venue refused for lack of shares is sent again at, once its wallet is reconciled: what it
+    wanted (None: it carried no size, everything it may sell), never more than the venue's count of the wallet's
+    shares (``held``); for a copy (``sized_on``: its subscription, :func:`~.sell_sizing.sized_on`; None for an exit,
+    a manual SELL) of a position that keeps a split (``parts``: each subscription's shares as corrected; None: none
+    kept, or one that does not add up), never more than its own subscription's part either
+    (:func:`~.sell_sizing.copy_sellable`), or NOTHING_HELD when it has none: the rest of the wallet's shares are
+    other subscriptions', whose leaders may still hold them."""
+    sellable = held if sized_on is None else copy_sellable(parts, sized_on, held, ZERO, ZERO)
+    if isinstance(sellable, tuple):
+        return sellable
+    return sellable if wanted is None else min(wanted, sellable)
 
 
 def stale_by(corrections: Sequence[Correction]) -> Decimal:
