@@ -133,12 +133,17 @@ SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND
      - coalesce((SELECT sum(greatest(o.size - o.filled_size, 0)) {_SELLING}), 0) AS sellable
 """
 # A copy's: the position with its split (NULL: none kept), what the SELLs under way may still sell, and of that what
-# other subscriptions' SELLs may (one statement, as SELLABLE).
+# each other subscription's copies may, as {subscription: "shares"} (one statement, as SELLABLE). A SELL takes its
+# own subscription's shares first and the rest from every other part: only copies (origin COPY) of a subscription
+# are set aside from the part sized on, each up to its own part (sell_sizing.others_own); exits (TRIGGER, of a
+# trigger's subscription) and manual SELLs are the wallet's, held back from every part.
 SELLABLE_PART = f"""
-SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, s.selling, s.others
-FROM (SELECT coalesce(sum(greatest(o.size - o.filled_size, 0)), 0) AS selling,
-             coalesce(sum(greatest(o.size - o.filled_size, 0))
-                      FILTER (WHERE o.subscription_id IS NOT NULL AND o.subscription_id <> %(s)s), 0) AS others
-      {_SELLING}) s
+SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, s.selling, s.copies::text AS copies
+FROM (SELECT coalesce(sum(g.n), 0) AS selling,
+             json_object_agg(g.sub, g.n::text) FILTER (WHERE g.sub IS NOT NULL AND g.sub <> %(s)s) AS copies
+      FROM (SELECT CASE WHEN o.origin = 'COPY' THEN o.subscription_id END AS sub,
+                   sum(greatest(o.size - o.filled_size, 0)) AS n
+            {_SELLING.strip()}
+            GROUP BY 1) g) s
 LEFT JOIN positions x ON x.follower_wallet_id = %(w)s AND x.asset_id = %(a)s
 """

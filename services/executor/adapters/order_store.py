@@ -25,7 +25,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
 from services.executor.domain.fill_math import Booked, Booking
 from services.executor.domain.order_lifecycle import OrderLife, State
-from services.executor.domain.sell_sizing import Refusal, copy_sellable
+from services.executor.domain.sell_sizing import Refusal, copy_sellable, others_own
 from services.executor.domain.ticket import Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -227,8 +227,11 @@ class OrderStore:
             return Decimal(row["sellable"]) if row["sellable"] is not None else ZERO
         size, cost = row["size"] or ZERO, row["cost_usd"] or ZERO
         split = shares.kept_split(shares.decode(orjson.loads(row["shares"])), size, cost) if row["shares"] else None
-        return copy_sellable(None if split is None else {k: p.shares for k, p in split.items()}, subscription_id,
-                             size, row["selling"], row["others"])
+        if split is None:
+            return copy_sellable(None, subscription_id, size, row["selling"], ZERO)
+        parts = {k: p.shares for k, p in split.items()}
+        copies = {k: Decimal(v) for k, v in orjson.loads(row["copies"]).items()} if row["copies"] else {}
+        return copy_sellable(parts, subscription_id, size, row["selling"], others_own(parts, copies, subscription_id))
 
     async def set_size(self, client_order_id: str, size: Decimal, limit_price: Decimal, order_proto: bytes) -> None:
         """Record the size (and limit) a SELL sent with a fraction of the position got in its turn."""

@@ -10,12 +10,16 @@ sells what its copies bought, never the shares of a subscription whose leader st
   shares, for EVERY subscription of the wallet (the opening one, another one, one re-created after its opener was
   stopped): which subscription's shares they are is not known, and its leader's exit must be mirrored.
 - A split kept (several subscriptions bought the position): the subscription's own part, less what the wallet's
-  SELLs in flight may still sell of it. Every SELL in flight counts against it except those known to be other
-  subscriptions' copies (a SELL takes its own subscription's shares first; one not known by subscription, an exit,
-  a manual SELL or one indexed before subscriptions were kept, might take them), and never more than the wallet's
-  shares not being sold (the executor never sells more than the wallet holds). A subscription with no part in it
-  holds none of the wallet's shares: they belong to other subscriptions.
-- A part below the share step (what a proportional take leaves) counts as none, as a holding does.
+  SELLs in flight may still sell of it, never more than the wallet's shares not being sold (the executor never
+  sells more than the wallet holds). A SELL takes its own subscription's shares first and the rest from every other
+  part in proportion, so a SELL copy in flight of another subscription is left aside only up to that
+  subscription's part (:func:`others_own`): what it may sell beyond it, and every SELL not known by subscription
+  (an entry indexed before subscriptions were kept), count against the part in full. A subscription with no part in
+  it holds none of the wallet's shares: they belong to other subscriptions.
+- A part below the share step (what a proportional take leaves) counts as none, as a holding does; when the other
+  parts would keep less than a share step of the wallet's shares not being sold (their sub-cent leftovers, which no
+  copy of theirs could ever sell), a subscription with a part sells of the wallet's shares not being sold: the dust
+  goes with it rather than stay held for ever.
 """
 
 from __future__ import annotations
@@ -48,13 +52,24 @@ def part_of(state: FollowerState, subscription_id: str | None) -> Decimal | None
     return own if own >= MIN_HELD_SHARES else ZERO
 
 
+def others_own(parts: Mapping[str, Decimal], selling_by: Mapping[str, Decimal] | None,
+               subscription_id: str | None) -> Decimal:
+    """Shares the SELL copies in flight of other subscriptions surely take of their own parts: each one's
+    (``selling_by``) up to its part. What exceeds its part may come off every other part."""
+    return sum((min(n, parts.get(sub, ZERO)) for sub, n in (selling_by or {}).items()
+                if sub != subscription_id and n > ZERO), ZERO)
+
+
 def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | None) -> Decimal:
     """Shares a copied SELL of the subscription may sell: the wallet's not being sold (``own`` None), or of its
-    ``own`` part those no SELL in flight but other subscriptions' copies may still sell, never more than the
-    wallet's not being sold."""
+    ``own`` part what no SELL in flight may still sell (other subscriptions' copies left aside up to their own
+    parts), never more than the wallet's not being sold; all of these when the other parts would keep less than a
+    share step of them."""
     wallet = state.held_size - state.reserved_sell_size
     if own is None:
         return wallet
-    by_sub = state.selling_by
-    others = sum(by_sub.values(), ZERO) - by_sub.get(subscription_id or "", ZERO) if by_sub else ZERO
-    return min(own - max(ZERO, state.reserved_sell_size - others), wallet)
+    others = others_own(state.held_parts or {}, state.selling_by, subscription_id)
+    left = min(own - max(ZERO, state.reserved_sell_size - others), wallet)
+    if own > ZERO and wallet - left < MIN_HELD_SHARES:  # the other parts keep only sub-cent leftovers
+        return wallet
+    return left

@@ -19,9 +19,11 @@ Rules:
     shares held (positions table) − shares its SELLs in flight may still sell (:func:`unfilled_in_flight`:
     reserved, less what their fills already took out of the position), for every subscription of the wallet;
   - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
-    flight may still sell of it (other subscriptions' SELL copies aside), never more than the wallet's shares not
-    being sold; a subscription with no part in it holds none (its leader's exit never sells the shares another
-    leader's copies bought and still hold).
+    flight may still sell of it (other subscriptions' SELL copies aside up to their own parts: beyond them they take
+    from every part), never more than the wallet's shares not being sold, and all of these when the other parts
+    would keep less than a share step of them (sub-cent leftovers nobody else could sell go with it); a
+    subscription with no part in it holds none (its leader's exit never sells the shares another leader's copies
+    bought and still hold).
   Nothing sellable → NOTHING_HELD.
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
 - If what would remain is positive but below the market's minimum order size, sell everything
