@@ -10,7 +10,11 @@ from typing import Any
 
 import psycopg
 
-from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
+from services.executor.adapters import fill_store
+from services.executor.domain import subscription_shares as ss
+from services.executor.domain.fill_math import Booking
+from services.executor.domain.ticket import Ticket
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -97,3 +101,18 @@ def skipped_by_subscription(db_url: str) -> list[tuple[Any, ...]]:
     """(subscription id, skipped) of every subscription with a skip counted."""
     with psycopg.connect(db_url) as conn:
         return conn.execute("SELECT subscription_id, skipped FROM subscription_stats WHERE skipped > 0").fetchall()
+
+
+async def book_fills(harness: Harness, *fills: tuple[Ticket, Booking]) -> None:
+    """What the executor books when the venue fills these orders (a shared position's parts)."""
+    assert harness.executor is not None
+    async with harness.executor.admission.store.pool.connection() as conn, conn.transaction(), \
+            conn.cursor() as cur:
+        await fill_store.book(cur, list(fills))
+
+
+def position_split(db_url: str, wallet_id: str) -> dict[str, Decimal]:
+    """Each subscription's shares of the wallet's one position, as the executor reads its split."""
+    [(size, cost, kept, opener)] = rows(db_url, "SELECT size, cost_usd, subscription_shares, subscription_id"
+                                                " FROM positions WHERE follower_wallet_id = %s", wallet_id)
+    return {k: p.shares for k, p in ss.split_of(ss.decode(kept), size, cost, opener).items()}

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 
-from services.executor.adapters import fill_store
 from services.executor.adapters.order_store import OrderStore
-from services.executor.domain import subscription_shares as ss
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.sell_sizing import copy_sellable, part_sellable, sized_on
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.executor.conftest import ASSET, Harness, make_order, rows
-from tests.executor.flip import ASKS, BIDS, NEVER, confirm, posted_sizes, sell_order
+from tests.executor.flip import ASKS, BIDS, NEVER, book_fills, confirm, position_split, posted_sizes, sell_order
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -91,25 +89,15 @@ def _bought(i: int, sub: str, shares: str, price: str) -> tuple[Ticket, Booking]
                       time.time_ns() // 1_000_000 + i)
 
 
-async def _book(harness: Harness, *fills: tuple[Ticket, Booking]) -> None:
-    """What the executor books when the venue fills these copies (the shared position's parts)."""
-    assert harness.executor is not None
-    async with harness.executor.admission.store.pool.connection() as conn, conn.transaction(), \
-            conn.cursor() as cur:
-        await fill_store.book(cur, list(fills))
 
 
-def _split(db_url: str) -> dict[str, Decimal]:
-    [(size, cost, kept, opener)] = rows(db_url, "SELECT size, cost_usd, subscription_shares, subscription_id"
-                                                " FROM positions WHERE follower_wallet_id = %s", W)
-    return {k: p.shares for k, p in ss.split_of(ss.decode(kept), size, cost, opener).items()}
 
 
 async def _shared(harness: Harness, *, b_bought: bool = True) -> Any:
     """The executor running; sub_A bought 100 @ 0.40 and (``b_bought``) sub_B 50 @ 0.60 of the token."""
     await harness.set_book(ASSET, BIDS, ASKS)
     running = await harness.start_executor()
-    await _book(harness, _bought(901, "sub_A", "100", "0.40"),
+    await book_fills(harness, _bought(901, "sub_A", "100", "0.40"),
                 *([_bought(902, "sub_B", "50", "0.60")] if b_bought else []))
     return running
 
@@ -135,8 +123,8 @@ async def test_a_fraction_sell_sells_of_its_subscriptions_part(harness: Harness,
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     assert posted_sizes(harness, sell.client_order_id) == [expected]
     others = {"sub_A": D(100), "sub_B": D(50)}
-    await eventually(lambda: _split(db_url) == {k: v - (expected if k == sub else 0) for k, v in others.items()
-                                                if v - (expected if k == sub else 0)})
+    left = {k: v - (expected if k == sub else 0) for k, v in others.items()}
+    await eventually(lambda: position_split(db_url, W) == {k: v for k, v in left.items() if v})
 
 
 @pytest.mark.integration
@@ -168,7 +156,7 @@ async def test_a_buy_of_another_subscription_booked_ahead_of_the_sell_is_not_sol
     await harness.set_book(ASSET, BIDS, ASKS)
     harness.fake.settle_s = NEVER
     await harness.start_executor()
-    await _book(harness, _bought(901, "sub_A", "100", "0.40"))
+    await book_fills(harness, _bought(901, "sub_A", "100", "0.40"))
     buy = make_order(1, follower_wallet_id=W, subscription_id="sub_B", leader_trade_id="lt_b1")
     sell = sell_order(2, "1", follower_wallet_id=W, subscription_id="sub_A")
     await harness.route(buy, sell)
@@ -181,7 +169,7 @@ async def test_a_buy_of_another_subscription_booked_ahead_of_the_sell_is_not_sol
     assert posted_sizes(harness, sell.client_order_id) == [D(100)]
     bought = D(str((await harness.terminal(buy.client_order_id)).filled_size))  # type: ignore[union-attr]
     assert bought > 0
-    await eventually(lambda: _split(db_url) == {"sub_B": bought})  # sub_B keeps what it bought
+    await eventually(lambda: position_split(db_url, W) == {"sub_B": bought})  # sub_B keeps what it bought
 
 
 @pytest.mark.integration

@@ -21,13 +21,11 @@ from typing import Any
 import pytest
 
 from common.decimals import MIN_HELD_SHARES
-from services.executor.adapters import fill_store
-from services.executor.domain import subscription_shares as ss
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.sell_sizing import copy_sellable, fraction_size, others_own
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.executor.conftest import ASSET, Harness, make_order, rows
-from tests.executor.flip import ASKS, BIDS, NEVER, confirm, posted_sizes, sell_order
+from tests.executor.flip import ASKS, BIDS, NEVER, book_fills, confirm, position_split, posted_sizes, sell_order
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -110,18 +108,8 @@ def _fill(i: int, shares: str, price: str) -> Booking:
     return Booking(f"fill_{i}", D(shares), D(price), D(shares) * D(price), D(0), True, time.time_ns() // 1_000_000 + i)
 
 
-async def _book(harness: Harness, *fills: tuple[Ticket, Booking]) -> None:
-    """What the executor books when the venue fills these orders (the shared position's parts)."""
-    assert harness.executor is not None
-    async with harness.executor.admission.store.pool.connection() as conn, conn.transaction(), \
-            conn.cursor() as cur:
-        await fill_store.book(cur, list(fills))
 
 
-def _split(db_url: str) -> dict[str, Decimal]:
-    [(size, cost, kept, opener)] = rows(db_url, "SELECT size, cost_usd, subscription_shares, subscription_id"
-                                                " FROM positions WHERE follower_wallet_id = %s", W)
-    return {k: p.shares for k, p in ss.split_of(ss.decode(kept), size, cost, opener).items()}
 
 
 def _held(db_url: str) -> Decimal:
@@ -136,11 +124,11 @@ async def _three_parts(harness: Harness, db_url: str, third: str) -> Any:
     running = await harness.start_executor()
     running.runner.positions.max_wait_s = 1.0  # the unconfirmed SELL never ends here: the fraction goes after 1 s
     harness.fake.settle_s = NEVER
-    await _book(harness, (_ticket(901, "sub_A"), _fill(901, "100", "0.40")),
+    await book_fills(harness, (_ticket(901, "sub_A"), _fill(901, "100", "0.40")),
                 (_ticket(902, "sub_B"), _fill(902, "50", "0.60")),
                 (_ticket(903, third, origin=epb.ORDER_ORIGIN_COPY if third else epb.ORDER_ORIGIN_MANUAL),
                  _fill(903, "50", "0.50")))
-    assert _split(db_url) == {"sub_A": 100, "sub_B": 50, third: 50}
+    assert position_split(db_url, W) == {"sub_A": 100, "sub_B": 50, third: 50}
     return running
 
 
@@ -172,7 +160,7 @@ async def test_a_copy_sized_while_an_exit_is_under_way_never_sells_a_third_parts
     done = await harness.terminal(b_close.client_order_id)
     assert done is not None and (done.type, done.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "NOTHING_HELD")
     confirm(harness, exit_.client_order_id)
-    await eventually(lambda: _split(db_url) == {"sub_B": 25, third: 25}, timeout_s=15)
+    await eventually(lambda: position_split(db_url, W) == {"sub_B": 25, third: 25}, timeout_s=15)
 
 
 @pytest.mark.integration
@@ -190,9 +178,9 @@ async def test_a_copy_sized_while_another_subscriptions_copy_sells_beyond_its_pa
     await eventually(lambda: harness.fake.order(b_close.client_order_id), timeout_s=15)
     assert posted_sizes(harness, b_close.client_order_id) == [D(30)]
     confirm(harness, a_copy.client_order_id)  # sub_A's 100, and 10 of each other part
-    await eventually(lambda: _split(db_url) == {"sub_B": 40, "sub_C": 40}, timeout_s=15)
+    await eventually(lambda: position_split(db_url, W) == {"sub_B": 40, "sub_C": 40}, timeout_s=15)
     confirm(harness, b_close.client_order_id)  # sub_B's own 30
-    await eventually(lambda: _split(db_url) == {"sub_B": 10, "sub_C": 40}, timeout_s=15)
+    await eventually(lambda: position_split(db_url, W) == {"sub_B": 10, "sub_C": 40}, timeout_s=15)
 
 
 @pytest.mark.integration
@@ -202,12 +190,12 @@ async def test_the_last_close_sells_the_other_parts_sub_cent_leftovers(harness: 
     (sized on sub_B's part, 33.33, they stayed held for ever, no part able to sell them)."""
     await harness.set_book(ASSET, BIDS, ASKS)
     await harness.start_executor()
-    await _book(harness, (_ticket(901, "sub_A"), _fill(901, "100", "0.40")),
+    await book_fills(harness, (_ticket(901, "sub_A"), _fill(901, "100", "0.40")),
                 (_ticket(902, "sub_B"), _fill(902, "50", "0.60")))
-    await _book(harness, (_ticket(903, "", cpb.SIDE_SELL, epb.ORDER_ORIGIN_MANUAL), _fill(903, "50", "0.50")))
-    assert _split(db_url) == {"sub_A": D("66.66666667"), "sub_B": D("33.33333333")}
-    await _book(harness, (_ticket(904, "sub_A", cpb.SIDE_SELL), _fill(904, "66.66", "0.50")))
-    assert _split(db_url) == {"sub_A": D("0.00666667"), "sub_B": D("33.33333333")}
+    await book_fills(harness, (_ticket(903, "", cpb.SIDE_SELL, epb.ORDER_ORIGIN_MANUAL), _fill(903, "50", "0.50")))
+    assert position_split(db_url, W) == {"sub_A": D("66.66666667"), "sub_B": D("33.33333333")}
+    await book_fills(harness, (_ticket(904, "sub_A", cpb.SIDE_SELL), _fill(904, "66.66", "0.50")))
+    assert position_split(db_url, W) == {"sub_A": D("0.00666667"), "sub_B": D("33.33333333")}
     b_close = sell_order(1, "1", follower_wallet_id=W, subscription_id="sub_B")
     await harness.route(b_close)
     done = await eventually(lambda: harness.terminal(b_close.client_order_id), timeout_s=15)

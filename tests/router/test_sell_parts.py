@@ -22,6 +22,8 @@ from tests.router.factories import follower, market, policy, state, trade
 
 D = Decimal
 SPLIT = {"sub_A": D(100), "sub_B": D(50)}
+THREE = {"sub_A": D(100), "sub_B": D(50), "sub_C": D(50)}
+RESIDUE = {"sub_A": D("0.00666667"), "sub_B": D("33.33333333")}  # a manual SELL of 50, then sub_A's close of 66.66
 
 
 @pytest.mark.parametrize(("kept", "size", "cost", "expected"), [
@@ -81,7 +83,31 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("held", "parts", "in_flight", "by_sub", "sub", "sold", "expected"), CASES)
+# spills and leftovers (columns as CASES)
+SPILL_CASES = [
+    # another subscription's SELL copy in flight: set aside up to its own part, what it sells beyond it is not
+    ("200", THREE, "80", {"sub_A": D(80)}, "sub_B", "100", D(50)),
+    ("200", THREE, "100", {"sub_A": D(100)}, "sub_B", "100", D(50)),
+    ("200", THREE, "120", {"sub_A": D(120)}, "sub_B", "100", D(30)),  # its 20 beyond may all come off sub_B
+    ("200", THREE, "120", {"sub_A": D(120)}, "sub_C", "100", D(30)),
+    ("200", THREE, "70", {"sub_C": D(70)}, "sub_B", "100", D(30)),
+    ("200", THREE, "120", {"sub_A": D(120)}, "sub_B", "50", D(15)),  # half of what its part surely keeps
+    ("150", {"sub_A": D(100), "sub_C": D(50)}, "100", {"sub_B": D(100)}, "sub_C", "100",
+     Reason.NOTHING_HELD),  # sub_B has no part: all 100 it sells are sub_A's and sub_C's
+    ("200", THREE, "40", None, "sub_B", "100", D(10)),  # not known by subscription: held back from every part
+    # the other parts keep only sub-cent leftovers: they go with the copy
+    ("33.34", RESIDUE, "0", None, "sub_B", "100", D("33.34")),
+    ("33.34", RESIDUE, "0", None, "sub_B", "50", D("16.67")),  # half of the wallet's 33.34
+    ("33.34", RESIDUE, "0", None, "sub_A", "100", Reason.NOTHING_HELD),  # its part is itself a leftover
+    ("50.01", {"sub_A": D("0.004"), "": D("0.005"), "sub_B": D("50.001")}, "0", None, "sub_B", "100", D("50.01")),
+    ("50.01", {"sub_A": D("0.005"), "": D("0.005"), "sub_B": D(50)}, "0", None, "sub_B", "100", D(50)),  # a step
+    ("60.005", {"sub_A": D(10), "sub_B": D("50.005")}, "9.995", {"sub_A": D("9.995")}, "sub_B", "100",
+     D("50.01")),  # sub_A's copy in flight leaves 0.005 of its part
+    ("60", {"sub_A": D(10), "sub_B": D(50)}, "9.995", None, "sub_B", "100", D(40)),  # might take sub_B's: kept
+]
+
+
+@pytest.mark.parametrize(("held", "parts", "in_flight", "by_sub", "sub", "sold", "expected"), CASES + SPILL_CASES)
 def test_a_copied_sell_is_sized_on_its_subscriptions_part(
         held: str, parts: dict[str, Decimal] | None, in_flight: str, by_sub: dict[str, Decimal] | None, sub: str,
         sold: str, expected: Decimal | Reason) -> None:
