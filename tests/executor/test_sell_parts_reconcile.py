@@ -21,6 +21,8 @@ from services.executor.domain import subscription_shares as ss
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.reconcile import AtVenue, reconcile, resize_size
 from services.executor.domain.ticket import INSIDERS, Ticket
+from services.executor.ports import Answer
+from services.executor.reconciling import Reconciler
 from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -39,9 +41,13 @@ SPLIT = {"sub_A": D(40), "sub_B": D(20)}  # sub_A bought 100 and sub_B 50; the v
     ("30", "60", SPLIT, "sub_A", D(30)),  # less than its part: what it wanted
     ("100", "60", SPLIT, "sub_B", D(20)),
     (None, "60", SPLIT, "sub_A", D(40)),  # no size: all of its part
-    ("100", "30", SPLIT, "sub_A", D(30)),  # the venue counts fewer than the parts say (a token left this round)
+    ("100", "30", SPLIT, "sub_A", D(20)),  # the venue counts fewer than the parts say: they are scaled to it
     ("100", "60", SPLIT, "sub_C", "NOTHING_HELD"),  # no part: the wallet's shares are other subscriptions'
     ("100", "60", {"sub_B": D(60)}, "sub_A", "NOTHING_HELD"),
+    # not corrected (its token was busy this round): the parts as booked, scaled down to the venue's count
+    ("100", "60", {"sub_A": D(100), "sub_B": D(50)}, "sub_A", D(40)),
+    ("100", "60", {"sub_A": D(100), "sub_B": D(50)}, "sub_B", D(20)),
+    ("100", "50", {"sub_A": D(100), "sub_B": D(50)}, "sub_A", D("33.33333333")),  # rounded down
     # no split kept (its opener's alone, or one that does not add up): the wallet's count, for every subscription
     ("100", "60", None, "sub_A", D(60)),
     ("100", "60", None, "sub_A2", D(60)),  # re-created after its opener was stopped
@@ -172,3 +178,37 @@ async def test_a_refused_copy_is_resized_on_its_own_subscriptions_part(harness: 
     [(size, cost, kept, opener)] = rows(harness.db_url, "SELECT size, cost_usd, subscription_shares, subscription_id"
                                                         " FROM positions")
     assert {k: p.shares for k, p in ss.split_of(ss.decode(kept), size, cost, opener).items()} == {"sub_B": D(20)}
+
+
+class _VenueHolding60:
+    """The Insiders API counting 60 shares of the token (90 of the 150 booked left the wallet outside the engine)."""
+
+    async def positions(self, wallet_id: str) -> Answer:
+        return Answer(200, {"positions": [{"tokenId": ASSET, "size": "60", "avgPrice": "0.45",
+                                           "conditionId": CONDITION, "outcome": "Yes"}]})
+
+
+async def _none_known(ids: list[str]) -> set[str]:
+    return set()
+
+
+@pytest.mark.integration
+async def test_a_refused_copy_resized_while_its_token_is_busy_never_sells_another_subscriptions_part(
+        pool: AsyncConnectionPool[Any]) -> None:
+    """sub_A bought 100 and sub_B 50 a moment ago (within the settling grace: reconciliation corrects nothing this
+    round); sub_A's copy SELL of 100 is refused for lack of shares and the venue counts 60. It is re-sized on sub_A's
+    part scaled to that count, 40: on the booked part (100) capped by the count, 60, it sold 20 of sub_B's shares."""
+    sent: list[epb.Order] = []
+
+    async def resubmit(order: epb.Order) -> None:
+        sent.append(order)
+
+    await _book(pool, _fill(1, "sub_A", cpb.SIDE_BUY, "100", "0.40", follower_proxy=WALLET.wallet),
+                _fill(2, "sub_B", cpb.SIDE_BUY, "50", "0.60", follower_proxy=WALLET.wallet))
+    rec = Reconciler(ReconcileStore(pool), _VenueHolding60(), None, interval_s=300.0, known=_none_known, grace_s=10.0,
+                     resubmit=resubmit)
+    refused = make_order(3, follower_wallet_id=W, subscription_id="sub_A", side=cpb.SIDE_SELL, amount_usd="",
+                         size="100", follower_proxy=WALLET.wallet)
+    assert await rec._resize(Ticket(refused, INSIDERS, None, time.time_ns())) is True
+    assert [D(o.size) for o in sent] == [D(40)]
+

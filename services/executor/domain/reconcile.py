@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ZERO
 from services.executor.domain.sell_sizing import Refusal, copy_sellable
 
+SHARE_QUANTUM = Decimal("0.00000001")  # of a scaled part, rounded down (never more than the part)
 TOLERANCE_SHARES = Decimal("0.0001")  # below this a difference is rounding, not a correction
 
 CORRECTED = "CORRECTED"
@@ -103,9 +104,13 @@ def resize_size(wanted: Decimal | None, held: Decimal, parts: Mapping[str, Decim
     wanted (None: it carried no size, everything it may sell), never more than the venue's count of the wallet's
     shares (``held``); for a copy (``sized_on``: its subscription, :func:`~.sell_sizing.sized_on`; None for an exit,
     a manual SELL) of a position that keeps a split (``parts``: each subscription's shares as corrected; None: none
-    kept, or one that does not add up), never more than its own subscription's part either
+    kept, or one that does not add up; scaled down to ``held`` when the correction was not applied, its token being
+    busy), never more than its own subscription's part either
     (:func:`~.sell_sizing.copy_sellable`), or NOTHING_HELD when it has none: the rest of the wallet's shares are
     other subscriptions', whose leaders may still hold them."""
+    booked = sum(parts.values(), ZERO) if parts else ZERO
+    if parts and booked > held:  # not corrected yet (its token was busy): the parts as the venue's count scales them
+        parts = {k: (v * held / booked).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) for k, v in parts.items()}
     sellable = held if sized_on is None else copy_sellable(parts, sized_on, held, ZERO, ZERO)
     if isinstance(sellable, tuple):
         return sellable
