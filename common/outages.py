@@ -28,6 +28,10 @@ PG_STATES: dict[str, bool] = {
     "58": True,      # system error: I/O error, a file it cannot read
     FENCE_SQLSTATE: True,  # the executor's lease moved on (migration 0410): the process exits, its successor goes on
     "57014": False,  # query_canceled (a statement timeout): it would time out again on the same item
+    "54": False,     # program limit exceeded (stack depth, index row too large): the item's own, every time
+    "55P03": True,   # lock_not_available: another session holds the lock for now
+    "55006": True,   # object_in_use: for now
+    "55": False,     # object not in prerequisite state: the item's own
 }
 
 # Redis: the error replies (their first word, redis-py's status_code) of a server that is not ready for commands.
@@ -38,13 +42,16 @@ REDIS_NOT_READY = frozenset({
     "TRYAGAIN",     # a cluster resharding the keys
     "CLUSTERDOWN",  # a cluster without a majority or with slots uncovered
     "BUSY",         # a script or function past its time limit (not BUSYGROUP or BUSYKEY: the whole word counts)
+    "MISCONF",      # it cannot persist (its AOF or snapshot cannot be written: a full disk) and refuses writes
+    "NOREPLICAS",   # fewer replicas than min-replicas-to-write are connected
+    "OOM",          # used memory above maxmemory with nothing to evict: it refuses writes until memory is freed
 })
 
 # redis-py's classes of those replies, for a reply code it did not keep (``status_code``): the subclass first.
 REDIS_PY_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (redis.exceptions.MasterDownError, "MASTERDOWN"), (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
     (redis.exceptions.ReadOnlyError, "READONLY"), (redis.exceptions.TryAgainError, "TRYAGAIN"),
-    (redis.exceptions.BusyLoadingError, "LOADING"))
+    (redis.exceptions.BusyLoadingError, "LOADING"), (redis.exceptions.OutOfMemoryError, "OOM"))
 
 # Without a verdict from the tables: failures of reaching the server at all.
 OUTAGE_TYPES: tuple[type[BaseException], ...] = (

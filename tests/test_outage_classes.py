@@ -43,6 +43,7 @@ PG_OUTAGES = [
     "57P01", "57P02", "57P03",  # admin / crash shutdown, cannot connect now
     "58000", "58030",  # system error
     "55TL1",  # the executor's lease moved on
+    "55P03", "55006",  # lock not available, object in use: for now
 ]
 PG_ITEM_ERRORS = [
     "57014",  # query_canceled: a statement timeout would repeat for this item
@@ -51,6 +52,8 @@ PG_ITEM_ERRORS = [
     "42P01", "42703",  # undefined table / column: a deployment or code bug
     "XX000",  # internal error
     "25001",  # active_sql_transaction: class 25 is an outage only for 25006
+    "54000", "54001", "54023",  # program limits (index row too large, stack depth, too many arguments): every time
+    "55000",  # object not in prerequisite state
 ]
 REDIS_NOT_READY = [
     "LOADING Redis is loading the dataset in memory",
@@ -60,13 +63,16 @@ REDIS_NOT_READY = [
     "CLUSTERDOWN The cluster is down",
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
     SCRIPT_READONLY,  # Redis 6: a write of a script on a replica
+    "MISCONF Errors writing to the AOF file: No space left on device",
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+    "NOREPLICAS Not enough good replicas to write.",
+    "OOM command not allowed when used memory > 'maxmemory'.",
 ]
 REDIS_ITEM_ERRORS = [
     "BUSYGROUP Consumer Group name already exists",
     "BUSYKEY Target key name already exists.",
     "NOSCRIPT No matching script. Please use EVAL.",
     "WRONGTYPE Operation against a key holding the wrong kind of value",
-    "OOM command not allowed when used memory > 'maxmemory'.",
     "ERR value is not an integer or out of range",
     SCRIPT_BUG,
 ]
@@ -95,6 +101,7 @@ def test_redis_error_replies_by_code(reply: str, outage: bool, client: str) -> N
     redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot"),
     redis.exceptions.ClusterDownError("The cluster is down"),
     redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+    redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
 ])
 def test_redis_py_classes_of_not_ready_replies(error: BaseException) -> None:
     assert storage_unavailable(error) is True
