@@ -14,7 +14,8 @@ from services.executor.adapters import fill_store
 from services.executor.domain import subscription_shares as ss
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
-from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows
+from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
+from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -116,3 +117,14 @@ def position_split(db_url: str, wallet_id: str) -> dict[str, Decimal]:
     [(size, cost, kept, opener)] = rows(db_url, "SELECT size, cost_usd, subscription_shares, subscription_id"
                                                 " FROM positions WHERE follower_wallet_id = %s", wallet_id)
     return {k: p.shares for k, p in ss.split_of(ss.decode(kept), size, cost, opener).items()}
+
+
+async def resized_end(harness: Harness) -> epb.OrderEvent:
+    """The final event of the SELL sent again (``co_rs_…``) after the venue refused one for lack of shares."""
+    async def resized() -> epb.OrderEvent | None:
+        for e in await harness.all_events():
+            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
+                return e
+        return None
+
+    return await eventually(resized, timeout_s=20)

@@ -15,6 +15,7 @@ from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.reconcile_store import LiveWallet
 from services.executor.app import Running
 from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
+from tests.executor.flip import resized_end
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -144,13 +145,7 @@ async def _refused_sell(harness: Harness) -> epb.Order:
 
 
 async def _resized_fill(harness: Harness) -> epb.OrderEvent:
-    async def resized() -> epb.OrderEvent | None:
-        for e in await harness.all_events():
-            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
-                return e
-        return None
-
-    done = await eventually(resized, timeout_s=20)
+    done = await resized_end(harness)
     assert (done.type, done.filled_size) == (epb.ORDER_EVENT_TYPE_FILLED, "40")
     return done
 

@@ -23,7 +23,8 @@ from services.executor.domain.reconcile import AtVenue, reconcile, resize_size
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import Answer
 from services.executor.reconciling import Reconciler
-from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows
+from tests.executor.flip import resized_end
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -164,13 +165,7 @@ async def test_a_refused_copy_is_resized_on_its_own_subscriptions_part(harness: 
                       size="100", follower_proxy=WALLET.wallet)
     await harness.route(sell)
 
-    async def resized() -> epb.OrderEvent | None:
-        for e in await harness.all_events():
-            if e.client_order_id.startswith("co_rs_") and e.type in TERMINAL_TYPES:
-                return e
-        return None
-
-    done = await eventually(resized, timeout_s=20)
+    done = await resized_end(harness)
     refused = await harness.terminal(sell.client_order_id)
     assert refused is not None and refused.reason == "INVALID_ORDER_NOT_ENOUGH_BALANCE"
     assert (done.type, done.subscription_id, done.filled_size) == (epb.ORDER_EVENT_TYPE_FILLED, "sub_A", "40")
