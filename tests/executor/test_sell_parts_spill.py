@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from common.decimals import MIN_HELD_SHARES
+from common.parts import others_own
 from services.executor.domain.fill_math import Booking
-from services.executor.domain.sell_sizing import copy_sellable, fraction_size, others_own
+from services.executor.domain.sell_sizing import copy_sellable, fraction_size
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.executor.conftest import ASSET, Harness, make_order, rows
 from tests.executor.flip import ASKS, BIDS, NEVER, book_fills, confirm, position_split, posted_sizes, sell_order

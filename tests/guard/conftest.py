@@ -21,8 +21,11 @@ from services.ingest.__main__ import Ingest
 from services.ingest.config import IngestSettings
 from sim.polymarket import PolymarketSim
 from tests.control.conftest import TOKEN as CONTROL_TOKEN
-from tests.control.conftest import make_settings
-from tests.guard.perf_support import make_monitor_fixture, rds_fixture, stubs_fixture  # noqa: F401
+from tests.control.conftest import (
+    make_settings,
+    stubs,  # noqa: F401  (control's stubs, on the control fixture below)
+)
+from tests.guard.perf_support import make_monitor_fixture, rds_fixture  # noqa: F401
 from tests.guard.standins import TOKEN, StandIns, start_standins
 from tests.helpers import INTERNAL, retuned, with_tuning
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc

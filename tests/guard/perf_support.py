@@ -20,7 +20,7 @@ from services.guard.adapters.perf_store import PerfStore
 from services.guard.adapters.trigger_store import Clock
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.ports import Control
-from tests.control.conftest import AUTH, stubs_for, subscription
+from tests.control.conftest import AUTH, subscription
 from tests.helpers import internal_channel
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
@@ -28,15 +28,6 @@ from tradingtools.control.v1 import subscription_pb2 as spb
 
 A1, A2 = "1111", "2222"
 SCALE_X2 = spb.Perf(profit_scale_at_usd="100", profit_scale_multiplier="2")
-
-
-@pytest.fixture(name="stubs")
-async def stubs_fixture(control: RunningControl) -> AsyncIterator[Any]:
-    s = stubs_for(control.port)
-    try:
-        yield s
-    finally:
-        await s.channel.close()
 
 
 @pytest.fixture(name="rds")

@@ -135,7 +135,7 @@ SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND
 # A copy's: the position with its split (NULL: none kept), what the SELLs under way may still sell, and of that what
 # each other subscription's copies may, as {subscription: "shares"} (one statement, as SELLABLE). A SELL takes its
 # own subscription's shares first and the rest from every other part: only copies (origin COPY) of a subscription
-# are set aside from the part sized on, each up to its own part (sell_sizing.others_own); exits (TRIGGER, of a
+# are set aside from the part sized on, each up to its own part (common.parts.others_own); exits (TRIGGER, of a
 # trigger's subscription) and manual SELLs are the wallet's, held back from every part.
 SELLABLE_PART = f"""
 SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, s.selling, s.copies::text AS copies

@@ -15,6 +15,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
+from common.parts import others_own
 from common.storage import KEYED_LOOKUPS, pipelined_transaction
 from common.text import storable
 from services.executor.adapters import order_sql as sql
@@ -25,7 +26,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
 from services.executor.domain.fill_math import Booked, Booking
 from services.executor.domain.order_lifecycle import OrderLife, State
-from services.executor.domain.sell_sizing import Refusal, copy_sellable, others_own
+from services.executor.domain.sell_sizing import Refusal, copy_sellable
 from services.executor.domain.ticket import Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 

@@ -22,8 +22,8 @@ from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ZERO
 from services.executor.domain.sell_sizing import Refusal, copy_sellable
+from services.executor.domain.subscription_shares import QUANTUM
 
-SHARE_QUANTUM = Decimal("0.00000001")  # of a scaled part, rounded down (never more than the part)
 TOLERANCE_SHARES = Decimal("0.0001")  # below this a difference is rounding, not a correction
 
 CORRECTED = "CORRECTED"
@@ -110,7 +110,7 @@ def resize_size(wanted: Decimal | None, held: Decimal, parts: Mapping[str, Decim
     other subscriptions', whose leaders may still hold them."""
     booked = sum(parts.values(), ZERO) if parts else ZERO
     if parts and booked > held:  # not corrected yet (its token was busy): the parts as the venue's count scales them
-        parts = {k: (v * held / booked).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) for k, v in parts.items()}
+        parts = {k: (v * held / booked).quantize(QUANTUM, rounding=ROUND_DOWN) for k, v in parts.items()}
     sellable = held if sized_on is None else copy_sellable(parts, sized_on, held, ZERO, ZERO)
     if isinstance(sellable, tuple):
         return sellable

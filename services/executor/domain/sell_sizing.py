@@ -11,7 +11,7 @@ wallet on the asset has the venue's answer. The rules are the router's for a siz
   than the wallet's shares not being sold; a subscription with no part in it holds none (the wallet's shares belong
   to other subscriptions) → NOTHING_HELD. A SELL takes its own subscription's shares first and the rest from every
   other part in proportion (``subscription_shares.take``), so of the SELLs under way only other subscriptions' copies
-  are left aside, and each only up to its own part (:func:`others_own`): what they may sell beyond it, every SELL
+  are left aside, and each only up to its own part (``common.parts``): what they may sell beyond it, every SELL
   that is not a copy (an exit of a trigger, a manual SELL) and every copy of its own subscription count against the
   part in full.
   When the other parts would keep less than a share step of the wallet's shares not being sold (the sub-cent
@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import MIN_HELD_SHARES, ONE, ZERO, fmt
+from common.parts import part_sellable, with_leftovers
 
 STEP = Decimal("0.01")
 
@@ -42,30 +43,13 @@ def sized_on(origin: str, subscription_id: str) -> str | None:
     return subscription_id if origin == "COPY" and subscription_id else None
 
 
-def others_own(parts: Mapping[str, Decimal], copies: Mapping[str, Decimal], subscription_id: str) -> Decimal:
-    """Shares the SELL copies under way of other subscriptions than ``subscription_id`` surely take of their own
-    parts: each subscription's ``copies`` (what they may still sell) up to its part. A SELL takes its own
-    subscription's shares first and the rest from every other part in proportion, so what exceeds its part may come
-    off this one. Whatever order the fills come in, each such part loses at least that much (taken by its copies, or
-    before them by other SELLs, which then take it from that part rather than from this one)."""
-    return sum((min(n, parts.get(sub, ZERO)) for sub, n in copies.items() if sub != subscription_id and n > ZERO),
-               ZERO)
-
-
-def part_sellable(part: Decimal, held: Decimal, selling: Decimal, others_selling: Decimal) -> Decimal:
-    """Shares a copy may sell of its subscription's ``part`` of the wallet's ``held`` shares: the part less what
-    the SELLs under way may still sell (``selling``) but what other subscriptions' copies take of their own parts
-    (``others_selling``, :func:`others_own`), never more than the wallet's shares not being sold."""
-    return min(part - max(ZERO, selling - others_selling), held - selling)
-
-
 def copy_sellable(parts: Mapping[str, Decimal] | None, subscription_id: str, held: Decimal, selling: Decimal,
                   others_selling: Decimal) -> Decimal | Refusal:
     """Shares a copy of ``subscription_id`` may sell of the wallet's ``held`` shares, of which the SELLs under way
     may still sell ``selling`` (``others_selling`` of it other subscriptions' copies take of their own parts:
-    :func:`others_own`; not every SELL of other subscriptions, whose excess over their part comes off every part):
+    ``common.parts``; not every SELL of other subscriptions, whose excess over their part comes off every part):
     with ``parts`` None (no split kept, or one that does not add up) the wallet's not being sold; else its own
-    part's (:func:`part_sellable`), the wallet's not being sold when the other parts would keep less than a share
+    part's (``common.parts``), the wallet's not being sold when the other parts would keep less than a share
     step of them (dust no copy of theirs could sell), or NOTHING_HELD when it has none or all of it is being sold."""
     wallet = held - selling
     if parts is None:
@@ -74,9 +58,7 @@ def copy_sellable(parts: Mapping[str, Decimal] | None, subscription_id: str, hel
     if part < MIN_HELD_SHARES:
         return ("NOTHING_HELD", f"subscription {subscription_id} holds none of the follower's {fmt(held)} shares: "
                                 "they belong to other subscriptions of the wallet")
-    sellable = part_sellable(part, held, selling, others_selling)
-    if wallet - sellable < MIN_HELD_SHARES:  # the other parts keep only sub-cent leftovers: they go with it
-        sellable = wallet
+    sellable = with_leftovers(part_sellable(part, held, selling, others_selling), wallet)
     if sellable < MIN_HELD_SHARES:
         return ("NOTHING_HELD", f"subscription {subscription_id} holds {fmt(part)} of the follower's {fmt(held)} "
                                 f"shares ({fmt(selling)} already being sold)")

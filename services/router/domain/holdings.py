@@ -13,7 +13,7 @@ sells what its copies bought, never the shares of a subscription whose leader st
   SELLs in flight may still sell of it, never more than the wallet's shares not being sold (the executor never
   sells more than the wallet holds). A SELL takes its own subscription's shares first and the rest from every other
   part in proportion, so a SELL copy in flight of another subscription is left aside only up to that
-  subscription's part (:func:`others_own`): what it may sell beyond it, and every SELL not known by subscription
+  subscription's part (``common.parts``): what it may sell beyond it, and every SELL not known by subscription
   (an entry indexed before subscriptions were kept), count against the part in full. A subscription with no part in
   it holds none of the wallet's shares: they belong to other subscriptions.
 - A part below the share step (what a proportional take leaves) counts as none, as a holding does; when the other
@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from common.decimals import MIN_HELD_SHARES
+from common.parts import others_own, part_sellable, with_leftovers
 from services.router.domain.model import ZERO, FollowerState
 
 
@@ -52,14 +53,6 @@ def part_of(state: FollowerState, subscription_id: str | None) -> Decimal | None
     return own if own >= MIN_HELD_SHARES else ZERO
 
 
-def others_own(parts: Mapping[str, Decimal], selling_by: Mapping[str, Decimal] | None,
-               subscription_id: str | None) -> Decimal:
-    """Shares the SELL copies in flight of other subscriptions surely take of their own parts: each one's
-    (``selling_by``) up to its part. What exceeds its part may come off every other part."""
-    return sum((min(n, parts.get(sub, ZERO)) for sub, n in (selling_by or {}).items()
-                if sub != subscription_id and n > ZERO), ZERO)
-
-
 def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | None) -> Decimal:
     """Shares a copied SELL of the subscription may sell: the wallet's not being sold (``own`` None), or of its
     ``own`` part what no SELL in flight may still sell (other subscriptions' copies left aside up to their own
@@ -69,7 +62,5 @@ def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | N
     if own is None:
         return wallet
     others = others_own(state.held_parts or {}, state.selling_by, subscription_id)
-    left = min(own - max(ZERO, state.reserved_sell_size - others), wallet)
-    if own > ZERO and wallet - left < MIN_HELD_SHARES:  # the other parts keep only sub-cent leftovers
-        return wallet
-    return left
+    left = part_sellable(own, state.held_size, state.reserved_sell_size, others)
+    return with_leftovers(left, wallet) if own > ZERO else left
