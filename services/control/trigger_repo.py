@@ -24,10 +24,16 @@ async def get(conn: Conn, trigger_id: str, *, for_update: bool = False) -> tpb.T
     return None if row is None else codec.trigger_from_row(row)
 
 
+# The life of the position the trigger is made for, on the database's clock (migration 0690): guard cancels a
+# trigger of a life that ended when it reads the closing SELL late, after the position was opened again.
+_POSITION_LIFE = ("(SELECT opened_at FROM positions"
+                  " WHERE follower_wallet_id = %(follower_wallet_id)s AND asset_id = %(asset_id)s)")
+
+
 async def insert(conn: Conn, trigger: tpb.Trigger) -> None:
-    """Insert a new trigger."""
-    sql = (f"INSERT INTO triggers ({', '.join(_COLUMNS)}) VALUES"
-           f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)})")
+    """Insert a new trigger, with the opening time of the position it guards."""
+    sql = (f"INSERT INTO triggers ({', '.join(_COLUMNS)}, position_opened_at) VALUES"
+           f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)}, {_POSITION_LIFE})")
     await conn.execute(sql, codec.trigger_params(trigger))
 
 

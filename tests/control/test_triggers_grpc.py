@@ -178,3 +178,16 @@ async def test_list_by_wallet_with_pages(stubs: Stubs) -> None:
         (pb.ListTriggersRequest(wallet=FOLLOWER, page_token="%%%"), "pageToken: invalid page token"),
     ]:
         await expect(stubs.triggers.ListTriggers(request, metadata=AUTH), INVALID, prefix)
+
+
+async def test_a_trigger_records_the_life_of_the_position_it_guards(stubs: Stubs, db_url: str) -> None:
+    """The position's opening time is stored with the trigger (the database's clock, as the position's), so guard
+    can tell a trigger of a life that ended from one of the position opened again; none when nothing is held."""
+    before = await create(stubs)
+    execute(db_url, "INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, opened_at)"
+            " VALUES ('w_456', %s, %s, 12.5, now() - interval '1 hour')", (ASSET, FOLLOWER))
+    made = await create(stubs, size="0", sell_fraction="0.5")
+    rows = {r[0]: r[1] for r in query(db_url, "SELECT t.id, t.position_opened_at = p.opened_at FROM triggers t"
+                                      " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id"
+                                      " AND p.asset_id = t.asset_id")}
+    assert rows == {before.id: None, made.id: True}

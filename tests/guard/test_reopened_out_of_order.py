@@ -4,7 +4,7 @@ the exits of its own time, and every trigger of the life that ended ends with it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -155,3 +155,24 @@ async def test_in_order_the_new_life_gets_the_stop_loss(db_url: str, flow: Order
     armed = await _armed(conn)
     await conn.close()
     assert [k for _i, k in armed] == ["STOP_LOSS"]
+
+
+@pytest.mark.parametrize("control_clock_s", [5, -5], ids=["ahead", "behind"])
+async def test_a_trigger_belongs_to_the_life_it_was_made_for_whatever_the_creating_clock(
+        db_url: str, flow: OrderFlow, control_clock_s: int) -> None:
+    """Control's clock differs from the database's by a few seconds. A manual stop made for life 1 ends with life 1,
+    and one the user set on life 2 (after its reopening, before guard read life 1's closing SELL) stays armed: the
+    life is the position's opening time the trigger recorded, not control's clock against the database's."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={})
+    await set_position(conn, "100", "0.40")
+    await flow.on_events([copy_fill("co_buy1", BUY, filled="100", price="0.40")])
+    skewed = datetime.now(UTC) + timedelta(seconds=control_clock_s)
+    await insert_trigger(conn, "trg_life1", "STOP_LOSS", price="0.30", fraction="1", created=skewed)
+    await _close_and_reopen(conn)
+    later = skewed + timedelta(milliseconds=100)
+    await insert_trigger(conn, "trg_life2", "STOP_LOSS", price="0.20", fraction="1", created=later)
+    await flow.on_events([copy_fill("co_sell1", SELL, filled="100", price="0.35")])
+    armed = [i for i, _k in await _armed(conn)]
+    await conn.close()
+    assert armed == ["trg_life2"], f"armed {armed}: life 1's stop must end with it, life 2's must stay"

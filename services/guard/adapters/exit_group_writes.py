@@ -93,12 +93,12 @@ async def register(conn: Any, o: Opening, removed: frozenset[str], tick_size: De
         row = await (await conn.execute(
             "INSERT INTO triggers (id, wallet, follower_wallet_id, subscription_id, asset_id, kind,"
             " trigger_price, trail_pct, activation_price, size, sell_fraction, oco_group, price_source,"
-            " state, state_reason, high_water_mark, source, create_time, update_time)"
+            " state, state_reason, high_water_mark, source, create_time, update_time, position_opened_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, 'BEST_BID', 'ARMED', '', %s, 'COPY',"
-            " %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            " %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
             (e.id, o.wallet, o.follower_wallet_id, o.subscription_id, o.asset_id, e.kind.value,
              e.trigger_price, e.trail_pct, e.sell_fraction, o.oco_group, e.high_water_mark, now,
-             now))).fetchone()
+             now, o.opened_at))).fetchone()
         if row is not None:
             created.append(TriggerRow.from_row(row))
     await insert_events(conn, [event(r, "ARMED", reason=Reason.ARMED.value) for r in created])
@@ -127,16 +127,19 @@ async def close_group(conn: Any, oco_group: str, now: Any, *,
     """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED).
 
     ``reopened`` (wallet id, asset, opened at): the position was opened again since; every ARMED trigger on it
-    created before then (manual ones too) was for the life that ended and is cancelled with it, as when the
-    closing SELL is read before the reopening. Left armed, a stop set for the old life would sell the new one."""
+    made for an earlier life (manual ones too) ended with that life and is cancelled with it, as when the closing
+    SELL is read before the reopening. Left armed, a stop set for the old life would sell the new one. A trigger's
+    life is the position's opening time it recorded (both on the database's clock); one from before triggers
+    recorded it is told by its creation time, the creating service's clock."""
     await conn.execute(
         "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
         (Reason.POSITION_CLOSED.value, now, oco_group))
     which = "oco_group = %s"
     args: list[Any] = [oco_group]
     if reopened is not None:
-        which = "(oco_group = %s OR (follower_wallet_id = %s AND asset_id = %s AND create_time < %s))"
-        args = [oco_group, *reopened]
+        which = ("(oco_group = %s OR (follower_wallet_id = %s AND asset_id = %s AND (position_opened_at < %s"
+                 " OR (position_opened_at IS NULL AND create_time < %s))))")
+        args = [oco_group, *reopened, reopened[2]]
     rows = await (await conn.execute(
         "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
         f" WHERE state = 'ARMED' AND {which} RETURNING *", (Reason.POSITION_CLOSED.value, now, *args))).fetchall()
