@@ -36,6 +36,7 @@ from services.executor.domain.reconcile import (
     EXTERNAL,
     AtVenue,
     Correction,
+    CountTime,
     reconcile,
     resize_size,
     round_pace,
@@ -51,6 +52,10 @@ _CORRECTIONS = _meter.create_counter("executor.reconcile_corrections",
                                      description="Positions corrected to the venue's count, by kind")
 _FAILURES = _meter.create_counter("executor.reconcile_failures",
                                   description="Wallets not reconciled (venue unreachable or answer malformed)")
+_UNTRUSTED = _meter.create_counter("executor.reconcile_untrusted_fields",
+                                   description="Fields of usable venue positions answers not trusted (an asOf missing"
+                                               " or unreadable, a malformed conditionId), by field")
+UNTRUSTED_FIELDS = ("asOf", "positions.asOf", "positions.conditionId")
 
 NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
 WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
@@ -81,6 +86,7 @@ class ReconcileStats:
     resized: int = 0
     resize_retries: int = 0
     resizes_abandoned: int = 0
+    untrusted: dict[str, int] = field(default_factory=dict)  # field → answers' fields not trusted
 
 
 def resized_id(client_order_id: str) -> str:
@@ -110,6 +116,8 @@ class Reconciler:
                  refresh_s: float = WALLETS_REFRESH_S, clock: Callable[[], float] = time.monotonic,
                  leftovers: Callable[[str, list[AtVenue]], Awaitable[Any]] | None = None) -> None:
         _FAILURES.add(0)  # exported from the start: an alerting rule and the dashboard read them
+        for name in UNTRUSTED_FIELDS:
+            _UNTRUSTED.add(0, {"field": name})
         for kind in (CORRECTED, CLOSED_AT_VENUE, EXTERNAL):
             _CORRECTIONS.add(0, {"kind": kind})
         self.store = store
@@ -167,12 +175,16 @@ class Reconciler:
             self._failed(wallet, f"HTTP {answer.status} {answer.kind} {answer.code} {answer.message}"[:300])
             return None
         try:
-            rows = parse_positions(answer.body)
+            parsed = parse_positions(answer.body)
         except (ValueError, ArithmeticError) as exc:
             self._failed(wallet, f"malformed positions: {exc}"[:300])
             return None
-        venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable) for r in rows]
-        view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at)
+        self._untrusted(wallet, parsed.untrusted)
+        venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable, r.as_of)
+                 for r in parsed.rows]
+        # a count taken before a booking cannot hold it: the grace counts back from the count's asOf too
+        view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at,
+                                     CountTime.of(parsed.as_of, venue))
         corrections = reconcile(view.booked, venue, view.busy)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
@@ -208,6 +220,17 @@ class Reconciler:
                     "unusable", wallet_id=wallet.follower_wallet_id, detail=detail[:300])
         log.error("reconciliation skipped: the venue's positions are unusable; nothing changed",
                   extra={"wallet_id": wallet.follower_wallet_id, "detail": detail})
+
+    def _untrusted(self, wallet: LiveWallet, fields: list[tuple[str, str]]) -> None:
+        if not fields:
+            return
+        for name, _why in fields:
+            self.stats.untrusted[name] = self.stats.untrusted.get(name, 0) + 1
+            _UNTRUSTED.add(1, {"field": name})
+        log.warning("venue positions answer used without fields it gave that are not trusted (an asOf: the time the"
+                    " engine asked instead; a conditionId: none)", extra={
+                        "wallet_id": wallet.follower_wallet_id, "fields": len(fields),
+                        "detail": "; ".join(why for _name, why in fields[:5])[:300]})
 
     def _record(self, wallet: LiveWallet, applied: list[Correction]) -> None:
         for c in applied:

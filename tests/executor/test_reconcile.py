@@ -4,6 +4,7 @@ what can be sold; corrections, external positions and refused SELLs; unusable an
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -11,9 +12,10 @@ import pytest
 
 from common.marketstate import WATCH_POSITIONS
 from services.executor import reconciling
-from services.executor.adapters.insiders_api import parse_positions
-from services.executor.adapters.reconcile_store import LiveWallet
+from services.executor.adapters.insiders_api import parse_as_of, parse_positions
+from services.executor.adapters.reconcile_store import LiveWallet, stored_condition
 from services.executor.app import Running
+from services.executor.domain.reconcile import AtVenue, CountTime, changed_since_count
 from tests.executor.conftest import ASSET, CONDITION, TERMINAL_TYPES, Harness, make_order, rows
 from tests.executor.flip import resized_end
 from tests.helpers import eventually
@@ -44,15 +46,126 @@ def test_a_malformed_positions_answer_is_refused_whole(body: dict[str, Any], err
 def test_a_token_id_written_with_leading_zeros_is_the_booked_one() -> None:
     """Token ids are booked without leading zeros (as ingest reads them): the venue's "02…2" is the position
     booked as "2…2", not a token the engine never booked (closed here, EXTERNAL there)."""
-    [p] = parse_positions({"positions": [{"tokenId": "0" + NO, "size": "40"}]})
+    [p] = parse_positions({"positions": [{"tokenId": "0" + NO, "size": "40"}]}).rows
     assert p.token_id == NO
-    [zero] = parse_positions({"positions": [{"tokenId": "000", "size": "1"}]})
+    [zero] = parse_positions({"positions": [{"tokenId": "000", "size": "1"}]}).rows
     assert zero.token_id == "0"
 
 
 def test_a_positions_answer_parses_with_optional_fields_missing() -> None:
-    [p] = parse_positions({"positions": [{"tokenId": "123", "size": 5, "conditionId": "0xAB"}]})
-    assert (p.token_id, p.size, p.avg_price, p.redeemable, p.condition_id) == ("123", D(5), D(0), False, "0xab")
+    answer = parse_positions({"positions": [{"tokenId": "123", "size": 5, "conditionId": "0x" + "AB" * 32}],
+                              "asOf": "2026-11-20T10:00:05Z"})
+    [p] = answer.rows
+    assert (p.token_id, p.size, p.avg_price, p.redeemable, p.condition_id, p.as_of) == (
+        "123", D(5), D(0), False, "0x" + "ab" * 32, None)
+    assert (answer.as_of, answer.untrusted) == (datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC), [])
+
+
+@pytest.mark.parametrize(("raw", "at"), [
+    ("2026-11-20T10:00:05Z", datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)),
+    ("2026-11-20T12:00:05+02:00", datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)),  # the venue's offset, as UTC
+    ("2026-11-20T10:00:05.250Z", datetime(2026, 11, 20, 10, 0, 5, 250_000, tzinfo=UTC)),
+    (None, None),  # not given
+    ("", None),
+])
+def test_an_as_of_is_read_as_a_utc_time(raw: Any, at: datetime | None) -> None:
+    got = parse_as_of(raw)
+    assert got == at and (got is None or got.tzinfo is UTC)
+
+
+@pytest.mark.parametrize("raw", [
+    "yesterday", "2026-11-20T10:00:05",  # no offset: whose clock it is cannot be told
+    "2026-11-20", 1763632805, 1763632805.5, True, {"t": 1}, "1970-01-01T00:00:00Z",  # a zero, no count time
+    "2026-11-20T10:00:05Z" + " " * 60,
+])
+def test_an_unreadable_as_of_is_refused(raw: Any) -> None:
+    with pytest.raises(ValueError, match="asOf"):
+        parse_as_of(raw)
+
+
+AT = "2026-11-20T10:00:05Z"
+
+
+@pytest.mark.parametrize(("body", "as_of", "row", "untrusted"), [
+    # the answer's asOf missing or unreadable: the answer is still used, the field listed (the caller falls back
+    # to when it asked)
+    ({"positions": [{"tokenId": "1", "size": "1"}]}, None, ("", None), ["asOf"]),
+    ({"positions": [{"tokenId": "1", "size": "1"}], "asOf": "soon"}, None, ("", None), ["asOf"]),
+    # a row's own asOf is optional; an unreadable one is listed
+    ({"positions": [{"tokenId": "1", "size": "1", "asOf": "2026-11-20T09:59:05Z"}], "asOf": AT}, AT,
+     ("", "2026-11-20T09:59:05Z"), []),
+    ({"positions": [{"tokenId": "1", "size": "1", "asOf": "2026-11-20 09:59"}], "asOf": AT}, AT, ("", None),
+     ["positions.asOf"]),
+    # a condition id: lower-cased when it is 0x + 64 hex, else not trusted ("")
+    ({"positions": [{"tokenId": "1", "size": "1", "conditionId": "0x" + "AB" * 32}], "asOf": AT}, AT,
+     ("0x" + "ab" * 32, None), []),
+    ({"positions": [{"tokenId": "1", "size": "1", "conditionId": "n/a"}], "asOf": AT}, AT, ("", None),
+     ["positions.conditionId"]),
+    ({"positions": [{"tokenId": "1", "size": "1", "conditionId": "0xab"}], "asOf": AT}, AT, ("", None),
+     ["positions.conditionId"]),
+    ({"positions": [{"tokenId": "1", "size": "1", "conditionId": 7}], "asOf": AT}, AT, ("", None),
+     ["positions.conditionId"]),
+    ({"positions": [{"tokenId": "1", "size": "1", "conditionId": ""}], "asOf": AT}, AT, ("", None), []),
+])
+def test_an_unreadable_as_of_or_condition_id_leaves_the_answer_usable(
+        body: dict[str, Any], as_of: str | None, row: tuple[str, str | None], untrusted: list[str]) -> None:
+    answer = parse_positions(body)
+    [p] = answer.rows
+    assert answer.as_of == parse_as_of(as_of)
+    assert (p.condition_id, p.as_of) == (row[0], parse_as_of(row[1]))
+    assert [name for name, _why in answer.untrusted] == untrusted
+
+
+@pytest.mark.parametrize(("condition", "stored"), [
+    ("0x" + "AB" * 32, "0x" + "ab" * 32), ("0x" + "ab" * 32, "0x" + "ab" * 32), ("n/a", ""), ("0xab", ""),
+    ("0x" + "zz" * 32, ""), ("", ""), ("ab" * 33, ""),
+])
+def test_an_external_position_is_stored_under_a_condition_id_only_when_it_is_one(condition: str,
+                                                                               stored: str) -> None:
+    assert stored_condition(condition) == stored
+
+
+T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)  # when the venue was asked (PostgreSQL's clock)
+GRACE_S = 10.0
+
+
+def _s(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(("booked_s", "answer_s", "row_s", "busy"), [
+    # a fill booked 15 s before the asking, a count taken 60 s before it: the count cannot hold the fill
+    (-15, -60, None, True),
+    # the same count time given by the token's row alone, or by the row against a fresher answer
+    (-15, None, -60, True),
+    (-15, 0, -60, True),
+    # a count newer than the booking (beyond the grace) still corrects it: the venue's count is the truth
+    (-15, 0, None, False),
+    (-15, -60, 0, False),  # the row's own count time is the token's
+    (-75, -60, None, False),
+    # no usable asOf: the grace counts back from the asking, as before
+    (-15, None, None, False),
+    (-5, None, None, True),
+    # a count time later than the asking (the venue's clock ahead): never later than the asking
+    (-5, 30, None, True),
+    # within the grace of the count time (settling on-chain, and the two clocks' difference)
+    (-65, -60, None, True),
+    (-71, -60, None, False),
+])
+def test_a_position_changed_too_recently_for_the_count_waits_for_the_next_round(
+        booked_s: float, answer_s: float | None, row_s: float | None, busy: bool) -> None:
+    rows = {ASSET: _s(row_s)} if row_s is not None else {}
+    count = CountTime(_s(answer_s) if answer_s is not None else None, rows)
+    got = changed_since_count({ASSET: _s(booked_s)}, _s(-GRACE_S), count, GRACE_S)
+    assert got == ({ASSET} if busy else set())
+
+
+def test_a_count_time_is_the_rows_own_else_the_answers() -> None:
+    rows = [AtVenue(ASSET, "", "Yes", D(1), D(0), False, _s(-60)), AtVenue(NO, "", "No", D(1), D(0), False)]
+    count = CountTime.of(_s(-5), rows)
+    assert (count.at(ASSET), count.at(NO), count.at("3" * 77), count.earliest()) == (_s(-60), _s(-5), _s(-5),
+                                                                                      _s(-60))
+    assert (CountTime().at(ASSET), CountTime().earliest()) == (None, None)
 
 
 async def _filled(harness: Harness, *orders: epb.Order) -> None:
@@ -132,6 +245,29 @@ async def test_a_fresh_fill_is_left_for_the_next_round(harness: Harness) -> None
     rows(harness.db_url, "UPDATE positions SET updated_at = now() RETURNING 1")  # a fill booked just now
     await running.reconciler.reconcile(WALLET)
     assert rows(harness.db_url, "SELECT size FROM positions") == [(D(100),)]
+
+
+async def test_a_count_the_venue_took_before_the_latest_fill_leaves_it_for_the_next_round(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venue's indexer lags: its row for the token is as of a minute ago, before the last fill was booked (15 s
+    ago, past the settling grace), so its count of 40 cannot tell that 60 were sold since; once its count is newer
+    than the booking, the count is the truth again."""
+    running = await _bought(harness)
+    assert running.reconciler is not None
+    harness.fake.holdings.terminal_trade("w_1", ASSET, "SELL", D(60), D("0.45"))
+    rows(harness.db_url, "UPDATE positions SET updated_at = now() - interval '15 s' RETURNING 1")
+    fresh = harness.fake.holdings.wallet_positions
+    minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    monkeypatch.setattr(harness.fake.holdings, "wallet_positions",
+                        lambda wallet: [{**r, "asOf": minute_ago} for r in fresh(wallet)])
+    assert await running.reconciler.reconcile(WALLET) == {ASSET: D(40)}
+    assert rows(harness.db_url, "SELECT size, cost_usd FROM positions") == [(D(100), D(40))]
+    assert rows(harness.db_url, "SELECT count(*) FROM audit_log WHERE method = 'executor.Reconcile'") == [(0,)]
+    assert running.reconciler.stats.corrections == {}
+    monkeypatch.setattr(harness.fake.holdings, "wallet_positions", fresh)  # the indexer caught up
+    await running.reconciler.reconcile(WALLET)
+    assert rows(harness.db_url, "SELECT size, cost_usd FROM positions") == [(D(40), D(16))]
+    assert running.reconciler.stats.corrections == {"CORRECTED": 1}
 
 
 async def _refused_sell(harness: Harness) -> epb.Order:

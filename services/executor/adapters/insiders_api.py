@@ -12,6 +12,7 @@ import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +21,7 @@ import orjson
 
 from common.config import Secret
 from common.decimals import ZERO, fmt, fmt_memo, parse_decimal
-from common.fields import canonical_token_id
+from common.fields import ParseError, canonical_token_id, condition_id
 from common.http1 import BadResponse, ConnectFailed, ConnectionDropped, Http1Client, ResponseTimeout
 from services.executor.domain import venue_orders as v
 from services.executor.ports import Answer
@@ -106,22 +107,63 @@ class VenuePosition:
     """One row of ``GET /v1/wallets/{walletId}/positions``."""
 
     token_id: str
-    condition_id: str
+    condition_id: str  # 0x + 64 hex, lower-cased; "" when absent or malformed (not trusted)
     outcome: str
     size: Decimal
     avg_price: Decimal
     redeemable: bool
+    as_of: datetime | None = None  # when the venue counted this row (its own asOf); None: not given or unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePositions:
+    """A positions answer: its rows, when the venue took its count, and the fields it gave that are not trusted."""
+
+    rows: list[VenuePosition]
+    as_of: datetime | None  # the answer's asOf (the venue's clock); None: missing or unreadable
+    untrusted: list[tuple[str, str]]  # (field, why): an asOf missing or unreadable, a malformed conditionId
 
 
 _TOKEN = re.compile(r"^[0-9]{1,80}$")
+EARLIEST_AS_OF = datetime(2000, 1, 1, tzinfo=UTC)  # an asOf before this is no count time (a zero, a default)
 
 
-def parse_positions(d: dict[str, Any]) -> list[VenuePosition]:
-    """Every row of a positions answer; ValueError naming what is wrong when any row is malformed (then the
-    whole answer is unusable: reconciling from part of it would close positions it merely left out)."""
+def parse_as_of(raw: Any) -> datetime | None:
+    """An ``asOf`` as an aware UTC datetime: an ISO-8601 string with its offset (``Z`` or ``±hh:mm``); None when
+    absent or ""; ValueError when it is anything else (no offset: whose clock it is cannot be told)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw) > 64:
+        raise ValueError("asOf must be an ISO-8601 string")
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"asOf {raw[:40]!r} is not an ISO-8601 time") from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"asOf {raw[:40]!r} has no UTC offset")
+    at = at.astimezone(UTC)
+    if at < EARLIEST_AS_OF:
+        raise ValueError(f"asOf {raw[:40]!r} is no count time")
+    return at
+
+
+def parse_positions(d: dict[str, Any]) -> VenuePositions:
+    """Every row of a positions answer, and when the venue took its count; ValueError naming what is wrong when
+    any row is malformed (then the whole answer is unusable: reconciling from part of it would close positions it
+    merely left out). An ``asOf`` that is missing (the answer's) or unreadable, or a ``conditionId`` that is not
+    0x + 64 hex, leaves the answer usable: that field is not trusted (no time: the caller falls back to when it
+    asked; no condition id: "") and listed in ``untrusted``."""
     rows = d.get("positions")
     if not isinstance(rows, list):
         raise ValueError("positions must be an array")
+    untrusted: list[tuple[str, str]] = []
+    try:
+        as_of = parse_as_of(d.get("asOf"))
+        if as_of is None:
+            untrusted.append(("asOf", "asOf missing"))
+    except ValueError as exc:
+        as_of = None
+        untrusted.append(("asOf", str(exc)))
     out = []
     seen: set[str] = set()
     for i, row in enumerate(rows):
@@ -146,9 +188,18 @@ def parse_positions(d: dict[str, Any]) -> list[VenuePosition]:
         redeemable = row.get("redeemable", False)
         if not isinstance(redeemable, bool):
             raise ValueError(f"positions[{i}].redeemable must be a boolean")
-        out.append(VenuePosition(token, str(row.get("conditionId") or "").lower(), str(row.get("outcome") or ""),
-                                 size, price, redeemable))
-    return out
+        try:  # a position stored under an odd condition id would never be settled by its market's
+            condition = condition_id(row, "conditionId")
+        except ParseError:
+            condition = ""
+            untrusted.append(("positions.conditionId", f"positions[{i}].conditionId is not 0x + 64 hex"))
+        try:
+            row_as_of = parse_as_of(row.get("asOf"))
+        except ValueError as exc:
+            row_as_of = None
+            untrusted.append(("positions.asOf", f"positions[{i}].{exc}"))
+        out.append(VenuePosition(token, condition, str(row.get("outcome") or ""), size, price, redeemable, row_as_of))
+    return VenuePositions(out, as_of, untrusted)
 
 
 class InsidersVenue:

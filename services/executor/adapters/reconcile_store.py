@@ -3,9 +3,12 @@ corrections (each with its audit-log row) in one transaction that re-checks what
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +21,9 @@ from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.position_math import MONEY_QUANTUM as PRICE_QUANTUM
-from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction
+from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction, CountTime, changed_since_count
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +53,30 @@ SELECT size, cost_usd, subscription_shares::text AS shares FROM positions
 WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN'
 """
 
-# an order in flight, or a fill booked within the grace (a booking moves updated_at; reconciliation never does)
-_BUSY = """
+# an order in flight
+_IN_FLIGHT = """
 SELECT asset_id FROM order_pending WHERE follower_wallet_id = %(w)s AND terminal_at IS NULL
-UNION
-SELECT asset_id FROM positions
-WHERE follower_wallet_id = %(w)s AND updated_at > now() - make_interval(secs => %(grace)s)
 """
+
+# positions changed (a fill booked, a sale that closed one) since the earlier of the grace before the venue was asked
+# and the oldest count time minus the grace (``since``; NULL: none known); a booking moves updated_at (PostgreSQL's
+# clock), reconciliation only when it opens an EXTERNAL position. ``changed_since_count`` keeps those changed too
+# recently for their count.
+_CHANGED = """
+SELECT asset_id, updated_at, now() - make_interval(secs => %(grace)s) AS asked_cutoff FROM positions
+WHERE follower_wallet_id = %(w)s
+  AND updated_at > least(now() - make_interval(secs => %(grace)s), %(since)s::timestamptz)
+"""
+
+_CONDITION = re.compile(r"^0x[0-9a-f]{64}$")
+
+
+def stored_condition(condition_id: str) -> str:
+    """The condition id an EXTERNAL position is stored under: 0x + 64 hex, lower-cased; "" for anything else (not
+    known: settlement then finds the position by its token, and a later booking fills it in)."""
+    c = condition_id.strip().lower()
+    return c if _CONDITION.match(c) else ""
+
 
 # The split a booking stores (``subscription_shares.stored``) of a position whose parts are ``{split}`` (jsonb): NULL
 # when it is empty or its opening subscription's alone (the row's subscription_id, "" for none), as almost every
@@ -168,17 +190,28 @@ class ReconcileStore:
             cur = await conn.execute(_REFUSED_SELLS, {"window": window_s})
             return [(bytes(r["order_proto"]), float(r["age_s"])) for r in await cur.fetchall()]
 
-    async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None) -> WalletView:
-        """The wallet's booked LIVE positions and its busy tokens: those with an order under way, and those booked
-        within ``grace_s`` before the venue was asked (``asked_at``, ``time.monotonic()``; now when None). The
-        venue's answer may lack a fill booked shortly before it was asked; the time the answer and this read
-        took (a slow venue, a wait for a connection) is added, so it never eats into the grace."""
-        async with self.pool.connection() as conn, conn.pipeline():  # both reads in one round trip
+    async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None,
+                   counted: CountTime | None = None) -> WalletView:
+        """The wallet's booked LIVE positions and its busy tokens: those with an order under way, and those whose
+        position changed within ``grace_s`` before the venue's count was taken (``counted``: the venue's asOf,
+        :func:`~services.executor.domain.reconcile.changed_since_count`) or before the venue was asked
+        (``asked_at``, ``time.monotonic()``; now when None), whichever is earlier. The venue's answer may lack a
+        fill booked shortly before its count; the time the answer and this read took (a slow venue, a wait for a
+        connection) is added to the grace before the asking, so it never eats into it."""
+        count = counted or CountTime()
+        earliest = count.earliest()
+        async with self.pool.connection() as conn, conn.pipeline():  # the reads in one round trip
             since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
-            args = {"w": follower_wallet_id, "grace": grace_s + since_asked}
-            booked, busy_cur = await conn.execute(_BOOKED, args), await conn.execute(_BUSY, args)
+            args = {"w": follower_wallet_id, "grace": grace_s + since_asked,
+                    "since": None if earliest is None else earliest - timedelta(seconds=grace_s)}
+            booked, flight_cur, changed_cur = (await conn.execute(_BOOKED, args), await conn.execute(_IN_FLIGHT, args),
+                                               await conn.execute(_CHANGED, args))
             rows = await booked.fetchall()
-            busy = {r["asset_id"] for r in await busy_cur.fetchall()}
+            busy = {r["asset_id"] for r in await flight_cur.fetchall()}
+            changed = await changed_cur.fetchall()
+        if changed:
+            busy |= changed_since_count({r["asset_id"]: r["updated_at"] for r in changed}, changed[0]["asked_cutoff"],
+                                        count, grace_s)
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: shares.split_of(
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
@@ -233,10 +266,16 @@ class ReconcileStore:
                 if fills:
                     await conn.execute(_CORRECTION_FILLS, {"w": w, "rows": orjson.dumps(fills).decode()})
             if external:
+                for c in external:
+                    if c.condition_id and not stored_condition(c.condition_id):
+                        log.warning("EXTERNAL position stored without the venue's malformed condition id",
+                                    extra={"wallet_id": w, "asset_id": c.asset_id,
+                                           "condition_id": c.condition_id[:80]})
                 rows = orjson.dumps([{"a": c.asset_id} for c in external]).decode()
                 await conn.execute(_ARCHIVE, {"w": w, "rows": rows})
                 cur = await conn.execute(_EXTERNAL, {"w": w, "proxy": wallet.wallet, "rows": orjson.dumps([
-                    {"a": c.asset_id, "c": c.condition_id, "size": str(c.size_after), "avg": str(c.avg_price),
+                    {"a": c.asset_id, "c": stored_condition(c.condition_id), "size": str(c.size_after),
+                     "avg": str(c.avg_price),
                      "cost": str(c.cost_after), "outcome": c.outcome,
                      "pid": new_id("pos")}
                     for c in external]).decode()})

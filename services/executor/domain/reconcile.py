@@ -5,9 +5,17 @@ The venue's count is the truth for what can be sold. Per token:
 - a booked OPEN position whose size differs from the venue's is corrected to it (to 0: CLOSED, sold outside
   the executor), keeping its average cost;
 - a token the venue holds that the executor has no open position in becomes an EXTERNAL position;
-- a token with an order in flight, or a fill booked within the settling grace (shares settle on-chain a few
-  seconds after a match), is left alone this round; so are tokens the venue says are redeemable (their market
-  resolved: settlement, not reconciliation, ends those positions) and booked positions that already ended.
+- a token with an order in flight, or whose position changed (a fill booked, a sale that closed it) too recently
+  for the count (:func:`changed_since_count`), is left alone this round; so are tokens the venue says are
+  redeemable (their market resolved: settlement, not reconciliation, ends those positions) and booked positions
+  that already ended.
+
+"Too recently" is later than the count's time minus the settling grace (shares settle on-chain a few seconds
+after a match). The count's time is the venue's ``asOf`` (the row's, else the answer's): a count taken before a
+booking cannot hold it, however late it is read (a lagging indexer). It is never later than when the engine asked
+(the grace counted back from then), which is also all there is when the venue gave no usable ``asOf``. A count
+newer than every booking of a token still corrects it. The ``asOf`` is on the venue's clock, the booking time on
+PostgreSQL's: the grace is also the margin for the two clocks' difference.
 
 A SELL the venue refused for lack of shares is sent once more after its wallet's reconciliation
 (:func:`resize_size`): for what it wanted, never more than the venue's count, nor, for a copy of a position that
@@ -17,7 +25,8 @@ keeps a split, its own subscription's part as the correction scaled it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ZERO
@@ -52,6 +61,45 @@ class AtVenue:
     size: Decimal
     avg_price: Decimal
     redeemable: bool
+    as_of: datetime | None = None  # when the venue counted this row (its own asOf, the venue's clock); None: not given
+
+
+@dataclass(frozen=True, slots=True)
+class CountTime:
+    """When the venue took its count, on its clock: the answer's ``asOf`` and the rows' own (None, {}: unknown)."""
+
+    answer: datetime | None = None
+    rows: Mapping[str, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, answer: datetime | None, venue: Iterable[AtVenue]) -> CountTime:
+        """The count time of an answer whose own ``asOf`` is ``answer`` and whose rows are ``venue``."""
+        return cls(answer, {v.asset_id: v.as_of for v in venue if v.as_of is not None})
+
+    def at(self, asset_id: str) -> datetime | None:
+        """The time of the count of ``asset_id``: its row's, else the answer's (a token the venue did not list is
+        counted as none by the answer)."""
+        return self.rows.get(asset_id, self.answer)
+
+    def earliest(self) -> datetime | None:
+        """The oldest count time of the answer (None: none known)."""
+        times = [*self.rows.values(), *([self.answer] if self.answer is not None else [])]
+        return min(times) if times else None
+
+
+def changed_since_count(changed: Mapping[str, datetime], asked_cutoff: datetime, count: CountTime,
+                        grace_s: float) -> set[str]:
+    """The tokens whose position changed too recently for the venue's count to hold the change: ``changed`` (asset →
+    when its position last changed, PostgreSQL's clock) later than ``asked_cutoff`` (the grace before the venue was
+    asked, on the same clock) or later than the token's count time minus the grace."""
+    grace = timedelta(seconds=grace_s)
+    busy = set()
+    for asset, at in changed.items():
+        counted = count.at(asset)
+        cutoff = asked_cutoff if counted is None else min(asked_cutoff, counted - grace)
+        if at > cutoff:
+            busy.add(asset)
+    return busy
 
 
 @dataclass(frozen=True, slots=True)
