@@ -1,6 +1,11 @@
 """Settling positions by market resolutions: each resolution ingest streams is applied once (settling again
-finds nothing open), and a periodic sweep settles what a resolution left open (a fill booked after it, or a
-resolution this executor never read)."""
+finds nothing open), and a periodic sweep settles what a resolution left open (a fill booked after it, a position
+held back while its wallet had an order of the token in flight, or a resolution this executor never read).
+
+A position held back waits for its order's end: the venue cancels a resting order when its market resolves, a
+status query then ends it CANCELLED, and an order the venue no longer finds ends LOST after its not-founds
+(``placed_orders``, ``order_runner``); the next sweep after that settles the position with the order's fills
+booked. Each position held back is counted (``executor.positions_held_back``) and logged."""
 
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ log = logging.getLogger(__name__)
 _meter = metrics.get_meter("tradingtools.executor")
 _SETTLED = _meter.create_counter("executor.positions_settled", description="Positions ended by resolution, by state")
 _REFUSED = _meter.create_counter("executor.resolutions_refused", description="Resolutions not applied, by reason")
+_HELD = _meter.create_counter("executor.positions_held_back",
+                              description="Positions a settlement left open while their wallet had an order of the "
+                                          "token in flight (settled by a later sweep once it ended)")
 
 
 class BadResolution(ValueError):
@@ -43,6 +51,7 @@ class SettlerStats:
 
     resolutions: int = 0
     positions: int = 0
+    held: int = 0  # positions left open by a settlement: an order of their token in flight
     refused: int = 0
     sweeps: int = 0
 
@@ -67,12 +76,19 @@ class Settler:
         await self.settle(resolution)
 
     async def settle(self, resolution: Resolution) -> SettlementResult:
-        """End every open position of the resolved market."""
+        """End every open position of the resolved market (those with an order of their token in flight wait for
+        a later sweep)."""
         result = await self.store.settle(resolution)
         self.stats.resolutions += 1
         self.stats.positions += len(result.settled)
         for s in result.settled:
             _SETTLED.add(1, {"state": s.state})
+        if result.held:
+            self.stats.held += len(result.held)
+            _HELD.add(len(result.held))
+            log.info("positions held back from settlement: an order of their token is in flight",
+                     extra={"condition_id": resolution.condition_id, "positions": len(result.held),
+                            "wallets": sorted({w for w, _ in result.held})[:20]})
         if result.settled:
             log.info("market settled", extra={"condition_id": resolution.condition_id,
                                               "winning_asset_id": resolution.winning_asset_id,
@@ -83,7 +99,8 @@ class Settler:
         return result
 
     async def sweep(self) -> int:
-        """Settle every recorded resolution that still has open positions; returns the positions settled."""
+        """Settle every recorded resolution that still has open positions to settle (none with an order of its
+        token in flight); returns the positions settled."""
         self.stats.sweeps += 1
         settled = 0
         for resolution in await self.store.resolutions_with_open_positions():

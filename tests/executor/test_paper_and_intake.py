@@ -195,3 +195,36 @@ def test_a_stored_book_says_whether_its_tick_is_the_venues() -> None:
     for known in (True, False):
         book = replace(BOOK, tick_known=known)
         assert BookSnapshot.from_json(book.to_json()).tick_known is known
+
+
+CONDITION = "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(("o", "stored"), [
+    (order(condition_id=CONDITION.upper().replace("0X", "0x")), CONDITION),
+    (order(condition_id="0X" + "AB" * 32, origin=epb.ORDER_ORIGIN_MANUAL), CONDITION),
+    (order(condition_id=CONDITION, origin=epb.ORDER_ORIGIN_MANUAL), CONDITION),
+    (order(condition_id=""), ""),  # a copy or an exit may not know it (booked later from the market)
+    (order(condition_id="", origin=epb.ORDER_ORIGIN_MANUAL), ""),
+    (_frac("0.5", condition_id="0x" + "AB" * 32), CONDITION),  # sized later: stored as taken
+])
+def test_the_condition_id_is_taken_in_lower_case(o: epb.Order, stored: str) -> None:
+    """Settlement, redemption and the positions routes compare condition ids as ingest writes them (lower case)."""
+    p = prepare(o, BOOK, RULES, NOW)
+    assert not p.refused, p.life
+    assert p.ticket.order.condition_id == stored
+
+
+@pytest.mark.parametrize("cid", ["0xc", "c" * 64, "0x" + "g" * 64, "0x" + "a" * 65, "0x" + "a" * 63 + " "])
+def test_a_manual_order_naming_no_condition_id_of_the_venues_form_is_refused(cid: str) -> None:
+    p = prepare(order(condition_id=cid, origin=epb.ORDER_ORIGIN_MANUAL), BOOK, RULES, NOW)
+    assert (p.life.state, p.life.reason) == (State.REJECTED, "INVALID_ORDER")
+    assert p.life.detail.startswith("condition_id must be 0x + 64 hex digits"), p.life.detail
+
+
+def test_an_exit_keeps_the_condition_id_it_was_given_whatever_its_form() -> None:
+    """guard's exits name the condition id the position was booked with: an old malformed one must not stop a
+    stop-loss (settlement goes by token)."""
+    p = prepare(order(condition_id="0xC", origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL, amount_usd="",
+                      size="20"), BOOK, RULES, NOW)
+    assert p.life.state is State.SUBMITTING and p.ticket.order.condition_id == "0xc"

@@ -9,7 +9,14 @@ import orjson
 import psycopg
 import pytest
 
-from services.executor.adapters import fill_store, order_sql, order_store, reconcile_store
+from services.executor.adapters import (
+    fill_store,
+    order_sql,
+    order_store,
+    reconcile_store,
+    redemption_store,
+    settlement_store,
+)
 from tests.helpers import generic_plan_scans, plan_nodes, plan_scans
 
 pytestmark = pytest.mark.integration
@@ -69,7 +76,7 @@ def test_marking_events_appended_deletes_them_from_the_outbox_by_key(db_url: str
 
 @pytest.mark.parametrize(("sql", "params", "index"), [
     (order_sql.OPEN_ORDERS, (), "order_pending_open"),
-    (reconcile_store._BUSY, {"w": "w_7", "grace": 5}, "order_pending_open"),
+    (reconcile_store._IN_FLIGHT, {"w": "w_7"}, "order_pending_open"),
     (order_sql.UNRELEASED, (0, 5000), "order_pending_unreleased"),
 ])
 def test_open_and_unreleased_orders_are_read_from_their_own_index(
@@ -146,3 +153,61 @@ def _generic_plan(db_url: str, stats: str, rows: str, sql: str) -> dict[str, Any
         row = conn.execute("EXPLAIN (FORMAT JSON) " + sql, (stats, rows)).fetchone()
     assert row is not None
     return row[0][0]["Plan"]  # type: ignore[no-any-return]
+
+
+def _resolved_markets(db_url: str) -> None:
+    """1,000 resolved markets of two tokens, each token held by 10 wallets whose positions all ended (20,000 rows),
+    2,000 positions open in other markets with 50 orders in flight on them, and 20,000 archived lives."""
+    cid = "'0x' || lpad(to_hex({}), 64, '0')"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO market_resolutions (condition_id, asset_ids, winning_asset_id, source, received_at,"
+                     f" payload) SELECT {cid.format('g')}, ARRAY['a_' || g || '_0', 'a_' || g || '_1'],"
+                     " 'a_' || g || '_0', 'CLOB_SOCKET', now(), '' FROM generate_series(1, 1000) g")
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, id, state)"
+                     f" SELECT 'w_' || w, 'a_' || g || '_' || t, {cid.format('g')}, '0xa', 0, 'pos_' || g || '_' || t"
+                     " || '_' || w, CASE WHEN t = 0 THEN 'REDEEMED' ELSE 'RESOLVED_LOST' END"
+                     " FROM generate_series(1, 1000) g, generate_series(0, 1) t, generate_series(1, 10) w")
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, id, state)"
+                     f" SELECT 'w_' || (g % 100), 'open_' || g, {cid.format('100000 + g')}, '0xa', 10,"
+                     " 'pos_open_' || g, 'OPEN' FROM generate_series(1, 2000) g")
+        conn.execute("INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at)"
+                     " SELECT 'co_' || g, 'w_' || (g % 100), 'open_' || (g % 2000), CASE WHEN g > 50 THEN now() END"
+                     " FROM generate_series(1, 20000) g")
+        conn.execute("INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state,"
+                     " origin, venue, size, avg_price, cost_usd, realized_pnl_usd, opened_at, updated_at)"
+                     f" SELECT 'h_' || g, 'w_' || (g % 100), 'a_' || (g % 1000) || '_0', {cid.format('g % 1000')},"
+                     " '0xa', CASE WHEN g % 10 = 0 THEN 'RESOLVED_WON' ELSE 'CLOSED' END, 'COPY', 'INSIDERS', 0, 0, 0,"
+                     " 0, now(), now() FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE")
+
+
+@pytest.mark.parametrize(("sql", "params"), [
+    (settlement_store._LOAD, {"assets": ["a_7_0", "a_7_1"]}),
+    (settlement_store._HELD, {"assets": ["a_7_0", "a_7_1"]}),
+    (settlement_store._UNSETTLED, (100,)),
+])
+def test_settlement_finds_a_markets_open_positions_by_token_among_the_open_ones_alone(
+        db_url: str, sql: str, params: Any) -> None:
+    """Settling a market, and the sweep's look (every 30 s) for a recorded resolution with a position left to
+    settle, probe each token's open positions (index positions_open_asset), not every wallet that ever held it."""
+    _resolved_markets(db_url)
+    with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()
+        conn.rollback()
+    assert row is not None
+    scans = _positions_scans(row[0][0]["Plan"])
+    assert [n.get("Index Name") for n in scans] == ["positions_open_asset"], scans
+    assert all(n.get("Rows Removed by Filter", 0) == 0 for n in scans), scans
+    assert "order_pending_open" in _index_names(row[0][0]["Plan"])
+
+
+def test_a_confirmed_redemption_finds_the_archived_winning_lives_by_wallet_and_market(db_url: str) -> None:
+    _resolved_markets(db_url)
+    params = (orjson.dumps([{"w": "w_10", "c": "0x" + "0" * 61 + "00a"}]).decode(),)
+    with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + redemption_store._REDEEMED, params).fetchone()
+        conn.rollback()
+    assert row is not None
+    nodes = [n for n in plan_nodes(row[0][0]["Plan"]) if n.get("Relation Name") == "position_history"
+             and n["Node Type"] != "ModifyTable"]
+    assert [n.get("Index Name") for n in nodes] == ["position_history_won"], nodes

@@ -1,5 +1,6 @@
 """PostgreSQL of redemptions: the due ones, each change of one (with its audit-log row and, once confirmed, its
-positions REDEEMED), and the outbox of RedemptionEvents not yet on the durable log (``published_state``)."""
+positions REDEEMED, archived lives included), and the outbox of RedemptionEvents not yet on the durable log
+(``published_state``)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,23 @@ FROM json_to_recordset(%s::json) AS r(key text, state text, attempts integer, re
 WHERE d.redemption_key = r.key
 """
 
+# Every winning life of the wallet in the market: the current one (positions) and those a later fill archived
+# (position_history, index position_history_won). The venue's redemption took every winning share the wallet held,
+# whichever life booked it. Settlement stamps the market's condition id on every position it resolves, so each
+# winning life carries the redemption's.
 _REDEEMED = """
-UPDATE positions AS p SET state = 'REDEEMED', updated_at = now()
-FROM json_to_recordset(%s::json) AS r(w text, c text)
-WHERE p.follower_wallet_id = r.w AND p.condition_id = r.c AND p.state = 'RESOLVED_WON'
-RETURNING p.id, r.w, r.c
+WITH r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, c text)),
+archived AS (
+    UPDATE position_history AS h SET state = 'REDEEMED', updated_at = now()
+    FROM r WHERE h.follower_wallet_id = r.w AND h.condition_id = r.c AND h.state = 'RESOLVED_WON'
+    RETURNING h.id, r.w, r.c
+),
+lives AS (
+    UPDATE positions AS p SET state = 'REDEEMED', updated_at = now()
+    FROM r WHERE p.follower_wallet_id = r.w AND p.condition_id = r.c AND p.state = 'RESOLVED_WON'
+    RETURNING p.id, r.w, r.c
+)
+SELECT id, w, c FROM lives UNION ALL SELECT id, w, c FROM archived
 """
 
 _PUBLISHED = """
@@ -117,8 +130,9 @@ class RedemptionStore:
     async def save_many(self, changes: Sequence[tuple[RedemptionRow, Redemption]],
                         method: str) -> dict[str, list[str]]:
         """Store every ``(row, after)`` in one transaction (two round trips whatever their number), with an
-        audit row for each change of state or end; once CONFIRMED the wallet's winning positions of the market
-        are REDEEMED. Returns the ids of the positions REDEEMED, by redemption key."""
+        audit row for each change of state or end; once CONFIRMED the wallet's winning lives of the market are
+        REDEEMED (the current one and those archived in ``position_history``). Returns the ids of the lives
+        REDEEMED, by redemption key."""
         if not changes:
             return {}
         confirmed = {(row.follower_wallet_id, row.condition_id): after.key for row, after in changes

@@ -1,16 +1,27 @@
 """PostgreSQL of settlement: a resolved market's open positions end in one transaction.
 
-The positions are locked, settled (``domain.settlement``), each subscription's part of a position gets a settlement
-fill (a SELL of its shares at the payout, so every reader folding a subscription's fills sees its shares leave),
-the subscriptions' stats move by their own parts (exposure freed, PnL realized), the LIVE winners' redemptions are
-recorded (at most one per wallet and market: the key is unique), and every position's end is an audit-log row. A
-position settled before is not open any more: settling again changes nothing.
+A market's positions are those of its tokens (token ids are unique per outcome), whatever condition id a position
+was booked with (a manual order's is the trading terminal's; an EXTERNAL one's the venue's): settling stamps the
+market's own on it. The positions are locked, settled (``domain.settlement``), each subscription's part of a
+position gets a settlement fill (a SELL of its shares at the payout, so every reader folding a subscription's fills
+sees its shares leave), the subscriptions' stats move by their own parts (exposure freed, PnL realized), the LIVE
+winners' redemptions are recorded (at most one per wallet and market: the key is unique), and every position's end
+is an audit-log row. A position settled before is not open any more: settling again changes nothing.
+
+A position whose wallet has an order of its token in flight (an open ``order_pending`` row) is held back: the
+venue may have matched that order before the market resolved, and its fill, learnt later, must be booked on the
+position before the position ends (a SELL's proceeds realized and its shares not redeemed; a BUY's shares settled
+and redeemed with the rest). The journal books an order's fills in the transaction that ends it, so once the order
+is terminal the position holds them, and the settlement sweep (:meth:`SettlementStore.resolutions_with_open_positions`)
+settles what is left. The check cannot miss a fill: positions and orders are read by one statement, from one
+snapshot, so a position is settled only if that snapshot has its orders ended, and with them their fills booked (a
+position a booking changed since is locked on its new version, checked against that snapshot's orders: held back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,13 +35,33 @@ from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Re
 
 ENGINE_CALLER = "executor"
 
-_LOAD = """
-SELECT id, follower_wallet_id, wallet, asset_id, venue, subscription_id, size, cost_usd, condition_id,
-       subscription_shares::text AS shares
-FROM positions
-WHERE state = 'OPEN' AND size > 0 AND (condition_id = %(c)s OR (condition_id = '' AND asset_id = ANY(%(assets)s)))
-ORDER BY follower_wallet_id, asset_id
-FOR UPDATE
+# A wallet's order of the token not ended yet (index order_pending_open): its fills may still come.
+_IN_FLIGHT = """EXISTS (SELECT 1 FROM order_pending o WHERE o.follower_wallet_id = p.follower_wallet_id
+                     AND o.asset_id = p.asset_id AND o.terminal_at IS NULL)"""
+
+# The market's open positions (index positions_open_asset), but those with an order in flight.
+_LOAD = f"""
+SELECT p.id, p.follower_wallet_id, p.wallet, p.asset_id, p.venue, p.subscription_id, p.size, p.cost_usd,
+       p.condition_id, p.subscription_shares::text AS shares
+FROM positions p
+WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND NOT {_IN_FLIGHT}
+ORDER BY p.follower_wallet_id, p.asset_id
+FOR UPDATE OF p
+"""
+
+# Those held back (not locked: the sweep settles them once their orders ended).
+_HELD = f"""
+SELECT p.follower_wallet_id, p.asset_id FROM positions p
+WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND {_IN_FLIGHT}
+ORDER BY p.follower_wallet_id, p.asset_id
+"""
+
+# Recorded resolutions with a position to settle now: open, of one of the market's tokens, no order in flight.
+_UNSETTLED = f"""
+SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
+WHERE EXISTS (SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(r.asset_ids)
+              AND NOT {_IN_FLIGHT})
+LIMIT %s
 """
 
 _UPDATE = """
@@ -39,8 +70,7 @@ UPDATE positions p SET state = r.state, resolved_shares = r.shares, payout_per_s
     realized_pnl_usd = p.realized_pnl_usd + r.pnl,
     pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
                                 ELSE 0 END + r.pnl,
-    pnl_day = (now() AT TIME ZONE 'UTC')::date, closed_at = now(), updated_at = now(),
-    condition_id = CASE WHEN p.condition_id = '' THEN %(c)s ELSE p.condition_id END
+    pnl_day = (now() AT TIME ZONE 'UTC')::date, closed_at = now(), updated_at = now(), condition_id = %(c)s
 FROM json_to_recordset(%(rows)s::json) AS r(w text, a text, state text, shares numeric, per_share numeric,
      pnl numeric)
 WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a AND p.state = 'OPEN'
@@ -85,6 +115,7 @@ class SettlementResult:
 
     settled: list[Settled]
     new_redemptions: list[str]  # keys of redemptions recorded now
+    held: list[tuple[str, str]] = field(default_factory=list)  # (wallet id, asset) left open: an order in flight
 
 
 def _held(row: dict[str, Any]) -> HeldPosition:
@@ -104,13 +135,16 @@ class SettlementStore:
         self.pool = pool
 
     async def settle(self, resolution: Resolution) -> SettlementResult:
-        """End every open position of the market (one transaction); idempotent."""
+        """End every open position of the market's tokens (one transaction), but those whose wallet has an order of
+        the token in flight (returned as ``held``: settled by a later sweep); idempotent."""
+        assets = {"assets": list(resolution.asset_ids)}
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_LOAD, {"c": resolution.condition_id, "assets": list(resolution.asset_ids)})
-            rows = list(await cur.fetchall())
-            if not rows:
-                return SettlementResult([], [])
+            rows = list(await (await conn.execute(_LOAD, assets)).fetchall())
             ids = {(r["follower_wallet_id"], r["asset_id"]): r["id"] for r in rows}
+            busy = await (await conn.execute(_HELD, assets)).fetchall()  # less any settled above (an order since)
+            held = [key for r in busy if (key := (r["follower_wallet_id"], r["asset_id"])) not in ids]
+            if not rows:
+                return SettlementResult([], [], held)
             settled, plans = settle(resolution, [_held(r) for r in rows])
             args = {"c": resolution.condition_id, "winner": resolution.winning_asset_id}
             await conn.execute(_FILLS, {**args, "rows": _dumps([
@@ -131,17 +165,14 @@ class SettlementStore:
                  "after": {"state": s.state, "payoutPerShare": fmt(s.payout_per_share),
                            "realizedPnlUsd": fmt(s.realized_pnl_usd), "winningAssetId": resolution.winning_asset_id}}
                 for s in settled])))
-        return SettlementResult(settled, new)
+        return SettlementResult(settled, new, held)
 
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
-        """Recorded resolutions whose market still has open positions (settled late: a fill booked after the
-        resolution, or an event this executor never saw)."""
+        """Recorded resolutions whose market still has open positions to settle (settled late: a fill booked after
+        the resolution, a position held back while an order of its token was in flight, or an event this executor
+        never saw). A position whose order is still in flight does not count: it waits for the order's end."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r"
-                " WHERE EXISTS (SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0"
-                "   AND (p.condition_id = r.condition_id OR (p.condition_id = '' AND p.asset_id = ANY(r.asset_ids))))"
-                " LIMIT %s", (limit,))
+            cur = await conn.execute(_UNSETTLED, (limit,))
             return [Resolution(r["condition_id"], tuple(r["asset_ids"]), r["winning_asset_id"], r["neg_risk"])
                     for r in await cur.fetchall()]
 

@@ -113,6 +113,8 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     try:
         if not order.client_order_id:
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
+        if order.condition_id:
+            _check_condition(order)
         if order.sell_fraction and not order.size:
             _check_fraction(order, venue, rules)
             _check_age(order, rules, now_ns)
@@ -144,6 +146,23 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     detail = f"{order.sizing_note}; {shape.detail}" if order.sizing_note and shape.detail else (
         order.sizing_note or shape.detail)
     return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _check_condition(order: epb.Order) -> None:
+    """The order's condition id in lower case, as ingest writes it and settlement, redemption and the positions
+    routes compare it (the proto is changed in place: the intent stores it so). A manual order's (the trading
+    terminal's, checked by nothing before) must have the venue's form, 0x + 64 hex digits; a copy's comes from
+    ingest, and an exit's is the one its position was booked with, which must not stop a stop-loss whatever it is
+    (positions are settled by token)."""
+    cid = order.condition_id.lower()
+    if order.origin not in (epb.ORDER_ORIGIN_COPY, epb.ORDER_ORIGIN_TRIGGER) and not (
+            len(cid) == 66 and cid.startswith("0x") and _HEX.issuperset(cid[2:])):
+        raise _Refusal("INVALID_ORDER", f"condition_id must be 0x + 64 hex digits, got {order.condition_id[:80]!r}")
+    if cid != order.condition_id:
+        order.condition_id = cid
 
 
 def _check_fraction(order: epb.Order, venue: str, rules: IntakeRules) -> None:
