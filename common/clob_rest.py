@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from common import fields as f
-from common.marketstate import Level, MarketInfo
+from common.marketstate import OUTCOME_INDEX, Level, MarketInfo
 from common.memo import Memo
 from common.restget import Page, RestGetter
 
@@ -185,7 +185,9 @@ def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg
                  asset_id: str = "", default_tick: Decimal | None = None) -> list[MarketInfo]:
     """MarketInfo of ``asset_id`` and of every token of ``market``. The book's tick, minimum size and neg-risk
     flag win (they are current), the market's next, then ``default_tick``; ``asset_id`` is left out when the
-    market lists tokens without it and no book confirms it. Raises ParseError when no tick size is known."""
+    market lists tokens without it and no book confirms it. A token of ``market`` also gets its outcome label,
+    whether it won, and its outcome index (its place in the market's ``tokens``, which CLOB REST lists in
+    outcome-index order). Raises ParseError when no tick size is known."""
     tick_size = (book.tick_size if book else None) or (market.tick_size if market else None) or default_tick
     if tick_size is None:
         raise f.ParseError(f.MISSING_FIELD, "tick_size")
@@ -197,6 +199,9 @@ def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg
         neg_risk = bool(book and book.neg_risk)
     condition = (market.condition_id if market else "") or (book.market if book else "")
     tokens = {t.token_id: t for t in market.tokens} if market else {}
+    index: dict[str, int] = {}  # token → outcome index (its first place in the market's tokens)
+    for i, t in enumerate(market.tokens if market else ()):
+        index.setdefault(t.token_id, i)
     known = [asset_id] if asset_id and (book is not None or not tokens or asset_id in tokens) else []
     out = []
     for token in dict.fromkeys([*known, *tokens]):
@@ -207,5 +212,6 @@ def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg
             closed=market.closed if market else False,
             accepting_orders=market.accepting_orders if market else True,
             market_slug=market.market_slug if market else "", updated_ms=now_ms,
-            extra={"outcome": info.outcome, "winner": "1" if info.winner else "0"} if info else {}))
+            extra={"outcome": info.outcome, "winner": "1" if info.winner else "0",
+                   OUTCOME_INDEX: str(index[token])} if info else {}))
     return out

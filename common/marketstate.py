@@ -7,6 +7,8 @@ Keys:
 - ``tt:market:{asset}`` HASH of :class:`MarketInfo` fields (tick size, minimum order size, neg-risk, closed...).
   Its field ``resolved_winner`` (the winning token id, written by ingest when the market resolved) keeps the
   market closed whatever a later write of the other fields says (a CLOB REST answer lagging the resolution).
+  ``outcome_index`` (from a CLOB REST market: the token's place in its ``tokens``, the outcome index) says
+  which outcome the token is (:func:`outcome_order`).
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
   (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
   difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
@@ -16,7 +18,7 @@ Keys:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,6 +36,7 @@ BOOK_FEED_KEY = "tt:bookfeed"
 
 Level = tuple[Decimal, Decimal]
 RESOLVED_WINNER = "resolved_winner"  # tt:market:{asset} field: set once the market resolved (sticky closed)
+OUTCOME_INDEX = "outcome_index"  # tt:market:{asset} field: the token's outcome index (its place in REST tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +278,13 @@ class MarketInfo:
         """The winning token id once the market resolved ("" before)."""
         return self.extra.get(RESOLVED_WINNER, "")
 
+    @property
+    def outcome_index(self) -> int | None:
+        """The token's outcome index as CLOB REST lists the market's tokens; None when not known (an entry from
+        a book alone, or written before the index was kept)."""
+        raw = self.extra.get(OUTCOME_INDEX, "")
+        return int(raw) if raw.isdigit() and len(raw) <= 4 else None
+
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> MarketInfo:
         """Parse the stored hash (string values); a resolved market is closed and accepts no orders."""
@@ -290,6 +300,24 @@ class MarketInfo:
             updated_ms=int(h.get("updated_ms") or 0),
             extra={k: v for k, v in h.items() if k not in known},
         )
+
+
+def outcome_order(condition_id: str, asset_ids: Sequence[str],
+                  infos: Mapping[str, MarketInfo | None]) -> tuple[str, ...] | None:
+    """``asset_ids`` in outcome-index order, by their cached market infos (``infos``: token → info); None when
+    that order is not known for sure: a token without an info naming market ``condition_id`` or without an
+    outcome index, or indices that are not exactly 0..n-1 (the tokens are not the whole market, or two share
+    one)."""
+    by_index: dict[int, str] = {}
+    for asset_id in asset_ids:
+        info = infos.get(asset_id)
+        index = info.outcome_index if info is not None and info.condition_id == condition_id else None
+        if index is None or index in by_index:
+            return None
+        by_index[index] = asset_id
+    if sorted(by_index) != list(range(len(asset_ids))):
+        return None
+    return tuple(by_index[i] for i in range(len(asset_ids)))
 
 
 async def read_book(redis: Any, asset_id: str) -> BookSnapshot | None:

@@ -69,6 +69,7 @@ class InsidersFake(FakeVenue):
         self.port = port
         self.posts: list[PostRecord] = []
         self.queries = 0
+        self.redeem_queries = 0  # GET /v1/redeem/{redeemId}
         self._server: HttpServer | None = None
         self._auth = f"Bearer {token}"
         self.url = ""
@@ -302,6 +303,8 @@ class InsidersFake(FakeVenue):
             record.status, record.outcome = r.status, "rejected"
             return _json({"error": r.code, "message": r.message}, r.status)
         record.status, record.outcome = 200, "replayed" if replay else "created"
+        if f.redeem_status_words and not replay:
+            answer = {**answer, "status": f.redeem_status_words.popleft()}
         if f.timeout_redeems > 0 and not replay:
             f.timeout_redeems -= 1
             record.outcome = "timeout"
@@ -309,6 +312,7 @@ class InsidersFake(FakeVenue):
         return _json(answer)
 
     def _get_redeem(self, request: Request, redeem_id: str) -> Response:
+        self.redeem_queries += 1
         r = self.holdings.redemptions.get(redeem_id)
         if r is None:
             return _json({"error": "REDEMPTION_NOT_FOUND", "message": redeem_id}, 404)

@@ -126,6 +126,8 @@ class Faults:
     garbage_positions: int = 0  # next N GET /v1/wallets/{id}/positions answer 200 with a malformed row
     timeout_redeems: int = 0  # next N POST /v1/redeem: redemption taken, answer held ``timeout_delay_s``
     reject_redeems: deque[str] = field(default_factory=deque)  # error codes for the next POST /v1/redeem
+    # status words the next new POST /v1/redeem answers carry instead of the contract's (the redemption is taken)
+    redeem_status_words: deque[str] = field(default_factory=deque)
 
 
 class FakeVenue:

@@ -1,7 +1,9 @@
 """Redeeming winning shares through the Insiders API: each recorded redemption is POSTed with its
 Idempotency-Key (the attempt recorded first), retried on 425/429/5xx and timeouts with backoff behind the venue's
 circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
-the reason. Every change is stored with its audit-log row and appended to ``tt:stream:redemption_events`` (an
+the reason. A status word the contract does not list is followed like ``submitted`` when there is a redemption
+to follow (logged, counted in ``executor.redeem_unknown_status``; see :mod:`services.executor.domain.redemption`).
+Every change is stored with its audit-log row and appended to ``tt:stream:redemption_events`` (an
 outbox: what failed to append after the commit is appended by the next round). Resumes after any restart from
 PostgreSQL. With auto-redeem off, redemptions are recorded but not sent.
 """
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 _meter = metrics.get_meter("tradingtools.executor")
 _CALLS = _meter.create_counter("executor.redeem_calls", description="Redemption calls, by call and outcome")
 _ENDED = _meter.create_counter("executor.redemptions", description="Redemptions ended, by state and reason")
+_UNKNOWN = _meter.create_counter("executor.redeem_unknown_status",
+                                 description="Redemption answers with a status word the contract omits, by call")
 
 RETRY_BACKOFF = Backoff(1.0, 300.0)  # a redemption waits for no copy: retried patiently, for as long as it takes
 
@@ -92,6 +96,7 @@ class Redeemer:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._wake = asyncio.Event()
         self.posts = 0
+        self.unknown_statuses = 0  # answers whose status word the contract does not list
 
     def wake(self, _keys: list[str] | None = None) -> None:
         """New redemptions were recorded: look now."""
@@ -182,9 +187,22 @@ class Redeemer:
 
     def _answered(self, row: RedemptionRow, event: rd.Event) -> rd.Redemption:
         after = rd.apply(row.redemption, event)
-        if isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen) and event.status == "submitted":
+        if not isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen):
+            return after
+        if not rd.known_status(event.status):
+            self._unknown_status(row, event, after)
+        if after.state is rd.RedemptionState.SUBMITTED:
             return replace(after, next_attempt_ms=self.clock_ms() + int(self.poll_s * 1000))  # then ask its status
         return after
+
+    def _unknown_status(self, row: RedemptionRow, event: rd.RedeemAnswered | rd.RedeemStatusSeen,
+                        after: rd.Redemption) -> None:
+        call = "redeem" if isinstance(event, rd.RedeemAnswered) else "status"
+        self.unknown_statuses += 1
+        _UNKNOWN.add(1, {"call": call})
+        log.warning("redemption answer with a status word the contract does not list",
+                    extra={"redemption_key": row.redemption.key, "call": call, "status": event.status[:100],
+                           "redeem_id": after.redeem_id, "read_as": after.state.value})
 
     async def _store_many(self, changes: list[tuple[RedemptionRow, rd.Redemption]]) -> None:
         """Store the changes (one transaction), then count, log and publish the ones that ended or moved."""

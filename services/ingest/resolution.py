@@ -6,7 +6,10 @@ A clear resolution, by source:
 - CLOB socket ``market_resolved``: about a watched asset (else UNWATCHED: ignored, counted), a condition id
   ``0x`` + 64 hex, at least two distinct token ids in ``assets_ids`` and ``winning_asset_id`` one of them (else
   NO_CLEAR_WINNER). It is emitted at once only when the market's cached info says whether it is neg-risk (else
-  NO_MARKET_INFO: it waits for REST like a frame without a winner).
+  NO_MARKET_INFO) and in which outcome index each of its tokens is (else NO_OUTCOME_ORDER); either way short,
+  it waits for REST like a frame without a winner. The frame's own order is not used: nothing says it is the
+  outcome index (its ``outcomes`` labels, when sent, follow ``assets_ids`` and so tell no more), and a neg-risk
+  redemption names its shares by outcome index, so a wrong order redeems the losing outcome.
 - CLOB REST ``GET /markets/{condition_id}``: the body's ``condition_id`` is the one asked for, ``closed`` is the
   JSON ``true`` (``active`` and ``accepting_orders`` are not looked at: ``closed`` with ``active`` is normal for a
   resolved market), and exactly one of at least two distinct tokens has ``winner: true``. Closed without that:
@@ -16,13 +19,13 @@ A clear resolution, by source:
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from common.clob_rest import DEFAULT_TICK, market_infos, parse_market
-from common.marketstate import MarketInfo
+from common.marketstate import MarketInfo, outcome_order
 from common.retry import Backoff
 from services.ingest import clob
 from services.ingest import model as m
@@ -37,6 +40,7 @@ RESOLVED = "RESOLVED"
 OPEN = "OPEN"
 NO_CLEAR_WINNER = "NO_CLEAR_WINNER"
 NO_MARKET_INFO = "NO_MARKET_INFO"
+NO_OUTCOME_ORDER = "NO_OUTCOME_ORDER"
 UNWATCHED = "UNWATCHED"
 BAD_MARKET = "BAD_MARKET"
 MALFORMED = "MALFORMED"
@@ -57,7 +61,7 @@ class Resolution:
     """One market's resolution as ingest emits it (``MarketResolution``)."""
 
     condition_id: str
-    asset_ids: tuple[str, ...]  # outcome-index order
+    asset_ids: tuple[str, ...]  # outcome-index order (as CLOB REST lists the market's tokens), whatever the source
     winning_asset_id: str
     source: str  # SOCKET or REST
     confirmed: bool
@@ -95,21 +99,38 @@ def is_watched(msg: clob.ResolvedMsg, watched: Container[str]) -> bool:
     return any(a in watched for a in msg.asset_ids)
 
 
-def socket_verdict(msg: clob.ResolvedMsg, info: MarketInfo | None) -> str:
-    """RESOLVED, BAD_MARKET, NO_CLEAR_WINNER or NO_MARKET_INFO for a watched ``market_resolved`` frame; ``info``:
-    the cached market info of one of its tokens, which must name this market (it says whether it is neg-risk)."""
+def market_info(msg: clob.ResolvedMsg, infos: Mapping[str, MarketInfo | None]) -> MarketInfo | None:
+    """The cached info of the frame's first token that names the frame's market (it says whether it is
+    neg-risk); ``infos``: token id → its cached market info."""
+    for asset_id in msg.asset_ids:
+        info = infos.get(asset_id)
+        if info is not None and info.condition_id == msg.market:
+            return info
+    return None
+
+
+def socket_verdict(msg: clob.ResolvedMsg, infos: Mapping[str, MarketInfo | None]) -> str:
+    """RESOLVED, BAD_MARKET, NO_CLEAR_WINNER, NO_MARKET_INFO or NO_OUTCOME_ORDER for a watched ``market_resolved``
+    frame; ``infos``: the cached market info of its tokens (token id → info), which must name this market and
+    give every token's outcome index."""
     if not valid_condition(msg.market):
         return BAD_MARKET
     if not clear_winner(msg.market, msg.asset_ids, msg.winning_asset_id):
         return NO_CLEAR_WINNER
-    if info is None or info.condition_id != msg.market:
+    if market_info(msg, infos) is None:
         return NO_MARKET_INFO
+    if outcome_order(msg.market, msg.asset_ids, infos) is None:
+        return NO_OUTCOME_ORDER
     return RESOLVED
 
 
-def socket_resolution(msg: clob.ResolvedMsg, info: MarketInfo, received_ns: int) -> Resolution:
-    """The resolution of a frame :func:`socket_verdict` found RESOLVED (tokens in the frame's order)."""
-    return Resolution(msg.market, msg.asset_ids, msg.winning_asset_id, SOCKET, False, received_ns,
+def socket_resolution(msg: clob.ResolvedMsg, infos: Mapping[str, MarketInfo | None], received_ns: int) -> Resolution:
+    """The resolution of a frame :func:`socket_verdict` found RESOLVED: its tokens in outcome-index order (the
+    cached infos' ``outcome_index``), whatever order the frame lists them in."""
+    info, order = market_info(msg, infos), outcome_order(msg.market, msg.asset_ids, infos)
+    if info is None or order is None:
+        raise ValueError(f"market_resolved of {msg.market[:80]!r} is not RESOLVED: {socket_verdict(msg, infos)}")
+    return Resolution(msg.market, order, msg.winning_asset_id, SOCKET, False, received_ns,
                       winning_outcome=msg.winning_outcome, market_slug=info.market_slug, neg_risk=info.neg_risk,
                       venue_ms=msg.venue_ms)
 

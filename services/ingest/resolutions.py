@@ -2,13 +2,16 @@
 
 :meth:`ResolutionRecorder.record` inserts the resolution with ``ON CONFLICT (condition_id) DO NOTHING``: the
 first source to record a market wins. A later one with the same winner changes nothing (DUPLICATE); one with
-another winner is logged as an error, counted and never applied (CONTRADICTED). A new row is then published:
-the market's cached info (``tt:market:{asset}``) becomes closed with its ``resolved_winner`` for every token,
-a REST-found resolution also gets one MARKET_RESOLVED PriceTick per token (the socket path had the book state
-emit them), the event is appended to the log and the row's ``appended_cursor`` set. A failure anywhere in that
-leaves ``appended_cursor`` NULL and :meth:`ResolutionRecorder.sweep` (every few seconds, and at start) does it
-again from the stored payload; before appending it looks for the market in the log's newest entries, so a
-crash between the append and the update does not append the event twice. Every step is idempotent.
+another winner is logged as an error, counted and never applied (CONTRADICTED). Tokens are recorded in
+outcome-index order, the order CLOB REST lists them in (a socket frame's resolution takes it from the cached
+market info); a REST confirmation listing a recorded row's tokens in another order puts the row right
+(ORDER_DIFFERS, logged, counted). A new row is then published: the market's cached info (``tt:market:{asset}``)
+becomes closed with its ``resolved_winner`` for every token, a REST-found resolution also gets one
+MARKET_RESOLVED PriceTick per token (the socket path had the book state emit them), the event is appended to
+the log and the row's ``appended_cursor`` set. A failure anywhere in that leaves ``appended_cursor`` NULL and
+:meth:`ResolutionRecorder.sweep` (every few seconds, and at start) does it again from the stored payload;
+before appending it looks for the market in the log's newest entries, so a crash between the append and the
+update does not append the event twice. Every step is idempotent.
 """
 
 from __future__ import annotations
@@ -49,8 +52,18 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (condition_id) DO NOTHING
 RETURNING condition_id
 """
-_EXISTING = "SELECT winning_asset_id, source, asset_ids FROM market_resolutions WHERE condition_id = %s"
+_EXISTING = """
+SELECT winning_asset_id, source, asset_ids, payload, appended_cursor IS NULL AS unappended
+  FROM market_resolutions WHERE condition_id = %s
+"""
 ORDER_DIFFERS = "ORDER_DIFFERS"
+# a row recorded with its tokens in another order than CLOB REST lists them (the outcome index): put right, and
+# so is its payload while it waits for the sweep to append it (an appended event is never rewritten)
+_REORDER = """
+UPDATE market_resolutions SET asset_ids = %s, payload = CASE WHEN appended_cursor IS NULL THEN %s ELSE payload END
+ WHERE condition_id = %s AND winning_asset_id = %s
+"""
+MAX_TOKENS = 64  # a market_resolved frame naming more tokens is not looked up token by token (REST decides)
 _UNAPPENDED = """
 SELECT condition_id, payload FROM market_resolutions WHERE appended_cursor IS NULL ORDER BY received_at LIMIT 100
 """
@@ -89,6 +102,25 @@ async def close_markets(redis: Any, condition_id: str, asset_ids: Iterable[str],
         await write_market(redis, replace(info, closed=True, accepting_orders=False, updated_ms=now_ms, extra=extra))
 
 
+def _misordered(existing: Any, res: rs.Resolution) -> bool:
+    """A REST resolution of the same winner lists the recorded tokens in another order (REST's is the outcome
+    index)."""
+    recorded = tuple(existing["asset_ids"])
+    return (res.source == rs.REST and existing["winning_asset_id"] == res.winning_asset_id
+            and recorded != res.asset_ids and sorted(recorded) == sorted(res.asset_ids))
+
+
+def _reordered(existing: Any, res: rs.Resolution) -> bytes:
+    """The recorded payload with the tokens in ``res``'s order (used only while it is not appended yet)."""
+    try:
+        event = mpb.MarketResolution.FromString(bytes(existing["payload"]))
+    except DecodeError:
+        return bytes(existing["payload"])  # the sweep logs it and leaves it
+    del event.asset_ids[:]
+    event.asset_ids.extend(res.asset_ids)
+    return event.SerializeToString()
+
+
 class ResolutionRecorder:
     """Records resolutions exactly once and appends them to the durable log (see the module docstring)."""
 
@@ -118,6 +150,9 @@ class ResolutionRecorder:
                     _ts(res.venue_ms * 1_000_000) if res.venue_ms > 0 else None, _ts(res.received_ns), payload))
                 inserted = await cur.fetchone() is not None
                 existing = None if inserted else await (await conn.execute(_EXISTING, (res.condition_id,))).fetchone()
+                if existing is not None and _misordered(existing, res):
+                    await conn.execute(_REORDER, (list(res.asset_ids), _reordered(existing, res),
+                                                  res.condition_id, res.winning_asset_id))
             if inserted:
                 self.metrics.resolution(res.source, EMITTED)
                 log.info("market resolved", extra={"condition_id": res.condition_id, "source": res.source,
@@ -135,11 +170,15 @@ class ResolutionRecorder:
         if existing["winning_asset_id"] == res.winning_asset_id:
             self.metrics.resolution(res.source, DUPLICATE)
             if res.source == rs.REST and tuple(existing["asset_ids"]) != res.asset_ids:
-                # the emitted event is never rewritten: its consumers key on token ids, not on positions
+                # the socket path records the order CLOB REST lists (the outcome index), so only a row recorded
+                # before it did gets here. The order matters: the executor builds a neg-risk redemption's amounts
+                # (shares per outcome index) from it. The row (the same tokens), which the executor's settlement
+                # sweep reads, was put right above; an event already appended is not rewritten
                 self.metrics.resolution(res.source, ORDER_DIFFERS)
                 log.warning("market resolution recorded with its tokens in another order than CLOB REST lists them",
                             extra={"condition_id": res.condition_id, "recorded": list(existing["asset_ids"]),
-                                   "rest": list(res.asset_ids)})
+                                   "rest": list(res.asset_ids), "neg_risk": res.neg_risk,
+                                   "corrected": _misordered(existing, res), "appended": not existing["unappended"]})
             return DUPLICATE
         self.metrics.resolution(res.source, rs.CONTRADICTED)
         log.error("contradicting market resolution ignored: the first one recorded stands",
@@ -211,9 +250,11 @@ class ResolutionRecorder:
 
 
 class SocketResolutions:
-    """The book socket's ``market_resolved`` frames: a clear winner is recorded at once, anything else waits for
-    the CLOB REST market (:class:`~services.ingest.marketchecks.MarketChecks` is asked to check it at once, then
-    with backoff). Frames about no watched asset are ignored and counted (UNWATCHED)."""
+    """The book socket's ``market_resolved`` frames: a clear winner is recorded at once, its tokens in outcome-index
+    order by their cached market info (``outcome_index``, from the CLOB REST market); anything else, and a frame
+    whose tokens' outcome indices are not all cached, waits for the CLOB REST market
+    (:class:`~services.ingest.marketchecks.MarketChecks` is asked to check it at once, then with backoff). Frames
+    about no watched asset are ignored and counted (UNWATCHED)."""
 
     def __init__(self, recorder: ResolutionRecorder, ask_rest: Callable[[str], None], watched: Any, redis: Any,
                  metrics: IngestMetrics, *, attempts: int = 12, retry_s: float = 1.0) -> None:
@@ -251,30 +292,29 @@ class SocketResolutions:
                         await asyncio.sleep(min(30.0, self.retry_s * 2 ** attempt))
 
     async def handle(self, msg: clob.ResolvedMsg, recv_ns: int) -> str:
-        """Apply one watched frame; returns its verdict (RESOLVED, NO_CLEAR_WINNER, NO_MARKET_INFO, BAD_MARKET)."""
-        info = await self._cached_info(msg)
-        verdict = rs.socket_verdict(msg, info)
+        """Apply one watched frame; returns its verdict (RESOLVED, NO_CLEAR_WINNER, NO_MARKET_INFO,
+        NO_OUTCOME_ORDER, BAD_MARKET)."""
+        infos = await self._cached_infos(msg)
+        verdict = rs.socket_verdict(msg, infos)
         if verdict == rs.BAD_MARKET:
             self.metrics.resolution(rs.SOCKET, rs.BAD_MARKET)
             log.warning("market_resolved with an unusable market id ignored", extra={"market": msg.market[:100]})
             return verdict
         if verdict == rs.RESOLVED:
-            assert info is not None
-            if await self.recorder.record(rs.socket_resolution(msg, info, recv_ns)) != EMITTED:
+            if await self.recorder.record(rs.socket_resolution(msg, infos, recv_ns)) != EMITTED:
                 return verdict  # the market's resolution was recorded before: nothing to ask
         else:
             self.metrics.resolution(rs.SOCKET, verdict)
-            log.warning("market_resolved without a clear winner: not applied until the CLOB REST market confirms one",
+            log.warning("market_resolved not applied until the CLOB REST market confirms it",
                         extra={"condition_id": msg.market, "reason": verdict,
                                "winning_asset_id": msg.winning_asset_id[:100]})
             await close_markets(self.redis, msg.market, [a for a in msg.asset_ids if a in self.watched])
         self.ask_rest(msg.market)  # confirms the winner, finds the one that was missing, or reports a contradiction
         return verdict
 
-    async def _cached_info(self, msg: clob.ResolvedMsg) -> MarketInfo | None:
-        for asset_id in msg.asset_ids:
-            if asset_id in self.watched:
-                info = await read_market(self.redis, asset_id)
-                if info is not None:
-                    return info
-        return None
+    async def _cached_infos(self, msg: clob.ResolvedMsg) -> dict[str, MarketInfo | None]:
+        """The cached market info of every token the frame names (CLOB REST's market info gives each its outcome
+        index); none when it names more than MAX_TOKENS."""
+        if len(msg.asset_ids) > MAX_TOKENS:
+            return {}
+        return {a: await read_market(self.redis, a) for a in dict.fromkeys(msg.asset_ids)}

@@ -66,11 +66,17 @@ S = rd.RedemptionState
     (S.PENDING, rd.RedeemAnswered("rd_1", "submitted", "0xt", D(5)), (S.SUBMITTED, 0, "")),
     (S.PENDING, rd.RedeemAnswered("rd_1", "confirmed", "0xt", D(5)), (S.CONFIRMED, 0, "")),
     (S.PENDING, rd.RedeemAnswered("rd_1", "failed", error="reverted"), (S.FAILED, 0, "REDEMPTION_FAILED")),
-    (S.PENDING, rd.RedeemAnswered("rd_1", "weird"), (S.FAILED, 0, "UNREADABLE_ANSWER")),
+    # a word the contract does not list: the venue took it (a redeemId), so it is followed like submitted...
+    (S.PENDING, rd.RedeemAnswered("rd_1", "weird"), (S.SUBMITTED, 0, "")),
+    (S.PENDING, rd.RedeemAnswered("rd_1", "pending"), (S.SUBMITTED, 0, "")),
+    (S.PENDING, rd.RedeemAnswered("rd_1", "mined", "0xt", D(5)), (S.SUBMITTED, 0, "")),
+    # ...unless there is nothing to follow
+    (S.PENDING, rd.RedeemAnswered("", "weird"), (S.FAILED, 0, "UNREADABLE_ANSWER")),
     (S.PENDING, rd.RedeemRefused("NOTHING_TO_REDEEM", "none held"), (S.FAILED, 0, "NOTHING_TO_REDEEM")),
     (S.PENDING, rd.RedeemRetryable("VENUE_UNAVAILABLE", "503", 10, 200), (S.PENDING, 0, "VENUE_UNAVAILABLE")),
     (S.SUBMITTED, rd.RedeemStatusSeen("confirmed", "0xt"), (S.CONFIRMED, 0, "")),
     (S.SUBMITTED, rd.RedeemStatusSeen("submitted"), (S.SUBMITTED, 0, "")),
+    (S.SUBMITTED, rd.RedeemStatusSeen("mined"), (S.SUBMITTED, 0, "")),
     (S.SUBMITTED, rd.RedeemStatusSeen("failed", error="reverted"), (S.FAILED, 0, "REDEMPTION_FAILED")),
     (S.SUBMITTED, rd.RedeemRetryable("VENUE_UNAVAILABLE", "timeout", 10, 200), (S.SUBMITTED, 0, "VENUE_UNAVAILABLE")),
 ])
@@ -78,6 +84,17 @@ def test_redemption_transitions(start: rd.RedemptionState, event: rd.Event,
                                 expected: tuple[rd.RedemptionState, int, str]) -> None:
     after = rd.apply(rd.Redemption("rk_1", state=start), event)
     assert (after.state, after.attempts, after.reason) == expected
+
+
+@pytest.mark.parametrize(("status", "redeem_id", "state"), [
+    ("pending", "rd_1", S.SUBMITTED), ("mined", "rd_1", S.SUBMITTED), ("PENDING", "rd_1", S.SUBMITTED),
+    ("submitted", "rd_1", S.SUBMITTED), ("confirmed", "rd_1", S.CONFIRMED), ("pending", "", S.FAILED),
+])
+def test_a_post_answer_names_the_redemption_it_follows(status: str, redeem_id: str,
+                                                        state: rd.RedemptionState) -> None:
+    after = rd.apply(rd.Redemption("rk_1"), rd.RedeemAnswered(redeem_id, status, "0xt", D(5)))
+    assert (after.state, after.redeem_id) == (state, redeem_id)
+    assert rd.known_status(status) is (status in ("submitted", "confirmed", "failed"))
 
 
 @pytest.mark.parametrize(("state", "event"), [

@@ -164,6 +164,30 @@ async def test_a_final_refusal_fails_the_redemption_with_its_reason_and_a_5xx_is
         ("RESOLVED_WON",)]
 
 
+@pytest.mark.parametrize("word", ["pending", "mined"])
+async def test_a_redemption_taken_under_a_status_word_the_contract_does_not_list_is_followed_to_confirmation(
+        harness: Harness, word: str) -> None:
+    await _market(harness)
+    running = await harness.start_executor()
+    await _buy(harness, make_order(1, follower_wallet_id="w_1", subscription_id="sub_1", amount_usd="40"))
+    harness.fake.faults.redeem_status_words.append(word)  # taken (a redeemId), answered with an unlisted word
+    harness.fake.holdings.resolve(CONDITION, ASSET)
+    await harness.resolutions.append(resolution().SerializeToString())
+
+    async def ended() -> bool:
+        return rows(harness.db_url, "SELECT state FROM redemptions") in ([("CONFIRMED",)], [("FAILED",)])
+
+    await eventually(ended, timeout_s=20)  # type: ignore[arg-type]
+    assert rows(harness.db_url, "SELECT state, reason, redeem_id <> '' FROM redemptions") == [("CONFIRMED", "", True)]
+    assert rows(harness.db_url, "SELECT state FROM positions") == [("REDEEMED",)]
+    assert harness.fake.redeem_queries >= 1  # the engine asked GET /v1/redeem/{redeemId}
+    assert [r.outcome for r in harness.fake.holdings.records] == ["created"]  # posted once
+    events = [epb.RedemptionEvent.FromString(p) for _, p in await harness.redemption_events.read("0-0", block_ms=0)]
+    assert [e.type for e in events] == [epb.REDEMPTION_EVENT_TYPE_PENDING, epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
+                                        epb.REDEMPTION_EVENT_TYPE_CONFIRMED]
+    assert running.redeemer is not None and running.redeemer.unknown_statuses == 1
+
+
 async def test_with_auto_redeem_off_redemptions_are_recorded_but_not_sent(harness: Harness) -> None:
     await _market(harness)
     running = await harness.start_executor(TT_AUTO_REDEEM="false")

@@ -263,6 +263,7 @@ def test_clob_rest_book_and_market() -> None:
     book = clob.parse_book(load("clob_book_rest.json"))
     assert (book.min_order_size, book.neg_risk, book.last_trade_price) == (Decimal(5), False, None)
     infos = market_infos(99, market=parse_market(load("clob_market_rest.json")), default_tick=DEFAULT_TICK)
-    assert [(i.asset_id, i.tick_size, i.min_order_size, i.neg_risk, i.extra["outcome"]) for i in infos] == [
-        (T1, Decimal("0.01"), Decimal(5), True, "Yes"), (T2, Decimal("0.01"), Decimal(5), True, "No")]
+    assert [(i.asset_id, i.tick_size, i.min_order_size, i.neg_risk, i.extra["outcome"], i.outcome_index)
+            for i in infos] == [(T1, Decimal("0.01"), Decimal(5), True, "Yes", 0),
+                                (T2, Decimal("0.01"), Decimal(5), True, "No", 1)]  # outcome index: REST's order
     assert all(i.condition_id == C1 and i.updated_ms == 99 for i in infos)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.marketstate import MarketInfo
+from common.marketstate import OUTCOME_INDEX, MarketInfo
 from services.ingest import clob
 from services.ingest import resolution as rs
 from services.ingest.model import ParseError
@@ -25,7 +26,16 @@ OPEN_MARKET = orjson.loads((FIXTURES / "clob_market_rest.json").read_bytes())
 FRAME = orjson.loads((FIXTURES / "clob_market_resolved.json").read_bytes())
 CID = RESOLVED["condition_id"]
 YES, NO = (t["token_id"] for t in RESOLVED["tokens"])
-INFO = MarketInfo(YES, CID, Decimal("0.01"), Decimal(5), neg_risk=True, market_slug="fixture-market")
+INFO = MarketInfo(YES, CID, Decimal("0.01"), Decimal(5), neg_risk=True, market_slug="fixture-market",
+                  extra={"outcome": "Yes", OUTCOME_INDEX: "0"})
+INFO_NO = replace(INFO, asset_id=NO, extra={"outcome": "No", OUTCOME_INDEX: "1"})
+INFOS = {YES: INFO, NO: INFO_NO}  # as ingest caches a CLOB REST market: Yes is outcome 0, No outcome 1
+
+
+def info(asset_id: str, index: str | None, condition_id: str = CID) -> MarketInfo:
+    """A cached market info of ``asset_id`` (``index``: its outcome index, None: not cached)."""
+    return MarketInfo(asset_id, condition_id, Decimal("0.01"), Decimal(5), neg_risk=True,
+                      extra={} if index is None else {OUTCOME_INDEX: index})
 
 
 def frame(**overrides: Any) -> clob.ResolvedMsg:
@@ -34,32 +44,60 @@ def frame(**overrides: Any) -> clob.ResolvedMsg:
     return msg
 
 
-@pytest.mark.parametrize(("overrides", "info", "verdict"), [
-    ({}, INFO, rs.RESOLVED),
-    ({}, None, rs.NO_MARKET_INFO),  # neg-risk unknown: REST first
-    ({}, MarketInfo(YES, "", Decimal("0.01"), Decimal(5)), rs.NO_MARKET_INFO),  # a partial entry names no market
-    ({}, MarketInfo(YES, "0x" + "ab" * 32, Decimal("0.01"), Decimal(5)), rs.NO_MARKET_INFO),
-    ({"winning_asset_id": ""}, INFO, rs.NO_CLEAR_WINNER),
-    ({"winning_asset_id": "123"}, INFO, rs.NO_CLEAR_WINNER),  # not one of the market's tokens
-    ({"assets_ids": [YES]}, INFO, rs.NO_CLEAR_WINNER),  # a market has at least two outcomes
-    ({"assets_ids": [YES, YES]}, INFO, rs.NO_CLEAR_WINNER),
-    ({"assets_ids": []}, INFO, rs.NO_CLEAR_WINNER),
-    ({"market": "0x1234"}, INFO, rs.BAD_MARKET),
-    ({"market": ""}, INFO, rs.BAD_MARKET),
+@pytest.mark.parametrize(("overrides", "infos", "verdict"), [
+    ({}, INFOS, rs.RESOLVED),
+    ({"assets_ids": [NO, YES]}, INFOS, rs.RESOLVED),  # listed the other way round: the cache says which is which
+    ({}, {}, rs.NO_MARKET_INFO),  # neg-risk unknown: REST first
+    ({}, {YES: MarketInfo(YES, "", Decimal("0.01"), Decimal(5))}, rs.NO_MARKET_INFO),  # a partial entry: no market
+    ({}, {YES: info(YES, "0", "0x" + "ab" * 32), NO: info(NO, "1", "0x" + "ab" * 32)}, rs.NO_MARKET_INFO),
+    # the outcome index of a token not known for sure: REST first (its order is the index)
+    ({}, {YES: INFO}, rs.NO_OUTCOME_ORDER),  # one token's info not cached
+    ({}, {YES: info(YES, None), NO: info(NO, None)}, rs.NO_OUTCOME_ORDER),  # cached before the index was kept
+    ({}, {YES: INFO, NO: info(NO, None)}, rs.NO_OUTCOME_ORDER),
+    ({}, {YES: INFO, NO: info(NO, "1", "0x" + "ab" * 32)}, rs.NO_OUTCOME_ORDER),  # NO's entry names another market
+    ({}, {YES: info(YES, "0"), NO: info(NO, "0")}, rs.NO_OUTCOME_ORDER),  # two tokens, one index
+    ({}, {YES: info(YES, "0"), NO: info(NO, "2")}, rs.NO_OUTCOME_ORDER),  # the frame is not the whole market
+    ({}, {YES: info(YES, "0"), NO: info(NO, "x")}, rs.NO_OUTCOME_ORDER),
+    ({"winning_asset_id": ""}, INFOS, rs.NO_CLEAR_WINNER),
+    ({"winning_asset_id": "123"}, INFOS, rs.NO_CLEAR_WINNER),  # not one of the market's tokens
+    ({"assets_ids": [YES]}, INFOS, rs.NO_CLEAR_WINNER),  # a market has at least two outcomes
+    ({"assets_ids": [YES, YES]}, INFOS, rs.NO_CLEAR_WINNER),
+    ({"assets_ids": []}, INFOS, rs.NO_CLEAR_WINNER),
+    ({"market": "0x1234"}, INFOS, rs.BAD_MARKET),
+    ({"market": ""}, INFOS, rs.BAD_MARKET),
 ])
-def test_socket_verdict(overrides: dict[str, Any], info: MarketInfo | None, verdict: str) -> None:
-    assert rs.socket_verdict(frame(**overrides), info) == verdict
+def test_socket_verdict(overrides: dict[str, Any], infos: dict[str, MarketInfo], verdict: str) -> None:
+    assert rs.socket_verdict(frame(**overrides), infos) == verdict
 
 
-def test_socket_resolution_keeps_the_frame_order_and_takes_neg_risk_from_the_market_info() -> None:
+@pytest.mark.parametrize(("frame_order", "indices", "expected"), [
+    ([YES, NO], {YES: "0", NO: "1"}, (YES, NO)),
+    ([NO, YES], {YES: "0", NO: "1"}, (YES, NO)),  # the frame's order is not the outcome index
+    ([YES, NO], {YES: "1", NO: "0"}, (NO, YES)),
+    ([NO, YES], {YES: "1", NO: "0"}, (NO, YES)),
+])
+def test_socket_resolution_lists_the_tokens_in_outcome_index_order_whatever_the_frame_order(
+        frame_order: list[str], indices: dict[str, str], expected: tuple[str, ...]) -> None:
+    infos = {a: replace(i, extra={OUTCOME_INDEX: indices[a]}) for a, i in INFOS.items()}
+    res = rs.socket_resolution(frame(assets_ids=frame_order), infos, 123)
+    assert (res.asset_ids, res.winning_asset_id) == (expected, YES)
+    assert list(res.to_proto().asset_ids) == list(expected)
+
+
+def test_socket_resolution_takes_neg_risk_from_the_market_info() -> None:
     msg = frame()
-    res = rs.socket_resolution(msg, INFO, 123)
+    res = rs.socket_resolution(msg, INFOS, 123)
     assert (res.condition_id, res.asset_ids, res.winning_asset_id, res.winning_outcome) == (CID, (YES, NO), YES, "Yes")
     assert (res.source, res.confirmed, res.neg_risk, res.market_slug, res.venue_ms, res.received_ns) == (
         rs.SOCKET, False, True, "fixture-market", 1767225600800, 123)
     event = res.to_proto("00-" + "1" * 32 + "-" + "2" * 16 + "-01")
     assert event.source == mpb.RESOLUTION_SOURCE_CLOB_SOCKET and not event.confirmed
     assert list(event.asset_ids) == [YES, NO] and event.trace.traceparent.startswith("00-1")
+
+
+def test_a_socket_resolution_in_no_known_order_is_refused() -> None:
+    with pytest.raises(ValueError, match="NO_OUTCOME_ORDER"):
+        rs.socket_resolution(frame(), {YES: INFO}, 123)
 
 
 @pytest.mark.parametrize(("watched", "expected"), [({YES}, True), ({NO}, True), ({"1"}, False), (set(), False)])
@@ -197,5 +235,7 @@ def test_conformance_with_recorded_socket_frames(name: str) -> None:
         pytest.skip("shared fixtures not available")
     msg = clob.parse_event(orjson.loads(path.read_bytes()))
     assert isinstance(msg, clob.ResolvedMsg) and msg.winning_outcome
-    info = MarketInfo(msg.asset_ids[0], msg.market, Decimal("0.01"), Decimal(5))
-    assert rs.socket_verdict(msg, info) == rs.RESOLVED
+    infos = {a: MarketInfo(a, msg.market, Decimal("0.01"), Decimal(5), extra={OUTCOME_INDEX: str(i)})
+             for i, a in enumerate(msg.asset_ids)}
+    assert rs.socket_verdict(msg, infos) == rs.RESOLVED
+    assert rs.socket_verdict(msg, {msg.asset_ids[0]: infos[msg.asset_ids[0]]}) == rs.NO_OUTCOME_ORDER

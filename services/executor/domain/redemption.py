@@ -9,6 +9,12 @@
        │  └──RedeemRefused (a final 4xx) / RedeemAnswered(failed)──> FAILED
        SUBMITTED ──RedeemRetryable──> SUBMITTED (the status query failed: asked again later)
 
+A status word the contract does not list (``pending``, ``mined``...) is read as ``submitted`` wherever there is a
+redemption to follow: on a status query, and on a POST answer that names its ``redeemId`` (the venue took the
+redemption; ``GET /v1/redeem/{id}`` says how it ends). Only a POST answer with an unknown word and no
+``redeemId`` ends FAILED (UNREADABLE_ANSWER): there is nothing to ask about, and posting again with the same
+Idempotency-Key would only replay that first answer.
+
 Every POST of one redemption carries the same Idempotency-Key, so the venue redeems once however often it is
 sent (a retry, a restart between the POST and recording its answer).
 """
@@ -69,7 +75,7 @@ class RedeemAnswered:
     """The venue answered the POST with a redemption."""
 
     redeem_id: str
-    status: str  # submitted | confirmed | failed
+    status: str  # submitted | confirmed | failed (another word: see the module docstring)
     tx_hash: str = ""
     payout_usd: Decimal | None = None
     error: str = ""
@@ -79,7 +85,7 @@ class RedeemAnswered:
 class RedeemStatusSeen:
     """A status query (``GET /v1/redeem/{id}``) answered."""
 
-    status: str  # submitted | confirmed | failed
+    status: str  # submitted | confirmed | failed (another word: still submitted)
     tx_hash: str = ""
     payout_usd: Decimal | None = None
     error: str = ""
@@ -109,6 +115,12 @@ Event = RedeemSent | RedeemAnswered | RedeemStatusSeen | RedeemRetryable | Redee
 S = RedemptionState
 _ANSWER = {"submitted": S.SUBMITTED, "confirmed": S.CONFIRMED, "failed": S.FAILED}
 
+
+def known_status(status: str) -> bool:
+    """Whether ``status`` is one of the words the contract lists (submitted, confirmed, failed)."""
+    return status in _ANSWER
+
+
 # (state, event type) → allowed; the target state comes from the event where it carries one.
 TRANSITIONS: dict[tuple[RedemptionState, type[Any]], str] = {
     (S.PENDING, RedeemSent): "sent",
@@ -135,9 +147,11 @@ def apply(r: Redemption, event: Event) -> Redemption:
         return replace(r, state=S.FAILED, reason=event.reason, detail=event.detail)
     if isinstance(event, RedeemAnswered):
         state = _ANSWER.get(event.status)
-        if state is None:
+        if state is None and not event.redeem_id:  # nothing to follow (a replayed POST answers the same)
             return replace(r, state=S.FAILED, redeem_id=event.redeem_id, reason="UNREADABLE_ANSWER",
-                           detail=f"status {event.status!r}")
+                           detail=f"status {event.status[:100]!r} without a redeemId")
+        if state is None:  # the venue took it under an unlisted word: followed as submitted
+            state = S.SUBMITTED
         return replace(r, state=state, redeem_id=event.redeem_id, tx_hash=event.tx_hash or r.tx_hash,
                        payout_usd=event.payout_usd if event.payout_usd is not None else r.payout_usd, failures=0,
                        reason="REDEMPTION_FAILED" if state is S.FAILED else "",
