@@ -1,9 +1,28 @@
-"""Reservation releases that Redis may not have: those of dead-lettered orders, which never run, and those a
-Redis restart or failover lost after they were made (acknowledged writes not yet on disk or on the replica).
+"""Reservation releases that Redis may not have: those of dead-lettered orders, which never run, and those Redis
+lost after they were made (acknowledged writes not yet on disk or on the replica: ``appendfsync everysec`` loses
+about the last second in a crash of its machine, a failover what the replica had not received).
 
 The router reserves an order's exposure when it emits it and the executor releases it when the order is
 terminal; an unreleased reservation never expires, so a release that never happens (or that Redis lost) keeps
-the follower's headroom taken for good. The journal's sweep runs :meth:`Repairs.run`.
+the follower's headroom taken for good. PostgreSQL records a release as done (the order's ``order_pending`` row
+deleted) ~0.1 s after it, long before Redis has it on disk, so what survives a crash is redone from two sources:
+
+- while the executor runs, from memory: the releases of the last :data:`RECENT_RELEASES_S` are done again once the
+  Redis server is seen to have changed (a restart, a failover);
+- at the executor's start (its first repair pass, before the journal writes anything), from PostgreSQL, since a
+  crash of the machine that runs both takes that memory with it: the releases of the orders that ended in the
+  :data:`RECENT_RELEASES_S` before the last order end recorded (not before now: the executor may come back hours
+  after the crash, and what Redis lost is what ended just before it). That end is the last one at or before the
+  executor's start, so orders ending after it never move the window. A release of an order that ended long before
+  (one the sweep made late, after a Redis outage) and was lost in the same second is not redone.
+
+Releasing is idempotent, so redoing a release Redis kept changes nothing; the releases actually redone are counted
+(:attr:`Repairs.redone`, :attr:`Repairs.redone_at_start`, ``executor.releases_redone``) and logged.
+
+The orphans set (:data:`ORPHANS`) can lose its last entries in the same crash, but never alone: the consumer saves
+its cursor past a dead-lettered trade only after the entry is added, on the same Redis, which keeps or loses its
+writes in order; a lost entry comes with a lost cursor, so the trade is handled again (admitted, or dead-lettered
+again). The journal's sweep runs :meth:`Repairs.run`.
 """
 
 from __future__ import annotations
@@ -12,7 +31,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import metrics
 
 from common.storage import redis_run_id
 from services.executor.adapters.order_store import OrderStore
@@ -23,7 +45,14 @@ log = logging.getLogger(__name__)
 ORPHANS = "tt:executor:orphans"  # client order ids of dead-lettered routed trades
 ORPHANS_PER_SWEEP = 1000
 RECENT_RELEASES_S = 60.0  # releases done again after a Redis restart: far more than it can lose
+REDO_CHUNK = 100  # releases per script (Redis runs it alone), as the journal's
+AFTER_START, AFTER_SERVER_CHANGE = "start", "redis_server_change"  # executor.releases_redone's ``after``
 Release = Callable[[Any, list[str]], Awaitable[list[int]]]
+
+_REDONE = metrics.get_meter("tradingtools.executor").create_counter(
+    "executor.releases_redone",
+    description="Reservation releases Redis had lost, done again: at the executor's start (after), or once the "
+                "Redis server changed")
 
 
 async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
@@ -47,22 +76,29 @@ def releasing_dead_letters(record: Callable[[str, epb.RoutedTrade, BaseException
 
 
 class Repairs:
-    """Releases orphans, and does the recent releases again when the Redis server changed (restart, failover).
+    """Releases orphans, does the releases of the orders that ended last again at the executor's start, and the
+    recent releases again when the Redis server changed (restart, failover).
 
     ``server_id`` names the Redis server (its ``run_id`` by default, new at every start and on a failover).
-    Releasing is idempotent: a release Redis kept is a no-op the second time.
+    ``started``: when the executor started (Unix seconds; now by default): the last order end recorded at or
+    before it anchors the start's window, whatever ends after it. Releasing is idempotent: a release Redis kept is
+    a no-op the second time.
     """
 
     def __init__(self, redis: Any, store: OrderStore, release: Release, *,
                  server_id: Callable[[], Awaitable[str]] | None = None,
-                 clock: Callable[[], float] = time.monotonic, keep_s: float = RECENT_RELEASES_S) -> None:
+                 clock: Callable[[], float] = time.monotonic, keep_s: float = RECENT_RELEASES_S,
+                 started: float | None = None) -> None:
         self.redis = redis
         self.store = store
         self.release = release
         self.server_id = server_id or (lambda: redis_run_id(redis))
         self.clock = clock
         self.keep_s = keep_s
-        self.redone = 0
+        self.started = datetime.fromtimestamp(time.time() if started is None else started, UTC)
+        self.redone = 0  # releases done again after a Redis server change
+        self.redone_at_start = 0  # releases done again at the start (of the orders that ended last)
+        self.start_done = False  # the start's releases are done (a failed pass tries again at the next)
         self.server_changes = 0  # Redis servers seen to replace the one before (restart, failover)
         self._server = ""
         self._recent: deque[tuple[float, list[str]]] = deque()
@@ -79,9 +115,42 @@ class Repairs:
             self._recent.popleft()
 
     async def run(self) -> None:
-        """One repair pass (the journal's sweep)."""
+        """One repair pass (the journal's sweep). The start's releases come last: a pass that fails there delays
+        nothing else, and the next one tries again (orders that ended since the start do not move its window)."""
         await self._orphans()
         await self._restarted()
+        if not self.start_done:
+            await self._started()
+
+    async def _redo(self, ids: list[str], after: str) -> int:
+        """Release ``ids`` again (a script per :data:`REDO_CHUNK`); counts those that released anything (Redis
+        had lost their release), as they are made."""
+        redone = 0
+        for start in range(0, len(ids), REDO_CHUNK):
+            n = sum(1 for m in await self.release(self.redis, ids[start:start + REDO_CHUNK]) if m > 0)
+            if n:
+                redone += n
+                _REDONE.add(n, {"after": after})
+                if after == AFTER_START:
+                    self.redone_at_start += n
+                else:
+                    self.redone += n
+        return redone
+
+    async def _started(self) -> None:
+        """Redo the releases of the orders that ended in the :attr:`keep_s` before the last order end recorded at
+        or before the start: a crash of the machine that runs Redis and the executor may have lost them in Redis
+        after PostgreSQL recorded them (the memory of :meth:`released` went with the executor)."""
+        last, ids = await self.store.last_ended(self.started, self.keep_s)
+        redone = await self._redo(ids, AFTER_START)
+        self.start_done = True
+        if redone:
+            log.warning("reservation releases redone at start: Redis had lost them",
+                        extra={"released_again": redone, "orders": len(ids), "window_s": self.keep_s,
+                               "last_end": last.isoformat() if last else ""})
+        elif last is not None:
+            log.info("reservation releases of the last ended orders checked at start",
+                     extra={"orders": len(ids), "window_s": self.keep_s, "last_end": last.isoformat()})
 
     async def _orphans(self) -> None:
         orphans = await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP)
@@ -101,9 +170,7 @@ class Repairs:
             self.server_changes += 1  # what else lived in that server's memory may be gone too (watch sets)
             self._forget_before(self.clock() - self.keep_s)
             ids = [c for _t, batch in self._recent for c in batch]
-            if ids:
-                redone = await self.release(self.redis, ids)
-                self.redone += sum(1 for m in redone if m > 0)
+            redone = await self._redo(ids, AFTER_SERVER_CHANGE)
             log.warning("redis server changed: recent reservation releases done again",
-                        extra={"orders": len(ids), "released_again": self.redone})
+                        extra={"orders": len(ids), "released_again": redone})
         self._server = server

@@ -21,6 +21,23 @@ OUTBOX_EVENTS = ("SELECT e.seq, o.event_id, e.payload FROM order_events_outbox o
 UNRELEASED = ("SELECT client_order_id FROM order_pending WHERE terminal_at IS NOT NULL"
               " AND terminal_at <= now() - make_interval(secs => %s) ORDER BY terminal_at LIMIT %s")
 
+# The event that ends an order is named after its final state (order_events.EVENT_TYPES) and written in the
+# transaction that sets orders.terminal_at: its created_at is that time. Migration 0710's index names this list.
+TERMINAL_EVENTS_SQL = "(" + ", ".join(sorted(f"'ORDER_EVENT_TYPE_{s.value}'" for s in TERMINAL)) + ")"
+# The last order end at or before %(before)s, and the orders that ended in the %(window)s seconds up to it whose
+# release is recorded (no order_pending row: an open order has one, so does an ended one the sweep still releases);
+# one probe and one range of order_events_ended (migration 0710). A row with a NULL order: none in the window; no
+# row: no order ever ended (an order has one terminal event: a final state has no transition).
+LAST_ENDED = f"""
+WITH last AS (SELECT max(created_at) AS at FROM order_events
+              WHERE type IN {TERMINAL_EVENTS_SQL} AND created_at <= %(before)s)
+SELECT last.at, e.client_order_id FROM last
+LEFT JOIN order_events e ON e.type IN {TERMINAL_EVENTS_SQL}
+    AND e.created_at >= last.at - make_interval(secs => %(window)s) AND e.created_at <= last.at
+    AND NOT EXISTS (SELECT 1 FROM order_pending p WHERE p.client_order_id = e.client_order_id)
+WHERE last.at IS NOT NULL
+"""
+
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
 INTENT_ROWS = f"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -285,6 +286,16 @@ class OrderStore:
         async with self.pool.connection() as conn:
             cur = await conn.execute(sql.UNRELEASED, (min_age_s, limit))
             return [r["client_order_id"] for r in await cur.fetchall()]
+
+    async def last_ended(self, before: datetime, window_s: float) -> tuple[datetime | None, list[str]]:
+        """The last order end at or before ``before`` (None: no order ever ended), and the orders that ended in
+        the ``window_s`` seconds up to it whose reservation release is recorded as done."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.LAST_ENDED, {"before": before, "window": window_s})
+            rows = await cur.fetchall()
+        if not rows:
+            return None, []
+        return rows[0]["at"], list(dict.fromkeys(r["client_order_id"] for r in rows if r["client_order_id"]))
 
     async def mark_done(self, event_ids: list[str], released_ids: list[str]) -> None:
         """Record outbox events (by id) as appended and reservations as released, in one statement."""
