@@ -27,14 +27,17 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
 
     ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
     what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``).
+    The wallet's exits and manual SELLs in flight (``pos.asset_exiting``, PostgreSQL: they reserve nothing in Redis)
+    are held back too, as SELLs of no known subscription: from every part of a split position.
     ``selling_by``: of what is held back, the SELL copies' by subscription (:func:`selling_by`)."""
     shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
+    selling = unfilled_in_flight(shares, sells) if sells and shares else shares
     return FollowerState(
         pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
         from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
         from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
         res.markets,
-        unfilled_in_flight(shares, sells) if sells and shares else shares,
+        selling + pos.asset_exiting if pos.asset_exiting else selling,
         balance, pos.asset_parts, selling_by)
 
 

@@ -13,9 +13,10 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
   it: the read drops the ids whose claim is released or gone. It only ever narrows what the router subtracts: a
   SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against
   every subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is
-  not known). Across an upgrade or a rollback: this code reads the bare members the router wrote before; a router
-  before subscriptions were kept reads a ``coid|sub`` member as a claim gone and drops it, so that SELL's whole
-  reservation stays counted (it holds back more shares, never fewer).
+  not known). Guard's exits and manual SELLs reserve nothing here: the PostgreSQL read counts them (from the
+  executor's open orders, ``store_sql.LOAD``). Across an upgrade or a rollback: this code reads the bare members
+  the router wrote before; a router before subscriptions were kept reads a ``coid|sub`` member as a claim gone and
+  drops it, so that SELL's whole reservation stays counted (it holds back more shares, never fewer).
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
   NX), reserve its USD / shares, append the RoutedTrade to the durable log (as consecutive parts when it
   is too big for one message: ``outbound.split_routed``) and set the trade's routed marker to the cursor

@@ -2,7 +2,8 @@
 persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
-aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept),
+aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, and what
+the wallet's exits and manual SELLs in flight may still sell of them: they reserve nothing in Redis),
 each wallet's realized PnL of the day for the daily loss limit, funded balances,
 the leader's recorded net position in the asset and the shares already sold by the in-flight SELLs the
 Redis read just listed (their fills are booked with the position they reduce, in one transaction).
@@ -47,6 +48,9 @@ class PositionAgg:
     asset_size: Decimal = ZERO
     markets: frozenset[str] = frozenset()
     asset_parts: Mapping[str, Decimal] | None = None  # each subscription's shares of it (None: no split kept)
+    # shares of it the wallet's SELLs in flight that are not the router's copies (guard's exits, manual SELLs) may
+    # still sell; read for the assets a SELL of the batch trades only
+    asset_exiting: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,8 @@ class PgBatch:
     sold: dict[str, Decimal] = field(default_factory=dict)  # SELL client order id -> shares its fills booked
     # (wallet, asset) -> each subscription's shares, for a SELL's asset whose position keeps a split that adds up
     parts: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
+    # (wallet, asset) -> shares its exits and manual SELLs in flight may still sell, for a SELL's asset held (when some)
+    exiting: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
@@ -91,27 +97,31 @@ class PgBatch:
             return _NO_POSITION
         key = (wallet, asset)
         return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
-                           total[1], self.parts.get(key) if self.parts else None)
+                           total[1], self.parts.get(key) if self.parts else None,
+                           self.exiting.get(key, ZERO) if self.exiting else ZERO)
 
 
 _NO_POSITION = PositionAgg()
 
 WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, str], Decimal],
-                   dict[tuple[str, str], Decimal], dict[str, Decimal], dict[tuple[str, str], dict[str, Decimal]]]
+                   dict[tuple[str, str], Decimal], dict[str, Decimal], dict[tuple[str, str], dict[str, Decimal]],
+                   dict[tuple[str, str], Decimal]]
 
 
 def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
-    split: for a SELL's asset whose position keeps one)]...], realized today]`` as :class:`PgBatch`'s totals,
-    market costs, asset sizes, realized PnL and parts (a split that does not add up to its position is left out:
-    the position is sized on the wallet's shares, as one with none). A market listed twice (both of its outcomes
-    held) costs the sum of the two."""
+    split: for a SELL's asset whose position keeps one)]...], realized today, [[asset, shares its exits and manual
+    SELLs in flight may still sell]...]]`` as :class:`PgBatch`'s totals, market costs, asset sizes, realized PnL,
+    parts (a split that does not add up to its position is left out: the position is sized on the wallet's shares,
+    as one with none) and exits in flight. A market listed twice (both of its outcomes held) costs the sum of the
+    two."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
     realized: dict[str, Decimal] = {}
     parts: dict[tuple[str, str], dict[str, Decimal]] = {}
-    for w, total, markets, costs, sizes, pnl in rows:
+    exiting: dict[tuple[str, str], Decimal] = {}
+    for w, total, markets, costs, sizes, pnl, exits in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
         for m, cost in costs or ():
@@ -126,7 +136,9 @@ def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
                     parts[key] = split
         if pnl is not None:
             realized[w] = Decimal(pnl)
-    return totals, market_costs, asset_sizes, realized, parts
+        for a, n in exits or ():
+            exiting[(w, a)] = Decimal(n)
+    return totals, market_costs, asset_sizes, realized, parts, exiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +213,8 @@ class RouterStore:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
         client order ids, each one's only when it has some; the split of the positions in ``sell_assets``, the
-        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept)."""
+        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept, and what the wallet's exits
+        and manual SELLs in flight may still sell of them)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
@@ -213,12 +226,12 @@ class RouterStore:
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
-        totals, market_costs, asset_sizes, realized, parts = _wallet_rows(orjson.loads(wallets_ or "[]"))
+        totals, market_costs, asset_sizes, realized, parts, exiting = _wallet_rows(orjson.loads(wallets_ or "[]"))
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold, parts)
+                       leaders, sold, parts, exiting)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

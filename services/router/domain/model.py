@@ -157,12 +157,16 @@ class FollowerState:
     reserved_total_usd: Decimal = ZERO
     reserved_market_usd: Decimal = ZERO
     reserved_markets: frozenset[str] = frozenset()
-    reserved_sell_size: Decimal = ZERO  # shares the wallet's SELLs in flight may still sell
+    # shares the wallet's SELLs in flight may still sell: the router's copies (Redis), guard's exits and manual SELLs
+    # (the executor's open orders: they reserve nothing in Redis)
+    reserved_sell_size: Decimal = ZERO
     balance_usd: Decimal | None = None
     # each subscription's shares of held_size when a split is kept (several subscriptions bought the position);
     # None: no split kept, every subscription's copied SELL is sized on the wallet's shares
     held_parts: Mapping[str, Decimal] | None = None
-    selling_by: Mapping[str, Decimal] | None = None  # of reserved_sell_size: each subscription's SELL copies'
+    # of reserved_sell_size: each subscription's SELL copies'; the rest (exits, manual SELLs, copies not known by
+    # subscription) is held back from every part
+    selling_by: Mapping[str, Decimal] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,17 @@ Rules:
   the follower kept what the leader had sold.
 - Otherwise the follower's sellable size (:mod:`~services.router.domain.holdings`):
   - no split of the position kept (NULL, almost always: one subscription, or none, bought it): the wallet's
-    shares held (positions table) − shares its SELLs in flight may still sell (:func:`unfilled_in_flight`:
-    reserved, less what their fills already took out of the position), for every subscription of the wallet;
+    shares held (positions table) − shares its SELLs in flight may still sell (the router's copies:
+    :func:`unfilled_in_flight`, reserved less what their fills already took out of the position; guard's exits and
+    manual SELLs, which reserve nothing: their size less their fills, from the executor's open orders), for every
+    subscription of the wallet;
   - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
     flight may still sell of it (other subscriptions' SELL copies aside up to their own parts: beyond them they take
     from every part), never more than the wallet's shares not being sold, and all of these when the other parts
     would keep less than a share step of them (sub-cent leftovers nobody else could sell go with it); a
     subscription with no part in it holds none (its leader's exit never sells the shares another leader's copies
     bought and still hold).
-  Nothing sellable → NOTHING_HELD.
+  Nothing sellable → NOTHING_HELD (its detail gives the shares already being sold, exits included).
 - size = sellable × fraction, rounded down to 0.01 share; never more than held.
 - If what would remain is positive but below the market's minimum order size, sell everything
   instead (a remainder that can never be sold is worse than a slightly larger exit).
