@@ -180,11 +180,11 @@ class Reconciler:
             self._failed(wallet, f"malformed positions: {exc}"[:300])
             return None
         self._untrusted(wallet, parsed.untrusted)
-        venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable, r.as_of)
-                 for r in parsed.rows]
+        venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable,
+                         r.as_of.timestamp() if r.as_of else None) for r in parsed.rows]
         # a count taken before a booking cannot hold it: the grace counts back from the count's asOf too
         view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at,
-                                     CountTime.of(parsed.as_of, venue))
+                                     CountTime.of(parsed.as_of.timestamp() if parsed.as_of else None, venue))
         corrections = reconcile(view.booked, venue, view.busy)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}

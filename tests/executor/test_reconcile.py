@@ -125,12 +125,12 @@ def test_an_external_position_is_stored_under_a_condition_id_only_when_it_is_one
     assert stored_condition(condition) == stored
 
 
-T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)  # when the venue was asked (PostgreSQL's clock)
+T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC).timestamp()  # when the venue was asked (PostgreSQL's clock)
 GRACE_S = 10.0
 
 
-def _s(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+def _s(seconds: float) -> float:
+    return T0 + seconds
 
 
 @pytest.mark.parametrize(("booked_s", "answer_s", "row_s", "busy"), [

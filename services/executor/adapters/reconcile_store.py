@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -203,15 +203,15 @@ class ReconcileStore:
         async with self.pool.connection() as conn, conn.pipeline():  # the reads in one round trip
             since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
             args = {"w": follower_wallet_id, "grace": grace_s + since_asked,
-                    "since": None if earliest is None else earliest - timedelta(seconds=grace_s)}
+                    "since": None if earliest is None else datetime.fromtimestamp(earliest - grace_s, UTC)}
             booked, flight_cur, changed_cur = (await conn.execute(_BOOKED, args), await conn.execute(_IN_FLIGHT, args),
                                                await conn.execute(_CHANGED, args))
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await flight_cur.fetchall()}
             changed = await changed_cur.fetchall()
         if changed:
-            busy |= changed_since_count({r["asset_id"]: r["updated_at"] for r in changed}, changed[0]["asked_cutoff"],
-                                        count, grace_s)
+            busy |= changed_since_count({r["asset_id"]: r["updated_at"].timestamp() for r in changed},
+                                        changed[0]["asked_cutoff"].timestamp(), count, grace_s)
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: shares.split_of(
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ZERO
@@ -61,42 +60,42 @@ class AtVenue:
     size: Decimal
     avg_price: Decimal
     redeemable: bool
-    as_of: datetime | None = None  # when the venue counted this row (its own asOf, the venue's clock); None: not given
+    as_of: float | None = None  # when the venue counted this row (its own asOf, Unix seconds on the venue's clock)
 
 
 @dataclass(frozen=True, slots=True)
 class CountTime:
-    """When the venue took its count, on its clock: the answer's ``asOf`` and the rows' own (None, {}: unknown)."""
+    """When the venue took its count, on its clock (Unix seconds): the answer's ``asOf`` and the rows' own (None, {}:
+    unknown)."""
 
-    answer: datetime | None = None
-    rows: Mapping[str, datetime] = field(default_factory=dict)
+    answer: float | None = None
+    rows: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, answer: datetime | None, venue: Iterable[AtVenue]) -> CountTime:
+    def of(cls, answer: float | None, venue: Iterable[AtVenue]) -> CountTime:
         """The count time of an answer whose own ``asOf`` is ``answer`` and whose rows are ``venue``."""
         return cls(answer, {v.asset_id: v.as_of for v in venue if v.as_of is not None})
 
-    def at(self, asset_id: str) -> datetime | None:
+    def at(self, asset_id: str) -> float | None:
         """The time of the count of ``asset_id``: its row's, else the answer's (a token the venue did not list is
         counted as none by the answer)."""
         return self.rows.get(asset_id, self.answer)
 
-    def earliest(self) -> datetime | None:
+    def earliest(self) -> float | None:
         """The oldest count time of the answer (None: none known)."""
         times = [*self.rows.values(), *([self.answer] if self.answer is not None else [])]
         return min(times) if times else None
 
 
-def changed_since_count(changed: Mapping[str, datetime], asked_cutoff: datetime, count: CountTime,
+def changed_since_count(changed: Mapping[str, float], asked_cutoff: float, count: CountTime,
                         grace_s: float) -> set[str]:
     """The tokens whose position changed too recently for the venue's count to hold the change: ``changed`` (asset →
-    when its position last changed, PostgreSQL's clock) later than ``asked_cutoff`` (the grace before the venue was
-    asked, on the same clock) or later than the token's count time minus the grace."""
-    grace = timedelta(seconds=grace_s)
+    when its position last changed, Unix seconds on PostgreSQL's clock) later than ``asked_cutoff`` (the grace
+    before the venue was asked, on the same clock) or later than the token's count time minus the grace."""
     busy = set()
     for asset, at in changed.items():
         counted = count.at(asset)
-        cutoff = asked_cutoff if counted is None else min(asked_cutoff, counted - grace)
+        cutoff = asked_cutoff if counted is None else min(asked_cutoff, counted - grace_s)
         if at > cutoff:
             busy.add(asset)
     return busy
