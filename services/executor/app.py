@@ -51,6 +51,7 @@ from services.executor.config import Settings
 from services.executor.domain.breaker import BreakerConfig
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.domain.ticket import INSIDERS, PAPER
+from services.executor.given_up import GivenUp
 from services.executor.journal import Journal
 from services.executor.leftovers import LeftoverRedemptions
 from services.executor.metrics import ExecutorMetrics, observe_all
@@ -216,6 +217,9 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
                                                           name="log-trim"),
                                       asyncio.create_task(AlertPublisher(stream_redis, "executor").run(),
                                                           name="alerts")]
+    given_up = GivenUp(store.open_among, runner.resume)
+    runner.on_give_up = given_up.add
+    tasks.append(asyncio.create_task(given_up.run(), name="given-up"))
     resumed = await runner.resume(await store.open_orders())
     if resumed:
         log.info("resumed unfinished orders", extra={"count": resumed})

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import trace
@@ -20,7 +21,6 @@ from opentelemetry import trace
 from common.cancel import reraise_if_cancelling
 from common.decimals import ZERO, fmt
 from common.marketstate import market_key
-from common.retry import Backoff
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.order_store import Change
 from services.executor.burst_gate import BurstGate, Once, Slots
@@ -36,36 +36,15 @@ from services.executor.placed_orders import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.position_queue import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.recovery import plan_resume
+from services.executor.runner_config import RunnerConfig
 from services.executor.status_tracker import ERROR_BACKOFF_S, Tracker, error_delay
 from services.executor.tracing import order_span, post_traceparent
+
+__all__ = ["MAX_RUNNER_ERRORS", "OrderRunner", "RunnerConfig"]
 
 log = logging.getLogger(__name__)
 MAX_RUNNER_ERRORS = 5
 TRACKED = frozenset({lc.State.PLACED, lc.State.PARTIALLY_FILLED})  # at the venue: polled by the tracker
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerConfig:
-    """Timing and retry knobs of the runners."""
-
-    max_submit_attempts: int = 4
-    retry_backoff: Backoff = field(default_factory=lambda: Backoff(0.1, 2.0))
-    breaker_wait_s: float = 5.0
-    poll_initial_s: float = 0.2
-    poll_max_s: float = 2.0
-    settle_interval_s: float = 1.0
-    lost_after: int = 3
-    placed_lost_after_s: float = 300.0  # a placed order not found for this long (and lost_after queries): LOST
-    resubmit_max_age_s: float = 30.0
-    max_inflight: int = 2048
-    max_status_queries: int = 256  # status queries of placed orders in flight at once
-    # While a burst of POSTs is still going out (more than answer_defer_min_pending pending), answers
-    # wait (up to answer_defer_s) before being processed and persisted, so the last POST of a
-    # 1,000-order fan-out does not queue behind them; while more than that many are not even written,
-    # venues that can hold answers keep them unread (parsed only after the burst's last POST).
-    answer_defer_s: float = 1.0
-    answer_defer_min_pending: int = 32
-    gc_pause_max_s: float = 0.0  # automatic garbage collection off while a burst is written, this long at most
 
 
 class OrderRunner:
@@ -92,14 +71,20 @@ class OrderRunner:
         self._first_event: dict[str, asyncio.Event] = {}
         self.positions = PositionQueue()  # orders not final per (wallet, asset): sized-later SELLs wait their turn
         self.size_later: SizeLater | None = None  # set by the fan-out, which has the books and the positions
+        self.on_give_up: Callable[[str], None] | None = None  # an order given up on (given_up.GivenUp.add)
         for venue in venues.values():
             if isinstance(venue, AnswerHolder):
                 self.burst.hold_answers_with(venue)
 
     def _dropped(self, t: Ticket) -> None:
-        """The tracker gave up on a placed order (it resumes at the next start)."""
+        """The tracker gave up on a placed order (:attr:`on_give_up` takes it up again later)."""
         self.positions.ended(position_key(t), t.client_order_id)
         self.placed.forget(t.client_order_id)
+        self._give_up(t.client_order_id)
+
+    def _give_up(self, client_order_id: str) -> None:
+        if self.on_give_up is not None:
+            self.on_give_up(client_order_id)
 
     def running(self, client_order_id: str) -> bool:
         """True when this process is already working on the order (running it, or tracking it placed)."""
@@ -194,8 +179,9 @@ class OrderRunner:
                     log.exception("order runner error", extra={"client_order_id": coid, "state": life.state.value,
                                                                "attempt": crashes})
                     if crashes >= MAX_RUNNER_ERRORS:
-                        log.error("order runner gave up; the order resumes at the next start",
+                        log.error("order runner gave up; the order is taken up again later",
                                   extra={"client_order_id": coid})
+                        self._give_up(coid)
                         return
                     await asyncio.sleep(error_delay(crashes, ERROR_BACKOFF_S))
                     if life.state is lc.State.SUBMITTING:

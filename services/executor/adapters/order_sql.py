@@ -138,6 +138,12 @@ SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_or
 WHERE p.terminal_at IS NULL AND o.state NOT IN {TERMINAL_SQL}
 ORDER BY o.arrival_ns NULLS FIRST, o.created_at
 """
+# Those of OPEN_ORDERS among the given client order ids (orders given up on, taken up again: given_up.py).
+OPEN_AMONG = f"""
+SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+WHERE p.client_order_id = ANY(%s::text[]) AND p.terminal_at IS NULL AND o.state NOT IN {TERMINAL_SQL}
+ORDER BY o.arrival_ns NULLS FIRST, o.created_at
+"""
 
 
 _SELLING = f"""

@@ -213,6 +213,12 @@ class OrderStore:
             cur = await conn.execute(sql.OPEN_ORDERS)
             return list(await cur.fetchall())
 
+    async def open_among(self, client_order_ids: list[str]) -> list[dict[str, Any]]:
+        """The orders among ``client_order_ids`` not yet terminal, in the order they arrived."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql.OPEN_AMONG, (client_order_ids,))
+            return list(await cur.fetchall())
+
     async def sellable(self, follower_wallet_id: str, asset_id: str,
                        subscription_id: str | None = None) -> Decimal | Refusal:
         """Shares of a position not already being sold: held, less what its SELLs under way may still sell (a
