@@ -22,23 +22,35 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
 
 def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
                    balance: Decimal | None, sells: Sequence[tuple[Decimal, Decimal]] = (),
-                   selling_by: Mapping[str, Decimal] | None = None) -> FollowerState:
+                   selling_by: Mapping[str, Decimal] | None = None, unsized: int = 0) -> FollowerState:
     """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis).
 
     ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
     what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``).
     The wallet's exits and manual SELLs in flight (``pos.asset_exiting``, PostgreSQL: they reserve nothing in Redis)
-    are held back too, as SELLs of no known subscription: from every part of a split position.
-    ``selling_by``: of what is held back, the SELL copies' by subscription (:func:`selling_by`)."""
+    are held back too, as SELLs of no known subscription: from every part of a split position; so are the copies in
+    flight the router did not send (``pos.asset_unrouted``: the executor's re-sized SELLs, which reserve nothing
+    either), as their subscriptions' copies, as the executor counts them.
+    ``selling_by``: of what is held back, the router's SELL copies' by subscription (:func:`selling_by`).
+    ``unsized``: the router's SELL copies in flight not sized yet (they reserve no shares until the executor sizes
+    them: a SELL then goes out with a fraction too)."""
     shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
     selling = unfilled_in_flight(shares, sells) if sells and shares else shares
+    if pos.asset_exiting:
+        selling += pos.asset_exiting
+    unrouted = pos.asset_unrouted
+    if unrouted:
+        selling += sum(unrouted.values(), ZERO)
+        if pos.asset_parts is not None:
+            merged = dict(selling_by or {})
+            for sub, n in unrouted.items():
+                merged[sub] = merged.get(sub, ZERO) + n
+            selling_by = merged
     return FollowerState(
         pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
         from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
         from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
-        res.markets,
-        selling + pos.asset_exiting if pos.asset_exiting else selling,
-        balance, pos.asset_parts, selling_by)
+        res.markets, selling, balance, pos.asset_parts, selling_by, unsized)
 
 
 def selling_by(listed: Sequence[tuple[str, int]] | None, sold: Mapping[str, Decimal], subscriptions: Mapping[str, str],

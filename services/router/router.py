@@ -268,6 +268,7 @@ class Router:
             market_id, carried = it.market_id, carry.wallets
             reserved, position, balance = read.redis.reserved.get, read.pg.position, read.balances.get
             realized, in_flight, sold = read.pg.realized_today.get, read.redis.sells, read.pg.sold
+            unsized = read.redis.unsized
             for w in it.wallets:
                 res = reserved((w, market_id, asset), NOTHING_RESERVED)
                 if w in carried:
@@ -280,7 +281,8 @@ class Router:
                                          carry.selling(w, asset) if w in carried else None)
                 states[w] = follower_state(
                     pos, res, realized(w, ZERO), balance(w),
-                    [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else (), selling)
+                    [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else (), selling,
+                    len(unsized.get((w, asset), ())) if unsized else 0)
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
                               carry.leader_before(trade.wallet, asset, recorded), read.policy)

@@ -5,8 +5,9 @@ reserve nothing in Redis: the router's SELL index and reservations know only its
 counts, for each wallet and asset a SELL of the batch trades, what the wallet's SELLs in flight that are not copies
 may still sell (``order_pending`` open, ``orders`` neither NEW nor terminal, ``size - filled_size``), as the
 executor does when it sizes a SELL (``order_sql.SELLABLE_PART``): held back from the wallet's shares and, when the
-position keeps a split, from every part (the subscription they sell is not known). Copies are counted from Redis
-only: counted there too, a copy in flight would be held back twice.
+position keeps a split, from every part (the subscription they sell is not known). The router's copies are counted
+from Redis only: counted there too, a copy in flight would be held back twice (the copies it did not send, re-sized
+by the executor: ``test_sells_resized_in_flight.py``).
 
 The running router (real PostgreSQL, Redis and gRPC): w_1 follows LEADER (sub_A) and LEADER_B (sub_B); the executor
 booked sub_A's 100 shares, and sub_B's 50 when the position is split. LEADER holds 100, LEADER_B 50.
@@ -25,6 +26,7 @@ from common.reservations import WalletReserved, to_micro
 from services.executor.domain.order_lifecycle import TERMINAL
 from services.router.adapters.store import PositionAgg, RouterStore
 from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, TERMINAL_STATES
+from services.router.domain.decide import client_order_id
 from services.router.read_model import follower_state
 from tests.helpers import eventually, plan_nodes
 from tests.router.conftest import LEADER, YES, Stack, subscription
@@ -162,7 +164,8 @@ async def test_load_batch_reads_the_wallets_exits_in_flight_of_the_sell_assets(s
                      " ('w_3', '111', '0xa', %s, 0)", (MIN_HELD_SHARES / 2,))
     _selling(db_url, "ex_1", "60", asset="111", filled="15", state="PARTIALLY_FILLED")
     _selling(db_url, "man_1", "10", asset="111", origin="MANUAL", sub=None)
-    _selling(db_url, "co_1", "20", asset="111", origin="COPY")  # the router's own: counted from Redis
+    _selling(db_url, client_order_id("lt_1", "w_1", "111"), "20", asset="111", origin="COPY")  # the router's own:
+    # counted from Redis
     _selling(db_url, "ex_2", "60", asset="222")  # not a SELL's asset of the batch
     _selling(db_url, "ex_3", "5", asset="111", wallet="w_3")  # nothing held: no lookup
     _selling(db_url, "buy_1", "5", asset="111", wallet="w_2", side="BUY", origin="MANUAL")

@@ -1,11 +1,15 @@
 """The router and the executor together (real router, real executor, Insiders fake): a leader SELL routed
-while a SELL sized by the executor (``sell_fraction``) is still at the venue does not sell its shares again."""
+while a SELL sized by the executor (``sell_fraction``) is still at the venue, or not sized yet, does not sell its
+shares again."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -86,3 +90,58 @@ async def test_a_sell_routed_while_a_fraction_sell_is_in_flight_does_not_sell_it
     [s2] = s2_trade.orders
     sized_on = (bought - s1_size) * D("0.5")
     assert s2.sell_fraction or D(s2.size) <= sized_on.quantize(D("0.01")), (s2.size, s2.sell_fraction)
+
+
+async def test_a_sell_routed_before_the_fraction_sell_is_sized_is_sized_after_it(
+        stack: Stack, executor: Harness, db_url: str) -> None:
+    """As above, but the second SELL comes while the executor is still sizing the first one (it read the position,
+    62.5, and waits for the book: up to 1 s; or the routed trade waits for admission, up to 10 s): the BUY is final
+    and released, the fraction SELL's claim still reserves no shares. Sized by the router on all 62.5 (31.25), the
+    two copies sold 52.08 where the leader sold two thirds; sent as a fraction, the executor sizes it once the first
+    one has ended: 20.83 and 20.83, two thirds of 62.5."""
+    await executor.set_book(YES, [("0.39", "1000")], [("0.40", "1000")])
+    executor.fake.settle_s = NEVER
+    running = await executor.start_executor()
+    store = running.admission.store
+    original = store.sellable
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: Any) -> Any:  # the first sizing stops after its read of the position
+        got = await original(*args)
+        if not reading.is_set():
+            reading.set()
+            await go.wait()
+        return got
+
+    store.sellable = slow  # type: ignore[method-assign]
+    await stack.add(subscription("sub_1", "w_1"))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_buy", size="300", price="0.4"),
+                        leader_trade("lt_s1", side=cpb.SIDE_SELL, size="100", price="0.4"))
+    buy_trade, s1_trade = await _routed(stack, 2)
+    [buy] = buy_trade.orders
+    [s1] = s1_trade.orders
+    assert s1.sell_fraction and not s1.size
+    await eventually(lambda: executor.fake.order(buy.client_order_id))
+    executor.fake.settle_s = 0.02  # the BUY is confirmed, and every order after it soon after its match
+    bought = D("62.5")
+    await eventually(lambda: _held(db_url, "w_1") == bought)
+
+    async def released() -> bool:
+        got = await reservations.read(stack.redis, ["w_1"], COND, YES)
+        return got["w_1"].market_usd_micro == 0
+
+    await eventually(released)
+    await asyncio.wait_for(reading.wait(), 10)
+    assert (await stack.redis.get(reservations.order_key(s1.client_order_id))).split("|")[2] == "0"
+
+    await stack.publish(leader_trade("lt_s2", side=cpb.SIDE_SELL, size="100", price="0.4"))
+    *_, s2_trade = await _routed(stack, 3)
+    [s2] = s2_trade.orders
+    go.set()
+    for coid in (s1.client_order_id, s2.client_order_id):
+        end = await eventually(functools.partial(executor.terminal, coid), timeout_s=15)
+        assert end.type == epb.ORDER_EVENT_TYPE_FILLED, (coid, end.reason, end.detail)
+    sizes = [D(p.body["size"]) for o in (s1, s2) for p in executor.fake.posts_for(o.client_order_id) if p.body]
+    assert sizes == [D("20.83"), D("20.83")], (sizes, s2.size, s2.sell_fraction)
+    assert _held(db_url, "w_1") == bought - sum(sizes)

@@ -3,20 +3,24 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
 
 - read: the routed marker of every trade, each asset's cached market info and whether its book is
   stored, and follower wallets' in-flight reservations (summed in Lua: one short line per wallet,
-  market and asset asked for), in one Lua call. For a wallet with shares reserved in the asset it also
-  returns the router's SELLs still holding them, by client order id with each one's reservation and
-  subscription (from the SELL index below), so the PostgreSQL read that follows can tell how much of them
-  already filled, and a copied SELL which of them sell its own subscription's part.
+  market and asset asked for), in one Lua call. For each wallet of an asset a SELL of the batch trades it also
+  returns the router's SELLs in flight (from the SELL index below): those holding shares by client order id with
+  each one's reservation and subscription, so the PostgreSQL read that follows can tell how much of them already
+  filled, and a copied SELL which of them sell its own subscription's part; and those still reserving none, SELLs
+  sent with a fraction that the executor has not sized yet (``admission.size_later`` sizes the claim in their
+  turn). Their shares are not known yet: a SELL routed meanwhile goes out as a fraction too, sized by the executor
+  after them (``domain.sells.size_sell``).
 - SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the router's SELL copies, each as its client order
   id and subscription (``coid|sub``; a bare ``coid`` from before subscriptions were kept), written by the emit,
   with a TTL of :data:`SELLS_TTL_S` renewed on every add. The executor releases reservations without knowing
   it: the read drops the ids whose claim is released or gone. It only ever narrows what the router subtracts: a
   SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against
   every subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is
-  not known). Guard's exits and manual SELLs reserve nothing here: the PostgreSQL read counts them (from the
-  executor's open orders, ``store_sql.LOAD``). Across an upgrade or a rollback: this code reads the bare members
-  the router wrote before; a router before subscriptions were kept reads a ``coid|sub`` member as a claim gone and
-  drops it, so that SELL's whole reservation stays counted (it holds back more shares, never fewer).
+  not known). Guard's exits, manual SELLs and the copies the executor sent again re-sized reserve nothing here: the
+  PostgreSQL read counts them (from the executor's open orders, ``store_sql.LOAD``). Across an upgrade or a
+  rollback: this code reads the bare members the router wrote before; a router before subscriptions were kept reads
+  a ``coid|sub`` member as a claim gone and drops it, so that SELL's whole reservation stays counted (it holds back
+  more shares, never fewer).
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
   NX), reserve its USD / shares, append the RoutedTrade to the durable log (as consecutive parts when it
   is too big for one message: ``outbound.split_routed``) and set the trade's routed marker to the cursor
@@ -44,9 +48,9 @@ SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router 
 # Lua functions of the SELL index (prepended to the scripts after reservations.LUA_FUNCTIONS).
 #   tt_index_sells(lines, subs) adds the SELL lines' client order ids, each with its subscription (the line's in
 #     ``subs``, one per line), to their (wallet, asset) index
-#   tt_sells(wallet, asset) -> "coid|micro|sub,coid|micro|sub" of the indexed SELLs still reserving shares of the
-#     asset (sub "" when not known; claims released or gone are dropped from the index; claims reserving 0 stay,
-#     unlisted)
+#   tt_sells(wallet, asset) -> "coid|micro|sub,coid|micro|sub" of the indexed SELLs still claimed for the asset
+#     (sub "" when not known; micro 0: sent with a fraction, not sized yet; claims released or gone are dropped from
+#     the index)
 _SELLS_LUA = """
 local TT_SELLS_PREFIX = '""" + SELLS_PREFIX + """'
 local function tt_index_sells(lines, subs)
@@ -77,7 +81,7 @@ local function tt_sells(wallet, asset)
     end
     if micro == nil then
       redis.call('SREM', ikey, member)
-    elseif micro ~= '0' then
+    else
       out[#out + 1] = coid .. '|' .. micro .. '|' .. sub
     end
   end
@@ -89,7 +93,9 @@ end
 # ARGV: n_trades, n_assets, then per (market, asset) group: market, asset, wallet ids (one per line), and
 # '1' when its SELLs are wanted (a SELL trade of the asset is in the batch), else '0'.
 # Returns {markers, infos, books, per group: summary lines, SELLs: "wallet\tasset\tcoid|micro|sub,..." for each
-# wallet of a group wanting them with indexed SELLs reserving shares of the asset}.
+# wallet of a group wanting them with indexed SELLs claimed for the asset}. Every wallet of such a group is looked up
+# in the index, whatever it reserves: a SELL not sized yet reserves nothing (one SMEMBERS of a key that mostly does
+# not exist).
 _READ = Script(reservations.LUA_FUNCTIONS + _SELLS_LUA + """
 local nt, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local markers, infos, books, groups, sells = {}, {}, {}, {}, {}
@@ -103,7 +109,7 @@ for g = 3, #ARGV, 4 do
   for w in string.gmatch(ARGV[g + 2], '[^\\n]+') do
     local line = tt_summary(w, market, asset)
     out[#out + 1] = line
-    if want and string.match(line, '^%d+\\t%d+\\t(%d+)\\t') ~= '0' then
+    if want then
       local s = tt_sells(w, asset)
       if s ~= '' then sells[#sells + 1] = w .. '\\t' .. asset .. '\\t' .. s end
     end
@@ -166,23 +172,36 @@ def _market_info(flat: list[Any]) -> MarketInfo | None:
         return None  # unusable cache entry: refetched
 
 
-def _sells(lines: list[Any]) -> tuple[dict[tuple[str, str], tuple[InFlightSell, ...]], dict[str, str]]:
-    """The read script's SELL lines, ``wallet\tasset\tcoid|micro|sub,coid|micro|sub``: the SELLs by (wallet,
-    asset), each once (a bare member and a ``coid|sub`` one of the same claim are one SELL), and the subscription
-    of each whose subscription is known (``sub`` "": a bare member, written before subscriptions were kept)."""
+def _sells(lines: list[Any]) -> tuple[dict[tuple[str, str], tuple[InFlightSell, ...]], dict[str, str],
+                                      dict[tuple[str, str], tuple[str, ...]]]:
+    """The read script's SELL lines, ``wallet\tasset\tcoid|micro|sub,coid|micro|sub``: the SELLs reserving shares
+    by (wallet, asset), each once (a bare member and a ``coid|sub`` one of the same claim are one SELL), the
+    subscription of each whose subscription is known (``sub`` "": a bare member, written before subscriptions were
+    kept), and by (wallet, asset) the client order ids of those reserving none yet (sent with a fraction, not
+    sized yet)."""
     out: dict[tuple[str, str], tuple[InFlightSell, ...]] = {}
     subs: dict[str, str] = {}
+    unsized: dict[tuple[str, str], tuple[str, ...]] = {}
     for raw in lines:
         wallet, asset, orders = _s(raw).split("\t", 2)
-        if (wallet, asset) not in out:  # asked twice (two markets of one asset): the same answer
-            listed: dict[str, int] = {}  # one claim, however many members name it: its fills come off once
-            for item in orders.split(","):
-                coid, micro, sub = item.split("|", 2)
-                listed[coid] = int(micro)
-                if sub:
-                    subs[coid] = sub
-            out[(wallet, asset)] = tuple(listed.items())
-    return out, subs
+        key = (wallet, asset)
+        if key in out or key in unsized:  # asked twice (two markets of one asset): the same answer
+            continue
+        listed: dict[str, int] = {}  # one claim, however many members name it: its fills come off once
+        waiting: dict[str, None] = {}
+        for item in orders.split(","):
+            coid, micro, sub = item.split("|", 2)
+            if micro == "0":
+                waiting[coid] = None
+                continue
+            listed[coid] = int(micro)
+            if sub:
+                subs[coid] = sub
+        if listed:
+            out[key] = tuple(listed.items())
+        if waiting:
+            unsized[key] = tuple(waiting)
+    return out, subs, unsized
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +227,13 @@ class BatchView:
     has_book: dict[str, bool]  # asset -> book stored
     reserved: dict[Query, WalletReserved]
     # (wallet, asset) -> the router's SELLs counted in ``reserved``'s shares, known by id (a part of them at
-    # most: see the SELL index); only for wallets with shares reserved in the asset
+    # most: see the SELL index); only for wallets with shares reserved in the asset, of the assets SELLs were asked
+    # for
     sells: dict[tuple[str, str], tuple[InFlightSell, ...]] = field(default_factory=dict)
     sell_subscriptions: dict[str, str] = field(default_factory=dict)  # client order id -> subscription, when known
+    # (wallet, asset) -> the router's SELLs in flight still reserving no shares: sent with a fraction, not sized by
+    # the executor yet (what they will sell is not known); only for the assets SELLs were asked for
+    unsized: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def sell_order_ids(self) -> list[str]:
         """Client order ids of every SELL in :attr:`sells`."""
@@ -258,9 +281,9 @@ class RedisState:
                          queries: Mapping[tuple[str, str], Sequence[str]], *,
                          sell_assets: Collection[str] | None = None) -> BatchView:
         """Markers, market info and book presence per asset, and the reservations of the wallets of each
-        (market, asset) in ``queries``, in one round trip; the indexed SELLs behind the reserved shares only
-        for the assets in ``sell_assets`` (all when None: only a SELL is sized on them). Ids must not contain
-        tabs or newlines."""
+        (market, asset) in ``queries``, in one round trip; the indexed SELLs behind the reserved shares, and those
+        not sized yet, only for the assets in ``sell_assets`` (all when None: only a SELL is sized on them). Ids
+        must not contain tabs or newlines."""
         keys: list[str | bytes | int] = [marker_key(lt) for lt in leader_trade_ids]
         keys += [market_key(a) for a in assets]
         keys += [book_key(a) for a in assets]
@@ -277,9 +300,9 @@ class RedisState:
             if wallets:
                 for w, line in zip(wallets, _s(text).split("\n"), strict=True):
                     reserved[(w, market, asset)] = parse(line)
-        sells, subs = _sells(reply[4])
+        sells, subs, unsized = _sells(reply[4])
         return BatchView(markets=markets, markers=markers, has_book=books, reserved=reserved, sells=sells,
-                         sell_subscriptions=subs)
+                         sell_subscriptions=subs, unsized=unsized)
 
     async def read(self, leader_trade_id: str, asset_id: str, market: str,
                    wallet_ids: Sequence[str]) -> RedisView:

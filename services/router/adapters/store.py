@@ -3,7 +3,8 @@ persisted in one statement right after the RoutedTrade is appended (with its log
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
 aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, and what
-the wallet's exits and manual SELLs in flight may still sell of them: they reserve nothing in Redis),
+the wallet's SELLs in flight the router did not send may still sell of them: exits, manual SELLs, copies re-sized by
+the executor; they reserve nothing in Redis),
 each wallet's realized PnL of the day for the daily loss limit, funded balances,
 the leader's recorded net position in the asset and the shares already sold by the in-flight SELLs the
 Redis read just listed (their fills are booked with the position they reduce, in one transaction).
@@ -51,6 +52,9 @@ class PositionAgg:
     # shares of it the wallet's SELLs in flight that are not the router's copies (guard's exits, manual SELLs) may
     # still sell; read for the assets a SELL of the batch trades only
     asset_exiting: Decimal = ZERO
+    # shares of it the copies in flight the router did not send (the executor's re-sized SELLs) may still sell, by
+    # subscription (None: none); read as asset_exiting
+    asset_unrouted: Mapping[str, Decimal] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ class PgBatch:
     parts: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
     # (wallet, asset) -> shares its exits and manual SELLs in flight may still sell, for a SELL's asset held (when some)
     exiting: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    # (wallet, asset) -> shares the copies in flight the router did not send may still sell, by subscription (the
+    # same assets, when some)
+    unrouted: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
@@ -98,29 +105,32 @@ class PgBatch:
         key = (wallet, asset)
         return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
                            total[1], self.parts.get(key) if self.parts else None,
-                           self.exiting.get(key, ZERO) if self.exiting else ZERO)
+                           self.exiting.get(key, ZERO) if self.exiting else ZERO,
+                           self.unrouted.get(key) if self.unrouted else None)
 
 
 _NO_POSITION = PositionAgg()
 
 WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, str], Decimal],
                    dict[tuple[str, str], Decimal], dict[str, Decimal], dict[tuple[str, str], dict[str, Decimal]],
-                   dict[tuple[str, str], Decimal]]
+                   dict[tuple[str, str], Decimal], dict[tuple[str, str], dict[str, Decimal]]]
 
 
 def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
-    split: for a SELL's asset whose position keeps one)]...], realized today, [[asset, shares its exits and manual
-    SELLs in flight may still sell]...]]`` as :class:`PgBatch`'s totals, market costs, asset sizes, realized PnL,
-    parts (a split that does not add up to its position is left out: the position is sized on the wallet's shares,
-    as one with none) and exits in flight. A market listed twice (both of its outcomes held) costs the sum of the
-    two."""
+    split: for a SELL's asset whose position keeps one)]...], realized today, [[asset, [[subscription,
+    shares]...]]...]]`` (the last: what the wallet's SELLs in flight the router did not send may still sell, a
+    copy's under its subscription, the others' under null) as :class:`PgBatch`'s totals, market costs, asset sizes,
+    realized PnL, parts (a split that does not add up to its position is left out: the position is sized on the
+    wallet's shares, as one with none), exits in flight and copies in flight the router did not send. A market
+    listed twice (both of its outcomes held) costs the sum of the two."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
     realized: dict[str, Decimal] = {}
     parts: dict[tuple[str, str], dict[str, Decimal]] = {}
     exiting: dict[tuple[str, str], Decimal] = {}
+    unrouted: dict[tuple[str, str], dict[str, Decimal]] = {}
     for w, total, markets, costs, sizes, pnl, exits in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
@@ -136,9 +146,13 @@ def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
                     parts[key] = split
         if pnl is not None:
             realized[w] = Decimal(pnl)
-        for a, n in exits or ():
-            exiting[(w, a)] = Decimal(n)
-    return totals, market_costs, asset_sizes, realized, parts, exiting
+        for a, groups in exits or ():
+            for sub, n in groups:
+                if sub is None:
+                    exiting[(w, a)] = Decimal(n)
+                else:
+                    unrouted.setdefault((w, a), {})[sub] = Decimal(n)
+    return totals, market_costs, asset_sizes, realized, parts, exiting, unrouted
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +227,8 @@ class RouterStore:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
         client order ids, each one's only when it has some; the split of the positions in ``sell_assets``, the
-        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept, and what the wallet's exits
-        and manual SELLs in flight may still sell of them)."""
+        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept, and what the wallet's SELLs in
+        flight the router did not send may still sell of them: exits and manual SELLs, and copies by subscription)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
@@ -226,12 +240,13 @@ class RouterStore:
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
-        totals, market_costs, asset_sizes, realized, parts, exiting = _wallet_rows(orjson.loads(wallets_ or "[]"))
+        totals, market_costs, asset_sizes, realized, parts, exiting, unrouted = _wallet_rows(
+            orjson.loads(wallets_ or "[]"))
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold, parts, exiting)
+                       leaders, sold, parts, exiting, unrouted)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

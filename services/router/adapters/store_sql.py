@@ -13,6 +13,12 @@ PLANNER_OPTIONS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
 # The states an order never leaves (the executor's order_lifecycle.TERMINAL).
 TERMINAL_STATES = "('FILLED', 'CANCELLED', 'REJECTED', 'LOST', 'FAILED')"
 
+# The form of the client order ids of the router's copies (domain.decide.client_order_id: "co_" + 32 hex digits), a
+# POSIX regular expression as PostgreSQL reads it. A copy of another id was not sent by the router and claims nothing
+# in Redis: the executor's re-sized SELLs (reconciling.RESIZED_PREFIX "co_rs_" + 30 hex digits), a COPY given to
+# SubmitOrder.
+ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
+
 EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
 # Everything a batch of leader trades needs, in ONE statement (one round trip, no pipeline bookkeeping).
@@ -30,15 +36,21 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch first, 47 of the
 # statement's 88 ms.
 # For each position held in an asset a SELL of the batch trades, the wallet's lookup also sums what its SELLs in
-# flight that are not copies may still sell: guard's exits (origin TRIGGER) and manual SELLs (MANUAL) reserve nothing
-# in Redis, where the router sees only its own copies. They are counted as the executor counts SELLs under way
+# flight the router did not send may still sell: guard's exits (origin TRIGGER), manual SELLs (MANUAL) and copies
+# (COPY) whose client order id is not of the router's form (ROUTER_COPY_ID: a copy SELL the venue refused for lack of
+# shares, sent again re-sized by the executor's reconciliation under a new id) reserve nothing in Redis, where the
+# router sees only its own copies. They are counted as the executor counts SELLs under way
 # (services/executor/adapters/order_sql.py, _SELLING): open in order_pending, neither NEW nor terminal, each its size
-# less its fills booked (written with the position they reduce, in one transaction). Copies (origin COPY) are left
-# out: the Redis read counts them, by subscription. The lookup is a subquery of the position's row (never flattened
-# into a join), by key: order_pending through its index of open orders (order_pending_open), then each one's order
-# (LATERAL, OFFSET 0). It runs only for those positions, a CASE running its branch only when taken: as a LATERAL of
-# the position it ran again for every position of every wallet, and a 1,000-follower batch of BUYs, which looks up
-# nothing, took 2 to 3 ms longer (6 positions each).
+# less its fills booked (written with the position they reduce, in one transaction), by subscription as the
+# executor's SELLABLE_PART groups them: a copy's (the re-sized one keeps its original's) under its subscription, set
+# aside from its own part; the others (and a copy of no subscription) under null, held back from every part. The
+# router's copies (origin COPY, an id of its form) are left out: the Redis read counts them, by subscription; every
+# one of them claimed its id there when it was emitted, so none is counted twice (whether the SELL index lists it or
+# not). The lookup is a subquery of the position's row (never flattened into a join), by key: order_pending through
+# its index of open orders (order_pending_open), then each one's order (LATERAL, OFFSET 0). It runs only for those
+# positions, a CASE running its branch only when taken: as a LATERAL of the position it ran again for every position
+# of every wallet, and a 1,000-follower batch of BUYs, which looks up nothing, took 2 to 3 ms longer (6 positions
+# each).
 LOAD = """
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az,
@@ -53,19 +65,24 @@ agg AS (
                              ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares) END)
                    FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
                sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s) AS realized,
-               json_agg(json_build_array(q.a, q.exiting::text)) FILTER (WHERE q.exiting > 0) AS exits
+               json_agg(json_build_array(q.a, q.exiting)) FILTER (WHERE q.exiting IS NOT NULL) AS exits
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
                      x.subscription_shares AS shares,
                      CASE WHEN x.size >= %(min_held)s AND x.asset_id = ANY(k.sa) THEN (
-                         SELECT sum(greatest(o.size - o.filled_size, 0))
-                         FROM order_pending p CROSS JOIN LATERAL (
-                             SELECT o.size, o.filled_size FROM orders o
-                             WHERE o.client_order_id = p.client_order_id AND o.side = 'SELL' AND o.origin <> 'COPY'
-                               AND o.size IS NOT NULL AND o.state NOT IN """ + TERMINAL_STATES + """
-                               AND o.state <> 'NEW' OFFSET 0) o
-                         WHERE p.follower_wallet_id = x.follower_wallet_id AND p.asset_id = x.asset_id
-                           AND p.terminal_at IS NULL)
+                         SELECT json_agg(json_build_array(g.sub, g.n::text)) FROM (
+                             SELECT o.sub, sum(greatest(o.size - o.filled_size, 0)) AS n
+                             FROM order_pending p CROSS JOIN LATERAL (
+                                 SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
+                                        o.size, o.filled_size
+                                 FROM orders o
+                                 WHERE o.client_order_id = p.client_order_id AND o.side = 'SELL'
+                                   AND (o.origin <> 'COPY' OR o.client_order_id !~ '""" + ROUTER_COPY_ID + """')
+                                   AND o.size IS NOT NULL AND o.state NOT IN """ + TERMINAL_STATES + """
+                                   AND o.state <> 'NEW' OFFSET 0) o
+                             WHERE p.follower_wallet_id = x.follower_wallet_id AND p.asset_id = x.asset_id
+                               AND p.terminal_at IS NULL
+                             GROUP BY o.sub HAVING sum(greatest(o.size - o.filled_size, 0)) > 0) g)
                      END AS exiting
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
     ) x

@@ -7,18 +7,19 @@ sells what its copies bought, never the shares of a subscription whose leader st
 
 - No split kept (NULL: the position was bought by one subscription, or none; almost every position), or one that
   does not add up to the position (an executor before splits booked it since): the SELL is sized on the wallet's
-  shares not being sold (by the router's copies, guard's exits and manual SELLs in flight), for EVERY subscription of
-  the wallet (the opening one, another one, one re-created after its opener was stopped): which subscription's
-  shares they are is not known, and its leader's exit must be mirrored.
+  shares not being sold (by the router's copies, guard's exits, manual SELLs and copies re-sized by the executor in
+  flight), for EVERY subscription of the wallet (the opening one, another one, one re-created after its opener was
+  stopped): which subscription's shares they are is not known, and its leader's exit must be mirrored.
 - A split kept (several subscriptions bought the position): the subscription's own part, less what the wallet's
   SELLs in flight may still sell of it, never more than the wallet's shares not being sold (the executor never
   sells more than the wallet holds). A SELL takes its own subscription's shares first and the rest from every other
   part in proportion, so a SELL copy in flight of another subscription is left aside only up to that
-  subscription's part (``common.parts``): what it may sell beyond it, and every SELL not known by subscription,
-  count against the part in full: guard's exits and manual SELLs (they reserve nothing in Redis: the router reads
-  them from the executor's open orders, ``adapters/store_sql.LOAD``, and counts them as the executor does, whatever
-  subscription a trigger is of), and a SELL index entry written before subscriptions were kept. A subscription with
-  no part in it holds none of the wallet's shares: they belong to other subscriptions.
+  subscription's part (``common.parts``; a copy the executor sent again re-sized, read from its open orders, is its
+  original's subscription's, as the executor counts it): what it may sell beyond it, and every SELL not known by
+  subscription, count against the part in full: guard's exits and manual SELLs (they reserve nothing in Redis: the
+  router reads them from the executor's open orders, ``adapters/store_sql.LOAD``, and counts them as the executor
+  does, whatever subscription a trigger is of), and a SELL index entry written before subscriptions were kept. A
+  subscription with no part in it holds none of the wallet's shares: they belong to other subscriptions.
 - A part below the share step (what a proportional take leaves) counts as none, as a holding does; when the other
   parts would keep less than a share step of the wallet's shares not being sold (their sub-cent leftovers, which no
   copy of theirs could ever sell), a subscription with a part sells of the wallet's shares not being sold: the dust

@@ -157,8 +157,8 @@ class FollowerState:
     reserved_total_usd: Decimal = ZERO
     reserved_market_usd: Decimal = ZERO
     reserved_markets: frozenset[str] = frozenset()
-    # shares the wallet's SELLs in flight may still sell: the router's copies (Redis), guard's exits and manual SELLs
-    # (the executor's open orders: they reserve nothing in Redis)
+    # shares the wallet's SELLs in flight may still sell: the router's copies (Redis), guard's exits, manual SELLs and
+    # the copies the executor sent again re-sized (the executor's open orders: they reserve nothing in Redis)
     reserved_sell_size: Decimal = ZERO
     balance_usd: Decimal | None = None
     # each subscription's shares of held_size when a split is kept (several subscriptions bought the position);
@@ -167,6 +167,9 @@ class FollowerState:
     # of reserved_sell_size: each subscription's SELL copies'; the rest (exits, manual SELLs, copies not known by
     # subscription) is held back from every part
     selling_by: Mapping[str, Decimal] | None = None
+    # the router's SELL copies of the asset in flight the executor has not sized yet (sent with a fraction: what they
+    # will sell is not known); a SELL routed meanwhile goes out with a fraction too, sized by the executor after them
+    unsized_sells: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,16 @@ Rules:
   sizes it by the rule below once every earlier order of the wallet on the asset has the venue's answer.
   Sized now, it missed the BUY's shares (skipped as NOTHING_HELD when nothing else was held), and
   the follower kept what the leader had sold.
+- So does a SELL while such a fraction SELL of the wallet's asset is in flight and not sized yet (the BUY answered
+  and released, the executor still waiting for its turn or sizing it: its claim reserves no shares until then).
+  Sized now, on every share held, it sold the shares that SELL will sell again; sent as a fraction, the executor
+  sizes it once that SELL has ended (in its turn: every earlier order of the wallet on the asset), on what it left.
 - Otherwise the follower's sellable size (:mod:`~services.router.domain.holdings`):
   - no split of the position kept (NULL, almost always: one subscription, or none, bought it): the wallet's
     shares held (positions table) − shares its SELLs in flight may still sell (the router's copies:
-    :func:`unfilled_in_flight`, reserved less what their fills already took out of the position; guard's exits and
-    manual SELLs, which reserve nothing: their size less their fills, from the executor's open orders), for every
-    subscription of the wallet;
+    :func:`unfilled_in_flight`, reserved less what their fills already took out of the position; guard's exits,
+    manual SELLs and copies the executor sent again re-sized, which reserve nothing: their size less their fills,
+    from the executor's open orders), for every subscription of the wallet;
   - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
     flight may still sell of it (other subscriptions' SELL copies aside up to their own parts: beyond them they take
     from every part), never more than the wallet's shares not being sold, and all of these when the other parts
@@ -50,7 +54,8 @@ Rejection = tuple[Reason, str]
 
 @dataclass(frozen=True, slots=True)
 class AfterBuy:
-    """Sell ``fraction`` of the position once the wallet's copy BUY in flight in the market is answered."""
+    """Sell ``fraction`` of the position once the wallet's copy BUY in flight in the market is answered (and the
+    SELLs sized later before it have ended)."""
 
     fraction: Decimal
 
@@ -79,8 +84,8 @@ def leader_fraction(leader_before: Decimal | None, sold: Decimal) -> Decimal:
 def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None,
               min_order_size: Decimal, subscription_id: str | None = None) -> Decimal | AfterBuy | Rejection:
     """Shares the follower sells for its subscription ``subscription_id`` (None: on the wallet's position), the
-    fraction to sell once its BUY in flight is answered, or why not."""
-    if state.reserved_market_usd > ZERO and leader_before is not None:
+    fraction to sell once its BUY in flight is answered and its SELLs not sized yet have ended, or why not."""
+    if (state.reserved_market_usd > ZERO or state.unsized_sells) and leader_before is not None:
         return AfterBuy(leader_fraction(leader_before, sold))
     own = holdings.part_of(state, subscription_id)  # None: no split kept, the wallet's shares (almost always)
     sellable = holdings.sellable(state, own, subscription_id)
