@@ -182,9 +182,15 @@ async def test_a_redemption_taken_under_a_status_word_the_contract_does_not_list
     assert rows(harness.db_url, "SELECT state FROM positions") == [("REDEEMED",)]
     assert harness.fake.redeem_queries >= 1  # the engine asked GET /v1/redeem/{redeemId}
     assert [r.outcome for r in harness.fake.holdings.records] == ["created"]  # posted once
-    events = [epb.RedemptionEvent.FromString(p) for _, p in await harness.redemption_events.read("0-0", block_ms=0)]
-    assert [e.type for e in events] == [epb.REDEMPTION_EVENT_TYPE_PENDING, epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
-                                        epb.REDEMPTION_EVENT_TYPE_CONFIRMED]
+
+    async def event_types() -> list[int]:  # the last change is appended after its row is stored
+        types = [epb.RedemptionEvent.FromString(p).type
+                 for _, p in await harness.redemption_events.read("0-0", block_ms=0)]
+        assert types[-1:] == [epb.REDEMPTION_EVENT_TYPE_CONFIRMED]
+        return types
+
+    assert await eventually(event_types) == [epb.REDEMPTION_EVENT_TYPE_PENDING,  # type: ignore[arg-type]
+                                             epb.REDEMPTION_EVENT_TYPE_SUBMITTED, epb.REDEMPTION_EVENT_TYPE_CONFIRMED]
     assert running.redeemer is not None and running.redeemer.unknown_statuses == 1
 
 
