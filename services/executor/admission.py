@@ -47,6 +47,10 @@ _ROOM_WAITS = _METER.create_counter(
     "executor.admission_waits", description="Routed trades that waited for open orders to end first")
 _ROOM_TIMEOUTS = _METER.create_counter(
     "executor.admission_wait_timeouts", description="Of those, waits that ran out: the trade was admitted anyway")
+_CONDITION_REPLACED = _METER.create_counter(
+    "executor.condition_id_replaced",
+    description="Orders that named another market than the one their token's book names: they took the book's, "
+                "by origin")
 
 FIRST_CHUNK = 8
 ONE_CHUNK_MAX = 32  # up to this many orders go in one INSERT: a second one only adds a commit and a wait
@@ -117,7 +121,8 @@ class OrderAdmission:
         order.sizing_note = note
         now = time.time_ns()
         order.routed_time_ns = now  # its age counts from now: waiting for the BUY must not make the exit stale
-        p = prepare(order, book, self.rules, now)
+        p = prepare(order, book, self.rules, now, market=self._market(o.asset_id, book))
+        _note_replaced([p])
         p.ticket.created_ns = now  # the resubmit window and the breaker wait count from now, not from the wait
         p.ticket.arrival_ns = t.arrival_ns
         if not p.refused and p.life.limit_price is not None:
@@ -142,6 +147,11 @@ class OrderAdmission:
                 self._parsed.clear()
             self._parsed[asset_id] = (book, {}, {})
         return book
+
+    def _market(self, asset_id: str, book: BookSnapshot | None) -> str:
+        """The token's market as known without a fresh book (a stale stored book names it too), for intake to take
+        the market's condition id from (no round trip)."""
+        return self.books.market(asset_id) if book is None else ""
 
     def _memos(self, book: BookSnapshot | None, batch: tuple[QuoteCache, ShapeCache]) -> tuple[QuoteCache, ShapeCache]:
         """prepare()'s memos for orders priced on ``book``: kept with the parsed book while it is the
@@ -266,9 +276,10 @@ class OrderAdmission:
                 for o in chunk:
                     book = books.get(o.asset_id)
                     q, sh = self._memos(book, batch_memos)
-                    p = prepare(o, book, self.rules, now, q, sh)
+                    p = prepare(o, book, self.rules, now, q, sh, market=self._market(o.asset_id, book))
                     p.ticket.arrival_ns = self._arrival()
                     prepared.append(p)
+                _note_replaced(prepared)
                 held -= len(chunk)
                 if first:  # the first POSTs leave after one small insert
                     await self._admit_chunk(prepared)
@@ -291,7 +302,9 @@ class OrderAdmission:
 
     async def submit(self, order: epb.Order) -> tuple[bool, Prepared]:
         """Admit one order (SubmitOrder); returns whether its client order id was known already."""
-        p = prepare(order, await self._book(order.asset_id), self.rules, time.time_ns())
+        book = await self._book(order.asset_id)
+        p = prepare(order, book, self.rules, time.time_ns(), market=self._market(order.asset_id, book))
+        _note_replaced([p])
         p.ticket.arrival_ns = self._arrival()
         new = await self.admit([p], notify=True)
         return p.ticket.client_order_id not in new, p
@@ -340,3 +353,19 @@ class OrderAdmission:
                 rows.append(row)
         if rows:
             await self.runner.resume(rows)
+
+
+def _note_replaced(prepared: Sequence[Prepared]) -> None:
+    """Count and log the orders that named another market than their token's (intake gave them the token's): one
+    line per asset and id named, however many followers' orders a fan-out repeats it in."""
+    named: dict[tuple[str, str, str, str], list[str]] = {}
+    for p in prepared:
+        if p.condition_replaced:
+            t = p.ticket
+            _CONDITION_REPLACED.add(1, {"origin": t.origin})
+            named.setdefault((t.order.asset_id, p.condition_replaced, t.order.condition_id, t.origin),
+                             []).append(t.client_order_id)
+    for (asset_id, given, taken, origin), orders in named.items():
+        log.warning("order named another market than its token's book: it takes the book's condition id",
+                    extra={"asset_id": asset_id, "named": given[:80], "condition_id": taken, "origin": origin,
+                           "orders": len(orders), "client_order_id": orders[0]})

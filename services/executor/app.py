@@ -290,7 +290,9 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     api = insiders if isinstance(insiders, InsidersVenue) else None
     redeemer = Redeemer(RedemptionStore(pool), api, gates.get(INSIDERS), redemptions_log,
                         enabled=settings.auto_redeem)
-    settler = Settler(SettlementStore(pool), on_redemptions=redeemer.wake)
+    # a resting order on a resolved market that the venue did not cancel would hold its position back for ever
+    settler = Settler(SettlementStore(pool), on_redemptions=redeemer.wake,
+                      venues={INSIDERS: insiders} if insiders is not None else None)
     reconciler = None
     if api is not None and settings.reconcile_interval_s > 0:
         leftovers = LeftoverRedemptions(LeftoverStore(pool), grace_s=settings.tuning.leftover_redeem_grace_s,

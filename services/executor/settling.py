@@ -5,20 +5,28 @@ held back while its wallet had an order of the token in flight, or a resolution 
 A position held back waits for its order's end: the venue cancels a resting order when its market resolves, a
 status query then ends it CANCELLED, and an order the venue no longer finds ends LOST after its not-founds
 (``placed_orders``, ``order_runner``); the next sweep after that settles the position with the order's fills
-booked. Each position held back is counted (``executor.positions_held_back``) and logged."""
+booked. Each position held back is counted (``executor.positions_held_back``) and logged. In case the venue does not
+cancel a resting order (a GTC placed at the venue) with its market, which would hold its position back for ever,
+each sweep asks the venue to cancel the resting orders that hold back a position of a resolved market (once per
+order while this process runs; again next sweep after an answer that says nothing, such as a timeout), counted in
+``executor.resolved_order_cancels`` by outcome: the order's status query then ends it CANCELLED (with what it
+filled), and the sweep after that settles the position."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import metrics
 
 from common.cancel import reraise_if_cancelling
-from services.executor.adapters.settlement_store import SettlementResult, SettlementStore
+from services.executor.adapters.settlement_store import RestingOrder, SettlementResult, SettlementStore
+from services.executor.domain.answer_policy import Verdict, classify
 from services.executor.domain.settlement import Resolution
+from services.executor.domain.venue_orders import VenueResult
+from services.executor.ports import Venue, safe
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,9 @@ _REFUSED = _meter.create_counter("executor.resolutions_refused", description="Re
 _HELD = _meter.create_counter("executor.positions_held_back",
                               description="Positions a settlement left open while their wallet had an order of the "
                                           "token in flight (settled by a later sweep once it ended)")
+_CANCELS = _meter.create_counter("executor.resolved_order_cancels",
+                                 description="Cancels asked of orders resting on a resolved market that hold a "
+                                             "position back, by outcome (OK, NOT_FOUND, REFUSED, RETRY)")
 
 
 class BadResolution(ValueError):
@@ -54,15 +65,19 @@ class SettlerStats:
     held: int = 0  # positions left open by a settlement: an order of their token in flight
     refused: int = 0
     sweeps: int = 0
+    cancels: int = 0  # cancels asked of orders resting on resolved markets
 
 
 class Settler:
     """Applies resolutions to positions; tells ``on_redemptions`` when LIVE winners need redeeming."""
 
-    def __init__(self, store: SettlementStore, *, on_redemptions: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(self, store: SettlementStore, *, on_redemptions: Callable[[list[str]], None] | None = None,
+                 venues: Mapping[str, Venue] | None = None) -> None:
         self.store = store
         self.on_redemptions = on_redemptions
+        self.venues = venues or {}  # venue name → client, to cancel orders resting on resolved markets
         self.stats = SettlerStats()
+        self._cancel_asked: set[str] = set()  # client order ids the venue answered a cancel for
 
     async def handle(self, msg: mpb.MarketResolution) -> None:
         """Settle the market of one streamed resolution (the consumer's handler; safe to repeat)."""
@@ -105,7 +120,42 @@ class Settler:
         settled = 0
         for resolution in await self.store.resolutions_with_open_positions():
             settled += len((await self.settle(resolution)).settled)
+        if self.venues:
+            await self.cancel_resting()
         return settled
+
+    async def cancel_resting(self) -> int:
+        """Ask the venue to cancel each order resting on a resolved market that holds a position back, once (an
+        answer that says nothing of the order is asked again next time); returns the cancels asked now."""
+        resting = await self.store.resting_orders()
+        self._cancel_asked &= {o.client_order_id for o in resting}  # forget the orders that ended
+        asked = 0
+        for order in resting:
+            venue = self.venues.get(order.venue)
+            if venue is None or order.client_order_id in self._cancel_asked:
+                continue
+            asked += 1
+            self.stats.cancels += 1
+            outcome = self._cancel_outcome(order, await safe(venue.cancel(order.venue_order_id)))
+            _CANCELS.add(1, {"outcome": outcome})
+            if outcome != "RETRY":
+                self._cancel_asked.add(order.client_order_id)
+        return asked
+
+    @staticmethod
+    def _cancel_outcome(order: RestingOrder, result: VenueResult) -> str:
+        verdict = classify(result).verdict
+        outcome = {Verdict.OK: "OK", Verdict.NOT_FOUND: "NOT_FOUND", Verdict.REJECT: "REFUSED"}.get(verdict, "RETRY")
+        info = {"client_order_id": order.client_order_id, "venue_order_id": order.venue_order_id,
+                "wallet_id": order.follower_wallet_id, "asset_id": order.asset_id,
+                "condition_id": order.condition_id, "outcome": outcome}
+        if outcome == "OK":
+            log.warning("order resting on a resolved market cancelled: its position is settled once it ended",
+                        extra=info)
+        else:
+            log.warning("cancel of an order resting on a resolved market not done", extra={
+                **info, "answer": repr(result)[:300]})
+        return outcome
 
     async def run_sweeps(self, interval_s: float) -> None:
         """:meth:`sweep` every ``interval_s`` until cancelled (a failing round is retried next time)."""

@@ -1,11 +1,13 @@
 """The REST safety net for resolutions: every held market checked on the CLOB REST API on a durable schedule.
 
 Markets checked = every market the engine holds a position in (``positions`` OPEN with shares, synced every
-``sync_s``) plus every market a socket ``market_resolved`` asked about (its row is ``closed``: kept until REST
-settles it, held or not). The schedule lives in ``market_checks`` (``next_check_at``, ``end_date``,
-``failures`` / ``last_error``); :func:`services.ingest.resolution.next_check_s` decides each next check (at least
-every ``interval_s``, ``GRACE_AFTER_END_S`` after the end date, backoff on failures). Requests go through one
-token bucket (``TT_TUNE_INGEST_MARKET_CHECK_RATE_PER_S``), one at a time, due rows first: spread over time.
+``sync_s``: the condition id a position is booked under, lower-cased, or for a token held under no market id, the
+market ingest cached for the token) plus every market a socket ``market_resolved`` asked about (its row is
+``closed``: kept until REST settles it, held or not). The schedule lives in ``market_checks`` (``next_check_at``,
+``end_date``, ``failures`` / ``last_error``); :func:`services.ingest.resolution.next_check_s` decides each next
+check (at least every ``interval_s``, ``GRACE_AFTER_END_S`` after the end date, backoff on failures). Requests go
+through one token bucket (``TT_TUNE_INGEST_MARKET_CHECK_RATE_PER_S``), one at a time, due rows first: spread over
+time.
 
 An answer that resolves the market is recorded (:class:`~services.ingest.resolutions.ResolutionRecorder`) and its
 row deleted; a malformed or failed answer changes nothing but the schedule (logged, counted). Everything runs
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +30,7 @@ from common.alerts import AlertKind, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.clob_rest import ClobRest
 from common.decimals import fmt
+from common.marketstate import market_key
 from common.restget import HttpStatusError, RateLimited, RequestFailed
 from common.retry import Backoff
 from services.ingest import resolution as rs
@@ -39,9 +43,12 @@ SYNC_S = 60.0
 BATCH = 20
 UNCLEAR_ALERT_S = 6 * 3600.0  # closed without a clear winner this long: one RESOLUTION_UNCLEAR alert
 
-# The markets held: one probe of index positions_condition per market (the next condition id after the last one
-# found), not a pass over every open position. With 100,000 positions over 5,500 markets the DISTINCT over the
-# table took 0.47 s of PostgreSQL CPU a minute (a burst every other service on the host waited behind), this 40 ms.
+# The condition ids the positions held are booked under, as stored: one probe of index positions_condition per
+# distinct id (the next one after the last found), not a pass over every open position. With 100,000 positions over
+# 5,500 markets the DISTINCT over the table took 0.47 s of PostgreSQL CPU a minute (a burst every other service on
+# the host waited behind), this 40 ms. An id is the market's once lower-cased when it has the venue's form
+# (positions booked before intake lower-cased them kept the trading terminal's case); '' and other forms name no
+# market: their tokens are looked up (_HELD_UNNAMED).
 _HELD = """
 WITH RECURSIVE held(condition_id) AS (
   (SELECT p.condition_id FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 ORDER BY p.condition_id LIMIT 1)
@@ -51,18 +58,23 @@ WITH RECURSIVE held(condition_id) AS (
            ORDER BY p.condition_id LIMIT 1)
     FROM held h WHERE h.condition_id IS NOT NULL
 )
-SELECT condition_id FROM held WHERE condition_id ~ '^0x[0-9a-f]{64}$'
+SELECT condition_id FROM held WHERE condition_id IS NOT NULL
 """
-_SYNC = f"""
+# The tokens held under ids that name no market (index positions_condition: few ids, few positions)
+_HELD_UNNAMED = """
+SELECT DISTINCT asset_id FROM positions WHERE state = 'OPEN' AND size > 0 AND condition_id = ANY(%s)
+"""
+# The markets on the schedule because they are held (a socket's ask keeps its row ``closed`` until REST settles it)
+_LISTED = "SELECT condition_id FROM market_checks WHERE NOT closed"
+_SYNC = """
 INSERT INTO market_checks (condition_id, next_check_at)
-SELECT h.condition_id, %s FROM ({_HELD}) h
+SELECT h.condition_id, %s FROM unnest(%s::text[]) AS h(condition_id)
  WHERE NOT EXISTS (SELECT 1 FROM market_resolutions r WHERE r.condition_id = h.condition_id)
 ON CONFLICT (condition_id) DO NOTHING
 """
-_PRUNE = """
-DELETE FROM market_checks c WHERE NOT c.closed AND NOT EXISTS (
-  SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 AND p.condition_id = c.condition_id)
-"""
+_PRUNE = "DELETE FROM market_checks WHERE NOT closed AND condition_id = ANY(%s)"
+_CONDITION = re.compile(r"0x[0-9a-f]{64}")
+LOOKUP_CHUNK = 500  # token market lookups per pipelined Redis round trip
 _ASK = """
 INSERT INTO market_checks (condition_id, closed, next_check_at) VALUES (%s, true, %s)
 ON CONFLICT (condition_id) DO UPDATE SET
@@ -166,10 +178,61 @@ class MarketChecks:
             raise
 
     async def sync_held(self) -> None:
-        """Schedule a first check of newly held markets; drop markets no longer held (unless a socket asked)."""
+        """Schedule a first check of newly held markets; drop markets no longer held (unless a socket asked).
+
+        The markets held are those the positions are booked under (lower-cased), and for the tokens held under an
+        id that names no market ('': an EXTERNAL position whose venue id was not trusted, a copy that came without
+        one), the market ingest cached for the token (``tt:market:{asset}``, one pipelined read of those tokens
+        alone). A token whose market is not cached yet (ingest fetches it once its book names it) is logged and
+        counted, and looked up again next time; while a lookup fails nothing is dropped."""
+        async with self.pool.connection() as conn:
+            stored = [r["condition_id"] for r in await (await conn.execute(_HELD)).fetchall()]
+            held = {c for s in stored if (c := market_id(s))}
+            unnamed = [s for s in stored if not market_id(s)]
+            assets = [r["asset_id"] for r in await (await conn.execute(_HELD_UNNAMED, (unnamed,))).fetchall()
+                      ] if unnamed and self.redis is not None else []
+        found, complete = await self._markets_of(sorted(assets))
+        held.update(found)
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_SYNC, (_dt(self.clock()),))
-            await conn.execute(_PRUNE)
+            listed = {r["condition_id"] for r in await (await conn.execute(_LISTED)).fetchall()}
+            new, gone = sorted(held - listed), sorted(listed - held)
+            if new:
+                await conn.execute(_SYNC, (_dt(self.clock()), new))
+            if gone and complete:
+                await conn.execute(_PRUNE, (gone,))
+
+    async def _markets_of(self, assets: list[str]) -> tuple[set[str], bool]:
+        """The markets ingest cached for ``assets`` (``tt:market:{asset}`` ``condition_id``), and whether every
+        lookup was answered (a token without a cached market counts as answered)."""
+        if not assets:
+            return set(), True
+        names: list[Any] = []
+        try:
+            for i in range(0, len(assets), LOOKUP_CHUNK):
+                pipe = self.redis.pipeline(transaction=False)
+                for asset_id in assets[i:i + LOOKUP_CHUNK]:
+                    pipe.hget(market_key(asset_id), "condition_id")
+                names.extend(await pipe.execute())
+        except Exception as exc:  # noqa: BLE001 - Redis trouble: these markets wait for the next sync
+            reraise_if_cancelling()
+            self.metrics.held_token_lookup("FAILED", len(assets))
+            log.warning("held tokens' markets not read: their markets are not scheduled this time",
+                        extra={"tokens": len(assets), "error": repr(exc)[:300]})
+            return set(), False
+        found: set[str] = set()
+        unknown: list[str] = []
+        for asset_id, raw in zip(assets, names, strict=True):
+            cid = market_id(raw.decode() if isinstance(raw, bytes) else raw or "")
+            if cid:
+                found.add(cid)
+            else:
+                unknown.append(asset_id)
+        self.metrics.held_token_lookup("FOUND", len(assets) - len(unknown))
+        if unknown:
+            self.metrics.held_token_lookup("NO_MARKET_INFO", len(unknown))
+            log.warning("tokens held under no market id and without a cached market: their market is not checked "
+                        "on REST until ingest caches it", extra={"tokens": len(unknown), "asset_ids": unknown[:20]})
+        return found, True
 
     async def _until_due(self) -> float:
         async with self.pool.connection() as conn:
@@ -262,3 +325,9 @@ class MarketChecks:
                     cost_usd=fmt(held["cost_usd"]), unclear_since=since.isoformat())
         await conn.execute(_ALERTED, (_dt(now), condition_id))
         self.metrics.resolution_unclear()
+
+
+def market_id(raw: str) -> str:
+    """``raw`` lower-cased when it is a condition id of the venue's form (0x + 64 hex digits), else ""."""
+    cid = raw.lower()
+    return cid if _CONDITION.fullmatch(cid) else ""

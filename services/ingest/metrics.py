@@ -6,7 +6,7 @@ through callbacks at collection time, so a frame costs no SDK call. Names (attri
 ``.filtered`` / ``.duplicate`` (source), ``ingest.activity`` (type), ``ingest.reconnects`` (feed),
 ``ingest.stalls`` (feed), ``ingest.backfilled``, ``ingest.ticks`` (kind), ``ingest.poll.requests``
 (status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome),
-``ingest.resolutions_unclear``; histogram
+``ingest.held_token_lookups`` (outcome), ``ingest.resolutions_unclear``; histogram
 ``ingest.feed_lag`` ms (source) = venue time → receive time. Gauges read at collection: ``ingest.feed_silence``
 s (feed) = time since the feed's last data message; ``ingest.books`` (state: FRESH, STALE, UNSYNCED) and
 ``ingest.book_age_max`` s = the longest any followed book went without an update.
@@ -41,6 +41,9 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
                     "market resolutions seen: EMITTED, DUPLICATE, CONTRADICTED, NO_CLEAR_WINNER, UNWATCHED..."),
     "market_checks": ("ingest.market_checks", ("outcome",),
                       "REST safety-net checks of held markets: OPEN, RESOLVED, NO_CLEAR_WINNER, MALFORMED, FAILED"),
+    "held_tokens": ("ingest.held_token_lookups", ("outcome",),
+                    "tokens held under no market id whose market the safety net looked up in tt:market: FOUND, "
+                    "NO_MARKET_INFO, FAILED (each sync)"),
     "unclear": ("ingest.resolutions_unclear", (),
                 "held markets closed without a clear winner for longer than the alert threshold (one each)"),
 }
@@ -150,6 +153,10 @@ class IngestMetrics:
     def market_check(self, outcome: str) -> None:
         """One REST check of a market by the safety net."""
         self.tally["market_checks", outcome] += 1
+
+    def held_token_lookup(self, outcome: str, n: int = 1) -> None:
+        """Tokens held under no market id whose market the safety net looked up (FOUND, NO_MARKET_INFO, FAILED)."""
+        self.tally["held_tokens", outcome] += n
 
     def resolution_unclear(self) -> None:
         """A held market has been closed without a clear winner for longer than the alert threshold."""

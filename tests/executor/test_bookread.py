@@ -88,3 +88,15 @@ async def test_no_wait_without_a_live_book_feed(fast: FastRedis) -> None:
     await store(fast, book(updated_ms=0, session="p.1"), FeedBeat("p.1", now_ms() - 60_000))  # the feed is gone
     assert await books.read(ASSET) is None
     assert time.monotonic() - started < 1.0 and books.waited == 0
+
+
+async def test_a_stale_book_is_not_priced_on_but_still_names_its_market(fast: FastRedis) -> None:
+    """Intake takes the condition id of the market a token's book names; a book too old to price on names it too."""
+    books = FreshBooks(fast, max_age_s=5.0, wait_s=0.0)
+    market = "0x" + "5e" * 32
+    await store(fast, BookSnapshot(ASSET, market, (), ((D("0.5"), D("10")),), D("0.01"), 1, now_ms() - 60_000))
+    assert await books.read(ASSET) is None and books.unfresh == 1
+    assert books.market(ASSET) == market
+    await fast.call("DEL", book_key(ASSET))
+    assert await books.read(ASSET) is None and books.market(ASSET) == ""
+    assert books.market("never read") == ""

@@ -228,3 +228,40 @@ def test_an_exit_keeps_the_condition_id_it_was_given_whatever_its_form() -> None
     p = prepare(order(condition_id="0xC", origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL, amount_usd="",
                       size="20"), BOOK, RULES, NOW)
     assert p.life.state is State.SUBMITTING and p.ticket.order.condition_id == "0xc"
+
+
+MARKET = "0x" + "5e" * 32  # the token's market, as its book names it (ingest writes the venue's id, lower-case)
+NAMED = BookSnapshot("tok", MARKET, BIDS, ASKS, D("0.01"), 1, 1)
+_EXIT = {"origin": epb.ORDER_ORIGIN_TRIGGER, "side": cpb.SIDE_SELL, "amount_usd": "", "size": "20"}
+
+
+@pytest.mark.parametrize("given", [CONDITION, "0X" + "5E" * 32, MARKET, "0xc", "not an id", ""])
+@pytest.mark.parametrize("kind", [{}, {"origin": epb.ORDER_ORIGIN_MANUAL}, _EXIT], ids=["copy", "manual", "exit"])
+def test_an_order_takes_the_market_its_book_names_whatever_it_carried(given: str, kind: dict[str, object]) -> None:
+    """Settlement goes by token, but ingest's REST safety net checks the markets held by the id their positions were
+    booked under: a manual BUY naming another market's id (well formed, accepted before) left its own market
+    unchecked. Every order takes the id of the market its book names; a different one is reported."""
+    p = prepare(order(condition_id=given, **kind), NAMED, RULES, NOW)
+    assert p.life.state is State.SUBMITTING, p.life
+    assert p.ticket.order.condition_id == MARKET
+    assert p.condition_replaced == ("" if given.lower() in ("", MARKET) else given)
+
+
+def test_an_order_sized_later_takes_the_market_its_book_names() -> None:
+    p = prepare(_frac("0.5", condition_id=CONDITION), NAMED, RULES, NOW)
+    assert (p.life.state, p.ticket.order.condition_id, p.condition_replaced) == (State.NEW, MARKET, CONDITION)
+
+
+@pytest.mark.parametrize("book", [None, BOOK], ids=["no book", "book naming no market"])
+def test_the_market_known_without_a_fresh_book_is_taken(book: BookSnapshot | None) -> None:
+    """A stale stored book is not priced on, but still names its token's market (admission passes it)."""
+    p = prepare(order(condition_id=CONDITION, origin=epb.ORDER_ORIGIN_MANUAL, limit_price="0.51"), book, RULES, NOW,
+                market=MARKET)
+    assert p.life.state is State.SUBMITTING, p.life
+    assert (p.ticket.order.condition_id, p.condition_replaced) == (MARKET, CONDITION)
+
+
+def test_with_no_market_known_a_manual_order_naming_a_malformed_id_is_still_refused() -> None:
+    p = prepare(order(condition_id="0xc", origin=epb.ORDER_ORIGIN_MANUAL, limit_price="0.51"), None, RULES, NOW,
+                market="0xc")
+    assert (p.life.state, p.life.reason) == (State.REJECTED, "INVALID_ORDER")

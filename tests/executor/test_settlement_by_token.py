@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import create_pool
+from common.storage import MIGRATIONS_DIR, create_pool
 from services.executor.adapters import fill_store
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
@@ -113,3 +114,35 @@ async def test_the_sweep_settles_a_late_position_whatever_condition_id_it_was_bo
     assert await SettlementStore(pool).resolutions_with_open_positions() == [res]
     assert await settler.sweep() == 2
     assert rows(db_url, "SELECT state, condition_id FROM positions") == [("RESOLVED_LOST", CONDITION)] * 2
+
+
+MIGRATION = MIGRATIONS_DIR / "0720_condition_ids_lower_case.sql"
+_HISTORY = ("INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin,"
+            " venue, size, avg_price, cost_usd, realized_pnl_usd, opened_at, updated_at)"
+            " VALUES (%s, 'w_1', %s, %s, '0x1', 'CLOSED', 'MANUAL', 'INSIDERS', 0, 0.4, 0, 0, now(), now())")
+
+
+async def test_the_migration_lower_cases_stored_condition_ids_of_the_venues_form_and_nothing_else(
+        pool: Pool, db_url: str) -> None:
+    """Positions booked before intake lower-cased condition ids kept the trading terminal's case: their market was
+    matched by nothing keyed on its id (ingest's safety net, the Position route's joins)."""
+    stored = {1: CONDITION.upper().replace("0X", "0x"), 2: "0X" + "Cc" * 32, 3: CONDITION, 4: "", 5: "0xABC",
+              6: "not an id", 7: "0x" + "G" * 64}
+    for i, cid in stored.items():
+        await _bought_by_hand(pool, cid, i=i)  # booked as the order named it (intake passed it through then)
+        rows(db_url, _HISTORY + " RETURNING 1", f"pos_h{i}", ASSET, cid)
+    versions = ("SELECT follower_wallet_id, xmin::text FROM positions"
+                " UNION ALL SELECT id, xmin::text FROM position_history")
+    before = dict(rows(db_url, versions))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(MIGRATION.read_text().encode())
+    want = {**stored, 1: CONDITION, 2: CONDITION}
+    assert dict(rows(db_url, "SELECT follower_wallet_id, condition_id FROM positions")) == {
+        f"w_{i}": cid for i, cid in want.items()}
+    assert dict(rows(db_url, "SELECT id, condition_id FROM position_history")) == {
+        f"pos_h{i}": cid for i, cid in want.items()}
+    after = dict(rows(db_url, versions))
+    assert {k for k in before if after[k] != before[k]} == {"w_1", "w_2", "pos_h1", "pos_h2"}  # no other row written
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(MIGRATION.read_text().encode())  # again: nothing to change, nothing written
+    assert dict(rows(db_url, versions)) == after

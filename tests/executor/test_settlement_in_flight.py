@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal as D
+from typing import Any, cast
 
 import pytest
 
@@ -23,6 +24,7 @@ from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.adapters.settlement_store import SettlementStore
+from services.executor.domain import venue_orders as v
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.order_intake import IntakeRules, Prepared, prepare
 from services.executor.domain.order_lifecycle import State
@@ -208,3 +210,56 @@ async def test_an_order_of_another_token_or_wallet_holds_nothing_back(world: Wor
         await world.store.insert_intents([(p.ticket, p.life)])
     result = await world.settler.settle(Resolution(CONDITION, (ASSET, NO), ASSET))
     assert sorted(s.follower_wallet_id for s in result.settled) == ["w_1", "w_2"] and result.held == []
+
+
+class CancellingVenue:
+    """The venue's ``DELETE /v1/orders/{id}``: each call recorded, answered in turn by ``answers``, then with the
+    order cancelled."""
+
+    name = INSIDERS
+
+    def __init__(self, *answers: v.VenueResult) -> None:
+        self.answers = list(answers)
+        self.cancels: list[str] = []
+
+    async def cancel(self, venue_order_id: str) -> v.VenueResult:
+        self.cancels.append(venue_order_id)
+        return self.answers.pop(0) if self.answers else v.VenueOrder(venue_order_id, "", v.CANCELLED)
+
+
+async def test_a_resting_order_the_venue_left_on_a_resolved_market_is_cancelled_and_its_position_settled(
+        db_url: str) -> None:
+    """A GTC order resting at the venue holds its position back from settlement until it ends; a venue that does
+    not cancel it with its market would hold the position back for ever (a winner never redeemed, a loser's cost
+    held against the caps). The sweep asks the venue to cancel it, once; its status query then ends it."""
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    try:
+        venue = CancellingVenue(v.VenueError("timeout"))  # the first cancel's answer says nothing
+        settler = Settler(SettlementStore(pool), venues={INSIDERS: cast(Any, venue)})
+        w = World(OrderStore(pool), settler, db_url, time.time_ns() // 1_000_000)
+        await _hold(w, 1, "100", "0.40")
+        await _hold(w, 2, "50", "0.40")
+        # w_1's take-profit rests at the venue: GTC SELL of its 100 @ 0.95, placed
+        p = prepare(make_order(201, **_wallet(1), side=cpb.SIDE_SELL, order_type=epb.ORDER_TYPE_GTC, amount_usd="",
+                               size="100", limit_price="0.95", leader_trade_id="", trigger_id="trg_1",
+                               origin=epb.ORDER_ORIGIN_TRIGGER), None, RULES, time.time_ns())
+        await w.store.insert_intents([(p.ticket, p.life)])
+        placed = dataclasses.replace(p.life, state=State.PLACED, venue_order_id="io_resting")
+        await w.store.apply([], [Change(p.ticket, placed)])
+        # w_2's order is still being posted: no venue order id to cancel (it ends by its own answer)
+        await _admit(w, 2, cpb.SIDE_SELL, size="50", limit_price="0.95")
+        await settler.handle(_resolved(db_url, ASSET))
+        assert settler.stats.held == 2 and await settler.sweep() == 0
+        assert venue.cancels == ["io_resting"]
+        assert await settler.sweep() == 0
+        assert venue.cancels == ["io_resting"] * 2  # asked again after an answer that said nothing: cancelled now
+        assert await settler.sweep() == 0
+        assert venue.cancels == ["io_resting"] * 2  # answered: not asked again
+        # the order's status query reads it cancelled: it ends, nothing filled
+        await w.store.apply([], [Change(p.ticket, dataclasses.replace(placed, state=State.CANCELLED))])
+        assert await settler.sweep() == 1
+        assert _positions(db_url)["w_1"] == ("RESOLVED_WON", D(0), D(100), D(60))
+        assert _redeeming(db_url) == {"w_1": D(100)}
+        assert venue.cancels == ["io_resting"] * 2
+    finally:
+        await pool.close()

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from common.marketstate import BOOK_FEED_KEY, BookSnapshot, FeedBeat, write_book
-from tests.executor.conftest import ASSET, CONDITION, Harness, make_order
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -57,3 +57,30 @@ async def test_an_empty_book_the_venue_just_confirmed_is_no_liquidity(harness: H
     final = await eventually(lambda: harness.terminal(order.client_order_id), timeout_s=20)
     assert (final.type, final.reason) == (epb.ORDER_EVENT_TYPE_REJECTED, "NO_LIQUIDITY")
     assert harness.fake.posts_for(order.client_order_id) == []
+
+
+async def test_orders_take_the_market_their_tokens_book_names_fresh_or_stale(harness: Harness) -> None:
+    """The copy, priced without its stale book, and the manual BUY (SubmitOrder), priced on the fresh one, named
+    another market's id: positions booked under it left their token's own market out of ingest's REST safety net
+    (which schedules the markets held by the id their positions are booked under). Both take the book's."""
+    other = "0x" + "d" * 64
+    await empty_book_of(harness, "before-the-restart.1")
+    running = await harness.start_executor(TT_TUNE_EXECUTOR_BOOK_WAIT_S="0.2")
+    copy = make_order(4, reference_price="0.50", max_slippage_bps=200, condition_id=other)
+    await harness.route(copy)
+    final = await eventually(lambda: harness.terminal(copy.client_order_id), timeout_s=20)
+    assert final.type == epb.ORDER_EVENT_TYPE_FILLED, (final.reason, final.detail)
+    await harness.set_book(ASSET, bids=[("0.49", "1000")], asks=[("0.50", "1000")])
+    manual = make_order(5, origin=epb.ORDER_ORIGIN_MANUAL, leader_trade_id="", subscription_id="",
+                        limit_price="0.51", condition_id=other.upper().replace("0X", "0x"))
+    duplicate, _ = await running.admission.submit(manual)
+    assert not duplicate
+    final = await eventually(lambda: harness.terminal(manual.client_order_id), timeout_s=20)
+    assert final.type == epb.ORDER_EVENT_TYPE_FILLED, (final.reason, final.detail)
+    assert final.condition_id == CONDITION
+
+    async def booked() -> list[tuple[str, str]] | None:
+        got = rows(harness.db_url, "SELECT follower_wallet_id, condition_id FROM positions ORDER BY 1")
+        return got if len(got) == 2 else None
+
+    assert await eventually(booked) == [("w_4", CONDITION), ("w_5", CONDITION)]

@@ -71,6 +71,12 @@ class FreshBooks:
             "age_ms": None if book is None else book.age_ms(self.clock_ms(), beat)})
         return None
 
+    def market(self, asset_id: str) -> str:
+        """The condition id the asset's stored book names as last read by :meth:`read`, fresh or not ("" when none
+        was stored): a book too old to price on still names its token's market. No round trip."""
+        known = self._parsed.get(asset_id)
+        return known[1].condition_id if known is not None else ""
+
     def _may_wait(self, asset_id: str, beat: FeedBeat | None, now_ms: int) -> bool:
         """Waiting helps only while the book feed is alive (it resyncs the book) and the asset's last wait
         did not run out just now."""

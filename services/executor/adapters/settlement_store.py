@@ -16,6 +16,8 @@ is terminal the position holds them, and the settlement sweep (:meth:`Settlement
 settles what is left. The check cannot miss a fill: positions and orders are read by one statement, from one
 snapshot, so a position is settled only if that snapshot has its orders ended, and with them their fills booked (a
 position a booking changed since is locked on its new version, checked against that snapshot's orders: held back).
+An order of such a position resting at the venue (:meth:`SettlementStore.resting_orders`) is cancelled by the
+settler, so that it ends even when the venue did not cancel it with its market.
 """
 
 from __future__ import annotations
@@ -61,6 +63,28 @@ _UNSETTLED = f"""
 SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
 WHERE EXISTS (SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(r.asset_ids)
               AND NOT {_IN_FLIGHT})
+LIMIT %s
+"""
+
+# Orders resting at the venue (placed: a venue order id, not ended) that hold back an open position of a resolved
+# market's token: a resting order the venue did not cancel with its market would hold its position back for ever,
+# so the settler asks the venue to cancel it. The positions first, as the sweep finds them (one probe of
+# positions_open_asset per resolution: 4 ms for 2,000), then their wallets' open orders of the token (order_pending
+# holds open and unreleased orders only), each order read by its key (LIMIT 1: never a pass over `orders`, millions
+# of rows). A plan driven by the open orders read every resolution once per order (144 ms for 300 resting orders).
+_RESTING = """
+WITH held AS MATERIALIZED (
+  SELECT p.follower_wallet_id, p.asset_id, r.condition_id FROM market_resolutions r
+  JOIN positions p ON p.asset_id = ANY(r.asset_ids) AND p.state = 'OPEN' AND p.size > 0
+)
+SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, h.condition_id
+FROM held h
+JOIN order_pending op ON op.follower_wallet_id = h.follower_wallet_id AND op.asset_id = h.asset_id
+                     AND op.terminal_at IS NULL
+CROSS JOIN LATERAL (SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, o.state
+                      FROM orders o WHERE o.client_order_id = op.client_order_id LIMIT 1) o
+WHERE o.state IN ('PLACED', 'PARTIALLY_FILLED') AND o.venue_order_id <> ''
+ORDER BY o.client_order_id
 LIMIT %s
 """
 
@@ -116,6 +140,18 @@ class SettlementResult:
     settled: list[Settled]
     new_redemptions: list[str]  # keys of redemptions recorded now
     held: list[tuple[str, str]] = field(default_factory=list)  # (wallet id, asset) left open: an order in flight
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    """An order resting at the venue that holds back a position of a resolved market."""
+
+    client_order_id: str
+    venue: str
+    venue_order_id: str
+    follower_wallet_id: str
+    asset_id: str
+    condition_id: str  # the resolved market's
 
 
 def _held(row: dict[str, Any]) -> HeldPosition:
@@ -175,6 +211,15 @@ class SettlementStore:
             cur = await conn.execute(_UNSETTLED, (limit,))
             return [Resolution(r["condition_id"], tuple(r["asset_ids"]), r["winning_asset_id"], r["neg_risk"])
                     for r in await cur.fetchall()]
+
+
+    async def resting_orders(self, limit: int = 100) -> list[RestingOrder]:
+        """Orders resting at the venue (placed, not ended) that hold back an open position of a resolved market's
+        token, by client order id."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_RESTING, (limit,))
+            return [RestingOrder(r["client_order_id"], r["venue"], r["venue_order_id"], r["follower_wallet_id"],
+                                 r["asset_id"], r["condition_id"]) for r in await cur.fetchall()]
 
 
 def _stats(settled: Sequence[Settled]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import lru_cache
 
 from common.ceiling import MAX_ORDER_USD_EXCEEDED, above_ceiling, cap_sell
 from common.decimals import ONE, fmt, parse_decimal
@@ -39,10 +40,15 @@ class IntakeRules:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """An order ready for the venue (``life`` in SUBMITTING) or refused (``life`` in REJECTED)."""
+    """An order ready for the venue (``life`` in SUBMITTING) or refused (``life`` in REJECTED).
+
+    ``condition_replaced``: the condition id the order carried when it named another market than the one its book
+    (or the token's market as otherwise known) names, which the order took instead ("" when it carried none or the
+    same one)."""
 
     ticket: Ticket
     life: OrderLife
+    condition_replaced: str = ""
 
     @property
     def refused(self) -> bool:
@@ -99,8 +105,12 @@ ShapeCache = dict[tuple[object, ...], "_Shape | tuple[_Refusal, bool]"]
 
 
 def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now_ns: int,
-            quotes: QuoteCache | None = None, shapes: ShapeCache | None = None) -> Prepared:
+            quotes: QuoteCache | None = None, shapes: ShapeCache | None = None, *, market: str = "") -> Prepared:
     """Validate, pick the venue, run the depth check and derive the limit price.
+
+    The order's condition id becomes the market's (:func:`market_condition`): the one ``book`` names, else
+    ``market`` (the token's market as known without a fresh book: a stale stored book's), whatever the order
+    carried; when neither names one of the venue's form, the order's own is checked (:func:`_check_condition`).
 
     ``quotes`` memoizes the book walk for orders alike (same asset, side, tick, slippage, given
     limit) within one batch: a fan-out walks the book once, not once per follower. ``shapes``
@@ -110,15 +120,20 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     venue = PAPER if order.mode == cpb.EXECUTION_MODE_PAPER else INSIDERS
     ticket = Ticket(order, venue, None, now_ns)
     life = OrderLife(order.client_order_id)
+    replaced = ""
     try:
         if not order.client_order_id:
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
-        if order.condition_id:
+        token_market = market_condition(book.condition_id if book is not None else "") or market_condition(market)
+        if token_market:
+            replaced = _take_condition(order, token_market)
+        elif order.condition_id:
             _check_condition(order)
         if order.sell_fraction and not order.size:
             _check_fraction(order, venue, rules)
             _check_age(order, rules, now_ns)
-            return Prepared(ticket, life)  # NEW: sized on the position once the orders before it are answered
+            # NEW: sized on the position once the orders before it are answered
+            return Prepared(ticket, life, replaced)
         if shapes is None:
             shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, None)
         else:
@@ -137,7 +152,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
                     _check_age(order, rules, now_ns)
                 raise _Refusal(refusal.reason, refusal.detail)
     except _Refusal as r:
-        return Prepared(ticket, apply(life, OrderRejected(r.reason, r.detail)))
+        return Prepared(ticket, apply(life, OrderRejected(r.reason, r.detail)), replaced)
     ticket.request = PlaceRequest(
         client_order_id=order.client_order_id, user_id=order.follower_user_id, wallet_id=order.follower_wallet_id,
         proxy=order.follower_proxy, token_id=order.asset_id, side=shape.side, order_type=shape.order_type,
@@ -145,21 +160,44 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     submitted = apply(life, OrderSubmitted(shape.limit))
     detail = f"{order.sizing_note}; {shape.detail}" if order.sizing_note and shape.detail else (
         order.sizing_note or shape.detail)
-    return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted)
+    return Prepared(ticket, replace(submitted, detail=detail) if detail else submitted, replaced)
 
 
 _HEX = frozenset("0123456789abcdef")
 
 
+def market_condition(raw: str) -> str:
+    """``raw`` in lower case when it has the venue's form of a condition id (0x + 64 hex digits), else ""."""
+    return _venue_form(raw) if len(raw) == 66 else ""
+
+
+@lru_cache(maxsize=1024)  # a fan-out's orders, and the books they are priced on, repeat the same few ids
+def _venue_form(raw: str) -> str:
+    cid = raw.lower()
+    return cid if cid.startswith("0x") and _HEX.issuperset(cid[2:]) else ""
+
+
+def _take_condition(order: epb.Order, known: str) -> str:
+    """The order takes the condition id of the market its book names (the venue's, as ingest wrote it), whatever it
+    carried: positions are settled by token, but ingest's REST safety net checks the markets held by the id their
+    positions were booked under, and a position booked under another market's id (the trading terminal's mistake)
+    would leave its own market unchecked. Returns the id the order carried when it named another market ("" when
+    none or the same one)."""
+    given = order.condition_id
+    if given == known:
+        return ""
+    order.condition_id = known  # the proto is changed in place: the intent stores it so
+    return given if given and given.lower() != known else ""
+
+
 def _check_condition(order: epb.Order) -> None:
-    """The order's condition id in lower case, as ingest writes it and settlement, redemption and the positions
-    routes compare it (the proto is changed in place: the intent stores it so). A manual order's (the trading
-    terminal's, checked by nothing before) must have the venue's form, 0x + 64 hex digits; a copy's comes from
-    ingest, and an exit's is the one its position was booked with, which must not stop a stop-loss whatever it is
-    (positions are settled by token)."""
+    """The order's condition id when no market is known for its token: in lower case, as ingest writes it and
+    settlement, redemption and the positions routes compare it (the proto is changed in place: the intent stores it
+    so). A manual order's (the trading terminal's, checked by nothing before) must have the venue's form, 0x + 64
+    hex digits; a copy's comes from ingest, and an exit's is the one its position was booked with, which must not
+    stop a stop-loss whatever it is (positions are settled by token)."""
     cid = order.condition_id.lower()
-    if order.origin not in (epb.ORDER_ORIGIN_COPY, epb.ORDER_ORIGIN_TRIGGER) and not (
-            len(cid) == 66 and cid.startswith("0x") and _HEX.issuperset(cid[2:])):
+    if order.origin not in (epb.ORDER_ORIGIN_COPY, epb.ORDER_ORIGIN_TRIGGER) and not market_condition(cid):
         raise _Refusal("INVALID_ORDER", f"condition_id must be 0x + 64 hex digits, got {order.condition_id[:80]!r}")
     if cid != order.condition_id:
         order.condition_id = cid
