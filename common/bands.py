@@ -9,10 +9,13 @@ Keys (written by guard, read by ingest):
 
 A band per price source of the asset's triggers: ``lo`` (a price at or below it may fire a stop), ``hi`` (a
 price above it, or equal to it unless ``hi_inclusive``, may fire a take-profit, activate a trailing stop or
-lift its high-water mark) and ``trail``, the smallest trail of its trailing stops, so that a reader that
-forwarded a price above ``hi`` can narrow the band to what guard's will be once it has seen that price
-(:func:`after_rise`). ``through_ns``: the ``received_time_ns`` of the last price tick guard had evaluated when it
-wrote the bands (a price tick forwarded later may still change them).
+lift its high-water mark), ``trail``, the smallest trail of its trailing stops, and ``tp``, the lowest
+take-profit, so that a reader that forwarded a fresh price above ``hi`` can narrow the band to one inside guard's
+once guard has read that price, whether guard read it in time to fire on it or too late (:func:`after_rise`).
+``through_ns``: guard has read every tick stamped up to it when it wrote the bands (ingest's gate stamps ticks in
+increasing order; a tick forwarded later may still change them). A new guard process's first bands carry the
+stamp of the newest tick in the log when it took its cursor, the ticks it will never read (1 when the log was
+empty); 0 says nothing of it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ _ONE = Decimal(1)
 
 
 class SourceBand(NamedTuple):
-    """The band of one price source (None: unbounded; ``trail``: None without trailing stops)."""
+    """The band of one price source (None: unbounded; ``trail``: None without trailing stops; ``tp``: the lowest
+    take-profit price, None without take-profits or without trailing stops: :func:`after_rise` needs it only with
+    a trail)."""
 
     source: int
     lo: Decimal | None
     hi: Decimal | None
     hi_inclusive: bool
     trail: Decimal | None = None
+    tp: Decimal | None = None
 
 
 class AssetBand(NamedTuple):
@@ -63,16 +69,21 @@ def outside(band: SourceBand, price: Decimal) -> int:
 
 
 def after_rise(band: SourceBand, price: Decimal) -> SourceBand:
-    """The band once guard has seen a fresh ``price`` above it, or one narrower: take-profits at or below the
-    price fired (the band only widens), trailing stops activated or lifted to the price at most, so their stop
-    levels are at most ``price x (1 - trail)`` and their lowest mark at least ``price``. Unchanged when the
-    price is not above the band."""
+    """A band inside guard's once guard has read a fresh ``price`` above ``band``, in time to fire on it or not:
+    trailing stops were activated or lifted to the price at most (a price read too late to fire on still lifts
+    marks), so their stop levels are at most ``price x (1 - trail)`` and their lowest mark at least ``price``;
+    take-profits at or below the price fired, or were held (read too late), so the top is at most the lowest
+    take-profit (exclusive) when that is not above the price, else the price (inclusive). Unchanged when the price
+    is not above the band or the band has no trailing stop (take-profits firing only widen it)."""
     if outside(band, price) <= 0:
         return band
     if band.trail is None:
         return band
     level = price * (_ONE - band.trail)  # the engine's stop level expression (services.guard.domain.trailing)
     lo = level if band.lo is None or level > band.lo else band.lo
+    tp = band.tp
+    if tp is not None and tp <= price:
+        return band._replace(lo=lo, hi=tp, hi_inclusive=False)
     return band._replace(lo=lo, hi=price, hi_inclusive=True)
 
 
@@ -85,27 +96,31 @@ def _dec(text: str) -> Decimal | None:
 
 
 def encode(band: AssetBand) -> str:
-    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail`` per source (empty: None)."""
+    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail,tp`` per source (empty: None)."""
     parts = ["h" if band.holds else "-"]
     for s in band.sources:
-        parts.append(f"{s.source},{_num(s.lo)},{_num(s.hi)},{1 if s.hi_inclusive else 0},{_num(s.trail)}")
+        parts.append(f"{s.source},{_num(s.lo)},{_num(s.hi)},{1 if s.hi_inclusive else 0},{_num(s.trail)},"
+                     f"{_num(s.tp)}")
     return ";".join(parts)
 
 
 def decode(text: str) -> AssetBand:
-    """The band :func:`encode` wrote; raises ValueError on anything else."""
+    """The band :func:`encode` wrote; raises ValueError on anything else. A source without ``tp`` (written before
+    it was) is read with ``tp`` at ``hi``: any take-profit may lie just above it."""
     head, *rest = text.split(";")
     if head not in ("h", "-"):
         raise ValueError(f"band flags: {head!r}")
     sources = []
     for part in rest:
         fields = part.split(",")
-        if len(fields) != 5 or fields[0] not in ("0", "1", "2") or fields[3] not in ("0", "1"):
+        if len(fields) not in (5, 6) or fields[0] not in ("0", "1", "2") or fields[3] not in ("0", "1"):
             raise ValueError(f"band source: {part!r}")
         trail = _dec(fields[4])
         if trail is not None and not 0 < trail < 1:
             raise ValueError(f"band trail out of (0, 1): {part!r}")
-        sources.append(SourceBand(int(fields[0]), _dec(fields[1]), _dec(fields[2]), fields[3] == "1", trail))
+        hi = _dec(fields[2])
+        tp = _dec(fields[5]) if len(fields) == 6 else hi
+        sources.append(SourceBand(int(fields[0]), _dec(fields[1]), hi, fields[3] == "1", trail, tp))
     return AssetBand(tuple(sources), head == "h")
 
 

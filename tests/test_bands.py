@@ -62,6 +62,14 @@ def test_outside(band: SourceBand, price: Decimal, side: int) -> None:
     # an activation price (exclusive high edge) reached: the stop starts tracking at the price
     (SourceBand(0, None, D("0.50"), False, D("0.2")), D("0.50"), SourceBand(0, D("0.400"), D("0.50"), True,
                                                                          D("0.2"))),
+    # a take-profit at 0.60 under the price: fired (read in time) or held (read late), the top is at most there
+    (SourceBand(0, D("0.45"), D("0.50"), True, D("0.1"), D("0.60")), D("0.70"),
+     SourceBand(0, D("0.630"), D("0.60"), False, D("0.1"), D("0.60"))),
+    (SourceBand(0, D("0.45"), D("0.50"), True, D("0.1"), D("0.70")), D("0.70"),
+     SourceBand(0, D("0.630"), D("0.70"), False, D("0.1"), D("0.70"))),
+    # a take-profit above the price stays above the lifted mark
+    (SourceBand(0, D("0.45"), D("0.50"), True, D("0.1"), D("0.80")), D("0.70"),
+     SourceBand(0, D("0.630"), D("0.70"), True, D("0.1"), D("0.80"))),
 ])
 def test_after_rise(band: SourceBand, price: Decimal, after: SourceBand) -> None:
     assert after_rise(band, price) == after
@@ -69,7 +77,7 @@ def test_after_rise(band: SourceBand, price: Decimal, after: SourceBand) -> None
 
 prices = st.one_of(st.none(), st.integers(1, 10_000).map(lambda n: D(n) / 10_000))
 source_bands = st.builds(SourceBand, st.integers(0, 2), prices, prices, st.booleans(),
-                         st.one_of(st.none(), st.integers(1, 99).map(lambda n: D(n) / 100)))
+                         st.one_of(st.none(), st.integers(1, 99).map(lambda n: D(n) / 100)), prices)
 
 
 @given(st.builds(AssetBand, st.lists(source_bands, max_size=3).map(tuple), st.booleans()))
@@ -84,9 +92,20 @@ def test_decode_refuses_what_encode_never_writes(text: str) -> None:
         decode(text)
 
 
+@pytest.mark.parametrize(("text", "band"), [
+    ("-;0,0.4,0.6,0,0.1,0.6", AssetBand((SourceBand(0, D("0.4"), D("0.6"), False, D("0.1"), D("0.6")),))),
+    ("-;0,0.4,0.6,1,0.1,", AssetBand((SourceBand(0, D("0.4"), D("0.6"), True, D("0.1")),))),
+    # written before the lowest take-profit was: it may be anywhere above hi, so it is taken at hi
+    ("h;0,0.4,0.6,1,0.1", AssetBand((SourceBand(0, D("0.4"), D("0.6"), True, D("0.1"), D("0.6")),), True)),
+    ("-;1,,,0,", AssetBand((SourceBand(1, None, None, False),))),
+])
+def test_decode_reads_the_lowest_take_profit_or_assumes_one_at_the_top(text: str, band: AssetBand) -> None:
+    assert decode(text) == band
+
+
 def test_messages_and_meta_round_trip_and_junk_is_none() -> None:
     meta = BandMeta("e1", 7, 123, 5.0)
-    msg = BandMessage(meta, {"a": "-;0,0.4,0.6,0,", "b": ""})
+    msg = BandMessage(meta, {"a": "-;0,0.4,0.6,0,,0.6", "b": ""})
     assert parse_message(msg.to_json()) == msg
     assert parse_meta(meta.to_json()) == meta
     assert parse_message(b"off") is None and parse_meta(None) is None

@@ -30,7 +30,7 @@ from services.guard.adapters.market_state import RedisMarkets
 from services.guard.adapters.order_client import GrpcExecutor, order_event_stream
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
-from services.guard.adapters.tick_reader import log_tick_stream, tick_stream
+from services.guard.adapters.tick_reader import log_end, log_tick_stream, tick_stream
 from services.guard.adapters.trigger_store import TriggerStore, warm_fire_reads
 from services.guard.config import Settings
 from services.guard.coordinator import Clients, Guard, Stores, Tuning
@@ -205,13 +205,17 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
+    ticks_log = DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)
+    # The tick stream starts at the log's end, taken before the first bands and the catch-up of the books: a tick
+    # logged meanwhile is read (one that crossed and left no other tick behind it would otherwise be lost until the
+    # book moved again). The first bands say how far that is (through_ns: the newest tick's stamp, 1 on an empty
+    # log, as 0 says nothing), so ingest stops narrowing them by prices this process never reads, and keeps those
+    # it will.
+    tick_cursor, end_stamp = await log_end(ticks_log)
+    guard.through_ns = max(guard.through_ns, end_stamp, 1)
     await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here
     if bands is not None:
         tasks.append(asyncio.create_task(bands.run(), name="bands"))
-    ticks_log = DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)
-    # The tick stream starts at the log's end as the catch-up reads the books: a tick logged meanwhile is read
-    # (one that crossed and left no other tick behind it would otherwise be lost until the book moved again).
-    tick_cursor = await ticks_log.last_cursor()
     await guard.catch_up()
 
     ticks_source = (tick_stream(ingest_ch, TICKS_CONSUMER) if t.tick_source == "grpc"

@@ -133,7 +133,9 @@ class Guard:
         # the watch set and the bands both follow the armed triggers
         self.watch: Kickable = clients.watch if clients.bands is None else _KickBoth(clients.watch, clients.bands)
         self.bands = clients.bands
-        # received_time_ns of the last price tick handled: the published bands reflect every tick up to it
+        # received_time_ns of the last tick handled (ingest's gate stamps ticks in increasing order): the published
+        # bands reflect every tick up to it. At start (app), the stamp of the newest tick in the log when this
+        # process took its cursor: the ticks up to it are never read, and ingest stops narrowing bands by them.
         self.through_ns = 0
         self.clock_ns = clock_ns
         self.tick_max_age_ns = int(tuning.tick_max_age_s * 1e9)
@@ -196,16 +198,18 @@ class Guard:
         now_ns = self.clock_ns()
         if not stats.ticks & 15 and received_ns:
             stats.tick_lag_ms.append((now_ns - received_ns) / 1e6)
-        if tick.kind in _PRICE_KINDS:
+        if received_ns > self.through_ns:  # every kind: the gate stamps them all, in order
             self.through_ns = received_ns
+        raw = (tick.best_bid, tick.mid, tick.last_trade_price)
+        if tick.kind in _PRICE_KINDS:
             asset_id = tick.asset_id
             engine = self.engine
             if not engine.watches(asset_id):
                 stats.ignored_ticks += 1  # no armed trigger on this asset
                 return _NOTHING
-            raw = (tick.best_bid, tick.mid, tick.last_trade_price)
             # tick_view.is_stale for a price tick (its kind is not STALE)
-            stale = tick.stale or received_ns <= 0 or now_ns - received_ns > self.tick_max_age_ns
+            untrusted = tick.stale or received_ns <= 0
+            stale = untrusted or now_ns - received_ns > self.tick_max_age_ns
             if not stale and self._last_prices.get(asset_id) == raw:
                 stats.unchanged_ticks += 1
                 return _NOTHING
@@ -215,7 +219,7 @@ class Guard:
                 if tick_view.inside_band(prices, band):
                     if stale or not engine.holds(asset_id):  # a fresh tick releases held triggers
                         return self._quiet_tick(tick, asset_id, raw, stale)
-                elif stale and engine.stale_covered(asset_id, Prices(*prices)):
+                elif stale and engine.stale_covered(asset_id, Prices(*prices), trusted=not untrusted):
                     return self._quiet_tick(tick, asset_id, raw, stale)
         try:
             view = tick_view.view(tick, self.clock_ns(), self.tick_max_age_ns)
@@ -239,7 +243,9 @@ class Guard:
             self._last_prices.pop(view.asset_id, None)
         else:
             self._last_prices[view.asset_id] = raw
-        return self.evaluate(view.asset_id, view.prices, stale=view.stale,
+        # a tick read too late to fire on (stale by its age only) was the book's price: it lifts trailing marks
+        trusted = not tick.stale and tick.kind != mpb.TICK_KIND_STALE and received_ns > 0
+        return self.evaluate(view.asset_id, view.prices, stale=view.stale, trusted=trusted,
                              info=TickInfo(None, view.venue_time_ms, view.received_time_ns,
                                            tick.trace if tick.HasField("trace") else None, self.clock_ns()))
 
@@ -265,9 +271,9 @@ class Guard:
         """The engine's triggers on ``asset_id`` changed: the next tick must be evaluated whatever its prices."""
         self._last_prices.pop(asset_id, None)
 
-    def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo) -> Outcome:
-        """Run the engine for one asset's prices and act on the outcome."""
-        out = self.engine.on_tick(asset_id, prices, stale=stale)
+    def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo, trusted: bool = True) -> Outcome:
+        """Run the engine for one asset's prices and act on the outcome (``trusted``: :meth:`Engine.on_tick`)."""
+        out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted)
         if self.bands is not None:
             self.bands.kick()  # a mark may have risen, a trigger fired or been held
         if stale:
@@ -306,7 +312,9 @@ class Guard:
             bid, ask = book.best_bid, book.best_ask
             prices = Prices(best_bid=bid, mid=(bid + ask) / 2 if bid is not None and ask is not None else None,
                             last_trade=book.last_trade_price)
-            self.evaluate(asset_id, prices, stale=book.is_stale(now_ms, self.book_max_age_ms, beat),
+            stale = book.is_stale(now_ms, self.book_max_age_ms, beat)
+            # a stale stored book may be out of sync: its prices lift no mark
+            self.evaluate(asset_id, prices, stale=stale, trusted=not stale,
                           info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
         return len(books)
 

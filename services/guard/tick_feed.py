@@ -1,7 +1,8 @@
 """The price-tick stream followed in batches, each tick handed to the coordinator.
 
 Ticks are state, not history: the tick stream resumes from the last cursor seen by this process
-(stale ticks never fire anyway) and, after a (re)connect, the stored books are evaluated once so a
+(stale ticks never fire anyway; those read too late still lift trailing marks, as ingest's gate assumed
+when it left out what followed them) and, after a (re)connect, the stored books are evaluated once so a
 crossing that happened while disconnected is not missed.
 """
 

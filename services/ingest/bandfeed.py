@@ -4,7 +4,8 @@ asks for it, ``tt:guard:bands:changed`` applied as it comes (``common.bands``).
 The subscription comes first, then the read (the hash and its meta in one MULTI), so no change slips between
 them; messages already in the read are recognised by their sequence number. While the subscription is down the
 gate trusts no band: every tick goes out. After each change the books whose band changed are checked against it
-at once (``on_changed``), so a trigger armed on a price already past it does not wait for the next tick.
+at once (``on_changed``), so a trigger armed on a price already past it does not wait for the next tick; so are
+those whose band the gate had narrowed on its own and widens again as guard has read the ticks behind it.
 """
 
 from __future__ import annotations

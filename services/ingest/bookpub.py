@@ -112,7 +112,8 @@ class BookPublisher:
         self._schedule()
 
     def check(self, asset_ids: list[str]) -> None:
-        """The bands of these assets changed: a tick of each whose current top is outside its new band."""
+        """The bands of these assets changed (guard's, or the gate's narrowing of them ended): a tick of each whose
+        current top is outside its new band."""
         gate, books = self.gate, self.books.books
         if gate is None:
             return

@@ -9,10 +9,16 @@ STALE, MARKET_RESOLVED and TICK_SIZE_CHANGE tick, goes out.
 
 Guard's bands change with the ticks it reads (a price above a trailing stop's mark lifts it and raises its
 stop level), so a band guard wrote before it read a tick ingest sent may be too wide for what followed. Ingest
-narrows the band itself when it sends a fresh price above it (:func:`common.bands.after_rise`) and remembers
-that price (a *rise*) until a message says guard has read the tick (``through_ns``), applying it again to any
-band received meanwhile. Ticks that go out carry strictly increasing ``received_time_ns`` stamps, so
-``through_ns`` says exactly which of them guard has read.
+remembers every fresh price it sends, whatever the kind of tick and the reason it went out, with every price
+source (best bid, mid and last trade, whichever the band watched then), until a message says guard has read
+the tick (``through_ns``), and narrows the band of the tick's asset by each (:func:`common.bands.after_rise`:
+guard lifts its trailing marks to every fresh price it reads, also one it reads too late to fire on, and holds
+instead of firing a take-profit such a price crosses). Those are the *unread prices*; a band received meanwhile is
+narrowed by them again, and a band whose narrowing ends as guard reads them is checked against the current top
+like a changed one. Ticks that go out carry strictly increasing ``received_time_ns`` stamps, so ``through_ns``
+says exactly which of them guard has read. A new guard process reads the log from where it took its cursor and
+says so in its first ``through_ns`` (the stamp of the newest tick then): the unread prices up to it are forgotten,
+since that process never reads them (all of them when it says 0).
 """
 
 from __future__ import annotations
@@ -49,21 +55,27 @@ class GateStats:
     bad_bands: int = 0
 
 
-class _Rise:
-    """Fresh prices sent above a band (or with none known), the highest per source, not yet read by guard."""
+# An asset's unread prices: [(stamp, top), ...] in stamp order, at most _KEPT; beyond, the two oldest merge into
+# (the later stamp, the highest [best bid, mid, last trade] of both): the band stays as narrow or narrower until guard
+# has read both. A top's prices are computed only when a band is narrowed by them.
+Unread = list[tuple[int, "Top | list[Decimal | None]"]]
+_KEPT = 8
 
-    __slots__ = ("prices", "recv_ns")
 
-    def __init__(self) -> None:
-        self.recv_ns = 0
-        self.prices: list[Decimal | None] = [None, None, None]
+def _higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return a if b is None or (a is not None and a >= b) else b
 
-    def add(self, recv_ns: int, prices: list[Decimal | None]) -> None:
-        self.recv_ns = recv_ns
-        kept = self.prices
-        for i, price in enumerate(prices):
-            if price is not None and (kept[i] is None or price > kept[i]):  # type: ignore[operator]
-                kept[i] = price
+
+def _as_prices(item: Top | list[Decimal | None]) -> list[Decimal | None]:
+    return item if isinstance(item, list) else _prices(item)
+
+
+def _highest(unread: Unread) -> list[Decimal | None]:
+    """The highest unread price per source."""
+    out = _as_prices(unread[0][1])
+    for _stamp, item in unread[1:]:
+        out = [_higher(a, b) for a, b in zip(out, _as_prices(item), strict=True)]
+    return out
 
 
 def _prices(top: Top) -> list[Decimal | None]:
@@ -85,7 +97,8 @@ class TickGate:
         self.floor_ns = 0  # the last stamp given
         self.stats = GateStats()
         self._last: dict[str, tuple[int, bool]] = {}  # asset -> (stamp, stale) of its last tick sent
-        self._rises: dict[str, _Rise] = {}
+        self._rises: dict[str, Unread] = {}  # asset -> its fresh prices sent that guard has not read
+        self._epoch: str | None = None  # the guard process whose bands were last read
 
     # ticks
 
@@ -97,18 +110,19 @@ class TickGate:
         stale = top[4]
         if recv_ns >= self.valid_until_ns:
             self.stats.unguarded += 1
-            return self._send(asset_id, top, recv_ns, None if stale else _prices(top))
+            return self._send(asset_id, top, recv_ns, None)
         last = self._last.get(asset_id)
         if last is None or last[1] != stale:
             self.stats.first += 1
-            return self._send(asset_id, top, recv_ns, None if stale else _prices(top))
+            return self._send(asset_id, top, recv_ns, None)
         band = self.bands.get(asset_id)
         if band is None:  # no armed trigger on the asset
             if recv_ns - last[0] >= self.heartbeat_ns:
                 self.stats.heartbeat += 1
-                return self._send(asset_id, top, recv_ns, None if stale else _prices(top))
+                return self._send(asset_id, top, recv_ns, None)
             self.stats.filtered += 1
             return 0
+        # the mid costs a division: computed only when a band watches it (_send computes it for a tick sent)
         prices = _prices(top) if band.sources[-1].source == 1 or len(band.sources) > 1 else [top[0], None, top[2]]
         beyond = band is EVERY
         rising = False
@@ -121,13 +135,13 @@ class TickGate:
                     rising = rising or side > 0
         if beyond:
             self.stats.outside += 1
-            return self._send(asset_id, top, recv_ns, prices if rising and not stale else None)
+            return self._send(asset_id, top, recv_ns, prices, rising)
         if band.holds and not stale:
             self.stats.held += 1
-            return self._send(asset_id, top, recv_ns, None)
+            return self._send(asset_id, top, recv_ns, prices, False)
         if recv_ns - last[0] >= self.heartbeat_ns:
             self.stats.heartbeat += 1
-            return self._send(asset_id, top, recv_ns, None)
+            return self._send(asset_id, top, recv_ns, prices, False)
         self.stats.filtered += 1
         return 0
 
@@ -139,25 +153,41 @@ class TickGate:
             return 0
         stale = top[4]
         prices = _prices(top)
-        sides = [outside(sb, p) for sb in band.sources if (p := prices[sb.source]) is not None]
-        if not any(sides) and not (band.holds and not stale) and band is not EVERY:
+        out = band is EVERY or (band.holds and not stale)
+        if not out:
+            for sb in band.sources:
+                price = prices[sb.source]
+                if price is not None and outside(sb, price):
+                    out = True
+                    break
+        if not out:
             return 0
         self.stats.rechecked += 1
-        return self._send(asset_id, top, now_ns, prices if max(sides, default=0) > 0 and not stale else None)
+        return self._send(asset_id, top, now_ns, prices)
 
-    def _send(self, asset_id: str, top: Top, recv_ns: int, rise: list[Decimal | None] | None) -> int:
-        """Stamp a tick that goes out; ``rise``: its prices may change guard's bands (narrow ours meanwhile)."""
+    def _send(self, asset_id: str, top: Top, recv_ns: int, prices: list[Decimal | None] | None,
+              rising: bool = True) -> int:
+        """Stamp a tick that goes out. A fresh one's prices are kept as unread, and narrow the asset's band until
+        guard has read the tick (``prices``: the band's, when computed already; ``rising``: False when none is above
+        the band, which they then leave as it is)."""
         stamp = recv_ns if recv_ns > self.floor_ns else self.floor_ns + 1
         self.floor_ns = stamp
-        self._last[asset_id] = (stamp, top[4])
-        if rise is not None:
-            kept = self._rises.get(asset_id)
-            if kept is None:
-                kept = self._rises[asset_id] = _Rise()
-            kept.add(stamp, rise)
-            band = self.bands.get(asset_id)
-            if band is not None and band is not EVERY:
-                self.bands[asset_id] = _narrowed(band, rise)
+        stale = top[4]
+        self._last[asset_id] = (stamp, stale)
+        if not stale:
+            unread = self._rises.get(asset_id)
+            if unread is None:
+                self._rises[asset_id] = [(stamp, top)]
+            else:
+                unread.append((stamp, top))
+                if len(unread) > _KEPT:
+                    (_, older), (later, newer) = unread[0], unread[1]
+                    unread[0:2] = [(later, [_higher(a, b) for a, b in zip(_as_prices(older), _as_prices(newer),
+                                                                            strict=True)])]
+            if rising:
+                band = self.bands.get(asset_id)
+                if band is not None and band is not EVERY:
+                    self.bands[asset_id] = _narrowed(band, prices if prices is not None else _prices(top))
         return stamp
 
     def forget(self, assets: set[str]) -> None:
@@ -171,7 +201,9 @@ class TickGate:
 
     def load(self, meta: BandMeta | None, encoded: dict[str, str], now_ns: int) -> list[str]:
         """Bands read whole (at start, after a reconnect or when a message asks for it); returns their assets.
-        Without meta (no guard publishing), every tick goes out."""
+        Without meta (no guard publishing), every tick goes out. Another guard process (a new epoch) reads the
+        log from where it took its cursor, which its first ``through_ns`` gives: the unread prices up to it are
+        forgotten (all of them when it gives 0, saying nothing), those after it still narrow its bands."""
         self.stats.loads += 1
         self.published = {}
         self.bands = {}
@@ -181,6 +213,9 @@ class TickGate:
             return []
         for asset_id, text in encoded.items():
             self.published[asset_id] = self._decode(text)
+        if meta.epoch != self._epoch and self._epoch is not None and meta.through_ns <= 0:
+            self._rises.clear()
+        self._epoch = meta.epoch
         self.meta = meta
         self._renew(meta, now_ns)
         self._read_through(meta.through_ns)
@@ -189,8 +224,9 @@ class TickGate:
         return list(self.published)
 
     def apply(self, msg: BandMessage, now_ns: int) -> list[str] | None:
-        """A band message; returns the assets whose band changed, or None when the bands must be read whole
-        (another epoch, a reset, a message missed)."""
+        """A band message; returns the assets whose band changed (guard's, or ingest's narrowing of it dropped as
+        guard read the ticks behind it), or None when the bands must be read whole (another epoch, a reset, a
+        message missed)."""
         self.stats.messages += 1
         meta = self.meta
         if meta is None or msg.reset or msg.meta.epoch != meta.epoch:
@@ -208,9 +244,12 @@ class TickGate:
             else:
                 self.published.pop(asset_id, None)
             changed.append(asset_id)
-        self._read_through(msg.meta.through_ns)
+        dropped = self._read_through(msg.meta.through_ns)
         for asset_id in changed:
             self._effective(asset_id)
+        if dropped:
+            bands = msg.bands
+            changed.extend(a for a in dropped if a not in bands and a in self.published)
         return changed
 
     def unguarded(self) -> None:
@@ -222,20 +261,36 @@ class TickGate:
         trusted = meta.through_ns >= self.trust_after_ns
         self.valid_until_ns = now_ns + int(meta.lease_s * 1e9) if trusted else 0
 
-    def _read_through(self, through_ns: int) -> None:
-        """Guard has read every tick stamped up to ``through_ns``: rises up to it are in its bands."""
-        done = [a for a, rise in self._rises.items() if rise.recv_ns <= through_ns]
+    def _read_through(self, through_ns: int) -> list[str]:
+        """Guard has read every tick stamped up to ``through_ns`` (or never will: a new guard process): what they
+        did to guard's marks is in the bands it wrote, their prices narrow the band no more. Returns the assets
+        whose band that widened (their current top is checked against it, as after a change)."""
+        done = []
+        for asset_id, unread in self._rises.items():
+            if unread[0][0] <= through_ns:
+                n = 1
+                while n < len(unread) and unread[n][0] <= through_ns:
+                    n += 1
+                del unread[:n]
+                done.append(asset_id)
+        widened = []
+        bands = self.bands
         for asset_id in done:
-            del self._rises[asset_id]
+            if not self._rises[asset_id]:
+                del self._rises[asset_id]
+            before = bands.get(asset_id)
             self._effective(asset_id)
+            if bands.get(asset_id) != before:
+                widened.append(asset_id)
+        return widened
 
     def _effective(self, asset_id: str) -> None:
         band = self.published.get(asset_id)
         if band is None:
             self.bands.pop(asset_id, None)
             return
-        rise = self._rises.get(asset_id)
-        self.bands[asset_id] = band if rise is None or band is EVERY else _narrowed(band, rise.prices)
+        unread = self._rises.get(asset_id)
+        self.bands[asset_id] = band if unread is None or band is EVERY else _narrowed(band, _highest(unread))
 
     def _decode(self, text: str) -> AssetBand:
         try:

@@ -14,6 +14,7 @@ from common.bands import BANDS_META_KEY, parse_meta
 from common.streams import PRICE_TICKS
 from services.guard.app import Running
 from services.ingest.__main__ import Ingest
+from services.ingest.bandfeed import last_tick_stamp
 from sim.polymarket import PolymarketSim
 from tests.guard.conftest import GuardFactory, StartIngest
 from tests.guard.standins import StandIns, db, insert_trigger, publish_change, set_position, trigger_row
@@ -205,3 +206,27 @@ async def test_an_ingest_restart_trusts_bands_once_guard_read_its_ticks_and_cros
     await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
     assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
 
+
+
+async def test_a_new_guard_says_how_far_the_log_went_and_ingest_forgets_what_it_never_reads(
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
+        make_guard: GuardFactory) -> None:
+    """A rise goes out while no guard runs: ingest narrows the band by it until a guard has read it. The next guard
+    reads the log from its end and never will: its first bands carry the stamp of the newest tick then, ingest drops
+    that rise at once (and trusts the new bands: guard never reads a tick a previous ingest process sent before)."""
+    market = sim.add_market(mid="0.51", min_order_size=D("5"))  # best bid 0.50
+    yes, _no = market.tokens
+    await set_position(conn, "40", asset_id=yes)
+    await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="10", fraction="1", asset_id=yes, mark="0.50")
+    ingest = await start_ingest()
+    first = await make_guard(**BANDS)
+    await ready(ingest, first, yes)
+    await first.stop()
+    best_bid(sim, yes, "0.62")
+    await eventually(lambda: yes in ingest.gate._rises and ingest.gate._rises[yes][-1][1][0] == D("0.62"),
+                     timeout_s=30)
+    newest = await last_tick_stamp(ingest.redis)
+    second = await make_guard(**BANDS)
+    await ready(ingest, second, yes)
+    assert ingest.gate.meta is not None and ingest.gate.meta.through_ns >= newest
+    assert all(stamp > newest for stamp, _prices in ingest.gate._rises.get(yes, []))

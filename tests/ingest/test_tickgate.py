@@ -90,9 +90,131 @@ def test_a_rise_narrows_the_band_until_guard_has_read_it() -> None:
     older = AssetBand((BAND.sources[0], SourceBand(1, D("0.45"), D("0.50"), True, D("0.1"))))
     assert g.apply(BandMessage(BandMeta("e", 2, stamp - 1, 5.0), {A: encode(older)}), 4 * MS) == [A]
     assert g.bands[A].sources[1] == SourceBand(1, D("0.540"), D("0.60"), True, D("0.1"))
-    # a beat saying guard read it: guard's own band from then on
-    assert g.apply(BandMessage(BandMeta("e", 3, stamp, 5.0), {}), 5 * MS) == []
+    # a beat saying guard read both: guard's own band from then on, to be checked against the current top
+    assert g.apply(BandMessage(BandMeta("e", 3, g.floor_ns, 5.0), {}), 5 * MS) == [A]
     assert g.bands[A] == older
+    assert g.apply(BandMessage(BandMeta("e", 4, g.floor_ns, 5.0), {}), 6 * MS) == []  # nothing left to drop
+
+
+# best bid only: a stop-loss at 0.40, a take-profit at 0.90; then guard arms a MID trailing stop of 10% marked at 0.55
+BID_ONLY = AssetBand((SourceBand(0, D("0.40"), D("0.90"), False, None, D("0.90")),))
+WITH_MID = AssetBand((*BID_ONLY.sources, SourceBand(1, D("0.495"), D("0.55"), True, D("0.1"))))
+
+
+def _sent_above(g: TickGate) -> int:
+    return g.admit(A, PRICE, top("0.91", "0.95"), 2 * MS)  # above the take-profit; mid 0.93
+
+
+def _sent_below(g: TickGate) -> int:
+    return g.admit(A, PRICE, top("0.39", "0.81"), 2 * MS)  # at the stop-loss only; mid 0.60
+
+
+def _sent_tick_size(g: TickGate) -> int:
+    return g.admit(A, mpb.TICK_KIND_TICK_SIZE_CHANGE, top("0.50", "0.70"), 2 * MS)  # a snapshot; mid 0.60
+
+
+def _sent_heartbeat(g: TickGate) -> int:
+    g.heartbeat_ns = MS
+    return g.admit(A, PRICE, top("0.50", "0.70"), 2 * MS)
+
+
+def _sent_held(g: TickGate) -> int:
+    g.apply(BandMessage(BandMeta("e", 2, 0, 5.0), {A: encode(BID_ONLY._replace(holds=True))}), MS + 1)
+    return g.admit(A, PRICE, top("0.50", "0.70"), 2 * MS)
+
+
+def _sent_after_a_staleness_flip(g: TickGate) -> int:
+    assert g.admit(A, PRICE, top("0.50", stale=True), MS + 1)
+    return g.admit(A, PRICE, top("0.50", "0.70"), 2 * MS)
+
+
+def _sent_by_a_check(g: TickGate) -> int:
+    g.apply(BandMessage(BandMeta("e", 2, 0, 5.0), {A: encode(BID_ONLY._replace(holds=True))}), MS + 1)
+    return g.recheck(A, top("0.50", "0.70"), 2 * MS)
+
+
+def _sent_unguarded(g: TickGate) -> int:
+    g.unguarded()
+    return g.admit(A, PRICE, top("0.50", "0.70"), 2 * MS)
+
+
+@pytest.mark.parametrize(("send", "mid"), [
+    (_sent_above, D("0.93")),  # the mid, though no band watched it when the tick went out
+    (_sent_below, D("0.60")),
+    (_sent_tick_size, D("0.60")),
+    (_sent_heartbeat, D("0.60")),
+    (_sent_held, D("0.60")),
+    (_sent_after_a_staleness_flip, D("0.60")),
+    (_sent_by_a_check, D("0.60")),
+    (_sent_unguarded, D("0.60")),
+])
+def test_every_fresh_price_sent_narrows_a_band_guard_wrote_before_reading_it(send: object, mid: Decimal) -> None:
+    """Guard arms a MID trailing stop and publishes its band before it reads a tick ingest sent: reading the tick
+    lifts the new stop's mark to its mid, whatever the tick's kind and the reason it went out, so ingest narrows the
+    new band by it until guard has read it."""
+    g = gate(BID_ONLY)
+    stamp = send(g)  # type: ignore[operator]
+    assert stamp
+    assert _publish(g, {A: encode(WITH_MID)}, 0, 3 * MS) == [A]
+    assert g.bands[A].sources[1] == SourceBand(1, mid * D("0.9"), mid, True, D("0.1"))
+    _publish(g, {}, stamp, 4 * MS)
+    assert g.bands[A] == WITH_MID
+
+
+def _publish(g: TickGate, bands: dict[str, str], through: int, now: int) -> list[str] | None:
+    """Guard's next band message (the bands read whole when the gate holds none)."""
+    if g.meta is None:
+        return g.load(BandMeta("e", 9, through, 5.0), bands, now)
+    return g.apply(BandMessage(BandMeta("e", g.meta.seq + 1, through, 5.0), bands), now)
+
+
+def test_a_stale_price_sent_narrows_nothing() -> None:
+    g = gate(BID_ONLY)
+    assert g.admit(A, PRICE, top("0.50", "0.70", stale=True), 2 * MS)  # flips to stale: goes out
+    assert g.admit(A, mpb.TICK_KIND_STALE, top("0.50", "0.70", stale=True), 3 * MS)
+    g.apply(BandMessage(BandMeta("e", 2, 0, 5.0), {A: encode(WITH_MID)}), 4 * MS)
+    assert g.bands[A] == WITH_MID
+
+
+def test_guard_reading_a_tick_ends_the_narrowing_by_that_ticks_price_only() -> None:
+    g = gate()
+    s1 = g.admit(A, PRICE, top("0.50", "0.90"), 2 * MS)  # mid 0.70: narrowed to (0.63, 0.70]
+    s2 = g.admit(A, PRICE, top("0.50", "0.74"), 3 * MS)  # mid 0.62: under the narrowed stop level, goes out
+    assert s1 and s2
+    assert g.apply(BandMessage(BandMeta("e", 2, s1, 5.0), {}), 4 * MS) == [A]
+    assert g.bands[A].sources[1] == SourceBand(1, D("0.558"), D("0.62"), True, D("0.1"))  # 0.62 still unread
+    assert g.apply(BandMessage(BandMeta("e", 3, s2, 5.0), {}), 5 * MS) == [A]
+    assert g.bands[A] == BAND
+
+
+def test_unread_prices_kept_per_asset_are_bounded_and_stay_as_narrow() -> None:
+    g = gate()
+    stamps = [g.admit(A, mpb.TICK_KIND_TICK_SIZE_CHANGE, top("0.50", str(D("0.60") + D(i) / 100)), (2 + i) * MS)
+              for i in range(20)]  # mids 0.55 to 0.645
+    assert len(g._rises[A]) <= 8
+    assert g.bands[A].sources[1].lo == D("0.645") * D("0.9")
+    g.apply(BandMessage(BandMeta("e", 2, stamps[10], 5.0), {}), 30 * MS)
+    assert g.bands[A].sources[1].lo == D("0.645") * D("0.9")  # the latest unread is the highest
+    g.apply(BandMessage(BandMeta("e", 3, stamps[-1], 5.0), {}), 31 * MS)
+    assert g.bands[A] == BAND and A not in g._rises
+
+
+@pytest.mark.parametrize(("through", "narrowed_by"), [
+    (1, D("0.58")),  # the new guard took its cursor after the first tick: it reads the second
+    (2, None),  # ... after both
+    (0, None),  # a guard that does not say where it started: everything unread is forgotten
+])
+def test_a_new_guard_narrows_its_bands_only_by_the_prices_it_will_read(through: int,
+                                                                        narrowed_by: Decimal | None) -> None:
+    g = gate()
+    s1 = g.admit(A, PRICE, top("0.50", "0.70"), 2 * MS)  # mid 0.60, read by no guard
+    s2 = g.admit(A, mpb.TICK_KIND_TICK_SIZE_CHANGE, top("0.50", "0.66"), 3 * MS)  # mid 0.58
+    assert s1 and s2
+    g.load(BandMeta("e2", 1, [0, s1, s2][through], 5.0), {A: encode(BAND)}, 4 * MS)
+    assert g.valid_until_ns > 4 * MS
+    expected = BAND if narrowed_by is None else AssetBand(
+        (BAND.sources[0], SourceBand(1, narrowed_by * D("0.9"), narrowed_by, True, D("0.1"))))
+    assert g.bands[A] == expected
 
 
 @pytest.mark.parametrize(("meta", "result"), [

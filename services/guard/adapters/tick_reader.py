@@ -42,6 +42,23 @@ def parse_entries(entries: list[Any]) -> TickBatch:
     return entry_cursor(entries[-1][0]), ticks
 
 
+async def log_end(log_: DurableLog) -> tuple[str, int]:
+    """The cursor of the log's newest entry and the ``received_time_ns`` of its newest tick that parses (ingest's
+    gate stamps ticks in increasing order: every tick up to the cursor is stamped at most that); ("0-0", 0) when
+    the log is empty."""
+    rows = await log_.redis.xrevrange(log_.name, count=16)
+    if not rows:
+        return "0-0", 0
+    for _entry_id, fields in rows:
+        payload = fields.get(b"p") if isinstance(fields, dict) else entry_payload(list(fields or ()))
+        if isinstance(payload, bytes):
+            try:
+                return entry_cursor(rows[0][0]), int(mpb.PriceTick.FromString(payload).received_time_ns)
+            except DecodeError:
+                continue
+    return entry_cursor(rows[0][0]), 0
+
+
 def log_tick_stream(log_: DurableLog, *, batch: int = 1024, block_ms: int = 1000,
                     min_interval_s: float = 0.0) -> OpenTicks:
     """The PRICE_TICKS durable log as an ``open_stream(after_cursor)`` yielding batches of ticks."""

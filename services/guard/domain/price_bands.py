@@ -43,7 +43,8 @@ def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetB
         book = books[source]
         lo, hi, inclusive = source_band(book)
         trail = book.trail.min_trail() if book.trail is not None else None
-        out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail))
+        tp = book.tp[0][0] if book.tp and trail is not None else None  # only a band with a trail is narrowed
+        out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail, tp))
     return bands.AssetBand(tuple(out), holds)
 
 

@@ -115,6 +115,18 @@ class TrailBook:
             return self._fire(price)
         return []
 
+    def rise(self, price: Decimal) -> bool:
+        """Apply a price that may not fire (a fresh price read late): activate and lift marks only. True when a
+        stop was activated or a mark lifted."""
+        moved = False
+        if self._pending and self._pending[0][0] <= price:
+            self._activate(price)
+            moved = True
+        if self._by_mark and self._by_mark[0][0] < price:
+            self._lift(price)
+            moved = True
+        return moved
+
     def band(self) -> tuple[Decimal | None, Decimal | None, bool]:
         """(lo, hi, hi_inclusive): a price above lo and below hi (or equal to it when ``hi_inclusive``) fires,
         activates and lifts nothing (None = unbounded). A price equal to the lowest mark lifts nothing; one

@@ -10,71 +10,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
 
 from common import bands
+from services.guard.domain.outcomes import Cancelled, Fired, Held, Outcome, Prices
 from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
 from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec, live_mark
 
+__all__ = ["Band", "Cancelled", "Engine", "Fired", "Held", "Outcome", "Prices", "load"]
+
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
-
-
-class Prices(NamedTuple):
-    """The prices of one tick, per source (None when the tick has no such price)."""
-
-    best_bid: Decimal | None = None
-    mid: Decimal | None = None
-    last_trade: Decimal | None = None
-
-    def get(self, source: Source) -> Decimal | None:
-        """The price a trigger with ``source`` watches."""
-        if source is Source.BEST_BID:
-            return self.best_bid
-        if source is Source.MID:
-            return self.mid
-        return self.last_trade
-
-
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """A trigger crossed on a fresh price: a SELL must be sent."""
-
-    spec: TriggerSpec
-    price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """A trigger left the engine without firing."""
-
-    spec: TriggerSpec
-    reason: Reason
-    by: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A trigger would have fired, but the price was stale: nothing is sent."""
-
-    spec: TriggerSpec
-    price: Decimal
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one tick did."""
-
-    fired: list[Fired] = field(default_factory=list)
-    cancelled: list[Cancelled] = field(default_factory=list)
-    held: list[Held] = field(default_factory=list)
-    released: list[TriggerSpec] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.fired or self.cancelled or self.held or self.released)
 
 
 Band = tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...]  # (source, lo, hi, hi_inclusive)
@@ -119,8 +66,9 @@ class Engine:
     def band(self, asset_id: str) -> Band | None:
         """Per price source of the asset's triggers, (source, lo, hi, hi_inclusive): while every source's price
         is above its lo and below its hi (or equal to hi when hi_inclusive; None = unbounded), a stale tick
-        changes nothing, and so does a fresh one unless the asset has held triggers (:meth:`holds`: a fresh
-        tick releases them), so it need not be evaluated. None when the asset has no trigger."""
+        (trusted or not) changes nothing, and so does a fresh one unless the asset has held triggers
+        (:meth:`holds`: a fresh tick releases them), so it need not be evaluated. None when the asset has no
+        trigger."""
         band = self._bands.get(asset_id)
         if band is not None:
             return band
@@ -145,15 +93,17 @@ class Engine:
         out, self._band_dirty = self._band_dirty, set()
         return out
 
-    def stale_covered(self, asset_id: str, prices: Prices) -> bool:
-        """True when a stale tick at ``prices`` would hold nothing new: each watched price lies within the
-        range of stale prices already evaluated since the asset's triggers last changed. (Stale ticks move
-        no mark, and what a price would fire only grows towards either end of that range: take-profits
-        upwards, stop-losses and trailing stops downwards; the held set only shrinks by a change.)"""
+    def stale_covered(self, asset_id: str, prices: Prices, *, trusted: bool = False) -> bool:
+        """True when a stale tick at ``prices`` would hold nothing new and move nothing: each watched price lies
+        within the range of stale prices already evaluated since the asset's triggers or marks last changed
+        (what a price would fire only grows towards either end of that range: take-profits upwards, stop-losses
+        and trailing stops downwards; the held set only shrinks by a change) and, for a ``trusted`` tick (one that
+        activates and lifts trailing stops: :meth:`on_tick`), none is above its band, where it would."""
         seen = self._stale_seen.get(asset_id)
         books = self._books.get(asset_id)
         if not seen or not books:
             return False
+        band = self.band(asset_id) if trusted else None
         for source in books:
             price = prices.get(source)
             if price is None or price <= 0:
@@ -161,6 +111,11 @@ class Engine:
             span = seen.get(source)
             if span is None or not span[0] <= price <= span[1]:
                 return False
+        if band is not None:
+            for source, _lo, hi, inclusive in band:
+                price = prices.get(source)
+                if price is not None and hi is not None and (price > hi or (price == hi and not inclusive)):
+                    return False
         return True
 
     def holds(self, asset_id: str) -> bool:
@@ -230,16 +185,21 @@ class Engine:
             self._detach(spec)
         return spec
 
-    def on_tick(self, asset_id: str, prices: Prices, *, stale: bool) -> Outcome:
+    def on_tick(self, asset_id: str, prices: Prices, *, stale: bool, trusted: bool = True) -> Outcome:
         """Evaluate one asset's triggers against a tick.
 
-        Fresh: fire what crosses (OCO rules applied) and release held triggers. Stale: fire
-        nothing, report what would have fired and was not held already.
+        Fresh: fire what crosses (OCO rules applied) and release held triggers. Stale: fire nothing, report what
+        would have fired and was not held already; a ``trusted`` stale tick (the book was fresh when ingest
+        received it, guard read it too late to fire on it) first activates trailing stops and lifts their marks as
+        a fresh one does: the price really was the book's, and a high-water mark is the highest price seen.
+        ``trusted=False`` (the book itself was stale or out of sync, or the tick's age is unknown): nothing moves.
         """
         books = self._books.get(asset_id)
         if not books:
             return Outcome()
-        if stale:  # changes nothing but the held set, which band() checks first
+        if stale:  # changes marks (trusted) and the held set, which band() checks first
+            if trusted:
+                self._rise(asset_id, books, prices)
             return self._hold(asset_id, books, prices)
         self._changed(asset_id)
         crossed: list[tuple[TriggerSpec, Decimal]] = []
@@ -302,6 +262,22 @@ class Engine:
                 sibling = self.remove(tid)
                 if sibling is not None:
                     out.cancelled.append(Cancelled(sibling, Reason.OCO_SIBLING_FIRED, winner))
+
+    def _rise(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices) -> None:
+        """Activate trailing stops and lift their marks at ``prices``, firing nothing."""
+        moved = False
+        for source, book in books.items():
+            trail = book.trail
+            if trail is None or not len(trail):
+                continue
+            price = prices.get(source)
+            if price is None or price <= 0:
+                continue
+            if trail.rise(price):
+                moved = True
+                self._dirty_books[id(book)] = book
+        if moved:
+            self._changed(asset_id)
 
     def _hold(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices) -> Outcome:
         out = Outcome()
