@@ -1,5 +1,5 @@
-"""The executor's alerts: an order LOST, a redemption FAILED (the breaker's are raised by its gate, a
-reconciliation's failure by the reconciler)."""
+"""The executor's alerts: an order LOST, a redemption FAILED, an order resting on a resolved market whose cancel the
+venue refused (the breaker's are raised by its gate, a reconciliation's failure by the reconciler)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from common.alerts import AlertKind, Severity, raise_alert
 from common.decimals import fmt
 from services.executor.adapters.order_store import Change
 from services.executor.adapters.redemption_store import RedemptionRow
+from services.executor.adapters.settlement_store import RestingOrder
 from services.executor.domain.redemption import Redemption
 
 
@@ -30,3 +31,15 @@ def redemption_failed(row: RedemptionRow, r: Redemption) -> None:
                 f"({r.reason}): the payout is not in the wallet", dedupe_id=f"redemption_failed:{r.key}",
                 severity=Severity.CRITICAL, redemption_key=r.key, wallet_id=row.follower_wallet_id,
                 condition_id=row.condition_id, attempts=r.attempts, reason=r.reason, detail=r.detail[:300])
+
+
+def order_cancel_refused(o: RestingOrder) -> None:
+    """ORDER_CANCEL_REFUSED (key ``order_cancel_refused:<venue>``): an order resting on a resolved market still rests
+    after the venue refused to cancel it, holding its position back from settlement until someone acts."""
+    raise_alert(AlertKind.ORDER_CANCEL_REFUSED, f"order_cancel_refused:{o.venue}",
+                f"order {o.client_order_id} still rests at {o.venue} on resolved market {o.condition_id[:12]}.. "
+                f"after the venue refused to cancel it: the position of wallet {o.follower_wallet_id} is not settled "
+                f"until the order is cancelled by hand", dedupe_id=f"order_cancel_refused:{o.client_order_id}",
+                severity=Severity.WARNING, client_order_id=o.client_order_id, venue=o.venue,
+                venue_order_id=o.venue_order_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id,
+                condition_id=o.condition_id)

@@ -8,9 +8,11 @@ status query then ends it CANCELLED, and an order the venue no longer finds ends
 booked. Each position held back is counted (``executor.positions_held_back``) and logged. In case the venue does not
 cancel a resting order (a GTC placed at the venue) with its market, which would hold its position back for ever,
 each sweep asks the venue to cancel the resting orders that hold back a position of a resolved market (once per
-order while this process runs; again next sweep after an answer that says nothing, such as a timeout), counted in
-``executor.resolved_order_cancels`` by outcome: the order's status query then ends it CANCELLED (with what it
-filled), and the sweep after that settles the position."""
+order while this process runs, up to :data:`CANCEL_BATCH` a sweep, those not asked yet; again next sweep after an
+answer that says nothing, such as a timeout), counted in ``executor.resolved_order_cancels`` by outcome: the order's
+status query then ends it CANCELLED (with what it filled), and the sweep after that settles the position. An order
+whose cancel the venue refused and that still rests a sweep later is logged as an error and alerted
+(``ORDER_CANCEL_REFUSED``), once: its position waits for someone to act."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from opentelemetry import metrics
 
 from common.cancel import reraise_if_cancelling
+from services.executor import alerting
 from services.executor.adapters.settlement_store import RestingOrder, SettlementResult, SettlementStore
 from services.executor.domain.answer_policy import Verdict, classify
 from services.executor.domain.settlement import Resolution
@@ -39,6 +42,7 @@ _HELD = _meter.create_counter("executor.positions_held_back",
 _CANCELS = _meter.create_counter("executor.resolved_order_cancels",
                                  description="Cancels asked of orders resting on a resolved market that hold a "
                                              "position back, by outcome (OK, NOT_FOUND, REFUSED, RETRY)")
+CANCEL_BATCH = 100  # resting orders not asked yet, asked to cancel per sweep (the rest at the next ones)
 
 
 class BadResolution(ValueError):
@@ -72,12 +76,18 @@ class Settler:
     """Applies resolutions to positions; tells ``on_redemptions`` when LIVE winners need redeeming."""
 
     def __init__(self, store: SettlementStore, *, on_redemptions: Callable[[list[str]], None] | None = None,
-                 venues: Mapping[str, Venue] | None = None) -> None:
+                 venues: Mapping[str, Venue] | None = None, cancel_batch: int = CANCEL_BATCH) -> None:
         self.store = store
         self.on_redemptions = on_redemptions
         self.venues = venues or {}  # venue name → client, to cancel orders resting on resolved markets
+        self.cancel_batch = cancel_batch
         self.stats = SettlerStats()
-        self._cancel_asked: set[str] = set()  # client order ids the venue answered a cancel for
+        # client order ids of resting orders the venue answered a cancel for (while they rest: then forgotten)
+        self._cancel_asked: set[str] = set()
+        self._refused: set[str] = set()  # of those, the cancels refused: reported once if they rest a sweep later
+        self._reported: set[str] = set()  # refused and reported
+        for outcome in ("OK", "NOT_FOUND", "REFUSED", "RETRY"):
+            _CANCELS.add(0, {"outcome": outcome})  # exported from the start: an alerting rule reads REFUSED
 
     async def handle(self, msg: mpb.MarketResolution) -> None:
         """Settle the market of one streamed resolution (the consumer's handler; safe to repeat)."""
@@ -126,13 +136,23 @@ class Settler:
 
     async def cancel_resting(self) -> int:
         """Ask the venue to cancel each order resting on a resolved market that holds a position back, once (an
-        answer that says nothing of the order is asked again next time); returns the cancels asked now."""
-        resting = await self.store.resting_orders()
-        self._cancel_asked &= {o.client_order_id for o in resting}  # forget the orders that ended
+        answer that says nothing of the order is asked again next time); returns the cancels asked now. An order
+        whose cancel was refused and that still rests a sweep later (its status queries did not end it meanwhile)
+        holds its position back until someone acts: logged as an error and alerted, once."""
+        resting = await self.store.resting_orders(sorted(self.venues), sorted(self._cancel_asked),
+                                                  limit=self.cancel_batch)
+        still = {o.client_order_id for o in resting.asked}
+        self._cancel_asked &= still  # forget the orders that ended
+        self._refused &= still
+        self._reported &= still
+        for order in resting.asked:
+            if order.client_order_id in self._refused and order.client_order_id not in self._reported:
+                self._reported.add(order.client_order_id)
+                self._still_resting(order)
         asked = 0
-        for order in resting:
+        for order in resting.new:
             venue = self.venues.get(order.venue)
-            if venue is None or order.client_order_id in self._cancel_asked:
+            if venue is None:
                 continue
             asked += 1
             self.stats.cancels += 1
@@ -140,6 +160,8 @@ class Settler:
             _CANCELS.add(1, {"outcome": outcome})
             if outcome != "RETRY":
                 self._cancel_asked.add(order.client_order_id)
+            if outcome == "REFUSED":
+                self._refused.add(order.client_order_id)
         return asked
 
     @staticmethod
@@ -156,6 +178,17 @@ class Settler:
             log.warning("cancel of an order resting on a resolved market not done", extra={
                 **info, "answer": repr(result)[:300]})
         return outcome
+
+    @staticmethod
+    def _still_resting(order: RestingOrder) -> None:
+        """An order whose cancel the venue refused still rests: its position is held back from settlement (a
+        winner's payout not redeemed, a loser's cost held against the caps) until someone cancels it by hand."""
+        log.error("order resting on a resolved market still rests after the venue refused to cancel it: its "
+                  "position is held back from settlement until someone cancels the order at the venue",
+                  extra={"client_order_id": order.client_order_id, "venue_order_id": order.venue_order_id,
+                         "wallet_id": order.follower_wallet_id, "asset_id": order.asset_id,
+                         "condition_id": order.condition_id, "venue": order.venue})
+        alerting.order_cancel_refused(order)
 
     async def run_sweeps(self, interval_s: float) -> None:
         """:meth:`sweep` every ``interval_s`` until cancelled (a failing round is retried next time)."""

@@ -2,7 +2,8 @@
 
 Markets checked = every market the engine holds a position in (``positions`` OPEN with shares, synced every
 ``sync_s``: the condition id a position is booked under, lower-cased, or for a token held under no market id, the
-market ingest cached for the token) plus every market a socket ``market_resolved`` asked about (its row is
+market ingest cached for the token, or found for it before; while such a token's market is unknown no market is
+dropped) plus every market a socket ``market_resolved`` asked about (its row is
 ``closed``: kept until REST settles it, held or not). The schedule lives in ``market_checks`` (``next_check_at``,
 ``end_date``, ``failures`` / ``last_error``); :func:`services.ingest.resolution.next_check_s` decides each next
 check (at least every ``interval_s``, ``GRACE_AFTER_END_S`` after the end date, backoff on failures). Requests go
@@ -126,6 +127,9 @@ class MarketChecks:
         self.failing = failing
         self.unclear_alert_s = unclear_alert_s
         self._asked: dict[str, None] = {}
+        # token held under no market id → the market last found for it in tt:market: the entry may be deleted later
+        # (the executor does on a MARKET_CLOSED answer) or re-created without it, the token's market is the same
+        self._token_markets: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._next_sync = 0.0
         self.checks = 0
@@ -181,10 +185,13 @@ class MarketChecks:
         """Schedule a first check of newly held markets; drop markets no longer held (unless a socket asked).
 
         The markets held are those the positions are booked under (lower-cased), and for the tokens held under an
-        id that names no market ('': an EXTERNAL position whose venue id was not trusted, a copy that came without
-        one), the market ingest cached for the token (``tt:market:{asset}``, one pipelined read of those tokens
-        alone). A token whose market is not cached yet (ingest fetches it once its book names it) is logged and
-        counted, and looked up again next time; while a lookup fails nothing is dropped."""
+        id that names no market ('': an EXTERNAL position whose venue id was not trusted, a copy of a leader trade
+        that came without one), the market ingest cached for the token (``tt:market:{asset}``, one pipelined read
+        of those tokens alone), or else the one found for it before (kept in memory: the executor deletes the entry
+        when an order answers MARKET_CLOSED, and ingest fetches a market's info once per process). A token whose
+        market is known neither way (not cached yet: ingest fetches it once its book names it) is logged and
+        counted, and looked up again next time; until every such token's market is known, and while a lookup
+        fails, nothing is dropped: any market on the schedule may be that token's."""
         async with self.pool.connection() as conn:
             stored = [r["condition_id"] for r in await (await conn.execute(_HELD)).fetchall()]
             held = {c for s in stored if (c := market_id(s))}
@@ -202,9 +209,11 @@ class MarketChecks:
                 await conn.execute(_PRUNE, (gone,))
 
     async def _markets_of(self, assets: list[str]) -> tuple[set[str], bool]:
-        """The markets ingest cached for ``assets`` (``tt:market:{asset}`` ``condition_id``), and whether every
-        lookup was answered (a token without a cached market counts as answered)."""
+        """The markets of ``assets``: cached by ingest (``tt:market:{asset}`` ``condition_id``), else found for them
+        before; and whether every token's market is known (else no market may be dropped)."""
+        known = self._token_markets
         if not assets:
+            known.clear()
             return set(), True
         names: list[Any] = []
         try:
@@ -216,23 +225,29 @@ class MarketChecks:
         except Exception as exc:  # noqa: BLE001 - Redis trouble: these markets wait for the next sync
             reraise_if_cancelling()
             self.metrics.held_token_lookup("FAILED", len(assets))
-            log.warning("held tokens' markets not read: their markets are not scheduled this time",
-                        extra={"tokens": len(assets), "error": repr(exc)[:300]})
-            return set(), False
+            log.warning("held tokens' markets not read: only those found before are scheduled this time, none is "
+                        "dropped", extra={"tokens": len(assets), "error": repr(exc)[:300]})
+            return {known[a] for a in assets if a in known}, False
         found: set[str] = set()
         unknown: list[str] = []
         for asset_id, raw in zip(assets, names, strict=True):
-            cid = market_id(raw.decode() if isinstance(raw, bytes) else raw or "")
+            cid = market_id(raw.decode() if isinstance(raw, bytes) else raw or "") or known.get(asset_id, "")
             if cid:
                 found.add(cid)
+                known[asset_id] = cid
             else:
                 unknown.append(asset_id)
+        if len(known) > len(assets) - len(unknown):  # tokens held under no id no longer: forgotten
+            held = set(assets)
+            for asset_id in [a for a in known if a not in held]:
+                del known[asset_id]
         self.metrics.held_token_lookup("FOUND", len(assets) - len(unknown))
         if unknown:
             self.metrics.held_token_lookup("NO_MARKET_INFO", len(unknown))
             log.warning("tokens held under no market id and without a cached market: their market is not checked "
-                        "on REST until ingest caches it", extra={"tokens": len(unknown), "asset_ids": unknown[:20]})
-        return found, True
+                        "on REST until ingest caches it, and no market is dropped from the schedule meanwhile",
+                        extra={"tokens": len(unknown), "asset_ids": unknown[:20]})
+        return found, not unknown
 
     async def _until_due(self) -> float:
         async with self.pool.connection() as conn:

@@ -61,7 +61,8 @@ def test_the_rules_file_covers_every_condition_the_engine_alerts_on() -> None:
                AlertKind.RECONCILIATION_FAILED: "executor_reconcile_failures_total",
                AlertKind.SERVICE_CRASH_LOOP: "changes(process_start_time_seconds",
                AlertKind.DEAD_LETTERED: "consumer_dead_letters_total",
-               AlertKind.RESOLUTION_UNCLEAR: "ingest_resolutions_unclear_total"}
+               AlertKind.RESOLUTION_UNCLEAR: "ingest_resolutions_unclear_total",
+               AlertKind.ORDER_CANCEL_REFUSED: 'executor_resolved_order_cancels_total{outcome="REFUSED"}'}
     assert set(covered) == set(AlertKind)
     for kind, needle in covered.items():
         assert needle in exprs, kind

@@ -235,16 +235,36 @@ NAMED = BookSnapshot("tok", MARKET, BIDS, ASKS, D("0.01"), 1, 1)
 _EXIT = {"origin": epb.ORDER_ORIGIN_TRIGGER, "side": cpb.SIDE_SELL, "amount_usd": "", "size": "20"}
 
 
-@pytest.mark.parametrize("given", [CONDITION, "0X" + "5E" * 32, MARKET, "0xc", "not an id", ""])
-@pytest.mark.parametrize("kind", [{}, {"origin": epb.ORDER_ORIGIN_MANUAL}, _EXIT], ids=["copy", "manual", "exit"])
+@pytest.mark.parametrize(("given", "kind"), [
+    *((given, kind) for given in (CONDITION, "0X" + "5E" * 32, MARKET, "0xc", "not an id", "")
+      for kind in ({"origin": epb.ORDER_ORIGIN_MANUAL}, _EXIT)),
+    *((given, {}) for given in (CONDITION, "0X" + "5E" * 32, MARKET)),  # a copy naming a market (see below)
+])
 def test_an_order_takes_the_market_its_book_names_whatever_it_carried(given: str, kind: dict[str, object]) -> None:
     """Settlement goes by token, but ingest's REST safety net checks the markets held by the id their positions were
     booked under: a manual BUY naming another market's id (well formed, accepted before) left its own market
-    unchecked. Every order takes the id of the market its book names; a different one is reported."""
+    unchecked. Every order takes the id of the market its book names (a copy, when it names one); a different one
+    is reported."""
     p = prepare(order(condition_id=given, **kind), NAMED, RULES, NOW)
     assert p.life.state is State.SUBMITTING, p.life
     assert p.ticket.order.condition_id == MARKET
     assert p.condition_replaced == ("" if given.lower() in ("", MARKET) else given)
+
+
+@pytest.mark.parametrize("given", ["", "0xC", "not an id"])
+@pytest.mark.parametrize(("book", "market"), [(NAMED, ""), (None, MARKET)], ids=["fresh book", "stale book"])
+@pytest.mark.parametrize("fraction", ["", "0.5"], ids=["sized", "sized later"])
+def test_a_copy_of_a_trade_without_condition_id_keeps_none_the_router_capped_it_by_its_token(
+        given: str, book: BookSnapshot | None, market: str, fraction: str) -> None:
+    """A leader trade may come without a conditionId: the router counts its copies against ``market_of('', asset)``
+    = the token (its reservation, and the positions it reads as coalesce(nullif(condition_id, ''), asset_id)).
+    Booked under the book's id, the copy's position would be counted against another key: the router's next copy
+    of such a trade would read no exposure in the market (maxMarketExposureUsd passed, maxOpenPositions counting the
+    market twice). The copy keeps what it carried (lower-cased)."""
+    o = _frac(fraction, condition_id=given) if fraction else order(condition_id=given, limit_price="0.51")
+    p = prepare(o, book, RULES, NOW, market=market)
+    assert not p.refused, p.life
+    assert (p.ticket.order.condition_id, p.condition_replaced) == (given.lower(), "")
 
 
 def test_an_order_sized_later_takes_the_market_its_book_names() -> None:

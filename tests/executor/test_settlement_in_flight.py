@@ -12,6 +12,7 @@ booked (the journal books an order's fills in the transaction that ends it).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, cast
 
 import pytest
 
+from common.alerts import OUTBOX
 from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.adapters.order_store import Change, OrderStore
@@ -263,3 +265,70 @@ async def test_a_resting_order_the_venue_left_on_a_resolved_market_is_cancelled_
         assert venue.cancels == ["io_resting"] * 2
     finally:
         await pool.close()
+
+
+class _TwoAPage(SettlementStore):
+    """The resting orders read two at a time (the settler's batch is 100)."""
+
+    async def resting_orders(self, *args: Any, **kw: Any) -> Any:
+        return await super().resting_orders(*args, **{**kw, "limit": 2})
+
+
+def _cancel_alerts() -> list[str]:
+    return [a.fields.get("client_order_id", "") for a in list(OUTBOX.items) if a.kind == "ORDER_CANCEL_REFUSED"]
+
+
+async def test_refused_cancels_hold_no_later_resting_order_back_and_are_reported_once(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The resting orders were read by client order id up to a batch and those already asked skipped after it:
+    once a batch of them had an answer that was not a retry (a 403: the venue no longer takes the wallet's key) and
+    still rested, every sweep read the same batch and no later resting order was asked again, each holding its
+    position back for ever. A refused cancel leaves its order resting and its position held back until someone
+    acts: logged as an error and alerted once, at the sweep after the refusal that still finds it resting."""
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    try:
+        venue = RefusingVenue({"io_1", "io_2"})
+        settler = Settler(_TwoAPage(pool), venues={INSIDERS: cast(Any, venue)})
+        w = World(OrderStore(pool), settler, db_url, time.time_ns() // 1_000_000)
+        for n in (1, 2, 3):
+            await _hold(w, n, "10", "0.40")
+            p = prepare(make_order(200 + n, **_wallet(n), side=cpb.SIDE_SELL, order_type=epb.ORDER_TYPE_GTC,
+                                   amount_usd="", size="10", limit_price="0.95", leader_trade_id="",
+                                   trigger_id=f"trg_{n}", origin=epb.ORDER_ORIGIN_TRIGGER), None, RULES,
+                        time.time_ns())
+            await w.store.insert_intents([(p.ticket, p.life)])
+            placed = dataclasses.replace(p.life, state=State.PLACED, venue_order_id=f"io_{n}")
+            await w.store.apply([], [Change(p.ticket, placed)])
+        coids = {p: f"co_test{200 + p:05d}" for p in (1, 2, 3)}
+        alerted_before = _cancel_alerts()
+        await settler.handle(_resolved(db_url, ASSET))
+        caplog.set_level(logging.ERROR, logger="services.executor.settling")
+        await settler.sweep()
+        assert venue.cancels == ["io_1", "io_2"]  # refused: they rest still
+        await settler.sweep()
+        assert venue.cancels == ["io_1", "io_2", "io_3"], "the third resting order was never asked"
+        for _ in range(2):
+            await settler.sweep()
+        assert venue.cancels == ["io_1", "io_2", "io_3"]
+        errors = [getattr(r, "client_order_id", "") for r in caplog.records
+                  if r.levelno == logging.ERROR and r.name == "services.executor.settling"]
+        assert sorted(errors) == [coids[1], coids[2]]
+        assert sorted(_cancel_alerts()[len(alerted_before):]) == [coids[1], coids[2]]
+    finally:
+        await pool.close()
+
+
+class RefusingVenue:
+    """``DELETE /v1/orders/{id}``: 403 for the orders in ``refuse``, cancelled otherwise."""
+
+    name = INSIDERS
+
+    def __init__(self, refuse: set[str]) -> None:
+        self.refuse = refuse
+        self.cancels: list[str] = []
+
+    async def cancel(self, venue_order_id: str) -> v.VenueResult:
+        self.cancels.append(venue_order_id)
+        if venue_order_id in self.refuse:
+            return v.VenueError("http", 403, "", "forbidden")
+        return v.VenueOrder(venue_order_id, "", v.CANCELLED)

@@ -11,7 +11,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 
-from common.marketstate import MarketInfo, write_market
+from common.marketstate import MarketInfo, market_key, write_market
 from common.storage import create_pool
 from services.ingest.marketchecks import _HELD, MarketChecks
 from services.ingest.metrics import IngestMetrics
@@ -128,3 +128,39 @@ async def test_while_the_tokens_markets_cannot_be_read_nothing_is_dropped(db_url
     metrics = IngestMetrics()
     assert await _sync(db_url, _Down(), metrics) == [OK[0], OK[1]]  # a_0's market kept, checked as scheduled
     assert metrics.count("held_tokens", "FAILED") == 1
+
+
+async def test_a_token_whose_market_is_unknown_drops_no_market_from_the_schedule(db_url: str, r: Any) -> None:
+    """Any market on the schedule may be the one of a token held under no id whose market is not cached (the
+    executor deletes ``tt:market:{asset}`` when an order answers MARKET_CLOSED; ingest fetches a market's info
+    once per process): nothing is dropped until every such token's market is known again."""
+    _seed(db_url, [("", "OPEN", 3), (OK[0], "OPEN", 1)])  # w_0 holds a_0 under no market id
+    with psycopg.connect(db_url, autocommit=True) as conn:  # a market held no longer (or a_0's: who knows)
+        conn.execute("INSERT INTO market_checks (condition_id, next_check_at) VALUES (%s, now())", (OK[5],))
+    metrics = IngestMetrics()
+    assert await _sync(db_url, r, metrics) == [OK[0], OK[5]]
+    assert metrics.count("held_tokens", "NO_MARKET_INFO") == 1
+    await write_market(r, _cached("a_0", OK[1]))
+    assert await _sync(db_url, r, metrics) == [OK[0], OK[1]]  # known: OK[5] is held no longer
+
+
+async def test_a_market_found_for_a_token_stays_known_when_its_cache_entry_goes(db_url: str, r: Any) -> None:
+    """The market found for a token held under no id is kept in memory: once its cache entry is deleted (a
+    MARKET_CLOSED answer), the market is still scheduled, and the markets held no longer are still dropped."""
+    _seed(db_url, [("", "OPEN", 3), (OK[0], "OPEN", 1)])
+    await write_market(r, _cached("a_0", OK[1]))
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
+    try:
+        checks = MarketChecks(pool, cast(Any, None), cast(Any, None), r, cast(Any, IngestMetrics()),
+                              clock=lambda: 1e9)
+        await checks.sync_held()
+        assert _held(db_url, "SELECT condition_id FROM market_checks") == [OK[0], OK[1]]
+        await r.delete(market_key("a_0"))
+        with psycopg.connect(db_url, autocommit=True) as conn:  # a_1 sold: its market is held no longer
+            conn.execute("UPDATE positions SET state = 'CLOSED', size = 0 WHERE asset_id = 'a_1'")
+        await checks.sync_held()
+        assert _held(db_url, "SELECT condition_id FROM market_checks") == [OK[1]]
+        await checks.sync_held()
+        assert _held(db_url, "SELECT condition_id FROM market_checks") == [OK[1]]
+    finally:
+        await pool.close()

@@ -121,6 +121,10 @@ RULES: list[tuple[str, str, str, str, str]] = [
     ("TradingToolsResolutionUnclear", "sum(increase(ingest_resolutions_unclear_total[1h])) > 0", "0m", "warning",
      "A held market has been closed for hours without a clear winner (a 50/50 or voided result, a dispute): its "
      "positions are not settled until a person acts (RESOLUTION_UNCLEAR)."),
+    ("TradingToolsOrderCancelRefused",
+     'sum(increase(executor_resolved_order_cancels_total{outcome="REFUSED"}[1h])) > 0', "0m", "warning",
+     "The venue refused to cancel an order resting on a resolved market: while it rests, its position is not "
+     "settled (a winner not redeemed) until someone cancels it by hand (ORDER_CANCEL_REFUSED)."),
     ("TradingToolsConsumerLagging", f"({CONSUMER_LAG}) > 30", "5m", "warning",
      "{{ $labels.consumer }} is {{ $value | humanizeDuration }} behind {{ $labels.stream }}."),
     ("TradingToolsCopyLatencyHigh", f"{_q(0.99, 'executor_copy_latency_milliseconds')} > 50", "10m", "warning",

@@ -22,6 +22,7 @@ from common.ids import hash_id
 from common.text import storable
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
+from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import Position
 from services.executor.domain.ticket import Ticket
 
@@ -75,14 +76,25 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # such a batch.
 #
 # A fill that opens a position starts a new life (``r.pid`` set): the row takes the new id, origin,
-# subscription, venue and outcome, its realized PnL so far becomes the new life's base, and the life that
-# ended before it (closed, resolved or redeemed) is first copied into position_history. A position whose
+# subscription, venue, outcome and condition id, its realized PnL so far becomes the new life's base, and the life
+# that ended before it (closed, resolved or redeemed) is first copied into position_history. A position whose
 # shares are all sold is CLOSED. ``subscription_shares`` is the position's split between its subscriptions (NULL:
 # its opening subscription's alone). ``{parts}`` is where :data:`_PART_FILLS` goes when the booking has some.
+#
+# The condition id (``r.c``, the order's: intake gave it the market its token's book names) is where ingest's REST
+# safety net checks the position and the router counts it (``coalesce(nullif(condition_id, ''), asset_id)``). A
+# new life takes its opening order's, whatever it is, as a new row does: a copy of a trade without conditionId
+# carries none, and the router counts it against its token. Within a life, an order naming a market (``r.k``: the
+# venue's form, 0x + 64 lower hex) writes it over another one (a row booked under another market's id before
+# every order took its book's kept it for every later life: the wrong market checked, the router counting the
+# position against it), and over none, but for a life a copy opened under none (``origin`` COPY: the router
+# counts it against its token as long as it lasts, while its exits and manual orders name the market); an order
+# naming none (or an id of another form) keeps the row's.
 _UPDATE_TEMPLATE = f"""
 WITH s AS ({_UPSERT_STATS.strip()}),
-r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, size numeric, avg numeric, cost numeric,
-      pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric, shares jsonb)),
+r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, k boolean, size numeric, avg numeric,
+      cost numeric, pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric,
+      shares jsonb)),
 h AS (
     INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin,
         subscription_id, venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares,
@@ -103,7 +115,8 @@ UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, real
                                 ELSE 0 END + (r.pnl - p.realized_pnl_usd),
     pnl_day = (now() AT TIME ZONE 'UTC')::date,
     opened_at = CASE WHEN r.pid IS NOT NULL THEN now() ELSE p.opened_at END, updated_at = now(),
-    condition_id = CASE WHEN p.condition_id = '' THEN r.c ELSE p.condition_id END,
+    condition_id = CASE WHEN r.pid IS NOT NULL OR r.k AND (p.condition_id <> '' OR p.origin <> 'COPY') THEN r.c
+                        ELSE p.condition_id END,
     id = coalesce(r.pid, p.id),
     state = CASE WHEN r.size > 0 THEN 'OPEN' WHEN r.pid IS NOT NULL OR p.state = 'OPEN' THEN 'CLOSED'
                  ELSE p.state END,
@@ -242,7 +255,8 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
 def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None,
                   split: Mapping[str, shares.Part], opener: str | None) -> dict[str, Any]:
     """The positions statement's row of one position (its split as stored for the life's opening subscription)."""
-    row: dict[str, Any] = {"w": w, "a": a, "c": t.order.condition_id, "size": str(p.size),
+    c = t.order.condition_id
+    row: dict[str, Any] = {"w": w, "a": a, "c": c, "k": bool(c) and market_condition(c) == c, "size": str(p.size),
                            "avg": str(p.avg_price), "cost": str(p.cost_usd), "pnl": str(p.realized_pnl_usd),
                            "outcome": storable(t.order.outcome),
                            "shares": shares.stored(split, opening.subscription_id if opening else opener)}

@@ -22,7 +22,7 @@ settler, so that it ends even when the venue did not cancel it with its market.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -72,20 +72,29 @@ LIMIT %s
 # positions_open_asset per resolution: 4 ms for 2,000), then their wallets' open orders of the token (order_pending
 # holds open and unreleased orders only), each order read by its key (LIMIT 1: never a pass over `orders`, millions
 # of rows). A plan driven by the open orders read every resolution once per order (144 ms for 300 resting orders).
+# Orders of a venue the settler has no client for are left out. Those the settler asked already (``asked``) come
+# apart, all of them (those that still rest: the settler forgets the others), and the batch is of the others: a
+# batch that held the orders asked already (a cancel refused leaves its order resting) was the same at every
+# sweep once it was full of them, and no later resting order was ever asked.
 _RESTING = """
 WITH held AS MATERIALIZED (
   SELECT p.follower_wallet_id, p.asset_id, r.condition_id FROM market_resolutions r
   JOIN positions p ON p.asset_id = ANY(r.asset_ids) AND p.state = 'OPEN' AND p.size > 0
+),
+resting AS MATERIALIZED (
+  SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, h.condition_id,
+         o.client_order_id = ANY(%(asked)s::text[]) AS asked
+  FROM held h
+  JOIN order_pending op ON op.follower_wallet_id = h.follower_wallet_id AND op.asset_id = h.asset_id
+                       AND op.terminal_at IS NULL
+  CROSS JOIN LATERAL (SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id,
+                             o.state
+                        FROM orders o WHERE o.client_order_id = op.client_order_id LIMIT 1) o
+  WHERE o.state IN ('PLACED', 'PARTIALLY_FILLED') AND o.venue_order_id <> '' AND o.venue = ANY(%(venues)s::text[])
 )
-SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, h.condition_id
-FROM held h
-JOIN order_pending op ON op.follower_wallet_id = h.follower_wallet_id AND op.asset_id = h.asset_id
-                     AND op.terminal_at IS NULL
-CROSS JOIN LATERAL (SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, o.state
-                      FROM orders o WHERE o.client_order_id = op.client_order_id LIMIT 1) o
-WHERE o.state IN ('PLACED', 'PARTIALLY_FILLED') AND o.venue_order_id <> ''
-ORDER BY o.client_order_id
-LIMIT %s
+(SELECT * FROM resting WHERE NOT asked ORDER BY client_order_id LIMIT %(limit)s)
+UNION ALL
+(SELECT * FROM resting WHERE asked)
 """
 
 _UPDATE = """
@@ -140,6 +149,15 @@ class SettlementResult:
     settled: list[Settled]
     new_redemptions: list[str]  # keys of redemptions recorded now
     held: list[tuple[str, str]] = field(default_factory=list)  # (wallet id, asset) left open: an order in flight
+
+
+@dataclass(frozen=True, slots=True)
+class Resting:
+    """Orders resting at the venue that hold back a position of a resolved market: those not asked to cancel yet
+    (a batch, by client order id) and those asked already that still rest (all)."""
+
+    new: list[RestingOrder]
+    asked: list[RestingOrder]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +231,21 @@ class SettlementStore:
                     for r in await cur.fetchall()]
 
 
-    async def resting_orders(self, limit: int = 100) -> list[RestingOrder]:
-        """Orders resting at the venue (placed, not ended) that hold back an open position of a resolved market's
-        token, by client order id."""
+    async def resting_orders(self, venues: Collection[str], asked: Collection[str] = (),
+                             limit: int = 100) -> Resting:
+        """Orders of ``venues`` resting at the venue (placed, not ended) that hold back an open position of a
+        resolved market's token: up to ``limit`` of those not in ``asked``, by client order id, and every one in
+        ``asked``."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_RESTING, (limit,))
-            return [RestingOrder(r["client_order_id"], r["venue"], r["venue_order_id"], r["follower_wallet_id"],
-                                 r["asset_id"], r["condition_id"]) for r in await cur.fetchall()]
+            cur = await conn.execute(_RESTING, {"venues": list(venues), "asked": list(asked), "limit": limit})
+            found = await cur.fetchall()
+        new: list[RestingOrder] = []
+        again: list[RestingOrder] = []
+        for r in found:
+            (again if r["asked"] else new).append(RestingOrder(
+                r["client_order_id"], r["venue"], r["venue_order_id"], r["follower_wallet_id"], r["asset_id"],
+                r["condition_id"]))
+        return Resting(new, again)
 
 
 def _stats(settled: Sequence[Settled]) -> list[dict[str, Any]]:

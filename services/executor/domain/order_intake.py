@@ -110,7 +110,12 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
 
     The order's condition id becomes the market's (:func:`market_condition`): the one ``book`` names, else
     ``market`` (the token's market as known without a fresh book: a stale stored book's), whatever the order
-    carried; when neither names one of the venue's form, the order's own is checked (:func:`_check_condition`).
+    carried, but for a copy that carried none of the venue's form (a leader trade without a ``conditionId``): the
+    router counted that copy against ``market_of("", asset)`` = its token (its reservation, and the positions it
+    reads as ``coalesce(nullif(condition_id, ''), asset_id)``), so it keeps what it carried and its position is
+    booked where the router's next copy looks for it (ingest's safety net checks a token held under none by the
+    market cached for it; settlement goes by token). When no market of the venue's form is known, the order's own
+    is checked (:func:`_check_condition`).
 
     ``quotes`` memoizes the book walk for orders alike (same asset, side, tick, slippage, given
     limit) within one batch: a fan-out walks the book once, not once per follower. ``shapes``
@@ -125,7 +130,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
         if not order.client_order_id:
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
         token_market = market_condition(book.condition_id if book is not None else "") or market_condition(market)
-        if token_market:
+        if token_market and (order.origin != epb.ORDER_ORIGIN_COPY or market_condition(order.condition_id)):
             replaced = _take_condition(order, token_market)
         elif order.condition_id:
             _check_condition(order)
