@@ -38,6 +38,17 @@ LEFT JOIN order_events e ON e.type IN {TERMINAL_EVENTS_SQL}
 WHERE last.at IS NOT NULL
 """
 
+# The client order ids of the router's copies ("co_" + 32 hex digits: the router's store_sql.ROUTER_COPY_ID, a POSIX
+# regular expression as PostgreSQL reads it). Each claimed its id in Redis when the router emitted it, and the router
+# counts it there. The SELLs it cannot count there (they reserve nothing in Redis) are the others: exits (TRIGGER),
+# manual SELLs (MANUAL) and copies of another id (the SELLs reconciliation sent again re-sized, "co_rs_...", a COPY
+# given to SubmitOrder). Their order_pending rows are marked (unclaimed_sell, migration 0730, which marked those open
+# then) so that the router's batch read finds them through a small index of their own, without fetching the order
+# of every SELL in flight. An order's side, origin and id never change: the mark is written once, with the row.
+ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
+# Of an ``orders`` row (its columns named bare): whether it is such a SELL.
+UNCLAIMED_SELL = f"(side = 'SELL' AND (origin <> 'COPY' OR client_order_id !~ '{ROUTER_COPY_ID}'))"
+
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
 INTENT_ROWS = f"""
@@ -51,14 +62,15 @@ FROM json_to_recordset(%s::json) AS r(coid text, state text, venue text, origin 
      proxy text, asset text, side text, otype text, amount numeric, size numeric, lp numeric, att int, reason text,
      detail text, lt text, trg text, proto text, arr bigint)
 ON CONFLICT (client_order_id) DO NOTHING
-RETURNING client_order_id, follower_wallet_id, asset_id, terminal_at
+RETURNING client_order_id, follower_wallet_id, asset_id, terminal_at, {UNCLAIMED_SELL} AS unclaimed_sell
 """
 # Every order inserted is pending (order_pending, migration 0560): open, or ended with its reservation's release
-# still to record. The statement returns the client order ids inserted now.
+# still to record, marked when it is a SELL the router counts from here (unclaimed_sell, migration 0730). The
+# statement returns the client order ids inserted now.
 INSERT_INTENTS = f"""
 WITH ins AS ({INTENT_ROWS.strip()}),
-p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at)
-      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at FROM ins
+p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell)
+      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell FROM ins
       ON CONFLICT (client_order_id) DO NOTHING)
 SELECT client_order_id FROM ins
 """

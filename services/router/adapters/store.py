@@ -116,14 +116,15 @@ WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, st
                    dict[tuple[str, str], Decimal], dict[tuple[str, str], dict[str, Decimal]]]
 
 
-def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
+def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> WalletRows:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
-    split: for a SELL's asset whose position keeps one)]...], realized today, [[asset, [[subscription,
-    shares]...]]...]]`` (the last: what the wallet's SELLs in flight the router did not send may still sell, a
-    copy's under its subscription, the others' under null) as :class:`PgBatch`'s totals, market costs, asset sizes,
-    realized PnL, parts (a split that does not add up to its position is left out: the position is sized on the
-    wallet's shares, as one with none), exits in flight and copies in flight the router did not send. A market
-    listed twice (both of its outcomes held) costs the sum of the two."""
+    split: for a SELL's asset whose position keeps one)]...], realized today]`` and its ``unclaimed`` rows
+    ``[wallet, asset, subscription, shares]`` (what the wallet's SELLs in flight the router did not send may still
+    sell of a SELL's asset, a copy's under its subscription, the others' under null) as :class:`PgBatch`'s totals,
+    market costs, asset sizes, realized PnL, parts (a split that does not add up to its position is left out: the
+    position is sized on the wallet's shares, as one with none), exits in flight and copies in flight the router did
+    not send, these of the positions held only (those with an asset size). A market listed twice (both of its
+    outcomes held) costs the sum of the two."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
@@ -131,7 +132,7 @@ def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
     parts: dict[tuple[str, str], dict[str, Decimal]] = {}
     exiting: dict[tuple[str, str], Decimal] = {}
     unrouted: dict[tuple[str, str], dict[str, Decimal]] = {}
-    for w, total, markets, costs, sizes, pnl, exits in rows:
+    for w, total, markets, costs, sizes, pnl in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
         for m, cost in costs or ():
@@ -146,12 +147,14 @@ def _wallet_rows(rows: list[list[Any]]) -> WalletRows:
                     parts[key] = split
         if pnl is not None:
             realized[w] = Decimal(pnl)
-        for a, groups in exits or ():
-            for sub, n in groups:
-                if sub is None:
-                    exiting[(w, a)] = Decimal(n)
-                else:
-                    unrouted.setdefault((w, a), {})[sub] = Decimal(n)
+    for w, a, sub, n in unclaimed:
+        key = (w, a)
+        if key not in asset_sizes:  # not held (or less than a share step): nothing to size on
+            continue
+        if sub is None:
+            exiting[key] = Decimal(n)
+        else:
+            unrouted.setdefault(key, {})[sub] = Decimal(n)
     return totals, market_costs, asset_sizes, realized, parts, exiting, unrouted
 
 
@@ -227,8 +230,9 @@ class RouterStore:
         """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
         at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
         client order ids, each one's only when it has some; the split of the positions in ``sell_assets``, the
-        assets the batch's SELLs trade, all of ``assets`` when None, when one is kept, and what the wallet's SELLs in
-        flight the router did not send may still sell of them: exits and manual SELLs, and copies by subscription)."""
+        assets the batch's SELLs trade (among ``assets``), all of ``assets`` when None, when one is kept, and what the
+        wallet's SELLs in flight the router did not send may still sell of those held: exits and manual SELLs, and
+        copies by subscription, read in one set from the rows the executor marked)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
@@ -237,11 +241,11 @@ class RouterStore:
                   "sell_assets": join_text(assets if sell_assets is None else sell_assets)}
         row = await self._hot_one(LOAD, params)
         assert row is not None
-        ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_ = row
+        ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
         totals, market_costs, asset_sizes, realized, parts, exiting, unrouted = _wallet_rows(
-            orjson.loads(wallets_ or "[]"))
+            orjson.loads(wallets_ or "[]"), orjson.loads(unclaimed_) if unclaimed_ else [])
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}

@@ -16,7 +16,8 @@ TERMINAL_STATES = "('FILLED', 'CANCELLED', 'REJECTED', 'LOST', 'FAILED')"
 # The form of the client order ids of the router's copies (domain.decide.client_order_id: "co_" + 32 hex digits), a
 # POSIX regular expression as PostgreSQL reads it. A copy of another id was not sent by the router and claims nothing
 # in Redis: the executor's re-sized SELLs (reconciling.RESIZED_PREFIX "co_rs_" + 30 hex digits), a COPY given to
-# SubmitOrder.
+# SubmitOrder. The executor marks the SELLs of another form when it inserts them (its order_sql.ROUTER_COPY_ID, the
+# same expression), and LOAD reads those marked.
 ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
 
 EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
@@ -35,22 +36,27 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one position each, against 38 ms; a
 # DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch first, 47 of the
 # statement's 88 ms.
-# For each position held in an asset a SELL of the batch trades, the wallet's lookup also sums what its SELLs in
-# flight the router did not send may still sell: guard's exits (origin TRIGGER), manual SELLs (MANUAL) and copies
-# (COPY) whose client order id is not of the router's form (ROUTER_COPY_ID: a copy SELL the venue refused for lack of
-# shares, sent again re-sized by the executor's reconciliation under a new id) reserve nothing in Redis, where the
-# router sees only its own copies. They are counted as the executor counts SELLs under way
-# (services/executor/adapters/order_sql.py, _SELLING): open in order_pending, neither NEW nor terminal, each its size
-# less its fills booked (written with the position they reduce, in one transaction), by subscription as the
-# executor's SELLABLE_PART groups them: a copy's (the re-sized one keeps its original's) under its subscription, set
-# aside from its own part; the others (and a copy of no subscription) under null, held back from every part. The
-# router's copies (origin COPY, an id of its form) are left out: the Redis read counts them, by subscription; every
-# one of them claimed its id there when it was emitted, so none is counted twice (whether the SELL index lists it or
-# not). The lookup is a subquery of the position's row (never flattened into a join), by key: order_pending through
-# its index of open orders (order_pending_open), then each one's order (LATERAL, OFFSET 0). It runs only for those
-# positions, a CASE running its branch only when taken: as a LATERAL of the position it ran again for every position
-# of every wallet, and a 1,000-follower batch of BUYs, which looks up nothing, took 2 to 3 ms longer (6 positions
-# each).
+# The SELLs in flight the router did not send may still sell some of the shares a SELL of the batch sizes copies on:
+# guard's exits (origin TRIGGER), manual SELLs (MANUAL) and copies (COPY) whose client order id is not of the router's
+# form (ROUTER_COPY_ID: a copy SELL the venue refused for lack of shares, sent again re-sized by the executor's
+# reconciliation under a new id) reserve nothing in Redis, where the router sees only its own copies. They are counted
+# as the executor counts SELLs under way (services/executor/adapters/order_sql.py, _SELLING): open in order_pending,
+# neither NEW nor terminal, each its size less its fills booked (written with the position they reduce, in one
+# transaction), by subscription as the executor's SELLABLE_PART groups them: a copy's (the re-sized one keeps its
+# original's) under its subscription, set aside from its own part; the others (and a copy of no subscription) under
+# null, held back from every part. The router's copies (origin COPY, an id of its form) are left out: the Redis read
+# counts them, by subscription; every one of them claimed its id there when it was emitted, so none is counted twice
+# (whether the SELL index lists it or not).
+# The executor marks those SELLs when it inserts them (order_pending.unclaimed_sell, order_sql.UNCLAIMED_SELL:
+# migration 0730, which marked those open then; the executor is upgraded first, see there), so they are read in one
+# set, the ``unclaimed`` column: the open marked rows of the batch's SELL assets through their own partial index
+# (order_pending_unclaimed_sells, by asset), kept to the batch's wallets (a hash of them, built only when a row is
+# found), then each one's order by key (LATERAL, OFFSET 0), summed by (wallet, asset, subscription). The reader keeps
+# the sums of the positions held (store._wallet_rows). A wallet with nothing marked in flight costs nothing, a batch
+# of BUYs (no SELL asset) nothing at all, and the router's own copies are never fetched. Looked up per position held
+# (order_pending_open, then every open order's row), a 10,000-follower SELL of 6 positions each read 100,002 pages
+# instead of 80,002 with nothing in flight, and 140,002 with the router's previous copies in flight, or an exit per
+# follower; now 80,004, 80,004 and 110,131 (the exits' 10,000 orders read, 3 pages each).
 LOAD = """
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az,
@@ -64,26 +70,10 @@ agg AS (
                json_agg(CASE WHEN q.shares IS NULL OR NOT q.a = ANY(k.sa) THEN json_build_array(q.a, q.size::text)
                              ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares) END)
                    FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
-               sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s) AS realized,
-               json_agg(json_build_array(q.a, q.exiting)) FILTER (WHERE q.exiting IS NOT NULL) AS exits
+               sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s) AS realized
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
-                     x.subscription_shares AS shares,
-                     CASE WHEN x.size >= %(min_held)s AND x.asset_id = ANY(k.sa) THEN (
-                         SELECT json_agg(json_build_array(g.sub, g.n::text)) FROM (
-                             SELECT o.sub, sum(greatest(o.size - o.filled_size, 0)) AS n
-                             FROM order_pending p CROSS JOIN LATERAL (
-                                 SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
-                                        o.size, o.filled_size
-                                 FROM orders o
-                                 WHERE o.client_order_id = p.client_order_id AND o.side = 'SELL'
-                                   AND (o.origin <> 'COPY' OR o.client_order_id !~ '""" + ROUTER_COPY_ID + """')
-                                   AND o.size IS NOT NULL AND o.state NOT IN """ + TERMINAL_STATES + """
-                                   AND o.state <> 'NEW' OFFSET 0) o
-                             WHERE p.follower_wallet_id = x.follower_wallet_id AND p.asset_id = x.asset_id
-                               AND p.terminal_at IS NULL
-                             GROUP BY o.sub HAVING sum(greatest(o.size - o.filled_size, 0)) > 0) g)
-                     END AS exiting
+                     x.subscription_shares AS shares
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
     ) x
 ),
@@ -98,7 +88,7 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
         FROM unnest(string_to_array(%(lp_leaders)s, %(sep)s), string_to_array(%(lp_assets)s, %(sep)s)) AS q(l, a)
         CROSS JOIN LATERAL (SELECT * FROM leader_positions x
                             WHERE x.leader_wallet = q.l AND x.asset_id = q.a OFFSET 0) l) AS leaders,
-    (SELECT json_agg(json_build_array(w, total_cost::text, markets, mc, sz, realized::text, exits))::text
+    (SELECT json_agg(json_build_array(w, total_cost::text, markets, mc, sz, realized::text))::text
         FROM agg WHERE total_cost IS NOT NULL OR realized IS NOT NULL) AS wallets,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)
@@ -107,7 +97,19 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
         FROM unnest(string_to_array(%(sell_orders)s, %(sep)s)) AS q(id)
         CROSS JOIN LATERAL (SELECT sum(x.size) AS sold FROM fills x
                             WHERE x.order_id = q.id AND x.side = 'SELL' OFFSET 0) f
-        WHERE f.sold IS NOT NULL) AS sold
+        WHERE f.sold IS NOT NULL) AS sold,
+    (SELECT json_agg(json_build_array(g.w, g.a, g.sub, g.n::text))::text FROM (
+        SELECT p.follower_wallet_id AS w, p.asset_id AS a, o.sub, sum(greatest(o.size - o.filled_size, 0)) AS n
+        FROM (SELECT p.* FROM (SELECT DISTINCT unnest(string_to_array(%(sell_assets)s, %(sep)s)) AS a) s
+              CROSS JOIN LATERAL (SELECT p.client_order_id, p.follower_wallet_id, p.asset_id FROM order_pending p
+                                  WHERE p.asset_id = s.a AND p.terminal_at IS NULL AND p.unclaimed_sell OFFSET 0) p
+              WHERE p.follower_wallet_id IN (SELECT id FROM w) OFFSET 0) p
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub, o.size, o.filled_size
+            FROM orders o
+            WHERE o.client_order_id = p.client_order_id AND o.size IS NOT NULL
+              AND o.state NOT IN """ + TERMINAL_STATES + """ AND o.state <> 'NEW' OFFSET 0) o
+        GROUP BY 1, 2, 3 HAVING sum(greatest(o.size - o.filled_size, 0)) > 0) g) AS unclaimed
 """
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's skips and leader position change
