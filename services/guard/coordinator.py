@@ -273,7 +273,7 @@ class Guard:
 
     def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo, trusted: bool = True) -> Outcome:
         """Run the engine for one asset's prices and act on the outcome (``trusted``: :meth:`Engine.on_tick`)."""
-        out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted)
+        out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted, received_ns=info.received_time_ns)
         if self.bands is not None:
             self.bands.kick()  # a mark may have risen, a trigger fired or been held
         if stale:

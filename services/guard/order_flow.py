@@ -139,7 +139,7 @@ class OrderFlow:
         for row in change.cancelled:
             guard.engine.remove(row.id)
         for row in change.created:
-            guard.engine.upsert(row.spec())
+            guard.engine.upsert(row.spec(), armed_ns=guard.clock_ns())
             guard.changed(row.asset_id)
         guard.stats.exits_cancelled += len(change.cancelled)
         guard.stats.exits_created += len(change.created)
@@ -171,7 +171,7 @@ class OrderFlow:
             for row in change.cancelled:  # the exits of a previous opening of the position
                 self.guard.engine.remove(row.id)
             for row in change.created:
-                self.guard.engine.upsert(row.spec())
+                self.guard.engine.upsert(row.spec(), armed_ns=self.guard.clock_ns())
                 self.guard.changed(row.asset_id)
             self.guard.stats.exits_created += len(change.created)
             if change.created:

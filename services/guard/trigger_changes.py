@@ -49,7 +49,7 @@ class TriggerChanges:
             if spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark:
                 spec = spec.with_mark(mark)
                 await guard.store.save_marks([(mark, [spec.id])])
-            guard.engine.upsert(spec)
+            guard.engine.upsert(spec, armed_ns=guard.clock_ns())
             if row.state_reason == Reason.BOOK_STALE.value:
                 guard.engine.mark_held([spec.id])
             guard.changed(row.asset_id)
@@ -78,7 +78,7 @@ class TriggerChanges:
         for tid, spec in wanted.items():
             current = guard.engine.get(tid)
             if current is None or current.with_mark(ZERO) != spec.with_mark(ZERO):
-                guard.engine.upsert(spec)
+                guard.engine.upsert(spec, armed_ns=guard.clock_ns())
                 guard.changed(spec.asset_id)
                 changed += 1
         if changed or removed:

@@ -203,7 +203,8 @@ class TickGate:
         """Bands read whole (at start, after a reconnect or when a message asks for it); returns their assets.
         Without meta (no guard publishing), every tick goes out. Another guard process (a new epoch) reads the
         log from where it took its cursor, which its first ``through_ns`` gives: the unread prices up to it are
-        forgotten (all of them when it gives 0, saying nothing), those after it still narrow its bands."""
+        forgotten (all of them when it gives 0, saying nothing); while some are newer (sent after it took its
+        cursor, or lost with a log it found empty), its bands are not trusted until it has read past them."""
         self.stats.loads += 1
         self.published = {}
         self.bands = {}
@@ -213,8 +214,13 @@ class TickGate:
             return []
         for asset_id, text in encoded.items():
             self.published[asset_id] = self._decode(text)
-        if meta.epoch != self._epoch and self._epoch is not None and meta.through_ns <= 0:
-            self._rises.clear()
+        if meta.epoch != self._epoch and self._epoch is not None:
+            if meta.through_ns <= 0:
+                self._rises.clear()
+            elif self._rises and (newest := max(u[-1][0] for u in self._rises.values())) > meta.through_ns:
+                # sent before the new guard took its cursor, or lost with the log it reads: every tick goes out
+                # until it has read past them
+                self.trust_after_ns = max(self.trust_after_ns, newest)
         self._epoch = meta.epoch
         self.meta = meta
         self._renew(meta, now_ns)

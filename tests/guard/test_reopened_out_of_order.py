@@ -3,6 +3,7 @@ the exits of its own time, and every trigger of the life that ended ends with it
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -37,7 +38,7 @@ class _Engine:
     def __init__(self) -> None:
         self.armed: dict[str, Any] = {}
 
-    def upsert(self, spec: Any) -> None:
+    def upsert(self, spec: Any, *, armed_ns: int = 0) -> None:
         self.armed[spec.id] = spec
 
     def remove(self, trigger_id: str) -> None:
@@ -59,7 +60,7 @@ async def flow(db_url: str) -> AsyncIterator[OrderFlow]:
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     guard = SimpleNamespace(exit_store=ExitStore(pool, lambda: datetime.now(UTC)), stats=_Stats(),
                             engine=_Engine(), markets=_Markets(), outbox=_Kick(), watch=_Kick(),
-                            changed=lambda _asset: None)
+                            changed=lambda _asset: None, clock_ns=time.time_ns)
     try:
         yield OrderFlow(guard)  # type: ignore[arg-type]
     finally:

@@ -200,7 +200,9 @@ def test_unread_prices_kept_per_asset_are_bounded_and_stay_as_narrow() -> None:
 
 
 @pytest.mark.parametrize(("through", "narrowed_by"), [
-    (1, D("0.58")),  # the new guard took its cursor after the first tick: it reads the second
+    # the new guard took its cursor after the first tick: it reads the second, or lost it with a log it found
+    # empty: every tick goes out until it has read past it
+    (1, D("0.58")),
     (2, None),  # ... after both
     (0, None),  # a guard that does not say where it started: everything unread is forgotten
 ])
@@ -211,10 +213,15 @@ def test_a_new_guard_narrows_its_bands_only_by_the_prices_it_will_read(through: 
     s2 = g.admit(A, mpb.TICK_KIND_TICK_SIZE_CHANGE, top("0.50", "0.66"), 3 * MS)  # mid 0.58
     assert s1 and s2
     g.load(BandMeta("e2", 1, [0, s1, s2][through], 5.0), {A: encode(BAND)}, 4 * MS)
-    assert g.valid_until_ns > 4 * MS
+    assert (g.valid_until_ns > 4 * MS) is (narrowed_by is None)
     expected = BAND if narrowed_by is None else AssetBand(
         (BAND.sources[0], SourceBand(1, narrowed_by * D("0.9"), narrowed_by, True, D("0.1"))))
     assert g.bands[A] == expected
+    if narrowed_by is not None:  # trusted again once the new guard says it read the second tick
+        g.apply(BandMessage(BandMeta("e2", 2, s2 - 1, 5.0), {}), 5 * MS)
+        assert g.valid_until_ns == 0
+        g.apply(BandMessage(BandMeta("e2", 3, s2, 5.0), {}), 6 * MS)
+        assert g.valid_until_ns > 6 * MS and g.bands[A] == BAND
 
 
 @pytest.mark.parametrize(("meta", "result"), [

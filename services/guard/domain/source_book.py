@@ -17,12 +17,15 @@ class SourceBook:
     price (what a price fires is a prefix of one and a suffix of the other), trailing stops in a
     :class:`TrailBook`."""
 
-    __slots__ = ("sl", "tp", "trail")
+    __slots__ = ("armed_ns", "sl", "tp", "trail")
 
     def __init__(self) -> None:
         self.tp: SortedList = SortedList()  # (trigger price, id)
         self.sl: SortedList = SortedList()  # (trigger price, id)
         self.trail: TrailBook | None = None  # created with the first trailing stop
+        # when its latest trailing stop was armed (or changed), Unix ns: a price received before it lifts no mark
+        # when read too late to fire on (that stop did not exist yet); 0: not known (loaded at start)
+        self.armed_ns = 0
 
     def __len__(self) -> int:
         return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)

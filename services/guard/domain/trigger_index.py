@@ -139,10 +139,12 @@ class Engine:
         """Ids of the armed triggers on one asset."""
         return set(self._by_asset.get(asset_id, ()))
 
-    def upsert(self, spec: TriggerSpec) -> None:
+    def upsert(self, spec: TriggerSpec, *, armed_ns: int = 0) -> None:
         """Watch a trigger, replacing any previous version (a trigger held on a stale book stays held on the same
         asset, so the next fresh tick releases it; a trailing stop keeps its tracked mark when higher than the
-        given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`)."""
+        given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`). ``armed_ns``:
+        when it was armed or changed (Unix ns): a price received before it, read too late to fire on, lifts no
+        trailing mark of its asset and source (:meth:`on_tick`)."""
         old = self.get(spec.id)
         was_held = carried = False
         if old is not None:
@@ -157,6 +159,8 @@ class Engine:
         self._changed(spec.asset_id)
         book = book_for(self._books, spec.asset_id, spec.source)
         book.add(spec, unsaved_mark=carried)
+        if spec.kind is Kind.TRAILING_STOP and armed_ns > book.armed_ns:
+            book.armed_ns = armed_ns
         if carried:
             self._dirty_books[id(book)] = book
         ids = self._by_asset.get(spec.asset_id)
@@ -185,7 +189,8 @@ class Engine:
             self._detach(spec)
         return spec
 
-    def on_tick(self, asset_id: str, prices: Prices, *, stale: bool, trusted: bool = True) -> Outcome:
+    def on_tick(self, asset_id: str, prices: Prices, *, stale: bool, trusted: bool = True,
+                received_ns: int = 0) -> Outcome:
         """Evaluate one asset's triggers against a tick.
 
         Fresh: fire what crosses (OCO rules applied) and release held triggers. Stale: fire nothing, report what
@@ -193,13 +198,16 @@ class Engine:
         received it, guard read it too late to fire on it) first activates trailing stops and lifts their marks as
         a fresh one does: the price really was the book's, and a high-water mark is the highest price seen.
         ``trusted=False`` (the book itself was stale or out of sync, or the tick's age is unknown): nothing moves.
+        Nor does a trusted stale price received (``received_ns``) before a trailing stop of its asset and source was
+        armed or changed: that price came before the stop existed (or before a PATCH moved its activation price),
+        and a mark taken from it would sell the position too early.
         """
         books = self._books.get(asset_id)
         if not books:
             return Outcome()
         if stale:  # changes marks (trusted) and the held set, which band() checks first
             if trusted:
-                self._rise(asset_id, books, prices)
+                self._rise(asset_id, books, prices, received_ns)
             return self._hold(asset_id, books, prices)
         self._changed(asset_id)
         crossed: list[tuple[TriggerSpec, Decimal]] = []
@@ -263,12 +271,13 @@ class Engine:
                 if sibling is not None:
                     out.cancelled.append(Cancelled(sibling, Reason.OCO_SIBLING_FIRED, winner))
 
-    def _rise(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices) -> None:
-        """Activate trailing stops and lift their marks at ``prices``, firing nothing."""
+    def _rise(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices, received_ns: int) -> None:
+        """Activate trailing stops and lift their marks at ``prices``, firing nothing (not in a book whose latest
+        trailing stop was armed after the price was received)."""
         moved = False
         for source, book in books.items():
             trail = book.trail
-            if trail is None or not len(trail):
+            if trail is None or not len(trail) or book.armed_ns > received_ns:
                 continue
             price = prices.get(source)
             if price is None or price <= 0:
