@@ -48,6 +48,21 @@ async def _routed(stack: Stack, n: int) -> list[epb.RoutedTrade]:
     return await eventually(check, timeout_s=15)
 
 
+async def _buy_then_a_third_sold(stack: Stack, executor: Harness) -> tuple[epb.Order, epb.Order]:
+    """w_1 follows a leader that buys 300 and sells 100: the copy BUY and the copy SELL routed as a fraction (the
+    BUY was in flight: the executor sizes it later), once the BUY is at the venue."""
+    await stack.add(subscription("sub_1", "w_1"))
+    await stack.start_router()
+    await stack.publish(leader_trade("lt_buy", size="300", price="0.4"),
+                        leader_trade("lt_s1", side=cpb.SIDE_SELL, size="100", price="0.4"))
+    buy_trade, s1_trade = await _routed(stack, 2)
+    [buy] = buy_trade.orders
+    [s1] = s1_trade.orders
+    assert s1.sell_fraction and not s1.size
+    await eventually(lambda: executor.fake.order(buy.client_order_id))
+    return buy, s1
+
+
 async def test_a_sell_routed_while_a_fraction_sell_is_in_flight_does_not_sell_its_shares_again(
         stack: Stack, executor: Harness, db_url: str) -> None:
     """Leader: BUY 300, SELL 100 (a third), SELL 100 (half of the 200 left). The follower's copy BUY (62.5
@@ -59,15 +74,7 @@ async def test_a_sell_routed_while_a_fraction_sell_is_in_flight_does_not_sell_it
     await executor.set_book(YES, [("0.39", "1000")], [("0.40", "1000")])
     executor.fake.settle_s = NEVER  # matched orders stay unconfirmed until the test confirms them
     await executor.start_executor()
-    await stack.add(subscription("sub_1", "w_1"))
-    await stack.start_router()
-    await stack.publish(leader_trade("lt_buy", size="300", price="0.4"),
-                        leader_trade("lt_s1", side=cpb.SIDE_SELL, size="100", price="0.4"))
-    buy_trade, s1_trade = await _routed(stack, 2)
-    [buy] = buy_trade.orders
-    [s1] = s1_trade.orders
-    assert s1.sell_fraction and not s1.size  # the BUY was in flight: sized by the executor later
-    await eventually(lambda: executor.fake.order(buy.client_order_id))
+    buy, s1 = await _buy_then_a_third_sold(stack, executor)
     executor.fake.order(buy.client_order_id).matched_at = time.monotonic() - 2 * NEVER  # type: ignore[union-attr]
     # the BUY is final (booked, its USD released); the fraction SELL is sized and at the venue, not final yet
     await eventually(lambda: executor.fake.order(s1.client_order_id))
@@ -114,15 +121,7 @@ async def test_a_sell_routed_before_the_fraction_sell_is_sized_is_sized_after_it
         return got
 
     store.sellable = slow  # type: ignore[method-assign]
-    await stack.add(subscription("sub_1", "w_1"))
-    await stack.start_router()
-    await stack.publish(leader_trade("lt_buy", size="300", price="0.4"),
-                        leader_trade("lt_s1", side=cpb.SIDE_SELL, size="100", price="0.4"))
-    buy_trade, s1_trade = await _routed(stack, 2)
-    [buy] = buy_trade.orders
-    [s1] = s1_trade.orders
-    assert s1.sell_fraction and not s1.size
-    await eventually(lambda: executor.fake.order(buy.client_order_id))
+    _buy, s1 = await _buy_then_a_third_sold(stack, executor)
     executor.fake.settle_s = 0.02  # the BUY is confirmed, and every order after it soon after its match
     bought = D("62.5")
     await eventually(lambda: _held(db_url, "w_1") == bought)
