@@ -72,6 +72,8 @@ S = rd.RedemptionState
     (S.PENDING, rd.RedeemAnswered("rd_1", "mined", "0xt", D(5)), (S.SUBMITTED, 0, "")),
     # ...unless there is nothing to follow
     (S.PENDING, rd.RedeemAnswered("", "weird"), (S.FAILED, 0, "UNREADABLE_ANSWER")),
+    (S.PENDING, rd.RedeemAnswered("", "submitted"), (S.FAILED, 0, "UNREADABLE_ANSWER")),  # nothing to follow
+    (S.PENDING, rd.RedeemAnswered("", "confirmed", "0xt", D(5)), (S.CONFIRMED, 0, "")),  # nothing to follow needed
     (S.PENDING, rd.RedeemRefused("NOTHING_TO_REDEEM", "none held"), (S.FAILED, 0, "NOTHING_TO_REDEEM")),
     (S.PENDING, rd.RedeemRetryable("VENUE_UNAVAILABLE", "503", 10, 200), (S.PENDING, 0, "VENUE_UNAVAILABLE")),
     (S.SUBMITTED, rd.RedeemStatusSeen("confirmed", "0xt"), (S.CONFIRMED, 0, "")),
@@ -84,6 +86,15 @@ def test_redemption_transitions(start: rd.RedemptionState, event: rd.Event,
                                 expected: tuple[rd.RedemptionState, int, str]) -> None:
     after = rd.apply(rd.Redemption("rk_1", state=start), event)
     assert (after.state, after.attempts, after.reason) == expected
+
+
+@pytest.mark.parametrize("status", ["submitted", "pending"])
+def test_a_replayed_answer_without_a_redeem_id_keeps_following_the_one_known(status: str) -> None:
+    """A POST replayed after a restart (same Idempotency-Key) whose answer lacks the redeemId the first one gave:
+    the redemption is still followed under the id known."""
+    known = rd.Redemption("rk_1", state=S.SUBMITTED, redeem_id="rd_1")
+    after = rd.apply(known, rd.RedeemAnswered("", status))
+    assert (after.state, after.redeem_id) == (S.SUBMITTED, "rd_1")
 
 
 @pytest.mark.parametrize(("status", "redeem_id", "state"), [

@@ -11,9 +11,10 @@
 
 A status word the contract does not list (``pending``, ``mined``...) is read as ``submitted`` wherever there is a
 redemption to follow: on a status query, and on a POST answer that names its ``redeemId`` (the venue took the
-redemption; ``GET /v1/redeem/{id}`` says how it ends). Only a POST answer with an unknown word and no
-``redeemId`` ends FAILED (UNREADABLE_ANSWER): there is nothing to ask about, and posting again with the same
-Idempotency-Key would only replay that first answer.
+redemption; ``GET /v1/redeem/{id}`` says how it ends). A POST answer to follow (``submitted`` or an unknown word)
+with no ``redeemId``, none being known from before, ends FAILED (UNREADABLE_ANSWER), which raises the redemption
+alert: there is nothing to ask about (it was asked for ``GET /v1/redeem/`` for ever), and posting again with the
+same Idempotency-Key would only replay that first answer.
 
 Every POST of one redemption carries the same Idempotency-Key, so the venue redeems once however often it is
 sent (a retry, a restart between the POST and recording its answer).
@@ -147,12 +148,13 @@ def apply(r: Redemption, event: Event) -> Redemption:
         return replace(r, state=S.FAILED, reason=event.reason, detail=event.detail)
     if isinstance(event, RedeemAnswered):
         state = _ANSWER.get(event.status)
-        if state is None and not event.redeem_id:  # nothing to follow (a replayed POST answers the same)
+        if state in (None, S.SUBMITTED) and not event.redeem_id and not r.redeem_id:
+            # nothing to follow, and a replayed POST answers the same: an operator must look (the alert)
             return replace(r, state=S.FAILED, redeem_id=event.redeem_id, reason="UNREADABLE_ANSWER",
                            detail=f"status {event.status[:100]!r} without a redeemId")
         if state is None:  # the venue took it under an unlisted word: followed as submitted
             state = S.SUBMITTED
-        return replace(r, state=state, redeem_id=event.redeem_id, tx_hash=event.tx_hash or r.tx_hash,
+        return replace(r, state=state, redeem_id=event.redeem_id or r.redeem_id, tx_hash=event.tx_hash or r.tx_hash,
                        payout_usd=event.payout_usd if event.payout_usd is not None else r.payout_usd, failures=0,
                        reason="REDEMPTION_FAILED" if state is S.FAILED else "",
                        detail=event.error if state is S.FAILED else "")
