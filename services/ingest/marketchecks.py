@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -74,7 +73,6 @@ SELECT h.condition_id, %s FROM unnest(%s::text[]) AS h(condition_id)
 ON CONFLICT (condition_id) DO NOTHING
 """
 _PRUNE = "DELETE FROM market_checks WHERE NOT closed AND condition_id = ANY(%s)"
-_CONDITION = re.compile(r"0x[0-9a-f]{64}")
 LOOKUP_CHUNK = 500  # token market lookups per pipelined Redis round trip
 _ASK = """
 INSERT INTO market_checks (condition_id, closed, next_check_at) VALUES (%s, true, %s)
@@ -345,4 +343,4 @@ class MarketChecks:
 def market_id(raw: str) -> str:
     """``raw`` lower-cased when it is a condition id of the venue's form (0x + 64 hex digits), else ""."""
     cid = raw.lower()
-    return cid if _CONDITION.fullmatch(cid) else ""
+    return cid if rs.valid_condition(cid) else ""

@@ -4,7 +4,6 @@ corrections (each with its audit-log row) in one transaction that re-checks what
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from common.ids import new_id
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
+from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import MONEY_QUANTUM as PRICE_QUANTUM
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction, CountTime, changed_since_count
 
@@ -68,14 +68,11 @@ WHERE follower_wallet_id = %(w)s
   AND updated_at > least(now() - make_interval(secs => %(grace)s), %(since)s::timestamptz)
 """
 
-_CONDITION = re.compile(r"^0x[0-9a-f]{64}$")
-
 
 def stored_condition(condition_id: str) -> str:
     """The condition id an EXTERNAL position is stored under: 0x + 64 hex, lower-cased; "" for anything else (not
     known: settlement then finds the position by its token, and a later booking fills it in)."""
-    c = condition_id.strip().lower()
-    return c if _CONDITION.match(c) else ""
+    return market_condition(condition_id.strip())
 
 
 # The split a booking stores (``subscription_shares.stored``) of a position whose parts are ``{split}`` (jsonb): NULL
