@@ -23,6 +23,7 @@ since that process never reads them (all of them when it says 0).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -60,6 +61,10 @@ class GateStats:
 # has read both. A top's prices are computed only when a band is narrowed by them.
 Unread = list[tuple[int, "Top | list[Decimal | None]"]]
 _KEPT = 8
+# The stamps of the unread prices in the order they were given, (stamp, asset id): a ``through_ns`` visits only the
+# assets it reads (at 10,000 ticks/s and a guard a second behind, thousands of assets hold unread prices). Entries of
+# prices merged or forgotten stay until read past; beyond this many (guard not reading), it is rebuilt.
+_ORDER_MIN = 4096
 
 
 def _higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
@@ -98,6 +103,8 @@ class TickGate:
         self.stats = GateStats()
         self._last: dict[str, tuple[int, bool]] = {}  # asset -> (stamp, stale) of its last tick sent
         self._rises: dict[str, Unread] = {}  # asset -> its fresh prices sent that guard has not read
+        self._order: deque[tuple[int, str]] = deque()  # their stamps in stamp order (_ORDER_MIN)
+        self._order_max = _ORDER_MIN
         self._epoch: str | None = None  # the guard process whose bands were last read
 
     # ticks
@@ -184,6 +191,10 @@ class TickGate:
                     (_, older), (later, newer) = unread[0], unread[1]
                     unread[0:2] = [(later, [_higher(a, b) for a, b in zip(_as_prices(older), _as_prices(newer),
                                                                             strict=True)])]
+            order = self._order
+            order.append((stamp, asset_id))
+            if len(order) > self._order_max:
+                self._rebuild_order()
             if rising:
                 band = self.bands.get(asset_id)
                 if band is not None and band is not EVERY:
@@ -196,6 +207,12 @@ class TickGate:
         for asset_id in assets:
             last.pop(asset_id, None)
             rises.pop(asset_id, None)
+
+    def _rebuild_order(self) -> None:
+        """The stamp order of the unread prices still kept (merged and forgotten ones dropped)."""
+        kept = sorted((stamp, asset_id) for asset_id, unread in self._rises.items() for stamp, _item in unread)
+        self._order = deque(kept)
+        self._order_max = max(_ORDER_MIN, 2 * len(kept))
 
     # bands
 
@@ -217,6 +234,7 @@ class TickGate:
         if meta.epoch != self._epoch and self._epoch is not None:
             if meta.through_ns <= 0:
                 self._rises.clear()
+                self._order.clear()
             elif self._rises and (newest := max(u[-1][0] for u in self._rises.values())) > meta.through_ns:
                 # sent before the new guard took its cursor, or lost with the log it reads: every tick goes out
                 # until it has read past them
@@ -271,19 +289,25 @@ class TickGate:
         """Guard has read every tick stamped up to ``through_ns`` (or never will: a new guard process): what they
         did to guard's marks is in the bands it wrote, their prices narrow the band no more. Returns the assets
         whose band that widened (their current top is checked against it, as after a change)."""
+        order, rises = self._order, self._rises
+        read: dict[str, None] = {}
+        while order and order[0][0] <= through_ns:
+            read[order.popleft()[1]] = None
         done = []
-        for asset_id, unread in self._rises.items():
-            if unread[0][0] <= through_ns:
-                n = 1
-                while n < len(unread) and unread[n][0] <= through_ns:
-                    n += 1
-                del unread[:n]
-                done.append(asset_id)
+        for asset_id in read:
+            unread = rises.get(asset_id)
+            if unread is None or unread[0][0] > through_ns:  # forgotten, or a merged price's later stamp not read
+                continue
+            n = 1
+            while n < len(unread) and unread[n][0] <= through_ns:
+                n += 1
+            del unread[:n]
+            done.append(asset_id)
         widened = []
         bands = self.bands
         for asset_id in done:
-            if not self._rises[asset_id]:
-                del self._rises[asset_id]
+            if not rises[asset_id]:
+                del rises[asset_id]
             before = bands.get(asset_id)
             self._effective(asset_id)
             if bands.get(asset_id) != before:
