@@ -144,18 +144,15 @@ WITH p AS (DELETE FROM order_events_outbox WHERE event_id = ANY(%s::text[]))
 DELETE FROM order_pending WHERE client_order_id = ANY(%s::text[]) AND terminal_at IS NOT NULL
 """
 
-# Every order not yet terminal, in the order they arrived (the state is checked too: it is the lifecycle's truth).
-OPEN_ORDERS = f"""
+# Every order not yet terminal, in the order they arrived (the state is checked too: it is the lifecycle's truth);
+# OPEN_AMONG: those among the given client order ids (orders given up on, taken up again: given_up.py).
+_OPEN = f"""
 SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-WHERE p.terminal_at IS NULL AND o.state NOT IN {TERMINAL_SQL}
+WHERE p.terminal_at IS NULL AND o.state NOT IN {TERMINAL_SQL}{{among}}
 ORDER BY o.arrival_ns NULLS FIRST, o.created_at
 """
-# Those of OPEN_ORDERS among the given client order ids (orders given up on, taken up again: given_up.py).
-OPEN_AMONG = f"""
-SELECT o.* FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-WHERE p.client_order_id = ANY(%s::text[]) AND p.terminal_at IS NULL AND o.state NOT IN {TERMINAL_SQL}
-ORDER BY o.arrival_ns NULLS FIRST, o.created_at
-"""
+OPEN_ORDERS = _OPEN.format(among="")
+OPEN_AMONG = _OPEN.format(among=" AND p.client_order_id = ANY(%s::text[])")
 
 
 _SELLING = f"""
