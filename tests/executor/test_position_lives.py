@@ -145,3 +145,17 @@ def test_lives_apart_cuts_before_a_buy_of_a_position_sold_earlier_in_the_part(
     parts = fill_store.lives_apart(fills)
     assert [len(p) for p in parts] == cut
     assert [f for p in parts for f in p] == fills  # nothing lost, nothing reordered
+
+
+
+async def test_a_new_life_has_no_venue_count_until_it_is_reconciled(db_url: str) -> None:
+    """The venue counted 100 shares of the life before (its reconciliation's columns): a new life of 10 shows no
+    count until it is reconciled, not those 100; the ended life keeps its own."""
+    await _book(db_url, _fill(1, cpb.SIDE_BUY, "100", "0.4"))
+    await _rows(db_url, "UPDATE positions SET venue_shares = 100, reconciled_at = now() RETURNING id")
+    await _book(db_url, _fill(2, cpb.SIDE_SELL, "100", "0.5"))
+    await _book(db_url, _fill(3, cpb.SIDE_BUY, "10", "0.5"))
+    [life2] = await _rows(db_url, "SELECT state, size, venue_shares, reconciled_at FROM positions")
+    assert (life2["state"], life2["size"], life2["venue_shares"], life2["reconciled_at"]) == ("OPEN", D(10), None, None)
+    [old] = await _rows(db_url, "SELECT state, venue_shares FROM position_history")
+    assert (old["state"], old["venue_shares"]) == ("CLOSED", D(100))

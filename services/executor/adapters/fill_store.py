@@ -76,7 +76,8 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # such a batch.
 #
 # A fill that opens a position starts a new life (``r.pid`` set): the row takes the new id, origin,
-# subscription, venue, outcome and condition id, its realized PnL so far becomes the new life's base, and the life
+# subscription, venue, outcome and condition id, its realized PnL so far becomes the new life's base, it has no
+# venue count until the next reconciliation (the last one counted the life before), and the life
 # that ended before it (closed, resolved or redeemed) is first copied into position_history. A position whose
 # shares are all sold is CLOSED. ``subscription_shares`` is the position's split between its subscriptions (NULL:
 # its opening subscription's alone). ``{parts}`` is where :data:`_PART_FILLS` goes when the booking has some.
@@ -130,7 +131,9 @@ UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, real
     resolved_shares = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_shares END,
     payout_per_share = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.payout_per_share END,
     winning_asset_id = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.winning_asset_id END,
-    resolved_at = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_at END
+    resolved_at = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_at END,
+    venue_shares = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.venue_shares END,
+    reconciled_at = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.reconciled_at END
 FROM r
 WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 """
