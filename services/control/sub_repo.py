@@ -316,10 +316,11 @@ async def row_versions(conn: Conn, ids: list[str]) -> dict[str, tuple[int, bool]
 
 async def fills_page(conn: Conn, subscription_id: str, *, after: Cursor | None,
                      limit: int) -> list[codec.Row]:
-    """Up to ``limit`` fill rows of a subscription after ``after``, newest first."""
+    """Up to ``limit`` fill rows of a subscription after ``after``, newest first; not the rows of a BUY's fee booked
+    alone (size 0: a Fill shows no fee, and each fill's size is the shares it filled, fee included)."""
     cond = " AND (fill_time, id) < (%(t)s, %(i)s)" if after is not None else ""
     return await (await conn.execute(
-        f"SELECT * FROM fills WHERE subscription_id = %(sid)s{cond}"
+        f"SELECT * FROM fills WHERE subscription_id = %(sid)s AND size > 0{cond}"
         " ORDER BY fill_time DESC, id DESC LIMIT %(limit)s",
         {"sid": subscription_id, "limit": limit,
          "t": after.time if after else None, "i": after.id if after else None})).fetchall()

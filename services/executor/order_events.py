@@ -58,5 +58,7 @@ def build_event(t: Ticket, life: lc.OrderLife, event: lc.Event, *, now_ns: int,
         ev.fill_price = fmt(fill_price)
         ev.fill_notional_usd = fmt(fill_size * fill_price)
         ev.fee_shares = fmt(fee_shares)
+    elif fee_shares > 0:  # a BUY's fee reported after its shares were booked, booked alone
+        ev.fee_shares = fmt(fee_shares)
     ev.trace.CopyFrom(o.trace)
     return ev

@@ -305,6 +305,10 @@ async def test_fills_newest_first_with_pages(stubs: Stubs, db_url: str) -> None:
     execute(db_url, "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size,"
                     " price, notional_usd, venue, fill_time) VALUES ('fill_x', 'sub_other', 'w', 'o', '1', 'BUY',"
                     " 1, 0.5, 0.5, 'PAPER', now())")
+    # a BUY's fee booked alone (size 0) is no fill of the list: a Fill shows no fee
+    execute(db_url, "INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size,"
+                    " price, notional_usd, venue, fill_time, fee_shares) VALUES ('fill_fee', %s, 'w_456', 'ord_4',"
+                    " '123', 'BUY', 0, 0.031, 0, 'INSIDERS', %s, 0.4)", (sub.id, base + timedelta(seconds=9)))
     first = await stubs.subs.ListSubscriptionFills(pb.ListSubscriptionFillsRequest(id=sub.id, page_size=2),
                                                    metadata=AUTH)
     assert [f.id for f in first.fills] == ["fill_4", "fill_3"] and first.next_page_token

@@ -222,6 +222,12 @@ def test_folding_fills_in_two_reads_equals_folding_them_at_once(raw: list[tuple[
     # a fee that takes every share of an asset not held loses the notional; of one held, adds to its cost
     ([_fill("a", "BUY", "1", "0.5", "1")], {}, "-0.5"),
     ([_fill("a", "BUY", "10", "0.5"), _fill("a", "BUY", "1", "0.5", "1")], {"a": (D(10), D("5.5"))}, "0"),
+    # a fee beyond its fill (or booked alone: size 0, no USD) takes shares held, the cost staying; every one of them
+    # is a loss of what they cost
+    ([_fill("a", "BUY", "40", "0.5"), _fill("a", "BUY", "0.1", "0.5", "0.4")], {"a": (D("39.7"), D("20.05"))}, "0"),
+    ([_fill("a", "BUY", "40", "0.5"), _fill("a", "BUY", "0", "0.5", "0.4")], {"a": (D("39.6"), D(20))}, "0"),
+    ([_fill("a", "BUY", "40", "0.5"), _fill("a", "BUY", "0", "0.5", "40")], {}, "-20"),
+    ([_fill("a", "BUY", "0", "0.5", "0.4")], {}, "0"),  # of an asset not held: nothing
     # a SELL's fee is not in shares, a negative one counts as none
     ([_fill("a", "BUY", "10", "0.5"), _fill("a", "SELL", "10", "0.5", "1")], {}, "0"),
     ([_fill("a", "BUY", "10", "0.5", "-1")], {"a": (D(10), D(5))}, "0"),

@@ -3,8 +3,8 @@ change adds, and fills applied in order to positions, their subscriptions' parts
 (:mod:`~services.executor.domain.subscription_shares`) and subscription stats (the SQL that books them is
 :mod:`services.executor.adapters.fill_store`).
 
-A fill id is derived from (client order id, cumulative filled size), so a fill replayed after a restart
-conflicts and books nothing.
+A fill id is derived from (client order id, cumulative filled size), and that of a BUY's fee booked alone (a fills
+row of size 0) from (client order id, cumulative fee), so a fill replayed after a restart conflicts and books nothing.
 """
 
 from __future__ import annotations
@@ -50,22 +50,45 @@ def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
 
 def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOrder | None,
                  now_ms: int) -> Booking | None:
-    """The fill a state change adds to ``t`` (None when nothing more filled); moves ``t``'s booked fee and USD.
+    """The fill a state change adds to ``t`` (None when nothing more filled and no more fee is due); moves ``t``'s
+    booked fee and USD.
 
     Price and USD come from the venue's cumulative amounts when they are plausible, else from the change in
-    average price; the fee from the venue's fee shares beyond those already booked.
+    average price; the fee from the venue's fee shares beyond those already booked (:func:`_unbooked_fee`), taken
+    off the holding whether it comes with a larger fill, a smaller one or alone.
     """
+    fee = _unbooked_fee(t, life, order)
     if life.filled_size <= before.filled_size:
-        return None
+        if fee <= 0 or not t.buying:
+            return None
+        # A BUY's fee reported after its shares were booked is a fills row of its own (guard folds a subscription's
+        # holding from fills; its id, of the order and its cumulative fee, books it once): size 0 (migration 0760
+        # allows only these), no USD, not a copy, at the order's average price. The shares leave, the cost stays.
+        t.fee_booked += fee
+        return Booking(hash_id("fill", t.client_order_id, "fee", fmt(t.fee_booked)), ZERO,
+                       min(max(life.avg_price, ZERO), ONE), ZERO, fee, False, now_ms)
     size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
     price = min(max(price, ZERO), ONE)
     notional = _exact_notional(t, order, size) or size * price
     price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
-    fee = max(ZERO, (v.fee_shares(order, buying=t.buying) if order else ZERO) - t.fee_booked)
     t.fee_booked += fee
     t.notional_booked += notional
     return Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional, fee,
                    before.filled_size == 0, now_ms)
+
+
+def _unbooked_fee(t: Ticket, life: OrderLife, order: v.VenueOrder | None) -> Decimal:
+    """Fee shares the venue reports for ``t`` beyond those booked. A BUY's: never more than the shares booked in all
+    (``life``'s), and none while the answer reports shares not booked yet (its fee may be theirs: it is booked with
+    them). A SELL's (not taken in shares) is only counted."""
+    if order is None:
+        return ZERO
+    reported = v.fee_shares(order, buying=t.buying)
+    if t.buying:
+        if order.filled_size > life.filled_size:
+            return ZERO
+        reported = min(reported, life.filled_size)
+    return max(ZERO, reported - t.fee_booked)
 
 
 def _exact_notional(t: Ticket, order: v.VenueOrder | None, size: Decimal) -> Decimal | None:

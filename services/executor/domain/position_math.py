@@ -37,20 +37,21 @@ def apply_fill(pos: Position, *, buying: bool, size: Decimal, price: Decimal,
     """The position after a fill of ``size`` shares at ``price`` (``notional``, when the venue gave
     the exact USD amount, replaces ``size × price``).
 
-    BUY: the fee is taken in shares, so the holding grows by ``size - fee_shares`` while the cost
-    grows by ``size × price``. SELL: reduces the holding (never below zero) and books
-    ``sold × (price − avg_price)`` as realized PnL; the cost basis falls by ``sold × avg_price``.
+    BUY: the fee is taken in shares, so the holding changes by ``size - fee_shares`` (a fee larger than its fill,
+    or reported alone with ``size`` 0, takes shares already held; never below zero) while the cost grows by
+    ``size × price``. SELL: reduces the holding (never below zero) and books ``sold × (price − avg_price)`` as
+    realized PnL; the cost basis falls by ``sold × avg_price``.
     """
-    if size <= 0:
+    fee = max(ZERO, fee_shares) if buying else ZERO
+    if size <= 0 and fee <= 0:
         return FillEffect(pos, ZERO, ZERO, False, False, ZERO)
     usd = notional if notional is not None else size * price
     if buying:
-        net = max(ZERO, size - max(ZERO, fee_shares))
         cost = pos.cost_usd + usd
-        new_size = pos.size + net
+        new_size = max(ZERO, pos.size + size - fee)
         avg = (cost / new_size).quantize(MONEY_QUANTUM) if new_size > 0 else ZERO
         new = Position(new_size, avg, cost, pos.realized_pnl_usd)
-        return FillEffect(new, ZERO, usd, pos.size == 0 and new_size > 0, False, ZERO)
+        return FillEffect(new, ZERO, usd, pos.size == 0 and new_size > 0, pos.size > 0 and new_size == 0, ZERO)
     sold = min(size, pos.size)
     oversold = size - sold
     basis = sold * pos.avg_price

@@ -108,9 +108,15 @@ def take(split: Split, key: str, sold: Decimal) -> dict[str, Decimal]:
 
 
 def add(split: Split, key: str, shares: Decimal, cost_usd: Decimal) -> dict[str, Part]:
-    """``split`` with a BUY's shares (net of the fee) and cost added to ``key``'s part."""
+    """``split`` with a BUY's shares (net of the fee) and cost added to ``key``'s part. Fewer than none (a fee beyond
+    its fill, or reported alone) come off ``key``'s part, then, past what that part holds (its shares sold since),
+    off the others as a SELL's do (:func:`take`); no part's cost moves but ``key``'s."""
     after = dict(split)
     part = after.get(key)
+    if shares < 0 and (part.shares if part else ZERO) < -shares:
+        for k, n in take(split, key, -shares).items():
+            _put(after, k, after[k].shares - n, after[k].cost_usd)
+        part, shares = after.get(key), ZERO
     if part is None:
         _put(after, key, shares, cost_usd)
     else:

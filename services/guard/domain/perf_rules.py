@@ -103,8 +103,9 @@ class Ledger:
 def fold(fills: Iterable[FillRow], start: Ledger | None = None) -> Ledger:
     """``start`` (nothing when None) followed by ``fills`` in order, average cost per asset.
 
-    A BUY adds ``size - fee_shares`` shares (never fewer than none) at the cost of its whole notional; one
-    whose fee took every share of an asset not held is a realized loss of that notional.
+    A BUY adds ``size - fee_shares`` shares at the cost of its whole notional: a fee beyond its size (one larger
+    than its fill, or booked alone: size 0, no USD) takes shares already held, the cost staying; one whose fee took
+    every share held is a realized loss of what they cost.
     """
     held: dict[str, tuple[Decimal, Decimal]] = dict(start.assets) if start is not None else {}
     realized = start.realized if start is not None else ZERO
@@ -112,11 +113,12 @@ def fold(fills: Iterable[FillRow], start: Ledger | None = None) -> Ledger:
         shares, cost = held.get(f.asset_id, (ZERO, ZERO))
         notional = f.notional_usd if f.notional_usd > 0 else f.size * f.price
         if f.side == "BUY":
-            net = max(ZERO, f.size - max(ZERO, f.fee_shares))
+            net = f.size - max(ZERO, f.fee_shares)
             if shares + net > 0:
                 held[f.asset_id] = (shares + net, cost + notional)
             else:
-                realized -= notional
+                held.pop(f.asset_id, None)
+                realized -= cost + notional
             continue
         sold = min(f.size, shares)
         if sold <= 0:
