@@ -184,12 +184,11 @@ def _resolved_markets(db_url: str) -> None:
 @pytest.mark.parametrize(("sql", "params"), [
     (settlement_store._LOAD, {"assets": ["a_7_0", "a_7_1"]}),
     (settlement_store._HELD, {"assets": ["a_7_0", "a_7_1"]}),
-    (settlement_store._UNSETTLED, (100,)),
 ])
 def test_settlement_finds_a_markets_open_positions_by_token_among_the_open_ones_alone(
         db_url: str, sql: str, params: Any) -> None:
-    """Settling a market, and the sweep's look (every 30 s) for a recorded resolution with a position left to
-    settle, probe each token's open positions (index positions_open_asset), not every wallet that ever held it."""
+    """Settling a market probes each token's open positions (index positions_open_asset), not every wallet that ever
+    held it (the sweeps' reads: test_settlement_sweep_lookup)."""
     _resolved_markets(db_url)
     with psycopg.connect(db_url, options=order_store.PLANNER_OPTIONS) as conn:
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()

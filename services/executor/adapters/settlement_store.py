@@ -18,6 +18,9 @@ snapshot, so a position is settled only if that snapshot has its orders ended, a
 position a booking changed since is locked on its new version, checked against that snapshot's orders: held back).
 An order of such a position resting at the venue (:meth:`SettlementStore.resting_orders`) is cancelled by the
 settler, so that it ends even when the venue did not cancel it with its market.
+
+Both sweeps go from the open positions to ``resolved_assets`` (each token of every recorded resolution, kept by a
+trigger on ``market_resolutions``): their cost follows the open positions, not the resolutions ever recorded.
 """
 
 from __future__ import annotations
@@ -58,35 +61,53 @@ WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND {_IN_
 ORDER BY p.follower_wallet_id, p.asset_id
 """
 
+# The open positions of a resolved market's token: the tokens of the open positions (index positions_open_asset),
+# each looked up in resolved_assets (migration 0740: every token of every resolution recorded) by its key, then the
+# open positions of a resolved one (positions_open_asset again). LIMIT 1 and OFFSET 0 keep each a probe per row: a
+# join could be planned as a pass over the lookup or the open positions.
+_RESOLVED_OPEN = """
+SELECT p.follower_wallet_id, p.asset_id, p.condition_id
+FROM (SELECT DISTINCT t.asset_id FROM positions t WHERE t.state = 'OPEN') t
+CROSS JOIN LATERAL (SELECT ra.condition_id FROM resolved_assets ra WHERE ra.asset_id = t.asset_id LIMIT 1) ra
+CROSS JOIN LATERAL (SELECT p.follower_wallet_id, p.asset_id, ra.condition_id FROM positions p
+                     WHERE p.asset_id = t.asset_id AND p.state = 'OPEN' AND p.size > 0 OFFSET 0) p
+"""
+
 # Recorded resolutions with a position to settle now: open, of one of the market's tokens, no order in flight.
+# Those positions first, then for each its wallet's open orders of the token (one probe of order_pending_open), then
+# each market's resolution by its key.
 _UNSETTLED = f"""
-SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
-WHERE EXISTS (SELECT 1 FROM positions p WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(r.asset_ids)
-              AND NOT {_IN_FLIGHT})
+WITH held AS MATERIALIZED ({_RESOLVED_OPEN}),
+due AS (
+  SELECT DISTINCT h.condition_id FROM held h
+  LEFT JOIN LATERAL (SELECT 1 AS one FROM order_pending o WHERE o.follower_wallet_id = h.follower_wallet_id
+                       AND o.asset_id = h.asset_id AND o.terminal_at IS NULL LIMIT 1) busy ON true
+  WHERE busy.one IS NULL
+)
+SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM due d
+CROSS JOIN LATERAL (SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
+                     WHERE r.condition_id = d.condition_id LIMIT 1) r
 LIMIT %s
 """
 
 # Orders resting at the venue (placed: a venue order id, not ended) that hold back an open position of a resolved
 # market's token: a resting order the venue did not cancel with its market would hold its position back for ever,
-# so the settler asks the venue to cancel it. The positions first, as the sweep finds them (one probe of
-# positions_open_asset per resolution: 4 ms for 2,000), then their wallets' open orders of the token (order_pending
-# holds open and unreleased orders only), each order read by its key (LIMIT 1: never a pass over `orders`, millions
-# of rows). A plan driven by the open orders read every resolution once per order (144 ms for 300 resting orders).
-# Orders of a venue the settler has no client for are left out. Those the settler asked already (``asked``) come
-# apart, all of them (those that still rest: the settler forgets the others), and the batch is of the others: a
-# batch that held the orders asked already (a cancel refused leaves its order resting) was the same at every
-# sweep once it was full of them, and no later resting order was ever asked.
-_RESTING = """
-WITH held AS MATERIALIZED (
-  SELECT p.follower_wallet_id, p.asset_id, r.condition_id FROM market_resolutions r
-  JOIN positions p ON p.asset_id = ANY(r.asset_ids) AND p.state = 'OPEN' AND p.size > 0
-),
+# so the settler asks the venue to cancel it. The positions first, as the sweep finds them, then their wallets' open
+# orders of the token (order_pending holds open and unreleased orders only; OFFSET 0 keeps it a probe per position,
+# never a pass over every open order), each order read by its key (LIMIT 1: never a pass over `orders`, millions of
+# rows). Orders of a venue the settler has no client for are left out. Those the settler asked already (``asked``)
+# come apart, all of them (those that still rest: the settler forgets the others), and the batch is of the others: a
+# batch that held the orders asked already (a cancel refused leaves its order resting) was the same at every sweep
+# once it was full of them, and no later resting order was ever asked.
+_RESTING = f"""
+WITH held AS MATERIALIZED ({_RESOLVED_OPEN}),
 resting AS MATERIALIZED (
   SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id, h.condition_id,
          o.client_order_id = ANY(%(asked)s::text[]) AS asked
   FROM held h
-  JOIN order_pending op ON op.follower_wallet_id = h.follower_wallet_id AND op.asset_id = h.asset_id
-                       AND op.terminal_at IS NULL
+  CROSS JOIN LATERAL (SELECT op.client_order_id FROM order_pending op
+                       WHERE op.follower_wallet_id = h.follower_wallet_id AND op.asset_id = h.asset_id
+                         AND op.terminal_at IS NULL OFFSET 0) op
   CROSS JOIN LATERAL (SELECT o.client_order_id, o.venue, o.venue_order_id, o.follower_wallet_id, o.asset_id,
                              o.state
                         FROM orders o WHERE o.client_order_id = op.client_order_id LIMIT 1) o
