@@ -17,8 +17,8 @@ CONDITION = "0xfa38" + "0" * 60
 
 _BOTH = ("id", "follower_wallet_id", "asset_id", "condition_id", "wallet", "state", "origin", "subscription_id",
          "venue", "outcome", "size", "avg_price", "cost_usd", "realized_pnl_usd", "resolved_shares",
-         "payout_per_share", "winning_asset_id", "resolved_at", "venue_shares", "reconciled_at", "opened_at",
-         "closed_at", "updated_at")
+         "resolved_cost_usd", "payout_per_share", "winning_asset_id", "resolved_at", "venue_shares", "reconciled_at",
+         "opened_at", "closed_at", "updated_at")
 COLUMNS = {"positions": (*_BOTH, "realized_base_usd"), "position_history": _BOTH}
 
 
@@ -30,7 +30,8 @@ def life(minutes: int = 0, **over: Any) -> dict[str, Any]:
         "condition_id": CONDITION, "wallet": FOLLOWER, "state": "OPEN", "origin": "COPY", "subscription_id": None,
         "venue": "INSIDERS", "outcome": "No", "size": Decimal("714.28"), "avg_price": Decimal("0.0349"),
         "cost_usd": Decimal("24.93"), "realized_pnl_usd": Decimal(0), "realized_base_usd": Decimal(0),
-        "resolved_shares": None, "payout_per_share": None, "winning_asset_id": None, "resolved_at": None,
+        "resolved_shares": None, "resolved_cost_usd": None, "payout_per_share": None, "winning_asset_id": None,
+        "resolved_at": None,
         "venue_shares": None, "reconciled_at": None, "opened_at": opened, "closed_at": None,
         "updated_at": opened + timedelta(seconds=30),
     }

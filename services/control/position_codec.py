@@ -2,6 +2,8 @@
 
 - ``shares``: what the life holds (``size``); once its market resolved, the shares it held then
   (``resolved_shares``: ``size`` drops to 0 at settlement).
+- ``costUsd``: what the shares shown cost: once resolved, what the life paid for the shares it held then
+  (``resolved_cost_usd``; for a life resolved before that was kept, ``resolved_shares`` x ``avg_price``).
 - ``mark`` / ``markTime``: for OPEN positions only, the price guard values open shares at
   (``common.marketstate.mark_price``: mid, else best bid, else last trade) from the book ingest keeps in
   Redis, and the book's last update; "" and absent when there is no book (and for ended positions).
@@ -46,6 +48,16 @@ def shares_of(row: Row) -> Decimal:
     return size
 
 
+def cost_of(row: Row) -> Decimal:
+    """What the shares a life shows cost (:func:`shares_of`)."""
+    cost: Decimal = row["cost_usd"]
+    if row["state"] in RESOLVED and row["resolved_shares"] is not None:
+        if row["resolved_cost_usd"] is not None:
+            return Decimal(row["resolved_cost_usd"])
+        return (Decimal(row["resolved_shares"]) * Decimal(row["avg_price"])).quantize(USD_PLACES)
+    return cost
+
+
 def unrealized(shares: Decimal, mark: Decimal, cost_usd: Decimal) -> Decimal:
     """shares × mark − cost, to USDC's base unit."""
     return (shares * mark - cost_usd).quantize(USD_PLACES)
@@ -73,7 +85,7 @@ def position_from_row(row: Row, into: ppb.Position, *, mark: Mark | None, slug: 
     into.state = _STATES[row["state"]]  # type: ignore[assignment]
     into.shares = dec(shares)
     into.avg_cost = dec(row["avg_price"])
-    into.cost_usd = dec(row["cost_usd"])
+    into.cost_usd = dec(cost_of(row))
     into.unrealized_pnl_usd = "0"
     if is_open and mark is not None:
         price, updated_ms = mark

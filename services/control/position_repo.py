@@ -11,7 +11,8 @@ from services.control.pagination import Cursor
 # counting across lives from ``realized_base_usd``; a history row holds its life's alone).
 _LIFE = (
     "id, wallet, follower_wallet_id, subscription_id, asset_id, condition_id, outcome, venue, origin, state,"
-    " size, avg_price, cost_usd, {realized} AS realized, resolved_shares, payout_per_share, winning_asset_id,"
+    " size, avg_price, cost_usd, {realized} AS realized, resolved_shares, resolved_cost_usd, payout_per_share,"
+    " winning_asset_id,"
     " resolved_at, venue_shares, reconciled_at, opened_at, updated_at, closed_at"
 )
 _CURRENT = _LIFE.format(realized="realized_pnl_usd - realized_base_usd")

@@ -67,7 +67,8 @@ async def test_a_wallets_positions_with_marks_pnl_resolution_and_redemption(
     won = insert(db_url, "positions", life(
         3, asset_id=ASSETS[2], condition_id=won_cond, state="RESOLVED_WON", size=Decimal(0),
         resolved_shares=Decimal(40), payout_per_share=Decimal(1), winning_asset_id=ASSETS[2],
-        realized_pnl_usd=Decimal("30"), cost_usd=Decimal(10), resolved_at=T0 + timedelta(hours=2),
+        realized_pnl_usd=Decimal("30"), cost_usd=Decimal(0), resolved_cost_usd=Decimal(10),
+        resolved_at=T0 + timedelta(hours=2),
         closed_at=T0 + timedelta(hours=2)))
     lost = insert(db_url, "position_history", life(
         0, asset_id=ASSETS[3], condition_id=lost_cond, state="RESOLVED_LOST", size=Decimal(0),
@@ -111,6 +112,7 @@ async def test_a_wallets_positions_with_marks_pnl_resolution_and_redemption(
 
     w = by_id[won["id"]]
     assert w.state == ppb.POSITION_STATE_RESOLVED_WON and w.shares == "40"  # held when it resolved
+    assert w.cost_usd == "10" and w.avg_cost == "0.0349"  # what those shares cost (settlement zeroes cost_usd)
     assert w.mark == "" and not w.HasField("mark_time") and w.unrealized_pnl_usd == "0"
     assert w.realized_pnl_usd == "30" and w.market_slug == "will-it-rain"
     assert (w.resolution.winning_asset_id, w.resolution.payout_per_share) == (ASSETS[2], "1")
@@ -122,6 +124,7 @@ async def test_a_wallets_positions_with_marks_pnl_resolution_and_redemption(
 
     lo = by_id[lost["id"]]
     assert lo.state == ppb.POSITION_STATE_RESOLVED_LOST and lo.realized_pnl_usd == "-8"
+    assert lo.cost_usd == "0.698"  # resolved before its cost was kept: 20 shares x 0.0349
     assert (lo.resolution.winning_asset_id, lo.resolution.payout_per_share) == (ASSETS[4], "0")
     assert lo.redemption == ppb.Redemption()
 

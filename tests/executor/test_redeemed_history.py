@@ -61,6 +61,11 @@ async def test_every_winning_life_of_the_market_is_redeemed_with_the_confirmed_r
         await settlement.settle(Resolution(OTHER, (OTHER_YES, "8" * 77), OTHER_YES))
         assert sorted(rows(db_url, "SELECT condition_id, state FROM position_history")) == [
             (CONDITION, "RESOLVED_WON"), (OTHER, "RESOLVED_WON")]
+        # each life keeps what its shares cost when its market resolved (settlement zeroes cost_usd), archived too
+        assert sorted(rows(db_url, "SELECT condition_id, resolved_cost_usd, cost_usd FROM position_history")) == [
+            (CONDITION, D(40), D(0)), (OTHER, D(5), D(0))]
+        assert sorted(rows(db_url, "SELECT condition_id, resolved_cost_usd FROM positions")) == [
+            (CONDITION, D(20)), (OTHER, D(5))]
         [(archived,)] = rows(db_url, "SELECT id FROM position_history WHERE condition_id = %s", CONDITION)
         # the market's redemption runs (the venue redeems every winning share the wallet holds: 150) and confirms
         store = RedemptionStore(pool)

@@ -99,11 +99,12 @@ r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, k b
 h AS (
     INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin,
         subscription_id, venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares,
-        payout_per_share, winning_asset_id, resolved_at, venue_shares, reconciled_at, opened_at, closed_at,
-        updated_at)
+        resolved_cost_usd, payout_per_share, winning_asset_id, resolved_at, venue_shares, reconciled_at, opened_at,
+        closed_at, updated_at)
     SELECT p.id, p.follower_wallet_id, p.asset_id, p.condition_id, p.wallet, p.state, p.origin, p.subscription_id,
         p.venue, p.outcome, p.size, p.avg_price, p.cost_usd, p.realized_pnl_usd - p.realized_base_usd,
-        p.resolved_shares, p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at,
+        p.resolved_shares, p.resolved_cost_usd, p.payout_per_share, p.winning_asset_id, p.resolved_at,
+        p.venue_shares, p.reconciled_at,
         p.opened_at, coalesce(p.closed_at, now()), p.updated_at
     FROM r CROSS JOIN LATERAL (SELECT * FROM positions x WHERE x.follower_wallet_id = r.w AND x.asset_id = r.a
                                OFFSET 0) p
@@ -129,6 +130,7 @@ UPDATE positions p SET size = r.size, avg_price = r.avg, cost_usd = r.cost, real
     outcome = CASE WHEN r.pid IS NOT NULL OR p.outcome = '' THEN r.outcome ELSE p.outcome END,
     realized_base_usd = coalesce(r.base, p.realized_base_usd),
     resolved_shares = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_shares END,
+    resolved_cost_usd = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_cost_usd END,
     payout_per_share = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.payout_per_share END,
     winning_asset_id = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.winning_asset_id END,
     resolved_at = CASE WHEN r.pid IS NOT NULL THEN NULL ELSE p.resolved_at END,

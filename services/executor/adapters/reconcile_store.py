@@ -97,11 +97,12 @@ RETURNING p.asset_id, p.id, p.subscription_id
 # a token the executor never booked (or whose booked life ended CLOSED): a new EXTERNAL life, the ended one kept
 _ARCHIVE = """
 INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin, subscription_id,
-    venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares, payout_per_share, winning_asset_id,
-    resolved_at, venue_shares, reconciled_at, opened_at, closed_at, updated_at)
+    venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares, resolved_cost_usd, payout_per_share,
+    winning_asset_id, resolved_at, venue_shares, reconciled_at, opened_at, closed_at, updated_at)
 SELECT p.id, p.follower_wallet_id, p.asset_id, p.condition_id, p.wallet, p.state, p.origin, p.subscription_id,
     p.venue, p.outcome, p.size, p.avg_price, p.cost_usd, p.realized_pnl_usd - p.realized_base_usd, p.resolved_shares,
-    p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at, p.opened_at,
+    p.resolved_cost_usd, p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at,
+    p.opened_at,
     coalesce(p.closed_at, now()), p.updated_at
 FROM positions p JOIN json_to_recordset(%(rows)s::json) AS r(a text) ON p.asset_id = r.a
 WHERE p.follower_wallet_id = %(w)s AND p.state = 'CLOSED' AND p.id IS NOT NULL
@@ -119,8 +120,8 @@ ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size, a
     cost_usd = EXCLUDED.cost_usd, id = EXCLUDED.id, state = 'OPEN', origin = 'EXTERNAL', venue = 'INSIDERS',
     subscription_id = NULL, subscription_shares = NULL, outcome = EXCLUDED.outcome,
     venue_shares = EXCLUDED.venue_shares, reconciled_at = now(), opened_at = now(), closed_at = NULL,
-    realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL, payout_per_share = NULL, winning_asset_id = NULL,
-    resolved_at = NULL,
+    realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL, resolved_cost_usd = NULL, payout_per_share = NULL,
+    winning_asset_id = NULL, resolved_at = NULL,
     condition_id = CASE WHEN EXCLUDED.condition_id = '' THEN p.condition_id ELSE EXCLUDED.condition_id END
 WHERE p.state = 'CLOSED' OR p.size = 0 AND p.id IS NULL
 RETURNING asset_id, id

@@ -119,7 +119,8 @@ UNION ALL
 """
 
 _UPDATE = """
-UPDATE positions p SET state = r.state, resolved_shares = r.shares, payout_per_share = r.per_share,
+UPDATE positions p SET state = r.state, resolved_shares = r.shares, resolved_cost_usd = p.cost_usd,
+    payout_per_share = r.per_share,
     winning_asset_id = %(winner)s, resolved_at = now(), size = 0, cost_usd = 0, subscription_shares = NULL,
     realized_pnl_usd = p.realized_pnl_usd + r.pnl,
     pnl_day_realized_usd = CASE WHEN p.pnl_day = (now() AT TIME ZONE 'UTC')::date THEN p.pnl_day_realized_usd
