@@ -1,7 +1,8 @@
 """A BUY's fee (``feeShares``, cumulative) that the venue reports after the shares it belongs to were booked, or
 beyond the fill it comes with, is taken off the holding, once: alone it is a fills row of size 0 (no USD, not a
-copy), the holding falls by it while its cost stays. Never more than the order's shares filled; a SELL's fee is
-not taken in shares."""
+copy), the holding falls by it while its cost stays (but for a fee that takes every share: that cost is lost, as a
+closing SELL frees it). Shares a fee takes from other subscriptions' parts are fills rows of theirs. Never more
+than the order's shares filled; a SELL's fee is not taken in shares."""
 
 from __future__ import annotations
 
@@ -96,52 +97,64 @@ def test_fill_booking_books_the_fee_beyond_what_is_booked(
 HELD = Position(D(40), D("0.5"), D(20))
 
 
-@pytest.mark.parametrize(("pos", "buying", "size", "fee", "after", "exposure", "closed"), [
+@pytest.mark.parametrize(("pos", "buying", "size", "fee", "after", "exposure", "realized", "closed"), [
     # a fill of 0.1 with a fee of 0.4: the holding loses 0.3, the cost grows by the 0.1's
-    (HELD, True, "0.1", "0.4", Position(D("39.7"), D("0.50503778"), D("20.05")), D("0.05"), False),
+    (HELD, True, "0.1", "0.4", Position(D("39.7"), D("0.50503778"), D("20.05")), D("0.05"), ZERO, False),
     # the fee alone: 0.4 shares leave, no USD moves, the average cost rises
-    (HELD, True, "0", "0.4", Position(D("39.6"), D("0.50505051"), D(20)), ZERO, False),
-    (HELD, True, "0", "40", Position(ZERO, ZERO, D(20)), ZERO, True),  # every share: the cost stays, as before
-    (HELD, True, "0", "50", Position(ZERO, ZERO, D(20)), ZERO, True),  # never below zero
-    (HELD, True, "0", "0", HELD, ZERO, False),  # nothing
-    (Position(), True, "1", "3", Position(ZERO, ZERO, D("0.5")), D("0.5"), False),  # as before: none held
+    (HELD, True, "0", "0.4", Position(D("39.6"), D("0.50505051"), D(20)), ZERO, ZERO, False),
+    # every share: what they cost is lost, as a closing SELL frees its cost (no cost left for the next life)
+    (HELD, True, "0", "40", Position(ZERO, ZERO, ZERO, D(-20)), D(-20), D(-20), True),
+    (HELD, True, "0", "50", Position(ZERO, ZERO, ZERO, D(-20)), D(-20), D(-20), True),  # never below zero
+    (HELD, True, "0.1", "40.1", Position(ZERO, ZERO, ZERO, D("-20.05")), D(-20), D("-20.05"), True),
+    (HELD, True, "0", "0", HELD, ZERO, ZERO, False),  # nothing
+    (Position(), True, "1", "3", Position(ZERO, ZERO, ZERO, D("-0.5")), ZERO, D("-0.5"), False),  # none held
     # a SELL's fee is not in shares
-    (HELD, False, "0", "0.4", HELD, ZERO, False),
-    (HELD, False, "40", "0.4", Position(ZERO, ZERO, ZERO, ZERO), D(-20), True),
+    (HELD, False, "0", "0.4", HELD, ZERO, ZERO, False),
+    (HELD, False, "40", "0.4", Position(ZERO, ZERO, ZERO, ZERO), D(-20), ZERO, True),
 ])
 def test_apply_fill_takes_a_fee_beyond_its_fill_off_the_holding(pos: Position, buying: bool, size: str, fee: str,
-                                                               after: Position, exposure: Decimal,
+                                                               after: Position, exposure: Decimal, realized: Decimal,
                                                                closed: bool) -> None:
     e = apply_fill(pos, buying=buying, size=D(size), price=D("0.5"), fee_shares=D(fee))
     assert (e.position, e.exposure_delta_usd, e.realized_pnl_usd, e.opened, e.closed) == (
-        after, exposure, ZERO, False, closed)
+        after, exposure, realized, False, closed)
 
 
 A_B = {"sub_A": Part(D(100), D(40)), "sub_B": Part(D(50), D(30))}  # 150 shares, $70
+Stats = dict[str, tuple[Decimal, Decimal]]  # subscription → (exposure, realized PnL) changes
 
 
-@pytest.mark.parametrize(("split", "sub", "size", "fee", "expected"), [
+@pytest.mark.parametrize(("split", "sub", "size", "fee", "expected", "stats"), [
     # the BUY's shares went to its subscription's part: its fee comes off it, the cost stays
-    (A_B, "sub_A", "0", "0.4", {"sub_A": Part(D("99.6"), D(40)), "sub_B": Part(D(50), D(30))}),
-    (A_B, "sub_B", "0.1", "0.4", {"sub_A": Part(D(100), D(40)), "sub_B": Part(D("49.7"), D("30.05"))}),
-    # its part sold since: what it holds, then the others' as a SELL takes them (in proportion to their shares)
-    ({"sub_A": Part(D(2), D(1)), "sub_B": Part(D(50), D(30))}, "sub_A", "0", "3",
-     {"sub_A": Part(ZERO, D(1)), "sub_B": Part(D(49), D(30))}),
-    (A_B, "sub_C", "0", "3", {"sub_A": Part(D(98), D(40)), "sub_B": Part(D(49), D(30))}),
+    (A_B, "sub_A", "0", "0.4", {"sub_A": Part(D("99.6"), D(40)), "sub_B": Part(D(50), D(30))}, {"sub_A": (ZERO, ZERO)}),
+    (A_B, "sub_B", "0.1", "0.4", {"sub_A": Part(D(100), D(40)), "sub_B": Part(D("49.7"), D("30.05"))},
+     {"sub_B": (D("0.05"), ZERO)}),
+    # its part sold since: what it holds (its cost freed as a loss, as a SELL taking every share of a part frees
+    # it), then the others' as a SELL takes them (in proportion to their shares), their cost staying
+    ({"sub_A": Part(D(2), D(1)), "sub_B": Part(D(50), D(30))}, "sub_A", "0", "3", {"sub_B": Part(D(49), D(30))},
+     {"sub_A": (D(-1), D(-1)), "sub_B": (ZERO, ZERO)}),
+    (A_B, "sub_C", "0", "3", {"sub_A": Part(D(98), D(40)), "sub_B": Part(D(49), D(30))},
+     {"sub_A": (ZERO, ZERO), "sub_B": (ZERO, ZERO), "sub_C": (ZERO, ZERO)}),
+    # a fill whose fee takes it whole, its part holding none: what it cost is lost
+    ({"sub_B": Part(D(50), D(30))}, "sub_A", "1", "1", {"sub_B": Part(D(50), D(30))}, {"sub_A": (ZERO, D("-0.5"))}),
+    # the fee closes the position: every part's cost is lost, as a closing SELL frees it
+    (A_B, "sub_A", "0", "150", {}, {"sub_A": (D(-40), D(-40)), "sub_B": (D(-30), D(-30))}),
 ])
 def test_a_fee_comes_off_its_own_subscriptions_part(split: dict[str, Part], sub: str, size: str, fee: str,
-                                                    expected: dict[str, Part]) -> None:
+                                                    expected: dict[str, Part], stats: Stats) -> None:
     o = epb.Order(client_order_id="co_1", origin=epb.ORDER_ORIGIN_COPY, subscription_id=sub, follower_wallet_id="w",
                   asset_id="a", side=BUY)
     before = Position(sum((p.shares for p in split.values()), ZERO), ZERO, sum((p.cost_usd for p in split.values()),
                                                                               ZERO))
     positions, splits = {("w", "a"): before}, {("w", "a"): dict(split)}
     booking = Booking("f_1", D(size), D("0.5"), D(size) / 2, D(fee), False, 0)
-    _, stats, _ = settle(positions, [(Ticket(o, PAPER, None, 0), booking)], splits)  # type: ignore[arg-type]
+    _, got, _ = settle(positions, [(Ticket(o, PAPER, None, 0), booking)], splits)  # type: ignore[arg-type]
     assert splits[("w", "a")] == expected
-    assert positions[("w", "a")].size == before.size + D(size) - D(fee)
-    assert positions[("w", "a")].cost_usd == before.cost_usd + D(size) / 2
-    assert (stats[sub].copied, stats[sub].exposure, stats[sub].pnl) == (0, D(size) / 2, ZERO)  # not a copy
+    pos = positions[("w", "a")]  # the parts' sum
+    assert (pos.size, pos.cost_usd) == (before.size + D(size) - D(fee), sum((p.cost_usd for p in expected.values()),
+                                                                            ZERO))
+    assert pos.realized_pnl_usd == sum((pnl for _, pnl in stats.values()), ZERO)
+    assert {k: (s.copied, s.exposure, s.pnl) for k, s in got.items()} == {k: (0, *v) for k, v in stats.items()}
 
 
 @pytest.mark.integration
@@ -165,6 +178,80 @@ async def test_a_fee_booked_alone_is_one_fills_row_that_guard_folds_as_the_execu
     assert rows(db_url, "SELECT size, cost_usd FROM positions") == [(D("39.6"), D(20))]
     assert rows(db_url, "SELECT copied, exposure_usd FROM subscription_stats") == [(1, D(20))]
     assert perf_rules.fold(fills) == perf_rules.Ledger(ZERO, {ASSET: (D("39.6"), D(20))})
+
+
+def _buy(n: int, sub: str, side: int = BUY) -> Ticket:
+    return Ticket(make_order(n, follower_wallet_id="w_1", subscription_id=sub, side=side), PAPER, None, time.time_ns())
+
+
+def _filled(t: Ticket, size: str, ms: int) -> Booking:
+    """``size`` shares at 0.50, no fee, ``ms`` after now."""
+    return Booking(hash_id("fill", t.client_order_id, size), D(size), D("0.5"), D(size) / 2, ZERO, True,
+                   time.time_ns() // 1_000_000 + ms)
+
+
+def _fee_alone(t: Ticket, fee: str, ms: int) -> Booking:
+    return Booking(hash_id("fill", t.client_order_id, "fee", fee), ZERO, D("0.5"), ZERO, D(fee), False,
+                   time.time_ns() // 1_000_000 + ms)
+
+
+async def _book(db_url: str, *batches: list[tuple[Ticket, Booking]]) -> perf_rules.Ledger:
+    """Book each batch in a transaction of its own: what guard folds of sub_B's fills then."""
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    try:
+        for batch in batches:
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await fill_store.book(cur, batch)
+        fills, _ = await PerfStore(pool, lambda: datetime.now(UTC)).fills_since("sub_B", None)
+    finally:
+        await pool.close()
+    return perf_rules.fold(fills)
+
+
+@pytest.mark.integration
+async def test_a_fee_taken_from_another_subscriptions_part_is_a_fills_row_of_that_part(db_url: str) -> None:
+    """A buys 40 (its fee not reported yet), B 50; A sells its 40; then A's BUY reports its fee, 0.4 shares: they
+    come off B's part (A's holds none), with a fills row of B's (a BUY of size 0, its fee the shares taken, under
+    an order id of its own, as a SELL's parts are) so that guard folds B's 49.6 shares too."""
+    a_buy, b_buy, a_sell = _buy(1, "sub_A"), _buy(2, "sub_B"), _buy(3, "sub_A", SELL)
+    b = await _book(db_url, [(a_buy, _filled(a_buy, "40", 0))], [(b_buy, _filled(b_buy, "50", 1))],
+                    [(a_sell, _filled(a_sell, "40", 2))], [(a_buy, _fee_alone(a_buy, "0.4", 3))])
+    assert rows(db_url, "SELECT size, subscription_shares FROM positions") == [
+        (D("49.6"), {"sub_B": ["49.6", "25"]})]  # the cost stays
+    assert rows(db_url, "SELECT subscription_id, order_id, side, size, notional_usd, fee_shares FROM fills"
+                        " WHERE size = 0 ORDER BY subscription_id") == [
+        ("sub_A", a_buy.client_order_id, "BUY", D(0), D(0), D("0.4")),
+        ("sub_B", fill_store.PART_ORDER_PREFIX + a_buy.client_order_id, "BUY", D(0), D(0), D("0.4"))]
+    assert b == perf_rules.Ledger(ZERO, {ASSET: (D("49.6"), D(25))})
+    assert rows(db_url, "SELECT subscription_id, exposure_usd, realized_pnl_usd FROM subscription_stats"
+                        " ORDER BY 1") == [("sub_A", D(0), D(0)), ("sub_B", D(25), D(0))]
+
+
+@pytest.mark.integration
+async def test_a_fee_that_closes_a_position_leaves_no_cost_to_the_next_life(db_url: str) -> None:
+    """A buys 40 (fee not reported yet) and sells 39.6 (what the venue holds); the BUY's final answer reports its
+    fee, 0.4 shares: the position closes, the $0.20 those shares cost realized as lost (as guard folds it). The
+    next BUY of 10 opens a life that cost $5, not $5.20."""
+    buy, sell, again = _buy(1, "sub_A"), _buy(2, "sub_A", SELL), _buy(3, "sub_A")
+    await _book(db_url, [(buy, _filled(buy, "40", 0))], [(sell, _filled(sell, "39.6", 1))],
+                [(buy, _fee_alone(buy, "0.4", 2))])
+    assert rows(db_url, "SELECT state, size, cost_usd, realized_pnl_usd FROM positions") == [
+        ("CLOSED", D(0), D(0), D("-0.2"))]
+    assert rows(db_url, "SELECT exposure_usd, realized_pnl_usd FROM subscription_stats") == [(D(0), D("-0.2"))]
+    await _book(db_url, [(again, _filled(again, "10", 3))])
+    assert rows(db_url, "SELECT state, size, cost_usd, avg_price FROM positions") == [("OPEN", D(10), D(5), D("0.5"))]
+
+
+@pytest.mark.integration
+async def test_a_fee_that_closes_a_position_and_a_buy_reopening_it_in_one_batch_keep_both_lives(db_url: str) -> None:
+    """As above, the fee and the next BUY booked in one journal batch: the life the fee closed is copied into
+    position_history (the batch is cut after a fee beyond its fill, as after a SELL)."""
+    buy, sell, again = _buy(1, "sub_A"), _buy(2, "sub_A", SELL), _buy(3, "sub_A")
+    await _book(db_url, [(buy, _filled(buy, "40", 0))], [(sell, _filled(sell, "39.6", 1))],
+                [(buy, _fee_alone(buy, "0.4", 2)), (again, _filled(again, "10", 3))])
+    assert rows(db_url, "SELECT state, size, cost_usd FROM positions") == [("OPEN", D(10), D(5))]
+    assert rows(db_url, "SELECT state, size, cost_usd, realized_pnl_usd FROM position_history") == [
+        ("CLOSED", D(0), D(0), D("-0.2"))]
 
 
 BIDS = [("0.49", "500")]

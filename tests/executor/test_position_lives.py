@@ -123,11 +123,13 @@ async def test_the_journal_write_keeps_a_life_closed_and_reopened_in_one_flush(d
 
 
 def _leg(n: int, side: int, wallet: str = "w_1", asset: str = "") -> tuple[Ticket, Booking]:
-    order = make_order(n, follower_wallet_id=wallet, side=side, **({"asset_id": asset} if asset else {}))
-    return (Ticket(order, INSIDERS, None, 0), Booking(f"fill_{n}", D(1), D("0.5"), D("0.5"), D(0), True, 0))
+    order = make_order(n, follower_wallet_id=wallet, side=B if side == F else side,
+                       **({"asset_id": asset} if asset else {}))
+    size, fee = (D(0), D(1)) if side == F else (D(1), D(0))  # F: a BUY's fee alone, which may take the last shares
+    return (Ticket(order, INSIDERS, None, 0), Booking(f"fill_{n}", size, D("0.5"), size / 2, fee, True, 0))
 
 
-B, S = cpb.SIDE_BUY, cpb.SIDE_SELL
+B, S, F = cpb.SIDE_BUY, cpb.SIDE_SELL, -1
 
 
 @pytest.mark.parametrize(("legs", "cut"), [
@@ -138,6 +140,8 @@ B, S = cpb.SIDE_BUY, cpb.SIDE_SELL
     ([(S, "w_1"), (B, "w_2"), (S, "w_2")], [3]),  # other positions: together
     ([(S, "w_1"), (B, "w_2"), (B, "w_1"), (S, "w_1"), (B, "w_1")], [2, 2, 1]),
     ([(B, "w_1"), (B, "w_1"), (S, "w_1"), (S, "w_1")], [4]),
+    ([(F, "w_1"), (B, "w_1")], [1, 1]),  # a fee beyond its fill, then bought again: apart
+    ([(B, "w_1"), (F, "w_1"), (B, "w_2"), (S, "w_1")], [4]),  # nothing bought again after the fee: together
 ])
 def test_lives_apart_cuts_before_a_buy_of_a_position_sold_earlier_in_the_part(
         legs: list[tuple[int, str]], cut: list[int]) -> None:

@@ -145,17 +145,19 @@ WHERE p.follower_wallet_id = r.w AND p.asset_id = r.a
 # which would let the planner read the wallets' rows once and compare them with every row of the batch.)
 _FEW_TEMPLATE = _UPDATE_TEMPLATE.rstrip() + " AND p.follower_wallet_id = ANY(ARRAY(SELECT w FROM r))\n"
 
-# A SELL that took shares of other subscriptions than its order's: a fills row for each of those parts (under an
-# order id of its own, so nothing that sums an order's fills counts them), so that whoever folds a subscription's
-# fills (guard's performance rules) sees its shares leave. Only statements that have such rows carry it.
+# A SELL, or a BUY's fee, that took shares of other subscriptions than its order's: a fills row for each of those
+# parts (under an order id of its own, so nothing that sums an order's fills counts them), so that whoever folds a
+# subscription's fills (guard's performance rules) sees its shares leave: a SELL's sells them, a fee's is a BUY of
+# size 0 whose fee_shares are the shares taken (as a fee booked alone). Only statements that have such rows carry it.
 _PART_FILLS = """,
 pf AS (
     INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, outcome, side, size,
                        price, notional_usd, venue, fill_time, fee_shares)
-    SELECT f.id, f.sub, f.wallet, f.oid, f.asset, f.cond, f.outcome, 'SELL', f.size, f.price, f.notional, f.venue,
-           to_timestamp(f.fill_ms / 1000.0), 0
+    SELECT f.id, f.sub, f.wallet, f.oid, f.asset, f.cond, f.outcome, f.side, f.size, f.price, f.notional, f.venue,
+           to_timestamp(f.fill_ms / 1000.0), f.fee
     FROM json_to_recordset(%s::json) AS f(id text, sub text, wallet text, oid text, asset text, cond text,
-         outcome text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint)
+         outcome text, side text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint,
+         fee numeric)
     ON CONFLICT (id) DO NOTHING
 )"""
 PART_ORDER_PREFIX = "part_"
@@ -202,12 +204,13 @@ async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]
 
 
 def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, Booking]]]:
-    """``fills`` in order, cut before a BUY of a position that a SELL earlier in the same part sold from.
+    """``fills`` in order, cut before a BUY of a position that a SELL, or a BUY's fee beyond its fill (it takes
+    shares already held), earlier in the same part took shares from.
 
     The positions statement keeps one row per position and copies the life that ended into
     ``position_history`` from the row as stored: a life closed and a new one opened by the same statement would
     never be copied (and its realized PnL would be listed in no life). Cut there, the second part's statement
-    finds the first life stored as CLOSED and copies it. A SELL that did not close the position costs an
+    finds the first life stored as CLOSED and copies it. A SELL or fee that did not close the position costs an
     extra statement pair, nothing more."""
     parts: list[list[tuple[Ticket, Booking]]] = []
     part: list[tuple[Ticket, Booking]] = []
@@ -218,7 +221,7 @@ def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, 
             parts.append(part)
             part, sold = [], set()
         part.append((t, b))
-        if not t.buying:
+        if not t.buying or b.fee_shares > b.size:
             sold.add(key)
     if part:
         parts.append(part)
@@ -246,7 +249,7 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
                                for sub, s in stats.items()]).decode()
     rows = [_position_row(w, a, keys[(w, a)], p, opened.get((w, a)), splits[(w, a)], openers[(w, a)])
             for (w, a), p in positions.items() if (w, a) in keys]
-    parts = [row for (t, b), done in zip(fresh, booked, strict=True) if not t.buying for row in _part_fills(b, done)]
+    parts = [row for (_, b), done in zip(fresh, booked, strict=True) for row in _part_fills(b, done)]
     params: tuple[str, ...] = (stats_json, orjson.dumps(rows).decode())
     if parts:
         params += (orjson.dumps(parts).decode(),)
@@ -272,11 +275,13 @@ def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | Non
 
 
 def _part_fills(b: Booking, done: Booked) -> list[dict[str, Any]]:
-    """The fills rows of a SELL's parts taken from other subscriptions than its order's."""
+    """The fills rows of the parts a SELL (or a BUY's fee) took from other subscriptions than its order's."""
     t = done.ticket
     o = t.order
     return [{"id": hash_id("fill", b.fill_id, c.subscription_id), "sub": c.subscription_id,
              "wallet": o.follower_wallet_id, "oid": PART_ORDER_PREFIX + t.client_order_id, "asset": o.asset_id,
-             "cond": o.condition_id, "outcome": storable(o.outcome), "size": str(c.shares), "price": str(b.price),
-             "notional": str(c.proceeds_usd), "venue": t.venue, "fill_ms": b.fill_time_ms}
+             "cond": o.condition_id, "outcome": storable(o.outcome), "side": t.side,
+             "size": "0" if t.buying else str(c.shares), "price": str(b.price),
+             "notional": "0" if t.buying else str(c.proceeds_usd), "venue": t.venue, "fill_ms": b.fill_time_ms,
+             "fee": str(c.shares) if t.buying else "0"}
             for c in done.charges if c.shares > 0 and c.subscription_id and c.subscription_id != o.subscription_id]

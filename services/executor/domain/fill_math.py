@@ -109,7 +109,7 @@ class Booked:
 
     ticket: Ticket
     effect: FillEffect
-    charges: tuple[shares.Charge, ...] = ()  # a SELL's, by subscription (a BUY's is its order's)
+    charges: tuple[shares.Charge, ...] = ()  # by subscription: a SELL's parts, a BUY's own and those its fee took
 
 
 @dataclass
@@ -160,8 +160,7 @@ def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket,
         sub = t.order.subscription_id
         charges: tuple[shares.Charge, ...] = ()
         if t.buying:
-            splits[key] = shares.add(split, shares.key_of(sub), effect.position.size - before.size,
-                                     effect.exposure_delta_usd)
+            effect, splits[key], charges = shares.add(split, shares.key_of(sub), effect, before, b.notional)
         else:
             effect, splits[key], charges = shares.sell(split, shares.key_of(sub), effect, before, b.size, b.notional)
         positions[key] = effect.position
@@ -171,8 +170,6 @@ def settle(positions: dict[tuple[str, str], Position], fills: list[tuple[Ticket,
         if sub:
             s = stats.setdefault(sub, _Stats())
             s.copied += 1 if b.first_fill and t.origin == "COPY" else 0
-            if t.buying:
-                s.exposure += effect.exposure_delta_usd
         for c in charges:
             if c.subscription_id:
                 s = stats.setdefault(c.subscription_id, _Stats())

@@ -25,7 +25,7 @@ class FillEffect:
     """A position after one fill, with the changes the subscription's stats need."""
 
     position: Position
-    realized_pnl_usd: Decimal  # booked by this fill (SELLs)
+    realized_pnl_usd: Decimal  # booked by this fill (SELLs; a BUY whose fee took every share)
     exposure_delta_usd: Decimal  # change of cost basis
     opened: bool  # size went from zero to positive
     closed: bool  # size went from positive to zero
@@ -39,8 +39,9 @@ def apply_fill(pos: Position, *, buying: bool, size: Decimal, price: Decimal,
 
     BUY: the fee is taken in shares, so the holding changes by ``size - fee_shares`` (a fee larger than its fill,
     or reported alone with ``size`` 0, takes shares already held; never below zero) while the cost grows by
-    ``size × price``. SELL: reduces the holding (never below zero) and books ``sold × (price − avg_price)`` as
-    realized PnL; the cost basis falls by ``sold × avg_price``.
+    ``size × price``; a fee that takes every share leaves no cost: what they cost is a realized loss. SELL:
+    reduces the holding (never below zero) and books ``sold × (price − avg_price)`` as realized PnL; the cost
+    basis falls by ``sold × avg_price``.
     """
     fee = max(ZERO, fee_shares) if buying else ZERO
     if size <= 0 and fee <= 0:
@@ -49,9 +50,11 @@ def apply_fill(pos: Position, *, buying: bool, size: Decimal, price: Decimal,
     if buying:
         cost = pos.cost_usd + usd
         new_size = max(ZERO, pos.size + size - fee)
-        avg = (cost / new_size).quantize(MONEY_QUANTUM) if new_size > 0 else ZERO
-        new = Position(new_size, avg, cost, pos.realized_pnl_usd)
-        return FillEffect(new, ZERO, usd, pos.size == 0 and new_size > 0, pos.size > 0 and new_size == 0, ZERO)
+        if new_size == 0:  # the fee took every share: their cost is freed as a loss, as a closing SELL frees it
+            new = Position(ZERO, ZERO, ZERO, pos.realized_pnl_usd - cost)
+            return FillEffect(new, -cost, -pos.cost_usd, False, pos.size > 0, ZERO)
+        new = Position(new_size, (cost / new_size).quantize(MONEY_QUANTUM), cost, pos.realized_pnl_usd)
+        return FillEffect(new, ZERO, usd, pos.size == 0, False, ZERO)
     sold = min(size, pos.size)
     oversold = size - sold
     basis = sold * pos.avg_price

@@ -107,21 +107,39 @@ def take(split: Split, key: str, sold: Decimal) -> dict[str, Decimal]:
     return {k: v for k, v in taken.items() if v > 0}
 
 
-def add(split: Split, key: str, shares: Decimal, cost_usd: Decimal) -> dict[str, Part]:
-    """``split`` with a BUY's shares (net of the fee) and cost added to ``key``'s part. Fewer than none (a fee beyond
-    its fill, or reported alone) come off ``key``'s part, then, past what that part holds (its shares sold since),
-    off the others as a SELL's do (:func:`take`); no part's cost moves but ``key``'s."""
-    after = dict(split)
-    part = after.get(key)
-    if shares < 0 and (part.shares if part else ZERO) < -shares:
-        for k, n in take(split, key, -shares).items():
-            _put(after, k, after[k].shares - n, after[k].cost_usd)
-        part, shares = after.get(key), ZERO
-    if part is None:
-        _put(after, key, shares, cost_usd)
-    else:
-        _put(after, key, part.shares + shares, part.cost_usd + cost_usd)
-    return after
+def add(split: Split, key: str, effect: FillEffect, before: Position,
+        usd: Decimal) -> tuple[FillEffect, dict[str, Part], tuple[Charge, ...]]:
+    """A BUY of ``usd`` booked as ``effect`` (:func:`apply_fill`) added to ``key``'s part: its shares (net of the
+    fee) and its cost. Fewer than none (a fee beyond its fill, or reported alone) come off ``key``'s part, then,
+    past what that part holds (its shares sold since), off the others as a SELL's do (:func:`take`); a part left
+    without shares by it (every part, when the position closes) frees its cost as a realized loss, as a SELL's
+    does, and the effect is then the parts' sum. The charges: ``key``'s, and each part the fee took from."""
+    change = effect.position.size - before.size
+    own = split.get(key, Part())
+    if own.shares + change > 0:  # almost every BUY: its own part holds the change
+        after = dict(split)
+        _put(after, key, own.shares + change, own.cost_usd + usd)
+        return effect, after, (Charge(key, max(ZERO, -change), ZERO, usd, ZERO),)
+    taken = take(split, key, -change) if change < 0 else {}
+    closing = effect.position.size == 0
+    after, charges = {}, []
+    for k, part in (split if key in split else {**split, key: own}).items():
+        n = taken.get(k, ZERO)
+        left, cost = part.shares - n, part.cost_usd + (usd if k == key else ZERO)
+        if left == 0 and (k == key or n > 0 or closing):
+            charges.append(Charge(k, n, ZERO, -part.cost_usd, -cost))
+        elif n > 0:
+            after[k] = Part(left, cost)
+            charges.append(Charge(k, n, ZERO, ZERO, ZERO))
+        else:
+            after[k] = part
+    cost = sum((p.cost_usd for p in after.values()), ZERO)
+    realized = sum((c.realized_pnl_usd for c in charges), ZERO)
+    size = effect.position.size
+    avg = (cost / size).quantize(MONEY_QUANTUM) if size > 0 else ZERO
+    position = Position(size, avg, cost, before.realized_pnl_usd + realized)
+    return (FillEffect(position, realized, cost - before.cost_usd, effect.opened, effect.closed, effect.oversold),
+            after, tuple(charges))
 
 
 def sell(split: Split, key: str, effect: FillEffect, before: Position, size: Decimal,
