@@ -287,3 +287,13 @@ async def harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
 
 
 Check = Callable[[], Awaitable[Any]]
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[Any]:
+    """A pool (autocommit) on the test's database, closed after the test."""
+    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    try:
+        yield p
+    finally:
+        await p.close()

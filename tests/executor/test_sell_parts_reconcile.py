@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.adapters.order_store import OrderStore
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
@@ -89,13 +88,6 @@ def _kept(db_url: str) -> tuple[D, dict[str, ss.Part] | None]:
     """The position's size and the split stored (None: none kept)."""
     [(size, kept)] = rows(db_url, "SELECT size, subscription_shares FROM positions")
     return size, None if kept is None else ss.decode(kept)
-
-
-@pytest.fixture
-async def pool(db_url: str) -> Any:
-    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    yield p
-    await p.close()
 
 
 @pytest.mark.integration

@@ -12,7 +12,6 @@ it).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from typing import Any
 
@@ -20,7 +19,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import MIGRATIONS_DIR, create_pool
+from common.storage import MIGRATIONS_DIR
 from services.executor.adapters import fill_store
 from services.executor.adapters.redemption_store import RedemptionStore
 from services.executor.adapters.settlement_store import SettlementStore
@@ -39,15 +38,6 @@ NO = "2" * 77
 OTHER = "0x" + "d" * 64  # another market, with tokens of its own
 OTHER_YES, OTHER_NO = "7" * 77, "8" * 77
 Pool = AsyncConnectionPool[Any]
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[Pool]:
-    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def _bought_by_hand(pool: Pool, condition_id: str, i: int = 1) -> None:

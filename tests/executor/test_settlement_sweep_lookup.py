@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -47,15 +46,6 @@ def tok(i: int, outcome: int) -> str:
 
 def res(i: int, winner: int = 0) -> Resolution:
     return Resolution(cid(i), (tok(i, 1), tok(i, 2)), tok(i, 1 + winner))
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[Pool]:
-    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def _record(db_url: str, r: Resolution) -> None:

@@ -133,13 +133,7 @@ def add(split: Split, key: str, effect: FillEffect, before: Position,
             charges.append(Charge(k, n, ZERO, ZERO, ZERO))
         else:
             after[k] = part
-    cost = sum((p.cost_usd for p in after.values()), ZERO)
-    realized = sum((c.realized_pnl_usd for c in charges), ZERO)
-    size = effect.position.size
-    avg = (cost / size).quantize(MONEY_QUANTUM) if size > 0 else ZERO
-    position = Position(size, avg, cost, before.realized_pnl_usd + realized)
-    return (FillEffect(position, realized, cost - before.cost_usd, effect.opened, effect.closed, effect.oversold),
-            after, tuple(charges))
+    return _summed(effect, before, after, charges)
 
 
 def sell(split: Split, key: str, effect: FillEffect, before: Position, size: Decimal,
@@ -173,11 +167,18 @@ def sell(split: Split, key: str, effect: FillEffect, before: Position, size: Dec
             continue
         _put(after, k, left, part.cost_usd - basis)
         charges.append(Charge(k, n, paid.get(k, ZERO), -basis, paid.get(k, ZERO) - basis))
+    return _summed(effect, before, after, charges)
+
+
+def _summed(effect: FillEffect, before: Position, after: dict[str, Part],
+            charges: list[Charge]) -> tuple[FillEffect, dict[str, Part], tuple[Charge, ...]]:
+    """``effect`` with the position the parts ``after`` add up to (its size as booked), and what ``charges``
+    realized."""
     cost = sum((p.cost_usd for p in after.values()), ZERO)
     realized = sum((c.realized_pnl_usd for c in charges), ZERO)
-    size_after = effect.position.size
-    avg = (cost / size_after).quantize(MONEY_QUANTUM) if size_after > 0 else ZERO
-    position = Position(size_after, avg, cost, before.realized_pnl_usd + realized)
+    size = effect.position.size
+    avg = (cost / size).quantize(MONEY_QUANTUM) if size > 0 else ZERO
+    position = Position(size, avg, cost, before.realized_pnl_usd + realized)
     return (FillEffect(position, realized, cost - before.cost_usd, effect.opened, effect.closed, effect.oversold),
             after, tuple(charges))
 
