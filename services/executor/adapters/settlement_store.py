@@ -78,12 +78,7 @@ CROSS JOIN LATERAL (SELECT p.follower_wallet_id, p.asset_id, ra.condition_id FRO
 # each market's resolution by its key.
 _UNSETTLED = f"""
 WITH held AS MATERIALIZED ({_RESOLVED_OPEN}),
-due AS (
-  SELECT DISTINCT h.condition_id FROM held h
-  LEFT JOIN LATERAL (SELECT 1 AS one FROM order_pending o WHERE o.follower_wallet_id = h.follower_wallet_id
-                       AND o.asset_id = h.asset_id AND o.terminal_at IS NULL LIMIT 1) busy ON true
-  WHERE busy.one IS NULL
-)
+due AS (SELECT DISTINCT p.condition_id FROM held p WHERE NOT {_IN_FLIGHT})
 SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM due d
 CROSS JOIN LATERAL (SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
                      WHERE r.condition_id = d.condition_id LIMIT 1) r
