@@ -6,11 +6,15 @@ validate each variable so an invalid value fails at start-up with the variable's
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ConfigError(ValueError):
@@ -73,8 +77,8 @@ def env_port(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def env_float_seconds(env: Mapping[str, str], name: str, default: float, *,
-                      minimum: float = 0.0) -> float:
-    """A duration in seconds (durations are the only non-money floats allowed)."""
+                      minimum: float = 0.0, maximum: float | None = None) -> float:
+    """A duration in seconds (durations are the only non-money floats allowed): finite, within the bounds."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -82,14 +86,18 @@ def env_float_seconds(env: Mapping[str, str], name: str, default: float, *,
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value):  # nan passes every comparison, inf every minimum ("1e400" is inf)
+        raise ConfigError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
 def env_decimal(env: Mapping[str, str], name: str, default: Decimal, *,
-                minimum: Decimal | None = None) -> Decimal:
-    """A decimal variable (money, prices, ratios)."""
+                minimum: Decimal | None = None, maximum: Decimal | None = None) -> Decimal:
+    """A decimal variable (money, prices, ratios): finite, within the bounds."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -97,8 +105,12 @@ def env_decimal(env: Mapping[str, str], name: str, default: Decimal, *,
         value = Decimal(raw)
     except InvalidOperation:
         raise ConfigError(f"{name} must be a decimal, got {raw!r}") from None
-    if not value.is_finite() or (minimum is not None and value < minimum):
-        raise ConfigError(f"{name} must be a finite decimal >= {minimum}, got {raw!r}")
+    if not value.is_finite():
+        raise ConfigError(f"{name} must be a finite decimal, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {raw!r}")
     return value
 
 
@@ -114,26 +126,78 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean, got {raw!r}")
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
+
+
+def _scheme_seen(value: str) -> str:
+    """The scheme ``value`` starts with, for an error message: no more of the value than that."""
+    head, sep, _ = value.partition("://")
+    return f"scheme {head.lower()!r}" if sep and _SCHEME.fullmatch(head) else "no scheme"
+
+
+def _url_problem(value: str, schemes: tuple[str, ...]) -> str:
+    """What is wrong with ``value`` as a URL of one of ``schemes`` with a host ("" when nothing is).
+
+    The answer never quotes ``value``: a URL may carry a password or be a credential itself (a webhook's)."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "it holds whitespace or a control character"
+    if value.partition("://")[0].lower() not in schemes or "://" not in value:
+        return f"it must start with {' or '.join(s + '://' for s in schemes)} and has {_scheme_seen(value)}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        return "its host or port is malformed"
+    if not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "its port must be 1-65535"
+    return ""
+
+
 def env_url(env: Mapping[str, str], name: str, default: str, *,
             schemes: tuple[str, ...] = ("http", "https")) -> str:
-    """A URL variable whose scheme is one of ``schemes`` ("" allowed when default is "")."""
+    """A URL variable: one of ``schemes``, a host, a valid port if any, no whitespace ("" allowed when default
+    is ""). The error names the variable and the fault, never the value (it may hold a credential)."""
     value = env_str(env, name, default)
     if not value:
         return value
-    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-    if scheme not in schemes:
-        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {value!r}")
+    problem = _url_problem(value, schemes)
+    if problem:
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL with a host: {problem}")
     return value.rstrip("/")
 
 
 def redact_url(url: str) -> str:
-    """A URL with any password replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    """A URL with its credentials (password, or a user that stands alone: a token) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or "@" not in parts.netloc:  # not a URL with a user: hide what could be one all the same
+        return url if "@" not in url else f"***@{url.rsplit('@', 1)[1]}"
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if colon else f"***@{host}"))
+
+
+def settings_repr(settings: object) -> str:
+    """``repr`` of a settings dataclass with every ``*_url`` field's credentials hidden (:func:`redact_url`):
+    each service logs it at start-up."""
+    shown = []
+    for field in dataclasses.fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, field.name)
+        is_url = field.name.endswith("_url") and isinstance(value, str)
+        shown.append(f"{field.name}={redact_url(value) if is_url else value!r}")
+    return f"{type(settings).__name__}({', '.join(shown)})"
+
+
+def _storage_problem(value: str, schemes: tuple[str, ...]) -> str:
+    """What is wrong with a storage URL ("" when nothing is), never quoting it: it holds the password."""
+    if value.partition("://")[0] in schemes and "://" in value:  # as libpq, case-sensitive
+        return ""
+    hint = " (a key=value connection string is not accepted)" if "=" in value and "://" not in value else ""
+    return f"it has {_scheme_seen(value)}{hint}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +222,10 @@ class StorageSettings:
             raise ConfigError("DATABASE_URL is unset and no embedded PostgreSQL runs (make up)")
         if not rd:
             raise ConfigError("REDIS_URL is unset and no embedded Redis runs (make up)")
-        if not rd.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redact_url(rd)!r}")
-        if not db.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {redact_url(db)!r}")
+        if problem := _storage_problem(rd, ("redis", "rediss", "unix")):
+            raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL: {problem}")
+        if problem := _storage_problem(db, ("postgresql", "postgres")):
+            raise ConfigError(f"DATABASE_URL must be a postgresql:// URL: {problem}")
         return cls(Secret(db), Secret(rd))
 
 

@@ -47,6 +47,10 @@ def test_an_override_is_parsed_by_the_field_type(env: dict[str, str], field: str
     ({"TT_TUNE_DEMO_WAIT_S": "0.01"}, "TT_TUNE_DEMO_WAIT_S"),
     ({"TT_TUNE_DEMO_WAIT_S": "11"}, "TT_TUNE_DEMO_WAIT_S"),
     ({"TT_TUNE_DEMO_WAIT_S": "soon"}, "TT_TUNE_DEMO_WAIT_S"),
+    ({"TT_TUNE_DEMO_WAIT_S": "nan"}, "TT_TUNE_DEMO_WAIT_S"),  # nan < 0.1 and nan > 10 are both False
+    ({"TT_TUNE_DEMO_WAIT_S": "inf"}, "TT_TUNE_DEMO_WAIT_S"),
+    ({"TT_TUNE_DEMO_WAIT_S": "1e400"}, "TT_TUNE_DEMO_WAIT_S"),
+    ({"TT_TUNE_DEMO_RATIO": "NaN"}, "TT_TUNE_DEMO_RATIO"),
     ({"TT_TUNE_DEMO_BATCH": "0"}, "TT_TUNE_DEMO_BATCH"),
     ({"TT_TUNE_DEMO_BATCH": "2.5"}, "TT_TUNE_DEMO_BATCH"),
     ({"TT_TUNE_DEMO_RATIO": "1.5"}, "TT_TUNE_DEMO_RATIO"),

@@ -32,7 +32,7 @@ import grpc
 import httpx
 
 from common.config import env_port, grpc_port, load_tokens, run_dir
-from tools import stack
+from tools import stack, stack_sim
 from tools.demo_rest import BODY_WIDTH, DemoFailure, Walker, compact, prune, walk
 from tools.simthread import SimPorts
 
@@ -123,7 +123,7 @@ def _full(environ: dict[str, str], say: Printer, keep: bool) -> int:
     from tools.pipeline import Pipeline, PipelineError
 
     started = time.monotonic()
-    ports = SimPorts(*(env_port(environ, name, default) for name, default in stack.SIM_PORTS.items()))
+    ports = SimPorts(*(env_port(environ, name, default) for name, default in stack_sim.SIM_PORTS.items()))
     say("Bringing the stack up with the simulator (Polymarket feeds and the Insiders API on loopback)…")
     try:
         # markets with new ids every run: a run folder's data outlives the stack, and with them what an earlier

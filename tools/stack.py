@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -27,8 +26,6 @@ from common.config import (
     ConfigError,
     env_bool,
     env_float_seconds,
-    env_port,
-    env_str,
     grpc_port,
     project_root,
     run_dir,
@@ -39,6 +36,7 @@ from tools import envoy_config
 from tools.procs import terminate
 from tools.stack_logs import follow_logs, tail
 from tools.stack_ports import PortHold, port_in_use
+from tools.stack_sim import simulator_enabled, simulator_ports, wire_simulator
 from tools.stack_storage import StackPaths, ensure_storage, ensure_token, stop_storage
 from tools.supervisor import (
     GATEWAY,
@@ -51,8 +49,6 @@ from tools.supervisor import (
 )
 
 SERVICE_ORDER = ("control", "ingest", "router", "executor", "guard")
-SIM_PORTS = {"TT_SIM_RTDS_PORT": 9201, "TT_SIM_CLOB_PORT": 9202, "TT_SIM_DATA_API_PORT": 9203,
-             "TT_SIM_INSIDERS_PORT": 9204}
 Printer = Callable[[str], None]
 
 
@@ -87,43 +83,6 @@ def selected_services(env: Mapping[str, str], root: Path | None = None) -> list[
         raise ConfigError(f"TT_STACK_SERVICES names services that do not exist: {', '.join(unknown)} "
                           f"(have: {', '.join(found) or 'none'})")
     return [n for n in found if n in wanted]
-
-
-def simulator_enabled(env: Mapping[str, str], root: Path | None = None) -> bool:
-    """Whether the stack runs its own simulator (``TT_STACK_SIMULATOR``, on by default when it exists)."""
-    root = root or project_root()
-    return (root / "sim" / "__main__.py").exists() and env.get("TT_STACK_SIMULATOR", "1").strip() not in ("0", "")
-
-
-def simulator_ports(env: Mapping[str, str]) -> dict[str, int]:
-    """The simulator's fixed ports, by variable."""
-    return {name: env_port(env, name, default) for name, default in SIM_PORTS.items()}
-
-
-def wire_simulator(env: dict[str, str]) -> list[str]:
-    """Point every feed URL left unset (and the Insiders API when unset) at the stack's own simulator.
-
-    URLs that are set are kept: the simulator then runs beside them unused. Returns the variables
-    wired. When the Insiders API is wired, the simulator also runs its Insiders fake
-    (``TT_STACK_SIM_INSIDERS=1``) with ``TT_INSIDERS_API_TOKEN`` (generated when unset).
-    """
-    host = env_str(env, "TT_SIM_HOST", "127.0.0.1")
-    ports = simulator_ports(env)
-    urls = {
-        "TT_RTDS_URL": f"ws://{host}:{ports['TT_SIM_RTDS_PORT']}",
-        "TT_CLOB_WS_URL": f"ws://{host}:{ports['TT_SIM_CLOB_PORT']}/ws/market",
-        "TT_CLOB_API_URL": f"http://{host}:{ports['TT_SIM_CLOB_PORT']}",
-        "TT_DATA_API_URL": f"http://{host}:{ports['TT_SIM_DATA_API_PORT']}",
-        "TT_INSIDERS_API_URL": f"http://{host}:{ports['TT_SIM_INSIDERS_PORT']}",
-    }
-    wired = [name for name in urls if not env.get(name, "").strip()]
-    for name in wired:
-        env[name] = urls[name]
-    if "TT_INSIDERS_API_URL" in wired:
-        env["TT_STACK_SIM_INSIDERS"] = "1"
-        if not env.get("TT_INSIDERS_API_TOKEN", "").strip():
-            env["TT_INSIDERS_API_TOKEN"] = secrets.token_hex(16)
-    return wired
 
 
 def build_programs(env: Mapping[str, str], paths: StackPaths, settings: envoy_config.GatewaySettings,

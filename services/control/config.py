@@ -66,7 +66,7 @@ class AlertSettings:
         """Read ``TT_ALERT_WEBHOOK_URL``, ``TT_ALERT_WEBHOOK_SECRET`` and ``TT_ALERT_CONSUMER``; the rest is
         ``tuning``'s ``alert_*`` (``TT_TUNE_CONTROL_ALERT_*``)."""
         return cls(
-            webhook_url=env_url(env, "TT_ALERT_WEBHOOK_URL", ""),
+            webhook_url=env_url(env, "TT_ALERT_WEBHOOK_URL", ""),  # a credential: never quoted in an error
             webhook_secret=Secret(env_str(env, "TT_ALERT_WEBHOOK_SECRET")),
             timeout_s=tuning.alert_webhook_timeout_s, retry_base_s=tuning.alert_retry_base_s,
             retry_cap_s=tuning.alert_retry_cap_s, dedupe_s=tuning.alert_dedupe_s, rate_limit=tuning.alert_rate_limit,

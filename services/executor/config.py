@@ -10,7 +10,7 @@
 | ``TT_MAX_ORDER_USD`` | 1000 | ceiling per order: larger is REJECTED ``MAX_ORDER_USD_EXCEEDED`` (an exit is cut) |
 | ``TT_RECONCILE_INTERVAL_S`` | 300 | each LIVE wallet's venue positions are reconciled this often (0 = never) |
 | ``TT_AUTO_REDEEM`` | true | redeem resolved LIVE positions' winning shares (false: recorded PENDING, not sent) |
-| ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares |
+| ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares: 0 to 1000 (10 %; more is refused as a typo) |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_EXECUTOR_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9163 | Prometheus ``/metrics`` (``common.metrics``) |
@@ -36,6 +36,7 @@ from common.config import (
     grpc_port,
     grpc_target,
     max_order_usd,
+    settings_repr,
 )
 from common.grpcauth import GrpcSecurity
 from common.logtrim import TrimTuning
@@ -43,6 +44,7 @@ from common.metrics import METRICS_OFF, MetricsSettings
 from common.tuning import tune, tuning_from_env
 
 ROUTED_SOURCES = ("log", "router")
+MAX_PAPER_FEE_BPS = Decimal(1000)  # 10 %: the venue's fees are a few %; 100 % or more books no or negative shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ class Tuning(TrimTuning):
             raise ValueError("TT_TUNE_EXECUTOR_POLL_MAX_S must be >= TT_TUNE_EXECUTOR_POLL_INITIAL_S")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
     """Everything the executor runs with: the operator's settings and the tuning constants."""
 
@@ -143,6 +145,9 @@ class Settings:
     max_order_usd: Decimal
     tuning: Tuning = Tuning()
     metrics: MetricsSettings = METRICS_OFF
+
+    def __repr__(self) -> str:  # logged at start-up: the Insiders API URL without its credentials
+        return settings_repr(self)
 
     @property
     def live_configured(self) -> bool:
@@ -170,7 +175,8 @@ class Settings:
             auto_redeem=env_bool(env, "TT_AUTO_REDEEM", True),
             insiders_url=url,
             insiders_token=token,
-            paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0)),
+            paper_fee_bps=env_decimal(env, "TT_PAPER_FEE_BPS", Decimal(0), minimum=Decimal(0),
+                                      maximum=MAX_PAPER_FEE_BPS),
             max_order_usd=max_order_usd(env),
             tuning=tuning_from_env(Tuning, "executor", env),
             metrics=MetricsSettings.from_env(env, "executor"),

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import env_str, env_url, grpc_port
+from common.config import env_str, env_url, grpc_port, settings_repr
 from common.grpcauth import GrpcSecurity
 from common.logtrim import TrimTuning
 from common.metrics import METRICS_OFF, MetricsSettings
@@ -100,7 +100,7 @@ class Tuning(TrimTuning):
             raise ValueError("TT_TUNE_INGEST_RTDS_PING_INTERVAL_S must be < TT_TUNE_INGEST_RTDS_STALL_S")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class IngestSettings:
     """Everything ingest needs to run."""
 
@@ -114,6 +114,9 @@ class IngestSettings:
     grpc_host: str = "127.0.0.1"
     tuning: Tuning = Tuning()
     metrics: MetricsSettings = METRICS_OFF
+
+    def __repr__(self) -> str:  # logged at start-up: the feed URLs without any credentials
+        return settings_repr(self)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:

@@ -37,6 +37,7 @@ from common.config import (
     grpc_port,
     grpc_target,
     max_order_usd,
+    settings_repr,
 )
 from common.grpcauth import GrpcSecurity
 from common.logtrim import TrimTuning
@@ -81,7 +82,7 @@ class Tuning(TrimTuning):
                           minimum=1, maximum=10_000)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
     """Everything the router needs to run: the operator's settings and the tuning constants."""
 
@@ -99,6 +100,9 @@ class Settings:
     grpc_host: str = "127.0.0.1"
     tuning: Tuning = Tuning()
     metrics: MetricsSettings = METRICS_OFF
+
+    def __repr__(self) -> str:  # logged at start-up: the URLs without their credentials
+        return settings_repr(self)
 
     @property
     def start_cursor(self) -> str:

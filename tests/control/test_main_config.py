@@ -68,6 +68,22 @@ def test_invalid_configuration_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("bad", [
+    {"DATABASE_URL": "host=db.internal user=tt password=S3cretPw dbname=tt"},  # a libpq keyword string
+    {"DATABASE_URL": "postgresql//tt:S3cretPw@db.internal/tt"},
+    {"TT_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T0AAA/B0BBB/S3cretPw"},
+    {"TT_INSIDERS_API_URL": "https://desk:S3cretPw@"},
+])
+def test_an_invalid_credential_setting_exits_2_without_printing_it(tmp_path: Path, bad: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TT_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({**BASE_ENV, "TT_RUN_DIR": str(tmp_path), "TT_METRICS_ENABLED": "false", **bad})
+    result = subprocess.run([sys.executable, "-m", "services.control"], cwd=project_root(), env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "S3cretPw" not in result.stdout + result.stderr
+
+
 def test_settings_defaults_and_redaction() -> None:
     s = Settings.from_env(BASE_ENV)
     assert (s.host, s.grpc_port, s.insiders_api_url, s.live_enabled) == ("127.0.0.1", 50055, "", False)

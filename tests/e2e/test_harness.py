@@ -32,7 +32,7 @@ ALL_URLS = {"TT_RTDS_URL", "TT_CLOB_WS_URL", "TT_CLOB_API_URL", "TT_DATA_API_URL
     [
         ({}, ALL_URLS, True),
         ({"TT_RTDS_URL": "wss://ws-live-data.polymarket.com"}, ALL_URLS - {"TT_RTDS_URL"}, True),
-        ({"TT_INSIDERS_API_URL": "https://insiders.example", "TT_INSIDERS_API_TOKEN": "t"},
+        ({"TT_INSIDERS_API_URL": "http://127.0.0.1:19999", "TT_INSIDERS_API_TOKEN": "t"},
          ALL_URLS - {"TT_INSIDERS_API_URL"}, False),
         ({name: "http://127.0.0.1:1" if "WS" not in name and "RTDS" not in name else "ws://127.0.0.1:1"
           for name in ALL_URLS} | {"TT_INSIDERS_API_TOKEN": "t"}, set(), False),
