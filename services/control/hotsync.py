@@ -22,8 +22,9 @@ change notifications.
   only a leader that differs (or is unknown) is re-read and fixed, under its lock, exactly as
   before. A steady index thus costs one query and a few Redis round trips, not two round trips per
   leader, and little of the event loop's time.
-- Trigger changes are published on ``tt:triggers:changed`` as ``{"triggerId","op","version"}`` with
-  ``version`` = INCR ``tt:triggers:version``; a failed publish is retried by the same loop.
+- Trigger changes are announced to guard (``trigger_notices``) after their commit; a failed publish is
+  retried by the same loop, and so is the notice of a change whose call failed or was cancelled once it had
+  written the change (its COMMIT may have gone through): :meth:`IndexSync.announcing`.
 
 The index copy of a subscription carries no ``stats`` (they change with every fill).
 """
@@ -31,11 +32,12 @@ The index copy of a subscription carries no ``stats`` (they change with every fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -46,12 +48,13 @@ from common.storage import redis_run_id
 from services.control import sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, outage_reason, short_reason
+from services.control.trigger_notices import TRIGGERS_CHANNEL as TRIGGERS_CHANNEL
+from services.control.trigger_notices import TRIGGERS_VERSION_KEY as TRIGGERS_VERSION_KEY
+from services.control.trigger_notices import TriggerNotices
 from tradingtools.control.v1 import subscription_pb2 as spb
 
 log = logging.getLogger(__name__)
 
-TRIGGERS_CHANNEL = "tt:triggers:changed"
-TRIGGERS_VERSION_KEY = "tt:triggers:version"
 _LEADER_PREFIX = "tt:leader:"
 SYNCED_KEY = "tt:index:synced"  # left by the last clean pass: its writer's token
 _LOCK_STRIPES = 64
@@ -62,11 +65,6 @@ _RESYNC_PAUSE_S = 0.005
 S = TypeVar("S", bound="_Synced")
 P = ParamSpec("P")
 T = TypeVar("T")
-_PUBLISH_TRIGGER = """
-local v = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], cjson.encode({triggerId=ARGV[2], op=ARGV[3], version=v}))
-return v
-"""
 
 
 class _Synced(Protocol):
@@ -155,7 +153,7 @@ class IndexSync:
         self._token = secrets.token_hex(8)
         self._synced: tuple[str, float] | None = None  # (Redis run_id, loop time) of the last clean pass
         self._locks = tuple(asyncio.Lock() for _ in range(_LOCK_STRIPES))
-        self._pending_triggers: dict[str, str] = {}
+        self.notices = TriggerNotices(redis)
         self._written: dict[str, int] = {}  # subscription id → highest row version written to the index
         self._writes: set[asyncio.Future[None]] = set()  # index writes whose caller was cancelled
         # subscription id → (row version, digest of its index string at that version): a memo of
@@ -220,28 +218,31 @@ class IndexSync:
         self._written[sub.id] = version
         return True
 
-    async def trigger_changed(self, trigger_id: str, op: str) -> None:
-        """Publish a trigger change; a failure (or the caller's cancellation) leaves it to the resync loop."""
-        await self.triggers_changed([trigger_id], op)
+    @contextlib.asynccontextmanager
+    async def announcing(self, op: str) -> AsyncIterator[list[str]]:
+        """Announce the triggers whose ids the body lists (a transaction lists those it wrote, or found already
+        as asked: perhaps the retry of a call cancelled after its COMMIT) once it ends. When it fails after
+        listing them (cancelled during its COMMIT, which may have gone through), the resync loop does."""
+        ids: list[str] = []
+        try:
+            yield ids
+        except BaseException:
+            if ids:
+                self.notices.defer(ids, op)
+                self.mark_dirty()
+            raise
+        if ids:
+            await self.triggers_changed(ids, op)
 
     async def triggers_changed(self, trigger_ids: list[str], op: str) -> None:
         """Publish changes of several triggers, recorded as pending first so that the resync loop publishes
         whatever a failure or the caller's cancellation left."""
-        for trigger_id in trigger_ids:
-            self._pending_triggers[trigger_id] = op
+        self.notices.defer(trigger_ids, op)
         await self._shielded(self._publish_pending(trigger_ids, op))
 
     async def _publish_pending(self, trigger_ids: list[str], op: str) -> None:
-        for trigger_id in trigger_ids:
-            try:
-                await self._publish_trigger(trigger_id, op)
-            except Exception as exc:  # noqa: BLE001 - committed already; retried later
-                self.mark_dirty()
-                log.warning("trigger publish failed; will retry",
-                            extra={"trigger_id": trigger_id, "error": short_reason(exc)})
-                return
-            if self._pending_triggers.get(trigger_id) == op:
-                del self._pending_triggers[trigger_id]
+        if not await self.notices.publish(trigger_ids, op):
+            self.mark_dirty()
 
     def mark_dirty(self) -> None:
         """Ask the loop for a resync soon (after ``retry_interval_s``)."""
@@ -249,10 +250,6 @@ class IndexSync:
         self._failures += 1
         self._synced = None
         self._dirty_event.set()
-
-    async def _publish_trigger(self, trigger_id: str, op: str) -> int:
-        return int(await self.redis.eval(_PUBLISH_TRIGGER, 1, TRIGGERS_VERSION_KEY, TRIGGERS_CHANNEL,
-                                         trigger_id, op))
 
     async def in_line(self) -> bool:
         """Whether the index can be trusted without a pass: a clean pass ran within ``full_interval_s``,
@@ -273,7 +270,8 @@ class IndexSync:
         return None
 
     async def resync(self) -> ResyncReport:
-        """Make the index equal to PostgreSQL's ACTIVE subscriptions and flush pending publishes."""
+        """Make the index equal to PostgreSQL's ACTIVE subscriptions and flush pending trigger notices (the
+        first pass of a process bumps their version: see ``trigger_notices``)."""
         report = ResyncReport()
         failures = self._failures
         run_id = await redis_run_id(self.redis)
@@ -301,10 +299,7 @@ class IndexSync:
                 report.reread += 1
                 async with self._lock(leader):
                     await self._resync_leader(leader, report)
-        for trigger_id, op in list(self._pending_triggers.items()):
-            await self._publish_trigger(trigger_id, op)
-            del self._pending_triggers[trigger_id]
-            report.triggers_published += 1
+        report.triggers_published = await self.notices.flush()
         self.dirty = False
         self.passes += 1
         if failures == self._failures:  # clean: no update failed meanwhile

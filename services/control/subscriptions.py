@@ -213,20 +213,24 @@ class SubscriptionUseCases:
 
     @resync_if_cancelled
     async def stop(self, subscription_id: str, caller: Caller) -> None:
-        """→ STOPPED; its ARMED triggers are CANCELLED (SUBSCRIPTION_STOPPED) in the same transaction."""
+        """→ STOPPED; its ARMED triggers are CANCELLED (SUBSCRIPTION_STOPPED) in the same transaction, and
+        announced (again when it was STOPPED already: perhaps the retry of a call cancelled after its commit)."""
         sid = v.path_id("subscription", subscription_id)
         await self.sync.ensure_redis()
         now = self.now()
-        async with self.db.transaction() as conn:
+        async with self.sync.announcing("remove") as announced, self.db.transaction() as conn:
             locked = await self._must_get(conn, sid, for_update=True)
             current = locked.sub
-            if current.state != spb.SUBSCRIPTION_STATE_STOPPED:
+            if current.state == spb.SUBSCRIPTION_STATE_STOPPED:
+                announced.extend(await trigger_repo.cancelled_by_stop(conn, current, STOPPED_REASON))
+            else:
                 changed = spb.Subscription()
                 changed.CopyFrom(current)
                 changed.state = apply_subscription(current.state, SubscriptionCommand.STOP, sid)  # type: ignore[assignment]
                 changed.paused_reason = ""  # not paused any more: stopped
                 version = await self._write(conn, caller, locked, changed)
                 cancelled = await trigger_repo.cancel_armed_of_subscription(conn, sid, STOPPED_REASON, now)
+                announced.extend(t.id for t in cancelled)
                 for t in cancelled:
                     after = tpb.Trigger()
                     after.CopyFrom(t)
@@ -240,7 +244,6 @@ class SubscriptionUseCases:
             await self.sync.subscription_changed(current, locked.version)
             return
         await self.sync.subscription_changed(changed, version)
-        await self.sync.triggers_changed([t.id for t in cancelled], "remove")
 
     @resync_if_cancelled
     async def _transition(self, sid: str, command: SubscriptionCommand, caller: Caller, *,

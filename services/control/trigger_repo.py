@@ -8,6 +8,7 @@ from services.control import codec
 from services.control.db import Conn
 from services.control.pagination import Cursor
 from services.control.trigger_rules import HeldPosition
+from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
 _COLUMNS = ("id", "wallet", "follower_wallet_id", "subscription_id", "asset_id", "kind", "trigger_price",
@@ -58,6 +59,15 @@ async def cancel_armed_of_subscription(conn: Conn, subscription_id: str, reason:
             " version = version + 1 WHERE subscription_id = %s AND state = 'ARMED'",
             (reason, now, subscription_id))
     return [codec.trigger_from_row(r) for r in before]
+
+
+async def cancelled_by_stop(conn: Conn, sub: spb.Subscription, reason: str) -> list[str]:
+    """Ids of the triggers the stop of ``sub`` cancelled (with ``reason``). Read through the wallet's index (no
+    index holds a subscription's cancelled triggers): a subscription's triggers are on its follower proxy."""
+    rows = await (await conn.execute(
+        "SELECT id FROM triggers WHERE wallet = %s AND subscription_id = %s AND state = 'CANCELLED'"
+        " AND state_reason = %s ORDER BY id", (sub.follower_proxy, sub.id, reason))).fetchall()
+    return [r["id"] for r in rows]
 
 
 async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None,

@@ -1,5 +1,7 @@
 """Trigger use cases. Each change commits with its audit row, then is announced on ``tt:triggers:changed``
-so guard reloads that trigger from PostgreSQL.
+so guard reloads that trigger from PostgreSQL. A call that finds its change made already (a create's replay, a
+PATCH that changes nothing, cancelling a CANCELLED trigger) announces the trigger again: it may be the retry of
+a call cancelled after its commit, before its announcement (which the resync loop then sends as well).
 """
 
 from __future__ import annotations
@@ -43,14 +45,16 @@ class TriggerUseCases:
         trigger = rules.new_trigger(raw)
         await self.sync.ensure_redis()
         now = self.now()
-        async with self.db.transaction() as conn:
+        async with self.sync.announcing("upsert") as announced, self.db.transaction() as conn:
             if key is not None:
                 request = tpb.Trigger()
                 request.CopyFrom(raw)
                 request.ClearField("request_id")
                 replay = await idempotency.claim(conn, caller, idempotency.request_hash(request), now, self.ttl)
                 if replay is not None:
-                    return tpb.Trigger.FromString(replay)
+                    replayed = tpb.Trigger.FromString(replay)
+                    announced.append(replayed.id)
+                    return replayed
             await self._check_subscription(conn, trigger)
             await self._check_position(conn, trigger)
             trigger.id = new_id("trg", int(now.timestamp() * 1000))
@@ -58,11 +62,11 @@ class TriggerUseCases:
             trigger.create_time.FromDatetime(now)
             trigger.update_time.FromDatetime(now)
             await trigger_repo.insert(conn, trigger)
+            announced.append(trigger.id)
             await audit.write(conn, caller, entity_type="trigger", entity_id=trigger.id, before=None,
                               after=to_json(trigger), at=now)
             if key is not None:
                 await idempotency.store(conn, caller, trigger)
-        await self.sync.trigger_changed(trigger.id, "upsert")
         return trigger
 
     async def update(self, trigger_id: str, patch: tpb.Trigger, caller: Caller) -> tpb.Trigger:
@@ -70,17 +74,18 @@ class TriggerUseCases:
         tid = v.path_id("trigger", trigger_id)
         await self.sync.ensure_redis()
         now = self.now()
-        async with self.db.transaction() as conn:
+        async with self.sync.announcing("upsert") as announced, self.db.transaction() as conn:
             current = await self._must_get(conn, tid, for_update=True)
             apply_trigger(current.state, TriggerCommand.UPDATE, tid)
             merged = rules.merge_trigger_patch(current, patch)
             if rules.values_equal(merged, current):
+                announced.append(tid)
                 return current
             if merged.sell_fraction != "0" and current.sell_fraction == "0":
                 await self._check_position(conn, merged)
             merged.update_time.FromDatetime(now)
+            announced.append(tid)
             await self._write(conn, caller, current, merged, now)
-        await self.sync.trigger_changed(tid, "upsert")
         return merged
 
     async def cancel(self, trigger_id: str, caller: Caller) -> None:
@@ -88,9 +93,10 @@ class TriggerUseCases:
         tid = v.path_id("trigger", trigger_id)
         await self.sync.ensure_redis()
         now = self.now()
-        async with self.db.transaction() as conn:
+        async with self.sync.announcing("remove") as announced, self.db.transaction() as conn:
             current = await self._must_get(conn, tid, for_update=True)
             state = apply_trigger(current.state, TriggerCommand.CANCEL, tid)
+            announced.append(tid)
             if state == current.state:
                 return
             changed = tpb.Trigger()
@@ -99,7 +105,6 @@ class TriggerUseCases:
             changed.state_reason = CANCELLED_BY_USER
             changed.update_time.FromDatetime(now)
             await self._write(conn, caller, current, changed, now)
-        await self.sync.trigger_changed(tid, "remove")
 
     async def get(self, trigger_id: str) -> tpb.Trigger:
         """One trigger."""

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from services.control.hotsync import TRIGGERS_CHANNEL, TRIGGERS_VERSION_KEY
+from services.control.trigger_notices import TRIGGERS_CHANNEL, TRIGGERS_VERSION_KEY
 from tests.control.conftest import ASSET, AUTH, FOLLOWER, Stubs, subscription, trigger
 from tests.control.support import count, execute, expect, expect_unknown_ids, query
 from tests.helpers import eventually
@@ -33,8 +33,13 @@ async def next_change(pubsub: Any) -> dict[str, Any]:
     return data
 
 
+async def notices_version(redis_client: aioredis.Redis) -> int:
+    return int(await redis_client.get(TRIGGERS_VERSION_KEY) or 0)
+
+
 async def test_create_get_patch_cancel_with_notifications(stubs: Stubs, redis_client: aioredis.Redis,
                                                           db_url: str) -> None:
+    started = await notices_version(redis_client)  # moved on once by control's start
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(TRIGGERS_CHANNEL)
     await pubsub.get_message(timeout=1)
@@ -44,13 +49,13 @@ async def test_create_get_patch_cancel_with_notifications(stubs: Stubs, redis_cl
     assert (created.price_source, created.source, created.high_water_mark) == (
         tpb.PRICE_SOURCE_BEST_BID, tpb.TRIGGER_SOURCE_MANUAL, "0")
     assert not created.HasField("fired_time") and created.order_id == "" and created.oco_group == "grp_1"
-    assert await next_change(pubsub) == {"triggerId": created.id, "op": "upsert", "version": 1}
+    assert await next_change(pubsub) == {"triggerId": created.id, "op": "upsert", "version": started + 1}
     assert await stubs.triggers.GetTrigger(pb.GetTriggerRequest(id=created.id), metadata=AUTH) == created
 
     patched = await stubs.triggers.UpdateTrigger(pb.UpdateTriggerRequest(
         id=created.id, trigger=tpb.Trigger(trigger_price="0.20", size="5")), metadata=AUTH)
     assert (patched.trigger_price, patched.size, patched.kind) == ("0.2", "5", tpb.TRIGGER_KIND_STOP_LOSS)
-    assert await next_change(pubsub) == {"triggerId": created.id, "op": "upsert", "version": 2}
+    assert await next_change(pubsub) == {"triggerId": created.id, "op": "upsert", "version": started + 2}
     [(version,)] = query(db_url, "SELECT version FROM triggers WHERE id = %s", (created.id,))
     assert version == 2
 
@@ -58,9 +63,9 @@ async def test_create_get_patch_cancel_with_notifications(stubs: Stubs, redis_cl
                                               metadata=AUTH) == pb.DeleteTriggerResponse()
     cancelled = await stubs.triggers.GetTrigger(pb.GetTriggerRequest(id=created.id), metadata=AUTH)
     assert (cancelled.state, cancelled.state_reason) == (tpb.TRIGGER_STATE_CANCELLED, "CANCELLED_BY_USER")
-    assert await next_change(pubsub) == {"triggerId": created.id, "op": "remove", "version": 3}
+    assert await next_change(pubsub) == {"triggerId": created.id, "op": "remove", "version": started + 3}
     await stubs.triggers.DeleteTrigger(pb.DeleteTriggerRequest(id=created.id), metadata=AUTH)  # idempotent
-    assert int(await redis_client.get(TRIGGERS_VERSION_KEY) or 0) == 3
+    assert await next_change(pubsub) == {"triggerId": created.id, "op": "remove", "version": started + 4}
     methods = [m for (m,) in query(db_url, "SELECT method FROM audit_log ORDER BY id")]
     assert methods == ["CreateTrigger", "UpdateTrigger", "DeleteTrigger"]
     await expect(stubs.triggers.UpdateTrigger(pb.UpdateTriggerRequest(
@@ -103,6 +108,7 @@ async def test_subscription_link_is_checked(stubs: Stubs, db_url: str) -> None:
 
 
 async def test_invalid_trigger_writes_nothing(stubs: Stubs, db_url: str, redis_client: aioredis.Redis) -> None:
+    started = await notices_version(redis_client)
     for overrides, prefix in [
         ({"trigger_price": "1.2"}, "triggerPrice: must be a decimal in (0, 1)"),
         ({"kind": 0}, "kind: required"),
@@ -112,7 +118,7 @@ async def test_invalid_trigger_writes_nothing(stubs: Stubs, db_url: str, redis_c
     ]:
         await expect(create(stubs, **overrides), INVALID, prefix)
     assert count(db_url, "triggers") == 0 and count(db_url, "audit_log") == 0
-    assert await redis_client.get(TRIGGERS_VERSION_KEY) is None
+    assert await notices_version(redis_client) == started
 
 
 LOOKUPS: list[Callable[[Stubs, str], Awaitable[object]]] = [
