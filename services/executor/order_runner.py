@@ -37,6 +37,7 @@ from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.position_queue import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.recovery import plan_resume
 from services.executor.runner_config import RunnerConfig
+from services.executor.screening import screened
 from services.executor.status_tracker import ERROR_BACKOFF_S, Tracker, error_delay
 from services.executor.tracing import order_span, post_traceparent
 
@@ -299,6 +300,7 @@ class OrderRunner:
             except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the order: settle it
                 reraise_if_cancelling()
                 result = v.VenueError("disconnect", 0, "", repr(exc)[:300])
+            result = screened(t, result, "post")
             if first_answer.fire():
                 await self.burst.wait()
             c = classify(result)
@@ -322,7 +324,7 @@ class OrderRunner:
         venue = self.venues[t.venue]
         while life.state is lc.State.UNKNOWN:
             await asyncio.sleep(self.cfg.settle_interval_s)
-            result = await safe(venue.query_by_client_id(t.client_order_id))
+            result = screened(t, await safe(venue.query_by_client_id(t.client_order_id)), "query")
             if isinstance(result, v.VenueOrder):
                 return await self._transition(t, life, accepted(life, result), result)
             age_s = (time.time_ns() - t.created_ns) / 1e9

@@ -32,6 +32,7 @@ from services.executor.domain.answer_policy import (
 )
 from services.executor.domain.ticket import Ticket
 from services.executor.ports import Venue, safe
+from services.executor.screening import screened
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class PlacedQueries:
                 result = await safe(venue.query_by_client_id(coid))
         else:
             result = await safe(venue.query_by_client_id(coid))
+        result = screened(t, result, "query")
         if isinstance(result, v.VenueOrder):
             self._missing.pop(coid, None)
             if result.order_id and result.order_id != venue_order_id:
@@ -94,7 +96,7 @@ class PlacedQueries:
         if venue_order_id:
             # the last word before LOST: a cancel, which ends the order if the venue has it after all (it must
             # not rest there, able to fill, once its reservation is released) and answers with what it filled
-            result = await safe(venue.cancel(venue_order_id))
+            result = screened(t, await safe(venue.cancel(venue_order_id)), "cancel")
             if isinstance(result, v.VenueOrder):
                 self._missing.pop(coid, None)
                 log.warning("placed order the lookups missed answered its cancel", extra={

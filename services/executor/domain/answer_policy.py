@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from decimal import Decimal
 
+from common.decimals import fmt
 from services.executor.domain import venue_orders as v
 from services.executor.domain.order_lifecycle import (
     Event,
@@ -73,7 +75,7 @@ def classify(result: v.VenueResult) -> Classification:
     if kind == "connect":
         return Classification(Verdict.RETRY, "VENUE_UNREACHABLE", breaker_failure=True)
     if kind == "protocol":
-        return Classification(Verdict.SETTLE, "VENUE_BAD_RESPONSE", venue_may_hold=True)
+        return Classification(Verdict.SETTLE, _code(code) or "VENUE_BAD_RESPONSE", venue_may_hold=True)
     if status == 425:
         return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True, answered=True)
     if status == 429:
@@ -95,24 +97,48 @@ def _code(code: str) -> str:
     return cleaned
 
 
+IMPLAUSIBLE_FILL = "VENUE_IMPLAUSIBLE_FILL"
+
+
+def fill_bound(request: v.PlaceRequest | None) -> Decimal | None:
+    """The most shares ``request`` can fill: its size (a SELL, a GTC BUY), else its USD at the lowest price any
+    share trades for (a tick change may have made the market's grid finer since it was priced); None: unbounded."""
+    if request is None:
+        return None
+    if request.size is not None:
+        return request.size
+    if request.amount_usd is not None:
+        return request.amount_usd / v.LOWEST_PRICE
+    return None
+
+
+def implausible_fill(request: v.PlaceRequest | None, order: v.VenueOrder) -> str:
+    """Why ``order`` (an answer about ``request``) reports a fill the order cannot have made ("" when it can)."""
+    bound = fill_bound(request)
+    if order.filled_size < 0 or (bound is not None and order.filled_size > bound):
+        return f"filledSize {fmt(order.filled_size)} outside [0, {fmt(bound) if bound is not None else 'any'}]"
+    return ""
+
+
 def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_retry_now: bool,
                   venue_may_hold_already: bool) -> list[Event]:
     """Events after one POST attempt of an order in SUBMITTING (the accepted case is :func:`accepted`).
 
     ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
     says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does). Such an
-    order answered ``INVALID_ORDER_DUPLICATED`` is settled by status query, not rejected: the venue has it.
+    order is never rejected by a refusal of this attempt, which says nothing of the earlier one: it is settled by
+    status query (``INVALID_ORDER_DUPLICATED``: the venue says it has it; any other: it may).
     """
     may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain
-    if c.verdict is Verdict.REJECT:
-        if c.reason == DUPLICATED and may_hold:
-            # an earlier attempt may have reached the venue, and the venue says it has this order: ask for it
-            return [OrderTimedOut(c.reason)]
-        return [OrderRejected(c.reason)]
+    if c.verdict in (Verdict.REJECT, Verdict.NOT_FOUND):  # a POST answered 404: the route refused, a rejection
+        reason = c.reason if c.verdict is Verdict.REJECT else "VENUE_HTTP_404"
+        if not may_hold:
+            return [OrderRejected(reason)]
+        # answered: whether the order is uncertain for good is the earlier attempts' to say (post_uncertain),
+        # but a duplicate is the venue saying it has the order: never "not taken"
+        return [OrderTimedOut(reason, answered=reason != DUPLICATED)]
     if c.verdict is Verdict.SETTLE:
         return [OrderTimedOut(c.reason)]
-    if c.verdict is Verdict.NOT_FOUND:  # a POST answered 404: the venue refused the route, treat as reject
-        return [OrderRejected("VENUE_HTTP_404")]
     # RETRY
     if life.attempts < max_attempts and may_retry_now:
         return [SubmitAttemptFailed(c.reason, uncertain=c.uncertain)]

@@ -38,14 +38,22 @@ class Booking:
     fill_time_ms: int
 
 
-def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal,
-                   new_avg: Decimal) -> tuple[Decimal, Decimal]:
-    """Shares and price of the fill between two cumulative (size, average price) readings."""
+def fill_increment(old_size: Decimal, old_avg: Decimal, new_size: Decimal, new_avg: Decimal, *,
+                   fallback: Decimal = ZERO) -> tuple[Decimal, Decimal]:
+    """Shares and price (in [0, 1]) of the fill between two cumulative (size, average price) readings; the price is
+    ``fallback`` when an average is no price (:func:`is_price`)."""
     inc = new_size - old_size
     if inc <= 0:
         return Decimal(0), Decimal(0)
-    price = ((new_size * new_avg - old_size * old_avg) / inc).quantize(PRICE_QUANTUM)
-    return inc, price
+    if not is_price(new_avg) or (old_size > 0 and not is_price(old_avg)):
+        return inc, fallback
+    price = (new_size * new_avg - old_size * old_avg) / inc  # off [0, 1] only by the averages' rounding
+    return inc, min(max(price, ZERO), ONE).quantize(PRICE_QUANTUM)
+
+
+def is_price(value: Decimal) -> bool:
+    """True for a price a market can trade at: in [``LOWEST_PRICE``, 1] (an average of 0 is an answer without one)."""
+    return value.is_finite() and v.LOWEST_PRICE <= value <= ONE
 
 
 def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOrder | None,
@@ -54,10 +62,12 @@ def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOr
     booked fee and USD.
 
     Price and USD come from the venue's cumulative amounts when they are plausible, else from the change in
-    average price; the fee from the venue's fee shares beyond those already booked (:func:`_unbooked_fee`), taken
-    off the holding whether it comes with a larger fill, a smaller one or alone.
+    average price, else (an average that is no price) from the order's limit, the worst price it could fill at; the
+    fee from the venue's fee shares beyond those already booked (:func:`_unbooked_fee`), taken off the holding
+    whether it comes with a larger fill, a smaller one or alone.
     """
     fee = _unbooked_fee(t, life, order)
+    limit = t.request.limit_price if t.request is not None else ZERO
     if life.filled_size <= before.filled_size:
         if fee <= 0 or not t.buying:
             return None
@@ -66,11 +76,11 @@ def fill_booking(t: Ticket, before: OrderLife, life: OrderLife, order: v.VenueOr
         # allows only these), no USD, not a copy, at the order's average price. The shares leave, the cost stays.
         t.fee_booked += fee
         return Booking(hash_id("fill", t.client_order_id, "fee", fmt(t.fee_booked)), ZERO,
-                       min(max(life.avg_price, ZERO), ONE), ZERO, fee, False, now_ms)
-    size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price)
-    price = min(max(price, ZERO), ONE)
+                       life.avg_price if is_price(life.avg_price) else limit, ZERO, fee, False, now_ms)
+    size, price = fill_increment(before.filled_size, before.avg_price, life.filled_size, life.avg_price,
+                                 fallback=limit)
     notional = _exact_notional(t, order, size) or size * price
-    price = min(max((notional / size).quantize(PRICE_QUANTUM), ZERO), ONE)
+    price = min(max(notional / size, ZERO), ONE).quantize(PRICE_QUANTUM)
     t.fee_booked += fee
     t.notional_booked += notional
     return Booking(hash_id("fill", t.client_order_id, fmt(life.filled_size)), size, price, notional, fee,

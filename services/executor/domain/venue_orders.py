@@ -18,6 +18,7 @@ MINED = "mined"
 CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
 FAILED = "failed"
+LOWEST_PRICE = Decimal("0.0001")  # the finest tick of any market: no share trades for less
 
 
 @dataclass(frozen=True, slots=True)

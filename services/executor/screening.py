@@ -1,0 +1,33 @@
+"""Venue answers screened before they are read into events: one reporting a fill the order cannot have made
+(:func:`.domain.answer_policy.implausible_fill`) is never booked. It reads as an unreadable answer (a ``protocol``
+error coded ``VENUE_IMPLAUSIBLE_FILL``: the order is settled by status query, a placed one queried again), and is
+logged with the order's ids and counted (``executor.implausible_answers``, by venue and call)."""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import metrics
+
+from services.executor.domain import venue_orders as v
+from services.executor.domain.answer_policy import IMPLAUSIBLE_FILL, implausible_fill
+from services.executor.domain.ticket import Ticket
+
+log = logging.getLogger(__name__)
+_IMPLAUSIBLE = metrics.get_meter("tradingtools.executor").create_counter(
+    "executor.implausible_answers", description="Venue answers reporting a fill the order cannot have made (not "
+                                                "booked), by venue and call")
+
+
+def screened(t: Ticket, result: v.VenueResult, call: str) -> v.VenueResult:
+    """``result`` of a venue ``call`` (post, query, cancel) about ``t``, or the error it reads as when implausible."""
+    if not isinstance(result, v.VenueOrder):
+        return result
+    why = implausible_fill(t.request, result)
+    if not why:
+        return result
+    _IMPLAUSIBLE.add(1, {"venue": t.venue, "call": call})
+    log.error("venue answer not booked: it reports a fill the order cannot have made", extra={
+        "client_order_id": t.client_order_id, "venue_order_id": result.order_id, "venue": t.venue, "call": call,
+        "status": result.status, "detail": why[:300]})
+    return v.VenueError("protocol", 200, IMPLAUSIBLE_FILL, why[:300])
