@@ -1,62 +1,47 @@
-"""The paper venue: fills simulated by walking the current book in Redis (deterministic, idempotent).
+"""The paper venue: fills simulated by walking the current book in Redis (idempotent).
 
 FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are
 taken in shares on BUYs. Only a fresh book is filled against (confirmed by the venue within
 ``max_book_age_s``, :meth:`common.marketstate.BookSnapshot.fresh`): a stale one is ``NO_BOOK``.
+What paper orders took of each level is left out of the book the next paper order walks until the book
+changes that level or ``replenish_s`` has passed (:mod:`services.executor.domain.paper_book`, in memory).
 Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay of the same client order id
-returns the first result, also across restarts.
+returns the first result, also across restarts. A SELL is not checked against the wallet's holding: the
+paper venue knows no positions (booking ignores shares sold beyond what is held).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from common.decimals import ZERO, fmt, parse_decimal
-from common.marketstate import read_book_and_feed
+from common.marketstate import BookSnapshot, read_book_and_feed
 from services.executor.domain import venue_orders as v
-from services.executor.domain.book_math import Levels, notional_within, volume_within, walk_buy_usd, walk_sell_size
-from services.executor.domain.pricing import BPS
+from services.executor.domain.book_math import Levels
+from services.executor.domain.paper_book import PaperBook, simulate
 
-PRICE_QUANTUM = Decimal("0.00000001")
 RESULT_TTL_S = 14 * 24 * 3600
+REPLENISH_S = 10.0  # a level paper orders took is whole again this long after each take
 
 
-def paper_order_id(client_order_id: str) -> str:
-    """The paper venue's order id of a client order id."""
-    return f"paper_{client_order_id}"
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def paper_fill(req: v.PlaceRequest, bids: Levels, asks: Levels, fee_bps: Decimal) -> v.VenueResult:
     """Fill ``req`` against a book (pure). Returns the final order, or a 4xx-style VenueError."""
-    buying = req.side == "BUY"
-    if req.order_type not in ("FOK", "FAK"):
-        return v.VenueError("http", 400, "PAPER_ORDER_TYPE_UNSUPPORTED", f"{req.order_type} is not simulated")
-    if buying:
-        amount = req.amount_usd or ZERO
-        if amount <= 0:
-            return v.VenueError("http", 400, "INVALID_ORDER_MIN_SIZE", "amountUsd must be positive")
-        if req.order_type == "FOK" and notional_within(asks, req.limit_price, True) < amount:
-            return v.VenueError("http", 400, "FOK_ORDER_NOT_FILLED_ERROR", "not enough asks within the limit")
-        walk = walk_buy_usd(asks, amount, req.limit_price)
-    else:
-        size = req.size or ZERO
-        if size <= 0:
-            return v.VenueError("http", 400, "INVALID_ORDER_MIN_SIZE", "size must be positive")
-        if req.order_type == "FOK" and volume_within(bids, req.limit_price, False) < size:
-            return v.VenueError("http", 400, "FOK_ORDER_NOT_FILLED_ERROR", "not enough bids within the limit")
-        walk = walk_sell_size(bids, size, req.limit_price)
-    oid = paper_order_id(req.client_order_id)
-    if walk.size <= 0:
-        return v.VenueOrder(oid, req.client_order_id, v.CANCELLED)
-    fee = walk.size * fee_bps / BPS if buying else ZERO
-    avg = (walk.cost / walk.size).quantize(PRICE_QUANTUM)
-    return v.VenueOrder(oid, req.client_order_id, v.CONFIRMED, walk.size, avg,
-                        making_amount=walk.cost if buying else walk.size,
-                        taking_amount=walk.size - fee if buying else walk.cost, fee_shares=fee)
+    return simulate(req, bids, asks, fee_bps)[0]
+
+
+def _generation(book: BookSnapshot) -> str:
+    """What the levels come from: the feed session keeping them, or the one REST snapshot."""
+    return book.session or f"rest:{book.updated_ms}"
 
 
 def encode_order(o: v.VenueOrder) -> bytes:
@@ -84,27 +69,55 @@ class PaperVenue:
 
     name = "paper"
 
-    def __init__(self, redis: Any, *, fee_bps: Decimal = ZERO, max_book_age_s: float = 20.0) -> None:
+    def __init__(self, redis: Any, *, fee_bps: Decimal = ZERO, max_book_age_s: float = 20.0,
+                 replenish_s: float = REPLENISH_S, clock: Callable[[], int] = _now_ms) -> None:
         self.redis = redis
         self.fee_bps = fee_bps
         self.max_book_age_ms = int(max_book_age_s * 1000)
+        self.taken = PaperBook(int(replenish_s * 1000))
+        self.clock = clock
+        self._placing: dict[str, asyncio.Event] = {}  # client order ids being placed
 
     async def place(self, request: v.PlaceRequest, *, traceparent: str = "") -> v.VenueResult:
-        """Fill now against the stored book; a replayed client order id returns the first result."""
+        """Fill now against the stored book less what paper orders took; a replayed client order id returns the
+        first result (a replay made meanwhile waits for it: it must not find the book less its own takes)."""
+        coid = request.client_order_id
+        while (busy := self._placing.get(coid)) is not None:
+            await busy.wait()
+        done = self._placing[coid] = asyncio.Event()
+        try:
+            return await self._place(request)
+        finally:
+            del self._placing[coid]
+            done.set()
+
+    async def _place(self, request: v.PlaceRequest) -> v.VenueResult:
         existing = await self.redis.get(_key(request.client_order_id))
         if existing:
             return decode_order(existing)
         book, beat = await read_book_and_feed(self.redis, request.token_id)
         if book is None:
             return v.VenueError("http", 400, "NO_BOOK", f"no book for {request.token_id}")
-        if not book.fresh(time.time_ns() // 1_000_000, self.max_book_age_ms, beat):
+        now = self.clock()
+        if not book.fresh(now, self.max_book_age_ms, beat):
             return v.VenueError("http", 400, "NO_BOOK", f"the book of {request.token_id} is stale or was never "
                                                        "snapshotted: nothing to fill against")
-        result = paper_fill(request, book.bids, book.asks, self.fee_bps)
+        # from here to the take, no await: concurrent orders each see what the others took
+        buying = request.side == "BUY"
+        side, levels, generation = request.side, book.asks if buying else book.bids, _generation(book)
+        net = self.taken.net(request.token_id, side, levels, generation, now)
+        result, takes = simulate(request, book.bids if buying else net, net if buying else book.asks, self.fee_bps)
         if isinstance(result, v.VenueError):
             return result
-        if not await self.redis.set(_key(request.client_order_id), encode_order(result), nx=True,
-                                    ex=RESULT_TTL_S):
+        self.taken.take(request.token_id, side, levels, takes, generation, now)
+        try:
+            stored = await self.redis.set(_key(request.client_order_id), encode_order(result), nx=True,
+                                          ex=RESULT_TTL_S)
+        except BaseException:
+            self.taken.give_back(request.token_id, side, takes, now)
+            raise
+        if not stored:  # another executor process kept a result of this order first (and its takes)
+            self.taken.give_back(request.token_id, side, takes, now)
             raw = await self.redis.get(_key(request.client_order_id))
             return decode_order(raw) if raw else result
         return result

@@ -1,0 +1,86 @@
+"""What paper orders took of each level (pure): netted, forgotten when the book changes it or after a while."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.executor.domain.book_math import Levels, walk_buy_usd, walk_sell_size
+from services.executor.domain.paper_book import PaperBook, walk_levels
+
+D = Decimal
+ASKS = ((D("0.50"), D("20")), (D("0.51"), D("30")), (D("0.60"), D("100")))
+BIDS = ((D("0.49"), D("10")), (D("0.47"), D("40")))
+REMNANT = ((D("0.50"), D("0.005")), (D("0.51"), D("100")))
+
+
+@pytest.mark.parametrize(("levels", "budget", "limit", "buying"), [
+    (ASKS, D("20"), D("0.51"), True), (ASKS, D("100"), D("0.51"), True), (ASKS, D("1000"), D("1"), True),
+    (ASKS, D("5"), D("0.49"), True), (ASKS, D("0.004"), D("0.60"), True), (REMNANT, D("10"), D("0.52"), True),
+    (BIDS, D("30"), D("0.47"), False), (BIDS, D("80"), D("0.47"), False), (BIDS, D("5"), D("0.48"), False),
+])
+def test_the_walk_by_level_is_the_walk_of_the_book(levels: Levels, budget: Decimal, limit: Decimal,
+                                                  buying: bool) -> None:
+    walk, takes = walk_levels(levels, budget, limit, buying)
+    whole = walk_buy_usd(levels, budget, limit) if buying else walk_sell_size(levels, budget, limit)
+    assert walk == whole
+    assert sum((shares for _, shares in takes), D(0)) == walk.size
+    assert sum((price * shares for price, shares in takes), D(0)) == walk.cost
+    assert all(shares > 0 for _, shares in takes)
+
+
+def test_takes_are_left_out_of_the_side_they_were_taken_from() -> None:
+    book = PaperBook(10_000)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("20")), (D("0.51"), D("5"))), "s", 0)
+    assert book.net("tok", "BUY", ASKS, "s", 1) == ((D("0.51"), D("25")), (D("0.60"), D("100")))
+    assert book.net("tok", "SELL", BIDS, "s", 1) == BIDS
+    assert book.net("other", "BUY", ASKS, "s", 1) == ASKS
+
+
+@pytest.mark.parametrize(("levels", "generation", "net"), [
+    # the taken level's size changed: the market moved it, what was taken is forgotten
+    (((D("0.50"), D("21")), (D("0.51"), D("30"))), "s", ((D("0.50"), D("21")), (D("0.51"), D("30")))),
+    # another level changed: the taken one stays taken
+    (((D("0.50"), D("20")), (D("0.51"), D("31"))), "s", ((D("0.51"), D("31")),)),
+    # a new feed session (or REST snapshot): every take is forgotten
+    (((D("0.50"), D("20")), (D("0.51"), D("30"))), "s2", ((D("0.50"), D("20")), (D("0.51"), D("30")))),
+])
+def test_a_take_lasts_while_the_book_shows_the_level_as_it_was(levels: Levels, generation: str, net: Levels) -> None:
+    book = PaperBook(10_000)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("20")),), "s", 0)
+    assert book.net("tok", "BUY", levels, generation, 1) == net
+
+
+def test_a_level_gone_and_back_is_whole() -> None:
+    book = PaperBook(10_000)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("20")),), "s", 0)
+    assert book.net("tok", "BUY", ASKS[1:], "s", 1) == ASKS[1:]
+    assert book.net("tok", "BUY", ASKS, "s", 2) == ASKS
+
+
+def test_each_take_is_replenished_after_its_own_while() -> None:
+    book = PaperBook(1_000)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("5")),), "s", 0)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("10")),), "s", 500)
+    assert book.net("tok", "BUY", ASKS, "s", 999)[0] == (D("0.50"), D("5"))
+    assert book.net("tok", "BUY", ASKS, "s", 1_000)[0] == (D("0.50"), D("10"))
+    assert book.net("tok", "BUY", ASKS, "s", 1_500) == ASKS
+    assert len(book) == 0
+
+
+def test_a_take_given_back_is_not_left_out() -> None:
+    book = PaperBook(1_000)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("5")),), "s", 0)
+    book.take("tok", "BUY", ASKS, ((D("0.50"), D("7")),), "s", 10)
+    book.give_back("tok", "BUY", ((D("0.50"), D("7")),), 10)
+    assert book.net("tok", "BUY", ASKS, "s", 20)[0] == (D("0.50"), D("15"))
+
+
+def test_takes_of_assets_never_walked_again_are_swept() -> None:
+    book = PaperBook(1_000)
+    for i in range(50):
+        book.take(f"tok{i}", "BUY", ASKS, ((D("0.50"), D("1")),), "s", 0)
+    assert len(book) == 50
+    book.take("tok", "SELL", BIDS, (), "s", 1_000)
+    assert len(book) == 0
