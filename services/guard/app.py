@@ -26,6 +26,7 @@ from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.exit_store import ExitStore
+from services.guard.adapters.guard_notices import GuardNotices
 from services.guard.adapters.market_state import RedisMarkets
 from services.guard.adapters.order_client import GrpcExecutor, order_event_stream
 from services.guard.adapters.perf_store import PerfStore
@@ -65,6 +66,7 @@ class Running:
     perf: PerfMonitor
     outbox: OutboxPublisher
     watch: WatchPublisher
+    notices: GuardNotices
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     stopped: bool = False
@@ -83,7 +85,7 @@ class Running:
             await asyncio.wait_for(self.guard.drain(), timeout=self.settings.tuning.grace_s)
         except TimeoutError:
             await self.guard.cancel_tasks()
-        for final in (self.guard.firer.submitted, self.outbox):
+        for final in (self.guard.firer.submitted, self.outbox, self.notices):
             try:
                 await asyncio.wait_for(final.step(), timeout=max(self.settings.tuning.grace_s, 1.0))
             except Exception as exc:  # noqa: BLE001 - the next start re-submits / re-publishes
@@ -124,6 +126,14 @@ async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - Redis hiccup at start: retried
         reraise_if_cancelled()
         log.warning("first band publish failed", extra={"error": repr(exc)[:300]})
+
+
+async def _marks_saved(notices: GuardNotices) -> None:
+    """At a stop: a guard started meanwhile (a rollout) takes the trailing marks this one saved above its own."""
+    try:
+        await notices.marks_saved()
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on
+        log.warning("marks notice failed", extra={"error": repr(exc)[:300]})
 
 
 _RUNNING: weakref.WeakSet[Guard] = weakref.WeakSet()  # read at each scrape
@@ -192,7 +202,9 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                            yield_to=window.yield_to_fires)
     bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
                            lease_s=t.band_lease_s, yield_to=window.yield_to_fires) if t.bands else None)
-    guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow)),
+    # the copy exits this process changes, announced to the other guard of a rollout
+    notices = GuardNotices(redis)
+    guard = Guard(Stores(triggers=triggers, exits=ExitStore(pool, utcnow, announce=notices.announce)),
                   Clients(executor=GrpcExecutor(executor_ch, timeout_s=t.submit_timeout_s),
                           markets=markets, outbox=outbox, watch=watch, bands=bands),
                   tuning(settings), fire_window=window)
@@ -201,8 +213,9 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(AlertPublisher(stream_redis, "guard").run(), name="alerts"),
                                       asyncio.create_task(outbox.run(), name="outbox"),
                                       asyncio.create_task(watch.run(), name="watch"),
+                                      asyncio.create_task(notices.run(), name="notices"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
-    sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start)
+    sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start, token=notices.token)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
     ticks_log = DurableLog(stream_redis, PRICE_TICKS, block_ms=1000)
@@ -245,7 +258,10 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                      "load_s": round(guard.stats.load_s, 3)})
 
     async def close_clients() -> None:
-        await guard.flush_marks(paced=False)  # what a stopped flush left, at once: the grace period is short
+        try:
+            await guard.flush_marks(paced=False)  # what a stopped flush left, at once: the grace period is short
+        finally:
+            await _marks_saved(notices)
         for ch in (ingest_ch, executor_ch, control_ch):
             await ch.close(None)
         await redis.aclose()
@@ -253,4 +269,4 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
         cursor_redis.close()
         await pool.close()
 
-    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, tasks, [close_clients])
+    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, [close_clients])

@@ -151,7 +151,8 @@ class Guard:
                            rearm=self.changes.rearm, clock_ns=clock_ns, max_slippage_bps=tuning.max_slippage_bps,
                            crash_after=tuning.crash_after, concurrency=tuning.fire_concurrency,
                            bookkeeping_interval_s=tuning.bookkeeping_interval_s,
-                           submitted_mark_delay_s=tuning.submitted_mark_delay_s, window=fire_window)
+                           submitted_mark_delay_s=tuning.submitted_mark_delay_s, window=fire_window,
+                           spawn=self.spawn)
         self._conditions: dict[str, set[str]] = {}
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.

@@ -10,10 +10,13 @@ Order of events for a fire, and what a crash at each point leaves:
    CANCELLED / FAILED with the reason when nothing can be sold) are written and committed: the
    commit is off the tick → SELL path. Crash (or a failed commit) before the commit → the row is
    still ARMED with the same fire number: the next fire computes the same client order id, so a
-   SELL the executor already has is not sent again. Crash after → at start-up every FIRED trigger
-   whose SELL was not acknowledged is re-submitted with the same bytes.
+   SELL the executor already has is not sent again, and the next fire of any trigger of the position
+   counts that SELL as in flight (PostgreSQL's from the executor's order row on, this process's until
+   then). Crash after → at start-up every FIRED trigger whose SELL was not acknowledged is re-submitted
+   in the background (start-up does not wait for the executor).
 3. The executor is idempotent by client order id: a second submission sends nothing. Its answer
-   (and any order event) is applied only once the decision is committed.
+   (and any order event) is applied only once the decision is committed. A re-sent SELL is stamped
+   with the time it leaves (``routed_time_ns``): the executor refuses an order routed long ago.
 4. ``submitted_at`` is set (in batches, by :class:`SubmittedMarker`). Crash before → one more (duplicate,
    harmless) submission at start-up.
 """
@@ -21,13 +24,14 @@ Order of events for a fire, and what a crash at each point leaves:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -41,7 +45,8 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Fired
 from services.guard.domain.trigger_model import Kind, Move, Reason, State, still_fires
 from services.guard.domain.trigger_rows import TriggerRow, client_order_id
-from services.guard.loops import FireWindow, Kicked, reraise_if_cancelled
+from services.guard.fire_bookkeeping import FireStats, SubmittedMarker, UnrecordedSells
+from services.guard.loops import FireWindow, reraise_if_cancelled
 from services.guard.ports import Executor, FireRecords, Markets, SubmitRejected
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -54,6 +59,7 @@ _TICK_TO_ORDER = _METER.create_histogram(
 _FIRES = _METER.create_counter("guard.fires", description="Fire decisions recorded, by outcome")
 
 CRASH_POINTS = frozenset({"", "decision", "submit"})
+RESEND_CONCURRENCY = 16  # start-up re-submissions: SubmitOrder calls under way at once
 
 
 def crash_if(point: str, configured: str) -> None:
@@ -61,41 +67,6 @@ def crash_if(point: str, configured: str) -> None:
     if configured and configured == point:
         log.error("crashing on purpose", extra={"crash_after": point})
         os._exit(137)
-
-
-@dataclass
-class FireStats:
-    """Counters of the firing path, and the last stage durations in ms (slot wait, locked reads up to the
-    decision, decision → commit, decision → executor's answer)."""
-
-    decided: int = 0
-    fired: int = 0
-    not_sent: int = 0
-    lost_race: int = 0
-    deferred: int = 0
-    changed: int = 0
-    submitted: int = 0
-    duplicates: int = 0
-    submit_retries: int = 0
-    submit_rejected: int = 0
-    record_errors: int = 0
-    stages_ms: deque[tuple[float, float, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
-    before_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
-
-    def summary(self) -> dict[str, Any]:
-        """Counters and the median stage durations for the periodic stats log."""
-        stages = sorted(self.stages_ms, key=sum)
-        fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
-        if stages:
-            mid = stages[len(stages) // 2]
-            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
-                                      "submit": round(mid[3], 2)}
-        before = sorted(self.before_ms, key=sum)
-        if before:
-            mid4 = before[len(before) // 2]
-            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
-                                             "handled_to_fire_task": round(mid4[1], 2)}
-        return fire
 
 
 class Firer:
@@ -106,7 +77,8 @@ class Firer:
                  rearm: Callable[..., object],
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
                  concurrency: int = 8, backoff: Backoff | None = None, bookkeeping_interval_s: float = 0.0,
-                 submitted_mark_delay_s: float = 0.0, window: FireWindow | None = None) -> None:
+                 submitted_mark_delay_s: float = 0.0, window: FireWindow | None = None,
+                 spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.markets = markets
@@ -124,6 +96,12 @@ class Firer:
                                          delay_s=submitted_mark_delay_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._recording: dict[str, asyncio.Event] = {}
+        self.unrecorded = UnrecordedSells()
+        # background work (start-up re-submissions): the coordinator's tracked tasks when given, else held here
+        self.spawn = spawn or self._spawn
+        self.background: set[asyncio.Task[Any]] = set()
+        self._resending: set[str] = set()
+        self._resend_calls = asyncio.Semaphore(RESEND_CONCURRENCY)
 
     async def recorded(self, trigger_id: str) -> None:
         """Wait until a fire of ``trigger_id`` being recorded now is committed (or failed)."""
@@ -179,10 +157,12 @@ class Firer:
                 if facts.resolved:  # settled with its market: the shares pay out, no SELL can be sent
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
+                in_flight = facts.in_flight + self.unrecorded.shares((row.follower_wallet_id, row.asset_id),
+                                                                     besides=row.id)
                 size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
-                                             in_flight=facts.in_flight,
+                                             in_flight=in_flight,
                                              min_order_size=market.min_order_size if market else ZERO)
-                if not size.sendable and facts.in_flight > 0:
+                if not size.sendable and in_flight > 0:
                     # another SELL on this position is still settling: decide again once it has
                     return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value, held=size.available)
                 if not size.sendable:
@@ -209,12 +189,14 @@ class Firer:
 
             built: list[epb.Order] = []
             sending: list[asyncio.Task[epb.SubmitOrderResponse]] = []
+            sent: list[tuple[tuple[str, str], Decimal]] = []  # the position and shares of each SELL sent
             decided_at: list[float] = []
 
             def send_now(decision: FireDecision) -> None:
                 decided_at.append(time.perf_counter())
                 if decision.state is State.FIRED and built:
                     sending.append(asyncio.get_running_loop().create_task(self.executor.submit(built[-1])))
+                    sent.append(((built[-1].follower_wallet_id, built[-1].asset_id), decision.size))
 
             parent = extract(tick.trace) if tick.trace is not None else None
             t0 = time.perf_counter()
@@ -228,8 +210,11 @@ class Firer:
                         t2 = time.perf_counter()
             except Exception:  # nothing recorded: watch the triggers again, a later tick retries
                 reraise_if_cancelled()
-                for task in sending:  # a SELL already sent keeps its id: the next fire of this row reuses it
+                for task, (position, shares) in zip(sending, sent, strict=True):
+                    # a SELL already sent keeps its id: the next fire of this row reuses it; the position's other
+                    # fires count it as in flight until the executor answered (its order row counts from then)
                     task.add_done_callback(_consume)
+                    self.unrecorded.add(position, spec.id, shares, task)
                 self.stats.record_errors += 1
                 log.exception("fire not recorded; re-arming", extra={"trigger_id": spec.id})
                 self.in_flight.difference_update([spec.id, *sibling_ids])
@@ -277,9 +262,14 @@ class Firer:
             self.in_flight.difference_update([spec.id, *sibling_ids])
 
     async def submit(self, trigger_id: str, order_id: str, order_bytes: bytes,
-                     first: asyncio.Task[epb.SubmitOrderResponse] | None = None) -> None:
-        """Send a recorded SELL until the executor answers (same bytes, same client order id every time);
-        ``first`` is an attempt already under way."""
+                     first: asyncio.Task[epb.SubmitOrderResponse] | None = None,
+                     gate: asyncio.Semaphore | None = None) -> None:
+        """Send a recorded SELL until the executor answers (the same client order id every time: the executor
+        takes it once); ``first`` is an attempt already under way; ``gate`` bounds the calls under way at once.
+
+        Every other attempt is stamped with the time it leaves (``routed_time_ns``): the executor refuses an
+        order routed longer ago than its age limit (STALE_ORDER), and a SELL re-sent after a restart or an
+        executor outage must still go out; one the executor already has is a duplicate whatever its stamp."""
         order = epb.Order.FromString(order_bytes)
         attempt = 0
         while True:
@@ -288,13 +278,14 @@ class Firer:
                     call, first = first, None
                     resp = await call
                 else:
-                    resp = await self.executor.submit(order)
+                    async with gate or contextlib.nullcontext():
+                        order.routed_time_ns = self.clock_ns()
+                        resp = await self.executor.submit(order)
                 break
             except SubmitRejected as exc:
                 self.stats.submit_rejected += 1
                 log.warning("SELL refused by the executor", extra={"trigger_id": trigger_id, "code": exc.code})
-                await self.store.settle(trigger_id, order_id, Move.FAIL,
-                                        f"{Reason.SUBMIT_REJECTED.value}:{exc.code}", ZERO, ZERO)
+                await self._settle_refused(trigger_id, order_id, exc.code)
                 return
             except asyncio.CancelledError:
                 raise
@@ -316,13 +307,51 @@ class Firer:
             if asyncio.iscoroutine(result):
                 await result
 
+    async def _settle_refused(self, trigger_id: str, order_id: str, code: str) -> None:
+        """Record FAILED a SELL the executor refused for good, retrying until PostgreSQL takes it: no order exists,
+        so no order event will bring the refusal again, and while the row stays FIRED its size counts as in flight
+        on the position (its other triggers are deferred). A crash meanwhile leaves it unsubmitted: the next
+        start-up sends it again and records the refusal then."""
+        reason = f"{Reason.SUBMIT_REJECTED.value}:{code}"
+        for attempt in itertools.count():
+            try:
+                await self.store.settle(trigger_id, order_id, Move.FAIL, reason, ZERO, ZERO)
+                return
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL may be down: keep trying
+                reraise_if_cancelled()
+                self.stats.settle_retries += 1
+                delay = self.backoff.delay(min(attempt, 6), self.rng.random())
+                log.warning("refused SELL not recorded; retrying", extra={"trigger_id": trigger_id,
+                                                                          "error": repr(exc)[:300], "delay_s": delay})
+                await asyncio.sleep(delay)
+
     async def resubmit_unsubmitted(self) -> int:
-        """At start-up: re-send every FIRED SELL the executor may not have."""
-        rows = await self.store.unsubmitted()
+        """At start-up: re-send every FIRED SELL the executor may not have, in the background (each until the
+        executor answers, at most ``RESEND_CONCURRENCY`` calls at once); returns how many. Start-up does not wait
+        for them: an executor that is down, or a SELL it keeps failing, must not keep guard from watching."""
+        rows = [r for r in await self.store.unsubmitted() if r.fire_order and r.id not in self._resending]
         for row in rows:
-            if row.fire_order:
-                await self.submit(row.id, row.order_id, bytes(row.fire_order))
+            self._resending.add(row.id)
+            self.spawn(self._resubmit(row))
         return len(rows)
+
+    async def _resubmit(self, row: TriggerRow) -> None:
+        try:
+            await self.submit(row.id, row.order_id, bytes(row.fire_order or b""), gate=self._resend_calls)
+            self.stats.resubmitted += 1
+        finally:
+            self._resending.discard(row.id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task held in :attr:`background` (when no ``spawn`` was given)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("guard firing task failed", exc_info=task.exception())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -335,36 +364,3 @@ def _consume(task: asyncio.Task[object]) -> None:
     """Retrieve the outcome of a SELL sent for a fire that was not recorded (logged, never raised)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("SELL of an unrecorded fire failed", extra={"error": repr(task.exception())[:300]})
-
-
-class SubmittedMarker(Kicked):
-    """Records, in batches, that the executor acknowledged SELLs (off the SELL's critical path)."""
-
-    def __init__(self, mark: Callable[[list[tuple[str, str]]], Awaitable[None]], *,
-                 min_interval_s: float = 0.0, delay_s: float = 0.0) -> None:
-        # A mark that is late (or lost in a crash) only means one more, harmless, submission at start-up:
-        # under load one UPDATE per ``min_interval_s`` instead of one per acknowledged SELL; and a SELL that
-        # settles within ``delay_s`` (the settle records submitted_at) needs none at all.
-        super().__init__("submitted marker", min_interval_s=min_interval_s, delay_s=delay_s)
-        self.mark = mark
-        self.pending: dict[str, str] = {}
-
-    def add(self, trigger_id: str, order_id: str) -> None:
-        """Queue one acknowledged SELL."""
-        self.pending[trigger_id] = order_id
-        self.kick()
-
-    def discard(self, trigger_id: str, order_id: str) -> None:
-        """Drop a queued mark that is already recorded (the SELL settled, which sets ``submitted_at``)."""
-        if self.pending.get(trigger_id) == order_id:
-            del self.pending[trigger_id]
-
-    async def step(self) -> None:
-        """Write everything queued."""
-        while self.pending:
-            batch, self.pending = self.pending, {}
-            try:
-                await self.mark(list(batch.items()))
-            except BaseException:
-                self.pending = {**batch, **self.pending}
-                raise

@@ -1,6 +1,6 @@
-"""Keeping the engine in line with PostgreSQL: one trigger at a time (control's ``tt:triggers:changed``
-notifications through :class:`~services.guard.trigger_sync.TriggerSync`, and the triggers a fire hands back
-unrecorded), or all of them (a resync).
+"""Keeping the engine in line with PostgreSQL: one trigger at a time (the ``tt:triggers:changed`` notifications of
+control and of the other guards of a rollout, through :class:`~services.guard.trigger_sync.TriggerSync`, and the
+triggers a fire hands back unrecorded), or all of them (a resync).
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ class TriggerChanges:
             if row.state_reason == Reason.BOOK_STALE.value:
                 guard.engine.mark_held([spec.id])
             guard.changed(row.asset_id)
-            if observed:
-                await guard.store.record_observed(row, "UPDATED" if known else "ARMED",
-                                                  Reason.UPDATED.value if known else Reason.ARMED.value)
+            if observed:  # a row at its first version was created, not changed: a repeated notice is no PATCH
+                updated = known is not None and row.version > 1
+                await guard.store.record_observed(row, "UPDATED" if updated else "ARMED",
+                                                  Reason.UPDATED.value if updated else Reason.ARMED.value)
         elif known is not None:
             guard.engine.remove(trigger_id)
             if observed and row is not None and row.state is State.CANCELLED:
@@ -64,27 +65,46 @@ class TriggerChanges:
         guard.watch.kick()
 
     async def resync(self) -> tuple[int, int]:
-        """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed)."""
+        """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed).
+
+        A trigger the engine took, changed or dropped while the snapshot was read (a copy fill's exits, a fire)
+        is not taken from the snapshot, which may predate that change, but read again on its own afterwards.
+        A trailing mark stored higher than the engine's (saved by another guard: the old process of a rollout)
+        is taken, and the assets whose marks rose are evaluated again on their stored books."""
         guard = self.guard
         guard.stats.resyncs += 1
-        specs = await guard.store.load_armed()
-        busy = set(guard.firer.in_flight)
+        engine = guard.engine
+        with engine.noting() as touched:
+            specs = await guard.store.load_armed()
+        busy = set(guard.firer.in_flight) | touched
         wanted = {s.id: s for s in specs if s.id not in busy}
         removed = 0
-        for tid in guard.engine.ids() - wanted.keys() - busy:
-            guard.engine.remove(tid)
+        for tid in engine.ids() - wanted.keys() - busy:
+            engine.remove(tid)
             removed += 1
         changed = 0
+        risen: set[str] = set()
         for tid, spec in wanted.items():
-            current = guard.engine.get(tid)
+            current = engine.get(tid)
             if current is None or current.with_mark(ZERO) != spec.with_mark(ZERO):
-                guard.engine.upsert(spec, armed_ns=guard.clock_ns())
-                guard.changed(spec.asset_id)
-                changed += 1
+                engine.upsert(spec, armed_ns=guard.clock_ns())
+            elif (spec.kind is Kind.TRAILING_STOP
+                  and live_mark(spec.high_water_mark, spec.activation_price) > current.high_water_mark):
+                engine.upsert(spec)  # the same trigger: armed when it was
+                risen.add(spec.asset_id)
+            else:
+                continue
+            guard.changed(spec.asset_id)
+            changed += 1
         if changed or removed:
-            log.info("triggers resynced", extra={"changed": changed, "removed": removed})
+            log.info("triggers resynced",
+                     extra={"changed": changed, "removed": removed, "assets_marks_risen": len(risen)})
             guard.watch.kick()
         freeze_bulk_load(changed)  # thousands of triggers at once: out of the collector's scans from now on
+        for tid in sorted(touched):
+            await self.reload(tid, observed=False)
+        if risen:
+            guard.spawn(guard.recheck(*sorted(risen)))
         return changed, removed
 
     def rearm(self, trigger_ids: list[str], recheck_asset: str = "",

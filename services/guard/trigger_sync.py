@@ -1,8 +1,11 @@
-"""Control's trigger notifications applied to the engine (through ``trigger_changes``: reload / resync).
+"""Trigger notifications applied to the engine (through ``trigger_changes``: reload / resync).
 
 Trigger notifications (``tt:triggers:changed``, ``{"triggerId","op","version"}``, version = INCR
 ``tt:triggers:version``) are fire-and-forget, so a full resync runs on every (re)subscribe, on a
-version gap, and whenever the periodic version check finds a change nobody announced.
+version gap, and whenever the periodic version check finds a change nobody announced. Control sends them; so
+does guard (``adapters.guard_notices``, with ``by``: the sending process), for the other guard processes of a
+rollout: a trigger it changed is reloaded without an event (the sender wrote it), its own are skipped, and one
+without a trigger id (its stored trailing marks changed) asks for a resync.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -26,26 +29,36 @@ TRIGGERS_VERSION_KEY = "tt:triggers:version"
 class Reloader(Protocol):
     """What the trigger sync drives."""
 
-    async def reload(self, trigger_id: str) -> None:
-        """Reload one trigger."""
+    async def reload(self, trigger_id: str, *, observed: bool = True) -> None:
+        """Reload one trigger (``observed``: record the change made elsewhere as an event)."""
 
     async def resync(self) -> tuple[int, int]:
         """Reload everything."""
 
 
-def parse_notification(data: str | bytes) -> tuple[str, int]:
-    """A notification's (trigger id, version); raises ValueError, KeyError or TypeError on garbage."""
+class Notice(NamedTuple):
+    """One notification: ``by`` is the guard process that sent it ("" from control)."""
+
+    trigger_id: str
+    version: int
+    by: str = ""
+
+
+def parse_notification(data: str | bytes) -> Notice:
+    """A notification; raises ValueError, KeyError or TypeError on garbage."""
     payload = orjson.loads(data)
-    return str(payload["triggerId"]), int(payload["version"])
+    return Notice(str(payload["triggerId"]), int(payload["version"]), str(payload.get("by") or ""))
 
 
 class TriggerSync:
-    """Applies control's trigger notifications to the engine."""
+    """Applies trigger notifications (control's and the other guards') to the engine."""
 
     def __init__(self, redis: Any, target: Reloader, *, check_s: float = 5.0,
-                 initial: Callable[[], Awaitable[object]] | None = None, backoff: Backoff | None = None) -> None:
+                 initial: Callable[[], Awaitable[object]] | None = None, backoff: Backoff | None = None,
+                 token: str = "") -> None:
         self.redis = redis
         self.target = target
+        self.token = token  # this process's ``by``: its own notices are skipped
         self.initial = initial
         self.version = -1
         self.ready = asyncio.Event()
@@ -86,12 +99,18 @@ class TriggerSync:
             self.version = current
             await self.target.resync()
 
-    async def _apply(self, notification: tuple[str, int]) -> None:
-        trigger_id, version = notification
-        if version > self.version + 1:
+    async def _apply(self, notice: Notice) -> None:
+        if notice.version > self.version + 1:
             self.gaps += 1
-            self.version = version
+            self.version = notice.version
             await self.target.resync()
             return
-        self.version = max(self.version, version)
-        await self.target.reload(trigger_id)
+        self.version = max(self.version, notice.version)
+        if notice.by and notice.by == self.token:
+            return  # this process's change: applied as it was made
+        if not notice.trigger_id:
+            await self.target.resync()
+        elif notice.by:
+            await self.target.reload(notice.trigger_id, observed=False)
+        else:
+            await self.target.reload(notice.trigger_id)

@@ -71,6 +71,9 @@ RESIZE_OR_PEEK_MANY = (
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
              " AND state = 'ARMED') AS has_armed,"
+             # a trigger made for a life of the position that ended (exit_group_writes.cancel_ended_lives)
+             " EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
+             " AND state = 'ARMED' AND position_opened_at < p.opened_at) AS ended_life,"
              " coalesce(jsonb_array_length(g.exits -> 'planned'), 0) > 0 AND NOT EXISTS (SELECT 1 FROM triggers t"
              "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED'))"
              " AND EXISTS (SELECT 1 FROM triggers t WHERE t.oco_group = g.oco_group"

@@ -122,27 +122,47 @@ async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> froz
     return frozenset(ids[r["id"]] for r in rows)
 
 
+# A position's ARMED trigger made for a life that ended (migration 0690): it recorded an earlier opening time of the
+# position (both on the database's clock), or, from before triggers recorded it, was created before the current
+# life opened (the creating service's clock). Parameters: wallet id, asset, opened at (twice).
+_ENDED_LIFE = ("(follower_wallet_id = %s AND asset_id = %s AND (position_opened_at < %s"
+               " OR (position_opened_at IS NULL AND create_time < %s)))")
+_CANCEL = ("UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
+           " WHERE state = 'ARMED' AND ")
+
+
 async def close_group(conn: Any, oco_group: str, now: Any, *,
                       reopened: tuple[str, str, datetime] | None = None) -> list[TriggerRow]:
     """Close an exits group whose position is gone and cancel its ARMED triggers (POSITION_CLOSED).
 
     ``reopened`` (wallet id, asset, opened at): the position was opened again since; every ARMED trigger on it
-    made for an earlier life (manual ones too) ended with that life and is cancelled with it, as when the closing
-    SELL is read before the reopening. Left armed, a stop set for the old life would sell the new one. A trigger's
-    life is the position's opening time it recorded (both on the database's clock); one from before triggers
-    recorded it is told by its creation time, the creating service's clock."""
+    made for an earlier life (manual ones too: :data:`_ENDED_LIFE`) ended with that life and is cancelled with it,
+    as when the closing SELL is read before the reopening. Left armed, a stop set for the old life would sell the
+    new one."""
     await conn.execute(
         "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
         (Reason.POSITION_CLOSED.value, now, oco_group))
     which = "oco_group = %s"
     args: list[Any] = [oco_group]
     if reopened is not None:
-        which = ("(oco_group = %s OR (follower_wallet_id = %s AND asset_id = %s AND (position_opened_at < %s"
-                 " OR (position_opened_at IS NULL AND create_time < %s))))")
+        which = f"(oco_group = %s OR {_ENDED_LIFE})"
         args = [oco_group, *reopened, reopened[2]]
+    rows = await (await conn.execute(_CANCEL + which + " RETURNING *",
+                                     (Reason.POSITION_CLOSED.value, now, *args))).fetchall()
+    return await cancel_events(conn, rows)
+
+
+async def cancel_ended_lives(conn: Any, life: tuple[str, str, datetime], now: Any) -> list[TriggerRow]:
+    """Cancel (POSITION_CLOSED) the ARMED triggers of a position made for a life that ended (:data:`_ENDED_LIFE`;
+    ``life``: wallet id, asset, the position's opening time now), whether or not it had an exits group (one
+    bought through the terminal has none). Only when one of them recorded an earlier opening time, the proof that
+    the position was opened again: without it, a trigger that recorded none may be one set before the position
+    first opened, for the life that is open now."""
+    w, a, opened = life
     rows = await (await conn.execute(
-        "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-        f" WHERE state = 'ARMED' AND {which} RETURNING *", (Reason.POSITION_CLOSED.value, now, *args))).fetchall()
+        _CANCEL + _ENDED_LIFE + " AND EXISTS (SELECT 1 FROM triggers e WHERE e.follower_wallet_id = %s"
+        " AND e.asset_id = %s AND e.state = 'ARMED' AND e.position_opened_at < %s) RETURNING *",
+        (Reason.POSITION_CLOSED.value, now, w, a, opened, opened, w, a, opened))).fetchall()
     return await cancel_events(conn, rows)
 
 

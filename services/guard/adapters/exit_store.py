@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from services.guard.adapters.exit_fast_sql import (
 )
 from services.guard.adapters.exit_group_writes import (
     Opening,
+    cancel_ended_lives,
     cancel_events,
     close_group,
     register,
@@ -37,11 +38,20 @@ from services.guard.domain.trigger_rows import TriggerRow, event
 
 
 class ExitStore:
-    """``guard_position_exits`` and the COPY triggers it groups."""
+    """``guard_position_exits`` and the COPY triggers it groups. The triggers a change created, resized or
+    cancelled are handed to ``announce`` once it committed (``adapters.guard_notices``: the other guards of a
+    rollout reload them)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock,
+                 announce: Callable[[Iterable[str]], None] | None = None) -> None:
         self.pool = dict_pool(pool)
         self.clock = clock
+        self.announce = announce
+
+    def _told(self, change: ExitsChange) -> ExitsChange:
+        if self.announce is not None and (change.created or change.updated or change.cancelled):
+            self.announce([r.id for r in (*change.created, *change.updated, *change.cancelled)])
+        return change
 
     async def on_buy_fill(self, fill: CopyFill, tick_size: Decimal) -> ExitsChange:
         """Register the subscription's exits for the position the fill opened, or resize the open ones.
@@ -52,6 +62,9 @@ class ExitStore:
         from the same snapshot, less the exits the user cancelled (none at all when the user cancelled
         every one: the group is only resized).
         """
+        return self._told(await self._on_buy_fill(fill, tick_size))
+
+    async def _on_buy_fill(self, fill: CopyFill, tick_size: Decimal) -> ExitsChange:
         now = self.clock()
         quick = await self._register_without_exits(fill, now)
         if quick is not None:
@@ -90,6 +103,9 @@ class ExitStore:
     async def renew_used(self, follower_wallet_id: str, asset_id: str, tick_size: Decimal) -> ExitsChange:
         """After a SELL fill left shares: when the position's open group has no exit left (the closing one
         fired and its SELL sold only part), the group is renewed from its own exits for the shares held."""
+        return self._told(await self._renew_used(follower_wallet_id, asset_id, tick_size))
+
+    async def _renew_used(self, follower_wallet_id: str, asset_id: str, tick_size: Decimal) -> ExitsChange:
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
             pos, group = await _locked(conn, follower_wallet_id, asset_id)
@@ -212,14 +228,18 @@ class ExitStore:
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """After a SELL filled: when the position is gone, cancel every ARMED trigger on it (its copy exits and
         manual ones alike: POSITION_CLOSED) and close its exits group. A trigger left armed would sell the
-        next position a later copy opens in that asset. When shares are left but its group's exits are all
-        used up: EXITS_USED, for :meth:`renew_used`."""
+        next position a later copy opens in that asset. When the position was opened again since (this SELL is
+        read late), the triggers of the life that ended are cancelled, with its group or without one. When
+        shares are left but its group's exits are all used up: EXITS_USED, for :meth:`renew_used`."""
+        return self._told(await self._on_sell_fill(follower_wallet_id, asset_id))
+
+    async def _on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         # The usual cases in one autocommit statement: shares are left, or nothing is armed on the position
         # and it has no open group. Nothing changes in either.
         async with self.pool.connection() as conn:
             peek = await (await conn.execute(SELL_PEEK, {"w": follower_wallet_id, "a": asset_id})).fetchone()
         if peek is not None and peek["size"] is not None and peek["size"] >= MIN_HELD_SHARES:
-            if peek["has_group"] and reopened(peek["group_opened_at"], peek):
+            if (peek["has_group"] and reopened(peek["group_opened_at"], peek)) or peek["ended_life"]:
                 return await self._close_reopened(follower_wallet_id, asset_id)
             # shares left and no exit guards them any more: the caller renews the group (renew_used)
             return ExitsChange("EXITS_USED" if peek["used_up"] else "OPEN")
@@ -247,16 +267,19 @@ class ExitStore:
         return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
 
     async def _close_reopened(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
-        """The open group guards a position that closed and was opened again since (this SELL event was read
-        after the reopening BUY was booked): its exits are cancelled with the position they were for."""
+        """The position closed and was opened again since (this SELL event was read after the reopening BUY was
+        booked): the exits group of the life that ended, if any, is closed, and every ARMED trigger made for an
+        earlier life is cancelled with it (:func:`close_group`)."""
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
             pos, group = await _locked(conn, follower_wallet_id, asset_id)
-            if group is None or not reopened((group["exits"] or {}).get("opened_at"), pos):
+            if pos is None or pos["opened_at"] is None:
                 return ExitsChange("OPEN")
-            cancelled = await close_group(conn, group["oco_group"], now,
-                                          reopened=(follower_wallet_id, asset_id, pos["opened_at"]))
-        return ExitsChange("POSITION_CLOSED", cancelled=tuple(cancelled))
+            life = (follower_wallet_id, asset_id, pos["opened_at"])
+            closed = group is not None and reopened((group["exits"] or {}).get("opened_at"), pos)
+            cancelled = await (close_group(conn, group["oco_group"], now, reopened=life) if closed
+                               else cancel_ended_lives(conn, life, now))
+        return ExitsChange("POSITION_CLOSED" if closed or cancelled else "OPEN", cancelled=tuple(cancelled))
 
     async def group(self, follower_wallet_id: str, asset_id: str) -> dict[str, Any] | None:
         """The OPEN exits group of a position (for inspection and tests)."""

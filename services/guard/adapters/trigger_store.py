@@ -57,18 +57,29 @@ _INSERT_EVENT = ("INSERT INTO guard_trigger_events (event_id, trigger_id, payloa
 # The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
 # created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
 # without a subscription takes the wallet's user from its subscriptions and the mode from the position's venue.
+# SELLs in flight (sent, not yet out of the position) are counted where they are:
+# - every SELL of the wallet's token the executor took and has not ended (copies, manual SELLs, exits, a SELL
+#   whose fire guard failed to record), less what it filled, as the executor counts them (order_sql.SELLABLE: a
+#   NEW SELL is sized later, against these); the trigger's own is left out: firing it again sends that very
+#   order again (same client order id);
+# - a FIRED trigger's SELL the executor has no order of yet (on its way), less its fills.
+# Orders, their fills and positions are written in one transaction: this statement sees them at one moment.
 _FACTS_SQL = (
     "SELECT CASE WHEN p.state = 'OPEN' THEN p.size ELSE 0 END AS held, p.condition_id AS cond,"
     " p.state IN ('RESOLVED_WON', 'RESOLVED_LOST', 'REDEEMED') AS resolved,"
     " COALESCE(s.follower_user_id, (SELECT w.follower_user_id FROM subscriptions w"
     "  WHERE w.follower_wallet_id = t.follower_wallet_id ORDER BY w.update_time DESC LIMIT 1)) AS user_id,"
     " COALESCE(s.mode, p.venue) AS mode,"
-    # SELLs sent but not yet in the position: what the executor has not booked as fills (fills and
-    # positions are written in one transaction, so this statement sees both at the same moment).
-    " (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
+    " (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0)"
+    "   FROM order_pending q JOIN orders o ON o.client_order_id = q.client_order_id"
+    "   WHERE q.follower_wallet_id = t.follower_wallet_id AND q.asset_id = t.asset_id AND q.terminal_at IS NULL"
+    "   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN ('NEW', 'FILLED', 'CANCELLED', 'REJECTED',"
+    "   'LOST', 'FAILED') AND o.trigger_id <> t.id)"
+    " + (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
     "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
     "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
-    "   AND f.state = 'FIRED') AS in_flight"
+    "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
+    " AS in_flight"
     " FROM triggers t"
     " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"
     " LEFT JOIN subscriptions s ON s.id = t.subscription_id"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 from common import bands
@@ -44,6 +45,7 @@ class Engine:
         # Books whose trailing marks rose since take_dirty_marks: the flush visits only these.
         self._dirty_books: dict[int, SourceBook] = {}
         self._band_dirty: set[str] = set()  # assets whose published band may have changed (take_band_changes)
+        self._noting: list[set[str]] = []  # open :meth:`noting` blocks
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -145,6 +147,8 @@ class Engine:
         given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`). ``armed_ns``:
         when it was armed or changed (Unix ns): a price received before it, read too late to fire on, lifts no
         trailing mark of its asset and source (:meth:`on_tick`)."""
+        for noted in self._noting:
+            noted.add(spec.id)
         old = self.get(spec.id)
         was_held = carried = False
         if old is not None:
@@ -188,6 +192,16 @@ class Engine:
         if spec is not None:
             self._detach(spec)
         return spec
+
+    @contextmanager
+    def noting(self) -> Iterator[set[str]]:
+        """The ids of the triggers upserted or dropped while the block runs (a resync's read of PostgreSQL)."""
+        noted: set[str] = set()
+        self._noting.append(noted)
+        try:
+            yield noted
+        finally:
+            self._noting = [n for n in self._noting if n is not noted]
 
     def on_tick(self, asset_id: str, prices: Prices, *, stale: bool, trusted: bool = True,
                 received_ns: int = 0) -> Outcome:
@@ -326,6 +340,8 @@ class Engine:
         """Drop the bookkeeping of a trigger already out of its price structure."""
         self._changed(spec.asset_id)
         del self._specs[spec.id]
+        for noted in self._noting:
+            noted.add(spec.id)
         ids = self._by_asset.get(spec.asset_id)
         if ids is not None:
             ids.discard(spec.id)
