@@ -3,8 +3,8 @@
 Per leader, the end of the last successful window is kept in ``tt:ingest:poll_until`` (HASH leader →
 seconds); the next window starts ``overlap_s`` earlier because data-api indexes trades 5–10 s late.
 A leader without a saved window starts at its subscriptions' creation time. Requests coalesce per
-leader; urgent ones (RTDS gap, RTDS back after a gap, new leader) jump the regular round. All requests
-share one token bucket, and a 429 pauses it.
+leader; urgent ones (RTDS gap, RTDS back after a gap, their follow-up, new leader) jump the regular round.
+All requests share one token bucket, and a 429 pauses it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class Poller:
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._gap_open = False  # a gap was reported and the websocket has not been up since
+        self._followup: asyncio.TimerHandle | None = None
+        self._gap_open = True  # a gap was reported (or ingest started) and the websocket has not been up since
         self.polls = 0
         self.rounds = 0
 
@@ -107,23 +108,37 @@ class Poller:
             self.request(leader, None, priority)
 
     def on_gap(self, _since_wall_s: float) -> None:
-        """The websocket had a gap: poll everyone now, again when it is back (:meth:`on_feed_up`), and
-        once more after ``gap_followup_s``, when data-api has caught up."""
+        """The websocket had a gap: poll everyone now, again when it is back (:meth:`on_feed_up`), and once more
+        after ``gap_followup_s`` (when data-api has caught up) if it is still down then."""
         self._gap_open = True
         self.request_all(URGENT)
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(self.gap_followup_s, self.request_all, URGENT)
-        self._timers.add(handle)
-        if len(self._timers) > 64:
-            self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+        if self._followup is None:
+            self._schedule_followup()
 
     def on_feed_up(self) -> None:
-        """The websocket is connected again (its subscription sent): after a gap, poll everyone at once. A trade
-        made while it was down, after the gap's poll, was otherwise seen by the follow-up only. Saved
-        windows start ``overlap_s`` before the previous poll's end, so together they cover the gap."""
+        """The websocket is connected again (its subscription sent): after a gap (or ingest's start), poll everyone
+        at once and again ``gap_followup_s`` later. A trade made in the last seconds before the socket came back is
+        indexed by data-api 5-10 s late: only a poll that late finds it before the regular round (minutes with
+        many leaders, past the router's age limit). Saved windows start ``overlap_s`` before the previous poll's
+        end, so together they cover the gap."""
         if self._gap_open:
             self._gap_open = False
             self.request_all(URGENT)
+            self._schedule_followup()
+
+    def _schedule_followup(self) -> None:
+        """One urgent round ``gap_followup_s`` from now, replacing a pending one (one follow-up per gap)."""
+        if self._followup is not None:
+            self._followup.cancel()
+        loop = asyncio.get_running_loop()
+        self._followup = loop.call_later(self.gap_followup_s, self._followup_round)
+        self._timers.add(self._followup)
+        if len(self._timers) > 64:
+            self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+
+    def _followup_round(self) -> None:
+        self._followup = None
+        self.request_all(URGENT)
 
     def on_new_leader(self, leader: str, since_s: float) -> None:
         """A leader became followed: backfill from ``since_s`` (:func:`~services.ingest.targets.follow_since_s`),
@@ -175,6 +190,8 @@ class Poller:
             while True:
                 self.request_all(NORMAL)
                 self.rounds += 1
+                if self.rounds == 1 and self._followup is None:  # start-up is a gap: a follow-up, as after one
+                    self._schedule_followup()
                 await asyncio.sleep(self.interval_s)
         finally:
             for task in workers:

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.restget import RestGetter
 from services.ingest import dataapi
-from services.ingest.model import BAD_FIELD, ParseError
+from services.ingest.model import BAD_FIELD, ParseError, seconds_as_ms
 
 log = logging.getLogger(__name__)
 ACTIVITY_MAX_LIMIT = 500  # /activity clamps ``limit`` to this
@@ -65,7 +65,7 @@ class DataApi:
             # at an offset. Offsets move with the list: a row indexed late (data-api lags the chain) shifted
             # the rest, and the row at the page edge came back on the next page as a second occurrence of
             # its fill, i.e. a second trade id and a second copy.
-            last_ts = _ts(batch[-1])
+            last_ts = _last_ts(batch)
             if last_ts is not None and last_ts > start_s:
                 rows.extend(r for r in batch if (_ts(r) or 0) < last_ts)
                 start_s, offset = last_ts, 0
@@ -86,26 +86,29 @@ class DataApi:
             page = await self.getter.get(f"{self.base_url}/trades", params)
             received_ns = page.received_ns
             batch = dataapi.rows_of(page.body)
-            stamps = [_ts(r) or 0 for r in batch]
-            if not by_offset and any(ts > end_s for ts in stamps):
+            # A row without a usable timestamp decides nothing (read as 0 it ended the window after its page, and
+            # the cursor moved past the older pages); it is kept for the parser, which counts and drops it.
+            stamps = [_ts(r) for r in batch]
+            known = [ts for ts in stamps if ts is not None]
+            if not by_offset and any(ts > end_s for ts in known):
                 # A server that ignores ``end``: pages by offset would shift when a row lands in front of the
                 # part read (the leader trades again, a late row is indexed), and the row at a page edge would
                 # come back as a second occurrence (a second copy). The window is read again as one answer.
                 rows, offset, by_offset, limit, end_s = [], 0, True, max(limit, TRADES_MAX_LIMIT), window_end_s
                 continue
-            if len(batch) < limit or min(stamps, default=0) < start_s:
-                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
+            if len(batch) < limit or min(known, default=start_s) < start_s:
+                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if ts is None or start_s <= ts <= end_s)
                 return rows, received_ns
             # Newest first: the next page ends at this page's oldest second (its rows come again whole), not
             # at an offset: a trade made while paging shifted the list, and the row at the page edge came
             # back on the next page as a second occurrence (a second trade id, a second copy).
-            oldest = stamps[-1]
-            if not by_offset and oldest < end_s:
-                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if oldest < ts)
+            oldest = known[-1] if known else None
+            if not by_offset and oldest is not None and oldest < end_s:
+                rows.extend(r for r, ts in zip(batch, stamps, strict=True) if ts is None or oldest < ts)
                 end_s, offset = oldest, 0
                 continue
             # a whole page inside one second, or a server that ignores ``end``: by offset
-            rows.extend(r for r, ts in zip(batch, stamps, strict=True) if start_s <= ts <= end_s)
+            rows.extend(r for r, ts in zip(batch, stamps, strict=True) if ts is None or start_s <= ts <= end_s)
             offset += len(batch)
             if offset + limit > self.max_offset:
                 log.error("data-api window cannot advance", extra={"user": user, "end": end_s})
@@ -113,8 +116,15 @@ class DataApi:
 
 
 def _ts(row: Any) -> int | None:
-    if isinstance(row, dict):
-        value = row.get("timestamp")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return int(value)
-    return None
+    """The row's timestamp in seconds as the parser reads it (a number or a numeric string); None if unusable."""
+    if not isinstance(row, dict):
+        return None
+    try:
+        return seconds_as_ms(row, "timestamp") // 1000
+    except ParseError:
+        return None
+
+
+def _last_ts(batch: list[Any]) -> int | None:
+    """The timestamp of the last row that has a usable one."""
+    return next((ts for ts in map(_ts, reversed(batch)) if ts is not None), None)
