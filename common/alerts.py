@@ -2,10 +2,12 @@
 
 :func:`raise_alert` logs the alert and appends it to this process's bounded in-memory outbox (a ``deque``
 append: no I/O, no await, nothing to wait on). The service's :class:`AlertPublisher` task moves the outbox to
-the Redis Stream ``tt:stream:alerts`` (pipelined ``XADD``, capped at :data:`ALERTS_MAXLEN`), off the code
-path that raised them; control's deliverer (:mod:`services.control.alert_delivery`) sends them to the webhook
-with retries, deduplication and a rate limit per key. When the outbox is full (Redis down for long), the
-oldest alert goes first and is counted (``alerts_dropped_total``); it was logged when raised.
+the Redis Stream ``tt:stream:alerts`` (pipelined ``XADD``), off the code path that raised them; control's deliverer
+(:mod:`services.control.alert_delivery`) sends them to the webhook with retries, deduplication and a rate limit per
+key, and trims the stream by age (its retention, a day). When the outbox is full (Redis down for long), the
+oldest alert goes first and is counted (``alerts_dropped_total{stage="outbox"}``); it was logged when raised.
+The stream's length cap :data:`ALERTS_MAXLEN` only bounds Redis's memory against a runaway: far above what a day
+of incidents raises, and what it trims is counted (``alerts_dropped_total{stage="stream"}``) and logged.
 
 An alert has a ``key`` (what it is about, the unit of the rate limit: ``breaker:insiders``, ``feed_stalled:rtds``)
 and a ``dedupe_id`` (this occurrence: the same one raised twice is sent once).
@@ -38,15 +40,15 @@ from common.retry import Backoff
 log = logging.getLogger(__name__)
 
 ALERTS_STREAM = "tt:stream:alerts"
-ALERTS_MAXLEN = 10_000  # the stream's length cap (approximate); control's deliverer also trims it by age
+ALERTS_MAXLEN = 100_000  # ~75 MB of Redis (~750 bytes an alert): ten incidents of 10,000 alerts waiting at once
 OUTBOX_MAX = 10_000
 PUBLISH_BACKOFF = Backoff(0.2, 10.0)
 FIELD = b"a"
 
 _meter = metrics.get_meter("tradingtools.alerts")
 _RAISED = _meter.create_counter("alerts.raised", description="Alerts raised in this process, by kind")
-_DROPPED = _meter.create_counter("alerts.dropped",
-                                 description="Alerts dropped before reaching Redis (the outbox was full), by kind")
+_DROPPED = _meter.create_counter("alerts.dropped", description="Alerts lost before delivery, by kind and stage: "
+                                 "outbox (full: Redis away long), stream (trimmed by its length cap; kind UNKNOWN)")
 
 
 class AlertKind(enum.StrEnum):
@@ -63,6 +65,7 @@ class AlertKind(enum.StrEnum):
     DEAD_LETTERED = "DEAD_LETTERED"
     RESOLUTION_UNCLEAR = "RESOLUTION_UNCLEAR"
     ORDER_CANCEL_REFUSED = "ORDER_CANCEL_REFUSED"
+    VENUE_ANSWER_IMPLAUSIBLE = "VENUE_ANSWER_IMPLAUSIBLE"
 
 
 class Severity(enum.StrEnum):
@@ -115,6 +118,11 @@ class Alert:
             lines.append(f"(+{suppressed} more `{self.key}` alerts were held back by the rate limit)")
         return "\n".join(lines)
 
+    def held_notice(self, held: int) -> str:
+        """The text saying ``held`` alerts of this key were held back by the rate limit, this one the last."""
+        were = "alert was" if held == 1 else "alerts were"
+        return f"{held} `{self.key}` {were} held back by the rate limit; the last of them:\n{self.text()}"
+
 
 def _nothing() -> None:
     return None
@@ -127,13 +135,20 @@ class Outbox:
         self.items: deque[Alert] = deque()
         self.maxlen = maxlen
         self.notify: Callable[[], None] = _nothing
+        self.dropped = 0
+        self._dropping = False  # dropping since the outbox was last emptied (logged once)
 
     def put(self, alert: Alert) -> None:
         """Queue one alert (never blocks)."""
         self.items.append(alert)
         while len(self.items) > self.maxlen:
             lost = self.items.popleft()
-            _DROPPED.add(1, {"kind": lost.kind})
+            self.dropped += 1
+            _DROPPED.add(1, {"kind": lost.kind, "stage": "outbox"})
+            if not self._dropping:
+                self._dropping = True
+                log.error("alert outbox full: the oldest alerts are dropped until it empties (each was logged when "
+                          "raised)", extra={"maxlen": self.maxlen, "alert_id": lost.dedupe_id})
         self.notify()
 
     def take(self, n: int) -> list[Alert]:
@@ -141,6 +156,8 @@ class Outbox:
         out: list[Alert] = []
         while self.items and len(out) < n:
             out.append(self.items.popleft())
+        if not self.items:
+            self._dropping = False
         return out
 
     def give_back(self, alerts: list[Alert]) -> None:
@@ -175,18 +192,21 @@ class AlertPublisher:
     """Moves a process's outbox to ``tt:stream:alerts``; run :meth:`run` as a task of the service."""
 
     def __init__(self, redis: Any, service: str, *, outbox: Outbox | None = None, batch: int = 100,
-                 backoff: Backoff = PUBLISH_BACKOFF) -> None:
+                 backoff: Backoff = PUBLISH_BACKOFF, maxlen: int = ALERTS_MAXLEN) -> None:
         self.redis = redis
         self.service = service
         self.outbox = OUTBOX if outbox is None else outbox
         self.batch = batch
         self.backoff = backoff
+        self.maxlen = maxlen
         self.published = 0
+        self.trimmed = 0  # entries this publisher's appends trimmed off the stream's start (its length cap)
 
     async def run(self) -> None:
         """Publish what is raised, as it is raised, until cancelled (what is left is tried once more)."""
-        for kind in AlertKind:  # every kind exported from the start
+        for kind in AlertKind:  # every kind exported from the start (alerting rules read them)
             _RAISED.add(0, {"kind": kind.value})
+        _DROPPED.add(0, {"kind": "UNKNOWN", "stage": "stream"})
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -229,13 +249,24 @@ class AlertPublisher:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for alert in alerts:
-                pipe.xadd(ALERTS_STREAM, {FIELD: alert.to_json()}, maxlen=ALERTS_MAXLEN, approximate=True)
-            await pipe.execute()
+                pipe.xadd(ALERTS_STREAM, {FIELD: alert.to_json()})
+            pipe.xtrim(ALERTS_STREAM, maxlen=self.maxlen, approximate=True)
+            replies = await pipe.execute()
         except BaseException:
             self.outbox.give_back(alerts)
             raise
         self.published += len(alerts)
+        self.trimmed += _count_trimmed(int(replies[-1]), self.maxlen)
         return len(alerts)
+
+
+def _count_trimmed(n: int, maxlen: int) -> int:
+    """Count and log ``n`` entries trimmed off the stream by its length cap (delivered or not: they are gone)."""
+    if n:
+        _DROPPED.add(n, {"kind": "UNKNOWN", "stage": "stream"})
+        log.error("alerts trimmed off tt:stream:alerts by its length cap; those not delivered yet are lost",
+                  extra={"trimmed": n, "maxlen": maxlen})
+    return n
 
 
 def publish_now(redis_url: str, alert: Alert, *, timeout_s: float = 2.0) -> None:
@@ -244,7 +275,10 @@ def publish_now(redis_url: str, alert: Alert, *, timeout_s: float = 2.0) -> None
 
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        client.xadd(ALERTS_STREAM, {FIELD: alert.to_json()}, maxlen=ALERTS_MAXLEN, approximate=True)
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd(ALERTS_STREAM, {FIELD: alert.to_json()})
+        pipe.xtrim(ALERTS_STREAM, maxlen=ALERTS_MAXLEN, approximate=True)
+        _count_trimmed(int(pipe.execute()[-1]), ALERTS_MAXLEN)
     finally:
         client.close()
 

@@ -73,6 +73,7 @@ class DurableLog:
         self.live = live
         self.malformed = 0  # entries serve_log skipped
         self.set_aside = 0  # entries too big to serve, recorded as dead letters (see dead_letter)
+        _SET_ASIDE.add(0, {"log": name})  # exported from the start: an alerting rule reads it
         self._dead: set[str] = set()
         self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
         self._append_lock = asyncio.Lock()

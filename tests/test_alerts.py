@@ -32,6 +32,13 @@ def test_the_slack_text_says_what_where_and_when() -> None:
     assert ALERT.text(3).endswith("(+3 more `order_lost:INSIDERS` alerts were held back by the rate limit)")
 
 
+def test_a_held_back_notice_says_how_many_then_shows_the_last() -> None:
+    first, *rest = ALERT.held_notice(3).splitlines()
+    assert first == "3 `order_lost:INSIDERS` alerts were held back by the rate limit; the last of them:"
+    assert rest == ALERT.text().splitlines()
+    assert ALERT.held_notice(1).startswith("1 `order_lost:INSIDERS` alert was held back")
+
+
 @pytest.mark.parametrize(("secret", "stamp", "body", "ok"), [
     ("s", "1", b"{}", True),
     ("other", "1", b"{}", False),
@@ -48,7 +55,7 @@ def test_the_outbox_is_bounded_and_drops_the_oldest() -> None:
     outbox = Outbox(maxlen=3)
     for i in range(5):
         raise_alert(AlertKind.FEED_STALLED, "feed_stalled:rtds", f"stall {i}", dedupe_id=f"s{i}", outbox=outbox)
-    assert [a.dedupe_id for a in outbox.take(10)] == ["s2", "s3", "s4"]
+    assert [a.dedupe_id for a in outbox.take(10)] == ["s2", "s3", "s4"] and outbox.dropped == 2
 
 
 def test_raising_fills_in_an_occurrence_id_and_stringifies_fields() -> None:
@@ -64,6 +71,9 @@ class _DownRedis:
         return self
 
     def xadd(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def xtrim(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     async def execute(self) -> None:

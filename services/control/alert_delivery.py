@@ -13,7 +13,11 @@ be down without losing one.
 Before the first POST of an alert one Redis script decides, once per stream entry (a retry or a restart finds
 the decision made): ``duplicate`` when another entry already carries its ``dedupe_id`` (within ``dedupe_s``),
 ``held`` when its key already had ``rate_limit`` alerts in the fixed window (of ``rate_window_s``) of its time
-(counted: the next alert of that key sent says how many were held), ``send`` otherwise.
+and it is of the kind last sent for its key, ``send`` otherwise. An alert of another kind than the last one sent
+for its key (BREAKER_CLOSED after BREAKER_OPENED) is never held: what the operator was told last must be the
+state now. What was held is announced once: by the key's next alert sent (which says how many were held), or,
+when none has come by the end of the window, by a notice the deliverer appends to the stream (the last alert
+held and how many were, sent without the rate limit).
 """
 
 from __future__ import annotations
@@ -45,14 +49,19 @@ MAX_REFUSALS = 5  # a 4xx other than 408/429 this many times: the alert is given
 READ_COUNT = 1  # one alert in hand at a time: what waits in the stream is free for another replica
 BLOCK_MS = 1000
 TRIM_INTERVAL_S = 60.0
+NOTICE_INTERVAL_S = 1.0  # how often the windows that ended with alerts held are looked for
+HELD_DUE = "tt:alerts:held_due"  # sorted set: alert key → the end (ms) of the last window it had alerts held in
+HELD_FIELD = b"h"  # a notice's entry: how many alerts of its key were held back (FIELD: the last of them)
 
 _meter = metrics.get_meter("tradingtools.control")
 _OUTCOMES = _meter.create_counter("alerts.delivery", description="Alerts taken off the stream, by kind and outcome "
-                                  "(SENT, DUPLICATE, HELD, EXPIRED, REFUSED, MALFORMED)")
+                                  "(SENT, DUPLICATE, HELD, NOTICE, EXPIRED, REFUSED, MALFORMED)")
 _ATTEMPTS = _meter.create_counter("alerts.webhook_posts", description="Webhook POSTs, by result (2xx, 4xx, 5xx, error)")
 _LATENCY = _meter.create_histogram("alerts.delivery_delay", unit="ms", description="Alert raised → webhook took it")
 
-# KEYS: decision, dedupe, rate window, held count. ARGV: entry id, rate limit, window ms, dedupe ms, decision ms.
+# KEYS: decision, dedupe, rate window, held count, kind last sent, last held, HELD_DUE.
+# ARGV: entry id, rate limit, window ms, dedupe ms, decision ms, kind, payload, window end ms, alert key.
+# Returns 'duplicate', 'held' or 'send:<alerts held before it, now announced by it>'.
 _DECIDE = """
 local d = redis.call('GET', KEYS[1])
 if d then return d end
@@ -63,16 +72,37 @@ else
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
   local n = redis.call('INCR', KEYS[3])
   if n == 1 then redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[3])) end
-  if n <= tonumber(ARGV[2]) then
-    d = 'send'
+  local last = redis.call('GET', KEYS[5])
+  if n <= tonumber(ARGV[2]) or (last and last ~= ARGV[6]) then
+    d = 'send:' .. (redis.call('GET', KEYS[4]) or '0')
+    redis.call('DEL', KEYS[4], KEYS[6])
+    redis.call('ZREM', KEYS[7], ARGV[9])
+    redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[5])
   else
     d = 'held'
     redis.call('INCR', KEYS[4])
     redis.call('PEXPIRE', KEYS[4], ARGV[5])
+    redis.call('SET', KEYS[6], ARGV[7], 'PX', ARGV[5])
+    local due = redis.call('ZSCORE', KEYS[7], ARGV[9])
+    if not due or tonumber(due) < tonumber(ARGV[8]) then redis.call('ZADD', KEYS[7], ARGV[8], ARGV[9]) end
   end
 end
 redis.call('SET', KEYS[1], d, 'PX', ARGV[5])
 return d
+"""
+
+# KEYS: HELD_DUE, held count, last held, the stream. ARGV: alert key, now ms, FIELD, HELD_FIELD.
+# A key whose window is over: its held alerts not announced yet become one notice entry. Returns how many.
+_ANNOUNCE = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+local last = redis.call('GET', KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+if held < 1 or not last then return 0 end
+redis.call('XADD', KEYS[4], '*', ARGV[3], last, ARGV[4], tostring(held))
+return held
 """
 
 
@@ -85,12 +115,13 @@ class Answer:
     detail: str
 
 
-def webhook_body(alert: Alert, entry_id: str, held: int) -> bytes:
-    """The POSTed JSON: Slack's ``text`` plus the alert's fields for machines."""
-    return orjson.dumps({"text": alert.text(held), "alert": {
+def webhook_body(alert: Alert, entry_id: str, held: int, *, notice: bool = False) -> bytes:
+    """The POSTed JSON: Slack's ``text`` plus the alert's fields for machines (a ``notice``: ``held`` alerts of the
+    key were held back, ``alert`` the last of them)."""
+    return orjson.dumps({"text": alert.held_notice(held) if notice else alert.text(held), "alert": {
         "id": alert.dedupe_id, "entry": entry_id, "kind": alert.kind, "key": alert.key, "severity": alert.severity,
         "service": alert.service, "summary": alert.summary, "at_ms": alert.at_ms, "fields": dict(alert.fields),
-        "held_back": held}})
+        "held_back": held, "held_notice": notice}})
 
 
 class WebhookSender:
@@ -102,11 +133,11 @@ class WebhookSender:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, alert: Alert, entry_id: str, held: int) -> Answer:
-        """One POST of ``alert``."""
+    async def send(self, alert: Alert, entry_id: str, held: int, *, notice: bool = False) -> Answer:
+        """One POST of ``alert`` (see :func:`webhook_body`)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        body = webhook_body(alert, entry_id, held)
+        body = webhook_body(alert, entry_id, held, notice=notice)
         stamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-TT-Alert-Id": alert.dedupe_id, "X-TT-Timestamp": stamp}
         if self.secret:
@@ -149,13 +180,14 @@ class AlertDeliverer:
         self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)
         self.outcomes: dict[str, int] = {}
         self._decide = redis.register_script(_DECIDE)
+        self._announce = redis.register_script(_ANNOUNCE)
 
     async def run(self) -> None:
         """Deliver until cancelled: first what this consumer took and never acknowledged, then what other
         replicas left for ``claim_idle_s``, then new alerts as they come."""
         s = self.settings
         log.info("alert deliverer started", extra={"consumer": s.consumer, "retention_s": s.retention_s})
-        next_claim = next_trim = 0.0
+        next_claim = next_trim = next_notice = 0.0
         own_backlog = True
         failures = 0
         while True:
@@ -172,6 +204,9 @@ class AlertDeliverer:
                 if now >= next_claim:
                     await self._claim_idle()
                     next_claim = now + s.claim_idle_s / 2
+                if now >= next_notice:
+                    await self._announce_held()
+                    next_notice = now + NOTICE_INTERVAL_S
                 await self._handle(await self._read(">", block_ms=BLOCK_MS))
                 failures = 0
             except asyncio.CancelledError:
@@ -206,6 +241,14 @@ class AlertDeliverer:
             if start == "0-0" or not entries:
                 return
 
+    async def _announce_held(self) -> None:
+        """Append a notice for each key whose window is over with alerts held that no later alert announced."""
+        now = self.clock_ms()
+        for raw in await self.redis.zrangebyscore(HELD_DUE, "-inf", now, start=0, num=100):
+            key = _text(raw)
+            await self._announce(keys=[HELD_DUE, f"tt:alerts:held:{key}", f"tt:alerts:last_held:{key}",
+                                       ALERTS_STREAM], args=[key, now, FIELD, HELD_FIELD])
+
     async def _trim(self) -> None:
         oldest = self.clock_ms() - int(self.settings.retention_s * 1000)
         await trim_before(self.redis, ALERTS_STREAM, f"{max(oldest, 0)}-0")
@@ -229,36 +272,38 @@ class AlertDeliverer:
             log.error("malformed alert entry skipped", extra={"entry": entry_id, "error": str(exc)})
             _OUTCOMES.add(1, {"kind": "UNKNOWN", "outcome": "MALFORMED"})
             return "MALFORMED"
+        notice, held_back = HELD_FIELD in fields, int(fields.get(HELD_FIELD) or 0)
         if self._expired(alert):
-            return self._gave_up(alert, "EXPIRED", "older than TT_TUNE_CONTROL_ALERT_RETENTION_S")
-        decision = await self._decision(entry_id, alert)
+            return self._gave_up(alert, "EXPIRED", "older than TT_TUNE_CONTROL_ALERT_RETENTION_S", notice, held_back)
+        if notice:  # decided when it was appended: sent whatever the rate limit
+            return await self._send(entry_id, alert, held_back, notice=True)
+        decision, _, held = (await self._decision(entry_id, alert)).partition(":")
         if decision != "send":
             outcome = decision.upper()
             _OUTCOMES.add(1, {"kind": alert.kind, "outcome": outcome})
             log.info("alert not sent", extra={"alert_id": alert.dedupe_id, "key": alert.key, "outcome": outcome})
             return outcome
-        held_key = f"tt:alerts:held:{alert.key}"
-        held = int(await self.redis.get(held_key) or 0)
-        return await self._send(entry_id, alert, held, held_key)
+        return await self._send(entry_id, alert, int(held or 0))
 
-    async def _send(self, entry_id: str, alert: Alert, held: int, held_key: str) -> str:
+    async def _send(self, entry_id: str, alert: Alert, held: int, *, notice: bool = False) -> str:
         refusals = attempt = 0
+        outcome = "NOTICE" if notice else "SENT"
         while True:
             reraise_if_cancelling()  # a replica told to stop must not go on retrying (and claiming) its alert
-            answer = await self.sender.send(alert, entry_id, held)
+            answer = await self.sender.send(alert, entry_id, held, notice=notice)
             if answer.delivered:
-                if held:
-                    await self.redis.decrby(held_key, held)
-                _OUTCOMES.add(1, {"kind": alert.kind, "outcome": "SENT"})
-                _LATENCY.record(max(0, self.clock_ms() - alert.at_ms))
-                log.info("alert sent", extra={"alert_id": alert.dedupe_id, "key": alert.key, "attempts": attempt + 1})
-                return "SENT"
+                _OUTCOMES.add(1, {"kind": alert.kind, "outcome": outcome})
+                if not notice:  # a notice waits for its window's end by design
+                    _LATENCY.record(max(0, self.clock_ms() - alert.at_ms))
+                log.info("alert sent", extra={"alert_id": alert.dedupe_id, "key": alert.key, "attempts": attempt + 1,
+                                              "held_back": held, "notice": notice})
+                return outcome
             if not answer.retry:
                 refusals += 1
                 if refusals >= MAX_REFUSALS:
-                    return self._gave_up(alert, "REFUSED", answer.detail)
+                    return self._gave_up(alert, "REFUSED", answer.detail, notice, held)
             if self._expired(alert):
-                return self._gave_up(alert, "EXPIRED", answer.detail)
+                return self._gave_up(alert, "EXPIRED", answer.detail, notice, held)
             delay = self.backoff.delay(min(attempt, 30), self.rng.random())
             attempt += 1
             log.warning("alert webhook failed; retrying", extra={"alert_id": alert.dedupe_id, "detail": answer.detail,
@@ -281,18 +326,21 @@ class AlertDeliverer:
     def _expired(self, alert: Alert) -> bool:
         return self.clock_ms() - alert.at_ms > self.settings.retention_s * 1000
 
-    def _gave_up(self, alert: Alert, outcome: str, why: str) -> str:
+    def _gave_up(self, alert: Alert, outcome: str, why: str, notice: bool = False, held: int = 0) -> str:
         _OUTCOMES.add(1, {"kind": alert.kind, "outcome": outcome})
         log.error("alert NOT delivered", extra={"alert_id": alert.dedupe_id, "outcome": outcome, "why": why,
-                                                "text": alert.text()})
+                                                "text": alert.held_notice(held) if notice else alert.text(held)})
         return outcome
 
     async def _decision(self, entry_id: str, alert: Alert) -> str:
         s = self.settings
         window_ms = int(s.rate_window_s * 1000)
+        window = alert.at_ms // window_ms
         keys = [f"tt:alerts:decision:{entry_id}", f"tt:alerts:dedupe:{_digest(alert.dedupe_id)}",
-                f"tt:alerts:rate:{alert.key}:{alert.at_ms // window_ms}", f"tt:alerts:held:{alert.key}"]
-        args = [entry_id, s.rate_limit, window_ms, int(s.dedupe_s * 1000), int(s.retention_s * 1000) + window_ms]
+                f"tt:alerts:rate:{alert.key}:{window}", f"tt:alerts:held:{alert.key}",
+                f"tt:alerts:last:{alert.key}", f"tt:alerts:last_held:{alert.key}", HELD_DUE]
+        args = [entry_id, s.rate_limit, window_ms, int(s.dedupe_s * 1000), int(s.retention_s * 1000) + window_ms,
+                alert.kind, alert.to_json(), (window + 1) * window_ms, alert.key]
         return _text(await self._decide(keys=keys, args=args))
 
 

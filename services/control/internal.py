@@ -5,7 +5,7 @@
 - ApplyPerfAction is idempotent by ``decisionId``: a replay changes nothing and returns ``applied`` false;
   the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE
   subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP) and raises a SUBSCRIPTION_PAUSED alert
-  (key ``loss_stop``); SCALE sets
+  (key ``loss_stop:<subscription id>``); SCALE sets
   ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
   A decision not applied before that names the rules it was made under (``decidedUnder``: mode and perf) is
   refused, FAILED_PRECONDITION with a message starting ``decidedUnder:``, when they are no longer the
@@ -167,7 +167,7 @@ class InternalUseCases:
         await self.sync.subscription_changed(changed, version)
         _PERF_ACTIONS.add(1, {"action": action})
         if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
-            raise_alert(AlertKind.SUBSCRIPTION_PAUSED, "loss_stop",
+            raise_alert(AlertKind.SUBSCRIPTION_PAUSED, f"loss_stop:{sid}",
                         f"subscription {sid} paused by its performance rules: {changed.paused_reason}",
                         dedupe_id=f"perf_pause:{decision}", subscription_id=sid,
                         follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,

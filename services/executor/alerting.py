@@ -1,5 +1,6 @@
 """The executor's alerts: an order LOST, a redemption FAILED, an order resting on a resolved market whose cancel the
-venue refused (the breaker's are raised by its gate, a reconciliation's failure by the reconciler)."""
+venue refused, a venue answer reporting a fill its order cannot have made (the breaker's are raised by its gate, a
+reconciliation's failure by the reconciler)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from common.decimals import fmt
 from services.executor.adapters.order_store import Change
 from services.executor.adapters.redemption_store import RedemptionRow
 from services.executor.adapters.settlement_store import RestingOrder
+from services.executor.domain import venue_orders as v
 from services.executor.domain.redemption import Redemption
+from services.executor.domain.ticket import Ticket
 
 
 def order_lost(c: Change) -> None:
@@ -25,8 +28,8 @@ def order_lost(c: Change) -> None:
 
 
 def redemption_failed(row: RedemptionRow, r: Redemption) -> None:
-    """REDEMPTION_FAILED (key ``redemption_failed``): a winning position's payout was refused for good."""
-    raise_alert(AlertKind.REDEMPTION_FAILED, "redemption_failed",
+    """REDEMPTION_FAILED (key ``redemption_failed:<wallet id>``): a winning position's payout was refused for good."""
+    raise_alert(AlertKind.REDEMPTION_FAILED, f"redemption_failed:{row.follower_wallet_id}",
                 f"redemption of {fmt(row.shares)} winning shares of wallet {row.follower_wallet_id} FAILED "
                 f"({r.reason}): the payout is not in the wallet", dedupe_id=f"redemption_failed:{r.key}",
                 severity=Severity.CRITICAL, redemption_key=r.key, wallet_id=row.follower_wallet_id,
@@ -43,3 +46,18 @@ def order_cancel_refused(o: RestingOrder) -> None:
                 severity=Severity.WARNING, client_order_id=o.client_order_id, venue=o.venue,
                 venue_order_id=o.venue_order_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id,
                 condition_id=o.condition_id)
+
+
+def venue_answer_implausible(t: Ticket, answer: v.VenueOrder, call: str, why: str) -> None:
+    """VENUE_ANSWER_IMPLAUSIBLE (key ``venue_answer_implausible:<venue>``): a venue answer reported a fill the order
+    cannot have made; it is not booked, and the order waits UNKNOWN (asked again, holding its reservation) until the
+    venue answers plausibly."""
+    o = t.order
+    raise_alert(AlertKind.VENUE_ANSWER_IMPLAUSIBLE, f"venue_answer_implausible:{t.venue}",
+                f"order {t.client_order_id} at {t.venue}: the venue reports a fill it cannot have made ({why}); not "
+                f"booked: the order waits UNKNOWN, asked again and holding its reservation, until the venue answers "
+                f"plausibly; check it at the venue", dedupe_id=f"venue_answer_implausible:{t.client_order_id}",
+                severity=Severity.CRITICAL, client_order_id=t.client_order_id, venue=t.venue,
+                venue_order_id=answer.order_id, call=call, status=answer.status, side=t.side,
+                subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id,
+                detail=why[:300])

@@ -215,7 +215,7 @@ class Reconciler:
     def _failed(self, wallet: LiveWallet, detail: str) -> None:
         self.stats.failures += 1
         _FAILURES.add(1)
-        raise_alert(AlertKind.RECONCILIATION_FAILED, "reconcile_failed",
+        raise_alert(AlertKind.RECONCILIATION_FAILED, f"reconcile_failed:{wallet.follower_wallet_id}",
                     f"reconciliation of wallet {wallet.follower_wallet_id} skipped: the venue's positions are "
                     "unusable", wallet_id=wallet.follower_wallet_id, detail=detail[:300])
         log.error("reconciliation skipped: the venue's positions are unusable; nothing changed",

@@ -190,6 +190,35 @@ async def test_an_alert_older_than_the_retention_is_not_sent(rig: Rig) -> None:
     assert d.outcomes == {"EXPIRED": 1, "SENT": 1}
 
 
+async def test_alerts_waiting_out_a_webhook_outage_are_all_kept(rig: Rig) -> None:
+    """The webhook is down; an incident raises 10,300 alerts (each its own occurrence; in bursts the publisher's
+    outbox takes). Once the webhook is back (well within the retention) the alerts raised first are delivered
+    first: none was trimmed off the stream while it waited."""
+    port = rig.receiver.port
+    await rig.receiver.stop()
+    rig.deliverer(replace(FAST, rate_limit=100_000))
+    for i in range(10_300):
+        rig.raise_(key=f"order_lost:k{i}", dedupe_id=f"flood:{i}")
+        if i % 1000 == 999:
+            await eventually(lambda: not rig.outbox.items, timeout_s=60, message="the burst published")
+    await eventually(lambda: not rig.outbox.items, timeout_s=60, message="all published")
+    rig.receiver.port = port
+    await rig.receiver.start()
+    await eventually(lambda: len(rig.receiver.received) >= 5, timeout_s=30, message="deliveries resumed")
+    assert rig.receiver.ids()[:5] == [f"flood:{i}" for i in range(5)]
+
+
+async def test_alerts_trimmed_by_the_streams_length_cap_are_counted(rig: Rig) -> None:
+    outbox = Outbox()
+    publisher = AlertPublisher(rig.redis, "executor", outbox=outbox, batch=50, maxlen=100)
+    for i in range(450):
+        raise_alert(AlertKind.ORDER_LOST, f"order_lost:k{i}", "lost", dedupe_id=f"capped:{i}", outbox=outbox)
+    while outbox.items:
+        await publisher.publish_some()
+    length = await rig.redis.xlen(ALERTS_STREAM)
+    assert publisher.trimmed > 0 and publisher.trimmed + length == 450
+
+
 class SwallowingSender(WebhookSender):
     """A webhook client that, like a library whose own timeout meets the cancel, answers "no answer" when the
     task is cancelled during a POST instead of raising CancelledError (while ``swallow``)."""
@@ -199,7 +228,7 @@ class SwallowingSender(WebhookSender):
         self.inside = asyncio.Event()
         self.swallow = True
 
-    async def send(self, alert: Alert, entry_id: str, held: int) -> Answer:
+    async def send(self, alert: Alert, entry_id: str, held: int, *, notice: bool = False) -> Answer:
         self.inside.set()
         try:
             await asyncio.sleep(0.05)

@@ -120,7 +120,7 @@ async def test_a_loss_stop_pause_raises_one_alert(stubs: Stubs, redis_url: str) 
     [alert] = await eventually(lambda: alerts_raised(redis_url, "SUBSCRIPTION_PAUSED"),
                                message="the alert reached tt:stream:alerts")
     assert (alert.kind, alert.key, alert.dedupe_id, alert.service) == (
-        "SUBSCRIPTION_PAUSED", "loss_stop", "perf_pause:dec_a", "control")
+        "SUBSCRIPTION_PAUSED", f"loss_stop:{sub.id}", "perf_pause:dec_a", "control")
     assert alert.fields["subscription_id"] == sub.id and alert.fields["reason"] == "LOSS_STOP: pnl -60 <= -50"
 
 

@@ -62,7 +62,34 @@ def test_the_rules_file_covers_every_condition_the_engine_alerts_on() -> None:
                AlertKind.SERVICE_CRASH_LOOP: "changes(process_start_time_seconds",
                AlertKind.DEAD_LETTERED: "consumer_dead_letters_total",
                AlertKind.RESOLUTION_UNCLEAR: "ingest_resolutions_unclear_total",
-               AlertKind.ORDER_CANCEL_REFUSED: 'executor_resolved_order_cancels_total{outcome="REFUSED"}'}
+               AlertKind.ORDER_CANCEL_REFUSED: 'executor_resolved_order_cancels_total{outcome="REFUSED"}',
+               AlertKind.VENUE_ANSWER_IMPLAUSIBLE: "executor_implausible_answers_total"}
     assert set(covered) == set(AlertKind)
     for kind, needle in covered.items():
         assert needle in exprs, kind
+
+
+def _exprs() -> str:
+    return " ".join(expr for _n, expr, _f, _s, _m in monitoring.RULES)
+
+
+def test_a_log_entry_set_aside_as_a_dead_letter_has_a_rule() -> None:
+    """A log entry no gRPC message can carry (a routed trade whose copies are never made) is counted only in
+    ``stream_dead_letters_total``: its readers never see it, so ``consumer_dead_letters_total`` does not move."""
+    assert "stream_dead_letters_total" in _exprs()
+
+
+def test_a_webhook_that_keeps_failing_has_a_rule_long_before_the_alerts_expire() -> None:
+    [(expr, wait)] = [(e, f) for name, e, f, _s, _m in monitoring.RULES if name == "TradingToolsAlertWebhookFailing"]
+    assert "alerts_webhook_posts_total" in expr and 'result="2xx"' in expr and wait == "10m"
+
+
+def test_alerts_dropped_before_they_could_be_delivered_have_a_rule() -> None:
+    assert "alerts_dropped_total" in _exprs()
+
+
+def test_the_alert_pipelines_own_metrics_and_the_screenings_are_documented() -> None:
+    doc = (project_root() / "docs/operations.md").read_text()
+    missing = [m for m in ("alerts_dropped_total", "alerts_webhook_posts_total", "stream_dead_letters_total",
+                           "executor_implausible_answers_total") if m not in doc]
+    assert not missing, f"not in docs/operations.md: {missing}"
