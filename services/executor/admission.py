@@ -9,7 +9,9 @@ POSTs leave after one small INSERT; the later chunks are inserted side by side, 
 starting as soon as its INSERT commits. A later part of a split fan-out (``RoutedTrade.part`` > 0: the
 trade's first POSTs are out already) goes in chunks of 512 from the start, none of them waited for. An
 intent that already exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its
-stored order is resumed instead when this process is not already running it.
+stored order is resumed instead when this process is not already running it. The INSERT also refuses an order of a
+wallet that is now in the other execution mode, or that holds the order's token in the other venue: it ends REJECTED
+(``MODE_CHANGED``, ``POSITION_IN_OTHER_VENUE``; :data:`.adapters.order_store.ADMIT_INTENTS`).
 
 A routed trade waits for room first (``max_open``): while that many orders are open here (running, or placed
 and polled until final), the next trade stays in the routed log. The backlog an outage leaves is then read as fast
@@ -33,7 +35,7 @@ from common.ceiling import MAX_ORDER_USD, SHARE_STEP, cap_sell
 from common.decimals import ZERO, fmt, parse_decimal
 from common.marketstate import BookSnapshot
 from services.executor.adapters.book_reader import FreshBooks
-from services.executor.adapters.order_store import OrderStore
+from services.executor.adapters.order_store import Inserted, OrderStore
 from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
 from services.executor.domain.sell_sizing import ceiling_price, fraction_size, sized_on
@@ -317,8 +319,12 @@ class OrderAdmission:
             if p.ticket.client_order_id in inserted:
                 self.runner.start(p.ticket, p.life, notify=notify)
         refused = [p for p in prepared if p.refused and not self.runner.running(p.ticket.client_order_id)]
+        # refused by the insert (the wallet's mode changed, or it holds the token in the other venue): REJECTED
+        at_insert = inserted.refused if isinstance(inserted, Inserted) else {}
+        rejected = [(p.ticket, apply(OrderLife(coid), OrderRejected(*at_insert[coid])))
+                    for p in gos if (coid := p.ticket.client_order_id) in at_insert]
         # urgent: this admission waits for the write, and so do the routed trades behind it in the stream
-        new_refused = await self.runner.refuse([(p.ticket, p.life) for p in refused], urgent=True)
+        new_refused = await self.runner.refuse([(p.ticket, p.life) for p in refused] + rejected, urgent=True)
         known = [p.ticket.client_order_id for p in [*gos, *refused]
                  if p.ticket.client_order_id not in inserted and p.ticket.client_order_id not in new_refused]
         if known:
@@ -330,7 +336,7 @@ class OrderAdmission:
 
     async def _insert_intents(self, gos: list[Prepared]) -> set[str]:
         if not gos:
-            return set()
+            return Inserted()
         deadline = time.monotonic() + self.intent_retry_s
         delay = 0.05
         while True:

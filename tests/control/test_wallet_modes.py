@@ -46,9 +46,9 @@ def _holding(db_url: str, sid: str, venue: str, *, size: str = "10", asset: str 
         conn.execute("INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, side, size,"
                      " price, notional_usd, venue, fill_time) VALUES (%s, %s, 'w_456', %s, %s, 'BUY', %s, 0.5,"
                      " 5, %s, now())", (f"fill_{sid}_{asset[:6]}", sid, f"co_{sid}", asset, size, venue))
-        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size) VALUES ('w_456', %s,"
-                     " 'x', %s) ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size,"
-                     " opened_at = now()", (asset, size))
+        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, venue) VALUES ('w_456', %s,"
+                     " 'x', %s, %s) ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size,"
+                     " venue = EXCLUDED.venue, opened_at = now()", (asset, size, venue))
 
 
 def _order(db_url: str, venue: str, state: str) -> None:

@@ -15,7 +15,7 @@ from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.domain.ticket import PAPER, Ticket
+from services.executor.domain.ticket import INSIDERS, PAPER, Ticket
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.domain import perf_rules
 from services.router.adapters.store import RouterStore
@@ -83,7 +83,7 @@ async def _book_one(db_url: str, condition_id: str, origin: int, buying: bool, f
     pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
     try:
         async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await fill_store.book(cur, [(Ticket(o, PAPER, None, time.time_ns()),
+            await fill_store.book(cur, [(Ticket(o, INSIDERS, None, time.time_ns()),
                                          Booking(fill_id, D(10), D("0.4"), D(4), D(0), True,
                                                  time.time_ns() // 1_000_000))])
     finally:

@@ -274,13 +274,13 @@ async def insert_subscription(conn: psycopg.AsyncConnection[Any], sub_id: str = 
 
 
 async def set_position(conn: psycopg.AsyncConnection[Any], size: str, avg: str = "0.5", *,
-                       asset_id: str = ASSET) -> None:
-    """The wallet's position as the executor keeps it."""
+                       asset_id: str = ASSET, venue: str = "INSIDERS") -> None:
+    """The wallet's position as the executor keeps it (``venue``: where its shares were filled)."""
     await conn.execute(
-        "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET"
-        " size = EXCLUDED.size, avg_price = EXCLUDED.avg_price, cost_usd = EXCLUDED.cost_usd",
-        (WALLET_ID, asset_id, CONDITION, WALLET, Decimal(size), Decimal(avg), Decimal(size) * Decimal(avg)))
+        "INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd, venue)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET"
+        " size = EXCLUDED.size, avg_price = EXCLUDED.avg_price, cost_usd = EXCLUDED.cost_usd, venue = EXCLUDED.venue",
+        (WALLET_ID, asset_id, CONDITION, WALLET, Decimal(size), Decimal(avg), Decimal(size) * Decimal(avg), venue))
 
 
 async def insert_trigger(conn: psycopg.AsyncConnection[Any], trigger_id: str, kind: str, *, price: str = "0",

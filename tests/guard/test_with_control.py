@@ -46,7 +46,7 @@ async def test_rest_triggers_and_perf_actions_through_the_real_control(
     subs = pb_grpc.SubscriptionServiceStub(channel)
     triggers = pb_grpc.TriggerServiceStub(channel)
     conn = await db(db_url)
-    await set_position(conn, "100", "0.5")
+    await set_position(conn, "100", "0.5", venue="PAPER")  # the subscription below copies in PAPER
     await add_market(redis, min_size="1")
     running = await make_guard(control_target=f"127.0.0.1:{control.port}")
     guard = running.guard

@@ -6,14 +6,20 @@ position is :mod:`services.executor.domain.fill_math`.
 
 A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
 (wallet, asset) as they are read, so concurrent executors cannot deadlock or lose an update.
+
+A position has one venue (settlement, reconciliation and exits go by it). A fill of the other venue than the
+position's open life (which admission keeps from happening: ``order_store.ADMIT_INTENTS``) keeps its ``fills`` row
+but is not booked into the position nor the stats: it is logged and counted (``executor.fills_of_other_venue``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from opentelemetry import metrics
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
@@ -25,6 +31,11 @@ from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import Position
 from services.executor.domain.ticket import Ticket
+
+log = logging.getLogger(__name__)
+_OTHER_VENUE = metrics.get_meter("tradingtools.executor").create_counter(
+    "executor.fills_of_other_venue", description="Fills not booked: their position's open life is of the other "
+                                                 "venue, by venue")
 
 INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
@@ -49,7 +60,7 @@ SELECT r.w, r.a, r.c, r.p FROM json_to_recordset(%s::json) AS r(w text, a text, 
 ORDER BY r.w, r.a
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = positions.size
 RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_usd, subscription_id,
-          subscription_shares::text AS shares
+          subscription_shares::text AS shares, venue
 """
 
 CUSTOM_PLAN_ROWS = 16  # bookings of this many positions or more are planned for themselves (see below)
@@ -238,12 +249,19 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     positions: dict[tuple[str, str], Position] = {}
     splits: dict[tuple[str, str], Mapping[str, shares.Part]] = {}
     openers: dict[tuple[str, str], str | None] = {}
+    venues: dict[tuple[str, str], str | None] = {}
     for r in await cur.fetchall():
         key = (r["follower_wallet_id"], r["asset_id"])
         positions[key] = Position(r["size"], r["avg_price"], r["cost_usd"], r["realized_pnl_usd"])
         openers[key] = r["subscription_id"]
+        venues[key] = r["venue"] if r["size"] > 0 else None
         kept = shares.decode(orjson.loads(r["shares"])) if r["shares"] else None
         splits[key] = shares.split_of(kept, r["size"], r["cost_usd"], r["subscription_id"])
+    fresh = _of_their_venue(fresh, venues)
+    if not fresh:
+        return []
+    booking = {(t.order.follower_wallet_id, t.order.asset_id) for t, _ in fresh}
+    keys = {k: t for k, t in keys.items() if k in booking}
     booked, stats, opened = settle(positions, fresh, splits)
     stats_json = orjson.dumps([{"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
                                for sub, s in stats.items()]).decode()
@@ -258,6 +276,28 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     else:
         await cur.execute(_UPDATES[(True, bool(parts))], params)
     return booked
+
+
+def _of_their_venue(fills: list[tuple[Ticket, Booking]],
+                    venues: dict[tuple[str, str], str | None]) -> list[tuple[Ticket, Booking]]:
+    """``fills`` less those of another venue than their position's open life (``venues``: None when none is open,
+    then the venue of the fill that opens it); those are logged and counted, never booked."""
+    venues = dict(venues)
+    kept = []
+    for t, b in fills:
+        key = (t.order.follower_wallet_id, t.order.asset_id)
+        held = venues.get(key)
+        if held is None:
+            if t.buying and b.size > 0:
+                venues[key] = t.venue
+        elif held != t.venue:
+            _OTHER_VENUE.add(1, {"venue": t.venue})
+            log.error("fill not booked: its position is held in the other venue", extra={
+                "client_order_id": t.client_order_id, "fill_id": b.fill_id, "venue": t.venue, "position_venue": held,
+                "follower_wallet_id": key[0], "asset_id": key[1], "size": str(b.size)})
+            continue
+        kept.append((t, b))
+    return kept
 
 
 def _position_row(w: str, a: str, t: Ticket, p: Position, opening: Opening | None,

@@ -4,8 +4,8 @@ Every routed trade costs one intent INSERT before its POST. Through a pooled con
 psycopg cursor that is a pool checkout, a cursor, query conversion, parameter dumping, the
 prepared-statement bookkeeping and a row factory, around a single round trip: several hundred
 microseconds of Python. Here the statement is prepared once per connection and executed with
-libpq's ``PQsendQueryPrepared`` on a connection this module owns; the result's first column is
-read directly. Same statement, same all-or-nothing semantics (one statement in autocommit).
+libpq's ``PQsendQueryPrepared`` on a connection this module owns; the result's columns are read
+directly. Same statement, same all-or-nothing semantics (one statement in autocommit).
 
 The connection serves one small insert at a time (:data:`.order_store.DEDICATED_MAX_INTENTS`); an insert
 arriving while it is busy, and a fan-out's chunks, go through the pool instead, so nothing queues
@@ -67,9 +67,9 @@ class IntentConnection:
                 raise error_from_result(res, encoding=conn.info.encoding)
         return results[-1]
 
-    async def insert(self, payload: str) -> set[str]:
-        """Run the INSERT with ``payload``; returns the first column of the returned rows. One at a time:
-        callers check :attr:`busy` first."""
+    async def insert(self, payload: str) -> list[tuple[str | None, ...]]:
+        """Run the INSERT with ``payload``; returns the rows it returned (text columns, None for NULL). One at a
+        time: callers check :attr:`busy` first."""
         if self.busy:
             raise RuntimeError("the intent connection is busy")
         self.busy = True
@@ -83,12 +83,8 @@ class IntentConnection:
                 self._conn = None
                 await conn.close()
                 raise
-            out: set[str] = set()
-            for row in range(res.ntuples):
-                value = res.get_value(row, 0)
-                if value is not None:
-                    out.add(bytes(value).decode())
-            return out
+            return [tuple(None if (value := res.get_value(row, col)) is None else bytes(value).decode()
+                          for col in range(res.nfields)) for row in range(res.ntuples)]
         finally:
             self.busy = False
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -31,7 +31,7 @@ from services.executor.domain.sell_sizing import Refusal, copy_sellable
 from services.executor.domain.ticket import Ticket
 from tradingtools.execution.v1 import execution_pb2 as epb
 
-__all__ = ["Change", "OrderStore", "row_life", "ticket_from_row"]
+__all__ = ["Change", "Inserted", "OrderStore", "row_life", "ticket_from_row"]
 
 ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset_wallet
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
@@ -39,6 +39,50 @@ HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) A
 
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
 PLANNER_OPTIONS = KEYED_LOOKUPS
+
+_ROWS_FROM = "json_to_recordset(%s::json)"
+_ON_CONFLICT = "\nON CONFLICT (client_order_id) DO NOTHING"
+if _ROWS_FROM not in sql.INTENT_ROWS or _ON_CONFLICT not in sql.INTENT_ROWS:  # pragma: no cover - a guard for edits
+    raise RuntimeError("order_sql.INTENT_ROWS changed: ADMIT_INTENTS is built from it")
+# sql.INSERT_INTENTS, for orders about to be sent: those ``order_admission_refusals`` refuses (migration 0770: the
+# wallet copies in the other execution mode now, or holds the token in the other venue) are not inserted but returned
+# with their reason and detail; the ones inserted now with none. Its shared lock of the wallet's mode is held to the
+# commit, so a mode change of the wallet either waits for this insert and sees its order, or was seen by it.
+_ADMITTED_ROWS = sql.INTENT_ROWS.strip().replace(_ROWS_FROM, "json_to_recordset((SELECT v FROM j))").replace(
+    _ON_CONFLICT, "\nWHERE NOT EXISTS (SELECT 1 FROM x WHERE x.coid = r.coid)" + _ON_CONFLICT)
+ADMIT_INTENTS = f"""
+WITH j AS MATERIALIZED (SELECT %s::json AS v),
+x AS MATERIALIZED (SELECT f.coid, f.reason, f.detail FROM j CROSS JOIN LATERAL order_admission_refusals(j.v) f),
+ins AS ({_ADMITTED_ROWS}),
+p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell)
+      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell FROM ins
+      ON CONFLICT (client_order_id) DO NOTHING)
+SELECT client_order_id, NULL AS reason, NULL AS detail FROM ins
+UNION ALL SELECT coid, reason, detail FROM x
+"""
+
+
+class Inserted(set[str]):
+    """The client order ids whose intents were inserted now; ``refused``: those refused instead (client order id →
+    reason, detail), not inserted."""
+
+    def __init__(self, ids: Iterable[str] = (), refused: dict[str, tuple[str, str]] | None = None) -> None:
+        super().__init__(ids)
+        self.refused = refused or {}
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[Sequence[str | None]]) -> Inserted:
+        """From :data:`ADMIT_INTENTS`'s rows."""
+        out = cls()
+        for coid, reason, detail in rows:
+            if coid is None:
+                continue
+            if reason is None:
+                out.add(coid)
+            else:
+                out.refused[coid] = (reason, detail or "")
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -116,7 +160,7 @@ class OrderStore:
         # told of every failed order write: the lease's fence refusing one means another executor took over
         self.on_write_error = on_write_error or (lambda _exc: None)
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
-        self.intents = (IntentConnection(intents_url, sql.INSERT_INTENTS, options=intents_options) if intents_url
+        self.intents = (IntentConnection(intents_url, ADMIT_INTENTS, options=intents_options) if intents_url
                         else None)
 
     async def close(self) -> None:
@@ -124,26 +168,26 @@ class OrderStore:
         if self.intents is not None:
             await self.intents.close()
 
-    async def insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> set[str]:
-        """Insert order rows (one statement: all or none); returns the client order ids inserted now
-        (the others already existed)."""
+    async def insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> Inserted:
+        """Insert order rows (one statement: all or none); returns the client order ids inserted now, and those of
+        orders to be sent that were refused instead (:data:`ADMIT_INTENTS`; the others already existed)."""
         if not items:
-            return set()
+            return Inserted()
         try:
             return await self._insert_intents(items)
         except psycopg.Error as exc:
             self.on_write_error(exc)
             raise
 
-    async def _insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> set[str]:
+    async def _insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> Inserted:
         payload = intent_json(items)
         if self.intents is not None and not self.intents.busy and len(items) <= DEDICATED_MAX_INTENTS:
-            return await self.intents.insert(payload)
+            return Inserted.of_rows(await self.intents.insert(payload))
         async with self.pool.connection() as conn:
-            cur = await conn.execute(sql.INSERT_INTENTS, (payload,))
+            cur = await conn.execute(ADMIT_INTENTS, (payload,))
             rows = await cur.fetchall()
             await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
-        return {r["client_order_id"] for r in rows}
+        return Inserted.of_rows((r["client_order_id"], r["reason"], r["detail"]) for r in rows)
 
     async def apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
