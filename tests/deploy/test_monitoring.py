@@ -63,7 +63,8 @@ def test_the_rules_file_covers_every_condition_the_engine_alerts_on() -> None:
                AlertKind.DEAD_LETTERED: "consumer_dead_letters_total",
                AlertKind.RESOLUTION_UNCLEAR: "ingest_resolutions_unclear_total",
                AlertKind.ORDER_CANCEL_REFUSED: 'executor_resolved_order_cancels_total{outcome="REFUSED"}',
-               AlertKind.VENUE_ANSWER_IMPLAUSIBLE: "executor_implausible_answers_total"}
+               AlertKind.VENUE_ANSWER_IMPLAUSIBLE: "executor_implausible_answers_total",
+               AlertKind.FILL_NOT_BOOKED: "executor_fills_of_other_venue_total"}
     assert set(covered) == set(AlertKind)
     for kind, needle in covered.items():
         assert needle in exprs, kind
@@ -91,5 +92,6 @@ def test_alerts_dropped_before_they_could_be_delivered_have_a_rule() -> None:
 def test_the_alert_pipelines_own_metrics_and_the_screenings_are_documented() -> None:
     doc = (project_root() / "docs/operations.md").read_text()
     missing = [m for m in ("alerts_dropped_total", "alerts_webhook_posts_total", "stream_dead_letters_total",
-                           "executor_implausible_answers_total") if m not in doc]
+                           "executor_implausible_answers_total", "executor_fills_of_other_venue_total")
+               if m not in doc]
     assert not missing, f"not in docs/operations.md: {missing}"

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from common.alerts import OUTBOX, AlertKind
 from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booked, Booking
@@ -51,7 +52,11 @@ def _real_shares(db_url: str) -> None:
 @pytest.mark.parametrize("side", [cpb.SIDE_BUY, cpb.SIDE_SELL], ids=["buy", "sell"])
 async def test_a_paper_fill_is_never_booked_into_real_shares(pool: Any, db_url: str, side: int) -> None:
     _real_shares(db_url)
+    OUTBOX.take(len(OUTBOX.items))
     assert await _book(pool, [_fill(1, PAPER, "4", side)]) == []
+    [alert] = [a for a in OUTBOX.take(len(OUTBOX.items)) if a.kind == AlertKind.FILL_NOT_BOOKED]
+    assert (alert.key, alert.severity, alert.fields["fill_id"], alert.fields["position_venue"]) == (
+        "fill_not_booked:PAPER", "CRITICAL", "fill_1", "INSIDERS")
     assert rows(db_url, "SELECT venue, size, cost_usd, origin FROM positions") == [
         ("INSIDERS", D(10), D(5), "EXTERNAL")]
     assert rows(db_url, "SELECT venue, size FROM fills") == [("PAPER", D(4))]  # the fill itself is kept

@@ -133,6 +133,23 @@ RULES: list[tuple[str, str, str, str, str]] = [
      "{{ $labels.component }} restarted {{ $value }} times in 15 minutes."),
     ("TradingToolsAlertsUndelivered", 'sum(increase(alerts_delivery_total{outcome=~"EXPIRED|REFUSED"}[1h])) > 0',
      "0m", "critical", "The engine's own alerts could not be delivered to the webhook; see control's log."),
+    ("TradingToolsAlertWebhookFailing", 'sum(increase(alerts_webhook_posts_total{result!="2xx"}[10m])) > 0 unless '
+     'sum(increase(alerts_webhook_posts_total{result="2xx"}[10m])) > 0', "10m", "critical",
+     "The alert webhook has refused or not answered every POST of control for 10 minutes and more (5xx, 4xx, no "
+     "answer): the engine's alerts wait in tt:stream:alerts, for a day at most; see control's log."),
+    ("TradingToolsAlertsDropped", "sum by (stage) (increase(alerts_dropped_total[1h])) > 0", "0m", "critical",
+     "Alerts were lost before delivery ({{ $labels.stage }}: outbox = Redis away long, stream = its length cap); "
+     "the log of the service that raised them still has each one."),
+    ("TradingToolsLogEntrySetAside", "sum by (log) (increase(stream_dead_letters_total[1h])) > 0", "0m", "critical",
+     "An entry of {{ $labels.log }} too large for any gRPC message was set aside (tt:dlq:{{ $labels.log }}): no "
+     "reader got it (a routed trade's copies were never made); docs/operations.md (Dead letters)."),
+    ("TradingToolsFillNotBooked", "sum by (venue) (increase(executor_fills_of_other_venue_total[1h])) > 0", "0m",
+     "critical", "A fill at {{ $labels.venue }} was not booked: its wallet holds the token in the other venue "
+     "(FILL_NOT_BOOKED): shares no position shows; book them by hand (the executor's log names the order)."),
+    ("TradingToolsVenueAnswerImplausible",
+     "sum by (venue) (increase(executor_implausible_answers_total[10m])) > 0", "0m", "critical",
+     "{{ $labels.venue }} reports fills orders cannot have made: not booked, the orders wait UNKNOWN holding their "
+     "reservations until it answers plausibly (VENUE_ANSWER_IMPLAUSIBLE; their ids are in the executor's log)."),
 ]
 
 

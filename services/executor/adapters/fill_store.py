@@ -9,7 +9,8 @@ A fill replayed after a restart conflicts on its id and books nothing. Positions
 
 A position has one venue (settlement, reconciliation and exits go by it). A fill of the other venue than the
 position's open life (which admission keeps from happening: ``order_store.ADMIT_INTENTS``) keeps its ``fills`` row
-but is not booked into the position nor the stats: it is logged and counted (``executor.fills_of_other_venue``).
+but is not booked into the position nor the stats: it is logged, counted (``executor.fills_of_other_venue``) and
+alerted (``FILL_NOT_BOOKED``: shares the wallet has that no position shows, until someone books them by hand).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from opentelemetry import metrics
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from common.decimals import ZERO
+from common.alerts import AlertKind, Severity, raise_alert
+from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.text import storable
 from services.executor.domain import subscription_shares as shares
@@ -36,6 +38,16 @@ log = logging.getLogger(__name__)
 _OTHER_VENUE = metrics.get_meter("tradingtools.executor").create_counter(
     "executor.fills_of_other_venue", description="Fills not booked: their position's open life is of the other "
                                                  "venue, by venue")
+_exported = False
+
+
+def _export() -> None:
+    """Export the counter from the first booking on (an alerting rule reads it)."""
+    global _exported
+    if not _exported:
+        _exported = True
+        for venue in ("INSIDERS", "PAPER"):
+            _OTHER_VENUE.add(0, {"venue": venue})
 
 INSERT_FILLS = """
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
@@ -208,6 +220,7 @@ async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]
     """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), in the
     cursor's transaction: two statements per part of :func:`lives_apart` (one part, whatever the batch size,
     unless a position is sold and bought again within the batch)."""
+    _export()
     booked: list[Booked] = []
     for part in lives_apart(fresh):
         booked += await _book_part(cur, part)
@@ -295,6 +308,12 @@ def _of_their_venue(fills: list[tuple[Ticket, Booking]],
             log.error("fill not booked: its position is held in the other venue", extra={
                 "client_order_id": t.client_order_id, "fill_id": b.fill_id, "venue": t.venue, "position_venue": held,
                 "follower_wallet_id": key[0], "asset_id": key[1], "size": str(b.size)})
+            raise_alert(AlertKind.FILL_NOT_BOOKED, f"fill_not_booked:{t.venue}",
+                        f"a fill of {fmt(b.size)} shares of order {t.client_order_id} at {t.venue} is not booked: "
+                        f"wallet {key[0]} holds the token in the {held} venue; book it by hand",
+                        dedupe_id=f"fill_not_booked:{b.fill_id}", severity=Severity.CRITICAL,
+                        client_order_id=t.client_order_id, fill_id=b.fill_id, venue=t.venue, position_venue=held,
+                        follower_wallet_id=key[0], asset_id=key[1], size=fmt(b.size), side=t.side)
             continue
         kept.append((t, b))
     return kept
