@@ -16,8 +16,9 @@ the decision made): ``duplicate`` when another entry already carries its ``dedup
 and it is of the kind last sent for its key, ``send`` otherwise. An alert of another kind than the last one sent
 for its key (BREAKER_CLOSED after BREAKER_OPENED) is never held: what the operator was told last must be the
 state now. What was held is announced once: by the key's next alert sent (which says how many were held), or,
-when none has come by the end of the window, by a notice the deliverer appends to the stream (the last alert
-held and how many were, sent without the rate limit).
+when none has come by the end of the window, by a notice the deliverer appends to the stream once it has decided
+every alert waiting there (the last alert held and how many were, sent without the rate limit; not sent when the key
+has sent another kind since: the state it would repeat is over).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ HELD_FIELD = b"h"  # a notice's entry: how many alerts of its key were held back
 
 _meter = metrics.get_meter("tradingtools.control")
 _OUTCOMES = _meter.create_counter("alerts.delivery", description="Alerts taken off the stream, by kind and outcome "
-                                  "(SENT, DUPLICATE, HELD, NOTICE, EXPIRED, REFUSED, MALFORMED)")
+                                  "(SENT, DUPLICATE, HELD, NOTICE, SUPERSEDED, EXPIRED, REFUSED, MALFORMED)")
 _ATTEMPTS = _meter.create_counter("alerts.webhook_posts", description="Webhook POSTs, by result (2xx, 4xx, 5xx, error)")
 _LATENCY = _meter.create_histogram("alerts.delivery_delay", unit="ms", description="Alert raised → webhook took it")
 
@@ -189,6 +190,7 @@ class AlertDeliverer:
         log.info("alert deliverer started", extra={"consumer": s.consumer, "retention_s": s.retention_s})
         next_claim = next_trim = next_notice = 0.0
         own_backlog = True
+        caught_up = False  # the last read found nothing new: what waits in the stream is decided
         failures = 0
         while True:
             reraise_if_cancelling()  # redis-py can swallow a cancellation during a blocking read
@@ -204,10 +206,12 @@ class AlertDeliverer:
                 if now >= next_claim:
                     await self._claim_idle()
                     next_claim = now + s.claim_idle_s / 2
-                if now >= next_notice:
+                if caught_up and now >= next_notice:  # not while alerts wait: they may announce what was held
                     await self._announce_held()
                     next_notice = now + NOTICE_INTERVAL_S
-                await self._handle(await self._read(">", block_ms=BLOCK_MS))
+                entries = await self._read(">", block_ms=BLOCK_MS)
+                caught_up = not entries
+                await self._handle(entries)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -275,7 +279,9 @@ class AlertDeliverer:
         notice, held_back = HELD_FIELD in fields, int(fields.get(HELD_FIELD) or 0)
         if self._expired(alert):
             return self._gave_up(alert, "EXPIRED", "older than TT_TUNE_CONTROL_ALERT_RETENTION_S", notice, held_back)
-        if notice:  # decided when it was appended: sent whatever the rate limit
+        if notice:  # decided when it was appended: sent whatever the rate limit, unless a later state was sent
+            if _text(await self.redis.get(f"tt:alerts:last:{alert.key}") or alert.kind) != alert.kind:
+                return self._superseded(alert, held_back)
             return await self._send(entry_id, alert, held_back, notice=True)
         decision, _, held = (await self._decision(entry_id, alert)).partition(":")
         if decision != "send":
@@ -284,6 +290,15 @@ class AlertDeliverer:
             log.info("alert not sent", extra={"alert_id": alert.dedupe_id, "key": alert.key, "outcome": outcome})
             return outcome
         return await self._send(entry_id, alert, int(held or 0))
+
+    @staticmethod
+    def _superseded(alert: Alert, held: int) -> str:
+        """A notice of alerts held back whose key has sent another kind since (the breaker closed, then opened):
+        the last word must be the state now, so it is not sent (the held alerts repeated a kind sent before them)."""
+        _OUTCOMES.add(1, {"kind": alert.kind, "outcome": "SUPERSEDED"})
+        log.info("held-alert notice not sent: its key sent another kind since", extra={
+            "alert_id": alert.dedupe_id, "key": alert.key, "held_back": held})
+        return "SUPERSEDED"
 
     async def _send(self, entry_id: str, alert: Alert, held: int, *, notice: bool = False) -> str:
         refusals = attempt = 0
