@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.executor.domain.book_math import Levels, walk_buy_usd, walk_sell_size
 from services.executor.domain.paper_book import PaperBook, walk_levels
@@ -84,3 +86,26 @@ def test_takes_of_assets_never_walked_again_are_swept() -> None:
     assert len(book) == 50
     book.take("tok", "SELL", BIDS, (), "s", 1_000)
     assert len(book) == 0
+
+
+_LEVEL = ((Decimal("0.50"), Decimal(1000)),)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["take", "give_back", "wait"]), st.integers(1, 30)), max_size=60))
+def test_a_levels_kept_total_is_the_sum_of_its_live_takes(steps: list[tuple[str, int]]) -> None:
+    """Each order of a fan-out reads the level's total (one read, not a sum over every take kept: that made a
+    10,000-order paper fan-out cost seconds); adds, give-backs and expiry keep it equal to the takes alive."""
+    book, now, alive = PaperBook(replenish_ms=50), 0, []
+    for op, n in steps:
+        if op == "take":
+            book.take("a", "BUY", _LEVEL, ((Decimal("0.50"), Decimal(n)),), "s", now)
+            alive.append((now + 50, Decimal(n), now))
+        elif op == "give_back" and alive:
+            expires, shares, at = alive.pop()
+            book.give_back("a", "BUY", ((Decimal("0.50"), shares),), at)
+            assert expires == at + 50
+        else:
+            now += n
+        live = sum((shares for expires, shares, _ in alive if expires > now), Decimal(0))
+        [(_, left)] = book.net("a", "BUY", _LEVEL, "s", now) or ((None, Decimal(0)),)
+        assert left == max(Decimal(1000) - live, Decimal(0))

@@ -91,11 +91,24 @@ class _Level:
     seen: Decimal  # the level's size in the book the takes were made from
     generation: str
     takes: deque[tuple[int, Decimal]] = field(default_factory=deque)  # (expires at ms, shares), oldest first
+    total: Decimal = ZERO  # the shares of ``takes``: a fan-out's orders each read it (not a sum over its takes)
 
     def taken(self, now_ms: int) -> Decimal:
+        """The shares taken that have not expired at ``now_ms``."""
         while self.takes and self.takes[0][0] <= now_ms:
-            self.takes.popleft()
-        return sum((shares for _, shares in self.takes), ZERO)
+            self.total -= self.takes.popleft()[1]
+        return self.total
+
+    def add(self, expires_ms: int, shares: Decimal) -> None:
+        """A take of ``shares`` until ``expires_ms``."""
+        self.takes.append((expires_ms, shares))
+        self.total += shares
+
+    def remove(self, expires_ms: int, shares: Decimal) -> None:
+        """Undo a take :meth:`add` recorded (nothing when it expired already)."""
+        if (expires_ms, shares) in self.takes:
+            self.takes.remove((expires_ms, shares))
+            self.total -= shares
 
 
 class PaperBook:
@@ -145,15 +158,15 @@ class PaperBook:
             lv = known.get(price)
             if lv is None or lv.seen != sizes[price] or lv.generation != generation:
                 lv = known[price] = _Level(sizes[price], generation)
-            lv.takes.append((now_ms + self.replenish_ms, shares))
+            lv.add(now_ms + self.replenish_ms, shares)
 
     def give_back(self, asset_id: str, side: str, takes: Takes, now_ms: int) -> None:
         """Undo ``takes`` recorded at ``now_ms`` (an order whose result was not kept)."""
         known = self._levels.get((asset_id, side), {})
         for price, shares in takes:
             lv = known.get(price)
-            if lv is not None and (now_ms + self.replenish_ms, shares) in lv.takes:
-                lv.takes.remove((now_ms + self.replenish_ms, shares))
+            if lv is not None:
+                lv.remove(now_ms + self.replenish_ms, shares)
 
     def _sweep(self, now_ms: int) -> None:
         """Drop expired takes of every asset now and then (an asset no order walks again is never netted)."""
