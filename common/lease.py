@@ -15,7 +15,16 @@ epoch has not moved (a PostgreSQL restart or a network blip). The holder must st
 (another process took over: seen at the next check, or at once when the holder's writer reports a write the
 fence refused, :meth:`Lease.notice_refusal`), and also when it could not confirm its lease for ``max_unconfirmed_s``
 (8 s): PostgreSQL frees the lease of a connection it cannot reach after ~11 s, so a holder cut off from
-PostgreSQL (but not from the venue) stops before a standby can start.
+PostgreSQL (but not from the venue) stops before a standby can start. That deadline holds whatever the check
+does: a check still unanswered then is given up at once, its connection shut down without waiting for it.
+
+Time is read on CLOCK_BOOTTIME (:func:`boottime`), which goes on while the process is stopped (SIGSTOP) or its
+machine paused or suspended. Every call that acts at the venue waits for :meth:`Lease.confirmed` first: it passes
+at once while the lease was confirmed within ``fresh_s`` (4 s: PostgreSQL lets a standby in ~11 s after the
+holder's last packet at the earliest), and otherwise waits for the watch's next check, which confirms the lease or
+stops the process. So a holder woken from a freeze during which it was superseded acts at the venue no more, and a
+refused write (:meth:`Lease.notice_refusal`) stops every venue call at once. Every write to a fenced table goes
+through :class:`FencedWrites`, which tells the lease of a refusal.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -46,6 +57,11 @@ _HOLDER_OPTIONS = (f"{_KEEPALIVES} -c idle_in_transaction_session_timeout=30s "
 # A holder that could not confirm its lease for this long stops: by then PostgreSQL may have freed the lease
 # of a connection it cannot reach (the keepalives above), and a standby may hold it.
 MAX_UNCONFIRMED_S = 8.0
+# A venue call waits for a confirmation when the last is older than this. The watch confirms every check_s, and
+# PostgreSQL lets a standby in ~11 s after the holder's last packet at the earliest (the keepalives above).
+FRESH_S = 4.0
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)  # Linux's; elsewhere the nearest there is
+_NEVER = float("-inf")
 _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
 _TAKE_OVER = """
 INSERT INTO service_leases (name, epoch, holder) VALUES (%s, 1, %s)
@@ -61,11 +77,47 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def boottime() -> float:
+    """Seconds on a clock that goes on while the process is stopped or its machine suspended (CLOCK_BOOTTIME)."""
+    return time.clock_gettime(_BOOTTIME)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the fence refusing a write of an epoch no longer current."""
+    return getattr(exc, "sqlstate", None) == FENCE_SQLSTATE
+
+
+class FencedWrites:
+    """``with fenced:`` around a write to a fenced table: a psycopg error leaving it is told to ``on_error``
+    (:meth:`Lease.notice_refusal`: the fence's refusal stops the holder), then raised as it was."""
+
+    __slots__ = ("on_error",)
+
+    def __init__(self, on_error: Callable[[BaseException], object] | None = None) -> None:
+        self.on_error = on_error or _ignore
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, psycopg.Error):
+            self.on_error(exc)
+
+
+async def unleased() -> None:
+    """The venue gate of a process without a lease (tests, tools): its venue calls go at once."""
+
+
+def _ignore(_exc: BaseException) -> None:
+    return None
+
+
 class Lease:
     """The lease of ``name`` for this process: :meth:`acquire`, then run :meth:`watch`; :meth:`close` frees it."""
 
     def __init__(self, url: str, name: str, *, holder: str | None = None, poll_s: float = 0.5,
-                 check_s: float = 1.0, timeout_s: float = 5.0, max_unconfirmed_s: float = MAX_UNCONFIRMED_S) -> None:
+                 check_s: float = 1.0, timeout_s: float = 5.0, max_unconfirmed_s: float = MAX_UNCONFIRMED_S,
+                 fresh_s: float = FRESH_S, clock: Callable[[], float] = boottime) -> None:
         if not name.isidentifier():
             raise ValueError(f"lease name must be an identifier, got {name!r}")
         self.url = url
@@ -75,12 +127,16 @@ class Lease:
         self.check_s = check_s
         self.timeout_s = min(timeout_s, max_unconfirmed_s)
         self.max_unconfirmed_s = max_unconfirmed_s
+        self.fresh_s = min(fresh_s, max_unconfirmed_s)
+        self.clock = clock  # boottime; a test passes a clock of its own to stand for a freeze
         self.epoch = 0
         self.waits = 0  # attempts that found the lease held by another process
         self.reconnects = 0  # lease connections taken again after a drop, with the epoch unchanged
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._closed = False
         self._refused = asyncio.Event()  # a write of this epoch was refused: another process took over
+        self._confirmed_at = _NEVER  # on the clock, when the lease was last known held; _NEVER once lost
+        self._confirmation = asyncio.Event()  # set (and replaced) at each confirmation
 
     @property
     def backend_pid(self) -> int:
@@ -98,11 +154,26 @@ class Lease:
 
     def notice_refusal(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the fence refusing a write of this process's epoch; if so :meth:`watch` returns
-        at once instead of at its next check (the writer would otherwise keep working until then)."""
-        if getattr(exc, "sqlstate", None) != FENCE_SQLSTATE:
+        at once instead of at its next check, and no venue call passes :meth:`confirmed` any more."""
+        if not refused(exc):
             return False
+        self._confirmed_at = _NEVER
         self._refused.set()
         return True
+
+    async def confirmed(self) -> None:
+        """Return once this process may act at the venue: at once (one clock read) while the lease was confirmed
+        within ``fresh_s``, else at the watch's next confirmation; never once the lease is lost or the watch ended
+        (the process is stopping)."""
+        while self.clock() - self._confirmed_at > self.fresh_s:
+            await self._confirmation.wait()
+
+    def _confirm(self, at: float) -> None:
+        if self._refused.is_set():
+            return  # a write refused during the check says the lease is lost
+        self._confirmed_at = at
+        event, self._confirmation = self._confirmation, asyncio.Event()
+        event.set()
 
     async def acquire(self) -> int:
         """Wait until this process holds the lease, then raise the epoch and return it."""
@@ -113,6 +184,7 @@ class Lease:
                     raise RuntimeError("the lease is closed")
                 try:
                     conn = await self._connection()
+                    tried_at = self.clock()
                     if await self._try_lock(conn):
                         async with conn.transaction():
                             # waits for writes of the old epoch under way (they hold this lock shared)
@@ -121,6 +193,7 @@ class Lease:
                             row = await (await conn.execute(_TAKE_OVER, (self.name, self.holder))).fetchone()
                         assert row is not None
                         self.epoch = int(row[0])
+                        self._confirm(tried_at)
                         log.info("lease taken", extra={"lease": self.name, "epoch": self.epoch,
                                                        "holder": self.holder, "backend_pid": self.backend_pid})
                         return self.epoch
@@ -147,36 +220,76 @@ class Lease:
 
         A dropped lease connection is replaced, and the lease taken again, when the epoch has not moved.
         """
-        confirmed_at = time.monotonic()
+        try:
+            await self._watch()
+        finally:
+            self._confirmed_at = _NEVER  # nothing confirms the lease any more: no venue call passes
+
+    async def _watch(self) -> None:
         while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refused.wait(), self.check_s)
-            reraise_if_cancelling()  # wait_for (3.11) can lose a cancel that meets its own timeout
+            wait_s = min(self.check_s, self._confirmed_at + self.max_unconfirmed_s - self.clock())
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refused.wait(), wait_s)
+                reraise_if_cancelling()  # wait_for (3.11) can lose a cancel that meets its own timeout
             if self._refused.is_set():
                 log.critical("lease lost: the fence refused a write (another process took over)",
                              extra={"lease": self.name, "epoch": self.epoch})
                 return
-            try:
-                current = await asyncio.wait_for(self._check(), self.timeout_s)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                await self._drop()
-                log.warning("lease check failed; retrying", extra={"lease": self.name, "error": repr(exc)[:300]})
-                current = None
+            started = self.clock()
+            deadline = self._confirmed_at + self.max_unconfirmed_s
+            current = None
+            if started < deadline:  # not so after a freeze that outlasted it: a standby may hold the lease by now
+                current = await self._bounded_check(min(deadline, started + self.timeout_s))
             if current is not None and current != self.epoch:
                 log.critical("lease lost: another process took over", extra={
                     "lease": self.name, "epoch": self.epoch, "current_epoch": current})
                 return
             if current is not None:
-                confirmed_at = time.monotonic()
-            elif time.monotonic() - confirmed_at > self.max_unconfirmed_s:
+                self._confirm(started)
+            elif self.clock() >= deadline:
                 log.critical("lease not confirmed; stopping before another process may take it", extra={
                     "lease": self.name, "epoch": self.epoch,
-                    "unconfirmed_s": round(time.monotonic() - confirmed_at, 1)})
+                    "unconfirmed_s": round(self.clock() - self._confirmed_at, 1)})
                 return
+
+    async def _bounded_check(self, deadline: float) -> int | None:
+        """:meth:`_check`, given up at ``deadline`` (on the clock) without waiting for it: None when it failed or was
+        given up."""
+        check = asyncio.ensure_future(self._check())
+        try:
+            done, _ = await asyncio.wait({check}, timeout=max(0.0, deadline - self.clock()))
+        except asyncio.CancelledError:
+            self._abandon(check)
+            raise
+        if not done:
+            self._abandon(check)
+            log.warning("lease check unanswered; connection dropped", extra={"lease": self.name})
+            return None
+        try:
+            return check.result()
+        except (psycopg.Error, OSError) as exc:
+            await self._drop()
+            log.warning("lease check failed; retrying", extra={"lease": self.name, "error": repr(exc)[:300]})
+            return None
+
+    def _abandon(self, check: asyncio.Future[int | None]) -> None:
+        """Give up a check under way, at once: its connection is shut down, so its query fails by itself (a
+        cancel would make psycopg wait up to 10 s to cancel it in the server); a check still connecting is
+        cancelled."""
+        check.add_done_callback(_retrieved)
+        conn, self._conn = self._conn, None
+        if conn is None or conn.closed:
+            check.cancel()
+            return
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        check.add_done_callback(lambda _check: conn.pgconn.finish())  # its socket, once nothing waits on it
 
     async def close(self) -> None:
         """Free the lease (its connection ends); it is not taken again."""
         self._closed = True
+        self._confirmed_at = _NEVER
         await self._drop()
 
     async def _check(self) -> int | None:
@@ -217,3 +330,9 @@ class Lease:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def _retrieved(check: asyncio.Future[int | None]) -> None:
+    """A given-up check's outcome, read so that asyncio does not report it as never retrieved."""
+    if not check.cancelled():
+        check.exception()

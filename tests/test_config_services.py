@@ -95,3 +95,15 @@ def test_a_refused_alert_webhook_url_is_not_quoted(raw: str) -> None:
     with pytest.raises(ConfigError, match="TT_ALERT_WEBHOOK_URL") as info:
         _settings("control", {"TT_ALERT_WEBHOOK_URL": raw})
     assert "XsEcReTwEbHoOkToKeN" not in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "ok"), [("0.5", True), ("2", True), ("2.5", False), ("4", False)])
+def test_the_executors_lease_check_leaves_its_venue_gate_open(raw: str, ok: bool) -> None:
+    """A venue call waits for a lease check once the last confirmation is 4 s old (common.lease.FRESH_S): checks
+    further apart than 2 s would hold POSTs back."""
+    env = {"TT_TUNE_EXECUTOR_LEASE_CHECK_S": raw}
+    if ok:
+        assert _settings("executor", env).tuning.lease_check_s == float(raw)
+    else:
+        with pytest.raises(ConfigError, match="TT_TUNE_EXECUTOR_LEASE_CHECK_S"):
+            _settings("executor", env)

@@ -1,15 +1,15 @@
-"""The executor's lease on real PostgreSQL: one holder at a time, standbys wait, and a superseded epoch
-cannot write ``orders`` (migration 0410)."""
+"""The executor's lease on real PostgreSQL: one holder at a time, standbys wait, a superseded epoch cannot write
+``orders`` (migration 0410), and venue calls wait while the lease is not freshly confirmed."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import psycopg
 import pytest
 
-from common.lease import FENCE_SQLSTATE, Lease
+from common.lease import FENCE_SQLSTATE, Lease, boottime
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -26,10 +26,11 @@ async def leases(db_url: str) -> AsyncIterator[list[Lease]]:
         await lease.close()
 
 
-def _lease(made: list[Lease], db_url: str, holder: str, **kwargs: float) -> Lease:
+def _lease(made: list[Lease], db_url: str, holder: str, *, clock: Callable[[], float] = boottime,
+           **kwargs: float) -> Lease:
     lease = Lease(db_url, "executor", holder=holder, poll_s=kwargs.get("poll_s", 0.02),
                   check_s=kwargs.get("check_s", 0.05), timeout_s=2.0,
-                  max_unconfirmed_s=kwargs.get("max_unconfirmed_s", 8.0))
+                  max_unconfirmed_s=kwargs.get("max_unconfirmed_s", 8.0), clock=clock)
     made.append(lease)
     return lease
 
@@ -169,3 +170,64 @@ async def test_a_takeover_waits_for_the_old_epochs_open_write(db_url: str, lease
     with pytest.raises(psycopg.OperationalError):
         await old_writer.execute(_WRITE)
     await old_writer.close()
+
+
+class Clock:
+    """A clock the test moves by hand: a jump stands for a freeze (the process stopped, its machine paused)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _pending(aw: asyncio.Task[None], for_s: float = 0.2) -> bool:
+    await asyncio.sleep(for_s)
+    return not aw.done()
+
+
+async def test_venue_calls_go_at_once_while_the_lease_is_fresh_and_wait_for_the_next_check_after_a_freeze(
+        db_url: str, leases: list[Lease]) -> None:
+    clock = Clock()
+    lease = _lease(leases, db_url, "a", clock=clock)
+    await lease.acquire()
+    await asyncio.wait_for(lease.confirmed(), 1)  # fresh: it goes without a check (no watch runs yet)
+    clock.now += 5  # frozen longer than the venue gate allows, not so long that the lease may be gone
+    gate = asyncio.create_task(lease.confirmed())
+    assert await _pending(gate)  # no watch runs yet to confirm it
+    watch = asyncio.create_task(lease.watch())
+    await asyncio.wait_for(gate, 5)  # its next check confirmed the lease
+    assert not watch.done()
+    await _cancel(watch)
+
+
+async def test_a_holder_woken_after_a_freeze_in_which_it_was_superseded_calls_the_venue_no_more(
+        db_url: str, leases: list[Lease]) -> None:
+    clock = Clock()
+    old = _lease(leases, db_url, "old", clock=clock)
+    await old.acquire()
+    await _terminate(db_url, old.backend_pid)  # the freeze: PostgreSQL drops its sessions, a standby takes over
+    assert await _lease(leases, db_url, "new").acquire() == 2
+    clock.now += 12
+    gate = asyncio.create_task(old.confirmed())  # the first thing it does when it wakes: a POST
+    watch = asyncio.create_task(old.watch())
+    await asyncio.wait_for(watch, 5)  # it stops
+    assert await _pending(gate)  # and its POST never goes
+    await _cancel(gate)
+
+
+async def test_a_refused_write_stops_venue_calls_at_once(db_url: str, leases: list[Lease]) -> None:
+    lease = _lease(leases, db_url, "a")
+    await lease.acquire()
+    await asyncio.wait_for(lease.confirmed(), 1)
+    assert lease.notice_refusal(psycopg.errors.lookup("55000")("x")) is False  # not the fence's refusal
+    await asyncio.wait_for(lease.confirmed(), 1)
+    assert lease.notice_refusal(_Refused())
+    gate = asyncio.create_task(lease.confirmed())
+    assert await _pending(gate)
+    await _cancel(gate)
+
+
+class _Refused(Exception):
+    sqlstate = FENCE_SQLSTATE

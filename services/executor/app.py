@@ -204,7 +204,8 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
         lost_after=t.lost_after, placed_lost_after_s=t.placed_lost_after_s,
         resubmit_max_age_s=t.resubmit_max_age_s,
         max_inflight=t.max_inflight, max_status_queries=t.max_status_queries,
-        answer_defer_s=t.answer_defer_s, gc_pause_max_s=t.gc_pause_max_s), rng=random.Random())
+        answer_defer_s=t.answer_defer_s, gc_pause_max_s=t.gc_pause_max_s), rng=random.Random(),
+        lease_confirmed=lease.confirmed)
     admission = OrderAdmission(runner, store, fast, IntakeRules(
         live_configured=settings.live_configured, max_order_age_ns=int(t.max_order_age_s * 1e9),
         min_depth_ratio=t.min_depth_ratio, max_order_usd=settings.max_order_usd),
@@ -226,7 +227,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
 
     redemptions_log = DurableLog(stream_redis, REDEMPTION_EVENTS)
     life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, admission, gates,
-                          venues.get(INSIDERS))
+                          venues.get(INSIDERS), lease)
     if life.reconciler is not None:
         journal.observe = observe_all([order_metrics.observe, life.reconciler.observe])
     tasks += life.tasks
@@ -285,21 +286,24 @@ class _Life:
 
 def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: FastRedis,
                    stream_redis: aioredis.Redis, redemptions_log: DurableLog, admission: OrderAdmission,
-                   gates: dict[str, BreakerGate], insiders: Venue | None) -> _Life:
-    """Positions after the copy: settlement by ingest's resolutions, redemption, reconciliation with the venue."""
+                   gates: dict[str, BreakerGate], insiders: Venue | None, lease: Lease) -> _Life:
+    """Positions after the copy: settlement by ingest's resolutions, redemption, reconciliation with the venue. Their
+    writes tell the lease of a refusal; their venue calls wait for its confirmation."""
     api = insiders if isinstance(insiders, InsidersVenue) else None
-    redeemer = Redeemer(RedemptionStore(pool), api, gates.get(INSIDERS), redemptions_log,
-                        enabled=settings.auto_redeem)
+    told = lease.notice_refusal
+    redeemer = Redeemer(RedemptionStore(pool, on_write_error=told), api, gates.get(INSIDERS), redemptions_log,
+                        enabled=settings.auto_redeem, lease_confirmed=lease.confirmed)
     # a resting order on a resolved market that the venue did not cancel would hold its position back for ever
-    settler = Settler(SettlementStore(pool), on_redemptions=redeemer.wake,
-                      venues={INSIDERS: insiders} if insiders is not None else None)
+    settler = Settler(SettlementStore(pool, on_write_error=told), on_redemptions=redeemer.wake,
+                      venues={INSIDERS: insiders} if insiders is not None else None, lease_confirmed=lease.confirmed)
     reconciler = None
     if api is not None and settings.reconcile_interval_s > 0:
-        leftovers = LeftoverRedemptions(LeftoverStore(pool), grace_s=settings.tuning.leftover_redeem_grace_s,
-                                        on_recorded=redeemer.wake)
-        reconciler = Reconciler(ReconcileStore(pool), api, redis, interval_s=settings.reconcile_interval_s,
-                                known=admission.store.known, resubmit=admission.submit,
-                                refresh_s=settings.tuning.reconcile_refresh_s, leftovers=leftovers.check)
+        leftovers = LeftoverRedemptions(LeftoverStore(pool, on_write_error=told),
+                                        grace_s=settings.tuning.leftover_redeem_grace_s, on_recorded=redeemer.wake)
+        reconciler = Reconciler(ReconcileStore(pool, on_write_error=told), api, redis,
+                                interval_s=settings.reconcile_interval_s, known=admission.store.known,
+                                resubmit=admission.submit, refresh_s=settings.tuning.reconcile_refresh_s,
+                                leftovers=leftovers.check)
     channel = grpc_channel(settings.ingest_target, settings.security)
     stub = mgrpc.IngestServiceStub(channel)
     name = f"{settings.tuning.consumer_name}-resolutions"

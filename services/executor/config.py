@@ -117,7 +117,8 @@ class Tuning(TrimTuning):
     grace_s: float = tune(5.0, "graceful-shutdown grace: in-flight POSTs get this long to be answered")
     lease_poll_s: float = tune(0.5, "a standby tries to take the lease this often", minimum=0.01)
     lease_check_s: float = tune(1.0, "the active executor checks its lease this often and exits once another took "
-                                "it", minimum=0.01)
+                                "it (at most 2: a venue call waits for a check once the last is 4 s old)",
+                                minimum=0.01, maximum=2.0)
     reconcile_refresh_s: float = tune(60.0, "the LIVE wallets to reconcile are read again this often (or every "
                                       "TT_RECONCILE_INTERVAL_S, when shorter)", minimum=0.1)
     leftover_redeem_grace_s: float = tune(120.0, "winning shares still redeemable at the venue this long after the "

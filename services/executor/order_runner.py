@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from opentelemetry import trace
 
 from common.cancel import reraise_if_cancelling
 from common.decimals import ZERO, fmt
+from common.lease import refused, unleased
 from common.marketstate import market_key
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.order_store import Change
@@ -52,8 +53,11 @@ class OrderRunner:
     """Owns the running orders of this process."""
 
     def __init__(self, *, journal: Journal, venues: dict[str, Venue], gates: dict[str, BreakerGate],
-                 redis: Any, config: RunnerConfig, rng: random.Random | None = None) -> None:
+                 redis: Any, config: RunnerConfig, rng: random.Random | None = None,
+                 lease_confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.journal = journal
+        # awaited right before each POST (and cancel): a process that may have lost its lease waits to know
+        self.lease_confirmed = lease_confirmed or unleased
         self.venues = venues
         self.gates = gates
         self.redis = redis
@@ -64,7 +68,7 @@ class OrderRunner:
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
                                GcPause(config.gc_pause_max_s) if config.gc_pause_max_s > 0 else None)
         self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,
-                                    lost_after_s=config.placed_lost_after_s)
+                                    lost_after_s=config.placed_lost_after_s, lease_confirmed=self.lease_confirmed)
         self.tracker = Tracker(self.placed.poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
                                error_backoff_s=ERROR_BACKOFF_S,
@@ -234,6 +238,9 @@ class OrderRunner:
             except Exception as exc:  # noqa: BLE001 - only a restart would count from the insert again
                 log.warning("order start time not recorded", extra={"client_order_id": t.client_order_id,
                                                                     "error": repr(exc)[:200]})
+                if refused(exc):  # the lease moved on: the order is its successor's to send
+                    self._forget(t)
+                    return
         except BaseException:
             self._forget(t)
             raise
@@ -288,6 +295,7 @@ class OrderRunner:
                     self.burst.starved()  # the answers in flight must be read for this POST to go
                 await self.slots.acquire()
                 try:
+                    await self.lease_confirmed()
                     if not t.post_sent_ns:
                         t.post_sent_ns = time.time_ns()
                     result = await venue.place(t.request, traceparent=post_traceparent(span, t))

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from common.lease import unleased
 from services.executor.burst_gate import BurstGate
 from services.executor.domain import order_lifecycle as lc
 from services.executor.domain import venue_orders as v
@@ -43,8 +44,10 @@ class PlacedQueries:
     """Queries the status of PLACED and PARTIALLY_FILLED orders and applies what the answers imply."""
 
     def __init__(self, venues: dict[str, Venue], burst: BurstGate, transition: Transition, *, lost_after: int,
-                 lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000) -> None:
+                 lost_after_s: float, clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
+                 lease_confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.venues = venues
+        self.lease_confirmed = lease_confirmed or unleased  # awaited before a cancel (see OrderRunner)
         self.burst = burst
         self.transition = transition
         self.lost_after = lost_after
@@ -96,6 +99,7 @@ class PlacedQueries:
         if venue_order_id:
             # the last word before LOST: a cancel, which ends the order if the venue has it after all (it must
             # not rest there, able to fill, once its reservation is released) and answers with what it filled
+            await self.lease_confirmed()
             result = screened(t, await safe(venue.cancel(venue_order_id)), "cancel")
             if isinstance(result, v.VenueOrder):
                 self._missing.pop(coid, None)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from opentelemetry import metrics
@@ -23,6 +23,7 @@ from opentelemetry import metrics
 from common.cancel import reraise_if_cancelling
 from common.decimals import fmt
 from common.ids import hash_id
+from common.lease import unleased
 from common.retry import Backoff
 from common.streams import DurableLog
 from services.executor.adapters.breaker_gate import BreakerGate
@@ -81,10 +82,12 @@ class Redeemer:
     def __init__(self, store: RedemptionStore, api: RedeemApi | None, gate: BreakerGate | None, events: DurableLog,
                  *, enabled: bool = True, backoff: Backoff = RETRY_BACKOFF, poll_s: float = 2.0,
                  max_concurrent: int = 32, batch: int = 512, rng: random.Random | None = None,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 lease_confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         _ENDED.add(0, {"state": rd.RedemptionState.FAILED.value, "reason": ""})  # exported from the start (a rule)
         self.store = store
         self.api = api
+        self.lease_confirmed = lease_confirmed or unleased  # awaited before each POST (see OrderRunner)
         self.gate = gate
         self.events = events
         self.enabled = enabled and api is not None
@@ -172,6 +175,7 @@ class Redeemer:
             wait_ms = max(delay_ms, int(self.gate.reopens_in_s() * 1000))
             return rd.RedeemRetryable("BREAKER_OPEN", "the venue's breaker is open", self.clock_ms(), wait_ms)
         if r.state is rd.RedemptionState.PENDING:
+            await self.lease_confirmed()
             self.posts += 1
             answer = await self.api.redeem(r.key, row.follower_wallet_id, row.condition_id, row.neg_risk,
                                            row.amounts)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import metrics
 
 from common.cancel import reraise_if_cancelling
+from common.lease import unleased
 from services.executor import alerting
 from services.executor.adapters.settlement_store import RestingOrder, SettlementResult, SettlementStore
 from services.executor.domain.answer_policy import Verdict, classify
@@ -76,8 +77,10 @@ class Settler:
     """Applies resolutions to positions; tells ``on_redemptions`` when LIVE winners need redeeming."""
 
     def __init__(self, store: SettlementStore, *, on_redemptions: Callable[[list[str]], None] | None = None,
-                 venues: Mapping[str, Venue] | None = None, cancel_batch: int = CANCEL_BATCH) -> None:
+                 venues: Mapping[str, Venue] | None = None, cancel_batch: int = CANCEL_BATCH,
+                 lease_confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.lease_confirmed = lease_confirmed or unleased  # awaited before each cancel (see OrderRunner)
         self.on_redemptions = on_redemptions
         self.venues = venues or {}  # venue name → client, to cancel orders resting on resolved markets
         self.cancel_batch = cancel_batch
@@ -156,6 +159,7 @@ class Settler:
                 continue
             asked += 1
             self.stats.cancels += 1
+            await self.lease_confirmed()
             outcome = self._cancel_outcome(order, await safe(venue.cancel(order.venue_order_id)))
             _CANCELS.add(1, {"outcome": outcome})
             if outcome != "RETRY":

@@ -1,6 +1,6 @@
 """Two executor processes on one database (a rolling update, a replica started by mistake): one works, the
 other waits; when the active one dies or loses its lease the standby takes over, and no order is POSTed or
-its fill booked twice."""
+its fill booked twice, nor POSTed by the old one once the new one ended it (a frozen host that wakes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def _lease_connections(db_url: str) -> int:
 def _stop(*procs: subprocess.Popen[bytes]) -> None:
     for proc in procs:
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # one a test froze
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
         try:
@@ -131,3 +133,44 @@ async def test_an_executor_that_lost_its_lease_stops_and_the_standby_finishes(ha
         assert _query(harness.db_url, "SELECT epoch FROM service_leases WHERE name = 'executor'") == [(2,)]
     finally:
         await asyncio.to_thread(_stop, active, standby)
+
+
+async def test_a_frozen_superseded_executor_posts_nothing_when_it_wakes(harness: Harness, tmp_path: Path) -> None:
+    """A BUY answered 503 waits its retry backoff; its executor's host freezes then (a paused VM), PostgreSQL drops
+    its sessions, and a standby takes over and ends the order LOST (its reservation released). Woken, the old
+    executor must not POST it: it would fill at the venue with nobody to book it."""
+    h = harness
+    log_path = tmp_path / "executor.log"
+    await h.set_book(ASSET, [("0.49", "100000")], [("0.50", "1000000")])
+    order = make_order(1)
+    coid = order.client_order_id
+    h.fake.faults.fail_posts = 1
+    tuned = {"TT_TUNE_EXECUTOR_RETRY_BASE_S": "4", "TT_TUNE_EXECUTOR_RETRY_CAP_S": "4",
+             "TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S": "1", "TT_TUNE_EXECUTOR_LEASE_POLL_S": "0.05"}
+    old = _spawn(h, log_path, **tuned)
+    new: subprocess.Popen[bytes] | None = None
+    state = f"SELECT state, reason FROM orders WHERE client_order_id = '{coid}'"
+    try:
+        await h.route(order)
+        await eventually(lambda: len(h.fake.posts_for(coid)) == 1, timeout_s=30, interval_s=0.005)
+        # the 503 is on record before the freeze: the retry needs no further write
+        await eventually(lambda: _query(h.db_url, f"SELECT attempts FROM orders WHERE client_order_id = '{coid}'")
+                         == [(2,)], timeout_s=5, interval_s=0.005)
+        frozen_at = time.monotonic()
+        old.send_signal(signal.SIGSTOP)
+        # what PostgreSQL's keepalives do to a frozen host's sessions after ~11 s, at once here
+        _query(h.db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE "
+                         "'tt-executor%' AND datname = current_database() AND pid <> pg_backend_pid()")
+        await asyncio.sleep(1.5)  # the freeze outlasts the order's resubmit window
+        new = _spawn(h, log_path, **tuned)
+        await eventually(lambda: _query(h.db_url, state) == [("LOST", "VENUE_NOT_FOUND")], timeout_s=30,
+                         interval_s=0.05)
+        assert h.fake.order(coid) is None
+        ended_at = time.time_ns()
+        await asyncio.sleep(max(0.0, frozen_at + 12 - time.monotonic()))  # a freeze that long is a real one
+        old.send_signal(signal.SIGCONT)
+        assert await asyncio.to_thread(old.wait, 20) == 70  # it finds out it lost the lease...
+        assert [p.outcome for p in h.fake.posts_for(coid) if p.arrival_ns > ended_at] == []  # ...before any POST
+        assert h.fake.order(coid) is None and _query(h.db_url, "SELECT count(*) FROM fills") == [(0,)]
+    finally:
+        await asyncio.to_thread(_stop, old, *([new] if new else []))

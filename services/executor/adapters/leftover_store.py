@@ -5,13 +5,14 @@ redemption event stream."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
+from common.lease import FencedWrites
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain.leftovers import LastRound, NextRound, Resolved
 from services.executor.domain.redemption import RedemptionState
@@ -49,8 +50,10 @@ def _dumps(rows: Sequence[dict[str, Any]]) -> str:
 class LeftoverStore:
     """Reads and moves on a wallet's redemption rounds (connections of the executor's pool: fenced by its lease)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *,
+                 on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
+        self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def load(self, follower_wallet_id: str, condition_ids: Sequence[str]
                    ) -> tuple[dict[str, Resolved], dict[str, LastRound]]:
@@ -72,12 +75,13 @@ class LeftoverStore:
         since it was read is left alone)."""
         rows = [{"old": n.old_key, "key": n.key, "round": n.round_no, "shares": str(n.shares),
                  "amounts": [fmt(a) for a in n.amounts], "state": last[n.condition_id].state.value} for n in rounds]
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_NEXT, {"w": follower_wallet_id, "rows": _dumps(rows)})
-            moved = {r["old"]: r for r in await cur.fetchall()}
-            if moved:
-                await conn.execute(AUDIT, (ENGINE_CALLER, "executor.RedeemLeftover", _dumps([
-                    _audit(moved[n.old_key], n) for n in rounds if n.old_key in moved])))
+        with self.fenced:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(_NEXT, {"w": follower_wallet_id, "rows": _dumps(rows)})
+                moved = {r["old"]: r for r in await cur.fetchall()}
+                if moved:
+                    await conn.execute(AUDIT, (ENGINE_CALLER, "executor.RedeemLeftover", _dumps([
+                        _audit(moved[n.old_key], n) for n in rounds if n.old_key in moved])))
         return [n.key for n in rounds if n.old_key in moved]
 
 

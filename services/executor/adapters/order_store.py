@@ -10,12 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
+from common.lease import FencedWrites
 from common.parts import others_own
 from common.storage import KEYED_LOOKUPS, pipelined_transaction
 from common.text import storable
@@ -157,8 +157,8 @@ class OrderStore:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], *, intents_url: str = "",
                  intents_options: str = "", on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
-        # told of every failed order write: the lease's fence refusing one means another executor took over
-        self.on_write_error = on_write_error or (lambda _exc: None)
+        # every write to a fenced table goes through it: told of its failure, the lease stops on the fence's refusal
+        self.fenced = FencedWrites(on_write_error)
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
         self.intents = (IntentConnection(intents_url, ADMIT_INTENTS, options=intents_options) if intents_url
                         else None)
@@ -173,11 +173,8 @@ class OrderStore:
         orders to be sent that were refused instead (:data:`ADMIT_INTENTS`; the others already existed)."""
         if not items:
             return Inserted()
-        try:
+        with self.fenced:
             return await self._insert_intents(items)
-        except psycopg.Error as exc:
-            self.on_write_error(exc)
-            raise
 
     async def _insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> Inserted:
         payload = intent_json(items)
@@ -193,11 +190,8 @@ class OrderStore:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
         events to the outbox, book their fills and count the copies declined as skips. Returns the inserted
         ids and the fills booked now."""
-        try:
+        with self.fenced:
             return await self._apply(inserts, changes)
-        except psycopg.Error as exc:
-            self.on_write_error(exc)
-            raise
 
     async def _apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         if not inserts and changes and not any(is_skip(c.ticket, c.life) for c in changes):
@@ -287,16 +281,20 @@ class OrderStore:
 
     async def set_size(self, client_order_id: str, size: Decimal, limit_price: Decimal, order_proto: bytes) -> None:
         """Record the size (and limit) a SELL sent with a fraction of the position got in its turn."""
-        async with self.pool.connection() as conn:
-            # created_at too: a restart counts the resubmit window from the sizing, as the runner does
-            await conn.execute("UPDATE orders SET size = %s, limit_price = %s, order_proto = %s, created_at = now(),"
-                               " updated_at = now() WHERE client_order_id = %s AND state = 'NEW'",
-                               (size, limit_price, order_proto, client_order_id))
+        with self.fenced:
+            async with self.pool.connection() as conn:
+                # created_at too: a restart counts the resubmit window from the sizing, as the runner does
+                await conn.execute("UPDATE orders SET size = %s, limit_price = %s, order_proto = %s,"
+                                   " created_at = now(), updated_at = now()"
+                                   " WHERE client_order_id = %s AND state = 'NEW'",
+                                   (size, limit_price, order_proto, client_order_id))
 
     async def restamp(self, client_order_id: str) -> None:
         """The order starts now (it waited before its first POST): its resubmit window counts from now."""
-        async with self.pool.connection() as conn:
-            await conn.execute("UPDATE orders SET created_at = now() WHERE client_order_id = %s", (client_order_id,))
+        with self.fenced:
+            async with self.pool.connection() as conn:
+                await conn.execute("UPDATE orders SET created_at = now() WHERE client_order_id = %s",
+                                   (client_order_id,))
 
     async def order_row(self, client_order_id: str) -> dict[str, Any] | None:
         """One order row."""

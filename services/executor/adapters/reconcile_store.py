@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ONE, fmt
 from common.ids import new_id
+from common.lease import FencedWrites
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
@@ -170,8 +171,10 @@ ORDER BY terminal_at
 class ReconcileStore:
     """Reconciliation's reads and writes (connections of the executor's pool: fenced by its lease)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *,
+                 on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
+        self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def live_wallets(self) -> list[LiveWallet]:
         """Every follower wallet with a LIVE subscription that is not STOPPED."""
@@ -232,6 +235,11 @@ class ReconcileStore:
         """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
         next round), each subscription's part scaled with its position (``subscriptions``: asset → split, as
         read), and record the venue's count of ``agreeing`` positions; returns the corrections applied."""
+        with self.fenced:
+            return await self._apply(wallet, corrections, agreeing, subscriptions)
+
+    async def _apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
+                     subscriptions: dict[str, dict[str, shares.Part]]) -> list[Correction]:
         w = wallet.follower_wallet_id
         fixes = [c for c in corrections if c.kind != EXTERNAL]
         external = [c for c in corrections if c.kind == EXTERNAL]

@@ -4,7 +4,7 @@ positions REDEEMED, archived lives included), and the outbox of RedemptionEvents
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +14,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import fmt
+from common.lease import FencedWrites
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain.redemption import Redemption, RedemptionState
@@ -100,8 +101,10 @@ def _audit(row: RedemptionRow, r: Redemption, redeemed: list[str]) -> dict[str, 
 class RedemptionStore:
     """Redemptions in PostgreSQL (connections of the executor's pool: fenced by its lease)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *,
+                 on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
+        self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def due(self, now_ms: int, limit: int = 64) -> list[RedemptionRow]:
         """PENDING and SUBMITTED redemptions whose next attempt is due, oldest first."""
@@ -138,16 +141,18 @@ class RedemptionStore:
         confirmed = {(row.follower_wallet_id, row.condition_id): after.key for row, after in changes
                      if after.state is RedemptionState.CONFIRMED}
         redeemed: dict[str, list[str]] = {}
-        async with self.pool.connection() as conn, pipelined_transaction(conn):
-            await conn.execute(_SAVE, (orjson.dumps([_change(after) for _, after in changes]).decode(),))
-            if confirmed:
-                cur = await conn.execute(_REDEEMED, (orjson.dumps([{"w": w, "c": c} for w, c in confirmed]).decode(),))
-                for x in await cur.fetchall():
-                    redeemed.setdefault(confirmed[(x["w"], x["c"])], []).append(x["id"])
-            audits = [_audit(row, after, redeemed.get(after.key, [])) for row, after in changes
-                      if after.state != row.redemption.state or after.state.terminal]
-            if audits:
-                await conn.execute(AUDIT, (ENGINE_CALLER, method, orjson.dumps(audits).decode()))
+        with self.fenced:
+            async with self.pool.connection() as conn, pipelined_transaction(conn):
+                await conn.execute(_SAVE, (orjson.dumps([_change(after) for _, after in changes]).decode(),))
+                if confirmed:
+                    cur = await conn.execute(_REDEEMED, (orjson.dumps([{"w": w, "c": c} for w, c in confirmed])
+                                                         .decode(),))
+                    for x in await cur.fetchall():
+                        redeemed.setdefault(confirmed[(x["w"], x["c"])], []).append(x["id"])
+                audits = [_audit(row, after, redeemed.get(after.key, [])) for row, after in changes
+                          if after.state != row.redemption.state or after.state.terminal]
+                if audits:
+                    await conn.execute(AUDIT, (ENGINE_CALLER, method, orjson.dumps(audits).decode()))
         return redeemed
 
     async def unpublished(self, limit: int = 256) -> list[tuple[RedemptionRow, datetime]]:
@@ -161,9 +166,10 @@ class RedemptionStore:
         """The events of these (key, state) pairs are on the log (one statement)."""
         if not published:
             return
-        async with self.pool.connection() as conn:
-            rows = [{"key": key, "state": state.value} for key, state in published]
-            await conn.execute(_PUBLISHED, (orjson.dumps(rows).decode(),))
+        rows = [{"key": key, "state": state.value} for key, state in published]
+        with self.fenced:
+            async with self.pool.connection() as conn:
+                await conn.execute(_PUBLISHED, (orjson.dumps(rows).decode(),))
 
 
 def utc(ms: int) -> datetime:

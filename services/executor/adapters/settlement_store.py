@@ -25,7 +25,7 @@ trigger on ``market_resolutions``): their cost follows the open positions, not t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
+from common.lease import FencedWrites
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
 
@@ -202,12 +203,18 @@ def _dumps(rows: Sequence[dict[str, Any]]) -> str:
 class SettlementStore:
     """Settles resolved markets in PostgreSQL (connections of the executor's pool: fenced by its lease)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *,
+                 on_write_error: Callable[[BaseException], object] | None = None) -> None:
         self.pool = pool
+        self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def settle(self, resolution: Resolution) -> SettlementResult:
         """End every open position of the market's tokens (one transaction), but those whose wallet has an order of
         the token in flight (returned as ``held``: settled by a later sweep); idempotent."""
+        with self.fenced:
+            return await self._settle(resolution)
+
+    async def _settle(self, resolution: Resolution) -> SettlementResult:
         assets = {"assets": list(resolution.asset_ids)}
         async with self.pool.connection() as conn, conn.transaction():
             rows = list(await (await conn.execute(_LOAD, assets)).fetchall())
