@@ -26,9 +26,11 @@ async def get(conn: Conn, trigger_id: str, *, for_update: bool = False) -> tpb.T
 
 
 # The life of the position the trigger is made for, on the database's clock (migration 0690): guard cancels a
-# trigger of a life that ended when it reads the closing SELL late, after the position was opened again.
+# trigger of a life that ended when it reads the closing SELL late, after the position was opened again. Only an
+# OPEN position's: a trigger set while nothing is held (the row CLOSED or resolved, keeping its ended life's
+# opening time) is for the next life, and records none.
 _POSITION_LIFE = ("(SELECT opened_at FROM positions"
-                  " WHERE follower_wallet_id = %(follower_wallet_id)s AND asset_id = %(asset_id)s)")
+                  " WHERE follower_wallet_id = %(follower_wallet_id)s AND asset_id = %(asset_id)s AND state = 'OPEN')")
 
 
 async def insert(conn: Conn, trigger: tpb.Trigger) -> None:

@@ -160,7 +160,8 @@ def tuning(settings: Settings) -> Tuning:
                   max_slippage_bps=t.max_slippage_bps, crash_after=settings.crash_after,
                   fire_concurrency=t.fire_concurrency, bookkeeping_interval_s=t.bookkeeping_interval_s,
                   submitted_mark_delay_s=t.submitted_mark_delay_s, answers_gather_s=t.orders_gather_s,
-                  mark_flush_rows=t.mark_flush_rows, mark_flush_duty=t.mark_flush_duty)
+                  mark_flush_rows=t.mark_flush_rows, mark_flush_duty=t.mark_flush_duty,
+                  unrecorded_sell_max_age_s=t.unrecorded_sell_max_age_s)
 
 
 async def start(settings: Settings) -> Running:

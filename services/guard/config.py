@@ -25,7 +25,7 @@ from common.grpcauth import GrpcSecurity
 from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from common.tuning import tune, tuning_from_env
-from services.guard.firing import CRASH_POINTS
+from services.guard.firing import CRASH_POINTS, UNRECORDED_MAX_AGE_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,10 @@ class Tuning:
     max_slippage_bps: int = tune(300, "slippage tolerance of trigger SELLs in the executor's depth check: an exit "
                                  "must go through", minimum=0, maximum=10_000)
     submit_timeout_s: float = tune(5.0, "deadline of SubmitOrder", minimum=0.001)
+    unrecorded_sell_max_age_s: float = tune(UNRECORDED_MAX_AGE_S, "a SELL of a fire whose record failed, sent "
+                                            "and not answered (a deadline), counts as in flight on its position "
+                                            "until the executor's order of it is seen, or this long: past its "
+                                            "max_order_age_s (60 s) the executor refuses the order", minimum=1.0)
     control_timeout_s: float = tune(5.0, "deadline of calls to control", minimum=0.001)
     fire_concurrency: int = tune(8, "fires recorded at once (each holds a PostgreSQL connection)", minimum=1,
                                  maximum=256)

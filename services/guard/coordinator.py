@@ -21,7 +21,7 @@ from services.guard.domain import tick_view
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
-from services.guard.firing import Firer
+from services.guard.firing import UNRECORDED_MAX_AGE_S, Firer
 from services.guard.loops import Batches, FireWindow, stop_tasks
 from services.guard.mark_flush import MarkFlusher
 from services.guard.order_flow import Answers, OrderFlow
@@ -117,6 +117,7 @@ class Tuning:
     mark_flush_duty: float = 0.25
     submitted_mark_delay_s: float = 0.0
     answers_gather_s: float = 0.0
+    unrecorded_sell_max_age_s: float = UNRECORDED_MAX_AGE_S
 
 
 class Guard:
@@ -152,7 +153,7 @@ class Guard:
                            crash_after=tuning.crash_after, concurrency=tuning.fire_concurrency,
                            bookkeeping_interval_s=tuning.bookkeeping_interval_s,
                            submitted_mark_delay_s=tuning.submitted_mark_delay_s, window=fire_window,
-                           spawn=self.spawn)
+                           spawn=self.spawn, unrecorded_max_age_s=tuning.unrecorded_sell_max_age_s)
         self._conditions: dict[str, set[str]] = {}
         # Prices of each asset's last fresh evaluation: a tick that changes none of them cannot fire
         # anything (the engine is unchanged since), so it is skipped without parsing.

@@ -1,17 +1,18 @@
 """The firing path's bookkeeping: its counters, the batched "acknowledged" marks of SELLs, and the SELLs sent by
-fires that were not recorded (counted as in flight on their position until the executor answered them)."""
+fires that were not recorded (counted as in flight on their position until the executor has them)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from common.decimals import ZERO
 from services.guard.loops import Kicked
+from services.guard.ports import SubmitRejected
 
 
 @dataclass
@@ -51,29 +52,83 @@ class FireStats:
         return fire
 
 
+@dataclass(slots=True)
+class _Sell:
+    size: Decimal
+    order_id: str
+    sent_ns: int  # the Order's routed_time_ns: the executor's age limit counts from it
+    call: asyncio.Future[Any]
+
+
 class UnrecordedSells:
-    """SELLs sent by fires whose record failed, by position (wallet, asset), while their SubmitOrder is under
-    way. PostgreSQL counts a SELL as in flight from the executor's order row on (the fire's reads); before the
-    executor wrote it, only this process knows the SELL left, so the next fire on the position adds these."""
+    """SELLs sent by fires whose record failed, by position (wallet, asset). PostgreSQL counts a SELL as in flight
+    from the executor's order row on (the fire's reads); before the executor wrote it, only this process knows the
+    SELL left, so the next fire on the position adds these.
 
-    def __init__(self) -> None:
-        # position → trigger id → (shares, the SubmitOrder call)
-        self._sells: dict[tuple[str, str], dict[str, tuple[Decimal, asyncio.Future[Any]]]] = {}
+    One is counted until the executor answered its SubmitOrder (it took the order, whose row counts from then, or
+    refused it), its order row is seen (:meth:`seen`: a call that timed out or failed is no answer, the executor may
+    still take the order and write its row late), or it is older than ``max_age_ns``, past the executor's age limit
+    (it refuses an order routed longer ago as STALE_ORDER): at most that long, never unbounded."""
 
-    def add(self, position: tuple[str, str], trigger_id: str, size: Decimal,
-            call: asyncio.Future[Any]) -> None:
-        """Count ``size`` shares of ``trigger_id``'s SELL on ``position`` until ``call`` (its SubmitOrder) ends."""
-        self._sells.setdefault(position, {})[trigger_id] = (size, call)
-        call.add_done_callback(lambda _c: self._drop(position, trigger_id, call))
+    def __init__(self, max_age_ns: int) -> None:
+        self.max_age_ns = max_age_ns
+        self.unanswered = 0  # calls that ended with no answer (a deadline, the executor unreachable)
+        self._sells: dict[tuple[str, str], dict[str, _Sell]] = {}  # position → trigger id → its SELL
 
-    def shares(self, position: tuple[str, str], *, besides: str) -> Decimal:
-        """Shares of the position's unanswered SELLs, but for ``besides``'s own (firing it again resends it)."""
+    def add(self, position: tuple[str, str], trigger_id: str, size: Decimal, call: asyncio.Future[Any], *,
+            order_id: str, sent_ns: int) -> None:
+        """Count ``size`` shares of ``trigger_id``'s SELL ``order_id`` on ``position`` (see the class)."""
+        self._expire(sent_ns)
+        sell = _Sell(size, order_id, sent_ns, call)
+        self._sells.setdefault(position, {})[trigger_id] = sell
+        call.add_done_callback(lambda _c: self._answered(position, trigger_id, sell))
+
+    def shares(self, position: tuple[str, str], *, besides: str, now_ns: int) -> Decimal:
+        """Shares of the position's SELLs counted here, but for ``besides``'s own (firing it again resends it)."""
+        self._expire(now_ns)
         sells = self._sells.get(position)
-        return sum((n for tid, (n, _call) in sells.items() if tid != besides), ZERO) if sells else ZERO
+        return sum((s.size for tid, s in sells.items() if tid != besides), ZERO) if sells else ZERO
 
-    def _drop(self, position: tuple[str, str], trigger_id: str, call: asyncio.Future[Any]) -> None:
+    def unseen(self, asset_id: str) -> list[str]:
+        """The order ids of the SELLs counted on ``asset_id`` (any wallet): to look for their order rows."""
+        return sorted(s.order_id for (_w, a), sells in self._sells.items() if a == asset_id for s in sells.values())
+
+    def seen(self, order_ids: Iterable[str]) -> None:
+        """The executor has orders of these: PostgreSQL counts them now."""
+        found = set(order_ids)
+        for position, sells in list(self._sells.items()):
+            for tid, s in list(sells.items()):
+                if s.order_id in found:
+                    self._drop(position, tid, s)
+
+    def forget(self, trigger_id: str) -> None:
+        """``trigger_id``'s fire is recorded FIRED: PostgreSQL counts its SELL (the same order id) from its row."""
+        for position, sells in list(self._sells.items()):
+            if trigger_id in sells:
+                self._drop(position, trigger_id, sells[trigger_id])
+
+    def __len__(self) -> int:
+        return sum(len(sells) for sells in self._sells.values())
+
+    def _answered(self, position: tuple[str, str], trigger_id: str, sell: _Sell) -> None:
+        call = sell.call
+        if call.cancelled():
+            return
+        error = call.exception()
+        if error is None or isinstance(error, SubmitRejected):
+            self._drop(position, trigger_id, sell)
+        else:
+            self.unanswered += 1
+
+    def _expire(self, now_ns: int) -> None:
+        for position, sells in list(self._sells.items()):
+            for tid, s in list(sells.items()):
+                if now_ns - s.sent_ns > self.max_age_ns:
+                    self._drop(position, tid, s)
+
+    def _drop(self, position: tuple[str, str], trigger_id: str, sell: _Sell) -> None:
         sells = self._sells.get(position)
-        if sells is not None and trigger_id in sells and sells[trigger_id][1] is call:
+        if sells is not None and sells.get(trigger_id) is sell:
             del sells[trigger_id]
             if not sells:
                 del self._sells[position]

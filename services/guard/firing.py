@@ -60,6 +60,9 @@ _FIRES = _METER.create_counter("guard.fires", description="Fire decisions record
 
 CRASH_POINTS = frozenset({"", "decision", "submit"})
 RESEND_CONCURRENCY = 16  # start-up re-submissions: SubmitOrder calls under way at once
+# An unanswered SELL of an unrecorded fire is counted this long at most: the executor refuses an order routed more
+# than its max_order_age_s (60 s) ago; the rest allows for a row it writes late and for the two clocks.
+UNRECORDED_MAX_AGE_S = 75.0
 
 
 def crash_if(point: str, configured: str) -> None:
@@ -78,7 +81,8 @@ class Firer:
                  clock_ns: Callable[[], int], max_slippage_bps: int, crash_after: str = "",
                  concurrency: int = 8, backoff: Backoff | None = None, bookkeeping_interval_s: float = 0.0,
                  submitted_mark_delay_s: float = 0.0, window: FireWindow | None = None,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None,
+                 unrecorded_max_age_s: float = UNRECORDED_MAX_AGE_S) -> None:
         self.store = store
         self.executor = executor
         self.markets = markets
@@ -96,7 +100,7 @@ class Firer:
                                          delay_s=submitted_mark_delay_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._recording: dict[str, asyncio.Event] = {}
-        self.unrecorded = UnrecordedSells()
+        self.unrecorded = UnrecordedSells(int(unrecorded_max_age_s * 1e9))
         # background work (start-up re-submissions): the coordinator's tracked tasks when given, else held here
         self.spawn = spawn or self._spawn
         self.background: set[asyncio.Task[Any]] = set()
@@ -149,6 +153,10 @@ class Firer:
             # read beside the locked PostgreSQL reads (awaited before deciding); a failure is the fire's
             market_read = asyncio.ensure_future(self.markets.market(spec.asset_id))
             market_read.add_done_callback(_retrieve)
+            unseen = self.unrecorded.unseen(spec.asset_id)
+            before: asyncio.Future[Any] = market_read if not unseen else asyncio.gather(
+                market_read, self._look_for_orders(unseen))
+            before.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
                 if not still_fires(spec, row.spec(), fired.price):
@@ -158,7 +166,7 @@ class Firer:
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
                 in_flight = facts.in_flight + self.unrecorded.shares((row.follower_wallet_id, row.asset_id),
-                                                                     besides=row.id)
+                                                                     besides=row.id, now_ns=self.clock_ns())
                 size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
                                              in_flight=in_flight,
                                              min_order_size=market.min_order_size if market else ZERO)
@@ -189,14 +197,14 @@ class Firer:
 
             built: list[epb.Order] = []
             sending: list[asyncio.Task[epb.SubmitOrderResponse]] = []
-            sent: list[tuple[tuple[str, str], Decimal]] = []  # the position and shares of each SELL sent
+            sent: list[tuple[epb.Order, Decimal]] = []  # each SELL sent, and its shares
             decided_at: list[float] = []
 
             def send_now(decision: FireDecision) -> None:
                 decided_at.append(time.perf_counter())
                 if decision.state is State.FIRED and built:
                     sending.append(asyncio.get_running_loop().create_task(self.executor.submit(built[-1])))
-                    sent.append(((built[-1].follower_wallet_id, built[-1].asset_id), decision.size))
+                    sent.append((built[-1], decision.size))
 
             parent = extract(tick.trace) if tick.trace is not None else None
             t0 = time.perf_counter()
@@ -206,15 +214,16 @@ class Firer:
                     async with self._slots:
                         t1 = time.perf_counter()
                         result = await self.store.fire(spec.id, sibling_ids, spec.high_water_mark, tick, decide,
-                                                       send_now, before_decide=market_read)
+                                                       send_now, before_decide=before)
                         t2 = time.perf_counter()
             except Exception:  # nothing recorded: watch the triggers again, a later tick retries
                 reraise_if_cancelled()
-                for task, (position, shares) in zip(sending, sent, strict=True):
+                for task, (order, shares) in zip(sending, sent, strict=True):
                     # a SELL already sent keeps its id: the next fire of this row reuses it; the position's other
-                    # fires count it as in flight until the executor answered (its order row counts from then)
+                    # fires count it as in flight until the executor has it (its order row counts from then)
                     task.add_done_callback(_consume)
-                    self.unrecorded.add(position, spec.id, shares, task)
+                    self.unrecorded.add((order.follower_wallet_id, order.asset_id), spec.id, shares, task,
+                                        order_id=order.client_order_id, sent_ns=order.routed_time_ns)
                 self.stats.record_errors += 1
                 log.exception("fire not recorded; re-arming", extra={"trigger_id": spec.id})
                 self.in_flight.difference_update([spec.id, *sibling_ids])
@@ -240,6 +249,7 @@ class Firer:
             _FIRES.add(1, {"outcome": decision.state.value})
             if decision.state is State.FIRED and decision.order is not None:
                 self.stats.fired += 1
+                self.unrecorded.forget(spec.id)  # an earlier unrecorded SELL of it: the same order, counted now
                 first = sending[0] if sending else None
                 answered: list[float] = []
                 if first is not None:
@@ -324,6 +334,15 @@ class Firer:
                 log.warning("refused SELL not recorded; retrying", extra={"trigger_id": trigger_id,
                                                                           "error": repr(exc)[:300], "delay_s": delay})
                 await asyncio.sleep(delay)
+
+    async def _look_for_orders(self, order_ids: list[str]) -> None:
+        """Stop counting the unrecorded SELLs the executor has an order of (PostgreSQL counts them); when that
+        cannot be read, they are counted still."""
+        try:
+            self.unrecorded.seen(await self.store.ordered(order_ids))
+        except Exception as exc:  # noqa: BLE001 - the fire goes on, counting them
+            reraise_if_cancelled()
+            log.warning("orders of unrecorded SELLs not read", extra={"error": repr(exc)[:300]})
 
     async def resubmit_unsubmitted(self) -> int:
         """At start-up: re-send every FIRED SELL the executor may not have, in the background (each until the

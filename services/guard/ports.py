@@ -112,6 +112,9 @@ class FireRecords(Protocol):
     async def unsubmitted(self) -> list[TriggerRow]:
         """FIRED triggers whose SELL the executor may not have."""
 
+    async def ordered(self, order_ids: Sequence[str]) -> set[str]:
+        """Those of ``order_ids`` (client order ids) the executor has an order of."""
+
 
 class TriggerRows(FireRecords, Protocol):
     """Every trigger-row read and write of the coordinator and the order flow."""
@@ -124,6 +127,9 @@ class TriggerRows(FireRecords, Protocol):
 
     async def get(self, trigger_id: str) -> TriggerRow | None:
         """One trigger."""
+
+    async def get_many(self, trigger_ids: Iterable[str], *, chunk: int = 1000) -> dict[str, TriggerRow]:
+        """Several triggers by id, in statements of ``chunk`` ids (those not found are left out)."""
 
     async def find_by_order(self, trigger_id: str, order_id: str) -> TriggerRow | None:
         """The trigger that sent ``order_id``."""

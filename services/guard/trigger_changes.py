@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from common.decimals import ZERO
 from common.heap import freeze_bulk_load
 from common.retry import Backoff
-from services.guard.domain.trigger_model import Kind, Reason, State, live_mark
+from services.guard.domain.trigger_model import Kind, Reason, State, TriggerSpec, live_mark
+from services.guard.domain.trigger_rows import TriggerRow
 from services.guard.loops import reraise_if_cancelled
 
 if TYPE_CHECKING:
@@ -49,10 +50,7 @@ class TriggerChanges:
             if spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark:
                 spec = spec.with_mark(mark)
                 await guard.store.save_marks([(mark, [spec.id])])
-            guard.engine.upsert(spec, armed_ns=guard.clock_ns())
-            if row.state_reason == Reason.BOOK_STALE.value:
-                guard.engine.mark_held([spec.id])
-            guard.changed(row.asset_id)
+            self._arm(spec, row)
             if observed:  # a row at its first version was created, not changed: a repeated notice is no PATCH
                 updated = known is not None and row.version > 1
                 await guard.store.record_observed(row, "UPDATED" if updated else "ARMED",
@@ -64,11 +62,40 @@ class TriggerChanges:
         guard.outbox.kick()
         guard.watch.kick()
 
+    async def reload_many(self, trigger_ids: list[str], *, chunk: int = 1000) -> None:
+        """:meth:`reload` of many triggers (no event recorded, no mark given), read ``chunk`` at a time: a resync
+        after a fan-out has thousands of copy exits to read again, and the notices wait behind it."""
+        guard = self.guard
+        for start in range(0, len(trigger_ids), chunk):
+            part = [tid for tid in trigger_ids[start:start + chunk] if tid not in guard.firer.in_flight]
+            guard.stats.reloads += len(part)
+            rows = await guard.store.get_many(part) if part else {}
+            for tid in part:
+                row = rows.get(tid)
+                if tid in guard.firer.in_flight:
+                    continue
+                if row is not None and row.state is State.ARMED:
+                    self._arm(row.spec(), row)
+                elif guard.engine.get(tid) is not None:
+                    guard.engine.remove(tid)
+        guard.outbox.kick()
+        guard.watch.kick()
+
+    def _arm(self, spec: TriggerSpec, row: TriggerRow) -> None:
+        """Watch ``spec`` (of ``row``), held when the row says its book is stale (a trailing stop's tracked mark is
+        kept when higher: ``Engine.upsert``)."""
+        guard = self.guard
+        guard.engine.upsert(spec, armed_ns=guard.clock_ns())
+        if row.state_reason == Reason.BOOK_STALE.value:
+            guard.engine.mark_held([spec.id])
+        guard.changed(row.asset_id)
+
     async def resync(self) -> tuple[int, int]:
         """Make the engine equal to PostgreSQL's ARMED triggers; returns (added or changed, removed).
 
         A trigger the engine took, changed or dropped while the snapshot was read (a copy fill's exits, a fire)
-        is not taken from the snapshot, which may predate that change, but read again on its own afterwards.
+        is not taken from the snapshot, which may predate that change, but read again afterwards
+        (:meth:`reload_many`).
         A trailing mark stored higher than the engine's (saved by another guard: the old process of a rollout)
         is taken, and the assets whose marks rose are evaluated again on their stored books."""
         guard = self.guard
@@ -101,8 +128,7 @@ class TriggerChanges:
                      extra={"changed": changed, "removed": removed, "assets_marks_risen": len(risen)})
             guard.watch.kick()
         freeze_bulk_load(changed)  # thousands of triggers at once: out of the collector's scans from now on
-        for tid in sorted(touched):
-            await self.reload(tid, observed=False)
+        await self.reload_many(sorted(touched))
         if risen:
             guard.spawn(guard.recheck(*sorted(risen)))
         return changed, removed

@@ -197,3 +197,12 @@ async def test_a_trigger_records_the_life_of_the_position_it_guards(stubs: Stubs
                                       " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id"
                                       " AND p.asset_id = t.asset_id")}
     assert rows == {before.id: None, made.id: True}
+
+
+async def test_a_trigger_set_while_nothing_is_held_records_no_life(stubs: Stubs, db_url: str) -> None:
+    """A size trigger set while the position is CLOSED (its row keeps the ended life's opening time) is for the next
+    life: it records none, or guard would take it for the ended life's and cancel it on the new life's first SELL."""
+    execute(db_url, "INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, state, opened_at, closed_at)"
+            " VALUES ('w_456', %s, %s, 0, 'CLOSED', now() - interval '1 hour', now())", (ASSET, FOLLOWER))
+    made = await create(stubs, size="40")
+    assert query(db_url, "SELECT position_opened_at FROM triggers WHERE id = %s", (made.id,)) == [(None,)]

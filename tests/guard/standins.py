@@ -289,14 +289,14 @@ async def insert_trigger(conn: psycopg.AsyncConnection[Any], trigger_id: str, ki
                          subscription_id: str | None = None, mark: str = "0",
                          created: datetime | None = None) -> str:
     """A trigger row as control's CreateTrigger writes it (``created``: control's clock, now by default), with the
-    opening time of the position it guards."""
+    opening time of the position it guards (none when the position is not OPEN)."""
     ts = created or now()
     await conn.execute(
         "INSERT INTO triggers (id, wallet, follower_wallet_id, subscription_id, asset_id, kind, trigger_price,"
         " trail_pct, activation_price, size, sell_fraction, oco_group, price_source, state, state_reason,"
         " high_water_mark, source, create_time, update_time, position_opened_at) VALUES (%s, %s, %s, %s, %s, %s,"
         " %s, %s, %s, %s, %s, %s, %s, 'ARMED', '', %s, 'MANUAL', %s, %s, (SELECT opened_at FROM positions"
-        " WHERE follower_wallet_id = %s AND asset_id = %s))",
+        " WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN'))",
         (trigger_id, WALLET, WALLET_ID, subscription_id, asset_id, kind, Decimal(price), Decimal(trail),
          Decimal(activation), Decimal(size), Decimal(fraction), oco, source, Decimal(mark), ts, ts, WALLET_ID,
          asset_id))

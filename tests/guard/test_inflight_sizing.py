@@ -18,7 +18,6 @@ from services.guard.domain.fire_records import FireDecision, FireFacts
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import Reason, State
 from services.guard.domain.trigger_rows import TriggerRow
-from services.guard.fire_bookkeeping import UnrecordedSells
 from tests.guard.conftest import GuardFactory
 from tests.guard.executor_orders import book_order, books_orders
 from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row, wait_connected
@@ -114,6 +113,72 @@ async def test_a_sell_of_an_unrecorded_fire_counts_until_the_executor_answers_it
     assert _sold(standins) == [("trg_sl", "50"), ("trg_tp", "50")]
 
 
+async def test_an_unrecorded_sell_whose_call_timed_out_still_counts_until_the_executor_has_it(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """A deadline is no answer: the executor, slow (its journal under a fan-out), takes the SELL and writes its
+    order later. Until then the next fire on the position counts it."""
+    conn = await db(db_url)
+    await _rung_and_stop(conn, redis)
+    standins.executor.auto_fill = False
+    books_orders(standins, db_url)  # the order row is written when the executor takes the order
+    executor = standins.executor
+    take, answer = executor._submit, asyncio.Event()
+
+    async def slow_intake(order: epb.Order) -> epb.SubmitOrderResponse:
+        if order.trigger_id == "trg_tp":
+            await answer.wait()  # shielded: the executor goes on after guard's deadline
+        return await take(order)
+
+    executor._submit = slow_intake  # type: ignore[method-assign]
+    guard = (await make_guard(submit_timeout_s=0.3)).guard
+    _losing_the_commit_of(guard.firer.store, "trg_tp")
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.65", ask="0.7")  # the rung: SELL 50 leaves, its record fails
+    await eventually(lambda: guard.firer.stats.record_errors == 1)
+    await eventually(lambda: guard.firer.unrecorded.unanswered == 1)  # guard's deadline passed
+    assert (await trigger_row(conn, "trg_tp"))["state"] == "ARMED"
+    await standins.ingest.tick(bid="0.25", ask="0.3")  # the stop crosses
+    await eventually(lambda: [o.trigger_id for o in executor.sells] == ["trg_sl"])
+    answer.set()  # the executor now writes and places the rung's SELL it took earlier
+    await eventually(lambda: len(executor.sells) == 2)
+    await guard.drain()
+    await conn.close()
+    assert _sold(standins) == [("trg_sl", "50"), ("trg_tp", "50")]  # never more than the 100 held
+
+
+async def test_an_unanswered_unrecorded_sell_is_counted_once_its_order_is_seen(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """Once the executor wrote the order of a SELL whose call timed out, PostgreSQL counts it: guard no longer adds
+    it (counted twice, the stop-loss would find nothing left to sell and wait)."""
+    conn = await db(db_url)
+    await _rung_and_stop(conn, redis)
+    standins.executor.auto_fill = False
+    executor = standins.executor
+    slow, answer = executor._submit, asyncio.Event()
+
+    async def slow_intake(order: epb.Order) -> epb.SubmitOrderResponse:
+        if order.trigger_id == "trg_tp":
+            await answer.wait()
+        return await slow(order)
+
+    executor._submit = slow_intake  # type: ignore[method-assign]
+    books_orders(standins, db_url)  # written as it is taken, once the slow intake lets it through
+    guard = (await make_guard(submit_timeout_s=0.3)).guard
+    _losing_the_commit_of(guard.firer.store, "trg_tp")
+    await wait_connected(standins.ingest)
+    await standins.ingest.tick(bid="0.65", ask="0.7")
+    await eventually(lambda: guard.firer.unrecorded.unanswered == 1)
+    answer.set()
+    await eventually(lambda: [o.trigger_id for o in executor.sells] == ["trg_tp"])
+    assert len(guard.firer.unrecorded) == 1  # no answer came: guard has not seen the order yet
+    await standins.ingest.tick(bid="0.25", ask="0.3")
+    await eventually(lambda: len(executor.sells) == 2)
+    await guard.drain()
+    await conn.close()
+    assert _sold(standins) == [("trg_sl", "50"), ("trg_tp", "50")]
+    assert len(guard.firer.unrecorded) == 0
+
+
 async def _facts(store: TriggerStore, trigger_id: str) -> FireFacts:
     """What a fire of ``trigger_id`` reads under the position's lock (nothing recorded: the decision defers)."""
     seen: list[FireFacts] = []
@@ -152,17 +217,3 @@ async def test_in_flight_counts_each_open_sell_of_the_position_once(
     facts = await _facts(trigger_store, "trg_sl")
     await conn.close()
     assert (facts.held, facts.in_flight) == (Decimal(100), Decimal(30 + 8 + 10 + 5))
-
-
-async def test_an_unrecorded_sell_counts_until_its_call_ends_and_never_for_its_own_trigger() -> None:
-    sells, position = UnrecordedSells(), ("w_1", "asset_1")
-    first, again = asyncio.get_running_loop().create_future(), asyncio.get_running_loop().create_future()
-    sells.add(position, "trg_tp", Decimal(50), first)
-    sells.add(position, "trg_tp", Decimal(40), again)  # fired again, not recorded again: the newer call counts
-    first.set_result(None)
-    await asyncio.sleep(0)
-    assert (sells.shares(position, besides="trg_sl"), sells.shares(position, besides="trg_tp"),
-            sells.shares(("w_1", "asset_2"), besides="trg_sl")) == (Decimal(40), Decimal(0), Decimal(0))
-    again.set_result(None)
-    await asyncio.sleep(0)
-    assert sells.shares(position, besides="trg_sl") == Decimal(0)

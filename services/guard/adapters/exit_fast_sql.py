@@ -68,12 +68,39 @@ RESIZE_OR_PEEK_MANY = (
     "  LIMIT 1) END AS open_planned"
     " FROM k LEFT JOIN resized r ON r.i = k.i LEFT JOIN subscriptions s ON s.id = k.sub AND r.i IS NULL"
 )
+# The life before a position's current one (opened at ``opened``): the last one archived in position_history, found
+# through its wallet's index (every life of a position carries the wallet its row was made for).
+_PREVIOUS_LIFE = ("SELECT h.opened_at, h.closed_at FROM position_history h WHERE h.wallet = {wallet}"
+                  " AND h.follower_wallet_id = {w} AND h.asset_id = {a} AND h.opened_at < {opened}"
+                  " ORDER BY h.opened_at DESC LIMIT 1")
+
+
+def ended_life(t: str, *, w: str, a: str, opened: str, wallet: str, proven: bool) -> str:
+    """The condition that trigger ``t`` of a position (``w``, ``a``: its SQL) was made for a life that ended, the
+    position's current life opened at ``opened``.
+
+    A trigger that recorded an earlier opening time (migration 0690, both on the database's clock) is that life's:
+    no clock of another process decides it (control recorded a CLOSED row's opening time before it recorded only an
+    OPEN position's, so a stop set between lives before then ends with the next partial SELL: cancelled, never sold
+    on). One that recorded none (set while nothing was held, or before triggers recorded it) is an ended life's
+    when it was set before the previous life closed. With no life archived, nothing tells it from one set before
+    the position first opened (the current life's): ``proven`` (the condition must prove a reopening by itself)
+    leaves it out, else it is taken when set before the current life opened (the caller knows otherwise that the
+    position was reopened)."""
+    prev = _PREVIOUS_LIFE.format(wallet=wallet, w=w, a=a, opened=opened)
+    unknown = "NULL" if proven else opened
+    return (f"({t}.position_opened_at < {opened}"
+            f" OR {t}.position_opened_at IS NULL"
+            f" AND {t}.create_time < coalesce((SELECT v.closed_at FROM ({prev}) v), {unknown}))")
+
+
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
              " AND state = 'ARMED') AS has_armed,"
              # a trigger made for a life of the position that ended (exit_group_writes.cancel_ended_lives)
-             " EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
-             " AND state = 'ARMED' AND position_opened_at < p.opened_at) AS ended_life,"
+             " EXISTS (SELECT 1 FROM triggers t WHERE t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s"
+             " AND t.state = 'ARMED' AND " + ended_life("t", w="%(w)s", a="%(a)s", opened="p.opened_at",
+                                                         wallet="p.wallet", proven=True) + ") AS ended_life,"
              " coalesce(jsonb_array_length(g.exits -> 'planned'), 0) > 0 AND NOT EXISTS (SELECT 1 FROM triggers t"
              "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED'))"
              " AND EXISTS (SELECT 1 FROM triggers t WHERE t.oco_group = g.oco_group"

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from services.guard.adapters.exit_fast_sql import ended_life
 from services.guard.adapters.trigger_store import insert_events
 from services.guard.domain import exit_plans
 from services.guard.domain.exit_plans import ExitsChange
@@ -122,13 +123,13 @@ async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> froz
     return frozenset(ids[r["id"]] for r in rows)
 
 
-# A position's ARMED trigger made for a life that ended (migration 0690): it recorded an earlier opening time of the
-# position (both on the database's clock), or, from before triggers recorded it, was created before the current
-# life opened (the creating service's clock). Parameters: wallet id, asset, opened at (twice).
-_ENDED_LIFE = ("(follower_wallet_id = %s AND asset_id = %s AND (position_opened_at < %s"
-               " OR (position_opened_at IS NULL AND create_time < %s)))")
-_CANCEL = ("UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-           " WHERE state = 'ARMED' AND ")
+# A position's ARMED trigger made for a life that ended (``exit_fast_sql.ended_life``). Parameters: w (wallet id),
+# a (asset), opened (the position's opening time now).
+_POSITION = "follower_wallet_id = %(w)s AND asset_id = %(a)s"
+_WALLET = f"(SELECT wallet FROM positions WHERE {_POSITION})"
+_ENDED_LIFE = ended_life("t", w="%(w)s", a="%(a)s", opened="%(opened)s", wallet=_WALLET, proven=False)
+_CANCEL = ("UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
+           " version = version + 1 WHERE state = 'ARMED' AND ")
 
 
 async def close_group(conn: Any, oco_group: str, now: Any, *,
@@ -142,27 +143,28 @@ async def close_group(conn: Any, oco_group: str, now: Any, *,
     await conn.execute(
         "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s WHERE oco_group = %s",
         (Reason.POSITION_CLOSED.value, now, oco_group))
-    which = "oco_group = %s"
-    args: list[Any] = [oco_group]
+    which = "oco_group = %(g)s"
+    args: dict[str, Any] = {"g": oco_group, "reason": Reason.POSITION_CLOSED.value, "now": now}
     if reopened is not None:
-        which = f"(oco_group = %s OR {_ENDED_LIFE})"
-        args = [oco_group, *reopened, reopened[2]]
-    rows = await (await conn.execute(_CANCEL + which + " RETURNING *",
-                                     (Reason.POSITION_CLOSED.value, now, *args))).fetchall()
+        which = f"(oco_group = %(g)s OR {_POSITION} AND {_ENDED_LIFE})"
+        args.update(zip(("w", "a", "opened"), reopened, strict=True))
+    rows = await (await conn.execute(_CANCEL + which + " RETURNING *", args)).fetchall()
     return await cancel_events(conn, rows)
 
 
 async def cancel_ended_lives(conn: Any, life: tuple[str, str, datetime], now: Any) -> list[TriggerRow]:
     """Cancel (POSITION_CLOSED) the ARMED triggers of a position made for a life that ended (:data:`_ENDED_LIFE`;
     ``life``: wallet id, asset, the position's opening time now), whether or not it had an exits group (one
-    bought through the terminal has none). Only when one of them recorded an earlier opening time, the proof that
-    the position was opened again: without it, a trigger that recorded none may be one set before the position
-    first opened, for the life that is open now."""
+    bought through the terminal has none). Only when one of them is known to be an ended life's (the proof that
+    the position was opened again): without it, a trigger that recorded no life and was set before any life was
+    archived may be one set before the position first opened, for the life that is open now."""
     w, a, opened = life
+    proof = ended_life("e", w="%(w)s", a="%(a)s", opened="%(opened)s", wallet=_WALLET, proven=True)
     rows = await (await conn.execute(
-        _CANCEL + _ENDED_LIFE + " AND EXISTS (SELECT 1 FROM triggers e WHERE e.follower_wallet_id = %s"
-        " AND e.asset_id = %s AND e.state = 'ARMED' AND e.position_opened_at < %s) RETURNING *",
-        (Reason.POSITION_CLOSED.value, now, w, a, opened, opened, w, a, opened))).fetchall()
+        _CANCEL + _POSITION + " AND " + _ENDED_LIFE + " AND EXISTS (SELECT 1 FROM triggers e"
+        " WHERE e.follower_wallet_id = %(w)s AND e.asset_id = %(a)s AND e.state = 'ARMED' AND " + proof
+        + ") RETURNING *",
+        {"reason": Reason.POSITION_CLOSED.value, "now": now, "w": w, "a": a, "opened": opened})).fetchall()
     return await cancel_events(conn, rows)
 
 

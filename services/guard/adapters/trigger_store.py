@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
+from services.guard.adapters import trigger_sql as sql
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import Move, Reason, State, TriggerSpec, apply
@@ -54,52 +55,6 @@ _INSERT_EVENT = ("INSERT INTO guard_trigger_events (event_id, trigger_id, payloa
                  " ON CONFLICT (event_id) DO NOTHING")
 
 
-# The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
-# created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
-# without a subscription takes the wallet's user from its subscriptions and the mode from the position's venue.
-# SELLs in flight (sent, not yet out of the position) are counted where they are:
-# - every SELL of the wallet's token the executor took and has not ended (copies, manual SELLs, exits, a SELL
-#   whose fire guard failed to record), less what it filled, as the executor counts them (order_sql.SELLABLE: a
-#   NEW SELL is sized later, against these); the trigger's own is left out: firing it again sends that very
-#   order again (same client order id);
-# - a FIRED trigger's SELL the executor has no order of yet (on its way), less its fills.
-# Orders, their fills and positions are written in one transaction: this statement sees them at one moment.
-_FACTS_SQL = (
-    "SELECT CASE WHEN p.state = 'OPEN' THEN p.size ELSE 0 END AS held, p.condition_id AS cond,"
-    " p.state IN ('RESOLVED_WON', 'RESOLVED_LOST', 'REDEEMED') AS resolved,"
-    " COALESCE(s.follower_user_id, (SELECT w.follower_user_id FROM subscriptions w"
-    "  WHERE w.follower_wallet_id = t.follower_wallet_id ORDER BY w.update_time DESC LIMIT 1)) AS user_id,"
-    " COALESCE(s.mode, p.venue) AS mode,"
-    " (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0)"
-    "   FROM order_pending q JOIN orders o ON o.client_order_id = q.client_order_id"
-    "   WHERE q.follower_wallet_id = t.follower_wallet_id AND q.asset_id = t.asset_id AND q.terminal_at IS NULL"
-    "   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN ('NEW', 'FILLED', 'CANCELLED', 'REJECTED',"
-    "   'LOST', 'FAILED') AND o.trigger_id <> t.id)"
-    " + (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
-    "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
-    "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
-    "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
-    " AS in_flight"
-    " FROM triggers t"
-    " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"
-    " LEFT JOIN subscriptions s ON s.id = t.subscription_id"
-    " WHERE t.id = %s")
-
-
-# A fire's statements, prepared at their first run on a connection (psycopg's default waits for the fifth); the
-# reads before the SELL already as the pool opens the connection (:func:`warm_fire_reads`).
-_LOCK_POSITION_SQL = ("SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
-                      " FROM triggers WHERE id = %s")
-_LOCK_ROWS_SQL = "SELECT * FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-_CANCEL_SIBLINGS_SQL = ("UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
-                        " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *")
-_RECORD_FIRE_SQL = ("UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
-                    " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
-                    " fire_price = %(price)s, fire_size = %(size)s, fire_held = %(held)s, fire_order = %(order)s,"
-                    " high_water_mark = GREATEST(high_water_mark, %(mark)s), update_time = %(now)s,"
-                    " version = version + 1 WHERE id = %(id)s")
-
-
 async def warm_fire_reads(conn: AsyncConnection[Any]) -> None:
     """Prepare the reads a fire makes before its SELL goes out, on a new connection, with an id no trigger has
     (nothing is locked or read). Without it, the first fires after a start paid a new backend's first look at
@@ -107,22 +62,9 @@ async def warm_fire_reads(conn: AsyncConnection[Any]) -> None:
     e`` the first 10 fires after guard's restart took 1.4-1.7 ms longer from the tick to the decision (median)
     than the fires from the 100th on, and 0.8-0.9 ms longer with it."""
     async with conn.pipeline():  # the three prepares and runs in one round trip
-        await conn.execute(_LOCK_POSITION_SQL, ("",), prepare=True)
-        await conn.execute(_LOCK_ROWS_SQL, ([""],), prepare=True)
-        await conn.execute(_FACTS_SQL, ("",), prepare=True)
-
-
-_FILLED_SO_FAR_SQL = ("UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
-                      " WHERE id = %s AND order_id = %s AND state = 'FIRED'")
-# An event about the order means the executor has it: submitted_at is set here too, so the batched
-# "acknowledged" mark of a SELL settled at once need not be written.
-_SETTLE_SQL = ("UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
-               " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
-               " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *")
-_HOLD_SQL = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
-             " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
-_RELEASE_SQL = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
-                " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+        await conn.execute(sql.LOCK_POSITION, ("",), prepare=True)
+        await conn.execute(sql.LOCK_ROWS, ([""],), prepare=True)
+        await conn.execute(sql.FACTS, ("",), prepare=True)
 
 
 class TriggerStore:
@@ -180,9 +122,9 @@ class TriggerStore:
         async with self.pool.connection() as conn, pipelined_transaction(conn):
             # One round trip: lock the position (wallet + asset never change), then the rows, then read
             # what the size depends on. Statements run in order, so every fire locks in the same order.
-            await conn.execute(_LOCK_POSITION_SQL, (trigger_id,), prepare=True)
-            locked_cur = await conn.execute(_LOCK_ROWS_SQL, (sorted({trigger_id, *siblings}),), prepare=True)
-            facts_cur = await conn.execute(_FACTS_SQL, (trigger_id,), prepare=True)
+            await conn.execute(sql.LOCK_POSITION, (trigger_id,), prepare=True)
+            locked_cur = await conn.execute(sql.LOCK_ROWS, (sorted({trigger_id, *siblings}),), prepare=True)
+            facts_cur = await conn.execute(sql.FACTS, (trigger_id,), prepare=True)
             locked = next((r for r in await locked_cur.fetchall() if r["id"] == trigger_id), None)
             facts_row = await facts_cur.fetchone()
             if locked is None or facts_row is None:
@@ -214,10 +156,10 @@ class TriggerStore:
             # Every write in one round trip with the COMMIT (the fired row is locked: its after-image is known).
             # Siblings are cancelled only by a SELL sent: a fire that sells nothing leaves them guarding the position.
             sib_cur = await conn.execute(
-                _CANCEL_SIBLINGS_SQL, (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings)),
+                sql.CANCEL_SIBLINGS, (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings)),
                 prepare=True) if siblings and inc else None
             await conn.execute(
-                _RECORD_FIRE_SQL,
+                sql.RECORD_FIRE,
                 {"state": decision.state.value, "reason": decision.reason, "inc": inc,
                  "order_id": decision.order_id, "now": now, "price": tick.price or ZERO, "size": decision.size,
                  "held": decision.held, "order": decision.order, "mark": mark, "id": trigger_id}, prepare=True)
@@ -246,6 +188,23 @@ class TriggerStore:
                 "SELECT * FROM triggers WHERE state = 'FIRED' AND submitted_at IS NULL ORDER BY fired_time")).fetchall()
         return [TriggerRow.from_row(r) for r in rows]
 
+    async def get_many(self, trigger_ids: Iterable[str], *, chunk: int = 1000) -> dict[str, TriggerRow]:
+        """Several triggers by id, ``chunk`` ids per statement (those not found are left out)."""
+        ids = sorted(set(trigger_ids))
+        found: dict[str, TriggerRow] = {}
+        async with self.pool.connection() as conn:
+            for start in range(0, len(ids), chunk):
+                rows = await (await conn.execute("SELECT * FROM triggers WHERE id = ANY(%s)",
+                                                 (ids[start:start + chunk],))).fetchall()
+                found.update((r["id"], TriggerRow.from_row(r)) for r in rows)
+        return found
+
+    async def ordered(self, order_ids: Sequence[str]) -> set[str]:
+        """Those of ``order_ids`` the executor has an order of."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(sql.ORDERED, (list(order_ids),))).fetchall()
+        return {r["client_order_id"] for r in rows}
+
     async def find_by_order(self, trigger_id: str, order_id: str) -> TriggerRow | None:
         """The trigger that sent ``order_id``."""
         async with self.pool.connection() as conn:
@@ -264,10 +223,10 @@ class TriggerStore:
         # Pipeline mode: BEGIN and the UPDATE go in one round trip, the event INSERT with the COMMIT in another.
         async with self.pool.connection() as conn, pipelined_transaction(conn):
             if move is None:
-                await conn.execute(_FILLED_SO_FAR_SQL, (filled, avg_price, trigger_id, order_id))
+                await conn.execute(sql.FILLED_SO_FAR, (filled, avg_price, trigger_id, order_id))
                 return None
             target = apply(State.FIRED, move)
-            updated = await (await conn.execute(_SETTLE_SQL, (target.value, reason, filled, avg_price, now, now, now,
+            updated = await (await conn.execute(sql.SETTLE, (target.value, reason, filled, avg_price, now, now, now,
                                                               trigger_id, order_id))).fetchone()
             if updated is None:
                 return None
@@ -287,11 +246,11 @@ class TriggerStore:
             curs: list[tuple[Any, State] | None] = []
             for trigger_id, order_id, move, reason, filled, avg_price in items:
                 if move is None:
-                    await conn.execute(_FILLED_SO_FAR_SQL, (filled, avg_price, trigger_id, order_id))
+                    await conn.execute(sql.FILLED_SO_FAR, (filled, avg_price, trigger_id, order_id))
                     curs.append(None)
                     continue
                 target = apply(State.FIRED, move)
-                curs.append((await conn.execute(_SETTLE_SQL, (target.value, reason, filled, avg_price, now, now, now,
+                curs.append((await conn.execute(sql.SETTLE, (target.value, reason, filled, avg_price, now, now, now,
                                                               trigger_id, order_id)), target))
             out: list[TriggerRow | None] = []
             events = []
@@ -334,9 +293,9 @@ class TriggerStore:
             return []
         now = self.clock()
         async with self.pool.connection() as conn, conn.transaction():
-            sql = _HOLD_SQL if held else _RELEASE_SQL
+            statement = sql.HOLD if held else sql.RELEASE
             rows = [TriggerRow.from_row(r) for r in
-                    await (await conn.execute(sql, (now, list(trigger_ids)))).fetchall()]
+                    await (await conn.execute(statement, (now, list(trigger_ids)))).fetchall()]
             kind, reason = ("HELD_STALE", Reason.BOOK_STALE.value) if held else ("UPDATED", Reason.BOOK_FRESH.value)
             await insert_events(conn, [event(r, kind, reason=reason, price=tick.price,
                                              venue_time_ms=tick.venue_time_ms,
@@ -351,7 +310,7 @@ class TriggerStore:
         now = self.clock()
         changed = 0
         async with self.pool.connection() as conn, pipelined_transaction(conn):
-            curs = [await conn.execute(_HOLD_SQL if held else _RELEASE_SQL, (now, list(ids)))
+            curs = [await conn.execute(sql.HOLD if held else sql.RELEASE, (now, list(ids)))
                     for ids, held, _tick in changes]
             events = []
             for cur, (_ids, held, tick) in zip(curs, changes, strict=True):

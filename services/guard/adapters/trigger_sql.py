@@ -1,0 +1,62 @@
+"""The trigger store's statements (``adapters.trigger_store``): a fire's locks, reads and record, settling an
+order event, holding triggers on a stale book."""
+
+# The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
+# created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
+# without a subscription takes the wallet's user from its subscriptions and the mode from the position's venue.
+# SELLs in flight (sent, not yet out of the position) are counted where they are:
+# - every SELL of the wallet's token the executor took and has not ended (copies, manual SELLs, exits, a SELL
+#   whose fire guard failed to record), less what it filled, as the executor counts them (order_sql.SELLABLE: a
+#   NEW SELL is sized later, against these); the trigger's own is left out: firing it again sends that very
+#   order again (same client order id);
+# - a FIRED trigger's SELL the executor has no order of yet (on its way), less its fills.
+# Orders, their fills and positions are written in one transaction: this statement sees them at one moment.
+FACTS = (
+    "SELECT CASE WHEN p.state = 'OPEN' THEN p.size ELSE 0 END AS held, p.condition_id AS cond,"
+    " p.state IN ('RESOLVED_WON', 'RESOLVED_LOST', 'REDEEMED') AS resolved,"
+    " COALESCE(s.follower_user_id, (SELECT w.follower_user_id FROM subscriptions w"
+    "  WHERE w.follower_wallet_id = t.follower_wallet_id ORDER BY w.update_time DESC LIMIT 1)) AS user_id,"
+    " COALESCE(s.mode, p.venue) AS mode,"
+    " (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0)"
+    "   FROM order_pending q JOIN orders o ON o.client_order_id = q.client_order_id"
+    "   WHERE q.follower_wallet_id = t.follower_wallet_id AND q.asset_id = t.asset_id AND q.terminal_at IS NULL"
+    "   AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN ('NEW', 'FILLED', 'CANCELLED', 'REJECTED',"
+    "   'LOST', 'FAILED') AND o.trigger_id <> t.id)"
+    " + (SELECT COALESCE(SUM(GREATEST(f.fire_size - COALESCE("
+    "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
+    "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
+    "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
+    " AS in_flight"
+    " FROM triggers t"
+    " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"
+    " LEFT JOIN subscriptions s ON s.id = t.subscription_id"
+    " WHERE t.id = %s")
+
+
+# A fire's statements, prepared at their first run on a connection (psycopg's default waits for the fifth); the
+# reads before the SELL already as the pool opens the connection (:func:`warm_fire_reads`).
+LOCK_POSITION = ("SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
+                 " FROM triggers WHERE id = %s")
+LOCK_ROWS = "SELECT * FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+CANCEL_SIBLINGS = ("UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
+                   " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *")
+RECORD_FIRE = ("UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"
+               " fire_count = fire_count + %(inc)s, order_id = %(order_id)s, fired_time = %(now)s,"
+               " fire_price = %(price)s, fire_size = %(size)s, fire_held = %(held)s, fire_order = %(order)s,"
+               " high_water_mark = GREATEST(high_water_mark, %(mark)s), update_time = %(now)s,"
+               " version = version + 1 WHERE id = %(id)s")
+
+FILLED_SO_FAR = ("UPDATE triggers SET filled_size = GREATEST(filled_size, %s), avg_fill_price = %s"
+                 " WHERE id = %s AND order_id = %s AND state = 'FIRED'")
+# An event about the order means the executor has it: submitted_at is set here too, so the batched
+# "acknowledged" mark of a SELL settled at once need not be written.
+SETTLE = ("UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
+          " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
+          " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *")
+HOLD = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
+        " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
+RELEASE = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
+           " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+
+# The client order ids of the executor's orders among these (a SELL is counted from its order row on).
+ORDERED = "SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)"
