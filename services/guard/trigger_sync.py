@@ -32,22 +32,31 @@ class Reloader(Protocol):
     async def reload(self, trigger_id: str, *, observed: bool = True) -> None:
         """Reload one trigger (``observed``: record the change made elsewhere as an event)."""
 
+    async def reload_many(self, trigger_ids: list[str]) -> None:
+        """Reload several triggers another guard changed (no event: it wrote them)."""
+
     async def resync(self) -> tuple[int, int]:
         """Reload everything."""
 
 
 class Notice(NamedTuple):
-    """One notification: ``by`` is the guard process that sent it ("" from control)."""
+    """One notification: ``by`` is the guard process that sent it ("" from control), ``trigger_ids`` the triggers
+    a guard's notice names (control's name one, ``trigger_id``)."""
 
     trigger_id: str
     version: int
     by: str = ""
+    trigger_ids: tuple[str, ...] = ()
 
 
 def parse_notification(data: str | bytes) -> Notice:
     """A notification; raises ValueError, KeyError or TypeError on garbage."""
     payload = orjson.loads(data)
-    return Notice(str(payload["triggerId"]), int(payload["version"]), str(payload.get("by") or ""))
+    many = payload.get("triggerIds") or []
+    if not isinstance(many, list):
+        raise TypeError("triggerIds must be a list")
+    return Notice(str(payload["triggerId"]), int(payload["version"]), str(payload.get("by") or ""),
+                  tuple(str(t) for t in many))
 
 
 class TriggerSync:
@@ -108,7 +117,9 @@ class TriggerSync:
         self.version = max(self.version, notice.version)
         if notice.by and notice.by == self.token:
             return  # this process's change: applied as it was made
-        if not notice.trigger_id:
+        if notice.trigger_ids:
+            await self.target.reload_many(list(notice.trigger_ids))
+        elif not notice.trigger_id:
             await self.target.resync()
         elif notice.by:
             await self.target.reload(notice.trigger_id, observed=False)

@@ -118,6 +118,9 @@ class _Target:
     async def reload(self, trigger_id: str, *, observed: bool = True) -> None:
         self.reloads.append((trigger_id, observed))
 
+    async def reload_many(self, trigger_ids: list[str]) -> None:
+        self.reloads.extend((tid, False) for tid in trigger_ids)
+
     async def resync(self) -> tuple[int, int]:
         self.resyncs += 1
         return 0, 0
@@ -168,4 +171,25 @@ async def test_a_notice_not_sent_stays_pending_and_goes_out_with_the_next_step(r
     assert list(notices.pending) == ["trg_a", "trg_b"]
     await notices.step()
     assert (notices.pending, notices.sent) == ({}, 2)
-    assert await redis.get("tt:triggers:version") == "2"
+    assert await redis.get("tt:triggers:version") == "1"  # one message (one version) for the batch
+
+
+async def test_a_fan_outs_exits_are_a_few_messages_not_one_per_trigger(redis: Any) -> None:
+    """Exits registered for thousands of positions at once: one message (one version) per 500 ids, each reloaded
+    by the other guards in batched reads."""
+    target = _Target()
+    mine, other = GuardNotices(redis), GuardNotices(redis)
+    sync = TriggerSync(redis, target, check_s=60.0, token=mine.token)
+    following = asyncio.create_task(sync.run())
+    try:
+        await asyncio.wait_for(sync.ready.wait(), 5)
+        ids = [f"trg_{i}" for i in range(1200)]
+        other.announce(ids)
+        await other.step()
+        await eventually(lambda: len(target.reloads) == 1200)
+        assert [tid for tid, _observed in target.reloads] == ids and not any(o for _t, o in target.reloads)
+        assert (await redis.get("tt:triggers:version"), sync.gaps, target.resyncs) == ("3", 0, 1)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following

@@ -2,11 +2,11 @@
 
 During a rollout two guards run, and each watches only what its engine holds. The copy exits one registers,
 renews, resizes or cancels are announced here, on control's channel and version (one script: INCR
-``tt:triggers:version``, PUBLISH, so the versions stay in order with control's), marked ``by`` this process: the
-others reload those triggers (``trigger_sync``), this one skips its own. A graceful stop announces that its stored
-trailing marks changed (an empty trigger id): the others resync and take the marks it saved that are higher than
-theirs. A notice not sent (Redis trouble) stays pending and is retried; a guard that lost a notice sees the version
-gap and resyncs.
+``tt:triggers:version``, PUBLISH, so the versions stay in order with control's), up to 500 ids in one message
+(``triggerIds``), marked ``by`` this process: the others reload those triggers (``trigger_sync``), this one skips
+its own. A graceful stop announces that its stored trailing marks changed (no trigger id): the others resync and
+take the marks it saved that are higher than theirs. A notice not sent (Redis trouble) stays pending and is
+retried; a guard that lost a notice sees the version gap and resyncs.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from typing import Any
 from services.guard.loops import Kicked
 from services.guard.trigger_sync import TRIGGERS_CHANNEL, TRIGGERS_VERSION_KEY
 
-# ARGV: channel, sender, op, trigger ids (an empty one: the marks). Returns the last version.
+# ARGV: channel, sender, op, trigger ids (one message for them all, one version; no id: the marks). Returns it.
 _PUBLISH = """
-local v = 0
-for i = 4, #ARGV do
-  v = redis.call('INCR', KEYS[1])
-  redis.call('PUBLISH', ARGV[1], cjson.encode({triggerId=ARGV[i], op=ARGV[3], version=v, by=ARGV[2]}))
-end
+local v = redis.call('INCR', KEYS[1])
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local msg = {triggerId='', op=ARGV[3], version=v, by=ARGV[2]}
+if #ids > 0 then msg.triggerIds = ids end
+redis.call('PUBLISH', ARGV[1], cjson.encode(msg))
 return v
 """
-_BATCH = 500  # ids per script call
+_BATCH = 500  # ids per message: a fan-out's exits for 10,000 positions are a few dozen messages, not 30,000
 
 
 class GuardNotices(Kicked):
@@ -62,7 +63,7 @@ class GuardNotices(Kicked):
 
     async def marks_saved(self) -> None:
         """Tell the other guards that this process's trailing marks are in PostgreSQL (its last flush)."""
-        await self._send("MARKS", [""])
+        await self._send("MARKS", [])
 
     async def _send(self, op: str, ids: list[str]) -> int:
         return int(await self.redis.eval(_PUBLISH, 1, TRIGGERS_VERSION_KEY, TRIGGERS_CHANNEL, self.token, op, *ids))
