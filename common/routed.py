@@ -7,7 +7,14 @@ entries written before ``common`` existed hold whole orders and expand to themse
 
 from __future__ import annotations
 
+from typing import Any
+
 from tradingtools.execution.v1 import execution_pb2 as epb
+
+# Client order ids of routed orders that will never run (their routed trade dead-lettered by the executor, or set
+# aside unserved by the router's log): the executor's repair pass releases what they reserved
+# (services.executor.releases).
+ORPHANS = "tt:executor:orphans"
 
 
 def expand(routed: epb.RoutedTrade) -> epb.RoutedTrade:
@@ -31,3 +38,11 @@ def shared_fields(routed: epb.RoutedTrade) -> epb.Order | None:
     if routed.HasField("common"):
         return routed.common
     return routed.orders[0] if routed.orders else None
+
+
+async def orphan_orders(redis: Any, payload: bytes) -> None:
+    """Mark the orders of a routed trade no reader will get (set aside by its log as too large to serve) as
+    orphans, so their reservations are released instead of holding their followers' headroom for good."""
+    ids = [o.client_order_id for o in epb.RoutedTrade.FromString(payload).orders if o.client_order_id]
+    if ids:
+        await redis.sadd(ORPHANS, *ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -65,9 +65,11 @@ class DurableLog:
     """
 
     def __init__(self, redis: aioredis.Redis, name: str, *, maxlen: int = 1_000_000,
-                 block_ms: int = 1000, live: LiveFeed | None = None) -> None:
+                 block_ms: int = 1000, live: LiveFeed | None = None,
+                 on_set_aside: Callable[[bytes], Awaitable[None]] | None = None) -> None:
         self.redis = redis
         self.name = name
+        self.on_set_aside = on_set_aside  # what else a set-aside entry needs (its reservations released, say)
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.live = live
@@ -172,6 +174,11 @@ class DurableLog:
                                                          b"p": payload}, maxlen=100_000, approximate=True)
         except Exception:
             log.exception("dead letter not recorded", extra={"log": self.name, "cursor": cursor})
+        if self.on_set_aside is not None:
+            try:
+                await self.on_set_aside(payload)
+            except Exception:
+                log.exception("set-aside entry's follow-up failed", extra={"log": self.name, "cursor": cursor})
 
     async def check_gap(self, cursor: str) -> str | None:
         """For a reader resuming after ``cursor``: the oldest entry kept when it is newer than ``cursor``, so

@@ -36,13 +36,13 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from common.routed import ORPHANS as ORPHANS
 from common.storage import redis_run_id
 from services.executor.adapters.order_store import OrderStore
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
 
-ORPHANS = "tt:executor:orphans"  # client order ids of dead-lettered routed trades
 ORPHANS_PER_SWEEP = 1000
 RECENT_RELEASES_S = 60.0  # releases done again after a Redis restart: far more than it can lose
 REDO_CHUNK = 100  # releases per script (Redis runs it alone), as the journal's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from common.heap import settle_start_up_heap
 from common.livefeed import LiveFeed
 from common.logs import setup_logging
 from common.retry import Backoff
+from common.routed import orphan_orders
 from common.storage import apply_migrations, create_pool, create_redis
 from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stream_redis
 from common.telemetry import setup_telemetry
@@ -88,7 +90,8 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         balances = (InsidersBalances(session, settings.insiders_api_url, settings.insiders_api_token,
                                      ttl_s=t.balance_cache_ttl_s, timeout_s=t.http_timeout_s)
                     if settings.insiders_api_url else NoBalances())
-        routed_log = DurableLog(stream_redis, ROUTED_TRADES, live=LiveFeed())
+        routed_log = DurableLog(stream_redis, ROUTED_TRADES, live=LiveFeed(),
+                                on_set_aside=functools.partial(orphan_orders, stream_redis))
         emitter = Emitter(redis_state, store, on_appended=routed_log.published, on_lost=routed_log.invalidate,
                           on_regained=routed_log.prime, fetch=routed_log.entries_from)
         router = Router(followers=subscriptions, redis_state=redis_state, store=store, markets=markets,

@@ -154,10 +154,21 @@ def parse_multiplier(raw: str) -> Decimal:
 _FALLBACK_SIZING = SizingRules(SizingMode.FIXED_USD)
 
 
+# The longest id a follower may carry into its copies (control's identifiers are at most 128 characters): one
+# longer (a corrupt index) would make its routed part too large for any gRPC message, set aside unserved.
+MAX_FOLLOWER_ID_CHARS = 256
+_ID_FIELDS = (("id", "id"), ("follower_user_id", "followerUserId"), ("follower_wallet_id", "followerWalletId"),
+              ("follower_proxy", "followerProxy"))
+
+
 def parse_follower(sub: spb.Subscription) -> Follower:
-    """The routing view of one subscription (never raises: a bad config sets ``invalid``)."""
+    """The routing view of one subscription (never raises: a bad config sets ``invalid``; its ids are cut to
+    :data:`MAX_FOLLOWER_ID_CHARS` then, so its skip stays small)."""
     ids = (sub.id, sub.follower_user_id, sub.follower_wallet_id, sub.follower_proxy.lower())
     try:
+        for name, path in _ID_FIELDS:
+            if len(getattr(sub, name)) > MAX_FOLLOWER_ID_CHARS:
+                raise RuleError(f"{path} is longer than {MAX_FOLLOWER_ID_CHARS} characters")
         mode = _MODES.get(sub.mode)
         if mode is None:
             raise RuleError("mode is not LIVE or PAPER")
@@ -170,5 +181,6 @@ def parse_follower(sub: spb.Subscription) -> Follower:
                         risk=parse_risk(sub.risk), multiplier=parse_multiplier(sub.perf.applied_multiplier),
                         active_since_ms=sub.active_time.ToMilliseconds() if sub.HasField("active_time") else 0)
     except RuleError as exc:
+        ids = tuple(i[:MAX_FOLLOWER_ID_CHARS] for i in ids)  # type: ignore[assignment]
         return Follower(*ids, mode=_MODES.get(sub.mode, "LIVE"), sizing=_FALLBACK_SIZING,
                         filters=FilterRules(), risk=RiskRules(), invalid=str(exc))

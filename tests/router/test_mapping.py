@@ -88,11 +88,16 @@ def test_parse_follower_defaults() -> None:
      ({"risk": spb.Risk(max_market_exposure_usd="-5")}, "risk.maxMarketExposureUsd"),
      ({"perf": spb.Perf(applied_multiplier="0")}, "appliedMultiplier"),
      ({"mode": cpb.EXECUTION_MODE_UNSPECIFIED}, "mode"),
-     ({"follower_wallet_id": ""}, "followerWalletId")],
+     ({"follower_wallet_id": ""}, "followerWalletId"),
+     # a corrupt index: a follower id this long made its routed part too large for any gRPC message
+     ({"follower_user_id": "u" * 4_000_000}, "followerUserId"),
+     ({"id": "s" * 257}, "id"),
+     ({"follower_proxy": "0x" + "a" * 300}, "followerProxy")],
 )
 def test_parse_follower_marks_bad_config_invalid(kw: dict[str, object], field: str) -> None:
     f = parse_follower(_sub(**kw))
     assert field in f.invalid
+    assert max(len(f.subscription_id), len(f.follower_user_id), len(f.follower_proxy)) <= 256  # its skip stays small
 
 
 FIXED = spb.SIZING_MODE_FIXED_USD
