@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from functools import lru_cache
 
 from common.ceiling import MAX_ORDER_USD_EXCEEDED, above_ceiling, cap_sell
@@ -12,16 +12,19 @@ from common.marketstate import BookSnapshot
 from services.executor.domain.book_math import quantize_size
 from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, OrderSubmitted, apply
 from services.executor.domain.pricing import (
+    BUY_BELOW_MARKET_MINIMUM,
     NO_PRICE_WITHIN_SLIPPAGE,
     DepthQuote,
     buy_minimum_refusal,
     clamp_to_bounds,
     judge_depth,
+    marketable_minimum_refusal,
     quote_depth,
     slipped_limit,
     snap_safe,
     valid_tick,
 )
+from services.executor.domain.sell_sizing import sell_worth_price
 from services.executor.domain.ticket import INSIDERS, ORDER_TYPES, PAPER, Ticket
 from services.executor.domain.venue_orders import PlaceRequest
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -275,6 +278,15 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
     quantity = amount if buying and amount is not None else size
     if quantity is None or quantity <= 0:
         raise _Refusal("INVALID_ORDER", f"{'amount_usd' if buying else 'size'} must be positive")
+    # the venue takes a market BUY's USD to the cent and shares to the hundredth: rounded down, never up
+    if buying and amount is not None and (order_type != "GTC" or size is None):
+        amount = quantity = amount.quantize(_CENT, rounding=ROUND_DOWN)
+        if amount <= 0:
+            raise _Refusal("INVALID_ORDER", f"amount_usd {order.amount_usd[:40]} is less than a cent")
+    elif size is not None:
+        size = quantity = quantize_size(size)
+        if size <= 0:
+            raise _Refusal("INVALID_ORDER", f"size {order.size[:40]} is less than a share step (0.01)")
     tick = _tick(order, book)
     if tick is None or not valid_tick(tick):
         raise _Refusal("INVALID_TICK_SIZE", f"tick size {order.tick_size or 'unknown'}")
@@ -299,7 +311,8 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
         # and a GTC order rests for what does not fill now.
         ratio = (rules.min_depth_ratio if order.origin == epb.ORDER_ORIGIN_COPY and order_type != "GTC"
                  else Decimal(0))
-        decision = judge_depth(quote, buying=buying, quantity=quantity, tick=tick, min_ratio=ratio)
+        decision = judge_depth(quote, buying=buying, quantity=quantity, tick=tick, min_ratio=ratio,
+                               min_size=min_size if ratio else None)
         if not decision.ok or decision.limit_price is None:
             raise _Refusal(decision.reason, decision.detail)
         limit = decision.limit_price
@@ -319,35 +332,44 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
         raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")
     if buying and amount is not None and (order_type != "GTC" or size is None):
         # the router checked the minimum at the leader's price; the shares are bought at this limit
-        below = buy_minimum_refusal(amount, limit, min_size)
+        below = buy_minimum_refusal(amount, limit, min_size) or (
+            marketable_minimum_refusal(amount) if order_type != "GTC" else None)
         if below is not None:
             raise _Refusal(*below)
     if order_type == "GTC" and size is None and amount is not None:
         size = quantize_size(amount / limit)
-    size, cut = _check_ceiling(order.origin, buying, order_type, amount, size, limit, rules, min_size)
+    if order_type == "GTC" and size is not None and min_size is not None and 0 < size < min_size:  # refused there
+        raise _Refusal(BUY_BELOW_MARKET_MINIMUM if buying else "SELL_BELOW_MARKET_MINIMUM",
+                       f"{fmt(size)} shares < market minimum {fmt(min_size)}")
+    worth = limit if buying else sell_worth_price(reference, book.best_bid if book is not None else None, limit)
+    size, cut = _check_ceiling(order.origin, buying, order_type, amount, size, limit, rules, min_size, worth)
     if cut:
         detail = f"{detail}; {cut}" if detail else cut
     return _Shape("BUY" if buying else "SELL", order_type, amount if buying and order_type != "GTC" else None,
                   None if buying and order_type != "GTC" else size, limit, detail)
 
 
+_CENT = Decimal("0.01")
 _EXITS = (epb.ORDER_ORIGIN_TRIGGER, epb.ORDER_ORIGIN_COPY)  # a SELL of these origins leaves a position
 
 
 def _check_ceiling(origin: int, buying: bool, order_type: str, amount: Decimal | None, size: Decimal | None,
-                   limit: Decimal, rules: IntakeRules, min_size: Decimal | None = None) -> tuple[Decimal | None, str]:
+                   limit: Decimal, rules: IntakeRules, min_size: Decimal | None = None,
+                   worth_price: Decimal | None = None) -> tuple[Decimal | None, str]:
     """The order's size once held to the operator ceiling, and the note of a cut ("" when none).
 
     An exit (a trigger's SELL, or a copied one: the leader left) above the ceiling is cut to it: it only ever
     sells shares held, and refusing it would leave the whole position open. The router cut a copied SELL at the
     leader's price already, but this limit comes from the book, and a bid above the leader's price makes the
-    same shares worth more here. A cut that leaves less than the market's minimum size is refused. Any other
+    same shares worth more here. It is measured at ``worth_price`` (:func:`sell_worth_price`: the reference price,
+    best bid or limit, the highest), as a SELL sized here is (``sell_sizing.ceiling_price``). A cut that leaves
+    less than the market's minimum size is refused. Any other
     order worth more than the ceiling (a BUY its USD amount, GTC size × limit; a manual SELL size × limit) is
     refused."""
     if rules.max_order_usd is None:
         return size, ""
     if not buying and origin in _EXITS and size is not None:
-        cut, note = cap_sell(size, limit, rules.max_order_usd)
+        cut, note = cap_sell(size, worth_price or limit, rules.max_order_usd)
         if cut <= 0:
             raise _Refusal(MAX_ORDER_USD_EXCEEDED, note)
         if note and min_size is not None and cut < min_size:

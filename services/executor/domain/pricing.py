@@ -57,6 +57,16 @@ def slipped_limit(best: Decimal, max_slippage_bps: int, tick: Decimal, buying: b
 
 
 BUY_BELOW_MARKET_MINIMUM = "BUY_BELOW_MARKET_MINIMUM"
+INSUFFICIENT_DEPTH = "INSUFFICIENT_DEPTH"
+MARKETABLE_BUY_MIN_USD = Decimal(1)  # the venue refuses a marketable BUY of less (the router's default minimum)
+
+
+def marketable_minimum_refusal(amount_usd: Decimal) -> tuple[str, str] | None:
+    """Why a FOK/FAK BUY of ``amount_usd`` must not be sent (below the venue's $1 marketable minimum), or None."""
+    if amount_usd >= MARKETABLE_BUY_MIN_USD:
+        return None
+    return (BUY_BELOW_MARKET_MINIMUM,
+            f"${fmt(amount_usd)} < the venue's marketable BUY minimum ${fmt(MARKETABLE_BUY_MIN_USD)}")
 
 
 def buy_minimum_refusal(amount_usd: Decimal, limit: Decimal,
@@ -97,6 +107,7 @@ class DepthQuote:
     limit_price: Decimal | None
     available: Decimal  # USD for a BUY, shares for a SELL
     reason: str = ""  # set when no limit can be derived
+    shares: Decimal = ZERO  # shares within the limit (a SELL's ``available``)
 
 
 def quote_depth(*, buying: bool, opposite: Levels, tick: Decimal, max_slippage_bps: int,
@@ -113,13 +124,17 @@ def quote_depth(*, buying: bool, opposite: Levels, tick: Decimal, max_slippage_b
         if slipped is None:
             return DepthQuote(None, ZERO, NO_PRICE_WITHIN_SLIPPAGE)
         limit = slipped
-    available = notional_within(opposite, limit, buying) if buying else volume_within(opposite, limit, buying)
-    return DepthQuote(limit, available)
+    shares = volume_within(opposite, limit, buying)
+    return DepthQuote(limit, notional_within(opposite, limit, buying) if buying else shares, shares=shares)
 
 
 def judge_depth(q: DepthQuote, *, buying: bool, quantity: Decimal, tick: Decimal,
-                min_ratio: Decimal = DEFAULT_MIN_DEPTH_RATIO) -> DepthDecision:
-    """Go or skip for one order of ``quantity`` (USD for a BUY, shares for a SELL) against a quote."""
+                min_ratio: Decimal = DEFAULT_MIN_DEPTH_RATIO, min_size: Decimal | None = None) -> DepthDecision:
+    """Go or skip for one order of ``quantity`` (USD for a BUY, shares for a SELL) against a quote.
+
+    With the market's ``min_size`` (shares) known, a BUY that can fill fewer shares within the limit is skipped too
+    (a position too small to sell). A SELL is not held to it: what it leaves unsold is left either way, and a copy
+    of the leader's exit that sells nothing is worse than one that sells what the book takes."""
     if q.reason == "INVALID_TICK_SIZE":
         return DepthDecision(False, None, ZERO, quantity, q.reason, f"tick size {fmt(tick)}")
     if quantity <= 0:
@@ -132,9 +147,13 @@ def judge_depth(q: DepthQuote, *, buying: bool, quantity: Decimal, tick: Decimal
                              f"no {'asks' if buying else 'bids'} in the book")
     if q.available < quantity * min_ratio:
         unit = "USD" if buying else "shares"
-        return DepthDecision(False, q.limit_price, q.available, quantity, "INSUFFICIENT_DEPTH",
+        return DepthDecision(False, q.limit_price, q.available, quantity, INSUFFICIENT_DEPTH,
                              f"{fmt(q.available)} {unit} within limit {fmt(q.limit_price)}, need "
                              f"{fmt(quantity * min_ratio)} of {fmt(quantity)}")
+    if buying and min_size is not None and min_size > 0 and q.shares < min_size:
+        return DepthDecision(False, q.limit_price, q.available, quantity, INSUFFICIENT_DEPTH,
+                             f"{fmt(q.shares)} shares within limit {fmt(q.limit_price)} < market minimum "
+                             f"{fmt(min_size)}")
     return DepthDecision(True, q.limit_price, q.available, quantity)
 
 

@@ -82,11 +82,18 @@ def fraction_size(held: Decimal, fraction: Decimal, min_order_size: Decimal) -> 
 
 def ceiling_price(reference_price: str, best_bid: Decimal | None) -> Decimal:
     """The price a SELL sized here is held to the operator ceiling at: the higher of its reference price and the
-    best bid (its limit, derived from one of them less the slippage, is above neither); 0 when neither is known."""
+    best bid (its limit, derived from one of them less the slippage, is above neither); 0 when neither is known.
+    The intake holds every exit SELL at the same price (:func:`sell_worth_price`)."""
     try:
         reference = Decimal(reference_price) if reference_price else ZERO
     except ArithmeticError:
         reference = ZERO
-    if not reference.is_finite():
+    return sell_worth_price(reference, best_bid, ZERO)
+
+
+def sell_worth_price(reference: Decimal | None, best_bid: Decimal | None, limit: Decimal) -> Decimal:
+    """What a SELL's shares are worth for the operator ceiling: the highest of its reference price, the best bid
+    and its limit (a limit derived from the others is below both; a given one may rest above them)."""
+    if reference is None or not reference.is_finite():
         reference = ZERO
-    return max(reference, best_bid or ZERO)
+    return max(reference, best_bid or ZERO, limit)
