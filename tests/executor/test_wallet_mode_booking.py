@@ -4,7 +4,6 @@ admitted before that, or in a race it cannot see) keeps its ``fills`` row but is
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from typing import Any
 
@@ -12,7 +11,6 @@ import psycopg
 import pytest
 
 from common.alerts import OUTBOX, AlertKind
-from common.storage import create_pool
 from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booked, Booking
 from services.executor.domain.ticket import INSIDERS, PAPER, Ticket
@@ -20,15 +18,6 @@ from tests.executor.conftest import ASSET, make_order, rows
 from tradingtools.common.v1 import common_pb2 as cpb
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[Any]:
-    p = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def _fill(i: int, venue: str, size: str, side: int = cpb.SIDE_BUY) -> tuple[Ticket, Booking]:

@@ -14,6 +14,7 @@ from common.config import Secret, StorageSettings
 from common.storage import create_pool, create_redis
 from services.control.app import RunningControl
 from services.control.app import start as start_control
+from services.guard.adapters.exit_store import ExitStore
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
@@ -37,6 +38,16 @@ async def trigger_store(db_url: str) -> AsyncIterator[TriggerStore]:
     pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         yield TriggerStore(pool, lambda: datetime.now(UTC))
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def exit_store(db_url: str) -> AsyncIterator[ExitStore]:
+    """Guard's copy exits store on the test database, with a small pool of its own."""
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
+    try:
+        yield ExitStore(pool, lambda: datetime.now(UTC))
     finally:
         await pool.close()
 

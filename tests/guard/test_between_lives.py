@@ -4,14 +4,12 @@ during a life that ended (manual or copy exits) are still cancelled when its clo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from common.storage import create_pool
 from services.guard.adapters.exit_store import ExitStore
 from services.guard.domain.exit_plans import CopyFill
 from tests.guard.standins import (
@@ -29,12 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[ExitStore]:
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield ExitStore(pool, lambda: datetime.now(UTC))
-    finally:
-        await pool.close()
+def store(exit_store: ExitStore) -> ExitStore:
+    return exit_store
 
 
 async def _close(conn: Any) -> None:

@@ -4,14 +4,12 @@ trading terminal, origin MANUAL, has none), and only those."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from common.storage import create_pool
 from services.guard.adapters.exit_store import ExitStore
 from services.guard.domain.exit_plans import CopyFill
 from tests.guard.conftest import GuardFactory
@@ -52,12 +50,8 @@ async def _reopen(conn: Any, size: str, avg: str) -> None:
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[ExitStore]:
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    try:
-        yield ExitStore(pool, lambda: datetime.now(UTC))
-    finally:
-        await pool.close()
+def store(exit_store: ExitStore) -> ExitStore:
+    return exit_store
 
 
 @pytest.mark.parametrize("in_order", [True, False], ids=["sell-read-in-time", "sell-read-after-reopen"])
