@@ -5,13 +5,13 @@ feed URL is left to the simulator is refused (simulated leader trades would be c
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from common.config import ConfigError, env_bool, env_port, env_str, project_root
+from common.grpcauth import is_loopback
 
 SIM_PORTS = {"TT_SIM_RTDS_PORT": 9201, "TT_SIM_CLOB_PORT": 9202, "TT_SIM_DATA_API_PORT": 9203,
              "TT_SIM_INSIDERS_PORT": 9204}
@@ -35,12 +35,7 @@ def on_this_machine(url: str) -> bool:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(host) and is_loopback(host)
 
 
 def wire_simulator(env: dict[str, str]) -> list[str]:

@@ -83,21 +83,26 @@ async def test_a_sell_at_the_executor_whose_fire_was_not_recorded_counts_for_the
     assert _sold(standins) == [("trg_sl", "50"), ("trg_tp", "50")]  # never more than the 100 held
 
 
-async def test_a_sell_of_an_unrecorded_fire_counts_until_the_executor_answers_it(
-        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
-    """Before the executor has written its order, only the process that sent the SELL knows it left."""
-    conn = await db(db_url)
-    await _rung_and_stop(conn, redis)
+def _holding_the_rung(standins: StandIns) -> asyncio.Event:
+    """The stand-in executor (no auto fill) takes the rung's SELL (``trg_tp``) only once the event returned is set."""
     standins.executor.auto_fill = False
-    executor = standins.executor
-    take, answer = executor._submit, asyncio.Event()
+    take, answer = standins.executor._submit, asyncio.Event()
 
     async def slow_intake(order: epb.Order) -> epb.SubmitOrderResponse:
         if order.trigger_id == "trg_tp":
             await answer.wait()
         return await take(order)
 
-    executor._submit = slow_intake  # type: ignore[method-assign]
+    standins.executor._submit = slow_intake  # type: ignore[method-assign]
+    return answer
+
+
+async def test_a_sell_of_an_unrecorded_fire_counts_until_the_executor_answers_it(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """Before the executor has written its order, only the process that sent the SELL knows it left."""
+    conn = await db(db_url)
+    await _rung_and_stop(conn, redis)
+    executor, answer = standins.executor, _holding_the_rung(standins)
     running = await make_guard()
     guard = running.guard
     _losing_the_commit_of(guard.firer.store, "trg_tp")
@@ -119,17 +124,8 @@ async def test_an_unrecorded_sell_whose_call_timed_out_still_counts_until_the_ex
     order later. Until then the next fire on the position counts it."""
     conn = await db(db_url)
     await _rung_and_stop(conn, redis)
-    standins.executor.auto_fill = False
     books_orders(standins, db_url)  # the order row is written when the executor takes the order
-    executor = standins.executor
-    take, answer = executor._submit, asyncio.Event()
-
-    async def slow_intake(order: epb.Order) -> epb.SubmitOrderResponse:
-        if order.trigger_id == "trg_tp":
-            await answer.wait()  # shielded: the executor goes on after guard's deadline
-        return await take(order)
-
-    executor._submit = slow_intake  # type: ignore[method-assign]
+    executor, answer = standins.executor, _holding_the_rung(standins)  # shielded: goes on after guard's deadline
     guard = (await make_guard(submit_timeout_s=0.3)).guard
     _losing_the_commit_of(guard.firer.store, "trg_tp")
     await wait_connected(standins.ingest)
@@ -152,16 +148,7 @@ async def test_an_unanswered_unrecorded_sell_is_counted_once_its_order_is_seen(
     it (counted twice, the stop-loss would find nothing left to sell and wait)."""
     conn = await db(db_url)
     await _rung_and_stop(conn, redis)
-    standins.executor.auto_fill = False
-    executor = standins.executor
-    slow, answer = executor._submit, asyncio.Event()
-
-    async def slow_intake(order: epb.Order) -> epb.SubmitOrderResponse:
-        if order.trigger_id == "trg_tp":
-            await answer.wait()
-        return await slow(order)
-
-    executor._submit = slow_intake  # type: ignore[method-assign]
+    executor, answer = standins.executor, _holding_the_rung(standins)
     books_orders(standins, db_url)  # written as it is taken, once the slow intake lets it through
     guard = (await make_guard(submit_timeout_s=0.3)).guard
     _losing_the_commit_of(guard.firer.store, "trg_tp")

@@ -51,28 +51,48 @@ UNCLAIMED_SELL = f"(side = 'SELL' AND (origin <> 'COPY' OR client_order_id !~ '{
 
 # Bulk statements take one JSON array parameter (orjson on our side, C on PostgreSQL's): for a
 # 1,000-order fan-out this costs a third of the CPU of array parameters or executemany.
-INTENT_ROWS = f"""
+def _intent_rows(rows_from: str, where: str = "") -> str:
+    """The INSERT of order rows read from the JSON array ``rows_from`` (only those matching ``where``)."""
+    return f"""
 INSERT INTO orders (client_order_id, state, venue, origin, subscription_id, follower_wallet_id, follower_proxy,
                     asset_id, side, order_type, amount_usd, size, limit_price, attempts, reason, detail,
                     leader_trade_id, trigger_id, order_proto, terminal_at, arrival_ns)
 SELECT r.coid, r.state, r.venue, r.origin, NULLIF(r.sub, ''), r.wallet, r.proxy, r.asset, r.side, r.otype,
        r.amount, r.size, r.lp, r.att, r.reason, r.detail, r.lt, r.trg, decode(r.proto, 'base64'),
        CASE WHEN r.state IN {TERMINAL_SQL} THEN now() END, r.arr
-FROM json_to_recordset(%s::json) AS r(coid text, state text, venue text, origin text, sub text, wallet text,
+FROM json_to_recordset({rows_from}) AS r(coid text, state text, venue text, origin text, sub text, wallet text,
      proxy text, asset text, side text, otype text, amount numeric, size numeric, lp numeric, att int, reason text,
-     detail text, lt text, trg text, proto text, arr bigint)
+     detail text, lt text, trg text, proto text, arr bigint){where}
 ON CONFLICT (client_order_id) DO NOTHING
 RETURNING client_order_id, follower_wallet_id, asset_id, terminal_at, {UNCLAIMED_SELL} AS unclaimed_sell
 """
+
+
+INTENT_ROWS = _intent_rows("%s::json")
 # Every order inserted is pending (order_pending, migration 0560): open, or ended with its reservation's release
-# still to record, marked when it is a SELL the router counts from here (unclaimed_sell, migration 0730). The
-# statement returns the client order ids inserted now.
+# still to record, marked when it is a SELL the router counts from here (unclaimed_sell, migration 0730).
+_PENDING = """p AS (INSERT INTO order_pending
+        (client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell)
+      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell FROM ins
+      ON CONFLICT (client_order_id) DO NOTHING)"""
+# The statement returns the client order ids inserted now.
 INSERT_INTENTS = f"""
 WITH ins AS ({INTENT_ROWS.strip()}),
-p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell)
-      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell FROM ins
-      ON CONFLICT (client_order_id) DO NOTHING)
+{_PENDING}
 SELECT client_order_id FROM ins
+"""
+_NOT_REFUSED = "\nWHERE NOT EXISTS (SELECT 1 FROM x WHERE x.coid = r.coid)"
+# INSERT_INTENTS for orders about to be sent: those ``order_admission_refusals`` refuses (migration 0770: the
+# wallet copies in the other execution mode now, or holds the token in the other venue) are not inserted but returned
+# with their reason and detail; the ones inserted now with none. Its shared lock of the wallet's mode is held to the
+# commit, so a mode change of the wallet either waits for this insert and sees its order, or was seen by it.
+ADMIT_INTENTS = f"""
+WITH j AS MATERIALIZED (SELECT %s::json AS v),
+x AS MATERIALIZED (SELECT f.coid, f.reason, f.detail FROM j CROSS JOIN LATERAL order_admission_refusals(j.v) f),
+ins AS ({_intent_rows("(SELECT v FROM j)", _NOT_REFUSED).strip()}),
+{_PENDING}
+SELECT client_order_id, NULL AS reason, NULL AS detail FROM ins
+UNION ALL SELECT coid, reason, detail FROM x
 """
 
 # post_uncertain (migration 0630) is never cleared: once a POST of the order had no definite answer it stays so.

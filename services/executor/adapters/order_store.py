@@ -40,26 +40,7 @@ HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) A
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
 PLANNER_OPTIONS = KEYED_LOOKUPS
 
-_ROWS_FROM = "json_to_recordset(%s::json)"
-_ON_CONFLICT = "\nON CONFLICT (client_order_id) DO NOTHING"
-if _ROWS_FROM not in sql.INTENT_ROWS or _ON_CONFLICT not in sql.INTENT_ROWS:  # pragma: no cover - a guard for edits
-    raise RuntimeError("order_sql.INTENT_ROWS changed: ADMIT_INTENTS is built from it")
-# sql.INSERT_INTENTS, for orders about to be sent: those ``order_admission_refusals`` refuses (migration 0770: the
-# wallet copies in the other execution mode now, or holds the token in the other venue) are not inserted but returned
-# with their reason and detail; the ones inserted now with none. Its shared lock of the wallet's mode is held to the
-# commit, so a mode change of the wallet either waits for this insert and sees its order, or was seen by it.
-_ADMITTED_ROWS = sql.INTENT_ROWS.strip().replace(_ROWS_FROM, "json_to_recordset((SELECT v FROM j))").replace(
-    _ON_CONFLICT, "\nWHERE NOT EXISTS (SELECT 1 FROM x WHERE x.coid = r.coid)" + _ON_CONFLICT)
-ADMIT_INTENTS = f"""
-WITH j AS MATERIALIZED (SELECT %s::json AS v),
-x AS MATERIALIZED (SELECT f.coid, f.reason, f.detail FROM j CROSS JOIN LATERAL order_admission_refusals(j.v) f),
-ins AS ({_ADMITTED_ROWS}),
-p AS (INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell)
-      SELECT client_order_id, follower_wallet_id, asset_id, terminal_at, unclaimed_sell FROM ins
-      ON CONFLICT (client_order_id) DO NOTHING)
-SELECT client_order_id, NULL AS reason, NULL AS detail FROM ins
-UNION ALL SELECT coid, reason, detail FROM x
-"""
+ADMIT_INTENTS = sql.ADMIT_INTENTS  # INSERT_INTENTS holding orders to the wallet's execution mode
 
 
 class Inserted(set[str]):
