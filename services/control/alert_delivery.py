@@ -72,7 +72,7 @@ if owner and owner ~= ARGV[1] then
 else
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
   local n = redis.call('INCR', KEYS[3])
-  if n == 1 then redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[3])) end
+  if n == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
   local last = redis.call('GET', KEYS[5])
   if n <= tonumber(ARGV[2]) or (last and last ~= ARGV[6]) then
     d = 'send:' .. (redis.call('GET', KEYS[4]) or '0')

@@ -80,3 +80,18 @@ async def test_a_held_alert_is_announced_once_whether_by_the_next_alert_or_a_not
     await asyncio.sleep(2.5)
     announced = [r.alert["held_back"] for r in rig.receiver.received if r.alert["held_back"]]
     assert announced == [1], [r.text for r in rig.receiver.received]
+
+
+async def test_a_window_decided_over_longer_than_two_windows_keeps_its_count(rig: Rig) -> None:
+    """Limit 2 in windows of 1 s. Two alerts of a window already over are sent; the third of that same window is
+    decided 2.5 s later (a deliverer slowed by a backlog): the window's count is still there, so it is held, not sent
+    as if the window had had none."""
+    d = rig.deliverer(replace(FAST, rate_limit=2, rate_window_s=1.0))
+    at = (time.time_ns() // 1_000_000 // 1000 - 3) * 1000 + 500  # the middle of a window that ended 2 s ago
+    for i in range(2):
+        rig.outbox.put(_paused(i, at))
+    await eventually(lambda: d.outcomes.get("SENT", 0) == 2, message="the first two sent")
+    await asyncio.sleep(2.5)  # longer than two windows: the time a count used to be kept
+    rig.outbox.put(_paused(2, at))
+    await eventually(lambda: d.outcomes.get("HELD", 0) == 1, timeout_s=10, message="the third held")
+    assert "perf_pause:2" not in rig.receiver.ids()
