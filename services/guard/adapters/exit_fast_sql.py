@@ -94,6 +94,18 @@ def ended_life(t: str, *, w: str, a: str, opened: str, wallet: str, proven: bool
             f" AND {t}.create_time < coalesce((SELECT v.closed_at FROM ({prev}) v), {unknown}))")
 
 
+# The SELL that left a position nothing (its row CLOSED, or gone) ends the triggers of the life it closed: every
+# ARMED one on the position but those set after that close (while nothing was held: they recorded no life, control
+# records only an OPEN position's), which are the next life's. As in :func:`ended_life`, a trigger that recorded no
+# life is told by when it was set against the close; a row that recorded no close (or none at all) ends them all.
+CANCEL_CLOSED_LIFE = (
+    "UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
+    " version = version + 1 WHERE t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s AND t.state = 'ARMED'"
+    " AND NOT (t.position_opened_at IS NULL AND t.create_time >= coalesce((SELECT p.closed_at FROM positions p"
+    "  WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.state <> 'OPEN'), 'infinity'))"
+    " RETURNING *"
+)
+
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
              " AS has_group, EXISTS (SELECT 1 FROM triggers WHERE asset_id = %(a)s AND follower_wallet_id = %(w)s"
              " AND state = 'ARMED') AS has_armed,"

@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES, fmt
 from services.guard.adapters.exit_fast_sql import (
+    CANCEL_CLOSED_LIFE,
     LOCK,
     PEEK,
     REGISTER_EMPTY,
@@ -226,9 +227,10 @@ class ExitStore:
         return ExitsChange("RESIZED", updated=tuple(updated))
 
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
-        """After a SELL filled: when the position is gone, cancel every ARMED trigger on it (its copy exits and
-        manual ones alike: POSITION_CLOSED) and close its exits group. A trigger left armed would sell the
-        next position a later copy opens in that asset. When the position was opened again since (this SELL is
+        """After a SELL filled: when the position is gone, cancel every ARMED trigger of the life that ended (its
+        copy exits and manual ones alike: POSITION_CLOSED) and close its exits group. A trigger left armed would
+        sell the next position a later copy opens in that asset; one set after the close (nothing held) is that
+        next life's and stays (:data:`CANCEL_CLOSED_LIFE`). When the position was opened again since (this SELL is
         read late), the triggers of the life that ended are cancelled, with its group or without one. When
         shares are left but its group's exits are all used up: EXITS_USED, for :meth:`renew_used`."""
         return self._told(await self._on_sell_fill(follower_wallet_id, asset_id))
@@ -257,10 +259,9 @@ class ExitStore:
                 "UPDATE guard_position_exits SET state = 'CLOSED', closed_reason = %s, updated_at = %s"
                 " WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN' RETURNING oco_group",
                 (Reason.POSITION_CLOSED.value, now, follower_wallet_id, asset_id))).fetchone()
-            rows = await (await conn.execute(
-                "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-                " WHERE asset_id = %s AND follower_wallet_id = %s AND state = 'ARMED' RETURNING *",
-                (Reason.POSITION_CLOSED.value, now, asset_id, follower_wallet_id))).fetchall()
+            rows = await (await conn.execute(CANCEL_CLOSED_LIFE, {
+                "reason": Reason.POSITION_CLOSED.value, "now": now, "a": asset_id, "w": follower_wallet_id,
+            })).fetchall()
             if group is None and not rows:
                 return ExitsChange("NO_POSITION")
             cancelled = await cancel_events(conn, rows)
