@@ -85,11 +85,11 @@ class Ingest:
         self.poller = Poller(DataApi(getter, s.data_api_url, endpoint=t.poll_endpoint, page_limit=t.poll_page_limit,
                                      max_offset=t.poll_max_offset),
                              self.sink, self.followed, self.redis_text, self.metrics, interval_s=t.poll_interval_s,
-                             overlap_s=t.poll_overlap_s, max_lookback_s=t.poll_max_lookback_s,
+                             reach_s=s.poll_reach_s, max_lookback_s=t.poll_max_lookback_s,
                              gap_followup_s=t.poll_gap_followup_s, concurrency=t.poll_concurrency,
                              max_clock_skew_s=t.max_clock_skew_s)
         self.index = HotIndexWatcher(self.redis_text, self.followed, on_new_leader=self.poller.on_new_leader,
-                                     check_interval_s=t.index_check_s, lookback_s=t.poll_new_leader_lookback_s)
+                                     check_interval_s=t.index_check_s, lookback_s=s.poll_reach_s)
         mfb = t.max_frame_bytes
         self.rtds = RtdsFeed(
             s.rtds_url, RtdsHandler(self.followed.__contains__, self.sink.put, self.metrics,

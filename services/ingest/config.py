@@ -2,6 +2,7 @@
 
 The operator's variables (feed URLs, recording, the gRPC and metrics ports) are in the Configuration table of
 ``services/ingest/README.md``; the rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
+``TT_ROUTER_MAX_TRADE_AGE_S`` is the router's: how far back the poller reaches is derived from it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import env_str, env_url, grpc_port, settings_repr
+from common.config import ConfigError, env_float_seconds, env_str, env_url, grpc_port, settings_repr
 from common.grpcauth import GrpcSecurity
 from common.logtrim import TrimTuning
 from common.metrics import METRICS_OFF, MetricsSettings
@@ -22,6 +23,8 @@ DEFAULT_CLOB_API_URL = "https://clob.polymarket.com"
 DEFAULT_DATA_API_URL = "https://data-api.polymarket.com"
 WS_SCHEMES = ("ws", "wss")
 DEFAULT_USER_AGENT = "tradingtools-ingest/2.0 (+copy-trading safety net)"
+DEFAULT_MAX_TRADE_AGE_S = 300.0  # the router's default (tests/ingest/test_config.py keeps them equal)
+MAX_TRADE_AGE_VAR = "TT_ROUTER_MAX_TRADE_AGE_S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,8 @@ class Tuning(TrimTuning):
     rtds_ping_interval_s: float = tune(5.0, "application ping of the leader feed", minimum=0.001)
     rtds_ping_text: str = tune("PING", "the ping's text (the venue answers 'ping' too)")
     rtds_stall_s: float = tune(15.0, "no data for this long and the leader socket is closed and reopened: a "
-                               "socket can stay open and silent", minimum=0.001)
+                               "socket can stay open and silent; activity/trades alone silent this long too "
+                               "(once it delivered), then each further silence is polled for", minimum=0.001)
     rtds_extra_topics: str = tune("", "extra topic:type subscriptions, e.g. crypto_prices:update as a liveness "
                                   "topic")
     reconnect_base_s: float = tune(0.25, "first wait before a reconnect (doubling, jittered)", minimum=0.001)
@@ -66,10 +70,11 @@ class Tuning(TrimTuning):
                                   "1000 per 10 s overall", minimum=0.001)
     poll_burst: int = tune(20, "token bucket size", minimum=1)
     poll_concurrency: int = tune(4, "polls in flight at once", minimum=1, maximum=64)
-    poll_overlap_s: float = tune(120.0, "each window overlaps the previous one by this much")
+    poll_reach_margin_s: float = tune(30.0, "polls reach back the router's TT_ROUTER_MAX_TRADE_AGE_S plus this "
+                                      "(clocks, delivery): each window starts that long before the previous "
+                                      "one's end, a newly followed leader is polled from max(createTime, now - "
+                                      "that)")
     poll_max_lookback_s: float = tune(86_400.0, "never poll further back than this", minimum=0.001)
-    poll_new_leader_lookback_s: float = tune(120.0, "a newly followed leader is polled from max(createTime, "
-                                             "now - this)")
     poll_gap_followup_s: float = tune(15.0, "the follow-up poll after a feed gap (data-api indexes 5-10 s late)")
     poll_page_limit: int = tune(500, "/activity page size", minimum=1, maximum=10_000)
     poll_max_offset: int = tune(5000, "deepest /activity offset", minimum=0)
@@ -112,8 +117,25 @@ class IngestSettings:
     record_dir: str = ""
     grpc_port: int = 50051
     grpc_host: str = "127.0.0.1"
+    max_trade_age_s: float = DEFAULT_MAX_TRADE_AGE_S  # the router's: older leader trades are not copied
     tuning: Tuning = Tuning()
     metrics: MetricsSettings = METRICS_OFF
+
+    def __post_init__(self) -> None:
+        t = self.tuning
+        if any(item.split(":")[0].strip() == "activity" for item in t.rtds_extra_topics.split(",")):
+            raise ConfigError(f"TT_TUNE_INGEST_RTDS_EXTRA_TOPICS ({t.rtds_extra_topics!r}) must not name activity: it "
+                              "is subscribed already, and a second subscription would deliver its trades twice")
+        if t.poll_max_lookback_s < self.poll_reach_s:
+            raise ConfigError(f"TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S ({t.poll_max_lookback_s:g}) must be >= "
+                              f"{MAX_TRADE_AGE_VAR} + TT_TUNE_INGEST_POLL_REACH_MARGIN_S ({self.poll_reach_s:g}): "
+                              "polls would not reach trades the router still copies")
+
+    @property
+    def poll_reach_s(self) -> float:
+        """How far back every poll window reaches before the previous one's end (and a new leader's backfill):
+        any trade the router would still copy is inside the next window, however late data-api indexed it."""
+        return self.max_trade_age_s + self.tuning.poll_reach_margin_s
 
     def __repr__(self) -> str:  # logged at start-up: the feed URLs without any credentials
         return settings_repr(self)
@@ -134,6 +156,7 @@ class IngestSettings:
             record_dir=env_str(env, "TT_RECORD_DIR"),
             grpc_port=grpc_port(env, "ingest"),
             grpc_host=grpc_host,
+            max_trade_age_s=env_float_seconds(env, MAX_TRADE_AGE_VAR, DEFAULT_MAX_TRADE_AGE_S, minimum=1.0),
             tuning=tuning_from_env(Tuning, "ingest", env),
             metrics=MetricsSettings.from_env(env, "ingest"),
         )

@@ -1,7 +1,9 @@
 """data-api safety net: polls every followed leader's activity (maker fills included) into the same dedupe.
 
 Per leader, the end of the last successful window is kept in ``tt:ingest:poll_until`` (HASH leader →
-seconds); the next window starts ``overlap_s`` earlier because data-api indexes trades 5–10 s late.
+seconds); the next window starts ``reach_s`` earlier: data-api indexes trades late (5–10 s, for some leaders
+minutes), and a trade is worth finding as long as the router still copies it (``reach_s`` is its age limit and a
+margin, so every window holds every trade still young enough).
 A leader without a saved window starts at its subscriptions' creation time. Requests coalesce per
 leader; urgent ones (RTDS gap, RTDS back after a gap, their follow-up, new leader) jump the regular round.
 All requests share one token bucket, and a 429 pauses it.
@@ -62,7 +64,7 @@ class Poller:
 
     def __init__(self, api: DataApi, sink: TradeSink, followed: FollowedLeaders, redis: Any,
                  metrics: IngestMetrics, *, activity: ActivityStore | None = None, interval_s: float = 60.0,
-                 overlap_s: float = 120.0, max_lookback_s: float = 86_400.0, gap_followup_s: float = 15.0,
+                 reach_s: float = 330.0, max_lookback_s: float = 86_400.0, gap_followup_s: float = 15.0,
                  concurrency: int = 4, retry_s: float = 5.0, clock: Callable[[], float] = time.time,
                  max_clock_skew_s: float = DEFAULT_MAX_SKEW_MS / 1000) -> None:
         self.api = api
@@ -72,7 +74,7 @@ class Poller:
         self.metrics = metrics
         self.activity = activity
         self.interval_s = interval_s
-        self.overlap_s = overlap_s
+        self.reach_s = reach_s
         self.max_lookback_s = max_lookback_s
         self.gap_followup_s = gap_followup_s
         self.concurrency = concurrency
@@ -119,7 +121,7 @@ class Poller:
         """The websocket is connected again (its subscription sent): after a gap (or ingest's start), poll everyone
         at once and again ``gap_followup_s`` later. A trade made in the last seconds before the socket came back is
         indexed by data-api 5-10 s late: only a poll that late finds it before the regular round (minutes with
-        many leaders, past the router's age limit). Saved windows start ``overlap_s`` before the previous poll's
+        many leaders, past the router's age limit). Saved windows start ``reach_s`` before the previous poll's
         end, so together they cover the gap."""
         if self._gap_open:
             self._gap_open = False
@@ -152,7 +154,7 @@ class Poller:
         if since_s is None:
             saved = await self.redis.hget(CURSOR_KEY, leader)
             if saved is not None:
-                since_s = float(saved) - self.overlap_s
+                since_s = float(saved) - self.reach_s
             else:
                 since_s = await follow_since_s(self.redis, leader, now, self.max_lookback_s)
         floor = self._floors.get(leader)

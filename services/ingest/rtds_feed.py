@@ -6,18 +6,26 @@ silent with the socket open. Every disconnect or stall reports a gap (so the pol
 once) and reconnects with jittered exponential backoff, started over after a connection that worked
 (it brought data, or stayed up until the watchdog closed it). Every connection, its subscription sent,
 reports that the feed is up (the poller polls again after a gap: trades made while it was down).
+``activity/trades`` (the global firehose, tens of messages a second; every taker and maker fill) that delivered
+before and then sends nothing for ``stall_s`` while other data flows (``orders_matched``, a liveness topic) is
+a dead subscription: the socket is closed and reopened like a stall, so it is renewed and the poller covers the
+gap. Still silent after that (the venue has switched it off platform-wide before), the socket stays up and every
+further ``stall_s`` of silence is reported as a gap (the poller polls everyone) until it delivers again.
+``orders_matched`` is not watched: it carries takers only, which ``trades`` carries too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from common.feedsession import RECONNECT_BACKOFF, FeedSession
+from common.feedsession import RECONNECT_BACKOFF, FeedSession, feed_stalled
 from common.retry import Backoff
 from common.wsconn import WsConnection
 from services.ingest import rtds
@@ -54,6 +62,7 @@ class RtdsHandler:
         self.counters = {RTDS_TRADES: OccurrenceCounter(occurrence_ttl_s),
                          RTDS_ORDERS_MATCHED: OccurrenceCounter(occurrence_ttl_s)}
         self.untyped = FirstSightingOnly()  # no topic/type: which subscription it came through is unknown
+        self.last_seen_ns: dict[str, int] = {}  # leader-trade type -> its last message (any wallet), receive time
 
     def handle(self, raw: str | bytes, recv_ns: int) -> bool:
         """Process one frame; True when it was data (anything but a keep-alive)."""
@@ -83,12 +92,15 @@ class RtdsHandler:
         """Process one decoded RTDS message."""
         route, source = rtds.route(msg)
         if route == rtds.ROUTE_TRADE:
+            typed = msg.get("topic") is not None
+            if typed:
+                self.last_seen_ns[source] = recv_ns
             payload = rtds.payload_of(msg)
             if not self.accept(rtds.wallet_of(payload)):
                 self.metrics.filtered(source)
                 return
             fill = rtds.parse_trade(payload, self.source_override or source, recv_ns, self.max_skew_ms)
-            counter = self.counters[source] if msg.get("topic") is not None else self.untyped
+            counter = self.counters[source] if typed else self.untyped
             self.emit(identify(fill, counter, recv_ns / 1e9))
             self.metrics.lag(source, recv_ns / 1e6 - fill.venue_time_ms)  # after the append is on its way
         elif route == rtds.ROUTE_SERVER_ERROR:
@@ -108,11 +120,17 @@ class RtdsFeed:
         self.handler = handler
         self.on_gap = on_gap
         self.on_connected = on_connected
+        self.metrics = metrics
+        self.stall_s = stall_s
+        self._conn: WsConnection | None = None
+        self._watch_from_ns = 0  # the trades watch counts silence from here at the earliest
+        self._renewed_ns: int | None = None  # when a silent trades subscription was renewed (a reconnect)
         self.subscribe = orjson.dumps(rtds.subscribe_message(extra_topics)).decode()
         self.feed = FeedSession(
             url, feed=FEED, log=log, handle=handler.handle, on_open=self._opened, on_down=self._down,
             metrics=metrics, stall_log="rtds stalled; reconnecting", recorder=recorder, ping_text=ping_text,
             ping_interval_s=ping_interval_s, stall_s=stall_s, max_size=max_frame_bytes * 16,
+            session_tasks=lambda: [self._topic_watch()],
             user_agent="tradingtools-ingest/2.0", backoff=backoff, rng=rng or random.Random())
 
     @property
@@ -132,7 +150,34 @@ class RtdsFeed:
     async def _opened(self, conn: WsConnection) -> None:
         """Subscribe, then report the feed up."""
         conn.send_text(self.subscribe)
+        self._conn = conn
+        self._watch_from_ns = time.time_ns()  # a whole stall_s for trades on the new session
         self.on_connected()
+
+    async def _topic_watch(self) -> None:
+        """Watches ``trades`` while the socket is up (other data may flow: the socket's watchdog is then quiet)."""
+        step = min(1.0, self.stall_s / 5)
+        while True:
+            await asyncio.sleep(step)
+            seen = self.handler.last_seen_ns.get(RTDS_TRADES)
+            if seen is None or self._conn is None:
+                continue  # never delivered: not expected
+            now = time.time_ns()
+            if self._renewed_ns is not None and seen > self._renewed_ns:
+                self._renewed_ns = None  # it came back
+            if now - max(seen, self._watch_from_ns) <= self.stall_s * 1e9:
+                continue
+            self.metrics.stall(FEED)
+            if self._renewed_ns is None:
+                self._renewed_ns = now
+                log.warning("rtds trades silent while the socket is up; reconnecting", extra={"silent_s": self.stall_s})
+                feed_stalled(f"{FEED}:trades", self.stall_s, seen / 1e9)
+                self._conn.abort()
+                return
+            # renewed and still silent: the venue stopped it; the poller stands in, without reconnects (gaps)
+            log.warning("rtds trades still silent after a renewal; polling", extra={"silent_s": self.stall_s})
+            self._watch_from_ns = now
+            self.on_gap(seen / 1e9)
 
     def _down(self) -> None:
         """Every disconnect reports a gap since the last data, so the poller backfills at once."""

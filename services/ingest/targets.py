@@ -57,7 +57,7 @@ class HotIndexWatcher:
     def __init__(self, redis: Any, followed: FollowedLeaders, *,
                  on_new_leader: Callable[[str, float], None] | None = None,
                  on_reload: Callable[[], None] | None = None,
-                 check_interval_s: float = 5.0, lookback_s: float = 120.0,
+                 check_interval_s: float = 5.0, lookback_s: float = 330.0,
                  clock: Callable[[], float] = time.time, backoff: Backoff = _RETRY) -> None:
         self.redis = redis
         self.followed = followed

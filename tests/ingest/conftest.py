@@ -32,7 +32,7 @@ def fast_settings(sim: PolymarketSim, **overrides: Any) -> IngestSettings:
         rtds_ping_interval_s=0.1, rtds_stall_s=0.6, reconnect_base_s=0.05, reconnect_cap_s=0.2,
         clob_ping_interval_s=0.2, clob_stall_s=5.0, book_stale_s=30.0, watch_refresh_s=0.3,
         poll_interval_s=3600.0, poll_gap_followup_s=0.3, poll_rate_per_s=200.0, poll_burst=50,
-        poll_overlap_s=120.0, index_check_s=0.2, http_timeout_s=5.0)
+        index_check_s=0.2, http_timeout_s=5.0)
     return retuned(base, **overrides)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from common.config import ConfigError
 from services.ingest.config import IngestSettings
+from services.router.config import Settings as RouterSettings
 from tests.helpers import INTERNAL_ENV
 
 
@@ -49,7 +50,33 @@ def test_overrides() -> None:
     ({"TT_TUNE_INGEST_MAX_CLOCK_SKEW_S": "-1"}, "TT_TUNE_INGEST_MAX_CLOCK_SKEW_S"),
     ({"TT_TUNE_INGEST_RECONNECT_CAP_S": "0.1"}, "TT_TUNE_INGEST_RECONNECT_CAP_S"),
     ({"TT_INGEST_RTDS_STALL_S": "20"}, "TT_INGEST_RTDS_STALL_S"),  # its former name: refused, not ignored
+    # activity is subscribed already: naming it again would deliver its frames twice
+    ({"TT_TUNE_INGEST_RTDS_EXTRA_TOPICS": "crypto_prices:update, activity:*"}, "TT_TUNE_INGEST_RTDS_EXTRA_TOPICS"),
+    ({"TT_TUNE_INGEST_RTDS_EXTRA_TOPICS": "activity"}, "TT_TUNE_INGEST_RTDS_EXTRA_TOPICS"),
 ])
 def test_invalid_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        IngestSettings.from_env({**INTERNAL_ENV, **env})
+
+
+def test_the_poll_reach_is_derived_from_the_routers_trade_age_limit() -> None:
+    """One setting: the poller reaches as far back as the router copies (plus a margin for clocks)."""
+    default = IngestSettings.from_env(INTERNAL_ENV)
+    router = RouterSettings.from_env({**INTERNAL_ENV, "DATABASE_URL": "postgresql://tt@127.0.0.1:5432/tt",
+                                      "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert default.max_trade_age_s == router.max_trade_age_s == 300
+    assert default.poll_reach_s == 300 + default.tuning.poll_reach_margin_s
+    longer = IngestSettings.from_env({**INTERNAL_ENV, "TT_ROUTER_MAX_TRADE_AGE_S": "900"})
+    assert longer.poll_reach_s == 900 + longer.tuning.poll_reach_margin_s
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"TT_TUNE_INGEST_POLL_OVERLAP_S": "120"}, "TT_TUNE_INGEST_POLL_OVERLAP_S"),  # retired: derived now
+    ({"TT_TUNE_INGEST_POLL_NEW_LEADER_LOOKBACK_S": "120"}, "TT_TUNE_INGEST_POLL_NEW_LEADER_LOOKBACK_S"),
+    ({"TT_ROUTER_MAX_TRADE_AGE_S": "0"}, "TT_ROUTER_MAX_TRADE_AGE_S"),
+    ({"TT_ROUTER_MAX_TRADE_AGE_S": "90000"}, "TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S"),
+    ({"TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S": "200"}, "TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S"),
+])
+def test_a_poll_reach_short_of_the_copy_horizon_fails_start_up(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         IngestSettings.from_env({**INTERNAL_ENV, **env})
