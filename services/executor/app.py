@@ -42,6 +42,7 @@ from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.insiders_api import InsidersVenue
 from services.executor.adapters.leftover_store import LeftoverStore
 from services.executor.adapters.order_store import PLANNER_OPTIONS, OrderStore
+from services.executor.adapters.paper_holdings import PaperHoldings
 from services.executor.adapters.paper_venue import PaperVenue
 from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.adapters.redemption_store import RedemptionStore
@@ -179,7 +180,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
                       durable_after_s=t.events_durable_after_s, server_id=fast.run_id)
 
     cfg = BreakerConfig(t.breaker_threshold, int(t.breaker_open_s * 1000))
-    venues: dict[str, Venue] = {PAPER: PaperVenue(redis, fee_bps=settings.paper_fee_bps,
+    venues: dict[str, Venue] = {PAPER: PaperVenue(redis, holdings=PaperHoldings(pool), fee_bps=settings.paper_fee_bps,
                                                   max_book_age_s=t.book_max_age_s)}
     gates = {PAPER: BreakerGate("paper", redis, cfg, _now_ms)}
     if settings.live_configured:

@@ -12,11 +12,23 @@ import pytest
 from common.marketstate import BookSnapshot, write_book
 from services.executor.adapters.paper_venue import PaperVenue
 from services.executor.domain import venue_orders as v
+from services.executor.domain.paper_selling import PaperHolding
 
 pytestmark = pytest.mark.integration
 D = Decimal
 BIDS = ((D("0.49"), D("30")), (D("0.40"), D("100")))
 ASKS = ((D("0.50"), D("20")), (D("0.60"), D("100")))
+
+
+class _Plenty:
+    """Every wallet holds more paper shares than these tests sell."""
+
+    async def read(self, wallet_id: str, asset_id: str, sending: Any) -> PaperHolding:
+        sending()
+        return PaperHolding(D(10**6), {})
+
+
+PLENTY = _Plenty()
 
 
 def _buy(coid: str, otype: str = "FAK", amount: str = "10", limit: str = "0.60") -> v.PlaceRequest:
@@ -41,14 +53,14 @@ async def test_two_paper_buys_do_not_both_take_the_same_ask_liquidity(r: Any) ->
     """Two followers' $10 FAK BUYs of one leader trade: the first takes the 20 shares at 0.50, the second has to
     go to 0.60 (before, both filled 20 @ 0.50: 40 shares out of a level of 20)."""
     await _book(r)
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     assert _fill(await venue.place(_buy("co_a"))) == ("confirmed", D("20"), D("0.5"))
     assert _fill(await venue.place(_buy("co_b"))) == ("confirmed", D("16.66"), D("0.6"))
 
 
 async def test_a_second_paper_fok_is_refused_once_the_level_it_needs_is_taken(r: Any) -> None:
     await _book(r)
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     assert _fill(await venue.place(_buy("co_c", "FOK", limit="0.50"))) == ("confirmed", D("20"), D("0.5"))
     refused = await venue.place(_buy("co_d", "FOK", limit="0.50"))
     assert isinstance(refused, v.VenueError) and refused.code == "FOK_ORDER_NOT_FILLED_ERROR"
@@ -57,7 +69,7 @@ async def test_a_second_paper_fok_is_refused_once_the_level_it_needs_is_taken(r:
 
 async def test_paper_sells_do_not_both_take_the_same_bid_liquidity(r: Any) -> None:
     await _book(r)
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     assert _fill(await venue.place(_sell("co_s1", "20"))) == ("confirmed", D("20"), D("0.49"))
     assert _fill(await venue.place(_sell("co_s2", "20"))) == ("confirmed", D("20"), D("0.445"))  # 10 @ .49, 10 @ .40
     # the asks were not touched by the SELLs
@@ -67,7 +79,7 @@ async def test_paper_sells_do_not_both_take_the_same_bid_liquidity(r: Any) -> No
 async def test_concurrent_paper_orders_take_a_level_once_between_them(r: Any) -> None:
     """The executor runs a fan-out's orders concurrently: none may take what another already took."""
     await _book(r)
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     results = await asyncio.gather(*(venue.place(_buy(f"co_{i}", limit="0.50")) for i in range(10)))
     filled = [o.filled_size for o in results if isinstance(o, v.VenueOrder)]
     assert len(filled) == 10 and sum(filled) == D("20") and sorted(filled)[-1] == D("20")
@@ -75,7 +87,7 @@ async def test_concurrent_paper_orders_take_a_level_once_between_them(r: Any) ->
 
 async def test_a_replayed_paper_order_takes_nothing_more(r: Any) -> None:
     await _book(r)
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     first = await venue.place(_buy("co_r", limit="0.50"))
     assert await venue.place(_buy("co_r", limit="0.50")) == first
     assert _fill(await venue.place(_buy("co_r2", limit="0.50"))) == ("cancelled", D("0"), D("0"))
@@ -100,7 +112,7 @@ async def test_concurrent_replays_of_one_paper_order_take_its_shares_once(r: Any
     takes, it would come back empty, and whichever result Redis kept first would be the order's."""
     await _book(r)
     counting = _BookReads(r)
-    venue = PaperVenue(counting)
+    venue = PaperVenue(counting, holdings=PLENTY)
     results = await asyncio.gather(*(venue.place(_buy("co_same", limit="0.50")) for _ in range(5)))
     assert all(_fill(o) == ("confirmed", D("20"), D("0.5")) for o in results)
     assert counting.book_reads == 1
@@ -111,7 +123,7 @@ async def test_concurrent_replays_of_one_paper_order_take_its_shares_once(r: Any
 async def test_the_taken_level_is_whole_again_once_the_book_changes_it(r: Any, change: str) -> None:
     await _book(r, session="s1")
     await r.set("tt:bookfeed", b'{"session":"s1","aliveMs":%d}' % int(time.time() * 1000))
-    venue = PaperVenue(r)
+    venue = PaperVenue(r, holdings=PLENTY)
     assert _fill(await venue.place(_buy("co_1", limit="0.50"))) == ("confirmed", D("20"), D("0.5"))
     if change == "level size":
         await _book(r, asks=((D("0.50"), D("25")), (D("0.60"), D("100"))), session="s1")
@@ -124,7 +136,7 @@ async def test_the_taken_level_is_whole_again_once_the_book_changes_it(r: Any, c
 async def test_the_taken_level_is_replenished_after_a_while(r: Any) -> None:
     await _book(r)
     clock = [int(time.time() * 1000)]
-    venue = PaperVenue(r, replenish_s=5.0, clock=lambda: clock[0])
+    venue = PaperVenue(r, holdings=PLENTY, replenish_s=5.0, clock=lambda: clock[0])
     assert _fill(await venue.place(_buy("co_1", limit="0.50"))) == ("confirmed", D("20"), D("0.5"))
     clock[0] += 4_999
     assert _fill(await venue.place(_buy("co_2", limit="0.50"))) == ("cancelled", D("0"), D("0"))

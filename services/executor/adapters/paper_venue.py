@@ -6,8 +6,11 @@ taken in shares on BUYs. Only a fresh book is filled against (confirmed by the v
 What paper orders took of each level is left out of the book the next paper order walks until the book
 changes that level or ``replenish_s`` has passed (:mod:`services.executor.domain.paper_book`, in memory).
 Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay of the same client order id
-returns the first result, also across restarts. A SELL is not checked against the wallet's holding: the
-paper venue knows no positions (booking ignores shares sold beyond what is held).
+returns the first result, also across restarts. A SELL is answered as the live venue answers it on the wallet's
+balance (:mod:`services.executor.domain.paper_selling`): more shares than the wallet's PAPER position less its paper
+SELLs in flight (filled here, not booked yet) is refused whole, ``INVALID_ORDER_NOT_ENOUGH_BALANCE``. That costs a SELL
+one indexed read of PostgreSQL (:mod:`.paper_holdings`), and a Redis read of the results kept of the SELLs under way
+this process has not filled (an earlier process's); a BUY reads neither.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,6 +28,7 @@ from common.marketstate import BookSnapshot, read_book_and_feed
 from services.executor.domain import venue_orders as v
 from services.executor.domain.book_math import Levels
 from services.executor.domain.paper_book import PaperBook, simulate
+from services.executor.domain.paper_selling import Key, PaperHolding, PaperSelling, balance_answer
 
 RESULT_TTL_S = 14 * 24 * 3600
 REPLENISH_S = 10.0  # a level paper orders took is whole again this long after each take
@@ -64,14 +68,23 @@ def _key(client_order_id: str) -> str:
     return f"tt:paper:order:{client_order_id}"
 
 
+class Holdings(Protocol):
+    """Where the paper venue reads a wallet's paper holding (:class:`.paper_holdings.PaperHoldings`)."""
+
+    async def read(self, wallet_id: str, asset_id: str, sending: Callable[[], None]) -> PaperHolding:
+        """The holding; ``sending`` is called right before the read leaves."""
+
+
 class PaperVenue:
     """Venue adapter that fills against ``tt:book:{asset}`` (``common.marketstate``)."""
 
     name = "paper"
 
-    def __init__(self, redis: Any, *, fee_bps: Decimal = ZERO, max_book_age_s: float = 20.0,
+    def __init__(self, redis: Any, *, holdings: Holdings, fee_bps: Decimal = ZERO, max_book_age_s: float = 20.0,
                  replenish_s: float = REPLENISH_S, clock: Callable[[], int] = _now_ms) -> None:
         self.redis = redis
+        self.holdings = holdings
+        self.selling = PaperSelling()
         self.fee_bps = fee_bps
         self.max_book_age_ms = int(max_book_age_s * 1000)
         self.taken = PaperBook(int(replenish_s * 1000))
@@ -95,6 +108,9 @@ class PaperVenue:
         existing = await self.redis.get(_key(request.client_order_id))
         if existing:
             return decode_order(existing)
+        buying = request.side == "BUY"
+        key: Key = (request.wallet_id, request.token_id)
+        holding, mark, stored = (None, 0, {}) if buying else await self._holding(key, request.client_order_id)
         book, beat = await read_book_and_feed(self.redis, request.token_id)
         if book is None:
             return v.VenueError("http", 400, "NO_BOOK", f"no book for {request.token_id}")
@@ -102,25 +118,47 @@ class PaperVenue:
         if not book.fresh(now, self.max_book_age_ms, beat):
             return v.VenueError("http", 400, "NO_BOOK", f"the book of {request.token_id} is stale or was never "
                                                        "snapshotted: nothing to fill against")
-        # from here to the take, no await: concurrent orders each see what the others took
-        buying = request.side == "BUY"
+        # from here to the take, no await: concurrent orders each see what the others took (and sold)
+        if holding is not None:
+            unbooked = self.selling.unbooked(key, holding, mark, stored, request.client_order_id)
+            if (refused := balance_answer(holding.held, unbooked, request)) is not None:
+                return refused
         side, levels, generation = request.side, book.asks if buying else book.bids, _generation(book)
         net = self.taken.net(request.token_id, side, levels, generation, now)
         result, takes = simulate(request, book.bids if buying else net, net if buying else book.asks, self.fee_bps)
         if isinstance(result, v.VenueError):
             return result
         self.taken.take(request.token_id, side, levels, takes, generation, now)
+        if not buying:
+            self.selling.record(key, request.client_order_id, result.filled_size, now)
         try:
-            stored = await self.redis.set(_key(request.client_order_id), encode_order(result), nx=True,
-                                          ex=RESULT_TTL_S)
+            kept = await self.redis.set(_key(request.client_order_id), encode_order(result), nx=True,
+                                        ex=RESULT_TTL_S)
         except BaseException:
             self.taken.give_back(request.token_id, side, takes, now)
+            self.selling.forget(key, request.client_order_id)  # if it was kept after all, Redis has it
             raise
-        if not stored:  # another executor process kept a result of this order first (and its takes)
+        if not kept:  # another executor process kept a result of this order first (and its takes)
             self.taken.give_back(request.token_id, side, takes, now)
+            self.selling.forget(key, request.client_order_id)
             raw = await self.redis.get(_key(request.client_order_id))
             return decode_order(raw) if raw else result
         return result
+
+    async def _holding(self, key: Key, own: str) -> tuple[PaperHolding, int, dict[str, Decimal]]:
+        """The wallet's holding of the token, the mark it was read after, and what the other SELLs under way filled:
+        kept here now (a fill forgotten meanwhile still counts), else their results kept in Redis (an earlier
+        process's)."""
+        marks = [self.selling.mark()]
+        holding = await self.holdings.read(*key, lambda: marks.append(self.selling.mark()))
+        known = self.selling.filled(key, holding.selling)
+        missing = [c for c in holding.selling if c not in known and c != own]
+        stored: dict[str, Decimal] = {}
+        if missing:
+            for coid, raw in zip(missing, await self.redis.mget([_key(c) for c in missing]), strict=True):
+                if raw:
+                    stored[coid] = decode_order(raw).filled_size
+        return holding, marks[-1], {**stored, **known}
 
     async def query_by_client_id(self, client_order_id: str) -> v.VenueResult:
         """The stored result, or 404."""
