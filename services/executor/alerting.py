@@ -51,12 +51,13 @@ def order_cancel_refused(o: RestingOrder) -> None:
 def venue_answer_implausible(t: Ticket, answer: v.VenueOrder, call: str, why: str) -> None:
     """VENUE_ANSWER_IMPLAUSIBLE (key ``venue_answer_implausible:<venue>``): a venue answer reported a fill the order
     cannot have made; it is not booked, and the order waits UNKNOWN (asked again, holding its reservation) until the
-    venue answers plausibly."""
+    venue answers plausibly or an operator ends it (:mod:`services.executor.operator_end`)."""
     o = t.order
     raise_alert(AlertKind.VENUE_ANSWER_IMPLAUSIBLE, f"venue_answer_implausible:{t.venue}",
                 f"order {t.client_order_id} at {t.venue}: the venue reports a fill it cannot have made ({why}); not "
                 f"booked: the order waits UNKNOWN, asked again and holding its reservation, until the venue answers "
-                f"plausibly; check it at the venue", dedupe_id=f"venue_answer_implausible:{t.client_order_id}",
+                f"plausibly or an operator ends it by hand (EndOrder, docs/operations.md); check it at the venue",
+                dedupe_id=f"venue_answer_implausible:{t.client_order_id}",
                 severity=Severity.CRITICAL, client_order_id=t.client_order_id, venue=t.venue,
                 venue_order_id=answer.order_id, call=call, status=answer.status, side=t.side,
                 subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id,

@@ -67,7 +67,7 @@ class OrderRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
                                GcPause(config.gc_pause_max_s) if config.gc_pause_max_s > 0 else None)
-        self.placed = PlacedQueries(venues, self.burst, self._transition, lost_after=config.lost_after,
+        self.placed = PlacedQueries(venues, self.burst, self.transition, lost_after=config.lost_after,
                                     lost_after_s=config.placed_lost_after_s, lease_confirmed=self.lease_confirmed)
         self.tracker = Tracker(self.placed.poll, initial_s=config.poll_initial_s, max_s=config.poll_max_s,
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
@@ -191,7 +191,7 @@ class OrderRunner:
                     await asyncio.sleep(error_delay(crashes, ERROR_BACKOFF_S))
                     if life.state is lc.State.SUBMITTING:
                         # whatever happened, a POST may have left: settle by query, never re-POST blindly
-                        life = await self._transition(t, life, [lc.OrderTimedOut("EXECUTOR_ERROR")])
+                        life = await self.transition(t, life, [lc.OrderTimedOut("EXECUTOR_ERROR")])
         finally:
             if span.is_recording():
                 span.set_attribute("order.state", life.state.value)
@@ -213,11 +213,11 @@ class OrderRunner:
             async with self.positions.sizing(key):  # recorded as sent before the next SELL is sized
                 sized = await size_in_turn(t, self.size_later)
                 if sized.refused:
-                    await self._transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
+                    await self.transition(t, life, [lc.OrderRejected(sized.life.reason, sized.life.detail)])
                     return
                 if sized.life.detail:  # how it was sized and priced (a cut to the ceiling, no book...)
                     life = replace(life, detail=sized.life.detail)
-                life = await self._transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)],
+                life = await self.transition(sized.ticket, life, [lc.OrderSubmitted(sized.life.limit_price)],
                                               before_post=True)
                 ready = sized.ticket
         finally:
@@ -267,7 +267,7 @@ class OrderRunner:
         if life.state is lc.State.UNKNOWN:
             return await self._settle(t, life), may_hold
         if life.state is lc.State.NEW:
-            return await self._transition(t, life, [lc.OrderSubmitted()], before_post=True), may_hold
+            return await self.transition(t, life, [lc.OrderSubmitted()], before_post=True), may_hold
         raise AssertionError(f"no runner step for {life.state.value}")
 
     async def _submit(self, t: Ticket, life: lc.OrderLife, may_hold: bool, span: trace.Span,
@@ -287,9 +287,9 @@ class OrderRunner:
                     continue
                 if may_hold or life.post_uncertain:  # an earlier attempt may have reached the venue: settle by query
                     timed_out = lc.OrderTimedOut("BREAKER_OPEN", answered=answered)
-                    return await self._transition(t, life, [timed_out]), may_hold
+                    return await self.transition(t, life, [timed_out]), may_hold
                 failed = lc.OrderFailed("BREAKER_OPEN", f"{gate.venue} breaker open")
-                return await self._transition(t, life, [failed]), may_hold
+                return await self.transition(t, life, [failed]), may_hold
             try:
                 if not self.slots.free:
                     self.burst.starved()  # the answers in flight must be read for this POST to go
@@ -316,14 +316,14 @@ class OrderRunner:
             if c.invalidate_market:
                 await self._invalidate_market(t.order.asset_id)
             if isinstance(result, v.VenueOrder):
-                return await self._transition(t, life, accepted(life, result), result), True
+                return await self.transition(t, life, accepted(life, result), result), True
             answered = c.answered
             # an open breaker does not end the order: the next attempt waits at the gate (bounded by age)
             may_retry = gate.closed or time.time() < deadline
             events = decide_submit(life, c, max_attempts=self.cfg.max_submit_attempts, may_retry_now=may_retry,
                                    venue_may_hold_already=may_hold)
             may_hold = may_hold or c.venue_may_hold
-            life = await self._transition(t, life, events)
+            life = await self.transition(t, life, events)
             if life.state is lc.State.SUBMITTING:
                 await asyncio.sleep(self.cfg.retry_backoff.delay(max(0, life.attempts - 2), self.rng.random()))
         return life, may_hold
@@ -334,17 +334,17 @@ class OrderRunner:
             await asyncio.sleep(self.cfg.settle_interval_s)
             result = screened(t, await safe(venue.query_by_client_id(t.client_order_id)), "query")
             if isinstance(result, v.VenueOrder):
-                return await self._transition(t, life, accepted(life, result), result)
+                return await self.transition(t, life, accepted(life, result), result)
             age_s = (time.time_ns() - t.created_ns) / 1e9
             allowed = self.cfg.resubmit_max_age_s > 0 and age_s <= self.cfg.resubmit_max_age_s
             events = decide_unknown(life, classify(result), lost_after=self.cfg.lost_after, resubmit_allowed=allowed)
             if events:
-                life = await self._transition(t, life, events)
+                life = await self.transition(t, life, events)
         return life
 
     # -- state changes --------------------------------------------------------------------------
 
-    async def _transition(self, t: Ticket, life: lc.OrderLife, events: list[lc.Event],
+    async def transition(self, t: Ticket, life: lc.OrderLife, events: list[lc.Event],
                           order: v.VenueOrder | None = None, *, before_post: bool = False) -> lc.OrderLife:
         """Apply ``events`` and persist them; ``before_post``: the order's POST waits for the write (urgent)."""
         now_ns = time.time_ns()

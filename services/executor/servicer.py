@@ -1,4 +1,5 @@
-"""gRPC surface of the executor: SubmitOrder (idempotent) and the OrderEvent stream (thin: proto ↔ domain)."""
+"""gRPC surface of the executor: SubmitOrder (idempotent), the OrderEvent stream and EndOrder (an operator's; thin:
+proto ↔ domain)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from common.logserve import stream_log, stream_log_batches
 from common.streams import DurableLog
 from services.executor.adapters.order_store import OrderStore
 from services.executor.admission import OrderAdmission
+from services.executor.domain.operator_statement import NotEndable, UnknownOrder, read_statement
+from services.executor.operator_end import NotLeaseHolder, OperatorEnd
 from services.executor.order_runner import OrderRunner
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -32,11 +35,17 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, f"storage unavailable: {type(exc).__name__}"
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:300]
+    if isinstance(exc, UnknownOrder):
+        return grpc.StatusCode.NOT_FOUND, str(exc)[:300]
+    if isinstance(exc, NotEndable):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)[:300]
+    if isinstance(exc, NotLeaseHolder):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)[:300]
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
 class ExecutorServicer(egrpc.ExecutorServiceServicer):
-    """SubmitOrder, StreamOrderEvents and StreamOrderEventBatches."""
+    """SubmitOrder, the order and redemption event streams, EndOrder."""
 
     def __init__(self, admission: OrderAdmission, runner: OrderRunner, store: OrderStore, events_log: DurableLog, *,
                  submit_wait_s: float, redemptions_log: DurableLog | None = None) -> None:
@@ -46,6 +55,7 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
         self.events_log = events_log
         self.redemptions_log = redemptions_log
         self.submit_wait_s = submit_wait_s
+        self.ender = OperatorEnd(runner, store)
 
     async def SubmitOrder(self, request: epb.SubmitOrderRequest, context: Any) -> epb.SubmitOrderResponse:
         """Place one order once; a known client order id returns its latest event with duplicate=true."""
@@ -66,6 +76,21 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
             await context.abort(code, message)
         return epb.SubmitOrderResponse(client_order_id=coid, duplicate=duplicate,
                                        last_event=last if last is not None else epb.OrderEvent())
+
+    async def EndOrder(self, request: epb.EndOrderRequest, context: Any) -> epb.EndOrderResponse:
+        """End by hand an order that is not final, with the outcome an operator read at the venue."""
+        coid = request.client_order_id
+        try:
+            known = request.outcome in epb.EndOutcome.values()
+            outcome = epb.EndOutcome.Name(request.outcome).removeprefix("END_OUTCOME_") if known else ""
+            statement = read_statement(outcome, request.filled_size, request.avg_price, request.reason)
+            last = await self.ender.end(coid, statement)
+        except Exception as exc:
+            code, message = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("EndOrder failed", extra={"client_order_id": coid})
+            await context.abort(code, message)
+        return epb.EndOrderResponse(last_event=last)
 
     async def StreamOrderEvents(self, request: epb.StreamOrderEventsRequest,
                                 context: Any) -> AsyncIterator[epb.StreamOrderEventsResponse]:

@@ -89,6 +89,13 @@ class Tracker:
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="order-tracker")
 
+    async def discard(self, client_order_id: str) -> None:
+        """Stop querying one order (ended elsewhere); a query of it in flight ends first."""
+        self._orders.pop(client_order_id, None)
+        polls = [p for p in self._polls if p.get_name() == f"order-poll:{client_order_id}"]
+        if polls:
+            await asyncio.wait(polls)
+
     async def close(self) -> None:
         """Stop querying (the orders stay non-terminal in PostgreSQL and resume at the next start)."""
         tasks = [t for t in (self._runner, *self._polls) if t is not None]

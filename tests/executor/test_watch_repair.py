@@ -108,7 +108,7 @@ async def _open_position(journal: Journal, store: OrderStore, redis: Any, db_url
     runner = OrderRunner(journal=journal, venues={INSIDERS: _NoVenue()}, gates={}, redis=redis,  # type: ignore[dict-item]
                     config=RunnerConfig(poll_initial_s=3600, poll_max_s=3600))
     filled = v.VenueOrder(f"io_{i}", coid, v.CONFIRMED, D(20), D("0.50"), D(10), D(20))
-    await runner._transition(ticket, life, [lc.OrderAccepted(f"io_{i}", v.MATCHED), lc.OrderFilled(D(20), D("0.50"))],
+    await runner.transition(ticket, life, [lc.OrderAccepted(f"io_{i}", v.MATCHED), lc.OrderFilled(D(20), D("0.50"))],
                              filled)
     assert _rows(db_url, "SELECT size FROM positions WHERE follower_wallet_id = %s", f"w_{i}") == [(D(20),)]
     return order.asset_id
