@@ -25,6 +25,9 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
                    selling_by: Mapping[str, Decimal] | None = None, unsized: int = 0) -> FollowerState:
     """A wallet's state: positions and today's realized PnL (PostgreSQL) + in-flight reservations (Redis).
 
+    The BUYs in flight the router did not send (``pos.buying_*``, PostgreSQL: manual BUYs reserve nothing in Redis)
+    are in flight as the router's copies are: in the wallet's total, the trade's market and the open markets.
+
     ``sells``: (reserved, shares already booked) of the wallet's in-flight SELLs of the asset known by id;
     what their fills took out of the position is no longer held back (``domain.sells.unfilled_in_flight``).
     The wallet's exits and manual SELLs in flight (``pos.asset_exiting``, PostgreSQL: they reserve nothing in Redis)
@@ -46,11 +49,16 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
             for sub, n in unrouted.items():
                 merged[sub] = merged.get(sub, ZERO) + n
             selling_by = merged
+    reserved_total = from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO
+    reserved_market = from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO
+    reserved_markets = res.markets
+    if pos.buying_markets:
+        reserved_total += pos.buying_total_usd
+        reserved_market += pos.buying_market_usd
+        reserved_markets = reserved_markets | pos.buying_markets
     return FollowerState(
-        pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized,
-        from_micro(res.total_usd_micro) if res.total_usd_micro else ZERO,
-        from_micro(res.market_usd_micro) if res.market_usd_micro else ZERO,
-        res.markets, selling, balance, pos.asset_parts, selling_by, unsized)
+        pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized, reserved_total,
+        reserved_market, reserved_markets, selling, balance, pos.asset_parts, selling_by, unsized)
 
 
 def selling_by(listed: Sequence[tuple[str, int]] | None, sold: Mapping[str, Decimal], subscriptions: Mapping[str, str],

@@ -62,6 +62,7 @@ async def test_a_new_day_starts_from_zero(store: RouterStore, db_url: str) -> No
                          _fill(2, "w_1", "a1", cpb.SIDE_SELL, "10", "0.20")])  # -2 today
     with psycopg.connect(db_url) as conn:  # as if that loss had been booked yesterday
         conn.execute("UPDATE positions SET pnl_day = pnl_day - 1")
+        conn.execute("UPDATE wallet_day_pnl SET day = day - 1")
     assert await _realized_today(store, ["w_1"]) == {}
     await _book(db_url, [_fill(3, "w_1", "a1", cpb.SIDE_SELL, "10", "0.30")])  # -1 today
     assert await _realized_today(store, ["w_1"]) == {"w_1": D("-1")}

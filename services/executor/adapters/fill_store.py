@@ -1,7 +1,8 @@
 """Booking fills in bulk: ``fills`` rows, ``positions`` (with each subscription's part of them) and
 ``subscription_stats``, inside the journal's transaction, in three statements per batch whatever its size (the
-``fills`` insert can ride along with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), and
-two more for each position sold and bought again within the batch (:func:`lives_apart`). What a fill does to a
+``fills`` insert can ride along with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), two
+more for each position sold and bought again within the batch (:func:`lives_apart`), and one for the wallets' realized
+PnL of the day when a fill realized some (:mod:`~services.executor.adapters.day_pnl`, last). What a fill does to a
 position is :mod:`services.executor.domain.fill_math`.
 
 A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
@@ -28,6 +29,7 @@ from common.alerts import AlertKind, Severity, raise_alert
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.text import storable
+from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.order_intake import market_condition
@@ -219,11 +221,12 @@ async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]]) -
 async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
     """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), in the
     cursor's transaction: two statements per part of :func:`lives_apart` (one part, whatever the batch size,
-    unless a position is sold and bought again within the batch)."""
+    unless a position is sold and bought again within the batch), then the wallets' day when PnL was realized."""
     _export()
     booked: list[Booked] = []
     for part in lives_apart(fresh):
         booked += await _book_part(cur, part)
+    await book_day_pnl(cur, ((done.ticket.order.follower_wallet_id, done.effect.realized_pnl_usd) for done in booked))
     return booked
 
 

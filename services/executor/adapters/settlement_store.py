@@ -5,8 +5,9 @@ was booked with (a manual order's is the trading terminal's; an EXTERNAL one's t
 market's own on it. The positions are locked, settled (``domain.settlement``), each subscription's part of a
 position gets a settlement fill (a SELL of its shares at the payout, so every reader folding a subscription's fills
 sees its shares leave), the subscriptions' stats move by their own parts (exposure freed, PnL realized), the LIVE
-winners' redemptions are recorded (at most one per wallet and market: the key is unique), and every position's end
-is an audit-log row. A position settled before is not open any more: settling again changes nothing.
+winners' redemptions are recorded (at most one per wallet and market: the key is unique), every position's end
+is an audit-log row, and each wallet's realized PnL of the day takes what it realized (``day_pnl``, last). A
+position settled before is not open any more: settling again changes nothing.
 
 A position whose wallet has an order of its token in flight (an open ``order_pending`` row) is held back: the
 venue may have matched that order before the market resolved, and its fill, learnt later, must be booked on the
@@ -36,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.lease import FencedWrites
+from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
 
@@ -243,6 +245,7 @@ class SettlementStore:
                  "after": {"state": s.state, "payoutPerShare": fmt(s.payout_per_share),
                            "realizedPnlUsd": fmt(s.realized_pnl_usd), "winningAssetId": resolution.winning_asset_id}}
                 for s in settled])))
+            await book_day_pnl(conn.cursor(), _day_steps(settled))
         return SettlementResult(settled, new, held)
 
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
@@ -282,6 +285,14 @@ def _stats(settled: Sequence[Settled]) -> list[dict[str, Any]]:
                 acc[0] -= c.exposure_delta_usd
                 acc[1] += c.realized_pnl_usd
     return [{"sub": sub, "cost": str(cost), "pnl": str(pnl)} for sub, (cost, pnl) in by_sub.items()]
+
+
+def _day_steps(settled: Sequence[Settled]) -> list[tuple[str, Decimal]]:
+    """Each wallet's PnL realized by the settlement, as one step: its positions of the market end at once."""
+    by_wallet: dict[str, Decimal] = {}
+    for s in settled:
+        by_wallet[s.follower_wallet_id] = by_wallet.get(s.follower_wallet_id, ZERO) + s.realized_pnl_usd
+    return list(by_wallet.items())
 
 
 def _plan_row(p: RedemptionPlan) -> dict[str, Any]:

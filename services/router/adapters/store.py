@@ -4,21 +4,24 @@ persisted in one statement right after the RoutedTrade is appended (with its log
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
 aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, and what
 the wallet's SELLs in flight the router did not send may still sell of them: exits, manual SELLs, copies re-sized by
-the executor; they reserve nothing in Redis),
-each wallet's realized PnL of the day for the daily loss limit, funded balances,
+the executor; they reserve nothing in Redis), what each wallet's BUYs in flight the router did not send (manual BUYs)
+may still spend, by market (they reserve nothing in Redis either),
+each wallet's realized PnL of the day at its lowest for the daily loss limit, funded balances,
 the leader's recorded net position in the asset and the shares already sold by the in-flight SELLs the
 Redis read just listed (their fills are booked with the position they reduce, in one transaction).
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -38,6 +41,7 @@ from services.router.adapters.store_sql import (
 )
 from services.router.domain.holdings import parts_of
 from services.router.domain.model import ZERO
+from tradingtools.execution.v1 import execution_pb2 as epb
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,11 @@ class PositionAgg:
     # shares of it the copies in flight the router did not send (the executor's re-sized SELLs) may still sell, by
     # subscription (None: none); read as asset_exiting
     asset_unrouted: Mapping[str, Decimal] | None = None
+    # USD the wallet's BUYs in flight the router did not send (manual BUYs) may still spend: in all, in the trade's
+    # market, and their markets (the router's own copies are counted from Redis)
+    buying_total_usd: Decimal = ZERO
+    buying_market_usd: Decimal = ZERO
+    buying_markets: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +80,7 @@ class PgView:
 
     existing: ExistingRouted | None = None
     positions: dict[str, PositionAgg] = field(default_factory=dict)
-    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> realized PnL of the day
+    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> the day's realized PnL at its lowest
     funding: dict[str, Decimal] = field(default_factory=dict)
     leader_before: Decimal | None = None
 
@@ -85,7 +94,7 @@ class PgBatch:
     totals: dict[str, tuple[Decimal, frozenset[str]]] = field(default_factory=dict)  # wallet -> (cost, markets)
     market_costs: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, market)
     asset_sizes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (wallet, asset)
-    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> realized PnL of the day
+    realized_today: dict[str, Decimal] = field(default_factory=dict)  # wallet -> the day's realized PnL at its lowest
     funding: dict[str, Decimal] = field(default_factory=dict)
     leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
     sold: dict[str, Decimal] = field(default_factory=dict)  # SELL client order id -> shares its fills booked
@@ -96,17 +105,55 @@ class PgBatch:
     # (wallet, asset) -> shares the copies in flight the router did not send may still sell, by subscription (the
     # same assets, when some)
     unrouted: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
+    # wallet -> its BUYs in flight the router did not send, each (its condition id, "" if none; asset; USD it may
+    # still spend)
+    buying: dict[str, list[tuple[str, str, Decimal]]] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
         total = self.totals.get(wallet)
+        buys = self.buying.get(wallet) if self.buying else None
         if total is None:
-            return _NO_POSITION
+            return _NO_POSITION if buys is None else _with_buys(_NO_POSITION, buys, market, asset)
         key = (wallet, asset)
-        return PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
-                           total[1], self.parts.get(key) if self.parts else None,
-                           self.exiting.get(key, ZERO) if self.exiting else ZERO,
-                           self.unrouted.get(key) if self.unrouted else None)
+        pos = PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
+                          total[1], self.parts.get(key) if self.parts else None,
+                          self.exiting.get(key, ZERO) if self.exiting else ZERO,
+                          self.unrouted.get(key) if self.unrouted else None)
+        return pos if buys is None else _with_buys(pos, buys, market, asset)
+
+
+def _with_buys(pos: PositionAgg, buys: list[tuple[str, str, Decimal]], market: str, asset: str) -> PositionAgg:
+    """``pos`` with what the BUYs in flight may still spend; one of no condition id is in the market of its asset:
+    the trade's for the trade's asset, else its own (as the executor books its position)."""
+    total = in_market = ZERO
+    markets: set[str] = set()
+    for condition, a, usd in buys:
+        m = condition or (market if a == asset else a)
+        total += usd
+        markets.add(m)
+        if m == market:
+            in_market += usd
+    return replace(pos, buying_total_usd=total, buying_market_usd=in_market, buying_markets=frozenset(markets))
+
+
+def _buying_rows(rows: Sequence[list[Any]]) -> dict[str, list[tuple[str, str, Decimal]]]:
+    """LOAD's ``buying`` rows ``[wallet, asset, USD it may still spend, the order's proto (base64)]`` by wallet, with
+    the proto's condition id (lower case, as the router keys markets)."""
+    out: dict[str, list[tuple[str, str, Decimal]]] = {}
+    for w, a, usd, proto in rows:
+        out.setdefault(w, []).append((_condition(proto), a, Decimal(usd)))
+    return out
+
+
+def _condition(proto: str | None) -> str:
+    """The condition id of an order's proto (base64), "" when it has none (or cannot be read: keyed by its asset)."""
+    if not proto:
+        return ""
+    try:
+        return epb.Order.FromString(base64.b64decode(proto)).condition_id.lower()
+    except (DecodeError, ValueError):
+        return ""
 
 
 _NO_POSITION = PositionAgg()
@@ -227,12 +274,12 @@ class RouterStore:
                          markets: Sequence[str], assets: Sequence[str], leader_assets: Sequence[tuple[str, str]],
                          pnl_day_ms: int | None, funding_wallets: Sequence[str],
                          sell_orders: Sequence[str] = (), sell_assets: Sequence[str] | None = None) -> PgBatch:
-        """Everything for a batch of trades in one statement (the realized PnL of the UTC day that starts
-        at ``pnl_day_ms`` only when it is given; the shares booked by the fills of the SELLs ``sell_orders``,
-        client order ids, each one's only when it has some; the split of the positions in ``sell_assets``, the
-        assets the batch's SELLs trade (among ``assets``), all of ``assets`` when None, when one is kept, and what the
-        wallet's SELLs in flight the router did not send may still sell of those held: exits and manual SELLs, and
-        copies by subscription, read in one set from the rows the executor marked)."""
+        """Everything for a batch of trades in one statement (the lowest point the realized PnL of the UTC day
+        that starts at ``pnl_day_ms`` went down to, only when it is given; the shares booked by the fills of the
+        SELLs ``sell_orders``, client order ids, each one's only when it has some; the split of the positions in
+        ``sell_assets``, the assets the batch's SELLs trade (among ``assets``), all of ``assets`` when None, when one
+        is kept, and what the wallet's SELLs in flight the router did not send may still sell of those held: exits
+        and manual SELLs, and copies by subscription, read in one set from the rows the executor marked)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
@@ -241,7 +288,7 @@ class RouterStore:
                   "sell_assets": join_text(assets if sell_assets is None else sell_assets)}
         row = await self._hot_one(LOAD, params)
         assert row is not None
-        ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_ = row
+        ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_, buying_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
         totals, market_costs, asset_sizes, realized, parts, exiting, unrouted = _wallet_rows(
@@ -250,7 +297,7 @@ class RouterStore:
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold, parts, exiting, unrouted)
+                       leaders, sold, parts, exiting, unrouted, _buying_rows(orjson.loads(buying_)) if buying_ else {})
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,
@@ -259,7 +306,7 @@ class RouterStore:
         b = await self.load_batch(leader_trade_ids=[leader_trade_id], wallets=wallets, markets=[market],
                                   assets=[asset_id], leader_assets=[(leader, asset_id)],
                                   pnl_day_ms=pnl_day_ms, funding_wallets=funding_wallets)
-        positions = {w: b.position(w, market, asset_id) for w in wallets if w in b.totals}
+        positions = {w: b.position(w, market, asset_id) for w in wallets if w in b.totals or w in b.buying}
         return PgView(b.existing.get(leader_trade_id), positions, b.realized_today, b.funding,
                       b.leaders.get((leader, asset_id)))
 

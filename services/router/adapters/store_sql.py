@@ -19,6 +19,10 @@ TERMINAL_STATES = "('FILLED', 'CANCELLED', 'REJECTED', 'LOST', 'FAILED')"
 # SubmitOrder. The executor marks the SELLs of another form when it inserts them (its order_sql.ROUTER_COPY_ID, the
 # same expression), and LOAD reads those marked.
 ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
+# Of an order_pending row ``x``: whether its id is shaped as the router's copies' ("co_" and 35 characters), which every
+# id of ROUTER_COPY_ID is; tested without a regular expression (see LOAD). A manual order given an id of that shape is
+# taken for a copy by the exposure caps.
+ROUTER_COPY_SHAPE = "(left(x.client_order_id, 3) = 'co_' AND length(x.client_order_id) = 35)"
 
 EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
@@ -32,10 +36,12 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # markets and their list, its costs in the batch's markets (a market repeats when both its outcomes are held:
 # the reader adds them up), its shares of the batch's assets (for an asset a SELL of the batch trades whose
 # position keeps a split, with its cost and the split: a copied SELL is then sized on its subscription's part)
-# and its realized PnL of the day. Grouping all wallets' positions after the lookups instead (a hash table of
-# every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one position each, against 38 ms; a
-# DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch first, 47 of the
-# statement's 88 ms.
+# and its realized PnL of the day at its lowest (the daily loss limit's input): the lowest point the executor kept
+# for the wallet's day (wallet_day_pnl, one probe by its key), or the positions' net of the day when that is lower (a
+# booking of an executor older than migration 0780, which keeps no low). Grouping all wallets' positions after the
+# lookups instead (a hash table of every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one
+# position each, against 38 ms; a DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch
+# first, 47 of the statement's 88 ms.
 # The SELLs in flight the router did not send may still sell some of the shares a SELL of the batch sizes copies on:
 # guard's exits (origin TRIGGER), manual SELLs (MANUAL) and copies (COPY) whose client order id is not of the router's
 # form (ROUTER_COPY_ID: a copy SELL the venue refused for lack of shares, sent again re-sized by the executor's
@@ -48,16 +54,25 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # counts them, by subscription; every one of them claimed its id there when it was emitted, so none is counted twice
 # (whether the SELL index lists it or not).
 # The executor marks those SELLs when it inserts them (order_pending.unclaimed_sell, order_sql.UNCLAIMED_SELL:
-# migration 0730, which marked those open then; the executor is upgraded first, see there), so they are read in one
-# set, the ``unclaimed`` column: the open marked rows of the batch's SELL assets through their own partial index
-# (order_pending_unclaimed_sells, by asset), kept to the batch's wallets (a hash of them, built only when a row is
-# found), then each one's order by key (LATERAL, OFFSET 0), summed by (wallet, asset, subscription). The reader keeps
-# the sums of the positions held (store._wallet_rows). A wallet with nothing marked in flight costs nothing, a batch
-# of BUYs (no SELL asset) nothing at all, and the router's own copies are never fetched. Looked up per position held
-# (order_pending_open, then every open order's row), a 10,000-follower SELL of 6 positions each read 100,002 pages
-# instead of 80,002 with nothing in flight, and 140,002 with the router's previous copies in flight, or an exit per
-# follower; now 80,004, 80,004 and 110,131 (the exits' 10,000 orders read, 3 pages each).
-LOAD = """
+# migration 0730, which marked those open then; the executor is upgraded first, see there).
+# The BUYs in flight the router did not send (manual BUYs; a COPY given to SubmitOrder) reserve nothing in Redis
+# either, and would take a copy past the follower's exposure caps: what each may still spend (its amount_usd less the
+# notional its fills booked, written with the position it grows in one transaction; a GTC sized in shares: the shares
+# left at its limit) counts as in flight in its market (the condition id its intent carries, in its proto: orders has
+# no column of it), the wallet's total and its open markets (store._buying_rows). Not NEW only: a BUY is never sized
+# later, and one not posted yet is about to be.
+# Both are read in one set (np): each wallet's open orders through order_pending_open, the marked SELLs of the
+# batch's SELL assets and the unmarked rows whose id is not shaped like the router's copies (ROUTER_COPY_SHAPE), then
+# each one's order by key (LATERAL, OFFSET 0); the router's own copies are never fetched from orders, and their
+# order_pending rows are told by a shape test, not ROUTER_COPY_ID (PostgreSQL's regular expression took ~2.5 µs an
+# id: 8 ms for 3,200 copies in flight). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed``
+# column; the reader keeps those of the positions held, store._wallet_rows), the BUYs listed (``buying``).
+# On 1,000 followers holding 6 positions each, 3,200 orders open (3,000 of the router's copies), the BUYs' lookup
+# added 5,600 pages (2 of the index and ~3 rows a wallet) to the 10,000 of a BUY batch: a median of 12.1 ms became
+# 15.1 (a SELL batch: 12.6 ms, 15.2). The SELLs alone had been looked up by asset through their own partial index
+# (order_pending_unclaimed_sells); looked up per position held, a 10,000-follower SELL of 6 positions each had read
+# 100,002 pages instead of 80,002 with nothing in flight, and 140,002 with the router's previous copies in flight.
+LOAD = compact_sql("""
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az,
       string_to_array(%(sell_assets)s, %(sep)s) AS sa),
@@ -70,7 +85,9 @@ agg AS (
                json_agg(CASE WHEN q.shares IS NULL OR NOT q.a = ANY(k.sa) THEN json_build_array(q.a, q.size::text)
                              ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares) END)
                    FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
-               sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s) AS realized
+               least(sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s),
+                     (SELECT d.low_usd FROM wallet_day_pnl d WHERE %(want_pnl)s AND d.follower_wallet_id = w.id
+                      AND d.day = %(day)s)) AS realized
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
                      x.subscription_shares AS shares
@@ -81,6 +98,26 @@ ex AS (
     SELECT r.leader_trade_id, r.payload, r.appended_cursor
     FROM unnest(string_to_array(%(lts)s, %(sep)s)) AS q(lt)
     CROSS JOIN LATERAL (SELECT * FROM routed_trades x WHERE x.leader_trade_id = q.lt OFFSET 0) r
+),
+np AS MATERIALIZED (
+    SELECT p.follower_wallet_id AS w, p.asset_id AS a, o.*
+    FROM w CROSS JOIN k CROSS JOIN LATERAL (
+        SELECT x.client_order_id, x.follower_wallet_id, x.asset_id, x.unclaimed_sell FROM order_pending x
+        WHERE x.follower_wallet_id = w.id AND x.terminal_at IS NULL
+          AND CASE WHEN x.unclaimed_sell THEN x.asset_id = ANY(k.sa)
+                   ELSE NOT """ + ROUTER_COPY_SHAPE + """ END
+        OFFSET 0) p
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
+               CASE WHEN p.unclaimed_sell THEN greatest(o.size - o.filled_size, 0) END AS n,
+               CASE WHEN NOT p.unclaimed_sell THEN greatest(coalesce(o.amount_usd - o.filled_notional,
+                                                                    (o.size - o.filled_size) * o.limit_price), 0) END
+                   AS usd,
+               CASE WHEN NOT p.unclaimed_sell THEN encode(o.order_proto, 'base64') END AS proto
+        FROM orders o
+        WHERE o.client_order_id = p.client_order_id AND o.state NOT IN """ + TERMINAL_STATES + """
+          AND CASE WHEN p.unclaimed_sell THEN o.size IS NOT NULL AND o.state <> 'NEW' ELSE o.side = 'BUY' END
+        OFFSET 0) o
 )
 SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
     (SELECT array_agg(appended_cursor) FROM ex) AS ex_cursors,
@@ -99,18 +136,9 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
                             WHERE x.order_id = q.id AND x.side = 'SELL' OFFSET 0) f
         WHERE f.sold IS NOT NULL) AS sold,
     (SELECT json_agg(json_build_array(g.w, g.a, g.sub, g.n::text))::text FROM (
-        SELECT p.follower_wallet_id AS w, p.asset_id AS a, o.sub, sum(greatest(o.size - o.filled_size, 0)) AS n
-        FROM (SELECT p.* FROM (SELECT DISTINCT unnest(string_to_array(%(sell_assets)s, %(sep)s)) AS a) s
-              CROSS JOIN LATERAL (SELECT p.client_order_id, p.follower_wallet_id, p.asset_id FROM order_pending p
-                                  WHERE p.asset_id = s.a AND p.terminal_at IS NULL AND p.unclaimed_sell OFFSET 0) p
-              WHERE p.follower_wallet_id IN (SELECT id FROM w) OFFSET 0) p
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub, o.size, o.filled_size
-            FROM orders o
-            WHERE o.client_order_id = p.client_order_id AND o.size IS NOT NULL
-              AND o.state NOT IN """ + TERMINAL_STATES + """ AND o.state <> 'NEW' OFFSET 0) o
-        GROUP BY 1, 2, 3 HAVING sum(greatest(o.size - o.filled_size, 0)) > 0) g) AS unclaimed
-"""
+        SELECT w, a, sub, sum(n) AS n FROM np WHERE n IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n) > 0) g) AS unclaimed,
+    (SELECT json_agg(json_build_array(w, a, usd::text, proto))::text FROM np WHERE usd > 0) AS buying
+""")  # compacted so that psycopg caches its parsing
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's skips and leader position change
 # are written only when its trade row is new (the row gates everything); its orders are in its payload. The leader's

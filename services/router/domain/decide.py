@@ -1,8 +1,8 @@
 """One decision per follower for one leader trade: an order to emit or a skip with a reason.
 
 BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → the operator ceiling
-(``TT_MAX_ORDER_USD``, the cut noted on the order) → daily loss → open positions → exposure headroom → round
-down to the cent → market minimum.
+(``TT_MAX_ORDER_USD``, the cut noted on the order; still above ``MAX_USD``: SIZE_OUT_OF_RANGE) → daily loss → open
+positions → exposure headroom → round down to the cent → market minimum.
 SELL: copySells and market lists → SELL sizing on the subscription's part of the position (see ``sells``) → the
 operator ceiling on size × leader price.
 """
@@ -67,7 +67,7 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
                coid: Callable[[str], str] | None = None) -> Decision:
     """Size a copied BUY or say why not (``market_mins``: the trade's ``buy_minimum_usd`` by slippage
     tolerance, filled as needed; ``coid``: the trade's ``client_order_ids``)."""
-    sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier)
+    sized = sizing.size_buy(f.sizing, trade, state.balance_usd, f.multiplier, policy.max_order_usd)
     if not isinstance(sized, sizing.Sized):
         return _skip(f, *sized)
     wanted, note = ceiling.cap_buy(sized.amount, policy.max_order_usd)

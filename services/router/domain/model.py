@@ -153,7 +153,7 @@ class FollowerState:
     market_exposure_usd: Decimal = ZERO
     open_markets: frozenset[str] = frozenset()
     held_size: Decimal = ZERO  # the wallet's shares of the trade's asset
-    realized_pnl_today_usd: Decimal = ZERO
+    realized_pnl_today_usd: Decimal = ZERO  # the lowest the wallet's realized PnL of the UTC day reached
     reserved_total_usd: Decimal = ZERO
     reserved_market_usd: Decimal = ZERO
     reserved_markets: frozenset[str] = frozenset()

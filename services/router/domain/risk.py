@@ -1,7 +1,9 @@
 """Risk caps on copied BUYs, from the follower wallet's real positions and fills plus in-flight
-reservations (USD of BUY copies emitted but not yet terminal at the executor).
+reservations (USD of BUY copies emitted but not yet terminal at the executor, and what its manual BUYs not yet
+terminal may still spend: ``read_model.follower_state``).
 
-- daily loss limit: realized PnL of the current UTC day <= −limit stops new BUYs.
+- daily loss limit: once the wallet's realized PnL of the current UTC day went down to −limit, new BUYs stop until
+  the day ends (``realized_pnl_today_usd`` is the lowest point the day reached: a later gain does not lift it).
 - max open positions: a BUY into a market the wallet neither holds nor has a BUY in flight for
   needs a free slot; open = markets held ∪ markets with reserved USD.
 - per-market and total exposure (USD at cost + reserved): the amount is cut to the headroom;
@@ -22,12 +24,12 @@ Rejection = tuple[Reason, str]
 
 
 def daily_loss(risk: RiskRules, state: FollowerState) -> Rejection | None:
-    """Skip when today's realized loss has reached the limit."""
+    """Skip when today's realized loss has reached the limit at any point of the day."""
     limit = risk.daily_loss_limit_usd
     if limit is not None and -state.realized_pnl_today_usd >= limit:
         return (Reason.DAILY_LOSS_LIMIT,
-                f"realized PnL today ${fmt(state.realized_pnl_today_usd)} reached the daily loss limit "
-                f"${fmt(limit)}")
+                f"realized PnL today went down to ${fmt(state.realized_pnl_today_usd)}, reaching the daily loss "
+                f"limit ${fmt(limit)}: no BUYs until the UTC day ends")
     return None
 
 

@@ -1,5 +1,6 @@
 """BUY sizing: the raw USD amount from the subscription's mode, × the perf multiplier, clamped to
-[minOrderUsd, maxOrderUsd]. Risk headroom and market minimums are applied afterwards (``decide``)."""
+[minOrderUsd, maxOrderUsd]. The operator ceiling, risk headroom and market minimums are applied afterwards
+(``decide``)."""
 
 from __future__ import annotations
 
@@ -49,26 +50,34 @@ def raw_amount(rules: SizingRules, trade: LeaderTrade, balance_usd: Decimal | No
 
 
 def size_buy(rules: SizingRules, trade: LeaderTrade, balance_usd: Decimal | None,
-             multiplier: Decimal) -> Sized | Rejection:
-    """The USD to spend before risk caps, or a skip reason. Multiplier first, then the clamps."""
+             multiplier: Decimal, ceiling: Decimal | None = None) -> Sized | Rejection:
+    """The USD to spend before risk caps, or a skip reason. Multiplier first, then the clamps; more than
+    ``MAX_USD`` is out of range only when still so after maxOrderUsd and the operator ``ceiling`` (which the caller
+    applies: ``common.ceiling.cap_buy``)."""
     raw = raw_amount(rules, trade, balance_usd)
     if not isinstance(raw, Sized):
         return raw
     amount = raw.amount
     if multiplier != 1:
         amount *= multiplier
+
+    def how() -> str:
+        return raw.how + (f" × multiplier {fmt(multiplier)}" if multiplier != 1 else "")
+
     if amount <= ZERO:
-        return Reason.SIZE_ZERO, f"sized to ${fmt(amount)} ({raw.how})"
-    if amount > MAX_USD:  # a ratio or balance no real order has (and past what the reservations can count)
-        return Reason.SIZE_OUT_OF_RANGE, f"sized to ${fmt(amount)} ({raw.how}) > ${fmt(MAX_USD)}"
+        return Reason.SIZE_ZERO, f"sized to ${fmt(amount)} ({how()})"
     clamp = ""
     if rules.min_order_usd is not None and amount < rules.min_order_usd:
         amount, clamp = rules.min_order_usd, "raised to minOrderUsd"
     if rules.max_order_usd is not None and amount > rules.max_order_usd:
         amount, clamp = rules.max_order_usd, "cut to maxOrderUsd"
+    # past what the reservations can count (and no real order): kept out of the arithmetic that follows
+    if amount > MAX_USD and (ceiling is None or ceiling > MAX_USD):
+        capped = amount if ceiling is None else min(amount, ceiling)
+        cut = f", cut to the operator ceiling ${fmt(ceiling)}" if ceiling is not None and capped < amount else ""
+        return Reason.SIZE_OUT_OF_RANGE, f"sized to ${fmt(capped)} ({how()}{cut}) > ${fmt(MAX_USD)}"
 
     def explain() -> str:
-        how = raw.how + (f" × multiplier {fmt(multiplier)}" if multiplier != 1 else "")
-        return how + (f", {clamp} ${fmt(amount)}" if clamp else "")
+        return how() + (f", {clamp} ${fmt(amount)}" if clamp else "")
 
     return Sized(amount, explain)
