@@ -61,6 +61,7 @@ from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
 from services.executor.redeeming import Redeemer
 from services.executor.releases import releasing_dead_letters
+from services.executor.resizing import paper_resizer
 from services.executor.servicer import ExecutorServicer
 from services.executor.settling import Settler
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -229,9 +230,12 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
     redemptions_log = DurableLog(stream_redis, REDEMPTION_EVENTS)
     life = _position_life(settings, pool, redis, fast, stream_redis, redemptions_log, admission, gates,
                           venues.get(INSIDERS), lease)
-    if life.reconciler is not None:
-        journal.observe = observe_all([order_metrics.observe, life.reconciler.observe])
-    tasks += life.tasks
+    # a PAPER SELL the paper venue refused for lack of shares is re-sized as a LIVE one (on the booked position)
+    paper_resizes = paper_resizer(ReconcileStore(pool, on_write_error=lease.notice_refusal), PaperHoldings(pool),
+                                  known=admission.store.known, resubmit=admission.submit)
+    journal.observe = observe_all([order_metrics.observe, paper_resizes.observe,
+                                   life.reconciler.observe if life.reconciler is not None else None])
+    tasks += [*life.tasks, asyncio.create_task(paper_resizes.run(), name="paper-resizes")]
 
     servicer = ExecutorServicer(admission, runner, store, events_log, submit_wait_s=t.submit_wait_s,
                                 redemptions_log=redemptions_log)

@@ -1,10 +1,8 @@
 """Reconciling LIVE wallets' positions with the venue: ``GET /v1/wallets/{id}/positions`` for every wallet with a
 LIVE subscription at start, every ``TT_RECONCILE_INTERVAL_S`` (spread over the interval, rate-limited), soon after
 an order of the wallet ends UNKNOWN, LOST or CANCELLED, and at once when the venue refuses a SELL for lack of
-shares (that SELL is then re-sized once from the venue's count). A malformed or failed answer changes nothing.
-
-A refused SELL whose re-size could not be made (the venue's positions unusable, a storage error) is tried again
-every ``RESIZE_RETRY_S`` for ``RESIZE_WINDOW_S`` after its refusal; the ones a crash left are found again at start.
+shares (that SELL is then re-sized once from the venue's count: :mod:`services.executor.resizing`, whose LIVE
+re-sizes these rounds run). A malformed or failed answer changes nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from opentelemetry import metrics
 
 from common.alerts import AlertKind, raise_alert
 from common.cancel import reraise_if_cancelling
-from common.decimals import MIN_HELD_SHARES, ZERO, fmt
+from common.decimals import ZERO, fmt
 from common.dueset import DueSet
-from common.ids import hash_id
 from common.marketstate import WATCH_POSITIONS, change_watch_set
 from services.executor.adapters.insiders_api import parse_positions
 from services.executor.adapters.order_store import Change
@@ -38,12 +35,15 @@ from services.executor.domain.reconcile import (
     Correction,
     CountTime,
     reconcile,
-    resize_size,
     round_pace,
 )
-from services.executor.domain.sell_sizing import sized_on
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import PositionsApi
+from services.executor.resizing import NOT_ENOUGH as NOT_ENOUGH  # re-exported: where they were
+from services.executor.resizing import RESIZE_RETRY_S, RESIZE_WINDOW_S, Resizer, ResizeStats
+from services.executor.resizing import RESIZED_PREFIX as RESIZED_PREFIX
+from services.executor.resizing import resized_id as resized_id
+from services.executor.resizing import resized_order as resized_order
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -57,53 +57,20 @@ _UNTRUSTED = _meter.create_counter("executor.reconcile_untrusted_fields",
                                                " or unreadable, a malformed conditionId), by field")
 UNTRUSTED_FIELDS = ("asOf", "positions.asOf", "positions.conditionId")
 
-NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
 WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
 MAX_CALLS_PER_S = 10.0  # venue calls a second at most (a wallet asked for soon goes ahead of the rounds)
 WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
-RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
-RESIZE_WINDOW_S = 900.0  # a refused SELL is re-sized within this long of its refusal; later, the moment has passed
-RESIZE_RETRY_S = 5.0  # a re-size that could not be made is tried again after this long
 
 
 @dataclass
-class _Refused:
-    """A SELL refused for lack of shares, waiting for its re-size."""
-
-    ticket: Ticket
-    refused_at: float  # the clock's reading at the refusal
-    next_at: float  # the next try
-
-
-@dataclass
-class ReconcileStats:
-    """Counters."""
+class ReconcileStats(ResizeStats):
+    """Counters (the LIVE re-sizes' too)."""
 
     wallets: int = 0
     corrections: dict[str, int] = field(default_factory=dict)
     failures: int = 0
-    resized: int = 0
-    resize_retries: int = 0
-    resizes_abandoned: int = 0
     untrusted: dict[str, int] = field(default_factory=dict)  # field → answers' fields not trusted
-
-
-def resized_id(client_order_id: str) -> str:
-    """The client order id of a refused SELL's re-sized order."""
-    return RESIZED_PREFIX + hash_id("x", client_order_id)[2:32]
-
-
-def resized_order(original: epb.Order, size: Decimal, now_ns: int) -> epb.Order:
-    """A refused SELL again, sized to what the venue holds (a new client order id: the venue keeps the refused
-    one's answer under its Idempotency-Key)."""
-    order = epb.Order()
-    order.CopyFrom(original)
-    order.client_order_id = resized_id(original.client_order_id)
-    order.size = fmt(size)
-    order.sell_fraction = ""
-    order.routed_time_ns = now_ns
-    return order
 
 
 class Reconciler:
@@ -137,9 +104,10 @@ class Reconciler:
         self._wallets: dict[str, LiveWallet] = {}
         self._due = DueSet()  # every LIVE wallet: its next round
         self._soon = DueSet()  # wallets asked for
-        self._refused: list[_Refused] = []
-        self._refused_loaded = False
         self._wake = asyncio.Event()
+        # the LIVE refused SELLs, re-sized on their wallet's reconciliation, between this loop's calls
+        self.resizer = Resizer(store, INSIDERS, self._venue_count, known=known, resubmit=resubmit, stats=self.stats,
+                               wake=self._wake, clock=clock, retry_s=RESIZE_RETRY_S, window_s=RESIZE_WINDOW_S)
 
     # -- what asks for a reconciliation --------------------------------------------------------------
 
@@ -149,14 +117,9 @@ class Reconciler:
         for c in changes:
             if c.ticket.venue != INSIDERS:
                 continue
-            state = c.life.state
-            if state in WAKE_STATES:
+            if c.life.state in WAKE_STATES:
                 self.soon(c.ticket.order.follower_wallet_id, self.grace_s)
-            elif (state is State.REJECTED and c.life.reason == NOT_ENOUGH and not c.ticket.buying
-                  and not c.ticket.client_order_id.startswith(RESIZED_PREFIX)):
-                now = self.clock()
-                self._refused.append(_Refused(c.ticket, now, now))
-                self._wake.set()
+        self.resizer.observe(changes)
 
     def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
         """Reconcile a wallet within ``delay_s`` (ahead of the periodic rounds)."""
@@ -240,72 +203,18 @@ class Reconciler:
                 "wallet_id": wallet.follower_wallet_id, "asset_id": c.asset_id, "kind": c.kind,
                 "shares_before": fmt(c.size_before), "shares_after": fmt(c.size_after)})
 
-    async def _load_refused(self) -> None:
-        """The refused SELLs of the last ``RESIZE_WINDOW_S`` that have no re-sized order (a crash came between)."""
-        rows = await self.store.refused_sells(RESIZE_WINDOW_S)
-        orders = [(epb.Order.FromString(proto), age_s) for proto, age_s in rows]
-        done = await self.known([resized_id(o.client_order_id) for o, _age in orders]) if orders else set()
-        queued = {r.ticket.client_order_id for r in self._refused}
-        now = self.clock()
-        for o, age_s in orders:
-            if resized_id(o.client_order_id) not in done and o.client_order_id not in queued:
-                self._refused.append(_Refused(Ticket(o, INSIDERS, None, 0), now - age_s, now))
-        if len(self._refused) > len(queued):
-            log.warning("refused SELLs found at start without their re-size: re-sizing them",
-                        extra={"orders": len(self._refused) - len(queued)})
-
-    async def _resize_due(self) -> None:
-        """Try the re-sizes that are due; keep the ones that could not be made, until their window is over."""
-        now = self.clock()
-        for r in [r for r in self._refused if r.next_at <= now]:
-            try:
-                done = await self._resize(r.ticket)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a storage error: tried again like an unusable venue answer
-                log.exception("refused SELL not re-sized; trying again", extra={
-                    "client_order_id": r.ticket.client_order_id})
-                done = False
-            now = self.clock()
-            if done:
-                self._refused.remove(r)
-            elif now - r.refused_at >= RESIZE_WINDOW_S:
-                self._refused.remove(r)
-                self.stats.resizes_abandoned += 1
-                log.error("refused SELL never re-sized: the venue's positions stayed unusable", extra={
-                    "client_order_id": r.ticket.client_order_id, "window_s": RESIZE_WINDOW_S})
-            else:
-                r.next_at = now + RESIZE_RETRY_S
-                self.stats.resize_retries += 1
-
     async def _resize(self, t: Ticket) -> bool:
         """Reconcile the wallet of a SELL refused for lack of shares, then send it once more for what the venue
-        holds, a copy of a position that keeps a split for no more than its subscription's part as corrected
-        (``resize_size``; nothing when that is less than the market's minimum). False: not done, the venue's answer
-        was unusable."""
+        holds (:meth:`.resizing.Resizer.resize`). False: not done, the venue's answer was unusable."""
+        return await self.resizer.resize(t)
+
+    async def _venue_count(self, t: Ticket) -> Decimal | None:
+        """The venue's count of the token of a refused SELL, its wallet reconciled first (None: the venue's answer
+        was unusable)."""
         o = t.order
         wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy)
         counts = await self.reconcile(wallet)
-        if counts is None:
-            return False
-        if self.resubmit is None:
-            return True
-        held = counts.get(o.asset_id, ZERO)
-        part_of = sized_on(t.origin, o.subscription_id)  # a copy: no more than its subscription's part
-        parts = await self.store.parts(o.follower_wallet_id, o.asset_id) if part_of is not None else None
-        size = resize_size(Decimal(o.size) if o.size else None, held, parts, part_of)
-        minimum = Decimal(o.min_order_size) if o.min_order_size else MIN_HELD_SHARES
-        if isinstance(size, tuple) or size < max(minimum, MIN_HELD_SHARES):
-            log.warning("refused SELL not re-sized: the venue holds too little", extra={
-                "client_order_id": o.client_order_id, "held": fmt(held),
-                "reason": size[0] if isinstance(size, tuple) else "SELL_BELOW_MARKET_MINIMUM"})
-            return True
-        order = resized_order(o, size, time.time_ns())
-        await self.resubmit(order)
-        self.stats.resized += 1
-        log.warning("refused SELL re-sized from the venue's count", extra={
-            "client_order_id": o.client_order_id, "resized_as": order.client_order_id, "size": fmt(size)})
-        return True
+        return None if counts is None else counts.get(o.asset_id, ZERO)
 
     # -- the rounds -------------------------------------------------------------------------------------
 
@@ -328,10 +237,9 @@ class Reconciler:
         refresh_s = self.refresh_s
         while True:
             try:
-                if not self._refused_loaded:
-                    await self._load_refused()
-                    self._refused_loaded = True
-                await self._resize_due()
+                if not self.resizer.loaded:
+                    await self.resizer.load()
+                await self.resizer.due()
                 now = self.clock()
                 if now - refreshed >= refresh_s:
                     await self._refresh()
@@ -372,8 +280,8 @@ class Reconciler:
             upcoming.append(max(soon[0], last_call + self.min_gap_s))
         if (due := self._due.first()) is not None:
             upcoming.append(max(due[0], last_call + self.round_gap_s))
-        if self._refused:
-            upcoming.append(min(r.next_at for r in self._refused))
+        if (refused := self.resizer.next_at()) is not None:
+            upcoming.append(refused)
         nxt = min(upcoming) if upcoming else now + self.refresh_s
         return max(nxt - now, 0.01)
 
