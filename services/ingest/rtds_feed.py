@@ -167,6 +167,8 @@ class RtdsFeed:
                 self._renewed_ns = None  # it came back
             if now - max(seen, self._watch_from_ns) <= self.stall_s * 1e9:
                 continue
+            if now - self.feed.last_data_ns > self.stall_s * 1e9:
+                continue  # nothing at all comes: the socket is silent as a whole, its watchdog's to renew
             self.metrics.stall(FEED)
             if self._renewed_ns is None:
                 self._renewed_ns = now

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sim.polymarket import PolymarketSim
-from tests.helpers import eventually
+from tests.helpers import alerts_raised, eventually
 from tests.ingest.conftest import IngestFactory, follow
 from tests.ingest.test_gap_backfill import LEADER, expected_id, ids_in_log
 
@@ -105,3 +105,19 @@ async def test_a_quiet_leader_trade_topic_that_never_delivered_is_not_reconnecte
     connections = app.rtds.connections
     await eventually(lambda: app.metrics.tally["frames", "rtds"] >= 40, timeout_s=5)  # ~2 s of prices
     assert app.rtds.connections == connections
+
+
+async def test_a_socket_silent_as_a_whole_is_the_watchdogs_not_a_silent_trades_subscription(
+        sim: PolymarketSim, run_ingest: IngestFactory, redis_url: str) -> None:
+    """trades delivered, then nothing at all comes on the socket (a quiet simulator, a dead socket): the socket's
+    watchdog reconnects it and alerts ``feed_stalled:rtds``; the trades watch, for a subscription gone silent while
+    other data flows, neither alerts nor renews as well."""
+    await follow(redis_url, LEADER)
+    app = await run_ingest(rtds_stall_s=0.5, poll_interval_s=3600.0)
+    await sim.rtds.wait_subscribed()
+    sim.trade(OTHER, market=sim.add_market(), feeds=("rtds",))
+    await eventually(lambda: app.metrics.tally["frames", "rtds"] >= 1, timeout_s=5, message="the trade heard")
+    connections = app.rtds.connections
+    await eventually(lambda: app.rtds.connections >= connections + 4, timeout_s=10, message="the watchdog's rounds")
+    keys = {a.key for a in alerts_raised(redis_url, "FEED_STALLED")}
+    assert keys == {"feed_stalled:rtds"}, keys
