@@ -61,8 +61,9 @@ class OperatorEnd:
             return await self._take_over(coid, st)
 
     async def _take_over(self, coid: str, st: Statement) -> epb.OrderEvent:
-        await self._stop(coid)
+        self.runner.ending.add(coid)  # from here to its end, nothing resumes it (a duplicate SubmitOrder, a sweep)
         try:
+            await self._stop(coid)
             await self.runner.journal.write([], urgent=True)  # what its runner had queued is written first
             row = await self.store.order_row(coid)
             assert row is not None, "an order row is never deleted"
@@ -71,8 +72,11 @@ class OperatorEnd:
             marked, events = ended(life, st)
             await self.runner.transition(t, marked, events, answer(life, st))
         except BaseException:
+            self.runner.ending.discard(coid)
             await self._run_again(coid)
             raise
+        finally:
+            self.runner.ending.discard(coid)
         log.warning("order ended by hand", extra={
             "client_order_id": coid, "outcome": st.outcome.value, "reason": st.reason, "was": life.state.value,
             "filled_size": fmt(st.filled_size), "avg_price": fmt(st.avg_price), "venue": t.venue})

@@ -65,6 +65,7 @@ class OrderRunner:
         self.rng = rng or random.Random()
         self.slots = Slots(config.max_inflight)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.ending: set[str] = set()  # orders an operator is ending by hand (operator_end): run by nothing else
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
                                GcPause(config.gc_pause_max_s) if config.gc_pause_max_s > 0 else None)
         self.placed = PlacedQueries(venues, self.burst, self.transition, lost_after=config.lost_after,
@@ -93,7 +94,7 @@ class OrderRunner:
 
     def running(self, client_order_id: str) -> bool:
         """True when this process is already working on the order (running it, or tracking it placed)."""
-        return client_order_id in self.tasks or client_order_id in self.tracker
+        return client_order_id in self.tasks or client_order_id in self.tracker or client_order_id in self.ending
 
     def start(self, ticket: Ticket, life: lc.OrderLife, *, venue_may_hold: bool = False,
               notify: bool = False) -> None:

@@ -127,6 +127,9 @@ class Tracker:
             if entry is None:
                 continue
             await self._slots.acquire()
+            if self._orders.get(coid) is not entry:  # discarded (or tracked anew) while it waited for the slot
+                self._slots.release()
+                continue
             task = loop.create_task(self._query(coid, entry), name=f"order-poll:{coid}")
             self._polls.add(task)
             task.add_done_callback(self._polls.discard)
