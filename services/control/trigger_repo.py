@@ -31,12 +31,18 @@ async def get(conn: Conn, trigger_id: str, *, for_update: bool = False) -> tpb.T
 # opening time) is for the next life, and records none.
 _POSITION_LIFE = ("(SELECT opened_at FROM positions"
                   " WHERE follower_wallet_id = %(follower_wallet_id)s AND asset_id = %(asset_id)s AND state = 'OPEN')")
+# The close such a trigger saw (migration 0790), read in the same statement (one snapshot): the row's closed_at
+# when it is not OPEN, 'epoch' when there is no row (never held: no close, before any). Guard keeps it for the next
+# life only while that close is the position's latest, and no clock of control's decides it.
+_CLOSE_SEEN = ("(SELECT CASE WHEN p.state IS NULL THEN 'epoch'::timestamptz WHEN p.state <> 'OPEN' THEN p.closed_at"
+               " END FROM (SELECT 1) one LEFT JOIN positions p ON p.follower_wallet_id = %(follower_wallet_id)s"
+               " AND p.asset_id = %(asset_id)s)")
 
 
 async def insert(conn: Conn, trigger: tpb.Trigger) -> None:
-    """Insert a new trigger, with the opening time of the position it guards."""
-    sql = (f"INSERT INTO triggers ({', '.join(_COLUMNS)}, position_opened_at) VALUES"
-           f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)}, {_POSITION_LIFE})")
+    """Insert a new trigger, with the opening time of the position it guards (or the close it saw)."""
+    sql = (f"INSERT INTO triggers ({', '.join(_COLUMNS)}, position_opened_at, position_closed_seen) VALUES"
+           f" ({', '.join('%(' + c + ')s' for c in _COLUMNS)}, {_POSITION_LIFE}, {_CLOSE_SEEN})")
     await conn.execute(sql, codec.trigger_params(trigger))
 
 

@@ -82,28 +82,37 @@ def ended_life(t: str, *, w: str, a: str, opened: str, wallet: str, proven: bool
     A trigger that recorded an earlier opening time (migration 0690, both on the database's clock) is that life's:
     no clock of another process decides it (control recorded a CLOSED row's opening time before it recorded only an
     OPEN position's, so a stop set between lives before then ends with the next partial SELL: cancelled, never sold
-    on). One that recorded none (set while nothing was held, or before triggers recorded it) is an ended life's
-    when it was set before the previous life closed. With no life archived, nothing tells it from one set before
-    the position first opened (the current life's): ``proven`` (the condition must prove a reopening by itself)
-    leaves it out, else it is taken when set before the current life opened (the caller knows otherwise that the
-    position was reopened)."""
-    prev = _PREVIOUS_LIFE.format(wallet=wallet, w=w, a=a, opened=opened)
+    on). One that recorded none was set while nothing was held: it recorded the close it saw (migration 0790), and
+    is an ended life's unless that close is the one of the life before the current one (the last archived: its
+    close copied from the row), also when it saw no close at all (never held: an earlier life's, the first). With
+    no life archived it is not taken (the life open now may be the first).
+
+    Triggers from before 0790 recorded neither: one is an ended life's when set before the previous life closed, by
+    the clock of the process that set it. With no life archived, nothing tells it from one set before the position
+    first opened (the current life's): ``proven`` (the condition must prove a reopening by itself) leaves it out,
+    else it is taken when set before the current life opened (the caller knows otherwise that the position was
+    reopened)."""
+    prev_closed = f"(SELECT v.closed_at FROM ({_PREVIOUS_LIFE.format(wallet=wallet, w=w, a=a, opened=opened)}) v)"
     unknown = "NULL" if proven else opened
     return (f"({t}.position_opened_at < {opened}"
-            f" OR {t}.position_opened_at IS NULL"
-            f" AND {t}.create_time < coalesce((SELECT v.closed_at FROM ({prev}) v), {unknown}))")
+            f" OR {t}.position_opened_at IS NULL AND {t}.position_closed_seen <> {prev_closed}"
+            f" OR {t}.position_opened_at IS NULL AND {t}.position_closed_seen IS NULL"
+            f" AND {t}.create_time < coalesce({prev_closed}, {unknown}))")
 
 
 # The SELL that left a position nothing (its row CLOSED, or gone) ends the triggers of the life it closed: every
-# ARMED one on the position but those set after that close (while nothing was held: they recorded no life, control
-# records only an OPEN position's), which are the next life's. As in :func:`ended_life`, a trigger that recorded no
-# life is told by when it was set against the close; a row that recorded no close (or none at all) ends them all.
+# ARMED one on the position but the next life's, those that recorded no life and saw the row closed by the close it
+# has now (migration 0790: every close writes a new closed_at, so an earlier one is an ended life's). A trigger from
+# before 0790 (neither recorded) is told by when it was set against the close, as in :func:`ended_life`. A row that
+# recorded no close (or none at all) ends them all.
 CANCEL_CLOSED_LIFE = (
-    "UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
-    " version = version + 1 WHERE t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s AND t.state = 'ARMED'"
-    " AND NOT (t.position_opened_at IS NULL AND t.create_time >= coalesce((SELECT p.closed_at FROM positions p"
-    "  WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.state <> 'OPEN'), 'infinity'))"
-    " RETURNING *"
+    "WITH c AS (SELECT (SELECT p.closed_at FROM positions p WHERE p.follower_wallet_id = %(w)s"
+    "  AND p.asset_id = %(a)s AND p.state <> 'OPEN') AS closed_at)"
+    " UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
+    " version = version + 1 FROM c WHERE t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s AND t.state = 'ARMED'"
+    " AND NOT (t.position_opened_at IS NULL AND coalesce(t.position_closed_seen = c.closed_at,"
+    "  t.position_closed_seen IS NULL AND t.create_time >= coalesce(c.closed_at, 'infinity')))"
+    " RETURNING t.*"
 )
 
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"
