@@ -1,16 +1,20 @@
--- Strict request bodies for the REST surface: an unknown JSON field anywhere in a body is a 400 naming it.
+-- Strict request bodies and query strings for the REST surface: an unknown JSON field anywhere in a body, a
+-- field or query parameter given twice, or a boolean field holding anything but true / false is a 400 naming it.
 --
 -- Envoy's gRPC-JSON transcoder drops fields the target message does not define, so a typo such as
--- "maxOrderUSD" for "maxOrderUsd" would be accepted and ignored. This filter runs just before the
--- transcoder on the whole (already size-capped) body. tools/envoy_config.py prepends ROUTES and MESSAGES,
--- generated from the descriptor set's google.api.http annotations:
+-- "maxOrderUSD" for "maxOrderUsd" would be accepted and ignored; it keeps the last of two equal keys (or
+-- merges two objects), reads "no" or "0" as a bool and keeps the last of two equal query parameters. This
+-- filter runs just before the transcoder on the whole (already size-capped) body. tools/envoy_config.py
+-- prepends ROUTES, MESSAGES and QUERY, generated from the descriptor set's google.api.http annotations:
 --   ROUTES   = { {verb, {segment | false (one-segment variable) | true (rest of path)}, body message | false}, ... }
 --              most literal first; body false: the route takes no body.
---   MESSAGES = { [message full name] = { [json name or proto name] = kind } }
---              kind: false (a scalar or free-form JSON, not looked into), "<message full name>" (an object,
---              or an array of them), or { kind } (a map whose values are of that kind).
+--   MESSAGES = { [message full name] = { [json name or proto name] = {kind, canonical name} } }
+--              kind: false (a scalar or free-form JSON, not looked into), true (a singular bool: JSON true
+--              or false only), "<message full name>" (an object, or an array of them), or { kind } (a map whose values
+--              are of that kind). Both spellings of a field share its canonical (JSON) name.
+--   QUERY    = { [json or proto path of a query field] = canonical (JSON) path }
 -- Only strict JSON (RFC 8259) passes: anything this parser refuses is a 400 too, so the transcoder never
--- reads a key this filter did not check. Field types are left to the transcoder, values to the service.
+-- reads a key this filter did not check. Other field types are left to the transcoder, values to the service.
 
 local byte, find, sub, char, concat = string.byte, string.find, string.sub, string.char, table.concat
 local MAX_DEPTH = 64
@@ -108,6 +112,7 @@ local function object(s, i, kind, path, depth)
   elseif type(kind) == "table" then
     is_map, values = true, kind[1]
   end
+  local seen = fields and {} or nil
   i = ws(s, i + 1)
   if byte(s, i) == 125 then return i + 1 end
   while true do
@@ -116,9 +121,12 @@ local function object(s, i, kind, path, depth)
     key, i = str(s, i, fields ~= nil or is_map)
     local child, child_path = false, path
     if fields then
-      child = fields[key]
+      local field = fields[key]
       child_path = join(path, key)
-      if child == nil then fail(child_path .. ": unknown field") end
+      if field == nil then fail(child_path .. ": unknown field") end
+      if seen[field[2]] then fail(child_path .. ": duplicate field") end
+      seen[field[2]] = true
+      child = field[1]
     elseif is_map then
       child = values
       child_path = join(path, key)
@@ -157,6 +165,11 @@ end
 
 walk = function(s, i, kind, path, depth)
   local c = byte(s, i)
+  if kind == true then
+    if sub(s, i, i + 3) == "true" then return i + 4 end
+    if sub(s, i, i + 4) == "false" then return i + 5 end
+    fail(path .. ": must be true or false")
+  end
   if c == 123 or c == 91 then
     if depth >= MAX_DEPTH then fail("body: nested deeper than " .. MAX_DEPTH .. " levels") end
     if c == 123 then return object(s, i, kind, path, depth + 1) end
@@ -188,6 +201,24 @@ local function check(s, kind)
   return "body: could not be read"
 end
 
+local function decoded(text)
+  return (text:gsub("%%(%x%x)", function(hex) return char(tonumber(hex, 16)) end))
+end
+
+-- nil when no query parameter is given twice (either spelling counts), else the 400's message.
+local function repeated_parameter(path)
+  local q = find(path, "?", 1, true)
+  if q == nil then return nil end
+  local seen = {}
+  for part in sub(path, q + 1):gmatch("[^&]+") do
+    local name = decoded(part:match("^[^=]*"))
+    local canonical = QUERY[name] or name
+    if seen[canonical] then return shown(name) .. ": query parameter given more than once" end
+    seen[canonical] = true
+  end
+  return nil
+end
+
 local function route_for(verb, path)
   local q = find(path, "?", 1, true)
   if q then path = sub(path, 1, q - 1) end
@@ -213,8 +244,14 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local route = route_for(headers:get(":method"), headers:get(":path") or "")
+  local path = headers:get(":path") or ""
+  local route = route_for(headers:get(":method"), path)
   if route == nil then return end
+  local repeated = repeated_parameter(path)
+  if repeated then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, repeated)
+    return
+  end
   local body = handle:body()
   if body == nil then return end
   local size = body:length()

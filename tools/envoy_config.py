@@ -177,6 +177,12 @@ def validate_tokens(tokens: Sequence[Secret | str]) -> tuple[str, ...]:
     return values
 
 
+def bearer_regex(token: str) -> str:
+    """The RBAC match of ``Authorization`` (whole value): the scheme in any case (RFC 9110 11.1), one space,
+    the token exactly."""
+    return f"(?i:bearer) {re.escape(token)}"
+
+
 def rest_path_regex(routes: Sequence[rest_schema.Route]) -> str:
     """The paths that go to control (the transcoder then maps or refuses them), probes excepted: every
     annotated route's first segment, then any further segments."""
@@ -217,7 +223,7 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
     per_fill, interval = _rate_limit_fill(settings.rate_limit_per_s)
     probe_per_fill, probe_interval = _rate_limit_fill(settings.probe_rate_limit_per_s)
     routes = rest_schema.routes(descriptor)
-    principals = [{"header": {"name": "authorization", "string_match": {"exact": f"Bearer {t}"}}}
+    principals = [{"header": {"name": "authorization", "string_match": {"safe_regex": {"regex": bearer_regex(t)}}}}
                   for t in tokens]
     values: dict[str, str] = {
         "admin_socket": json.dumps(str(admin_socket)),
@@ -231,7 +237,7 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
         "rbac_principals": json.dumps(principals),
         "transcoded_services": json.dumps(list(rest_schema.transcoded_services(routes))),
         "rest_path_regex": json.dumps(rest_path_regex(routes)),
-        "scrub_headers_lua": json.dumps(envoy_lua.SCRUB_HEADERS_LUA),
+        "scrub_headers_lua": json.dumps(envoy_lua.scrub_headers_source(routes)),
         "strict_json_lua": json.dumps(envoy_lua.strict_json_source(routes)),
         "rate_limit_burst": str(max(settings.rate_limit_burst, per_fill)),
         "rate_limit_per_fill": str(per_fill),

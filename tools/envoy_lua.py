@@ -1,9 +1,12 @@
-"""The Lua of the Envoy edge (pure): the strict-body check with its schema, and the header scrub.
+"""The Lua of the Envoy edge (pure): the strict-input check with its schema, and the header scrub.
 
-``strict_json_source`` prepends to ``envoy/strict_json.lua`` the ROUTES and MESSAGES tables it reads,
-generated from the annotated RPCs (``tools.rest_schema``): every route's body message and, for every
+``strict_json_source`` prepends to ``envoy/strict_json.lua`` the ROUTES, MESSAGES and QUERY tables it
+reads, generated from the annotated RPCs (``tools.rest_schema``): every route's body message; for every
 message reachable from one, the names a JSON body may use for each field (the lowerCamelCase JSON name
-and the proto name, as the transcoder accepts both).
+and the proto name, as the transcoder accepts both) with the field's canonical (JSON) name; and the same
+two spellings of every query parameter. ``scrub_headers_source`` gives the header scrub, which also
+records the path for the access log with every query parameter that is not a route's own field
+(``access_token=...``) replaced by ``REDACTED``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,21 @@ STRICT_JSON_LUA = project_root() / "envoy" / "strict_json.lua"
 
 # Runs first on every request: no client-supplied x-envoy-* header reaches a filter, the router (which
 # honours x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on, ...) or the access log, and X-Forwarded-For
-# is the connection's own address whatever the client sent.
+# is the connection's own address whatever the client sent. The access log's path (dynamic metadata
+# tt.log.path) keeps only the query parameters of KNOWN names: a token sent as ?access_token=... never
+# reaches a log file. KNOWN is prepended by scrub_headers_source.
 SCRUB_HEADERS_LUA = """\
+local function logged_path(path)
+  local q = path:find("?", 1, true)
+  if q == nil then return path end
+  local kept = {}
+  for part in path:sub(q + 1):gmatch("[^&]+") do
+    local name = part:match("^[^=]*"):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
+    kept[#kept + 1] = KNOWN[name] and part or "REDACTED"
+  end
+  return path:sub(1, q) .. table.concat(kept, "&")
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local forged = {}
@@ -33,6 +49,7 @@ function envoy_on_request(handle)
   local peer = handle:streamInfo():downstreamDirectRemoteAddress() or ""
   local ip = peer:match("^%[(.*)%]:%d+$") or peer:match("^(.*):%d+$") or peer
   headers:replace("x-forwarded-for", ip)
+  handle:streamInfo():dynamicMetadata():set("tt.log", "path", logged_path(headers:get(":path") or ""))
 end
 """
 
@@ -53,9 +70,12 @@ def _lua(value: object) -> str:
 
 
 def _kind(field: FieldDescriptor) -> object:
-    """How the walk treats a field's JSON value (see strict_json.lua)."""
+    """How the walk treats a field's JSON value (see strict_json.lua): True for a singular bool (a repeated
+    one is left to the transcoder, as the walk hands an array's kind to its items)."""
     nested = field.message_type
-    if nested is None or nested.full_name in SCALAR_MESSAGES | ANY_JSON_MESSAGES:
+    if nested is None:
+        return field.type == FieldDescriptor.TYPE_BOOL and not field.is_repeated
+    if nested.full_name in SCALAR_MESSAGES | ANY_JSON_MESSAGES:
         return False
     if is_map(field):
         return [_kind(nested.fields_by_name["value"])]
@@ -63,7 +83,8 @@ def _kind(field: FieldDescriptor) -> object:
 
 
 def message_tables(roots: Sequence[Descriptor]) -> dict[str, dict[str, object]]:
-    """Accepted names → kind for every message reachable from ``roots`` through message fields."""
+    """Accepted names → (kind, canonical name) for every message reachable from ``roots`` through message
+    fields; the canonical name is the JSON name, so that both spellings of a field are one field."""
     tables: dict[str, dict[str, object]] = {}
     todo = list(roots)
     while todo:
@@ -72,8 +93,7 @@ def message_tables(roots: Sequence[Descriptor]) -> dict[str, dict[str, object]]:
             continue
         names: dict[str, object] = {}
         for field in message.fields:
-            kind = _kind(field)
-            names[field.json_name] = names[field.name] = kind
+            names[field.json_name] = names[field.name] = (_kind(field), field.json_name)
             nested = field.message_type
             if nested is not None:
                 value = nested.fields_by_name["value"].message_type if is_map(field) else nested
@@ -94,9 +114,36 @@ def route_rows(routes: Sequence[Route]) -> list[list[object]]:
     return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
+def query_names(routes: Sequence[Route]) -> dict[str, str]:
+    """Both spellings (dotted proto path, JSON path) of every query parameter of ``routes`` → the JSON path."""
+    names: dict[str, str] = {}
+    for route in routes:
+        for path, _ in route.query_fields():
+            canonical = _json_path(route.request, path)
+            names[path] = names[canonical] = canonical
+    return names
+
+
+def _json_path(message: Descriptor | None, path: str) -> str:
+    parts = []
+    for name in path.split("."):
+        if message is None:
+            raise ValueError(f"{path} goes through a scalar field")
+        field = message.fields_by_name[name]
+        parts.append(field.json_name)
+        message = field.message_type
+    return ".".join(parts)
+
+
 def strict_json_source(routes: Sequence[Route]) -> str:
-    """The strict-body Lua with its tables for ``routes``."""
+    """The strict-input Lua with its tables for ``routes``."""
     bodies = [b for b in (r.body_message() for r in routes) if b is not None]
     header = (f"local ROUTES = {_lua(route_rows(routes))}\n"
-              f"local MESSAGES = {_lua(message_tables(bodies))}\n")
+              f"local MESSAGES = {_lua(message_tables(bodies))}\n"
+              f"local QUERY = {_lua(query_names(routes))}\n")
     return header + STRICT_JSON_LUA.read_text()
+
+
+def scrub_headers_source(routes: Sequence[Route]) -> str:
+    """The header-scrub Lua with the query parameter names the access log may show for ``routes``."""
+    return f"local KNOWN = {_lua(dict.fromkeys(query_names(routes), True))}\n" + SCRUB_HEADERS_LUA

@@ -98,7 +98,10 @@ def check_live_allowed(mode: int, live_enabled: bool) -> None:
 
 
 def new_subscription(raw: spb.Subscription) -> spb.Subscription:
-    """A validated, normalized subscription from a create request (output-only fields ignored)."""
+    """A validated, normalized subscription from a create request (output-only fields ignored but
+    ``state``: a create asking for one is refused, as the subscription would be made ACTIVE)."""
+    if raw.state != spb.SUBSCRIPTION_STATE_UNSPECIFIED:
+        raise InvalidArgument("state", "output only: a subscription is created ACTIVE; pause it after the create")
     sub = spb.Subscription(
         follower_user_id=v.identifier("followerUserId", raw.follower_user_id),
         follower_wallet_id=v.follower_id("followerWalletId", raw.follower_wallet_id),

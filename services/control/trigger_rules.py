@@ -32,7 +32,10 @@ IMMUTABLE_FIELDS = ("wallet", "follower_wallet_id", "subscription_id", "asset_id
 
 
 def new_trigger(raw: tpb.Trigger) -> tpb.Trigger:
-    """A validated, normalized ARMED-to-be trigger from a create request (output-only fields ignored)."""
+    """A validated, normalized ARMED-to-be trigger from a create request (output-only fields ignored but
+    ``state``: a create asking for one is refused, as the trigger would be ARMED)."""
+    if raw.state != tpb.TRIGGER_STATE_UNSPECIFIED:
+        raise InvalidArgument("state", "output only: a trigger is created ARMED; DELETE cancels it")
     t = tpb.Trigger(
         wallet=v.address("wallet", raw.wallet),
         follower_wallet_id=v.follower_id("followerWalletId", raw.follower_wallet_id),

@@ -148,7 +148,7 @@ def test_new_subscription_normalizes_and_applies_defaults() -> None:
     raw.filters.ClearField("market_denylist")
     raw.filters.market_denylist.extend([" BTC-Updown-5m ", "btc-updown-5m", "0xABC"])
     raw.exits.ladder.add(gain_pct="20.0", sell_fraction="0.50")
-    raw.id, raw.state, raw.paused_reason = "sub_fake", spb.SUBSCRIPTION_STATE_STOPPED, "x"  # output only
+    raw.id, raw.paused_reason = "sub_fake", "x"  # output only, ignored (a state is refused: test_create_state)
     raw.stats.copied = 9
     raw.perf.applied_multiplier = "7"
     sub = rules.new_subscription(raw)

@@ -43,7 +43,7 @@ def test_render_fills_every_placeholder_and_transcodes_only_public_services() ->
     text = render(GatewaySettings(tokens=(Secret(A), Secret(B)), gateway_port=1234, control_port=1236,
                                   admin_socket=Path("/tmp/tt-admin.sock")))
     assert not re.search(r"\{\{[a-z_]+\}\}", text)
-    assert f'"exact": "Bearer {A}"' in text and f'"exact": "Bearer {B}"' in text
+    assert f'"regex": "(?i:bearer) {A}"' in text and f'"regex": "(?i:bearer) {B}"' in text
     services = rest_schema.transcoded_services(rest_schema.routes())
     assert {s.rsplit(".", 1)[1] for s in services} == {"SubscriptionService", "TriggerService", "PositionService",
                                                        "ProbeService"}

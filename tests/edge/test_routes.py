@@ -178,7 +178,7 @@ def test_pagination_across_pages(edge: EdgeStack) -> None:
         (b"[1, 2]", None),
         (b'{"followerProxy": 12}', "follower_proxy"),
         (b'{"filters": {"maxSlippageBps": "lots"}}', "max_slippage_bps"),
-        (b'{"filters": {"copySells": "banana"}}', "copy_sells"),
+        (b'{"filters": {"copySells": "banana"}}', "filters.copySells"),
         (b'{"filters": {"maxSlippageBps": 1.5}}', "max_slippage_bps"),
         (b'{"sizing": {"fixedUsd": 5}}', "fixed_usd"),
         (b'{"label": {"a": 1}}', "label"),

@@ -1,0 +1,58 @@
+"""Through real Envoy: the access log never holds a token sent in the query string. Known query parameters
+(the routes' own fields) are logged as sent; any other parameter is logged as ``REDACTED``."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.edge.conftest import EdgeStack, raw_request
+from tests.helpers import eventually_sync
+
+pytestmark = pytest.mark.integration
+
+
+def _entry(edge: EdgeStack, marker: str) -> dict[str, Any]:
+    def found() -> dict[str, Any]:
+        lines = [orjson.loads(line) for line in edge.envoy.access_log.read_text().splitlines() if line]
+        hits = [e for e in lines if marker in str(e.get("path") or "")]
+        assert hits, "no access log line yet"
+        return hits[-1]
+
+    return eventually_sync(found, message="access log line")
+
+
+@pytest.mark.parametrize("with_header", [False, True])
+@pytest.mark.parametrize("parameter", ["access_token={t}", "{t}", "x=1&token={t}", "access%5Ftoken={t}&y"])
+def test_a_token_in_the_query_string_is_not_logged(edge: EdgeStack, parameter: str, with_header: bool) -> None:
+    follower = "0x" + secrets.token_hex(20)
+    token = edge.tokens[1]
+    raw_request(edge.envoy.port, "GET", f"/subscriptions?followerProxy={follower}&{parameter.format(t=token)}",
+                edge.auth() if with_header else {})
+    entry = _entry(edge, follower)
+    assert entry["path"].startswith(f"/subscriptions?followerProxy={follower}&REDACTED")
+    assert token not in orjson.dumps(entry).decode()
+
+
+def test_known_query_parameters_are_logged_as_sent(edge: EdgeStack) -> None:
+    follower = "0x" + secrets.token_hex(20)
+    path = f"/subscriptions?follower_proxy={follower}&pageSize=5&state=SUBSCRIPTION_STATE_ACTIVE"
+    status, _, _ = raw_request(edge.envoy.port, "GET", path, edge.auth())
+    assert status == 200
+    entry = _entry(edge, follower)
+    assert entry["path"] == path
+    assert entry["grpc_method"] == "/tradingtools.control.v1.SubscriptionService/ListSubscriptionsJson"
+
+
+def test_a_refused_request_logs_no_query_as_its_method(edge: EdgeStack) -> None:
+    """A request refused before transcoding keeps its own :path, which must not bring the query in."""
+    marker = secrets.token_hex(8)
+    status, _, _ = raw_request(edge.envoy.port, "GET", f"/subscriptions/sub_{marker}?access_token={edge.tokens[0]}",
+                               {})
+    assert status == 401
+    entry = _entry(edge, marker)
+    assert entry["grpc_method"] == f"/subscriptions/sub_{marker}"
+    assert edge.tokens[0] not in orjson.dumps(entry).decode()
