@@ -148,7 +148,7 @@ async def test_the_intent_insert_marks_the_sells_the_router_does_not_claim(store
         plan = conn.execute("EXPLAIN SELECT client_order_id FROM order_pending"
                             " WHERE terminal_at IS NULL AND unclaimed_sell AND asset_id = %s", (ASSET,)).fetchall()
     assert indexed == {coid for coid, _, _, marked in MARKS if marked}
-    assert "order_pending_unclaimed_sells" in str(plan)
+    assert "order_pending_unclaimed" in str(plan)  # either of the router's indexes of them (0730, 0800)
 
 
 async def test_the_migration_marks_the_open_orders_as_the_insert_does(store: OrderStore, db_url: str) -> None:

@@ -1,6 +1,6 @@
-"""The batch read finds the BUYs in flight the router did not send by key: each wallet's open orders through
-order_pending_open, the router's own copies left out by their id before any order row is read, the rest each by its
-key (the plan the routing connection caches, and one made for the values)."""
+"""The batch read finds the BUYs in flight the router did not send by key: each wallet's open orders it counts through
+order_pending_unclaimed (migration 0800: the router's own copies are not in it), each one's order by its key (the plan
+the routing connection caches, and one made for the values)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from psycopg import sql as pgsql
 
 from services.executor.adapters.order_sql import UNCLAIMED_SELL
 from services.router.adapters.store import RouterStore
-from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, ROUTER_COPY_ID, ROUTER_COPY_SHAPE
+from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, ROUTER_COPY_ID, UNCLAIMED
 from services.router.domain.decide import client_order_id
 from tests.helpers import plan_nodes
 
@@ -91,15 +91,17 @@ async def test_the_orders_in_flight_the_router_did_not_send_are_read_by_key(db_u
     params = await _params(wallets=WALLETS, markets=["0xc"], assets=["111"], sell_assets=sell_assets)
     nodes = plan_nodes(_explain(db_url, params, options, generic=generic))
     indexes = {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("order")}
-    assert indexes == {"order_pending_open", "orders_pkey"}  # (an index scan, or a bitmap of it)
+    assert indexes == {"order_pending_unclaimed", "orders_pkey"}  # (an index scan, or a bitmap of it)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] in ("order_pending", "orders")]
     fetched = [n for n in nodes if n.get("Relation Name") == "orders"]
     assert sum(n["Actual Loops"] for n in fetched) == theirs  # the router's copies: no order row read
 
 
 @pytest.mark.parametrize("coid", [client_order_id("lt_1", "w_1", "111"), "co_" + "0" * 32, "co_" + "f" * 32])
-def test_every_id_of_the_routers_form_has_its_shape(coid: str) -> None:
-    """LOAD leaves out the rows of ROUTER_COPY_SHAPE ("co_", 35 characters): every copy the router claims in Redis."""
+def test_every_id_of_the_routers_form_is_left_out(coid: str) -> None:
+    """LOAD leaves out the unmarked rows whose id is of ROUTER_COPY_ID ("co_" + 32 hex digits), as UNCLAIMED tells it
+    (35 bytes, "co_" once rtrim took the hex digits): every copy the router claims in Redis."""
     assert re.fullmatch(ROUTER_COPY_ID, coid)
-    assert "'co_'" in ROUTER_COPY_SHAPE and "= 35" in ROUTER_COPY_SHAPE
-    assert coid.startswith("co_") and len(coid) == 35
+    assert len(coid.encode()) == 35 and coid.rstrip("0123456789abcdef") == "co_"
+    assert "octet_length(x.client_order_id) <> 35" in UNCLAIMED and UNCLAIMED in LOAD
+    assert "rtrim(x.client_order_id, '0123456789abcdef') <> 'co_'" in UNCLAIMED

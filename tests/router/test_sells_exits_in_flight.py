@@ -192,8 +192,8 @@ async def test_the_exits_are_looked_up_by_key_in_a_grown_order_pending(db_url: s
                                                                        generic: bool) -> None:
     """20,000 pending orders, as the executor marks them, and as many order rows, analyzed: 9,900 of the router's own
     copies open (SELLs and BUYs, 2,000 of the SELL's asset), 100 exits open (2 of the SELL's asset), 10,000 exits ended.
-    The batch read reaches order_pending only through the open rows' index, by the batch's wallets, and the order of
-    each one not shaped like the router's copies by key: the copies' orders are never read (with or without the
+    The batch read reaches order_pending only through the index of the open rows it counts (order_pending_unclaimed),
+    by the batch's wallets, and the order of each by key: the copies' orders are never read (with or without the
     router's settings; the plan the routing connection caches, and one made for the values)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
@@ -217,7 +217,7 @@ async def test_the_exits_are_looked_up_by_key_in_a_grown_order_pending(db_url: s
     plan = _plan(db_url, LOAD, params, options, generic=generic)
     nodes = plan_nodes(plan)
     indexes = {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("order")}
-    assert indexes == {"order_pending_open", "orders_pkey"}  # (an index scan, or a bitmap of it)
+    assert indexes == {"order_pending_unclaimed", "orders_pkey"}  # (an index scan, or a bitmap of it)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] in ("order_pending", "orders")]
 
 

@@ -13,7 +13,6 @@ Redis read just listed (their fills are booked with the position they reduce, in
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from google.protobuf.message import DecodeError
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -41,7 +39,6 @@ from services.router.adapters.store_sql import (
 )
 from services.router.domain.holdings import parts_of
 from services.router.domain.model import ZERO
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,22 +135,12 @@ def _with_buys(pos: PositionAgg, buys: list[tuple[str, str, Decimal]], market: s
 
 
 def _buying_rows(rows: Sequence[list[Any]]) -> dict[str, list[tuple[str, str, Decimal]]]:
-    """LOAD's ``buying`` rows ``[wallet, asset, USD it may still spend, the order's proto (base64)]`` by wallet, with
-    the proto's condition id (lower case, as the router keys markets)."""
+    """LOAD's ``buying`` rows ``[wallet, asset, USD it may still spend, its condition id (lower case, "" if none)]``
+    by wallet."""
     out: dict[str, list[tuple[str, str, Decimal]]] = {}
-    for w, a, usd, proto in rows:
-        out.setdefault(w, []).append((_condition(proto), a, Decimal(usd)))
+    for w, a, usd, condition in rows:
+        out.setdefault(w, []).append((condition or "", a, Decimal(usd)))
     return out
-
-
-def _condition(proto: str | None) -> str:
-    """The condition id of an order's proto (base64), "" when it has none (or cannot be read: keyed by its asset)."""
-    if not proto:
-        return ""
-    try:
-        return epb.Order.FromString(base64.b64decode(proto)).condition_id.lower()
-    except (DecodeError, ValueError):
-        return ""
 
 
 _NO_POSITION = PositionAgg()

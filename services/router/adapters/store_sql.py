@@ -19,10 +19,14 @@ TERMINAL_STATES = "('FILLED', 'CANCELLED', 'REJECTED', 'LOST', 'FAILED')"
 # SubmitOrder. The executor marks the SELLs of another form when it inserts them (its order_sql.ROUTER_COPY_ID, the
 # same expression), and LOAD reads those marked.
 ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
-# Of an order_pending row ``x``: whether its id is shaped as the router's copies' ("co_" and 35 characters), which every
-# id of ROUTER_COPY_ID is; tested without a regular expression (see LOAD). A manual order given an id of that shape is
-# taken for a copy by the exposure caps.
-ROUTER_COPY_SHAPE = "(left(x.client_order_id, 3) = 'co_' AND length(x.client_order_id) = 35)"
+# Of an order_pending row ``x``: open, and one LOAD counts: a SELL the executor marked (unclaimed_sell), or one whose id
+# is not of the router's form (a BUY: an unmarked SELL is one of the router's copies). The predicate of the index
+# order_pending_unclaimed (migration 0800) as written there: PostgreSQL uses the index when LOAD's WHERE has it. The
+# form is tested as ROUTER_COPY_ID matches (35 bytes: "co_", then 32 of the hex digits rtrim strips) without a
+# regular expression: evaluated on every open row the executor inserts, the expression costs 1.1 ms a 1,000-order
+# intent insert (20 ms), the regular expression 2.4 ms.
+UNCLAIMED = ("x.terminal_at IS NULL AND (x.unclaimed_sell OR octet_length(x.client_order_id) <> 35"
+             " OR rtrim(x.client_order_id, '0123456789abcdef') <> 'co_')")
 
 EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trade_id = %s"
 
@@ -58,20 +62,25 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # The BUYs in flight the router did not send (manual BUYs; a COPY given to SubmitOrder) reserve nothing in Redis
 # either, and would take a copy past the follower's exposure caps: what each may still spend (its amount_usd less the
 # notional its fills booked, written with the position it grows in one transaction; a GTC sized in shares: the shares
-# left at its limit) counts as in flight in its market (the condition id its intent carries, in its proto: orders has
-# no column of it), the wallet's total and its open markets (store._buying_rows). Not NEW only: a BUY is never sized
-# later, and one not posted yet is about to be.
-# Both are read in one set (np): each wallet's open orders through order_pending_open, the marked SELLs of the
-# batch's SELL assets and the unmarked rows whose id is not shaped like the router's copies (ROUTER_COPY_SHAPE), then
-# each one's order by key (LATERAL, OFFSET 0); the router's own copies are never fetched from orders, and their
-# order_pending rows are told by a shape test, not ROUTER_COPY_ID (PostgreSQL's regular expression took ~2.5 µs an
-# id: 8 ms for 3,200 copies in flight). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed``
-# column; the reader keeps those of the positions held, store._wallet_rows), the BUYs listed (``buying``).
+# left at its limit) counts as in flight in its market (the condition id its intent carries, read from its proto in
+# PostgreSQL: orders has no column of it; order_condition_field and proto_text, migration 0800), the wallet's total
+# and its open markets (store._buying_rows). Not NEW only: a BUY is never sized later, and one not posted yet is about
+# to be.
+# Both are read in one set (np): each wallet's open rows of the index order_pending_unclaimed (migration 0800,
+# predicate UNCLAIMED: the marked SELLs, and the rows whose id is not of the router's form), the SELLs kept to the
+# batch's SELL assets, then each one's order by key (LATERAL, OFFSET 0); the router's own copies are not in the index:
+# neither their order_pending rows nor their orders are read (the id test is the index's predicate: LOAD does not
+# run it). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed`` column; the reader keeps those of
+# the positions held, store._wallet_rows), the BUYs listed with their condition id (``buying``).
+# On a 10,000-follower BUY, each follower holding one position: 75 ms with nothing in flight (70 before the BUYs were
+# read: a probe of the empty index a wallet), as much with one of the router's copies in flight each (95-111 ms when
+# every open row was walked through order_pending_open to drop the copies), 125 ms with a manual BUY more each (its
+# order row read by key; 149 ms, and 27-69 ms of decoding in Python, when its proto was shipped in base64).
 # On 1,000 followers holding 6 positions each, 3,200 orders open (3,000 of the router's copies), the BUYs' lookup
-# added 5,600 pages (2 of the index and ~3 rows a wallet) to the 10,000 of a BUY batch: a median of 12.1 ms became
-# 15.1 (a SELL batch: 12.6 ms, 15.2). The SELLs alone had been looked up by asset through their own partial index
-# (order_pending_unclaimed_sells); looked up per position held, a 10,000-follower SELL of 6 positions each had read
-# 100,002 pages instead of 80,002 with nothing in flight, and 140,002 with the router's previous copies in flight.
+# through order_pending_open had added 5,600 pages to the 10,000 of a BUY batch. The SELLs alone had been looked up by
+# asset through their own partial index (order_pending_unclaimed_sells); looked up per position held, a
+# 10,000-follower SELL of 6 positions each had read 100,002 pages instead of 80,002 with nothing in flight, and
+# 140,002 with the router's previous copies in flight.
 LOAD = compact_sql("""
 WITH w AS (SELECT DISTINCT unnest(string_to_array(%(wallets)s, %(sep)s)) AS id),
 k AS (SELECT string_to_array(%(markets)s, %(sep)s) AS ms, string_to_array(%(assets)s, %(sep)s) AS az,
@@ -103,9 +112,7 @@ np AS MATERIALIZED (
     SELECT p.follower_wallet_id AS w, p.asset_id AS a, o.*
     FROM w CROSS JOIN k CROSS JOIN LATERAL (
         SELECT x.client_order_id, x.follower_wallet_id, x.asset_id, x.unclaimed_sell FROM order_pending x
-        WHERE x.follower_wallet_id = w.id AND x.terminal_at IS NULL
-          AND CASE WHEN x.unclaimed_sell THEN x.asset_id = ANY(k.sa)
-                   ELSE NOT """ + ROUTER_COPY_SHAPE + """ END
+        WHERE x.follower_wallet_id = w.id AND """ + UNCLAIMED + """ AND (NOT x.unclaimed_sell OR x.asset_id = ANY(k.sa))
         OFFSET 0) p
     CROSS JOIN LATERAL (
         SELECT CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
@@ -113,7 +120,7 @@ np AS MATERIALIZED (
                CASE WHEN NOT p.unclaimed_sell THEN greatest(coalesce(o.amount_usd - o.filled_notional,
                                                                     (o.size - o.filled_size) * o.limit_price), 0) END
                    AS usd,
-               CASE WHEN NOT p.unclaimed_sell THEN encode(o.order_proto, 'base64') END AS proto
+               CASE WHEN NOT p.unclaimed_sell THEN order_condition_field(o.order_proto, o.asset_id) END AS cond
         FROM orders o
         WHERE o.client_order_id = p.client_order_id AND o.state NOT IN """ + TERMINAL_STATES + """
           AND CASE WHEN p.unclaimed_sell THEN o.size IS NOT NULL AND o.state <> 'NEW' ELSE o.side = 'BUY' END
@@ -137,7 +144,7 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
         WHERE f.sold IS NOT NULL) AS sold,
     (SELECT json_agg(json_build_array(g.w, g.a, g.sub, g.n::text))::text FROM (
         SELECT w, a, sub, sum(n) AS n FROM np WHERE n IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n) > 0) g) AS unclaimed,
-    (SELECT json_agg(json_build_array(w, a, usd::text, proto))::text FROM np WHERE usd > 0) AS buying
+    (SELECT json_agg(json_build_array(w, a, usd::text, proto_text(cond)))::text FROM np WHERE usd > 0) AS buying
 """)  # compacted so that psycopg caches its parsing
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's skips and leader position change
