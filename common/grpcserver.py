@@ -31,6 +31,9 @@ T = TypeVar("T")
 EXIT_GRACE_S = 10.0
 # Its exit code when the timer had to end it: a task did not end on cancellation (the log line names it).
 HUNG_EXIT_CODE = 3
+# A service told to stop (SIGTERM/SIGINT) has ended this long after its grace period, whatever its stop waits for
+# (exit HUNG_EXIT_CODE, the unfinished tasks logged): with the default grace of 5 s, before Kubernetes' 30 s.
+STOP_MARGIN_S = 20.0
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
@@ -114,11 +117,18 @@ async def start_server(
 
 
 async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
-    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    """Serve until SIGTERM/SIGINT, then stop gracefully. From the signal on, the process has ended within
+    ``grace_s`` + :data:`STOP_MARGIN_S` (the service's own stop, after this returns, included)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            exit_later(grace_s + STOP_MARGIN_S, HUNG_EXIT_CODE, loop=loop)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     waiter = asyncio.ensure_future(srv.server.wait_for_termination())
     stopper = asyncio.ensure_future(stop.wait())

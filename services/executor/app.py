@@ -93,33 +93,43 @@ class Running:
     resolutions: ResumableConsumer[mpb.MarketResolution] | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop consuming and serving, cancel runners (non-terminal orders resume at the next start),
-        write what the journal holds, close clients."""
-        consumers = [t for t in self.tasks if t.get_name() != "journal"]
-        for t in consumers:
-            t.cancel()
-        await _bounded(asyncio.gather(*consumers, return_exceptions=True), "consumers")
-        await self.server.stop(grace_s)
-        await self.runner.close()
-        await self.journal.drain(max(1.0, grace_s))
-        for t in self.tasks:
-            t.cancel()
-        await _bounded(asyncio.gather(*self.tasks, return_exceptions=True), "tasks")
-        for gate in self.gates.values():
-            await _bounded(gate.close(), "breaker gate")
+        """Stop consuming and serving; stop the runners (no new POST; those at the venue get ``grace_s`` to be
+        answered and written; non-terminal orders resume at the next start); write what the journal holds (before
+        the lease is released, the last closer); close clients. A step that fails or hangs does not stop the next."""
+        await _cancel_all([t for t in self.tasks if t.get_name() != "journal"], "consumers")
+        await _bounded(self.server.stop(grace_s), "grpc server", grace_s + 5)
+        await _bounded(self.runner.close(grace_s), "order runners", grace_s + 5)
+        await _bounded(self.journal.drain(max(1.0, grace_s)), "journal", max(1.0, grace_s) + 5)
+        await _cancel_all(self.tasks, "tasks")
+        await asyncio.gather(*(_bounded(gate.close(), f"breaker gate {name}") for name, gate in self.gates.items()))
         for close in reversed(self.closers):
-            try:
-                await _bounded(close(), getattr(close, "__qualname__", "closer"))
-            except Exception:
-                log.exception("close failed")
+            await _bounded(close(), getattr(close, "__qualname__", "closer"))
 
 
 async def _bounded(aw: Any, what: str, timeout_s: float = 10.0) -> None:
-    """Await one step of the shutdown, for ``timeout_s`` at most: a stop never hangs on one part."""
+    """Await one step of the shutdown, for ``timeout_s`` at most, logging its failure: a stop never hangs on one
+    part, nor skips the rest for it."""
     try:
         await asyncio.wait_for(aw, timeout_s)
     except TimeoutError:
         log.error("shutdown step did not finish in time", extra={"step": what, "timeout_s": timeout_s})
+    except Exception:  # a dependency down (redis-py's own TimeoutError / ConnectionError...): the stop goes on
+        log.exception("shutdown step failed", extra={"step": what})
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], what: str, timeout_s: float = 10.0, rounds: int = 10) -> None:
+    """Cancel ``tasks`` again and again until they end, ``timeout_s`` at most: psycopg answers a first cancellation
+    by asking PostgreSQL to cancel the query (10 s when it does not answer), a second one closes the connection."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=timeout_s / rounds)
+    if pending:
+        log.error("shutdown step did not finish in time", extra={"step": what, "timeout_s": timeout_s,
+                                                                "tasks": sorted(t.get_name() for t in pending)})
 
 
 def _blocking_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:

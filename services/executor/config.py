@@ -114,7 +114,8 @@ class Tuning(TrimTuning):
                                          "disk by then, and a server that changed gets it again", minimum=1.0)
     journal_min_interval_s: float = tune(0.05, "least time between two journal transactions under load: batches a "
                                          "burst's changes")
-    grace_s: float = tune(5.0, "graceful-shutdown grace: in-flight POSTs get this long to be answered")
+    grace_s: float = tune(5.0, "graceful-shutdown grace: no POST starts once stopping; those at the venue get this "
+                          "long to be answered (after gRPC calls in progress got as long to end)")
     lease_poll_s: float = tune(0.5, "a standby tries to take the lease this often", minimum=0.01)
     lease_check_s: float = tune(1.0, "the active executor checks its lease this often and exits once another took "
                                 "it (at most 2: a venue call waits for a check once the last is 4 s old)",

@@ -36,6 +36,7 @@ from services.executor.order_events import build_event
 from services.executor.placed_orders import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.position_queue import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
+from services.executor.post_drain import PostDrain, close_runners
 from services.executor.recovery import plan_resume
 from services.executor.runner_config import RunnerConfig
 from services.executor.screening import screened
@@ -64,6 +65,7 @@ class OrderRunner:
         self.cfg = config
         self.rng = rng or random.Random()
         self.slots = Slots(config.max_inflight)
+        self.drain = PostDrain()  # a stop: no POST starts, those at the venue get the grace period to be answered
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.ending: set[str] = set()  # orders an operator is ending by hand (operator_end): run by nothing else
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
@@ -152,14 +154,10 @@ class OrderRunner:
             self.start(ticket, life, venue_may_hold=True)
         return len(runs)
 
-    async def close(self) -> None:
-        """Cancel every runner and the tracker (their orders stay non-terminal in PostgreSQL and resume at
-        the next start)."""
-        tasks = list(self.tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.tracker.close()
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Start no POST from now on; give those at the venue ``grace_s`` to be answered and written; then cancel
+        every runner and the tracker (their orders stay non-terminal in PostgreSQL and resume at the next start)."""
+        await close_runners(self, grace_s)
 
     # -- runners --------------------------------------------------------------------------------
 
@@ -201,6 +199,7 @@ class OrderRunner:
                 span.end()
             first_send.fire()
             first_answer.fire()
+            self.drain.written(coid)
             self._forget(t)
 
     async def _run_later(self, t: Ticket, life: lc.OrderLife) -> None:
@@ -297,6 +296,8 @@ class OrderRunner:
                 await self.slots.acquire()
                 try:
                     await self.lease_confirmed()
+                    await self.drain.may_post()
+                    self.drain.sent(t.client_order_id)
                     if not t.post_sent_ns:
                         t.post_sent_ns = time.time_ns()
                     result = await venue.place(t.request, traceparent=post_traceparent(span, t))
@@ -360,6 +361,7 @@ class OrderRunner:
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
         await self._persist(changes, urgent=before_post or (ev is not None and not ev.is_set()))
+        self.drain.written(t.client_order_id)
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
             self.placed.forget(t.client_order_id)

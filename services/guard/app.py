@@ -87,14 +87,32 @@ class Running:
             await self.guard.cancel_tasks()
         for final in (self.guard.firer.submitted, self.outbox, self.notices):
             try:
-                await asyncio.wait_for(final.step(), timeout=max(self.settings.tuning.grace_s, 1.0))
+                await _bounded(final.step(), max(self.settings.tuning.grace_s, 1.0))
             except Exception as exc:  # noqa: BLE001 - the next start re-submits / re-publishes
                 log.warning(f"final {final.name} failed", extra={"error": repr(exc)[:300]})
+        closing_s = max(self.settings.tuning.grace_s, 1.0)
         for close in reversed(self.closers):
             try:
-                await close()
+                await _bounded(close(), closing_s)  # a dependency that hangs holds up no other closer
             except Exception:  # shutdown must finish
-                log.exception("close failed")
+                log.exception("close failed", extra={"closer": getattr(close, "__qualname__", "closer"),
+                                                     "timeout_s": closing_s})
+
+
+async def _bounded(step: Awaitable[Any], timeout_s: float) -> None:
+    """Await a step of the stop for ``timeout_s`` at most (TimeoutError after), then cancel it until it ends:
+    psycopg answers a first cancellation by asking PostgreSQL to cancel the query (10 s when it does not answer);
+    a second one closes the connection at once."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        await stop_tasks([task], timeout_s=1.0)
+        raise TimeoutError(f"not done within {timeout_s} s")
+    task.result()
 
 
 def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
@@ -258,16 +276,17 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     log.info("guard started", extra={"port": server.port, "triggers": len(guard.engine),
                                      "load_s": round(guard.stats.load_s, 3)})
 
-    async def close_clients() -> None:
-        try:
-            await guard.flush_marks(paced=False)  # what a stopped flush left, at once: the grace period is short
-        finally:
-            await _marks_saved(notices)
+    async def save_marks() -> None:
+        await guard.flush_marks(paced=False)  # what a stopped flush left, at once: the grace period is short
+
+    async def marks_notice() -> None:
+        await _marks_saved(notices)
+
+    async def close_channels() -> None:
         for ch in (ingest_ch, executor_ch, control_ch):
             await ch.close(None)
-        await redis.aclose()
-        await stream_redis.aclose()
-        cursor_redis.close()
-        await pool.close()
 
-    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, [close_clients])
+    # closed in reverse, each for the grace period at most: the marks first (then, saved or not, the notice)
+    closers: list[Callable[[], Awaitable[Any]]] = [pool.close, _async(cursor_redis.close), stream_redis.aclose,
+                                                   redis.aclose, close_channels, marks_notice, save_marks]
+    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, closers)
