@@ -5,17 +5,15 @@ the routing connection caches, and one made for the values)."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
 from services.executor.adapters.order_sql import UNCLAIMED_SELL
-from services.router.adapters.store import RouterStore
 from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, ROUTER_COPY_ID, UNCLAIMED
 from services.router.domain.decide import client_order_id
 from tests.helpers import plan_nodes
+from tests.router.load_plans import explain_load, load_params
 
 WALLETS = [f"w_{i}" for i in range(1, 201)]
 
@@ -41,38 +39,6 @@ def _grow(db_url: str) -> None:
         conn.execute("ANALYZE positions, orders, order_pending")
 
 
-async def _params(**kw: Any) -> dict[str, Any]:
-    """The parameters :meth:`RouterStore.load_batch` gives LOAD."""
-    got: dict[str, Any] = {}
-
-    async def capture(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
-        got.update(params)
-        return (None,) * 9
-
-    store = RouterStore(None)  # type: ignore[arg-type]
-    store._hot_one = capture  # type: ignore[method-assign]
-    await store.load_batch(**{"leader_trade_ids": ["lt_x"], "leader_assets": [], "pnl_day_ms": None,
-                              "funding_wallets": [], **kw})
-    return got
-
-
-def _explain(db_url: str, params: dict[str, Any], options: str, *, generic: bool) -> dict[str, Any]:
-    """``EXPLAIN (ANALYZE, FORMAT JSON)`` of LOAD: ``generic``, the plan the router's connection prepares and caches,
-    else one made for the values."""
-    names: list[str] = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", LOAD)))
-    with psycopg.connect(db_url, options=options, autocommit=True) as conn:
-        if not generic:
-            row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + LOAD, params).fetchone()
-        else:
-            conn.execute("SET plan_cache_mode = force_generic_plan")
-            conn.execute("PREPARE load_x AS " + re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}",
-                                                       LOAD))
-            row = conn.execute(pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE load_x({})").format(
-                pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names))).fetchone()
-    assert row is not None
-    return row[0][0]["Plan"]
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("options", ["", PLANNER_OPTIONS])
 @pytest.mark.parametrize("generic", [True, False], ids=["generic plan", "custom plan"])
@@ -88,8 +54,8 @@ async def test_the_orders_in_flight_the_router_did_not_send_are_read_by_key(db_u
     assert row is not None
     theirs, read = row
     assert 0 < theirs < read  # some manual orders (or exits) among the router's copies
-    params = await _params(wallets=WALLETS, markets=["0xc"], assets=["111"], sell_assets=sell_assets)
-    nodes = plan_nodes(_explain(db_url, params, options, generic=generic))
+    params = await load_params(wallets=WALLETS, markets=["0xc"], assets=["111"], sell_assets=sell_assets)
+    nodes = plan_nodes(explain_load(db_url, params, options, generic=generic))
     indexes = {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("order")}
     assert indexes == {"order_pending_unclaimed", "orders_pkey"}  # (an index scan, or a bitmap of it)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] in ("order_pending", "orders")]

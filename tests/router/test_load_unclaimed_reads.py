@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
 from services.executor.adapters.order_sql import ROUTER_COPY_ID as EXECUTOR_COPY_ID
 from services.executor.adapters.order_sql import UNCLAIMED_SELL
@@ -19,6 +18,7 @@ from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, ROUTER_COP
 from services.router.domain.decide import client_order_id
 from tests.helpers import plan_nodes
 from tests.router.factories import ASSET, CONDITION
+from tests.router.load_plans import explain_load, load_params
 
 pytestmark = pytest.mark.integration
 
@@ -41,36 +41,8 @@ def _open(db_url: str, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 async def _params(**kw: Any) -> dict[str, Any]:
-    """The parameters :meth:`RouterStore.load_batch` gives LOAD."""
-    got: dict[str, Any] = {}
-
-    async def capture(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
-        got.update(params)
-        return (None,) * 9
-
-    store = RouterStore(None)  # type: ignore[arg-type]
-    store._hot_one = capture  # type: ignore[method-assign]
-    await store.load_batch(**{"leader_trade_ids": ["lt_x"], "wallets": ["w_1"], "markets": [CONDITION],
-                              "assets": [ASSET], "leader_assets": [], "pnl_day_ms": None, "funding_wallets": [],
-                              **kw})
-    return got
-
-
-def _analyze(db_url: str, params: dict[str, Any], options: str, *, generic: bool) -> dict[str, Any]:
-    """``EXPLAIN (ANALYZE, FORMAT JSON)`` of LOAD: ``generic``, the plan the router's connection prepares and caches,
-    else one made for the values."""
-    names: list[str] = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", LOAD)))
-    with psycopg.connect(db_url, options=options, autocommit=True) as conn:
-        if not generic:
-            row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + LOAD, params).fetchone()
-        else:
-            conn.execute("SET plan_cache_mode = force_generic_plan")
-            conn.execute("PREPARE load_x AS " + re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}",
-                                                       LOAD))
-            row = conn.execute(pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE load_x({})").format(
-                pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names))).fetchone()
-    assert row is not None
-    return row[0][0]["Plan"]
+    """LOAD's parameters for a batch of one BUY of wallet w_1."""
+    return await load_params(**{"wallets": ["w_1"], "markets": [CONDITION], "assets": [ASSET], **kw})
 
 
 @pytest.mark.parametrize("options", ["", PLANNER_OPTIONS])
@@ -79,7 +51,7 @@ async def test_a_wallets_router_copies_in_flight_are_not_read(db_url: str, optio
     copies = [(client_order_id(f"lt_{i}", "w_1", ASSET), "COPY", "BUY" if i % 2 else "SELL", ASSET)
               for i in range(60)]
     _open(db_url, [*copies, ("man_1", "MANUAL", "BUY", ASSET), ("ex_1", "TRIGGER", "SELL", "9")])
-    nodes = plan_nodes(_analyze(db_url, await _params(sell_assets=[]), options, generic=generic))
+    nodes = plan_nodes(explain_load(db_url, await _params(sell_assets=[]), options, generic=generic))
     scans = [n for n in nodes if n.get("Relation Name") == "order_pending"]
     assert scans and {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("order_pending")} == {
         "order_pending_unclaimed"}

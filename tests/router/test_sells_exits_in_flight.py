@@ -33,6 +33,7 @@ from services.router.domain.decide import client_order_id
 from services.router.read_model import follower_state
 from tests.helpers import eventually, plan_nodes
 from tests.router.conftest import LEADER, YES, Stack, subscription
+from tests.router.load_plans import load_params
 from tests.router.test_sell_parts_leftovers import _sold
 from tests.router.test_sell_parts_routed import LEADER_B, LEADER_C, _bought, _decided, _route, _sql, _start
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -213,7 +214,7 @@ async def test_the_exits_are_looked_up_by_key_in_a_grown_order_pending(db_url: s
         assert conn.execute("SELECT count(*) FILTER (WHERE unclaimed_sell AND terminal_at IS NULL),"
                             " count(*) FILTER (WHERE NOT unclaimed_sell AND terminal_at IS NULL AND asset_id = '111')"
                             " FROM order_pending").fetchone() == (100, 1980)
-    params = await _load_params(wallets=["w_1", "w_2"], markets=["0xc"], assets=["111"], sell_assets=["111"])
+    params = await load_params(wallets=["w_1", "w_2"], markets=["0xc"], assets=["111"], sell_assets=["111"])
     plan = _plan(db_url, LOAD, params, options, generic=generic)
     nodes = plan_nodes(plan)
     indexes = {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("order")}
@@ -239,21 +240,6 @@ def _plan(db_url: str, sql: str, params: dict[str, Any], options: str, *, generi
                 pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names))).fetchone()
     assert row is not None
     return row[0][0]["Plan"]
-
-
-async def _load_params(**kw: Any) -> dict[str, Any]:
-    """The parameters :meth:`RouterStore.load_batch` gives LOAD."""
-    got: dict[str, Any] = {}
-
-    async def capture(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
-        got.update(params)
-        return (None,) * 9
-
-    store = RouterStore(None)  # type: ignore[arg-type]
-    store._hot_one = capture  # type: ignore[method-assign]
-    base: dict[str, Any] = dict(leader_trade_ids=["lt_x"], leader_assets=[], pnl_day_ms=None, funding_wallets=[])
-    await store.load_batch(**{**base, **kw})
-    return got
 
 
 def test_the_routers_terminal_states_are_the_executors() -> None:
