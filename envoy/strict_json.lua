@@ -1,18 +1,22 @@
 -- Strict request bodies and query strings for the REST surface: an unknown JSON field anywhere in a body, a
--- field or query parameter given twice, or a boolean field holding anything but true / false is a 400 naming it.
+-- query parameter that is not one of the route's own, a field or query parameter given twice, or a boolean
+-- field holding anything but true / false is a 400 naming it.
 --
 -- Envoy's gRPC-JSON transcoder drops fields the target message does not define, so a typo such as
 -- "maxOrderUSD" for "maxOrderUsd" would be accepted and ignored; it keeps the last of two equal keys (or
--- merges two objects), reads "no" or "0" as a bool and keeps the last of two equal query parameters. This
--- filter runs just before the transcoder on the whole (already size-capped) body. tools/envoy_config.py
--- prepends ROUTES, MESSAGES and QUERY, generated from the descriptor set's google.api.http annotations:
---   ROUTES   = { {verb, {segment | false (one-segment variable) | true (rest of path)}, body message | false}, ... }
+-- merges two objects), reads "no" or "0" as a bool and keeps the last of two equal query parameters. It also
+-- binds a query parameter to ANY field of the request message, after the path and the body: ?id= would
+-- retarget DELETE /subscriptions/{id} at another subscription, ?subscription.label= would set a body field
+-- past this check. This filter runs just before the transcoder on the whole (already size-capped) body.
+-- tools/envoy_lua.py prepends ROUTES and MESSAGES, generated from the descriptor set's google.api.http
+-- annotations:
+--   ROUTES   = { {verb, {segment | false (one-segment variable) | true (rest of path)}, body message | false,
+--                 { [json or proto path of one of the route's query parameters] = canonical (JSON) path }}, ... }
 --              most literal first; body false: the route takes no body.
 --   MESSAGES = { [message full name] = { [json name or proto name] = {kind, canonical name} } }
 --              kind: false (a scalar or free-form JSON, not looked into), true (a singular bool: JSON true
 --              or false only), "<message full name>" (an object, or an array of them), or { kind } (a map whose values
 --              are of that kind). Both spellings of a field share its canonical (JSON) name.
---   QUERY    = { [json or proto path of a query field] = canonical (JSON) path }
 -- Only strict JSON (RFC 8259) passes: anything this parser refuses is a 400 too, so the transcoder never
 -- reads a key this filter did not check. Other field types are left to the transcoder, values to the service.
 
@@ -205,14 +209,16 @@ local function decoded(text)
   return (text:gsub("%%(%x%x)", function(hex) return char(tonumber(hex, 16)) end))
 end
 
--- nil when no query parameter is given twice (either spelling counts), else the 400's message.
-local function repeated_parameter(path)
+-- nil when every query parameter is one of the route's own (its name %-decoded, either spelling) and none is
+-- given twice, else the 400's message.
+local function query_problem(path, own)
   local q = find(path, "?", 1, true)
   if q == nil then return nil end
   local seen = {}
   for part in sub(path, q + 1):gmatch("[^&]+") do
     local name = decoded(part:match("^[^=]*"))
-    local canonical = QUERY[name] or name
+    local canonical = own[name]
+    if canonical == nil then return shown(name) .. ": unknown query parameter" end
     if seen[canonical] then return shown(name) .. ": query parameter given more than once" end
     seen[canonical] = true
   end
@@ -247,9 +253,9 @@ function envoy_on_request(handle)
   local path = headers:get(":path") or ""
   local route = route_for(headers:get(":method"), path)
   if route == nil then return end
-  local repeated = repeated_parameter(path)
-  if repeated then
-    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, repeated)
+  local refused = query_problem(path, route[4])
+  if refused then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refused)
     return
   end
   local body = handle:body()

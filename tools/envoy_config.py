@@ -239,6 +239,7 @@ def render(settings: GatewaySettings, template: str | None = None) -> str:
         "rest_path_regex": json.dumps(rest_path_regex(routes)),
         "scrub_headers_lua": json.dumps(envoy_lua.scrub_headers_source(routes)),
         "strict_json_lua": json.dumps(envoy_lua.strict_json_source(routes)),
+        "log_method_lua": json.dumps(envoy_lua.LOG_METHOD_LUA),
         "rate_limit_burst": str(max(settings.rate_limit_burst, per_fill)),
         "rate_limit_per_fill": str(per_fill),
         "rate_limit_fill_interval": interval,

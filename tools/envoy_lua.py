@@ -1,12 +1,13 @@
 """The Lua of the Envoy edge (pure): the strict-input check with its schema, and the header scrub.
 
-``strict_json_source`` prepends to ``envoy/strict_json.lua`` the ROUTES, MESSAGES and QUERY tables it
-reads, generated from the annotated RPCs (``tools.rest_schema``): every route's body message; for every
-message reachable from one, the names a JSON body may use for each field (the lowerCamelCase JSON name
-and the proto name, as the transcoder accepts both) with the field's canonical (JSON) name; and the same
-two spellings of every query parameter. ``scrub_headers_source`` gives the header scrub, which also
-records the path for the access log with every query parameter that is not a route's own field
-(``access_token=...``) replaced by ``REDACTED``.
+``strict_json_source`` prepends to ``envoy/strict_json.lua`` the ROUTES and MESSAGES tables it reads,
+generated from the annotated RPCs (``tools.rest_schema``): every route's body message and its own query
+parameters (both spellings: the dotted proto path and the JSON path); for every message reachable from a
+body, the names a JSON body may use for each field (the lowerCamelCase JSON name and the proto name, as the
+transcoder accepts both) with the field's canonical (JSON) name. ``scrub_headers_source`` gives the header
+scrub, which also records the path for the access log with every query parameter that is not a route's
+own field (``access_token=...``) replaced by ``REDACTED``, and anything shaped like a token (64 hex
+characters or more) too; ``LOG_METHOD_LUA`` records the gRPC method the transcoder chose, scrubbed alike.
 """
 
 from __future__ import annotations
@@ -22,21 +23,39 @@ from tools.rest_schema import ANY_JSON_MESSAGES, SCALAR_MESSAGES, Route, is_map
 _NAME = re.compile(r"[A-Za-z0-9_.~-]*")
 STRICT_JSON_LUA = project_root() / "envoy" / "strict_json.lua"
 
+# A run of hex digits (any of them %-escaped) as long as a bearer token or longer, as ``REDACTED``: a token
+# sent in the path or in a known parameter's value never reaches a log file (tokens: 64 hex characters,
+# tools.envoy_config.validate_tokens).
+REDACT_LUA = """\
+local function redacted(text)
+  return (text:gsub("[%x%%]+", function(run)
+    local plain = run:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
+    if plain:find(string.rep("%x", 64)) then return "REDACTED" end
+  end))
+end
+
+local function logged_method(path)
+  local q = path:find("?", 1, true)
+  return redacted(q and path:sub(1, q - 1) or path)
+end
+"""
+
 # Runs first on every request: no client-supplied x-envoy-* header reaches a filter, the router (which
 # honours x-envoy-upstream-rq-timeout-ms, x-envoy-retry-on, ...) or the access log, and X-Forwarded-For
 # is the connection's own address whatever the client sent. The access log's path (dynamic metadata
 # tt.log.path) keeps only the query parameters of KNOWN names: a token sent as ?access_token=... never
-# reaches a log file. KNOWN is prepended by scrub_headers_source.
-SCRUB_HEADERS_LUA = """\
+# reaches a log file; tt.log.method starts as the path without query (LOG_METHOD_LUA sets the gRPC method
+# once the transcoder has chosen it). KNOWN is prepended by scrub_headers_source.
+SCRUB_HEADERS_LUA = REDACT_LUA + """\
 local function logged_path(path)
   local q = path:find("?", 1, true)
-  if q == nil then return path end
+  if q == nil then return redacted(path) end
   local kept = {}
   for part in path:sub(q + 1):gmatch("[^&]+") do
     local name = part:match("^[^=]*"):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
     kept[#kept + 1] = KNOWN[name] and part or "REDACTED"
   end
-  return path:sub(1, q) .. table.concat(kept, "&")
+  return redacted(path:sub(1, q) .. table.concat(kept, "&"))
 end
 
 function envoy_on_request(handle)
@@ -49,7 +68,17 @@ function envoy_on_request(handle)
   local peer = handle:streamInfo():downstreamDirectRemoteAddress() or ""
   local ip = peer:match("^%[(.*)%]:%d+$") or peer:match("^(.*):%d+$") or peer
   headers:replace("x-forwarded-for", ip)
-  handle:streamInfo():dynamicMetadata():set("tt.log", "path", logged_path(headers:get(":path") or ""))
+  local path = headers:get(":path") or ""
+  local meta = handle:streamInfo():dynamicMetadata()
+  meta:set("tt.log", "path", logged_path(path))
+  meta:set("tt.log", "method", logged_method(path))
+end
+"""
+
+# Runs just after the transcoder: the access log's grpc_method becomes the :path it set (the gRPC method).
+LOG_METHOD_LUA = REDACT_LUA + """\
+function envoy_on_request(handle)
+  handle:streamInfo():dynamicMetadata():set("tt.log", "method", logged_method(handle:headers():get(":path") or ""))
 end
 """
 
@@ -104,23 +133,32 @@ def message_tables(roots: Sequence[Descriptor]) -> dict[str, dict[str, object]]:
 
 
 def route_rows(routes: Sequence[Route]) -> list[list[object]]:
-    """ROUTES rows, the most literal segments first so that ``/a/b`` wins over ``/a/{id}``."""
+    """ROUTES rows ``[verb, segments, body message | False, own query parameters]``, the most literal
+    segments first so that ``/a/b`` wins over ``/a/{id}``."""
     rows: list[tuple[int, list[object]]] = []
     for route in routes:
         body = route.body_message()
         segments: list[object] = [True if s == "**" else (False if s is None else s) for s in route.segments]
         rows.append((-sum(isinstance(s, str) for s in segments),
-                     [route.verb, segments, body.full_name if body is not None else False]))
+                     [route.verb, segments, body.full_name if body is not None else False, route_query(route)]))
     return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
+def route_query(route: Route) -> dict[str, str]:
+    """Both spellings (dotted proto path, JSON path) of each of ``route``'s own query parameters → the JSON
+    path; empty when the body is ``*`` or every field is bound by the path or the body."""
+    names: dict[str, str] = {}
+    for path, _ in route.query_fields():
+        canonical = _json_path(route.request, path)
+        names[path] = names[canonical] = canonical
+    return names
+
+
 def query_names(routes: Sequence[Route]) -> dict[str, str]:
-    """Both spellings (dotted proto path, JSON path) of every query parameter of ``routes`` → the JSON path."""
+    """:func:`route_query` of every route of ``routes``, merged."""
     names: dict[str, str] = {}
     for route in routes:
-        for path, _ in route.query_fields():
-            canonical = _json_path(route.request, path)
-            names[path] = names[canonical] = canonical
+        names.update(route_query(route))
     return names
 
 
@@ -139,8 +177,7 @@ def strict_json_source(routes: Sequence[Route]) -> str:
     """The strict-input Lua with its tables for ``routes``."""
     bodies = [b for b in (r.body_message() for r in routes) if b is not None]
     header = (f"local ROUTES = {_lua(route_rows(routes))}\n"
-              f"local MESSAGES = {_lua(message_tables(bodies))}\n"
-              f"local QUERY = {_lua(query_names(routes))}\n")
+              f"local MESSAGES = {_lua(message_tables(bodies))}\n")
     return header + STRICT_JSON_LUA.read_text()
 
 

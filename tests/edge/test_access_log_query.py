@@ -56,3 +56,20 @@ def test_a_refused_request_logs_no_query_as_its_method(edge: EdgeStack) -> None:
     entry = _entry(edge, marker)
     assert entry["grpc_method"] == f"/subscriptions/sub_{marker}"
     assert edge.tokens[0] not in orjson.dumps(entry).decode()
+
+
+
+@pytest.mark.parametrize("where", ["?followerProxy={t}", "?followerProxy=0x{t}", "?followerProxy=%{h}{rest}",
+                                   "/{t}", "/sub_{t}", "/{t}/fills"])
+@pytest.mark.parametrize("with_header", [False, True])
+def test_a_token_in_a_known_parameter_or_the_path_is_not_logged(edge: EdgeStack, where: str, with_header: bool) -> None:
+    """Known parameters' values and the path are logged as sent, but never a run of hex as long as a token."""
+    marker = "zz" + secrets.token_hex(8)
+    token = edge.tokens[1]
+    where = where.format(t=token, h=f"{ord(token[0]):02x}", rest=token[1:])
+    path = f"/subscriptions{where}{'&' if '?' in where else '?'}pageToken={marker}"
+    raw_request(edge.envoy.port, "GET", path, edge.auth() if with_header else {})
+    entry = _entry(edge, marker)
+    assert "REDACTED" in entry["path"]
+    logged = orjson.dumps(entry).decode()
+    assert token not in logged and token[1:] not in logged

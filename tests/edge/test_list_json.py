@@ -168,9 +168,8 @@ ERRORS: list[tuple[str, int, dict[str, Any]]] = [
     (f"?followerProxy={FOLLOWER}&state=SUBSCRIPTION_STATE_BOGUS", 400,
      {"code": 3, "details": [], "message": 'state: invalid value "SUBSCRIPTION_STATE_BOGUS" for type '
                                            "type.googleapis.com/tradingtools.control.v1.SubscriptionState"}),
-    (f"?followerProxy={FOLLOWER}&nope=1", 400,
-     {"code": 3, "details": [], "message": 'Could not find field "nope" in the type '
-                                           '"tradingtools.control.v1.ListSubscriptionsRequest".'}),
+    # changed since: strict_json refuses a parameter the route does not take before the transcoder does
+    (f"?followerProxy={FOLLOWER}&nope=1", 400, {"code": 3, "message": "nope: unknown query parameter", "details": []}),
     (f"?followerProxy={FOLLOWER}&leaderProxy=0xzz", 400,
      {"code": 3, "message": 'leaderProxy: must be 0x + 40 hex characters, got "0xzz"', "details": []}),
 ]
