@@ -66,6 +66,10 @@ def _life(state: lc.State, filled: str = "0") -> lc.OrderLife:
     (_life(lc.State.UNKNOWN), BUY_USD, Statement(Outcome.FILLED, D("19.7"), D("0.51"), WHY), "filled_size"),
     (_life(lc.State.PARTIALLY_FILLED, "5"), SELL, Statement(Outcome.FILLED, D("4"), D("0.5"), WHY), "filled_size"),
     (_life(lc.State.PARTIALLY_FILLED, "5"), SELL, Statement(Outcome.NOT_FILLED, D(0), D(0), WHY), "outcome"),
+    # 5 booked at 0.5: 3 more cannot bring the average to 0.2 (they would be at a negative price), nor 5 to 0.4
+    (_life(lc.State.PARTIALLY_FILLED, "5"), SELL, Statement(Outcome.FILLED, D("8"), D("0.2"), WHY), "avg_price"),
+    (_life(lc.State.PARTIALLY_FILLED, "5"), SELL, Statement(Outcome.FILLED, D("5"), D("0.4"), WHY), "avg_price"),
+    (_life(lc.State.PARTIALLY_FILLED, "5"), SELL, Statement(Outcome.FILLED, D("6"), D("0.59"), WHY), "avg_price"),
 ])
 def test_a_fill_the_order_cannot_have_made_names_its_field(life: lc.OrderLife, request_: v.PlaceRequest,
                                                            st: Statement, field: str) -> None:

@@ -90,6 +90,13 @@ def check(life: OrderLife, request: v.PlaceRequest | None, st: Statement) -> Non
     if st.filled_size < life.filled_size:
         raise ValueError(f"filled_size: {fmt(st.filled_size)} is below the {fmt(life.filled_size)} shares booked "
                          f"already")
+    if life.filled_size > 0:  # what is booked stays: the rest must make up the average stated
+        more = st.filled_size - life.filled_size
+        added = (st.filled_size * st.avg_price - life.filled_size * life.avg_price) / more if more else None
+        if (added is None and st.avg_price != life.avg_price) or (added is not None
+                                                                   and not v.LOWEST_PRICE <= added <= 1):
+            raise ValueError(f"avg_price: {fmt(life.filled_size)} shares are booked at {fmt(life.avg_price)} "
+                             f"already; {fmt(st.filled_size)} in all cannot average {fmt(st.avg_price)}")
     if request is None:
         return
     if request.size is not None and st.filled_size > request.size:
