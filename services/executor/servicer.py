@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import redis.exceptions
 
 from common.logserve import stream_log, stream_log_batches
 from common.streams import DurableLog
+from services.executor.adapters.order_sql import ROUTER_COPY_ID
 from services.executor.adapters.order_store import OrderStore
 from services.executor.admission import OrderAdmission
 from services.executor.domain.operator_statement import NotEndable, UnknownOrder, read_statement
@@ -25,6 +27,7 @@ from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 DEFAULT_EVENT_BATCH = 256  # events in one StreamOrderEventBatches response when the request does not say
 MAX_EVENT_BATCH = 1024  # and at most (a response stays far below gRPC's 4 MB default receive limit)
 
+ROUTER_COPY_FORM = re.compile(ROUTER_COPY_ID.removeprefix("^").removesuffix("$"))
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +65,11 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
         coid = request.order.client_order_id
         if not coid:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order.client_order_id is required")
+        if request.order.origin != epb.ORDER_ORIGIN_TRIGGER and ROUTER_COPY_FORM.fullmatch(coid):
+            # the router's copies' form (guard's exits share it, told by their origin): the router counts such an
+            # order from its Redis reservations only, so a manual order of this form would escape its caps
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order.client_order_id: co_ + 32 hex digits is the "
+                                "form of the router's copies; give this order another")
         try:
             # shielded: a caller that goes away (guard killed mid-call) must not leave a persisted intent
             # without its runner

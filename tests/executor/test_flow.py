@@ -285,6 +285,12 @@ async def test_submit_order_is_idempotent(harness: Harness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.SubmitOrder(epb.SubmitOrderRequest(order=epb.Order()))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # an id of the router's copies' form is refused: the router would count such an order nowhere against the caps
+    copy_form = make_order(2, client_order_id="co_" + "ab" * 16, origin=epb.ORDER_ORIGIN_MANUAL)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SubmitOrder(epb.SubmitOrderRequest(order=copy_form))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "client_order_id" in (err.value.details() or "")
+    assert copy_form.client_order_id not in harness.fake.post_counts()
     # the stream serves the events too
     call = stub.StreamOrderEvents(epb.StreamOrderEventsRequest(after_cursor="0", consumer="test"))
     first_streamed = await call.read()
