@@ -28,6 +28,7 @@ from common.decimals import MIN_HELD_SHARES, fmt
 from common.ids import hash_id
 from services.executor.adapters.order_store import Change
 from services.executor.domain.order_lifecycle import State
+from services.executor.domain.paper_selling import NOT_ENOUGH_BALANCE as NOT_ENOUGH
 from services.executor.domain.paper_selling import PaperHolding
 from services.executor.domain.reconcile import resize_size
 from services.executor.domain.sell_sizing import sized_on
@@ -36,7 +37,6 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
 
-NOT_ENOUGH = "INVALID_ORDER_NOT_ENOUGH_BALANCE"
 RESIZED_PREFIX = "co_rs_"  # a SELL re-sized once is never re-sized again
 RESIZE_WINDOW_S = 900.0  # a refused SELL is re-sized within this long of its refusal; later, the moment has passed
 RESIZE_RETRY_S = 5.0  # a re-size that could not be made is tried again after this long

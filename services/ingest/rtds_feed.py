@@ -169,8 +169,8 @@ class RtdsFeed:
                 continue
             if now - self.feed.last_data_ns > self.stall_s * 1e9:
                 continue  # nothing at all comes: the socket is silent as a whole, its watchdog's to renew
-            self.metrics.stall(FEED)
             if self._renewed_ns is None:
+                self.metrics.stall(FEED)  # a stall: the socket is renewed (not the silences polled for after it)
                 self._renewed_ns = now
                 log.warning("rtds trades silent while the socket is up; reconnecting", extra={"silent_s": self.stall_s})
                 feed_stalled(f"{FEED}:trades", self.stall_s, seen / 1e9)

@@ -245,7 +245,8 @@ class SettlementStore:
                  "after": {"state": s.state, "payoutPerShare": fmt(s.payout_per_share),
                            "realizedPnlUsd": fmt(s.realized_pnl_usd), "winningAssetId": resolution.winning_asset_id}}
                 for s in settled])))
-            await book_day_pnl(conn.cursor(), _day_steps(settled))
+            async with conn.cursor() as cur:
+                await book_day_pnl(cur, _day_steps(settled))
         return SettlementResult(settled, new, held)
 
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
