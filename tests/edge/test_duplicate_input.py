@@ -3,29 +3,15 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import orjson
 import pytest
 
 from tests.edge.conftest import EdgeStack, raw_request
+from tests.edge.test_strict_input import address, subscription
 
 pytestmark = pytest.mark.integration
-
-
-def address() -> str:
-    return "0x" + secrets.token_hex(20)
-
-
-def subscription(**over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "followerUserId": "u_1", "followerWalletId": "w_" + secrets.token_hex(4),
-        "followerProxy": address(), "leaderProxy": address(), "mode": "EXECUTION_MODE_PAPER",
-        "sizing": {"mode": "SIZING_MODE_PROPORTIONAL", "ratio": "0.05"},
-    }
-    body.update(over)
-    return body
 
 
 def _with(body: dict[str, Any], member: str) -> bytes:
