@@ -27,9 +27,13 @@ STRICT_JSON_LUA = project_root() / "envoy" / "strict_json.lua"
 # sent in the path or in a known parameter's value never reaches a log file (tokens: 64 hex characters,
 # tools.envoy_config.validate_tokens).
 REDACT_LUA = """\
+local function percent_decoded(text)
+  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
 local function redacted(text)
   return (text:gsub("[%x%%]+", function(run)
-    local plain = run:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
+    local plain = percent_decoded(run)
     if plain:find(string.rep("%x", 64)) then return "REDACTED" end
   end))
 end
@@ -52,7 +56,7 @@ local function logged_path(path)
   if q == nil then return redacted(path) end
   local kept = {}
   for part in path:sub(q + 1):gmatch("[^&]+") do
-    local name = part:match("^[^=]*"):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
+    local name = percent_decoded(part:match("^[^=]*"))
     kept[#kept + 1] = KNOWN[name] and part or "REDACTED"
   end
   return redacted(path:sub(1, q) .. table.concat(kept, "&"))

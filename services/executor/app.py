@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common import reservations
 from common.alerts import AlertPublisher
+from common.cancel import stop_tasks
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis, append_events
 from common.grpcclient import channel as grpc_channel
@@ -117,19 +118,10 @@ async def _bounded(aw: Any, what: str, timeout_s: float = 10.0) -> None:
         log.exception("shutdown step failed", extra={"step": what})
 
 
-async def _cancel_all(tasks: list[asyncio.Task[Any]], what: str, timeout_s: float = 10.0, rounds: int = 10) -> None:
-    """Cancel ``tasks`` again and again until they end, ``timeout_s`` at most: psycopg answers a first cancellation
-    by asking PostgreSQL to cancel the query (10 s when it does not answer), a second one closes the connection."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(rounds):
-        if not pending:
-            return
-        for t in pending:
-            t.cancel()
-        _done, pending = await asyncio.wait(pending, timeout=timeout_s / rounds)
-    if pending:
-        log.error("shutdown step did not finish in time", extra={"step": what, "timeout_s": timeout_s,
-                                                                "tasks": sorted(t.get_name() for t in pending)})
+async def _cancel_all(tasks: list[asyncio.Task[Any]], what: str, timeout_s: float = 10.0) -> None:
+    """Cancel ``tasks`` until they end (:func:`common.cancel.stop_tasks`), ``timeout_s`` at most, logging those left."""
+    if left := await stop_tasks(tasks, timeout_s=timeout_s):
+        log.error("shutdown step did not finish in time", extra={"step": what, "timeout_s": timeout_s, "tasks": left})
 
 
 def _blocking_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:

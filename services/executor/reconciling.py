@@ -39,11 +39,9 @@ from services.executor.domain.reconcile import (
 )
 from services.executor.domain.ticket import INSIDERS, Ticket
 from services.executor.ports import PositionsApi
-from services.executor.resizing import NOT_ENOUGH as NOT_ENOUGH  # re-exported: where they were
 from services.executor.resizing import RESIZE_RETRY_S, RESIZE_WINDOW_S, Resizer, ResizeStats
 from services.executor.resizing import RESIZED_PREFIX as RESIZED_PREFIX
 from services.executor.resizing import resized_id as resized_id
-from services.executor.resizing import resized_order as resized_order
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -202,11 +200,6 @@ class Reconciler:
             log.warning("position reconciled with the venue", extra={
                 "wallet_id": wallet.follower_wallet_id, "asset_id": c.asset_id, "kind": c.kind,
                 "shares_before": fmt(c.size_before), "shares_after": fmt(c.size_after)})
-
-    async def _resize(self, t: Ticket) -> bool:
-        """Reconcile the wallet of a SELL refused for lack of shares, then send it once more for what the venue
-        holds (:meth:`.resizing.Resizer.resize`). False: not done, the venue's answer was unusable."""
-        return await self.resizer.resize(t)
 
     async def _venue_count(self, t: Ticket) -> Decimal | None:
         """The venue's count of the token of a refused SELL, its wallet reconciled first (None: the venue's answer

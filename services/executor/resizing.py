@@ -47,8 +47,8 @@ Count = Callable[[Ticket], Awaitable[Decimal | None]]  # the venue's count of a 
 class RefusedStore(Protocol):
     """Where the refused SELLs and a position's split are read (:class:`.adapters.reconcile_store.ReconcileStore`)."""
 
-    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float, str]]:
-        """The refused SELLs of ``venue`` of the last ``window_s``: Order, seconds since, venue."""
+    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float]]:
+        """The refused SELLs of ``venue`` of the last ``window_s``: Order, seconds since."""
 
     async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
         """Each subscription's shares of the wallet's open position when it keeps a split."""
@@ -144,16 +144,16 @@ class Resizer:
         return min(r.next_at for r in self._refused) if self._refused else None
 
     async def load(self) -> None:
-        """The refused SELLs of the last ``window_s`` that have no re-sized order (a crash came between), each with
-        the venue its order was stored with."""
+        """The refused SELLs of this venue of the last ``window_s`` that have no re-sized order (a crash came
+        between)."""
         rows = await self.store.refused_sells(self.window_s, self.venue)
-        orders = [(epb.Order.FromString(proto), age_s, venue) for proto, age_s, venue in rows]
-        done = await self.known([resized_id(o.client_order_id) for o, _a, _v in orders]) if orders else set()
+        orders = [(epb.Order.FromString(proto), age_s) for proto, age_s in rows]
+        done = await self.known([resized_id(o.client_order_id) for o, _a in orders]) if orders else set()
         queued = {r.ticket.client_order_id for r in self._refused}
         now = self.clock()
-        for o, age_s, venue in orders:
+        for o, age_s in orders:
             if resized_id(o.client_order_id) not in done and o.client_order_id not in queued:
-                self._refused.append(_Refused(Ticket(o, venue, None, 0), now - age_s, now))
+                self._refused.append(_Refused(Ticket(o, self.venue, None, 0), now - age_s, now))
         if len(self._refused) > len(queued):
             log.warning("refused SELLs found at start without their re-size: re-sizing them",
                         extra={"orders": len(self._refused) - len(queued), "venue": self.venue})

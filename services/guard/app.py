@@ -16,6 +16,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg_pool import AsyncConnectionPool
 
 from common.alerts import AlertPublisher
+from common.cancel import stop_tasks
 from common.consumer import DeadLetters, ResumableConsumer
 from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
@@ -35,7 +36,7 @@ from services.guard.adapters.tick_reader import log_end, log_tick_stream, tick_s
 from services.guard.adapters.trigger_store import TriggerStore, warm_fire_reads
 from services.guard.config import Settings
 from services.guard.coordinator import Clients, Guard, Stores, Tuning
-from services.guard.loops import FireWindow, reraise_if_cancelled, stop_tasks
+from services.guard.loops import FireWindow, reraise_if_cancelled
 from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
 from services.guard.tick_feed import TickFeed

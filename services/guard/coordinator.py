@@ -17,12 +17,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.cancel import stop_tasks
 from services.guard.domain import tick_view
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import UNRECORDED_MAX_AGE_S, Firer
-from services.guard.loops import Batches, FireWindow, stop_tasks
+from services.guard.loops import Batches, FireWindow
 from services.guard.mark_flush import MarkFlusher
 from services.guard.order_flow import Answers, OrderFlow
 from services.guard.ports import CopyExits, Executor, Kickable, MarketCache, TriggerRows

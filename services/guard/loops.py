@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from common.cancel import reraise_if_cancelling
@@ -23,21 +23,6 @@ log = logging.getLogger(__name__)
 
 # Raise CancelledError when the current task was asked to stop (call from an ``except Exception``).
 reraise_if_cancelled = reraise_if_cancelling
-
-
-async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 5.0, rounds: int = 10) -> list[str]:
-    """Cancel ``tasks`` (again and again if a library swallowed the cancellation); names of those left running."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(rounds):
-        if not pending:
-            return []
-        for task in pending:
-            task.cancel()
-        _done, pending = await asyncio.wait(pending, timeout=timeout_s / rounds)
-    names = sorted(t.get_name() for t in pending)
-    if names:
-        log.warning("tasks did not stop", extra={"tasks": names})
-    return names
 
 
 class Batches(Generic[T]):

@@ -42,9 +42,9 @@ class _Store:
         self.refused = refused or []
         self.asked: list[str] = []
 
-    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float, str]]:
+    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float]]:
         self.asked.append(venue)
-        return [r for r in self.refused if r[2] == venue]
+        return [(proto, age_s) for proto, age_s, stored in self.refused if stored == venue]
 
     async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
         return self.split

@@ -196,6 +196,6 @@ async def test_a_refused_copy_resized_while_its_token_is_busy_never_sells_anothe
                      resubmit=resubmit)
     refused = make_order(3, follower_wallet_id=W, subscription_id="sub_A", side=cpb.SIDE_SELL, amount_usd="",
                          size="100", follower_proxy=WALLET.wallet)
-    assert await rec._resize(Ticket(refused, INSIDERS, None, time.time_ns())) is True
+    assert await rec.resizer.resize(Ticket(refused, INSIDERS, None, time.time_ns())) is True
     assert [D(o.size) for o in sent] == [D(40)]
 

@@ -1,7 +1,7 @@
 """A copied SELL is never sized on shares a copy the executor sent again re-sized may still sell.
 
 A copy SELL the venue refused for lack of shares is sent again by the executor's reconciliation, sized to the
-venue's count, under a new client order id (``reconciling.resized_order``: ``co_rs_…``, origin COPY and the
+venue's count, under a new client order id (``resizing.resized_order``: ``co_rs_…``, origin COPY and the
 original's subscription kept). The refused order's claim was released when it was REJECTED, and the re-sized one
 never went through the router's emit: it claims nothing in Redis. So the router's batch read counts it from the
 executor's open orders, as it counts exits: every COPY SELL whose client order id is not of the router's form

@@ -161,7 +161,7 @@ WHERE s.subscription_id = r.sub
 
 # the partial index orders_refused_sells_by_id (migration 0560) holds every row this predicate can match
 _REFUSED_SELLS = """
-SELECT order_proto, extract(epoch FROM now() - terminal_at) AS age_s, venue FROM orders
+SELECT order_proto, extract(epoch FROM now() - terminal_at) AS age_s FROM orders
 WHERE state = 'REJECTED' AND side = 'SELL' AND reason = 'INVALID_ORDER_NOT_ENOUGH_BALANCE' AND venue = %(venue)s
   AND terminal_at > now() - make_interval(secs => %(window)s) AND client_order_id NOT LIKE 'co\\_rs\\_%%'
 ORDER BY terminal_at
@@ -184,13 +184,12 @@ class ReconcileStore:
                                      " ORDER BY follower_wallet_id")
             return [LiveWallet(r["follower_wallet_id"], r["proxy"]) for r in await cur.fetchall()]
 
-    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float, str]]:
-        """SELLs ``venue`` (INSIDERS, PAPER) refused for lack of shares in the last ``window_s`` (not themselves
-        re-sized ones): each one's Order as received, the seconds since its refusal and the venue it was stored
-        with, oldest first."""
+    async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float]]:
+        """SELLs of ``venue`` (INSIDERS, PAPER) refused for lack of shares in the last ``window_s`` (not themselves
+        re-sized ones): each one's Order as received and the seconds since its refusal, oldest first."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_REFUSED_SELLS, {"window": window_s, "venue": venue})
-            return [(bytes(r["order_proto"]), float(r["age_s"]), r["venue"]) for r in await cur.fetchall()]
+            return [(bytes(r["order_proto"]), float(r["age_s"])) for r in await cur.fetchall()]
 
     async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None,
                    counted: CountTime | None = None) -> WalletView:

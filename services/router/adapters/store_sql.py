@@ -15,7 +15,7 @@ TERMINAL_STATES = "('FILLED', 'CANCELLED', 'REJECTED', 'LOST', 'FAILED')"
 
 # The form of the client order ids of the router's copies (domain.decide.client_order_id: "co_" + 32 hex digits), a
 # POSIX regular expression as PostgreSQL reads it. A copy of another id was not sent by the router and claims nothing
-# in Redis: the executor's re-sized SELLs (reconciling.RESIZED_PREFIX "co_rs_" + 30 hex digits), a COPY given to
+# in Redis: the executor's re-sized SELLs (resizing.RESIZED_PREFIX "co_rs_" + 30 hex digits), a COPY given to
 # SubmitOrder. The executor marks the SELLs of another form when it inserts them (its order_sql.ROUTER_COPY_ID, the
 # same expression), and LOAD reads those marked.
 ROUTER_COPY_ID = "^co_[0-9a-f]{32}$"
