@@ -17,12 +17,14 @@ def varint(value: int) -> bytes:
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint starting at ``pos`` in ``data`` and the position after it."""
+    """The varint starting at ``pos`` in ``data`` and the position after it; ``IndexError`` when ``data`` ends
+    inside it or it runs past 10 bytes (no varint is longer: an unbounded one costs time quadratic in its length)."""
     result = shift = 0
-    while True:
+    while shift < 70:
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
             return result, pos
         shift += 7
+    raise IndexError("varint longer than 10 bytes")

@@ -149,13 +149,15 @@ class RespConnection:
 
     def write(self, commands: list[tuple[tuple[Arg, ...], OnReply]]) -> None:
         """Write several commands in one write; each callback gets its reply (a :class:`RespError` for an
-        error reply) inside ``data_received``, in this order. A lost connection calls none of them."""
+        error reply) inside ``data_received``, in this order. A lost connection calls none of them; an argument
+        that cannot be packed raises before anything is queued or written."""
         if self.closed or self._transport is None:
             raise RespClosed("connection closed") from self.close_reason
+        data = b"".join(pack(args) for args, _ in commands)  # before queueing: a failed pack must queue nothing
         now = time.monotonic()
         for _args, on_reply in commands:
             self._pending.append((on_reply, now))
-        self._transport.write(b"".join(pack(args) for args, _ in commands))
+        self._transport.write(data)
 
     async def wait_closed(self) -> None:
         """Return once the connection is closed."""

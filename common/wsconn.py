@@ -4,7 +4,9 @@ The feeds read thousands of frames a second and almost all of them are dropped a
 lookup. websockets' asyncio connection queues each message and wakes a reading task for it; here
 the sans-I/O protocol of the same library parses the bytes and the callback runs at once, with the
 receive time of the bytes that completed the message. Control frames (ping → pong, close) are
-answered by the protocol; fragmented messages are assembled up to ``max_size``.
+answered by the protocol; fragmented messages are assembled up to ``max_size``. Once a close frame was
+received or sent (or the protocol failed the connection), the server is given ``close_timeout_s`` to close
+TCP, then the socket is dropped.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class _Protocol(asyncio.Protocol):
 class WsConnection:
     """One client websocket; ``on_message(data, recv_ns)`` is called for every text or binary message."""
 
-    def __init__(self, proto: ClientProtocol, on_message: OnMessage) -> None:
+    def __init__(self, proto: ClientProtocol, on_message: OnMessage, *, close_timeout_s: float = 1.0) -> None:
         self._proto = proto
+        self._close_timeout_s = close_timeout_s
+        self._close_timer: asyncio.TimerHandle | None = None
         self._on_message = on_message
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -55,10 +59,10 @@ class WsConnection:
 
     @classmethod
     async def connect(cls, url: str, on_message: OnMessage, *, max_size: int = 16 << 20,
-                      open_timeout_s: float = 10.0, user_agent: str = "") -> WsConnection:
+                      open_timeout_s: float = 10.0, user_agent: str = "", close_timeout_s: float = 1.0) -> WsConnection:
         """Open the socket and finish the opening handshake (raises on failure)."""
         uri = parse_uri(url)
-        conn = cls(ClientProtocol(uri, max_size=max_size), on_message)
+        conn = cls(ClientProtocol(uri, max_size=max_size), on_message, close_timeout_s=close_timeout_s)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(open_timeout_s):
             transport, _ = await loop.create_connection(
@@ -92,7 +96,7 @@ class WsConnection:
 
     def send_text(self, text: str) -> None:
         """Send one text message (ignored once closed)."""
-        if self._proto.state is State.OPEN and self._transport is not None:
+        if self._proto.state is State.OPEN and self._transport is not None and not self._closed.is_set():
             self._proto.send_text(text.encode())
             self._flush()
 
@@ -141,8 +145,11 @@ class WsConnection:
                 else:
                     self._handshake.set_result(None)
         self._flush()
-        if self._proto.close_expected() or self._proto.state is State.CLOSED:
+        if self._proto.state is State.CLOSED:
             self._closing()
+        elif self._proto.close_expected() and self._close_timer is None:
+            # a client waits for the server to close TCP; one that never does would hold the feed on a dead socket
+            self._close_timer = asyncio.get_running_loop().call_later(self._close_timeout_s, self._close_timed_out)
 
     def _frame(self, frame: Frame, recv_ns: int) -> None:
         opcode = frame.opcode
@@ -171,6 +178,12 @@ class WsConnection:
         if self._proto.state is State.CLOSED and self._transport is not None:
             self._transport.close()
 
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self._transport is not None:
+            self._transport.abort()
+        self._lost(self._proto.parser_exc)
+
     def _eof(self) -> None:
         self._proto.receive_eof()
         self._flush()
@@ -179,6 +192,9 @@ class WsConnection:
     def _lost(self, exc: BaseException | None) -> None:
         if self._closed.is_set():
             return
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self.close_error = exc
         if not self._handshake.done():
             self._handshake.set_exception(exc or InvalidHandshake("connection closed during the handshake"))

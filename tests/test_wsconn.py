@@ -131,3 +131,29 @@ def test_closing_an_aborted_connection_does_nothing_on_uvloop() -> None:
             await srv.wait_closed()
 
     uvloop.run(scenario())
+
+
+@pytest.mark.integration
+def test_sending_on_an_aborted_connection_is_ignored_on_uvloop() -> None:
+    """The stall watchdog aborts the socket; until the feed's session ends, a watch-set change still sends its
+    subscribe on it: on uvloop that raised RuntimeError into ingest's watch-set follower instead of being
+    ignored (the reconnect subscribes everything wanted)."""
+    import uvloop
+
+    async def scenario() -> None:
+        async def handler(ws: ServerConnection) -> None:
+            await ws.wait_closed()
+
+        srv = await serve(handler, "127.0.0.1", 0, compression=None)
+        try:
+            port = next(iter(srv.sockets)).getsockname()[1]
+            conn = await WsConnection.connect(f"ws://127.0.0.1:{port}/ws", lambda _m, _t: None)
+            conn.abort()
+            await asyncio.sleep(0.05)  # the transport's handle is closed on the next turns of the loop
+            conn.send_text('{"operation": "subscribe"}')
+            assert conn.closed
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    uvloop.run(scenario())
