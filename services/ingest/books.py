@@ -8,23 +8,21 @@ staleness) changes, or on tick-size changes and resolutions; depth changes updat
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
 import orjson
 
-from common.decimals import fmt, fmt_memo
+from common.decimals import fmt_memo
 from common.marketstate import BookSnapshot
-from common.memo import Memo
 from services.ingest import clob
-from services.ingest.levelbytes import JSON_BOOL, level_json, number_bytes
+from services.ingest.levelbytes import JSON_BOOL, level_json, levels_json, mid_text, number_bytes
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
+PENDING_MAX = 10_000  # level changes kept per book while it waits for a snapshot
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
-_TWO = Decimal(2)
 
 Top = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal, bool]
 
@@ -54,11 +52,15 @@ class AssetBook:
         self.unsynced_since_ms = 0  # when this wait for a snapshot was first seen (0: not yet), see awaiting_snapshot
         self.tick_size = DEFAULT_TICK
         self.tick_known = False  # tick_size came from the venue (a book frame or tick_size_change), not the default
+        self.tick_ms = self.trade_ms = 0  # venue times of tick_size and last_trade_price: an older snapshot's lose
         self.last_trade_price: Decimal | None = None
         self.hint_bid: Decimal | None = None
         self.hint_ask: Decimal | None = None
         self.venue_ms = 0
         self.snapshot_ms = 0  # venue time of the last snapshot: older deltas are already in it
+        # (venue ms, side, price, size) of the level changes received out of sync, for the next snapshot (hold)
+        self.pending: list[tuple[int, str, Decimal, Decimal]] = []
+        self.pending_lost_ms = 0  # the newest venue time of a change dropped from ``pending`` (bounded)
         self.updated_ms = 0
         self.stale = False
         self.winner = ""
@@ -108,13 +110,27 @@ class AssetBook:
             else:
                 js[n - 1 - i if bid else i] = level_json(price, size)
 
+    def hold(self, venue_ms: int, side: str, price: Decimal, size: Decimal) -> None:
+        """Keep a change received out of sync for the next snapshot, which may be older (a REST /book); bounded."""
+        self.pending.append((venue_ms, side, price, size))
+        if len(self.pending) > PENDING_MAX:
+            dropped, self.pending = self.pending[:PENDING_MAX // 2], self.pending[PENDING_MAX // 2:]
+            self.pending_lost_ms = max(self.pending_lost_ms, *[c[0] for c in dropped])
+
+    def unsync(self) -> None:
+        """Out of sync: levels wait for a snapshot, the venue hints of before are not served meanwhile."""
+        self.synced = False
+        self.unsynced_since_ms = 0
+        self.hint_bid = self.hint_ask = None
+        self.pending, self.pending_lost_ms = [], 0
+
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
         """Replace both sides (a snapshot); zero sizes must already be left out. A level the book already held
         with the same size keeps its stored bytes (a snapshot mostly repeats the book it replaces)."""
         bid_px, ask_px = sorted(bids), sorted(asks)
         old_bids = zip(reversed(self._bid_px), self._bid_js, strict=True)
-        self._bid_js = _levels_json(reversed(bid_px), bids, self.bids, old_bids)
-        self._ask_js = _levels_json(ask_px, asks, self.asks, zip(self._ask_px, self._ask_js, strict=True))
+        self._bid_js = levels_json(reversed(bid_px), bids, self.bids, old_bids)
+        self._ask_js = levels_json(ask_px, asks, self.asks, zip(self._ask_px, self._ask_js, strict=True))
         self.bids, self.asks = bids, asks
         self._bid_px, self._ask_px = bid_px, ask_px
 
@@ -155,18 +171,6 @@ class AssetBook:
             JSON_BOOL[self.tick_known])
 
 
-def _levels_json(prices: Iterable[Decimal], levels: dict[Decimal, Decimal], old_levels: dict[Decimal, Decimal],
-                 old_json: Iterable[tuple[Decimal, bytes]]) -> list[bytes]:
-    """The stored bytes of ``levels`` in the order of ``prices``, reusing ``old_json`` where the size is unchanged."""
-    old = dict(old_json)
-    out = []
-    for price in prices:
-        size = levels[price]
-        js = old.get(price) if old_levels.get(price) == size else None
-        out.append(js if js is not None else level_json(price, size))
-    return out
-
-
 class Touched(NamedTuple):
     """An asset changed by a message: ``kind`` of tick and whether a tick must go out."""
 
@@ -193,12 +197,9 @@ class BookState:
         self.books.pop(asset_id, None)
 
     def desync_all(self) -> None:
-        """After a reconnect: deltas wait for fresh snapshots, and the previous connection's venue hints are
-        not served as the top of book meanwhile."""
+        """After a reconnect: every book waits for a fresh snapshot (:meth:`AssetBook.unsync`)."""
         for book in self.books.values():
-            book.synced = False
-            book.unsynced_since_ms = 0
-            book.hint_bid = book.hint_ask = None
+            book.unsync()
 
     def feed_lost(self) -> list[Touched]:
         """The book socket is gone: every book is out of sync and stale until its next snapshot (one STALE tick
@@ -223,8 +224,7 @@ class BookState:
         return out
 
     def desync_market(self, market: str) -> list[Touched]:
-        """A message about ``market`` could not be applied: its books are out of sync and stale until a resync
-        (listed in :attr:`desynced`)."""
+        """A message about ``market`` could not be applied: its books are out of sync (:meth:`_lose`)."""
         out = []
         for book in self.books.values():
             if market and book.condition_id == market:
@@ -246,13 +246,13 @@ class BookState:
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms, top=False)
             if book is None:
                 return []
-            book.last_trade_price = msg.price
+            book.last_trade_price, book.trade_ms = msg.price, max(book.trade_ms, msg.venue_ms)
             return [self._result(book, mpb.TICK_KIND_LAST_TRADE_PRICE)]
         if isinstance(msg, clob.TickSizeMsg):
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms, top=False)
             if book is None:
                 return []
-            book.tick_size, book.tick_known = msg.new_tick_size, True
+            book.tick_size, book.tick_known, book.tick_ms = msg.new_tick_size, True, max(book.tick_ms, msg.venue_ms)
             return [self._result(book, mpb.TICK_KIND_TICK_SIZE_CHANGE, force=True)]
         if isinstance(msg, clob.BestBidAskMsg):
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms)
@@ -281,10 +281,7 @@ class BookState:
         """The tick describing an asset's top of book now."""
         book = self.books[asset_id]
         bid, ask = book.best_bid, book.best_ask
-        if bid is not None and ask is not None:
-            mid = _MIDS_HOT.get((bid, ask)) or _MIDS.get((bid, ask)) or _MIDS.put((bid, ask), fmt((bid + ask) / _TWO))
-        else:
-            mid = ""
+        mid = mid_text(bid, ask) if bid is not None and ask is not None else ""
         return mpb.PriceTick(
             asset_id=asset_id, condition_id=book.condition_id, kind=kind,  # type: ignore[arg-type]
             best_bid=_s(bid), best_ask=_s(ask), mid=mid, last_trade_price=_s(book.last_trade_price),
@@ -296,8 +293,7 @@ class BookState:
         """``self.price_tick(asset_id, kind, received_ns).SerializeToString()``."""
         return self.price_tick(asset_id, kind, received_ns).SerializeToString()
 
-    def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int, *, top: bool = True
-               ) -> AssetBook | None:
+    def _touch(self, asset_id: str, market: str, venue_ms: int, now_ms: int, *, top: bool = True) -> AssetBook | None:
         """The tracked book of ``asset_id`` after a message about it; ``top``: the message says where the top of
         book is (a snapshot, level changes, best bid/ask), so a book out of sync is fresh again."""
         book = self.books.get(asset_id)
@@ -314,9 +310,7 @@ class BookState:
 
     def _lose(self, book: AssetBook) -> list[Touched]:
         """Out of sync: stale (one STALE tick) until a snapshot, and listed for a REST resync."""
-        book.synced = False
-        book.unsynced_since_ms = 0
-        book.hint_bid = book.hint_ask = None
+        book.unsync()
         self.desynced.append(book.asset_id)
         return self._go_stale(book)
 
@@ -337,19 +331,25 @@ class BookState:
         book.replace({p: s for p, s in msg.bids if s != 0}, {p: s for p, s in msg.asks if s != 0})
         book.synced = True
         book.snapshot_ms = msg.venue_ms
+        pending, lost_ms, book.pending, book.pending_lost_ms = book.pending, book.pending_lost_ms, [], 0
+        if lost_ms and lost_ms >= msg.venue_ms:  # changes newer than the snapshot were dropped: not complete
+            return self._lose(book)
+        for venue_ms, side, price, size in pending:  # received out of sync: those the snapshot lacks go over it
+            if not venue_ms or venue_ms >= msg.venue_ms:  # (a change without a venue time: laid over too)
+                book.set_level(side, price, size)
         kind = mpb.TICK_KIND_BOOK
-        if msg.tick_size is not None:
+        if msg.tick_size is not None and not 0 < msg.venue_ms < book.tick_ms:
             if book.tick_known and msg.tick_size != book.tick_size:
-                # a snapshot (e.g. the resync after a reconnect that missed the tick_size_change) with a new
-                # tick: published as a change, so the market info every service prices from follows it
+                # a new tick (a tick_size_change missed in a reconnect): published as one, market info follows it
                 kind = mpb.TICK_KIND_TICK_SIZE_CHANGE
-            book.tick_size, book.tick_known = msg.tick_size, True
-        if msg.last_trade_price is not None:
-            book.last_trade_price = msg.last_trade_price
+            book.tick_size, book.tick_known, book.tick_ms = msg.tick_size, True, max(book.tick_ms, msg.venue_ms)
+        if msg.last_trade_price is not None and not 0 < msg.venue_ms < book.trade_ms:
+            book.last_trade_price, book.trade_ms = msg.last_trade_price, max(book.trade_ms, msg.venue_ms)
         return [self._result(book, kind, force=kind == mpb.TICK_KIND_TICK_SIZE_CHANGE)]
 
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
         touched: dict[str, AssetBook | None] = {}
+        hinted: set[str] = set()  # assets whose best bid and ask this message gives
         venue_ms = msg.venue_ms
         for asset_id, side, price, size, best_bid, best_ask in msg.changes:
             book = touched.get(asset_id)
@@ -364,19 +364,24 @@ class BookState:
                 if book is None:
                     continue
             if size is not None:
-                book.set_level(side, price, size)
+                if book.synced:
+                    book.set_level(side, price, size)
+                else:
+                    book.hold(venue_ms, side, price, size)
             if best_bid is not None:
                 book.hint_bid = best_bid if best_bid > _ZERO else None
             if best_ask is not None:
                 book.hint_ask = best_ask if best_ask < _ONE else None
+                if best_bid is not None:
+                    hinted.add(asset_id)
         out = []
         for b in touched.values():
             if b is None:
                 continue
-            if b.synced and b._bid_px and b._ask_px and b._bid_px[-1] >= b._ask_px[0] and (
-                    b.hint_bid != b._bid_px[-1] or b.hint_ask != b._ask_px[0]):
-                # crossed where the venue's own best bid / ask say otherwise: a change was missed; not served
-                # until resynced
+            bid, ask = b._bid_px[-1] if b._bid_px else None, b._ask_px[0] if b._ask_px else None
+            if b.synced and (b.hint_bid != bid or b.hint_ask != ask) and (
+                    b.asset_id in hinted or (bid is not None and ask is not None and bid >= ask)):
+                # contradicted by the venue's best bid / ask (this message's, or any when crossed): a change missed
                 out.extend(self._lose(b))
                 continue
             out.append(self._result(b, mpb.TICK_KIND_PRICE_CHANGE))
@@ -389,11 +394,6 @@ class BookState:
         if emit:
             book.emitted = top
         return Touched(book.asset_id, kind, emit)
-
-
-# Canonical strings of the mids seen (few distinct bid/ask pairs on a tick grid); bounded.
-_MIDS: Memo[tuple[Decimal, Decimal], str] = Memo(4096)
-_MIDS_HOT = _MIDS.hot
 
 
 def _s(value: Decimal | None) -> str:
