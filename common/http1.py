@@ -13,7 +13,9 @@ Scope, deliberately small: one origin (scheme, host, port), plain TCP or TLS, re
 bytes body and Content-Length, responses with Content-Length, chunked encoding, or read-to-close;
 1xx responses skipped; keep-alive unless the server says ``Connection: close`` or speaks HTTP/1.0;
 a whole-request timeout (a timed-out connection is closed, never reused). Idle connections are
-reused newest first; a connection the server closed is dropped as soon as the loss is noticed.
+reused newest first, and only when nothing waits unread in the socket (a close the loop has not read yet, stray
+bytes): a POST is never written into a connection the server already closed. A connection is not kept when its
+answer came before the request was all written, or framed itself two ways, and bytes on an idle one close it.
 Errors come back as exceptions the caller classifies: :class:`ConnectFailed` (nothing was sent),
 :class:`ResponseTimeout`, :class:`ConnectionDropped` (sent, no complete answer), :class:`BadResponse`.
 Response parsing lives in :mod:`common.http1parse`. Timeouts share one loop timer; answers
@@ -25,6 +27,7 @@ of the sockets first: an answer that came meanwhile is read, not reported as a t
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from collections import deque
 from urllib.parse import urlsplit
@@ -81,7 +84,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._hold.active:  # a burst is being written: keep the answer unread for now
+        # a burst is being written: keep the answer unread for now (bytes on an idle connection are no answer: they
+        # close it now, not once the hold ends and a request reused it meanwhile would read them as its own)
+        if self._hold.active and self._waiter is not None:
             if not self._held:
                 self._hold.conns.append(self)
             self._held.append(data)
@@ -110,7 +115,9 @@ class _Connection(asyncio.Protocol):
         if complete:
             waiter, parser = self._waiter, self._parser
             self._waiter = self._parser = None
-            if not parser.keep_alive or parser.buf:
+            # answered before its request was all written: the rest's fate is unknown, the next would queue behind it
+            if not parser.keep_alive or parser.buf or (self.transport is not None
+                                                       and self.transport.get_write_buffer_size()):
                 self.close()
             if not waiter.done():
                 waiter.set_result(parser.response())
@@ -127,7 +134,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.flush_held()
         self.closed = True
-        if self._parser is not None and self._waiter is not None and self._parser.eof():
+        # only a clean close ends a read-to-close answer: a reset cuts it
+        if exc is None and self._parser is not None and self._waiter is not None and self._parser.eof():
             waiter, parser = self._waiter, self._parser
             self._waiter = self._parser = None
             if not waiter.done():
@@ -151,7 +159,22 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # what is still unwritten is dropped, not written to a server done with it
+            else:
+                self.transport.close()
+
+    def usable(self) -> bool:
+        """Idle and still in step: open, and nothing (bytes, a close) waits unread in its socket, as when the server
+        closed it while the loop was busy and has not read the close yet (a POST written there would be lost)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
 
 class Http1Client:
@@ -219,8 +242,9 @@ class Http1Client:
     async def _acquire(self, deadline: float) -> _Connection:
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if conn.usable():
                 return conn
+            conn.close()
             self._open -= 1
         if self.max_connections and self._open >= self.max_connections:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _SIZE_LINE = -1  # chunked decoding: expecting a chunk-size line
 _TRAILERS = -2  # chunked decoding: after the last chunk, reading trailers up to an empty line
+_OWS = b" \t"
+_MAX_LINE = 4096  # a chunk-size or trailer line
+_STATUS = re.compile(rb"[1-5][0-9][0-9]")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class HttpError(Exception):
@@ -53,6 +60,7 @@ class _Parser:
         self._until_close = False
         self._body = bytearray()
         self._chunk_left = _SIZE_LINE  # or bytes left in the current chunk, or _TRAILERS
+        self._trailer_bytes = 0
         self._done = False
         self._head_request = head_request
 
@@ -89,32 +97,33 @@ class _Parser:
         lines = bytes(self.buf[:end]).split(b"\r\n")
         del self.buf[:end + 4]
         parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or parts[0] not in (b"HTTP/1.0", b"HTTP/1.1") or not _STATUS.fullmatch(parts[1]):
             raise BadResponse(f"bad status line {lines[0][:80]!r}")
         status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadResponse(f"bad header line {line[:80]!r}")
-            key = name.strip().lower().decode("latin-1")
-            val = value.strip().decode("latin-1")
-            headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        headers = _headers(lines[1:])
+        if status == 101:  # never asked for: what follows is not HTTP
+            raise BadResponse("unexpected 101 Switching Protocols")
         if 100 <= status < 200:
             return True  # interim response: parse the next head
         self.status, self.headers, self._head_done = status, headers, True
         connection = headers.get("connection", "").lower()
         self.keep_alive = parts[0] == b"HTTP/1.1" and "close" not in connection
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if coding.lower() != "chunked":  # the client asks for no other coding: its framing cannot be read
+                raise BadResponse(f"unsupported Transfer-Encoding {coding[:40]!r}")
+            if "content-length" in headers:  # two framings (a smuggling shape): read chunked, then do not reuse
+                self.keep_alive = False
         if self._head_request or status in (204, 304):
             self._done = True
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
+        elif coding is not None:
             self._chunked = True
         elif "content-length" in headers:
-            try:
-                self._length = int(headers["content-length"])
-            except ValueError:
-                raise BadResponse("bad Content-Length") from None
-            if self._length < 0 or self._length > MAX_BODY_BYTES:
+            text = headers["content-length"]
+            if not _DIGITS.fullmatch(text):
+                raise BadResponse(f"bad Content-Length {text[:40]!r}")
+            self._length = int(text)
+            if self._length > MAX_BODY_BYTES:
                 raise BadResponse("Content-Length out of range")
         else:
             self._until_close = True
@@ -138,33 +147,55 @@ class _Parser:
         return False  # read to close
 
     def _parse_chunk(self) -> bool:
-        if self._chunk_left == _SIZE_LINE:
+        if self._chunk_left in (_SIZE_LINE, _TRAILERS):
             end = self.buf.find(b"\r\n")
             if end < 0:
+                if len(self.buf) > _MAX_LINE:
+                    raise BadResponse("chunk size or trailer line too long")
                 return False
-            size_text = bytes(self.buf[:end]).split(b";", 1)[0].strip()
+            line = bytes(self.buf[:end])
             del self.buf[:end + 2]
-            try:
-                self._chunk_left = int(size_text, 16)
-            except ValueError:
-                raise BadResponse(f"bad chunk size {size_text[:20]!r}") from None
+            if self._chunk_left == _TRAILERS:
+                self._trailer_bytes += end + 2
+                if self._trailer_bytes > MAX_HEAD_BYTES:
+                    raise BadResponse("trailers too large")
+                self._done = not line
+                return True
+            size_text = line.split(b";", 1)[0].strip(_OWS)
+            if not _HEX.fullmatch(size_text):
+                raise BadResponse(f"bad chunk size {size_text[:20]!r}")
+            self._chunk_left = int(size_text, 16)
             if self._chunk_left == 0:
                 self._chunk_left = _TRAILERS
             elif len(self._body) + self._chunk_left > MAX_BODY_BYTES:
                 raise BadResponse("body too large")
             return True
-        if self._chunk_left == _TRAILERS:
-            end = self.buf.find(b"\r\n")
-            if end < 0:
-                return False
-            line = bytes(self.buf[:end])
-            del self.buf[:end + 2]
-            if not line:
-                self._done = True
-            return True
         if len(self.buf) < self._chunk_left + 2:
             return False
+        if self.buf[self._chunk_left:self._chunk_left + 2] != b"\r\n":
+            raise BadResponse("chunk data longer than its size")
         self._body += self.buf[:self._chunk_left]
         del self.buf[:self._chunk_left + 2]
         self._chunk_left = _SIZE_LINE
         return True
+
+
+def _headers(lines: list[bytes]) -> dict[str, str]:
+    """Lower-cased names to values (repeats joined with ", "; obs-fold lines unfolded into the field before)."""
+    headers: dict[str, str] = {}
+    last = ""
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):  # obs-fold: continues the previous field's value
+            if not last:
+                raise BadResponse(f"folded line with no field {line[:80]!r}")
+            more = line.strip(_OWS).decode("latin-1")
+            headers[last] = f"{headers[last]} {more}" if more else headers[last]
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise BadResponse(f"bad header line {line[:80]!r}")
+        key = name.lower().decode("latin-1")
+        val = value.strip(_OWS).decode("latin-1")
+        headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        last = key
+    return headers

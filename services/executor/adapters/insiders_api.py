@@ -71,6 +71,19 @@ def parse_error(status: int, raw: bytes) -> v.VenueError:
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MISMATCH = "VENUE_ANSWER_MISMATCH"
+
+
+def _about(result: v.VenueResult, client_order_id: str, order_id: str) -> v.VenueResult:
+    """``result``, or a protocol error when it is an order other than the one asked about (an id the venue echoes
+    differs): an answer read off a connection out of step must not be booked to this order."""
+    if not isinstance(result, v.VenueOrder):
+        return result
+    if client_order_id and result.client_order_id and result.client_order_id != client_order_id:
+        return v.VenueError("protocol", 200, MISMATCH, f"answer about order {result.client_order_id[:80]!r}")
+    if order_id and result.order_id and result.order_id != order_id:
+        return v.VenueError("protocol", 200, MISMATCH, f"answer about venue order {result.order_id[:80]!r}")
+    return result
 
 
 def redeem_body(wallet_id: str, condition_id: str, neg_risk: bool, amounts: Sequence[Decimal]) -> bytes:
@@ -217,7 +230,8 @@ class InsidersVenue:
                                 default_headers={"Authorization": f"Bearer {token.value}"})
 
     async def _call(self, method: str, path: str, *, body: bytes = b"", raw_headers: bytes = b"",
-                    timeout_s: float) -> v.VenueResult:
+                    timeout_s: float, client_order_id: str = "", order_id: str = "") -> v.VenueResult:
+        """The order answered, checked to be the one asked about (``client_order_id``/``order_id`` when given)."""
         try:
             resp = await self.http.request(method, path, body=body, raw_headers=raw_headers, timeout_s=timeout_s)
         except ResponseTimeout:
@@ -229,7 +243,7 @@ class InsidersVenue:
         except BadResponse as exc:
             return v.VenueError("protocol", 0, "", str(exc)[:300])
         if resp.status == 200:
-            return parse_order(resp.body)
+            return _about(parse_order(resp.body), client_order_id, order_id)
         return parse_error(resp.status, resp.body)
 
     async def place(self, request: v.PlaceRequest, *, traceparent: str = "") -> v.VenueResult:
@@ -243,22 +257,22 @@ class InsidersVenue:
         else:
             raw = b"Idempotency-Key: %b\r\nContent-Type: application/json\r\n" % request.client_order_id.encode()
         return await self._call("POST", "/v1/orders", body=request_body(request), raw_headers=raw,
-                                timeout_s=self.post_timeout_s)
+                                timeout_s=self.post_timeout_s, client_order_id=request.client_order_id)
 
     async def query_by_client_id(self, client_order_id: str) -> v.VenueResult:
         """``GET /v1/orders?clientOrderId=…``."""
         return await self._call("GET", f"/v1/orders?clientOrderId={quote(client_order_id, safe='')}",
-                                timeout_s=self.query_timeout_s)
+                                timeout_s=self.query_timeout_s, client_order_id=client_order_id)
 
     async def query(self, venue_order_id: str) -> v.VenueResult:
         """``GET /v1/orders/{orderId}``."""
         return await self._call("GET", f"/v1/orders/{quote(venue_order_id, safe='')}",
-                                timeout_s=self.query_timeout_s)
+                                timeout_s=self.query_timeout_s, order_id=venue_order_id)
 
     async def cancel(self, venue_order_id: str) -> v.VenueResult:
         """``DELETE /v1/orders/{orderId}``."""
         return await self._call("DELETE", f"/v1/orders/{quote(venue_order_id, safe='')}",
-                                timeout_s=self.query_timeout_s)
+                                timeout_s=self.query_timeout_s, order_id=venue_order_id)
 
     async def balance(self, wallet_id: str) -> dict[str, Any]:
         """``GET /v1/wallets/{walletId}/balance`` as parsed JSON (raises on failure)."""
@@ -302,8 +316,12 @@ class InsidersVenue:
                                 raw_headers=raw)
 
     async def redemption(self, redeem_id: str) -> Answer:
-        """``GET /v1/redeem/{redeemId}``."""
-        return await self._json("GET", f"/v1/redeem/{quote(redeem_id, safe='')}")
+        """``GET /v1/redeem/{redeemId}`` (an answer naming another redemption is no answer)."""
+        answer = await self._json("GET", f"/v1/redeem/{quote(redeem_id, safe='')}")
+        other = str(answer.body.get("redeemId") or "") if answer.body is not None else ""
+        if other and other != redeem_id:
+            return Answer(0, kind="protocol", code=MISMATCH, message=f"answer about redemption {other[:80]!r}")
+        return answer
 
     async def positions(self, wallet_id: str) -> Answer:
         """``GET /v1/wallets/{walletId}/positions``."""
