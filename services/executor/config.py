@@ -10,7 +10,7 @@
 | ``TT_MAX_ORDER_USD`` | 1000 | ceiling per order: larger is REJECTED ``MAX_ORDER_USD_EXCEEDED`` (an exit is cut) |
 | ``TT_RECONCILE_INTERVAL_S`` | 300 | each LIVE wallet's venue positions are reconciled this often (0 = never) |
 | ``TT_AUTO_REDEEM`` | true | redeem resolved LIVE positions' winning shares (false: recorded PENDING, not sent) |
-| ``TT_PAPER_FEE_BPS`` | 0 | fee of paper BUY fills, taken in shares: 0 to 1000 (10 %; more is refused as a typo) |
+| ``TT_PAPER_FEE_BPS`` | 0 | fee of paper fills (shares on BUYs, USD on SELLs): 0 to 1000 (10 %; more is a typo) |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_EXECUTOR_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9163 | Prometheus ``/metrics`` (``common.metrics``) |

@@ -119,8 +119,14 @@ async def test_concurrent_replays_of_one_paper_order_take_its_shares_once(r: Any
     assert _fill(await venue.place(_buy("co_next", "FAK", "5", limit="0.50"))) == ("cancelled", D("0"), D("0"))
 
 
-@pytest.mark.parametrize("change", ["level size", "new session"])
-async def test_the_taken_level_is_whole_again_once_the_book_changes_it(r: Any, change: str) -> None:
+@pytest.mark.parametrize(("change", "after"), [
+    ("level size", ("confirmed", D("5"), D("0.5"))),  # a maker added 5 to the 20 taken: 5 left, not 25
+    ("new session", ("cancelled", D("0"), D("0"))),  # a new session's snapshot still shows the 20 taken
+])
+async def test_the_taken_level_stays_taken_whatever_the_book_shows_it_at(r: Any, change: str,
+                                                                         after: tuple[str, Decimal, Decimal]) -> None:
+    """The venue's book never shows paper takes: what is left is the size shown less them (150 shares were filled
+    from a level of 100 once a maker cancelled 10, when a changed size made the takes forgotten)."""
     await _book(r, session="s1")
     await r.set("tt:bookfeed", b'{"session":"s1","aliveMs":%d}' % int(time.time() * 1000))
     venue = PaperVenue(r, holdings=PLENTY)
@@ -130,7 +136,7 @@ async def test_the_taken_level_is_whole_again_once_the_book_changes_it(r: Any, c
     else:
         await _book(r, session="s2")
         await r.set("tt:bookfeed", b'{"session":"s2","aliveMs":%d}' % int(time.time() * 1000))
-    assert _fill(await venue.place(_buy("co_2", limit="0.50"))) == ("confirmed", D("20"), D("0.5"))
+    assert _fill(await venue.place(_buy("co_2", limit="0.50"))) == after
 
 
 async def test_the_taken_level_is_replenished_after_a_while(r: Any) -> None:

@@ -1,10 +1,14 @@
 """The paper venue: fills simulated by walking the current book in Redis (idempotent).
 
-FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are
-taken in shares on BUYs. Only a fresh book is filled against (confirmed by the venue within
+FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are taken in shares
+on BUYs, in USD on SELLs. The market's rules (``tt:market:{asset}``, read with the book) are held as the live venue
+holds them: a closed, resolved or not accepting market is ``MARKET_CLOSED``, a limit off its tick grid
+``INVALID_ORDER_MIN_TICK_SIZE``; a market found closed stays so while no rules are stored (the executor drops them
+on a ``MARKET_CLOSED``), in memory. Only a fresh book is filled against (confirmed by the venue within
 ``max_book_age_s``, :meth:`common.marketstate.BookSnapshot.fresh`): a stale one is ``NO_BOOK``.
-What paper orders took of each level is left out of the book the next paper order walks until the book
-changes that level or ``replenish_s`` has passed (:mod:`services.executor.domain.paper_book`, in memory).
+What paper orders took of each level is left out of the book the next paper order walks, whatever size the book
+shows the level at since (the venue's book never shows paper takes), until the book drops the level or
+``replenish_s`` has passed (:mod:`services.executor.domain.paper_book`, in memory).
 Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay of the same client order id
 returns the first result, also across restarts. A SELL is answered as the live venue answers it on the wallet's
 balance (:mod:`services.executor.domain.paper_selling`): more shares than the wallet's PAPER position less its paper
@@ -18,16 +22,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any, Protocol
 
 import orjson
 
 from common.decimals import ZERO, fmt, parse_decimal
-from common.marketstate import BookSnapshot, read_book_and_feed
+from common.marketstate import BookSnapshot, MarketInfo, read_book_and_feed, read_market
 from services.executor.domain import venue_orders as v
 from services.executor.domain.book_math import Levels
-from services.executor.domain.paper_book import PaperBook, simulate
+from services.executor.domain.paper_book import ClosedMarkets, PaperBook, rules_answer, simulate
 from services.executor.domain.paper_selling import Key, PaperHolding, PaperSelling, balance_answer
 
 RESULT_TTL_S = 14 * 24 * 3600
@@ -43,9 +47,25 @@ def paper_fill(req: v.PlaceRequest, bids: Levels, asks: Levels, fee_bps: Decimal
     return simulate(req, bids, asks, fee_bps)[0]
 
 
-def _generation(book: BookSnapshot) -> str:
-    """What the levels come from: the feed session keeping them, or the one REST snapshot."""
-    return book.session or f"rest:{book.updated_ms}"
+async def _read_market(redis: Any, asset_id: str) -> MarketInfo | None:
+    """The market's rules as stored, or None (unknown, or a hash that does not parse: nothing to hold the order to)."""
+    try:
+        return await read_market(redis, asset_id)
+    except (KeyError, ValueError, DecimalException):
+        return None
+
+
+def _tick(book: BookSnapshot | None, market: MarketInfo | None) -> Decimal | None:
+    """The grid the venue holds a limit to: the book's tick when the venue named it (ingest writes a
+    ``tick_size_change`` into the book as it comes), else the market's, else none known."""
+    if book is not None and book.tick_known:
+        return book.tick_size
+    return market.tick_size if market is not None else None
+
+
+def _closed(market: MarketInfo | None) -> bool | None:
+    """Whether the venue takes no order of the market (resolved, closed or not accepting orders); None: not known."""
+    return None if market is None else market.closed or not market.accepting_orders
 
 
 def encode_order(o: v.VenueOrder) -> bytes:
@@ -88,6 +108,7 @@ class PaperVenue:
         self.fee_bps = fee_bps
         self.max_book_age_ms = int(max_book_age_s * 1000)
         self.taken = PaperBook(int(replenish_s * 1000))
+        self.closed = ClosedMarkets()
         self.clock = clock
         self._placing: dict[str, asyncio.Event] = {}  # client order ids being placed
 
@@ -111,7 +132,11 @@ class PaperVenue:
         buying = request.side == "BUY"
         key: Key = (request.wallet_id, request.token_id)
         holding, mark, stored = (None, 0, {}) if buying else await self._holding(key, request.client_order_id)
-        book, beat = await read_book_and_feed(self.redis, request.token_id)
+        (book, beat), market = await asyncio.gather(read_book_and_feed(self.redis, request.token_id),
+                                                    _read_market(self.redis, request.token_id))
+        closed = self.closed.closed(request.token_id, _closed(market))
+        if (refused := rules_answer(request, _tick(book, market), closed)) is not None:
+            return refused
         if book is None:
             return v.VenueError("http", 400, "NO_BOOK", f"no book for {request.token_id}")
         now = self.clock()
@@ -123,12 +148,12 @@ class PaperVenue:
             unbooked = self.selling.unbooked(key, holding, mark, stored, request.client_order_id)
             if (refused := balance_answer(holding.held, unbooked, request)) is not None:
                 return refused
-        side, levels, generation = request.side, book.asks if buying else book.bids, _generation(book)
-        net = self.taken.net(request.token_id, side, levels, generation, now)
+        side, levels = request.side, book.asks if buying else book.bids
+        net = self.taken.net(request.token_id, side, levels, now)
         result, takes = simulate(request, book.bids if buying else net, net if buying else book.asks, self.fee_bps)
         if isinstance(result, v.VenueError):
             return result
-        self.taken.take(request.token_id, side, levels, takes, generation, now)
+        self.taken.take(request.token_id, side, takes, now)
         if not buying:
             self.selling.record(key, request.client_order_id, result.filled_size, now)
         try:

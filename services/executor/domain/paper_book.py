@@ -1,10 +1,11 @@
 """The paper venue's fills and the liquidity its orders took (pure: time is passed in).
 
 A paper order takes from the stored book as a taker would, so the next paper order finds less: what paper
-orders took of a level is kept per (asset, side) and left out of the book the next order walks. A take is
-forgotten when the book no longer shows the level as it was taken from (its size changed, it is gone, or the
-book comes from another feed session or REST snapshot) or ``replenish_ms`` after it was made: a real taker's
-liquidity is replenished by the market. Kept in memory only: a restart forgets it.
+orders took of a level is kept per (asset, side) and left out of the book the next order walks, whatever size the
+book shows the level at since: the venue's book never shows paper takes, so what is left for the next paper order is
+the level's size now less them (a maker cancelling part of it, or a new feed session's snapshot, leaves the takes
+taken). A take is forgotten when the book no longer shows its level, and ``replenish_ms`` after it was made: a real
+taker's liquidity is replenished by the market. Kept in memory only: a restart forgets it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from common.decimals import ZERO
+from common.decimals import ONE, ZERO, fmt
 from services.executor.domain import venue_orders as v
 from services.executor.domain.book_math import (
     Level,
@@ -25,7 +26,7 @@ from services.executor.domain.book_math import (
     walk_sell_size,
     within,
 )
-from services.executor.domain.pricing import BPS
+from services.executor.domain.pricing import BPS, valid_tick
 
 PRICE_QUANTUM = Decimal("0.00000001")
 Takes = tuple[Level, ...]  # (price, shares taken) per level, best first
@@ -53,11 +54,51 @@ def walk_levels(levels: Levels, budget: Decimal, limit: Decimal, buying: bool) -
     return Walk(size, cost), tuple(takes)
 
 
+def rules_answer(req: v.PlaceRequest, tick: Decimal | None, closed: bool) -> v.VenueError | None:
+    """The live venue's answer to ``req`` on its market's rules, else None: ``MARKET_CLOSED`` when ``closed``
+    (resolved, closed or not accepting orders), ``INVALID_ORDER_MIN_TICK_SIZE`` for a limit off the ``tick`` grid or
+    outside [tick, 1 − tick] (no grid known: not checked)."""
+    if closed:
+        return v.VenueError("http", 400, "MARKET_CLOSED", "market is closed")
+    limit = req.limit_price
+    if tick is not None and valid_tick(tick) and (limit < tick or limit > ONE - tick or limit % tick != 0):
+        return v.VenueError("http", 400, "INVALID_ORDER_MIN_TICK_SIZE",
+                            f"limitPrice {fmt(limit)} is not on the {fmt(tick)} grid within [{fmt(tick)}, "
+                            f"{fmt(ONE - tick)}]")
+    return None
+
+
+class ClosedMarkets:
+    """Assets whose market the paper venue found closed, so that it stays closed to paper orders once its cached rules
+    are dropped (the executor deletes them on a ``MARKET_CLOSED``) until rules are stored again. In memory, at most
+    ``limit`` assets (the oldest forgotten first)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._assets: dict[str, None] = {}
+
+    def closed(self, asset_id: str, known: bool | None) -> bool:
+        """Whether ``asset_id`` takes no order: ``known`` as its stored rules say (None: no rules stored)."""
+        if known is None:
+            return asset_id in self._assets
+        if not known:
+            self._assets.pop(asset_id, None)
+        elif asset_id not in self._assets:
+            if len(self._assets) >= self.limit:
+                del self._assets[next(iter(self._assets))]
+            self._assets[asset_id] = None
+        return known
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+
 def simulate(req: v.PlaceRequest, bids: Levels, asks: Levels, fee_bps: Decimal) -> tuple[v.VenueResult, Takes]:
     """Fill ``req`` against a book: the final order (or a 4xx-style VenueError) and what it took of each level.
 
-    FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are taken in
-    shares on BUYs."""
+    FOK fills all or nothing, FAK what is available within the limit (the rest is killed); the fee is taken from
+    what the order receives, as the live venue takes it: shares on a BUY (``feeShares``), USD on a SELL (its
+    ``takingAmount`` is the proceeds less the fee, the same rate of their worth)."""
     buying = req.side == "BUY"
     if req.order_type not in ("FOK", "FAK"):
         return v.VenueError("http", 400, "PAPER_ORDER_TYPE_UNSUPPORTED", f"{req.order_type} is not simulated"), ()
@@ -77,19 +118,19 @@ def simulate(req: v.PlaceRequest, bids: Levels, asks: Levels, fee_bps: Decimal) 
     oid = paper_order_id(req.client_order_id)
     if walk.size <= 0:
         return v.VenueOrder(oid, req.client_order_id, v.CANCELLED), ()
-    fee = walk.size * fee_bps / BPS if buying else ZERO
     avg = (walk.cost / walk.size).quantize(PRICE_QUANTUM)
-    return v.VenueOrder(oid, req.client_order_id, v.CONFIRMED, walk.size, avg,
-                        making_amount=walk.cost if buying else walk.size,
-                        taking_amount=walk.size - fee if buying else walk.cost, fee_shares=fee), takes
+    if buying:
+        fee = walk.size * fee_bps / BPS
+        return v.VenueOrder(oid, req.client_order_id, v.CONFIRMED, walk.size, avg, making_amount=walk.cost,
+                            taking_amount=walk.size - fee, fee_shares=fee), takes
+    return v.VenueOrder(oid, req.client_order_id, v.CONFIRMED, walk.size, avg, making_amount=walk.size,
+                        taking_amount=walk.cost - walk.cost * fee_bps / BPS), takes
 
 
 @dataclass(slots=True)
 class _Level:
-    """What paper orders took of one level, as the book showed it then."""
+    """What paper orders took of one level."""
 
-    seen: Decimal  # the level's size in the book the takes were made from
-    generation: str
     takes: deque[tuple[int, Decimal]] = field(default_factory=deque)  # (expires at ms, shares), oldest first
     total: Decimal = ZERO  # the shares of ``takes``: a fan-out's orders each read it (not a sum over its takes)
 
@@ -122,9 +163,9 @@ class PaperBook:
         self._levels: dict[tuple[str, str], dict[Decimal, _Level]] = {}
         self._sweep_at_ms = 0
 
-    def net(self, asset_id: str, side: str, levels: Levels, generation: str, now_ms: int) -> Levels:
-        """``levels`` (the side a ``side`` order takes) less what paper orders took; takes of levels the book
-        changed, and expired ones, are forgotten."""
+    def net(self, asset_id: str, side: str, levels: Levels, now_ms: int) -> Levels:
+        """``levels`` (the side a ``side`` order takes) less what paper orders took of each; takes of levels the
+        book no longer shows, and expired ones, are forgotten."""
         key = (asset_id, side)
         known = self._levels.get(key)
         if not known:
@@ -133,7 +174,7 @@ class PaperBook:
         kept: dict[Decimal, _Level] = {}
         for price, size in levels:
             lv = known.get(price)
-            if lv is None or lv.seen != size or lv.generation != generation:
+            if lv is None:
                 out.append((price, size))
                 continue
             left = size - lv.taken(now_ms)
@@ -147,17 +188,16 @@ class PaperBook:
             del self._levels[key]
         return tuple(out)
 
-    def take(self, asset_id: str, side: str, levels: Levels, takes: Takes, generation: str, now_ms: int) -> None:
-        """Record ``takes`` made from ``levels`` (the book as stored, not net) right after :meth:`net`."""
+    def take(self, asset_id: str, side: str, takes: Takes, now_ms: int) -> None:
+        """Record ``takes`` (made from the book :meth:`net` returned) right after :meth:`net`."""
         self._sweep(now_ms)
         if not takes:
             return
-        sizes = dict(levels)
         known = self._levels.setdefault((asset_id, side), {})
         for price, shares in takes:
             lv = known.get(price)
-            if lv is None or lv.seen != sizes[price] or lv.generation != generation:
-                lv = known[price] = _Level(sizes[price], generation)
+            if lv is None:
+                lv = known[price] = _Level()
             lv.add(now_ms + self.replenish_ms, shares)
 
     def give_back(self, asset_id: str, side: str, takes: Takes, now_ms: int) -> None:
