@@ -9,7 +9,9 @@
   so timing reveals neither which token nor how much matched. The scheme is matched case-insensitively
   (RFC 7235 §2.1); a bare token, an empty one, several ``authorization`` values or another scheme are
   refused.
-- The check runs once per call: a stream is authenticated when it opens, never per message.
+- The check runs once per call: a stream is authenticated when it opens, never per message. A refused
+  call's request is neither read nor decoded: whatever its size or bytes, the answer is UNAUTHENTICATED.
+- Every token, however given (environment, file, or built in code), is 64 hex characters.
 - A port binds a loopback address unless configured; a non-loopback bind without TLS refuses to start
   unless ``TT_GRPC_ALLOW_INSECURE_BIND`` is true (the token then crosses the network in clear text).
 - TLS (optional, mutual): ``TT_GRPC_TLS_CERT_FILE`` / ``TT_GRPC_TLS_KEY_FILE`` (this process's certificate,
@@ -48,6 +50,7 @@ REFLECTION_SERVICES = frozenset({"grpc.reflection.v1alpha.ServerReflection", "gr
 OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
 CHALLENGE = ("www-authenticate", 'Bearer realm="tradingtools"')
 _CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*) +([A-Za-z0-9._~+/-]+=*)$")
+_TOKEN = re.compile(r"[0-9A-Fa-f]{64}")
 
 _token_id: contextvars.ContextVar[str] = contextvars.ContextVar("grpc_token_id", default="")
 
@@ -62,6 +65,11 @@ def current_token_id() -> str:
     return _token_id.get()
 
 
+def invalid_tokens(tokens: Iterable[str]) -> list[int]:
+    """Positions of the tokens that are not 64 hex characters (an empty or short one is guessable)."""
+    return [i for i, token in enumerate(tokens) if _TOKEN.fullmatch(token) is None]
+
+
 def service_of(method: str) -> str:
     """``/pkg.Service/Method`` → ``pkg.Service``."""
     return method.lstrip("/").split("/", 1)[0]
@@ -74,6 +82,8 @@ class TokenCheck:
         self._tokens = tuple(t.encode() for t in tokens)
         if not self._tokens:
             raise ValueError("at least one token is required")
+        if bad := invalid_tokens(t.decode() for t in self._tokens):
+            raise ValueError(f"token entries {bad} must be 64 hex characters")
         self._ids = tuple(token_id(t.decode()) for t in self._tokens)
 
     def verify(self, metadata: Sequence[tuple[str, str | bytes]]) -> tuple[str | None, str]:
@@ -98,25 +108,24 @@ class TokenCheck:
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that fails with UNAUTHENTICATED."""
+    """A handler that fails with UNAUTHENTICATED before reading the request.
+
+    Request-streaming whatever the method's kind and without a deserializer: gRPC reads and decodes a
+    unary request before its handler runs, and a refused caller's bytes (4 MiB, or undecodable) must cost
+    nothing and answer UNAUTHENTICATED, never the parser's error.
+    """
     details = f"unauthenticated: {message}"
 
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def deny(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, details, (CHALLENGE,))
 
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, details, (CHALLENGE,))
         yield  # pragma: no cover - makes this an async generator
 
-    kwargs: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
-                              "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(deny_stream, **kwargs)
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny_stream)
+    return grpc.stream_unary_rpc_method_handler(deny)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -222,8 +231,10 @@ class GrpcSecurity:
     allow_insecure_bind: bool = False
 
     def __post_init__(self) -> None:
-        if not self.tokens or not all(self.tokens):
+        if not self.tokens:
             raise ConfigError(f"no internal token ({INTERNAL_TOKEN_VAR}; make up generates one)")
+        if bad := invalid_tokens(t.value for t in self.tokens):
+            raise ConfigError(f"{INTERNAL_TOKEN_VAR} entries {bad} must be 64 hex characters")
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

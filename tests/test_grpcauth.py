@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from common.config import ConfigError, project_root
-from common.grpcauth import GrpcSecurity, TlsFiles, is_loopback
+from common.config import ConfigError, Secret, project_root
+from common.grpcauth import GrpcSecurity, TlsFiles, TokenCheck, is_loopback
 from common.grpcclient import blocking_channel, channel, with_credential
 from common.grpcserver import GrpcServer, start_server
 from services.control.config import Settings as ControlSettings
@@ -108,6 +108,14 @@ def test_tokens_fall_back_to_the_file_make_up_writes(tmp_path: Path) -> None:
 def test_bad_settings_are_refused_naming_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GrpcSecurity.from_env({"TT_RUN_DIR": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("tokens", [[""], ["ab"], [INTERNAL_TOKEN, ""], [INTERNAL_TOKEN, "0f" * 16], ["g" * 64]])
+def test_a_check_refuses_an_empty_or_short_token_however_it_is_built(tokens: list[str]) -> None:
+    with pytest.raises(ValueError, match="64 hex"):
+        TokenCheck(tokens)
+    with pytest.raises(ConfigError, match="64 hex"):
+        GrpcSecurity(tuple(Secret(t) for t in tokens))
 
 
 def test_the_control_token_file_counts_too(tmp_path: Path) -> None:

@@ -128,8 +128,8 @@ def guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandle
 
 class DecodeGuard(grpc.aio.ServerInterceptor):
     """Applies :func:`guarded` to every method. Last in the interceptor list: it guards the servicer's own
-    handler, and a token check before it (which reuses the guarded deserializer) still answers a call
-    without a valid token UNAUTHENTICATED, whatever its bytes."""
+    handler, and a token check before it refuses a call without a valid token UNAUTHENTICATED before its
+    request is read, whatever its bytes."""
 
     async def intercept_service(
         self,
