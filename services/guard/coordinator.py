@@ -242,8 +242,8 @@ class Guard:
                 self.changed(asset_id)
             self.spawn(self._resolve(view, assets))
             return Outcome()
-        if view.stale or not self.engine.watches(view.asset_id):
-            self._last_prices.pop(view.asset_id, None)
+        if view.stale or not self.engine.watches(view.asset_id) or received_ns < self.engine.armed_ns:
+            self._last_prices.pop(view.asset_id, None)  # (before a stop's arm it lifted nothing: the same after may)
         else:
             self._last_prices[view.asset_id] = raw
         # a tick read too late to fire on (stale by its age only) was the book's price: it lifts trailing marks
@@ -274,9 +274,12 @@ class Guard:
         """The engine's triggers on ``asset_id`` changed: the next tick must be evaluated whatever its prices."""
         self._last_prices.pop(asset_id, None)
 
-    def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo, trusted: bool = True) -> Outcome:
-        """Run the engine for one asset's prices and act on the outcome (``trusted``: :meth:`Engine.on_tick`)."""
-        out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted, received_ns=info.received_time_ns)
+    def evaluate(self, asset_id: str, prices: Prices, *, stale: bool, info: TickInfo, trusted: bool = True,
+                 seen_ns: int = 0) -> Outcome:
+        """Run the engine for one asset's prices and act on the outcome (``trusted``: :meth:`Engine.on_tick`;
+        ``seen_ns``: when the prices were known current, when not the time ingest received them)."""
+        out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted,
+                                  received_ns=seen_ns or info.received_time_ns)
         if self.bands is not None:
             self.bands.kick()  # a mark may have risen, a trigger fired or been held
         if stale:
@@ -309,7 +312,8 @@ class Guard:
         """Evaluate the stored books of these assets (a stale book holds, a fresh one may fire; a book is fresh
         only when the venue confirmed it within the book age: never snapshotted, or left by a feed session
         that is over, it is stale whatever its levels say)."""
-        now_ms = self.clock_ns() // 1_000_000
+        now_ns = self.clock_ns()  # the books read are the prices from now on: a stop armed since may not take them
+        now_ms = now_ns // 1_000_000
         books, beat = await self.markets.books_and_feed(asset_ids)
         for asset_id, book in books.items():
             bid, ask = book.best_bid, book.best_ask
@@ -317,7 +321,7 @@ class Guard:
                             last_trade=book.last_trade_price)
             stale = book.is_stale(now_ms, self.book_max_age_ms, beat)
             # a stale stored book may be out of sync: its prices lift no mark
-            self.evaluate(asset_id, prices, stale=stale, trusted=not stale,
+            self.evaluate(asset_id, prices, stale=stale, trusted=not stale, seen_ns=now_ns,
                           info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
         return len(books)
 

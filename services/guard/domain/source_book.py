@@ -48,8 +48,9 @@ class SourceBook:
         elif self.trail is not None:
             self.trail.remove(spec.id)
 
-    def take(self, price: Decimal) -> list[tuple[str, Decimal | None]]:
-        """Remove and return what fires at ``price``: (id, mark for trailing stops)."""
+    def take(self, price: Decimal, *, lift: bool = True) -> list[tuple[str, Decimal | None]]:
+        """Remove and return what fires at ``price``: (id, mark for trailing stops); ``lift`` False: the price
+        activates and lifts no trailing stop (:meth:`TrailBook.fire`)."""
         out: list[tuple[str, Decimal | None]] = []
         tp, sl = self.tp, self.sl
         if tp and tp[0][0] <= price:  # the lowest take-profit first: usually nothing crosses
@@ -61,7 +62,7 @@ class SourceBook:
             out.extend((tid, None) for _p, tid in sl.islice(start))
             del sl[start:]
         if self.trail is not None and len(self.trail):
-            out.extend(self.trail.tick(price))
+            out.extend(self.trail.tick(price) if lift else self.trail.fire(price))
         return out
 
     def peek(self, price: Decimal) -> list[str]:

@@ -18,7 +18,7 @@ _SOURCE_INDEX = {Source.BEST_BID: 0, Source.MID: 1, Source.LAST_TRADE: 2}  # ord
 
 
 class BadTick(ValueError):
-    """A tick whose prices do not parse or are out of (0, 1]."""
+    """A tick whose prices do not parse or are out of [0, 1]."""
 
 
 class TickView(NamedTuple):
@@ -42,19 +42,23 @@ _ONE = Decimal(1)
 
 
 def _price(raw: str, name: str) -> Decimal | None:
+    """The price, or None when absent. A 0 (a last trade ingest read as "0", which it accepts in [0, 1]) is no price:
+    no level or trade is priced 0, and the tick's other prices still count."""
     if not raw:
         return None
-    value = _PARSED_HOT.get(raw) or PARSED.get(raw)
+    value = _PARSED_HOT.get(raw)
+    if value is None:
+        value = PARSED.get(raw)
     if value is not None:
-        return value
+        return value or None
     try:
         value = parse_decimal(raw)
     except ValueError as exc:
         raise BadTick(f"{name}: {exc}") from None
-    if not _ZERO < value <= _ONE:
-        raise BadTick(f"{name} out of (0, 1]: {raw}")
+    if not _ZERO <= value <= _ONE:
+        raise BadTick(f"{name} out of [0, 1]: {raw}")
     PARSED.put(raw, value)
-    return value
+    return value or None
 
 
 def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
@@ -88,7 +92,7 @@ def view(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> TickView:
 
 
 def known_prices(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
-    """The tick's prices (best bid, mid, last trade; None when absent) when each is known valid, else None
+    """The tick's prices (best bid, mid, last trade; None when absent or 0) when each is known valid, else None
     (not parsed yet, or malformed: the full path decides)."""
     prices: list[Decimal | None] = []
     known = _PARSED_HOT.get
@@ -99,7 +103,7 @@ def known_prices(raw: tuple[str, str, str]) -> list[Decimal | None] | None:
         price = known(text)
         if price is None:
             return None
-        prices.append(price)
+        prices.append(price or None)
     return prices
 
 

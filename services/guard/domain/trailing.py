@@ -115,6 +115,13 @@ class TrailBook:
             return self._fire(price)
         return []
 
+    def fire(self, price: Decimal) -> list[tuple[str, Decimal]]:
+        """Apply a fresh price that may lift nothing (received before a stop here was armed): return the stops that
+        fire with today's marks."""
+        if self._by_threshold and self._by_threshold[-1][0] >= price:
+            return self._fire(price)
+        return []
+
     def rise(self, price: Decimal) -> bool:
         """Apply a price that may not fire (a fresh price read late): activate and lift marks only. True when a
         stop was activated or a mark lifted."""

@@ -24,7 +24,6 @@ __all__ = ["Band", "Cancelled", "Engine", "Fired", "Held", "Outcome", "Prices", 
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
 
-
 Band = tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...]  # (source, lo, hi, hi_inclusive)
 
 
@@ -46,6 +45,7 @@ class Engine:
         self._dirty_books: dict[int, SourceBook] = {}
         self._band_dirty: set[str] = set()  # assets whose published band may have changed (take_band_changes)
         self._noting: list[set[str]] = []  # open :meth:`noting` blocks
+        self.armed_ns = 0  # when the latest trailing stop was armed or changed (any asset), Unix ns
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -165,6 +165,7 @@ class Engine:
         book.add(spec, unsaved_mark=carried)
         if spec.kind is Kind.TRAILING_STOP and armed_ns > book.armed_ns:
             book.armed_ns = armed_ns
+            self.armed_ns = max(self.armed_ns, armed_ns)
         if carried:
             self._dirty_books[id(book)] = book
         ids = self._by_asset.get(spec.asset_id)
@@ -212,9 +213,9 @@ class Engine:
         received it, guard read it too late to fire on it) first activates trailing stops and lifts their marks as
         a fresh one does: the price really was the book's, and a high-water mark is the highest price seen.
         ``trusted=False`` (the book itself was stale or out of sync, or the tick's age is unknown): nothing moves.
-        Nor does a trusted stale price received (``received_ns``) before a trailing stop of its asset and source was
-        armed or changed: that price came before the stop existed (or before a PATCH moved its activation price),
-        and a mark taken from it would sell the position too early.
+        Nor does a price received (``received_ns``, 0: unknown) before a trailing stop of its asset and source was
+        armed or changed, though a fresh one fires what it crosses: that price came before the stop existed (or before
+        a PATCH moved its activation price), and a mark taken from it would sell the position too early.
         """
         books = self._books.get(asset_id)
         if not books:
@@ -229,7 +230,7 @@ class Engine:
             price = prices.get(source)
             if price is None or price <= 0:
                 continue
-            for tid, mark in book.take(price):
+            for tid, mark in book.take(price, lift=not book.armed_ns > received_ns > 0):
                 spec = self._specs[tid]
                 crossed.append((spec.with_mark(mark) if mark is not None else spec, price))
             if book.trail is not None and book.trail.dirty:
@@ -294,9 +295,7 @@ class Engine:
             if trail is None or not len(trail) or book.armed_ns > received_ns:
                 continue
             price = prices.get(source)
-            if price is None or price <= 0:
-                continue
-            if trail.rise(price):
+            if price is not None and price > 0 and trail.rise(price):
                 moved = True
                 self._dirty_books[id(book)] = book
         if moved:
