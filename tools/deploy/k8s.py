@@ -12,6 +12,7 @@ from typing import Any
 
 from tools.deploy import spec
 from tools.deploy.spec import APP, Component
+from tools.envoy_config import ACCESS_LOG_FLUSH_ARGS
 
 NAME = "app.kubernetes.io/name"
 PART_OF = "app.kubernetes.io/part-of"
@@ -95,7 +96,7 @@ def envoy_containers(c: Component) -> tuple[list[Obj], list[Obj]]:
         "name": "envoy", "image": c.image, "imagePullPolicy": "IfNotPresent",
         "command": ["envoy"],
         "args": ["-c", f"{spec.ENVOY_CONFIG_DIR}/envoy.yaml", "--disable-hot-restart", "--concurrency", "2",
-                 "--log-level", "warn", "--drain-time-s", "5"],
+                 "--log-level", "warn", "--drain-time-s", "5", *ACCESS_LOG_FLUSH_ARGS],
         "ports": [{"name": "http", "containerPort": c.port, "protocol": "TCP"}],
         # Ready when control answers through it; alive while it accepts connections (a control outage must
         # not restart the edge).
