@@ -162,21 +162,49 @@ def dump_tasks() -> None:
     log.warning("asyncio tasks", extra={"tasks": task_stacks(asyncio.all_tasks())})
 
 
+class _StoppedDuringStartUp(Exception):
+    """SIGTERM or SIGINT came before the service took over their handling (:func:`wait_for_termination`)."""
+
+
 def run(main: Callable[[], Coroutine[Any, Any, T]], *, exit_grace_s: float = EXIT_GRACE_S) -> T:
     """Run an async main on uvloop. When it fails (a storage server still down at start-up...), the error is logged
     at once and the process ends within ``exit_grace_s``: asyncio's clean-up waits for every cancelled task, and
-    one that does not end would keep the process alive, serving nothing, where its supervisor cannot see it."""
+    one that does not end would keep the process alive, serving nothing, where its supervisor cannot see it.
+    SIGTERM or SIGINT before the service handles them itself (during start-up) cancels ``main``, is logged, and
+    the process exits 0 within ``exit_grace_s`` (it died silently by the signal's default action)."""
     import uvloop
 
-    return uvloop.run(_exit_on_failure(main(), exit_grace_s))
+    try:
+        return uvloop.run(_exit_on_failure(main(), exit_grace_s))
+    except _StoppedDuringStartUp:
+        raise SystemExit(0) from None
 
 
 async def _exit_on_failure(main: Coroutine[Any, Any, T], exit_grace_s: float) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopped: list[int] = []
+
+    def stop_during_start_up(sig: int) -> None:
+        if not stopped and task is not None:
+            stopped.append(sig)
+            log.warning("stop requested during start-up", extra={"signal": signal.Signals(sig).name})
+            exit_later(exit_grace_s, HUNG_EXIT_CODE, loop=loop)
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_during_start_up, sig)
     try:
         return await main
+    except asyncio.CancelledError:
+        if stopped:
+            raise _StoppedDuringStartUp from None
+        log.error("service cancelled; exiting")
+        exit_later(exit_grace_s, HUNG_EXIT_CODE, loop=loop)
+        raise
     except BaseException as exc:
         log.error("service failed; exiting", extra={"error": repr(exc)[:500]})
-        exit_later(exit_grace_s, HUNG_EXIT_CODE, loop=asyncio.get_running_loop())
+        exit_later(exit_grace_s, HUNG_EXIT_CODE, loop=loop)
         raise
 
 
