@@ -153,7 +153,17 @@ def scrape(p: Pipeline, service: str) -> dict[str, list[tuple[dict[str, str], fl
     return out
 
 
+def _all_routed(p: Pipeline) -> bool:
+    """The traffic's four trades were kept by ingest and routed (the breaker's alerts may come before the last)."""
+    router, ingest = scrape(p, "router"), scrape(p, "ingest")
+    assert sum(v for _, v in router.get("router_skips_total", [])) >= 4
+    assert sum(v for _, v in router.get("router_received_to_routed_milliseconds_count", [])) >= 4
+    assert sum(v for _, v in ingest.get("ingest_trades_kept_total", [])) >= 4
+    return True
+
+
 def test_every_metric_of_the_dashboard_and_the_rules_is_scraped(stack: Pipeline, traffic: Traffic) -> None:
+    eventually_sync(lambda: _all_routed(stack), timeout_s=30, message="the four trades routed")
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for service in SERVICES:
         for name, rows in scrape(stack, service).items():
