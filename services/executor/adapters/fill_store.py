@@ -79,11 +79,14 @@ RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_
 
 CUSTOM_PLAN_ROWS = 16  # bookings of this many positions or more are planned for themselves (see below)
 
-# ``fills_version`` counts the bookings of the subscription's fills (readers cache by it).
+# ``fills_version`` counts the bookings of the subscription's fills (readers cache by it). Rows are taken in
+# subscription order, as settlement and the router's skip counts take them: in the fills' order, two transactions
+# meeting the same two subscriptions the other way round deadlocked.
 _UPSERT_STATS = """
 INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, realized_pnl_usd, updated_at, fills_version)
 SELECT r.sub, r.copied, r.exposure, r.pnl, now(), 1
 FROM json_to_recordset(%s::json) AS r(sub text, copied bigint, exposure numeric, pnl numeric)
+ORDER BY r.sub
 ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied + EXCLUDED.copied,
     exposure_usd = GREATEST(0, subscription_stats.exposure_usd + EXCLUDED.exposure_usd),
     realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now(),

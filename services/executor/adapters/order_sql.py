@@ -141,7 +141,8 @@ evo AS ({TO_OUTBOX})
 """
 
 # Copies declined as skips (:mod:`services.executor.domain.copy_skips`) are counted with the router's: a copy_skips
-# row (one per leader trade and subscription, so a replay counts nothing) and the subscription's ``skipped``.
+# row (one per leader trade and subscription, so a replay counts nothing) and the subscription's ``skipped``, its
+# stats rows taken in key order as every writer of several takes them (fill_store._UPSERT_STATS).
 RECORD_SKIPS = """
 WITH s AS (
     INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
@@ -151,7 +152,7 @@ WITH s AS (
     RETURNING subscription_id
 )
 INSERT INTO subscription_stats (subscription_id, skipped, updated_at)
-SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id
+SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id ORDER BY subscription_id
 ON CONFLICT (subscription_id) DO UPDATE
     SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
 """

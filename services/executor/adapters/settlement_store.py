@@ -140,10 +140,15 @@ WHERE r.shares > 0
 ON CONFLICT (id) DO NOTHING
 """
 
+# The rows are locked in subscription order first (``l``; an UPDATE ... FROM takes them in its plan's order), as
+# every writer of several stats rows takes them (fill_store._UPSERT_STATS).
 _STATS = """
+WITH r AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json) AS r(sub text, cost numeric, pnl numeric)),
+l AS MATERIALIZED (SELECT s.subscription_id FROM subscription_stats s WHERE s.subscription_id IN (SELECT sub FROM r)
+                   ORDER BY s.subscription_id FOR NO KEY UPDATE)
 UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd - r.cost),
     realized_pnl_usd = s.realized_pnl_usd + r.pnl, updated_at = now(), fills_version = s.fills_version + 1
-FROM json_to_recordset(%s::json) AS r(sub text, cost numeric, pnl numeric)
+FROM r JOIN l ON l.subscription_id = r.sub
 WHERE s.subscription_id = r.sub
 """
 

@@ -153,7 +153,8 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
 # max(before + S_n, S_n - min_k S_k) over the prefix sums S_k of the new trades' changes, in batch order.
 # The payloads travel as one bytea cut server-side (psycopg's text dump of a bytea[] escapes every byte
 # in Python: ~6 ms for a 1,000-follower RoutedTrade). A leader with no row yet gets one only by buying:
-# sells of a position never seen bought leave it unknown. The text is compacted
+# sells of a position never seen bought leave it unknown. The skip counts take their subscription_stats rows in key
+# order, as the executor's fill booking does (a GROUP BY's order deadlocked with it). The text is compacted
 # so that psycopg caches its parsing.
 PERSIST = compact_sql("""
 WITH inp AS (
@@ -185,7 +186,7 @@ WITH inp AS (
     RETURNING subscription_id
 ), st AS (
     INSERT INTO subscription_stats (subscription_id, skipped, updated_at)
-    SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id
+    SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id ORDER BY subscription_id
     ON CONFLICT (subscription_id) DO UPDATE
         SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
 ), lpd AS (
