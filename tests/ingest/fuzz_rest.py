@@ -76,6 +76,12 @@ class Hashes:
         self.writes += 1
         self.h.setdefault(key, {}).update(mapping or {str(field): str(value)})
 
+    async def eval(self, _script: str, _numkeys: int, key: str, _asked_ms: str, *pairs: str) -> int:
+        """The market sync's REST write (one Lua call in Redis), as a plain HSET."""
+        self.writes += 1
+        self.h.setdefault(key, {}).update(zip(pairs[::2], pairs[1::2], strict=True))
+        return 0
+
 
 class RestHarness:
     """The poller and the market sync over the real HTTP client, one event loop for all examples."""

@@ -271,6 +271,10 @@ class _Hashes:
     async def hset(self, key: str, mapping: dict[str, str]) -> None:
         self.h[key] = dict(mapping)
 
+    async def eval(self, _script: str, _numkeys: int, key: str, _asked_ms: str, *pairs: str) -> int:
+        self.h[key] = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        return 0
+
 
 def test_market_info_keeps_its_tick_unless_the_venue_sent_another_on_the_socket() -> None:
     s = state(T1, T2)
