@@ -96,7 +96,8 @@ async def _all_done_once(h: Harness, orders: list[epb.Order], *, replays_at_most
 
 async def test_a_standby_waits_and_takes_over_when_the_active_executor_dies(harness: Harness, tmp_path: Path) -> None:
     log_path = tmp_path / "executor.log"
-    orders, active = await _route_and_start(harness, log_path)
+    orders, active = await _route_and_start(harness, log_path, trades=100)
+    harness.fake.faults.post_delay_s = 0.05  # ~6 s of POSTs left: the standby's start must come before the last
     standby = _spawn(harness, log_path, TT_TUNE_EXECUTOR_LEASE_POLL_S="0.05")
     try:
         await eventually(lambda: _lease_connections(harness.db_url) == 2, timeout_s=30)
