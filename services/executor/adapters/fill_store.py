@@ -2,11 +2,13 @@
 ``subscription_stats``, inside the journal's transaction, in three statements per batch whatever its size (the
 ``fills`` insert can ride along with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), two
 more for each position sold and bought again within the batch (:func:`lives_apart`), and one for the wallets' realized
-PnL of the day when a fill realized some (:mod:`~services.executor.adapters.day_pnl`, last). What a fill does to a
-position is :mod:`services.executor.domain.fill_math`.
+PnL of the day when a fill realized some (:mod:`~services.executor.adapters.day_pnl`, last). The batch's copies
+declined as skips are counted by the same stats upsert. What a fill does to a position is
+:mod:`services.executor.domain.fill_math`.
 
-A fill replayed after a restart conflicts on its id and books nothing. Positions are locked in a fixed order
-(wallet, asset) as they are read, so concurrent executors cannot deadlock or lose an update.
+A fill replayed after a restart conflicts on its id and books nothing. A booking takes every position of the batch
+first, in (wallet, asset) order, then every stats row in one upsert, in subscription order, then the wallets' day
+rows: settlement and reconciliation take them in that order too, so none of them deadlocks with it.
 
 A position has one venue (settlement, reconciliation and exits go by it). A fill of the other venue than the
 position's open life (which admission keeps from happening: ``order_store.ADMIT_INTENTS``) keeps its ``fills`` row
@@ -30,6 +32,7 @@ from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.text import storable
 from services.executor.adapters.day_pnl import book_day_pnl
+from services.executor.adapters.order_sql import INSERT_FILLS, RECORD_COUNTS, SKIPS, UPSERT_COUNTS
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.order_intake import market_condition
@@ -51,19 +54,6 @@ def _export() -> None:
         for venue in ("INSIDERS", "PAPER"):
             _OTHER_VENUE.add(0, {"venue": venue})
 
-INSERT_FILLS = """
-INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
-                   condition_id, outcome, side, size, price, notional_usd, venue, fill_time, leader_trade_time,
-                   copy_latency_ms, fee_shares)
-SELECT r.id, NULLIF(r.sub, ''), r.wallet, r.coid, r.lt, r.tx, r.asset, r.cond, r.outcome, r.side, r.size, r.price,
-       r.notional, r.venue, to_timestamp(r.fill_ms / 1000.0),
-       CASE WHEN r.lt_ms > 0 THEN to_timestamp(r.lt_ms / 1000.0) END, r.latency, r.fee
-FROM json_to_recordset(%s::json) AS r(id text, sub text, wallet text, coid text, lt text, tx text, asset text,
-     cond text, outcome text, side text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint,
-     lt_ms bigint, latency numeric, fee numeric)
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
 
 # Creates the missing positions and locks every one (the no-op update takes the row lock), returning
 # the current values: one statement instead of an insert and a SELECT ... FOR UPDATE. Rows are
@@ -80,8 +70,9 @@ RETURNING follower_wallet_id, asset_id, size, avg_price, cost_usd, realized_pnl_
 CUSTOM_PLAN_ROWS = 16  # bookings of this many positions or more are planned for themselves (see below)
 
 # ``fills_version`` counts the bookings of the subscription's fills (readers cache by it). Rows are taken in
-# subscription order, as settlement and the router's skip counts take them: in the fills' order, two transactions
-# meeting the same two subscriptions the other way round deadlocked.
+# subscription order, as settlement, reconciliation and the router's skip counts take them: in the fills' order, two
+# transactions meeting the same two subscriptions the other way round deadlocked. A booking with skips to count
+# upserts ``order_sql.UPSERT_COUNTS`` instead (:func:`_variant`), in the same place.
 _UPSERT_STATS = """
 INSERT INTO subscription_stats (subscription_id, copied, exposure_usd, realized_pnl_usd, updated_at, fills_version)
 SELECT r.sub, r.copied, r.exposure, r.pnl, now(), 1
@@ -92,6 +83,7 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
     realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now(),
     fills_version = subscription_stats.fills_version + 1
 """
+
 
 # The subscriptions' deltas and the positions' new values, in one statement. ``pnl_day_realized_usd``
 # adds this booking's realized change (new minus stored) to what the position realized earlier on the
@@ -120,7 +112,7 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # counts it against its token as long as it lasts, while its exits and manual orders name the market); an order
 # naming none (or an id of another form) keeps the row's.
 _UPDATE_TEMPLATE = f"""
-WITH s AS ({_UPSERT_STATS.strip()}),
+WITH {{counts}}s AS ({_UPSERT_STATS.strip()}),
 r AS (SELECT * FROM json_to_recordset(%s::json) AS r(w text, a text, c text, k boolean, size numeric, avg numeric,
       cost numeric, pnl numeric, pid text, origin text, sub text, venue text, outcome text, base numeric,
       shares jsonb)),
@@ -189,11 +181,20 @@ pf AS (
     ON CONFLICT (id) DO NOTHING
 )"""
 PART_ORDER_PREFIX = "part_"
-# (few positions, with part fills) → statement
-_UPDATES = {(few, parts): sql.replace("{parts}", _PART_FILLS if parts else "")
-            for few, sql in ((False, _UPDATE_TEMPLATE), (True, _FEW_TEMPLATE)) for parts in (False, True)}
-_UPDATE_POSITIONS_AND_STATS = _UPDATES[(False, False)]
-_UPDATE_FEW_POSITIONS_AND_STATS = _UPDATES[(True, False)]
+
+
+def _variant(sql: str, parts: bool, skips: bool) -> str:
+    """The positions statement with part fills, and with skips counted, or not."""
+    if skips:
+        sql = sql.replace("{counts}", SKIPS + ",\n").replace(_UPSERT_STATS.strip(), UPSERT_COUNTS.strip())
+    return sql.replace("{counts}", "").replace("{parts}", _PART_FILLS if parts else "")
+
+
+# (few positions, with part fills, with skips) → statement
+_UPDATES = {(few, parts, skips): _variant(sql, parts, skips) for few, sql in ((False, _UPDATE_TEMPLATE),
+            (True, _FEW_TEMPLATE)) for parts in (False, True) for skips in (False, True)}
+_UPDATE_POSITIONS_AND_STATS = _UPDATES[(False, False, False)]
+_UPDATE_FEW_POSITIONS_AND_STATS = _UPDATES[(True, False, False)]
 
 
 def _fill_row(t: Ticket, b: Booking) -> dict[str, Any]:
@@ -212,26 +213,59 @@ def fills_json(fills: list[tuple[Ticket, Booking]]) -> str:
     return orjson.dumps([_fill_row(t, b) for t, b in fills]).decode()
 
 
-async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]]) -> list[Booked]:
-    """Book ``fills`` (in order) in the cursor's transaction; replays book nothing."""
+async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]], skips: str | None = None
+               ) -> list[Booked]:
+    """Book ``fills`` (in order) in the cursor's transaction, counting ``skips`` (the JSON parameter of
+    :data:`~.order_sql.SKIPS`) with their stats; replays book nothing."""
     if not fills:
+        if skips is not None:
+            await cur.execute(RECORD_COUNTS, (skips, "[]"))
         return []
     await cur.execute(INSERT_FILLS, (fills_json(fills),))
     new_ids = {r["id"] for r in await cur.fetchall()}
-    return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids])
+    return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids], skips)
 
 
-async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
-    """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), in the
-    cursor's transaction: two statements per part of :func:`lives_apart` (one part, whatever the batch size,
-    unless a position is sold and bought again within the batch), then the wallets' day when PnL was realized."""
+class _Counts:
+    """The stats deltas of a booking's parts and its skips, written once, by the last positions statement."""
+
+    def __init__(self, skips: str | None) -> None:
+        self.skips = skips
+        self.stats: dict[str, list[Any]] = {}  # subscription → [copied, exposure, pnl]
+        self.pending = skips is not None
+
+    def add(self, stats: Mapping[str, Any]) -> None:
+        """Add a part's deltas (``fill_math.settle``'s)."""
+        for sub, d in stats.items():
+            acc = self.stats.setdefault(sub, [0, ZERO, ZERO])
+            acc[0], acc[1], acc[2] = acc[0] + d.copied, acc[1] + d.exposure, acc[2] + d.pnl
+        self.pending = self.pending or bool(stats)
+
+    def take(self) -> tuple[str, ...]:
+        """The parameters of the stats upsert (the skips' first when there are some); none pending after."""
+        self.pending = False
+        stats = orjson.dumps([{"sub": sub, "copied": c, "exposure": str(e), "pnl": str(p)}
+                              for sub, (c, e, p) in self.stats.items()]).decode()
+        return (stats,) if self.skips is None else (self.skips, stats)
+
+
+async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]], skips: str | None = None
+                   ) -> list[Booked]:
+    """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), and the
+    ``skips`` counted, in the cursor's transaction: two statements per part of :func:`lives_apart` (one part,
+    whatever the batch size, unless a position is sold and bought again within the batch), then the wallets' day
+    when PnL was realized. The first part locks the positions of all, the last one writes the stats of all."""
     _export()
     booked: list[Booked] = []
-    for part in lives_apart(fresh):
-        booked += await _book_part(cur, part)
+    counts = _Counts(skips)
+    parts = lives_apart(fresh)
+    for i, part in enumerate(parts):
+        ahead = [f for later in parts[i + 1:] for f in later] if i == 0 else []
+        booked += await _book_part(cur, part, ahead, counts, i == len(parts) - 1)
+    if counts.pending:  # the last part booked nothing (of another venue), or no fill was new
+        await cur.execute(RECORD_COUNTS, (skips or "[]", counts.take()[-1]))
     await book_day_pnl(cur, ((done.ticket.order.follower_wallet_id, done.effect.realized_pnl_usd) for done in booked))
     return booked
-
 
 def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, Booking]]]:
     """``fills`` in order, cut before a BUY of a position that a SELL, or a BUY's fee beyond its fill (it takes
@@ -258,12 +292,18 @@ def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, 
     return parts
 
 
-async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]]) -> list[Booked]:
-    """:func:`book_new` of fills in which no position is closed and opened again: two statements."""
+async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]],
+                     ahead: list[tuple[Ticket, Booking]], counts: _Counts, last: bool) -> list[Booked]:
+    """:func:`book_new` of fills in which no position is closed and opened again: two statements (the first also
+    locks the positions of the fills ``ahead``; the stats are written by the ``last`` part's)."""
     keys: dict[tuple[str, str], Ticket] = {}
     for t, _ in fresh:
         keys.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
-    key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy} for (w, a), t in keys.items()]
+    locking = dict(keys)
+    for t, _ in ahead:
+        locking.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
+    key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy}
+                for (w, a), t in locking.items()]
     await cur.execute(_LOCK_POSITIONS, (orjson.dumps(key_rows).decode(),))
     positions: dict[tuple[str, str], Position] = {}
     splits: dict[tuple[str, str], Mapping[str, shares.Part]] = {}
@@ -271,6 +311,8 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     venues: dict[tuple[str, str], str | None] = {}
     for r in await cur.fetchall():
         key = (r["follower_wallet_id"], r["asset_id"])
+        if key not in keys:
+            continue
         positions[key] = Position(r["size"], r["avg_price"], r["cost_usd"], r["realized_pnl_usd"])
         openers[key] = r["subscription_id"]
         venues[key] = r["venue"] if r["size"] > 0 else None
@@ -282,18 +324,16 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     booking = {(t.order.follower_wallet_id, t.order.asset_id) for t, _ in fresh}
     keys = {k: t for k, t in keys.items() if k in booking}
     booked, stats, opened = settle(positions, fresh, splits)
-    stats_json = orjson.dumps([{"sub": sub, "copied": s.copied, "exposure": str(s.exposure), "pnl": str(s.pnl)}
-                               for sub, s in stats.items()]).decode()
+    counts.add(stats)
     rows = [_position_row(w, a, keys[(w, a)], p, opened.get((w, a)), splits[(w, a)], openers[(w, a)])
             for (w, a), p in positions.items() if (w, a) in keys]
     parts = [row for (_, b), done in zip(fresh, booked, strict=True) for row in _part_fills(b, done)]
-    params: tuple[str, ...] = (stats_json, orjson.dumps(rows).decode())
+    params = (counts.take() if last else ("[]",)) + (orjson.dumps(rows).decode(),)
     if parts:
         params += (orjson.dumps(parts).decode(),)
-    if len(rows) >= CUSTOM_PLAN_ROWS:
-        await cur.execute(_UPDATES[(False, bool(parts))], params, prepare=False)
-    else:
-        await cur.execute(_UPDATES[(True, bool(parts))], params)
+    few = len(rows) < CUSTOM_PLAN_ROWS
+    await cur.execute(_UPDATES[(few, bool(parts), last and counts.skips is not None)], params,
+                      prepare=None if few else False)
     return booked
 
 

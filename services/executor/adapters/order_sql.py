@@ -3,7 +3,6 @@ outbox and history, copies declined as skips, and the reads of open orders (:mod
 
 from __future__ import annotations
 
-from services.executor.adapters.fill_store import INSERT_FILLS
 from services.executor.domain.order_lifecycle import TERMINAL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
@@ -129,6 +128,21 @@ RETURNING event_id, seq
 TO_OUTBOX = "INSERT INTO order_events_outbox (event_id, seq) SELECT event_id, seq FROM ev"
 INSERT_EVENTS = f"WITH ev AS ({EVENT_ROWS.strip()})\n{TO_OUTBOX}"
 
+# The fills of a journal batch, those inserted now returned (``fill_store`` books them).
+INSERT_FILLS = """
+INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, leader_trade_id, leader_tx_hash, asset_id,
+                   condition_id, outcome, side, size, price, notional_usd, venue, fill_time, leader_trade_time,
+                   copy_latency_ms, fee_shares)
+SELECT r.id, NULLIF(r.sub, ''), r.wallet, r.coid, r.lt, r.tx, r.asset, r.cond, r.outcome, r.side, r.size, r.price,
+       r.notional, r.venue, to_timestamp(r.fill_ms / 1000.0),
+       CASE WHEN r.lt_ms > 0 THEN to_timestamp(r.lt_ms / 1000.0) END, r.latency, r.fee
+FROM json_to_recordset(%s::json) AS r(id text, sub text, wallet text, coid text, lt text, tx text, asset text,
+     cond text, outcome text, side text, size numeric, price numeric, notional numeric, venue text, fill_ms bigint,
+     lt_ms bigint, latency numeric, fee numeric)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
 # The common journal write in one statement: order updates, their events and their fills (the fills
 # inserted now are returned; positions follow in the same transaction). Without fills it is the whole
 # write, atomic on its own, so it needs no BEGIN / COMMIT.
@@ -141,21 +155,32 @@ evo AS ({TO_OUTBOX})
 """
 
 # Copies declined as skips (:mod:`services.executor.domain.copy_skips`) are counted with the router's: a copy_skips
-# row (one per leader trade and subscription, so a replay counts nothing) and the subscription's ``skipped``, its
-# stats rows taken in key order as every writer of several takes them (fill_store._UPSERT_STATS).
-RECORD_SKIPS = """
-WITH s AS (
+# row each (``k``: one per leader trade and subscription, so a replay counts nothing) and the subscription's
+# ``skipped``, in the upsert of the batch's fill stats (``fill_store``: the positions first, then every stats row
+# in key order, in one statement, as every writer of several takes them). Its parameters: the skips, the stats.
+SKIPS = """k AS (
     INSERT INTO copy_skips (subscription_id, leader_trade_id, follower_wallet_id, reason, detail)
     SELECT r.sub, r.lt, r.wallet, r.reason, r.detail
     FROM json_to_recordset(%s::json) AS r(sub text, lt text, wallet text, reason text, detail text)
     ON CONFLICT (leader_trade_id, subscription_id) DO NOTHING
     RETURNING subscription_id
-)
-INSERT INTO subscription_stats (subscription_id, skipped, updated_at)
-SELECT subscription_id, count(*), now() FROM s GROUP BY subscription_id ORDER BY subscription_id
-ON CONFLICT (subscription_id) DO UPDATE
-    SET skipped = subscription_stats.skipped + EXCLUDED.skipped, updated_at = now()
+)"""
+UPSERT_COUNTS = """
+INSERT INTO subscription_stats (subscription_id, copied, skipped, exposure_usd, realized_pnl_usd, updated_at,
+                                fills_version)
+SELECT d.sub, sum(d.copied), sum(d.skipped), sum(d.exposure), sum(d.pnl), now(), max(d.v)
+FROM (SELECT r.sub, r.copied, 0 AS skipped, r.exposure, r.pnl, 1 AS v
+      FROM json_to_recordset(%s::json) AS r(sub text, copied bigint, exposure numeric, pnl numeric)
+      UNION ALL SELECT k.subscription_id, 0, 1, 0, 0, 0 FROM k) d
+GROUP BY d.sub ORDER BY d.sub
+ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied + EXCLUDED.copied,
+    skipped = subscription_stats.skipped + EXCLUDED.skipped,
+    exposure_usd = GREATEST(0, subscription_stats.exposure_usd + EXCLUDED.exposure_usd),
+    realized_pnl_usd = subscription_stats.realized_pnl_usd + EXCLUDED.realized_pnl_usd, updated_at = now(),
+    fills_version = subscription_stats.fills_version + EXCLUDED.fills_version
 """
+# The same alone: skips without fills booked (or stats no positions statement carried).
+RECORD_COUNTS = f"WITH {SKIPS}\n{UPSERT_COUNTS.strip()}\n"
 
 
 # Appended events leave the outbox (by its key; an event the sweep appended first is simply gone), and orders

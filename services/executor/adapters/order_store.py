@@ -114,7 +114,7 @@ def update_json(changes: list[Change]) -> str:
 
 
 def skips_json(items: list[tuple[Ticket, OrderLife]]) -> str:
-    """The JSON parameter of :data:`sql.RECORD_SKIPS`: the skips among ``items``."""
+    """The skips' JSON parameter of :data:`sql.RECORD_COUNTS` (and of a booking): the skips among ``items``."""
     return orjson.dumps([{"sub": t.order.subscription_id, "lt": t.order.leader_trade_id,
                           "wallet": t.order.follower_wallet_id, "reason": life.reason,
                           "detail": storable(life.detail[:1000])}
@@ -193,9 +193,9 @@ class OrderStore:
                 await cur.execute(sql.INSERT_EVENTS, (events_json(events),))
             skipped = [(c.ticket, c.life) for c in inserts if c.life.client_order_id in inserted]
             skipped += [(c.ticket, c.life) for c in changes]
-            if any(is_skip(t, life) for t, life in skipped):
-                await cur.execute(sql.RECORD_SKIPS, (skips_json(skipped),))
-            booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None])
+            # the skips are counted with the fills' stats, after their positions (fill_store: lock order)
+            skips = skips_json(skipped) if any(is_skip(t, life) for t, life in skipped) else None
+            booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None], skips)
         return inserted, booked
 
     async def _apply_changes(self, changes: list[Change]) -> list[Booked]:

@@ -82,6 +82,14 @@ def stored_condition(condition_id: str) -> str:
 # of the wallet (one re-created after its opener was stopped) would hold none of the wallet's shares.
 _STORED = "CASE WHEN {split} - coalesce(p.subscription_id, '') <> '{{}}'::jsonb THEN {split} END"
 
+# The wallet's positions the round writes, locked first, in key order, as booking and settlement take positions: the
+# statements below take them one after another (a correction of one token and the count of another, in the other
+# order, deadlocked with a settlement of their market).
+_LOCK = """
+SELECT 1 FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = ANY(%(a)s::text[]) ORDER BY asset_id
+FOR UPDATE
+"""
+
 _CORRECT = f"""
 UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
@@ -152,10 +160,15 @@ JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = r.a
 ON CONFLICT (id) DO NOTHING
 """
 
+# The stats rows are locked in subscription order first (``l``), as every writer of several takes them
+# (order_sql.UPSERT_COUNTS): in the corrections' order, a booking of the same subscriptions deadlocked with it.
 _STATS = """
+WITH r AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)),
+l AS MATERIALIZED (SELECT s.subscription_id FROM subscription_stats s WHERE s.subscription_id IN (SELECT sub FROM r)
+                   ORDER BY s.subscription_id FOR NO KEY UPDATE)
 UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd + r.delta), updated_at = now(),
     fills_version = s.fills_version + 1
-FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)
+FROM r JOIN l ON l.subscription_id = r.sub
 WHERE s.subscription_id = r.sub
 """
 
@@ -250,6 +263,9 @@ class ReconcileStore:
             # what this writes is the venue's count as seen now: lost in a crash of PostgreSQL's host, the next
             # round writes it again, so its commit does not wait for the WAL's flush (nor make the copy path's)
             await conn.execute("SET LOCAL synchronous_commit = off")
+            touched = sorted({c.asset_id for c in corrections} | {v.asset_id for v in agreeing})
+            if touched:
+                await conn.execute(_LOCK, {"w": w, "a": touched})
             if fixes:
                 scaled = {c.asset_id: shares.rescale(subscriptions.get(c.asset_id, {}), c.size_after, c.cost_after)
                           for c in fixes}
