@@ -8,7 +8,9 @@ Keys:
   Its field ``resolved_winner`` (the winning token id, written by ingest when the market resolved) keeps the
   market closed whatever a later write of the other fields says (a CLOB REST answer lagging the resolution).
   ``outcome_index`` (from a CLOB REST market: the token's place in its ``tokens``, the outcome index) says
-  which outcome the token is (:func:`outcome_order`).
+  which outcome the token is (:func:`outcome_order`). A venue refusal drops only the cached rules
+  (:func:`drop_market_rules`): a hash without a tick size has the router read them again before it routes
+  (unless the market is closed).
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
   (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
   difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
@@ -37,6 +39,9 @@ BOOK_FEED_KEY = "tt:bookfeed"
 Level = tuple[Decimal, Decimal]
 RESOLVED_WINNER = "resolved_winner"  # tt:market:{asset} field: set once the market resolved (sticky closed)
 OUTCOME_INDEX = "outcome_index"  # tt:market:{asset} field: the token's outcome index (its place in REST tokens)
+# tt:market:{asset} fields a venue refusal says may be stale (the router writes them again from CLOB REST)
+RULE_FIELDS = ("tick_size", "min_order_size")
+CLOSED_TICK = Decimal("0.01")  # the tick of a closed market whose rules are not known (they no longer matter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +253,8 @@ def mark_from_json(raw: bytes | str) -> tuple[Decimal | None, int]:
 
 @dataclass(frozen=True)
 class MarketInfo:
-    """Trading rules of one asset's market (from CLOB market info, refreshed on tick_size_change)."""
+    """Trading rules of one asset's market (from CLOB market info, refreshed on tick_size_change). ``tick_size`` 0:
+    the rules are not known (dropped, :func:`drop_market_rules`; the router reads them again)."""
 
     asset_id: str
     condition_id: str
@@ -287,14 +293,18 @@ class MarketInfo:
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> MarketInfo:
-        """Parse the stored hash (string values); a resolved market is closed and accepts no orders."""
+        """Parse the stored hash (string values); a resolved market is closed and accepts no orders. A hash whose
+        rules were dropped has tick size and minimum order size 0, but a closed market's tick is then
+        :data:`CLOSED_TICK`: its rules no longer matter, and the router reads none again before it routes (it would
+        route with a CLOB REST answer lagging the close)."""
         known = {"asset_id", "condition_id", "tick_size", "min_order_size", "neg_risk", "closed",
                  "accepting_orders", "market_slug", "event_slug", "updated_ms"}
         resolved = bool(h.get(RESOLVED_WINNER))
+        closed, tick = resolved or h.get("closed") == "1", Decimal(h.get("tick_size") or "0")
         return cls(
             asset_id=h["asset_id"], condition_id=h.get("condition_id", ""),
-            tick_size=Decimal(h["tick_size"]), min_order_size=Decimal(h.get("min_order_size") or "0"),
-            neg_risk=h.get("neg_risk") == "1", closed=resolved or h.get("closed") == "1",
+            tick_size=CLOSED_TICK if closed and tick <= 0 else tick,
+            min_order_size=Decimal(h.get("min_order_size") or "0"), neg_risk=h.get("neg_risk") == "1", closed=closed,
             accepting_orders=not resolved and h.get("accepting_orders", "1") == "1",
             market_slug=h.get("market_slug", ""), event_slug=h.get("event_slug", ""),
             updated_ms=int(h.get("updated_ms") or 0),
@@ -351,3 +361,11 @@ async def read_market(redis: Any, asset_id: str) -> MarketInfo | None:
 async def write_market(redis: Any, info: MarketInfo) -> None:
     """Store an asset's market info."""
     await redis.hset(market_key(info.asset_id), mapping=info.to_hash())
+
+
+async def drop_market_rules(redis: Any, asset_id: str) -> None:
+    """Forget an asset's cached rules (:data:`RULE_FIELDS`: the venue refused an order by them), so that the router
+    reads them again before it routes the asset (:meth:`MarketInfo.from_hash`: tick size 0); the rest stays:
+    ``resolved_winner`` (a resolved market stays closed), ``outcome_index``, the market's identity, closed or not (a
+    closed market's rules are not read again before routing)."""
+    await redis.hdel(market_key(asset_id), *RULE_FIELDS)

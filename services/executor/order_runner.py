@@ -21,7 +21,7 @@ from opentelemetry import trace
 from common.cancel import reraise_if_cancelling
 from common.decimals import ZERO, fmt
 from common.lease import refused, unleased
-from common.marketstate import market_key
+from common.marketstate import drop_market_rules
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.order_store import Change
 from services.executor.burst_gate import BurstGate, Once, Slots
@@ -393,6 +393,6 @@ class OrderRunner:
 
     async def _invalidate_market(self, asset_id: str) -> None:
         try:
-            await self.redis.delete(market_key(asset_id))
+            await drop_market_rules(self.redis, asset_id)
         except Exception as exc:  # noqa: BLE001 - the router refreshes on its own schedule too
             log.warning("market cache invalidation failed", extra={"asset_id": asset_id, "error": repr(exc)[:200]})

@@ -229,7 +229,8 @@ async def test_rejections_are_final_and_a_stale_tick_invalidates_the_market(harn
     finals = [await harness.terminal(o.client_order_id) for o in orders]
     assert [(e.type, e.reason) for e in finals if e] == [(epb.ORDER_EVENT_TYPE_REJECTED, c) for c in codes]
     assert all(n == 1 for n in harness.fake.post_counts().values())
-    assert not await harness.redis.exists(market_key(ASSET))
+    assert await harness.redis.hmget(market_key(ASSET), "tick_size", "min_order_size", "condition_id") == [
+        None, None, CONDITION]  # the rules are read again; the rest stays
 
 
 async def test_partial_fill_of_a_fak_is_filled_with_what_matched(harness: Harness, db_url: str) -> None:

@@ -70,7 +70,7 @@ def rules_answer(req: v.PlaceRequest, tick: Decimal | None, closed: bool) -> v.V
 
 class ClosedMarkets:
     """Assets whose market the paper venue found closed, so that it stays closed to paper orders once its cached rules
-    are dropped (the executor deletes them on a ``MARKET_CLOSED``) until rules are stored again. In memory, at most
+    are dropped (the executor drops them on a ``MARKET_CLOSED``) until rules are stored again. In memory, at most
     ``limit`` assets (the oldest forgotten first)."""
 
     def __init__(self, limit: int = 10_000) -> None:
