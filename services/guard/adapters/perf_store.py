@@ -33,6 +33,17 @@ _MANY = (
     ") f ON true ORDER BY f.sid, f.fill_time, f.created_at, f.id")
 
 
+# The rows are locked in subscription order first (``l``; an UPDATE ... FROM takes them in its plan's order, for a
+# few subscriptions of many a hash join over the table, in the rows' order on disk), as the executor's writers of
+# several take them (fill booking, settlement, reconciliation): in another order, one of them deadlocked with it.
+_SAVE_UNREALIZED = (
+    "WITH v AS MATERIALIZED (SELECT * FROM unnest(%s::text[], %s::numeric[]) AS v(id, u)),"
+    " l AS MATERIALIZED (SELECT st.subscription_id FROM subscription_stats st JOIN v ON v.id = st.subscription_id"
+    "  WHERE st.unrealized_pnl_usd IS DISTINCT FROM v.u ORDER BY st.subscription_id FOR NO KEY UPDATE OF st)"
+    " UPDATE subscription_stats st SET unrealized_pnl_usd = v.u FROM v JOIN l ON l.subscription_id = v.id"
+    " WHERE st.subscription_id = v.id AND st.unrealized_pnl_usd IS DISTINCT FROM v.u")
+
+
 def _basis(basis: Basis | None) -> Jsonb | None:
     return Jsonb(basis.to_json()) if basis is not None else None
 
@@ -82,11 +93,7 @@ class PerfStore:
         if not values:
             return 0
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE subscription_stats st SET unrealized_pnl_usd = v.u"
-                " FROM unnest(%s::text[], %s::numeric[]) AS v(id, u)"
-                " WHERE st.subscription_id = v.id AND st.unrealized_pnl_usd IS DISTINCT FROM v.u",
-                ([sid for sid, _ in values], [u for _, u in values]))
+            cur = await conn.execute(_SAVE_UNREALIZED, ([sid for sid, _ in values], [u for _, u in values]))
         return cur.rowcount
 
     async def fills_since(self, subscription_id: str, seen: str | None) -> tuple[list[FillRow], str]:
