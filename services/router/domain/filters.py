@@ -9,6 +9,9 @@ Rules:
 - Market lists match the trade's condition id exactly and its market or event slug either exactly
   or as a series prefix ending at a ``-`` boundary ("btc-updown-5m" matches
   "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
+- A market that cannot be identified is in neither list's favour: the allowlist skips it, and a denylist skips a
+  BUY in it when an entry cannot be ruled out by the ids known (a condition id entry when the condition id is
+  unknown, a slug entry when no slug is). A SELL is then mirrored: the follower holds what the leader leaves.
 - A BUY made before the subscription last became ACTIVE (created or resumed) is not copied.
 - Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
   mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
@@ -22,6 +25,7 @@ from services.router.domain.market_rules import within_tick_bounds
 from services.router.domain.model import FilterRules, LeaderTrade, MarketRules, Policy, Reason, Side
 
 Rejection = tuple[Reason, str]
+_HEX = frozenset("0123456789abcdef")
 
 
 def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejection | None:
@@ -73,11 +77,33 @@ def listed(entries: tuple[str, ...], ids: tuple[str, str, str]) -> str | None:
     return None
 
 
-def market_lists(filters: FilterRules, ids: tuple[str, str, str]) -> Rejection | None:
-    """Deny- and allowlist check."""
+def _is_condition_id(entry: str) -> bool:
+    return len(entry) == 66 and entry.startswith("0x") and all(c in _HEX for c in entry[2:])
+
+
+def unresolved(entries: tuple[str, ...], ids: tuple[str, str, str]) -> str | None:
+    """The first entry the market's known ids cannot rule out (see module rules), or None."""
+    condition, market_slug, event_slug = ids
+    slugged = bool(market_slug or event_slug)
+    if condition and slugged:
+        return None
+    for entry in entries:
+        known = bool(condition) if _is_condition_id(entry) else slugged
+        if not known:
+            return entry
+    return None
+
+
+def market_lists(filters: FilterRules, ids: tuple[str, str, str], *, buying: bool = True) -> Rejection | None:
+    """Deny- and allowlist check (``buying``: an entry the ids cannot rule out denies too)."""
     denied = listed(filters.denylist, ids)
     if denied is not None:
         return Reason.MARKET_DENIED, f"market {ids[1] or ids[0]} matches denylist entry {denied!r}"
+    unknown = unresolved(filters.denylist, ids) if buying else None
+    if unknown is not None:
+        what = "condition id" if _is_condition_id(unknown) else "slug"
+        return (Reason.MARKET_DENIED,
+                f"market {ids[1] or ids[0] or '?'} has no known {what}: denylist entry {unknown!r} cannot be ruled out")
     if filters.allowlist and listed(filters.allowlist, ids) is None:
         return (Reason.MARKET_NOT_ALLOWED,
                 f"market {ids[1] or ids[0]} (event {ids[2] or '?'}) is not in the allowlist "
@@ -104,7 +130,7 @@ def subscription_filters(filters: FilterRules, trade: LeaderTrade, market: Marke
     if trade.side is Side.SELL and not filters.copy_sells:
         return Reason.COPY_SELLS_DISABLED, "leader SELL not copied: copySells is off"
     if filters.denylist or filters.allowlist:
-        rejected = market_lists(filters, ids or market_identifiers(trade, market))
+        rejected = market_lists(filters, ids or market_identifiers(trade, market), buying=trade.side is Side.BUY)
         if rejected is not None:
             return rejected
     if trade.side is Side.BUY:
