@@ -171,7 +171,7 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, exit_grace_s: float = EXI
     at once and the process ends within ``exit_grace_s``: asyncio's clean-up waits for every cancelled task, and
     one that does not end would keep the process alive, serving nothing, where its supervisor cannot see it.
     SIGTERM or SIGINT before the service handles them itself (during start-up) cancels ``main``, is logged, and
-    the process exits 0 within ``exit_grace_s`` (it died silently by the signal's default action)."""
+    the process exits 0 within ``exit_grace_s`` (rather than dying silently by the signal's default action)."""
     import uvloop
 
     try:

@@ -108,36 +108,8 @@ async def test_a_server_that_is_not_a_websocket_fails_the_connect() -> None:
         await srv.wait_closed()
 
 
-def test_closing_an_aborted_connection_does_nothing_on_uvloop() -> None:
-    """The stall watchdog aborts the socket and the feed loop closes it afterwards: on uvloop (the services'
-    loop) writing the closing frame to the aborted socket raised, and every stall was logged as a failed
-    connection."""
-    import uvloop
-
-    async def scenario() -> None:
-        async def handler(ws: ServerConnection) -> None:
-            await ws.wait_closed()
-
-        srv = await serve(handler, "127.0.0.1", 0, compression=None)
-        try:
-            port = next(iter(srv.sockets)).getsockname()[1]
-            conn = await WsConnection.connect(f"ws://127.0.0.1:{port}/ws", lambda _m, _t: None)
-            conn.abort()
-            await asyncio.sleep(0.05)  # as in the feeds: the session's tasks end before the close
-            await conn.close()
-            assert conn.closed
-        finally:
-            srv.close()
-            await srv.wait_closed()
-
-    uvloop.run(scenario())
-
-
-@pytest.mark.integration
-def test_sending_on_an_aborted_connection_is_ignored_on_uvloop() -> None:
-    """The stall watchdog aborts the socket; until the feed's session ends, a watch-set change still sends its
-    subscribe on it: on uvloop that raised RuntimeError into ingest's watch-set follower instead of being
-    ignored (the reconnect subscribes everything wanted)."""
+def _on_uvloop_after_abort(then: Callable[[WsConnection], Awaitable[None]]) -> None:
+    """On uvloop (the services' loop): connect to a server that waits, abort the socket, then run ``then``."""
     import uvloop
 
     async def scenario() -> None:
@@ -150,10 +122,33 @@ def test_sending_on_an_aborted_connection_is_ignored_on_uvloop() -> None:
             conn = await WsConnection.connect(f"ws://127.0.0.1:{port}/ws", lambda _m, _t: None)
             conn.abort()
             await asyncio.sleep(0.05)  # the transport's handle is closed on the next turns of the loop
-            conn.send_text('{"operation": "subscribe"}')
+            await then(conn)
             assert conn.closed
         finally:
             srv.close()
             await srv.wait_closed()
 
     uvloop.run(scenario())
+
+
+def test_closing_an_aborted_connection_does_nothing_on_uvloop() -> None:
+    """The stall watchdog aborts the socket and the feed loop closes it afterwards: on uvloop (the services'
+    loop) writing the closing frame to the aborted socket raised, and every stall was logged as a failed
+    connection."""
+
+    async def close(conn: WsConnection) -> None:
+        await conn.close()  # as in the feeds: the session's tasks end before the close
+
+    _on_uvloop_after_abort(close)
+
+
+@pytest.mark.integration
+def test_sending_on_an_aborted_connection_is_ignored_on_uvloop() -> None:
+    """The stall watchdog aborts the socket; until the feed's session ends, a watch-set change still sends its
+    subscribe on it: on uvloop that raised RuntimeError into ingest's watch-set follower instead of being
+    ignored (the reconnect subscribes everything wanted)."""
+
+    async def send(conn: WsConnection) -> None:
+        conn.send_text('{"operation": "subscribe"}')
+
+    _on_uvloop_after_abort(send)

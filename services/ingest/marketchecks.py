@@ -125,8 +125,8 @@ class MarketChecks:
         self.failing = failing
         self.unclear_alert_s = unclear_alert_s
         self._asked: dict[str, None] = {}
-        # token held under no market id → the market last found for it in tt:market: the entry may be deleted later
-        # (the executor does on a MARKET_CLOSED answer) or re-created without it, the token's market is the same
+        # token held under no market id → the market last found for it in tt:market: the entry may be gone or written
+        # again without it later, the token's market is the same
         self._token_markets: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._next_sync = 0.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any
 
 import orjson
 
@@ -18,32 +17,10 @@ from services.ingest.books import BookState
 from services.ingest.clob_feed import ClobHandler
 from services.ingest.marketsync import MarketSync
 from services.ingest.metrics import IngestMetrics
+from tests.ingest.test_feed_trust import MARKET, T1, T2, _book, _change, _state
 from tradingtools.market.v1 import market_pb2 as mpb
 
-T1 = "31415926535897932384626433832795028841971693993751058209749445923078164062862"
-T2 = "27182818284590452353602874713526624977572470936999595749669676277240766303535"
-MARKET = "0x" + "c" * 64
 D = Decimal
-
-
-def _book(asset: str, ts: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> dict[str, Any]:
-    """A ``book`` event / REST ``/book`` body in wire order (bids ascending, asks descending: best = last)."""
-    return {"event_type": "book", "asset_id": asset, "market": MARKET, "timestamp": str(ts), "hash": f"h{ts}",
-            "bids": [{"price": p, "size": z} for p, z in bids],
-            "asks": [{"price": p, "size": z} for p, z in asks], "tick_size": "0.01"}
-
-
-def _change(ts: int, *changes: dict[str, str]) -> dict[str, Any]:
-    return {"event_type": "price_change", "market": MARKET, "timestamp": str(ts), "price_changes": list(changes)}
-
-
-def _state(*assets: str) -> BookState:
-    s = BookState()
-    for a in assets:
-        s.track(a)
-    return s
-
-
 Levels = tuple[tuple[Decimal, Decimal], ...]
 
 

@@ -3,11 +3,11 @@
 FOK fills all or nothing, FAK what is available within the limit (the rest is killed); fees are taken in shares
 on BUYs, in USD on SELLs. The market's rules (``tt:market:{asset}``, read with the book) are held as the live venue
 holds them: a closed, resolved or not accepting market is ``MARKET_CLOSED``, a limit off its tick grid
-``INVALID_ORDER_MIN_TICK_SIZE``; a market found closed stays so while no rules are stored (the executor drops them
-on a ``MARKET_CLOSED``), in memory. Only a fresh book is filled against (confirmed by the venue within
-``max_book_age_s``, :meth:`common.marketstate.BookSnapshot.fresh`): a stale one is ``NO_BOOK``.
-What paper orders took of each level is left out of the book the next paper order walks, whatever size the book
-shows the level at since (the venue's book never shows paper takes), until the book drops the level or
+``INVALID_ORDER_MIN_TICK_SIZE``; a market found closed stays so, in memory, while no entry is stored (the executor
+drops only its rules on a ``MARKET_CLOSED``: the entry still says closed). Only a fresh book is filled against
+(confirmed by the venue within ``max_book_age_s``, :meth:`common.marketstate.BookSnapshot.fresh`): a stale one is
+``NO_BOOK``. What paper orders took of each level is left out of the book the next paper order walks, whatever size
+the book shows the level at since (the venue's book never shows paper takes), until the book drops the level or
 ``replenish_s`` has passed (:mod:`services.executor.domain.paper_book`, in memory).
 Results are kept in Redis (``tt:paper:order:{clientOrderId}``) so a replay of the same client order id
 returns the first result, also across restarts. A SELL is answered as the live venue answers it on the wallet's

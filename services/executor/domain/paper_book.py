@@ -69,16 +69,16 @@ def rules_answer(req: v.PlaceRequest, tick: Decimal | None, closed: bool) -> v.V
 
 
 class ClosedMarkets:
-    """Assets whose market the paper venue found closed, so that it stays closed to paper orders once its cached rules
-    are dropped (the executor drops them on a ``MARKET_CLOSED``) until rules are stored again. In memory, at most
-    ``limit`` assets (the oldest forgotten first)."""
+    """Assets whose market the paper venue found closed, so that it stays closed to paper orders while no entry is
+    stored for it (gone, or unreadable). In memory, at most ``limit`` assets (the oldest
+    forgotten first)."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._assets: dict[str, None] = {}
 
     def closed(self, asset_id: str, known: bool | None) -> bool:
-        """Whether ``asset_id`` takes no order: ``known`` as its stored rules say (None: no rules stored)."""
+        """Whether ``asset_id`` takes no order: ``known`` as its stored entry says (None: no entry stored)."""
         if known is None:
             return asset_id in self._assets
         if not known:
