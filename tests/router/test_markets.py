@@ -14,7 +14,15 @@ import redis.asyncio as aioredis
 
 from common.clob_rest import parse_book
 from common.fields import ParseError
-from common.marketstate import BookSnapshot, MarketInfo, market_key, read_book, read_market, write_book, write_market
+from common.marketstate import (
+    BookSnapshot,
+    MarketInfo,
+    drop_market_rules,
+    read_book,
+    read_market,
+    write_book,
+    write_market,
+)
 from services.router.adapters.clob_book import book_snapshot
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache, parse_market_info
 from tests.helpers import eventually
@@ -111,10 +119,10 @@ async def test_fresh_cache_is_used_and_old_one_refreshed_in_background(env) -> N
 
 
 @pytest.mark.integration
-async def test_stale_signal_is_a_deleted_key(env) -> None:  # type: ignore[no-untyped-def]
+async def test_rules_dropped_are_read_again_before_routing(env) -> None:  # type: ignore[no-untyped-def]
     fake, r, cache, _now = env
     await write_market(r, MarketInfo(YES, COND, D("0.001"), D("5"), updated_ms=1_000_000))
-    await r.delete(market_key(YES))  # what the executor does after INVALID_ORDER_MIN_TICK_SIZE
+    await drop_market_rules(r, YES)  # what the executor does after INVALID_ORDER_MIN_TICK_SIZE
     info = await cache.resolve(YES, COND, await read_market(r, YES))
     assert info is not None and info.tick_size == D("0.01") and fake.requests
 

@@ -26,7 +26,7 @@ import aiohttp
 
 from common.clob_rest import ClobRest, market_infos, parse_book, parse_market
 from common.fields import ParseError
-from common.marketstate import BookSnapshot, MarketInfo, write_market
+from common.marketstate import BookSnapshot, MarketInfo, read_market, write_rest_market
 from common.restget import HttpStatusError, Page, RateLimited, RequestFailed, RestGetter
 from services.router.adapters.clob_book import BookStore, book_snapshot
 
@@ -196,16 +196,22 @@ class MarketInfoCache:
         return task
 
     async def _fetch(self, asset_id: str, condition_id: str, event_slug: str) -> MarketInfo | None:
-        infos, book = await self.clob.fetch_with_book(asset_id, condition_id, self.clock_ms())
+        """Fetch the market's info and store it without undoing what ingest wrote meanwhile (a close, a
+        ``tick_size_change``: :func:`write_rest_market`); the asset's info as stored then, else as fetched."""
+        asked_ms = self.clock_ms()
+        infos, book = await self.clob.fetch_with_book(asset_id, condition_id, asked_ms)
         await self._store_book(book)
         mine = None
         for info in infos:
             if event_slug and not info.event_slug:
                 info = replace(info, event_slug=event_slug)  # the CLOB does not know event slugs
+            stored: MarketInfo | None = None
             try:
-                await write_market(self.redis, info)
+                await write_rest_market(self.redis, info, asked_ms)
+                if info.asset_id == asset_id:
+                    stored = await read_market(self.redis, asset_id)
             except Exception:  # noqa: BLE001 - the cache is an optimisation; routing goes on
                 log.warning("market info cache write failed", extra={"asset_id": info.asset_id})
             if info.asset_id == asset_id:
-                mine = info
+                mine = stored if stored is not None and stored.tick_size > 0 else info
         return mine
