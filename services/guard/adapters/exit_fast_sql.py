@@ -105,14 +105,16 @@ def ended_life(t: str, *, w: str, a: str, opened: str, wallet: str, proven: bool
 # has now (migration 0790: every close writes a new closed_at, so an earlier one is an ended life's). A trigger from
 # before 0790 (neither recorded) is told by when it was set against the close, as in :func:`ended_life`. A row that
 # recorded no close (or none at all) ends them all.
+_CLOSED_LIFE = ("t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s AND t.state = 'ARMED'"
+                " AND NOT (t.position_opened_at IS NULL AND coalesce(t.position_closed_seen = c.closed_at,"
+                "  t.position_closed_seen IS NULL AND t.create_time >= coalesce(c.closed_at, 'infinity')))")
+# The rows are locked in key order first, as a fire and a hold take them (tests/guard/test_lock_order_exits.py).
 CANCEL_CLOSED_LIFE = (
     "WITH c AS (SELECT (SELECT p.closed_at FROM positions p WHERE p.follower_wallet_id = %(w)s"
-    "  AND p.asset_id = %(a)s AND p.state <> 'OPEN') AS closed_at)"
+    "  AND p.asset_id = %(a)s AND p.state <> 'OPEN') AS closed_at),"
+    " l AS MATERIALIZED (SELECT t.id FROM triggers t, c WHERE " + _CLOSED_LIFE + " ORDER BY t.id FOR UPDATE OF t)"
     " UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
-    " version = version + 1 FROM c WHERE t.asset_id = %(a)s AND t.follower_wallet_id = %(w)s AND t.state = 'ARMED'"
-    " AND NOT (t.position_opened_at IS NULL AND coalesce(t.position_closed_seen = c.closed_at,"
-    "  t.position_closed_seen IS NULL AND t.create_time >= coalesce(c.closed_at, 'infinity')))"
-    " RETURNING t.*"
+    " version = t.version + 1 FROM c, l WHERE t.id = l.id AND " + _CLOSED_LIFE + " RETURNING t.*"
 )
 
 SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened_at, g.oco_group IS NOT NULL"

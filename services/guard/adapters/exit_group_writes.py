@@ -128,8 +128,15 @@ async def removed_by_user(conn: Any, oco_group: str, planned: list[str]) -> froz
 _POSITION = "follower_wallet_id = %(w)s AND asset_id = %(a)s"
 _WALLET = f"(SELECT wallet FROM positions WHERE {_POSITION})"
 _ENDED_LIFE = ended_life("t", w="%(w)s", a="%(a)s", opened="%(opened)s", wallet=_WALLET, proven=False)
-_CANCEL = ("UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
-           " version = version + 1 WHERE state = 'ARMED' AND ")
+
+
+def _cancel(which: str) -> str:
+    """Cancel the ARMED triggers ``which`` picks, their rows locked in key order first (as a fire and a hold take
+    them: tests/guard/test_lock_order_exits.py)."""
+    return ("WITH l AS MATERIALIZED (SELECT t.id FROM triggers t WHERE t.state = 'ARMED' AND " + which
+            + " ORDER BY t.id FOR UPDATE OF t)"
+            " UPDATE triggers t SET state = 'CANCELLED', state_reason = %(reason)s, update_time = %(now)s,"
+            " version = t.version + 1 FROM l WHERE t.id = l.id AND t.state = 'ARMED' AND " + which + " RETURNING t.*")
 
 
 async def close_group(conn: Any, oco_group: str, now: Any, *,
@@ -148,7 +155,7 @@ async def close_group(conn: Any, oco_group: str, now: Any, *,
     if reopened is not None:
         which = f"(oco_group = %(g)s OR {_POSITION} AND {_ENDED_LIFE})"
         args.update(zip(("w", "a", "opened"), reopened, strict=True))
-    rows = await (await conn.execute(_CANCEL + which + " RETURNING *", args)).fetchall()
+    rows = await (await conn.execute(_cancel(which), args)).fetchall()
     return await cancel_events(conn, rows)
 
 
@@ -161,9 +168,8 @@ async def cancel_ended_lives(conn: Any, life: tuple[str, str, datetime], now: An
     w, a, opened = life
     proof = ended_life("e", w="%(w)s", a="%(a)s", opened="%(opened)s", wallet=_WALLET, proven=True)
     rows = await (await conn.execute(
-        _CANCEL + _POSITION + " AND " + _ENDED_LIFE + " AND EXISTS (SELECT 1 FROM triggers e"
-        " WHERE e.follower_wallet_id = %(w)s AND e.asset_id = %(a)s AND e.state = 'ARMED' AND " + proof
-        + ") RETURNING *",
+        _cancel(_POSITION + " AND " + _ENDED_LIFE + " AND EXISTS (SELECT 1 FROM triggers e"
+                " WHERE e.follower_wallet_id = %(w)s AND e.asset_id = %(a)s AND e.state = 'ARMED' AND " + proof + ")"),
         {"reason": Reason.POSITION_CLOSED.value, "now": now, "w": w, "a": a, "opened": opened})).fetchall()
     return await cancel_events(conn, rows)
 

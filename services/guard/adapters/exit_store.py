@@ -214,7 +214,7 @@ class ExitStore:
         if held != old:
             rows = await (await conn.execute(
                 "SELECT id, size FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY'"
-                " AND size > 0 FOR UPDATE", (group["oco_group"],))).fetchall()
+                " AND size > 0 ORDER BY id FOR UPDATE", (group["oco_group"],))).fetchall()  # key order, as a fire
             for r in rows:
                 new_size = Decimal(fmt(exit_plans.resized(r["size"], old, held)))
                 row = await (await conn.execute(

@@ -53,10 +53,33 @@ FILLED_SO_FAR = ("UPDATE triggers SET filled_size = GREATEST(filled_size, %s), a
 SETTLE = ("UPDATE triggers SET state = %s, state_reason = %s, filled_size = GREATEST(filled_size, %s),"
           " avg_fill_price = %s, done_time = %s, update_time = %s, submitted_at = COALESCE(submitted_at, %s),"
           " version = version + 1 WHERE id = %s AND order_id = %s AND state = 'FIRED' RETURNING *")
-HOLD = ("UPDATE triggers SET state_reason = 'BOOK_STALE', update_time = %s, version = version + 1"
-        " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason <> 'BOOK_STALE' RETURNING *")
-RELEASE = ("UPDATE triggers SET state_reason = '', update_time = %s, version = version + 1"
-           " WHERE id = ANY(%s) AND state = 'ARMED' AND state_reason = 'BOOK_STALE' RETURNING *")
+# Writes of several triggers lock them in key order first, as a fire locks its trigger and its OCO siblings
+# (LOCK_ROWS): a plan's own order (by asset and wallet, a bitmap, a join) is their order on disk, and a write taking
+# a sibling before the fired trigger deadlocked with that fire (tests/guard/test_lock_order_triggers.py).
+HOLD = ("WITH l AS MATERIALIZED (SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'ARMED'"
+        " AND state_reason <> 'BOOK_STALE' ORDER BY id FOR UPDATE)"
+        " UPDATE triggers t SET state_reason = 'BOOK_STALE', update_time = %s, version = t.version + 1 FROM l"
+        " WHERE t.id = l.id AND t.state = 'ARMED' AND t.state_reason <> 'BOOK_STALE' RETURNING t.*")
+RELEASE = ("WITH l AS MATERIALIZED (SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'ARMED'"
+           " AND state_reason = 'BOOK_STALE' ORDER BY id FOR UPDATE)"
+           " UPDATE triggers t SET state_reason = '', update_time = %s, version = t.version + 1 FROM l"
+           " WHERE t.id = l.id AND t.state = 'ARMED' AND t.state_reason = 'BOOK_STALE' RETURNING t.*")
+CANCEL = ("WITH l AS MATERIALIZED (SELECT id FROM triggers WHERE id = ANY(%s) AND state = 'ARMED'"
+          " ORDER BY id FOR UPDATE)"
+          " UPDATE triggers t SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = t.version + 1"
+          " FROM l WHERE t.id = l.id AND t.state = 'ARMED' RETURNING t.*")
+# Only the rows whose mark rises are locked (and written).
+MARKS = ("WITH v AS (SELECT * FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)),"
+         " l AS MATERIALIZED (SELECT t.id, v.mark FROM triggers t JOIN v ON t.id = v.id WHERE t.state = 'ARMED'"
+         " AND t.high_water_mark < v.mark AND t.activation_price <= v.mark ORDER BY t.id FOR UPDATE OF t)"
+         " UPDATE triggers t SET high_water_mark = l.mark FROM l WHERE t.id = l.id AND t.state = 'ARMED'"
+         " AND t.high_water_mark < l.mark AND t.activation_price <= l.mark")
+
+SUBMITTED = ("WITH s AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS s(id, order_id)),"
+             " l AS MATERIALIZED (SELECT t.id, t.order_id FROM triggers t JOIN s ON t.id = s.id"
+             " AND t.order_id = s.order_id WHERE t.submitted_at IS NULL ORDER BY t.id FOR UPDATE OF t)"
+             " UPDATE triggers t SET submitted_at = %s FROM l WHERE t.id = l.id AND t.order_id = l.order_id"
+             " AND t.submitted_at IS NULL")
 
 # The client order ids of the executor's orders among these (a SELL is counted from its order row on).
 ORDERED = "SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)"

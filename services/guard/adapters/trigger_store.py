@@ -176,10 +176,7 @@ class TriggerStore:
         if not items:
             return
         async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE triggers t SET submitted_at = %s FROM unnest(%s::text[], %s::text[]) AS s(id, order_id)"
-                " WHERE t.id = s.id AND t.order_id = s.order_id AND t.submitted_at IS NULL",
-                (self.clock(), [i for i, _o in items], [o for _i, o in items]))
+            await conn.execute(sql.SUBMITTED, ([i for i, _o in items], [o for _i, o in items], self.clock()))
 
     async def unsubmitted(self) -> list[TriggerRow]:
         """FIRED triggers whose SELL the executor may not have (crash between decision and submit)."""
@@ -238,20 +235,21 @@ class TriggerStore:
     async def settle_many(self, items: Sequence[tuple[str, str, Move | None, str, Decimal, Decimal]]
                           ) -> list[TriggerRow | None]:
         """:meth:`settle` for several order events (trigger id, order id, move, reason, filled, average price),
-        in order, in one transaction of two round trips: the same statements, queued together."""
+        in one transaction of two round trips: the same statements, queued together, in key order (each trigger's in
+        their order), as the other writers of several triggers take them; the rows come back in ``items``' order."""
         if not items:
             return []
         now = self.clock()
         async with self.pool.connection() as conn, pipelined_transaction(conn):
-            curs: list[tuple[Any, State] | None] = []
-            for trigger_id, order_id, move, reason, filled, avg_price in items:
+            curs: list[tuple[Any, State] | None] = [None] * len(items)
+            for i in sorted(range(len(items)), key=lambda k: items[k][0]):
+                trigger_id, order_id, move, reason, filled, avg_price = items[i]
                 if move is None:
                     await conn.execute(sql.FILLED_SO_FAR, (filled, avg_price, trigger_id, order_id))
-                    curs.append(None)
                     continue
                 target = apply(State.FIRED, move)
-                curs.append((await conn.execute(sql.SETTLE, (target.value, reason, filled, avg_price, now, now, now,
-                                                              trigger_id, order_id)), target))
+                curs[i] = (await conn.execute(sql.SETTLE, (target.value, reason, filled, avg_price, now, now, now,
+                                                            trigger_id, order_id)), target)
             out: list[TriggerRow | None] = []
             events = []
             for queued, (_tid, _oid, _move, reason, _filled, avg_price) in zip(curs, items, strict=True):
@@ -295,7 +293,7 @@ class TriggerStore:
         async with self.pool.connection() as conn, conn.transaction():
             statement = sql.HOLD if held else sql.RELEASE
             rows = [TriggerRow.from_row(r) for r in
-                    await (await conn.execute(statement, (now, list(trigger_ids)))).fetchall()]
+                    await (await conn.execute(statement, (list(trigger_ids), now))).fetchall()]
             kind, reason = ("HELD_STALE", Reason.BOOK_STALE.value) if held else ("UPDATED", Reason.BOOK_FRESH.value)
             await insert_events(conn, [event(r, kind, reason=reason, price=tick.price,
                                              venue_time_ms=tick.venue_time_ms,
@@ -310,7 +308,7 @@ class TriggerStore:
         now = self.clock()
         changed = 0
         async with self.pool.connection() as conn, pipelined_transaction(conn):
-            curs = [await conn.execute(sql.HOLD if held else sql.RELEASE, (now, list(ids)))
+            curs = [await conn.execute(sql.HOLD if held else sql.RELEASE, (list(ids), now))
                     for ids, held, _tick in changes]
             events = []
             for cur, (_ids, held, tick) in zip(curs, changes, strict=True):
@@ -334,12 +332,7 @@ class TriggerStore:
         async with self.pool.connection() as conn:
             for start in range(0, len(pairs), chunk):
                 part = pairs[start:start + chunk]
-                await conn.execute(
-                    "UPDATE triggers t SET high_water_mark = v.mark"
-                    " FROM unnest(%s::text[], %s::numeric[]) AS v(id, mark)"
-                    " WHERE t.id = v.id AND t.state = 'ARMED' AND t.high_water_mark < v.mark"
-                    " AND t.activation_price <= v.mark",
-                    ([tid for tid, _m in part], [m for _tid, m in part]))
+                await conn.execute(sql.MARKS, ([tid for tid, _m in part], [m for _tid, m in part]))
 
     async def record_observed(self, row: TriggerRow, kind: str, reason: str) -> None:
         """Write the event of a change another service made (control's create / PATCH / DELETE)."""
@@ -350,7 +343,5 @@ class TriggerStore:
     async def _cancel(conn: AsyncConnection[Any], ids: Sequence[str], reason: str, now: datetime) -> list[TriggerRow]:
         if not ids:
             return []
-        rows = await (await conn.execute(
-            "UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s, version = version + 1"
-            " WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *", (reason, now, list(ids)))).fetchall()
+        rows = await (await conn.execute(sql.CANCEL, (list(ids), reason, now))).fetchall()
         return sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
