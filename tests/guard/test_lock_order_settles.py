@@ -13,35 +13,20 @@ bring again. A third transaction holding t_9 holds the first at the chosen point
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal as D
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from common.storage import KEYED_LOOKUPS, create_pool
 from services.guard.adapters.trigger_store import TriggerStore
 from tests.executor.conftest import rows
 from tests.executor.test_lock_order_stats import _lock_waiters
 from tests.guard.standins import db, insert_trigger, set_position
+from tests.guard.test_lock_order_triggers import store
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[TriggerStore]:
-    """Guard's trigger store on a pool planned as guard's."""
-    pool: AsyncConnectionPool[Any] = await create_pool(db_url, min_size=1, max_size=3, autocommit=True,
-                                                       options=KEYED_LOOKUPS)
-    try:
-        yield TriggerStore(pool, lambda: datetime.now(UTC))
-    finally:
-        await pool.close()
-
+__all__ = ["store"]  # the fixture, on a pool planned as guard's
 
 KEY_ORDER, DISK_ORDER = ("t_1", "t_2", "t_9"), ("t_2", "t_9", "t_1")
 
