@@ -23,7 +23,7 @@ from typing import Any
 
 from common.cancel import reraise_if_cancelling
 from common.clob_rest import DEFAULT_TICK, ClobRest, market_infos, parse_book, parse_market
-from common.marketstate import write_rest_market
+from common.marketrest import write_rest_market
 from common.retry import Backoff
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState

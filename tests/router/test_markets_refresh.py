@@ -1,6 +1,6 @@
 """The router's background refresh of an old ``tt:market`` entry must not undo what ingest wrote since: a close
 (``closed`` 1 without a winner: a socket ``market_resolved`` REST has not confirmed yet) and a socket
-``tick_size_change``. Both write through ``common.marketstate.write_rest_market``; the router wrote a
+``tick_size_change``. Both write through ``common.marketrest.write_rest_market``; the router wrote a
 lagging ``/markets`` answer over them with a plain HSET.
 """
 

@@ -38,6 +38,9 @@ FACTS = (
 LOCK_POSITION = ("SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
                  " FROM triggers WHERE id = %s")
 LOCK_ROWS = "SELECT * FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+# Several triggers locked in the database's order of their ids (its collation's: Python's sort of ids that differ in
+# case, a manual trigger's upper-case ULID against an exit's lower-case hex, may not be it under en_US).
+LOCK_IDS = "SELECT 1 FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 CANCEL_SIBLINGS = ("UPDATE triggers SET state = 'CANCELLED', state_reason = %s, update_time = %s,"
                    " version = version + 1 WHERE id = ANY(%s) AND state = 'ARMED' RETURNING *")
 RECORD_FIRE = ("UPDATE triggers SET state = %(state)s, state_reason = %(reason)s,"

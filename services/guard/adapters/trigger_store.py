@@ -235,12 +235,14 @@ class TriggerStore:
     async def settle_many(self, items: Sequence[tuple[str, str, Move | None, str, Decimal, Decimal]]
                           ) -> list[TriggerRow | None]:
         """:meth:`settle` for several order events (trigger id, order id, move, reason, filled, average price),
-        in one transaction of two round trips: the same statements, queued together, in key order (each trigger's in
-        their order), as the other writers of several triggers take them; the rows come back in ``items``' order."""
+        in one transaction of two round trips: the triggers locked first in key order (:data:`sql.LOCK_IDS`, as the
+        other writers of several triggers take them), then the same statements, queued together (each trigger's in
+        their order); the rows come back in ``items``' order."""
         if not items:
             return []
         now = self.clock()
         async with self.pool.connection() as conn, pipelined_transaction(conn):
+            await conn.execute(sql.LOCK_IDS, (sorted({item[0] for item in items}),))
             curs: list[tuple[Any, State] | None] = [None] * len(items)
             for i in sorted(range(len(items)), key=lambda k: items[k][0]):
                 trigger_id, order_id, move, reason, filled, avg_price = items[i]

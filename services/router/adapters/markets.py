@@ -26,7 +26,8 @@ import aiohttp
 
 from common.clob_rest import ClobRest, market_infos, parse_book, parse_market
 from common.fields import ParseError
-from common.marketstate import BookSnapshot, MarketInfo, read_market, write_rest_market
+from common.marketrest import write_rest_market
+from common.marketstate import BookSnapshot, MarketInfo, read_market
 from common.restget import HttpStatusError, Page, RateLimited, RequestFailed, RestGetter
 from services.router.adapters.clob_book import BookStore, book_snapshot
 
