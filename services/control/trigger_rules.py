@@ -145,10 +145,9 @@ def values_equal(a: tpb.Trigger, b: tpb.Trigger) -> bool:
 
 
 def _is_zero(raw: str) -> bool:
-    try:
-        return bool(Decimal(raw.strip() or "0") == 0)
-    except ArithmeticError:
-        return False
+    """Absent ("") or a zero written as the API writes decimals; any other spelling ("٠", " 0", "0_0") is left to the
+    strict check, which names the field."""
+    return not raw or v.strict_value(raw) == 0
 
 
 def _required(raw: str, field: str, within: v.Range, kind_name: str) -> str:

@@ -74,12 +74,18 @@ def _too_precise(value: Decimal) -> bool:
     return len("".join(map(str, value.as_tuple().digits)).strip("0")) > MAX_SIGNIFICANT_DIGITS
 
 
+def strict_value(raw: str) -> Decimal | None:
+    """The value of ``raw`` when it is a decimal as the API writes one (ASCII digits, optional sign, point and
+    exponent, unpadded, at most 64 characters), else None."""
+    try:
+        return parse_decimal(raw) if _DECIMAL.fullmatch(raw) else None
+    except ValueError:
+        return None
+
+
 def decimal(path: str, raw: str, within: Range) -> Decimal:
     """Parse a decimal string and check it lies in ``within`` (with at most 28 significant digits)."""
-    try:
-        value = parse_decimal(raw) if _DECIMAL.fullmatch(raw) else None
-    except ValueError:
-        value = None
+    value = strict_value(raw)
     if value is not None and _too_precise(value):
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
         raise InvalidArgument(path, f'must have at most {MAX_SIGNIFICANT_DIGITS} significant digits, got "{shown}"')
@@ -94,11 +100,8 @@ def decimal(path: str, raw: str, within: Range) -> Decimal:
 @lru_cache(maxsize=4096)
 def _canonical_or_none(raw: str, within: Range) -> str | None:
     """Memo of valid inputs (a create validates ~20 decimals, most of them repeats)."""
-    if not _DECIMAL.fullmatch(raw):
-        return None
-    try:
-        value = parse_decimal(raw)
-    except ValueError:
+    value = strict_value(raw)
+    if value is None:
         return None
     return fmt(value) if within.contains(value) and not _too_precise(value) else None
 
