@@ -13,13 +13,12 @@ from decimal import Decimal as D
 import orjson
 import pytest
 
-from common.storage import create_pool
-from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.control.conftest import AUTH, FOLLOWER, Stubs, leader, subscription, trigger
 from tests.control.support import execute, query
 from tests.executor.conftest import make_order
+from tests.executor.test_position_lives import _book
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import control_pb2 as pb
 from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
@@ -141,15 +140,6 @@ def _fill(n: int, asset: str, side: int = cpb.SIDE_BUY) -> tuple[Ticket, Booking
                        side=side, outcome="Yes")
     return (Ticket(order, INSIDERS, None, time.time_ns()),
             Booking(f"fill_{n}", D(10), D("0.4"), D(4), D(0), True, time.time_ns() // 1_000_000))
-
-
-async def _book(db_url: str, *fills: tuple[Ticket, Booking]) -> None:
-    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
-    try:
-        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await fill_store.book(cur, list(fills))
-    finally:
-        await pool.close()
 
 
 async def test_a_life_replaced_while_paging_is_listed_once(stubs: Stubs, db_url: str) -> None:

@@ -24,8 +24,9 @@ from services.executor.domain.order_lifecycle import OrderLife, State
 from services.executor.domain.settlement import Resolution
 from services.executor.domain.ticket import Ticket
 from tests.executor.conftest import ASSET, CONDITION, rows
-from tests.executor.test_lock_order_reconcile import V, X, Y, Z, _cut, _race, _reconcile
+from tests.executor.test_lock_order_reconcile import V, X, Y, Z, _cut, _reconcile
 from tests.executor.test_lock_order_stats import NO, Fill, _book_on, _buy, _connect, executor_pool
+from tests.lock_race import race_at_gate
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -57,8 +58,9 @@ async def _journal_race(db_url: str, pool: AsyncConnectionPool[Any], batch: list
     """A reconciliation of w_1 (Y and V cut to 6 shares, X agreeing) held by a transaction holding sub_0's stats
     row, the journal's ``batch`` written while it waits, then the gate let go; the SQLSTATE each one ended with
     (reconciliation, journal; "" for none)."""
-    return await _race(db_url, "SELECT 1 FROM subscription_stats WHERE subscription_id = 'sub_0' FOR UPDATE",
-                       lambda: _reconcile(pool, [_cut(Y), _cut(V)], [X]), lambda: OrderStore(pool).apply([], batch))
+    gate = "SELECT 1 FROM subscription_stats WHERE subscription_id = 'sub_0' FOR UPDATE"
+    return await race_at_gate(db_url, gate, lambda: _reconcile(pool, [_cut(Y), _cut(V)], [X]),
+                              lambda: OrderStore(pool).apply([], batch))
 
 
 async def _hold(db_url: str) -> None:
@@ -101,10 +103,10 @@ async def test_a_batch_takes_the_stats_of_its_fills_and_skips_in_one_key_order(
     async with await _connect(db_url) as conn:
         await _book_on(conn, [_buy("w_1", "sub_a", ASSET), _buy("w_3", "sub_c", ASSET), _buy("w_1", "sub_a", X)])
     settlement = SettlementStore(executor_pool)
-    outcome = await _race(db_url, f"SELECT 1 FROM positions WHERE asset_id = '{X}' FOR UPDATE",
-                          lambda: OrderStore(executor_pool).apply([], [_skipped(_buy("w_3", "sub_c", X)),
-                                                                       _filled(_buy("w_1", "sub_a", X))]),
-                          lambda: settlement.settle(Resolution(CONDITION, (ASSET, NO), ASSET)))
+    batch = [_skipped(_buy("w_3", "sub_c", X)), _filled(_buy("w_1", "sub_a", X))]
+    outcome = await race_at_gate(db_url, f"SELECT 1 FROM positions WHERE asset_id = '{X}' FOR UPDATE",
+                                 lambda: OrderStore(executor_pool).apply([], batch),
+                                 lambda: settlement.settle(Resolution(CONDITION, (ASSET, NO), ASSET)))
     assert outcome == ["", ""]
     assert rows(db_url, "SELECT subscription_id, copied, skipped, exposure_usd, realized_pnl_usd"
                         " FROM subscription_stats ORDER BY 1") == [

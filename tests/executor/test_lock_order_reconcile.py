@@ -12,8 +12,6 @@ chosen point by a third transaction holding a row.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from decimal import Decimal as D
 from typing import Any
 
@@ -25,8 +23,8 @@ from services.executor.adapters.settlement_store import SettlementStore
 from services.executor.domain.reconcile import AtVenue, Correction
 from services.executor.domain.settlement import Resolution
 from tests.executor.conftest import ASSET, CONDITION, rows
-from tests.executor.test_lock_order_stats import NO, _book_on, _buy, _connect, _lock_waiters, executor_pool
-from tests.helpers import eventually
+from tests.executor.test_lock_order_stats import NO, _book_on, _buy, _connect, executor_pool
+from tests.lock_race import race_at_gate
 
 pytestmark = pytest.mark.integration
 __all__ = ["executor_pool"]
@@ -46,21 +44,6 @@ async def _reconcile(pool: AsyncConnectionPool[Any], fixes: list[Correction], se
     await store.apply(W, fixes, [AtVenue(a, "", "Yes", D(10), D("0.5"), False) for a in seen], view.subscriptions)
 
 
-async def _race(db_url: str, gate: str, first: Callable[[], Coroutine[Any, Any, Any]],
-                second: Callable[[], Coroutine[Any, Any, Any]]) -> list[str]:
-    """``first`` held by a transaction that ran ``gate``, ``second`` started while it waits, then the gate let go;
-    the SQLSTATE each one ended with ("" for none)."""
-    async with await _connect(db_url) as gate_conn:
-        async with gate_conn.transaction():
-            await gate_conn.execute(gate)
-            one = asyncio.create_task(first())
-            await eventually(lambda: one.done() or _lock_waiters(db_url) == 1)
-            two = asyncio.create_task(second())
-            await eventually(lambda: two.done() or _lock_waiters(db_url) == 2)
-        done = await asyncio.gather(one, two, return_exceptions=True)
-    return [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else "" for r in done]
-
-
 async def test_a_reconciliation_takes_its_subscriptions_stats_in_key_order(
         db_url: str, executor_pool: AsyncConnectionPool[Any]) -> None:
     # w_1 holds Y for sub_b and V for sub_a: the corrections move sub_b, then sub_a
@@ -71,8 +54,8 @@ async def test_a_reconciliation_takes_its_subscriptions_stats_in_key_order(
         async with await _connect(db_url) as conn:
             await _book_on(conn, [_buy("w_1", "sub_a", X), _buy("w_1", "sub_ab", Z), _buy("w_1", "sub_b", Q)])
 
-    outcome = await _race(db_url, "SELECT 1 FROM subscription_stats WHERE subscription_id = 'sub_ab' FOR UPDATE",
-                          booking, lambda: _reconcile(executor_pool, [_cut(Y), _cut(V)], []))
+    gate = "SELECT 1 FROM subscription_stats WHERE subscription_id = 'sub_ab' FOR UPDATE"
+    outcome = await race_at_gate(db_url, gate, booking, lambda: _reconcile(executor_pool, [_cut(Y), _cut(V)], []))
     assert outcome == ["", ""]
     assert rows(db_url, "SELECT subscription_id, copied, exposure_usd FROM subscription_stats ORDER BY 1") == [
         ("sub_a", 2, D(8)), ("sub_ab", 2, D(10)), ("sub_b", 2, D(8))]
@@ -86,10 +69,9 @@ async def test_a_reconciliation_takes_its_wallets_positions_in_key_order(
         await _book_on(conn, [_buy("w_0", "sub_0", ASSET), _buy("w_1", "sub_a", ASSET), _buy("w_1", "sub_a", NO)])
     settlement = SettlementStore(executor_pool)
 
-    outcome = await _race(db_url, f"SELECT 1 FROM positions WHERE follower_wallet_id = 'w_1' AND asset_id = '{NO}'"
-                                  " FOR UPDATE",
-                          lambda: settlement.settle(Resolution(CONDITION, (ASSET, NO), ASSET)),
-                          lambda: _reconcile(executor_pool, [_cut(ASSET)], [NO]))
+    gate = f"SELECT 1 FROM positions WHERE follower_wallet_id = 'w_1' AND asset_id = '{NO}' FOR UPDATE"
+    outcome = await race_at_gate(db_url, gate, lambda: settlement.settle(Resolution(CONDITION, (ASSET, NO), ASSET)),
+                                 lambda: _reconcile(executor_pool, [_cut(ASSET)], [NO]))
     assert outcome == ["", ""]
     assert rows(db_url, "SELECT follower_wallet_id, asset_id, state, size FROM positions ORDER BY 1, 2") == [
         ("w_0", ASSET, "RESOLVED_WON", D(0)), ("w_1", NO, "RESOLVED_LOST", D(0)),

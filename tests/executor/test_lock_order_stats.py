@@ -12,7 +12,6 @@ point by a third one that holds a stats row between the two the race is about.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal as D
@@ -31,7 +30,7 @@ from services.executor.domain.fill_math import Booking
 from services.executor.domain.settlement import Resolution
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.executor.conftest import ASSET, CONDITION, make_order, rows
-from tests.helpers import eventually
+from tests.lock_race import race_at_gate
 
 pytestmark = pytest.mark.integration
 
@@ -67,25 +66,17 @@ async def executor_pool(db_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
         await p.close()
 
 
-def _lock_waiters(db_url: str) -> int:
-    return int(rows(db_url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                            " AND datname = current_database()")[0][0])
-
-
 async def _race(db_url: str, pool: AsyncConnectionPool[Any], booking: Sequence[Fill], gate: str) -> list[str]:
     """A booking of ``booking`` held by a transaction holding ``gate``'s stats row, then the settlement of
     ASSET's market started while it waits, then the gate let go; the SQLSTATE each one ended with (booking,
     settlement; "" for none)."""
-    async with await _connect(db_url) as gate_conn, await _connect(db_url) as booking_conn:
-        async with gate_conn.transaction():
-            await gate_conn.execute("SELECT 1 FROM subscription_stats WHERE subscription_id = %s FOR UPDATE",
-                                    (gate,))
-            booked = asyncio.create_task(_book_on(booking_conn, booking))
-            await eventually(lambda: booked.done() or _lock_waiters(db_url) == 1)
-            settled = asyncio.create_task(SettlementStore(pool).settle(Resolution(CONDITION, (ASSET, NO), ASSET)))
-            await eventually(lambda: settled.done() or _lock_waiters(db_url) == 2)
-        done = await asyncio.gather(booked, settled, return_exceptions=True)
-    return [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else "" for r in done]
+    async def book() -> None:
+        async with await _connect(db_url) as conn:
+            await _book_on(conn, booking)
+
+    return await race_at_gate(
+        db_url, f"SELECT 1 FROM subscription_stats WHERE subscription_id = '{gate}' FOR UPDATE", book,
+        lambda: SettlementStore(pool).settle(Resolution(CONDITION, (ASSET, NO), ASSET)))
 
 
 async def test_a_booking_takes_its_subscriptions_stats_in_key_order(

@@ -12,13 +12,11 @@ no HELD_STALE event went out). A third transaction holding t_9 holds the write a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,9 +26,8 @@ from services.guard.adapters.exit_store import ExitStore
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.tick_view import TickInfo
 from tests.executor.conftest import rows
-from tests.executor.test_lock_order_stats import _lock_waiters
 from tests.guard.standins import ASSET, WALLET_ID, db, insert_trigger, set_position
-from tests.helpers import eventually
+from tests.lock_race import race_at_gate
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +82,9 @@ async def test_a_copy_exit_write_takes_its_triggers_in_key_order(db_url: str, po
     if closed:
         await conn.execute("UPDATE positions SET size = 0, state = 'CLOSED', closed_at = now()")
     await conn.close()
-    async with await psycopg.AsyncConnection.connect(db_url) as gate_conn:
-        async with gate_conn.transaction():  # holds the write at t_9, with t_2 taken (or t_1 and t_2)
-            await gate_conn.execute("SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE")
-            written = asyncio.create_task(write(pool))
-            await eventually(lambda: written.done() or _lock_waiters(db_url) == 1)
-            held = asyncio.create_task(TriggerStore(pool, _now).set_holds([(["t_1", "t_2", "t_9"], True,
-                                                                            TickInfo())]))
-            await eventually(lambda: held.done() or _lock_waiters(db_url) == 2)
-        done = await asyncio.gather(written, held, return_exceptions=True)
-    assert [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else "" for r in done] == ["", ""]
+    # the gate holds the write at t_9, with t_2 taken (or t_1 and t_2)
+    holds = [(["t_1", "t_2", "t_9"], True, TickInfo())]
+    outcome = await race_at_gate(db_url, "SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE", lambda: write(pool),
+                                 lambda: TriggerStore(pool, _now).set_holds(holds))
+    assert outcome == ["", ""]
     assert rows(db_url, "SELECT id, state, state_reason, size FROM triggers ORDER BY id") == after

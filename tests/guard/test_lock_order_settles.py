@@ -12,18 +12,17 @@ bring again. A third transaction holding t_9 holds the first at the chosen point
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
 from decimal import Decimal as D
+from typing import Any
 
-import psycopg
 import pytest
 
 from services.guard.adapters.trigger_store import TriggerStore
 from tests.executor.conftest import rows
-from tests.executor.test_lock_order_stats import _lock_waiters
 from tests.guard.standins import db, insert_trigger, set_position
 from tests.guard.test_lock_order_triggers import store
-from tests.helpers import eventually
+from tests.lock_race import race_at_gate
 
 pytestmark = pytest.mark.integration
 __all__ = ["store"]  # the fixture, on a pool planned as guard's
@@ -42,16 +41,15 @@ async def test_settles_and_marks_of_several_sells_take_their_triggers_in_key_ord
         await insert_trigger(conn, trigger_id, "STOP_LOSS", price="0.3", fraction="1")
     await conn.execute("UPDATE triggers SET state = 'FIRED', order_id = 'co_' || id, fire_size = 10")
     await conn.close()
-    async with await psycopg.AsyncConnection.connect(db_url) as gate_conn:
-        async with gate_conn.transaction():  # holds the batch at t_9, with t_2 taken (or t_1 and t_2)
-            await gate_conn.execute("SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE")
-            settle = store.settle_many([(t, f"co_{t}", None, "", D(4), D("0.3")) for t in settling])
-            mark = store.mark_submitted([(t, f"co_{t}") for t in marking])
-            held = asyncio.create_task(settle if first == "settle" else mark)
-            await eventually(lambda: held.done() or _lock_waiters(db_url) == 1)
-            other = asyncio.create_task(mark if first == "settle" else settle)
-            await eventually(lambda: other.done() or _lock_waiters(db_url) == 2)
-        done = await asyncio.gather(held, other, return_exceptions=True)
-    assert [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else "" for r in done] == ["", ""]
+    def settle() -> Coroutine[Any, Any, Any]:
+        return store.settle_many([(t, f"co_{t}", None, "", D(4), D("0.3")) for t in settling])
+
+    def mark() -> Coroutine[Any, Any, Any]:
+        return store.mark_submitted([(t, f"co_{t}") for t in marking])
+
+    # the gate holds the first at t_9, with t_2 taken (or t_1 and t_2)
+    held, other = (settle, mark) if first == "settle" else (mark, settle)
+    outcome = await race_at_gate(db_url, "SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE", held, other)
+    assert outcome == ["", ""]
     assert rows(db_url, "SELECT id, filled_size, submitted_at IS NOT NULL FROM triggers ORDER BY id") == [
         (t, D(4), True) for t in ("t_1", "t_2", "t_9")]

@@ -13,13 +13,11 @@ for a later tick. A third transaction holding t_9 holds the write at the chosen 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,9 +28,8 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import State
 from services.guard.domain.trigger_rows import TriggerRow
 from tests.executor.conftest import rows
-from tests.executor.test_lock_order_stats import _lock_waiters
 from tests.guard.standins import ASSET, db, insert_trigger, set_position
-from tests.helpers import eventually
+from tests.lock_race import race_at_gate
 
 pytestmark = pytest.mark.integration
 
@@ -83,13 +80,8 @@ async def test_a_write_of_several_triggers_takes_them_in_key_order(db_url: str, 
                                                                     writer: str) -> None:
     kind, reason, write, after = WRITERS[writer]
     await _asset_with_a_pair(db_url, kind, reason)
-    async with await psycopg.AsyncConnection.connect(db_url) as gate_conn:
-        async with gate_conn.transaction():  # holds the write at t_9, with t_2 taken (or t_1 and t_2, in key order)
-            await gate_conn.execute("SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE")
-            written = asyncio.create_task(write(store))
-            await eventually(lambda: written.done() or _lock_waiters(db_url) == 1)
-            fired = asyncio.create_task(store.fire("t_1", ["t_2"], D(0), TickInfo(D("0.3")), _sell))
-            await eventually(lambda: fired.done() or _lock_waiters(db_url) == 2)
-        done = await asyncio.gather(written, fired, return_exceptions=True)
-    assert [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else "" for r in done] == ["", ""]
+    # the gate holds the write at t_9, with t_2 taken (or t_1 and t_2, in key order)
+    outcome = await race_at_gate(db_url, "SELECT 1 FROM triggers WHERE id = 't_9' FOR UPDATE", lambda: write(store),
+                                 lambda: store.fire("t_1", ["t_2"], D(0), TickInfo(D("0.3")), _sell))
+    assert outcome == ["", ""]
     assert rows(db_url, "SELECT id, state, state_reason, high_water_mark FROM triggers ORDER BY id") == after

@@ -25,8 +25,9 @@ from psycopg_pool import AsyncConnectionPool
 from common.storage import create_pool
 from services.guard.adapters.perf_store import PerfStore
 from tests.executor.conftest import rows
-from tests.executor.test_lock_order_stats import OTHER, _book_on, _buy, _connect, _lock_waiters
+from tests.executor.test_lock_order_stats import OTHER, _book_on, _buy, _connect
 from tests.helpers import eventually
+from tests.lock_race import lock_waiters
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +58,9 @@ async def test_the_unrealized_pnl_write_takes_its_stats_rows_in_key_order(db_url
                                           _buy("w_3", "sub_a", OTHER)])
 
             booked = asyncio.create_task(booking())
-            await eventually(lambda: booked.done() or _lock_waiters(db_url) == 1)
+            await eventually(lambda: booked.done() or lock_waiters(db_url) == 1)
             written = asyncio.create_task(perf_store.save_unrealized([("sub_a", D(7)), ("sub_b", D(7))]))
-            await eventually(lambda: written.done() or _lock_waiters(db_url) == 2)
+            await eventually(lambda: written.done() or lock_waiters(db_url) == 2)
         done = await asyncio.gather(booked, written, return_exceptions=True)
     assert [getattr(r, "sqlstate", "") or "" if isinstance(r, BaseException) else r for r in done] == [None, 2]
     assert rows(db_url, "SELECT subscription_id, copied, exposure_usd, unrealized_pnl_usd FROM subscription_stats"

@@ -30,6 +30,7 @@ from services.router.adapters.store import RoutedRow, RouterStore
 from services.router.adapters.store_sql import PLANNER_OPTIONS
 from tests.executor.conftest import make_order
 from tests.helpers import eventually
+from tests.lock_race import lock_waiters
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +72,6 @@ def _skips(subs: list[str]) -> RoutedRow:
                      skip_details=[""] * len(subs))
 
 
-def _waiting(db_url: str, n: int) -> bool:
-    """Whether ``n`` transactions of the test's database wait for a lock."""
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                           " AND datname = current_database()").fetchone()
-    return row is not None and row[0] == n
-
-
 async def test_a_batchs_skips_take_their_subscriptions_stats_in_key_order(
         db_url: str, router_store: RouterStore) -> None:
     subs = ["sub_c", "sub_cg", "sub_d"]
@@ -88,9 +81,9 @@ async def test_a_batchs_skips_take_their_subscriptions_stats_in_key_order(
         async with gate.transaction():
             await gate.execute("SELECT 1 FROM subscription_stats WHERE subscription_id = 'sub_cg' FOR UPDATE")
             booked = asyncio.create_task(_book_on(booking, [_buy(s, "a2") for s in subs]))
-            await eventually(lambda: booked.done() or _waiting(db_url, 1))
+            await eventually(lambda: booked.done() or lock_waiters(db_url) == 1)
             persisted = asyncio.create_task(router_store.persist_many([_skips(["sub_c", "sub_d"])]))
-            await eventually(lambda: persisted.done() or _waiting(db_url, 2))
+            await eventually(lambda: persisted.done() or lock_waiters(db_url) == 2)
         outcome = await asyncio.gather(booked, persisted, return_exceptions=True)
     assert [getattr(r, "sqlstate", "") if isinstance(r, BaseException) else "" for r in outcome] == ["", ""]
     assert outcome[1] == {"lt_skips"}
