@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import struct
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from common.http1 import ConnectionDropped, Http1Client
+from tests.helpers import eventually, eventually_sync
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +52,13 @@ async def test_a_stray_answer_on_an_idle_connection_while_answers_are_held_is_no
     """A burst holds answers unread; meanwhile an idle kept connection receives a second, unsolicited response (a
     server bug, a 408 before closing). The old client held those bytes too, reused the connection for the next POST
     and, on release, read the stray response as that POST's answer (another order's fill booked to this one)."""
-    posted = asyncio.Event()
+    posted, stray_due = asyncio.Event(), asyncio.Event()
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(conns) == 1:
             await _read_request(reader)
             writer.write(_answer(b"first"))
-            await asyncio.sleep(0.05)
+            await stray_due.wait()
             writer.write(_answer(b"STRAY"))  # nobody asked
         await _read_request(reader)
         posted.set()
@@ -67,13 +69,15 @@ async def test_a_stray_answer_on_an_idle_connection_while_answers_are_held_is_no
     client = Http1Client(url)
     assert (await client.request("GET", "/", timeout_s=2)).body == b"first"
     client.hold_answers()
-    await asyncio.sleep(0.2)  # the stray answer arrives while the connection is idle
+    stray_due.set()
+    # the stray answer arrives while the connection is idle: in its socket, read and held, or the connection dropped
+    await eventually(lambda: not client._idle or not client._idle[0].usable() or client._idle[0]._held, timeout_s=2)
     task = asyncio.create_task(client.request("POST", "/v1/orders", body=b"{}", timeout_s=2))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(posted.wait(), 2)
     client.release_answers()
     answer = await task
     assert answer.body == b"mine"
-    assert len(conns) == 2 and posted.is_set()  # the out-of-step connection was dropped, the POST went on a new one
+    assert len(conns) == 2  # the out-of-step connection was dropped, the POST went on a new one
     await client.close()
     srv.close()
 
@@ -139,7 +143,8 @@ async def test_a_post_is_not_written_to_a_kept_connection_the_server_already_clo
     assert (await client.request("GET", "/warm", timeout_s=2)).body == b"ok"
     closing_server.close_idle.set()
     assert closing_server.closed.wait(5)  # (blocking: the loop stands still while the close lands, unread)
-    threading.Event().wait(0.05)
+    sock = client._idle[0].transport.get_extra_info("socket")  # type: ignore[union-attr]
+    eventually_sync(lambda: select.select([sock], [], [], 0)[0], timeout_s=2)  # the close waits unread in the socket
     answer = await client.request("POST", "/v1/orders", body=b"{}", timeout_s=2)
     assert answer.body == b"ok"
     assert closing_server.requests == [b"GET /warm HTTP/1.1", b"POST /v1/orders HTTP/1.1"]
