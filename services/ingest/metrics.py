@@ -22,6 +22,8 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from services.ingest import resolution as rs
+
 _LAG_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000, 60_000, 300_000)
 
 # tally key prefix → (instrument name, attribute names of the rest of the key, description)
@@ -59,6 +61,8 @@ class IngestMetrics:
             self.tally["reconnects", feed] += 0
             self.tally["stalls", feed] += 0
         self.tally["unclear",] += 0
+        for source in (rs.SOCKET, rs.REST):
+            self.tally["resolutions", source, rs.CONTRADICTED] += 0
         for prefix, (name, attrs, description) in _COUNTERS.items():
             meter.create_observable_counter(name, callbacks=[self._callback(prefix, attrs)],
                                             description=description)

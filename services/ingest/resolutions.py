@@ -2,7 +2,8 @@
 
 :meth:`ResolutionRecorder.record` inserts the resolution with ``ON CONFLICT (condition_id) DO NOTHING``: the
 first source to record a market wins. A later one with the same winner changes nothing (DUPLICATE); one with
-another winner is logged as an error, counted and never applied (CONTRADICTED). Tokens are recorded in
+another winner is logged as an error, counted, raises a critical RESOLUTION_CONTRADICTED alert (once per market
+and winner) and is never applied (CONTRADICTED). Tokens are recorded in
 outcome-index order, the order CLOB REST lists them in (a socket frame's resolution takes it from the cached
 market info); a REST confirmation listing a recorded row's tokens in another order puts the row right
 (ORDER_DIFFERS, logged, counted). A new row is then published: the market's cached info (``tt:market:{asset}``)
@@ -29,6 +30,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from common import telemetry
+from common.alerts import AlertKind, Severity, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.marketstate import RESOLVED_WINNER, MarketInfo, read_market, write_market
 from common.streams import DurableLog
@@ -185,6 +187,16 @@ class ResolutionRecorder:
                   extra={"condition_id": res.condition_id, "source": res.source,
                          "winning_asset_id": res.winning_asset_id, "recorded_winner": existing["winning_asset_id"],
                          "recorded_source": existing["source"]})
+        # positions may have been settled and redeemed on the wrong side: only a person can tell which is true
+        raise_alert(AlertKind.RESOLUTION_CONTRADICTED, f"resolution_contradicted:{res.condition_id}",
+                    f"market {res.market_slug or res.condition_id}: {res.source} names {res.winning_asset_id} the "
+                    f"winner, while {existing['source']} recorded {existing['winning_asset_id']}, which its positions "
+                    "were settled on; check the market at the venue and correct its positions by hand if that was "
+                    "wrong", severity=Severity.CRITICAL,
+                    dedupe_id=f"resolution_contradicted:{res.condition_id}:{res.winning_asset_id}",
+                    condition_id=res.condition_id, market_slug=res.market_slug, source=res.source,
+                    recorded_winner=existing["winning_asset_id"], recorded_source=existing["source"],
+                    other_winner=res.winning_asset_id)
         return rs.CONTRADICTED
 
     async def _publish(self, event: mpb.MarketResolution, payload: bytes, infos: Iterable[MarketInfo] = (),

@@ -15,6 +15,7 @@ from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, read_market, write_market
 from common.retry import Backoff
 from services.ingest import resolution as rs
+from services.ingest.metrics import IngestMetrics
 from services.router.adapters.redis_state import RedisState
 from services.router.domain.filters import trade_gate
 from services.router.domain.model import Reason
@@ -195,7 +196,18 @@ async def test_contradicting_rest_after_a_socket_resolution_is_logged_not_applie
     assert check["next_check_at"].timestamp() > time.time() + 3000
     [row] = await rows(db_url, "market_resolutions")
     assert row["winning_asset_id"] == yes and len(await logged(redis_url)) == 1
+    # the settlement may have paid the wrong side: a person has to look, at once
+    [alert] = await eventually(lambda: alerts_raised(redis_url, "RESOLUTION_CONTRADICTED"))
+    assert (alert.fields["condition_id"], alert.fields["recorded_winner"], alert.fields["other_winner"],
+            alert.severity) == (m.condition_id, yes, no, "CRITICAL")
     await r.aclose()
+
+
+def test_contradicted_resolutions_are_exported_from_the_start() -> None:
+    """The alerting rule reads ``ingest_resolutions_total{outcome="CONTRADICTED"}``: a counter that appears only
+    with its first contradiction has no increase to alert on."""
+    tally = IngestMetrics().tally
+    assert all(("resolutions", source, rs.CONTRADICTED) in tally for source in (rs.SOCKET, rs.REST))
 
 
 async def test_a_failed_append_is_recovered_by_the_sweep_after_a_restart(

@@ -121,6 +121,10 @@ RULES: list[tuple[str, str, str, str, str]] = [
     ("TradingToolsResolutionUnclear", "sum(increase(ingest_resolutions_unclear_total[1h])) > 0", "0m", "warning",
      "A held market has been closed for hours without a clear winner (a 50/50 or voided result, a dispute): its "
      "positions are not settled until a person acts (RESOLUTION_UNCLEAR)."),
+    ("TradingToolsResolutionContradicted",
+     'sum(increase(ingest_resolutions_total{outcome="CONTRADICTED"}[1h])) > 0', "0m", "critical",
+     "A source named another winner for a market already settled on the first one recorded: check the market at "
+     "the venue; if the first was wrong, its positions were settled on the wrong side (RESOLUTION_CONTRADICTED)."),
     ("TradingToolsOrderCancelRefused",
      'sum(increase(executor_resolved_order_cancels_total{outcome="REFUSED"}[1h])) > 0', "0m", "warning",
      "The venue refused to cancel an order resting on a resolved market: while it rests, its position is not "
