@@ -4,9 +4,10 @@
 A SELL takes its own subscription's part first and the rest from every other part in proportion (the executor's
 ``domain/subscription_shares.py``). So of the SELLs in flight only other subscriptions' copies are set aside from a
 part, each up to its own subscription's part (:func:`others_own`); what they may sell beyond it, and every other
-SELL in flight, may come off this part. Never more than the wallet's shares not being sold. When the other parts
-keep less than a share step of those (the sub-cent leftovers of a proportional take, which no copy of theirs could
-ever sell), the copy sells them too.
+SELL in flight, may come off this part. Never more than the wallet's shares not being sold. What no copy of
+another subscription could ever sell the copy sells too (:func:`with_leftovers`): the other parts' sub-cent leftovers
+of a proportional take, when each is below a share step on its own (0.005 and 0.0075 are a step in all, but no
+copy's to sell), or when they come to less than a share step in all once their copies in flight filled.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def part_sellable(part: Decimal, held: Decimal, selling: Decimal, others_selling
     return min(part - max(ZERO, selling - others_selling), held - selling)
 
 
-def with_leftovers(sellable: Decimal, wallet: Decimal) -> Decimal:
-    """``sellable`` of a part, or all of the wallet's shares not being sold (``wallet``) when the other parts would
-    keep less than a share step of them."""
-    return wallet if wallet - sellable < MIN_HELD_SHARES else sellable
+def with_leftovers(sellable: Decimal, wallet: Decimal, parts: Mapping[str, Decimal], subscription_id: str) -> Decimal:
+    """``sellable`` of ``subscription_id``'s part, or all of the wallet's shares not being sold (``wallet``) when no
+    copy of another subscription could ever sell what the other ``parts`` keep: each is below a share step on its
+    own (its copies hold none), or they keep less than a share step of ``wallet`` in all (once their copies in
+    flight filled). A part of a share step or more stays its own copies' to sell."""
+    if wallet - sellable < MIN_HELD_SHARES:
+        return wallet
+    return wallet if all(n < MIN_HELD_SHARES for sub, n in parts.items() if sub != subscription_id) else sellable

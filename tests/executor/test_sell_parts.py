@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from common.parts import with_leftovers
 from services.executor.adapters.order_store import OrderStore
 from services.executor.domain.fill_math import Booking
-from services.executor.domain.sell_sizing import copy_sellable, part_sellable, sized_on
+from services.executor.domain.sell_sizing import copy_sellable, fraction_size, part_sellable, sized_on
 from services.executor.domain.ticket import INSIDERS, Ticket
 from tests.executor.conftest import ASSET, Harness, make_order, rows
 from tests.executor.flip import ASKS, BIDS, NEVER, book_fills, confirm, position_split, posted_sizes, sell_order
@@ -81,6 +82,48 @@ OTHERS = "they belong to other subscriptions of the wallet"
 def test_copy_sellable(parts: dict[str, Decimal] | None, sub: str, selling: str, others: str,
                        expected: Decimal | tuple[str, str]) -> None:
     assert copy_sellable(parts, sub, D(150), D(selling), D(others)) == expected
+
+
+# w_1 bought sub_A's 100, sub_B's 50 and sub_C's 50; a manual SELL of 1.01 took of each part in proportion, then
+# leaders A and C closed (their copies sold 99.49 and 49.74): sub_A keeps 0.005, sub_C 0.0075, sub_B 49.7475
+PROBE = {"sub_A": D("0.005"), "sub_B": D("49.7475"), "sub_C": D("0.0075")}
+
+
+@pytest.mark.parametrize(("parts", "selling", "expected", "left"), [
+    # each other part below a share step: no copy of theirs can ever sell it, so the last close sells it (sub_B
+    # sold 49.74 and left 0.02 held for ever, the others' 0.0125 and its own 0.0075: a step in all, not each)
+    (PROBE, "0", D("49.76"), D(0)),
+    ({"sub_A": D("0.009"), "sub_B": D("49.982"), "sub_C": D("0.009")}, "0", D(50), D(0)),
+    ({"sub_A": D("0.009"), "sub_B": D("49.973"), "sub_C": D("0.009"), "sub_D": D("0.009")}, "0", D(50), D(0)),
+    ({"sub_A": D("0.009"), "sub_B": D("49.982"), "": D("0.009")}, "0", D(50), D(0)),  # the follower's own dust
+    (PROBE, "10", D("39.76"), D(0)),  # an exit under way: all the wallet's shares it does not sell
+    # a part of a share step or more is a holding: its own copy sells it, never another's
+    ({"sub_A": D("0.009"), "sub_B": D("49.981"), "sub_C": D("0.01")}, "0", D("49.981"), D("0.02")),
+    ({"sub_A": D("0.009"), "sub_B": D("49.991"), "sub_C": D(5)}, "0", D("49.991"), D("5.01")),
+    ({"sub_A": D("0.009"), "sub_B": D("49.991"), "": D(5)}, "0", D("49.991"), D("5.01")),  # the follower's own
+])
+def test_the_last_close_sells_every_leftover_no_other_copy_can_sell(parts: dict[str, Decimal], selling: str,
+                                                                     expected: Decimal, left: Decimal) -> None:
+    """What sub_B's close (leader B sold all) may sell, and what the wallet keeps once it and the SELLs under way
+    (of no subscription: ``selling``) filled."""
+    held = sum(parts.values(), D(0))
+    sellable = copy_sellable(parts, "sub_B", held, D(selling), D(0))
+    assert isinstance(sellable, Decimal)
+    sold = fraction_size(sellable, D(1), D(5))
+    assert isinstance(sold, Decimal)
+    assert (sellable, held - D(selling) - sold) == (expected, left)
+
+
+@pytest.mark.parametrize(("sellable", "wallet", "parts", "expected"), [
+    ("49.7475", "49.76", PROBE, D("49.76")),  # each other part below a step on its own
+    ("49.981", "50", {"sub_A": D("0.009"), "sub_B": D("49.981"), "sub_C": D("0.01")}, D("49.981")),  # sub_C's step
+    ("50", "50.005", {"sub_A": D(10), "sub_B": D(50)}, D("50.005")),  # sub_A's copy of 9.995 in flight leaves 0.005
+    # sub_A's copy of 9.995 in flight: its 10 are its own until it fills (0.005 and sub_C's 0.009 then stay)
+    ("50", "50.014", {"sub_A": D(10), "sub_B": D(50), "sub_C": D("0.009")}, D(50)),
+])
+def test_with_leftovers(sellable: str, wallet: str, parts: dict[str, Decimal], expected: Decimal) -> None:
+    """What sub_B's copy sells: its ``sellable``, or the ``wallet``'s shares not being sold with the others' dust."""
+    assert with_leftovers(D(sellable), D(wallet), parts, "sub_B") == expected
 
 
 def _bought(i: int, sub: str, shares: str, price: str) -> tuple[Ticket, Booking]:

@@ -8,9 +8,9 @@ sub_B's copy sized on its 50 meanwhile, it would sell the third part's shares, w
 So only other subscriptions' COPY SELLs are set aside from a part, each up to its own part; an exit, a manual SELL,
 and what a copy may sell beyond its own part count against every part.
 
-A proportional take leaves parts with sub-cent residues (1e-8 shares): when the other parts keep less than a share
-step of the wallet's shares not being sold, a copy is sized on the wallet's shares not being sold, or that dust would
-stay held for ever (an open position for the caps) with no part able to sell it."""
+A proportional take leaves parts with sub-cent residues (1e-8 shares): when each other part keeps less than a share
+step on its own (or all of them less than one in all), a copy is sized on the wallet's shares not being sold, or
+that dust would stay held for ever (an open position for the caps) with no part able to sell it."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ RESIDUE = {"sub_A": D("0.00666667"), "sub_B": D("33.33333333")}  # sub_A closed 
     ({"sub_A": D("0.009"), "sub_B": D(50)}, "sub_B", "0", {}, D("50.009")),
     ({"sub_A": D("0.01"), "sub_B": D(50)}, "sub_B", "0", {}, D(50)),  # a share step is a holding: it stays sub_A's
     ({"sub_A": D("0.005"), "": D("0.004"), "sub_B": D(50)}, "sub_B", "0", {}, D("50.009")),  # 0.009 in all
-    ({"sub_A": D("0.006"), "": D("0.004"), "sub_B": D(50)}, "sub_B", "0", {}, D(50)),  # 0.01 in all
+    ({"sub_A": D("0.006"), "": D("0.004"), "sub_B": D(50)}, "sub_B", "0", {}, D("50.01")),  # 0.01 in all, dust each
     ({"sub_A": D(10), "sub_B": D(50)}, "sub_B", "9.995", {"sub_A": D("9.995")}, D("50.005")),  # A keeps 0.005
     ({"sub_A": D(10), "sub_B": D(50)}, "sub_B", "10", {"sub_A": D(10)}, D(50)),
     ({"sub_A": D(10), "sub_B": D(50)}, "sub_B", "9.995", {}, D("40.005")),  # an exit of 9.995 might take sub_B's
@@ -203,3 +203,24 @@ async def test_the_last_close_sells_the_other_parts_sub_cent_leftovers(harness: 
     assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
     assert posted_sizes(harness, b_close.client_order_id) == [D("33.34")]
     await eventually(lambda: _held(db_url) < MIN_HELD_SHARES, timeout_s=15)
+
+
+@pytest.mark.integration
+async def test_the_last_close_sells_leftovers_of_several_parts(harness: Harness, db_url: str) -> None:
+    """sub_A, sub_B and sub_C bought 100, 50 and 50; the follower sold 1.01 by hand; leaders A and C closed (their
+    copies sold 99.49 and 49.74). Leader B's close sells the 49.76 the wallet holds: sub_A's 0.005 and sub_C's 0.0075
+    go with it (sized on sub_B's part, 49.74, the wallet kept 0.02 for ever, a step in all but no part's)."""
+    await harness.set_book(ASSET, BIDS, ASKS)
+    await harness.start_executor()
+    await book_fills(harness, (_ticket(901, "sub_A"), _fill(901, "100", "0.40")),
+                (_ticket(902, "sub_B"), _fill(902, "50", "0.60")), (_ticket(903, "sub_C"), _fill(903, "50", "0.50")))
+    await book_fills(harness, (_ticket(904, "", cpb.SIDE_SELL, epb.ORDER_ORIGIN_MANUAL), _fill(904, "1.01", "0.50")))
+    await book_fills(harness, (_ticket(905, "sub_A", cpb.SIDE_SELL), _fill(905, "99.49", "0.50")),
+                (_ticket(906, "sub_C", cpb.SIDE_SELL), _fill(906, "49.74", "0.50")))
+    assert position_split(db_url, W) == {"sub_A": D("0.005"), "sub_B": D("49.7475"), "sub_C": D("0.0075")}
+    b_close = sell_order(1, "1", follower_wallet_id=W, subscription_id="sub_B")
+    await harness.route(b_close)
+    done = await eventually(lambda: harness.terminal(b_close.client_order_id), timeout_s=15)
+    assert done.type == epb.ORDER_EVENT_TYPE_FILLED, (done.reason, done.detail)
+    assert posted_sizes(harness, b_close.client_order_id) == [D("49.76")]
+    await eventually(lambda: _held(db_url) == 0, timeout_s=15)

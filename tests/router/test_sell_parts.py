@@ -24,6 +24,7 @@ D = Decimal
 SPLIT = {"sub_A": D(100), "sub_B": D(50)}
 THREE = {"sub_A": D(100), "sub_B": D(50), "sub_C": D(50)}
 RESIDUE = {"sub_A": D("0.00666667"), "sub_B": D("33.33333333")}  # a manual SELL of 50, then sub_A's close of 66.66
+PROBE = {"sub_A": D("0.005"), "sub_B": D("49.7475"), "sub_C": D("0.0075")}
 
 
 @pytest.mark.parametrize(("kept", "size", "cost", "expected"), [
@@ -100,7 +101,17 @@ SPILL_CASES = [
     ("33.34", RESIDUE, "0", None, "sub_B", "50", D("16.67")),  # half of the wallet's 33.34
     ("33.34", RESIDUE, "0", None, "sub_A", "100", Reason.NOTHING_HELD),  # its part is itself a leftover
     ("50.01", {"sub_A": D("0.004"), "": D("0.005"), "sub_B": D("50.001")}, "0", None, "sub_B", "100", D("50.01")),
-    ("50.01", {"sub_A": D("0.005"), "": D("0.005"), "sub_B": D(50)}, "0", None, "sub_B", "100", D(50)),  # a step
+    ("50.01", {"sub_A": D("0.005"), "": D("0.005"), "sub_B": D(50)}, "0", None, "sub_B", "100",
+     D("50.01")),  # a step in all, but no part's: each is dust
+    # each other part below a step (sub_A 100, sub_B 50, sub_C 50, a manual SELL of 1.01, then leaders A and C
+    # closed): sized on its 49.7475, sub_B's close sold 49.74 and left 0.02 held for ever, no copy able to sell it
+    ("49.76", PROBE, "0", None, "sub_B", "100", D("49.76")),
+    ("49.76", PROBE, "0", None, "sub_B", "50", D("24.88")),  # half of the wallet's 49.76
+    ("49.76", PROBE, "10", None, "sub_B", "100", D("39.76")),  # an exit in flight: all it does not sell
+    ("49.76", PROBE, "0", None, "sub_C", "100", Reason.NOTHING_HELD),  # its part is itself a leftover
+    ("50", {"sub_A": D("0.009"), "sub_B": D("49.982"), "sub_C": D("0.009")}, "0", None, "sub_B", "100", D(50)),
+    ("50", {"sub_A": D("0.009"), "sub_B": D("49.981"), "sub_C": D("0.01")}, "0", None, "sub_B", "100",
+     D("49.98")),  # sub_C's step is a holding: its own copy's to sell
     ("60.005", {"sub_A": D(10), "sub_B": D("50.005")}, "9.995", {"sub_A": D("9.995")}, "sub_B", "100",
      D("50.01")),  # sub_A's copy in flight leaves 0.005 of its part
     ("60", {"sub_A": D(10), "sub_B": D(50)}, "9.995", None, "sub_B", "100", D(40)),  # might take sub_B's: kept

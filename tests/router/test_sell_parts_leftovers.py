@@ -65,6 +65,24 @@ async def test_the_last_leaders_close_sells_the_sub_cent_leftovers(stack: Stack)
     assert D(str(left)) < MIN_HELD_SHARES
 
 
+async def test_the_last_leaders_close_sells_leftovers_of_several_parts(stack: Stack) -> None:
+    """sub_C bought 50 too; the follower sold 1.01 by hand; leaders A and C closed (their copies sold 99.49 and
+    49.74). Leader B's close sells the wallet's 49.76: sub_A's 0.005 and sub_C's 0.0075 with them (49.74 before: the
+    wallet kept 0.02 for ever, a step in all but each part below it, no copy able to sell it)."""
+    await _start(stack, subs=(subscription("sub_A", "w_1"), subscription("sub_B", "w_1", leader=LEADER_B),
+                              subscription("sub_C", "w_1", leader=LEADER_C)))
+    await _bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
+    await _sold(stack.db_url, "man_1", "", epb.ORDER_ORIGIN_MANUAL, "1.01")
+    await _sold(stack.db_url, "co_a", "sub_A", epb.ORDER_ORIGIN_COPY, "99.49")
+    await _sold(stack.db_url, "co_c", "sub_C", epb.ORDER_ORIGIN_COPY, "49.74")
+    assert _split(stack.db_url) == {"sub_A": D("0.005"), "sub_B": D("49.7475"), "sub_C": D("0.0075")}
+    b = await _route(stack, "lt_b_close", LEADER_B, "50")
+    assert _decided(b) == [("sub_B", "49.76")]
+    await _sold(stack.db_url, b.orders[0].client_order_id, "sub_B", epb.ORDER_ORIGIN_COPY, b.orders[0].size)
+    [(left,)] = _sql(stack.db_url, "SELECT size FROM positions")
+    assert D(str(left)) == 0
+
+
 async def test_a_copy_in_flight_beyond_its_own_part_is_held_back_from_every_part(stack: Stack) -> None:
     """sub_A bought 100 alone (no split kept): leader B's close is mirrored on the wallet's shares, a SELL of 100 by
     sub_B, which has no part. sub_C's BUY of 50 fills while it is in flight (split sub_A 100, sub_C 50): the 100

@@ -14,9 +14,9 @@ wallet on the asset has the venue's answer. The rules are the router's for a siz
   are left aside, and each only up to its own part (``common.parts``): what they may sell beyond it, every SELL
   that is not a copy (an exit of a trigger, a manual SELL) and every copy of its own subscription count against the
   part in full.
-  When the other parts would keep less than a share step of the wallet's shares not being sold (the sub-cent
-  leftovers of a proportional take, which no copy of theirs could ever sell), the copy is sized on the wallet's
-  shares not being sold: the dust goes with it;
+  When no copy of another subscription could sell what the other parts keep (each of them below a share step, the
+  sub-cent leftovers of a proportional take, or less than a share step of the wallet's shares not being sold in
+  all), the copy is sized on the wallet's shares not being sold: the dust goes with it (``common.parts``);
 - nothing held (less than one share step) → NOTHING_HELD;
 - size = held × fraction, rounded down to the share step (everything held for a fraction of 1);
 - a remainder that is positive but below the market minimum is sold too (it could never be sold);
@@ -49,8 +49,9 @@ def copy_sellable(parts: Mapping[str, Decimal] | None, subscription_id: str, hel
     may still sell ``selling`` (``others_selling`` of it other subscriptions' copies take of their own parts:
     ``common.parts``; not every SELL of other subscriptions, whose excess over their part comes off every part):
     with ``parts`` None (no split kept, or one that does not add up) the wallet's not being sold; else its own
-    part's (``common.parts``), the wallet's not being sold when the other parts would keep less than a share
-    step of them (dust no copy of theirs could sell), or NOTHING_HELD when it has none or all of it is being sold."""
+    part's (``common.parts``), the wallet's not being sold when the other parts keep only dust no copy of theirs
+    could sell (each below a share step, or less than one in all), or NOTHING_HELD when it has none or all of it is
+    being sold."""
     wallet = held - selling
     if parts is None:
         return wallet
@@ -58,7 +59,7 @@ def copy_sellable(parts: Mapping[str, Decimal] | None, subscription_id: str, hel
     if part < MIN_HELD_SHARES:
         return ("NOTHING_HELD", f"subscription {subscription_id} holds none of the follower's {fmt(held)} shares: "
                                 "they belong to other subscriptions of the wallet")
-    sellable = with_leftovers(part_sellable(part, held, selling, others_selling), wallet)
+    sellable = with_leftovers(part_sellable(part, held, selling, others_selling), wallet, parts, subscription_id)
     if sellable < MIN_HELD_SHARES:
         return ("NOTHING_HELD", f"subscription {subscription_id} holds {fmt(part)} of the follower's {fmt(held)} "
                                 f"shares ({fmt(selling)} already being sold)")

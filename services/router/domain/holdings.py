@@ -20,10 +20,10 @@ sells what its copies bought, never the shares of a subscription whose leader st
   router reads them from the executor's open orders, ``adapters/store_sql.LOAD``, and counts them as the executor
   does, whatever subscription a trigger is of), and a SELL index entry written before subscriptions were kept. A
   subscription with no part in it holds none of the wallet's shares: they belong to other subscriptions.
-- A part below the share step (what a proportional take leaves) counts as none, as a holding does; when the other
-  parts would keep less than a share step of the wallet's shares not being sold (their sub-cent leftovers, which no
-  copy of theirs could ever sell), a subscription with a part sells of the wallet's shares not being sold: the dust
-  goes with it rather than stay held for ever.
+- A part below the share step (what a proportional take leaves) counts as none, as a holding does; when no copy of
+  another subscription could sell what the other parts keep (each of them below a share step, their sub-cent
+  leftovers, or less than a share step of the wallet's shares not being sold in all), a subscription with a part
+  sells of the wallet's shares not being sold: the dust goes with it rather than stay held for ever.
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ def part_of(state: FollowerState, subscription_id: str | None) -> Decimal | None
 def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | None) -> Decimal:
     """Shares a copied SELL of the subscription may sell: the wallet's not being sold (``own`` None), or of its
     ``own`` part what no SELL in flight may still sell (other subscriptions' copies left aside up to their own
-    parts), never more than the wallet's not being sold; all of these when the other parts would keep less than a
-    share step of them."""
+    parts), never more than the wallet's not being sold; all of these when the other parts keep only dust no copy
+    of theirs could sell (``common.parts.with_leftovers``)."""
     wallet = state.held_size - state.reserved_sell_size
     if own is None:
         return wallet
     others = others_own(state.held_parts or {}, state.selling_by, subscription_id)
     left = part_sellable(own, state.held_size, state.reserved_sell_size, others)
-    return with_leftovers(left, wallet) if own > ZERO else left
+    return with_leftovers(left, wallet, state.held_parts or {}, subscription_id or "") if own > ZERO else left

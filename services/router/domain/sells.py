@@ -26,8 +26,9 @@ Rules:
     from the executor's open orders), for every subscription of the wallet;
   - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
     flight may still sell of it (other subscriptions' SELL copies aside up to their own parts: beyond them they take
-    from every part), never more than the wallet's shares not being sold, and all of these when the other parts
-    would keep less than a share step of them (sub-cent leftovers nobody else could sell go with it); a
+    from every part), never more than the wallet's shares not being sold, and all of these when no copy of another
+    subscription could sell what the other parts keep (each below a share step, or less than one in all: sub-cent
+    leftovers nobody else could sell go with it); a
     subscription with no part in it holds none (its leader's exit never sells the shares another leader's copies
     bought and still hold).
   Nothing sellable → NOTHING_HELD (its detail gives the shares already being sold, exits included).
