@@ -3,6 +3,9 @@ Idempotency-Key (the attempt recorded first), retried on 425/429/5xx and timeout
 circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
 the reason. A status word the contract does not list is followed like ``submitted`` when there is a redemption
 to follow (logged, counted in ``executor.redeem_unknown_status``; see :mod:`services.executor.domain.redemption`).
+A status query answered 404 (the venue no longer knows the redemption) is asked again, but after
+:data:`NOT_FOUND_LIMIT` of them in a row (counted while this process runs) the redemption ends FAILED
+(``REDEMPTION_NOT_FOUND``, alerted) instead of being asked about for ever.
 Every change is stored with its audit-log row and appended to ``tt:stream:redemption_events`` (an
 outbox: what failed to append after the commit is appended by the next round). Resumes after any restart from
 PostgreSQL. With auto-redeem off, redemptions are recorded but not sent.
@@ -42,6 +45,8 @@ _UNKNOWN = _meter.create_counter("executor.redeem_unknown_status",
                                  description="Redemption answers with a status word the contract omits, by call")
 
 RETRY_BACKOFF = Backoff(1.0, 300.0)  # a redemption waits for no copy: retried patiently, for as long as it takes
+NOT_FOUND = "REDEMPTION_NOT_FOUND"
+NOT_FOUND_LIMIT = 3  # status queries answered 404 in a row that end a redemption FAILED
 
 EVENT_TYPES = {rd.RedemptionState.PENDING: epb.REDEMPTION_EVENT_TYPE_PENDING,
                rd.RedemptionState.SUBMITTED: epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
@@ -61,6 +66,8 @@ def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int
         return rd.RedeemAnswered(view.redeem_id, view.status, view.tx_hash, view.payout_usd, view.error)
     if answer.status == 0:
         return rd.RedeemRetryable("VENUE_UNAVAILABLE", f"{answer.kind}: {answer.message}"[:300], now_ms, delay_ms)
+    if status_query and answer.status == 404:  # asked again; ended by the Redeemer after a few in a row
+        return rd.RedeemRetryable(NOT_FOUND, f"HTTP 404 {answer.code}"[:300], now_ms, delay_ms)
     if rd.retryable_status(answer.status) or status_query:  # a status query's 4xx is asked again later
         return rd.RedeemRetryable("VENUE_UNAVAILABLE", f"HTTP {answer.status} {answer.code}"[:300], now_ms, delay_ms)
     return rd.RedeemRefused(answer.code or f"VENUE_HTTP_{answer.status}", answer.message[:300])
@@ -100,6 +107,7 @@ class Redeemer:
         self._wake = asyncio.Event()
         self.posts = 0
         self.unknown_statuses = 0  # answers whose status word the contract does not list
+        self._not_found: dict[str, int] = {}  # redemption key → status queries answered 404 in a row
 
     def wake(self, _keys: list[str] | None = None) -> None:
         """New redemptions were recorded: look now."""
@@ -190,6 +198,11 @@ class Redeemer:
         return outcome_of(answer, status_query=status_query, now_ms=self.clock_ms(), delay_ms=delay_ms)
 
     def _answered(self, row: RedemptionRow, event: rd.Event) -> rd.Redemption:
+        if self._not_found_too_often(row.redemption, event):
+            gone = rd.RedeemStatusSeen("failed", error=f"the venue no longer knows redemption "
+                                                       f"{row.redemption.redeem_id[:80]!r}: {NOT_FOUND_LIMIT} "
+                                                       "status queries answered 404 in a row")
+            return replace(rd.apply(row.redemption, gone), reason=NOT_FOUND)
         after = rd.apply(row.redemption, event)
         if not isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen):
             return after
@@ -198,6 +211,19 @@ class Redeemer:
         if after.state is rd.RedemptionState.SUBMITTED:
             return replace(after, next_attempt_ms=self.clock_ms() + int(self.poll_s * 1000))  # then ask its status
         return after
+
+    def _not_found_too_often(self, r: rd.Redemption, event: rd.Event) -> bool:
+        """Count a status query's 404 (any other outcome starts the count again); True at the limit."""
+        if not (r.state is rd.RedemptionState.SUBMITTED and isinstance(event, rd.RedeemRetryable)
+                and event.reason == NOT_FOUND):
+            self._not_found.pop(r.key, None)
+            return False
+        n = self._not_found.get(r.key, 0) + 1
+        if n < NOT_FOUND_LIMIT:
+            self._not_found[r.key] = n
+            return False
+        self._not_found.pop(r.key, None)
+        return True
 
     def _unknown_status(self, row: RedemptionRow, event: rd.RedeemAnswered | rd.RedeemStatusSeen,
                         after: rd.Redemption) -> None:
