@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from common.marketstate import BookSnapshot
-from common.storage import create_pool
+from common.storage import MIGRATIONS_DIR, create_pool
 from services.executor.adapters import fill_store
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.order_intake import IntakeRules, prepare
@@ -159,3 +159,41 @@ async def test_a_copy_of_a_trade_without_condition_id_stays_where_the_router_cou
     agg = view.positions[WALLET]
     assert (agg.market_cost_usd, sorted(agg.markets)) == (D(30), [market]), (
         f"router reads ${agg.market_cost_usd} in the market it caps the copy by; markets held {sorted(agg.markets)}")
+
+
+async def test_a_manual_order_with_a_checksummed_proxy_is_booked_under_the_lower_case_wallet(db_url: str) -> None:
+    """``GET /positions?wallet=`` looks the wallet up in lower case: a position booked under the proxy as the
+    trading terminal spelt it (checksummed) was listed under no spelling of it."""
+    o = make_order(8, follower_wallet_id=WALLET, subscription_id="", origin=_MANUAL,
+                   follower_proxy="0x6Af75C1b9d2A0cE3E4bF0a1dD2e3f4A5b6C7d8E9")
+    prepared = prepare(o, None, IntakeRules(live_configured=True), time.time_ns())
+    assert not prepared.refused, prepared.life
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
+    try:
+        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await fill_store.book(cur, [(prepared.ticket, Booking("fill_m", D(10), D("0.4"), D(4), D(0), True,
+                                                                  time.time_ns() // 1_000_000))])
+    finally:
+        await pool.close()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT wallet FROM positions WHERE follower_wallet_id = %s", (WALLET,)).fetchall()
+    assert rows == [("0x6af75c1b9d2a0ce3e4bf0a1dd2e3f4a5b6c7d8e9",)]
+
+
+async def test_the_migration_lower_cases_stored_proxies_of_an_address_form_and_nothing_else(db_url: str) -> None:
+    """Positions booked before intake lower-cased the proxy kept the trading terminal's checksummed spelling."""
+    stored = {1: "0x6Af75C1b9d2A0cE3E4bF0a1dD2e3f4A5b6C7d8E9", 2: "0X" + "AB" * 20, 3: "0x" + "ab" * 20,
+              4: "", 5: "0xABC", 6: "0x" + "G" * 40}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for i, wallet in stored.items():
+            conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
+                         " cost_usd, state, origin) VALUES (%s, %s, %s, %s, 10, 0.4, 4, 'OPEN', 'MANUAL')",
+                         (f"w_{i}", ASSET, CONDITION, wallet))
+        versions = "SELECT follower_wallet_id, xmin::text FROM positions"
+        before = dict(conn.execute(versions).fetchall())
+        for _ in range(2):  # again: nothing more to change
+            conn.execute((MIGRATIONS_DIR / "0810_wallet_proxies_lower_case.sql").read_text().encode())
+        got = dict(conn.execute("SELECT follower_wallet_id, wallet FROM positions").fetchall())
+        after = dict(conn.execute(versions).fetchall())
+    assert got == {f"w_{i}": w for i, w in {**stored, 1: stored[1].lower(), 2: "0x" + "ab" * 20}.items()}
+    assert {k for k in before if after[k] != before[k]} == {"w_1", "w_2"}  # no other row written

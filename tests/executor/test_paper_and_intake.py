@@ -215,6 +215,24 @@ def test_the_condition_id_is_taken_in_lower_case(o: epb.Order, stored: str) -> N
     assert p.ticket.order.condition_id == stored
 
 
+CHECKSUMMED = "0x6Af75C1b9d2A0cE3E4bF0a1dD2e3f4A5b6C7d8E9"
+
+
+@pytest.mark.parametrize("o", [
+    order(follower_proxy=CHECKSUMMED, origin=epb.ORDER_ORIGIN_MANUAL),
+    order(follower_proxy=CHECKSUMMED),
+    order(follower_proxy=CHECKSUMMED, origin=epb.ORDER_ORIGIN_TRIGGER, side=cpb.SIDE_SELL, amount_usd="", size="20"),
+    _frac("0.5", follower_proxy=CHECKSUMMED),  # sized later: stored as taken
+])
+def test_the_follower_proxy_is_taken_in_lower_case(o: epb.Order) -> None:
+    """Positions are booked under the order's proxy, and the positions routes look wallets up in lower case (as
+    control stores every address): a manual order sent with a checksummed proxy booked a position no route found."""
+    p = prepare(o, BOOK, RULES, NOW)
+    assert not p.refused, p.life
+    assert p.ticket.order.follower_proxy == CHECKSUMMED.lower()
+    assert p.ticket.request is None or p.ticket.request.proxy == CHECKSUMMED.lower()
+
+
 @pytest.mark.parametrize("cid", ["0xc", "c" * 64, "0x" + "g" * 64, "0x" + "a" * 65, "0x" + "a" * 63 + " "])
 def test_a_manual_order_naming_no_condition_id_of_the_venues_form_is_refused(cid: str) -> None:
     p = prepare(order(condition_id=cid, origin=epb.ORDER_ORIGIN_MANUAL), BOOK, RULES, NOW)

@@ -132,6 +132,9 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
     try:
         if not order.client_order_id:
             raise _Refusal("INVALID_ORDER", "client_order_id is required")
+        proxy = order.follower_proxy.lower()  # positions are booked under it, and looked up in lower case
+        if proxy != order.follower_proxy:
+            order.follower_proxy = proxy  # in place: the intent stores it so
         token_market = market_condition(book.condition_id if book is not None else "") or market_condition(market)
         if token_market and (order.origin != epb.ORDER_ORIGIN_COPY or market_condition(order.condition_id)):
             replaced = _take_condition(order, token_market)
