@@ -9,8 +9,8 @@ Keys:
   market closed whatever a later write of the other fields says (a CLOB REST answer lagging the resolution).
   ``outcome_index`` (from a CLOB REST market: the token's place in its ``tokens``, the outcome index) says
   which outcome the token is (:func:`outcome_order`). A venue refusal drops only the cached rules
-  (:func:`drop_market_rules`): a hash without a tick size has the router read them again before it routes
-  (unless the market is closed).
+  (:func:`drop_market_rules`): a hash without a tick size or without a minimum order size has the router read
+  them again before it routes (unless the market is closed).
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
   (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
   difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
@@ -41,6 +41,7 @@ RESOLVED_WINNER = "resolved_winner"  # tt:market:{asset} field: set once the mar
 OUTCOME_INDEX = "outcome_index"  # tt:market:{asset} field: the token's outcome index (its place in REST tokens)
 # tt:market:{asset} fields a venue refusal says may be stale (the router writes them again from CLOB REST)
 RULE_FIELDS = ("tick_size", "min_order_size")
+_ZERO = Decimal(0)
 CLOSED_TICK = Decimal("0.01")  # the tick of a closed market whose rules are not known (they no longer matter)
 
 
@@ -294,17 +295,20 @@ class MarketInfo:
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> MarketInfo:
         """Parse the stored hash (string values); a resolved market is closed and accepts no orders. A hash whose
-        rules were dropped has tick size and minimum order size 0, but a closed market's tick is then
-        :data:`CLOSED_TICK`: its rules no longer matter, and the router reads none again before it routes (it would
-        route with a CLOB REST answer lagging the close)."""
+        rules were dropped has tick size and minimum order size 0, and so has one that lacks either of them (a
+        ``tick_size_change`` written after they were dropped brings the tick back alone): the rules are read whole
+        from CLOB REST. A closed market's tick is then :data:`CLOSED_TICK`: its rules no longer matter, and the
+        router reads none again before it routes (it would route with a CLOB REST answer lagging the close)."""
         known = {"asset_id", "condition_id", "tick_size", "min_order_size", "neg_risk", "closed",
                  "accepting_orders", "market_slug", "event_slug", "updated_ms"}
         resolved = bool(h.get(RESOLVED_WINNER))
-        closed, tick = resolved or h.get("closed") == "1", Decimal(h.get("tick_size") or "0")
+        tick_raw, min_raw = h.get("tick_size"), h.get("min_order_size")
+        tick, minimum = (Decimal(tick_raw), Decimal(min_raw)) if tick_raw and min_raw else (_ZERO, _ZERO)
+        closed = resolved or h.get("closed") == "1"
         return cls(
             asset_id=h["asset_id"], condition_id=h.get("condition_id", ""),
             tick_size=CLOSED_TICK if closed and tick <= 0 else tick,
-            min_order_size=Decimal(h.get("min_order_size") or "0"), neg_risk=h.get("neg_risk") == "1", closed=closed,
+            min_order_size=minimum, neg_risk=h.get("neg_risk") == "1", closed=closed,
             accepting_orders=not resolved and h.get("accepting_orders", "1") == "1",
             market_slug=h.get("market_slug", ""), event_slug=h.get("event_slug", ""),
             updated_ms=int(h.get("updated_ms") or 0),

@@ -32,6 +32,21 @@ def test_a_hash_without_rules_reads_as_rules_not_known() -> None:
     assert (info.condition_id, info.neg_risk, info.outcome_index, info.closed) == ("0xc", True, 1, False)
 
 
+@pytest.mark.parametrize("half", [{"tick_size": "0.01"}, {"min_order_size": "5"}, {"tick_size": "0.01",
+                                                                                  "min_order_size": ""}])
+def test_a_hash_with_one_rule_of_the_two_reads_as_rules_not_known(half: dict[str, str]) -> None:
+    """A ``tick_size_change`` written after the rules were dropped brings the tick back alone: a minimum read as 0
+    would let the router size a copy below the venue's."""
+    info = MarketInfo.from_hash({**NO_RULES, **half})
+    assert (info.tick_size, info.min_order_size) == (D(0), D(0))  # the router reads them again
+
+
+def test_a_market_without_a_minimum_keeps_its_rules() -> None:
+    """CLOB REST named no minimum (stored as 0): the rules are known, not read again on every trade."""
+    info = MarketInfo.from_hash(MarketInfo(ASSET, "0xc", D("0.01"), D(0)).to_hash())
+    assert (info.tick_size, info.min_order_size) == (D("0.01"), D(0))
+
+
 @pytest.mark.parametrize("closing", [{"closed": "1"}, {RESOLVED_WINNER: "456"}])
 def test_a_closed_market_without_rules_keeps_a_nominal_tick_and_stays_closed(closing: dict[str, str]) -> None:
     info = MarketInfo.from_hash({**NO_RULES, **closing})

@@ -5,7 +5,8 @@ cached in Redis (``common.marketstate``: ``tt:market:{asset}``, which ingest als
 Cache policy: a cached entry younger than the TTL is used as is; an older one is used and refreshed
 in the background; a missing one is fetched before routing. To force a refresh (e.g. the executor
 got INVALID_ORDER_MIN_TICK_SIZE), drop its rules (``common.marketstate.drop_market_rules``): an entry
-without a tick size is fetched again before routing (a closed one is not).
+without a tick size or without a minimum order size (a ``tick_size_change`` written after the rules were dropped
+brings the tick back alone) is fetched again before routing (a closed one is not).
 
 Books: every ``/book`` answer is also stored as ``tt:book:{asset}`` unless Redis holds a newer book
 (``clob_book.BookStore``), so the executor has a book for the first copy in an asset ingest is not
