@@ -6,7 +6,7 @@
   (0, 1); ``triggerPrice`` must be absent or "0". A PATCH that leaves ``activationPrice`` above the stored
   ``highWaterMark`` resets the mark to "0" (inactive until the price reaches the activation price); any other
   PATCH keeps it (:func:`mark_after_patch`).
-- Exactly one of ``size`` (shares, > 0) and ``sellFraction`` (in (0, 1]) is non-zero.
+- Exactly one of ``size`` (shares, at least one share step: 0.01) and ``sellFraction`` (in (0, 1]) is non-zero.
 - ``priceSource`` defaults to BEST_BID; ``source`` is output only and always MANUAL (guard writes COPY exits itself).
 - Any OPEN position of the wallet may be guarded, whatever its origin (copied, manual, external). A
   trigger on a position whose market resolved is refused (MARKET_RESOLVED: nothing is left to sell); a
@@ -66,7 +66,7 @@ def validate_values(t: tpb.Trigger) -> None:
         t.trigger_price = _required(t.trigger_price, "trigger_price", v.PRICE, kind_name)
         _unused(t, "trail_pct", kind_name)
         _unused(t, "activation_price", kind_name)
-    t.size = _optional(t.size, "size", v.POSITIVE)
+    t.size = _optional(t.size, "size", v.SHARES)
     t.sell_fraction = _optional(t.sell_fraction, "sell_fraction", v.FRACTION)
     size_set, fraction_set = t.size != "0", t.sell_fraction != "0"
     if size_set and fraction_set:

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from common.decimals import MAX_USD, fmt, parse_decimal
+from common.decimals import MAX_USD, MIN_HELD_SHARES, fmt, parse_decimal
 from common.reservations import WALLET_ID
 from services.control.errors import InvalidArgument, NotFound
 
@@ -65,6 +65,7 @@ PERCENT_OPEN = Range(Decimal(0), False, Decimal(100), False)
 FRACTION = Range(Decimal(0), False, Decimal(1), True)
 USD = Range(Decimal(0), True, cap=MAX_USD)
 USD_POSITIVE = Range(Decimal(0), False, cap=MAX_USD)
+SHARES = Range(MIN_HELD_SHARES, True)  # a size of shares to sell: at least one share step (less is never sold)
 
 
 MAX_SIGNIFICANT_DIGITS = 28  # what a stored value keeps (the decimal context): more is rounded, maybe out of range

@@ -43,7 +43,7 @@ BAD_TRIGGERS: list[tuple[Edit, str]] = [
     (put("sell_fraction", "0.5"), "size: exactly one of size and sellFraction may be non-zero"),
     (put("size", "0"), "sellFraction: required: exactly one of size (shares) and sellFraction"),
     (drop("size"), "sellFraction: required"),
-    (put("size", "-1"), 'size: must be a decimal > 0, got "-1"'),
+    (put("size", "-1"), 'size: must be a decimal >= 0.01, got "-1"'),
     (many(drop("size"), put("sell_fraction", "1.5")), 'sellFraction: must be a decimal in (0, 1], got "1.5"'),
 ]
 
