@@ -84,10 +84,16 @@ _STORED = "CASE WHEN {split} - coalesce(p.subscription_id, '') <> '{{}}'::jsonb 
 
 # The wallet's positions the round writes, locked first, in key order, as booking and settlement take positions: the
 # statements below take them one after another (a correction of one token and the count of another, in the other
-# order, deadlocked with a settlement of their market).
+# order, deadlocked with a settlement of their market). A new EXTERNAL position's row is inserted here, in its place
+# in that order, empty (as a booking's, which _EXTERNAL fills in); inserted by _EXTERNAL after the others were locked,
+# it deadlocked with a booking that had inserted it and waited for one of them. Only a token without a row is
+# inserted, and every token but an EXTERNAL one was read from its row (rows are never deleted); the update locks an
+# existing row without writing it.
 _LOCK = """
-SELECT 1 FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = ANY(%(a)s::text[]) ORDER BY asset_id
-FOR UPDATE
+INSERT INTO positions AS p (follower_wallet_id, asset_id, condition_id, wallet)
+SELECT %(w)s, r.a, r.c, %(proxy)s FROM json_to_recordset(%(rows)s::json) AS r(a text, c text)
+ORDER BY r.a
+ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = p.size WHERE false
 """
 
 _CORRECT = f"""
@@ -263,9 +269,11 @@ class ReconcileStore:
             # what this writes is the venue's count as seen now: lost in a crash of PostgreSQL's host, the next
             # round writes it again, so its commit does not wait for the WAL's flush (nor make the copy path's)
             await conn.execute("SET LOCAL synchronous_commit = off")
-            touched = sorted({c.asset_id for c in corrections} | {v.asset_id for v in agreeing})
+            touched = {c.asset_id: "" for c in fixes} | {v.asset_id: "" for v in agreeing} | {
+                c.asset_id: stored_condition(c.condition_id) for c in external}
             if touched:
-                await conn.execute(_LOCK, {"w": w, "a": touched})
+                await conn.execute(_LOCK, {"w": w, "proxy": wallet.wallet, "rows": orjson.dumps(
+                    [{"a": a, "c": c} for a, c in touched.items()]).decode()})
             if fixes:
                 scaled = {c.asset_id: shares.rescale(subscriptions.get(c.asset_id, {}), c.size_after, c.cost_after)
                           for c in fixes}
