@@ -146,7 +146,7 @@ class Reconciler:
         # a count taken before a booking cannot hold it: the grace counts back from the count's asOf too
         view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at,
                                      CountTime.of(parsed.as_of.timestamp() if parsed.as_of else None, venue))
-        corrections = reconcile(view.booked, venue, view.busy)
+        corrections = reconcile(view.booked, venue, view.busy, view.resolved)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
         agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,7 @@ class WalletView:
     booked: list[Booked]
     busy: set[str]
     subscriptions: dict[str, dict[str, shares.Part]]  # asset → the current life's split between its subscriptions
+    resolved: set[str] = field(default_factory=set)  # open tokens whose market's resolution is recorded
 
 
 _BOOKED = """
@@ -52,6 +53,13 @@ WHERE follower_wallet_id = %(w)s AND venue = 'INSIDERS'
 _PARTS = """
 SELECT size, cost_usd, subscription_shares::text AS shares FROM positions
 WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s AND state = 'OPEN'
+"""
+
+# the wallet's open tokens of a market with a recorded resolution (resolved_assets, by key): settlement's to end
+_RESOLVED = """
+SELECT p.asset_id FROM positions p
+WHERE p.follower_wallet_id = %(w)s AND p.state = 'OPEN'
+  AND EXISTS (SELECT 1 FROM resolved_assets ra WHERE ra.asset_id = p.asset_id)
 """
 
 # an order in flight
@@ -96,6 +104,8 @@ ORDER BY r.a
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = p.size WHERE false
 """
 
+# only a position still as compared, of a market with no resolution recorded (one recorded since the view was read
+# leaves it to settlement)
 _CORRECT = f"""
 UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
@@ -105,7 +115,7 @@ UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after
 FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost_before numeric, cost numeric,
      shares jsonb)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
-  AND p.cost_usd = r.cost_before
+  AND p.cost_usd = r.cost_before AND NOT EXISTS (SELECT 1 FROM resolved_assets ra WHERE ra.asset_id = p.asset_id)
 RETURNING p.asset_id, p.id, p.subscription_id
 """
 
@@ -212,7 +222,8 @@ class ReconcileStore:
 
     async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None,
                    counted: CountTime | None = None) -> WalletView:
-        """The wallet's booked LIVE positions and its busy tokens: those with an order under way, and those whose
+        """The wallet's booked LIVE positions, its open tokens whose market's resolution is recorded (settlement's to
+        end), and its busy tokens: those with an order under way, and those whose
         position changed within ``grace_s`` before the venue's count was taken (``counted``: the venue's asOf,
         :func:`~services.executor.domain.reconcile.changed_since_count`) or before the venue was asked
         (``asked_at``, ``time.monotonic()``; now when None), whichever is earlier. The venue's answer may lack a
@@ -224,18 +235,20 @@ class ReconcileStore:
             since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
             args = {"w": follower_wallet_id, "grace": grace_s + since_asked,
                     "since": None if earliest is None else datetime.fromtimestamp(earliest - grace_s, UTC)}
-            booked, flight_cur, changed_cur = (await conn.execute(_BOOKED, args), await conn.execute(_IN_FLIGHT, args),
-                                               await conn.execute(_CHANGED, args))
+            booked, flight_cur, changed_cur, resolved_cur = (
+                await conn.execute(_BOOKED, args), await conn.execute(_IN_FLIGHT, args),
+                await conn.execute(_CHANGED, args), await conn.execute(_RESOLVED, args))
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await flight_cur.fetchall()}
             changed = await changed_cur.fetchall()
+            resolved = {r["asset_id"] for r in await resolved_cur.fetchall()}
         if changed:
             busy |= changed_since_count({r["asset_id"]: r["updated_at"].timestamp() for r in changed},
                                         changed[0]["asked_cutoff"].timestamp(), count, grace_s)
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: shares.split_of(
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
-                              r["cost_usd"], r["subscription_id"]) for r in rows})
+                              r["cost_usd"], r["subscription_id"]) for r in rows}, resolved)
 
     async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
         """Each subscription's shares of the wallet's open position in ``asset_id`` when it keeps a split that adds

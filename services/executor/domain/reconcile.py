@@ -7,8 +7,9 @@ The venue's count is the truth for what can be sold. Per token:
 - a token the venue holds that the executor has no open position in becomes an EXTERNAL position;
 - a token with an order in flight, or whose position changed (a fill booked, a sale that closed it) too recently
   for the count (:func:`changed_since_count`), is left alone this round; so are tokens the venue says are
-  redeemable (their market resolved: settlement, not reconciliation, ends those positions) and booked positions
-  that already ended.
+  redeemable, open positions of a market whose resolution is recorded (settlement, not reconciliation, ends those:
+  the venue's count of a resolved market's token may lack shares a redemption took, not sold ones) and booked
+  positions that already ended.
 
 "Too recently" is later than the count's time minus the settling grace (shares settle on-chain a few seconds
 after a match). The count's time is the venue's ``asOf`` (the row's, else the answer's): a count taken before a
@@ -116,9 +117,11 @@ class Correction:
     outcome: str = ""
 
 
-def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable[str]) -> list[Correction]:
-    """The corrections that make ``booked`` agree with ``venue``; ``busy`` tokens are skipped this round."""
-    skip = set(busy)
+def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable[str],
+              resolved: Iterable[str] = ()) -> list[Correction]:
+    """The corrections that make ``booked`` agree with ``venue``; ``busy`` tokens are skipped this round, ``resolved``
+    ones (their market's resolution is recorded) as long as it is."""
+    skip = set(busy) | set(resolved)
     at_venue = {v.asset_id: v for v in venue}
     mine = {b.asset_id: b for b in booked}
     out: list[Correction] = []
