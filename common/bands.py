@@ -11,7 +11,9 @@ A band per price source of the asset's triggers: ``lo`` (a price at or below it 
 price above it, or equal to it unless ``hi_inclusive``, may fire a take-profit, activate a trailing stop or
 lift its high-water mark), ``trail``, the smallest trail of its trailing stops, and ``tp``, the lowest
 take-profit, so that a reader that forwarded a fresh price above ``hi`` can narrow the band to one inside guard's
-once guard has read that price, whether guard read it in time to fire on it or too late (:func:`after_rise`).
+once guard has read that price, whether guard read it in time to fire on it or too late (:func:`after_rise`), and
+``armed_ns``, when the latest trailing stop of the asset and source was armed or changed (guard's clock, 0: not
+since guard started): guard lifts no mark of that source by a price stamped before it, so neither may the reader.
 ``through_ns``: guard has read every tick stamped up to it when it wrote the bands (ingest's gate stamps ticks in
 increasing order; a tick forwarded later may still change them). A new guard process's first bands carry the
 stamp of the newest tick in the log when it took its cursor, the ticks it will never read (1 when the log was
@@ -39,7 +41,7 @@ _ONE = Decimal(1)
 class SourceBand(NamedTuple):
     """The band of one price source (None: unbounded; ``trail``: None without trailing stops; ``tp``: the lowest
     take-profit price, None without take-profits or without trailing stops: :func:`after_rise` needs it only with
-    a trail)."""
+    a trail; ``armed_ns``: a price stamped before it lifts no trailing mark, see the module docstring)."""
 
     source: int
     lo: Decimal | None
@@ -47,6 +49,7 @@ class SourceBand(NamedTuple):
     hi_inclusive: bool
     trail: Decimal | None = None
     tp: Decimal | None = None
+    armed_ns: int = 0
 
 
 class AssetBand(NamedTuple):
@@ -96,11 +99,13 @@ def _dec(text: str) -> Decimal | None:
 
 
 def encode(band: AssetBand) -> str:
-    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail,tp`` per source (empty: None)."""
+    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail,tp`` per source (empty: None), and
+    ``,armed_ns`` when not 0."""
     parts = ["h" if band.holds else "-"]
     for s in band.sources:
+        armed = f",{s.armed_ns}" if s.armed_ns else ""
         parts.append(f"{s.source},{_num(s.lo)},{_num(s.hi)},{1 if s.hi_inclusive else 0},{_num(s.trail)},"
-                     f"{_num(s.tp)}")
+                     f"{_num(s.tp)}{armed}")
     return ";".join(parts)
 
 
@@ -113,14 +118,17 @@ def decode(text: str) -> AssetBand:
     sources = []
     for part in rest:
         fields = part.split(",")
-        if len(fields) not in (5, 6) or fields[0] not in ("0", "1", "2") or fields[3] not in ("0", "1"):
+        if len(fields) not in (5, 6, 7) or fields[0] not in ("0", "1", "2") or fields[3] not in ("0", "1"):
             raise ValueError(f"band source: {part!r}")
         trail = _dec(fields[4])
         if trail is not None and not 0 < trail < 1:
             raise ValueError(f"band trail out of (0, 1): {part!r}")
         hi = _dec(fields[2])
-        tp = _dec(fields[5]) if len(fields) == 6 else hi
-        sources.append(SourceBand(int(fields[0]), _dec(fields[1]), hi, fields[3] == "1", trail, tp))
+        tp = _dec(fields[5]) if len(fields) >= 6 else hi
+        armed = fields[6] if len(fields) == 7 else "0"
+        if not armed.removeprefix("-").isdigit() or not armed.isascii():
+            raise ValueError(f"band armed_ns: {part!r}")
+        sources.append(SourceBand(int(fields[0]), _dec(fields[1]), hi, fields[3] == "1", trail, tp, int(armed)))
     return AssetBand(tuple(sources), head == "h")
 
 

@@ -135,9 +135,9 @@ class Guard:
         # the watch set and the bands both follow the armed triggers
         self.watch: Kickable = clients.watch if clients.bands is None else _KickBoth(clients.watch, clients.bands)
         self.bands = clients.bands
-        # received_time_ns of the last tick handled (ingest's gate stamps ticks in increasing order): the published
-        # bands reflect every tick up to it. At start (app), the stamp of the newest tick in the log when this
-        # process took its cursor: the ticks up to it are never read, and ingest stops narrowing bands by them.
+        # received_time_ns of the last tick handled that ingest's gate stamped in order (not a resolution: ingest's
+        # recorder appends some): the bands reflect every tick up to it. At start (app), the newest tick's stamp
+        # when this process took its cursor: those ticks are never read, ingest stops narrowing bands by them.
         self.through_ns = 0
         self.clock_ns = clock_ns
         self.tick_max_age_ns = int(tuning.tick_max_age_s * 1e9)
@@ -201,7 +201,7 @@ class Guard:
         now_ns = self.clock_ns()
         if not stats.ticks & 15 and received_ns:
             stats.tick_lag_ms.append((now_ns - received_ns) / 1e6)
-        if received_ns > self.through_ns:  # every kind: the gate stamps them all, in order
+        if received_ns > self.through_ns and tick.kind != mpb.TICK_KIND_MARKET_RESOLVED:
             self.through_ns = received_ns
         raw = (tick.best_bid, tick.mid, tick.last_trade_price)
         if tick.kind in _PRICE_KINDS:

@@ -13,12 +13,14 @@ remembers every fresh price it sends, whatever the kind of tick and the reason i
 source (best bid, mid and last trade, whichever the band watched then), until a message says guard has read
 the tick (``through_ns``), and narrows the band of the tick's asset by each (:func:`common.bands.after_rise`:
 guard lifts its trailing marks to every fresh price it reads, also one it reads too late to fire on, and holds
-instead of firing a take-profit such a price crosses). Those are the *unread prices*; a band received meanwhile is
-narrowed by them again, and a band whose narrowing ends as guard reads them is checked against the current top
-like a changed one. Ticks that go out carry strictly increasing ``received_time_ns`` stamps, so ``through_ns``
-says exactly which of them guard has read. A new guard process reads the log from where it took its cursor and
-says so in its first ``through_ns`` (the stamp of the newest tick then): the unread prices up to it are forgotten,
-since that process never reads them (all of them when it says 0).
+instead of firing a take-profit such a price crosses), except by a price stamped before the band's ``armed_ns``
+for its source (guard lifts no mark by a price received before that book's latest trailing stop was armed, and
+narrowing by it would leave out the new highs after the arm). Those are the *unread prices*; a band received
+meanwhile is narrowed by them again, and a band whose narrowing ends as guard reads them is checked against the
+current top like a changed one. Ticks that go out carry strictly increasing ``received_time_ns`` stamps, so
+``through_ns`` says exactly which of them guard has read. A new guard process reads the log from where it took its
+cursor and says so in its first ``through_ns`` (the stamp of the newest tick then): the unread prices up to it are
+forgotten, since that process never reads them (all of them when it says 0).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, after_rise, decode, outside
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -56,10 +59,18 @@ class GateStats:
     bad_bands: int = 0
 
 
+class _Merged(NamedTuple):
+    """Unread prices merged into one: the highest [best bid, mid, last trade] of them, the stamp of the first."""
+
+    prices: list[Decimal | None]
+    first: int
+
+
 # An asset's unread prices: [(stamp, top), ...] in stamp order, at most _KEPT; beyond, the two oldest merge into
-# (the later stamp, the highest [best bid, mid, last trade] of both): the band stays as narrow or narrower until guard
-# has read both. A top's prices are computed only when a band is narrowed by them.
-Unread = list[tuple[int, "Top | list[Decimal | None]"]]
+# (the later stamp, _Merged): the band stays as narrow or narrower until guard has read both. A top's prices are
+# computed only when a band is narrowed by them. A price stamped before a source's ``armed_ns`` narrows nothing of
+# that source (guard lifts no mark by it); a merged one that straddles it leaves the asset's band at EVERY.
+Unread = list[tuple[int, "Top | _Merged"]]
 _KEPT = 8
 # The stamps of the unread prices in the order they were given, (stamp, asset id): a ``through_ns`` visits only the
 # assets it reads (at 10,000 ticks/s and a guard a second behind, thousands of assets hold unread prices). Entries of
@@ -71,8 +82,8 @@ def _higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return a if b is None or (a is not None and a >= b) else b
 
 
-def _as_prices(item: Top | list[Decimal | None]) -> list[Decimal | None]:
-    return item if isinstance(item, list) else _prices(item)
+def _as_prices(item: Top | _Merged) -> list[Decimal | None]:
+    return item.prices if isinstance(item, _Merged) else _prices(item)
 
 
 def _highest(unread: Unread) -> list[Decimal | None]:
@@ -188,9 +199,9 @@ class TickGate:
             else:
                 unread.append((stamp, top))
                 if len(unread) > _KEPT:
-                    (_, older), (later, newer) = unread[0], unread[1]
-                    unread[0:2] = [(later, [_higher(a, b) for a, b in zip(_as_prices(older), _as_prices(newer),
-                                                                            strict=True)])]
+                    (first, older), (later, newer) = unread[0], unread[1]
+                    merged = [_higher(a, b) for a, b in zip(_as_prices(older), _as_prices(newer), strict=True)]
+                    unread[0:2] = [(later, _Merged(merged, older.first if isinstance(older, _Merged) else first))]
             order = self._order
             order.append((stamp, asset_id))
             if len(order) > self._order_max:
@@ -198,7 +209,7 @@ class TickGate:
             if rising:
                 band = self.bands.get(asset_id)
                 if band is not None and band is not EVERY:
-                    self.bands[asset_id] = _narrowed(band, prices if prices is not None else _prices(top))
+                    self.bands[asset_id] = _narrowed(band, prices if prices is not None else _prices(top), stamp)
         return stamp
 
     def forget(self, assets: set[str]) -> None:
@@ -320,7 +331,7 @@ class TickGate:
             self.bands.pop(asset_id, None)
             return
         unread = self._rises.get(asset_id)
-        self.bands[asset_id] = band if unread is None or band is EVERY else _narrowed(band, _highest(unread))
+        self.bands[asset_id] = band if unread is None or band is EVERY else _narrowed_by(band, unread)
 
     def _decode(self, text: str) -> AssetBand:
         try:
@@ -331,11 +342,29 @@ class TickGate:
         return band if band.sources else EVERY
 
 
-def _narrowed(band: AssetBand, prices: list[Decimal | None]) -> AssetBand:
+def _narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
+    """``band`` narrowed by the unread prices guard lifts its marks by (:data:`Unread`)."""
+    if not any(sb.armed_ns for sb in band.sources):
+        return _narrowed(band, _highest(unread))
+    highest: list[Decimal | None] = [None, None, None]
+    for stamp, item in unread:
+        prices = _as_prices(item)
+        first = item.first if isinstance(item, _Merged) else stamp
+        for sb in band.sources:
+            if stamp < sb.armed_ns:
+                continue
+            if first < sb.armed_ns:
+                return EVERY
+            highest[sb.source] = _higher(prices[sb.source], highest[sb.source])
+    return _narrowed(band, highest)
+
+
+def _narrowed(band: AssetBand, prices: list[Decimal | None], stamp: int | None = None) -> AssetBand:
+    """``band`` after guard read ``prices`` (stamped ``stamp``: None, after every source's ``armed_ns``)."""
     sources = []
     changed = False
     for sb in band.sources:
-        price = prices[sb.source]
+        price = prices[sb.source] if stamp is None or stamp >= sb.armed_ns else None
         narrowed = after_rise(sb, price) if price is not None else sb
         changed = changed or narrowed is not sb
         sources.append(narrowed)

@@ -2,8 +2,11 @@
 message per change, in one MULTI each.
 
 The first write of a process (and the first after a failed write) rewrites the hash under a new epoch and asks
-readers to read it again; later writes carry the bands that changed. Every ``beat_s`` a write goes out whether
-or not a band changed: it renews the lease and tells ingest how far guard has read the tick log
+readers to read it again; later writes carry the bands that changed. A write that finds the hash was not last
+written by this process's previous write (a rollout's other guard wrote since, or the meta expired) is followed at
+once by a whole rewrite: a change written onto another process's hash would leave that process's bands of the
+assets this one did not change (missing a trigger it had not loaded yet) in force. Every ``beat_s`` a write goes
+out whether or not a band changed: it renews the lease and tells ingest how far guard has read the tick log
 (``through_ns``), so ingest can drop what it narrowed on its own meanwhile.
 """
 
@@ -16,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMessage, BandMeta, encode
+from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMessage, BandMeta, encode, parse_meta
 from services.guard.domain.price_bands import band_changes
 from services.guard.domain.trigger_index import Engine
 from services.guard.loops import reraise_if_cancelled
@@ -43,6 +46,7 @@ class BandPublisher:
         self.seq = 0
         self.published: dict[str, str] | None = None  # None: the next write rewrites the hash
         self.writes = 0
+        self.foreign = 0  # writes that found another process's (or no) meta: each followed by a whole rewrite
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -71,11 +75,15 @@ class BandPublisher:
             self._pending.clear()
             return 0
         try:
-            await self._write(changed, through)
+            ours = await self._write(changed, through)
         except BaseException:
             self.published = None  # not known whether it was applied: rewrite everything next time
             raise
         self._pending.clear()
+        if not ours:
+            self.published = None
+            self.kick()
+            return len(changed)
         for asset_id, text in changed.items():
             if text:
                 self.published[asset_id] = text
@@ -83,10 +91,13 @@ class BandPublisher:
                 self.published.pop(asset_id, None)
         return len(changed)
 
-    async def _write(self, bands: dict[str, str], through: int, *, reset: bool = False) -> None:
+    async def _write(self, bands: dict[str, str], through: int, *, reset: bool = False) -> bool:
+        """Write ``bands`` (all of them with ``reset``); False when a change landed on a hash this process's previous
+        write did not leave (another process's, or none)."""
         self.seq += 1
         meta = BandMeta(self.epoch, self.seq, through, self.lease_s)
         pipe = self.redis.pipeline(transaction=True)
+        pipe.get(BANDS_META_KEY)  # whose hash this write lands on
         if reset:
             pipe.delete(BANDS_KEY)
         items = [(a, t) for a, t in bands.items() if t]
@@ -97,8 +108,14 @@ class BandPublisher:
             pipe.hdel(BANDS_KEY, *gone)
         pipe.set(BANDS_META_KEY, meta.to_json(), px=int(self.lease_s * 1000))
         pipe.publish(BANDS_CHANNEL, BandMessage(meta, {} if reset else bands, reset).to_json())
-        await pipe.execute()
+        before = parse_meta((await pipe.execute())[0])
         self.writes += 1
+        if reset or (before is not None and before.epoch == self.epoch and before.seq == self.seq - 1):
+            return True
+        self.foreign += 1
+        log.info("bands written onto a hash this process did not write last: rewriting it whole",
+                 extra={"found_epoch": before.epoch if before else "", "epoch": self.epoch})
+        return False
 
     async def run(self) -> None:
         """Write on kicks (at most every ``min_interval_s``, each run after ``yield_to``) and every ``beat_s``,

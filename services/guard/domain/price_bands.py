@@ -44,7 +44,8 @@ def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetB
         lo, hi, inclusive = source_band(book)
         trail = book.trail.min_trail() if book.trail is not None else None
         tp = book.tp[0][0] if book.tp and trail is not None else None  # only a band with a trail is narrowed
-        out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail, tp))
+        armed_ns = book.armed_ns if trail is not None else 0
+        out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail, tp, armed_ns))
     return bands.AssetBand(tuple(out), holds)
 
 
