@@ -107,13 +107,14 @@ class BandFeed:
 
 
 async def last_tick_stamp(redis: Any) -> int:
-    """``received_time_ns`` of the newest tick in the log (``redis``: a bytes-mode client; 0 when none): ticks
-    this process sends are stamped later, and bands are trusted only once guard has read past it (a previous
-    process's ticks may still move them)."""
-    rows = await redis.xrevrange(PRICE_TICKS, count=1)
-    for _entry_id, fields in rows or []:
+    """The highest ``received_time_ns`` of the log's newest ticks (``redis``: a bytes-mode client; 0 when none):
+    ticks this process sends are stamped later, and bands are trusted only once guard has read past it (a previous
+    process's ticks may still move them). Not the newest entry's alone: the resolution recorder's sweep may append
+    a tick stamped long before the gate ticks ahead of it."""
+    newest = 0
+    for _entry_id, fields in await redis.xrevrange(PRICE_TICKS, count=16) or []:
         payload = fields.get(b"p")
         if isinstance(payload, bytes):
             with contextlib.suppress(DecodeError):
-                return int(mpb.PriceTick.FromString(payload).received_time_ns)
-    return 0
+                newest = max(newest, int(mpb.PriceTick.FromString(payload).received_time_ns))
+    return newest

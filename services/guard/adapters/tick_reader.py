@@ -43,9 +43,11 @@ def parse_entries(entries: list[Any]) -> TickBatch:
 
 
 async def log_end(log_: DurableLog) -> tuple[str, int]:
-    """The cursor of the log's newest entry and the ``received_time_ns`` of its newest tick that parses (ingest's
-    gate stamps ticks in increasing order: every tick up to the cursor is stamped at most that); ("0-0", 0) when
-    the log is empty."""
+    """The cursor of the log's newest entry and the ``received_time_ns`` of its newest tick of ingest's gate that
+    parses (the gate stamps its ticks in increasing order: every one up to the cursor is stamped at most that; a
+    MARKET_RESOLVED tick ingest's resolution recorder appends is stamped when the resolution arrived, maybe after
+    gate ticks still queued, which land after the cursor); ("0-0", 0) when the log is empty, 0 when none of its
+    newest entries is such a tick."""
     rows = await log_.redis.xrevrange(log_.name, count=16)
     if not rows:
         return "0-0", 0
@@ -53,9 +55,11 @@ async def log_end(log_: DurableLog) -> tuple[str, int]:
         payload = fields.get(b"p") if isinstance(fields, dict) else entry_payload(list(fields or ()))
         if isinstance(payload, bytes):
             try:
-                return entry_cursor(rows[0][0]), int(mpb.PriceTick.FromString(payload).received_time_ns)
+                tick = mpb.PriceTick.FromString(payload)
             except DecodeError:
                 continue
+            if tick.kind != mpb.TICK_KIND_MARKET_RESOLVED:
+                return entry_cursor(rows[0][0]), int(tick.received_time_ns)
     return entry_cursor(rows[0][0]), 0
 
 
