@@ -205,7 +205,7 @@ class Reconciler:
         """The venue's count of the token of a refused SELL, its wallet reconciled first (None: the venue's answer
         was unusable)."""
         o = t.order
-        wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy)
+        wallet = self._wallets.get(o.follower_wallet_id) or LiveWallet(o.follower_wallet_id, o.follower_proxy.lower())
         counts = await self.reconcile(wallet)
         return None if counts is None else counts.get(o.asset_id, ZERO)
 

@@ -161,13 +161,18 @@ async def test_a_copy_of_a_trade_without_condition_id_stays_where_the_router_cou
         f"router reads ${agg.market_cost_usd} in the market it caps the copy by; markets held {sorted(agg.markets)}")
 
 
-async def test_a_manual_order_with_a_checksummed_proxy_is_booked_under_the_lower_case_wallet(db_url: str) -> None:
+@pytest.mark.parametrize("taken_in", ["now", "before"], ids=["taken-now", "stored-by-an-older-executor"])
+async def test_a_manual_order_with_a_checksummed_proxy_is_booked_under_the_lower_case_wallet(
+        db_url: str, taken_in: str) -> None:
     """``GET /positions?wallet=`` looks the wallet up in lower case: a position booked under the proxy as the
-    trading terminal spelt it (checksummed) was listed under no spelling of it."""
+    trading terminal spelt it (checksummed) was listed under no spelling of it. An order an older executor stored
+    as sent (a resting GTC filling after the upgrade) is booked so too."""
     o = make_order(8, follower_wallet_id=WALLET, subscription_id="", origin=_MANUAL,
                    follower_proxy="0x6Af75C1b9d2A0cE3E4bF0a1dD2e3f4A5b6C7d8E9")
     prepared = prepare(o, None, IntakeRules(live_configured=True), time.time_ns())
     assert not prepared.refused, prepared.life
+    if taken_in == "before":
+        prepared.ticket.order.follower_proxy = "0x6Af75C1b9d2A0cE3E4bF0a1dD2e3f4A5b6C7d8E9"
     pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True)
     try:
         async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -302,7 +302,7 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     locking = dict(keys)
     for t, _ in ahead:
         locking.setdefault((t.order.follower_wallet_id, t.order.asset_id), t)
-    key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy}
+    key_rows = [{"w": w, "a": a, "c": t.order.condition_id, "p": t.order.follower_proxy.lower()}
                 for (w, a), t in locking.items()]
     await cur.execute(_LOCK_POSITIONS, (orjson.dumps(key_rows).decode(),))
     positions: dict[tuple[str, str], Position] = {}
