@@ -97,7 +97,8 @@ class ResumableConsumer(Generic[T]):
     ``transient`` recognises (by default :func:`storage_unavailable`) does not count: the item is retried
     until the outage is over, since dead-lettering it lost a copy or an exit to a brief one. The cursor is
     saved behind the handling, at most once per ``save_interval_s``: a crash redelivers at most the
-    items of that interval (downstream idempotency keys make that harmless).
+    items of that interval (downstream idempotency keys make that harmless), never one it dead-lettered (its
+    cursor is saved before the next item).
 
     With ``handle_batch``, the items that arrived while the previous batch was being handled go
     together, in stream order, up to ``max_batch`` (a lone item is handed over at once, as a list of
@@ -148,6 +149,7 @@ class ResumableConsumer(Generic[T]):
         self._pending: str | None = None
         self._saved: str | None = None
         self._dirty = asyncio.Event()
+        self._save_lock = asyncio.Lock()
         self.stream = stream
         self.resumed_from = ""  # the cursor of the last (re)connect
         _CONSUMERS.add(self)
@@ -302,6 +304,10 @@ class ResumableConsumer(Generic[T]):
                     self.stats.dead_lettered += 1
                     if self.dead_letter is not None:
                         await self.dead_letter(cursor, item, exc)
+                    # saved before going on: handled again after a crash, it would be set aside twice, or
+                    # handled while what its dead letter did (its reservations released) stands
+                    self._pending = cursor
+                    await self._save_pending()
                     break
                 await asyncio.sleep(self.backoff.delay(attempt - 1, self.rng.random()))
         self.stats.handled += 1
@@ -319,16 +325,20 @@ class ResumableConsumer(Generic[T]):
             if self.save_interval_s:
                 await asyncio.sleep(self.save_interval_s)
             self._dirty.clear()
-            cursor = self._pending
-            if cursor is None or cursor == self._saved:
-                continue
             try:
-                await self._save(cursor)
+                await self._save_pending()
             except RuntimeError:
                 reraise_if_cancelling()
                 log.exception("cursor not saved; retrying", extra={"consumer": self.name})
                 self._dirty.set()
-                continue
+
+    async def _save_pending(self) -> None:
+        """Save the newest handled cursor unless saved already (one save at a time: never an older one last)."""
+        async with self._save_lock:
+            cursor = self._pending
+            if cursor is None or cursor == self._saved:
+                return
+            await self._save(cursor)
             self._saved = cursor
 
     async def _save(self, cursor: str) -> None:

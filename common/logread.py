@@ -97,7 +97,7 @@ def read_log_items(log_: DurableLog, parse: Callable[[bytes], T], *, batch: int 
                    min_interval_s: float = 0.0) -> OpenStream[T]:
     """A durable log read straight from Redis as ``open_stream(after_cursor)`` of ``(cursor, item)``: the
     items and cursors its gRPC stream serves. An entry without a payload or whose payload does not
-    ``parse`` is logged, counted in ``log_.malformed`` and skipped, as :func:`serve_log` does."""
+    ``parse`` is counted in ``log_.malformed`` and set aside as a dead letter, as :func:`serve_log` does."""
     open_entries = read_raw_entries(log_, batch=batch, block_ms=block_ms, min_interval_s=min_interval_s)
 
     async def open_stream(after: str) -> AsyncIterator[tuple[str, T]]:
@@ -111,8 +111,7 @@ def read_log_items(log_: DurableLog, parse: Callable[[bytes], T], *, batch: int 
                     item = parse(payload)
                 except Exception as exc:  # noqa: BLE001 - whatever the payload's parser raises
                     log_.malformed += 1
-                    log.warning("malformed log entry skipped", extra={"log": log_.name, "cursor": cursor,
-                                                                       "error": repr(exc)[:300]})
+                    await log_.dead_letter(cursor, payload or b"", f"MALFORMED: {exc!r}"[:1000], follow_up=False)
                     continue
                 yield cursor, item
 

@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 _GAPS = metrics.get_meter("tradingtools.streams").create_counter(
     "stream.gaps", description="Readers that resumed behind a log's trimmed start (entries lost to them), by log")
 _SET_ASIDE = metrics.get_meter("tradingtools.streams").create_counter(
-    "stream.dead_letters", description="Log entries set aside because no gRPC message could carry them, by log")
+    "stream.dead_letters", description="Log entries set aside because no reader could be served them (too large for a "
+                                       "gRPC message, or unreadable), by log")
 
 # The most a served entry may weigh: what is left of a gRPC message (common.grpcclient.MAX_MESSAGE_BYTES) after
 # the response's own fields. A heavier entry would fail its reader's stream at the same place on every reconnect.
 MAX_ENTRY_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+# How long a log remembers that one of its entries was set aside: longer than any reader's cursor holds the log
+# (common.logtrim's max_pin_s), so a restarted writer serving it again does not set it aside again.
+SET_ASIDE_MEMORY_S = 7 * 86_400
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,7 +78,7 @@ class DurableLog:
         self.block_ms = block_ms
         self.live = live
         self.malformed = 0  # entries serve_log skipped
-        self.set_aside = 0  # entries too big to serve, recorded as dead letters (see dead_letter)
+        self.set_aside = 0  # entries no reader can be served, recorded as dead letters (see dead_letter)
         _SET_ASIDE.add(0, {"log": name})  # exported from the start: an alerting rule reads it
         self._dead: set[str] = set()
         self.gaps = 0  # readers that resumed behind the trimmed start (see check_gap)
@@ -146,8 +150,11 @@ class DurableLog:
         return rows[0][1].get(b"p", b"") if rows else None
 
     async def entries_from(self, cursor: str, count: int) -> list[bytes]:
-        """The payloads of up to ``count`` entries from ``cursor`` on (``cursor``'s own first), in log order."""
+        """The payloads of up to ``count`` entries from ``cursor`` on (``cursor``'s own first), in log order; none
+        when the log no longer has ``cursor``'s entry (trimmed, or lost by Redis): the entries after it are others'."""
         rows: Any = await self.redis.xrange(self.name, min=cursor, max="+", count=count)
+        if not rows or _entry_id(_cursor_of(rows[0][0])) != _entry_id(cursor):
+            return []
         return [fields.get(b"p", b"") for _id, fields in rows]
 
     @property
@@ -155,12 +162,20 @@ class DurableLog:
         """The Redis Stream where this log's entries that could not be served are kept for an operator."""
         return f"tt:dlq:{self.name}"
 
-    async def dead_letter(self, cursor: str, payload: bytes, reason: str) -> None:
+    async def dead_letter(self, cursor: str, payload: bytes, reason: str, *, follow_up: bool = True) -> None:
         """Set aside an entry no reader can be served (logged as an error, counted, kept under
-        :attr:`dead_letter_key` with its payload); readers go on past it. Recorded once per process."""
+        :attr:`dead_letter_key` with its payload, then ``on_set_aside`` unless not ``follow_up``); readers go on
+        past it. Recorded once, whatever restarts of this process serve it again (marked in Redis once all that is
+        done: a crash in between does it twice rather than never)."""
         if cursor in self._dead:
             return
         self._dead.add(cursor)
+        seen = f"tt:dlq-seen:{self.name}:{cursor}"
+        try:
+            if await self.redis.exists(seen):
+                return
+        except Exception:  # noqa: BLE001 - recorded (again, at worst)
+            log.warning("dead letter not looked up", extra={"log": self.name, "cursor": cursor})
         self.set_aside += 1
         _SET_ASIDE.add(1, {"log": self.name})
         log.error("log entry set aside as a dead letter; readers go on past it",
@@ -174,11 +189,15 @@ class DurableLog:
                                                          b"p": payload}, maxlen=100_000, approximate=True)
         except Exception:
             log.exception("dead letter not recorded", extra={"log": self.name, "cursor": cursor})
-        if self.on_set_aside is not None:
+        if self.on_set_aside is not None and follow_up:
             try:
                 await self.on_set_aside(payload)
             except Exception:
                 log.exception("set-aside entry's follow-up failed", extra={"log": self.name, "cursor": cursor})
+        try:
+            await self.redis.set(seen, b"1", ex=SET_ASIDE_MEMORY_S)
+        except Exception:  # noqa: BLE001 - a restart may record it again
+            log.warning("dead letter not marked recorded", extra={"log": self.name, "cursor": cursor})
 
     async def check_gap(self, cursor: str) -> str | None:
         """For a reader resuming after ``cursor``: the oldest entry kept when it is newer than ``cursor``, so
@@ -282,6 +301,11 @@ metrics.get_meter("tradingtools.streams").create_observable_gauge(
                 "lag is this minus its consumer.position_time")
 
 
+def _cursor_of(raw: Any) -> str:
+    """A stream entry id as Redis returned it, as a cursor."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def _entry_id(cursor: str) -> tuple[int, int]:
     """A stream entry id ``ms-seq`` (or ``ms``) as a comparable pair; anything else sorts first."""
     ms, _, seq = cursor.partition("-")
@@ -298,15 +322,19 @@ def _covered_cursor(live: LiveFeed) -> str:
     return f"{covered[0]}-{covered[1]}"
 
 
-def _built(log_: DurableLog, build: Callable[[str, bytes], T], cursor: str, payload: bytes) -> T | None:
-    """``build(cursor, payload)``, or None (logged and counted in ``log_.malformed``) when it raises."""
+def _built(log_: DurableLog, build: Callable[[str, bytes], T], cursor: str, payload: bytes) -> T | BaseException:
+    """``build(cursor, payload)``, or what it raised (counted in ``log_.malformed``; the caller sets the entry aside
+    with :func:`_set_aside_malformed`: whatever it held, a routed part's copies, is never served, and someone must
+    know). Not a coroutine: it runs for every entry served."""
     try:
         return build(cursor, payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload's parser raises
         log_.malformed += 1
-        log.warning("malformed log entry skipped", extra={"log": log_.name, "cursor": cursor,
-                                                           "error": repr(exc)[:300]})
-        return None
+        return exc
+
+
+async def _set_aside_malformed(log_: DurableLog, cursor: str, payload: bytes, exc: BaseException) -> None:
+    await log_.dead_letter(cursor, payload, f"MALFORMED: {exc!r}"[:1000], follow_up=False)
 
 
 async def _servable(log_: DurableLog, cursor: str, payload: bytes) -> bool:
@@ -320,14 +348,16 @@ async def _servable(log_: DurableLog, cursor: str, payload: bytes) -> bool:
 async def serve_log(log_: DurableLog, after_cursor: str, build: Callable[[str, bytes], T]) -> AsyncIterator[T]:
     """Adapt a log tail to a gRPC server-streaming handler: ``build(cursor, payload)`` → response.
 
-    An entry ``build`` cannot turn into a response (a payload that does not parse) is logged, counted
-    in ``log_.malformed`` and skipped, and one too big for a gRPC message is set aside as a dead letter
-    (:meth:`DurableLog.dead_letter`): either would otherwise end every reader's stream at the same place."""
+    An entry ``build`` cannot turn into a response (a payload that does not parse; counted in ``log_.malformed``)
+    or too big for a gRPC message is set aside as a dead letter (:meth:`DurableLog.dead_letter`): either would
+    otherwise end every reader's stream at the same place."""
     async for cursor, payload in log_.tail(after_cursor):
         if not await _servable(log_, cursor, payload):
             continue
         item = _built(log_, build, cursor, payload)
-        if item is not None:
+        if isinstance(item, BaseException):
+            await _set_aside_malformed(log_, cursor, payload, item)
+        else:
             yield item
 
 
@@ -345,7 +375,8 @@ async def serve_log_batches(log_: DurableLog, after_cursor: str, build: Callable
             if not await _servable(log_, cursor, payload):
                 continue
             item = _built(log_, build, cursor, payload)
-            if item is None:
+            if isinstance(item, BaseException):
+                await _set_aside_malformed(log_, cursor, payload, item)
                 continue
             if items and size + len(payload) > MAX_ENTRY_BYTES:
                 yield pack(items)

@@ -51,7 +51,7 @@ def routed_trade(payload: bytes) -> dict[str, Any]:
 
 
 # what each dead-letter stream holds: the consumers' (tt:dlq:<consumer>, default names) and the logs' own
-# (tt:dlq:<log>: entries too large to serve)
+# (tt:dlq:<log>: entries too large to serve, or unreadable)
 DECODERS: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "router": _message(mpb.LeaderTradeEvent), "executor": routed_trade,
     "executor-resolutions": _message(mpb.MarketResolution), "guard-orders": _message(epb.OrderEvent),

@@ -145,7 +145,8 @@ RULES: list[tuple[str, str, str, str, str]] = [
      "Alerts were lost before delivery ({{ $labels.stage }}: outbox = Redis away long, stream = its length cap); "
      "the log of the service that raised them still has each one."),
     ("TradingToolsLogEntrySetAside", "sum by (log) (increase(stream_dead_letters_total[1h])) > 0", "0m", "critical",
-     "An entry of {{ $labels.log }} too large for any gRPC message was set aside (tt:dlq:{{ $labels.log }}): no "
+     "An entry of {{ $labels.log }} too large for any gRPC message, or unreadable, was set aside "
+     "(tt:dlq:{{ $labels.log }}): no "
      "reader got it (a routed trade's copies were never made); docs/operations.md (Dead letters)."),
     ("TradingToolsFillNotBooked", "sum by (venue) (increase(executor_fills_of_other_venue_total[1h])) > 0", "0m",
      "critical", "A fill at {{ $labels.venue }} was not booked: its wallet holds the token in the other venue "
