@@ -299,7 +299,8 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     api = insiders if isinstance(insiders, InsidersVenue) else None
     told = lease.notice_refusal
     redeemer = Redeemer(RedemptionStore(pool, on_write_error=told), api, gates.get(INSIDERS), redemptions_log,
-                        enabled=settings.auto_redeem, lease_confirmed=lease.confirmed)
+                        enabled=settings.auto_redeem, lease_confirmed=lease.confirmed,
+                        not_found_s=settings.tuning.redeem_not_found_s)
     # a resting order on a resolved market that the venue did not cancel would hold its position back for ever
     settler = Settler(SettlementStore(pool, on_write_error=told), on_redemptions=redeemer.wake,
                       venues={INSIDERS: insiders} if insiders is not None else None, lease_confirmed=lease.confirmed)

@@ -122,6 +122,9 @@ class Tuning(TrimTuning):
                                 minimum=0.01, maximum=2.0)
     reconcile_refresh_s: float = tune(60.0, "the LIVE wallets to reconcile are read again this often (or every "
                                       "TT_RECONCILE_INTERVAL_S, when shorter)", minimum=0.1)
+    redeem_not_found_s: float = tune(600.0, "a submitted redemption whose status queries the venue answers 404, "
+                                     "three at least and all in a row for this long, ends FAILED "
+                                     "REDEMPTION_NOT_FOUND (alerted)", minimum=0)
     leftover_redeem_grace_s: float = tune(120.0, "winning shares still redeemable at the venue this long after the "
                                           "market's last redemption round ended get another round", minimum=0)
 

@@ -3,9 +3,9 @@ Idempotency-Key (the attempt recorded first), retried on 425/429/5xx and timeout
 circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
 the reason. A status word the contract does not list is followed like ``submitted`` when there is a redemption
 to follow (logged, counted in ``executor.redeem_unknown_status``; see :mod:`services.executor.domain.redemption`).
-A status query answered 404 (the venue no longer knows the redemption) is asked again, but after
-:data:`NOT_FOUND_LIMIT` of them in a row (counted while this process runs) the redemption ends FAILED
-(``REDEMPTION_NOT_FOUND``, alerted) instead of being asked about for ever.
+A status query answered 404 (the venue no longer knows the redemption, or does not yet: a lag) is asked again,
+but once :data:`NOT_FOUND_LIMIT` of them at least came in a row over ``not_found_s`` (counted while this process
+runs) the redemption ends FAILED (``REDEMPTION_NOT_FOUND``, alerted) instead of being asked about for ever.
 Every change is stored with its audit-log row and appended to ``tt:stream:redemption_events`` (an
 outbox: what failed to append after the commit is appended by the next round). Resumes after any restart from
 PostgreSQL. With auto-redeem off, redemptions are recorded but not sent.
@@ -46,7 +46,7 @@ _UNKNOWN = _meter.create_counter("executor.redeem_unknown_status",
 
 RETRY_BACKOFF = Backoff(1.0, 300.0)  # a redemption waits for no copy: retried patiently, for as long as it takes
 NOT_FOUND = "REDEMPTION_NOT_FOUND"
-NOT_FOUND_LIMIT = 3  # status queries answered 404 in a row that end a redemption FAILED
+NOT_FOUND_LIMIT = 3  # status queries answered 404 in a row (over Redeemer.not_found_s) that end it FAILED
 
 EVENT_TYPES = {rd.RedemptionState.PENDING: epb.REDEMPTION_EVENT_TYPE_PENDING,
                rd.RedemptionState.SUBMITTED: epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
@@ -90,7 +90,7 @@ class Redeemer:
                  *, enabled: bool = True, backoff: Backoff = RETRY_BACKOFF, poll_s: float = 2.0,
                  max_concurrent: int = 32, batch: int = 512, rng: random.Random | None = None,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 lease_confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 lease_confirmed: Callable[[], Awaitable[None]] | None = None, not_found_s: float = 600.0) -> None:
         _ENDED.add(0, {"state": rd.RedemptionState.FAILED.value, "reason": ""})  # exported from the start (a rule)
         self.store = store
         self.api = api
@@ -107,7 +107,9 @@ class Redeemer:
         self._wake = asyncio.Event()
         self.posts = 0
         self.unknown_statuses = 0  # answers whose status word the contract does not list
-        self._not_found: dict[str, int] = {}  # redemption key → status queries answered 404 in a row
+        self.not_found_s = not_found_s
+        # redemption key → (status queries answered 404 in a row, when the first of them came, Unix ms)
+        self._not_found: dict[str, tuple[int, int]] = {}
 
     def wake(self, _keys: list[str] | None = None) -> None:
         """New redemptions were recorded: look now."""
@@ -200,8 +202,8 @@ class Redeemer:
     def _answered(self, row: RedemptionRow, event: rd.Event) -> rd.Redemption:
         if self._not_found_too_often(row.redemption, event):
             gone = rd.RedeemStatusSeen("failed", error=f"the venue no longer knows redemption "
-                                                       f"{row.redemption.redeem_id[:80]!r}: {NOT_FOUND_LIMIT} "
-                                                       "status queries answered 404 in a row")
+                                                       f"{row.redemption.redeem_id[:80]!r}: its status queries "
+                                                       f"answered 404 in a row for {self.not_found_s:g} s")
             return replace(rd.apply(row.redemption, gone), reason=NOT_FOUND)
         after = rd.apply(row.redemption, event)
         if not isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen):
@@ -213,14 +215,16 @@ class Redeemer:
         return after
 
     def _not_found_too_often(self, r: rd.Redemption, event: rd.Event) -> bool:
-        """Count a status query's 404 (any other outcome starts the count again); True at the limit."""
+        """Count a status query's 404 (any other outcome starts the count again); True once there were
+        :data:`NOT_FOUND_LIMIT` at least, in a row over ``not_found_s``."""
         if not (r.state is rd.RedemptionState.SUBMITTED and isinstance(event, rd.RedeemRetryable)
                 and event.reason == NOT_FOUND):
             self._not_found.pop(r.key, None)
             return False
-        n = self._not_found.get(r.key, 0) + 1
-        if n < NOT_FOUND_LIMIT:
-            self._not_found[r.key] = n
+        n, first_ms = self._not_found.get(r.key, (0, self.clock_ms()))
+        n += 1
+        if n < NOT_FOUND_LIMIT or self.clock_ms() - first_ms < self.not_found_s * 1000:
+            self._not_found[r.key] = (n, first_ms)
             return False
         self._not_found.pop(r.key, None)
         return True

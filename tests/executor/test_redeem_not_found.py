@@ -46,7 +46,7 @@ async def _alerts(harness: Harness) -> list[str]:
 
 async def test_a_redemption_the_venue_no_longer_finds_ends_failed_and_alerts_instead_of_being_asked_for_ever(
         harness: Harness) -> None:
-    await harness.start_executor()
+    await harness.start_executor(TT_TUNE_EXECUTOR_REDEEM_NOT_FOUND_S="1")
     await _bought_and_resolved(harness)
     await eventually(lambda: rows(harness.db_url, "SELECT state FROM redemptions") == [("SUBMITTED",)],
                      timeout_s=20)
@@ -77,3 +77,15 @@ async def test_a_not_found_between_answers_is_asked_again(harness: Harness) -> N
     await eventually(lambda: rows(harness.db_url, "SELECT state FROM redemptions") == [("CONFIRMED",)],
                      timeout_s=30)
     assert rows(harness.db_url, "SELECT state FROM positions") == [("REDEEMED",)]
+
+
+async def test_not_founds_for_less_than_the_window_do_not_end_a_redemption(harness: Harness) -> None:
+    """Three 404s come within about 5 s of the POST: a venue lagging its own writes, or a deploy of it, must not end
+    a redemption it took (FAILED for good, while the venue pays)."""
+    await harness.start_executor()  # the default window: 10 minutes
+    await _bought_and_resolved(harness)
+    await eventually(lambda: rows(harness.db_url, "SELECT state FROM redemptions") == [("SUBMITTED",)],
+                     timeout_s=20)
+    harness.fake.holdings.redemptions.clear()
+    await eventually(lambda: harness.fake.redeem_queries >= 4, timeout_s=30)
+    assert rows(harness.db_url, "SELECT state FROM redemptions") == [("SUBMITTED",)]
