@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from decimal import Decimal
 
 from opentelemetry import metrics
 
@@ -149,7 +150,10 @@ class Redeemer:
         sent = [(row, rd.apply(row.redemption, rd.RedeemSent(now))) for row in due
                 if row.redemption.state is rd.RedemptionState.PENDING]
         await self._store_many(sent)  # each attempt is on record before its POST can leave
-        sent_rows = {row.redemption.key: _with(row, after) for row, after in sent}
+        # what they ask for as it stands now that no late winner can join them any more (read before, it may not)
+        terms = await self.store.terms([row.redemption.key for row, _ in sent]) if sent else {}
+        sent_rows = {row.redemption.key: _with(_asking(row, terms.get(row.redemption.key)), after)
+                     for row, after in sent}
         calls = [asyncio.ensure_future(self._call(sent_rows.get(row.redemption.key, row))) for row in due]
         try:
             waiting: set[asyncio.Future[tuple[RedemptionRow, rd.Redemption]]] = set(calls)
@@ -272,6 +276,11 @@ class Redeemer:
         rows = await self.store.unpublished()
         await self._publish([(row, row.redemption) for row, _updated in rows])
         return len(rows)
+
+
+def _asking(row: RedemptionRow, terms: tuple[Decimal, tuple[Decimal, ...]] | None) -> RedemptionRow:
+    """``row`` with the shares and amounts stored with its attempt (as read, when not found)."""
+    return row if terms is None else replace(row, shares=terms[0], amounts=terms[1])
 
 
 def _with(row: RedemptionRow, r: rd.Redemption) -> RedemptionRow:

@@ -159,3 +159,22 @@ async def test_a_redemption_already_sent_keeps_what_it_asked_for(world: World) -
     assert await world.settler.sweep() == 1  # the late life settles: RESOLVED_WON
     assert _redemption(world.db_url) == ("PENDING", 1, D(100), [D(100), D(20)])
     assert rows(world.db_url, "SELECT state FROM positions WHERE asset_id = %s", ASSET) == [("RESOLVED_WON",)]
+
+
+async def test_a_late_winner_settled_while_the_redeemer_reads_is_in_the_post(world: World) -> None:
+    """The redeemer read the due redemption (100 shares), then the sweep settled the late life before the attempt
+    was recorded (still never sent: the 50 joined it): the POST asks for what the row holds once the attempt is on
+    record, not for what was read before."""
+    await _held_and_resolved(world)
+    settler, store = world.settler, world.redeemer.store
+
+    class SettledMeanwhile(RedemptionStore):
+        async def due(self, now_ms: int, limit: int = 64) -> list[Any]:
+            read = await store.due(now_ms, limit)
+            assert await settler.sweep() == 1
+            return read
+
+    world.redeemer.store = SettledMeanwhile(world.pool)
+    await world.redeemer.round()
+    assert _redemption(world.db_url)[1:] == (1, D(150), [D(150), D(20)])
+    assert world.api.asked == [(world.api.asked[0][0], [D(150), D(20)])]

@@ -117,6 +117,9 @@ class _RedemptionStore:
         self.saved.extend(changes)
         return {}
 
+    async def terms(self, keys: list[str]) -> dict[str, Any]:
+        return {}
+
     async def mark_published(self, published: Any) -> None:
         return None
 

@@ -115,6 +115,15 @@ class RedemptionStore:
                 (now_ms, limit))
             return [_row(r) for r in await cur.fetchall()]
 
+    async def terms(self, keys: Sequence[str]) -> dict[str, tuple[Decimal, tuple[Decimal, ...]]]:
+        """The shares and amounts of these redemptions as stored (by key): what a POST asks for once its attempt is
+        on record (a late winner joins a redemption until then: the settlement's upsert)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT redemption_key, shares, amounts FROM redemptions"
+                                     " WHERE redemption_key = ANY(%s)", (list(keys),))
+            return {r["redemption_key"]: (r["shares"], tuple(Decimal(a) for a in r["amounts"]))
+                    for r in await cur.fetchall()}
+
     async def next_due_ms(self) -> int | None:
         """When the next PENDING or SUBMITTED redemption is due (None: none is)."""
         async with self.pool.connection() as conn:
@@ -138,6 +147,8 @@ class RedemptionStore:
         REDEEMED, by redemption key."""
         if not changes:
             return {}
+        # in key order, as a settlement's upsert takes the rows of a market's wallets
+        changes = sorted(changes, key=lambda c: (c[0].follower_wallet_id, c[0].condition_id))
         confirmed = {(row.follower_wallet_id, row.condition_id): after.key for row, after in changes
                      if after.state is RedemptionState.CONFIRMED}
         redeemed: dict[str, list[str]] = {}

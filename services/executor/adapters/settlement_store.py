@@ -155,12 +155,13 @@ WHERE s.subscription_id = r.sub
 # A late winner's plan (settled by a sweep) joins the wallet's redemption of the market while it was never sent: its
 # first round, PENDING, no POST recorded (each is recorded before it leaves); the shares add up, and so do the
 # neg-risk amounts, outcome by outcome. Once sent, a redemption is replayed as it was sent: the rest is a leftover
-# round's.
+# round's. Rows are taken in key order (the upsert locks an existing one), as the redeemer stores its changes.
 _REDEMPTIONS = """
 INSERT INTO redemptions AS d (follower_wallet_id, condition_id, wallet, redemption_key, state, neg_risk, amounts,
     shares)
 SELECT r.w, %(c)s, r.proxy, r.key, 'PENDING', r.neg, ARRAY(SELECT json_array_elements_text(r.amounts)), r.shares
 FROM json_to_recordset(%(rows)s::json) AS r(w text, proxy text, key text, neg boolean, amounts json, shares numeric)
+ORDER BY r.w
 ON CONFLICT (follower_wallet_id, condition_id) DO UPDATE SET shares = d.shares + EXCLUDED.shares, updated_at = now(),
     amounts = ARRAY(SELECT (coalesce(a.was::numeric, 0) + coalesce(a.more::numeric, 0))::text
                     FROM unnest(d.amounts, EXCLUDED.amounts) WITH ORDINALITY AS a(was, more, i) ORDER BY a.i)
