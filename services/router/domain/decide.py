@@ -2,7 +2,8 @@
 
 BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUsd]) → the operator ceiling
 (``TT_MAX_ORDER_USD``, the cut noted on the order; still above ``MAX_USD``: SIZE_OUT_OF_RANGE) → daily loss → open
-positions → exposure headroom → round down to the cent → market minimum.
+positions → exposure headroom → round down to the cent → market minimum (never $0; a cut that leaves too little
+names the cap, the ceiling as MAX_ORDER_USD).
 SELL: copySells and market lists → SELL sizing on the subscription's part of the position (see ``sells``) → the
 operator ceiling on size × leader price.
 """
@@ -20,6 +21,7 @@ from services.router.domain import filters, risk, sells, sizing
 from services.router.domain.market_rules import buy_minimum_usd, floor_cents
 from services.router.domain.model import (
     SHARE_QUANTUM,
+    ZERO,
     Decision,
     Follower,
     FollowerState,
@@ -87,17 +89,28 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
         market_min = mins[bps] = buy_minimum_usd(trade.price, market.min_order_size, policy.marketable_buy_min_usd,
                                                  bps)
     # minOrderUsd raised the sizing before the risk cut (the contract's order: clamp to [min, max], then to
-    # headroom); what the cut leaves is sent when the market takes it, else the cap is why it was not.
-    if capped.cut_by is not None and amount < market_min:
-        return _skip(f, capped.cut_by, f"{capped.detail}, below the market minimum ${fmt(market_min)}")
-    if amount < market_min:
-        return _skip(f, Reason.BELOW_MARKET_MINIMUM,
-                     f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
-                     f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)} + {bps} bps slippage, "
-                     f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
+    # headroom); what the cut leaves is sent when the market takes it, else the cap is why it was not. Nothing
+    # left once rounded down to the cent is never sent, even where the market minimum is $0.
+    if amount < market_min or amount <= ZERO:
+        return _too_small(f, trade, market, policy, sized, capped, note, amount, market_min, bps)
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
     return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, bps,
                        note=note if capped.cut_by is None else "")
+
+
+def _too_small(f: Follower, trade: LeaderTrade, market: MarketRules, policy: Policy, sized: sizing.Sized,
+               capped: risk.Capped, note: str, amount: Decimal, market_min: Decimal, bps: int) -> Skip:
+    """Why a BUY left below the market minimum, or at $0, is not sent: the cap that cut it, else its size."""
+    if capped.cut_by is not None:
+        return _skip(f, capped.cut_by, f"{capped.detail}, below the market minimum ${fmt(market_min)}")
+    if note:
+        return _skip(f, Reason.MAX_ORDER_USD, f"{note}, below the market minimum ${fmt(market_min)}")
+    if amount <= ZERO:
+        return _skip(f, Reason.SIZE_ZERO, f"sized to $0 once rounded down to the cent ({sized.how})")
+    return _skip(f, Reason.BELOW_MARKET_MINIMUM,
+                 f"${fmt(amount)} ({sized.how}) < market minimum ${fmt(market_min)} "
+                 f"(min size {fmt(market.min_order_size)} × price {fmt(trade.price)} + {bps} bps slippage, "
+                 f"marketable BUY minimum ${fmt(policy.marketable_buy_min_usd)})")
 
 
 def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
