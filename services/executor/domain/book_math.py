@@ -1,7 +1,8 @@
 """Order-book arithmetic on best-first levels (pure, Decimal only).
 
 A side of the book is a sequence of ``(price, size)`` levels, best first: asks ascending for a BUY,
-bids descending for a SELL. "Within the limit" means at or better than the limit price.
+bids descending for a SELL. "Within the limit" means at or better than the limit price. A level of size 0 or less
+holds nothing: every function here reads the side as if it were not there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def volume_within(levels: Levels, limit: Decimal, buying: bool) -> Decimal:
     for price, size in levels:
         if not within(price, limit, buying):
             break
-        total += size
+        if size > 0:
+            total += size
     return total
 
 
@@ -39,16 +41,24 @@ def notional_within(levels: Levels, limit: Decimal, buying: bool) -> Decimal:
     for price, size in levels:
         if not within(price, limit, buying):
             break
-        total += price * size
+        if size > 0:
+            total += price * size
     return total
+
+
+def best_price(levels: Levels) -> Decimal | None:
+    """The price of the best level that holds shares, or None when none does."""
+    return next((price for price, size in levels if size > 0), None)
 
 
 def price_for_volume(levels: Levels, size: Decimal) -> Decimal | None:
     """The worst price reached when taking ``size`` shares, or None when the side holds less."""
     if size <= 0:
-        return levels[0][0] if levels else None
+        return best_price(levels)
     remaining = size
     for price, level_size in levels:
+        if level_size <= 0:
+            continue
         remaining -= level_size
         if remaining <= 0:
             return price
@@ -62,6 +72,8 @@ def vwap(levels: Levels, size: Decimal) -> Decimal | None:
     remaining = size
     cost = ZERO
     for price, level_size in levels:
+        if level_size <= 0:
+            continue
         take = min(remaining, level_size)
         cost += take * price
         remaining -= take
@@ -115,6 +127,8 @@ def walk_sell_size(bids: Levels, size: Decimal, limit: Decimal) -> Walk:
     for price, level_size in bids:
         if remaining <= 0 or price < limit:
             break
+        if level_size <= 0:
+            continue
         take = min(level_size, remaining)
         taken += take
         proceeds += take * price

@@ -241,7 +241,10 @@ def _shape(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
         raise
     _check_age(order, rules, now_ns)
     try:
-        shape = _terms(order, venue, book, rules, quotes)
+        try:
+            shape = _terms(order, venue, book, rules, quotes)
+        except ArithmeticError as exc:  # a number no amount, size or price can be (beyond a Decimal's 28 digits)
+            raise _Refusal("INVALID_ORDER", f"a number of the order is out of range: {exc!r}"[:300]) from None
     except _Refusal as r:
         if memo is not None:
             memo[0][memo[1]] = (r, False)

@@ -41,7 +41,7 @@ def apply_fill(pos: Position, *, buying: bool, size: Decimal, price: Decimal,
     or reported alone with ``size`` 0, takes shares already held; never below zero) while the cost grows by
     ``size × price``; a fee that takes every share leaves no cost: what they cost is a realized loss. SELL:
     reduces the holding (never below zero) and books ``sold × (price − avg_price)`` as realized PnL; the cost
-    basis falls by ``sold × avg_price``.
+    basis falls by ``sold × avg_price`` (by all of it when the SELL closes the position).
     """
     fee = max(ZERO, fee_shares) if buying else ZERO
     if size <= 0 and fee <= 0:
@@ -57,9 +57,10 @@ def apply_fill(pos: Position, *, buying: bool, size: Decimal, price: Decimal,
         return FillEffect(new, ZERO, usd, pos.size == 0, False, ZERO)
     sold = min(size, pos.size)
     oversold = size - sold
-    basis = sold * pos.avg_price
-    realized = usd * sold / size - basis
     new_size = pos.size - sold
+    # the average is rounded to 8 decimals: a close realizes against the cost the position still carries
+    basis = min(pos.cost_usd, sold * pos.avg_price) if new_size > 0 else pos.cost_usd if sold > 0 else ZERO
+    realized = usd * sold / size - basis
     new_cost = pos.cost_usd - basis if new_size > 0 else ZERO
     delta = new_cost - pos.cost_usd
     new = Position(new_size, pos.avg_price if new_size > 0 else ZERO, new_cost, pos.realized_pnl_usd + realized)

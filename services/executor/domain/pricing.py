@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from common.decimals import ONE, ZERO, fmt
-from services.executor.domain.book_math import Levels, notional_within, quantize_size, volume_within
+from services.executor.domain.book_math import Levels, best_price, notional_within, quantize_size, volume_within
+from services.executor.domain.venue_orders import LOWEST_PRICE
 
 BPS = Decimal(10_000)
 DEFAULT_MIN_DEPTH_RATIO = Decimal("0.5")
 
 
 def valid_tick(tick: Decimal) -> bool:
-    """A usable tick size: strictly between 0 and 0.5."""
-    return ZERO < tick < Decimal("0.5")
+    """A usable tick size: at least the finest tick of any market (0.0001) and below 0.5."""
+    return LOWEST_PRICE <= tick < Decimal("0.5")
 
 
 def snap_down(price: Decimal, tick: Decimal) -> Decimal:
@@ -117,10 +118,10 @@ def quote_depth(*, buying: bool, opposite: Levels, tick: Decimal, max_slippage_b
         return DepthQuote(None, ZERO, "INVALID_TICK_SIZE")
     if given_limit is not None:
         limit = clamp_to_bounds(snap_safe(given_limit, tick, buying), tick)
-    elif not opposite:
+    elif (best := best_price(opposite)) is None:  # a level of size 0 offers nothing: the first holding shares
         return DepthQuote(None, ZERO, "NO_LIQUIDITY")
     else:
-        slipped = slipped_limit(opposite[0][0], max_slippage_bps, tick, buying)
+        slipped = slipped_limit(best, max_slippage_bps, tick, buying)
         if slipped is None:
             return DepthQuote(None, ZERO, NO_PRICE_WITHIN_SLIPPAGE)
         limit = slipped
