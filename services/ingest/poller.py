@@ -83,6 +83,7 @@ class Poller:
         self.max_skew_ms = int(max_clock_skew_s * 1000)
         self._pending: dict[str, tuple[int, float | None]] = {}
         self._floors: dict[str, float] = {}  # leader -> earliest time to poll it from (since it was followed)
+        self._new: set[str] = set()  # leaders followed since their last poll by a worker: to poll once more
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -132,20 +133,27 @@ class Poller:
         """One urgent round ``gap_followup_s`` from now, replacing a pending one (one follow-up per gap)."""
         if self._followup is not None:
             self._followup.cancel()
-        loop = asyncio.get_running_loop()
-        self._followup = loop.call_later(self.gap_followup_s, self._followup_round)
-        self._timers.add(self._followup)
+        self._followup = self._keep(asyncio.get_running_loop().call_later(self.gap_followup_s, self._followup_round))
+
+    def _keep(self, timer: asyncio.TimerHandle) -> asyncio.TimerHandle:
+        """Track a timer (cancelled when the poller stops), forgetting the ones that are done."""
+        self._timers.add(timer)
         if len(self._timers) > 64:
-            self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+            now = asyncio.get_running_loop().time()
+            self._timers = {t for t in self._timers if not t.cancelled() and t.when() > now}
+        return timer
 
     def _followup_round(self) -> None:
         self._followup = None
         self.request_all(URGENT)
 
     def on_new_leader(self, leader: str, since_s: float) -> None:
-        """A leader became followed: backfill from ``since_s`` (:func:`~services.ingest.targets.follow_since_s`),
-        and never poll it from earlier (its saved window may date from before a pause)."""
+        """A leader became followed: backfill from ``since_s`` (:func:`~services.ingest.targets.follow_since_s`)
+        at once and again ``gap_followup_s`` after that poll, and never poll it from earlier (its saved window may
+        date from before a pause). RTDS filtered its trades until now and data-api indexes the last seconds' late:
+        as after a gap, only the later poll finds those before the regular round."""
         self._floors[leader] = since_s
+        self._new.add(leader)
         self.request(leader, since_s, URGENT)
 
     async def poll_leader(self, leader: str, since_s: float | None = None) -> int:
@@ -210,6 +218,10 @@ class Poller:
                 continue
             priority, since = entry
             await self.poll_once(leader, since, priority)
+            if leader in self._new:
+                self._new.discard(leader)
+                self._keep(asyncio.get_running_loop().call_later(self.gap_followup_s, self.request, leader, since,
+                                                                 URGENT))
 
     async def poll_once(self, leader: str, since_s: float | None = None, priority: int = NORMAL) -> int | None:
         """:meth:`poll_leader`, never raising: a failure is logged (a bad page counted in ``parse_errors``) and
@@ -226,6 +238,5 @@ class Poller:
             if isinstance(exc, ParseError):  # a page that is not JSON or not a page: counted like a bad frame
                 self.metrics.parse_error(FEED, exc.kind)
             log.warning("poll failed", extra={"leader": leader, "error": repr(exc)[:300]})
-            handle = asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since_s, priority)
-            self._timers.add(handle)
+            self._keep(asyncio.get_running_loop().call_later(self.retry_s, self.request, leader, since_s, priority))
         return None

@@ -11,7 +11,8 @@ before and then sends nothing for ``stall_s`` while other data flows (``orders_m
 a dead subscription: the socket is closed and reopened like a stall, so it is renewed and the poller covers the
 gap. Still silent after that (the venue has switched it off platform-wide before), the socket stays up and every
 further ``stall_s`` of silence is reported as a gap (the poller polls everyone) until it delivers again.
-``orders_matched`` is not watched: it carries takers only, which ``trades`` carries too.
+``orders_matched`` is not watched: it carries takers only, which ``trades`` carries too. So while it delivers,
+a ``trades`` that never did (off before ingest started) is watched as silent since the session began.
 """
 
 from __future__ import annotations
@@ -159,9 +160,13 @@ class RtdsFeed:
         step = min(1.0, self.stall_s / 5)
         while True:
             await asyncio.sleep(step)
+            if self._conn is None:
+                continue
             seen = self.handler.last_seen_ns.get(RTDS_TRADES)
-            if seen is None or self._conn is None:
-                continue  # never delivered: not expected
+            if seen is None:
+                if RTDS_ORDERS_MATCHED not in self.handler.last_seen_ns:
+                    continue  # no leader-trade type ever delivered: not expected
+                seen = 0  # orders_matched delivers (its takers are in trades too) and trades never did: off
             now = time.time_ns()
             if self._renewed_ns is not None and seen > self._renewed_ns:
                 self._renewed_ns = None  # it came back

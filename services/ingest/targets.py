@@ -38,14 +38,17 @@ class FollowedLeaders:
 
 
 async def follow_since_s(redis: Any, leader: str, now_s: float, lookback_s: float) -> float:
-    """When to backfill a newly followed leader from: the earliest time one of its active subscriptions
-    became what it is (created, or last changed: a resume is a change), but no earlier than
-    ``now_s - lookback_s``. From creation alone, a resume backfilled the trades the leader made while its
-    only subscription was PAUSED, and the router copied them."""
+    """When to backfill a newly followed leader from: the earliest time one of its active subscriptions last
+    became ACTIVE (``active_time``: created, resumed, switched PAPER/LIVE; the router copies BUYs from then), but
+    no earlier than ``now_s - lookback_s``. From creation alone, a resume backfilled the trades the leader made
+    while its only subscription was PAUSED; from the last change of any kind (``update_time``), an edit (sizing)
+    made before ingest saw the follow skipped trades the router copies. An index entry without ``active_time``
+    (written before it existed) goes by the later of its creation and last change."""
     floor = now_s - lookback_s
     since = []
     for sub in await hotindex.subscriptions_of(redis, leader):
-        stamps = [t.seconds + t.nanos / 1e9 for t in (sub.create_time, sub.update_time) if t.seconds]
+        marks = (sub.active_time,) if sub.active_time.seconds else (sub.create_time, sub.update_time)
+        stamps = [t.seconds + t.nanos / 1e9 for t in marks if t.seconds]
         if stamps:
             since.append(max(stamps))
     return max(min(since), floor) if since else floor
