@@ -103,6 +103,8 @@ class Tuning(TrimTuning):
             raise ValueError("TT_TUNE_INGEST_RECONNECT_CAP_S must be >= TT_TUNE_INGEST_RECONNECT_BASE_S")
         if self.rtds_ping_interval_s >= self.rtds_stall_s:
             raise ValueError("TT_TUNE_INGEST_RTDS_PING_INTERVAL_S must be < TT_TUNE_INGEST_RTDS_STALL_S")
+        if self.dedupe_ttl_s < self.poll_max_lookback_s:  # a trade polled again after its key expired: appended twice
+            raise ValueError("TT_TUNE_INGEST_DEDUPE_TTL_S must be >= TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S")
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -76,6 +76,8 @@ def test_the_poll_reach_is_derived_from_the_routers_trade_age_limit() -> None:
     ({"TT_ROUTER_MAX_TRADE_AGE_S": "0"}, "TT_ROUTER_MAX_TRADE_AGE_S"),
     ({"TT_ROUTER_MAX_TRADE_AGE_S": "90000"}, "TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S"),
     ({"TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S": "200"}, "TT_TUNE_INGEST_POLL_MAX_LOOKBACK_S"),
+    # a dedupe key gone before a poll can still return its trade: the trade appended again
+    ({"TT_TUNE_INGEST_DEDUPE_TTL_S": "3600"}, "TT_TUNE_INGEST_DEDUPE_TTL_S"),
 ])
 def test_a_poll_reach_short_of_the_copy_horizon_fails_start_up(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
