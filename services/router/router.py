@@ -271,8 +271,10 @@ class Router:
             unsized = read.redis.unsized
             for w in it.wallets:
                 res = reserved((w, market_id, asset), NOTHING_RESERVED)
+                waiting = len(unsized.get((w, asset), ())) if unsized else 0  # SELLs in flight not sized yet
                 if w in carried:
                     res = carry.reserved(w, market_id, asset, res)
+                    waiting += carry.unsized(w, asset)
                 sells = in_flight.get((w, asset)) if in_flight else None
                 pos = position(w, market_id, asset)
                 selling = None  # whose SELLs are in flight: only a position with a split kept is sized on a part
@@ -282,7 +284,7 @@ class Router:
                 states[w] = follower_state(
                     pos, res, realized(w, ZERO), balance(w),
                     [(from_micro(micro), sold.get(coid, ZERO)) for coid, micro in sells] if sells else (), selling,
-                    len(unsized.get((w, asset), ())) if unsized else 0)
+                    waiting)
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
                               carry.leader_before(trade.wallet, asset, recorded), read.policy)

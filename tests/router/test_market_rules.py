@@ -1,21 +1,17 @@
-"""Market rules: tick bounds, tick snapping, rounding, the BUY minimum."""
+"""Market rules: tick bounds, rounding, the BUY minimum."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from services.router.domain.market_rules import (
     buy_minimum_usd,
     floor_cents,
     floor_shares,
-    snap_to_tick,
     within_tick_bounds,
 )
-from services.router.domain.model import Side
 
 D = Decimal
 
@@ -28,32 +24,6 @@ D = Decimal
 )
 def test_within_tick_bounds(price: str, tick: str, ok: bool) -> None:
     assert within_tick_bounds(D(price), D(tick)) is ok
-
-
-@pytest.mark.parametrize(
-    ("price", "tick", "side", "expected"),
-    [("0.4567", "0.01", Side.BUY, "0.45"), ("0.4567", "0.01", Side.SELL, "0.46"),
-     ("0.45", "0.01", Side.BUY, "0.45"), ("0.45", "0.01", Side.SELL, "0.45"),
-     ("0.9597472099", "0.001", Side.BUY, "0.959"), ("0.9597472099", "0.001", Side.SELL, "0.96"),
-     ("0.999", "0.01", Side.SELL, "0.99"), ("0.001", "0.01", Side.BUY, "0.01"),
-     ("0.0001", "0.001", Side.SELL, "0.001")],
-)
-def test_snap_to_tick(price: str, tick: str, side: Side, expected: str) -> None:
-    assert snap_to_tick(D(price), D(tick), side) == D(expected)
-
-
-def test_snap_rejects_zero_tick() -> None:
-    with pytest.raises(ValueError):
-        snap_to_tick(D("0.5"), D(0), Side.BUY)
-
-
-@given(price=st.decimals(min_value=D("0.0001"), max_value=D("0.9999"), places=6),
-       tick=st.sampled_from([D("0.1"), D("0.01"), D("0.001"), D("0.0001")]),
-       side=st.sampled_from([Side.BUY, Side.SELL]))
-def test_snapped_price_is_on_grid_and_in_bounds(price: Decimal, tick: Decimal, side: Side) -> None:
-    snapped = snap_to_tick(price, tick, side)
-    assert within_tick_bounds(snapped, tick)
-    assert (snapped / tick) == (snapped / tick).to_integral_value()
 
 
 @pytest.mark.parametrize(("amount", "expected"), [("12.349", "12.34"), ("0.999", "0.99"), ("5", "5.00")])

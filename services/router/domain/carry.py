@@ -6,7 +6,9 @@ Routing a trade changes, for the trades after it:
 - the follower wallets' in-flight reservations: each BUY order reserves its USD against the wallet
   and the market (which also counts as an open position), each SELL order its shares against the
   wallet and the asset (and its subscription's part of it) — in integer micro-units rounded up, as the emit
-  script reserves them;
+  script reserves them; a SELL sent with a fraction (sized by the executor later) reserves none but is in
+  flight not sized yet, which sends the wallet's later SELLs of the asset out with a fraction too, whatever
+  market key their trades carry;
 - the leader's recorded net position in the asset (BUY adds, SELL subtracts, floored at 0).
 Positions, fills and funded balances change only when the executor reports fills, never by routing.
 """
@@ -28,6 +30,7 @@ class _Added:
     market_usd: dict[str, int] = field(default_factory=dict)
     asset_shares: dict[str, int] = field(default_factory=dict)
     sub_shares: dict[tuple[str, str], int] = field(default_factory=dict)  # (asset, subscription) -> micro-shares
+    unsized: dict[str, int] = field(default_factory=dict)  # asset -> SELLs sent with a fraction
 
 
 @dataclass(slots=True)
@@ -61,6 +64,11 @@ class InFlight:
             return None
         return {sub: micro for (a, sub), micro in added.sub_shares.items() if a == asset} or None
 
+    def unsized(self, wallet: str, asset: str) -> int:
+        """The batch's SELL copies so far of the wallet's ``asset`` sent with a fraction (not sized yet)."""
+        added = self._added.get(wallet)
+        return added.unsized.get(asset, 0) if added is not None else 0
+
     def leader_before(self, leader: str, asset: str, recorded: Decimal | None) -> Decimal | None:
         """The leader's net shares before the next trade: ``recorded`` (PostgreSQL) moved by the batch's trades."""
         return self.leaders.get((leader, asset), recorded)
@@ -82,5 +90,7 @@ class InFlight:
                 added.asset_shares[trade.asset_id] = added.asset_shares.get(trade.asset_id, 0) + micro
                 key = (trade.asset_id, d.subscription_id)
                 added.sub_shares[key] = added.sub_shares.get(key, 0) + micro
+            elif d.side is Side.SELL and d.sell_fraction is not None:
+                added.unsized[trade.asset_id] = added.unsized.get(trade.asset_id, 0) + 1
         key = (trade.wallet, trade.asset_id)
         self.leaders[key] = apply_leader_trade(self.leaders.get(key, recorded), trade.side, trade.size)

@@ -1,10 +1,10 @@
-"""Market rules: tick grid, price bounds [tick, 1 − tick], minimum order sizes."""
+"""Market rules: price bounds [tick, 1 − tick], rounding, minimum order sizes."""
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from decimal import ROUND_DOWN, Decimal
 
-from services.router.domain.model import CENT, ONE, SHARE_QUANTUM, Side
+from services.router.domain.model import CENT, ONE, SHARE_QUANTUM
 
 _BPS = Decimal(10_000)
 
@@ -12,16 +12,6 @@ _BPS = Decimal(10_000)
 def within_tick_bounds(price: Decimal, tick: Decimal) -> bool:
     """True when ``tick <= price <= 1 - tick`` (the only prices an order can have)."""
     return tick > 0 and tick <= price <= ONE - tick
-
-
-def snap_to_tick(price: Decimal, tick: Decimal, side: Side) -> Decimal:
-    """The nearest grid price that does not worsen the order: BUY rounds down, SELL rounds up,
-    then clamped into [tick, 1 − tick]."""
-    if tick <= 0:
-        raise ValueError(f"tick size must be > 0, got {tick}")
-    steps = (price / tick).to_integral_value(rounding=ROUND_FLOOR if side is Side.BUY else ROUND_CEILING)
-    snapped = steps * tick
-    return min(max(snapped, tick), ONE - tick)
 
 
 def floor_cents(amount: Decimal) -> Decimal:
