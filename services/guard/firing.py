@@ -159,12 +159,17 @@ class Firer:
             before.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
-                if not still_fires(spec, row.spec(), fired.price):
-                    # changed by control since the engine loaded it: nothing is sent; reloaded and re-evaluated
+                current = row.spec()
+                if not still_fires(spec, current, fired.price) or (sibling_ids and not current.closing):
+                    # changed by control since the engine loaded it: nothing is sent; reloaded and re-evaluated.
+                    # One that no longer closes its position's exits (a sellFraction PATCHed below 1) must not take
+                    # its OCO siblings with it: they guard the rest.
                     return FireDecision(State.ARMED, Reason.TRIGGER_CHANGED.value)
                 if facts.resolved:  # settled with its market: the shares pay out, no SELL can be sent
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 market = market_read.result()
+                if market is not None and market.resolved_winner:  # resolved, its position not settled yet
+                    return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
                 in_flight = facts.in_flight + self.unrecorded.shares((row.follower_wallet_id, row.asset_id),
                                                                      besides=row.id, now_ns=self.clock_ns())
                 size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,

@@ -82,7 +82,11 @@ def outcome(ev: epb.OrderEvent) -> OrderOutcome:
     return OrderOutcome(None, "", filled, avg)
 
 
+_MOVED_SHARES = frozenset({epb.ORDER_EVENT_TYPE_FILLED, epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED,
+                           epb.ORDER_EVENT_TYPE_CANCELLED, *_FAILURES})
+
+
 def is_fill(ev: epb.OrderEvent) -> bool:
-    """True when the event reports shares changing hands."""
-    return ev.type in (epb.ORDER_EVENT_TYPE_FILLED, epb.ORDER_EVENT_TYPE_PARTIALLY_FILLED,
-                       epb.ORDER_EVENT_TYPE_CANCELLED) and _dec(ev.filled_size) > 0
+    """True when the event reports shares changing hands: a fill, or an order that ended (cancelled, or
+    REJECTED / FAILED / LOST after a partial fill) with shares filled. Handling one again changes nothing."""
+    return ev.type in _MOVED_SHARES and _dec(ev.filled_size) > 0

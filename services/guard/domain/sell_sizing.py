@@ -30,9 +30,10 @@ def sell_size(*, size: Decimal, sell_fraction: Decimal, held: Decimal, in_flight
     """Shares to sell: ``size``, or ``sell_fraction`` of what is held net of SELLs in flight.
 
     Never more than available. A remainder that would be left below the market minimum is sold
-    with it (``REMAINDER_BELOW_MIN_SOLD_WHOLE``); a SELL that would itself be below the minimum is
-    not sent (``SIZE_BELOW_MIN_ORDER``); nothing available means ``NO_POSITION``. Fractions are
-    rounded down to ``quantum`` shares; the whole position is sold exactly as held.
+    with it (``REMAINDER_BELOW_MIN_SOLD_WHOLE``); a SELL that would itself be below the minimum, or below
+    one ``quantum`` (the executor's share step, the minimum when the market's is not known), is not sent
+    (``SIZE_BELOW_MIN_ORDER``): the executor would refuse it; nothing available means ``NO_POSITION``.
+    Fractions are rounded down to ``quantum`` shares; the whole position is sold exactly as held.
     """
     available = max(held - in_flight, ZERO)
     if available <= 0:
@@ -49,6 +50,6 @@ def sell_size(*, size: Decimal, sell_fraction: Decimal, held: Decimal, in_flight
         want = available
     elif available - want < min_order_size:
         want, reason = available, Reason.REMAINDER_BELOW_MIN_SOLD_WHOLE
-    if want <= 0 or want < min_order_size:
+    if want <= 0 or want < max(min_order_size, quantum):
         return SellSize(ZERO, Reason.SIZE_BELOW_MIN_ORDER, available)
     return SellSize(want, reason, available)
