@@ -55,10 +55,16 @@ class MarkFlusher:
         self.sleep = sleep
         self.clock = clock
         self.unsaved: dict[str, Decimal] = {}  # taken from the engine, not written yet
+        self._one_at_a_time = asyncio.Lock()  # a flush returns once what others took before it is written too
 
     async def flush(self, *, paced: bool = True) -> int:
         """Write every risen mark, ``rows`` a statement (each ordered by trigger id), pausing after each
-        statement unless ``paced`` is off (shutdown); returns how many were written."""
+        statement unless ``paced`` is off (shutdown); returns how many were written. One asked for while another
+        writes waits for it: the marks that one took are not left to take, yet not written either."""
+        async with self._one_at_a_time:
+            return await self._flush(paced)
+
+    async def _flush(self, paced: bool) -> int:
         await self._take(paced)
         if not self.unsaved:
             return 0

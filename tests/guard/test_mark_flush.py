@@ -167,3 +167,30 @@ async def test_a_flush_stopped_while_taking_keeps_the_books_not_taken_yet() -> N
 def test_bad_limits_are_refused(rows: int, duty: float) -> None:
     with pytest.raises(ValueError, match="rows must be"):
         MarkFlusher(list, FakeStore(FakeClock()), rows=rows, duty=duty)
+
+
+async def test_a_flush_asked_for_while_another_writes_returns_once_that_one_wrote_too() -> None:
+    """The periodic flush took the marks and waits for PostgreSQL; a flush asked for meanwhile (shutdown's last, a
+    caller that reads the rows next) found nothing left to take and returned at once, before those marks were
+    written."""
+    clock = FakeClock()
+    store = FakeStore(clock)
+    release = asyncio.Event()
+    saving = asyncio.Event()
+
+    async def slow_save(marks: Marks) -> None:
+        saving.set()
+        await release.wait()
+        store.statements.append([(tid, mark) for mark, ids in marks for tid in ids])
+
+    store.save_marks = slow_save  # type: ignore[method-assign]
+    f = flusher([rising(3), []], store, clock)
+    periodic = asyncio.create_task(f.flush())
+    await saving.wait()
+    asked = asyncio.create_task(f.flush())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not asked.done()  # waits for the write under way
+    release.set()
+    await asyncio.gather(periodic, asked)
+    assert len(store.written()) == 3
