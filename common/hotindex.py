@@ -45,11 +45,12 @@ def decode(raw: str | bytes) -> subscription_pb2.Subscription:
     return json_format.Parse(raw, subscription_pb2.Subscription(), ignore_unknown_fields=True)
 
 
-# ARGV[5] / ARGV[4]: the row version written ("" when unknown: no check, nothing recorded)
+# ARGV[5] / ARGV[4]: the row version written ("" when unknown: no check, nothing recorded); ARGV[6] / ARGV[5]
+# "force": written whatever row version the index holds (see ``force``)
 _UPSERT = """
 local rv = tonumber(ARGV[5])
 if rv then
-  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
+  if ARGV[6] ~= 'force' and tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
   redis.call('HSET', KEYS[4], ARGV[1], rv)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -62,7 +63,7 @@ return v
 _REMOVE = """
 local rv = tonumber(ARGV[4])
 if rv then
-  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
+  if ARGV[5] ~= 'force' and tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > rv then return -1 end
   redis.call('HSET', KEYS[4], ARGV[1], rv)
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -70,6 +71,14 @@ if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) en
 local v = redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', ARGV[3], cjson.encode({leader=ARGV[2], subscriptionId=ARGV[1], op='remove', version=v}))
 return v
+"""
+
+
+# Drops a leader from the followed set only while its hash is empty: a resync that found none of its subscriptions
+# ACTIVE in PostgreSQL may meet an entry another writer put back since (a resume), which keeps it followed.
+_FORGET_LEADER = """
+if redis.call('HLEN', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
 """
 
 
@@ -99,22 +108,37 @@ def row_version_arg(row_version: int | None) -> str:
     return "" if row_version is None else str(row_version)
 
 
-async def upsert(redis: Any, sub: subscription_pb2.Subscription, row_version: int | None = None) -> int:
+def force_arg(force: bool) -> str:
+    """The scripts' force argument."""
+    return "force" if force else ""
+
+
+async def upsert(redis: Any, sub: subscription_pb2.Subscription, row_version: int | None = None, *,
+                 force: bool = False) -> int:
     """Put an ACTIVE subscription in the index (or remove it if not ACTIVE); returns the new index version, or
-    :data:`REFUSED` when the index holds a newer ``row_version`` of it."""
+    :data:`REFUSED` when the index holds a newer ``row_version`` of it. ``force``: written (and ``row_version``
+    recorded) whatever the index holds: only for a writer holding the row's lock, so that no newer version can
+    commit meanwhile (PostgreSQL may have lost the versions the index holds: restored, or failed over)."""
     if sub.state != subscription_pb2.SUBSCRIPTION_STATE_ACTIVE:
-        return await remove(redis, sub.leader_proxy, sub.id, row_version)
+        return await remove(redis, sub.leader_proxy, sub.id, row_version, force=force)
     leader = sub.leader_proxy.lower()
     return int(await redis.eval(_UPSERT, 4, *upsert_keys(leader), sub.id, encode(sub), leader, CHANNEL,
-                                row_version_arg(row_version)))
+                                row_version_arg(row_version), force_arg(force)))
 
 
-async def remove(redis: Any, leader: str, subscription_id: str, row_version: int | None = None) -> int:
+async def remove(redis: Any, leader: str, subscription_id: str, row_version: int | None = None, *,
+                 force: bool = False) -> int:
     """Take a subscription out of the index; returns the new index version, or :data:`REFUSED` when the index
-    holds a newer ``row_version`` of it."""
+    holds a newer ``row_version`` of it (``force``: as :func:`upsert`)."""
     leader = leader.lower()
     return int(await redis.eval(_REMOVE, 4, *upsert_keys(leader), subscription_id, leader, CHANNEL,
-                                row_version_arg(row_version)))
+                                row_version_arg(row_version), force_arg(force)))
+
+
+async def forget_leader(redis: Any, leader: str) -> bool:
+    """Take ``leader`` out of the followed set if its hash holds no subscription; True when it was taken out."""
+    leader = leader.lower()
+    return bool(await redis.eval(_FORGET_LEADER, 2, leader_key(leader), LEADERS_KEY, leader))
 
 
 async def leaders(redis: Any) -> set[str]:

@@ -8,7 +8,8 @@ change notifications.
   in case it cannot. Index writes of one leader happen under that leader's lock (striped) and carry the
   row version just committed; Redis refuses a write older than the row version it holds for the
   subscription (``tt:index:rowver``), so racing writers, in this process or in another replica, cannot
-  leave a stale entry.
+  leave a stale entry. A refused write asks for the resync, which writes a refused row again under its lock
+  whatever the index holds (after PostgreSQL lost commits, the index holds versions it never will).
 - ``resync`` diffs every leader's index hash against PostgreSQL and fixes only the differences; it
   runs at start-up, sooner (``retry_interval_s``) after a failed update, every ``full_interval_s``,
   and whenever the periodic check (every ``interval_s``) finds that Redis is not the server the last
@@ -19,9 +20,7 @@ change notifications.
   versions of all ACTIVE subscriptions in one query and, per batch of leader hashes, one script
   that returns each entry's SHA1 (not the ~1 KB strings themselves), and compares each with the
   digest of the string expected at that version (remembered when it was written or last checked);
-  only a leader that differs (or is unknown) is re-read and fixed, under its lock, exactly as
-  before. A steady index thus costs one query and a few Redis round trips, not two round trips per
-  leader, and little of the event loop's time.
+  only a leader that differs (or is unknown) is re-read and fixed, under its lock.
 - Trigger changes are announced to guard (``trigger_notices``) after their commit; a failed publish is
   retried by the same loop, and so is the notice of a change whose call failed or was cancelled once it had
   written the change (its COMMIT may have gone through): :meth:`IndexSync.announcing`.
@@ -59,8 +58,7 @@ _LEADER_PREFIX = "tt:leader:"
 SYNCED_KEY = "tt:index:synced"  # left by the last clean pass: its writer's token
 _LOCK_STRIPES = 64
 _RESYNC_BATCH = 128  # leader hashes read per pipelined round trip
-# Pause between batches: the resync is a background safety net, so it leaves most of the CPU to
-# requests (~4 ms of work per batch) instead of stalling them for the length of a whole pass.
+# Pause between batches: the resync leaves most of the CPU to requests (~4 ms of work per batch).
 _RESYNC_PAUSE_S = 0.005
 S = TypeVar("S", bound="_Synced")
 P = ParamSpec("P")
@@ -117,11 +115,12 @@ return out
 _UPSERT = Script(hotindex._UPSERT)
 
 
-async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str, row_version: int) -> int:
+async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str, row_version: int,
+                         force: bool = False) -> int:
     """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
     leader = sub.leader_proxy.lower()
     return int(await hot.run_script(_UPSERT, hotindex.upsert_keys(leader), (
-        sub.id, encoded, leader, hotindex.CHANNEL, hotindex.row_version_arg(row_version))))
+        sub.id, encoded, leader, hotindex.CHANNEL, hotindex.row_version_arg(row_version), hotindex.force_arg(force))))
 
 
 @dataclass
@@ -194,25 +193,27 @@ class IndexSync:
     async def _changed(self, sub: spb.Subscription, version: int, encoded: str | None) -> None:
         try:
             async with self._lock(sub.leader_proxy):
-                await self._write(sub, version, encoded)
+                if not await self._write(sub, version, encoded):
+                    self.mark_dirty()  # a newer version is written, or the index is ahead of PostgreSQL: see _force
         except Exception as exc:  # noqa: BLE001 - committed already; the resync heals
             self.mark_dirty()
             log.warning("hot index update failed; resync will heal",
                         extra={"subscription_id": sub.id, "error": short_reason(exc)})
 
-    async def _write(self, sub: spb.Subscription, version: int, encoded: str | None = None) -> bool:
+    async def _write(self, sub: spb.Subscription, version: int, encoded: str | None = None,
+                     force: bool = False) -> bool:
         """Write one entry (caller holds its leader's lock); False when a newer version was written already
-        (by this process, or by another writer: Redis refuses it)."""
-        if self._written.get(sub.id, 0) > version:
+        (by this process, or by another writer: Redis refuses it). ``force``: see :meth:`_force`."""
+        if self._written.get(sub.id, 0) > version and not force:
             return False
         if sub.state == spb.SUBSCRIPTION_STATE_ACTIVE:
             if encoded is None:
                 encoded = hotindex.encode(index_copy(sub))
-            if await _upsert_encoded(self.hot, sub, encoded, version) == hotindex.REFUSED:
+            if await _upsert_encoded(self.hot, sub, encoded, version, force) == hotindex.REFUSED:
                 return False
             self._expected[sub.id] = (version, _digest(encoded))
         else:
-            if await hotindex.remove(self.redis, sub.leader_proxy, sub.id, version) == hotindex.REFUSED:
+            if await hotindex.remove(self.redis, sub.leader_proxy, sub.id, version, force=force) == hotindex.REFUSED:
                 return False
             self._expected.pop(sub.id, None)
         self._written[sub.id] = version
@@ -332,6 +333,7 @@ class IndexSync:
             self._expected[sid] = (s.version, _digest(encoded))
         actual: dict[str, str] = await self.redis.hgetall(hotindex.leader_key(leader))
         gone = sorted(actual.keys() - wanted.keys())
+        refused: list[str] = []
         if gone:
             async with self.db.read() as conn:
                 versions = await sub_repo.row_versions(conn, gone)
@@ -342,19 +344,41 @@ class IndexSync:
                 # a replica's write newer than this read (a resume) is refused by Redis, not undone
                 if await hotindex.remove(self.redis, leader, sid, version) != hotindex.REFUSED:
                     report.removed += 1
+                else:
+                    refused.append(sid)
         written = False
         for sid, (s, encoded) in wanted.items():
-            if actual.get(sid) != encoded and await self._write(s.sub, s.version, encoded):
-                report.upserted += 1
-                written = True
-        if not wanted:
-            await self.redis.srem(hotindex.LEADERS_KEY, leader)
+            if actual.get(sid) != encoded:
+                if await self._write(s.sub, s.version, encoded):
+                    report.upserted += 1
+                    written = True
+                else:
+                    refused.append(sid)
+        if refused:
+            written = await self._force(refused, report) or written
+        if not wanted:  # unless an entry stayed: another writer made it ACTIVE since the read above
+            await hotindex.forget_leader(self.redis, leader)
         elif not written and not await self.redis.sismember(hotindex.LEADERS_KEY, leader):
             # the hash is right but the leader left the followed set (an evicted or deleted member): one
             # upsert puts it back and announces it, or ingest would never follow it again
             s, encoded = next(iter(wanted.values()))
             if await self._write(s.sub, s.version, encoded):
                 report.upserted += 1
+
+    async def _force(self, ids: list[str], report: ResyncReport) -> bool:
+        """Write the rows whose index write was refused, whatever version the index holds, under the rows' locks (no
+        newer version commits meanwhile). Mostly another writer wrote a newer version, written again; but after
+        PostgreSQL lost commits (a restore, a failover) the index holds versions it would refuse the rows for until
+        they caught up: a PAUSED one copied. True when an ACTIVE one was written."""
+        active = False
+        async with self.db.transaction() as conn:
+            for s in await sub_repo.get_many(conn, ids, lock=True):
+                if await self._write(s.sub, s.version, force=True):
+                    is_active = s.sub.state == spb.SUBSCRIPTION_STATE_ACTIVE
+                    report.upserted += is_active
+                    report.removed += not is_active
+                    active = active or is_active
+        return active
 
     async def run(self, housekeeping: Callable[[], Awaitable[None]] | None = None) -> None:
         """Keep the index in line forever: check every ``interval_s`` and resync when the check fails

@@ -286,9 +286,11 @@ def digest_statement(*, follower_proxy: str, leader_proxy: str, state: str, afte
     return f"SELECT {digest} FROM {_PAGE.format(where=where)}", params
 
 
-async def get_many(conn: Conn, ids: list[str]) -> list[Stored]:
-    """The subscriptions with these ids (any order; unknown ids are absent)."""
-    rows = await (await conn.execute(_SELECT + " WHERE s.id = ANY(%s)", (ids,))).fetchall()
+async def get_many(conn: Conn, ids: list[str], *, lock: bool = False) -> list[Stored]:
+    """The subscriptions with these ids (any order; unknown ids are absent); ``lock``: no change of them commits
+    until the caller's transaction ends."""
+    sql = _SELECT + " WHERE s.id = ANY(%s) ORDER BY s.id" + (" FOR SHARE OF s" if lock else "")
+    rows = await (await conn.execute(sql, (ids,))).fetchall()
     return [_stored(r) for r in rows]
 
 
