@@ -49,6 +49,7 @@ class _Tracked:
     life: OrderLife
     delay_s: float
     errors: int = 0
+    due_seq: int = -1  # its one live entry in the heap: any other (left by a discard) is skipped
 
 
 class Tracker:
@@ -66,7 +67,7 @@ class Tracker:
         self.error_backoff_s = error_backoff_s
         self.on_drop = on_drop  # called with an order given up on (it resumes at the next start)
         self._orders: dict[str, _Tracked] = {}
-        self._due: list[tuple[float, int, str]] = []  # (due, tie-break, client order id); one entry per order
+        self._due: list[tuple[float, int, str]] = []  # (due, seq, client order id); an order polls on its due_seq only
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -107,10 +108,14 @@ class Tracker:
         self._due.clear()
 
     def _schedule(self, coid: str, delay_s: float) -> None:
-        due = time.monotonic() + delay_s
+        entry = self._orders.get(coid)
+        if entry is None:
+            return
+        due, seq = time.monotonic() + delay_s, next(self._seq)
+        entry.due_seq = seq
         if not self._due or due < self._due[0][0]:
             self._wake.set()
-        heapq.heappush(self._due, (due, next(self._seq), coid))
+        heapq.heappush(self._due, (due, seq, coid))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,9 +127,9 @@ class Tracker:
                     async with asyncio.timeout(wait_s):
                         await self._wake.wait()
                 continue
-            _due, _tie, coid = heapq.heappop(self._due)
+            _due, seq, coid = heapq.heappop(self._due)
             entry = self._orders.get(coid)
-            if entry is None:
+            if entry is None or entry.due_seq != seq:  # discarded, or tracked anew with an entry of its own
                 continue
             await self._slots.acquire()
             if self._orders.get(coid) is not entry:  # discarded (or tracked anew) while it waited for the slot
@@ -147,6 +152,8 @@ class Tracker:
             log.exception("order status query failed", extra={"client_order_id": coid,
                                                                "state": entry.life.state.value,
                                                                "attempt": entry.errors})
+            if self._orders.get(coid) is not entry:  # discarded under the query
+                return
             if entry.errors >= self.max_errors:
                 log.error("stopped tracking the order; it resumes at the next start",
                           extra={"client_order_id": coid})
@@ -158,6 +165,8 @@ class Tracker:
             return
         entry.errors = 0
         entry.life = life
+        if self._orders.get(coid) is not entry:  # discarded under the query (tracked anew or not): not ours
+            return
         if life.terminal:
             self._orders.pop(coid, None)
             return
