@@ -3,9 +3,10 @@
 - RecordFunding keeps the reading with the latest ``asOf``: an older or equally old reading is ignored
   (``applied`` false). A reading more than 5 minutes in the future is rejected.
 - ApplyPerfAction is idempotent by ``decisionId``: a replay changes nothing and returns ``applied`` false;
-  the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE
-  subscription (reason kept as ``pausedReason``, default PERF_LOSS_STOP) and raises a SUBSCRIPTION_PAUSED alert
-  (key ``loss_stop:<subscription id>``); SCALE sets
+  the same id for another subscription or action is FAILED_PRECONDITION. PAUSE pauses an ACTIVE or PAUSED
+  subscription: its reason becomes ``pausedReason`` (default PERF_LOSS_STOP), taking over a user's pause, and it
+  raises a SUBSCRIPTION_PAUSED alert (key ``loss_stop:<subscription id>``). Guard takes a resume after a loss-stop
+  as the user accepting the loss; that resume is an informed one only if the pause shows the loss-stop. SCALE sets
   ``perf.appliedMultiplier`` to ``multiplier`` (absolute, not compounded, in (0, 10]).
   A decision not applied before that names the rules it was made under (``decidedUnder``: mode and perf) is
   refused, FAILED_PRECONDITION with a message starting ``decidedUnder:``, when they are no longer the
@@ -166,9 +167,10 @@ class InternalUseCases:
             return cpb.ApplyPerfActionResponse(subscription=current, applied=False)
         await self.sync.subscription_changed(changed, version)
         _PERF_ACTIONS.add(1, {"action": action})
-        if changed.state != current.state and changed.state == spb.SUBSCRIPTION_STATE_PAUSED:
+        if req.action == cpb.PERF_ACTION_PAUSE:
+            was = "" if current.state == spb.SUBSCRIPTION_STATE_ACTIVE else f" (paused before: {current.paused_reason})"
             raise_alert(AlertKind.SUBSCRIPTION_PAUSED, f"loss_stop:{sid}",
-                        f"subscription {sid} paused by its performance rules: {changed.paused_reason}",
+                        f"subscription {sid} paused by its performance rules: {changed.paused_reason}{was}",
                         dedupe_id=f"perf_pause:{decision}", subscription_id=sid,
                         follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,
                         reason=changed.paused_reason)
@@ -185,8 +187,7 @@ class InternalUseCases:
         changed.CopyFrom(current)
         if req.action == cpb.PERF_ACTION_PAUSE:
             changed.state = apply_subscription(current.state, SubscriptionCommand.PAUSE, sid)  # type: ignore[assignment]
-            if current.state == spb.SUBSCRIPTION_STATE_ACTIVE:
-                changed.paused_reason = reason or DEFAULT_PERF_PAUSE_REASON
+            changed.paused_reason = reason or DEFAULT_PERF_PAUSE_REASON  # also over a user's pause: see the module doc
         else:
             apply_subscription(current.state, SubscriptionCommand.UPDATE, sid)
             changed.perf.applied_multiplier = fmt(multiplier or Decimal(1))

@@ -6,10 +6,12 @@ treats as an idempotency key: a crash in between re-sends the same decision at t
 and changes nothing twice.
 
 A subscription its loss-stop paused and that is ACTIVE again was resumed by its user, who accepts the loss
-so far: the first evaluation that finds it so with complete marks records RESUMED with the PnL then, and the
-next loss-stop fires ``lossStopUsd`` below that PnL, not at once on the loss the resume was made with. Until the
-marks are complete (no held asset unmarked or on a book that is not fresh) the baseline is not recorded and
-the loss-stop counts from the PnL the pause was decided at; a profit-scale waits for complete marks too.
+so far (a loss-stop that lands on a subscription its user paused meanwhile becomes its ``pausedReason`` and raises
+its alert in control, so that resume too is made knowing the loss-stop): the first evaluation that finds it so with
+complete marks records RESUMED with the PnL then, and the next loss-stop fires ``lossStopUsd`` below that PnL, not
+at once on the loss the resume was made with. Until the marks are complete (no held asset unmarked or on a book
+that is not fresh) the baseline is not recorded and the loss-stop counts from the PnL the pause was decided at; a
+profit-scale waits for complete marks too.
 
 The rules count the fills of the subscription's mode's venue only, and a resume baseline only in the mode it was
 recorded in: a change of mode starts the rules afresh (control also puts appliedMultiplier back to 1 then).
