@@ -7,7 +7,7 @@ from datetime import datetime
 from services.control import codec
 from services.control.db import Conn
 from services.control.pagination import Cursor
-from services.control.trigger_rules import HeldPosition
+from services.control.trigger_rules import GroupMember, HeldPosition
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.control.v1 import trigger_pb2 as tpb
 
@@ -90,6 +90,18 @@ async def list_page(conn: Conn, *, wallet: str, state: str, after: Cursor | None
     params = {"w": wallet, "state": state, "limit": limit,
               "t": after.time if after else None, "i": after.id if after else None}
     return await (await conn.execute(sql, params)).fetchall()
+
+
+async def armed_elsewhere_in_group(conn: Conn, trigger: tpb.Trigger) -> GroupMember | None:
+    """An ARMED trigger of ``trigger``'s OCO group on another position, if any. Takes a lock on the group until
+    the transaction ends first, so two creates joining one group from two positions cannot both find none."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('trigger-oco/' || %s, 0))",
+                       (trigger.oco_group,))
+    row = await (await conn.execute(
+        "SELECT id, wallet, follower_wallet_id, asset_id FROM triggers WHERE oco_group = %s AND state = 'ARMED'"
+        " AND (wallet <> %s OR follower_wallet_id <> %s OR asset_id <> %s) ORDER BY id LIMIT 1",
+        (trigger.oco_group, trigger.wallet, trigger.follower_wallet_id, trigger.asset_id))).fetchone()
+    return None if row is None else GroupMember(row["id"], row["wallet"], row["follower_wallet_id"], row["asset_id"])
 
 
 async def position_of(conn: Conn, follower_wallet_id: str, asset_id: str) -> HeldPosition | None:

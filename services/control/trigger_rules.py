@@ -8,6 +8,8 @@
   PATCH keeps it (:func:`mark_after_patch`).
 - Exactly one of ``size`` (shares, at least one share step: 0.01) and ``sellFraction`` (in (0, 1]) is non-zero.
 - ``priceSource`` defaults to BEST_BID; ``source`` is output only and always MANUAL (guard writes COPY exits itself).
+- ``ocoGroup`` groups the exits of one position (wallet, followerWalletId, assetId): joining a group that has an
+  ARMED trigger on another position is refused (:func:`oco_refusal`).
 - Any OPEN position of the wallet may be guarded, whatever its origin (copied, manual, external). A
   trigger on a position whose market resolved is refused (MARKET_RESOLVED: nothing is left to sell); a
   ``sellFraction`` trigger needs an OPEN position holding at least one share step (NO_POSITION). A
@@ -105,6 +107,30 @@ def position_refusal(t: tpb.Trigger, pos: HeldPosition | None) -> ControlError |
             f"sellFraction: followerWalletId {t.follower_wallet_id} holds no position in assetId {t.asset_id}"
             f"{ended}; a sellFraction trigger needs an OPEN one: NO_POSITION (use size for shares)")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """An ARMED trigger of an OCO group, and the position it guards."""
+
+    id: str
+    wallet: str
+    follower_wallet_id: str
+    asset_id: str
+
+
+def oco_refusal(t: tpb.Trigger, elsewhere: GroupMember | None) -> ControlError | None:
+    """Why ``t`` cannot join its ``ocoGroup`` (None: it can). ``elsewhere``: an ARMED member guarding another
+    position. A group is the exits of one position: guard cancels every member when one fires. Another wallet's
+    trigger is not named."""
+    if elsewhere is None:
+        return None
+    if (elsewhere.wallet, elsewhere.follower_wallet_id) == (t.wallet, t.follower_wallet_id):
+        where = f"assetId {elsewhere.asset_id} (trigger {elsewhere.id})"
+    else:
+        where = "another wallet"
+    return InvalidArgument("ocoGroup", f"{t.oco_group} is armed on another position, in {where}; a group is the "
+                                       "exits of one position: use another ocoGroup")
 
 
 def merge_trigger_patch(current: tpb.Trigger, patch: tpb.Trigger) -> tpb.Trigger:

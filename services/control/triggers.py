@@ -57,6 +57,10 @@ class TriggerUseCases:
                     return replayed
             await self._check_subscription(conn, trigger)
             await self._check_position(conn, trigger)
+            if trigger.oco_group:
+                refusal = rules.oco_refusal(trigger, await trigger_repo.armed_elsewhere_in_group(conn, trigger))
+                if refusal is not None:
+                    raise refusal
             trigger.id = new_id("trg", int(now.timestamp() * 1000))
             trigger.state = tpb.TRIGGER_STATE_ARMED
             trigger.create_time.FromDatetime(now)
