@@ -162,13 +162,19 @@ class BookSnapshot:
 
     @property
     def best_bid(self) -> Decimal | None:
-        """Highest bid, or None when there are no bids."""
-        return self.bids[0][0] if self.bids else None
+        """Highest bid holding shares (a level of size 0 holds nothing), or None when there is none."""
+        bids = self.bids
+        if bids and bids[0][1] > 0:  # as always from ingest, which drops empty levels
+            return bids[0][0]
+        return next((price for price, size in bids if size > 0), None)
 
     @property
     def best_ask(self) -> Decimal | None:
-        """Lowest ask, or None when there are no asks."""
-        return self.asks[0][0] if self.asks else None
+        """Lowest ask holding shares, or None when there is none."""
+        asks = self.asks
+        if asks and asks[0][1] > 0:
+            return asks[0][0]
+        return next((price for price, size in asks if size > 0), None)
 
     @property
     def mark(self) -> Decimal | None:
@@ -247,9 +253,17 @@ def mark_from_json(raw: bytes | str) -> tuple[Decimal | None, int]:
     """(:func:`mark_price`, ``updatedMs``) of a stored book, reading only its best levels (a page of
     positions reads hundreds of books: converting every level to Decimal would cost far more)."""
     d: Any = orjson.loads(raw)
-    bids, asks, last = d.get("bids") or (), d.get("asks") or (), d.get("lastTradePrice")
-    return (mark_price(Decimal(bids[0][0]) if bids else None, Decimal(asks[0][0]) if asks else None,
-                       Decimal(last) if last else None), int(d.get("updatedMs") or 0))
+    last = d.get("lastTradePrice")
+    return (mark_price(_best(d.get("bids")), _best(d.get("asks")), Decimal(last) if last else None),
+            int(d.get("updatedMs") or 0))
+
+
+def _best(levels: Any) -> Decimal | None:
+    """The price of the first stored level holding shares (a level of size 0 holds nothing)."""
+    for price, size in levels or ():
+        if Decimal(size) > 0:
+            return Decimal(price)
+    return None
 
 
 @dataclass(frozen=True)

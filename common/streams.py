@@ -33,8 +33,9 @@ _SET_ASIDE = metrics.get_meter("tradingtools.streams").create_counter(
 # The most a served entry may weigh: what is left of a gRPC message (common.grpcclient.MAX_MESSAGE_BYTES) after
 # the response's own fields. A heavier entry would fail its reader's stream at the same place on every reconnect.
 MAX_ENTRY_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
-# How long a log remembers that one of its entries was set aside: longer than any reader's cursor holds the log
-# (common.logtrim's max_pin_s), so a restarted writer serving it again does not set it aside again.
+# How long a log remembers that one of its entries was set aside: longer than a reader's cursor holds the log at
+# the default trimming (common.logtrim's max_pin_s, a day), so a restarted writer serving it again does not set it
+# aside again (tuned longer than this, an entry older than this may be set aside a second time).
 SET_ASIDE_MEMORY_S = 7 * 86_400
 
 T = TypeVar("T")

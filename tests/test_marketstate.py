@@ -56,6 +56,18 @@ def test_the_mark_is_the_mid_else_the_bid_else_the_last_trade(bid: str | None, a
     assert mark_price(book.best_bid, book.best_ask, book.last_trade_price) == expected
     assert book.mark == expected
     assert mark_from_json(book.to_json()) == (expected, 7)
+
+
+def test_a_level_of_size_0_is_no_best_price() -> None:
+    """A top level holding nothing priced a SELL's ceiling and valued positions at 0.60 over a real bid of 0.49."""
+    book = BookSnapshot("1", "0xc", ((D("0.6"), D(0)), (D("0.49"), D(10))), ((D("0.7"), D(0)), (D("0.51"), D(3))),
+                        D("0.01"), 5, 7)
+    assert (book.best_bid, book.best_ask, book.mark) == (D("0.49"), D("0.51"), D("0.5"))
+    assert mark_from_json(book.to_json()) == (D("0.5"), 7)
+    empty = BookSnapshot("1", "0xc", ((D("0.6"), D(0)),), (), D("0.01"), 5, 7)
+    assert (empty.best_bid, empty.mark, mark_from_json(empty.to_json())[0]) == (None, None, None)
+
+
 @pytest.mark.parametrize(("fields", "closed", "accepting"), [
     ({}, False, True),
     ({"closed": "1"}, True, True),

@@ -106,15 +106,32 @@ class BandFeed:
                                      "epoch": gate.meta.epoch if gate.meta else ""})
 
 
+_STAMP_PAGE = 64  # entries read back a page at a time, for the newest gate tick
+_STAMP_PAGES = 64  # at most: a sweep appends a few hundred resolution ticks at once
+
+
 async def last_tick_stamp(redis: Any) -> int:
-    """The highest ``received_time_ns`` of the log's newest ticks (``redis``: a bytes-mode client; 0 when none):
-    ticks this process sends are stamped later, and bands are trusted only once guard has read past it (a previous
-    process's ticks may still move them). Not the newest entry's alone: the resolution recorder's sweep may append
-    a tick stamped long before the gate ticks ahead of it."""
-    newest = 0
-    for _entry_id, fields in await redis.xrevrange(PRICE_TICKS, count=16) or []:
-        payload = fields.get(b"p")
-        if isinstance(payload, bytes):
-            with contextlib.suppress(DecodeError):
-                newest = max(newest, int(mpb.PriceTick.FromString(payload).received_time_ns))
+    """The highest ``received_time_ns`` of the log's ticks back to its newest gate tick (``redis``: a bytes-mode
+    client; 0 when none): ticks this process sends are stamped later, and bands are trusted only once guard has read
+    past it (a previous process's ticks may still move them). Not the newest entry's alone: the resolution
+    recorder's sweep may append many ticks stamped long before the gate ticks behind them (the gate stamps in
+    increasing order: none before its newest is later)."""
+    newest, before = 0, "+"
+    for _page in range(_STAMP_PAGES):
+        rows = await redis.xrevrange(PRICE_TICKS, max=before, count=_STAMP_PAGE) or []
+        for _entry_id, fields in rows:
+            payload = fields.get(b"p")
+            if not isinstance(payload, bytes):
+                continue
+            try:
+                tick = mpb.PriceTick.FromString(payload)
+            except DecodeError:
+                continue
+            newest = max(newest, int(tick.received_time_ns))
+            if tick.kind != mpb.TICK_KIND_MARKET_RESOLVED:
+                return newest
+        if len(rows) < _STAMP_PAGE:
+            return newest
+        last = rows[-1][0]
+        before = "(" + (last.decode() if isinstance(last, bytes) else str(last))
     return newest

@@ -55,6 +55,7 @@ async def test_a_new_guard_says_it_never_reads_only_gate_ticks_before_its_cursor
     (((GATE, 300), (RESOLVED, 400)), 400),
     (((GATE, 300),), 300),
     ((), 0),
+    (((GATE, 300), *[(RESOLVED, 100)] * 300), 300),  # a sweep appended hundreds of old resolutions since
 ])
 async def test_a_new_ingest_stamps_and_trusts_after_every_tick_the_log_ends_with(
         raw: Any, ticks: tuple[tuple[int, int], ...], floor: int) -> None:

@@ -48,6 +48,12 @@ def _row(r: dict[str, Any]) -> RedemptionRow:
 _COLUMNS = ("redemption_key, state, attempts, redeem_id, tx_hash, payout_usd, reason, detail, next_attempt_at,"
             " failures, follower_wallet_id, wallet, condition_id, neg_risk, amounts, shares")
 
+# The rows a batch changes, locked first in key order, as a settlement's upsert takes a market's wallets' rows: the
+# UPDATE ... FROM below takes its rows in its join's order (the table's, once it is large).
+_LOCK = """
+SELECT 1 FROM redemptions WHERE redemption_key = ANY(%s) ORDER BY follower_wallet_id, condition_id FOR UPDATE
+"""
+
 # A batch of changes in one statement (the executor's fence trigger runs once per statement, not per row).
 _SAVE = """
 UPDATE redemptions AS d SET state = r.state, attempts = r.attempts, redeem_id = r.redeem_id, tx_hash = r.tx,
@@ -147,13 +153,12 @@ class RedemptionStore:
         REDEEMED, by redemption key."""
         if not changes:
             return {}
-        # in key order, as a settlement's upsert takes the rows of a market's wallets
-        changes = sorted(changes, key=lambda c: (c[0].follower_wallet_id, c[0].condition_id))
         confirmed = {(row.follower_wallet_id, row.condition_id): after.key for row, after in changes
                      if after.state is RedemptionState.CONFIRMED}
         redeemed: dict[str, list[str]] = {}
         with self.fenced:
             async with self.pool.connection() as conn, pipelined_transaction(conn):
+                await conn.execute(_LOCK, ([after.key for _, after in changes],))
                 await conn.execute(_SAVE, (orjson.dumps([_change(after) for _, after in changes]).decode(),))
                 if confirmed:
                     cur = await conn.execute(_REDEEMED, (orjson.dumps([{"w": w, "c": c} for w, c in confirmed])

@@ -155,7 +155,7 @@ WHERE s.subscription_id = r.sub
 # A late winner's plan (settled by a sweep) joins the wallet's redemption of the market while it was never sent: its
 # first round, PENDING, no POST recorded (each is recorded before it leaves); the shares add up, and so do the
 # neg-risk amounts, outcome by outcome. Once sent, a redemption is replayed as it was sent: the rest is a leftover
-# round's. Rows are taken in key order (the upsert locks an existing one), as the redeemer stores its changes.
+# round's. Rows are taken in key order (the upsert locks an existing one), as the redeemer locks what it changes.
 _REDEMPTIONS = """
 INSERT INTO redemptions AS d (follower_wallet_id, condition_id, wallet, redemption_key, state, neg_risk, amounts,
     shares)
