@@ -41,16 +41,18 @@ class TriggerChanges:
         guard.stats.reloads += 1
         if trigger_id in guard.firer.in_flight:
             return
-        row = await guard.store.get(trigger_id)
+        row = (await self._read([trigger_id], many=False)).get(trigger_id)
         if trigger_id in guard.firer.in_flight:
             return
         known = guard.engine.get(trigger_id)
         if row is not None and row.state is State.ARMED:
             spec = row.spec()
-            if spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark:
+            raised = spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark
+            if raised:
                 spec = spec.with_mark(mark)
+            self._arm(spec, row)  # before any other await: what is armed is what was read last
+            if raised:
                 await guard.store.save_marks([(mark, [spec.id])])
-            self._arm(spec, row)
             if observed:  # a row at its first version was created, not changed: a repeated notice is no PATCH
                 updated = known is not None and row.version > 1
                 await guard.store.record_observed(row, "UPDATED" if updated else "ARMED",
@@ -69,7 +71,7 @@ class TriggerChanges:
         for start in range(0, len(trigger_ids), chunk):
             part = [tid for tid in trigger_ids[start:start + chunk] if tid not in guard.firer.in_flight]
             guard.stats.reloads += len(part)
-            rows = await guard.store.get_many(part) if part else {}
+            rows = await self._read(part) if part else {}
             for tid in part:
                 row = rows.get(tid)
                 if tid in guard.firer.in_flight:
@@ -80,6 +82,27 @@ class TriggerChanges:
                     guard.engine.remove(tid)
         guard.outbox.kick()
         guard.watch.kick()
+
+    async def _read(self, trigger_ids: list[str], *, many: bool = True) -> dict[str, TriggerRow]:
+        """The rows of ``trigger_ids`` (those not found left out), each read after the engine's last change of it:
+        one another path armed, changed or dropped while it was read (a notice's reload, a fire's re-arm, a copy
+        exit's cancel) is read again, so an older answer never replaces what that path put in the engine."""
+        store = self.guard.store
+        rows: dict[str, TriggerRow] = {}
+        wanted = trigger_ids
+        while wanted:
+            with self.guard.engine.noting() as touched:
+                if many:
+                    answer = await store.get_many(wanted)
+                else:
+                    one = await store.get(wanted[0])
+                    answer = {} if one is None else {wanted[0]: one}
+            for tid in wanted:
+                rows.pop(tid, None)
+                if tid in answer:
+                    rows[tid] = answer[tid]
+            wanted = [tid for tid in wanted if tid in touched]
+        return rows
 
     def _arm(self, spec: TriggerSpec, row: TriggerRow) -> None:
         """Watch ``spec`` (of ``row``), held when the row says its book is stale (a trailing stop's tracked mark is

@@ -2,10 +2,11 @@
 
 Trigger notifications (``tt:triggers:changed``, ``{"triggerId","op","version"}``, version = INCR
 ``tt:triggers:version``) are fire-and-forget, so a full resync runs on every (re)subscribe, on a
-version gap, and whenever the periodic version check finds a change nobody announced. Control sends them; so
-does guard (``adapters.guard_notices``, with ``by``: the sending process), for the other guard processes of a
-rollout: a trigger it changed is reloaded without an event (the sender wrote it), its own are skipped, and one
-without a trigger id (its stored trailing marks changed) asks for a resync.
+version gap, when a notice's version is below the last one seen and the key says it went back (Redis lost it:
+a lost notice would be no gap), and whenever the periodic version check finds a change nobody announced.
+Control sends them; so does guard (``adapters.guard_notices``, with ``by``: the sending process), for the other
+guard processes of a rollout: a trigger it changed is reloaded without an event (the sender wrote it), its own are
+skipped, and one without a trigger id (its stored trailing marks changed) asks for a resync.
 """
 
 from __future__ import annotations
@@ -101,19 +102,28 @@ class TriggerSync:
         self.ready.set()
 
     async def _check_version(self) -> None:
-        """A quiet channel: resync when the version moved on without a notification."""
+        """A quiet channel: resync when the version moved on (or back) without a notification."""
         current = await self._read_version()
         if current != self.version:
-            self.gaps += 1
-            self.version = current
-            await self.target.resync()
+            await self._gap(current)
+
+    async def _gap(self, version: int) -> None:
+        """Notices were lost: resync, ``version`` the newest one accounted for."""
+        self.gaps += 1
+        self.version = version
+        await self.target.resync()
 
     async def _apply(self, notice: Notice) -> None:
         if notice.version > self.version + 1:
-            self.gaps += 1
-            self.version = notice.version
-            await self.target.resync()
+            await self._gap(notice.version)
             return
+        if notice.version <= self.version:
+            # sent before the last load read the version (that load has it), or the version went back (Redis
+            # lost the key): then the notices since are numbered below the last one seen, and one lost is no gap
+            current = await self._read_version()
+            if current < self.version:
+                await self._gap(current)
+                return
         self.version = max(self.version, notice.version)
         if notice.by and notice.by == self.token:
             return  # this process's change: applied as it was made
