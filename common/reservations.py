@@ -249,6 +249,38 @@ async def release(redis: Any, client_order_id: str, *, keep_s: int = DEFAULT_KEE
     return released
 
 
+# ARGV: wallet key prefix, then one client order id per argument. Returns the micro-units reserved again per id.
+_RESTORE_MANY = """
+local out = {}
+for i = 2, #ARGV do
+  local okey = '""" + ORDER_PREFIX + """' .. ARGV[i]
+  local v = redis.call('GET', okey)
+  out[#out + 1] = '0'
+  if v and string.sub(v, 1, 1) == '-' then
+    local record = string.sub(v, 2)
+    local wallet, fld, micro = string.match(record, '^([^|]*)|([^|]*)|(%d+)|')
+    if wallet then
+      redis.call('SET', okey, record)
+      if micro ~= '0' then redis.call('HINCRBY', ARGV[1] .. wallet, fld, micro) end
+      out[#out] = micro
+    end
+  end
+end
+return out
+"""
+
+
+async def restore_many(redis: Any, client_order_ids: Sequence[str]) -> list[int]:
+    """Undo the release of orders that run after all: claimed and reserved again as the router left them (the
+    orphans of a dead-lettered routed trade the executor was handed again). Only for orders whose release nothing
+    else made (they had no order row, and have not run); a claim not released is left as it is. Micro-units
+    reserved again per id."""
+    if not client_order_ids:
+        return []
+    reply = await redis.eval(_RESTORE_MANY, 0, WALLET_PREFIX, *client_order_ids)
+    return [int(_s(x)) for x in reply]
+
+
 async def release_many(redis: Any, client_order_ids: Sequence[str], *, keep_s: int = DEFAULT_KEEP_S) -> list[int]:
     """:func:`release` for several orders in one Lua call; micro-units released per id, in order (-1 for an
     unreadable record: nothing released, the record stays for an operator)."""

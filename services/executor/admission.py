@@ -37,7 +37,7 @@ from common.marketstate import BookSnapshot
 from services.executor.adapters.book_reader import FreshBooks
 from services.executor.adapters.order_store import Inserted, OrderStore
 from services.executor.domain.order_intake import IntakeRules, Prepared, QuoteCache, ShapeCache, prepare
-from services.executor.domain.order_lifecycle import OrderLife, OrderRejected, apply
+from services.executor.domain.order_lifecycle import TERMINAL, OrderLife, OrderRejected, apply
 from services.executor.domain.sell_sizing import ceiling_price, fraction_size, sized_on
 from services.executor.domain.ticket import Ticket
 from services.executor.order_runner import OrderRunner
@@ -62,6 +62,7 @@ PARSED_BOOKS_MAX = 4096
 MEMO_MAX = 4096
 MAX_BATCH_ORDERS = 1024  # routed trades admitted together hold at most this many orders
 ROOM_POLL_S = 0.02  # how often a routed trade waiting for room looks again
+_TERMINAL = frozenset(s.value for s in TERMINAL)
 
 BookReader = Callable[[str], Awaitable[BookSnapshot | None]]
 
@@ -314,7 +315,10 @@ class OrderAdmission:
     async def admit(self, prepared: Sequence[Prepared], *, notify: bool = False) -> set[str]:
         """Persist intents, start the new ones, resume known ones; returns the ids that were new."""
         gos = [p for p in prepared if not p.refused and not self.runner.running(p.ticket.client_order_id)]
+        await self._restore_orphans(gos)  # before the insert: a crash after it leaves the claims as routed
         inserted = await self._insert_intents(gos)
+        if inserted:  # and those an orphan pass released after reading no row for them
+            await self._restore_orphans([p for p in gos if p.ticket.client_order_id in inserted])
         for p in gos:
             if p.ticket.client_order_id in inserted:
                 self.runner.start(p.ticket, p.life, notify=notify)
@@ -334,6 +338,14 @@ class OrderAdmission:
         self.refused += len(new_refused)
         return inserted | new_refused
 
+    async def _restore_orphans(self, orders: list[Prepared]) -> None:
+        """Reserve again what orders about to run reserved when routed, if the journal's repair pass released it as
+        an orphan's (their routed trade was dead-lettered, and handed in again by a start that found the cursor
+        before it): an order never runs without its reservation."""
+        repairs = getattr(getattr(self.runner, "journal", None), "repairs", None)
+        if repairs is not None and repairs.orphans_to_restore():
+            await repairs.restore(self.redis, [p.ticket.client_order_id for p in orders])
+
     async def _insert_intents(self, gos: list[Prepared]) -> set[str]:
         if not gos:
             return Inserted()
@@ -350,6 +362,9 @@ class OrderAdmission:
                 delay = min(delay * 2, 2.0)
 
     async def _resume_known(self, ids: list[str]) -> None:
+        """Resume the stored orders of ``ids`` not running here. Those ended release their reservations again: a
+        claim of an ended order handed in again was made again (the router's relog after Redis lost the claim and
+        its release), and no end of the order will release it."""
         rows = []
         for coid in dict.fromkeys(ids):
             if self.runner.running(coid):
@@ -357,6 +372,9 @@ class OrderAdmission:
             row = await self.store.order_row(coid)
             if row is not None:
                 rows.append(row)
+        ended = [r["client_order_id"] for r in rows if r["state"] in _TERMINAL]
+        if ended:
+            await reservations.release_many(self.redis, ended)
         if rows:
             await self.runner.resume(rows)
 

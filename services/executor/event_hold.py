@@ -9,6 +9,7 @@ still in the outbox, which its next start appends again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,8 +31,11 @@ class EventHold:
     """The held events of one journal, oldest first."""
 
     def __init__(self, store: OutboxEvents, append: Callable[[list[bytes]], Awaitable[object]],
-                 server_id: Callable[[], Awaitable[str]], *, durable_after_s: float = EVENTS_DURABLE_AFTER_S) -> None:
+                 server_id: Callable[[], Awaitable[str]], *, durable_after_s: float = EVENTS_DURABLE_AFTER_S,
+                 clock: Callable[[], float] | None = None) -> None:
+        """``clock`` measures how long appending held events again took (the running event loop's by default)."""
         self.store = store
+        self.clock = clock or (lambda: asyncio.get_running_loop().time())
         self.append = append
         self.server_id = server_id
         self.durable_after_s = durable_after_s
@@ -58,14 +62,15 @@ class EventHold:
             return []
         server = await self.server_id()
         if self.server is not None and server != self.server:
-            held, before = list(self.ids), len(self._held)
+            held, before, started = list(self.ids), len(self._held), self.clock()
             rows = await self.store.outbox_events(held)
             if rows:
                 await self.append([payload for _seq, _id, payload in rows])
             self.republished += len(rows)
             self.server = server
-            # events held while these were read and appended again stay held too, each in its own turn
-            self._held = deque([(now, held), *list(self._held)[before:]])
+            # held from their new append (``now`` plus the time the outbox read took: it may have been slow), and
+            # those held while these were read and appended again stay held too, each in its own turn
+            self._held = deque([(now + self.clock() - started, held), *list(self._held)[before:]])
             log.warning("redis server changed: order events of the last seconds appended again",
                         extra={"events": len(rows)})
             return []

@@ -22,20 +22,24 @@ Releasing is idempotent, so redoing a release Redis kept changes nothing; the re
 The orphans set (:data:`ORPHANS`) can lose its last entries in the same crash, but never alone: the consumer saves
 its cursor past a dead-lettered trade only after the entry is added, on the same Redis, which keeps or loses its
 writes in order; a lost entry comes with a lost cursor, so the trade is handled again (admitted, or dead-lettered
-again). The journal's sweep runs :meth:`Repairs.run`.
+again). A trade dead-lettered just before a crash that lost its cursor's save is handed in again at the next start,
+after that start's pass released its orphans: admission restores those reservations before the orders run
+(:meth:`Repairs.take_orphans`). The journal's sweep runs :meth:`Repairs.run`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import metrics
 
+from common import reservations
 from common.routed import ORPHANS as ORPHANS
 from common.storage import redis_run_id
 from services.executor.adapters.order_store import OrderStore
@@ -44,6 +48,8 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 log = logging.getLogger(__name__)
 
 ORPHANS_PER_SWEEP = 1000
+ORPHANS_REMEMBERED = 100_000  # orphans released, remembered in case their routed trade is handed in again...
+ORPHANS_KEPT_S = 600.0  # ...for far longer than a routed order may wait to run (older: refused STALE_ORDER)
 RECENT_RELEASES_S = 60.0  # releases done again after a Redis restart: far more than it can lose
 REDO_CHUNK = 100  # releases per script (Redis runs it alone), as the journal's
 AFTER_START, AFTER_SERVER_CHANGE = "start", "redis_server_change"  # executor.releases_redone's ``after``
@@ -53,6 +59,10 @@ _REDONE = metrics.get_meter("tradingtools.executor").create_counter(
     "executor.releases_redone",
     description="Reservation releases Redis had lost, done again: at the executor's start (after), or once the "
                 "Redis server changed")
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def orphaned(redis: Any, client_order_ids: list[str]) -> None:
@@ -102,6 +112,10 @@ class Repairs:
         self.server_changes = 0  # Redis servers seen to replace the one before (restart, failover)
         self._server = ""
         self._recent: deque[tuple[float, list[str]]] = deque()
+        # orders whose reservations orphan passes released (they had no row), and those of the pass under way
+        self._orphans_released: OrderedDict[str, float] = OrderedDict()  # → when remembered
+        self._orphaning: frozenset[str] = frozenset()
+        self._orphan_pass: asyncio.Event | None = None
 
     def released(self, client_order_ids: list[str]) -> None:
         """Remember releases just made (for :attr:`keep_s`)."""
@@ -153,16 +167,69 @@ class Repairs:
                      extra={"orders": len(ids), "window_s": self.keep_s, "last_end": last.isoformat()})
 
     async def _orphans(self) -> None:
-        orphans = await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP)
+        orphans = [_text(c) for c in await self.redis.srandmember(ORPHANS, ORPHANS_PER_SWEEP) or ()]
         if not orphans:
             return
-        known = await self.store.known(orphans)  # a row means the order runs (or ran): its own path releases it
-        never = [c for c in orphans if c not in known]
-        if never:
-            released = await self.release(self.redis, never)
-            log.warning("reservations of dead-lettered orders released",
-                        extra={"orders": len(never), "released": sum(1 for m in released if m > 0)})
-        await self.redis.srem(ORPHANS, *orphans)
+        done = asyncio.Event()
+        self._orphaning, self._orphan_pass = frozenset(orphans), done
+        try:
+            known = await self.store.known(orphans)  # a row means the order runs (or ran): its own path releases it
+            never = [c for c in orphans if c not in known]
+            if never:
+                self.remember_orphans(never)  # before: a release that fails may still have been made
+                released = await self.release(self.redis, never)
+                log.warning("reservations of dead-lettered orders released",
+                            extra={"orders": len(never), "released": sum(1 for m in released if m > 0)})
+            await self.redis.srem(ORPHANS, *orphans)
+        finally:
+            self._orphaning = frozenset()
+            done.set()
+
+    async def restore(self, redis: Any, client_order_ids: list[str]) -> None:
+        """Restore the reservations of those of ``client_order_ids`` (orders about to run) that :meth:`take_orphans`
+        gives (a failure leaves them to restore at the next try)."""
+        taken = await self.take_orphans(client_order_ids)
+        if not taken:
+            return
+        try:
+            restored = await reservations.restore_many(redis, taken)
+        except BaseException:
+            self.remember_orphans(taken)
+            raise
+        log.warning("reservations of orphaned orders restored: their routed trade was handed in again",
+                    extra={"orders": len(taken), "restored": sum(1 for m in restored if m > 0),
+                           "client_order_id": taken[0]})
+
+    def remember_orphans(self, client_order_ids: list[str]) -> None:
+        """Orders whose reservations an orphan pass released (or may have), to restore should they run after all."""
+        now = self.clock()
+        for c in client_order_ids:
+            self._orphans_released.pop(c, None)
+            self._orphans_released[c] = now
+        self._forget_orphans(now)
+
+    def _forget_orphans(self, now: float) -> None:
+        kept = self._orphans_released
+        while kept and (len(kept) > ORPHANS_REMEMBERED or next(iter(kept.values())) < now - ORPHANS_KEPT_S):
+            kept.popitem(last=False)
+
+    def orphans_to_restore(self) -> bool:
+        """Whether :meth:`take_orphans` may give any order (none is remembered, and no pass is under way, mostly)."""
+        if self._orphans_released:
+            self._forget_orphans(self.clock())
+        return bool(self._orphans_released or self._orphaning)
+
+    async def take_orphans(self, client_order_ids: Iterable[str]) -> list[str]:
+        """Those of ``client_order_ids`` (orders about to run: admitted, not started) whose reservations an orphan
+        pass of this process released, forgotten as such: they run after all, and their reservations are to be
+        restored before they start (:func:`common.reservations.restore_many`). A pass under way that may release
+        one of them is waited for (it may have read their rows before they were inserted)."""
+        ids = list(client_order_ids)
+        if not self.orphans_to_restore():
+            return []
+        if not self._orphaning.isdisjoint(ids) and self._orphan_pass is not None:
+            await self._orphan_pass.wait()
+        return [c for c in ids if self._orphans_released.pop(c, None) is not None]
 
     async def _restarted(self) -> None:
         server = await self.server_id()
