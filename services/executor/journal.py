@@ -1,20 +1,19 @@
 """Write-behind journal: batches state changes into one PostgreSQL transaction, then publishes.
 
-Callers await durability (the commit). Transactions start at most every ``min_interval_s`` under
-load, so the changes of the orders that moved meanwhile share one (a lone change after a quiet
-spell is written at once). After each commit the journal appends the new OrderEvents to
-``tt:stream:order_events``, keeps ``tt:watch:positions`` in step with opened/closed positions and
-releases the reserved exposure of orders that became terminal (one Lua call); the outbox marks
-(published, released) follow in one coalesced statement. Anything the post-commit step could not do
-is picked up by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but
-never drops them.
+Callers await durability (the commit). Transactions start at most every ``min_interval_s`` under load, so the changes
+of the orders that moved meanwhile share one (a lone change after a quiet spell is written at once). After each commit
+the journal appends the new OrderEvents to ``tt:stream:order_events``, keeps ``tt:watch:positions`` in step with
+opened/closed positions and releases the reserved exposure of orders that became terminal (one Lua call); the outbox
+marks (published, released) follow in one coalesced statement. Anything the post-commit step could not do is picked up
+by a sweep from PostgreSQL, so a crash or a Redis outage delays events and releases but never drops them. Until the
+outbox is known to hold nothing unappended (at start, after a failed append or a commit whose answer was lost), a
+commit's events go out through it, oldest first (after a failed append, at the sweep's pace: an outage costs no outbox
+read per commit), so an order's events stay in order. An appended event leaves the outbox only once Redis can no
+longer lose it (``event_hold``).
 
-An appended event leaves the outbox only once Redis can no longer lose it (``event_hold``).
-
-The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed
-post-commit update of it, after a Redis server change, and every ``watch_repair_interval_s``. It
-then holds exactly the assets some wallet holds (``positions.size > 0``), whatever replica or lost write
-left it otherwise, so ingest follows the book of every open position.
+The watch set is repaired from PostgreSQL too (:meth:`Journal.repair_watch`): at start, after a failed post-commit
+update of it or a commit whose fills are unknown, after a Redis server change, and every ``watch_repair_interval_s``.
+It then holds exactly the assets some wallet holds (``positions.size > 0``), so ingest follows every open position.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Releases a script (Redis runs it alone): in 10,000-follower runs 500 held it up to 22 ms, 100 up to 6 ms.
 RELEASE_CHUNK = 100
+OUTBOX_READ = 5000  # outbox rows read at most at once
 MARKS_INTERVAL_S = 0.1
 WATCH_REPAIR_INTERVAL_S = 30.0
 
@@ -88,9 +88,7 @@ class Journal:
         self.repairs = Repairs(redis, store, release, server_id=server_id)
         self.max_batch = max_batch
         self.sweep_interval_s = sweep_interval_s
-        # Under load a transaction starts at most every min_interval_s: the changes of every order
-        # that moved meanwhile share it. A change arriving after a quiet spell is written at once.
-        self.min_interval_s = min_interval_s
+        self.min_interval_s = min_interval_s  # under load, between transaction starts (see the module)
         self._last_flush = float("-inf")
         self._urgent = asyncio.Event()
         self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
@@ -108,6 +106,8 @@ class Journal:
         self._watch_stale = True
         self._watch_repaired_at = float("-inf")
         self._server_changes = 0
+        # None: in step; else when a commit may publish its outbox from (the sweep meanwhile: see the module)
+        self._behind: float | None = 0.0
 
     async def write(self, changes: list[Change], inserts: list[Change] | None = None, *,
                     urgent: bool = False) -> set[str]:
@@ -139,8 +139,7 @@ class Journal:
         swept = loop.time()
         while True:
             reraise_if_cancelling()  # redis-py can turn a cancel into a timeout it retries (the sweep's calls)
-            # the sweep also runs under steady load: a release that failed after its commit must not wait
-            # for the queue to go quiet (its follower's headroom stays taken until then)
+            # the sweep runs under steady load too: a release that failed after its commit must not wait
             if loop.time() - swept >= self.sweep_interval_s:
                 await self._safe_sweep()
                 swept = loop.time()
@@ -193,12 +192,15 @@ class Journal:
         await self._after_commit([c for c in inserts if c.life.client_order_id in inserted] + changes, booked)
 
     async def _apply_with_retry(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
+        """After an outage error the commit may have gone through: what it booked or left in the outbox is unknown."""
         delay = 0.05
         for attempt in range(8):
             try:
                 return await self.store.apply(inserts, changes)
             except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                     psycopg.errors.DeadlockDetected) as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    self._watch_stale, self._behind = True, 0.0 if self._behind is None else self._behind
                 if attempt == 7:
                     raise
                 log.warning("journal write retry", extra={"error": repr(exc)[:300], "attempt": attempt + 1})
@@ -213,12 +215,17 @@ class Journal:
             except Exception:  # an observer never stops the journal
                 log.exception("journal observer failed")
         events = [c.event for c in written if c.event is not None]
+        loop = asyncio.get_running_loop()
         try:
-            if events:
+            if self._behind is not None:  # this commit's events are in the outbox, after those still to go out
+                if loop.time() >= self._behind:
+                    await self._publish_outbox(0.0, self.append)
+            elif events:
                 await self.append([e.SerializeToString() for e in events])
                 self._hold([e.event_id for e in events])
                 self.stats.published += len(events)
         except Exception as exc:  # noqa: BLE001 - the sweep retries from PostgreSQL
+            self._behind = loop.time() + self.sweep_interval_s
             self.stats.errors += 1
             log.warning("journal post-commit step failed; the sweep will retry", extra={"error": repr(exc)[:300]})
             await self._watch_or_mark(booked)  # the books of the positions are followed all the same
@@ -247,17 +254,14 @@ class Journal:
         gone = [a for a in closed if not await self.store.asset_held(a)]
         if not opened and not gone:
             return
-        # (another replica opening one of ``gone`` between the check and the SREM is put right by the
-        # periodic repair: a repair after every removal cost a scan of positions every sweep under load)
+        # (another replica opening one of ``gone`` meanwhile: the periodic repair; one per removal cost too much)
         await change_watch_set(self.redis, WATCH_POSITIONS, opened, gone)
 
     async def repair_watch(self) -> None:
-        """Make ``tt:watch:positions`` the assets some wallet holds in PostgreSQL; announce the difference.
-
-        Safe beside other replicas' post-commit updates: the set is read before PostgreSQL, so an asset a
-        replica adds after opening a position is either in PostgreSQL already (kept) or not in what was read
-        (not removed); what is removed is checked again afterwards and added back when a wallet holds it
-        by then (a position opened between the query and the removal).
+        """Make ``tt:watch:positions`` the assets some wallet holds in PostgreSQL; announce the difference. Safe
+        beside other replicas' post-commit updates: the set is read before PostgreSQL, so an asset a replica adds
+        after opening a position is in PostgreSQL already (kept) or not in what was read (not removed); what is
+        removed is checked again and added back when a wallet holds it by then (opened between query and removal).
         """
         members = {m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WATCH_POSITIONS)}
         held = await self.store.held_assets()
@@ -275,8 +279,7 @@ class Journal:
                         extra={"added": len(missing), "removed": len(extra - back), "held": len(held)})
 
     async def _repair_watch_if_due(self) -> None:
-        """:meth:`repair_watch` when marked stale, after a Redis server change, or every
-        ``watch_repair_interval_s``; a failure leaves it due (the next sweep tries again)."""
+        """:meth:`repair_watch` when marked stale, after a Redis server change, or when due; a failure leaves it due."""
         now = asyncio.get_running_loop().time()
         changes = self.repairs.server_changes
         if not (self._watch_stale or changes != self._server_changes
@@ -337,8 +340,8 @@ class Journal:
             self._marking.difference_update(published)
 
     async def _run_marks(self) -> None:
-        """Coalesce marks: while one statement runs, the next batch gathers. A crash before a mark is
-        written only means the sweep publishes or releases again (both idempotent downstream)."""
+        """Coalesce marks: while one runs, the next gather. A crash before a mark only means the sweep publishes or
+        releases again (both idempotent downstream)."""
         loop = asyncio.get_running_loop()
         while True:
             reraise_if_cancelling()
@@ -364,35 +367,33 @@ class Journal:
         except Exception as exc:  # noqa: BLE001 - retried at the next idle moment
             log.warning("journal sweep failed", extra={"error": repr(exc)[:300]})
 
-    def _in_hand(self) -> set[str]:
-        """Events appended and not yet marked published: held, settled, or being marked."""
-        return self.held.ids | self._marking | set(self._marks_published)
-
-    async def _unpublished(self, min_age_s: float) -> list[tuple[int, str, bytes]]:
-        """Outbox rows that no append took care of. An event can go from held to marked while the rows are read
-        (their snapshot still has it): whatever is in hand after the read, or was marked meanwhile, is left out
-        (a mark's commit is the only way out of hand)."""
+    async def _publish_outbox(self, min_age_s: float, append: Callable[[list[bytes]], Awaitable[list[str]]]) -> int:
+        """Append the outbox rows no append took care of (all while behind), oldest first, and hold them; not what is
+        in hand after the read (held, settled, being marked) or was marked during it (a mark's commit ends it)."""
+        behind = self._behind is not None
         if not self._sweep_reads:
             self._marked_during_read.clear()
         self._sweep_reads += 1
         try:
-            rows = await self.store.unpublished(min_age_s)
+            rows = await self.store.unpublished(0.0 if behind else min_age_s, OUTBOX_READ)
         finally:
             self._sweep_reads -= 1
-        skip = self._in_hand() | self._marked_during_read
-        return [row for row in rows if row[1] not in skip]
-
-    async def sweep(self, *, min_age_s: float) -> None:
-        """Repair the watch set when due; publish outbox events and release reservations that the
-        post-commit step missed."""
-        await self._repair_watch_if_due()  # first: a failing step below must not hold it up
-        await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
-        pending = await self._unpublished(min_age_s)
+        skip = self.held.ids | self._marking | set(self._marks_published) | self._marked_during_read
+        pending = [row for row in rows if row[1] not in skip]
         if pending:
-            await self.events_log.append_many([payload for _seq, _id, payload in pending])
+            await append([payload for _seq, _id, payload in pending])
             self._hold([event_id for _seq, event_id, _payload in pending])
             self.stats.published += len(pending)
-            log.info("outbox events published by sweep", extra={"count": len(pending)})
+        if behind and len(rows) < OUTBOX_READ:
+            self._behind = None  # in step: what commits next can go out on its own
+        return len(pending)
+
+    async def sweep(self, *, min_age_s: float) -> None:
+        """Repair the watch set when due; publish outbox events and release reservations the post-commit step missed."""
+        await self._repair_watch_if_due()  # first: a failing step below must not hold it up
+        await self.flush_marks()  # so the sweep does not redo what is done but not yet recorded
+        if published := await self._publish_outbox(min_age_s, self.events_log.append_many):
+            log.info("outbox events published by sweep", extra={"count": published})
         ids = await self.store.unreleased(min_age_s)
         if ids:
             await self._release(ids)

@@ -36,6 +36,7 @@ __all__ = ["Change", "Inserted", "OrderStore", "row_life", "ticket_from_row"]
 ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset_wallet
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
 HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) AND size > 0"
+EVENTS_OF = "SELECT client_order_id FROM order_events WHERE event_id = ANY(%s)"  # the orders of events recorded
 
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
 PLANNER_OPTIONS = KEYED_LOOKUPS
@@ -170,7 +171,8 @@ class OrderStore:
     async def apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
         events to the outbox, book their fills and count the copies declined as skips. Returns the inserted
-        ids and the fills booked now."""
+        ids and the fills booked now. An order inserted by an earlier attempt of the same inserts (its commit
+        went through unanswered) counts as inserted now: its event is there (event ids are unique)."""
         with self.fenced:
             return await self._apply(inserts, changes)
 
@@ -185,6 +187,10 @@ class OrderStore:
             if inserts:
                 await cur.execute(sql.INSERT_INTENTS, (intent_json([(c.ticket, c.life) for c in inserts]),))
                 inserted = {r["client_order_id"] for r in await cur.fetchall()}
+                if there := [c.event.event_id for c in inserts
+                             if c.life.client_order_id not in inserted and c.event is not None]:
+                    await cur.execute(EVENTS_OF, (there,))
+                    inserted |= {r["client_order_id"] for r in await cur.fetchall()}
             events = [c.event for c in inserts if c.event is not None and c.life.client_order_id in inserted]
             if changes:
                 await cur.execute(sql.UPDATE_ORDERS, (update_json(changes),))
