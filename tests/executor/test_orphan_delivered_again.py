@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,7 +20,6 @@ from common.livefeed import LiveFeed
 from common.retry import Backoff
 from common.storage import create_pool
 from common.streams import ORDER_EVENTS, DurableLog, create_stream_redis
-from services.executor.adapters.order_store import OrderStore
 from services.executor.admission import OrderAdmission
 from services.executor.domain.order_intake import IntakeRules
 from services.executor.journal import Journal
@@ -29,36 +27,14 @@ from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.releases import ORPHANS_KEPT_S, Repairs, orphaned, releasing_dead_letters
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order, rows
+from tests.executor.test_dead_letters import Cursors
+from tests.executor.test_dead_letters import OutageStore as PoisonOnce
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 
 RULES = IntakeRules(live_configured=True)
-
-
-class PoisonOnce(OrderStore):
-    """Refuses intents as bad data (not an outage: the trade is dead-lettered) until ``down`` is cleared."""
-
-    down = True
-
-    async def insert_intents(self, items: Any) -> Any:
-        if self.down:
-            raise psycopg.errors.NumericValueOutOfRange("numeric field overflow")
-        return await super().insert_intents(items)
-
-
-class Cursors:
-    """Cursors kept in memory; a new instance is a start that lost the last save."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, str] = {}
-
-    async def get(self, consumer: str) -> str | None:
-        return self.saved.get(consumer)
-
-    async def set(self, consumer: str, cursor: str) -> None:
-        self.saved[consumer] = cursor
 
 
 async def _held(r: Any, wallet: str) -> int:

@@ -18,19 +18,10 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Fired
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import Firer
+from tests.guard.executor_fake import RecordingExecutor
 from tests.guard.standins import CONDITION, db, insert_trigger, set_position, trigger_row
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
-
-
-class _Executor:
-    def __init__(self) -> None:
-        self.orders: list[epb.Order] = []
-
-    async def submit(self, order: epb.Order) -> epb.SubmitOrderResponse:
-        self.orders.append(order)
-        return epb.SubmitOrderResponse()
 
 
 class _Markets:
@@ -48,7 +39,7 @@ async def test_a_take_profit_patched_to_half_does_not_cancel_its_stop_loss(db_ur
     assert tp is not None and sl is not None and tp.spec().closing
     # the user PATCHes the take-profit to sell half; the engine still holds the version that sells everything
     await conn.execute("UPDATE triggers SET sell_fraction = 0.5, version = version + 1 WHERE id = 'trg_tp'")
-    executor, rearmed = _Executor(), []  # type: ignore[var-annotated]
+    executor, rearmed = RecordingExecutor(), []  # type: ignore[var-annotated]
     firer = Firer(trigger_store, executor, _Markets(), on_order_event=lambda _ev: None,
                   rearm=lambda ids, *_a, **_k: rearmed.append(list(ids)), clock_ns=time.time_ns, max_slippage_bps=300)
     # as the engine fires it: closing, its OCO sibling taken out with it

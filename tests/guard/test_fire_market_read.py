@@ -16,19 +16,10 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Fired
 from services.guard.domain.trigger_model import State
 from services.guard.firing import Firer
+from tests.guard.executor_fake import RecordingExecutor
 from tests.guard.standins import CONDITION, armed_stop, db, trigger_row
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
-
-
-class _Executor:
-    def __init__(self) -> None:
-        self.orders: list[epb.Order] = []
-
-    async def submit(self, order: epb.Order) -> epb.SubmitOrderResponse:
-        self.orders.append(order)
-        return epb.SubmitOrderResponse()
 
 
 class _Markets:
@@ -51,7 +42,7 @@ async def _armed_stop(db_url: str, store: TriggerStore) -> tuple[Any, Fired]:
     return conn, await armed_stop(conn, store, fraction="0.5")
 
 
-def _firer(store: TriggerStore, executor: _Executor, markets: _Markets, rearmed: list[list[str]]) -> Firer:
+def _firer(store: TriggerStore, executor: RecordingExecutor, markets: _Markets, rearmed: list[list[str]]) -> Firer:
     return Firer(store, executor, markets, on_order_event=lambda _ev: None,
                  rearm=lambda ids, *_a, **_k: rearmed.append(list(ids)), clock_ns=time.time_ns, max_slippage_bps=300)
 
@@ -59,7 +50,7 @@ def _firer(store: TriggerStore, executor: _Executor, markets: _Markets, rearmed:
 async def test_a_failed_market_read_rearms_the_trigger_and_sends_nothing(db_url: str,
                                                                         trigger_store: TriggerStore) -> None:
     conn, fired = await _armed_stop(db_url, trigger_store)
-    executor, rearmed = _Executor(), []
+    executor, rearmed = RecordingExecutor(), []
     firer = _firer(trigger_store, executor, _Markets(failures=1), rearmed)
     assert await firer.fire(fired, [], TickInfo(Decimal("0.30"))) is None
     assert rearmed == [["trg_sl"]] and executor.orders == []
@@ -74,7 +65,7 @@ async def test_a_failed_market_read_rearms_the_trigger_and_sends_nothing(db_url:
 
 async def test_a_slow_market_read_is_waited_for_before_deciding(db_url: str, trigger_store: TriggerStore) -> None:
     conn, fired = await _armed_stop(db_url, trigger_store)
-    executor, rearmed = _Executor(), []
+    executor, rearmed = RecordingExecutor(), []
     firer = _firer(trigger_store, executor, _Markets(delay_s=0.2), rearmed)
     result = await firer.fire(fired, [], TickInfo(Decimal("0.30")))
     assert result is not None and result.row is not None and result.row.state is State.FIRED

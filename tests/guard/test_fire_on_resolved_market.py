@@ -14,21 +14,12 @@ from common.marketstate import RESOLVED_WINNER, MarketInfo
 from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.tick_view import TickInfo
 from services.guard.firing import Firer
+from tests.guard.executor_fake import RecordingExecutor
 from tests.guard.standins import ASSET, CONDITION, armed_stop, db, trigger_row
-from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 
 OPEN = MarketInfo(ASSET, CONDITION, Decimal("0.01"), Decimal(5))
-
-
-class _Executor:
-    def __init__(self) -> None:
-        self.orders: list[epb.Order] = []
-
-    async def submit(self, order: epb.Order) -> epb.SubmitOrderResponse:
-        self.orders.append(order)
-        return epb.SubmitOrderResponse()
 
 
 class _Markets:
@@ -48,7 +39,7 @@ async def test_a_fire_on_a_resolved_market_sends_nothing(info: MarketInfo, state
                                                         db_url: str, trigger_store: TriggerStore) -> None:
     conn = await db(db_url)
     fired = await armed_stop(conn, trigger_store)  # its position is still OPEN: the executor has not settled it
-    executor = _Executor()
+    executor = RecordingExecutor()
     firer = Firer(trigger_store, executor, _Markets(info), on_order_event=lambda _ev: None,
                   rearm=lambda *_a, **_k: None, clock_ns=time.time_ns, max_slippage_bps=300)
     await firer.fire(fired, [], TickInfo(Decimal("0.30")))
