@@ -41,6 +41,7 @@ from services.executor.domain.order_lifecycle import TERMINAL, OrderLife, OrderR
 from services.executor.domain.sell_sizing import ceiling_price, fraction_size, sized_on
 from services.executor.domain.ticket import Ticket
 from services.executor.order_runner import OrderRunner
+from services.executor.releases import Repairs
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ class OrderAdmission:
 
     def __init__(self, runner: OrderRunner, store: OrderStore, redis: Any, rules: IntakeRules, *,
                  intent_retry_s: float = 30.0, books: FreshBooks | None = None, max_open: int = 0,
-                 room_wait_s: float = 10.0) -> None:
+                 room_wait_s: float = 10.0, repairs: Repairs | None = None) -> None:
         self.runner = runner
+        self.repairs = repairs  # the journal's: orphans whose reservations it released (see _restore_orphans)
         self.max_open = max_open  # > 0: routed trades wait for room (see the module docstring)
         self.room_wait_s = room_wait_s
         self.room_waits = 0
@@ -342,9 +344,8 @@ class OrderAdmission:
         """Reserve again what orders about to run reserved when routed, if the journal's repair pass released it as
         an orphan's (their routed trade was dead-lettered, and handed in again by a start that found the cursor
         before it): an order never runs without its reservation."""
-        repairs = getattr(getattr(self.runner, "journal", None), "repairs", None)
-        if repairs is not None and repairs.orphans_to_restore():
-            await repairs.restore(self.redis, [p.ticket.client_order_id for p in orders])
+        if self.repairs is not None and self.repairs.orphans_to_restore():
+            await self.repairs.restore(self.redis, [p.ticket.client_order_id for p in orders])
 
     async def _insert_intents(self, gos: list[Prepared]) -> set[str]:
         if not gos:

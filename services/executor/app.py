@@ -214,7 +214,7 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
         live_configured=settings.live_configured, max_order_age_ns=int(t.max_order_age_s * 1e9),
         min_depth_ratio=t.min_depth_ratio, max_order_usd=settings.max_order_usd),
         books=FreshBooks(fast, max_age_s=t.book_max_age_s, wait_s=t.book_wait_s),
-        max_open=t.max_open_orders, room_wait_s=t.admission_wait_max_s)
+        max_open=t.max_open_orders, room_wait_s=t.admission_wait_max_s, repairs=journal.repairs)
 
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(journal.run(), name="journal"),
                                       asyncio.create_task(lease.watch(), name="lease"),

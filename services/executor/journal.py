@@ -200,7 +200,7 @@ class Journal:
             except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                     psycopg.errors.DeadlockDetected) as exc:
                 if isinstance(exc, psycopg.OperationalError):
-                    self._watch_stale, self._behind = True, 0.0 if self._behind is None else self._behind
+                    self._watch_stale, self._behind = True, self._behind or 0.0
                 if attempt == 7:
                     raise
                 log.warning("journal write retry", extra={"error": repr(exc)[:300], "attempt": attempt + 1})

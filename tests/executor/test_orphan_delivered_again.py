@@ -51,7 +51,7 @@ async def test_a_dead_lettered_trade_delivered_again_runs_holding_its_reservatio
     journal = Journal(store, r, log_, reservations.release_many, sweep_interval_s=0.1)
     runner = OrderRunner(journal=journal, venues={}, gates={}, redis=r, config=RunnerConfig())
     fast = FastRedis(redis_url)  # the executor's client for per-order commands, as in app.py
-    admission = OrderAdmission(runner, store, fast, RULES, intent_retry_s=0.0)
+    admission = OrderAdmission(runner, store, fast, RULES, intent_retry_s=0.0, repairs=journal.repairs)
     order = make_order(1, routed_time_ns=time.time_ns())
     routed = epb.RoutedTrade(orders=[order])
     wallet = order.follower_wallet_id

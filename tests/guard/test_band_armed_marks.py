@@ -11,16 +11,13 @@ from services.guard.domain.price_bands import band_changes
 from services.guard.domain.trigger_index import Engine, Prices, load
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 from services.ingest.tickgate import TickGate, Top
+from tests.gate_tops import top
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
 A = "asset-a"
 MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
-
-
-def top(bid: str) -> Top:
-    return (D(bid), D(bid) + D("0.01"), None, D("0.01"), False)
 
 
 def prices(t: Top) -> Prices:

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from common.bands import BandMessage, BandMeta, encode
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
-from services.ingest.tickgate import TickGate, Top
+from services.ingest.tickgate import TickGate
+from tests.gate_tops import top
 from tests.guard.inprocess import NOW_NS, in_process_guard
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -16,10 +17,6 @@ D = Decimal
 A = "asset-a"
 MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
-
-
-def top(bid: str) -> Top:
-    return (D(bid), D(bid) + D("0.01"), None, D("0.01"), False)
 
 
 async def test_a_resolution_tick_appended_by_the_recorder_does_not_say_earlier_gate_ticks_were_read() -> None:

@@ -15,7 +15,8 @@ from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, TriggerSpec
 from services.ingest.bandfeed import BandFeed
-from services.ingest.tickgate import TickGate, Top
+from services.ingest.tickgate import TickGate
+from tests.gate_tops import top
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -24,10 +25,6 @@ pytestmark = pytest.mark.integration
 D = Decimal
 X = "asset-x"
 MS = 1_000_000
-
-
-def top(bid: str) -> Top:
-    return (D(bid), D(bid) + D("0.01"), None, D("0.01"), False)
 
 
 @pytest.fixture

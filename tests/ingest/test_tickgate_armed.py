@@ -6,7 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, decode, encode
-from services.ingest.tickgate import TickGate, Top
+from services.ingest.tickgate import TickGate
+from tests.gate_tops import top
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
@@ -15,10 +16,6 @@ MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
 # best bid: trailing stops of 10% marked at 0.50 (level 0.45)
 BAND = SourceBand(0, D("0.45"), D("0.50"), True, D("0.1"))
-
-
-def top(bid: str) -> Top:
-    return (D(bid), D(bid) + D("0.01"), None, D("0.01"), False)
 
 
 def gate_with_rises(*rises: tuple[int, str]) -> TickGate:

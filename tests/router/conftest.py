@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex
 from common.config import Secret, StorageSettings
+from common.fastredis import FastRedis
 from common.grpcserver import GrpcServer
 from common.routed import parse_routed
 from common.storage import create_pool
@@ -23,8 +25,10 @@ from common.streams import LEADER_TRADES, ROUTED_TRADES, DurableLog, create_stre
 from services.router.__main__ import RunningRouter, serve
 from services.router.adapters.balances import NoBalances
 from services.router.adapters.markets import ClobMarketInfo, MarketInfoCache
+from services.router.adapters.redis_state import RedisState
 from services.router.adapters.store import RouterStore
 from services.router.adapters.store_sql import PLANNER_OPTIONS
+from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.config import Settings
 from services.router.metrics import RouterMetrics
 from services.router.outbox import Emitter
@@ -171,6 +175,34 @@ def redis_markets_router(cache: Any, state: Any, store: Any, log_: DurableLog, r
                                           ttl_ms=3_600_000, clock_ms=lambda: now_ms),
                   balances=NoBalances(), emitter=Emitter(state, store, fetch=log_.entries_from), knobs=Knobs(),
                   metrics=RouterMetrics(), clock_ns=lambda: now_ns)
+
+
+async def route_on_redis(redis: Any, redis_url: str, db_url: str, evs: list[mpb.LeaderTradeEvent], *, now_ns: int,
+                         batched: bool) -> list[epb.RoutedTrade]:
+    """Route ``evs`` with :func:`redis_markets_router` on real Redis and PostgreSQL, in one batch or one trade at a
+    time; the routed trades logged, in order."""
+    sr, fast = create_stream_redis(redis_url), FastRedis(redis_url)
+    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
+    session = aiohttp.ClientSession()
+    store = RouterStore(pool)
+    try:
+        cache = SubscriptionCache(redis)
+        await cache.reload_all()
+        log_ = DurableLog(sr, ROUTED_TRADES)
+        state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=10_000)
+        router = redis_markets_router(cache, state, store, log_, redis, session, now_ns=now_ns)
+        if batched:
+            await router.handle_batch(evs)
+        else:
+            for ev in evs:
+                await router.handle(ev)
+        return [parse_routed(p) for _, p in await log_.read("0-0", count=10, block_ms=0)]
+    finally:
+        await session.close()
+        await store.close()
+        await pool.close()
+        fast.close()
+        await sr.aclose()
 
 
 def persisted_orders(db_url: str) -> list[epb.Order]:

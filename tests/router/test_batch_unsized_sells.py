@@ -14,23 +14,15 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-import aiohttp
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 
 from common import hotindex, reservations
-from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
-from common.routed import parse_routed
-from common.storage import create_pool
-from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
-from services.router.adapters.redis_state import RedisState
-from services.router.adapters.store import RouterStore
-from services.router.adapters.subscriptions import SubscriptionCache
 from services.router.domain.carry import InFlight
 from services.router.domain.model import OrderIntent, Side
-from tests.router.conftest import COND, LEADER, YES, leader_trade, redis_markets_router, subscription
+from tests.router.conftest import COND, LEADER, YES, leader_trade, route_on_redis, subscription
 from tests.router.factories import trade
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -87,28 +79,6 @@ async def test_a_fraction_sell_earlier_in_a_batch_makes_the_later_ones_fractions
     await hotindex.upsert(r, subscription("sub_A", "w_1"))
     await write_market(r, MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=now_ns // 1_000_000))
     await r.set(f"tt:book:{YES}", "{}")
-    sr, fast = create_stream_redis(redis_url), FastRedis(redis_url)
-    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    session = aiohttp.ClientSession()
-    store = RouterStore(pool)
-    try:
-        cache = SubscriptionCache(r)
-        await cache.reload_all()
-        log_ = DurableLog(sr, ROUTED_TRADES)
-        state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=10_000)
-        router = redis_markets_router(cache, state, store, log_, r, session, now_ns=now_ns)
-        evs = _sells(now_ns, conditions)
-        if batched:
-            await router.handle_batch(evs)
-        else:
-            for ev in evs:
-                await router.handle(ev)
-        routed = [parse_routed(p) for _, p in await log_.read("0-0", count=10, block_ms=0)]
-        # half of the leader's 100, then half of its 50 left: both sized by the executor, in turn
-        assert [_sized(x) for x in routed] == [[("w_1", "", "0.5")], [("w_1", "", "0.5")]]
-    finally:
-        await session.close()
-        await store.close()
-        await pool.close()
-        fast.close()
-        await sr.aclose()
+    routed = await route_on_redis(r, redis_url, db_url, _sells(now_ns, conditions), now_ns=now_ns, batched=batched)
+    # half of the leader's 100, then half of its 50 left: both sized by the executor, in turn
+    assert [_sized(x) for x in routed] == [[("w_1", "", "0.5")], [("w_1", "", "0.5")]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-import aiohttp
 import psycopg
 import pytest
 import redis.asyncio as aioredis
@@ -17,17 +16,21 @@ from psycopg.rows import dict_row
 from common import hotindex, reservations
 from common.fastredis import FastRedis
 from common.marketstate import MarketInfo, write_market
-from common.routed import parse_routed
-from common.storage import create_pool
-from common.streams import ROUTED_TRADES, DurableLog, create_stream_redis
+from common.streams import ROUTED_TRADES
 from services.executor.adapters.fill_store import book
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.router.adapters.redis_state import SELLS_PREFIX, RedisState
-from services.router.adapters.store import RouterStore
-from services.router.adapters.subscriptions import SubscriptionCache
 from tests.helpers import eventually
-from tests.router.conftest import COND, LEADER, YES, Stack, leader_trade, redis_markets_router, subscription
+from tests.router.conftest import (
+    COND,
+    LEADER,
+    YES,
+    Stack,
+    leader_trade,
+    route_on_redis,
+    subscription,
+)
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.control.v1 import subscription_pb2 as spb
 from tradingtools.execution.v1 import execution_pb2 as epb
@@ -160,33 +163,12 @@ async def test_two_leaders_closing_in_one_batch_each_sell_their_own(db_url: str,
         await hotindex.upsert(r, sub)
     await write_market(r, MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=now_ns // 1_000_000))
     await r.set(f"tt:book:{YES}", "{}")
-    sr, fast = create_stream_redis(redis_url), FastRedis(redis_url)
-    pool = await create_pool(db_url, min_size=1, max_size=4, autocommit=True)
-    session = aiohttp.ClientSession()
-    store = RouterStore(pool)
-    try:
-        cache = SubscriptionCache(r)
-        await cache.reload_all()
-        log_ = DurableLog(sr, ROUTED_TRADES)
-        state = RedisState(fast, ROUTED_TRADES, marker_ttl_s=3600, stream_maxlen=10_000)
-        router = redis_markets_router(cache, state, store, log_, r, session, now_ns=now_ns)
-        evs = [leader_trade("lt_b_close", side=cpb.SIDE_SELL, size="50", price="0.5", wallet=LEADER_B),
-               leader_trade("lt_a_close", side=cpb.SIDE_SELL, size="100", price="0.5", wallet=LEADER)]
-        for ev in evs:
-            ev.received_time_ns, ev.venue_time_ms = now_ns, now_ns // 1_000_000 - 1500
-        if batched:
-            await router.handle_batch(evs)
-        else:
-            for ev in evs:
-                await router.handle(ev)
-        routed = [parse_routed(p) for _, p in await log_.read("0-0", count=10, block_ms=0)]
-        assert [_decided(x) for x in routed] == [[("sub_B", "50")], [("sub_A", "100")]]
-    finally:
-        await session.close()
-        await store.close()
-        await pool.close()
-        fast.close()
-        await sr.aclose()
+    evs = [leader_trade("lt_b_close", side=cpb.SIDE_SELL, size="50", price="0.5", wallet=LEADER_B),
+           leader_trade("lt_a_close", side=cpb.SIDE_SELL, size="100", price="0.5", wallet=LEADER)]
+    for ev in evs:
+        ev.received_time_ns, ev.venue_time_ms = now_ns, now_ns // 1_000_000 - 1500
+    routed = await route_on_redis(r, redis_url, db_url, evs, now_ns=now_ns, batched=batched)
+    assert [_decided(x) for x in routed] == [[("sub_B", "50")], [("sub_A", "100")]]
 
 
 async def test_the_sell_index_keeps_each_sells_subscription(r: aioredis.Redis, redis_url: str) -> None:
