@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.decimals import ZERO
 from services.guard.domain import sell_orders
-from services.guard.domain.exit_plans import CopyFill
+from services.guard.domain.exit_plans import CopyFill, ExitsChange
 from services.guard.domain.trigger_model import State
 from services.guard.loops import Batches, reraise_if_cancelled
 from tradingtools.common.v1 import common_pb2 as cpb
@@ -136,13 +136,23 @@ class OrderFlow:
             market = await guard.markets.market(ev.asset_id)
             change = await guard.exit_store.renew_used(ev.follower_wallet_id, ev.asset_id,
                                                        market.tick_size if market else ZERO)
+        await self._watch(change)
+        guard.stats.exits_cancelled += len(change.cancelled)
+        guard.stats.exits_created += len(change.created)
+
+    async def _watch(self, change: ExitsChange) -> None:
+        """The engine after a change of a position's exits: the cancelled ones dropped, the created ones armed, and
+        the group's ARMED ones it lacks read and armed (another guard made them and died before announcing them,
+        or this one did and lost the commit's answer: the event is handled again and finds them made)."""
+        guard = self.guard
         for row in change.cancelled:
             guard.engine.remove(row.id)
         for row in change.created:
             guard.engine.upsert(row.spec(), armed_ns=guard.clock_ns())
             guard.changed(row.asset_id)
-        guard.stats.exits_cancelled += len(change.cancelled)
-        guard.stats.exits_created += len(change.created)
+        unwatched = [tid for tid in change.armed if tid not in guard.engine]
+        if unwatched:
+            await guard.changes.reload_many(unwatched)  # those a fire has under way are left to it
 
     def _handled(self, ev: epb.OrderEvent) -> None:
         if ev.event_id:
@@ -168,11 +178,7 @@ class OrderFlow:
         if sell_orders.is_fill(ev) and ev.side == cpb.SIDE_BUY and ev.origin == epb.ORDER_ORIGIN_COPY:
             market = await self.guard.markets.market(ev.asset_id)
             change = await self.guard.exit_store.on_buy_fill(_copy_fill(ev), market.tick_size if market else ZERO)
-            for row in change.cancelled:  # the exits of a previous opening of the position
-                self.guard.engine.remove(row.id)
-            for row in change.created:
-                self.guard.engine.upsert(row.spec(), armed_ns=self.guard.clock_ns())
-                self.guard.changed(row.asset_id)
+            await self._watch(change)  # cancelled: the exits of a previous opening of the position
             self.guard.stats.exits_created += len(change.created)
             if change.created:
                 log.info("copy exits registered", extra={"asset_id": ev.asset_id, "count": len(change.created),

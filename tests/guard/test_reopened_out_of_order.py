@@ -44,6 +44,9 @@ class _Engine:
     def remove(self, trigger_id: str) -> None:
         self.armed.pop(trigger_id, None)
 
+    def __contains__(self, trigger_id: object) -> bool:
+        return trigger_id in self.armed
+
 
 class _Kick:
     def kick(self) -> None:

@@ -127,7 +127,10 @@ SELL_PEEK = ("SELECT p.size, p.opened_at, g.exits -> 'opened_at' AS group_opened
              " coalesce(jsonb_array_length(g.exits -> 'planned'), 0) > 0 AND NOT EXISTS (SELECT 1 FROM triggers t"
              "  WHERE t.oco_group = g.oco_group AND t.state IN ('ARMED', 'FIRED'))"
              " AND EXISTS (SELECT 1 FROM triggers t WHERE t.oco_group = g.oco_group"
-             "  AND t.state IN ('DONE', 'FAILED') AND t.sell_fraction >= 1) AS used_up"  # as exit_group_writes.used_up
+             "  AND t.state IN ('DONE', 'FAILED') AND t.sell_fraction >= 1) AS used_up,"  # as exit_group_writes.used_up
+             # the open group's ARMED exits (triggers_oco_armed), for the caller to watch
+             " ARRAY(SELECT t.id FROM triggers t WHERE t.oco_group = g.oco_group AND t.state = 'ARMED'"
+             "  AND t.source = 'COPY' ORDER BY t.id) AS armed"
              " FROM (SELECT 1) one"
              " LEFT JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s"
              " LEFT JOIN guard_position_exits g ON g.follower_wallet_id = %(w)s AND g.asset_id = %(a)s"

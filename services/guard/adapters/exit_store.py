@@ -115,8 +115,11 @@ class ExitStore:
             if group is None or reopened((group["exits"] or {}).get("opened_at"), pos):
                 return ExitsChange("OPEN")
             renewing = await used_up(conn, group)
-            if renewing is None:
-                return ExitsChange("OPEN")
+            if renewing is None:  # renewed by the other guard of a rollout since the caller's peek, maybe
+                rows = await (await conn.execute(
+                    "SELECT id FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY'"
+                    " ORDER BY id", (group["oco_group"],))).fetchall()
+                return ExitsChange("OPEN", armed=tuple(r["id"] for r in rows))
             return await renew(conn, group, renewing, held=pos["size"],
                                 entry=pos["avg_price"] or group["entry_price"], pos=pos, tick_size=tick_size,
                                 now=now)
@@ -209,13 +212,18 @@ class ExitStore:
         return out
 
     async def _resize(self, conn: Any, group: dict[str, Any], held: Decimal, now: Any) -> ExitsChange:
+        """Resize the group's size-based exits to ``held``; every ARMED exit of the group is returned (``armed``),
+        resized or not, for the caller to watch."""
         old: Decimal = group["position_size"]
         updated: list[TriggerRow] = []
+        rows = await (await conn.execute(
+            "SELECT id, size FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY' ORDER BY id"
+            + (" FOR UPDATE" if held != old else ""), (group["oco_group"],))).fetchall()  # key order, as a fire
+        armed = tuple(r["id"] for r in rows)
         if held != old:
-            rows = await (await conn.execute(
-                "SELECT id, size FROM triggers WHERE oco_group = %s AND state = 'ARMED' AND source = 'COPY'"
-                " AND size > 0 ORDER BY id FOR UPDATE", (group["oco_group"],))).fetchall()  # key order, as a fire
             for r in rows:
+                if r["size"] <= 0:
+                    continue
                 new_size = Decimal(fmt(exit_plans.resized(r["size"], old, held)))
                 row = await (await conn.execute(
                     "UPDATE triggers SET size = %s, update_time = %s, version = version + 1 WHERE id = %s"
@@ -224,7 +232,7 @@ class ExitStore:
             await conn.execute("UPDATE guard_position_exits SET position_size = %s, updated_at = %s"
                                " WHERE oco_group = %s", (held, now, group["oco_group"]))
             await insert_events(conn, [event(r, "UPDATED", reason="POSITION_RESIZED") for r in updated])
-        return ExitsChange("RESIZED", updated=tuple(updated))
+        return ExitsChange("RESIZED", updated=tuple(updated), armed=armed)
 
     async def on_sell_fill(self, follower_wallet_id: str, asset_id: str) -> ExitsChange:
         """After a SELL filled: when the position is gone, cancel every ARMED trigger of the life that ended (its
@@ -244,7 +252,7 @@ class ExitStore:
             if (peek["has_group"] and reopened(peek["group_opened_at"], peek)) or peek["ended_life"]:
                 return await self._close_reopened(follower_wallet_id, asset_id)
             # shares left and no exit guards them any more: the caller renews the group (renew_used)
-            return ExitsChange("EXITS_USED" if peek["used_up"] else "OPEN")
+            return ExitsChange("EXITS_USED") if peek["used_up"] else ExitsChange("OPEN", armed=tuple(peek["armed"]))
         if peek is not None and not peek["has_group"] and not peek["has_armed"]:
             return ExitsChange("NO_POSITION")
         now = self.clock()

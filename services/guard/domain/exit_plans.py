@@ -177,3 +177,6 @@ class ExitsChange:
     updated: tuple[TriggerRow, ...] = ()
     cancelled: tuple[TriggerRow, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
+    # the ARMED exits of the position's open group as the change left them (made by an earlier event, maybe by
+    # another guard whose notice never came: it died first): the caller watches those it does not
+    armed: tuple[str, ...] = ()
