@@ -84,7 +84,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
         db = Database(pool)
         tokens = PageTokens(await page_token_key(db))
         sync = IndexSync(db, redis, interval_s=t.index_resync_s, retry_interval_s=t.index_retry_s,
-                         full_interval_s=t.index_full_resync_s, hot=hot)
+                         full_interval_s=t.index_full_resync_s, sweep_interval_s=t.index_sweep_s, hot=hot)
         try:
             await sync.resync()
         except Exception as exc:

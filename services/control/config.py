@@ -95,6 +95,9 @@ class Tuning:
     index_resync_s: float = tune(30.0, "the hot subscription index is compared with PostgreSQL this often, and "
                                  "mended where a lost update left it behind", minimum=0.05)
     index_retry_s: float = tune(1.0, "a failed index update is retried after this long", minimum=0.01)
+    index_sweep_s: float = tune(1.0, "the queue of subscription writes is swept this often: an index write lost "
+                                "with its replica (stopped or killed after the commit) is made by another",
+                                minimum=0.05)
     index_full_resync_s: float = tune(600.0, "the whole index is rebuilt from PostgreSQL this often, whatever "
                                       "the checks said", minimum=0.05)
     db_pool_max: int = tune(10, "PostgreSQL connections: the API's peak is a few hundred requests a second of "

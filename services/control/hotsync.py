@@ -14,13 +14,15 @@ change notifications.
   runs at start-up, sooner (``retry_interval_s``) after a failed update, every ``full_interval_s``,
   and whenever the periodic check (every ``interval_s``) finds that Redis is not the server the last
   clean pass wrote to (its ``run_id``: a restart may have reloaded an older state) or lost the marker
-  that pass left (a flush). So a Redis outage or a crash between commit and index update heals by
-  itself, and a steady index costs one round trip per period instead of a pass that reads every
-  leader (~0.5 s at 6,500 leaders, much of it on the event loop that serves requests). It reads the ids and
-  versions of all ACTIVE subscriptions in one query and, per batch of leader hashes, one script
-  that returns each entry's SHA1 (not the ~1 KB strings themselves), and compares each with the
-  digest of the string expected at that version (remembered when it was written or last checked);
-  only a leader that differs (or is unknown) is re-read and fixed, under its lock.
+  that pass left (a flush). So a Redis outage heals by itself, and a steady index costs one round trip
+  per period instead of a pass that reads every leader (~0.5 s at 6,500 leaders, much of it on the event
+  loop that serves requests). It reads the ids and versions of all ACTIVE subscriptions in one query
+  and, per batch of leader hashes, one script that returns each entry's SHA1 (not the ~1 KB strings
+  themselves), and compares each with the digest of the string expected at that version (remembered
+  when it was written or last checked); only a leader that differs (or is unknown) is re-read and
+  fixed, under its lock.
+- A replica stopped or killed between a commit and its index write: every replica sweeps the subscriptions written
+  in the last moments (``index_outbox``) every ``sweep_interval_s`` and writes those Redis holds at an older version.
 - Trigger changes are announced to guard (``trigger_notices``) after their commit; a failed publish is
   retried by the same loop, and so is the notice of a change whose call failed or was cancelled once it had
   written the change (its COMMIT may have gone through): :meth:`IndexSync.announcing`.
@@ -33,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -42,11 +43,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from common import hotindex
 from common.cancel import reraise_if_cancelling
-from common.fastredis import FastRedis, Script
+from common.fastredis import FastRedis
 from common.storage import redis_run_id
-from services.control import sub_repo
+from services.control import index_outbox, sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, outage_reason, short_reason
+from services.control.index_entries import DIGESTS, digest, upsert_encoded
+from services.control.index_entries import index_copy as index_copy
 from services.control.trigger_notices import TRIGGERS_CHANNEL as TRIGGERS_CHANNEL
 from services.control.trigger_notices import TRIGGERS_VERSION_KEY as TRIGGERS_VERSION_KEY
 from services.control.trigger_notices import TriggerNotices
@@ -82,47 +85,6 @@ def resync_if_cancelled(method: Callable[Concatenate[S, P], Awaitable[T]]) -> Ca
     return run
 
 
-def index_copy(sub: spb.Subscription) -> spb.Subscription:
-    """The subscription as stored in the hot index (no live stats)."""
-    copy = spb.Subscription()
-    copy.CopyFrom(sub)
-    copy.ClearField("stats")
-    return copy
-
-
-def _digest(encoded: str) -> str:
-    """SHA1 (hex) of an index string, as Redis's ``redis.sha1hex`` computes it in :data:`_DIGESTS`."""
-    return hashlib.sha1(encoded.encode(), usedforsecurity=False).hexdigest()
-
-
-# Per leader hash in KEYS: its fields, each followed by the SHA1 of its value. A resync compares these
-# with the digests it expects, so the index strings (about 1 KB each) are not sent and decoded.
-_DIGESTS = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local flat = redis.call('HGETALL', key)
-  local row = {}
-  for j = 1, #flat, 2 do
-    row[#row + 1] = flat[j]
-    row[#row + 1] = redis.sha1hex(flat[j + 1])
-  end
-  out[i] = row
-end
-return out
-"""
-
-
-_UPSERT = Script(hotindex._UPSERT)
-
-
-async def _upsert_encoded(hot: FastRedis, sub: spb.Subscription, encoded: str, row_version: int,
-                         force: bool = False) -> int:
-    """``hotindex.upsert`` of an ACTIVE subscription already encoded (same script, no second encode)."""
-    leader = sub.leader_proxy.lower()
-    return int(await hot.run_script(_UPSERT, hotindex.upsert_keys(leader), (
-        sub.id, encoded, leader, hotindex.CHANNEL, hotindex.row_version_arg(row_version), hotindex.force_arg(force))))
-
-
 @dataclass
 class ResyncReport:
     """What one resync changed."""
@@ -138,13 +100,15 @@ class IndexSync:
     """Writer of the Redis hot index and trigger notifications."""
 
     def __init__(self, db: Database, redis: Any, *, interval_s: float, retry_interval_s: float = 1.0,
-                 full_interval_s: float = 600.0, hot: FastRedis) -> None:
+                 full_interval_s: float = 600.0, sweep_interval_s: float = 1.0, hot: FastRedis) -> None:
         self.db = db
         self.redis = redis
         self.hot = hot  # the request path's PING and upserts
         self.interval_s = interval_s
         self.retry_interval_s = retry_interval_s
         self.full_interval_s = full_interval_s
+        self.sweep_interval_s = sweep_interval_s
+        self._sweep_failed = False
         self.dirty = False
         self.passes = 0  # full passes completed
         self._dirty_event = asyncio.Event()
@@ -209,9 +173,9 @@ class IndexSync:
         if sub.state == spb.SUBSCRIPTION_STATE_ACTIVE:
             if encoded is None:
                 encoded = hotindex.encode(index_copy(sub))
-            if await _upsert_encoded(self.hot, sub, encoded, version, force) == hotindex.REFUSED:
+            if await upsert_encoded(self.hot, sub, encoded, version, force) == hotindex.REFUSED:
                 return False
-            self._expected[sub.id] = (version, _digest(encoded))
+            self._expected[sub.id] = (version, digest(encoded))
         else:
             if await hotindex.remove(self.redis, sub.leader_proxy, sub.id, version, force=force) == hotindex.REFUSED:
                 return False
@@ -291,7 +255,7 @@ class IndexSync:
             if start:
                 await asyncio.sleep(_RESYNC_PAUSE_S)
             batch = leaders[start:start + _RESYNC_BATCH]
-            rows = await self.redis.eval(_DIGESTS, len(batch), *(hotindex.leader_key(leader) for leader in batch))
+            rows = await self.redis.eval(DIGESTS, len(batch), *(hotindex.leader_key(leader) for leader in batch))
             for leader, row in zip(batch, rows, strict=True):
                 report.leaders += 1
                 digests = dict(zip(row[::2], row[1::2], strict=True))
@@ -330,7 +294,7 @@ class IndexSync:
             stored = await sub_repo.active_of_leader(conn, leader)
         wanted = {s.sub.id: (s, hotindex.encode(index_copy(s.sub))) for s in stored}
         for sid, (s, encoded) in wanted.items():
-            self._expected[sid] = (s.version, _digest(encoded))
+            self._expected[sid] = (s.version, digest(encoded))
         actual: dict[str, str] = await self.redis.hgetall(hotindex.leader_key(leader))
         gone = sorted(actual.keys() - wanted.keys())
         refused: list[str] = []
@@ -380,21 +344,46 @@ class IndexSync:
                     active = active or is_active
         return active
 
+    async def sweep(self) -> int:
+        """Write the index entries of commits whose writer may have stopped before writing them (``index_outbox``)."""
+        return await index_outbox.sweep(self.db, self.redis, self._rewrite)
+
+    async def _rewrite(self, stored: sub_repo.Stored) -> bool:
+        async with self._lock(stored.sub.leader_proxy):
+            return await self._write(stored.sub, stored.version)
+
     async def run(self, housekeeping: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Keep the index in line forever: check every ``interval_s`` and resync when the check fails
-        (see :meth:`in_line`), or ``retry_interval_s`` after a failure."""
+        """Keep the index in line forever: :meth:`sweep` every ``sweep_interval_s``, check every ``interval_s`` and
+        resync when the check fails (see :meth:`in_line`), or ``retry_interval_s`` after a failure."""
+        clock = asyncio.get_running_loop()
+        check_at = clock.time() + self.interval_s
         while True:
             reraise_if_cancelling()  # redis-py can turn a cancel into a timeout it retries
             try:
-                await asyncio.wait_for(self._dirty_event.wait(), timeout=self.interval_s)
+                wait = max(0.0, min(self.sweep_interval_s, check_at - clock.time()))
+                await asyncio.wait_for(self._dirty_event.wait(), timeout=wait)
                 await asyncio.sleep(self.retry_interval_s)
+                due = True
             except TimeoutError:
-                pass
-            self._dirty_event.clear()
+                due = clock.time() >= check_at
             try:
-                await self.tick()
-                if housekeeping is not None:
-                    await housekeeping()
+                if due:
+                    self._dirty_event.clear()
+                    check_at = clock.time() + self.interval_s
+                    await self.tick()
+                    if housekeeping is not None:
+                        await housekeeping()
             except Exception as exc:  # noqa: BLE001 - the loop must survive outages
                 self.mark_dirty()
                 log.warning("hot index resync failed", extra={"error": short_reason(exc)})
+            await self._sweep_quietly()
+
+    async def _sweep_quietly(self) -> None:
+        """:meth:`sweep`; a failure leaves the queue as it was for the next sweep (logged once per outage)."""
+        try:
+            await self.sweep()
+            self._sweep_failed = False
+        except Exception as exc:  # noqa: BLE001 - the loop must survive outages
+            if not self._sweep_failed:
+                log.warning("hot index sweep failed; retried", extra={"error": short_reason(exc)})
+            self._sweep_failed = True
