@@ -13,47 +13,30 @@ rows: settlement and reconciliation take them in that order too, so none of them
 A position has one venue (settlement, reconciliation and exits go by it). A fill of the other venue than the
 position's open life (which admission keeps from happening: ``order_store.ADMIT_INTENTS``) keeps its ``fills`` row
 but is not booked into the position nor the stats: it is logged, counted (``executor.fills_of_other_venue``) and
-alerted (``FILL_NOT_BOOKED``: shares the wallet has that no position shows, until someone books them by hand).
+alerted (``FILL_NOT_BOOKED``: shares the wallet has that no position shows, until someone books them by hand), once
+the booking committed (:mod:`~services.executor.adapters.unbooked`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from opentelemetry import metrics
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from common.alerts import AlertKind, Severity, raise_alert
-from common.decimals import ZERO, fmt
+from common.decimals import ZERO
 from common.ids import hash_id
 from common.text import storable
 from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.adapters.order_sql import INSERT_FILLS, RECORD_COUNTS, SKIPS, UPSERT_COUNTS
+from services.executor.adapters.unbooked import Aside, NotBooked, export, report
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import Position
 from services.executor.domain.ticket import Ticket
-
-log = logging.getLogger(__name__)
-_OTHER_VENUE = metrics.get_meter("tradingtools.executor").create_counter(
-    "executor.fills_of_other_venue", description="Fills not booked: their position's open life is of the other "
-                                                 "venue, by venue")
-_exported = False
-
-
-def _export() -> None:
-    """Export the counter from the first booking on (an alerting rule reads it)."""
-    global _exported
-    if not _exported:
-        _exported = True
-        for venue in ("INSIDERS", "PAPER"):
-            _OTHER_VENUE.add(0, {"venue": venue})
-
 
 # Creates the missing positions and locks every one (the no-op update takes the row lock), returning
 # the current values: one statement instead of an insert and a SELECT ... FOR UPDATE. Rows are
@@ -105,8 +88,10 @@ ON CONFLICT (subscription_id) DO UPDATE SET copied = subscription_stats.copied +
 # The condition id (``r.c``, the order's: intake gave it the market its token's book names) is where ingest's REST
 # safety net checks the position and the router counts it (``coalesce(nullif(condition_id, ''), asset_id)``). A
 # new life takes its opening order's, whatever it is, as a new row does: a copy of a trade without conditionId
-# carries none, and the router counts it against its token. Within a life, an order naming a market (``r.k``: the
-# venue's form, 0x + 64 lower hex) writes it over another one (a row booked under another market's id before
+# carries its token's market as the router knew it, else none, and the router counts it against its token (and
+# such a position in its token's market once it knows the market: read_model.in_token_market). Within a life, an
+# order naming a market (``r.k``: the venue's form, 0x + 64 lower hex) writes it over another one (a row booked
+# under another market's id before
 # every order took its book's kept it for every later life: the wrong market checked, the router counting the
 # position against it), and over none, but for a life a copy opened under none (``origin`` COPY: the router
 # counts it against its token as long as it lasts, while its exits and manual orders name the market); an order
@@ -213,17 +198,20 @@ def fills_json(fills: list[tuple[Ticket, Booking]]) -> str:
     return orjson.dumps([_fill_row(t, b) for t, b in fills]).decode()
 
 
-async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]], skips: str | None = None
-               ) -> list[Booked]:
+async def book(cur: AsyncCursor[DictRow], fills: list[tuple[Ticket, Booking]], skips: str | None = None,
+               aside: Aside | None = None) -> list[Booked]:
     """Book ``fills`` (in order) in the cursor's transaction, counting ``skips`` (the JSON parameter of
-    :data:`~.order_sql.SKIPS`) with their stats; replays book nothing."""
+    :data:`~.order_sql.SKIPS`) with their stats; replays book nothing. The fills inserted now, and those not booked,
+    go into ``aside``, for the caller to report once it committed (without one: reported at once)."""
     if not fills:
         if skips is not None:
             await cur.execute(RECORD_COUNTS, (skips, "[]"))
         return []
     await cur.execute(INSERT_FILLS, (fills_json(fills),))
     new_ids = {r["id"] for r in await cur.fetchall()}
-    return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids], skips)
+    if aside is not None:
+        aside.new |= new_ids
+    return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids], skips, aside)
 
 
 class _Counts:
@@ -249,19 +237,20 @@ class _Counts:
         return (stats,) if self.skips is None else (self.skips, stats)
 
 
-async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]], skips: str | None = None
-                   ) -> list[Booked]:
+async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]], skips: str | None = None,
+                   aside: Aside | None = None) -> list[Booked]:
     """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), and the
     ``skips`` counted, in the cursor's transaction: two statements per part of :func:`lives_apart` (one part,
     whatever the batch size, unless a position is sold and bought again within the batch), then the wallets' day
-    when PnL was realized. The first part locks the positions of all, the last one writes the stats of all."""
-    _export()
+    when PnL was realized. The first part locks the positions of all, the last one writes the stats of all. The
+    fills not booked go into ``aside`` (:func:`book`)."""
+    export()
     booked: list[Booked] = []
     counts = _Counts(skips)
     parts = lives_apart(fresh)
     for i, part in enumerate(parts):
         ahead = [f for later in parts[i + 1:] for f in later] if i == 0 else []
-        booked += await _book_part(cur, part, ahead, counts, i == len(parts) - 1)
+        booked += await _book_part(cur, part, ahead, counts, i == len(parts) - 1, aside)
     if counts.pending:  # the last part booked nothing (of another venue), or no fill was new
         await cur.execute(RECORD_COUNTS, (skips or "[]", counts.take()[-1]))
     await book_day_pnl(cur, ((done.ticket.order.follower_wallet_id, done.effect.realized_pnl_usd) for done in booked))
@@ -293,7 +282,8 @@ def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, 
 
 
 async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]],
-                     ahead: list[tuple[Ticket, Booking]], counts: _Counts, last: bool) -> list[Booked]:
+                     ahead: list[tuple[Ticket, Booking]], counts: _Counts, last: bool,
+                     aside: Aside | None) -> list[Booked]:
     """:func:`book_new` of fills in which no position is closed and opened again: two statements (the first also
     locks the positions of the fills ``ahead``; the stats are written by the ``last`` part's)."""
     keys: dict[tuple[str, str], Ticket] = {}
@@ -318,7 +308,7 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
         venues[key] = r["venue"] if r["size"] > 0 else None
         kept = shares.decode(orjson.loads(r["shares"])) if r["shares"] else None
         splits[key] = shares.split_of(kept, r["size"], r["cost_usd"], r["subscription_id"])
-    fresh = _of_their_venue(fresh, venues)
+    fresh = _of_their_venue(fresh, venues, aside)
     if not fresh:
         return []
     booking = {(t.order.follower_wallet_id, t.order.asset_id) for t, _ in fresh}
@@ -337,10 +327,10 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
     return booked
 
 
-def _of_their_venue(fills: list[tuple[Ticket, Booking]],
-                    venues: dict[tuple[str, str], str | None]) -> list[tuple[Ticket, Booking]]:
+def _of_their_venue(fills: list[tuple[Ticket, Booking]], venues: dict[tuple[str, str], str | None],
+                    aside: Aside | None) -> list[tuple[Ticket, Booking]]:
     """``fills`` less those of another venue than their position's open life (``venues``: None when none is open,
-    then the venue of the fill that opens it); those are logged and counted, never booked."""
+    then the venue of the fill that opens it); those are never booked, but set ``aside`` (or reported at once)."""
     venues = dict(venues)
     kept = []
     for t, b in fills:
@@ -350,16 +340,10 @@ def _of_their_venue(fills: list[tuple[Ticket, Booking]],
             if t.buying and b.size > 0:
                 venues[key] = t.venue
         elif held != t.venue:
-            _OTHER_VENUE.add(1, {"venue": t.venue})
-            log.error("fill not booked: its position is held in the other venue", extra={
-                "client_order_id": t.client_order_id, "fill_id": b.fill_id, "venue": t.venue, "position_venue": held,
-                "follower_wallet_id": key[0], "asset_id": key[1], "size": str(b.size)})
-            raise_alert(AlertKind.FILL_NOT_BOOKED, f"fill_not_booked:{t.venue}",
-                        f"a fill of {fmt(b.size)} shares of order {t.client_order_id} at {t.venue} is not booked: "
-                        f"wallet {key[0]} holds the token in the {held} venue; book it by hand",
-                        dedupe_id=f"fill_not_booked:{b.fill_id}", severity=Severity.CRITICAL,
-                        client_order_id=t.client_order_id, fill_id=b.fill_id, venue=t.venue, position_venue=held,
-                        follower_wallet_id=key[0], asset_id=key[1], size=fmt(b.size), side=t.side)
+            if aside is None:
+                report([NotBooked(t, b, held)])
+            else:
+                aside.not_booked.append(NotBooked(t, b, held))
             continue
         kept.append((t, b))
     return kept

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
@@ -22,6 +23,8 @@ from common.text import storable
 from services.executor.adapters import order_sql as sql
 from services.executor.adapters.fill_store import book, book_new, fills_json
 from services.executor.adapters.intent_connection import IntentConnection
+from services.executor.adapters.unanswered import UnansweredIntents
+from services.executor.adapters.unbooked import Aside, Unbooked
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain import venue_orders as v
 from services.executor.domain.copy_skips import is_skip
@@ -144,6 +147,8 @@ class OrderStore:
         # with a URL, intent inserts go through a dedicated connection whenever it is free (see intent_connection.py)
         self.intents = (IntentConnection(intents_url, ADMIT_INTENTS, options=intents_options) if intents_url
                         else None)
+        self.unanswered = UnansweredIntents()  # tickets whose intent insert lost its answer
+        self.unbooked = Unbooked()  # fills of the other venue than their position's, reported once committed
 
     async def close(self) -> None:
         """Close the dedicated intent connection (the pool is closed by its owner)."""
@@ -152,11 +157,18 @@ class OrderStore:
 
     async def insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> Inserted:
         """Insert order rows (one statement: all or none); returns the client order ids inserted now, and those of
-        orders to be sent that were refused instead (:data:`ADMIT_INTENTS`; the others already existed)."""
+        orders to be sent that were refused instead (:data:`ADMIT_INTENTS`; the others already existed), or whose
+        row the same ticket's unanswered insert wrote (:mod:`.unanswered`)."""
         if not items:
             return Inserted()
         with self.fenced:
-            return await self._insert_intents(items)
+            try:
+                inserted = await self._insert_intents(items)
+                await self.unanswered.claim(self.pool, (t for t, _ in items), inserted, inserted.refused)
+                return inserted
+            except psycopg.OperationalError:
+                self.unanswered.lost(t for t, _ in items)
+                raise
 
     async def _insert_intents(self, items: list[tuple[Ticket, OrderLife]]) -> Inserted:
         payload = intent_json(items)
@@ -172,13 +184,22 @@ class OrderStore:
         """In one transaction: insert refused orders (with their event), update changed orders, add their
         events to the outbox, book their fills and count the copies declined as skips. Returns the inserted
         ids and the fills booked now. An order inserted by an earlier attempt of the same inserts (its commit
-        went through unanswered) counts as inserted now: its event is there (event ids are unique)."""
+        went through unanswered) counts as inserted now: its event is there (event ids are unique). Fills not booked
+        are reported once the transaction committed (:mod:`.unbooked`)."""
+        aside = Aside()
         with self.fenced:
-            return await self._apply(inserts, changes)
+            try:
+                result = await self._apply(inserts, changes, aside)
+            except psycopg.OperationalError:
+                self.unbooked.lost(aside)
+                raise
+        self.unbooked.committed(aside, [c.booking.fill_id for c in changes if c.booking is not None])
+        return result
 
-    async def _apply(self, inserts: list[Change], changes: list[Change]) -> tuple[set[str], list[Booked]]:
+    async def _apply(self, inserts: list[Change], changes: list[Change], aside: Aside
+                     ) -> tuple[set[str], list[Booked]]:
         if not inserts and changes and not any(is_skip(c.ticket, c.life) for c in changes):
-            return set(), await self._apply_changes(changes)
+            return set(), await self._apply_changes(changes, aside)
         booked: list[Booked] = []
         inserted: set[str] = set()
         # Pipeline mode: statements whose results are not read go out with the next one, so BEGIN, the
@@ -201,10 +222,10 @@ class OrderStore:
             skipped += [(c.ticket, c.life) for c in changes]
             # the skips are counted with the fills' stats, after their positions (fill_store: lock order)
             skips = skips_json(skipped) if any(is_skip(t, life) for t, life in skipped) else None
-            booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None], skips)
+            booked = await book(cur, [(c.ticket, c.booking) for c in changes if c.booking is not None], skips, aside)
         return inserted, booked
 
-    async def _apply_changes(self, changes: list[Change]) -> list[Booked]:
+    async def _apply_changes(self, changes: list[Change], aside: Aside) -> list[Booked]:
         events = [c.event for c in changes if c.event is not None]
         fills = [(c.ticket, c.booking) for c in changes if c.booking is not None]
         params = (update_json(changes), events_json(events), fills_json(fills))
@@ -217,8 +238,8 @@ class OrderStore:
         # executor CPU as plain statements (BEGIN, 3 statements, COMMIT) than pipelined.
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(sql.APPLY_CHANGES, params)
-            new_ids = {r["id"] for r in await cur.fetchall()}
-            return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in new_ids])
+            aside.new = {r["id"] for r in await cur.fetchall()}
+            return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in aside.new], aside=aside)
 
     async def asset_held(self, asset_id: str) -> bool:
         """True when any wallet holds the asset."""
