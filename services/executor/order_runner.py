@@ -33,11 +33,13 @@ from services.executor.domain.ticket import Ticket
 from services.executor.gc_pause import GcPause
 from services.executor.journal import Journal
 from services.executor.order_events import build_event
+from services.executor.persisting import persist
 from services.executor.placed_orders import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
 from services.executor.position_queue import PositionQueue, SizeLater, position_key, size_in_turn, sized_later
 from services.executor.post_drain import PostDrain, close_runners
 from services.executor.recovery import plan_resume
+from services.executor.resuming import Resuming
 from services.executor.runner_config import RunnerConfig
 from services.executor.screening import screened
 from services.executor.status_tracker import ERROR_BACKOFF_S, Tracker, error_delay
@@ -68,6 +70,7 @@ class OrderRunner:
         self.drain = PostDrain()  # a stop: no POST starts, those at the venue get the grace period to be answered
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.ending: set[str] = set()  # orders an operator is ending by hand (operator_end): run by nothing else
+        self.resuming = Resuming(lambda ids: self.journal.store.open_among(ids))  # orders being taken up (resume)
         self.burst = BurstGate(config.answer_defer_s, config.answer_defer_min_pending,
                                GcPause(config.gc_pause_max_s) if config.gc_pause_max_s > 0 else None)
         self.placed = PlacedQueries(venues, self.burst, self.transition, lost_after=config.lost_after,
@@ -95,8 +98,10 @@ class OrderRunner:
             self.on_give_up(client_order_id)
 
     def running(self, client_order_id: str) -> bool:
-        """True when this process is already working on the order (running it, or tracking it placed)."""
-        return client_order_id in self.tasks or client_order_id in self.tracker or client_order_id in self.ending
+        """True when this process is already working on the order (running it, tracking it placed, ending it by hand
+        or taking it up)."""
+        return (client_order_id in self.tasks or client_order_id in self.tracker or client_order_id in self.ending
+                or client_order_id in self.resuming)
 
     def start(self, ticket: Ticket, life: lc.OrderLife, *, venue_may_hold: bool = False,
               notify: bool = False) -> None:
@@ -105,6 +110,7 @@ class OrderRunner:
         coid = ticket.client_order_id
         if self.running(coid):
             return
+        self.resuming.ran = True
         if notify:
             self._first_event[coid] = asyncio.Event()
         later = sized_later(ticket, life)
@@ -146,11 +152,13 @@ class OrderRunner:
         return inserted
 
     async def resume(self, rows: list[dict[str, Any]]) -> int:
-        """Resume tracking stored non-terminal orders (start-up recovery, or a replayed intent)."""
-        runs, changes = plan_resume(rows, self.venues, self.running, time.time_ns())
-        if changes:
-            await self._persist(changes)
-        for ticket, life in runs:
+        """Resume stored non-terminal orders not running here (start-up recovery, the given-up sweep, a replayed
+        intent), as stored once taken (:mod:`.resuming`)."""
+        async with self.resuming.taken(rows, self.running) as taken:
+            runs, changes = plan_resume(taken, self.venues, lambda _coid: False, time.time_ns())
+            if changes:
+                await persist(self.journal, changes)
+        for ticket, life in runs:  # given back just now, nothing awaited since: nothing else started them
             self.start(ticket, life, venue_may_hold=True)
         return len(runs)
 
@@ -360,7 +368,7 @@ class OrderRunner:
                                 fee_shares=booking.fee_shares if booking else ZERO)
             changes.append(Change(t, life, proto, booking))
         ev = self._first_event.get(t.client_order_id)
-        await self._persist(changes, urgent=before_post or (ev is not None and not ev.is_set()))
+        await persist(self.journal, changes, urgent=before_post or (ev is not None and not ev.is_set()))
         self.drain.written(t.client_order_id)
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
@@ -375,21 +383,6 @@ class OrderRunner:
                                                         "state": life.state.value, "reason": life.reason,
                                                         "filled_size": fmt(life.filled_size)})
         return life
-
-    async def _persist(self, changes: list[Change], *, urgent: bool = False) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.journal.write(changes, urgent=urgent)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                reraise_if_cancelling()
-                log.exception("order state not persisted; retrying",
-                              extra={"client_order_id": changes[0].life.client_order_id if changes else ""})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _invalidate_market(self, asset_id: str) -> None:
         try:
