@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from weakref import WeakKeyDictionary
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.executor.adapters.order_store import Change
 from services.executor.alerting import order_lost
@@ -26,16 +28,42 @@ _NS_PER_MS = 1_000_000
 Observer = Callable[[list[Change]], None]
 
 
+class _Exported:
+    """What a meter's executor counters export: the sums over every :class:`ExecutorMetrics` made with it (an
+    observable instrument is registered once per meter, with the callbacks of its first registration)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.orders: Counter[tuple[str, str, str, str]] = Counter()  # (state, reason, venue, origin)
+        self.first_fills: Counter[tuple[str, str]] = Counter()  # (venue, origin)
+
+        def orders(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, {"state": state, "reason": reason, "venue": venue, "origin": origin})
+                    for (state, reason, venue, origin), n in list(self.orders.items())]
+
+        def first_fills(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, {"venue": venue, "origin": origin})
+                    for (venue, origin), n in list(self.first_fills.items())]
+
+        meter.create_observable_counter("executor.orders", [orders],
+                                        description="Orders ended, by final state, reason, venue and origin")
+        meter.create_observable_counter("executor.first_fills", [first_fills],
+                                        description="Orders filled at least in part (copies made), by venue "
+                                                    "and origin")
+
+
+_EXPORTED: WeakKeyDictionary[metrics.Meter, _Exported] = WeakKeyDictionary()
+
+
 class ExecutorMetrics:
     """The journal's observer that counts orders and records their copy stages."""
 
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         meter = meter or metrics.get_meter("tradingtools.executor")
-        self._orders = meter.create_counter("executor.orders",
-                                            description="Orders ended, by final state, reason, venue and origin")
-        self._first_fills = meter.create_counter("executor.first_fills",
-                                                 description="Orders filled at least in part (copies made), by venue "
-                                                             "and origin")
+        exported = _EXPORTED.get(meter)
+        if exported is None:
+            exported = _EXPORTED[meter] = _Exported(meter)
+        self._exported = exported
+        self._venues: dict[str, dict[str, str]] = {}  # venue -> the histograms' attributes
         self._routed_to_post = meter.create_histogram("executor.routed_to_post", unit="ms",
                                                       description="Routed by the router → first POST sent")
         self._copy_latency = meter.create_histogram("executor.copy_latency", unit="ms",
@@ -46,17 +74,19 @@ class ExecutorMetrics:
                                                      description="Leader frame received by ingest → first fill learnt")
 
     def observe(self, changes: list[Change]) -> None:
-        """Count and time the committed changes (quick, never raises for a well-formed change). The counters
-        are added once per label set of the batch: a fan-out's hundreds of orders cost a call or two each."""
-        ended: Counter[tuple[str, str, str, str]] = Counter()
-        filled: Counter[tuple[str, str]] = Counter()
+        """Count and time the committed changes (quick, never raises for a well-formed change). The counters are
+        plain counts, exported when the metrics are collected; a histogram takes each order's own value."""
+        ended = self._exported.orders
+        filled = self._exported.first_fills
         for c in changes:
             ev = c.event
             if ev is None:
                 continue
             t = c.ticket
             order = t.order
-            venue = {"venue": t.venue}
+            venue = self._venues.get(t.venue)
+            if venue is None:
+                venue = self._venues[t.venue] = {"venue": t.venue}
             if c.booking is not None and c.booking.first_fill:
                 filled[t.venue, t.origin] += 1
                 if t.post_sent_ns:
@@ -74,10 +104,6 @@ class ExecutorMetrics:
                     self._copy_latency.record((t.post_sent_ns - order.received_time_ns) / _NS_PER_MS, venue)
             if state == "LOST":
                 order_lost(c)
-        for (venue_name, origin), n in filled.items():
-            self._first_fills.add(n, {"venue": venue_name, "origin": origin})
-        for (state, reason, venue_name, origin), n in ended.items():
-            self._orders.add(n, {"state": state, "reason": reason, "venue": venue_name, "origin": origin})
 
 
 def observe_all(observers: Iterable[Observer | None]) -> Observer:

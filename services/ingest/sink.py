@@ -30,7 +30,8 @@ from opentelemetry import trace
 
 from common import telemetry
 from common.cancel import reraise_if_cancelling
-from common.resp import RespClosed, RespConnection, RespError
+from common.fastredis import Script
+from common.resp import Arg, OnReply, RespClosed, RespConnection, RespError
 from common.retry import Backoff
 from common.streams import LEADER_TRADES
 from services.ingest.events import leader_trade_event
@@ -53,6 +54,7 @@ redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return id
 """
 _SCRIPT = DEDUPE_APPEND.encode()
+_SHA = Script(DEDUPE_APPEND).sha.encode()
 
 
 class LiveTail(Protocol):
@@ -96,6 +98,7 @@ class TradeSink:
         self._conn: RespConnection | None = None  # set only while trades may be written straight away
         self._waiting: deque[_Job] = deque()  # not written yet (no connection, or sent again after a loss)
         self._in_flight: deque[_Job] = deque()  # written on the current connection, unanswered
+        self._loaded: RespConnection | None = None  # the connection the script was sent in full on (EVAL)
         self._wake = asyncio.Event()
         self.recoveries = 0
 
@@ -134,13 +137,24 @@ class TradeSink:
             self._wake.set()
 
     def _write(self, conn: RespConnection, jobs: list[_Job]) -> None:
+        """The script's calls for ``jobs``: by ``EVALSHA``, but the first on a connection by ``EVAL``, which loads
+        it; calls run in order, so the ones after it find it (one that does not, the script cache flushed, gets
+        ``NOSCRIPT``: an error reply, and the connection is recycled)."""
+        commands: list[tuple[tuple[Arg, ...], OnReply]] = []
+        loaded = self._loaded is conn
+        for job in jobs:
+            command, script = (b"EVALSHA", _SHA) if loaded else (b"EVAL", _SCRIPT)
+            commands.append(((command, script, 2, SEEN_PREFIX + job.item.id, self.stream, self.dedupe_ttl_s,
+                              job.payload, self.maxlen), self._answer_for(conn, job)))
+            loaded = True
         try:
-            conn.write([((b"EVAL", _SCRIPT, 2, SEEN_PREFIX + job.item.id, self.stream, self.dedupe_ttl_s,
-                          job.payload, self.maxlen), self._answer_for(conn, job)) for job in jobs])
+            conn.write(commands)
         except RespClosed:
             self._waiting.extend(jobs)
             self._wake.set()
             return
+        if jobs:
+            self._loaded = conn
         self._in_flight.extend(jobs)
 
     def _answer_for(self, conn: RespConnection, job: _Job) -> Callable[[Any], None]:

@@ -1,10 +1,55 @@
-"""Router metrics: OpenTelemetry instruments plus plain counts (read by tests and logs)."""
+"""Router metrics: OpenTelemetry instruments plus plain counts (read by tests and logs).
+
+The counters are kept as plain counts and exported through observable counters, read when the metrics are
+collected: an OpenTelemetry ``add`` costs ~15 µs, paid per routed trade. The histograms take each value as it comes.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
+from weakref import WeakKeyDictionary
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+
+class _Exported:
+    """What a meter's router counters export: the sums over every :class:`RouterMetrics` made with it (an observable
+    instrument is registered once per meter, with the callbacks of its first registration)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.trades = 0
+        self.orders = 0
+        self.ignored = 0
+        self.cut: Counter[str] = Counter()
+        self.skips: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
+        _observed(meter, "router.trades", "leader trades routed", lambda: _total(self.trades))
+        _observed(meter, "router.orders", "copy orders emitted", lambda: _total(self.orders))
+        _observed(meter, "router.skips", "followers skipped, by reason", lambda: _by("reason", self.skips))
+        _observed(meter, "router.orders_cut", "copy orders cut, by reason", lambda: _by("reason", self.cut))
+        _observed(meter, "router.duplicates", "leader trades seen again", lambda: _by("where", self.duplicates))
+        _observed(meter, "router.ignored", "non-trade activity ignored", lambda: _total(self.ignored))
+
+
+def _observed(meter: metrics.Meter, name: str, description: str,
+              observe: Callable[[], Iterable[Observation]]) -> None:
+    def callback(_options: CallbackOptions) -> Iterable[Observation]:
+        return observe()
+    meter.create_observable_counter(name, [callback], description=description)
+
+
+def _total(n: int) -> list[Observation]:
+    """A counter without labels: nothing until it was first added to."""
+    return [Observation(n)] if n else []
+
+
+def _by(label: str, counts: Counter[str]) -> list[Observation]:
+    return [Observation(n, {label: value}) for value, n in list(counts.items())]
+
+
+_EXPORTED: WeakKeyDictionary[metrics.Meter, _Exported] = WeakKeyDictionary()
 
 
 class RouterMetrics:
@@ -12,12 +57,10 @@ class RouterMetrics:
 
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         meter = meter or metrics.get_meter("tradingtools.router")
-        self._trades = meter.create_counter("router.trades", description="leader trades routed")
-        self._orders = meter.create_counter("router.orders", description="copy orders emitted")
-        self._skips = meter.create_counter("router.skips", description="followers skipped, by reason")
-        self._cut = meter.create_counter("router.orders_cut", description="copy orders cut, by reason")
-        self._duplicates = meter.create_counter("router.duplicates", description="leader trades seen again")
-        self._ignored = meter.create_counter("router.ignored", description="non-trade activity ignored")
+        exported = _EXPORTED.get(meter)
+        if exported is None:
+            exported = _EXPORTED[meter] = _Exported(meter)
+        self._exported = exported
         self._route_ms = meter.create_histogram("router.route_duration", unit="ms",
                                                 description="leader trade received by router -> appended")
         self._batch = meter.create_histogram("router.batch_size", unit="{trade}",
@@ -30,17 +73,18 @@ class RouterMetrics:
     def routed(self, orders: int, skip_reasons: list[str], route_ms: float, copy_ms: float | None, *,
                cut: int = 0) -> None:
         """One leader trade routed (``cut`` of its orders cut to the operator ceiling, reason MAX_ORDER_USD)."""
-        self._trades.add(1)
+        exported = self._exported
+        exported.trades += 1
         self.counts["trades"] += 1
         if orders:
-            self._orders.add(orders)
+            exported.orders += orders
             self.counts["orders"] += orders
         if cut:
-            self._cut.add(cut, {"reason": "MAX_ORDER_USD"})
+            exported.cut["MAX_ORDER_USD"] += cut
             self.counts["cut_MAX_ORDER_USD"] += cut
-        for reason in skip_reasons:
-            self._skips.add(1, {"reason": reason})
-            self.skip_reasons[reason] += 1
+        if skip_reasons:
+            exported.skips.update(skip_reasons)
+            self.skip_reasons.update(skip_reasons)
         self._route_ms.record(route_ms)
         if copy_ms is not None:
             self._copy_ms.record(copy_ms)
@@ -52,10 +96,10 @@ class RouterMetrics:
 
     def duplicate(self, where: str) -> None:
         """A leader trade already routed (``where``: redis marker, postgres row, re-emitted)."""
-        self._duplicates.add(1, {"where": where})
+        self._exported.duplicates[where] += 1
         self.counts[f"duplicate_{where}"] += 1
 
     def ignored(self) -> None:
         """A non-trade activity row."""
-        self._ignored.add(1)
+        self._exported.ignored += 1
         self.counts["ignored"] += 1

@@ -20,18 +20,21 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
-from psycopg.rows import tuple_row
+import psycopg
+from psycopg import AsyncConnection, generators, pq
+from psycopg.adapt import Transformer
+from psycopg.errors import error_from_result
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES
 from services.router.adapters.store_sql import (
     EXISTING,
-    LOAD,
+    LOAD_PREPARED,
     MARK_APPENDED,
-    PERSIST,
+    PERSIST_PREPARED,
     SEP,
     UNAPPENDED,
+    Prepared,
     join_numbers,
     join_text,
     part_starts,
@@ -211,6 +214,16 @@ class RoutedRow:
     appended_cursor: str | None = None  # the log cursor when the RoutedTrade was appended before persisting
 
 
+def _result(results: list[pq.abc.PGresult], conn: AsyncConnection[Any], expected: pq.ExecStatus) -> pq.abc.PGresult:
+    """The last of ``results``, raised as psycopg raises it unless all of them are ``expected``."""
+    if not results:
+        raise psycopg.OperationalError("no result from the server")
+    for res in results:
+        if res.status != expected:
+            raise error_from_result(res, encoding=conn.info.encoding)
+    return results[-1]
+
+
 # Settings of the router's connections. Every table its statements read is reached by key, so one
 # generic plan per statement serves, planned without sequential scans (a table the statistics saw tiny
 # would otherwise be scanned once per key); PostgreSQL's default would plan the batch read afresh on every
@@ -218,7 +231,8 @@ class RoutedRow:
 # grows, only after its next ANALYZE: made while positions held one row, the batch read looked each wallet
 # up through positions_asset_wallet (whose leading column is the asset), every lookup a walk over that whole
 # index (a 1,000-follower fan-out read 23,000 pages: 30 ms instead of 7), until autovacuum analyzed the
-# table. So the routing connection drops its plans every ``replan_interval_s`` (one planning, ~0.5 ms).
+# table. So the routing connection drops its plans every ``replan_interval_s`` (one planning, ~0.5 ms), and those of a
+# connection it takes from the pool (prepared by an earlier user: one planned long ago, or psycopg's own).
 class RouterStore:
     """The router's PostgreSQL access."""
 
@@ -228,23 +242,42 @@ class RouterStore:
         self.replan_interval_s = replan_interval_s
         self.clock = clock
         self._hot: AsyncConnection[Any] | None = None
-        self._planned_at = 0.0
+        self._prepared: set[bytes] = set()  # the statements prepared on ``_hot``
+        self._tx = Transformer(None)
+        self._planned_at: float | None = None  # when the statements on ``_hot`` were dropped
 
-    async def _hot_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        """One statement of the routing path on a connection kept out of the pool (taking and returning a
-        pooled connection costs ~50 µs of CPU per statement); a failed connection goes back to the pool,
-        which checks it, and the next statement takes another."""
+    async def _hot_one(self, stmt: Prepared, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """One statement of the routing path, as a bare prepared statement (prepared once per connection and run
+        with ``PQsendQueryPrepared``: psycopg's cursor costs ~100 µs of Python a statement), on a connection kept out
+        of the pool (taking and returning a pooled connection costs ~50 µs of CPU per statement); a failed
+        connection goes back to the pool, which checks it, and the next statement takes another."""
         conn = self._hot
         if conn is None or conn.closed:
             conn = self._hot = await self.pool.getconn()
-            self._planned_at = self.clock()
+            self._tx = Transformer(conn)
+            self._planned_at = None  # its statements may be an earlier user's: drop them
         try:
-            if self.replan_interval_s and self.clock() - self._planned_at >= self.replan_interval_s:
-                await conn.execute("DEALLOCATE ALL")  # psycopg forgets its prepared statements too
+            if self._planned_at is None or (self.replan_interval_s
+                                            and self.clock() - self._planned_at >= self.replan_interval_s):
+                # psycopg forgets its prepared statements too; prepared itself (psycopg's default after 5 runs, on a
+                # connection where it prepared nothing else), it would run once and then be gone
+                await conn.execute("DEALLOCATE ALL", prepare=False)
+                self._prepared.clear()
                 self._planned_at = self.clock()
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(sql, params, prepare=True)
-            return await cur.fetchone()
+            values, types, formats = stmt.encode(params)
+            async with conn.lock:
+                pgconn = conn.pgconn
+                if stmt.name not in self._prepared:
+                    pgconn.send_prepare(stmt.name, stmt.sql, param_types=types)
+                    _result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.COMMAND_OK)
+                    self._prepared.add(stmt.name)
+                pgconn.send_query_prepared(stmt.name, values, param_formats=formats)
+                res = _result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.TUPLES_OK)
+            if not res.ntuples:
+                return None
+            tx = self._tx
+            tx.set_pgresult(res)
+            return tx.load_row(0, tuple)
         except BaseException:
             if self._hot is conn:
                 self._hot = None
@@ -273,7 +306,7 @@ class RouterStore:
                   "sep": SEP, "want_pnl": pnl_day_ms is not None, "day": utc_day(pnl_day_ms or 0),
                   "min_held": MIN_HELD_SHARES, "sell_orders": join_text(sell_orders),
                   "sell_assets": join_text(assets if sell_assets is None else sell_assets)}
-        row = await self._hot_one(LOAD, params)
+        row = await self._hot_one(LOAD_PREPARED, params)
         assert row is not None
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_, buying_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
@@ -323,7 +356,7 @@ class RouterStore:
             "s_lts": s_lts, "s_subs": join_text(cat("skip_subs")), "s_wallets": join_text(cat("skip_wallets")),
             "s_reasons": join_text(cat("skip_reasons")), "s_details": join_text(cat("skip_details")), "sep": SEP,
         }
-        result = await self._hot_one(PERSIST, params)
+        result = await self._hot_one(PERSIST_PREPARED, params)
         return set(result[0] or ()) if result else set()
 
     async def persist(self, row: RoutedRow) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 from common.storage import compact_sql
 
@@ -145,7 +148,7 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
     (SELECT json_agg(json_build_array(g.w, g.a, g.sub, g.n::text))::text FROM (
         SELECT w, a, sub, sum(n) AS n FROM np WHERE n IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n) > 0) g) AS unclaimed,
     (SELECT json_agg(json_build_array(w, a, usd::text, proto_text(cond)))::text FROM np WHERE usd > 0) AS buying
-""")  # compacted so that psycopg caches its parsing
+""")
 
 # One statement, one implicit transaction, for a batch of decisions: a trade's skips and leader position change
 # are written only when its trade row is new (the row gates everything); its orders are in its payload. The leader's
@@ -154,8 +157,7 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
 # The payloads travel as one bytea cut server-side (psycopg's text dump of a bytea[] escapes every byte
 # in Python: ~6 ms for a 1,000-follower RoutedTrade). A leader with no row yet gets one only by buying:
 # sells of a position never seen bought leave it unknown. The skip counts take their subscription_stats rows in key
-# order, as the executor's fill booking does (a GROUP BY's order deadlocked with it). The text is compacted
-# so that psycopg caches its parsing.
+# order, as the executor's fill booking does (a GROUP BY's order deadlocked with it).
 PERSIST = compact_sql("""
 WITH inp AS (
     SELECT * FROM unnest(string_to_array(%(lts)s, %(sep)s), string_to_array(%(leaders)s, %(sep)s),
@@ -249,3 +251,60 @@ def part_starts(lengths: Sequence[int]) -> list[int]:
 def utc_day(ms: int) -> date:
     """The UTC date of ``ms`` (epoch milliseconds)."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# The parameter types psycopg gives these values (a str as unknown, typed by its use in the statement), so a
+# statement prepared here is planned as psycopg prepared it.
+_UNKNOWN, _BOOL, _BYTEA, _DATE, _NUMERIC = 0, 16, 17, 1082, 1700
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement of ``%(name)s`` placeholders as a bare prepared statement: its name, text with ``$n`` in their
+    place (a name used twice is one parameter) and the names in ``$n`` order."""
+
+    name: bytes
+    sql: bytes
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, name: str, sql: str) -> Prepared:
+        """``sql`` (no ``%`` but its placeholders) prepared under ``name``."""
+        names = tuple(dict.fromkeys(_PLACEHOLDER.findall(sql)))
+        text = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
+        if "%" in text:
+            raise ValueError(f"{name}: a % that is not a named placeholder")
+        return cls(name.encode(), text.encode(), names)
+
+    def encode(self, params: Mapping[str, Any]) -> tuple[list[bytes], list[int], list[int]]:
+        """The values of ``params`` in ``$n`` order: each one's bytes (a bytea in binary format, the others as
+        text), type OIDs and formats."""
+        values: list[bytes] = []
+        types: list[int] = []
+        formats: list[int] = []
+        for n in self.names:
+            v = params[n]
+            if isinstance(v, str):
+                values.append(v.encode())
+                types.append(_UNKNOWN)
+            elif isinstance(v, bool):
+                values.append(b"t" if v else b"f")
+                types.append(_BOOL)
+            elif isinstance(v, bytes):
+                values.append(v)
+                types.append(_BYTEA)
+            elif isinstance(v, Decimal):
+                values.append(str(v).encode())
+                types.append(_NUMERIC)
+            elif isinstance(v, date) and not isinstance(v, datetime):
+                values.append(v.isoformat().encode())
+                types.append(_DATE)
+            else:
+                raise TypeError(f"parameter {n}: {type(v).__name__} is not supported")
+            formats.append(1 if type(v) is bytes else 0)
+        return values, types, formats
+
+
+LOAD_PREPARED = Prepared.of("tt_router_load", LOAD)
+PERSIST_PREPARED = Prepared.of("tt_router_persist", PERSIST)
