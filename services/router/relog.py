@@ -13,6 +13,12 @@ the orders the executor holds no intent for (the executor resumes its own), thro
 first time (claims, reservations, the routed marker), and its new cursor is recorded. A restored order keeps
 its routed time: the executor refuses one older than its ``max_order_age`` (``STALE_ORDER``, recorded, not
 lost). Restored trades follow any routed since the server came back (at most one check interval).
+
+An order the executor inserted and ran to its end between that look and the emit (from the entry Redis lost later)
+was released before the emit claimed it again: no end of it releases that claim, and when the trade appended again is
+set aside, the executor's orphan pass leaves the order alone (it has a row). So after its emits the relog releases
+the claims of the lost trades' orders that have ended (idempotent: an ended order's claim is released anyway), before
+it records the new cursors (a check that fails in between is done again, and finds them again).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class RoutedRows(Protocol):
 
     async def admitted(self, client_order_ids: Sequence[str]) -> set[str]: ...
 
+    async def ended(self, client_order_ids: Sequence[str]) -> set[str]: ...
+
     async def reappended(self, items: Sequence[tuple[str, str]]) -> None: ...
 
 
@@ -51,6 +59,8 @@ class RoutedLog(Protocol):
     async def present(self, cursors: Sequence[str]) -> list[bool]: ...
 
     async def server_id(self) -> str: ...
+
+    async def release_claims(self, client_order_ids: Sequence[str]) -> int: ...
 
 
 def unadmitted(routed: epb.RoutedTrade, admitted: Collection[str]) -> epb.RoutedTrade | None:
@@ -97,6 +107,7 @@ class Relog:
             done = await self.emitter.emit(lt, rest, rest.SerializeToString(), mark=False)
             appended.append((lt, done.cursor))
             orders += len(done.routed.orders) if done.appended_now else 0
+        await self._release_ended([o.client_order_id for r in routed.values() for o in r.orders])
         await self.rows.reappended(appended)
         self.restored_trades += len(appended)
         self.restored_orders += orders
@@ -104,6 +115,16 @@ class Relog:
             "lost_trades": len(lost), "appended_trades": len(appended), "orders": orders,
             "already_admitted": len(admitted)})
         return orders
+
+    async def _release_ended(self, client_order_ids: list[str]) -> None:
+        """Release the claims of those of ``client_order_ids`` that have ended (see the module docstring): of the
+        orders with a row now, those whose end is recorded."""
+        with_row = await self.rows.admitted(client_order_ids) if client_order_ids else set()
+        ended = sorted(await self.rows.ended(sorted(with_row))) if with_row else []
+        released = await self.log.release_claims(ended) if ended else 0
+        if released:
+            log.warning("claims of ended orders made again by the relog released",
+                        extra={"ended": len(ended), "released": released})
 
     async def check(self) -> int:
         """:meth:`restore` when the Redis server is not the one checked last (always at the first call)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from common import reservations
 from common.storage import redis_run_id
 
 _APPENDED_SINCE = """
@@ -18,6 +19,7 @@ ORDER BY routed_at, appended_at
 _PAYLOADS = "SELECT leader_trade_id, payload FROM routed_trades WHERE leader_trade_id = ANY(%s)"
 # the executor's intents (its table; the router already reads its positions and fills)
 _ADMITTED = "SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s)"
+_ENDED = "SELECT client_order_id FROM orders WHERE client_order_id = ANY(%s) AND terminal_at IS NOT NULL"
 _REAPPENDED = """
 UPDATE routed_trades r SET appended_cursor = u.cursor, appended_at = now()
 FROM unnest(%s::text[], %s::text[]) AS u(lt, cursor) WHERE r.leader_trade_id = u.lt
@@ -59,6 +61,14 @@ class RelogStore:
             cur = await conn.execute(_ADMITTED, (list(client_order_ids),))
             return {r["client_order_id"] for r in await cur.fetchall()}
 
+    async def ended(self, client_order_ids: Sequence[str]) -> set[str]:
+        """Those of ``client_order_ids`` the executor ended (its order's final state is recorded)."""
+        if not client_order_ids:
+            return set()
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_ENDED, (list(client_order_ids),))
+            return {r["client_order_id"] for r in await cur.fetchall()}
+
     async def reappended(self, items: Sequence[tuple[str, str]]) -> None:
         """Record the new log cursors of RoutedTrades appended again."""
         if items:
@@ -67,7 +77,7 @@ class RelogStore:
 
 
 class LogPresence:
-    """Which entries a Redis stream holds, and which Redis server answers (its run id)."""
+    """Which entries a Redis stream holds, which Redis server answers (its run id), and the release of claims."""
 
     def __init__(self, redis: Any, stream: str) -> None:
         self.redis = redis
@@ -85,3 +95,7 @@ class LogPresence:
     async def server_id(self) -> str:
         """The run id of the Redis server (new at each of its starts, and another server's after a failover)."""
         return await redis_run_id(self.redis)
+
+    async def release_claims(self, client_order_ids: Sequence[str]) -> int:
+        """Release what these orders' claims reserve (one released before is left as it is); how many held any."""
+        return sum(1 for m in await reservations.release_many(self.redis, list(client_order_ids)) if m > 0)
