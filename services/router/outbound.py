@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+from opentelemetry import trace
+
 from common import reservations
 from common.decimals import fmt, fmt_memo, parse_decimal
 from common.protowire import read_varint, varint
@@ -33,11 +35,25 @@ def market_of(condition_id: str, asset_id: str) -> str:
     return condition_id or asset_id
 
 
+def trace_context(span: trace.Span, fallback: common_pb2.TraceContext) -> common_pb2.TraceContext:
+    """The W3C context of ``span`` (what ``common.telemetry.inject`` writes inside it, without making it
+    current), or ``fallback`` when tracing is off."""
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return fallback
+    ctx = common_pb2.TraceContext(traceparent=f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}")
+    if sc.trace_state:
+        ctx.tracestate = sc.trace_state.to_header()
+    return ctx
+
+
 def order_template(event: mpb.LeaderTradeEvent, market: MarketRules | None, routed_time_ns: int,
                    trace: common_pb2.TraceContext) -> epb.Order:
-    """The fields every copy order of one leader trade shares."""
+    """The fields every copy order of one leader trade shares (the condition id of the token's market when the trade
+    came without one: the executor books the copies' positions under it)."""
     return epb.Order(
-        origin=epb.ORDER_ORIGIN_COPY, asset_id=event.asset_id, condition_id=event.condition_id.lower(),
+        origin=epb.ORDER_ORIGIN_COPY, asset_id=event.asset_id,
+        condition_id=event.condition_id.lower() or (market.condition_id.lower() if market else ""),
         outcome=event.outcome, side=event.side, order_type=epb.ORDER_TYPE_FAK,
         reference_price=event.price,
         tick_size=fmt_memo(market.tick_size) if market else "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from common.marketstate import MarketInfo
@@ -18,6 +19,25 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
         return None
     return MarketRules(info.tick_size, info.min_order_size, info.neg_risk, info.closed, info.accepting_orders,
                        info.market_slug, info.event_slug, info.condition_id)
+
+
+def in_token_market(pos: PositionAgg, token_cost: Decimal, market: str, asset: str) -> PositionAgg:
+    """``pos`` (aggregated for ``market``) with the position of ``asset`` booked under no condition id, which
+    PostgreSQL keys by the token (``token_cost``: its cost held), counted in ``market``, the token's: the executor
+    keeps a position opened by a copy that carried no condition id so for its whole life."""
+    if market == asset or asset not in pos.markets:
+        return pos
+    return replace(pos, market_cost_usd=pos.market_cost_usd + token_cost, markets=(pos.markets - {asset}) | {market})
+
+
+def reserved_in_market(res: WalletReserved, by_token: WalletReserved, market: str, asset: str) -> WalletReserved:
+    """``res`` (read for ``market``) with the USD the wallet reserved under the token (``by_token``: read for ``asset``
+    as its market), the key copies of a trade without condition id reserved under before they carried their
+    token's market, counted in ``market``."""
+    if asset not in res.markets:
+        return res
+    return replace(res, market_usd_micro=res.market_usd_micro + by_token.market_usd_micro,
+                   markets=(res.markets - {asset}) | {market})
 
 
 def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,

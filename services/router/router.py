@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from opentelemetry import trace
@@ -46,12 +46,12 @@ from services.router.domain.model import (
 )
 from services.router.domain.positions import utc_day_start_ms
 from services.router.inbound import TradeError, parse_trade
+from services.router.market_keys import markets_of_tokens
 from services.router.metrics import RouterMetrics
-from services.router.outbound import build_routed, market_of, order_template, routed_row
+from services.router.outbound import build_routed, market_of, order_template, routed_row, trace_context
 from services.router.outbox import Emitter
 from services.router.ports import BalanceSource, FollowerSource, MarketSource
-from services.router.read_model import follower_state, market_rules, selling_by
-from tradingtools.common.v1 import common_pb2
+from services.router.read_model import follower_state, in_token_market, market_rules, reserved_in_market, selling_by
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -66,18 +66,6 @@ class Knobs:
     marketable_buy_min_usd: Decimal = Decimal(1)
     default_max_slippage_bps: int = 200
     max_order_usd: Decimal | None = None  # TT_MAX_ORDER_USD (the service always sets it)
-
-
-def _trace_context(span: trace.Span, fallback: common_pb2.TraceContext) -> common_pb2.TraceContext:
-    """The W3C context of ``span`` (what ``common.telemetry.inject`` writes inside it, without making it
-    current), or ``fallback`` when tracing is off."""
-    sc = span.get_span_context()
-    if not sc.is_valid:
-        return fallback
-    ctx = common_pb2.TraceContext(traceparent=f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}")
-    if sc.trace_state:
-        ctx.tracestate = sc.trace_state.to_header()
-    return ctx
 
 
 @dataclass(slots=True)
@@ -163,6 +151,15 @@ class Router:
         return _Item(index, event, followers, trade, bad, wallets,
                      market_of(event.condition_id.lower(), event.asset_id), funding)
 
+    async def _place(self, items: list[_Item], infos: dict[str, MarketInfo | None]) -> None:
+        """Trades without a condition id take their token's market's (for the reads, the caps and their orders)."""
+        lacking = [it for it in items if it.trade is not None and not it.trade.condition_id]
+        found = await markets_of_tokens(list(dict.fromkeys(it.event.asset_id for it in lacking)), self.redis_state,
+                                        self.markets, infos)
+        for it in lacking:
+            if (condition := found.get(it.event.asset_id)) and it.trade is not None:
+                it.market_id, it.trade = condition, replace(it.trade, condition_id=condition)
+
     async def _read(self, items: list[_Item]) -> _Read:
         """One Redis script, then one PostgreSQL statement, for the whole batch.
 
@@ -183,6 +180,8 @@ class Router:
         queries: dict[tuple[str, str], dict[str, None]] = {}  # (market, asset) -> wallets, ordered and unique
         for it in valid:
             queries.setdefault((it.market_id, it.event.asset_id), {}).update(dict.fromkeys(it.wallets))
+            if not it.event.condition_id and it.market_id != it.event.asset_id:  # BUYs reserved under the token too
+                queries.setdefault((it.event.asset_id,) * 2, {}).update(dict.fromkeys(it.wallets))
         assets = list(dict.fromkeys(it.event.asset_id for it in valid))
         needs_pnl = any(it.trade.side is Side.BUY and any(f.risk.daily_loss_limit_usd is not None
                                                              for f in it.followers)
@@ -192,9 +191,9 @@ class Router:
         sell_assets = {it.event.asset_id for it in valid if it.trade is not None and it.trade.side is Side.SELL}
         rview = await self.redis_state.read_batch(ids, assets, {k: list(w) for k, w in queries.items()},
                                                   sell_assets=sell_assets)
-        pg = await self.store.load_batch(
-            leader_trade_ids=ids, wallets=wallets, markets=list(dict.fromkeys(it.market_id for it in valid)),
-            assets=assets,
+        pg = await self.store.load_batch(  # the assets as markets too: positions booked under no condition id
+            leader_trade_ids=ids, wallets=wallets, assets=assets,
+            markets=list(dict.fromkeys([*(it.market_id for it in valid), *assets])),
             leader_assets=list(dict.fromkeys((it.event.wallet.lower(), it.event.asset_id) for it in valid)),
             pnl_day_ms=day_start_ms if needs_pnl else None, funding_wallets=funding,
             sell_orders=rview.sell_order_ids(), sell_assets=list(sell_assets))
@@ -213,10 +212,11 @@ class Router:
         """Route a batch; returns the trades still to route (after one that had to be finished alone)."""
         started = time.perf_counter()
         items = [await self._item(i, ev) for i, ev in enumerate(events)]
+        infos: dict[str, MarketInfo | None] = {}
+        await self._place(items, infos)
         read = await self._read(items)
         self.metrics.batch(len(items))
         carry = InFlight()
-        infos: dict[str, MarketInfo | None] = {}
         seen: set[str] = set()
         duplicates: list[int] = []  # indexes of trades already appended and persisted: nothing to do
         plans: list[_Plan] = []
@@ -268,15 +268,20 @@ class Router:
             market_id, carried = it.market_id, carry.wallets
             reserved, position, balance = read.redis.reserved.get, read.pg.position, read.balances.get
             realized, in_flight, sold = read.pg.realized_today.get, read.redis.sells, read.pg.sold
-            unsized = read.redis.unsized
+            unsized, token_costs, keyed = read.redis.unsized, read.pg.market_costs, market_id != asset
+            placed = keyed and not event.condition_id  # in its token's market: its old copies are in the token's
             for w in it.wallets:
                 res = reserved((w, market_id, asset), NOTHING_RESERVED)
+                if placed and asset in res.markets:
+                    res = reserved_in_market(res, reserved((w, asset, asset), NOTHING_RESERVED), market_id, asset)
                 waiting = len(unsized.get((w, asset), ())) if unsized else 0  # SELLs in flight not sized yet
                 if w in carried:
                     res = carry.reserved(w, market_id, asset, res)
                     waiting += carry.unsized(w, asset)
                 sells = in_flight.get((w, asset)) if in_flight else None
                 pos = position(w, market_id, asset)
+                if keyed and asset in pos.markets:
+                    pos = in_token_market(pos, token_costs.get((w, asset), ZERO), market_id, asset)
                 selling = None  # whose SELLs are in flight: only a position with a split kept is sized on a part
                 if pos.asset_parts is not None and (sells or w in carried):
                     selling = selling_by(sells, sold, read.redis.sell_subscriptions,
@@ -294,7 +299,7 @@ class Router:
             decisions = invalid_trade(it.followers, it.bad)
         by_sub = {f.subscription_id: f for f in it.followers}
         routed_ns = self.clock_ns()
-        ctx = _trace_context(span, event.trace)
+        ctx = trace_context(span, event.trace)
         routed = build_routed(event, decisions, by_sub, order_template(event, market, routed_ns, ctx))
         cut = sum(1 for d in decisions if isinstance(d, OrderIntent) and d.note)
         if cut:

@@ -113,11 +113,11 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
 
     The order's condition id becomes the market's (:func:`market_condition`): the one ``book`` names, else
     ``market`` (the token's market as known without a fresh book: a stale stored book's), whatever the order
-    carried, but for a copy that carried none of the venue's form (a leader trade without a ``conditionId``): the
-    router counted that copy against ``market_of("", asset)`` = its token (its reservation, and the positions it
-    reads as ``coalesce(nullif(condition_id, ''), asset_id)``), so it keeps what it carried and its position is
-    booked where the router's next copy looks for it (ingest's safety net checks a token held under none by the
-    market cached for it; settlement goes by token). When no market of the venue's form is known, the order's own
+    carried, but for a copy that carried none of the venue's form (a leader trade without a ``conditionId`` whose
+    token's market the router did not know): the router counted that copy against its token (its reservation, and
+    the positions it reads as ``coalesce(nullif(condition_id, ''), asset_id)``), so it keeps what it carried and its
+    position is booked where the router's next copy looks for it (ingest's safety net checks a token held under none
+    by the market cached for it; settlement goes by token). When no market of the venue's form is known, the order's own
     is checked (:func:`_check_condition`).
 
     ``quotes`` memoizes the book walk for orders alike (same asset, side, tick, slippage, given
