@@ -240,7 +240,9 @@ class Reconciler:
                 wallet_id, asked = self._next(now)
                 if wallet_id is not None and now - last_call >= (self.min_gap_s if asked else self.round_gap_s):
                     last_call = now
-                    self._soon.discard(wallet_id)
+                    # a round ahead of a wake leaves it: it wants a count taken after its grace
+                    if (woke := self._soon.get(wallet_id)) is not None and woke <= now:
+                        self._soon.discard(wallet_id)
                     wallet = self._wallets.get(wallet_id)
                     if wallet is not None:
                         await self.reconcile(wallet)

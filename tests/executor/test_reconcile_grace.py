@@ -5,6 +5,7 @@ after it, and the time its answer (and the read of the books) took must not eat 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -17,6 +18,7 @@ from common.storage import create_pool
 from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
 from services.executor.ports import Answer
 from services.executor.reconciling import Reconciler
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +200,36 @@ async def test_an_external_position_keeps_a_condition_id_only_when_it_is_one(
     rec = await _reconciled(db_url, Snapshot(0, condition=given))
     assert _rows(db_url, "SELECT origin, condition_id FROM positions") == [("EXTERNAL", stored)]
     assert rec.stats.untrusted == untrusted
+
+
+class CountingVenue:
+    """Holds nothing; counts the times it was asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def positions(self, wallet_id: str) -> Answer:
+        self.calls += 1
+        return Answer(200, {"positions": []})
+
+
+async def test_a_round_before_a_wake_is_due_leaves_the_wake(db_url: str) -> None:
+    """A wallet asked for in 0.5 s (a LOST order: its count after the settling grace) and reconciled by its periodic
+    round before then is reconciled again when the wake is due: the round's count may lack the order's sale."""
+    _rows(db_url, "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy, leader_proxy,"
+                  " state, mode, sizing, filters, risk, exits, perf, create_time, update_time) VALUES ('sub_1', 'u_1',"
+                  f" 'w_1', '{WALLET.wallet}', '0x{'f5' * 20}', 'ACTIVE', 'LIVE', '{{}}', '{{}}', '{{}}', '{{}}',"
+                  " '{}', now(), now())")
+    pool = await create_pool(db_url, autocommit=True)
+    venue = CountingVenue()
+    rec = Reconciler(ReconcileStore(pool), venue, None, interval_s=300.0, known=_known, grace_s=0.5)
+    rec.soon("w_1", 0.5)
+    task = asyncio.create_task(rec.run())
+    try:
+        await eventually(lambda: venue.calls >= 1)  # the start's round, ahead of the wake
+        await eventually(lambda: venue.calls >= 2, timeout_s=5.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pool.close()

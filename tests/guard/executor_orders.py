@@ -17,14 +17,16 @@ _ENDED = ("FILLED", "CANCELLED", "REJECTED", "LOST", "FAILED")
 
 async def book_order(conn: psycopg.AsyncConnection[Any], client_order_id: str, *, side: str = "SELL",
                      size: str = "10", filled: str = "0", state: str = "PLACED", origin: str = "COPY",
-                     trigger_id: str = "", asset_id: str = ASSET, wallet_id: str = WALLET_ID) -> None:
+                     trigger_id: str = "", asset_id: str = ASSET, wallet_id: str = WALLET_ID,
+                     venue: str = "PAPER") -> None:
     """An order the executor took, with its ``order_pending`` row (ended when ``state`` is final)."""
     ended = state in _ENDED
     await conn.execute(
         "INSERT INTO orders (client_order_id, state, venue, origin, follower_wallet_id, asset_id, side, order_type,"
-        " size, filled_size, trigger_id, order_proto, terminal_at) VALUES (%s, %s, 'PAPER', %s, %s, %s, %s, 'FAK',"
+        " size, filled_size, trigger_id, order_proto, terminal_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'FAK',"
         " %s, %s, %s, '', CASE WHEN %s THEN now() END)",
-        (client_order_id, state, origin, wallet_id, asset_id, side, Decimal(size), Decimal(filled), trigger_id, ended))
+        (client_order_id, state, venue, origin, wallet_id, asset_id, side, Decimal(size), Decimal(filled), trigger_id,
+         ended))
     await conn.execute(
         "INSERT INTO order_pending (client_order_id, follower_wallet_id, asset_id, terminal_at)"
         " VALUES (%s, %s, %s, CASE WHEN %s THEN now() END)", (client_order_id, wallet_id, asset_id, ended))

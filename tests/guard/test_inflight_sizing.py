@@ -204,3 +204,21 @@ async def test_in_flight_counts_each_open_sell_of_the_position_once(
     facts = await _facts(trigger_store, "trg_sl")
     await conn.close()
     assert (facts.held, facts.in_flight) == (Decimal(100), Decimal(30 + 8 + 10 + 5))
+
+
+@pytest.mark.parametrize(("reconciled_after_s", "counted"), [(None, True), (3, True), (11, False)])
+async def test_a_lost_sell_counts_in_flight_until_the_venue_count_was_read_after_it(
+        db_url: str, trigger_store: TriggerStore, reconciled_after_s: int | None, counted: bool) -> None:
+    """A LIVE SELL ended LOST may have sold at the venue: its shares count as being sold until a reconciliation read
+    the venue's count at least the settling grace after its end (an earlier count may lack the sale)."""
+    conn = await db(db_url)
+    await set_position(conn, "100", "0.40")
+    await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.30", fraction="1")
+    await book_order(conn, "co_lost", size="40", filled="10", state="LOST", venue="INSIDERS")
+    await book_order(conn, "co_lost_paper", size="5", state="LOST")  # a paper order is never at the venue unseen
+    if reconciled_after_s is not None:
+        await conn.execute("UPDATE positions SET reconciled_at = (SELECT terminal_at FROM orders"
+                           " WHERE client_order_id = 'co_lost') + make_interval(secs => %s)", (reconciled_after_s,))
+    facts = await _facts(trigger_store, "trg_sl")
+    await conn.close()
+    assert facts.in_flight == (Decimal(30) if counted else Decimal(0))

@@ -78,6 +78,10 @@ UNSPLIT = [
     pytest.param([("ex_1", "60", {"asset": "999"})], "50", id="an exit of another asset"),
     pytest.param([("ex_1", "60", {"wallet": "w_2"})], "50", id="an exit of another wallet"),
     pytest.param([("ex_1", "100", {})], "NOTHING_HELD", id="an exit of all of it: nothing left to sell"),
+    pytest.param([("lost_1", "60", {"state": "LOST", "ended": True})], "20",
+                 id="a SELL ended LOST may have sold: counted until the venue's count is read"),
+    pytest.param([("lost_1", "60", {"state": "LOST", "ended": True, "origin": "COPY"})], "20",
+                 id="a copy ended LOST too (its claim released)"),
 ]
 
 
@@ -88,6 +92,19 @@ async def test_a_copy_is_sized_on_what_the_exits_in_flight_leave(stack: Stack, o
     await _start(stack, b_bought=False, subs=ONLY_A)
     for coid, size, kw in orders:
         _selling(stack.db_url, coid, size, **kw)
+    routed = await _route(stack, "lt_a_half", LEADER, "50")
+    assert _decided(routed) == [("sub_A", expected)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("reconciled_after_s", "expected"), [(3, "20"), (11, "50")])
+async def test_a_lost_sell_counts_until_a_reconciliation_read_the_venue_after_it(
+        stack: Stack, reconciled_after_s: int, expected: str) -> None:
+    """Read too soon after the LOST (the sale may not be on-chain yet), the venue's count does not clear it."""
+    await _start(stack, b_bought=False, subs=ONLY_A)
+    _selling(stack.db_url, "lost_1", "60", state="LOST", ended=True)
+    _sql(stack.db_url, f"UPDATE positions SET reconciled_at = (SELECT terminal_at FROM lost_sells)"
+                       f" + interval '{reconciled_after_s} s' RETURNING 1")
     routed = await _route(stack, "lt_a_half", LEADER, "50")
     assert _decided(routed) == [("sub_A", expected)]
 

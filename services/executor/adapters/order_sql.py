@@ -3,6 +3,7 @@ outbox and history, copies declined as skips, and the reads of open orders (:mod
 
 from __future__ import annotations
 
+from common.lost_sells import FROM_LOST, unseen
 from services.executor.domain.order_lifecycle import TERMINAL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
@@ -201,10 +202,16 @@ OPEN_ORDERS = _OPEN.format(among="")
 OPEN_AMONG = _OPEN.format(among=" AND p.client_order_id = ANY(%s::text[])")
 
 
+# The SELLs under way, and those ended LOST that may have sold (common.lost_sells).
 _SELLING = f"""
-FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
-WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.terminal_at IS NULL
-  AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {TERMINAL_SQL} AND o.state <> 'NEW'"""
+FROM (SELECT o.size, o.filled_size, o.origin, o.subscription_id
+      FROM order_pending p JOIN orders o ON o.client_order_id = p.client_order_id
+      WHERE p.follower_wallet_id = %(w)s AND p.asset_id = %(a)s AND p.terminal_at IS NULL
+        AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {TERMINAL_SQL} AND o.state <> 'NEW'
+      UNION ALL
+      SELECT o.size, o.filled_size, o.origin, o.subscription_id
+      FROM {FROM_LOST} JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
+      WHERE l.follower_wallet_id = %(w)s AND l.asset_id = %(a)s AND {unseen("x")}) o"""
 
 SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)

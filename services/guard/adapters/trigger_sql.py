@@ -1,6 +1,8 @@
 """The trigger store's statements (``adapters.trigger_store``): a fire's locks, reads and record, settling an
 order event, holding triggers on a stale book."""
 
+from common.lost_sells import FROM_LOST, unseen
+
 # The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
 # created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
 # without a subscription takes the wallet's user from its subscriptions and the mode from the position's venue.
@@ -9,7 +11,8 @@ order event, holding triggers on a stale book."""
 #   whose fire guard failed to record), less what it filled, as the executor counts them (order_sql.SELLABLE: a
 #   NEW SELL is sized later, against these); the trigger's own is left out: firing it again sends that very
 #   order again (same client order id);
-# - a FIRED trigger's SELL the executor has no order of yet (on its way), less its fills.
+# - a FIRED trigger's SELL the executor has no order of yet (on its way), less its fills;
+# - a SELL ended LOST that may have sold, until the venue's count was read after it (common.lost_sells).
 # Orders, their fills and positions are written in one transaction: this statement sees them at one moment.
 FACTS = (
     "SELECT CASE WHEN p.state = 'OPEN' THEN p.size ELSE 0 END AS held, p.condition_id AS cond,"
@@ -26,6 +29,8 @@ FACTS = (
     "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
     "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
     "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
+    " + (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0) FROM " + FROM_LOST +
+    "   WHERE l.follower_wallet_id = t.follower_wallet_id AND l.asset_id = t.asset_id AND " + unseen("p") + ")"
     " AS in_flight"
     " FROM triggers t"
     " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from common.lost_sells import FROM_LOST, unseen
 from common.storage import compact_sql
 
 PLANNER_OPTIONS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
@@ -75,6 +76,8 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # neither their order_pending rows nor their orders are read (the id test is the index's predicate: LOAD does not
 # run it). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed`` column; the reader keeps those of
 # the positions held, store._wallet_rows), the BUYs listed with their condition id (``buying``).
+# The SELLs ended LOST that may have sold (common.lost_sells: their claims are released) are summed with them, for
+# the batch's SELL assets (``lost``: each wallet's rows of lost_sells, a probe of its index with none).
 # On a 10,000-follower BUY, each follower holding one position: 75 ms with nothing in flight (70 before the BUYs were
 # read: a probe of the empty index a wallet), as much with one of the router's copies in flight each (95-111 ms when
 # every open row was walked through order_pending_open to drop the copies), 125 ms with a manual BUY more each (its
@@ -128,6 +131,16 @@ np AS MATERIALIZED (
         WHERE o.client_order_id = p.client_order_id AND o.state NOT IN """ + TERMINAL_STATES + """
           AND CASE WHEN p.unclaimed_sell THEN o.size IS NOT NULL AND o.state <> 'NEW' ELSE o.side = 'BUY' END
         OFFSET 0) o
+),
+lost AS MATERIALIZED (
+    SELECT w.id AS w, o.*
+    FROM w CROSS JOIN k CROSS JOIN LATERAL (
+        SELECT l.asset_id AS a, CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
+               greatest(o.size - o.filled_size, 0) AS n
+        FROM """ + FROM_LOST + """ JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id
+            AND x.asset_id = l.asset_id
+        WHERE l.follower_wallet_id = w.id AND l.asset_id = ANY(k.sa) AND """ + unseen("x") + """
+        OFFSET 0) o
 )
 SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
     (SELECT array_agg(appended_cursor) FROM ex) AS ex_cursors,
@@ -146,7 +159,9 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
                             WHERE x.order_id = q.id AND x.side = 'SELL' OFFSET 0) f
         WHERE f.sold IS NOT NULL) AS sold,
     (SELECT json_agg(json_build_array(g.w, g.a, g.sub, g.n::text))::text FROM (
-        SELECT w, a, sub, sum(n) AS n FROM np WHERE n IS NOT NULL GROUP BY 1, 2, 3 HAVING sum(n) > 0) g) AS unclaimed,
+        SELECT w, a, sub, sum(n) AS n FROM (SELECT w, a, sub, n FROM np WHERE n IS NOT NULL
+                                            UNION ALL SELECT w, a, sub, n FROM lost) u
+        GROUP BY 1, 2, 3 HAVING sum(n) > 0) g) AS unclaimed,
     (SELECT json_agg(json_build_array(w, a, usd::text, proto_text(cond)))::text FROM np WHERE usd > 0) AS buying
 """)
 

@@ -1,0 +1,30 @@
+"""SELLs that ended LOST and may still have sold, as every sizing of a SELL counts them.
+
+The contract ends an order LOST after three not-founds and releases what it reserved, yet a LIVE SELL the venue
+filled and then failed to find has sold its shares. Until the venue's count of the position has been read after it,
+its unfilled size is counted as being sold, like a SELL under way, by the executor (``order_sql._SELLING``), the
+router (``store_sql.LOAD``) and guard (``trigger_sql.FACTS``): a SELL sized meanwhile on the booked shares would sell
+those shares again. The count is read after it once a reconciliation ran at least :data:`GRACE_S` after its end (the
+shares settle on-chain seconds after a match: an earlier count may lack the sale), or one booked a sale of the position
+after it (a correction down: the count had it). Only SELLs of the position's current life, ended in the last
+:data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that, the periodic rounds have read
+it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
+"""
+
+from __future__ import annotations
+
+GRACE_S = 10  # the executor's reconciling.SETTLING_GRACE_S
+WINDOW_S = 900
+
+# the LIVE SELLs ended LOST (l) with their orders (o)
+FROM_LOST = "lost_sells l JOIN orders o ON o.client_order_id = l.client_order_id"
+
+
+def unseen(x: str) -> str:
+    """The SQL condition that the LOST SELL ``l``/``o`` (:data:`FROM_LOST`) of position row ``x`` (of the same wallet
+    and asset) may have sold shares the venue's count has not shown yet."""
+    return (f"l.terminal_at > now() - make_interval(secs => {WINDOW_S}) AND o.size IS NOT NULL"
+            f" AND o.created_at >= {x}.opened_at"
+            f" AND ({x}.reconciled_at IS NULL OR {x}.reconciled_at < l.terminal_at + make_interval(secs => {GRACE_S}))"
+            f" AND NOT EXISTS (SELECT 1 FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id AND f.side = 'SELL'"
+            f" AND f.fill_time > l.terminal_at)")
