@@ -197,3 +197,20 @@ def retuned(settings: S, **kw: Any) -> S:
     names = {f.name for f in dataclasses.fields(tuning)}
     tuned = {k: kw.pop(k) for k in list(kw) if k in names}
     return dataclasses.replace(settings, **kw, tuning=dataclasses.replace(tuning, **tuned))  # type: ignore[type-var]
+
+
+def counter_sums(reader: Any) -> dict[str, Any]:
+    """Each counter an OpenTelemetry ``InMemoryMetricReader`` holds: its description, unit, monotonic and temporality
+    flags and {attributes: value}."""
+    from opentelemetry.sdk.metrics.export import Sum
+
+    data = reader.get_metrics_data()
+    out: dict[str, Any] = {}
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if isinstance(m.data, Sum):
+                    out[m.name] = (m.description, m.unit, m.data.is_monotonic, m.data.aggregation_temporality,
+                                   {tuple(sorted((p.attributes or {}).items())): p.value
+                                    for p in m.data.data_points})
+    return out

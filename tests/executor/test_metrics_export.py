@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.executor.domain.order_lifecycle import State
 from services.executor.metrics import ExecutorMetrics
 from tests.executor.test_observability import change
+from tests.helpers import counter_sums
 from tradingtools.execution.v1 import execution_pb2 as epb
-
-
-def _sums(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    out: dict[str, Any] = {}
-    for rm in data.resource_metrics if data else ():
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if isinstance(m.data, Sum):
-                    out[m.name] = (m.description, m.unit, m.data.is_monotonic, m.data.aggregation_temporality,
-                                   {tuple(sorted((p.attributes or {}).items())): p.value
-                                    for p in m.data.data_points})
-    return out
 
 
 def test_the_counters_export_as_counters_added_to_and_add_up_over_instances() -> None:
@@ -37,7 +23,7 @@ def test_the_counters_export_as_counters_added_to_and_add_up_over_instances() ->
     meter = MeterProvider(metric_readers=[got]).get_meter("tradingtools.executor")
     first, second = ExecutorMetrics(meter), ExecutorMetrics(meter)
     first.observe([change("co_0", State.PLACED, epb.ORDER_EVENT_TYPE_PLACED)])
-    assert _sums(got) == {}  # nothing ended or filled yet: no series
+    assert counter_sums(got) == {}  # nothing ended or filled yet: no series
     first.observe([change(f"co_{i}", State.FILLED, epb.ORDER_EVENT_TYPE_FILLED, booking=True) for i in range(2)])
     second.observe([change("co_2", State.FILLED, epb.ORDER_EVENT_TYPE_FILLED, booking=True)])
-    assert _sums(got) == _sums(expected)
+    assert counter_sums(got) == counter_sums(expected)

@@ -24,14 +24,10 @@ from tests.guard.standins import (
     insert_subscription,
     set_position,
 )
+from tests.guard.test_rollout import _armed_exits
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def _armed_exits(conn: Any) -> set[str]:
-    rows = await (await conn.execute("SELECT id FROM triggers WHERE source = 'COPY' AND state = 'ARMED'")).fetchall()
-    return {r["id"] for r in rows}
 
 
 def _dies_before_announcing(running: Running) -> None:

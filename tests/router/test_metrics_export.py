@@ -5,23 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.router.metrics import RouterMetrics
-
-
-def _sums(reader: InMemoryMetricReader) -> dict[str, Any]:
-    """Each counter: its description, unit, monotonic and temporality flags and {attributes: value}."""
-    data = reader.get_metrics_data()
-    out: dict[str, Any] = {}
-    for rm in data.resource_metrics if data else ():
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if isinstance(m.data, Sum):
-                    out[m.name] = (m.description, m.unit, m.data.is_monotonic, m.data.aggregation_temporality,
-                                   {tuple(sorted((p.attributes or {}).items())): p.value
-                                    for p in m.data.data_points})
-    return out
+from tests.helpers import counter_sums
 
 
 def _as_added(meter: Any, calls: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -68,12 +55,13 @@ def test_the_counters_export_what_counters_added_to_at_once_export() -> None:
     expected, got = InMemoryMetricReader(), InMemoryMetricReader()
     _as_added(MeterProvider(metric_readers=[expected]).get_meter("tradingtools.router"), CALLS)
     metrics = RouterMetrics(MeterProvider(metric_readers=[got]).get_meter("tradingtools.router"))
-    assert _sums(got) == {}  # nothing counted yet: no series
+    assert counter_sums(got) == {}  # nothing counted yet: no series
     _replay(metrics, CALLS[:1])
-    assert set(_sums(got)) == {"router.trades", "router.skips"}
+    assert set(counter_sums(got)) == {"router.trades", "router.skips"}
     _replay(metrics, CALLS[1:])
-    assert _sums(got) == _sums(expected)
-    assert _sums(got)["router.skips"][-1] == {(("reason", "NOTHING_HELD"),): 2, (("reason", "PRICE_ABOVE_MAX"),): 1}
+    assert counter_sums(got) == counter_sums(expected)
+    skips = counter_sums(got)["router.skips"][-1]
+    assert skips == {(("reason", "NOTHING_HELD"),): 2, (("reason", "PRICE_ABOVE_MAX"),): 1}
     assert metrics.counts["trades"] == 3 and metrics.skip_reasons["NOTHING_HELD"] == 2
 
 
@@ -83,7 +71,7 @@ def test_two_instances_on_one_meter_add_up() -> None:
     first, second = RouterMetrics(meter), RouterMetrics(meter)
     _replay(first, CALLS)
     _replay(second, CALLS[:2])
-    sums = _sums(reader)
+    sums = counter_sums(reader)
     assert sums["router.trades"][-1] == {(): 5}
     assert sums["router.orders"][-1] == {(): 7}
     assert first.counts["trades"] == 3 and second.counts["trades"] == 2
