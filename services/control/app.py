@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.alerts import AlertPublisher
+from common.cancel import stop_tasks
 from common.fastredis import FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
@@ -34,6 +34,9 @@ from services.control.triggers import TriggerUseCases
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0  # connect and reply timeout of the request path's Redis commands (as create_redis's)
+# At stop, the background tasks are cancelled again and again for at most this long (a library can swallow one
+# cancellation); one still running then is logged and left behind, so the stop ends within grace + about this.
+STOP_TASKS_S = 2.0
 
 
 def utc_now() -> datetime:
@@ -130,11 +133,7 @@ async def start(settings: Settings, *, now: Callable[[], datetime] = utc_now) ->
         log.warning("TT_ALERT_WEBHOOK_URL is not set: alerts are only logged")
 
     async def close() -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks, timeout_s=STOP_TASKS_S)
         if sender is not None:
             await sender.close()
         await alerts_redis.aclose()

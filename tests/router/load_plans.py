@@ -16,7 +16,7 @@ async def load_params(**kw: Any) -> dict[str, Any]:
     """The parameters :meth:`RouterStore.load_batch` gives LOAD (``kw``: its keywords beyond a one-trade default)."""
     got: dict[str, Any] = {}
 
-    async def capture(sql: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    async def capture(stmt: Any, params: dict[str, Any]) -> tuple[Any, ...]:
         got.update(params)
         return (None,) * 9
 
