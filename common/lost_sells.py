@@ -6,9 +6,12 @@ its unfilled size is counted as being sold, like a SELL under way, by the execut
 router (``store_sql.LOAD``) and guard (``trigger_sql.FACTS``): a SELL sized meanwhile on the booked shares would sell
 those shares again. The count is read after it once a reconciliation ran at least :data:`GRACE_S` after its end (the
 shares settle on-chain seconds after a match: an earlier count may lack the sale), or one booked a sale of the position
-after it (a correction down: the count had it). Only SELLs of the position's current life, ended in the last
-:data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that, the periodic rounds have read
-it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
+after it from a count taken after its end (a correction down: the count had it). A reconciliation records when the
+venue took its count (``positions.reconciled_at``): a lagging count, however late it is read, is as old as it is (a
+count of the second the SELL ended is after it: the venue's ``asOf`` has a second's resolution). Only SELLs that
+ended in the position's current life (one admitted before it opened waited, sized by its fraction, for the BUY that
+opened it), in the last :data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that, the
+periodic rounds have read it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from __future__ import annotations
 GRACE_S = 10  # the executor's reconciling.SETTLING_GRACE_S
 WINDOW_S = 900
 
-# the LIVE SELLs ended LOST (l) with their orders (o)
-FROM_LOST = "lost_sells l JOIN orders o ON o.client_order_id = l.client_order_id"
+def lost_of(wallet: str, assets: str) -> str:
+    """A FROM item: the LIVE SELLs ended LOST in the last :data:`WINDOW_S` (``l``) of ``wallet`` (an SQL expression)
+    and the assets ``assets`` (an SQL condition on ``y.asset_id``), with their orders (``o``). They are probed by wallet
+    and asset apart from the join: planned on statistics that saw the table empty, the join walked its primary key
+    (the order it wants for ``orders``) once per wallet."""
+    return (f"(SELECT * FROM lost_sells y WHERE y.follower_wallet_id = {wallet} AND y.asset_id {assets}"
+            f" AND y.terminal_at > now() - make_interval(secs => {WINDOW_S}) OFFSET 0) l"
+            " JOIN orders o ON o.client_order_id = l.client_order_id")
 
 
 def unseen(x: str) -> str:
-    """The SQL condition that the LOST SELL ``l``/``o`` (:data:`FROM_LOST`) of position row ``x`` (of the same wallet
+    """The SQL condition that the LOST SELL ``l``/``o`` (:func:`lost_of`) of position row ``x`` (of the same wallet
     and asset) may have sold shares the venue's count has not shown yet."""
-    return (f"l.terminal_at > now() - make_interval(secs => {WINDOW_S}) AND o.size IS NOT NULL"
-            f" AND o.created_at >= {x}.opened_at"
+    return (f"o.size IS NOT NULL AND l.terminal_at >= {x}.opened_at"
             f" AND ({x}.reconciled_at IS NULL OR {x}.reconciled_at < l.terminal_at + make_interval(secs => {GRACE_S}))"
-            f" AND NOT EXISTS (SELECT 1 FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id AND f.side = 'SELL'"
-            f" AND f.fill_time > l.terminal_at)")
+            f" AND NOT (coalesce({x}.reconciled_at >= date_trunc('second', l.terminal_at), false)"
+            f" AND EXISTS (SELECT 1 FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id AND f.side = 'SELL'"
+            f" AND f.fill_time > l.terminal_at))")

@@ -102,6 +102,8 @@ class Reconciler:
         self._wallets: dict[str, LiveWallet] = {}
         self._due = DueSet()  # every LIVE wallet: its next round
         self._soon = DueSet()  # wallets asked for
+        # wallet → its latest wake when asked for sooner too: the sooner wake's round comes before it
+        self._then: dict[str, float] = {}
         self._wake = asyncio.Event()
         # the LIVE refused SELLs, re-sized on their wallet's reconciliation, between this loop's calls
         self.resizer = Resizer(store, INSIDERS, self._venue_count, known=known, resubmit=resubmit, stats=self.stats,
@@ -122,6 +124,10 @@ class Reconciler:
     def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
         """Reconcile a wallet within ``delay_s`` (ahead of the periodic rounds)."""
         at = self.clock() + delay_s
+        current = self._soon.get(follower_wallet_id)
+        if current is not None and current != at:
+            later = max(current, at)
+            self._then[follower_wallet_id] = max(later, self._then.get(follower_wallet_id, later))
         self._soon.set_earlier(follower_wallet_id, at)
         self._wake.set()
 
@@ -144,13 +150,13 @@ class Reconciler:
         venue = [AtVenue(r.token_id, r.condition_id, r.outcome, r.size, r.avg_price, r.redeemable,
                          r.as_of.timestamp() if r.as_of else None) for r in parsed.rows]
         # a count taken before a booking cannot hold it: the grace counts back from the count's asOf too
-        view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at,
-                                     CountTime.of(parsed.as_of.timestamp() if parsed.as_of else None, venue))
+        counted = CountTime.of(parsed.as_of.timestamp() if parsed.as_of else None, venue)
+        view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at, counted)
         corrections = reconcile(view.booked, venue, view.busy, view.resolved)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
         agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]
-        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions)
+        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions, counted)
         self.stats.wallets += 1
         self._record(wallet, applied)
         await self._leftovers(wallet, venue)
@@ -243,6 +249,8 @@ class Reconciler:
                     # a round ahead of a wake leaves it: it wants a count taken after its grace
                     if (woke := self._soon.get(wallet_id)) is not None and woke <= now:
                         self._soon.discard(wallet_id)
+                        if (then := self._then.pop(wallet_id, None)) is not None and then > now:
+                            self._soon.set(wallet_id, then)
                     wallet = self._wallets.get(wallet_id)
                     if wallet is not None:
                         await self.reconcile(wallet)

@@ -3,7 +3,7 @@ outbox and history, copies declined as skips, and the reads of open orders (:mod
 
 from __future__ import annotations
 
-from common.lost_sells import FROM_LOST, unseen
+from common.lost_sells import lost_of, unseen
 from services.executor.domain.order_lifecycle import TERMINAL
 
 TERMINAL_SQL = "(" + ", ".join(f"'{s.value}'" for s in TERMINAL) + ")"
@@ -210,8 +210,9 @@ FROM (SELECT o.size, o.filled_size, o.origin, o.subscription_id
         AND o.side = 'SELL' AND o.size IS NOT NULL AND o.state NOT IN {TERMINAL_SQL} AND o.state <> 'NEW'
       UNION ALL
       SELECT o.size, o.filled_size, o.origin, o.subscription_id
-      FROM {FROM_LOST} JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
-      WHERE l.follower_wallet_id = %(w)s AND l.asset_id = %(a)s AND {unseen("x")}) o"""
+      FROM {lost_of("%(w)s", "= %(a)s")}
+      JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
+      WHERE {unseen("x")}) o"""
 
 SELLABLE = f"""
 SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND asset_id = %(a)s), 0)

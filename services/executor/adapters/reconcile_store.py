@@ -104,16 +104,20 @@ ORDER BY r.a
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = p.size WHERE false
 """
 
+# when the venue took the count a row is reconciled to (``r.t``, Unix seconds; NULL: unknown, taken since the round
+# asked), never later than now: a count taken before a SELL ended LOST may lack its sale (common/lost_sells.py)
+_COUNTED = "least(now(), coalesce(to_timestamp(r.t), now()))"
+
 # only a position still as compared, of a market with no resolution recorded (one recorded since the view was read
 # leaves it to settlement)
 _CORRECT = f"""
-UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = now(),
+UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = {_COUNTED},
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
     closed_at = CASE WHEN r.after > 0 THEN NULL ELSE now() END,
     avg_price = CASE WHEN r.after > 0 THEN p.avg_price ELSE 0 END,
     subscription_shares = {_STORED.format(split="r.shares")}
 FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost_before numeric, cost numeric,
-     shares jsonb)
+     shares jsonb, t float8)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
   AND p.cost_usd = r.cost_before AND NOT EXISTS (SELECT 1 FROM resolved_assets ra WHERE ra.asset_id = p.asset_id)
 RETURNING p.asset_id, p.id, p.subscription_id
@@ -155,9 +159,9 @@ RETURNING asset_id, id
 # what the venue reported for positions that agree: shown as venueShares (no correction, no audit row); a split of the
 # opener alone, which corrections used to store, is dropped (it reads as the same position, but as one split)
 _SEEN = f"""
-UPDATE positions p SET venue_shares = r.size, reconciled_at = now(),
+UPDATE positions p SET venue_shares = r.size, reconciled_at = {_COUNTED},
     subscription_shares = {_STORED.format(split="p.subscription_shares")}
-FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric)
+FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric, t float8)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
 """
 
@@ -263,15 +267,17 @@ class ReconcileStore:
         return None if split is None else {k: p.shares for k, p in split.items()}
 
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
-                    subscriptions: dict[str, dict[str, shares.Part]]) -> list[Correction]:
+                    subscriptions: dict[str, dict[str, shares.Part]],
+                    counted: CountTime | None = None) -> list[Correction]:
         """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
         next round), each subscription's part scaled with its position (``subscriptions``: asset → split, as
-        read), and record the venue's count of ``agreeing`` positions; returns the corrections applied."""
+        read), and record the venue's count of ``agreeing`` positions, as of when the venue took it (``counted``;
+        None: now); returns the corrections applied."""
         with self.fenced:
-            return await self._apply(wallet, corrections, agreeing, subscriptions)
+            return await self._apply(wallet, corrections, agreeing, subscriptions, counted or CountTime())
 
     async def _apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
-                     subscriptions: dict[str, dict[str, shares.Part]]) -> list[Correction]:
+                     subscriptions: dict[str, dict[str, shares.Part]], counted: CountTime) -> list[Correction]:
         w = wallet.follower_wallet_id
         fixes = [c for c in corrections if c.kind != EXTERNAL]
         external = [c for c in corrections if c.kind == EXTERNAL]
@@ -294,7 +300,8 @@ class ReconcileStore:
                     {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),
                      "cost_before": str(c.cost_before), "cost": str(c.cost_after),
                      # the parts as scaled; _CORRECT stores none when they are the row's opener's alone
-                     "shares": shares.encode(scaled[c.asset_id][0]) or None} for c in fixes]).decode()})
+                     "shares": shares.encode(scaled[c.asset_id][0]) or None, "t": counted.at(c.asset_id)}
+                    for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
                 fills: list[dict[str, str]] = []
                 for c in fixes:
@@ -329,7 +336,8 @@ class ReconcileStore:
                         audit.append(_audit(done[c.asset_id], c))
             if agreeing:
                 await conn.execute(_SEEN, {"w": w, "rows": orjson.dumps(
-                    [{"a": v.asset_id, "size": str(v.size)} for v in agreeing]).decode()})
+                    [{"a": v.asset_id, "size": str(v.size), "t": counted.at(v.asset_id)} for v in agreeing]
+                ).decode()})
             if deltas:
                 await conn.execute(_STATS, (orjson.dumps([{"sub": s, "delta": str(d)} for s, d in deltas.items()])
                                             .decode(),))

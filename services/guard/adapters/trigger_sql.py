@@ -1,7 +1,7 @@
 """The trigger store's statements (``adapters.trigger_store``): a fire's locks, reads and record, settling an
 order event, holding triggers on a stale book."""
 
-from common.lost_sells import FROM_LOST, unseen
+from common.lost_sells import lost_of, unseen
 
 # The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
 # created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
@@ -29,8 +29,8 @@ FACTS = (
     "     (SELECT SUM(x.size) FROM fills x WHERE x.order_id = f.order_id AND x.side = 'SELL'), 0), 0)), 0)"
     "   FROM triggers f WHERE f.follower_wallet_id = t.follower_wallet_id AND f.asset_id = t.asset_id"
     "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
-    " + (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0) FROM " + FROM_LOST +
-    "   WHERE l.follower_wallet_id = t.follower_wallet_id AND l.asset_id = t.asset_id AND " + unseen("p") + ")"
+    " + (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0)"
+    "   FROM " + lost_of("t.follower_wallet_id", "= t.asset_id") + " WHERE " + unseen("p") + ")"
     " AS in_flight"
     " FROM triggers t"
     " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"

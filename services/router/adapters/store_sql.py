@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from common.lost_sells import FROM_LOST, unseen
+from common.lost_sells import lost_of, unseen
 from common.storage import compact_sql
 
 PLANNER_OPTIONS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
@@ -77,7 +77,8 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # run it). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed`` column; the reader keeps those of
 # the positions held, store._wallet_rows), the BUYs listed with their condition id (``buying``).
 # The SELLs ended LOST that may have sold (common.lost_sells: their claims are released) are summed with them, for
-# the batch's SELL assets (``lost``: each wallet's rows of lost_sells, a probe of its index with none).
+# the batch's SELL assets (``lost``: each wallet's rows of lost_sells, a probe of its index with none, apart from the
+# join: common.lost_sells.lost_of).
 # On a 10,000-follower BUY, each follower holding one position: 75 ms with nothing in flight (70 before the BUYs were
 # read: a probe of the empty index a wallet), as much with one of the router's copies in flight each (95-111 ms when
 # every open row was walked through order_pending_open to drop the copies), 125 ms with a manual BUY more each (its
@@ -137,9 +138,9 @@ lost AS MATERIALIZED (
     FROM w CROSS JOIN k CROSS JOIN LATERAL (
         SELECT l.asset_id AS a, CASE WHEN o.origin = 'COPY' THEN nullif(o.subscription_id, '') END AS sub,
                greatest(o.size - o.filled_size, 0) AS n
-        FROM """ + FROM_LOST + """ JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id
-            AND x.asset_id = l.asset_id
-        WHERE l.follower_wallet_id = w.id AND l.asset_id = ANY(k.sa) AND """ + unseen("x") + """
+        FROM """ + lost_of("w.id", "= ANY(k.sa)") + """
+        JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
+        WHERE """ + unseen("x") + """
         OFFSET 0) o
 )
 SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
