@@ -61,6 +61,8 @@ class OperatorEnd:
             return await self._take_over(coid, st)
 
     async def _take_over(self, coid: str, st: Statement) -> epb.OrderEvent:
+        # a resume holding the order read its row before this end: it starts the order (stopped below) or leaves it
+        await self.runner.resuming.released(coid)
         self.runner.ending.add(coid)  # from here to its end, nothing resumes it (a duplicate SubmitOrder, a sweep)
         try:
             await self._stop(coid)

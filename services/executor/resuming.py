@@ -10,6 +10,7 @@ process ran an order, no row can be older than a run here: the start's rows are 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,17 +25,22 @@ class Resuming:
     def __init__(self, rows_of: Callable[[list[str]], Awaitable[Rows]]) -> None:
         self.rows_of = rows_of
         self.ran = False  # an order ran here: rows handed in may be older than that run
-        self._taken: set[str] = set()
+        self._taken: dict[str, asyncio.Event] = {}  # set once the resume gave the order back (started or not)
 
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self._taken
+
+    async def released(self, client_order_id: str) -> None:
+        """Return once no resume holds the order (one that holds it now started it by then, or left it)."""
+        while (given_back := self._taken.get(client_order_id)) is not None:
+            await given_back.wait()
 
     @contextlib.asynccontextmanager
     async def taken(self, rows: Rows, running: Callable[[str], bool]) -> AsyncIterator[Rows]:
         """The rows of the orders of ``rows`` that nothing here runs, as stored now; they are taken (running) until
         the block ends, where the caller starts them."""
         ids = list(dict.fromkeys(c for r in rows if not running(c := r["client_order_id"])))
-        self._taken.update(ids)
+        self._taken.update((c, asyncio.Event()) for c in ids)
         try:
             if not ids:
                 yield []
@@ -44,4 +50,5 @@ class Resuming:
                 first = {r["client_order_id"]: r for r in reversed(rows)}
                 yield [first[c] for c in ids]
         finally:
-            self._taken.difference_update(ids)
+            for c in ids:
+                self._taken.pop(c).set()
