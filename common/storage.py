@@ -10,7 +10,8 @@ from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, pq
+from psycopg.errors import error_from_result
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -180,3 +181,15 @@ def apply_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied_now
+
+
+def checked_result(results: list[pq.abc.PGresult], conn: AsyncConnection[Any],
+                   expected: pq.ExecStatus) -> pq.abc.PGresult:
+    """The last of ``results`` (of a statement sent through libpq directly), raised as psycopg raises it unless all of
+    them are ``expected``."""
+    if not results:
+        raise psycopg.OperationalError("no result from the server")
+    for res in results:
+        if res.status != expected:
+            raise error_from_result(res, encoding=conn.info.encoding)
+    return results[-1]

@@ -20,9 +20,8 @@ from typing import Any
 
 import psycopg
 from psycopg import generators, pq
-from psycopg.errors import error_from_result
 
-from common.storage import named
+from common.storage import checked_result, named
 
 STATEMENT = b"tt_executor_insert_intents"
 
@@ -50,22 +49,12 @@ class IntentConnection:
                                                      connect_timeout=max(1, int(self.connect_timeout_s)), **kwargs)
         try:
             conn.pgconn.send_prepare(STATEMENT, self.sql)
-            self._check(await conn.wait(generators.execute(conn.pgconn)), conn, pq.ExecStatus.COMMAND_OK)
+            checked_result(await conn.wait(generators.execute(conn.pgconn)), conn, pq.ExecStatus.COMMAND_OK)
         except BaseException:
             await conn.close()
             raise
         self._conn = conn
         return conn
-
-    @staticmethod
-    def _check(results: list[pq.abc.PGresult], conn: psycopg.AsyncConnection[object],
-               expected: pq.ExecStatus) -> pq.abc.PGresult:
-        if not results:
-            raise psycopg.OperationalError("no result from the server")
-        for res in results:
-            if res.status != expected:
-                raise error_from_result(res, encoding=conn.info.encoding)
-        return results[-1]
 
     async def insert(self, payload: str) -> list[tuple[str | None, ...]]:
         """Run the INSERT with ``payload``; returns the rows it returned (text columns, None for NULL). One at a
@@ -77,7 +66,7 @@ class IntentConnection:
             conn = await self._connection()
             try:
                 conn.pgconn.send_query_prepared(STATEMENT, [payload.encode()])
-                res = self._check(await conn.wait(generators.execute(conn.pgconn)), conn, pq.ExecStatus.TUPLES_OK)
+                res = checked_result(await conn.wait(generators.execute(conn.pgconn)), conn, pq.ExecStatus.TUPLES_OK)
             except BaseException:
                 # a failed or interrupted statement leaves the connection in an unknown state: start afresh
                 self._conn = None

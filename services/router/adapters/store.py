@@ -20,13 +20,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg import AsyncConnection, generators, pq
 from psycopg.adapt import Transformer
-from psycopg.errors import error_from_result
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import MIN_HELD_SHARES
+from common.storage import checked_result
 from services.router.adapters.store_sql import (
     EXISTING,
     LOAD_PREPARED,
@@ -214,16 +213,6 @@ class RoutedRow:
     appended_cursor: str | None = None  # the log cursor when the RoutedTrade was appended before persisting
 
 
-def _result(results: list[pq.abc.PGresult], conn: AsyncConnection[Any], expected: pq.ExecStatus) -> pq.abc.PGresult:
-    """The last of ``results``, raised as psycopg raises it unless all of them are ``expected``."""
-    if not results:
-        raise psycopg.OperationalError("no result from the server")
-    for res in results:
-        if res.status != expected:
-            raise error_from_result(res, encoding=conn.info.encoding)
-    return results[-1]
-
-
 # Settings of the router's connections. Every table its statements read is reached by key, so one
 # generic plan per statement serves, planned without sequential scans (a table the statistics saw tiny
 # would otherwise be scanned once per key); PostgreSQL's default would plan the batch read afresh on every
@@ -269,10 +258,10 @@ class RouterStore:
                 pgconn = conn.pgconn
                 if stmt.name not in self._prepared:
                     pgconn.send_prepare(stmt.name, stmt.sql, param_types=types)
-                    _result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.COMMAND_OK)
+                    checked_result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.COMMAND_OK)
                     self._prepared.add(stmt.name)
                 pgconn.send_query_prepared(stmt.name, values, param_formats=formats)
-                res = _result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.TUPLES_OK)
+                res = checked_result(await conn.wait(generators.execute(pgconn)), conn, pq.ExecStatus.TUPLES_OK)
             if not res.ntuples:
                 return None
             tx = self._tx
