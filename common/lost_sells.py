@@ -4,14 +4,15 @@ The contract ends an order LOST after three not-founds and releases what it rese
 filled and then failed to find has sold its shares. Until the venue's count of the position has been read after it,
 its unfilled size is counted as being sold, like a SELL under way, by the executor (``order_sql._SELLING``), the
 router (``store_sql.LOAD``) and guard (``trigger_sql.FACTS``): a SELL sized meanwhile on the booked shares would sell
-those shares again. The count is read after it once a reconciliation ran at least :data:`GRACE_S` after its end (the
-shares settle on-chain seconds after a match: an earlier count may lack the sale), or one booked a sale of the position
-after it from a count taken after its end (a correction down: the count had it). A reconciliation records when the
-venue took its count (``positions.reconciled_at``): a lagging count, however late it is read, is as old as it is (a
-count of the second the SELL ended is after it: the venue's ``asOf`` has a second's resolution). Only SELLs that
-ended in the position's current life (one admitted before it opened waited, sized by its fraction, for the BUY that
-opened it), in the last :data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that, the
-periodic rounds have read it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
+those shares again. The count is read after it once a reconciliation that compared the position (none is while an
+order of it is in flight) took its count at least :data:`GRACE_S` after its end (the shares settle on-chain seconds
+after a match: an earlier count may lack the sale), or once corrections down from counts taken after its end add up to
+what it did not fill (the counts had its sale). Both go by when the venue took its count (``positions.reconciled_at``
+and the correction fills' time: its ``asOf``, never later than the read; a count of the second the SELL ended is after
+it, ``asOf`` having a second's resolution): a lagging count, however late it is read, is as old as it is. Only SELLs
+that ended in the position's current life (one admitted before it opened waited, sized by its fraction, for the BUY
+that opened it), in the last :data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that,
+the periodic rounds have read it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
 """
 
 from __future__ import annotations
@@ -34,6 +35,6 @@ def unseen(x: str) -> str:
     and asset) may have sold shares the venue's count has not shown yet."""
     return (f"o.size IS NOT NULL AND l.terminal_at >= {x}.opened_at"
             f" AND ({x}.reconciled_at IS NULL OR {x}.reconciled_at < l.terminal_at + make_interval(secs => {GRACE_S}))"
-            f" AND NOT (coalesce({x}.reconciled_at >= date_trunc('second', l.terminal_at), false)"
-            f" AND EXISTS (SELECT 1 FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id AND f.side = 'SELL'"
-            f" AND f.fill_time > l.terminal_at))")
+            f" AND coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id"
+            f" AND f.side = 'SELL' AND f.fill_time >= date_trunc('second', l.terminal_at)), 0)"
+            " < o.size - o.filled_size")

@@ -59,6 +59,7 @@ WAKE_STATES = frozenset({State.UNKNOWN, State.LOST, State.CANCELLED})
 MAX_CALLS_PER_S = 10.0  # venue calls a second at most (a wallet asked for soon goes ahead of the rounds)
 WALLETS_REFRESH_S = 60.0  # the LIVE wallets are read again this often (or every interval, when shorter)
 SETTLING_GRACE_S = 10.0  # a fill booked this recently may not be on-chain yet: its token waits for the next round
+AS_OF_STEP_S = 1.5  # the venue's asOf has a second's resolution: a wake this much later reads a count past it
 
 
 @dataclass
@@ -117,8 +118,8 @@ class Reconciler:
         for c in changes:
             if c.ticket.venue != INSIDERS:
                 continue
-            if c.life.state in WAKE_STATES:
-                self.soon(c.ticket.order.follower_wallet_id, self.grace_s)
+            if c.life.state in WAKE_STATES:  # past the grace by the venue's asOf, whole seconds
+                self.soon(c.ticket.order.follower_wallet_id, self.grace_s + AS_OF_STEP_S)
         self.resizer.observe(changes)
 
     def soon(self, follower_wallet_id: str, delay_s: float = 0.0) -> None:
@@ -156,7 +157,9 @@ class Reconciler:
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
         agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]
-        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions, counted)
+        # a busy or resolved token's count is shown, not taken as compared (common.lost_sells reads when it was)
+        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions, counted,
+                                         uncompared={*view.busy, *view.resolved})
         self.stats.wallets += 1
         self._record(wallet, applied)
         await self._leftovers(wallet, venue)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -159,9 +159,10 @@ RETURNING asset_id, id
 # what the venue reported for positions that agree: shown as venueShares (no correction, no audit row); a split of the
 # opener alone, which corrections used to store, is dropped (it reads as the same position, but as one split)
 _SEEN = f"""
-UPDATE positions p SET venue_shares = r.size, reconciled_at = {_COUNTED},
+UPDATE positions p SET venue_shares = r.size,
+    reconciled_at = CASE WHEN r.compared THEN {_COUNTED} ELSE p.reconciled_at END,
     subscription_shares = {_STORED.format(split="p.subscription_shares")}
-FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric, t float8)
+FROM json_to_recordset(%(rows)s::json) AS r(a text, size numeric, t float8, compared boolean)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
 """
 
@@ -169,13 +170,13 @@ WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN'
 # it as a fill at the position's average cost (no PnL: the shares' sale or transfer happened outside the engine), under
 # an order id of its own, so nothing that sums an order's fills counts it. Written after _CORRECT, so the position's
 # condition and outcome are read from the corrected row.
-_CORRECTION_FILLS = """
+_CORRECTION_FILLS = f"""
 INSERT INTO fills (id, subscription_id, follower_wallet_id, order_id, asset_id, condition_id, outcome, side, size,
                    price, notional_usd, venue, fill_time, fee_shares)
 SELECT r.id, r.sub, p.follower_wallet_id, 'reconcile_' || p.id, p.asset_id, p.condition_id, p.outcome, r.side,
-       r.size, r.price, r.notional, p.venue, now(), 0
+       r.size, r.price, r.notional, p.venue, {_COUNTED}, 0
 FROM json_to_recordset(%(rows)s::json) AS r(id text, a text, sub text, side text, size numeric, price numeric,
-     notional numeric)
+     notional numeric, t float8)
 JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = r.a
 ON CONFLICT (id) DO NOTHING
 """
@@ -268,16 +269,18 @@ class ReconcileStore:
 
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
                     subscriptions: dict[str, dict[str, shares.Part]],
-                    counted: CountTime | None = None) -> list[Correction]:
+                    counted: CountTime | None = None, uncompared: Collection[str] = ()) -> list[Correction]:
         """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
         next round), each subscription's part scaled with its position (``subscriptions``: asset → split, as
         read), and record the venue's count of ``agreeing`` positions, as of when the venue took it (``counted``;
-        None: now); returns the corrections applied."""
+        None: now; the time is left as it was for the ``uncompared`` tokens, busy or resolved); returns the corrections
+        applied."""
         with self.fenced:
-            return await self._apply(wallet, corrections, agreeing, subscriptions, counted or CountTime())
+            return await self._apply(wallet, corrections, agreeing, subscriptions, counted or CountTime(), uncompared)
 
     async def _apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
-                     subscriptions: dict[str, dict[str, shares.Part]], counted: CountTime) -> list[Correction]:
+                     subscriptions: dict[str, dict[str, shares.Part]], counted: CountTime,
+                     uncompared: Collection[str]) -> list[Correction]:
         w = wallet.follower_wallet_id
         fixes = [c for c in corrections if c.kind != EXTERNAL]
         external = [c for c in corrections if c.kind == EXTERNAL]
@@ -303,7 +306,7 @@ class ReconcileStore:
                      "shares": shares.encode(scaled[c.asset_id][0]) or None, "t": counted.at(c.asset_id)}
                     for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
-                fills: list[dict[str, str]] = []
+                fills: list[dict[str, Any]] = []
                 for c in fixes:
                     if c.asset_id in done:
                         applied.append(c)
@@ -313,7 +316,9 @@ class ReconcileStore:
                                 deltas[charge.subscription_id] = (deltas.get(charge.subscription_id, Decimal(0))
                                                                   + charge.exposure_delta_usd)
                                 fills.extend(_correction_fill(c.asset_id, charge))
-                if fills:
+                if fills:  # at the count's time: common.lost_sells reads what a count after a LOST SELL corrected
+                    for f in fills:
+                        f["t"] = counted.at(f["a"])
                     await conn.execute(_CORRECTION_FILLS, {"w": w, "rows": orjson.dumps(fills).decode()})
             if external:
                 for c in external:
@@ -336,7 +341,8 @@ class ReconcileStore:
                         audit.append(_audit(done[c.asset_id], c))
             if agreeing:
                 await conn.execute(_SEEN, {"w": w, "rows": orjson.dumps(
-                    [{"a": v.asset_id, "size": str(v.size), "t": counted.at(v.asset_id)} for v in agreeing]
+                    [{"a": v.asset_id, "size": str(v.size), "t": counted.at(v.asset_id),
+                      "compared": v.asset_id not in uncompared} for v in agreeing]
                 ).decode()})
             if deltas:
                 await conn.execute(_STATS, (orjson.dumps([{"sub": s, "delta": str(d)} for s, d in deltas.items()])
@@ -346,7 +352,7 @@ class ReconcileStore:
         return applied
 
 
-def _correction_fill(asset_id: str, charge: shares.Charge) -> list[dict[str, str]]:
+def _correction_fill(asset_id: str, charge: shares.Charge) -> list[dict[str, Any]]:
     """The fills row of one subscription's part of a correction (none when its shares did not change)."""
     if charge.shares == 0:
         return []

@@ -14,9 +14,11 @@ from typing import Any
 
 from services.executor.domain.ticket import Ticket
 
-# Of (client order id, arrival) pairs, those whose order row has that arrival: the rows those very tickets wrote.
+# Of (client order id, arrival) pairs, those whose order row has that arrival: the rows those very tickets wrote, while
+# nothing has posted or ended them (another admission of the order may have resumed it meanwhile).
 WRITTEN_BY = ("SELECT o.client_order_id FROM unnest(%s::text[], %s::bigint[]) AS w(coid, arr)"
-              " JOIN orders o ON o.client_order_id = w.coid AND o.arrival_ns = w.arr")
+              " JOIN orders o ON o.client_order_id = w.coid AND o.arrival_ns = w.arr"
+              " WHERE o.terminal_at IS NULL AND o.post_sent_ns IS NULL")
 UNANSWERED_MAX = 100_000  # tickets kept (the oldest go first: found again, such an order is resumed as known)
 
 
