@@ -10,20 +10,17 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
   sent with a fraction that the executor has not sized yet (``admission.size_later`` sizes the claim in their
   turn). Their shares are not known yet: a SELL routed meanwhile goes out as a fraction too, sized by the executor
   after them (``domain.sells.size_sell``).
-- SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the router's SELL copies, each as its client order id
-  and subscription (``coid|sub``; a bare ``coid`` from before subscriptions were kept), written by the emit, with a
-  TTL of :data:`SELLS_TTL_S` renewed on every add. The executor releases reservations without knowing it: the read
-  drops the ids whose claim is released or gone. A released one is kept aside for :data:`RESTORABLE_S` in
-  ``tt:router:sells-released:{wallet}|{asset}`` (a sorted set by when the read found it released): the executor
-  restores the claims of a dead-lettered routed trade handed in again (``reservations.restore_many``), and a
-  restored SELL goes back to the index, in flight again. The index only ever narrows what the router subtracts: a
-  SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against every
-  subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is not known).
-  Guard's exits, manual SELLs and the copies the executor sent again re-sized reserve nothing here: the PostgreSQL
-  read counts them (from the executor's open orders, ``store_sql.LOAD``). Across an upgrade or a rollback: this code
-  reads the bare members the router wrote before; a router before subscriptions were kept reads a ``coid|sub``
-  member as a claim gone and drops it, so that SELL's whole reservation stays counted (it holds back more shares,
-  never fewer).
+- SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the router's SELL copies, each as its client order
+  id and subscription (``coid|sub``; a bare ``coid`` from before subscriptions were kept), written by the emit,
+  with a TTL of :data:`SELLS_TTL_S` renewed on every add. The executor releases reservations without knowing
+  it: the read drops the ids whose claim is released or gone. It only ever narrows what the router subtracts: a
+  SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against
+  every subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is
+  not known). Guard's exits, manual SELLs and the copies the executor sent again re-sized reserve nothing here: the
+  PostgreSQL read counts them (from the executor's open orders, ``store_sql.LOAD``). Across an upgrade or a
+  rollback: this code reads the bare members the router wrote before; a router before subscriptions were kept reads
+  a ``coid|sub`` member as a claim gone and drops it, so that SELL's whole reservation stays counted (it holds back
+  more shares, never fewer).
 - emit: for each RoutedTrade in order, all-or-nothing — claim every order's client order id (SET
   NX), reserve its USD / shares, append the RoutedTrade to the durable log (as consecutive parts when it
   is too big for one message: ``outbound.split_routed``) and set the trade's routed marker to the cursor
@@ -47,22 +44,15 @@ from common.reservations import WalletReserved
 MARKER_PREFIX = "tt:router:routed:"
 SELLS_PREFIX = "tt:router:sells:"
 SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router from subtracting its fills
-RELEASED_PREFIX = "tt:router:sells-released:"
-# how long a released SELL is watched for a restore: far more than the executor restores orphans for (its
-# releases.ORPHANS_KEPT_S, 600 s)
-RESTORABLE_S = 3600
 
 # Lua functions of the SELL index (prepended to the scripts after reservations.LUA_FUNCTIONS).
 #   tt_index_sells(lines, subs) adds the SELL lines' client order ids, each with its subscription (the line's in
 #     ``subs``, one per line), to their (wallet, asset) index
 #   tt_sells(wallet, asset) -> "coid|micro|sub,coid|micro|sub" of the indexed SELLs still claimed for the asset
 #     (sub "" when not known; micro 0: sent with a fraction, not sized yet; claims released or gone are dropped from
-#     the index, a released one kept aside for RESTORABLE_S and indexed again once its claim is restored)
+#     the index)
 _SELLS_LUA = """
 local TT_SELLS_PREFIX = '""" + SELLS_PREFIX + """'
-local TT_RELEASED_PREFIX = '""" + RELEASED_PREFIX + """'
-local TT_SELLS_TTL_S = """ + str(SELLS_TTL_S) + """
-local TT_RESTORABLE_S = """ + str(RESTORABLE_S) + """
 local function tt_index_sells(lines, subs)
   local owners = {}
   for s in string.gmatch(subs .. '\\n', '([^\\n]*)\\n') do owners[#owners + 1] = s end
@@ -77,29 +67,9 @@ local function tt_index_sells(lines, subs)
     end
   end
 end
-local function tt_claim_of(member)
-  local bar = string.find(member, '|', 1, true)
-  local coid = bar and string.sub(member, 1, bar - 1) or member
-  return redis.call('GET', TT_ORDER_PREFIX .. coid)
-end
 local function tt_sells(wallet, asset)
   local ikey = TT_SELLS_PREFIX .. wallet .. '|' .. asset
-  local rkey = TT_RELEASED_PREFIX .. wallet .. '|' .. asset
   local out, want = {}, 'sh:' .. asset
-  local now = tonumber(redis.call('TIME')[1])
-  if redis.call('EXISTS', rkey) == 1 then
-    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now - TT_RESTORABLE_S)
-    for _, member in ipairs(redis.call('ZRANGE', rkey, 0, -1)) do
-      local v = tt_claim_of(member)
-      if not v then
-        redis.call('ZREM', rkey, member)
-      elseif string.sub(v, 1, 1) ~= '-' then
-        redis.call('ZREM', rkey, member)
-        redis.call('SADD', ikey, member)
-        redis.call('EXPIRE', ikey, TT_SELLS_TTL_S)
-      end
-    end
-  end
   for _, member in ipairs(redis.call('SMEMBERS', ikey)) do
     local coid, sub = member, ''
     local bar = string.find(member, '|', 1, true)
@@ -111,10 +81,6 @@ local function tt_sells(wallet, asset)
     end
     if micro == nil then
       redis.call('SREM', ikey, member)
-      if v and string.sub(v, 1, 1) == '-' then
-        redis.call('ZADD', rkey, now, member)
-        redis.call('EXPIRE', rkey, TT_RESTORABLE_S)
-      end
     else
       out[#out + 1] = coid .. '|' .. micro .. '|' .. sub
     end

@@ -78,7 +78,7 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # the positions held, store._wallet_rows), the BUYs listed with their condition id (``buying``).
 # The SELLs ended LOST that may have sold (common.lost_sells: their claims are released) are summed with them, for
 # the batch's SELL assets (``lost``: each wallet's rows of lost_sells, a probe of its index with none, apart from the
-# join: common.lost_sells.lost_of).
+# join: common.lost_sells.lost_of; none at all for a batch of BUYs).
 # On a 10,000-follower BUY, each follower holding one position: 75 ms with nothing in flight (70 before the BUYs were
 # read: a probe of the empty index a wallet), as much with one of the router's copies in flight each (95-111 ms when
 # every open row was walked through order_pending_open to drop the copies), 125 ms with a manual BUY more each (its
@@ -142,6 +142,7 @@ lost AS MATERIALIZED (
         JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
         WHERE """ + unseen("x") + """
         OFFSET 0) o
+    WHERE cardinality(k.sa) > 0
 )
 SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(payload) FROM ex) AS ex_payloads,
     (SELECT array_agg(appended_cursor) FROM ex) AS ex_cursors,
