@@ -21,8 +21,9 @@ change notifications.
   themselves), and compares each with the digest of the string expected at that version (remembered
   when it was written or last checked); only a leader that differs (or is unknown) is re-read and
   fixed, under its lock.
-- A replica stopped or killed between a commit and its index write: every replica sweeps the subscriptions written
-  in the last moments (``index_outbox``) every ``sweep_interval_s`` and writes those Redis holds at an older version.
+- A replica stopped or killed between a commit and its index write: every subscription write is queued with its
+  commit (``index_outbox``) until a replica sweeps it; every replica sweeps every ``sweep_interval_s`` and writes the
+  entries Redis holds at an older version.
 - Trigger changes are announced to guard (``trigger_notices``) after their commit; a failed publish is
   retried by the same loop, and so is the notice of a change whose call failed or was cancelled once it had
   written the change (its COMMIT may have gone through): :meth:`IndexSync.announcing`.

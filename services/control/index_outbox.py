@@ -4,8 +4,9 @@ commit and its index write leaves the entry behind in Redis; every replica sweep
 ``sweep_interval_s`` and writes what Redis does not hold at the row's version (``tt:index:rowver``), so the
 other replica (or the restarted one) mends it within seconds instead of at its next full pass.
 
-Rows younger than ``GRACE_S`` are left to the replica writing them now; a replica claims the rows it sweeps (``SKIP
-LOCKED``), so two replicas do not write them twice.
+Rows queued less than ``GRACE_S`` ago (counted from the write, not its commit) are left to the replica writing them
+now (a sweep that meets a writer still at it writes nothing older than the index holds); a replica claims the rows
+it sweeps (``SKIP LOCKED``), so two replicas do not write them twice.
 """
 
 from __future__ import annotations

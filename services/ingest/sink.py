@@ -160,7 +160,9 @@ class TradeSink:
     def _answer_for(self, conn: RespConnection, job: _Job) -> Callable[[Any], None]:
         def answered(reply: Any) -> None:
             if isinstance(reply, RespError):  # e.g. OOM: the connection is recycled and the trade sent again
-                log.error("trade append refused by redis", extra={"error": str(reply)[:300]})
+                # a flushed script cache (NOSCRIPT) is expected: the new connection loads the script again
+                (log.warning if str(reply).startswith("NOSCRIPT") else log.error)(
+                    "trade append refused by redis", extra={"error": str(reply)[:300]})
                 conn.close(reply)
                 return
             done = self._in_flight.popleft()
