@@ -7,7 +7,8 @@ router (``store_sql.LOAD``) and guard (``trigger_sql.FACTS``): a SELL sized mean
 those shares again. The count is read after it once a reconciliation that compared the position (none is while an
 order of it is in flight) took its count at least :data:`GRACE_S` after its end (the shares settle on-chain seconds
 after a match: an earlier count may lack the sale), or once corrections down from counts taken after its end add up to
-what it did not fill (the counts had its sale). Both go by when the venue took its count (``positions.reconciled_at``
+what every LOST SELL of the position's life did not fill (the counts had their sales: one correction clears them all
+or none). Both go by when the venue took its count (``positions.reconciled_at``
 and the correction fills' time: its ``asOf``, never later than the read; a count of the second the SELL ended is after
 it, ``asOf`` having a second's resolution): a lagging count, however late it is read, is as old as it is. Only SELLs
 that ended in the position's current life (one admitted before it opened waited, sized by its fraction, for the BUY
@@ -37,4 +38,6 @@ def unseen(x: str) -> str:
             f" AND ({x}.reconciled_at IS NULL OR {x}.reconciled_at < l.terminal_at + make_interval(secs => {GRACE_S}))"
             f" AND coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id"
             f" AND f.side = 'SELL' AND f.fill_time >= date_trunc('second', l.terminal_at)), 0)"
-            " < o.size - o.filled_size")
+            # what every LOST SELL of the position's life may have sold: a correction clears them all or none
+            f" < (SELECT sum(greatest(o.size - o.filled_size, 0))"
+            f" FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE l.terminal_at >= {x}.opened_at)")

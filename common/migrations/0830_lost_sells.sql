@@ -2,8 +2,8 @@
 -- every sizing of a SELL, in the executor, the router and guard, looks its position's recent LOST SELLs up. An index
 -- of `orders` over its state would make every update of an order a non-HOT one (migration 0560): the LIVE SELLs that
 -- end LOST are noted in a table of their own instead, by a trigger that fires only for them, each position's notes
--- older than a day dropped as it gets a new one. The SELLs that ended LOST in the last 15 minutes are noted now (one
--- ending LOST as this runs may be missed).
+-- older than a day dropped as it gets a new one. The SELLs that ended LOST in the last 15 minutes are noted now (those
+-- ending LOST while the backfill reads orders are missed: run it when few orders end, as any upgrade).
 -- Applying it again changes nothing.
 CREATE TABLE IF NOT EXISTS lost_sells (
     client_order_id     text PRIMARY KEY,          -- orders.client_order_id

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -138,6 +138,7 @@ class Reconciler:
         """Reconcile one wallet; returns the venue's count per token (None: the venue's answer was unusable,
         nothing changed)."""
         asked_at = time.monotonic()  # the venue's count is no older than this
+        asked_wall = time.time()
         answer = await self.api.positions(wallet.follower_wallet_id)
         if answer.status != 200 or answer.body is None:
             self._failed(wallet, f"HTTP {answer.status} {answer.kind} {answer.code} {answer.message}"[:300])
@@ -157,11 +158,16 @@ class Reconciler:
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
         agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]
-        # a busy or resolved token's count is shown, not taken as compared (common.lost_sells reads when it was)
-        applied = await self.store.apply(wallet, corrections, agreeing, view.subscriptions, counted,
-                                         uncompared={*view.busy, *view.resolved})
+        # a busy, resolved or redeemable token's count is shown, not taken as compared (common.lost_sells reads when
+        # it was); a count without asOf is as old as the asking
+        applied = await self.store.apply(
+            wallet, corrections, agreeing, view.subscriptions,
+            counted if counted.answer is not None else replace(counted, answer=asked_wall),
+            uncompared={*view.busy, *view.resolved, *(v.asset_id for v in venue if v.redeemable)})
         self.stats.wallets += 1
         self._record(wallet, applied)
+        if await self.store.lost_unseen(wallet.follower_wallet_id):  # its sale not shown yet: a later count
+            self.soon(wallet.follower_wallet_id, self.grace_s + AS_OF_STEP_S)
         await self._leftovers(wallet, venue)
         opened = {c.asset_id for c in applied if c.kind == EXTERNAL}
         if opened:  # their books are followed (marks, triggers); the journal's repair also catches it

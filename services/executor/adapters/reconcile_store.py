@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ONE, fmt
 from common.ids import new_id
 from common.lease import FencedWrites
+from common.lost_sells import lost_of, unseen
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
@@ -102,6 +103,12 @@ INSERT INTO positions AS p (follower_wallet_id, asset_id, condition_id, wallet)
 SELECT %(w)s, r.a, r.c, %(proxy)s FROM json_to_recordset(%(rows)s::json) AS r(a text, c text)
 ORDER BY r.a
 ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = p.size WHERE false
+"""
+
+_LOST_UNSEEN = f"""
+SELECT EXISTS (SELECT 1 FROM {lost_of("%(w)s", "IS NOT NULL")}
+               JOIN positions x ON x.follower_wallet_id = l.follower_wallet_id AND x.asset_id = l.asset_id
+               WHERE {unseen("x")}) AS unseen
 """
 
 # when the venue took the count a row is reconciled to (``r.t``, Unix seconds; NULL: unknown, taken since the round
@@ -266,6 +273,14 @@ class ReconcileStore:
             return None
         split = shares.kept_split(shares.decode(orjson.loads(row["shares"])), row["size"], row["cost_usd"])
         return None if split is None else {k: p.shares for k, p in split.items()}
+
+    async def lost_unseen(self, follower_wallet_id: str) -> bool:
+        """Whether a LOST SELL of the wallet still counts as selling (``common.lost_sells``): its sale not shown by a
+        count yet."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_LOST_UNSEEN, {"w": follower_wallet_id})
+            row = await cur.fetchone()
+            return bool(row and row["unseen"])
 
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
                     subscriptions: dict[str, dict[str, shares.Part]],
