@@ -8,29 +8,26 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from typing import Any
 
-import psycopg
 import pytest
 
 from common.storage import create_pool
 from services.executor.adapters.order_store import OrderStore
-from services.executor.adapters.reconcile_store import LiveWallet, ReconcileStore
+from services.executor.adapters.reconcile_store import ReconcileStore
 from services.executor.ports import Answer
 from services.executor.reconciling import Reconciler
+from tests.executor.test_reconcile_grace import (
+    ASSET,
+    CONDITION,
+    WALLET,
+    CountingVenue,
+    _known,
+    _live_subscription,
+    _rows,
+)
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-ASSET = "7" * 77
-CONDITION = "0x" + "ab" * 32
-WALLET = LiveWallet("w_1", "0x" + "1" * 40)
-
-
-def _rows(db_url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else []
 
 
 def _held_with_a_lost_sell(db_url: str, ended_s: float) -> None:
@@ -56,10 +53,6 @@ class Count:
         return Answer(200, {"asOf": as_of, "positions": [
             {"tokenId": ASSET, "conditionId": CONDITION, "outcome": "Yes", "size": "100", "avgPrice": "0.4",
              "redeemable": False}]})
-
-
-async def _known(ids: list[str]) -> set[str]:
-    return set()
 
 
 @pytest.mark.parametrize(("count_age_s", "sellable"), [
@@ -97,24 +90,10 @@ async def test_a_correction_from_a_count_taken_before_a_lost_sell_ended_does_not
         await pool.close()
 
 
-class CountingVenue:
-    """Holds nothing; counts the times it was asked."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def positions(self, wallet_id: str) -> Answer:
-        self.calls += 1
-        return Answer(200, {"positions": []})
-
-
 async def test_a_wake_asked_for_after_an_earlier_one_of_the_wallet_is_kept(db_url: str) -> None:
     """An order of the wallet ended UNKNOWN (a wake in 0.3 s), then a SELL ended LOST (a wake in 1.5 s): the round the
     first wake makes comes before the LOST's grace is over, and the LOST's wake still makes one after it."""
-    _rows(db_url, "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy, leader_proxy,"
-                  " state, mode, sizing, filters, risk, exits, perf, create_time, update_time) VALUES ('sub_1', 'u_1',"
-                  f" 'w_1', '{WALLET.wallet}', '0x{'f5' * 20}', 'ACTIVE', 'LIVE', '{{}}', '{{}}', '{{}}', '{{}}',"
-                  " '{}', now(), now())")
+    _live_subscription(db_url)
     pool = await create_pool(db_url, autocommit=True)
     venue = CountingVenue()
     rec = Reconciler(ReconcileStore(pool), venue, None, interval_s=300.0, known=_known)

@@ -202,6 +202,14 @@ async def test_an_external_position_keeps_a_condition_id_only_when_it_is_one(
     assert rec.stats.untrusted == untrusted
 
 
+def _live_subscription(db_url: str) -> None:
+    """Wallet w_1 copies LIVE: reconciliation follows it."""
+    _rows(db_url, "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy, leader_proxy,"
+                  " state, mode, sizing, filters, risk, exits, perf, create_time, update_time) VALUES ('sub_1', 'u_1',"
+                  f" 'w_1', '{WALLET.wallet}', '0x{'f5' * 20}', 'ACTIVE', 'LIVE', '{{}}', '{{}}', '{{}}', '{{}}',"
+                  " '{}', now(), now())")
+
+
 class CountingVenue:
     """Holds nothing; counts the times it was asked."""
 
@@ -216,10 +224,7 @@ class CountingVenue:
 async def test_a_round_before_a_wake_is_due_leaves_the_wake(db_url: str) -> None:
     """A wallet asked for in 0.5 s (a LOST order: its count after the settling grace) and reconciled by its periodic
     round before then is reconciled again when the wake is due: the round's count may lack the order's sale."""
-    _rows(db_url, "INSERT INTO subscriptions (id, follower_user_id, follower_wallet_id, follower_proxy, leader_proxy,"
-                  " state, mode, sizing, filters, risk, exits, perf, create_time, update_time) VALUES ('sub_1', 'u_1',"
-                  f" 'w_1', '{WALLET.wallet}', '0x{'f5' * 20}', 'ACTIVE', 'LIVE', '{{}}', '{{}}', '{{}}', '{{}}',"
-                  " '{}', now(), now())")
+    _live_subscription(db_url)
     pool = await create_pool(db_url, autocommit=True)
     venue = CountingVenue()
     rec = Reconciler(ReconcileStore(pool), venue, None, interval_s=300.0, known=_known, grace_s=0.5)

@@ -16,20 +16,10 @@ from services.executor.domain.operator_statement import NotEndable, Outcome, Sta
 from services.executor.operator_end import OperatorEnd
 from tests.executor.conftest import rows, running_journal
 from tests.executor.scripted_venue import prepared, runner
-from tests.executor.test_resume_races import Venue
+from tests.executor.test_resume_races import Venue, _events, _state
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _state(db_url: str, coid: str) -> tuple[str, D]:
-    state, filled = rows(db_url, "SELECT state, filled_size FROM orders WHERE client_order_id = %s", coid)[0]
-    return str(state), D(filled)
-
-
-def _events(db_url: str, coid: str) -> list[str]:
-    return [str(r[0]) for r in rows(db_url, "SELECT type FROM order_events WHERE client_order_id = %s ORDER BY seq",
-                                    coid)]
 
 
 async def test_an_order_ended_by_hand_while_a_resume_read_its_row_is_not_run_from_that_row(
