@@ -14,6 +14,8 @@ Keys:
   never expires: a leaked reservation stays visible instead of silently vanishing.
 - ``tt:resv:{wallet_id}`` HASH ``usd:{condition_id}`` → micro-USD and ``sh:{asset_id}`` → micro-shares
   reserved by the wallet's in-flight orders.
+- ``tt:router:sells:{wallet_id}|{asset_id}`` SET: the router's SELL index (``services.router.adapters.redis_state``
+  reads and writes it; its key and TTL are defined here, as :func:`restore_many` adds to it too).
 Ids must not contain ``|``, ``,``, tabs or newlines (they are the record separators): a follower wallet id
 is one of :data:`WALLET_ID`.
 
@@ -25,7 +27,7 @@ build keys from ids inside Lua, so they assume one Redis node (not Redis Cluster
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -38,6 +40,8 @@ USD = "usd"
 SHARES = "sh"
 MICRO = Decimal(1_000_000)
 DEFAULT_KEEP_S = 7 * 86_400
+SELLS_PREFIX = "tt:router:sells:"
+SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router from subtracting its fills
 
 # Lua functions for scripts that claim orders or read reservations in bulk (prepend to the script).
 # Records travel as one ARGV string (lines of tab-separated fields, see ``Reservation.line``) so a
@@ -249,11 +253,14 @@ async def release(redis: Any, client_order_id: str, *, keep_s: int = DEFAULT_KEE
     return released
 
 
-# ARGV: wallet key prefix, then one client order id per argument. Returns the micro-units reserved again per id.
+# ARGV: wallet key prefix, then per order its client order id and its subscription ("" when not known). Returns the
+# micro-units reserved again per id. A SELL restored is listed in the router's SELL index again (a read of the index
+# while it was released dropped it), as the router's emit lists it: ``coid|sub``, or a bare ``coid``.
 _RESTORE_MANY = """
 local out = {}
-for i = 2, #ARGV do
-  local okey = '""" + ORDER_PREFIX + """' .. ARGV[i]
+for i = 2, #ARGV, 2 do
+  local coid, sub = ARGV[i], ARGV[i + 1]
+  local okey = '""" + ORDER_PREFIX + """' .. coid
   local v = redis.call('GET', okey)
   out[#out + 1] = '0'
   if v and string.sub(v, 1, 1) == '-' then
@@ -262,6 +269,11 @@ for i = 2, #ARGV do
     if wallet then
       redis.call('SET', okey, record)
       if micro ~= '0' then redis.call('HINCRBY', ARGV[1] .. wallet, fld, micro) end
+      if string.sub(fld, 1, 3) == 'sh:' then
+        local ikey = '""" + SELLS_PREFIX + """' .. wallet .. '|' .. string.sub(fld, 4)
+        redis.call('SADD', ikey, sub == '' and coid or coid .. '|' .. sub)
+        redis.call('EXPIRE', ikey, """ + str(SELLS_TTL_S) + """)
+      end
       out[#out] = micro
     end
   end
@@ -270,14 +282,18 @@ return out
 """
 
 
-async def restore_many(redis: Any, client_order_ids: Sequence[str]) -> list[int]:
+async def restore_many(redis: Any, client_order_ids: Sequence[str],
+                       subscriptions: Mapping[str, str] | None = None) -> list[int]:
     """Undo the release of orders that run after all: claimed and reserved again as the router left them (the
-    orphans of a dead-lettered routed trade the executor was handed again). Only for orders whose release nothing
-    else made (they had no order row, and have not run); a claim not released is left as it is. Micro-units
-    reserved again per id."""
+    orphans of a dead-lettered routed trade the executor was handed again), a SELL listed in the router's SELL index
+    again with its subscription from ``subscriptions`` (client order id -> subscription; the claim does not keep it:
+    without it, listed by its id alone). Only for orders whose release nothing else made (they had no order row, and
+    have not run); a claim not released is left as it is. Micro-units reserved again per id."""
     if not client_order_ids:
         return []
-    reply = await redis.eval(_RESTORE_MANY, 0, WALLET_PREFIX, *client_order_ids)
+    subs = subscriptions or {}
+    args = [x for c in client_order_ids for x in (c, subs.get(c, ""))]
+    reply = await redis.eval(_RESTORE_MANY, 0, WALLET_PREFIX, *args)
     return [int(_s(x)) for x in reply]
 
 

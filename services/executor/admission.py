@@ -345,7 +345,8 @@ class OrderAdmission:
         an orphan's (their routed trade was dead-lettered, and handed in again by a start that found the cursor
         before it): an order never runs without its reservation."""
         if self.repairs is not None and self.repairs.orphans_to_restore():
-            await self.repairs.restore(self.redis, [p.ticket.client_order_id for p in orders])
+            await self.repairs.restore(self.redis, [p.ticket.client_order_id for p in orders],
+                                       {p.ticket.client_order_id: p.ticket.order.subscription_id for p in orders})
 
     async def _insert_intents(self, gos: list[Prepared]) -> set[str]:
         if not gos:

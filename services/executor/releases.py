@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,14 +185,16 @@ class Repairs:
             self._orphaning = frozenset()
             done.set()
 
-    async def restore(self, redis: Any, client_order_ids: list[str]) -> None:
+    async def restore(self, redis: Any, client_order_ids: list[str],
+                      subscriptions: Mapping[str, str] | None = None) -> None:
         """Restore the reservations of those of ``client_order_ids`` (orders about to run) that :meth:`take_orphans`
-        gives (a failure leaves them to restore at the next try)."""
+        gives (a failure leaves them to restore at the next try); ``subscriptions``: each order's, for the router's
+        SELL index (see :func:`reservations.restore_many`)."""
         taken = await self.take_orphans(client_order_ids)
         if not taken:
             return
         try:
-            restored = await reservations.restore_many(redis, taken)
+            restored = await reservations.restore_many(redis, taken, subscriptions)
         except BaseException:
             self.remember_orphans(taken)
             raise

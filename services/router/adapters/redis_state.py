@@ -13,7 +13,8 @@ on the pipelined :class:`~common.fastredis.FastRedis` connection.
 - SELL index ``tt:router:sells:{wallet}|{asset}``: a SET of the router's SELL copies, each as its client order
   id and subscription (``coid|sub``; a bare ``coid`` from before subscriptions were kept), written by the emit,
   with a TTL of :data:`SELLS_TTL_S` renewed on every add. The executor releases reservations without knowing
-  it: the read drops the ids whose claim is released or gone. It only ever narrows what the router subtracts: a
+  it: the read drops the ids whose claim is released or gone (``reservations.restore_many`` lists a SELL whose
+  release the executor undoes again). It only ever narrows what the router subtracts: a
   SELL missing from it (expired, or reserved by anything else) keeps its whole reservation counted, against
   every subscription's part of the position, as does a bare ``coid`` (its fills come off, its subscription is
   not known). Guard's exits, manual SELLs and the copies the executor sent again re-sized reserve nothing here: the
@@ -39,11 +40,11 @@ from typing import Any
 from common import reservations
 from common.fastredis import FastRedis, Script
 from common.marketstate import MarketInfo, book_key, market_key
+from common.reservations import SELLS_PREFIX as SELLS_PREFIX  # the index's key and TTL (restore_many adds to it)
+from common.reservations import SELLS_TTL_S as SELLS_TTL_S
 from common.reservations import WalletReserved
 
 MARKER_PREFIX = "tt:router:routed:"
-SELLS_PREFIX = "tt:router:sells:"
-SELLS_TTL_S = 7 * 86_400  # an index entry outliving this only stops the router from subtracting its fills
 
 # Lua functions of the SELL index (prepended to the scripts after reservations.LUA_FUNCTIONS).
 #   tt_index_sells(lines, subs) adds the SELL lines' client order ids, each with its subscription (the line's in
