@@ -222,6 +222,9 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
                                                           name="log-trim"),
                                       asyncio.create_task(AlertPublisher(stream_redis, "executor").run(),
                                                           name="alerts")]
+    # the fills not booked whose report a stopped process left undone (a commit's answer lost), then the late ones
+    await store.unbooked.sweep()
+    tasks.append(asyncio.create_task(store.unbooked.run(), name="unbooked"))
     given_up = GivenUp(store.open_among, runner.resume)
     runner.on_give_up = given_up.add
     tasks.append(asyncio.create_task(given_up.run(), name="given-up"))

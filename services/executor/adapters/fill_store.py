@@ -1,10 +1,10 @@
 """Booking fills in bulk: ``fills`` rows, ``positions`` (with each subscription's part of them) and
 ``subscription_stats``, inside the journal's transaction, in three statements per batch whatever its size (the
 ``fills`` insert can ride along with the journal's order updates: :data:`INSERT_FILLS`, then :func:`book_new`), two
-more for each position sold and bought again within the batch (:func:`lives_apart`), and one for the wallets' realized
-PnL of the day when a fill realized some (:mod:`~services.executor.adapters.day_pnl`, last). The batch's copies
-declined as skips are counted by the same stats upsert. What a fill does to a position is
-:mod:`services.executor.domain.fill_math`.
+more for each position sold and bought again within the batch (:func:`lives_apart`), one for the wallets' realized
+PnL of the day when a fill realized some (:mod:`~services.executor.adapters.day_pnl`), and one noting the fills not
+booked when there are some (last, below). The batch's copies declined as skips are counted by the same stats upsert.
+What a fill does to a position is :mod:`services.executor.domain.fill_math`.
 
 A fill replayed after a restart conflicts on its id and books nothing. A booking takes every position of the batch
 first, in (wallet, asset) order, then every stats row in one upsert, in subscription order, then the wallets' day
@@ -14,7 +14,7 @@ A position has one venue (settlement, reconciliation and exits go by it). A fill
 position's open life (which admission keeps from happening: ``order_store.ADMIT_INTENTS``) keeps its ``fills`` row
 but is not booked into the position nor the stats: it is logged, counted (``executor.fills_of_other_venue``) and
 alerted (``FILL_NOT_BOOKED``: shares the wallet has that no position shows, until someone books them by hand), once
-the booking committed (:mod:`~services.executor.adapters.unbooked`).
+the booking committed, from the note its transaction made of it (:mod:`~services.executor.adapters.unbooked`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from common.ids import hash_id
 from common.text import storable
 from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.adapters.order_sql import INSERT_FILLS, RECORD_COUNTS, SKIPS, UPSERT_COUNTS
-from services.executor.adapters.unbooked import Aside, NotBooked, export, report
+from services.executor.adapters.unbooked import Aside, NotBooked, export, note, report
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.fill_math import Booked, Booking, Opening, settle
 from services.executor.domain.order_intake import market_condition
@@ -242,18 +242,23 @@ async def book_new(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]
     """Positions and subscription stats of fills whose ``fills`` rows were inserted now (in order), and the
     ``skips`` counted, in the cursor's transaction: two statements per part of :func:`lives_apart` (one part,
     whatever the batch size, unless a position is sold and bought again within the batch), then the wallets' day
-    when PnL was realized. The first part locks the positions of all, the last one writes the stats of all. The
-    fills not booked go into ``aside`` (:func:`book`)."""
+    when PnL was realized, then the fills not booked noted, when there are some (:func:`.unbooked.note`). The first
+    part locks the positions of all, the last one writes the stats of all. The fills not booked go into ``aside``
+    (:func:`book`)."""
     export()
     booked: list[Booked] = []
     counts = _Counts(skips)
+    found = Aside() if aside is None else aside
     parts = lives_apart(fresh)
     for i, part in enumerate(parts):
         ahead = [f for later in parts[i + 1:] for f in later] if i == 0 else []
-        booked += await _book_part(cur, part, ahead, counts, i == len(parts) - 1, aside)
+        booked += await _book_part(cur, part, ahead, counts, i == len(parts) - 1, found)
     if counts.pending:  # the last part booked nothing (of another venue), or no fill was new
         await cur.execute(RECORD_COUNTS, (skips or "[]", counts.take()[-1]))
     await book_day_pnl(cur, ((done.ticket.order.follower_wallet_id, done.effect.realized_pnl_usd) for done in booked))
+    await note(cur, found.not_booked, reported=aside is None)
+    if aside is None:
+        report(n.row() for n in found.not_booked)
     return booked
 
 def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, Booking]]]:
@@ -283,7 +288,7 @@ def lives_apart(fills: list[tuple[Ticket, Booking]]) -> list[list[tuple[Ticket, 
 
 async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Booking]],
                      ahead: list[tuple[Ticket, Booking]], counts: _Counts, last: bool,
-                     aside: Aside | None) -> list[Booked]:
+                     aside: Aside) -> list[Booked]:
     """:func:`book_new` of fills in which no position is closed and opened again: two statements (the first also
     locks the positions of the fills ``ahead``; the stats are written by the ``last`` part's)."""
     keys: dict[tuple[str, str], Ticket] = {}
@@ -328,9 +333,9 @@ async def _book_part(cur: AsyncCursor[DictRow], fresh: list[tuple[Ticket, Bookin
 
 
 def _of_their_venue(fills: list[tuple[Ticket, Booking]], venues: dict[tuple[str, str], str | None],
-                    aside: Aside | None) -> list[tuple[Ticket, Booking]]:
+                    aside: Aside) -> list[tuple[Ticket, Booking]]:
     """``fills`` less those of another venue than their position's open life (``venues``: None when none is open,
-    then the venue of the fill that opens it); those are never booked, but set ``aside`` (or reported at once)."""
+    then the venue of the fill that opens it); those are never booked, but set ``aside``."""
     venues = dict(venues)
     kept = []
     for t, b in fills:
@@ -340,10 +345,7 @@ def _of_their_venue(fills: list[tuple[Ticket, Booking]], venues: dict[tuple[str,
             if t.buying and b.size > 0:
                 venues[key] = t.venue
         elif held != t.venue:
-            if aside is None:
-                report([NotBooked(t, b, held)])
-            else:
-                aside.not_booked.append(NotBooked(t, b, held))
+            aside.not_booked.append(NotBooked(t, b, held))
             continue
         kept.append((t, b))
     return kept

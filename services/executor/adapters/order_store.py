@@ -148,7 +148,7 @@ class OrderStore:
         self.intents = (IntentConnection(intents_url, ADMIT_INTENTS, options=intents_options) if intents_url
                         else None)
         self.unanswered = UnansweredIntents()  # tickets whose intent insert lost its answer
-        self.unbooked = Unbooked()  # fills of the other venue than their position's, reported once committed
+        self.unbooked = Unbooked(pool)  # fills of the other venue than their position's, reported once committed
 
     async def close(self) -> None:
         """Close the dedicated intent connection (the pool is closed by its owner)."""
@@ -193,7 +193,7 @@ class OrderStore:
             except psycopg.OperationalError:
                 self.unbooked.lost(aside)
                 raise
-        self.unbooked.committed(aside, [c.booking.fill_id for c in changes if c.booking is not None])
+        await self.unbooked.committed(aside, [c.booking.fill_id for c in changes if c.booking is not None])
         return result
 
     async def _apply(self, inserts: list[Change], changes: list[Change], aside: Aside

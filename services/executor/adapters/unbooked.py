@@ -1,16 +1,28 @@
 """Fills kept but not booked (of the other venue than their position's open life: ``fill_store``), reported once the
 booking that found them committed, once each: logged, counted (``executor.fills_of_other_venue``) and alerted
-(``FILL_NOT_BOOKED``). A booking rolled back reports nothing (its retry finds them again); one whose commit's
-answer was lost keeps them until a later booking of the same fills tells whether it committed (it found them stored:
-reported then) or not (it inserted them now, and found again what it reports)."""
+(``FILL_NOT_BOOKED``).
+
+The booking's transaction notes them in ``fills_not_booked`` (:func:`note`: one statement, only when it found some;
+migration 0832), and what is reported is read from there: the rows not reported yet, marked reported after. So a
+booking rolled back reports nothing (its retry finds the fills again), and one whose commit's answer was lost is
+reported by the first of: a later booking of the same fills (their ids are kept in memory until then), the sweep at
+the executor's next start, or its periodic sweep (which also takes what a report after a commit failed to read or
+mark). A report whose mark was lost is made again, under the same ``dedupe_id``, which the alert deliverer sends once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 from opentelemetry import metrics
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool
 
 from common.alerts import AlertKind, Severity, raise_alert
 from common.decimals import fmt
@@ -22,7 +34,24 @@ _OTHER_VENUE = metrics.get_meter("tradingtools.executor").create_counter(
     "executor.fills_of_other_venue", description="Fills not booked: their position's open life is of the other "
                                                  "venue, by venue")
 _exported = False
-UNSURE_MAX = 10_000  # fills kept of bookings whose commit's answer was lost (the oldest go first)
+UNSURE_MAX = 10_000  # ids of fills kept of bookings whose commit's answer was lost (the oldest go first)
+SWEEP_S = 30.0  # the noted fills nobody reported for this long are reported this often
+SWEEP_BATCH = 1000
+
+_NOTE = """
+INSERT INTO fills_not_booked (fill_id, position_venue, reported_at)
+SELECT r.id, r.venue, CASE WHEN %s THEN now() END FROM unnest(%s::text[], %s::text[]) AS r(id, venue)
+ON CONFLICT (fill_id) DO NOTHING
+"""
+_UNREPORTED = """
+SELECT n.fill_id, n.position_venue, f.order_id, f.venue, f.follower_wallet_id, f.asset_id, f.size, f.side
+FROM fills_not_booked n JOIN fills f ON f.id = n.fill_id
+WHERE n.reported_at IS NULL AND {which}
+ORDER BY n.found_at LIMIT %s
+"""
+_UNREPORTED_OF = _UNREPORTED.format(which="n.fill_id = ANY(%s)")
+_UNREPORTED_SINCE = _UNREPORTED.format(which="n.found_at <= now() - make_interval(secs => %s)")
+_MARK = "UPDATE fills_not_booked SET reported_at = now() WHERE fill_id = ANY(%s) AND reported_at IS NULL"
 
 
 def export() -> None:
@@ -42,6 +71,13 @@ class NotBooked:
     booking: Booking
     position_venue: str
 
+    def row(self) -> dict[str, Any]:
+        """As :data:`_UNREPORTED` reads it."""
+        t, b = self.ticket, self.booking
+        return {"fill_id": b.fill_id, "position_venue": self.position_venue, "order_id": t.client_order_id,
+                "venue": t.venue, "follower_wallet_id": t.order.follower_wallet_id, "asset_id": t.order.asset_id,
+                "size": b.size, "side": t.side}
+
 
 @dataclass
 class Aside:
@@ -52,43 +88,75 @@ class Aside:
     new: set[str] = field(default_factory=set)
 
 
-def report(items: Iterable[NotBooked]) -> None:
-    """Log, count and alert each of ``items``."""
-    for n in items:
-        t, b = n.ticket, n.booking
-        wallet, asset = t.order.follower_wallet_id, t.order.asset_id
-        _OTHER_VENUE.add(1, {"venue": t.venue})
+async def note(cur: AsyncCursor[DictRow], items: list[NotBooked], reported: bool = False) -> None:
+    """Note ``items`` (as ``reported`` already, or not) in the cursor's transaction; nothing without any."""
+    if items:
+        await cur.execute(_NOTE, (reported, [n.booking.fill_id for n in items], [n.position_venue for n in items]))
+
+
+def report(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Log, count and alert each fill of ``rows`` (:data:`_UNREPORTED`'s)."""
+    for r in rows:
+        coid, fill_id, venue, held = r["order_id"], r["fill_id"], r["venue"], r["position_venue"]
+        wallet, asset, size = r["follower_wallet_id"], r["asset_id"], fmt(r["size"])
+        _OTHER_VENUE.add(1, {"venue": venue})
         log.error("fill not booked: its position is held in the other venue", extra={
-            "client_order_id": t.client_order_id, "fill_id": b.fill_id, "venue": t.venue,
-            "position_venue": n.position_venue, "follower_wallet_id": wallet, "asset_id": asset,
-            "size": str(b.size)})
-        raise_alert(AlertKind.FILL_NOT_BOOKED, f"fill_not_booked:{t.venue}",
-                    f"a fill of {fmt(b.size)} shares of order {t.client_order_id} at {t.venue} is not booked: "
-                    f"wallet {wallet} holds the token in the {n.position_venue} venue; book it by hand",
-                    dedupe_id=f"fill_not_booked:{b.fill_id}", severity=Severity.CRITICAL,
-                    client_order_id=t.client_order_id, fill_id=b.fill_id, venue=t.venue,
-                    position_venue=n.position_venue, follower_wallet_id=wallet, asset_id=asset, size=fmt(b.size),
-                    side=t.side)
+            "client_order_id": coid, "fill_id": fill_id, "venue": venue, "position_venue": held,
+            "follower_wallet_id": wallet, "asset_id": asset, "size": size})
+        raise_alert(AlertKind.FILL_NOT_BOOKED, f"fill_not_booked:{venue}",
+                    f"a fill of {size} shares of order {coid} at {venue} is not booked: wallet {wallet} holds the "
+                    f"token in the {held} venue; book it by hand",
+                    dedupe_id=f"fill_not_booked:{fill_id}", severity=Severity.CRITICAL, client_order_id=coid,
+                    fill_id=fill_id, venue=venue, position_venue=held, follower_wallet_id=wallet, asset_id=asset,
+                    size=size, side=r["side"])
 
 
 class Unbooked:
     """Reports the fills bookings did not book once each booking is known to have committed (see the module)."""
 
-    def __init__(self) -> None:
-        self.unsure: dict[str, NotBooked] = {}  # fill id → found by a booking whose commit's answer was lost
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+        self.unsure: dict[str, None] = {}  # ids of fills found by a booking whose commit's answer was lost
 
     def lost(self, aside: Aside) -> None:
         """The booking that set ``aside`` aside ended unanswered: it may have committed."""
-        self.unsure.update((n.booking.fill_id, n) for n in aside.not_booked)
+        self.unsure.update(dict.fromkeys(n.booking.fill_id for n in aside.not_booked))
         for fill_id in list(self.unsure)[:max(0, len(self.unsure) - UNSURE_MAX)]:
             del self.unsure[fill_id]
 
-    def committed(self, aside: Aside, fill_ids: Iterable[str]) -> None:
+    async def committed(self, aside: Aside, fill_ids: Iterable[str]) -> None:
         """The booking of ``fill_ids`` that set ``aside`` aside committed: report what it did not book, and what an
         unanswered one did not book of the fills it found stored."""
-        found = list(aside.not_booked)
-        for fill_id in fill_ids:
-            earlier = self.unsure.pop(fill_id, None)
-            if earlier is not None and fill_id not in aside.new:
-                found.append(earlier)
-        report(found)
+        ids = [n.booking.fill_id for n in aside.not_booked]
+        if self.unsure:
+            for fill_id in fill_ids:
+                if fill_id in self.unsure:
+                    del self.unsure[fill_id]
+                    if fill_id not in aside.new:  # else it found them itself: that one rolled back
+                        ids.append(fill_id)
+        if ids:
+            await self.sweep(ids)
+
+    async def sweep(self, ids: list[str] | None = None, min_age_s: float = 0.0) -> None:
+        """Report the noted fills not reported yet (of ``ids``; else those noted ``min_age_s`` ago or more), then
+        mark them reported. A failure is logged: the next sweep reports what is left."""
+        try:
+            while True:
+                async with self.pool.connection() as conn:
+                    cur = await (conn.execute(_UNREPORTED_OF, (ids, SWEEP_BATCH)) if ids is not None
+                                 else conn.execute(_UNREPORTED_SINCE, (min_age_s, SWEEP_BATCH)))
+                    rows = await cur.fetchall()
+                    if rows:
+                        report(rows)
+                        await conn.execute(_MARK, ([r["fill_id"] for r in rows],))
+                    await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
+                if len(rows) < SWEEP_BATCH:
+                    return
+        except psycopg.Error:
+            log.warning("fills not booked not all reported: the next sweep reports the rest", exc_info=True)
+
+    async def run(self, interval_s: float = SWEEP_S) -> None:
+        """Every ``interval_s``, report the fills noted that long ago or more and not reported yet."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.sweep(min_age_s=interval_s)
