@@ -1,8 +1,11 @@
 """Redeeming winning shares through the Insiders API: each recorded redemption is POSTed with its
 Idempotency-Key (the attempt recorded first), retried on 425/429/5xx and timeouts with backoff behind the venue's
 circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
-the reason. A status word the contract does not list is followed like ``submitted`` when there is a redemption
-to follow (logged, counted in ``executor.redeem_unknown_status``; see :mod:`services.executor.domain.redemption`).
+the reason. The breaker is the LIVE orders' too: a call that was its half-open probe and ends without an answer
+(cancelled, an adapter error) gives the probe back, so that the next call probes; a call refused while another's
+probe is out is tried again after its backoff. A status word the contract does not list is followed like
+``submitted`` when there is a redemption to follow (logged, counted in ``executor.redeem_unknown_status``; see
+:mod:`services.executor.domain.redemption`).
 A status query answered 404 (the venue no longer knows the redemption, or does not yet: a lag) is asked again,
 but once :data:`NOT_FOUND_LIMIT` of them at least came in a row over ``not_found_s`` (counted while this process
 runs) the redemption ends FAILED (``REDEMPTION_NOT_FOUND``, alerted) instead of being asked about for ever.
@@ -186,17 +189,24 @@ class Redeemer:
         admission = self.gate.admit() if self.gate is not None else None
         if admission is not None and not admission.allowed:
             assert self.gate is not None
-            wait_ms = max(delay_ms, int(self.gate.reopens_in_s() * 1000))
+            # open: until its probe may go; half-open, its probe out: the verdict is a request away, so the backoff
+            wait_ms = delay_ms if self.gate.probing else max(delay_ms, int(self.gate.reopens_in_s() * 1000))
             return rd.RedeemRetryable("BREAKER_OPEN", "the venue's breaker is open", self.clock_ms(), wait_ms)
-        if r.state is rd.RedemptionState.PENDING:
-            await self.lease_confirmed()
-            self.posts += 1
-            answer = await self.api.redeem(r.key, row.follower_wallet_id, row.condition_id, row.neg_risk,
-                                           row.amounts)
-            call, status_query = "redeem", False
-        else:
-            answer = await self.api.redemption(r.redeem_id)
-            call, status_query = "status", True
+        try:
+            if r.state is rd.RedemptionState.PENDING:
+                await self.lease_confirmed()
+                self.posts += 1
+                answer = await self.api.redeem(r.key, row.follower_wallet_id, row.condition_id, row.neg_risk,
+                                               row.amounts)
+                call, status_query = "redeem", False
+            else:
+                answer = await self.api.redemption(r.redeem_id)
+                call, status_query = "status", True
+        except BaseException:  # no verdict (cancelled, an adapter error): a probe kept out would shut the venue
+            if admission is not None and admission.probe:
+                assert self.gate is not None
+                self.gate.abandon()
+            raise
         failed = answer.status == 0 or rd.retryable_status(answer.status)
         if self.gate is not None:
             self.gate.record(failure=failed)
