@@ -28,9 +28,17 @@ from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correc
 log = logging.getLogger(__name__)
 
 
+_LIVE_WALLETS = (
+    "SELECT follower_wallet_id, min(proxy) AS proxy FROM ("
+    " SELECT follower_wallet_id, follower_proxy AS proxy FROM subscriptions WHERE mode = 'LIVE' AND state <> 'STOPPED'"
+    " UNION ALL SELECT follower_wallet_id, wallet FROM positions"
+    "  WHERE state IN ('OPEN', 'RESOLVED_WON') AND venue = 'INSIDERS') w"
+    " GROUP BY follower_wallet_id ORDER BY follower_wallet_id")
+
+
 @dataclass(frozen=True, slots=True)
 class LiveWallet:
-    """A follower wallet with a LIVE subscription."""
+    """A follower wallet reconciliation follows (:meth:`ReconcileStore.live_wallets`)."""
 
     follower_wallet_id: str
     wallet: str
@@ -218,11 +226,11 @@ class ReconcileStore:
         self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def live_wallets(self) -> list[LiveWallet]:
-        """Every follower wallet with a LIVE subscription that is not STOPPED."""
+        """Every follower wallet with a LIVE subscription that is not STOPPED, and every one holding a position at
+        the Insiders venue not ended yet (OPEN, or won and not redeemed): its subscriptions stopped, or a manual
+        position only, the venue's count is still the truth for what it can sell and finds its winnings."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT follower_wallet_id, min(follower_proxy) AS proxy FROM subscriptions"
-                                     " WHERE mode = 'LIVE' AND state <> 'STOPPED' GROUP BY follower_wallet_id"
-                                     " ORDER BY follower_wallet_id")
+            cur = await conn.execute(_LIVE_WALLETS)
             return [LiveWallet(r["follower_wallet_id"], r["proxy"]) for r in await cur.fetchall()]
 
     async def refused_sells(self, window_s: float, venue: str) -> list[tuple[bytes, float]]:
