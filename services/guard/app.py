@@ -24,6 +24,7 @@ from common.grpcserver import GrpcServer
 from common.logread import read_log_items
 from common.storage import KEYED_LOOKUPS, apply_migrations, closed_on_failure, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
+from services.guard.adapters.armed_reads import RecentArmed
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.exit_store import ExitStore
@@ -41,6 +42,7 @@ from services.guard.perf_monitor import PerfMonitor
 from services.guard.server import start_grpc
 from services.guard.tick_feed import TickFeed
 from services.guard.trigger_sync import TriggerSync
+from services.guard.unwatched import UnwatchedSweep
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                       asyncio.create_task(watch.run(), name="watch"),
                                       asyncio.create_task(notices.run(), name="notices"),
                                       asyncio.create_task(guard.firer.submitted.run(), name="submitted")]
+    unwatched = UnwatchedSweep(guard.changes, RecentArmed(pool), utcnow)  # its window opens before the load
     sync = TriggerSync(redis, guard.changes, check_s=t.trigger_check_s, initial=guard.start, token=notices.token)
     tasks.append(asyncio.create_task(sync.run(), name="trigger-sync"))
     await sync.ready.wait()
@@ -270,6 +273,8 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                        GrpcControl(control_ch, timeout_s=t.control_timeout_s),
                        markets, interval_s=t.perf_interval_s, book_max_age_s=t.book_max_age_s)
     tasks += [asyncio.create_task(feed.run(), name="ticks"), asyncio.create_task(orders.run(), name="orders"),
+              asyncio.create_task(unwatched.run(t.trigger_check_s, lambda: bool(orders.resumed_from)),
+                                  name="unwatched"),
               asyncio.create_task(perf.run(), name="perf"),
               asyncio.create_task(_every(t.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
               asyncio.create_task(_every(t.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]

@@ -9,11 +9,10 @@ Order of events for a fire, and what a crash at each point leaves:
    the same id). ``SubmitOrder`` starts right then, while FIRED and the serialized Order (or
    CANCELLED / FAILED with the reason when nothing can be sold) are written and committed: the
    commit is off the tick → SELL path. Crash (or a failed commit) before the commit → the row is
-   still ARMED with the same fire number: the next fire computes the same client order id, so a
-   SELL the executor already has is not sent again, and the next fire of any trigger of the position
-   counts that SELL as in flight (PostgreSQL's from the executor's order row on, this process's until
-   then). Crash after → at start-up every FIRED trigger whose SELL was not acknowledged is re-submitted
-   in the background (start-up does not wait for the executor).
+   still ARMED with the same fire number: the next fire computes the same client order id, so a SELL the executor
+   already has is not sent again (one ended LOST is not taken for it: ``lost_refires``), and the next fire of any
+   trigger of the position counts that SELL as in flight (PostgreSQL's from the executor's order row on, this
+   process's until then). Crash after → FIRED triggers whose SELL was not acknowledged are re-submitted at start-up.
 3. The executor is idempotent by client order id: a second submission sends nothing. Its answer
    (and any order event) is applied only once the decision is committed. A re-sent SELL is stamped
    with the time it leaves (``routed_time_ns``): the executor refuses an order routed long ago.
@@ -39,6 +38,7 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
+from services.guard import lost_refires
 from services.guard.domain import sell_orders, sell_sizing
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
 from services.guard.domain.tick_view import TickInfo
@@ -153,9 +153,10 @@ class Firer:
             # read beside the locked PostgreSQL reads (awaited before deciding); a failure is the fire's
             market_read = asyncio.ensure_future(self.markets.market(spec.asset_id))
             market_read.add_done_callback(_retrieve)
+            lost_read = asyncio.ensure_future(self._lost_sells(spec.id))  # a failure is the fire's too
             unseen = self.unrecorded.unseen(spec.asset_id)
-            before: asyncio.Future[Any] = market_read if not unseen else asyncio.gather(
-                market_read, self._look_for_orders(unseen))
+            before: asyncio.Future[Any] = asyncio.gather(market_read, lost_read, *(
+                [self._look_for_orders(unseen)] if unseen else []))
             before.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
@@ -170,6 +171,9 @@ class Firer:
                 market = market_read.result()
                 if market is not None and market.resolved_winner:  # resolved, its position not settled yet
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
+                fire_no = lost_refires.fire_number(row, lost_read.result())
+                if fire_no is None:  # its earlier SELL ended LOST and may still have sold: decide again later
+                    return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value)
                 in_flight = facts.in_flight + self.unrecorded.shares((row.follower_wallet_id, row.asset_id),
                                                                      besides=row.id, now_ns=self.clock_ns())
                 size = sell_sizing.sell_size(size=row.size, sell_fraction=row.sell_fraction, held=facts.held,
@@ -181,7 +185,7 @@ class Firer:
                 if not size.sendable:
                     state = State.CANCELLED if size.reason is Reason.NO_POSITION else State.FAILED
                     return FireDecision(state, size.reason.value, held=size.available)
-                coid = client_order_id(row.id, row.fire_count + 1)
+                coid = client_order_id(row.id, fire_no)
                 ctx = sell_orders.SellContext(
                     condition_id=facts.condition_id or (market.condition_id if market else ""),
                     tick_size=market.tick_size if market else ZERO,
@@ -255,6 +259,8 @@ class Firer:
             if decision.state is State.FIRED and decision.order is not None:
                 self.stats.fired += 1
                 self.unrecorded.forget(spec.id)  # an earlier unrecorded SELL of it: the same order, counted now
+                if unknown := [r.id for r in result.cancelled if r.id not in sibling_ids]:  # cancelled, not known
+                    self.rearm(unknown)
                 first = sending[0] if sending else None
                 answered: list[float] = []
                 if first is not None:
@@ -339,6 +345,10 @@ class Firer:
                 log.warning("refused SELL not recorded; retrying", extra={"trigger_id": trigger_id,
                                                                           "error": repr(exc)[:300], "delay_s": delay})
                 await asyncio.sleep(delay)
+
+    async def _lost_sells(self, trigger_id: str) -> dict[str, lost_refires.LostSell]:
+        """The SELLs sent under the ids a fire of ``trigger_id`` may send that ended LOST (none without a pool)."""
+        return await lost_refires.lost_sells(getattr(self.store, "pool", None), lost_refires.candidate_ids(trigger_id))
 
     async def _look_for_orders(self, order_ids: list[str]) -> None:
         """Stop counting the unrecorded SELLs the executor has an order of (PostgreSQL counts them); when that

@@ -7,6 +7,7 @@ can hand them a fake; ``app`` is where the real adapters are built and passed in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -149,6 +150,13 @@ class TriggerRows(FireRecords, Protocol):
 
     async def record_observed(self, row: TriggerRow, kind: str, reason: str) -> None:
         """Write the event of a change another service made."""
+
+
+class RecentlyArmed(Protocol):
+    """The newest ARMED triggers (``unwatched``)."""
+
+    async def created(self, since: datetime, until: datetime) -> list[str]:
+        """Ids of the ARMED triggers created at ``since`` or later, before ``until``."""
 
 
 class CopyExits(Protocol):

@@ -1,6 +1,7 @@
 """Keeping the engine in line with PostgreSQL: one trigger at a time (the ``tt:triggers:changed`` notifications of
 control and of the other guards of a rollout, through :class:`~services.guard.trigger_sync.TriggerSync`, and the
-triggers a fire hands back unrecorded), or all of them (a resync).
+triggers a fire hands back unrecorded, and those armed elsewhere that nobody announced: ``unwatched``), or all of
+them (a resync).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,18 @@ class TriggerChanges:
                     guard.engine.remove(tid)
         guard.outbox.kick()
         guard.watch.kick()
+
+    async def sweep_unwatched(self, read: Callable[[], Awaitable[list[str]]]) -> int:
+        """Arm the ARMED triggers ``read`` lists that the engine lacks, though nothing here took them out of it while
+        they were read (armed by another process that never announced them: ``unwatched``); returns how many."""
+        guard = self.guard
+        with guard.engine.noting() as touched:
+            ids = await read()
+        missing = [tid for tid in ids if tid not in guard.engine and tid not in touched]
+        if missing:
+            log.warning("armed triggers nobody announced: watching them", extra={"count": len(missing)})
+            await self.reload_many(missing)
+        return len(missing)
 
     async def _read(self, trigger_ids: list[str], *, many: bool = True) -> dict[str, TriggerRow]:
         """The rows of ``trigger_ids`` (those not found left out), each read after the engine's last change of it:

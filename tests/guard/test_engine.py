@@ -137,11 +137,11 @@ def test_oco_first_closing_fire_cancels_siblings_even_in_the_same_tick() -> None
     assert len(engine) == 0
 
 
-def test_oco_siblings_on_another_asset_are_cancelled_too() -> None:
+def test_a_same_named_group_on_another_asset_is_another_group() -> None:
     engine = load([sl("here", "0.4", oco_group="g"), sl("there", "0.4", asset="asset-2", oco_group="g")])
     out = engine.on_tick(A, bid("0.3"), stale=False)
-    assert [f.spec.id for f in out.fired] == ["here"] and [c.spec.id for c in out.cancelled] == ["there"]
-    assert engine.assets() == set()
+    assert [f.spec.id for f in out.fired] == ["here"] and out.cancelled == []
+    assert engine.assets() == {"asset-2"}
 
 
 def test_remove_upsert_and_resolve() -> None:

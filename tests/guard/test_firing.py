@@ -365,7 +365,11 @@ async def test_a_deferred_trailing_stop_keeps_its_high_water_mark(
     await eventually(lambda: guard.firer.stats.deferred >= 1 and "trg_trail" in guard.engine)
     spec = guard.engine.get("trg_trail")
     assert spec is not None and spec.high_water_mark == Decimal("0.60")
-    assert (await trigger_row(conn, "trg_trail"))["high_water_mark"] == Decimal("0.60")
+
+    async def mark_saved() -> bool:  # the re-arm saves the mark it kept, after putting the stop back
+        return (await trigger_row(conn, "trg_trail"))["high_water_mark"] == Decimal("0.60")
+
+    await eventually(mark_saved)
     # the take-profit's SELL is killed unfilled: the 100 shares are still held
     await standins.executor.emit(ExecutorStandIn.event(standins.executor.sells[0], epb.ORDER_EVENT_TYPE_CANCELLED))
 

@@ -38,7 +38,7 @@ class _Reads:
 
 async def test_a_resync_after_a_fan_out_reads_the_exits_it_took_in_batches(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
-    guard = (await make_guard()).guard
+    guard = (await make_guard(trigger_check_s=600.0)).guard  # no sweep of unwatched triggers reads them meanwhile
     conn = await db(db_url)
     await conn.execute(
         "INSERT INTO triggers (id, wallet, follower_wallet_id, asset_id, kind, trigger_price, sell_fraction,"

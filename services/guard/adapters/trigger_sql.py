@@ -42,7 +42,17 @@ FACTS = (
 # reads before the SELL already as the pool opens the connection (:func:`warm_fire_reads`).
 LOCK_POSITION = ("SELECT pg_advisory_xact_lock(hashtextextended(follower_wallet_id || '/' || asset_id, 0))"
                  " FROM triggers WHERE id = %s")
-LOCK_ROWS = "SELECT * FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+# The OCO group's lock, control's (services.control.trigger_repo.armed_elsewhere_in_group): a create joining the
+# group commits before the rows are locked (and is cancelled with them) or waits for the fire's commit. Taken after
+# the position's lock and before any row's: control takes it holding no trigger row.
+LOCK_GROUP = ("SELECT pg_advisory_xact_lock(hashtextextended('trigger-oco/' || oco_group, 0))"
+              " FROM triggers WHERE id = %s AND oco_group <> ''")
+# The trigger, the siblings the engine passed, and every ARMED member of its OCO group on its position (the same
+# wallet, follower wallet and asset: a same-named trigger on another position is no sibling), which the engine
+# may not know yet.
+LOCK_ROWS = ("SELECT * FROM triggers WHERE id = ANY(%s) OR (state = 'ARMED' AND (oco_group, asset_id,"
+             " follower_wallet_id, wallet) = (SELECT oco_group, asset_id, follower_wallet_id, wallet FROM triggers"
+             " WHERE id = %s AND oco_group <> '')) ORDER BY id FOR UPDATE")
 # Several triggers locked in the database's order of their ids (its collation's: Python's sort of ids that differ in
 # case, a manual trigger's upper-case ULID against an exit's lower-case hex, may not be it under en_US).
 LOCK_IDS = "SELECT 1 FROM triggers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"

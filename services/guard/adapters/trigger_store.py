@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO
 from common.storage import pipelined_transaction
 from services.guard.adapters import trigger_sql as sql
-from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
+from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult, oco_siblings
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import Move, Reason, State, TriggerSpec, apply
 from services.guard.domain.trigger_rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
@@ -61,9 +61,10 @@ async def warm_fire_reads(conn: AsyncConnection[Any]) -> None:
     each table and the unprepared runs of each statement on every pooled connection: in ``bench pipeline --only
     e`` the first 10 fires after guard's restart took 1.4-1.7 ms longer from the tick to the decision (median)
     than the fires from the 100th on, and 0.8-0.9 ms longer with it."""
-    async with conn.pipeline():  # the three prepares and runs in one round trip
+    async with conn.pipeline():  # the four prepares and runs in one round trip
         await conn.execute(sql.LOCK_POSITION, ("",), prepare=True)
-        await conn.execute(sql.LOCK_ROWS, ([""],), prepare=True)
+        await conn.execute(sql.LOCK_GROUP, ("",), prepare=True)
+        await conn.execute(sql.LOCK_ROWS, ([""], ""), prepare=True)
         await conn.execute(sql.FACTS, ("",), prepare=True)
 
 
@@ -106,30 +107,38 @@ class TriggerStore:
                    before_decide: Awaitable[object] | None = None) -> FireResult:
         """Record a fire decision and, when it sends a SELL, cancel the OCO siblings, in one transaction.
 
+        The siblings cancelled are those the engine passed (``siblings``) and, when the trigger closes its
+        position's exits, every ARMED member of its OCO group on its position (wallet, follower wallet, asset) as
+        PostgreSQL has them, the engine's or not (:func:`~services.guard.domain.fire_records.oco_siblings`); they
+        are returned in :attr:`FireResult.cancelled`.
+
         The position is locked (advisory lock on wallet + asset) so concurrent fires on one position
         size against each other's in-flight SELLs; ``decide`` turns the locked row and the position
         facts into what is recorded. ``before_decide``: a read the caller started beside this one, awaited
         before ``decide`` runs. ``on_decided`` runs as soon as the decision is made, the lock
         still held, before the writes and the commit (the caller starts sending the SELL there).
 
-        Every row lock the transaction needs (the trigger and its OCO siblings, in id order, as control
-        locks a subscription's triggers) is taken in the first round trip, before ``on_decided`` starts the
-        SELL: nothing after that can wait on a lock, so no deadlock can abort a fire whose SELL is out.
+        Every lock the transaction needs (the OCO group's, control's lock of a create joining it, then the
+        trigger and its OCO siblings, in id order, as control locks a subscription's triggers) is taken in the
+        first round trip, before ``on_decided`` starts the SELL: nothing after that can wait on a lock (only rows
+        locked then are cancelled), so no deadlock can abort a fire whose SELL is out.
 
         Two round trips in all: BEGIN + locks + reads, then the writes + COMMIT (pipeline mode).
         """
         now = self.clock()
         async with self.pool.connection() as conn, pipelined_transaction(conn):
-            # One round trip: lock the position (wallet + asset never change), then the rows, then read
-            # what the size depends on. Statements run in order, so every fire locks in the same order.
+            # One round trip: lock the position (wallet + asset never change), then the OCO group, then the rows,
+            # then read what the size depends on. Statements run in order, so every fire locks in the same order.
             await conn.execute(sql.LOCK_POSITION, (trigger_id,), prepare=True)
-            locked_cur = await conn.execute(sql.LOCK_ROWS, (sorted({trigger_id, *siblings}),), prepare=True)
+            await conn.execute(sql.LOCK_GROUP, (trigger_id,), prepare=True)
+            locked_cur = await conn.execute(sql.LOCK_ROWS, (sorted({trigger_id, *siblings}), trigger_id),
+                                            prepare=True)
             facts_cur = await conn.execute(sql.FACTS, (trigger_id,), prepare=True)
-            locked = next((r for r in await locked_cur.fetchall() if r["id"] == trigger_id), None)
+            locked_rows = [TriggerRow.from_row(r) for r in await locked_cur.fetchall()]
+            row = next((r for r in locked_rows if r.id == trigger_id), None)
             facts_row = await facts_cur.fetchone()
-            if locked is None or facts_row is None:
+            if row is None or facts_row is None:
                 return FireResult(None, None, (), None)
-            row = TriggerRow.from_row(locked)
             if row.state is not State.ARMED:
                 return FireResult(None, None, (), row.state)
             facts = FireFacts(held=facts_row["held"] or ZERO, in_flight=facts_row["in_flight"] or ZERO,
@@ -155,9 +164,10 @@ class TriggerStore:
                             received_time_ns=tick.received_time_ns)]
             # Every write in one round trip with the COMMIT (the fired row is locked: its after-image is known).
             # Siblings are cancelled only by a SELL sent: a fire that sells nothing leaves them guarding the position.
+            cancel_ids = oco_siblings(row, locked_rows, siblings) if inc else []
             sib_cur = await conn.execute(
-                sql.CANCEL_SIBLINGS, (Reason.OCO_SIBLING_FIRED.value, now, sorted(siblings)),
-                prepare=True) if siblings and inc else None
+                sql.CANCEL_SIBLINGS, (Reason.OCO_SIBLING_FIRED.value, now, cancel_ids),
+                prepare=True) if cancel_ids else None
             await conn.execute(
                 sql.RECORD_FIRE,
                 {"state": decision.state.value, "reason": decision.reason, "inc": inc,

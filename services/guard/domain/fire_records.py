@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common.decimals import ZERO
-from services.guard.domain.trigger_model import State
+from services.guard.domain.trigger_model import State, is_closing
 from services.guard.domain.trigger_rows import TriggerRow
 
 
@@ -43,3 +44,11 @@ class FireResult:
     decision: FireDecision | None
     cancelled: tuple[TriggerRow, ...]
     current_state: State | None
+
+
+def oco_siblings(fired: TriggerRow, locked: Iterable[TriggerRow], passed: Collection[str]) -> list[str]:
+    """Ids of the triggers a fire that sends a SELL cancels, among those locked with it (in id order): the siblings
+    the engine passed, and when the fired trigger closes its position's exits, every member of its OCO group on
+    its position, known to the engine or not."""
+    group = fired.spec().oco_key if fired.oco_group and is_closing(fired.size, fired.sell_fraction) else None
+    return sorted(r.id for r in locked if r.id != fired.id and (r.id in passed or r.spec().oco_key == group))

@@ -17,7 +17,7 @@ from common import bands
 from services.guard.domain.outcomes import Cancelled, Fired, Held, Outcome, Prices
 from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
-from services.guard.domain.trigger_model import Kind, Reason, Source, TriggerSpec, live_mark
+from services.guard.domain.trigger_model import Kind, OcoKey, Reason, Source, TriggerSpec, live_mark
 
 __all__ = ["Band", "Cancelled", "Engine", "Fired", "Held", "Outcome", "Prices", "load"]
 
@@ -37,7 +37,7 @@ class Engine:
         self._by_asset: dict[str, set[str]] = {}
         self._epoch = next(_ENGINES)
         self._asset_changes = 0
-        self._oco: dict[str, set[str]] = {}
+        self._oco: dict[OcoKey, set[str]] = {}  # OCO group (its name on one position) → its members
         self._held: dict[str, set[str]] = {}
         # Per asset and source, the lowest and highest stale price evaluated since its triggers last changed.
         self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
@@ -174,7 +174,7 @@ class Engine:
             self._asset_changes += 1
         ids.add(spec.id)
         if spec.oco_group:
-            self._oco.setdefault(spec.oco_group, set()).add(spec.id)
+            self._oco.setdefault(spec.oco_key, set()).add(spec.id)
         if was_held and old is not None and old.asset_id == spec.asset_id:
             self.mark_held([spec.id])
 
@@ -269,13 +269,13 @@ class Engine:
     # internals
 
     def _settle(self, crossed: list[tuple[TriggerSpec, Decimal]], out: Outcome) -> None:
-        closers: dict[str, str] = {}
+        closers: dict[OcoKey, str] = {}
         for spec, _price in crossed:
-            if spec.oco_group and spec.closing and spec.oco_group not in closers:
-                closers[spec.oco_group] = spec.id
+            if spec.oco_group and spec.closing:
+                closers.setdefault(spec.oco_key, spec.id)
         for spec, price in crossed:
             self._forget(spec)
-            winner = closers.get(spec.oco_group) if spec.oco_group else None
+            winner = closers.get(spec.oco_key) if spec.oco_group else None
             if winner is None or winner == spec.id:
                 out.fired.append(Fired(spec, price))
             else:
@@ -350,11 +350,11 @@ class Engine:
             if not held:
                 del self._held[spec.asset_id]
         if spec.oco_group:
-            members = self._oco.get(spec.oco_group)
+            members = self._oco.get(spec.oco_key)
             if members is not None:
                 members.discard(spec.id)
                 if not members:
-                    del self._oco[spec.oco_group]
+                    del self._oco[spec.oco_key]
 
     def _prune(self, asset_id: str) -> None:
         books = self._books.get(asset_id)
@@ -383,7 +383,7 @@ def load(specs: Iterable[TriggerSpec]) -> Engine:
             ids = engine._by_asset[spec.asset_id] = set()
         ids.add(spec.id)
         if spec.oco_group:
-            engine._oco.setdefault(spec.oco_group, set()).add(spec.id)
+            engine._oco.setdefault(spec.oco_key, set()).add(spec.id)
         if spec.kind is Kind.TAKE_PROFIT:
             tp.setdefault((spec.asset_id, spec.source), []).append((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:

@@ -100,6 +100,15 @@ class Reason(StrEnum):
     TRIGGER_CHANGED = "TRIGGER_CHANGED"
 
 
+class OcoKey(NamedTuple):
+    """An OCO group: its name on one position (wallet, follower wallet, asset)."""
+
+    wallet: str
+    follower_wallet_id: str
+    asset_id: str
+    name: str
+
+
 class TriggerSpec(NamedTuple):
     """What the engine needs of an ARMED trigger (a named tuple: 100,000 of them build fast and small).
 
@@ -108,6 +117,8 @@ class TriggerSpec(NamedTuple):
     ``closing`` is true when firing ends the position's exits: a size-based trigger or a
     sell fraction of 1. In an OCO group a closing fire cancels the siblings; a partial rung
     (fraction < 1) sells its share and leaves the siblings armed on the rest.
+    ``wallet`` and ``follower_wallet_id`` (with ``asset_id``: the position guarded) scope the OCO group
+    (:attr:`oco_key`).
     """
 
     id: str
@@ -120,6 +131,14 @@ class TriggerSpec(NamedTuple):
     high_water_mark: Decimal = ZERO
     oco_group: str = ""
     closing: bool = True
+    wallet: str = ""
+    follower_wallet_id: str = ""
+
+    @property
+    def oco_key(self) -> OcoKey:
+        """The OCO group (when ``oco_group`` names one) as one position's exits: a same-named trigger guarding
+        another asset or wallet is no sibling (groups stored before control refused a group spanning positions)."""
+        return OcoKey(self.wallet, self.follower_wallet_id, self.asset_id, self.oco_group)
 
     def with_mark(self, mark: Decimal) -> TriggerSpec:
         """A copy carrying the current high-water mark."""

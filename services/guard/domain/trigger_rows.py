@@ -17,7 +17,7 @@ from tradingtools.control.v1 import trigger_pb2 as tpb
 from tradingtools.guard.v1 import guard_pb2 as gpb
 
 SPEC_COLUMNS = ("id", "asset_id", "kind", "price_source", "trigger_price", "trail_pct", "activation_price",
-                "high_water_mark", "oco_group", "size", "sell_fraction")
+                "high_water_mark", "oco_group", "size", "sell_fraction", "wallet", "follower_wallet_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ class TriggerRow:
         mark = live_mark(self.high_water_mark, self.activation_price)
         return TriggerSpec(self.id, self.asset_id, self.kind, self.price_source, self.trigger_price,
                            self.trail_pct, self.activation_price, mark, self.oco_group,
-                           is_closing(self.size, self.sell_fraction))
+                           is_closing(self.size, self.sell_fraction), self.wallet, self.follower_wallet_id)
 
 
 _KIND_OF = {k.value: k for k in Kind}
@@ -85,14 +85,17 @@ _SOURCE_OF = {s.value: s for s in Source}
 def spec_from_tuple(t: tuple[Any, ...]) -> TriggerSpec:
     """A spec from a tuple row in ``SPEC_COLUMNS`` order (the bulk start-up load).
 
-    Asset ids and OCO groups are interned and zero decimals shared: 100,000 specs hold far fewer objects. A mark
-    below the activation price is no mark (:func:`live_mark`).
+    Asset ids, wallets and OCO groups are interned and zero decimals shared: 100,000 specs hold far fewer objects.
+    A mark below the activation price is no mark (:func:`live_mark`). A row without the wallet columns is on no
+    wallet.
     """
-    tid, asset, kind, source, price, trail, activation, mark, group, size, fraction = t
+    tid, asset, kind, source, price, trail, activation, mark, group, size, fraction = t[:11]
+    wallet, wallet_id = t[11:] or ("", "")
     activation = activation or ZERO
     mark = mark if mark and mark >= activation else ZERO  # live_mark, inline: the hot loop of the load
     return TriggerSpec(tid, sys.intern(asset), _KIND_OF[kind], _SOURCE_OF[source], price or ZERO, trail or ZERO,
-                       activation, mark, sys.intern(group) if group else "", size > 0 or fraction >= 1)
+                       activation, mark, sys.intern(group) if group else "", size > 0 or fraction >= 1,
+                       sys.intern(wallet), sys.intern(wallet_id))
 
 
 def client_order_id(trigger_id: str, fire_no: int) -> str:
