@@ -20,7 +20,7 @@ from services.ingest.levelbytes import JSON_BOOL, level_json, levels_json, mid_t
 from tradingtools.market.v1 import market_pb2 as mpb
 
 DEFAULT_TICK = Decimal("0.01")
-PENDING_MAX = 10_000  # level changes kept per book while it waits for a snapshot
+PENDING_MAX = 10_000  # levels whose changes a book keeps while it waits for a snapshot
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
@@ -58,8 +58,8 @@ class AssetBook:
         self.hint_ask: Decimal | None = None
         self.venue_ms = 0
         self.snapshot_ms = 0  # venue time of the last snapshot: older deltas are already in it
-        # (venue ms, side, price, size) of the level changes received out of sync, for the next snapshot (hold)
-        self.pending: list[tuple[int, str, Decimal, Decimal]] = []
+        # (side, price) -> (venue ms, size): each level's last change out of sync (a book's venue times do not go back)
+        self.pending: dict[tuple[str, Decimal], tuple[int, Decimal]] = {}
         self.pending_lost_ms = 0  # the newest venue time of a change dropped from ``pending`` (bounded)
         self.updated_ms = 0
         self.stale = False
@@ -111,18 +111,18 @@ class AssetBook:
                 js[n - 1 - i if bid else i] = level_json(price, size)
 
     def hold(self, venue_ms: int, side: str, price: Decimal, size: Decimal) -> None:
-        """Keep a change received out of sync for the next snapshot, which may be older (a REST /book); bounded."""
-        self.pending.append((venue_ms, side, price, size))
+        """Keep a change received out of sync for the next snapshot (maybe older: a REST /book); bounded."""
+        self.pending[side, price] = (venue_ms, size)
         if len(self.pending) > PENDING_MAX:
-            dropped, self.pending = self.pending[:PENDING_MAX // 2], self.pending[PENDING_MAX // 2:]
-            self.pending_lost_ms = max(self.pending_lost_ms, *[c[0] for c in dropped])
+            dropped = list(self.pending)[:PENDING_MAX // 2]
+            self.pending_lost_ms = max(self.pending_lost_ms, *[self.pending.pop(k)[0] for k in dropped])
 
     def unsync(self) -> None:
         """Out of sync: levels wait for a snapshot, the venue hints of before are not served meanwhile."""
         self.synced = False
         self.unsynced_since_ms = 0
         self.hint_bid = self.hint_ask = None
-        self.pending, self.pending_lost_ms = [], 0
+        self.pending, self.pending_lost_ms = {}, 0
 
     def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
         """Replace both sides (a snapshot); zero sizes must already be left out. A level the book already held
@@ -331,10 +331,10 @@ class BookState:
         book.replace({p: s for p, s in msg.bids if s != 0}, {p: s for p, s in msg.asks if s != 0})
         book.synced = True
         book.snapshot_ms = msg.venue_ms
-        pending, lost_ms, book.pending, book.pending_lost_ms = book.pending, book.pending_lost_ms, [], 0
+        pending, lost_ms, book.pending, book.pending_lost_ms = book.pending, book.pending_lost_ms, {}, 0
         if lost_ms and lost_ms >= msg.venue_ms:  # changes newer than the snapshot were dropped: not complete
             return self._lose(book)
-        for venue_ms, side, price, size in pending:  # received out of sync: those the snapshot lacks go over it
+        for (side, price), (venue_ms, size) in pending.items():  # received out of sync: those it lacks go over it
             if not venue_ms or venue_ms >= msg.venue_ms:  # (a change without a venue time: laid over too)
                 book.set_level(side, price, size)
         kind = mpb.TICK_KIND_BOOK
