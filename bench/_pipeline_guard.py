@@ -116,7 +116,9 @@ class _Walks:
             edits = (("BUY", p, "0"), ("BUY", p - LEVELS, s), ("SELL", p, s), ("SELL", p + LEVELS, "0"))
             p -= 1
         self.price[token] = p
-        best_bid, best_ask = _PX[p], _PX[p + 1]
+        # the book's own top, as the venue's hints are: add_market leaves the mid empty (best ask p + 2) until a
+        # token first moves up, and hints of p + 1 would tell ingest its book missed a change
+        best_bid, best_ask = _TEXT[max(bids)], _TEXT[min(asks)]
         n = next(self._hashes)
         return [{"asset_id": token, "price": _PX[cents], "size": size_s, "side": side,
                  "hash": f"{n:012x}{i:04x}", "best_bid": best_bid, "best_ask": best_ask}
@@ -133,6 +135,7 @@ class _Walks:
 
 _CENTS = {c: Decimal(c) / 100 for c in range(101)}
 _PX = [f"0.{c:02d}" for c in range(101)]
+_TEXT = {_CENTS[c]: _PX[c] for c in range(1, 100)}  # a level's price (any Decimal spelling) -> its wire text
 _SIZE = Decimal(LEVEL_SIZE)
 
 

@@ -7,6 +7,12 @@ routed meanwhile (``stall_s`` x 1,000) reach it at once. Measured: the executor'
 order routed before it reached the Insiders fake (the backlog drained), and that every order was POSTed
 exactly once there. A stall near the executor's ``max_order_age_s`` (60 s) leaves orders too old to send when
 their turn comes: those are refused (REJECTED ``STALE_ORDER``), counted, and not expected at the fake.
+
+A stop longer than the executor lease's unconfirmed deadline (``common.lease.MAX_UNCONFIRMED_S``, 8 s, counted on
+CLOCK_BOOTTIME, which runs on while the process is stopped) makes the executor exit once continued: another
+executor may have taken its lease meanwhile. The supervisor starts it again, so the default 10-s stall drains its
+backlog through a restart and its recovery; the POSTs it had in flight at its exit go UNKNOWN and are settled by
+status queries (``orders_unknown_or_failed_after_stall``). Memory is sampled from whichever process runs.
 """
 
 from __future__ import annotations
@@ -35,15 +41,18 @@ def scenario_f(b: Bench, *, rate: float = 100.0, leaders: int = 10, followers: i
     warm = b.drive(rate, 2.0, plan)
     b.wait_posts(wallets, warm * followers, 30)
     since = b.post_count()
-    pid = int(b.p.program("executor")["pid"])
+    pid = int(b.p.program("executor")["pid"])  # the process stopped; a restart after the stall runs another
     rss: list[tuple[float, float]] = []
     marks: dict[str, float] = {}
     done = threading.Event()
     t0 = time.monotonic()
 
     def sample() -> None:
+        running = pid
         while not done.is_set():
-            mb = memory_mb(pid).get("VmRSS")
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                running = int(b.p.program("executor")["pid"])
+            mb = memory_mb(running).get("VmRSS")
             if mb is not None:
                 rss.append((time.monotonic() - t0, mb))
             time.sleep(0.25)
