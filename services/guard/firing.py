@@ -38,8 +38,7 @@ from opentelemetry import metrics, trace
 from common.decimals import ZERO
 from common.retry import Backoff
 from common.telemetry import extract, inject
-from services.guard import lost_refires
-from services.guard.domain import sell_orders, sell_sizing
+from services.guard.domain import lost_refires, sell_orders, sell_sizing
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Fired
@@ -153,10 +152,9 @@ class Firer:
             # read beside the locked PostgreSQL reads (awaited before deciding); a failure is the fire's
             market_read = asyncio.ensure_future(self.markets.market(spec.asset_id))
             market_read.add_done_callback(_retrieve)
-            lost_read = asyncio.ensure_future(self._lost_sells(spec.id))  # a failure is the fire's too
             unseen = self.unrecorded.unseen(spec.asset_id)
-            before: asyncio.Future[Any] = asyncio.gather(market_read, lost_read, *(
-                [self._look_for_orders(unseen)] if unseen else []))
+            before: asyncio.Future[Any] = market_read if not unseen else asyncio.gather(
+                market_read, self._look_for_orders(unseen))
             before.add_done_callback(_retrieve)
 
             def decide(row: TriggerRow, facts: FireFacts) -> FireDecision:
@@ -171,7 +169,7 @@ class Firer:
                 market = market_read.result()
                 if market is not None and market.resolved_winner:  # resolved, its position not settled yet
                     return FireDecision(State.CANCELLED, Reason.MARKET_RESOLVED.value)
-                fire_no = lost_refires.fire_number(row, lost_read.result())
+                fire_no = lost_refires.fire_number(row, facts.lost)
                 if fire_no is None:  # its earlier SELL ended LOST and may still have sold: decide again later
                     return FireDecision(State.ARMED, Reason.DEFERRED_IN_FLIGHT_SELL.value)
                 in_flight = facts.in_flight + self.unrecorded.shares((row.follower_wallet_id, row.asset_id),
@@ -345,10 +343,6 @@ class Firer:
                 log.warning("refused SELL not recorded; retrying", extra={"trigger_id": trigger_id,
                                                                           "error": repr(exc)[:300], "delay_s": delay})
                 await asyncio.sleep(delay)
-
-    async def _lost_sells(self, trigger_id: str) -> dict[str, lost_refires.LostSell]:
-        """The SELLs sent under the ids a fire of ``trigger_id`` may send that ended LOST (none without a pool)."""
-        return await lost_refires.lost_sells(getattr(self.store, "pool", None), lost_refires.candidate_ids(trigger_id))
 
     async def _look_for_orders(self, order_ids: list[str]) -> None:
         """Stop counting the unrecorded SELLs the executor has an order of (PostgreSQL counts them); when that

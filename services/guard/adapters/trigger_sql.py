@@ -1,7 +1,20 @@
 """The trigger store's statements (``adapters.trigger_store``): a fire's locks, reads and record, settling an
 order event, holding triggers on a stale book."""
 
-from common.lost_sells import lost_of, unseen
+from common.lost_sells import WINDOW_S, lost_of, unseen
+
+# The SELLs sent under the trigger's own client order ids (a parameter: services.guard.domain.lost_refires) that ended
+# LOST with no fill known; ``selling``: still counted as being sold (as in_flight counts them, common.lost_sells);
+# ``sold_since``: the venue's count of the position corrected down since it ended.
+LOST = (
+    "SELECT array_agg(o.client_order_id) AS ids,"
+    " array_agg(p.state = 'OPEN' AND p.id IS NOT NULL AND (" + unseen("p") + ")) AS selling,"
+    " array_agg(coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || p.id AND f.side = 'SELL'"
+    "  AND f.fill_time >= date_trunc('second', l.terminal_at) AND p.state = 'OPEN'), 0)) AS sold_since"
+    " FROM orders o JOIN lost_sells l ON l.client_order_id = o.client_order_id"
+    "  AND l.terminal_at > now() - make_interval(secs => " + str(WINDOW_S) + ")"
+    " WHERE o.client_order_id = ANY(%s) AND o.state = 'LOST' AND o.filled_size = 0"
+    " AND o.follower_wallet_id = t.follower_wallet_id AND o.asset_id = t.asset_id")
 
 # The position is the wallet's positions row in the asset whatever its origin (copied, manual, or external:
 # created by reconciliation), while it is OPEN; its size is the venue's count once reconciled. A trigger
@@ -31,10 +44,11 @@ FACTS = (
     "   AND f.state = 'FIRED' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = f.order_id))"
     " + (SELECT COALESCE(SUM(GREATEST(o.size - o.filled_size, 0)), 0)"
     "   FROM " + lost_of("t.follower_wallet_id", "= t.asset_id") + " WHERE " + unseen("p") + ")"
-    " AS in_flight"
+    " AS in_flight, x.ids AS lost_ids, x.selling AS lost_selling, x.sold_since AS lost_sold_since"
     " FROM triggers t"
     " LEFT JOIN positions p ON p.follower_wallet_id = t.follower_wallet_id AND p.asset_id = t.asset_id"
     " LEFT JOIN subscriptions s ON s.id = t.subscription_id"
+    " CROSS JOIN LATERAL (" + LOST + ") x"
     " WHERE t.id = %s")
 
 

@@ -22,6 +22,7 @@ from common.decimals import ZERO
 from common.storage import pipelined_transaction
 from services.guard.adapters import trigger_sql as sql
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult, oco_siblings
+from services.guard.domain.lost_refires import LostSell, candidate_ids
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import Move, Reason, State, TriggerSpec, apply
 from services.guard.domain.trigger_rows import SPEC_COLUMNS, TriggerRow, event, spec_from_tuple
@@ -65,7 +66,7 @@ async def warm_fire_reads(conn: AsyncConnection[Any]) -> None:
         await conn.execute(sql.LOCK_POSITION, ("",), prepare=True)
         await conn.execute(sql.LOCK_GROUP, ("",), prepare=True)
         await conn.execute(sql.LOCK_ROWS, ([""], ""), prepare=True)
-        await conn.execute(sql.FACTS, ("",), prepare=True)
+        await conn.execute(sql.FACTS, ([], ""), prepare=True)
 
 
 class TriggerStore:
@@ -133,7 +134,7 @@ class TriggerStore:
             await conn.execute(sql.LOCK_GROUP, (trigger_id,), prepare=True)
             locked_cur = await conn.execute(sql.LOCK_ROWS, (sorted({trigger_id, *siblings}), trigger_id),
                                             prepare=True)
-            facts_cur = await conn.execute(sql.FACTS, (trigger_id,), prepare=True)
+            facts_cur = await conn.execute(sql.FACTS, (candidate_ids(trigger_id), trigger_id), prepare=True)
             locked_rows = [TriggerRow.from_row(r) for r in await locked_cur.fetchall()]
             row = next((r for r in locked_rows if r.id == trigger_id), None)
             facts_row = await facts_cur.fetchone()
@@ -143,7 +144,8 @@ class TriggerStore:
                 return FireResult(None, None, (), row.state)
             facts = FireFacts(held=facts_row["held"] or ZERO, in_flight=facts_row["in_flight"] or ZERO,
                               condition_id=facts_row["cond"] or "", follower_user_id=facts_row["user_id"] or "",
-                              mode_paper=facts_row["mode"] == "PAPER", resolved=bool(facts_row["resolved"]))
+                              mode_paper=facts_row["mode"] == "PAPER", resolved=bool(facts_row["resolved"]),
+                              lost=_lost_sells(facts_row))
             if before_decide is not None:
                 await before_decide
             decision = decide(row, facts)
@@ -357,3 +359,9 @@ class TriggerStore:
             return []
         rows = await (await conn.execute(sql.CANCEL, (list(ids), reason, now))).fetchall()
         return sorted((TriggerRow.from_row(r) for r in rows), key=lambda r: r.id)
+
+
+def _lost_sells(facts: dict[str, Any]) -> dict[str, LostSell]:
+    """The fire's own SELLs that ended LOST (``sql.LOST``), by client order id."""
+    return {oid: LostSell(bool(selling), sold or ZERO) for oid, selling, sold in zip(
+        facts["lost_ids"] or (), facts["lost_selling"] or (), facts["lost_sold_since"] or (), strict=True)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from common.decimals import ZERO
+from services.guard.domain.lost_refires import LostSell
 from services.guard.domain.trigger_model import State, is_closing
 from services.guard.domain.trigger_rows import TriggerRow
 
@@ -21,6 +22,7 @@ class FireFacts:
     follower_user_id: str
     mode_paper: bool
     resolved: bool = False  # the position's market resolved: nothing is left to sell
+    lost: Mapping[str, LostSell] = field(default_factory=dict)  # by client order id: the fire's own, ended LOST
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,37 +15,25 @@ whose id names a LOST SELL with no fill known:
   before, rather than sell its share twice.
 
 Any other ended SELL (filled, in part or whole, or ended with nothing sold for a known reason) is taken as before.
+The LOST SELLs of a fire's ids are read with its position, under its lock (``adapters.trigger_sql.FACTS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
-from common.decimals import ZERO
-from common.lost_sells import WINDOW_S, unseen
 from services.guard.domain.trigger_rows import TriggerRow, client_order_id
 
 FIRE_NUMBERS = 3  # ids read per fire: the row's next fire number and the two after it
 
-# The orders of ``ids`` that ended LOST with no fill known; ``selling``: still counted as being sold (as guard's fire
-# reads count them, common.lost_sells); ``sold_since``: the venue's count corrected down since it ended.
-LOST = (
-    "SELECT o.client_order_id, p.id IS NOT NULL AND (" + unseen("p") + ") AS selling,"
-    " coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || p.id AND f.side = 'SELL'"
-    "  AND f.fill_time >= date_trunc('second', l.terminal_at)), 0) AS sold_since"
-    " FROM orders o JOIN lost_sells l ON l.client_order_id = o.client_order_id"
-    "  AND l.terminal_at > now() - make_interval(secs => " + str(WINDOW_S) + ")"
-    " LEFT JOIN positions p ON p.follower_wallet_id = o.follower_wallet_id AND p.asset_id = o.asset_id"
-    "  AND p.state = 'OPEN'"
-    " WHERE o.client_order_id = ANY(%s) AND o.state = 'LOST' AND o.filled_size = 0")
-
 
 @dataclass(frozen=True, slots=True)
 class LostSell:
-    """A SELL sent under a row's client order id that ended LOST with no fill known."""
+    """A SELL sent under a row's client order id that ended LOST with no fill known: ``selling``, still counted as
+    being sold (as a fire's reads count them, common.lost_sells); ``sold_since``, the venue's count corrected down
+    since it ended."""
 
     selling: bool
     sold_since: Decimal
@@ -56,16 +44,7 @@ def candidate_ids(trigger_id: str) -> list[str]:
     return [client_order_id(trigger_id, n) for n in range(1, FIRE_NUMBERS + 1)]
 
 
-async def lost_sells(pool: Any, order_ids: Sequence[str]) -> dict[str, LostSell]:
-    """Those of ``order_ids`` that ended LOST with no fill known (none without a ``pool``: a store that keeps none)."""
-    if pool is None:
-        return {}
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(LOST, (list(order_ids),))).fetchall()
-    return {r["client_order_id"]: LostSell(bool(r["selling"]), r["sold_since"] or ZERO) for r in rows}
-
-
-def fire_number(row: TriggerRow, lost: dict[str, LostSell]) -> int | None:
+def fire_number(row: TriggerRow, lost: Mapping[str, LostSell]) -> int | None:
     """The fire number whose client order id ``row``'s fire sends, None when it must wait (see the module)."""
     whole = row.size <= 0 and row.sell_fraction >= 1
     n = row.fire_count + 1
