@@ -4,7 +4,8 @@ REST resyncs of books the socket did not keep in sync.
 The publisher coalesces: while one Redis round trip is in flight, further changes accumulate and go
 in the next pipeline, so a burst of deltas costs one write per asset, yet every tick (built when the
 change happened) is appended in order. The beat (``tt:bookfeed``) goes after the books of its write, so
-a reader that saw a beat finds every change received before it in the books.
+a reader that saw a beat finds every change received before it in the books. Ticks Redis does not take wait in
+memory; past ``backlog_max`` of them, the old ones guard can do without are dropped (:meth:`BookPublisher._thin`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from common.retry import Backoff
 from common.streams import PRICE_TICKS, note_appended
 from services.ingest.books import BookState, Touched
 from services.ingest.metrics import IngestMetrics
-from services.ingest.tickgate import TickGate
+from services.ingest.tickgate import PRICE_KINDS, TickGate
 from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
+_ZERO = Decimal(0)  # (not a price: _thin's mark of a text not parsed yet)
 _KIND_NAMES = {v: k for k, v in mpb.TickKind.items()}
 
 # One XADD per tick in a MULTI, pipelined with the rest of the write on the hand-written RESP connection (a
@@ -38,6 +40,8 @@ _KIND_NAMES = {v: k for k, v in mpb.TickKind.items()}
 # a blocked reader once per write, not at its first tick. Entries are one tick each (field ``p``).
 _BOOK_PREFIX = book_key("")
 _RETRY = Backoff(0.05, 2.0)
+BACKLOG_MAX = 50_000  # ticks waiting (Redis not answering) past which the old ones are thinned (_thin)
+FRESH_S = 5.0  # ticks received this recently are never thinned: guard may still fire on them (tick_max_age_s 2 s)
 
 
 @dataclass(eq=False, slots=True)
@@ -68,7 +72,8 @@ class BookPublisher:
     def __init__(self, connect: Callable[[], Awaitable[RespConnection]], books: BookState, metrics: IngestMetrics,
                  *, depth: int = 100, maxlen: int = 1_000_000, stream: str = PRICE_TICKS,
                  on_market: Callable[[str, str], None] = lambda _a, _c: None, reply_timeout_s: float = 10.0,
-                 backoff: Backoff = _RETRY, rng: random.Random | None = None, gate: TickGate | None = None) -> None:
+                 backoff: Backoff = _RETRY, rng: random.Random | None = None, gate: TickGate | None = None,
+                 backlog_max: int = BACKLOG_MAX, fresh_s: float = FRESH_S) -> None:
         self.connect = connect
         self.books = books
         self.metrics = metrics
@@ -80,6 +85,8 @@ class BookPublisher:
         self.backoff = backoff
         self.rng = rng or random.Random()
         self.gate = gate  # which ticks go to the log (guard's price bands); None: every one
+        self.backlog_max, self.fresh_ns = backlog_max, int(fresh_s * 1e9)
+        self._thin_at = backlog_max
         self._conn: RespConnection | None = None
         self._dirty: dict[str, None] = {}
         self._ticks: list[bytes] = []
@@ -145,9 +152,43 @@ class BookPublisher:
         self._schedule()
 
     def _schedule(self) -> None:
+        if len(self._ticks) > self._thin_at:
+            self._thin()
         if not self._scheduled and self._in_flight is None and self._conn is not None:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._send)
+
+    def _thin(self) -> None:
+        """Too many ticks wait (Redis does not answer): drop those guard can do without. Kept: each asset's latest,
+        every one younger than ``fresh_ns`` (guard may fire on it), every one not of a price kind, and each price
+        tick with a price (best bid, mid or last trade) above or below all later ticks' of its asset and staleness:
+        guard still lifts every trailing mark to the highest price after any arm, and holds what a late price
+        crossed."""
+        cutoff, ticks = time.time_ns() - self.fresh_ns, self._ticks
+        seen: dict[tuple[str, bool], tuple[list[Decimal | None], list[Decimal | None]]] = {}
+        latest: set[str] = set()
+        numbers: dict[str, Decimal | None] = {"": None}
+        kept: list[bytes] = []
+        for raw in reversed(ticks):
+            tick = mpb.PriceTick.FromString(raw)
+            keep = tick.kind not in PRICE_KINDS or tick.received_time_ns >= cutoff or tick.asset_id not in latest
+            latest.add(tick.asset_id)
+            if tick.kind in PRICE_KINDS:
+                high, low = seen.setdefault((tick.asset_id, tick.stale), ([None] * 3, [None] * 3))
+                for i, text in enumerate((tick.best_bid, tick.mid, tick.last_trade_price)):
+                    if (price := numbers.get(text, _ZERO)) is _ZERO:
+                        price = numbers[text] = Decimal(text)
+                    if price is not None:
+                        if (top := high[i]) is None or price > top:
+                            high[i], keep = price, True
+                        if (bottom := low[i]) is None or price < bottom:
+                            low[i], keep = price, True
+            if keep:
+                kept.append(raw)
+        kept.reverse()
+        self._ticks = kept
+        self._thin_at = max(self.backlog_max, 2 * len(kept))
+        log.warning("book publish backlog thinned", extra={"ticks": len(ticks), "kept": len(kept)})
 
     @property
     def pending(self) -> bool:
@@ -178,6 +219,7 @@ class BookPublisher:
         if not (dirty or ticks or tick_sizes or beat or gone):
             return
         self._dirty, self._ticks, self._tick_sizes, self._beat, self._gone = {}, [], {}, None, {}
+        self._thin_at = self.backlog_max
         if self._kinds:
             for kind, n in self._kinds.items():
                 self.metrics.tick(_KIND_NAMES.get(kind) or str(kind), n)

@@ -112,15 +112,15 @@ class AssetBook:
 
     def hold(self, venue_ms: int, side: str, price: Decimal, size: Decimal) -> None:
         """Keep a change received out of sync for the next snapshot (maybe older: a REST /book); bounded."""
+        self.pending.pop((side, price), None)  # changed again: last in line, the least recently changed go first
         self.pending[side, price] = (venue_ms, size)
         if len(self.pending) > PENDING_MAX:
-            dropped = list(self.pending)[:PENDING_MAX // 2]
-            self.pending_lost_ms = max(self.pending_lost_ms, *[self.pending.pop(k)[0] for k in dropped])
+            lost = [self.pending.pop(k)[0] for k in list(self.pending)[:PENDING_MAX // 2 or 1]]
+            self.pending_lost_ms = max(self.pending_lost_ms, *lost)
 
     def unsync(self) -> None:
         """Out of sync: levels wait for a snapshot, the venue hints of before are not served meanwhile."""
-        self.synced = False
-        self.unsynced_since_ms = 0
+        self.synced, self.unsynced_since_ms = False, 0
         self.hint_bid = self.hint_ask = None
         self.pending, self.pending_lost_ms = {}, 0
 
