@@ -179,6 +179,7 @@ class ResumableConsumer(Generic[T]):
                     self.stats.connected = True
                     self._attempt = 0
                     await self._handle_one(item_cursor, item)
+                    reraise_if_cancelling()  # a client library may have swallowed the cancel (common.cancel)
                 raise ConnectionError("upstream stream ended")
             except asyncio.CancelledError:
                 raise
@@ -240,6 +241,7 @@ class ResumableConsumer(Generic[T]):
                 if not room.is_set():
                     room.set()
                 await self._handle_batch(batch)
+                reraise_if_cancelling()
         finally:
             reader.cancel()
             await asyncio.wait({reader}, timeout=1.0)

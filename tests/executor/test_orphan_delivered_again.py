@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from common import reservations
+from common.cancel import stop_tasks
 from common.consumer import ResumableConsumer
 from common.fastredis import FastRedis
 from common.livefeed import LiveFeed
@@ -68,17 +69,20 @@ async def test_a_dead_lettered_trade_delivered_again_runs_holding_its_reservatio
             yield "1-0", routed
         await asyncio.Event().wait()
 
-    def consumer() -> ResumableConsumer[epb.RoutedTrade]:
-        return ResumableConsumer("executor", stream, admission.handle, Cursors(), start="0-0",
+    def consumer(cursors: Cursors) -> ResumableConsumer[epb.RoutedTrade]:
+        return ResumableConsumer("executor", stream, admission.handle, cursors, start="0-0",
                                  dead_letter=releasing_dead_letters(record, r), backoff=Backoff(0.01, 0.02),
                                  max_handler_attempts=2)
 
+    saved = Cursors()
     jtask = asyncio.create_task(journal.run())
-    first = asyncio.create_task(consumer().run())
+    first = asyncio.create_task(consumer(saved).run())
     again: asyncio.Task[None] | None = None
     try:
-        await eventually(lambda: dead == ["1-0"], timeout_s=5)
-        first.cancel()  # the crash: its cursor past the trade was never saved
+        # the dead-letter step done (orders marked orphaned, cursor saved): a cancel inside its Redis calls could
+        # stop it before the mark, or be swallowed by redis-py and leave the consumer running
+        await eventually(lambda: dead == ["1-0"] and saved.saved == {"executor": "1-0"}, timeout_s=5)
+        first.cancel()
         await asyncio.gather(first, return_exceptions=True)
 
         async def released() -> bool:
@@ -86,7 +90,7 @@ async def test_a_dead_lettered_trade_delivered_again_runs_holding_its_reservatio
 
         await eventually(released, timeout_s=5)  # the repair pass released the orphan's reservation
         store.down = False
-        again = asyncio.create_task(consumer().run())  # the next start reads the trade again
+        again = asyncio.create_task(consumer(Cursors()).run())  # the crash lost the save: the trade is read again
         await eventually(lambda: rows(db_url, "SELECT state FROM orders WHERE client_order_id = %s",
                                       order.client_order_id) != [], timeout_s=5)
         state = rows(db_url, "SELECT state FROM orders WHERE client_order_id = %s", order.client_order_id)[0][0]
@@ -95,10 +99,7 @@ async def test_a_dead_lettered_trade_delivered_again_runs_holding_its_reservatio
         assert held == 10_000_000, (f"order {order.client_order_id} runs ({state}) with {held} micro-USD reserved: "
                                     "its reservation was released as an orphan's")
     finally:
-        for t in (again, jtask):
-            if t is not None:
-                t.cancel()
-        await asyncio.gather(*(t for t in (again, jtask) if t is not None), return_exceptions=True)
+        await stop_tasks([t for t in (first, again, jtask) if t is not None])  # redis-py may swallow a cancel
         await runner.close()
         await pool.close()
         await fast.aclose()
