@@ -14,6 +14,9 @@ it, ``asOf`` having a second's resolution): a lagging count, however late it is 
 that ended in the position's current life (one admitted before it opened waited, sized by its fraction, for the BUY
 that opened it), in the last :data:`WINDOW_S`, count (a wallet whose token stays busy is reconciled late; past that,
 the periodic rounds have read it). They are read from ``lost_sells``, where a trigger notes them (migration 0830).
+Settlement holds a position back while one counts (:func:`selling`): settled from the shares booked, a position whose
+SELL did sell realized a payout for shares it no longer held and asked to redeem them; reconciliation compares such a
+position's token even once its market resolved (the venue still lists it, redeemable), and the settlement follows.
 """
 
 from __future__ import annotations
@@ -41,3 +44,21 @@ def unseen(x: str) -> str:
             # what every LOST SELL of the position's life may have sold: a correction clears them all or none
             f" < (SELECT sum(greatest(o.size - o.filled_size, 0))"
             f" FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE l.terminal_at >= {x}.opened_at)")
+
+
+def selling(x: str) -> str:
+    """The SQL condition that position row ``x`` has a LOST SELL that still counts as selling (:func:`unseen`)."""
+    return f"EXISTS (SELECT 1 FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE {unseen(x)})"
+
+
+def awaited(x: str, condition: str) -> str:
+    """The SQL condition that settlement holds position row ``x`` back for a count (:func:`selling`), which
+    reconciliation takes even once its market resolved: but once its wallet's redemption of the market (``condition``,
+    an SQL expression; NULL: none recorded) is recorded, whose count may lack what that redemption took."""
+    return (f"({selling(x)} AND NOT EXISTS (SELECT 1 FROM redemptions d"
+            f" WHERE d.follower_wallet_id = {x}.follower_wallet_id AND d.condition_id = {condition}))")
+
+
+def market_of(x: str) -> str:
+    """The SQL expression of the condition id of position row ``x``'s recorded resolution (NULL: none)."""
+    return f"(SELECT ra.condition_id FROM resolved_assets ra WHERE ra.asset_id = {x}.asset_id LIMIT 1)"

@@ -154,16 +154,17 @@ class Reconciler:
         # a count taken before a booking cannot hold it: the grace counts back from the count's asOf too
         counted = CountTime.of(parsed.as_of.timestamp() if parsed.as_of else None, venue)
         view = await self.store.view(wallet.follower_wallet_id, self.grace_s, asked_at, counted)
-        corrections = reconcile(view.booked, venue, view.busy, view.resolved)
+        corrections = reconcile(view.booked, venue, view.busy, view.resolved, view.lost)
         corrected = {c.asset_id for c in corrections}
         open_assets = {b.asset_id for b in view.booked if b.state == "OPEN"}
         agreeing = [v for v in venue if v.asset_id in open_assets and v.asset_id not in corrected]
         # a busy, resolved or redeemable token's count is shown, not taken as compared (common.lost_sells reads when
-        # it was); a count without asOf is as old as the asking
+        # it was), but for a resolved or redeemable one with a LOST SELL settlement waits for; a count without asOf is
+        # as old as the asking
         applied = await self.store.apply(
             wallet, corrections, agreeing, view.subscriptions,
             counted if counted.answer is not None else replace(counted, answer=asked_wall),
-            uncompared={*view.busy, *view.resolved, *(v.asset_id for v in venue if v.redeemable)})
+            uncompared=view.busy | ({*view.resolved, *(v.asset_id for v in venue if v.redeemable)} - view.lost))
         self.stats.wallets += 1
         self._record(wallet, applied)
         if await self.store.lost_unseen(wallet.follower_wallet_id):  # its sale not shown yet: a later count

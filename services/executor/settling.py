@@ -5,14 +5,15 @@ held back while its wallet had an order of the token in flight, or a resolution 
 A position held back waits for its order's end: the venue cancels a resting order when its market resolves, a
 status query then ends it CANCELLED, and an order the venue no longer finds ends LOST after its not-founds
 (``placed_orders``, ``order_runner``); the next sweep after that settles the position with the order's fills
-booked. Each position held back is counted (``executor.positions_held_back``) and logged. In case the venue does not
-cancel a resting order (a GTC placed at the venue) with its market, which would hold its position back for ever,
-each sweep asks the venue to cancel the resting orders that hold back a position of a resolved market (once per
-order while this process runs, up to :data:`CANCEL_BATCH` a sweep, those not asked yet; again next sweep after an
-answer that says nothing, such as a timeout), counted in ``executor.resolved_order_cancels`` by outcome: the order's
-status query then ends it CANCELLED (with what it filled), and the sweep after that settles the position. An order
-whose cancel the venue refused and that still rests a sweep later is logged as an error and alerted
-(``ORDER_CANCEL_REFUSED``), once: its position waits for someone to act."""
+booked. A position whose SELL ended LOST and may have sold is held back until reconciliation compared it with the
+venue's count (``settlement_store``). Each position held back is counted (``executor.positions_held_back``) and
+logged. In case the venue does not cancel a resting order (a GTC placed at the venue) with its market, which would
+hold its position back for ever, each sweep asks the venue to cancel the resting orders that hold back a position of
+a resolved market (once per order while this process runs, up to :data:`CANCEL_BATCH` a sweep, those not asked yet;
+again next sweep after an answer that says nothing, such as a timeout), counted in ``executor.resolved_order_cancels``
+by outcome: the order's status query then ends it CANCELLED (with what it filled), and the sweep after that settles
+the position. An order whose cancel the venue refused and that still rests a sweep later is logged as an error and
+alerted (``ORDER_CANCEL_REFUSED``), once: its position waits for someone to act."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ _SETTLED = _meter.create_counter("executor.positions_settled", description="Posi
 _REFUSED = _meter.create_counter("executor.resolutions_refused", description="Resolutions not applied, by reason")
 _HELD = _meter.create_counter("executor.positions_held_back",
                               description="Positions a settlement left open while their wallet had an order of the "
-                                          "token in flight (settled by a later sweep once it ended)")
+                                          "token in flight or a LOST SELL not compared yet (settled by a later sweep)")
 _CANCELS = _meter.create_counter("executor.resolved_order_cancels",
                                  description="Cancels asked of orders resting on a resolved market that hold a "
                                              "position back, by outcome (OK, NOT_FOUND, REFUSED, RETRY)")
@@ -67,7 +68,7 @@ class SettlerStats:
 
     resolutions: int = 0
     positions: int = 0
-    held: int = 0  # positions left open by a settlement: an order of their token in flight
+    held: int = 0  # positions left open by a settlement: an order of their token in flight, or a LOST SELL
     refused: int = 0
     sweeps: int = 0
     cancels: int = 0  # cancels asked of orders resting on resolved markets
@@ -114,7 +115,8 @@ class Settler:
         if result.held:
             self.stats.held += len(result.held)
             _HELD.add(len(result.held))
-            log.info("positions held back from settlement: an order of their token is in flight",
+            log.info("positions held back from settlement: an order of their token is in flight, or a SELL of it "
+                     "ended LOST and the venue's count after it is not read yet",
                      extra={"condition_id": resolution.condition_id, "positions": len(result.held),
                             "wallets": sorted({w for w, _ in result.held})[:20]})
         if result.settled:

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ONE, fmt
 from common.ids import new_id
 from common.lease import FencedWrites
-from common.lost_sells import lost_of, unseen
+from common.lost_sells import awaited, lost_of, market_of, unseen
 from common.storage import pipelined_transaction
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
@@ -52,6 +52,7 @@ class WalletView:
     busy: set[str]
     subscriptions: dict[str, dict[str, shares.Part]]  # asset → the current life's split between its subscriptions
     resolved: set[str] = field(default_factory=set)  # open tokens whose market's resolution is recorded
+    lost: set[str] = field(default_factory=set)  # open tokens compared even so: a LOST SELL settlement waits for
 
 
 _BOOKED = """
@@ -70,6 +71,10 @@ SELECT p.asset_id FROM positions p
 WHERE p.follower_wallet_id = %(w)s AND p.state = 'OPEN'
   AND EXISTS (SELECT 1 FROM resolved_assets ra WHERE ra.asset_id = p.asset_id)
 """
+
+# open tokens whose LOST SELL settlement waits for a count of, resolved or not (common.lost_sells.awaited)
+_LOST = f"""SELECT x.asset_id FROM positions x
+WHERE x.follower_wallet_id = %(w)s AND x.state = 'OPEN' AND {awaited("x", market_of("x"))}"""
 
 # an order in flight
 _IN_FLIGHT = """
@@ -124,7 +129,7 @@ SELECT EXISTS (SELECT 1 FROM {lost_of("%(w)s", "IS NOT NULL")}
 _COUNTED = "least(now(), coalesce(to_timestamp(r.t), now()))"
 
 # only a position still as compared, of a market with no resolution recorded (one recorded since the view was read
-# leaves it to settlement)
+# leaves it to settlement) or whose LOST SELL settlement waits for a count of
 _CORRECT = f"""
 UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after, reconciled_at = {_COUNTED},
     state = CASE WHEN r.after > 0 THEN 'OPEN' ELSE 'CLOSED' END,
@@ -134,7 +139,7 @@ UPDATE positions p SET size = r.after, cost_usd = r.cost, venue_shares = r.after
 FROM json_to_recordset(%(rows)s::json) AS r(a text, before numeric, after numeric, cost_before numeric, cost numeric,
      shares jsonb, t float8)
 WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND p.size = r.before
-  AND p.cost_usd = r.cost_before AND NOT EXISTS (SELECT 1 FROM resolved_assets ra WHERE ra.asset_id = p.asset_id)
+  AND p.cost_usd = r.cost_before AND ({market_of("p")} IS NULL OR {awaited("p", market_of("p"))})
 RETURNING p.asset_id, p.id, p.subscription_id
 """
 
@@ -243,9 +248,9 @@ class ReconcileStore:
     async def view(self, follower_wallet_id: str, grace_s: float, asked_at: float | None = None,
                    counted: CountTime | None = None) -> WalletView:
         """The wallet's booked LIVE positions, its open tokens whose market's resolution is recorded (settlement's to
-        end), and its busy tokens: those with an order under way, and those whose
-        position changed within ``grace_s`` before the venue's count was taken (``counted``: the venue's asOf,
-        :func:`~services.executor.domain.reconcile.changed_since_count`) or before the venue was asked
+        end) and those whose LOST SELL settlement waits for a count of, and its busy tokens: those with an order under
+        way, and those whose position changed within ``grace_s`` before the venue's count was taken (``counted``: the
+        venue's asOf, :func:`~services.executor.domain.reconcile.changed_since_count`) or before the venue was asked
         (``asked_at``, ``time.monotonic()``; now when None), whichever is earlier. The venue's answer may lack a
         fill booked shortly before its count; the time the answer and this read took (a slow venue, a wait for a
         connection) is added to the grace before the asking, so it never eats into it."""
@@ -255,20 +260,20 @@ class ReconcileStore:
             since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
             args = {"w": follower_wallet_id, "grace": grace_s + since_asked,
                     "since": None if earliest is None else datetime.fromtimestamp(earliest - grace_s, UTC)}
-            booked, flight_cur, changed_cur, resolved_cur = (
-                await conn.execute(_BOOKED, args), await conn.execute(_IN_FLIGHT, args),
-                await conn.execute(_CHANGED, args), await conn.execute(_RESOLVED, args))
+            booked, flight_cur, changed_cur, resolved_cur, lost_cur = [
+                await conn.execute(q, args) for q in (_BOOKED, _IN_FLIGHT, _CHANGED, _RESOLVED, _LOST)]
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await flight_cur.fetchall()}
             changed = await changed_cur.fetchall()
             resolved = {r["asset_id"] for r in await resolved_cur.fetchall()}
+            lost = {r["asset_id"] for r in await lost_cur.fetchall()}
         if changed:
             busy |= changed_since_count({r["asset_id"]: r["updated_at"].timestamp() for r in changed},
                                         changed[0]["asked_cutoff"].timestamp(), count, grace_s)
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: shares.split_of(
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
-                              r["cost_usd"], r["subscription_id"]) for r in rows}, resolved)
+                              r["cost_usd"], r["subscription_id"]) for r in rows}, resolved, lost)
 
     async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
         """Each subscription's shares of the wallet's open position in ``asset_id`` when it keeps a split that adds

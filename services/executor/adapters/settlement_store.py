@@ -20,6 +20,13 @@ position a booking changed since is locked on its new version, checked against t
 An order of such a position resting at the venue (:meth:`SettlementStore.resting_orders`) is cancelled by the
 settler, so that it ends even when the venue did not cancel it with its market.
 
+So is a position with a SELL that ended LOST and may have sold (``common.lost_sells.awaited``; at most its 15-minute
+window): its fill is never booked, and settled from the shares booked the position realized a payout for shares sold
+and asked to redeem them. Reconciliation compares its token for it although the market resolved (it leaves resolved
+tokens to settlement otherwise), and a sweep settles what the venue's count left (the sweep's lookup does not tell
+these apart: it settles their market again, holding them back, until then). Once the wallet's redemption of the
+market is recorded, its count may lack what that redemption took: the position is not held back any more.
+
 Both sweeps go from the open positions to ``resolved_assets`` (each token of every recorded resolution, kept by a
 trigger on ``market_resolutions``): their cost follows the open positions, not the resolutions ever recorded.
 """
@@ -37,6 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.lease import FencedWrites
+from common.lost_sells import awaited, market_of
 from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
@@ -47,20 +55,23 @@ ENGINE_CALLER = "executor"
 _IN_FLIGHT = """EXISTS (SELECT 1 FROM order_pending o WHERE o.follower_wallet_id = p.follower_wallet_id
                      AND o.asset_id = p.asset_id AND o.terminal_at IS NULL)"""
 
-# The market's open positions (index positions_open_asset), but those with an order in flight.
+# A SELL of the token that ended LOST and may have sold, its position not compared yet with a count taken after it.
+_AWAITED = awaited("p", market_of("p"))
+
+# The market's open positions (index positions_open_asset), but those with an order in flight or a LOST SELL awaited.
 _LOAD = f"""
 SELECT p.id, p.follower_wallet_id, p.wallet, p.asset_id, p.venue, p.subscription_id, p.size, p.cost_usd,
        p.condition_id, p.subscription_shares::text AS shares
 FROM positions p
-WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND NOT {_IN_FLIGHT}
+WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND NOT {_IN_FLIGHT} AND NOT {_AWAITED}
 ORDER BY p.follower_wallet_id, p.asset_id
 FOR UPDATE OF p
 """
 
-# Those held back (not locked: the sweep settles them once their orders ended).
+# Those held back (not locked: the sweep settles them once their orders ended or their count was read).
 _HELD = f"""
 SELECT p.follower_wallet_id, p.asset_id FROM positions p
-WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND {_IN_FLIGHT}
+WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND ({_IN_FLIGHT} OR {_AWAITED})
 ORDER BY p.follower_wallet_id, p.asset_id
 """
 
@@ -266,7 +277,8 @@ class SettlementStore:
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
         """Recorded resolutions whose market still has open positions to settle (settled late: a fill booked after
         the resolution, a position held back while an order of its token was in flight, or an event this executor
-        never saw). A position whose order is still in flight does not count: it waits for the order's end."""
+        never saw). A position whose order is still in flight does not count: it waits for the order's end (one
+        whose LOST SELL is awaited does: settling its market holds it back again)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_UNSETTLED, (limit,))
             return [Resolution(r["condition_id"], tuple(r["asset_ids"]), r["winning_asset_id"], r["neg_risk"])

@@ -9,7 +9,8 @@ The venue's count is the truth for what can be sold. Per token:
   for the count (:func:`changed_since_count`), is left alone this round; so are tokens the venue says are
   redeemable, open positions of a market whose resolution is recorded (settlement, not reconciliation, ends those:
   the venue's count of a resolved market's token may lack shares a redemption took, not sold ones) and booked
-  positions that already ended.
+  positions that already ended. An open position with a SELL that ended LOST and may have sold is compared all the
+  same (settlement waits for it while no redemption of its market is recorded: ``common.lost_sells``).
 
 "Too recently" is later than the count's time minus the settling grace (shares settle on-chain a few seconds
 after a match). The count's time is the venue's ``asOf`` (the row's, else the answer's): a count taken before a
@@ -118,10 +119,12 @@ class Correction:
 
 
 def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable[str],
-              resolved: Iterable[str] = ()) -> list[Correction]:
+              resolved: Iterable[str] = (), lost: Iterable[str] = ()) -> list[Correction]:
     """The corrections that make ``booked`` agree with ``venue``; ``busy`` tokens are skipped this round, ``resolved``
-    ones (their market's resolution is recorded) as long as it is."""
-    skip = set(busy) | set(resolved)
+    ones (their market's resolution is recorded) as long as it is, but for the ``lost`` ones (an open position whose
+    SELL ended LOST and may have sold: settlement waits for its count, redeemable or not)."""
+    compared = set(lost)
+    skip = set(busy) | (set(resolved) - compared)
     at_venue = {v.asset_id: v for v in venue}
     mine = {b.asset_id: b for b in booked}
     out: list[Correction] = []
@@ -129,7 +132,7 @@ def reconcile(booked: Iterable[Booked], venue: Iterable[AtVenue], busy: Iterable
         if asset in skip or b.state != "OPEN":
             continue
         v = at_venue.get(asset)
-        if v is not None and v.redeemable:
+        if v is not None and v.redeemable and asset not in compared:
             continue
         count = v.size if v is not None else ZERO
         if abs(count - b.size) <= TOLERANCE_SHARES:
