@@ -28,12 +28,13 @@ from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correc
 log = logging.getLogger(__name__)
 
 
-_LIVE_WALLETS = (
-    "SELECT follower_wallet_id, min(proxy) AS proxy FROM ("
-    " SELECT follower_wallet_id, follower_proxy AS proxy FROM subscriptions WHERE mode = 'LIVE' AND state <> 'STOPPED'"
-    " UNION ALL SELECT follower_wallet_id, wallet FROM positions"
-    "  WHERE state IN ('OPEN', 'RESOLVED_WON') AND venue = 'INSIDERS') w"
-    " GROUP BY follower_wallet_id ORDER BY follower_wallet_id")
+_LIVE_WALLETS = (  # the proxy of a LIVE subscription first, then any subscription's, then a well-formed one booked
+    "SELECT follower_wallet_id, (array_agg(proxy ORDER BY rank, proxy))[1] AS proxy FROM ("
+    " SELECT follower_wallet_id, follower_proxy AS proxy, mode = 'LIVE' AND state <> 'STOPPED' AS follows,"
+    "  CASE WHEN mode = 'LIVE' AND state <> 'STOPPED' THEN 0 ELSE 1 END AS rank FROM subscriptions"
+    " UNION ALL SELECT follower_wallet_id, wallet, true, CASE WHEN wallet ~ '^0x[0-9a-f]{40}$' THEN 2 ELSE 3 END"
+    "  FROM positions WHERE state IN ('OPEN', 'RESOLVED_WON') AND venue = 'INSIDERS') w"
+    " GROUP BY follower_wallet_id HAVING bool_or(follows) ORDER BY follower_wallet_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +232,8 @@ class ReconcileStore:
         self.fenced = FencedWrites(on_write_error)  # told of each failed write (the lease: of the fence's refusal)
 
     async def live_wallets(self) -> list[LiveWallet]:
-        """Every follower wallet with a LIVE subscription that is not STOPPED, and every one holding a position at
-        the Insiders venue not ended yet (OPEN, or won and not redeemed): its subscriptions stopped, or a manual
-        position only, the venue's count is still the truth for what it can sell and finds its winnings."""
+        """Every follower wallet copying LIVE, and every one holding an Insiders position not ended (OPEN, or won and
+        not redeemed: its subscriptions stopped, or a manual position only), with its proxy."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_LIVE_WALLETS)
             return [LiveWallet(r["follower_wallet_id"], r["proxy"]) for r in await cur.fetchall()]

@@ -18,10 +18,14 @@ from typing import Any
 from services.executor.domain.ticket import Ticket
 
 # Of (client order id, arrival) pairs, those whose order row has that arrival and is as its insert wrote it: the rows
-# the unanswered inserts wrote, while nothing has taken the order up, posted or ended it since.
+# the unanswered inserts wrote, while nothing has taken the order up, posted or ended it since. The insert writes the
+# order's row and its order_pending row in one transaction, and only an end writes that one again: an order row of
+# the same xmin was written by no one since (any UPDATE, HOT or not, whatever columns it sets: a sizing sets
+# created_at and updated_at to one same time).
 WRITTEN_BY = ("SELECT o.client_order_id FROM unnest(%s::text[], %s::bigint[]) AS w(coid, arr)"
               " JOIN orders o ON o.client_order_id = w.coid AND o.arrival_ns = w.arr"
-              " WHERE o.terminal_at IS NULL AND o.post_sent_ns IS NULL AND o.updated_at = o.created_at")
+              " JOIN order_pending p ON p.client_order_id = o.client_order_id AND p.xmin = o.xmin"
+              " WHERE o.terminal_at IS NULL AND o.post_sent_ns IS NULL")
 UNANSWERED_MAX = 100_000  # orders kept (the oldest go first: found again, such an order is resumed as known)
 
 
@@ -42,12 +46,17 @@ class UnansweredIntents:
     async def claim(self, pool: Any, tickets: Iterable[Ticket], inserted: set[str], refused: Container[str]) -> None:
         """Add to ``inserted`` (what an insert of ``tickets`` returned, less ``refused``) the orders whose row an
         unanswered insert wrote, untouched since; each order is looked at once, the first time a ticket of it comes
-        back (the same ticket, or a new one)."""
+        back (the same ticket, or a new one), unless the look fails."""
         asked = {t.client_order_id: arrivals for t in tickets
                  if self.arrivals and (arrivals := self.arrivals.pop(t.client_order_id, None))}
         there = [(c, arrival) for c, arrivals in asked.items() if c not in inserted and c not in refused
                  for arrival in arrivals]
         if there:
-            async with pool.connection() as conn:
-                cur = await conn.execute(WRITTEN_BY, ([c for c, _ in there], [a for _, a in there]))
-                inserted |= {r["client_order_id"] for r in await cur.fetchall()}
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(WRITTEN_BY, ([c for c, _ in there], [a for _, a in there]))
+                    inserted |= {r["client_order_id"] for r in await cur.fetchall()}
+            except BaseException:  # not looked at after all: kept for the next ticket back
+                for c, arrivals in asked.items():
+                    self.arrivals.setdefault(c, set()).update(arrivals)
+                raise

@@ -7,7 +7,9 @@ migration 0832), and what is reported is read from there: the rows not reported 
 booking rolled back reports nothing (its retry finds the fills again), and one whose commit's answer was lost is
 reported by the first of: a later booking of the same fills (their ids are kept in memory until then), the sweep at
 the executor's next start, or its periodic sweep (which also takes what a report after a commit failed to read or
-mark). A report whose mark was lost is made again, under the same ``dedupe_id``, which the alert deliverer sends once.
+mark). A sweep reports and marks in one transaction, the notes it read locked to its end: another sweep at the same
+time (the booking's report and a start's, or the periodic one) leaves them to it. A report whose mark was lost is made
+again, under the same ``dedupe_id``, which the alert deliverer sends once.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ SELECT n.fill_id, n.position_venue, f.order_id, f.venue, f.follower_wallet_id, f
 FROM fills_not_booked n JOIN fills f ON f.id = n.fill_id
 WHERE n.reported_at IS NULL AND {which}
 ORDER BY n.found_at LIMIT %s
+FOR UPDATE OF n SKIP LOCKED
 """
 _UNREPORTED_OF = _UNREPORTED.format(which="n.fill_id = ANY(%s)")
 _UNREPORTED_SINCE = _UNREPORTED.format(which="n.found_at <= now() - make_interval(secs => %s)")
@@ -142,14 +145,13 @@ class Unbooked:
         mark them reported. A failure is logged: the next sweep reports what is left."""
         try:
             while True:
-                async with self.pool.connection() as conn:
+                async with self.pool.connection() as conn, conn.transaction():
                     cur = await (conn.execute(_UNREPORTED_OF, (ids, SWEEP_BATCH)) if ids is not None
                                  else conn.execute(_UNREPORTED_SINCE, (min_age_s, SWEEP_BATCH)))
                     rows = await cur.fetchall()
                     if rows:
                         report(rows)
                         await conn.execute(_MARK, ([r["fill_id"] for r in rows],))
-                    await conn.commit()  # a no-op in autocommit; ends the transaction on other pools
                 if len(rows) < SWEEP_BATCH:
                     return
         except psycopg.Error:
