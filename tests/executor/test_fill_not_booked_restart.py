@@ -10,28 +10,16 @@ import time
 import psycopg
 import pytest
 
-from common.alerts import OUTBOX, AlertKind
+from common.alerts import AlertKind
 from common.storage import create_pool
 from services.executor.adapters.order_store import Change, OrderStore
 from services.executor.domain.order_intake import IntakeRules, prepare
 from tests.executor.answer_cut import answer_cut
-from tests.executor.conftest import ASSET, Harness, filled_change, make_order, placed_change, rows
+from tests.executor.conftest import Harness, filled_change, make_order, placed_change, rows
+from tests.executor.test_fill_not_booked_once import _not_booked_alerts, _paper_position
 from tests.helpers import alerts_raised, eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _paper_position(db_url: str) -> None:
-    """Wallet w_1 holds the token in the PAPER venue: an INSIDERS fill of it is not booked."""
-    with psycopg.connect(db_url) as conn:
-        conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, avg_price, cost_usd, id,"
-                     " state, origin, venue) VALUES ('w_1', %s, '0xp', 10, 0.5, 5, 'pos_paper1', 'OPEN', 'COPY',"
-                     " 'PAPER')", (ASSET,))
-
-
-def _not_booked_alerts() -> list[str]:
-    """The fill ids of the FILL_NOT_BOOKED alerts raised since the last call."""
-    return [a.fields["fill_id"] for a in OUTBOX.take(len(OUTBOX.items)) if a.kind == AlertKind.FILL_NOT_BOOKED]
 
 
 async def _filled(store: OrderStore, i: int) -> tuple[str, list[Change]]:
