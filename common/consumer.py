@@ -258,6 +258,7 @@ class ResumableConsumer(Generic[T]):
             log.warning("batch failed; handling its items one by one",
                         extra={"consumer": self.name, "items": len(batch), "error": repr(exc)[:300]})
             for item_cursor, item in batch:
+                reraise_if_cancelling()  # a client library may have swallowed the cancel (common.cancel)
                 await self._handle_one(item_cursor, item)
             return
         self.stats.batches += 1

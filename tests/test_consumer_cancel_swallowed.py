@@ -48,3 +48,35 @@ async def test_a_consumer_whose_handler_swallowed_its_cancellation_handles_no_fu
     finally:
         task.cancel()
         await asyncio.wait({task}, timeout=1.0)
+
+
+async def test_a_failed_batch_retried_item_by_item_stops_at_the_item_that_swallowed_the_cancellation() -> None:
+    entered = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(item: str) -> None:
+        handled.append(item)
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    async def stream(after: str) -> AsyncIterator[tuple[str, str]]:
+        for cursor in ("1-0", "2-0"):  # read ahead together: one batch
+            if cursor > after:
+                yield cursor, cursor
+        await asyncio.Event().wait()
+
+    async def handle_batch(items: list[str]) -> None:
+        raise ValueError("the batch fails: its items are handled one by one")
+
+    consumer = ResumableConsumer("c", stream, handle, Cursors(), start="0-0", handle_batch=handle_batch)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    try:
+        assert handled == ["1-0"]
+        assert done, "the cancelled consumer did not stop"
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)

@@ -53,13 +53,18 @@ class _Executor:
 
 
 async def _fire_after_lost_sell(db_url: str, store: TriggerStore, *, fraction: str, lost_size: str,
-                                counted: bool, sold_since: str = "0") -> tuple[dict[str, Any], list[epb.Order]]:
-    """Fire ``trg_sl`` (a stop selling ``fraction`` of 100 held) whose earlier SELL of ``lost_size`` ended LOST;
-    ``counted``: the venue's count not read after it yet; ``sold_since``: the count's correction down since."""
+                                counted: bool, sold_since: str = "0",
+                                ended_s: float = 0.0) -> tuple[dict[str, Any], list[epb.Order]]:
+    """Fire ``trg_sl`` (a stop selling ``fraction`` of 100 held) whose earlier SELL of ``lost_size`` ended LOST
+    ``ended_s`` ago; ``counted``: the venue's count not read after it yet; ``sold_since``: the count's correction down
+    since."""
     conn = await db(db_url)
     fired = await armed_stop(conn, store, fraction=fraction)
     await book_order(conn, LOST_ID, size=lost_size, state="LOST", origin="TRIGGER", trigger_id="trg_sl",
                      venue="INSIDERS")
+    for table in ("orders", "lost_sells"):
+        await conn.execute(f"UPDATE {table} SET terminal_at = now() - make_interval(secs => %s)"
+                           " WHERE client_order_id = %s", (ended_s, LOST_ID))
     # the venue's count read a minute after the LOST end (or not since it)
     await conn.execute("UPDATE positions SET id = coalesce(id, 'pos_1'), opened_at = now() - interval '1 hour',"
                        " reconciled_at = CASE WHEN %s THEN NULL ELSE now() + interval '1 minute' END", (counted,))
@@ -97,6 +102,17 @@ async def test_a_trigger_whose_lost_sell_may_still_have_sold_stays_armed_and_sen
 async def test_a_trigger_whose_lost_sell_sold_nothing_sells_with_a_new_order_id(
         fraction: str, db_url: str, trigger_store: TriggerStore) -> None:
     row, new = await _fire_after_lost_sell(db_url, trigger_store, fraction=fraction,
+                                           lost_size="100" if fraction == "1" else "50", counted=False)
+    assert [(o.client_order_id != LOST_ID, o.size) for o in new] == [(True, "100" if fraction == "1" else "50")]
+    assert (row["state"], row["order_id"]) == ("FIRED", new[0].client_order_id)
+
+
+@pytest.mark.parametrize("fraction", ["1", "0.5"])
+async def test_a_trigger_whose_lost_sell_ended_past_its_selling_window_sells_with_a_new_order_id(
+        fraction: str, db_url: str, trigger_store: TriggerStore) -> None:
+    """Twenty minutes after the LOST end (past the 15 minutes it counts as selling), the count read since showing
+    nothing sold: the earlier id is still not taken for the fire's own."""
+    row, new = await _fire_after_lost_sell(db_url, trigger_store, fraction=fraction, ended_s=1200.0,
                                            lost_size="100" if fraction == "1" else "50", counted=False)
     assert [(o.client_order_id != LOST_ID, o.size) for o in new] == [(True, "100" if fraction == "1" else "50")]
     assert (row["state"], row["order_id"]) == ("FIRED", new[0].client_order_id)

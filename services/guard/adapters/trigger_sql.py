@@ -4,15 +4,16 @@ order event, holding triggers on a stale book."""
 from common.lost_sells import WINDOW_S, lost_of, unseen
 
 # The SELLs sent under the trigger's own client order ids (a parameter: services.guard.domain.lost_refires) that ended
-# LOST with no fill known; ``selling``: still counted as being sold (as in_flight counts them, common.lost_sells);
-# ``sold_since``: the venue's count of the position corrected down since it ended.
+# LOST with no fill known, however long ago (their ids stay taken); ``selling``: still counted as being sold (as
+# in_flight counts them, common.lost_sells: only within its window); ``sold_since``: the venue's count of the position
+# corrected down since it ended.
 LOST = (
     "SELECT array_agg(o.client_order_id) AS ids,"
-    " array_agg(p.state = 'OPEN' AND p.id IS NOT NULL AND (" + unseen("p") + ")) AS selling,"
+    " array_agg(coalesce(l.terminal_at > now() - make_interval(secs => " + str(WINDOW_S) + ")"
+    "  AND p.state = 'OPEN' AND p.id IS NOT NULL AND (" + unseen("p") + "), false)) AS selling,"
     " array_agg(coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || p.id AND f.side = 'SELL'"
-    "  AND f.fill_time >= date_trunc('second', l.terminal_at) AND p.state = 'OPEN'), 0)) AS sold_since"
-    " FROM orders o JOIN lost_sells l ON l.client_order_id = o.client_order_id"
-    "  AND l.terminal_at > now() - make_interval(secs => " + str(WINDOW_S) + ")"
+    "  AND f.fill_time >= date_trunc('second', o.terminal_at) AND p.state = 'OPEN'), 0)) AS sold_since"
+    " FROM orders o LEFT JOIN lost_sells l ON l.client_order_id = o.client_order_id"
     " WHERE o.client_order_id = ANY(%s) AND o.state = 'LOST' AND o.filled_size = 0"
     " AND o.follower_wallet_id = t.follower_wallet_id AND o.asset_id = t.asset_id")
 
