@@ -24,31 +24,39 @@ from __future__ import annotations
 GRACE_S = 10  # the executor's reconciling.SETTLING_GRACE_S
 WINDOW_S = 900
 
-def lost_of(wallet: str, assets: str) -> str:
-    """A FROM item: the LIVE SELLs ended LOST in the last :data:`WINDOW_S` (``l``) of ``wallet`` (an SQL expression)
-    and the assets ``assets`` (an SQL condition on ``y.asset_id``), with their orders (``o``). They are probed by wallet
-    and asset apart from the join: planned on statistics that saw the table empty, the join walked its primary key
-    (the order it wants for ``orders``) once per wallet."""
-    return (f"(SELECT * FROM lost_sells y WHERE y.follower_wallet_id = {wallet} AND y.asset_id {assets}"
-            f" AND y.terminal_at > now() - make_interval(secs => {WINDOW_S}) OFFSET 0) l"
-            " JOIN orders o ON o.client_order_id = l.client_order_id")
+def lost_of(wallet: str, assets: str, window: bool = True) -> str:
+    """A FROM item: the LIVE SELLs ended LOST in the last :data:`WINDOW_S` (``l``; every one kept, a day's, when not
+    ``window``) of ``wallet`` (an SQL expression) and the assets ``assets`` (an SQL condition on ``y.asset_id``), with
+    their orders (``o``). They are probed by wallet and asset apart from the join: planned on statistics that saw the
+    table empty, the join walked its primary key (the order it wants for ``orders``) once per wallet."""
+    recent = f" AND y.terminal_at > now() - make_interval(secs => {WINDOW_S})" if window else ""
+    return (f"(SELECT * FROM lost_sells y WHERE y.follower_wallet_id = {wallet} AND y.asset_id {assets}{recent}"
+            " OFFSET 0) l JOIN orders o ON o.client_order_id = l.client_order_id")
 
 
-def unseen(x: str) -> str:
-    """The SQL condition that the LOST SELL ``l``/``o`` (:func:`lost_of`) of position row ``x`` (of the same wallet
-    and asset) may have sold shares the venue's count has not shown yet."""
+def unseen(x: str, window: bool = True) -> str:
+    """The SQL condition that the LOST SELL ``l``/``o`` (:func:`lost_of`, of the same ``window``) of position row
+    ``x`` (of the same wallet and asset) may have sold shares the venue's count has not shown yet."""
     return (f"o.size IS NOT NULL AND l.terminal_at >= {x}.opened_at"
             f" AND ({x}.reconciled_at IS NULL OR {x}.reconciled_at < l.terminal_at + make_interval(secs => {GRACE_S}))"
             f" AND coalesce((SELECT sum(f.size) FROM fills f WHERE f.order_id = 'reconcile_' || {x}.id"
             f" AND f.side = 'SELL' AND f.fill_time >= date_trunc('second', l.terminal_at)), 0)"
             # what every LOST SELL of the position's life may have sold: a correction clears them all or none
             f" < (SELECT sum(greatest(o.size - o.filled_size, 0))"
-            f" FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE l.terminal_at >= {x}.opened_at)")
+            f" FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id', window)}"
+            f" WHERE l.terminal_at >= {x}.opened_at)")
 
 
 def selling(x: str) -> str:
     """The SQL condition that position row ``x`` has a LOST SELL that still counts as selling (:func:`unseen`)."""
     return f"EXISTS (SELECT 1 FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE {unseen(x)})"
+
+
+def uncounted(x: str) -> str:
+    """The SQL condition that position row ``x`` has a LOST SELL, of any age kept, that may have sold shares no count
+    of the venue showed (:func:`unseen`): settled now, on the shares booked, it may be paid and redeem shares sold."""
+    lost = lost_of(f"{x}.follower_wallet_id", f"= {x}.asset_id", window=False)
+    return f"EXISTS (SELECT 1 FROM {lost} WHERE {unseen(x, window=False)})"
 
 
 def awaited(x: str, condition: str) -> str:

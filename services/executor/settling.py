@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from opentelemetry import metrics
 
+from common.alerts import AlertKind, Severity, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.lease import unleased
 from services.executor import alerting
@@ -44,6 +45,9 @@ _HELD = _meter.create_counter("executor.positions_held_back",
 _CANCELS = _meter.create_counter("executor.resolved_order_cancels",
                                  description="Cancels asked of orders resting on a resolved market that hold a "
                                              "position back, by outcome (OK, NOT_FOUND, REFUSED, RETRY)")
+_UNCOUNTED = _meter.create_counter("executor.positions_settled_without_count",
+                                   description="Positions settled on their booked shares with a LOST SELL no count "
+                                               "of the venue showed (alerted: SETTLED_WITHOUT_COUNT)")
 CANCEL_BATCH = 100  # resting orders not asked yet, asked to cancel per sweep (the rest at the next ones)
 
 
@@ -92,6 +96,7 @@ class Settler:
         self._reported: set[str] = set()  # refused and reported
         for outcome in ("OK", "NOT_FOUND", "REFUSED", "RETRY"):
             _CANCELS.add(0, {"outcome": outcome})  # exported from the start: an alerting rule reads REFUSED
+        _UNCOUNTED.add(0)  # exported from the start: an alerting rule reads it
 
     async def handle(self, msg: mpb.MarketResolution) -> None:
         """Settle the market of one streamed resolution (the consumer's handler; safe to repeat)."""
@@ -124,6 +129,8 @@ class Settler:
                                               "winning_asset_id": resolution.winning_asset_id,
                                               "positions": len(result.settled),
                                               "redemptions": len(result.new_redemptions)})
+        for wallet, asset, position_id in result.uncounted:
+            _settled_without_count(resolution, wallet, asset, position_id)
         if result.new_redemptions and self.on_redemptions is not None:
             self.on_redemptions(result.new_redemptions)
         return result
@@ -207,3 +214,20 @@ class Settler:
                 reraise_if_cancelling()
                 log.exception("settlement sweep failed")
             await asyncio.sleep(interval_s)
+
+
+def _settled_without_count(resolution: Resolution, wallet: str, asset: str, position_id: str) -> None:
+    """A position settled on its booked shares while a SELL of it that ended LOST may have sold (no count of the venue
+    showed it: unreadable past the LOST SELL's window, or its market's redemption recorded): its payout and
+    redemption may count shares it no longer held. Logged as an error and alerted (once: a position settles once)."""
+    _UNCOUNTED.add(1)
+    log.error("position settled on its booked shares with a LOST SELL no count of the venue showed: check it at the "
+              "venue", extra={"position_id": position_id, "wallet_id": wallet, "asset_id": asset,
+                              "condition_id": resolution.condition_id})
+    raise_alert(AlertKind.SETTLED_WITHOUT_COUNT, f"settled_without_count:{wallet}",
+                f"position {position_id} of wallet {wallet} settled on market {resolution.condition_id[:12]}.. from "
+                f"its booked shares while a SELL of it that ended LOST may have sold (the venue's count was never read "
+                f"after it): its payout, PnL and redemption may count shares sold; check the position at the venue",
+                dedupe_id=f"settled_without_count:{position_id}", severity=Severity.CRITICAL,
+                position_id=position_id, follower_wallet_id=wallet, asset_id=asset,
+                condition_id=resolution.condition_id, winning_asset_id=resolution.winning_asset_id)

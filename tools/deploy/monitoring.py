@@ -129,6 +129,11 @@ RULES: list[tuple[str, str, str, str, str]] = [
      'sum(increase(executor_resolved_order_cancels_total{outcome="REFUSED"}[1h])) > 0', "0m", "warning",
      "The venue refused to cancel an order resting on a resolved market: while it rests, its position is not "
      "settled (a winner not redeemed) until someone cancels it by hand (ORDER_CANCEL_REFUSED)."),
+    ("TradingToolsSettledWithoutCount",
+     "sum(increase(executor_positions_settled_without_count_total[1h])) > 0", "0m", "critical",
+     "A position was settled on its booked shares while a SELL of it that ended LOST may have sold (the venue's "
+     "positions were not read after it): its payout, PnL and redemption may count shares sold; check it at the "
+     "venue (SETTLED_WITHOUT_COUNT)."),
     ("TradingToolsConsumerLagging", f"({CONSUMER_LAG}) > 30", "5m", "warning",
      "{{ $labels.consumer }} is {{ $value | humanizeDuration }} behind {{ $labels.stream }}."),
     ("TradingToolsCopyLatencyHigh", f"{_q(0.99, 'executor_copy_latency_milliseconds')} > 50", "10m", "warning",

@@ -44,7 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.decimals import ZERO, fmt
 from common.ids import hash_id
 from common.lease import FencedWrites
-from common.lost_sells import awaited, market_of
+from common.lost_sells import awaited, market_of, uncounted
 from services.executor.adapters.day_pnl import book_day_pnl
 from services.executor.domain import subscription_shares as shares
 from services.executor.domain.settlement import HeldPosition, RedemptionPlan, Resolution, Settled, settle
@@ -58,10 +58,11 @@ _IN_FLIGHT = """EXISTS (SELECT 1 FROM order_pending o WHERE o.follower_wallet_id
 # A SELL of the token that ended LOST and may have sold, its position not compared yet with a count taken after it.
 _AWAITED = awaited("p", market_of("p"))
 
-# The market's open positions (index positions_open_asset), but those with an order in flight or a LOST SELL awaited.
+# The market's open positions (index positions_open_asset), but those with an order in flight or a LOST SELL awaited;
+# ``uncounted``: one settled with a LOST SELL no count showed (its window passed, or its market's redemption recorded).
 _LOAD = f"""
 SELECT p.id, p.follower_wallet_id, p.wallet, p.asset_id, p.venue, p.subscription_id, p.size, p.cost_usd,
-       p.condition_id, p.subscription_shares::text AS shares
+       p.condition_id, p.subscription_shares::text AS shares, {uncounted("p")} AS uncounted
 FROM positions p
 WHERE p.state = 'OPEN' AND p.size > 0 AND p.asset_id = ANY(%(assets)s) AND NOT {_IN_FLIGHT} AND NOT {_AWAITED}
 ORDER BY p.follower_wallet_id, p.asset_id
@@ -89,13 +90,16 @@ CROSS JOIN LATERAL (SELECT p.follower_wallet_id, p.asset_id, ra.condition_id FRO
 
 # Recorded resolutions with a position to settle now: open, of one of the market's tokens, no order in flight.
 # Those positions first, then for each its wallet's open orders of the token (one probe of order_pending_open), then
-# each market's resolution by its key.
+# each market's resolution by its key; those resolved first first: a market whose positions are held back by a LOST
+# SELL is taken each round until its count is read, and would otherwise keep others waiting in no set order.
 _UNSETTLED = f"""
 WITH held AS MATERIALIZED ({_RESOLVED_OPEN}),
 due AS (SELECT DISTINCT p.condition_id FROM held p WHERE NOT {_IN_FLIGHT})
 SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM due d
-CROSS JOIN LATERAL (SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM market_resolutions r
+CROSS JOIN LATERAL (SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk, r.received_at
+                     FROM market_resolutions r
                      WHERE r.condition_id = d.condition_id LIMIT 1) r
+ORDER BY r.received_at, r.condition_id
 LIMIT %s
 """
 
@@ -194,6 +198,8 @@ class SettlementResult:
     settled: list[Settled]
     new_redemptions: list[str]  # keys of redemptions recorded now
     held: list[tuple[str, str]] = field(default_factory=list)  # (wallet id, asset) left open: an order in flight
+    # (wallet id, asset, position id) settled on the shares booked with a LOST SELL no count of the venue showed
+    uncounted: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +278,8 @@ class SettlementStore:
                 for s in settled])))
             async with conn.cursor() as cur:
                 await book_day_pnl(cur, _day_steps(settled))
-        return SettlementResult(settled, new, held)
+        uncounted = [(r["follower_wallet_id"], r["asset_id"], r["id"]) for r in rows if r["uncounted"]]
+        return SettlementResult(settled, new, held, uncounted)
 
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
         """Recorded resolutions whose market still has open positions to settle (settled late: a fill booked after
