@@ -48,8 +48,8 @@ async def _lost(conn: Any, standins: StandIns, order: epb.Order) -> None:
                                                          reason="VENUE_NOT_FOUND"))
 
 
-@pytest.mark.xfail(strict=True, reason="a LOST SELL with nothing filled ends its trigger FAILED: the settle's decision "
-                   "(sell_orders.outcome, trigger_store.settle, trigger_model.TRANSITIONS) is outside this change")
+@pytest.mark.xfail(strict=True, reason="open: a LOST SELL with nothing filled ends its trigger FAILED, as the "
+                   "contract's 'a trigger fires at most once' has it (sell_orders.outcome, trigger_model.TRANSITIONS)")
 async def test_a_trigger_whose_lost_sell_sold_nothing_guards_the_position_again_with_its_next_order_id(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
     conn = await db(db_url)
