@@ -68,7 +68,7 @@ from bench._pipeline_guard_readings import (
     e_target,
     fire_cpu_ms,
 )
-from bench._triggers import asset_id, seed_triggers
+from bench._triggers import SEEDED_COST, SEEDED_SIZE, asset_id, seed_triggers, seeded_positions
 from common.streams import PRICE_TICKS
 from sim.scenarios import set_best_bid
 
@@ -199,6 +199,15 @@ def scenario_e(b: Any, n_triggers: int, n_assets: int, hot: int, *, rate: float 
                          " (%s, %s, %s, %s, 'STOP_LOSS', 0.45, 1, 'BEST_BID', 'ARMED', 'MANUAL', %s, %s)",
                          (f"trg_hot_{i}", wallet, wid, m.tokens[0], now, now))
         conn.commit()
+    held = [(f"w_{k}", a) for k, a in seeded_positions(n_triggers, n_assets)] if n_triggers else []
+    held += [(f"w_hot_{i}", m.tokens[0]) for i, m in enumerate(markets)]
+
+    def give_holdings() -> None:  # the venue holds what the seeded rows book: reconciliation finds them agreeing
+        positions = p.sim.insiders.holdings.positions
+        for wallet_id, token in held:
+            positions.setdefault(wallet_id, {})[token] = [SEEDED_SIZE, SEEDED_COST]
+
+    p.sim.call(give_holdings, timeout_s=120)
     seed_s = time.monotonic() - started
     p.once_env("guard", {"TT_TUNE_GUARD_STATS_LOG_S": "2"})
     p.wait_restarted("guard", p.kill("guard"), timeout_s=120)

@@ -17,6 +17,15 @@ def asset_id(i: int) -> str:
     return f"{7_000_000_000 + i:d}" + "1" * 66
 
 
+SEEDED_SIZE, SEEDED_COST = Decimal(100), Decimal(50)  # each seeded position: 100 shares bought at 0.50
+
+
+def seeded_positions(n_triggers: int, n_assets: int) -> list[tuple[int, str]]:
+    """(k, asset) of the positions :func:`seed_triggers` writes: wallet ``w_{k}`` holds ``asset``."""
+    per_asset = max(1, n_triggers // n_assets)
+    return [(k, asset_id(a)) for a in range(n_assets) for k in range(per_asset)]
+
+
 def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Random, *,
                   trailing_mark: Decimal = Decimal(0)) -> None:
     """Positions and ARMED triggers (TP / SL / trailing, some in OCO pairs), written with COPY; the trailing
@@ -26,9 +35,8 @@ def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Rando
     with psycopg.connect(db_url) as conn:
         with conn.cursor().copy("COPY positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
                                 " cost_usd) FROM STDIN") as cp:
-            for a in range(n_assets):
-                for k in range(per_asset):
-                    cp.write_row((f"w_{k}", asset_id(a), "0x" + "ab" * 32, "0x" + f"{k:040x}", 100, 0.5, 50))
+            for k, asset in seeded_positions(n_triggers, n_assets):
+                cp.write_row((f"w_{k}", asset, "0x" + "ab" * 32, "0x" + f"{k:040x}", SEEDED_SIZE, 0.5, SEEDED_COST))
         with conn.cursor().copy(
                 "COPY triggers (id, wallet, follower_wallet_id, asset_id, kind, trigger_price, trail_pct,"
                 " activation_price, size, sell_fraction, oco_group, price_source, state, state_reason,"
