@@ -38,16 +38,7 @@ async def test_a_consumer_whose_handler_swallowed_its_cancellation_handles_no_fu
 
     consumer = ResumableConsumer("c", stream, handle, Cursors(), start="0-0",
                                  handle_batch=handle_batch if batches else None)
-    task = asyncio.create_task(consumer.run())
-    await asyncio.wait_for(entered.wait(), 5)
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=2.0)
-    try:
-        assert handled == ["1-0"]
-        assert done, "the cancelled consumer did not stop"
-    finally:
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
+    await _cancelled_while_handling(consumer, entered, handled)
 
 
 async def test_a_failed_batch_retried_item_by_item_stops_at_the_item_that_swallowed_the_cancellation() -> None:
@@ -70,6 +61,12 @@ async def test_a_failed_batch_retried_item_by_item_stops_at_the_item_that_swallo
         raise ValueError("the batch fails: its items are handled one by one")
 
     consumer = ResumableConsumer("c", stream, handle, Cursors(), start="0-0", handle_batch=handle_batch)
+    await _cancelled_while_handling(consumer, entered, handled)
+
+
+async def _cancelled_while_handling(consumer: ResumableConsumer[str], entered: asyncio.Event,
+                                    handled: list[str]) -> None:
+    """Run ``consumer``, cancel it once its first item is being handled: it handles no other and stops."""
     task = asyncio.create_task(consumer.run())
     await asyncio.wait_for(entered.wait(), 5)
     task.cancel()
