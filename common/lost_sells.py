@@ -47,16 +47,17 @@ def unseen(x: str, window: bool = True) -> str:
             f" WHERE l.terminal_at >= {x}.opened_at)")
 
 
-def selling(x: str) -> str:
-    """The SQL condition that position row ``x`` has a LOST SELL that still counts as selling (:func:`unseen`)."""
-    return f"EXISTS (SELECT 1 FROM {lost_of(f'{x}.follower_wallet_id', f'= {x}.asset_id')} WHERE {unseen(x)})"
+def selling(x: str, window: bool = True) -> str:
+    """The SQL condition that position row ``x`` has a LOST SELL that still counts as selling (:func:`unseen`; of any
+    age kept when not ``window``)."""
+    lost = lost_of(f"{x}.follower_wallet_id", f"= {x}.asset_id", window)
+    return f"EXISTS (SELECT 1 FROM {lost} WHERE {unseen(x, window)})"
 
 
 def uncounted(x: str) -> str:
     """The SQL condition that position row ``x`` has a LOST SELL, of any age kept, that may have sold shares no count
     of the venue showed (:func:`unseen`): settled now, on the shares booked, it may be paid and redeem shares sold."""
-    lost = lost_of(f"{x}.follower_wallet_id", f"= {x}.asset_id", window=False)
-    return f"EXISTS (SELECT 1 FROM {lost} WHERE {unseen(x, window=False)})"
+    return selling(x, window=False)
 
 
 def awaited(x: str, condition: str) -> str:
