@@ -44,13 +44,19 @@ def _dec(d: dict[str, Any], key: str) -> Any:
     return ZERO if raw in (None, "") else parse_decimal(raw)
 
 
+_FINAL = frozenset({v.CONFIRMED, v.CANCELLED})
+
+
 def parse_order(raw: bytes) -> v.VenueResult:
-    """An order from a 200 body, or a protocol error when it does not read as one."""
+    """An order from a 2xx body, or a protocol error when it does not read as one."""
     try:
         d = orjson.loads(raw)
         if not isinstance(d, dict) or not d.get("status"):
             raise ValueError("no status")
-        return v.VenueOrder(str(d.get("orderId") or ""), str(d.get("clientOrderId") or ""), str(d["status"]).lower(),
+        status = str(d["status"]).lower()
+        if status in _FINAL and d.get("filledSize") in (None, ""):  # read as 0 it would end a filled order unfilled
+            raise ValueError(f"status {status} without filledSize")
+        return v.VenueOrder(str(d.get("orderId") or ""), str(d.get("clientOrderId") or ""), status,
                             _dec(d, "filledSize"), _dec(d, "avgPrice"), _dec(d, "makingAmount"),
                             _dec(d, "takingAmount"), _dec(d, "feeShares"),
                             tuple(str(h) for h in d.get("txHashes") or ()))
@@ -242,7 +248,7 @@ class InsidersVenue:
             return v.VenueError("disconnect", 0, "", str(exc)[:300])
         except BadResponse as exc:
             return v.VenueError("protocol", 0, "", str(exc)[:300])
-        if resp.status == 200:
+        if 200 <= resp.status < 300:  # the contract answers 200; a 201/202 with the order is the order too
             return _about(parse_order(resp.body), client_order_id, order_id)
         return parse_error(resp.status, resp.body)
 
@@ -295,7 +301,7 @@ class InsidersVenue:
             return Answer(0, kind="disconnect", message=str(exc)[:300])
         except BadResponse as exc:
             return Answer(0, kind="protocol", message=str(exc)[:300])
-        if resp.status != 200:
+        if not 200 <= resp.status < 300:
             err = parse_error(resp.status, resp.body)
             return Answer(resp.status, code=err.code, message=err.message)
         try:

@@ -55,6 +55,7 @@ class Classification:
     breaker_failure: bool = False  # counts towards opening the circuit breaker
     invalidate_market: bool = False
     answered: bool = False  # the venue answered with a retryable error (5xx/425/429): not found later = not taken
+    key_known: bool = False  # the venue says it knows the order's key (409, INVALID_ORDER_DUPLICATED): it may hold it
 
     @property
     def uncertain(self) -> bool:
@@ -76,6 +77,8 @@ def classify(result: v.VenueResult) -> Classification:
         return Classification(Verdict.RETRY, "VENUE_UNREACHABLE", breaker_failure=True)
     if kind == "protocol":
         return Classification(Verdict.SETTLE, _code(code) or "VENUE_BAD_RESPONSE", venue_may_hold=True)
+    if 200 <= status < 300:  # a success (201 Created, 202 Accepted) not read as an order: the venue took it
+        return Classification(Verdict.SETTLE, f"VENUE_HTTP_{status}", venue_may_hold=True)
     if status == 425:
         return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True, answered=True)
     if status == 429:
@@ -88,7 +91,10 @@ def classify(result: v.VenueResult) -> Classification:
     if status in (401, 403):
         return Classification(Verdict.REJECT, "VENUE_UNAUTHORIZED")
     if code in NON_RETRYABLE_CODES:
-        return Classification(Verdict.REJECT, code, invalidate_market=code in INVALIDATES_MARKET)
+        return Classification(Verdict.REJECT, code, invalidate_market=code in INVALIDATES_MARKET,
+                              key_known=code == DUPLICATED)
+    if status == 409:  # a replayed Idempotency-Key whose first request is in progress (or was taken)
+        return Classification(Verdict.REJECT, _code(code) or "VENUE_HTTP_409", key_known=True)
     return Classification(Verdict.REJECT, _code(code) or f"VENUE_HTTP_{status}")
 
 
@@ -127,7 +133,7 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
     ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
     says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does). Such an
     order is never rejected by a refusal of this attempt, which says nothing of the earlier one: it is settled by
-    status query (``INVALID_ORDER_DUPLICATED``: the venue says it has it; any other: it may).
+    status query (``INVALID_ORDER_DUPLICATED`` or a 409: the venue says it knows it; any other: it may).
     """
     may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain
     if c.verdict in (Verdict.REJECT, Verdict.NOT_FOUND):  # a POST answered 404: the route refused, a rejection
@@ -135,8 +141,8 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
         if not may_hold:
             return [OrderRejected(reason)]
         # answered: whether the order is uncertain for good is the earlier attempts' to say (post_uncertain),
-        # but a duplicate is the venue saying it has the order: never "not taken"
-        return [OrderTimedOut(reason, answered=reason != DUPLICATED)]
+        # but a duplicate or a conflict is the venue saying it knows the order: never "not taken"
+        return [OrderTimedOut(reason, answered=not c.key_known)]
     if c.verdict is Verdict.SETTLE:
         return [OrderTimedOut(c.reason)]
     # RETRY
