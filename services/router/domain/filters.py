@@ -9,9 +9,10 @@ Rules:
 - Market lists match the trade's condition id exactly and its market or event slug either exactly
   or as a series prefix ending at a ``-`` boundary ("btc-updown-5m" matches
   "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
-- A market that cannot be identified is in neither list's favour: the allowlist skips it, and a denylist skips a
-  BUY in it when an entry cannot be ruled out by the ids known (a condition id entry when the condition id is
-  unknown, a slug entry when no slug is). A SELL is then mirrored: the follower holds what the leader leaves.
+- A market that cannot be identified is in neither list's favour for a BUY: the allowlist skips it, and so does a
+  denylist when an entry cannot be ruled out by the ids known (a condition id entry when the condition id is
+  unknown, a slug entry when no slug is). A SELL there is mirrored, whichever list cannot rule it out: an exit is
+  never withheld on a guess (the follower would hold what the leader left).
 - A BUY made before the subscription last became ACTIVE (created or resumed) is not copied.
 - Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
   mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
@@ -95,7 +96,8 @@ def unresolved(entries: tuple[str, ...], ids: tuple[str, str, str]) -> str | Non
 
 
 def market_lists(filters: FilterRules, ids: tuple[str, str, str], *, buying: bool = True) -> Rejection | None:
-    """Deny- and allowlist check (``buying``: an entry the ids cannot rule out denies too)."""
+    """Deny- and allowlist check (``buying``: an entry the ids cannot rule out denies too, and an allowlist the ids
+    cannot rule out skips too; a SELL is skipped only in a market known to be denied or not allowed)."""
     denied = listed(filters.denylist, ids)
     if denied is not None:
         return Reason.MARKET_DENIED, f"market {ids[1] or ids[0]} matches denylist entry {denied!r}"
@@ -105,6 +107,8 @@ def market_lists(filters: FilterRules, ids: tuple[str, str, str], *, buying: boo
         return (Reason.MARKET_DENIED,
                 f"market {ids[1] or ids[0] or '?'} has no known {what}: denylist entry {unknown!r} cannot be ruled out")
     if filters.allowlist and listed(filters.allowlist, ids) is None:
+        if not buying and unresolved(filters.allowlist, ids) is not None:
+            return None  # an exit in a market the ids cannot rule out of the allowlist is mirrored
         return (Reason.MARKET_NOT_ALLOWED,
                 f"market {ids[1] or ids[0]} (event {ids[2] or '?'}) is not in the allowlist "
                 f"({len(filters.allowlist)} entries)")
