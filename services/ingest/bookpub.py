@@ -116,7 +116,8 @@ class BookPublisher:
                     self._kinds[kind] += 1
                 if kind == mpb.TICK_KIND_TICK_SIZE_CHANGE:
                     self._tick_sizes[asset_id] = book.tick_size
-        self._schedule()
+        if not self._scheduled or len(self._ticks) > self._thin_at:  # else a send is already due: nothing to add
+            self._schedule()
 
     def check(self, asset_ids: list[str]) -> None:
         """The bands of these assets changed (guard's, or the gate's narrowing of them ended): a tick of each whose
@@ -188,6 +189,7 @@ class BookPublisher:
         kept.reverse()
         self._ticks = kept
         self._thin_at = max(self.backlog_max, 2 * len(kept))
+        self.metrics.book_ticks_thinned(len(ticks) - len(kept))
         log.warning("book publish backlog thinned", extra={"ticks": len(ticks), "kept": len(kept)})
 
     @property

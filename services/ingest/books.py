@@ -238,10 +238,10 @@ class BookState:
 
     def apply(self, msg: clob.ClobMsg, now_ms: int) -> list[Touched]:
         """Apply one message; returns the assets it changed."""
+        if type(msg) is clob.PriceChangeMsg:  # the feed's bulk first (no class derives from it)
+            return self._price_change(msg, now_ms)
         if isinstance(msg, clob.BookMsg):
             return self._book(msg, now_ms)
-        if isinstance(msg, clob.PriceChangeMsg):
-            return self._price_change(msg, now_ms)
         if isinstance(msg, clob.LastTradeMsg):
             book = self._touch(msg.asset_id, msg.market, msg.venue_ms, now_ms, top=False)
             if book is None:

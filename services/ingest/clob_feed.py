@@ -63,12 +63,13 @@ class ClobHandler:
         if messages is None:
             return False
         now_ms = recv_ns // 1_000_000
+        apply, on_touched, parse = self.books.apply, self.on_touched, clob.parse_event
         for item in messages:
             try:
-                msg = clob.parse_event(require_object(item))
-                for touched in self.books.apply(msg, now_ms):
-                    self.on_touched(touched, recv_ns)
-                if isinstance(msg, clob.ResolvedMsg) and self.on_resolved is not None:
+                msg = parse(item if item.__class__ is dict else require_object(item))
+                for touched in apply(msg, now_ms):
+                    on_touched(touched, recv_ns)
+                if type(msg) is clob.ResolvedMsg and self.on_resolved is not None:
                     self.on_resolved(msg, recv_ns)
             except ParseError as exc:
                 self.metrics.parse_error(FEED, exc.kind)

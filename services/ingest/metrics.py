@@ -6,7 +6,7 @@ through callbacks at collection time, so a frame costs no SDK call. Names (attri
 ``.filtered`` / ``.duplicate`` (source), ``ingest.activity`` (type), ``ingest.reconnects`` (feed),
 ``ingest.stalls`` (feed), ``ingest.backfilled``, ``ingest.ticks`` (kind), ``ingest.poll.requests``
 (status), ``ingest.resolutions`` (source, outcome), ``ingest.market_checks`` (outcome),
-``ingest.held_token_lookups`` (outcome), ``ingest.resolutions_unclear``; histogram
+``ingest.held_token_lookups`` (outcome), ``ingest.resolutions_unclear``, ``ingest.book_ticks_thinned``; histogram
 ``ingest.feed_lag`` ms (source) = venue time → receive time. Gauges read at collection: ``ingest.feed_silence``
 s (feed) = time since the feed's last data message; ``ingest.books`` (state: FRESH, STALE, UNSYNCED) and
 ``ingest.book_age_max`` s = the longest any followed book went without an update.
@@ -48,6 +48,8 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
                     "NO_MARKET_INFO, FAILED (each sync)"),
     "unclear": ("ingest.resolutions_unclear", (),
                 "held markets closed without a clear winner for longer than the alert threshold (one each)"),
+    "thinned": ("ingest.book_ticks_thinned", (),
+                "old price ticks the book publisher dropped from its backlog while Redis did not answer"),
 }
 
 
@@ -61,6 +63,7 @@ class IngestMetrics:
             self.tally["reconnects", feed] += 0
             self.tally["stalls", feed] += 0
         self.tally["unclear",] += 0
+        self.tally["thinned",] += 0
         for source in (rs.SOCKET, rs.REST):
             self.tally["resolutions", source, rs.CONTRADICTED] += 0
         for prefix, (name, attrs, description) in _COUNTERS.items():
@@ -165,6 +168,10 @@ class IngestMetrics:
     def resolution_unclear(self) -> None:
         """A held market has been closed without a clear winner for longer than the alert threshold."""
         self.tally["unclear",] += 1
+
+    def book_ticks_thinned(self, n: int) -> None:
+        """Old price ticks dropped from the book publisher's backlog (Redis not answering)."""
+        self.tally["thinned",] += n
 
     def lag(self, source: str, lag_ms: float) -> None:
         """Feed lag: venue time → receive time."""
