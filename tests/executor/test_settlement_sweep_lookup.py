@@ -242,7 +242,7 @@ def test_a_sweep_reads_a_few_pages_however_many_resolutions_were_recorded(db_url
 def test_the_sweeps_read_the_open_positions_alone_and_every_other_row_by_key(db_url: str) -> None:
     """1,000 resolved markets whose positions all ended (20 holders each), 2,000 positions open in other markets, 50
     orders in flight (test_plans): positions are read through an index of the open ones only, the lookup, the
-    resolutions, the open orders and the orders by their keys."""
+    resolutions, the open orders, the orders and a position's LOST SELLs by their keys."""
     _resolved_markets(db_url)
     for name in SWEEPS:
         sql = getattr(settlement_store, name)
@@ -260,6 +260,8 @@ def test_the_sweeps_read_the_open_positions_alone_and_every_other_row_by_key(db_
                 used.setdefault(relation, set()).add(n.get("Index Name", n["Node Type"]))
         assert used.pop("positions") <= {"positions_open_asset", "positions_condition", "Bitmap Heap Scan"}, name
         assert used == {"resolved_assets": {"resolved_assets_pkey"}, "order_pending": {"order_pending_open"},
-                        **({"market_resolutions": {"market_resolutions_pkey"}} if name == "_UNSETTLED" else
-                           {"orders": {"orders_pkey"}})}, name
+                        "orders": {"orders_pkey"},
+                        **({"market_resolutions": {"market_resolutions_pkey"},  # and a position's LOST SELLs
+                            "lost_sells": {"lost_sells_position"}, "fills": {"fills_order"},
+                            "redemptions": {"redemptions_pkey"}} if name == "_UNSETTLED" else {})}, name
 

@@ -23,9 +23,9 @@ settler, so that it ends even when the venue did not cancel it with its market.
 So is a position with a SELL that ended LOST and may have sold (``common.lost_sells.awaited``; at most its 15-minute
 window): its fill is never booked, and settled from the shares booked the position realized a payout for shares sold
 and asked to redeem them. Reconciliation compares its token for it although the market resolved (it leaves resolved
-tokens to settlement otherwise), and a sweep settles what the venue's count left (the sweep's lookup does not tell
-these apart: it settles their market again, holding them back, until then). Once the wallet's redemption of the
-market is recorded, its count may lack what that redemption took: the position is not held back any more.
+tokens to settlement otherwise), and a sweep settles what the venue's count left (the sweep leaves such a position
+out until then: its market is taken once a position of it is no longer held back). Once the wallet's redemption of
+the market is recorded, its count may lack what that redemption took: the position is not held back any more.
 
 Both sweeps go from the open positions to ``resolved_assets`` (each token of every recorded resolution, kept by a
 trigger on ``market_resolutions``): their cost follows the open positions, not the resolutions ever recorded.
@@ -79,22 +79,24 @@ ORDER BY p.follower_wallet_id, p.asset_id
 # The open positions of a resolved market's token: the tokens of the open positions (index positions_open_asset),
 # each looked up in resolved_assets (migration 0740: every token of every resolution recorded) by its key, then the
 # open positions of a resolved one (positions_open_asset again). LIMIT 1 and OFFSET 0 keep each a probe per row: a
-# join could be planned as a pass over the lookup or the open positions.
+# join could be planned as a pass over the lookup or the open positions. With what a LOST SELL's check reads of it.
 _RESOLVED_OPEN = """
-SELECT p.follower_wallet_id, p.asset_id, p.condition_id
+SELECT p.follower_wallet_id, p.asset_id, p.condition_id, p.id, p.opened_at, p.reconciled_at
 FROM (SELECT DISTINCT t.asset_id FROM positions t WHERE t.state = 'OPEN') t
 CROSS JOIN LATERAL (SELECT ra.condition_id FROM resolved_assets ra WHERE ra.asset_id = t.asset_id LIMIT 1) ra
-CROSS JOIN LATERAL (SELECT p.follower_wallet_id, p.asset_id, ra.condition_id FROM positions p
-                     WHERE p.asset_id = t.asset_id AND p.state = 'OPEN' AND p.size > 0 OFFSET 0) p
+CROSS JOIN LATERAL (SELECT p.follower_wallet_id, p.asset_id, ra.condition_id, p.id, p.opened_at, p.reconciled_at
+                     FROM positions p WHERE p.asset_id = t.asset_id AND p.state = 'OPEN' AND p.size > 0 OFFSET 0) p
 """
 
-# Recorded resolutions with a position to settle now: open, of one of the market's tokens, no order in flight.
-# Those positions first, then for each its wallet's open orders of the token (one probe of order_pending_open), then
-# each market's resolution by its key; those resolved first first: a market whose positions are held back by a LOST
-# SELL is taken each round until its count is read, and would otherwise keep others waiting in no set order.
+# Recorded resolutions with a position to settle now: open, of one of the market's tokens, no order in flight and no
+# LOST SELL awaited (as settling would hold it back: each round took such a market again until its hold ended, ran
+# its settlement to find it waiting, and up to a batch of them kept the markets resolved after them waiting). Those
+# positions first, then for each its wallet's open orders of the token (one probe of order_pending_open) and its
+# recent LOST SELLs (one probe of lost_sells_position), then each market's resolution by its key; those resolved first
+# first.
 _UNSETTLED = f"""
 WITH held AS MATERIALIZED ({_RESOLVED_OPEN}),
-due AS (SELECT DISTINCT p.condition_id FROM held p WHERE NOT {_IN_FLIGHT})
+due AS (SELECT DISTINCT p.condition_id FROM held p WHERE NOT {_IN_FLIGHT} AND NOT {awaited("p", "p.condition_id")})
 SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk FROM due d
 CROSS JOIN LATERAL (SELECT r.condition_id, r.asset_ids, r.winning_asset_id, r.neg_risk, r.received_at
                      FROM market_resolutions r
@@ -284,8 +286,8 @@ class SettlementStore:
     async def resolutions_with_open_positions(self, limit: int = 100) -> list[Resolution]:
         """Recorded resolutions whose market still has open positions to settle (settled late: a fill booked after
         the resolution, a position held back while an order of its token was in flight, or an event this executor
-        never saw). A position whose order is still in flight does not count: it waits for the order's end (one
-        whose LOST SELL is awaited does: settling its market holds it back again)."""
+        never saw). A position whose order is still in flight, or whose LOST SELL is awaited, does not count: it waits
+        for the order's end, or the venue's count (at most the LOST SELL's window)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(_UNSETTLED, (limit,))
             return [Resolution(r["condition_id"], tuple(r["asset_ids"]), r["winning_asset_id"], r["neg_risk"])
