@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import signal
 import sys
 import time
@@ -104,11 +105,11 @@ class Ingest:
         self.publisher = BookPublisher(lambda: RespConnection.open(redis_url), self.books, self.metrics,
                                        depth=t.book_depth_levels, maxlen=t.stream_maxlen, gate=self.gate)
         self.bands = BandFeed(self.redis_text, self.gate, self.publisher.check)
-        clob_getter = RestGetter(self.http, TokenBucket(20.0, 20, time.monotonic()), feed="clob_rest",
-                                 recorder=self.recorder)
+        clob_bucket = TokenBucket(t.clob_rest_rate_per_s, max(1, math.ceil(t.clob_rest_rate_per_s)), time.monotonic())
+        clob_getter = RestGetter(self.http, clob_bucket, feed="clob_rest", recorder=self.recorder)
         self.market_sync = MarketSync(ClobRest(clob_getter, s.clob_api_url), self.books, self.publisher,
                                       self.redis_text, self.metrics, stale_s=t.book_stale_s,
-                                      snapshot_grace_s=t.book_snapshot_grace_s)
+                                      snapshot_grace_s=t.book_snapshot_grace_s, concurrency=t.clob_rest_concurrency)
         self.publisher.on_market = self.market_sync.want_market
         # resolutions: PostgreSQL comes in start(); the recorder and the checks get the pool there
         self.resolutions = ResolutionRecorder(None, self.resolutions_log, self.ticks_log, self.redis_text,
@@ -131,6 +132,7 @@ class Ingest:
         if t.clob_enabled:
             self.watch = WatchSet(self.redis_text, self._follow, recent_ttl_s=t.recent_asset_ttl_s,
                                   refresh_s=t.watch_refresh_s, metrics=self.metrics)
+            self.market_sync.held = self._held
         self.metrics.observe_feeds({"rtds": lambda: self.rtds.feed.last_data_ns / 1e9 if self.rtds.connections else 0.0,
                                     "clob": lambda: self.clob.feed.last_message_ns / 1e9})
         self.metrics.observe_books(lambda: list(self.books.books.values()))
@@ -143,6 +145,10 @@ class Ingest:
         await self.clob.change_assets(added, removed)
         self.publisher.forget(removed)  # an asset in both is dropped too (change_assets)
         self.gate.forget(removed)
+
+    def _held(self, asset_id: str) -> bool:
+        """An asset with an open position or an armed trigger (the watch sets executor and guard keep)."""
+        return self.watch is not None and any(asset_id in assets for assets in self.watch.sources.values())
 
     def _kept(self, item: Identified) -> None:
         if self.watch is not None:

@@ -54,6 +54,13 @@ class Tuning(TrimTuning):
     book_beat_interval_s: float = tune(1.0, "the feed's beat (tt:bookfeed) is written this often while the socket "
                                        "is up", minimum=0.001)
     book_depth_levels: int = tune(100, "levels per side stored in Redis", minimum=1)
+    clob_rest_rate_per_s: float = tune(20.0, "CLOB REST requests per second for market info and book resyncs (one "
+                                       "bucket, a second's worth banked): Polymarket allows 1,500 per 10 s on /book "
+                                       "and 9,000 per 10 s on the CLOB API in all, shared with the router's "
+                                       "reads and the orders of the same address", minimum=0.001, maximum=150.0)
+    clob_rest_concurrency: int = tune(4, "CLOB REST fetches in flight at once (market info first, then the books "
+                                      "of positions and armed triggers, then the rest), and one more kept for "
+                                      "market info", minimum=1, maximum=64)
     tick_filter: bool = tune(True, "log only the price ticks guard's bands say may matter (tickgate); false: "
                              "every one")
     tick_heartbeat_s: float = tune(5.0, "while filtering, each asset's changed top of book still goes out at least "

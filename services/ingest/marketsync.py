@@ -7,6 +7,10 @@ when the venue sends no snapshot (a market whose book is gone answers ``/book`` 
 failed resync is tried again with jittered exponential backoff until the book is in sync or no longer
 watched.
 
+Fetches wait in a :class:`~services.ingest.fetchqueue.FetchQueue` (market info first, then the books of held assets,
+then the rest) and ``concurrency`` of them run at once, plus one that serves market info alone, so neither a mass
+desync nor a slow answer holds back a new market's info; the REST getter's token bucket keeps their rate.
+
 Market info (``tt:market:{asset}``) is written from ``GET /markets/{id}`` once per market, without undoing what was
 written while the answer was on its way (a socket ``tick_size_change``, a close) and never opening a closed market
 (:func:`write_rest_market`).
@@ -18,15 +22,17 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from common.cancel import reraise_if_cancelling
+from common.cancel import reraise_if_cancelling, stop_tasks
 from common.clob_rest import DEFAULT_TICK, ClobRest, market_infos, parse_book, parse_market
 from common.marketrest import write_rest_market
 from common.retry import Backoff
 from services.ingest.bookpub import BookPublisher
 from services.ingest.books import BookState
+from services.ingest.fetchqueue import BOOK, HELD_BOOK, LANES, MARKET, FetchQueue
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import BAD_FIELD, BAD_SHAPE, ParseError
 
@@ -39,7 +45,9 @@ class MarketSync:
 
     def __init__(self, rest: ClobRest | None, books: BookState, publisher: BookPublisher, redis: Any,
                  metrics: IngestMetrics, *, stale_s: float = 30.0, snapshot_grace_s: float = 2.0,
-                 check_s: float = 1.0, backoff: Backoff = RESYNC_BACKOFF, rng: random.Random | None = None) -> None:
+                 check_s: float = 1.0, backoff: Backoff = RESYNC_BACKOFF, rng: random.Random | None = None,
+                 concurrency: int = 4, held: Callable[[str], bool] = lambda _asset: False,
+                 meter: Any | None = None) -> None:
         self.rest = rest
         self.books = books
         self.publisher = publisher
@@ -50,8 +58,10 @@ class MarketSync:
         self.check_s = check_s
         self.backoff = backoff
         self.rng = rng or random.Random()
+        self.concurrency = concurrency
+        self.held = held  # an asset with an open position or an armed trigger: its book is resynced first
         self._markets_done: set[str] = set()
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queue = FetchQueue(meter)
         # asset → failed attempts, from when its resync is asked for until it succeeds or the asset is forgotten
         self._resyncs: dict[str, int] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
@@ -61,13 +71,16 @@ class MarketSync:
         """Ask for a market's info (no-op after the first successful fetch)."""
         if condition_id and condition_id not in self._markets_done and self.rest is not None:
             self._markets_done.add(condition_id)
-            self._queue.put_nowait(("market", condition_id))
+            self._queue.put(MARKET, condition_id)
 
     def resync(self, asset_id: str) -> None:
         """Resync a book from REST ``/book`` (it is stale until then); no-op while its resync is under way."""
         if self.rest is not None and asset_id not in self._resyncs:
             self._resyncs[asset_id] = 0
-            self._queue.put_nowait(("book", asset_id))
+            self._queue_book(asset_id)
+
+    def _queue_book(self, asset_id: str) -> None:
+        self._queue.put(HELD_BOOK if self.held(asset_id) else BOOK, asset_id)
 
     @property
     def resyncing(self) -> set[str]:
@@ -92,15 +105,28 @@ class MarketSync:
             self.check_stale(int(time.time() * 1000))
 
     async def run(self) -> None:
-        """Serve fetch requests until cancelled."""
+        """Serve fetch requests until cancelled: ``concurrency`` at once, and one more for market info only."""
+        workers = [asyncio.create_task(self._serve(lanes), name=f"marketsync-{i}")
+                   for i, lanes in enumerate([(MARKET,)] + [LANES] * self.concurrency)]
         try:
-            while True:
-                kind, key = await self._queue.get()
-                await self.fetch(kind, key)
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled():
+                    task.result()  # a worker's failure is run's
+            raise RuntimeError("the market sync's workers ended")  # cancelled each by a stray cancellation
         finally:
-            for handle in self._retries.values():
-                handle.cancel()
-            self._retries.clear()
+            try:
+                await stop_tasks(workers)  # again and again: a client library may swallow a cancellation
+            finally:  # after the workers: a fetch failing meanwhile would set a retry
+                for handle in self._retries.values():
+                    handle.cancel()
+                self._retries.clear()
+
+    async def _serve(self, lanes: tuple[str, ...]) -> None:
+        while True:
+            reraise_if_cancelling()  # a fetch that swallowed its cancellation returns: stop here
+            lane, key = await self._queue.get(lanes)
+            await self.fetch("market" if lane == MARKET else "book", key)
 
     async def fetch(self, kind: str, key: str) -> bool:
         """Fetch one market's info (``kind`` "market") or resync one book ("book"); never raises: a failure is
@@ -141,7 +167,7 @@ class MarketSync:
     def _retry(self, asset_id: str) -> None:
         self._retries.pop(asset_id, None)
         if asset_id in self._resyncs:
-            self._queue.put_nowait(("book", asset_id))
+            self._queue_book(asset_id)
 
     async def _market(self, condition_id: str) -> None:
         assert self.rest is not None

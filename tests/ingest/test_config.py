@@ -23,14 +23,19 @@ def test_defaults_are_the_venue_and_documented_intervals() -> None:
     assert (t.market_check_interval_s, t.market_check_rate_per_s) == (3600.0, 4.0)  # held markets at least hourly
     assert (t.book_snapshot_grace_s, t.book_beat_interval_s, t.max_clock_skew_s) == (2.0, 1.0, 60.0)
     assert (t.tick_filter, t.tick_heartbeat_s) == (True, 5.0)
+    # market info and book resyncs: /book allows 1,500 req / 10 s, shared with the router's reads
+    assert (t.clob_rest_rate_per_s, t.clob_rest_concurrency) == (20.0, 4)
 
 
 def test_overrides() -> None:
     s = IngestSettings.from_env({**INTERNAL_ENV, "TT_RTDS_URL": "ws://127.0.0.1:1/", "TT_INGEST_GRPC_PORT": "0",
                                  "TT_TUNE_INGEST_RTDS_STALL_S": "0.5", "TT_TUNE_INGEST_RTDS_PING_INTERVAL_S": "0.1",
-                                 "TT_TUNE_INGEST_POLL_ENDPOINT": "trades", "TT_RECORD_DIR": "/tmp/rec"})
+                                 "TT_TUNE_INGEST_POLL_ENDPOINT": "trades", "TT_RECORD_DIR": "/tmp/rec",
+                                 "TT_TUNE_INGEST_CLOB_REST_RATE_PER_S": "50",
+                                 "TT_TUNE_INGEST_CLOB_REST_CONCURRENCY": "8"})
     assert (s.rtds_url, s.grpc_port, s.tuning.rtds_stall_s, s.tuning.poll_endpoint, s.record_dir) == (
         "ws://127.0.0.1:1", 0, 0.5, "trades", "/tmp/rec")
+    assert (s.tuning.clob_rest_rate_per_s, s.tuning.clob_rest_concurrency) == (50.0, 8)
 
 
 @pytest.mark.parametrize(("env", "name"), [
@@ -45,6 +50,9 @@ def test_overrides() -> None:
     ({"TT_TUNE_INGEST_MARKET_CHECK_INTERVAL_S": "7200"}, "TT_TUNE_INGEST_MARKET_CHECK_INTERVAL_S"),
     ({"TT_TUNE_INGEST_MARKET_CHECK_INTERVAL_S": "0.5"}, "TT_TUNE_INGEST_MARKET_CHECK_INTERVAL_S"),
     ({"TT_TUNE_INGEST_MARKET_CHECK_RATE_PER_S": "0"}, "TT_TUNE_INGEST_MARKET_CHECK_RATE_PER_S"),
+    ({"TT_TUNE_INGEST_CLOB_REST_RATE_PER_S": "0"}, "TT_TUNE_INGEST_CLOB_REST_RATE_PER_S"),
+    ({"TT_TUNE_INGEST_CLOB_REST_RATE_PER_S": "200"}, "TT_TUNE_INGEST_CLOB_REST_RATE_PER_S"),
+    ({"TT_TUNE_INGEST_CLOB_REST_CONCURRENCY": "0"}, "TT_TUNE_INGEST_CLOB_REST_CONCURRENCY"),
     ({"TT_TUNE_INGEST_BOOK_SNAPSHOT_GRACE_S": "0"}, "TT_TUNE_INGEST_BOOK_SNAPSHOT_GRACE_S"),
     ({"TT_TUNE_INGEST_BOOK_BEAT_INTERVAL_S": "-1"}, "TT_TUNE_INGEST_BOOK_BEAT_INTERVAL_S"),
     ({"TT_TUNE_INGEST_MAX_CLOCK_SKEW_S": "-1"}, "TT_TUNE_INGEST_MAX_CLOCK_SKEW_S"),
