@@ -1,6 +1,6 @@
 """The executor's alerts: an order LOST, a redemption FAILED, an order resting on a resolved market whose cancel the
-venue refused, a venue answer reporting a fill its order cannot have made (the breaker's are raised by its gate, a
-reconciliation's failure by the reconciler)."""
+venue refused, a venue answer reporting a fill its order cannot have made or an order answered only with status words
+the contract does not list (the breaker's are raised by its gate, a reconciliation's failure by the reconciler)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,21 @@ def venue_answer_implausible(t: Ticket, answer: v.VenueOrder, call: str, why: st
                 venue_order_id=answer.order_id, call=call, status=answer.status, side=t.side,
                 subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id,
                 detail=why[:300])
+
+
+def venue_status_unlisted(t: Ticket, answer: v.VenueOrder, call: str, waited_s: int) -> None:
+    """VENUE_ANSWER_IMPLAUSIBLE (key ``venue_answer_implausible:<venue>``, once per order): the venue has answered an
+    order only with status words the contract does not list for ``waited_s``; nothing of it is read, and the order stays
+    placed (asked again, holding its reservation) until the venue answers a listed word or an operator ends it by hand
+    (:mod:`services.executor.operator_end`)."""
+    o = t.order
+    word = answer.status[:100]
+    raise_alert(AlertKind.VENUE_ANSWER_IMPLAUSIBLE, f"venue_answer_implausible:{t.venue}",
+                f"order {t.client_order_id} at {t.venue}: the venue has answered only the status {word!r}, which the "
+                f"contract does not list, for {waited_s} s (filledSize {fmt(answer.filled_size)}); nothing of it is "
+                f"booked: the order stays placed, asked again and holding its reservation, until the venue answers a "
+                f"listed status or an operator ends it by hand (EndOrder, docs/operations.md); check it at the venue",
+                dedupe_id=f"venue_status_unlisted:{t.client_order_id}", severity=Severity.CRITICAL,
+                client_order_id=t.client_order_id, venue=t.venue, venue_order_id=answer.order_id, call=call,
+                status=word, filled_size=fmt(answer.filled_size), waited_s=waited_s, side=t.side,
+                subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id)

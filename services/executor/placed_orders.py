@@ -34,6 +34,7 @@ from services.executor.domain.answer_policy import (
 from services.executor.domain.ticket import Ticket
 from services.executor.ports import Venue, safe
 from services.executor.screening import screened
+from services.executor.unlisted_statuses import UnlistedStatuses
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class PlacedQueries:
         self.clock_ms = clock_ms
         self._missing: dict[str, Missing] = {}
         self._renamed: dict[str, str] = {}  # client order id -> the venue order id the venue now answers with
+        self.unlisted = UnlistedStatuses(venues, alert_after_s=lost_after_s, clock_ms=clock_ms)
 
     def __len__(self) -> int:
         return len(self._missing)
@@ -63,6 +65,7 @@ class PlacedQueries:
         """Drop what is known of an order that is no longer queried here (terminal, or given up on)."""
         self._missing.pop(client_order_id, None)
         self._renamed.pop(client_order_id, None)
+        self.unlisted.forget(client_order_id)
 
     async def poll(self, t: Ticket, life: lc.OrderLife) -> tuple[lc.OrderLife, bool]:
         """One status query of a placed order: its state after the answer, and whether it changed."""
@@ -79,6 +82,7 @@ class PlacedQueries:
         result = screened(t, result, "query")
         if isinstance(result, v.VenueOrder):
             self._missing.pop(coid, None)
+            self.unlisted.seen(t, result, "query")
             if result.order_id and result.order_id != venue_order_id:
                 log.warning("placed order found under another venue order id", extra={
                     "client_order_id": coid, "venue_order_id": venue_order_id, "now": result.order_id})
@@ -103,6 +107,7 @@ class PlacedQueries:
             result = screened(t, await safe(venue.cancel(venue_order_id)), "cancel")
             if isinstance(result, v.VenueOrder):
                 self._missing.pop(coid, None)
+                self.unlisted.seen(t, result, "cancel")
                 log.warning("placed order the lookups missed answered its cancel", extra={
                     "client_order_id": coid, "venue_order_id": venue_order_id, "status": result.status})
                 events = decide_status(life, result)

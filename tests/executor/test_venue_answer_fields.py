@@ -111,7 +111,7 @@ async def test_a_filled_size_written_otherwise_is_booked_as_the_same_size(
     assert rows(db_url, "SELECT size FROM positions") == [(taken.filled_size,)]
 
 
-@pytest.mark.parametrize("word", ["settled", "CANCELED", "confirmed "])
+@pytest.mark.parametrize("word", ["settled", "expired", "RETRYING"])
 async def test_a_status_word_the_contract_omits_is_asked_about_again(
         forgetful: Harness, db_url: str, word: str) -> None:
     h = forgetful

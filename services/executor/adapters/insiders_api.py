@@ -53,7 +53,7 @@ def parse_order(raw: bytes) -> v.VenueResult:
         d = orjson.loads(raw)
         if not isinstance(d, dict) or not d.get("status"):
             raise ValueError("no status")
-        status = str(d["status"]).lower()
+        status = v.canonical_status(str(d["status"]))  # "canceled" is "cancelled": its filledSize is required too
         if status in _FINAL and d.get("filledSize") in (None, ""):  # read as 0 it would end a filled order unfilled
             raise ValueError(f"status {status} without filledSize")
         return v.VenueOrder(str(d.get("orderId") or ""), str(d.get("clientOrderId") or ""), status,

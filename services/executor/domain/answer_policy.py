@@ -33,6 +33,10 @@ NON_RETRYABLE_CODES = frozenset({
 INVALIDATES_MARKET = frozenset({"INVALID_ORDER_MIN_TICK_SIZE", "INVALID_ORDER_MIN_SIZE", "MARKET_CLOSED"})
 NOT_FOUND_CODE = "ORDER_NOT_FOUND"
 DUPLICATED = "INVALID_ORDER_DUPLICATED"
+# 5xx a proxy in front of the venue's backend answers when it lost or waited out the backend's answer (502 Bad
+# Gateway, 504 Gateway Timeout; Cloudflare's 520 unknown answer and 524 timeout; 598/599 network read timeouts):
+# the backend may have taken the order, as after a timeout of our own. A 5xx whose code says timeout reads the same.
+GATEWAY_UNCERTAIN = frozenset({502, 504, 520, 524, 598, 599})
 
 
 class Verdict(enum.Enum):
@@ -54,13 +58,13 @@ class Classification:
     venue_may_hold: bool = False  # the venue might have taken the order despite the error
     breaker_failure: bool = False  # counts towards opening the circuit breaker
     invalidate_market: bool = False
-    answered: bool = False  # the venue answered with a retryable error (5xx/425/429): not found later = not taken
+    answered: bool = False  # the venue refused with a retryable error (500/503/425/429): not found later = not taken
     key_known: bool = False  # the venue says it knows the order's key (409, INVALID_ORDER_DUPLICATED): it may hold it
 
     @property
     def uncertain(self) -> bool:
         """The call ended without a definite answer while the venue may have the order (a dropped connection, a
-        timeout, an unreadable answer)."""
+        timeout, an unreadable answer, a gateway's 502/504)."""
         return self.venue_may_hold and not self.answered
 
 
@@ -83,9 +87,9 @@ def classify(result: v.VenueResult) -> Classification:
         return Classification(Verdict.RETRY, "VENUE_TOO_EARLY", breaker_failure=True, answered=True)
     if status == 429:
         return Classification(Verdict.RETRY, "VENUE_RATE_LIMITED", breaker_failure=True, answered=True)
-    if status >= 500:
+    if status >= 500:  # a gateway's (or a timeout's) answer says nothing of the backend: uncertain, like a timeout
         return Classification(Verdict.RETRY, f"VENUE_HTTP_{status}", venue_may_hold=True, breaker_failure=True,
-                              answered=True)
+                              answered=not gateway_uncertain(status, code))
     if status == 404 and code == NOT_FOUND_CODE:  # a bare 404 (a proxy, a wrong path) says nothing of the order
         return Classification(Verdict.NOT_FOUND, NOT_FOUND_CODE)
     if status in (401, 403):
@@ -96,6 +100,14 @@ def classify(result: v.VenueResult) -> Classification:
     if status == 409:  # a replayed Idempotency-Key whose first request is in progress (or was taken)
         return Classification(Verdict.REJECT, _code(code) or "VENUE_HTTP_409", key_known=True)
     return Classification(Verdict.REJECT, _code(code) or f"VENUE_HTTP_{status}")
+
+
+def gateway_uncertain(status: int, code: str) -> bool:
+    """Whether a 5xx answer may hide the backend having taken the order: a gateway's error or timeout."""
+    if status in GATEWAY_UNCERTAIN:
+        return True
+    upper = code.upper()
+    return "TIMEOUT" in upper or "TIMED_OUT" in upper
 
 
 def _code(code: str) -> str:
@@ -167,7 +179,8 @@ def decide_status(life: OrderLife, order: v.VenueOrder) -> list[Event]:
     """Events implied by a status of a PLACED or PARTIALLY_FILLED order (empty when nothing changed).
 
     Fills are booked when the venue says they are final (``confirmed``), when a resting order's
-    matched size grows (``live``), or when the order ends ``cancelled`` with something matched.
+    matched size grows (``live``), or when the order ends ``cancelled`` with something matched. A status word the
+    contract does not list (:func:`unlisted_since`) implies nothing: the order is asked again, never ended on a guess.
     """
     status = order.status
     fs = max(order.filled_size, life.filled_size)
@@ -236,3 +249,25 @@ def decide_placed_missing(missing: Missing, now_ms: int, *, lost_after: int, los
     if lost_after_s <= 0 or missing.count < lost_after or waited_ms < lost_after_s * 1000:
         return []
     return [OrderLost(PLACED_NOT_FOUND, f"not found by {missing.count} status queries over {waited_ms // 1000} s")]
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """An order the venue has been answering with status words the contract does not list: since when (ms, a
+    monotonic clock) and the last such word."""
+
+    since_ms: int
+    status: str
+
+
+def unlisted_since(before: Unlisted | None, status: str, now_ms: int) -> Unlisted | None:
+    """``before`` after one more answer with ``status``: None once a listed word comes back (the streak ends)."""
+    if status in v.LISTED:
+        return None
+    return Unlisted(now_ms if before is None else before.since_ms, status)
+
+
+def unlisted_too_long(streak: Unlisted, now_ms: int, *, after_s: float) -> bool:
+    """Whether an order stayed in unlisted statuses for at least ``after_s``: long enough for a person to look (it
+    holds its reservation while it is asked again)."""
+    return now_ms - streak.since_ms >= after_s * 1000

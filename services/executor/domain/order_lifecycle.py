@@ -76,8 +76,9 @@ class OrderTimedOut:
     """The POST's outcome is unknown (timeout, a retryable error after which the venue may hold it, or a
     restart between persisting the intent and learning the outcome: ``surely_sent`` False).
 
-    ``answered``: the venue answered the last attempt with a retryable error (5xx/425/429, or the
-    breaker refused the retry), so a not-found means it was not taken and a re-POST is safe. Not
+    ``answered``: the venue answered the last attempt with a retryable error (500/503/425/429, not a
+    gateway's 502/504; or the breaker refused the retry), so a not-found means it was not taken and a
+    re-POST is safe. Not
     answered, the attempt may have left the order at the venue: the order keeps that for good
     (``OrderLife.post_uncertain``)."""
 

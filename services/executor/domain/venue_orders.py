@@ -18,7 +18,18 @@ MINED = "mined"
 CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
 FAILED = "failed"
+LISTED = frozenset({LIVE, MATCHED, DELAYED, UNMATCHED, MINED, CONFIRMED, CANCELLED, FAILED})
+# Another spelling of a listed word that cannot mean anything else (Polymarket's own order status is CANCELED).
+ALIASES = {"canceled": CANCELLED}
 LOWEST_PRICE = Decimal("0.0001")  # the finest tick of any market: no share trades for less
+
+
+def canonical_status(raw: str) -> str:
+    """A venue's status word as the contract spells it (trimmed, lower-cased, an alias of :data:`ALIASES` read as
+    its word); any other word is kept as it is: unlisted, it is never read as a state. For the adapter, before it
+    checks that a final status carries ``filledSize`` (read as 0 it would end a filled order unfilled)."""
+    word = raw.strip().lower()
+    return ALIASES.get(word, word)
 
 
 @dataclass(frozen=True, slots=True)
