@@ -12,7 +12,9 @@ a dead subscription: the socket is closed and reopened like a stall, so it is re
 gap. Still silent after that (the venue has switched it off platform-wide before), the socket stays up and every
 further ``stall_s`` of silence is reported as a gap (the poller polls everyone) until it delivers again.
 ``orders_matched`` is not watched: it carries takers only, which ``trades`` carries too. So while it delivers,
-a ``trades`` that never did (off before ingest started) is watched as silent since the session began.
+a ``trades`` that never did (off before ingest started) is watched as silent since the session began; and when
+neither type ever delivered while other data flows (both off, a liveness topic busy), that silence is polled for
+every ``stall_s`` without reconnecting.
 """
 
 from __future__ import annotations
@@ -163,9 +165,10 @@ class RtdsFeed:
             if self._conn is None:
                 continue
             seen = self.handler.last_seen_ns.get(RTDS_TRADES)
+            # neither leader-trade type ever delivered (both off since before ingest started): a renewal is no
+            # cure (no reconnect loop), but the silence is polled for like one that outlasted a renewal
+            never = seen is None and RTDS_ORDERS_MATCHED not in self.handler.last_seen_ns
             if seen is None:
-                if RTDS_ORDERS_MATCHED not in self.handler.last_seen_ns:
-                    continue  # no leader-trade type ever delivered: not expected
                 seen = 0  # orders_matched delivers (its takers are in trades too) and trades never did: off
             now = time.time_ns()
             if self._renewed_ns is not None and seen > self._renewed_ns:
@@ -174,7 +177,7 @@ class RtdsFeed:
                 continue
             if now - self.feed.last_data_ns > self.stall_s * 1e9:
                 continue  # nothing at all comes: the socket is silent as a whole, its watchdog's to renew
-            if self._renewed_ns is None:
+            if self._renewed_ns is None and not never:
                 self.metrics.stall(FEED)  # a stall: the socket is renewed (not the silences polled for after it)
                 self._renewed_ns = now
                 log.warning("rtds trades silent while the socket is up; reconnecting", extra={"silent_s": self.stall_s})
