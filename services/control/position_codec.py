@@ -10,6 +10,7 @@
 - ``unrealizedPnlUsd``: shares × mark − costUsd for an OPEN position with a mark, to USDC's base unit;
   "0" otherwise (an unmarked position counts at cost, as in guard's PnL).
 - ``realizedPnlUsd``: this life's realized PnL (the payout included once resolved).
+- ``updateTime``: the last change of any field shown, a reconciliation's count included (``position_repo``).
 - ``resolution`` and ``redemption`` are always present (empty values until they apply); the redemption
   is the (follower wallet, market) one, shown on RESOLVED_WON / REDEEMED positions of the Insiders venue.
 """

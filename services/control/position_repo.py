@@ -8,12 +8,15 @@ from services.control.db import Conn
 from services.control.pagination import Cursor
 
 # The same columns from both tables; ``realized`` is the life's own realized PnL (``positions`` keeps
-# counting across lives from ``realized_base_usd``; a history row holds its life's alone).
+# counting across lives from ``realized_base_usd``; a history row holds its life's alone). ``updated_at`` is the
+# last change of any field shown: reconciliation writes the venue's count (a resize, a close at the venue) without
+# moving the row's updated_at (the executor reads that column as "booked since the count").
 _LIFE = (
     "id, wallet, follower_wallet_id, subscription_id, asset_id, condition_id, outcome, venue, origin, state,"
     " size, avg_price, cost_usd, {realized} AS realized, resolved_shares, resolved_cost_usd, payout_per_share,"
     " winning_asset_id,"
-    " resolved_at, venue_shares, reconciled_at, opened_at, updated_at, closed_at"
+    " resolved_at, venue_shares, reconciled_at, opened_at,"
+    " greatest(updated_at, reconciled_at, closed_at, resolved_at) AS updated_at, closed_at"
 )
 _CURRENT = _LIFE.format(realized="realized_pnl_usd - realized_base_usd")
 _ENDED = _LIFE.format(realized="realized_pnl_usd")

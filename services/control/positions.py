@@ -27,6 +27,8 @@ from tradingtools.control.v1 import position_pb2 as ppb
 
 log = logging.getLogger(__name__)
 
+MAX_MARK_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a Timestamp holds
+
 
 class MarketReads(Protocol):
     """Marks and market slugs of assets (what ingest keeps for them)."""
@@ -65,14 +67,25 @@ class RedisMarketReads:
             if not raw:
                 continue
             try:
-                price, updated_ms = mark_from_json(raw)
-            except (ValueError, TypeError, KeyError, IndexError, ArithmeticError):
+                mark = _mark_of(raw)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError):
                 log.warning("malformed book in redis; position left unmarked", extra={"asset_id": asset})
                 continue
-            if price is not None:
-                marks[asset] = (price, updated_ms)
+            if mark is not None:
+                marks[asset] = mark
         slugs = {asset: raw for asset, raw in zip(slug_assets, replies, strict=True) if raw}
         return marks, slugs
+
+
+def _mark_of(raw: str) -> Mark | None:
+    """The mark of a stored book (None when it has no price); ValueError when its price is no price (not in
+    [0, 1]) or its update time is one no Timestamp holds."""
+    price, updated_ms = mark_from_json(raw)
+    if price is None:
+        return None
+    if not (price.is_finite() and 0 <= price <= 1) or not 0 <= updated_ms <= MAX_MARK_MS:
+        raise ValueError("book out of range")
+    return price, updated_ms
 
 
 class PositionUseCases:
