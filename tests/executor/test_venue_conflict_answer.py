@@ -69,12 +69,13 @@ async def test_an_order_whose_retry_is_answered_409_and_never_found_ends_lost_no
 CONFLICT = v.VenueError("http", 409, "", "")
 
 
-def test_a_first_post_answered_409_is_still_rejected() -> None:
-    # nothing of this order was sent before: the conflict is with something else
+@pytest.mark.parametrize("conflict", [CONFLICT, v.VenueError("http", 409, "INVALID_ORDER_DUPLICATED", "")])
+def test_a_first_post_answered_409_is_settled_by_query_not_rejected(conflict: v.VenueError) -> None:
+    # the intent is recorded before the POST and the client never resends: the key the venue knows is this order's
     life = lc.OrderLife("co_1", lc.State.SUBMITTING, attempts=1)
-    events = decide_submit(life, classify(CONFLICT), max_attempts=4, may_retry_now=True,
+    events = decide_submit(life, classify(conflict), max_attempts=4, may_retry_now=True,
                            venue_may_hold_already=False)
-    assert events == [lc.OrderRejected("VENUE_HTTP_409")]
+    assert len(events) == 1 and isinstance(events[0], lc.OrderTimedOut) and not events[0].answered
 
 
 @pytest.mark.parametrize("conflict", [CONFLICT, v.VenueError("http", 409, "IDEMPOTENCY_KEY_IN_USE", "")])

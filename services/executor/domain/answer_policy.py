@@ -145,9 +145,12 @@ def decide_submit(life: OrderLife, c: Classification, *, max_attempts: int, may_
     ``may_retry_now`` is False when the breaker refuses another attempt; ``venue_may_hold_already``
     says an earlier attempt of this order may have reached the venue (as ``life.post_uncertain`` does). Such an
     order is never rejected by a refusal of this attempt, which says nothing of the earlier one: it is settled by
-    status query (``INVALID_ORDER_DUPLICATED`` or a 409: the venue says it knows it; any other: it may).
+    status query (``INVALID_ORDER_DUPLICATED`` or a 409: the venue says it knows it; any other: it may). A first
+    POST answered so is settled by query too: the key the venue knows can only be this order's.
     """
-    may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain
+    # a first POST answered 409 / INVALID_ORDER_DUPLICATED: the intent was recorded before the POST and the client
+    # never resends, so the key the venue knows is this order's (a gateway's replay, another executor)
+    may_hold = venue_may_hold_already or c.venue_may_hold or life.post_uncertain or c.key_known
     if c.verdict in (Verdict.REJECT, Verdict.NOT_FOUND):  # a POST answered 404: the route refused, a rejection
         reason = c.reason if c.verdict is Verdict.REJECT else "VENUE_HTTP_404"
         if not may_hold:
