@@ -97,6 +97,7 @@ async def serve(settings: Settings, until: Callable[[RunningRouter], Awaitable[N
         router = Router(followers=subscriptions, redis_state=redis_state, store=store, markets=markets,
                         balances=balances, emitter=emitter,
                         knobs=Knobs(max_trade_age_ms=int(settings.max_trade_age_s * 1000),
+                                    max_exit_age_ms=int(settings.max_exit_age_s * 1000),
                                     marketable_buy_min_usd=settings.marketable_buy_min_usd,
                                     default_max_slippage_bps=settings.default_max_slippage_bps,
                                     max_order_usd=settings.max_order_usd),

@@ -8,7 +8,8 @@
 | ``TT_CLOB_API_URL`` | https://clob.polymarket.com | CLOB REST API: market info and books |
 | ``TT_INSIDERS_API_URL`` / ``_TOKEN`` | unset | balance API for PERCENT_OF_BALANCE; unset: funded balances only |
 | ``TT_MAX_ORDER_USD`` | 1000 | ceiling per order: copies are cut to it (SELL: size × leader price), noted |
-| ``TT_ROUTER_MAX_TRADE_AGE_S`` | 300 | a leader trade older than this (venue time) is skipped, TRADE_TOO_OLD |
+| ``TT_ROUTER_MAX_TRADE_AGE_S`` | 300 | a leader BUY older than this (venue time) is skipped, TRADE_TOO_OLD |
+| ``TT_ROUTER_MAX_EXIT_AGE_S`` | 21600 | a leader SELL older than this is skipped, TRADE_TOO_OLD (>= the above) |
 | ``TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS`` | 200 | slippage tolerance of copies whose subscription sets none |
 | ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
@@ -27,6 +28,7 @@ from decimal import Decimal
 
 from common.config import (
     DEFAULT_MAX_ORDER_USD,
+    ConfigError,
     Secret,
     StorageSettings,
     env_decimal,
@@ -45,6 +47,12 @@ from common.metrics import METRICS_OFF, MetricsSettings
 from common.streams import START_NEW, START_OLDEST
 from common.tuning import tune, tuning_from_env
 
+# 6 h: a leader's exit that comes this late (a backlog routed after the router or Redis was down for hours, one
+# the poller brought after a long stall) is still mirrored, which covers an outage an operator is paged for and
+# fixes; past it, what to do with the position is the operator's call (guard's TP/SL and settlement still apply).
+# Far inside the routed marker's day (TT_TUNE_ROUTER_DEDUPE_TTL_S), which must outlive it.
+DEFAULT_MAX_EXIT_AGE_S = 21_600.0
+
 
 @dataclass(frozen=True, slots=True)
 class Tuning(TrimTuning):
@@ -61,7 +69,8 @@ class Tuning(TrimTuning):
     http_timeout_s: float = tune(2.0, "total timeout of one CLOB or balance API request on the routing path",
                                  minimum=0.05)
     dedupe_ttl_s: int = tune(86_400, "how long a routed leader trade's marker (tt:router:routed:{id}) is kept: "
-                             "far past the poller's look-back and TRADE_TOO_OLD", minimum=60)
+                             "far past the poller's look-back and TRADE_TOO_OLD (at least "
+                             "TT_ROUTER_MAX_EXIT_AGE_S)", minimum=60)
     stream_maxlen: int = tune(1_000_000, "approximate length cap of tt:stream:routed_trades, the last bound when "
                               "the trimming by readers (stream_keep_s) cannot trim: entries are 1 to 600 KB",
                               minimum=1000)
@@ -94,12 +103,23 @@ class Settings:
     insiders_api_url: str
     insiders_api_token: Secret
     max_trade_age_s: float = 300.0
+    max_exit_age_s: float = DEFAULT_MAX_EXIT_AGE_S
     default_max_slippage_bps: int = 200
     marketable_buy_min_usd: Decimal = Decimal(1)
     max_order_usd: Decimal = DEFAULT_MAX_ORDER_USD
     grpc_host: str = "127.0.0.1"
     tuning: Tuning = Tuning()
     metrics: MetricsSettings = METRICS_OFF
+
+    def __post_init__(self) -> None:
+        if self.max_exit_age_s < self.max_trade_age_s:
+            raise ConfigError(f"TT_ROUTER_MAX_EXIT_AGE_S ({self.max_exit_age_s:g}) must be >= "
+                              f"TT_ROUTER_MAX_TRADE_AGE_S ({self.max_trade_age_s:g}): a leader's exit would be "
+                              "skipped where its entry was copied")
+        if self.max_exit_age_s > self.tuning.dedupe_ttl_s:
+            raise ConfigError(f"TT_ROUTER_MAX_EXIT_AGE_S ({self.max_exit_age_s:g}) must be <= "
+                              f"TT_TUNE_ROUTER_DEDUPE_TTL_S ({self.tuning.dedupe_ttl_s}): a leader's SELL delivered "
+                              "again after its routed marker expired would be copied again")
 
     def __repr__(self) -> str:  # logged at start-up: the URLs without their credentials
         return settings_repr(self)
@@ -116,6 +136,7 @@ class Settings:
         security = GrpcSecurity.from_env(env)
         grpc_host = env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1")
         security.check_bind(grpc_host, "TT_ROUTER_GRPC_HOST")
+        max_trade_age_s = env_float_seconds(env, "TT_ROUTER_MAX_TRADE_AGE_S", 300.0, minimum=1.0)
         return cls(
             storage=StorageSettings.from_env(env),
             security=security,
@@ -124,7 +145,9 @@ class Settings:
             clob_api_url=env_url(env, "TT_CLOB_API_URL", "https://clob.polymarket.com"),
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
             insiders_api_token=Secret(env_str(env, "TT_INSIDERS_API_TOKEN")),
-            max_trade_age_s=env_float_seconds(env, "TT_ROUTER_MAX_TRADE_AGE_S", 300.0, minimum=1.0),
+            max_trade_age_s=max_trade_age_s,
+            max_exit_age_s=env_float_seconds(env, "TT_ROUTER_MAX_EXIT_AGE_S",
+                                             max(DEFAULT_MAX_EXIT_AGE_S, max_trade_age_s), minimum=1.0),
             default_max_slippage_bps=env_int(env, "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", 200, minimum=0,
                                              maximum=10_000),
             marketable_buy_min_usd=env_decimal(env, "TT_ROUTER_MARKETABLE_BUY_MIN_USD", Decimal(1),

@@ -63,6 +63,7 @@ class Knobs:
     """Router-wide policy settings (units in names)."""
 
     max_trade_age_ms: int = 300_000
+    max_exit_age_ms: int = 21_600_000  # TT_ROUTER_MAX_EXIT_AGE_S
     marketable_buy_min_usd: Decimal = Decimal(1)
     default_max_slippage_bps: int = 200
     max_order_usd: Decimal | None = None  # TT_MAX_ORDER_USD (the service always sets it)
@@ -203,6 +204,7 @@ class Router:
         if unfunded:
             balances.update(await self.balances.get_many(unfunded))
         policy = Policy(now_ms=now_ms, max_trade_age_ms=self.knobs.max_trade_age_ms,
+                        max_exit_age_ms=self.knobs.max_exit_age_ms,
                         marketable_buy_min_usd=self.knobs.marketable_buy_min_usd,
                         default_max_slippage_bps=self.knobs.default_max_slippage_bps,
                         max_order_usd=self.knobs.max_order_usd)

@@ -51,3 +51,27 @@ def test_overrides() -> None:
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**BASE, name: value})
+
+
+def test_the_exit_age_defaults_to_six_hours_and_is_at_least_the_trade_age() -> None:
+    """A leader's SELL is mirrored up to TT_ROUTER_MAX_EXIT_AGE_S old (``domain.filters``): 6 h unless set, never
+    gated tighter than an entry (unset, it follows a TT_ROUTER_MAX_TRADE_AGE_S set above 6 h)."""
+    assert Settings.from_env(BASE).max_exit_age_s == 21_600.0
+    assert Settings.from_env({**BASE, "TT_ROUTER_MAX_EXIT_AGE_S": "3600"}).max_exit_age_s == 3600.0
+    assert Settings.from_env({**BASE, "TT_ROUTER_MAX_TRADE_AGE_S": "30000"}).max_exit_age_s == 30_000.0
+    same = Settings.from_env({**BASE, "TT_ROUTER_MAX_TRADE_AGE_S": "120", "TT_ROUTER_MAX_EXIT_AGE_S": "120"})
+    assert (same.max_trade_age_s, same.max_exit_age_s) == (120.0, 120.0)  # exits gated as entries were
+
+
+@pytest.mark.parametrize("env", [
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "later"},
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "nan"},
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "1e400"},
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "299"},  # below the trade age: an exit gated tighter than an entry
+    {"TT_ROUTER_MAX_TRADE_AGE_S": "600", "TT_ROUTER_MAX_EXIT_AGE_S": "300"},
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "86401"},  # past the routed marker: a late second delivery would be copied again
+    {"TT_ROUTER_MAX_EXIT_AGE_S": "7200", "TT_TUNE_ROUTER_DEDUPE_TTL_S": "3600"},
+])
+def test_an_exit_age_it_cannot_run_with_fails_start_up(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="TT_ROUTER_MAX_EXIT_AGE_S"):
+        Settings.from_env({**BASE, **env})

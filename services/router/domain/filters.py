@@ -4,8 +4,11 @@ A rejection is ``(Reason, detail)``; ``None`` means the trade passes.
 
 Rules:
 - Trade-wide (same answer for every follower): the market must be open and accepting orders, the
-  leader trade must not be older than ``Policy.max_trade_age_ms`` (venue time; protects against
-  replays of old history), and its price must lie within the market's [tick, 1 − tick].
+  leader trade must not be too old (venue time; protects against replays of old history), and its price must
+  lie within the market's [tick, 1 − tick]. Too old is, for a BUY, older than ``Policy.max_trade_age_ms`` (its
+  price is gone); for a SELL, older than ``Policy.max_exit_age_ms`` (hours): an exit delivered late (a backlog
+  after an outage, a stall the poller filled) is still mirrored, sized on what the follower holds, since the
+  leader's recorded position falls by it whether it is copied or not and no later exit would come.
 - Market lists match the trade's condition id exactly and its market or event slug either exactly
   or as a series prefix ending at a ``-`` boundary ("btc-updown-5m" matches
   "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
@@ -35,9 +38,11 @@ def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejec
         state = "closed" if market.closed else "not accepting orders"
         return Reason.MARKET_CLOSED, f"market {trade.condition_id or trade.asset_id} is {state}"
     age_ms = policy.now_ms - trade.venue_time_ms
-    if trade.venue_time_ms > 0 and age_ms > policy.max_trade_age_ms:
-        return (Reason.TRADE_TOO_OLD,
-                f"leader trade is {age_ms / 1000:.1f}s old, max age {policy.max_trade_age_ms / 1000:.1f}s")
+    exit_ = trade.side is Side.SELL
+    max_age_ms = policy.max_exit_age_ms if exit_ else policy.max_trade_age_ms
+    if trade.venue_time_ms > 0 and age_ms > max_age_ms:
+        return (Reason.TRADE_TOO_OLD, f"leader {'SELL' if exit_ else 'trade'} is {age_ms / 1000:.1f}s old, "
+                                      f"max {'exit ' if exit_ else ''}age {max_age_ms / 1000:.1f}s")
     if not within_tick_bounds(trade.price, market.tick_size):
         return (Reason.PRICE_OUTSIDE_TICK_BOUNDS,
                 f"leader price {fmt(trade.price)} outside [{fmt(market.tick_size)}, "

@@ -177,7 +177,8 @@ class Policy:
     """Router-wide knobs and the current time for one decision."""
 
     now_ms: int
-    max_trade_age_ms: int = 300_000
+    max_trade_age_ms: int = 300_000  # a leader BUY older than this (venue time) is not copied
+    max_exit_age_ms: int = 21_600_000  # a leader SELL older than this is not mirrored (>= max_trade_age_ms)
     marketable_buy_min_usd: Decimal = ONE
     default_max_slippage_bps: int = 200
     max_order_usd: Decimal | None = None  # the operator ceiling per order (TT_MAX_ORDER_USD); None: none
