@@ -21,8 +21,9 @@ class MarketSource(Protocol):
     """Market info of an asset."""
 
     async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None, *,
-                      has_book: bool = True) -> MarketInfo | None:
-        """Info to route with, or None when unknown; stores the asset's book first when ``has_book`` is False."""
+                      has_book: bool = True, price: Decimal | None = None) -> MarketInfo | None:
+        """Info to route with, or None when unknown; stores the asset's book first when ``has_book`` is False; an
+        entry the leader's ``price`` contradicts (outside its tick bounds) is read again first."""
 
 
 class BalanceSource(Protocol):

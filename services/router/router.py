@@ -262,7 +262,8 @@ class Router:
         if trade is not None:
             if asset not in infos:
                 infos[asset] = await self.markets.resolve(asset, event.condition_id.lower(), info,
-                                                          has_book=read.redis.has_book.get(asset, True))
+                                                          has_book=read.redis.has_book.get(asset, True),
+                                                          price=trade.price)
             info = infos[asset]
         market = market_rules(info)
         if trade is not None:

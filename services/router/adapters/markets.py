@@ -3,10 +3,13 @@ cached in Redis (``common.marketstate``: ``tt:market:{asset}``, which ingest als
 ``tick_size_change``).
 
 Cache policy: a cached entry younger than the TTL is used as is; an older one is used and refreshed
-in the background; a missing one is fetched before routing. To force a refresh (e.g. the executor
-got INVALID_ORDER_MIN_TICK_SIZE), drop its rules (``common.marketstate.drop_market_rules``): an entry
-without a tick size or without a minimum order size (a ``tick_size_change`` written after the rules were dropped
-brings the tick back alone) is fetched again before routing (a closed one is not).
+in the background; a missing one is fetched before routing, and so is one a leader trade contradicts (the market
+accepts no orders though it is not closed, or the trade's price is outside [tick, 1 - tick]) once it is a couple
+of seconds old. A ``/markets`` answer that does not list the asset (the trade named another market) is not taken
+for the asset's. To force a refresh (e.g. the executor got INVALID_ORDER_MIN_TICK_SIZE), drop its rules
+(``common.marketstate.drop_market_rules``): an entry without a tick size or without a minimum order size (a
+``tick_size_change`` written after the rules were dropped brings the tick back alone) is fetched again before
+routing (a closed one is not).
 
 Books: every ``/book`` answer is also stored as ``tt:book:{asset}`` unless Redis holds a newer book
 (``clob_book.BookStore``), so the executor has a book for the first copy in an asset ingest is not
@@ -103,6 +106,11 @@ class ClobMarketInfo:
         if market_body is None and book_body is None:
             return [], None
         market, book = _parsed(parse_market, market_body, asset_id), _parsed(parse_book, book_body, asset_id)
+        if market is not None and market.tokens and all(t.token_id != asset_id for t in market.tokens):
+            # another market's answer (the trade named the wrong one): its state is not the asset's
+            log.warning("clob market does not list the asset", extra={"asset_id": asset_id,
+                                                                       "condition_id": condition_id})
+            market = None
         try:
             infos = market_infos(now_ms, market=market, book=book, asset_id=asset_id)
         except ValueError as exc:
@@ -120,12 +128,15 @@ class MarketInfoCache:
     """Resolves an asset's market info: Redis cache first, CLOB REST when missing or old."""
 
     def __init__(self, redis: Any, clob: ClobMarketInfo, *, ttl_ms: int, clock_ms: Callable[[], int],
-                 book_retry_ms: int = 5_000) -> None:
+                 book_retry_ms: int = 5_000, recheck_ms: int = 2_000) -> None:
         self.redis = redis
         self.clob = clob
         self.ttl_ms = ttl_ms
         self.clock_ms = clock_ms
         self.book_retry_ms = book_retry_ms
+        self.recheck_ms = recheck_ms
+        # asset → when an entry the trade contradicted was last read again (a failed read is not repeated per trade)
+        self._rechecked_ms: dict[str, int] = {}
         self.books = BookStore(redis)
         self._inflight: dict[str, asyncio.Task[MarketInfo | None]] = {}
         self._book_inflight: dict[str, asyncio.Task[None]] = {}
@@ -136,16 +147,44 @@ class MarketInfoCache:
         return cached is not None and cached.tick_size > 0
 
     async def resolve(self, asset_id: str, condition_id: str, cached: MarketInfo | None, *,
-                      has_book: bool = True) -> MarketInfo | None:
+                      has_book: bool = True, price: Decimal | None = None) -> MarketInfo | None:
         """Market info to route with, or None when unknown and the CLOB does not answer. Before it
-        returns, the asset's book is stored when Redis had none (``has_book`` False) and the CLOB gave one."""
+        returns, the asset's book is stored when Redis had none (``has_book`` False) and the CLOB gave one.
+        ``price``: the leader's trade price; one outside the cached [tick, 1 - tick] says the tick changed since."""
         if cached is not None and self._usable(cached):
+            if self._contradicted(cached, price) and self._recheck_due(cached):
+                fresh = await asyncio.shield(self._refresh(asset_id, condition_id, cached))
+                return fresh if fresh is not None else cached
             if self.clock_ms() - cached.updated_ms > self.ttl_ms:
                 self._refresh(asset_id, condition_id, cached)
             if not has_book and not self._book_recently_failed(asset_id):
                 await asyncio.shield(self._book_only(asset_id, cached.tick_size))
             return cached
         return await asyncio.shield(self._refresh(asset_id, condition_id, cached))
+
+    @staticmethod
+    def _contradicted(cached: MarketInfo, price: Decimal | None) -> bool:
+        """The entry says what a leader trade shows is no longer so: the market accepts no orders though it is not
+        closed (not open yet, or paused: routed so, every copy is skipped until the TTL), or the trade's price is
+        outside [tick, 1 - tick] (the venue made the tick finer near 0 or 1). A price off the grid inside those
+        bounds says nothing: the venue reports averaged prices (0.709999959)."""
+        if cached.closed:
+            return False
+        if not cached.accepting_orders:
+            return True
+        tick = cached.tick_size
+        return price is not None and 0 < price < 1 and not tick <= price <= 1 - tick
+
+    def _recheck_due(self, cached: MarketInfo) -> bool:
+        """True (and remembered) when the entry and its last re-read are both older than ``recheck_ms``."""
+        now = self.clock_ms()
+        last = max(cached.updated_ms, self._rechecked_ms.get(cached.asset_id, 0))
+        if now - last <= self.recheck_ms:
+            return False
+        if len(self._rechecked_ms) > 10_000:
+            self._rechecked_ms.clear()
+        self._rechecked_ms[cached.asset_id] = now
+        return True
 
     def _book_recently_failed(self, asset_id: str) -> bool:
         failed = self._book_failed_ms.get(asset_id)
