@@ -249,6 +249,8 @@ def split_routed(routed: epb.RoutedTrade, payload: bytes, max_bytes: int = MAX_P
 
 def _split_messages(routed: epb.RoutedTrade, payload: bytes, max_bytes: int) -> list[bytes]:
     """:func:`split_routed` through the messages (a payload that is not a plain whole RoutedTrade)."""
+    if len(payload) <= max_bytes:
+        return [payload]
     base = _field_bytes(routed.trade.ByteSize()) + 12  # the trade, and room for part / parts
     if routed.HasField("common"):
         base += _field_bytes(routed.common.ByteSize())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from common.routed import expand, shared_fields
@@ -95,6 +95,7 @@ def test_parts_keep_every_order_and_skip_in_order(orders: int, skips: int, max_b
 @settings(max_examples=60, deadline=None)
 @given(orders=st.integers(0, 300), skips=st.integers(0, 300), max_bytes=st.integers(200, 20_000),
        compact=st.booleans())
+@example(orders=2, skips=0, max_bytes=938, compact=True)  # exactly max_bytes: one entry both ways
 def test_parts_cut_from_the_bytes_are_the_parts_serialized_one_by_one(orders: int, skips: int,
                                                                       max_bytes: int, compact: bool) -> None:
     """The same bytes as serializing each part: a trade split before an upgrade is split the same after it."""
