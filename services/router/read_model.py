@@ -56,7 +56,8 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
     either), as their subscriptions' copies, as the executor counts them.
     ``selling_by``: of what is held back, the router's SELL copies' by subscription (:func:`selling_by`).
     ``unsized``: the router's SELL copies in flight not sized yet (they reserve no shares until the executor sizes
-    them: a SELL then goes out with a fraction too)."""
+    them: a SELL then goes out with a fraction too). ``pos.asset_opened_by``: the subscription whose copy opened the
+    position (``domain.holdings.bought_by``)."""
     shares = from_micro(res.asset_shares_micro) if res.asset_shares_micro else ZERO
     selling = unfilled_in_flight(shares, sells) if sells and shares else shares
     if pos.asset_exiting:
@@ -78,7 +79,8 @@ def follower_state(pos: PositionAgg, res: WalletReserved, realized: Decimal,
         reserved_markets = reserved_markets | pos.buying_markets
     return FollowerState(
         pos.total_cost_usd, pos.market_cost_usd, pos.markets, pos.asset_size, realized, reserved_total,
-        reserved_market, reserved_markets, selling, balance, pos.asset_parts, selling_by, unsized)
+        reserved_market, reserved_markets, selling, balance, pos.asset_parts, selling_by, unsized,
+        pos.asset_opened_by)
 
 
 def selling_by(listed: Sequence[tuple[str, int]] | None, sold: Mapping[str, Decimal], subscriptions: Mapping[str, str],

@@ -2,8 +2,9 @@
 
 A follower with an allowlist only ever bought in allowed markets (a BUY there is copied only when identified as
 allowed). When the leader's exit then comes without slugs (ingest keeps ``slug`` / ``eventSlug`` as "" when a frame
-lacks them, and the market info ingest writes from a book has none) or without a condition id, the exit is mirrored,
-as the denylist mirrors it: an exit is never withheld on a guess, or the follower holds what the leader left. A SELL
+lacks them, and the market info ingest writes from a book has none) or without a condition id, the exit of what its
+copy bought is mirrored, as the denylist mirrors it: an exit is never withheld on a guess, or the follower holds what
+the leader left (a position it did not buy is not sold: test_unidentified_exit_owner.py). A SELL
 in a market known not to be in the allowlist is still skipped, and an unidentified BUY still is too.
 """
 
@@ -50,6 +51,7 @@ def test_the_leaders_exit_without_slugs_sells_what_the_allowlisted_copy_bought()
     without them and the market info has none: the follower sells all 62.5, not nothing."""
     f = follower(filters=FilterRules(allowlist=("weather-2026",)))
     close = trade(side=Side.SELL, size=D("100"), **NO_SLUGS)
-    [d] = route(close, [f], market(), {f.follower_wallet_id: state(held_size=D("62.5"))}, D("100"), policy())
+    held = state(held_size=D("62.5"), opened_by="sub_1")  # the position its copy opened
+    [d] = route(close, [f], market(), {f.follower_wallet_id: held}, D("100"), policy())
     assert isinstance(d, OrderIntent) and d.size == D("62.50")
     assert close.condition_id == CONDITION  # identified by condition id only, which no slug entry can be matched to

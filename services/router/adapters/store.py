@@ -2,7 +2,8 @@
 persisted in one statement right after the RoutedTrade is appended (with its log cursor).
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
-aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, and what
+aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, the
+subscription whose copy opened their positions, and what
 the wallet's SELLs in flight the router did not send may still sell of them: exits, manual SELLs, copies re-sized by
 the executor; they reserve nothing in Redis), what each wallet's BUYs in flight the router did not send (manual BUYs)
 may still spend, by market (they reserve nothing in Redis either),
@@ -63,6 +64,8 @@ class PositionAgg:
     buying_total_usd: Decimal = ZERO
     buying_market_usd: Decimal = ZERO
     buying_markets: frozenset[str] = frozenset()
+    # the subscription whose copy opened the asset's position (origin COPY); read as asset_parts
+    asset_opened_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class PgBatch:
     # wallet -> its BUYs in flight the router did not send, each (its condition id, "" if none; asset; USD it may
     # still spend)
     buying: dict[str, list[tuple[str, str, Decimal]]] = field(default_factory=dict)
+    # (wallet, asset) -> the subscription whose copy opened the position, for a SELL's asset held (when one did)
+    openers: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
@@ -118,7 +123,8 @@ class PgBatch:
         pos = PositionAgg(total[0], self.market_costs.get((wallet, market), ZERO), self.asset_sizes.get(key, ZERO),
                           total[1], self.parts.get(key) if self.parts else None,
                           self.exiting.get(key, ZERO) if self.exiting else ZERO,
-                          self.unrouted.get(key) if self.unrouted else None)
+                          self.unrouted.get(key) if self.unrouted else None,
+                          asset_opened_by=self.openers.get(key) if self.openers else None)
         return pos if buys is None else _with_buys(pos, buys, market, asset)
 
 
@@ -153,14 +159,21 @@ WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, st
 
 
 def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> WalletRows:
+    """:func:`_read_wallets` without the openers."""
+    return _read_wallets(rows, unclaimed)[0]
+
+
+def _read_wallets(rows: list[list[Any]],
+                  unclaimed: Sequence[list[Any]] = ()) -> tuple[WalletRows, dict[tuple[str, str], str]]:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
-    split: for a SELL's asset whose position keeps one)]...], realized today]`` and its ``unclaimed`` rows
+    split: for a SELL's asset whose position keeps one)(, its opening copy's subscription: for a SELL's asset a copy
+    opened)]...], realized today]`` and its ``unclaimed`` rows
     ``[wallet, asset, subscription, shares]`` (what the wallet's SELLs in flight the router did not send may still
     sell of a SELL's asset, a copy's under its subscription, the others' under null) as :class:`PgBatch`'s totals,
     market costs, asset sizes, realized PnL, parts (a split that does not add up to its position is left out: the
     position is sized on the wallet's shares, as one with none), exits in flight and copies in flight the router did
     not send, these of the positions held only (those with an asset size). A market listed twice (both of its
-    outcomes held) costs the sum of the two."""
+    outcomes held) costs the sum of the two. With them, the subscription whose copy opened each such position."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
@@ -168,6 +181,7 @@ def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> 
     parts: dict[tuple[str, str], dict[str, Decimal]] = {}
     exiting: dict[tuple[str, str], Decimal] = {}
     unrouted: dict[tuple[str, str], dict[str, Decimal]] = {}
+    openers: dict[tuple[str, str], str] = {}
     for w, total, markets, costs, sizes, pnl in rows:
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
@@ -177,10 +191,14 @@ def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> 
         for row in sizes or ():
             key = (w, row[0])
             asset_sizes[key] = held = Decimal(row[1])
-            if len(row) > 2:  # a SELL's asset with a split kept
+            if len(row) == 3:  # a SELL's asset a copy opened, no split kept
+                openers[key] = row[2]
+            elif len(row) > 3:  # a SELL's asset with a split kept
                 split = parts_of(row[3], held, Decimal(row[2]))
                 if split is not None:
                     parts[key] = split
+                if len(row) > 4 and row[4]:
+                    openers[key] = row[4]
         if pnl is not None:
             realized[w] = Decimal(pnl)
     for w, a, sub, n in unclaimed:
@@ -191,7 +209,7 @@ def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> 
             exiting[key] = Decimal(n)
         else:
             unrouted.setdefault(key, {})[sub] = Decimal(n)
-    return totals, market_costs, asset_sizes, realized, parts, exiting, unrouted
+    return (totals, market_costs, asset_sizes, realized, parts, exiting, unrouted), openers
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,13 +318,14 @@ class RouterStore:
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_, buying_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
-        totals, market_costs, asset_sizes, realized, parts, exiting, unrouted = _wallet_rows(
+        (totals, market_costs, asset_sizes, realized, parts, exiting, unrouted), openers = _read_wallets(
             orjson.loads(wallets_ or "[]"), orjson.loads(unclaimed_) if unclaimed_ else [])
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
         return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold, parts, exiting, unrouted, _buying_rows(orjson.loads(buying_)) if buying_ else {})
+                       leaders, sold, parts, exiting, unrouted, _buying_rows(orjson.loads(buying_)) if buying_ else {},
+                       openers)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

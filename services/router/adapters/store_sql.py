@@ -43,7 +43,9 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # A wallet's positions are aggregated inside its own lookup, one JSON row per wallet: its cost held in all
 # markets and their list, its costs in the batch's markets (a market repeats when both its outcomes are held:
 # the reader adds them up), its shares of the batch's assets (for an asset a SELL of the batch trades whose
-# position keeps a split, with its cost and the split: a copied SELL is then sized on its subscription's part)
+# position keeps a split, with its cost and the split: a copied SELL is then sized on its subscription's part; and
+# the subscription whose copy opened it, when one did: a SELL in a market a subscription's lists cannot rule out is
+# mirrored only when its copies bought shares of the position, filters.market_lists)
 # and its realized PnL of the day at its lowest (the daily loss limit's input): the lowest point the executor kept
 # for the wallet's day (wallet_day_pnl, one probe by its key), or the positions' net of the day when that is lower (a
 # booking of an executor older than migration 0780, which keeps no low). Grouping all wallets' positions after the
@@ -98,15 +100,18 @@ agg AS (
         SELECT sum(q.cost_usd) FILTER (WHERE q.held) AS total_cost,
                string_agg(q.m, ',') FILTER (WHERE q.held) AS markets,
                json_agg(json_build_array(q.m, q.cost_usd::text)) FILTER (WHERE q.held AND q.m = ANY(k.ms)) AS mc,
-               json_agg(CASE WHEN q.shares IS NULL OR NOT q.a = ANY(k.sa) THEN json_build_array(q.a, q.size::text)
-                             ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares) END)
+               json_agg(CASE WHEN NOT q.a = ANY(k.sa) OR q.shares IS NULL AND q.opener IS NULL
+                                 THEN json_build_array(q.a, q.size::text)
+                             WHEN q.shares IS NULL THEN json_build_array(q.a, q.size::text, q.opener)
+                             ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares, q.opener) END)
                    FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
                least(sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s),
                      (SELECT d.low_usd FROM wallet_day_pnl d WHERE %(want_pnl)s AND d.follower_wallet_id = w.id
                       AND d.day = %(day)s)) AS realized
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
-                     x.subscription_shares AS shares
+                     x.subscription_shares AS shares,
+                     CASE WHEN x.origin = 'COPY' THEN nullif(x.subscription_id, '') END AS opener
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
     ) x
 ),

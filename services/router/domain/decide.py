@@ -4,7 +4,8 @@ BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUs
 (``TT_MAX_ORDER_USD``, the cut noted on the order; still above ``MAX_USD``: SIZE_OUT_OF_RANGE) → daily loss → open
 positions → exposure headroom → round down to the cent → market minimum (never $0; a cut that leaves too little
 names the cap, the ceiling as MAX_ORDER_USD).
-SELL: copySells and market lists → SELL sizing on the subscription's part of the position (see ``sells``) → the
+SELL: copySells and market lists (in a market they cannot rule out, mirrored only when the subscription's copies bought
+shares of the token) → SELL sizing on the subscription's part of the position (see ``sells``) → the
 operator ceiling on size × leader price.
 """
 
@@ -17,7 +18,7 @@ from decimal import Decimal
 from common import ceiling
 from common.decimals import fmt
 from common.ids import hash_id
-from services.router.domain import filters, risk, sells, sizing
+from services.router.domain import filters, holdings, risk, sells, sizing
 from services.router.domain.market_rules import buy_minimum_usd, floor_cents
 from services.router.domain.model import (
     SHARE_QUANTUM,
@@ -140,7 +141,9 @@ def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: Follower
     early = filters.before_active(f.active_since_ms, trade)
     if early is not None:
         return _skip(f, *early)
-    rejected = filters.subscription_filters(f.filters, trade, market, ids)
+    lists = f.filters.allowlist or f.filters.denylist
+    owns = trade.side is Side.BUY or not lists or holdings.bought_by(state, f.subscription_id)
+    rejected = filters.subscription_filters(f.filters, trade, market, ids, owns=owns)
     if rejected is not None:
         return _skip(f, *rejected)
     if trade.side is Side.BUY:

@@ -14,8 +14,11 @@ Rules:
   "btc-updown-5m-1790272200"), case-insensitively. The denylist wins over the allowlist.
 - A market that cannot be identified is in neither list's favour for a BUY: the allowlist skips it, and so does a
   denylist when an entry cannot be ruled out by the ids known (a condition id entry when the condition id is
-  unknown, a slug entry when no slug is). A SELL there is mirrored, whichever list cannot rule it out: an exit is
-  never withheld on a guess (the follower would hold what the leader left).
+  unknown, a slug entry when no slug is). A SELL there is mirrored, whichever list cannot rule it out, when the
+  subscription's copies bought shares of the token (``owns``, ``holdings.bought_by``): an exit of its copy is never
+  withheld on a guess (the follower would hold what the leader left). Otherwise it is skipped with the list's
+  reason: a SELL is sized on the wallet's shares when no split is kept, and would sell a position bought by hand or
+  by another subscription's copies in a market this subscription may never copy.
 - A BUY made before the subscription last became ACTIVE (created or resumed) is not copied.
 - Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
   mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
@@ -100,20 +103,23 @@ def unresolved(entries: tuple[str, ...], ids: tuple[str, str, str]) -> str | Non
     return None
 
 
-def market_lists(filters: FilterRules, ids: tuple[str, str, str], *, buying: bool = True) -> Rejection | None:
-    """Deny- and allowlist check (``buying``: an entry the ids cannot rule out denies too, and an allowlist the ids
-    cannot rule out skips too; a SELL is skipped only in a market known to be denied or not allowed)."""
+def market_lists(filters: FilterRules, ids: tuple[str, str, str], *, buying: bool = True,
+                 owns: bool = True) -> Rejection | None:
+    """Deny- and allowlist check. For a BUY (``buying``), and a SELL of shares the subscription's copies did not buy
+    (``owns`` False), a denylist entry the ids cannot rule out denies, and an allowlist the ids cannot rule out
+    skips; a SELL of shares they bought is skipped only in a market known to be denied or not allowed."""
     denied = listed(filters.denylist, ids)
     if denied is not None:
         return Reason.MARKET_DENIED, f"market {ids[1] or ids[0]} matches denylist entry {denied!r}"
-    unknown = unresolved(filters.denylist, ids) if buying else None
+    guessing = buying or not owns
+    unknown = unresolved(filters.denylist, ids) if guessing else None
     if unknown is not None:
         what = "condition id" if _is_condition_id(unknown) else "slug"
         return (Reason.MARKET_DENIED,
                 f"market {ids[1] or ids[0] or '?'} has no known {what}: denylist entry {unknown!r} cannot be ruled out")
     if filters.allowlist and listed(filters.allowlist, ids) is None:
-        if not buying and unresolved(filters.allowlist, ids) is not None:
-            return None  # an exit in a market the ids cannot rule out of the allowlist is mirrored
+        if not guessing and unresolved(filters.allowlist, ids) is not None:
+            return None  # an exit of the copy's shares in a market the ids cannot rule out of the allowlist
         return (Reason.MARKET_NOT_ALLOWED,
                 f"market {ids[1] or ids[0]} (event {ids[2] or '?'}) is not in the allowlist "
                 f"({len(filters.allowlist)} entries)")
@@ -134,12 +140,14 @@ def entry_filters(filters: FilterRules, trade: LeaderTrade) -> Rejection | None:
 
 
 def subscription_filters(filters: FilterRules, trade: LeaderTrade, market: MarketRules,
-                         ids: tuple[str, str, str] | None = None) -> Rejection | None:
-    """Every per-subscription filter for this trade's side (``ids``: precomputed ``market_identifiers``)."""
+                         ids: tuple[str, str, str] | None = None, *, owns: bool = True) -> Rejection | None:
+    """Every per-subscription filter for this trade's side (``ids``: precomputed ``market_identifiers``; ``owns``:
+    the subscription's copies bought shares of the token, see ``market_lists``)."""
     if trade.side is Side.SELL and not filters.copy_sells:
         return Reason.COPY_SELLS_DISABLED, "leader SELL not copied: copySells is off"
     if filters.denylist or filters.allowlist:
-        rejected = market_lists(filters, ids or market_identifiers(trade, market), buying=trade.side is Side.BUY)
+        rejected = market_lists(filters, ids or market_identifiers(trade, market), buying=trade.side is Side.BUY,
+                                owns=owns)
         if rejected is not None:
             return rejected
     if trade.side is Side.BUY:

@@ -68,3 +68,12 @@ def sellable(state: FollowerState, own: Decimal | None, subscription_id: str | N
     others = others_own(state.held_parts or {}, state.selling_by, subscription_id)
     left = part_sellable(own, state.held_size, state.reserved_sell_size, others)
     return with_leftovers(left, wallet, state.held_parts or {}, subscription_id or "") if own > ZERO else left
+
+
+def bought_by(state: FollowerState, subscription_id: str) -> bool:
+    """Whether the subscription's copies bought shares of the wallet's position: its part of the split kept, or,
+    with none kept, the position its copy opened (a manual, external or other subscription's position is not)."""
+    parts = state.held_parts
+    if parts is not None:
+        return parts.get(subscription_id, ZERO) > ZERO
+    return state.opened_by is not None and state.opened_by == subscription_id

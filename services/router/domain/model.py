@@ -170,6 +170,9 @@ class FollowerState:
     # the router's SELL copies of the asset in flight the executor has not sized yet (sent with a fraction: what they
     # will sell is not known); a SELL routed meanwhile goes out with a fraction too, sized by the executor after them
     unsized_sells: int = 0
+    # the subscription whose copy opened the wallet's position in the asset (positions.subscription_id of an origin
+    # COPY position); None: none did (a manual or external position, a copy of no subscription) or nothing is held
+    opened_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
