@@ -21,17 +21,8 @@ def _trailing(tid: str = "r", mark: str = "0.55", activation: str = "0") -> Trig
                        high_water_mark=D(mark))
 
 
-def _start(guard: Guard) -> None:
-    """The catch-up of the guard's start, a minute ago at the mark: the first stored book of a guard process is ahead
-    of marks loaded from PostgreSQL, not of the log's (test_prior_marks_review)."""
-    guard.evaluate(A, Prices(best_bid=D("0.55")), stale=False, trusted=True, seen_ns=NOW_NS - 60 * 10**9,
-                   info=TickInfo(None, 0, NOW_NS - 61 * 10**9))
-
-
-def _stored_book(guard: Guard, bid: str, *, start: bool = True) -> None:
-    """coordinator.recheck of a fresh stored book, read now (after the one of the start)."""
-    if start:
-        _start(guard)
+def _stored_book(guard: Guard, bid: str) -> None:
+    """coordinator.recheck of a fresh stored book, read now."""
     guard.evaluate(A, Prices(best_bid=D(bid)), stale=False, trusted=True, seen_ns=NOW_NS,
                    info=TickInfo(None, 0, NOW_NS - 10**9))
 
@@ -113,10 +104,8 @@ async def test_once_the_log_is_read_past_the_stored_book_the_band_is_todays_agai
 
 async def test_a_stop_the_stored_book_did_not_lift_fires_on_an_older_price_as_before() -> None:
     """'hi' (mark 0.66, level 0.594) was above the stored book's 0.60: its mark is the same then and now."""
-    guard, _store = in_process_guard([_trailing()], stub_fires=True)
-    _start(guard)
-    guard.engine.upsert(_trailing("hi", mark="0.66"))
-    _stored_book(guard, "0.60", start=False)
+    guard, _store = in_process_guard([_trailing(), _trailing("hi", mark="0.66")], stub_fires=True)
+    _stored_book(guard, "0.60")
     out = await guard.on_tick(price_tick("0.52", A, age_s=1.5))
     await guard.drain()
     assert [(f.spec.id, f.spec.high_water_mark) for f in out.fired] == [("hi", D("0.66"))]

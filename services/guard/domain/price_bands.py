@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from common import bands
-from services.guard.domain.outcomes import Prices
 from services.guard.domain.source_book import SourceBook
 from services.guard.domain.trigger_model import Source
 
@@ -39,25 +38,6 @@ def source_band(book: SourceBook) -> tuple[Decimal | None, Decimal | None, bool]
         if p_hi is not None and (hi is None or p_hi < hi or (p_hi == hi and not p_inclusive)):
             hi, inclusive = p_hi, p_inclusive
     return lo, hi, inclusive
-
-
-def stale_covered(seen: Mapping[Source, tuple[Decimal, Decimal]], books: Mapping[Source, SourceBook], prices: Prices,
-                  band: Iterable[tuple[Source, Decimal | None, Decimal | None, bool]] | None) -> bool:
-    """:meth:`~services.guard.domain.trigger_index.Engine.stale_covered` of an asset: ``seen``, the range of stale
-    prices evaluated per source; ``band``, its band when the tick is trusted (a price above it may lift marks)."""
-    for source in books:
-        price = prices.get(source)
-        if price is None or price <= 0:
-            continue
-        span = seen.get(source)
-        if span is None or not span[0] <= price <= span[1]:
-            return False
-    if band is not None:
-        for source, _lo, hi, inclusive in band:
-            price = prices.get(source)
-            if price is not None and hi is not None and (price > hi or (price == hi and not inclusive)):
-                return False
-    return True
 
 
 def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetBand:

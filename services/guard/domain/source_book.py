@@ -18,7 +18,7 @@ class SourceBook:
     price (what a price fires is a prefix of one and a suffix of the other), trailing stops in a
     :class:`TrailBook`."""
 
-    __slots__ = ("armed_ns", "live", "prior", "sl", "tp", "trail")
+    __slots__ = ("armed_ns", "prior", "sl", "tp", "trail")
 
     def __init__(self) -> None:
         self.tp: SortedList = SortedList()  # (trigger price, id)
@@ -29,15 +29,13 @@ class SourceBook:
         self.armed_ns = 0
         # the trailing marks before a stored book's price lifted them: the fire rule of older prices read after it
         self.prior: PriorMarks | None = None
-        # a stored book was evaluated since the book was made: the marks it starts with (loaded from PostgreSQL, which
-        # lag; the prices before a new process's cursor are never read) are not the marks of an older price's time
-        self.live = False
 
     def __len__(self) -> int:
         return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
 
     def add(self, spec: TriggerSpec, *, unsaved_mark: bool = False) -> None:
-        self._forget_prior(spec.id)  # a new version: its mark is the one given
+        if self.prior is not None:
+            self.prior.drop(spec.id)  # a new version: its mark is the one given
         if spec.kind is Kind.TAKE_PROFIT:
             self.tp.add((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:
@@ -48,7 +46,8 @@ class SourceBook:
             self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark, unsaved=unsaved_mark)
 
     def remove(self, spec: TriggerSpec) -> None:
-        self._forget_prior(spec.id)
+        if self.prior is not None:
+            self.prior.drop(spec.id)
         if spec.kind is Kind.TAKE_PROFIT:
             self.tp.remove((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:
@@ -75,64 +74,42 @@ class SourceBook:
         if trail is None or not len(trail):
             return out
         prior = self.prior
-        if snapshot:
-            rising = trail.rising(price) if lift and received_ns > 0 and self.live else []
-            self.live = True
-            if rising or (prior is not None and received_ns > 0):
+        if snapshot and lift:
+            rising = trail.rising(price)
+            if rising:
                 prior = self.prior = prior or PriorMarks()
-                prior.snapshot(rising, price, received_ns)
+                prior.note(rising, received_ns)
+        elif prior is not None and prior.older(received_ns):
+            out.extend(self._take_older(trail, prior, price, lift))
+            return out
         elif prior is not None:
-            if received_ns > 0 and prior.read_through(received_ns) and not prior:
-                self.prior = None  # the log is read past the stored books: today's marks are the marks
-            else:
-                prior.rise(price)  # an older price (or one of unknown time: then fired at today's marks)
-                if received_ns > 0:
-                    out.extend(self._take_older(trail, prior, price, lift))
-                    return out
-        fired = trail.tick(price) if lift else trail.fire(price)
-        if fired and self.prior is not None:
-            for tid, _mark in fired:
-                self._forget_prior(tid)
-        out.extend(fired)
+            self.prior = None  # the log is read past the stored book: today's marks are the marks
+        out.extend(trail.tick(price) if lift else trail.fire(price))
         return out
-
-    def _forget_prior(self, trigger_id: str) -> None:
-        prior = self.prior
-        if prior is not None:
-            prior.drop(trigger_id)
-            if not prior:
-                self.prior = None
 
     def _take_older(self, trail: TrailBook, prior: PriorMarks, price: Decimal,
                     lift: bool) -> list[tuple[str, Decimal | None]]:
-        """The trailing stops an older price (its prior marks lifted already) fires by their marks of that time, with
-        today's marks (at or above those: the level they give is crossed too, and a fire handed back re-arms the
-        stop at it). A mark is the highest price seen: the older price lifts today's marks as well (``lift``)."""
+        """The trailing stops an older price fires by their marks of that time, with today's marks (at or above
+        those: the level they give is crossed too, and a fire handed back re-arms the stop at it). A mark is the
+        highest price seen: the older price lifts today's marks as well."""
         if lift:
             trail.rise(price)
+            prior.rise(price)
         out: list[tuple[str, Decimal | None]] = []
         for tid in trail.would_fire(price):
             if prior.fires(tid, price):
                 out.append((tid, trail.mark_of(tid)))
                 trail.remove(tid)
-                self._forget_prior(tid)
+                prior.drop(tid)
         return out
 
     def rise(self, price: Decimal, received_ns: int) -> bool:
-        """A price that may not fire (read late): activate and lift trailing marks (not by a price received before the
-        book's latest trailing stop was armed), and the prior ones by a price older than their stored books (any:
-        their stops were there). True when a mark moved or the prior marks changed."""
-        trail = self.trail
-        moved = trail is not None and not self.armed_ns > received_ns and trail.rise(price)
+        """A price that may not fire (read late): activate and lift trailing marks, the prior ones too when it is
+        older than the stored book that lifted them. True when a mark or a prior mark moved."""
+        moved = self.trail.rise(price) if self.trail is not None else False
         prior = self.prior
-        if prior is not None:
-            if received_ns > 0 and prior.read_through(received_ns):
-                moved = True
-                if not prior:
-                    self.prior = None
-                    return moved
-            if prior.rise(price):
-                moved = True
+        if prior is not None and prior.older(received_ns) and prior.rise(price):
+            moved = True
         return moved
 
     def peek(self, price: Decimal) -> list[str]:

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from common import bands
 from services.guard.domain.outcomes import Cancelled, Fired, Held, Outcome, Prices
-from services.guard.domain.price_bands import published_band, source_band, stale_covered
+from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
 from services.guard.domain.trigger_model import Kind, OcoKey, Reason, Source, TriggerSpec, live_mark
 
@@ -105,7 +105,20 @@ class Engine:
         books = self._books.get(asset_id)
         if not seen or not books:
             return False
-        return stale_covered(seen, books, prices, self.band(asset_id) if trusted else None)
+        band = self.band(asset_id) if trusted else None
+        for source in books:
+            price = prices.get(source)
+            if price is None or price <= 0:
+                continue
+            span = seen.get(source)
+            if span is None or not span[0] <= price <= span[1]:
+                return False
+        if band is not None:
+            for source, _lo, hi, inclusive in band:
+                price = prices.get(source)
+                if price is not None and hi is not None and (price > hi or (price == hi and not inclusive)):
+                    return False
+        return True
 
     def holds(self, asset_id: str) -> bool:
         """True when triggers of ``asset_id`` are held (they crossed on a stale price)."""
@@ -277,10 +290,10 @@ class Engine:
 
     def _rise(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices, received_ns: int) -> None:
         """Activate trailing stops and lift their marks at ``prices``, firing nothing (not in a book whose latest
-        trailing stop was armed after the price was received; its prior marks all the same: :meth:`SourceBook.rise`)."""
+        trailing stop was armed after the price was received)."""
         moved = False
         for source, book in books.items():
-            if book.trail is None or not len(book.trail) or (book.armed_ns > received_ns and book.prior is None):
+            if book.trail is None or not len(book.trail) or book.armed_ns > received_ns:
                 continue
             price = prices.get(source)
             if price is not None and price > 0 and book.rise(price, received_ns):
