@@ -279,7 +279,7 @@ class Guard:
         """Run the engine for one asset's prices and act on the outcome (``trusted``: :meth:`Engine.on_tick`;
         ``seen_ns``: when the prices were known current, when not the time ingest received them)."""
         out = self.engine.on_tick(asset_id, prices, stale=stale, trusted=trusted,
-                                  received_ns=seen_ns or info.received_time_ns, snapshot=seen_ns > 0)
+                                  received_ns=seen_ns or info.received_time_ns)
         if self.bands is not None:
             self.bands.kick()  # a mark may have risen, a trigger fired or been held
         if stale:

@@ -33,10 +33,6 @@ def source_band(book: SourceBook) -> tuple[Decimal | None, Decimal | None, bool]
             lo = t_lo
         if t_hi is not None and (hi is None or t_hi < hi):
             hi, inclusive = t_hi, t_inclusive
-    if book.prior is not None and len(book.prior):  # an older price lifting a prior mark is evaluated
-        p_hi, p_inclusive = book.prior.lowest()
-        if p_hi is not None and (hi is None or p_hi < hi or (p_hi == hi and not p_inclusive)):
-            hi, inclusive = p_hi, p_inclusive
     return lo, hi, inclusive
 
 

@@ -134,15 +134,6 @@ class TrailBook:
             moved = True
         return moved
 
-    def rising(self, price: Decimal) -> list[tuple[str, Decimal, Decimal, Decimal]]:
-        """The stops :meth:`rise` at ``price`` would activate or lift: (id, mark (0 while pending), activation price,
-        trail fraction); changes nothing."""
-        out = [(tid, ZERO, act, self._trail[tid])
-               for act, tid in self._pending.islice(0, self._pending.bisect_right((price, "\U0010ffff")))]
-        for mark, gid in self._by_mark.islice(0, self._by_mark.bisect_left((price,))):
-            out.extend((tid, mark, ZERO, trail) for trail, tid in self._groups[gid].members)
-        return out
-
     def band(self) -> tuple[Decimal | None, Decimal | None, bool]:
         """(lo, hi, hi_inclusive): a price above lo and below hi (or equal to it when ``hi_inclusive``) fires,
         activates and lifts nothing (None = unbounded). A price equal to the lowest mark lifts nothing; one

@@ -205,7 +205,7 @@ class Engine:
             self._noting = [n for n in self._noting if n is not noted]
 
     def on_tick(self, asset_id: str, prices: Prices, *, stale: bool, trusted: bool = True,
-                received_ns: int = 0, snapshot: bool = False) -> Outcome:
+                received_ns: int = 0) -> Outcome:
         """Evaluate one asset's triggers against a tick.
 
         Fresh: fire what crosses (OCO rules applied) and release held triggers. Stale: fire nothing, report what
@@ -215,8 +215,7 @@ class Engine:
         ``trusted=False`` (the book itself was stale or out of sync, or the tick's age is unknown): nothing moves.
         Nor does a price received (``received_ns``, 0: unknown) before a trailing stop of its asset and source was
         armed or changed, though a fresh one fires what it crosses: that price came before the stop existed (or before
-        a PATCH moved its activation price), and a mark taken from it would sell the position too early. ``snapshot``: a
-        stored book read ahead of the log; older prices read after it fire at their time's marks (``prior_marks``).
+        a PATCH moved its activation price), and a mark taken from it would sell the position too early.
         """
         books = self._books.get(asset_id)
         if not books:
@@ -231,8 +230,7 @@ class Engine:
             price = prices.get(source)
             if price is None or price <= 0:
                 continue
-            lift = not book.armed_ns > received_ns > 0
-            for tid, mark in book.take(price, lift=lift, received_ns=received_ns, snapshot=snapshot):
+            for tid, mark in book.take(price, lift=not book.armed_ns > received_ns > 0):
                 spec = self._specs[tid]
                 crossed.append((spec.with_mark(mark) if mark is not None else spec, price))
             if book.trail is not None and book.trail.dirty:
@@ -293,10 +291,11 @@ class Engine:
         trailing stop was armed after the price was received)."""
         moved = False
         for source, book in books.items():
-            if book.trail is None or not len(book.trail) or book.armed_ns > received_ns:
+            trail = book.trail
+            if trail is None or not len(trail) or book.armed_ns > received_ns:
                 continue
             price = prices.get(source)
-            if price is not None and price > 0 and book.rise(price, received_ns):
+            if price is not None and price > 0 and trail.rise(price):
                 moved = True
                 self._dirty_books[id(book)] = book
         if moved:
