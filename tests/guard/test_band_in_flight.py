@@ -25,8 +25,9 @@ def _top(bid: str) -> Top:
     return (D(bid), D("0.60"), None, D("0.01"), False)
 
 
-@pytest.mark.xfail(strict=True, reason="open: the gate rechecks only the current top when a band lands "
-                                       "(services/ingest/tickgate.py is not guard's; see the defect hunt report)")
+@pytest.mark.xfail(strict=True, reason="open: the gate rechecks only the current top when a band lands; a fix "
+                                       "needs the band to carry when its asset's triggers changed, and the gate "
+                                       "to keep the extremes it left out since")
 def test_a_crossing_while_the_new_band_is_in_flight_reaches_guard() -> None:
     """A stop-loss at 0.30 is armed; the user PATCHes it to 0.45 at t = 10 ms with the bid at 0.50. Guard's engine
     has the new stop at once; its band reaches ingest at t = 40 ms (publisher pacing, fires under way, Redis). The
