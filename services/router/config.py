@@ -9,12 +9,14 @@
 | ``TT_INSIDERS_API_URL`` / ``_TOKEN`` | unset | balance API for PERCENT_OF_BALANCE; unset: funded balances only |
 | ``TT_MAX_ORDER_USD`` | 1000 | ceiling per order: copies are cut to it (SELL: size × leader price), noted |
 | ``TT_ROUTER_MAX_TRADE_AGE_S`` | 300 | a leader BUY older than this (venue time) is skipped, TRADE_TOO_OLD |
-| ``TT_ROUTER_MAX_EXIT_AGE_S`` | 21600 | a leader SELL older than this is skipped, TRADE_TOO_OLD (>= the above) |
+| ``TT_ROUTER_MAX_EXIT_AGE_S`` | 21600* | a leader SELL older than this is skipped, TRADE_TOO_OLD (>= the above) |
 | ``TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS`` | 200 | slippage tolerance of copies whose subscription sets none |
 | ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_ROUTER_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9162 | Prometheus ``/metrics`` (``common.metrics``) |
+
+\* or ``TT_TUNE_ROUTER_DEDUPE_TTL_S`` (the routed marker's lifetime) when that is lower.
 
 The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """
@@ -137,6 +139,9 @@ class Settings:
         grpc_host = env_str(env, "TT_ROUTER_GRPC_HOST", "127.0.0.1")
         security.check_bind(grpc_host, "TT_ROUTER_GRPC_HOST")
         max_trade_age_s = env_float_seconds(env, "TT_ROUTER_MAX_TRADE_AGE_S", 300.0, minimum=1.0)
+        tuning = tuning_from_env(Tuning, "router", env)
+        # unset, the exit age fits a routed marker a deployment shortened (the router must still start)
+        default_exit_age_s = max(max_trade_age_s, min(DEFAULT_MAX_EXIT_AGE_S, float(tuning.dedupe_ttl_s)))
         return cls(
             storage=StorageSettings.from_env(env),
             security=security,
@@ -146,14 +151,13 @@ class Settings:
             insiders_api_url=env_url(env, "TT_INSIDERS_API_URL", ""),
             insiders_api_token=Secret(env_str(env, "TT_INSIDERS_API_TOKEN")),
             max_trade_age_s=max_trade_age_s,
-            max_exit_age_s=env_float_seconds(env, "TT_ROUTER_MAX_EXIT_AGE_S",
-                                             max(DEFAULT_MAX_EXIT_AGE_S, max_trade_age_s), minimum=1.0),
+            max_exit_age_s=env_float_seconds(env, "TT_ROUTER_MAX_EXIT_AGE_S", default_exit_age_s, minimum=1.0),
             default_max_slippage_bps=env_int(env, "TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS", 200, minimum=0,
                                              maximum=10_000),
             marketable_buy_min_usd=env_decimal(env, "TT_ROUTER_MARKETABLE_BUY_MIN_USD", Decimal(1),
                                                minimum=Decimal(0)),
             max_order_usd=max_order_usd(env),
             grpc_host=grpc_host,
-            tuning=tuning_from_env(Tuning, "router", env),
+            tuning=tuning,
             metrics=MetricsSettings.from_env(env, "router"),
         )

@@ -75,3 +75,13 @@ def test_the_exit_age_defaults_to_six_hours_and_is_at_least_the_trade_age() -> N
 def test_an_exit_age_it_cannot_run_with_fails_start_up(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="TT_ROUTER_MAX_EXIT_AGE_S"):
         Settings.from_env({**BASE, **env})
+
+
+@pytest.mark.parametrize("extra", [
+    {"TT_TUNE_ROUTER_DEDUPE_TTL_S": "3600"},  # a deployment that shortened the routed marker (Redis memory)
+    {"TT_TUNE_ROUTER_DEDUPE_TTL_S": "7200", "TT_ROUTER_MAX_TRADE_AGE_S": "600"},
+])
+def test_an_unset_exit_age_fits_a_shortened_routed_marker(extra: dict[str, str]) -> None:
+    """A deployment that never set TT_ROUTER_MAX_EXIT_AGE_S still starts: the default stays within the marker."""
+    s = Settings.from_env({**BASE, **extra})
+    assert s.max_trade_age_s <= s.max_exit_age_s == s.tuning.dedupe_ttl_s
