@@ -9,14 +9,14 @@
 | ``TT_INSIDERS_API_URL`` / ``_TOKEN`` | unset | balance API for PERCENT_OF_BALANCE; unset: funded balances only |
 | ``TT_MAX_ORDER_USD`` | 1000 | ceiling per order: copies are cut to it (SELL: size × leader price), noted |
 | ``TT_ROUTER_MAX_TRADE_AGE_S`` | 300 | a leader BUY older than this (venue time) is skipped, TRADE_TOO_OLD |
-| ``TT_ROUTER_MAX_EXIT_AGE_S`` | 21600* | a leader SELL older than this is skipped, TRADE_TOO_OLD (>= the above) |
+| ``TT_ROUTER_MAX_EXIT_AGE_S`` | 21600 (*) | a leader SELL older than this is skipped, TRADE_TOO_OLD (>= the above) |
 | ``TT_ROUTER_DEFAULT_MAX_SLIPPAGE_BPS`` | 200 | slippage tolerance of copies whose subscription sets none |
 | ``TT_ROUTER_MARKETABLE_BUY_MIN_USD`` | 1 | BUY minimum is max(min size × price, this); smaller copies are skipped |
 | ``TT_INTERNAL_TOKEN``, ``TT_GRPC_TLS_*`` | ``.run/internal_token`` | internal authentication (``common.grpcauth``) |
 | ``DATABASE_URL`` / ``REDIS_URL`` | embedded servers' files | storage (``common.config.StorageSettings``) |
 | ``TT_ROUTER_METRICS_HOST`` / ``_PORT`` | 127.0.0.1 / 9162 | Prometheus ``/metrics`` (``common.metrics``) |
 
-\* or ``TT_TUNE_ROUTER_DEDUPE_TTL_S`` (the routed marker's lifetime) when that is lower.
+(*) or ``TT_TUNE_ROUTER_DEDUPE_TTL_S`` (the routed marker's lifetime) when that is lower.
 
 The rest are the tuning constants of :class:`Tuning` below (``common.tuning``).
 """

@@ -1,7 +1,7 @@
 """A stored book evaluated ahead of the tick log (coordinator.recheck: the catch-up of a reconnect, a re-arm, a
 resync) lifts trailing marks to today's price; a fresh tick read after it but received before it (the backlog after
 a reconnect, a lagging guard) is an older price. It should fire a trailing stop only at the mark as it was then; today
-it fires at the lifted mark (the open case below). A fix tried once (prior marks kept per stored book, commit eb476b5) was
+it fires at the lifted mark (the open case below). A fix tried once (prior marks kept per stored book, eb476b5) was
 reverted: a differential fuzz against the full price history showed it could miss a real crossing that the current
 code makes (a stop armed during the backlog, or marks loaded from PostgreSQL that lag), and a missed stop is worse
 than this early one."""
