@@ -66,7 +66,7 @@ async def test_an_order_answered_5xx_then_refused_and_never_found_ends_not_taken
     assert "MARKET_CLOSED" in last.detail
 
 
-@pytest.mark.parametrize("refusal", REFUSALS, ids=IDS)
+@pytest.mark.parametrize("refusal", [r for r in REFUSALS if r is not CONFLICT], ids=[i for i in IDS if i != "409"])
 async def test_a_first_post_refused_is_rejected_at_once(refusal: v.VenueError) -> None:
     venue = ScriptedVenue([refusal], [FILLED])
     r, journal = runner(venue)
@@ -75,6 +75,17 @@ async def test_a_first_post_refused_is_rejected_at_once(refusal: v.VenueError) -
     last = await final_life(journal, p.ticket.client_order_id)
     assert (last.state, last.reason) == (lc.State.REJECTED, classify(refusal).reason)
     assert (venue.posts, venue.gets) == (1, 0)
+
+
+async def test_a_first_post_answered_409_is_settled_by_query() -> None:
+    # the key the venue knows can only be this order's (its intent was recorded before the POST): it is asked for
+    venue = ScriptedVenue([CONFLICT], [FILLED])
+    r, journal = runner(venue)
+    p = prepared()
+    r.start(p.ticket, p.life)
+    last = await final_life(journal, p.ticket.client_order_id)
+    assert (last.state, last.filled_size) == (lc.State.FILLED, Decimal("20"))
+    assert venue.posts == 1
 
 
 SUB2 = lc.OrderLife("co_1", lc.State.SUBMITTING, attempts=2)
