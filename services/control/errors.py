@@ -58,7 +58,8 @@ class FailedPrecondition(ControlError):
 
 
 class Unavailable(ControlError):
-    """A dependency (PostgreSQL, Redis) cannot be reached; nothing was written."""
+    """A dependency (PostgreSQL, Redis) cannot be reached; nothing was written, except for
+    ``hotsync.IndexNotWritten``: the change is committed but not in the copy index yet (a retry is safe)."""
 
     code = StatusCode.UNAVAILABLE
 

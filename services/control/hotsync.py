@@ -3,10 +3,11 @@ change notifications.
 
 - After a subscription commit, ``subscription_changed`` upserts / removes its index entry
   (``common.hotindex`` publishes the invalidation) before the call answers, so a caller that saw
-  the 200 can count on the index holding it. The write is shielded from the call's cancellation (a
-  client deadline or disconnect after the commit): it finishes on its own, and the resync is asked for
-  in case it cannot. Index writes of one leader happen under that leader's lock (striped) and carry the
-  row version just committed; Redis refuses a write older than the row version it holds for the
+  the 200 can count on the index holding it: a write that fails raises :class:`IndexNotWritten` (503; the
+  change is committed, the call's retry writes it again, and so does the resync). The write is shielded from
+  the call's cancellation (a client deadline or disconnect after the commit): it finishes on its own, and the
+  resync is asked for in case it cannot. Index writes of one leader happen under that leader's lock (striped)
+  and carry the row version just committed; Redis refuses a write older than the row version it holds for the
   subscription (``tt:index:rowver``), so racing writers, in this process or in another replica, cannot
   leave a stale entry. A refused write asks for the resync, which writes a refused row again under its lock
   whatever the index holds (after PostgreSQL lost commits, the index holds versions it never will).
@@ -35,12 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from common import hotindex
 from common.cancel import reraise_if_cancelling
@@ -49,6 +49,8 @@ from common.storage import redis_run_id
 from services.control import index_outbox, sub_repo
 from services.control.db import Database
 from services.control.errors import Unavailable, is_redis_outage, outage_reason, short_reason
+from services.control.index_calls import IndexNotWritten as IndexNotWritten
+from services.control.index_calls import resync_if_cancelled as resync_if_cancelled
 from services.control.index_entries import DIGESTS, digest, upsert_encoded
 from services.control.index_entries import index_copy as index_copy
 from services.control.trigger_notices import TRIGGERS_CHANNEL as TRIGGERS_CHANNEL
@@ -64,26 +66,7 @@ _LOCK_STRIPES = 64
 _RESYNC_BATCH = 128  # leader hashes read per pipelined round trip
 # Pause between batches: the resync leaves most of the CPU to requests (~4 ms of work per batch).
 _RESYNC_PAUSE_S = 0.005
-S = TypeVar("S", bound="_Synced")
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class _Synced(Protocol):
-    sync: IndexSync
-
-
-def resync_if_cancelled(method: Callable[Concatenate[S, P], Awaitable[T]]) -> Callable[Concatenate[S, P], Awaitable[T]]:
-    """A use case that writes subscriptions: cancelled (a client deadline or disconnect), perhaps during its
-    commit and before its index write, it asks for the resync, which heals whatever the commit left."""
-    @functools.wraps(method)
-    async def run(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(self, *args, **kwargs)
-        except asyncio.CancelledError:
-            self.sync.mark_dirty()
-            raise
-    return run
 
 
 @dataclass
@@ -119,7 +102,7 @@ class IndexSync:
         self._locks = tuple(asyncio.Lock() for _ in range(_LOCK_STRIPES))
         self.notices = TriggerNotices(redis)
         self._written: dict[str, int] = {}  # subscription id → highest row version written to the index
-        self._writes: set[asyncio.Future[None]] = set()  # index writes whose caller was cancelled
+        self._writes: set[asyncio.Future[Any]] = set()  # index writes whose caller was cancelled
         # subscription id → (row version, digest of its index string at that version): a memo of
         # ``hotindex.encode`` (a version's content never changes), so a resync need not re-encode.
         self._expected: dict[str, tuple[int, str]] = {}
@@ -139,23 +122,28 @@ class IndexSync:
 
     async def subscription_changed(self, sub: spb.Subscription, version: int, encoded: str | None = None) -> None:
         """Bring one subscription's index entry in line with its committed ``version``; a failure marks
-        the index dirty for the resync loop. ``encoded`` is ``hotindex.encode(index_copy(sub))`` when
-        the caller has it already. The caller's cancellation does not stop the write (see the module)."""
-        await self._shielded(self._changed(sub, version, encoded))
+        the index dirty for the resync loop and raises :class:`IndexNotWritten`. ``encoded`` is
+        ``hotindex.encode(index_copy(sub))`` when the caller has it already. The caller's cancellation does not
+        stop the write (see the module)."""
+        failure = await self._shielded(self._changed(sub, version, encoded))
+        if failure is not None:
+            raise IndexNotWritten(f"redis unavailable: {failure}; subscription {sub.id} is changed but not in the "
+                                  "copy index yet: retry the call")
 
-    async def _shielded(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` to its end even if the caller is cancelled meanwhile (the resync is then asked for too:
         a shutdown may still stop it)."""
         task = asyncio.ensure_future(work)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             self.mark_dirty()
             raise
 
-    async def _changed(self, sub: spb.Subscription, version: int, encoded: str | None) -> None:
+    async def _changed(self, sub: spb.Subscription, version: int, encoded: str | None) -> str | None:
+        """None when the entry is in line (or a newer version stands); else why not (``outage_reason``'s words)."""
         try:
             async with self._lock(sub.leader_proxy):
                 if not await self._write(sub, version, encoded):
@@ -164,6 +152,8 @@ class IndexSync:
             self.mark_dirty()
             log.warning("hot index update failed; resync will heal",
                         extra={"subscription_id": sub.id, "error": short_reason(exc)})
+            return outage_reason(exc)
+        return None
 
     async def _write(self, sub: spb.Subscription, version: int, encoded: str | None = None,
                      force: bool = False) -> bool:

@@ -165,15 +165,15 @@ class InternalUseCases:
         if prior is not None:  # a replay, perhaps of a call cancelled after its commit: the index gets the row again
             await self.sync.subscription_changed(current, stored.version)
             return cpb.ApplyPerfActionResponse(subscription=current, applied=False)
-        await self.sync.subscription_changed(changed, version)
-        _PERF_ACTIONS.add(1, {"action": action})
-        if req.action == cpb.PERF_ACTION_PAUSE:
+        _PERF_ACTIONS.add(1, {"action": action})  # committed: counted and alerted before the index write, which may
+        if req.action == cpb.PERF_ACTION_PAUSE:  # fail UNAVAILABLE (a retry is then a replay that alerts nothing)
             was = "" if current.state == spb.SUBSCRIPTION_STATE_ACTIVE else f" (paused before: {current.paused_reason})"
             raise_alert(AlertKind.SUBSCRIPTION_PAUSED, f"loss_stop:{sid}",
                         f"subscription {sid} paused by its performance rules: {changed.paused_reason}{was}",
                         dedupe_id=f"perf_pause:{decision}", subscription_id=sid,
                         follower_wallet_id=current.follower_wallet_id, leader=current.leader_proxy,
                         reason=changed.paused_reason)
+        await self.sync.subscription_changed(changed, version)
         return cpb.ApplyPerfActionResponse(subscription=changed, applied=True)
 
     @staticmethod

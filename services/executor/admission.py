@@ -11,7 +11,8 @@ trade's first POSTs are out already) goes in chunks of 512 from the start, none 
 intent that already exists (a replayed routed trade, a repeated SubmitOrder) is never sent again: its
 stored order is resumed instead when this process is not already running it. The INSERT also refuses an order of a
 wallet that is now in the other execution mode, or that holds the order's token in the other venue: it ends REJECTED
-(``MODE_CHANGED``, ``POSITION_IN_OTHER_VENUE``; :data:`.adapters.order_store.ADMIT_INTENTS`).
+(``MODE_CHANGED``, ``POSITION_IN_OTHER_VENUE``), and a copy BUY of a subscription now paused or stopped
+(``SUBSCRIPTION_INACTIVE``; :data:`.adapters.order_store.ADMIT_INTENTS`).
 
 A routed trade waits for room first (``max_open``): while that many orders are open here (running, or placed
 and polled until final), the next trade stays in the routed log. The backlog an outage leaves is then read as fast

@@ -13,6 +13,7 @@ from common import hotindex
 from common.embedded import free_port, start_postgres, start_redis, stop_pid, stop_postgres
 from common.grpcserver import start_server
 from services.control.app import start
+from services.control.hotsync import IndexNotWritten
 from tests.control.conftest import AUTH, LEADER, make_settings, stubs_for, subscription, trigger
 from tests.control.support import count, expect
 from tests.helpers import INTERNAL, eventually
@@ -54,8 +55,9 @@ async def test_redis_outage_and_recovery(tmp_path: Path, db_url: str) -> None:
         assert got.state == spb.SUBSCRIPTION_STATE_ACTIVE
         assert count(db_url, "subscriptions") == 1 and count(db_url, "triggers") == 0
         assert count(db_url, "audit_log") == 1
-        # A commit whose index update fails (crash window) does not fail the call; the resync heals it.
-        await running.sync.subscription_changed(sub, 1)
+        # A commit whose index update fails fails the call UNAVAILABLE (committed; a retry or the resync heals it).
+        with pytest.raises(IndexNotWritten):
+            await running.sync.subscription_changed(sub, 1)
         assert running.sync.dirty
 
         start_redis(workdir, port=port, durable=False)  # empty: everything it held is gone
