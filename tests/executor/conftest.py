@@ -270,9 +270,13 @@ def filled_change(t: Ticket, life: lc.OrderLife, size: str, now: int) -> Change:
 
 
 @contextlib.asynccontextmanager
-async def running_harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    """A started :class:`Harness`, stopped on the way out (other test packages use it too)."""
+async def running_harness(redis_url: str, db_url: str,
+                          fake: type[InsidersFake] | None = None) -> AsyncIterator[Harness]:
+    """A started :class:`Harness` (its venue a ``fake`` of that class when given), stopped on the way out (other
+    test packages use it too)."""
     h = Harness(redis_url, db_url)
+    if fake is not None:
+        h.fake = fake(h.books, token=TOKEN, settle_s=0.02)
     await h.start()
     try:
         yield h

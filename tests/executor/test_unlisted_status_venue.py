@@ -15,7 +15,7 @@ from common import reservations
 from common.alerts import ALERTS_STREAM, FIELD, Alert, AlertKind
 from sim.insiders import InsidersFake
 from sim.venue import FakeOrder
-from tests.executor.conftest import ASSET, CONDITION, TOKEN, Harness, make_order, rows
+from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -37,13 +37,8 @@ class WordFake(InsidersFake):
 
 @pytest.fixture
 async def worded(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    h = Harness(redis_url, db_url)
-    h.fake = WordFake(h.books, token=TOKEN, settle_s=0.02)
-    await h.start()
-    try:
+    async with running_harness(redis_url, db_url, WordFake) as h:
         yield h
-    finally:
-        await h.stop()
 
 
 async def _placed_and_answered(h: Harness, word: str, **env: str) -> epb.Order:

@@ -17,7 +17,7 @@ import pytest
 
 from sim.httpserve import Request, Response
 from sim.insiders import InsidersFake
-from tests.executor.conftest import ASSET, TOKEN, Harness, make_order, rows
+from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -62,13 +62,8 @@ class ForgetfulFake(InsidersFake):
 
 @pytest.fixture
 async def forgetful(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    h = Harness(redis_url, db_url)
-    h.fake = ForgetfulFake(h.books, token=TOKEN, settle_s=0.02)
-    await h.start()
-    try:
+    async with running_harness(redis_url, db_url, ForgetfulFake) as h:
         yield h
-    finally:
-        await h.stop()
 
 
 @pytest.mark.parametrize("as_", ["missing", None, ""])

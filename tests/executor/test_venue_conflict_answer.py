@@ -15,7 +15,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import classify, decide_submit
 from sim.httpserve import Request, Response, json_response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, TOKEN, Harness, make_order, rows
+from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -39,13 +39,8 @@ class ConflictFake(InsidersFake):
 
 @pytest.fixture
 async def conflicting(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    h = Harness(redis_url, db_url)
-    h.fake = ConflictFake(h.books, token=TOKEN, settle_s=0.02)
-    await h.start()
-    try:
+    async with running_harness(redis_url, db_url, ConflictFake) as h:
         yield h
-    finally:
-        await h.stop()
 
 
 async def test_an_order_whose_retry_is_answered_409_and_never_found_ends_lost_not_failed(

@@ -18,7 +18,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import classify, decide_submit
 from sim.httpserve import Request, Response, json_response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, TOKEN, Harness, make_order, rows
+from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -46,13 +46,8 @@ class GatewayFake(InsidersFake):
 
 @pytest.fixture
 async def gateway(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    h = Harness(redis_url, db_url)
-    h.fake = GatewayFake(h.books, token=TOKEN, settle_s=0.02)
-    await h.start()
-    try:
+    async with running_harness(redis_url, db_url, GatewayFake) as h:
         yield h
-    finally:
-        await h.stop()
 
 
 @pytest.mark.parametrize(("first", "later"), [(504, 503), (502, 503), (504, 504)])

@@ -14,7 +14,7 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import Verdict, classify
 from sim.httpserve import Request, Response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, TOKEN, Harness, make_order, rows
+from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -39,13 +39,8 @@ class SuccessCodeFake(InsidersFake):
 
 @pytest.fixture
 async def success_harness(redis_url: str, db_url: str) -> AsyncIterator[Harness]:
-    h = Harness(redis_url, db_url)
-    h.fake = SuccessCodeFake(h.books, token=TOKEN, settle_s=0.02)
-    await h.start()
-    try:
+    async with running_harness(redis_url, db_url, SuccessCodeFake) as h:
         yield h
-    finally:
-        await h.stop()
 
 
 @pytest.mark.parametrize("status", [201, 202])
