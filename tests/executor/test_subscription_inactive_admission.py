@@ -5,45 +5,23 @@ adds exposure), a trigger's SELL and a manual order. Real PostgreSQL, both paths
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-
 import psycopg
 import pytest
 
-from common.storage import create_pool
 from services.executor.adapters.order_store import OrderStore
-from services.executor.domain.order_intake import IntakeRules, prepare
-from services.executor.domain.order_lifecycle import OrderLife
-from services.executor.domain.ticket import Ticket
 from tests.executor.conftest import ASSET, Harness, make_order, rows
 from tests.executor.test_wallet_mode_admission import subscription_row
+from tests.executor.test_wallet_mode_lock import _items
+from tests.executor.test_wallet_mode_lock import store as store  # the intent store on both paths (a fixture)
 from tests.helpers import eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 INACTIVE = "SUBSCRIPTION_INACTIVE"
-RULES = IntakeRules(live_configured=True)
 LIVE = cpb.EXECUTION_MODE_LIVE
 BIDS = [("0.49", "500"), ("0.48", "1000")]
 ASKS = [("0.50", "100"), ("0.51", "1000")]
-
-
-@pytest.fixture(params=["dedicated", "pool"])
-async def store(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[OrderStore]:
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
-    s = OrderStore(pool, intents_url=db_url if request.param == "dedicated" else "")
-    try:
-        yield s
-    finally:
-        await s.close()
-        await pool.close()
-
-
-def _items(*orders: epb.Order) -> list[tuple[Ticket, OrderLife]]:
-    now = time.time_ns()
-    return [(p.ticket, p.life) for p in (prepare(o, None, RULES, now) for o in orders)]
 
 
 def _order(i: int, sub: str, **kw: object) -> epb.Order:
