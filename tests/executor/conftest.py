@@ -38,7 +38,7 @@ from services.executor.order_events import build_event
 from services.executor.releases import Release
 from sim.insiders import InsidersFake
 from sim.venue import StaticBooks
-from tests.helpers import INTERNAL, INTERNAL_ENV
+from tests.helpers import INTERNAL, INTERNAL_ENV, eventually
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
@@ -282,6 +282,22 @@ async def running_harness(redis_url: str, db_url: str,
         yield h
     finally:
         await h.stop()
+
+
+PLAIN_BIDS = [("0.49", "500"), ("0.48", "1000")]
+PLAIN_ASKS = [("0.50", "100"), ("0.51", "1000")]  # a $10 BUY fills at the best ask
+
+
+async def copy_to_its_end(h: Harness, i: int = 1, **env: str) -> tuple[epb.Order, epb.OrderEvent]:
+    """One $10 copy BUY against a plain book, routed to an executor started with ``env``: the order and its terminal
+    event (the venue answers as ``h.fake`` is scripted)."""
+    await h.set_book(ASSET, PLAIN_BIDS, PLAIN_ASKS)
+    await h.start_executor(**env)  # type: ignore[arg-type]
+    o = make_order(i, amount_usd="10")
+    await h.route(o)
+    done: epb.OrderEvent = await eventually(lambda: h.terminal(o.client_order_id),  # type: ignore[arg-type,return-value]
+                                            timeout_s=15)
+    return o, done
 
 
 @pytest.fixture

@@ -15,14 +15,12 @@ from common import reservations
 from common.alerts import ALERTS_STREAM, FIELD, Alert, AlertKind
 from sim.insiders import InsidersFake
 from sim.venue import FakeOrder
-from tests.executor.conftest import ASSET, CONDITION, Harness, make_order, rows, running_harness
+from tests.executor.conftest import ASSET, CONDITION, PLAIN_ASKS, PLAIN_BIDS, Harness, make_order, rows, running_harness
 from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 D = Decimal
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
 
 
 class WordFake(InsidersFake):
@@ -45,7 +43,7 @@ async def _placed_and_answered(h: Harness, word: str, **env: str) -> epb.Order:
     """A BUY the fake filled and then answers ``word`` about, reserved like a routed copy."""
     assert isinstance(h.fake, WordFake)
     h.fake.word = word
-    await h.set_book(ASSET, BIDS, ASKS)
+    await h.set_book(ASSET, PLAIN_BIDS, PLAIN_ASKS)
     o = make_order(1, amount_usd="10")
     await reservations.reserve(h.redis, [reservations.Reservation(
         o.client_order_id, o.follower_wallet_id, reservations.USD, CONDITION, 10_000_000, "lt_1")])

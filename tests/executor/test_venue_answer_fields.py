@@ -17,13 +17,10 @@ import pytest
 
 from sim.httpserve import Request, Response
 from sim.insiders import InsidersFake
-from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
-from tests.helpers import eventually
+from tests.executor.conftest import Harness, copy_to_its_end, rows, running_harness
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
 FINAL = ("confirmed", "cancelled")
 
 
@@ -72,11 +69,7 @@ async def test_a_final_answer_without_its_filled_size_is_asked_again_not_read_as
     h = forgetful
     assert isinstance(h.fake, ForgetfulFake)
     h.fake.forget, h.fake.as_ = 2, as_  # two in a row: the order is asked again each time
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor()
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done = await eventually(lambda: h.terminal(o.client_order_id), timeout_s=15)
+    o, done = await copy_to_its_end(h)
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0
     assert (done.type, done.reason) == (epb.ORDER_EVENT_TYPE_FILLED, "")
@@ -94,11 +87,7 @@ async def test_a_filled_size_written_otherwise_is_booked_as_the_same_size(
     h = forgetful
     assert isinstance(h.fake, ForgetfulFake)
     h.fake.forget, h.fake.as_ = 1_000, as_
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor()
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done = await eventually(lambda: h.terminal(o.client_order_id), timeout_s=15)
+    o, done = await copy_to_its_end(h)
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0
     assert (done.type, Decimal(done.filled_size)) == (epb.ORDER_EVENT_TYPE_FILLED, taken.filled_size)
@@ -112,11 +101,7 @@ async def test_a_status_word_the_contract_omits_is_asked_about_again(
     h = forgetful
     assert isinstance(h.fake, ForgetfulFake)
     h.fake.forget, h.fake.word = 3, word
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor()
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done = await eventually(lambda: h.terminal(o.client_order_id), timeout_s=15)
+    o, done = await copy_to_its_end(h)
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0
     assert h.fake.forget == 0  # the odd words were answered

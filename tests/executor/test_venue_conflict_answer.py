@@ -15,13 +15,10 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import classify, decide_submit
 from sim.httpserve import Request, Response, json_response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
-from tests.helpers import eventually
+from tests.executor.conftest import Harness, copy_to_its_end, rows, running_harness
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
 
 
 class ConflictFake(InsidersFake):
@@ -47,11 +44,7 @@ async def test_an_order_whose_retry_is_answered_409_and_never_found_ends_lost_no
         conflicting: Harness, db_url: str) -> None:
     h = conflicting
     h.fake.faults.not_found_queries = 1_000_000  # the venue's index never shows it
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done = await eventually(lambda: h.terminal(o.client_order_id), timeout_s=15)
+    o, done = await copy_to_its_end(h, TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0  # the venue has it, filled
     assert [p.outcome for p in h.fake.posts_for(o.client_order_id)][:2] == ["created", "replayed"]

@@ -18,13 +18,10 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import classify, decide_submit
 from sim.httpserve import Request, Response, json_response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
-from tests.helpers import eventually
+from tests.executor.conftest import Harness, copy_to_its_end, rows, running_harness
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
 
 
 class GatewayFake(InsidersFake):
@@ -57,12 +54,7 @@ async def test_an_order_taken_behind_a_gateway_error_and_never_found_ends_lost_n
     assert isinstance(h.fake, GatewayFake)
     h.fake.first_status, h.fake.later_status = first, later
     h.fake.faults.not_found_queries = 1_000_000  # the backend's index never shows it
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done: epb.OrderEvent = await eventually(lambda: h.terminal(o.client_order_id),  # type: ignore[arg-type,return-value]
-                                            timeout_s=15)
+    o, done = await copy_to_its_end(h, TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0  # the venue has it, filled
     assert len(h.fake.orders) == 1  # replayed, never a second order
@@ -75,12 +67,7 @@ async def test_an_order_refused_503_by_the_venue_itself_and_never_found_is_still
     # the counterpart: every POST answered 503 and nothing taken; not found, it was not taken (FAILED, no alert)
     h = gateway
     h.fake.faults.fail_posts = 1_000_000  # 503 SERVICE_UNAVAILABLE, nothing recorded
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor(TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
-    o = make_order(2, amount_usd="10")
-    await h.route(o)
-    done: epb.OrderEvent = await eventually(lambda: h.terminal(o.client_order_id),  # type: ignore[arg-type,return-value]
-                                            timeout_s=15)
+    o, done = await copy_to_its_end(h, 2, TT_TUNE_EXECUTOR_RESUBMIT_MAX_AGE_S="0.5")
     assert h.fake.order(o.client_order_id) is None
     assert (done.type, done.reason) == (epb.ORDER_EVENT_TYPE_FAILED, "VENUE_UNAVAILABLE"), done.reason
     assert rows(db_url, "SELECT state, post_uncertain FROM orders") == [("FAILED", False)]

@@ -14,14 +14,11 @@ from services.executor.domain import venue_orders as v
 from services.executor.domain.answer_policy import Verdict, classify
 from sim.httpserve import Request, Response
 from sim.insiders import InsidersFake, PostRecord
-from tests.executor.conftest import ASSET, Harness, make_order, rows, running_harness
-from tests.helpers import eventually
+from tests.executor.conftest import Harness, copy_to_its_end, rows, running_harness
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
 D = Decimal
-BIDS = [("0.49", "500"), ("0.48", "1000")]
-ASKS = [("0.50", "100"), ("0.51", "1000")]
 
 
 class SuccessCodeFake(InsidersFake):
@@ -49,11 +46,7 @@ async def test_an_order_taken_with_a_success_status_other_than_200_is_booked(
     h = success_harness
     assert isinstance(h.fake, SuccessCodeFake)
     h.fake.post_status = status
-    await h.set_book(ASSET, BIDS, ASKS)
-    await h.start_executor()
-    o = make_order(1, amount_usd="10")
-    await h.route(o)
-    done = await eventually(lambda: h.terminal(o.client_order_id), timeout_s=15)
+    o, done = await copy_to_its_end(h)
     taken = h.fake.order(o.client_order_id)
     assert taken is not None and taken.filled_size > 0  # the venue bought the shares
     assert (done.type, done.reason) == (epb.ORDER_EVENT_TYPE_FILLED, "")
