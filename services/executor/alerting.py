@@ -1,6 +1,7 @@
 """The executor's alerts: an order LOST, a redemption FAILED, an order resting on a resolved market whose cancel the
 venue refused, a venue answer reporting a fill its order cannot have made or an order answered only with status words
-the contract does not list (the breaker's are raised by its gate, a reconciliation's failure by the reconciler)."""
+the contract does not list, a position settled without the venue's count (the breaker's are raised by its gate, a
+reconciliation's failure by the reconciler)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from services.executor.adapters.redemption_store import RedemptionRow
 from services.executor.adapters.settlement_store import RestingOrder
 from services.executor.domain import venue_orders as v
 from services.executor.domain.redemption import Redemption
+from services.executor.domain.settlement import Resolution
 from services.executor.domain.ticket import Ticket
 
 
@@ -80,3 +82,15 @@ def venue_status_unlisted(t: Ticket, answer: v.VenueOrder, call: str, waited_s: 
                 client_order_id=t.client_order_id, venue=t.venue, venue_order_id=answer.order_id, call=call,
                 status=word, filled_size=fmt(answer.filled_size), waited_s=waited_s, side=t.side,
                 subscription_id=o.subscription_id, follower_wallet_id=o.follower_wallet_id, asset_id=o.asset_id)
+
+
+def settled_without_count(resolution: Resolution, wallet: str, asset: str, position_id: str) -> None:
+    """SETTLED_WITHOUT_COUNT (key ``settled_without_count:<wallet>``, once per position): a position settled on its
+    booked shares while a SELL of it that ended LOST may have sold, the venue's count never read after it."""
+    raise_alert(AlertKind.SETTLED_WITHOUT_COUNT, f"settled_without_count:{wallet}",
+                f"position {position_id} of wallet {wallet} settled on market {resolution.condition_id[:12]}.. from "
+                f"its booked shares while a SELL of it that ended LOST may have sold (the venue's count was never read "
+                f"after it): its payout, PnL and redemption may count shares sold; check the position at the venue",
+                dedupe_id=f"settled_without_count:{position_id}", severity=Severity.CRITICAL,
+                position_id=position_id, follower_wallet_id=wallet, asset_id=asset,
+                condition_id=resolution.condition_id, winning_asset_id=resolution.winning_asset_id)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from opentelemetry import metrics
 
-from common.alerts import AlertKind, Severity, raise_alert
 from common.cancel import reraise_if_cancelling
 from common.lease import unleased
 from services.executor import alerting
@@ -224,10 +223,4 @@ def _settled_without_count(resolution: Resolution, wallet: str, asset: str, posi
     log.error("position settled on its booked shares with a LOST SELL no count of the venue showed: check it at the "
               "venue", extra={"position_id": position_id, "wallet_id": wallet, "asset_id": asset,
                               "condition_id": resolution.condition_id})
-    raise_alert(AlertKind.SETTLED_WITHOUT_COUNT, f"settled_without_count:{wallet}",
-                f"position {position_id} of wallet {wallet} settled on market {resolution.condition_id[:12]}.. from "
-                f"its booked shares while a SELL of it that ended LOST may have sold (the venue's count was never read "
-                f"after it): its payout, PnL and redemption may count shares sold; check the position at the venue",
-                dedupe_id=f"settled_without_count:{position_id}", severity=Severity.CRITICAL,
-                position_id=position_id, follower_wallet_id=wallet, asset_id=asset,
-                condition_id=resolution.condition_id, winning_asset_id=resolution.winning_asset_id)
+    alerting.settled_without_count(resolution, wallet, asset, position_id)
