@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.router.adapters.store import _wallet_rows
+from services.router.adapters.store import _read_wallets
 
 D = Decimal
 SPLIT = {"sub_A": ["100", "40"], "sub_B": ["50", "30"]}
@@ -54,4 +54,4 @@ def test_wallet_rows(rows: list[list[object]], unclaimed: list[list[object]], to
                      realized: dict[str, Decimal], parts: dict[tuple[str, str], dict[str, Decimal]],
                      exiting: dict[tuple[str, str], Decimal],
                      unrouted: dict[tuple[str, str], dict[str, Decimal]]) -> None:
-    assert _wallet_rows(rows, unclaimed) == (totals, market_costs, asset_sizes, realized, parts, exiting, unrouted)
+    assert _read_wallets(rows, unclaimed)[0] == (totals, market_costs, asset_sizes, realized, parts, exiting, unrouted)

@@ -158,11 +158,6 @@ WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, st
                    dict[tuple[str, str], Decimal], dict[tuple[str, str], dict[str, Decimal]]]
 
 
-def _wallet_rows(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = ()) -> WalletRows:
-    """:func:`_read_wallets` without the openers."""
-    return _read_wallets(rows, unclaimed)[0]
-
-
 def _read_wallets(rows: list[list[Any]],
                   unclaimed: Sequence[list[Any]] = ()) -> tuple[WalletRows, dict[tuple[str, str], str]]:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,

@@ -77,7 +77,7 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # batch's SELL assets, then each one's order by key (LATERAL, OFFSET 0); the router's own copies are not in the index:
 # neither their order_pending rows nor their orders are read (the id test is the index's predicate: LOAD does not
 # run it). The SELLs are summed by (wallet, asset, subscription) (the ``unclaimed`` column; the reader keeps those of
-# the positions held, store._wallet_rows), the BUYs listed with their condition id (``buying``).
+# the positions held, store._read_wallets), the BUYs listed with their condition id (``buying``).
 # The SELLs ended LOST that may have sold (common.lost_sells: their claims are released) are summed with them, for
 # the batch's SELL assets (``lost``: each wallet's rows of lost_sells, a probe of its index with none, apart from the
 # join: common.lost_sells.lost_of; none at all for a batch of BUYs).
