@@ -224,7 +224,7 @@ SELECT coalesce((SELECT size FROM positions WHERE follower_wallet_id = %(w)s AND
 # are set aside from the part sized on, each up to its own part (common.parts.others_own); exits (TRIGGER, of a
 # trigger's subscription) and manual SELLs are the wallet's, held back from every part.
 SELLABLE_PART = f"""
-SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, s.selling, s.copies::text AS copies
+SELECT x.size, x.cost_usd, x.subscription_shares::text AS shares, x.origin, s.selling, s.copies::text AS copies
 FROM (SELECT coalesce(sum(g.n), 0) AS selling,
              json_object_agg(g.sub, g.n::text) FILTER (WHERE g.sub IS NOT NULL AND g.sub <> %(s)s) AS copies
       FROM (SELECT CASE WHEN o.origin = 'COPY' THEN o.subscription_id END AS sub,

@@ -281,6 +281,8 @@ class OrderStore:
             return Decimal(row["sellable"]) if row["sellable"] is not None else ZERO
         size, cost = row["size"] or ZERO, row["cost_usd"] or ZERO
         split = shares.kept_split(shares.decode(orjson.loads(row["shares"])), size, cost) if row["shares"] else None
+        if split is None and not row["shares"] and row["origin"] == "MANUAL" and size > ZERO:
+            split = {shares.NO_SUBSCRIPTION: shares.Part(size, cost)}  # bought by hand, none kept: no copy's shares
         if split is None:
             return copy_sellable(None, subscription_id, size, row["selling"], ZERO)
         parts = {k: p.shares for k, p in split.items()}

@@ -40,7 +40,7 @@ from services.router.adapters.store_sql import (
     part_starts,
     utc_day,
 )
-from services.router.domain.holdings import parts_of
+from services.router.domain.holdings import by_hand, parts_of
 from services.router.domain.model import ZERO
 
 
@@ -52,7 +52,9 @@ class PositionAgg:
     market_cost_usd: Decimal = ZERO
     asset_size: Decimal = ZERO
     markets: frozenset[str] = frozenset()
-    asset_parts: Mapping[str, Decimal] | None = None  # each subscription's shares of it (None: no split kept)
+    # each subscription's shares of it (None: no split kept of a position a copy opened; bought by hand, none kept:
+    # all of no subscription, holdings.by_hand)
+    asset_parts: Mapping[str, Decimal] | None = None
     # shares of it the wallet's SELLs in flight that are not the router's copies (guard's exits, manual SELLs) may
     # still sell; read for the assets a SELL of the batch trades only
     asset_exiting: Decimal = ZERO
@@ -100,7 +102,8 @@ class PgBatch:
     funding: dict[str, Decimal] = field(default_factory=dict)
     leaders: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (leader, asset) -> recorded size
     sold: dict[str, Decimal] = field(default_factory=dict)  # SELL client order id -> shares its fills booked
-    # (wallet, asset) -> each subscription's shares, for a SELL's asset whose position keeps a split that adds up
+    # (wallet, asset) -> each subscription's shares, for a SELL's asset whose position keeps a split that adds up, or
+    # was bought by hand (MANUAL) with none kept (all of no subscription: holdings.by_hand)
     parts: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
     # (wallet, asset) -> shares its exits and manual SELLs in flight may still sell, for a SELL's asset held (when some)
     exiting: dict[tuple[str, str], Decimal] = field(default_factory=dict)
@@ -162,13 +165,15 @@ def _read_wallets(rows: list[list[Any]],
                   unclaimed: Sequence[list[Any]] = ()) -> tuple[WalletRows, dict[tuple[str, str], str]]:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
     split: for a SELL's asset whose position keeps one)(, its opening copy's subscription: for a SELL's asset a copy
-    opened)]...], realized today]`` and its ``unclaimed`` rows
+    opened; "" for one bought by hand)]...], realized today]`` and its ``unclaimed`` rows
     ``[wallet, asset, subscription, shares]`` (what the wallet's SELLs in flight the router did not send may still
     sell of a SELL's asset, a copy's under its subscription, the others' under null) as :class:`PgBatch`'s totals,
     market costs, asset sizes, realized PnL, parts (a split that does not add up to its position is left out: the
     position is sized on the wallet's shares, as one with none), exits in flight and copies in flight the router did
     not send, these of the positions held only (those with an asset size). A market listed twice (both of its
-    outcomes held) costs the sum of the two. With them, the subscription whose copy opened each such position."""
+    outcomes held) costs the sum of the two. With them, the subscription whose copy opened each such position; one
+    bought by hand (opener "") with no split kept is read as the part of no subscription
+    (``holdings.by_hand``): no copy SELL is sized on it."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
@@ -186,8 +191,11 @@ def _read_wallets(rows: list[list[Any]],
         for row in sizes or ():
             key = (w, row[0])
             asset_sizes[key] = held = Decimal(row[1])
-            if len(row) == 3:  # a SELL's asset a copy opened, no split kept
-                openers[key] = row[2]
+            if len(row) == 3:  # a SELL's asset with no split kept: a copy opened it, or none did ("": by hand)
+                if row[2]:
+                    openers[key] = row[2]
+                else:
+                    parts[key] = by_hand(held)
             elif len(row) > 3:  # a SELL's asset with a split kept
                 split = parts_of(row[3], held, Decimal(row[2]))
                 if split is not None:

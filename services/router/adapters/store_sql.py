@@ -45,7 +45,9 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # the reader adds them up), its shares of the batch's assets (for an asset a SELL of the batch trades whose
 # position keeps a split, with its cost and the split: a copied SELL is then sized on its subscription's part; and
 # the subscription whose copy opened it, when one did: a SELL in a market a subscription's lists cannot rule out is
-# mirrored only when its copies bought shares of the position, filters.market_lists)
+# mirrored only when its copies bought shares of the position, filters.market_lists; "" for a position bought by hand,
+# origin MANUAL: with no split kept it is no subscription's, holdings.by_hand; none for an EXTERNAL one, which may hold
+# the fill of a copy BUY that ended LOST: sized on the wallet's shares, as before)
 # and its realized PnL of the day at its lowest (the daily loss limit's input): the lowest point the executor kept
 # for the wallet's day (wallet_day_pnl, one probe by its key), or the positions' net of the day when that is lower (a
 # booking of an executor older than migration 0780, which keeps no low). Grouping all wallets' positions after the
@@ -111,7 +113,8 @@ agg AS (
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
                      x.subscription_shares AS shares,
-                     CASE WHEN x.origin = 'COPY' THEN nullif(x.subscription_id, '') END AS opener
+                     CASE WHEN x.origin = 'COPY' THEN nullif(x.subscription_id, '')
+                          WHEN x.origin = 'MANUAL' THEN '' END AS opener
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
     ) x
 ),

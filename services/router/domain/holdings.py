@@ -5,9 +5,14 @@ executor then keeps each one's part (``positions.subscription_shares``, see the 
 ``domain/subscription_shares.py``). A leader's SELL is copied on its own subscription's part: a leader that closes
 sells what its copies bought, never the shares of a subscription whose leader still holds them.
 
-- No split kept (NULL: the position was bought by one subscription, or none; almost every position), or one that
-  does not add up to the position (an executor before splits booked it since): the SELL is sized on the wallet's
-  shares not being sold (by the router's copies, guard's exits, manual SELLs and copies re-sized by the executor in
+- A position bought by hand (origin MANUAL) with no split kept is no subscription's: read as the executor reads it,
+  one part of no subscription (:data:`NO_SUBSCRIPTION`, :func:`by_hand`), so no leader's exit sells it (a copy BUY
+  booked on it since keeps a split: its own part). Before, it was sized on the wallet's shares: a leader's close sold
+  the follower's manual shares at market.
+- No split kept of a position a copy opened (NULL: the position was bought by one subscription; almost every
+  position) or found at the venue (EXTERNAL: it may hold the fill of a copy BUY that ended LOST), or one that does
+  not add up to the position (an executor before splits booked it since): the SELL is sized on the wallet's shares
+  not being sold (by the router's copies, guard's exits, manual SELLs and copies re-sized by the executor in
   flight), for EVERY subscription of the wallet (the opening one, another one, one re-created after its opener was
   stopped): which subscription's shares they are is not known, and its leader's exit must be mirrored.
 - A split kept (several subscriptions bought the position): the subscription's own part, less what the wallet's
@@ -31,9 +36,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from common.decimals import MIN_HELD_SHARES
+from common.decimals import MIN_HELD_SHARES, fmt
 from common.parts import others_own, part_sellable, with_leftovers
 from services.router.domain.model import ZERO, FollowerState
+
+NO_SUBSCRIPTION = ""  # the split's key of the shares no subscription bought (the executor's, subscription_shares)
+
+
+def by_hand(size: Decimal) -> dict[str, Decimal]:
+    """The parts of a position bought by hand (MANUAL) with no split kept: all of no subscription."""
+    return {NO_SUBSCRIPTION: size}
 
 
 def parts_of(kept: Mapping[str, list[str]] | None, size: Decimal, cost_usd: Decimal) -> dict[str, Decimal] | None:
@@ -77,3 +89,16 @@ def bought_by(state: FollowerState, subscription_id: str) -> bool:
     if parts is not None:
         return parts.get(subscription_id, ZERO) > ZERO
     return state.opened_by is not None and state.opened_by == subscription_id
+
+
+def none_held(state: FollowerState) -> str:
+    """Why a subscription with no part of the wallet's position holds none of its shares (a skip's detail)."""
+    held = fmt(state.held_size)
+    by_hand_ = (state.held_parts or {}).get(NO_SUBSCRIPTION, ZERO)
+    if by_hand_ >= state.held_size:
+        return (f"subscription's copies hold none of the follower's {held} shares: bought by hand or outside the "
+                "engine")
+    if by_hand_ > ZERO:
+        return (f"subscription holds none of the follower's {held} shares: {fmt(by_hand_)} bought by hand or outside "
+                "the engine, the others by other subscriptions of the wallet")
+    return f"subscription holds none of the follower's {held} shares: they belong to other subscriptions of the wallet"

@@ -18,13 +18,17 @@ Rules:
   and released, the executor still waiting for its turn or sizing it: its claim reserves no shares until then).
   Sized now, on every share held, it sold the shares that SELL will sell again; sent as a fraction, the executor
   sizes it once that SELL has ended (in its turn: every earlier order of the wallet on the asset), on what it left.
-- Otherwise the follower's sellable size (:mod:`~services.router.domain.holdings`):
-  - no split of the position kept (NULL, almost always: one subscription, or none, bought it): the wallet's
+- Otherwise the follower's sellable size (:mod:`~services.router.domain.holdings`), only ever of what the
+  subscription's copies bought and still hold:
+  - a position bought by hand (MANUAL) with no split kept is no subscription's (read as one part of none):
+    NOTHING_HELD, the follower's own shares are never sold by a leader's exit;
+  - no split of the position a copy opened kept (NULL, almost always: one subscription bought it): the wallet's
     shares held (positions table) − shares its SELLs in flight may still sell (the router's copies:
     :func:`unfilled_in_flight`, reserved less what their fills already took out of the position; guard's exits,
     manual SELLs and copies the executor sent again re-sized, which reserve nothing: their size less their fills,
     from the executor's open orders), for every subscription of the wallet;
-  - a split kept (several subscriptions bought it): the subscription's own part − what the wallet's SELLs in
+  - a split kept (several subscriptions bought it, or a copy and the follower by hand: the shares it added are the
+    part of no subscription): the subscription's own part − what the wallet's SELLs in
     flight may still sell of it (other subscriptions' SELL copies aside up to their own parts: beyond them they take
     from every part), never more than the wallet's shares not being sold, and all of these when no copy of another
     subscription could sell what the other parts keep (each below a share step, or less than one in all: sub-cent
@@ -92,8 +96,7 @@ def size_sell(state: FollowerState, sold: Decimal, leader_before: Decimal | None
     sellable = holdings.sellable(state, own, subscription_id)
     if sellable <= ZERO:
         if own is not None and own <= ZERO:
-            return (Reason.NOTHING_HELD, f"subscription holds none of the follower's {fmt(state.held_size)} "
-                                         "shares: they belong to other subscriptions of the wallet")
+            return Reason.NOTHING_HELD, holdings.none_held(state)
         in_flight = f" ({fmt(state.reserved_sell_size)} already being sold)" if state.reserved_sell_size else ""
         held = f"follower holds {fmt(state.held_size)} shares" if own is None else \
             f"subscription holds {fmt(own)} of the follower's {fmt(state.held_size)} shares"
