@@ -69,7 +69,9 @@ async def _book_reopen(conn: Any, size: str, avg: str) -> None:
 
 async def _life_one(conn: Any, redis: Any, make_guard: GuardFactory, triggers: pb_grpc.TriggerServiceStub,
                     standins: StandIns) -> tuple[Running, str]:
-    """Life 1 (100 shares bought at 0.40, copied) guarded by the user's stop at 0.30 (sell all), armed in guard."""
+    """Life 1 (100 shares bought at 0.40, copied) guarded by the user's stop at 0.30 (sell all), armed in guard.
+    Guard has read life 1's BUY (its exits group is open) before the test books anything after it: read only once
+    life 2 was booked, that BUY's group would be life 2's, and no group of life 2's BUY would ever be made."""
     await insert_subscription(conn, "sub_1", exits={})
     await set_position(conn, "100", "0.40", venue="PAPER")
     await add_market(redis, min_size="1")
@@ -77,15 +79,16 @@ async def _life_one(conn: Any, redis: Any, make_guard: GuardFactory, triggers: p
     await standins.executor.emit(copy_fill("co_buy1", BUY, filled="100", price="0.40"))
     old = await _stop(triggers, "0.30", fraction="1")
     await eventually(lambda: old in running.guard.engine)
+    await eventually(lambda: _open_group(conn, "co_buy1"), message="guard never read life 1's BUY")
     await wait_connected(standins.ingest)
     return running, old
 
 
-async def _life_two_group(conn: Any) -> Any:
-    """Guard read life 2's BUY: its (empty) exits group is the open one."""
+async def _open_group(conn: Any, opening_order_id: str) -> Any:
+    """Guard read the BUY ``opening_order_id``: its (empty) exits group is the open one."""
     row = await (await conn.execute(
         "SELECT 1 FROM guard_position_exits WHERE follower_wallet_id = %s AND asset_id = %s AND state = 'OPEN'"
-        " AND opening_order_id = 'co_buy2'", (WALLET_ID, ASSET))).fetchone()
+        " AND opening_order_id = %s", (WALLET_ID, ASSET, opening_order_id))).fetchone()
     return row
 
 
@@ -110,7 +113,7 @@ async def test_a_stop_set_on_the_next_life_survives_the_late_closing_sell_of_the
     new = await _stop(triggers, "0.20", fraction="1")
     await standins.executor.emit(copy_fill("co_sell1", SELL, filled="100", price="0.35"))
     await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.28"))
-    await eventually(lambda: _life_two_group(conn))
+    await eventually(lambda: _open_group(conn, "co_buy2"))
     states = {t: (await trigger_row(conn, t))["state"] for t in (old, new)}
     assert states == {old: "CANCELLED", new: "ARMED"}, states
     await _sells_life_two(running, standins, new, old)
@@ -133,10 +136,47 @@ async def test_a_stop_set_between_lives_survives_the_closing_sell_read_after_it(
         f"{(await trigger_row(conn, new))['state_reason']}")
     await _book_reopen(conn, "50", "0.28")
     await standins.executor.emit(copy_fill("co_buy2", BUY, filled="50", price="0.28"))
-    await eventually(lambda: _life_two_group(conn))
+    await eventually(lambda: _open_group(conn, "co_buy2"))
     await _sells_life_two(running, standins, new, old)
     await conn.close()
 
 
 async def _state(conn: Any, trigger_id: str, state: str) -> Any:
     return (await trigger_row(conn, trigger_id))["state"] == state
+
+
+async def test_life_one_s_buy_read_only_after_life_two_was_booked_guards_life_two_once_at_its_own_prices(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory,
+        triggers: pb_grpc.TriggerServiceStub) -> None:
+    """Guard reads all three events of the two lives (life 1's BUY too) only after life 2 was booked: the exits
+    group made on reading life 1's BUY is the position's as it is then, life 2's (entry 0.28: its 25% stop-loss at
+    0.21), and is the only one; life 1's SELL read after it ends only life 1's stop."""
+    conn = await db(db_url)
+    await insert_subscription(conn, "sub_1", exits={"stopLossPct": "25"})
+    await set_position(conn, "100", "0.40", venue="PAPER")
+    await add_market(redis, min_size="1")
+    running = await make_guard()
+    old = await _stop(triggers, "0.30", fraction="1")
+    await eventually(lambda: old in running.guard.engine)
+    await wait_connected(standins.ingest)
+    await _book_close(conn)
+    await _book_reopen(conn, "50", "0.28")
+    new = await _stop(triggers, "0.20", fraction="1")
+    for ev in (copy_fill("co_buy1", BUY, filled="100", price="0.40"),
+               copy_fill("co_sell1", SELL, filled="100", price="0.35"),
+               copy_fill("co_buy2", BUY, filled="50", price="0.28")):
+        await standins.executor.emit(ev)
+    await eventually(lambda: running.orders.stats.handled >= 3)
+    await running.guard.drain()
+    copies = await (await conn.execute(
+        "SELECT kind, state, trigger_price, sell_fraction FROM triggers WHERE source = 'COPY'")).fetchall()
+    assert [tuple(r.values()) for r in copies] == [("STOP_LOSS", "ARMED", Decimal("0.21"), Decimal(1))], copies
+    groups = await (await conn.execute("SELECT state, entry_price, position_size FROM guard_position_exits")).fetchall()
+    assert [tuple(r.values()) for r in groups] == [("OPEN", Decimal("0.28"), Decimal(50))], groups
+    assert {t: (await trigger_row(conn, t))["state"] for t in (old, new)} == {old: "CANCELLED", new: "ARMED"}
+    ticks = running.guard.stats.ticks
+    await standins.ingest.tick(bid="0.25", ask="0.27")  # under life 1's stops (0.30), over life 2's: nothing sells
+    await eventually(lambda: running.guard.stats.ticks > ticks)
+    await running.guard.drain()
+    assert standins.executor.sells == []
+    await conn.close()
