@@ -202,7 +202,7 @@ class Guard:
         if not stats.ticks & 15 and received_ns:
             stats.tick_lag_ms.append((now_ns - received_ns) / 1e6)
         if received_ns > self.through_ns and tick.kind != mpb.TICK_KIND_MARKET_RESOLVED:
-            self.through_ns = received_ns
+            self.through_ns = self.engine.settle(received_ns)  # no older price comes: arm epochs up to it merge
         raw = (tick.best_bid, tick.mid, tick.last_trade_price)
         if tick.kind in _PRICE_KINDS:
             asset_id = tick.asset_id

@@ -90,4 +90,4 @@ def test_prices_logged_before_a_trailing_stop_was_armed_do_not_hide_the_highs_af
     if A in changed and (stamp := link.gate.recheck(A, top("0.56"), 6 * MS)):
         link.log.append((stamp, top("0.56")))
     link.read()
-    assert marks(link.engine) == marks(ref) == {"n": D("0.58"), "r": D("0.58")}
+    assert marks(link.engine) == marks(ref) == {"n": D("0.58"), "r": D("0.60")}

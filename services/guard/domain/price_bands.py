@@ -44,7 +44,10 @@ def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetB
         lo, hi, inclusive = source_band(book)
         trail = book.trail.min_trail() if book.trail is not None else None
         tp = book.tp[0][0] if book.tp and trail is not None else None  # only a band with a trail is narrowed
-        armed_ns = book.armed_ns if trail is not None else 0
+        # the latest arm of a trailing stop still in the book: a price stamped before it lifted no mark of that stop,
+        # and one stamped at or after it lifts every mark of the book (each stop's epoch is labelled with its arm
+        # time, or with the later arm time of the epoch it merged into, at most this)
+        armed_ns = book.trail.armed_ns if book.trail is not None and trail is not None else 0
         out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail, tp, armed_ns))
     return bands.AssetBand(tuple(out), holds)
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sortedcontainers import SortedList
 
-from services.guard.domain.trailing import TrailBook
+from services.guard.domain.trail_epochs import TrailEpochs
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 
 _MAX_ID = "\U0010ffff"  # sorts after every trigger id: (price, _MAX_ID) bounds every trigger at that price
@@ -15,30 +15,35 @@ _MAX_ID = "\U0010ffff"  # sorts after every trigger id: (price, _MAX_ID) bounds 
 class SourceBook:
     """The ARMED triggers of one asset and price source: take-profits and stop-losses sorted by trigger
     price (what a price fires is a prefix of one and a suffix of the other), trailing stops in a
-    :class:`TrailBook`."""
+    :class:`TrailEpochs`."""
 
-    __slots__ = ("armed_ns", "sl", "tp", "trail")
+    __slots__ = ("sl", "tp", "trail")
 
     def __init__(self) -> None:
         self.tp: SortedList = SortedList()  # (trigger price, id)
         self.sl: SortedList = SortedList()  # (trigger price, id)
-        self.trail: TrailBook | None = None  # created with the first trailing stop
-        # when its latest trailing stop was armed (or changed), Unix ns: a price received before it lifts no mark
-        # when read too late to fire on (that stop did not exist yet); 0: not known (loaded at start)
-        self.armed_ns = 0
+        self.trail: TrailEpochs | None = None  # created with the first trailing stop
 
     def __len__(self) -> int:
         return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
 
-    def add(self, spec: TriggerSpec, *, unsaved_mark: bool = False) -> None:
+    def add(self, spec: TriggerSpec, *, unsaved_mark: bool = False, armed_ns: int = 0, settled_ns: int = 0) -> bool:
+        """Watch a trigger; a trailing stop armed (or changed) at ``armed_ns`` (:meth:`TrailEpochs.add`: True when
+        its epoch is to be merged by :meth:`TrailEpochs.settle` once the tick log is read past it)."""
         if spec.kind is Kind.TAKE_PROFIT:
             self.tp.add((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:
             self.sl.add((spec.trigger_price, spec.id))
         else:
             if self.trail is None:
-                self.trail = TrailBook()
-            self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark, unsaved=unsaved_mark)
+                self.trail = TrailEpochs()
+            return self.trail.add(spec.id, spec.trail_pct, spec.activation_price, spec.high_water_mark,
+                                  armed_ns=armed_ns, settled_ns=settled_ns, unsaved=unsaved_mark)
+        return False
+
+    def armed_at(self, trigger_id: str) -> int:
+        """When the trailing stop's epoch was armed (:class:`TrailEpochs`; 0: not known, or not a trailing stop)."""
+        return (self.trail.armed_at(trigger_id) or 0) if self.trail is not None else 0
 
     def remove(self, spec: TriggerSpec) -> None:
         if spec.kind is Kind.TAKE_PROFIT:
@@ -48,9 +53,9 @@ class SourceBook:
         elif self.trail is not None:
             self.trail.remove(spec.id)
 
-    def take(self, price: Decimal, *, lift: bool = True) -> list[tuple[str, Decimal | None]]:
-        """Remove and return what fires at ``price``: (id, mark for trailing stops); ``lift`` False: the price
-        activates and lifts no trailing stop (:meth:`TrailBook.fire`)."""
+    def take(self, price: Decimal, received_ns: int = 0) -> list[tuple[str, Decimal | None]]:
+        """Remove and return what fires at ``price``: (id, mark for trailing stops); received at ``received_ns``
+        (0: not known), it activates and lifts no trailing stop armed after it (:meth:`TrailEpochs.take`)."""
         out: list[tuple[str, Decimal | None]] = []
         tp, sl = self.tp, self.sl
         if tp and tp[0][0] <= price:  # the lowest take-profit first: usually nothing crosses
@@ -62,7 +67,7 @@ class SourceBook:
             out.extend((tid, None) for _p, tid in sl.islice(start))
             del sl[start:]
         if self.trail is not None and len(self.trail):
-            out.extend(self.trail.tick(price) if lift else self.trail.fire(price))
+            out.extend(self.trail.take(price, received_ns))
         return out
 
     def peek(self, price: Decimal) -> list[str]:

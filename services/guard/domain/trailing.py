@@ -94,6 +94,21 @@ class TrailBook:
         self._index(group)
         return True
 
+    def absorb(self, other: TrailBook) -> None:
+        """Take every stop of ``other`` (left empty) with its activation price or mark; a mark ``other`` has not
+        reported yet (:meth:`take_dirty_marks`) is reported here."""
+        for tid in other._trail:
+            if tid in self._trail:
+                raise ValueError(f"trailing stop {tid} already present")
+        for tid, trail in other._trail.items():
+            self._trail[tid] = trail
+            self._trail_counts[trail] = self._trail_counts.get(trail, 0) + 1
+        self._activation.update(other._activation)
+        self._pending.update(other._pending)
+        for gid, group in other._groups.items():
+            self._join(group.mark, [tid for _t, tid in group.members], moved=gid in other._dirty)
+        TrailBook.__init__(other)
+
     @property
     def dirty(self) -> bool:
         """True when marks changed since :meth:`take_dirty_marks` last ran."""

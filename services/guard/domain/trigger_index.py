@@ -2,18 +2,20 @@
 
 A tick costs O(log n + fired) for its asset: take-profits sit in ascending trigger price order
 (the ones at or below the price fire: a prefix), stop-losses likewise (the ones at or above the
-price fire: a suffix), trailing stops in a :class:`TrailBook`. A trigger leaves the engine when it
+price fire: a suffix), trailing stops in :class:`TrailEpochs` (by arm time). A trigger leaves the engine when it
 fires or is cancelled, so it can fire at most once.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
 from common import bands
+from services.guard.domain.bulk_load import fill
 from services.guard.domain.outcomes import Cancelled, Fired, Held, Outcome, Prices
 from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
@@ -46,6 +48,10 @@ class Engine:
         self._band_dirty: set[str] = set()  # assets whose published band may have changed (take_band_changes)
         self._noting: list[set[str]] = []  # open :meth:`noting` blocks
         self.armed_ns = 0  # when the latest trailing stop was armed or changed (any asset), Unix ns
+        # (arm time, order, asset, source) of trailing-stop epochs to merge once the log is read past it (settle)
+        self._merges: list[tuple[int, int, str, Source]] = []
+        self._merge_order = itertools.count()
+        self._settled_ns = 0
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -146,13 +152,14 @@ class Engine:
         asset, so the next fresh tick releases it; a trailing stop keeps its tracked mark when higher than the
         given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`). ``armed_ns``:
         when it was armed or changed (Unix ns): a price received before it, read too late to fire on, lifts no
-        trailing mark of its asset and source (:meth:`on_tick`)."""
+        trailing mark (:meth:`on_tick`); 0: the time the trigger was armed at before, if any, else not known."""
         for noted in self._noting:
             noted.add(spec.id)
         old = self.get(spec.id)
         was_held = carried = False
         if old is not None:
             was_held = spec.id in self._held.get(old.asset_id, ())
+            armed_ns = armed_ns or self._book(old).armed_at(old.id)
             self._detach(old)
             if (old.kind is Kind.TRAILING_STOP and spec.kind is Kind.TRAILING_STOP
                     and old.asset_id == spec.asset_id and old.source is spec.source
@@ -162,10 +169,10 @@ class Engine:
         self._specs[spec.id] = spec
         self._changed(spec.asset_id)
         book = book_for(self._books, spec.asset_id, spec.source)
-        book.add(spec, unsaved_mark=carried)
-        if spec.kind is Kind.TRAILING_STOP and armed_ns > book.armed_ns:
-            book.armed_ns = armed_ns
-            self.armed_ns = max(self.armed_ns, armed_ns)
+        if book.add(spec, unsaved_mark=carried, armed_ns=armed_ns, settled_ns=self._settled_ns):
+            heapq.heappush(self._merges, (armed_ns, next(self._merge_order), spec.asset_id, spec.source))
+        if spec.kind is Kind.TRAILING_STOP and armed_ns > self.armed_ns:
+            self.armed_ns = armed_ns
         if carried:
             self._dirty_books[id(book)] = book
         ids = self._by_asset.get(spec.asset_id)
@@ -213,9 +220,10 @@ class Engine:
         received it, guard read it too late to fire on it) first activates trailing stops and lifts their marks as
         a fresh one does: the price really was the book's, and a high-water mark is the highest price seen.
         ``trusted=False`` (the book itself was stale or out of sync, or the tick's age is unknown): nothing moves.
-        Nor does a price received (``received_ns``, 0: unknown) before a trailing stop of its asset and source was
-        armed or changed, though a fresh one fires what it crosses: that price came before the stop existed (or before
-        a PATCH moved its activation price), and a mark taken from it would sell the position too early.
+        Nor does a price received (``received_ns``, 0: unknown) before a trailing stop was armed or changed move that
+        stop, though a fresh one fires it if it crosses: that price came before the stop existed (or before a PATCH
+        moved its activation price), and a mark taken from it would sell the position too early. It does move the
+        stops armed before it.
         """
         books = self._books.get(asset_id)
         if not books:
@@ -230,7 +238,7 @@ class Engine:
             price = prices.get(source)
             if price is None or price <= 0:
                 continue
-            for tid, mark in book.take(price, lift=not book.armed_ns > received_ns > 0):
+            for tid, mark in book.take(price, received_ns):
                 spec = self._specs[tid]
                 crossed.append((spec.with_mark(mark) if mark is not None else spec, price))
             if book.trail is not None and book.trail.dirty:
@@ -244,6 +252,20 @@ class Engine:
             out.released.extend(self._specs[t] for t in held if t in self._specs)
         self._prune(asset_id)
         return out
+
+    def settle(self, through_ns: int) -> int:
+        """Guard has read every tick stamped up to ``through_ns`` (the log's stamps only grow): no price received
+        before it comes any more, so the trailing stops of a book armed up to it need no longer be told apart
+        (:meth:`TrailEpochs.settle`). Returns ``through_ns``."""
+        merges = self._merges
+        if through_ns > self._settled_ns:
+            self._settled_ns = through_ns
+        while merges and merges[0][0] <= through_ns:
+            _at, _n, asset_id, source = heapq.heappop(merges)
+            book = self._books.get(asset_id, {}).get(source)
+            if book is not None and book.trail is not None:
+                book.trail.settle(through_ns)
+        return through_ns
 
     def resolve(self, asset_id: str, reason: Reason = Reason.MARKET_RESOLVED) -> list[Cancelled]:
         """Cancel every trigger on an asset (its market resolved)."""
@@ -287,15 +309,15 @@ class Engine:
                     out.cancelled.append(Cancelled(sibling, Reason.OCO_SIBLING_FIRED, winner))
 
     def _rise(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices, received_ns: int) -> None:
-        """Activate trailing stops and lift their marks at ``prices``, firing nothing (not in a book whose latest
-        trailing stop was armed after the price was received)."""
+        """Activate trailing stops and lift their marks at ``prices``, firing nothing (not those armed after the price
+        was received)."""
         moved = False
         for source, book in books.items():
             trail = book.trail
-            if trail is None or not len(trail) or book.armed_ns > received_ns:
+            if trail is None or not len(trail):
                 continue
             price = prices.get(source)
-            if price is not None and price > 0 and trail.rise(price):
+            if price is not None and price > 0 and trail.rise(price, received_ns):
                 moved = True
                 self._dirty_books[id(book)] = book
         if moved:
@@ -371,29 +393,5 @@ class Engine:
 def load(specs: Iterable[TriggerSpec]) -> Engine:
     """An engine watching ``specs`` (built in bulk: each price structure is sorted once)."""
     engine = Engine()
-    tp: dict[tuple[str, Source], list[tuple[Decimal, str]]] = {}
-    sl: dict[tuple[str, Source], list[tuple[Decimal, str]]] = {}
-    trailing: list[TriggerSpec] = []
-    for spec in specs:
-        if spec.id in engine._specs:
-            raise ValueError(f"duplicate trigger {spec.id}")
-        engine._specs[spec.id] = spec
-        ids = engine._by_asset.get(spec.asset_id)
-        if ids is None:
-            ids = engine._by_asset[spec.asset_id] = set()
-        ids.add(spec.id)
-        if spec.oco_group:
-            engine._oco.setdefault(spec.oco_key, set()).add(spec.id)
-        if spec.kind is Kind.TAKE_PROFIT:
-            tp.setdefault((spec.asset_id, spec.source), []).append((spec.trigger_price, spec.id))
-        elif spec.kind is Kind.STOP_LOSS:
-            sl.setdefault((spec.asset_id, spec.source), []).append((spec.trigger_price, spec.id))
-        else:
-            trailing.append(spec)
-    for (asset_id, source), items in tp.items():
-        book_for(engine._books, asset_id, source).tp.update(items)
-    for (asset_id, source), items in sl.items():
-        book_for(engine._books, asset_id, source).sl.update(items)
-    for spec in trailing:
-        book_for(engine._books, spec.asset_id, spec.source).add(spec)
+    fill(specs, engine._specs, engine._by_asset, engine._oco, engine._books)
     return engine
