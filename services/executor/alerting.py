@@ -1,7 +1,7 @@
-"""The executor's alerts: an order LOST, a redemption FAILED, an order resting on a resolved market whose cancel the
-venue refused, a venue answer reporting a fill its order cannot have made or an order answered only with status words
-the contract does not list, a position settled without the venue's count (the breaker's are raised by its gate, a
-reconciliation's failure by the reconciler)."""
+"""The executor's alerts: an order LOST, a redemption FAILED or overdue (retried on), an order resting on a
+resolved market whose cancel the venue refused, a venue answer reporting a fill its order cannot have made or an
+order answered only with status words the contract does not list, a position settled without the venue's count (the
+breaker's are raised by its gate, a reconciliation's failure by the reconciler)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,24 @@ def redemption_failed(row: RedemptionRow, r: Redemption) -> None:
                 f"({r.reason}): the payout is not in the wallet", dedupe_id=f"redemption_failed:{r.key}",
                 severity=Severity.CRITICAL, redemption_key=r.key, wallet_id=row.follower_wallet_id,
                 condition_id=row.condition_id, attempts=r.attempts, reason=r.reason, detail=r.detail[:300])
+
+
+def redemption_overdue(row: RedemptionRow, r: Redemption, call: str, every_s: float) -> None:
+    """REDEMPTION_OVERDUE (key ``redemption_overdue:<wallet id>``), raised once per run of failures: a redemption's
+    calls kept failing (the venue down, or answering what cannot be read) past their bound, and it is still retried,
+    every ``every_s``: ``call`` is the one failing, ``redeem`` (the POST: the payout is not in the wallet yet) or
+    ``status`` (the venue took it, its end is not known yet)."""
+    what = (f"the venue took it (redeemId {r.redeem_id[:80]}) but its status queries keep failing: its end is not "
+            f"known" if call == "status" else "its POST keeps failing: the payout is not in the wallet")
+    raise_alert(AlertKind.REDEMPTION_OVERDUE, f"redemption_overdue:{row.follower_wallet_id}",
+                f"redemption of {fmt(row.shares)} winning shares of wallet {row.follower_wallet_id} is overdue: "
+                f"{what}; "
+                f"still retried every {every_s:g} s under its Idempotency-Key (it redeems once the venue answers); "
+                f"check the venue's health and the executor's log ({r.detail[:200]})",
+                dedupe_id=f"redemption_overdue:{r.key}:{r.failing_since_ms}", severity=Severity.CRITICAL,
+                redemption_key=r.key, wallet_id=row.follower_wallet_id, condition_id=row.condition_id,
+                attempts=r.attempts, failures=r.failures, call=call, redeem_id=r.redeem_id, reason=r.reason,
+                detail=r.detail[:300])
 
 
 def order_cancel_refused(o: RestingOrder) -> None:

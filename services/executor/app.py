@@ -60,7 +60,7 @@ from services.executor.metrics import ExecutorMetrics, observe_all
 from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.ports import Venue
 from services.executor.reconciling import Reconciler
-from services.executor.redeeming import Redeemer
+from services.executor.redeeming import Redeemer, redeem_retry
 from services.executor.releases import releasing_dead_letters
 from services.executor.resizing import paper_resizer
 from services.executor.servicer import ExecutorServicer
@@ -303,7 +303,7 @@ def _position_life(settings: Settings, pool: Any, redis: aioredis.Redis, fast: F
     told = lease.notice_refusal
     redeemer = Redeemer(RedemptionStore(pool, on_write_error=told), api, gates.get(INSIDERS), redemptions_log,
                         enabled=settings.auto_redeem, lease_confirmed=lease.confirmed,
-                        not_found_s=settings.tuning.redeem_not_found_s)
+                        not_found_s=settings.tuning.redeem_not_found_s, retry=redeem_retry(settings))
     # a resting order on a resolved market that the venue did not cancel would hold its position back for ever
     settler = Settler(SettlementStore(pool, on_write_error=told), on_redemptions=redeemer.wake,
                       venues={INSIDERS: insiders} if insiders is not None else None, lease_confirmed=lease.confirmed)

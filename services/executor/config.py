@@ -125,6 +125,14 @@ class Tuning(TrimTuning):
     redeem_not_found_s: float = tune(600.0, "a submitted redemption whose status queries the venue answers 404, "
                                      "three at least and all in a row for this long, ends FAILED "
                                      "REDEMPTION_NOT_FOUND (alerted)", minimum=0)
+    redeem_overdue_failures: int = tune(100, "a redemption whose calls (its POST, or its status queries) fail this "
+                                         "many times in a row (5xx, 408/409/425/429, timeouts, the breaker open...; "
+                                         "retried with the same Idempotency-Key, 1 s to 5 min apart) is overdue: "
+                                         "alerted once, still PENDING/SUBMITTED and retried every 5 min until an "
+                                         "answer", minimum=1)
+    redeem_overdue_s: float = tune(21600.0, "... or once its first failure in a row is this old, whichever comes "
+                                   "first: a venue outage of hours is waited out in silence, a day of winnings not "
+                                   "redeemed is not", minimum=1.0)
     leftover_redeem_grace_s: float = tune(120.0, "winning shares still redeemable at the venue this long after the "
                                           "market's last redemption round ended get another round", minimum=0)
 

@@ -1,9 +1,14 @@
 """Redeeming winning shares through the Insiders API: each recorded redemption is POSTed with its
-Idempotency-Key (the attempt recorded first), retried on 425/429/5xx and timeouts with backoff behind the venue's
-circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
-the reason. The breaker is the LIVE orders' too: a call that was its half-open probe and ends without an answer
-(cancelled, an adapter error) gives the probe back, so that the next call probes; a call refused while another's
-probe is out is tried again after its backoff. A status word the contract does not list is followed like
+Idempotency-Key (the attempt recorded first), retried on 408/409/425/429/5xx and timeouts with backoff behind the
+venue's circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
+the reason. A run of failures (of the POST or of the status queries) is retried for as long as it takes (the key
+makes each retry safe); once it crosses its bound (its N-th failure in a row, or its first at or past its age) it is
+overdue: alerted once (counted in ``executor.redemptions_overdue``), then retried every five minutes, still PENDING
+or SUBMITTED, reason ``REDEMPTION_OVERDUE`` (:mod:`services.executor.domain.redemption_retry`). The run's count,
+start and crossing are kept in PostgreSQL, so that a restart neither starts it again nor alerts it twice.
+The breaker is the LIVE orders' too: a call that was its half-open probe and ends without an answer (cancelled, an
+adapter error) gives the probe back, so that the next call probes; a call refused while another's probe is out is
+tried again after its backoff. A status word the contract does not list is followed like
 ``submitted`` when there is a redemption to follow (logged, counted in ``executor.redeem_unknown_status``; see
 :mod:`services.executor.domain.redemption`).
 A status query answered 404 (the venue no longer knows the redemption, or does not yet: a lag) is asked again,
@@ -31,13 +36,14 @@ from common.cancel import reraise_if_cancelling
 from common.decimals import fmt
 from common.ids import hash_id
 from common.lease import unleased
-from common.retry import Backoff
 from common.streams import DurableLog
 from services.executor.adapters.breaker_gate import BreakerGate
 from services.executor.adapters.insiders_api import parse_redemption
 from services.executor.adapters.redemption_store import RedemptionRow, RedemptionStore
-from services.executor.alerting import redemption_failed
+from services.executor.alerting import redemption_failed, redemption_overdue
+from services.executor.config import Settings
 from services.executor.domain import redemption as rd
+from services.executor.domain.redemption_retry import RetryPolicy, after_failure, retry_event
 from services.executor.ports import Answer, RedeemApi
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -47,8 +53,11 @@ _CALLS = _meter.create_counter("executor.redeem_calls", description="Redemption 
 _ENDED = _meter.create_counter("executor.redemptions", description="Redemptions ended, by state and reason")
 _UNKNOWN = _meter.create_counter("executor.redeem_unknown_status",
                                  description="Redemption answers with a status word the contract omits, by call")
+_OVERDUE = _meter.create_counter("executor.redemptions_overdue",
+                                 description="Runs of redemption failures that crossed their bound (alerted once, "
+                                             "retried on), by the call that keeps failing (redeem, status)")
 
-RETRY_BACKOFF = Backoff(1.0, 300.0)  # a redemption waits for no copy: retried patiently, for as long as it takes
+DEFAULT_RETRY = RetryPolicy()
 NOT_FOUND = "REDEMPTION_NOT_FOUND"
 NOT_FOUND_LIMIT = 3  # status queries answered 404 in a row (over Redeemer.not_found_s) that end it FAILED
 
@@ -56,6 +65,12 @@ EVENT_TYPES = {rd.RedemptionState.PENDING: epb.REDEMPTION_EVENT_TYPE_PENDING,
                rd.RedemptionState.SUBMITTED: epb.REDEMPTION_EVENT_TYPE_SUBMITTED,
                rd.RedemptionState.CONFIRMED: epb.REDEMPTION_EVENT_TYPE_CONFIRMED,
                rd.RedemptionState.FAILED: epb.REDEMPTION_EVENT_TYPE_FAILED}
+
+
+def redeem_retry(settings: Settings) -> RetryPolicy:
+    """The retries of redemptions as the tuning sets them."""
+    return RetryPolicy(overdue_failures=settings.tuning.redeem_overdue_failures,
+                       overdue_ms=int(settings.tuning.redeem_overdue_s * 1000))
 
 
 def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int) -> rd.Event:
@@ -74,6 +89,9 @@ def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int
         return rd.RedeemRetryable(NOT_FOUND, f"HTTP 404 {answer.code}"[:300], now_ms, delay_ms)
     if rd.retryable_status(answer.status) or status_query:  # a status query's 4xx is asked again later
         return rd.RedeemRetryable("VENUE_UNAVAILABLE", f"HTTP {answer.status} {answer.code}"[:300], now_ms, delay_ms)
+    if rd.retried_status(answer.status):  # 408, 409: no verdict yet; the same key asked again gets it
+        return rd.RedeemRetryable(answer.code or f"VENUE_HTTP_{answer.status}",
+                                  f"HTTP {answer.status} {answer.message}"[:300], now_ms, delay_ms)
     return rd.RedeemRefused(answer.code or f"VENUE_HTTP_{answer.status}", answer.message[:300])
 
 
@@ -91,18 +109,20 @@ class Redeemer:
     """Runs redemptions (run :meth:`run` as a task; :meth:`wake` when new ones are recorded)."""
 
     def __init__(self, store: RedemptionStore, api: RedeemApi | None, gate: BreakerGate | None, events: DurableLog,
-                 *, enabled: bool = True, backoff: Backoff = RETRY_BACKOFF, poll_s: float = 2.0,
+                 *, enabled: bool = True, retry: RetryPolicy = DEFAULT_RETRY, poll_s: float = 2.0,
                  max_concurrent: int = 32, batch: int = 512, rng: random.Random | None = None,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
                  lease_confirmed: Callable[[], Awaitable[None]] | None = None, not_found_s: float = 600.0) -> None:
         _ENDED.add(0, {"state": rd.RedemptionState.FAILED.value, "reason": ""})  # exported from the start (a rule)
+        for call in ("redeem", "status"):
+            _OVERDUE.add(0, {"call": call})
         self.store = store
         self.api = api
         self.lease_confirmed = lease_confirmed or unleased  # awaited before each POST (see OrderRunner)
         self.gate = gate
         self.events = events
         self.enabled = enabled and api is not None
-        self.backoff = backoff
+        self.retry = retry  # the backoff, and the bounds past which a run of failures is overdue
         self.poll_s = poll_s
         self.rng = rng or random.Random()
         self.clock_ms = clock_ms
@@ -111,6 +131,7 @@ class Redeemer:
         self._wake = asyncio.Event()
         self.posts = 0
         self.unknown_statuses = 0  # answers whose status word the contract does not list
+        self.overdue_alerts = 0  # runs of failures this process saw cross their bound (each alerted)
         self.not_found_s = not_found_s
         # redemption key → (status queries answered 404 in a row, when the first of them came, Unix ms)
         self._not_found: dict[str, tuple[int, int]] = {}
@@ -174,14 +195,16 @@ class Redeemer:
         (SUBMITTED); returns the redemption after the answer (never raises but for cancellation)."""
         async with self._slots:
             r = row.redemption
-            delay = rd.retry_delay_ms(r, self.backoff, self.rng.random())
+            rand = self.rng.random()
+            delay = rd.retry_delay_ms(r, self.retry.backoff, rand)
             try:
-                return row, self._answered(row, await self._ask(row, delay))
+                return row, self._answered(row, await self._ask(row, delay), rand)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one redemption failing must not stop the others: retried after a backoff
                 log.exception("redemption call failed", extra={"redemption_key": r.key})
-                return row, rd.apply(r, rd.RedeemRetryable("INTERNAL_ERROR", repr(exc)[:300], self.clock_ms(), delay))
+                failed = rd.RedeemRetryable("INTERNAL_ERROR", repr(exc)[:300], self.clock_ms(), delay)
+                return row, rd.apply(r, self._bounded(r, failed, rand))
 
     async def _ask(self, row: RedemptionRow, delay_ms: int) -> rd.Event:
         assert self.api is not None
@@ -213,13 +236,13 @@ class Redeemer:
         _CALLS.add(1, {"call": call, "outcome": "retryable" if failed else str(answer.status)})
         return outcome_of(answer, status_query=status_query, now_ms=self.clock_ms(), delay_ms=delay_ms)
 
-    def _answered(self, row: RedemptionRow, event: rd.Event) -> rd.Redemption:
+    def _answered(self, row: RedemptionRow, event: rd.Event, rand: float) -> rd.Redemption:
         if self._not_found_too_often(row.redemption, event):
             gone = rd.RedeemStatusSeen("failed", error=f"the venue no longer knows redemption "
                                                        f"{row.redemption.redeem_id[:80]!r}: its status queries "
                                                        f"answered 404 in a row for {self.not_found_s:g} s")
             return replace(rd.apply(row.redemption, gone), reason=NOT_FOUND)
-        after = rd.apply(row.redemption, event)
+        after = rd.apply(row.redemption, self._bounded(row.redemption, event, rand))
         if not isinstance(event, rd.RedeemAnswered | rd.RedeemStatusSeen):
             return after
         if not rd.known_status(event.status):
@@ -227,6 +250,15 @@ class Redeemer:
         if after.state is rd.RedemptionState.SUBMITTED:
             return replace(after, next_attempt_ms=self.clock_ms() + int(self.poll_s * 1000))  # then ask its status
         return after
+
+    def _bounded(self, r: rd.Redemption, event: rd.Event, rand: float) -> rd.Event:
+        """A retryable failure as the retry policy has it: scheduled, and overdue once its run crossed its bound."""
+        if not isinstance(event, rd.RedeemRetryable):
+            return event
+        step = after_failure(self.retry, failures=r.failures, failing_since_ms=r.failing_since_ms,
+                             overdue_since_ms=r.overdue_since_ms, now_ms=event.now_ms, rand=rand,
+                             at_least_ms=event.delay_ms)
+        return retry_event(self.retry, step, event)
 
     def _not_found_too_often(self, r: rd.Redemption, event: rd.Event) -> bool:
         """Count a status query's 404 (any other outcome starts the count again); True once there were
@@ -253,11 +285,15 @@ class Redeemer:
                            "redeem_id": after.redeem_id, "read_as": after.state.value})
 
     async def _store_many(self, changes: list[tuple[RedemptionRow, rd.Redemption]]) -> None:
-        """Store the changes (one transaction), then count, log and publish the ones that ended or moved."""
+        """Store the changes (one transaction), then count, log and publish the ones that ended or moved, and alert
+        the runs of failures that crossed their bound (once stored: a restart reads the crossing and does not alert
+        it again; a change not stored crosses again at its next failure)."""
         if not changes:
             return
         await self.store.save_many(changes, "executor.Redeem")
         for row, after in changes:
+            if _crossed(row.redemption, after):
+                self._overdue(row, after)
             if not after.state.terminal:
                 continue
             _ENDED.add(1, {"state": after.state.value, "reason": after.reason})
@@ -269,6 +305,12 @@ class Redeemer:
                                            "wallet_id": row.follower_wallet_id, "condition_id": row.condition_id,
                                            "attempts": after.attempts, "tx_hash": after.tx_hash})
         await self._publish([(row, after) for row, after in changes if after.state != row.redemption.state])
+
+    def _overdue(self, row: RedemptionRow, after: rd.Redemption) -> None:
+        call = "status" if after.state is rd.RedemptionState.SUBMITTED else "redeem"
+        self.overdue_alerts += 1
+        _OVERDUE.add(1, {"call": call})
+        redemption_overdue(row, after, call, self.retry.overdue_spacing_ms / 1000)
 
     async def _publish(self, changes: list[tuple[RedemptionRow, rd.Redemption]]) -> None:
         if not changes:
@@ -286,6 +328,12 @@ class Redeemer:
         rows = await self.store.unpublished()
         await self._publish([(row, row.redemption) for row, _updated in rows])
         return len(rows)
+
+
+def _crossed(before: rd.Redemption, after: rd.Redemption) -> bool:
+    """Whether ``after`` is the change that made its run of failures overdue (its crossing)."""
+    return after.failures > 0 and after.overdue_since_ms > 0 and not (before.failures > 0
+                                                                      and before.overdue_since_ms > 0)
 
 
 def _asking(row: RedemptionRow, terms: tuple[Decimal, tuple[Decimal, ...]] | None) -> RedemptionRow:

@@ -66,7 +66,8 @@ def test_the_rules_file_covers_every_condition_the_engine_alerts_on() -> None:
                AlertKind.VENUE_ANSWER_IMPLAUSIBLE: "executor_implausible_answers_total",
                AlertKind.FILL_NOT_BOOKED: "executor_fills_of_other_venue_total",
                AlertKind.RESOLUTION_CONTRADICTED: 'ingest_resolutions_total{outcome="CONTRADICTED"}',
-               AlertKind.SETTLED_WITHOUT_COUNT: "executor_positions_settled_without_count_total"}
+               AlertKind.SETTLED_WITHOUT_COUNT: "executor_positions_settled_without_count_total",
+               AlertKind.REDEMPTION_OVERDUE: "executor_redemptions_overdue_total"}
     assert set(covered) == set(AlertKind)
     for kind, needle in covered.items():
         assert needle in exprs, kind

@@ -40,13 +40,16 @@ def _ms(at: datetime) -> int:
 
 def _row(r: dict[str, Any]) -> RedemptionRow:
     red = Redemption(r["redemption_key"], RedemptionState(r["state"]), r["attempts"], r["redeem_id"], r["tx_hash"],
-                     r["payout_usd"], r["reason"], r["detail"], _ms(r["next_attempt_at"]), r["failures"])
+                     r["payout_usd"], r["reason"], r["detail"], _ms(r["next_attempt_at"]), r["failures"],
+                     _ms(r["failing_since"]) if r["failing_since"] is not None else 0,
+                     _ms(r["overdue_since"]) if r["overdue_since"] is not None else 0)
     return RedemptionRow(red, r["follower_wallet_id"], r["wallet"], r["condition_id"], r["neg_risk"],
                          tuple(Decimal(a) for a in r["amounts"]), r["shares"], r["attempts"])
 
 
 _COLUMNS = ("redemption_key, state, attempts, redeem_id, tx_hash, payout_usd, reason, detail, next_attempt_at,"
-            " failures, follower_wallet_id, wallet, condition_id, neg_risk, amounts, shares")
+            " failures, failing_since, overdue_since, follower_wallet_id, wallet, condition_id, neg_risk, amounts,"
+            " shares")
 
 # The rows a batch changes, locked first in key order, as a settlement's upsert takes a market's wallets' rows: the
 # UPDATE ... FROM below takes its rows in its join's order (the table's, once it is large).
@@ -58,9 +61,13 @@ SELECT 1 FROM redemptions WHERE redemption_key = ANY(%s) ORDER BY follower_walle
 _SAVE = """
 UPDATE redemptions AS d SET state = r.state, attempts = r.attempts, redeem_id = r.redeem_id, tx_hash = r.tx,
     payout_usd = r.payout, reason = r.reason, detail = r.detail,
-    next_attempt_at = to_timestamp(r.next_ms / 1000.0), failures = r.failures, updated_at = now()
+    next_attempt_at = to_timestamp(r.next_ms / 1000.0), failures = r.failures,
+    failing_since = CASE WHEN r.failures > 0 THEN to_timestamp(r.since_ms / 1000.0) END,
+    overdue_since = CASE WHEN r.failures > 0 AND r.overdue_ms > 0 THEN to_timestamp(r.overdue_ms / 1000.0) END,
+    updated_at = now()
 FROM json_to_recordset(%s::json) AS r(key text, state text, attempts integer, redeem_id text, tx text,
-                                      payout numeric, reason text, detail text, next_ms bigint, failures integer)
+                                      payout numeric, reason text, detail text, next_ms bigint, failures integer,
+                                      since_ms bigint, overdue_ms bigint)
 WHERE d.redemption_key = r.key
 """
 
@@ -93,7 +100,8 @@ WHERE d.redemption_key = r.key
 def _change(r: Redemption) -> dict[str, Any]:
     return {"key": r.key, "state": r.state.value, "attempts": r.attempts, "redeem_id": r.redeem_id,
             "tx": r.tx_hash, "payout": fmt(r.payout_usd) if r.payout_usd is not None else None, "reason": r.reason,
-            "detail": r.detail[:500], "next_ms": r.next_attempt_ms, "failures": r.failures}
+            "detail": r.detail[:500], "next_ms": r.next_attempt_ms, "failures": r.failures,
+            "since_ms": r.failing_since_ms, "overdue_ms": r.overdue_since_ms}
 
 
 def _audit(row: RedemptionRow, r: Redemption, redeemed: list[str]) -> dict[str, Any]:

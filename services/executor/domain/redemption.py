@@ -3,11 +3,18 @@
 ::
 
     PENDING ──RedeemSent──> PENDING (attempts + 1; the intent is recorded before every POST)
-       │  ├──RedeemRetryable──> PENDING (next attempt after a backoff: 425/429/5xx, timeout, breaker)
+       │  ├──RedeemRetryable──> PENDING (next attempt after a backoff: 408/409/425/429/5xx, timeout, breaker)
+       │  ├──RedeemOverdue──> PENDING (a run of failures crossed its bound: alerted once, retried on;
+       │  │                            :mod:`.redemption_retry`)
        │  ├──RedeemAnswered(submitted)──> SUBMITTED ──RedeemStatusSeen(confirmed)──> CONFIRMED
        │  ├──RedeemAnswered(confirmed)──> CONFIRMED        └──RedeemStatusSeen(failed)──> FAILED
        │  └──RedeemRefused (a final 4xx) / RedeemAnswered(failed)──> FAILED
        SUBMITTED ──RedeemRetryable──> SUBMITTED (the status query failed: asked again later)
+       SUBMITTED ──RedeemOverdue──> SUBMITTED (the same for its status queries)
+
+A run of retryable failures is never given up (every retry carries the same Idempotency-Key, so it is always safe,
+and a redemption ended FAILED leaves its winnings unredeemed after the venue is back, until a person acts): once
+overdue it is alerted once and retried on (reason ``REDEMPTION_OVERDUE``); an answer ends the run.
 
 A status word the contract does not list (``pending``, ``mined``...) is read as ``submitted`` wherever there is a
 redemption to follow: on a status query, and on a POST answer that names its ``redeemId`` (the venue took the
@@ -62,6 +69,8 @@ class Redemption:
     detail: str = ""
     next_attempt_ms: int = 0
     failures: int = 0  # retryable failures in a row (the backoff's attempt number)
+    failing_since_ms: int = 0  # when the first of those failures came (read only while failures > 0)
+    overdue_since_ms: int = 0  # when that run crossed its bound (0: it did not; read only while failures > 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,16 @@ class RedeemRetryable:
 
 
 @dataclass(frozen=True, slots=True)
+class RedeemOverdue:
+    """A retryable failure that made its run overdue (its crossing: alerted once); retried after ``delay_ms``."""
+
+    reason: str
+    detail: str
+    now_ms: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class RedeemRefused:
     """The venue refused for good (a 4xx such as NOTHING_TO_REDEEM or MARKET_NOT_RESOLVED)."""
 
@@ -111,7 +130,7 @@ class RedeemRefused:
     detail: str
 
 
-Event = RedeemSent | RedeemAnswered | RedeemStatusSeen | RedeemRetryable | RedeemRefused
+Event = RedeemSent | RedeemAnswered | RedeemStatusSeen | RedeemRetryable | RedeemRefused | RedeemOverdue
 
 S = RedemptionState
 _ANSWER = {"submitted": S.SUBMITTED, "confirmed": S.CONFIRMED, "failed": S.FAILED}
@@ -130,6 +149,8 @@ TRANSITIONS: dict[tuple[RedemptionState, type[Any]], str] = {
     (S.PENDING, RedeemRefused): "refused",
     (S.SUBMITTED, RedeemStatusSeen): "status",
     (S.SUBMITTED, RedeemRetryable): "retry",
+    (S.PENDING, RedeemOverdue): "overdue",
+    (S.SUBMITTED, RedeemOverdue): "overdue",
     (S.SUBMITTED, RedeemAnswered): "answered",  # a replayed POST after a restart answers the same redemption
 }
 
@@ -141,9 +162,14 @@ def apply(r: Redemption, event: Event) -> Redemption:
         raise IllegalTransition(f"{type(event).__name__} in state {r.state.value}")
     if isinstance(event, RedeemSent):
         return replace(r, attempts=r.attempts + 1, next_attempt_ms=event.now_ms)
-    if isinstance(event, RedeemRetryable):
-        return replace(r, failures=r.failures + 1, next_attempt_ms=event.now_ms + event.delay_ms,
-                       reason=event.reason, detail=event.detail)
+    if isinstance(event, RedeemRetryable | RedeemOverdue):
+        running = r.failures > 0
+        since = r.failing_since_ms if running and r.failing_since_ms > 0 else event.now_ms  # 0: unknown
+        overdue = r.overdue_since_ms if running else 0
+        if isinstance(event, RedeemOverdue) and not overdue:
+            overdue = event.now_ms
+        return replace(r, failures=r.failures + 1, failing_since_ms=since, overdue_since_ms=overdue,
+                       next_attempt_ms=event.now_ms + event.delay_ms, reason=event.reason, detail=event.detail)
     if isinstance(event, RedeemRefused):
         return replace(r, state=S.FAILED, reason=event.reason, detail=event.detail)
     if isinstance(event, RedeemAnswered):
@@ -167,11 +193,21 @@ def apply(r: Redemption, event: Event) -> Redemption:
 
 
 RETRYABLE_HTTP = frozenset({425, 429})
+# Not the venue's verdict on the redemption: a timeout it answered (408); the key's first request still in progress
+# (409, as a replay after our own timeout finds it): the same key, asked again, gets the redemption's answer.
+UNDECIDED_HTTP = frozenset({408, 409})
+OVERDUE = "REDEMPTION_OVERDUE"  # the reason of a redemption whose run of failures crossed its bound (retried on)
 
 
 def retryable_status(http_status: int) -> bool:
-    """425, 429 and 5xx are retried with the same key; any other 4xx is final."""
+    """The venue failing (425, 429, 5xx): retried with the same key, and a failure for the breaker."""
     return http_status in RETRYABLE_HTTP or http_status >= 500
+
+
+def retried_status(http_status: int) -> bool:
+    """Whether a POST answered ``http_status`` is retried with the same key (the venue failing, or a 408/409);
+    any other 4xx is final."""
+    return retryable_status(http_status) or http_status in UNDECIDED_HTTP
 
 
 def retry_delay_ms(r: Redemption, backoff: Backoff, rand: float) -> int:
