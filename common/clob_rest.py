@@ -18,6 +18,7 @@ from common import fields as f
 from common.marketstate import OUTCOME_INDEX, Level, MarketInfo
 from common.memo import Memo
 from common.restget import Page, RestGetter
+from common.takerfee import TakerFee, parse_taker_fee
 
 DEFAULT_TICK = Decimal("0.01")  # ingest's tick for a market that names none (the venue's usual one)
 _ZERO = Decimal(0)
@@ -81,6 +82,8 @@ class ClobMarket:
     closed: bool
     accepting_orders: bool
     market_slug: str
+    taker_fee: TakerFee | None = None  # None: the answer names no usable fee (:func:`common.takerfee.parse_taker_fee`)
+    fee_problem: str = ""  # what in the answer's fee fields was unusable ("" when nothing): the caller logs it
 
 
 def asset(d: dict[str, Any], *keys: str) -> str:
@@ -174,11 +177,13 @@ def parse_market(d: dict[str, Any]) -> ClobMarket:
             raise f.ParseError(f.BAD_FIELD, "token must be an object")
         parsed.append(MarketToken(f.token_id(tok, "token_id"), f.text(tok, "outcome"), tok.get("winner") is True))
     neg = d.get("neg_risk")
+    fee, fee_problem = parse_taker_fee(d)  # an unusable fee is no fee known, never an unusable answer
     return ClobMarket(
         condition_id=f.condition_id(d, "condition_id"), tokens=tuple(parsed), tick_size=tick(d, "minimum_tick_size"),
         min_order_size=f.decimal(d, "minimum_order_size", required=False),
         neg_risk=neg if isinstance(neg, bool) else None, closed=d.get("closed") is True,
-        accepting_orders=d.get("accepting_orders") is not False, market_slug=f.text(d, "market_slug"))
+        accepting_orders=d.get("accepting_orders") is not False, market_slug=f.text(d, "market_slug"),
+        taker_fee=fee, fee_problem=fee_problem)
 
 
 def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg | None = None,
@@ -187,7 +192,8 @@ def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg
     flag win (they are current), the market's next, then ``default_tick``; ``asset_id`` is left out when the
     market lists tokens without it and no book confirms it. A token of ``market`` also gets its outcome label,
     whether it won, and its outcome index (its place in the market's ``tokens``, which CLOB REST lists in
-    outcome-index order). Raises ParseError when no tick size is known."""
+    outcome-index order), and the market's taker fee (a book alone names none). Raises ParseError when no tick size
+    is known."""
     tick_size = (book.tick_size if book else None) or (market.tick_size if market else None) or default_tick
     if tick_size is None:
         raise f.ParseError(f.MISSING_FIELD, "tick_size")
@@ -213,5 +219,6 @@ def market_infos(now_ms: int, *, market: ClobMarket | None = None, book: BookMsg
             accepting_orders=market.accepting_orders if market else True,
             market_slug=market.market_slug if market else "", updated_ms=now_ms,
             extra={"outcome": info.outcome, "winner": "1" if info.winner else "0",
-                   OUTCOME_INDEX: str(index[token])} if info else {}))
+                   OUTCOME_INDEX: str(index[token])} if info else {},
+            taker_fee=market.taker_fee if market else None))
     return out

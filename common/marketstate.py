@@ -10,7 +10,8 @@ Keys:
   ``outcome_index`` (from a CLOB REST market: the token's place in its ``tokens``, the outcome index) says
   which outcome the token is (:func:`outcome_order`). A venue refusal drops only the cached rules
   (:func:`drop_market_rules`): a hash without a tick size or without a minimum order size has the router read
-  them again before it routes (unless the market is closed).
+  them again before it routes (unless the market is closed). ``taker_fee_rate`` / ``taker_fee_exponent``: the
+  market's taker fee (:mod:`common.takerfee`), written when an answer names it; absent or not understood: none known.
 - ``tt:watch:positions`` / ``tt:watch:triggers`` SETs of asset ids the book feed must follow
   (maintained by executor / guard); a change is announced on channel ``tt:watch:changed``, as the
   difference (:func:`watch_diff`, published in the same MULTI as the SADD / SREM, so the messages come
@@ -27,7 +28,9 @@ from typing import Any
 
 import orjson
 
+from common import takerfee
 from common.decimals import fmt, fmt_memo
+from common.takerfee import TakerFee
 
 WATCH_POSITIONS = "tt:watch:positions"
 WATCH_TRIGGERS = "tt:watch:triggers"
@@ -282,9 +285,10 @@ class MarketInfo:
     event_slug: str = ""
     updated_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    taker_fee: TakerFee | None = None  # None: no fee known (a book alone, or an answer naming none usable)
 
     def to_hash(self) -> dict[str, str]:
-        """Fields stored in the Redis hash."""
+        """Fields stored in the Redis hash (the taker fee's only when known: a book alone does not undo it)."""
         return {
             "asset_id": self.asset_id, "condition_id": self.condition_id,
             "tick_size": fmt(self.tick_size), "min_order_size": fmt(self.min_order_size),
@@ -292,6 +296,7 @@ class MarketInfo:
             "accepting_orders": "1" if self.accepting_orders else "0",
             "market_slug": self.market_slug, "event_slug": self.event_slug,
             "updated_ms": str(self.updated_ms), **self.extra,
+            **(self.taker_fee.to_fields() if self.taker_fee is not None else {}),
         }
 
     @property
@@ -314,7 +319,8 @@ class MarketInfo:
         from CLOB REST. A closed market's tick is then :data:`CLOSED_TICK`: its rules no longer matter, and the
         router reads none again before it routes (it would route with a CLOB REST answer lagging the close)."""
         known = {"asset_id", "condition_id", "tick_size", "min_order_size", "neg_risk", "closed",
-                 "accepting_orders", "market_slug", "event_slug", "updated_ms"}
+                 "accepting_orders", "market_slug", "event_slug", "updated_ms", takerfee.RATE_FIELD,
+                 takerfee.EXPONENT_FIELD}
         resolved = bool(h.get(RESOLVED_WINNER))
         tick_raw, min_raw = h.get("tick_size"), h.get("min_order_size")
         tick, minimum = (Decimal(tick_raw), Decimal(min_raw)) if tick_raw and min_raw else (_ZERO, _ZERO)
@@ -326,7 +332,7 @@ class MarketInfo:
             accepting_orders=not resolved and h.get("accepting_orders", "1") == "1",
             market_slug=h.get("market_slug", ""), event_slug=h.get("event_slug", ""),
             updated_ms=int(h.get("updated_ms") or 0),
-            extra={k: v for k, v in h.items() if k not in known},
+            extra={k: v for k, v in h.items() if k not in known}, taker_fee=takerfee.from_fields(h),
         )
 
 

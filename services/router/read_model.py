@@ -18,7 +18,7 @@ def market_rules(info: MarketInfo | None) -> MarketRules | None:
     if info is None:
         return None
     return MarketRules(info.tick_size, info.min_order_size, info.neg_risk, info.closed, info.accepting_orders,
-                       info.market_slug, info.event_slug, info.condition_id)
+                       info.market_slug, info.event_slug, info.condition_id, info.taker_fee)
 
 
 def in_token_market(pos: PositionAgg, token_cost: Decimal, market: str, asset: str) -> PositionAgg:

@@ -1,4 +1,4 @@
-"""Market info (tick size, minimum order size, neg-risk, closed/accepting) from the CLOB REST API,
+"""Market info (tick size, minimum order size, neg-risk, closed/accepting, taker fee) from the CLOB REST API,
 cached in Redis (``common.marketstate``: ``tt:market:{asset}``, which ingest also updates on
 ``tick_size_change``).
 
@@ -106,6 +106,9 @@ class ClobMarketInfo:
         if market_body is None and book_body is None:
             return [], None
         market, book = _parsed(parse_market, market_body, asset_id), _parsed(parse_book, book_body, asset_id)
+        if market is not None and market.fee_problem:  # routed on with the fee that is usable, if any
+            log.warning("clob market fee unusable", extra={"asset_id": asset_id, "condition_id": condition_id,
+                                                            "error": market.fee_problem[:200]})
         if market is not None and market.tokens and all(t.token_id != asset_id for t in market.tokens):
             # another market's answer (the trade named the wrong one): its state is not the asset's
             log.warning("clob market does not list the asset", extra={"asset_id": asset_id,

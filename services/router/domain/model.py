@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from common.takerfee import TakerFee
+
 ZERO = Decimal(0)
 ONE = Decimal(1)
 CENT = Decimal("0.01")
@@ -90,6 +92,7 @@ class MarketRules:
     market_slug: str = ""
     event_slug: str = ""
     condition_id: str = ""  # from the market info (a trade may come without one)
+    taker_fee: TakerFee | None = None  # None: no fee known (a BUY is then sized as if there were none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,29 @@
 """BUY sizing: the raw USD amount from the subscription's mode, × the perf multiplier, clamped to
 [minOrderUsd, maxOrderUsd]. The operator ceiling, risk headroom and market minimums are applied afterwards
-(``decide``)."""
+(``decide``); the market minimum net of the taker fee, which the venue takes in shares of a BUY, is
+:func:`net_buy_minimum` (a copy between the two minimums is raised to it when the caps allow:
+:func:`raise_to_net_minimum`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
+from functools import lru_cache
 
 from common.decimals import MAX_USD, fmt
-from services.router.domain.model import ZERO, LeaderTrade, Reason, SizingMode, SizingRules
+from common.takerfee import TakerFee
+from services.router.domain.market_rules import buy_minimum_usd
+from services.router.domain.model import (
+    CENT,
+    ONE,
+    SHARE_QUANTUM,
+    ZERO,
+    LeaderTrade,
+    Reason,
+    SizingMode,
+    SizingRules,
+)
 
 HUNDRED = Decimal(100)
 Rejection = tuple[Reason, str]
@@ -81,3 +95,83 @@ def size_buy(rules: SizingRules, trade: LeaderTrade, balance_usd: Decimal | None
         return how() + (f", {clamp} ${fmt(amount)}" if clamp else "")
 
     return Sized(amount, explain)
+
+
+_BPS = Decimal(10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class NetMinimum:
+    """The smallest BUY that holds ``min_order_size`` shares once the taker fee is taken: ``usd`` buys ``shares``
+    (gross, on the share grid) at ``price`` (the worst the copy may pay), of which the venue keeps ``fee_shares``."""
+
+    usd: Decimal
+    shares: Decimal
+    fee_shares: Decimal
+    price: Decimal
+    min_order_size: Decimal
+
+
+def gross_for_net(minimum: Decimal, price: Decimal, fee: TakerFee | None) -> Decimal | None:
+    """The fewest shares on the share grid a taker BUY at ``price`` (in (0, 1]) must buy to hold ``minimum`` once the
+    venue took its fee in shares; None when no size does (the fee takes every share)."""
+    first = minimum.quantize(SHARE_QUANTUM, rounding=ROUND_CEILING)
+    if fee is None or fee.rate == 0:
+        return first
+    per_share = fee.usd(ONE, price) / price
+    if per_share >= ONE:
+        return None
+
+    def holds(gross: Decimal) -> bool:
+        return gross - fee.shares(gross, price) >= minimum
+
+    gross = max(first, (minimum / (ONE - per_share)).quantize(SHARE_QUANTUM, rounding=ROUND_CEILING))
+    for _ in range(100):  # the fee is rounded up to the token unit: a step more at most, in practice
+        if holds(gross):
+            break
+        gross += SHARE_QUANTUM
+    else:
+        return None
+    while gross - SHARE_QUANTUM >= first and holds(gross - SHARE_QUANTUM):
+        gross -= SHARE_QUANTUM
+    return gross
+
+
+@lru_cache(maxsize=4096)
+def net_buy_minimum(price: Decimal, min_order_size: Decimal, marketable_min_usd: Decimal, slippage_bps: int,
+                    fee: TakerFee | None) -> NetMinimum | None:
+    """The smallest BUY worth sending at ``price`` once the taker fee is counted (the fee-blind one:
+    :func:`~services.router.domain.market_rules.buy_minimum_usd`). The shares are counted at the worst price the
+    copy may pay (``price`` moved by the slippage tolerance, at most 1): the venue sizes a USD BUY at its limit, so
+    that is the fewest shares the amount buys, and the fewest net of the fee (a better fill buys more shares than its
+    larger fee per share takes). The USD is rounded up to the cent, the shares up to the share grid. No fee known, no
+    minimum known, or no usable price: the fee-blind minimum. None: no size holds the minimum."""
+    today = buy_minimum_usd(price, min_order_size, marketable_min_usd, slippage_bps)
+    worst = min(price * (ONE + Decimal(max(0, slippage_bps)) / _BPS), ONE)
+    if fee is None or fee.rate == 0 or min_order_size <= 0 or worst <= 0:
+        return NetMinimum(today, max(min_order_size, ZERO), ZERO, worst, min_order_size)
+    gross = gross_for_net(min_order_size, worst, fee)
+    if gross is None:
+        return None
+    usd = max((gross * worst).quantize(CENT, rounding=ROUND_CEILING), marketable_min_usd, today)
+    return NetMinimum(usd, gross, fee.shares(gross, worst), worst, min_order_size)
+
+
+def raise_to_net_minimum(amount: Decimal, minimum: NetMinimum | None,
+                         caps: Sequence[tuple[str, Decimal | None]]) -> Decimal | Rejection:
+    """``amount`` (USD, already at least the fee-blind minimum) raised to ``minimum.usd`` when it holds fewer shares
+    than the market minimum once the fee is taken, if no cap (name, USD; None: no cap) is below that; else
+    BELOW_MARKET_MINIMUM (and so when no size holds the minimum: ``minimum`` None)."""
+    if minimum is None:
+        return Reason.BELOW_MARKET_MINIMUM, "the taker fee takes every share bought: no size holds the market minimum"
+    if amount >= minimum.usd:
+        return amount
+    for name, cap in caps:
+        if cap is not None and cap < minimum.usd:
+            price = minimum.price
+            shares = (amount / price).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) if price > 0 else ZERO
+            return (Reason.BELOW_MARKET_MINIMUM,
+                    f"${fmt(amount)} buys {fmt(shares)} shares at {fmt(price)}, fewer than the market minimum "
+                    f"{fmt(minimum.min_order_size)} once the taker fee is taken; ${fmt(minimum.usd)} "
+                    f"({fmt(minimum.shares)} shares, fee {fmt(minimum.fee_shares)}) would be above {name} ${fmt(cap)}")
+    return minimum.usd
