@@ -23,17 +23,22 @@ FIXED = SizingMode.FIXED_USD
     ("usd", "fee", "sizing_cap", "ceiling", "risk", "expected"),
     [
         # leader 0.50, 2 % slippage: worst 0.51. $2.55 buys 5 shares there, 4.755 once the fee (0.049 a share) is
-        # taken: raised to $2.69 (5.26 shares, 5.00226 net)
-        (D("2.55"), BASE, None, None, RiskRules(), D("2.69")),
-        (D("2.60"), TakerFee(D("0.05"), D(1)), None, None, RiskRules(), D("2.62")),
+        # taken: below the minimum, skipped as the contract has a BUY below the market's minimum (spending more than
+        # fixedUsd is not the subscription's sizing); $2.69 (5.26 shares, 5.00226 net) holds it
+        (D("2.55"), BASE, None, None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
+        (D("2.68"), BASE, None, None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
+        (D("2.69"), BASE, None, None, RiskRules(), D("2.69")),
+        (D("2.61"), TakerFee(D("0.05"), D(1)), None, None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
+        (D("2.62"), TakerFee(D("0.05"), D(1)), None, None, RiskRules(), D("2.62")),
         (D("3"), BASE, None, None, RiskRules(), D("3")),  # enough already
         (D("2.55"), None, None, None, RiskRules(), D("2.55")),  # no fee known: as before
         (D("2.55"), TakerFee(D(0), D(1)), None, None, RiskRules(), D("2.55")),
-        # a cap below the raised amount: not sent
-        (D("2.55"), BASE, D("2.60"), None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
-        (D("2.55"), BASE, None, D("2.60"), RiskRules(), Reason.BELOW_MARKET_MINIMUM),
-        (D("2.55"), BASE, None, None, RiskRules(max_total_exposure_usd=D("2.68")), Reason.BELOW_MARKET_MINIMUM),
-        (D("2.55"), BASE, None, None, RiskRules(max_total_exposure_usd=D("2.69")), D("2.69")),
+        # what cut it below the fee's minimum is why: the sizing's clamp is its size, the ceiling and a risk cap
+        # their reasons (as below the fee-blind minimum)
+        (D("3"), BASE, D("2.60"), None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
+        (D("3"), BASE, None, D("2.60"), RiskRules(), Reason.MAX_ORDER_USD),
+        (D("3"), BASE, None, None, RiskRules(max_total_exposure_usd=D("2.60")), Reason.TOTAL_EXPOSURE_LIMIT),
+        (D("3"), BASE, None, None, RiskRules(max_total_exposure_usd=D("2.69")), D("2.69")),
         # below the fee-blind minimum: skipped as before
         (D("2.54"), BASE, None, None, RiskRules(), Reason.BELOW_MARKET_MINIMUM),
     ],

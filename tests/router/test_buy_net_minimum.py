@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from common.takerfee import TakerFee
 from services.router.domain.market_rules import buy_minimum_usd
 from services.router.domain.model import SHARE_QUANTUM, Reason
-from services.router.domain.sizing import NetMinimum, gross_for_net, net_buy_minimum, raise_to_net_minimum
+from services.router.domain.sizing import NetMinimum, below_net_minimum, gross_for_net, net_buy_minimum
 
 D = Decimal
 BASE = TakerFee(D("0.1"), D(1))  # taker_base_fee 1000 bps on the p(1 - p) curve
@@ -65,7 +65,7 @@ def test_no_size_reaches_a_minimum_the_fee_eats() -> None:
         (D("0.10"), 200, BASE, D("1"), D("5.50")),  # the $1 marketable minimum is the larger
         (D("0.50"), 200, None, D("2.55"), D(5)),  # no fee known: today's minimum
         (D("0.50"), 200, TakerFee(D(0), D(1)), D("2.55"), D(5)),
-        (D("0.99"), 200, BASE, D(5), D(5)),  # the worst price is 1: no fee
+        (D("0.99"), 200, BASE, D(5), D("5.01")),  # the limit stops at 1 − tick (0.99), where the fee counts
     ],
 )
 def test_net_buy_minimum(price: Decimal, bps: int, fee: TakerFee | None, usd: Decimal, gross: Decimal) -> None:
@@ -86,26 +86,22 @@ MIN = NetMinimum(usd=D("2.69"), shares=D("5.26"), fee_shares=D("0.25774"), price
 
 
 @pytest.mark.parametrize(
-    ("amount", "caps", "expected"),
+    ("amount", "expected"),
     [
-        (D("2.69"), (), D("2.69")),  # already enough
-        (D("3"), (("maxOrderUsd", D("2.60")),), D("3")),  # enough: nothing to raise, no cap consulted
-        (D("2.55"), (), D("2.69")),  # raised to the smallest size that nets the minimum
-        (D("2.55"), (("maxOrderUsd", None), ("operator ceiling", D("100")), ("exposure headroom", D("2.69"))),
-         D("2.69")),
-        (D("2.55"), (("maxOrderUsd", D("2.60")),), Reason.BELOW_MARKET_MINIMUM),
-        (D("2.55"), (("exposure headroom", D("2.68")),), Reason.BELOW_MARKET_MINIMUM),
+        (D("2.69"), None),  # holds the minimum once the fee is taken
+        (D("3"), None),
+        (D("2.68"), Reason.BELOW_MARKET_MINIMUM),
+        (D("2.55"), Reason.BELOW_MARKET_MINIMUM),  # the fee-blind minimum: 4.755 shares once the fee is taken
     ],
 )
-def test_raise_to_net_minimum(amount: Decimal, caps: tuple[tuple[str, Decimal | None], ...],
-                              expected: Decimal | Reason) -> None:
-    got = raise_to_net_minimum(amount, MIN, caps)
-    assert (got[0] if isinstance(got, tuple) else got) == expected
+def test_below_net_minimum(amount: Decimal, expected: Reason | None) -> None:
+    got = below_net_minimum(amount, MIN)
+    assert (got[0] if got is not None else None) is expected
 
 
 def test_unreachable_minimum_is_below_minimum() -> None:
-    got = raise_to_net_minimum(D(50), None, ())
-    assert isinstance(got, tuple) and got[0] is Reason.BELOW_MARKET_MINIMUM
+    got = below_net_minimum(D(50), None)
+    assert got is not None and got[0] is Reason.BELOW_MARKET_MINIMUM
 
 
 prices = st.integers(min_value=1, max_value=999).map(lambda n: D(n) / 1000)

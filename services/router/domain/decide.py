@@ -96,18 +96,14 @@ def decide_buy(trade: LeaderTrade, f: Follower, market: MarketRules, state: Foll
         return _too_small(f, trade, market, policy, sized, capped, note, amount, market_min, bps)
     if market.taker_fee is not None and market.taker_fee.rate > 0:
         # the venue takes its fee in shares: a copy holding fewer than the minimum once it is taken could never be
-        # sold again; raised to the smallest that holds it when no cap is below that, else not sent
+        # sold again, so the minimum counts it (the contract: a BUY below the market's minimum is skipped)
         net = sizing.net_buy_minimum(trade.price, market.min_order_size, policy.marketable_buy_min_usd, bps,
-                                     market.taker_fee)
-        if net is None or amount < net.usd:
-            room = risk.cap_exposure(f.risk, state, net.usd) if net is not None else None
-            headroom = room.amount if isinstance(room, risk.Capped) else ZERO
-            raised = sizing.raise_to_net_minimum(amount, net, (
-                ("maxOrderUsd", f.sizing.max_order_usd), ("the operator ceiling", policy.max_order_usd),
-                ("the exposure headroom", headroom)))
-            if isinstance(raised, tuple):
-                return _skip(f, *raised)
-            amount = raised
+                                     market.taker_fee, market.tick_size)
+        short = sizing.below_net_minimum(amount, net)
+        if short is not None:  # the cap that cut it is why, as below the fee-blind minimum (_too_small)
+            if capped.cut_by is not None:
+                return _skip(f, capped.cut_by, f"{capped.detail}; {short[1]}")
+            return _skip(f, *(short if not note else (Reason.MAX_ORDER_USD, f"{note}; {short[1]}")))
     key = coid(f.follower_wallet_id) if coid else client_order_id(trade.id, f.follower_wallet_id, trade.asset_id)
     return OrderIntent(f.subscription_id, f.follower_wallet_id, key, Side.BUY, amount, None, bps,
                        note=note if capped.cut_by is None else "")

@@ -1,12 +1,11 @@
 """BUY sizing: the raw USD amount from the subscription's mode, × the perf multiplier, clamped to
 [minOrderUsd, maxOrderUsd]. The operator ceiling, risk headroom and market minimums are applied afterwards
 (``decide``); the market minimum net of the taker fee, which the venue takes in shares of a BUY, is
-:func:`net_buy_minimum` (a copy between the two minimums is raised to it when the caps allow:
-:func:`raise_to_net_minimum`)."""
+:func:`net_buy_minimum` (a copy below it is skipped, as one below the fee-blind minimum: :func:`below_net_minimum`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from functools import lru_cache
@@ -139,15 +138,16 @@ def gross_for_net(minimum: Decimal, price: Decimal, fee: TakerFee | None) -> Dec
 
 @lru_cache(maxsize=4096)
 def net_buy_minimum(price: Decimal, min_order_size: Decimal, marketable_min_usd: Decimal, slippage_bps: int,
-                    fee: TakerFee | None) -> NetMinimum | None:
+                    fee: TakerFee | None, tick: Decimal = CENT) -> NetMinimum | None:
     """The smallest BUY worth sending at ``price`` once the taker fee is counted (the fee-blind one:
     :func:`~services.router.domain.market_rules.buy_minimum_usd`). The shares are counted at the worst price the
     copy may pay (``price`` moved by the slippage tolerance, at most 1): the venue sizes a USD BUY at its limit, so
     that is the fewest shares the amount buys, and the fewest net of the fee (a better fill buys more shares than its
     larger fee per share takes). The USD is rounded up to the cent, the shares up to the share grid. No fee known, no
-    minimum known, or no usable price: the fee-blind minimum. None: no size holds the minimum."""
+    minimum known, or no usable price: the fee-blind minimum. None: no size holds the minimum. The executor's limit
+    never passes 1 − ``tick`` (where the fee is not 0), nor is the worst price counted past it."""
     today = buy_minimum_usd(price, min_order_size, marketable_min_usd, slippage_bps)
-    worst = min(price * (ONE + Decimal(max(0, slippage_bps)) / _BPS), ONE)
+    worst = min(price * (ONE + Decimal(max(0, slippage_bps)) / _BPS), ONE - tick if ZERO < tick < ONE else ONE)
     if fee is None or fee.rate == 0 or min_order_size <= 0 or worst <= 0:
         return NetMinimum(today, max(min_order_size, ZERO), ZERO, worst, min_order_size)
     gross = gross_for_net(min_order_size, worst, fee)
@@ -157,21 +157,17 @@ def net_buy_minimum(price: Decimal, min_order_size: Decimal, marketable_min_usd:
     return NetMinimum(usd, gross, fee.shares(gross, worst), worst, min_order_size)
 
 
-def raise_to_net_minimum(amount: Decimal, minimum: NetMinimum | None,
-                         caps: Sequence[tuple[str, Decimal | None]]) -> Decimal | Rejection:
-    """``amount`` (USD, already at least the fee-blind minimum) raised to ``minimum.usd`` when it holds fewer shares
-    than the market minimum once the fee is taken, if no cap (name, USD; None: no cap) is below that; else
-    BELOW_MARKET_MINIMUM (and so when no size holds the minimum: ``minimum`` None)."""
+def below_net_minimum(amount: Decimal, minimum: NetMinimum | None) -> Rejection | None:
+    """Why ``amount`` (USD, already at least the fee-blind minimum) is not sent: it holds fewer shares than the
+    market minimum once the taker fee is taken (BELOW_MARKET_MINIMUM, and so when no size holds it: ``minimum``
+    None); None when it holds enough."""
     if minimum is None:
         return Reason.BELOW_MARKET_MINIMUM, "the taker fee takes every share bought: no size holds the market minimum"
     if amount >= minimum.usd:
-        return amount
-    for name, cap in caps:
-        if cap is not None and cap < minimum.usd:
-            price = minimum.price
-            shares = (amount / price).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) if price > 0 else ZERO
-            return (Reason.BELOW_MARKET_MINIMUM,
-                    f"${fmt(amount)} buys {fmt(shares)} shares at {fmt(price)}, fewer than the market minimum "
-                    f"{fmt(minimum.min_order_size)} once the taker fee is taken; ${fmt(minimum.usd)} "
-                    f"({fmt(minimum.shares)} shares, fee {fmt(minimum.fee_shares)}) would be above {name} ${fmt(cap)}")
-    return minimum.usd
+        return None
+    price = minimum.price
+    shares = (amount / price).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN) if price > 0 else ZERO
+    return (Reason.BELOW_MARKET_MINIMUM,
+            f"${fmt(amount)} buys {fmt(shares)} shares at {fmt(price)}, fewer than the market minimum "
+            f"{fmt(minimum.min_order_size)} once the taker fee is taken: ${fmt(minimum.usd)} "
+            f"({fmt(minimum.shares)} shares, fee {fmt(minimum.fee_shares)}) holds it")
