@@ -89,7 +89,7 @@ def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int
         return rd.RedeemRetryable(NOT_FOUND, f"HTTP 404 {answer.code}"[:300], now_ms, delay_ms)
     if rd.retryable_status(answer.status) or status_query:  # a status query's 4xx is asked again later
         return rd.RedeemRetryable("VENUE_UNAVAILABLE", f"HTTP {answer.status} {answer.code}"[:300], now_ms, delay_ms)
-    if rd.retried_status(answer.status):  # 408, 409: no verdict yet; the same key asked again gets it
+    if rd.retried_status(answer.status, answer.code):  # 408, 409: no verdict yet; the same key asked again gets it
         return rd.RedeemRetryable(answer.code or f"VENUE_HTTP_{answer.status}",
                                   f"HTTP {answer.status} {answer.message}"[:300], now_ms, delay_ms)
     return rd.RedeemRefused(answer.code or f"VENUE_HTTP_{answer.status}", answer.message[:300])

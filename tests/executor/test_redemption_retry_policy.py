@@ -174,11 +174,15 @@ def test_the_event_a_failure_makes(step: Retry, expected: rd.RedeemRetryable | r
     assert event.detail == (overdue_detail(P, step, failed) if step.overdue_since_ms else "HTTP 503")
 
 
-@pytest.mark.parametrize(("status", "retry"), [(408, True), (409, True), (425, True), (429, True), (500, True),
-                                               (503, True), (400, False), (401, False), (403, False), (404, False),
-                                               (422, False)])
-def test_which_answers_to_a_redemption_post_are_retried(status: int, retry: bool) -> None:
-    assert rd.retried_status(status) is retry
+@pytest.mark.parametrize(("status", "code", "retry"), [
+    (408, "", True), (409, "", True), (409, "IDEMPOTENCY_KEY_IN_USE", True), (425, "", True), (429, "", True),
+    (500, "", True), (503, "", True), (400, "", False), (401, "", False), (403, "", False), (404, "", False),
+    (422, "", False),
+    # a 409 naming one of the contract's final refusals is the venue's verdict
+    (409, "NOTHING_TO_REDEEM", False), (409, "MARKET_NOT_RESOLVED", False),
+])
+def test_which_answers_to_a_redemption_post_are_retried(status: int, code: str, retry: bool) -> None:
+    assert rd.retried_status(status, code) is retry
 
 
 def test_the_tuning_defaults_are_the_policys() -> None:

@@ -204,9 +204,15 @@ def retryable_status(http_status: int) -> bool:
     return http_status in RETRYABLE_HTTP or http_status >= 500
 
 
-def retried_status(http_status: int) -> bool:
-    """Whether a POST answered ``http_status`` is retried with the same key (the venue failing, or a 408/409);
-    any other 4xx is final."""
+# the contract's final refusals: a 409 naming one is the venue's verdict, not a request in progress
+FINAL_CODES = frozenset({"NOTHING_TO_REDEEM", "MARKET_NOT_RESOLVED"})
+
+
+def retried_status(http_status: int, code: str = "") -> bool:
+    """Whether a POST answered ``http_status`` (with error ``code``) is retried with the same key (the venue
+    failing, or a 408/409 but a 409 naming a final refusal); any other 4xx is final."""
+    if http_status == 409 and code.upper() in FINAL_CODES:
+        return False
     return retryable_status(http_status) or http_status in UNDECIDED_HTTP
 
 
