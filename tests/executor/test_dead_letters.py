@@ -28,6 +28,7 @@ from services.executor.order_runner import OrderRunner, RunnerConfig
 from services.executor.releases import releasing_dead_letters
 from services.router.outbound import reservation_lines
 from tests.executor.conftest import make_order
+from tests.helpers import eventually
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 pytestmark = pytest.mark.integration
@@ -88,16 +89,21 @@ async def test_a_dead_lettered_routed_trade_releases_its_reservations(db_url: st
     jtask = asyncio.create_task(journal.run())
     ctask = asyncio.create_task(consumer.run())
     try:
-        for _ in range(200):
-            if dead:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: dead, timeout_s=10, message="the trade was not dead-lettered")
         assert dead == ["1-0"]
         store.down = False  # later trades insert fine; the executor keeps running (sweeps included)
-        await asyncio.sleep(1.0)
-        held = (await reservations.read(r, [order.follower_wallet_id]))[order.follower_wallet_id].total_usd_micro
-        assert held == 0, (f"dead-lettered order {order.client_order_id} never reached the orders table; "
-                           f"its {held} micro-USD stay reserved forever")
+
+        async def held() -> int:
+            return (await reservations.read(r, [order.follower_wallet_id]))[order.follower_wallet_id].total_usd_micro
+
+        async def released() -> bool:
+            return await held() == 0
+
+        try:  # a journal sweep (every 0.2 s here) releases it; the bound leaves room for load
+            await eventually(released, timeout_s=10)
+        except AssertionError:
+            pytest.fail(f"dead-lettered order {order.client_order_id} never reached the orders table; "
+                        f"its {await held()} micro-USD stay reserved forever")
     finally:
         for t in (ctask, jtask):
             t.cancel()

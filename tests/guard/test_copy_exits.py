@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -236,8 +235,10 @@ async def test_a_position_closed_and_reopened_before_guard_reads_the_events_gets
 
     # a tick at the new position's entry: the new position's exits (stop at 0.21) must not fire
     await wait_connected(standins.ingest)
+    seen = guard.stats.ticks
     await standins.ingest.tick(bid="0.28", ask="0.30")
-    await asyncio.sleep(1.0)
+    await eventually(lambda: guard.stats.ticks > seen)  # evaluated: a fire it started is a task drain waits for
+    assert guard.stats.ignored_ticks == 0  # the asset is watched (the new stop is armed in the engine)
     await guard.drain()
     sells = [(s.size, s.trigger_id) for s in standins.executor.sells]
     group = await _open_group(conn)

@@ -5,7 +5,6 @@ ends with a SELL at the venue and its trigger recorded CANCELLED."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -94,8 +93,9 @@ async def test_patch_committed_by_control_is_honoured_by_a_fire_in_the_reload_wi
     await conn.execute("UPDATE triggers SET trigger_price = 0.20, version = version + 1, update_time = now()"
                        " WHERE id = 'trg_sl' AND state = 'ARMED'")
     await standins.ingest.tick(bid="0.35", ask="0.4")  # above the new 0.20 stop: must not sell
-    await eventually(lambda: running.guard.stats.ticks >= 2)
-    await asyncio.sleep(0.5)
+    # the engine fired on the old level and the fire has decided (sold nothing: the row changed); its task and
+    # the re-arm it started are over once drained
+    await eventually(lambda: running.guard.firer.stats.decided >= 1)
     await running.guard.drain()
     row = await trigger_row(conn, "trg_sl")
     assert standins.executor.sells == []
@@ -132,9 +132,15 @@ async def test_a_closing_trigger_that_sends_nothing_does_not_cancel_its_oco_sibl
     await running.guard.drain()
     assert standins.executor.calls == []  # the TP sold nothing
     await standins.ingest.tick(bid="0.2", ask="0.25")  # the stop-loss level is crossed
-    await eventually(lambda: running.guard.stats.ticks >= 2)
-    await asyncio.sleep(0.5)
-    await running.guard.drain()
+
+    async def sl_fired() -> bool:
+        return (await trigger_row(conn, "trg_sl"))["state"] != "ARMED"
+
+    try:
+        await eventually(sl_fired)
+    except AssertionError:
+        pytest.fail(f"the stop-loss never fired: {await trigger_row(conn, 'trg_sl')}")
+    await running.guard.drain()  # its SELL answered
     sl = await trigger_row(conn, "trg_sl")
     await conn.close()
     assert sl["state"] in ("FIRED", "DONE")

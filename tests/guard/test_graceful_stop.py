@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,12 +15,13 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.executor.test_lease_cut_off import BlackholeProxy
-from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position
+from tests.guard.standins import StandIns, add_market, db, insert_trigger, set_position, trigger_row
 from tests.guard.test_crash import _spawn
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
+PROBE = "7" * 70
 K8S_GRACE_S = 30.0  # Kubernetes kills (exit 137) a pod still running this long after its SIGTERM
 
 
@@ -37,6 +39,11 @@ async def test_sigterm_with_unsaved_trailing_marks_and_postgres_hung_ends_cleanl
     await set_position(conn, "100")
     await add_market(redis)
     await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="10", mark="0.5", fraction="1")
+    # a stop-loss on another asset: its SELL, after the trailing stop's ticks on the same stream, shows they are
+    # handled (nothing outside the process shows a mark's rise before it is saved)
+    await set_position(conn, "100", asset_id=PROBE)
+    await add_market(redis, PROBE)
+    await insert_trigger(conn, "trg_probe", "STOP_LOSS", price="0.30", fraction="1", asset_id=PROBE)
     info = conninfo_to_dict(db_url)
     proxy = BlackholeProxy(str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
     await proxy.start()
@@ -48,7 +55,15 @@ async def test_sigterm_with_unsaved_trailing_marks_and_postgres_hung_ends_cleanl
         await eventually(lambda: standins.ingest.opened >= 1, timeout_s=60, message="guard connected")
         for bid in ("0.55", "0.6", "0.7"):  # the mark rises
             await standins.ingest.tick(bid=bid, ask="0.75")
-        await asyncio.sleep(1.0)  # handled: nothing outside the process shows a mark's rise before it is saved
+        await standins.ingest.tick(PROBE, bid="0.25", ask="0.3")  # handled in order, after them
+        await eventually(lambda: [s.trigger_id for s in standins.executor.sells] == ["trg_probe"], timeout_s=30,
+                         message="the probe's SELL")
+
+        async def probe_settled() -> bool:
+            return (await trigger_row(conn, "trg_probe"))["state"] == "DONE"
+
+        await eventually(probe_settled, timeout_s=30)  # nothing of the probe's is left to write
+        assert (await trigger_row(conn, "trg_tr"))["high_water_mark"] == Decimal("0.5")  # the risen mark unsaved
         proxy.cut = True  # PostgreSQL stops answering: packets dropped, connections left open
         await asyncio.sleep(0.5)
         started = time.monotonic()

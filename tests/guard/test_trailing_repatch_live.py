@@ -72,8 +72,8 @@ async def quiet(standins: StandIns, guard: Running, *bids: str) -> None:
     seen = guard.guard.stats.ticks
     for bid in bids:
         await standins.ingest.tick(bid=bid, ask=str(D(bid) + D("0.01")))
+    # each handled in turn: a fire one started is a task of guard's, over once drained
     await eventually(lambda: guard.guard.stats.ticks >= seen + len(bids))
-    await asyncio.sleep(0.3)  # a fire would be under way by now
     await guard.guard.drain()
     assert standins.executor.sells == []
 
@@ -152,7 +152,12 @@ async def test_a_mark_write_waiting_for_the_patch_does_not_undo_its_reset(
             await patch.execute("UPDATE triggers SET activation_price = 0.90, high_water_mark = LEAST("
                                 "high_water_mark, 0), version = version + 1 WHERE id = 'trg_tr'")
             write = asyncio.create_task(trigger_store.save_marks([(D("0.85"), ["trg_tr"])]))
-            await asyncio.sleep(0.3)
+
+            async def write_waits_for_a_lock() -> bool:
+                row = await (await conn.execute("SELECT count(*) AS n FROM pg_locks WHERE NOT granted")).fetchone()
+                return row is not None and row["n"] > 0
+
+            await eventually(write_waits_for_a_lock, message="the mark write never waited for the PATCH's lock")
             assert not write.done()  # waiting for the PATCH's lock
         await write
     assert (await trigger_row(conn, "trg_tr"))["high_water_mark"] == 0
