@@ -5,8 +5,9 @@ follower_user_id, follower_wallet_id, follower_proxy, amount_usd (BUY only), siz
 when the executor sizes the SELL after the wallet's copy BUY in flight), max_slippage_bps, mode, sizing_note.
 Once, in ``RoutedTrade.common`` (:func:`order_template`; readers merge it into every order with
 ``common.routed.expand``): origin COPY, asset_id, condition_id, outcome, side, order_type FAK,
-reference_price (the leader's price), tick_size, min_order_size, neg_risk, leader_trade_id, leader_tx_hash,
-leader_venue_time_ms, received_time_ns, routed_time_ns, trace. limit_price stays "" (the executor derives it
+reference_price (the leader's price), tick_size, min_order_size, taker_fee_rate / taker_fee_exponent (the market's
+taker fee, "" when none is known), neg_risk, leader_trade_id, leader_tx_hash, leader_venue_time_ms,
+received_time_ns, routed_time_ns, trace. limit_price stays "" (the executor derives it
 from the book).
 """
 
@@ -58,6 +59,8 @@ def order_template(event: mpb.LeaderTradeEvent, market: MarketRules | None, rout
         reference_price=event.price,
         tick_size=fmt_memo(market.tick_size) if market else "",
         min_order_size=fmt_memo(market.min_order_size) if market else "",
+        taker_fee_rate=fmt_memo(market.taker_fee.rate) if market and market.taker_fee else "",
+        taker_fee_exponent=fmt_memo(market.taker_fee.exponent) if market and market.taker_fee else "",
         neg_risk=market.neg_risk if market else False,
         leader_trade_id=event.id, leader_tx_hash=event.tx_hash,
         leader_venue_time_ms=event.venue_time_ms, received_time_ns=event.received_time_ns,

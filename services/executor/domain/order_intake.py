@@ -19,6 +19,7 @@ from services.executor.domain.pricing import (
     clamp_to_bounds,
     judge_depth,
     marketable_minimum_refusal,
+    order_taker_fee,
     quote_depth,
     slipped_limit,
     snap_safe,
@@ -150,7 +151,7 @@ def prepare(order: epb.Order, book: BookSnapshot | None, rules: IntakeRules, now
         else:
             key = (venue, order.asset_id, order.side, order.mode, order.order_type, order.amount_usd, order.size,
                    order.tick_size, order.limit_price, order.reference_price, order.max_slippage_bps,
-                   order.origin, order.min_order_size, id(book))
+                   order.origin, order.min_order_size, order.taker_fee_rate, order.taker_fee_exponent, id(book))
             known = shapes.get(key)
             if known is None:
                 shape = _shape(order, venue, book, rules, now_ns, {} if quotes is None else quotes, (shapes, key))
@@ -337,8 +338,9 @@ def _terms(order: epb.Order, venue: str, book: BookSnapshot | None, rules: Intak
     else:
         raise _Refusal("NO_BOOK", f"no book and no reference price for {order.asset_id}")
     if buying and amount is not None and (order_type != "GTC" or size is None):
-        # the router checked the minimum at the leader's price; the shares are bought at this limit
-        below = buy_minimum_refusal(amount, limit, min_size) or (
+        # the router checked the minimum at the leader's price; the shares are bought at this limit, less the fee
+        fee = order_taker_fee(order.taker_fee_rate, order.taker_fee_exponent)  # not understood: no fee known
+        below = buy_minimum_refusal(amount, limit, min_size, fee) or (
             marketable_minimum_refusal(amount) if order_type != "GTC" else None)
         if below is not None:
             raise _Refusal(*below)

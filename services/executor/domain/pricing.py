@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from common import takerfee
 from common.decimals import ONE, ZERO, fmt
+from common.takerfee import TakerFee
 from services.executor.domain.book_math import Levels, best_price, notional_within, quantize_size, volume_within
 from services.executor.domain.venue_orders import LOWEST_PRICE
 
@@ -70,23 +72,41 @@ def marketable_minimum_refusal(amount_usd: Decimal) -> tuple[str, str] | None:
             f"${fmt(amount_usd)} < the venue's marketable BUY minimum ${fmt(MARKETABLE_BUY_MIN_USD)}")
 
 
-def buy_minimum_refusal(amount_usd: Decimal, limit: Decimal,
-                        min_order_size: Decimal | None) -> tuple[str, str] | None:
+def buy_minimum_refusal(amount_usd: Decimal, limit: Decimal, min_order_size: Decimal | None,
+                        fee: TakerFee | None = None) -> tuple[str, str] | None:
     """Why a BUY of ``amount_usd`` priced at ``limit`` must not be sent, or None when it may go.
 
     The venue sizes a USD BUY at its limit price (the most it may pay): ``amount_usd / limit`` shares,
     rounded down to the share step. Fewer than the market's minimum order size is a doomed order
     (``INVALID_ORDER_MIN_SIZE``) or, if filled at better prices, a position too small to sell again:
-    refused as ``BUY_BELOW_MARKET_MINIMUM``. An unknown minimum (None, 0 or less) refuses nothing.
+    refused as ``BUY_BELOW_MARKET_MINIMUM``. So is a BUY that holds fewer once the venue took the market's taker
+    ``fee`` in shares (its exit and every TP/SL SELL could never be posted): counted at the limit, the worst case
+    (a fill at ``p`` keeps ``A/p − A·rate·p^(e−2)·(1 − p)^e`` shares, which falls as ``p`` rises for every exponent
+    e ≥ 1 and rate < 1: the fee schedules in use are at 1 or 2). An unknown minimum (None, 0 or less) refuses
+    nothing; an unknown fee (None) counts none.
     """
     if min_order_size is None or min_order_size <= 0 or limit <= 0:
         return None
     shares = quantize_size(amount_usd / limit)
-    if shares >= min_order_size:
+    taken = fee.shares(shares, min(limit, ONE)) if fee is not None and shares > 0 else ZERO
+    if shares - taken >= min_order_size:
         return None
+    if fee is None or not taken or shares < min_order_size:
+        return (BUY_BELOW_MARKET_MINIMUM,
+                f"${fmt(amount_usd)} buys {fmt(shares)} shares at limit {fmt(limit)} "
+                f"< market minimum {fmt(min_order_size)}")
     return (BUY_BELOW_MARKET_MINIMUM,
-            f"${fmt(amount_usd)} buys {fmt(shares)} shares at limit {fmt(limit)} "
+            f"${fmt(amount_usd)} buys {fmt(shares)} shares at limit {fmt(limit)}, {fmt(shares - taken)} once the "
+            f"taker fee (rate {fmt(fee.rate)}, exponent {fmt(fee.exponent)}) takes {fmt(taken)} "
             f"< market minimum {fmt(min_order_size)}")
+
+
+def order_taker_fee(rate: str, exponent: str) -> TakerFee | None:
+    """The taker fee an order carries (``Order.taker_fee_rate`` / ``taker_fee_exponent``); None when it carries
+    none, or one not understood: no fee known, as the router does without one (never a refusal of the order)."""
+    if not rate or not exponent:
+        return None
+    return takerfee.from_fields({takerfee.RATE_FIELD: rate, takerfee.EXPONENT_FIELD: exponent})
 
 
 @dataclass(frozen=True, slots=True)
