@@ -13,7 +13,8 @@ lift its high-water mark), ``trail``, the smallest trail of its trailing stops, 
 take-profit, so that a reader that forwarded a fresh price above ``hi`` can narrow the band to one inside guard's
 once guard has read that price, whether guard read it in time to fire on it or too late (:func:`after_rise`), and
 ``armed_ns``, when the latest trailing stop of the asset and source was armed or changed (guard's clock, 0: not
-since guard started): guard lifts no mark of that source by a price stamped before it, so neither may the reader.
+since guard started): guard lifts by a price stamped before it the marks of the stops armed before the price but
+not of the later ones, so the reader raises only ``lo`` by such a price (:func:`after_older_rise`).
 ``through_ns``: guard has read every tick stamped up to it when it wrote the bands (ingest's gate stamps ticks in
 increasing order; a tick forwarded later may still change them). A new guard process's first bands carry the
 stamp of the newest tick in the log when it took its cursor, the ticks it will never read (1 when the log was
@@ -41,7 +42,8 @@ _ONE = Decimal(1)
 class SourceBand(NamedTuple):
     """The band of one price source (None: unbounded; ``trail``: None without trailing stops; ``tp``: the lowest
     take-profit price, None without take-profits or without trailing stops: :func:`after_rise` needs it only with
-    a trail; ``armed_ns``: a price stamped before it lifts no trailing mark, see the module docstring)."""
+    a trail; ``armed_ns``: a price stamped before it lifts only the marks of the stops armed before the price, see
+    the module docstring)."""
 
     source: int
     lo: Decimal | None
@@ -88,6 +90,14 @@ def after_rise(band: SourceBand, price: Decimal) -> SourceBand:
     if tp is not None and tp <= price:
         return band._replace(lo=lo, hi=tp, hi_inclusive=False)
     return band._replace(lo=lo, hi=price, hi_inclusive=True)
+
+
+def after_older_rise(band: SourceBand, price: Decimal) -> SourceBand:
+    """:func:`after_rise` for a fresh ``price`` stamped before the band's ``armed_ns``: guard lifts by it the trailing
+    stops armed before the price (their stop levels rise as in :func:`after_rise`), not the later ones (their marks
+    and activation prices stay where they were), so only ``lo`` is raised."""
+    lo = after_rise(band, price).lo
+    return band if lo == band.lo else band._replace(lo=lo)
 
 
 def _num(value: Decimal | None) -> str:

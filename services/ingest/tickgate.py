@@ -13,14 +13,15 @@ remembers every fresh price it sends, whatever the kind of tick and the reason i
 source (best bid, mid and last trade, whichever the band watched then), until a message says guard has read
 the tick (``through_ns``), and narrows the band of the tick's asset by each (:func:`common.bands.after_rise`:
 guard lifts its trailing marks to every fresh price it reads, also one it reads too late to fire on, and holds
-instead of firing a take-profit such a price crosses), except by a price stamped before the band's ``armed_ns``
-for its source (guard lifts no mark by a price received before that book's latest trailing stop was armed, and
-narrowing by it would leave out the new highs after the arm). Those are the *unread prices*; a band received
-meanwhile is narrowed by them again, and a band whose narrowing ends as guard reads them is checked against the
-current top like a changed one. Ticks that go out carry strictly increasing ``received_time_ns`` stamps, so
-``through_ns`` says exactly which of them guard has read. A new guard process reads the log from where it took its
-cursor and says so in its first ``through_ns`` (the stamp of the newest tick then): the unread prices up to it are
-forgotten, since that process never reads them (all of them when it says 0).
+instead of firing a take-profit such a price crosses); a price stamped before the band's ``armed_ns`` for its
+source raises only the band's ``lo`` (:func:`common.bands.after_older_rise`: guard lifts by it the marks of the
+stops armed before it, not of the later ones, and a higher ``hi`` would leave out their new highs after the arm).
+Those are the *unread prices*; a band received meanwhile is narrowed by them again, and a band whose narrowing
+ends as guard reads them is checked against the current top like a changed one. Ticks that go out carry strictly
+increasing ``received_time_ns`` stamps, so ``through_ns`` says exactly which of them guard has read. A new guard
+process reads the log from where it took its cursor and says so in its first ``through_ns`` (the stamp of the
+newest tick then): the unread prices up to it are forgotten, since that process never reads them (all of them when
+it says 0).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, after_rise, decode, outside
+from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, after_older_rise, after_rise, decode, outside
 from tradingtools.market.v1 import market_pb2 as mpb
 
 PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
@@ -68,10 +69,12 @@ class _Merged(NamedTuple):
 
 # An asset's unread prices: [(stamp, top), ...] in stamp order, at most _KEPT; beyond, the two oldest merge into
 # (the later stamp, _Merged): the band stays as narrow or narrower until guard has read both. A top's prices are
-# computed only when a band is narrowed by them. A price stamped before a source's ``armed_ns`` narrows nothing of
-# that source (guard lifts no mark by it); a merged one that straddles it leaves the asset's band at EVERY.
+# computed only when a band is narrowed by them. A price stamped before a source's ``armed_ns`` raises only the lo
+# of that source (guard lifts no mark of the later stops by it); a merged one that straddles it leaves the asset's
+# band at EVERY.
 Unread = list[tuple[int, "Top | _Merged"]]
 _KEPT = 8
+_BEFORE_ARMS = -1  # a stamp before every source's armed_ns (prices narrow only the lo of a source armed since)
 # The stamps of the unread prices in the order they were given, (stamp, asset id): a ``through_ns`` visits only the
 # assets it reads (at 10,000 ticks/s and a guard a second behind, thousands of assets hold unread prices). Entries of
 # prices merged or forgotten stay until read past; beyond this many (guard not reading), it is rebuilt.
@@ -347,25 +350,33 @@ def _narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
     if not any(sb.armed_ns for sb in band.sources):
         return _narrowed(band, _highest(unread))
     highest: list[Decimal | None] = [None, None, None]
+    older: list[Decimal | None] = [None, None, None]  # the highest stamped before the source's armed_ns
     for stamp, item in unread:
         prices = _as_prices(item)
         first = item.first if isinstance(item, _Merged) else stamp
         for sb in band.sources:
             if stamp < sb.armed_ns:
+                older[sb.source] = _higher(prices[sb.source], older[sb.source])
                 continue
             if first < sb.armed_ns:
                 return EVERY
             highest[sb.source] = _higher(prices[sb.source], highest[sb.source])
-    return _narrowed(band, highest)
+    return _narrowed(_narrowed(band, highest), older, _BEFORE_ARMS)
 
 
 def _narrowed(band: AssetBand, prices: list[Decimal | None], stamp: int | None = None) -> AssetBand:
-    """``band`` after guard read ``prices`` (stamped ``stamp``: None, after every source's ``armed_ns``)."""
+    """``band`` after guard read ``prices`` (stamped ``stamp``: None, after every source's ``armed_ns``; before a
+    source's, only its ``lo`` rises)."""
     sources = []
     changed = False
     for sb in band.sources:
-        price = prices[sb.source] if stamp is None or stamp >= sb.armed_ns else None
-        narrowed = after_rise(sb, price) if price is not None else sb
+        price = prices[sb.source]
+        if price is None:
+            narrowed = sb
+        elif stamp is None or stamp >= sb.armed_ns:
+            narrowed = after_rise(sb, price)
+        else:
+            narrowed = after_older_rise(sb, price)
         changed = changed or narrowed is not sb
         sources.append(narrowed)
     return band._replace(sources=tuple(sources)) if changed else band

@@ -41,11 +41,12 @@ def test_armed_ns_round_trips_and_older_bands_read_as_zero() -> None:
     assert decode(encode(AssetBand((BAND,)))).sources[0].armed_ns == 0
 
 
-def test_a_price_logged_before_the_arm_narrows_nothing_and_one_after_it_does() -> None:
+def test_a_price_logged_before_the_arm_narrows_only_lo_and_one_after_it_narrows_both() -> None:
     g = gate_with_rises((2, "0.60"))
     assert g.bands[A].sources[0].hi == D("0.60")  # narrowed by the rise while no stop is newer
     armed(g, 3)
-    assert g.bands[A].sources[0] == BAND._replace(armed_ns=3 * MS)  # guard lifts nothing by the 0.60
+    # guard lifts the stops armed before 3 ms by the 0.60 (their levels rise to 0.60 x 0.9), not the new one (hi)
+    assert g.bands[A].sources[0] == BAND._replace(lo=D("0.540"), armed_ns=3 * MS)
     assert g.admit(A, PRICE, top("0.58"), 4 * MS)  # a new high for the stops: it goes out
     assert g.bands[A].sources[0].hi == D("0.58")
     assert not g.admit(A, PRICE, top("0.57"), 5 * MS)
