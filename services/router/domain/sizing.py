@@ -145,9 +145,12 @@ def net_buy_minimum(price: Decimal, min_order_size: Decimal, marketable_min_usd:
     that is the fewest shares the amount buys, and the fewest net of the fee (a better fill buys more shares than its
     larger fee per share takes). The USD is rounded up to the cent, the shares up to the share grid. No fee known, no
     minimum known, or no usable price: the fee-blind minimum. None: no size holds the minimum. The executor's limit
-    never passes 1 − ``tick`` (where the fee is not 0), nor is the worst price counted past it."""
+    never passes 1 − ``tick`` (where the fee is not 0), nor is the worst price counted past it, and is on the tick
+    grid, snapped down (a lower price takes more fee a share), as the worst price counted is."""
     today = buy_minimum_usd(price, min_order_size, marketable_min_usd, slippage_bps)
     worst = min(price * (ONE + Decimal(max(0, slippage_bps)) / _BPS), ONE - tick if ZERO < tick < ONE else ONE)
+    if ZERO < tick < ONE and worst >= tick:  # the executor's limit is on the grid, snapped down: more fee a share
+        worst = (worst / tick).to_integral_value(rounding=ROUND_DOWN) * tick
     if fee is None or fee.rate == 0 or min_order_size <= 0 or worst <= 0:
         return NetMinimum(today, max(min_order_size, ZERO), ZERO, worst, min_order_size)
     gross = gross_for_net(min_order_size, worst, fee)
