@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,7 @@ def main(argv: list[str]) -> int:
             stop_pid(redis_pid)
         if own_pg:
             stop_postgres(tmp / "pg")
+        shutil.rmtree(tmp, ignore_errors=True)
     results = {gap: {k: summarize(v) for k, v in runs.items()} for gap, runs in raw.items()}
     _show(results, chain)
     floor = floors(raw, chain, random.Random(1))

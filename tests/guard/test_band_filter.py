@@ -123,18 +123,22 @@ def _marks(engine: Engine) -> dict[str, Decimal]:
             and spec.kind is Kind.TRAILING_STOP}
 
 
+# strategies built once: building them in each draw cost more than the test's own work
+_SPREADS = st.sampled_from([TICK, TICK, D("0.002"), D("0.05")])
+_STALE = st.sampled_from([False, False, False, False, True])
+_UP_TO_3 = st.integers(0, 3)
+_BOOLS = st.booleans()
+
+
 @st.composite
 def steps(draw: st.DrawFn, price: st.SearchStrategy[Decimal]) -> list[tuple[Top, int, int, bool]]:
     """Per tick: its top of book, how many log entries guard reads and band messages ingest applies after it,
     and whether guard sends a beat."""
     out = []
+    lasts = st.one_of(st.none(), price)
     for _ in range(draw(st.integers(1, 60))):
-        bid = draw(price)
-        spread = draw(st.sampled_from([TICK, TICK, D("0.002"), D("0.05")]))
-        last = draw(st.one_of(st.none(), price))
-        stale = draw(st.sampled_from([False, False, False, False, True]))
-        out.append(((bid, bid + spread, last, TICK, stale), draw(st.integers(0, 3)), draw(st.integers(0, 3)),
-                    draw(st.booleans())))
+        bid, spread, last, stale = draw(price), draw(_SPREADS), draw(lasts), draw(_STALE)
+        out.append(((bid, bid + spread, last, TICK, stale), draw(_UP_TO_3), draw(_UP_TO_3), draw(_BOOLS)))
     return out
 
 
@@ -197,6 +201,10 @@ def test_most_ticks_inside_the_bands_are_left_out() -> None:
 
 SIZE_CHANGE = mpb.TICK_KIND_TICK_SIZE_CHANGE
 Step = tuple[Top, int, bool, int, int, bool, bool, TriggerSpec | None]
+_LAG_SPREADS, _LAG_LASTS = st.sampled_from([TICK, TICK, D("0.05")]), st.one_of(st.none(), st.none(), coarse)
+_LAG_STALE, _LAG_LATE = st.sampled_from([False] * 7 + [True]), st.sampled_from([False, False, False, True])
+_LAG_KINDS = st.sampled_from([mpb.TICK_KIND_PRICE_CHANGE] * 7 + [SIZE_CHANGE])
+_LAG_RESTARTS = st.sampled_from([False] * 15 + [True])
 
 
 @st.composite
@@ -208,16 +216,12 @@ def lagging_steps(draw: st.DrawFn) -> list[Step]:
     up), and a trigger guard arms after it, if any."""
     out = []
     arms = draw(specs(coarse))
+    armed = st.sampled_from([None] * 5 + arms[:1])
     for n in range(draw(st.integers(1, 50))):
-        bid = draw(coarse)
-        spread = draw(st.sampled_from([TICK, TICK, D("0.05")]))
-        last = draw(st.one_of(st.none(), st.none(), coarse))
-        stale = draw(st.sampled_from([False] * 7 + [True]))
-        kind = draw(st.sampled_from([mpb.TICK_KIND_PRICE_CHANGE] * 7 + [SIZE_CHANGE]))
-        late = draw(st.sampled_from([False, False, False, True]))
-        arm = draw(st.sampled_from([None] * 5 + arms[:1]))
-        out.append(((bid, bid + spread, last, TICK, stale), kind, late, draw(st.integers(0, 3)),
-                    draw(st.integers(0, 3)), draw(st.booleans()), draw(st.sampled_from([False] * 15 + [True])),
+        bid, spread, last, stale = draw(coarse), draw(_LAG_SPREADS), draw(_LAG_LASTS), draw(_LAG_STALE)
+        kind, late, arm = draw(_LAG_KINDS), draw(_LAG_LATE), draw(armed)
+        out.append(((bid, bid + spread, last, TICK, stale), kind, late, draw(_UP_TO_3), draw(_UP_TO_3), draw(_BOOLS),
+                    draw(_LAG_RESTARTS),
                     None if arm is None else arm._replace(id=f"armed{n}", oco_group="")))
     return out
 
