@@ -126,10 +126,10 @@ class Tuning(TrimTuning):
                                      "three at least and all in a row for this long, ends FAILED "
                                      "REDEMPTION_NOT_FOUND (alerted)", minimum=0)
     redeem_overdue_failures: int = tune(100, "a redemption whose calls (its POST, or its status queries) fail this "
-                                         "many times in a row (5xx, 408/409/425/429, timeouts, the breaker open...; "
-                                         "retried with the same Idempotency-Key, 1 s to 5 min apart) is overdue: "
-                                         "alerted once, still PENDING/SUBMITTED and retried every 5 min until an "
-                                         "answer", minimum=1)
+                                         "many times in a row (5xx, 408/425/429, a 409 naming no final refusal, "
+                                         "timeouts, the breaker open...; retried with the same Idempotency-Key, "
+                                         "1 s to 5 min apart) is overdue: alerted once, still PENDING/SUBMITTED "
+                                         "and retried every 5 min until an answer", minimum=1)
     redeem_overdue_s: float = tune(21600.0, "... or once its first failure in a row is this old, whichever comes "
                                    "first: a venue outage of hours is waited out in silence, a day of winnings not "
                                    "redeemed is not", minimum=1.0)

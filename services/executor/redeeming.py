@@ -1,5 +1,5 @@
-"""Redeeming winning shares through the Insiders API: each recorded redemption is POSTed with its
-Idempotency-Key (the attempt recorded first), retried on 408/409/425/429/5xx and timeouts with backoff behind the
+"""Redeeming winning shares through the Insiders API: each recorded redemption is POSTed with its Idempotency-Key (the
+attempt recorded first), retried on 408/425/429/5xx, a 409 naming no final refusal, and timeouts with backoff behind the
 venue's circuit breaker, and followed through ``GET /v1/redeem/{id}`` until confirmed; a final 4xx ends it FAILED with
 the reason. A run of failures (of the POST or of the status queries) is retried for as long as it takes (the key
 makes each retry safe); once it crosses its bound (its N-th failure in a row, or its first at or past its age) it is

@@ -243,7 +243,7 @@ class Guard:
             self.spawn(self._resolve(view, assets))
             return Outcome()
         if view.stale or not self.engine.watches(view.asset_id) or received_ns < self.engine.armed_ns:
-            self._last_prices.pop(view.asset_id, None)  # (before a stop's arm it lifted nothing: the same after may)
+            self._last_prices.pop(view.asset_id, None)  # (no mark of a stop armed after it: the same price after may)
         else:
             self._last_prices[view.asset_id] = raw
         # a tick read too late to fire on (stale by its age only) was the book's price: it lifts trailing marks

@@ -24,5 +24,3 @@ def test_the_metric_and_what_to_check_are_documented() -> None:
     doc = (project_root() / "docs/operations.md").read_text()
     assert METRIC in doc and "REDEMPTION_OVERDUE" in doc and "### An overdue redemption" in doc
     assert "TT_TUNE_EXECUTOR_REDEEM_OVERDUE_FAILURES" in doc and "TT_TUNE_EXECUTOR_REDEEM_OVERDUE_S" in doc
-    assert "RETRIES_EXHAUSTED" not in doc.split("### An overdue redemption")[1].split("###")[0]
-    assert "given_up" not in doc

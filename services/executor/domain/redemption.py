@@ -3,7 +3,8 @@
 ::
 
     PENDING ──RedeemSent──> PENDING (attempts + 1; the intent is recorded before every POST)
-       │  ├──RedeemRetryable──> PENDING (next attempt after a backoff: 408/409/425/429/5xx, timeout, breaker)
+       │  ├──RedeemRetryable──> PENDING (after a backoff: 408/425/429/5xx, a 409 naming no final refusal,
+       │  │                              timeout, breaker)
        │  ├──RedeemOverdue──> PENDING (a run of failures crossed its bound: alerted once, retried on;
        │  │                            :mod:`.redemption_retry`)
        │  ├──RedeemAnswered(submitted)──> SUBMITTED ──RedeemStatusSeen(confirmed)──> CONFIRMED

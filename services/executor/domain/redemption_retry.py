@@ -1,9 +1,9 @@
 """How a failing redemption is retried, and when it is overdue (pure: time and randomness are passed in).
 
-A redemption call that fails in a way worth retrying (a 408, 409, 425, 429 or 5xx, a timeout, no connection, an
-unreadable answer, the breaker open) is tried again with the same Idempotency-Key after an exponential backoff with
-jitter, for as long as it takes: the key makes every retry safe (the venue redeems once), and a redemption no longer
-tried would leave its winnings unredeemed after the venue is back, until a person acts.
+A redemption call that fails in a way worth retrying (a 408, 425, 429 or 5xx, a 409 naming no final refusal, a timeout,
+no connection, an unreadable answer, the breaker open) is tried again with the same Idempotency-Key after an exponential
+backoff with jitter, for as long as it takes: the key makes every retry safe (the venue redeems once), and a redemption
+no longer tried would leave its winnings unredeemed after the venue is back, until a person acts.
 
 A run of failures in a row is *overdue* from its crossing: its :attr:`RetryPolicy.overdue_failures`-th failure, or
 its first failure at or past :attr:`RetryPolicy.overdue_ms` after the run's first, whichever comes first. The

@@ -45,9 +45,6 @@ class TrailEpochs:
         epochs = self._epochs
         return len(epochs[0].book) if len(epochs) == 1 else sum(len(e.book) for e in epochs)
 
-    def __contains__(self, trigger_id: object) -> bool:
-        return any(trigger_id in e.book for e in self._epochs)
-
     @property
     def armed_ns(self) -> int:
         """The latest arm of a stop still here (0: none known): a price received before it lifted no mark of some

@@ -152,7 +152,8 @@ class Engine:
         asset, so the next fresh tick releases it; a trailing stop keeps its tracked mark when higher than the
         given one, unless a PATCH raised its activation price above that mark: :func:`live_mark`). ``armed_ns``:
         when it was armed or changed (Unix ns): a price received before it, read too late to fire on, lifts no
-        trailing mark (:meth:`on_tick`); 0: the time the trigger was armed at before, if any, else not known."""
+        mark of this stop, though it lifts those armed before it (:meth:`on_tick`); 0: the time the trigger was armed
+        at before, if any, else not known."""
         for noted in self._noting:
             noted.add(spec.id)
         old = self.get(spec.id)
