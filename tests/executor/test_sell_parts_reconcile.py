@@ -91,19 +91,23 @@ def _kept(db_url: str) -> tuple[D, dict[str, ss.Part] | None]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("opener", "origin"), [
-    ("sub_A", epb.ORDER_ORIGIN_COPY),  # sub_A's copy bought it; sub_A was stopped, sub_A2 follows the same leader
-    ("", epb.ORDER_ORIGIN_MANUAL),  # the follower bought it by hand
+@pytest.mark.parametrize(("opener", "origin", "copies_sell"), [
+    # sub_A's copy bought it; sub_A was stopped, sub_A2 follows the same leader: every subscription of the wallet
+    # sells the wallet's shares, the re-created one too (its leader's exit)
+    ("sub_A", epb.ORDER_ORIGIN_COPY, D(99)),
+    # the follower bought it by hand: no subscription's, no leader's exit sells it
+    ("", epb.ORDER_ORIGIN_MANUAL, "NOTHING_HELD"),
 ])
 async def test_a_correction_of_a_position_its_opener_bought_alone_keeps_no_split(
-        db_url: str, pool: AsyncConnectionPool[Any], opener: str, origin: int) -> None:
+        db_url: str, pool: AsyncConnectionPool[Any], opener: str, origin: int, copies_sell: D | str) -> None:
     await _book(pool, _fill(1, opener, cpb.SIDE_BUY, "100", "0.40", origin=origin))
     assert _kept(db_url) == (D(100), None)
     assert await _reconcile(pool, "99") == 1  # one share moved outside the engine
     assert _kept(db_url) == (D(99), None)
-    # every subscription of the wallet sells the wallet's shares, the re-created one too (its leader's exit)
     store = OrderStore(pool)
-    assert [await store.sellable(W, ASSET, s) for s in ("sub_A", "sub_A2", "sub_B")] == [D(99)] * 3
+    sold = [await store.sellable(W, ASSET, s) for s in ("sub_A", "sub_A2", "sub_B")]
+    assert [x[0] if isinstance(x, tuple) else x for x in sold] == [copies_sell] * 3
+    assert await store.sellable(W, ASSET) == D(99)  # exits and manual SELLs: the wallet's shares
 
 
 @pytest.mark.integration
