@@ -17,6 +17,8 @@ from decimal import Decimal
 
 from common.decimals import MIN_HELD_SHARES, ZERO
 
+NO_SUBSCRIPTION = ""  # a split's key of the shares no subscription bought (by hand, found at the venue)
+
 
 def others_own(parts: Mapping[str, Decimal], selling_by: Mapping[str, Decimal] | None,
                subscription_id: str | None) -> Decimal:

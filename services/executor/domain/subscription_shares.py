@@ -18,9 +18,9 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from common.decimals import ZERO
+from common.parts import NO_SUBSCRIPTION as NO_SUBSCRIPTION  # the executor reads it from here too
 from services.executor.domain.position_math import MONEY_QUANTUM, FillEffect, Position
 
-NO_SUBSCRIPTION = ""
 QUANTUM = Decimal("0.00000001")  # of the shares and USD a proportional split hands out (the last part is exact)
 
 

@@ -37,10 +37,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from common.decimals import MIN_HELD_SHARES, fmt
-from common.parts import others_own, part_sellable, with_leftovers
+from common.parts import NO_SUBSCRIPTION, others_own, part_sellable, with_leftovers
 from services.router.domain.model import ZERO, FollowerState
-
-NO_SUBSCRIPTION = ""  # the split's key of the shares no subscription bought (the executor's, subscription_shares)
 
 
 def by_hand(size: Decimal) -> dict[str, Decimal]:
