@@ -42,14 +42,20 @@ def redemption_overdue(row: RedemptionRow, r: Redemption, call: str, every_s: fl
     """REDEMPTION_OVERDUE (key ``redemption_overdue:<wallet id>``), raised once per run of failures: a redemption's
     calls kept failing (the venue down, or answering what cannot be read) past their bound, and it is still retried,
     every ``every_s``: ``call`` is the one failing, ``redeem`` (the POST: the payout is not in the wallet yet) or
-    ``status`` (the venue took it, its end is not known yet)."""
-    what = (f"the venue took it (redeemId {r.redeem_id[:80]}) but its status queries keep failing: its end is not "
-            f"known" if call == "status" else "its POST keeps failing: the payout is not in the wallet")
+    ``status`` (the venue took it, its end is not known yet); or, ``status`` with no failure, once per submitted
+    redemption the venue still answers not final past the bound (the winnings may never arrive)."""
+    taken = f"the venue took it (redeemId {r.redeem_id[:80]})"
+    if call == "status" and not r.failures:  # its wait: the venue answers, never a final status
+        what = (f"{taken} but still answers it is not final: the payout may never arrive; still asked about every "
+                f"{every_s:g} s; check the redemption at the venue (txHash {r.tx_hash[:80] or 'none'})")
+    else:
+        what = (f"{taken} but its status queries keep failing: its end is not known" if call == "status"
+                else "its POST keeps failing: the payout is not in the wallet")
+        what += (f"; still retried every {every_s:g} s under its Idempotency-Key (it redeems once the venue "
+                 f"answers); check the venue's health")
     raise_alert(AlertKind.REDEMPTION_OVERDUE, f"redemption_overdue:{row.follower_wallet_id}",
                 f"redemption of {fmt(row.shares)} winning shares of wallet {row.follower_wallet_id} is overdue: "
-                f"{what}; "
-                f"still retried every {every_s:g} s under its Idempotency-Key (it redeems once the venue answers); "
-                f"check the venue's health and the executor's log ({r.detail[:200]})",
+                f"{what} and the executor's log ({r.detail[:200]})",
                 dedupe_id=f"redemption_overdue:{r.key}:{r.failing_since_ms}", severity=Severity.CRITICAL,
                 redemption_key=r.key, wallet_id=row.follower_wallet_id, condition_id=row.condition_id,
                 attempts=r.attempts, failures=r.failures, call=call, redeem_id=r.redeem_id, reason=r.reason,

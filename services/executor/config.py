@@ -131,8 +131,9 @@ class Tuning(TrimTuning):
                                          "1 s to 5 min apart) is overdue: alerted once, still PENDING/SUBMITTED "
                                          "and retried every 5 min until an answer", minimum=1)
     redeem_overdue_s: float = tune(21600.0, "... or once its first failure in a row is this old, whichever comes "
-                                   "first: a venue outage of hours is waited out in silence, a day of winnings not "
-                                   "redeemed is not", minimum=1.0)
+                                   "first (a submitted redemption still not final this long after the venue took it "
+                                   "is overdue too): a venue outage of hours is waited out in silence, a day of "
+                                   "winnings not redeemed is not", minimum=1.0)
     leftover_redeem_grace_s: float = tune(120.0, "winning shares still redeemable at the venue this long after the "
                                           "market's last redemption round ended get another round", minimum=0)
 

@@ -4,8 +4,11 @@ venue's circuit breaker, and followed through ``GET /v1/redeem/{id}`` until conf
 the reason. A run of failures (of the POST or of the status queries) is retried for as long as it takes (the key
 makes each retry safe); once it crosses its bound (its N-th failure in a row, or its first at or past its age) it is
 overdue: alerted once (counted in ``executor.redemptions_overdue``), then retried every five minutes, still PENDING
-or SUBMITTED, reason ``REDEMPTION_OVERDUE`` (:mod:`services.executor.domain.redemption_retry`). The run's count,
-start and crossing are kept in PostgreSQL, so that a restart neither starts it again nor alerts it twice.
+or SUBMITTED, reason ``REDEMPTION_OVERDUE`` (:mod:`services.executor.domain.redemption_retry`). A SUBMITTED
+redemption's wait for its final status is such a run from when the venue took it: one whose status queries keep
+answering ``submitted`` (or fail) past the age bound is overdue the same way (``call`` ``status``), and asked on every
+five minutes. The run's count, start and crossing are kept in PostgreSQL, so that a restart neither starts it again
+nor alerts it twice.
 The breaker is the LIVE orders' too: a call that was its half-open probe and ends without an answer (cancelled, an
 adapter error) gives the probe back, so that the next call probes; a call refused while another's probe is out is
 tried again after its backoff. A status word the contract does not list is followed like
@@ -43,7 +46,7 @@ from services.executor.adapters.redemption_store import RedemptionRow, Redemptio
 from services.executor.alerting import redemption_failed, redemption_overdue
 from services.executor.config import Settings
 from services.executor.domain import redemption as rd
-from services.executor.domain.redemption_retry import RetryPolicy, after_failure, retry_event
+from services.executor.domain.redemption_retry import RetryPolicy, after_answer, after_failure, retry_event
 from services.executor.ports import Answer, RedeemApi
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -54,8 +57,9 @@ _ENDED = _meter.create_counter("executor.redemptions", description="Redemptions 
 _UNKNOWN = _meter.create_counter("executor.redeem_unknown_status",
                                  description="Redemption answers with a status word the contract omits, by call")
 _OVERDUE = _meter.create_counter("executor.redemptions_overdue",
-                                 description="Runs of redemption failures that crossed their bound (alerted once, "
-                                             "retried on), by the call that keeps failing (redeem, status)")
+                                 description="Runs of redemption failures, and waits of submitted redemptions for "
+                                             "their final status, that crossed their bound (alerted once, retried "
+                                             "on), by the call that keeps failing or not ending (redeem, status)")
 
 DEFAULT_RETRY = RetryPolicy()
 NOT_FOUND = "REDEMPTION_NOT_FOUND"
@@ -81,8 +85,8 @@ def outcome_of(answer: Answer, *, status_query: bool, now_ms: int, delay_ms: int
         except (ValueError, ArithmeticError) as exc:
             return rd.RedeemRetryable("UNREADABLE_ANSWER", repr(exc)[:200], now_ms, delay_ms)
         if status_query:
-            return rd.RedeemStatusSeen(view.status, view.tx_hash, view.payout_usd, view.error)
-        return rd.RedeemAnswered(view.redeem_id, view.status, view.tx_hash, view.payout_usd, view.error)
+            return rd.RedeemStatusSeen(view.status, view.tx_hash, view.payout_usd, view.error, now_ms)
+        return rd.RedeemAnswered(view.redeem_id, view.status, view.tx_hash, view.payout_usd, view.error, now_ms)
     if answer.status == 0:
         return rd.RedeemRetryable("VENUE_UNAVAILABLE", f"{answer.kind}: {answer.message}"[:300], now_ms, delay_ms)
     if status_query and answer.status == 404:  # asked again; ended by the Redeemer after a few in a row
@@ -247,17 +251,21 @@ class Redeemer:
             return after
         if not rd.known_status(event.status):
             self._unknown_status(row, event, after)
-        if after.state is rd.RedemptionState.SUBMITTED:
-            return replace(after, next_attempt_ms=self.clock_ms() + int(self.poll_s * 1000))  # then ask its status
+        if after.state is rd.RedemptionState.SUBMITTED:  # then ask its status (overdue: as its retries are spaced)
+            every_ms = self.retry.overdue_spacing_ms if after.overdue_since_ms else int(self.poll_s * 1000)
+            return replace(after, next_attempt_ms=self.clock_ms() + every_ms)
         return after
 
     def _bounded(self, r: rd.Redemption, event: rd.Event, rand: float) -> rd.Event:
-        """A retryable failure as the retry policy has it: scheduled, and overdue once its run crossed its bound."""
+        """A retryable failure as the retry policy has it: scheduled, and overdue once its run crossed its bound; a
+        status query's answer that is not final, overdue once the redemption's wait crossed it."""
+        if isinstance(event, rd.RedeemStatusSeen) and r.state is rd.RedemptionState.SUBMITTED:
+            return after_answer(self.retry, r, event)
         if not isinstance(event, rd.RedeemRetryable):
             return event
         step = after_failure(self.retry, failures=r.failures, failing_since_ms=r.failing_since_ms,
                              overdue_since_ms=r.overdue_since_ms, now_ms=event.now_ms, rand=rand,
-                             at_least_ms=event.delay_ms)
+                             at_least_ms=event.delay_ms, waiting=r.state is rd.RedemptionState.SUBMITTED)
         return retry_event(self.retry, step, event)
 
     def _not_found_too_often(self, r: rd.Redemption, event: rd.Event) -> bool:
@@ -331,9 +339,8 @@ class Redeemer:
 
 
 def _crossed(before: rd.Redemption, after: rd.Redemption) -> bool:
-    """Whether ``after`` is the change that made its run of failures overdue (its crossing)."""
-    return after.failures > 0 and after.overdue_since_ms > 0 and not (before.failures > 0
-                                                                      and before.overdue_since_ms > 0)
+    """Whether ``after`` is the change that made its run of failures (or its wait) overdue (its crossing)."""
+    return rd.in_run(after) and after.overdue_since_ms > 0 and not (rd.in_run(before) and before.overdue_since_ms > 0)
 
 
 def _asking(row: RedemptionRow, terms: tuple[Decimal, tuple[Decimal, ...]] | None) -> RedemptionRow:

@@ -114,10 +114,11 @@ RULES: list[tuple[str, str, str, str, str]] = [
      "critical", "A redemption failed for good: a winning position's payout is not in its wallet."),
     ("TradingToolsRedemptionOverdue", "sum by (call) (increase(executor_redemptions_overdue_total[30m])) > 0", "0m",
      "critical", "A redemption's {{ $labels.call }} calls kept failing past their bound (TT_TUNE_EXECUTOR_REDEEM_"
-     "OVERDUE_FAILURES in a row or TT_TUNE_EXECUTOR_REDEEM_OVERDUE_S since the first): it is overdue "
+     "OVERDUE_FAILURES in a row or TT_TUNE_EXECUTOR_REDEEM_OVERDUE_S since the first), or (status) the venue took it "
+     "and still answers it is not final TT_TUNE_EXECUTOR_REDEEM_OVERDUE_S later: it is overdue "
      "(REDEMPTION_OVERDUE) and still retried every 5 min under its Idempotency-Key; check the venue's health and the "
      "executor's log (the alert names the redemption: redeem, its payout is not in the wallet; status, the venue "
-     "took it and its end is not known)."),
+     "took it and its end is not known, or, failures 0, it may never pay out)."),
     ("TradingToolsReconciliationFailing", "sum(increase(executor_reconcile_failures_total[30m])) > 0", "0m",
      "warning", "Reconciliation with the venue was skipped: its positions were unusable."),
     ("TradingToolsDeadLetters", "sum by (consumer) (increase(consumer_dead_letters_total[10m])) > 0", "0m",

@@ -62,8 +62,10 @@ _SAVE = """
 UPDATE redemptions AS d SET state = r.state, attempts = r.attempts, redeem_id = r.redeem_id, tx_hash = r.tx,
     payout_usd = r.payout, reason = r.reason, detail = r.detail,
     next_attempt_at = to_timestamp(r.next_ms / 1000.0), failures = r.failures,
-    failing_since = CASE WHEN r.failures > 0 THEN to_timestamp(r.since_ms / 1000.0) END,
-    overdue_since = CASE WHEN r.failures > 0 AND r.overdue_ms > 0 THEN to_timestamp(r.overdue_ms / 1000.0) END,
+    failing_since = CASE WHEN (r.failures > 0 OR r.state = 'SUBMITTED') AND r.since_ms > 0
+                         THEN to_timestamp(r.since_ms / 1000.0) END,
+    overdue_since = CASE WHEN (r.failures > 0 OR r.state = 'SUBMITTED') AND r.overdue_ms > 0
+                         THEN to_timestamp(r.overdue_ms / 1000.0) END,
     updated_at = now()
 FROM json_to_recordset(%s::json) AS r(key text, state text, attempts integer, redeem_id text, tx text,
                                       payout numeric, reason text, detail text, next_ms bigint, failures integer,

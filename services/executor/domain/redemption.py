@@ -12,10 +12,15 @@
        │  └──RedeemRefused (a final 4xx) / RedeemAnswered(failed)──> FAILED
        SUBMITTED ──RedeemRetryable──> SUBMITTED (the status query failed: asked again later)
        SUBMITTED ──RedeemOverdue──> SUBMITTED (the same for its status queries)
+       SUBMITTED ──RedeemWaitOverdue──> SUBMITTED (still not final past its bound from its submission: alerted once)
 
 A run of retryable failures is never given up (every retry carries the same Idempotency-Key, so it is always safe,
 and a redemption ended FAILED leaves its winnings unredeemed after the venue is back, until a person acts): once
 overdue it is alerted once and retried on (reason ``REDEMPTION_OVERDUE``); an answer ends the run.
+
+A SUBMITTED redemption waits for its final status from when the venue took it (``failing_since_ms``, kept through its
+status queries' answers and failures): a wait past its bound is overdue too, once (``overdue_since_ms``), whether its
+status queries fail or keep answering ``submitted`` (the winnings may never arrive); it is still asked about.
 
 A status word the contract does not list (``pending``, ``mined``...) is read as ``submitted`` wherever there is a
 redemption to follow: on a status query, and on a POST answer that names its ``redeemId`` (the venue took the
@@ -70,8 +75,10 @@ class Redemption:
     detail: str = ""
     next_attempt_ms: int = 0
     failures: int = 0  # retryable failures in a row (the backoff's attempt number)
-    failing_since_ms: int = 0  # when the first of those failures came (read only while failures > 0)
-    overdue_since_ms: int = 0  # when that run crossed its bound (0: it did not; read only while failures > 0)
+    # when the first of those failures came; SUBMITTED: when the venue took it (its wait for a final status; 0: not
+    # known). Read only while :func:`in_run`.
+    failing_since_ms: int = 0
+    overdue_since_ms: int = 0  # when that run (or wait) crossed its bound (0: it did not; read only while in_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,7 @@ class RedeemAnswered:
     tx_hash: str = ""
     payout_usd: Decimal | None = None
     error: str = ""
+    now_ms: int = 0  # when it came (0: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,15 @@ class RedeemStatusSeen:
     tx_hash: str = ""
     payout_usd: Decimal | None = None
     error: str = ""
+    now_ms: int = 0  # when it came (0: not known)
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemWaitOverdue:
+    """A status query answered a status that is not final past the wait's bound: its crossing (alerted once)."""
+
+    seen: RedeemStatusSeen
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +148,8 @@ class RedeemRefused:
     detail: str
 
 
-Event = RedeemSent | RedeemAnswered | RedeemStatusSeen | RedeemRetryable | RedeemRefused | RedeemOverdue
+Event = (RedeemSent | RedeemAnswered | RedeemStatusSeen | RedeemRetryable | RedeemRefused | RedeemOverdue
+         | RedeemWaitOverdue)
 
 S = RedemptionState
 _ANSWER = {"submitted": S.SUBMITTED, "confirmed": S.CONFIRMED, "failed": S.FAILED}
@@ -140,6 +158,17 @@ _ANSWER = {"submitted": S.SUBMITTED, "confirmed": S.CONFIRMED, "failed": S.FAILE
 def known_status(status: str) -> bool:
     """Whether ``status`` is one of the words the contract lists (submitted, confirmed, failed)."""
     return status in _ANSWER
+
+
+def final_status(status: str) -> bool:
+    """Whether a status query answering ``status`` ends the redemption (confirmed, failed)."""
+    return _ANSWER.get(status, S.SUBMITTED) is not S.SUBMITTED
+
+
+def in_run(r: Redemption) -> bool:
+    """Whether ``r``'s run marks (``failing_since_ms``, ``overdue_since_ms``) are live: a run of failures, or the
+    wait of a SUBMITTED redemption for its final status."""
+    return r.failures > 0 or r.state is S.SUBMITTED
 
 
 # (state, event type) → allowed; the target state comes from the event where it carries one.
@@ -152,6 +181,7 @@ TRANSITIONS: dict[tuple[RedemptionState, type[Any]], str] = {
     (S.SUBMITTED, RedeemRetryable): "retry",
     (S.PENDING, RedeemOverdue): "overdue",
     (S.SUBMITTED, RedeemOverdue): "overdue",
+    (S.SUBMITTED, RedeemWaitOverdue): "overdue",
     (S.SUBMITTED, RedeemAnswered): "answered",  # a replayed POST after a restart answers the same redemption
 }
 
@@ -164,7 +194,7 @@ def apply(r: Redemption, event: Event) -> Redemption:
     if isinstance(event, RedeemSent):
         return replace(r, attempts=r.attempts + 1, next_attempt_ms=event.now_ms)
     if isinstance(event, RedeemRetryable | RedeemOverdue):
-        running = r.failures > 0
+        running = in_run(r)
         since = r.failing_since_ms if running and r.failing_since_ms > 0 else event.now_ms  # 0: unknown
         overdue = r.overdue_since_ms if running else 0
         if isinstance(event, RedeemOverdue) and not overdue:
@@ -181,12 +211,22 @@ def apply(r: Redemption, event: Event) -> Redemption:
                            detail=f"status {event.status[:100]!r} without a redeemId")
         if state is None:  # the venue took it under an unlisted word: followed as submitted
             state = S.SUBMITTED
+        if state is S.SUBMITTED and r.state is not S.SUBMITTED:  # taken now: its wait for a final status begins
+            r = replace(r, failing_since_ms=event.now_ms, overdue_since_ms=0)
         return replace(r, state=state, redeem_id=event.redeem_id or r.redeem_id, tx_hash=event.tx_hash or r.tx_hash,
                        payout_usd=event.payout_usd if event.payout_usd is not None else r.payout_usd, failures=0,
                        reason="REDEMPTION_FAILED" if state is S.FAILED else "",
                        detail=event.error if state is S.FAILED else "")
-    assert isinstance(event, RedeemStatusSeen)
+    if isinstance(event, RedeemWaitOverdue):
+        seen = apply(r, event.seen)
+        return replace(seen, overdue_since_ms=seen.overdue_since_ms or event.seen.now_ms, reason=OVERDUE,
+                       detail=event.detail)
     state = _ANSWER.get(event.status, S.SUBMITTED)
+    if state is S.SUBMITTED:  # still waiting: since it was taken (or now, a row stored before that was kept)
+        return replace(r, tx_hash=event.tx_hash or r.tx_hash, failures=0,
+                       payout_usd=event.payout_usd if event.payout_usd is not None else r.payout_usd,
+                       failing_since_ms=r.failing_since_ms or event.now_ms,
+                       reason=OVERDUE if r.overdue_since_ms else "", detail=r.detail if r.overdue_since_ms else "")
     return replace(r, state=state, tx_hash=event.tx_hash or r.tx_hash,
                    payout_usd=event.payout_usd if event.payout_usd is not None else r.payout_usd, failures=0,
                    reason="REDEMPTION_FAILED" if state is S.FAILED else "",

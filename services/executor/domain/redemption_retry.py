@@ -11,6 +11,11 @@ crossing is alerted once (the redemption stores when its run became overdue: a l
 restart, is not a crossing), and from it on the run is retried at the backoff's maximum spacing. Before it, no retry
 is scheduled past the run's age bound, so the crossing comes within it. An answer that is not a retryable failure
 ends the run; the next run starts afresh and crosses on its own.
+
+A SUBMITTED redemption's wait for its final status is a run too, from when the venue took it: its status queries'
+failures count in it (a ``submitted`` answer resets their count, not its start), and a status query answering a
+status that is not final at or past :attr:`RetryPolicy.overdue_ms` after it was taken is its crossing
+(:func:`after_answer`): a venue that keeps answering ``submitted`` is alerted once, as one that keeps failing is.
 """
 
 from __future__ import annotations
@@ -62,37 +67,55 @@ class Retry:
     failing_since_ms: int
     overdue_since_ms: int = 0
     crossed: Bound | None = None
+    waiting: bool = False  # the run is a SUBMITTED redemption's wait (its start: when the venue took it)
 
 
 def after_failure(policy: RetryPolicy, *, failures: int, failing_since_ms: int, overdue_since_ms: int, now_ms: int,
-                  rand: float, at_least_ms: int = 0) -> Retry:
+                  rand: float, at_least_ms: int = 0, waiting: bool = False) -> Retry:
     """What follows a failure at ``now_ms``, ``failures`` failures in a row before it (0: it begins a run, and the
-    run's stored start and overdue mark are not read; a start of 0: not known, a row stored before it was, so the run
-    is dated now); ``rand`` uniform in [0, 1) jitters the backoff; ``at_least_ms``: wait no less (the breaker's
-    reopening)."""
-    running = failures > 0
+    run's stored start and overdue mark are not read, unless ``waiting``: the redemption is SUBMITTED, its run the
+    wait since it was taken; a start of 0: not known, a row stored before it was, so the run is dated now); ``rand``
+    uniform in [0, 1) jitters the backoff; ``at_least_ms``: wait no less (the breaker's reopening)."""
+    running = failures > 0 or waiting
     since = failing_since_ms if running and failing_since_ms > 0 else now_ms
     n = max(failures, 0) + 1
     spaced = now_ms + max(at_least_ms, policy.overdue_spacing_ms)
     if running and overdue_since_ms > 0:
-        return Retry(spaced, n, since, overdue_since_ms)
+        return Retry(spaced, n, since, overdue_since_ms, waiting=waiting)
     crossed = (Bound.FAILURES if n >= policy.overdue_failures
                else Bound.AGE if now_ms - since >= policy.overdue_ms else None)
     if crossed is not None:
-        return Retry(spaced, n, since, now_ms, crossed)
+        return Retry(spaced, n, since, now_ms, crossed, waiting)
     delay_ms = max(at_least_ms, int(policy.backoff.delay(n - 1, rand) * 1000))
-    return Retry(min(now_ms + delay_ms, since + policy.overdue_ms), n, since)
+    return Retry(min(now_ms + delay_ms, since + policy.overdue_ms), n, since, waiting=waiting)
+
+
+def after_answer(policy: RetryPolicy, r: rd.Redemption,
+                 seen: rd.RedeemStatusSeen) -> rd.RedeemStatusSeen | rd.RedeemWaitOverdue:
+    """The event of a status query's answer ``seen`` (at ``seen.now_ms``) to SUBMITTED ``r``: the wait's crossing
+    when the status is not final and ``r`` was taken at least the policy's age before, not overdue yet (a start of 0:
+    not known, the wait is dated by this answer); else the answer as it came."""
+    since = r.failing_since_ms
+    if (rd.final_status(seen.status) or r.overdue_since_ms > 0 or since <= 0
+            or seen.now_ms - since < policy.overdue_ms):
+        return seen
+    detail = (f"overdue: taken by the venue {(seen.now_ms - since) / 1000:.1f} s ago and its status still "
+              f"{seen.status[:40]!r}; crossed its bound of {policy.overdue_ms / 1000:g} s; asked every "
+              f"{policy.overdue_spacing_ms / 1000:g} s")
+    return rd.RedeemWaitOverdue(seen, detail[:300])
 
 
 def overdue_detail(policy: RetryPolicy, step: Retry, failed: rd.RedeemRetryable) -> str:
     """An overdue redemption's ``detail``: its run, the bound it crossed (at the crossing), its last failure."""
     span_s = (failed.now_ms - step.failing_since_ms) / 1000
+    run = f"taken by the venue {span_s:.1f} s ago, {step.failures} failures in a row" if step.waiting else \
+        f"{step.failures} failures in a row over {span_s:.1f} s"
     crossed = ""
     if step.crossed is Bound.FAILURES:
         crossed = f"; crossed its bound of {policy.overdue_failures} failures"
     elif step.crossed is Bound.AGE:
         crossed = f"; crossed its bound of {policy.overdue_ms / 1000:g} s"
-    return (f"overdue: {step.failures} failures in a row over {span_s:.1f} s{crossed}; retried every "
+    return (f"overdue: {run}{crossed}; retried every "
             f"{policy.overdue_spacing_ms / 1000:g} s; the last: {failed.reason}: {failed.detail}")[:300]
 
 

@@ -34,6 +34,7 @@ from common.marketrest import write_rest_market
 from common.marketstate import BookSnapshot, MarketInfo, read_market
 from common.restget import HttpStatusError, Page, RateLimited, RequestFailed, RestGetter
 from services.router.adapters.clob_book import BookStore, book_snapshot
+from services.router.metrics import MarketFeeMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,8 +62,10 @@ def _parsed(parse: Callable[[dict[str, Any]], T], body: dict[str, Any] | None, a
 class ClobMarketInfo:
     """Market info and books from the CLOB REST API (:class:`common.clob_rest.ClobRest`)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float,
+                 fee_metrics: MarketFeeMetrics | None = None) -> None:
         self.rest = ClobRest(RestGetter(session, feed="clob_rest", timeout_s=timeout_s), base_url)
+        self.fee_metrics = fee_metrics or MarketFeeMetrics()  # exported from here on, 0 included
 
     async def _get(self, what: str, request: Awaitable[Page]) -> dict[str, Any] | None:
         try:
@@ -107,6 +110,7 @@ class ClobMarketInfo:
             return [], None
         market, book = _parsed(parse_market, market_body, asset_id), _parsed(parse_book, book_body, asset_id)
         if market is not None and market.fee_problem:  # routed on with the fee that is usable, if any
+            self.fee_metrics.fee_unusable()
             log.warning("clob market fee unusable", extra={"asset_id": asset_id, "condition_id": condition_id,
                                                             "error": market.fee_problem[:200]})
         if market is not None and market.tokens and all(t.token_id != asset_id for t in market.tokens):
