@@ -26,6 +26,7 @@ from common.storage import KEYED_LOOKUPS, apply_migrations, closed_on_failure, c
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
 from services.guard.adapters.armed_reads import RecentArmed
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
+from services.guard.adapters.band_reset import invalidate_bands
 from services.guard.adapters.control_client import GrpcControl
 from services.guard.adapters.exit_store import ExitStore
 from services.guard.adapters.guard_notices import GuardNotices
@@ -246,7 +247,10 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     # logged meanwhile is read (one that crossed and left no other tick behind it would otherwise be lost until the
     # book moved again). The first bands say how far that is (through_ns: the newest tick's stamp, 1 on an empty
     # log, as 0 says nothing), so ingest stops narrowing them by prices this process never reads, and keeps those
-    # it will.
+    # it will. Before the cursor, ingest's gates stop trusting the previous process's bands (they were narrowed by
+    # prices it logged and never read, before this process's cursor too): no tick after the cursor is filtered by them
+    # (also when this process has bands off: the previous one may have had them on).
+    await invalidate_bands(redis, lease_s=t.band_lease_s)
     tick_cursor, end_stamp = await log_end(ticks_log)
     guard.through_ns = max(guard.through_ns, end_stamp, 1)
     await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here

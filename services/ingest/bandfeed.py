@@ -6,6 +6,12 @@ them; messages already in the read are recognised by their sequence number. Whil
 gate trusts no band: every tick goes out. After each change the books whose band changed are checked against it
 at once (``on_changed``), so a trigger armed on a price already past it does not wait for the next tick; so are
 those whose band the gate had narrowed on its own and widens again as guard has read the ticks behind it.
+
+An invalidation (``common.band_reset``: a new guard process, before it takes its tick-log cursor, deleted the bands
+and their meta) is handled as a message not understood: the bands are read again, now none, so the gate trusts no
+band and every tick goes out until the new process's first bands land. Only then is it acknowledged: guard takes
+its cursor after the acknowledgements, so no tick after that cursor is filtered with the old process's bands,
+narrowed by prices it logged and never read, which the new process never reads either.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from common.band_reset import ACK_TTL_S, ack_key, parse_invalidate
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, parse_message, parse_meta
 from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
@@ -45,6 +53,9 @@ class BandFeed:
         self.stats_log_s = stats_log_s
         self._next_log = time.monotonic() + stats_log_s
         self.ready = asyncio.Event()  # set after the first read
+        self.id = secrets.token_hex(8)  # this feed, in the invalidations it acknowledges
+        self.invalidations = 0
+        self.bad_invalidations = 0
 
     async def load(self) -> None:
         """Read every band and its meta (one MULTI) into the gate; check the books against them."""
@@ -77,6 +88,8 @@ class BandFeed:
                     changed = self.gate.apply(parsed, self.clock_ns()) if parsed is not None else None
                     if changed is None:
                         await self.load()
+                        if parsed is None:
+                            await self._acknowledge(msg["data"])
                     elif changed:
                         self.on_changed(changed)
             except asyncio.CancelledError:
@@ -94,6 +107,22 @@ class BandFeed:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     await pubsub.aclose()
 
+    async def _acknowledge(self, data: str | bytes) -> None:
+        """After a message not understood was answered by reading the bands again: when it was an invalidation, say
+        that the gate now trusts none of the bands deleted before it (:meth:`load` read no meta)."""
+        try:
+            token = parse_invalidate(data)
+        except ValueError as exc:
+            self.bad_invalidations += 1
+            log.warning("band invalidation not understood", extra={"error": str(exc)[:300]})
+            return
+        if token is None:
+            return
+        self.invalidations += 1
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(ack_key(token), self.id)
+        pipe.expire(ack_key(token), ACK_TTL_S)
+        await pipe.execute()
 
     def _log_stats(self) -> None:
         now = time.monotonic()
@@ -102,6 +131,8 @@ class BandFeed:
         self._next_log = now + self.stats_log_s
         gate = self.gate
         log.info("tick gate", extra={**vars(gate.stats), "bands": len(gate.bands), "rises": len(gate._rises),
+                                     "invalidations": self.invalidations,
+                                     "bad_invalidations": self.bad_invalidations,
                                      "trusted": gate.valid_until_ns > self.clock_ns(),
                                      "epoch": gate.meta.epoch if gate.meta else ""})
 

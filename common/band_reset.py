@@ -1,0 +1,60 @@
+"""The bands' invalidation at a guard start (pure: the message and the acknowledgement key).
+
+A new guard process, before it takes its tick-log cursor, deletes ``tt:guard:bands`` and its meta and publishes on
+``tt:guard:bands:changed`` (one MULTI) ``{"invalidate": "<token>"}``. Each ingest band feed that receives it makes
+its gate trust no band (it reads the now empty meta again), and only then adds its own id to the set
+``tt:guard:bands:ack:<token>`` (expiring after :data:`ACK_TTL_S`). Guard waits for as many acknowledgements as
+PUBLISH counted subscribers, at most the old meta's lease (the gate trusts nothing of the old process once it has
+run out since the delete) plus a margin, and only then takes its cursor.
+
+Why: until the new process's first bands land, the gate would otherwise filter with the old process's bands,
+narrowed by prices the old process logged and never read, and the new one never reads either (they are before its
+cursor): a tick after the cursor that such a band leaves out is lost. Once acknowledged, every tick goes out until
+the new bands land (they carry the cursor's ``through_ns``, as before), and the cursor is taken after the
+acknowledgement, so no tick after it is filtered with the old process's state. The ticks before the cursor are the
+restart gap, as without bands (the catch-up of the stored books covers them).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from common.bands import BANDS_KEY
+
+INVALIDATE = "invalidate"  # the message's only field: the token its acknowledgements are filed under
+ACK_PREFIX = f"{BANDS_KEY}:ack:"
+ACK_TTL_S = 60
+_TOKEN_MAX = 64
+_TOKEN_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+
+
+def ack_key(token: str) -> str:
+    """The set of the ids of the band feeds that acknowledged the invalidation ``token``."""
+    return ACK_PREFIX + token
+
+
+def invalidate_message(token: str) -> bytes:
+    """The channel message asking every band feed to trust no band and acknowledge under ``token``."""
+    if not _valid(token):
+        raise ValueError(f"invalidation token: {token!r}")
+    return orjson.dumps({INVALIDATE: token})
+
+
+def parse_invalidate(data: str | bytes) -> str | None:
+    """The token of an invalidation message; None when ``data`` is no invalidation (not a JSON object with an
+    ``invalidate`` field). Raises ValueError on an invalidation whose token is not a short ``[0-9A-Za-z_-]``
+    string."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict) or INVALIDATE not in msg:
+        return None
+    token = msg[INVALIDATE]
+    if not isinstance(token, str) or not _valid(token):
+        raise ValueError(f"invalidation token: {token!r:.80}")
+    return token
+
+
+def _valid(token: str) -> bool:
+    return 0 < len(token) <= _TOKEN_MAX and all(c in _TOKEN_CHARS for c in token)
