@@ -164,7 +164,8 @@ class Reconciler:
         applied = await self.store.apply(
             wallet, corrections, agreeing, view.subscriptions,
             counted if counted.answer is not None else replace(counted, answer=asked_wall),
-            uncompared=view.busy | ({*view.resolved, *(v.asset_id for v in venue if v.redeemable)} - view.lost))
+            uncompared=view.busy | ({*view.resolved, *(v.asset_id for v in venue if v.redeemable)} - view.lost),
+            lost_buys=view.lost_buys)
         self.stats.wallets += 1
         self._record(wallet, applied)
         if await self.store.lost_unseen(wallet.follower_wallet_id):  # its sale not shown yet: a later count

@@ -5,25 +5,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ONE, fmt
 from common.ids import new_id
 from common.lease import FencedWrites
+from common.lost_buys import CLAIMABLE, CREDITED
 from common.lost_sells import awaited, lost_of, market_of, unseen
 from common.storage import pipelined_transaction
+from services.executor.adapters.reconcile_sql import ARCHIVE as _ARCHIVE
+from services.executor.adapters.reconcile_sql import OPEN_EXTERNAL as _EXTERNAL
+from services.executor.adapters.reconcile_sql import STATS as _STATS
 from services.executor.adapters.settlement_store import AUDIT, ENGINE_CALLER
 from services.executor.domain import subscription_shares as shares
+from services.executor.domain.lost_buys import LostBuy, claims, credited, most_bought
 from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import MONEY_QUANTUM as PRICE_QUANTUM
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction, CountTime, changed_since_count
+from tradingtools.execution.v1 import execution_pb2 as epb
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,8 @@ class WalletView:
     subscriptions: dict[str, dict[str, shares.Part]]  # asset → the current life's split between its subscriptions
     resolved: set[str] = field(default_factory=set)  # open tokens whose market's resolution is recorded
     lost: set[str] = field(default_factory=set)  # open tokens compared even so: a LOST SELL settlement waits for
+    # open token → the copy BUYs of it ended LOST a raise of its count is credited to, in order (common.lost_buys)
+    lost_buys: dict[str, list[LostBuy]] = field(default_factory=dict)
 
 
 _BOOKED = """
@@ -144,39 +153,6 @@ WHERE p.follower_wallet_id = %(w)s AND p.asset_id = r.a AND p.state = 'OPEN' AND
 RETURNING p.asset_id, p.id, p.subscription_id
 """
 
-# a token the executor never booked (or whose booked life ended CLOSED): a new EXTERNAL life, the ended one kept
-_ARCHIVE = """
-INSERT INTO position_history (id, follower_wallet_id, asset_id, condition_id, wallet, state, origin, subscription_id,
-    venue, outcome, size, avg_price, cost_usd, realized_pnl_usd, resolved_shares, resolved_cost_usd, payout_per_share,
-    winning_asset_id, resolved_at, venue_shares, reconciled_at, opened_at, closed_at, updated_at)
-SELECT p.id, p.follower_wallet_id, p.asset_id, p.condition_id, p.wallet, p.state, p.origin, p.subscription_id,
-    p.venue, p.outcome, p.size, p.avg_price, p.cost_usd, p.realized_pnl_usd - p.realized_base_usd, p.resolved_shares,
-    p.resolved_cost_usd, p.payout_per_share, p.winning_asset_id, p.resolved_at, p.venue_shares, p.reconciled_at,
-    p.opened_at,
-    coalesce(p.closed_at, now()), p.updated_at
-FROM positions p JOIN json_to_recordset(%(rows)s::json) AS r(a text) ON p.asset_id = r.a
-WHERE p.follower_wallet_id = %(w)s AND p.state = 'CLOSED' AND p.id IS NOT NULL
-ON CONFLICT (id) DO NOTHING
-"""
-
-_EXTERNAL = """
-INSERT INTO positions AS p (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price, cost_usd, id, state,
-    origin, venue, outcome, venue_shares, reconciled_at, opened_at, updated_at)
-SELECT %(w)s, r.a, r.c, %(proxy)s, r.size, r.avg, r.cost, r.pid, 'OPEN', 'EXTERNAL', 'INSIDERS', r.outcome, r.size,
-       now(), now(), now()
-FROM json_to_recordset(%(rows)s::json) AS r(a text, c text, size numeric, avg numeric, cost numeric, pid text,
-     outcome text)
-ON CONFLICT (follower_wallet_id, asset_id) DO UPDATE SET size = EXCLUDED.size, avg_price = EXCLUDED.avg_price,
-    cost_usd = EXCLUDED.cost_usd, id = EXCLUDED.id, state = 'OPEN', origin = 'EXTERNAL', venue = 'INSIDERS',
-    subscription_id = NULL, subscription_shares = NULL, outcome = EXCLUDED.outcome,
-    venue_shares = EXCLUDED.venue_shares, reconciled_at = now(), opened_at = now(), closed_at = NULL,
-    realized_base_usd = p.realized_pnl_usd, resolved_shares = NULL, resolved_cost_usd = NULL, payout_per_share = NULL,
-    winning_asset_id = NULL, resolved_at = NULL,
-    condition_id = CASE WHEN EXCLUDED.condition_id = '' THEN p.condition_id ELSE EXCLUDED.condition_id END
-WHERE p.state = 'CLOSED' OR p.size = 0 AND p.id IS NULL
-RETURNING asset_id, id
-"""
-
 # what the venue reported for positions that agree: shown as venueShares (no correction, no audit row); a split of the
 # opener alone, which corrections used to store, is dropped (it reads as the same position, but as one split)
 _SEEN = f"""
@@ -200,18 +176,6 @@ FROM json_to_recordset(%(rows)s::json) AS r(id text, a text, sub text, side text
      notional numeric, t float8)
 JOIN positions p ON p.follower_wallet_id = %(w)s AND p.asset_id = r.a
 ON CONFLICT (id) DO NOTHING
-"""
-
-# The stats rows are locked in subscription order first (``l``), as every writer of several takes them
-# (order_sql.UPSERT_COUNTS): in the corrections' order, a booking of the same subscriptions deadlocked with it.
-_STATS = """
-WITH r AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json) AS r(sub text, delta numeric)),
-l AS MATERIALIZED (SELECT s.subscription_id FROM subscription_stats s WHERE s.subscription_id IN (SELECT sub FROM r)
-                   ORDER BY s.subscription_id FOR NO KEY UPDATE)
-UPDATE subscription_stats s SET exposure_usd = GREATEST(0, s.exposure_usd + r.delta), updated_at = now(),
-    fills_version = s.fills_version + 1
-FROM r JOIN l ON l.subscription_id = r.sub
-WHERE s.subscription_id = r.sub
 """
 
 # the partial index orders_refused_sells_by_id (migration 0560) holds every row this predicate can match
@@ -260,20 +224,23 @@ class ReconcileStore:
             since_asked = 0.0 if asked_at is None else max(0.0, time.monotonic() - asked_at)
             args = {"w": follower_wallet_id, "grace": grace_s + since_asked,
                     "since": None if earliest is None else datetime.fromtimestamp(earliest - grace_s, UTC)}
-            booked, flight_cur, changed_cur, resolved_cur, lost_cur = [
-                await conn.execute(q, args) for q in (_BOOKED, _IN_FLIGHT, _CHANGED, _RESOLVED, _LOST)]
+            booked, flight_cur, changed_cur, resolved_cur, lost_cur, buys_cur = [
+                await conn.execute(q, args) for q in (_BOOKED, _IN_FLIGHT, _CHANGED, _RESOLVED, _LOST, CLAIMABLE)]
             rows = await booked.fetchall()
             busy = {r["asset_id"] for r in await flight_cur.fetchall()}
             changed = await changed_cur.fetchall()
             resolved = {r["asset_id"] for r in await resolved_cur.fetchall()}
             lost = {r["asset_id"] for r in await lost_cur.fetchall()}
+            lost_buys: dict[str, list[LostBuy]] = {}
+            for r in await buys_cur.fetchall():
+                lost_buys.setdefault(r["asset_id"], []).append(_lost_buy(r))
         if changed:
             busy |= changed_since_count({r["asset_id"]: r["updated_at"].timestamp() for r in changed},
                                         changed[0]["asked_cutoff"].timestamp(), count, grace_s)
         return WalletView([Booked(r["asset_id"], r["state"], r["size"], r["avg_price"], r["cost_usd"]) for r in rows],
                           busy, {r["asset_id"]: shares.split_of(
                               shares.decode(orjson.loads(r["shares"])) if r["shares"] else None, r["size"],
-                              r["cost_usd"], r["subscription_id"]) for r in rows}, resolved, lost)
+                              r["cost_usd"], r["subscription_id"]) for r in rows}, resolved, lost, lost_buys)
 
     async def parts(self, follower_wallet_id: str, asset_id: str) -> dict[str, Decimal] | None:
         """Each subscription's shares of the wallet's open position in ``asset_id`` when it keeps a split that adds
@@ -297,18 +264,21 @@ class ReconcileStore:
 
     async def apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
                     subscriptions: dict[str, dict[str, shares.Part]],
-                    counted: CountTime | None = None, uncompared: Collection[str] = ()) -> list[Correction]:
+                    counted: CountTime | None = None, uncompared: Collection[str] = (),
+                    lost_buys: Mapping[str, Sequence[LostBuy]] | None = None) -> list[Correction]:
         """Apply ``corrections`` (those whose booked size and cost are still what was compared; the rest wait for the
         next round), each subscription's part scaled with its position (``subscriptions``: asset → split, as
-        read), and record the venue's count of ``agreeing`` positions, as of when the venue took it (``counted``;
-        None: now; the time is left as it was for the ``uncompared`` tokens, busy or resolved); returns the corrections
-        applied."""
+        read) but for a raise after copy BUYs ended LOST (``lost_buys``, :attr:`WalletView.lost_buys`), booked to their
+        subscriptions first (``domain.lost_buys``; each one credited once), and record the venue's count of
+        ``agreeing`` positions, as of when the venue took it (``counted``; None: now; the time is left as it was for
+        the ``uncompared`` tokens, busy or resolved); returns the corrections applied."""
         with self.fenced:
-            return await self._apply(wallet, corrections, agreeing, subscriptions, counted or CountTime(), uncompared)
+            return await self._apply(wallet, corrections, agreeing, subscriptions, counted or CountTime(), uncompared,
+                                     lost_buys or {})
 
     async def _apply(self, wallet: LiveWallet, corrections: Sequence[Correction], agreeing: Sequence[AtVenue],
                      subscriptions: dict[str, dict[str, shares.Part]], counted: CountTime,
-                     uncompared: Collection[str]) -> list[Correction]:
+                     uncompared: Collection[str], lost_buys: Mapping[str, Sequence[LostBuy]]) -> list[Correction]:
         w = wallet.follower_wallet_id
         fixes = [c for c in corrections if c.kind != EXTERNAL]
         external = [c for c in corrections if c.kind == EXTERNAL]
@@ -325,8 +295,10 @@ class ReconcileStore:
                 await conn.execute(_LOCK, {"w": w, "proxy": wallet.wallet, "rows": orjson.dumps(
                     [{"a": a, "c": c} for a, c in touched.items()]).decode()})
             if fixes:
-                scaled = {c.asset_id: shares.rescale(subscriptions.get(c.asset_id, {}), c.size_after, c.cost_after)
-                          for c in fixes}
+                claimed = {c.asset_id: claims(c.size_after - c.size_before, lost_buys.get(c.asset_id, ()))
+                           for c in fixes if c.size_after > c.size_before and lost_buys.get(c.asset_id)}
+                scaled = {c.asset_id: credited(subscriptions.get(c.asset_id, {}), c.size_after, c.cost_after,
+                                               c.avg_price, claimed.get(c.asset_id, ())) for c in fixes}
                 cur = await conn.execute(_CORRECT, {"w": w, "rows": orjson.dumps([
                     {"a": c.asset_id, "before": str(c.size_before), "after": str(c.size_after),
                      "cost_before": str(c.cost_before), "cost": str(c.cost_after),
@@ -334,6 +306,9 @@ class ReconcileStore:
                      "shares": shares.encode(scaled[c.asset_id][0]) or None, "t": counted.at(c.asset_id)}
                     for c in fixes]).decode()})
                 done = {r["asset_id"]: r["id"] for r in await cur.fetchall()}
+                if credits := [{"id": b.client_order_id, "n": str(n)} for a, got in claimed.items() if a in done
+                               for b, n in got]:
+                    await conn.execute(CREDITED, {"rows": orjson.dumps(credits).decode()})
                 fills: list[dict[str, Any]] = []
                 for c in fixes:
                     if c.asset_id in done:
@@ -390,6 +365,18 @@ def _correction_fill(asset_id: str, charge: shares.Charge) -> list[dict[str, Any
              # an average cost above $1 (fee shares on a BUY near 1) is no price: fills hold prices in [0, 1], and
              # what folds a subscription's fills reads the notional
              "price": str(min(ONE, (notional / size).quantize(PRICE_QUANTUM))), "notional": str(notional)}]
+
+
+def _lost_buy(r: dict[str, Any]) -> LostBuy:
+    """A LOST copy BUY read by ``CLAIMABLE``: the most it may have bought by its terms, the slippage its limit was
+    moved by read from the Order as received (none when it named its limit, or cannot be read)."""
+    try:
+        order = epb.Order.FromString(bytes(r["order_proto"]))
+        bps = 0 if order.limit_price else order.max_slippage_bps
+    except DecodeError:
+        bps = 0
+    return LostBuy(r["client_order_id"], r["subscription_id"], most_bought(
+        r["size"], r["filled_size"], r["amount_usd"], r["filled_notional"], r["limit_price"], bps))
 
 
 def _audit(position_id: str, c: Correction) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The venue's count is the truth for what can be sold. Per token:
 
 - a booked OPEN position whose size differs from the venue's is corrected to it (to 0: CLOSED, sold outside
-  the executor), keeping its average cost;
+  the executor), keeping its average cost; its subscriptions' parts are scaled to it, but for a raise after copy BUYs
+  of the token ended LOST, first booked to their subscriptions (:mod:`.lost_buys`);
 - a token the venue holds that the executor has no open position in becomes an EXTERNAL position;
 - a token with an order in flight, or whose position changed (a fill booked, a sale that closed it) too recently
   for the count (:func:`changed_since_count`), is left alone this round; so are tokens the venue says are
