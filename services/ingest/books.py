@@ -11,164 +11,19 @@ from bisect import bisect_left
 from decimal import Decimal
 from typing import NamedTuple
 
-import orjson
-
 from common.decimals import fmt_memo
-from common.marketstate import BookSnapshot
 from services.ingest import clob
-from services.ingest.levelbytes import JSON_BOOL, level_json, levels_json, mid_text, number_bytes
+from services.ingest.assetbook import PENDING_MAX, AssetBook
+from services.ingest.levelbytes import LEVEL_JSON, level_json, mid_text
 from tradingtools.market.v1 import market_pb2 as mpb
 
-DEFAULT_TICK = Decimal("0.01")
-PENDING_MAX = 10_000  # levels whose changes a book keeps while it waits for a snapshot
+__all__ = ["PENDING_MAX", "AssetBook", "BookState", "Touched"]
+
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
-
-Top = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal, bool]
-
-
-class AssetBook:
-    """One asset's book: levels price → size in ``bids`` / ``asks``, their prices also kept sorted ascending.
-
-    Plain dicts plus sorted lists maintained with :mod:`bisect` (a C memmove): several times cheaper per
-    level change than a ``SortedDict`` for books of a few hundred levels.
-    """
-
-    def __init__(self, asset_id: str) -> None:
-        self.asset_id = asset_id
-        self.condition_id = ""
-        self.bids: dict[Decimal, Decimal] = {}
-        self.asks: dict[Decimal, Decimal] = {}
-        self._bid_px: list[Decimal] = []  # sorted ascending
-        self._ask_px: list[Decimal] = []  # sorted ascending
-        # each level as stored in Redis (b'["0.5","10"]'), best first: a snapshot is two joins
-        self._bid_js: list[bytes] = []  # descending price: _bid_js[j] is _bid_px[-1 - j]
-        self._ask_js: list[bytes] = []  # ascending price, as _ask_px
-        self._head = b""  # b'{"assetId":...,"conditionId":...' for ``_head_cid``
-        self._head_cid: str | None = None
-        self._session_json = b'""'  # the feed session as JSON for ``_session_of``
-        self._session_of = ""
-        self.synced = False
-        self.unsynced_since_ms = 0  # when this wait for a snapshot was first seen (0: not yet), see awaiting_snapshot
-        self.tick_size = DEFAULT_TICK
-        self.tick_known = False  # tick_size came from the venue (a book frame or tick_size_change), not the default
-        self.tick_ms = self.trade_ms = 0  # venue times of tick_size and last_trade_price: an older snapshot's lose
-        self.last_trade_price: Decimal | None = None
-        self.hint_bid: Decimal | None = None
-        self.hint_ask: Decimal | None = None
-        self.venue_ms = 0
-        self.snapshot_ms = 0  # venue time of the last snapshot: older deltas are already in it
-        # (side, price) -> (venue ms, size): each level's last change out of sync (a book's venue times do not go back)
-        self.pending: dict[tuple[str, Decimal], tuple[int, Decimal]] = {}
-        self.pending_lost_ms = 0  # the newest venue time of a change dropped from ``pending`` (bounded)
-        self.updated_ms = 0
-        self.stale = False
-        self.winner = ""
-        self.emitted: Top | None = None
-
-    @property
-    def best_bid(self) -> Decimal | None:
-        """Highest bid (from the book once a snapshot arrived, else the venue's hint)."""
-        if self.synced:
-            return self._bid_px[-1] if self._bid_px else None
-        return self.hint_bid
-
-    @property
-    def best_ask(self) -> Decimal | None:
-        """Lowest ask (from the book once a snapshot arrived, else the venue's hint)."""
-        if self.synced:
-            return self._ask_px[0] if self._ask_px else None
-        return self.hint_ask
-
-    def top(self) -> Top:
-        """What a price tick reports."""
-        if self.synced:  # best_bid / best_ask inline: this runs for every change
-            bids, asks = self._bid_px, self._ask_px
-            return (bids[-1] if bids else None, asks[0] if asks else None, self.last_trade_price, self.tick_size,
-                    self.stale)
-        return (self.hint_bid, self.hint_ask, self.last_trade_price, self.tick_size, self.stale)
-
-    def set_level(self, side: str, price: Decimal, size: Decimal) -> None:
-        """Set a level's aggregate size; 0 removes it."""
-        bid = side == "BUY"
-        if bid:
-            levels, prices, js = self.bids, self._bid_px, self._bid_js
-        else:
-            levels, prices, js = self.asks, self._ask_px, self._ask_js
-        if not size:
-            if levels.pop(price, None) is not None:
-                i = bisect_left(prices, price)
-                del prices[i]
-                del js[len(prices) - i if bid else i]
-        else:
-            n = len(levels)
-            levels[price] = size  # one hash of the Decimal key: a new level grows the dict
-            i = bisect_left(prices, price)
-            if len(levels) != n:
-                prices.insert(i, price)
-                js.insert(n - i if bid else i, level_json(price, size))
-            else:
-                js[n - 1 - i if bid else i] = level_json(price, size)
-
-    def hold(self, venue_ms: int, side: str, price: Decimal, size: Decimal) -> None:
-        """Keep a change received out of sync for the next snapshot (maybe older: a REST /book); bounded."""
-        self.pending.pop((side, price), None)  # changed again: last in line, the least recently changed go first
-        self.pending[side, price] = (venue_ms, size)
-        if len(self.pending) > PENDING_MAX:
-            lost = [self.pending.pop(k)[0] for k in list(self.pending)[:PENDING_MAX // 2 or 1]]
-            self.pending_lost_ms = max(self.pending_lost_ms, *lost)
-
-    def unsync(self) -> None:
-        """Out of sync: levels wait for a snapshot, the venue hints of before are not served meanwhile."""
-        self.synced, self.unsynced_since_ms = False, 0
-        self.hint_bid = self.hint_ask = None
-        self.pending, self.pending_lost_ms = {}, 0
-
-    def replace(self, bids: dict[Decimal, Decimal], asks: dict[Decimal, Decimal]) -> None:
-        """Replace both sides (a snapshot); zero sizes must already be left out. A level the book already held
-        with the same size keeps its stored bytes (a snapshot mostly repeats the book it replaces)."""
-        bid_px, ask_px = sorted(bids), sorted(asks)
-        old_bids = zip(reversed(self._bid_px), self._bid_js, strict=True)
-        self._bid_js = levels_json(reversed(bid_px), bids, self.bids, old_bids)
-        self._ask_js = levels_json(ask_px, asks, self.asks, zip(self._ask_px, self._ask_js, strict=True))
-        self.bids, self.asks = bids, asks
-        self._bid_px, self._ask_px = bid_px, ask_px
-
-    def snapshot(self, depth: int, session: str = "") -> BookSnapshot:
-        """Best-first snapshot for Redis, kept by the feed ``session`` (no levels and ``snapshot`` False while
-        out of sync)."""
-        if self.synced:
-            levels = self.bids
-            bids = tuple([(p, levels[p]) for p in reversed(self._bid_px[-depth:])])
-            levels = self.asks
-            asks = tuple([(p, levels[p]) for p in self._ask_px[:depth]])
-        else:
-            bids = asks = ()
-        return BookSnapshot(self.asset_id, self.condition_id, bids, asks, self.tick_size, self.venue_ms,
-                            self.updated_ms, self.last_trade_price, self.synced, session, self.tick_known)
-
-    def snapshot_json(self, depth: int, session: str = "") -> bytes:
-        """``self.snapshot(depth, session).to_json()``, built from each level's stored bytes (this runs for every
-        changed book at every flush: several times cheaper than building and encoding the snapshot)."""
-        if self._head_cid != self.condition_id:
-            self._head = b'{"assetId":%s,"conditionId":%s' % (orjson.dumps(self.asset_id),
-                                                             orjson.dumps(self.condition_id))
-            self._head_cid = self.condition_id
-        if self.synced:
-            js = self._bid_js
-            bids = b",".join(js[:depth] if 0 < depth < len(js) else js)
-            js = self._ask_js
-            asks = b",".join(js[:depth] if 0 < depth < len(js) else js)
-        else:
-            bids = asks = b""
-        last = self.last_trade_price
-        if self._session_of != session:
-            self._session_json, self._session_of = orjson.dumps(session), session
-        return (b'%s,"bids":[%s],"asks":[%s],"tickSize":"%s","venueTimeMs":%d,"updatedMs":%d,"lastTradePrice":"%s",'
-                b'"snapshot":%s,"session":%s,"tickKnown":%s}') % (
-            self._head, bids, asks, number_bytes(self.tick_size), self.venue_ms, self.updated_ms,
-            b"" if last is None else number_bytes(last), JSON_BOOL[self.synced], self._session_json,
-            JSON_BOOL[self.tick_known])
+_LEVELS = LEVEL_JSON.hot
+_PRICE_CHANGE = mpb.TICK_KIND_PRICE_CHANGE
+_new_tuple = tuple.__new__  # a Touched without its Python-level __new__ (this runs for every change)
 
 
 class Touched(NamedTuple):
@@ -350,24 +205,72 @@ class BookState:
     def _price_change(self, msg: clob.PriceChangeMsg, now_ms: int) -> list[Touched]:
         touched: dict[str, AssetBook | None] = {}
         hinted: set[str] = set()  # assets whose best bid and ask this message gives
-        venue_ms = msg.venue_ms
+        venue_ms, market, books = msg.venue_ms, msg.market, self.books
+        run = None  # the asset of the change before: a message lists an asset's changes together
+        book: AssetBook | None = None
+        synced = False
+        bids: dict[Decimal, Decimal] = {}
+        asks: dict[Decimal, Decimal] = {}
+        bid_px: list[Decimal] = []
+        ask_px: list[Decimal] = []
+        bid_js: list[bytes] = []
+        ask_js: list[bytes] = []
         for asset_id, side, price, size, best_bid, best_ask in msg.changes:
-            book = touched.get(asset_id)
-            if book is None:
-                if asset_id in touched:  # not tracked, or older than its book's snapshot
-                    continue
-                known = self.books.get(asset_id)
-                if known is not None and 0 < venue_ms < known.snapshot_ms:
-                    touched[asset_id] = None  # already in the snapshot: replayed, it would undo newer changes
-                    continue
-                book = touched[asset_id] = self._touch(asset_id, msg.market, venue_ms, now_ms)
+            if asset_id != run:
+                run = asset_id
+                if asset_id in touched:  # seen before (None: not tracked, or older than its book's snapshot)
+                    book = touched[asset_id]
+                else:  # _touch inline
+                    book = books.get(asset_id)
+                    if book is not None and 0 < venue_ms < book.snapshot_ms:
+                        book = None  # already in the snapshot: replayed, it would undo newer changes
+                    elif book is not None:
+                        if market:
+                            book.condition_id = market
+                        if venue_ms > book.venue_ms:
+                            book.venue_ms = venue_ms
+                        book.updated_ms = now_ms
+                        book.stale = False
+                    touched[asset_id] = book
                 if book is None:
                     continue
+                synced = book.synced
+                bids, asks, bid_px, ask_px = book.bids, book.asks, book._bid_px, book._ask_px
+                bid_js, ask_js = book._bid_js, book._ask_js
+            elif book is None:
+                continue
             if size is not None:
-                if book.synced:
-                    book.set_level(side, price, size)
-                else:
+                if not synced:
                     book.hold(venue_ms, side, price, size)
+                elif side == "BUY":  # AssetBook.set_level inline (the feed's bulk)
+                    if not size:
+                        if bids.pop(price, None) is not None:
+                            i = bisect_left(bid_px, price)
+                            del bid_px[i]
+                            del bid_js[len(bid_px) - i]
+                    else:
+                        n = len(bids)
+                        bids[price] = size
+                        i = bisect_left(bid_px, price)
+                        if len(bids) != n:
+                            bid_px.insert(i, price)
+                            bid_js.insert(n - i, _LEVELS.get((price, size)) or level_json(price, size))
+                        else:
+                            bid_js[n - 1 - i] = _LEVELS.get((price, size)) or level_json(price, size)
+                elif not size:
+                    if asks.pop(price, None) is not None:
+                        i = bisect_left(ask_px, price)
+                        del ask_px[i]
+                        del ask_js[i]
+                else:
+                    n = len(asks)
+                    asks[price] = size
+                    i = bisect_left(ask_px, price)
+                    if len(asks) != n:
+                        ask_px.insert(i, price)
+                        ask_js.insert(i, _LEVELS.get((price, size)) or level_json(price, size))
+                    else:
+                        ask_js[i] = _LEVELS.get((price, size)) or level_json(price, size)
             if best_bid is not None:
                 book.hint_bid = best_bid if best_bid > _ZERO else None
             if best_ask is not None:
@@ -378,13 +281,21 @@ class BookState:
         for b in touched.values():
             if b is None:
                 continue
-            bid, ask = b._bid_px[-1] if b._bid_px else None, b._ask_px[0] if b._ask_px else None
-            if b.synced and (b.hint_bid != bid or b.hint_ask != ask) and (
-                    b.asset_id in hinted or (bid is not None and ask is not None and bid >= ask)):
-                # contradicted by the venue's best bid / ask (this message's, or any when crossed): a change missed
-                out.extend(self._lose(b))
-                continue
-            out.append(self._result(b, mpb.TICK_KIND_PRICE_CHANGE))
+            if b.synced:
+                bid_px, ask_px = b._bid_px, b._ask_px
+                bid, ask = bid_px[-1] if bid_px else None, ask_px[0] if ask_px else None
+                if (b.hint_bid != bid or b.hint_ask != ask) and (
+                        b.asset_id in hinted or (bid is not None and ask is not None and bid >= ask)):
+                    # contradicted by the venue's best bid / ask (this message's, or any when crossed): a change missed
+                    out.extend(self._lose(b))
+                    continue
+                top = (bid, ask, b.last_trade_price, b.tick_size, b.stale)
+            else:
+                top = (b.hint_bid, b.hint_ask, b.last_trade_price, b.tick_size, b.stale)
+            emit = top != b.emitted  # _result inline
+            if emit:
+                b.emitted = top
+            out.append(_new_tuple(Touched, (b.asset_id, _PRICE_CHANGE, emit)))
         return out
 
     @staticmethod
@@ -393,7 +304,7 @@ class BookState:
         emit = force or top != book.emitted
         if emit:
             book.emitted = top
-        return Touched(book.asset_id, kind, emit)
+        return _new_tuple(Touched, (book.asset_id, kind, emit))
 
 
 def _s(value: Decimal | None) -> str:

@@ -8,10 +8,14 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from common.clob_rest import PRICE_CACHE, SIZE_CACHE, BookMsg, asset, parse_book, price_or_none, size_or_none, tick
+from common.memo import Memo
 from services.ingest import model as m
 
 _PRICES = PRICE_CACHE.hot
 _SIZES = SIZE_CACHE.hot
+# market ids as received -> lowercased: a market's frames cost a lookup, not a scan and a new string each
+_MARKETS: Memo[str, str] = Memo(4096)
+_MARKETS_HOT = _MARKETS.hot
 
 
 class LevelChange(NamedTuple):
@@ -140,33 +144,30 @@ _new_tuple = tuple.__new__
 
 
 def _changes_seen(raw: Any) -> tuple[LevelChange, ...] | None:
-    """v2 ``price_changes`` whose every value is a string parsed before (or absent where allowed), else None.
+    """v2 ``price_changes`` whose every value is a string parsed before (``size``, ``best_bid`` and ``best_ask``
+    may be null), else None.
 
     The feed's hot path: plain lookups, no checks beyond what a cache hit already proves (only valid
     strings are cached). Anything else returns None and the caller takes the checked path, which gives
     the same values or the same error."""
-    prices, sizes = _PRICES.get, _SIZES.get
-    out = []
+    prices, sizes = _PRICES, _SIZES  # subscripts, not .get: a miss (or a field absent) raises, once
+    out: list[LevelChange] = []
+    append = out.append
     try:
         for c in raw:
-            get = c.get
-            price = prices(get("price"))
-            if price is None:
+            price, size, best_bid, best_ask = prices[c["price"]], c["size"], c["best_bid"], c["best_ask"]
+            if size is not None:
+                size = sizes[size]
+            if best_bid is not None:
+                best_bid = prices[best_bid]
+            if best_ask is not None:
+                best_ask = prices[best_ask]
+            side, asset_id = c["side"], c["asset_id"]
+            if ((side != "BUY" and side != "SELL") or asset_id.__class__ is not str
+                    or not 0 < len(asset_id) <= 100):
                 return None
-            raw_size = get("size")
-            size = None if raw_size is None else sizes(raw_size)
-            raw_bid = get("best_bid")
-            best_bid = None if raw_bid is None else prices(raw_bid)
-            raw_ask = get("best_ask")
-            best_ask = None if raw_ask is None else prices(raw_ask)
-            side = get("side")
-            asset_id = get("asset_id")
-            if ((size is None and raw_size is not None) or (best_bid is None and raw_bid is not None)
-                    or (best_ask is None and raw_ask is not None) or (side != "BUY" and side != "SELL")
-                    or asset_id.__class__ is not str or not 0 < len(asset_id) <= 100):
-                return None
-            out.append(_new_tuple(LevelChange, (asset_id, side, price, size, best_bid, best_ask)))
-    except (AttributeError, TypeError):  # not an object, an unhashable value: the checked path says which
+            append(_new_tuple(LevelChange, (asset_id, side, price, size, best_bid, best_ask)))
+    except (KeyError, TypeError, AttributeError):  # not cached, absent, not an object, unhashable: the checked path
         return None
     return tuple(out)
 
@@ -179,7 +180,13 @@ def _plain(value: Any, max_len: int) -> bool:
 def parse_price_change(d: dict[str, Any]) -> PriceChangeMsg:
     """A ``price_change`` in the current (v2) or either legacy schema."""
     market: Any = d.get("market")
-    market = market.lower() if _plain(market, 2000) else m.text(d, "market").lower()
+    lower = _MARKETS_HOT.get(market) if market.__class__ is str else None
+    if lower is not None:
+        market = lower
+    elif _plain(market, 2000):
+        market = _MARKETS.put(market, market.lower())
+    else:
+        market = m.text(d, "market").lower()
     venue_ms = _millis(d)
     if "price_changes" in d:
         raw = d["price_changes"]
