@@ -8,9 +8,10 @@ bought by hand (MANUAL) that raise would be no subscription's, and the copy's le
 subscription it would be that subscription's. So a raise of an open position's count is booked first to the copy BUYs
 of the token that ended LOST in the last :data:`~common.lost_sells.WINDOW_S`, in the order they ended, each at most
 what it may have bought, each credited once (``lost_buys.credited_at``), and only while no count of the position
-compared after its end and its grace could already have shown its fill (as ``common.lost_sells.unseen`` reads a
-SELL's). An EXTERNAL position keeps the wallet's sizing: none is credited to it. They are read from ``lost_buys``,
-where a trigger notes them (migration 0837).
+compared after its end and its grace could already have shown its fill, and only to the life of the position it
+ended in (a new life forgets its count: as ``common.lost_sells.unseen`` reads a SELL's). An EXTERNAL position keeps
+the wallet's sizing: none is credited to it. They are read from ``lost_buys``, where a trigger notes them (migration
+0837).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ FROM (SELECT * FROM lost_buys b WHERE b.follower_wallet_id = %(w)s AND b.credite
       AND b.terminal_at > now() - make_interval(secs => {WINDOW_S}) OFFSET 0) b
 JOIN orders o ON o.client_order_id = b.client_order_id
 JOIN positions x ON x.follower_wallet_id = b.follower_wallet_id AND x.asset_id = b.asset_id
-WHERE x.state = 'OPEN' AND x.origin <> 'EXTERNAL'
+WHERE x.state = 'OPEN' AND x.origin <> 'EXTERNAL' AND b.terminal_at >= x.opened_at
   AND (x.reconciled_at IS NULL OR x.reconciled_at < b.terminal_at + make_interval(secs => {GRACE_S}))
 ORDER BY b.asset_id, b.terminal_at, b.client_order_id
 """

@@ -29,6 +29,7 @@ from services.executor.domain import subscription_shares as shares
 from services.executor.domain.lost_buys import LostBuy, claims, credited, most_bought
 from services.executor.domain.order_intake import market_condition
 from services.executor.domain.position_math import MONEY_QUANTUM as PRICE_QUANTUM
+from services.executor.domain.pricing import order_taker_fee
 from services.executor.domain.reconcile import EXTERNAL, AtVenue, Booked, Correction, CountTime, changed_since_count
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -373,10 +374,11 @@ def _lost_buy(r: dict[str, Any]) -> LostBuy:
     try:
         order = epb.Order.FromString(bytes(r["order_proto"]))
         bps = 0 if order.limit_price else order.max_slippage_bps
+        fee = order_taker_fee(order.taker_fee_rate, order.taker_fee_exponent)
     except DecodeError:
-        bps = 0
+        bps, fee = 0, None
     return LostBuy(r["client_order_id"], r["subscription_id"], most_bought(
-        r["size"], r["filled_size"], r["amount_usd"], r["filled_notional"], r["limit_price"], bps))
+        r["size"], r["filled_size"], r["amount_usd"], r["filled_notional"], r["limit_price"], bps, fee))
 
 
 def _audit(position_id: str, c: Correction) -> dict[str, Any]:

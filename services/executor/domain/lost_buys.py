@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from common.decimals import ONE, ZERO
+from common.takerfee import TakerFee
 from services.executor.domain.pricing import BPS
 from services.executor.domain.subscription_shares import QUANTUM, Charge, Part, Split, rescale
 
@@ -28,17 +29,21 @@ class LostBuy:
 
 
 def most_bought(size: Decimal | None, filled_size: Decimal, usd: Decimal | None, filled_usd: Decimal,
-                limit: Decimal | None, slippage_bps: int) -> Decimal:
+                limit: Decimal | None, slippage_bps: int, fee: TakerFee | None = None) -> Decimal:
     """The most shares a LOST BUY may have bought unbooked: a sized one's (GTC) unfilled ``size``; a market BUY's
     unfilled ``usd`` at the best price its ``limit`` may have been slipped up from (``slippage_bps``, the order's
-    tolerance: 0 when the order named its limit), the cheapest it could fill at. A count raised by more is not all
-    its."""
+    tolerance: 0 when the order named its limit), the cheapest it could fill at, less the taker ``fee`` the venue keeps
+    in shares (what reaches the wallet falls as the price rises: the cheapest price gives the most). A count raised by
+    more is not all its."""
     if size is not None:
         return max(ZERO, size - filled_size)
     if usd is None or limit is None or limit <= 0:
         return ZERO
     best = limit / (ONE + Decimal(max(0, slippage_bps)) / BPS)
-    return (max(ZERO, usd - filled_usd) / best).quantize(QUANTUM, rounding=ROUND_DOWN)
+    gross = (max(ZERO, usd - filled_usd) / best).quantize(QUANTUM, rounding=ROUND_DOWN)
+    if fee is None or gross <= 0:
+        return gross
+    return max(ZERO, (gross - fee.shares(gross, min(best, ONE))).quantize(QUANTUM, rounding=ROUND_DOWN))
 
 
 def claims(raised: Decimal, lost: Iterable[LostBuy]) -> list[tuple[LostBuy, Decimal]]:
