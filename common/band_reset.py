@@ -1,18 +1,22 @@
-"""The bands' invalidation at a guard start (pure: the message and the acknowledgement key).
+"""The bands' invalidation at a guard start (pure: the messages).
 
-A new guard process, before it takes its tick-log cursor, deletes ``tt:guard:bands`` and its meta and publishes on
-``tt:guard:bands:changed`` (one MULTI) ``{"invalidate": "<token>"}``. Each ingest band feed that receives it makes
-its gate trust no band (it reads the now empty meta again), and only then adds its own id to the set
-``tt:guard:bands:ack:<token>`` (expiring after :data:`ACK_TTL_S`). Guard waits for as many acknowledgements as
-PUBLISH counted subscribers, at most the old meta's lease (the gate trusts nothing of the old process once it has
-run out since the delete) plus a margin, and only then takes its cursor.
+A new guard process, before it takes its tick-log cursor, subscribes to :data:`ACK_CHANNEL`, then deletes the meta of
+``tt:guard:bands`` and publishes on ``tt:guard:bands:changed`` (one MULTI) ``{"invalidate": "<token>"}``. Each ingest
+band feed that receives it makes its gate trust no band (it reads the bands again and finds no meta), and only then
+publishes ``{"ack": "<token>", "feed": "<its id>"}`` on :data:`ACK_CHANNEL`. Guard waits for as many acknowledgements
+as PUBLISH counted subscribers, at most the old meta's lease (a gate trusts nothing of the old process once it has
+run out since the delete, unless that process still writes) plus a margin, and only then takes its cursor.
 
 Why: until the new process's first bands land, the gate would otherwise filter with the old process's bands,
 narrowed by prices the old process logged and never read, and the new one never reads either (they are before its
 cursor): a tick after the cursor that such a band leaves out is lost. Once acknowledged, every tick goes out until
 the new bands land (they carry the cursor's ``through_ns``, as before), and the cursor is taken after the
 acknowledgement, so no tick after it is filtered with the old process's state. The ticks before the cursor are the
-restart gap, as without bands (the catch-up of the stored books covers them).
+restart gap, as without bands (the catch-up of the stored books covers them). The hash itself stays: a rollout's
+old guard, still running, writes its changes onto its whole set (a gate without meta trusts none of it meanwhile).
+Acknowledgements go by pub/sub, not keys, because channels are shared by every database of a Redis server: a band
+feed of another database receives the invalidation (and reads its own bands again, unharmed), and its
+acknowledgement reaches guard all the same.
 """
 
 from __future__ import annotations
@@ -21,16 +25,27 @@ import orjson
 
 from common.bands import BANDS_KEY
 
-INVALIDATE = "invalidate"  # the message's only field: the token its acknowledgements are filed under
-ACK_PREFIX = f"{BANDS_KEY}:ack:"
-ACK_TTL_S = 60
+INVALIDATE = "invalidate"  # the message's only field: the token its acknowledgements name
+ACK_CHANNEL = f"{BANDS_KEY}:acks"
 _TOKEN_MAX = 64
 _TOKEN_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
-def ack_key(token: str) -> str:
-    """The set of the ids of the band feeds that acknowledged the invalidation ``token``."""
-    return ACK_PREFIX + token
+def ack_message(token: str, feed_id: str) -> bytes:
+    """A band feed's acknowledgement of the invalidation ``token``: its gate trusts no band now."""
+    return orjson.dumps({"ack": token, "feed": feed_id})
+
+
+def parse_ack(data: str | bytes) -> tuple[str, str] | None:
+    """(token, feed id) of an acknowledgement; None when ``data`` is not one."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    token, feed = msg.get("ack"), msg.get("feed")
+    return (token, feed) if isinstance(token, str) and isinstance(feed, str) else None
 
 
 def invalidate_message(token: str) -> bytes:

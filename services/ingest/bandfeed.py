@@ -7,8 +7,8 @@ gate trusts no band: every tick goes out. After each change the books whose band
 at once (``on_changed``), so a trigger armed on a price already past it does not wait for the next tick; so are
 those whose band the gate had narrowed on its own and widens again as guard has read the ticks behind it.
 
-An invalidation (``common.band_reset``: a new guard process, before it takes its tick-log cursor, deleted the bands
-and their meta) is handled as a message not understood: the bands are read again, now none, so the gate trusts no
+An invalidation (``common.band_reset``: a new guard process, before it takes its tick-log cursor, deleted the bands'
+meta) is handled as a message not understood: the bands are read again, now none, so the gate trusts no
 band and every tick goes out until the new process's first bands land. Only then is it acknowledged: guard takes
 its cursor after the acknowledgements, so no tick after that cursor is filtered with the old process's bands,
 narrowed by prices it logged and never read, which the new process never reads either.
@@ -27,7 +27,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from common.band_reset import ACK_TTL_S, ack_key, parse_invalidate
+from common.band_reset import ACK_CHANNEL, ack_message, parse_invalidate
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, parse_message, parse_meta
 from common.cancel import reraise_if_cancelling
 from common.retry import Backoff
@@ -119,10 +119,7 @@ class BandFeed:
         if token is None:
             return
         self.invalidations += 1
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(ack_key(token), self.id)
-        pipe.expire(ack_key(token), ACK_TTL_S)
-        await pipe.execute()
+        await self.redis.publish(ACK_CHANNEL, ack_message(token, self.id))
 
     def _log_stats(self) -> None:
         now = time.monotonic()

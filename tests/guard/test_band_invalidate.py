@@ -5,6 +5,7 @@ only once every ingest band feed has made its gate trust no band and said so, or
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from common.band_reset import ACK_PREFIX
+from common.band_reset import ACK_CHANNEL, parse_ack
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMeta
+from common.storage import create_redis
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.band_reset import invalidate_bands
 from services.guard.domain.trigger_index import Engine
@@ -103,7 +105,7 @@ async def test_the_invalidation_returns_only_after_the_gate_trusts_the_old_band_
     done = await invalidate_bands(redis, lease_s=5.0)
     assert gate.admit(A, PRICE, top("0.52"), now), "a tick after the cursor filtered with the old process's band"
     assert (done.subscribers, done.acks, done.timed_out) == (1, 1, False)
-    assert await redis.exists(BANDS_KEY, BANDS_META_KEY) == 0
+    assert await redis.exists(BANDS_META_KEY) == 0 and await redis.exists(BANDS_KEY) == 1  # the hash stays
 
 
 async def test_without_a_band_feed_the_invalidation_returns_at_once(redis: Any) -> None:
@@ -113,7 +115,7 @@ async def test_without_a_band_feed_the_invalidation_returns_at_once(redis: Any) 
     done = await invalidate_bands(redis, lease_s=5.0)
     assert (done.subscribers, done.acks, done.timed_out) == (0, 0, False)
     assert time.monotonic() - started < 1.0
-    assert await redis.exists(BANDS_KEY, BANDS_META_KEY) == 0
+    assert await redis.exists(BANDS_META_KEY) == 0 and await redis.exists(BANDS_KEY) == 1  # the hash stays
 
 
 @pytest.mark.parametrize("old_lease_s", [0.3, None])
@@ -153,8 +155,41 @@ async def test_a_guard_start_invalidates_the_bands_a_band_feed_follows(
     and the gate then follows the new process's bands."""
     await _old_guards_narrowed_band(redis, gate)
     old_epoch = gate.meta.epoch if gate.meta else ""
-    await make_guard(tick_source="log", band_beat_s=0.2, band_lease_s=1.0)
-    acks = [key async for key in redis.scan_iter(match=ACK_PREFIX + "*")]
-    assert len(acks) == 1
-    assert await redis.scard(acks[0]) == 1
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(ACK_CHANNEL)
+    try:
+        await make_guard(tick_source="log", band_beat_s=0.2, band_lease_s=1.0)
+        acks = []
+        for _ in range(4):  # the subscription's confirmation reads as None too
+            if (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+                acks.append(parse_ack(msg["data"]))
+    finally:
+        await pubsub.aclose()
+    assert len(acks) == 1 and acks[0] is not None, "the feed acknowledged the new guard's invalidation once"
     await eventually(lambda: gate.meta is not None and gate.meta.epoch != old_epoch)
+
+
+async def test_a_band_feed_of_another_database_acknowledges_without_losing_its_bands(redis_url: str) -> None:
+    """Channels are shared by a Redis server's databases: a feed of another database (another deployment, or another
+    test's stack) receives the invalidation too. It keeps its own bands (its meta was not deleted) and its
+    acknowledgement reaches guard, which does not wait out the lease for it."""
+    other_url = re.sub(r"db=\d+", "db=7", redis_url) if "db=" in redis_url else re.sub(r"/\d+$", "/7", redis_url)
+    assert other_url != redis_url
+    other = create_redis(other_url)
+    ours = create_redis(redis_url)
+    try:
+        await other.flushdb()
+        gate = TickGate(heartbeat_s=3600)
+        async with _following(other, gate):
+            now = await _old_guards_narrowed_band(other, gate)
+            epoch = gate.meta.epoch if gate.meta else ""
+            started = time.monotonic()
+            done = await invalidate_bands(ours, lease_s=5.0)
+            assert (done.subscribers, done.acks, done.timed_out) == (1, 1, False)
+            assert time.monotonic() - started < 2.0
+            await eventually(lambda: gate.meta is not None and gate.meta.epoch == epoch)
+            assert not gate.admit(A, PRICE, top("0.52"), now), "the other deployment's band still in force"
+    finally:
+        await other.flushdb()
+        await other.aclose()
+        await ours.aclose()

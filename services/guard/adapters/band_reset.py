@@ -7,12 +7,12 @@ cursor's ``through_ns``); the cursor is taken after the acknowledgements, so no 
 old process's state. A feed that does not acknowledge (an older ingest, a broken connection) is waited for until the
 old meta's lease has run out since the delete, plus a margin: from then on its gate trusts nothing of the old
 process anyway (unless that process is still writing: a rollout, where the old process's next write brings its
-bands back until it stops, as before).
+whole set of bands back, the hash being kept, as before the invalidation existed).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.band_reset import ack_key, invalidate_message
-from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, parse_meta
+from common.band_reset import ACK_CHANNEL, invalidate_message, parse_ack
+from common.bands import BANDS_CHANNEL, BANDS_META_KEY, parse_meta
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +39,45 @@ class Invalidation:
     timed_out: bool
 
 
-async def invalidate_bands(redis: Any, *, lease_s: float, margin_s: float = 1.0, poll_s: float = 0.005,
+async def invalidate_bands(redis: Any, *, lease_s: float, margin_s: float = 1.0,
                            clock: Callable[[], float] = time.monotonic) -> Invalidation:
-    """Delete the bands and their meta and publish an invalidation (one MULTI), then wait until every band feed
-    it reached has acknowledged it, at most the old meta's lease (``lease_s`` without one) plus ``margin_s``."""
+    """Delete the bands' meta and publish an invalidation (one MULTI), then wait until every band feed it reached
+    has acknowledged it, at most the old meta's lease (``lease_s`` without one) plus ``margin_s``."""
     token = secrets.token_hex(8)
-    pipe = redis.pipeline(transaction=True)
-    pipe.get(BANDS_META_KEY)  # its lease bounds the wait: the old bands' trust ends at most that long after
-    pipe.delete(BANDS_KEY, BANDS_META_KEY)
-    pipe.publish(BANDS_CHANNEL, invalidate_message(token))
-    raw_meta, _deleted, reached = await pipe.execute()
-    started = clock()
-    old = parse_meta(raw_meta)
-    lease = old.lease_s if old is not None and math.isfinite(old.lease_s) and old.lease_s >= 0 else lease_s
-    subscribers = int(reached)
-    acks = 0
-    timed_out = False
-    if subscribers > 0:
-        key = ack_key(token)
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(ACK_CHANNEL)
+        await _subscribed(pubsub, clock() + lease_s + margin_s, clock)  # no acknowledgement may come before it
+        pipe = redis.pipeline(transaction=True)
+        pipe.get(BANDS_META_KEY)  # its lease bounds the wait: the old bands' trust ends at most that long after
+        pipe.delete(BANDS_META_KEY)  # not the hash: a rollout's old guard writes its changes onto its whole set
+        pipe.publish(BANDS_CHANNEL, invalidate_message(token))
+        raw_meta, _deleted, reached = await pipe.execute()
+        started = clock()
+        old = parse_meta(raw_meta)
+        lease = old.lease_s if old is not None and math.isfinite(old.lease_s) and old.lease_s >= 0 else lease_s
+        subscribers = int(reached)
+        acked: set[str] = set()
         deadline = started + lease + margin_s
-        while True:
-            acks = int(await redis.scard(key))
-            if acks >= subscribers:
-                break
-            if clock() >= deadline:
-                timed_out = True
-                break
-            await asyncio.sleep(poll_s)
+        while len(acked) < subscribers and (left := deadline - clock()) > 0:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 0.5))
+            ack = parse_ack(msg["data"]) if msg is not None else None
+            if ack is not None and ack[0] == token:
+                acked.add(ack[1])
+    finally:
+        with contextlib.suppress(Exception):  # closing a broken connection
+            await pubsub.aclose()
     waited = clock() - started
+    timed_out = len(acked) < subscribers
     log.info("bands invalidated before the tick cursor",
-             extra={"subscribers": subscribers, "acks": acks, "waited_s": round(waited, 3), "timed_out": timed_out,
-                    "old_epoch": old.epoch if old is not None else ""})
-    return Invalidation(token, subscribers, acks, waited, timed_out)
+             extra={"subscribers": subscribers, "acks": len(acked), "waited_s": round(waited, 3),
+                    "timed_out": timed_out, "old_epoch": old.epoch if old is not None else ""})
+    return Invalidation(token, subscribers, len(acked), waited, timed_out)
+
+
+async def _subscribed(pubsub: Any, deadline: float, clock: Callable[[], float]) -> None:
+    """Wait for the subscription's confirmation (a Redis that never confirms: until ``deadline``)."""
+    while (left := deadline - clock()) > 0:
+        msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=min(left, 0.5))
+        if msg is not None and msg.get("type") in ("subscribe", b"subscribe"):
+            return
