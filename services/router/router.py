@@ -295,7 +295,7 @@ class Router:
                     waiting)
             recorded = read.pg.leaders.get((trade.wallet, asset))
             decisions = route(trade, it.followers, market, states,
-                              carry.leader_before(trade.wallet, asset, recorded), read.policy)
+                              carry.leader_before(trade.wallet, asset, recorded), read.policy, read.pg.opened)
             if not last:  # what the trades after it in this batch must see
                 carry.add(trade, market_id, decisions, recorded)
         else:

@@ -3,7 +3,7 @@ persisted in one statement right after the RoutedTrade is appended (with its log
 
 Reads (batched per table for all followers at once): the trade's routed row (recovery), positions
 aggregated per wallet (with each subscription's part of the assets its SELLs trade, when a split is kept, the
-subscription whose copy opened their positions, and what
+subscription whose copy opened their positions and when they opened, and what
 the wallet's SELLs in flight the router did not send may still sell of them: exits, manual SELLs, copies re-sized by
 the executor; they reserve nothing in Redis), what each wallet's BUYs in flight the router did not send (manual BUYs)
 may still spend, by market (they reserve nothing in Redis either),
@@ -115,6 +115,8 @@ class PgBatch:
     buying: dict[str, list[tuple[str, str, Decimal]]] = field(default_factory=dict)
     # (wallet, asset) -> the subscription whose copy opened the position, for a SELL's asset held (when one did)
     openers: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (wallet, asset) -> when the position opened (Unix ms), for a SELL's asset held
+    opened: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def position(self, wallet: str, market: str, asset: str) -> PositionAgg:
         """A wallet's open positions aggregated for one trade's market and asset."""
@@ -161,8 +163,8 @@ WalletRows = tuple[dict[str, tuple[Decimal, frozenset[str]]], dict[tuple[str, st
                    dict[tuple[str, str], Decimal], dict[tuple[str, str], dict[str, Decimal]]]
 
 
-def _read_wallets(rows: list[list[Any]],
-                  unclaimed: Sequence[list[Any]] = ()) -> tuple[WalletRows, dict[tuple[str, str], str]]:
+def _read_wallets(rows: list[list[Any]], unclaimed: Sequence[list[Any]] = (),
+                  opened: dict[tuple[str, str], int] | None = None) -> tuple[WalletRows, dict[tuple[str, str], str]]:
     """LOAD's per-wallet rows ``[wallet, cost held, markets held, [[market, cost]...], [[asset, shares (, cost,
     split: for a SELL's asset whose position keeps one)(, its opening copy's subscription: for a SELL's asset a copy
     opened; "" for one bought by hand)]...], realized today]`` and its ``unclaimed`` rows
@@ -172,8 +174,8 @@ def _read_wallets(rows: list[list[Any]],
     position is sized on the wallet's shares, as one with none), exits in flight and copies in flight the router did
     not send, these of the positions held only (those with an asset size). A market listed twice (both of its
     outcomes held) costs the sum of the two. With them, the subscription whose copy opened each such position; one
-    bought by hand (opener "") with no split kept is read as the part of no subscription
-    (``holdings.by_hand``): no copy SELL is sized on it."""
+    bought by hand (opener "") with no split kept is read as the part of no subscription (``holdings.by_hand``): no
+    copy SELL is sized on it. A row's ``[[asset, opened at (Unix ms)]...]`` (its SELL assets) go to ``opened``."""
     totals: dict[str, tuple[Decimal, frozenset[str]]] = {}
     market_costs: dict[tuple[str, str], Decimal] = {}
     asset_sizes: dict[tuple[str, str], Decimal] = {}
@@ -182,7 +184,9 @@ def _read_wallets(rows: list[list[Any]],
     exiting: dict[tuple[str, str], Decimal] = {}
     unrouted: dict[tuple[str, str], dict[str, Decimal]] = {}
     openers: dict[tuple[str, str], str] = {}
-    for w, total, markets, costs, sizes, pnl in rows:
+    for w, total, markets, costs, sizes, pnl, *more in rows:
+        if more and more[0] and opened is not None:
+            opened.update(((w, a), ms) for a, ms in more[0])
         if total is not None:
             totals[w] = (Decimal(total), frozenset(markets.split(",")) if markets else frozenset())
         for m, cost in costs or ():
@@ -308,8 +312,8 @@ class RouterStore:
         that starts at ``pnl_day_ms`` went down to, only when it is given; the shares booked by the fills of the
         SELLs ``sell_orders``, client order ids, each one's only when it has some; the split of the positions in
         ``sell_assets``, the assets the batch's SELLs trade (among ``assets``), all of ``assets`` when None, when one
-        is kept, and what the wallet's SELLs in flight the router did not send may still sell of those held: exits
-        and manual SELLs, and copies by subscription, read in one set from the rows the executor marked)."""
+        is kept, when those held opened, and what the wallet's SELLs in flight the router did not send may still sell
+        of them: exits, manual SELLs, copies by subscription, read in one set from the rows the executor marked)."""
         params = {"lts": join_text(leader_trade_ids), "wallets": join_text(wallets), "markets": join_text(markets),
                   "assets": join_text(assets), "lp_leaders": join_text([lw for lw, _ in leader_assets]),
                   "lp_assets": join_text([a for _, a in leader_assets]), "funding": join_text(funding_wallets),
@@ -321,14 +325,14 @@ class RouterStore:
         ex_ids, ex_payloads, ex_cursors, leaders_, wallets_, funding_, sold_, unclaimed_, buying_ = row
         existing = {lt: ExistingRouted(bytes(payload), cursor) for lt, payload, cursor
                     in zip(ex_ids or (), ex_payloads or (), ex_cursors or (), strict=True)}
+        opened: dict[tuple[str, str], int] = {}  # filled by _read_wallets
         (totals, market_costs, asset_sizes, realized, parts, exiting, unrouted), openers = _read_wallets(
-            orjson.loads(wallets_ or "[]"), orjson.loads(unclaimed_) if unclaimed_ else [])
+            orjson.loads(wallets_ or "[]"), orjson.loads(unclaimed_) if unclaimed_ else [], opened)
         funding = {w: Decimal(balance) for w, balance in orjson.loads(funding_ or "[]")}
         leaders = {(lw, a): Decimal(z) for lw, a, z in orjson.loads(leaders_ or "[]")}
         sold = {coid: Decimal(z) for coid, z in orjson.loads(sold_ or "[]")}
-        return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding,
-                       leaders, sold, parts, exiting, unrouted, _buying_rows(orjson.loads(buying_)) if buying_ else {},
-                       openers)
+        return PgBatch(existing, totals, market_costs, asset_sizes, realized, funding, leaders, sold, parts, exiting,
+                       unrouted, _buying_rows(orjson.loads(buying_)) if buying_ else {}, openers, opened)
 
     async def load(self, *, leader_trade_id: str, leader: str, asset_id: str, market: str,
                    wallets: Sequence[str], pnl_day_ms: int | None,

@@ -54,6 +54,9 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # lookups instead (a hash table of every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one
 # position each, against 38 ms; a DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch
 # first, 47 of the statement's 88 ms.
+# With them, for each SELL's asset held, when the wallet's position opened (Unix ms: positions.opened_at, set anew when
+# a position opens again; null in a batch of BUYs): a leader's exit made before a subscription became active does not
+# sell a position opened since (filters.exit_before_active).
 # The SELLs in flight the router did not send may still sell some of the shares a SELL of the batch sizes copies on:
 # guard's exits (origin TRIGGER), manual SELLs (MANUAL) and copies (COPY) whose client order id is not of the router's
 # form (ROUTER_COPY_ID: a copy SELL the venue refused for lack of shares, sent again re-sized by the executor's
@@ -107,12 +110,13 @@ agg AS (
                              WHEN q.shares IS NULL THEN json_build_array(q.a, q.size::text, q.opener)
                              ELSE json_build_array(q.a, q.size::text, q.cost_usd::text, q.shares, q.opener) END)
                    FILTER (WHERE q.held AND q.a = ANY(k.az)) AS sz,
+               json_agg(json_build_array(q.a, q.opened_ms)) FILTER (WHERE q.held AND q.a = ANY(k.sa)) AS op,
                least(sum(q.pnl_day_realized_usd) FILTER (WHERE %(want_pnl)s AND q.pnl_day = %(day)s),
                      (SELECT d.low_usd FROM wallet_day_pnl d WHERE %(want_pnl)s AND d.follower_wallet_id = w.id
                       AND d.day = %(day)s)) AS realized
         FROM (SELECT coalesce(nullif(x.condition_id, ''), x.asset_id) AS m, x.asset_id AS a, x.cost_usd, x.size,
                      x.pnl_day, x.pnl_day_realized_usd, x.size >= %(min_held)s AS held,
-                     x.subscription_shares AS shares,
+                     x.subscription_shares AS shares, (extract(epoch FROM x.opened_at) * 1000)::bigint AS opened_ms,
                      CASE WHEN x.origin = 'COPY' THEN nullif(x.subscription_id, '')
                           WHEN x.origin = 'MANUAL' THEN '' END AS opener
               FROM positions x WHERE x.follower_wallet_id = w.id OFFSET 0) q
@@ -158,7 +162,7 @@ SELECT (SELECT array_agg(leader_trade_id) FROM ex) AS ex_ids, (SELECT array_agg(
         FROM unnest(string_to_array(%(lp_leaders)s, %(sep)s), string_to_array(%(lp_assets)s, %(sep)s)) AS q(l, a)
         CROSS JOIN LATERAL (SELECT * FROM leader_positions x
                             WHERE x.leader_wallet = q.l AND x.asset_id = q.a OFFSET 0) l) AS leaders,
-    (SELECT json_agg(json_build_array(w, total_cost::text, markets, mc, sz, realized::text))::text
+    (SELECT json_agg(json_build_array(w, total_cost::text, markets, mc, sz, realized::text, op))::text
         FROM agg WHERE total_cost IS NOT NULL OR realized IS NOT NULL) AS wallets,
     (SELECT json_agg(json_build_array(g.follower_wallet_id, g.balance_usd::text))::text
         FROM unnest(string_to_array(%(funding)s, %(sep)s)) AS f(id)

@@ -4,7 +4,8 @@ BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUs
 (``TT_MAX_ORDER_USD``, the cut noted on the order; still above ``MAX_USD``: SIZE_OUT_OF_RANGE) → daily loss → open
 positions → exposure headroom → round down to the cent → market minimum (never $0; a cut that leaves too little
 names the cap, the ceiling as MAX_ORDER_USD).
-SELL: copySells and market lists (in a market they cannot rule out, mirrored only when the subscription's copies bought
+SELL: made before the subscription became active, on a position opened since (``filters.exit_before_active``) →
+copySells and market lists (in a market they cannot rule out, mirrored only when the subscription's copies bought
 shares of the token) → SELL sizing on the subscription's part of the position (see ``sells``) → the
 operator ceiling on size × leader price.
 """
@@ -143,12 +144,17 @@ def decide_sell(trade: LeaderTrade, f: Follower, market: MarketRules, state: Fol
 
 def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: FollowerState,
            leader_before: Decimal | None, policy: Policy, *, ids: tuple[str, str, str] | None = None,
-           market_mins: dict[int, Decimal] | None = None, coid: Callable[[str], str] | None = None) -> Decision:
+           market_mins: dict[int, Decimal] | None = None, coid: Callable[[str], str] | None = None,
+           opened: Mapping[tuple[str, str], int] | None = None) -> Decision:
     """The decision for one follower (trade-wide gates are checked by ``route``, which also passes the
-    per-trade ``ids``, ``market_mins`` and ``coid`` shared by its followers)."""
+    per-trade ``ids``, ``market_mins`` and ``coid`` shared by its followers; ``opened``: when the wallets' positions
+    opened, Unix ms by (wallet, asset))."""
     if f.invalid:
         return _skip(f, Reason.INVALID_SUBSCRIPTION, f.invalid)
     early = filters.before_active(f.active_since_ms, trade)
+    if early is None and trade.side is Side.SELL and filters.made_before_active(f.active_since_ms, trade):
+        early = filters.exit_before_active(f.active_since_ms, trade, state.held_size,
+                                           opened.get((f.follower_wallet_id, trade.asset_id), 0) if opened else 0)
     if early is not None:
         return _skip(f, *early)
     lists = f.filters.allowlist or f.filters.denylist
@@ -163,10 +169,11 @@ def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: Follower
 
 def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules | None,
           states: Mapping[str, FollowerState], leader_before: Decimal | None,
-          policy: Policy) -> list[Decision]:
+          policy: Policy, opened: Mapping[tuple[str, str], int] | None = None) -> list[Decision]:
     """Decisions for every follower of the leader, in the followers' order.
 
-    ``states`` is keyed by follower wallet id; a missing wallet has no positions, fills or reservations.
+    ``states`` is keyed by follower wallet id; a missing wallet has no positions, fills or reservations. ``opened``:
+    when the wallets' positions in the asset opened (Unix ms by (wallet, asset); a SELL's, see ``decide``).
     """
     if market is None:
         return [_skip(f, Reason.MARKET_INFO_UNAVAILABLE,
@@ -179,7 +186,7 @@ def route(trade: LeaderTrade, followers: Sequence[Follower], market: MarketRules
     market_mins: dict[int, Decimal] = {}
     coid = client_order_ids(trade.id, trade.asset_id)
     return [decide(trade, f, market, states.get(f.follower_wallet_id, _EMPTY_STATE), leader_before, policy,
-                   ids=ids, market_mins=market_mins, coid=coid)
+                   ids=ids, market_mins=market_mins, coid=coid, opened=opened)
             for f in followers]
 
 

@@ -19,13 +19,18 @@ Rules:
   withheld on a guess (the follower would hold what the leader left). Otherwise it is skipped with the list's
   reason: a SELL is sized on the wallet's shares when no split is kept, and would sell a position bought by hand or
   by another subscription's copies in a market this subscription may never copy.
-- A BUY made before the subscription last became ACTIVE (created or resumed) is not copied.
+- A BUY made before the subscription last became ACTIVE (created or resumed) is not copied. Nor is a SELL made then
+  (an exit delivered late) when the follower's position in the token opened since, or nothing is held: every share
+  the subscription's copies bought since is a copy of a BUY made after it, which the leader still holds (mirrored, it
+  sold the copy of the leader's newer BUY). A position held from before (bought before a pause) still follows it.
 - Price bounds and the minimum leader notional gate entries (BUYs) only: a leader's exit is
   mirrored whatever its price or size, so a follower is never stuck in a position the leader left.
   ``copySells`` and the market lists apply to SELLs too.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from common.decimals import fmt
 from services.router.domain.market_rules import within_tick_bounds
@@ -56,13 +61,35 @@ def trade_gate(trade: LeaderTrade, market: MarketRules, policy: Policy) -> Rejec
 def before_active(active_since_ms: int, trade: LeaderTrade) -> Rejection | None:
     """A leader BUY made before the subscription last became ACTIVE (created or resumed) is not copied: the
     data-api poller brings a maker fill up to a minute late, and one made while the subscription was paused or
-    did not exist is no trade the follower asked to copy. A SELL made then is still mirrored (an exit). The venue
-    stamps trades to the second: one stamped with the second it became active in is copied."""
-    if trade.side is Side.BUY and 0 < trade.venue_time_ms < active_since_ms - active_since_ms % 1000:
+    did not exist is no trade the follower asked to copy. A SELL made then is an exit (``exit_before_active``). The
+    venue stamps trades to the second: one stamped with the second it became active in is copied."""
+    if trade.side is Side.BUY and made_before_active(active_since_ms, trade):
         return (Reason.TRADE_BEFORE_ACTIVE,
                 f"leader BUY made {(active_since_ms - trade.venue_time_ms) / 1000:.1f}s before the subscription "
                 "became active")
     return None
+
+
+def made_before_active(active_since_ms: int, trade: LeaderTrade) -> bool:
+    """Whether the trade was made before the second the subscription last became ACTIVE in (unknown times: no)."""
+    return 0 < trade.venue_time_ms < active_since_ms - active_since_ms % 1000
+
+
+def exit_before_active(active_since_ms: int, trade: LeaderTrade, held: Decimal, opened_ms: int) -> Rejection | None:
+    """A leader SELL made before the subscription last became ACTIVE (``made_before_active``) is not mirrored on a
+    position that opened since (``opened_ms``, Unix ms; 0: not known) or when nothing is held (``held``): the shares
+    its copies bought since mirror the leader's BUYs made after this SELL, which the leader still holds. A position
+    opened before (bought before a pause, or not known) follows it."""
+    if trade.side is not Side.SELL or not made_before_active(active_since_ms, trade):
+        return None
+    since = active_since_ms - active_since_ms % 1000
+    if held > 0 and opened_ms < since:
+        return None
+    where = f"the follower's position opened {(opened_ms - since) / 1000:.1f}s after it" if held > 0 else \
+        "the follower holds none"
+    return (Reason.TRADE_BEFORE_ACTIVE,
+            f"leader SELL made {(active_since_ms - trade.venue_time_ms) / 1000:.1f}s before the subscription became "
+            f"active and {where}: it sold no share the subscription's copies bought")
 
 
 def market_identifiers(trade: LeaderTrade, market: MarketRules) -> tuple[str, str, str]:
