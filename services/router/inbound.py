@@ -179,7 +179,8 @@ def parse_follower(sub: spb.Subscription) -> Follower:
                             " and _ . : -")
         return Follower(*ids, mode=mode, sizing=parse_sizing(sub.sizing), filters=parse_filters(sub.filters),
                         risk=parse_risk(sub.risk), multiplier=parse_multiplier(sub.perf.applied_multiplier),
-                        active_since_ms=sub.active_time.ToMilliseconds() if sub.HasField("active_time") else 0)
+                        active_since_ms=sub.active_time.ToMilliseconds() if sub.HasField("active_time") else 0,
+                        created_ms=sub.create_time.ToMilliseconds() if sub.HasField("create_time") else 0)
     except RuleError as exc:
         ids = tuple(i[:MAX_FOLLOWER_ID_CHARS] for i in ids)  # type: ignore[assignment]
         return Follower(*ids, mode=_MODES.get(sub.mode, "LIVE"), sizing=_FALLBACK_SIZING,

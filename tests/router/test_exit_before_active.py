@@ -1,5 +1,6 @@
-"""A leader SELL made before the subscription last became ACTIVE (delivered late) is not mirrored on a position that
-opened since, or when nothing is held: the subscription's copies since then mirror the leader's BUYs made after it."""
+"""A leader SELL made before the subscription last became ACTIVE (delivered late) is not mirrored when it was made
+before the subscription was created, nor on a position that opened since, or when nothing is held: the
+subscription's copies since then mirror the leader's BUYs made after it."""
 
 from __future__ import annotations
 
@@ -33,6 +34,24 @@ SINCE = 1_790_270_000_000
 def test_an_exit_before_the_subscription_became_active(side: Side, venue_ms: int, active_ms: int, held: Decimal,
                                                        opened_ms: int, skipped: bool) -> None:
     got = exit_before_active(active_ms, trade(side=side, venue_time_ms=venue_ms), held, opened_ms)
+    assert (got[0] if got else None) == (Reason.TRADE_BEFORE_ACTIVE if skipped else None)
+
+
+CREATED = SINCE - 60_000 + 700  # created at .700 s a minute before its last activation (a resume)
+
+
+@pytest.mark.parametrize(("venue_ms", "created_ms", "opened_ms", "skipped"), [
+    (SINCE - 1000, ACTIVE, SINCE - 1, True),  # made before it was created: the position held from before is not its
+    (SINCE - 1000, ACTIVE, 0, True),  # ... when the position's opening is not known either
+    (CREATED - 700 - 1, CREATED, SINCE - 120_000, True),  # made in the second before the one it was created in
+    (CREATED - 700, CREATED, SINCE - 120_000, False),  # made in the second it was created in: during the pause
+    (SINCE - 1000, CREATED, SINCE - 1, False),  # made during the pause: the position held from before follows it
+    (SINCE - 1000, CREATED, SINCE + 5000, True),  # made during the pause, the position opened since the resume
+    (SINCE - 1000, 0, SINCE - 1, False),  # creation time not known: the position's rule
+])
+def test_an_exit_before_the_subscription_was_created(venue_ms: int, created_ms: int, opened_ms: int,
+                                                     skipped: bool) -> None:
+    got = exit_before_active(ACTIVE, trade(side=Side.SELL, venue_time_ms=venue_ms), D(62), opened_ms, created_ms)
     assert (got[0] if got else None) == (Reason.TRADE_BEFORE_ACTIVE if skipped else None)
 
 

@@ -4,7 +4,8 @@ BUY: filters → sizing (mode × multiplier, clamped to [minOrderUsd, maxOrderUs
 (``TT_MAX_ORDER_USD``, the cut noted on the order; still above ``MAX_USD``: SIZE_OUT_OF_RANGE) → daily loss → open
 positions → exposure headroom → round down to the cent → market minimum (never $0; a cut that leaves too little
 names the cap, the ceiling as MAX_ORDER_USD).
-SELL: made before the subscription became active, on a position opened since (``filters.exit_before_active``) →
+SELL: made before the subscription existed, or before it became active on a position opened since
+(``filters.exit_before_active``) →
 copySells and market lists (in a market they cannot rule out, mirrored only when the subscription's copies bought
 shares of the token) → SELL sizing on the subscription's part of the position (see ``sells``) → the
 operator ceiling on size × leader price.
@@ -154,7 +155,8 @@ def decide(trade: LeaderTrade, f: Follower, market: MarketRules, state: Follower
     early = filters.before_active(f.active_since_ms, trade)
     if early is None and trade.side is Side.SELL and filters.made_before_active(f.active_since_ms, trade):
         early = filters.exit_before_active(f.active_since_ms, trade, state.held_size,
-                                           opened.get((f.follower_wallet_id, trade.asset_id), 0) if opened else 0)
+                                           opened.get((f.follower_wallet_id, trade.asset_id), 0) if opened else 0,
+                                           f.created_ms)
     if early is not None:
         return _skip(f, *early)
     lists = f.filters.allowlist or f.filters.denylist

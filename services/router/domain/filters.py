@@ -75,18 +75,25 @@ def made_before_active(active_since_ms: int, trade: LeaderTrade) -> bool:
     return 0 < trade.venue_time_ms < active_since_ms - active_since_ms % 1000
 
 
-def exit_before_active(active_since_ms: int, trade: LeaderTrade, held: Decimal, opened_ms: int) -> Rejection | None:
-    """A leader SELL made before the subscription last became ACTIVE (``made_before_active``) is not mirrored on a
-    position that opened since (``opened_ms``, Unix ms; 0: not known) or when nothing is held (``held``): the shares
-    its copies bought since mirror the leader's BUYs made after this SELL, which the leader still holds. A position
-    opened before (bought before a pause, or not known) follows it."""
+def exit_before_active(active_since_ms: int, trade: LeaderTrade, held: Decimal, opened_ms: int,
+                       created_ms: int = 0) -> Rejection | None:
+    """A leader SELL made before the subscription last became ACTIVE (``made_before_active``) is not mirrored when it
+    was made before the subscription was created (``created_ms``, Unix ms; 0: not known): none of its copies can be
+    of the shares that SELL sold, whoever holds the wallet's position (another subscription, the follower by hand);
+    nor, made later (during a pause or before a PAPER/LIVE switch), on a position that opened since (``opened_ms``,
+    Unix ms; 0: not known) or when nothing is held (``held``): the shares its copies bought since mirror the leader's
+    BUYs made after this SELL, which the leader still holds. A position opened before (bought before a pause, or not
+    known) follows it."""
     if trade.side is not Side.SELL or not made_before_active(active_since_ms, trade):
         return None
     since = active_since_ms - active_since_ms % 1000
-    if held > 0 and opened_ms < since:
+    if made_before_active(created_ms, trade):
+        where = "before the subscription was created"
+    elif held > 0 and opened_ms < since:
         return None
-    where = f"the follower's position opened {(opened_ms - since) / 1000:.1f}s after it" if held > 0 else \
-        "the follower holds none"
+    else:
+        where = f"the follower's position opened {(opened_ms - since) / 1000:.1f}s after it" if held > 0 else \
+            "the follower holds none"
     return (Reason.TRADE_BEFORE_ACTIVE,
             f"leader SELL made {(active_since_ms - trade.venue_time_ms) / 1000:.1f}s before the subscription became "
             f"active and {where}: it sold no share the subscription's copies bought")

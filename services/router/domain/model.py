@@ -145,6 +145,7 @@ class Follower:
     multiplier: Decimal = ONE
     invalid: str = ""  # non-empty: why the subscription cannot be routed
     active_since_ms: int = 0  # when it last became ACTIVE (Unix ms; 0: unknown): earlier BUYs are not copied
+    created_ms: int = 0  # when it was created (Unix ms; 0: unknown): a SELL made before it sold none of its copies
 
 
 @dataclass(frozen=True, slots=True)
