@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from common.fastredis import FastRedis
 from common.marketstate import BOOK_FEED_KEY, BookSnapshot, FeedBeat, book_key
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class FreshBooks:
     async def _load(self, asset_id: str) -> tuple[BookSnapshot | None, FeedBeat | None]:
         """The stored book (parsed again only when its stored form changed) and the feed's beat."""
         try:
-            raw, beat_raw = await asyncio.gather(self.redis.get(book_key(asset_id)), self.redis.get(BOOK_FEED_KEY))
+            raw, beat_raw = await self._get_both(book_key(asset_id))
             if not raw:
                 self._parsed.pop(asset_id, None)
                 return None, None
@@ -104,3 +105,12 @@ class FreshBooks:
             log.warning("book unreadable", extra={"asset_id": asset_id, "error": repr(exc)[:200]})
             return None, None
         return book, FeedBeat.from_json(beat_raw)
+
+    async def _get_both(self, key: str) -> tuple[bytes | str | None, bytes | str | None]:
+        """The stored book at ``key`` and the feed's beat: one ``MGET`` on the executor's pipelined client (no task
+        per read, one write), two ``GET``s at once on another client."""
+        if isinstance(self.redis, FastRedis):
+            raw, beat_raw = await self.redis.call("MGET", key, BOOK_FEED_KEY)
+            return raw, beat_raw
+        got = await asyncio.gather(self.redis.get(key), self.redis.get(BOOK_FEED_KEY))
+        return got[0], got[1]
