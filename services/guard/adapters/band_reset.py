@@ -42,12 +42,14 @@ class Invalidation:
 async def invalidate_bands(redis: Any, *, lease_s: float, margin_s: float = 1.0,
                            clock: Callable[[], float] = time.monotonic) -> Invalidation:
     """Delete the bands' meta and publish an invalidation (one MULTI), then wait until every band feed it reached
-    has acknowledged it, at most the old meta's lease (``lease_s`` without one) plus ``margin_s``."""
+    has acknowledged it, at most the old meta's lease (``lease_s`` without one) plus ``margin_s`` (and ``margin_s``
+    before, for the acknowledgements' subscription to be confirmed). Any other subscriber of the channel (a pattern
+    one too) never acknowledges: it makes the wait run to the bound."""
     token = secrets.token_hex(8)
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(ACK_CHANNEL)
-        await _subscribed(pubsub, clock() + lease_s + margin_s, clock)  # no acknowledgement may come before it
+        await _subscribed(pubsub, clock() + margin_s, clock)  # no acknowledgement may come before it
         pipe = redis.pipeline(transaction=True)
         pipe.get(BANDS_META_KEY)  # its lease bounds the wait: the old bands' trust ends at most that long after
         pipe.delete(BANDS_META_KEY)  # not the hash: a rollout's old guard writes its changes onto its whole set
