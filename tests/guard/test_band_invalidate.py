@@ -25,6 +25,7 @@ from services.ingest.bandfeed import BandFeed
 from services.ingest.tickgate import TickGate
 from tests.gate_tops import top
 from tests.guard.conftest import GuardFactory
+from tests.guard.slow_redis import SlowPipelines
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -34,29 +35,6 @@ D = Decimal
 A = "asset-a"
 MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
-
-
-class _SlowPipelines:
-    """A Redis client whose MULTIs take ``delay_s`` longer (a slow Redis): what the feed writes after a read lands
-    that much later."""
-
-    def __init__(self, client: Any, delay_s: float) -> None:
-        self._client = client
-        self._delay_s = delay_s
-
-    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        pipe = self._client.pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def slow_execute(*a: Any, **kw: Any) -> Any:
-            await asyncio.sleep(self._delay_s)
-            return await execute(*a, **kw)
-
-        pipe.execute = slow_execute
-        return pipe
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 @asynccontextmanager
@@ -74,7 +52,7 @@ async def _following(redis: Any, gate: TickGate) -> AsyncIterator[BandFeed]:
 async def gate(redis: Any) -> AsyncIterator[TickGate]:
     """Ingest's gate following the bands through a real band feed on a slow Redis."""
     g = TickGate(heartbeat_s=3600)
-    async with _following(_SlowPipelines(redis, 0.2), g):
+    async with _following(SlowPipelines(redis, 0.2), g):
         yield g
 
 

@@ -26,6 +26,7 @@ from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 from services.ingest.bandfeed import BandFeed
 from services.ingest.tickgate import TickGate
 from tests.gate_tops import top
+from tests.guard.slow_redis import SlowPipelines
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -35,28 +36,6 @@ D = Decimal
 A = "asset-a"
 MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
-
-
-class _SlowPipelines:
-    """A Redis client whose MULTIs take ``delay_s`` longer: what a band feed writes after a read lands later."""
-
-    def __init__(self, client: Any, delay_s: float) -> None:
-        self._client = client
-        self._delay_s = delay_s
-
-    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        pipe = self._client.pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def slow_execute(*a: Any, **kw: Any) -> Any:
-            await asyncio.sleep(self._delay_s)
-            return await execute(*a, **kw)
-
-        pipe.execute = slow_execute
-        return pipe
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 @pytest.fixture
@@ -170,7 +149,7 @@ async def test_the_invalidation_waits_for_every_band_feed_not_the_first(redis: A
     """Two ingest processes follow the bands; the second reads and writes through a slow Redis. Guard returns only
     once both gates trust the old narrowed band no more."""
     slow = TickGate(heartbeat_s=3600)
-    feed = BandFeed(_SlowPipelines(redis, 0.3), slow, lambda _assets: None, poll_s=0.05)
+    feed = BandFeed(SlowPipelines(redis, 0.3), slow, lambda _assets: None, poll_s=0.05)
     task = asyncio.create_task(feed.run())
     try:
         engine = Engine()
