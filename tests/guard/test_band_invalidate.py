@@ -13,10 +13,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from common.band_reset import ACK_CHANNEL, parse_ack
-from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMeta
+from common.band_reset import ACK_CHANNEL, ack_message, parse_ack, parse_invalidate
+from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMeta, parse_meta
 from common.storage import create_redis
+from common.streams import PRICE_TICKS
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.band_reset import invalidate_bands
 from services.guard.domain.trigger_index import Engine
@@ -171,3 +173,38 @@ async def test_a_band_feed_of_another_database_acknowledges_without_losing_its_b
         await other.flushdb()
         await other.aclose()
         await ours.aclose()
+
+
+async def test_a_guard_start_takes_its_cursor_only_after_the_acknowledgement(
+        redis_url: str, make_guard: GuardFactory) -> None:
+    """A band feed stand-in logs a tick when the invalidation reaches it, then acknowledges: a guard that took its
+    cursor after the acknowledgement finds that tick at the log's end, and its first bands say so (``through_ns``); one
+    that took it before would say less."""
+    raw = aioredis.from_url(redis_url)  # bytes: the tick log's payloads
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(BANDS_CHANNEL)
+    await eventually(lambda: pubsub.subscribed)
+    stamp = time.time_ns()
+
+    async def feed() -> None:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            token = parse_invalidate(msg["data"]) if msg is not None else None
+            if token is not None:
+                tick = mpb.PriceTick(asset_id="a", kind=PRICE, received_time_ns=stamp)
+                await raw.xadd(PRICE_TICKS, {b"p": tick.SerializeToString()})  # after the delete, before the ack
+                await raw.publish(ACK_CHANNEL, ack_message(token, "stand-in"))
+                return
+
+    task = asyncio.create_task(feed())
+    try:
+        await make_guard(tick_source="log", band_beat_s=0.2, band_lease_s=30.0)
+        await asyncio.wait_for(task, 5.0)
+        meta = parse_meta(await raw.get(BANDS_META_KEY))
+        assert meta is not None and meta.through_ns >= stamp, "the cursor was taken before the acknowledgement"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pubsub.aclose()
+        await raw.delete(PRICE_TICKS)
+        await raw.aclose()
