@@ -119,3 +119,17 @@ class ChannelFollower(Generic[T]):
                 await self.on_bad(data)
             return
         await self.on_message(parsed)
+
+
+async def confirmed(pubsub: Any, *, poll_s: float, deadline: float | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> bool:
+    """Wait until Redis confirmed ``pubsub``'s subscription (a SUBSCRIBE is sent without waiting for its answer: a read
+    on another connection could be served before it, and a message published between them would be missed); False
+    when ``deadline`` (of ``clock``; None: none) came first."""
+    while deadline is None or (left := deadline - clock()) > 0:
+        timeout = poll_s if deadline is None else min(left, poll_s)
+        msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=timeout)
+        reraise_if_cancelling()  # a cancel that met the read's timeout came back as that timeout
+        if msg is not None and msg.get("type") in ("subscribe", b"subscribe"):
+            return True
+    return False

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from common.band_reset import ACK_CHANNEL, ack_message, parse_invalidate
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, parse_message, parse_meta
 from common.cancel import reraise_if_cancelling
+from common.pubsub import confirmed
 from common.retry import Backoff
 from common.streams import PRICE_TICKS
 from services.ingest.tickgate import TickGate
@@ -76,7 +77,7 @@ class BandFeed:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(BANDS_CHANNEL)
-                await _confirmed(pubsub, self.poll_s)  # before the read: a change between them is a message
+                await confirmed(pubsub, poll_s=self.poll_s)  # before the read: a change between them is a message
                 await self.load()
                 attempt = 0
                 while True:
@@ -133,16 +134,6 @@ class BandFeed:
                                      "bad_invalidations": self.bad_invalidations,
                                      "trusted": gate.valid_until_ns > self.clock_ns(),
                                      "epoch": gate.meta.epoch if gate.meta else ""})
-
-
-async def _confirmed(pubsub: Any, poll_s: float) -> None:
-    """Wait until Redis confirmed the subscription (a SUBSCRIBE is sent without waiting for its answer: a read on
-    another connection could be served before it, and a change published between them would be missed)."""
-    while True:
-        msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=poll_s)
-        reraise_if_cancelling()
-        if msg is not None and msg.get("type") in ("subscribe", b"subscribe"):
-            return
 
 
 _STAMP_PAGE = 64  # entries read back a page at a time, for the newest gate tick

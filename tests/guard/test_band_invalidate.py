@@ -8,7 +8,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -19,69 +18,32 @@ from common.band_reset import ACK_CHANNEL, ack_message, parse_ack, parse_invalid
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMeta, parse_meta
 from common.storage import create_redis
 from common.streams import PRICE_TICKS
-from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.band_reset import invalidate_bands
-from services.guard.domain.trigger_index import Engine
-from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
-from services.ingest.bandfeed import BandFeed
 from services.ingest.tickgate import TickGate
 from tests.gate_tops import top
+from tests.guard.band_feeds import PRICE, A, SlowPipelines, following, old_guards_narrowed_band
 from tests.guard.conftest import GuardFactory
-from tests.guard.slow_redis import SlowPipelines
 from tests.helpers import eventually
 from tradingtools.market.v1 import market_pb2 as mpb
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
-A = "asset-a"
-MS = 1_000_000
-PRICE = mpb.TICK_KIND_PRICE_CHANGE
-
-
-@asynccontextmanager
-async def _following(redis: Any, gate: TickGate) -> AsyncIterator[BandFeed]:
-    feed = BandFeed(redis, gate, lambda _assets: None, poll_s=0.05)
-    task = asyncio.create_task(feed.run())
-    try:
-        yield feed
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
 async def gate(redis: Any) -> AsyncIterator[TickGate]:
     """Ingest's gate following the bands through a real band feed on a slow Redis."""
     g = TickGate(heartbeat_s=3600)
-    async with _following(SlowPipelines(redis, 0.2), g):
+    async with following(SlowPipelines(redis, 0.2), g):
         yield g
-
-
-async def _old_guards_narrowed_band(redis: Any, gate: TickGate) -> int:
-    """The old guard's band on A (a trailing stop, 10 %, activating at 0.52: hi 0.52), narrowed by the 0.53 it
-    logged and never read to (0.477, 0.53]: the 0.52 after it is left out. Returns the stamp to go on from."""
-    engine = Engine()
-    engine.upsert(TriggerSpec("s", A, Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=D("10"),
-                              activation_price=D("0.52"), high_water_mark=D(0)))
-    old = BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0)
-    await eventually(lambda: gate.stats.loads >= 1)  # the feed has subscribed
-    await old.step()
-    # read whole twice: at the feed's start, and for the write's message (a reset): nothing is in flight after
-    await eventually(lambda: gate.stats.loads >= 2 and gate.meta is not None and gate.meta.epoch == old.epoch
-                     and A in gate.bands)
-    now = time.time_ns()
-    assert gate.admit(A, PRICE, top("0.50"), now)  # the asset's first tick
-    assert gate.admit(A, PRICE, top("0.53"), now + MS)  # logged: the old guard stops before reading it
-    assert not gate.admit(A, PRICE, top("0.52"), now + 2 * MS)  # inside the narrowed band
-    return now + 3 * MS
 
 
 async def test_the_invalidation_returns_only_after_the_gate_trusts_the_old_band_no_more(
         redis: Any, gate: TickGate) -> None:
     """The feed reads and writes through a slow Redis: guard's wait ends only after its acknowledgement, which
     comes only after the gate dropped the old band. The 0.52 inside it, right after the return, goes out."""
-    now = await _old_guards_narrowed_band(redis, gate)
+    now = await old_guards_narrowed_band(redis, gate)
     done = await invalidate_bands(redis, lease_s=5.0)
     assert gate.admit(A, PRICE, top("0.52"), now), "a tick after the cursor filtered with the old process's band"
     assert (done.subscribers, done.acks, done.timed_out) == (1, 1, False)
@@ -119,8 +81,8 @@ async def test_a_subscriber_that_never_acknowledges_is_waited_for_until_the_old_
 async def test_a_malformed_invalidation_is_counted_and_the_feed_goes_on(redis: Any) -> None:
     """Read as any message not understood (the bands are read again); a later invalidation is acknowledged."""
     gate = TickGate(heartbeat_s=3600)
-    async with _following(redis, gate) as feed:
-        now = await _old_guards_narrowed_band(redis, gate)
+    async with following(redis, gate) as feed:
+        now = await old_guards_narrowed_band(redis, gate)
         await redis.publish(BANDS_CHANNEL, b'{"invalidate": 5}')
         await eventually(lambda: feed.bad_invalidations == 1)
         await redis.delete(BANDS_KEY, BANDS_META_KEY)
@@ -133,7 +95,7 @@ async def test_a_guard_start_invalidates_the_bands_a_band_feed_follows(
         redis: Any, gate: TickGate, make_guard: GuardFactory) -> None:
     """A previous process's narrowed band is trusted; a new guard starts: the feed acknowledged its invalidation,
     and the gate then follows the new process's bands."""
-    await _old_guards_narrowed_band(redis, gate)
+    await old_guards_narrowed_band(redis, gate)
     old_epoch = gate.meta.epoch if gate.meta else ""
     pubsub = redis.pubsub()
     await pubsub.subscribe(ACK_CHANNEL)
@@ -160,8 +122,8 @@ async def test_a_band_feed_of_another_database_acknowledges_without_losing_its_b
     try:
         await other.flushdb()
         gate = TickGate(heartbeat_s=3600)
-        async with _following(other, gate):
-            now = await _old_guards_narrowed_band(other, gate)
+        async with following(other, gate):
+            now = await old_guards_narrowed_band(other, gate)
             epoch = gate.meta.epoch if gate.meta else ""
             started = time.monotonic()
             done = await invalidate_bands(ours, lease_s=5.0)

@@ -22,33 +22,24 @@ from common.bands import BANDS_CHANNEL, BandMessage, BandMeta
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.band_reset import invalidate_bands
 from services.guard.domain.trigger_index import Engine
-from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from services.ingest.bandfeed import BandFeed
 from services.ingest.tickgate import TickGate
 from tests.gate_tops import top
-from tests.guard.slow_redis import SlowPipelines
+from tests.guard.band_feeds import MS, PRICE, A, SlowPipelines, following, old_guards_narrowed_band
 from tests.helpers import eventually
-from tradingtools.market.v1 import market_pb2 as mpb
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
-A = "asset-a"
-MS = 1_000_000
-PRICE = mpb.TICK_KIND_PRICE_CHANGE
 
 
 @pytest.fixture
 async def gate(redis: Any) -> AsyncIterator[TickGate]:
     """Ingest's gate following the bands in Redis through the real band feed."""
     g = TickGate(heartbeat_s=3600)
-    feed = BandFeed(redis, g, lambda _assets: None, poll_s=0.05)
-    task = asyncio.create_task(feed.run())
-    try:
+    async with following(redis, g):
         yield g
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_an_old_guards_write_after_the_invalidation_leaves_no_incomplete_set_of_bands_in_force(
@@ -106,17 +97,9 @@ async def test_a_band_feed_that_reconnects_around_the_invalidation_does_not_trus
     returns at once: the new guard takes its cursor. Once the feed follows the channel again, the gate must trust
     no old band (it read them again after the reconnect): the 0.52 after the cursor, which activates the new
     guard's stop, goes out. (Passes: redis-py surfaces the dropped connection to the feed, which reads again.)"""
-    engine = Engine()
-    engine.upsert(TriggerSpec("s", A, Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=D("10"),
-                              activation_price=D("0.52"), high_water_mark=D(0)))
-    old = BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0)
-    await eventually(lambda: gate.stats.loads >= 1)  # the feed has subscribed
-    await old.step()
-    await eventually(lambda: gate.meta is not None and gate.meta.epoch == old.epoch and A in gate.bands)
-    now = time.time_ns()
-    assert gate.admit(A, PRICE, top("0.50"), now)  # the asset's first tick
-    assert gate.admit(A, PRICE, top("0.53"), now + MS)  # logged: the old guard stops before reading it
-    assert not gate.admit(A, PRICE, top("0.52"), now + 2 * MS)  # inside the narrowed band
+    now = await old_guards_narrowed_band(redis, gate) - 3 * MS
+    old = gate.meta  # the old guard's last write
+    assert old is not None
 
     done = await invalidate_bands(_FeedDroppedFirst(redis), lease_s=5.0)
     assert done.subscribers == 0

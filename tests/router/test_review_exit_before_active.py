@@ -20,19 +20,15 @@ from decimal import Decimal
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from psycopg.rows import dict_row
 
 from common import hotindex, reservations
 from common.marketstate import MarketInfo, write_market
-from services.executor.adapters.fill_store import book
-from services.executor.domain.fill_math import Booking
-from services.executor.domain.ticket import Ticket
 from services.router.domain.decide import route
 from services.router.domain.model import OrderIntent, Reason, Side, Skip
+from tests.router.booked import bought
 from tests.router.conftest import COND, YES, leader_trade, route_on_redis, subscription
 from tests.router.factories import ASSET, NOW_MS, follower, market, policy, state, trade
 from tradingtools.common.v1 import common_pb2 as cpb
-from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.market.v1 import market_pb2 as mpb
 
 D = Decimal
@@ -86,19 +82,6 @@ def test_a_late_exit_still_sells_the_subscriptions_own_position_from_before_a_pa
     assert _decided(got) == ("sell", D("62.5")), got
 
 
-async def _book(db_url: str, coid: str, sub: str, size: str, price: str) -> None:
-    """What the executor books when the venue fills a copy BUY of ``sub`` for w_1."""
-    order = epb.Order(client_order_id=coid, subscription_id=sub, follower_wallet_id="w_1",
-                      follower_proxy="0x" + "6a" * 20, asset_id=YES, condition_id=COND, outcome="Yes",
-                      side=cpb.SIDE_BUY, origin=epb.ORDER_ORIGIN_COPY, amount_usd=str(D(size) * D(price)),
-                      mode=cpb.EXECUTION_MODE_LIVE)
-    ticket = Ticket(order=order, venue="INSIDERS", request=None, created_ns=time.time_ns())
-    fill = Booking(fill_id=f"fill_{coid}", size=D(size), price=D(price), notional=D(size) * D(price),
-                   fee_shares=D(0), first_fill=True, fill_time_ms=int(time.time() * 1000))
-    async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
-        await book(conn.cursor(row_factory=dict_row), [(ticket, fill)])
-
-
 def _at(tid: str, side: int, size: str, venue_ns: int) -> mpb.LeaderTradeEvent:
     ev = leader_trade(tid, side=side, size=size)
     ev.venue_time_ms, ev.received_time_ns = venue_ns // 1_000_000, venue_ns + S
@@ -116,7 +99,7 @@ async def test_routed_a_late_exit_does_not_sell_a_copy_added_to_a_position_held_
     t0, t1, t2, ts = now - 3000 * S, now - 2000 * S, now - 1000 * S, now - 2500 * S
     await write_market(r, MarketInfo(YES, COND, D("0.01"), D("5"), updated_ms=t0 // 1_000_000))
     await r.set(f"tt:book:{YES}", "{}")
-    await _book(db_url, "co_b", "sub_B", "100", "0.5")
+    await bought(db_url, "co_b", "sub_B", "100", "0.5")
     with psycopg.connect(db_url, autocommit=True) as conn:  # booked at T0
         conn.execute("UPDATE positions SET opened_at = to_timestamp(%s)", (t0 / S,))
     if seen:  # the router saw LEADER's BUY before sub_A existed (nobody copied it)
@@ -129,7 +112,7 @@ async def test_routed_a_late_exit_does_not_sell_a_copy_added_to_a_position_held_
     routed = await route_on_redis(r, redis_url, db_url, [_at("lt_buy", cpb.SIDE_BUY, "50", t2)], now_ns=t2 + S,
                                   batched=False)
     [copy] = routed[-1].orders
-    await _book(db_url, copy.client_order_id, "sub_A", "62.5", "0.4")
+    await bought(db_url, copy.client_order_id, "sub_A", "62.5", "0.4")
     await reservations.release(r, copy.client_order_id)
     with psycopg.connect(db_url) as conn:
         [(size, split)] = conn.execute("SELECT size, subscription_shares FROM positions").fetchall()

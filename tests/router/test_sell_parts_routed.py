@@ -22,6 +22,7 @@ from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
 from services.router.adapters.redis_state import SELLS_PREFIX, RedisState
 from tests.helpers import eventually
+from tests.router.booked import bought
 from tests.router.conftest import (
     COND,
     LEADER,
@@ -42,19 +43,6 @@ LEADER_B = "0x" + "b7" * 20
 LEADER_C = "0x" + "c8" * 20
 
 
-async def _bought(db_url: str, coid: str, sub: str, size: str, price: str) -> None:
-    """What the executor books when the venue fills a copy BUY of ``sub`` for w_1."""
-    order = epb.Order(client_order_id=coid, subscription_id=sub, follower_wallet_id="w_1",
-                      follower_proxy="0x" + "6a" * 20, asset_id=YES, condition_id=COND, outcome="Yes",
-                      side=cpb.SIDE_BUY, origin=epb.ORDER_ORIGIN_COPY, amount_usd=str(D(size) * D(price)),
-                      mode=cpb.EXECUTION_MODE_LIVE)
-    ticket = Ticket(order=order, venue="INSIDERS", request=None, created_ns=time.time_ns())
-    fill = Booking(fill_id=f"fill_{coid}", size=D(size), price=D(price), notional=D(size) * D(price),
-                   fee_shares=D(0), first_fill=True, fill_time_ms=int(time.time() * 1000))
-    async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
-        await book(conn.cursor(row_factory=dict_row), [(ticket, fill)])
-
-
 def _sql(db_url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(db_url) as conn:
         cur = conn.execute(sql, args)
@@ -65,9 +53,9 @@ async def _start(stack: Stack, *, b_bought: bool = True, subs: tuple[spb.Subscri
     """sub_A bought 100 (LEADER holds 100); sub_B 50 (LEADER_B holds 50) unless ``b_bought`` is False (its copy
     was skipped: the position is sub_A's alone, its split NULL). The router routes ``subs`` (sub_A and sub_B when
     none are given)."""
-    await _bought(stack.db_url, "co_buy_a", "sub_A", "100", "0.4")
+    await bought(stack.db_url, "co_buy_a", "sub_A", "100", "0.4")
     if b_bought:
-        await _bought(stack.db_url, "co_buy_b", "sub_B", "50", "0.6")
+        await bought(stack.db_url, "co_buy_b", "sub_B", "50", "0.6")
     for leader, size in ((LEADER, 100), (LEADER_B, 50), (LEADER_C, 80)):
         _sql(stack.db_url, "INSERT INTO leader_positions (leader_wallet, asset_id, size, last_trade_id)"
                            " VALUES (%s, %s, %s, 'lt_seen')", leader, YES, size)
@@ -154,8 +142,8 @@ async def test_two_leaders_closing_in_one_batch_each_sell_their_own(db_url: str,
     """Leader B closes, then leader A, in one batch or one by one: the same decisions (sub_B's SELL, carried to the
     next trade of the batch, is not held back from sub_A's part)."""
     now_ns = time.time_ns()
-    await _bought(db_url, "co_buy_a", "sub_A", "100", "0.4")
-    await _bought(db_url, "co_buy_b", "sub_B", "50", "0.6")
+    await bought(db_url, "co_buy_a", "sub_A", "100", "0.4")
+    await bought(db_url, "co_buy_b", "sub_B", "50", "0.6")
     for leader, size in ((LEADER, 100), (LEADER_B, 50)):
         _sql(db_url, "INSERT INTO leader_positions (leader_wallet, asset_id, size, last_trade_id)"
                      " VALUES (%s, %s, %s, 'lt_seen')", leader, YES, size)

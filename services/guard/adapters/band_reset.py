@@ -23,6 +23,7 @@ from typing import Any
 
 from common.band_reset import ACK_CHANNEL, invalidate_message, parse_ack
 from common.bands import BANDS_CHANNEL, BANDS_META_KEY, parse_meta
+from common.pubsub import confirmed
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ async def invalidate_bands(redis: Any, *, lease_s: float, margin_s: float = 1.0,
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(ACK_CHANNEL)
-        await _subscribed(pubsub, clock() + margin_s, clock)  # no acknowledgement may come before it
+        # no acknowledgement may come before it
+        await confirmed(pubsub, poll_s=0.5, deadline=clock() + margin_s, clock=clock)
         pipe = redis.pipeline(transaction=True)
         pipe.get(BANDS_META_KEY)  # its lease bounds the wait: the old bands' trust ends at most that long after
         pipe.delete(BANDS_META_KEY)  # not the hash: a rollout's old guard writes its changes onto its whole set
@@ -75,11 +77,3 @@ async def invalidate_bands(redis: Any, *, lease_s: float, margin_s: float = 1.0,
              extra={"subscribers": subscribers, "acks": len(acked), "waited_s": round(waited, 3),
                     "timed_out": timed_out, "old_epoch": old.epoch if old is not None else ""})
     return Invalidation(token, subscribers, len(acked), waited, timed_out)
-
-
-async def _subscribed(pubsub: Any, deadline: float, clock: Callable[[], float]) -> None:
-    """Wait for the subscription's confirmation (a Redis that never confirms: until ``deadline``)."""
-    while (left := deadline - clock()) > 0:
-        msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=min(left, 0.5))
-        if msg is not None and msg.get("type") in ("subscribe", b"subscribe"):
-            return
