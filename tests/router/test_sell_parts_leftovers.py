@@ -19,8 +19,9 @@ from services.executor.adapters.fill_store import book
 from services.executor.domain import subscription_shares as ss
 from services.executor.domain.fill_math import Booking
 from services.executor.domain.ticket import Ticket
+from tests.router.booked import bought
 from tests.router.conftest import COND, LEADER, YES, Stack, subscription
-from tests.router.test_sell_parts_routed import LEADER_B, LEADER_C, _bought, _decided, _route, _sql, _start
+from tests.router.test_sell_parts_routed import LEADER_B, LEADER_C, _decided, _route, _sql, _start
 from tradingtools.common.v1 import common_pb2 as cpb
 from tradingtools.execution.v1 import execution_pb2 as epb
 
@@ -71,7 +72,7 @@ async def test_the_last_leaders_close_sells_leftovers_of_several_parts(stack: St
     wallet kept 0.02 for ever, a step in all but each part below it, no copy able to sell it)."""
     await _start(stack, subs=(subscription("sub_A", "w_1"), subscription("sub_B", "w_1", leader=LEADER_B),
                               subscription("sub_C", "w_1", leader=LEADER_C)))
-    await _bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
+    await bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
     await _sold(stack.db_url, "man_1", "", epb.ORDER_ORIGIN_MANUAL, "1.01")
     await _sold(stack.db_url, "co_a", "sub_A", epb.ORDER_ORIGIN_COPY, "99.49")
     await _sold(stack.db_url, "co_c", "sub_C", epb.ORDER_ORIGIN_COPY, "49.74")
@@ -93,7 +94,7 @@ async def test_a_copy_in_flight_beyond_its_own_part_is_held_back_from_every_part
                                              subscription("sub_C", "w_1", leader=LEADER_C)))
     b = await _route(stack, "lt_b_close", LEADER_B, "50")
     assert _decided(b) == [("sub_B", "100")]  # no split kept: the wallet's shares
-    await _bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
+    await bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
     assert _split(stack.db_url) == {"sub_A": D(100), "sub_C": D(50)}
     c = await _route(stack, "lt_c_close", LEADER_C, "80")
     assert _decided(c) == [("sub_C", "NOTHING_HELD")]

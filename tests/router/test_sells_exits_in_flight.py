@@ -32,10 +32,11 @@ from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS, TERMINAL_S
 from services.router.domain.decide import client_order_id
 from services.router.read_model import follower_state
 from tests.helpers import eventually, plan_nodes
+from tests.router.booked import bought
 from tests.router.conftest import LEADER, YES, Stack, subscription
 from tests.router.load_plans import load_params
 from tests.router.test_sell_parts_leftovers import _sold
-from tests.router.test_sell_parts_routed import LEADER_B, LEADER_C, _bought, _decided, _route, _sql, _start
+from tests.router.test_sell_parts_routed import LEADER_B, LEADER_C, _decided, _route, _sql, _start
 from tradingtools.execution.v1 import execution_pb2 as epb
 
 D = Decimal
@@ -169,7 +170,7 @@ async def test_an_exit_in_flight_is_held_back_from_every_part(stack: Stack, thir
             subscription("sub_C", "w_1", leader=LEADER_C))
     await _start(stack, subs=subs)
     if third:
-        await _bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
+        await bought(stack.db_url, "co_buy_c", "sub_C", "50", "0.5")
     _selling(stack.db_url, "ex_a", exit_size, sub="sub_A")
     routed = await _route(stack, "lt_close", closing, "100" if closing == LEADER else "50")
     assert _decided(routed) == [expected]
