@@ -1,9 +1,10 @@
 """Following Redis pub/sub channels through Redis failures: the one subscribe / reload / reconnect loop.
 
 Pub/sub is fire-and-forget: what is published while nobody listens (a reconnect, a restart) is gone. So
-the follower calls ``reload()`` after every (re)subscribe, once the subscription is in place (a change made
-during the reload is announced too), and the caller reloads its whole state there; a periodic ``on_tick``
-check covers a message lost otherwise. A message ``parse`` refuses is counted, logged and handed to
+the follower calls ``reload()`` after every (re)subscribe, once Redis confirmed the subscription (a SUBSCRIBE is
+sent without waiting for its answer; a change made during the reload is announced too), and the caller reloads its
+whole state there; a periodic ``on_tick`` check covers a message lost otherwise. A subscription not confirmed
+within ``confirm_s`` is a failure like any other. A message ``parse`` refuses is counted, logged and handed to
 ``on_bad``: it never ends the loop. Any other failure (Redis down, a reload that failed) closes the
 subscription and starts over after a jittered backoff: subscribe, reload.
 """
@@ -32,7 +33,8 @@ RESUBSCRIBE = Backoff(0.2, 5.0)
 class ChannelFollower(Generic[T]):
     """Subscribes to ``channel`` and hands each parsed message to ``on_message`` until cancelled.
 
-    - ``reload()`` on every (re)subscribe, before any message;
+    - ``reload()`` on every (re)subscribe, once Redis confirmed it (within ``confirm_s``, else a failure), before
+      any message;
     - ``on_tick()`` every ``tick_s`` (with ``tick_when_quiet``: only when no message was waiting);
     - ``after_poll(handled)`` after every read of the channel (at most ``poll_s`` apart), with the number of
       messages taken in it (up to ``drain_max`` at once, the first waited for, the rest already there);
@@ -56,6 +58,7 @@ class ChannelFollower(Generic[T]):
     tick_when_quiet: bool = False
     after_poll: Callable[[int], Awaitable[None]] | None = None
     poll_s: float = 1.0
+    confirm_s: float = 5.0
     drain_max: int = 1
     backoff: Backoff = RESUBSCRIBE
     rng: random.Random = field(default_factory=random.Random)
@@ -71,6 +74,8 @@ class ChannelFollower(Generic[T]):
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                if not await confirmed(pubsub, poll_s=self.poll_s, deadline=time.monotonic() + self.confirm_s):
+                    raise TimeoutError(f"subscription to {self.channel} not confirmed within {self.confirm_s}s")
                 await self.reload()
                 self.subscribes += 1
                 attempt = 0

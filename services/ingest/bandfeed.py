@@ -44,13 +44,14 @@ class BandFeed:
 
     def __init__(self, redis: Any, gate: TickGate, on_changed: Callable[[list[str]], None], *,
                  clock_ns: Callable[[], int] = time.time_ns, backoff: Backoff | None = None,
-                 poll_s: float = 1.0, stats_log_s: float = 60.0) -> None:
+                 poll_s: float = 1.0, stats_log_s: float = 60.0, confirm_s: float = 5.0) -> None:
         self.redis = redis
         self.gate = gate
         self.on_changed = on_changed
         self.clock_ns = clock_ns
         self.backoff = backoff or Backoff(0.2, 5.0)
         self.poll_s = poll_s
+        self.confirm_s = confirm_s  # the subscription's confirmation waited for this long, then subscribed again
         self.stats_log_s = stats_log_s
         self._next_log = time.monotonic() + stats_log_s
         self.ready = asyncio.Event()  # set after the first read
@@ -77,7 +78,9 @@ class BandFeed:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(BANDS_CHANNEL)
-                await confirmed(pubsub, poll_s=self.poll_s)  # before the read: a change between them is a message
+                # before the read: a change between them is a message (a stuck subscription: start over)
+                if not await confirmed(pubsub, poll_s=self.poll_s, deadline=time.monotonic() + self.confirm_s):
+                    raise TimeoutError(f"band subscription not confirmed within {self.confirm_s}s")
                 await self.load()
                 attempt = 0
                 while True:
