@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -32,6 +32,10 @@ def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Rando
     stops' stored high-water mark is ``trailing_mark`` (0: none yet, each takes the first price it sees)."""
     per_asset = max(1, n_triggers // n_assets)
     now = datetime.now(UTC)
+    # created a day ago, as triggers gathered over time are: guard's sweep of the newest ARMED triggers nobody
+    # announced (services.guard.unwatched) reads the last ~35 s of them at each run, so seeded as created now, all
+    # of them were read again every 5 s during (e)'s measurement, charged to the ticks and fires measured
+    created = now - timedelta(days=1)
     with psycopg.connect(db_url) as conn:
         with conn.cursor().copy("COPY positions (follower_wallet_id, asset_id, condition_id, wallet, size, avg_price,"
                                 " cost_usd) FROM STDIN") as cp:
@@ -55,7 +59,7 @@ def seed_triggers(db_url: str, n_triggers: int, n_assets: int, rng: random.Rando
                     oco = f"grp_{a}_{k // 2}" if k % 5 in (3, 4) else ""
                     mark = trailing_mark if kind == "TRAILING_STOP" else 0
                     cp.write_row((f"trg_{a}_{k}", "0x" + f"{k:040x}", f"w_{k}", asset_id(a), kind, price, trail, 0, 0,
-                                  1, oco, "BEST_BID", "ARMED", "", mark, "MANUAL", now, now))
+                                  1, oco, "BEST_BID", "ARMED", "", mark, "MANUAL", created, now))
         conn.commit()
         # Statistics, as a database that gathered these rows over time has them (autovacuum would analyze
         # only a minute or so later): without them the planner takes the 100,000 rows for a handful, and
