@@ -219,8 +219,10 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     markets = RedisMarkets(redis, cache_s=t.market_cache_s)
     # the publishers below run after the fires under way (FireWindow): they share guard's loop and the CPU
     window = FireWindow()
+    # one pipelined connection for the commands paid per event: the outbox's appends, the consumer cursors
+    cursor_redis = FastRedis(settings.storage.redis_url.value)
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s,
-                             yield_to=window.yield_to_fires)
+                             yield_to=window.yield_to_fires, fast=cursor_redis)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version,
                            yield_to=window.yield_to_fires)
     bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
@@ -267,7 +269,6 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                          epb.OrderEvent.FromString, min_interval_s=t.orders_gather_s))
     # Batches: the copy fills that arrived while the previous batch was handled share one transaction.
     # Cursors are saved at most every 0.1 s: a crash redelivers those events, whose handling is idempotent.
-    cursor_redis = FastRedis(settings.storage.redis_url.value)
     cursors = FastCursorStore(cursor_redis)
     orders = ResumableConsumer(ORDERS_CONSUMER, orders_source, guard.on_order_event, cursors,
                                start=t.orders_start_cursor, handle_batch=guard.on_order_events, save_interval_s=0.1,

@@ -289,14 +289,17 @@ class Firer:
         Every other attempt is stamped with the time it leaves (``routed_time_ns``): the executor refuses an
         order routed longer ago than its age limit (STALE_ORDER), and a SELL re-sent after a restart or an
         executor outage must still go out; one the executor already has is a duplicate whatever its stamp."""
-        order = epb.Order.FromString(order_bytes)
+        order: epb.Order | None = None  # parsed for a new attempt only: the first is a fire's, already sent
         attempt = 0
         while True:
+            if first is None and order is None:
+                order = epb.Order.FromString(order_bytes)
             try:
                 if first is not None:
                     call, first = first, None
                     resp = await call
                 else:
+                    assert order is not None
                     async with gate or contextlib.nullcontext():
                         order.routed_time_ns = self.clock_ns()
                         resp = await self.executor.submit(order)

@@ -123,8 +123,10 @@ class BandPublisher:
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         while True:
+            # kicked after every tick evaluated: a deadline on this task, not wait_for's task per wait
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_beat - loop.time()))
+                async with asyncio.timeout_at(next_beat):
+                    await self._wake.wait()
             if self.yield_to is not None:
                 await self.yield_to()
             self._wake.clear()
