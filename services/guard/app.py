@@ -73,6 +73,7 @@ class Running:
     notices: GuardNotices
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    bands: BandPublisher | None = None
     stopped: bool = False
 
     async def stop(self) -> None:
@@ -80,6 +81,7 @@ class Running:
         if self.stopped:
             return
         self.stopped = True
+        await self._stand_down_bands()
         try:
             await asyncio.wait_for(self.server.stop(self.settings.tuning.grace_s), self.settings.tuning.grace_s + 5)
         except TimeoutError:
@@ -101,6 +103,18 @@ class Running:
             except Exception:  # shutdown must finish
                 log.exception("close failed", extra={"closer": getattr(close, "__qualname__", "closer"),
                                                      "timeout_s": closing_s})
+
+
+    async def _stand_down_bands(self) -> None:
+        """First of all: no band write from here on, and this process's bands out of ingest's gates when no newer
+        process wrote its own (``BandPublisher.stand_down``); every tick goes out until the next guard's land."""
+        if self.bands is None:
+            return
+        await stop_tasks([t for t in self.tasks if t.get_name() == "bands"], timeout_s=1.0)
+        try:
+            await _bounded(self.bands.stand_down(), 1.0)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the lease runs out instead
+            log.warning("bands not taken out at the stop", extra={"error": repr(exc)[:300]})
 
 
 async def _bounded(step: Awaitable[Any], timeout_s: float) -> None:
@@ -300,4 +314,5 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     # closed in reverse, each for the grace period at most: the marks first (then, saved or not, the notice)
     closers: list[Callable[[], Awaitable[Any]]] = [pool.close, _async(cursor_redis.close), stream_redis.aclose,
                                                    redis.aclose, close_channels, marks_notice, save_marks]
-    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, closers)
+    return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, closers,
+                   bands=bands)

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from common.band_reset import invalidate_message
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMessage, BandMeta, encode, parse_meta
 from services.guard.domain.price_bands import band_changes
 from services.guard.domain.trigger_index import Engine
@@ -27,6 +28,15 @@ from services.guard.loops import reraise_if_cancelled
 log = logging.getLogger(__name__)
 _CHUNK = 1000
 OFF = b"off"  # published when bands are switched off: readers find no meta and forward every tick
+# The meta deleted and an invalidation published only when the meta is still the given epoch's (-1: it is not)
+_STAND_DOWN = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return -1 end
+local ok, meta = pcall(cjson.decode, raw)
+if not ok or type(meta) ~= 'table' or meta['epoch'] ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+return redis.call('PUBLISH', ARGV[2], ARGV[3])
+"""
 
 
 class BandPublisher:
@@ -116,6 +126,15 @@ class BandPublisher:
         log.info("bands written onto a hash this process did not write last: rewriting it whole",
                  extra={"found_epoch": before.epoch if before else "", "epoch": self.epoch})
         return False
+
+    async def stand_down(self) -> bool:
+        """At a stop, once :meth:`run` ended: when the bands' meta is still this process's, delete it and publish an
+        invalidation (one script), so ingest's gates trust no band until the next process's land, rather than this
+        one's, frozen (a rollout's new guard reads ticks they would leave out). True when it did; bands a newer
+        process wrote are left alone."""
+        reached = await self.redis.eval(_STAND_DOWN, 1, BANDS_META_KEY, self.epoch, BANDS_CHANNEL,
+                                        invalidate_message(secrets.token_hex(8)))
+        return int(reached) >= 0
 
     async def run(self) -> None:
         """Write on kicks (at most every ``min_interval_s``, each run after ``yield_to``) and every ``beat_s``,
