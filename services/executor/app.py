@@ -24,6 +24,7 @@ from common.grpcserver import GrpcServer
 from common.lease import Lease
 from common.livefeed import LiveFeed
 from common.logread import read_log_items
+from common.marketstate import WATCH_POSITIONS
 from common.retry import Backoff
 from common.routed import expand, parse_routed
 from common.storage import apply_migrations, closed_on_failure, create_pool
@@ -65,6 +66,7 @@ from services.executor.releases import releasing_dead_letters
 from services.executor.resizing import paper_resizer
 from services.executor.servicer import ExecutorServicer
 from services.executor.settling import Settler
+from services.executor.watch_set import change_watch_set
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb
@@ -177,10 +179,13 @@ async def _start_with_pool(settings: Settings, database_url: str, redis_url: str
     async def append(payloads: list[bytes]) -> list[str]:
         return await append_events(fast, events_log, payloads)
 
+    async def change_watch(added: set[str], gone: set[str]) -> None:  # on the pipelined connection: no redis-py
+        await change_watch_set(fast, WATCH_POSITIONS, added, gone)
+
     order_metrics = ExecutorMetrics()
     journal = Journal(store, redis, events_log, release, max_batch=t.journal_batch,
                       min_interval_s=t.journal_min_interval_s, append=append, observe=order_metrics.observe,
-                      durable_after_s=t.events_durable_after_s, server_id=fast.run_id)
+                      durable_after_s=t.events_durable_after_s, server_id=fast.run_id, change_watch=change_watch)
 
     cfg = BreakerConfig(t.breaker_threshold, int(t.breaker_open_s * 1000))
     venues: dict[str, Venue] = {PAPER: PaperVenue(redis, holdings=PaperHoldings(pool), fee_bps=settings.paper_fee_bps,

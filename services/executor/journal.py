@@ -76,10 +76,12 @@ class Journal:
                  server_id: Callable[[], Awaitable[str]] | None = None,
                  watch_repair_interval_s: float = WATCH_REPAIR_INTERVAL_S,
                  observe: Callable[[list[Change]], None] | None = None,
-                 durable_after_s: float = EVENTS_DURABLE_AFTER_S) -> None:
-        """``observe`` learns every change once it is committed (it must be quick and must not raise);
-        ``durable_after_s``: how long an appended event stays in the outbox (see the module)."""
+                 durable_after_s: float = EVENTS_DURABLE_AFTER_S,
+                 change_watch: Callable[[set[str], set[str]], Awaitable[None]] | None = None) -> None:
+        """``observe`` learns every change once it is committed (quick, it must not raise); ``durable_after_s``: how
+        long an appended event stays in the outbox (see the module); ``change_watch``: how the watch set changes."""
         self.store = store
+        self.change_watch = change_watch or (lambda added, gone: change_watch_set(redis, WATCH_POSITIONS, added, gone))
         self.redis = redis
         self.events_log = events_log
         self.append = append or events_log.append_many  # how a commit's events reach the log
@@ -251,11 +253,9 @@ class Journal:
     async def _watch(self, booked: list[Booked]) -> None:
         opened = {b.ticket.order.asset_id for b in booked if b.effect.opened}
         closed = {b.ticket.order.asset_id for b in booked if b.effect.closed} - opened
-        gone = [a for a in closed if not await self.store.asset_held(a)]
-        if not opened and not gone:
-            return
-        # (another replica opening one of ``gone`` meanwhile: the periodic repair; one per removal cost too much)
-        await change_watch_set(self.redis, WATCH_POSITIONS, opened, gone)
+        gone = closed - await self.store.held_assets(sorted(closed)) if closed else set()  # one query for them all
+        if opened or gone:  # (another replica opening one of ``gone`` meanwhile: the periodic repair)
+            await self.change_watch(opened, gone)
 
     async def repair_watch(self) -> None:
         """Make ``tt:watch:positions`` the assets some wallet holds in PostgreSQL; announce the difference. Safe

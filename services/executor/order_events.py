@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from decimal import Decimal
@@ -25,6 +26,13 @@ EVENT_TYPES: dict[type, epb.OrderEventType] = {
 
 _PROCESS_TAG = os.urandom(4).hex()
 _COUNTER = itertools.count()
+
+
+class FirstEvent(asyncio.Event):
+    """Set once an order's first OrderEvent is written; ``last``: the latest one written while it is kept (what a
+    SubmitOrder waiting for it answers with, as it would read it back from ``order_events``)."""
+
+    last: epb.OrderEvent | None = None
 
 
 def event_id(now_ns: int) -> str:

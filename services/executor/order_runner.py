@@ -32,7 +32,7 @@ from services.executor.domain.fill_math import fill_booking
 from services.executor.domain.ticket import Ticket
 from services.executor.gc_pause import GcPause
 from services.executor.journal import Journal
-from services.executor.order_events import build_event
+from services.executor.order_events import FirstEvent, build_event
 from services.executor.persisting import persist
 from services.executor.placed_orders import PlacedQueries
 from services.executor.ports import AnswerHolder, Venue, safe
@@ -44,6 +44,7 @@ from services.executor.runner_config import RunnerConfig
 from services.executor.screening import screened
 from services.executor.status_tracker import ERROR_BACKOFF_S, Tracker, error_delay
 from services.executor.tracing import order_span, post_traceparent
+from tradingtools.execution.v1 import execution_pb2 as epb
 
 __all__ = ["MAX_RUNNER_ERRORS", "OrderRunner", "RunnerConfig"]
 
@@ -79,7 +80,7 @@ class OrderRunner:
                                max_concurrent=config.max_status_queries, max_errors=MAX_RUNNER_ERRORS,
                                error_backoff_s=ERROR_BACKOFF_S,
                                on_drop=self._dropped)
-        self._first_event: dict[str, asyncio.Event] = {}
+        self._first_event: dict[str, FirstEvent] = {}
         self.positions = PositionQueue()  # orders not final per (wallet, asset): sized-later SELLs wait their turn
         self.size_later: SizeLater | None = None  # set by the fan-out, which has the books and the positions
         self.on_give_up: Callable[[str], None] | None = None  # an order given up on (given_up.GivenUp.add)
@@ -112,7 +113,7 @@ class OrderRunner:
             return
         self.resuming.ran = True
         if notify:
-            self._first_event[coid] = asyncio.Event()
+            self._first_event[coid] = FirstEvent()
         later = sized_later(ticket, life)
         key = position_key(ticket)
         if not life.terminal:
@@ -127,14 +128,15 @@ class OrderRunner:
                 self.burst.add()
             self.tasks[coid] = asyncio.create_task(self._run(ticket, life, venue_may_hold), name=f"order:{coid}")
 
-    async def wait_first_event(self, client_order_id: str, timeout_s: float) -> None:
+    async def wait_first_event(self, client_order_id: str, timeout_s: float) -> epb.OrderEvent | None:
         """Wait until the order (started with ``notify``) emitted an OrderEvent, or its runner ended
-        (or ``timeout_s``)."""
+        (or ``timeout_s``); the latest event written for it meanwhile (None: none, or the order is not waited here)."""
         ev = self._first_event.get(client_order_id)
         if ev is None:
-            return
+            return None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=timeout_s)
+        return ev.last
 
     async def refuse(self, tickets: list[tuple[Ticket, lc.OrderLife]], *, urgent: bool = False) -> set[str]:
         """Record orders refused before any venue call (REJECTED); returns the ids that were new.
@@ -373,7 +375,8 @@ class OrderRunner:
         if life.terminal:  # its fills are booked: SELLs sized after it may go
             self.positions.ended(position_key(t), t.client_order_id)
             self.placed.forget(t.client_order_id)
-        if ev is not None and any(c.event is not None for c in changes):
+        if ev is not None and (written := [c.event for c in changes if c.event is not None]):
+            ev.last = written[-1]
             ev.set()
         if life.terminal:
             # a fan-out fills a thousand orders at once: the usual outcome logs at DEBUG (it is in the events)

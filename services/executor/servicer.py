@@ -74,9 +74,10 @@ class ExecutorServicer(egrpc.ExecutorServiceServicer):
             # shielded: a caller that goes away (guard killed mid-call) must not leave a persisted intent
             # without its runner
             duplicate, _ = await asyncio.shield(self.admission.submit(request.order))
-            if not duplicate:
-                await self.runner.wait_first_event(coid, self.submit_wait_s)
-            last = await self.store.last_event(coid)
+            # the event its runner wrote last, as stored (no read back); else read from PostgreSQL
+            last = None if duplicate else await self.runner.wait_first_event(coid, self.submit_wait_s)
+            if last is None:
+                last = await self.store.last_event(coid)
         except Exception as exc:
             code, message = status_for(exc)
             if code is grpc.StatusCode.INTERNAL:

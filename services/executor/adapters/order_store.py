@@ -249,6 +249,8 @@ class OrderStore:
 
     async def held_assets(self, among: list[str] | None = None) -> set[str]:
         """The assets any wallet holds (of ``among`` when given), as :meth:`asset_held` decides it."""
+        if among is not None and len(among) == 1:  # one position emptied (an exit's commit): the keyed lookup
+            return set(among) if await self.asset_held(among[0]) else set()
         async with self.pool.connection() as conn:
             cur = await (conn.execute(HELD_ASSETS) if among is None else conn.execute(HELD_AMONG, (among,)))
             return {r["asset_id"] for r in await cur.fetchall()}
