@@ -38,6 +38,7 @@ from common.streams import (
     DurableLog,
     create_stream_redis,
 )
+from common.watchset import change_watch_set
 from services.executor import server
 from services.executor.adapters.book_reader import FreshBooks
 from services.executor.adapters.breaker_gate import BreakerGate
@@ -66,7 +67,6 @@ from services.executor.releases import releasing_dead_letters
 from services.executor.resizing import paper_resizer
 from services.executor.servicer import ExecutorServicer
 from services.executor.settling import Settler
-from services.executor.watch_set import change_watch_set
 from tradingtools.execution.v1 import execution_pb2 as epb
 from tradingtools.execution.v1 import execution_pb2_grpc as egrpc
 from tradingtools.market.v1 import market_pb2 as mpb

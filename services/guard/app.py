@@ -238,7 +238,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s,
                              yield_to=window.yield_to_fires, fast=cursor_redis)
     watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version,
-                           yield_to=window.yield_to_fires)
+                           yield_to=window.yield_to_fires, fast=cursor_redis)
     bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
                            lease_s=t.band_lease_s, yield_to=window.yield_to_fires) if t.bands else None)
     # the copy exits this process changes, announced to the other guard of a rollout

@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from common.fastredis import FastRedis, append_events
 from common.marketstate import WATCH_CHANNEL, WATCH_TRIGGERS, change_watch_set, watch_diff
 from common.streams import DurableLog
+from common.watchset import change_watch_set as change_watch_set_fast
 from services.guard.adapters.trigger_store import Clock, dict_pool
 from services.guard.loops import Kicked
 
@@ -70,9 +71,10 @@ class WatchPublisher(Kicked):
     """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest."""
 
     def __init__(self, redis: Any, assets: Callable[[], set[str]], version: Callable[[], object] | None = None, *,
-                 yield_to: Callable[[], Awaitable[None]] | None = None) -> None:
+                 yield_to: Callable[[], Awaitable[None]] | None = None, fast: FastRedis | None = None) -> None:
         super().__init__("watch publisher", yield_to=yield_to)
         self.redis = redis
+        self.fast = fast  # the changes' MULTI on this pipelined connection when given (a fire may change the set)
         self.assets = assets
         self.version = version  # when given: a value that changes whenever the set may have (skips the diff)
         self.current: set[str] | None = None
@@ -98,6 +100,9 @@ class WatchPublisher(Kicked):
         if not added and not removed:
             self._written = version
             return
-        await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
+        if self.fast is None:
+            await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
+        else:
+            await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
         self.current, self._written = wanted, version
 

@@ -1,9 +1,10 @@
-"""The journal's updates of ``tt:watch:positions`` on the executor's pipelined Redis connection.
+"""Watch-set updates (``tt:watch:positions``, ``tt:watch:triggers``) on a pipelined Redis connection.
 
 The same commands as :func:`common.marketstate.change_watch_set` (MULTI, SADD, SREM, PUBLISH of the difference,
 EXEC), written in one socket write on :class:`common.fastredis.FastRedis`'s connection: the commands of a
 transaction go out back to back (nothing else is written to the connection between them), at a fraction of a
-redis-py pipeline's cost. Every exit SELL that empties a position, and every BUY that opens one, goes through it.
+redis-py pipeline's cost. Every exit SELL that empties a position, and every BUY that opens one, goes through it
+(the executor's journal), and so does every change of the assets with armed triggers (guard's watch publisher).
 """
 
 from __future__ import annotations
