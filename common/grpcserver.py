@@ -116,8 +116,10 @@ async def start_server(
     return result
 
 
-async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
-    """Serve until SIGTERM/SIGINT, then stop gracefully. From the signal on, the process has ended within
+async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0, *,
+                               first: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully (``first``, when given, before the server's graceful stop,
+    which may wait ``grace_s`` for open streams). From the signal on, the process has ended within
     ``grace_s`` + :data:`STOP_MARGIN_S` (the service's own stop, after this returns, included)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -134,6 +136,11 @@ async def wait_for_termination(srv: GrpcServer, grace_s: float = 5.0) -> None:
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
+    if first is not None:
+        try:
+            await first()
+        except Exception:  # the stop goes on
+            log.exception("first stop step failed")
     await srv.stop(grace_s)
     for task in (waiter, stopper):
         task.cancel()

@@ -16,7 +16,8 @@ async def main(settings: Settings) -> None:
     running = await start(settings)
     settle_start_up_heap()  # the loaded triggers leave the collector's scans
     try:
-        await wait_for_termination(running.server, settings.tuning.grace_s)
+        # the bands first: the graceful stop may wait the grace period for open trigger-event streams
+        await wait_for_termination(running.server, settings.tuning.grace_s, first=running.stand_down_bands)
     finally:
         await running.stop()
 

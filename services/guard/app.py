@@ -74,6 +74,7 @@ class Running:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     bands: BandPublisher | None = None
+    bands_stood_down: bool = False
     stopped: bool = False
 
     async def stop(self) -> None:
@@ -81,7 +82,7 @@ class Running:
         if self.stopped:
             return
         self.stopped = True
-        await self._stand_down_bands()
+        await self.stand_down_bands()
         try:
             await asyncio.wait_for(self.server.stop(self.settings.tuning.grace_s), self.settings.tuning.grace_s + 5)
         except TimeoutError:
@@ -105,12 +106,16 @@ class Running:
                                                      "timeout_s": closing_s})
 
 
-    async def _stand_down_bands(self) -> None:
-        """First of all: no band write from here on, and this process's bands out of ingest's gates when no newer
-        process wrote its own (``BandPublisher.stand_down``); every tick goes out until the next guard's land."""
-        if self.bands is None:
+    async def stand_down_bands(self) -> None:
+        """The stop's first step (before the gRPC server's graceful stop; once): no band write from here on, and this
+        process's bands out of ingest's gates when no newer process wrote its own (``BandPublisher.stand_down``);
+        every tick goes out until the next guard's land."""
+        if self.bands is None or self.bands_stood_down:
             return
-        await stop_tasks([t for t in self.tasks if t.get_name() == "bands"], timeout_s=1.0)
+        self.bands_stood_down = True
+        if await stop_tasks([t for t in self.tasks if t.get_name() == "bands"], timeout_s=1.0):
+            log.warning("band publisher still running at the stop: its lease ends its bands instead")
+            return
         try:
             await _bounded(self.bands.stand_down(), 1.0)
         except Exception as exc:  # noqa: BLE001 - Redis down: the lease runs out instead

@@ -81,3 +81,38 @@ async def test_a_guard_that_stops_takes_its_bands_out(redis: Any, make_guard: Gu
     await running.stop()
     assert await redis.exists(BANDS_META_KEY) == 0
     assert all(t.done() for t in running.tasks)
+
+
+async def test_the_stand_down_goes_before_the_servers_graceful_stop() -> None:
+    """``wait_for_termination`` runs ``first`` before the graceful stop, which may wait the grace period for an open
+    trigger-event stream; a failing ``first`` does not stop the shutdown."""
+    from common.grpcserver import wait_for_termination
+
+    order: list[str] = []
+
+    class _Server:
+        async def wait_for_termination(self) -> None:
+            return None  # as when the server ended: the shutdown starts at once
+
+    class _Srv:
+        server = _Server()
+
+        async def stop(self, grace_s: float) -> None:
+            order.append("stop")
+
+    async def first() -> None:
+        order.append("first")
+        raise RuntimeError("redis down")
+
+    await wait_for_termination(_Srv(), 0.1, first=first)  # type: ignore[arg-type]
+    assert order == ["first", "stop"]
+
+
+async def test_a_guard_stands_down_once(redis: Any, make_guard: GuardFactory) -> None:
+    running = await make_guard()
+    await eventually(lambda: redis.exists(BANDS_META_KEY))
+    await running.stand_down_bands()
+    assert await redis.exists(BANDS_META_KEY) == 0 and running.bands_stood_down
+    await redis.set(BANDS_META_KEY, BandMeta("next", 1, 1, 5.0).to_json())  # the next guard's
+    await running.stop()
+    assert parse_meta(await redis.get(BANDS_META_KEY)) == BandMeta("next", 1, 1, 5.0)
