@@ -265,7 +265,9 @@ class OrderRunner:
         if coid not in self.tracker:
             self.positions.ended(position_key(t), coid)
         self.tasks.pop(coid, None)
-        self._first_event.pop(coid, None)
+        ev = self._first_event.pop(coid, None)
+        if ev is not None:
+            ev.set()  # a SubmitOrder waiting for it answers now, with what is stored (its wait says so)
 
     def _sent_soon(self) -> None:
         asyncio.get_running_loop().call_soon(self.burst.sent)
