@@ -24,7 +24,7 @@ from typing import Any
 import redis.exceptions
 
 from common.logtrim import CURSOR_PREFIX, readers_key
-from common.resp import Arg, OnReply, RespClosed, RespConnection, RespError, RespTimeout
+from common.resp import Arg, RespClosed, RespConnection, RespError, RespTimeout
 from common.streams import DurableLog
 
 
@@ -192,17 +192,24 @@ async def append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes])
 
 
 async def _append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]) -> list[str]:
-    conn = await fast.connection()
     maxlen = str(log.maxlen)
+    replies = await pipelined(fast, [("XADD", log.name, "MAXLEN", "~", maxlen, "*", "p", p) for p in payloads])
+    cursors = [r.decode() for r in replies]
+    for cursor, payload in zip(cursors, payloads, strict=True):
+        log.published(cursor, payload)
+    return cursors
+
+
+async def pipelined(fast: FastRedis, commands: list[tuple[Arg, ...]]) -> list[Any]:
+    """Run ``commands`` on ``fast``'s connection, written back to back (no await between them: nothing else is
+    written between two of them) and answered in one round trip; their replies. Raises as redis-py does:
+    ``ResponseError`` for an error reply, ``ConnectionError`` / ``TimeoutError`` for a lost connection."""
+    conn = await fast.connection()
     replies: list[Any] = []
-    on_reply = replies.append
-    cmds: list[tuple[tuple[Arg, ...], OnReply]] = [
-        (("XADD", log.name, "MAXLEN", "~", maxlen, "*", "p", p), on_reply) for p in payloads[:-1]]
     try:
-        if cmds:
-            conn.write(cmds)
-        last = await conn.call("XADD", log.name, "MAXLEN", "~", maxlen, "*", "p", payloads[-1],
-                               timeout_s=fast.timeout_s)
+        if len(commands) > 1:
+            conn.write([(c, replies.append) for c in commands[:-1]])
+        last = await conn.call(*commands[-1], timeout_s=fast.timeout_s)
     except RespTimeout as exc:
         raise redis.exceptions.TimeoutError(str(exc)) from exc
     except RespClosed as exc:
@@ -213,7 +220,4 @@ async def _append_events(fast: FastRedis, log: DurableLog, payloads: list[bytes]
     for reply in replies:
         if isinstance(reply, RespError):
             raise redis.exceptions.ResponseError(str(reply))
-    cursors = [r.decode() for r in replies]
-    for cursor, payload in zip(cursors, payloads, strict=True):
-        log.published(cursor, payload)
-    return cursors
+    return replies

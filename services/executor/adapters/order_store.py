@@ -36,9 +36,10 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 
 __all__ = ["Change", "Inserted", "OrderStore", "row_life", "ticket_from_row"]
 
-ASSET_HELD = "SELECT 1 FROM positions WHERE asset_id = %s AND size > 0 LIMIT 1"  # index positions_asset_wallet
 HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
-HELD_AMONG = "SELECT DISTINCT asset_id FROM positions WHERE asset_id = ANY(%s) AND size > 0"
+# one probe of index positions_asset_wallet per asset, ending at its first holder (not every wallet holding it)
+HELD_AMONG = ("SELECT a AS asset_id FROM unnest(%s::text[]) AS a"
+              " WHERE EXISTS (SELECT 1 FROM positions WHERE asset_id = a AND size > 0)")
 EVENTS_OF = "SELECT client_order_id FROM order_events WHERE event_id = ANY(%s)"  # the orders of events recorded
 
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
@@ -241,16 +242,8 @@ class OrderStore:
             aside.new = {r["id"] for r in await cur.fetchall()}
             return await book_new(cur, [(t, b) for t, b in fills if b.fill_id in aside.new], aside=aside)
 
-    async def asset_held(self, asset_id: str) -> bool:
-        """True when any wallet holds the asset."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(ASSET_HELD, (asset_id,))
-            return await cur.fetchone() is not None
-
     async def held_assets(self, among: list[str] | None = None) -> set[str]:
-        """The assets any wallet holds (of ``among`` when given), as :meth:`asset_held` decides it."""
-        if among is not None and len(among) == 1:  # one position emptied (an exit's commit): the keyed lookup
-            return set(among) if await self.asset_held(among[0]) else set()
+        """The assets any wallet holds (of ``among`` when given): some position of it has shares."""
         async with self.pool.connection() as conn:
             cur = await (conn.execute(HELD_ASSETS) if among is None else conn.execute(HELD_AMONG, (among,)))
             return {r["asset_id"] for r in await cur.fetchall()}
