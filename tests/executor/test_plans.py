@@ -50,7 +50,7 @@ def test_whether_an_asset_is_still_held_is_one_index_probe(db_url: str) -> None:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size)"
                      " SELECT 'w_' || g, 'a_' || (g % 500), '0xa', g % 3 FROM generate_series(1, 5000) g")
         conn.execute("ANALYZE positions")
-        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_store.ASSET_HELD, ("a_7",)).fetchone()
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + order_store.HELD_AMONG, (["a_7"],)).fetchone()
     assert row is not None
     assert plan_scans(row[0][0]["Plan"], "positions") in (["Index Scan"], ["Index Only Scan"], ["Bitmap Heap Scan"])
 
