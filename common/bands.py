@@ -15,6 +15,11 @@ once guard has read that price, whether guard read it in time to fire on it or t
 ``armed_ns``, when the latest trailing stop of the asset and source was armed or changed (guard's clock, 0: not
 since guard started): guard lifts by a price stamped before it the marks of the stops armed before the price but
 not of the later ones, so the reader raises only ``lo`` by such a price (:func:`after_older_rise`).
+Per asset, ``changes``: when its latest triggers were armed or changed (guard's clock, at most
+:data:`CHANGES_KEPT`, oldest first). Until a band reflecting a change reaches the reader, the reader filters with
+the band from before it: a price that crossed the new trigger and came back meanwhile was left out. A reader that
+finds a change time it had not seen checks the prices it left out since against the new band (``services.ingest.
+tickgate``).
 ``through_ns``: guard has read every tick stamped up to it when it wrote the bands (ingest's gate stamps ticks in
 increasing order; a tick forwarded later may still change them). A new guard process's first bands carry the
 stamp of the newest tick in the log when it took its cursor, the ticks it will never read (1 when the log was
@@ -36,6 +41,7 @@ BANDS_META_KEY = "tt:guard:bands:meta"
 BANDS_CHANNEL = "tt:guard:bands:changed"
 
 BEST_BID, MID, LAST_TRADE = 0, 1, 2  # a source's index among a tick's prices (best bid, mid, last trade)
+CHANGES_KEPT = 4  # an asset's latest trigger changes a band carries
 _ONE = Decimal(1)
 
 
@@ -55,10 +61,12 @@ class SourceBand(NamedTuple):
 
 
 class AssetBand(NamedTuple):
-    """An asset's bands; ``holds``: triggers crossed on a stale price are held, a fresh tick releases them."""
+    """An asset's bands; ``holds``: triggers crossed on a stale price are held, a fresh tick releases them;
+    ``changes``: when its latest triggers were armed or changed (see the module docstring)."""
 
     sources: tuple[SourceBand, ...]
     holds: bool = False
+    changes: tuple[int, ...] = ()
 
 
 def outside(band: SourceBand, price: Decimal) -> int:
@@ -109,9 +117,10 @@ def _dec(text: str) -> Decimal | None:
 
 
 def encode(band: AssetBand) -> str:
-    """``h`` or ``-`` (held or not), then ``;source,lo,hi,inclusive,trail,tp`` per source (empty: None), and
-    ``,armed_ns`` when not 0."""
-    parts = ["h" if band.holds else "-"]
+    """``h`` or ``-`` (held or not), ``@`` and the change times comma-separated when there are any, then
+    ``;source,lo,hi,inclusive,trail,tp`` per source (empty: None), and ``,armed_ns`` when not 0."""
+    flag = "h" if band.holds else "-"
+    parts = [f"{flag}@{','.join(map(str, band.changes))}" if band.changes else flag]
     for s in band.sources:
         armed = f",{s.armed_ns}" if s.armed_ns else ""
         parts.append(f"{s.source},{_num(s.lo)},{_num(s.hi)},{1 if s.hi_inclusive else 0},{_num(s.trail)},"
@@ -123,8 +132,10 @@ def decode(text: str) -> AssetBand:
     """The band :func:`encode` wrote; raises ValueError on anything else. A source without ``tp`` (written before
     it was) is read with ``tp`` at ``hi``: any take-profit may lie just above it."""
     head, *rest = text.split(";")
+    head, at, listed = head.partition("@")
     if head not in ("h", "-"):
         raise ValueError(f"band flags: {head!r}")
+    changes = _changes(listed) if at else ()
     sources = []
     for part in rest:
         fields = part.split(",")
@@ -139,7 +150,30 @@ def decode(text: str) -> AssetBand:
         if not armed.removeprefix("-").isdigit() or not armed.isascii():
             raise ValueError(f"band armed_ns: {part!r}")
         sources.append(SourceBand(int(fields[0]), _dec(fields[1]), hi, fields[3] == "1", trail, tp, int(armed)))
-    return AssetBand(tuple(sources), head == "h")
+    return AssetBand(tuple(sources), head == "h", changes)
+
+
+def _changes(listed: str) -> tuple[int, ...]:
+    items = listed.split(",")
+    if not 0 < len(items) <= CHANGES_KEPT or not all(i.isascii() and i.isdigit() for i in items):
+        raise ValueError(f"band changes: {listed!r}")
+    out = tuple(int(i) for i in items)
+    if list(out) != sorted(set(out)):
+        raise ValueError(f"band changes not in order: {listed!r}")
+    return out
+
+
+def kept_changes(changes: tuple[int, ...], at_ns: int) -> tuple[int, ...]:
+    """``changes`` with a change at ``at_ns`` (ignored when not later than the latest: the same arm again), the
+    latest :data:`CHANGES_KEPT` of them."""
+    if at_ns <= 0 or (changes and at_ns <= changes[-1]):
+        return changes
+    return (*changes, at_ns)[-CHANGES_KEPT:]
+
+
+def merged_changes(*lists: tuple[int, ...]) -> tuple[int, ...]:
+    """The latest :data:`CHANGES_KEPT` of several lists' change times, oldest first."""
+    return tuple(sorted(set().union(*lists))[-CHANGES_KEPT:])
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.bands import (
+    CHANGES_KEPT,
     AssetBand,
     BandMessage,
     BandMeta,
@@ -17,6 +18,8 @@ from common.bands import (
     after_rise,
     decode,
     encode,
+    kept_changes,
+    merged_changes,
     outside,
     parse_message,
     parse_meta,
@@ -80,13 +83,19 @@ source_bands = st.builds(SourceBand, st.integers(0, 2), prices, prices, st.boole
                          st.one_of(st.none(), st.integers(1, 99).map(lambda n: D(n) / 100)), prices)
 
 
-@given(st.builds(AssetBand, st.lists(source_bands, max_size=3).map(tuple), st.booleans()))
+change_times = st.lists(st.integers(1, 2**63 - 1), unique=True, max_size=CHANGES_KEPT).map(lambda c: tuple(sorted(c)))
+
+
+@given(st.builds(AssetBand, st.lists(source_bands, max_size=3).map(tuple), st.booleans(), change_times))
 def test_encode_decode_round_trip(band: AssetBand) -> None:
     assert decode(encode(band)) == band
 
 
 @pytest.mark.parametrize("text", ["", "x;0,1,2,0,", "-;3,0.1,0.2,0,", "-;0,0.1,0.2,2,", "-;0,0.1,0.2,0",
-                                  "-;0,abc,0.2,0,", "-;0,0.1,0.2,0,1.5"])
+                                  "-;0,abc,0.2,0,", "-;0,0.1,0.2,0,1.5",
+                                  # change times: none after the @, not digits, out of order, repeated, too many
+                                  "-@;0,,,0,", "h@1,x;0,,,0,", "-@2,1;0,,,0,", "-@1,1;0,,,0,", "-@1,2,3,4,5;0,,,0,",
+                                  "-@-1;0,,,0,"])
 def test_decode_refuses_what_encode_never_writes(text: str) -> None:
     with pytest.raises(ValueError):
         decode(text)
@@ -101,6 +110,23 @@ def test_decode_refuses_what_encode_never_writes(text: str) -> None:
 ])
 def test_decode_reads_the_lowest_take_profit_or_assumes_one_at_the_top(text: str, band: AssetBand) -> None:
     assert decode(text) == band
+
+
+@pytest.mark.parametrize(("changes", "at", "kept"), [
+    ((), 5, (5,)),
+    ((), 0, ()),  # not known when: no change time
+    ((3,), 3, (3,)),  # the same arm again (a trigger upserted unchanged)
+    ((3,), 2, (3,)),  # an older time is not a new change
+    ((1, 2, 3, 4), 9, (2, 3, 4, 9)),  # the latest CHANGES_KEPT
+])
+def test_kept_changes(changes: tuple[int, ...], at: int, kept: tuple[int, ...]) -> None:
+    assert kept_changes(changes, at) == kept
+
+
+def test_merged_changes_keeps_the_latest_in_order() -> None:
+    assert CHANGES_KEPT == 4
+    assert merged_changes((1, 5), (2, 5, 9), ()) == (1, 2, 5, 9)
+    assert merged_changes((1, 2, 3), (4, 5, 6)) == (3, 4, 5, 6)
 
 
 def test_messages_and_meta_round_trip_and_junk_is_none() -> None:

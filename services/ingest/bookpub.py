@@ -120,8 +120,9 @@ class BookPublisher:
             self._schedule()
 
     def check(self, asset_ids: list[str]) -> None:
-        """The bands of these assets changed (guard's, or the gate's narrowing of them ended): a tick of each whose
-        current top is outside its new band."""
+        """The bands of these assets changed (guard's, or the gate's narrowing of them ended): a tick of each price
+        left out since a trigger change that is outside its new band (``TickGate.replay``), then of each whose current
+        top is."""
         gate, books = self.gate, self.books.books
         if gate is None:
             return
@@ -130,6 +131,9 @@ class BookPublisher:
             book = books.get(asset_id)
             if book is None or book.emitted is None:
                 continue
+            for stamp, top in gate.replay(asset_id, now_ns):
+                self._ticks.append(self.books.left_out_tick(asset_id, top, stamp))
+                self._kinds[mpb.TICK_KIND_PRICE_CHANGE] += 1
             stamp = gate.recheck(asset_id, book.top(), now_ns)
             if stamp:
                 self._ticks.append(self.books.tick_bytes(asset_id, mpb.TICK_KIND_PRICE_CHANGE, stamp))

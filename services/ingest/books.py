@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from common.decimals import fmt_memo
 from services.ingest import clob
-from services.ingest.assetbook import PENDING_MAX, AssetBook
+from services.ingest.assetbook import PENDING_MAX, AssetBook, Top
 from services.ingest.levelbytes import LEVEL_JSON, level_json, mid_text
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -143,6 +143,16 @@ class BookState:
             tick_size=_s(book.tick_size), stale=book.stale,
             winning_asset_id=book.winner if kind == mpb.TICK_KIND_MARKET_RESOLVED else "",
             venue_time_ms=book.venue_ms, received_time_ns=received_ns)
+
+    def left_out_tick(self, asset_id: str, top: Top, received_ns: int) -> bytes:
+        """A price-change tick of an earlier top of the asset's book (one the tick gate left out), serialized."""
+        book = self.books[asset_id]
+        bid, ask, last, tick, stale = top
+        return mpb.PriceTick(
+            asset_id=asset_id, condition_id=book.condition_id, kind=mpb.TICK_KIND_PRICE_CHANGE, best_bid=_s(bid),
+            best_ask=_s(ask), mid=mid_text(bid, ask) if bid is not None and ask is not None else "",
+            last_trade_price=_s(last), tick_size=_s(tick), stale=stale, venue_time_ms=book.venue_ms,
+            received_time_ns=received_ns).SerializeToString()
 
     def tick_bytes(self, asset_id: str, kind: int, received_ns: int) -> bytes:
         """``self.price_tick(asset_id, kind, received_ns).SerializeToString()``."""

@@ -22,6 +22,9 @@ increasing ``received_time_ns`` stamps, so ``through_ns`` says exactly which of 
 process reads the log from where it took its cursor and says so in its first ``through_ns`` (the stamp of the
 newest tick then): the unread prices up to it are forgotten, since that process never reads them (all of them when
 it says 0).
+
+A band that brings a trigger change the gate had not seen makes the fresh prices it left out since the change due
+for a second look against it (``services.ingest.leftout``, :meth:`TickGate.replay`).
 """
 
 from __future__ import annotations
@@ -29,18 +32,20 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple
 
-from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, after_older_rise, after_rise, decode, outside
+from common.bands import AssetBand, BandMessage, BandMeta, decode, outside
+from services.ingest.leftout import LeftOut, crossing
+from services.ingest.unread import EVERY, KEPT, Merged, Top, Unread, as_prices, higher, narrowed, narrowed_by, prices_of
 from tradingtools.market.v1 import market_pb2 as mpb
 
 PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                          mpb.TICK_KIND_LAST_TRADE_PRICE})
-_TWO = Decimal(2)
-# a band that could not be read: every tick of its asset goes out
-EVERY = AssetBand((SourceBand(0, None, None, False),), True)
-# the top of book as ingest's books report it: (best bid, best ask, last trade, tick size, stale)
-Top = tuple[Decimal | None, Decimal | None, Decimal | None, Decimal, bool]
+
+
+# The stamps of the unread prices in the order they were given, (stamp, asset id): a ``through_ns`` visits only the
+# assets it reads (at 10,000 ticks/s and a guard a second behind, thousands of assets hold unread prices). Entries of
+# prices merged or forgotten stay until read past; beyond this many (guard not reading), it is rebuilt.
+_ORDER_MIN = 4096
 
 
 @dataclass
@@ -58,48 +63,7 @@ class GateStats:
     loads: int = 0
     messages: int = 0
     bad_bands: int = 0
-
-
-class _Merged(NamedTuple):
-    """Unread prices merged into one: the highest [best bid, mid, last trade] of them, the stamp of the first."""
-
-    prices: list[Decimal | None]
-    first: int
-
-
-# An asset's unread prices: [(stamp, top), ...] in stamp order, at most _KEPT; beyond, the two oldest merge into
-# (the later stamp, _Merged): the band stays as narrow or narrower until guard has read both. A top's prices are
-# computed only when a band is narrowed by them. A price stamped before a source's ``armed_ns`` raises only the lo
-# of that source (guard lifts no mark of the later stops by it); a merged one that straddles it leaves the asset's
-# band at EVERY.
-Unread = list[tuple[int, "Top | _Merged"]]
-_KEPT = 8
-_BEFORE_ARMS = -1  # a stamp before every source's armed_ns (prices narrow only the lo of a source armed since)
-# The stamps of the unread prices in the order they were given, (stamp, asset id): a ``through_ns`` visits only the
-# assets it reads (at 10,000 ticks/s and a guard a second behind, thousands of assets hold unread prices). Entries of
-# prices merged or forgotten stay until read past; beyond this many (guard not reading), it is rebuilt.
-_ORDER_MIN = 4096
-
-
-def _higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
-    return a if b is None or (a is not None and a >= b) else b
-
-
-def _as_prices(item: Top | _Merged) -> list[Decimal | None]:
-    return item.prices if isinstance(item, _Merged) else _prices(item)
-
-
-def _highest(unread: Unread) -> list[Decimal | None]:
-    """The highest unread price per source."""
-    out = _as_prices(unread[0][1])
-    for _stamp, item in unread[1:]:
-        out = [_higher(a, b) for a, b in zip(out, _as_prices(item), strict=True)]
-    return out
-
-
-def _prices(top: Top) -> list[Decimal | None]:
-    bid, ask, last = top[0], top[1], top[2]
-    return [bid, (bid + ask) / _TWO if bid is not None and ask is not None else None, last]
+    replayed: int = 0
 
 
 class TickGate:
@@ -120,6 +84,7 @@ class TickGate:
         self._order: deque[tuple[int, str]] = deque()  # their stamps in stamp order (_ORDER_MIN)
         self._order_max = _ORDER_MIN
         self._epoch: str | None = None  # the guard process whose bands were last read
+        self.left = LeftOut()  # fresh prices left out, looked at again when a band lands after its triggers changed
 
     # ticks
 
@@ -142,9 +107,11 @@ class TickGate:
                 self.stats.heartbeat += 1
                 return self._send(asset_id, top, recv_ns, None)
             self.stats.filtered += 1
+            if not stale:
+                self.left.leave(asset_id, top, recv_ns)
             return 0
         # the mid costs a division: computed only when a band watches it (_send computes it for a tick sent)
-        prices = _prices(top) if band.sources[-1].source == 1 or len(band.sources) > 1 else [top[0], None, top[2]]
+        prices = prices_of(top) if band.sources[-1].source == 1 or len(band.sources) > 1 else [top[0], None, top[2]]
         beyond = band is EVERY
         rising = False
         for sb in band.sources:
@@ -164,6 +131,8 @@ class TickGate:
             self.stats.heartbeat += 1
             return self._send(asset_id, top, recv_ns, prices, False)
         self.stats.filtered += 1
+        if not stale:
+            self.left.leave(asset_id, top, recv_ns)
         return 0
 
     def recheck(self, asset_id: str, top: Top, now_ns: int) -> int:
@@ -173,7 +142,7 @@ class TickGate:
         if band is None or now_ns >= self.valid_until_ns:
             return 0
         stale = top[4]
-        prices = _prices(top)
+        prices = prices_of(top)
         out = band is EVERY or (band.holds and not stale)
         if not out:
             for sb in band.sources:
@@ -185,6 +154,23 @@ class TickGate:
             return 0
         self.stats.rechecked += 1
         return self._send(asset_id, top, now_ns, prices)
+
+    def replay(self, asset_id: str, now_ns: int) -> list[tuple[int, Top]]:
+        """After the asset's band changed: the prices left out since a trigger change it brought that are outside
+        the new band (``services.ingest.leftout``), each with the stamp it goes out with now, in received order."""
+        due = self.left.due(asset_id, now_ns)
+        last = self._last.get(asset_id)
+        last_ns = last[0] if last is not None else 0  # the stamp of the last tick sent before these
+        out = []
+        for recv_ns, top in due:
+            band = self.bands.get(asset_id)
+            if band is None or band is EVERY:
+                break
+            prices, beyond, rising = crossing(band, top, recv_ns > last_ns)
+            if beyond:
+                self.stats.replayed += 1
+                out.append((self._send(asset_id, top, now_ns, prices, rising), top))
+        return out
 
     def _send(self, asset_id: str, top: Top, recv_ns: int, prices: list[Decimal | None] | None,
               rising: bool = True) -> int:
@@ -201,10 +187,10 @@ class TickGate:
                 self._rises[asset_id] = [(stamp, top)]
             else:
                 unread.append((stamp, top))
-                if len(unread) > _KEPT:
+                if len(unread) > KEPT:
                     (first, older), (later, newer) = unread[0], unread[1]
-                    merged = [_higher(a, b) for a, b in zip(_as_prices(older), _as_prices(newer), strict=True)]
-                    unread[0:2] = [(later, _Merged(merged, older.first if isinstance(older, _Merged) else first))]
+                    merged = [higher(a, b) for a, b in zip(as_prices(older), as_prices(newer), strict=True)]
+                    unread[0:2] = [(later, Merged(merged, older.first if isinstance(older, Merged) else first))]
             order = self._order
             order.append((stamp, asset_id))
             if len(order) > self._order_max:
@@ -212,12 +198,13 @@ class TickGate:
             if rising:
                 band = self.bands.get(asset_id)
                 if band is not None and band is not EVERY:
-                    self.bands[asset_id] = _narrowed(band, prices if prices is not None else _prices(top), stamp)
+                    self.bands[asset_id] = narrowed(band, prices if prices is not None else prices_of(top), stamp)
         return stamp
 
     def forget(self, assets: set[str]) -> None:
         """Forget what was kept about assets no longer followed."""
         last, rises = self._last, self._rises
+        self.left.forget(assets)
         for asset_id in assets:
             last.pop(asset_id, None)
             rises.pop(asset_id, None)
@@ -237,14 +224,15 @@ class TickGate:
         forgotten (all of them when it gives 0, saying nothing); while some are newer (sent after it took its
         cursor, or lost with a log it found empty), its bands are not trusted until it has read past them."""
         self.stats.loads += 1
-        self.published = {}
+        before, self.published = self.published, {}
         self.bands = {}
         if meta is None or not self.enabled:
             self.meta = None
             self.valid_until_ns = 0
             return []
         for asset_id, text in encoded.items():
-            self.published[asset_id] = self._decode(text)
+            band = self.published[asset_id] = self._decode(text)
+            self.left.changed(asset_id, before.get(asset_id), band)
         if meta.epoch != self._epoch and self._epoch is not None:
             if meta.through_ns <= 0:
                 self._rises.clear()
@@ -278,7 +266,9 @@ class TickGate:
         changed = []
         for asset_id, text in msg.bands.items():
             if text:
-                self.published[asset_id] = self._decode(text)
+                band = self._decode(text)
+                self.left.changed(asset_id, self.published.get(asset_id), band)
+                self.published[asset_id] = band
             else:
                 self.published.pop(asset_id, None)
             changed.append(asset_id)
@@ -334,7 +324,7 @@ class TickGate:
             self.bands.pop(asset_id, None)
             return
         unread = self._rises.get(asset_id)
-        self.bands[asset_id] = band if unread is None or band is EVERY else _narrowed_by(band, unread)
+        self.bands[asset_id] = band if unread is None or band is EVERY else narrowed_by(band, unread)
 
     def _decode(self, text: str) -> AssetBand:
         try:
@@ -343,40 +333,3 @@ class TickGate:
             self.stats.bad_bands += 1
             return EVERY
         return band if band.sources else EVERY
-
-
-def _narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
-    """``band`` narrowed by the unread prices guard lifts its marks by (:data:`Unread`)."""
-    if not any(sb.armed_ns for sb in band.sources):
-        return _narrowed(band, _highest(unread))
-    highest: list[Decimal | None] = [None, None, None]
-    older: list[Decimal | None] = [None, None, None]  # the highest stamped before the source's armed_ns
-    for stamp, item in unread:
-        prices = _as_prices(item)
-        first = item.first if isinstance(item, _Merged) else stamp
-        for sb in band.sources:
-            if stamp < sb.armed_ns:
-                older[sb.source] = _higher(prices[sb.source], older[sb.source])
-                continue
-            if first < sb.armed_ns:
-                return EVERY
-            highest[sb.source] = _higher(prices[sb.source], highest[sb.source])
-    return _narrowed(_narrowed(band, highest), older, _BEFORE_ARMS)
-
-
-def _narrowed(band: AssetBand, prices: list[Decimal | None], stamp: int | None = None) -> AssetBand:
-    """``band`` after guard read ``prices`` (stamped ``stamp``: None, after every source's ``armed_ns``; before a
-    source's, only its ``lo`` rises)."""
-    sources = []
-    changed = False
-    for sb in band.sources:
-        price = prices[sb.source]
-        if price is None:
-            narrowed = sb
-        elif stamp is None or stamp >= sb.armed_ns:
-            narrowed = after_rise(sb, price)
-        else:
-            narrowed = after_older_rise(sb, price)
-        changed = changed or narrowed is not sb
-        sources.append(narrowed)
-    return band._replace(sources=tuple(sources)) if changed else band

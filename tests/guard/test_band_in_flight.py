@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
 from common.bands import BandMessage, BandMeta, encode
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, TriggerSpec
@@ -25,15 +23,11 @@ def _top(bid: str) -> Top:
     return (D(bid), D("0.60"), None, D("0.01"), False)
 
 
-@pytest.mark.xfail(strict=True, reason="open: the gate rechecks only the current top when a band lands; a fix "
-                                       "needs the band to carry when its asset's triggers changed, and the gate "
-                                       "to keep the extremes it left out since")
 def test_a_crossing_while_the_new_band_is_in_flight_reaches_guard() -> None:
     """A stop-loss at 0.30 is armed; the user PATCHes it to 0.45 at t = 10 ms with the bid at 0.50. Guard's engine
     has the new stop at once; its band reaches ingest at t = 40 ms (publisher pacing, fires under way, Redis). The
     bid dips to 0.44 at t = 20 ms and is back at 0.47 at t = 30 ms: both inside the old band (above 0.30), left out.
-    The new band lands: the current top (0.47) is inside it too, nothing goes out, and the stop that the bid crossed
-    after it was armed never fires (the position stays unprotected through the dip)."""
+    The new band lands: the current top (0.47) is inside it, but the 0.44 left out after the change goes out."""
     engine = Engine()
     engine.upsert(TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.30")))
     old = engine.published_band(A)
@@ -41,11 +35,13 @@ def test_a_crossing_while_the_new_band_is_in_flight_reaches_guard() -> None:
     gate = TickGate(heartbeat_s=60.0)
     gate.load(BandMeta("e", 1, 1, 5.0), {A: encode(old)}, 0)
     assert gate.admit(A, PRICE, _top("0.50"), 1 * MS)  # the asset's first tick
-    engine.upsert(TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.45")))  # t = 10 ms: guard has it
+    engine.upsert(TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=D("0.45")), armed_ns=10 * MS)  # guard has it
     new = engine.published_band(A)
     assert new is not None
     sent = [gate.admit(A, PRICE, _top(bid), t * MS) for bid, t in (("0.44", 20), ("0.47", 30))]
     changed = gate.apply(BandMessage(BandMeta("e", 2, 1 * MS, 5.0), {A: encode(new)}), 40 * MS)
     assert changed == [A]
-    sent.append(gate.recheck(A, _top("0.47"), 40 * MS))
-    assert any(sent), "guard never read a price at or below the stop (0.44 <= 0.45) after the stop was armed"
+    assert not any(sent)  # both left out under the old band
+    replayed = gate.replay(A, 40 * MS)
+    assert [t[0] for _stamp, t in replayed] == [D("0.44")], "the dip below the new stop goes out"
+    assert gate.recheck(A, _top("0.47"), 40 * MS) == 0  # the current top is inside the new band

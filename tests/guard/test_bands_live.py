@@ -4,6 +4,7 @@ trailing marks stay exact, and restarts of guard or ingest hide no crossing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -230,3 +231,60 @@ async def test_a_new_guard_says_how_far_the_log_went_and_ingest_forgets_what_it_
     await ready(ingest, second, yes)
     assert ingest.gate.meta is not None and ingest.gate.meta.through_ns >= newest
     assert all(stamp > newest for stamp, _prices in ingest.gate._rises.get(yes, []))
+
+
+class HeldPipelines:
+    """Wraps guard's band publisher's Redis client: its pipelines wait for ``released`` before they run."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.released = asyncio.Event()
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = self._client.pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def held_execute(*a: Any, **kw: Any) -> Any:
+            await self.released.wait()
+            return await execute(*a, **kw)
+
+        pipe.execute = held_execute
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_a_dip_while_a_new_stops_band_is_on_its_way_reaches_guard(
+        conn: Any, start_ingest: StartIngest, redis: Any, sim: PolymarketSim, standins: StandIns,
+        make_guard: GuardFactory) -> None:
+    """A stop at 0.45 is armed while guard's band writes are held: ingest still filters with the band from before
+    (a stop at 0.10), and the bid's dip to 0.44 and return to 0.47 are left out. When the band lands, the dip, left
+    out after the arm, goes out and fires the stop (before, only the current top was checked: no sale)."""
+    market = sim.add_market(mid="0.5", min_order_size=D("5"))
+    yes, _no = market.tokens
+    await set_position(conn, "40", asset_id=yes)
+    await insert_trigger(conn, "trg_far", "STOP_LOSS", price="0.10", fraction="1", asset_id=yes)
+    ingest = await start_ingest()
+    running = await make_guard(**{**BANDS, "band_lease_s": 30.0})
+    await ready(ingest, running, yes)
+    publisher = running.guard.bands
+    assert publisher is not None
+    held = HeldPipelines(publisher.redis)
+    publisher.redis = held
+    try:
+        await insert_trigger(conn, "trg_sl", "STOP_LOSS", price="0.45", fraction="1", asset_id=yes)
+        await publish_change(redis, "trg_sl")
+        await eventually(lambda: "trg_sl" in running.guard.engine, timeout_s=30)  # type: ignore[operator]
+        filtered = ingest.gate.stats.filtered
+        for bid in ("0.44", "0.47"):
+            best_bid(sim, yes, bid)
+            await eventually(lambda bid=bid: ingest.books.books[yes].best_bid == D(bid), timeout_s=30)
+        assert ingest.gate.stats.filtered >= filtered + 2  # both left out
+        await running.guard.drain()
+        assert not standins.executor.sells
+    finally:
+        held.released.set()
+    await eventually(lambda: bool(standins.executor.sells), timeout_s=30)
+    assert [s.trigger_id for s in standins.executor.sells] == ["trg_sl"]
+    assert ingest.gate.stats.replayed == 1

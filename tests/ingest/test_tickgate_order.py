@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from common.bands import AssetBand, BandMessage, BandMeta, SourceBand, encode
 from services.ingest import tickgate
+from services.ingest import unread as unread_prices
 from services.ingest.tickgate import TickGate, Top
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -36,8 +37,8 @@ def _expected_band(gate: TickGate, asset_id: str) -> AssetBand:
     band = gate.published[asset_id]
     if not unread:
         return band
-    mids = [tickgate._as_prices(item)[1] for _stamp, item in unread]
-    return tickgate._narrowed(band, [None, max(m for m in mids if m is not None), None])
+    mids = [unread_prices.as_prices(item)[1] for _stamp, item in unread]
+    return unread_prices.narrowed(band, [None, max(m for m in mids if m is not None), None])
 
 
 @settings(max_examples=150, deadline=None)

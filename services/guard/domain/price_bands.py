@@ -39,6 +39,7 @@ def source_band(book: SourceBook) -> tuple[Decimal | None, Decimal | None, bool]
 def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetBand:
     """The band ingest filters an asset's ticks with (its books by source; ``holds``: triggers are held)."""
     out = []
+    changes: tuple[int, ...] = ()
     for source in sorted(books, key=SOURCE_INDEX.__getitem__):
         book = books[source]
         lo, hi, inclusive = source_band(book)
@@ -49,7 +50,8 @@ def published_band(books: dict[Source, SourceBook], holds: bool) -> bands.AssetB
         # time, or with the later arm time of the epoch it merged into, at most this)
         armed_ns = book.trail.armed_ns if book.trail is not None and trail is not None else 0
         out.append(bands.SourceBand(SOURCE_INDEX[source], lo, hi, inclusive, trail, tp, armed_ns))
-    return bands.AssetBand(tuple(out), holds)
+        changes = bands.merged_changes(changes, book.changes) if book.changes else changes
+    return bands.AssetBand(tuple(out), holds, changes)
 
 
 def band_changes(assets: Iterable[str], band_of: Callable[[str], bands.AssetBand | None],

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from sortedcontainers import SortedList
 
+from common.bands import kept_changes
 from services.guard.domain.trail_epochs import TrailEpochs
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 
@@ -15,14 +16,15 @@ _MAX_ID = "\U0010ffff"  # sorts after every trigger id: (price, _MAX_ID) bounds 
 class SourceBook:
     """The ARMED triggers of one asset and price source: take-profits and stop-losses sorted by trigger
     price (what a price fires is a prefix of one and a suffix of the other), trailing stops in a
-    :class:`TrailEpochs`."""
+    :class:`TrailEpochs`; ``changes``: when its latest triggers were armed or changed (``common.bands``)."""
 
-    __slots__ = ("sl", "tp", "trail")
+    __slots__ = ("changes", "sl", "tp", "trail")
 
     def __init__(self) -> None:
         self.tp: SortedList = SortedList()  # (trigger price, id)
         self.sl: SortedList = SortedList()  # (trigger price, id)
         self.trail: TrailEpochs | None = None  # created with the first trailing stop
+        self.changes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.tp) + len(self.sl) + (len(self.trail) if self.trail is not None else 0)
@@ -30,6 +32,7 @@ class SourceBook:
     def add(self, spec: TriggerSpec, *, unsaved_mark: bool = False, armed_ns: int = 0, settled_ns: int = 0) -> bool:
         """Watch a trigger; a trailing stop armed (or changed) at ``armed_ns`` (:meth:`TrailEpochs.add`: True when
         its epoch is to be merged by :meth:`TrailEpochs.settle` once the tick log is read past it)."""
+        self.changes = kept_changes(self.changes, armed_ns)
         if spec.kind is Kind.TAKE_PROFIT:
             self.tp.add((spec.trigger_price, spec.id))
         elif spec.kind is Kind.STOP_LOSS:
