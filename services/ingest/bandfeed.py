@@ -134,6 +134,7 @@ class BandFeed:
         gate = self.gate
         log.info("tick gate", extra={**vars(gate.stats), "bands": len(gate.bands), "rises": len(gate._rises),
                                      "left_out_kept": len(gate.left), "left_out_late": gate.left.late,
+                                     "left_out_partial": gate.left.partial,
                                      "invalidations": self.invalidations,
                                      "bad_invalidations": self.bad_invalidations,
                                      "trusted": gate.valid_until_ns > self.clock_ns(),

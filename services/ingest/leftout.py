@@ -1,26 +1,33 @@
-"""The fresh prices ingest's tick gate left out, kept a few seconds for a band that lands after its triggers changed
+"""The fresh prices ingest's tick gate left out, kept a second for a band that lands after its triggers changed
 (pure: time is passed in).
 
 Guard arms or changes a trigger at once, but the band that reflects it reaches ingest only after guard wrote it
 (publisher pacing, fires under way, Redis). Meanwhile the gate filters the asset's ticks with the band from before:
 a price that crossed the new trigger and came back was left out, and guard never read it. A band carries when its
-asset's latest triggers were armed or changed (``common.bands``, ``changes``); a change time the gate had not seen
-makes the prices it left out since then due for a second look against the new band (:meth:`LeftOut.due`).
+asset's latest triggers were armed or changed (``common.bands``, ``changes``). When the latest of them is one the
+gate had not seen, the prices it left out since then are due for a second look against the new band
+(:meth:`LeftOut.due`, ``TickGate.replay``); each one outside goes out again, stamped when it does. What the rules
+below leave out is missed as before this look, never fired wrongly:
 
-Only prices left out at or after the change are looked at again (one before it happened before the trigger
-existed). A source with trailing stops looks only at prices after the asset's last tick sent: guard reads a price
-sent again after every tick it read already, and a trailing stop compares a price with the mark the prices before
-it set, so an older price read after a newer one could fire on a mark that rose after it.
+- Only prices since the *latest* change: every trigger in the band was armed by then, so none is checked against a
+  price from before it existed. A band bringing several new changes (counted in :attr:`LeftOut.partial`) leaves the
+  prices between them unchecked.
+- A price sent again is read by guard after every tick it read already. A trailing stop compares a price with the
+  mark the prices before it set, so while the band has a trailing stop only prices after the asset's last tick sent
+  are looked at; likewise after a STALE tick sent (guard knows the book is stale now).
+- Prices are kept :data:`KEEP_S`, under guard's ``tick_max_age_s`` (2 s), past which guard would not fire on a price
+  read late either; a band landing later finds them gone (counted in :attr:`LeftOut.late`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 
-from common.bands import CHANGES_KEPT, AssetBand, outside
+from common.bands import AssetBand, outside
 from services.ingest.unread import Top, prices_of
 
-KEEP_S = 5.0  # how long a left-out price is kept (a change's band landing later than this may miss some)
+KEEP_S = 1.0  # how long a left-out price is kept
 MAX_KEPT = 256  # left-out prices kept per asset, newest
 
 
@@ -30,49 +37,50 @@ class LeftOut:
     def __init__(self, *, keep_s: float = KEEP_S, max_kept: int = MAX_KEPT) -> None:
         self.keep_ns = int(keep_s * 1e9)
         self.max_kept = max_kept
-        self.late = 0  # changes that landed after prices left out since them may have been dropped
-        self._kept: dict[str, list[tuple[int, Top]]] = {}  # asset -> [(received ns, top)] in received order
+        self.late = 0  # changes whose band landed after prices left out since them may have been dropped
+        self.partial = 0  # bands bringing several new changes: the prices before the latest were not looked at
+        self._kept: dict[str, deque[tuple[int, Top]]] = {}  # asset -> (received ns, top) in received order
         self._due: dict[str, int] = {}  # asset -> left-out prices received at or after this are looked at again
 
     def leave(self, asset_id: str, top: Top, recv_ns: int) -> None:
         """A fresh tick the gate left out."""
         kept = self._kept.get(asset_id)
         if kept is None:
-            self._kept[asset_id] = [(recv_ns, top)]
-            return
-        kept.append((recv_ns, top))
-        if kept[0][0] < recv_ns - self.keep_ns or len(kept) > self.max_kept:
+            kept = self._kept[asset_id] = deque(maxlen=self.max_kept)
+        else:
             horizon = recv_ns - self.keep_ns
-            n = 0
-            while n < len(kept) and kept[n][0] < horizon:
-                n += 1
-            del kept[:max(n, len(kept) - self.max_kept)]
+            while kept and kept[0][0] < horizon:
+                kept.popleft()
+        kept.append((recv_ns, top))
 
     def changed(self, asset_id: str, old: AssetBand | None, new: AssetBand) -> None:
-        """The asset's band went from ``old`` to ``new``: its change times not in ``old`` make the prices left out
-        since the earliest of them due. When every one of the kept times is new, an older change may have been
-        dropped from the list: the prices since the latest change ``old`` had are due too."""
-        seen = old.changes if old is not None else ()
-        fresh = [c for c in new.changes if c not in seen]
-        if not fresh:
+        """The asset's band went from ``old`` to ``new``: when its latest change time is new, the prices left out
+        since then are due."""
+        if not new.changes:
             return
-        start = fresh[0]
-        if seen and len(fresh) == CHANGES_KEPT:
-            start = min(start, seen[-1] + 1)
+        seen = old.changes if old is not None else ()
+        latest = new.changes[-1]
+        if latest in seen:
+            return
+        if sum(1 for c in new.changes if c not in seen) > 1:
+            self.partial += 1
         due = self._due.get(asset_id)
-        self._due[asset_id] = start if due is None else min(due, start)
+        self._due[asset_id] = latest if due is None else max(due, latest)
 
     def due(self, asset_id: str, now_ns: int) -> list[tuple[int, Top]]:
-        """The asset's left-out prices a band change made due (received order; none when nothing is due)."""
+        """The asset's left-out prices a band change made due, received at or after the change and within
+        :data:`KEEP_S` of ``now_ns`` (received order; none when nothing is due)."""
         start = self._due.pop(asset_id, None)
         if start is None:
             return []
+        horizon = now_ns - self.keep_ns
         kept = self._kept.get(asset_id)
+        if start < horizon or (kept is not None and len(kept) == self.max_kept and kept[0][0] > start):
+            self.late += 1
         if not kept:
             return []
-        if start < now_ns - self.keep_ns or (len(kept) == self.max_kept and kept[0][0] > start):
-            self.late += 1
-        return [item for item in kept if item[0] >= start]
+        since = max(start, horizon)
+        return [item for item in kept if item[0] >= since]
 
     def forget(self, asset_ids: set[str]) -> None:
         """Assets no longer followed."""
@@ -84,14 +92,11 @@ class LeftOut:
         return sum(len(k) for k in self._kept.values())
 
 
-def crossing(band: AssetBand, top: Top, after_last_sent: bool) -> tuple[list[Decimal | None], bool, bool]:
-    """(prices, outside, rising) of a left-out ``top`` against ``band``; a source with trailing stops counts only
-    when the price came ``after_last_sent`` (see the module docstring)."""
+def crossing(band: AssetBand, top: Top) -> tuple[list[Decimal | None], bool, bool]:
+    """(prices, outside, rising) of a left-out ``top`` against ``band``."""
     prices = prices_of(top)
     beyond = rising = False
     for sb in band.sources:
-        if sb.trail is not None and not after_last_sent:
-            continue
         price = prices[sb.source]
         if price is not None:
             side = outside(sb, price)

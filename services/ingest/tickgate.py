@@ -157,16 +157,21 @@ class TickGate:
 
     def replay(self, asset_id: str, now_ns: int) -> list[tuple[int, Top]]:
         """After the asset's band changed: the prices left out since a trigger change it brought that are outside
-        the new band (``services.ingest.leftout``), each with the stamp it goes out with now, in received order."""
+        the new band (``services.ingest.leftout``: not before the asset's last tick sent when that was STALE or the
+        band has a trailing stop), each with the stamp it goes out with now, in received order."""
         due = self.left.due(asset_id, now_ns)
         last = self._last.get(asset_id)
-        last_ns = last[0] if last is not None else 0  # the stamp of the last tick sent before these
+        if not due or (last is not None and last[1]):
+            return []
+        band = self.bands.get(asset_id)
+        if band is not None and any(sb.trail is not None for sb in band.sources) and last is not None:
+            due = [item for item in due if item[0] > last[0]]
         out = []
-        for recv_ns, top in due:
+        for _recv_ns, top in due:
             band = self.bands.get(asset_id)
             if band is None or band is EVERY:
                 break
-            prices, beyond, rising = crossing(band, top, recv_ns > last_ns)
+            prices, beyond, rising = crossing(band, top)
             if beyond:
                 self.stats.replayed += 1
                 out.append((self._send(asset_id, top, now_ns, prices, rising), top))

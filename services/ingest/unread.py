@@ -55,8 +55,6 @@ def prices_of(top: Top) -> list[Decimal | None]:
     return [bid, (bid + ask) / _TWO if bid is not None and ask is not None else None, last]
 
 
-
-
 def narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
     """``band`` narrowed by the unread prices guard lifts its marks by (:data:`Unread`)."""
     if not any(sb.armed_ns for sb in band.sources):
