@@ -12,9 +12,8 @@ import asyncio
 import gc
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from common.cancel import stop_tasks
@@ -23,6 +22,7 @@ from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import UNRECORDED_MAX_AGE_S, Firer
+from services.guard.guard_stats import GuardStats
 from services.guard.loops import Batches, FireWindow
 from services.guard.mark_flush import MarkFlusher
 from services.guard.order_flow import Answers, OrderFlow
@@ -35,38 +35,6 @@ log = logging.getLogger(__name__)
 _NOTHING = Outcome()
 _PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
                           mpb.TICK_KIND_LAST_TRADE_PRICE})
-
-
-@dataclass
-class GuardStats:
-    """Counters of the coordinator."""
-
-    ticks: int = 0
-    unchanged_ticks: int = 0
-    quiet_ticks: int = 0
-    stale_ticks: int = 0
-    bad_ticks: int = 0
-    ignored_ticks: int = 0
-    held: int = 0
-    resolved_cancelled: int = 0
-    order_events: int = 0
-    repeated_events: int = 0
-    exits_created: int = 0
-    exits_cancelled: int = 0
-    reloads: int = 0
-    resyncs: int = 0
-    load_s: float = 0.0
-    loaded: int = 0
-    tick_lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # every 16th tick
-
-    def summary(self) -> dict[str, Any]:
-        """Counters and lag percentiles for the periodic stats log."""
-        lags = sorted(self.tick_lag_ms)
-        out: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int | float)}
-        if lags:
-            out["tick_lag_p50_ms"] = round(lags[len(lags) // 2], 2)
-            out["tick_lag_p99_ms"] = round(lags[min(len(lags) - 1, len(lags) * 99 // 100)], 2)
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +177,11 @@ class Guard:
             engine = self.engine
             if not engine.watches(asset_id):
                 stats.ignored_ticks += 1  # no armed trigger on this asset
+                return _NOTHING
+            observed_ns = tick.observed_time_ns  # a left-out price sent again (tick_view.replay_refused)
+            if observed_ns and tick_view.replay_refused(observed_ns, now_ns, self.tick_max_age_ns,
+                                                        engine.published_band(asset_id)):
+                stats.replays_refused += 1
                 return _NOTHING
             # tick_view.is_stale for a price tick (its kind is not STALE)
             untrusted = tick.stale or received_ns <= 0

@@ -131,8 +131,8 @@ class BookPublisher:
             book = books.get(asset_id)
             if book is None or book.emitted is None:
                 continue
-            for stamp, top in gate.replay(asset_id, now_ns):
-                self._ticks.append(self.books.left_out_tick(asset_id, top, stamp))
+            for stamp, top, observed_ns in gate.replay(asset_id, now_ns):
+                self._ticks.append(self.books.left_out_tick(asset_id, top, stamp, observed_ns))
                 self._kinds[mpb.TICK_KIND_PRICE_CHANGE] += 1
             stamp = gate.recheck(asset_id, book.top(), now_ns)
             if stamp:

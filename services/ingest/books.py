@@ -144,15 +144,16 @@ class BookState:
             winning_asset_id=book.winner if kind == mpb.TICK_KIND_MARKET_RESOLVED else "",
             venue_time_ms=book.venue_ms, received_time_ns=received_ns)
 
-    def left_out_tick(self, asset_id: str, top: Top, received_ns: int) -> bytes:
-        """A price-change tick of an earlier top of the asset's book (one the tick gate left out), serialized; its
-        venue time is not known (0)."""
+    def left_out_tick(self, asset_id: str, top: Top, received_ns: int, observed_ns: int) -> bytes:
+        """A price-change tick of an earlier top of the asset's book, one the tick gate left out when it came at
+        ``observed_ns`` and sends again now (stamped ``received_ns``), serialized; its venue time is not known (0)."""
         book = self.books[asset_id]
         bid, ask, last, tick_size, stale = top
         tick = mpb.PriceTick(
             asset_id=asset_id, condition_id=book.condition_id, kind=mpb.TICK_KIND_PRICE_CHANGE, best_bid=_s(bid),
             best_ask=_s(ask), mid=mid_text(bid, ask) if bid is not None and ask is not None else "",
-            last_trade_price=_s(last), tick_size=_s(tick_size), stale=stale, received_time_ns=received_ns)
+            last_trade_price=_s(last), tick_size=_s(tick_size), stale=stale, received_time_ns=received_ns,
+            observed_time_ns=observed_ns)
         return tick.SerializeToString()
 
     def tick_bytes(self, asset_id: str, kind: int, received_ns: int) -> bytes:

@@ -6,17 +6,18 @@ Guard arms or changes a trigger at once, but the band that reflects it reaches i
 a price that crossed the new trigger and came back was left out, and guard never read it. A band carries when its
 asset's latest triggers were armed or changed (``common.bands``, ``changes``). When the latest of them is one the
 gate had not seen, the prices it left out since then are due for a second look against the new band
-(:meth:`LeftOut.due`, ``TickGate.replay``); each one outside goes out again, stamped when it does. What the rules
-below leave out is missed as before this look, never fired wrongly:
+(:meth:`LeftOut.due`, ``TickGate.replay``); each one outside goes out again, stamped when it does and carrying when
+it came (``PriceTick.observed_time_ns``). What these rules leave out is missed as before this second look; none
+makes guard fire what reading every tick in time would not have:
 
-- Only prices since the *latest* change: every trigger in the band was armed by then, so none is checked against a
-  price from before it existed. A band bringing several new changes (counted in :attr:`LeftOut.partial`) leaves the
-  prices between them unchecked.
-- A price sent again is read by guard after every tick it read already. A trailing stop compares a price with the
-  mark the prices before it set, so while the band has a trailing stop only prices after the asset's last tick sent
-  are looked at; likewise after a STALE tick sent (guard knows the book is stale now).
-- Prices are kept :data:`KEEP_S`, under guard's ``tick_max_age_s`` (2 s), past which guard would not fire on a price
-  read late either; a band landing later finds them gone (counted in :attr:`LeftOut.late`).
+- Only prices since the band's *latest* change: every trigger in the band existed then. A band bringing several new
+  changes leaves the prices between them unchecked (counted in :attr:`LeftOut.partial`).
+- Only prices after the asset's last tick sent, and none when that was a STALE tick: guard reads a price sent again
+  after every tick it read already, and a trailing stop compares a price with the mark the prices before it set.
+- Prices are kept :data:`KEEP_S`; a band landing later finds them gone (counted in :attr:`LeftOut.late`).
+- Guard reads such a price only when no trigger of its asset was armed or changed after it came (one armed after the
+  band was written is not in the band), and while it is younger than guard's ``tick_max_age_s``
+  (``services.guard.domain.tick_view.replay_refused``).
 """
 
 from __future__ import annotations

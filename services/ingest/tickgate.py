@@ -155,26 +155,26 @@ class TickGate:
         self.stats.rechecked += 1
         return self._send(asset_id, top, now_ns, prices)
 
-    def replay(self, asset_id: str, now_ns: int) -> list[tuple[int, Top]]:
-        """After the asset's band changed: the prices left out since a trigger change it brought that are outside
-        the new band (``services.ingest.leftout``: not before the asset's last tick sent when that was STALE or the
-        band has a trailing stop), each with the stamp it goes out with now, in received order."""
+    def replay(self, asset_id: str, now_ns: int) -> list[tuple[int, Top, int]]:
+        """After the asset's band changed: the prices left out since a trigger change it brought, after the asset's
+        last tick sent (unless that was STALE: none), that are outside the new band (``services.ingest.leftout``);
+        each as (the stamp it goes out with now, its top, when it was received), in received order."""
         due = self.left.due(asset_id, now_ns)
         last = self._last.get(asset_id)
         if not due or (last is not None and last[1]):
             return []
-        band = self.bands.get(asset_id)
-        if band is not None and any(sb.trail is not None for sb in band.sources) and last is not None:
-            due = [item for item in due if item[0] > last[0]]
+        after = last[0] if last is not None else 0
         out = []
-        for _recv_ns, top in due:
+        for recv_ns, top in due:
             band = self.bands.get(asset_id)
             if band is None or band is EVERY:
                 break
+            if recv_ns <= after:
+                continue
             prices, beyond, rising = crossing(band, top)
             if beyond:
                 self.stats.replayed += 1
-                out.append((self._send(asset_id, top, now_ns, prices, rising), top))
+                out.append((self._send(asset_id, top, now_ns, prices, rising), top, recv_ns))
         return out
 
     def _send(self, asset_id: str, top: Top, recv_ns: int, prices: list[Decimal | None] | None,

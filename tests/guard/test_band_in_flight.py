@@ -43,5 +43,5 @@ def test_a_crossing_while_the_new_band_is_in_flight_reaches_guard() -> None:
     assert changed == [A]
     assert not any(sent)  # both left out under the old band
     replayed = gate.replay(A, 40 * MS)
-    assert [t[0] for _stamp, t in replayed] == [D("0.44")], "the dip below the new stop goes out"
+    assert [(t[0], observed) for _stamp, t, observed in replayed] == [(D("0.44"), 20 * MS)], "the dip goes out"
     assert gate.recheck(A, _top("0.47"), 40 * MS) == 0  # the current top is inside the new band

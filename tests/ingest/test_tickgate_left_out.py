@@ -46,7 +46,7 @@ class Setup:
         """The engine's band lands at ``t`` ms: the bids sent again, then the current top's if it goes out."""
         self.seq += 1
         assert self.gate.apply(BandMessage(BandMeta("e", self.seq, 1, 5.0), self.bands()), t * MS) == [A]
-        return [sent[0] for _stamp, sent in self.gate.replay(A, t * MS)]
+        return [sent[0] for _stamp, sent, _observed in self.gate.replay(A, t * MS)]
 
 
 def stop(price: str, tid: str = "s") -> TriggerSpec:
@@ -124,7 +124,7 @@ def test_a_reload_of_the_bands_looks_again_too_and_stale_tops_are_not_kept() -> 
     assert s.gate.admit(A, PRICE, top("0.48"), 18 * MS)  # and back
     assert not any(s.ticks(("0.44", 20), ("0.47", 30)))
     s.gate.load(BandMeta("e", 9, 1, 5.0), s.bands(), 40 * MS)  # a message missed: read whole
-    assert [t[0] for _stamp, t in s.gate.replay(A, 40 * MS)] == [D("0.44")]
+    assert [t[0] for _stamp, t, _observed in s.gate.replay(A, 40 * MS)] == [D("0.44")]
 
 
 def test_a_forgotten_asset_keeps_nothing() -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.bands import BandMessage, BandMeta, encode
 from services.guard.domain.outcomes import Prices
+from services.guard.domain.tick_view import replay_refused
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 from services.ingest.tickgate import TickGate, Top
@@ -21,10 +23,12 @@ A = "asset-1"
 D = Decimal
 MS = 1_000_000
 PRICE = mpb.TICK_KIND_PRICE_CHANGE
+MAX_AGE_NS = 2_000 * MS  # guard's tick_max_age_s
 
 
 class Loop:
-    """Guard's engine reading every tick the gate sends (the first, 0.50 / 0.51, at 1 ms)."""
+    """Guard's engine reading every tick the gate sends (the first, 0.50 / 0.51, at 1 ms), a price sent again only
+    when ``tick_view.replay_refused`` lets it (as guard's coordinator does)."""
 
     def __init__(self, *specs: TriggerSpec, first: Top | None = None) -> None:
         self.engine = Engine()
@@ -33,18 +37,25 @@ class Loop:
         self.gate = TickGate(heartbeat_s=60.0)
         self.gate.load(BandMeta("e", 1, 1, 5.0), self.bands(), 0)
         self.fired: list[str] = []
+        self.came: list[int] = []  # when the price each of them fired on came (ns)
+        self.refused = 0
         self.seq = 1
         assert self.tick(first or top("0.50"), 1)
 
     def bands(self) -> dict[str, str]:
+        """The bands guard writes now."""
         band = self.engine.published_band(A)
         return {A: encode(band)} if band is not None else {}
 
-    def read(self, t: Top, stamp: int) -> None:
+    def read(self, t: Top, stamp: int, observed: int = 0) -> None:
+        if observed and replay_refused(observed, stamp, MAX_AGE_NS, self.engine.published_band(A)):
+            self.refused += 1
+            return
         bid, ask = t[0], t[1]
         mid = (bid + ask) / 2 if bid is not None and ask is not None else None
         out = self.engine.on_tick(A, Prices(best_bid=bid, mid=mid), stale=t[4], received_ns=stamp)
         self.fired += [f.spec.id for f in out.fired]
+        self.came += [observed or stamp for _f in out.fired]
 
     def tick(self, t: Top, at_ms: int) -> int:
         stamp = self.gate.admit(A, PRICE, t, at_ms * MS)
@@ -52,13 +63,20 @@ class Loop:
             self.read(t, stamp)
         return stamp
 
-    def lands(self, at_ms: int) -> list[Decimal | None]:
+    def lands(self, at_ms: int, written: dict[str, str] | None = None) -> list[tuple[Top, int]]:
+        """Bands guard wrote (``written``, else now) land at ``at_ms``; returns what went out again (top, when it
+        came), read by guard as it goes out."""
         self.seq += 1
-        self.gate.apply(BandMessage(BandMeta("e", self.seq, 1, 5.0), self.bands()), at_ms * MS)
+        meta = BandMeta("e", self.seq, self.gate.floor_ns, 5.0)
+        self.gate.apply(BandMessage(meta, self.bands() if written is None else written), at_ms * MS)
         sent = self.gate.replay(A, at_ms * MS)
-        for stamp, t in sent:
-            self.read(t, stamp)
-        return [t[0] for _stamp, t in sent]
+        for stamp, t, observed in sent:
+            self.read(t, stamp, observed)
+        return [(t, observed) for _stamp, t, observed in sent]
+
+
+def bids(sent: list[tuple[Top, int]]) -> list[Decimal | None]:
+    return [t[0] for t, _observed in sent]
 
 
 def sl(tid: str, price: str, source: Source = Source.BEST_BID) -> TriggerSpec:
@@ -78,7 +96,7 @@ def test_a_band_bringing_two_changes_looks_only_after_the_latest() -> None:
     assert not g.tick(top("0.44"), 20)
     g.engine.upsert(sl("y", "0.45"), armed_ns=30 * MS)
     assert not g.tick(top("0.47"), 35)
-    assert g.lands(40) == []
+    assert bids(g.lands(40)) == []
     assert g.fired == [] and g.gate.left.partial == 1
 
 
@@ -90,7 +108,7 @@ def test_a_high_from_before_a_trailing_stop_was_armed_lifts_no_mark_of_it() -> N
     assert not g.tick(top("0.60"), 20)
     g.engine.upsert(trailing("r", "0.50"), armed_ns=30 * MS)
     assert not g.tick(top("0.50"), 35)
-    assert g.lands(40) == []
+    assert bids(g.lands(40)) == []
     g.tick(top("0.52"), 50)
     spec = g.engine.get("r")
     assert spec is not None and spec.high_water_mark == D("0.52") and g.fired == []
@@ -105,7 +123,7 @@ def test_an_older_price_is_not_sent_after_a_newer_one_while_the_band_has_a_trail
     g.engine.upsert(sl("u2", "0.46", Source.MID), armed_ns=10 * MS)
     assert not g.tick((D("0.455"), D("0.465"), None, D("0.005"), False), 20)
     assert g.tick((D("0.60"), D("0.61"), None, D("0.005"), False), 30)
-    assert g.lands(40) == []
+    assert bids(g.lands(40)) == []
     assert "u1" not in g.fired
 
 
@@ -116,7 +134,7 @@ def test_nothing_is_sent_again_after_a_stale_tick() -> None:
     g.engine.upsert(sl("x", "0.45"), armed_ns=10 * MS)
     assert not g.tick(top("0.44"), 20)
     assert g.tick((D("0.10"), D("0.50"), None, D("0.01"), True), 25)
-    assert g.lands(40) == []
+    assert bids(g.lands(40)) == []
 
 
 def test_a_price_left_out_longer_ago_than_guard_would_fire_on_is_not_sent() -> None:
@@ -124,7 +142,7 @@ def test_a_price_left_out_longer_ago_than_guard_would_fire_on_is_not_sent() -> N
     g = Loop(sl("x", "0.30"))
     g.engine.upsert(sl("x", "0.45"), armed_ns=10 * MS)
     assert not g.tick(top("0.44"), 20)
-    assert g.lands(2020) == []
+    assert bids(g.lands(2020)) == []
     assert g.gate.left.late == 1
 
 
@@ -133,15 +151,51 @@ def test_the_dip_after_a_patch_fires_the_patched_stop() -> None:
     g.engine.upsert(sl("x", "0.45"), armed_ns=10 * MS)
     assert not g.tick(top("0.44"), 20)
     assert not g.tick(top("0.47"), 30)
-    assert g.lands(40) == [D("0.44")]
+    assert bids(g.lands(40)) == [D("0.44")]
     assert g.fired == ["x"]
+
+
+def tp(tid: str, price: str) -> TriggerSpec:
+    return TriggerSpec(tid, A, Kind.TAKE_PROFIT, trigger_price=D(price))
+
+
+def test_a_dip_from_before_a_newer_tick_sent_is_not_sent_again_whatever_the_band_holds() -> None:
+    """x PATCHed at 10 ms; the band written at 12 ms (no trailing stop in it); trailing r armed at 14 ms (mark 0.40);
+    0.44 left out at 20 ms; 0.60 sent at 25 ms (above the take-profit) lifts r's mark. Sent again after the 0.60,
+    the 0.44 would sell r (a guard reading it in time saw r's level at 0.396)."""
+    g = Loop(sl("x", "0.30"), tp("t", "0.58"))
+    g.engine.upsert(sl("x", "0.45"), armed_ns=10 * MS)
+    written = g.bands()
+    g.engine.upsert(trailing("r", "0.40"), armed_ns=14 * MS)
+    assert not g.tick(top("0.44"), 20)
+    assert g.tick(top("0.60"), 25)
+    assert bids(g.lands(30, written)) == []
+    assert "r" not in g.fired
+
+
+@pytest.mark.parametrize("later", [trailing("r", "0.50"), sl("y", "0.46")])
+def test_a_price_sent_again_is_not_read_once_a_trigger_was_armed_after_it(later: TriggerSpec) -> None:
+    """x PATCHed at 10 ms, 0.44 left out at 20 ms, the band written at 28 ms, then another trigger armed at 32 ms
+    (the book at 0.47): the 0.44 goes out at 35 ms, and guard leaves it alone: read now, it would fire the later
+    trigger (or lift its mark) on a price from before it existed. x's crossing is missed (as before the replay)."""
+    g = Loop(sl("x", "0.30"))
+    g.engine.upsert(sl("x", "0.45"), armed_ns=10 * MS)
+    assert not g.tick(top("0.44"), 20)
+    assert not g.tick(top("0.47"), 25)
+    written = g.bands()
+    g.engine.upsert(later, armed_ns=32 * MS)
+    assert [(t[0], observed) for t, observed in g.lands(35, written)] == [(D("0.44"), 20 * MS)]
+    assert g.fired == [] and g.refused == 1
+    spec = g.engine.get(later.id)
+    assert spec is not None and spec == later
 
 
 KINDS = ("SL", "SL_MID", "TP", "TRAIL")
 events = st.lists(st.one_of(
-    st.tuples(st.just("tick"), st.tuples(st.integers(30, 70), st.integers(1, 4))),
+    st.tuples(st.just("tick"), st.tuples(st.integers(30, 70), st.integers(1, 4), st.integers(0, 9))),
     st.tuples(st.just("arm"), st.tuples(st.sampled_from(KINDS), st.integers(30, 70))),
     st.tuples(st.just("patch"), st.tuples(st.integers(0, 5), st.integers(30, 70))),
+    st.tuples(st.just("write"), st.just(0)),
     st.tuples(st.just("land"), st.just(0)),
 ), max_size=60)
 
@@ -158,36 +212,29 @@ def _spec(tid: str, kind: str, cents: int) -> TriggerSpec:
 @settings(max_examples=500, deadline=None)
 @given(events)
 def test_guard_behind_the_gate_fires_only_what_a_guard_reading_every_tick_fired_by_then(steps: list[Any]) -> None:
-    """Against a guard that reads every tick when it comes (``reference``), arms and PATCHes reaching it then: guard
-    behind the gate (arms and PATCHes at once; ticks as the gate sends them; bands landing at ``land``, then the
-    prices sent again) fires a trigger on a price received at t only when the reference had fired it by t. (It may
-    miss some: the documented limits.)"""
+    """Against a guard that reads every tick when it comes (``reference``): guard behind the gate has arms and
+    PATCHes at once, reads the ticks the gate sends, writes its bands (``write``) that land at ingest later
+    (``land``; without a write before, they are written then), then reads the prices sent again. It fires a trigger
+    on a price that came at t only when the reference had fired it by t (it may miss some: the documented limits).
+    One tick in ten is STALE."""
     reference = Engine()
     g = Loop()  # (its first tick, 0.50 at 1 ms, before any trigger)
     kinds: dict[str, str] = {}
     fired_at: dict[str, int] = {}  # the reference's fires
-    received: dict[int, int] = {}  # id of a top given to the gate -> when it was received (ms)
-    tops: list[Top] = []
+    written: dict[str, str] | None = None
     t = 1
     for op, arg in steps:
         t += 5
         if op == "tick":
-            bid, ask = D(arg[0]) / 100, D(arg[0] + arg[1]) / 100
-            out = reference.on_tick(A, Prices(best_bid=bid, mid=(bid + ask) / 2), stale=False, received_ns=t * MS)
+            bid, ask, stale = D(arg[0]) / 100, D(arg[0] + arg[1]) / 100, arg[2] == 0
+            out = reference.on_tick(A, Prices(best_bid=bid, mid=(bid + ask) / 2), stale=stale, received_ns=t * MS)
             fired_at.update((f.spec.id, t) for f in out.fired)
-            tops.append((bid, ask, None, D("0.01"), False))
-            received[id(tops[-1])] = t
-            before = len(g.fired)
-            if g.tick(tops[-1], t):
-                assert all(fired_at.get(tid, t + 1) <= t for tid in g.fired[before:])
+            g.tick((bid, ask, None, D("0.01"), stale), t)
+        elif op == "write":
+            written = g.bands()
         elif op == "land":
-            g.seq += 1
-            g.gate.apply(BandMessage(BandMeta("e", g.seq, g.gate.floor_ns, 5.0), g.bands()), t * MS)
-            for stamp, sent in g.gate.replay(A, t * MS):
-                before = len(g.fired)
-                g.read(sent, stamp)
-                at = received[id(sent)]
-                assert all(fired_at.get(tid, at + 1) <= at for tid in g.fired[before:]), (g.fired[before:], at)
+            g.lands(t, written)
+            written = None
         else:
             if op == "arm":
                 kind, cents = arg
@@ -201,3 +248,5 @@ def test_guard_behind_the_gate_fires_only_what_a_guard_reading_every_tick_fired_
                 kind = kinds[tid]
             reference.upsert(_spec(tid, kind, cents), armed_ns=t * MS)
             g.engine.upsert(_spec(tid, kind, cents), armed_ns=t * MS)
+        for tid, came in zip(g.fired, g.came, strict=True):
+            assert fired_at.get(tid, came // MS + 1) <= came // MS, (tid, came)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from common.bands import AssetBand
 from common.decimals import parse_decimal
 from common.memo import Memo
 from services.guard.domain.trigger_index import Band, Prices
@@ -59,6 +60,17 @@ def _price(raw: str, name: str) -> Decimal | None:
         raise BadTick(f"{name} out of [0, 1]: {raw}")
     PARSED.put(raw, value)
     return value or None
+
+
+def replay_refused(observed_ns: int, now_ns: int, max_age_ns: int, band: AssetBand | None) -> bool:
+    """A price ingest's gate left out when it came (``observed_ns``) and sends again once a band reflecting a trigger
+    change reached it (``services.ingest.leftout``) is read only when the asset's latest trigger arm or change (the
+    latest of ``band.changes``, kept after that trigger fired or went) was no later, and it is not older than
+    ``max_age_ns``: it then fires what reading it in time would have, and nothing armed after it. Otherwise it is
+    left alone (True): a crossing may be missed, as without the second look."""
+    if now_ns - observed_ns > max_age_ns:
+        return True
+    return band is not None and bool(band.changes) and band.changes[-1] > observed_ns
 
 
 def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
