@@ -197,7 +197,7 @@ _METER.create_observable_gauge("guard.watched_assets", callbacks=[_assets],
 def tuning(settings: Settings) -> Tuning:
     """The coordinator's limits and timings from the service settings."""
     t = settings.tuning
-    return Tuning(tick_max_age_s=t.tick_max_age_s, book_max_age_s=t.book_max_age_s,
+    return Tuning(tick_max_age_s=t.tick_max_age_s, replay_margin_s=t.replay_margin_s, book_max_age_s=t.book_max_age_s,
                   max_slippage_bps=t.max_slippage_bps, crash_after=settings.crash_after,
                   fire_concurrency=t.fire_concurrency, bookkeeping_interval_s=t.bookkeeping_interval_s,
                   submitted_mark_delay_s=t.submitted_mark_delay_s, answers_gather_s=t.orders_gather_s,

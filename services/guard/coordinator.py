@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,7 @@ class Tuning:
     """The coordinator's limits and timings (``app`` takes them from the service settings)."""
 
     tick_max_age_s: float = 2.0
+    replay_margin_s: float = 0.05
     book_max_age_s: float = 30.0
     max_slippage_bps: int = 300
     crash_after: str = ""
@@ -109,6 +110,11 @@ class Guard:
         self.through_ns = 0
         self.clock_ns = clock_ns
         self.tick_max_age_ns = int(tuning.tick_max_age_s * 1e9)
+        # left-out prices sent again (tick_view.replay_refused): read only when they came this long after the asset's
+        # latest trigger change, and after this process loaded its triggers and last read the asset's stored book
+        self.replay_margin_ns = int(tuning.replay_margin_s * 1e9)
+        self.replays_after_ns = 0
+        self._books_read_ns: dict[str, int] = {}
         self.book_max_age_ms = int(tuning.book_max_age_s * 1000)
         self.defer_s = tuning.defer_s
         self.stats = GuardStats()
@@ -137,6 +143,7 @@ class Guard:
     async def start(self) -> None:
         """Load every ARMED trigger, re-send unacknowledged SELLs, publish pending events and the watch set."""
         started = time.perf_counter()
+        self.replays_after_ns = self.clock_ns()  # the triggers loaded carry no arm time
         self.engine = load(await self.store.load_armed())
         self.engine.mark_held(await self.store.held_ids())  # the next fresh tick releases them
         # The loaded triggers live as long as they stay armed: out of the collector's sight, a full
@@ -179,8 +186,9 @@ class Guard:
                 stats.ignored_ticks += 1  # no armed trigger on this asset
                 return _NOTHING
             observed_ns = tick.observed_time_ns  # a left-out price sent again (tick_view.replay_refused)
-            if observed_ns and tick_view.replay_refused(observed_ns, now_ns, self.tick_max_age_ns,
-                                                        engine.published_band(asset_id)):
+            if observed_ns and tick_view.replay_refused(
+                    observed_ns, now_ns, self.tick_max_age_ns, engine.published_band(asset_id), self.replay_margin_ns,
+                    max(self.replays_after_ns, self._books_read_ns.get(asset_id, 0))):
                 stats.replays_refused += 1
                 return _NOTHING
             # tick_view.is_stale for a price tick (its kind is not STALE)
@@ -287,6 +295,7 @@ class Guard:
         that is over, it is stale whatever its levels say)."""
         now_ns = self.clock_ns()  # the books read are the prices from now on: a stop armed since may not take them
         now_ms = now_ns // 1_000_000
+        self.books_read(asset_ids, now_ns)
         books, beat = await self.markets.books_and_feed(asset_ids)
         for asset_id, book in books.items():
             bid, ask = book.best_bid, book.best_ask
@@ -297,6 +306,15 @@ class Guard:
             self.evaluate(asset_id, prices, stale=stale, trusted=not stale, seen_ns=now_ns,
                           info=TickInfo(None, book.venue_time_ms, book.updated_ms * 1_000_000))
         return len(books)
+
+    def books_read(self, asset_ids: Iterable[str], now_ns: int) -> None:
+        """Guard evaluates (or takes marks from) prices as of ``now_ns`` for these assets, which ingest does not know
+        of: an older left-out price it sends again is not read after them."""
+        read = self._books_read_ns
+        if len(read) > 50_000:  # past the age a price sent again may have, a time refuses nothing more
+            self._books_read_ns = read = {a: t for a, t in read.items() if t > now_ns - self.tick_max_age_ns}
+        for asset_id in asset_ids:
+            read[asset_id] = now_ns
 
     def _queue_hold(self, ids: list[str], held: bool, info: TickInfo) -> None:
         """Record holds / releases in order; while one write is under way the next ones gather into one

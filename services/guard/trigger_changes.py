@@ -166,6 +166,7 @@ class TriggerChanges:
         freeze_bulk_load(changed)  # thousands of triggers at once: out of the collector's scans from now on
         await self.reload_many(sorted(touched))
         if risen:
+            guard.books_read(risen, guard.clock_ns())  # marks stored by another guard, from prices it read
             guard.spawn(guard.recheck(*sorted(risen)))
         return changed, removed
 

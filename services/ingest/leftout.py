@@ -15,9 +15,10 @@ makes guard fire what reading every tick in time would not have:
 - Only prices after the asset's last tick sent, and none when that was a STALE tick: guard reads a price sent again
   after every tick it read already, and a trailing stop compares a price with the mark the prices before it set.
 - Prices are kept :data:`KEEP_S`; a band landing later finds them gone (counted in :attr:`LeftOut.late`).
-- Guard reads such a price only when no trigger of its asset was armed or changed after it came (one armed after the
-  band was written is not in the band), and while it is younger than guard's ``tick_max_age_s``
-  (``services.guard.domain.tick_view.replay_refused``).
+- Guard reads such a price only when it came a margin after the asset's latest trigger arm or change (one armed
+  after the band was written is not in the band), after guard last read the asset's stored book (prices ingest does
+  not know guard has seen), and within guard's ``tick_max_age_s`` (``services.guard.domain.tick_view
+  .replay_refused``).
 """
 
 from __future__ import annotations

@@ -266,7 +266,8 @@ async def test_a_dip_while_a_new_stops_band_is_on_its_way_reaches_guard(
     await set_position(conn, "40", asset_id=yes)
     await insert_trigger(conn, "trg_far", "STOP_LOSS", price="0.10", fraction="1", asset_id=yes)
     ingest = await start_ingest()
-    running = await make_guard(**{**BANDS, "band_lease_s": 30.0})
+    # one machine, one clock: no margin between the arm and the prices read after it
+    running = await make_guard(**{**BANDS, "band_lease_s": 30.0, "replay_margin_s": 0.0})
     await ready(ingest, running, yes)
     publisher = running.guard.bands
     assert publisher is not None

@@ -62,15 +62,18 @@ def _price(raw: str, name: str) -> Decimal | None:
     return value or None
 
 
-def replay_refused(observed_ns: int, now_ns: int, max_age_ns: int, band: AssetBand | None) -> bool:
+def replay_refused(observed_ns: int, now_ns: int, max_age_ns: int, band: AssetBand | None, margin_ns: int = 0,
+                   after_ns: int = 0) -> bool:
     """A price ingest's gate left out when it came (``observed_ns``) and sends again once a band reflecting a trigger
-    change reached it (``services.ingest.leftout``) is read only when the asset's latest trigger arm or change (the
-    latest of ``band.changes``, kept after that trigger fired or went) was no later, and it is not older than
-    ``max_age_ns``: it then fires what reading it in time would have, and nothing armed after it. Otherwise it is
-    left alone (True): a crossing may be missed, as without the second look."""
-    if now_ns - observed_ns > max_age_ns:
+    change reached it (``services.ingest.leftout``) is left alone (True) unless it came ``margin_ns`` (the clocks'
+    possible difference) after the asset's latest trigger arm or change (the latest of ``band.changes``, kept after
+    that trigger fired or went while its source has others), after ``after_ns`` (guard loaded its triggers, or read
+    the asset's stored book: prices ingest does not know guard has seen), and within ``max_age_ns``. Read, it then
+    fires what reading it in time would have, and nothing armed after it; left alone, a crossing may be missed, as
+    without the second look."""
+    if now_ns - observed_ns > max_age_ns or observed_ns < after_ns:
         return True
-    return band is not None and bool(band.changes) and band.changes[-1] > observed_ns
+    return band is not None and bool(band.changes) and band.changes[-1] + margin_ns > observed_ns
 
 
 def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
