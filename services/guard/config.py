@@ -40,9 +40,10 @@ class Tuning:
                                   "which SELL answers settle")
     tick_max_age_s: float = tune(2.0, "a tick older than this since ingest received it never fires: a price that "
                                  "old may be gone", minimum=0.001)
-    replay_margin_s: float = tune(0.05, "a price ingest left out and sends again is read only when it came this long "
-                                  "after the asset's latest trigger arm or change: guard's and ingest's clocks may "
-                                  "differ by this much", minimum=0.0)
+    replay_margin_s: float = tune(0.002, "a price ingest left out and sends again is read only when it came this long "
+                                  "after the asset's latest trigger arm or change: set it to how far guard's and "
+                                  "ingest's clocks may differ (the prices of a band's few milliseconds in flight "
+                                  "closer to the arm than this are missed)", minimum=0.0)
     book_max_age_s: float = tune(30.0, "at catch-up a stored book older than this never fires; nor do the perf "
                                  "rules trust its mark for a profit-scale or a resume baseline", minimum=0.001)
     perf_interval_s: float = tune(5.0, "performance rules (and stats.unrealizedPnlUsd) are evaluated this often",

@@ -76,7 +76,7 @@ class Tuning:
     """The coordinator's limits and timings (``app`` takes them from the service settings)."""
 
     tick_max_age_s: float = 2.0
-    replay_margin_s: float = 0.05
+    replay_margin_s: float = 0.002
     book_max_age_s: float = 30.0
     max_slippage_bps: int = 300
     crash_after: str = ""
