@@ -69,9 +69,9 @@ class LeftOut:
         due = self._due.get(asset_id)
         self._due[asset_id] = latest if due is None else max(due, latest)
 
-    def due(self, asset_id: str, now_ns: int) -> list[tuple[int, Top]]:
-        """The asset's left-out prices a band change made due, received at or after the change and within
-        :data:`KEEP_S` of ``now_ns`` (received order; none when nothing is due)."""
+    def due(self, asset_id: str, now_ns: int, after_ns: int = 0) -> list[tuple[int, Top]]:
+        """The asset's left-out prices a band change made due, received at or after the change, after ``after_ns``
+        and within :data:`KEEP_S` of ``now_ns`` (received order; none when nothing is due)."""
         start = self._due.pop(asset_id, None)
         if start is None:
             return []
@@ -81,7 +81,7 @@ class LeftOut:
             self.late += 1
         if not kept:
             return []
-        since = max(start, horizon)
+        since = max(start, horizon, after_ns + 1)
         return [item for item in kept if item[0] >= since]
 
     def forget(self, asset_ids: set[str]) -> None:

@@ -141,16 +141,8 @@ class TickGate:
         band = self.bands.get(asset_id)
         if band is None or now_ns >= self.valid_until_ns:
             return 0
-        stale = top[4]
-        prices = prices_of(top)
-        out = band is EVERY or (band.holds and not stale)
-        if not out:
-            for sb in band.sources:
-                price = prices[sb.source]
-                if price is not None and outside(sb, price):
-                    out = True
-                    break
-        if not out:
+        prices, beyond, _rising = crossing(band, top)
+        if not (beyond or band is EVERY or (band.holds and not top[4])):
             return 0
         self.stats.rechecked += 1
         return self._send(asset_id, top, now_ns, prices)
@@ -159,18 +151,15 @@ class TickGate:
         """After the asset's band changed: the prices left out since a trigger change it brought, after the asset's
         last tick sent (unless that was STALE: none), that are outside the new band (``services.ingest.leftout``);
         each as (the stamp it goes out with now, its top, when it was received), in received order."""
-        due = self.left.due(asset_id, now_ns)
         last = self._last.get(asset_id)
+        due = self.left.due(asset_id, now_ns, last[0] if last is not None else 0)
         if not due or (last is not None and last[1]):
             return []
-        after = last[0] if last is not None else 0
         out = []
         for recv_ns, top in due:
             band = self.bands.get(asset_id)
             if band is None or band is EVERY:
                 break
-            if recv_ns <= after:
-                continue
             prices, beyond, rising = crossing(band, top)
             if beyond:
                 self.stats.replayed += 1
