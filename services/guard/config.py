@@ -48,8 +48,14 @@ class Tuning:
                                  "rules trust its mark for a profit-scale or a resume baseline", minimum=0.001)
     perf_interval_s: float = tune(5.0, "performance rules (and stats.unrealizedPnlUsd) are evaluated this often",
                                   minimum=0.001)
-    mark_flush_s: float = tune(10.0, "risen trailing high-water marks are persisted this often (a crash loses "
-                               "at most this much of a rise, plus the paced flush's own time)", minimum=0.001)
+    mark_flush_s: float = tune(10.0, "risen trailing high-water marks are persisted this often (the rises a crash "
+                               "loses are taken back from the tick log at the next start)", minimum=0.001)
+    mark_replay_max_s: float = tune(300.0, "at start-up, trailing marks a crash lost (or prices logged while guard "
+                                    "was down would have lifted) are taken back from the tick log since the last "
+                                    "complete mark save, reading at most this far back (about 12 µs a logged tick "
+                                    "here: 5 minutes at 1,000 logged ticks/s add 3.6 s to the start)", minimum=0.0)
+    mark_replay_fallback_s: float = tune(60.0, "with no mark save recorded (a first start, Redis lost it), the "
+                                         "start-up mark replay reads this much of the tick log", minimum=0.0)
     mark_flush_rows: int = tune(200, "risen marks written per statement (each its own transaction): a fire that "
                                 "waits for one of those rows' locks waits for a few milliseconds", minimum=1)
     mark_flush_duty: float = tune(0.25, "largest share of a mark flush's time spent writing: after each statement "

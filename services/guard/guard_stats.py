@@ -28,6 +28,7 @@ class GuardStats:
     resyncs: int = 0
     load_s: float = 0.0
     loaded: int = 0
+    marks_recovered: int = 0  # trailing marks lifted at start-up by the tick log (mark_recovery)
     tick_lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # every 16th tick
 
     def summary(self) -> dict[str, Any]:

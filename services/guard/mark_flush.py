@@ -11,12 +11,15 @@ flush's time and the fires keep their cores.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Protocol
 
 from common.decimals import ZERO
+
+log = logging.getLogger(__name__)
 
 Marks = Sequence[tuple[Decimal, list[str]]]
 
@@ -45,7 +48,8 @@ class MarkFlusher:
 
     def __init__(self, take: Callable[[], Iterable[Marks]], store: MarkStore, *,
                  rows: int = 200, duty: float = 0.25, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, position: Callable[[], str] | None = None,
+                 on_saved: Callable[[str], Awaitable[None]] | None = None) -> None:
         if rows < 1 or not 0.0 < duty <= 1.0:
             raise ValueError(f"rows must be ≥ 1 and duty in (0, 1], got rows={rows} duty={duty}")
         self.take = take
@@ -55,6 +59,11 @@ class MarkFlusher:
         self.sleep = sleep
         self.clock = clock
         self.unsaved: dict[str, Decimal] = {}  # taken from the engine, not written yet
+        # How far the tick log had been read when a flush took the marks (the tick feed's cursor), and who is told
+        # once a flush left nothing unsaved: every mark risen on the ticks up to it is then saved
+        # (services.guard.mark_recovery starts its replay there).
+        self.position = position
+        self.on_saved = on_saved
         self._one_at_a_time = asyncio.Lock()  # a flush returns once what others took before it is written too
 
     async def flush(self, *, paced: bool = True) -> int:
@@ -64,9 +73,15 @@ class MarkFlusher:
         async with self._one_at_a_time:
             return await self._flush(paced)
 
+    def keep(self, marks: dict[str, Decimal]) -> None:
+        """Marks risen outside the engine's books (recovered at start-up), for the next flush to write."""
+        _keep_higher(self.unsaved, marks.items())
+
     async def _flush(self, paced: bool) -> int:
+        through = self.position() if self.position is not None else None  # before the take: no await between
         await self._take(paced)
         if not self.unsaved:
+            await self._saved(through)
             return 0
         # The ids in one list and each statement's pairs built in its turn, rather than a tuple per mark held for
         # the whole flush: tens of thousands of young objects for guard's collector to walk.
@@ -84,7 +99,18 @@ class MarkFlusher:
         except BaseException:  # beside any taken meanwhile: the higher stays
             _keep_higher(self.unsaved, ((tid, marks[tid]) for tid in ids[written:]))
             raise
+        if not self.unsaved:
+            await self._saved(through)
         return written
+
+    async def _saved(self, through: str | None) -> None:
+        """Tell :attr:`on_saved` how far every risen mark is saved (a failure only leaves the older cursor)."""
+        if through is None or self.on_saved is None:
+            return
+        try:
+            await self.on_saved(through)
+        except Exception as exc:  # noqa: BLE001 - the older cursor only makes the next start replay more
+            log.warning("marks cursor not saved", extra={"error": repr(exc)[:300]})
 
     async def _take(self, paced: bool) -> None:
         """The risen marks, one book at a time; paced, the loop runs other work every ``rows`` × 5 marks (taking

@@ -194,3 +194,67 @@ async def test_a_flush_asked_for_while_another_writes_returns_once_that_one_wrot
     release.set()
     await asyncio.gather(periodic, asked)
     assert len(store.written()) == 3
+
+
+class Positions:
+    """The tick feed's cursor as the flusher reads it, and the cursors it reported saved."""
+
+    def __init__(self) -> None:
+        self.cursor = "1-0"
+        self.saved: list[str] = []
+        self.fail = False
+
+    def position(self) -> str:
+        return self.cursor
+
+    async def on_saved(self, cursor: str) -> None:
+        if self.fail:
+            raise ConnectionError("Redis unavailable")
+        self.saved.append(cursor)
+
+
+def tracked(marks: list[list[tuple[Decimal, list[str]]]], store: FakeStore, clock: FakeClock,
+            positions: Positions) -> MarkFlusher:
+    """:func:`flusher` telling ``positions`` how far every mark is saved; the feed moves on while each book is
+    taken (a tick read after the take began)."""
+    takes = iter(marks)
+
+    def take() -> list[list[tuple[Decimal, list[str]]]]:
+        positions.cursor = f"{int(positions.cursor.split('-')[0]) + 1}-0"
+        return [next(takes, [])]
+
+    return MarkFlusher(take, store, rows=200, sleep=clock.sleep, clock=clock, position=positions.position,
+                       on_saved=positions.on_saved)
+
+
+async def test_a_complete_flush_reports_the_cursor_read_when_it_took_the_marks() -> None:
+    clock, positions = FakeClock(), Positions()
+    store = FakeStore(clock)
+    f = tracked([rising(450), []], store, clock, positions)
+    assert await f.flush() == 450
+    assert positions.saved == ["1-0"]  # not the cursor the feed reached while the flush ran
+    assert await f.flush() == 0  # nothing rose: everything up to the cursor is saved still
+    assert positions.saved == ["1-0", "2-0"]
+
+
+async def test_a_failed_flush_reports_nothing_until_a_later_one_wrote_what_it_left() -> None:
+    clock, positions = FakeClock(), Positions()
+    store = FakeStore(clock, fail_at=(2,))
+    f = tracked([rising(450), []], store, clock, positions)
+    with pytest.raises(ConnectionError):
+        await f.flush()
+    assert positions.saved == []
+    assert await f.flush() == 250
+    assert positions.saved == ["2-0"]
+
+
+async def test_marks_kept_from_outside_the_engine_are_written_and_a_failed_report_is_only_logged() -> None:
+    clock, positions = FakeClock(), Positions()
+    store = FakeStore(clock)
+    f = tracked([[]], store, clock, positions)
+    f.keep({"trg_a": D("0.6"), "trg_b": D("0.4")})
+    f.keep({"trg_a": D("0.5")})  # the higher stays
+    positions.fail = True
+    assert await f.flush() == 2
+    assert store.written() == {"trg_a": D("0.6"), "trg_b": D("0.4")}
+    assert positions.saved == []

@@ -89,6 +89,12 @@ def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
     return now_ns - tick.received_time_ns > max_age_ns
 
 
+def prices_of(tick: mpb.PriceTick) -> Prices:
+    """The tick's prices per source; raises BadTick on a malformed one."""
+    return Prices(best_bid=_price(tick.best_bid, "best_bid"), mid=_price(tick.mid, "mid"),
+                  last_trade=_price(tick.last_trade_price, "last_trade_price"))
+
+
 def view(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> TickView:
     """Parse a tick; raises BadTick on a malformed price."""
     if not tick.asset_id:
@@ -96,8 +102,7 @@ def view(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> TickView:
     return TickView(
         asset_id=tick.asset_id,
         condition_id=tick.condition_id,
-        prices=Prices(best_bid=_price(tick.best_bid, "best_bid"), mid=_price(tick.mid, "mid"),
-                      last_trade=_price(tick.last_trade_price, "last_trade_price")),
+        prices=prices_of(tick),
         stale=is_stale(tick, now_ns, max_age_ns),
         resolved=tick.kind == RESOLVED,
         winning_asset_id=tick.winning_asset_id,
