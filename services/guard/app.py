@@ -171,22 +171,23 @@ async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
         log.warning("first band publish failed", extra={"error": repr(exc)[:300]})
 
 
-async def _recover_marks(guard: Guard, replay: MarkReplaySource, end: str, t: Any) -> None:
-    """Trailing marks a crash lost taken back from the tick log (:mod:`services.guard.mark_recovery`); a failure
-    leaves the stored marks, as before the replay existed."""
+async def _recover_marks(guard: Guard, replay: MarkReplaySource, end: str, t: Any) -> bool:
+    """Trailing marks a crash lost taken back from the tick log (:mod:`services.guard.mark_recovery`); False when it
+    failed (the stored marks stay, as before the replay existed)."""
     try:
         done = await recover_marks(lambda: guard.engine, guard.marks, replay, end=end,
                                    now_ms=guard.clock_ns() // 1_000_000, fallback_s=t.mark_replay_fallback_s,
-                                   max_s=t.mark_replay_max_s, margin_ns=int(t.replay_margin_s * 1e9),
+                                   max_s=t.mark_replay_max_s, margin_ns=int(t.mark_replay_arm_margin_s * 1e9),
                                    changed=guard.changed)
     except Exception as exc:  # noqa: BLE001 - the stored marks still guard the positions
         reraise_if_cancelled()
         log.warning("trailing marks not recovered from the tick log", extra={"error": repr(exc)[:300]})
-        return
+        return False
     guard.stats.marks_recovered = done.lifted
     log.info("trailing marks recovered from the tick log",
              extra={"after": done.start, "from_saved": done.saved, "clipped": done.clipped, "ticks": done.ticks,
                     "malformed": replay.malformed, "marks_lifted": done.lifted, "read_s": round(done.read_s, 3)})
+    return True
 
 
 async def _marks_saved(notices: GuardNotices) -> None:
@@ -295,7 +296,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     tick_cursor, end_stamp = await log_end(ticks_log)
     guard.through_ns = max(guard.through_ns, end_stamp, 1)
     replay = MarkReplaySource(cursor_redis, ticks_log, pool)
-    await _recover_marks(guard, replay, tick_cursor, t)  # before the first bands and the catch-up: both use the marks
+    recovered = await _recover_marks(guard, replay, tick_cursor, t)  # before the first bands and the catch-up
     await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here
     if bands is not None:
         tasks.append(asyncio.create_task(bands.run(), name="bands"))
@@ -305,7 +306,10 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                     else log_tick_stream(ticks_log))
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
     feed.cursor = tick_cursor
-    guard.marks.position, guard.marks.on_saved = (lambda: feed.cursor), replay.save_through
+    if recovered:  # else the next start reads this start's stretch again
+        # no cursor while fires or their re-arms are under way: those stops' marks are out of the engine meanwhile
+        guard.marks.position = lambda: None if guard.firer.in_flight or guard.changes.rearming else feed.cursor
+        guard.marks.on_saved = replay.save_through
     orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if t.orders_source == "grpc"
                      else read_log_items(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),
                                          epb.OrderEvent.FromString, min_interval_s=t.orders_gather_s))

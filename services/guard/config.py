@@ -54,6 +54,11 @@ class Tuning:
                                     "was down would have lifted) are taken back from the tick log since the last "
                                     "complete mark save, reading at most this far back (about 12 µs a logged tick "
                                     "here: 5 minutes at 1,000 logged ticks/s add 3.6 s to the start)", minimum=0.0)
+    mark_replay_arm_margin_s: float = tune(1.0, "the start-up mark replay counts a price for a stop only when it "
+                                           "came this long after the stop's row last changed: the row's time is "
+                                           "read before its transaction, and a live guard arms the stop once the "
+                                           "change is committed and announced (a lift left out is only delayed)",
+                                           minimum=0.0)
     mark_replay_fallback_s: float = tune(60.0, "with no mark save recorded (a first start, Redis lost it), the "
                                          "start-up mark replay reads this much of the tick log", minimum=0.0)
     mark_flush_rows: int = tune(200, "risen marks written per statement (each its own transaction): a fire that "

@@ -48,7 +48,7 @@ class MarkFlusher:
 
     def __init__(self, take: Callable[[], Iterable[Marks]], store: MarkStore, *,
                  rows: int = 200, duty: float = 0.25, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.perf_counter, position: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.perf_counter, position: Callable[[], str | None] | None = None,
                  on_saved: Callable[[str], Awaitable[None]] | None = None) -> None:
         if rows < 1 or not 0.0 < duty <= 1.0:
             raise ValueError(f"rows must be ≥ 1 and duty in (0, 1], got rows={rows} duty={duty}")
@@ -59,8 +59,8 @@ class MarkFlusher:
         self.sleep = sleep
         self.clock = clock
         self.unsaved: dict[str, Decimal] = {}  # taken from the engine, not written yet
-        # How far the tick log had been read when a flush took the marks (the tick feed's cursor), and who is told
-        # once a flush left nothing unsaved: every mark risen on the ticks up to it is then saved
+        # How far the tick log had been read when a flush took the marks (the tick feed's cursor; None: not known),
+        # and who is told once a flush left nothing unsaved: every mark risen on the ticks up to it is then saved
         # (services.guard.mark_recovery starts its replay there).
         self.position = position
         self.on_saved = on_saved

@@ -32,6 +32,7 @@ class TriggerChanges:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self._rng = random.Random()
+        self.rearming = 0  # re-arms under way that carry marks not saved yet (the mark flush's cursor waits)
 
     async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
         """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
@@ -177,9 +178,16 @@ class TriggerChanges:
         ``marks``: the trailing high-water marks they had in the engine (PostgreSQL's may lag behind:
         marks are saved every few seconds), so a re-armed trailing stop keeps its level."""
         if trigger_ids:
+            self.rearming += 1
             self.guard.spawn(self._rearm(list(trigger_ids), recheck_asset, dict(marks or {})))
 
     async def _rearm(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:
+        try:
+            await self._rearm_until_done(trigger_ids, recheck_asset, marks)
+        finally:
+            self.rearming -= 1
+
+    async def _rearm_until_done(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:
         backoff = Backoff(0.1, 5.0)
         for attempt in range(1_000_000):
             try:

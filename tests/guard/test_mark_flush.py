@@ -258,3 +258,13 @@ async def test_marks_kept_from_outside_the_engine_are_written_and_a_failed_repor
     assert await f.flush() == 2
     assert store.written() == {"trg_a": D("0.6"), "trg_b": D("0.4")}
     assert positions.saved == []
+
+
+async def test_no_cursor_is_reported_while_the_position_is_not_known() -> None:
+    """Guard gives no position while fires or their re-arms hold stops' marks outside the engine."""
+    clock, positions = FakeClock(), Positions()
+    store = FakeStore(clock)
+    f = MarkFlusher(lambda: [rising(3)], store, sleep=clock.sleep, clock=clock, position=lambda: None,
+                    on_saved=positions.on_saved)
+    assert await f.flush() == 3
+    assert positions.saved == []

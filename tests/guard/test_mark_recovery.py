@@ -96,15 +96,35 @@ async def test_prices_logged_while_guard_was_down_lift_the_mark_and_the_catch_up
 async def test_a_price_from_before_the_stop_was_armed_or_changed_lifts_nothing(
         db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
     """The 0.70 came before the stop's row last changed (a PATCH, here its creation): it is not the stop's high."""
-    await standins.ingest.tick(bid="0.55", ask="0.57", age_s=4)
+    await standins.ingest.tick(bid="0.55", ask="0.57", age_s=5)
     await redis.set(MARKS_THROUGH_KEY, await _last_cursor(standins))
-    await standins.ingest.tick(bid="0.70", ask="0.72", age_s=3)
-    conn = await _guarded(db_url, redis, created=datetime.now(UTC) - timedelta(seconds=2))
-    await standins.ingest.tick(bid="0.60", ask="0.62", age_s=1)
+    await standins.ingest.tick(bid="0.70", ask="0.72", age_s=4)
+    conn = await _guarded(db_url, redis, created=datetime.now(UTC) - timedelta(seconds=3))
+    await standins.ingest.tick(bid="0.60", ask="0.62", age_s=1)  # 2 s after it: past the arm margin
 
     running = await make_guard(tick_source="log")
     spec = running.guard.engine.get("trg_tr")
     assert spec is not None and spec.high_water_mark == D("0.60")  # the price after it does count
+    await conn.close()
+
+
+async def test_a_price_logged_before_the_row_was_committed_does_not_lift_the_recovered_mark(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """Control read the time it stores as update_time 10 ms before the 0.60 came, and committed the row after it: a
+    guard reading every tick never armed the stop before that price, so its mark is the 0.58 after it."""
+    conn = await db(db_url)
+    await set_position(conn, "100", "0.40")
+    await add_market(redis, min_size="5")
+    await standins.ingest.tick(bid="0.50", ask="0.52", age_s=4)
+    await redis.set(MARKS_THROUGH_KEY, await _last_cursor(standins))
+    high = await standins.ingest.tick(bid="0.60", ask="0.62", age_s=3)
+    began = datetime.fromtimestamp((high.received_time_ns - 10_000_000) / 1e9, UTC)
+    await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="10", fraction="1", created=began)
+    await standins.ingest.tick(bid="0.58", ask="0.60", age_s=1)  # after the stop existed
+
+    running = await make_guard(tick_source="log")
+    spec = running.guard.engine.get("trg_tr")
+    assert spec is not None and spec.high_water_mark == D("0.58")
     await conn.close()
 
 

@@ -3,6 +3,7 @@ restarted process takes the mark back from the tick log and sells at it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ async def test_a_mark_risen_before_a_kill_is_not_lost(db_url: str, redis_url: st
     conn = await db(db_url)
     await set_position(conn, "100")
     await add_market(redis)
-    await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="10", mark="0.55", fraction="1")  # level 0.495
+    await insert_trigger(conn, "trg_tr", "TRAILING_STOP", trail="10", mark="0.55", fraction="1",
+                         created=datetime.now(UTC) - timedelta(hours=1))  # level 0.495
     # a stop-loss on another asset: its SELL, after the trailing stop's tick on the same stream, shows it was handled
     await set_position(conn, "100", asset_id=PROBE)
     await add_market(redis, PROBE)

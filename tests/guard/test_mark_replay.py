@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.guard.config import Tuning
 from services.guard.domain.mark_replay import PriceHighs, recovered_marks, tick_prices
 from services.guard.domain.outcomes import Prices
+from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -100,3 +102,42 @@ def test_the_highest_price_since_a_time_is_the_maximum_over_the_prices_at_or_aft
     assert highs.highest_since(A, Source.BEST_BID, since) == (max(later) if later else None)
     highs.add(A, 51, Prices(best_bid=D("0.995")))  # added after a query: taken into account
     assert highs.highest_since(A, Source.BEST_BID, since) == (D("0.995") if since <= 51 else None)
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(1, 9)), max_size=60))
+def test_every_answer_stays_right_as_prices_come_in_any_order_and_only_possible_answers_are_kept(
+        prices: list[tuple[int, int]]) -> None:
+    highs = PriceHighs()
+    seen: list[tuple[int, Decimal]] = []
+    for at, tenths in prices:
+        highs.add(A, at, Prices(best_bid=D(tenths) / 10))
+        seen.append((at, D(tenths) / 10))
+        for since in range(-1, 22):
+            later = [p for t, p in seen if t >= since]
+            assert highs.highest_since(A, Source.BEST_BID, since) == (max(later) if later else None)
+    assert highs.kept() <= len({p for _t, p in seen})  # prices falling as times rise: one per distinct price at most
+
+
+def test_a_price_from_while_the_change_was_committed_and_announced_lifts_nothing_a_live_guard_did_not() -> None:
+    """The row's update_time is its writer's clock before the transaction; a live guard arms the stop once the change
+    is committed and announced (here 12 ms later). A 0.60 in between lifted nothing live (mark 0.58 from the price
+    after the arm, level 0.522): recovered at the next start, it must not sell at 0.535 either."""
+    ms = 1_000_000
+    changed = 1_700_000_000_000 * ms
+    stop = TriggerSpec("trg", A, Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=D("10"))
+    ticks = [(changed + 5 * ms, D("0.60")), (changed + 20 * ms, D("0.58"))]
+    live = Engine()
+    assert not live.on_tick(A, Prices(best_bid=ticks[0][1]), stale=False, received_ns=ticks[0][0]).fired
+    live.upsert(stop, armed_ns=changed + 12 * ms)
+    live.on_tick(A, Prices(best_bid=ticks[1][1]), stale=False, received_ns=ticks[1][0])
+
+    highs = PriceHighs()
+    for at, price in ticks:
+        highs.add(A, at, Prices(best_bid=price))
+    margin_ns = int(Tuning().mark_replay_arm_margin_s * 1e9)  # guard's setting
+    recovered = recovered_marks([stop], {"trg": changed}, highs, margin_ns).get("trg", D(0))
+    restarted = Engine()
+    restarted.upsert(stop.with_mark(recovered))
+    assert recovered <= D("0.58")
+    assert not live.on_tick(A, Prices(best_bid=D("0.535")), stale=False, received_ns=changed + 60 * ms).fired
+    assert not restarted.on_tick(A, Prices(best_bid=D("0.535")), stale=False, received_ns=changed + 60 * ms).fired

@@ -9,8 +9,10 @@ activation, so taking it again from prices already counted changes nothing.
 
 A price counts for a stop only when it came at least ``margin_ns`` after the stop's row last changed
 (``triggers.update_time``: created, PATCHed, held or resized): a price from before the stop existed, or before a
-PATCH moved its activation price, must not lift it. Later changes make this stricter, never looser: a lift is only
-ever left out. Prices of a stale or unsynced book, and STALE or resolution ticks, lift nothing, as in the engine.
+PATCH moved its activation price, must not lift it, nor one from while the change was committed and announced (the
+row's time is read before its transaction; a live guard arms the stop only once it hears of the change). Later
+changes make this stricter, never looser: a lift is only ever left out. Prices of a stale or unsynced book, and
+STALE or resolution ticks, lift nothing, as in the engine.
 """
 
 from __future__ import annotations
@@ -47,44 +49,65 @@ def tick_prices(tick: mpb.PriceTick) -> tuple[int, Prices] | None:
     return at_ns, prices
 
 
+_SOURCES = (Source.BEST_BID, Source.MID, Source.LAST_TRADE)  # the order of Prices' fields
+
+
 class PriceHighs:
-    """The prices of a stretch of the log per asset, asked for the highest one of a source received at or after a
-    time (each asset's series of a source is sorted once, on its first question)."""
+    """The prices of a stretch of the log per asset and source, asked for the highest one received at or after a
+    time. Only the prices that can still be such an answer are kept: per series, times rising and prices falling
+    (a price with a higher or equal one at the same time or later is never the answer), so memory follows the
+    series' shape, not the stretch's length."""
 
     def __init__(self) -> None:
-        self._ticks: dict[str, list[tuple[int, Prices]]] = {}
-        self._ready: dict[tuple[str, Source], tuple[list[int], list[Decimal]]] = {}
+        self._series: dict[tuple[str, Source], tuple[list[int], list[Decimal]]] = {}
         self.ticks = 0
 
     def add(self, asset_id: str, at_ns: int, prices: Prices) -> None:
         """One tick's prices, received (or seen) at ``at_ns``."""
-        kept = self._ticks.get(asset_id)
-        if kept is None:
-            kept = self._ticks[asset_id] = []
-        if self._ready:  # asked before: its answers for this asset are out of date
-            for source in Source:
-                self._ready.pop((asset_id, source), None)
-        kept.append((at_ns, prices))
         self.ticks += 1
+        for source, price in zip(_SOURCES, prices, strict=True):
+            if price is None:
+                continue
+            series = self._series.get((asset_id, source))
+            if series is None:
+                self._series[(asset_id, source)] = ([at_ns], [price])
+                continue
+            times, highs = series
+            if times[-1] <= at_ns:  # in time order, the usual case
+                while highs and highs[-1] <= price:
+                    times.pop()
+                    highs.pop()
+                if times and times[-1] == at_ns:  # a higher price at the same time
+                    continue
+                times.append(at_ns)
+                highs.append(price)
+                continue
+            j = bisect.bisect_left(times, at_ns)
+            if highs[j] >= price:  # as high or higher at the same time or later
+                continue
+            k = j
+            while k < len(times) and times[k] == at_ns:
+                k += 1
+            i = j
+            while i > 0 and highs[i - 1] <= price:
+                i -= 1
+            times[i:k] = [at_ns]
+            highs[i:k] = [price]
 
     def assets(self) -> set[str]:
-        """The assets with at least one tick."""
-        return set(self._ticks)
+        """The assets with at least one price."""
+        return {asset_id for asset_id, _source in self._series}
+
+    def kept(self) -> int:
+        """The prices kept."""
+        return sum(len(times) for times, _highs in self._series.values())
 
     def highest_since(self, asset_id: str, source: Source, since_ns: int) -> Decimal | None:
         """The highest ``source`` price of the asset received at or after ``since_ns`` (None when none was)."""
-        key = (asset_id, source)
-        ready = self._ready.get(key)
-        if ready is None:
-            series = sorted((at, price) for at, prices in self._ticks.get(asset_id, ())
-                            if (price := prices.get(source)) is not None)
-            times = [at for at, _p in series]
-            highs = [p for _at, p in series]
-            for i in range(len(highs) - 2, -1, -1):  # highs[i]: the highest from i on
-                if highs[i + 1] > highs[i]:
-                    highs[i] = highs[i + 1]
-            ready = self._ready[key] = (times, highs)
-        times, highs = ready
+        series = self._series.get((asset_id, source))
+        if series is None:
+            return None
+        times, highs = series
         i = bisect.bisect_left(times, since_ns)
         return highs[i] if i < len(highs) else None
 
