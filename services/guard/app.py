@@ -307,8 +307,12 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     feed = TickFeed(ticks_source, guard.handle_tick, guard.catch_up, urgent=lambda: bool(guard.firer.in_flight))
     feed.cursor = tick_cursor
     if recovered:  # else the next start reads this start's stretch again
-        # no cursor while fires or their re-arms are under way: those stops' marks are out of the engine meanwhile
-        guard.marks.position = lambda: None if guard.firer.in_flight or guard.changes.rearming else feed.cursor
+        # no cursor while fires or their re-arms are under way, nor when one began during the flush: those stops'
+        # marks are out of the engine meanwhile
+        firer, changes = guard.firer, guard.changes
+        guard.marks.position = lambda: (None if firer.window.open or firer.in_flight or changes.rearming
+                                        else feed.cursor)
+        guard.marks.calm = lambda: (firer.window.begun, changes.rearms)
         guard.marks.on_saved = replay.save_through
     orders_source = (order_event_stream(executor_ch, ORDERS_CONSUMER) if t.orders_source == "grpc"
                      else read_log_items(DurableLog(stream_redis, ORDER_EVENTS, block_ms=1000),

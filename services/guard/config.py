@@ -49,7 +49,8 @@ class Tuning:
     perf_interval_s: float = tune(5.0, "performance rules (and stats.unrealizedPnlUsd) are evaluated this often",
                                   minimum=0.001)
     mark_flush_s: float = tune(10.0, "risen trailing high-water marks are persisted this often (the rises a crash "
-                               "loses are taken back from the tick log at the next start)", minimum=0.001)
+                               "loses are taken back from the tick log at the next start, within "
+                               "mark_replay_max_s)", minimum=0.001)
     mark_replay_max_s: float = tune(300.0, "at start-up, trailing marks a crash lost (or prices logged while guard "
                                     "was down would have lifted) are taken back from the tick log since the last "
                                     "complete mark save, reading at most this far back (about 12 µs a logged tick "
@@ -57,7 +58,8 @@ class Tuning:
     mark_replay_arm_margin_s: float = tune(1.0, "the start-up mark replay counts a price for a stop only when it "
                                            "came this long after the stop's row last changed: the row's time is "
                                            "read before its transaction, and a live guard arms the stop once the "
-                                           "change is committed and announced (a lift left out is only delayed)",
+                                           "change is committed and announced (a lift left out can only make a "
+                                           "stop sell later, never earlier)",
                                            minimum=0.0)
     mark_replay_fallback_s: float = tune(60.0, "with no mark save recorded (a first start, Redis lost it), the "
                                          "start-up mark replay reads this much of the tick log", minimum=0.0)

@@ -70,6 +70,7 @@ class FireWindow:
             raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
         self.max_wait_s = max_wait_s
         self.open = 0  # fires under way
+        self.begun = 0  # fires ever begun
         self.held = 0  # runs that waited for fires
         self.overrun = 0  # of those, runs that stopped waiting after max_wait_s
         self._clear = asyncio.Event()
@@ -78,6 +79,7 @@ class FireWindow:
     def begin(self) -> None:
         """A fire is under way (call it when the fire is decided, before its task starts)."""
         self.open += 1
+        self.begun += 1
         self._clear.clear()
 
     def end(self) -> None:

@@ -49,7 +49,8 @@ class MarkFlusher:
     def __init__(self, take: Callable[[], Iterable[Marks]], store: MarkStore, *,
                  rows: int = 200, duty: float = 0.25, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.perf_counter, position: Callable[[], str | None] | None = None,
-                 on_saved: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_saved: Callable[[str], Awaitable[None]] | None = None,
+                 calm: Callable[[], object] | None = None) -> None:
         if rows < 1 or not 0.0 < duty <= 1.0:
             raise ValueError(f"rows must be ≥ 1 and duty in (0, 1], got rows={rows} duty={duty}")
         self.take = take
@@ -61,9 +62,12 @@ class MarkFlusher:
         self.unsaved: dict[str, Decimal] = {}  # taken from the engine, not written yet
         # How far the tick log had been read when a flush took the marks (the tick feed's cursor; None: not known),
         # and who is told once a flush left nothing unsaved: every mark risen on the ticks up to it is then saved
-        # (services.guard.mark_recovery starts its replay there).
+        # (services.guard.mark_recovery starts its replay there). ``calm``: a value that changes whenever marks may
+        # have left the engine unsaved (a fire began, a re-arm started); one that changed during the flush, and a
+        # position of None, report nothing.
         self.position = position
         self.on_saved = on_saved
+        self.calm = calm
         self._one_at_a_time = asyncio.Lock()  # a flush returns once what others took before it is written too
 
     async def flush(self, *, paced: bool = True) -> int:
@@ -71,17 +75,21 @@ class MarkFlusher:
         statement unless ``paced`` is off (shutdown); returns how many were written. One asked for while another
         writes waits for it: the marks that one took are not left to take, yet not written either."""
         async with self._one_at_a_time:
-            return await self._flush(paced)
+            calm = self.calm() if self.calm is not None else None
+            through = self.position() if self.position is not None else None  # before the take: no await between
+            written = await self._flush(paced)
+            if self.unsaved or (self.calm is not None and self.calm() != calm):
+                through = None
+        await self._saved(through)  # outside the lock: a stalled Redis must not hold the next flush (the stop's)
+        return written
 
     def keep(self, marks: dict[str, Decimal]) -> None:
         """Marks risen outside the engine's books (recovered at start-up), for the next flush to write."""
         _keep_higher(self.unsaved, marks.items())
 
     async def _flush(self, paced: bool) -> int:
-        through = self.position() if self.position is not None else None  # before the take: no await between
         await self._take(paced)
         if not self.unsaved:
-            await self._saved(through)
             return 0
         # The ids in one list and each statement's pairs built in its turn, rather than a tuple per mark held for
         # the whole flush: tens of thousands of young objects for guard's collector to walk.
@@ -99,8 +107,6 @@ class MarkFlusher:
         except BaseException:  # beside any taken meanwhile: the higher stays
             _keep_higher(self.unsaved, ((tid, marks[tid]) for tid in ids[written:]))
             raise
-        if not self.unsaved:
-            await self._saved(through)
         return written
 
     async def _saved(self, through: str | None) -> None:

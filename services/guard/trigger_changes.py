@@ -33,6 +33,7 @@ class TriggerChanges:
         self.guard = guard
         self._rng = random.Random()
         self.rearming = 0  # re-arms under way that carry marks not saved yet (the mark flush's cursor waits)
+        self.rearms = 0  # re-arms ever started
 
     async def reload(self, trigger_id: str, *, observed: bool = True, mark: Decimal = ZERO) -> None:
         """Bring one trigger in line with PostgreSQL (a ``tt:triggers:changed`` notification); ``observed``
@@ -179,6 +180,7 @@ class TriggerChanges:
         marks are saved every few seconds), so a re-armed trailing stop keeps its level."""
         if trigger_ids:
             self.rearming += 1
+            self.rearms += 1
             self.guard.spawn(self._rearm(list(trigger_ids), recheck_asset, dict(marks or {})))
 
     async def _rearm(self, trigger_ids: list[str], recheck_asset: str, marks: dict[str, Decimal]) -> None:

@@ -268,3 +268,20 @@ async def test_no_cursor_is_reported_while_the_position_is_not_known() -> None:
                     on_saved=positions.on_saved)
     assert await f.flush() == 3
     assert positions.saved == []
+
+
+async def test_no_cursor_is_reported_when_marks_may_have_left_the_engine_during_the_flush() -> None:
+    """A fire that began (or a re-arm that started) while the flush took or wrote the marks may hold a stop's risen
+    mark outside the engine: the cursor read before it is not reported."""
+    clock, positions = FakeClock(), Positions()
+    store = FakeStore(clock)
+    fires = [0]
+
+    def take() -> list[list[tuple[Decimal, list[str]]]]:
+        fires[0] += 1  # a fire began meanwhile
+        return [rising(3)]
+
+    f = MarkFlusher(take, store, sleep=clock.sleep, clock=clock, position=positions.position,
+                    on_saved=positions.on_saved, calm=lambda: fires[0])
+    assert await f.flush() == 3
+    assert positions.saved == []

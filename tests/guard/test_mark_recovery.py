@@ -149,3 +149,24 @@ async def _store_book(redis: Any, bid: str, ask: str) -> None:
     updated = int(time.time() * 1000)
     await write_book(redis, BookSnapshot(ASSET, CONDITION, ((D(bid), D(100)),), ((D(ask), D(100)),), D("0.01"),
                                          updated, updated))
+
+
+async def test_after_a_failed_replay_no_cursor_is_recorded_so_the_next_start_reads_that_stretch_again(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """A kept cursor Redis refuses to read after (its next entry id overflows): the replay fails, the guard starts on
+    its stored marks, and its saves leave the kept cursor as it was."""
+    conn = await _guarded(db_url, redis)
+    await standins.ingest.tick(bid="0.50", ask="0.52", age_s=3)
+    unreadable = f"{time.time_ns() // 1_000_000 - 1000}-18446744073709551615"  # a second ago, the last sequence
+    await redis.set(MARKS_THROUGH_KEY, unreadable)
+    running = await make_guard(tick_source="log")
+    assert running.guard.stats.marks_recovered == 0
+    await standins.ingest.tick(bid="0.60", ask="0.62")
+
+    async def saved() -> bool:
+        return (await trigger_row(conn, "trg_tr"))["high_water_mark"] == D("0.60")
+
+    await eventually(saved, message="the risen mark was not saved")
+    await running.guard.flush_marks()
+    assert await redis.get(MARKS_THROUGH_KEY) == unreadable
+    await conn.close()

@@ -4,8 +4,8 @@ Guard saves risen marks every few seconds (``mark_flush_s``); a crash loses the 
 restarted guard reads the tick log only from its end, so the prices that arrived while it was down lift nothing
 either. A stop left at a lower mark sells later than its ``mark × (1 − trail%)``, or never. Every logged price is
 still in the log: at start-up guard reads the stretch since its last complete save and lifts each loaded stop to the
-highest price of its source received after the stop was armed. A high-water mark is the highest price seen since
-activation, so taking it again from prices already counted changes nothing.
+highest price of its source received after the stop's row last changed. A high-water mark is the highest price seen
+since activation, so taking it again from prices already counted changes nothing.
 
 A price counts for a stop only when it came at least ``margin_ns`` after the stop's row last changed
 (``triggers.update_time``: created, PATCHed, held or resized): a price from before the stop existed, or before a
