@@ -18,7 +18,7 @@ from typing import Any
 
 from common.cancel import stop_tasks
 from services.guard.domain import tick_view
-from services.guard.domain.tick_view import TickInfo
+from services.guard.domain.tick_view import PRICE_KINDS, TickInfo
 from services.guard.domain.trigger_index import Cancelled, Engine, Outcome, Prices, load
 from services.guard.domain.trigger_model import Reason
 from services.guard.firing import UNRECORDED_MAX_AGE_S, Firer
@@ -33,8 +33,6 @@ from tradingtools.market.v1 import market_pb2 as mpb
 
 log = logging.getLogger(__name__)
 _NOTHING = Outcome()
-_PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
-                          mpb.TICK_KIND_LAST_TRADE_PRICE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +177,7 @@ class Guard:
         if received_ns > self.through_ns and tick.kind != mpb.TICK_KIND_MARKET_RESOLVED:
             self.through_ns = self.engine.settle(received_ns)  # no older price comes: arm epochs up to it merge
         raw = (tick.best_bid, tick.mid, tick.last_trade_price)
-        if tick.kind in _PRICE_KINDS:
+        if tick.kind in PRICE_KINDS:
             asset_id = tick.asset_id
             engine = self.engine
             if not engine.watches(asset_id):

@@ -48,7 +48,6 @@ class Recovery:
     saved: bool = False  # the start is the kept cursor (else the fallback window)
     clipped: bool = False  # the kept cursor was older than max_s: the replay started later
     ticks: int = 0
-    prices: int = 0  # ticks whose prices count, of watched assets
     lifted: int = 0
     read_s: float = 0.0
 
@@ -77,12 +76,11 @@ async def recover_marks(engine: Callable[[], Engine], marks: MarkFlusher, source
             for tick in batch:
                 if current.watches(tick.asset_id) and (got := tick_prices(tick)) is not None:
                     highs.add(tick.asset_id, *got)
-        out.prices = highs.ticks
         stops = [spec for asset_id in highs.assets() for tid in current.asset_ids(asset_id)
                  if (spec := current.get(tid)) is not None and spec.kind is Kind.TRAILING_STOP]
         times = await source.changed_ns([s.id for s in stops])
     lifted = recovered_marks([s for s in stops if s.id not in touched], times, highs, margin_ns)
-    applied = _apply(current, lifted, touched)
+    applied = _apply(current, lifted)
     marks.keep(applied)
     for asset_id in {s.asset_id for s in stops if s.id in applied}:
         changed(asset_id)
@@ -91,12 +89,12 @@ async def recover_marks(engine: Callable[[], Engine], marks: MarkFlusher, source
     return out
 
 
-def _apply(engine: Engine, lifted: dict[str, Decimal], touched: set[str]) -> dict[str, Decimal]:
-    """Each lifted mark into the engine, unless the trigger changed since it was read, or its mark is as high."""
+def _apply(engine: Engine, lifted: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Each lifted mark into the engine, unless its mark is as high already."""
     applied: dict[str, Decimal] = {}
     for tid, mark in lifted.items():
         spec: TriggerSpec | None = engine.get(tid)
-        if tid in touched or spec is None or mark <= live_mark(spec.high_water_mark, spec.activation_price):
+        if spec is None or mark <= live_mark(spec.high_water_mark, spec.activation_price):
             continue
         engine.upsert(spec.with_mark(mark))  # the same trigger: armed when it was
         applied[tid] = mark

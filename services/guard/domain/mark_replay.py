@@ -22,12 +22,9 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from services.guard.domain.outcomes import Prices
-from services.guard.domain.tick_view import BadTick, prices_of
+from services.guard.domain.tick_view import PRICE_KINDS, BadTick, prices_of
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec, live_mark
 from tradingtools.market.v1 import market_pb2 as mpb
-
-PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
-                         mpb.TICK_KIND_LAST_TRADE_PRICE})
 
 
 def tick_prices(tick: mpb.PriceTick) -> tuple[int, Prices] | None:
@@ -60,11 +57,9 @@ class PriceHighs:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, Source], tuple[list[int], list[Decimal]]] = {}
-        self.ticks = 0
 
     def add(self, asset_id: str, at_ns: int, prices: Prices) -> None:
         """One tick's prices, received (or seen) at ``at_ns``."""
-        self.ticks += 1
         for source, price in zip(_SOURCES, prices, strict=True):
             if price is None:
                 continue

@@ -89,6 +89,11 @@ def is_stale(tick: mpb.PriceTick, now_ns: int, max_age_ns: int) -> bool:
     return now_ns - tick.received_time_ns > max_age_ns
 
 
+# the kinds of tick that carry a book's prices (not STALE, TICK_SIZE_CHANGE or MARKET_RESOLVED)
+PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
+                         mpb.TICK_KIND_LAST_TRADE_PRICE})
+
+
 def prices_of(tick: mpb.PriceTick) -> Prices:
     """The tick's prices per source; raises BadTick on a malformed one."""
     return Prices(best_bid=_price(tick.best_bid, "best_bid"), mid=_price(tick.mid, "mid"),
