@@ -137,6 +137,18 @@ class FastRedis:
         """``SET`` (no options)."""
         return bool(await self.call("SET", key, value) == b"OK")
 
+    async def transaction(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """Run ``commands`` in one ``MULTI`` … ``EXEC`` (one round trip); their replies. Raises ``ResponseError``
+        when Redis refused the transaction or any command in it (an error inside the ``EXEC`` reply, such as
+        ``WRONGTYPE``, included), ``ConnectionError`` / ``TimeoutError`` for a lost connection."""
+        replies = (await pipelined(self, [("MULTI",), *commands, ("EXEC",)]))[-1]
+        if not isinstance(replies, list):
+            raise redis.exceptions.ResponseError(f"transaction not run: EXEC answered {replies!r}")
+        for reply in replies:
+            if isinstance(reply, Exception):  # hiredis gives an error inside an array as its own ReplyError
+                raise redis.exceptions.ResponseError(str(reply))
+        return replies
+
     async def ping(self) -> None:
         """Raise unless Redis answers ``PING``."""
         await self.call("PING")
@@ -221,3 +233,4 @@ async def pipelined(fast: FastRedis, commands: list[tuple[Arg, ...]]) -> list[An
         if isinstance(reply, RespError):
             raise redis.exceptions.ResponseError(str(reply))
     return replies
+

@@ -12,23 +12,18 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import redis.exceptions
-
-from common.fastredis import FastRedis, pipelined
+from common.fastredis import FastRedis
 from common.marketstate import WATCH_CHANNEL, watch_diff
-from common.resp import RespError
 
 
 async def change_watch_set(fast: FastRedis, key: str, added: Collection[str], removed: Collection[str]) -> None:
     """Add and remove assets of the watch set ``key`` and announce the difference, in one MULTI; raises as redis-py
     does (``ResponseError`` for an error reply or a refused transaction, ``ConnectionError`` / ``TimeoutError`` for a
     lost connection)."""
-    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    commands: list[tuple[Any, ...]] = []
     if added:
         commands.append(("SADD", key, *sorted(added)))
     if removed:
         commands.append(("SREM", key, *sorted(removed)))
-    commands += [("PUBLISH", WATCH_CHANNEL, watch_diff(key, added, removed)), ("EXEC",)]
-    for reply in (await pipelined(fast, commands))[-1] or []:
-        if isinstance(reply, RespError):
-            raise redis.exceptions.ResponseError(str(reply))
+    commands.append(("PUBLISH", WATCH_CHANNEL, watch_diff(key, added, removed)))
+    await fast.transaction(commands)

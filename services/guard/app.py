@@ -158,7 +158,7 @@ async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], name: st
             log.warning(f"{name} failed", extra={"error": repr(exc)[:300]})
 
 
-async def _publish_bands(bands: BandPublisher | None, redis: Any) -> None:
+async def _publish_bands(bands: BandPublisher | None, redis: FastRedis) -> None:
     """The loaded engine's bands under this process's epoch (or none at all when switched off); a failure is
     retried by the publisher's loop (meanwhile ingest forwards every tick once the old lease ran out)."""
     try:
@@ -263,9 +263,9 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     cursor_redis = FastRedis(settings.storage.redis_url.value)
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s,
                              yield_to=window.yield_to_fires, fast=cursor_redis)
-    watch = WatchPublisher(redis, lambda: guard.assets(), lambda: guard.engine.assets_version,
-                           yield_to=window.yield_to_fires, fast=cursor_redis)
-    bands = (BandPublisher(redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
+    watch = WatchPublisher(redis, lambda: guard.engine, yield_to=window.yield_to_fires, fast=cursor_redis)
+    band_redis = FastRedis(settings.storage.redis_url.value)  # a big rewrite holds up no fire's outbox append
+    bands = (BandPublisher(band_redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
                            lease_s=t.band_lease_s, yield_to=window.yield_to_fires) if t.bands else None)
     # the copy exits this process changes, announced to the other guard of a rollout
     notices = GuardNotices(redis)
@@ -297,7 +297,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     guard.through_ns = max(guard.through_ns, end_stamp, 1)
     replay = MarkReplaySource(cursor_redis, ticks_log, pool)
     recovered = await _recover_marks(guard, replay, tick_cursor, t)  # before the first bands and the catch-up
-    await _publish_bands(bands, redis)  # before the catch-up: ingest filters with this engine's bands from here
+    await _publish_bands(bands, band_redis)  # before the catch-up: ingest filters with this engine's bands from here
     if bands is not None:
         tasks.append(asyncio.create_task(bands.run(), name="bands"))
     await guard.catch_up()
@@ -348,7 +348,8 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
             await ch.close(None)
 
     # closed in reverse, each for the grace period at most: the marks first (then, saved or not, the notice)
-    closers: list[Callable[[], Awaitable[Any]]] = [pool.close, _async(cursor_redis.close), stream_redis.aclose,
-                                                   redis.aclose, close_channels, marks_notice, save_marks]
+    closers: list[Callable[[], Awaitable[Any]]] = [pool.close, _async(cursor_redis.close), _async(band_redis.close),
+                                                   stream_redis.aclose, redis.aclose, close_channels, marks_notice,
+                                                   save_marks]
     return Running(settings, guard, server, sync, feed, orders, perf, outbox, watch, notices, tasks, closers,
                    bands=bands)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+from common.fastredis import FastRedis
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, Source, TriggerSpec
@@ -57,13 +58,13 @@ async def following(redis: Any, gate: TickGate) -> AsyncIterator[BandFeed]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def old_guards_narrowed_band(redis: Any, gate: TickGate) -> int:
+async def old_guards_narrowed_band(fast: FastRedis, gate: TickGate) -> int:
     """The old guard's band on A (a trailing stop, 10 %, activating at 0.52: hi 0.52), narrowed by the 0.53 it
     logged and never read to (0.477, 0.53]: the 0.52 after it is left out. Returns the stamp to go on from."""
     engine = Engine()
     engine.upsert(TriggerSpec("s", A, Kind.TRAILING_STOP, Source.BEST_BID, trail_pct=Decimal("10"),
                               activation_price=Decimal("0.52"), high_water_mark=Decimal(0)))
-    old = BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0)
+    old = BandPublisher(fast, lambda: engine, lambda: 1, lease_s=5.0)
     await eventually(lambda: gate.stats.loads >= 1)  # the feed has subscribed
     await old.step()
     # read whole twice: at the feed's start, and for the write's message (a reset): nothing is in flight after

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from common.config import Secret, StorageSettings
+from common.fastredis import FastRedis
 from common.storage import create_pool, create_redis
 from services.control.app import RunningControl
 from services.control.app import start as start_control
@@ -88,6 +89,14 @@ async def make_guard(db_url: str, redis_url: str, standins: StandIns) -> AsyncIt
     for running in started:
         # in a task of its own, bounded: a hung shutdown fails the test instead of the session
         await asyncio.wait_for(running.stop(), 30)
+
+
+@pytest.fixture
+async def fast_redis(redis_url: str) -> AsyncIterator[FastRedis]:
+    """A pipelined connection (guard's band publisher's client)."""
+    fast = FastRedis(redis_url)
+    yield fast
+    fast.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from common.fastredis import FastRedis
 from common.retry import Backoff
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.domain.trigger_index import Engine
@@ -23,10 +24,10 @@ from tests.test_pubsub_confirmed_follow import LateSubscribes
 pytestmark = pytest.mark.integration
 
 
-async def test_a_band_subscription_never_confirmed_is_made_again(redis: Any) -> None:
+async def test_a_band_subscription_never_confirmed_is_made_again(redis: Any, fast_redis: FastRedis) -> None:
     engine = Engine()
     engine.upsert(TriggerSpec("s", A, Kind.STOP_LOSS, trigger_price=Decimal("0.30")))
-    await BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0).step()
+    await BandPublisher(fast_redis, lambda: engine, lambda: 1, lease_s=5.0).step()
     gate = TickGate(heartbeat_s=60.0)
     feed = BandFeed(LateSubscribes(redis, 0.0, lost=1), gate, lambda _assets: None, poll_s=0.05, confirm_s=0.3,
                     backoff=Backoff(0.01, 0.05))

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from common.band_reset import ACK_CHANNEL, ack_message, parse_ack, parse_invalidate
 from common.bands import BANDS_CHANNEL, BANDS_KEY, BANDS_META_KEY, BandMeta, parse_meta
+from common.fastredis import FastRedis
 from common.storage import create_redis
 from common.streams import PRICE_TICKS
 from services.guard.adapters.band_reset import invalidate_bands
@@ -40,10 +41,10 @@ async def gate(redis: Any) -> AsyncIterator[TickGate]:
 
 
 async def test_the_invalidation_returns_only_after_the_gate_trusts_the_old_band_no_more(
-        redis: Any, gate: TickGate) -> None:
+        redis: Any, fast_redis: FastRedis, gate: TickGate) -> None:
     """The feed reads and writes through a slow Redis: guard's wait ends only after its acknowledgement, which
     comes only after the gate dropped the old band. The 0.52 inside it, right after the return, goes out."""
-    now = await old_guards_narrowed_band(redis, gate)
+    now = await old_guards_narrowed_band(fast_redis, gate)
     done = await invalidate_bands(redis, lease_s=5.0)
     assert gate.admit(A, PRICE, top("0.52"), now), "a tick after the cursor filtered with the old process's band"
     assert (done.subscribers, done.acks, done.timed_out) == (1, 1, False)
@@ -78,11 +79,11 @@ async def test_a_subscriber_that_never_acknowledges_is_waited_for_until_the_old_
     assert 0.5 <= took < 3.0
 
 
-async def test_a_malformed_invalidation_is_counted_and_the_feed_goes_on(redis: Any) -> None:
+async def test_a_malformed_invalidation_is_counted_and_the_feed_goes_on(redis: Any, fast_redis: FastRedis) -> None:
     """Read as any message not understood (the bands are read again); a later invalidation is acknowledged."""
     gate = TickGate(heartbeat_s=3600)
     async with following(redis, gate) as feed:
-        now = await old_guards_narrowed_band(redis, gate)
+        now = await old_guards_narrowed_band(fast_redis, gate)
         await redis.publish(BANDS_CHANNEL, b'{"invalidate": 5}')
         await eventually(lambda: feed.bad_invalidations == 1)
         await redis.delete(BANDS_KEY, BANDS_META_KEY)
@@ -92,10 +93,10 @@ async def test_a_malformed_invalidation_is_counted_and_the_feed_goes_on(redis: A
 
 
 async def test_a_guard_start_invalidates_the_bands_a_band_feed_follows(
-        redis: Any, gate: TickGate, make_guard: GuardFactory) -> None:
+        redis: Any, fast_redis: FastRedis, gate: TickGate, make_guard: GuardFactory) -> None:
     """A previous process's narrowed band is trusted; a new guard starts: the feed acknowledged its invalidation,
     and the gate then follows the new process's bands."""
-    await old_guards_narrowed_band(redis, gate)
+    await old_guards_narrowed_band(fast_redis, gate)
     old_epoch = gate.meta.epoch if gate.meta else ""
     pubsub = redis.pubsub()
     await pubsub.subscribe(ACK_CHANNEL)
@@ -119,11 +120,12 @@ async def test_a_band_feed_of_another_database_acknowledges_without_losing_its_b
     assert other_url != redis_url
     other = create_redis(other_url)
     ours = create_redis(redis_url)
+    other_fast = FastRedis(other_url)
     try:
         await other.flushdb()
         gate = TickGate(heartbeat_s=3600)
         async with following(other, gate):
-            now = await old_guards_narrowed_band(other, gate)
+            now = await old_guards_narrowed_band(other_fast, gate)
             epoch = gate.meta.epoch if gate.meta else ""
             started = time.monotonic()
             done = await invalidate_bands(ours, lease_s=5.0)
@@ -135,6 +137,7 @@ async def test_a_band_feed_of_another_database_acknowledges_without_losing_its_b
         await other.flushdb()
         await other.aclose()
         await ours.aclose()
+        other_fast.close()
 
 
 async def test_a_guard_start_takes_its_cursor_only_after_the_acknowledgement(

@@ -13,6 +13,7 @@ import pytest
 
 from common.band_reset import parse_invalidate
 from common.bands import BANDS_CHANNEL, BANDS_META_KEY, BandMeta, parse_meta
+from common.fastredis import FastRedis
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, TriggerSpec
@@ -31,11 +32,11 @@ def _engine() -> Engine:
     return engine
 
 
-async def test_a_stopping_publisher_takes_its_bands_out_of_the_gates(redis: Any) -> None:
+async def test_a_stopping_publisher_takes_its_bands_out_of_the_gates(redis: Any, fast_redis: FastRedis) -> None:
     gate = TickGate(heartbeat_s=3600)
     async with following(redis, gate):
         await eventually(lambda: gate.stats.loads >= 1)
-        old = BandPublisher(redis, _engine, lambda: 1, lease_s=5.0)
+        old = BandPublisher(fast_redis, _engine, lambda: 1, lease_s=5.0)
         await old.step()
         await eventually(lambda: gate.meta is not None and gate.meta.epoch == old.epoch and A in gate.bands)
         assert gate.admit(A, PRICE, top("0.50"), 1)  # the asset's first tick
@@ -46,10 +47,10 @@ async def test_a_stopping_publisher_takes_its_bands_out_of_the_gates(redis: Any)
         await eventually(lambda: gate.admit(A, PRICE, top("0.48"), 3), message="the stopped guard's band still used")
 
 
-async def test_bands_a_newer_process_wrote_are_left_alone(redis: Any) -> None:
-    old = BandPublisher(redis, _engine, lambda: 1, lease_s=5.0)
+async def test_bands_a_newer_process_wrote_are_left_alone(redis: Any, fast_redis: FastRedis) -> None:
+    old = BandPublisher(fast_redis, _engine, lambda: 1, lease_s=5.0)
     await old.step()
-    new = BandPublisher(redis, _engine, lambda: 1, lease_s=5.0)
+    new = BandPublisher(fast_redis, _engine, lambda: 1, lease_s=5.0)
     await new.step()
     pubsub = redis.pubsub()
     await pubsub.subscribe(BANDS_CHANNEL)
@@ -63,8 +64,8 @@ async def test_bands_a_newer_process_wrote_are_left_alone(redis: Any) -> None:
         await pubsub.aclose()
 
 
-async def test_no_meta_or_one_not_understood_is_left_as_it_is(redis: Any) -> None:
-    pub = BandPublisher(redis, _engine, lambda: 1, lease_s=5.0)
+async def test_no_meta_or_one_not_understood_is_left_as_it_is(redis: Any, fast_redis: FastRedis) -> None:
+    pub = BandPublisher(fast_redis, _engine, lambda: 1, lease_s=5.0)
     assert not await pub.stand_down()
     await redis.set(BANDS_META_KEY, b"not json")
     assert not await pub.stand_down()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from common.fastredis import FastRedis
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.domain.trigger_index import Engine
 from services.guard.domain.trigger_model import Kind, TriggerSpec
@@ -39,7 +40,7 @@ async def gate(redis: Any) -> AsyncIterator[TickGate]:
 
 
 async def test_an_older_guards_last_band_does_not_stay_in_the_bands_of_the_guard_that_remains(
-        redis: Any, gate: TickGate) -> None:
+        redis: Any, fast_redis: FastRedis, gate: TickGate) -> None:
     """Old guard A and new guard B overlap. B has a stop at 0.45 on X that A has not loaded yet; A writes X last
     (a take-profit both got) and stops. B keeps beating: the tick at 0.44 crosses B's stop and must go out."""
     tp = TriggerSpec("trg_tp", X, Kind.TAKE_PROFIT, trigger_price=D("0.90"))
@@ -47,8 +48,8 @@ async def test_an_older_guards_last_band_does_not_stay_in_the_bands_of_the_guard
     old.upsert(tp)
     new.upsert(tp)
     new.upsert(TriggerSpec("trg_sl", X, Kind.STOP_LOSS, trigger_price=D("0.45")))
-    pub_old = BandPublisher(redis, lambda: old, lambda: 1, lease_s=5.0)
-    pub_new = BandPublisher(redis, lambda: new, lambda: 1, lease_s=5.0)
+    pub_old = BandPublisher(fast_redis, lambda: old, lambda: 1, lease_s=5.0)
+    pub_new = BandPublisher(fast_redis, lambda: new, lambda: 1, lease_s=5.0)
     await pub_old.step()
     await pub_new.step()  # B's first write: the whole hash, B's
     tp2 = TriggerSpec("trg_tp2", X, Kind.TAKE_PROFIT, trigger_price=D("0.80"))

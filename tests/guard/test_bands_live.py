@@ -234,22 +234,15 @@ async def test_a_new_guard_says_how_far_the_log_went_and_ingest_forgets_what_it_
 
 
 class HeldPipelines:
-    """Wraps guard's band publisher's Redis client: its pipelines wait for ``released`` before they run."""
+    """Wraps guard's band publisher's Redis client: its transactions wait for ``released`` before they run."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self.released = asyncio.Event()
 
-    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        pipe = self._client.pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def held_execute(*a: Any, **kw: Any) -> Any:
-            await self.released.wait()
-            return await execute(*a, **kw)
-
-        pipe.execute = held_execute
-        return pipe
+    async def transaction(self, commands: Any) -> Any:
+        await self.released.wait()
+        return await self._client.transaction(commands)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from common.bands import BANDS_KEY
+from common.fastredis import FastRedis
 from common.marketstate import MarketInfo
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.trigger_store import TriggerStore
@@ -97,10 +98,10 @@ async def test_a_kicked_loop_runs_after_the_fire_and_kicks_meanwhile_share_that_
 
 
 @pytest.mark.integration
-async def test_the_band_publisher_writes_after_the_fire(redis: Any) -> None:
+async def test_the_band_publisher_writes_after_the_fire(redis: Any, fast_redis: FastRedis) -> None:
     window = FireWindow(max_wait_s=60)
     engine = Engine()
-    pub = BandPublisher(redis, lambda: engine, lambda: 0, beat_s=60.0, min_interval_s=0.0,
+    pub = BandPublisher(fast_redis, lambda: engine, lambda: 0, beat_s=60.0, min_interval_s=0.0,
                         yield_to=window.yield_to_fires)
     task = asyncio.create_task(pub.run())
     try:

@@ -4,54 +4,121 @@ diff skipped while the version stands); the trigger-event outbox publishes in or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.config import ConfigError
+from common.fastredis import FastRedis
 from common.marketstate import WATCH_TRIGGERS
 from common.storage import create_pool
 from common.streams import DurableLog, create_stream_redis
 from services.guard.adapters.publishers import PRUNE, OutboxPublisher, WatchPublisher
 from services.guard.config import Settings
+from services.guard.domain.trigger_index import Engine, load
+from services.guard.domain.trigger_model import Kind, TriggerSpec
 from services.guard.firing import SubmittedMarker
 from services.guard.loops import Kicked
 from tests.helpers import INTERNAL_ENV, eventually, plan_scans
 
 
-@pytest.mark.integration
-async def test_watch_set_follows_the_assets_and_an_unchanged_version_skips_the_work(redis: Any) -> None:
-    assets = {"a", "b"}
-    calls = 0
-    version = 1
+def _stop(tid: str, asset_id: str) -> TriggerSpec:
+    return TriggerSpec(tid, asset_id, Kind.STOP_LOSS, trigger_price=Decimal("0.40"))
 
-    def current() -> set[str]:
-        nonlocal calls
-        calls += 1
-        return set(assets)
 
-    pub = WatchPublisher(redis, current, lambda: version)
-    await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"} and calls == 1
-    await pub.step()  # kicked again, nothing changed: not even the asset set is computed
-    assert calls == 1
-    assets.discard("a")
-    assets.add("c")
-    version = 2
-    await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == {"b", "c"} and calls == 2
+class _CountingEngine(Engine):
+    """The real engine, counting the copies of its whole asset set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def assets(self) -> set[str]:
+        self.copies += 1
+        return super().assets()
 
 
 @pytest.mark.integration
-async def test_without_a_version_every_step_compares(redis: Any) -> None:
-    assets = {"a"}
-    pub = WatchPublisher(redis, lambda: set(assets))
+async def test_watch_set_follows_the_engine_and_compares_only_the_assets_that_changed(redis: Any) -> None:
+    engine = _CountingEngine()
+    engine.upsert(_stop("s1", "a"))
+    engine.upsert(_stop("s2", "b"))
+    pub = WatchPublisher(redis, lambda: engine)
     await pub.step()
-    assets.add("b")
+    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"} and engine.copies == 1
+    await pub.step()  # kicked again, nothing changed: nothing compared
+    engine.upsert(_stop("s3", "b"))  # not a change of the set
     await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"}
+    engine.remove("s1")
+    engine.upsert(_stop("s4", "c"))
+    await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == {"b", "c"}
+    assert engine.copies == 1, "a change of a few assets copied the whole set"
+
+
+@pytest.mark.integration
+async def test_another_engine_is_compared_whole(redis: Any) -> None:
+    """A reload builds another engine (bulk: no changes reported): its set is compared with what was written."""
+    engine = Engine()
+    engine.upsert(_stop("s1", "a"))
+    pub = WatchPublisher(redis, lambda: engine)
+    await pub.step()
+    engine = load([_stop("s2", "b"), _stop("s3", "c")])
+    await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == {"b", "c"}
+
+
+class _FailingOnce:
+    """A pipelined Redis client whose next transaction fails (the connection lost) before it is sent."""
+
+    def __init__(self, client: FastRedis) -> None:
+        self._client = client
+        self.fail = False
+
+    async def transaction(self, commands: Any) -> Any:
+        if self.fail:
+            self.fail = False
+            raise RedisConnectionError("lost")
+        return await self._client.transaction(commands)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.integration
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "drop", "step", "fail"]), st.integers(0, 5),
+                              st.integers(0, 3)), max_size=40))
+async def test_the_written_set_always_ends_equal_to_the_engines(redis: Any, fast_redis: FastRedis,
+                                                                ops: list[tuple[str, int, int]]) -> None:
+    """Random creates and removals on six assets, steps between them, some of whose writes fail: after a last
+    step, the set in Redis is the engine's."""
+    await redis.delete(WATCH_TRIGGERS)
+    engine = Engine()
+    fast = _FailingOnce(fast_redis)
+    pub = WatchPublisher(redis, lambda: engine, fast=fast)  # type: ignore[arg-type]
+    await pub.step()
+    for op, asset, n in ops:
+        tid = f"t{asset}.{n}"
+        if op == "add":
+            engine.upsert(_stop(tid, f"asset{asset}"))
+        elif op == "drop":
+            engine.remove(tid)
+        elif op == "fail":
+            fast.fail = True
+        else:
+            with contextlib.suppress(RedisConnectionError):
+                await pub.step()
+    fast.fail = False
+    await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == engine.assets()
 
 
 class _Counting(Kicked):

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from common.bands import BANDS_CHANNEL, BandMessage, BandMeta
+from common.fastredis import FastRedis
 from services.guard.adapters.band_publisher import BandPublisher
 from services.guard.adapters.band_reset import invalidate_bands
 from services.guard.domain.trigger_index import Engine
@@ -43,7 +44,7 @@ async def gate(redis: Any) -> AsyncIterator[TickGate]:
 
 
 async def test_an_old_guards_write_after_the_invalidation_leaves_no_incomplete_set_of_bands_in_force(
-        redis: Any, gate: TickGate) -> None:
+        redis: Any, fast_redis: FastRedis, gate: TickGate) -> None:
     """The old guard holds a stop at 0.40 on A; a new guard invalidates the bands; the old guard's next beat (no
     band changed) lands before anything else. The bid 0.39 crosses the old guard's stop: it must go out, as it did
     before the invalidation existed (the old hash stayed whole under a lapsed or foreign meta). Here the gate
@@ -51,7 +52,7 @@ async def test_an_old_guards_write_after_the_invalidation_leaves_no_incomplete_s
     above 0.40 before the rewrite lands, the recheck of the current book finds nothing and the stop never sells."""
     engine = Engine()
     engine.upsert(TriggerSpec("sl", A, Kind.STOP_LOSS, trigger_price=D("0.40")))
-    old = BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0)
+    old = BandPublisher(fast_redis, lambda: engine, lambda: 1, lease_s=5.0)
     await eventually(lambda: gate.stats.loads >= 1)  # the feed has subscribed
     await old.step()
     await eventually(lambda: gate.meta is not None and gate.meta.epoch == old.epoch and A in gate.bands)
@@ -91,13 +92,13 @@ class _FeedDroppedFirst:
 
 
 async def test_a_band_feed_that_reconnects_around_the_invalidation_does_not_trust_the_old_band(
-        redis: Any, gate: TickGate) -> None:
+        redis: Any, fast_redis: FastRedis, gate: TickGate) -> None:
     """The old guard's trailing stop (10 %, activating at 0.52) on A; the 0.53 it logged and never read narrows the
     band to (0.477, 0.53]. The feed's connection drops just before the invalidation, which so reaches no feed and
     returns at once: the new guard takes its cursor. Once the feed follows the channel again, the gate must trust
     no old band (it read them again after the reconnect): the 0.52 after the cursor, which activates the new
     guard's stop, goes out. (Passes: redis-py surfaces the dropped connection to the feed, which reads again.)"""
-    now = await old_guards_narrowed_band(redis, gate) - 3 * MS
+    now = await old_guards_narrowed_band(fast_redis, gate) - 3 * MS
     old = gate.meta  # the old guard's last write
     assert old is not None
 
@@ -128,7 +129,8 @@ def _holds(gate: TickGate, epoch: str) -> bool:
     return gate.meta is not None and gate.meta.epoch == epoch and A in gate.bands
 
 
-async def test_the_invalidation_waits_for_every_band_feed_not_the_first(redis: Any, gate: TickGate) -> None:
+async def test_the_invalidation_waits_for_every_band_feed_not_the_first(
+        redis: Any, fast_redis: FastRedis, gate: TickGate) -> None:
     """Two ingest processes follow the bands; the second reads and writes through a slow Redis. Guard returns only
     once both gates trust the old narrowed band no more."""
     slow = TickGate(heartbeat_s=3600)
@@ -137,7 +139,7 @@ async def test_the_invalidation_waits_for_every_band_feed_not_the_first(redis: A
     try:
         engine = Engine()
         engine.upsert(TriggerSpec("sl", A, Kind.STOP_LOSS, trigger_price=D("0.40")))
-        old = BandPublisher(redis, lambda: engine, lambda: 1, lease_s=5.0)
+        old = BandPublisher(fast_redis, lambda: engine, lambda: 1, lease_s=5.0)
         await eventually(lambda: gate.stats.loads >= 1 and slow.stats.loads >= 1)  # both have subscribed
         await old.step()
         await eventually(lambda: _holds(gate, old.epoch) and _holds(slow, old.epoch))

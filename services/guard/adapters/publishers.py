@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -67,26 +67,50 @@ class OutboxPublisher(Kicked):
                 return
 
 
-class WatchPublisher(Kicked):
-    """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest."""
+class WatchedAssets(Protocol):
+    """The assets with armed triggers, as the engine keeps them (``services.guard.domain.trigger_index.Engine``)."""
 
-    def __init__(self, redis: Any, assets: Callable[[], set[str]], version: Callable[[], object] | None = None, *,
+    @property
+    def assets_version(self) -> tuple[int, int]:
+        """(the engine's own number, a count of its asset-set changes)."""
+
+    def assets(self) -> set[str]:
+        """A copy of the whole set."""
+
+    def take_asset_changes(self) -> list[str]:
+        """Assets that joined or left the set since the last call."""
+
+    def watches(self, asset_id: str) -> bool:
+        """Whether ``asset_id`` is in the set now."""
+
+
+class WatchPublisher(Kicked):
+    """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest.
+
+    Only the assets the engine reports changed are compared (a fire that takes an asset's last trigger is one
+    asset, not a copy of every watched one); another engine (a reload) is compared whole. Changes taken from the
+    engine and not confirmed written stay pending for the next run."""
+
+    def __init__(self, redis: Any, engine: Callable[[], WatchedAssets], *,
                  yield_to: Callable[[], Awaitable[None]] | None = None, fast: FastRedis | None = None) -> None:
         super().__init__("watch publisher", yield_to=yield_to)
         self.redis = redis
         self.fast = fast  # the changes' MULTI on this pipelined connection when given (a fire may change the set)
-        self.assets = assets
-        self.version = version  # when given: a value that changes whenever the set may have (skips the diff)
+        self.engine = engine
         self.current: set[str] | None = None
-        self._written: object = None
+        self._written: tuple[int, int] | None = None  # the engine's assets_version the set last matched
+        self._pending: set[str] = set()  # assets taken from the engine's changes, not confirmed written
 
     async def step(self) -> None:
         """Write the difference (everything on the first run) and publish on ``tt:watch:changed``."""
-        version = self.version() if self.version is not None else None
-        if version is not None and self.current is not None and version == self._written:
+        engine = self.engine()
+        version = engine.assets_version
+        current = self.current
+        if current is not None and version == self._written:
             return  # kicked on every fire and order event: most leave the set as it was
-        wanted = self.assets()
-        if self.current is None:
+        self._pending.update(engine.take_asset_changes())
+        if current is None:
+            wanted = engine.assets()
             pipe = self.redis.pipeline(transaction=True)
             pipe.delete(WATCH_TRIGGERS)
             items = sorted(wanted)
@@ -95,14 +119,22 @@ class WatchPublisher(Kicked):
             pipe.publish(WATCH_CHANNEL, watch_diff(WATCH_TRIGGERS, reset=True))
             await pipe.execute()
             self.current, self._written = wanted, version
+            self._pending.clear()
             return
-        added, removed = wanted - self.current, self.current - wanted
-        if not added and not removed:
-            self._written = version
-            return
-        if self.fast is None:
-            await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
+        if self._written is None or version[0] != self._written[0]:  # another engine: compared whole
+            wanted = engine.assets()
+            added, removed = wanted - current, current - wanted
         else:
-            await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
-        self.current, self._written = wanted, version
+            watches = engine.watches
+            added = {a for a in self._pending if a not in current and watches(a)}
+            removed = {a for a in self._pending if a in current and not watches(a)}
+        if added or removed:
+            if self.fast is None:
+                await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
+            else:
+                await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
+            current.update(added)
+            current.difference_update(removed)
+        self._written = version
+        self._pending.clear()
 

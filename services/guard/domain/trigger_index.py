@@ -19,6 +19,7 @@ from services.guard.domain.bulk_load import fill
 from services.guard.domain.outcomes import Cancelled, Fired, Held, Outcome, Prices
 from services.guard.domain.price_bands import published_band, source_band
 from services.guard.domain.source_book import SourceBook, book_for
+from services.guard.domain.stale_ranges import Band, StaleRanges
 from services.guard.domain.trigger_model import Kind, OcoKey, Reason, Source, TriggerSpec, live_mark
 
 __all__ = ["Band", "Cancelled", "Engine", "Fired", "Held", "Outcome", "Prices", "load"]
@@ -26,7 +27,6 @@ __all__ = ["Band", "Cancelled", "Engine", "Fired", "Held", "Outcome", "Prices", 
 _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
 
-Band = tuple[tuple[Source, Decimal | None, Decimal | None, bool], ...]  # (source, lo, hi, hi_inclusive)
 
 
 class Engine:
@@ -39,10 +39,10 @@ class Engine:
         self._by_asset: dict[str, set[str]] = {}
         self._epoch = next(_ENGINES)
         self._asset_changes = 0
+        self._assets_changed: dict[str, None] = {}  # assets that gained their first or lost their last trigger
         self._oco: dict[OcoKey, set[str]] = {}  # OCO group (its name on one position) → its members
         self._held: dict[str, set[str]] = {}
-        # Per asset and source, the lowest and highest stale price evaluated since its triggers last changed.
-        self._stale_seen: dict[str, dict[Source, tuple[Decimal, Decimal]]] = {}
+        self._stale = StaleRanges()  # stale prices evaluated since the asset's triggers last changed
         # Books whose trailing marks rose since take_dirty_marks: the flush visits only these.
         self._dirty_books: dict[int, SourceBook] = {}
         self._band_dirty: set[str] = set()  # assets whose published band may have changed (take_band_changes)
@@ -107,24 +107,10 @@ class Engine:
         (what a price would fire only grows towards either end of that range: take-profits upwards, stop-losses
         and trailing stops downwards; the held set only shrinks by a change) and, for a ``trusted`` tick (one that
         activates and lifts trailing stops: :meth:`on_tick`), none is above its band, where it would."""
-        seen = self._stale_seen.get(asset_id)
         books = self._books.get(asset_id)
-        if not seen or not books:
+        if not books:
             return False
-        band = self.band(asset_id) if trusted else None
-        for source in books:
-            price = prices.get(source)
-            if price is None or price <= 0:
-                continue
-            span = seen.get(source)
-            if span is None or not span[0] <= price <= span[1]:
-                return False
-        if band is not None:
-            for source, _lo, hi, inclusive in band:
-                price = prices.get(source)
-                if price is not None and hi is not None and (price > hi or (price == hi and not inclusive)):
-                    return False
-        return True
+        return self._stale.covered(asset_id, books, prices, self.band if trusted else None)
 
     def holds(self, asset_id: str) -> bool:
         """True when triggers of ``asset_id`` are held (they crossed on a stale price)."""
@@ -138,6 +124,12 @@ class Engine:
     def assets(self) -> set[str]:
         """Assets with at least one armed trigger."""
         return set(self._by_asset)
+
+    def take_asset_changes(self) -> list[str]:
+        """Assets that gained their first or lost their last trigger since the last call (one built by :func:`load`
+        starts with none: its whole set is :meth:`assets`); whether each is watched now is :meth:`watches`."""
+        out, self._assets_changed = list(self._assets_changed), {}
+        return out
 
     def ids(self) -> set[str]:
         """Ids of every armed trigger."""
@@ -180,6 +172,7 @@ class Engine:
         if ids is None:
             ids = self._by_asset[spec.asset_id] = set()
             self._asset_changes += 1
+            self._assets_changed[spec.asset_id] = None
         ids.add(spec.id)
         if spec.oco_group:
             self._oco.setdefault(spec.oco_key, set()).add(spec.id)
@@ -327,13 +320,11 @@ class Engine:
     def _hold(self, asset_id: str, books: dict[Source, SourceBook], prices: Prices) -> Outcome:
         out = Outcome()
         held = self._held.setdefault(asset_id, set())
-        seen = self._stale_seen.setdefault(asset_id, {})
         for source, book in books.items():
             price = prices.get(source)
             if price is None or price <= 0:
                 continue
-            span = seen.get(source)
-            seen[source] = (price, price) if span is None else (min(span[0], price), max(span[1], price))
+            self._stale.note(asset_id, source, price)
             for tid in book.peek(price):
                 if tid not in held:
                     held.add(tid)
@@ -346,7 +337,7 @@ class Engine:
     def _changed(self, asset_id: str) -> None:
         """The asset's triggers or marks may have changed: its band and stale ranges are recomputed."""
         self._bands.pop(asset_id, None)
-        self._stale_seen.pop(asset_id, None)
+        self._stale.forget(asset_id)
         self._band_dirty.add(asset_id)
 
     def _book(self, spec: TriggerSpec) -> SourceBook:
@@ -389,6 +380,7 @@ class Engine:
             del self._books[asset_id]
             if self._by_asset.pop(asset_id, None) is not None:
                 self._asset_changes += 1
+                self._assets_changed[asset_id] = None
 
 
 def load(specs: Iterable[TriggerSpec]) -> Engine:
