@@ -233,4 +233,3 @@ async def pipelined(fast: FastRedis, commands: list[tuple[Arg, ...]]) -> list[An
         if isinstance(reply, RespError):
             raise redis.exceptions.ResponseError(str(reply))
     return replies
-

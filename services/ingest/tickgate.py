@@ -16,6 +16,8 @@ guard lifts its trailing marks to every fresh price it reads, also one it reads 
 instead of firing a take-profit such a price crosses); a price stamped before the band's ``armed_ns`` for its
 source raises only the band's ``lo`` (:func:`common.bands.after_older_rise`: guard lifts by it the marks of the
 stops armed before it, not of the later ones, and a higher ``hi`` would leave out their new highs after the arm).
+A left-out price sent again (:meth:`TickGate.replay`) raises only the ``lo`` too: guard may leave it alone
+(``services.guard.domain.tick_view.replay_refused``), and then lifts no mark by it.
 Those are the *unread prices*; a band received meanwhile is narrowed by them again, and a band whose narrowing
 ends as guard reads them is checked against the current top like a changed one. Ticks that go out carry strictly
 increasing ``received_time_ns`` stamps, so ``through_ns`` says exactly which of them guard has read. A new guard
@@ -35,7 +37,19 @@ from decimal import Decimal
 
 from common.bands import AssetBand, BandMessage, BandMeta, decode, outside
 from services.ingest.leftout import LeftOut, crossing
-from services.ingest.unread import EVERY, KEPT, Merged, Top, Unread, as_prices, higher, narrowed, narrowed_by, prices_of
+from services.ingest.unread import (
+    BEFORE_ARMS,
+    EVERY,
+    KEPT,
+    Merged,
+    Top,
+    Unread,
+    as_prices,
+    higher,
+    narrowed,
+    narrowed_by,
+    prices_of,
+)
 from tradingtools.market.v1 import market_pb2 as mpb
 
 PRICE_KINDS = frozenset({mpb.TICK_KIND_PRICE_CHANGE, mpb.TICK_KIND_BEST_BID_ASK, mpb.TICK_KIND_BOOK,
@@ -163,28 +177,31 @@ class TickGate:
             prices, beyond, rising = crossing(band, top)
             if beyond:
                 self.stats.replayed += 1
-                out.append((self._send(asset_id, top, now_ns, prices, rising), top, recv_ns))
+                out.append((self._send(asset_id, top, now_ns, prices, rising, again=True), top, recv_ns))
         return out
 
     def _send(self, asset_id: str, top: Top, recv_ns: int, prices: list[Decimal | None] | None,
-              rising: bool = True) -> int:
+              rising: bool = True, *, again: bool = False) -> int:
         """Stamp a tick that goes out. A fresh one's prices are kept as unread, and narrow the asset's band until
         guard has read the tick (``prices``: the band's, when computed already; ``rising``: False when none is above
-        the band, which they then leave as it is)."""
+        the band, which they then leave as it is; ``again``: a left-out price sent again, which guard may leave alone:
+        it raises only the band's lo)."""
         stamp = recv_ns if recv_ns > self.floor_ns else self.floor_ns + 1
         self.floor_ns = stamp
         stale = top[4]
         self._last[asset_id] = (stamp, stale)
         if not stale:
+            item: Top | Merged = Merged(prices if prices is not None else prices_of(top), stamp, True) if again else top
             unread = self._rises.get(asset_id)
             if unread is None:
-                self._rises[asset_id] = [(stamp, top)]
+                self._rises[asset_id] = [(stamp, item)]
             else:
-                unread.append((stamp, top))
+                unread.append((stamp, item))
                 if len(unread) > KEPT:
                     (first, older), (later, newer) = unread[0], unread[1]
                     merged = [higher(a, b) for a, b in zip(as_prices(older), as_prices(newer), strict=True)]
-                    unread[0:2] = [(later, Merged(merged, older.first if isinstance(older, Merged) else first))]
+                    unread[0:2] = [(later, Merged(merged, older.first if isinstance(older, Merged) else first,
+                                                  _again(older) or _again(newer)))]
             order = self._order
             order.append((stamp, asset_id))
             if len(order) > self._order_max:
@@ -192,7 +209,8 @@ class TickGate:
             if rising:
                 band = self.bands.get(asset_id)
                 if band is not None and band is not EVERY:
-                    self.bands[asset_id] = narrowed(band, prices if prices is not None else prices_of(top), stamp)
+                    self.bands[asset_id] = narrowed(band, prices if prices is not None else prices_of(top),
+                                                    BEFORE_ARMS if again else stamp)
         return stamp
 
     def forget(self, assets: set[str]) -> None:
@@ -327,3 +345,7 @@ class TickGate:
             self.stats.bad_bands += 1
             return EVERY
         return band if band.sources else EVERY
+
+
+def _again(item: Top | Merged) -> bool:
+    return isinstance(item, Merged) and item.again

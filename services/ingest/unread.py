@@ -15,17 +15,21 @@ EVERY = AssetBand((SourceBand(0, None, None, False),), True)
 
 
 class Merged(NamedTuple):
-    """Unread prices merged into one: the highest [best bid, mid, last trade] of them, the stamp of the first."""
+    """Unread prices merged into one: the highest [best bid, mid, last trade] of them, the stamp of the first; ``again``
+    when one of them was a left-out price sent again (``TickGate.replay``)."""
 
     prices: list[Decimal | None]
     first: int
+    again: bool = False
 
 
 # An asset's unread prices: [(stamp, top), ...] in stamp order, at most KEPT; beyond, the two oldest merge into
 # (the later stamp, Merged): the band stays as narrow or narrower until guard has read both. A top's prices are
 # computed only when a band is narrowed by them. A price stamped before a source's ``armed_ns`` raises only the lo
 # of that source (guard lifts no mark of the later stops by it); a merged one that straddles it leaves the asset's
-# band at EVERY.
+# band at EVERY. A left-out price sent again is kept as a Merged of its own marked ``again``: guard may leave it alone
+# (``services.guard.domain.tick_view.replay_refused``), so it, and anything merged with it, raises only the lo (which
+# only sends more) and never the hi.
 Unread = list[tuple[int, "Top | Merged"]]
 KEPT = 8
 BEFORE_ARMS = -1  # a stamp before every source's armed_ns (prices narrow only the lo of a source armed since)
@@ -57,15 +61,15 @@ def prices_of(top: Top) -> list[Decimal | None]:
 
 def narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
     """``band`` narrowed by the unread prices guard lifts its marks by (:data:`Unread`)."""
-    if not any(sb.armed_ns for sb in band.sources):
+    if not any(sb.armed_ns for sb in band.sources) and not any(isinstance(i, Merged) and i.again for _s, i in unread):
         return narrowed(band, highest_of(unread))
     highest: list[Decimal | None] = [None, None, None]
-    older: list[Decimal | None] = [None, None, None]  # the highest stamped before the source's armed_ns
+    older: list[Decimal | None] = [None, None, None]  # the highest stamped before the source's armed_ns, or sent again
     for stamp, item in unread:
         prices = as_prices(item)
-        first = item.first if isinstance(item, Merged) else stamp
+        first, again = (item.first, item.again) if isinstance(item, Merged) else (stamp, False)
         for sb in band.sources:
-            if stamp < sb.armed_ns:
+            if again or stamp < sb.armed_ns:
                 older[sb.source] = higher(prices[sb.source], older[sb.source])
                 continue
             if first < sb.armed_ns:

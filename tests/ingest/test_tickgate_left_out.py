@@ -147,3 +147,22 @@ def test_kept_prices_are_the_newest_within_the_window(gaps_ms: list[int], keep_m
     kept = [recv for recv, _top in left._kept[A]]
     wanted = [recv for recv in given_ if recv >= t - keep_ms * MS][-max_kept:]
     assert kept == wanted
+
+
+@pytest.mark.parametrize("band_between", [False, True])
+def test_a_price_sent_again_raises_only_the_bottom_of_the_band(band_between: bool) -> None:
+    """A trailing stop (mark 0.55) armed at 10 ms; the 0.58 left out at 20 ms goes out again when its band lands at
+    40 ms. Guard may leave that price alone (within its margin after the arm, older than it reads, or before its read
+    of the stored book: ``replay_refused``): then the stop's mark stays 0.55 and 0.57 at 45 ms lifts it, so it must
+    go out, also after a band message that did not say guard read the 0.58 (the narrowing is worked out again).
+    Before, the gate narrowed by the 0.58 as by a price guard reads: the band's top rose to 0.58 and the 0.57 was
+    left out. The bottom still rises (to 0.522), which only sends more."""
+    s = Setup(take_profit("0.70"))
+    s.engine.upsert(trailing("0.55", "r1"), armed_ns=10 * MS)
+    assert s.ticks(("0.58", 20)) == [0]  # inside the band from before the change (up to the take-profit)
+    assert s.lands(40) == [D("0.58")]
+    if band_between:
+        s.seq += 1
+        s.gate.apply(BandMessage(BandMeta("e", s.seq, 1, 5.0), {}), 42 * MS)  # a beat: guard has read nothing new
+    assert s.ticks(("0.57", 45))[0], "a price that lifts the stop's mark was left out"
+    assert s.ticks(("0.52", 46))[0], "the bottom did not rise"

@@ -28,7 +28,6 @@ _ENGINES = itertools.count()
 _KIND_ORDER = {Kind.STOP_LOSS: 0, Kind.TRAILING_STOP: 1, Kind.TAKE_PROFIT: 2}
 
 
-
 class Engine:
     """Every ARMED trigger guard watches, indexed by asset and price source."""
 
