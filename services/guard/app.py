@@ -184,6 +184,10 @@ async def _recover_marks(guard: Guard, replay: MarkReplaySource, end: str, t: An
         log.warning("trailing marks not recovered from the tick log", extra={"error": repr(exc)[:300]})
         return False
     guard.stats.marks_recovered = done.lifted
+    guard.stats.marks_log_trimmed = int(done.trimmed)
+    if done.trimmed:
+        log.warning("tick log trimmed past the saved marks cursor: rises on the prices it dropped are not recovered",
+                    extra={"after": done.start})
     log.info("trailing marks recovered from the tick log",
              extra={"after": done.start, "from_saved": done.saved, "clipped": done.clipped, "ticks": done.ticks,
                     "malformed": replay.malformed, "marks_lifted": done.lifted, "read_s": round(done.read_s, 3)})

@@ -29,6 +29,7 @@ class GuardStats:
     load_s: float = 0.0
     loaded: int = 0
     marks_recovered: int = 0  # trailing marks lifted at start-up by the tick log (mark_recovery)
+    marks_log_trimmed: int = 0  # 1: the start-up found the tick log trimmed past the marks cursor (some rises lost)
     tick_lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # every 16th tick
 
     def summary(self) -> dict[str, Any]:

@@ -4,8 +4,10 @@ books, so that both work from the marks the stops really have.
 
 The stretch read is the log after the cursor of guard's last complete mark save (:class:`MarkFlusher` keeps it)
 through the cursor the tick stream starts after. With no cursor kept (a first start, Redis lost it) it is the last
-``fallback_s``; it never reaches further back than ``max_s``. The marks lifted go to the engine and to the next mark
-flush; triggers another change reached while the log was read are left to that change.
+``fallback_s``; it never reaches further back than ``max_s``. A log trimmed past the kept cursor (its length cap
+reached while guard was down) is reported: the rises on what it dropped are not recovered. The marks lifted go to
+the engine and to the next mark flush; triggers another change reached while the log was read are left to that
+change.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class ReplaySource(Protocol):
     async def changed_ns(self, ids: Sequence[str]) -> dict[str, int]:
         """When each ARMED trigger's row last changed (Unix ns)."""
 
+    async def trimmed(self, after: str) -> bool:
+        """Whether the log no longer holds every entry after ``after``."""
+
 
 @dataclass
 class Recovery:
@@ -47,6 +52,7 @@ class Recovery:
     start: str = ""  # the cursor read after
     saved: bool = False  # the start is the kept cursor (else the fallback window)
     clipped: bool = False  # the kept cursor was older than max_s: the replay started later
+    trimmed: bool = False  # the log no longer held every entry after the kept cursor: rises on those are lost
     ticks: int = 0
     lifted: int = 0
     read_s: float = 0.0
@@ -68,6 +74,8 @@ async def recover_marks(engine: Callable[[], Engine], marks: MarkFlusher, source
     out.start = f"{start[0]}-{start[1]}"
     if start >= entry_key(end):
         return out
+    if out.saved and not out.clipped:
+        out.trimmed = await source.trimmed(out.start)
     current = engine()
     with current.noting() as touched:
         highs = PriceHighs()

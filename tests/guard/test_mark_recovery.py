@@ -64,6 +64,7 @@ async def test_a_restart_takes_back_the_mark_the_crash_lost_and_sells_at_it(
     spec = running.guard.engine.get("trg_tr")
     assert spec is not None and spec.high_water_mark == D("0.60"), "the mark the crash lost was not taken back"
     assert running.guard.stats.marks_recovered == 1
+    assert running.guard.stats.marks_log_trimmed == 0
 
     async def saved() -> bool:
         return (await trigger_row(conn, "trg_tr"))["high_water_mark"] == D("0.60")
@@ -169,4 +170,22 @@ async def test_after_a_failed_replay_no_cursor_is_recorded_so_the_next_start_rea
     await eventually(saved, message="the risen mark was not saved")
     await running.guard.flush_marks()
     assert await redis.get(MARKS_THROUGH_KEY) == unreadable
+    await conn.close()
+
+
+async def test_a_log_trimmed_past_the_saved_cursor_is_reported(
+        db_url: str, redis: Any, standins: StandIns, make_guard: GuardFactory) -> None:
+    """The log's length cap dropped the entry of the kept cursor and the 0.60 after it while guard was down: the
+    replay cannot take that rise back, and says so (the 0.58 still in the log lifts the mark)."""
+    conn = await _guarded(db_url, redis)
+    await standins.ingest.tick(bid="0.50", ask="0.52", age_s=3)
+    await redis.set(MARKS_THROUGH_KEY, await _last_cursor(standins))
+    await standins.ingest.tick(bid="0.60", ask="0.62", age_s=2)
+    await standins.ingest.tick(bid="0.58", ask="0.60", age_s=1)
+    await standins.ingest.log.redis.xtrim(PRICE_TICKS, maxlen=1, approximate=False)
+
+    running = await make_guard(tick_source="log")
+    assert running.guard.stats.marks_log_trimmed == 1
+    spec = running.guard.engine.get("trg_tr")
+    assert spec is not None and spec.high_water_mark == D("0.58")
     await conn.close()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import redis.exceptions
 from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
@@ -82,6 +83,21 @@ class MarkReplaySource:
             if len(rows) < self.chunk:
                 return
             start = _after(entry_cursor(rows[-1][0]))
+
+    async def trimmed(self, after: str) -> bool:
+        """True when the log no longer holds every entry after ``after``: Redis 7 says so exactly (its largest deleted
+        entry id is after it); an older one, when the log's first entry is after it (the entry at ``after`` itself
+        was trimmed, and with it whatever came after it and before that first entry). False for a log not there."""
+        try:
+            reply = await self.fast.call(b"XINFO", b"STREAM", self.ticks_log.name.encode())
+        except redis.exceptions.ResponseError:  # no such key: nothing was ever logged
+            return False
+        info = dict(zip(reply[::2], reply[1::2], strict=True))
+        deleted = info.get(b"max-deleted-entry-id")
+        if deleted is not None:
+            return entry_key(bytes(deleted).decode()) > entry_key(after)
+        first = info.get(b"first-entry")
+        return first is not None and entry_key(bytes(first[0]).decode()) > entry_key(after)
 
     async def changed_ns(self, ids: Sequence[str]) -> dict[str, int]:
         """When each of these ARMED triggers' rows last changed (Unix ns); the others are left out."""
