@@ -186,7 +186,7 @@ async def _recover_marks(guard: Guard, replay: MarkReplaySource, end: str, t: An
     guard.stats.marks_recovered = done.lifted
     guard.stats.marks_log_trimmed = int(done.trimmed)
     if done.trimmed:
-        log.warning("tick log trimmed past the saved marks cursor: rises on the prices it dropped are not recovered",
+        log.warning("tick log trimmed past the saved marks cursor: rises on prices it dropped are not recovered",
                     extra={"after": done.start})
     log.info("trailing marks recovered from the tick log",
              extra={"after": done.start, "from_saved": done.saved, "clipped": done.clipped, "ticks": done.ticks,

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.config import ConfigError
 from common.fastredis import FastRedis
@@ -76,17 +77,22 @@ async def test_another_engine_is_compared_whole(redis: Any) -> None:
 
 
 class _FailingOnce:
-    """A pipelined Redis client whose next transaction fails (the connection lost) before it is sent."""
+    """A pipelined Redis client whose next transaction fails: before it is sent (``fail``), or once Redis applied it,
+    its reply lost (``lose``: FastRedis then raises a timeout)."""
 
     def __init__(self, client: FastRedis) -> None:
         self._client = client
-        self.fail = False
+        self.fail = self.lose = False
 
     async def transaction(self, commands: Any) -> Any:
         if self.fail:
             self.fail = False
             raise RedisConnectionError("lost")
-        return await self._client.transaction(commands)
+        replies = await self._client.transaction(commands)
+        if self.lose:
+            self.lose = False
+            raise RedisTimeoutError("redis reply timed out")
+        return replies
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -94,12 +100,12 @@ class _FailingOnce:
 
 @pytest.mark.integration
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.sampled_from(["add", "drop", "step", "fail"]), st.integers(0, 5),
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "drop", "step", "fail", "lose"]), st.integers(0, 5),
                               st.integers(0, 3)), max_size=40))
 async def test_the_written_set_always_ends_equal_to_the_engines(redis: Any, fast_redis: FastRedis,
                                                                 ops: list[tuple[str, int, int]]) -> None:
-    """Random creates and removals on six assets, steps between them, some of whose writes fail: after a last
-    step, the set in Redis is the engine's."""
+    """Random creates and removals on six assets, steps between them, some of whose writes fail, before Redis applied
+    them or after (the reply lost): after a last step, the set in Redis is the engine's."""
     await redis.delete(WATCH_TRIGGERS)
     engine = Engine()
     fast = _FailingOnce(fast_redis)
@@ -113,12 +119,38 @@ async def test_the_written_set_always_ends_equal_to_the_engines(redis: Any, fast
             engine.remove(tid)
         elif op == "fail":
             fast.fail = True
+        elif op == "lose":
+            fast.lose = True
         else:
-            with contextlib.suppress(RedisConnectionError):
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
                 await pub.step()
-    fast.fail = False
+    fast.fail = fast.lose = False
     await pub.step()
     assert await redis.smembers(WATCH_TRIGGERS) == engine.assets()
+
+
+@pytest.mark.integration
+async def test_an_asset_armed_again_after_a_removal_whose_reply_was_lost_is_watched(redis: Any,
+                                                                                   fast_redis: FastRedis) -> None:
+    """A's last trigger fires: the SREM is applied, its reply lost. A is armed again before the next write: it must
+    be in the set after it (before, the publisher still thought the set held A and sent nothing: A unwatched)."""
+    await redis.delete(WATCH_TRIGGERS)
+    engine = Engine()
+    engine.upsert(_stop("s1", "A"))
+    fast = _FailingOnce(fast_redis)
+    pub = WatchPublisher(redis, lambda: engine, fast=fast)  # type: ignore[arg-type]
+    await pub.step()
+    engine.remove("s1")
+    engine.upsert(_stop("s2", "B"))
+    await pub.step()
+    engine.remove("s2")
+    fast.lose = True
+    with pytest.raises(RedisTimeoutError):
+        await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == set()  # applied
+    engine.upsert(_stop("s3", "B"))
+    await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == {"B"}
 
 
 class _Counting(Kicked):

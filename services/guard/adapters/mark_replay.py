@@ -85,19 +85,21 @@ class MarkReplaySource:
             start = _after(entry_cursor(rows[-1][0]))
 
     async def trimmed(self, after: str) -> bool:
-        """True when the log no longer holds every entry after ``after``: Redis 7 says so exactly (its largest deleted
-        entry id is after it); an older one, when the log's first entry is after it (the entry at ``after`` itself
-        was trimmed, and with it whatever came after it and before that first entry). False for a log not there."""
+        """True when the log may no longer hold every entry after ``after``: its first entry is after it (the entry at
+        ``after`` itself was trimmed by the length cap, and with it whatever came after it and before that first
+        entry, if anything did), or Redis 7 says an entry after it was deleted (``XDEL``). False for a log not there.
+        """
         try:
             reply = await self.fast.call(b"XINFO", b"STREAM", self.ticks_log.name.encode())
         except redis.exceptions.ResponseError:  # no such key: nothing was ever logged
             return False
         info = dict(zip(reply[::2], reply[1::2], strict=True))
-        deleted = info.get(b"max-deleted-entry-id")
-        if deleted is not None:
-            return entry_key(bytes(deleted).decode()) > entry_key(after)
+        cursor = entry_key(after)
         first = info.get(b"first-entry")
-        return first is not None and entry_key(bytes(first[0]).decode()) > entry_key(after)
+        if first is not None and entry_key(bytes(first[0]).decode()) > cursor:
+            return True
+        deleted = info.get(b"max-deleted-entry-id")  # Redis 7; moved by XDEL only, not by trimming
+        return deleted is not None and entry_key(bytes(deleted).decode()) > cursor
 
     async def changed_ns(self, ids: Sequence[str]) -> dict[str, int]:
         """When each of these ARMED triggers' rows last changed (Unix ns); the others are left out."""

@@ -88,8 +88,9 @@ class WatchPublisher(Kicked):
     """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest.
 
     Only the assets the engine reports changed are compared (a fire that takes an asset's last trigger is one
-    asset, not a copy of every watched one); another engine (a reload) is compared whole. Changes taken from the
-    engine and not confirmed written stay pending for the next run."""
+    asset, not a copy of every watched one); another engine (a reload) is compared whole. A write that fails may
+    have been applied all the same (its reply lost): the set is then not known, and the next run rewrites it
+    whole."""
 
     def __init__(self, redis: Any, engine: Callable[[], WatchedAssets], *,
                  yield_to: Callable[[], Awaitable[None]] | None = None, fast: FastRedis | None = None) -> None:
@@ -99,7 +100,7 @@ class WatchPublisher(Kicked):
         self.engine = engine
         self.current: set[str] | None = None
         self._written: tuple[int, int] | None = None  # the engine's assets_version the set last matched
-        self._pending: set[str] = set()  # assets taken from the engine's changes, not confirmed written
+        self._pending: set[str] = set()  # assets taken from the engine's changes, not written yet
 
     async def step(self) -> None:
         """Write the difference (everything on the first run) and publish on ``tt:watch:changed``."""
@@ -129,10 +130,14 @@ class WatchPublisher(Kicked):
             added = {a for a in self._pending if a not in current and watches(a)}
             removed = {a for a in self._pending if a in current and not watches(a)}
         if added or removed:
-            if self.fast is None:
-                await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
-            else:
-                await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
+            try:
+                if self.fast is None:
+                    await change_watch_set(self.redis, WATCH_TRIGGERS, added, removed)
+                else:
+                    await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
+            except BaseException:
+                self.current = None  # applied or not: compared with a set thought to hold A, a re-armed A is never sent
+                raise
             current.update(added)
             current.difference_update(removed)
         self._written = version
