@@ -336,6 +336,7 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
                                   name="unwatched"),
               asyncio.create_task(perf.run(), name="perf"),
               asyncio.create_task(_every(t.mark_flush_s, guard.flush_marks, "mark flush"), name="marks"),
+              asyncio.create_task(_every(t.watch_verify_s, _async(watch.verify), "watch verify"), name="watch-verify"),
               asyncio.create_task(_every(t.stats_log_s, _async(guard.log_stats), "stats log"), name="stats")]
     server = await start_grpc(settings.host, settings.grpc_port, events_log, settings.security)
     log.info("guard started", extra={"port": server.port, "triggers": len(guard.engine),

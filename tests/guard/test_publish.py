@@ -250,3 +250,25 @@ def test_the_prune_reads_only_the_old_rows_of_a_large_outbox(db_url: str) -> Non
         row = conn.execute("EXPLAIN (FORMAT JSON) " + PRUNE, (NOW - timedelta(days=400),)).fetchone()
     assert row is not None
     assert plan_scans(row[0][0]["Plan"], "guard_trigger_events") in (["Index Scan"], ["Bitmap Heap Scan"])
+
+
+@pytest.mark.integration
+async def test_a_watch_set_redis_lost_is_written_again_at_the_next_verification(redis: Any) -> None:
+    """Redis lost the last writes (a crash under appendfsync everysec) or something else wrote the key: the periodic
+    verification finds the set not as written and rewrites it; one as written is left alone."""
+    await redis.delete(WATCH_TRIGGERS)
+    engine = Engine()
+    engine.upsert(_stop("s1", "a"))
+    engine.upsert(_stop("s2", "b"))
+    pub = WatchPublisher(redis, lambda: engine)
+    await pub.step()
+    pub.verify()
+    await pub.step()
+    assert pub.repairs == 0
+    await redis.srem(WATCH_TRIGGERS, "a")
+    await redis.sadd(WATCH_TRIGGERS, "z")
+    await pub.step()  # kicked without a verification: nothing read
+    assert await redis.smembers(WATCH_TRIGGERS) == {"b", "z"}
+    pub.verify()
+    await pub.step()
+    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"} and pub.repairs == 1

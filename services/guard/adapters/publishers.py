@@ -3,6 +3,7 @@ set for ingest."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ from common.streams import DurableLog
 from common.watchset import change_watch_set as change_watch_set_fast
 from services.guard.adapters.trigger_store import Clock, dict_pool
 from services.guard.loops import Kicked
+
+log = logging.getLogger(__name__)
 
 # Reaches the old rows through guard_trigger_events_published: without it, every prune read the whole
 # table (a day of events).
@@ -90,7 +93,8 @@ class WatchPublisher(Kicked):
     Only the assets the engine reports changed are compared (a fire that takes an asset's last trigger is one
     asset, not a copy of every watched one); another engine (a reload) is compared whole. A write that fails may
     have been applied all the same (its reply lost): the set is then not known, and the next run rewrites it
-    whole."""
+    whole. So does a run after :meth:`verify` when the set in Redis is not what this publisher wrote (Redis lost its
+    last writes in a crash, or something else wrote the key)."""
 
     def __init__(self, redis: Any, engine: Callable[[], WatchedAssets], *,
                  yield_to: Callable[[], Awaitable[None]] | None = None, fast: FastRedis | None = None) -> None:
@@ -101,11 +105,27 @@ class WatchPublisher(Kicked):
         self.current: set[str] | None = None
         self._written: tuple[int, int] | None = None  # the engine's assets_version the set last matched
         self._pending: set[str] = set()  # assets taken from the engine's changes, not written yet
+        self._verify = False  # the next run first compares the set in Redis with what was written
+        self.repairs = 0  # runs that found the set in Redis not as written, and rewrote it
+
+    def verify(self) -> None:
+        """Ask the next run to compare the set in Redis with what this publisher wrote (periodic: the executor's
+        ``repair_watch`` does the same for the positions' set)."""
+        self._verify = True
+        self.kick()
 
     async def step(self) -> None:
         """Write the difference (everything on the first run) and publish on ``tt:watch:changed``."""
         engine = self.engine()
         version = engine.assets_version
+        if self._verify and self.current is not None:
+            self._verify = False
+            members = {m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WATCH_TRIGGERS)}
+            if members != self.current:
+                self.repairs += 1
+                log.warning("watch set in Redis not as guard wrote it: rewriting it",
+                            extra={"missing": len(self.current - members), "extra": len(members - self.current)})
+                self.current = None
         current = self.current
         if current is not None and version == self._written:
             return  # kicked on every fire and order event: most leave the set as it was
