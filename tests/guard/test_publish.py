@@ -132,8 +132,9 @@ async def test_the_written_set_always_ends_equal_to_the_engines(redis: Any, fast
 @pytest.mark.integration
 async def test_an_asset_armed_again_after_a_removal_whose_reply_was_lost_is_watched(redis: Any,
                                                                                    fast_redis: FastRedis) -> None:
-    """A's last trigger fires: the SREM is applied, its reply lost. A is armed again before the next write: it must
-    be in the set after it (before, the publisher still thought the set held A and sent nothing: A unwatched)."""
+    """B's last trigger fires: the SREM is applied, its reply lost. B is armed again before the next write: it must
+    be in the set after it (before, the publisher still thought the set held B and sent nothing: B unwatched). What
+    another guard wrote stays."""
     await redis.delete(WATCH_TRIGGERS)
     engine = Engine()
     engine.upsert(_stop("s1", "A"))
@@ -143,14 +144,15 @@ async def test_an_asset_armed_again_after_a_removal_whose_reply_was_lost_is_watc
     engine.remove("s1")
     engine.upsert(_stop("s2", "B"))
     await pub.step()
+    await redis.sadd(WATCH_TRIGGERS, "other")  # another guard's (a rollout): left as it is
     engine.remove("s2")
     fast.lose = True
     with pytest.raises(RedisTimeoutError):
         await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == set()  # applied
+    assert await redis.smembers(WATCH_TRIGGERS) == {"other"}  # applied
     engine.upsert(_stop("s3", "B"))
     await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == {"B"}
+    assert await redis.smembers(WATCH_TRIGGERS) == {"B", "other"}
 
 
 class _Counting(Kicked):
@@ -253,9 +255,10 @@ def test_the_prune_reads_only_the_old_rows_of_a_large_outbox(db_url: str) -> Non
 
 
 @pytest.mark.integration
-async def test_a_watch_set_redis_lost_is_written_again_at_the_next_verification(redis: Any) -> None:
+async def test_assets_redis_lost_are_written_again_at_the_next_verification(redis: Any) -> None:
     """Redis lost the last writes (a crash under appendfsync everysec) or something else wrote the key: the periodic
-    verification finds the set not as written and rewrites it; one as written is left alone."""
+    verification finds an asset written missing and writes it again. An asset it did not write is left (in a
+    rollout, the other guard's)."""
     await redis.delete(WATCH_TRIGGERS)
     engine = Engine()
     engine.upsert(_stop("s1", "a"))
@@ -271,4 +274,4 @@ async def test_a_watch_set_redis_lost_is_written_again_at_the_next_verification(
     assert await redis.smembers(WATCH_TRIGGERS) == {"b", "z"}
     pub.verify()
     await pub.step()
-    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b"} and pub.repairs == 1
+    assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b", "z"} and pub.repairs == 1

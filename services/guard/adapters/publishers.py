@@ -91,10 +91,11 @@ class WatchPublisher(Kicked):
     """Keeps ``tt:watch:triggers`` equal to the assets with armed triggers; announces changes to ingest.
 
     Only the assets the engine reports changed are compared (a fire that takes an asset's last trigger is one
-    asset, not a copy of every watched one); another engine (a reload) is compared whole. A write that fails may
-    have been applied all the same (its reply lost): the set is then not known, and the next run rewrites it
-    whole. So does a run after :meth:`verify` when the set in Redis is not what this publisher wrote (Redis lost its
-    last writes in a crash, or something else wrote the key)."""
+    asset, not a copy of every watched one); another engine (a reload) is compared whole. An asset whose state in
+    Redis is not known is written again whatever this publisher wrote before: those of a write that failed (it may
+    have been applied all the same, its reply lost), and those :meth:`verify` finds missing (Redis lost its last
+    writes in a crash, or something else wrote the key). Assets in Redis this publisher did not write are left: in
+    a rollout they are the other guard's."""
 
     def __init__(self, redis: Any, engine: Callable[[], WatchedAssets], *,
                  yield_to: Callable[[], Awaitable[None]] | None = None, fast: FastRedis | None = None) -> None:
@@ -105,8 +106,9 @@ class WatchPublisher(Kicked):
         self.current: set[str] | None = None
         self._written: tuple[int, int] | None = None  # the engine's assets_version the set last matched
         self._pending: set[str] = set()  # assets taken from the engine's changes, not written yet
+        self._unsure: set[str] = set()  # assets whose state in Redis is not known: written again, added or removed
         self._verify = False  # the next run first compares the set in Redis with what was written
-        self.repairs = 0  # runs that found the set in Redis not as written, and rewrote it
+        self.repairs = 0  # runs that found assets written missing from the set in Redis
 
     def verify(self) -> None:
         """Ask the next run to compare the set in Redis with what this publisher wrote (periodic: the executor's
@@ -121,13 +123,14 @@ class WatchPublisher(Kicked):
         if self._verify and self.current is not None:
             self._verify = False
             members = {m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WATCH_TRIGGERS)}
-            if members != self.current:
+            missing = self.current - members
+            if missing:
                 self.repairs += 1
-                log.warning("watch set in Redis not as guard wrote it: rewriting it",
-                            extra={"missing": len(self.current - members), "extra": len(members - self.current)})
-                self.current = None
+                log.warning("watch set in Redis lacks assets guard wrote: writing them again",
+                            extra={"missing": len(missing)})
+                self._unsure |= missing
         current = self.current
-        if current is not None and version == self._written:
+        if current is not None and version == self._written and not self._unsure:
             return  # kicked on every fire and order event: most leave the set as it was
         self._pending.update(engine.take_asset_changes())
         if current is None:
@@ -141,14 +144,17 @@ class WatchPublisher(Kicked):
             await pipe.execute()
             self.current, self._written = wanted, version
             self._pending.clear()
+            self._unsure.clear()
             return
+        unsure = self._unsure
         if self._written is None or version[0] != self._written[0]:  # another engine: compared whole
             wanted = engine.assets()
-            added, removed = wanted - current, current - wanted
+            added = (wanted - current) | (unsure & wanted)
+            removed = (current - wanted) | (unsure - wanted)
         else:
             watches = engine.watches
-            added = {a for a in self._pending if a not in current and watches(a)}
-            removed = {a for a in self._pending if a in current and not watches(a)}
+            added = {a for a in self._pending | unsure if (a in unsure or a not in current) and watches(a)}
+            removed = {a for a in self._pending | unsure if (a in unsure or a in current) and not watches(a)}
         if added or removed:
             try:
                 if self.fast is None:
@@ -156,10 +162,10 @@ class WatchPublisher(Kicked):
                 else:
                     await change_watch_set_fast(self.fast, WATCH_TRIGGERS, added, removed)
             except BaseException:
-                self.current = None  # applied or not: compared with a set thought to hold A, a re-armed A is never sent
+                self._unsure |= added | removed  # applied or not: a set thought to hold A never gets A again
                 raise
             current.update(added)
             current.difference_update(removed)
         self._written = version
         self._pending.clear()
-
+        self._unsure.difference_update(added | removed)
