@@ -48,43 +48,49 @@ class TriggerChanges:
         if trigger_id in guard.firer.in_flight:
             return
         known = guard.engine.get(trigger_id)
-        if row is not None and row.state is State.ARMED:
-            spec = row.spec()
-            raised = spec.kind is Kind.TRAILING_STOP and live_mark(mark, spec.activation_price) > spec.high_water_mark
-            if raised:
-                spec = spec.with_mark(mark)
-            self._arm(spec, row)  # before any other await: what is armed is what was read last
-            if raised:
-                await guard.store.save_marks([(mark, [spec.id])])
-            if observed:  # a row at its first version was created, not changed: a repeated notice is no PATCH
-                updated = known is not None and row.version > 1
-                await guard.store.record_observed(row, "UPDATED" if updated else "ARMED",
-                                                  Reason.UPDATED.value if updated else Reason.ARMED.value)
-        elif known is not None:
-            guard.engine.remove(trigger_id)
-            if observed and row is not None and row.state is State.CANCELLED:
-                await guard.store.record_observed(row, "CANCELLED", row.state_reason or Reason.CANCELLED_BY_USER.value)
-        guard.outbox.kick()
-        guard.watch.kick()
+        try:  # the engine changes before the writes below: the publishers are kicked whether or not those fail
+            if row is not None and row.state is State.ARMED:
+                spec = row.spec()
+                raised = (spec.kind is Kind.TRAILING_STOP
+                          and live_mark(mark, spec.activation_price) > spec.high_water_mark)
+                if raised:
+                    spec = spec.with_mark(mark)
+                self._arm(spec, row)  # before any other await: what is armed is what was read last
+                if raised:
+                    await guard.store.save_marks([(mark, [spec.id])])
+                if observed:  # a row at its first version was created, not changed: a repeated notice is no PATCH
+                    updated = known is not None and row.version > 1
+                    await guard.store.record_observed(row, "UPDATED" if updated else "ARMED",
+                                                      Reason.UPDATED.value if updated else Reason.ARMED.value)
+            elif known is not None:
+                guard.engine.remove(trigger_id)
+                if observed and row is not None and row.state is State.CANCELLED:
+                    await guard.store.record_observed(row, "CANCELLED",
+                                                      row.state_reason or Reason.CANCELLED_BY_USER.value)
+        finally:
+            guard.outbox.kick()
+            guard.watch.kick()
 
     async def reload_many(self, trigger_ids: list[str], *, chunk: int = 1000) -> None:
         """:meth:`reload` of many triggers (no event recorded, no mark given), read ``chunk`` at a time: a resync
         after a fan-out has thousands of copy exits to read again, and the notices wait behind it."""
         guard = self.guard
-        for start in range(0, len(trigger_ids), chunk):
-            part = [tid for tid in trigger_ids[start:start + chunk] if tid not in guard.firer.in_flight]
-            guard.stats.reloads += len(part)
-            rows = await self._read(part) if part else {}
-            for tid in part:
-                row = rows.get(tid)
-                if tid in guard.firer.in_flight:
-                    continue
-                if row is not None and row.state is State.ARMED:
-                    self._arm(row.spec(), row)
-                elif guard.engine.get(tid) is not None:
-                    guard.engine.remove(tid)
-        guard.outbox.kick()
-        guard.watch.kick()
+        try:  # a later chunk's read may fail: the earlier chunks' changes are published all the same
+            for start in range(0, len(trigger_ids), chunk):
+                part = [tid for tid in trigger_ids[start:start + chunk] if tid not in guard.firer.in_flight]
+                guard.stats.reloads += len(part)
+                rows = await self._read(part) if part else {}
+                for tid in part:
+                    row = rows.get(tid)
+                    if tid in guard.firer.in_flight:
+                        continue
+                    if row is not None and row.state is State.ARMED:
+                        self._arm(row.spec(), row)
+                    elif guard.engine.get(tid) is not None:
+                        guard.engine.remove(tid)
+        finally:
+            guard.outbox.kick()
+            guard.watch.kick()
 
     async def sweep_unwatched(self, read: Callable[[], Awaitable[list[str]]]) -> int:
         """Arm the ARMED triggers ``read`` lists that the engine lacks, though nothing here took them out of it while

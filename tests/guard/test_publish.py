@@ -275,3 +275,39 @@ async def test_assets_redis_lost_are_written_again_at_the_next_verification(redi
     pub.verify()
     await pub.step()
     assert await redis.smembers(WATCH_TRIGGERS) == {"a", "b", "z"} and pub.repairs == 1
+
+
+class _ReadFailingOnce:
+    """A Redis client whose next SMEMBERS fails (the connection lost)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.fail = False
+
+    async def smembers(self, key: str) -> Any:
+        if self.fail:
+            self.fail = False
+            raise RedisConnectionError("lost")
+        return await self._client.smembers(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.integration
+async def test_a_verification_whose_read_failed_is_made_at_the_retry(redis: Any) -> None:
+    """Right after a Redis restart (when it may have lost writes) the first read can fail: the verification is made
+    at the retry, not dropped until the next one."""
+    await redis.delete(WATCH_TRIGGERS)
+    engine = Engine()
+    engine.upsert(_stop("s1", "a"))
+    client = _ReadFailingOnce(redis)
+    pub = WatchPublisher(client, lambda: engine)
+    await pub.step()
+    await redis.srem(WATCH_TRIGGERS, "a")
+    pub.verify()
+    client.fail = True
+    with pytest.raises(RedisConnectionError):
+        await pub.step()
+    await pub.step()  # the loop's retry
+    assert await redis.smembers(WATCH_TRIGGERS) == {"a"}

@@ -121,8 +121,8 @@ class WatchPublisher(Kicked):
         engine = self.engine()
         version = engine.assets_version
         if self._verify and self.current is not None:
-            self._verify = False
             members = {m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(WATCH_TRIGGERS)}
+            self._verify = False  # (a read that failed leaves it asked for: the retry reads again)
             missing = self.current - members
             if missing:
                 self.repairs += 1
