@@ -75,7 +75,7 @@ class Tuning:
     trigger_check_s: float = tune(5.0, "safety-net comparison of tt:triggers:version, behind the change messages",
                                   minimum=0.001)
     watch_verify_s: float = tune(30.0, "the watched-asset set in Redis (tt:watch:triggers) is compared with what guard "
-                                 "wrote this often, and rewritten when it differs", minimum=0.01)
+                                 "wrote this often: assets it lacks are written again", minimum=0.01)
     max_slippage_bps: int = tune(300, "slippage tolerance of trigger SELLs in the executor's depth check: an exit "
                                  "must go through", minimum=0, maximum=10_000)
     submit_timeout_s: float = tune(5.0, "deadline of SubmitOrder", minimum=0.001)
