@@ -268,7 +268,9 @@ async def _start_with_pool(settings: Settings, pool: AsyncConnectionPool[Any]) -
     outbox = OutboxPublisher(pool, events_log, utcnow, min_interval_s=t.bookkeeping_interval_s,
                              yield_to=window.yield_to_fires, fast=cursor_redis)
     watch = WatchPublisher(redis, lambda: guard.engine, yield_to=window.yield_to_fires, fast=cursor_redis)
-    band_redis = FastRedis(settings.storage.redis_url.value)  # a big rewrite holds up no fire's outbox append
+    # its own connection: a big rewrite holds up no fire's outbox append; a stalled write fails well inside the bands'
+    # lease (as redis-py's 2 s did), so the retry can still renew it
+    band_redis = FastRedis(settings.storage.redis_url.value, timeout_s=min(2.0, t.band_lease_s / 2))
     bands = (BandPublisher(band_redis, lambda: guard.engine, lambda: guard.through_ns, beat_s=t.band_beat_s,
                            lease_s=t.band_lease_s, yield_to=window.yield_to_fires) if t.bands else None)
     # the copy exits this process changes, announced to the other guard of a rollout
