@@ -119,6 +119,11 @@ class Envoy:
     def url(self) -> str:
         return self.settings.url
 
+    def access_entries(self) -> list[dict[str, Any]]:
+        """The access log's entries so far: only whole lines (Envoy may be writing the last one while it is read)."""
+        text = self.access_log.read_text()
+        return [orjson.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+
     def admin_get(self, path: str, timeout_s: float = 5.0) -> httpx.Response:
         """GET on Envoy's admin interface (a unix socket)."""
         transport = httpx.HTTPTransport(uds=str(self.settings.admin_socket))

@@ -42,7 +42,7 @@ def test_admin_paths_on_the_rest_listener_are_404(edge: EdgeStack, method: str, 
 
 def _logged(edge: EdgeStack, marker: str) -> dict[str, Any]:
     def entry() -> dict[str, Any]:
-        lines = [orjson.loads(line) for line in edge.envoy.access_log.read_text().splitlines() if line]
+        lines = edge.envoy.access_entries()
         found = [e for e in lines if marker in (e.get("path") or "")]
         assert found, "no access log line yet"
         return found[-1]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from common.config import ConfigError, Secret
@@ -68,7 +67,7 @@ async def test_an_assistant_reads_what_the_backend_would(edge: EdgeStack, tools:
     assert status["checks"]["postgres"] == "ok" and status["checks"]["redis"] == "ok"
 
     def logged() -> list[dict[str, Any]]:  # Envoy flushes its access log about once a second
-        lines = [orjson.loads(line) for line in edge.envoy.access_log.read_text().splitlines() if line.strip()]
+        lines = edge.envoy.access_entries()
         mine = [line for line in lines if line.get("user_agent") == USER_AGENT]
         assert len(mine) >= 12
         return mine
