@@ -49,6 +49,7 @@ from services.ingest.unread import (
     narrowed,
     narrowed_by,
     prices_of,
+    sent_again,
 )
 from tradingtools.market.v1 import market_pb2 as mpb
 
@@ -201,7 +202,7 @@ class TickGate:
                     (first, older), (later, newer) = unread[0], unread[1]
                     merged = [higher(a, b) for a, b in zip(as_prices(older), as_prices(newer), strict=True)]
                     unread[0:2] = [(later, Merged(merged, older.first if isinstance(older, Merged) else first,
-                                                  _again(older) or _again(newer)))]
+                                                  sent_again(older) or sent_again(newer)))]
             order = self._order
             order.append((stamp, asset_id))
             if len(order) > self._order_max:
@@ -345,7 +346,3 @@ class TickGate:
             self.stats.bad_bands += 1
             return EVERY
         return band if band.sources else EVERY
-
-
-def _again(item: Top | Merged) -> bool:
-    return isinstance(item, Merged) and item.again

@@ -35,6 +35,11 @@ KEPT = 8
 BEFORE_ARMS = -1  # a stamp before every source's armed_ns (prices narrow only the lo of a source armed since)
 
 
+def sent_again(item: Top | Merged) -> bool:
+    """Whether an unread price is, or holds, a left-out price sent again (it raises only the lo)."""
+    return isinstance(item, Merged) and item.again
+
+
 def higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     """The higher of two prices (None: none)."""
     return a if b is None or (a is not None and a >= b) else b
@@ -61,7 +66,7 @@ def prices_of(top: Top) -> list[Decimal | None]:
 
 def narrowed_by(band: AssetBand, unread: Unread) -> AssetBand:
     """``band`` narrowed by the unread prices guard lifts its marks by (:data:`Unread`)."""
-    if not any(sb.armed_ns for sb in band.sources) and not any(isinstance(i, Merged) and i.again for _s, i in unread):
+    if not any(sb.armed_ns for sb in band.sources) and not any(sent_again(i) for _s, i in unread):
         return narrowed(band, highest_of(unread))
     highest: list[Decimal | None] = [None, None, None]
     older: list[Decimal | None] = [None, None, None]  # the highest stamped before the source's armed_ns, or sent again
