@@ -37,19 +37,24 @@ class FireStats:
     before_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
     def summary(self) -> dict[str, Any]:
-        """Counters and the median stage durations for the periodic stats log."""
-        stages = sorted(self.stages_ms, key=sum)
+        """Counters, and the stage durations of the median fire and of the p99 one (by the stages' sum), for the
+        periodic stats log."""
         fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
-        if stages:
-            mid = stages[len(stages) // 2]
-            fire["median_fire_ms"] = {"slot": round(mid[0], 2), "reads": round(mid[1], 2), "commit": round(mid[2], 2),
-                                      "submit": round(mid[3], 2)}
-        before = sorted(self.before_ms, key=sum)
-        if before:
-            mid4 = before[len(before) // 2]
-            fire["median_before_fire_ms"] = {"ingest_to_tick_handled": round(mid4[0], 2),
-                                             "handled_to_fire_task": round(mid4[1], 2)}
+        for label, at in (("median", 0.5), ("p99", 0.99)):
+            if stage := _ranked(self.stages_ms, at):
+                fire[f"{label}_fire_ms"] = dict(zip(("slot", "reads", "commit", "submit"), stage, strict=True))
+            if before := _ranked(self.before_ms, at):
+                fire[f"{label}_before_fire_ms"] = dict(zip(("ingest_to_tick_handled", "handled_to_fire_task"), before,
+                                                           strict=True))
         return fire
+
+
+def _ranked(rows: deque[tuple[float, ...]], at: float) -> tuple[float, ...]:
+    """The row at rank ``at`` (0.5: the median) of ``rows`` ordered by their sum, rounded; () when there is none."""
+    if not rows:
+        return ()
+    ranked = sorted(rows, key=sum)
+    return tuple(round(v, 2) for v in ranked[min(len(ranked) - 1, int(len(ranked) * at))])
 
 
 @dataclass(slots=True)
