@@ -49,11 +49,11 @@ class FireStats:
         return fire
 
 
-def _ranked(rows: deque[tuple[float, ...]], at: float) -> tuple[float, ...]:
+def _ranked(rows: Iterable[tuple[float, ...]], at: float) -> tuple[float, ...]:
     """The row at rank ``at`` (0.5: the median) of ``rows`` ordered by their sum, rounded; () when there is none."""
-    if not rows:
-        return ()
     ranked = sorted(rows, key=sum)
+    if not ranked:
+        return ()
     return tuple(round(v, 2) for v in ranked[min(len(ranked) - 1, int(len(ranked) * at))])
 
 
