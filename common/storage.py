@@ -38,11 +38,6 @@ def compact_sql(sql: str) -> str:
 # tiny scans scans it once per change. Without hash and merge joins, and without sequential scans where an index
 # serves, the plan left is one index lookup per change, whatever the table's size.
 KEYED_LOOKUPS = "-c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
-# With every lookup by key, a statement's plan does not depend on its values: one generic plan per prepared statement
-# and connection. PostgreSQL's own choice kept a statement whose keys come in an array (``id = ANY(%s)``) on custom
-# plans for good (it costs the generic plan's array of unknown length above the custom plan's one key), so it was
-# planned again at every run: 0.1-0.8 ms for a fire's row locks.
-ONE_PLAN = "-c plan_cache_mode=force_generic_plan"
 
 
 async def _set_autocommit(conn: Any) -> None:

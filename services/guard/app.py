@@ -22,7 +22,7 @@ from common.fastredis import FastCursorStore, FastRedis
 from common.grpcclient import channel as grpc_channel
 from common.grpcserver import GrpcServer
 from common.logread import read_log_items
-from common.storage import apply_migrations, closed_on_failure, create_pool, create_redis
+from common.storage import KEYED_LOOKUPS, apply_migrations, closed_on_failure, create_pool, create_redis
 from common.streams import ORDER_EVENTS, PRICE_TICKS, TRIGGER_EVENTS, DurableLog, create_stream_redis
 from services.guard.adapters.armed_reads import RecentArmed
 from services.guard.adapters.band_publisher import BandPublisher, switch_off
@@ -36,7 +36,7 @@ from services.guard.adapters.order_client import GrpcExecutor, order_event_strea
 from services.guard.adapters.perf_store import PerfStore
 from services.guard.adapters.publishers import OutboxPublisher, WatchPublisher
 from services.guard.adapters.tick_reader import log_end, log_tick_stream, tick_stream
-from services.guard.adapters.trigger_store import PLANNER_OPTIONS, TriggerStore, warm_fire_reads
+from services.guard.adapters.trigger_store import TriggerStore, warm_fire_reads
 from services.guard.config import Settings
 from services.guard.coordinator import Clients, Guard, Stores, Tuning
 from services.guard.loops import FireWindow, reraise_if_cancelled
@@ -237,12 +237,11 @@ async def start(settings: Settings) -> Running:
     await asyncio.to_thread(apply_migrations, db_url)
     # Connections for every concurrent fire are opened up front: a fire that has to wait for a new
     # PostgreSQL backend (a fork, ~10 ms here) misses the latency target. Every statement reaches triggers,
-    # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown, and one
-    # plan serves every run (PLANNER_OPTIONS). Each connection has the fire's reads prepared before it is handed
-    # out (the first fires skip unprepared runs and planning).
+    # positions and copy exits by key: a plan cached on a small table must not scan it once it has grown. Each
+    # connection has the fire's reads prepared before it is handed out (the first fires skip unprepared runs).
     pool = await create_pool(db_url, min_size=min(t.fire_concurrency + 2, t.db_pool_max),
                              max_size=t.db_pool_max, autocommit=True, application_name="tt-guard",
-                             options=PLANNER_OPTIONS, warm=warm_fire_reads)
+                             options=KEYED_LOOKUPS, warm=warm_fire_reads)
     async with closed_on_failure(pool):  # a start that fails leaves no pool task behind
         return await _start_with_pool(settings, pool)
 

@@ -16,7 +16,7 @@ from common.storage import create_pool, create_redis
 from services.control.app import RunningControl
 from services.control.app import start as start_control
 from services.guard.adapters.exit_store import ExitStore
-from services.guard.adapters.trigger_store import PLANNER_OPTIONS, TriggerStore
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.app import Running, start
 from services.guard.config import Settings
 from services.ingest.__main__ import Ingest
@@ -35,8 +35,8 @@ from tradingtools.control.v1 import control_pb2_grpc as pb_grpc
 
 @pytest.fixture
 async def trigger_store(db_url: str) -> AsyncIterator[TriggerStore]:
-    """Guard's trigger store on the test database, with a small pool of its own planned as guard's."""
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True, options=PLANNER_OPTIONS)
+    """Guard's trigger store on the test database, with a small pool of its own."""
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         yield TriggerStore(pool, lambda: datetime.now(UTC))
     finally:
@@ -45,8 +45,8 @@ async def trigger_store(db_url: str) -> AsyncIterator[TriggerStore]:
 
 @pytest.fixture
 async def exit_store(db_url: str) -> AsyncIterator[ExitStore]:
-    """Guard's copy exits store on the test database, with a small pool of its own planned as guard's."""
-    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True, options=PLANNER_OPTIONS)
+    """Guard's copy exits store on the test database, with a small pool of its own."""
+    pool = await create_pool(db_url, min_size=1, max_size=2, autocommit=True)
     try:
         yield ExitStore(pool, lambda: datetime.now(UTC))
     finally:

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import create_pool
+from common.storage import KEYED_LOOKUPS, create_pool
 from services.guard.adapters.exit_group_writes import close_group
 from services.guard.adapters.exit_store import ExitStore
-from services.guard.adapters.trigger_store import PLANNER_OPTIONS, TriggerStore
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.tick_view import TickInfo
 from tests.executor.conftest import rows
 from tests.guard.standins import ASSET, WALLET_ID, db, insert_trigger, set_position
@@ -40,7 +40,7 @@ def _now() -> datetime:
 async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
     """A pool planned as guard's."""
     p: AsyncConnectionPool[Any] = await create_pool(db_url, min_size=1, max_size=3, autocommit=True,
-                                                    options=PLANNER_OPTIONS)
+                                                    options=KEYED_LOOKUPS)
     try:
         yield p
     finally:

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from common.storage import create_pool
-from services.guard.adapters.trigger_store import PLANNER_OPTIONS, TriggerStore
+from common.storage import KEYED_LOOKUPS, create_pool
+from services.guard.adapters.trigger_store import TriggerStore
 from services.guard.domain.fire_records import FireDecision, FireFacts
 from services.guard.domain.tick_view import TickInfo
 from services.guard.domain.trigger_model import State
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 async def store(db_url: str) -> AsyncIterator[TriggerStore]:
     """Guard's trigger store on a pool planned as guard's."""
     pool: AsyncConnectionPool[Any] = await create_pool(db_url, min_size=1, max_size=3, autocommit=True,
-                                                       options=PLANNER_OPTIONS)
+                                                       options=KEYED_LOOKUPS)
     try:
         yield TriggerStore(pool, lambda: datetime.now(UTC))
     finally:

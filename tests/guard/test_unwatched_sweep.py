@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.storage import create_pool
+from common.storage import KEYED_LOOKUPS, create_pool
 from services.guard.adapters.armed_reads import CREATED, RecentArmed
-from services.guard.adapters.trigger_store import PLANNER_OPTIONS
 from tests.guard.standins import db, insert_trigger
 
 pytestmark = pytest.mark.integration
@@ -22,7 +21,7 @@ async def test_the_sweep_reads_the_armed_triggers_created_since_its_window_throu
     await insert_trigger(conn, "t_new", "STOP_LOSS", price="0.30", size="10", created=now)
     await insert_trigger(conn, "t_gone", "STOP_LOSS", price="0.30", size="10", created=now)
     await conn.execute("UPDATE triggers SET state = 'CANCELLED' WHERE id = 't_gone'")
-    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True, options=PLANNER_OPTIONS)
+    pool = await create_pool(db_url, min_size=1, max_size=1, autocommit=True, options=KEYED_LOOKUPS)
     try:
         assert await RecentArmed(pool).created(now - timedelta(seconds=30), now + timedelta(seconds=1)) == ["t_new"]
         async with pool.connection() as c:

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 # Reaches the old rows through guard_trigger_events_published: without it, every prune read the whole
 # table (a day of events).
 PRUNE = "DELETE FROM guard_trigger_events WHERE published_at < %s"
-UNPUBLISHED = "SELECT seq, payload FROM guard_trigger_events WHERE published_at IS NULL ORDER BY seq LIMIT %s"
-PUBLISHED = "UPDATE guard_trigger_events SET published_at = %s WHERE seq = ANY(%s)"
 
 
 class OutboxPublisher(Kicked):
@@ -54,7 +52,9 @@ class OutboxPublisher(Kicked):
                 await conn.execute(PRUNE, (self.clock() - timedelta(seconds=self.keep_s),))
         while True:
             async with self.pool.connection() as conn:
-                rows = await (await conn.execute(UNPUBLISHED, (self.batch,))).fetchall()
+                rows = await (await conn.execute(
+                    "SELECT seq, payload FROM guard_trigger_events WHERE published_at IS NULL ORDER BY seq LIMIT %s",
+                    (self.batch,))).fetchall()
             if not rows:
                 return
             payloads = [bytes(r["payload"]) for r in rows]
@@ -63,7 +63,8 @@ class OutboxPublisher(Kicked):
             else:
                 await append_events(self.fast, self.log, payloads)
             async with self.pool.connection() as conn:
-                await conn.execute(PUBLISHED, (self.clock(), [r["seq"] for r in rows]))
+                await conn.execute("UPDATE guard_trigger_events SET published_at = %s WHERE seq = ANY(%s)",
+                                   (self.clock(), [r["seq"] for r in rows]))
             self.published += len(rows)
             if len(rows) < self.batch:
                 return

@@ -19,7 +19,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from common.decimals import ZERO
-from common.storage import KEYED_LOOKUPS, ONE_PLAN, pipelined_transaction
+from common.storage import pipelined_transaction
 from services.guard.adapters import trigger_sql as sql
 from services.guard.domain.fire_records import FireDecision, FireFacts, FireResult, oco_siblings
 from services.guard.domain.lost_refires import LostSell, candidate_ids
@@ -29,9 +29,6 @@ from services.guard.domain.trigger_rows import SPEC_COLUMNS, TriggerRow, event, 
 from tradingtools.guard.v1 import guard_pb2 as gpb
 
 Clock = Callable[[], datetime]
-# Server settings of guard's connections: every statement reaches triggers, positions and copy exits by key, with one
-# generic plan per prepared statement (common.storage): a fire's row locks were planned again at every fire.
-PLANNER_OPTIONS = f"{KEYED_LOOKUPS} {ONE_PLAN}"
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
