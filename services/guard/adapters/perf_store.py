@@ -36,12 +36,14 @@ _MANY = (
 # The rows are locked in subscription order first (``l``; an UPDATE ... FROM takes them in its plan's order, for a
 # few subscriptions of many a hash join over the table, in the rows' order on disk), as the executor's writers of
 # several take them (fill booking, settlement, reconciliation): in another order, one of them deadlocked with it.
+# The locked rows carry their new value: joined with the list of values again, the two lists (no index, no hash join)
+# compared every pair, 4 million for 2,000 subscriptions (tests/guard/test_unrealized_write_plan.py).
 _SAVE_UNREALIZED = (
     "WITH v AS MATERIALIZED (SELECT * FROM unnest(%s::text[], %s::numeric[]) AS v(id, u)),"
-    " l AS MATERIALIZED (SELECT st.subscription_id FROM subscription_stats st JOIN v ON v.id = st.subscription_id"
+    " l AS MATERIALIZED (SELECT st.subscription_id, v.u FROM subscription_stats st JOIN v ON v.id = st.subscription_id"
     "  WHERE st.unrealized_pnl_usd IS DISTINCT FROM v.u ORDER BY st.subscription_id FOR NO KEY UPDATE OF st)"
-    " UPDATE subscription_stats st SET unrealized_pnl_usd = v.u FROM v JOIN l ON l.subscription_id = v.id"
-    " WHERE st.subscription_id = v.id AND st.unrealized_pnl_usd IS DISTINCT FROM v.u")
+    " UPDATE subscription_stats st SET unrealized_pnl_usd = l.u FROM l"
+    " WHERE st.subscription_id = l.subscription_id AND st.unrealized_pnl_usd IS DISTINCT FROM l.u")
 
 
 def _basis(basis: Basis | None) -> Jsonb | None:
