@@ -1,0 +1,68 @@
+"""The batch read takes each follower's positions held and those booked today, by key: a wallet keeps every life it
+ended (closed, resolved, redeemed) in ``positions``, and reading all of them for each follower of each trade made the
+routing of a leader's trade grow with its followers' history."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from services.router.adapters.store_sql import LOAD, PLANNER_OPTIONS
+from tests.helpers import plan_nodes
+from tests.router.load_plans import explain_load, load_params
+
+pytestmark = pytest.mark.integration
+
+WALLETS, ENDED = 50, 60  # each wallet: 2 positions held, 1 ended today, ENDED ended before
+TODAY = datetime.now(UTC).date()
+
+
+def _seed(db_url: str) -> None:
+    columns = ("(follower_wallet_id, asset_id, condition_id, wallet, size, cost_usd, state, pnl_day,"
+               " pnl_day_realized_usd)")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO positions {columns} SELECT 'w_' || g, 'held_' || g || '_' || k, 'c_held', '0xa',"
+                     " 10, 4, 'OPEN', %s, 0 FROM generate_series(1, %s) g, generate_series(1, 2) k",
+                     (TODAY - timedelta(days=3), WALLETS))
+        conn.execute(f"INSERT INTO positions {columns} SELECT 'w_' || g, 'today_' || g, 'c_today', '0xa', 0, 0,"
+                     " 'CLOSED', %s, -2.5 FROM generate_series(1, %s) g", (TODAY, WALLETS))
+        conn.execute(f"INSERT INTO positions {columns} SELECT 'w_' || g, 'ended_' || g || '_' || k, 'c_' || k, '0xa',"
+                     " 0, 0, (ARRAY['CLOSED', 'REDEEMED', 'RESOLVED_LOST'])[1 + k %% 3], %s, -1"
+                     " FROM generate_series(1, %s) g, generate_series(1, %s) k",
+                     (TODAY - timedelta(days=10), WALLETS, ENDED))
+        conn.execute("ANALYZE positions")
+
+
+def _day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("generic", [True, False], ids=["generic plan", "custom plan"])
+async def test_a_followers_ended_positions_are_not_read(db_url: str, generic: bool) -> None:
+    _seed(db_url)
+    params = await load_params(wallets=[f"w_{g}" for g in range(1, WALLETS + 1)], markets=["c_held"],
+                               assets=["held_1_1"], sell_assets=[], pnl_day_ms=_day_ms(TODAY))
+    assert params["want_pnl"] is True and params["day"] == TODAY
+    plan = explain_load(db_url, params, PLANNER_OPTIONS, generic=generic)
+    nodes = [n for n in plan_nodes(plan) if n.get("Relation Name") == "positions"]
+    read = sum(n["Actual Loops"] * (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) for n in nodes)
+    # 3 positions a wallet are wanted (2 held, 1 booked today); ENDED more lie in the table for each
+    assert nodes and read <= 3 * WALLETS, f"{read} positions read for {WALLETS} wallets"
+
+
+async def test_the_read_still_sums_what_is_held_and_the_days_pnl(db_url: str) -> None:
+    _seed(db_url)
+    params = await load_params(wallets=["w_1"], markets=["c_held"], assets=["held_1_1"], sell_assets=[],
+                               pnl_day_ms=_day_ms(TODAY))
+    with psycopg.connect(db_url, autocommit=True, options=PLANNER_OPTIONS, row_factory=dict_row) as conn:
+        row = conn.execute(LOAD, params).fetchone()
+    assert row is not None
+    [[wallet, total_cost, markets, in_markets, sizes, realized, _opened]] = json.loads(row["wallets"])
+    assert (wallet, Decimal(total_cost), sorted(markets.split(","))) == ("w_1", Decimal(8), ["c_held", "c_held"])
+    assert in_markets == [["c_held", "4"], ["c_held", "4"]] and sizes == [["held_1_1", "10"]]
+    assert Decimal(realized) == Decimal("-2.5")  # the position ended today counts; those ended before do not
