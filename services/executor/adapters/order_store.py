@@ -36,10 +36,12 @@ from tradingtools.execution.v1 import execution_pb2 as epb
 
 __all__ = ["Change", "Inserted", "OrderStore", "row_life", "ticket_from_row"]
 
-HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE size > 0"  # the watch set's repair, every ~30 s
-# one probe of index positions_asset_wallet per asset, ending at its first holder (not every wallet holding it)
+# The assets held (the watch set's repair, every ~30 s), read through positions_open_asset: a position holds shares
+# only while OPEN (every writer keeps it so), and the ended lives `positions` keeps are not read.
+HELD_ASSETS = "SELECT DISTINCT asset_id FROM positions WHERE state = 'OPEN' AND size > 0"
+# one probe of index positions_open_asset per asset, ending at its first holder (not every wallet holding it)
 HELD_AMONG = ("SELECT a AS asset_id FROM unnest(%s::text[]) AS a"
-              " WHERE EXISTS (SELECT 1 FROM positions WHERE asset_id = a AND size > 0)")
+              " WHERE EXISTS (SELECT 1 FROM positions WHERE asset_id = a AND state = 'OPEN' AND size > 0)")
 EVENTS_OF = "SELECT client_order_id FROM order_events WHERE event_id = ANY(%s)"  # the orders of events recorded
 
 # Settings of the executor's connections: every join it runs looks rows up by key (common.storage).
