@@ -258,7 +258,8 @@ def test_the_sweeps_read_the_open_positions_alone_and_every_other_row_by_key(db_
             relation = n.get("Relation Name") or parent.get(id(n), "")
             if n["Node Type"].endswith("Scan") and n["Node Type"] not in ("CTE Scan", "Subquery Scan"):
                 used.setdefault(relation, set()).add(n.get("Index Name", n["Node Type"]))
-        assert used.pop("positions") <= {"positions_open_asset", "positions_condition", "Bitmap Heap Scan"}, name
+        assert used.pop("positions") <= {"positions_open_asset", "positions_condition", "positions_wallet_open",
+                                         "Bitmap Heap Scan"}, name
         assert used == {"resolved_assets": {"resolved_assets_pkey"}, "order_pending": {"order_pending_open"},
                         "orders": {"orders_pkey"},
                         **({"market_resolutions": {"market_resolutions_pkey"},  # and a position's LOST SELLs
