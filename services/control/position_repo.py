@@ -32,7 +32,7 @@ _PAGE = (
     "  (SELECT " + _CURRENT + " FROM positions WHERE {where} AND id IS NOT NULL"
     "   ORDER BY opened_at DESC, id DESC LIMIT %(limit)s)"
     "  UNION ALL"
-    "  (SELECT " + _ENDED + " FROM position_history WHERE {where}"
+    "  (SELECT " + _ENDED + " FROM position_history WHERE {ended}"
     "   ORDER BY opened_at DESC, id DESC LIMIT %(limit)s)) AS lives"
     "  ORDER BY opened_at DESC, id DESC LIMIT %(limit)s) AS l"
     " LEFT JOIN market_resolutions mr ON mr.condition_id = l.condition_id AND l.condition_id <> ''"
@@ -60,7 +60,8 @@ async def list_page(conn: Conn, *, wallet: str = "", subscription_id: str = "", 
         where.append("state = %(state)s")
     if after is not None:
         where.append("(opened_at, id) < (%(t)s, %(i)s)")
-    sql = _PAGE.format(where=" AND ".join(where))
+    # an ended life is never OPEN: asked for the open ones, the wallet's history is not read at all
+    sql = _PAGE.format(where=" AND ".join(where), ended="false" if state == "OPEN" else " AND ".join(where))
     params = {"owner": wallet or subscription_id, "state": state, "limit": limit,
               "t": after.time if after else None, "i": after.id if after else None}
     return await (await conn.execute(sql, params)).fetchall()
