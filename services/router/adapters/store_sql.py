@@ -53,9 +53,11 @@ EXISTING = "SELECT payload, appended_cursor FROM routed_trades WHERE leader_trad
 # booking of an executor older than migration 0780, which keeps no low). Grouping all wallets' positions after the
 # lookups instead (a hash table of every wallet, three GROUP BYs) took 56 ms for 10,000 followers holding one
 # position each, against 38 ms; a DISTINCT in such an aggregate had made PostgreSQL sort every position of the batch
-# first, 47 of the statement's 88 ms. Only the positions held (every writer keeps a position OPEN while it holds
-# shares: an ended life's row has none) and those booked today are read, through their indexes (migration 0840): a
-# wallet keeps every life it ended in the table, and reading them all for each follower grew with its history.
+# first, 47 of the statement's 88 ms. Only the positions held are read (every writer keeps a position OPEN while it
+# holds shares: an ended life's row has none), through positions_wallet_open (migration 0840): a wallet keeps every
+# life it ended in the table, and reading them all for each follower grew with its history. The ended ones are read
+# too only for the day's realized PnL (a BUY batch with a daily loss limit), since pnl_day, which every booking
+# writes, may not be indexed (a booking's update must stay HOT: tests/test_foundation.py).
 # With them, for each SELL's asset held, when the wallet's position opened (Unix ms: positions.opened_at, set anew when
 # a position opens again; null in a batch of BUYs): a leader's exit made before a subscription became active does not
 # sell a position opened since (filters.exit_before_active).
@@ -121,8 +123,10 @@ agg AS (
                      x.subscription_shares AS shares, (extract(epoch FROM x.opened_at) * 1000)::bigint AS opened_ms,
                      CASE WHEN x.origin = 'COPY' THEN nullif(x.subscription_id, '')
                           WHEN x.origin = 'MANUAL' THEN '' END AS opener
-              FROM positions x WHERE x.follower_wallet_id = w.id AND (x.state = 'OPEN' OR x.pnl_day = %(day)s)
-              OFFSET 0) q
+              FROM (SELECT * FROM positions x WHERE x.follower_wallet_id = w.id AND x.state = 'OPEN'
+                    UNION ALL
+                    SELECT * FROM positions x WHERE %(want_pnl)s AND x.follower_wallet_id = w.id AND x.state <> 'OPEN'
+                    ) x OFFSET 0) q
     ) x
 ),
 ex AS (
