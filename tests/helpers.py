@@ -110,6 +110,17 @@ def plan_scans(plan: dict[str, Any], relation: str) -> list[str]:
             if n.get("Relation Name") == relation and n["Node Type"].endswith("Scan")]
 
 
+def rows_read(plan: dict[str, Any], relation: str) -> int:
+    """Rows the scans of ``relation`` in an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan returned or read and dropped, over
+    all their loops (a write's own node left out)."""
+    return sum(n["Actual Loops"] * (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) for n in plan_nodes(plan)
+               if n.get("Relation Name") == relation and n["Node Type"] != "ModifyTable")
+
+
+# The state of the g-th of a series of ended positions, for tests that fill ``positions`` with a history
+ENDED_STATE_SQL = "(ARRAY['CLOSED', 'REDEEMED', 'RESOLVED_LOST'])[1 + {n} %% 3]"
+
+
 def generic_plan_scans(db_url: str, sql: str, params: Any, relations: Sequence[str], *,
                        options: str = "") -> dict[str, list[str]]:
     """How a generic plan of ``sql`` (the kind a connection caches) made on the tables as they are now

@@ -11,7 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from services.control import position_repo
-from tests.helpers import plan_nodes
+from tests.helpers import rows_read
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,5 @@ async def test_the_open_page_reads_no_ended_life(db_url: str) -> None:
         conn.execute = explain  # type: ignore[method-assign]
         await position_repo.list_page(conn, wallet=WALLET, state="OPEN", after=None, limit=50)
     [plan] = explained
-    nodes = [n for n in plan_nodes(plan) if n.get("Relation Name") == "position_history"]
-    read = sum(n["Actual Loops"] * (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) for n in nodes)
+    read = rows_read(plan, "position_history")
     assert read == 0, f"{read} ended lives read for a page of open positions"

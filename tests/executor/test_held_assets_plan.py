@@ -11,7 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from services.executor.adapters import order_store
-from tests.helpers import plan_nodes
+from tests.helpers import ENDED_STATE_SQL, rows_read
 
 pytestmark = pytest.mark.integration
 
@@ -21,18 +21,12 @@ ENDED, HELD = 20_000, 10
 def _seed(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, state)"
-                     " SELECT 'w_' || g, 'a_' || (g %% 200), '0xa', 0,"
-                     " (ARRAY['CLOSED', 'REDEEMED', 'RESOLVED_LOST'])[1 + g %% 3] FROM generate_series(1, %s) g",
+                     " SELECT 'w_' || g, 'a_' || (g %% 200), '0xa', 0, " + ENDED_STATE_SQL.format(n="g")
+                     + " FROM generate_series(1, %s) g",
                      (ENDED,))
         conn.execute("INSERT INTO positions (follower_wallet_id, asset_id, wallet, size, state)"
                      " SELECT 'held_' || g, 'a_' || g, '0xa', 5, 'OPEN' FROM generate_series(1, %s) g", (HELD,))
         conn.execute("ANALYZE positions")
-
-
-def _read(plan: dict[str, Any]) -> int:
-    nodes = [n for n in plan_nodes(plan) if n.get("Relation Name") == "positions"]
-    assert nodes
-    return sum(n["Actual Loops"] * (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) for n in nodes)
 
 
 @pytest.mark.parametrize(("name", "statement", "params", "held"), [
@@ -46,5 +40,5 @@ def test_only_the_positions_held_are_read(db_url: str, name: str, statement: str
         assert {r["asset_id"] for r in conn.execute(statement, params).fetchall()} == held
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()
     assert row is not None
-    read = _read(row["QUERY PLAN"][0]["Plan"])
+    read = rows_read(row["QUERY PLAN"][0]["Plan"], "positions")
     assert read <= 2 * HELD, f"{name}: {read} positions read for {HELD} held"

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from common.storage import KEYED_LOOKUPS
 from services.guard.adapters.exit_fast_sql import SELL_PEEK
-from tests.helpers import plan_nodes
+from tests.helpers import rows_read
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,5 @@ def test_the_previous_life_is_found_without_walking_the_wallets_other_lives(db_u
         peek = conn.execute(SELL_PEEK, {"a": ASSET, "w": WALLET_ID}).fetchone()
     assert row is not None and peek is not None
     assert peek["has_armed"] is True and peek["ended_life"] is False  # set now, in the life open now
-    nodes = [n for n in plan_nodes(row["QUERY PLAN"][0]["Plan"]) if n.get("Relation Name") == "position_history"]
-    walked = sum(int(n.get("Rows Removed by Filter", 0)) + int(n.get("Actual Rows", 0)) * int(n.get("Actual Loops", 1))
-                 for n in nodes)
-    assert nodes and walked < 20, f"{walked} lives read to find one ({[n.get('Index Name') for n in nodes]})"
+    walked = rows_read(row["QUERY PLAN"][0]["Plan"], "position_history")
+    assert 0 < walked < 20, f"{walked} lives read to find one"
