@@ -4,6 +4,7 @@ fires that were not recorded (counted as in flight on their position until the e
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ class FireStats:
 
     def summary(self) -> dict[str, Any]:
         """Counters, and the stage durations of the median fire and of the p99 one (by the stages' sum), for the
-        periodic stats log."""
+        periodic stats log. The stages after the decision (fires that sent a SELL) and those before it (every fire
+        decided) are ranked each on their own: their median and p99 rows may be two different fires."""
         fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
         for label, at in (("median", 0.5), ("p99", 0.99)):
             if stage := _ranked(self.stages_ms, at):
@@ -50,11 +52,14 @@ class FireStats:
 
 
 def _ranked(rows: Iterable[tuple[float, ...]], at: float) -> tuple[float, ...]:
-    """The row at rank ``at`` (0.5: the median) of ``rows`` ordered by their sum, rounded; () when there is none."""
+    """The row at quantile ``at`` of ``rows`` ordered by their sum (0.5: the upper median; 0.99: the smallest row with
+    at least 99 % of the rows at or below it), rounded; () when there is none."""
     ranked = sorted(rows, key=sum)
     if not ranked:
         return ()
-    return tuple(round(v, 2) for v in ranked[min(len(ranked) - 1, int(len(ranked) * at))])
+    n = len(ranked)
+    index = n // 2 if at == 0.5 else max(0, math.ceil(n * at) - 1)
+    return tuple(round(v, 2) for v in ranked[index])
 
 
 @dataclass(slots=True)
