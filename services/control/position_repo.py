@@ -60,8 +60,9 @@ async def list_page(conn: Conn, *, wallet: str = "", subscription_id: str = "", 
         where.append("state = %(state)s")
     if after is not None:
         where.append("(opened_at, id) < (%(t)s, %(i)s)")
+    condition = " AND ".join(where)
     # an ended life is never OPEN: asked for the open ones, the wallet's history is not read at all
-    sql = _PAGE.format(where=" AND ".join(where), ended="false" if state == "OPEN" else " AND ".join(where))
+    sql = _PAGE.format(where=condition, ended="false" if state == "OPEN" else condition)
     params = {"owner": wallet or subscription_id, "state": state, "limit": limit,
               "t": after.time if after else None, "i": after.id if after else None}
     return await (await conn.execute(sql, params)).fetchall()

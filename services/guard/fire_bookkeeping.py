@@ -42,24 +42,25 @@ class FireStats:
         periodic stats log. The stages after the decision (fires that sent a SELL) and those before it (every fire
         decided) are ranked each on their own: their median and p99 rows may be two different fires."""
         fire: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
-        for label, at in (("median", 0.5), ("p99", 0.99)):
-            if stage := _ranked(self.stages_ms, at):
+        for label, rank in _RANKS:
+            if stage := _ranked(self.stages_ms, rank):
                 fire[f"{label}_fire_ms"] = dict(zip(("slot", "reads", "commit", "submit"), stage, strict=True))
-            if before := _ranked(self.before_ms, at):
+            if before := _ranked(self.before_ms, rank):
                 fire[f"{label}_before_fire_ms"] = dict(zip(("ingest_to_tick_handled", "handled_to_fire_task"), before,
                                                            strict=True))
         return fire
 
 
-def _ranked(rows: Iterable[tuple[float, ...]], at: float) -> tuple[float, ...]:
-    """The row at quantile ``at`` of ``rows`` ordered by their sum (0.5: the upper median; 0.99: the smallest row with
-    at least 99 % of the rows at or below it), rounded; () when there is none."""
+# (label, the index of its row among n rows in order): the upper median; the smallest row with at least 99 % of the
+# rows at or below it
+_RANKS: tuple[tuple[str, Callable[[int], int]], ...] = (
+    ("median", lambda n: n // 2), ("p99", lambda n: max(0, math.ceil(n * 0.99) - 1)))
+
+
+def _ranked(rows: Iterable[tuple[float, ...]], rank: Callable[[int], int]) -> tuple[float, ...]:
+    """The row at ``rank`` of ``rows`` ordered by their sum, rounded; () when there is none."""
     ranked = sorted(rows, key=sum)
-    if not ranked:
-        return ()
-    n = len(ranked)
-    index = n // 2 if at == 0.5 else max(0, math.ceil(n * at) - 1)
-    return tuple(round(v, 2) for v in ranked[index])
+    return tuple(round(v, 2) for v in ranked[rank(len(ranked))]) if ranked else ()
 
 
 @dataclass(slots=True)
